@@ -1,0 +1,316 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The polar kernels on Kokkos: input validation and normalisation, the Newton–Schulz and Gram
+/// Newton–Schulz iterations, and the write-back. One implementation for every execution space.
+#pragma once
+
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <vector>
+
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/kernels/polar.hpp"
+#include "schatten/kokkos/detail/batched.hpp"
+#include "schatten/kokkos/detail/compat.hpp"
+#include "schatten/kokkos/workspace.hpp"
+
+namespace schatten::kokkos::detail {
+
+/// Shape of a polar problem: `batch` matrices rows × cols, iterated as k × n with k ≤ n
+/// (the transpose trick, algorithms.md §0).
+struct PolarShape {
+  index_t batch = 0, rows = 0, cols = 0, k = 0, n = 0;
+  bool transposed = false;
+  PolarShape(index_t b, index_t r, index_t c)
+      : batch(b), rows(r), cols(c), k(std::min(r, c)), n(std::max(r, c)), transposed(r > c) {}
+};
+
+/// Working arrays of one polar call, carved from one workspace.
+template <class TC, class Mem>
+struct PolarBuffers {
+  Mat3<TC, Mem> x, y;      ///< k × n iterates (ping-pong)
+  Mat3<TC, Mem> sq[5];     ///< k × k scratch: NS uses 2, Gram NS 5
+  double* factor = nullptr;  ///< per-matrix normalisation factor (batch doubles)
+};
+
+inline int square_buffers(PolarMethod m) { return m == PolarMethod::gram_newton_schulz ? 5 : 2; }
+
+/// Carves (or, with a counting arena, sizes) the buffers of one call.
+template <class TC, class Mem>
+PolarBuffers<TC, Mem> carve_polar(Arena& arena, const PolarShape& s, PolarMethod method) {
+  PolarBuffers<TC, Mem> buf;
+  buf.x = carve<TC, Mem>(arena, s.k, s.n, s.batch);
+  buf.y = carve<TC, Mem>(arena, s.k, s.n, s.batch);
+  for (int i = 0; i < square_buffers(method); ++i) buf.sq[i] = carve<TC, Mem>(arena, s.k, s.k, s.batch);
+  buf.factor = arena.take<double>(static_cast<std::size_t>(s.batch));
+  return buf;
+}
+
+/// Pass 1: per matrix, max |a_ij| as a double, +infinity when an entry is NaN or ±Inf.
+template <class Exec, class TIn, class Mem>
+void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a,
+                      std::vector<double>& out) {
+  const index_t rows = a.extent(1), cols = a.extent(2);
+  for (index_t b = 0; b < static_cast<index_t>(a.extent(0)); ++b) {
+    double m = 0.0;
+    Kokkos::parallel_reduce(
+        "schatten::polar::scan", policy2(space, rows, cols),
+        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+          acc = kmax(acc, abs_or_inf(a(b, i, j)));
+        },
+        Kokkos::Max<double>(m));
+    out[static_cast<std::size_t>(b)] = m;
+  }
+}
+
+/// Pass 2: per matrix, ‖a‖_F computed as amax · sqrt(Σ (a_ij/amax)²) in double, which cannot
+/// overflow or underflow for any finite input (the same rescaling as LAPACK's nrm2).
+template <class Exec, class TIn, class Mem>
+void frobenius_per_item(const Exec& space, const Strided3<const TIn, Mem>& a,
+                        const std::vector<double>& amax, std::vector<double>& out) {
+  const index_t rows = a.extent(1), cols = a.extent(2);
+  for (index_t b = 0; b < static_cast<index_t>(a.extent(0)); ++b) {
+    const double m = amax[static_cast<std::size_t>(b)];
+    if (m == 0.0) { out[static_cast<std::size_t>(b)] = 0.0; continue; }
+    const double inv = 1.0 / m;
+    double ssq = 0.0;
+    Kokkos::parallel_reduce(
+        "schatten::polar::norm", policy2(space, rows, cols),
+        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+          const double v = static_cast<double>(a(b, i, j)) * inv;
+          acc += v * v;
+        },
+        ssq);
+    out[static_cast<std::size_t>(b)] = m * std::sqrt(ssq);
+  }
+}
+
+/// Pass 3: X[b] = factor[b] · a[b] (or its transpose) in the compute precision. The product is
+/// formed in double, so inputs near the float range limits scale without overflow.
+template <class Exec, class TIn, class TC, class Mem>
+void load_scaled(const Exec& space, const Strided3<const TIn, Mem>& a, const double* factor,
+                 const Mat3<TC, Mem>& x, bool transposed) {
+  Kokkos::parallel_for(
+      "schatten::polar::load", policy3(space, x.extent(0), x.extent(1), x.extent(2)),
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+        const TIn v = transposed ? a(b, j, i) : a(b, i, j);
+        x(i, j, b) = static_cast<TC>(static_cast<double>(v) * factor[b]);
+      });
+}
+
+/// Last pass: q[b] = X[b] (or its transpose), converted to the output type.
+template <class Exec, class TC, class TOut, class Mem>
+void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q,
+           bool transposed) {
+  Kokkos::parallel_for(
+      "schatten::polar::store", policy3(space, x.extent(0), x.extent(1), x.extent(2)),
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+        const TOut v = static_cast<TOut>(x(i, j, b));
+        if (transposed) q(b, j, i) = v; else q(b, i, j) = v;
+      });
+}
+
+/// Newton–Schulz steps X ← p_t(X) = (a I + b A + c A²) X with A = X Xᵀ.
+/// Per step: GEMM(k,k,n) for A, GEMM(k,k,k) for A² (skipped when c = 0), GEMM(k,n,k) for the
+/// product; the scalar terms are folded into B = a I + b A + c A² (one k×k pass).
+/// Returns the buffer holding the result (x or y).
+template <class Exec, class TC, class Mem>
+Mat3<TC, Mem> newton_schulz_steps(const Exec& space, const CoefficientSchedule& sched,
+                                  int iterations, Mat3<TC, Mem> x, Mat3<TC, Mem> y,
+                                  const Mat3<TC, Mem>& gram, const Mat3<TC, Mem>& poly) {
+  for (int t = 0; t < iterations; ++t) {
+    const OddQuintic p = sched.at(t);
+    batched_gemm(space, "N", "T", TC(1), x, x, TC(0), gram);  // A = X Xᵀ
+    if (p.c != 0.0) batched_gemm(space, "N", "N", TC(p.c), gram, gram, TC(0), poly);  // c A²
+    add_scaled_identity(space, poly, p.c != 0.0, TC(p.b), gram, TC(p.a));  // + b A + a I
+    batched_gemm(space, "N", "N", TC(1), poly, x, TC(0), y);  // X ← B X
+    std::swap(x, y);
+  }
+  return x;
+}
+
+/// Gram Newton–Schulz: the same polynomials applied through the k×k Gram R = X Xᵀ.
+/// With Z_t = b R_t + c R_t², step t multiplies the accumulated factor Q by (a I + Z_t) and
+/// updates R ← (a I + Z) R (a I + Z); the output is Q X. A restart before step t rebuilds
+/// X ← Q X, R ← X Xᵀ, Q ← I (algorithms.md §2.4, [V] NoahAmsel/gram-newton-schulz).
+/// R and Q are symmetrised after every update (they are polynomials in the same Gram, hence
+/// symmetric in exact arithmetic). Per step: 1 GEMM(k,k,k) for R² (c ≠ 0), 1 for Q, 2 for R.
+template <class Exec, class TC, class Mem>
+Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, const CoefficientSchedule& sched,
+                                       int iterations, const std::vector<int>& restarts,
+                                       Mat3<TC, Mem> x, Mat3<TC, Mem> y, Mat3<TC, Mem> r,
+                                       const Mat3<TC, Mem>& z, Mat3<TC, Mem> q,
+                                       Mat3<TC, Mem> t1, Mat3<TC, Mem> t2) {
+  if (iterations <= 0) return x;
+  auto restart_before = [&](int t) {
+    return t > 0 && std::find(restarts.begin(), restarts.end(), t) != restarts.end();
+  };
+  batched_gemm(space, "N", "T", TC(1), x, x, TC(0), r);  // R = X Xᵀ
+  for (int t = 0; t < iterations; ++t) {
+    const OddQuintic p = sched.at(t);
+    const bool restart = restart_before(t);
+    if (restart) {
+      batched_gemm(space, "N", "N", TC(1), q, x, TC(0), y);  // X ← Q X
+      std::swap(x, y);
+      batched_gemm(space, "N", "T", TC(1), x, x, TC(0), r);  // R = X Xᵀ
+    }
+    // Z = c R² + b R
+    if (p.c != 0.0) batched_gemm(space, "N", "N", TC(p.c), r, r, TC(0), z);
+    add_scaled_identity(space, z, p.c != 0.0, TC(p.b), r, TC(0));
+    if (t == 0 || restart) {
+      add_scaled_identity(space, q, false, TC(1), z, TC(p.a));  // Q = a I + Z
+    } else {
+      batched_gemm(space, "N", "N", TC(1), q, z, TC(0), t1);  // Q ← Q Z + a Q
+      add_scaled_identity(space, t1, true, TC(p.a), q, TC(0));
+      std::swap(q, t1);
+    }
+    symmetrize(space, q);
+    if (t + 1 < iterations && !restart_before(t + 1)) {
+      batched_gemm(space, "N", "N", TC(1), r, z, TC(0), t1);  // T1 = R (a I + Z)
+      add_scaled_identity(space, t1, true, TC(p.a), r, TC(0));
+      batched_gemm(space, "N", "N", TC(1), z, t1, TC(0), t2);  // R ← (a I + Z) T1
+      add_scaled_identity(space, t2, true, TC(p.a), t1, TC(0));
+      std::swap(r, t2);
+      symmetrize(space, r);
+    }
+  }
+  batched_gemm(space, "N", "N", TC(1), q, x, TC(0), y);  // output Q X
+  return y;
+}
+
+/// max over the batch of ‖X Xᵀ − I‖_F / √k (one GEMM(k,k,n) per matrix, into `gram`).
+template <class Exec, class TC, class Mem>
+double max_orthogonality_error(const Exec& space, const Mat3<TC, Mem>& x,
+                               const Mat3<TC, Mem>& gram) {
+  batched_gemm(space, "N", "T", TC(1), x, x, TC(0), gram);
+  const index_t k = gram.extent(0);
+  double worst = 0.0;
+  for (index_t b = 0; b < static_cast<index_t>(gram.extent(2)); ++b) {
+    double ssq = 0.0;
+    Kokkos::parallel_reduce(
+        "schatten::polar::orthogonality", policy2(space, k, k),
+        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+          const double d = static_cast<double>(gram(i, j, b)) - (i == j ? 1.0 : 0.0);
+          acc += d * d;
+        },
+        ssq);
+    worst = std::max(worst, std::sqrt(ssq / static_cast<double>(k)));
+  }
+  return worst;
+}
+
+inline PolarReport polar_failure(Status s, const char* msg, index_t bad = -1) {
+  PolarReport r;
+  r.status = s;
+  r.message = msg;
+  r.bad_item = bad;
+  return r;
+}
+
+/// Scratch bytes of one call (the same carving code, run on a counting arena).
+template <class TC, class Mem>
+std::size_t polar_bytes(const PolarShape& s, PolarMethod method) {
+  Arena counting;
+  carve_polar<TC, Mem>(counting, s, method);
+  return counting.used();
+}
+
+/// The whole polar() contract for strided batches in a memory space `Exec` can access, with
+/// the iteration in precision TC. See schatten::polar for the documentation.
+template <class Exec, class TIn, class TC>
+PolarReport polar_strided(const Exec& space,
+                          const Strided3<const TIn, typename Exec::memory_space>& a,
+                          const Strided3<TIn, typename Exec::memory_space>& q,
+                          const PolarOptions& options,
+                          Workspace<typename Exec::memory_space>& ws) {
+  using Mem = typename Exec::memory_space;
+  if (const char* msg = check_polar_options(options))
+    return polar_failure(Status::invalid_argument, msg);
+  if (a.extent(0) != q.extent(0) || a.extent(1) != q.extent(1) || a.extent(2) != q.extent(2))
+    return polar_failure(Status::invalid_argument, "input and output shapes differ");
+  if (const char* msg = schatten::detail::check_layout(a.data(), a.extent(0), a.extent(1),
+                                                       a.extent(2), a.stride(0), a.stride(1),
+                                                       a.stride(2), false))
+    return polar_failure(Status::invalid_argument, msg);
+  if (const char* msg = schatten::detail::check_layout(q.data(), q.extent(0), q.extent(1),
+                                                       q.extent(2), q.stride(0), q.stride(1),
+                                                       q.stride(2), true))
+    return polar_failure(Status::invalid_argument, msg);
+
+  const PolarShape s(a.extent(0), a.extent(1), a.extent(2));
+  PolarReport report;
+  if (s.batch == 0 || s.k == 0) return report;  // empty: nothing to compute or write
+
+  const CoefficientSchedule sched = resolved_schedule(options);
+  const int iterations = options.iterations;
+  try {
+    ws.reserve(polar_bytes<TC, Mem>(s, options.method));
+  } catch (const std::exception&) {
+    return polar_failure(Status::out_of_memory, "workspace allocation failed");
+  }
+  Arena arena(ws.data());
+  PolarBuffers<TC, Mem> buf = carve_polar<TC, Mem>(arena, s, options.method);
+
+  // Validate before anything is written: one max-abs pass finds NaN/Inf.
+  std::vector<double> amax(static_cast<std::size_t>(s.batch)), norm(amax.size()),
+      factor(amax.size());
+  max_abs_per_item(space, a, amax);
+  for (std::size_t b = 0; b < amax.size(); ++b)
+    if (!std::isfinite(amax[b]))
+      return polar_failure(Status::non_finite_input, "input contains NaN or Inf",
+                           static_cast<index_t>(b));
+
+  const Normalization& nz = sched.normalization;
+  if (nz.kind == Normalization::Kind::frobenius) {
+    frobenius_per_item(space, a, amax, norm);
+    for (std::size_t b = 0; b < norm.size(); ++b)
+      factor[b] = norm[b] == 0.0 ? 0.0 : 1.0 / (nz.safety * norm[b] + nz.eps);  // zero → zero
+  } else {
+    std::fill(factor.begin(), factor.end(), 1.0);
+  }
+  Kokkos::deep_copy(space, Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
+                               buf.factor, factor.size()),
+                    Kokkos::View<const double*, Kokkos::HostSpace,
+                                 Kokkos::MemoryTraits<Kokkos::Unmanaged>>(factor.data(),
+                                                                          factor.size()));
+  load_scaled(space, a, buf.factor, buf.x, s.transposed);
+
+  Mat3<TC, Mem> result;
+  if (options.method == PolarMethod::gram_newton_schulz) {
+    result = gram_newton_schulz_steps(space, sched, iterations, options.gram_restarts, buf.x,
+                                      buf.y, buf.sq[0], buf.sq[1], buf.sq[2], buf.sq[3],
+                                      buf.sq[4]);
+  } else {
+    result = newton_schulz_steps(space, sched, iterations, buf.x, buf.y, buf.sq[0], buf.sq[1]);
+  }
+  report.iterations = iterations;
+  if (options.compute_orthogonality_error)
+    report.orthogonality_error = max_orthogonality_error(space, result, buf.sq[0]);
+  store(space, result, q, s.transposed);
+  space.fence();
+  return report;
+}
+
+/// Chooses the iteration precision from options.compute (automatic = the input's).
+template <class Exec, class TIn>
+PolarReport polar_dispatch(const Exec& space,
+                           const Strided3<const TIn, typename Exec::memory_space>& a,
+                           const Strided3<TIn, typename Exec::memory_space>& q,
+                           const PolarOptions& options,
+                           Workspace<typename Exec::memory_space>& ws) {
+  switch (options.compute) {
+    case Precision::automatic: return polar_strided<Exec, TIn, TIn>(space, a, q, options, ws);
+    case Precision::fp32: return polar_strided<Exec, TIn, float>(space, a, q, options, ws);
+    case Precision::fp64: return polar_strided<Exec, TIn, double>(space, a, q, options, ws);
+    case Precision::bf16:
+    case Precision::fp16: break;
+  }
+  return polar_failure(Status::unsupported,
+                       "bf16/fp16 iteration is not available in this release (see issue #7)");
+}
+
+}  // namespace schatten::kokkos::detail

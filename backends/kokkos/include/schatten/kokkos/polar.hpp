@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Kokkos View overloads of schatten::polar for callers that already hold their data in Views.
+///
+/// Same contract as schatten::polar (include/schatten/kernels/polar.hpp): q ≈ polar(a) per
+/// matrix, outputs written only on success, in-place allowed. `a` and `q` are rank-2 Views
+/// (one matrix) or rank-3 Views (batch, rows, cols), any layout, with the same non-const/const
+/// value type (float or double), in a memory space that `space` can access. The call enqueues
+/// on `space` and fences it before returning (validation reads per-matrix norms on the host).
+///
+/// Example (compiled in tests/kernels/test_polar_views.cpp):
+/// \code
+///   Kokkos::View<float**> g("g", 768, 3072), o("o", 768, 3072);
+///   schatten::kokkos::Workspace<> ws;
+///   auto rep = schatten::kokkos::polar(Kokkos::DefaultExecutionSpace(), g, o, {}, ws);
+/// \endcode
+#pragma once
+
+#include <Kokkos_Core.hpp>
+
+#include <type_traits>
+
+#include "schatten/kernels/polar.hpp"
+#include "schatten/kokkos/detail/polar_impl.hpp"
+#include "schatten/kokkos/workspace.hpp"
+
+namespace schatten::kokkos {
+
+namespace detail {
+/// A rank-2 or rank-3 View as a strided (batch, rows, cols) View of the same memory.
+template <class T, class Mem, class V>
+Strided3<T, Mem> as_strided3(const V& v) {
+  static_assert(static_cast<int>(V::rank) == 2 || static_cast<int>(V::rank) == 3,
+                "schatten::kokkos: matrices are rank-2 Views, batches rank-3 Views");
+  if constexpr (static_cast<int>(V::rank) == 2) {
+    return Strided3<T, Mem>(v.data(), Kokkos::LayoutStride(1, 0, v.extent(0), v.stride(0),
+                                                           v.extent(1), v.stride(1)));
+  } else {
+    return Strided3<T, Mem>(v.data(),
+                            Kokkos::LayoutStride(v.extent(0), v.stride(0), v.extent(1),
+                                                 v.stride(1), v.extent(2), v.stride(2)));
+  }
+}
+}  // namespace detail
+
+/// Polar factor of a View (or batch of Views) on `space`; see the file comment.
+template <class Exec, class AView, class QView>
+PolarReport polar(const Exec& space, const AView& a, const QView& q, const PolarOptions& options,
+                  Workspace<typename Exec::memory_space>& workspace) {
+  static_assert(Kokkos::is_view<AView>::value && Kokkos::is_view<QView>::value,
+                "schatten::kokkos::polar takes Kokkos Views");
+  using T = typename QView::non_const_value_type;
+  static_assert(std::is_same<typename AView::non_const_value_type, T>::value,
+                "input and output Views must have the same value type");
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "schatten::kokkos::polar supports float and double Views");
+  static_assert(!std::is_const<typename QView::value_type>::value, "the output View is const");
+  static_assert(static_cast<int>(AView::rank) == static_cast<int>(QView::rank),
+                "input and output Views must have the same rank");
+  using Mem = typename Exec::memory_space;
+  static_assert(Kokkos::SpaceAccessibility<Exec, typename AView::memory_space>::accessible &&
+                    Kokkos::SpaceAccessibility<Exec, typename QView::memory_space>::accessible,
+                "the Views must be accessible from the execution space");
+  return detail::polar_dispatch<Exec, T>(space, detail::as_strided3<const T, Mem>(a),
+                                         detail::as_strided3<T, Mem>(q), options, workspace);
+}
+
+/// Same, with a temporary workspace (allocated and freed by the call).
+template <class Exec, class AView, class QView>
+PolarReport polar(const Exec& space, const AView& a, const QView& q,
+                  const PolarOptions& options = {}) {
+  Workspace<typename Exec::memory_space> ws;
+  return polar(space, a, q, options, ws);
+}
+
+}  // namespace schatten::kokkos
+
+// The common instantiations live in the library (backends/kokkos/src/polar.cpp).
+#define SCHATTEN_POLAR_EXTERN(TIN, TC)                                                          \
+  extern template schatten::PolarReport                                                       \
+  schatten::kokkos::detail::polar_strided<Kokkos::DefaultExecutionSpace, TIN, TC>(            \
+      const Kokkos::DefaultExecutionSpace&,                                                   \
+      const schatten::kokkos::detail::Strided3<const TIN,                                     \
+                                               Kokkos::DefaultExecutionSpace::memory_space>&, \
+      const schatten::kokkos::detail::Strided3<TIN,                                           \
+                                               Kokkos::DefaultExecutionSpace::memory_space>&, \
+      const schatten::PolarOptions&,                                                          \
+      schatten::kokkos::Workspace<Kokkos::DefaultExecutionSpace::memory_space>&);
+SCHATTEN_POLAR_EXTERN(float, float)
+SCHATTEN_POLAR_EXTERN(float, double)
+SCHATTEN_POLAR_EXTERN(double, float)
+SCHATTEN_POLAR_EXTERN(double, double)
+#undef SCHATTEN_POLAR_EXTERN

@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Status codes returned by every kernel and optimizer call (no exceptions on hot paths).
+#pragma once
+
+namespace schatten {
+
+/// Outcome of a call. Every value other than `ok` guarantees that the call wrote nothing to its
+/// outputs (outputs, parameters and optimizer state are never left half-updated).
+enum class Status {
+  ok = 0,
+  invalid_argument,   ///< shapes, strides or options are inconsistent (message says which)
+  non_finite_input,   ///< the input contains NaN or +-Inf
+  unsupported,        ///< valid request this build cannot serve (e.g. bf16 on a CPU build)
+  not_converged,      ///< an iterative method hit its iteration limit (output still written)
+  out_of_memory,      ///< a workspace allocation failed
+  internal_error      ///< a bug: please report it
+};
+
+/// Short stable name of a status ("ok", "invalid_argument", ...).
+const char* to_string(Status s) noexcept;
+
+}  // namespace schatten

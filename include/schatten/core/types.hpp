@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Basic vocabulary types shared by every layer: index type, precisions, memory kinds.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace schatten {
+
+/// Signed index type for matrix dimensions and strides (elements, not bytes).
+using index_t = std::ptrdiff_t;
+
+/// Floating-point formats a kernel can store or iterate in.
+///
+/// `automatic` means "the precision of the input". bf16 and fp16 are part of the vocabulary so
+/// that options and file formats are stable, but the kernels of this release reject them with
+/// Status::unsupported (they arrive with the GPU backend).
+enum class Precision { automatic, bf16, fp16, fp32, fp64 };
+
+/// Where the memory behind a pointer lives.
+///
+/// `host` is ordinary CPU memory. `device` is memory of the execution space the library was
+/// built for (CUDA/HIP global memory on a GPU build). On a CPU-only build both name host memory.
+enum class MemoryKind { host, device };
+
+/// Name of a precision ("fp32", ...), for logs, benchmarks and file attributes.
+const char* to_string(Precision p) noexcept;
+
+}  // namespace schatten

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Caller-owned scratch memory for the plain-array kernel calls.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+namespace schatten {
+
+/// Scratch memory in the memory space of the default execution space (device memory on a GPU
+/// build). Kernels grow it on demand and never shrink it, so a caller that keeps one Workspace per
+/// thread and passes it to every call allocates only during the first calls. Passing none makes
+/// each call allocate and free its own scratch. Not thread-safe: one Workspace per thread.
+/// Must be destroyed before Kokkos is finalised (e.g. before schatten::Runtime goes out of scope).
+class Workspace {
+ public:
+  Workspace();
+  /// Reserves `bytes` up front (see polar_workspace_bytes()).
+  explicit Workspace(std::size_t bytes);
+  ~Workspace();
+  Workspace(Workspace&&) noexcept;
+  Workspace& operator=(Workspace&&) noexcept;
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+
+  /// Grows the buffer to at least `bytes`. Returns false (and keeps the old buffer) when the
+  /// allocation fails.
+  bool reserve(std::size_t bytes);
+  /// Bytes currently held.
+  std::size_t capacity() const noexcept;
+  /// Frees the buffer.
+  void release() noexcept;
+
+  struct Impl;
+  /// Backend access (used by the library's entry points).
+  Impl& impl() noexcept { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace schatten

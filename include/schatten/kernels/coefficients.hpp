@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Coefficient schedules of the Newton–Schulz family: per-iteration odd polynomials, their
+/// matching input normalisation, and the published presets.
+///
+/// A Newton–Schulz step with coefficients (a, b, c) maps X to a X + b (X Xᵀ) X + c (X Xᵀ)² X,
+/// which applies the odd polynomial p(σ) = a σ + b σ³ + c σ⁵ to every singular value of X and
+/// keeps the singular vectors (algorithms.md §1.2). A schedule composes such steps; the composite
+/// scalar map p_T ∘ … ∘ p_1 decides how close the result is to the polar factor U Vᵀ.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace schatten {
+
+/// p(x) = a x + b x³ + c x⁵ (c = 0 gives a cubic).
+struct OddQuintic {
+  double a = 0.0;
+  double b = 0.0;
+  double c = 0.0;
+  /// Evaluates p at x (Horner in x²).
+  constexpr double operator()(double x) const {
+    const double x2 = x * x;
+    return x * (a + x2 * (b + x2 * c));
+  }
+  friend constexpr bool operator==(const OddQuintic& l, const OddQuintic& r) {
+    return l.a == r.a && l.b == r.b && l.c == r.c;
+  }
+};
+
+/// What a schedule does when asked for more iterations than it has rows.
+enum class ScheduleTail {
+  repeat_last,  ///< keep applying the last row (fixed tuples, Polar Express tables)
+  cycle,        ///< start again from the first row
+  error         ///< refuse (Status::invalid_argument): the table has an exact length
+};
+
+/// How the input is scaled before the first step. The polynomials assume σ_max(X) ≤ 1.
+struct Normalization {
+  enum class Kind {
+    frobenius,  ///< X ← A / (safety · ‖A‖_F + eps); ‖A‖_F ≥ σ_max(A), so σ_max(X) ≤ 1/safety
+    none        ///< X ← A: the caller guarantees σ_max(A) ≤ 1 (e.g. its own Schatten-4 scaling)
+  };
+  Kind kind = Kind::frobenius;
+  /// Multiplier of the norm (> 0). 1.01 / 1.02 in the Polar Express references: a margin for
+  /// rounding of the normalisation in low precision (algorithms.md §2.2).
+  double safety = 1.0;
+  /// Absolute term added to the scaled norm (≥ 0). Default 0: the library computes the norm in
+  /// double with rescaling and maps an all-zero input to zero explicitly, so no epsilon is needed
+  /// to avoid 0/0. The references use 1e-7 (Keller Jordan, PyTorch), 1e-8 (optax), 1e-6
+  /// (modded-nanogpt Polar Express); with it, inputs of norm ≲ eps come out shrunk instead of
+  /// orthogonalised (the silent failure of anchors.md c.6). Set it to reproduce a reference.
+  double eps = 0.0;
+};
+
+/// A sequence of odd polynomials plus the normalisation it was designed for.
+struct CoefficientSchedule {
+  std::string name;               ///< preset name, or free text for user tables
+  std::vector<OddQuintic> steps;  ///< row t is applied at iteration t (0-based)
+  ScheduleTail tail = ScheduleTail::repeat_last;
+  Normalization normalization{};
+
+  /// True when the schedule can run `iterations` steps (always, unless tail == error or the
+  /// table is empty).
+  bool covers(int iterations) const;
+  /// Row used at iteration t (0-based). Precondition: covers(t + 1).
+  const OddQuintic& at(int t) const;
+  /// The composite scalar map applied to a singular value x of the *normalised* input:
+  /// p_{T-1}(…p_0(x)). Exact double arithmetic; predicts what the matrix iteration does to σ.
+  double apply(double x, int iterations) const;
+};
+
+/// Published and classical schedules (algorithms.md §1.2, §2.3; anchors.md (e)).
+namespace schedules {
+/// Keller Jordan's quintic (3.4445, −4.7750, 2.0315), repeated; Frobenius normalisation.
+/// [V] KellerJordan/Muon, Moonlight, torch.optim.Muon, optax. Converges into the band
+/// [0.68, 1.13] for σ ∈ [1e-2, 1], not to 1 (p(1) = 0.701).
+CoefficientSchedule keller_jordan();
+/// Classical quintic Newton–Schulz (15/8, −10/8, 3/8): converges to 1 (p(1) = 1, p'(1) = 0)
+/// but lifts small singular values slowly (slope 15/8 at 0).
+CoefficientSchedule classical_quintic();
+/// Classical cubic Newton–Schulz (3/2, −1/2, 0), also the standard "polish" step.
+CoefficientSchedule classical_cubic();
+/// You Jiacheng's 5-row table [T] (as reproduced in NoahAmsel/gram-newton-schulz
+/// coefficients.py, citing the author's post); repeat-last.
+CoefficientSchedule you_jiacheng();
+/// The Polar Express reference default: optimal_composition(l = 1e-3, T = 10, safety 1e-2,
+/// cushion 0.02), computed by polar_express_coefficients(); normalisation ‖A‖_F · 1.01;
+/// repeat-last after row 10 [V] NoahAmsel/PolarExpress (`PolarExpress(G, steps)`).
+CoefficientSchedule polar_express();
+/// The 5-step Polar Express table deployed in modded-nanogpt / nanochat:
+/// optimal_composition(l = 1e-3, T = 5, safety 2e-2, cushion 0.02), normalisation ‖A‖_F · 1.02.
+/// [V] table, [C] reproduced by our generator.
+CoefficientSchedule polar_express_5();
+/// Looks a preset up by its name ("keller_jordan", "classical_quintic", "classical_cubic",
+/// "you_jiacheng", "polar_express", "polar_express_5"). Returns false for an unknown name.
+bool by_name(const std::string& name, CoefficientSchedule& out);
+/// The names accepted by by_name(), in a stable order.
+std::vector<std::string> names();
+}  // namespace schedules
+
+}  // namespace schatten

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Polar factor (orthogonalisation) of matrices given as plain arrays: Newton–Schulz with any
+/// coefficient schedule, Polar Express, Gram Newton–Schulz.
+///
+/// For A = U Σ Vᵀ (thin SVD) the polar factor is U Vᵀ. The iterative methods here return
+/// U s(Σ) Vᵀ where s is the composite scalar map of their schedule applied to the normalised
+/// singular values: close to U Vᵀ only as far as s(σ) is close to 1 (see each schedule's band).
+/// Exact U Vᵀ comes from schatten::reference::polar (SVD, double).
+#pragma once
+
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/core/status.hpp"
+#include "schatten/core/types.hpp"
+#include "schatten/core/workspace.hpp"
+#include "schatten/kernels/coefficients.hpp"
+
+namespace schatten {
+
+/// The orthogonalisation algorithms.
+enum class PolarMethod {
+  newton_schulz,       ///< X ← a X + b (XXᵀ)X + c (XXᵀ)²X per step; default Keller Jordan schedule
+  polar_express,       ///< the same iteration with a Polar Express schedule (default)
+  gram_newton_schulz   ///< the same polynomials, iterated on the k×k Gram XXᵀ (wide matrices)
+};
+
+/// Name of a method ("newton_schulz", ...).
+const char* to_string(PolarMethod m) noexcept;
+
+/// Options of polar(). Set fields by name; every field has a default.
+struct PolarOptions {
+  PolarMethod method = PolarMethod::polar_express;
+  /// Number of polynomial steps T (0 … 1000). 0 returns the normalised input.
+  int iterations = 5;
+  /// Coefficients and normalisation. Left empty (no rows), the method's default is used:
+  /// newton_schulz → schedules::keller_jordan(); polar_express and gram_newton_schulz →
+  /// schedules::polar_express().
+  CoefficientSchedule schedule{};
+  /// Gram Newton–Schulz: iterations (0-based, ≥ 1) before which the iterate is rebuilt from X
+  /// (X ← Q X, R ← X Xᵀ, Q ← I); entries ≥ iterations have no effect. Restarts stop the loss
+  /// of accuracy of the accumulated Gram factors. Default {2} [V] NoahAmsel/gram-newton-schulz.
+  std::vector<int> gram_restarts{2};
+  /// Precision of the iteration: automatic (= the input's), fp32 or fp64. bf16/fp16 →
+  /// Status::unsupported in this release.
+  Precision compute = Precision::automatic;
+  /// Also compute ‖Q Qᵀ − I‖_F / √k (k = min(rows, cols)), the root-mean-square of 1 − s_i², for
+  /// every matrix; PolarReport::orthogonality_error gets the largest. Costs one extra Gram GEMM.
+  bool compute_orthogonality_error = false;
+};
+
+/// Result of polar(). Outputs are written only when status is ok.
+struct PolarReport {
+  Status status = Status::ok;
+  /// Static text explaining a non-ok status ("" when ok).
+  const char* message = "";
+  /// Polynomial steps applied.
+  int iterations = 0;
+  /// First matrix of the batch that made the call fail (non-finite input), else −1.
+  index_t bad_item = -1;
+  /// Largest ‖Q Qᵀ − I‖_F / √k over the batch when requested, else −1.
+  double orthogonality_error = -1.0;
+  explicit operator bool() const noexcept { return status == Status::ok; }
+};
+
+/// Polar factor of every matrix of a batch: q[b] ≈ polar(a[b]).
+///
+/// Math: each a[b] (rows × cols) is transposed to the short-fat orientation k × n (k = min,
+/// n = max; algorithms.md §0), scaled by the schedule's normalisation, iterated, and transposed
+/// back. The result is U s(Σ/ν) Vᵀ with ν the normalisation and s = schedule.apply(·, T).
+/// Preconditions: a and q have the same batch, rows and cols; q does not overlap itself; q may
+/// alias a exactly (in-place). Host or device memory (see MatrixRef).
+/// Cost per matrix and step (Newton–Schulz, Polar Express): 3 GEMMs, 4k²n + 2k³ flops
+/// (2k²n + 2k²n only when c = 0). Gram Newton–Schulz: 2k²n once, 8k³ per step, 2k²n per
+/// restart and at the end. polar_flops() gives the exact count. Memory: polar_workspace_bytes().
+/// Accuracy: exact arithmetic gives U s(Σ/ν) Vᵀ; rounding adds about T·(∏ slopes)·ε relative
+/// error on the small singular values (docs/kernels/polar.md has the table).
+/// Determinism: bit-for-bit reproducible on the CPU for a fixed BLAS and thread count.
+/// Synchronous: returns when q is written (device work is fenced).
+/// Bad input: NaN/Inf anywhere → Status::non_finite_input, bad_item set, q untouched. An
+/// all-zero matrix gives an all-zero q. Empty matrices are fine (nothing to do).
+/// References: Jordan et al., Muon (2024); Amsel et al., arXiv:2505.16932 (Polar Express);
+/// Dao lab / Amsel et al., Gram Newton–Schulz (2026).
+PolarReport polar(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> q,
+                  const PolarOptions& options = {}, Workspace* workspace = nullptr);
+PolarReport polar(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> q,
+                  const PolarOptions& options = {}, Workspace* workspace = nullptr);
+
+/// Newton–Schulz with the given schedule (shorthand for polar() with method newton_schulz).
+/// `A` and `Q` are anything polar() accepts (MatrixRef or BatchedMatrixRef of float/double).
+template <class A, class Q>
+PolarReport newton_schulz(const A& a, const Q& q, const CoefficientSchedule& schedule,
+                          int iterations = 5, Workspace* workspace = nullptr) {
+  PolarOptions o;
+  o.method = PolarMethod::newton_schulz;
+  o.schedule = schedule;
+  o.iterations = iterations;
+  return polar(a, q, o, workspace);
+}
+
+/// Gram Newton–Schulz with the given schedule and restarts.
+template <class A, class Q>
+PolarReport gram_newton_schulz(const A& a, const Q& q, const CoefficientSchedule& schedule,
+                               int iterations = 5, std::vector<int> restarts = {2},
+                               Workspace* workspace = nullptr) {
+  PolarOptions o;
+  o.method = PolarMethod::gram_newton_schulz;
+  o.schedule = schedule;
+  o.iterations = iterations;
+  o.gram_restarts = std::move(restarts);
+  return polar(a, q, o, workspace);
+}
+
+/// The schedule polar() will use for these options (the method's default when none is set).
+CoefficientSchedule resolved_schedule(const PolarOptions& options);
+
+/// Checks options without touching data: nullptr when valid, else a static message.
+const char* check_polar_options(const PolarOptions& options);
+
+/// One GEMM of a kernel's cost model: C (m × n) = A (m × kk) · B (kk × n), `count` times.
+struct GemmShape {
+  index_t m = 0, n = 0, k = 0;
+  int count = 0;
+  double flops() const { return 2.0 * double(m) * double(n) * double(k) * count; }
+};
+
+/// The GEMMs polar() performs for one rows × cols matrix, merged by shape. The kernel's GEMM
+/// floor is the sum of their times at the machine's GEMM rate (bench/ uses this).
+std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const PolarOptions& options);
+/// Total GEMM flops of polar() for one rows × cols matrix (element-wise work is not counted).
+double polar_flops(index_t rows, index_t cols, const PolarOptions& options);
+
+/// Scratch bytes polar() needs for `batch` matrices of rows × cols in the given compute
+/// precision (automatic = fp32 here; pass the input's precision for exact figures).
+std::size_t polar_workspace_bytes(index_t rows, index_t cols, index_t batch,
+                                  const PolarOptions& options,
+                                  Precision input = Precision::fp32);
+
+}  // namespace schatten

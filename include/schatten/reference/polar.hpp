@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Ground truth from a singular value decomposition in double precision (Eigen's BDCSVD):
+/// the exact polar factor and singular values, for tests, benchmarks and users who want them.
+/// Slow (O(rows·cols·min(rows, cols)) with a large constant, host memory only, single-threaded)
+/// and independent of the iterative kernels by construction.
+#pragma once
+
+#include <vector>
+
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/core/status.hpp"
+
+namespace schatten::reference {
+
+/// q = U sign(Σ) Vᵀ where a = U Σ Vᵀ is a thin SVD in double. Singular values at or below
+/// `rank_tolerance · σ_max` count as zero (their directions are dropped, so q is the partial
+/// isometry onto the numerical range, and unique); a negative tolerance means
+/// max(rows, cols) · ε of the data type (2⁻⁵² for double, 2⁻²³ for float), the numerical-rank
+/// rule of LAPACK/NumPy.
+/// Preconditions: host memory; same shapes; q may alias a. Returns non_finite_input for NaN/Inf
+/// and invalid_argument for bad shapes (q untouched in both cases).
+Status polar(MatrixRef<const double> a, MatrixRef<double> q, double rank_tolerance = -1.0);
+/// Float input and output, computed in double.
+Status polar(MatrixRef<const float> a, MatrixRef<float> q, double rank_tolerance = -1.0);
+
+/// Singular values of a in non-increasing order (min(rows, cols) of them), in double.
+Status singular_values(MatrixRef<const double> a, std::vector<double>& sigma);
+Status singular_values(MatrixRef<const float> a, std::vector<double>& sigma);
+
+}  // namespace schatten::reference

@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Umbrella header: the plain-array API of schatten (no Kokkos types). The Kokkos View overloads
+/// are in <schatten/kokkos/polar.hpp>.
+#pragma once
+
+#include "schatten/config.hpp"
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/core/random.hpp"
+#include "schatten/core/runtime.hpp"
+#include "schatten/core/status.hpp"
+#include "schatten/core/types.hpp"
+#include "schatten/core/workspace.hpp"
+#include "schatten/kernels/coefficients.hpp"
+#include "schatten/kernels/polar.hpp"
+#include "schatten/kernels/polar_express_coefficients.hpp"
+#include "schatten/reference/polar.hpp"

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Coefficient schedules and their presets (algorithms.md §1.2, §2.3).
+#include "schatten/kernels/coefficients.hpp"
+
+#include <stdexcept>
+
+#include "schatten/kernels/polar_express_coefficients.hpp"
+
+namespace schatten {
+
+bool CoefficientSchedule::covers(int iterations) const {
+  if (iterations <= 0) return true;
+  if (steps.empty()) return false;
+  return tail != ScheduleTail::error || static_cast<std::size_t>(iterations) <= steps.size();
+}
+
+const OddQuintic& CoefficientSchedule::at(int t) const {
+  const std::size_t n = steps.size();
+  const std::size_t i = static_cast<std::size_t>(t);
+  if (i < n) return steps[i];
+  switch (tail) {
+    case ScheduleTail::repeat_last: return steps.back();
+    case ScheduleTail::cycle: return steps[i % n];
+    case ScheduleTail::error: break;
+  }
+  throw std::out_of_range("CoefficientSchedule::at: iteration beyond an exact-length table");
+}
+
+double CoefficientSchedule::apply(double x, int iterations) const {
+  for (int t = 0; t < iterations; ++t) x = at(t)(x);
+  return x;
+}
+
+namespace schedules {
+namespace {
+CoefficientSchedule fixed(const char* name, OddQuintic p) {
+  CoefficientSchedule s;
+  s.name = name;
+  s.steps = {p};
+  return s;
+}
+
+CoefficientSchedule generated(const char* name, const PolarExpressParams& params, double safety) {
+  CoefficientSchedule s;
+  s.name = name;
+  if (polar_express_coefficients(params, s.steps) != Status::ok)
+    throw std::logic_error("schatten: invalid built-in Polar Express parameters");
+  s.normalization.safety = safety;
+  return s;
+}
+}  // namespace
+
+CoefficientSchedule keller_jordan() {
+  // [V] KellerJordan/Muon muon.py, Moonlight, torch.optim.Muon DEFAULT_A/B/C, optax.
+  return fixed("keller_jordan", {3.4445, -4.7750, 2.0315});
+}
+
+CoefficientSchedule classical_quintic() {
+  return fixed("classical_quintic", {15.0 / 8.0, -10.0 / 8.0, 3.0 / 8.0});
+}
+
+CoefficientSchedule classical_cubic() { return fixed("classical_cubic", {1.5, -0.5, 0.0}); }
+
+CoefficientSchedule you_jiacheng() {
+  // [T] NoahAmsel/gram-newton-schulz coefficients.py (YOU_COEFFICIENTS), citing the author.
+  CoefficientSchedule s;
+  s.name = "you_jiacheng";
+  s.steps = {{4.0848, -6.8946, 2.9270},
+             {3.9505, -6.3029, 2.6377},
+             {3.7418, -5.5913, 2.3037},
+             {2.8769, -3.1427, 1.2046},
+             {2.8366, -3.0525, 1.2012}};
+  return s;
+}
+
+CoefficientSchedule polar_express() {
+  // [V] reference default optimal_composition(1e-3, 10, 1e-2, 0.02), norm ‖X‖_F·1.01;
+  // generated once (tests check it against the published table to 1e-12).
+  static const CoefficientSchedule s =
+      generated("polar_express", PolarExpressParams{1e-3, 10, 1e-2, 0.02, 5}, 1.01);
+  return s;
+}
+
+CoefficientSchedule polar_express_5() {
+  // [V] modded-nanogpt table, [C] = optimal_composition(1e-3, 5, 2e-2, 0.02), norm ‖X‖_F·1.02.
+  static const CoefficientSchedule s =
+      generated("polar_express_5", PolarExpressParams{1e-3, 5, 2e-2, 0.02, 5}, 1.02);
+  return s;
+}
+
+std::vector<std::string> names() {
+  return {"keller_jordan", "classical_quintic", "classical_cubic",
+          "you_jiacheng",  "polar_express",     "polar_express_5"};
+}
+
+bool by_name(const std::string& name, CoefficientSchedule& out) {
+  if (name == "keller_jordan") out = keller_jordan();
+  else if (name == "classical_quintic") out = classical_quintic();
+  else if (name == "classical_cubic") out = classical_cubic();
+  else if (name == "you_jiacheng") out = you_jiacheng();
+  else if (name == "polar_express") out = polar_express();
+  else if (name == "polar_express_5") out = polar_express_5();
+  else return false;
+  return true;
+}
+}  // namespace schedules
+
+}  // namespace schatten

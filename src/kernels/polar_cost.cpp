@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Backend-independent parts of polar(): option checks, default schedules and the cost model.
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <tuple>
+
+#include "schatten/kernels/polar.hpp"
+
+namespace schatten {
+
+const char* to_string(PolarMethod m) noexcept {
+  switch (m) {
+    case PolarMethod::newton_schulz: return "newton_schulz";
+    case PolarMethod::polar_express: return "polar_express";
+    case PolarMethod::gram_newton_schulz: return "gram_newton_schulz";
+  }
+  return "unknown_method";
+}
+
+CoefficientSchedule resolved_schedule(const PolarOptions& o) {
+  if (!o.schedule.steps.empty()) return o.schedule;
+  return o.method == PolarMethod::newton_schulz ? schedules::keller_jordan()
+                                                : schedules::polar_express();
+}
+
+const char* check_polar_options(const PolarOptions& o) {
+  if (o.iterations < 0 || o.iterations > 1000) return "iterations must lie in [0, 1000]";
+  if (o.method != PolarMethod::newton_schulz && o.method != PolarMethod::polar_express &&
+      o.method != PolarMethod::gram_newton_schulz)
+    return "unknown polar method";
+  const CoefficientSchedule s = resolved_schedule(o);
+  if (!s.covers(o.iterations)) return "the schedule has fewer rows than iterations (tail = error)";
+  for (const OddQuintic& p : s.steps)
+    if (!std::isfinite(p.a) || !std::isfinite(p.b) || !std::isfinite(p.c))
+      return "schedule coefficients must be finite";
+  const Normalization& n = s.normalization;
+  if (n.kind != Normalization::Kind::frobenius && n.kind != Normalization::Kind::none)
+    return "unknown normalization kind";
+  if (!(std::isfinite(n.safety) && n.safety > 0.0)) return "normalization.safety must be > 0";
+  if (!(std::isfinite(n.eps) && n.eps >= 0.0)) return "normalization.eps must be >= 0";
+  if (o.method == PolarMethod::gram_newton_schulz)
+    for (int r : o.gram_restarts)
+      if (r < 1) return "gram_restarts entries must be >= 1";
+  return nullptr;
+}
+
+std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const PolarOptions& o) {
+  const index_t k = std::min(rows, cols), n = std::max(rows, cols);
+  std::map<std::tuple<index_t, index_t, index_t>, int> count;
+  auto add = [&](index_t m, index_t nn, index_t kk, int c = 1) { count[{m, nn, kk}] += c; };
+  if (k > 0 && !check_polar_options(o)) {
+    const CoefficientSchedule s = resolved_schedule(o);
+    const int T = o.iterations;
+    // Mirrors the loops of backends/kokkos/include/schatten/kokkos/detail/polar_impl.hpp.
+    if (o.method == PolarMethod::gram_newton_schulz) {
+      auto restart = [&](int t) {
+        return t > 0 && std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) !=
+                            o.gram_restarts.end();
+      };
+      if (T > 0) {
+        add(k, k, n);  // R = X Xᵀ
+        for (int t = 0; t < T; ++t) {
+          if (restart(t)) { add(k, n, k); add(k, k, n); }  // X ← Q X, R = X Xᵀ
+          if (s.at(t).c != 0.0) add(k, k, k);               // R²
+          if (t > 0 && !restart(t)) add(k, k, k);           // Q Z
+          if (t + 1 < T && !restart(t + 1)) add(k, k, k, 2);  // R ← (aI+Z) R (aI+Z)
+        }
+        add(k, n, k);  // Q X
+      }
+    } else {
+      for (int t = 0; t < T; ++t) {
+        add(k, k, n);                        // A = X Xᵀ
+        if (s.at(t).c != 0.0) add(k, k, k);  // A²
+        add(k, n, k);                        // B X
+      }
+    }
+    if (o.compute_orthogonality_error) add(k, k, n);
+  }
+  std::vector<GemmShape> shapes;
+  for (const auto& [key, c] : count)
+    shapes.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), c});
+  return shapes;
+}
+
+double polar_flops(index_t rows, index_t cols, const PolarOptions& o) {
+  double f = 0.0;
+  for (const GemmShape& g : polar_gemm_shapes(rows, cols, o)) f += g.flops();
+  return f;
+}
+
+}  // namespace schatten

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The polar configurations every property suite runs, with the coefficient rows the oracle
+/// needs to predict their output.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "schatten/kernels/polar.hpp"
+#include "support/oracle.hpp"
+
+namespace schatten::test {
+
+struct MethodCase {
+  std::string name;
+  PolarOptions options;
+};
+
+inline std::vector<MethodCase> polar_methods() {
+  std::vector<MethodCase> m;
+  auto add = [&](const char* name, PolarMethod method, const CoefficientSchedule& s, int T,
+                 std::vector<int> restarts = {2}) {
+    PolarOptions o;
+    o.method = method;
+    o.schedule = s;
+    o.iterations = T;
+    o.gram_restarts = std::move(restarts);
+    m.push_back({name, o});
+  };
+  add("ns_keller_jordan_5", PolarMethod::newton_schulz, schedules::keller_jordan(), 5);
+  add("ns_classical_cubic_12", PolarMethod::newton_schulz, schedules::classical_cubic(), 12);
+  add("ns_you_jiacheng_5", PolarMethod::newton_schulz, schedules::you_jiacheng(), 5);
+  add("polar_express_5", PolarMethod::polar_express, schedules::polar_express(), 5);
+  add("polar_express_8", PolarMethod::polar_express, schedules::polar_express(), 8);
+  add("polar_express_deployed_5", PolarMethod::polar_express, schedules::polar_express_5(), 5);
+  add("gram_ns_polar_express_5", PolarMethod::gram_newton_schulz, schedules::polar_express(), 5);
+  add("gram_ns_keller_jordan_5_no_restart", PolarMethod::gram_newton_schulz,
+      schedules::keller_jordan(), 5, {});
+  add("gram_ns_polar_express_8_restarts_2_5", PolarMethod::gram_newton_schulz,
+      schedules::polar_express(), 8, {2, 5});
+  return m;
+}
+
+/// The rows of the schedule polar() uses, in the oracle's own type.
+inline std::vector<PolyStep> oracle_steps(const PolarOptions& o) {
+  std::vector<PolyStep> rows;
+  for (const OddQuintic& p : resolved_schedule(o).steps) rows.push_back({p.a, p.b, p.c});
+  return rows;
+}
+
+}  // namespace schatten::test

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Independent double-precision oracles for the kernel tests, written from algorithms.md and not
+/// from the library: the composite scalar map of a polynomial schedule, SVD-based spectral maps
+/// U f(Σ) Vᵀ, and the error measures the tolerance table refers to.
+#pragma once
+
+#include <Eigen/Dense>
+
+#include <functional>
+#include <vector>
+
+namespace schatten::test {
+
+/// One odd polynomial a x + b x³ + c x⁵.
+struct PolyStep {
+  double a = 0, b = 0, c = 0;
+};
+
+/// p_{T−1}(… p_0(x)) with row t = steps[min(t, last)] (repeat-last tail).
+double composite(const std::vector<PolyStep>& steps, double x, int iterations);
+
+/// Thin SVD in double (Eigen JacobiSVD: slow, high relative accuracy; test sizes are small).
+struct Svd {
+  Eigen::MatrixXd u, v;
+  Eigen::VectorXd s;
+};
+Svd svd(const Eigen::MatrixXd& a);
+
+/// U f(Σ) Vᵀ.
+Eigen::MatrixXd spectral_map(const Svd& d, const std::function<double(double)>& f);
+
+/// The output a Newton–Schulz-family kernel must produce for input a in exact arithmetic:
+/// U f(Σ/ν) Vᵀ with ν = safety·‖a‖_F + eps and f the composite of `steps` over `iterations`.
+Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a,
+                                            const std::vector<PolyStep>& steps, int iterations,
+                                            double safety, double eps);
+
+/// Largest |f(σ_i/ν) − 1| over the singular values of a: how far the exact-arithmetic output
+/// is from the polar factor, in spectral norm.
+double predicted_band_deviation(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps,
+                                int iterations, double safety, double eps);
+
+/// ‖QᵀQ − I‖₂ on the short side (QQᵀ when Q is wide).
+double orthogonality_error(const Eigen::MatrixXd& q);
+/// ‖M‖₂.
+double spectral_norm(const Eigen::MatrixXd& m);
+/// ‖A − B‖_F / max(‖B‖_F, tiny).
+double relative_error(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b);
+
+}  // namespace schatten::test
