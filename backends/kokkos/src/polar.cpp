@@ -127,7 +127,7 @@ PolarReport polar(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> q,
 
 std::size_t polar_workspace_bytes(index_t rows, index_t cols, index_t batch,
                                   const PolarOptions& options, Precision input) {
-  const kokkos::detail::PolarShape s(batch, rows, cols);
+  const kokkos::detail::PolarShape s(batch, rows, cols, false);  // orientation: same bytes
   const bool fp64 = options.compute == Precision::fp64 ||
                     (options.compute == Precision::automatic && input == Precision::fp64);
   return fp64 ? kokkos::detail::polar_bytes<double, kokkos::detail::Mem>(s, options.method)

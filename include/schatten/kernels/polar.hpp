@@ -68,9 +68,10 @@ struct PolarReport {
 
 /// Polar factor of every matrix of a batch: q[b] ≈ polar(a[b]).
 ///
-/// Math: each a[b] (rows × cols) is transposed to the short-fat orientation k × n (k = min,
-/// n = max; algorithms.md §0), scaled by the schedule's normalisation, iterated, and transposed
-/// back. The result is U s(Σ/ν) Vᵀ with ν the normalisation and s = schedule.apply(·, T).
+/// Math: each a[b] (rows × cols) is scaled by the schedule's normalisation and iterated on its
+/// k × k Gram (k = min(rows, cols), the transpose trick of algorithms.md §0); the result is
+/// U s(Σ/ν) Vᵀ with ν the normalisation and s = schedule.apply(·, T). No data is transposed in
+/// memory: a row-major matrix is iterated as the column-major storage of its transpose.
 /// Preconditions: a and q have the same batch, rows and cols; q does not overlap itself; q may
 /// alias a exactly (in-place). Host or device memory (see MatrixRef).
 /// Cost per matrix and step (Newton–Schulz, Polar Express): 3 GEMMs, 4k²n + 2k³ flops
@@ -78,7 +79,9 @@ struct PolarReport {
 /// restart and at the end. polar_flops() gives the exact count. Memory: polar_workspace_bytes().
 /// Accuracy: exact arithmetic gives U s(Σ/ν) Vᵀ; rounding adds about T·(∏ slopes)·ε relative
 /// error on the small singular values (docs/kernels/polar.md has the table).
-/// Determinism: bit-for-bit reproducible on the CPU for a fixed BLAS and thread count.
+/// Determinism: bit-for-bit reproducible on the CPU for the same input layout, BLAS and thread
+/// count. Row-major and column-major copies of one matrix are iterated in opposite
+/// orientations and agree to rounding, not bit for bit.
 /// Synchronous: returns when q is written (device work is fenced).
 /// Bad input: NaN/Inf anywhere → Status::non_finite_input, bad_item set, q untouched. An
 /// all-zero matrix gives an all-zero q. Empty matrices are fine (nothing to do).

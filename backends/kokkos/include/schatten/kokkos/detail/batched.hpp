@@ -7,6 +7,8 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <type_traits>
+
 #include "schatten/core/types.hpp"
 #include "schatten/kokkos/detail/compat.hpp"
 #include "schatten/kokkos/workspace.hpp"
@@ -29,22 +31,63 @@ Mat3<T, Mem> carve(Arena& arena, index_t rows, index_t cols, index_t batch) {
   return Mat3<T, Mem>(p, rows, cols, batch);
 }
 
-/// Iteration policies. Tiles of 32 × 32 keep both a strided read and a contiguous write in
-/// cache when a loop transposes (tunable; chosen for 64-byte lines and float/double).
+/// True for execution spaces that run on the host (Serial, OpenMP, Threads): their element-wise
+/// loops run one (column, matrix) pair per work item with a vectorisable inner loop over rows.
+/// Device spaces use a tiled MDRange instead. Both visit the same (i, j, b) set.
 template <class Exec>
-using Policy2 = Kokkos::MDRangePolicy<Exec, Kokkos::Rank<2, Kokkos::Iterate::Left, Kokkos::Iterate::Left>,
-                                      Kokkos::IndexType<index_t>>;
-template <class Exec>
-using Policy3 = Kokkos::MDRangePolicy<Exec, Kokkos::Rank<3, Kokkos::Iterate::Left, Kokkos::Iterate::Left>,
-                                      Kokkos::IndexType<index_t>>;
+constexpr bool runs_on_host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
 
-template <class Exec>
-Policy2<Exec> policy2(const Exec& space, index_t n0, index_t n1) {
-  return Policy2<Exec>(space, {0, 0}, {n0, n1}, {32, 32});
+/// f(i, j, b) for every element of a rows × cols × batch box. On the host a work item is a
+/// block of 16 columns of one matrix, visited in row blocks of 128 with the inner loop over i:
+/// when the other operand is row-major (a transposing copy) the 16 columns share its cache lines
+/// and both sides stay in L1 (block sizes tunable: 64-byte lines, float and double).
+template <class Exec, class F>
+void for_each_element(const Exec& space, const char* label, index_t rows, index_t cols,
+                      index_t batch, const F& f) {
+  if constexpr (runs_on_host<Exec>) {
+    constexpr index_t jb = 16, ib = 128;
+    const index_t col_blocks = (cols + jb - 1) / jb;
+    Kokkos::parallel_for(label, Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, col_blocks * batch),
+                         KOKKOS_LAMBDA(index_t w) {
+                           const index_t j0 = (w % col_blocks) * jb, b = w / col_blocks;
+                           const index_t j1 = kmin(j0 + jb, cols);
+                           for (index_t i0 = 0; i0 < rows; i0 += ib) {
+                             const index_t i1 = kmin(i0 + ib, rows);
+                             for (index_t j = j0; j < j1; ++j)
+                               for (index_t i = i0; i < i1; ++i) f(i, j, b);
+                           }
+                         });
+  } else {
+    // Tiles of 32 × 32 keep a transposing read and its write in cache (tunable).
+    using Policy = Kokkos::MDRangePolicy<Exec, Kokkos::Rank<3, Kokkos::Iterate::Left, Kokkos::Iterate::Left>,
+                                         Kokkos::IndexType<index_t>>;
+    Kokkos::parallel_for(label, Policy(space, {0, 0, 0}, {rows, cols, batch}, {32, 32, 1}),
+                         KOKKOS_LAMBDA(index_t i, index_t j, index_t b) { f(i, j, b); });
+  }
 }
-template <class Exec>
-Policy3<Exec> policy3(const Exec& space, index_t n0, index_t n1, index_t n2) {
-  return Policy3<Exec>(space, {0, 0, 0}, {n0, n1, n2}, {32, 32, 1});
+
+/// Reduction of f(i, j, acc) over a rows × cols matrix with a Kokkos reducer. On the host the
+/// inner loop runs over j when `cols_contiguous` (row-major data), else over i.
+template <class Exec, class F, class Reducer>
+void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t cols,
+                   bool cols_contiguous, const F& f, const Reducer& reducer) {
+  using value_type = typename Reducer::value_type;
+  if constexpr (runs_on_host<Exec>) {
+    const index_t outer = cols_contiguous ? rows : cols, inner = cols_contiguous ? cols : rows;
+    Kokkos::parallel_reduce(label, Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, outer),
+                            KOKKOS_LAMBDA(index_t o, value_type& acc) {
+                              for (index_t k = 0; k < inner; ++k) {
+                                if (cols_contiguous) f(o, k, acc); else f(k, o, acc);
+                              }
+                            },
+                            reducer);
+  } else {
+    using Policy = Kokkos::MDRangePolicy<Exec, Kokkos::Rank<2, Kokkos::Iterate::Left, Kokkos::Iterate::Left>,
+                                         Kokkos::IndexType<index_t>>;
+    Kokkos::parallel_reduce(label, Policy(space, {0, 0}, {rows, cols}, {32, 32}),
+                            KOKKOS_LAMBDA(index_t i, index_t j, value_type& acc) { f(i, j, acc); },
+                            reducer);
+  }
 }
 
 /// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for every b. One BLAS call per matrix.
@@ -64,26 +107,39 @@ void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, T
 template <class Exec, class T, class Mem>
 void add_scaled_identity(const Exec& space, const Mat3<T, Mem>& c, bool accumulate, T beta,
                          const Mat3<T, Mem>& a, T alpha) {
-  Kokkos::parallel_for(
-      "schatten::add_scaled_identity", policy3(space, c.extent(0), c.extent(1), c.extent(2)),
-      KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
-        T v = beta * a(i, j, b);
-        if (i == j) v += alpha;
-        c(i, j, b) = accumulate ? c(i, j, b) + v : v;
-      });
+  for_each_element(space, "schatten::add_scaled_identity", c.extent(0), c.extent(1), c.extent(2),
+                   KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+                     T v = beta * a(i, j, b);
+                     if (i == j) v += alpha;
+                     c(i, j, b) = accumulate ? c(i, j, b) + v : v;
+                   });
+}
+
+/// C ← C + alpha·I on every square matrix of the batch (touches the diagonal only).
+template <class Exec, class T, class Mem>
+void add_diagonal(const Exec& space, const Mat3<T, Mem>& c, T alpha) {
+  const index_t k = c.extent(0);
+  Kokkos::parallel_for("schatten::add_diagonal",
+                       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k * static_cast<index_t>(c.extent(2))),
+                       KOKKOS_LAMBDA(index_t ib) { c(ib % k, ib % k, ib / k) += alpha; });
+}
+
+/// dst ← src (same shape; both contiguous, so this is a memcpy on the host).
+template <class Exec, class T, class Mem>
+void copy(const Exec& space, const Mat3<T, Mem>& dst, const Mat3<T, Mem>& src) {
+  Kokkos::deep_copy(space, dst, src);
 }
 
 /// C ← (C + Cᵀ)/2 for every square matrix of the batch.
 template <class Exec, class T, class Mem>
 void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
-  Kokkos::parallel_for(
-      "schatten::symmetrize", policy3(space, c.extent(0), c.extent(1), c.extent(2)),
-      KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
-        if (j <= i) return;
-        const T v = (c(i, j, b) + c(j, i, b)) / T(2);
-        c(i, j, b) = v;
-        c(j, i, b) = v;
-      });
+  for_each_element(space, "schatten::symmetrize", c.extent(0), c.extent(1), c.extent(2),
+                   KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+                     if (j <= i) return;
+                     const T v = (c(i, j, b) + c(j, i, b)) / T(2);
+                     c(i, j, b) = v;
+                     c(j, i, b) = v;
+                   });
 }
 
 }  // namespace schatten::kokkos::detail

@@ -20,19 +20,36 @@
 
 namespace schatten::kokkos::detail {
 
-/// Shape of a polar problem: `batch` matrices rows × cols, iterated as k × n with k ≤ n
-/// (the transpose trick, algorithms.md §0).
+/// Shape and orientation of a polar problem.
+///
+/// Polar-type maps commute with transposition (f(Aᵀ) = f(A)ᵀ), so the kernel may iterate on
+/// W = A or W = Aᵀ, whichever is contiguous in the column-major working layout: a row-major A
+/// is, byte for byte, the column-major Aᵀ. The load and store passes then copy memory in order
+/// instead of transposing it. The k × k Gram is formed on the short side of W:
+/// W Wᵀ when W is wide ("left" form, X ← B X), Wᵀ W when W is tall ("right" form, X ← X B);
+/// both apply the same polynomial to the singular values (algorithms.md §0, transpose trick).
 struct PolarShape {
-  index_t batch = 0, rows = 0, cols = 0, k = 0, n = 0;
-  bool transposed = false;
-  PolarShape(index_t b, index_t r, index_t c)
-      : batch(b), rows(r), cols(c), k(std::min(r, c)), n(std::max(r, c)), transposed(r > c) {}
+  index_t batch = 0, rows = 0, cols = 0;  ///< of the user's matrices
+  index_t k = 0, n = 0;                   ///< short and long side
+  bool w_is_transpose = false;            ///< W = Aᵀ (the input is row-major-like)
+  index_t w_rows = 0, w_cols = 0;         ///< shape of W
+  bool right = false;                     ///< W is tall: Gram Wᵀ W, update X ← X B
+  PolarShape(index_t b, index_t r, index_t c, bool transpose)
+      : batch(b), rows(r), cols(c), k(std::min(r, c)), n(std::max(r, c)),
+        w_is_transpose(transpose), w_rows(transpose ? c : r), w_cols(transpose ? r : c),
+        right(w_rows > w_cols) {}
 };
+
+/// W = Aᵀ when the input's columns are closer in memory than its rows (row-major-like).
+template <class V>
+bool prefers_transpose(const V& a) {
+  return a.stride(2) < a.stride(1);
+}
 
 /// Working arrays of one polar call, carved from one workspace.
 template <class TC, class Mem>
 struct PolarBuffers {
-  Mat3<TC, Mem> x, y;      ///< k × n iterates (ping-pong)
+  Mat3<TC, Mem> x, y;      ///< iterates W (ping-pong), w_rows × w_cols
   Mat3<TC, Mem> sq[5];     ///< k × k scratch: NS uses 2, Gram NS 5
   double* factor = nullptr;  ///< per-matrix normalisation factor (batch doubles)
 };
@@ -43,8 +60,8 @@ inline int square_buffers(PolarMethod m) { return m == PolarMethod::gram_newton_
 template <class TC, class Mem>
 PolarBuffers<TC, Mem> carve_polar(Arena& arena, const PolarShape& s, PolarMethod method) {
   PolarBuffers<TC, Mem> buf;
-  buf.x = carve<TC, Mem>(arena, s.k, s.n, s.batch);
-  buf.y = carve<TC, Mem>(arena, s.k, s.n, s.batch);
+  buf.x = carve<TC, Mem>(arena, s.w_rows, s.w_cols, s.batch);
+  buf.y = carve<TC, Mem>(arena, s.w_rows, s.w_cols, s.batch);
   for (int i = 0; i < square_buffers(method); ++i) buf.sq[i] = carve<TC, Mem>(arena, s.k, s.k, s.batch);
   buf.factor = arena.take<double>(static_cast<std::size_t>(s.batch));
   return buf;
@@ -57,8 +74,8 @@ void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a,
   const index_t rows = a.extent(1), cols = a.extent(2);
   for (index_t b = 0; b < static_cast<index_t>(a.extent(0)); ++b) {
     double m = 0.0;
-    Kokkos::parallel_reduce(
-        "schatten::polar::scan", policy2(space, rows, cols),
+    reduce_matrix(
+        space, "schatten::polar::scan", rows, cols, a.stride(2) <= a.stride(1),
         KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
           acc = kmax(acc, abs_or_inf(a(b, i, j)));
         },
@@ -68,7 +85,8 @@ void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a,
 }
 
 /// Pass 2: per matrix, ‖a‖_F computed as amax · sqrt(Σ (a_ij/amax)²) in double, which cannot
-/// overflow or underflow for any finite input (the same rescaling as LAPACK's nrm2).
+/// overflow or underflow for any finite input (the same rescaling as LAPACK's nrm2). The sum
+/// runs in memory order.
 template <class Exec, class TIn, class Mem>
 void frobenius_per_item(const Exec& space, const Strided3<const TIn, Mem>& a,
                         const std::vector<double>& amax, std::vector<double>& out) {
@@ -78,56 +96,78 @@ void frobenius_per_item(const Exec& space, const Strided3<const TIn, Mem>& a,
     if (m == 0.0) { out[static_cast<std::size_t>(b)] = 0.0; continue; }
     const double inv = 1.0 / m;
     double ssq = 0.0;
-    Kokkos::parallel_reduce(
-        "schatten::polar::norm", policy2(space, rows, cols),
+    reduce_matrix(
+        space, "schatten::polar::norm", rows, cols, a.stride(2) <= a.stride(1),
         KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
           const double v = static_cast<double>(a(b, i, j)) * inv;
           acc += v * v;
         },
-        ssq);
+        Kokkos::Sum<double>(ssq));
     out[static_cast<std::size_t>(b)] = m * std::sqrt(ssq);
   }
 }
 
-/// Pass 3: X[b] = factor[b] · a[b] (or its transpose) in the compute precision. The product is
+/// Pass 3: W[b] = factor[b] · a[b] (or its transpose) in the compute precision. The product is
 /// formed in double, so inputs near the float range limits scale without overflow.
 template <class Exec, class TIn, class TC, class Mem>
 void load_scaled(const Exec& space, const Strided3<const TIn, Mem>& a, const double* factor,
                  const Mat3<TC, Mem>& x, bool transposed) {
-  Kokkos::parallel_for(
-      "schatten::polar::load", policy3(space, x.extent(0), x.extent(1), x.extent(2)),
+  // x(i, j, b) is W(i, j) of matrix b: a(b, j, i) when W = Aᵀ.
+  for_each_element(
+      space, "schatten::polar::load", x.extent(0), x.extent(1), x.extent(2),
       KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
         const TIn v = transposed ? a(b, j, i) : a(b, i, j);
         x(i, j, b) = static_cast<TC>(static_cast<double>(v) * factor[b]);
       });
 }
 
-/// Last pass: q[b] = X[b] (or its transpose), converted to the output type.
+/// Last pass: q[b] = W[b] (or its transpose), converted to the output type.
 template <class Exec, class TC, class TOut, class Mem>
 void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q,
            bool transposed) {
-  Kokkos::parallel_for(
-      "schatten::polar::store", policy3(space, x.extent(0), x.extent(1), x.extent(2)),
+  for_each_element(
+      space, "schatten::polar::store", x.extent(0), x.extent(1), x.extent(2),
       KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
         const TOut v = static_cast<TOut>(x(i, j, b));
         if (transposed) q(b, j, i) = v; else q(b, i, j) = v;
       });
 }
 
-/// Newton–Schulz steps X ← p_t(X) = (a I + b A + c A²) X with A = X Xᵀ.
+/// The k × k Gram of W: W Wᵀ (left form) or Wᵀ W (right form). One GEMM(k, k, n).
+template <class Exec, class TC, class Mem>
+void gram(const Exec& space, bool right, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& out) {
+  if (right) batched_gemm(space, "T", "N", TC(1), x, x, TC(0), out);
+  else batched_gemm(space, "N", "T", TC(1), x, x, TC(0), out);
+}
+
+/// y = B x (left form) or x B (right form), B a k × k symmetric factor. One GEMM(k, n, k).
+template <class Exec, class TC, class Mem>
+void apply_factor(const Exec& space, bool right, const Mat3<TC, Mem>& factor,
+                  const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& y) {
+  if (right) batched_gemm(space, "N", "N", TC(1), x, factor, TC(0), y);
+  else batched_gemm(space, "N", "N", TC(1), factor, x, TC(0), y);
+}
+
+/// Newton–Schulz steps X ← p_t(X) = (a I + b A + c A²) X with A = X Xᵀ (or the right form).
 /// Per step: GEMM(k,k,n) for A, GEMM(k,k,k) for A² (skipped when c = 0), GEMM(k,n,k) for the
-/// product; the scalar terms are folded into B = a I + b A + c A² (one k×k pass).
+/// product. The scalar terms are folded into B = a I + b A + c A²: B ← A (a copy), then the
+/// A² GEMM with beta = b, then a on the diagonal, so no k×k element-wise pass is needed.
 /// Returns the buffer holding the result (x or y).
 template <class Exec, class TC, class Mem>
-Mat3<TC, Mem> newton_schulz_steps(const Exec& space, const CoefficientSchedule& sched,
+Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool right, const CoefficientSchedule& sched,
                                   int iterations, Mat3<TC, Mem> x, Mat3<TC, Mem> y,
-                                  const Mat3<TC, Mem>& gram, const Mat3<TC, Mem>& poly) {
+                                  const Mat3<TC, Mem>& a2, const Mat3<TC, Mem>& poly) {
   for (int t = 0; t < iterations; ++t) {
     const OddQuintic p = sched.at(t);
-    batched_gemm(space, "N", "T", TC(1), x, x, TC(0), gram);  // A = X Xᵀ
-    if (p.c != 0.0) batched_gemm(space, "N", "N", TC(p.c), gram, gram, TC(0), poly);  // c A²
-    add_scaled_identity(space, poly, p.c != 0.0, TC(p.b), gram, TC(p.a));  // + b A + a I
-    batched_gemm(space, "N", "N", TC(1), poly, x, TC(0), y);  // X ← B X
+    gram(space, right, x, a2);  // A = X Xᵀ
+    if (p.c != 0.0) {
+      copy(space, poly, a2);
+      batched_gemm(space, "N", "N", TC(p.c), a2, a2, TC(p.b), poly);  // c A² + b A
+      add_diagonal(space, poly, TC(p.a));                              // + a I
+    } else {
+      add_scaled_identity(space, poly, false, TC(p.b), a2, TC(p.a));  // b A + a I
+    }
+    apply_factor(space, right, poly, x, y);  // X ← B X
     std::swap(x, y);
   }
   return x;
@@ -140,7 +180,7 @@ Mat3<TC, Mem> newton_schulz_steps(const Exec& space, const CoefficientSchedule& 
 /// R and Q are symmetrised after every update (they are polynomials in the same Gram, hence
 /// symmetric in exact arithmetic). Per step: 1 GEMM(k,k,k) for R² (c ≠ 0), 1 for Q, 2 for R.
 template <class Exec, class TC, class Mem>
-Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, const CoefficientSchedule& sched,
+Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool right, const CoefficientSchedule& sched,
                                        int iterations, const std::vector<int>& restarts,
                                        Mat3<TC, Mem> x, Mat3<TC, Mem> y, Mat3<TC, Mem> r,
                                        const Mat3<TC, Mem>& z, Mat3<TC, Mem> q,
@@ -149,55 +189,60 @@ Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, const CoefficientSched
   auto restart_before = [&](int t) {
     return t > 0 && std::find(restarts.begin(), restarts.end(), t) != restarts.end();
   };
-  batched_gemm(space, "N", "T", TC(1), x, x, TC(0), r);  // R = X Xᵀ
+  gram(space, right, x, r);  // R = X Xᵀ
   for (int t = 0; t < iterations; ++t) {
     const OddQuintic p = sched.at(t);
     const bool restart = restart_before(t);
     if (restart) {
-      batched_gemm(space, "N", "N", TC(1), q, x, TC(0), y);  // X ← Q X
+      apply_factor(space, right, q, x, y);  // X ← Q X
       std::swap(x, y);
-      batched_gemm(space, "N", "T", TC(1), x, x, TC(0), r);  // R = X Xᵀ
+      gram(space, right, x, r);  // R = X Xᵀ
     }
     // Z = c R² + b R
-    if (p.c != 0.0) batched_gemm(space, "N", "N", TC(p.c), r, r, TC(0), z);
-    add_scaled_identity(space, z, p.c != 0.0, TC(p.b), r, TC(0));
-    if (t == 0 || restart) {
-      add_scaled_identity(space, q, false, TC(1), z, TC(p.a));  // Q = a I + Z
+    if (p.c != 0.0) {
+      copy(space, z, r);
+      batched_gemm(space, "N", "N", TC(p.c), r, r, TC(p.b), z);
     } else {
-      batched_gemm(space, "N", "N", TC(1), q, z, TC(0), t1);  // Q ← Q Z + a Q
-      add_scaled_identity(space, t1, true, TC(p.a), q, TC(0));
+      add_scaled_identity(space, z, false, TC(p.b), r, TC(0));
+    }
+    if (t == 0 || restart) {
+      copy(space, q, z);  // Q = a I + Z
+      add_diagonal(space, q, TC(p.a));
+    } else {
+      copy(space, t1, q);  // Q ← Q Z + a Q
+      batched_gemm(space, "N", "N", TC(1), q, z, TC(p.a), t1);
       std::swap(q, t1);
     }
     symmetrize(space, q);
     if (t + 1 < iterations && !restart_before(t + 1)) {
-      batched_gemm(space, "N", "N", TC(1), r, z, TC(0), t1);  // T1 = R (a I + Z)
-      add_scaled_identity(space, t1, true, TC(p.a), r, TC(0));
-      batched_gemm(space, "N", "N", TC(1), z, t1, TC(0), t2);  // R ← (a I + Z) T1
-      add_scaled_identity(space, t2, true, TC(p.a), t1, TC(0));
+      copy(space, t1, r);  // T1 = R Z + a R
+      batched_gemm(space, "N", "N", TC(1), r, z, TC(p.a), t1);
+      copy(space, t2, t1);  // R ← Z T1 + a T1
+      batched_gemm(space, "N", "N", TC(1), z, t1, TC(p.a), t2);
       std::swap(r, t2);
       symmetrize(space, r);
     }
   }
-  batched_gemm(space, "N", "N", TC(1), q, x, TC(0), y);  // output Q X
+  apply_factor(space, right, q, x, y);  // output Q X
   return y;
 }
 
-/// max over the batch of ‖X Xᵀ − I‖_F / √k (one GEMM(k,k,n) per matrix, into `gram`).
+/// max over the batch of ‖X Xᵀ − I‖_F / √k (one GEMM(k,k,n) per matrix, into `g`).
 template <class Exec, class TC, class Mem>
-double max_orthogonality_error(const Exec& space, const Mat3<TC, Mem>& x,
-                               const Mat3<TC, Mem>& gram) {
-  batched_gemm(space, "N", "T", TC(1), x, x, TC(0), gram);
-  const index_t k = gram.extent(0);
+double max_orthogonality_error(const Exec& space, bool right, const Mat3<TC, Mem>& x,
+                               const Mat3<TC, Mem>& g) {
+  gram(space, right, x, g);
+  const index_t k = g.extent(0);
   double worst = 0.0;
-  for (index_t b = 0; b < static_cast<index_t>(gram.extent(2)); ++b) {
+  for (index_t b = 0; b < static_cast<index_t>(g.extent(2)); ++b) {
     double ssq = 0.0;
-    Kokkos::parallel_reduce(
-        "schatten::polar::orthogonality", policy2(space, k, k),
+    reduce_matrix(
+        space, "schatten::polar::orthogonality", k, k, false,
         KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          const double d = static_cast<double>(gram(i, j, b)) - (i == j ? 1.0 : 0.0);
+          const double d = static_cast<double>(g(i, j, b)) - (i == j ? 1.0 : 0.0);
           acc += d * d;
         },
-        ssq);
+        Kokkos::Sum<double>(ssq));
     worst = std::max(worst, std::sqrt(ssq / static_cast<double>(k)));
   }
   return worst;
@@ -241,7 +286,7 @@ PolarReport polar_strided(const Exec& space,
                                                        q.stride(2), true))
     return polar_failure(Status::invalid_argument, msg);
 
-  const PolarShape s(a.extent(0), a.extent(1), a.extent(2));
+  const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
   PolarReport report;
   if (s.batch == 0 || s.k == 0) return report;  // empty: nothing to compute or write
 
@@ -277,20 +322,20 @@ PolarReport polar_strided(const Exec& space,
                     Kokkos::View<const double*, Kokkos::HostSpace,
                                  Kokkos::MemoryTraits<Kokkos::Unmanaged>>(factor.data(),
                                                                           factor.size()));
-  load_scaled(space, a, buf.factor, buf.x, s.transposed);
+  load_scaled(space, a, buf.factor, buf.x, s.w_is_transpose);
 
   Mat3<TC, Mem> result;
   if (options.method == PolarMethod::gram_newton_schulz) {
-    result = gram_newton_schulz_steps(space, sched, iterations, options.gram_restarts, buf.x,
+    result = gram_newton_schulz_steps(space, s.right, sched, iterations, options.gram_restarts, buf.x,
                                       buf.y, buf.sq[0], buf.sq[1], buf.sq[2], buf.sq[3],
                                       buf.sq[4]);
   } else {
-    result = newton_schulz_steps(space, sched, iterations, buf.x, buf.y, buf.sq[0], buf.sq[1]);
+    result = newton_schulz_steps(space, s.right, sched, iterations, buf.x, buf.y, buf.sq[0], buf.sq[1]);
   }
   report.iterations = iterations;
   if (options.compute_orthogonality_error)
-    report.orthogonality_error = max_orthogonality_error(space, result, buf.sq[0]);
-  store(space, result, q, s.transposed);
+    report.orthogonality_error = max_orthogonality_error(space, s.right, result, buf.sq[0]);
+  store(space, result, q, s.w_is_transpose);
   space.fence();
   return report;
 }
