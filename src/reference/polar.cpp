@@ -8,6 +8,8 @@
 #include <cmath>
 #include <limits>
 
+#include "schatten/core/random.hpp"
+
 namespace schatten::reference {
 namespace {
 
@@ -67,7 +69,48 @@ Status singular_values_impl(const MatrixRef<const T>& a, std::vector<double>& si
   return Status::ok;
 }
 
+Eigen::MatrixXd haar_orthonormal(index_t rows, index_t k, Rng& rng) {
+  Eigen::MatrixXd g(rows, k);
+  for (index_t j = 0; j < k; ++j)
+    for (index_t i = 0; i < rows; ++i) g(i, j) = rng.normal();
+  Eigen::HouseholderQR<Eigen::MatrixXd> qr(g);
+  Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(rows, k);
+  // Q·diag(sign(diag R)) makes the factor unique and Haar-distributed (Mezzadri 2007).
+  const Eigen::MatrixXd& r = qr.matrixQR();
+  for (index_t j = 0; j < k; ++j)
+    if (r(j, j) < 0) q.col(j) = -q.col(j);
+  return q;
+}
+
+void to_row_major(const Eigen::MatrixXd& m, std::vector<double>* out) {
+  if (!out) return;
+  out->resize(static_cast<std::size_t>(m.size()));
+  for (Eigen::Index i = 0; i < m.rows(); ++i)
+    for (Eigen::Index j = 0; j < m.cols(); ++j) (*out)[static_cast<std::size_t>(i * m.cols() + j)] = m(i, j);
+}
+
 }  // namespace
+
+Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& sigma,
+                            std::uint64_t seed, std::vector<double>* u, std::vector<double>* v) {
+  if (out.memory != MemoryKind::host) return Status::unsupported;
+  if (schatten::detail::check_layout(BatchedMatrixRef<double>(out), true) ||
+      static_cast<index_t>(sigma.size()) != std::min(out.rows, out.cols))
+    return Status::invalid_argument;
+  for (double s : sigma)
+    if (!std::isfinite(s)) return Status::non_finite_input;
+  const index_t k = std::min(out.rows, out.cols);
+  Rng rng(seed);
+  const Eigen::MatrixXd uu = haar_orthonormal(out.rows, k, rng);
+  const Eigen::MatrixXd vv = haar_orthonormal(out.cols, k, rng);
+  const Eigen::VectorXd s = Eigen::Map<const Eigen::VectorXd>(sigma.data(), k);
+  const Eigen::MatrixXd a = uu * s.asDiagonal() * vv.transpose();
+  for (index_t i = 0; i < out.rows; ++i)
+    for (index_t j = 0; j < out.cols; ++j) out(i, j) = a(i, j);
+  to_row_major(uu, u);
+  to_row_major(vv, v);
+  return Status::ok;
+}
 
 Status polar(MatrixRef<const double> a, MatrixRef<double> q, double tol) {
   return polar_impl(a, q, tol);

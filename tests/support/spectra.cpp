@@ -5,26 +5,18 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+
+#include "schatten/reference/polar.hpp"
 
 namespace schatten::test {
 
-Eigen::MatrixXd random_orthonormal(index_t rows, index_t k, Rng& rng) {
-  Eigen::MatrixXd g(rows, k);
-  for (index_t j = 0; j < k; ++j)
-    for (index_t i = 0; i < rows; ++i) g(i, j) = rng.normal();
-  Eigen::HouseholderQR<Eigen::MatrixXd> qr(g);
-  Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(rows, k);
-  return q;
-}
-
 Eigen::MatrixXd make_matrix(const SpectrumCase& c, std::uint64_t seed) {
-  Rng rng(seed);
-  const index_t k = std::min(c.rows, c.cols);
-  Eigen::MatrixXd u = random_orthonormal(c.rows, k, rng);
-  Eigen::MatrixXd v = random_orthonormal(c.cols, k, rng);
-  Eigen::VectorXd s(k);
-  for (index_t i = 0; i < k; ++i) s(i) = c.sigma[static_cast<std::size_t>(i)];
-  return u * s.asDiagonal() * v.transpose();
+  Eigen::MatrixXd a(c.rows, c.cols);
+  if (reference::matrix_with_spectrum(MatrixRef<double>::col_major(a.data(), c.rows, c.cols), c.sigma, seed) !=
+      Status::ok)
+    throw std::invalid_argument("make_matrix: bad spectrum case " + c.name);
+  return a;
 }
 
 std::vector<double> geometric(index_t k, double ratio, double top) {

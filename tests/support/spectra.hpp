@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
 /// Test matrices with prescribed singular values: A = U diag(σ) Vᵀ with random orthonormal
-/// U, V (QR of Gaussian matrices in double), as Eigen's svd_fill does. The convergence of every
+/// U, V (schatten::reference::matrix_with_spectrum), as Eigen's svd_fill does. The convergence of every
 /// polar method depends on σ_min/σ_max, so every suite draws its inputs from here.
 #pragma once
 
@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "schatten/core/random.hpp"
 #include "schatten/core/types.hpp"
 
 namespace schatten::test {
@@ -22,10 +21,7 @@ struct SpectrumCase {
   std::vector<double> sigma;
 };
 
-/// Random matrix with orthonormal columns (rows × k, k ≤ rows).
-Eigen::MatrixXd random_orthonormal(index_t rows, index_t k, Rng& rng);
-
-/// A = U diag(sigma) Vᵀ for the case, from the given seed.
+/// A = U diag(sigma) Vᵀ for the case, from the given seed (reference::matrix_with_spectrum).
 Eigen::MatrixXd make_matrix(const SpectrumCase& c, std::uint64_t seed);
 
 /// σ_i = top · ratio^(i/(k−1)), i = 0..k−1: geometric from top down to top·ratio.

@@ -6,6 +6,7 @@
 /// and independent of the iterative kernels by construction.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "schatten/core/matrix_ref.hpp"
@@ -27,5 +28,15 @@ Status polar(MatrixRef<const float> a, MatrixRef<float> q, double rank_tolerance
 /// Singular values of a in non-increasing order (min(rows, cols) of them), in double.
 Status singular_values(MatrixRef<const double> a, std::vector<double>& sigma);
 Status singular_values(MatrixRef<const float> a, std::vector<double>& sigma);
+
+/// out = U diag(sigma) Vᵀ with U (rows × k) and V (cols × k) Haar-distributed orthonormal
+/// factors drawn from `seed` (QR of Gaussian matrices from schatten::Rng, signs fixed so the
+/// factorisation is unique), k = min(rows, cols) = sigma.size(). The test matrices with a
+/// prescribed spectrum of the test suites and benchmarks (Eigen's svd_fill idea). Host memory;
+/// reproducible for a seed on every platform. When `u`/`v` are non-null they receive the factors
+/// (row-major rows × k and cols × k).
+Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& sigma,
+                            std::uint64_t seed, std::vector<double>* u = nullptr,
+                            std::vector<double>* v = nullptr);
 
 }  // namespace schatten::reference
