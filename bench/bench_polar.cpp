@@ -43,7 +43,8 @@ void bm_polar(benchmark::State& st, Shape shape, Method method) {
   double total = 0.0;
   for (auto _ : st) {
     Kokkos::Timer timer;
-    const PolarReport rep = polar(MatrixRef<const T>(a.data(), r, c), MatrixRef<T>(q.data(), r, c), method.options, &ws);
+    const PolarReport rep =
+        polar(MatrixRef<const T>(a.data(), r, c), MatrixRef<T>(q.data(), r, c), method.options, &ws);
     const double s = timer.seconds();
     if (rep.status != Status::ok) {
       st.SkipWithError(rep.message);
@@ -72,7 +73,8 @@ void bm_gemm(benchmark::State& st, index_t m, index_t n, index_t k) {
     st.SetIterationTime(s);
     total += s;
   }
-  st.counters["GFLOP/s"] = 2.0 * double(m) * double(n) * double(k) / (total / static_cast<double>(st.iterations())) / 1e9;
+  st.counters["GFLOP/s"] =
+      2.0 * double(m) * double(n) * double(k) / (total / static_cast<double>(st.iterations())) / 1e9;
 }
 
 template <class T>
@@ -84,13 +86,16 @@ void register_all() {
       benchmark::RegisterBenchmark(name.c_str(), bm_polar<T>, s, m)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
-      for (const GemmShape& g : polar_gemm_shapes(s.rows, s.cols, m.options)) gemms.insert({g.m, g.n, g.k});
+      for (const GemmShape& g : polar_gemm_shapes(s.rows, s.cols, m.options))
+        gemms.insert({g.m, g.n, g.k});
     }
   }
   for (const auto& [m, n, k] : gemms) {
     const std::string name = std::string("gemm/") + precision_name<T>() + "/" + std::to_string(m) + "x" +
                              std::to_string(n) + "x" + std::to_string(k);
-    benchmark::RegisterBenchmark(name.c_str(), bm_gemm<T>, m, n, k)->UseManualTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(name.c_str(), bm_gemm<T>, m, n, k)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
   }
 }
 

@@ -4,8 +4,8 @@
 #include "polar_cases.hpp"
 
 #include <Eigen/Dense>
-#include <Kokkos_Core.hpp>
 #include <KokkosBlas3_gemm.hpp>
+#include <Kokkos_Core.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -88,7 +88,8 @@ double predicted_polar_rms(const Problem& p, const PolarOptions& o) {
   double nu = 1.0;
   if (sched.normalization.kind == Normalization::Kind::frobenius) {
     double ss = 0.0;
-    for (double x : p.sigma) ss += x * x;
+    for (double x : p.sigma)
+      ss += x * x;
     nu = sched.normalization.safety * std::sqrt(ss) + sched.normalization.eps;
   }
   double sum = 0.0;
@@ -145,7 +146,9 @@ GemmProbe<T>::GemmProbe(index_t m, index_t n, index_t k) : impl_(new Impl) {
 }
 
 template <class T>
-GemmProbe<T>::~GemmProbe() { delete impl_; }
+GemmProbe<T>::~GemmProbe() {
+  delete impl_;
+}
 
 template <class T>
 double GemmProbe<T>::seconds() {
@@ -164,7 +167,8 @@ double gemm_seconds(index_t m, index_t n, index_t k, int reps) {
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   GemmProbe<T> probe(m, n, k);
   std::vector<double> t;
-  for (int i = 0; i < reps; ++i) t.push_back(probe.seconds());
+  for (int i = 0; i < reps; ++i)
+    t.push_back(probe.seconds());
   return cache[key] = median(t);
 }
 

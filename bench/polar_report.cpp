@@ -32,9 +32,15 @@ Row measure(const Shape& s, const Method& m, int reps) {
   const double t = time_polar<T>(p, m.options, reps, q);
   const double floor = gemm_floor_seconds<T>(s, m.options, reps);
   const Accuracy acc = accuracy(p, q);
-  return {sizeof(T) == 4 ? "float" : "double", s.name(), m.name, t * 1e3,
-          polar_flops(s.rows, s.cols, m.options) / t / 1e9, floor * 1e3, acc.orthogonality,
-          acc.polar_error, predicted_polar_rms(p, m.options)};
+  return {sizeof(T) == 4 ? "float" : "double",
+          s.name(),
+          m.name,
+          t * 1e3,
+          polar_flops(s.rows, s.cols, m.options) / t / 1e9,
+          floor * 1e3,
+          acc.orthogonality,
+          acc.polar_error,
+          predicted_polar_rms(p, m.options)};
 }
 
 void print_header() {
@@ -43,8 +49,9 @@ void print_header() {
 }
 
 void print_row(const Row& r) {
-  std::printf("%-7s %-10s %-26s %10.2f %9.1f %8.3f %10.3e %10.3e %10.3e\n", r.precision.c_str(), r.shape.c_str(),
-              r.method.c_str(), r.ms, r.gflops, r.ms / r.floor_ms, r.orth, r.polar, r.predicted);
+  std::printf("%-7s %-10s %-26s %10.2f %9.1f %8.3f %10.3e %10.3e %10.3e\n", r.precision.c_str(),
+              r.shape.c_str(), r.method.c_str(), r.ms, r.gflops, r.ms / r.floor_ms, r.orth, r.polar,
+              r.predicted);
   std::fflush(stdout);
 }
 
@@ -56,9 +63,12 @@ int main(int argc, char** argv) {
   bool quick = false;
   int reps = 3;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
+    if (!std::strcmp(argv[i], "--out") && i + 1 < argc)
+      out = argv[++i];
+    else if (!std::strcmp(argv[i], "--quick"))
+      quick = true;
+    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
+      reps = std::max(1, std::atoi(argv[++i]));
     else {
       std::fprintf(stderr,
                    "usage: schatten-polar-report [--out DIR] [--quick] [--reps N]\n"
@@ -70,20 +80,23 @@ int main(int argc, char** argv) {
   }
   std::printf("schatten polar report\n  commit  %s\n  runtime %s\n  machine %s\n", git_commit(),
               runtime_description().c_str(), machine_description().c_str());
-  std::printf("  input   power-law singular values 1/sqrt(i+1), Haar singular vectors; errors are\n"
-              "          RMS over singular directions: orth = |QQ^T - I|_F/sqrt(k), polar = |Q - UV^T|_F/sqrt(k),\n"
-              "          pred = polar error predicted by the schedule's scalar map in exact arithmetic;\n"
-              "          x floor = time / (time of the same GEMMs measured in this run)\n\n");
+  std::printf(
+      "  input   power-law singular values 1/sqrt(i+1), Haar singular vectors; errors are\n"
+      "          RMS over singular directions: orth = |QQ^T - I|_F/sqrt(k), polar = |Q - UV^T|_F/sqrt(k),\n"
+      "          pred = polar error predicted by the schedule's scalar map in exact arithmetic;\n"
+      "          x floor = time / (time of the same GEMMs measured in this run)\n\n");
   std::vector<Shape> shapes = benchmark_shapes();
   if (quick) shapes.resize(2);
 
   std::vector<Row> rows;
   print_header();
   for (const Shape& s : shapes) {
-    for (const Method& m : methods()) rows.push_back(measure<float>(s, m, reps)), print_row(rows.back());
+    for (const Method& m : methods())
+      rows.push_back(measure<float>(s, m, reps)), print_row(rows.back());
   }
   for (const Shape& s : shapes) {
-    for (const Method& m : methods()) rows.push_back(measure<double>(s, m, reps)), print_row(rows.back());
+    for (const Method& m : methods())
+      rows.push_back(measure<double>(s, m, reps)), print_row(rows.back());
   }
 
   std::filesystem::create_directories(out);
@@ -91,8 +104,9 @@ int main(int argc, char** argv) {
   std::ofstream f(csv);
   f << "precision,shape,method,time_ms,gflops,floor_ms,x_floor,orth_rms,polar_rms,pred_rms\n";
   for (const Row& r : rows)
-    f << r.precision << ',' << r.shape << ',' << r.method << ',' << r.ms << ',' << r.gflops << ',' << r.floor_ms
-      << ',' << r.ms / r.floor_ms << ',' << r.orth << ',' << r.polar << ',' << r.predicted << '\n';
+    f << r.precision << ',' << r.shape << ',' << r.method << ',' << r.ms << ',' << r.gflops << ','
+      << r.floor_ms << ',' << r.ms / r.floor_ms << ',' << r.orth << ',' << r.polar << ',' << r.predicted
+      << '\n';
   f << "# commit " << git_commit() << "; " << runtime_description() << "; " << machine_description() << '\n';
   std::printf("\nwrote %s\n", csv.c_str());
   return f ? 0 : 1;

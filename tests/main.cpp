@@ -22,13 +22,15 @@ std::uint64_t global_seed() { return g_seed; }
 std::uint64_t case_seed(const char* name, std::uint64_t salt) {
   // FNV-1a of the name, mixed with the global seed and a salt: stable across platforms.
   std::uint64_t h = 1469598103934665603ull;
-  for (const char* p = name; *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
+  for (const char* p = name; *p; ++p)
+    h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
   return h ^ (g_seed * 0x9E3779B97F4A7C15ull) ^ (salt * 0xBF58476D1CE4E5B9ull);
 }
 }  // namespace schatten::test
 
 int main(int argc, char** argv) {
-  if (const char* env = std::getenv("SCHATTEN_SEED")) schatten::test::g_seed = std::strtoull(env, nullptr, 10);
+  if (const char* env = std::getenv("SCHATTEN_SEED"))
+    schatten::test::g_seed = std::strtoull(env, nullptr, 10);
   std::vector<char*> args;
   bool listing = false;  // doctest_discover_tests parses the listing: print nothing else then
   for (int i = 0; i < argc; ++i) {
@@ -43,8 +45,8 @@ int main(int argc, char** argv) {
   schatten::Runtime runtime(n, args.data());
   if (!listing)
     std::printf("schatten tests: seed %llu (override with --seed=N or SCHATTEN_SEED); %s\n",
-              static_cast<unsigned long long>(schatten::test::g_seed),
-              schatten::runtime_description().c_str());
+                static_cast<unsigned long long>(schatten::test::g_seed),
+                schatten::runtime_description().c_str());
   doctest::Context context;
   context.applyCommandLine(n, args.data());
   return context.run();

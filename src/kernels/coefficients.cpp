@@ -20,15 +20,19 @@ const OddQuintic& CoefficientSchedule::at(int t) const {
   const std::size_t i = static_cast<std::size_t>(t);
   if (i < n) return steps[i];
   switch (tail) {
-    case ScheduleTail::repeat_last: return steps.back();
-    case ScheduleTail::cycle: return steps[i % n];
-    case ScheduleTail::error: break;
+    case ScheduleTail::repeat_last:
+      return steps.back();
+    case ScheduleTail::cycle:
+      return steps[i % n];
+    case ScheduleTail::error:
+      break;
   }
   throw std::out_of_range("CoefficientSchedule::at: iteration beyond an exact-length table");
 }
 
 double CoefficientSchedule::apply(double x, int iterations) const {
-  for (int t = 0; t < iterations; ++t) x = at(t)(x);
+  for (int t = 0; t < iterations; ++t)
+    x = at(t)(x);
   return x;
 }
 
@@ -95,13 +99,20 @@ std::vector<std::string> names() {
 }
 
 bool by_name(const std::string& name, CoefficientSchedule& out) {
-  if (name == "keller_jordan") out = keller_jordan();
-  else if (name == "classical_quintic") out = classical_quintic();
-  else if (name == "classical_cubic") out = classical_cubic();
-  else if (name == "you_jiacheng") out = you_jiacheng();
-  else if (name == "polar_express") out = polar_express();
-  else if (name == "polar_express_5") out = polar_express_5();
-  else return false;
+  if (name == "keller_jordan")
+    out = keller_jordan();
+  else if (name == "classical_quintic")
+    out = classical_quintic();
+  else if (name == "classical_cubic")
+    out = classical_cubic();
+  else if (name == "you_jiacheng")
+    out = you_jiacheng();
+  else if (name == "polar_express")
+    out = polar_express();
+  else if (name == "polar_express_5")
+    out = polar_express_5();
+  else
+    return false;
   return true;
 }
 }  // namespace schedules

@@ -12,17 +12,19 @@ namespace schatten {
 
 const char* to_string(PolarMethod m) noexcept {
   switch (m) {
-    case PolarMethod::newton_schulz: return "newton_schulz";
-    case PolarMethod::polar_express: return "polar_express";
-    case PolarMethod::gram_newton_schulz: return "gram_newton_schulz";
+    case PolarMethod::newton_schulz:
+      return "newton_schulz";
+    case PolarMethod::polar_express:
+      return "polar_express";
+    case PolarMethod::gram_newton_schulz:
+      return "gram_newton_schulz";
   }
   return "unknown_method";
 }
 
 CoefficientSchedule resolved_schedule(const PolarOptions& o) {
   if (!o.schedule.steps.empty()) return o.schedule;
-  return o.method == PolarMethod::newton_schulz ? schedules::keller_jordan()
-                                                : schedules::polar_express();
+  return o.method == PolarMethod::newton_schulz ? schedules::keller_jordan() : schedules::polar_express();
 }
 
 const char* check_polar_options(const PolarOptions& o) {
@@ -56,15 +58,17 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
     // Mirrors the loops of backends/kokkos/include/schatten/kokkos/detail/polar_impl.hpp.
     if (o.method == PolarMethod::gram_newton_schulz) {
       auto restart = [&](int t) {
-        return t > 0 && std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) !=
-                            o.gram_restarts.end();
+        return t > 0 && std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) != o.gram_restarts.end();
       };
       if (T > 0) {
         add(k, k, n);  // R = X Xᵀ
         for (int t = 0; t < T; ++t) {
-          if (restart(t)) { add(k, n, k); add(k, k, n); }  // X ← Q X, R = X Xᵀ
-          if (s.at(t).c != 0.0) add(k, k, k);               // R²
-          if (t > 0 && !restart(t)) add(k, k, k);           // Q Z
+          if (restart(t)) {
+            add(k, n, k);
+            add(k, k, n);
+          }                                                   // X ← Q X, R = X Xᵀ
+          if (s.at(t).c != 0.0) add(k, k, k);                 // R²
+          if (t > 0 && !restart(t)) add(k, k, k);             // Q Z
           if (t + 1 < T && !restart(t + 1)) add(k, k, k, 2);  // R ← (aI+Z) R (aI+Z)
         }
         add(k, n, k);  // Q X
@@ -86,7 +90,8 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
 
 double polar_flops(index_t rows, index_t cols, const PolarOptions& o) {
   double f = 0.0;
-  for (const GemmShape& g : polar_gemm_shapes(rows, cols, o)) f += g.flops();
+  for (const GemmShape& g : polar_gemm_shapes(rows, cols, o))
+    f += g.flops();
   return f;
 }
 

@@ -23,14 +23,16 @@ std::array<double, 4> solve4(std::array<std::array<double, 4>, 4> m, std::array<
     std::swap(rhs[col], rhs[piv]);
     for (int r = col + 1; r < 4; ++r) {
       const double f = m[r][col] / m[col][col];
-      for (int c = col; c < 4; ++c) m[r][c] -= f * m[col][c];
+      for (int c = col; c < 4; ++c)
+        m[r][c] -= f * m[col][c];
       rhs[r] -= f * rhs[col];
     }
   }
   std::array<double, 4> z{};
   for (int r = 3; r >= 0; --r) {
     double s = rhs[r];
-    for (int c = r + 1; c < 4; ++c) s -= m[r][c] * z[c];
+    for (int c = r + 1; c < 4; ++c)
+      s -= m[r][c] * z[c];
     z[r] = s / m[r][r];
   }
   return z;
@@ -45,8 +47,8 @@ OddQuintic optimal_cubic(double l, double u) {
 
 OddQuintic optimal_quintic(double l, double u) {
   // Near-degenerate interval: the classical quintic rescaled to u ([V] threshold 5e-6).
-  if (l / u >= 1.0 - 5e-6) return {(15.0 / 8.0) / u, (-10.0 / 8.0) / (u * u * u),
-                                   (3.0 / 8.0) / (u * u * u * u * u)};
+  if (l / u >= 1.0 - 5e-6)
+    return {(15.0 / 8.0) / u, (-10.0 / 8.0) / (u * u * u), (3.0 / 8.0) / (u * u * u * u * u)};
   double q = (3.0 * l + u) / 4.0;
   double r = (l + 3.0 * u) / 4.0;
   double a = 0, b = 0, c = 0;
@@ -62,7 +64,10 @@ OddQuintic optimal_quintic(double l, double u) {
       m[i] = {x, x3, x3 * x * x, (i % 2 == 0) ? 1.0 : -1.0};
     }
     const auto z = solve4(m, {1.0, 1.0, 1.0, 1.0});
-    a = z[0]; b = z[1]; c = z[2]; e = z[3];
+    a = z[0];
+    b = z[1];
+    c = z[2];
+    e = z[3];
     const double disc = std::sqrt(9.0 * b * b - 20.0 * a * c);
     q = std::sqrt((-3.0 * b - disc) / (10.0 * c));
     r = std::sqrt((-3.0 * b + disc) / (10.0 * c));

@@ -28,8 +28,7 @@ bool to_eigen(const MatrixRef<const T>& a, Eigen::MatrixXd& m) {
 template <class T>
 Status check(const MatrixRef<const T>& a) {
   if (a.memory != MemoryKind::host) return Status::unsupported;
-  if (schatten::detail::check_layout(BatchedMatrixRef<const T>(a), false))
-    return Status::invalid_argument;
+  if (schatten::detail::check_layout(BatchedMatrixRef<const T>(a), false)) return Status::invalid_argument;
   return Status::ok;
 }
 
@@ -37,8 +36,7 @@ template <class T>
 Status polar_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, double tol) {
   if (Status s = check(a); s != Status::ok) return s;
   if (Status s = check(MatrixRef<const T>(q)); s != Status::ok) return s;
-  if (schatten::detail::check_layout(BatchedMatrixRef<T>(q), true) || a.rows != q.rows ||
-      a.cols != q.cols)
+  if (schatten::detail::check_layout(BatchedMatrixRef<T>(q), true) || a.rows != q.rows || a.cols != q.cols)
     return Status::invalid_argument;
   if (a.empty()) return Status::ok;
   Eigen::MatrixXd m;
@@ -50,17 +48,22 @@ Status polar_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, double tol
   if (tol < 0) tol = static_cast<double>(std::max(a.rows, a.cols)) * std::numeric_limits<T>::epsilon();
   const double cut = tol * (s.size() ? s(0) : 0.0);
   Eigen::VectorXd sign(s.size());
-  for (Eigen::Index i = 0; i < s.size(); ++i) sign(i) = s(i) > cut ? 1.0 : 0.0;
+  for (Eigen::Index i = 0; i < s.size(); ++i)
+    sign(i) = s(i) > cut ? 1.0 : 0.0;
   const Eigen::MatrixXd p = svd.matrixU() * sign.asDiagonal() * svd.matrixV().transpose();
   for (index_t i = 0; i < q.rows; ++i)
-    for (index_t j = 0; j < q.cols; ++j) q(i, j) = static_cast<T>(p(i, j));
+    for (index_t j = 0; j < q.cols; ++j)
+      q(i, j) = static_cast<T>(p(i, j));
   return Status::ok;
 }
 
 template <class T>
 Status singular_values_impl(const MatrixRef<const T>& a, std::vector<double>& sigma) {
   if (Status s = check(a); s != Status::ok) return s;
-  if (a.empty()) { sigma.clear(); return Status::ok; }
+  if (a.empty()) {
+    sigma.clear();
+    return Status::ok;
+  }
   Eigen::MatrixXd m;
   if (!to_eigen(a, m)) return Status::non_finite_input;
   Eigen::BDCSVD<Eigen::MatrixXd> svd(m);
@@ -72,7 +75,8 @@ Status singular_values_impl(const MatrixRef<const T>& a, std::vector<double>& si
 Eigen::MatrixXd haar_orthonormal(index_t rows, index_t k, Rng& rng) {
   Eigen::MatrixXd g(rows, k);
   for (index_t j = 0; j < k; ++j)
-    for (index_t i = 0; i < rows; ++i) g(i, j) = rng.normal();
+    for (index_t i = 0; i < rows; ++i)
+      g(i, j) = rng.normal();
   Eigen::HouseholderQR<Eigen::MatrixXd> qr(g);
   Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(rows, k);
   // Q·diag(sign(diag R)) makes the factor unique and Haar-distributed (Mezzadri 2007).
@@ -86,13 +90,14 @@ void to_row_major(const Eigen::MatrixXd& m, std::vector<double>* out) {
   if (!out) return;
   out->resize(static_cast<std::size_t>(m.size()));
   for (Eigen::Index i = 0; i < m.rows(); ++i)
-    for (Eigen::Index j = 0; j < m.cols(); ++j) (*out)[static_cast<std::size_t>(i * m.cols() + j)] = m(i, j);
+    for (Eigen::Index j = 0; j < m.cols(); ++j)
+      (*out)[static_cast<std::size_t>(i * m.cols() + j)] = m(i, j);
 }
 
 }  // namespace
 
-Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& sigma,
-                            std::uint64_t seed, std::vector<double>* u, std::vector<double>* v) {
+Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& sigma, std::uint64_t seed,
+                            std::vector<double>* u, std::vector<double>* v) {
   if (out.memory != MemoryKind::host) return Status::unsupported;
   if (schatten::detail::check_layout(BatchedMatrixRef<double>(out), true) ||
       static_cast<index_t>(sigma.size()) != std::min(out.rows, out.cols))
@@ -106,18 +111,15 @@ Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& si
   const Eigen::VectorXd s = Eigen::Map<const Eigen::VectorXd>(sigma.data(), k);
   const Eigen::MatrixXd a = uu * s.asDiagonal() * vv.transpose();
   for (index_t i = 0; i < out.rows; ++i)
-    for (index_t j = 0; j < out.cols; ++j) out(i, j) = a(i, j);
+    for (index_t j = 0; j < out.cols; ++j)
+      out(i, j) = a(i, j);
   to_row_major(uu, u);
   to_row_major(vv, v);
   return Status::ok;
 }
 
-Status polar(MatrixRef<const double> a, MatrixRef<double> q, double tol) {
-  return polar_impl(a, q, tol);
-}
-Status polar(MatrixRef<const float> a, MatrixRef<float> q, double tol) {
-  return polar_impl(a, q, tol);
-}
+Status polar(MatrixRef<const double> a, MatrixRef<double> q, double tol) { return polar_impl(a, q, tol); }
+Status polar(MatrixRef<const float> a, MatrixRef<float> q, double tol) { return polar_impl(a, q, tol); }
 Status singular_values(MatrixRef<const double> a, std::vector<double>& s) {
   return singular_values_impl(a, s);
 }

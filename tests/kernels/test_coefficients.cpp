@@ -21,17 +21,16 @@ using namespace schatten::test;
 namespace {
 // [V] published tables, as listed in algorithms.md §2.3 (NoahAmsel/PolarExpress default and the
 // modded-nanogpt deployment). Literal data, independent of the generator.
-const double kTable10[10][3] = {
-    {8.237312490495537, -23.157747414558127, 16.680568411445861},
-    {4.082441999064841, -2.893047735332592, 0.525284925697566},
-    {3.926347992254650, -2.854746803476524, 0.531802242289498},
-    {3.298218713308517, -2.424541981026709, 0.486320083588441},
-    {2.297036943455259, -1.636625581259031, 0.400262845595363},
-    {1.876380535144035, -1.234789657772214, 0.358918875016680},
-    {1.856442348554782, -1.213244988079792, 0.356800348775840},
-    {1.856434768280561, -1.213235968826778, 0.356798791713886},
-    {1.856431165592762, -1.213228905455005, 0.356795329630605},
-    {1.874995477564451, -1.249990955150718, 0.374995477586267}};
+const double kTable10[10][3] = {{8.237312490495537, -23.157747414558127, 16.680568411445861},
+                                {4.082441999064841, -2.893047735332592, 0.525284925697566},
+                                {3.926347992254650, -2.854746803476524, 0.531802242289498},
+                                {3.298218713308517, -2.424541981026709, 0.486320083588441},
+                                {2.297036943455259, -1.636625581259031, 0.400262845595363},
+                                {1.876380535144035, -1.234789657772214, 0.358918875016680},
+                                {1.856442348554782, -1.213244988079792, 0.356800348775840},
+                                {1.856434768280561, -1.213235968826778, 0.356798791713886},
+                                {1.856431165592762, -1.213228905455005, 0.356795329630605},
+                                {1.874995477564451, -1.249990955150718, 0.374995477586267}};
 const double kTable5[5][3] = {{8.156554524902461, -22.48329292557795, 15.878769915207462},
                               {4.042929935166739, -2.808917465908714, 0.5000178451051316},
                               {3.8916678022926607, -2.772484153217685, 0.5060648178503393},
@@ -51,7 +50,8 @@ void check_table(const std::vector<OddQuintic>& got, const double (&want)[N][3],
 
 std::vector<PolyStep> rows(const CoefficientSchedule& s) {
   std::vector<PolyStep> r;
-  for (const auto& p : s.steps) r.push_back({p.a, p.b, p.c});
+  for (const auto& p : s.steps)
+    r.push_back({p.a, p.b, p.c});
   return r;
 }
 
@@ -70,189 +70,188 @@ std::pair<double, double> band(const std::vector<PolyStep>& s, int iters, double
 }  // namespace
 
 TEST_SUITE("kernels.coefficients") {
-TEST_CASE("polar express generator reproduces the published 10-step table") {
-  std::vector<OddQuintic> t;
-  REQUIRE(polar_express_coefficients({1e-3, 10, 1e-2, 0.02, 5}, t) == Status::ok);
-  REQUIRE(t.size() == 10);
-  // Rows 1–6: every coefficient to 1e-12.
-  for (std::size_t i = 0; i < 6; ++i) {
-    CAPTURE(i);
-    CHECK(std::fabs(t[i].a - kTable10[i][0]) <= 1e-12);
-    CHECK(std::fabs(t[i].b - kTable10[i][1]) <= 1e-12);
-    CHECK(std::fabs(t[i].c - kTable10[i][2]) <= 1e-12);
-  }
-  // Rows 7–10 solve the Remez system on intervals of width 5e-3 … 5e-6 around 1, where the
-  // 4 nodes nearly coincide and the coefficient vector is fixed by rounding only to 1e-11 …
-  // 1e-6: the reference code itself, run on this machine (numpy 1.24.2, Debian BLAS), gives
-  // row 8 off by 3.3e-6 from the published digits (docs/kernels/polar.md). What is well posed
-  // is the polynomial as a map on the interval it is applied to, and the composite map.
-  double l = 1e-3, u = 1.0;
-  for (std::size_t i = 0; i < 10; ++i) {
-    CAPTURE(i);
-    const OddQuintic pub{kTable10[i][0], kTable10[i][1], kTable10[i][2]};
-    double worst = 0.0;
-    for (int j = 0; j <= 2000; ++j) {
-      const double x = l + (u - l) * j / 2000.0;
-      worst = std::max(worst, std::fabs(t[i](x) - pub(x)));
+  TEST_CASE("polar express generator reproduces the published 10-step table") {
+    std::vector<OddQuintic> t;
+    REQUIRE(polar_express_coefficients({1e-3, 10, 1e-2, 0.02, 5}, t) == Status::ok);
+    REQUIRE(t.size() == 10);
+    // Rows 1–6: every coefficient to 1e-12.
+    for (std::size_t i = 0; i < 6; ++i) {
+      CAPTURE(i);
+      CHECK(std::fabs(t[i].a - kTable10[i][0]) <= 1e-12);
+      CHECK(std::fabs(t[i].b - kTable10[i][1]) <= 1e-12);
+      CHECK(std::fabs(t[i].c - kTable10[i][2]) <= 1e-12);
     }
-    CHECK(worst <= 1e-9);  // row 8's interval: ill-conditioned (published vs numpy: 6.5e-10)
-    l = pub(l);
-    u = 2.0 - l;
-    l = std::min(l, u);
+    // Rows 7–10 solve the Remez system on intervals of width 5e-3 … 5e-6 around 1, where the
+    // 4 nodes nearly coincide and the coefficient vector is fixed by rounding only to 1e-11 …
+    // 1e-6: the reference code itself, run on this machine (numpy 1.24.2, Debian BLAS), gives
+    // row 8 off by 3.3e-6 from the published digits (docs/kernels/polar.md). What is well posed
+    // is the polynomial as a map on the interval it is applied to, and the composite map.
+    double l = 1e-3, u = 1.0;
+    for (std::size_t i = 0; i < 10; ++i) {
+      CAPTURE(i);
+      const OddQuintic pub{kTable10[i][0], kTable10[i][1], kTable10[i][2]};
+      double worst = 0.0;
+      for (int j = 0; j <= 2000; ++j) {
+        const double x = l + (u - l) * j / 2000.0;
+        worst = std::max(worst, std::fabs(t[i](x) - pub(x)));
+      }
+      CHECK(worst <= 1e-9);  // row 8's interval: ill-conditioned (published vs numpy: 6.5e-10)
+      l = pub(l);
+      u = 2.0 - l;
+      l = std::min(l, u);
+    }
+    std::vector<PolyStep> published;
+    for (const auto& row : kTable10)
+      published.push_back({row[0], row[1], row[2]});
+    for (int j = 0; j <= 20000; ++j) {
+      const double x = std::pow(10.0, -3.0 + 3.0 * j / 20000.0);
+      CHECK(std::fabs(schedules::polar_express().apply(x, 10) - composite(published, x, 10)) <= 1e-12);
+    }
   }
-  std::vector<PolyStep> published;
-  for (const auto& row : kTable10) published.push_back({row[0], row[1], row[2]});
-  for (int j = 0; j <= 20000; ++j) {
-    const double x = std::pow(10.0, -3.0 + 3.0 * j / 20000.0);
-    CHECK(std::fabs(schedules::polar_express().apply(x, 10) - composite(published, x, 10)) <= 1e-12);
+
+  TEST_CASE("polar express generator reproduces the deployed 5-step table to 1e-12") {
+    std::vector<OddQuintic> t;
+    REQUIRE(polar_express_coefficients({1e-3, 5, 2e-2, 0.02, 5}, t) == Status::ok);
+    check_table(t, kTable5, 1e-12);
+    CHECK(schedules::polar_express_5().normalization.safety == 1.02);
+    CHECK(schedules::polar_express().normalization.safety == 1.01);
   }
-}
 
-TEST_CASE("polar express generator reproduces the deployed 5-step table to 1e-12") {
-  std::vector<OddQuintic> t;
-  REQUIRE(polar_express_coefficients({1e-3, 5, 2e-2, 0.02, 5}, t) == Status::ok);
-  check_table(t, kTable5, 1e-12);
-  CHECK(schedules::polar_express_5().normalization.safety == 1.02);
-  CHECK(schedules::polar_express().normalization.safety == 1.01);
-}
+  TEST_CASE("generator: the SMuon variant (cushion 0.03) has the recomputed first row") {
+    std::vector<OddQuintic> t;
+    REQUIRE(polar_express_coefficients({1e-3, 5, 1e-2, 0.03, 5}, t) == Status::ok);
+    // [C] algorithms.md §2.3, quoted to 4 decimals.
+    CHECK(t[0].a == doctest::Approx(8.1583).epsilon(1e-4));
+    CHECK(t[0].b == doctest::Approx(-22.5325).epsilon(1e-4));
+    CHECK(t[0].c == doctest::Approx(16.1437).epsilon(1e-4));
+  }
 
-TEST_CASE("generator: the SMuon variant (cushion 0.03) has the recomputed first row") {
-  std::vector<OddQuintic> t;
-  REQUIRE(polar_express_coefficients({1e-3, 5, 1e-2, 0.03, 5}, t) == Status::ok);
-  // [C] algorithms.md §2.3, quoted to 4 decimals.
-  CHECK(t[0].a == doctest::Approx(8.1583).epsilon(1e-4));
-  CHECK(t[0].b == doctest::Approx(-22.5325).epsilon(1e-4));
-  CHECK(t[0].c == doctest::Approx(16.1437).epsilon(1e-4));
-}
+  TEST_CASE("optimal quintic equioscillates: 4 extrema of 1-p of equal size and alternating sign") {
+    for (auto [l, u] : {std::pair{0.1, 1.0}, std::pair{1e-3, 1.0}, std::pair{0.5, 1.3}}) {
+      CAPTURE(l);
+      const OddQuintic p = optimal_odd_polynomial(l, u, 5);
+      // Extrema: the interval ends and the interior critical points of p.
+      const double disc = std::sqrt(9 * p.b * p.b - 20 * p.a * p.c);
+      const double q = std::sqrt((-3 * p.b - disc) / (10 * p.c));
+      const double r = std::sqrt((-3 * p.b + disc) / (10 * p.c));
+      REQUIRE(l < q);
+      REQUIRE(q < r);
+      REQUIRE(r < u);
+      const double e = 1.0 - p(l);
+      CHECK(e > 0);
+      CHECK(1.0 - p(q) == doctest::Approx(-e).epsilon(1e-9));
+      CHECK(1.0 - p(r) == doctest::Approx(e).epsilon(1e-9));
+      CHECK(1.0 - p(u) == doctest::Approx(-e).epsilon(1e-9));
+      // And no point of [l, u] does worse (the max error is E).
+      for (int i = 0; i <= 10000; ++i) {
+        const double x = l + (u - l) * i / 10000.0;
+        CHECK(std::fabs(1.0 - p(x)) <= e * (1 + 1e-9));
+      }
+    }
+  }
 
-TEST_CASE("optimal quintic equioscillates: 4 extrema of 1-p of equal size and alternating sign") {
-  for (auto [l, u] : {std::pair{0.1, 1.0}, std::pair{1e-3, 1.0}, std::pair{0.5, 1.3}}) {
-    CAPTURE(l);
-    const OddQuintic p = optimal_odd_polynomial(l, u, 5);
-    // Extrema: the interval ends and the interior critical points of p.
-    const double disc = std::sqrt(9 * p.b * p.b - 20 * p.a * p.c);
-    const double q = std::sqrt((-3 * p.b - disc) / (10 * p.c));
-    const double r = std::sqrt((-3 * p.b + disc) / (10 * p.c));
-    REQUIRE(l < q);
-    REQUIRE(q < r);
-    REQUIRE(r < u);
+  TEST_CASE("optimal cubic (closed form) equioscillates at l and the critical point and u") {
+    const double l = 0.05, u = 1.0;
+    const OddQuintic p = optimal_odd_polynomial(l, u, 3);
+    CHECK(p.c == 0.0);
+    const double xc = std::sqrt(-p.a / (3 * p.b));  // p'(x) = a + 3 b x² = 0
     const double e = 1.0 - p(l);
-    CHECK(e > 0);
-    CHECK(1.0 - p(q) == doctest::Approx(-e).epsilon(1e-9));
-    CHECK(1.0 - p(r) == doctest::Approx(e).epsilon(1e-9));
-    CHECK(1.0 - p(u) == doctest::Approx(-e).epsilon(1e-9));
-    // And no point of [l, u] does worse (the max error is E).
-    for (int i = 0; i <= 10000; ++i) {
-      const double x = l + (u - l) * i / 10000.0;
-      CHECK(std::fabs(1.0 - p(x)) <= e * (1 + 1e-9));
+    CHECK(1.0 - p(xc) == doctest::Approx(-e).epsilon(1e-12));
+    CHECK(1.0 - p(u) == doctest::Approx(e).epsilon(1e-12));
+  }
+
+  TEST_CASE("optimal quintic on a nearly degenerate interval is the rescaled classical quintic") {
+    const double u = 1.2, l = u * (1 - 1e-6);
+    const OddQuintic p = optimal_odd_polynomial(l, u, 5);
+    CHECK(p.a == doctest::Approx(15.0 / 8.0 / u));
+    CHECK(p.b == doctest::Approx(-10.0 / 8.0 / std::pow(u, 3)));
+    CHECK(p.c == doctest::Approx(3.0 / 8.0 / std::pow(u, 5)));
+  }
+
+  TEST_CASE("generator rejects invalid parameters and leaves the output untouched") {
+    std::vector<OddQuintic> t{{1, 2, 3}};
+    for (PolarExpressParams bad :
+         {PolarExpressParams{0.0, 5, 1e-2, 0.02, 5}, PolarExpressParams{1.5, 5, 1e-2, 0.02, 5},
+          PolarExpressParams{1e-3, 0, 1e-2, 0.02, 5}, PolarExpressParams{1e-3, 5, -1.0, 0.02, 5},
+          PolarExpressParams{1e-3, 5, 1e-2, 1.0, 5}, PolarExpressParams{1e-3, 5, 1e-2, 0.02, 4},
+          PolarExpressParams{NAN, 5, 1e-2, 0.02, 5}}) {
+      CHECK(polar_express_coefficients(bad, t) == Status::invalid_argument);
+      REQUIRE(t.size() == 1);
+      CHECK(t[0] == OddQuintic{1, 2, 3});
     }
   }
-}
 
-TEST_CASE("optimal cubic (closed form) equioscillates at l and the critical point and u") {
-  const double l = 0.05, u = 1.0;
-  const OddQuintic p = optimal_odd_polynomial(l, u, 3);
-  CHECK(p.c == 0.0);
-  const double xc = std::sqrt(-p.a / (3 * p.b));  // p'(x) = a + 3 b x² = 0
-  const double e = 1.0 - p(l);
-  CHECK(1.0 - p(xc) == doctest::Approx(-e).epsilon(1e-12));
-  CHECK(1.0 - p(u) == doctest::Approx(e).epsilon(1e-12));
-}
-
-TEST_CASE("optimal quintic on a nearly degenerate interval is the rescaled classical quintic") {
-  const double u = 1.2, l = u * (1 - 1e-6);
-  const OddQuintic p = optimal_odd_polynomial(l, u, 5);
-  CHECK(p.a == doctest::Approx(15.0 / 8.0 / u));
-  CHECK(p.b == doctest::Approx(-10.0 / 8.0 / std::pow(u, 3)));
-  CHECK(p.c == doctest::Approx(3.0 / 8.0 / std::pow(u, 5)));
-}
-
-TEST_CASE("generator rejects invalid parameters and leaves the output untouched") {
-  std::vector<OddQuintic> t{{1, 2, 3}};
-  for (PolarExpressParams bad : {PolarExpressParams{0.0, 5, 1e-2, 0.02, 5},
-                                 PolarExpressParams{1.5, 5, 1e-2, 0.02, 5},
-                                 PolarExpressParams{1e-3, 0, 1e-2, 0.02, 5},
-                                 PolarExpressParams{1e-3, 5, -1.0, 0.02, 5},
-                                 PolarExpressParams{1e-3, 5, 1e-2, 1.0, 5},
-                                 PolarExpressParams{1e-3, 5, 1e-2, 0.02, 4},
-                                 PolarExpressParams{NAN, 5, 1e-2, 0.02, 5}}) {
-    CHECK(polar_express_coefficients(bad, t) == Status::invalid_argument);
-    REQUIRE(t.size() == 1);
-    CHECK(t[0] == OddQuintic{1, 2, 3});
+  TEST_CASE("band: the deployed 5-step Polar Express maps [1e-3 1] into [0.859 1.141]") {
+    // Issue #2: ± 1e-3, in double, exact arithmetic (scalar composite).
+    const auto [lo, hi] = band(rows(schedules::polar_express_5()), 5, 1e-3, 1.0);
+    CHECK(std::fabs(lo - 0.859) <= 1e-3);
+    CHECK(std::fabs(hi - 1.141) <= 1e-3);
+    // The library's own scalar map agrees with the oracle's.
+    for (double x : {1e-3, 0.01, 0.1, 0.5, 1.0})
+      CHECK(schedules::polar_express_5().apply(x, 5) ==
+            doctest::Approx(composite(rows(schedules::polar_express_5()), x, 5)).epsilon(1e-14));
   }
-}
 
-TEST_CASE("band: the deployed 5-step Polar Express maps [1e-3 1] into [0.859 1.141]") {
-  // Issue #2: ± 1e-3, in double, exact arithmetic (scalar composite).
-  const auto [lo, hi] = band(rows(schedules::polar_express_5()), 5, 1e-3, 1.0);
-  CHECK(std::fabs(lo - 0.859) <= 1e-3);
-  CHECK(std::fabs(hi - 1.141) <= 1e-3);
-  // The library's own scalar map agrees with the oracle's.
-  for (double x : {1e-3, 0.01, 0.1, 0.5, 1.0})
-    CHECK(schedules::polar_express_5().apply(x, 5) ==
-          doctest::Approx(composite(rows(schedules::polar_express_5()), x, 5)).epsilon(1e-14));
-}
+  TEST_CASE("band: Keller Jordan's quintic maps [1e-2 1] into [0.68 1.13]") {
+    const auto [lo, hi] = band(rows(schedules::keller_jordan()), 5, 1e-2, 1.0);
+    // Issue #2 quotes two decimals; algorithms.md §1.2 computes [0.682, 1.134].
+    CHECK(std::fabs(lo - 0.682) <= 2e-3);
+    CHECK(std::fabs(hi - 1.134) <= 2e-3);
+  }
 
-TEST_CASE("band: Keller Jordan's quintic maps [1e-2 1] into [0.68 1.13]") {
-  const auto [lo, hi] = band(rows(schedules::keller_jordan()), 5, 1e-2, 1.0);
-  // Issue #2 quotes two decimals; algorithms.md §1.2 computes [0.682, 1.134].
-  CHECK(std::fabs(lo - 0.682) <= 2e-3);
-  CHECK(std::fabs(hi - 1.134) <= 2e-3);
-}
+  TEST_CASE("band on matrices: polar() without normalisation realises the scalar band") {
+    // A 300 × 420 double matrix whose singular values are a log grid of [1e-3, 1]; with
+    // Normalization::none the kernel sees exactly these values. The output's singular values
+    // must lie in the band (± rounding) and reach its ends (the grid is dense enough that the
+    // extrema are hit to 2e-3).
+    SpectrumCase sc{"band_grid", 300, 420, geometric(300, 1e-3)};
+    const Eigen::MatrixXd a = make_matrix(sc, case_seed("band_grid"));
+    PolarOptions o;
+    o.schedule = schedules::polar_express_5();
+    o.schedule.normalization.kind = Normalization::Kind::none;
+    o.iterations = 5;
+    Eigen::MatrixXd q(sc.rows, sc.cols);
+    REQUIRE(polar(MatrixRef<const double>::col_major(a.data(), sc.rows, sc.cols),
+                  MatrixRef<double>::col_major(q.data(), sc.rows, sc.cols), o)
+                .status == Status::ok);
+    std::vector<double> s;
+    REQUIRE(reference::singular_values(MatrixRef<const double>::col_major(q.data(), sc.rows, sc.cols), s) ==
+            Status::ok);
+    const double mn = s.back(), mx = s.front();
+    CHECK(mn >= 0.859 - 1e-3);
+    CHECK(mx <= 1.141 + 1e-3);
+    CHECK(mn <= 0.859 + 2e-3);
+    CHECK(mx >= 1.141 - 2e-3);
+  }
 
-TEST_CASE("band on matrices: polar() without normalisation realises the scalar band") {
-  // A 300 × 420 double matrix whose singular values are a log grid of [1e-3, 1]; with
-  // Normalization::none the kernel sees exactly these values. The output's singular values
-  // must lie in the band (± rounding) and reach its ends (the grid is dense enough that the
-  // extrema are hit to 2e-3).
-  SpectrumCase sc{"band_grid", 300, 420, geometric(300, 1e-3)};
-  const Eigen::MatrixXd a = make_matrix(sc, case_seed("band_grid"));
-  PolarOptions o;
-  o.schedule = schedules::polar_express_5();
-  o.schedule.normalization.kind = Normalization::Kind::none;
-  o.iterations = 5;
-  Eigen::MatrixXd q(sc.rows, sc.cols);
-  REQUIRE(polar(MatrixRef<const double>::col_major(a.data(), sc.rows, sc.cols),
-                MatrixRef<double>::col_major(q.data(), sc.rows, sc.cols), o)
-              .status == Status::ok);
-  std::vector<double> s;
-  REQUIRE(reference::singular_values(MatrixRef<const double>::col_major(q.data(), sc.rows, sc.cols), s) ==
-          Status::ok);
-  const double mn = s.back(), mx = s.front();
-  CHECK(mn >= 0.859 - 1e-3);
-  CHECK(mx <= 1.141 + 1e-3);
-  CHECK(mn <= 0.859 + 2e-3);
-  CHECK(mx >= 1.141 - 2e-3);
-}
-
-TEST_CASE("schedule tails: repeat_last and cycle and error") {
-  CoefficientSchedule s;
-  s.steps = {{1, 0, 0}, {2, 0, 0}};
-  s.tail = ScheduleTail::repeat_last;
-  CHECK(s.at(5).a == 2);
-  CHECK(s.covers(100));
-  s.tail = ScheduleTail::cycle;
-  CHECK(s.at(4).a == 1);
-  CHECK(s.at(5).a == 2);
-  s.tail = ScheduleTail::error;
-  CHECK(s.covers(2));
-  CHECK_FALSE(s.covers(3));
-  CHECK_THROWS_AS(s.at(2), std::out_of_range);
-  CHECK(s.apply(0.25, 2) == doctest::Approx(0.25 * 1 * 2));
-  CHECK_FALSE(CoefficientSchedule{}.covers(1));
-  CHECK(CoefficientSchedule{}.covers(0));
-}
-
-TEST_CASE("presets are reachable by name") {
-  for (const std::string& n : schedules::names()) {
+  TEST_CASE("schedule tails: repeat_last and cycle and error") {
     CoefficientSchedule s;
-    REQUIRE(schedules::by_name(n, s));
-    CHECK(s.name == n);
-    CHECK_FALSE(s.steps.empty());
+    s.steps = {{1, 0, 0}, {2, 0, 0}};
+    s.tail = ScheduleTail::repeat_last;
+    CHECK(s.at(5).a == 2);
+    CHECK(s.covers(100));
+    s.tail = ScheduleTail::cycle;
+    CHECK(s.at(4).a == 1);
+    CHECK(s.at(5).a == 2);
+    s.tail = ScheduleTail::error;
+    CHECK(s.covers(2));
+    CHECK_FALSE(s.covers(3));
+    CHECK_THROWS_AS(s.at(2), std::out_of_range);
+    CHECK(s.apply(0.25, 2) == doctest::Approx(0.25 * 1 * 2));
+    CHECK_FALSE(CoefficientSchedule{}.covers(1));
+    CHECK(CoefficientSchedule{}.covers(0));
   }
-  CoefficientSchedule s;
-  CHECK_FALSE(schedules::by_name("no_such_schedule", s));
-  CHECK(schedules::keller_jordan().steps[0] == OddQuintic{3.4445, -4.7750, 2.0315});
-  CHECK(schedules::classical_quintic().steps[0] == OddQuintic{15.0 / 8, -10.0 / 8, 3.0 / 8});
-}
+
+  TEST_CASE("presets are reachable by name") {
+    for (const std::string& n : schedules::names()) {
+      CoefficientSchedule s;
+      REQUIRE(schedules::by_name(n, s));
+      CHECK(s.name == n);
+      CHECK_FALSE(s.steps.empty());
+    }
+    CoefficientSchedule s;
+    CHECK_FALSE(schedules::by_name("no_such_schedule", s));
+    CHECK(schedules::keller_jordan().steps[0] == OddQuintic{3.4445, -4.7750, 2.0315});
+    CHECK(schedules::classical_quintic().steps[0] == OddQuintic{15.0 / 8, -10.0 / 8, 3.0 / 8});
+  }
 }

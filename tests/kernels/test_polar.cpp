@@ -19,50 +19,49 @@ using namespace schatten;
 using namespace schatten::test;
 
 TEST_SUITE("kernels.polar") {
-TEST_CASE_TEMPLATE("polar: output matches the scalar-map prediction on prescribed spectra", T,
-                   float, double) {
-  for (const MethodCase& mc : polar_methods()) {
-    for (const SpectrumCase& sc : standard_spectra()) {
-      CAPTURE(mc.name);
-      CAPTURE(sc.name);
-      const std::uint64_t seed = case_seed(sc.name.c_str());
-      CAPTURE(seed);
-      const Eigen::MatrixXd a = rounded<T>(make_matrix(sc, seed));
-      REQUIRE(a.norm() > 0.0);  // non-trivial input
-      std::vector<T> in = to_row_major<T>(a), out(in.size());
-      const PolarReport r = polar(MatrixRef<const T>(in.data(), sc.rows, sc.cols),
-                                  MatrixRef<T>(out.data(), sc.rows, sc.cols), mc.options);
-      REQUIRE(r.status == Status::ok);
-      CHECK(r.iterations == mc.options.iterations);
+  TEST_CASE_TEMPLATE("polar: output matches the scalar-map prediction on prescribed spectra", T, float,
+                     double) {
+    for (const MethodCase& mc : polar_methods()) {
+      for (const SpectrumCase& sc : standard_spectra()) {
+        CAPTURE(mc.name);
+        CAPTURE(sc.name);
+        const std::uint64_t seed = case_seed(sc.name.c_str());
+        CAPTURE(seed);
+        const Eigen::MatrixXd a = rounded<T>(make_matrix(sc, seed));
+        REQUIRE(a.norm() > 0.0);  // non-trivial input
+        std::vector<T> in = to_row_major<T>(a), out(in.size());
+        const PolarReport r = polar(MatrixRef<const T>(in.data(), sc.rows, sc.cols),
+                                    MatrixRef<T>(out.data(), sc.rows, sc.cols), mc.options);
+        REQUIRE(r.status == Status::ok);
+        CHECK(r.iterations == mc.options.iterations);
 
-      const CoefficientSchedule s = resolved_schedule(mc.options);
-      const auto steps = oracle_steps(mc.options);
-      const int iters = mc.options.iterations;
-      const Eigen::MatrixXd q = from_row_major(out.data(), sc.rows, sc.cols);
-      const Eigen::MatrixXd pred = predicted_polynomial_output(a, steps, iters,
-                                                               s.normalization.safety,
-                                                               s.normalization.eps);
-      const double tol = rounding_tolerance<T>(mc.options);
-      const double rel = relative_error(q, pred);
-      CHECK(rel <= tol);
+        const CoefficientSchedule s = resolved_schedule(mc.options);
+        const auto steps = oracle_steps(mc.options);
+        const int iters = mc.options.iterations;
+        const Eigen::MatrixXd q = from_row_major(out.data(), sc.rows, sc.cols);
+        const Eigen::MatrixXd pred =
+            predicted_polynomial_output(a, steps, iters, s.normalization.safety, s.normalization.eps);
+        const double tol = rounding_tolerance<T>(mc.options);
+        const double rel = relative_error(q, pred);
+        CHECK(rel <= tol);
 
-      // ‖E‖₂ ≤ ‖E‖_F = rel·‖pred‖_F; propagate to the two user-facing measures.
-      const double e = rel * pred.norm();
-      const bool full_rank = sc.name.find("rank_deficient") == std::string::npos;
-      if (full_rank) {
-        const double dev = predicted_band_deviation(a, steps, iters, s.normalization.safety,
-                                                    s.normalization.eps);
-        // ‖QᵀQ − I‖ ≤ max|f²−1| + 2‖Q_pred‖₂‖E‖₂ + ‖E‖₂², with max|f²−1| ≤ dev(2 + dev).
-        const double slack = 1e-12;
-        CHECK(orthogonality_error(q) <= dev * (2.0 + dev) + 2.0 * (1.0 + dev) * e + e * e + slack);
-        // ‖Q − U Vᵀ‖₂ ≤ max|f − 1| + ‖E‖₂, against the library's SVD reference.
-        Eigen::MatrixXd exact(sc.rows, sc.cols);
-        REQUIRE(reference::polar(MatrixRef<const double>::col_major(a.data(), sc.rows, sc.cols),
-                                 MatrixRef<double>::col_major(exact.data(), sc.rows, sc.cols)) ==
-                Status::ok);
-        CHECK(spectral_norm(q - exact) <= dev + e + slack);
+        // ‖E‖₂ ≤ ‖E‖_F = rel·‖pred‖_F; propagate to the two user-facing measures.
+        const double e = rel * pred.norm();
+        const bool full_rank = sc.name.find("rank_deficient") == std::string::npos;
+        if (full_rank) {
+          const double dev =
+              predicted_band_deviation(a, steps, iters, s.normalization.safety, s.normalization.eps);
+          // ‖QᵀQ − I‖ ≤ max|f²−1| + 2‖Q_pred‖₂‖E‖₂ + ‖E‖₂², with max|f²−1| ≤ dev(2 + dev).
+          const double slack = 1e-12;
+          CHECK(orthogonality_error(q) <= dev * (2.0 + dev) + 2.0 * (1.0 + dev) * e + e * e + slack);
+          // ‖Q − U Vᵀ‖₂ ≤ max|f − 1| + ‖E‖₂, against the library's SVD reference.
+          Eigen::MatrixXd exact(sc.rows, sc.cols);
+          REQUIRE(reference::polar(MatrixRef<const double>::col_major(a.data(), sc.rows, sc.cols),
+                                   MatrixRef<double>::col_major(exact.data(), sc.rows, sc.cols)) ==
+                  Status::ok);
+          CHECK(spectral_norm(q - exact) <= dev + e + slack);
+        }
       }
     }
   }
-}
 }

@@ -43,306 +43,336 @@ PolarOptions gram_options() {
 }  // namespace
 
 TEST_SUITE("kernels.polar.api") {
-TEST_CASE_TEMPLATE("a batch gives bit-for-bit the results of separate calls", T, float, double) {
-  const index_t b = 3, r = 40, c = 70;
-  std::vector<T> in;
-  for (index_t i = 0; i < b; ++i) {
-    auto m = random_input<T>(r, c, "batch", static_cast<std::uint64_t>(i));
-    in.insert(in.end(), m.begin(), m.end());
-  }
-  for (const MethodCase& mc : polar_methods()) {
-    CAPTURE(mc.name);
-    std::vector<T> out(in.size());
-    REQUIRE(polar(BatchedMatrixRef<const T>(in.data(), b, r, c), BatchedMatrixRef<T>(out.data(), b, r, c),
-                  mc.options)
-                .status == Status::ok);
+  TEST_CASE_TEMPLATE("a batch gives bit-for-bit the results of separate calls", T, float, double) {
+    const index_t b = 3, r = 40, c = 70;
+    std::vector<T> in;
     for (index_t i = 0; i < b; ++i) {
-      std::vector<T> one(static_cast<std::size_t>(r * c));
-      REQUIRE(polar(MatrixRef<const T>(in.data() + i * r * c, r, c), MatrixRef<T>(one.data(), r, c),
+      auto m = random_input<T>(r, c, "batch", static_cast<std::uint64_t>(i));
+      in.insert(in.end(), m.begin(), m.end());
+    }
+    for (const MethodCase& mc : polar_methods()) {
+      CAPTURE(mc.name);
+      std::vector<T> out(in.size());
+      REQUIRE(polar(BatchedMatrixRef<const T>(in.data(), b, r, c), BatchedMatrixRef<T>(out.data(), b, r, c),
                     mc.options)
                   .status == Status::ok);
-      CHECK(std::equal(one.begin(), one.end(), out.begin() + i * r * c));
+      for (index_t i = 0; i < b; ++i) {
+        std::vector<T> one(static_cast<std::size_t>(r * c));
+        REQUIRE(
+            polar(MatrixRef<const T>(in.data() + i * r * c, r, c), MatrixRef<T>(one.data(), r, c), mc.options)
+                .status == Status::ok);
+        CHECK(std::equal(one.begin(), one.end(), out.begin() + i * r * c));
+      }
     }
   }
-}
 
-TEST_CASE_TEMPLATE("strides: padded and in-place calls are bit-identical and column-major agrees to rounding", T,
-                   float, double) {
-  const index_t r = 33, c = 21, ld = 40;
-  const std::vector<T> in = random_input<T>(r, c, "strided");
-  std::vector<T> ref(in.size());
-  REQUIRE(polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(ref.data(), r, c)).status == Status::ok);
+  TEST_CASE_TEMPLATE(
+      "strides: padded and in-place calls are bit-identical and column-major agrees to rounding", T, float,
+      double) {
+    const index_t r = 33, c = 21, ld = 40;
+    const std::vector<T> in = random_input<T>(r, c, "strided");
+    std::vector<T> ref(in.size());
+    REQUIRE(polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(ref.data(), r, c)).status == Status::ok);
 
-  // Row-major with padded rows, in and out: the same memory order, so the same bits.
-  std::vector<T> padded(static_cast<std::size_t>(r * ld), T(kSentinel)), out(padded.size(), T(kSentinel));
-  for (index_t i = 0; i < r; ++i)
-    for (index_t j = 0; j < c; ++j) padded[static_cast<std::size_t>(i * ld + j)] = in[static_cast<std::size_t>(i * c + j)];
-  REQUIRE(polar(MatrixRef<const T>::row_major(padded.data(), r, c, ld), MatrixRef<T>::row_major(out.data(), r, c, ld))
-              .status == Status::ok);
-  for (index_t i = 0; i < r; ++i) {
-    for (index_t j = 0; j < c; ++j) CHECK(out[static_cast<std::size_t>(i * ld + j)] == ref[static_cast<std::size_t>(i * c + j)]);
-    for (index_t j = c; j < ld; ++j) CHECK(out[static_cast<std::size_t>(i * ld + j)] == T(kSentinel));  // padding untouched
+    // Row-major with padded rows, in and out: the same memory order, so the same bits.
+    std::vector<T> padded(static_cast<std::size_t>(r * ld), T(kSentinel)), out(padded.size(), T(kSentinel));
+    for (index_t i = 0; i < r; ++i)
+      for (index_t j = 0; j < c; ++j)
+        padded[static_cast<std::size_t>(i * ld + j)] = in[static_cast<std::size_t>(i * c + j)];
+    REQUIRE(polar(MatrixRef<const T>::row_major(padded.data(), r, c, ld),
+                  MatrixRef<T>::row_major(out.data(), r, c, ld))
+                .status == Status::ok);
+    for (index_t i = 0; i < r; ++i) {
+      for (index_t j = 0; j < c; ++j)
+        CHECK(out[static_cast<std::size_t>(i * ld + j)] == ref[static_cast<std::size_t>(i * c + j)]);
+      for (index_t j = c; j < ld; ++j)
+        CHECK(out[static_cast<std::size_t>(i * ld + j)] == T(kSentinel));  // padding untouched
+    }
+    // Column-major input: the kernel iterates on the other orientation (A instead of Aᵀ, see
+    // PolarShape), so the bits differ; both are within rounding of the same exact result.
+    std::vector<T> cm(static_cast<std::size_t>(ld * c), T(kSentinel)), cmo(cm.size(), T(kSentinel));
+    for (index_t i = 0; i < r; ++i)
+      for (index_t j = 0; j < c; ++j)
+        cm[static_cast<std::size_t>(j * ld + i)] = in[static_cast<std::size_t>(i * c + j)];
+    REQUIRE(polar(MatrixRef<const T>::col_major(cm.data(), r, c, ld),
+                  MatrixRef<T>::col_major(cmo.data(), r, c, ld))
+                .status == Status::ok);
+    Eigen::MatrixXd q_cm(r, c);
+    for (index_t i = 0; i < r; ++i)
+      for (index_t j = 0; j < c; ++j)
+        q_cm(i, j) = double(cmo[static_cast<std::size_t>(j * ld + i)]);
+    CHECK(relative_error(q_cm, from_row_major(ref.data(), r, c)) <=
+          2 * rounding_tolerance<T>(PolarOptions{}));
+    // In place.
+    std::vector<T> io = in;
+    REQUIRE(polar(MatrixRef<const T>(io.data(), r, c), MatrixRef<T>(io.data(), r, c)).status == Status::ok);
+    CHECK(io == ref);
+    // Determinism: the same call twice.
+    std::vector<T> again(in.size());
+    REQUIRE(polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(again.data(), r, c)).status ==
+            Status::ok);
+    CHECK(again == ref);
   }
-  // Column-major input: the kernel iterates on the other orientation (A instead of Aᵀ, see
-  // PolarShape), so the bits differ; both are within rounding of the same exact result.
-  std::vector<T> cm(static_cast<std::size_t>(ld * c), T(kSentinel)), cmo(cm.size(), T(kSentinel));
-  for (index_t i = 0; i < r; ++i)
-    for (index_t j = 0; j < c; ++j) cm[static_cast<std::size_t>(j * ld + i)] = in[static_cast<std::size_t>(i * c + j)];
-  REQUIRE(polar(MatrixRef<const T>::col_major(cm.data(), r, c, ld), MatrixRef<T>::col_major(cmo.data(), r, c, ld))
-              .status == Status::ok);
-  Eigen::MatrixXd q_cm(r, c);
-  for (index_t i = 0; i < r; ++i)
-    for (index_t j = 0; j < c; ++j) q_cm(i, j) = double(cmo[static_cast<std::size_t>(j * ld + i)]);
-  CHECK(relative_error(q_cm, from_row_major(ref.data(), r, c)) <= 2 * rounding_tolerance<T>(PolarOptions{}));
-  // In place.
-  std::vector<T> io = in;
-  REQUIRE(polar(MatrixRef<const T>(io.data(), r, c), MatrixRef<T>(io.data(), r, c)).status == Status::ok);
-  CHECK(io == ref);
-  // Determinism: the same call twice.
-  std::vector<T> again(in.size());
-  REQUIRE(polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(again.data(), r, c)).status == Status::ok);
-  CHECK(again == ref);
-}
 
-TEST_CASE_TEMPLATE("NaN or Inf anywhere: non_finite_input with the bad matrix named and nothing written", T, float,
-                   double) {
-  const index_t b = 3, r = 8, c = 12;
-  for (T bad : {std::numeric_limits<T>::quiet_NaN(), std::numeric_limits<T>::infinity(),
-                -std::numeric_limits<T>::infinity()}) {
+  TEST_CASE_TEMPLATE("NaN or Inf anywhere: non_finite_input with the bad matrix named and nothing written", T,
+                     float, double) {
+    const index_t b = 3, r = 8, c = 12;
+    for (T bad : {std::numeric_limits<T>::quiet_NaN(), std::numeric_limits<T>::infinity(),
+                  -std::numeric_limits<T>::infinity()}) {
+      for (const PolarOptions& o : {PolarOptions{}, gram_options()}) {
+        std::vector<T> in(static_cast<std::size_t>(b * r * c), T(0.5)), out(in.size(), T(kSentinel));
+        in[static_cast<std::size_t>(1 * r * c + 5)] = bad;
+        const PolarReport rep =
+            polar(BatchedMatrixRef<const T>(in.data(), b, r, c), BatchedMatrixRef<T>(out.data(), b, r, c), o);
+        CHECK(rep.status == Status::non_finite_input);
+        CHECK(rep.bad_item == 1);
+        CHECK(std::string(rep.message).size() > 0);
+        CHECK(untouched(out));
+        // In place: the input is left as it was.
+        std::vector<T> io = in;
+        CHECK(polar(BatchedMatrixRef<const T>(io.data(), b, r, c), BatchedMatrixRef<T>(io.data(), b, r, c), o)
+                  .status == Status::non_finite_input);
+        CHECK(std::equal(io.begin(), io.end(), in.begin(),
+                         [](T x, T y) { return x == y || (x != x && y != y); }));
+      }
+    }
+  }
+
+  TEST_CASE_TEMPLATE("all-zero matrices give zero and not NaN also inside a batch", T, float, double) {
+    const index_t r = 6, c = 9;
+    std::vector<T> in = random_input<T>(r, c, "zero_batch");
+    in.resize(static_cast<std::size_t>(2 * r * c), T(0));  // second matrix all zero
     for (const PolarOptions& o : {PolarOptions{}, gram_options()}) {
-      std::vector<T> in(static_cast<std::size_t>(b * r * c), T(0.5)), out(in.size(), T(kSentinel));
-      in[static_cast<std::size_t>(1 * r * c + 5)] = bad;
-      const PolarReport rep =
-          polar(BatchedMatrixRef<const T>(in.data(), b, r, c), BatchedMatrixRef<T>(out.data(), b, r, c), o);
-      CHECK(rep.status == Status::non_finite_input);
-      CHECK(rep.bad_item == 1);
+      std::vector<T> out(in.size(), T(kSentinel));
+      REQUIRE(
+          polar(BatchedMatrixRef<const T>(in.data(), 2, r, c), BatchedMatrixRef<T>(out.data(), 2, r, c), o)
+              .status == Status::ok);
+      for (index_t i = r * c; i < 2 * r * c; ++i)
+        CHECK(out[static_cast<std::size_t>(i)] == T(0));
+      for (index_t i = 0; i < r * c; ++i)
+        CHECK(std::isfinite(out[static_cast<std::size_t>(i)]));
+    }
+  }
+
+  TEST_CASE_TEMPLATE("empty and 1x1 inputs", T, float, double) {
+    std::vector<T> out(4, T(kSentinel));
+    T dummy = 1;
+    for (auto [r, c] : {std::pair<index_t, index_t>{0, 5}, {5, 0}, {0, 0}}) {
+      CHECK(polar(MatrixRef<const T>(&dummy, r, c), MatrixRef<T>(out.data(), r, c)).status == Status::ok);
+    }
+    CHECK(
+        polar(BatchedMatrixRef<const T>(&dummy, 0, 3, 3), BatchedMatrixRef<T>(out.data(), 0, 3, 3)).status ==
+        Status::ok);
+    CHECK(polar(MatrixRef<const T>(nullptr, 0, 3), MatrixRef<T>(nullptr, 0, 3)).status == Status::ok);
+    CHECK(untouched(out));
+    // 1×1: the method maps a to sign(a)·f(1/safety), f the composite scalar map.
+    for (const MethodCase& mc : polar_methods()) {
+      CAPTURE(mc.name);
+      for (T a : {T(-3.5), T(2e-20), T(7e25)}) {
+        T q = 0;
+        REQUIRE(polar(MatrixRef<const T>(&a, 1, 1), MatrixRef<T>(&q, 1, 1), mc.options).status == Status::ok);
+        const CoefficientSchedule s = resolved_schedule(mc.options);
+        const double expect =
+            (a < 0 ? -1 : 1) *
+            composite(oracle_steps(mc.options), 1.0 / s.normalization.safety, mc.options.iterations);
+        CHECK(double(q) == doctest::Approx(expect).epsilon(rounding_tolerance<T>(mc.options)));
+      }
+    }
+  }
+
+  TEST_CASE("invalid arguments: a clear status and nothing written") {
+    const index_t r = 4, c = 6;
+    std::vector<float> in = random_input<float>(r, c, "invalid"), out(in.size(), kSentinel);
+    const MatrixRef<const float> a(in.data(), r, c);
+    const MatrixRef<float> q(out.data(), r, c);
+    auto expect_invalid = [&](const PolarReport& rep) {
+      CHECK(rep.status == Status::invalid_argument);
       CHECK(std::string(rep.message).size() > 0);
       CHECK(untouched(out));
-      // In place: the input is left as it was.
-      std::vector<T> io = in;
-      CHECK(polar(BatchedMatrixRef<const T>(io.data(), b, r, c), BatchedMatrixRef<T>(io.data(), b, r, c), o)
-                .status == Status::non_finite_input);
-      CHECK(std::equal(io.begin(), io.end(), in.begin(), [](T x, T y) { return x == y || (x != x && y != y); }));
-    }
-  }
-}
-
-TEST_CASE_TEMPLATE("all-zero matrices give zero and not NaN also inside a batch", T, float, double) {
-  const index_t r = 6, c = 9;
-  std::vector<T> in = random_input<T>(r, c, "zero_batch");
-  in.resize(static_cast<std::size_t>(2 * r * c), T(0));  // second matrix all zero
-  for (const PolarOptions& o : {PolarOptions{}, gram_options()}) {
-    std::vector<T> out(in.size(), T(kSentinel));
-    REQUIRE(polar(BatchedMatrixRef<const T>(in.data(), 2, r, c), BatchedMatrixRef<T>(out.data(), 2, r, c), o)
-                .status == Status::ok);
-    for (index_t i = r * c; i < 2 * r * c; ++i) CHECK(out[static_cast<std::size_t>(i)] == T(0));
-    for (index_t i = 0; i < r * c; ++i) CHECK(std::isfinite(out[static_cast<std::size_t>(i)]));
-  }
-}
-
-TEST_CASE_TEMPLATE("empty and 1x1 inputs", T, float, double) {
-  std::vector<T> out(4, T(kSentinel));
-  T dummy = 1;
-  for (auto [r, c] : {std::pair<index_t, index_t>{0, 5}, {5, 0}, {0, 0}}) {
-    CHECK(polar(MatrixRef<const T>(&dummy, r, c), MatrixRef<T>(out.data(), r, c)).status == Status::ok);
-  }
-  CHECK(polar(BatchedMatrixRef<const T>(&dummy, 0, 3, 3), BatchedMatrixRef<T>(out.data(), 0, 3, 3)).status ==
-        Status::ok);
-  CHECK(polar(MatrixRef<const T>(nullptr, 0, 3), MatrixRef<T>(nullptr, 0, 3)).status == Status::ok);
-  CHECK(untouched(out));
-  // 1×1: the method maps a to sign(a)·f(1/safety), f the composite scalar map.
-  for (const MethodCase& mc : polar_methods()) {
-    CAPTURE(mc.name);
-    for (T a : {T(-3.5), T(2e-20), T(7e25)}) {
-      T q = 0;
-      REQUIRE(polar(MatrixRef<const T>(&a, 1, 1), MatrixRef<T>(&q, 1, 1), mc.options).status == Status::ok);
-      const CoefficientSchedule s = resolved_schedule(mc.options);
-      const double expect = (a < 0 ? -1 : 1) *
-                            composite(oracle_steps(mc.options), 1.0 / s.normalization.safety, mc.options.iterations);
-      CHECK(double(q) == doctest::Approx(expect).epsilon(rounding_tolerance<T>(mc.options)));
-    }
-  }
-}
-
-TEST_CASE("invalid arguments: a clear status and nothing written") {
-  const index_t r = 4, c = 6;
-  std::vector<float> in = random_input<float>(r, c, "invalid"), out(in.size(), kSentinel);
-  const MatrixRef<const float> a(in.data(), r, c);
-  const MatrixRef<float> q(out.data(), r, c);
-  auto expect_invalid = [&](const PolarReport& rep) {
-    CHECK(rep.status == Status::invalid_argument);
-    CHECK(std::string(rep.message).size() > 0);
-    CHECK(untouched(out));
-  };
-  expect_invalid(polar(a, MatrixRef<float>(out.data(), c, r)));                      // shape mismatch
-  expect_invalid(polar(a, MatrixRef<float>::row_major(out.data(), r, c, 0)));         // overlapping rows
-  expect_invalid(polar(a, MatrixRef<float>::strided(out.data(), r, c, 2, 1)));        // rows overlap columns
-  expect_invalid(polar(MatrixRef<const float>(nullptr, r, c), q));                    // null input
-  expect_invalid(polar(MatrixRef<const float>::strided(in.data(), r, c, -1, 1), q));  // negative stride
-  expect_invalid(polar(MatrixRef<const float>(in.data(), -1, c), MatrixRef<float>(out.data(), -1, c)));
-  PolarOptions o;
-  o.iterations = -1;
-  expect_invalid(polar(a, q, o));
-  o.iterations = 1001;
-  expect_invalid(polar(a, q, o));
-  o = {};
-  o.schedule = schedules::polar_express_5();
-  o.schedule.tail = ScheduleTail::error;
-  o.iterations = 6;
-  expect_invalid(polar(a, q, o));
-  o = {};
-  o.schedule = schedules::keller_jordan();
-  o.schedule.steps[0].b = std::numeric_limits<double>::quiet_NaN();
-  expect_invalid(polar(a, q, o));
-  o = {};
-  o.schedule = schedules::keller_jordan();
-  o.schedule.normalization.safety = 0.0;
-  expect_invalid(polar(a, q, o));
-  o.schedule.normalization.safety = 1.0;
-  o.schedule.normalization.eps = -1e-7;
-  expect_invalid(polar(a, q, o));
-  o = gram_options();
-  o.gram_restarts = {0};
-  expect_invalid(polar(a, q, o));
-  CHECK(check_polar_options(PolarOptions{}) == nullptr);
-}
-
-TEST_CASE("bf16/fp16 iteration is refused as unsupported in this release") {
-  std::vector<float> in = random_input<float>(4, 4, "bf16"), out(in.size(), kSentinel);
-  for (Precision p : {Precision::bf16, Precision::fp16}) {
+    };
+    expect_invalid(polar(a, MatrixRef<float>(out.data(), c, r)));                 // shape mismatch
+    expect_invalid(polar(a, MatrixRef<float>::row_major(out.data(), r, c, 0)));   // overlapping rows
+    expect_invalid(polar(a, MatrixRef<float>::strided(out.data(), r, c, 2, 1)));  // rows overlap columns
+    expect_invalid(polar(MatrixRef<const float>(nullptr, r, c), q));              // null input
+    expect_invalid(polar(MatrixRef<const float>::strided(in.data(), r, c, -1, 1), q));  // negative stride
+    expect_invalid(polar(MatrixRef<const float>(in.data(), -1, c), MatrixRef<float>(out.data(), -1, c)));
     PolarOptions o;
-    o.compute = p;
-    const PolarReport rep = polar(MatrixRef<const float>(in.data(), 4, 4), MatrixRef<float>(out.data(), 4, 4), o);
-    CHECK(rep.status == Status::unsupported);
-    CHECK(untouched(out));
+    o.iterations = -1;
+    expect_invalid(polar(a, q, o));
+    o.iterations = 1001;
+    expect_invalid(polar(a, q, o));
+    o = {};
+    o.schedule = schedules::polar_express_5();
+    o.schedule.tail = ScheduleTail::error;
+    o.iterations = 6;
+    expect_invalid(polar(a, q, o));
+    o = {};
+    o.schedule = schedules::keller_jordan();
+    o.schedule.steps[0].b = std::numeric_limits<double>::quiet_NaN();
+    expect_invalid(polar(a, q, o));
+    o = {};
+    o.schedule = schedules::keller_jordan();
+    o.schedule.normalization.safety = 0.0;
+    expect_invalid(polar(a, q, o));
+    o.schedule.normalization.safety = 1.0;
+    o.schedule.normalization.eps = -1e-7;
+    expect_invalid(polar(a, q, o));
+    o = gram_options();
+    o.gram_restarts = {0};
+    expect_invalid(polar(a, q, o));
+    CHECK(check_polar_options(PolarOptions{}) == nullptr);
   }
-}
 
-TEST_CASE("precision control: fp64 iteration of float data and fp32 iteration of double data") {
-  const index_t r = 48, c = 64;
-  SpectrumCase sc{"precision", r, c, geometric(48, 1e-3)};
-  const Eigen::MatrixXd a = rounded<float>(make_matrix(sc, case_seed("precision")));
-  PolarOptions o;  // Polar Express, 5 steps
-  const CoefficientSchedule s = resolved_schedule(o);
-  const Eigen::MatrixXd pred = predicted_polynomial_output(a, oracle_steps(o), o.iterations, s.normalization.safety, 0.0);
-
-  std::vector<float> fin = to_row_major<float>(a), f32(fin.size()), f64(fin.size());
-  REQUIRE(polar(MatrixRef<const float>(fin.data(), r, c), MatrixRef<float>(f32.data(), r, c), o).status == Status::ok);
-  o.compute = Precision::fp64;
-  REQUIRE(polar(MatrixRef<const float>(fin.data(), r, c), MatrixRef<float>(f64.data(), r, c), o).status == Status::ok);
-  const double e32 = relative_error(from_row_major(f32.data(), r, c), pred);
-  const double e64 = relative_error(from_row_major(f64.data(), r, c), pred);
-  // fp64 iteration: only the final rounding to float remains (≤ ε_f relative per entry).
-  CHECK(e64 <= 2 * std::numeric_limits<float>::epsilon());
-  CHECK(e64 < e32);
-
-  std::vector<double> din = to_row_major<double>(a), d32(din.size());
-  o.compute = Precision::fp32;
-  REQUIRE(polar(MatrixRef<const double>(din.data(), r, c), MatrixRef<double>(d32.data(), r, c), o).status ==
-          Status::ok);
-  CHECK(relative_error(from_row_major(d32.data(), r, c), pred) <= rounding_tolerance<float>(o));
-}
-
-TEST_CASE_TEMPLATE("orthogonality report equals the oracle's ||QQ^T - I||_F / sqrt(k)", T, float, double) {
-  const index_t r = 30, c = 50;
-  const std::vector<T> in = random_input<T>(r, c, "orthogonality");
-  for (const MethodCase& mc : polar_methods()) {
-    CAPTURE(mc.name);
-    PolarOptions o = mc.options;
-    o.compute_orthogonality_error = true;
-    std::vector<T> out(in.size());
-    const PolarReport rep = polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(out.data(), r, c), o);
-    REQUIRE(rep.status == Status::ok);
-    const Eigen::MatrixXd q = from_row_major(out.data(), r, c);
-    const double want = (q * q.transpose() - Eigen::MatrixXd::Identity(r, r)).norm() / std::sqrt(double(r));
-    // The report comes from the iterate before the final rounding to T and its Gram is formed
-    // in T: the two agree to rounding, ε_T per entry of QQᵀ, RMS over k² entries / √k.
-    CHECK(std::fabs(rep.orthogonality_error - want) <= 1e-3 * want + 8 * std::numeric_limits<T>::epsilon());
+  TEST_CASE("bf16/fp16 iteration is refused as unsupported in this release") {
+    std::vector<float> in = random_input<float>(4, 4, "bf16"), out(in.size(), kSentinel);
+    for (Precision p : {Precision::bf16, Precision::fp16}) {
+      PolarOptions o;
+      o.compute = p;
+      const PolarReport rep =
+          polar(MatrixRef<const float>(in.data(), 4, 4), MatrixRef<float>(out.data(), 4, 4), o);
+      CHECK(rep.status == Status::unsupported);
+      CHECK(untouched(out));
+    }
   }
-  std::vector<T> out(in.size());
-  CHECK(polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(out.data(), r, c)).orthogonality_error == -1.0);
-}
 
-TEST_CASE("a caller-owned workspace is sized by polar_workspace_bytes and reused") {
-  const index_t r = 64, c = 96;
-  const std::vector<float> in = random_input<float>(r, c, "workspace");
-  std::vector<float> o1(in.size()), o2(in.size()), o3(in.size());
-  Workspace ws;
-  CHECK(ws.capacity() == 0);
-  for (const MethodCase& mc : polar_methods()) {
-    CAPTURE(mc.name);
-    REQUIRE(polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(o1.data(), r, c), mc.options, &ws)
-                .status == Status::ok);
-    CHECK(ws.capacity() >= polar_workspace_bytes(r, c, 1, mc.options));
-    const std::size_t cap = ws.capacity();
-    REQUIRE(polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(o2.data(), r, c), mc.options, &ws)
-                .status == Status::ok);
-    CHECK(ws.capacity() == cap);  // no regrowth on the second call
-    REQUIRE(polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(o3.data(), r, c), mc.options).status ==
+  TEST_CASE("precision control: fp64 iteration of float data and fp32 iteration of double data") {
+    const index_t r = 48, c = 64;
+    SpectrumCase sc{"precision", r, c, geometric(48, 1e-3)};
+    const Eigen::MatrixXd a = rounded<float>(make_matrix(sc, case_seed("precision")));
+    PolarOptions o;  // Polar Express, 5 steps
+    const CoefficientSchedule s = resolved_schedule(o);
+    const Eigen::MatrixXd pred =
+        predicted_polynomial_output(a, oracle_steps(o), o.iterations, s.normalization.safety, 0.0);
+
+    std::vector<float> fin = to_row_major<float>(a), f32(fin.size()), f64(fin.size());
+    REQUIRE(polar(MatrixRef<const float>(fin.data(), r, c), MatrixRef<float>(f32.data(), r, c), o).status ==
             Status::ok);
-    CHECK(o1 == o2);
-    CHECK(o1 == o3);
+    o.compute = Precision::fp64;
+    REQUIRE(polar(MatrixRef<const float>(fin.data(), r, c), MatrixRef<float>(f64.data(), r, c), o).status ==
+            Status::ok);
+    const double e32 = relative_error(from_row_major(f32.data(), r, c), pred);
+    const double e64 = relative_error(from_row_major(f64.data(), r, c), pred);
+    // fp64 iteration: only the final rounding to float remains (≤ ε_f relative per entry).
+    CHECK(e64 <= 2 * std::numeric_limits<float>::epsilon());
+    CHECK(e64 < e32);
+
+    std::vector<double> din = to_row_major<double>(a), d32(din.size());
+    o.compute = Precision::fp32;
+    REQUIRE(polar(MatrixRef<const double>(din.data(), r, c), MatrixRef<double>(d32.data(), r, c), o).status ==
+            Status::ok);
+    CHECK(relative_error(from_row_major(d32.data(), r, c), pred) <= rounding_tolerance<float>(o));
   }
-  // Sizes: NS needs 2 k×n + 2 k×k, Gram NS 2 k×n + 5 k×k (plus alignment and the factors).
-  const std::size_t k = 64, n = 96, f = sizeof(float);
-  CHECK(polar_workspace_bytes(r, c, 1, PolarOptions{}) >= (2 * k * n + 2 * k * k) * f);
-  CHECK(polar_workspace_bytes(r, c, 1, gram_options()) >= (2 * k * n + 5 * k * k) * f);
-  CHECK(polar_workspace_bytes(r, c, 3, PolarOptions{}, Precision::fp64) >= 3 * (2 * k * n + 2 * k * k) * 8);
-  ws.release();
-  CHECK(ws.capacity() == 0);
-}
 
-TEST_CASE("scale invariance: 1e30 and 1e-30 times a float matrix give the same factor") {
-  const index_t r = 20, c = 36;
-  const std::vector<float> in = random_input<float>(r, c, "scale");
-  std::vector<float> ref(in.size());
-  REQUIRE(polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(ref.data(), r, c)).status == Status::ok);
-  for (float scale : {1e30f, 1e-30f}) {
-    std::vector<float> big(in), out(in.size());
-    for (float& x : big) x *= scale;
-    REQUIRE(polar(MatrixRef<const float>(big.data(), r, c), MatrixRef<float>(out.data(), r, c)).status == Status::ok);
-    // The scaled input is itself rounded (≤ ε_f relative per entry), amplified by the schedule.
-    CHECK(relative_error(from_row_major(out.data(), r, c), from_row_major(ref.data(), r, c)) <=
-          rounding_tolerance<float>(PolarOptions{}));
+  TEST_CASE_TEMPLATE("orthogonality report equals the oracle's ||QQ^T - I||_F / sqrt(k)", T, float, double) {
+    const index_t r = 30, c = 50;
+    const std::vector<T> in = random_input<T>(r, c, "orthogonality");
+    for (const MethodCase& mc : polar_methods()) {
+      CAPTURE(mc.name);
+      PolarOptions o = mc.options;
+      o.compute_orthogonality_error = true;
+      std::vector<T> out(in.size());
+      const PolarReport rep = polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(out.data(), r, c), o);
+      REQUIRE(rep.status == Status::ok);
+      const Eigen::MatrixXd q = from_row_major(out.data(), r, c);
+      const double want = (q * q.transpose() - Eigen::MatrixXd::Identity(r, r)).norm() / std::sqrt(double(r));
+      // The report comes from the iterate before the final rounding to T and its Gram is formed
+      // in T: the two agree to rounding, ε_T per entry of QQᵀ, RMS over k² entries / √k.
+      CHECK(std::fabs(rep.orthogonality_error - want) <= 1e-3 * want + 8 * std::numeric_limits<T>::epsilon());
+    }
+    std::vector<T> out(in.size());
+    CHECK(polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(out.data(), r, c)).orthogonality_error ==
+          -1.0);
   }
-}
 
-TEST_CASE("normalisation epsilon: the default 0 orthogonalises tiny inputs while eps = 1e-7 shrinks them") {
-  const index_t r = 16, c = 16;
-  std::vector<double> in = random_input<double>(r, c, "tiny_eps");
-  for (double& x : in) x *= 1e-14;  // ‖A‖_F ≈ 1e-14 ≪ 1e-7
-  std::vector<double> plain(in.size()), with_eps(in.size());
-  PolarOptions o;
-  REQUIRE(polar(MatrixRef<const double>(in.data(), r, c), MatrixRef<double>(plain.data(), r, c), o).status ==
-          Status::ok);
-  o.schedule = schedules::polar_express();
-  o.schedule.normalization.eps = 1e-7;  // the PyTorch reference's choice
-  REQUIRE(polar(MatrixRef<const double>(in.data(), r, c), MatrixRef<double>(with_eps.data(), r, c), o).status ==
-          Status::ok);
-  // Without eps: σ/σ_max ∈ [1e-2, 1] lands in PE's band, max |s² − 1| ≤ 1.141² − 1 = 0.302.
-  CHECK(orthogonality_error(from_row_major(plain.data(), r, c)) < 0.31);
-  // With eps: X = A/(‖A‖_F + 1e-7) has norm ≈ 1e-7, and 5 steps lift it by at most ∏ a ≈ 1e3.
-  CHECK(from_row_major(with_eps.data(), r, c).norm() < 1e-3 * std::sqrt(double(r)));
-}
+  TEST_CASE("a caller-owned workspace is sized by polar_workspace_bytes and reused") {
+    const index_t r = 64, c = 96;
+    const std::vector<float> in = random_input<float>(r, c, "workspace");
+    std::vector<float> o1(in.size()), o2(in.size()), o3(in.size());
+    Workspace ws;
+    CHECK(ws.capacity() == 0);
+    for (const MethodCase& mc : polar_methods()) {
+      CAPTURE(mc.name);
+      REQUIRE(
+          polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(o1.data(), r, c), mc.options, &ws)
+              .status == Status::ok);
+      CHECK(ws.capacity() >= polar_workspace_bytes(r, c, 1, mc.options));
+      const std::size_t cap = ws.capacity();
+      REQUIRE(
+          polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(o2.data(), r, c), mc.options, &ws)
+              .status == Status::ok);
+      CHECK(ws.capacity() == cap);  // no regrowth on the second call
+      REQUIRE(polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(o3.data(), r, c), mc.options)
+                  .status == Status::ok);
+      CHECK(o1 == o2);
+      CHECK(o1 == o3);
+    }
+    // Sizes: NS needs 2 k×n + 2 k×k, Gram NS 2 k×n + 5 k×k (plus alignment and the factors).
+    const std::size_t k = 64, n = 96, f = sizeof(float);
+    CHECK(polar_workspace_bytes(r, c, 1, PolarOptions{}) >= (2 * k * n + 2 * k * k) * f);
+    CHECK(polar_workspace_bytes(r, c, 1, gram_options()) >= (2 * k * n + 5 * k * k) * f);
+    CHECK(polar_workspace_bytes(r, c, 3, PolarOptions{}, Precision::fp64) >= 3 * (2 * k * n + 2 * k * k) * 8);
+    ws.release();
+    CHECK(ws.capacity() == 0);
+  }
 
-TEST_CASE("cost model: GEMM shapes and flops of each method") {
-  const double k = 100, n = 300;
-  PolarOptions o;
-  o.method = PolarMethod::newton_schulz;
-  o.iterations = 5;
-  CHECK(polar_flops(300, 100, o) == doctest::Approx(5 * (4 * k * k * n + 2 * k * k * k)));
-  o.schedule = schedules::classical_cubic();  // c = 0: no A² product
-  CHECK(polar_flops(100, 300, o) == doctest::Approx(5 * 4 * k * k * n));
-  o = gram_options();  // 5 steps, restart before step 2
-  // Gram + (QX + Gram at the restart) + 5 R² + 3 Q updates + 2·3 R updates + final QX.
-  CHECK(polar_flops(100, 300, o) ==
-        doctest::Approx(2 * k * k * n + 2 * (2 * k * k * n) + (5 + 3 + 6) * 2 * k * k * k + 2 * k * k * n));
-  o.compute_orthogonality_error = true;
-  CHECK(polar_flops(100, 300, o) ==
-        doctest::Approx(3 * (2 * k * k * n) + 2 * k * k * n + 14 * 2 * k * k * k + 2 * k * k * n));
-  CHECK(polar_flops(0, 300, o) == 0.0);
-  double sum = 0;
-  for (const GemmShape& g : polar_gemm_shapes(100, 300, PolarOptions{})) sum += g.flops();
-  CHECK(sum == doctest::Approx(polar_flops(100, 300, PolarOptions{})));
-}
+  TEST_CASE("scale invariance: 1e30 and 1e-30 times a float matrix give the same factor") {
+    const index_t r = 20, c = 36;
+    const std::vector<float> in = random_input<float>(r, c, "scale");
+    std::vector<float> ref(in.size());
+    REQUIRE(polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(ref.data(), r, c)).status ==
+            Status::ok);
+    for (float scale : {1e30f, 1e-30f}) {
+      std::vector<float> big(in), out(in.size());
+      for (float& x : big)
+        x *= scale;
+      REQUIRE(polar(MatrixRef<const float>(big.data(), r, c), MatrixRef<float>(out.data(), r, c)).status ==
+              Status::ok);
+      // The scaled input is itself rounded (≤ ε_f relative per entry), amplified by the schedule.
+      CHECK(relative_error(from_row_major(out.data(), r, c), from_row_major(ref.data(), r, c)) <=
+            rounding_tolerance<float>(PolarOptions{}));
+    }
+  }
+
+  TEST_CASE("normalisation epsilon: the default 0 orthogonalises tiny inputs while eps = 1e-7 shrinks them") {
+    const index_t r = 16, c = 16;
+    std::vector<double> in = random_input<double>(r, c, "tiny_eps");
+    for (double& x : in)
+      x *= 1e-14;  // ‖A‖_F ≈ 1e-14 ≪ 1e-7
+    std::vector<double> plain(in.size()), with_eps(in.size());
+    PolarOptions o;
+    REQUIRE(
+        polar(MatrixRef<const double>(in.data(), r, c), MatrixRef<double>(plain.data(), r, c), o).status ==
+        Status::ok);
+    o.schedule = schedules::polar_express();
+    o.schedule.normalization.eps = 1e-7;  // the PyTorch reference's choice
+    REQUIRE(
+        polar(MatrixRef<const double>(in.data(), r, c), MatrixRef<double>(with_eps.data(), r, c), o).status ==
+        Status::ok);
+    // Without eps: σ/σ_max ∈ [1e-2, 1] lands in PE's band, max |s² − 1| ≤ 1.141² − 1 = 0.302.
+    CHECK(orthogonality_error(from_row_major(plain.data(), r, c)) < 0.31);
+    // With eps: X = A/(‖A‖_F + 1e-7) has norm ≈ 1e-7, and 5 steps lift it by at most ∏ a ≈ 1e3.
+    CHECK(from_row_major(with_eps.data(), r, c).norm() < 1e-3 * std::sqrt(double(r)));
+  }
+
+  TEST_CASE("cost model: GEMM shapes and flops of each method") {
+    const double k = 100, n = 300;
+    PolarOptions o;
+    o.method = PolarMethod::newton_schulz;
+    o.iterations = 5;
+    CHECK(polar_flops(300, 100, o) == doctest::Approx(5 * (4 * k * k * n + 2 * k * k * k)));
+    o.schedule = schedules::classical_cubic();  // c = 0: no A² product
+    CHECK(polar_flops(100, 300, o) == doctest::Approx(5 * 4 * k * k * n));
+    o = gram_options();  // 5 steps, restart before step 2
+    // Gram + (QX + Gram at the restart) + 5 R² + 3 Q updates + 2·3 R updates + final QX.
+    CHECK(polar_flops(100, 300, o) ==
+          doctest::Approx(2 * k * k * n + 2 * (2 * k * k * n) + (5 + 3 + 6) * 2 * k * k * k + 2 * k * k * n));
+    o.compute_orthogonality_error = true;
+    CHECK(polar_flops(100, 300, o) ==
+          doctest::Approx(3 * (2 * k * k * n) + 2 * k * k * n + 14 * 2 * k * k * k + 2 * k * k * n));
+    CHECK(polar_flops(0, 300, o) == 0.0);
+    double sum = 0;
+    for (const GemmShape& g : polar_gemm_shapes(100, 300, PolarOptions{}))
+      sum += g.flops();
+    CHECK(sum == doctest::Approx(polar_flops(100, 300, PolarOptions{})));
+  }
 }

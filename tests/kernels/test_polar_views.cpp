@@ -17,57 +17,59 @@ using namespace schatten;
 using namespace schatten::test;
 
 TEST_SUITE("kernels.polar.views") {
-TEST_CASE_TEMPLATE("View overloads: LayoutRight and LayoutLeft and rank-3 batches and in place", T, float, double) {
-  const index_t r = 24, c = 40, b = 2;
-  std::vector<T> in;
-  for (index_t i = 0; i < b; ++i) {
-    SpectrumCase sc{"views", r, c, geometric(24, 1e-2)};
-    auto m = to_row_major<T>(make_matrix(sc, case_seed("views", static_cast<std::uint64_t>(i))));
-    in.insert(in.end(), m.begin(), m.end());
-  }
-  std::vector<T> ref(in.size());
-  REQUIRE(polar(BatchedMatrixRef<const T>(in.data(), b, r, c), BatchedMatrixRef<T>(ref.data(), b, r, c)).status ==
-          Status::ok);
-  using Exec = Kokkos::DefaultExecutionSpace;
-  const Exec space;
-  schatten::kokkos::Workspace<> ws;
-
-  // Rank 2, LayoutRight (copied from the first matrix) and LayoutLeft (same values).
-  Kokkos::View<T**, Kokkos::LayoutRight> ar("ar", r, c), qr("qr", r, c);
-  Kokkos::View<T**, Kokkos::LayoutLeft> al("al", r, c), ql("ql", r, c);
-  auto har = Kokkos::create_mirror_view(ar);
-  for (index_t i = 0; i < r; ++i)
-    for (index_t j = 0; j < c; ++j) har(i, j) = in[static_cast<std::size_t>(i * c + j)];
-  Kokkos::deep_copy(ar, har);
-  Kokkos::deep_copy(al, ar);
-  Kokkos::View<const T**, Kokkos::LayoutRight> car = ar;
-  REQUIRE(schatten::kokkos::polar(space, car, qr, PolarOptions{}, ws).status == Status::ok);
-  REQUIRE(schatten::kokkos::polar(space, al, ql).status == Status::ok);
-  auto hqr = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), qr);
-  auto hql = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), ql);
-  // LayoutRight is the plain API's row-major: the same bits. LayoutLeft iterates on the other
-  // orientation: equal to rounding (see test_polar_api.cpp).
-  double diff = 0.0, norm = 0.0;
-  for (index_t i = 0; i < r; ++i)
-    for (index_t j = 0; j < c; ++j) {
-      CHECK(hqr(i, j) == ref[static_cast<std::size_t>(i * c + j)]);
-      diff += std::pow(double(hql(i, j)) - double(ref[static_cast<std::size_t>(i * c + j)]), 2);
-      norm += std::pow(double(ref[static_cast<std::size_t>(i * c + j)]), 2);
+  TEST_CASE_TEMPLATE("View overloads: LayoutRight and LayoutLeft and rank-3 batches and in place", T, float,
+                     double) {
+    const index_t r = 24, c = 40, b = 2;
+    std::vector<T> in;
+    for (index_t i = 0; i < b; ++i) {
+      SpectrumCase sc{"views", r, c, geometric(24, 1e-2)};
+      auto m = to_row_major<T>(make_matrix(sc, case_seed("views", static_cast<std::uint64_t>(i))));
+      in.insert(in.end(), m.begin(), m.end());
     }
-  CHECK(std::sqrt(diff / norm) <= 2 * rounding_tolerance<T>(PolarOptions{}));
+    std::vector<T> ref(in.size());
+    REQUIRE(polar(BatchedMatrixRef<const T>(in.data(), b, r, c), BatchedMatrixRef<T>(ref.data(), b, r, c))
+                .status == Status::ok);
+    using Exec = Kokkos::DefaultExecutionSpace;
+    const Exec space;
+    schatten::kokkos::Workspace<> ws;
 
-  // Rank 3 (batch, rows, cols), in place.
-  Kokkos::View<T***, Kokkos::LayoutRight> a3("a3", b, r, c);
-  auto h3 = Kokkos::create_mirror_view(a3);
-  std::copy(in.begin(), in.end(), h3.data());
-  Kokkos::deep_copy(a3, h3);
-  REQUIRE(schatten::kokkos::polar(space, a3, a3, PolarOptions{}, ws).status == Status::ok);
-  Kokkos::deep_copy(h3, a3);
-  CHECK(std::equal(ref.begin(), ref.end(), h3.data()));
-  CHECK(ws.capacity() > 0);
+    // Rank 2, LayoutRight (copied from the first matrix) and LayoutLeft (same values).
+    Kokkos::View<T**, Kokkos::LayoutRight> ar("ar", r, c), qr("qr", r, c);
+    Kokkos::View<T**, Kokkos::LayoutLeft> al("al", r, c), ql("ql", r, c);
+    auto har = Kokkos::create_mirror_view(ar);
+    for (index_t i = 0; i < r; ++i)
+      for (index_t j = 0; j < c; ++j)
+        har(i, j) = in[static_cast<std::size_t>(i * c + j)];
+    Kokkos::deep_copy(ar, har);
+    Kokkos::deep_copy(al, ar);
+    Kokkos::View<const T**, Kokkos::LayoutRight> car = ar;
+    REQUIRE(schatten::kokkos::polar(space, car, qr, PolarOptions{}, ws).status == Status::ok);
+    REQUIRE(schatten::kokkos::polar(space, al, ql).status == Status::ok);
+    auto hqr = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), qr);
+    auto hql = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), ql);
+    // LayoutRight is the plain API's row-major: the same bits. LayoutLeft iterates on the other
+    // orientation: equal to rounding (see test_polar_api.cpp).
+    double diff = 0.0, norm = 0.0;
+    for (index_t i = 0; i < r; ++i)
+      for (index_t j = 0; j < c; ++j) {
+        CHECK(hqr(i, j) == ref[static_cast<std::size_t>(i * c + j)]);
+        diff += std::pow(double(hql(i, j)) - double(ref[static_cast<std::size_t>(i * c + j)]), 2);
+        norm += std::pow(double(ref[static_cast<std::size_t>(i * c + j)]), 2);
+      }
+    CHECK(std::sqrt(diff / norm) <= 2 * rounding_tolerance<T>(PolarOptions{}));
 
-  // Shape mismatch is reported, not thrown.
-  Kokkos::View<T**, Kokkos::LayoutRight> wrong("wrong", c, r);
-  CHECK(schatten::kokkos::polar(space, ar, wrong).status == Status::invalid_argument);
-}
+    // Rank 3 (batch, rows, cols), in place.
+    Kokkos::View<T***, Kokkos::LayoutRight> a3("a3", b, r, c);
+    auto h3 = Kokkos::create_mirror_view(a3);
+    std::copy(in.begin(), in.end(), h3.data());
+    Kokkos::deep_copy(a3, h3);
+    REQUIRE(schatten::kokkos::polar(space, a3, a3, PolarOptions{}, ws).status == Status::ok);
+    Kokkos::deep_copy(h3, a3);
+    CHECK(std::equal(ref.begin(), ref.end(), h3.data()));
+    CHECK(ws.capacity() > 0);
+
+    // Shape mismatch is reported, not thrown.
+    Kokkos::View<T**, Kokkos::LayoutRight> wrong("wrong", c, r);
+    CHECK(schatten::kokkos::polar(space, ar, wrong).status == Status::invalid_argument);
+  }
 }

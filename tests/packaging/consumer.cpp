@@ -21,7 +21,8 @@ int main(int argc, char** argv) {
   // Rows of the result are near-orthonormal: within Polar Express' band.
   for (int i = 0; i < rows; ++i) {
     double n = 0;
-    for (int j = 0; j < cols; ++j) n += double(g[i * cols + j]) * g[i * cols + j];
+    for (int j = 0; j < cols; ++j)
+      n += double(g[i * cols + j]) * g[i * cols + j];
     std::printf("row %d norm %.3f\n", i, std::sqrt(n));
     if (std::fabs(std::sqrt(n) - 1.0) > 0.2) return 1;
   }

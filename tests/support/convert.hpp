@@ -24,7 +24,8 @@ template <class T>
 Eigen::MatrixXd from_row_major(const T* p, index_t rows, index_t cols) {
   Eigen::MatrixXd m(rows, cols);
   for (index_t i = 0; i < rows; ++i)
-    for (index_t j = 0; j < cols; ++j) m(i, j) = static_cast<double>(p[i * cols + j]);
+    for (index_t j = 0; j < cols; ++j)
+      m(i, j) = static_cast<double>(p[i * cols + j]);
   return m;
 }
 

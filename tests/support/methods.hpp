@@ -35,17 +35,18 @@ inline std::vector<MethodCase> polar_methods() {
   add("polar_express_8", PolarMethod::polar_express, schedules::polar_express(), 8);
   add("polar_express_deployed_5", PolarMethod::polar_express, schedules::polar_express_5(), 5);
   add("gram_ns_polar_express_5", PolarMethod::gram_newton_schulz, schedules::polar_express(), 5);
-  add("gram_ns_keller_jordan_5_no_restart", PolarMethod::gram_newton_schulz,
-      schedules::keller_jordan(), 5, {});
-  add("gram_ns_polar_express_8_restarts_2_5", PolarMethod::gram_newton_schulz,
-      schedules::polar_express(), 8, {2, 5});
+  add("gram_ns_keller_jordan_5_no_restart", PolarMethod::gram_newton_schulz, schedules::keller_jordan(), 5,
+      {});
+  add("gram_ns_polar_express_8_restarts_2_5", PolarMethod::gram_newton_schulz, schedules::polar_express(), 8,
+      {2, 5});
   return m;
 }
 
 /// The rows of the schedule polar() uses, in the oracle's own type.
 inline std::vector<PolyStep> oracle_steps(const PolarOptions& o) {
   std::vector<PolyStep> rows;
-  for (const OddQuintic& p : resolved_schedule(o).steps) rows.push_back({p.a, p.b, p.c});
+  for (const OddQuintic& p : resolved_schedule(o).steps)
+    rows.push_back({p.a, p.b, p.c});
   return rows;
 }
 

@@ -25,19 +25,19 @@ Svd svd(const Eigen::MatrixXd& a) {
 
 Eigen::MatrixXd spectral_map(const Svd& d, const std::function<double(double)>& f) {
   Eigen::VectorXd fs(d.s.size());
-  for (Eigen::Index i = 0; i < d.s.size(); ++i) fs(i) = f(d.s(i));
+  for (Eigen::Index i = 0; i < d.s.size(); ++i)
+    fs(i) = f(d.s(i));
   return d.u * fs.asDiagonal() * d.v.transpose();
 }
 
-Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a,
-                                            const std::vector<PolyStep>& steps, int iterations,
-                                            double safety, double eps) {
+Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps,
+                                            int iterations, double safety, double eps) {
   const double nu = safety * a.norm() + eps;
   return spectral_map(svd(a), [&](double s) { return composite(steps, s / nu, iterations); });
 }
 
-double predicted_band_deviation(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps,
-                                int iterations, double safety, double eps) {
+double predicted_band_deviation(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps, int iterations,
+                                double safety, double eps) {
   const double nu = safety * a.norm() + eps;
   const Svd d = svd(a);
   double worst = 0.0;
@@ -53,8 +53,8 @@ double spectral_norm(const Eigen::MatrixXd& m) {
 }
 
 double orthogonality_error(const Eigen::MatrixXd& q) {
-  const Eigen::MatrixXd g = q.rows() <= q.cols() ? Eigen::MatrixXd(q * q.transpose())
-                                                 : Eigen::MatrixXd(q.transpose() * q);
+  const Eigen::MatrixXd g =
+      q.rows() <= q.cols() ? Eigen::MatrixXd(q * q.transpose()) : Eigen::MatrixXd(q.transpose() * q);
   return spectral_norm(g - Eigen::MatrixXd::Identity(g.rows(), g.cols()));
 }
 

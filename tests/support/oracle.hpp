@@ -32,14 +32,13 @@ Eigen::MatrixXd spectral_map(const Svd& d, const std::function<double(double)>& 
 
 /// The output a Newton–Schulz-family kernel must produce for input a in exact arithmetic:
 /// U f(Σ/ν) Vᵀ with ν = safety·‖a‖_F + eps and f the composite of `steps` over `iterations`.
-Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a,
-                                            const std::vector<PolyStep>& steps, int iterations,
-                                            double safety, double eps);
+Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps,
+                                            int iterations, double safety, double eps);
 
 /// Largest |f(σ_i/ν) − 1| over the singular values of a: how far the exact-arithmetic output
 /// is from the polar factor, in spectral norm.
-double predicted_band_deviation(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps,
-                                int iterations, double safety, double eps);
+double predicted_band_deviation(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps, int iterations,
+                                double safety, double eps);
 
 /// ‖QᵀQ − I‖₂ on the short side (QQᵀ when Q is wide).
 double orthogonality_error(const Eigen::MatrixXd& q);

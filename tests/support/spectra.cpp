@@ -13,8 +13,8 @@ namespace schatten::test {
 
 Eigen::MatrixXd make_matrix(const SpectrumCase& c, std::uint64_t seed) {
   Eigen::MatrixXd a(c.rows, c.cols);
-  if (reference::matrix_with_spectrum(MatrixRef<double>::col_major(a.data(), c.rows, c.cols), c.sigma, seed) !=
-      Status::ok)
+  if (reference::matrix_with_spectrum(MatrixRef<double>::col_major(a.data(), c.rows, c.cols), c.sigma,
+                                      seed) != Status::ok)
     throw std::invalid_argument("make_matrix: bad spectrum case " + c.name);
   return a;
 }
@@ -34,7 +34,8 @@ std::vector<SpectrumCase> standard_spectra() {
   cases.push_back({"ill_conditioned_1e6_37x53", 37, 53, geometric(37, 1e-6)});
   {
     std::vector<double> s(40);
-    for (std::size_t i = 0; i < s.size(); ++i) s[i] = i < 20 ? 1.0 - 1e-6 * double(i) : 0.5 - 1e-6 * double(i);
+    for (std::size_t i = 0; i < s.size(); ++i)
+      s[i] = i < 20 ? 1.0 - 1e-6 * double(i) : 0.5 - 1e-6 * double(i);
     cases.push_back({"clustered_40x96", 40, 96, s});
   }
   {

@@ -45,7 +45,8 @@ double rounding_tolerance(const PolarOptions& o) {
   const int iters = o.iterations;
   if (o.method != PolarMethod::gram_newton_schulz) {
     double lambda = 1.0;
-    for (int t = 0; t < iters; ++t) lambda *= max_slope(s.at(t));
+    for (int t = 0; t < iters; ++t)
+      lambda *= max_slope(s.at(t));
     return iters * u * lambda;
   }
   // Segments between restarts.
@@ -58,7 +59,8 @@ double rounding_tolerance(const PolarOptions& o) {
   double total = 0.0;
   for (std::size_t i = 0; i < seg.size(); ++i) {
     double later = 1.0;
-    for (std::size_t j = i + 1; j < seg.size(); ++j) later *= seg[j];
+    for (std::size_t j = i + 1; j < seg.size(); ++j)
+      later *= seg[j];
     total += seg[i] * seg[i] * later;
   }
   return iters * u * total;

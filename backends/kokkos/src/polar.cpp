@@ -19,33 +19,29 @@ using Exec = Kokkos::DefaultExecutionSpace;
 using Mem = Exec::memory_space;
 
 template PolarReport polar_strided<Exec, float, float>(const Exec&, const Strided3<const float, Mem>&,
-                                                       const Strided3<float, Mem>&,
-                                                       const PolarOptions&, Workspace<Mem>&);
-template PolarReport polar_strided<Exec, float, double>(const Exec&,
-                                                        const Strided3<const float, Mem>&,
-                                                        const Strided3<float, Mem>&,
-                                                        const PolarOptions&, Workspace<Mem>&);
-template PolarReport polar_strided<Exec, double, float>(const Exec&,
-                                                        const Strided3<const double, Mem>&,
-                                                        const Strided3<double, Mem>&,
-                                                        const PolarOptions&, Workspace<Mem>&);
-template PolarReport polar_strided<Exec, double, double>(const Exec&,
-                                                         const Strided3<const double, Mem>&,
-                                                         const Strided3<double, Mem>&,
-                                                         const PolarOptions&, Workspace<Mem>&);
+                                                       const Strided3<float, Mem>&, const PolarOptions&,
+                                                       Workspace<Mem>&);
+template PolarReport polar_strided<Exec, float, double>(const Exec&, const Strided3<const float, Mem>&,
+                                                        const Strided3<float, Mem>&, const PolarOptions&,
+                                                        Workspace<Mem>&);
+template PolarReport polar_strided<Exec, double, float>(const Exec&, const Strided3<const double, Mem>&,
+                                                        const Strided3<double, Mem>&, const PolarOptions&,
+                                                        Workspace<Mem>&);
+template PolarReport polar_strided<Exec, double, double>(const Exec&, const Strided3<const double, Mem>&,
+                                                         const Strided3<double, Mem>&, const PolarOptions&,
+                                                         Workspace<Mem>&);
 
 namespace {
 
 /// True when `Exec` can dereference memory of this kind without a copy.
 constexpr bool directly_accessible(MemoryKind kind) {
-  return kind == MemoryKind::device ||
-         Kokkos::SpaceAccessibility<Exec, Kokkos::HostSpace>::accessible;
+  return kind == MemoryKind::device || Kokkos::SpaceAccessibility<Exec, Kokkos::HostSpace>::accessible;
 }
 
 template <class T>
 Strided3<T, Mem> strided_view(const BatchedMatrixRef<T>& m) {
-  return Strided3<T, Mem>(m.data, Kokkos::LayoutStride(m.batch, m.batch_stride, m.rows,
-                                                       m.row_stride, m.cols, m.col_stride));
+  return Strided3<T, Mem>(
+      m.data, Kokkos::LayoutStride(m.batch, m.batch_stride, m.rows, m.row_stride, m.cols, m.col_stride));
 }
 
 /// Host matrices on a device build: packed copies in device memory (batch, rows, cols).
@@ -54,12 +50,13 @@ using Packed = Kokkos::View<T***, Kokkos::LayoutRight, Mem>;
 
 template <class T>
 Packed<T> upload(const BatchedMatrixRef<const T>& a) {
-  Packed<T> d(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging_in"), a.batch,
-              a.rows, a.cols);
+  Packed<T> d(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging_in"), a.batch, a.rows,
+              a.cols);
   auto h = Kokkos::create_mirror_view(d);
   for (index_t b = 0; b < a.batch; ++b)
     for (index_t i = 0; i < a.rows; ++i)
-      for (index_t j = 0; j < a.cols; ++j) h(b, i, j) = a[b](i, j);
+      for (index_t j = 0; j < a.cols; ++j)
+        h(b, i, j) = a[b](i, j);
   Kokkos::deep_copy(d, h);
   return d;
 }
@@ -69,7 +66,8 @@ void download(const Packed<T>& d, const BatchedMatrixRef<T>& q) {
   auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), d);
   for (index_t b = 0; b < q.batch; ++b)
     for (index_t i = 0; i < q.rows; ++i)
-      for (index_t j = 0; j < q.cols; ++j) q[b](i, j) = h(b, i, j);
+      for (index_t j = 0; j < q.cols; ++j)
+        q[b](i, j) = h(b, i, j);
 }
 
 template <class T>
@@ -92,8 +90,8 @@ PolarReport polar_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixR
       return polar_dispatch<Exec, T>(space, strided_view(a), strided_view(q), options, ws);
     // Staging through device memory; the user's q is written only on success.
     Packed<T> din = directly_accessible(a.memory) ? Packed<T>() : upload(a);
-    Packed<T> dout(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging_out"),
-                   q.batch, q.rows, q.cols);
+    Packed<T> dout(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging_out"), q.batch, q.rows,
+                   q.cols);
     const Strided3<const T, Mem> sa = din.data() ? Strided3<const T, Mem>(din) : strided_view(a);
     PolarReport r = polar_dispatch<Exec, T>(space, sa, Strided3<T, Mem>(dout), options, ws);
     if (r.status == Status::ok) {
@@ -115,18 +113,18 @@ PolarReport polar_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixR
 }  // namespace
 }  // namespace kokkos::detail
 
-PolarReport polar(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> q,
-                  const PolarOptions& options, Workspace* workspace) {
+PolarReport polar(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> q, const PolarOptions& options,
+                  Workspace* workspace) {
   return kokkos::detail::polar_plain<float>(a, q, options, workspace);
 }
 
-PolarReport polar(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> q,
-                  const PolarOptions& options, Workspace* workspace) {
+PolarReport polar(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> q, const PolarOptions& options,
+                  Workspace* workspace) {
   return kokkos::detail::polar_plain<double>(a, q, options, workspace);
 }
 
-std::size_t polar_workspace_bytes(index_t rows, index_t cols, index_t batch,
-                                  const PolarOptions& options, Precision input) {
+std::size_t polar_workspace_bytes(index_t rows, index_t cols, index_t batch, const PolarOptions& options,
+                                  Precision input) {
   const kokkos::detail::PolarShape s(batch, rows, cols, false);  // orientation: same bytes
   const bool fp64 = options.compute == Precision::fp64 ||
                     (options.compute == Precision::automatic && input == Precision::fp64);

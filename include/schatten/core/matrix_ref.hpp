@@ -51,23 +51,30 @@ struct MatrixRef {
   static constexpr MatrixRef strided(T* p, index_t r, index_t c, index_t rs, index_t cs,
                                      MemoryKind mem = MemoryKind::host) {
     MatrixRef m;
-    m.data = p; m.rows = r; m.cols = c; m.row_stride = rs; m.col_stride = cs; m.memory = mem;
+    m.data = p;
+    m.rows = r;
+    m.cols = c;
+    m.row_stride = rs;
+    m.col_stride = cs;
+    m.memory = mem;
     return m;
   }
 
   /// From a reference to compatible elements (e.g. MatrixRef<float> → MatrixRef<const float>).
-  template <class U, class = std::enable_if_t<std::is_convertible<U*, T*>::value &&
-                                              !std::is_same<U, T>::value>>
+  template <class U,
+            class = std::enable_if_t<std::is_convertible<U*, T*>::value && !std::is_same<U, T>::value>>
   constexpr MatrixRef(const MatrixRef<U>& m)  // NOLINT(google-explicit-constructor)
-      : data(m.data), rows(m.rows), cols(m.cols), row_stride(m.row_stride),
-        col_stride(m.col_stride), memory(m.memory) {}
+      : data(m.data),
+        rows(m.rows),
+        cols(m.cols),
+        row_stride(m.row_stride),
+        col_stride(m.col_stride),
+        memory(m.memory) {}
 
   constexpr index_t size() const { return rows * cols; }
   constexpr bool empty() const { return rows == 0 || cols == 0; }
   /// The transpose, as a view of the same memory.
-  constexpr MatrixRef transposed() const {
-    return strided(data, cols, rows, col_stride, row_stride, memory);
-  }
+  constexpr MatrixRef transposed() const { return strided(data, cols, rows, col_stride, row_stride, memory); }
   /// Element access; valid only for host memory.
   constexpr T& operator()(index_t i, index_t j) const { return data[i * row_stride + j * col_stride]; }
 };
@@ -86,28 +93,43 @@ struct BatchedMatrixRef {
 
   constexpr BatchedMatrixRef() = default;
   /// `batch` contiguous row-major matrices stored one after the other (a C array [b][r][c]).
-  constexpr BatchedMatrixRef(T* p, index_t b, index_t r, index_t c,
-                             MemoryKind mem = MemoryKind::host)
-      : data(p), batch(b), rows(r), cols(c), batch_stride(r * c), row_stride(c), col_stride(1),
-        memory(mem) {}
+  constexpr BatchedMatrixRef(T* p, index_t b, index_t r, index_t c, MemoryKind mem = MemoryKind::host)
+      : data(p), batch(b), rows(r), cols(c), batch_stride(r * c), row_stride(c), col_stride(1), memory(mem) {}
   /// One matrix as a batch of one (implicit, so single-matrix calls share the batched path).
   template <class U, class = std::enable_if_t<std::is_convertible<U*, T*>::value>>
   constexpr BatchedMatrixRef(const MatrixRef<U>& m)  // NOLINT(google-explicit-constructor)
-      : data(m.data), batch(1), rows(m.rows), cols(m.cols), batch_stride(0),
-        row_stride(m.row_stride), col_stride(m.col_stride), memory(m.memory) {}
+      : data(m.data),
+        batch(1),
+        rows(m.rows),
+        cols(m.cols),
+        batch_stride(0),
+        row_stride(m.row_stride),
+        col_stride(m.col_stride),
+        memory(m.memory) {}
   /// From a batch of compatible elements (e.g. float → const float).
-  template <class U, class = std::enable_if_t<std::is_convertible<U*, T*>::value &&
-                                              !std::is_same<U, T>::value>>
+  template <class U,
+            class = std::enable_if_t<std::is_convertible<U*, T*>::value && !std::is_same<U, T>::value>>
   constexpr BatchedMatrixRef(const BatchedMatrixRef<U>& m)  // NOLINT(google-explicit-constructor)
-      : data(m.data), batch(m.batch), rows(m.rows), cols(m.cols), batch_stride(m.batch_stride),
-        row_stride(m.row_stride), col_stride(m.col_stride), memory(m.memory) {}
+      : data(m.data),
+        batch(m.batch),
+        rows(m.rows),
+        cols(m.cols),
+        batch_stride(m.batch_stride),
+        row_stride(m.row_stride),
+        col_stride(m.col_stride),
+        memory(m.memory) {}
 
-  static constexpr BatchedMatrixRef strided(T* p, index_t b, index_t r, index_t c, index_t bs,
-                                            index_t rs, index_t cs,
-                                            MemoryKind mem = MemoryKind::host) {
+  static constexpr BatchedMatrixRef strided(T* p, index_t b, index_t r, index_t c, index_t bs, index_t rs,
+                                            index_t cs, MemoryKind mem = MemoryKind::host) {
     BatchedMatrixRef m;
-    m.data = p; m.batch = b; m.rows = r; m.cols = c;
-    m.batch_stride = bs; m.row_stride = rs; m.col_stride = cs; m.memory = mem;
+    m.data = p;
+    m.batch = b;
+    m.rows = r;
+    m.cols = c;
+    m.batch_stride = bs;
+    m.row_stride = rs;
+    m.col_stride = cs;
+    m.memory = mem;
     return m;
   }
 
@@ -115,8 +137,7 @@ struct BatchedMatrixRef {
   constexpr bool empty() const { return batch == 0 || rows == 0 || cols == 0; }
   /// Matrix b of the batch.
   constexpr MatrixRef<T> operator[](index_t b) const {
-    return MatrixRef<T>::strided(data + b * batch_stride, rows, cols, row_stride, col_stride,
-                                 memory);
+    return MatrixRef<T>::strided(data + b * batch_stride, rows, cols, row_stride, col_stride, memory);
   }
 };
 
@@ -124,14 +145,13 @@ namespace detail {
 /// Checks a strided layout: non-negative extents and strides, a non-null pointer when it has
 /// elements, offsets that fit in index_t and, for outputs, no two elements at one address.
 /// Returns nullptr when valid, else a static message naming the problem.
-const char* check_layout(const void* data, index_t batch, index_t rows, index_t cols,
-                         index_t batch_stride, index_t row_stride, index_t col_stride,
-                         bool is_output) noexcept;
+const char* check_layout(const void* data, index_t batch, index_t rows, index_t cols, index_t batch_stride,
+                         index_t row_stride, index_t col_stride, bool is_output) noexcept;
 
 template <class T>
 const char* check_layout(const BatchedMatrixRef<T>& m, bool is_output) noexcept {
-  return check_layout(static_cast<const void*>(m.data), m.batch, m.rows, m.cols, m.batch_stride,
-                      m.row_stride, m.col_stride, is_output);
+  return check_layout(static_cast<const void*>(m.data), m.batch, m.rows, m.cols, m.batch_stride, m.row_stride,
+                      m.col_stride, is_output);
 }
 }  // namespace detail
 

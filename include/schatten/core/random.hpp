@@ -19,7 +19,8 @@ class Rng {
 
   void reseed(std::uint64_t seed) {
     std::uint64_t z = seed;
-    for (auto& w : s_) w = splitmix64(z);
+    for (auto& w : s_)
+      w = splitmix64(z);
     has_spare_ = false;
     spare_ = 0.0;
   }
@@ -47,7 +48,8 @@ class Rng {
       return spare_;
     }
     double u1 = uniform();
-    while (u1 <= 0.0) u1 = uniform();
+    while (u1 <= 0.0)
+      u1 = uniform();
     const double u2 = uniform();
     const double r = std::sqrt(-2.0 * std::log(u1));
     const double th = 6.283185307179586476925 * u2;

@@ -9,12 +9,12 @@ namespace schatten {
 /// outputs (outputs, parameters and optimizer state are never left half-updated).
 enum class Status {
   ok = 0,
-  invalid_argument,   ///< shapes, strides or options are inconsistent (message says which)
-  non_finite_input,   ///< the input contains NaN or +-Inf
-  unsupported,        ///< valid request this build cannot serve (e.g. bf16 on a CPU build)
-  not_converged,      ///< an iterative method hit its iteration limit (output still written)
-  out_of_memory,      ///< a workspace allocation failed
-  internal_error      ///< a bug: please report it
+  invalid_argument,  ///< shapes, strides or options are inconsistent (message says which)
+  non_finite_input,  ///< the input contains NaN or +-Inf
+  unsupported,       ///< valid request this build cannot serve (e.g. bf16 on a CPU build)
+  not_converged,     ///< an iterative method hit its iteration limit (output still written)
+  out_of_memory,     ///< a workspace allocation failed
+  internal_error     ///< a bug: please report it
 };
 
 /// Short stable name of a status ("ok", "invalid_argument", ...).

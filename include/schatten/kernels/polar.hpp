@@ -23,9 +23,9 @@ namespace schatten {
 
 /// The orthogonalisation algorithms.
 enum class PolarMethod {
-  newton_schulz,       ///< X ← a X + b (XXᵀ)X + c (XXᵀ)²X per step; default Keller Jordan schedule
-  polar_express,       ///< the same iteration with a Polar Express schedule (default)
-  gram_newton_schulz   ///< the same polynomials, iterated on the k×k Gram XXᵀ (wide matrices)
+  newton_schulz,      ///< X ← a X + b (XXᵀ)X + c (XXᵀ)²X per step; default Keller Jordan schedule
+  polar_express,      ///< the same iteration with a Polar Express schedule (default)
+  gram_newton_schulz  ///< the same polynomials, iterated on the k×k Gram XXᵀ (wide matrices)
 };
 
 /// Name of a method ("newton_schulz", ...).
@@ -95,8 +95,8 @@ PolarReport polar(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> q,
 /// Newton–Schulz with the given schedule (shorthand for polar() with method newton_schulz).
 /// `A` and `Q` are anything polar() accepts (MatrixRef or BatchedMatrixRef of float/double).
 template <class A, class Q>
-PolarReport newton_schulz(const A& a, const Q& q, const CoefficientSchedule& schedule,
-                          int iterations = 5, Workspace* workspace = nullptr) {
+PolarReport newton_schulz(const A& a, const Q& q, const CoefficientSchedule& schedule, int iterations = 5,
+                          Workspace* workspace = nullptr) {
   PolarOptions o;
   o.method = PolarMethod::newton_schulz;
   o.schedule = schedule;
@@ -138,8 +138,7 @@ double polar_flops(index_t rows, index_t cols, const PolarOptions& options);
 
 /// Scratch bytes polar() needs for `batch` matrices of rows × cols in the given compute
 /// precision (automatic = fp32 here; pass the input's precision for exact figures).
-std::size_t polar_workspace_bytes(index_t rows, index_t cols, index_t batch,
-                                  const PolarOptions& options,
+std::size_t polar_workspace_bytes(index_t rows, index_t cols, index_t batch, const PolarOptions& options,
                                   Precision input = Precision::fp32);
 
 }  // namespace schatten

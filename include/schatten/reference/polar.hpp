@@ -35,8 +35,7 @@ Status singular_values(MatrixRef<const float> a, std::vector<double>& sigma);
 /// prescribed spectrum of the test suites and benchmarks (Eigen's svd_fill idea). Host memory;
 /// reproducible for a seed on every platform. When `u`/`v` are non-null they receive the factors
 /// (row-major rows × k and cols × k).
-Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& sigma,
-                            std::uint64_t seed, std::vector<double>* u = nullptr,
-                            std::vector<double>* v = nullptr);
+Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& sigma, std::uint64_t seed,
+                            std::vector<double>* u = nullptr, std::vector<double>* v = nullptr);
 
 }  // namespace schatten::reference

@@ -33,12 +33,11 @@ Strided3<T, Mem> as_strided3(const V& v) {
   static_assert(static_cast<int>(V::rank) == 2 || static_cast<int>(V::rank) == 3,
                 "schatten::kokkos: matrices are rank-2 Views, batches rank-3 Views");
   if constexpr (static_cast<int>(V::rank) == 2) {
-    return Strided3<T, Mem>(v.data(), Kokkos::LayoutStride(1, 0, v.extent(0), v.stride(0),
-                                                           v.extent(1), v.stride(1)));
-  } else {
     return Strided3<T, Mem>(v.data(),
-                            Kokkos::LayoutStride(v.extent(0), v.stride(0), v.extent(1),
-                                                 v.stride(1), v.extent(2), v.stride(2)));
+                            Kokkos::LayoutStride(1, 0, v.extent(0), v.stride(0), v.extent(1), v.stride(1)));
+  } else {
+    return Strided3<T, Mem>(v.data(), Kokkos::LayoutStride(v.extent(0), v.stride(0), v.extent(1), v.stride(1),
+                                                           v.extent(2), v.stride(2)));
   }
 }
 }  // namespace detail
@@ -67,8 +66,7 @@ PolarReport polar(const Exec& space, const AView& a, const QView& q, const Polar
 
 /// Same, with a temporary workspace (allocated and freed by the call).
 template <class Exec, class AView, class QView>
-PolarReport polar(const Exec& space, const AView& a, const QView& q,
-                  const PolarOptions& options = {}) {
+PolarReport polar(const Exec& space, const AView& a, const QView& q, const PolarOptions& options = {}) {
   Workspace<typename Exec::memory_space> ws;
   return polar(space, a, q, options, ws);
 }
@@ -76,15 +74,13 @@ PolarReport polar(const Exec& space, const AView& a, const QView& q,
 }  // namespace schatten::kokkos
 
 // The common instantiations live in the library (backends/kokkos/src/polar.cpp).
-#define SCHATTEN_POLAR_EXTERN(TIN, TC)                                                          \
-  extern template schatten::PolarReport                                                       \
-  schatten::kokkos::detail::polar_strided<Kokkos::DefaultExecutionSpace, TIN, TC>(            \
-      const Kokkos::DefaultExecutionSpace&,                                                   \
-      const schatten::kokkos::detail::Strided3<const TIN,                                     \
-                                               Kokkos::DefaultExecutionSpace::memory_space>&, \
-      const schatten::kokkos::detail::Strided3<TIN,                                           \
-                                               Kokkos::DefaultExecutionSpace::memory_space>&, \
-      const schatten::PolarOptions&,                                                          \
+#define SCHATTEN_POLAR_EXTERN(TIN, TC)                                                                   \
+  extern template schatten::PolarReport                                                                  \
+  schatten::kokkos::detail::polar_strided<Kokkos::DefaultExecutionSpace, TIN, TC>(                       \
+      const Kokkos::DefaultExecutionSpace&,                                                              \
+      const schatten::kokkos::detail::Strided3<const TIN, Kokkos::DefaultExecutionSpace::memory_space>&, \
+      const schatten::kokkos::detail::Strided3<TIN, Kokkos::DefaultExecutionSpace::memory_space>&,       \
+      const schatten::PolarOptions&,                                                                     \
       schatten::kokkos::Workspace<Kokkos::DefaultExecutionSpace::memory_space>&);
 SCHATTEN_POLAR_EXTERN(float, float)
 SCHATTEN_POLAR_EXTERN(float, double)

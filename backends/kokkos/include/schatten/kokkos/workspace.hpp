@@ -25,8 +25,7 @@ class Workspace {
   void reserve(std::size_t bytes) {
     if (bytes <= capacity()) return;
     buffer_ = Kokkos::View<unsigned char*, MemSpace>(
-        Kokkos::view_alloc(Kokkos::WithoutInitializing, std::string("schatten::workspace")),
-        bytes);
+        Kokkos::view_alloc(Kokkos::WithoutInitializing, std::string("schatten::workspace")), bytes);
   }
   std::size_t capacity() const noexcept { return buffer_.extent(0); }
   void release() noexcept { buffer_ = Kokkos::View<unsigned char*, MemSpace>(); }

@@ -21,8 +21,7 @@ using Mat3 = Kokkos::View<T***, Kokkos::LayoutLeft, Mem, Kokkos::MemoryTraits<Ko
 
 /// User matrices of a batch with arbitrary strides: element (i, j) of matrix b is s(b, i, j).
 template <class T, class Mem>
-using Strided3 =
-    Kokkos::View<T***, Kokkos::LayoutStride, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+using Strided3 = Kokkos::View<T***, Kokkos::LayoutStride, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
 
 /// Carves a rows × cols × batch working array out of an arena (null data when only counting).
 template <class T, class Mem>
@@ -42,59 +41,66 @@ constexpr bool runs_on_host = std::is_same<typename Exec::memory_space, Kokkos::
 /// when the other operand is row-major (a transposing copy) the 16 columns share its cache lines
 /// and both sides stay in L1 (block sizes tunable: 64-byte lines, float and double).
 template <class Exec, class F>
-void for_each_element(const Exec& space, const char* label, index_t rows, index_t cols,
-                      index_t batch, const F& f) {
+void for_each_element(const Exec& space, const char* label, index_t rows, index_t cols, index_t batch,
+                      const F& f) {
   if constexpr (runs_on_host<Exec>) {
     constexpr index_t jb = 16, ib = 128;
     const index_t col_blocks = (cols + jb - 1) / jb;
-    Kokkos::parallel_for(label, Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, col_blocks * batch),
-                         KOKKOS_LAMBDA(index_t w) {
-                           const index_t j0 = (w % col_blocks) * jb, b = w / col_blocks;
-                           const index_t j1 = kmin(j0 + jb, cols);
-                           for (index_t i0 = 0; i0 < rows; i0 += ib) {
-                             const index_t i1 = kmin(i0 + ib, rows);
-                             for (index_t j = j0; j < j1; ++j)
-                               for (index_t i = i0; i < i1; ++i) f(i, j, b);
-                           }
-                         });
+    Kokkos::parallel_for(
+        label, Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, col_blocks * batch),
+        KOKKOS_LAMBDA(index_t w) {
+          const index_t j0 = (w % col_blocks) * jb, b = w / col_blocks;
+          const index_t j1 = kmin(j0 + jb, cols);
+          for (index_t i0 = 0; i0 < rows; i0 += ib) {
+            const index_t i1 = kmin(i0 + ib, rows);
+            for (index_t j = j0; j < j1; ++j)
+              for (index_t i = i0; i < i1; ++i)
+                f(i, j, b);
+          }
+        });
   } else {
     // Tiles of 32 × 32 keep a transposing read and its write in cache (tunable).
     using Policy = Kokkos::MDRangePolicy<Exec, Kokkos::Rank<3, Kokkos::Iterate::Left, Kokkos::Iterate::Left>,
                                          Kokkos::IndexType<index_t>>;
-    Kokkos::parallel_for(label, Policy(space, {0, 0, 0}, {rows, cols, batch}, {32, 32, 1}),
-                         KOKKOS_LAMBDA(index_t i, index_t j, index_t b) { f(i, j, b); });
+    Kokkos::parallel_for(
+        label, Policy(space, {0, 0, 0}, {rows, cols, batch}, {32, 32, 1}),
+        KOKKOS_LAMBDA(index_t i, index_t j, index_t b) { f(i, j, b); });
   }
 }
 
 /// Reduction of f(i, j, acc) over a rows × cols matrix with a Kokkos reducer. On the host the
 /// inner loop runs over j when `cols_contiguous` (row-major data), else over i.
 template <class Exec, class F, class Reducer>
-void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t cols,
-                   bool cols_contiguous, const F& f, const Reducer& reducer) {
+void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t cols, bool cols_contiguous,
+                   const F& f, const Reducer& reducer) {
   using value_type = typename Reducer::value_type;
   if constexpr (runs_on_host<Exec>) {
     const index_t outer = cols_contiguous ? rows : cols, inner = cols_contiguous ? cols : rows;
-    Kokkos::parallel_reduce(label, Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, outer),
-                            KOKKOS_LAMBDA(index_t o, value_type& acc) {
-                              for (index_t k = 0; k < inner; ++k) {
-                                if (cols_contiguous) f(o, k, acc); else f(k, o, acc);
-                              }
-                            },
-                            reducer);
+    Kokkos::parallel_reduce(
+        label, Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, outer),
+        KOKKOS_LAMBDA(index_t o, value_type & acc) {
+          for (index_t k = 0; k < inner; ++k) {
+            if (cols_contiguous)
+              f(o, k, acc);
+            else
+              f(k, o, acc);
+          }
+        },
+        reducer);
   } else {
     using Policy = Kokkos::MDRangePolicy<Exec, Kokkos::Rank<2, Kokkos::Iterate::Left, Kokkos::Iterate::Left>,
                                          Kokkos::IndexType<index_t>>;
-    Kokkos::parallel_reduce(label, Policy(space, {0, 0}, {rows, cols}, {32, 32}),
-                            KOKKOS_LAMBDA(index_t i, index_t j, value_type& acc) { f(i, j, acc); },
-                            reducer);
+    Kokkos::parallel_reduce(
+        label, Policy(space, {0, 0}, {rows, cols}, {32, 32}),
+        KOKKOS_LAMBDA(index_t i, index_t j, value_type & acc) { f(i, j, acc); }, reducer);
   }
 }
 
 /// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for every b. One BLAS call per matrix.
 // TODO(#7): one strided-batched GEMM call on GPUs (cuBLAS / rocBLAS) through the vendor layer.
 template <class Exec, class T, class Mem>
-void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, T alpha,
-                  const Mat3<T, Mem>& a, const Mat3<T, Mem>& b, T beta, const Mat3<T, Mem>& c) {
+void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, T alpha, const Mat3<T, Mem>& a,
+                  const Mat3<T, Mem>& b, T beta, const Mat3<T, Mem>& c) {
   for (index_t i = 0; i < static_cast<index_t>(c.extent(2)); ++i) {
     gemm(space, trans_a, trans_b, alpha, Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i),
          Kokkos::subview(b, Kokkos::ALL, Kokkos::ALL, i), beta,
@@ -107,21 +113,23 @@ void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, T
 template <class Exec, class T, class Mem>
 void add_scaled_identity(const Exec& space, const Mat3<T, Mem>& c, bool accumulate, T beta,
                          const Mat3<T, Mem>& a, T alpha) {
-  for_each_element(space, "schatten::add_scaled_identity", c.extent(0), c.extent(1), c.extent(2),
-                   KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
-                     T v = beta * a(i, j, b);
-                     if (i == j) v += alpha;
-                     c(i, j, b) = accumulate ? c(i, j, b) + v : v;
-                   });
+  for_each_element(
+      space, "schatten::add_scaled_identity", c.extent(0), c.extent(1), c.extent(2),
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+        T v = beta * a(i, j, b);
+        if (i == j) v += alpha;
+        c(i, j, b) = accumulate ? c(i, j, b) + v : v;
+      });
 }
 
 /// C ← C + alpha·I on every square matrix of the batch (touches the diagonal only).
 template <class Exec, class T, class Mem>
 void add_diagonal(const Exec& space, const Mat3<T, Mem>& c, T alpha) {
   const index_t k = c.extent(0);
-  Kokkos::parallel_for("schatten::add_diagonal",
-                       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k * static_cast<index_t>(c.extent(2))),
-                       KOKKOS_LAMBDA(index_t ib) { c(ib % k, ib % k, ib / k) += alpha; });
+  Kokkos::parallel_for(
+      "schatten::add_diagonal",
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k * static_cast<index_t>(c.extent(2))),
+      KOKKOS_LAMBDA(index_t ib) { c(ib % k, ib % k, ib / k) += alpha; });
 }
 
 /// dst ← src (same shape; both contiguous, so this is a memcpy on the host).
@@ -142,16 +150,20 @@ void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
     constexpr index_t tb = 16;
     const index_t tiles = (k + tb - 1) / tb;
     Kokkos::parallel_for(
-        "schatten::symmetrize", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, tiles * static_cast<index_t>(c.extent(2))),
+        "schatten::symmetrize",
+        Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0,
+                                                              tiles * static_cast<index_t>(c.extent(2))),
         KOKKOS_LAMBDA(index_t w) {
           const index_t i0 = (w % tiles) * tb, b = w / tiles, i1 = kmin(i0 + tb, k);
           T upper[tb][tb], lower[tb][tb];
           for (index_t j0 = i0; j0 < k; j0 += tb) {
             const index_t j1 = kmin(j0 + tb, k);
             for (index_t j = j0; j < j1; ++j)
-              for (index_t i = i0; i < i1; ++i) upper[j - j0][i - i0] = c(i, j, b);
+              for (index_t i = i0; i < i1; ++i)
+                upper[j - j0][i - i0] = c(i, j, b);
             for (index_t i = i0; i < i1; ++i)
-              for (index_t j = j0; j < j1; ++j) lower[i - i0][j - j0] = c(j, i, b);
+              for (index_t j = j0; j < j1; ++j)
+                lower[i - i0][j - j0] = c(j, i, b);
             for (index_t j = j0; j < j1; ++j)
               for (index_t i = i0; i < i1; ++i) {
                 if (j0 == i0 && j <= i) continue;
@@ -162,13 +174,13 @@ void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
           }
         });
   } else {
-    for_each_element(space, "schatten::symmetrize", k, k, c.extent(2),
-                     KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
-                       if (j <= i) return;
-                       const T v = (c(i, j, b) + c(j, i, b)) / T(2);
-                       c(i, j, b) = v;
-                       c(j, i, b) = v;
-                     });
+    for_each_element(
+        space, "schatten::symmetrize", k, k, c.extent(2), KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+          if (j <= i) return;
+          const T v = (c(i, j, b) + c(j, i, b)) / T(2);
+          c(i, j, b) = v;
+          c(j, i, b) = v;
+        });
   }
 }
 

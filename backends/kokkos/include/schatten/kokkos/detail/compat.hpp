@@ -4,8 +4,8 @@
 /// (../shared/docs/kokkos.md, "Writing code that compiles on Kokkos 3.4 and 4.x").
 #pragma once
 
-#include <Kokkos_Core.hpp>
 #include <KokkosBlas3_gemm.hpp>
+#include <Kokkos_Core.hpp>
 
 #include <cmath>
 #include <limits>
@@ -21,9 +21,13 @@ namespace kmath = ::Kokkos::Experimental;
 
 /// Kokkos::min/max are absent in 3.4.
 template <class T>
-KOKKOS_INLINE_FUNCTION constexpr T kmax(T a, T b) { return a < b ? b : a; }
+KOKKOS_INLINE_FUNCTION constexpr T kmax(T a, T b) {
+  return a < b ? b : a;
+}
 template <class T>
-KOKKOS_INLINE_FUNCTION constexpr T kmin(T a, T b) { return b < a ? b : a; }
+KOKKOS_INLINE_FUNCTION constexpr T kmin(T a, T b) {
+  return b < a ? b : a;
+}
 
 /// |x| as double for a finite x, +infinity for NaN and +-Inf. A Max-reduction of this value is
 /// the max-abs of a finite matrix and +infinity exactly when the matrix has a non-finite entry.
@@ -37,9 +41,8 @@ KOKKOS_INLINE_FUNCTION double abs_or_inf(T x) {
 /// All three views must share one layout: mixed layouts fall back to a slow native kernel.
 /// Kokkos Kernels 3.4 has no execution-space argument; 4.x enqueues on `space`.
 template <class Exec, class AV, class BV, class CV>
-void gemm(const Exec& space, const char* trans_a, const char* trans_b,
-          typename CV::const_value_type alpha, const AV& a, const BV& b,
-          typename CV::const_value_type beta, const CV& c) {
+void gemm(const Exec& space, const char* trans_a, const char* trans_b, typename CV::const_value_type alpha,
+          const AV& a, const BV& b, typename CV::const_value_type beta, const CV& c) {
   static_assert(std::is_same<typename AV::array_layout, typename CV::array_layout>::value &&
                     std::is_same<typename BV::array_layout, typename CV::array_layout>::value,
                 "schatten: gemm operands must share one layout to reach BLAS");

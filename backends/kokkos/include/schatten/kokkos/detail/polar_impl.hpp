@@ -35,8 +35,14 @@ struct PolarShape {
   index_t w_rows = 0, w_cols = 0;         ///< shape of W
   bool right = false;                     ///< W is tall: Gram Wᵀ W, update X ← X B
   PolarShape(index_t b, index_t r, index_t c, bool transpose)
-      : batch(b), rows(r), cols(c), k(std::min(r, c)), n(std::max(r, c)),
-        w_is_transpose(transpose), w_rows(transpose ? c : r), w_cols(transpose ? r : c),
+      : batch(b),
+        rows(r),
+        cols(c),
+        k(std::min(r, c)),
+        n(std::max(r, c)),
+        w_is_transpose(transpose),
+        w_rows(transpose ? c : r),
+        w_cols(transpose ? r : c),
         right(w_rows > w_cols) {}
 };
 
@@ -49,8 +55,8 @@ bool prefers_transpose(const V& a) {
 /// Working arrays of one polar call, carved from one workspace.
 template <class TC, class Mem>
 struct PolarBuffers {
-  Mat3<TC, Mem> x, y;      ///< iterates W (ping-pong), w_rows × w_cols
-  Mat3<TC, Mem> sq[5];     ///< k × k scratch: NS uses 2, Gram NS 5
+  Mat3<TC, Mem> x, y;        ///< iterates W (ping-pong), w_rows × w_cols
+  Mat3<TC, Mem> sq[5];       ///< k × k scratch: NS uses 2, Gram NS 5
   double* factor = nullptr;  ///< per-matrix normalisation factor (batch doubles)
 };
 
@@ -62,23 +68,21 @@ PolarBuffers<TC, Mem> carve_polar(Arena& arena, const PolarShape& s, PolarMethod
   PolarBuffers<TC, Mem> buf;
   buf.x = carve<TC, Mem>(arena, s.w_rows, s.w_cols, s.batch);
   buf.y = carve<TC, Mem>(arena, s.w_rows, s.w_cols, s.batch);
-  for (int i = 0; i < square_buffers(method); ++i) buf.sq[i] = carve<TC, Mem>(arena, s.k, s.k, s.batch);
+  for (int i = 0; i < square_buffers(method); ++i)
+    buf.sq[i] = carve<TC, Mem>(arena, s.k, s.k, s.batch);
   buf.factor = arena.take<double>(static_cast<std::size_t>(s.batch));
   return buf;
 }
 
 /// Pass 1: per matrix, max |a_ij| as a double, +infinity when an entry is NaN or ±Inf.
 template <class Exec, class TIn, class Mem>
-void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a,
-                      std::vector<double>& out) {
+void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, std::vector<double>& out) {
   const index_t rows = a.extent(1), cols = a.extent(2);
   for (index_t b = 0; b < static_cast<index_t>(a.extent(0)); ++b) {
     double m = 0.0;
     reduce_matrix(
         space, "schatten::polar::scan", rows, cols, a.stride(2) <= a.stride(1),
-        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          acc = kmax(acc, abs_or_inf(a(b, i, j)));
-        },
+        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) { acc = kmax(acc, abs_or_inf(a(b, i, j))); },
         Kokkos::Max<double>(m));
     out[static_cast<std::size_t>(b)] = m;
   }
@@ -88,12 +92,15 @@ void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a,
 /// overflow or underflow for any finite input (the same rescaling as LAPACK's nrm2). The sum
 /// runs in memory order.
 template <class Exec, class TIn, class Mem>
-void frobenius_per_item(const Exec& space, const Strided3<const TIn, Mem>& a,
-                        const std::vector<double>& amax, std::vector<double>& out) {
+void frobenius_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, const std::vector<double>& amax,
+                        std::vector<double>& out) {
   const index_t rows = a.extent(1), cols = a.extent(2);
   for (index_t b = 0; b < static_cast<index_t>(a.extent(0)); ++b) {
     const double m = amax[static_cast<std::size_t>(b)];
-    if (m == 0.0) { out[static_cast<std::size_t>(b)] = 0.0; continue; }
+    if (m == 0.0) {
+      out[static_cast<std::size_t>(b)] = 0.0;
+      continue;
+    }
     const double inv = 1.0 / m;
     double ssq = 0.0;
     reduce_matrix(
@@ -123,29 +130,35 @@ void load_scaled(const Exec& space, const Strided3<const TIn, Mem>& a, const dou
 
 /// Last pass: q[b] = W[b] (or its transpose), converted to the output type.
 template <class Exec, class TC, class TOut, class Mem>
-void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q,
-           bool transposed) {
+void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q, bool transposed) {
   for_each_element(
       space, "schatten::polar::store", x.extent(0), x.extent(1), x.extent(2),
       KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
         const TOut v = static_cast<TOut>(x(i, j, b));
-        if (transposed) q(b, j, i) = v; else q(b, i, j) = v;
+        if (transposed)
+          q(b, j, i) = v;
+        else
+          q(b, i, j) = v;
       });
 }
 
 /// The k × k Gram of W: W Wᵀ (left form) or Wᵀ W (right form). One GEMM(k, k, n).
 template <class Exec, class TC, class Mem>
 void gram(const Exec& space, bool right, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& out) {
-  if (right) batched_gemm(space, "T", "N", TC(1), x, x, TC(0), out);
-  else batched_gemm(space, "N", "T", TC(1), x, x, TC(0), out);
+  if (right)
+    batched_gemm(space, "T", "N", TC(1), x, x, TC(0), out);
+  else
+    batched_gemm(space, "N", "T", TC(1), x, x, TC(0), out);
 }
 
 /// y = B x (left form) or x B (right form), B a k × k symmetric factor. One GEMM(k, n, k).
 template <class Exec, class TC, class Mem>
-void apply_factor(const Exec& space, bool right, const Mat3<TC, Mem>& factor,
-                  const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& y) {
-  if (right) batched_gemm(space, "N", "N", TC(1), x, factor, TC(0), y);
-  else batched_gemm(space, "N", "N", TC(1), factor, x, TC(0), y);
+void apply_factor(const Exec& space, bool right, const Mat3<TC, Mem>& factor, const Mat3<TC, Mem>& x,
+                  const Mat3<TC, Mem>& y) {
+  if (right)
+    batched_gemm(space, "N", "N", TC(1), x, factor, TC(0), y);
+  else
+    batched_gemm(space, "N", "N", TC(1), factor, x, TC(0), y);
 }
 
 /// Newton–Schulz steps X ← p_t(X) = (a I + b A + c A²) X with A = X Xᵀ (or the right form).
@@ -155,15 +168,15 @@ void apply_factor(const Exec& space, bool right, const Mat3<TC, Mem>& factor,
 /// Returns the buffer holding the result (x or y).
 template <class Exec, class TC, class Mem>
 Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool right, const CoefficientSchedule& sched,
-                                  int iterations, Mat3<TC, Mem> x, Mat3<TC, Mem> y,
-                                  const Mat3<TC, Mem>& a2, const Mat3<TC, Mem>& poly) {
+                                  int iterations, Mat3<TC, Mem> x, Mat3<TC, Mem> y, const Mat3<TC, Mem>& a2,
+                                  const Mat3<TC, Mem>& poly) {
   for (int t = 0; t < iterations; ++t) {
     const OddQuintic p = sched.at(t);
     gram(space, right, x, a2);  // A = X Xᵀ
     if (p.c != 0.0) {
       copy(space, poly, a2);
       batched_gemm(space, "N", "N", TC(p.c), a2, a2, TC(p.b), poly);  // c A² + b A
-      add_diagonal(space, poly, TC(p.a));                              // + a I
+      add_diagonal(space, poly, TC(p.a));                             // + a I
     } else {
       add_scaled_identity(space, poly, false, TC(p.b), a2, TC(p.a));  // b A + a I
     }
@@ -181,10 +194,9 @@ Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool right, const Coefficie
 /// symmetric in exact arithmetic). Per step: 1 GEMM(k,k,k) for R² (c ≠ 0), 1 for Q, 2 for R.
 template <class Exec, class TC, class Mem>
 Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool right, const CoefficientSchedule& sched,
-                                       int iterations, const std::vector<int>& restarts,
-                                       Mat3<TC, Mem> x, Mat3<TC, Mem> y, Mat3<TC, Mem> r,
-                                       const Mat3<TC, Mem>& z, Mat3<TC, Mem> q,
-                                       Mat3<TC, Mem> t1, Mat3<TC, Mem> t2) {
+                                       int iterations, const std::vector<int>& restarts, Mat3<TC, Mem> x,
+                                       Mat3<TC, Mem> y, Mat3<TC, Mem> r, const Mat3<TC, Mem>& z,
+                                       Mat3<TC, Mem> q, Mat3<TC, Mem> t1, Mat3<TC, Mem> t2) {
   if (iterations <= 0) return x;
   auto restart_before = [&](int t) {
     return t > 0 && std::find(restarts.begin(), restarts.end(), t) != restarts.end();
@@ -267,23 +279,18 @@ std::size_t polar_bytes(const PolarShape& s, PolarMethod method) {
 /// The whole polar() contract for strided batches in a memory space `Exec` can access, with
 /// the iteration in precision TC. See schatten::polar for the documentation.
 template <class Exec, class TIn, class TC>
-PolarReport polar_strided(const Exec& space,
-                          const Strided3<const TIn, typename Exec::memory_space>& a,
-                          const Strided3<TIn, typename Exec::memory_space>& q,
-                          const PolarOptions& options,
+PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
+                          const Strided3<TIn, typename Exec::memory_space>& q, const PolarOptions& options,
                           Workspace<typename Exec::memory_space>& ws) {
   using Mem = typename Exec::memory_space;
-  if (const char* msg = check_polar_options(options))
-    return polar_failure(Status::invalid_argument, msg);
+  if (const char* msg = check_polar_options(options)) return polar_failure(Status::invalid_argument, msg);
   if (a.extent(0) != q.extent(0) || a.extent(1) != q.extent(1) || a.extent(2) != q.extent(2))
     return polar_failure(Status::invalid_argument, "input and output shapes differ");
-  if (const char* msg = schatten::detail::check_layout(a.data(), a.extent(0), a.extent(1),
-                                                       a.extent(2), a.stride(0), a.stride(1),
-                                                       a.stride(2), false))
+  if (const char* msg = schatten::detail::check_layout(a.data(), a.extent(0), a.extent(1), a.extent(2),
+                                                       a.stride(0), a.stride(1), a.stride(2), false))
     return polar_failure(Status::invalid_argument, msg);
-  if (const char* msg = schatten::detail::check_layout(q.data(), q.extent(0), q.extent(1),
-                                                       q.extent(2), q.stride(0), q.stride(1),
-                                                       q.stride(2), true))
+  if (const char* msg = schatten::detail::check_layout(q.data(), q.extent(0), q.extent(1), q.extent(2),
+                                                       q.stride(0), q.stride(1), q.stride(2), true))
     return polar_failure(Status::invalid_argument, msg);
 
   const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
@@ -301,13 +308,11 @@ PolarReport polar_strided(const Exec& space,
   PolarBuffers<TC, Mem> buf = carve_polar<TC, Mem>(arena, s, options.method);
 
   // Validate before anything is written: one max-abs pass finds NaN/Inf.
-  std::vector<double> amax(static_cast<std::size_t>(s.batch)), norm(amax.size()),
-      factor(amax.size());
+  std::vector<double> amax(static_cast<std::size_t>(s.batch)), norm(amax.size()), factor(amax.size());
   max_abs_per_item(space, a, amax);
   for (std::size_t b = 0; b < amax.size(); ++b)
     if (!std::isfinite(amax[b]))
-      return polar_failure(Status::non_finite_input, "input contains NaN or Inf",
-                           static_cast<index_t>(b));
+      return polar_failure(Status::non_finite_input, "input contains NaN or Inf", static_cast<index_t>(b));
 
   const Normalization& nz = sched.normalization;
   if (nz.kind == Normalization::Kind::frobenius) {
@@ -317,18 +322,16 @@ PolarReport polar_strided(const Exec& space,
   } else {
     std::fill(factor.begin(), factor.end(), 1.0);
   }
-  Kokkos::deep_copy(space, Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
-                               buf.factor, factor.size()),
-                    Kokkos::View<const double*, Kokkos::HostSpace,
-                                 Kokkos::MemoryTraits<Kokkos::Unmanaged>>(factor.data(),
-                                                                          factor.size()));
+  Kokkos::deep_copy(
+      space, Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(buf.factor, factor.size()),
+      Kokkos::View<const double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(factor.data(),
+                                                                                              factor.size()));
   load_scaled(space, a, buf.factor, buf.x, s.w_is_transpose);
 
   Mat3<TC, Mem> result;
   if (options.method == PolarMethod::gram_newton_schulz) {
-    result = gram_newton_schulz_steps(space, s.right, sched, iterations, options.gram_restarts, buf.x,
-                                      buf.y, buf.sq[0], buf.sq[1], buf.sq[2], buf.sq[3],
-                                      buf.sq[4]);
+    result = gram_newton_schulz_steps(space, s.right, sched, iterations, options.gram_restarts, buf.x, buf.y,
+                                      buf.sq[0], buf.sq[1], buf.sq[2], buf.sq[3], buf.sq[4]);
   } else {
     result = newton_schulz_steps(space, s.right, sched, iterations, buf.x, buf.y, buf.sq[0], buf.sq[1]);
   }
@@ -342,17 +345,19 @@ PolarReport polar_strided(const Exec& space,
 
 /// Chooses the iteration precision from options.compute (automatic = the input's).
 template <class Exec, class TIn>
-PolarReport polar_dispatch(const Exec& space,
-                           const Strided3<const TIn, typename Exec::memory_space>& a,
-                           const Strided3<TIn, typename Exec::memory_space>& q,
-                           const PolarOptions& options,
+PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
+                           const Strided3<TIn, typename Exec::memory_space>& q, const PolarOptions& options,
                            Workspace<typename Exec::memory_space>& ws) {
   switch (options.compute) {
-    case Precision::automatic: return polar_strided<Exec, TIn, TIn>(space, a, q, options, ws);
-    case Precision::fp32: return polar_strided<Exec, TIn, float>(space, a, q, options, ws);
-    case Precision::fp64: return polar_strided<Exec, TIn, double>(space, a, q, options, ws);
+    case Precision::automatic:
+      return polar_strided<Exec, TIn, TIn>(space, a, q, options, ws);
+    case Precision::fp32:
+      return polar_strided<Exec, TIn, float>(space, a, q, options, ws);
+    case Precision::fp64:
+      return polar_strided<Exec, TIn, double>(space, a, q, options, ws);
     case Precision::bf16:
-    case Precision::fp16: break;
+    case Precision::fp16:
+      break;
   }
   return polar_failure(Status::unsupported,
                        "bf16/fp16 iteration is not available in this release (see issue #7)");
