@@ -18,6 +18,8 @@ const char* to_string(PolarMethod m) noexcept {
       return "polar_express";
     case PolarMethod::gram_newton_schulz:
       return "gram_newton_schulz";
+    case PolarMethod::qdwh:
+      return "qdwh";
   }
   return "unknown_method";
 }
@@ -28,6 +30,7 @@ CoefficientSchedule resolved_schedule(const PolarOptions& o) {
 }
 
 const char* check_polar_options(const PolarOptions& o) {
+  if (o.method == PolarMethod::qdwh) return check_qdwh_options(o.qdwh);
   if (o.iterations < 0 || o.iterations > 1000) return "iterations must lie in [0, 1000]";
   if (o.method != PolarMethod::newton_schulz && o.method != PolarMethod::polar_express &&
       o.method != PolarMethod::gram_newton_schulz)
@@ -50,13 +53,29 @@ const char* check_polar_options(const PolarOptions& o) {
 
 std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const PolarOptions& o) {
   const index_t k = std::min(rows, cols), n = std::max(rows, cols);
-  std::map<std::tuple<index_t, index_t, index_t>, int> count;
-  auto add = [&](index_t m, index_t nn, index_t kk, int c = 1) { count[{m, nn, kk}] += c; };
+  std::map<std::tuple<index_t, index_t, index_t, int>, int> count;
+  auto add = [&](index_t m, index_t nn, index_t kk, int c = 1, OpKind kind = OpKind::gemm) {
+    count[{m, nn, kk, static_cast<int>(kind)}] += c;
+  };
   if (k > 0 && !check_polar_options(o)) {
     const CoefficientSchedule s = resolved_schedule(o);
     const int T = o.iterations;
     // Mirrors the loops of backends/kokkos/include/schatten/kokkos/detail/polar_impl.hpp.
-    if (o.method == PolarMethod::gram_newton_schulz) {
+    if (o.method == PolarMethod::qdwh) {
+      // Data-dependent: assume the iteration count exact arithmetic predicts for the given
+      // l₀, or for l₀ = 2⁻⁵² when it is estimated at run time (the worst case in double).
+      const double l0 = o.qdwh.lower_bound > 0.0 ? o.qdwh.lower_bound : 0x1p-52;
+      int qr = 0, chol = 0;
+      double l = l0;
+      for (int t = 0; t < qdwh_predicted_iterations(l0, 0x1p-52); ++t) {
+        const QdwhWeights w = qdwh_weights(l);
+        (w.c > 100.0 ? qr : chol)++;
+        l = w.next_lower;
+      }
+      for (const GemmShape& g :
+           qdwh_gemm_shapes(rows, cols, qr, chol, o.qdwh.lower_bound < 0.0, o.qdwh.polish))
+        add(g.m, g.n, g.k, g.count, g.kind);
+    } else if (o.method == PolarMethod::gram_newton_schulz) {
       auto restart = [&](int t) {
         return t > 0 && std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) != o.gram_restarts.end();
       };
@@ -84,7 +103,8 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
   }
   std::vector<GemmShape> shapes;
   for (const auto& [key, c] : count)
-    shapes.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), c});
+    shapes.push_back(
+        {std::get<0>(key), std::get<1>(key), std::get<2>(key), c, static_cast<OpKind>(std::get<3>(key))});
   return shapes;
 }
 

@@ -5,14 +5,17 @@
 
 namespace schatten {
 
-/// Outcome of a call. Every value other than `ok` guarantees that the call wrote nothing to its
-/// outputs (outputs, parameters and optimizer state are never left half-updated).
+/// Outcome of a call. Every value other than `ok` and `not_converged` guarantees that the call
+/// wrote nothing to its outputs (outputs, parameters and optimizer state are never left
+/// half-updated).
 enum class Status {
   ok = 0,
   invalid_argument,  ///< shapes, strides or options are inconsistent (message says which)
   non_finite_input,  ///< the input contains NaN or +-Inf
   unsupported,       ///< valid request this build cannot serve (e.g. bf16 on a CPU build)
   not_converged,     ///< an iterative method hit its iteration limit (output still written)
+  breakdown,         ///< a factorisation broke down: the input is too ill-conditioned for the
+                     ///< chosen precision (nothing written)
   out_of_memory,     ///< a workspace allocation failed
   internal_error     ///< a bug: please report it
 };

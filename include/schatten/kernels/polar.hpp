@@ -18,14 +18,16 @@
 #include "schatten/core/types.hpp"
 #include "schatten/core/workspace.hpp"
 #include "schatten/kernels/coefficients.hpp"
+#include "schatten/kernels/qdwh.hpp"
 
 namespace schatten {
 
 /// The orthogonalisation algorithms.
 enum class PolarMethod {
-  newton_schulz,      ///< X ← a X + b (XXᵀ)X + c (XXᵀ)²X per step; default Keller Jordan schedule
-  polar_express,      ///< the same iteration with a Polar Express schedule (default)
-  gram_newton_schulz  ///< the same polynomials, iterated on the k×k Gram XXᵀ (wide matrices)
+  newton_schulz,       ///< X ← a X + b (XXᵀ)X + c (XXᵀ)²X per step; default Keller Jordan schedule
+  polar_express,       ///< the same iteration with a Polar Express schedule (default)
+  gram_newton_schulz,  ///< the same polynomials, iterated on the k×k Gram XXᵀ (wide matrices)
+  qdwh                 ///< QR-based dynamically weighted Halley: converged U Vᵀ (qdwh.hpp)
 };
 
 /// Name of a method ("newton_schulz", ...).
@@ -47,6 +49,8 @@ struct PolarOptions {
   /// Precision of the iteration: automatic (= the input's), fp32 or fp64. bf16/fp16 →
   /// Status::unsupported in this release.
   Precision compute = Precision::automatic;
+  /// Options of PolarMethod::qdwh (which ignores iterations, schedule and gram_restarts).
+  QdwhOptions qdwh{};
   /// Also compute ‖Q Qᵀ − I‖_F / √k (k = min(rows, cols)), the root-mean-square of 1 − s_i², for
   /// every matrix; PolarReport::orthogonality_error gets the largest. Costs one extra Gram GEMM.
   bool compute_orthogonality_error = false;
@@ -67,6 +71,9 @@ struct PolarReport {
 };
 
 /// Polar factor of every matrix of a batch: q[b] ≈ polar(a[b]).
+///
+/// PolarMethod::qdwh runs qdwh() (converged U Vᵀ; its report's iterations land in
+/// PolarReport::iterations); everything below describes the Newton–Schulz family.
 ///
 /// Math: each a[b] (rows × cols) is scaled by the schedule's normalisation and iterated on its
 /// k × k Gram (k = min(rows, cols), the transpose trick of algorithms.md §0); the result is
@@ -123,17 +130,13 @@ CoefficientSchedule resolved_schedule(const PolarOptions& options);
 /// Checks options without touching data: nullptr when valid, else a static message.
 const char* check_polar_options(const PolarOptions& options);
 
-/// One GEMM of a kernel's cost model: C (m × n) = A (m × kk) · B (kk × n), `count` times.
-struct GemmShape {
-  index_t m = 0, n = 0, k = 0;
-  int count = 0;
-  double flops() const { return 2.0 * double(m) * double(n) * double(k) * count; }
-};
-
-/// The GEMMs polar() performs for one rows × cols matrix, merged by shape. The kernel's GEMM
-/// floor is the sum of their times at the machine's GEMM rate (bench/ uses this).
+/// The dense operations (GemmShape, qdwh.hpp) polar() performs for one rows × cols matrix,
+/// merged by shape; GEMMs only for the Newton–Schulz family. The kernel's floor is the sum of
+/// their times at the machine's rates (bench/ uses this). For QDWH the iteration count is
+/// data-dependent: the model assumes the count predicted for options.qdwh.lower_bound (or for
+/// l₀ = 2⁻⁵² when it is estimated).
 std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const PolarOptions& options);
-/// Total GEMM flops of polar() for one rows × cols matrix (element-wise work is not counted).
+/// Total flops of those operations for one rows × cols matrix (element-wise work is not counted).
 double polar_flops(index_t rows, index_t cols, const PolarOptions& options);
 
 /// Scratch bytes polar() needs for `batch` matrices of rows × cols in the given compute

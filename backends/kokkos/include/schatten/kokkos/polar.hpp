@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// Kokkos View overloads of schatten::polar for callers that already hold their data in Views.
+/// Kokkos View overloads of schatten::polar and schatten::qdwh for callers that already hold
+/// their data in Views.
 ///
-/// Same contract as schatten::polar (include/schatten/kernels/polar.hpp): q ≈ polar(a) per
-/// matrix, outputs written only on success, in-place allowed. `a` and `q` are rank-2 Views
-/// (one matrix) or rank-3 Views (batch, rows, cols), any layout, with the same non-const/const
-/// value type (float or double), in a memory space that `space` can access. The call enqueues
-/// on `space` and fences it before returning (validation reads per-matrix norms on the host).
+/// Same contracts as the plain-array functions (include/schatten/kernels/polar.hpp, qdwh.hpp):
+/// outputs written only on success, in-place allowed. `a` and `q` are rank-2 Views (one
+/// matrix) or rank-3 Views (batch, rows, cols), any layout, with the same non-const/const value
+/// type (float or double), in a memory space that `space` can access. The call enqueues on
+/// `space` and fences it before returning (validation reads per-matrix norms on the host).
 ///
 /// Example (compiled in tests/kernels/test_polar_views.cpp):
 /// \code
@@ -21,7 +22,7 @@
 #include <type_traits>
 
 #include "schatten/kernels/polar.hpp"
-#include "schatten/kokkos/detail/polar_impl.hpp"
+#include "schatten/kokkos/detail/dispatch.hpp"
 #include "schatten/kokkos/workspace.hpp"
 
 namespace schatten::kokkos {
@@ -40,26 +41,33 @@ Strided3<T, Mem> as_strided3(const V& v) {
                                                            v.extent(2), v.stride(2)));
   }
 }
+
+/// Compile-time checks shared by the View overloads; returns the value type.
+template <class Exec, class AView, class QView>
+constexpr void check_views() {
+  static_assert(Kokkos::is_view<AView>::value && Kokkos::is_view<QView>::value,
+                "schatten::kokkos takes Kokkos Views");
+  using T = typename QView::non_const_value_type;
+  static_assert(std::is_same<typename AView::non_const_value_type, T>::value,
+                "input and output Views must have the same value type");
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "schatten::kokkos supports float and double Views");
+  static_assert(!std::is_const<typename QView::value_type>::value, "the output View is const");
+  static_assert(static_cast<int>(AView::rank) == static_cast<int>(QView::rank),
+                "input and output Views must have the same rank");
+  static_assert(Kokkos::SpaceAccessibility<Exec, typename AView::memory_space>::accessible &&
+                    Kokkos::SpaceAccessibility<Exec, typename QView::memory_space>::accessible,
+                "the Views must be accessible from the execution space");
+}
 }  // namespace detail
 
 /// Polar factor of a View (or batch of Views) on `space`; see the file comment.
 template <class Exec, class AView, class QView>
 PolarReport polar(const Exec& space, const AView& a, const QView& q, const PolarOptions& options,
                   Workspace<typename Exec::memory_space>& workspace) {
-  static_assert(Kokkos::is_view<AView>::value && Kokkos::is_view<QView>::value,
-                "schatten::kokkos::polar takes Kokkos Views");
+  detail::check_views<Exec, AView, QView>();
   using T = typename QView::non_const_value_type;
-  static_assert(std::is_same<typename AView::non_const_value_type, T>::value,
-                "input and output Views must have the same value type");
-  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
-                "schatten::kokkos::polar supports float and double Views");
-  static_assert(!std::is_const<typename QView::value_type>::value, "the output View is const");
-  static_assert(static_cast<int>(AView::rank) == static_cast<int>(QView::rank),
-                "input and output Views must have the same rank");
   using Mem = typename Exec::memory_space;
-  static_assert(Kokkos::SpaceAccessibility<Exec, typename AView::memory_space>::accessible &&
-                    Kokkos::SpaceAccessibility<Exec, typename QView::memory_space>::accessible,
-                "the Views must be accessible from the execution space");
   return detail::polar_dispatch<Exec, T>(space, detail::as_strided3<const T, Mem>(a),
                                          detail::as_strided3<T, Mem>(q), options, workspace);
 }
@@ -71,19 +79,51 @@ PolarReport polar(const Exec& space, const AView& a, const QView& q, const Polar
   return polar(space, a, q, options, ws);
 }
 
+/// QDWH polar decomposition of a View (or batch); `h` (optional, rank 2 or 3 like `a`, k × k
+/// per matrix) receives the symmetric factor on the short side.
+template <class Exec, class AView, class QView>
+QdwhReport qdwh(const Exec& space, const AView& a, const QView& u, const QdwhOptions& options,
+                Workspace<typename Exec::memory_space>& workspace) {
+  detail::check_views<Exec, AView, QView>();
+  using T = typename QView::non_const_value_type;
+  using Mem = typename Exec::memory_space;
+  return detail::qdwh_dispatch<Exec, T>(space, detail::as_strided3<const T, Mem>(a),
+                                        detail::as_strided3<T, Mem>(u), detail::Strided3<T, Mem>(), options,
+                                        workspace);
+}
+template <class Exec, class AView, class QView, class HView>
+QdwhReport qdwh(const Exec& space, const AView& a, const QView& u, const HView& h, const QdwhOptions& options,
+                Workspace<typename Exec::memory_space>& workspace) {
+  detail::check_views<Exec, AView, QView>();
+  detail::check_views<Exec, AView, HView>();
+  using T = typename QView::non_const_value_type;
+  using Mem = typename Exec::memory_space;
+  return detail::qdwh_dispatch<Exec, T>(space, detail::as_strided3<const T, Mem>(a),
+                                        detail::as_strided3<T, Mem>(u), detail::as_strided3<T, Mem>(h),
+                                        options, workspace);
+}
+
 }  // namespace schatten::kokkos
 
-// The common instantiations live in the library (backends/kokkos/src/polar.cpp).
-#define SCHATTEN_POLAR_EXTERN(TIN, TC)                                                                   \
+// The common instantiations live in the library (backends/kokkos/src/instantiations.cpp).
+#define SCHATTEN_KOKKOS_EXTERN(TIN, TC)                                                                  \
   extern template schatten::PolarReport                                                                  \
   schatten::kokkos::detail::polar_strided<Kokkos::DefaultExecutionSpace, TIN, TC>(                       \
       const Kokkos::DefaultExecutionSpace&,                                                              \
       const schatten::kokkos::detail::Strided3<const TIN, Kokkos::DefaultExecutionSpace::memory_space>&, \
       const schatten::kokkos::detail::Strided3<TIN, Kokkos::DefaultExecutionSpace::memory_space>&,       \
       const schatten::PolarOptions&,                                                                     \
+      schatten::kokkos::Workspace<Kokkos::DefaultExecutionSpace::memory_space>&);                        \
+  extern template schatten::QdwhReport                                                                   \
+  schatten::kokkos::detail::qdwh_strided<Kokkos::DefaultExecutionSpace, TIN, TC>(                        \
+      const Kokkos::DefaultExecutionSpace&,                                                              \
+      const schatten::kokkos::detail::Strided3<const TIN, Kokkos::DefaultExecutionSpace::memory_space>&, \
+      const schatten::kokkos::detail::Strided3<TIN, Kokkos::DefaultExecutionSpace::memory_space>&,       \
+      const schatten::kokkos::detail::Strided3<TIN, Kokkos::DefaultExecutionSpace::memory_space>&,       \
+      const schatten::QdwhOptions&,                                                                      \
       schatten::kokkos::Workspace<Kokkos::DefaultExecutionSpace::memory_space>&);
-SCHATTEN_POLAR_EXTERN(float, float)
-SCHATTEN_POLAR_EXTERN(float, double)
-SCHATTEN_POLAR_EXTERN(double, float)
-SCHATTEN_POLAR_EXTERN(double, double)
-#undef SCHATTEN_POLAR_EXTERN
+SCHATTEN_KOKKOS_EXTERN(float, float)
+SCHATTEN_KOKKOS_EXTERN(float, double)
+SCHATTEN_KOKKOS_EXTERN(double, float)
+SCHATTEN_KOKKOS_EXTERN(double, double)
+#undef SCHATTEN_KOKKOS_EXTERN

@@ -19,6 +19,10 @@ namespace schatten::kokkos::detail {
 template <class T, class Mem>
 using Mat3 = Kokkos::View<T***, Kokkos::LayoutLeft, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
 
+/// One column-major matrix (possibly a sub-block with a leading dimension).
+template <class T, class Mem>
+using Mat2 = Kokkos::View<T**, Kokkos::LayoutLeft, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
 /// User matrices of a batch with arbitrary strides: element (i, j) of matrix b is s(b, i, j).
 template <class T, class Mem>
 using Strided3 = Kokkos::View<T***, Kokkos::LayoutStride, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <KokkosBlas3_gemm.hpp>
+#include <KokkosBlas3_trsm.hpp>
 #include <Kokkos_Core.hpp>
 
 #include <cmath>
@@ -51,6 +52,21 @@ void gemm(const Exec& space, const char* trans_a, const char* trans_b, typename 
 #else
   (void)space;
   KokkosBlas::gemm(trans_a, trans_b, alpha, a, b, beta, c);
+#endif
+}
+
+/// Triangular solve with many right-hand sides through KokkosBlas (BLAS / cuBLAS trsm):
+/// op(A) X = alpha B (side "L") or X op(A) = alpha B (side "R"); B is overwritten with X.
+template <class Exec, class AV, class BV>
+void trsm(const Exec& space, const char* side, const char* uplo, const char* trans, const char* diag,
+          typename BV::const_value_type alpha, const AV& a, const BV& b) {
+  static_assert(std::is_same<typename AV::array_layout, typename BV::array_layout>::value,
+                "schatten: trsm operands must share one layout to reach BLAS");
+#if KOKKOS_VERSION >= 40000
+  KokkosBlas::trsm(space, side, uplo, trans, diag, alpha, a, b);
+#else
+  (void)space;
+  KokkosBlas::trsm(side, uplo, trans, diag, alpha, a, b);
 #endif
 }
 

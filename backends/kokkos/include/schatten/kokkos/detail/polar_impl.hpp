@@ -239,19 +239,24 @@ Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool right, const Coef
   return y;
 }
 
-/// max over the batch of ‖X Xᵀ − I‖_F / √k (one GEMM(k,k,n) per matrix, into `g`).
+/// max over the batch of ‖X Xᵀ − I‖_F / √k (one GEMM(k,k,n) per matrix, into `g`, which holds
+/// one matrix when `reuse` and the whole batch otherwise).
 template <class Exec, class TC, class Mem>
-double max_orthogonality_error(const Exec& space, bool right, const Mat3<TC, Mem>& x,
-                               const Mat3<TC, Mem>& g) {
-  gram(space, right, x, g);
-  const index_t k = g.extent(0);
+double max_orthogonality_error(const Exec& space, bool right, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g,
+                               bool reuse = false) {
+  const index_t k = g.extent(0), batch = x.extent(2);
   double worst = 0.0;
-  for (index_t b = 0; b < static_cast<index_t>(g.extent(2)); ++b) {
+  if (!reuse) gram(space, right, x, g);
+  for (index_t b = 0; b < batch; ++b) {
+    const index_t gb = reuse ? 0 : b;
+    if (reuse)
+      gram(space, right, Mat3<TC, Mem>(x.data() + b * x.extent(0) * x.extent(1), x.extent(0), x.extent(1), 1),
+           g);
     double ssq = 0.0;
     reduce_matrix(
         space, "schatten::polar::orthogonality", k, k, false,
         KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          const double d = static_cast<double>(g(i, j, b)) - (i == j ? 1.0 : 0.0);
+          const double d = static_cast<double>(g(i, j, gb)) - (i == j ? 1.0 : 0.0);
           acc += d * d;
         },
         Kokkos::Sum<double>(ssq));
@@ -276,22 +281,59 @@ std::size_t polar_bytes(const PolarShape& s, PolarMethod method) {
   return counting.used();
 }
 
-/// The whole polar() contract for strided batches in a memory space `Exec` can access, with
-/// the iteration in precision TC. See schatten::polar for the documentation.
+/// Checks the input and output of a strided call: nullptr when valid, else a static message.
+template <class TIn, class TOut, class Mem>
+const char* check_io(const Strided3<const TIn, Mem>& a, const Strided3<TOut, Mem>& q) {
+  if (a.extent(0) != q.extent(0) || a.extent(1) != q.extent(1) || a.extent(2) != q.extent(2))
+    return "input and output shapes differ";
+  if (const char* msg = schatten::detail::check_layout(a.data(), a.extent(0), a.extent(1), a.extent(2),
+                                                       a.stride(0), a.stride(1), a.stride(2), false))
+    return msg;
+  return schatten::detail::check_layout(q.data(), q.extent(0), q.extent(1), q.extent(2), q.stride(0),
+                                        q.stride(1), q.stride(2), true);
+}
+
+/// Validates the input (NaN/Inf), computes each matrix's scale factor for the normalisation,
+/// and loads W[b] = factor[b]·a[b] into x. Nothing is written to user memory. On NaN/Inf
+/// returns non_finite_input with `bad` set to the first bad matrix. `norms` receives ‖a[b]‖_F
+/// (0 for an all-zero matrix) when the normalisation is Frobenius, else 1.
+template <class Exec, class TIn, class TC>
+Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
+                          const Normalization& nz, double* factor_device,
+                          const Mat3<TC, typename Exec::memory_space>& x, bool transposed,
+                          std::vector<double>& norms, index_t& bad) {
+  using Mem = typename Exec::memory_space;
+  const std::size_t batch = a.extent(0);
+  std::vector<double> amax(batch), factor(batch, 1.0);
+  norms.assign(batch, 1.0);
+  max_abs_per_item(space, a, amax);  // one pass finds NaN/Inf before anything is written
+  for (std::size_t b = 0; b < batch; ++b)
+    if (!std::isfinite(amax[b])) {
+      bad = static_cast<index_t>(b);
+      return Status::non_finite_input;
+    }
+  if (nz.kind == Normalization::Kind::frobenius) {
+    frobenius_per_item(space, a, amax, norms);
+    for (std::size_t b = 0; b < batch; ++b)
+      factor[b] = norms[b] == 0.0 ? 0.0 : 1.0 / (nz.safety * norms[b] + nz.eps);  // zero → zero
+  }
+  Kokkos::deep_copy(space,
+                    Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(factor_device, batch),
+                    Kokkos::View<const double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
+                        factor.data(), batch));
+  load_scaled(space, a, factor_device, x, transposed);
+  return Status::ok;
+}
+
+/// The polar() contract for the Newton–Schulz family on strided batches in a memory space
+/// `Exec` can access, iterating in precision TC. See schatten::polar for the documentation.
 template <class Exec, class TIn, class TC>
 PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                           const Strided3<TIn, typename Exec::memory_space>& q, const PolarOptions& options,
                           Workspace<typename Exec::memory_space>& ws) {
   using Mem = typename Exec::memory_space;
   if (const char* msg = check_polar_options(options)) return polar_failure(Status::invalid_argument, msg);
-  if (a.extent(0) != q.extent(0) || a.extent(1) != q.extent(1) || a.extent(2) != q.extent(2))
-    return polar_failure(Status::invalid_argument, "input and output shapes differ");
-  if (const char* msg = schatten::detail::check_layout(a.data(), a.extent(0), a.extent(1), a.extent(2),
-                                                       a.stride(0), a.stride(1), a.stride(2), false))
-    return polar_failure(Status::invalid_argument, msg);
-  if (const char* msg = schatten::detail::check_layout(q.data(), q.extent(0), q.extent(1), q.extent(2),
-                                                       q.stride(0), q.stride(1), q.stride(2), true))
-    return polar_failure(Status::invalid_argument, msg);
+  if (const char* msg = check_io(a, q)) return polar_failure(Status::invalid_argument, msg);
 
   const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
   PolarReport report;
@@ -306,28 +348,11 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   }
   Arena arena(ws.data());
   PolarBuffers<TC, Mem> buf = carve_polar<TC, Mem>(arena, s, options.method);
-
-  // Validate before anything is written: one max-abs pass finds NaN/Inf.
-  std::vector<double> amax(static_cast<std::size_t>(s.batch)), norm(amax.size()), factor(amax.size());
-  max_abs_per_item(space, a, amax);
-  for (std::size_t b = 0; b < amax.size(); ++b)
-    if (!std::isfinite(amax[b]))
-      return polar_failure(Status::non_finite_input, "input contains NaN or Inf", static_cast<index_t>(b));
-
-  const Normalization& nz = sched.normalization;
-  if (nz.kind == Normalization::Kind::frobenius) {
-    frobenius_per_item(space, a, amax, norm);
-    for (std::size_t b = 0; b < norm.size(); ++b)
-      factor[b] = norm[b] == 0.0 ? 0.0 : 1.0 / (nz.safety * norm[b] + nz.eps);  // zero → zero
-  } else {
-    std::fill(factor.begin(), factor.end(), 1.0);
-  }
-  Kokkos::deep_copy(
-      space, Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(buf.factor, factor.size()),
-      Kokkos::View<const double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(factor.data(),
-                                                                                              factor.size()));
-  load_scaled(space, a, buf.factor, buf.x, s.w_is_transpose);
-
+  std::vector<double> norms;
+  index_t bad = -1;
+  if (normalise_and_load(space, a, sched.normalization, buf.factor, buf.x, s.w_is_transpose, norms, bad) !=
+      Status::ok)
+    return polar_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
   Mat3<TC, Mem> result;
   if (options.method == PolarMethod::gram_newton_schulz) {
     result = gram_newton_schulz_steps(space, s.right, sched, iterations, options.gram_restarts, buf.x, buf.y,
@@ -341,26 +366,6 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   store(space, result, q, s.w_is_transpose);
   space.fence();
   return report;
-}
-
-/// Chooses the iteration precision from options.compute (automatic = the input's).
-template <class Exec, class TIn>
-PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
-                           const Strided3<TIn, typename Exec::memory_space>& q, const PolarOptions& options,
-                           Workspace<typename Exec::memory_space>& ws) {
-  switch (options.compute) {
-    case Precision::automatic:
-      return polar_strided<Exec, TIn, TIn>(space, a, q, options, ws);
-    case Precision::fp32:
-      return polar_strided<Exec, TIn, float>(space, a, q, options, ws);
-    case Precision::fp64:
-      return polar_strided<Exec, TIn, double>(space, a, q, options, ws);
-    case Precision::bf16:
-    case Precision::fp16:
-      break;
-  }
-  return polar_failure(Status::unsupported,
-                       "bf16/fp16 iteration is not available in this release (see issue #7)");
 }
 
 }  // namespace schatten::kokkos::detail

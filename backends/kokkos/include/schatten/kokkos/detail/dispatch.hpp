@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Run-time dispatch of the strided implementations on the iteration precision and method.
+#pragma once
+
+#include "schatten/kokkos/detail/polar_impl.hpp"
+#include "schatten/kokkos/detail/qdwh_impl.hpp"
+
+namespace schatten::kokkos::detail {
+
+inline const char* kUnsupportedPrecision =
+    "bf16/fp16 iteration is not available in this release (see issue #7)";
+
+/// qdwh() with the iteration precision from options.compute (automatic = the input's).
+template <class Exec, class TIn>
+QdwhReport qdwh_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
+                         const Strided3<TIn, typename Exec::memory_space>& q,
+                         const Strided3<TIn, typename Exec::memory_space>& h, const QdwhOptions& options,
+                         Workspace<typename Exec::memory_space>& ws) {
+  switch (options.compute) {
+    case Precision::automatic:
+      return qdwh_strided<Exec, TIn, TIn>(space, a, q, h, options, ws);
+    case Precision::fp32:
+      return qdwh_strided<Exec, TIn, float>(space, a, q, h, options, ws);
+    case Precision::fp64:
+      return qdwh_strided<Exec, TIn, double>(space, a, q, h, options, ws);
+    case Precision::bf16:
+    case Precision::fp16:
+      break;
+  }
+  return qdwh_failure(Status::unsupported, kUnsupportedPrecision);
+}
+
+/// polar(): QDWH, or the Newton–Schulz family in the precision from options.compute.
+template <class Exec, class TIn>
+PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
+                           const Strided3<TIn, typename Exec::memory_space>& q, const PolarOptions& options,
+                           Workspace<typename Exec::memory_space>& ws) {
+  if (options.method == PolarMethod::qdwh) {
+    if (const char* msg = check_polar_options(options)) return polar_failure(Status::invalid_argument, msg);
+    QdwhOptions qo = options.qdwh;
+    if (options.compute != Precision::automatic) qo.compute = options.compute;
+    qo.compute_orthogonality_error = qo.compute_orthogonality_error || options.compute_orthogonality_error;
+    const QdwhReport r =
+        qdwh_dispatch<Exec, TIn>(space, a, q, Strided3<TIn, typename Exec::memory_space>(), qo, ws);
+    PolarReport p;
+    p.status = r.status;
+    p.message = r.message;
+    p.iterations = r.iterations;
+    p.bad_item = r.bad_item;
+    p.orthogonality_error = r.orthogonality_error;
+    return p;
+  }
+  switch (options.compute) {
+    case Precision::automatic:
+      return polar_strided<Exec, TIn, TIn>(space, a, q, options, ws);
+    case Precision::fp32:
+      return polar_strided<Exec, TIn, float>(space, a, q, options, ws);
+    case Precision::fp64:
+      return polar_strided<Exec, TIn, double>(space, a, q, options, ws);
+    case Precision::bf16:
+    case Precision::fp16:
+      break;
+  }
+  return polar_failure(Status::unsupported, kUnsupportedPrecision);
+}
+
+}  // namespace schatten::kokkos::detail

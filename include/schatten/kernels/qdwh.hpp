@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// QDWH: the polar decomposition A = U_p H by the QR-based dynamically weighted Halley
+/// iteration (Nakatsukasa, Bai, Gygi 2010; Nakatsukasa, Higham 2013), converged to working
+/// precision in at most 6 iterations in double for condition numbers up to 1e16.
+#pragma once
+
+#include <vector>
+
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/core/status.hpp"
+#include "schatten/core/types.hpp"
+#include "schatten/core/workspace.hpp"
+
+namespace schatten {
+
+/// Options of qdwh(). Every field has a default.
+struct QdwhOptions {
+  /// Iteration precision: automatic (= the input's), fp32 or fp64.
+  Precision compute = Precision::automatic;
+  /// l₀, a lower bound of σ_min(A)/α (α ≥ ‖A‖₂ the scaling). < 0: estimated from a shifted
+  /// Cholesky-QR of A/α and inverse iteration (costs about one QR-type iteration, saves up to
+  /// two); 0: the unit roundoff of the compute precision (JAX's worst-case choice; 6 iterations
+  /// in double); > 0: this value (1e-3 suits gradient matrices, algorithms.md §3.3 [P]).
+  /// In fp32 l₀ is raised to at least 1e-3 so that the Cholesky-QR steps stay stable
+  /// (docs/kernels/qdwh.md); smaller singular values then converge through extra Halley steps.
+  double lower_bound = -1.0;
+  /// Iteration cap (each iteration is one QR-type or Cholesky-type step). Reaching it returns
+  /// Status::not_converged with the iterate written.
+  int max_iterations = 16;
+  /// Finish with one Newton–Schulz step U ← (3U − U UᵀU)/2 (JAX, Elemental).
+  bool polish = true;
+  /// Also report max_b ‖U_b U_bᵀ − I‖_F / √k (one more Gram GEMM per matrix).
+  bool compute_orthogonality_error = false;
+};
+
+/// Result of qdwh(). Outputs are written when status is ok or not_converged.
+struct QdwhReport {
+  Status status = Status::ok;
+  const char* message = "";
+  int iterations = 0;                 ///< largest number of QDWH iterations over the batch (polish excluded)
+  int qr_iterations = 0;              ///< of which QR-based (c_k > 100)
+  double lower_bound = 0;             ///< smallest l₀ used over the batch
+  index_t bad_item = -1;              ///< first matrix with NaN/Inf, or that failed
+  double orthogonality_error = -1.0;  ///< when requested
+  explicit operator bool() const noexcept { return status == Status::ok; }
+};
+
+/// The weights of one QDWH iteration for the current lower bound l ∈ (0, 1]
+/// (algorithms.md §3.1 [V]): d = (4(1−l²)/l⁴)^{1/3},
+/// a = √(1+d) + ½√(8 − 4d + 8(2−l²)/(l²√(1+d))), b = (a−1)²/4, c = a + b − 1, and the next bound
+/// l' = l(a + b l²)/(1 + c l²). Returns (3, 1, 3) (Halley) once |1 − l| ≤ 5ε (double).
+struct QdwhWeights {
+  double a = 3, b = 1, c = 3, next_lower = 1;
+};
+QdwhWeights qdwh_weights(double l);
+/// Iterations until |1 − l| ≤ 5u from l₀ (u = unit roundoff): the count exact arithmetic predicts.
+int qdwh_predicted_iterations(double l0, double unit_roundoff);
+
+/// Polar decomposition of every matrix of a batch: u[b] = U_p with a[b] = U_p H.
+///
+/// Math: X₀ = A/α with α ≈ 1.02·‖A‖₂ (power iteration); X_{k+1} = X_k (a I + b XᵀX)(I + c XᵀX)⁻¹
+/// with dynamic weights from l_k. While c_k > 100 the step uses the inverse-free QR form
+/// [√c X; I] = [Q₁; Q₂] R, X ← (b/c) X + (a − b/c)/√c · Q₁Q₂ᵀ, with the QR computed by shifted
+/// Cholesky-QR3 (Fukaya et al. 2020: stable while κ([√c X; I]) ≤ √(1+c) stays below about
+/// u⁻¹/√(11 mn)); afterwards the Cholesky form X ← (b/c) X + (a − b/c) X (I + cXᵀX)⁻¹.
+/// Stops when |1 − l_k| ≤ 5u and ‖X_k − X_{k−1}‖_F/√k ≤ (5u)^{1/3} (Elemental's rule), then
+/// polishes. The transpose trick applies (iterates on the k × k Gram, k = min(rows, cols)).
+/// Cost per matrix (m = max, k = min): QR step ≈ 11mk² + 8k³, Cholesky step ≈ 4mk² + k³/3,
+/// l₀ estimate ≈ 7mk², polish 4mk²; see qdwh_flops(). Memory: 4mk + 3k² + O(m).
+/// Accuracy (double): ‖A − U H‖/‖A‖ and ‖UᵀU − I‖ of order k·u for κ up to 1e16
+/// (tests/kernels/test_qdwh.cpp). Rank-deficient A: zero singular values stay zero (U is then a
+/// partial isometry); singular values below l₀·α converge through extra Halley steps.
+/// Determinism: as polar(). Synchronous.
+/// Bad input: NaN/Inf → non_finite_input (nothing written); all-zero matrices give zero.
+/// \param h optional output (k × k per matrix): the symmetric factor on the short side,
+///          A = U_p H when rows ≥ cols and A = H U_p when rows < cols; pass an empty batch
+///          (data == nullptr) not to compute it (saves one GEMM).
+QdwhReport qdwh(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> u, const QdwhOptions& options = {},
+                Workspace* workspace = nullptr, BatchedMatrixRef<float> h = {});
+QdwhReport qdwh(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> u, const QdwhOptions& options = {},
+                Workspace* workspace = nullptr, BatchedMatrixRef<double> h = {});
+
+/// Checks options without touching data: nullptr when valid, else a static message.
+const char* check_qdwh_options(const QdwhOptions& options);
+
+/// One operation of a kernel's cost model, C (m × n) from an inner dimension k, `count` times.
+/// GEMM: 2mnk flops. TRSM (triangular k = m or n): mnk flops. Cholesky of m × m: m³/3 flops.
+enum class OpKind { gemm, trsm, cholesky };
+struct GemmShape {
+  index_t m = 0, n = 0, k = 0;
+  int count = 0;
+  OpKind kind = OpKind::gemm;
+  double flops() const {
+    const double base = double(m) * double(n) * double(k) * count;
+    return kind == OpKind::gemm ? 2.0 * base : kind == OpKind::trsm ? base : base / 3.0;
+  }
+};
+
+/// The dense operations of QDWH on one rows × cols matrix with the given numbers of QR-type and
+/// Cholesky-type iterations (the l₀ estimate and the polish included when requested), as
+/// executed by the Kokkos implementation; vector operations of the estimators are left out.
+std::vector<GemmShape> qdwh_gemm_shapes(index_t rows, index_t cols, int qr_iterations,
+                                        int cholesky_iterations, bool estimate_lower_bound, bool polish);
+
+}  // namespace schatten
