@@ -14,4 +14,6 @@
 #include "schatten/kernels/coefficients.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/kernels/polar_express_coefficients.hpp"
+#include "schatten/kernels/qdwh.hpp"
+#include "schatten/kernels/spectral_power.hpp"
 #include "schatten/reference/polar.hpp"

@@ -32,8 +32,9 @@ Status check(const MatrixRef<const T>& a) {
   return Status::ok;
 }
 
-template <class T>
-Status polar_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, double tol) {
+/// U f(Σ) Vᵀ with singular values ≤ tol·σ_max mapped to 0 (tol < 0: max(r, c)·ε of T).
+template <class T, class F>
+Status spectral_map_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, double tol, F&& f) {
   if (Status s = check(a); s != Status::ok) return s;
   if (Status s = check(MatrixRef<const T>(q)); s != Status::ok) return s;
   if (schatten::detail::check_layout(BatchedMatrixRef<T>(q), true) || a.rows != q.rows || a.cols != q.cols)
@@ -47,14 +48,25 @@ Status polar_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, double tol
   // values are float rounding, ~ε_float·σ_max).
   if (tol < 0) tol = static_cast<double>(std::max(a.rows, a.cols)) * std::numeric_limits<T>::epsilon();
   const double cut = tol * (s.size() ? s(0) : 0.0);
-  Eigen::VectorXd sign(s.size());
+  Eigen::VectorXd fs(s.size());
   for (Eigen::Index i = 0; i < s.size(); ++i)
-    sign(i) = s(i) > cut ? 1.0 : 0.0;
-  const Eigen::MatrixXd p = svd.matrixU() * sign.asDiagonal() * svd.matrixV().transpose();
+    fs(i) = s(i) > cut ? f(s(i)) : 0.0;
+  const Eigen::MatrixXd p = svd.matrixU() * fs.asDiagonal() * svd.matrixV().transpose();
   for (index_t i = 0; i < q.rows; ++i)
     for (index_t j = 0; j < q.cols; ++j)
       q(i, j) = static_cast<T>(p(i, j));
   return Status::ok;
+}
+
+template <class T>
+Status polar_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, double tol) {
+  return spectral_map_impl(a, q, tol, [](double) { return 1.0; });
+}
+
+template <class T>
+Status spectral_power_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, double alpha, double tol) {
+  if (!(alpha >= -1.0 && alpha <= 1.0)) return Status::invalid_argument;
+  return spectral_map_impl(a, q, tol, [alpha](double s) { return std::pow(s, alpha); });
 }
 
 template <class T>
@@ -120,6 +132,45 @@ Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& si
 
 Status polar(MatrixRef<const double> a, MatrixRef<double> q, double tol) { return polar_impl(a, q, tol); }
 Status polar(MatrixRef<const float> a, MatrixRef<float> q, double tol) { return polar_impl(a, q, tol); }
+Status spectral_power(MatrixRef<const double> a, MatrixRef<double> q, double alpha, double tol) {
+  return spectral_power_impl(a, q, alpha, tol);
+}
+Status spectral_power(MatrixRef<const float> a, MatrixRef<float> q, double alpha, double tol) {
+  return spectral_power_impl(a, q, alpha, tol);
+}
+
+namespace {
+template <class T>
+Status schatten_norm_impl(const MatrixRef<const T>& a, double q, double& norm) {
+  if (!(q > 0.0)) return Status::invalid_argument;
+  std::vector<double> s;
+  if (Status st = singular_values(a, s); st != Status::ok) return st;
+  if (s.empty()) {
+    norm = 0.0;
+    return Status::ok;
+  }
+  if (std::isinf(q)) {
+    norm = s.front();
+    return Status::ok;
+  }
+  // Σ σ^q scaled by σ_max to avoid overflow/underflow.
+  const double top = s.front();
+  double sum = 0.0;
+  if (top > 0.0)
+    for (double x : s)
+      sum += std::pow(x / top, q);
+  norm = top * std::pow(sum, 1.0 / q);
+  return Status::ok;
+}
+}  // namespace
+
+Status schatten_norm(MatrixRef<const double> a, double q, double& norm) {
+  return schatten_norm_impl(a, q, norm);
+}
+Status schatten_norm(MatrixRef<const float> a, double q, double& norm) {
+  return schatten_norm_impl(a, q, norm);
+}
+
 Status singular_values(MatrixRef<const double> a, std::vector<double>& s) {
   return singular_values_impl(a, s);
 }

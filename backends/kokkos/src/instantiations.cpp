@@ -9,14 +9,21 @@ namespace schatten::kokkos::detail {
 
 using DefaultExec = Kokkos::DefaultExecutionSpace;
 using DefaultMem = DefaultExec::memory_space;
+template <class T>
+using In = Strided3<const T, DefaultMem>;
+template <class T>
+using Out = Strided3<T, DefaultMem>;
+using Ws = Workspace<DefaultMem>;
 
-#define SCHATTEN_INSTANTIATE(TIN, TC)                                                               \
-  template PolarReport polar_strided<DefaultExec, TIN, TC>(                                         \
-      const DefaultExec&, const Strided3<const TIN, DefaultMem>&, const Strided3<TIN, DefaultMem>&, \
-      const PolarOptions&, Workspace<DefaultMem>&);                                                 \
-  template QdwhReport qdwh_strided<DefaultExec, TIN, TC>(                                           \
-      const DefaultExec&, const Strided3<const TIN, DefaultMem>&, const Strided3<TIN, DefaultMem>&, \
-      const Strided3<TIN, DefaultMem>&, const QdwhOptions&, Workspace<DefaultMem>&);
+#define SCHATTEN_INSTANTIATE(TIN, TC)                                                                     \
+  template PolarReport polar_strided<DefaultExec, TIN, TC>(const DefaultExec&, const In<TIN>&,            \
+                                                           const Out<TIN>&, const PolarOptions&, Ws&);    \
+  template QdwhReport qdwh_strided<DefaultExec, TIN, TC>(                                                 \
+      const DefaultExec&, const In<TIN>&, const Out<TIN>&, const Out<TIN>&, const QdwhOptions&, Ws&);     \
+  template SpectralPowerReport spectral_power_strided<DefaultExec, TIN, TC>(                              \
+      const DefaultExec&, const In<TIN>&, const Out<TIN>&, const SpectralPowerOptions&, Ws&);             \
+  template Status schatten_norm_strided<DefaultExec, TIN, TC>(const DefaultExec&, const In<TIN>&, double, \
+                                                              double*, const SchattenNormOptions&, Ws&);
 SCHATTEN_INSTANTIATE(float, float)
 SCHATTEN_INSTANTIATE(float, double)
 SCHATTEN_INSTANTIATE(double, float)

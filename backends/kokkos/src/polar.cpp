@@ -76,6 +76,47 @@ QdwhReport qdwh_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef
   }
 }
 
+template <class T>
+SpectralPowerReport spectral_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<T>& out,
+                                   const SpectralPowerOptions& options, schatten::Workspace* workspace) {
+  schatten::detail::ensure_runtime();
+  if (const char* msg = schatten::detail::check_layout(a, false))
+    return failure<SpectralPowerReport>(Status::invalid_argument, msg);
+  if (const char* msg = schatten::detail::check_layout(out, true))
+    return failure<SpectralPowerReport>(Status::invalid_argument, msg);
+  if (a.batch != out.batch || a.rows != out.rows || a.cols != out.cols)
+    return failure<SpectralPowerReport>(Status::invalid_argument, "input and output shapes differ");
+  try {
+    CallWorkspace ws(workspace);
+    DeviceIO<T> io(a);
+    const SpectralPowerReport r =
+        spectral_power_dispatch<DefaultExec, T>(DefaultExec(), io.input(), io.output(out), options, ws.get());
+    if (r.status == Status::ok || r.status == Status::not_converged) io.commit();
+    return r;
+  } catch (const std::bad_alloc&) {
+    return failure<SpectralPowerReport>(Status::out_of_memory, "allocation failed");
+  } catch (const std::exception&) {
+    return failure<SpectralPowerReport>(Status::internal_error, "unexpected exception in spectral_power()");
+  }
+}
+
+template <class T>
+Status norm_plain(const BatchedMatrixRef<const T>& a, double q, double* norms,
+                  const SchattenNormOptions& options, schatten::Workspace* workspace) {
+  schatten::detail::ensure_runtime();
+  if (schatten::detail::check_layout(a, false) || (norms == nullptr && a.batch > 0))
+    return Status::invalid_argument;
+  try {
+    CallWorkspace ws(workspace);
+    DeviceIO<T> io(a);
+    return schatten_norm_dispatch<DefaultExec, T>(DefaultExec(), io.input(), q, norms, options, ws.get());
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory;
+  } catch (const std::exception&) {
+    return Status::internal_error;
+  }
+}
+
 }  // namespace
 }  // namespace kokkos::detail
 
@@ -94,6 +135,23 @@ QdwhReport qdwh(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> u, cons
 QdwhReport qdwh(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> u, const QdwhOptions& options,
                 Workspace* workspace, BatchedMatrixRef<double> h) {
   return kokkos::detail::qdwh_plain<double>(a, u, h, options, workspace);
+}
+
+SpectralPowerReport spectral_power(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> out,
+                                   const SpectralPowerOptions& options, Workspace* workspace) {
+  return kokkos::detail::spectral_plain<float>(a, out, options, workspace);
+}
+SpectralPowerReport spectral_power(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> out,
+                                   const SpectralPowerOptions& options, Workspace* workspace) {
+  return kokkos::detail::spectral_plain<double>(a, out, options, workspace);
+}
+Status schatten_norm(BatchedMatrixRef<const float> a, double q, double* norms,
+                     const SchattenNormOptions& options, Workspace* workspace) {
+  return kokkos::detail::norm_plain<float>(a, q, norms, options, workspace);
+}
+Status schatten_norm(BatchedMatrixRef<const double> a, double q, double* norms,
+                     const SchattenNormOptions& options, Workspace* workspace) {
+  return kokkos::detail::norm_plain<double>(a, q, norms, options, workspace);
 }
 
 std::size_t polar_workspace_bytes(index_t rows, index_t cols, index_t batch, const PolarOptions& options,

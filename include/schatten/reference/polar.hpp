@@ -29,6 +29,19 @@ Status polar(MatrixRef<const float> a, MatrixRef<float> q, double rank_tolerance
 Status singular_values(MatrixRef<const double> a, std::vector<double>& sigma);
 Status singular_values(MatrixRef<const float> a, std::vector<double>& sigma);
 
+/// out = U Σ^α Vᵀ (SVD in double) for α ∈ [−1, 1]; singular values at or below
+/// rank_tolerance·σ_max (negative: as in polar()) are mapped to 0, so for α < 0 numerically
+/// zero singular values are not inverted. The exact target of schatten::spectral_power.
+Status spectral_power(MatrixRef<const double> a, MatrixRef<double> out, double alpha,
+                      double rank_tolerance = -1.0);
+Status spectral_power(MatrixRef<const float> a, MatrixRef<float> out, double alpha,
+                      double rank_tolerance = -1.0);
+
+/// ‖A‖_{S_q} = (Σ σ_i^q)^{1/q} from an SVD in double, q ∈ (0, ∞] (∞: σ_max). Returns
+/// invalid_argument for q ≤ 0.
+Status schatten_norm(MatrixRef<const double> a, double q, double& norm);
+Status schatten_norm(MatrixRef<const float> a, double q, double& norm);
+
 /// out = U diag(sigma) Vᵀ with U (rows × k) and V (cols × k) Haar-distributed orthonormal
 /// factors drawn from `seed` (QR of Gaussian matrices from schatten::Rng, signs fixed so the
 /// factorisation is unique), k = min(rows, cols) = sigma.size(). The test matrices with a

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// Kokkos View overloads of schatten::polar and schatten::qdwh for callers that already hold
-/// their data in Views.
+/// Kokkos View overloads of schatten::polar, qdwh, spectral_power and schatten_norm for callers that already
+/// hold their data in Views.
 ///
 /// Same contracts as the plain-array functions (include/schatten/kernels/polar.hpp, qdwh.hpp):
 /// outputs written only on success, in-place allowed. `a` and `q` are rank-2 Views (one
@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "schatten/kernels/polar.hpp"
+#include "schatten/kernels/spectral_power.hpp"
 #include "schatten/kokkos/detail/dispatch.hpp"
 #include "schatten/kokkos/workspace.hpp"
 
@@ -103,25 +104,58 @@ QdwhReport qdwh(const Exec& space, const AView& a, const QView& u, const HView& 
                                         options, workspace);
 }
 
+/// U Σ^α Vᵀ of a View (or batch); see schatten::spectral_power.
+template <class Exec, class AView, class QView>
+SpectralPowerReport spectral_power(const Exec& space, const AView& a, const QView& out,
+                                   const SpectralPowerOptions& options,
+                                   Workspace<typename Exec::memory_space>& workspace) {
+  detail::check_views<Exec, AView, QView>();
+  using T = typename QView::non_const_value_type;
+  using Mem = typename Exec::memory_space;
+  return detail::spectral_power_dispatch<Exec, T>(space, detail::as_strided3<const T, Mem>(a),
+                                                  detail::as_strided3<T, Mem>(out), options, workspace);
+}
+
+/// Schatten-q norms of a View (or batch) into host memory `norms` (one per matrix).
+template <class Exec, class AView>
+Status schatten_norm(const Exec& space, const AView& a, double q, double* norms,
+                     const SchattenNormOptions& options, Workspace<typename Exec::memory_space>& workspace) {
+  using T = typename AView::non_const_value_type;
+  using Mem = typename Exec::memory_space;
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "schatten::kokkos supports float and double Views");
+  return detail::schatten_norm_dispatch<Exec, T>(space, detail::as_strided3<const T, Mem>(a), q, norms,
+                                                 options, workspace);
+}
+
 }  // namespace schatten::kokkos
 
 // The common instantiations live in the library (backends/kokkos/src/instantiations.cpp).
-#define SCHATTEN_KOKKOS_EXTERN(TIN, TC)                                                                  \
-  extern template schatten::PolarReport                                                                  \
-  schatten::kokkos::detail::polar_strided<Kokkos::DefaultExecutionSpace, TIN, TC>(                       \
-      const Kokkos::DefaultExecutionSpace&,                                                              \
-      const schatten::kokkos::detail::Strided3<const TIN, Kokkos::DefaultExecutionSpace::memory_space>&, \
-      const schatten::kokkos::detail::Strided3<TIN, Kokkos::DefaultExecutionSpace::memory_space>&,       \
-      const schatten::PolarOptions&,                                                                     \
-      schatten::kokkos::Workspace<Kokkos::DefaultExecutionSpace::memory_space>&);                        \
-  extern template schatten::QdwhReport                                                                   \
-  schatten::kokkos::detail::qdwh_strided<Kokkos::DefaultExecutionSpace, TIN, TC>(                        \
-      const Kokkos::DefaultExecutionSpace&,                                                              \
-      const schatten::kokkos::detail::Strided3<const TIN, Kokkos::DefaultExecutionSpace::memory_space>&, \
-      const schatten::kokkos::detail::Strided3<TIN, Kokkos::DefaultExecutionSpace::memory_space>&,       \
-      const schatten::kokkos::detail::Strided3<TIN, Kokkos::DefaultExecutionSpace::memory_space>&,       \
-      const schatten::QdwhOptions&,                                                                      \
-      schatten::kokkos::Workspace<Kokkos::DefaultExecutionSpace::memory_space>&);
+namespace schatten::kokkos::detail::extern_templates {
+using Exec = Kokkos::DefaultExecutionSpace;
+using Mem = Exec::memory_space;
+template <class T>
+using In = Strided3<const T, Mem>;
+template <class T>
+using Out = Strided3<T, Mem>;
+using Ws = Workspace<Mem>;
+}  // namespace schatten::kokkos::detail::extern_templates
+
+#define SCHATTEN_KOKKOS_EXTERN(TIN, TC)                                                                   \
+  namespace schatten::kokkos::detail {                                                                    \
+  extern template PolarReport polar_strided<extern_templates::Exec, TIN, TC>(                             \
+      const extern_templates::Exec&, const extern_templates::In<TIN>&, const extern_templates::Out<TIN>&, \
+      const PolarOptions&, extern_templates::Ws&);                                                        \
+  extern template QdwhReport qdwh_strided<extern_templates::Exec, TIN, TC>(                               \
+      const extern_templates::Exec&, const extern_templates::In<TIN>&, const extern_templates::Out<TIN>&, \
+      const extern_templates::Out<TIN>&, const QdwhOptions&, extern_templates::Ws&);                      \
+  extern template SpectralPowerReport spectral_power_strided<extern_templates::Exec, TIN, TC>(            \
+      const extern_templates::Exec&, const extern_templates::In<TIN>&, const extern_templates::Out<TIN>&, \
+      const SpectralPowerOptions&, extern_templates::Ws&);                                                \
+  extern template Status schatten_norm_strided<extern_templates::Exec, TIN, TC>(                          \
+      const extern_templates::Exec&, const extern_templates::In<TIN>&, double, double*,                   \
+      const SchattenNormOptions&, extern_templates::Ws&);                                                 \
+  }
 SCHATTEN_KOKKOS_EXTERN(float, float)
 SCHATTEN_KOKKOS_EXTERN(float, double)
 SCHATTEN_KOKKOS_EXTERN(double, float)

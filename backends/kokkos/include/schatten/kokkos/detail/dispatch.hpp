@@ -5,6 +5,7 @@
 
 #include "schatten/kokkos/detail/polar_impl.hpp"
 #include "schatten/kokkos/detail/qdwh_impl.hpp"
+#include "schatten/kokkos/detail/spectral_impl.hpp"
 
 namespace schatten::kokkos::detail {
 
@@ -29,6 +30,46 @@ QdwhReport qdwh_dispatch(const Exec& space, const Strided3<const TIn, typename E
       break;
   }
   return qdwh_failure(Status::unsupported, kUnsupportedPrecision);
+}
+
+/// spectral_power() with QDWH's precision from options.qdwh.compute.
+template <class Exec, class TIn>
+SpectralPowerReport spectral_power_dispatch(const Exec& space,
+                                            const Strided3<const TIn, typename Exec::memory_space>& a,
+                                            const Strided3<TIn, typename Exec::memory_space>& out,
+                                            const SpectralPowerOptions& options,
+                                            Workspace<typename Exec::memory_space>& ws) {
+  switch (options.qdwh.compute) {
+    case Precision::automatic:
+      return spectral_power_strided<Exec, TIn, TIn>(space, a, out, options, ws);
+    case Precision::fp32:
+      return spectral_power_strided<Exec, TIn, float>(space, a, out, options, ws);
+    case Precision::fp64:
+      return spectral_power_strided<Exec, TIn, double>(space, a, out, options, ws);
+    case Precision::bf16:
+    case Precision::fp16:
+      break;
+  }
+  return spectral_failure(Status::unsupported, kUnsupportedPrecision);
+}
+
+/// schatten_norm() with QDWH's precision from options.qdwh.compute.
+template <class Exec, class TIn>
+Status schatten_norm_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
+                              double q, double* norms, const SchattenNormOptions& options,
+                              Workspace<typename Exec::memory_space>& ws) {
+  switch (options.qdwh.compute) {
+    case Precision::automatic:
+      return schatten_norm_strided<Exec, TIn, TIn>(space, a, q, norms, options, ws);
+    case Precision::fp32:
+      return schatten_norm_strided<Exec, TIn, float>(space, a, q, norms, options, ws);
+    case Precision::fp64:
+      return schatten_norm_strided<Exec, TIn, double>(space, a, q, norms, options, ws);
+    case Precision::bf16:
+    case Precision::fp16:
+      break;
+  }
+  return Status::unsupported;
 }
 
 /// polar(): QDWH, or the Newton–Schulz family in the precision from options.compute.

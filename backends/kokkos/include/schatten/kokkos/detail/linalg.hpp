@@ -160,6 +160,16 @@ double frobenius(const Exec& space, const Mat2<T, Mem>& x) {
   return std::sqrt(ssq);
 }
 
+/// tr(x) in double (square x).
+template <class Exec, class T, class Mem>
+double trace(const Exec& space, const Mat2<T, Mem>& x) {
+  double s = 0.0;
+  Kokkos::parallel_reduce(
+      "schatten::trace", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(0)),
+      KOKKOS_LAMBDA(index_t i, double& acc) { acc += static_cast<double>(x(i, i)); }, Kokkos::Sum<double>(s));
+  return s;
+}
+
 /// ⟨x, y⟩_F in double.
 template <class Exec, class T, class Mem>
 double inner(const Exec& space, const Mat2<T, Mem>& x, const Mat2<T, Mem>& y) {
@@ -251,12 +261,12 @@ void upload_vector(const Exec& space, const std::vector<double>& h, const Mat2<T
 }
 
 /// Estimate of σ_max(X) by power iteration on XᵀX from a fixed pseudo-random start
-/// (reproducible); stops when the estimate changes by < 1e-4 relative or after 30 steps.
+/// (reproducible); stops when the estimate changes by < `tol` relative or after `max_steps`.
 /// The Rayleigh quotient approaches σ_max from below; callers add a margin.
 /// Cost: 4mk flops per step (two matrix-vector products as GEMMs with one column).
 template <class Exec, class T, class Mem>
 double sigma_max_estimate(const Exec& space, bool right, const Mat2<T, Mem>& w, const Mat2<T, Mem>& vk,
-                          const Mat2<T, Mem>& vn) {
+                          const Mat2<T, Mem>& vn, double tol = 1e-4, int max_steps = 30) {
   const index_t k = vk.extent(0);
   std::vector<double> start(static_cast<std::size_t>(k));
   Rng rng(0x5c4a77e2u + static_cast<std::uint64_t>(k));
@@ -265,7 +275,7 @@ double sigma_max_estimate(const Exec& space, bool right, const Mat2<T, Mem>& w, 
   upload_vector(space, start, vk);
   scale(space, vk, static_cast<T>(1.0 / frobenius(space, vk)));
   double est = 0.0;
-  for (int it = 0; it < 30; ++it) {
+  for (int it = 0; it < max_steps; ++it) {
     // vn = X v; vk = Xᵀ vn  (tall: W v, Wᵀ vn; wide: Wᵀ v, W vn)
     if (right) {
       gemm(space, "N", "N", T(1), w, vk, T(0), vn);
@@ -278,7 +288,7 @@ double sigma_max_estimate(const Exec& space, bool right, const Mat2<T, Mem>& w, 
     if (!(lambda > 0.0) || !std::isfinite(lambda)) return 0.0;
     scale(space, vk, static_cast<T>(1.0 / lambda));
     const double next = std::sqrt(lambda);
-    const bool done = std::fabs(next - est) <= 1e-4 * next;
+    const bool done = std::fabs(next - est) <= tol * next;
     est = next;
     if (done) break;
   }

@@ -1,0 +1,271 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// spectral_power() and schatten_norm() on Kokkos (include/schatten/kernels/spectral_power.hpp
+/// has the contracts): QDWH, the symmetric factor H in double, and rational functions of H
+/// by shifted Cholesky solves.
+#pragma once
+
+#include <Kokkos_Core.hpp>
+
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "schatten/kernels/spectral_power.hpp"
+#include "schatten/kokkos/detail/linalg.hpp"
+#include "schatten/kokkos/detail/qdwh_impl.hpp"
+
+namespace schatten::kokkos::detail {
+
+/// QDWH's working set plus the double-precision k × k scratch of the rational stage.
+template <class TC, class Mem>
+struct SpectralBuffers {
+  QdwhBuffers<TC, Mem> q;
+  Mat2<double, Mem> ud, xd;               ///< double copies of U and X₀ (fp32 iteration only)
+  Mat2<double, Mem> hd, fac, z, acc, h2;  ///< k × k double
+  Mat2<TC, Mem> r;                        ///< k × k: g(H) in the iteration precision
+};
+
+template <class TC, class Mem>
+SpectralBuffers<TC, Mem> carve_spectral(Arena& arena, const PolarShape& s) {
+  SpectralBuffers<TC, Mem> b;
+  b.q = carve_qdwh<TC, Mem>(arena, s, false);
+  if (!std::is_same<TC, double>::value) {
+    b.ud = carve2<double, Mem>(arena, s.w_rows, s.w_cols);
+    b.xd = carve2<double, Mem>(arena, s.w_rows, s.w_cols);
+  }
+  for (Mat2<double, Mem>* m : {&b.hd, &b.fac, &b.z, &b.acc, &b.h2})
+    *m = carve2<double, Mem>(arena, s.k, s.k);
+  b.r = carve2<TC, Mem>(arena, s.k, s.k);
+  return b;
+}
+
+template <class TC, class Mem>
+std::size_t spectral_bytes(const PolarShape& s) {
+  Arena counting;
+  carve_spectral<TC, Mem>(counting, s);
+  return counting.used();
+}
+
+/// dst ← scale·src, converting the element type.
+template <class Exec, class TD, class TS, class Mem>
+void convert(const Exec& space, const Mat2<TD, Mem>& dst, const Mat2<TS, Mem>& src, double scale_by = 1.0) {
+  const index_t rows = dst.extent(0);
+  Kokkos::parallel_for(
+      "schatten::convert", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, dst.extent(1)),
+      KOKKOS_LAMBDA(index_t j) {
+        for (index_t i = 0; i < rows; ++i)
+          dst(i, j) = static_cast<TD>(scale_by * static_cast<double>(src(i, j)));
+      });
+}
+
+/// H = sym(Uᵀ X₀) in double (k × k). For an fp32 iteration U and X₀ are widened first: a float
+/// GEMM would add absolute errors of ε_f·‖U‖‖X₀‖ that swamp the small eigenvalues, while the
+/// widened product keeps each eigenvalue σ_i to relative accuracy (U is orthogonal to O(ε_f)).
+template <class Exec, class TC, class Mem>
+void symmetric_factor(const Exec& space, bool right, const Mat2<TC, Mem>& u,
+                      const SpectralBuffers<TC, Mem>& b) {
+  if constexpr (std::is_same<TC, double>::value) {
+    x_transpose_times(space, right, 1.0, u, b.q.a0, 0.0, b.hd);
+  } else {
+    convert(space, b.ud, u);
+    convert(space, b.xd, b.q.a0);
+    x_transpose_times(space, right, 1.0, b.ud, b.xd, 0.0, b.hd);
+  }
+  symmetrize(space, Mat3<double, Mem>(b.hd.data(), b.hd.extent(0), b.hd.extent(1), 1));
+}
+
+/// Solves (S) Z = B in place for an SPD S whose Cholesky factor L is in `l` (two TRSMs).
+template <class Exec, class Mem>
+void cholesky_solve(const Exec& space, const Mat2<double, Mem>& l, const Mat2<double, Mem>& b) {
+  trsm(space, "L", "L", "N", "N", 1.0, l, b);
+  trsm(space, "L", "L", "T", "N", 1.0, l, b);
+}
+
+/// acc ← g(H) for H in hd (symmetric, spectrum in about [0, 1]). Per pole: one Cholesky of
+/// H + t I and one solve with k right-hand sides; the filter adds one of each and a GEMM. Returns false
+/// if a shifted matrix is not numerically SPD (H with eigenvalues below −t: cannot happen for a
+/// symmetric factor computed as above, whose eigenvalues are ≥ −k·2⁻⁵³).
+template <class Exec, class Mem>
+bool rational_function(const Exec& space, const RationalPower& g, const Mat2<double, Mem>& hd,
+                       const Mat2<double, Mem>& acc, const Mat2<double, Mem>& fac, const Mat2<double, Mem>& z,
+                       const Mat2<double, Mem>& h2) {
+  using F = RationalPower::Form;
+  if (g.form != F::filtered_inverse) {
+    set_identity(space, acc, 0.0);
+    for (std::size_t j = 0; j < g.poles.size(); ++j) {
+      copy(space, fac, hd);
+      add_identity(space, fac, g.poles[j]);
+      if (!cholesky_lower(space, fac)) return false;
+      if (g.form == F::shifted_ratio)
+        copy(space, z, hd);  // (H + tI)⁻¹ H
+      else
+        set_identity(space, z, 1.0);  // (H + tI)⁻¹
+      cholesky_solve(space, fac, z);
+      update_and_difference(space, acc, 1.0, g.weights[j], z);  // acc += w_j Z
+    }
+  }
+  if (g.form == F::shifted_ratio) return true;
+  // Filter x/(x + φ): g(H) = (H + φI)⁻¹ (S(H) H) for −1 < α < 0, (H + φI)⁻² H for α = −1. H + φI
+  // is SPD (H's eigenvalues are ≥ −k·2⁻⁵³ ≪ φ) with κ ≤ 1/φ, and the solves come last so their
+  // error is relative to ‖g(H)‖ rather than amplified by S(H).
+  copy(space, fac, hd);
+  add_identity(space, fac, g.floor);
+  if (!cholesky_lower(space, fac)) return false;
+  if (g.form == F::filtered_inverse) {
+    copy(space, acc, hd);
+    cholesky_solve(space, fac, acc);
+  } else {
+    gemm(space, "N", "N", 1.0, acc, hd, 0.0, h2);  // S(H) H
+    copy(space, acc, h2);
+  }
+  cholesky_solve(space, fac, acc);
+  symmetrize(space, Mat3<double, Mem>(acc.data(), acc.extent(0), acc.extent(1), 1));
+  return true;
+}
+
+inline SpectralPowerReport spectral_failure(Status s, const char* msg, index_t bad = -1) {
+  SpectralPowerReport r;
+  r.status = s;
+  r.message = msg;
+  r.bad_item = bad;
+  return r;
+}
+
+/// The spectral_power() contract on strided batches, QDWH iterating in precision TC.
+template <class Exec, class TIn, class TC>
+SpectralPowerReport spectral_power_strided(const Exec& space,
+                                           const Strided3<const TIn, typename Exec::memory_space>& a,
+                                           const Strided3<TIn, typename Exec::memory_space>& out,
+                                           const SpectralPowerOptions& options,
+                                           Workspace<typename Exec::memory_space>& ws) {
+  using Mem = typename Exec::memory_space;
+  if (const char* msg = check_spectral_power_options(options))
+    return spectral_failure(Status::invalid_argument, msg);
+  if (const char* msg = check_io(a, out)) return spectral_failure(Status::invalid_argument, msg);
+  const double alpha = options.alpha;
+  RationalPower g;
+  SpectralPowerReport report;
+  if (alpha != 0.0 && alpha != 1.0) {
+    const Status st = rational_power_approximation(alpha, options.floor, options.tolerance, g);
+    if (st == Status::invalid_argument)
+      return spectral_failure(st, "no rational approximation for these options");
+    report.poles = static_cast<int>(g.poles.size()) + (g.form == RationalPower::Form::shifted_ratio ? 0 : 1);
+    report.fit_error = g.fit_error;
+  }
+  const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
+  if (s.batch == 0 || s.k == 0) return report;
+  try {
+    ws.reserve(spectral_bytes<TC, Mem>(s));
+  } catch (const std::exception&) {
+    return spectral_failure(Status::out_of_memory, "workspace allocation failed");
+  }
+  Arena arena(ws.data());
+  const SpectralBuffers<TC, Mem> b = carve_spectral<TC, Mem>(arena, s);
+  std::vector<double> norms;
+  index_t bad = -1;
+  Normalization nz;
+  if (alpha == 1.0) nz.kind = Normalization::Kind::none;  // U Σ Vᵀ = A: a validated copy
+  if (normalise_and_load(space, a, nz, b.q.factor, b.q.x, s.w_is_transpose, norms, bad) != Status::ok)
+    return spectral_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
+  if (alpha != 1.0) {
+    for (index_t bi = 0; bi < s.batch; ++bi) {
+      const Mat2<TC, Mem> x = item(b.q.x, bi);
+      const QdwhItem r = qdwh_item(space, s.right, s.n, options.qdwh, x, b.q, Mat2<TC, Mem>());
+      if (r.failure) return spectral_failure(Status::breakdown, r.failure, bi);
+      report.qdwh_iterations = std::max(report.qdwh_iterations, r.iterations);
+      if (!r.converged && report.status == Status::ok) {
+        report.status = Status::not_converged;
+        report.message = "QDWH reached max_iterations";
+        report.bad_item = bi;
+      }
+      if (alpha == 0.0 || r.scale == 0.0) continue;  // polar factor, or an all-zero matrix
+      symmetric_factor(space, s.right, x, b);
+      if (!rational_function(space, g, b.hd, b.acc, b.fac, b.z, b.h2))
+        return spectral_failure(Status::breakdown, "a shifted Cholesky factorisation broke down", bi);
+      // U g(H₀) in the units of A: H(A) = s·H₀ with s = ‖A‖_F·scale, and g(s x) ≈ s^α g(x).
+      const double hs = norms[static_cast<std::size_t>(bi)] * r.scale;
+      convert(space, b.r, b.acc, std::pow(hs, alpha));
+      x_times_sym(space, s.right, TC(1), x, b.r, TC(0), b.q.y);
+      copy(space, x, b.q.y);
+    }
+  }
+  store(space, b.q.x, out, s.w_is_transpose);
+  space.fence();
+  return report;
+}
+
+/// The schatten_norm() contract on strided batches, QDWH iterating in precision TC.
+template <class Exec, class TIn, class TC>
+Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
+                             double q, double* norms_out, const SchattenNormOptions& options,
+                             Workspace<typename Exec::memory_space>& ws) {
+  using Mem = typename Exec::memory_space;
+  if (!(q > 0.0) || std::isnan(q) || check_qdwh_options(options.qdwh)) return Status::invalid_argument;
+  if (schatten::detail::check_layout(a.data(), a.extent(0), a.extent(1), a.extent(2), a.stride(0),
+                                     a.stride(1), a.stride(2), false))
+    return Status::invalid_argument;
+  const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
+  if (s.batch == 0) return Status::ok;
+  if (s.k == 0) {
+    for (index_t bi = 0; bi < s.batch; ++bi)
+      norms_out[bi] = 0.0;
+    return Status::ok;
+  }
+  // Σσ^q = tr(H^q) with H^q = H^{⌊q⌋}·g(H), g ≈ x^{q−⌊q⌋}: a positive fractional power, so the
+  // rational stage needs no filter (tr(H·H^{q−1}) = ⟨A, U Σ^{q−1} Vᵀ⟩ is the same identity).
+  const bool finite_q = std::isfinite(q);
+  const double whole = finite_q ? std::floor(q) : 0.0;
+  const double frac = finite_q ? q - whole : 0.0;  // ∈ [0, 1)
+  RationalPower g;
+  if (finite_q && q != 2.0 && frac != 0.0) {
+    const Status st = rational_power_approximation(frac, options.floor, options.tolerance, g);
+    if (st == Status::invalid_argument) return st;
+  }
+  try {
+    ws.reserve(spectral_bytes<TC, Mem>(s));
+  } catch (const std::exception&) {
+    return Status::out_of_memory;
+  }
+  Arena arena(ws.data());
+  const SpectralBuffers<TC, Mem> b = carve_spectral<TC, Mem>(arena, s);
+  std::vector<double> norms;
+  index_t bad = -1;
+  if (normalise_and_load(space, a, Normalization{}, b.q.factor, b.q.x, s.w_is_transpose, norms, bad) !=
+      Status::ok)
+    return Status::non_finite_input;
+  std::vector<double> result(static_cast<std::size_t>(s.batch), 0.0);
+  for (index_t bi = 0; bi < s.batch; ++bi) {
+    const double fro = norms[static_cast<std::size_t>(bi)];
+    if (fro == 0.0 || q == 2.0) {
+      result[static_cast<std::size_t>(bi)] = fro;
+      continue;
+    }
+    const Mat2<TC, Mem> x = item(b.q.x, bi);
+    if (!finite_q) {  // σ_max by power iteration to 1e-10 relative
+      result[static_cast<std::size_t>(bi)] =
+          fro * sigma_max_estimate(space, s.right, x, b.q.vk, b.q.vn, 1e-12, 2000);
+      continue;
+    }
+    const QdwhItem r = qdwh_item(space, s.right, s.n, options.qdwh, x, b.q, Mat2<TC, Mem>());
+    if (r.failure) return Status::breakdown;
+    symmetric_factor(space, s.right, x, b);
+    // acc = g(H) (or I), then times H^⌊q⌋, then Σσ^q = tr(acc).
+    if (frac != 0.0) {
+      if (!rational_function(space, g, b.hd, b.acc, b.fac, b.z, b.h2)) return Status::breakdown;
+    } else {
+      set_identity(space, b.acc, 1.0);
+    }
+    for (int p = 0; p < static_cast<int>(whole); ++p) {
+      gemm(space, "N", "N", 1.0, b.acc, b.hd, 0.0, b.z);
+      copy(space, b.acc, b.z);
+    }
+    const double sum = trace(space, b.acc);  // Σ σ_i(H₀)^q
+    result[static_cast<std::size_t>(bi)] = fro * r.scale * std::pow(std::max(sum, 0.0), 1.0 / q);
+  }
+  for (index_t bi = 0; bi < s.batch; ++bi)
+    norms_out[bi] = result[static_cast<std::size_t>(bi)];
+  return Status::ok;
+}
+
+}  // namespace schatten::kokkos::detail
