@@ -18,6 +18,8 @@ const char* to_string(Status s) noexcept {
       return "unsupported";
     case Status::not_converged:
       return "not_converged";
+    case Status::breakdown:
+      return "breakdown";
     case Status::out_of_memory:
       return "out_of_memory";
     case Status::internal_error:

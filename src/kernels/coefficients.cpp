@@ -3,6 +3,7 @@
 /// Coefficient schedules and their presets (algorithms.md §1.2, §2.3).
 #include "schatten/kernels/coefficients.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "schatten/kernels/polar_express_coefficients.hpp"
@@ -93,9 +94,25 @@ CoefficientSchedule polar_express_5() {
   return s;
 }
 
+CoefficientSchedule kaon(int steps) {
+  // [T] algorithms.md §4b.2: X ← 4.1 (I − X Xᵀ)² X, i.e. p(x) = 4.1x − 8.2x³ + 4.1x⁵, five
+  // times from X₀ = A/‖A‖_F, output divided by 1.175 (> max p = 1.17349 on [0, 1]) so that
+  // every singular value lands in [0, 0.9987]. The division is folded into the last row.
+  if (steps < 1) throw std::invalid_argument("schedules::kaon: steps must be >= 1");
+  constexpr OddQuintic map{4.1, -8.2, 4.1};
+  constexpr double scale = 1.0 / 1.175;
+  CoefficientSchedule s;
+  s.name = "kaon";
+  s.steps.assign(static_cast<std::size_t>(steps), map);
+  s.steps.back() = {map.a * scale, map.b * scale, map.c * scale};
+  s.tail = ScheduleTail::error;
+  return s;
+}
+
 std::vector<std::string> names() {
   return {"keller_jordan", "classical_quintic", "classical_cubic",
-          "you_jiacheng",  "polar_express",     "polar_express_5"};
+          "you_jiacheng",  "polar_express",     "polar_express_5",
+          "kaon"};
 }
 
 bool by_name(const std::string& name, CoefficientSchedule& out) {
@@ -111,6 +128,8 @@ bool by_name(const std::string& name, CoefficientSchedule& out) {
     out = polar_express();
   else if (name == "polar_express_5")
     out = polar_express_5();
+  else if (name == "kaon")
+    out = kaon();
   else
     return false;
   return true;

@@ -32,7 +32,8 @@ Status check(const MatrixRef<const T>& a) {
   return Status::ok;
 }
 
-/// U f(Σ) Vᵀ with singular values ≤ tol·σ_max mapped to 0 (tol < 0: max(r, c)·ε of T).
+/// U f(i, σ_i) Vᵀ (singular values in decreasing order) with singular values ≤ tol·σ_max mapped
+/// to 0 (tol < 0: max(r, c)·ε of T).
 template <class T, class F>
 Status spectral_map_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, double tol, F&& f) {
   if (Status s = check(a); s != Status::ok) return s;
@@ -50,7 +51,7 @@ Status spectral_map_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, dou
   const double cut = tol * (s.size() ? s(0) : 0.0);
   Eigen::VectorXd fs(s.size());
   for (Eigen::Index i = 0; i < s.size(); ++i)
-    fs(i) = s(i) > cut ? f(s(i)) : 0.0;
+    fs(i) = s(i) > cut ? f(static_cast<std::size_t>(i), s(i)) : 0.0;
   const Eigen::MatrixXd p = svd.matrixU() * fs.asDiagonal() * svd.matrixV().transpose();
   for (index_t i = 0; i < q.rows; ++i)
     for (index_t j = 0; j < q.cols; ++j)
@@ -60,13 +61,13 @@ Status spectral_map_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, dou
 
 template <class T>
 Status polar_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, double tol) {
-  return spectral_map_impl(a, q, tol, [](double) { return 1.0; });
+  return spectral_map_impl(a, q, tol, [](std::size_t, double) { return 1.0; });
 }
 
 template <class T>
 Status spectral_power_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, double alpha, double tol) {
   if (!(alpha >= -1.0 && alpha <= 1.0)) return Status::invalid_argument;
-  return spectral_map_impl(a, q, tol, [alpha](double s) { return std::pow(s, alpha); });
+  return spectral_map_impl(a, q, tol, [alpha](std::size_t, double s) { return std::pow(s, alpha); });
 }
 
 template <class T>
@@ -137,6 +138,28 @@ Status spectral_power(MatrixRef<const double> a, MatrixRef<double> q, double alp
 }
 Status spectral_power(MatrixRef<const float> a, MatrixRef<float> q, double alpha, double tol) {
   return spectral_power_impl(a, q, alpha, tol);
+}
+
+namespace {
+template <class T>
+Status kaon_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, std::uint64_t seed, double tol) {
+  const index_t k = std::min(a.rows, a.cols);
+  Rng rng(seed);
+  std::vector<double> s(static_cast<std::size_t>(k));
+  double top = 0.0;
+  for (double& x : s) {
+    x = rng.uniform();
+    top = std::max(top, x);
+  }
+  return spectral_map_impl(a, q, tol, [&](std::size_t i, double) { return top > 0 ? s[i] / top : 0.0; });
+}
+}  // namespace
+
+Status kaon_spectrum(MatrixRef<const double> a, MatrixRef<double> q, std::uint64_t seed, double tol) {
+  return kaon_impl(a, q, seed, tol);
+}
+Status kaon_spectrum(MatrixRef<const float> a, MatrixRef<float> q, std::uint64_t seed, double tol) {
+  return kaon_impl(a, q, seed, tol);
 }
 
 namespace {

@@ -56,6 +56,7 @@ TEST_SUITE("core.matrix_ref") {
   TEST_CASE("status and precision names") {
     CHECK(std::string(to_string(Status::ok)) == "ok");
     CHECK(std::string(to_string(Status::non_finite_input)) == "non_finite_input");
+    CHECK(std::string(to_string(Status::breakdown)) == "breakdown");
     CHECK(std::string(to_string(Precision::bf16)) == "bf16");
   }
 }

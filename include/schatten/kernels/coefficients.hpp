@@ -93,8 +93,15 @@ CoefficientSchedule polar_express();
 /// optimal_composition(l = 1e-3, T = 5, safety 2e-2, cushion 0.02), normalisation ‖A‖_F · 1.02.
 /// [V] table, [C] reproduced by our generator.
 CoefficientSchedule polar_express_5();
+/// Kaon's chaotic-map random spectrum [T] (algorithms.md §4b.2, two consistent third-party
+/// implementations of the paper's pseudocode): `steps` rows of p(x) = 4.1·x(1 − x²)²
+/// = 4.1x − 8.2x³ + 4.1x⁵, the last one divided by 1.175 (the output scale), tail `error`.
+/// With Frobenius normalisation the singular values land in [0, 0.9987] (max p = 4.1·(1/√5)·(4/5)²
+/// = 1.17349 at 1/√5); the singular vectors are those of the input. Not an orthogonalisation:
+/// the map is chaotic on [0, 1.1735], so the spectrum is deterministic but scrambled.
+CoefficientSchedule kaon(int steps = 5);
 /// Looks a preset up by its name ("keller_jordan", "classical_quintic", "classical_cubic",
-/// "you_jiacheng", "polar_express", "polar_express_5"). Returns false for an unknown name.
+/// "you_jiacheng", "polar_express", "polar_express_5", "kaon"). Returns false for an unknown name.
 bool by_name(const std::string& name, CoefficientSchedule& out);
 /// The names accepted by by_name(), in a stable order.
 std::vector<std::string> names();

@@ -124,6 +124,19 @@ PolarReport gram_newton_schulz(const A& a, const Q& q, const CoefficientSchedule
   return polar(a, q, o, workspace);
 }
 
+/// Kaon's random spectrum (schedules::kaon(steps)): U s(Σ/‖A‖_F) Vᵀ with the chaotic map
+/// s = p⁵/1.175, p(x) = 4.1x(1 − x²)²; singular vectors kept, singular values scrambled into
+/// [0, 0.9987]. Same cost as Newton–Schulz (3 GEMMs per step). The SVD variant with seeded
+/// uniform singular values is schatten::reference::kaon_spectrum.
+template <class A, class Q>
+PolarReport kaon(const A& a, const Q& q, int steps = 5, Workspace* workspace = nullptr) {
+  PolarOptions o;
+  o.method = PolarMethod::newton_schulz;
+  o.schedule = schedules::kaon(steps);
+  o.iterations = steps;
+  return polar(a, q, o, workspace);
+}
+
 /// The schedule polar() will use for these options (the method's default when none is set).
 CoefficientSchedule resolved_schedule(const PolarOptions& options);
 

@@ -42,6 +42,14 @@ Status spectral_power(MatrixRef<const float> a, MatrixRef<float> out, double alp
 Status schatten_norm(MatrixRef<const double> a, double q, double& norm);
 Status schatten_norm(MatrixRef<const float> a, double q, double& norm);
 
+/// Kaon's SVD variant [T] (algorithms.md §4b.2): out = U diag(s) Vᵀ where a = U Σ Vᵀ and the
+/// s_i are iid uniform on (0, 1) from `seed`, divided by their maximum (so ‖out‖₂ = 1);
+/// singular values of a at or below the rank tolerance (as in polar()) get s_i = 0.
+Status kaon_spectrum(MatrixRef<const double> a, MatrixRef<double> out, std::uint64_t seed,
+                     double rank_tolerance = -1.0);
+Status kaon_spectrum(MatrixRef<const float> a, MatrixRef<float> out, std::uint64_t seed,
+                     double rank_tolerance = -1.0);
+
 /// out = U diag(sigma) Vᵀ with U (rows × k) and V (cols × k) Haar-distributed orthonormal
 /// factors drawn from `seed` (QR of Gaussian matrices from schatten::Rng, signs fixed so the
 /// factorisation is unique), k = min(rows, cols) = sigma.size(). The test matrices with a
