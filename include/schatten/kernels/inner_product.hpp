@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Frobenius inner products ⟨A, B⟩ = Σ_ij a_ij b_ij of same-shape matrices, on the execution
+/// space of the build (the reduction the descent diagnostics and the nuclear-norm identity need).
+#pragma once
+
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/core/status.hpp"
+
+namespace schatten {
+
+/// out[b] = ⟨A_b, B_b⟩ for every matrix of the batch, accumulated in double (float inputs: every
+/// product is exact in double, so the error is that of a double sum, ≤ rows·cols·2⁻⁵³·Σ|a b|).
+/// Any strides and memory kinds (host memory on a device build is staged). Synchronous: `out`
+/// is host memory and holds the result on return.
+/// Errors (nothing written to `out`): shapes differ, `out` null with batch > 0 → invalid_argument;
+/// a NaN/Inf entry, or a sum beyond the double range → non_finite_input.
+Status frobenius_inner(BatchedMatrixRef<const float> a, BatchedMatrixRef<const float> b, double* out);
+Status frobenius_inner(BatchedMatrixRef<const double> a, BatchedMatrixRef<const double> b, double* out);
+
+}  // namespace schatten
