@@ -1,20 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// schatten-bench-polar: time, achieved GFLOP/s, GEMM floor and accuracy of every polar method
-/// on square and transformer shapes, in float and double (Google Benchmark).
+/// schatten-bench-polar: time, achieved GFLOP/s, floor and accuracy of every polar method
+/// (Newton–Schulz family and QDWH) and of spectral_power() on square and transformer shapes, in
+/// float and double (Google Benchmark).
 ///
-/// Each benchmark times polar() with a reused workspace (manual timing around the synchronous
-/// call) and reports counters:
-///   GFLOP/s    polar_flops() / time (GEMM flops only, see polar_gemm_shapes())
-///   floor_ms   Σ GEMM times of the same shapes measured in this run (gemm/... entries)
-///   x_floor    time / floor_ms: 1.0 means the kernel runs at the machine's GEMM rate
-///   orth_rms   ‖QQᵀ − I‖_F / √k;   polar_rms   ‖Q − UVᵀ‖_F / √k  (exact factor from an SVD)
-///   pred_rms   what exact arithmetic predicts for polar_rms (the schedule's scalar map)
-/// Inputs have power-law singular values 1/√(i+1) (bench/polar_cases.hpp).
+/// polar/<method>/<precision>/<shape> times polar() with a reused workspace (manual timing
+/// around the synchronous call) and reports counters:
+///   GFLOP/s    polar_flops() / time (dense-operation flops, see polar_gemm_shapes())
+///   floor_ms   Σ times of the same dense operations as bare library calls measured in this run
+///              (GEMM/TRSM through KokkosBlas, Cholesky through LAPACK; QDWH at its actual counts)
+///   x_floor    time / floor_ms: 1.0 means the kernel runs at the machine's dense rate
+///   orth_rms   ‖QQᵀ − I‖_F / √k;   polar_rms   ‖Q − UVᵀ‖_F / √k  (exact factor)
+///   pred_rms   what exact arithmetic predicts for polar_rms (the schedule's scalar map; 0 for QDWH)
+/// spectral_power/<alpha>/<precision>/<shape> times spectral_power() (α = 0.5, 0.25, −0.5):
+///   GFLOP/s, rel_err = ‖out − UΣ^αVᵀ‖_F/‖UΣ^αVᵀ‖_F, poles, qdwh_its.
+/// qdwh_floor/double/1024x1024/kappa=1e16: QDWH on a geometric spectrum of condition 1e16, the
+///   target of issue #3: per_iter_ms, floor_per_iter_ms, x_floor, iterations, qr_iterations and
+///   householder_qr_ms, a Householder QR (LAPACK) of the stacked 2k × k matrix of one QR step.
+/// Inputs: power-law singular values 1/√(i+1) (bench/polar_cases.hpp) unless named otherwise.
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
 
+#include <cmath>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
@@ -22,6 +31,7 @@
 
 #include "polar_cases.hpp"
 #include "schatten/core/runtime.hpp"
+#include "schatten/kernels/spectral_power.hpp"
 
 using namespace schatten;
 using namespace schatten::bench;
@@ -54,7 +64,7 @@ void bm_polar(benchmark::State& st, Shape shape, Method method) {
     total += s;
   }
   const double per_call = total / static_cast<double>(st.iterations());
-  const double floor = gemm_floor_seconds<T>(shape, method.options, 3);
+  const double floor = kernel_floor_seconds<T>(p, method.options, 3);
   const Accuracy acc = accuracy(p, q);
   st.counters["GFLOP/s"] = polar_flops(r, c, method.options) / per_call / 1e9;
   st.counters["floor_ms"] = floor * 1e3;
@@ -62,6 +72,81 @@ void bm_polar(benchmark::State& st, Shape shape, Method method) {
   st.counters["orth_rms"] = acc.orthogonality;
   st.counters["polar_rms"] = acc.polar_error;
   st.counters["pred_rms"] = predicted_polar_rms(p, method.options);
+}
+
+template <class T>
+void bm_spectral_power(benchmark::State& st, Shape shape, double alpha) {
+  const Problem& p = problem(shape);
+  const index_t r = shape.rows, c = shape.cols;
+  std::vector<T> a(p.a.begin(), p.a.end()), out(a.size());
+  SpectralPowerOptions o;
+  o.alpha = alpha;
+  Workspace ws;
+  SpectralPowerReport rep =
+      spectral_power(MatrixRef<const T>(a.data(), r, c), MatrixRef<T>(out.data(), r, c), o, &ws);  // warm-up
+  double total = 0.0;
+  for (auto _ : st) {
+    Kokkos::Timer timer;
+    rep = spectral_power(MatrixRef<const T>(a.data(), r, c), MatrixRef<T>(out.data(), r, c), o, &ws);
+    const double s = timer.seconds();
+    if (rep.status != Status::ok) {
+      st.SkipWithError(rep.message);
+      return;
+    }
+    st.SetIterationTime(s);
+    total += s;
+  }
+  const double per_call = total / static_cast<double>(st.iterations());
+  const std::vector<double> exact = p.spectral_power(alpha);
+  double num = 0.0, den = 0.0;
+  for (std::size_t i = 0; i < exact.size(); ++i) {
+    const double d = static_cast<double>(out[i]) - exact[i];
+    num += d * d;
+    den += exact[i] * exact[i];
+  }
+  PolarOptions qo;
+  qo.method = PolarMethod::qdwh;
+  qo.qdwh = o.qdwh;
+  st.counters["GFLOP/s"] = spectral_power_flops(r, c, executed_ops<T>(p, qo), rep.poles) / per_call / 1e9;
+  st.counters["rel_err"] = std::sqrt(num / den);
+  st.counters["poles"] = rep.poles;
+  st.counters["qdwh_its"] = rep.qdwh_iterations;
+}
+
+/// QDWH in double on 1024² with κ = 1e16: time per iteration against the floor of its own
+/// dense operations (issue #3 target: x_floor ≤ 1.5).
+void bm_qdwh_floor(benchmark::State& st) {
+  const Shape shape{1024, 1024};
+  const Problem& p = conditioned_problem(shape, 1e16);
+  const index_t n = shape.rows;
+  std::vector<double> a(p.a.begin(), p.a.end()), u(a.size());
+  QdwhOptions o;
+  Workspace ws;
+  QdwhReport rep = qdwh(MatrixRef<const double>(a.data(), n, n), MatrixRef<double>(u.data(), n, n), o, &ws);
+  double total = 0.0;
+  for (auto _ : st) {
+    Kokkos::Timer timer;
+    rep = qdwh(MatrixRef<const double>(a.data(), n, n), MatrixRef<double>(u.data(), n, n), o, &ws);
+    const double s = timer.seconds();
+    if (rep.status != Status::ok) {
+      st.SkipWithError(rep.message);
+      return;
+    }
+    st.SetIterationTime(s);
+    total += s;
+  }
+  const double per_call = total / static_cast<double>(st.iterations());
+  const double floor = floor_seconds<double>(
+      qdwh_gemm_shapes(n, n, rep.qr_iterations, rep.iterations - rep.qr_iterations, true, o.polish), 3);
+  const Accuracy acc = accuracy(p, u);
+  st.counters["iterations"] = rep.iterations;
+  st.counters["qr_iterations"] = rep.qr_iterations;
+  st.counters["per_iter_ms"] = per_call / rep.iterations * 1e3;
+  st.counters["floor_per_iter_ms"] = floor / rep.iterations * 1e3;
+  st.counters["x_floor"] = per_call / floor;
+  st.counters["householder_qr_ms"] = householder_qr_seconds<double>(2 * n, n, 3) * 1e3;
+  st.counters["orth_rms"] = acc.orthogonality;
+  st.counters["polar_rms"] = acc.polar_error;
 }
 
 template <class T>
@@ -87,9 +172,19 @@ void register_all() {
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
       for (const GemmShape& g : polar_gemm_shapes(s.rows, s.cols, m.options))
-        gemms.insert({g.m, g.n, g.k});
+        if (g.kind == OpKind::gemm) gemms.insert({g.m, g.n, g.k});
     }
   }
+  for (const Shape& s : {Shape{768, 768}, Shape{768, 3072}, Shape{1024, 1024}})
+    for (double alpha : {0.5, 0.25, -0.5}) {
+      char a[32];
+      std::snprintf(a, sizeof a, "alpha=%g", alpha);
+      const std::string name =
+          std::string("spectral_power/") + a + "/" + precision_name<T>() + "/" + s.name();
+      benchmark::RegisterBenchmark(name.c_str(), bm_spectral_power<T>, s, alpha)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    }
   for (const auto& [m, n, k] : gemms) {
     const std::string name = std::string("gemm/") + precision_name<T>() + "/" + std::to_string(m) + "x" +
                              std::to_string(n) + "x" + std::to_string(k);
@@ -111,6 +206,10 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("input", "power-law singular values 1/sqrt(i+1), Haar singular vectors");
   register_all<float>();
   register_all<double>();
+  benchmark::RegisterBenchmark("qdwh_floor/double/1024x1024/kappa=1e16", bm_qdwh_floor)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond)
+      ->Iterations(3);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

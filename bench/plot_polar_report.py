@@ -47,8 +47,10 @@ def main() -> int:
             m = markers[shapes.index(r["shape"]) % len(markers)]
             t = float(r["time_ms"])
             ax.scatter(t, float(r["polar_rms"]), color=c, marker=m, s=46, zorder=3)
-            ax.scatter(t, float(r["pred_rms"]), facecolors="none", edgecolors="grey", marker=m, s=90,
-                       linestyle="--", zorder=2)
+            pred = float(r["pred_rms"])
+            if pred > 0:  # 0 for QDWH, which converges to U V^T: nothing to predict
+                ax.scatter(t, pred, facecolors="none", edgecolors="grey", marker=m, s=90,
+                           linestyle="--", zorder=2)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("time per call (ms)")

@@ -5,6 +5,7 @@
 
 #include <Eigen/Dense>
 #include <KokkosBlas3_gemm.hpp>
+#include <KokkosBlas3_trsm.hpp>
 #include <Kokkos_Core.hpp>
 
 #include <algorithm>
@@ -19,6 +20,21 @@
 #include "git_info.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/reference/polar.hpp"
+
+// LAPACK (OpenBLAS's on Debian) for the Cholesky and Householder floors. Fortran ABI: the
+// hidden length of each character argument is passed last.
+extern "C" {
+void spotrf_(const char* uplo, const int* n, float* a, const int* lda, int* info, std::size_t);
+void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info, std::size_t);
+void sgeqrf_(const int* m, const int* n, float* a, const int* lda, float* tau, float* work, const int* lwork,
+             int* info);
+void dgeqrf_(const int* m, const int* n, double* a, const int* lda, double* tau, double* work,
+             const int* lwork, int* info);
+void sorgqr_(const int* m, const int* n, const int* k, float* a, const int* lda, const float* tau,
+             float* work, const int* lwork, int* info);
+void dorgqr_(const int* m, const int* n, const int* k, double* a, const int* lda, const double* tau,
+             double* work, const int* lwork, int* info);
+}
 
 namespace schatten::bench {
 
@@ -42,7 +58,40 @@ std::vector<Method> methods() {
   add("polar_express_8", PolarMethod::polar_express, schedules::polar_express(), 8);
   add("polar_express_deployed_5", PolarMethod::polar_express, schedules::polar_express_5(), 5);
   add("gram_newton_schulz_pe5", PolarMethod::gram_newton_schulz, schedules::polar_express(), 5);
+  PolarOptions q;
+  q.method = PolarMethod::qdwh;
+  m.push_back({"qdwh", q});
   return m;
+}
+
+namespace {
+Problem make_problem(const Shape& s, std::vector<double> sigma, std::uint64_t seed) {
+  const index_t k = std::min(s.rows, s.cols);
+  Problem p;
+  p.shape = s;
+  p.sigma = std::move(sigma);
+  p.a.resize(static_cast<std::size_t>(s.rows * s.cols));
+  if (reference::matrix_with_spectrum(MatrixRef<double>(p.a.data(), s.rows, s.cols), p.sigma, seed, &p.u,
+                                      &p.v) != Status::ok)
+    throw std::runtime_error("bench: could not build the problem " + s.name());
+  using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Map<const RowMat> u(p.u.data(), s.rows, k), v(p.v.data(), s.cols, k);
+  p.exact.resize(p.a.size());
+  Eigen::Map<RowMat>(p.exact.data(), s.rows, s.cols) = u * v.transpose();
+  return p;
+}
+}  // namespace
+
+std::vector<double> Problem::spectral_power(double alpha) const {
+  using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const index_t k = static_cast<index_t>(sigma.size());
+  const Eigen::Map<const RowMat> um(u.data(), shape.rows, k), vm(v.data(), shape.cols, k);
+  Eigen::VectorXd s(k);
+  for (index_t i = 0; i < k; ++i)
+    s(i) = std::pow(sigma[static_cast<std::size_t>(i)], alpha);
+  std::vector<double> out(a.size());
+  Eigen::Map<RowMat>(out.data(), shape.rows, shape.cols) = um * s.asDiagonal() * vm.transpose();
+  return out;
 }
 
 const Problem& problem(const Shape& s) {
@@ -53,18 +102,20 @@ const Problem& problem(const Shape& s) {
   std::vector<double> sigma(static_cast<std::size_t>(k));
   for (index_t i = 0; i < k; ++i)
     sigma[static_cast<std::size_t>(i)] = 1.0 / std::sqrt(double(i + 1));
-  Problem p;
-  p.shape = s;
-  p.sigma = sigma;
-  p.a.resize(static_cast<std::size_t>(s.rows * s.cols));
-  p.exact.resize(p.a.size());
   const std::uint64_t seed = 0x5eed0000ull + static_cast<std::uint64_t>(s.rows * 100003 + s.cols);
-  if (reference::matrix_with_spectrum(MatrixRef<double>(p.a.data(), s.rows, s.cols), sigma, seed) !=
-          Status::ok ||
-      reference::polar(MatrixRef<const double>(p.a.data(), s.rows, s.cols),
-                       MatrixRef<double>(p.exact.data(), s.rows, s.cols)) != Status::ok)
-    throw std::runtime_error("bench: could not build the problem " + s.name());
-  return cache.emplace(std::make_pair(s.rows, s.cols), std::move(p)).first->second;
+  return cache.emplace(std::make_pair(s.rows, s.cols), make_problem(s, std::move(sigma), seed)).first->second;
+}
+
+const Problem& conditioned_problem(const Shape& s, double kappa) {
+  static std::map<std::tuple<index_t, index_t, double>, Problem> cache;
+  const auto key = std::make_tuple(s.rows, s.cols, kappa);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  const index_t k = std::min(s.rows, s.cols);
+  std::vector<double> sigma(static_cast<std::size_t>(k));
+  for (index_t i = 0; i < k; ++i)
+    sigma[static_cast<std::size_t>(i)] = k > 1 ? std::pow(kappa, -double(i) / double(k - 1)) : 1.0;
+  const std::uint64_t seed = 0xc0d0000ull + static_cast<std::uint64_t>(s.rows * 100003 + s.cols);
+  return cache.emplace(key, make_problem(s, std::move(sigma), seed)).first->second;
 }
 
 template <class T>
@@ -84,6 +135,7 @@ Accuracy accuracy(const Problem& p, const std::vector<T>& q) {
 }
 
 double predicted_polar_rms(const Problem& p, const PolarOptions& o) {
+  if (o.method == PolarMethod::qdwh) return 0.0;  // converges to U Vᵀ: only rounding remains
   const CoefficientSchedule sched = resolved_schedule(o);
   double nu = 1.0;
   if (sched.normalization.kind == Normalization::Kind::frobenius) {
@@ -172,12 +224,142 @@ double gemm_seconds(index_t m, index_t n, index_t k, int reps) {
   return cache[key] = median(t);
 }
 
+namespace {
+/// Time of one TRSM B (m × n) ← B L⁻ᵀ with L lower triangular n × n, through KokkosBlas.
 template <class T>
-double gemm_floor_seconds(const Shape& s, const PolarOptions& o, int reps) {
+double trsm_seconds(index_t m, index_t n, int reps) {
+  using V = Kokkos::View<T**, Kokkos::LayoutLeft>;
+  V l("l", n, n), b(Kokkos::view_alloc(Kokkos::WithoutInitializing, "b"), m, n);
+  auto h = Kokkos::create_mirror_view(l);
+  for (index_t i = 0; i < n; ++i)
+    for (index_t j = 0; j <= i; ++j)
+      h(i, j) = i == j ? T(2) : T(0.5) / T(n);  // well conditioned: no overflow in the solve
+  Kokkos::deep_copy(l, h);
+  std::vector<double> t;
+  for (int i = 0; i < reps + 1; ++i) {
+    Kokkos::deep_copy(b, T(1));
+    Kokkos::fence();
+    Kokkos::Timer timer;
+    KokkosBlas::trsm("R", "L", "T", "N", T(1), l, b);
+    Kokkos::fence();
+    if (i > 0) t.push_back(timer.seconds());  // first call: warm-up
+  }
+  return median(t);
+}
+
+void potrf(const char* uplo, int n, float* a, int lda, int* info) { spotrf_(uplo, &n, a, &lda, info, 1); }
+void potrf(const char* uplo, int n, double* a, int lda, int* info) { dpotrf_(uplo, &n, a, &lda, info, 1); }
+
+/// Time of one LAPACK Cholesky of an n × n SPD matrix (n·I + ½·11ᵀ, column-major).
+template <class T>
+double cholesky_seconds(index_t n, int reps) {
+  const std::size_t nn = static_cast<std::size_t>(n * n);
+  std::vector<T> spd(nn, T(0.5)), work(nn);
+  for (index_t i = 0; i < n; ++i)
+    spd[static_cast<std::size_t>(i * n + i)] += T(n);
+  std::vector<double> t;
+  for (int i = 0; i < reps + 1; ++i) {
+    work = spd;
+    int info = 0;
+    Kokkos::Timer timer;
+    potrf("L", static_cast<int>(n), work.data(), static_cast<int>(n), &info);
+    const double dt = timer.seconds();
+    if (info != 0) throw std::runtime_error("bench: ?potrf failed");
+    if (i > 0) t.push_back(dt);
+  }
+  return median(t);
+}
+
+template <class T>
+double op_seconds(const GemmShape& g, int reps) {
+  static std::map<std::tuple<std::size_t, int, index_t, index_t, index_t, int>, double> cache;
+  const auto key = std::make_tuple(sizeof(T), static_cast<int>(g.kind), g.m, g.n, g.k, reps);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  double s = 0.0;
+  switch (g.kind) {
+    case OpKind::gemm:
+      s = gemm_seconds<T>(g.m, g.n, g.k, reps);
+      break;
+    case OpKind::trsm:
+      s = trsm_seconds<T>(g.m, g.n, reps);
+      break;
+    case OpKind::cholesky:
+      s = cholesky_seconds<T>(g.m, reps);
+      break;
+  }
+  return cache[key] = s;
+}
+}  // namespace
+
+template <class T>
+std::vector<GemmShape> executed_ops(const Problem& p, const PolarOptions& o) {
+  const index_t r = p.shape.rows, c = p.shape.cols;
+  if (o.method != PolarMethod::qdwh) return polar_gemm_shapes(r, c, o);
+  std::vector<T> a(p.a.begin(), p.a.end()), u(a.size());
+  const QdwhReport rep = qdwh(MatrixRef<const T>(a.data(), r, c), MatrixRef<T>(u.data(), r, c), o.qdwh);
+  if (rep.status != Status::ok) throw std::runtime_error(std::string("qdwh failed: ") + rep.message);
+  return qdwh_gemm_shapes(r, c, rep.qr_iterations, rep.iterations - rep.qr_iterations,
+                          o.qdwh.lower_bound < 0.0, o.qdwh.polish);
+}
+
+template <class T>
+double floor_seconds(const std::vector<GemmShape>& ops, int reps) {
   double total = 0.0;
-  for (const GemmShape& g : polar_gemm_shapes(s.rows, s.cols, o))
-    total += g.count * gemm_seconds<T>(g.m, g.n, g.k, reps);
+  for (const GemmShape& g : ops)
+    total += g.count * op_seconds<T>(g, reps);
   return total;
+}
+
+template <class T>
+double kernel_floor_seconds(const Problem& p, const PolarOptions& o, int reps) {
+  return floor_seconds<T>(executed_ops<T>(p, o), reps);
+}
+
+double spectral_power_flops(index_t rows, index_t cols, const std::vector<GemmShape>& qdwh_ops, int poles) {
+  const double m = double(std::max(rows, cols)), k = double(std::min(rows, cols));
+  double f = 0.0;
+  for (const GemmShape& g : qdwh_ops)
+    f += g.flops();
+  return f + 2 * m * k * k + poles * (k * k * k / 3 + 2 * k * k * k) + 2 * m * k * k;
+}
+
+namespace {
+void geqrf(int m, int n, float* a, int lda, float* tau, float* w, int lw, int* info) {
+  sgeqrf_(&m, &n, a, &lda, tau, w, &lw, info);
+}
+void geqrf(int m, int n, double* a, int lda, double* tau, double* w, int lw, int* info) {
+  dgeqrf_(&m, &n, a, &lda, tau, w, &lw, info);
+}
+void orgqr(int m, int n, float* a, int lda, const float* tau, float* w, int lw, int* info) {
+  sorgqr_(&m, &n, &n, a, &lda, tau, w, &lw, info);
+}
+void orgqr(int m, int n, double* a, int lda, const double* tau, double* w, int lw, int* info) {
+  dorgqr_(&m, &n, &n, a, &lda, tau, w, &lw, info);
+}
+}  // namespace
+
+template <class T>
+double householder_qr_seconds(index_t m, index_t n, int reps) {
+  Rng rng(42);
+  std::vector<T> a(static_cast<std::size_t>(m * n)), work_a, tau(static_cast<std::size_t>(n));
+  for (T& x : a)
+    x = static_cast<T>(rng.normal());
+  const int lwork = static_cast<int>(64 * n);
+  std::vector<T> work(static_cast<std::size_t>(lwork));
+  std::vector<double> t;
+  for (int i = 0; i < reps + 1; ++i) {
+    work_a = a;
+    int info = 0;
+    Kokkos::Timer timer;
+    geqrf(static_cast<int>(m), static_cast<int>(n), work_a.data(), static_cast<int>(m), tau.data(),
+          work.data(), lwork, &info);
+    orgqr(static_cast<int>(m), static_cast<int>(n), work_a.data(), static_cast<int>(m), tau.data(),
+          work.data(), lwork, &info);
+    const double dt = timer.seconds();
+    if (info != 0) throw std::runtime_error("bench: Householder QR failed");
+    if (i > 0) t.push_back(dt);
+  }
+  return median(t);
 }
 
 const char* git_commit() { return SCHATTEN_GIT_COMMIT; }
@@ -203,7 +385,13 @@ template class GemmProbe<float>;
 template class GemmProbe<double>;
 template double gemm_seconds<float>(index_t, index_t, index_t, int);
 template double gemm_seconds<double>(index_t, index_t, index_t, int);
-template double gemm_floor_seconds<float>(const Shape&, const PolarOptions&, int);
-template double gemm_floor_seconds<double>(const Shape&, const PolarOptions&, int);
+template std::vector<GemmShape> executed_ops<float>(const Problem&, const PolarOptions&);
+template std::vector<GemmShape> executed_ops<double>(const Problem&, const PolarOptions&);
+template double floor_seconds<float>(const std::vector<GemmShape>&, int);
+template double floor_seconds<double>(const std::vector<GemmShape>&, int);
+template double kernel_floor_seconds<float>(const Problem&, const PolarOptions&, int);
+template double kernel_floor_seconds<double>(const Problem&, const PolarOptions&, int);
+template double householder_qr_seconds<float>(index_t, index_t, int);
+template double householder_qr_seconds<double>(index_t, index_t, int);
 
 }  // namespace schatten::bench

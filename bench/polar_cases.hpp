@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "schatten/kernels/polar.hpp"
+#include "schatten/kernels/qdwh.hpp"
 
 namespace schatten::bench {
 
@@ -26,7 +27,8 @@ struct Method {
   PolarOptions options;
 };
 /// newton_schulz (Keller Jordan, 5), polar_express (reference table, 5 and 8),
-/// polar_express_5 (deployed table), gram_newton_schulz (Polar Express, 5, restart at 2).
+/// polar_express_5 (deployed table), gram_newton_schulz (Polar Express, 5, restart at 2), and
+/// qdwh (l₀ estimated, Newton–Schulz polish): the exact method the others are compared with.
 std::vector<Method> methods();
 
 /// The benchmark input of a shape: the power-law spectrum σ_i = 1/√(i+1), i = 0..k−1 (the
@@ -39,8 +41,14 @@ struct Problem {
   std::vector<double> sigma;  ///< the prescribed singular values
   std::vector<double> a;      ///< row-major
   std::vector<double> exact;  ///< row-major U Vᵀ
+  std::vector<double> u, v;   ///< the singular vectors (row-major rows × k and cols × k)
+  /// Row-major U diag(σ^α) Vᵀ (exact spectral power, from the factors).
+  std::vector<double> spectral_power(double alpha) const;
 };
 const Problem& problem(const Shape& s);
+/// A matrix of that shape with singular values geometric from 1 down to 1/kappa (the
+/// condition number of the QDWH targets), Haar singular vectors, fixed seed; cached.
+const Problem& conditioned_problem(const Shape& s, double kappa);
 
 /// Accuracy of an output q (row-major) against the problem, both as root-mean-squares over the
 /// k = min(rows, cols) singular directions: ‖Q Qᵀ − I‖_F / √k (orthogonality) and
@@ -61,10 +69,32 @@ double predicted_polar_rms(const Problem& p, const PolarOptions& o);
 template <class T>
 double time_polar(const Problem& p, const PolarOptions& o, int reps, std::vector<T>& q);
 
-/// The GEMM floor of a configuration: Σ over polar_gemm_shapes() of count × the median time of
-/// one KokkosBlas GEMM of that shape in precision T, measured now on this machine.
+/// The dense operations one polar() call performs on the problem in precision T: the cost model
+/// polar_gemm_shapes() for the Newton–Schulz family; for QDWH the model evaluated at the
+/// iteration counts of an actual run (QR-type and Cholesky-type counts are data-dependent).
 template <class T>
-double gemm_floor_seconds(const Shape& s, const PolarOptions& o, int reps);
+std::vector<GemmShape> executed_ops(const Problem& p, const PolarOptions& o);
+
+/// The floor of a list of operations: Σ count × the median time of one such operation in
+/// precision T measured now on this machine: GEMM and TRSM through KokkosBlas (the kernels'
+/// path: OpenBLAS here), Cholesky through LAPACK ?potrf (OpenBLAS's, the fastest one available).
+template <class T>
+double floor_seconds(const std::vector<GemmShape>& ops, int reps);
+
+/// floor_seconds(executed_ops(p, o)): the time the same dense operations take as bare library
+/// calls. x_floor = time / floor.
+template <class T>
+double kernel_floor_seconds(const Problem& p, const PolarOptions& o, int reps);
+
+/// Flops of spectral_power() on a rows × cols matrix with the given QDWH counts and number of
+/// shifted solves (the cost model of spectral_power.hpp: QDWH + 2mk² for H + per pole k³/3 +
+/// 2k³ + 2mk² for U_p g(H)).
+double spectral_power_flops(index_t rows, index_t cols, const std::vector<GemmShape>& qdwh_ops, int poles);
+
+/// Median time of one Householder QR (LAPACK ?geqrf + ?orgqr, explicit Q) of an m × n matrix:
+/// what a QR-type QDWH step would cost with Householder instead of shifted Cholesky-QR.
+template <class T>
+double householder_qr_seconds(index_t m, index_t n, int reps);
 
 /// Operands of one GEMM C (m×n) = A (m×k) B (k×n) in precision T (column-major Views), and a
 /// timer of single calls through KokkosBlas, the same path the kernels use.
