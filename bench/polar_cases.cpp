@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <stdexcept>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "schatten/core/random.hpp"
 #include "schatten/reference/polar.hpp"
 
+#ifdef SCHATTEN_BENCH_HAVE_LAPACK
 // LAPACK (OpenBLAS's on Debian) for the Cholesky and Householder floors. Fortran ABI: the
 // hidden length of each character argument is passed last.
 extern "C" {
@@ -35,6 +37,7 @@ void sorgqr_(const int* m, const int* n, const int* k, float* a, const int* lda,
 void dorgqr_(const int* m, const int* n, const int* k, double* a, const int* lda, const double* tau,
              double* work, const int* lwork, int* info);
 }
+#endif
 
 namespace schatten::bench {
 
@@ -247,12 +250,18 @@ double trsm_seconds(index_t m, index_t n, int reps) {
   return median(t);
 }
 
+#ifdef SCHATTEN_BENCH_HAVE_LAPACK
 void potrf(const char* uplo, int n, float* a, int lda, int* info) { spotrf_(uplo, &n, a, &lda, info, 1); }
 void potrf(const char* uplo, int n, double* a, int lda, int* info) { dpotrf_(uplo, &n, a, &lda, info, 1); }
+#endif
 
 /// Time of one LAPACK Cholesky of an n × n SPD matrix (n·I + ½·11ᵀ, column-major).
 template <class T>
 double cholesky_seconds(index_t n, int reps) {
+#ifndef SCHATTEN_BENCH_HAVE_LAPACK
+  (void)n, (void)reps;
+  return std::numeric_limits<double>::quiet_NaN();
+#else
   const std::size_t nn = static_cast<std::size_t>(n * n);
   std::vector<T> spd(nn, T(0.5)), work(nn);
   for (index_t i = 0; i < n; ++i)
@@ -268,6 +277,7 @@ double cholesky_seconds(index_t n, int reps) {
     if (i > 0) t.push_back(dt);
   }
   return median(t);
+#endif
 }
 
 template <class T>
@@ -323,6 +333,7 @@ double spectral_power_flops(index_t rows, index_t cols, const std::vector<GemmSh
   return f + 2 * m * k * k + poles * (k * k * k / 3 + 2 * k * k * k) + 2 * m * k * k;
 }
 
+#ifdef SCHATTEN_BENCH_HAVE_LAPACK
 namespace {
 void geqrf(int m, int n, float* a, int lda, float* tau, float* w, int lw, int* info) {
   sgeqrf_(&m, &n, a, &lda, tau, w, &lw, info);
@@ -338,8 +349,14 @@ void orgqr(int m, int n, double* a, int lda, const double* tau, double* w, int l
 }
 }  // namespace
 
+#endif
+
 template <class T>
 double householder_qr_seconds(index_t m, index_t n, int reps) {
+#ifndef SCHATTEN_BENCH_HAVE_LAPACK
+  (void)m, (void)n, (void)reps;
+  return std::numeric_limits<double>::quiet_NaN();
+#else
   Rng rng(42);
   std::vector<T> a(static_cast<std::size_t>(m * n)), work_a, tau(static_cast<std::size_t>(n));
   for (T& x : a)
@@ -360,6 +377,7 @@ double householder_qr_seconds(index_t m, index_t n, int reps) {
     if (i > 0) t.push_back(dt);
   }
   return median(t);
+#endif
 }
 
 const char* git_commit() { return SCHATTEN_GIT_COMMIT; }
