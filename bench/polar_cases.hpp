@@ -35,7 +35,10 @@ std::vector<Method> methods();
 /// heavy tail of gradient and momentum spectra; after Frobenius normalisation it spans about
 /// [1e-2, 0.4] for k = 768–2048, inside the range the schedules are designed for), Haar-random
 /// singular vectors from a fixed seed, and its exact polar factor U Vᵀ (SVD in double). Built
-/// once per shape and cached (SVDs of the large shapes take seconds).
+/// once per shape and cached. Shapes with min(rows, cols) > kExactLimit (the 4096² and 8192² GPU
+/// targets) get a timing-only problem instead: iid N(0, 1/cols) entries, no factors, and NaN
+/// accuracy (building Haar factors of that size on the host would take minutes).
+constexpr index_t kExactLimit = 2048;
 struct Problem {
   Shape shape;
   std::vector<double> sigma;  ///< the prescribed singular values

@@ -4,9 +4,11 @@
 /// Newton–Schulz family and QDWH) on square and transformer shapes in float and double on this
 /// machine, prints one table (method × shape: time, GFLOP/s, ratio to the floor of the same dense
 /// operations, errors) and writes it as CSV for the plot script
-/// (bench/plot_polar_report.py). Usage: schatten-polar-report [--out DIR] [--quick] [--reps N]
+/// (bench/plot_polar_report.py).
+/// Usage: schatten-polar-report [--out DIR] [--quick] [--reps N] [--shape RxC]... [--method NAME]...
 #include <Kokkos_Core.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -62,12 +64,23 @@ int main(int argc, char** argv) {
   Runtime runtime(argc, argv);
   std::string out = "polar_report";
   bool quick = false;
+  std::vector<Shape> only_shapes;
+  std::vector<std::string> only_methods;
   int reps = 3;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--out") && i + 1 < argc)
       out = argv[++i];
     else if (!std::strcmp(argv[i], "--quick"))
       quick = true;
+    else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) {
+      long r = 0, c = 0;
+      if (std::sscanf(argv[++i], "%ldx%ld", &r, &c) != 2 || r <= 0 || c <= 0) {
+        std::fprintf(stderr, "bad --shape %s (want RxC)\n", argv[i]);
+        return 2;
+      }
+      only_shapes.push_back({static_cast<index_t>(r), static_cast<index_t>(c)});
+    } else if (!std::strcmp(argv[i], "--method") && i + 1 < argc)
+      only_methods.push_back(argv[++i]);
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
       reps = std::max(1, std::atoi(argv[++i]));
     else {
@@ -75,7 +88,10 @@ int main(int argc, char** argv) {
                    "usage: schatten-polar-report [--out DIR] [--quick] [--reps N]\n"
                    "  --out DIR   where polar_report.csv goes (default ./polar_report)\n"
                    "  --quick     only the 768x768 and 768x3072 shapes\n"
-                   "  --reps N    timed repetitions per case, median reported (default 3)\n");
+                   "  --reps N    timed repetitions per case, median reported (default 3)\n"
+                   "  --shape RxC only this shape (repeatable); above 2048 the input is Gaussian\n"
+                   "              and the error columns are nan (timing only)\n"
+                   "  --method M  only this method (repeatable), e.g. polar_express_5, qdwh\n");
       return 2;
     }
   }
@@ -88,15 +104,21 @@ int main(int argc, char** argv) {
       "          x floor = time / (time of the same GEMM/TRSM/Cholesky calls measured in this run)\n\n");
   std::vector<Shape> shapes = benchmark_shapes();
   if (quick) shapes.resize(2);
+  if (!only_shapes.empty()) shapes = only_shapes;
+  std::vector<Method> ms;
+  for (const Method& m : methods())
+    if (only_methods.empty() ||
+        std::find(only_methods.begin(), only_methods.end(), m.name) != only_methods.end())
+      ms.push_back(m);
 
   std::vector<Row> rows;
   print_header();
   for (const Shape& s : shapes) {
-    for (const Method& m : methods())
+    for (const Method& m : ms)
       rows.push_back(measure<float>(s, m, reps)), print_row(rows.back());
   }
   for (const Shape& s : shapes) {
-    for (const Method& m : methods())
+    for (const Method& m : ms)
       rows.push_back(measure<double>(s, m, reps)), print_row(rows.back());
   }
 
