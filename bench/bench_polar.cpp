@@ -47,14 +47,13 @@ template <class T>
 void bm_polar(benchmark::State& st, Shape shape, Method method) {
   const Problem& p = problem(shape);
   const index_t r = shape.rows, c = shape.cols;
-  std::vector<T> a(p.a.begin(), p.a.end()), q(a.size());
+  DeviceCopy<T> d(p.a, r, c);
   Workspace ws;
-  polar(MatrixRef<const T>(a.data(), r, c), MatrixRef<T>(q.data(), r, c), method.options, &ws);  // warm-up
+  polar(d.input(), d.output(), method.options, &ws);  // warm-up
   double total = 0.0;
   for (auto _ : st) {
     Kokkos::Timer timer;
-    const PolarReport rep =
-        polar(MatrixRef<const T>(a.data(), r, c), MatrixRef<T>(q.data(), r, c), method.options, &ws);
+    const PolarReport rep = polar(d.input(), d.output(), method.options, &ws);
     const double s = timer.seconds();
     if (rep.status != Status::ok) {
       st.SkipWithError(rep.message);
@@ -65,7 +64,7 @@ void bm_polar(benchmark::State& st, Shape shape, Method method) {
   }
   const double per_call = total / static_cast<double>(st.iterations());
   const double floor = kernel_floor_seconds<T>(p, method.options, 3);
-  const Accuracy acc = accuracy(p, q);
+  const Accuracy acc = accuracy(p, d.output_to_host());
   st.counters["GFLOP/s"] = polar_flops(r, c, method.options) / per_call / 1e9;
   st.counters["floor_ms"] = floor * 1e3;
   st.counters["x_floor"] = per_call / floor;
@@ -78,16 +77,15 @@ template <class T>
 void bm_spectral_power(benchmark::State& st, Shape shape, double alpha) {
   const Problem& p = problem(shape);
   const index_t r = shape.rows, c = shape.cols;
-  std::vector<T> a(p.a.begin(), p.a.end()), out(a.size());
+  DeviceCopy<T> d(p.a, r, c);
   SpectralPowerOptions o;
   o.alpha = alpha;
   Workspace ws;
-  SpectralPowerReport rep =
-      spectral_power(MatrixRef<const T>(a.data(), r, c), MatrixRef<T>(out.data(), r, c), o, &ws);  // warm-up
+  SpectralPowerReport rep = spectral_power(d.input(), d.output(), o, &ws);  // warm-up
   double total = 0.0;
   for (auto _ : st) {
     Kokkos::Timer timer;
-    rep = spectral_power(MatrixRef<const T>(a.data(), r, c), MatrixRef<T>(out.data(), r, c), o, &ws);
+    rep = spectral_power(d.input(), d.output(), o, &ws);
     const double s = timer.seconds();
     if (rep.status != Status::ok) {
       st.SkipWithError(rep.message);
@@ -98,10 +96,11 @@ void bm_spectral_power(benchmark::State& st, Shape shape, double alpha) {
   }
   const double per_call = total / static_cast<double>(st.iterations());
   const std::vector<double> exact = p.spectral_power(alpha);
+  const std::vector<T> out = d.output_to_host();
   double num = 0.0, den = 0.0;
   for (std::size_t i = 0; i < exact.size(); ++i) {
-    const double d = static_cast<double>(out[i]) - exact[i];
-    num += d * d;
+    const double e = static_cast<double>(out[i]) - exact[i];
+    num += e * e;
     den += exact[i] * exact[i];
   }
   PolarOptions qo;
@@ -119,14 +118,14 @@ void bm_qdwh_floor(benchmark::State& st) {
   const Shape shape{1024, 1024};
   const Problem& p = conditioned_problem(shape, 1e16);
   const index_t n = shape.rows;
-  std::vector<double> a(p.a.begin(), p.a.end()), u(a.size());
+  DeviceCopy<double> d(p.a, n, n);
   QdwhOptions o;
   Workspace ws;
-  QdwhReport rep = qdwh(MatrixRef<const double>(a.data(), n, n), MatrixRef<double>(u.data(), n, n), o, &ws);
+  QdwhReport rep = qdwh(d.input(), d.output(), o, &ws);
   double total = 0.0;
   for (auto _ : st) {
     Kokkos::Timer timer;
-    rep = qdwh(MatrixRef<const double>(a.data(), n, n), MatrixRef<double>(u.data(), n, n), o, &ws);
+    rep = qdwh(d.input(), d.output(), o, &ws);
     const double s = timer.seconds();
     if (rep.status != Status::ok) {
       st.SkipWithError(rep.message);
@@ -138,7 +137,7 @@ void bm_qdwh_floor(benchmark::State& st) {
   const double per_call = total / static_cast<double>(st.iterations());
   const double floor = floor_seconds<double>(
       qdwh_gemm_shapes(n, n, rep.qr_iterations, rep.iterations - rep.qr_iterations, true, o.polish), 3);
-  const Accuracy acc = accuracy(p, u);
+  const Accuracy acc = accuracy(p, d.output_to_host());
   st.counters["iterations"] = rep.iterations;
   st.counters["qr_iterations"] = rep.qr_iterations;
   st.counters["per_iter_ms"] = per_call / rep.iterations * 1e3;

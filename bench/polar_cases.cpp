@@ -178,26 +178,54 @@ double median(std::vector<double> v) {
 }  // namespace
 
 template <class T>
-double time_polar(const Problem& p, const PolarOptions& o, int reps, std::vector<T>& q) {
-  // Input and output live in the default execution space's memory (device memory on a GPU
-  // build), as in a training step: the time is the kernel's, not a host staging copy's.
+struct DeviceCopy<T>::Impl {
   using Mem = Kokkos::DefaultExecutionSpace::memory_space;
-  constexpr MemoryKind kind =
+  static constexpr MemoryKind kind =
       std::is_same<Mem, Kokkos::HostSpace>::value ? MemoryKind::host : MemoryKind::device;
-  const index_t r = p.shape.rows, c = p.shape.cols;
-  const std::size_t n = p.a.size();
-  Kokkos::View<T*, Mem> da(Kokkos::view_alloc(Kokkos::WithoutInitializing, "bench_a"), n),
-      dq(Kokkos::view_alloc(Kokkos::WithoutInitializing, "bench_q"), n);
-  {
-    auto h = Kokkos::create_mirror_view(da);
-    for (std::size_t i = 0; i < n; ++i)
-      h(i) = static_cast<T>(p.a[i]);
-    Kokkos::deep_copy(da, h);
-  }
+  Kokkos::View<T*, Mem> a, q;
+  index_t rows = 0, cols = 0;
+};
+
+template <class T>
+DeviceCopy<T>::DeviceCopy(const std::vector<double>& a, index_t rows, index_t cols) : impl_(new Impl) {
+  const std::size_t n = a.size();
+  impl_->rows = rows;
+  impl_->cols = cols;
+  impl_->a = decltype(impl_->a)(Kokkos::view_alloc(Kokkos::WithoutInitializing, "bench_a"), n);
+  impl_->q = decltype(impl_->q)("bench_q", n);
+  auto h = Kokkos::create_mirror_view(impl_->a);
+  for (std::size_t i = 0; i < n; ++i)
+    h(i) = static_cast<T>(a[i]);
+  Kokkos::deep_copy(impl_->a, h);
+}
+
+template <class T>
+DeviceCopy<T>::~DeviceCopy() {
+  delete impl_;
+}
+
+template <class T>
+MatrixRef<const T> DeviceCopy<T>::input() const {
+  return MatrixRef<const T>(impl_->a.data(), impl_->rows, impl_->cols, Impl::kind);
+}
+
+template <class T>
+MatrixRef<T> DeviceCopy<T>::output() const {
+  return MatrixRef<T>(impl_->q.data(), impl_->rows, impl_->cols, Impl::kind);
+}
+
+template <class T>
+std::vector<T> DeviceCopy<T>::output_to_host() const {
+  auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), impl_->q);
+  return std::vector<T>(h.data(), h.data() + h.extent(0));
+}
+
+template <class T>
+double time_polar(const Problem& p, const PolarOptions& o, int reps, std::vector<T>& q) {
+  DeviceCopy<T> d(p.a, p.shape.rows, p.shape.cols);
   Workspace ws;
   auto run = [&] {
-    const PolarReport rep =
-        polar(MatrixRef<const T>(da.data(), r, c, kind), MatrixRef<T>(dq.data(), r, c, kind), o, &ws);
+    const PolarReport rep = polar(d.input(), d.output(), o, &ws);
     if (rep.status != Status::ok) throw std::runtime_error(std::string("polar failed: ") + rep.message);
   };
   run();  // warm-up: workspace allocation, first-touch, BLAS thread start
@@ -207,10 +235,7 @@ double time_polar(const Problem& p, const PolarOptions& o, int reps, std::vector
     run();
     t.push_back(timer.seconds());
   }
-  q.assign(n, T(0));
-  auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), dq);
-  for (std::size_t i = 0; i < n; ++i)
-    q[i] = h(i);
+  q = d.output_to_host();
   return median(t);
 }
 
@@ -430,6 +455,8 @@ template Accuracy accuracy<float>(const Problem&, const std::vector<float>&);
 template Accuracy accuracy<double>(const Problem&, const std::vector<double>&);
 template double time_polar<float>(const Problem&, const PolarOptions&, int, std::vector<float>&);
 template double time_polar<double>(const Problem&, const PolarOptions&, int, std::vector<double>&);
+template class DeviceCopy<float>;
+template class DeviceCopy<double>;
 template class GemmProbe<float>;
 template class GemmProbe<double>;
 template double gemm_seconds<float>(index_t, index_t, index_t, int);

@@ -67,8 +67,27 @@ Accuracy accuracy(const Problem& p, const std::vector<T>& q);
 /// schedule's composite scalar map and ν its normalisation of the problem.
 double predicted_polar_rms(const Problem& p, const PolarOptions& o);
 
+/// A problem's matrix copied once into the default execution space's memory (device memory on a
+/// GPU build), and an output of the same shape there: benchmarks time kernels on resident data,
+/// as in a training step, not host staging copies.
+template <class T>
+class DeviceCopy {
+ public:
+  DeviceCopy(const std::vector<double>& a, index_t rows, index_t cols);
+  ~DeviceCopy();
+  DeviceCopy(const DeviceCopy&) = delete;
+  DeviceCopy& operator=(const DeviceCopy&) = delete;
+  MatrixRef<const T> input() const;
+  MatrixRef<T> output() const;
+  std::vector<T> output_to_host() const;
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
 /// Median wall time in seconds of `reps` calls of polar() on the problem (after one warm-up
-/// call), with a reused workspace; the output of the last call is left in `q`.
+/// call) on a DeviceCopy, with a reused workspace; the output of the last call is left in `q`.
 template <class T>
 double time_polar(const Problem& p, const PolarOptions& o, int reps, std::vector<T>& q);
 
