@@ -21,6 +21,7 @@
 
 #include "git_info.hpp"
 #include "schatten/core/random.hpp"
+#include "schatten/kokkos/detail/compat.hpp"
 #include "schatten/reference/polar.hpp"
 
 #ifdef SCHATTEN_BENCH_HAVE_LAPACK
@@ -265,7 +266,9 @@ template <class T>
 double GemmProbe<T>::seconds() {
   Kokkos::fence();
   Kokkos::Timer timer;
-  KokkosBlas::gemm("N", "N", T(1), impl_->a, impl_->b, T(0), impl_->c);
+  // The kernels' own GEMM entry: KokkosBlas, or the vendor layer for 16-bit storage.
+  using S = kokkos::detail::scalar_t<T>;
+  kokkos::detail::gemm(Kokkos::DefaultExecutionSpace(), "N", "N", S(1), impl_->a, impl_->b, S(0), impl_->c);
   Kokkos::fence();
   return timer.seconds();
 }
@@ -273,8 +276,8 @@ double GemmProbe<T>::seconds() {
 template <class T>
 double gemm_seconds(index_t m, index_t n, index_t k, int reps) {
   // Methods share GEMM shapes: measure each (type, shape, reps) once per process.
-  static std::map<std::tuple<std::size_t, index_t, index_t, index_t, int>, double> cache;
-  const auto key = std::make_tuple(sizeof(T), m, n, k, reps);
+  static std::map<std::tuple<index_t, index_t, index_t, int>, double> cache;  // one per type T
+  const auto key = std::make_tuple(m, n, k, reps);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   GemmProbe<T> probe(m, n, k);
   std::vector<double> t;
@@ -338,20 +341,24 @@ double cholesky_seconds(index_t n, int reps) {
 
 template <class T>
 double op_seconds(const GemmShape& g, int reps) {
-  static std::map<std::tuple<std::size_t, int, index_t, index_t, index_t, int>, double> cache;
-  const auto key = std::make_tuple(sizeof(T), static_cast<int>(g.kind), g.m, g.n, g.k, reps);
+  static std::map<std::tuple<int, index_t, index_t, index_t, int>, double> cache;  // one per type T
+  const auto key = std::make_tuple(static_cast<int>(g.kind), g.m, g.n, g.k, reps);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
-  double s = 0.0;
-  switch (g.kind) {
-    case OpKind::gemm:
-      s = gemm_seconds<T>(g.m, g.n, g.k, reps);
-      break;
-    case OpKind::trsm:
-      s = trsm_seconds<T>(g.m, g.n, reps);
-      break;
-    case OpKind::cholesky:
-      s = cholesky_seconds<T>(g.m, reps);
-      break;
+  double s = std::numeric_limits<double>::quiet_NaN();
+  if constexpr (kokkos::detail::is_lowp<T>) {  // 16-bit storage: only GEMMs have a vendor path
+    if (g.kind == OpKind::gemm) s = gemm_seconds<T>(g.m, g.n, g.k, reps);
+  } else {
+    switch (g.kind) {
+      case OpKind::gemm:
+        s = gemm_seconds<T>(g.m, g.n, g.k, reps);
+        break;
+      case OpKind::trsm:
+        s = trsm_seconds<T>(g.m, g.n, reps);
+        break;
+      case OpKind::cholesky:
+        s = cholesky_seconds<T>(g.m, reps);
+        break;
+    }
   }
   return cache[key] = s;
 }
@@ -378,6 +385,12 @@ double floor_seconds(const std::vector<GemmShape>& ops, int reps) {
 
 template <class T>
 double kernel_floor_seconds(const Problem& p, const PolarOptions& o, int reps) {
+#if defined(SCHATTEN_HAVE_LOWP_GEMM)
+  if (o.compute == Precision::bf16)
+    return floor_seconds<Kokkos::Experimental::bhalf_t>(executed_ops<T>(p, o), reps);
+  if (o.compute == Precision::fp16)
+    return floor_seconds<Kokkos::Experimental::half_t>(executed_ops<T>(p, o), reps);
+#endif
   return floor_seconds<T>(executed_ops<T>(p, o), reps);
 }
 

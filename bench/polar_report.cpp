@@ -6,6 +6,7 @@
 /// operations, errors) and writes it as CSV for the plot script
 /// (bench/plot_polar_report.py).
 /// Usage: schatten-polar-report [--out DIR] [--quick] [--reps N] [--shape RxC]... [--method NAME]...
+///        [--lowp bf16|fp16]
 #include <Kokkos_Core.hpp>
 
 #include <algorithm>
@@ -29,13 +30,15 @@ struct Row {
 };
 
 template <class T>
-Row measure(const Shape& s, const Method& m, int reps) {
+Row measure(const Shape& s, const Method& m, int reps, const char* label = nullptr) {
   const Problem& p = problem(s);
   std::vector<T> q;
   const double t = time_polar<T>(p, m.options, reps, q);
   const double floor = kernel_floor_seconds<T>(p, m.options, reps);
   const Accuracy acc = accuracy(p, q);
-  return {sizeof(T) == 4 ? "float" : "double",
+  return {label            ? label
+          : sizeof(T) == 4 ? "float"
+                           : "double",
           s.name(),
           m.name,
           t * 1e3,
@@ -66,6 +69,7 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::vector<Shape> only_shapes;
   std::vector<std::string> only_methods;
+  Precision lowp = Precision::automatic;
   int reps = 3;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--out") && i + 1 < argc)
@@ -81,7 +85,14 @@ int main(int argc, char** argv) {
       only_shapes.push_back({static_cast<index_t>(r), static_cast<index_t>(c)});
     } else if (!std::strcmp(argv[i], "--method") && i + 1 < argc)
       only_methods.push_back(argv[++i]);
-    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
+    else if (!std::strcmp(argv[i], "--lowp") && i + 1 < argc) {
+      const std::string p = argv[++i];
+      lowp = p == "bf16" ? Precision::bf16 : p == "fp16" ? Precision::fp16 : Precision::automatic;
+      if (lowp == Precision::automatic) {
+        std::fprintf(stderr, "--lowp takes bf16 or fp16\n");
+        return 2;
+      }
+    } else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
       reps = std::max(1, std::atoi(argv[++i]));
     else {
       std::fprintf(stderr,
@@ -91,7 +102,9 @@ int main(int argc, char** argv) {
                    "  --reps N    timed repetitions per case, median reported (default 3)\n"
                    "  --shape RxC only this shape (repeatable); above 2048 the input is Gaussian\n"
                    "              and the error columns are nan (timing only)\n"
-                   "  --method M  only this method (repeatable), e.g. polar_express_5, qdwh\n");
+                   "  --method M  only this method (repeatable), e.g. polar_express_5, qdwh\n"
+                   "  --lowp P    also run the float cases iterating in P (bf16 or fp16) where this\n"
+                   "              build supports it (CUDA builds; Newton-Schulz and Polar Express)\n");
       return 2;
     }
   }
@@ -116,6 +129,12 @@ int main(int argc, char** argv) {
   for (const Shape& s : shapes) {
     for (const Method& m : ms)
       rows.push_back(measure<float>(s, m, reps)), print_row(rows.back());
+    if (lowp != Precision::automatic)
+      for (Method m : ms) {
+        if (!precision_supported(lowp, m.options.method)) continue;
+        m.options.compute = lowp;
+        rows.push_back(measure<float>(s, m, reps, to_string(lowp))), print_row(rows.back());
+      }
   }
   for (const Shape& s : shapes) {
     for (const Method& m : ms)

@@ -46,8 +46,10 @@ struct PolarOptions {
   /// (X ← Q X, R ← X Xᵀ, Q ← I); entries ≥ iterations have no effect. Restarts stop the loss
   /// of accuracy of the accumulated Gram factors. Default {2} [V] NoahAmsel/gram-newton-schulz.
   std::vector<int> gram_restarts{2};
-  /// Precision of the iteration: automatic (= the input's), fp32 or fp64. bf16/fp16 →
-  /// Status::unsupported in this release.
+  /// Precision of the iteration: automatic (= the input's), fp32 or fp64; bf16 or fp16 on CUDA
+  /// builds for newton_schulz and polar_express (16-bit storage of the iterate and of every GEMM
+  /// result, fp32 accumulation and fp32 scalar arithmetic, normalisation computed in double from
+  /// the input; docs/kernels/polar.md). Elsewhere bf16/fp16 → Status::unsupported.
   Precision compute = Precision::automatic;
   /// Options of PolarMethod::qdwh (which ignores iterations, schedule and gram_restarts).
   QdwhOptions qdwh{};
@@ -136,6 +138,10 @@ PolarReport kaon(const A& a, const Q& q, int steps = 5, Workspace* workspace = n
   o.iterations = steps;
   return polar(a, q, o, workspace);
 }
+
+/// True when this build can run polar() with `method` iterating in precision `p` (fp32, fp64
+/// and automatic always; bf16/fp16 only for newton_schulz and polar_express on a CUDA build).
+bool precision_supported(Precision p, PolarMethod method);
 
 /// The schedule polar() will use for these options (the method's default when none is set).
 CoefficientSchedule resolved_schedule(const PolarOptions& options);

@@ -103,8 +103,8 @@ void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t c
 /// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for every b. One BLAS call per matrix.
 // TODO(#7): one strided-batched GEMM call on GPUs (cuBLAS / rocBLAS) through the vendor layer.
 template <class Exec, class T, class Mem>
-void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, T alpha, const Mat3<T, Mem>& a,
-                  const Mat3<T, Mem>& b, T beta, const Mat3<T, Mem>& c) {
+void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, scalar_t<T> alpha,
+                  const Mat3<T, Mem>& a, const Mat3<T, Mem>& b, scalar_t<T> beta, const Mat3<T, Mem>& c) {
   for (index_t i = 0; i < static_cast<index_t>(c.extent(2)); ++i) {
     gemm(space, trans_a, trans_b, alpha, Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i),
          Kokkos::subview(b, Kokkos::ALL, Kokkos::ALL, i), beta,
@@ -113,27 +113,33 @@ void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, T
 }
 
 /// C ← [C] + beta·A + alpha·I on square matrices (the bracket when `accumulate`).
-/// One pass over C and A; with accumulate = false C's old contents are not read.
+/// One pass over C and A; with accumulate = false C's old contents are not read. The arithmetic
+/// runs in scalar_t<T> (float for 16-bit storage), rounded to T once on the store.
 template <class Exec, class T, class Mem>
-void add_scaled_identity(const Exec& space, const Mat3<T, Mem>& c, bool accumulate, T beta,
-                         const Mat3<T, Mem>& a, T alpha) {
+void add_scaled_identity(const Exec& space, const Mat3<T, Mem>& c, bool accumulate, scalar_t<T> beta,
+                         const Mat3<T, Mem>& a, scalar_t<T> alpha) {
+  using S = scalar_t<T>;
   for_each_element(
       space, "schatten::add_scaled_identity", c.extent(0), c.extent(1), c.extent(2),
       KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
-        T v = beta * a(i, j, b);
+        S v = beta * static_cast<S>(a(i, j, b));
         if (i == j) v += alpha;
-        c(i, j, b) = accumulate ? c(i, j, b) + v : v;
+        c(i, j, b) = static_cast<T>(accumulate ? static_cast<S>(c(i, j, b)) + v : v);
       });
 }
 
 /// C ← C + alpha·I on every square matrix of the batch (touches the diagonal only).
 template <class Exec, class T, class Mem>
-void add_diagonal(const Exec& space, const Mat3<T, Mem>& c, T alpha) {
+void add_diagonal(const Exec& space, const Mat3<T, Mem>& c, scalar_t<T> alpha) {
+  using S = scalar_t<T>;
   const index_t k = c.extent(0);
   Kokkos::parallel_for(
       "schatten::add_diagonal",
       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k * static_cast<index_t>(c.extent(2))),
-      KOKKOS_LAMBDA(index_t ib) { c(ib % k, ib % k, ib / k) += alpha; });
+      KOKKOS_LAMBDA(index_t ib) {
+        T& d = c(ib % k, ib % k, ib / k);
+        d = static_cast<T>(static_cast<S>(d) + alpha);
+      });
 }
 
 /// dst ← src (same shape; both contiguous, so this is a memcpy on the host).

@@ -12,6 +12,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "schatten/kokkos/detail/vendor.hpp"
+
 namespace schatten::kokkos::detail {
 
 #if KOKKOS_VERSION >= 30700
@@ -38,21 +40,29 @@ KOKKOS_INLINE_FUNCTION double abs_or_inf(T x) {
   return kmath::isfinite(d) ? kmath::fabs(d) : std::numeric_limits<double>::infinity();
 }
 
-/// C = alpha op(A) op(B) + beta C through KokkosBlas (so BLAS / cuBLAS / rocBLAS do the work).
+/// C = alpha op(A) op(B) + beta C through KokkosBlas (so BLAS / cuBLAS / rocBLAS do the work),
+/// or through the vendor layer for 16-bit storage (vendor.hpp: fp32 accumulation).
 /// All three views must share one layout: mixed layouts fall back to a slow native kernel.
 /// Kokkos Kernels 3.4 has no execution-space argument; 4.x enqueues on `space`.
 template <class Exec, class AV, class BV, class CV>
-void gemm(const Exec& space, const char* trans_a, const char* trans_b, typename CV::const_value_type alpha,
-          const AV& a, const BV& b, typename CV::const_value_type beta, const CV& c) {
+void gemm(const Exec& space, const char* trans_a, const char* trans_b,
+          scalar_t<typename CV::non_const_value_type> alpha, const AV& a, const BV& b,
+          scalar_t<typename CV::non_const_value_type> beta, const CV& c) {
   static_assert(std::is_same<typename AV::array_layout, typename CV::array_layout>::value &&
                     std::is_same<typename BV::array_layout, typename CV::array_layout>::value,
                 "schatten: gemm operands must share one layout to reach BLAS");
-#if KOKKOS_VERSION >= 40000
-  KokkosBlas::gemm(space, trans_a, trans_b, alpha, a, b, beta, c);
-#else
-  (void)space;
-  KokkosBlas::gemm(trans_a, trans_b, alpha, a, b, beta, c);
+  if constexpr (is_lowp<typename CV::non_const_value_type>) {
+#if defined(SCHATTEN_HAVE_LOWP_GEMM)
+    vendor::gemm_lowp(space, trans_a, trans_b, alpha, a, b, beta, c);
 #endif
+  } else {
+#if KOKKOS_VERSION >= 40000
+    KokkosBlas::gemm(space, trans_a, trans_b, alpha, a, b, beta, c);
+#else
+    (void)space;
+    KokkosBlas::gemm(trans_a, trans_b, alpha, a, b, beta, c);
+#endif
+  }
 }
 
 /// Triangular solve with many right-hand sides through KokkosBlas (BLAS / cuBLAS trsm):

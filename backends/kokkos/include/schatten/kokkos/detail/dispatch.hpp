@@ -10,7 +10,7 @@
 namespace schatten::kokkos::detail {
 
 inline const char* kUnsupportedPrecision =
-    "bf16/fp16 iteration is not available in this release (see issue #7)";
+    "bf16/fp16 iteration needs a CUDA build and the newton_schulz or polar_express method";
 
 /// qdwh() with the iteration precision from options.compute (automatic = the input's).
 template <class Exec, class TIn>
@@ -101,6 +101,19 @@ PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename
       return polar_strided<Exec, TIn, double>(space, a, q, options, ws);
     case Precision::bf16:
     case Precision::fp16:
+#if defined(SCHATTEN_HAVE_LOWP_GEMM)
+      // 16-bit storage with fp32 accumulation on CUDA (vendor.hpp), for the Newton–Schulz and
+      // Polar Express iterations; the normalisation is computed in double before the iterate is
+      // rounded to 16 bits. Gram Newton–Schulz needs its Gram in at least fp32 (algorithms.md
+      // §2.4) and is refused, as are host execution spaces (no 16-bit GEMM there).
+      if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
+        if (options.method == PolarMethod::gram_newton_schulz)
+          return polar_failure(Status::unsupported, "gram_newton_schulz does not iterate in bf16/fp16");
+        if (options.compute == Precision::bf16)
+          return polar_strided<Exec, TIn, Kokkos::Experimental::bhalf_t>(space, a, q, options, ws);
+        return polar_strided<Exec, TIn, Kokkos::Experimental::half_t>(space, a, q, options, ws);
+      }
+#endif
       break;
   }
   return polar_failure(Status::unsupported, kUnsupportedPrecision);

@@ -145,20 +145,22 @@ void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>&
 /// The k × k Gram of W: W Wᵀ (left form) or Wᵀ W (right form). One GEMM(k, k, n).
 template <class Exec, class TC, class Mem>
 void gram(const Exec& space, bool right, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& out) {
+  using S = scalar_t<TC>;
   if (right)
-    batched_gemm(space, "T", "N", TC(1), x, x, TC(0), out);
+    batched_gemm(space, "T", "N", S(1), x, x, S(0), out);
   else
-    batched_gemm(space, "N", "T", TC(1), x, x, TC(0), out);
+    batched_gemm(space, "N", "T", S(1), x, x, S(0), out);
 }
 
 /// y = B x (left form) or x B (right form), B a k × k symmetric factor. One GEMM(k, n, k).
 template <class Exec, class TC, class Mem>
 void apply_factor(const Exec& space, bool right, const Mat3<TC, Mem>& factor, const Mat3<TC, Mem>& x,
                   const Mat3<TC, Mem>& y) {
+  using S = scalar_t<TC>;
   if (right)
-    batched_gemm(space, "N", "N", TC(1), x, factor, TC(0), y);
+    batched_gemm(space, "N", "N", S(1), x, factor, S(0), y);
   else
-    batched_gemm(space, "N", "N", TC(1), factor, x, TC(0), y);
+    batched_gemm(space, "N", "N", S(1), factor, x, S(0), y);
 }
 
 /// Newton–Schulz steps X ← p_t(X) = (a I + b A + c A²) X with A = X Xᵀ (or the right form).
@@ -170,15 +172,16 @@ template <class Exec, class TC, class Mem>
 Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool right, const CoefficientSchedule& sched,
                                   int iterations, Mat3<TC, Mem> x, Mat3<TC, Mem> y, const Mat3<TC, Mem>& a2,
                                   const Mat3<TC, Mem>& poly) {
+  using S = scalar_t<TC>;
   for (int t = 0; t < iterations; ++t) {
     const OddQuintic p = sched.at(t);
     gram(space, right, x, a2);  // A = X Xᵀ
     if (p.c != 0.0) {
       copy(space, poly, a2);
-      batched_gemm(space, "N", "N", TC(p.c), a2, a2, TC(p.b), poly);  // c A² + b A
-      add_diagonal(space, poly, TC(p.a));                             // + a I
+      batched_gemm(space, "N", "N", S(p.c), a2, a2, S(p.b), poly);  // c A² + b A
+      add_diagonal(space, poly, S(p.a));                            // + a I
     } else {
-      add_scaled_identity(space, poly, false, TC(p.b), a2, TC(p.a));  // b A + a I
+      add_scaled_identity(space, poly, false, S(p.b), a2, S(p.a));  // b A + a I
     }
     apply_factor(space, right, poly, x, y);  // X ← B X
     std::swap(x, y);
@@ -197,6 +200,7 @@ Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool right, const Coef
                                        int iterations, const std::vector<int>& restarts, Mat3<TC, Mem> x,
                                        Mat3<TC, Mem> y, Mat3<TC, Mem> r, const Mat3<TC, Mem>& z,
                                        Mat3<TC, Mem> q, Mat3<TC, Mem> t1, Mat3<TC, Mem> t2) {
+  using S = scalar_t<TC>;
   if (iterations <= 0) return x;
   auto restart_before = [&](int t) {
     return t > 0 && std::find(restarts.begin(), restarts.end(), t) != restarts.end();
@@ -213,24 +217,24 @@ Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool right, const Coef
     // Z = c R² + b R
     if (p.c != 0.0) {
       copy(space, z, r);
-      batched_gemm(space, "N", "N", TC(p.c), r, r, TC(p.b), z);
+      batched_gemm(space, "N", "N", S(p.c), r, r, S(p.b), z);
     } else {
-      add_scaled_identity(space, z, false, TC(p.b), r, TC(0));
+      add_scaled_identity(space, z, false, S(p.b), r, S(0));
     }
     if (t == 0 || restart) {
       copy(space, q, z);  // Q = a I + Z
-      add_diagonal(space, q, TC(p.a));
+      add_diagonal(space, q, S(p.a));
     } else {
       copy(space, t1, q);  // Q ← Q Z + a Q
-      batched_gemm(space, "N", "N", TC(1), q, z, TC(p.a), t1);
+      batched_gemm(space, "N", "N", S(1), q, z, S(p.a), t1);
       std::swap(q, t1);
     }
     symmetrize(space, q);
     if (t + 1 < iterations && !restart_before(t + 1)) {
       copy(space, t1, r);  // T1 = R Z + a R
-      batched_gemm(space, "N", "N", TC(1), r, z, TC(p.a), t1);
+      batched_gemm(space, "N", "N", S(1), r, z, S(p.a), t1);
       copy(space, t2, t1);  // R ← Z T1 + a T1
-      batched_gemm(space, "N", "N", TC(1), z, t1, TC(p.a), t2);
+      batched_gemm(space, "N", "N", S(1), z, t1, S(p.a), t2);
       std::swap(r, t2);
       symmetrize(space, r);
     }
