@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "schatten/kernels/polar.hpp"
@@ -226,8 +227,10 @@ TEST_SUITE("kernels.polar.api") {
   TEST_CASE("bf16/fp16 iteration: near the exact-arithmetic output where supported and refused elsewhere") {
     // 96 × 160 float input, singular values a log grid of [1e-3, 1]. The oracle is the output
     // exact arithmetic predicts (SVD in double). Tolerances: every step rounds its GEMM results
-    // to 16 bits (u = 2⁻⁸ for bf16, 2⁻¹¹ for fp16); five steps whose slopes amplify earlier
-    // errors by at most ~4 on the converged band give ≤ 5·4·u relative (0.08 / 0.01).
+    // to 16 bits (u = 2⁻⁸ for bf16, 2⁻¹¹ for fp16) and later steps amplify earlier errors by their
+    // slopes (up to ~8 at the small singular values for Polar Express's first rows), so
+    // ≈ 5·6·u relative: 0.12 / 0.015. Measured on an H200: bf16 0.059 (NS) and 0.078 (PE),
+    // fp16 0.0075 and 0.0095 — the bound leaves room for other GPUs' GEMM kernels.
     SpectrumCase sc{"lowp", 96, 160, geometric(96, 1e-3)};
     const std::uint64_t seed = case_seed("lowp");
     CAPTURE(seed);
@@ -253,8 +256,8 @@ TEST_SUITE("kernels.polar.api") {
         const Eigen::MatrixXd want = predicted_polynomial_output(
             a, oracle_steps(o), o.iterations, resolved_schedule(o).normalization.safety, 0.0);
         const double err = relative_error(from_row_major(out.data(), 96, 160), want);
-        MESSAGE(to_string(p) << " method " << static_cast<int>(m) << ": relative error " << err);
-        CHECK(err <= (p == Precision::bf16 ? 0.08 : 0.01));
+        MESSAGE(std::string(to_string(p)) << " method " << static_cast<int>(m) << ": relative error " << err);
+        CHECK(err <= (p == Precision::bf16 ? 0.12 : 0.015));
       }
     }
     CHECK_FALSE(precision_supported(Precision::bf16, PolarMethod::gram_newton_schulz));

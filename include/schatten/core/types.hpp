@@ -13,9 +13,9 @@ using index_t = std::ptrdiff_t;
 
 /// Floating-point formats a kernel can store or iterate in.
 ///
-/// `automatic` means "the precision of the input". bf16 and fp16 are part of the vocabulary so
-/// that options and file formats are stable, but the kernels of this release reject them with
-/// Status::unsupported (they arrive with the GPU backend).
+/// `automatic` means "the precision of the input". bf16 and fp16 are iteration precisions of the
+/// Newton–Schulz family on CUDA builds (schatten::precision_supported() says where); elsewhere
+/// the kernels reject them with Status::unsupported.
 enum class Precision { automatic, bf16, fp16, fp32, fp64 };
 
 /// Where the memory behind a pointer lives.

@@ -37,7 +37,9 @@ KOKKOS_INLINE_FUNCTION constexpr T kmin(T a, T b) {
 template <class T>
 KOKKOS_INLINE_FUNCTION double abs_or_inf(T x) {
   const double d = static_cast<double>(x);
-  return kmath::isfinite(d) ? kmath::fabs(d) : std::numeric_limits<double>::infinity();
+  // __builtin_huge_val(): +infinity in host and device code (numeric_limits is host-only
+  // constexpr, which nvcc warns about in device code).
+  return kmath::isfinite(d) ? kmath::fabs(d) : __builtin_huge_val();
 }
 
 /// C = alpha op(A) op(B) + beta C through KokkosBlas (so BLAS / cuBLAS / rocBLAS do the work),
