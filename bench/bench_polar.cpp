@@ -43,26 +43,39 @@ const char* precision_name() {
   return sizeof(T) == 4 ? "float" : "double";
 }
 
+/// Runs `call` once as a warm-up, then under Google Benchmark's manual timing; `call` returns a
+/// report with `status` and `message`. Sets `per_call` to the mean seconds per timed call, or
+/// to −1 after reporting a failed call with SkipWithError. Returns the last report.
+template <class Call>
+auto time_calls(benchmark::State& st, const Call& call, double& per_call) -> decltype(call()) {
+  auto rep = call();
+  double total = 0.0;
+  per_call = -1.0;
+  for (auto _ : st) {
+    Kokkos::Timer timer;
+    rep = call();
+    const double s = timer.seconds();
+    if (rep.status != Status::ok) {
+      st.SkipWithError(rep.message);
+      return rep;
+    }
+    st.SetIterationTime(s);
+    total += s;
+  }
+  per_call = total / static_cast<double>(st.iterations());
+  return rep;
+}
+
 template <class T>
 void bm_polar(benchmark::State& st, Shape shape, Method method) {
   const Problem& p = problem(shape);
   const index_t r = shape.rows, c = shape.cols;
   DeviceCopy<T> d(p.a, r, c);
   Workspace ws;
-  polar(d.input(), d.output(), method.options, &ws);  // warm-up
-  double total = 0.0;
-  for (auto _ : st) {
-    Kokkos::Timer timer;
-    const PolarReport rep = polar(d.input(), d.output(), method.options, &ws);
-    const double s = timer.seconds();
-    if (rep.status != Status::ok) {
-      st.SkipWithError(rep.message);
-      return;
-    }
-    st.SetIterationTime(s);
-    total += s;
-  }
-  const double per_call = total / static_cast<double>(st.iterations());
+  double per_call = 0.0;
+  time_calls(
+      st, [&] { return polar(d.input(), d.output(), method.options, &ws); }, per_call);
+  if (per_call < 0) return;
   const double floor = kernel_floor_seconds<T>(p, method.options, 3);
   const Accuracy acc = accuracy(p, d.output_to_host());
   st.counters["GFLOP/s"] = polar_flops(r, c, method.options) / per_call / 1e9;
@@ -81,20 +94,10 @@ void bm_spectral_power(benchmark::State& st, Shape shape, double alpha) {
   SpectralPowerOptions o;
   o.alpha = alpha;
   Workspace ws;
-  SpectralPowerReport rep = spectral_power(d.input(), d.output(), o, &ws);  // warm-up
-  double total = 0.0;
-  for (auto _ : st) {
-    Kokkos::Timer timer;
-    rep = spectral_power(d.input(), d.output(), o, &ws);
-    const double s = timer.seconds();
-    if (rep.status != Status::ok) {
-      st.SkipWithError(rep.message);
-      return;
-    }
-    st.SetIterationTime(s);
-    total += s;
-  }
-  const double per_call = total / static_cast<double>(st.iterations());
+  double per_call = 0.0;
+  const SpectralPowerReport rep = time_calls(
+      st, [&] { return spectral_power(d.input(), d.output(), o, &ws); }, per_call);
+  if (per_call < 0) return;
   const std::vector<double> exact = p.spectral_power(alpha);
   const std::vector<T> out = d.output_to_host();
   double num = 0.0, den = 0.0;
@@ -121,20 +124,10 @@ void bm_qdwh_floor(benchmark::State& st) {
   DeviceCopy<double> d(p.a, n, n);
   QdwhOptions o;
   Workspace ws;
-  QdwhReport rep = qdwh(d.input(), d.output(), o, &ws);
-  double total = 0.0;
-  for (auto _ : st) {
-    Kokkos::Timer timer;
-    rep = qdwh(d.input(), d.output(), o, &ws);
-    const double s = timer.seconds();
-    if (rep.status != Status::ok) {
-      st.SkipWithError(rep.message);
-      return;
-    }
-    st.SetIterationTime(s);
-    total += s;
-  }
-  const double per_call = total / static_cast<double>(st.iterations());
+  double per_call = 0.0;
+  const QdwhReport rep = time_calls(
+      st, [&] { return qdwh(d.input(), d.output(), o, &ws); }, per_call);
+  if (per_call < 0) return;
   const double floor = floor_seconds<double>(
       qdwh_gemm_shapes(n, n, rep.qr_iterations, rep.iterations - rep.qr_iterations, true, o.polish), 3);
   const Accuracy acc = accuracy(p, d.output_to_host());

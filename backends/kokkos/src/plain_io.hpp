@@ -7,11 +7,13 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <new>
 #include <optional>
 #include <vector>
 
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/runtime.hpp"
+#include "schatten/core/status.hpp"
 #include "schatten/kokkos/detail/batched.hpp"
 #include "workspace_impl.hpp"
 
@@ -85,6 +87,19 @@ class DeviceIO {
   Packed<T> staged_in_;
   std::vector<std::pair<Packed<T>, BatchedMatrixRef<T>>> staged_out_;
 };
+
+/// Runs f() (returning a Status) and maps the exceptions of Kokkos and the standard library to
+/// statuses, so that no exception leaves a plain-array entry point.
+template <class F>
+Status status_guard(const F& f) noexcept {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory;
+  } catch (...) {
+    return Status::internal_error;
+  }
+}
 
 /// The workspace of a call: the caller's, or a temporary one.
 class CallWorkspace {

@@ -106,15 +106,11 @@ Status norm_plain(const BatchedMatrixRef<const T>& a, double q, double* norms,
   schatten::detail::ensure_runtime();
   if (schatten::detail::check_layout(a, false) || (norms == nullptr && a.batch > 0))
     return Status::invalid_argument;
-  try {
+  return status_guard([&] {
     CallWorkspace ws(workspace);
     DeviceIO<T> io(a);
     return schatten_norm_dispatch<DefaultExec, T>(DefaultExec(), io.input(), q, norms, options, ws.get());
-  } catch (const std::bad_alloc&) {
-    return Status::out_of_memory;
-  } catch (const std::exception&) {
-    return Status::internal_error;
-  }
+  });
 }
 
 }  // namespace

@@ -14,6 +14,32 @@ namespace schatten {
 namespace kokkos::detail {
 namespace {
 
+/// The sums of a validated call. A named function, not a lambda: nvcc does not allow device
+/// lambdas inside lambdas.
+template <class T>
+Status inner_sums(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<const T>& b, double* out) {
+  DeviceIO<T> ia(a), ib(b);
+  const auto va = ia.input();
+  const auto vb = ib.input();
+  const bool cols_contiguous = va.stride(2) == 1 && vb.stride(2) == 1;
+  std::vector<double> sums(static_cast<std::size_t>(a.batch), 0.0);
+  for (index_t k = 0; k < a.batch; ++k) {
+    double s = 0.0;
+    reduce_matrix(
+        DefaultExec(), "schatten::frobenius_inner", a.rows, a.cols, cols_contiguous,
+        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+          acc += static_cast<double>(va(k, i, j)) * static_cast<double>(vb(k, i, j));
+        },
+        Kokkos::Sum<double>(s));
+    // A NaN/Inf entry makes the sum NaN or ±Inf (0·Inf = NaN included).
+    if (!std::isfinite(s)) return Status::non_finite_input;
+    sums[static_cast<std::size_t>(k)] = s;
+  }
+  for (std::size_t k = 0; k < sums.size(); ++k)
+    out[k] = sums[k];
+  return Status::ok;
+}
+
 template <class T>
 Status inner_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<const T>& b, double* out) {
   schatten::detail::ensure_runtime();
@@ -21,32 +47,7 @@ Status inner_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<co
     return Status::invalid_argument;
   if (a.batch != b.batch || a.rows != b.rows || a.cols != b.cols) return Status::invalid_argument;
   if (a.batch > 0 && out == nullptr) return Status::invalid_argument;
-  try {
-    DeviceIO<T> ia(a), ib(b);
-    const auto va = ia.input();
-    const auto vb = ib.input();
-    const bool cols_contiguous = va.stride(2) == 1 && vb.stride(2) == 1;
-    std::vector<double> sums(static_cast<std::size_t>(a.batch), 0.0);
-    for (index_t k = 0; k < a.batch; ++k) {
-      double s = 0.0;
-      reduce_matrix(
-          DefaultExec(), "schatten::frobenius_inner", a.rows, a.cols, cols_contiguous,
-          KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-            acc += static_cast<double>(va(k, i, j)) * static_cast<double>(vb(k, i, j));
-          },
-          Kokkos::Sum<double>(s));
-      // A NaN/Inf entry makes the sum NaN or ±Inf (0·Inf = NaN included).
-      if (!std::isfinite(s)) return Status::non_finite_input;
-      sums[static_cast<std::size_t>(k)] = s;
-    }
-    for (std::size_t k = 0; k < sums.size(); ++k)
-      out[k] = sums[k];
-    return Status::ok;
-  } catch (const std::bad_alloc&) {
-    return Status::out_of_memory;
-  } catch (const std::exception&) {
-    return Status::internal_error;
-  }
+  return status_guard([&] { return inner_sums<T>(a, b, out); });
 }
 
 }  // namespace
