@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// chain(r1, r2, ...): rules applied in order to the same update buffer; itself a rule.
+#pragma once
+
+#include <string>
+#include <tuple>
+#include <utility>
+
+#include "schatten/optim/rule.hpp"
+
+namespace schatten::optim {
+
+/// Rules whose update can fail after validation (the matrix-function rules: a kernel can report
+/// an allocation failure) declare `static constexpr bool may_fail = true`.
+template <class R, class = void>
+struct rule_may_fail : std::false_type {};
+template <class R>
+struct rule_may_fail<R, std::void_t<decltype(R::may_fail)>> : std::bool_constant<R::may_fail> {};
+
+namespace detail {
+/// Forwards v(name, field) as v(prefix + name, field): how a chain names its children's fields
+/// ("<index>_<rule name>/<field>").
+template <class V>
+struct PrefixVisitor {
+  V& inner;
+  std::string prefix;
+  template <class F>
+  void operator()(const std::string& name, F& field) {
+    inner(prefix + name, field);
+  }
+};
+}  // namespace detail
+
+/// The state of chain(Rules...): the rules' states in order (a std::tuple, so std::get<I>
+/// works), typed by the rules so that visit_fields can name each child.
+template <class... Rules>
+struct ChainState : std::tuple<typename Rules::State...> {
+  using Base = std::tuple<typename Rules::State...>;
+  ChainState() = default;
+  explicit ChainState(Base b) : Base(std::move(b)) {}
+};
+
+/// Names every field of a chain's state as "<index>_<rule name>/<field>" (nested chains nest).
+template <class V, class... Rules>
+void visit_fields(V& v, ChainState<Rules...>& s);
+
+/// Rules applied in order. State = std::tuple of the rules' states.
+///
+/// update() first checks the gradient for NaN/Inf (non_finite_input; nothing touched). When a
+/// rule that may fail is part of the chain, the state and the buffer are copied before the rules
+/// run and restored if one fails, so a failed step leaves everything as it was.
+template <class... Rules>
+class Chain {
+  static_assert((is_rule_v<Rules> && ...), "chain(): every argument must follow the rule protocol");
+
+ public:
+  static constexpr const char* name = "chain";
+  static constexpr bool may_fail = (rule_may_fail<Rules>::value || ...);
+  using State = ChainState<Rules...>;
+
+  explicit Chain(Rules... rules) : rules_(std::move(rules)...) {}
+
+  const std::tuple<Rules...>& rules() const { return rules_; }
+
+  State init(const BlockShape& shape) const {
+    return std::apply([&](const auto&... r) { return State(typename State::Base{r.init(shape)...}); },
+                      rules_);
+  }
+
+  Status update(Block u, State& state, ConstBlock param) const {
+    if (!all_finite(MatrixRef<const float>(u))) return Status::non_finite_input;
+    if constexpr (may_fail) {
+      State backup = state;
+      Buffer saved(static_cast<std::size_t>(u.size()));
+      copy_out(u, saved);
+      const Status s = run(u, state, param, std::index_sequence_for<Rules...>{});
+      if (s != Status::ok) {
+        state = std::move(backup);
+        copy_in(saved, u);
+      }
+      return s;
+    } else {
+      return run(u, state, param, std::index_sequence_for<Rules...>{});
+    }
+  }
+
+ private:
+  template <std::size_t... I>
+  Status run(Block u, State& state, ConstBlock param, std::index_sequence<I...>) const {
+    Status s = Status::ok;
+    // Left to right, stopping at the first failure.
+    auto& states = static_cast<typename State::Base&>(state);
+    ((s == Status::ok ? (s = std::get<I>(rules_).update(u, std::get<I>(states), param), 0) : 0), ...);
+    return s;
+  }
+  static void copy_out(const Block& u, Buffer& b) {
+    std::size_t k = 0;
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j)
+        b[k++] = u(i, j);
+  }
+  static void copy_in(const Buffer& b, const Block& u) {
+    std::size_t k = 0;
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j)
+        u(i, j) = b[k++];
+  }
+
+  std::tuple<Rules...> rules_;
+};
+
+namespace detail {
+template <std::size_t I, class R, class V>
+void visit_child(V& v, typename R::State& s) {
+  PrefixVisitor<V> p{v, std::to_string(I) + "_" + R::name + "/"};
+  visit_fields(p, s);
+}
+template <class V, class... Rules, std::size_t... I>
+void visit_children(V& v, ChainState<Rules...>& s, std::index_sequence<I...>) {
+  (visit_child<I, Rules>(v, std::get<I>(static_cast<typename ChainState<Rules...>::Base&>(s))), ...);
+}
+}  // namespace detail
+
+template <class V, class... Rules>
+void visit_fields(V& v, ChainState<Rules...>& s) {
+  detail::visit_children(v, s, std::index_sequence_for<Rules...>{});
+}
+
+/// Composes rules in order (style.md B4).
+template <class... Rules>
+Chain<Rules...> chain(Rules... rules) {
+  return Chain<Rules...>(std::move(rules)...);
+}
+
+}  // namespace schatten::optim

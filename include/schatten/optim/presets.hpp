@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Optimizer presets as chains of rules, with the defaults of algorithms.md §6 (docs/optim.md
+/// lists every default and its source). All produce updates to be ADDED to the parameter.
+#pragma once
+
+#include "schatten/optim/chain.hpp"
+#include "schatten/optim/transforms.hpp"
+
+namespace schatten::optim {
+
+/// torch.optim.SGD: g ← g + λ W (L2, coupled: before momentum); with momentum μ > 0 the sum form
+/// b ← μ b + g (dampening 0), Nesterov g + μ b; then −lr. Defaults: lr 1e-3, no momentum.
+struct SgdOptions {
+  Schedule lr = Schedule::constant(1e-3);
+  double momentum = 0.0;
+  bool nesterov = false;
+  double weight_decay = 0.0;
+};
+inline auto sgd(const SgdOptions& o = {}) {
+  return chain(AddDecayedWeights{o.weight_decay},
+               TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::sum}, ScaleByLearningRate{o.lr});
+}
+
+/// torch.optim.AdamW: W ← W − lr·(m̂/(√v̂ + ε) + λ W). Defaults (torch): lr 1e-3, betas
+/// (0.9, 0.999), eps 1e-8, weight decay 1e-2.
+struct AdamWOptions {
+  Schedule lr = Schedule::constant(1e-3);
+  double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  double weight_decay = 1e-2;
+};
+inline auto adamw(const AdamWOptions& o = {}) {
+  return chain(ScaleByAdam{o.b1, o.b2, o.eps}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+}
+
+/// Keller Jordan's Muon (KellerJordan/Muon): EMA momentum β = 0.95 with Nesterov, Newton–Schulz
+/// with his quintic, 5 steps (any PolarOptions: Polar Express, QDWH, …), shape scale
+/// √max(1, r/c) (Moonlight's 0.2·√max(r, c) as an option), decoupled weight decay with the
+/// unadjusted lr, lr 0.02 "in units of spectral norm per update".
+struct MuonOptions {
+  Schedule lr = Schedule::constant(0.02);
+  double momentum = 0.95;
+  bool nesterov = true;
+  TraceMomentum::Form momentum_form = TraceMomentum::Form::ema;
+  PolarOptions polar = keller_polar();
+  ScaleByShape::Rule shape = ScaleByShape::Rule::keller;
+  double weight_decay = 0.0;
+
+  /// Keller Jordan's orthogonalisation: NS5 with (3.4445, −4.7750, 2.0315), X/(‖X‖_F + 1e-7).
+  static PolarOptions keller_polar() {
+    PolarOptions p;
+    p.method = PolarMethod::newton_schulz;
+    p.schedule = schedules::keller_jordan();
+    p.schedule.normalization.eps = 1e-7;
+    p.iterations = 5;
+    return p;
+  }
+};
+inline auto muon(const MuonOptions& o = {}) {
+  return chain(TraceMomentum{o.momentum, o.nesterov, o.momentum_form}, Orthogonalize{o.polar},
+               ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+}
+
+/// MuAdam (algorithms.md §4d, SMuon repository form): D ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4},
+/// decoupled decay, lr. Defaults [V]: lr 0.02, β₁ 0.9, β₂ 0.999, ε 1e-8, no shape scaling; the
+/// polar factor by Polar Express (5 steps) unless `polar` says otherwise.
+struct MuAdamOptions {
+  Schedule lr = Schedule::constant(0.02);
+  double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  double exponent = -0.25;  ///< −1/2: MuAdam-SANIA
+  PolarOptions polar{};
+  double weight_decay = 0.0;
+};
+inline auto muadam(const MuAdamOptions& o = {}) {
+  return chain(MuAdamDirection{o.b1, o.b2, o.eps, o.exponent, o.polar}, AddDecayedWeights{o.weight_decay},
+               ScaleByLearningRate{o.lr});
+}
+
+/// Freon (algorithms.md §4b.1): Muon with the polar factor replaced by U Σ^{1−2c} Vᵀ of the
+/// momentum (c = 2/3 → α = −1/3, the inverted spectrum [T]→[P]), rescaled to the Frobenius norm
+/// of a full-rank polar factor [P], then Muon's shape scale, decay and lr.
+struct FreonOptions {
+  double c = 2.0 / 3.0;
+  Schedule lr = Schedule::constant(0.02);
+  double momentum = 0.95;
+  bool nesterov = true;
+  ScaleByShape::Rule shape = ScaleByShape::Rule::keller;
+  double weight_decay = 0.0;
+  SpectralPowerOptions spectral{};  ///< alpha is set from c
+};
+inline auto freon(const FreonOptions& o = {}) {
+  SpectralPowerOptions sp = o.spectral;
+  sp.alpha = 1.0 - 2.0 * o.c;
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, SpectralPower{sp},
+               ScaleToPolarNorm{}, ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay},
+               ScaleByLearningRate{o.lr});
+}
+
+/// Kaon (algorithms.md §4b.2): Muon with the spectrum replaced by the chaotic map's (5 steps of
+/// 4.1(I − XXᵀ)²X, ÷1.175) and Muon's shape scale, decay and lr.
+struct KaonOptions {
+  Schedule lr = Schedule::constant(0.02);
+  double momentum = 0.95;
+  bool nesterov = true;
+  int steps = 5;
+  ScaleByShape::Rule shape = ScaleByShape::Rule::keller;
+  double weight_decay = 0.0;
+};
+inline auto kaon(const KaonOptions& o = {}) {
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, KaonSpectrum{o.steps},
+               ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+}
+
+}  // namespace schatten::optim

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The optimizer rule protocol (style.md B4; optax's separation of configuration and state).
+///
+/// **Sign convention.** A rule turns a gradient into an update *in place*, and the update is
+/// ADDED to the parameter: `apply_updates(param, u)` does `param += u`. `ScaleByLearningRate`
+/// multiplies by −lr, so every chain that ends with it produces a descent step.
+///
+/// **Protocol** (checked by the trait `is_rule`; there is no base class). A rule is immutable
+/// configuration — a small struct of hyper-parameters — with
+///
+///     static constexpr const char* name;        // "scale_by_adam": logs and checkpoint paths
+///     struct State;                             // buffers and scalars, the step count included
+///     State init(const BlockShape&) const;      // sized from the shape, zeroed; never lazy
+///     Status update(Block u, State&, ConstBlock param) const;
+///                                               // u: gradient in, update out
+///     template <class V> friend void visit_fields(V& v, State& s);   // names every field once
+///
+/// `update` may fail only before it writes anything (it returns the failing status and leaves
+/// `u` and the state as they were); chains check the gradient for NaN/Inf once, before any
+/// rule runs. `visit_fields` drives checkpoints, state equality in tests and the
+/// "nothing forgotten" test: each field is reported as `v("name", field)` with `field` a
+/// `std::int64_t`, a `double` or a `Buffer`.
+///
+/// Blocks are matrices in host memory, row-major and contiguous (a vector is 1 × n; conv and
+/// stacked tensors are flattened by the caller as docs/optim.md says). Element type: float.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/core/status.hpp"
+#include "schatten/core/types.hpp"
+
+namespace schatten::optim {
+
+/// Shape of a parameter block as the rules see it.
+struct BlockShape {
+  index_t rows = 0, cols = 0;
+  constexpr index_t size() const { return rows * cols; }
+  friend constexpr bool operator==(const BlockShape& a, const BlockShape& b) {
+    return a.rows == b.rows && a.cols == b.cols;
+  }
+};
+
+/// The update buffer a rule transforms (contiguous row-major host memory).
+using Block = MatrixRef<float>;
+/// The parameter a rule may read (weight decay, distance rules).
+using ConstBlock = MatrixRef<const float>;
+/// Owned state buffers.
+using Buffer = std::vector<float>;
+
+/// Detects the protocol of a rule type R (name, State, init, update).
+template <class R, class = void>
+struct is_rule : std::false_type {};
+template <class R>
+struct is_rule<R, std::void_t<decltype(R::name), typename R::State,
+                              decltype(std::declval<const R&>().init(std::declval<const BlockShape&>())),
+                              decltype(std::declval<const R&>().update(std::declval<Block>(),
+                                                                       std::declval<typename R::State&>(),
+                                                                       std::declval<ConstBlock>()))>>
+    : std::is_same<decltype(std::declval<const R&>().update(std::declval<Block>(),
+                                                            std::declval<typename R::State&>(),
+                                                            std::declval<ConstBlock>())),
+                   Status> {};
+template <class R>
+constexpr bool is_rule_v = is_rule<R>::value;
+
+/// param += u (the sign convention above). Shapes must match (checked by the caller).
+inline void apply_updates(MatrixRef<float> param, MatrixRef<const float> u) {
+  for (index_t i = 0; i < param.rows; ++i)
+    for (index_t j = 0; j < param.cols; ++j)
+      param(i, j) += u(i, j);
+}
+
+/// True when every element is finite.
+inline bool all_finite(MatrixRef<const float> m) {
+  for (index_t i = 0; i < m.rows; ++i)
+    for (index_t j = 0; j < m.cols; ++j) {
+      if (!std::isfinite(m(i, j))) return false;
+    }
+  return true;
+}
+
+}  // namespace schatten::optim

@@ -1,0 +1,433 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The building blocks of optimizers, each a rule (rule.hpp): momentum, Adam moments, matrix
+/// functions of the update (orthogonalise, spectral power, Kaon), shape scaling, weight decay
+/// and the learning rate with its schedule. Formulas and defaults: algorithms.md §1, §4, §6;
+/// docs/optim.md. Every element-wise formula lives in one inline function.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "schatten/core/workspace.hpp"
+#include "schatten/kernels/polar.hpp"
+#include "schatten/kernels/spectral_power.hpp"
+#include "schatten/optim/rule.hpp"
+
+namespace schatten::optim {
+
+// ---------------------------------------------------------------------------------------------
+// Momentum
+
+/// Heavy-ball momentum. EMA form (Keller Jordan, torch.optim.Muon): B ← β B + (1 − β) G, output
+/// N = (1 − β) G + β B with Nesterov, else B. Sum form (Moonlight; torch.optim.SGD with
+/// dampening 0): B ← β B + G, N = G + β B with Nesterov, else B. The buffer starts at zero; no
+/// bias correction (algorithms.md §1.1).
+struct TraceMomentum {
+  static constexpr const char* name = "trace_momentum";
+  enum class Form { ema, sum };
+  double beta = 0.95;
+  bool nesterov = true;
+  Form form = Form::ema;
+
+  struct State {
+    std::int64_t count = 0;
+    Buffer mu;
+  };
+  State init(const BlockShape& s) const { return State{0, Buffer(static_cast<std::size_t>(s.size()), 0.0f)}; }
+
+  /// One element: updates b, returns the output. The one formula of both forms.
+  static float step(float g, float& b, float beta, bool nesterov, Form form) {
+    const float w = form == Form::ema ? 1.0f - beta : 1.0f;  // weight of the new gradient
+    b = beta * b + w * g;
+    return nesterov ? w * g + beta * b : b;
+  }
+  Status update(Block u, State& s, ConstBlock) const {
+    const float b = static_cast<float>(beta);
+    float* mu = s.mu.data();
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j, ++mu)
+        u(i, j) = step(u(i, j), *mu, b, nesterov, form);
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("mu", s.mu);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Adam
+
+/// Adam's bias-corrected moments (Kingma & Ba; PyTorch's Adam/AdamW): m ← β₁ m + (1 − β₁) g,
+/// v ← β₂ v + (1 − β₂) g², output m̂ / (√v̂ + ε) with m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ), t the
+/// 1-based step. Bias corrections are computed in double once per step.
+struct ScaleByAdam {
+  static constexpr const char* name = "scale_by_adam";
+  double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+
+  struct State {
+    std::int64_t count = 0;
+    Buffer mu, nu;
+  };
+  State init(const BlockShape& s) const {
+    const auto n = static_cast<std::size_t>(s.size());
+    return State{0, Buffer(n, 0.0f), Buffer(n, 0.0f)};
+  }
+  /// One element, PyTorch's order of operations: m, v updated; out = (m/c1) / (√v/√c2 + ε).
+  static float step(float g, float& m, float& v, float b1, float b2, float inv_c1, float inv_sqrt_c2,
+                    float eps) {
+    m = b1 * m + (1.0f - b1) * g;
+    v = b2 * v + (1.0f - b2) * g * g;
+    return (m * inv_c1) / (std::sqrt(v) * inv_sqrt_c2 + eps);
+  }
+  Status update(Block u, State& s, ConstBlock) const {
+    const std::int64_t t = s.count + 1;
+    const float inv_c1 = static_cast<float>(1.0 / (1.0 - std::pow(b1, double(t))));
+    const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(b2, double(t))));
+    float *m = s.mu.data(), *v = s.nu.data();
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j, ++m, ++v)
+        u(i, j) = step(u(i, j), *m, *v, float(b1), float(b2), inv_c1, inv_sqrt_c2, float(eps));
+    s.count = t;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("mu", s.mu);
+    v("nu", s.nu);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Matrix functions of the update
+
+/// State of the matrix-function rules: a step count and the kernel's workspace, reserved at init
+/// so that update never allocates (and so cannot fail half-way). The workspace is scratch, not
+/// state: checkpoints do not store it.
+struct MatrixFunctionState {
+  std::int64_t count = 0;
+  std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+  template <class V>
+  friend void visit_fields(V& v, MatrixFunctionState& s) {
+    v("count", s.count);
+  }
+};
+
+/// u ← polar(u) with any method and schedule of the kernels (PolarOptions; default Polar Express,
+/// 5 steps). Muon's orthogonalisation.
+struct Orthogonalize {
+  static constexpr const char* name = "orthogonalize";
+  PolarOptions polar{};
+
+  static constexpr bool may_fail = true;  // the kernel may report a failure (allocation)
+  using State = MatrixFunctionState;
+  State init(const BlockShape& s) const {
+    State st;
+    st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
+    return st;
+  }
+  Status update(Block u, State& s, ConstBlock) const {
+    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
+    if (r.status != Status::ok) return r.status;
+    ++s.count;
+    return Status::ok;
+  }
+};
+
+/// u ← U Σ^α Vᵀ (spectral_power(); Schatten-p Muon α = 1/p, Freon α = 1 − 2c).
+struct SpectralPower {
+  static constexpr const char* name = "spectral_power";
+  SpectralPowerOptions options{};
+
+  static constexpr bool may_fail = true;  // the kernel may report a failure (allocation)
+  using State = MatrixFunctionState;
+  State init(const BlockShape&) const { return State{}; }
+  Status update(Block u, State& s, ConstBlock) const {
+    const SpectralPowerReport r = spectral_power(MatrixRef<const float>(u), u, options, s.workspace.get());
+    if (r.status != Status::ok) return r.status;
+    ++s.count;
+    return Status::ok;
+  }
+};
+
+/// u ← Kaon's chaotic-map spectrum of u (docs/kernels/kaon.md), `steps` steps.
+struct KaonSpectrum {
+  static constexpr const char* name = "kaon_spectrum";
+  int steps = 5;
+
+  static constexpr bool may_fail = true;  // the kernel may report a failure (allocation)
+  using State = MatrixFunctionState;
+  State init(const BlockShape& s) const {
+    State st;
+    PolarOptions o;
+    o.method = PolarMethod::newton_schulz;
+    o.schedule = schedules::kaon(steps);
+    o.iterations = steps;
+    st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, o, Precision::fp32));
+    return st;
+  }
+  Status update(Block u, State& s, ConstBlock) const {
+    const PolarReport r = kaon(MatrixRef<const float>(u), u, steps, s.workspace.get());
+    if (r.status != Status::ok) return r.status;
+    ++s.count;
+    return Status::ok;
+  }
+};
+
+/// MuAdam (algorithms.md §4d, the SMuon repository's form [V]) and its element-wise
+/// preconditioning (§4a.5): v ← β₂ v + (1 − β₂) g² on the raw gradient, D = (v̂ + ε)^e with
+/// v̂ = v/(1 − β₂ᵗ), m ← β₁ m + (1 − β₁) g, ñ = β₁ m/(1 − β₁ᵗ) + (1 − β₁) g, and the output
+/// D ⊙ polar(D ⊙ ñ). e = −1/4 is MuAdam, e = −1/2 MuAdam-SANIA; e = 0 is Muon with this
+/// momentum. No shape scaling (as in the repository).
+struct MuAdamDirection {
+  static constexpr const char* name = "muadam_direction";
+  static constexpr bool may_fail = true;
+  double b1 = 0.9, b2 = 0.999, eps = 1e-8, exponent = -0.25;
+  PolarOptions polar{};
+
+  struct State {
+    std::int64_t count = 0;
+    Buffer mu, nu, d;  // d: the preconditioner of the current step (scratch, also checkpointed)
+    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+  };
+  State init(const BlockShape& s) const {
+    const auto n = static_cast<std::size_t>(s.size());
+    State st{0, Buffer(n, 0.0f), Buffer(n, 0.0f), Buffer(n, 0.0f)};
+    st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
+    return st;
+  }
+  Status update(Block u, State& s, ConstBlock) const {
+    const std::int64_t t = s.count + 1;
+    const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
+    std::size_t k = 0;
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j, ++k) {
+        const float g = u(i, j);
+        s.nu[k] = float(b2) * s.nu[k] + float(1.0 - b2) * g * g;
+        s.mu[k] = float(b1) * s.mu[k] + float(1.0 - b1) * g;
+        s.d[k] = static_cast<float>(std::pow(double(s.nu[k]) / c2 + eps, exponent));
+        const float n = float(b1 / c1) * s.mu[k] + float(1.0 - b1) * g;
+        u(i, j) = s.d[k] * n;
+      }
+    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
+    if (r.status != Status::ok) return r.status;
+    k = 0;
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j, ++k)
+        u(i, j) *= s.d[k];
+    s.count = t;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("mu", s.mu);
+    v("nu", s.nu);
+    v("d", s.d);
+  }
+};
+
+/// Clips the block's update to Frobenius norm ≤ max_norm (per parameter block; a zero or
+/// in-range update is unchanged).
+struct ClipByNorm {
+  static constexpr const char* name = "clip_by_norm";
+  double max_norm = 1.0;
+  struct State {};
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State&, ConstBlock) const {
+    double ss = 0.0;
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j)
+        ss += double(u(i, j)) * double(u(i, j));
+    const double norm = std::sqrt(ss);
+    if (!(norm > max_norm)) return Status::ok;
+    const float f = static_cast<float>(max_norm / norm);
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j)
+        u(i, j) *= f;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V&, State&) {}
+};
+
+// ---------------------------------------------------------------------------------------------
+// Scaling
+
+/// Multiplies the update by a factor of the block's shape (algorithms.md §1.3):
+/// keller √max(1, r/c) (update RMS 1/√c), moonlight 0.2·√max(r, c) (update RMS 0.2, AdamW-like),
+/// none 1. Rows/cols are the block's (the 2-D flattened shape for conv weights, [P]).
+struct ScaleByShape {
+  static constexpr const char* name = "scale_by_shape";
+  enum class Rule { keller, moonlight, none };
+  Rule rule = Rule::keller;
+
+  static double factor(Rule rule, index_t rows, index_t cols) {
+    const double r = double(rows), c = double(cols);
+    switch (rule) {
+      case Rule::keller:
+        return std::sqrt(std::max(1.0, r / c));
+      case Rule::moonlight:
+        return 0.2 * std::sqrt(std::max(r, c));
+      case Rule::none:
+        break;
+    }
+    return 1.0;
+  }
+  struct State {};
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State&, ConstBlock) const {
+    const float f = static_cast<float>(factor(rule, u.rows, u.cols));
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j)
+        u(i, j) *= f;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V&, State&) {}
+};
+
+/// Rescales the update to ‖u‖_F = √min(r, c), the Frobenius norm of a full-rank polar factor
+/// (Freon's magnitude rule [P], algorithms.md §6). A zero update stays zero.
+struct ScaleToPolarNorm {
+  static constexpr const char* name = "scale_to_polar_norm";
+  struct State {};
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State&, ConstBlock) const {
+    double ss = 0.0;
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j)
+        ss += double(u(i, j)) * double(u(i, j));
+    if (ss == 0.0) return Status::ok;
+    const float f = static_cast<float>(std::sqrt(double(std::min(u.rows, u.cols)) / ss));
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j)
+        u(i, j) *= f;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V&, State&) {}
+};
+
+// ---------------------------------------------------------------------------------------------
+// Weight decay
+
+/// Weight decay, applied to the update before the learning rate (so the decay is multiplied by
+/// the *unadjusted* lr, as Keller Jordan's Muon, Moonlight and torch do: W ← W − η(u + λW)):
+///   decoupled  u ← u + λ W;
+///   cautious   u ← u + λ W where u·W > 0 (decay only where the step already moves W towards 0).
+/// The `independent` form W ← (1 − λ) W, not scaled by the lr, is AddIndependentDecay, placed
+/// after ScaleByLearningRate.
+struct AddDecayedWeights {
+  static constexpr const char* name = "add_decayed_weights";
+  enum class Mode { decoupled, cautious };
+  double weight_decay = 0.0;
+  Mode mode = Mode::decoupled;
+
+  struct State {};
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State&, ConstBlock p) const {
+    if (weight_decay == 0.0) return Status::ok;
+    const float l = static_cast<float>(weight_decay);
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j)
+        if (mode == Mode::decoupled || u(i, j) * p(i, j) > 0.0f) u(i, j) += l * p(i, j);
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V&, State&) {}
+};
+
+/// u ← u − λ W, after the learning rate: the decay does not follow the lr schedule.
+struct AddIndependentDecay {
+  static constexpr const char* name = "add_independent_decay";
+  double weight_decay = 0.0;
+  struct State {};
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State&, ConstBlock p) const {
+    const float l = static_cast<float>(weight_decay);
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j)
+        u(i, j) -= l * p(i, j);
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V&, State&) {}
+};
+
+// ---------------------------------------------------------------------------------------------
+// Learning rate
+
+/// A learning-rate schedule η(t) of the 0-based step t, evaluated in double.
+///   constant:      η(t) = peak
+///   warmup_cosine: linear from 0 to peak over `warmup` steps (η(t) = peak·(t+1)/warmup), then
+///                  cosine from peak to `final_value` at step `total` and constant after
+///   linear_decay:  constant peak for `warmup` steps, then linear to `final_value` at `total`
+struct Schedule {
+  enum class Kind { constant, warmup_cosine, linear_decay };
+  Kind kind = Kind::constant;
+  double peak = 1e-3;
+  std::int64_t warmup = 0;
+  std::int64_t total = 0;
+  double final_value = 0.0;
+
+  static Schedule constant(double lr) { return Schedule{Kind::constant, lr, 0, 0, 0.0}; }
+  static Schedule warmup_cosine(double peak, std::int64_t warmup, std::int64_t total,
+                                double final_value = 0.0) {
+    return Schedule{Kind::warmup_cosine, peak, warmup, total, final_value};
+  }
+  static Schedule linear_decay(double peak, std::int64_t hold, std::int64_t total, double final_value = 0.0) {
+    return Schedule{Kind::linear_decay, peak, hold, total, final_value};
+  }
+  double operator()(std::int64_t t) const {
+    switch (kind) {
+      case Kind::constant:
+        return peak;
+      case Kind::warmup_cosine: {
+        if (t < warmup) return peak * double(t + 1) / double(warmup);
+        if (t >= total || total <= warmup) return final_value;
+        const double x = double(t - warmup) / double(total - warmup);
+        return final_value + 0.5 * (peak - final_value) * (1.0 + std::cos(3.14159265358979323846 * x));
+      }
+      case Kind::linear_decay: {
+        if (t < warmup) return peak;
+        if (t >= total || total <= warmup) return final_value;
+        const double x = double(t - warmup) / double(total - warmup);
+        return peak + (final_value - peak) * x;
+      }
+    }
+    return peak;
+  }
+};
+
+/// u ← −η(t)·u (the sign convention of rule.hpp), t = this rule's own step count.
+struct ScaleByLearningRate {
+  static constexpr const char* name = "scale_by_learning_rate";
+  Schedule lr = Schedule::constant(1e-3);
+
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State& s, ConstBlock) const {
+    const float f = static_cast<float>(-lr(s.count));
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j)
+        u(i, j) *= f;
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+};
+
+}  // namespace schatten::optim

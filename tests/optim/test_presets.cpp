@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Optimizer rules and presets against independent double-precision oracles written from
+/// algorithms.md §1 and PyTorch's documented algorithms (not from the library), and the protocol
+/// properties of style.md B4: convergence on a quadratic, constant state shapes, chains in
+/// chains, resume ≡ uninterrupted (bit for bit) through visit_fields, and failed steps that
+/// leave parameters and state untouched.
+#include <doctest/doctest.h>
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+#include "schatten/optim/presets.hpp"
+#include "support/seed.hpp"
+
+using namespace schatten;
+using namespace schatten::optim;
+using schatten::test::case_seed;
+
+namespace {
+using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+Mat gaussian(index_t r, index_t c, std::uint64_t seed, double scale = 1.0) {
+  Rng rng(seed);
+  Mat m(r, c);
+  for (index_t i = 0; i < r; ++i)
+    for (index_t j = 0; j < c; ++j)
+      m(i, j) = scale * rng.normal();
+  return m;
+}
+
+std::vector<float> to_float(const Mat& m) {
+  std::vector<float> v(static_cast<std::size_t>(m.size()));
+  for (index_t i = 0; i < m.rows(); ++i)
+    for (index_t j = 0; j < m.cols(); ++j)
+      v[static_cast<std::size_t>(i * m.cols() + j)] = static_cast<float>(m(i, j));
+  return v;
+}
+Mat to_mat(const std::vector<float>& v, index_t r, index_t c) {
+  Mat m(r, c);
+  for (index_t i = 0; i < r; ++i)
+    for (index_t j = 0; j < c; ++j)
+      m(i, j) = v[static_cast<std::size_t>(i * c + j)];
+  return m;
+}
+
+/// Runs `rule` for grads.size() steps from w0 (float), returning the final parameter.
+template <class R>
+Mat run_rule(const R& rule, const Mat& w0, const std::vector<Mat>& grads) {
+  const index_t r = w0.rows(), c = w0.cols();
+  std::vector<float> w = to_float(w0);
+  auto state = rule.init({r, c});
+  for (const Mat& g : grads) {
+    std::vector<float> u = to_float(g);
+    REQUIRE(rule.update(Block(u.data(), r, c), state, ConstBlock(w.data(), r, c)) == Status::ok);
+    apply_updates(MatrixRef<float>(w.data(), r, c), MatrixRef<const float>(u.data(), r, c));
+  }
+  return to_mat(w, r, c);
+}
+
+// ---- oracles (double, from the formulas) ----
+
+Mat sgd_oracle(Mat w, const std::vector<Mat>& grads, double lr, double mu, bool nesterov, double wd) {
+  Mat buf = Mat::Zero(w.rows(), w.cols());
+  for (std::size_t t = 0; t < grads.size(); ++t) {
+    Mat g = grads[t] + wd * w;  // torch.optim.SGD: d_p = g + λ p
+    if (mu != 0.0) {
+      buf = t == 0 ? g : Mat(mu * buf + g);  // first step: buf = d_p
+      g = nesterov ? Mat(g + mu * buf) : buf;
+    }
+    w -= lr * g;
+  }
+  return w;
+}
+
+Mat adamw_oracle(Mat w, const std::vector<Mat>& grads, double lr, double b1, double b2, double eps,
+                 double wd) {
+  Mat m = Mat::Zero(w.rows(), w.cols()), v = m;
+  for (std::size_t t = 1; t <= grads.size(); ++t) {
+    const Mat& g = grads[t - 1];
+    w *= 1.0 - lr * wd;  // torch.optim.AdamW: decoupled decay first
+    m = b1 * m + (1 - b1) * g;
+    v = b2 * v + (1 - b2) * g.cwiseProduct(g);
+    const double c1 = 1 - std::pow(b1, double(t)), c2 = 1 - std::pow(b2, double(t));
+    w -= lr * ((m / c1).array() / ((v / c2).array().sqrt() + eps)).matrix();
+  }
+  return w;
+}
+
+/// Keller Jordan's zeropower_via_newtonschulz5 in double: transposed when tall, X/(‖X‖_F + 1e-7),
+/// five steps of A = XXᵀ, B = bA + cA², X = aX + BX.
+Mat ns5(const Mat& g) {
+  const bool tall = g.rows() > g.cols();
+  Mat x = tall ? Mat(g.transpose()) : g;
+  x /= x.norm() + 1e-7;
+  for (int t = 0; t < 5; ++t) {
+    const Mat a = x * x.transpose();
+    const Mat b = -4.7750 * a + 2.0315 * a * a;
+    x = 3.4445 * x + b * x;
+  }
+  return tall ? Mat(x.transpose()) : x;
+}
+
+Mat muon_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, double wd) {
+  Mat buf = Mat::Zero(w.rows(), w.cols());
+  const double scale = std::sqrt(std::max(1.0, double(w.rows()) / double(w.cols())));
+  for (const Mat& g : grads) {
+    buf = beta * buf + (1 - beta) * g;          // momentum.lerp_(grad, 1 − β)
+    const Mat n = (1 - beta) * g + beta * buf;  // nesterov: grad.lerp_(momentum, β)
+    w *= 1.0 - lr * wd;
+    w -= lr * scale * ns5(n);
+  }
+  return w;
+}
+
+/// SMuon's MuAdam in double with the exact polar factor (SVD): D ⊙ polar(D ⊙ ñ).
+Mat muadam_oracle(Mat w, const std::vector<Mat>& grads, double lr, double b1, double b2, double eps) {
+  Mat m = Mat::Zero(w.rows(), w.cols()), v = m;
+  for (std::size_t t = 1; t <= grads.size(); ++t) {
+    const Mat& g = grads[t - 1];
+    v = b2 * v + (1 - b2) * g.cwiseProduct(g);
+    m = b1 * m + (1 - b1) * g;
+    const double c1 = 1 - std::pow(b1, double(t)), c2 = 1 - std::pow(b2, double(t));
+    const Mat d = ((v / c2).array() + eps).pow(-0.25).matrix();
+    const Mat n = b1 * m / c1 + (1 - b1) * g;
+    const Mat x = d.cwiseProduct(n);
+    Eigen::JacobiSVD<Eigen::MatrixXd> svd(x, Eigen::ComputeThinU | Eigen::ComputeThinV);
+    const Mat polar = svd.matrixU() * svd.matrixV().transpose();
+    w -= lr * d.cwiseProduct(polar);
+  }
+  return w;
+}
+
+std::vector<Mat> gradients(index_t r, index_t c, int steps, const char* name) {
+  std::vector<Mat> g;
+  for (int t = 0; t < steps; ++t)
+    g.push_back(gaussian(r, c, case_seed(name, static_cast<std::uint64_t>(t)), 0.1));
+  return g;
+}
+
+/// Relative Frobenius error of the accumulated change W_T − W_0 (what the optimizer did).
+double step_error(const Mat& got, const Mat& want, const Mat& w0) {
+  return (got - want).norm() / (want - w0).norm();
+}
+
+// ---- state capture through visit_fields ----
+using Field = std::variant<std::int64_t, double, Buffer>;
+struct Saver {
+  std::map<std::string, Field>* out;
+  template <class F>
+  void operator()(const std::string& name, F& f) {
+    REQUIRE(out->count(name) == 0);  // every name once
+    (*out)[name] = Field(f);
+  }
+};
+struct Loader {
+  const std::map<std::string, Field>* in;
+  int loaded = 0;
+  template <class F>
+  void operator()(const std::string& name, F& f) {
+    REQUIRE(in->count(name) == 1);
+    f = std::get<F>(in->at(name));
+    ++loaded;
+  }
+};
+template <class S>
+std::map<std::string, Field> save(S& s) {
+  std::map<std::string, Field> m;
+  Saver v{&m};
+  visit_fields(v, s);
+  return m;
+}
+
+/// A rule that fails on its second call, to test the chain's rollback.
+struct FailSecond {
+  static constexpr const char* name = "fail_second";
+  static constexpr bool may_fail = true;
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block, State& s, ConstBlock) const {
+    return ++s.count == 2 ? Status::internal_error : Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+};
+}  // namespace
+
+TEST_SUITE("optim.presets") {
+  TEST_CASE("sgd with momentum and nesterov and L2 decay matches torch.optim.SGD in double") {
+    const Mat w0 = gaussian(7, 5, case_seed("sgd_w"));
+    const auto g = gradients(7, 5, 6, "sgd_g");
+    for (bool nesterov : {false, true}) {
+      SgdOptions o;
+      o.lr = Schedule::constant(0.1);
+      o.momentum = 0.9;
+      o.nesterov = nesterov;
+      o.weight_decay = 0.01;
+      const Mat got = run_rule(sgd(o), w0, g);
+      // Float storage of w, g and the buffer: ~6 steps × 1e-7 relative.
+      CHECK(step_error(got, sgd_oracle(w0, g, 0.1, 0.9, nesterov, 0.01), w0) <= 1e-5);
+    }
+    // Plain SGD: w − lr Σ g.
+    CHECK(step_error(run_rule(sgd(SgdOptions{Schedule::constant(0.05)}), w0, g),
+                     sgd_oracle(w0, g, 0.05, 0, false, 0), w0) <= 1e-5);
+  }
+
+  TEST_CASE("adamw matches torch.optim.AdamW in double") {
+    const Mat w0 = gaussian(6, 9, case_seed("adamw_w"));
+    const auto g = gradients(6, 9, 8, "adamw_g");
+    AdamWOptions o;
+    o.lr = Schedule::constant(1e-2);
+    o.weight_decay = 0.1;
+    const Mat got = run_rule(adamw(o), w0, g);
+    // m̂/(√v̂ + ε) is O(1) per element and computed in float: ~1e-6 relative per step.
+    CHECK(step_error(got, adamw_oracle(w0, g, 1e-2, 0.9, 0.999, 1e-8, 0.1), w0) <= 1e-5);
+  }
+
+  TEST_CASE("muon matches Keller Jordan's reference in double (wide and tall blocks)") {
+    for (auto [r, c] : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("muon_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 5, r < c ? "muon_g_wide" : "muon_g_tall");
+      MuonOptions o;
+      o.weight_decay = 0.01;
+      const Mat got = run_rule(muon(o), w0, g);
+      // NS5 in float: rounding of 6e-8 amplified by the quintic's slopes (≤ 3.45 per step) over
+      // 5 steps, ≈ 3e-5 relative on the smallest directions; 2e-4 on the accumulated step.
+      CHECK(step_error(got, muon_oracle(w0, g, 0.02, 0.95, 0.01), w0) <= 2e-4);
+    }
+  }
+
+  TEST_CASE("muadam matches the SMuon repository's MuAdam in double") {
+    const Mat w0 = gaussian(10, 16, case_seed("muadam_w"));
+    const auto g = gradients(10, 16, 4, "muadam_g");
+    MuAdamOptions o;
+    o.polar.method = PolarMethod::qdwh;  // the exact polar factor, as the oracle's SVD
+    const Mat got = run_rule(muadam(o), w0, g);
+    // QDWH in float: polar factor to ~1e-6; D ⊙ · ⊙ D in float: 1e-6 per step.
+    CHECK(step_error(got, muadam_oracle(w0, g, 0.02, 0.9, 0.999, 1e-8), w0) <= 1e-4);
+  }
+
+  TEST_CASE("every preset decreases a quadratic") {
+    // f(W) = ½‖W − W*‖², gradient W − W*; 200 steps with a linearly decaying lr.
+    const Mat target = gaussian(16, 24, case_seed("quad_target"), 0.5);
+    const Mat w0 = Mat::Zero(16, 24);
+    auto run = [&](const auto& rule) {
+      std::vector<float> w = to_float(w0);
+      auto st = rule.init({16, 24});
+      for (int t = 0; t < 200; ++t) {
+        std::vector<float> u = to_float(to_mat(w, 16, 24) - target);
+        REQUIRE(rule.update(Block(u.data(), 16, 24), st, ConstBlock(w.data(), 16, 24)) == Status::ok);
+        apply_updates(MatrixRef<float>(w.data(), 16, 24), MatrixRef<const float>(u.data(), 16, 24));
+      }
+      return 0.5 * (to_mat(w, 16, 24) - target).squaredNorm() / (0.5 * target.squaredNorm());
+    };
+    const Schedule decay = Schedule::linear_decay(0.05, 0, 200, 0.0);
+    CHECK(run(sgd(SgdOptions{Schedule::constant(0.1), 0.9, true, 0.0})) <= 1e-6);
+    CHECK(run(adamw(AdamWOptions{Schedule::linear_decay(0.05, 0, 200), 0.9, 0.999, 1e-8, 0.0})) <= 1e-2);
+    MuonOptions mo;
+    mo.lr = decay;
+    CHECK(run(muon(mo)) <= 1e-2);
+    MuonOptions pe = mo;  // Muon with Polar Express and with QDWH
+    pe.polar = PolarOptions{};
+    CHECK(run(muon(pe)) <= 1e-2);
+    pe.polar.method = PolarMethod::qdwh;
+    CHECK(run(muon(pe)) <= 1e-2);
+    // Freon and Kaon spend most of each step on the small (Freon) or random (Kaon) directions, so
+    // the large directions of W − W* move slowly: a larger lr (measured: 8e-5 and 7e-6).
+    const Schedule fast = Schedule::linear_decay(0.2, 0, 200, 0.0);
+    FreonOptions fo;
+    fo.lr = fast;
+    const double freon_loss = run(freon(fo));
+    MuAdamOptions ma;
+    ma.lr = decay;
+    CHECK(run(muadam(ma)) <= 1e-2);
+    KaonOptions ko;
+    ko.lr = fast;
+    const double kaon_loss = run(kaon(ko));
+    MESSAGE("relative loss after 200 steps: freon " << freon_loss << ", kaon " << kaon_loss);
+    CHECK(freon_loss <= 1e-2);
+    CHECK(kaon_loss <= 1e-2);
+  }
+
+  TEST_CASE("resume through visit_fields equals an uninterrupted run bit for bit") {
+    const index_t r = 10, c = 14;
+    const auto g = gradients(r, c, 6, "resume_g");
+    const Mat w0 = gaussian(r, c, case_seed("resume_w"));
+    auto check = [&](const auto& rule) {
+      // Uninterrupted: 6 steps.
+      std::vector<float> wa = to_float(w0), wb = wa;
+      auto sa = rule.init({r, c});
+      auto step = [&](std::vector<float>& w, auto& s, int t) {
+        std::vector<float> u = to_float(g[static_cast<std::size_t>(t)]);
+        REQUIRE(rule.update(Block(u.data(), r, c), s, ConstBlock(w.data(), r, c)) == Status::ok);
+        apply_updates(MatrixRef<float>(w.data(), r, c), MatrixRef<const float>(u.data(), r, c));
+      };
+      for (int t = 0; t < 6; ++t)
+        step(wa, sa, t);
+      // Interrupted: 3 steps, save every field, load into a fresh state, 3 more.
+      auto sb = rule.init({r, c});
+      for (int t = 0; t < 3; ++t)
+        step(wb, sb, t);
+      const auto saved = save(sb);
+      auto fresh = rule.init({r, c});
+      Loader loader{&saved};
+      visit_fields(loader, fresh);
+      CHECK(loader.loaded == static_cast<int>(saved.size()));
+      for (int t = 3; t < 6; ++t)
+        step(wb, fresh, t);
+      CHECK(wa == wb);
+      // State shapes are those of init, after any number of steps.
+      const auto at0 = save(sb = rule.init({r, c}));
+      const auto at6 = save(sa);
+      REQUIRE(at0.size() == at6.size());
+      for (const auto& [name, f] : at0) {
+        CAPTURE(name);
+        REQUIRE(at6.count(name) == 1);
+        if (const auto* b = std::get_if<Buffer>(&f))
+          CHECK(std::get<Buffer>(at6.at(name)).size() == b->size());
+      }
+    };
+    check(sgd(SgdOptions{Schedule::constant(0.1), 0.9, true, 0.01}));
+    check(adamw());
+    check(muon());
+    check(freon());
+    check(kaon());
+    check(muadam());
+    check(chain(ClipByNorm{0.5}, TraceMomentum{}, AddDecayedWeights{0.1, AddDecayedWeights::Mode::cautious},
+                ScaleByLearningRate{Schedule::warmup_cosine(0.1, 2, 6)}, AddIndependentDecay{1e-3}));
+    // Names: "<index>_<rule>/<field>".
+    auto st = adamw().init({2, 2});
+    const auto names = save(st);
+    CHECK(names.count("0_scale_by_adam/mu") == 1);
+    CHECK(names.count("0_scale_by_adam/count") == 1);
+    CHECK(names.count("2_scale_by_learning_rate/count") == 1);
+  }
+
+  TEST_CASE("chains nest and a NaN gradient or a failing rule leaves parameter and state untouched") {
+    const index_t r = 5, c = 4;
+    auto nested = chain(sgd(SgdOptions{Schedule::constant(0.1), 0.9, false, 0.0}), ScaleByShape{});
+    auto st = nested.init({r, c});
+    CHECK(save(st).count("0_chain/1_trace_momentum/mu") == 1);
+    std::vector<float> w(static_cast<std::size_t>(r * c), 1.0f), u(w.size(), 0.5f);
+    REQUIRE(nested.update(Block(u.data(), r, c), st, ConstBlock(w.data(), r, c)) == Status::ok);
+    const auto before = save(st);
+    std::vector<float> bad(w.size(), 0.25f);
+    bad[7] = std::nanf("");
+    const std::vector<float> bad_copy = bad;
+    CHECK(nested.update(Block(bad.data(), r, c), st, ConstBlock(w.data(), r, c)) == Status::non_finite_input);
+    CHECK(save(st) == before);
+    CHECK(std::equal(bad.begin(), bad.end(), bad_copy.begin(),
+                     [](float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; }));
+    // A rule that fails after the momentum has run: the chain restores state and buffer.
+    auto failing = chain(TraceMomentum{}, FailSecond{});
+    auto fs = failing.init({r, c});
+    std::vector<float> g1(w.size(), 1.0f);
+    REQUIRE(failing.update(Block(g1.data(), r, c), fs, ConstBlock(w.data(), r, c)) == Status::ok);
+    const auto good = save(fs);
+    std::vector<float> g2(w.size(), 2.0f);
+    CHECK(failing.update(Block(g2.data(), r, c), fs, ConstBlock(w.data(), r, c)) == Status::internal_error);
+    CHECK(save(fs) == good);
+    CHECK(std::all_of(g2.begin(), g2.end(), [](float x) { return x == 2.0f; }));
+  }
+
+  TEST_CASE("learning-rate schedules and shape factors") {
+    const Schedule wc = Schedule::warmup_cosine(1.0, 10, 110, 0.1);
+    CHECK(wc(0) == doctest::Approx(0.1));
+    CHECK(wc(9) == doctest::Approx(1.0));
+    CHECK(wc(10) == doctest::Approx(1.0));
+    CHECK(wc(60) == doctest::Approx(0.55));  // half-way down the cosine: (1 + 0.1)/2
+    CHECK(wc(110) == doctest::Approx(0.1));
+    CHECK(wc(1000) == doctest::Approx(0.1));
+    const Schedule ld = Schedule::linear_decay(2.0, 5, 15, 0.0);
+    CHECK(ld(4) == 2.0);
+    CHECK(ld(10) == doctest::Approx(1.0));
+    CHECK(ld(20) == 0.0);
+    CHECK(ScaleByShape::factor(ScaleByShape::Rule::keller, 3072, 768) == doctest::Approx(2.0));
+    CHECK(ScaleByShape::factor(ScaleByShape::Rule::keller, 768, 3072) == doctest::Approx(1.0));
+    CHECK(ScaleByShape::factor(ScaleByShape::Rule::moonlight, 768, 3072) ==
+          doctest::Approx(0.2 * std::sqrt(3072.0)));
+    CHECK(ScaleByShape::factor(ScaleByShape::Rule::none, 5, 7) == 1.0);
+  }
+}
