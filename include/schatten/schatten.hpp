@@ -17,6 +17,7 @@
 #include "schatten/kernels/polar_express_coefficients.hpp"
 #include "schatten/kernels/qdwh.hpp"
 #include "schatten/kernels/spectral_power.hpp"
+#include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/reference/polar.hpp"
 #include "schatten/surrogate/descent.hpp"

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Many parameters: labels that route each parameter to a chain (Muon for hidden matrices, AdamW
+/// for the rest), the helper that proposes those labels from names and shapes, and the
+/// multi-parameter step over plain arrays.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "schatten/optim/chain.hpp"
+
+namespace schatten::optim {
+
+/// A parameter as the caller describes it: a name and the shape of its tensor (any rank).
+struct ParamSpec {
+  std::string name;
+  std::vector<index_t> shape;
+};
+
+/// The matrix a tensor is optimised as: rank 0 → 1 × 1, rank 1 → 1 × n, rank ≥ 2 →
+/// shape[0] × (product of the rest) (conv (out, in, kh, kw) → out × in·kh·kw; a stacked-expert
+/// tensor (experts, out, in) is flattened the same way unless the caller splits it into
+/// `experts` parameters of out × in, which is what spectral rules want).
+BlockShape flatten(const std::vector<index_t>& shape);
+
+/// How propose_labels() decides.
+struct LabelPolicy {
+  std::string spectral = "muon";  ///< label of hidden matrices
+  std::string other = "adamw";    ///< label of everything else
+  /// Parameters whose name contains one of these go to `other` even when they are matrices
+  /// (Keller Jordan / Moonlight routing: embeddings and the output head, algorithms.md §1.4).
+  std::vector<std::string> exclude = {"embed", "wte", "wpe", "lm_head", "head", "classifier"};
+  /// Rank ≥ 2 tensors whose flattened matrix has a side smaller than this go to `other`
+  /// (e.g. 1 × n after flattening).
+  index_t min_side = 2;
+};
+
+/// Labels for a parameter list: `spectral` for rank ≥ 2 tensors with both flattened sides ≥
+/// min_side and no excluded substring in the name, `other` otherwise (biases, norms, gains,
+/// embeddings, heads).
+std::vector<std::string> propose_labels(const std::vector<ParamSpec>& params, const LabelPolicy& policy = {});
+
+/// A label and the rule that serves it.
+template <class R>
+struct Route {
+  std::string label;
+  R rule;
+};
+template <class R>
+Route<R> route(std::string label, R rule) {
+  return Route<R>{std::move(label), std::move(rule)};
+}
+
+/// Outcome of a multi-parameter step.
+struct StepReport {
+  Status status = Status::ok;
+  const char* message = "";
+  std::ptrdiff_t bad_param = -1;  ///< index of the parameter that made the step fail
+};
+
+/// Routes each parameter to the rule of its label. The state is one State per parameter, held
+/// by the partition; `step` updates all parameters or none:
+///   1. every gradient is checked for NaN/Inf (non_finite_input, bad_param set, nothing touched);
+///   2. each parameter's update is computed into its gradient buffer, after a copy of its state;
+///   3. if a rule fails, every state already advanced is restored and the step fails;
+///   4. only then are all updates added to the parameters.
+/// Parameters are host arrays, row-major in their flattened shape. Cost beyond the rules: one
+/// copy of each parameter's state per step (the price of all-or-nothing steps).
+template <class... Rules>
+class Partition {
+ public:
+  Partition(std::vector<ParamSpec> params, std::vector<std::string> labels, Route<Rules>... routes)
+      : params_(std::move(params)), labels_(std::move(labels)), routes_(std::move(routes)...) {}
+
+  /// Checks the labels (one per parameter, each served by a route) and allocates every state.
+  /// invalid_argument with a message naming the first offending parameter otherwise.
+  StepReport init() {
+    StepReport r;
+    if (labels_.size() != params_.size()) return fail("labels and parameters differ in number", -1);
+    which_.assign(params_.size(), -1);
+    slot_.assign(params_.size(), 0);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      which_[i] = route_index(labels_[i]);
+      if (which_[i] < 0) {
+        message_ = "no route for the label of parameter '" + params_[i].name + "'";
+        return fail(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+      }
+    }
+    init_states(std::index_sequence_for<Rules...>{});
+    return r;
+  }
+
+  const std::vector<ParamSpec>& params() const { return params_; }
+  const std::vector<std::string>& labels() const { return labels_; }
+
+  /// One optimizer step: params[i] and grads[i] point to the flattened row-major arrays of
+  /// parameter i. grads are consumed (they hold the updates afterwards).
+  StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
+    if (params.size() != params_.size() || grads.size() != params_.size())
+      return fail("step: one parameter and one gradient pointer per parameter", -1);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const BlockShape s = flatten(params_[i].shape);
+      if ((params[i] == nullptr || grads[i] == nullptr) && s.size() > 0)
+        return fail("null pointer", std::ptrdiff_t(i));
+      if (!all_finite(MatrixRef<const float>(grads[i], s.rows, s.cols)))
+        return fail("gradient contains NaN or Inf", static_cast<std::ptrdiff_t>(i), Status::non_finite_input);
+    }
+    std::vector<std::size_t> done;
+    Status failed = Status::ok;
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < params_.size() && failed == Status::ok; ++i) {
+      failed = update_one(i, params[i], grads[i]);
+      if (failed == Status::ok)
+        done.push_back(i);
+      else
+        bad = i;
+    }
+    if (failed != Status::ok) {
+      for (std::size_t i : done)
+        restore_one(i);
+      restore_one(bad);  // a bare rule (not a chain) may have advanced its state before failing
+      StepReport r =
+          fail("a rule failed; no parameter or state was changed", static_cast<std::ptrdiff_t>(bad));
+      r.status = failed;
+      return r;
+    }
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const BlockShape s = flatten(params_[i].shape);
+      apply_updates(MatrixRef<float>(params[i], s.rows, s.cols),
+                    MatrixRef<const float>(grads[i], s.rows, s.cols));
+    }
+    return StepReport{};
+  }
+
+  /// visit_fields over every parameter's state, named "<param name>/<index>_<rule>/<field>".
+  template <class V>
+  void visit(V& v) {
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      visit_param(v, i, std::index_sequence_for<Rules...>{});
+  }
+
+ private:
+  StepReport fail(const char* msg, std::ptrdiff_t bad, Status s = Status::invalid_argument) {
+    StepReport r;
+    r.status = s;
+    r.message = msg;
+    r.bad_param = bad;
+    return r;
+  }
+  int route_index(const std::string& label) const {
+    int found = -1, k = 0;
+    std::apply([&](const auto&... r) { ((found = (found < 0 && r.label == label) ? k : found, ++k), ...); },
+               routes_);
+    return found;
+  }
+  template <std::size_t... I>
+  void init_states(std::index_sequence<I...>) {
+    (init_route<I>(), ...);
+  }
+  template <std::size_t I>
+  void init_route() {
+    auto& states = std::get<I>(states_);
+    states.clear();
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (which_[i] == static_cast<int>(I)) {
+        slot_[i] = states.size();
+        states.push_back(std::get<I>(routes_).rule.init(flatten(params_[i].shape)));
+      }
+    std::get<I>(backups_).assign(states.size(), {});
+  }
+  template <std::size_t I>
+  Status update_route(std::size_t i, float* p, float* g) {
+    const BlockShape s = flatten(params_[i].shape);
+    auto& st = std::get<I>(states_)[slot_[i]];
+    std::get<I>(backups_)[slot_[i]] = st;  // copy before the rule advances it
+    return std::get<I>(routes_).rule.update(Block(g, s.rows, s.cols), st, ConstBlock(p, s.rows, s.cols));
+  }
+  Status update_one(std::size_t i, float* p, float* g) {
+    return dispatch(i, [&](auto tag) { return update_route<decltype(tag)::value>(i, p, g); });
+  }
+  void restore_one(std::size_t i) {
+    dispatch(i, [&](auto tag) {
+      constexpr std::size_t I = decltype(tag)::value;
+      std::get<I>(states_)[slot_[i]] = std::get<I>(backups_)[slot_[i]];
+      return Status::ok;
+    });
+  }
+  template <class F>
+  Status dispatch(std::size_t i, const F& f) {
+    return dispatch_impl(i, f, std::index_sequence_for<Rules...>{});
+  }
+  template <class F, std::size_t... I>
+  Status dispatch_impl(std::size_t i, const F& f, std::index_sequence<I...>) {
+    Status s = Status::internal_error;
+    ((which_[i] == static_cast<int>(I) ? (s = f(std::integral_constant<std::size_t, I>{}), 0) : 0), ...);
+    return s;
+  }
+  template <class V, std::size_t... I>
+  void visit_param(V& v, std::size_t i, std::index_sequence<I...>) {
+    ((which_[i] == static_cast<int>(I) ? (visit_one<I>(v, i), 0) : 0), ...);
+  }
+  template <std::size_t I, class V>
+  void visit_one(V& v, std::size_t i) {
+    detail::PrefixVisitor<V> p{v, params_[i].name + "/"};
+    visit_fields(p, std::get<I>(states_)[slot_[i]]);
+  }
+
+  std::vector<ParamSpec> params_;
+  std::vector<std::string> labels_;
+  std::tuple<Route<Rules>...> routes_;
+  std::tuple<std::vector<typename Rules::State>...> states_;
+  std::tuple<std::vector<typename Rules::State>...> backups_;
+  std::vector<int> which_;
+  std::vector<std::size_t> slot_;
+  std::string message_;
+};
+
+/// partition(params, labels, route("muon", muon()), route("adamw", adamw())).
+template <class... Rules>
+Partition<Rules...> partition(std::vector<ParamSpec> params, std::vector<std::string> labels,
+                              Route<Rules>... routes) {
+  return Partition<Rules...>(std::move(params), std::move(labels), std::move(routes)...);
+}
+
+}  // namespace schatten::optim

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Flattening and the label proposal of optim/partition.hpp.
+#include "schatten/optim/partition.hpp"
+
+namespace schatten::optim {
+
+BlockShape flatten(const std::vector<index_t>& shape) {
+  if (shape.empty()) return {1, 1};
+  if (shape.size() == 1) return {1, shape[0]};
+  index_t rest = 1;
+  for (std::size_t i = 1; i < shape.size(); ++i)
+    rest *= shape[i];
+  return {shape[0], rest};
+}
+
+std::vector<std::string> propose_labels(const std::vector<ParamSpec>& params, const LabelPolicy& policy) {
+  std::vector<std::string> labels;
+  labels.reserve(params.size());
+  for (const ParamSpec& p : params) {
+    bool spectral = p.shape.size() >= 2;
+    const BlockShape s = flatten(p.shape);
+    if (s.rows < policy.min_side || s.cols < policy.min_side) spectral = false;
+    for (const std::string& x : policy.exclude)
+      if (!x.empty() && p.name.find(x) != std::string::npos) spectral = false;
+    labels.push_back(spectral ? policy.spectral : policy.other);
+  }
+  return labels;
+}
+
+}  // namespace schatten::optim

@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// partition(): label proposal, routing, all-or-nothing multi-parameter steps, state naming.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+#include "schatten/optim/partition.hpp"
+#include "schatten/optim/presets.hpp"
+#include "support/seed.hpp"
+
+using namespace schatten;
+using namespace schatten::optim;
+using schatten::test::case_seed;
+
+namespace {
+std::vector<float> random_vec(std::size_t n, std::uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v)
+    x = static_cast<float>(0.1 * rng.normal());
+  return v;
+}
+
+struct Names {
+  std::vector<std::string>* out;
+  template <class F>
+  void operator()(const std::string& n, F&) {
+    out->push_back(n);
+  }
+};
+
+/// Captures every buffer and count, for "nothing changed" checks.
+struct Snapshot {
+  std::map<std::string, std::vector<double>>* out;
+  void operator()(const std::string& n, std::int64_t& x) { (*out)[n] = {double(x)}; }
+  void operator()(const std::string& n, double& x) { (*out)[n] = {x}; }
+  void operator()(const std::string& n, Buffer& b) { (*out)[n] = std::vector<double>(b.begin(), b.end()); }
+};
+
+struct FailOnCall {
+  static constexpr const char* name = "fail_on_call";
+  static constexpr bool may_fail = true;
+  std::int64_t fail_at = 2;
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block, State& s, ConstBlock) const {
+    return ++s.count == fail_at ? Status::out_of_memory : Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+};
+}  // namespace
+
+TEST_SUITE("optim.partition") {
+  TEST_CASE("propose_labels routes hidden matrices to muon and the rest to adamw") {
+    const std::vector<ParamSpec> gpt2 = {{"transformer.wte.weight", {50257, 768}},
+                                         {"transformer.wpe.weight", {1024, 768}},
+                                         {"transformer.h.0.ln_1.weight", {768}},
+                                         {"transformer.h.0.attn.c_attn.weight", {768, 2304}},
+                                         {"transformer.h.0.attn.c_attn.bias", {2304}},
+                                         {"transformer.h.0.mlp.c_fc.weight", {768, 3072}},
+                                         {"lm_head.weight", {50257, 768}},
+                                         {"conv1.weight", {64, 3, 3, 3}},
+                                         {"proj.weight", {1, 768}},
+                                         {"scalar", {}}};
+    const auto labels = propose_labels(gpt2);
+    const std::vector<std::string> want = {"adamw", "adamw", "adamw", "muon",  "adamw",
+                                           "muon",  "adamw", "muon",  "adamw", "adamw"};
+    CHECK(labels == want);
+    CHECK(flatten({64, 3, 3, 3}) == BlockShape{64, 27});
+    CHECK(flatten({5}) == BlockShape{1, 5});
+    CHECK(flatten({}) == BlockShape{1, 1});
+    LabelPolicy keep_embeddings;
+    keep_embeddings.exclude.clear();
+    CHECK(propose_labels({gpt2[0]}, keep_embeddings)[0] == "muon");
+  }
+
+  TEST_CASE("partition steps every parameter exactly as its rule alone would") {
+    const std::vector<ParamSpec> ps = {{"w1", {12, 20}}, {"b1", {20}}, {"w2", {20, 6}}};
+    auto opt = partition(ps, propose_labels(ps), route("muon", muon()), route("adamw", adamw()));
+    REQUIRE(opt.init().status == Status::ok);
+    std::vector<std::vector<float>> w, ref_w;
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      w.push_back(random_vec(static_cast<std::size_t>(flatten(ps[i].shape).size()), case_seed("pw", i)));
+    ref_w = w;
+    auto m = muon();
+    auto a = adamw();
+    auto s0 = m.init({12, 20});
+    auto s1 = a.init({1, 20});
+    auto s2 = m.init({20, 6});
+    for (int t = 0; t < 3; ++t) {
+      std::vector<std::vector<float>> g;
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        g.push_back(random_vec(w[i].size(), case_seed("pg", static_cast<std::uint64_t>(10 * t) + i)));
+      auto rg = g;
+      REQUIRE(
+          opt.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()}).status ==
+          Status::ok);
+      REQUIRE(m.update(Block(rg[0].data(), 12, 20), s0, ConstBlock(ref_w[0].data(), 12, 20)) == Status::ok);
+      REQUIRE(a.update(Block(rg[1].data(), 1, 20), s1, ConstBlock(ref_w[1].data(), 1, 20)) == Status::ok);
+      REQUIRE(m.update(Block(rg[2].data(), 20, 6), s2, ConstBlock(ref_w[2].data(), 20, 6)) == Status::ok);
+      apply_updates(MatrixRef<float>(ref_w[0].data(), 12, 20), MatrixRef<const float>(rg[0].data(), 12, 20));
+      apply_updates(MatrixRef<float>(ref_w[1].data(), 1, 20), MatrixRef<const float>(rg[1].data(), 1, 20));
+      apply_updates(MatrixRef<float>(ref_w[2].data(), 20, 6), MatrixRef<const float>(rg[2].data(), 20, 6));
+    }
+    CHECK(w == ref_w);
+    std::vector<std::string> names;
+    Names nv{&names};
+    opt.visit(nv);
+    CHECK(std::find(names.begin(), names.end(), "w1/0_trace_momentum/mu") != names.end());
+    CHECK(std::find(names.begin(), names.end(), "b1/0_scale_by_adam/nu") != names.end());
+  }
+
+  TEST_CASE("partition: a NaN gradient or a failing rule changes no parameter and no state") {
+    const std::vector<ParamSpec> ps = {{"a", {4, 6}}, {"b", {6}}, {"c", {3, 3}}};
+    auto opt = partition(ps, {"muon", "adamw", "fail"}, route("muon", muon()), route("adamw", adamw()),
+                         route("fail", chain(TraceMomentum{}, FailOnCall{})));
+    REQUIRE(opt.init().status == Status::ok);
+    std::vector<std::vector<float>> w = {random_vec(24, 1), random_vec(6, 2), random_vec(9, 3)};
+    auto grads = [&](std::uint64_t salt) {
+      return std::vector<std::vector<float>>{random_vec(24, 10 + salt), random_vec(6, 20 + salt),
+                                             random_vec(9, 30 + salt)};
+    };
+    auto g = grads(0);
+    REQUIRE(
+        opt.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()}).status ==
+        Status::ok);
+    std::map<std::string, std::vector<double>> before, after;
+    Snapshot sb{&before};
+    opt.visit(sb);
+    const auto w_before = w;
+    // NaN in the second gradient.
+    g = grads(1);
+    g[1][3] = std::nanf("");
+    StepReport r = opt.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()});
+    CHECK(r.status == Status::non_finite_input);
+    CHECK(r.bad_param == 1);
+    // The third parameter's rule fails on its second call, after the first two were updated.
+    g = grads(2);
+    r = opt.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()});
+    CHECK(r.status == Status::out_of_memory);
+    CHECK(r.bad_param == 2);
+    Snapshot sa{&after};
+    opt.visit(sa);
+    CHECK(after == before);
+    CHECK(w == w_before);
+    // A label without a route is refused at init, naming the parameter.
+    auto bad = partition(ps, {"muon", "sgd", "muon"}, route("muon", muon()));
+    const StepReport br = bad.init();
+    CHECK(br.status == Status::invalid_argument);
+    CHECK(br.bad_param == 1);
+    CHECK(std::string(br.message).find("'b'") != std::string::npos);
+  }
+}
