@@ -60,6 +60,7 @@ struct StepReport {
   Status status = Status::ok;
   const char* message = "";
   std::ptrdiff_t bad_param = -1;  ///< index of the parameter that made the step fail
+  explicit operator bool() const noexcept { return status == Status::ok; }
 };
 
 /// Routes each parameter to the rule of its label. The state is one State per parameter, held
