@@ -134,6 +134,8 @@ TEST_SUITE("kernels.kaon") {
     const PolarReport r = kaon(MatrixRef<const double>(in.data(), 8, 6), MatrixRef<double>(out.data(), 8, 6));
     CHECK(r.status == Status::non_finite_input);
     CHECK(std::all_of(out.begin(), out.end(), [](double x) { return x == 7.0; }));
+    CHECK(kaon(MatrixRef<const double>(in.data(), 8, 6), MatrixRef<double>(out.data(), 8, 6), 0).status ==
+          Status::invalid_argument);
     // A zero matrix maps to zero (its Frobenius norm is zero: no 0/0).
     std::vector<double> zero(48, 0.0);
     REQUIRE(kaon(MatrixRef<const double>(zero.data(), 8, 6), MatrixRef<double>(out.data(), 8, 6)).status ==

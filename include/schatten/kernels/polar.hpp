@@ -132,6 +132,12 @@ PolarReport gram_newton_schulz(const A& a, const Q& q, const CoefficientSchedule
 /// uniform singular values is schatten::reference::kaon_spectrum.
 template <class A, class Q>
 PolarReport kaon(const A& a, const Q& q, int steps = 5, Workspace* workspace = nullptr) {
+  if (steps < 1) {
+    PolarReport r;
+    r.status = Status::invalid_argument;
+    r.message = "kaon: steps must be >= 1";
+    return r;
+  }
   PolarOptions o;
   o.method = PolarMethod::newton_schulz;
   o.schedule = schedules::kaon(steps);

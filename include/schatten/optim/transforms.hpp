@@ -174,7 +174,7 @@ struct KaonSpectrum {
     return st;
   }
   Status update(Block u, State& s, ConstBlock) const {
-    const PolarReport r = kaon(MatrixRef<const float>(u), u, steps, s.workspace.get());
+    const PolarReport r = schatten::kaon(MatrixRef<const float>(u), u, steps, s.workspace.get());
     if (r.status != Status::ok) return r.status;
     ++s.count;
     return Status::ok;
