@@ -220,6 +220,12 @@ class Partition {
   std::string message_;
 };
 
+/// visit_fields for a whole partition: every parameter's state (checkpoints use this).
+template <class V, class... Rules>
+void visit_fields(V& v, Partition<Rules...>& p) {
+  p.visit(v);
+}
+
 /// partition(params, labels, route("muon", muon()), route("adamw", adamw())).
 template <class... Rules>
 Partition<Rules...> partition(std::vector<ParamSpec> params, std::vector<std::string> labels,

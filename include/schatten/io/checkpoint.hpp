@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Checkpoints of optimizer state in HDF5 (library schatten::hdf5; HDF5 never appears here).
+///
+/// Every state lists its fields once through `visit_fields` (optim/rule.hpp); capture() turns
+/// that into a FieldSet, write_checkpoint() stores it, read_checkpoint() reads it back and
+/// restore() loads it into a freshly initialised state, checking that every field the state
+/// names is present with the same type and size (so loading into a differently configured
+/// optimizer fails with a message naming the first mismatch).
+///
+/// File layout: datasets `/schatten/optimizer/<field path>` (the field names contain the
+/// parameter name and `<index>_<rule>`), int64 / double / float; root attributes
+/// `schema_version` (int), `step` (int64), `signature` (string), and the RNG state
+/// (`rng_words` 4 × uint64, `rng_spare`, `rng_has_spare`) when one is given.
+/// Writing is atomic: the file is written as `<path>.tmp`, closed, then renamed over `path`,
+/// so a crash during a write leaves the previous checkpoint intact.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+#include "schatten/core/status.hpp"
+
+namespace schatten::io {
+
+/// The schema version written by this library; files of another version are refused.
+constexpr int kCheckpointSchemaVersion = 1;
+
+/// One field's value.
+using FieldValue = std::variant<std::int64_t, double, std::vector<float>>;
+/// Fields by their full name ("w1/0_trace_momentum/mu").
+using FieldSet = std::map<std::string, FieldValue>;
+
+/// What a checkpoint carries besides the fields.
+struct CheckpointHeader {
+  int schema_version = kCheckpointSchemaVersion;
+  std::int64_t step = 0;
+  /// The optimizer's description (names and hyper-parameters), compared on load when the caller
+  /// asks for it. docs/optim.md suggests a format.
+  std::string signature;
+  std::optional<Rng::State> rng;
+};
+
+/// Collects every field of a visitable state (a rule state, or a Partition through its `visit`).
+struct FieldCollector {
+  FieldSet* out;
+  void operator()(const std::string& name, std::int64_t& v) { (*out)[name] = v; }
+  void operator()(const std::string& name, double& v) { (*out)[name] = v; }
+  void operator()(const std::string& name, std::vector<float>& v) { (*out)[name] = v; }
+};
+
+/// Loads fields into a visitable state; records the first problem.
+struct FieldLoader {
+  const FieldSet* in;
+  std::string error;
+  std::size_t loaded = 0;
+  template <class T>
+  void operator()(const std::string& name, T& v) {
+    if (!error.empty()) return;
+    auto it = in->find(name);
+    if (it == in->end()) {
+      error = "checkpoint has no field '" + name + "'";
+      return;
+    }
+    const T* got = std::get_if<T>(&it->second);
+    if (!got) {
+      error = "field '" + name + "' has another type in the checkpoint";
+      return;
+    }
+    if constexpr (std::is_same<T, std::vector<float>>::value) {
+      if (got->size() != v.size()) {
+        error = "field '" + name + "' has " + std::to_string(got->size()) + " elements in the checkpoint, " +
+                std::to_string(v.size()) + " here";
+        return;
+      }
+    }
+    v = *got;
+    ++loaded;
+  }
+};
+
+/// Writes fields and header to `path` atomically (see the file comment). On error returns
+/// invalid_argument (bad path, unwritable directory) or internal_error, with `error` set; the
+/// previous file at `path`, if any, is untouched.
+Status write_checkpoint(const std::string& path, const FieldSet& fields, const CheckpointHeader& header,
+                        std::string* error = nullptr);
+
+/// Reads a checkpoint. A missing, truncated or corrupt file, or another schema version, is
+/// invalid_argument with `error` saying which; `fields` and `header` are written only on success.
+Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHeader& header,
+                       std::string* error = nullptr);
+
+/// capture(state) for anything visit_fields accepts.
+template <class S>
+FieldSet capture(S& state) {
+  FieldSet f;
+  FieldCollector c{&f};
+  visit_fields(c, state);
+  return f;
+}
+
+/// Loads `fields` into `state` (freshly initialised with the target configuration). Every field
+/// of the state must be in the checkpoint with the same type and size, and the checkpoint must
+/// have no field the state lacks; otherwise invalid_argument with `error` naming the first
+/// mismatch and `state` unchanged.
+template <class S>
+Status restore(S& state, const FieldSet& fields, std::string* error = nullptr) {
+  S trial = state;
+  FieldLoader l{&fields, {}, 0};
+  visit_fields(l, trial);
+  if (l.error.empty() && l.loaded != fields.size())
+    l.error = "the checkpoint has " + std::to_string(fields.size() - l.loaded) +
+              " field(s) this optimizer does not have (another configuration?)";
+  if (!l.error.empty()) {
+    if (error) *error = l.error;
+    return Status::invalid_argument;
+  }
+  state = std::move(trial);
+  return Status::ok;
+}
+
+/// Saves any visitable state (a rule state or a whole optim::Partition) with its header.
+template <class S>
+Status save_checkpoint(const std::string& path, S& state, const CheckpointHeader& header,
+                       std::string* error = nullptr) {
+  return write_checkpoint(path, capture(state), header, error);
+}
+
+/// Loads a checkpoint into `state` (initialised with the target configuration). When
+/// `expected_signature` is non-empty it must equal the file's signature. On any error `state`
+/// and `header` are unchanged and `error` names the problem (the field, the signature, the file).
+template <class S>
+Status load_checkpoint(const std::string& path, S& state, CheckpointHeader& header,
+                       const std::string& expected_signature = {}, std::string* error = nullptr) {
+  FieldSet fields;
+  CheckpointHeader h;
+  if (Status s = read_checkpoint(path, fields, h, error); s != Status::ok) return s;
+  if (!expected_signature.empty() && h.signature != expected_signature) {
+    if (error)
+      *error = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
+               expected_signature + "'";
+    return Status::invalid_argument;
+  }
+  if (Status s = restore(state, fields, error); s != Status::ok) return s;
+  header = std::move(h);
+  return Status::ok;
+}
+
+}  // namespace schatten::io

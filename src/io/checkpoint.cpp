@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// HDF5 reader and writer of checkpoints (include/schatten/io/checkpoint.hpp).
+#include "schatten/io/checkpoint.hpp"
+
+#include <hdf5.h>
+
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+// HDF5 1.10 (Debian 12) and 1.12+ name the object-visit API differently.
+#if H5_VERSION_GE(1, 12, 0)
+using ObjectInfo = H5O_info2_t;
+#define SCHATTEN_H5O_VISIT(obj, op, data) H5Ovisit3(obj, H5_INDEX_NAME, H5_ITER_INC, op, data, H5O_INFO_BASIC)
+#define SCHATTEN_H5F_IS_HDF5(name) H5Fis_accessible(name, H5P_DEFAULT)
+#else
+using ObjectInfo = H5O_info_t;
+#define SCHATTEN_H5O_VISIT(obj, op, data) H5Ovisit2(obj, H5_INDEX_NAME, H5_ITER_INC, op, data, H5O_INFO_BASIC)
+#define SCHATTEN_H5F_IS_HDF5(name) H5Fis_hdf5(name)
+#endif
+
+namespace schatten::io {
+namespace {
+
+constexpr const char* kRoot = "/schatten/optimizer";
+
+/// Closes an HDF5 handle when it goes out of scope.
+class Handle {
+ public:
+  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  ~Handle() {
+    if (id_ >= 0) close_(id_);
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  bool ok() const { return id_ >= 0; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+/// Silences HDF5's error printing for the lifetime of the object (errors become statuses).
+class QuietErrors {
+ public:
+  QuietErrors() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~QuietErrors() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+Status fail(std::string* error, const std::string& msg, Status s = Status::invalid_argument) {
+  if (error) *error = msg;
+  return s;
+}
+
+bool write_attr(hid_t obj, const char* name, hid_t type, const void* value, hsize_t n = 1) {
+  Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  Handle attr(H5Acreate2(obj, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  return attr.ok() && H5Awrite(attr.get(), type, value) >= 0;
+}
+
+bool write_string_attr(hid_t obj, const char* name, const std::string& value) {
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(type.get(), value.empty() ? 1 : value.size());
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  Handle attr(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  const std::string v = value.empty() ? std::string(1, '\0') : value;
+  return attr.ok() && H5Awrite(attr.get(), type.get(), v.data()) >= 0;
+}
+
+bool read_attr(hid_t obj, const char* name, hid_t type, void* value) {
+  if (H5Aexists(obj, name) <= 0) return false;
+  Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+  return attr.ok() && H5Aread(attr.get(), type, value) >= 0;
+}
+
+bool read_string_attr(hid_t obj, const char* name, std::string& out) {
+  if (H5Aexists(obj, name) <= 0) return false;
+  Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+  Handle type(H5Aget_type(attr.get()), H5Tclose);
+  if (!attr.ok() || !type.ok() || H5Tget_class(type.get()) != H5T_STRING) return false;
+  const std::size_t n = H5Tget_size(type.get());
+  std::string s(n, '\0');
+  Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(mem.get(), n);
+  if (H5Aread(attr.get(), mem.get(), s.data()) < 0) return false;
+  s.resize(std::strlen(s.c_str()));
+  out = s;
+  return true;
+}
+
+bool write_field(hid_t file, hid_t lcpl, const std::string& path, const FieldValue& v) {
+  hid_t type = H5T_NATIVE_INT64;
+  const void* data = nullptr;
+  hsize_t n = 1;
+  if (const auto* i = std::get_if<std::int64_t>(&v)) {
+    data = i;
+  } else if (const auto* d = std::get_if<double>(&v)) {
+    type = H5T_NATIVE_DOUBLE;
+    data = d;
+  } else {
+    const auto& b = std::get<std::vector<float>>(v);
+    type = H5T_NATIVE_FLOAT;
+    data = b.data();
+    n = b.size();
+  }
+  Handle space(n == 0 ? H5Screate(H5S_NULL) : H5Screate_simple(1, &n, nullptr), H5Sclose);
+  Handle set(H5Dcreate2(file, path.c_str(), type, space.get(), lcpl, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  if (!set.ok()) return false;
+  // A scalar field is written as a 1-element dataset marked with the attribute "scalar".
+  if (!std::holds_alternative<std::vector<float>>(v)) {
+    const int one = 1;
+    if (!write_attr(set.get(), "scalar", H5T_NATIVE_INT, &one)) return false;
+  }
+  return n == 0 || H5Dwrite(set.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+}
+
+struct ReadState {
+  FieldSet* fields;
+  std::string error;
+};
+
+herr_t read_one(hid_t root, const char* name, const ObjectInfo* info, void* op) {
+  auto* st = static_cast<ReadState*>(op);
+  if (info->type != H5O_TYPE_DATASET) return 0;
+  Handle set(H5Dopen2(root, name, H5P_DEFAULT), H5Dclose);
+  Handle type(H5Dget_type(set.get()), H5Tclose);
+  Handle space(H5Dget_space(set.get()), H5Sclose);
+  if (!set.ok() || !type.ok() || !space.ok()) {
+    st->error = std::string("cannot open dataset '") + name + "'";
+    return -1;
+  }
+  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  const H5T_class_t cls = H5Tget_class(type.get());
+  const bool scalar = H5Aexists(set.get(), "scalar") > 0;
+  if (cls == H5T_INTEGER && scalar && n == 1) {
+    std::int64_t v = 0;
+    if (H5Dread(set.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) < 0) return -1;
+    (*st->fields)[name] = v;
+  } else if (cls == H5T_FLOAT && scalar && n == 1) {
+    double v = 0;
+    if (H5Dread(set.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) < 0) return -1;
+    (*st->fields)[name] = v;
+  } else if (cls == H5T_FLOAT && !scalar) {
+    std::vector<float> v(static_cast<std::size_t>(n > 0 ? n : 0));
+    if (n > 0 && H5Dread(set.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0) {
+      st->error = std::string("cannot read dataset '") + name + "' (truncated file?)";
+      return -1;
+    }
+    (*st->fields)[name] = std::move(v);
+  } else {
+    st->error = std::string("dataset '") + name + "' has an unexpected type or shape";
+    return -1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+Status write_checkpoint(const std::string& path, const FieldSet& fields, const CheckpointHeader& header,
+                        std::string* error) {
+  if (path.empty()) return fail(error, "empty checkpoint path");
+  const std::string tmp = path + ".tmp";
+  QuietErrors quiet;
+  {
+    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    if (!file.ok()) return fail(error, "cannot create '" + tmp + "' (directory missing or not writable?)");
+    Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    Handle root(H5Gcreate2(file.get(), kRoot, lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    bool ok = root.ok();
+    const int version = kCheckpointSchemaVersion;
+    ok = ok && write_attr(file.get(), "schema_version", H5T_NATIVE_INT, &version);
+    ok = ok && write_attr(file.get(), "step", H5T_NATIVE_INT64, &header.step);
+    ok = ok && write_string_attr(file.get(), "signature", header.signature);
+    if (header.rng) {
+      const int has = header.rng->has_spare ? 1 : 0;
+      ok = ok && write_attr(file.get(), "rng_words", H5T_NATIVE_UINT64, header.rng->words.data(), 4);
+      ok = ok && write_attr(file.get(), "rng_spare", H5T_NATIVE_DOUBLE, &header.rng->spare);
+      ok = ok && write_attr(file.get(), "rng_has_spare", H5T_NATIVE_INT, &has);
+    }
+    for (const auto& [name, value] : fields) {
+      if (!ok) break;
+      if (name.empty() || name.front() == '/') {
+        std::remove(tmp.c_str());
+        return fail(error, "invalid field name '" + name + "'");
+      }
+      ok = write_field(root.get(), lcpl.get(), name, value);
+      if (!ok) {
+        std::remove(tmp.c_str());
+        return fail(error, "cannot write field '" + name + "'", Status::internal_error);
+      }
+    }
+    if (!ok || H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0) {
+      std::remove(tmp.c_str());
+      return fail(error, "cannot write '" + tmp + "'", Status::internal_error);
+    }
+  }  // closed here, before the rename
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return fail(error, "cannot rename '" + tmp + "' to '" + path + "'", Status::internal_error);
+  }
+  return Status::ok;
+}
+
+Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHeader& header,
+                       std::string* error) {
+  QuietErrors quiet;
+  if (SCHATTEN_H5F_IS_HDF5(path.c_str()) <= 0)
+    return fail(error, "'" + path + "' is missing or not an HDF5 file");
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!file.ok()) return fail(error, "cannot open '" + path + "' (corrupt?)");
+  CheckpointHeader h;
+  if (!read_attr(file.get(), "schema_version", H5T_NATIVE_INT, &h.schema_version))
+    return fail(error, "'" + path + "' is not a schatten checkpoint (no schema_version)");
+  if (h.schema_version != kCheckpointSchemaVersion)
+    return fail(error, "'" + path + "' has schema version " + std::to_string(h.schema_version) +
+                           "; this library reads version " + std::to_string(kCheckpointSchemaVersion));
+  if (!read_attr(file.get(), "step", H5T_NATIVE_INT64, &h.step) ||
+      !read_string_attr(file.get(), "signature", h.signature))
+    return fail(error, "'" + path + "' lacks its step or signature");
+  if (H5Aexists(file.get(), "rng_words") > 0) {
+    Rng::State r;
+    int has = 0;
+    if (!read_attr(file.get(), "rng_words", H5T_NATIVE_UINT64, r.words.data()) ||
+        !read_attr(file.get(), "rng_spare", H5T_NATIVE_DOUBLE, &r.spare) ||
+        !read_attr(file.get(), "rng_has_spare", H5T_NATIVE_INT, &has))
+      return fail(error, "'" + path + "' has an incomplete RNG state");
+    r.has_spare = has != 0;
+    h.rng = r;
+  }
+  if (H5Lexists(file.get(), "/schatten", H5P_DEFAULT) <= 0 || H5Lexists(file.get(), kRoot, H5P_DEFAULT) <= 0)
+    return fail(error, "'" + path + "' has no " + std::string(kRoot) + " group");
+  Handle root(H5Gopen2(file.get(), kRoot, H5P_DEFAULT), H5Gclose);
+  FieldSet got;
+  ReadState st{&got, {}};
+  if (!root.ok() || SCHATTEN_H5O_VISIT(root.get(), read_one, &st) < 0)
+    return fail(error,
+                "'" + path + "': " + (st.error.empty() ? std::string("cannot read the fields") : st.error));
+  fields = std::move(got);
+  header = std::move(h);
+  return Status::ok;
+}
+
+}  // namespace schatten::io

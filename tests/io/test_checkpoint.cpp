@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// HDF5 checkpoints: resume ≡ uninterrupted bit for bit, header and RNG round trip, clear
+/// errors for other configurations, signatures, corrupt/truncated/missing files, and atomic
+/// writes that never damage the previous checkpoint.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+#include "schatten/io/checkpoint.hpp"
+#include "schatten/optim/partition.hpp"
+#include "schatten/optim/presets.hpp"
+#include "support/seed.hpp"
+
+using namespace schatten;
+using namespace schatten::optim;
+namespace fs = std::filesystem;
+
+namespace {
+const std::vector<ParamSpec> kParams = {
+    {"h.0.attn.weight", {12, 20}}, {"h.0.ln.bias", {20}}, {"h.0.mlp.weight", {20, 8}}};
+
+std::vector<float> random_vec(std::size_t n, std::uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v)
+    x = static_cast<float>(0.1 * rng.normal());
+  return v;
+}
+
+auto make_opt() {
+  auto p = partition(kParams, propose_labels(kParams), route("muon", muon()), route("adamw", adamw()));
+  REQUIRE(p.init());
+  return p;
+}
+
+struct Model {
+  std::vector<std::vector<float>> w;
+  Model() {
+    for (std::size_t i = 0; i < kParams.size(); ++i)
+      w.push_back(random_vec(static_cast<std::size_t>(flatten(kParams[i].shape).size()), 100 + i));
+  }
+  template <class Opt>
+  void steps(Opt& opt, int from, int to) {
+    for (int t = from; t < to; ++t) {
+      std::vector<std::vector<float>> g;
+      std::vector<float*> gp, wp;
+      for (std::size_t i = 0; i < w.size(); ++i)
+        g.push_back(random_vec(w[i].size(), schatten::test::case_seed("ckpt_g", std::uint64_t(100 * t) + i)));
+      for (std::size_t i = 0; i < w.size(); ++i) {
+        gp.push_back(g[i].data());
+        wp.push_back(w[i].data());
+      }
+      REQUIRE(opt.step(wp, gp));
+    }
+  }
+};
+
+fs::path scratch(const char* name) {
+  const fs::path dir = fs::temp_directory_path() / ("schatten_test_ckpt_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir / name;
+}
+}  // namespace
+
+TEST_SUITE("io.checkpoint") {
+  TEST_CASE("save at step 3 then load into a fresh optimizer: 3 more steps equal 6 uninterrupted") {
+    const fs::path path = scratch("resume.h5");
+    Model a, b;
+    auto oa = make_opt();
+    a.steps(oa, 0, 6);
+    auto ob = make_opt();
+    b.steps(ob, 0, 3);
+    io::CheckpointHeader h;
+    h.step = 3;
+    h.signature = "muon+adamw v1";
+    Rng rng(77);
+    rng.normal();  // leaves a spare normal in the state
+    h.rng = rng.state();
+    std::string err;
+    REQUIRE(io::save_checkpoint(path.string(), ob, h, &err) == Status::ok);
+    CHECK_FALSE(fs::exists(path.string() + ".tmp"));
+    auto fresh = make_opt();
+    io::CheckpointHeader got;
+    REQUIRE_MESSAGE(io::load_checkpoint(path.string(), fresh, got, "muon+adamw v1", &err) == Status::ok, err);
+    CHECK(got.step == 3);
+    CHECK(got.signature == "muon+adamw v1");
+    REQUIRE(got.rng.has_value());
+    Rng r2(0);
+    r2.set_state(*got.rng);
+    CHECK(r2.normal() == rng.normal());  // the spare is restored too
+    b.steps(fresh, 3, 6);
+    CHECK(a.w == b.w);
+    fs::remove(path);
+  }
+
+  TEST_CASE("loading into another configuration or signature fails naming the mismatch") {
+    const fs::path path = scratch("config.h5");
+    Model m;
+    auto opt = make_opt();
+    m.steps(opt, 0, 2);
+    REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, "muon+adamw", {}}) ==
+            Status::ok);
+    // The hidden matrices routed to SGD instead of Muon: other field names.
+    auto other = partition(kParams, {"sgd", "adamw", "sgd"}, route("sgd", sgd()), route("adamw", adamw()));
+    REQUIRE(other.init());
+    const auto before = io::capture(other);
+    io::CheckpointHeader h;
+    std::string err;
+    CHECK(io::load_checkpoint(path.string(), other, h, "", &err) == Status::invalid_argument);
+    CAPTURE(err);
+    CHECK(err.find("h.0.attn.weight/") != std::string::npos);
+    CHECK(io::capture(other) == before);
+    // A different shape: same names, other sizes.
+    const std::vector<ParamSpec> wider = {
+        {"h.0.attn.weight", {12, 24}}, {"h.0.ln.bias", {20}}, {"h.0.mlp.weight", {20, 8}}};
+    auto w = partition(wider, propose_labels(wider), route("muon", muon()), route("adamw", adamw()));
+    REQUIRE(w.init());
+    CHECK(io::load_checkpoint(path.string(), w, h, "", &err) == Status::invalid_argument);
+    CHECK(err.find("elements") != std::string::npos);
+    // The signature.
+    auto same = make_opt();
+    CHECK(io::load_checkpoint(path.string(), same, h, "muon+adamw lr=0.05", &err) ==
+          Status::invalid_argument);
+    CHECK(err.find("signature") != std::string::npos);
+  }
+
+  TEST_CASE("missing, corrupt and truncated files are errors, and a crashed write leaves the old file") {
+    const fs::path path = scratch("atomic.h5");
+    Model m;
+    auto opt = make_opt();
+    m.steps(opt, 0, 1);
+    REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 1, "s", {}}) == Status::ok);
+    io::FieldSet f;
+    io::CheckpointHeader h;
+    std::string err;
+    CHECK(io::read_checkpoint(scratch("nope.h5").string(), f, h, &err) == Status::invalid_argument);
+    CHECK(err.find("missing") != std::string::npos);
+    {  // garbage
+      std::ofstream(scratch("garbage.h5"), std::ios::binary) << "this is not an HDF5 file at all";
+      CHECK(io::read_checkpoint(scratch("garbage.h5").string(), f, h, &err) == Status::invalid_argument);
+    }
+    {  // truncated: the first half of a valid file
+      std::ifstream in(path, std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::ofstream(scratch("half.h5"), std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+      CHECK(io::read_checkpoint(scratch("half.h5").string(), f, h, &err) == Status::invalid_argument);
+      CHECK(f.empty());
+    }
+    // A crash in the middle of the next write leaves "<path>.tmp" behind; the checkpoint itself
+    // is the old one and loads.
+    std::ofstream(path.string() + ".tmp", std::ios::binary) << "partial";
+    auto fresh = make_opt();
+    CHECK(io::load_checkpoint(path.string(), fresh, h, "s", &err) == Status::ok);
+    // A write that cannot happen (no such directory) fails cleanly.
+    CHECK(io::save_checkpoint((scratch("x") / "no_dir" / "c.h5").string(), opt, h, &err) ==
+          Status::invalid_argument);
+    // The next successful save replaces the stale temporary file and the checkpoint.
+    CHECK(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, "s", {}}) == Status::ok);
+    CHECK_FALSE(fs::exists(path.string() + ".tmp"));
+    CHECK(io::read_checkpoint(path.string(), f, h, &err) == Status::ok);
+    CHECK(h.step == 2);
+    fs::remove_all(path.parent_path());
+  }
+}
