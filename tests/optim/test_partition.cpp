@@ -118,7 +118,7 @@ TEST_SUITE("optim.partition") {
     Names nv{&names};
     opt.visit(nv);
     CHECK(std::find(names.begin(), names.end(), "w1/0_trace_momentum/mu") != names.end());
-    CHECK(std::find(names.begin(), names.end(), "b1/0_scale_by_adam/nu") != names.end());
+    CHECK(std::find(names.begin(), names.end(), "b1/0_adamw_update/nu") != names.end());
   }
 
   TEST_CASE("partition: a NaN gradient or a failing rule changes no parameter and no state") {

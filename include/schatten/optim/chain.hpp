@@ -47,7 +47,8 @@ void visit_fields(V& v, ChainState<Rules...>& s);
 
 /// Rules applied in order. State = std::tuple of the rules' states.
 ///
-/// update() first checks the gradient for NaN/Inf (non_finite_input; nothing touched). When a
+/// update() first checks that the blocks are contiguous row-major (invalid_argument) and the
+/// gradient for NaN/Inf (non_finite_input); nothing is touched on either error. When a
 /// rule that may fail is part of the chain, the state and the buffer are copied before the rules
 /// run and restored if one fails, so a failed step leaves everything as it was.
 template <class... Rules>
@@ -69,6 +70,7 @@ class Chain {
   }
 
   Status update(Block u, State& state, ConstBlock param) const {
+    if (!is_contiguous(MatrixRef<const float>(u)) || !is_contiguous(param)) return Status::invalid_argument;
     if (!all_finite(MatrixRef<const float>(u))) return Status::non_finite_input;
     if constexpr (may_fail) {
       State backup = state;

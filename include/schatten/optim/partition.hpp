@@ -73,6 +73,8 @@ struct StepReport {
 /// copy of each parameter's state per step (the price of all-or-nothing steps).
 template <class... Rules>
 class Partition {
+  static constexpr bool any_may_fail = (rule_may_fail<Rules>::value || ...);
+
  public:
   Partition(std::vector<ParamSpec> params, std::vector<std::string> labels, Route<Rules>... routes)
       : params_(std::move(params)), labels_(std::move(labels)), routes_(std::move(routes)...) {}
@@ -99,7 +101,8 @@ class Partition {
   const std::vector<std::string>& labels() const { return labels_; }
 
   /// One optimizer step: params[i] and grads[i] point to the flattened row-major arrays of
-  /// parameter i. grads are consumed (they hold the updates afterwards).
+  /// parameter i. grads are consumed (they hold the updates afterwards). When no route may fail
+  /// after the finiteness check (e.g. only AdamW/SGD), no state copies are made.
   StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
     if (params.size() != params_.size() || grads.size() != params_.size())
       return fail("step: one parameter and one gradient pointer per parameter", -1);
@@ -121,6 +124,9 @@ class Partition {
         bad = i;
     }
     if (failed != Status::ok) {
+      if constexpr (!any_may_fail)  // a rule failed that declared it cannot (protocol violation)
+        return fail("a rule failed without declaring may_fail; states may have advanced",
+                    static_cast<std::ptrdiff_t>(bad), Status::internal_error);
       for (std::size_t i : done)
         restore_one(i);
       restore_one(bad);  // a bare rule (not a chain) may have advanced its state before failing
@@ -177,7 +183,10 @@ class Partition {
   Status update_route(std::size_t i, float* p, float* g) {
     const BlockShape s = flatten(params_[i].shape);
     auto& st = std::get<I>(states_)[slot_[i]];
-    std::get<I>(backups_)[slot_[i]] = st;  // copy before the rule advances it
+    // Copies are needed only when some route may fail after the finiteness check: then a
+    // failure at a later parameter restores this one from the copy. Partitions of rules that
+    // cannot fail (AdamW, SGD) make no copies.
+    if constexpr (any_may_fail) std::get<I>(backups_)[slot_[i]] = st;
     return std::get<I>(routes_).rule.update(Block(g, s.rows, s.cols), st, ConstBlock(p, s.rows, s.cols));
   }
   Status update_one(std::size_t i, float* p, float* g) {

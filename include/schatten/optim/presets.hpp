@@ -30,7 +30,8 @@ struct AdamWOptions {
   double weight_decay = 1e-2;
 };
 inline auto adamw(const AdamWOptions& o = {}) {
-  return chain(ScaleByAdam{o.b1, o.b2, o.eps}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+  // One fused pass (AdamWUpdate) = chain(ScaleByAdam, AddDecayedWeights, ScaleByLearningRate).
+  return chain(AdamWUpdate{o.b1, o.b2, o.eps, o.weight_decay, o.lr});
 }
 
 /// Keller Jordan's Muon (KellerJordan/Muon): EMA momentum β = 0.95 with Nesterov, Newton–Schulz

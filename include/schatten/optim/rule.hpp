@@ -28,6 +28,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -70,19 +71,39 @@ struct is_rule<R, std::void_t<decltype(R::name), typename R::State,
 template <class R>
 constexpr bool is_rule_v = is_rule<R>::value;
 
-/// param += u (the sign convention above). Shapes must match (checked by the caller).
+/// True when the block is contiguous row-major (what rules require of `u` and `param`).
+inline bool is_contiguous(MatrixRef<const float> m) {
+  return m.empty() || ((m.rows == 1 || m.row_stride == m.cols) && (m.cols == 1 || m.col_stride == 1));
+}
+
+/// param += u (the sign convention above). Shapes must match (checked by the caller); any
+/// strides, with a single flat loop when both are contiguous.
 inline void apply_updates(MatrixRef<float> param, MatrixRef<const float> u) {
+  if (is_contiguous(param) && is_contiguous(u)) {
+    for (index_t k = 0, n = param.size(); k < n; ++k)
+      param.data[k] += u.data[k];
+    return;
+  }
   for (index_t i = 0; i < param.rows; ++i)
     for (index_t j = 0; j < param.cols; ++j)
       param(i, j) += u(i, j);
 }
 
-/// True when every element is finite.
+/// True when every element is finite. Contiguous blocks are scanned by the exponent bits (all
+/// ones for NaN and ±Inf), an integer OR-reduction that vectorises and runs at memory speed.
 inline bool all_finite(MatrixRef<const float> m) {
-  for (index_t i = 0; i < m.rows; ++i)
-    for (index_t j = 0; j < m.cols; ++j) {
-      if (!std::isfinite(m(i, j))) return false;
+  if (is_contiguous(m)) {
+    std::uint32_t bad = 0;
+    for (index_t k = 0, n = m.size(); k < n; ++k) {
+      std::uint32_t bits;
+      std::memcpy(&bits, m.data + k, sizeof bits);
+      bad |= static_cast<std::uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
     }
+    return bad == 0;
+  }
+  for (index_t i = 0; i < m.rows; ++i)
+    for (index_t j = 0; j < m.cols; ++j)
+      if (!std::isfinite(m(i, j))) return false;
   return true;
 }
 

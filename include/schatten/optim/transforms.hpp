@@ -20,6 +20,51 @@
 namespace schatten::optim {
 
 // ---------------------------------------------------------------------------------------------
+// Learning-rate schedules (used by ScaleByLearningRate and AdamWUpdate)
+
+/// A learning-rate schedule η(t) of the 0-based step t, evaluated in double.
+///   constant:      η(t) = peak
+///   warmup_cosine: linear from 0 to peak over `warmup` steps (η(t) = peak·(t+1)/warmup), then
+///                  cosine from peak to `final_value` at step `total` and constant after
+///   linear_decay:  constant peak for `warmup` steps, then linear to `final_value` at `total`
+struct Schedule {
+  enum class Kind { constant, warmup_cosine, linear_decay };
+  Kind kind = Kind::constant;
+  double peak = 1e-3;
+  std::int64_t warmup = 0;
+  std::int64_t total = 0;
+  double final_value = 0.0;
+
+  static Schedule constant(double lr) { return Schedule{Kind::constant, lr, 0, 0, 0.0}; }
+  static Schedule warmup_cosine(double peak, std::int64_t warmup, std::int64_t total,
+                                double final_value = 0.0) {
+    return Schedule{Kind::warmup_cosine, peak, warmup, total, final_value};
+  }
+  static Schedule linear_decay(double peak, std::int64_t hold, std::int64_t total, double final_value = 0.0) {
+    return Schedule{Kind::linear_decay, peak, hold, total, final_value};
+  }
+  double operator()(std::int64_t t) const {
+    switch (kind) {
+      case Kind::constant:
+        return peak;
+      case Kind::warmup_cosine: {
+        if (t < warmup) return peak * double(t + 1) / double(warmup);
+        if (t >= total || total <= warmup) return final_value;
+        const double x = double(t - warmup) / double(total - warmup);
+        return final_value + 0.5 * (peak - final_value) * (1.0 + std::cos(3.14159265358979323846 * x));
+      }
+      case Kind::linear_decay: {
+        if (t < warmup) return peak;
+        if (t >= total || total <= warmup) return final_value;
+        const double x = double(t - warmup) / double(total - warmup);
+        return peak + (final_value - peak) * x;
+      }
+    }
+    return peak;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Momentum
 
 /// Heavy-ball momentum. EMA form (Keller Jordan, torch.optim.Muon): B ← β B + (1 − β) G, output
@@ -48,9 +93,9 @@ struct TraceMomentum {
   Status update(Block u, State& s, ConstBlock) const {
     const float b = static_cast<float>(beta);
     float* mu = s.mu.data();
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j, ++mu)
-        u(i, j) = step(u(i, j), *mu, b, nesterov, form);
+    float* x = u.data;
+    for (index_t k = 0, n = u.size(); k < n; ++k)
+      x[k] = step(x[k], mu[k], b, nesterov, form);
     ++s.count;
     return Status::ok;
   }
@@ -90,10 +135,10 @@ struct ScaleByAdam {
     const std::int64_t t = s.count + 1;
     const float inv_c1 = static_cast<float>(1.0 / (1.0 - std::pow(b1, double(t))));
     const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(b2, double(t))));
-    float *m = s.mu.data(), *v = s.nu.data();
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j, ++m, ++v)
-        u(i, j) = step(u(i, j), *m, *v, float(b1), float(b2), inv_c1, inv_sqrt_c2, float(eps));
+    float *m = s.mu.data(), *v = s.nu.data(), *x = u.data;
+    const float fb1 = float(b1), fb2 = float(b2), feps = float(eps);
+    for (index_t k = 0, n = u.size(); k < n; ++k)
+      x[k] = step(x[k], m[k], v[k], fb1, fb2, inv_c1, inv_sqrt_c2, feps);
     s.count = t;
     return Status::ok;
   }
@@ -103,6 +148,40 @@ struct ScaleByAdam {
     v("mu", s.mu);
     v("nu", s.nu);
   }
+};
+
+namespace detail {
+/// Scalars of one fused AdamW pass.
+struct AdamWScalars {
+  float b1, b2, inv_c1, inv_sqrt_c2, eps, weight_decay, neg_lr;
+};
+/// x[k] ← neg_lr·(ScaleByAdam::step(x[k], m[k], v[k], …) + λ w[k]) for k < n. Compiled in the
+/// library (src/optim/kernels.cpp) with errno-free square roots so that it vectorises whatever
+/// flags the caller uses (√ of v ≥ 0 never sets errno anyway).
+void adamw_kernel(float* x, float* m, float* v, const float* w, index_t n, const AdamWScalars& s);
+}  // namespace detail
+
+/// AdamW in one pass (the `adamw` preset): u ← −η(t)·(m̂/(√v̂ + ε) + λ W), the same formulas
+/// as chain(ScaleByAdam, AddDecayedWeights, ScaleByLearningRate) fused, so that the step reads
+/// g, m, v, W and writes u, m, v once (AdamW is memory-bound; three passes cost 2.5× the time).
+struct AdamWUpdate {
+  static constexpr const char* name = "adamw_update";
+  double b1 = 0.9, b2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  Schedule lr = Schedule::constant(1e-3);
+
+  using State = ScaleByAdam::State;
+  State init(const BlockShape& s) const { return ScaleByAdam{b1, b2, eps}.init(s); }
+  Status update(Block u, State& s, ConstBlock p) const {
+    const std::int64_t t = s.count + 1;
+    const float inv_c1 = static_cast<float>(1.0 / (1.0 - std::pow(b1, double(t))));
+    const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(b2, double(t))));
+    const float fb1 = float(b1), fb2 = float(b2), feps = float(eps), wd = float(weight_decay);
+    detail::adamw_kernel(u.data, s.mu.data(), s.nu.data(), p.data, u.size(),
+                         {fb1, fb2, inv_c1, inv_sqrt_c2, feps, wd, static_cast<float>(-lr(s.count))});
+    s.count = t;
+    return Status::ok;
+  }
+  // visit_fields: ScaleByAdam's (the same State).
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -285,9 +364,8 @@ struct ScaleByShape {
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State&, ConstBlock) const {
     const float f = static_cast<float>(factor(rule, u.rows, u.cols));
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j)
-        u(i, j) *= f;
+    for (index_t k = 0, n = u.size(); k < n; ++k)
+      u.data[k] *= f;
     return Status::ok;
   }
   template <class V>
@@ -336,9 +414,15 @@ struct AddDecayedWeights {
   Status update(Block u, State&, ConstBlock p) const {
     if (weight_decay == 0.0) return Status::ok;
     const float l = static_cast<float>(weight_decay);
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j)
-        if (mode == Mode::decoupled || u(i, j) * p(i, j) > 0.0f) u(i, j) += l * p(i, j);
+    float* x = u.data;
+    const float* w = p.data;
+    if (mode == Mode::decoupled) {
+      for (index_t k = 0, n = u.size(); k < n; ++k)
+        x[k] += l * w[k];
+    } else {
+      for (index_t k = 0, n = u.size(); k < n; ++k)
+        if (x[k] * w[k] > 0.0f) x[k] += l * w[k];
+    }
     return Status::ok;
   }
   template <class V>
@@ -353,9 +437,8 @@ struct AddIndependentDecay {
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State&, ConstBlock p) const {
     const float l = static_cast<float>(weight_decay);
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j)
-        u(i, j) -= l * p(i, j);
+    for (index_t k = 0, n = u.size(); k < n; ++k)
+      u.data[k] -= l * p.data[k];
     return Status::ok;
   }
   template <class V>
@@ -364,48 +447,6 @@ struct AddIndependentDecay {
 
 // ---------------------------------------------------------------------------------------------
 // Learning rate
-
-/// A learning-rate schedule η(t) of the 0-based step t, evaluated in double.
-///   constant:      η(t) = peak
-///   warmup_cosine: linear from 0 to peak over `warmup` steps (η(t) = peak·(t+1)/warmup), then
-///                  cosine from peak to `final_value` at step `total` and constant after
-///   linear_decay:  constant peak for `warmup` steps, then linear to `final_value` at `total`
-struct Schedule {
-  enum class Kind { constant, warmup_cosine, linear_decay };
-  Kind kind = Kind::constant;
-  double peak = 1e-3;
-  std::int64_t warmup = 0;
-  std::int64_t total = 0;
-  double final_value = 0.0;
-
-  static Schedule constant(double lr) { return Schedule{Kind::constant, lr, 0, 0, 0.0}; }
-  static Schedule warmup_cosine(double peak, std::int64_t warmup, std::int64_t total,
-                                double final_value = 0.0) {
-    return Schedule{Kind::warmup_cosine, peak, warmup, total, final_value};
-  }
-  static Schedule linear_decay(double peak, std::int64_t hold, std::int64_t total, double final_value = 0.0) {
-    return Schedule{Kind::linear_decay, peak, hold, total, final_value};
-  }
-  double operator()(std::int64_t t) const {
-    switch (kind) {
-      case Kind::constant:
-        return peak;
-      case Kind::warmup_cosine: {
-        if (t < warmup) return peak * double(t + 1) / double(warmup);
-        if (t >= total || total <= warmup) return final_value;
-        const double x = double(t - warmup) / double(total - warmup);
-        return final_value + 0.5 * (peak - final_value) * (1.0 + std::cos(3.14159265358979323846 * x));
-      }
-      case Kind::linear_decay: {
-        if (t < warmup) return peak;
-        if (t >= total || total <= warmup) return final_value;
-        const double x = double(t - warmup) / double(total - warmup);
-        return peak + (final_value - peak) * x;
-      }
-    }
-    return peak;
-  }
-};
 
 /// u ← −η(t)·u (the sign convention of rule.hpp), t = this rule's own step count.
 struct ScaleByLearningRate {
@@ -418,9 +459,8 @@ struct ScaleByLearningRate {
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State& s, ConstBlock) const {
     const float f = static_cast<float>(-lr(s.count));
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j)
-        u(i, j) *= f;
+    for (index_t k = 0, n = u.size(); k < n; ++k)
+      u.data[k] *= f;
     ++s.count;
     return Status::ok;
   }

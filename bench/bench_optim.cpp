@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// schatten-bench-optim: optimizer steps over the GPT-2-small parameter set on this machine
+/// (Google Benchmark, one iteration each by default; the issue #4 targets).
+///
+///   optim/muon_step/gpt2_small     partition(muon for the 48 hidden matrices, adamw for the rest)
+///   optim/orthogonalize_only       the 48 polar() calls of that step alone (same options,
+///                                  reused workspaces): overhead = step − this − adamw part
+///   optim/adamw_step/gpt2_rest     AdamW over the parameters Muon does not take (wte, wpe,
+///                                  biases, norms): GB/s of the minimal traffic (read g, p, m, v;
+///                                  write p, m, v = 28 bytes per element) and its ratio to
+///   stream/triad                   a ← b + s·c over 3 × 64 Mi floats (12 bytes per element)
+#include <benchmark/benchmark.h>
+
+#include <Kokkos_Core.hpp>
+
+#include <string>
+#include <vector>
+
+#include "polar_cases.hpp"
+#include "schatten/core/random.hpp"
+#include "schatten/core/runtime.hpp"
+#include "schatten/optim/partition.hpp"
+#include "schatten/optim/presets.hpp"
+
+using namespace schatten;
+using namespace schatten::optim;
+
+namespace {
+
+/// GPT-2 small (d = 768, 12 layers, vocabulary 50257, context 1024), PyTorch's names and the
+/// (out, in) shapes of its linear layers.
+std::vector<ParamSpec> gpt2_small() {
+  std::vector<ParamSpec> p = {{"transformer.wte.weight", {50257, 768}},
+                              {"transformer.wpe.weight", {1024, 768}}};
+  for (int l = 0; l < 12; ++l) {
+    const std::string h = "transformer.h." + std::to_string(l) + ".";
+    p.push_back({h + "ln_1.weight", {768}});
+    p.push_back({h + "ln_1.bias", {768}});
+    p.push_back({h + "attn.c_attn.weight", {2304, 768}});
+    p.push_back({h + "attn.c_attn.bias", {2304}});
+    p.push_back({h + "attn.c_proj.weight", {768, 768}});
+    p.push_back({h + "attn.c_proj.bias", {768}});
+    p.push_back({h + "ln_2.weight", {768}});
+    p.push_back({h + "ln_2.bias", {768}});
+    p.push_back({h + "mlp.c_fc.weight", {3072, 768}});
+    p.push_back({h + "mlp.c_fc.bias", {3072}});
+    p.push_back({h + "mlp.c_proj.weight", {768, 3072}});
+    p.push_back({h + "mlp.c_proj.bias", {768}});
+  }
+  p.push_back({"transformer.ln_f.weight", {768}});
+  p.push_back({"transformer.ln_f.bias", {768}});
+  return p;
+}
+
+struct Model {
+  std::vector<ParamSpec> specs;
+  std::vector<std::vector<float>> w, g;
+  explicit Model(std::vector<ParamSpec> s) : specs(std::move(s)) {
+    Rng rng(1);
+    for (const ParamSpec& p : specs) {
+      const auto n = static_cast<std::size_t>(flatten(p.shape).size());
+      w.emplace_back(n);
+      g.emplace_back(n);
+      for (float& x : w.back())
+        x = static_cast<float>(0.02 * rng.normal());
+    }
+  }
+  void fill_gradients(std::uint64_t seed) {
+    Rng rng(seed);
+    for (auto& v : g)
+      for (float& x : v)
+        x = static_cast<float>(1e-3 * rng.normal());
+  }
+  std::vector<float*> params() {
+    std::vector<float*> p;
+    for (auto& v : w)
+      p.push_back(v.data());
+    return p;
+  }
+  std::vector<float*> grads() {
+    std::vector<float*> p;
+    for (auto& v : g)
+      p.push_back(v.data());
+    return p;
+  }
+};
+
+double stream_gbps() {
+  const std::size_t n = std::size_t(64) << 20;
+  std::vector<float> a(n), b(n, 1.0f), c(n, 2.0f);
+  double best = 0.0;
+  for (int r = 0; r < 3; ++r) {
+    Kokkos::Timer t;
+    for (std::size_t i = 0; i < n; ++i)
+      a[i] = b[i] + 0.5f * c[i];
+    benchmark::DoNotOptimize(a.data());
+    best = std::max(best, 12.0 * double(n) / t.seconds() / 1e9);
+  }
+  return best;
+}
+
+void bm_stream(benchmark::State& st) {
+  double gbps = 0.0;
+  for (auto _ : st)
+    gbps = stream_gbps();
+  st.counters["GB/s"] = gbps;
+}
+
+void bm_muon_step(benchmark::State& st) {
+  Model m(gpt2_small());
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon()), route("adamw", adamw()));
+  if (!opt.init()) return st.SkipWithError("init failed");
+  m.fill_gradients(2);
+  opt.step(m.params(), m.grads());  // warm-up: first touch, workspaces
+  std::uint64_t seed = 3;
+  for (auto _ : st) {
+    st.PauseTiming();
+    m.fill_gradients(seed++);
+    st.ResumeTiming();
+    const StepReport r = opt.step(m.params(), m.grads());
+    if (!r) return st.SkipWithError(r.message);
+  }
+}
+
+void bm_orthogonalize_only(benchmark::State& st) {
+  Model m(gpt2_small());
+  const auto labels = propose_labels(m.specs);
+  const PolarOptions o = MuonOptions::keller_polar();
+  std::vector<std::size_t> idx;
+  for (std::size_t i = 0; i < labels.size(); ++i)
+    if (labels[i] == "muon") idx.push_back(i);
+  std::vector<Workspace> ws(idx.size());
+  m.fill_gradients(2);
+  for (auto _ : st) {
+    for (std::size_t k = 0; k < idx.size(); ++k) {
+      const BlockShape s = flatten(m.specs[idx[k]].shape);
+      float* g = m.g[idx[k]].data();
+      polar(MatrixRef<const float>(g, s.rows, s.cols), MatrixRef<float>(g, s.rows, s.cols), o, &ws[k]);
+    }
+  }
+  st.counters["matrices"] = double(idx.size());
+}
+
+void bm_adamw_rest(benchmark::State& st) {
+  std::vector<ParamSpec> rest;
+  const auto all = gpt2_small();
+  const auto labels = propose_labels(all);
+  for (std::size_t i = 0; i < all.size(); ++i)
+    if (labels[i] == "adamw") rest.push_back(all[i]);
+  Model m(rest);
+  auto opt = partition(m.specs, std::vector<std::string>(m.specs.size(), "adamw"), route("adamw", adamw()));
+  if (!opt.init()) return st.SkipWithError("init failed");
+  m.fill_gradients(2);
+  double elements = 0.0;
+  for (const auto& v : m.w)
+    elements += double(v.size());
+  double total = 0.0;
+  for (auto _ : st) {
+    st.PauseTiming();
+    m.fill_gradients(3);
+    st.ResumeTiming();
+    Kokkos::Timer t;
+    const StepReport r = opt.step(m.params(), m.grads());
+    total += t.seconds();
+    if (!r) return st.SkipWithError(r.message);
+  }
+  const double gbps = 28.0 * elements / (total / double(st.iterations())) / 1e9;
+  st.counters["elements"] = elements;
+  st.counters["GB/s"] = gbps;
+  st.counters["x_stream"] = gbps / stream_gbps();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Runtime runtime(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("schatten_commit", bench::git_commit());
+  benchmark::AddCustomContext("kokkos", runtime_description());
+  benchmark::AddCustomContext("machine", bench::machine_description());
+  benchmark::RegisterBenchmark("stream/triad", bm_stream)->Iterations(1)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest", bm_adamw_rest)
+      ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/orthogonalize_only", bm_orthogonalize_only)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small", bm_muon_step)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

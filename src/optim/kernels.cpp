@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Element-wise optimizer kernels compiled into the library (see transforms.hpp). This file is
+/// compiled with -fno-math-errno (CMakeLists.txt): the square roots below take non-negative
+/// arguments, so errno is never set, and the flag lets the compiler vectorise them.
+#include "schatten/optim/transforms.hpp"
+
+namespace schatten::optim::detail {
+
+void adamw_kernel(float* __restrict x, float* __restrict m, float* __restrict v, const float* __restrict w,
+                  index_t n, const AdamWScalars& s) {
+  const AdamWScalars c = s;  // by value: no aliasing with the arrays
+  for (index_t k = 0; k < n; ++k)
+    x[k] = c.neg_lr * (ScaleByAdam::step(x[k], m[k], v[k], c.b1, c.b2, c.inv_c1, c.inv_sqrt_c2, c.eps) +
+                       c.weight_decay * w[k]);
+}
+
+}  // namespace schatten::optim::detail
