@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -154,11 +155,48 @@ TEST_SUITE("optim.partition") {
     opt.visit(sa);
     CHECK(after == before);
     CHECK(w == w_before);
+    // Skip-and-count instead: the step is dropped, counted, and nothing else changes.
+    opt.set_non_finite_policy(NonFinitePolicy::skip);
+    g = grads(3);
+    g[0][0] = std::numeric_limits<float>::infinity();
+    r = opt.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()});
+    CHECK(r.status == Status::ok);
+    CHECK(r.skipped);
+    CHECK(r.bad_param == 0);
+    CHECK(opt.skipped_steps() == 1);
+    CHECK(w == w_before);
+    std::map<std::string, std::vector<double>> skipped;
+    Snapshot ss{&skipped};
+    opt.visit(ss);
+    CHECK(skipped["_partition/skipped_steps"] == std::vector<double>{1.0});
+    skipped.erase("_partition/skipped_steps");
+    before.erase("_partition/skipped_steps");
+    CHECK(skipped == before);
     // A label without a route is refused at init, naming the parameter.
     auto bad = partition(ps, {"muon", "sgd", "muon"}, route("muon", muon()));
     const StepReport br = bad.init();
     CHECK(br.status == Status::invalid_argument);
     CHECK(br.bad_param == 1);
     CHECK(std::string(br.message).find("'b'") != std::string::npos);
+  }
+
+  TEST_CASE("signatures name every rule and hyper-parameter") {
+    AdamWOptions a;
+    a.weight_decay = 0.05;
+    const std::string s = adamw(a).config();
+    CHECK(s.find("adamw_update(") != std::string::npos);
+    CHECK(s.find("weight_decay=0.050000000000000003") != std::string::npos);
+    CHECK(s.find("lr=constant(peak=0.001") != std::string::npos);
+    const std::string m = muon().config();
+    CHECK(m.find("orthogonalize(polar=newton_schulz(schedule=keller_jordan,iterations=5") !=
+          std::string::npos);
+    CHECK(m.find("scale_by_shape(rule=keller)") != std::string::npos);
+    const std::vector<ParamSpec> ps = {{"w", {4, 4}}};
+    auto p1 = partition(ps, {"muon"}, route("muon", muon()));
+    MuonOptions faster;
+    faster.lr = Schedule::constant(0.05);
+    auto p2 = partition(ps, {"muon"}, route("muon", muon(faster)));
+    CHECK(p1.signature().rfind("muon=chain[", 0) == 0);
+    CHECK(p1.signature() != p2.signature());
   }
 }

@@ -64,6 +64,18 @@ class Chain {
 
   const std::tuple<Rules...>& rules() const { return rules_; }
 
+  /// "chain[rule1(...);rule2(...)]": the signature of every rule in order.
+  std::string config() const {
+    std::string s = "chain[";
+    std::apply(
+        [&](const auto&... r) {
+          int k = 0;
+          ((s += (k++ ? ";" : "") + config_of(r)), ...);
+        },
+        rules_);
+    return s + "]";
+  }
+
   State init(const BlockShape& shape) const {
     return std::apply([&](const auto&... r) { return State(typename State::Base{r.init(shape)...}); },
                       rules_);

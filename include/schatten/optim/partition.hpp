@@ -55,11 +55,16 @@ Route<R> route(std::string label, R rule) {
   return Route<R>{std::move(label), std::move(rule)};
 }
 
+/// What a step does with a NaN/Inf gradient: refuse with non_finite_input (default), or skip the
+/// whole step (nothing changes), count it and report ok with `skipped` set.
+enum class NonFinitePolicy { error, skip };
+
 /// Outcome of a multi-parameter step.
 struct StepReport {
   Status status = Status::ok;
   const char* message = "";
-  std::ptrdiff_t bad_param = -1;  ///< index of the parameter that made the step fail
+  std::ptrdiff_t bad_param = -1;  ///< index of the parameter that made the step fail (or skip)
+  bool skipped = false;           ///< NonFinitePolicy::skip dropped this step
   explicit operator bool() const noexcept { return status == Status::ok; }
 };
 
@@ -98,6 +103,19 @@ class Partition {
   }
 
   const std::vector<ParamSpec>& params() const { return params_; }
+  void set_non_finite_policy(NonFinitePolicy p) { policy_ = p; }
+  /// Steps dropped by NonFinitePolicy::skip (checkpointed as "_partition/skipped_steps").
+  std::int64_t skipped_steps() const { return skipped_; }
+
+  /// "label=signature|label=signature…": every route's rule with its hyper-parameters; store it
+  /// in a checkpoint header and pass it as the expected signature when loading.
+  std::string signature() const {
+    std::string s;
+    std::apply(
+        [&](const auto&... r) { ((s += (s.empty() ? "" : "|") + r.label + "=" + config_of(r.rule)), ...); },
+        routes_);
+    return s;
+  }
   const std::vector<std::string>& labels() const { return labels_; }
 
   /// One optimizer step: params[i] and grads[i] point to the flattened row-major arrays of
@@ -110,8 +128,16 @@ class Partition {
       const BlockShape s = flatten(params_[i].shape);
       if ((params[i] == nullptr || grads[i] == nullptr) && s.size() > 0)
         return fail("null pointer", std::ptrdiff_t(i));
-      if (!all_finite(MatrixRef<const float>(grads[i], s.rows, s.cols)))
-        return fail("gradient contains NaN or Inf", static_cast<std::ptrdiff_t>(i), Status::non_finite_input);
+      if (!all_finite(MatrixRef<const float>(grads[i], s.rows, s.cols))) {
+        if (policy_ == NonFinitePolicy::error)
+          return fail("gradient contains NaN or Inf", static_cast<std::ptrdiff_t>(i),
+                      Status::non_finite_input);
+        ++skipped_;
+        StepReport r =
+            fail("step skipped: gradient contains NaN or Inf", static_cast<std::ptrdiff_t>(i), Status::ok);
+        r.skipped = true;
+        return r;
+      }
     }
     std::vector<std::size_t> done;
     Status failed = Status::ok;
@@ -143,9 +169,11 @@ class Partition {
     return StepReport{};
   }
 
-  /// visit_fields over every parameter's state, named "<param name>/<index>_<rule>/<field>".
+  /// visit_fields over every parameter's state, named "<param name>/<index>_<rule>/<field>",
+  /// and the partition's own counter "_partition/skipped_steps".
   template <class V>
   void visit(V& v) {
+    v(std::string("_partition/skipped_steps"), skipped_);
     for (std::size_t i = 0; i < params_.size(); ++i)
       visit_param(v, i, std::index_sequence_for<Rules...>{});
   }
@@ -227,6 +255,8 @@ class Partition {
   std::vector<int> which_;
   std::vector<std::size_t> slot_;
   std::string message_;
+  NonFinitePolicy policy_ = NonFinitePolicy::error;
+  std::int64_t skipped_ = 0;
 };
 
 /// visit_fields for a whole partition: every parameter's state (checkpoints use this).

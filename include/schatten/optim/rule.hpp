@@ -28,7 +28,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -70,6 +72,48 @@ struct is_rule<R, std::void_t<decltype(R::name), typename R::State,
                    Status> {};
 template <class R>
 constexpr bool is_rule_v = is_rule<R>::value;
+
+/// Builds a rule's signature "name(key=value,...)": its name and every hyper-parameter, numbers
+/// printed exactly (%.17g). Rules expose it as `std::string config() const`; checkpoints store
+/// the optimizer's signature so that resuming with other hyper-parameters can be detected.
+class Signature {
+ public:
+  explicit Signature(const char* name) : s_(name) { s_ += '('; }
+  Signature& add(const char* key, double v) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return put(key, buf);
+  }
+  Signature& add(const char* key, std::int64_t v) { return put(key, std::to_string(v)); }
+  Signature& add(const char* key, int v) { return put(key, std::to_string(v)); }
+  Signature& add(const char* key, bool v) { return put(key, v ? "true" : "false"); }
+  Signature& add(const char* key, const std::string& v) { return put(key, v); }
+  Signature& add(const char* key, const char* v) { return put(key, v); }
+  std::string str() const { return s_ + ')'; }
+
+ private:
+  Signature& put(const char* key, const std::string& v) {
+    if (s_.back() != '(') s_ += ',';
+    s_ += key;
+    s_ += '=';
+    s_ += v;
+    return *this;
+  }
+  std::string s_;
+};
+
+/// A rule's signature: its config() when it has one, else its name.
+template <class R, class = void>
+struct has_config : std::false_type {};
+template <class R>
+struct has_config<R, std::void_t<decltype(std::declval<const R&>().config())>> : std::true_type {};
+template <class R>
+std::string config_of(const R& r) {
+  if constexpr (has_config<R>::value)
+    return r.config();
+  else
+    return R::name;
+}
 
 /// True when the block is contiguous row-major (what rules require of `u` and `param`).
 inline bool is_contiguous(MatrixRef<const float> m) {

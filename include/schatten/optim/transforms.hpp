@@ -62,6 +62,16 @@ struct Schedule {
     }
     return peak;
   }
+  std::string config() const {
+    return Signature(kind == Kind::constant        ? "constant"
+                     : kind == Kind::warmup_cosine ? "warmup_cosine"
+                                                   : "linear_decay")
+        .add("peak", peak)
+        .add("warmup", warmup)
+        .add("total", total)
+        .add("final", final_value)
+        .str();
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -103,6 +113,13 @@ struct TraceMomentum {
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
     v("mu", s.mu);
+  }
+  std::string config() const {
+    return Signature(name)
+        .add("beta", beta)
+        .add("nesterov", nesterov)
+        .add("form", form == Form::ema ? "ema" : "sum")
+        .str();
   }
 };
 
@@ -148,6 +165,7 @@ struct ScaleByAdam {
     v("mu", s.mu);
     v("nu", s.nu);
   }
+  std::string config() const { return Signature(name).add("b1", b1).add("b2", b2).add("eps", eps).str(); }
 };
 
 namespace detail {
@@ -182,6 +200,15 @@ struct AdamWUpdate {
     return Status::ok;
   }
   // visit_fields: ScaleByAdam's (the same State).
+  std::string config() const {
+    return Signature(name)
+        .add("b1", b1)
+        .add("b2", b2)
+        .add("eps", eps)
+        .add("weight_decay", weight_decay)
+        .add("lr", lr.config())
+        .str();
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -198,6 +225,18 @@ struct MatrixFunctionState {
     v("count", s.count);
   }
 };
+
+/// The signature of polar options: method, schedule, steps, normalisation, precision.
+inline std::string polar_config(const PolarOptions& o) {
+  const CoefficientSchedule sc = resolved_schedule(o);
+  return Signature(to_string(o.method))
+      .add("schedule", sc.name)
+      .add("iterations", o.iterations)
+      .add("safety", sc.normalization.safety)
+      .add("eps", sc.normalization.eps)
+      .add("compute", to_string(o.compute))
+      .str();
+}
 
 /// u ← polar(u) with any method and schedule of the kernels (PolarOptions; default Polar Express,
 /// 5 steps). Muon's orthogonalisation.
@@ -218,6 +257,7 @@ struct Orthogonalize {
     ++s.count;
     return Status::ok;
   }
+  std::string config() const { return Signature(name).add("polar", polar_config(polar)).str(); }
 };
 
 /// u ← U Σ^α Vᵀ (spectral_power(); Schatten-p Muon α = 1/p, Freon α = 1 − 2c).
@@ -233,6 +273,13 @@ struct SpectralPower {
     if (r.status != Status::ok) return r.status;
     ++s.count;
     return Status::ok;
+  }
+  std::string config() const {
+    return Signature(name)
+        .add("alpha", options.alpha)
+        .add("floor", options.floor)
+        .add("tolerance", options.tolerance)
+        .str();
   }
 };
 
@@ -258,6 +305,7 @@ struct KaonSpectrum {
     ++s.count;
     return Status::ok;
   }
+  std::string config() const { return Signature(name).add("steps", steps).str(); }
 };
 
 /// MuAdam (algorithms.md §4d, the SMuon repository's form [V]) and its element-wise
@@ -311,6 +359,15 @@ struct MuAdamDirection {
     v("nu", s.nu);
     v("d", s.d);
   }
+  std::string config() const {
+    return Signature(name)
+        .add("b1", b1)
+        .add("b2", b2)
+        .add("eps", eps)
+        .add("exponent", exponent)
+        .add("polar", polar_config(polar))
+        .str();
+  }
 };
 
 /// Clips the block's update to Frobenius norm ≤ max_norm (per parameter block; a zero or
@@ -335,6 +392,7 @@ struct ClipByNorm {
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
+  std::string config() const { return Signature(name).add("max_norm", max_norm).str(); }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -370,6 +428,13 @@ struct ScaleByShape {
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
+  std::string config() const {
+    return Signature(name)
+        .add("rule", rule == Rule::keller      ? "keller"
+                     : rule == Rule::moonlight ? "moonlight"
+                                               : "none")
+        .str();
+  }
 };
 
 /// Rescales the update to ‖u‖_F = √min(r, c), the Frobenius norm of a full-rank polar factor
@@ -392,6 +457,7 @@ struct ScaleToPolarNorm {
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
+  std::string config() const { return Signature(name).str(); }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -427,6 +493,12 @@ struct AddDecayedWeights {
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
+  std::string config() const {
+    return Signature(name)
+        .add("weight_decay", weight_decay)
+        .add("mode", mode == Mode::decoupled ? "decoupled" : "cautious")
+        .str();
+  }
 };
 
 /// u ← u − λ W, after the learning rate: the decay does not follow the lr schedule.
@@ -443,6 +515,7 @@ struct AddIndependentDecay {
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
+  std::string config() const { return Signature(name).add("weight_decay", weight_decay).str(); }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -468,6 +541,7 @@ struct ScaleByLearningRate {
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
   }
+  std::string config() const { return Signature(name).add("lr", lr.config()).str(); }
 };
 
 }  // namespace schatten::optim
