@@ -180,6 +180,31 @@ TEST_SUITE("optim.partition") {
     CHECK(std::string(br.message).find("'b'") != std::string::npos);
   }
 
+  TEST_CASE("global-norm clipping scales all gradients together") {
+    const std::vector<ParamSpec> ps = {{"a", {3, 4}}, {"b", {5}}};
+    // Qualified: with exactly three arguments ADL also finds std::partition.
+    auto opt = optim::partition(ps, {"sgd", "sgd"}, route("sgd", sgd(SgdOptions{Schedule::constant(1.0)})));
+    REQUIRE(opt.init());
+    opt.set_global_clip(1.0);
+    std::vector<float> wa(12, 0.0f), wb(5, 0.0f), ga(12, 1.0f), gb(5, 2.0f);
+    // ‖g‖ = √(12·1 + 5·4) = √32; plain SGD with lr 1 moves w by −g·(1/√32).
+    REQUIRE(opt.step({wa.data(), wb.data()}, {ga.data(), gb.data()}));
+    CHECK(wa[0] == doctest::Approx(-1.0 / std::sqrt(32.0)));
+    CHECK(wb[4] == doctest::Approx(-2.0 / std::sqrt(32.0)));
+    double ss = 0;
+    for (float x : wa)
+      ss += double(x) * x;
+    for (float x : wb)
+      ss += double(x) * x;
+    CHECK(std::sqrt(ss) == doctest::Approx(1.0));
+    // Below the threshold nothing is scaled.
+    std::fill(ga.begin(), ga.end(), 0.01f);
+    std::fill(gb.begin(), gb.end(), 0.01f);
+    const float before = wa[0];
+    REQUIRE(opt.step({wa.data(), wb.data()}, {ga.data(), gb.data()}));
+    CHECK(wa[0] == doctest::Approx(before - 0.01f));
+  }
+
   TEST_CASE("signatures name every rule and hyper-parameter") {
     AdamWOptions a;
     a.weight_decay = 0.05;

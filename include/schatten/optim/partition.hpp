@@ -5,6 +5,7 @@
 /// multi-parameter step over plain arrays.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <tuple>
@@ -104,6 +105,10 @@ class Partition {
 
   const std::vector<ParamSpec>& params() const { return params_; }
   void set_non_finite_policy(NonFinitePolicy p) { policy_ = p; }
+  /// Clips the gradients of all parameters together to global Frobenius norm ≤ max_norm before
+  /// the rules run (torch.nn.utils.clip_grad_norm_); 0 (default) disables it. The norm is
+  /// accumulated in double.
+  void set_global_clip(double max_norm) { clip_ = max_norm; }
   /// Steps dropped by NonFinitePolicy::skip (checkpointed as "_partition/skipped_steps").
   std::int64_t skipped_steps() const { return skipped_; }
 
@@ -139,6 +144,7 @@ class Partition {
         return r;
       }
     }
+    if (clip_ > 0.0) clip_gradients(grads);
     std::vector<std::size_t> done;
     Status failed = Status::ok;
     std::size_t bad = 0;
@@ -179,6 +185,18 @@ class Partition {
   }
 
  private:
+  void clip_gradients(const std::vector<float*>& grads) const {
+    double ss = 0.0;
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      for (index_t k = 0, n = flatten(params_[i].shape).size(); k < n; ++k)
+        ss += double(grads[i][k]) * double(grads[i][k]);
+    const double norm = std::sqrt(ss);
+    if (!(norm > clip_)) return;
+    const float f = static_cast<float>(clip_ / norm);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      for (index_t k = 0, n = flatten(params_[i].shape).size(); k < n; ++k)
+        grads[i][k] *= f;
+  }
   StepReport fail(const char* msg, std::ptrdiff_t bad, Status s = Status::invalid_argument) {
     StepReport r;
     r.status = s;
@@ -256,6 +274,7 @@ class Partition {
   std::vector<std::size_t> slot_;
   std::string message_;
   NonFinitePolicy policy_ = NonFinitePolicy::error;
+  double clip_ = 0.0;
   std::int64_t skipped_ = 0;
 };
 
@@ -265,7 +284,9 @@ void visit_fields(V& v, Partition<Rules...>& p) {
   p.visit(v);
 }
 
-/// partition(params, labels, route("muon", muon()), route("adamw", adamw())).
+/// partition(params, labels, route("muon", muon()), route("adamw", adamw())). Call it qualified
+/// (optim::partition) when passing a single route: with three arguments of std types,
+/// argument-dependent lookup also finds std::partition.
 template <class... Rules>
 Partition<Rules...> partition(std::vector<ParamSpec> params, std::vector<std::string> labels,
                               Route<Rules>... routes) {
