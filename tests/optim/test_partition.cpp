@@ -151,6 +151,7 @@ TEST_SUITE("optim.partition") {
     r = opt.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()});
     CHECK(r.status == Status::out_of_memory);
     CHECK(r.bad_param == 2);
+    CHECK(std::string(r.message).find("'c'") != std::string::npos);
     Snapshot sa{&after};
     opt.visit(sa);
     CHECK(after == before);

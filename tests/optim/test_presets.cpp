@@ -381,6 +381,24 @@ TEST_SUITE("optim.presets") {
     CHECK(std::all_of(g2.begin(), g2.end(), [](float x) { return x == 2.0f; }));
   }
 
+  TEST_CASE("a block whose shape differs from the state's is refused before anything changes") {
+    auto m = muon();
+    auto st = m.init({4, 6});
+    const auto before = save(st);
+    std::vector<float> u(30, 0.1f), w(30, 1.0f);
+    CHECK(m.update(Block(u.data(), 5, 6), st, ConstBlock(w.data(), 5, 6)) == Status::invalid_argument);
+    CHECK(m.update(Block(u.data(), 4, 6), st, ConstBlock(w.data(), 6, 4)) == Status::invalid_argument);
+    auto a = adamw();
+    auto sa = a.init({2, 3});
+    CHECK(a.update(Block(u.data(), 3, 3), sa, ConstBlock(w.data(), 3, 3)) == Status::invalid_argument);
+    // SGD with decay runs a stateless rule before its momentum: the chain refuses up front.
+    auto sg = sgd(SgdOptions{Schedule::constant(0.1), 0.9, false, 0.5});
+    auto ss = sg.init({2, 3});
+    CHECK(sg.update(Block(u.data(), 3, 3), ss, ConstBlock(w.data(), 3, 3)) == Status::invalid_argument);
+    CHECK(save(st) == before);
+    CHECK(std::all_of(u.begin(), u.end(), [](float x) { return x == 0.1f; }));
+  }
+
   TEST_CASE("learning-rate schedules and shape factors") {
     const Schedule wc = Schedule::warmup_cosine(1.0, 10, 110, 0.1);
     CHECK(wc(0) == doctest::Approx(0.1));

@@ -38,7 +38,9 @@ template <class... Rules>
 struct ChainState : std::tuple<typename Rules::State...> {
   using Base = std::tuple<typename Rules::State...>;
   ChainState() = default;
-  explicit ChainState(Base b) : Base(std::move(b)) {}
+  ChainState(Base b, BlockShape s) : Base(std::move(b)), shape(s) {}
+  /// The block shape init() sized the states for (not a checkpoint field: init recreates it).
+  BlockShape shape{};
 };
 
 /// Names every field of a chain's state as "<index>_<rule name>/<field>" (nested chains nest).
@@ -47,8 +49,10 @@ void visit_fields(V& v, ChainState<Rules...>& s);
 
 /// Rules applied in order. State = std::tuple of the rules' states.
 ///
-/// update() first checks that the blocks are contiguous row-major (invalid_argument) and the
-/// gradient for NaN/Inf (non_finite_input); nothing is touched on either error. When a
+/// update() first checks that the blocks are contiguous row-major and of one shape
+/// (invalid_argument) and the gradient for NaN/Inf (non_finite_input); rules with buffers check
+/// that the state was initialised for this shape (invalid_argument, before touching anything).
+/// Nothing is touched on any of these errors. When a
 /// rule that may fail is part of the chain, the state and the buffer are copied before the rules
 /// run and restored if one fails, so a failed step leaves everything as it was.
 template <class... Rules>
@@ -77,12 +81,15 @@ class Chain {
   }
 
   State init(const BlockShape& shape) const {
-    return std::apply([&](const auto&... r) { return State(typename State::Base{r.init(shape)...}); },
+    return std::apply([&](const auto&... r) { return State(typename State::Base{r.init(shape)...}, shape); },
                       rules_);
   }
 
   Status update(Block u, State& state, ConstBlock param) const {
     if (!is_contiguous(MatrixRef<const float>(u)) || !is_contiguous(param)) return Status::invalid_argument;
+    if (param.rows != u.rows || param.cols != u.cols) return Status::invalid_argument;
+    if (!(state.shape == BlockShape{u.rows, u.cols}))
+      return Status::invalid_argument;  // sized for another shape
     if (!all_finite(MatrixRef<const float>(u))) return Status::non_finite_input;
     if constexpr (may_fail) {
       State backup = state;

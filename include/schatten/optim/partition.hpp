@@ -162,8 +162,9 @@ class Partition {
       for (std::size_t i : done)
         restore_one(i);
       restore_one(bad);  // a bare rule (not a chain) may have advanced its state before failing
-      StepReport r =
-          fail("a rule failed; no parameter or state was changed", static_cast<std::ptrdiff_t>(bad));
+      message_ = std::string("the rule of parameter '") + params_[bad].name + "' failed (" +
+                 to_string(failed) + "); no parameter or state was changed";
+      StepReport r = fail(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
       r.status = failed;
       return r;
     }

@@ -101,6 +101,7 @@ struct TraceMomentum {
     return nesterov ? w * g + beta * b : b;
   }
   Status update(Block u, State& s, ConstBlock) const {
+    if (s.mu.size() != static_cast<std::size_t>(u.size())) return Status::invalid_argument;  // other shape
     const float b = static_cast<float>(beta);
     float* mu = s.mu.data();
     float* x = u.data;
@@ -141,6 +142,11 @@ struct ScaleByAdam {
     const auto n = static_cast<std::size_t>(s.size());
     return State{0, Buffer(n, 0.0f), Buffer(n, 0.0f)};
   }
+  /// True when the state was initialised for u's shape.
+  static bool sized(const State& s, const Block& u) {
+    const auto n = static_cast<std::size_t>(u.size());
+    return s.mu.size() == n && s.nu.size() == n;
+  }
   /// One element, PyTorch's order of operations: m, v updated; out = (m/c1) / (√v/√c2 + ε).
   static float step(float g, float& m, float& v, float b1, float b2, float inv_c1, float inv_sqrt_c2,
                     float eps) {
@@ -149,6 +155,7 @@ struct ScaleByAdam {
     return (m * inv_c1) / (std::sqrt(v) * inv_sqrt_c2 + eps);
   }
   Status update(Block u, State& s, ConstBlock) const {
+    if (!sized(s, u)) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
     const float inv_c1 = static_cast<float>(1.0 / (1.0 - std::pow(b1, double(t))));
     const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(b2, double(t))));
@@ -190,6 +197,7 @@ struct AdamWUpdate {
   using State = ScaleByAdam::State;
   State init(const BlockShape& s) const { return ScaleByAdam{b1, b2, eps}.init(s); }
   Status update(Block u, State& s, ConstBlock p) const {
+    if (!ScaleByAdam::sized(s, u) || p.size() != u.size()) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
     const float inv_c1 = static_cast<float>(1.0 / (1.0 - std::pow(b1, double(t))));
     const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(b2, double(t))));
@@ -331,6 +339,8 @@ struct MuAdamDirection {
     return st;
   }
   Status update(Block u, State& s, ConstBlock) const {
+    const auto n = static_cast<std::size_t>(u.size());
+    if (s.mu.size() != n || s.nu.size() != n || s.d.size() != n) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
     const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
     std::size_t k = 0;
