@@ -350,8 +350,8 @@ struct MuAdamDirection {
         s.nu[k] = float(b2) * s.nu[k] + float(1.0 - b2) * g * g;
         s.mu[k] = float(b1) * s.mu[k] + float(1.0 - b1) * g;
         s.d[k] = static_cast<float>(std::pow(double(s.nu[k]) / c2 + eps, exponent));
-        const float n = float(b1 / c1) * s.mu[k] + float(1.0 - b1) * g;
-        u(i, j) = s.d[k] * n;
+        const float nesterov_m = float(b1 / c1) * s.mu[k] + float(1.0 - b1) * g;
+        u(i, j) = s.d[k] * nesterov_m;
       }
     const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
     if (r.status != Status::ok) return r.status;
