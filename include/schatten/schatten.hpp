@@ -16,6 +16,7 @@
 #include "schatten/kernels/polar.hpp"
 #include "schatten/kernels/polar_express_coefficients.hpp"
 #include "schatten/kernels/qdwh.hpp"
+#include "schatten/kernels/randomized_svd.hpp"
 #include "schatten/kernels/spectral_power.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Randomized estimates of the largest singular values (the spectral estimates of the adaptive
+/// Schatten-p criterion, issue #5): a Gaussian range finder with subspace iteration (Halko,
+/// Martinsson, Tropp 2011, Algorithms 4.3/4.4), GEMMs through Kokkos, the small panels on the host.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/core/status.hpp"
+
+namespace schatten {
+
+struct RandomizedSvdOptions {
+  index_t rank = 32;         ///< singular values wanted (≤ min(rows, cols))
+  index_t oversampling = 8;  ///< extra sample columns p: l = min(rank + p, min(rows, cols))
+  int power_iterations = 2;  ///< q subspace iterations (each re-orthonormalised)
+  std::uint64_t seed = 0;    ///< of the Gaussian test matrix (schatten::Rng: same on every platform)
+};
+
+/// The `rank` largest singular values of A in decreasing order, into `sigma`.
+///
+/// Math: Ω (n × l) Gaussian, Y = A Ω, q times Y ← A orth(Aᵀ orth(Y)), Q = orth(Y), then the
+/// singular values of B = Qᵀ A (l × n) by a host SVD (Eigen). orth() is a thin Householder QR of
+/// the m × l panel on the host. Exact (to rounding) when rank(A) ≤ l; otherwise σ_i is
+/// underestimated by a relative amount of order (σ_{l+1}/σ_i)^{2q+1} (HMT 2011, Thm 10.8 and
+/// §10.4). Cost: (2q + 2) GEMMs of m·n·l, q + 1 host QRs of m × l or n × l, one host SVD of
+/// l × n; host traffic (m + n)·l per iteration. Computed in the input's precision (GEMMs) and
+/// double (host algebra). Bad input: NaN/Inf → non_finite_input, bad rank/oversampling/q →
+/// invalid_argument; `sigma` is written only on success. Synchronous.
+Status randomized_singular_values(MatrixRef<const float> a, std::vector<double>& sigma,
+                                  const RandomizedSvdOptions& options = {});
+Status randomized_singular_values(MatrixRef<const double> a, std::vector<double>& sigma,
+                                  const RandomizedSvdOptions& options = {});
+
+}  // namespace schatten
