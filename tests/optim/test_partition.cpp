@@ -173,6 +173,10 @@ TEST_SUITE("optim.partition") {
     skipped.erase("_partition/skipped_steps");
     before.erase("_partition/skipped_steps");
     CHECK(skipped == before);
+    // A step before init() is refused.
+    auto uninit = partition(ps, {"muon", "adamw", "muon"}, route("muon", muon()), route("adamw", adamw()));
+    CHECK(uninit.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()})
+              .status == Status::invalid_argument);
     // A label without a route is refused at init, naming the parameter.
     auto bad = partition(ps, {"muon", "sgd", "muon"}, route("muon", muon()));
     const StepReport br = bad.init();

@@ -75,8 +75,10 @@ struct StepReport {
 ///   2. each parameter's update is computed into its gradient buffer, after a copy of its state;
 ///   3. if a rule fails, every state already advanced is restored and the step fails;
 ///   4. only then are all updates added to the parameters.
-/// Parameters are host arrays, row-major in their flattened shape. Cost beyond the rules: one
-/// copy of each parameter's state per step (the price of all-or-nothing steps).
+/// Parameters are host arrays, row-major in their flattened shape. Gradient buffers are consumed:
+/// after a step, successful or not, they hold updates or partial results. Cost beyond the rules:
+/// one copy of each parameter's state per step when some route may fail (the price of
+/// all-or-nothing steps), none otherwise.
 template <class... Rules>
 class Partition {
   static constexpr bool any_may_fail = (rule_may_fail<Rules>::value || ...);
@@ -127,6 +129,7 @@ class Partition {
   /// parameter i. grads are consumed (they hold the updates afterwards). When no route may fail
   /// after the finiteness check (e.g. only AdamW/SGD), no state copies are made.
   StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
+    if (which_.size() != params_.size()) return fail("step before a successful init()", -1);
     if (params.size() != params_.size() || grads.size() != params_.size())
       return fail("step: one parameter and one gradient pointer per parameter", -1);
     for (std::size_t i = 0; i < params_.size(); ++i) {
