@@ -120,6 +120,20 @@ inline bool is_contiguous(MatrixRef<const float> m) {
   return m.empty() || ((m.rows == 1 || m.row_stride == m.cols) && (m.cols == 1 || m.col_stride == 1));
 }
 
+/// u ← f·u on a contiguous block (the scaling of many rules).
+inline void scale(MatrixRef<float> u, float f) {
+  for (index_t k = 0, n = u.size(); k < n; ++k)
+    u.data[k] *= f;
+}
+
+/// ‖u‖²_F of a contiguous block, accumulated in double.
+inline double squared_norm(MatrixRef<const float> u) {
+  double ss = 0.0;
+  for (index_t k = 0, n = u.size(); k < n; ++k)
+    ss += double(u.data[k]) * double(u.data[k]);
+  return ss;
+}
+
 /// param += u (the sign convention above). Shapes must match (checked by the caller); any
 /// strides, with a single flat loop when both are contiguous.
 inline void apply_updates(MatrixRef<float> param, MatrixRef<const float> u) {

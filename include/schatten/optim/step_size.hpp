@@ -54,9 +54,7 @@ struct DistanceAwareStep {
     }
     const double r = std::sqrt(ss / double(std::max<index_t>(1, std::min(u.rows, u.cols))));
     s.rbar = std::max({s.rbar, r_eps, r});
-    const float f = static_cast<float>(-eta(eta_max, s.rbar, s.count));
-    for (std::size_t k = 0; k < n; ++k)
-      u.data[k] *= f;
+    scale(u, static_cast<float>(-eta(eta_max, s.rbar, s.count)));
     ++s.count;
     return Status::ok;
   }
@@ -124,9 +122,7 @@ struct ScaleCalibratedDirection {
       gd += double(s.gradient[k]) * double(u.data[k]);
     }
     s.kappa = md > 0.0 ? std::clamp(gd / md, 0.0, 1.0) : 0.0;
-    const float f = static_cast<float>(-eta_max * s.kappa);
-    for (std::size_t k = 0; k < n; ++k)
-      u.data[k] *= f;
+    scale(u, static_cast<float>(-eta_max * s.kappa));
     s.mu.swap(s.next_mu);
     ++s.count;
     return Status::ok;

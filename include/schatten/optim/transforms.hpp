@@ -388,16 +388,8 @@ struct ClipByNorm {
   struct State {};
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State&, ConstBlock) const {
-    double ss = 0.0;
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j)
-        ss += double(u(i, j)) * double(u(i, j));
-    const double norm = std::sqrt(ss);
-    if (!(norm > max_norm)) return Status::ok;
-    const float f = static_cast<float>(max_norm / norm);
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j)
-        u(i, j) *= f;
+    const double norm = std::sqrt(squared_norm(u));
+    if (norm > max_norm) scale(u, static_cast<float>(max_norm / norm));
     return Status::ok;
   }
   template <class V>
@@ -431,9 +423,7 @@ struct ScaleByShape {
   struct State {};
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State&, ConstBlock) const {
-    const float f = static_cast<float>(factor(rule, u.rows, u.cols));
-    for (index_t k = 0, n = u.size(); k < n; ++k)
-      u.data[k] *= f;
+    scale(u, static_cast<float>(factor(rule, u.rows, u.cols)));
     return Status::ok;
   }
   template <class V>
@@ -454,15 +444,8 @@ struct ScaleToPolarNorm {
   struct State {};
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State&, ConstBlock) const {
-    double ss = 0.0;
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j)
-        ss += double(u(i, j)) * double(u(i, j));
-    if (ss == 0.0) return Status::ok;
-    const float f = static_cast<float>(std::sqrt(double(std::min(u.rows, u.cols)) / ss));
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j)
-        u(i, j) *= f;
+    const double ss = squared_norm(u);
+    if (ss > 0.0) scale(u, static_cast<float>(std::sqrt(double(std::min(u.rows, u.cols)) / ss)));
     return Status::ok;
   }
   template <class V>
@@ -541,9 +524,7 @@ struct ScaleByLearningRate {
   };
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State& s, ConstBlock) const {
-    const float f = static_cast<float>(-lr(s.count));
-    for (index_t k = 0, n = u.size(); k < n; ++k)
-      u.data[k] *= f;
+    scale(u, static_cast<float>(-lr(s.count)));
     ++s.count;
     return Status::ok;
   }
