@@ -96,6 +96,13 @@ Eigen::Map<const RowMat> view(const std::vector<double>& v, index_t r, index_t c
   return Eigen::Map<const RowMat>(v.data(), r, c);
 }
 
+/// E = W − W* for a host matrix w of the teacher's shape; false if w has a NaN/Inf.
+bool residual(const MatrixRef<const double>& w, const std::vector<double>& teacher, Eigen::MatrixXd& e) {
+  if (!load(w, e)) return false;
+  e -= view(teacher, w.rows, w.cols);
+  return true;
+}
+
 /// Checks one argument matrix of the model: shape, layout of an output.
 Status check_arg(const MatrixRef<const double>& m, index_t r, index_t c) {
   if (m.rows != r || m.cols != c || (m.data == nullptr && r * c > 0)) return Status::invalid_argument;
@@ -188,9 +195,8 @@ Status RandomFeatureModel::random(index_t rows, index_t cols, const std::vector<
 
 double RandomFeatureModel::loss(MatrixRef<const double> w) const {
   Eigen::MatrixXd e;
-  if (check_arg(w, rows_, cols_) != Status::ok || !load(w, e))
+  if (check_arg(w, rows_, cols_) != Status::ok || !residual(w, teacher_, e))
     return std::numeric_limits<double>::quiet_NaN();
-  e -= view(teacher_, rows_, cols_);
   // ½ tr(E Σ Eᵀ) = ½ Σ_ij (E Σ)_ij E_ij.
   return 0.5 * (e * view(sigma_, cols_, cols_)).cwiseProduct(e).sum();
 }
@@ -199,8 +205,7 @@ Status RandomFeatureModel::gradient(MatrixRef<const double> w, MatrixRef<double>
   if (check_arg(w, rows_, cols_) != Status::ok || check_out(g, rows_, cols_) != Status::ok)
     return Status::invalid_argument;
   Eigen::MatrixXd e;
-  if (!load(w, e)) return Status::non_finite_input;
-  e -= view(teacher_, rows_, cols_);
+  if (!residual(w, teacher_, e)) return Status::non_finite_input;
   store(e * view(sigma_, cols_, cols_), g);
   return Status::ok;
 }
@@ -210,8 +215,7 @@ Status RandomFeatureModel::batch_gradient(MatrixRef<const double> w, index_t bat
   if (batch <= 0 || check_arg(w, rows_, cols_) != Status::ok || check_out(g, rows_, cols_) != Status::ok)
     return Status::invalid_argument;
   Eigen::MatrixXd e;
-  if (!load(w, e)) return Status::non_finite_input;
-  e -= view(teacher_, rows_, cols_);
+  if (!residual(w, teacher_, e)) return Status::non_finite_input;
   Eigen::MatrixXd z(cols_, batch);
   for (index_t k = 0; k < batch; ++k)
     for (index_t j = 0; j < cols_; ++j)

@@ -3,6 +3,7 @@
 /// chain(r1, r2, ...): rules applied in order to the same update buffer; itself a rule.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -86,24 +87,29 @@ class Chain {
   }
 
   Status update(Block u, State& state, ConstBlock param) const {
-    if (!is_contiguous(MatrixRef<const float>(u)) || !is_contiguous(param)) return Status::invalid_argument;
-    if (param.rows != u.rows || param.cols != u.cols) return Status::invalid_argument;
-    if (!(state.shape == BlockShape{u.rows, u.cols}))
-      return Status::invalid_argument;  // sized for another shape
+    if (const Status s = check_blocks(u, state, param); s != Status::ok) return s;
     if (!all_finite(MatrixRef<const float>(u))) return Status::non_finite_input;
     if constexpr (may_fail) {
       State backup = state;
-      Buffer saved(static_cast<std::size_t>(u.size()));
-      copy_out(u, saved);
+      const Buffer saved(u.data, u.data + u.size());
       const Status s = run(u, state, param, std::index_sequence_for<Rules...>{});
       if (s != Status::ok) {
         state = std::move(backup);
-        copy_in(saved, u);
+        std::copy(saved.begin(), saved.end(), u.data);
       }
       return s;
     } else {
       return run(u, state, param, std::index_sequence_for<Rules...>{});
     }
+  }
+
+  /// update() for a caller that has already scanned the gradient for NaN/Inf and restores the
+  /// state itself when a rule fails (Partition does both for all parameters at once): the block
+  /// checks, then the rules, without the scan and the copies. On failure `u` and the state may
+  /// hold partial results.
+  Status update_unguarded(Block u, State& state, ConstBlock param) const {
+    if (const Status s = check_blocks(u, state, param); s != Status::ok) return s;
+    return run(u, state, param, std::index_sequence_for<Rules...>{});
   }
 
  private:
@@ -115,17 +121,12 @@ class Chain {
     ((s == Status::ok ? (s = std::get<I>(rules_).update(u, std::get<I>(states), param), 0) : 0), ...);
     return s;
   }
-  static void copy_out(const Block& u, Buffer& b) {
-    std::size_t k = 0;
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j)
-        b[k++] = u(i, j);
-  }
-  static void copy_in(const Buffer& b, const Block& u) {
-    std::size_t k = 0;
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j)
-        u(i, j) = b[k++];
+  /// u and the parameter contiguous, of one shape, and of the shape the state was sized for.
+  static Status check_blocks(const Block& u, const State& state, const ConstBlock& param) {
+    if (!is_contiguous(MatrixRef<const float>(u)) || !is_contiguous(param)) return Status::invalid_argument;
+    if (param.rows != u.rows || param.cols != u.cols) return Status::invalid_argument;
+    if (!(state.shape == BlockShape{u.rows, u.cols})) return Status::invalid_argument;  // another shape
+    return Status::ok;
   }
 
   std::tuple<Rules...> rules_;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -59,6 +60,15 @@ Route<R> route(std::string label, R rule) {
 /// What a step does with a NaN/Inf gradient: refuse with non_finite_input (default), or skip the
 /// whole step (nothing changes), count it and report ok with `skipped` set.
 enum class NonFinitePolicy { error, skip };
+
+/// Rules (chains) that offer an update without their own NaN scan and rollback.
+template <class R, class = void>
+struct has_update_unguarded : std::false_type {};
+template <class R>
+struct has_update_unguarded<
+    R, std::void_t<decltype(std::declval<const R&>().update_unguarded(
+           std::declval<Block>(), std::declval<typename R::State&>(), std::declval<ConstBlock>()))>>
+    : std::true_type {};
 
 /// Outcome of a multi-parameter step.
 struct StepReport {
@@ -237,7 +247,15 @@ class Partition {
     // failure at a later parameter restores this one from the copy. Partitions of rules that
     // cannot fail (AdamW, SGD) make no copies.
     if constexpr (any_may_fail) std::get<I>(backups_)[slot_[i]] = st;
-    return std::get<I>(routes_).rule.update(Block(g, s.rows, s.cols), st, ConstBlock(p, s.rows, s.cols));
+    const auto& rule = std::get<I>(routes_).rule;
+    const Block u(g, s.rows, s.cols);
+    const ConstBlock w(p, s.rows, s.cols);
+    // step() has scanned every gradient and restores states itself: a chain need not repeat
+    // either (its own copy of state and buffer would double the cost of the rollback).
+    if constexpr (has_update_unguarded<std::tuple_element_t<I, std::tuple<Rules...>>>::value)
+      return rule.update_unguarded(u, st, w);
+    else
+      return rule.update(u, st, w);
   }
   Status update_one(std::size_t i, float* p, float* g) {
     return dispatch(i, [&](auto tag) { return update_route<decltype(tag)::value>(i, p, g); });

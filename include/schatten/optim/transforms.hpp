@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "schatten/core/workspace.hpp"
 #include "schatten/kernels/polar.hpp"
@@ -147,6 +148,11 @@ struct ScaleByAdam {
     const auto n = static_cast<std::size_t>(u.size());
     return s.mu.size() == n && s.nu.size() == n;
   }
+  /// 1/(1 − β₁ᵗ) and 1/√(1 − β₂ᵗ) for the 1-based step t, computed in double.
+  static std::pair<float, float> bias_corrections(double b1, double b2, std::int64_t t) {
+    return {static_cast<float>(1.0 / (1.0 - std::pow(b1, double(t)))),
+            static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(b2, double(t))))};
+  }
   /// One element, PyTorch's order of operations: m, v updated; out = (m/c1) / (√v/√c2 + ε).
   static float step(float g, float& m, float& v, float b1, float b2, float inv_c1, float inv_sqrt_c2,
                     float eps) {
@@ -157,8 +163,7 @@ struct ScaleByAdam {
   Status update(Block u, State& s, ConstBlock) const {
     if (!sized(s, u)) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
-    const float inv_c1 = static_cast<float>(1.0 / (1.0 - std::pow(b1, double(t))));
-    const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(b2, double(t))));
+    const auto [inv_c1, inv_sqrt_c2] = bias_corrections(b1, b2, t);
     float *m = s.mu.data(), *v = s.nu.data(), *x = u.data;
     const float fb1 = float(b1), fb2 = float(b2), feps = float(eps);
     for (index_t k = 0, n = u.size(); k < n; ++k)
@@ -199,8 +204,7 @@ struct AdamWUpdate {
   Status update(Block u, State& s, ConstBlock p) const {
     if (!ScaleByAdam::sized(s, u) || p.size() != u.size()) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
-    const float inv_c1 = static_cast<float>(1.0 / (1.0 - std::pow(b1, double(t))));
-    const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(b2, double(t))));
+    const auto [inv_c1, inv_sqrt_c2] = ScaleByAdam::bias_corrections(b1, b2, t);
     const float fb1 = float(b1), fb2 = float(b2), feps = float(eps), wd = float(weight_decay);
     detail::adamw_kernel(u.data, s.mu.data(), s.nu.data(), p.data, u.size(),
                          {fb1, fb2, inv_c1, inv_sqrt_c2, feps, wd, static_cast<float>(-lr(s.count))});
