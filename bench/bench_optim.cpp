@@ -5,7 +5,12 @@
 ///
 ///   optim/muon_step/gpt2_small     partition(muon for the 48 hidden matrices, adamw for the rest)
 ///   optim/orthogonalize_only       the 48 polar() calls of that step alone (same options,
-///                                  reused workspaces): overhead = step − this − adamw part
+///                                  reused workspaces): overhead ≈ step − this (noisy)
+///   optim/muon_step_without_ns/gpt2_small  the same step with 0 Newton–Schulz steps, and
+///   optim/orthogonalize_only_without_ns    the 48 polar() calls with 0 steps (their validation,
+///                                  normalisation and copy passes): overhead = the difference of
+///                                  these two, measured directly instead of as a small difference
+///                                  of two large, noisy times
 ///   optim/adamw_step/gpt2_rest     AdamW over the parameters Muon does not take (wte, wpe,
 ///                                  biases, norms): GB/s of the minimal traffic (read g, p, m, v;
 ///                                  write p, m, v = 28 bytes per element) and its ratio to
@@ -114,9 +119,14 @@ void bm_stream(benchmark::State& st) {
   st.counters["GB/s"] = gbps;
 }
 
-void bm_muon_step(benchmark::State& st) {
+/// The full step; with `polar_steps` = 0 the orthogonalisation does no Newton–Schulz step (only
+/// its validation, normalisation and copy passes), so that case times everything of the step
+/// except the orthogonalisation's GEMMs: a direct, conservative measure of the overhead.
+void bm_muon_step(benchmark::State& st, int polar_steps) {
   Model m(gpt2_small());
-  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon()), route("adamw", adamw()));
+  MuonOptions mo;
+  mo.polar.iterations = polar_steps;
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw()));
   if (!opt.init()) return st.SkipWithError("init failed");
   m.fill_gradients(2);
   opt.step(m.params(), m.grads());  // warm-up: first touch, workspaces
@@ -130,10 +140,11 @@ void bm_muon_step(benchmark::State& st) {
   }
 }
 
-void bm_orthogonalize_only(benchmark::State& st) {
+void bm_orthogonalize_only(benchmark::State& st, int polar_steps) {
   Model m(gpt2_small());
   const auto labels = propose_labels(m.specs);
-  const PolarOptions o = MuonOptions::keller_polar();
+  PolarOptions o = MuonOptions::keller_polar();
+  o.iterations = polar_steps;
   std::vector<std::size_t> idx;
   for (std::size_t i = 0; i < labels.size(); ++i)
     if (labels[i] == "muon") idx.push_back(i);
@@ -191,11 +202,17 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest", bm_adamw_rest)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/orthogonalize_only", bm_orthogonalize_only)
+  benchmark::RegisterBenchmark("optim/orthogonalize_only", bm_orthogonalize_only, 5)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small", bm_muon_step)
+  benchmark::RegisterBenchmark("optim/orthogonalize_only_without_ns", bm_orthogonalize_only, 0)
+      ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small", bm_muon_step, 5)
       ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small", bm_muon_step, 0)
+      ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
