@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// randomized_singular_values() on the default execution space (GEMMs) with host panels (Eigen).
+/// randomized_singular_values(), randomized_svd() and gram_accumulate() on the default execution
+/// space (GEMMs) with host panels (Eigen).
 #include <Eigen/Dense>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 
 #include "plain_io.hpp"
 #include "schatten/core/random.hpp"
+#include "schatten/kernels/gram.hpp"
 #include "schatten/kernels/randomized_svd.hpp"
 #include "schatten/kokkos/detail/compat.hpp"
 
@@ -37,27 +39,37 @@ void orthonormalise(const Dense<T>& a) {
   Kokkos::deep_copy(a, h);
 }
 
-/// The computation of a validated call. A named function: nvcc does not allow device lambdas
-/// inside lambdas (status_guard takes one).
+/// A (rows × cols) as a dense column-major matrix on the device (the layout KokkosBlas hands to
+/// BLAS); false when it holds NaN/Inf.
 template <class T>
-Status randomized_compute(const MatrixRef<const T>& a, std::vector<double>& sigma,
-                          const RandomizedSvdOptions& o, index_t l) {
+bool load_dense(const MatrixRef<const T>& a, Dense<T>& ad) {
   const index_t m = a.rows, n = a.cols;
   DeviceIO<T> io{BatchedMatrixRef<const T>(a)};
   const auto in = io.input();
-  // A as a dense column-major matrix (the layout KokkosBlas hands to BLAS), with a NaN/Inf scan.
-  Dense<T> ad(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::rsvd::a"), m, n);
+  ad = Dense<T>(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::dense"), m, n);
+  const Dense<T> out = ad;
   double bad = 0.0;
   Kokkos::parallel_reduce(
-      "schatten::rsvd::load", Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, m * n),
+      "schatten::dense::load", Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, m * n),
       KOKKOS_LAMBDA(index_t idx, double& acc) {
         const index_t i = idx % m, j = idx / m;
         const T v = in(0, i, j);
-        ad(i, j) = v;
+        out(i, j) = v;
         acc = kmax(acc, abs_or_inf(v));
       },
       Kokkos::Max<double>(bad));
-  if (!std::isfinite(bad)) return Status::non_finite_input;
+  return std::isfinite(bad);
+}
+
+/// The computation of a validated call: the range finder, then the SVD of B = Qᵀ A on the host.
+/// With `vectors`, also U = Q U_B (rows × rank) and V (cols × rank), column-major, in `out`. A
+/// named function: nvcc does not allow device lambdas inside lambdas (status_guard takes one).
+template <class T>
+Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const RandomizedSvdOptions& o,
+                          index_t l, bool vectors) {
+  const index_t m = a.rows, n = a.cols;
+  Dense<T> ad;
+  if (!load_dense(a, ad)) return Status::non_finite_input;
   // Ω from the library's RNG on the host.
   Dense<T> omega(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::rsvd::omega"), n, l);
   {
@@ -85,21 +97,70 @@ Status randomized_compute(const MatrixRef<const T>& a, std::vector<double>& sigm
   for (index_t j = 0; j < n; ++j)
     for (index_t i = 0; i < l; ++i)
       bm(i, j) = static_cast<double>(hb(i, j));
-  Eigen::BDCSVD<Eigen::MatrixXd> svd(bm);
+  const unsigned flags = vectors ? (Eigen::ComputeThinU | Eigen::ComputeThinV) : 0u;
+  Eigen::BDCSVD<Eigen::MatrixXd> svd(bm, flags);
   const Eigen::VectorXd s = svd.singularValues();
-  sigma.assign(s.data(), s.data() + o.rank);
+  const index_t k = o.rank;
+  LowRankSvd r;
+  r.rows = m;
+  r.cols = n;
+  r.rank = k;
+  r.sigma.assign(s.data(), s.data() + k);
+  if (vectors) {
+    auto hq = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), y);
+    Eigen::MatrixXd q(m, l);
+    for (index_t j = 0; j < l; ++j)
+      for (index_t i = 0; i < m; ++i)
+        q(i, j) = static_cast<double>(hq(i, j));
+    const Eigen::MatrixXd u = q * svd.matrixU().leftCols(k);  // m × k
+    const Eigen::MatrixXd v = svd.matrixV().leftCols(k);      // n × k
+    r.u.assign(u.data(), u.data() + m * k);
+    r.v.assign(v.data(), v.data() + n * k);
+  }
+  out = std::move(r);
   return Status::ok;
 }
 
 template <class T>
-Status randomized_sv(const MatrixRef<const T>& a, std::vector<double>& sigma, const RandomizedSvdOptions& o) {
+Status randomized_svd_impl(const MatrixRef<const T>& a, LowRankSvd& out, const RandomizedSvdOptions& o,
+                           bool vectors) {
   schatten::detail::ensure_runtime();
   if (schatten::detail::check_layout(BatchedMatrixRef<const T>(a), false)) return Status::invalid_argument;
   const index_t m = a.rows, n = a.cols, k = std::min(m, n);
   if (o.rank < 1 || o.rank > k || o.oversampling < 0 || o.power_iterations < 0 || o.power_iterations > 50)
     return Status::invalid_argument;
   const index_t l = std::min(o.rank + o.oversampling, k);
-  return status_guard([&] { return randomized_compute<T>(a, sigma, o, l); });
+  return status_guard([&] { return randomized_compute<T>(a, out, o, l, vectors); });
+}
+
+template <class T>
+Status randomized_sv(const MatrixRef<const T>& a, std::vector<double>& sigma, const RandomizedSvdOptions& o) {
+  LowRankSvd r;
+  const Status s = randomized_svd_impl(a, r, o, false);
+  if (s == Status::ok) sigma = std::move(r.sigma);
+  return s;
+}
+
+/// gram += xᵀ x by one GEMM on the default execution space (a named function: see above).
+Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gram) {
+  Dense<float> xd;
+  if (!load_dense(x, xd)) return Status::non_finite_input;
+  const index_t d = x.cols;
+  Dense<float> g(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::gram"), d, d);
+  auto hg = Kokkos::create_mirror_view(g);
+  for (index_t j = 0; j < d; ++j)
+    for (index_t i = 0; i < d; ++i)
+      hg(i, j) = gram(i, j);
+  Kokkos::deep_copy(g, hg);
+  gemm(DefaultExec(), "T", "N", 1.0f, xd, xd, 1.0f, g);
+  Kokkos::deep_copy(hg, g);
+  for (index_t j = 0; j < d; ++j)
+    for (index_t i = 0; i < d; ++i)
+      if (!std::isfinite(hg(i, j))) return Status::non_finite_input;  // overflow: gram unchanged
+  for (index_t j = 0; j < d; ++j)
+    for (index_t i = 0; i < d; ++i)
+      gram(i, j) = hg(i, j);
+  return Status::ok;
 }
 
 }  // namespace
@@ -112,6 +173,22 @@ Status randomized_singular_values(MatrixRef<const float> a, std::vector<double>&
 Status randomized_singular_values(MatrixRef<const double> a, std::vector<double>& sigma,
                                   const RandomizedSvdOptions& options) {
   return kokkos::detail::randomized_sv<double>(a, sigma, options);
+}
+Status randomized_svd(MatrixRef<const float> a, LowRankSvd& out, const RandomizedSvdOptions& options) {
+  return kokkos::detail::randomized_svd_impl<float>(a, out, options, true);
+}
+Status randomized_svd(MatrixRef<const double> a, LowRankSvd& out, const RandomizedSvdOptions& options) {
+  return kokkos::detail::randomized_svd_impl<double>(a, out, options, true);
+}
+
+Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram) {
+  schatten::detail::ensure_runtime();
+  if (schatten::detail::check_layout(BatchedMatrixRef<const float>(x), false) ||
+      schatten::detail::check_layout(BatchedMatrixRef<float>(gram), true))
+    return Status::invalid_argument;
+  if (gram.rows != x.cols || gram.cols != x.cols) return Status::invalid_argument;
+  if (x.rows == 0 || x.cols == 0) return Status::ok;
+  return kokkos::detail::status_guard([&] { return kokkos::detail::gram_compute(x, gram); });
 }
 
 }  // namespace schatten

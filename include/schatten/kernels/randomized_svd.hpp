@@ -35,4 +35,19 @@ Status randomized_singular_values(MatrixRef<const float> a, std::vector<double>&
 Status randomized_singular_values(MatrixRef<const double> a, std::vector<double>& sigma,
                                   const RandomizedSvdOptions& options = {});
 
+/// A truncated SVD A ≈ U diag(σ) Vᵀ, on the host in double: `u` is rows × rank and `v` cols ×
+/// rank, both column-major with orthonormal columns, `sigma` decreasing.
+struct LowRankSvd {
+  index_t rows = 0, cols = 0, rank = 0;
+  std::vector<double> sigma, u, v;
+  double u_at(index_t i, index_t k) const { return u[static_cast<std::size_t>(k * rows + i)]; }
+  double v_at(index_t j, index_t k) const { return v[static_cast<std::size_t>(k * cols + j)]; }
+};
+
+/// randomized_singular_values() with the singular vectors: U = Q U_B and V = V_B from the SVD of
+/// B = Qᵀ A. Same math, cost (plus rows·l·rank host flops for U), accuracy, errors and seeds;
+/// `out` is written only on success.
+Status randomized_svd(MatrixRef<const float> a, LowRankSvd& out, const RandomizedSvdOptions& options = {});
+Status randomized_svd(MatrixRef<const double> a, LowRankSvd& out, const RandomizedSvdOptions& options = {});
+
 }  // namespace schatten

@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Gram matrices of activations: the statistic the adaptive Schatten-p criterion needs per layer
+/// (algorithms.md §4a.2: the Gram AᵀA of the layer's inputs, summable across data-parallel ranks).
+#pragma once
+
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/core/status.hpp"
+
+namespace schatten {
+
+/// gram += xᵀ x, with x the layer's inputs as tokens × d_in (a Linear layer's input reshaped to
+/// (tokens, d_in); a convolution's im2col patches (N·patches, C·kh·kw)).
+///
+/// One GEMM on the execution space of the build (fp32, accumulated into the fp32 `gram`); sums
+/// of calls — and of ranks — are sums of Grams, so statistics are collected in pieces and
+/// all-reduced as plain arrays. Cost 2·tokens·d² flops (a symmetric kernel would halve it;
+/// issue #7). `x`: any strides and memory kind (staged when the device cannot read it); `gram`:
+/// d_in × d_in host memory. Errors (gram unchanged): shapes disagree → invalid_argument; NaN/Inf
+/// in x, or a sum that overflows float → non_finite_input. Synchronous.
+Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram);
+
+}  // namespace schatten

@@ -1,0 +1,466 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Adaptive Schatten-p Muon (SMuon, algorithms.md §4a): the update U Σ^{1/p} Vᵀ of the momentum
+/// with p chosen per layer by the random-feature regression criterion (surrogate/schatten_p.hpp),
+/// the activation statistics it needs, and the `schatten_muon` preset. docs/optim.md lists every
+/// default and its source; docs/surrogate/schatten_p.md the [P] choices.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "schatten/core/workspace.hpp"
+#include "schatten/kernels/gram.hpp"
+#include "schatten/kernels/polar.hpp"
+#include "schatten/kernels/spectral_power.hpp"
+#include "schatten/optim/chain.hpp"
+#include "schatten/optim/rule.hpp"
+#include "schatten/optim/transforms.hpp"
+#include "schatten/surrogate/schatten_p.hpp"
+
+namespace schatten::optim {
+
+/// The activation statistics of one layer: Σ XᵀX over the inputs X (tokens × d_in) given since
+/// the last step. Shared by copies of a state (the partition's rollback copies do not duplicate
+/// d_in² floats every step); `step` tags the optimizer step the statistics are for, so a failed
+/// step that is retried still finds them, and statistics of an earlier step are never used.
+struct ActivationStatistics {
+  Buffer gram;                 ///< d_in × d_in, row-major (symmetric)
+  std::int64_t samples = 0;    ///< rows of X accumulated
+  std::int64_t for_step = -1;  ///< the rule's step count when they were collected
+};
+
+/// Event passed to the criterion callback after each criterion run.
+struct PCriterionEvent {
+  index_t rows = 0, cols = 0;
+  std::int64_t step = 0;  ///< 1-based step of the rule
+  double previous_p = 0.0, p = 0.0;
+  surrogate::PChoice choice;    ///< the maximiser's answer (descends = false: p kept)
+  bool had_statistics = false;  ///< an activation Gram was given (else whitened inputs assumed)
+};
+
+/// SMuon's update (algorithms.md §4a.4 [V]) as one rule, because the criterion needs the raw
+/// gradient, the momentum and the activation statistics together:
+///   1. m ← β m + (1 − β) g; m̂ = m/(1 − βᵗ) (bias_correction); ñ = β m̂ + (1 − β) g (Nesterov) or m̂;
+///   2. on criterion steps (t = first, and every `interval` steps): the criterion of
+///      surrogate::maximise_p on M̃ = ñ, G = g and the layer's activation Gram, after the EMA,
+///      picks p ∈ [p_min, p_max] (kept when nothing descends); otherwise p is unchanged;
+///   3. moment (§4a.5): v ← β₂ v + (1 − β₂) g², D = (v̂ + ε)^e with e = −1/(2(p+1)) (parametric)
+///      or −1/4 (nonparametric), g̃ = D ⊙ ñ; none: D = 1;
+///   4. Δ = U Σ^{1/p} Vᵀ of g̃: spectral_power(α = 1/p); p ≥ p_max/1.01 → the polar factor
+///      (PolarOptions, [V] shortcut α ≤ 1.01/p_max); p = 1 → g̃ itself;
+///   5. map-out Δ ← D ⊙ Δ;
+///   6. magnitude pinned ([V] κ-pinning): ‖Δ‖_F = √min(r, c)·κ^{1/p}, κ = η_a ρ_a √max(r, c)/η,
+///      ρ_a = √((1 − β₁)/(1 + β₁)) (noisy) or 1, η_a/β₁ the auxiliary Adam's lr/β₁ and η this
+///      rule's lr — per-entry RMS η·κ^{1/p}/√max(r,c): Muon's 1/√max(r,c) at p → ∞, Adam's
+///      η_a ρ_a at p = 1. magnitude none: Δ as computed.
+/// The output Δ is followed by decay and −lr in the preset. State changes only after success.
+/// Cost: the momentum pass, the matrix function (spectral_power ≈ a QDWH polar + a few k³ and
+/// m k² GEMMs), and on criterion steps the spectra (surrogate::measure_spectra).
+struct SchattenPDirection {
+  static constexpr const char* name = "schatten_p_direction";
+  static constexpr bool may_fail = true;
+  enum class Moment { none, parametric, nonparametric };
+  enum class Magnitude { pinned, none };
+
+  double beta = 0.95;
+  bool nesterov = true;
+  bool bias_correction = true;
+  bool adaptive = true;
+  double p = 10.0;  ///< the initial p ([V] p_max), or the fixed p when !adaptive (≥ 1)
+  std::int64_t interval = 100;
+  std::int64_t first = 10;
+  surrogate::PCriterionOptions criterion{};
+  Moment moment = Moment::none;
+  double b2 = 0.999, eps = 1e-8;
+  Magnitude magnitude = Magnitude::pinned;
+  double lr = 0.02;       ///< η for κ (the preset passes its lr's peak)
+  double adam_lr = 3e-4;  ///< η_a [V]
+  double adam_b1 = 0.9;   ///< β₁ of the auxiliary Adam [V]
+  bool noisy = true;      ///< ρ_a = √((1 − β₁)/(1 + β₁)) [V] "noisy" regime; false: 1
+  SpectralPowerOptions spectral{};
+  PolarOptions polar{};
+  /// Called after each criterion run (observability; not part of the signature).
+  std::function<void(const PCriterionEvent&)> on_criterion{};
+
+  /// Scratch, allocated at init, not checkpointed.
+  struct Scratch {
+    Buffer gradient, nesterov, next_mu, next_nu, precond;
+    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+  };
+  struct State {
+    std::int64_t count = 0;
+    double p = 10.0;
+    Buffer mu, nu;  ///< nu empty without a moment
+    std::int64_t criterion_runs = 0;
+    Buffer ema_sigma, ema_align, ema_b, ema_sigma_a;
+    double log_objective = 0.0;  ///< of the last criterion run
+    std::shared_ptr<ActivationStatistics> statistics = std::make_shared<ActivationStatistics>();
+    std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
+  };
+
+  /// True when step t (1-based) runs the criterion.
+  static bool criterion_due(std::int64_t t, bool adaptive, std::int64_t first, std::int64_t interval) {
+    return adaptive && (t == first || (interval > 0 && t % interval == 0));
+  }
+  bool criterion_due(std::int64_t t) const { return criterion_due(t, adaptive, first, interval); }
+
+  State init(const BlockShape& s) const {
+    const auto n = static_cast<std::size_t>(s.size());
+    const auto r = static_cast<std::size_t>(std::min(s.rows, s.cols));
+    const auto d = static_cast<std::size_t>(s.cols);
+    State st;
+    st.p = p;
+    st.mu.assign(n, 0.0f);
+    if (moment != Moment::none) st.nu.assign(n, 0.0f);
+    if (adaptive) {
+      st.ema_sigma.assign(criterion.criterion == surrogate::PCriterion::exact ? r : 0, 0.0f);
+      st.ema_align.assign(criterion.criterion != surrogate::PCriterion::exact ? r : 0, 0.0f);
+      st.ema_b.assign(criterion.criterion == surrogate::PCriterion::exact_tightness ? r : 0, 0.0f);
+      st.ema_sigma_a.assign(d, 0.0f);
+      st.statistics->gram.assign(d * d, 0.0f);
+    }
+    Scratch& sc = *st.scratch;
+    sc.gradient.assign(n, 0.0f);
+    sc.nesterov.assign(adaptive ? n : 0, 0.0f);
+    sc.next_mu.assign(n, 0.0f);
+    if (moment != Moment::none) {
+      sc.next_nu.assign(n, 0.0f);
+      sc.precond.assign(n, 0.0f);
+    }
+    sc.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
+    return st;
+  }
+
+  Status update(Block u, State& s, ConstBlock) const {
+    const auto n = static_cast<std::size_t>(u.size());
+    Scratch& sc = *s.scratch;
+    if (s.mu.size() != n || sc.next_mu.size() != n || sc.gradient.size() != n)
+      return Status::invalid_argument;
+    if (moment != Moment::none && (s.nu.size() != n || sc.next_nu.size() != n || sc.precond.size() != n))
+      return Status::invalid_argument;
+    if (!(s.p >= 1.0)) return Status::invalid_argument;
+    const std::int64_t t = s.count + 1;
+    const bool due = criterion_due(t);
+    if (due && sc.nesterov.size() != n) return Status::invalid_argument;
+    // 1. Momentum into scratch (the state changes only after success); g kept for the criterion,
+    //    the moment and a failure.
+    const float fb = float(beta), w = float(1.0 - beta);
+    const float inv_c1 = bias_correction ? float(1.0 / (1.0 - std::pow(beta, double(t)))) : 1.0f;
+    float* x = u.data;
+    std::copy(x, x + n, sc.gradient.begin());
+    for (std::size_t k = 0; k < n; ++k) {
+      const float m = fb * s.mu[k] + w * x[k];
+      sc.next_mu[k] = m;
+      x[k] = nesterov ? fb * (m * inv_c1) + w * x[k] : m * inv_c1;
+    }
+    // 2. The criterion (on M̃ = ñ and G = g, algorithms.md §4a.2 exact_momentum [V]).
+    double p_now = s.p;
+    Buffer ema_sigma, ema_align, ema_b, ema_sigma_a;
+    surrogate::PChoice choice;
+    bool had_statistics = false;
+    if (due) {
+      ema_sigma = s.ema_sigma;
+      ema_align = s.ema_align;
+      ema_b = s.ema_b;
+      ema_sigma_a = s.ema_sigma_a;
+      std::copy(x, x + n, sc.nesterov.begin());
+      const ActivationStatistics& st = *s.statistics;
+      had_statistics = st.samples > 0 && st.for_step == s.count &&
+                       st.gram.size() == static_cast<std::size_t>(u.cols * u.cols);
+      const MatrixRef<const float> gram =
+          had_statistics ? MatrixRef<const float>(st.gram.data(), u.cols, u.cols) : MatrixRef<const float>();
+      surrogate::PCriterionOptions co = criterion;
+      co.seed = criterion.seed + static_cast<std::uint64_t>(t);
+      surrogate::LayerSpectra spectra;
+      Status ms = surrogate::measure_spectra(MatrixRef<const float>(sc.nesterov.data(), u.rows, u.cols),
+                                             MatrixRef<const float>(sc.gradient.data(), u.rows, u.cols), gram,
+                                             co, spectra);
+      if (ms == Status::ok)
+        ms = surrogate::smooth_spectra(spectra, {&ema_sigma, &ema_align, &ema_b, &ema_sigma_a},
+                                       s.criterion_runs, co);
+      if (ms != Status::ok) {
+        std::copy(sc.gradient.begin(), sc.gradient.end(), x);
+        return ms;
+      }
+      choice = surrogate::maximise_p(spectra, co, s.p);
+      if (choice.descends) p_now = choice.p;
+    }
+    // 3. The element-wise moment on the raw gradient (algorithms.md §4a.5 [V]).
+    if (moment != Moment::none) {
+      const double c2 = 1.0 - std::pow(b2, double(t));
+      const double e = moment == Moment::parametric ? -1.0 / (2.0 * (p_now + 1.0)) : -0.25;
+      for (std::size_t k = 0; k < n; ++k) {
+        const float g = sc.gradient[k];
+        const float v = float(b2) * s.nu[k] + float(1.0 - b2) * g * g;
+        sc.next_nu[k] = v;
+        sc.precond[k] = static_cast<float>(std::pow(double(v) / c2 + eps, e));
+        x[k] *= sc.precond[k];
+      }
+    }
+    // 4. Δ = U Σ^{1/p} Vᵀ.
+    Status fs = Status::ok;
+    if (p_now >= criterion.p_max / 1.01) {
+      fs = schatten::polar(MatrixRef<const float>(u), u, polar, sc.workspace.get()).status;
+    } else if (p_now > 1.0 + 1e-12) {
+      SpectralPowerOptions so = spectral;
+      so.alpha = 1.0 / p_now;
+      fs = spectral_power(MatrixRef<const float>(u), u, so, sc.workspace.get()).status;
+    }
+    if (fs != Status::ok) {  // give the gradient back; nothing of the state changed
+      std::copy(sc.gradient.begin(), sc.gradient.end(), x);
+      return fs;
+    }
+    // 5. Map-out.
+    if (moment != Moment::none)
+      for (std::size_t k = 0; k < n; ++k)
+        x[k] *= sc.precond[k];
+    // 6. Magnitude.
+    if (magnitude == Magnitude::pinned) {
+      const double ss = squared_norm(u);
+      if (ss > 0.0) {
+        const double target =
+            std::sqrt(double(std::min(u.rows, u.cols))) * std::pow(kappa(u.rows, u.cols), 1.0 / p_now);
+        scale(u, static_cast<float>(target / std::sqrt(ss)));
+      }
+    }
+    // Commit.
+    s.mu.swap(sc.next_mu);
+    if (moment != Moment::none) s.nu.swap(sc.next_nu);
+    if (due) {
+      const double previous = s.p;
+      s.ema_sigma.swap(ema_sigma);
+      s.ema_align.swap(ema_align);
+      s.ema_b.swap(ema_b);
+      s.ema_sigma_a.swap(ema_sigma_a);
+      ++s.criterion_runs;
+      if (choice.descends) s.log_objective = choice.log_objective;
+      s.p = p_now;
+      if (on_criterion) {
+        PCriterionEvent ev;
+        ev.rows = u.rows;
+        ev.cols = u.cols;
+        ev.step = t;
+        ev.previous_p = previous;
+        ev.p = p_now;
+        ev.choice = choice;
+        ev.had_statistics = had_statistics;
+        on_criterion(ev);
+      }
+    }
+    s.count = t;
+    return Status::ok;
+  }
+
+  /// κ = η_a ρ_a / (η ρ_muon), ρ_muon = 1/√max(r, c) (algorithms.md §4a.4 [V]).
+  double kappa(index_t rows, index_t cols) const {
+    const double rho_a = noisy ? std::sqrt((1.0 - adam_b1) / (1.0 + adam_b1)) : 1.0;
+    return adam_lr * rho_a * std::sqrt(double(std::max(rows, cols))) / lr;
+  }
+
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("schatten_p", s.p);
+    v("mu", s.mu);
+    v("nu", s.nu);
+    v("criterion_runs", s.criterion_runs);
+    v("ema_sigma", s.ema_sigma);
+    v("ema_align", s.ema_align);
+    v("ema_b", s.ema_b);
+    v("ema_sigma_a", s.ema_sigma_a);
+    v("log_objective", s.log_objective);
+    v("activation_gram", s.statistics->gram);
+    v("activation_samples", s.statistics->samples);
+    v("activation_step", s.statistics->for_step);
+  }
+  std::string config() const {
+    const char* moments[] = {"none", "parametric", "nonparametric"};
+    return Signature(name)
+        .add("beta", beta)
+        .add("nesterov", nesterov)
+        .add("bias_correction", bias_correction)
+        .add("adaptive", adaptive)
+        .add("p", p)
+        .add("interval", interval)
+        .add("first", first)
+        .add("criterion", surrogate::to_string(criterion.criterion))
+        .add("p_min", criterion.p_min)
+        .add("p_max", criterion.p_max)
+        .add("ema", criterion.ema)
+        .add("spectrum", static_cast<int>(criterion.spectrum))
+        .add("exact_limit", std::int64_t(criterion.exact_limit))
+        .add("fraction", criterion.randomized_fraction)
+        .add("min_rank", std::int64_t(criterion.randomized_min_rank))
+        .add("power_iterations", criterion.power_iterations)
+        .add("seed", std::int64_t(criterion.seed))
+        .add("grid", criterion.grid)
+        .add("tolerance", criterion.tolerance)
+        .add("moment", moments[static_cast<int>(moment)])
+        .add("b2", b2)
+        .add("eps", eps)
+        .add("magnitude", magnitude == Magnitude::pinned ? "pinned" : "none")
+        .add("lr", lr)
+        .add("adam_lr", adam_lr)
+        .add("adam_b1", adam_b1)
+        .add("noisy", noisy)
+        .add("spectral_floor", spectral.floor)
+        .add("spectral_tolerance", spectral.tolerance)
+        .add("polar", polar_config(polar))
+        .str();
+  }
+};
+
+/// The `schatten_muon` preset (SMuon's SMuonWithAuxAdam matrix group, algorithms.md §4a.4, §6):
+/// SchattenPDirection → decoupled weight decay (unadjusted lr) → −lr, i.e.
+/// W ← (1 − ηλ) W − η Δ. Defaults [V]: lr 0.02, momentum 0.95 (Nesterov, bias-corrected),
+/// p ∈ [1.02, 10] starting at 10, criterion exact_momentum every 100 steps and at step 10, EMA
+/// 0.99, no moment, κ-pinned magnitude with the auxiliary Adam's lr 3e-4 and β₁ 0.9, no decay.
+/// Route non-matrix parameters to adamw (algorithms.md §4a.4: its aux Adam uses lr 3e-4, betas
+/// (0.9, 0.95), eps 1e-10).
+struct SchattenMuonOptions {
+  Schedule lr = Schedule::constant(0.02);
+  double momentum = 0.95;
+  bool nesterov = true;
+  bool bias_correction = true;
+  bool adaptive = true;
+  double p = 10.0;
+  std::int64_t interval = 100;
+  std::int64_t first = 10;
+  surrogate::PCriterionOptions criterion{};
+  SchattenPDirection::Moment moment = SchattenPDirection::Moment::none;
+  double b2 = 0.999, eps = 1e-8;
+  SchattenPDirection::Magnitude magnitude = SchattenPDirection::Magnitude::pinned;
+  double adam_lr = 3e-4, adam_b1 = 0.9;
+  bool noisy = true;
+  SpectralPowerOptions spectral{};
+  PolarOptions polar{};
+  double weight_decay = 0.0;
+  std::function<void(const PCriterionEvent&)> on_criterion{};
+};
+inline auto schatten_muon(const SchattenMuonOptions& o = {}) {
+  SchattenPDirection d;
+  d.beta = o.momentum;
+  d.nesterov = o.nesterov;
+  d.bias_correction = o.bias_correction;
+  d.adaptive = o.adaptive;
+  d.p = o.p;
+  d.interval = o.interval;
+  d.first = o.first;
+  d.criterion = o.criterion;
+  d.moment = o.moment;
+  d.b2 = o.b2;
+  d.eps = o.eps;
+  d.magnitude = o.magnitude;
+  d.lr = o.lr.peak;
+  d.adam_lr = o.adam_lr;
+  d.adam_b1 = o.adam_b1;
+  d.noisy = o.noisy;
+  d.spectral = o.spectral;
+  d.polar = o.polar;
+  d.on_criterion = o.on_criterion;
+  return chain(std::move(d), AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics collection over a partition
+
+/// The activation statistics of one parameter inside an optimizer (a Partition, or any state
+/// with visit/visit_fields): `gram` points to its d_in × d_in buffer (nullptr when the parameter's
+/// rule collects none, e.g. AdamW or a fixed-p rule). Sum `gram` across data-parallel ranks
+/// (e.g. MPI_Allreduce of dim² floats) before the step; `samples` likewise.
+struct ActivationGramRef {
+  float* gram = nullptr;
+  index_t dim = 0;
+  std::int64_t* samples = nullptr;
+  std::int64_t* for_step = nullptr;
+  std::int64_t* rule_step = nullptr;  ///< the rule's step count (statistics are for step count + 1)
+};
+
+namespace detail {
+/// Finds the activation fields of parameter `param` by their names "<param>/…/activation_gram"
+/// (the one mechanism that also drives checkpoints).
+struct GramFinder {
+  std::string prefix;
+  ActivationGramRef ref;
+  std::string owner;  ///< the rule prefix whose fields were found
+  static bool ends_with(const std::string& s, const char* suffix) {
+    const std::string t(suffix);
+    return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+  }
+  bool mine(const std::string& name, const char* field) {
+    if (name.compare(0, prefix.size(), prefix) != 0 || !ends_with(name, field)) return false;
+    const std::string rule = name.substr(0, name.size() - std::char_traits<char>::length(field));
+    if (owner.empty()) owner = rule;
+    return rule == owner;
+  }
+  void operator()(const std::string& name, Buffer& b) {
+    if (mine(name, "activation_gram") && !b.empty()) {
+      ref.gram = b.data();
+      ref.dim = static_cast<index_t>(std::llround(std::sqrt(double(b.size()))));
+    }
+  }
+  void operator()(const std::string& name, std::int64_t& v) {
+    if (mine(name, "activation_samples")) ref.samples = &v;
+    if (mine(name, "activation_step")) ref.for_step = &v;
+    if (!owner.empty() && name == owner + "count") ref.rule_step = &v;
+  }
+  void operator()(const std::string&, double&) {}
+};
+}  // namespace detail
+
+/// The statistics of `param` in `optimizer` (see ActivationGramRef).
+template <class Optimizer>
+ActivationGramRef activation_gram(Optimizer& optimizer, const std::string& param) {
+  detail::GramFinder f{param + "/", {}, {}};
+  optimizer.visit(f);
+  if (f.ref.gram == nullptr || f.ref.samples == nullptr || f.ref.for_step == nullptr) return {};
+  if (f.ref.rule_step == nullptr) {  // "count" precedes the statistics: visit again for it
+    optimizer.visit(f);
+    if (f.ref.rule_step == nullptr) return {};
+  }
+  return f.ref;
+}
+
+/// Adds the inputs X (tokens × d_in, row-major float, host or device) of `param`'s layer to its
+/// activation Gram for the coming step: the first call after a step starts a new sum. Call it on
+/// the steps where the criterion runs (SchattenPDirection::criterion_due(step count + 1)); on
+/// other steps the statistics are ignored. Errors: no such parameter or a rule without
+/// statistics, d_in ≠ the parameter's columns → invalid_argument; NaN/Inf → non_finite_input
+/// (this step's sum unchanged; statistics of an earlier step are dropped either way).
+template <class Optimizer>
+Status accumulate_activations(Optimizer& optimizer, const std::string& param, MatrixRef<const float> x) {
+  const ActivationGramRef r = activation_gram(optimizer, param);
+  if (r.gram == nullptr || x.cols != r.dim) return Status::invalid_argument;
+  if (*r.for_step != *r.rule_step) {  // the first call for this step: a new, empty sum
+    std::fill(r.gram, r.gram + r.dim * r.dim, 0.0f);
+    *r.samples = 0;
+    *r.for_step = *r.rule_step;
+  }
+  const Status s = gram_accumulate(x, MatrixRef<float>(r.gram, r.dim, r.dim));
+  if (s == Status::ok) *r.samples += x.rows;
+  return s;
+}
+
+/// The current p of every parameter whose rule is adaptive or fixed Schatten-p, as
+/// (parameter-prefixed field name, p) pairs in visit order.
+template <class Optimizer>
+std::vector<std::pair<std::string, double>> schatten_p_values(Optimizer& optimizer) {
+  struct Collect {
+    std::vector<std::pair<std::string, double>> out;
+    void operator()(const std::string& name, double& v) {
+      if (detail::GramFinder::ends_with(name, "/schatten_p")) out.emplace_back(name, v);
+    }
+    void operator()(const std::string&, std::int64_t&) {}
+    void operator()(const std::string&, Buffer&) {}
+  } c;
+  optimizer.visit(c);
+  return c.out;
+}
+
+}  // namespace schatten::optim

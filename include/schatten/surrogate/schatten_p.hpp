@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The data-driven choice of the Schatten exponent p per layer (algorithms.md §4a.2; the
+/// random-feature regression surrogate of the SMuon paper, after Davis & Drusvyatskiy).
+///
+/// Surrogate: the layer's loss is L(W) = (1/2n)‖W A − Y‖²_F with A the layer's inputs (features
+/// × n samples), so L(W + δW) = L + ⟨G, δW⟩ + (1/2n)‖δW A‖²_F exactly. The update of SMuon with
+/// exponent p (p ∈ [1, ∞): 1 is SGD, ∞ is Muon) is D_p = U Σ^{1/p} Vᵀ of the momentum M̃ = U Σ Vᵀ,
+/// and the best decrease along D_p is ⟨G, D_p⟩² / (2‖D_p A‖²_F / n). The three criteria bound
+/// or evaluate that decrease with the statistics one can afford:
+///
+///   exact            J(p) = ‖G‖_{S_{1+1/p}} / ‖A‖_{S_{k(p)}},  k(p) = 2(p+1)/(p−1)
+///                    (Hölder: ‖δW A‖_F ≤ ‖δW‖_{S_{p+1}} ‖A‖_{S_k}; the guaranteed decrease of
+///                    the ideal step is J²/2 up to n);
+///   exact_momentum   f(p) = (Σ C_i σ_i^{1/p})² / (‖A‖²_{S_{k(p)}} (Σ σ_i^{(p+1)/p})^{2/(p+1)}),
+///                    σ = σ(M̃), C_i = u_iᵀ G v_i (the default: the decrease of the update the
+///                    optimizer actually takes, with Hölder's bound for the curvature);
+///   exact_tightness  N(p)²/D(p), N = Σ C_i σ_i^{1/p}, D = Σ B_i σ_i^{2/p}, B_i = v_iᵀ (AᵀA) v_i
+///                    (= ⟨G, D_p⟩² / ‖D_p A‖²_F exactly: no Hölder slack).
+///
+/// Global scalings of G, M̃ and A cancel in every argmax, so the Gram's normalisation (1/n,
+/// number of ranks) is irrelevant. A negative ⟨G, D_p⟩ is no decrease at all: such p score −∞
+/// (the reference squares the numerator; [P], docs/surrogate/schatten_p.md).
+///
+/// Which p wins (the Davis–Drusvyatskiy comparison of the endpoints, exact criterion):
+/// J(∞)²/J(1)² = (‖G‖²_* / ‖G‖²_F) / (‖A‖²_F / ‖A‖²_op). Muon's end wins when the gradient has a
+/// high nuclear rank AND the activations a low stable rank (ill-conditioned, few dominant
+/// directions); a rank-one gradient, or whitened activations (stable rank d_in ≥ rank G), favour
+/// the SGD end. docs/surrogate/schatten_p.md works the cases out.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/core/status.hpp"
+
+namespace schatten::surrogate {
+
+/// The criterion (algorithms.md §4a.2; the SMuon repository's names).
+enum class PCriterion { exact, exact_momentum, exact_tightness };
+const char* to_string(PCriterion c) noexcept;
+
+/// How the spectra are measured.
+enum class SpectrumMethod {
+  automatic,   ///< exact when the side (min(m, n) for M̃, d_in for the Gram) ≤ exact_limit
+  exact,       ///< host SVD / symmetric eigensolver (Eigen, double): O(m n min(m, n)), O(d³)
+  randomized,  ///< randomized SVD of the top k + the tail model (below)
+};
+
+/// Options of the criterion. Defaults: algorithms.md §6 ([V] schatten-muon configs) and the
+/// [P] choices of docs/surrogate/schatten_p.md.
+struct PCriterionOptions {
+  PCriterion criterion = PCriterion::exact_momentum;
+  double p_min = 1.02;  ///< [V]
+  double p_max = 10.0;  ///< [V]
+  /// β of the bias-corrected EMA of the smoothed statistics over criterion runs ([V] 0.99; the
+  /// bias correction is [P]: the first run uses its own measurement, the n-th a weighted mean).
+  double ema = 0.99;
+  SpectrumMethod spectrum = SpectrumMethod::automatic;
+  index_t exact_limit = 512;         ///< automatic's threshold ([V]: eigvalsh when d ≤ 512)
+  double randomized_fraction = 0.1;  ///< k = ⌈fraction · side⌉ ([V] 0.1)
+  index_t randomized_min_rank = 8;   ///< k ≥ this (then ≤ side)
+  int power_iterations = 2;          ///< [V]
+  std::uint64_t seed = 0;            ///< of the randomized SVD's test matrices
+  int grid = 24;                     ///< log-spaced scan of [p_min, p_max] ([P])
+  double tolerance = 1e-3;           ///< golden-section refinement, in log p ([P] §4a.2)
+};
+
+/// Returns nullptr when the options are valid, else a static message naming the field.
+const char* check_criterion_options(const PCriterionOptions& o) noexcept;
+
+/// One layer's measured spectra, full length (the tail model fills what a randomized SVD did
+/// not compute). Vectors are in the order of σ (decreasing).
+struct LayerSpectra {
+  std::vector<double> sigma;    ///< σ(M̃) (exact_momentum, exact_tightness) or σ(G) (exact); r = min(m, n)
+  std::vector<double> align;    ///< C_i = u_iᵀ G v_i (momentum criteria; empty for exact)
+  std::vector<double> gram_b;   ///< B_i = v_iᵀ (AᵀA) v_i (exact_tightness; empty otherwise)
+  std::vector<double> sigma_a;  ///< σ(A) = √λ(AᵀA), decreasing; d_in values
+  bool modelled_tail = false;   ///< some values come from the tail model
+};
+
+/// Measures a layer. `momentum` (m × n, the expected Nesterov momentum M̃, unused by `exact`) and
+/// `gradient` (m × n) are host matrices, `gram` the d_in × d_in activation Gram AᵀA with d_in = n
+/// (host), or an empty matrix: then the activations are taken as whitened (σ(A) = 1, [P] — what
+/// the criterion can say without statistics).
+///
+/// Tail model ([V] uniform variant, extended [P]): with the top k values of a randomized SVD,
+/// the r − k missing σ share the residual energy ‖M̃‖²_F − Σσ² equally (σ_t, capped at σ_k); their
+/// alignments share ⟨G, M̃⟩ − Σ C_i σ_i (exact: Σ_all C_i σ_i = ⟨G, M̃⟩); B_i of the missing
+/// directions share tr(AᵀA) − Σ B_i over the n − k directions not computed; the Gram's missing
+/// eigenvalues share tr(AᵀA) − Σ λ. Cost: see SpectrumMethod; randomized: (2q+2) GEMMs of m n l.
+/// Errors (out unchanged): shapes disagree → invalid_argument; NaN/Inf → non_finite_input.
+Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> gradient,
+                       MatrixRef<const float> gram, const PCriterionOptions& options, LayerSpectra& out);
+
+/// log of the criterion's objective at p (> 1; p = ∞ is not accepted, use p_max), −∞ when the
+/// update does not descend (Σ C_i σ_i^{1/p} ≤ 0) or the spectra are empty or zero. Values
+/// σ ≤ 1e-7·σ_max are dropped ([V] drops σ ≤ 1e-7). Cost O(r + d_in) powers.
+double log_objective(PCriterion criterion, double p, const LayerSpectra& spectra);
+
+/// The maximiser's answer.
+struct PChoice {
+  double p = 0.0;              ///< argmax over [p_min, p_max] (unchanged input p when !descends)
+  double log_objective = 0.0;  ///< at p
+  int evaluations = 0;         ///< of log_objective
+  bool descends = false;       ///< some p has a finite objective
+  /// exact_tightness only ([V], reported, not applied): η*(p)/η*(∞), η* = N/(2D), clipped to
+  /// [0.5, 2]; 1 otherwise.
+  double step_multiplier = 1.0;
+};
+
+/// Maximises log_objective over p ∈ [p_min, p_max]: a scan of `grid` log-spaced points, then
+/// golden-section search in log p on the two intervals around the best point to `tolerance`
+/// ([P]: the scan makes it robust to several local maxima; ≤ grid + 2·⌈log(width/tol)/log φ⌉
+/// evaluations). When no p descends, returns `previous` with descends = false.
+PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& options, double previous);
+
+/// Bias-corrected EMA of the smoothed statistics across criterion runs (β = options.ema):
+/// exact smooths σ(G) and σ(A); exact_momentum C and σ(A) ([V]: not σ(M̃)); exact_tightness C,
+/// B and σ(A). `store` holds the raw EMAs (float, as checkpointed), `runs` the number of runs so
+/// far (before this one); `spectra` is replaced by the bias-corrected averages. Vectors of
+/// another length than the store are an invalid_argument (nothing changed).
+struct SmoothedStatistics {
+  std::vector<float>* sigma = nullptr;
+  std::vector<float>* align = nullptr;
+  std::vector<float>* gram_b = nullptr;
+  std::vector<float>* sigma_a = nullptr;
+};
+Status smooth_spectra(LayerSpectra& spectra, const SmoothedStatistics& store, std::int64_t runs,
+                      const PCriterionOptions& options);
+
+}  // namespace schatten::surrogate

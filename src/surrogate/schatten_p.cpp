@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The Schatten-p criterion (schatten_p.hpp): spectra on the host with Eigen (double for the
+/// decompositions, float GEMMs for the alignments), randomized SVDs through the kernels.
+#include "schatten/surrogate/schatten_p.hpp"
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <numeric>
+
+#include "schatten/kernels/randomized_svd.hpp"
+
+namespace schatten::surrogate {
+namespace {
+
+using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapF = Eigen::Map<const RowMajorF, 0, Eigen::OuterStride<>>;
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+/// Values at or below this fraction of the largest are dropped from the sums ([V] drops
+/// σ ≤ 1e-7 absolutely; relative here so that the criterion stays scale-free).
+constexpr double kDrop = 1e-7;
+
+MapF map(const MatrixRef<const float>& m) {
+  // Row-major with unit column stride (checked by the caller).
+  return MapF(m.data, m.rows, m.cols, Eigen::OuterStride<>(m.row_stride));
+}
+
+bool row_major(const MatrixRef<const float>& m) {
+  return m.empty() || (m.data != nullptr && m.col_stride == 1 && m.row_stride >= m.cols);
+}
+
+bool finite(const MatrixRef<const float>& m) {
+  for (index_t i = 0; i < m.rows; ++i)
+    for (index_t j = 0; j < m.cols; ++j)
+      if (!std::isfinite(m(i, j))) return false;
+  return true;
+}
+
+index_t sample_rank(index_t side, const PCriterionOptions& o) {
+  const auto k = static_cast<index_t>(std::ceil(o.randomized_fraction * double(side)));
+  return std::min(side, std::max(k, o.randomized_min_rank));
+}
+
+bool use_exact(index_t side, const PCriterionOptions& o) {
+  return o.spectrum == SpectrumMethod::exact ||
+         (o.spectrum == SpectrumMethod::automatic && side <= o.exact_limit);
+}
+
+/// log Σ_i x_i^e over x_i > kDrop·max(x), by factoring the largest out (no overflow for any e > 0).
+double log_sum_pow(const std::vector<double>& x, double e) {
+  double top = 0.0;
+  for (double v : x)
+    top = std::max(top, v);
+  if (!(top > 0.0)) return kNegInf;
+  double s = 0.0;
+  for (double v : x)
+    if (v > kDrop * top) s += std::pow(v / top, e);
+  return e * std::log(top) + std::log(s);
+}
+
+/// log ‖A‖²_{S_k} with k = 2(p+1)/(p−1) → ∞ as p → 1 (then 2 log σ_max).
+double log_schatten_sq(const std::vector<double>& sigma_a, double p) {
+  if (p - 1.0 < 1e-12) {
+    const double top = sigma_a.empty() ? 0.0 : *std::max_element(sigma_a.begin(), sigma_a.end());
+    return top > 0.0 ? 2.0 * std::log(top) : kNegInf;
+  }
+  const double k = 2.0 * (p + 1.0) / (p - 1.0);
+  return (2.0 / k) * log_sum_pow(sigma_a, k);
+}
+
+/// Σ C_i σ_i^{e} over the kept σ (σ_i > kDrop·σ_max), σ scaled by σ_max (a common factor that
+/// cancels in every criterion).
+double weighted_power_sum(const std::vector<double>& c, const std::vector<double>& sigma, double e) {
+  double top = 0.0;
+  for (double v : sigma)
+    top = std::max(top, v);
+  if (!(top > 0.0)) return 0.0;
+  double s = 0.0;
+  for (std::size_t i = 0; i < sigma.size() && i < c.size(); ++i)
+    if (sigma[i] > kDrop * top) s += c[i] * std::pow(sigma[i] / top, e);
+  return s;
+}
+
+/// Top singular values (and vectors when wanted) of a host matrix: exact by Eigen's divide and
+/// conquer SVD in double, or randomized. Vectors: u (m × k), v (n × k), column-major.
+Status top_svd(const MatrixRef<const float>& a, bool vectors, const PCriterionOptions& o, LowRankSvd& out) {
+  const index_t m = a.rows, n = a.cols, r = std::min(m, n);
+  if (use_exact(r, o)) {
+    const Eigen::MatrixXd ad = map(a).cast<double>();
+    Eigen::BDCSVD<Eigen::MatrixXd> svd(ad, vectors ? (Eigen::ComputeThinU | Eigen::ComputeThinV) : 0u);
+    LowRankSvd s;
+    s.rows = m;
+    s.cols = n;
+    s.rank = r;
+    s.sigma.assign(svd.singularValues().data(), svd.singularValues().data() + r);
+    if (vectors) {
+      s.u.assign(svd.matrixU().data(), svd.matrixU().data() + m * r);
+      s.v.assign(svd.matrixV().data(), svd.matrixV().data() + n * r);
+    }
+    out = std::move(s);
+    return Status::ok;
+  }
+  RandomizedSvdOptions ro;
+  ro.rank = sample_rank(r, o);
+  ro.power_iterations = o.power_iterations;
+  ro.seed = o.seed;
+  if (vectors) return randomized_svd(a, out, ro);
+  out = LowRankSvd{};
+  out.rows = m;
+  out.cols = n;
+  out.rank = ro.rank;
+  return randomized_singular_values(a, out.sigma, ro);
+}
+
+/// Appends `count` copies of `value` (the tail model's uniform share).
+void fill_tail(std::vector<double>& v, std::size_t count, double value) { v.insert(v.end(), count, value); }
+
+/// σ(A) from the Gram: exact eigenvalues or the randomized top k + a uniform tail of the trace.
+Status gram_sigma(const MatrixRef<const float>& gram, const PCriterionOptions& o,
+                  std::vector<double>& sigma_a, bool& modelled) {
+  const index_t d = gram.rows;
+  std::vector<double> lambda;
+  if (use_exact(d, o)) {
+    const Eigen::MatrixXd g = map(gram).cast<double>();
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(g, Eigen::EigenvaluesOnly);
+    if (eig.info() != Eigen::Success) return Status::breakdown;
+    lambda.assign(eig.eigenvalues().data(), eig.eigenvalues().data() + d);
+    std::sort(lambda.begin(), lambda.end(), std::greater<>());
+  } else {
+    RandomizedSvdOptions ro;
+    ro.rank = sample_rank(d, o);
+    ro.power_iterations = o.power_iterations;
+    ro.seed = o.seed + 1;
+    // The Gram is symmetric positive semi-definite: its singular values are its eigenvalues.
+    if (const Status s = randomized_singular_values(gram, lambda, ro); s != Status::ok) return s;
+    double trace = 0.0, top = 0.0;
+    for (index_t i = 0; i < d; ++i)
+      trace += double(gram(i, i));
+    for (double l : lambda)
+      top += l;
+    const double last = lambda.empty() ? 0.0 : lambda.back();
+    const std::size_t missing = static_cast<std::size_t>(d) - lambda.size();
+    if (missing > 0) fill_tail(lambda, missing, std::clamp((trace - top) / double(missing), 0.0, last));
+    modelled = modelled || missing > 0;
+  }
+  sigma_a.resize(lambda.size());
+  for (std::size_t i = 0; i < lambda.size(); ++i)
+    sigma_a[i] = std::sqrt(std::max(0.0, lambda[i]));
+  return Status::ok;
+}
+
+}  // namespace
+
+const char* to_string(PCriterion c) noexcept {
+  switch (c) {
+    case PCriterion::exact:
+      return "exact";
+    case PCriterion::exact_momentum:
+      return "exact_momentum";
+    case PCriterion::exact_tightness:
+      return "exact_tightness";
+  }
+  return "?";
+}
+
+const char* check_criterion_options(const PCriterionOptions& o) noexcept {
+  if (!(o.p_min > 1.0) || !(o.p_max > o.p_min) || !std::isfinite(o.p_max))
+    return "criterion: need 1 < p_min < p_max < inf";
+  if (!(o.ema >= 0.0 && o.ema < 1.0)) return "criterion: ema must be in [0, 1)";
+  if (!(o.randomized_fraction > 0.0 && o.randomized_fraction <= 1.0))
+    return "criterion: randomized_fraction must be in (0, 1]";
+  if (o.randomized_min_rank < 1) return "criterion: randomized_min_rank must be >= 1";
+  if (o.power_iterations < 0 || o.power_iterations > 50)
+    return "criterion: power_iterations must be in [0, 50]";
+  if (o.grid < 3 || o.grid > 1000) return "criterion: grid must be in [3, 1000]";
+  if (!(o.tolerance > 0.0)) return "criterion: tolerance must be > 0";
+  return nullptr;
+}
+
+Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> gradient,
+                       MatrixRef<const float> gram, const PCriterionOptions& o, LayerSpectra& out) {
+  if (check_criterion_options(o)) return Status::invalid_argument;
+  const bool uses_momentum = o.criterion != PCriterion::exact;
+  const index_t m = gradient.rows, n = gradient.cols;
+  if (m < 1 || n < 1 || !row_major(gradient) || !row_major(gram)) return Status::invalid_argument;
+  if (uses_momentum && (momentum.rows != m || momentum.cols != n || !row_major(momentum)))
+    return Status::invalid_argument;
+  if (!gram.empty() && (gram.rows != n || gram.cols != n)) return Status::invalid_argument;
+  if (!finite(gradient) || (uses_momentum && !finite(momentum)) || !finite(gram))
+    return Status::non_finite_input;
+
+  LayerSpectra s;
+  const index_t r = std::min(m, n);
+  const bool tightness = o.criterion == PCriterion::exact_tightness;
+  LowRankSvd svd;
+  if (const Status st = top_svd(uses_momentum ? momentum : gradient, uses_momentum, o, svd); st != Status::ok)
+    return st;
+  const index_t k = svd.rank;
+  s.sigma = svd.sigma;
+  if (uses_momentum) {
+    // C_i = u_iᵀ G v_i: one float GEMM G V (m × k), then k dot products in double.
+    const Eigen::MatrixXf v = Eigen::Map<const Eigen::MatrixXd>(svd.v.data(), n, k).cast<float>();
+    const Eigen::MatrixXf gv = map(gradient) * v;
+    s.align.resize(static_cast<std::size_t>(k));
+    for (index_t i = 0; i < k; ++i) {
+      double c = 0.0;
+      for (index_t row = 0; row < m; ++row)
+        c += svd.u_at(row, i) * double(gv(row, i));
+      s.align[static_cast<std::size_t>(i)] = c;
+    }
+    if (tightness) {
+      s.gram_b.resize(static_cast<std::size_t>(k));
+      if (gram.empty()) {
+        std::fill(s.gram_b.begin(), s.gram_b.end(), 1.0);  // whitened: vᵀ I v = 1
+      } else {
+        const Eigen::MatrixXf av = map(gram) * v;  // (AᵀA) V, n × k
+        for (index_t i = 0; i < k; ++i)
+          s.gram_b[static_cast<std::size_t>(i)] = double(v.col(i).dot(av.col(i)));
+      }
+    }
+  }
+  if (k < r) {  // the tail model for the r − k values the randomized SVD did not compute
+    const MatrixRef<const float>& x = uses_momentum ? momentum : gradient;
+    double energy = 0.0, captured = 0.0, gx = 0.0, cs = 0.0;
+    for (index_t i = 0; i < m; ++i)
+      for (index_t j = 0; j < n; ++j) {
+        energy += double(x(i, j)) * double(x(i, j));
+        if (uses_momentum) gx += double(gradient(i, j)) * double(x(i, j));
+      }
+    for (index_t i = 0; i < k; ++i) {
+      const double sg = s.sigma[static_cast<std::size_t>(i)];
+      captured += sg * sg;
+      if (uses_momentum) cs += s.align[static_cast<std::size_t>(i)] * sg;
+    }
+    const auto missing = static_cast<std::size_t>(r - k);
+    const double st = std::clamp(std::sqrt(std::max(0.0, energy - captured) / double(missing)), 0.0,
+                                 s.sigma.empty() ? 0.0 : s.sigma.back());
+    fill_tail(s.sigma, missing, st);
+    if (uses_momentum) fill_tail(s.align, missing, st > 0.0 ? (gx - cs) / (st * double(missing)) : 0.0);
+    if (tightness) {
+      double trace = double(n), btop = 0.0;  // whitened Gram: trace n
+      if (!gram.empty()) {
+        trace = 0.0;
+        for (index_t i = 0; i < n; ++i)
+          trace += double(gram(i, i));
+      }
+      for (double b : s.gram_b)
+        btop += b;
+      fill_tail(s.gram_b, missing, std::max(0.0, trace - btop) / double(n - k));
+    }
+    s.modelled_tail = true;
+  }
+  if (gram.empty()) {
+    s.sigma_a.assign(static_cast<std::size_t>(n), 1.0);
+  } else if (const Status st = gram_sigma(gram, o, s.sigma_a, s.modelled_tail); st != Status::ok) {
+    return st;
+  }
+  out = std::move(s);
+  return Status::ok;
+}
+
+double log_objective(PCriterion criterion, double p, const LayerSpectra& s) {
+  if (!(p > 1.0) || !std::isfinite(p) || s.sigma.empty()) return kNegInf;
+  switch (criterion) {
+    case PCriterion::exact: {
+      // log J = (p/(p+1)) log Σ σ_G^{1+1/p} − ½ log ‖A‖²_{S_k}.
+      const double g = log_sum_pow(s.sigma, 1.0 + 1.0 / p);
+      if (g == kNegInf) return kNegInf;
+      return (p / (p + 1.0)) * g - 0.5 * log_schatten_sq(s.sigma_a, p);
+    }
+    case PCriterion::exact_momentum: {
+      // log f = 2 log N − log ‖A‖²_{S_k} − (2/(p+1)) log Σ σ^{(p+1)/p}, σ scaled by σ_max.
+      const double num = weighted_power_sum(s.align, s.sigma, 1.0 / p);
+      if (!(num > 0.0)) return kNegInf;
+      std::vector<double> scaled(s.sigma);
+      const double top = *std::max_element(scaled.begin(), scaled.end());
+      for (double& v : scaled)
+        v /= top;
+      return 2.0 * std::log(num) - log_schatten_sq(s.sigma_a, p) -
+             (2.0 / (p + 1.0)) * log_sum_pow(scaled, (p + 1.0) / p);
+    }
+    case PCriterion::exact_tightness: {
+      const double num = weighted_power_sum(s.align, s.sigma, 1.0 / p);
+      const double den = weighted_power_sum(s.gram_b, s.sigma, 2.0 / p);
+      if (!(num > 0.0) || !(den > 0.0)) return kNegInf;
+      return 2.0 * std::log(num) - std::log(den);
+    }
+  }
+  return kNegInf;
+}
+
+PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& o, double previous) {
+  PChoice c;
+  c.p = previous;
+  if (check_criterion_options(o)) return c;
+  const double lo = std::log(o.p_min), hi = std::log(o.p_max);
+  auto f = [&](double x) {
+    ++c.evaluations;
+    return log_objective(o.criterion, std::exp(x), spectra);
+  };
+  // Scan.
+  const int g = o.grid;
+  std::vector<double> xs(static_cast<std::size_t>(g)), fs(static_cast<std::size_t>(g));
+  int best = -1;
+  for (int i = 0; i < g; ++i) {
+    xs[i] = lo + (hi - lo) * double(i) / double(g - 1);
+    fs[i] = f(xs[i]);
+    if (fs[i] > kNegInf && (best < 0 || fs[i] > fs[best])) best = i;
+  }
+  if (best < 0) return c;
+  double bx = xs[best], bf = fs[best];
+  // Golden-section search on each neighbouring interval (the maximum of a unimodal piece lies in
+  // one of them); keeps the best point ever evaluated.
+  const double inv_phi = (std::sqrt(5.0) - 1.0) / 2.0;
+  auto golden = [&](double a, double b) {
+    double x1 = b - inv_phi * (b - a), x2 = a + inv_phi * (b - a);
+    double f1 = f(x1), f2 = f(x2);
+    while (b - a > o.tolerance) {
+      if (f1 >= f2) {
+        b = x2;
+        x2 = x1;
+        f2 = f1;
+        x1 = b - inv_phi * (b - a);
+        f1 = f(x1);
+      } else {
+        a = x1;
+        x1 = x2;
+        f1 = f2;
+        x2 = a + inv_phi * (b - a);
+        f2 = f(x2);
+      }
+    }
+    if (f1 > bf) bx = x1, bf = f1;
+    if (f2 > bf) bx = x2, bf = f2;
+  };
+  if (best > 0) golden(xs[best - 1], xs[best]);
+  if (best < g - 1) golden(xs[best], xs[best + 1]);
+  c.p = std::clamp(std::exp(bx), o.p_min, o.p_max);
+  c.log_objective = bf;
+  c.descends = true;
+  if (o.criterion == PCriterion::exact_tightness) {
+    // η*(p) = N/(2D); at p = ∞ σ^{1/p} = 1 for the kept values.
+    const double n_p = weighted_power_sum(spectra.align, spectra.sigma, 1.0 / c.p);
+    const double d_p = weighted_power_sum(spectra.gram_b, spectra.sigma, 2.0 / c.p);
+    const double n_inf = weighted_power_sum(spectra.align, spectra.sigma, 0.0);
+    const double d_inf = weighted_power_sum(spectra.gram_b, spectra.sigma, 0.0);
+    if (d_p > 0.0 && d_inf > 0.0 && n_inf > 0.0)
+      c.step_multiplier = std::clamp((n_p / d_p) / (n_inf / d_inf), 0.5, 2.0);
+  }
+  return c;
+}
+
+Status smooth_spectra(LayerSpectra& s, const SmoothedStatistics& store, std::int64_t runs,
+                      const PCriterionOptions& o) {
+  if (check_criterion_options(o) || runs < 0) return Status::invalid_argument;
+  struct Item {
+    std::vector<double>* values;
+    std::vector<float>* ema;
+  };
+  std::vector<Item> items;
+  if (o.criterion == PCriterion::exact) items.push_back({&s.sigma, store.sigma});
+  if (o.criterion != PCriterion::exact) items.push_back({&s.align, store.align});
+  if (o.criterion == PCriterion::exact_tightness) items.push_back({&s.gram_b, store.gram_b});
+  items.push_back({&s.sigma_a, store.sigma_a});
+  for (const Item& it : items)
+    if (it.ema == nullptr || it.ema->size() != it.values->size()) return Status::invalid_argument;
+  const double beta = o.ema;
+  // Bias correction 1/(1 − β^n) after the n-th run (n = runs + 1): the first run is its own
+  // measurement, later ones a weighted mean.
+  const double correction = 1.0 / (1.0 - std::pow(beta, double(runs + 1)));
+  for (const Item& it : items)
+    for (std::size_t i = 0; i < it.values->size(); ++i) {
+      const float e = static_cast<float>(beta * double((*it.ema)[i]) + (1.0 - beta) * (*it.values)[i]);
+      (*it.ema)[i] = e;
+      (*it.values)[i] = double(e) * correction;
+    }
+  return Status::ok;
+}
+
+}  // namespace schatten::surrogate
