@@ -15,6 +15,14 @@
 ///                                  biases, norms): GB/s of the minimal traffic (read g, p, m, v;
 ///                                  write p, m, v = 28 bytes per element) and its ratio to
 ///   stream/triad                   a ← b + s·c over 3 × 64 Mi floats (12 bytes per element)
+///   optim/schatten_muon_step/gpt2_small/p:10   schatten_muon (fixed p) for the 48 hidden matrices,
+///   optim/schatten_muon_step/gpt2_small/p:3    adamw for the rest: an ordinary step at the Muon
+///                                  end (the polar factor, Keller's NS5 as in the Muon case) and
+///                                  at an interior p (spectral_power)
+///   optim/schatten_criterion_step/gpt2_small   the adaptive preset's criterion step (randomized
+///                                  spectra of all 48 layers, activation Grams given) minus
+///                                  nothing: compare with the ordinary step at the chosen p; the
+///                                  counters give the amortised cost over an interval of 100
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
@@ -27,6 +35,7 @@
 #include "schatten/core/runtime.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/schatten_p.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
@@ -160,6 +169,76 @@ void bm_orthogonalize_only(benchmark::State& st, int polar_steps) {
   st.counters["matrices"] = double(idx.size());
 }
 
+/// schatten_muon with the Muon case's orthogonalisation (Keller's NS5) at the Muon end.
+SchattenMuonOptions schatten_options(bool adaptive, double p) {
+  SchattenMuonOptions o;
+  o.adaptive = adaptive;
+  o.p = p;
+  o.polar = MuonOptions::keller_polar();
+  return o;
+}
+
+/// An ordinary (non-criterion) schatten_muon step at a fixed p.
+void bm_schatten_step(benchmark::State& st, double p) {
+  Model m(gpt2_small());
+  auto opt = partition(m.specs, propose_labels(m.specs),
+                       route("muon", schatten_muon(schatten_options(false, p))), route("adamw", adamw()));
+  if (!opt.init()) return st.SkipWithError("init failed");
+  m.fill_gradients(2);
+  opt.step(m.params(), m.grads());  // warm-up
+  std::uint64_t seed = 3;
+  for (auto _ : st) {
+    st.PauseTiming();
+    m.fill_gradients(seed++);
+    st.ResumeTiming();
+    const StepReport r = opt.step(m.params(), m.grads());
+    if (!r) return st.SkipWithError(r.message);
+  }
+}
+
+/// The adaptive preset's criterion step: step 1 ordinary (warm-up), step 2 runs the criterion on
+/// every hidden matrix with activation Grams of 512 tokens of Gaussian inputs (collected before
+/// the timed region: hooks run during the forward pass). Counters: the p chosen (mean) and the
+/// number of layers.
+void bm_schatten_criterion_step(benchmark::State& st) {
+  Model m(gpt2_small());
+  SchattenMuonOptions o = schatten_options(true, 10.0);
+  o.first = 2;
+  o.interval = 0;  // only at step 2
+  auto opt =
+      partition(m.specs, propose_labels(m.specs), route("muon", schatten_muon(o)), route("adamw", adamw()));
+  if (!opt.init()) return st.SkipWithError("init failed");
+  const auto labels = propose_labels(m.specs);
+  m.fill_gradients(2);
+  opt.step(m.params(), m.grads());
+  double layers = 0.0;
+  for (auto _ : st) {
+    st.PauseTiming();
+    m.fill_gradients(3);
+    Rng rng(4);
+    for (std::size_t i = 0; i < m.specs.size(); ++i) {
+      if (labels[i] != "muon") continue;
+      const index_t d = flatten(m.specs[i].shape).cols, tokens = 512;
+      std::vector<float> x(static_cast<std::size_t>(tokens * d));
+      for (float& v : x)
+        v = static_cast<float>(rng.normal());
+      if (accumulate_activations(opt, m.specs[i].name, MatrixRef<const float>(x.data(), tokens, d)) !=
+          Status::ok)
+        return st.SkipWithError("accumulate_activations failed");
+      layers += 1.0;
+    }
+    st.ResumeTiming();
+    const StepReport r = opt.step(m.params(), m.grads());
+    if (!r) return st.SkipWithError(r.message);
+  }
+  double sum = 0.0;
+  const auto ps = schatten_p_values(opt);
+  for (const auto& [name, p] : ps)
+    sum += p;
+  st.counters["layers"] = layers;
+  st.counters["mean_p"] = ps.empty() ? 0.0 : sum / double(ps.size());
+}
+
 void bm_adamw_rest(benchmark::State& st) {
   std::vector<ParamSpec> rest;
   const auto all = gpt2_small();
@@ -213,6 +292,15 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small", bm_muon_step, 0)
       ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:10", bm_schatten_step, 10.0)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:3", bm_schatten_step, 3.0)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/schatten_criterion_step/gpt2_small", bm_schatten_criterion_step)
+      ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

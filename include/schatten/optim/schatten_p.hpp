@@ -150,7 +150,7 @@ struct SchattenPDirection {
     if (due && sc.nesterov.size() != n) return Status::invalid_argument;
     // 1. Momentum into scratch (the state changes only after success); g kept for the criterion,
     //    the moment and a failure.
-    const float fb = float(beta), w = float(1.0 - beta);
+    const float fb = float(beta), w = 1.0f - fb;  // TraceMomentum's rounding
     const float inv_c1 = bias_correction ? float(1.0 / (1.0 - std::pow(beta, double(t)))) : 1.0f;
     float* x = u.data;
     std::copy(x, x + n, sc.gradient.begin());

@@ -1,0 +1,357 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Adaptive Schatten-p Muon (optim/schatten_p.hpp): the update assembly of algorithms.md §4a.4
+/// against a double oracle written from the formulas (SVD for U Σ^{1/p} Vᵀ); the extremes the
+/// issue names (Adam at p = 1 with the moment, Muon at p → ∞, MuAdam with the non-parametric
+/// moment); the criterion inside a partition with activation statistics; resume bit for bit.
+#include <doctest/doctest.h>
+
+#include <Eigen/Dense>
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "schatten/optim/partition.hpp"
+#include "schatten/optim/presets.hpp"
+#include "schatten/optim/schatten_p.hpp"
+#include "support/optim_helpers.hpp"
+#include "support/seed.hpp"
+
+using namespace schatten;
+using namespace schatten::optim;
+using schatten::test::case_seed;
+using schatten::test::gaussian_mat;
+using schatten::test::gradient_sequence;
+using schatten::test::Mat;
+using schatten::test::run_rule_from;
+using schatten::test::trajectory_error;
+
+namespace {
+
+using Moment = SchattenPDirection::Moment;
+
+/// SMuon's update (algorithms.md §4a.4–4a.5) in double, fixed p, from the formulas.
+struct Oracle {
+  double p = 2.0, lr = 0.02, beta = 0.95, b2 = 0.999, eps = 1e-8, wd = 0.0;
+  bool nesterov = true, bias = true, pinned = true, noisy = true;
+  Moment moment = Moment::none;
+  double adam_lr = 3e-4, adam_b1 = 0.9;
+
+  Mat run(Mat w, const std::vector<Mat>& grads) const {
+    Mat m = Mat::Zero(w.rows(), w.cols()), v = m;
+    const double rows = double(w.rows()), cols = double(w.cols());
+    for (std::size_t t = 1; t <= grads.size(); ++t) {
+      const Mat& g = grads[t - 1];
+      m = beta * m + (1 - beta) * g;
+      const Mat mh = bias ? Mat(m / (1 - std::pow(beta, double(t)))) : m;
+      const Mat n = nesterov ? Mat(beta * mh + (1 - beta) * g) : mh;
+      Mat d = Mat::Ones(w.rows(), w.cols());
+      if (moment != Moment::none) {
+        v = b2 * v + (1 - b2) * g.cwiseProduct(g);
+        const double e = moment == Moment::parametric ? -1 / (2 * (p + 1)) : -0.25;
+        d = ((v / (1 - std::pow(b2, double(t)))).array() + eps).pow(e).matrix();
+      }
+      const Mat x = d.cwiseProduct(n);
+      Eigen::JacobiSVD<Eigen::MatrixXd> svd(x, Eigen::ComputeThinU | Eigen::ComputeThinV);
+      Eigen::VectorXd s = svd.singularValues();
+      for (Eigen::Index i = 0; i < s.size(); ++i)
+        s(i) = p >= 10 / 1.01 ? 1.0 : std::pow(s(i), 1 / p);
+      Mat delta = d.cwiseProduct(Mat(svd.matrixU() * s.asDiagonal() * svd.matrixV().transpose()));
+      if (pinned) {
+        const double rho = noisy ? std::sqrt((1 - adam_b1) / (1 + adam_b1)) : 1.0;
+        const double kappa = adam_lr * rho * std::sqrt(std::max(rows, cols)) / lr;
+        delta *= std::sqrt(std::min(rows, cols)) * std::pow(kappa, 1 / p) / delta.norm();
+      }
+      w -= lr * (delta + wd * w);
+    }
+    return w;
+  }
+};
+
+SchattenMuonOptions fixed(double p) {
+  SchattenMuonOptions o;
+  o.adaptive = false;
+  o.p = p;
+  return o;
+}
+
+// State capture through the partition's visit (the mechanism checkpoints use).
+using Field = std::variant<std::int64_t, double, Buffer>;
+struct Saver {
+  std::map<std::string, Field>* out;
+  template <class F>
+  void operator()(const std::string& name, F& f) {
+    REQUIRE(out->count(name) == 0);
+    (*out)[name] = Field(f);
+  }
+};
+struct Loader {
+  const std::map<std::string, Field>* in;
+  template <class F>
+  void operator()(const std::string& name, F& f) {
+    REQUIRE(in->count(name) == 1);
+    f = std::get<F>(in->at(name));
+  }
+};
+
+/// U diag(σ) Vᵀ with random orthonormal factors (σ has min(m, n) entries).
+Mat with_spectrum(index_t m, index_t n, const std::vector<double>& sigma, std::uint64_t seed,
+                  Mat* v_out = nullptr) {
+  const index_t r = std::min(m, n);
+  Eigen::HouseholderQR<Eigen::MatrixXd> qu(Eigen::MatrixXd(gaussian_mat(m, r, seed)));
+  Eigen::HouseholderQR<Eigen::MatrixXd> qv(Eigen::MatrixXd(gaussian_mat(n, r, seed + 1)));
+  const Eigen::MatrixXd u = qu.householderQ() * Eigen::MatrixXd::Identity(m, r);
+  const Eigen::MatrixXd v = qv.householderQ() * Eigen::MatrixXd::Identity(n, r);
+  Eigen::VectorXd s(r);
+  for (index_t i = 0; i < r; ++i)
+    s(i) = sigma[static_cast<std::size_t>(i)];
+  if (v_out) *v_out = v;
+  return u * s.asDiagonal() * v.transpose();
+}
+
+}  // namespace
+
+TEST_SUITE("optim.schatten_muon") {
+  TEST_CASE("fixed-p steps match the double oracle of the update assembly") {
+    const index_t r = 10, c = 16;
+    const Mat w0 = gaussian_mat(r, c, case_seed("smuon_w"));
+    const auto g = gradient_sequence(r, c, 5, "smuon_g");
+    for (double p : {1.5, 2.0, 4.0, 10.0}) {
+      for (Moment mo : {Moment::none, Moment::parametric, Moment::nonparametric}) {
+        CAPTURE(p);
+        CAPTURE(int(mo));
+        SchattenMuonOptions o = fixed(p);
+        o.moment = mo;
+        o.weight_decay = 0.01;
+        o.polar.method = PolarMethod::qdwh;  // p ≥ 9.9: the exact polar factor, as the oracle's SVD
+        Oracle orc;
+        orc.p = p;
+        orc.moment = mo;
+        orc.wd = 0.01;
+        // spectral_power is accurate to 1e-3 relative per singular value in float (its
+        // tolerance; docs/kernels/spectral_power.md); QDWH to ~1e-6. 3e-3 on the trajectory.
+        const double err = trajectory_error(run_rule_from(schatten_muon(o), w0, g), orc.run(w0, g), w0);
+        CHECK(err <= 3e-3);
+      }
+    }
+  }
+
+  TEST_CASE("p = 1 with the parametric moment is Adam") {
+    // D = (v̂ + ε)^{−1/4}, pow₁ = identity, map-out: Δ = m̂/√(v̂ + ε) — Adam with ε inside the
+    // root ([V] SMuon's D; PyTorch: m̂/(√v̂ + ε)). The two differ where v̂ ~ ε (by 1.7 % on this
+    // trajectory with ε = 1e-8: entries with |g| ~ 1e-4 exist), so the identity is checked with
+    // ε = 1e-20 in both, where only float rounding remains (1e-6 per step).
+    const index_t r = 8, c = 12;
+    const Mat w0 = gaussian_mat(r, c, case_seed("p1_w"));
+    const auto g = gradient_sequence(r, c, 6, "p1_g");
+    SchattenMuonOptions o = fixed(1.0);
+    o.moment = Moment::parametric;
+    o.nesterov = false;
+    o.momentum = 0.9;  // Adam's β₁
+    o.magnitude = SchattenPDirection::Magnitude::none;
+    o.lr = Schedule::constant(1e-2);
+    o.eps = 1e-20;
+    const Mat got = run_rule_from(schatten_muon(o), w0, g);
+    AdamWOptions a;
+    a.lr = Schedule::constant(1e-2);
+    a.weight_decay = 0.0;
+    a.eps = 1e-20;
+    const Mat adam = run_rule_from(adamw(a), w0, g);
+    // The AdamW preset is itself checked against torch's formula in double (test_presets).
+    CHECK(trajectory_error(got, adam, w0) <= 1e-5);
+  }
+
+  TEST_CASE("p at the Muon end without a moment is Muon bit for bit") {
+    for (auto [r, c] : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      CAPTURE(r);
+      const Mat w0 = gaussian_mat(r, c, case_seed("pinf_w", std::uint64_t(r)));
+      const auto g = gradient_sequence(r, c, 5, "pinf_g");
+      SchattenMuonOptions o = fixed(10.0);
+      o.bias_correction = false;  // Keller's Muon has none
+      o.magnitude = SchattenPDirection::Magnitude::none;
+      o.polar = MuonOptions::keller_polar();
+      MuonOptions mo;
+      mo.shape = ScaleByShape::Rule::none;
+      CHECK(run_rule_from(schatten_muon(o), w0, g) == run_rule_from(muon(mo), w0, g));
+      // With the κ-pinned magnitude the per-entry RMS is Muon's 1/√max(r, c) times κ^{1/p}.
+    }
+  }
+
+  TEST_CASE("the non-parametric moment at the Muon end is MuAdam") {
+    const index_t r = 10, c = 16;
+    const Mat w0 = gaussian_mat(r, c, case_seed("muadam_end_w"));
+    const auto g = gradient_sequence(r, c, 4, "muadam_end_g");
+    SchattenMuonOptions o = fixed(10.0);
+    o.moment = Moment::nonparametric;
+    o.momentum = 0.9;
+    o.magnitude = SchattenPDirection::Magnitude::none;
+    o.polar.method = PolarMethod::qdwh;
+    MuAdamOptions mo;
+    mo.polar.method = PolarMethod::qdwh;
+    // Same formulas; ñ is rounded differently (β·(m/c₁) vs (β/c₁)·m): 1 ulp, amplified by the
+    // polar factor's condition (σ_max/σ_min of D ⊙ ñ ≈ 10 here) → ≤ 1e-5; 1e-4 on the trajectory.
+    CHECK(trajectory_error(run_rule_from(schatten_muon(o), w0, g), run_rule_from(muadam(mo), w0, g), w0) <=
+          1e-4);
+  }
+
+  TEST_CASE("the criterion in a partition picks each layer's end from its statistics") {
+    // Layer "dense": high-rank gradients, activations with one dominant direction → Muon end.
+    // Layer "rank_one": rank-one gradients, spread activations → SGD end.
+    // algorithms.md §4a.2; docs/surrogate/schatten_p.md.
+    const index_t rows = 24, cols = 16, tokens = 64;
+    std::vector<ParamSpec> specs{{"dense", {rows, cols}}, {"rank_one", {rows, cols}}};
+    SchattenMuonOptions o;
+    o.first = 2;
+    o.interval = 3;
+    std::vector<PCriterionEvent> events;
+    o.on_criterion = [&](const PCriterionEvent& e) { events.push_back(e); };
+    auto opt = optim::partition(specs, {"smuon", "smuon"}, route("smuon", schatten_muon(o)));
+    REQUIRE(opt.init());
+    Mat vd;
+    std::vector<double> flat(cols);
+    for (index_t i = 0; i < cols; ++i)
+      flat[i] = 1.0 - 0.5 * double(i) / double(cols);
+    const Mat g_dense = with_spectrum(rows, cols, flat, case_seed("part_dense"), &vd);
+    const Mat a_vec = gaussian_mat(rows, 1, case_seed("part_r1a")),
+              b_vec = gaussian_mat(1, cols, case_seed("part_r1b"));
+    const Mat g_rank_one = a_vec * b_vec;
+    // Activations: dense layer's inputs along v₁ (plus 1e-3 noise); rank-one layer's Gaussian.
+    const Mat x_dense = gaussian_mat(tokens, 1, case_seed("xd")) * vd.col(0).transpose() +
+                        1e-3 * gaussian_mat(tokens, cols, case_seed("xd_noise"));
+    const Mat x_spread = gaussian_mat(tokens, cols, case_seed("xs"));
+    std::vector<float> w1(rows * cols, 0.0f), w2(rows * cols, 0.0f);
+    for (std::int64_t t = 1; t <= 8; ++t) {
+      if (SchattenPDirection::criterion_due(t, true, o.first, o.interval)) {
+        const auto xd = schatten::test::to_float_buffer(x_dense),
+                   xs = schatten::test::to_float_buffer(x_spread);
+        REQUIRE(accumulate_activations(opt, "dense", MatrixRef<const float>(xd.data(), tokens, cols)) ==
+                Status::ok);
+        REQUIRE(accumulate_activations(opt, "rank_one", MatrixRef<const float>(xs.data(), tokens, cols)) ==
+                Status::ok);
+      }
+      auto g1 = schatten::test::to_float_buffer(g_dense), g2 = schatten::test::to_float_buffer(g_rank_one);
+      REQUIRE(opt.step({w1.data(), w2.data()}, {g1.data(), g2.data()}));
+    }
+    // Criterion steps 2, 3, 6 for each layer.
+    REQUIRE(events.size() == 6);
+    for (const auto& e : events)
+      CHECK(e.had_statistics);
+    const auto ps = schatten_p_values(opt);
+    REQUIRE(ps.size() == 2);
+    std::printf("[schatten_muon] p: %s = %.4f, %s = %.4f\n", ps[0].first.c_str(), ps[0].second,
+                ps[1].first.c_str(), ps[1].second);
+    CHECK(ps[0].second >= 9.5);
+    CHECK(ps[1].second <= 1.1);
+  }
+
+  TEST_CASE("activation statistics: Gram of the inputs and clear refusals") {
+    const index_t rows = 6, cols = 5, tokens = 9;
+    std::vector<ParamSpec> specs{{"w", {rows, cols}}, {"b", {cols}}};
+    auto opt =
+        optim::partition(specs, {"smuon", "adamw"}, route("smuon", schatten_muon()), route("adamw", adamw()));
+    REQUIRE(opt.init());
+    const Mat x = gaussian_mat(tokens, cols, case_seed("stats_x"));
+    const auto xf = schatten::test::to_float_buffer(x);
+    const MatrixRef<const float> xr(xf.data(), tokens, cols);
+    REQUIRE(accumulate_activations(opt, "w", xr) == Status::ok);
+    REQUIRE(accumulate_activations(opt, "w", xr) == Status::ok);  // sums within a step
+    const ActivationGramRef g = activation_gram(opt, "w");
+    REQUIRE(g.gram != nullptr);
+    CHECK(*g.samples == 2 * tokens);
+    const Mat want = 2.0 * x.transpose() * x;
+    for (index_t i = 0; i < cols; ++i)
+      for (index_t j = 0; j < cols; ++j)
+        CHECK(g.gram[i * cols + j] == doctest::Approx(want(i, j)).epsilon(1e-5));
+    CHECK(accumulate_activations(opt, "b", xr) == Status::invalid_argument);     // AdamW: no statistics
+    CHECK(accumulate_activations(opt, "nope", xr) == Status::invalid_argument);  // unknown parameter
+    CHECK(accumulate_activations(opt, "w", MatrixRef<const float>(xf.data(), 3, 3)) ==
+          Status::invalid_argument);
+    auto bad = xf;
+    bad[4] = INFINITY;
+    CHECK(accumulate_activations(opt, "w", MatrixRef<const float>(bad.data(), tokens, cols)) ==
+          Status::non_finite_input);
+    CHECK(*g.samples == 2 * tokens);
+    CHECK(g.gram[0] == doctest::Approx(want(0, 0)).epsilon(1e-5));
+    // After a step the next call starts a new sum.
+    std::vector<float> w(rows * cols, 0.0f), b(cols, 0.0f), gw(rows * cols, 0.1f), gb(cols, 0.1f);
+    gw[3] = -0.2f;
+    REQUIRE(opt.step({w.data(), b.data()}, {gw.data(), gb.data()}));
+    REQUIRE(accumulate_activations(opt, "w", xr) == Status::ok);
+    CHECK(*activation_gram(opt, "w").samples == tokens);
+  }
+
+  TEST_CASE("adaptive state resumes bit for bit and a failing criterion changes nothing") {
+    const index_t rows = 12, cols = 8, tokens = 20;
+    std::vector<ParamSpec> specs{{"w", {rows, cols}}};
+    SchattenMuonOptions o;
+    o.first = 2;
+    o.interval = 2;
+    o.moment = Moment::parametric;
+    auto make = [&] {
+      auto p = optim::partition(specs, {"s"}, route("s", schatten_muon(o)));
+      REQUIRE(p.init());
+      return p;
+    };
+    const auto grads = gradient_sequence(rows, cols, 8, "resume_smuon_g");
+    const Mat x = gaussian_mat(tokens, cols, case_seed("resume_smuon_x"));
+    const auto xf = schatten::test::to_float_buffer(x);
+    auto run = [&](auto& opt, std::vector<float>& w, int from, int to) {
+      for (int t = from; t < to; ++t) {
+        if (SchattenPDirection::criterion_due(t + 1, true, o.first, o.interval))
+          REQUIRE(accumulate_activations(opt, "w", MatrixRef<const float>(xf.data(), tokens, cols)) ==
+                  Status::ok);
+        auto gf = schatten::test::to_float_buffer(grads[t]);
+        REQUIRE(opt.step({w.data()}, {gf.data()}));
+      }
+    };
+    auto a = make();
+    std::vector<float> wa(rows * cols, 0.0f), wb = wa;
+    run(a, wa, 0, 8);
+    auto b = make();
+    run(b, wb, 0, 4);
+    // Statistics collected for step 5, then saved: they must come back too.
+    REQUIRE(accumulate_activations(b, "w", MatrixRef<const float>(xf.data(), tokens, cols)) == Status::ok);
+    std::map<std::string, Field> saved;
+    Saver sv{&saved};
+    b.visit(sv);
+    CHECK(saved.count("w/0_schatten_p_direction/activation_gram") == 1);
+    CHECK(saved.count("w/0_schatten_p_direction/ema_align") == 1);
+    auto fresh = make();
+    Loader ld{&saved};
+    fresh.visit(ld);
+    // Step 5 is not a criterion step (due at 2, 4, 6, 8), so the statistics just saved are
+    // stale by then; run the remaining steps with the usual collection.
+    run(fresh, wb, 4, 8);
+    CHECK(wa == wb);
+    std::map<std::string, Field> end_a, end_b;
+    Saver sa{&end_a}, sb{&end_b};
+    a.visit(sa);
+    fresh.visit(sb);
+    CHECK(end_a == end_b);
+
+    // A criterion that cannot run (invalid options) fails the step at its first criterion step:
+    // parameters, state and statistics unchanged.
+    SchattenMuonOptions bad = o;
+    bad.criterion.p_min = 20.0;
+    auto c = optim::partition(specs, {"s"}, route("s", schatten_muon(bad)));
+    REQUIRE(c.init());
+    std::vector<float> wc(rows * cols, 0.0f);
+    auto g0 = schatten::test::to_float_buffer(grads[0]);
+    REQUIRE(c.step({wc.data()}, {g0.data()}));  // step 1: no criterion
+    std::map<std::string, Field> before, after;
+    Saver s1{&before};
+    c.visit(s1);
+    const std::vector<float> wc_before = wc;
+    auto g1 = schatten::test::to_float_buffer(grads[1]);
+    const StepReport rep = c.step({wc.data()}, {g1.data()});
+    CHECK(rep.status == Status::invalid_argument);
+    Saver s2{&after};
+    c.visit(s2);
+    CHECK(before == after);
+    CHECK(wc == wc_before);
+  }
+}
