@@ -43,7 +43,7 @@ bool finite(const MatrixRef<const float>& m) {
 
 index_t sample_rank(index_t side, const PCriterionOptions& o) {
   const auto k = static_cast<index_t>(std::ceil(o.randomized_fraction * double(side)));
-  return std::min(side, std::max(k, o.randomized_min_rank));
+  return std::min(side, std::max(std::min(k, o.randomized_max_rank), o.randomized_min_rank));
 }
 
 bool use_exact(index_t side, const PCriterionOptions& o) {
@@ -134,7 +134,7 @@ Status gram_sigma(const MatrixRef<const float>& gram, const PCriterionOptions& o
   } else {
     RandomizedSvdOptions ro;
     ro.rank = sample_rank(d, o);
-    ro.power_iterations = o.power_iterations;
+    ro.power_iterations = o.gram_power_iterations;
     ro.seed = o.seed + 1;
     // The Gram is symmetric positive semi-definite: its singular values are its eigenvalues.
     if (const Status s = randomized_singular_values(gram, lambda, ro); s != Status::ok) return s;
@@ -174,7 +174,10 @@ const char* check_criterion_options(const PCriterionOptions& o) noexcept {
   if (!(o.ema >= 0.0 && o.ema < 1.0)) return "criterion: ema must be in [0, 1)";
   if (!(o.randomized_fraction > 0.0 && o.randomized_fraction <= 1.0))
     return "criterion: randomized_fraction must be in (0, 1]";
-  if (o.randomized_min_rank < 1) return "criterion: randomized_min_rank must be >= 1";
+  if (o.randomized_min_rank < 1 || o.randomized_max_rank < o.randomized_min_rank)
+    return "criterion: need 1 <= randomized_min_rank <= randomized_max_rank";
+  if (o.gram_power_iterations < 0 || o.gram_power_iterations > 50)
+    return "criterion: gram_power_iterations must be in [0, 50]";
   if (o.power_iterations < 0 || o.power_iterations > 50)
     return "criterion: power_iterations must be in [0, 50]";
   if (o.grid < 3 || o.grid > 1000) return "criterion: grid must be in [3, 1000]";

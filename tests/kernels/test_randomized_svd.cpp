@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "schatten/kernels/gram.hpp"
 #include "schatten/kernels/randomized_svd.hpp"
 #include "support/convert.hpp"
 #include "support/oracle.hpp"
@@ -38,6 +39,63 @@ TEST_SUITE("kernels.randomized_svd") {
     for (int i = 0; i < 12; ++i)
       CHECK(got[static_cast<std::size_t>(i)] ==
             doctest::Approx(sigma[static_cast<std::size_t>(i)]).epsilon(1e-10));
+  }
+
+  TEST_CASE("singular vectors reconstruct a matrix whose rank fits the sample") {
+    // Rank 10 in 120 × 70, l = 18: A = U diag(σ) Vᵀ to rounding, U and V orthonormal (1e-10).
+    std::vector<double> sigma(70, 0.0);
+    for (int i = 0; i < 10; ++i)
+      sigma[static_cast<std::size_t>(i)] = 1.0 + 0.5 * (9 - i);
+    SpectrumCase sc{"rsvd_vectors", 120, 70, sigma};
+    const std::uint64_t seed = case_seed("rsvd_vectors");
+    CAPTURE(seed);
+    const Eigen::MatrixXd am = make_matrix(sc, seed);
+    const std::vector<double> a = to_row_major<double>(am);
+    RandomizedSvdOptions o;
+    o.rank = 10;
+    o.seed = seed;
+    LowRankSvd r;
+    REQUIRE(randomized_svd(MatrixRef<const double>(a.data(), 120, 70), r, o) == Status::ok);
+    REQUIRE(r.u.size() == 120 * 10);
+    REQUIRE(r.v.size() == 70 * 10);
+    const Eigen::Map<const Eigen::MatrixXd> u(r.u.data(), 120, 10), v(r.v.data(), 70, 10);
+    const Eigen::Map<const Eigen::VectorXd> s(r.sigma.data(), 10);
+    CHECK((u.transpose() * u - Eigen::MatrixXd::Identity(10, 10)).norm() <= 1e-10);
+    CHECK((v.transpose() * v - Eigen::MatrixXd::Identity(10, 10)).norm() <= 1e-10);
+    CHECK((u * s.asDiagonal() * v.transpose() - am).norm() <= 1e-10 * am.norm());
+    // float input: the same to float rounding (GEMMs in float, 1e-5 relative with margin).
+    const std::vector<float> af = to_row_major<float>(am);
+    LowRankSvd rf;
+    REQUIRE(randomized_svd(MatrixRef<const float>(af.data(), 120, 70), rf, o) == Status::ok);
+    const Eigen::Map<const Eigen::MatrixXd> uf(rf.u.data(), 120, 10), vf(rf.v.data(), 70, 10);
+    const Eigen::Map<const Eigen::VectorXd> sf(rf.sigma.data(), 10);
+    CHECK((uf * sf.asDiagonal() * vf.transpose() - am).norm() <= 1e-5 * am.norm());
+  }
+
+  TEST_CASE("gram_accumulate adds the Gram of the inputs and refuses bad input") {
+    const index_t tokens = 37, d = 11;
+    const Eigen::MatrixXd x =
+        make_matrix(SpectrumCase{"gram_x", tokens, d, geometric(d, 1e-2)}, case_seed("gram_x"));
+    const std::vector<float> xf = to_row_major<float>(x);
+    std::vector<float> g(d * d, 0.0f);
+    const MatrixRef<const float> xr(xf.data(), tokens, d);
+    REQUIRE(gram_accumulate(xr, MatrixRef<float>(g.data(), d, d)) == Status::ok);
+    REQUIRE(gram_accumulate(xr, MatrixRef<float>(g.data(), d, d)) == Status::ok);
+    const Eigen::MatrixXd want = 2.0 * x.transpose() * x;
+    for (index_t i = 0; i < d; ++i)
+      for (index_t j = 0; j < d; ++j)  // float GEMM of 37 terms: 1e-6 relative to the largest entry
+        CHECK(std::abs(g[i * d + j] - want(i, j)) <= 1e-5 * want.cwiseAbs().maxCoeff());
+    const std::vector<float> before = g;
+    CHECK(gram_accumulate(MatrixRef<const float>(xf.data(), tokens, d - 1),
+                          MatrixRef<float>(g.data(), d, d)) == Status::invalid_argument);
+    std::vector<float> bad = xf;
+    bad[5] = std::numeric_limits<float>::quiet_NaN();
+    CHECK(gram_accumulate(MatrixRef<const float>(bad.data(), tokens, d), MatrixRef<float>(g.data(), d, d)) ==
+          Status::non_finite_input);
+    std::vector<float> huge(xf.size(), 3e19f);  // (3e19)² · 37 overflows float
+    CHECK(gram_accumulate(MatrixRef<const float>(huge.data(), tokens, d), MatrixRef<float>(g.data(), d, d)) ==
+          Status::non_finite_input);
+    CHECK(g == before);
   }
 
   TEST_CASE_TEMPLATE("power iterations recover the top of a slowly decaying spectrum", T, float, double) {

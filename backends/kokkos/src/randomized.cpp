@@ -39,22 +39,24 @@ void orthonormalise(const Dense<T>& a) {
   Kokkos::deep_copy(a, h);
 }
 
-/// A (rows × cols) as a dense column-major matrix on the device (the layout KokkosBlas hands to
-/// BLAS); false when it holds NaN/Inf.
+/// Aᵀ (cols × rows) as a dense column-major matrix on the device — the layout KokkosBlas hands
+/// to BLAS, and for a row-major A the same element order, so the copy streams (a column-major
+/// copy of a row-major A reads it with stride `cols`: half the time of the whole call at 3072²).
+/// False when A holds NaN/Inf.
 template <class T>
-bool load_dense(const MatrixRef<const T>& a, Dense<T>& ad) {
+bool load_transposed(const MatrixRef<const T>& a, Dense<T>& at) {
   const index_t m = a.rows, n = a.cols;
   DeviceIO<T> io{BatchedMatrixRef<const T>(a)};
   const auto in = io.input();
-  ad = Dense<T>(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::dense"), m, n);
-  const Dense<T> out = ad;
+  at = Dense<T>(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::dense"), n, m);
+  const Dense<T> out = at;
   double bad = 0.0;
   Kokkos::parallel_reduce(
       "schatten::dense::load", Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, m * n),
       KOKKOS_LAMBDA(index_t idx, double& acc) {
-        const index_t i = idx % m, j = idx / m;
+        const index_t j = idx % n, i = idx / n;
         const T v = in(0, i, j);
-        out(i, j) = v;
+        out(j, i) = v;
         acc = kmax(acc, abs_or_inf(v));
       },
       Kokkos::Max<double>(bad));
@@ -68,8 +70,8 @@ template <class T>
 Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const RandomizedSvdOptions& o,
                           index_t l, bool vectors) {
   const index_t m = a.rows, n = a.cols;
-  Dense<T> ad;
-  if (!load_dense(a, ad)) return Status::non_finite_input;
+  Dense<T> at;  // Aᵀ, n × m
+  if (!load_transposed(a, at)) return Status::non_finite_input;
   // Ω from the library's RNG on the host.
   Dense<T> omega(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::rsvd::omega"), n, l);
   {
@@ -82,21 +84,20 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
   }
   Dense<T> y(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::rsvd::y"), m, l);
   const DefaultExec space;
-  gemm(space, "N", "N", T(1), ad, omega, T(0), y);  // Y = A Ω
+  gemm(space, "T", "N", T(1), at, omega, T(0), y);  // Y = A Ω
   for (int q = 0; q < o.power_iterations; ++q) {
     orthonormalise(y);
-    gemm(space, "T", "N", T(1), ad, y, T(0), omega);  // Z = Aᵀ Y (n × l, reusing Ω)
+    gemm(space, "N", "N", T(1), at, y, T(0), omega);  // Z = Aᵀ Y (n × l, reusing Ω)
     orthonormalise(omega);
-    gemm(space, "N", "N", T(1), ad, omega, T(0), y);  // Y = A Z
+    gemm(space, "T", "N", T(1), at, omega, T(0), y);  // Y = A Z
   }
-  orthonormalise(y);  // Q
-  Dense<T> b(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::rsvd::b"), l, n);
-  gemm(space, "T", "N", T(1), y, ad, T(0), b);  // B = Qᵀ A
-  auto hb = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), b);
+  orthonormalise(y);                                // Q
+  gemm(space, "N", "N", T(1), at, y, T(0), omega);  // Bᵀ = Aᵀ Q (n × l, reusing Ω)
+  auto hb = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), omega);
   Eigen::MatrixXd bm(l, n);
-  for (index_t j = 0; j < n; ++j)
-    for (index_t i = 0; i < l; ++i)
-      bm(i, j) = static_cast<double>(hb(i, j));
+  for (index_t i = 0; i < l; ++i)
+    for (index_t j = 0; j < n; ++j)
+      bm(i, j) = static_cast<double>(hb(j, i));
   const unsigned flags = vectors ? (Eigen::ComputeThinU | Eigen::ComputeThinV) : 0u;
   Eigen::BDCSVD<Eigen::MatrixXd> svd(bm, flags);
   const Eigen::VectorXd s = svd.singularValues();
@@ -143,8 +144,8 @@ Status randomized_sv(const MatrixRef<const T>& a, std::vector<double>& sigma, co
 
 /// gram += xᵀ x by one GEMM on the default execution space (a named function: see above).
 Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gram) {
-  Dense<float> xd;
-  if (!load_dense(x, xd)) return Status::non_finite_input;
+  Dense<float> xt;  // xᵀ, d × tokens
+  if (!load_transposed(x, xt)) return Status::non_finite_input;
   const index_t d = x.cols;
   Dense<float> g(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::gram"), d, d);
   auto hg = Kokkos::create_mirror_view(g);
@@ -152,7 +153,7 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
     for (index_t i = 0; i < d; ++i)
       hg(i, j) = gram(i, j);
   Kokkos::deep_copy(g, hg);
-  gemm(DefaultExec(), "T", "N", 1.0f, xd, xd, 1.0f, g);
+  gemm(DefaultExec(), "N", "T", 1.0f, xt, xt, 1.0f, g);  // xᵀ x
   Kokkos::deep_copy(hg, g);
   for (index_t j = 0; j < d; ++j)
     for (index_t i = 0; i < d; ++i)

@@ -59,12 +59,16 @@ struct PCriterionOptions {
   double ema = 0.99;
   SpectrumMethod spectrum = SpectrumMethod::automatic;
   index_t exact_limit = 512;         ///< automatic's threshold ([V]: eigvalsh when d ≤ 512)
-  double randomized_fraction = 0.1;  ///< k = ⌈fraction · side⌉ ([V] 0.1)
-  index_t randomized_min_rank = 8;   ///< k ≥ this (then ≤ side)
-  int power_iterations = 2;          ///< [V]
-  std::uint64_t seed = 0;            ///< of the randomized SVD's test matrices
-  int grid = 24;                     ///< log-spaced scan of [p_min, p_max] ([P])
-  double tolerance = 1e-3;           ///< golden-section refinement, in log p ([P] §4a.2)
+  double randomized_fraction = 0.1;  ///< k = ⌈fraction · side⌉ ([V] 0.1) …
+  index_t randomized_min_rank = 8;   ///< … at least this …
+  index_t randomized_max_rank = 64;  ///< … and at most this ([P]: bounds the cost on wide layers)
+  int power_iterations = 2;          ///< [V] for M̃ and G
+  /// For the Gram AᵀA, whose eigenvalues decay as σ(A)²: one subspace iteration on it gains as
+  /// much as two on A ([P]).
+  int gram_power_iterations = 1;
+  std::uint64_t seed = 0;   ///< of the randomized SVD's test matrices
+  int grid = 24;            ///< log-spaced scan of [p_min, p_max] ([P])
+  double tolerance = 1e-3;  ///< golden-section refinement, in log p ([P] §4a.2)
 };
 
 /// Returns nullptr when the options are valid, else a static message naming the field.
