@@ -15,6 +15,10 @@
 ///                                  biases, norms): GB/s of the minimal traffic (read g, p, m, v;
 ///                                  write p, m, v = 28 bytes per element) and its ratio to
 ///   stream/triad                   a ← b + s·c over 3 × 64 Mi floats (12 bytes per element)
+///   optim/muon_step/experts_256x64x64/{batched,unbatched}
+///                                  partition(muon) over 256 parameters of 64 × 64 (a stacked-
+///                                  expert-like set): same-shape batching (one polar() call for
+///                                  the 256 matrices) against one call per parameter
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
@@ -189,6 +193,29 @@ void bm_adamw_rest(benchmark::State& st) {
   st.counters["x_stream"] = gbps / stream_gbps();
 }
 
+/// Many small same-shape matrices: 256 parameters of 64 × 64, all routed to Muon, stepped with
+/// same-shape batching on or off (Partition::set_batching).
+void bm_experts(benchmark::State& st, bool batching) {
+  std::vector<ParamSpec> specs;
+  for (int e = 0; e < 256; ++e)
+    specs.push_back({"experts." + std::to_string(e) + ".w", {64, 64}});
+  Model m(specs);
+  auto opt = optim::partition(m.specs, std::vector<std::string>(specs.size(), "muon"), route("muon", muon()));
+  opt.set_batching(batching);
+  if (!opt.init()) return st.SkipWithError("init failed");
+  m.fill_gradients(2);
+  opt.step(m.params(), m.grads());  // warm-up
+  std::uint64_t seed = 3;
+  for (auto _ : st) {
+    st.PauseTiming();
+    m.fill_gradients(seed++);
+    st.ResumeTiming();
+    const StepReport r = opt.step(m.params(), m.grads());
+    if (!r) return st.SkipWithError(r.message);
+  }
+  st.counters["groups"] = double(opt.batch_groups().size());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -213,6 +240,12 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small", bm_muon_step, 0)
       ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/batched", bm_experts, true)
+      ->Iterations(20)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/unbatched", bm_experts, false)
+      ->Iterations(20)
       ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
