@@ -18,7 +18,8 @@
 ///   optim/muon_step/experts_256x64x64/{batched,unbatched}
 ///                                  partition(muon) over 256 parameters of 64 × 64 (a stacked-
 ///                                  expert-like set): same-shape batching (one polar() call for
-///                                  the 256 matrices) against one call per parameter
+///                                  the 256 matrices) against one call per parameter, and in
+///                                  groups of at most 16 (set_batching(true, 16))
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
@@ -195,13 +196,13 @@ void bm_adamw_rest(benchmark::State& st) {
 
 /// Many small same-shape matrices: 256 parameters of 64 × 64, all routed to Muon, stepped with
 /// same-shape batching on or off (Partition::set_batching).
-void bm_experts(benchmark::State& st, bool batching) {
+void bm_experts(benchmark::State& st, bool batching, std::size_t max_group) {
   std::vector<ParamSpec> specs;
   for (int e = 0; e < 256; ++e)
     specs.push_back({"experts." + std::to_string(e) + ".w", {64, 64}});
   Model m(specs);
   auto opt = optim::partition(m.specs, std::vector<std::string>(specs.size(), "muon"), route("muon", muon()));
-  opt.set_batching(batching);
+  opt.set_batching(batching, max_group);
   if (!opt.init()) return st.SkipWithError("init failed");
   m.fill_gradients(2);
   opt.step(m.params(), m.grads());  // warm-up
@@ -241,10 +242,13 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small", bm_muon_step, 0)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/batched", bm_experts, true)
+  benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/batched", bm_experts, true, 0)
       ->Iterations(20)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/unbatched", bm_experts, false)
+  benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/batched_max16", bm_experts, true, 16)
+      ->Iterations(20)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/unbatched", bm_experts, false, 0)
       ->Iterations(20)
       ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();

@@ -155,6 +155,18 @@ TEST_SUITE("optim.batching") {
     CHECK(snapshot(batched) == snapshot(single));  // same states, same names, same order
     // The steps changed something (the comparison is not between two no-ops).
     CHECK(wb.w != Weights(ps).w);
+    // Groups capped at two parameters: the 3-groups split, the results stay identical.
+    auto capped = make(true);
+    capped.set_batching(true, 2);
+    REQUIRE(capped.init());
+    const std::vector<std::vector<std::size_t>> want2 = {{0, 2}, {3, 6}, {8, 9}, {10, 11}, {12, 13}};
+    CHECK(capped.batch_groups() == want2);
+    Weights wc(ps);
+    for (int t = 0; t < 4; ++t) {
+      auto g = gradients(ps, t);
+      REQUIRE(capped.step(wc.ptrs(), ptrs(g)));
+    }
+    CHECK(wc.w == ws.w);
     // Switching batching off after init takes effect at the next step, and stays identical.
     batched.set_batching(false);
     auto gb = gradients(ps, 9);

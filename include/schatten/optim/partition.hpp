@@ -152,7 +152,13 @@ class Partition {
   /// Same-shape batching (class comment), on by default. Switching it on after init() takes
   /// effect at the next init() (which reserves the batch buffers); switching it off takes
   /// effect at the next step.
-  void set_batching(bool on) { batching_ = on; }
+  /// `max_group` > 0 splits larger groups into groups of at most that many parameters (taken
+  /// at the next init()): on CPUs a batch whose working set leaves the cache runs slower than
+  /// one matrix at a time (docs/benchmarks/cpu-optim.md); 0 (default) = no limit.
+  void set_batching(bool on, std::size_t max_group = 0) {
+    batching_ = on;
+    max_group_ = max_group;
+  }
   bool batching() const { return batching_; }
   /// Groups that step() runs as one batch: the parameter indices of each (empty when batching
   /// was off at init()).
@@ -355,6 +361,10 @@ class Partition {
         const BlockShape s = flatten(params_[i].shape);
         if (s.size() == 0) continue;
         auto it = std::find_if(found.begin(), found.end(), [&](const Group& g) { return g.shape == s; });
+        if (it != found.end() && max_group_ > 0 && it->members.size() >= max_group_) {
+          it->shape = BlockShape{};  // full: later parameters of this shape start a new group
+          it = found.end();
+        }
         if (it == found.end()) {
           found.emplace_back();
           found.back().route = I;
@@ -364,7 +374,8 @@ class Partition {
         it->members.push_back(i);
       }
       for (Group& g : found) {
-        if (g.members.size() < 2) continue;  // a batch of one gains nothing
+        if (g.members.size() < 2) continue;                   // a batch of one gains nothing
+        g.shape = flatten(params_[g.members.front()].shape);  // (reset when the group filled)
         const auto nb = static_cast<index_t>(g.members.size());
         g.buffer.assign(static_cast<std::size_t>(g.shape.size() * nb), 0.0f);
         g.params.assign(g.members.size(), nullptr);
@@ -458,6 +469,7 @@ class Partition {
   std::vector<int> group_of_;  ///< group of each parameter, −1 when it is stepped alone
   std::vector<char> touched_;  ///< per step: state backed up (restore on failure)
   bool batching_ = true;
+  std::size_t max_group_ = 0;
   std::string message_;
   NonFinitePolicy policy_ = NonFinitePolicy::error;
   double clip_ = 0.0;
