@@ -23,6 +23,11 @@
 ///                                  spectra of all 48 layers, activation Grams given) minus
 ///                                  nothing: compare with the ordinary step at the chosen p; the
 ///                                  counters give the amortised cost over an interval of 100
+///   optim/muon_step/experts_256x64x64/{batched,unbatched}
+///                                  partition(muon) over 256 parameters of 64 × 64 (a stacked-
+///                                  expert-like set): same-shape batching (one polar() call for
+///                                  the 256 matrices) against one call per parameter, and in
+///                                  groups of at most 16 (set_batching(true, 16))
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
@@ -268,6 +273,29 @@ void bm_adamw_rest(benchmark::State& st) {
   st.counters["x_stream"] = gbps / stream_gbps();
 }
 
+/// Many small same-shape matrices: 256 parameters of 64 × 64, all routed to Muon, stepped with
+/// same-shape batching on or off (Partition::set_batching).
+void bm_experts(benchmark::State& st, bool batching, std::size_t max_group) {
+  std::vector<ParamSpec> specs;
+  for (int e = 0; e < 256; ++e)
+    specs.push_back({"experts." + std::to_string(e) + ".w", {64, 64}});
+  Model m(specs);
+  auto opt = optim::partition(m.specs, std::vector<std::string>(specs.size(), "muon"), route("muon", muon()));
+  opt.set_batching(batching, max_group);
+  if (!opt.init()) return st.SkipWithError("init failed");
+  m.fill_gradients(2);
+  opt.step(m.params(), m.grads());  // warm-up
+  std::uint64_t seed = 3;
+  for (auto _ : st) {
+    st.PauseTiming();
+    m.fill_gradients(seed++);
+    st.ResumeTiming();
+    const StepReport r = opt.step(m.params(), m.grads());
+    if (!r) return st.SkipWithError(r.message);
+  }
+  st.counters["groups"] = double(opt.batch_groups().size());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -301,6 +329,15 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/schatten_criterion_step/gpt2_small", bm_schatten_criterion_step)
       ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/batched", bm_experts, true, 0)
+      ->Iterations(20)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/batched_max16", bm_experts, true, 16)
+      ->Iterations(20)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/unbatched", bm_experts, false, 0)
+      ->Iterations(20)
       ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -3,7 +3,8 @@
 /// DA-Muon and SC-Muon step-size rules (algorithms.md §4c proposals): the properties they are
 /// meant to have — the step never exceeds η_max, DA-Muon reaches a tolerance on a bounded
 /// quadratic without a tuned learning rate whatever the scale of the problem, SC-Muon takes no
-/// step when the update does not descend — and checkpoint/resume through visit_fields.
+/// step when the update does not descend — DF-Muon's majorised search (capped, scale-free on a
+/// quadratic, exact 1-D minimum) and checkpoint/resume through visit_fields.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -103,6 +104,68 @@ TEST_SUITE("optim.step_size") {
     CHECK(std::get<0>(static_cast<ChainState<ScaleCalibratedDirection>::Base&>(st)).kappa == 0.0);
   }
 
+  TEST_CASE("DF-Muon: steps capped by eta_max and a quadratic solved at any scale without tuning") {
+    const index_t r = 12, c = 16;
+    for (double scale : {0.05, 1.0, 20.0}) {
+      CAPTURE(scale);
+      const auto target =
+          gaussian(static_cast<std::size_t>(r * c), schatten::test::case_seed("df_target"), scale);
+      std::vector<float> w(target.size(), 0.0f);
+      DfMuonOptions o;
+      o.eta_max = 10.0;  // a loose cap: the majoriser, not the cap, must set the step
+      o.polar.iterations = 8;
+      auto rule = df_muon(o);
+      auto st = rule.init({r, c});
+      const double f0 = 0.5 * fro(target) * fro(target);
+      double f = f0;
+      int t = 0;
+      for (; t < 300 && f > 1e-4 * f0; ++t) {
+        std::vector<float> u(w.size());
+        for (std::size_t k = 0; k < w.size(); ++k)
+          u[k] = w[k] - target[k];
+        REQUIRE(rule.update(Block(u.data(), r, c), st, ConstBlock(w.data(), r, c)) == Status::ok);
+        const double eta = std::get<0>(static_cast<ChainState<MajorizedStep>::Base&>(st)).eta;
+        CHECK(eta >= 0.0);
+        CHECK(eta <= o.eta_max);
+        CHECK(fro(u) <= o.eta_max * 1.2 * std::sqrt(double(std::min(r, c))));
+        apply_updates(MatrixRef<float>(w.data(), r, c), MatrixRef<const float>(u.data(), r, c));
+        std::vector<float> e(w.size());
+        for (std::size_t k = 0; k < w.size(); ++k)
+          e[k] = w[k] - target[k];
+        f = 0.5 * fro(e) * fro(e);
+      }
+      MESSAGE("DF-Muon scale " << scale << ": " << t << " steps, relative loss " << f / f0);
+      // The secant recovers L = 1 of this quadratic, so the majorised step is the exact line
+      // search along D: the same settings reach 1e-4 at every scale.
+      CHECK(f <= 1e-4 * f0);
+    }
+  }
+
+  TEST_CASE("DF-Muon: the 1-D search finds the minimum of the majoriser") {
+    // Against a fine grid over [0, eta_max], for majorisers inside and outside the trust region.
+    Rng rng(schatten::test::case_seed("df_phi"));
+    for (int trial = 0; trial < 200; ++trial) {
+      MajorizedStep::Majorizer m{};
+      m.k = 8;
+      m.q = m.k * (0.8 + 0.4 * rng.uniform());
+      m.a = 2.0 * rng.normal();
+      m.lq = m.q * std::exp(3.0 * rng.normal());
+      m.e2 = m.k * std::pow(2.0 * rng.uniform(), 2);
+      m.c = std::sqrt(m.e2 * m.q) * (2.0 * rng.uniform() - 1.0);
+      m.lambda = trial % 4 == 0 ? 0.0 : std::exp(2.0 * rng.normal());
+      m.rho = 1.5 * rng.uniform();
+      const double eta_max = 2.0 * rng.uniform() + 0.01;
+      const double eta = MajorizedStep::minimise(m, eta_max);
+      CAPTURE(trial);
+      REQUIRE(eta >= 0.0);
+      REQUIRE(eta <= eta_max);
+      double best = m.value(0.0);
+      for (int i = 1; i <= 20000; ++i)
+        best = std::min(best, m.value(eta_max * i / 20000.0));
+      CHECK(m.value(eta) <= best + 1e-9 * (1.0 + std::abs(best)));
+    }
+  }
+
   TEST_CASE("DA and SC states resume bit for bit and carry signatures") {
     const index_t r = 6, c = 9;
     auto check = [&](const auto& rule) {
@@ -129,6 +192,8 @@ TEST_SUITE("optim.step_size") {
     };
     check(da_muon());
     check(sc_muon());
+    check(df_muon());
+    CHECK(df_muon().config().find("majorized_step(beta=0.94999999999999996") != std::string::npos);
     CHECK(da_muon().config().find("distance_aware_step(eta_max=0.02") != std::string::npos);
   }
 }

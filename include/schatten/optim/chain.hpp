@@ -63,6 +63,8 @@ class Chain {
  public:
   static constexpr const char* name = "chain";
   static constexpr bool may_fail = (rule_may_fail<Rules>::value || ...);
+  /// True when some rule has a batched form: then the chain offers update_batch too.
+  static constexpr bool batches = (has_update_batch<Rules>::value || ...);
   using State = ChainState<Rules...>;
 
   explicit Chain(Rules... rules) : rules_(std::move(rules)...) {}
@@ -103,6 +105,36 @@ class Chain {
     }
   }
 
+  /// Scratch bytes of update_batch for `batch` blocks of `shape`: the largest of the batched
+  /// rules' (they run one after the other on one workspace).
+  template <bool B = batches, std::enable_if_t<B, int> = 0>
+  std::size_t batch_workspace_bytes(const BlockShape& shape, index_t batch) const {
+    std::size_t bytes = 0;
+    std::apply([&](const auto&... r) { ((bytes = std::max(bytes, batch_bytes_of(r, shape, batch))), ...); },
+               rules_);
+    return bytes;
+  }
+
+  /// The chain over `batch` same-shape blocks held contiguously in `u` (rule.hpp), stage by
+  /// stage: a rule with a batched form runs once for the whole batch (one kernel call for the
+  /// matrix functions), every other rule runs per block. Each block gets exactly the arithmetic
+  /// of update(). Like update_unguarded(): the caller has scanned the gradients for NaN/Inf and
+  /// restores the states itself when a rule fails (u and the states may then hold partial
+  /// results). invalid_argument, before anything is touched, when a state was sized for
+  /// another shape or the parameters are not of u's shape.
+  template <bool B = batches, std::enable_if_t<B, int> = 0>
+  Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList params,
+                      Workspace& ws) const {
+    if (states.size != u.batch || params.size != u.batch) return Status::invalid_argument;
+    if (u.batch_stride != u.rows * u.cols || u.row_stride != u.cols || u.col_stride != 1)
+      return Status::invalid_argument;  // not contiguous blocks
+    if (!(params.shape == BlockShape{u.rows, u.cols})) return Status::invalid_argument;
+    for (index_t b = 0; b < u.batch; ++b)
+      if (!(states[b].shape == BlockShape{u.rows, u.cols}) || (params.data[b] == nullptr && u.size() > 0))
+        return Status::invalid_argument;
+    return run_batch(u, states, params, ws, std::index_sequence_for<Rules...>{});
+  }
+
   /// update() for a caller that has already scanned the gradient for NaN/Inf and restores the
   /// state itself when a rule fails (Partition does both for all parameters at once): the block
   /// checks, then the rules, without the scan and the copies. On failure `u` and the state may
@@ -119,6 +151,41 @@ class Chain {
     // Left to right, stopping at the first failure.
     auto& states = static_cast<typename State::Base&>(state);
     ((s == Status::ok ? (s = std::get<I>(rules_).update(u, std::get<I>(states), param), 0) : 0), ...);
+    return s;
+  }
+  template <class R>
+  static std::size_t batch_bytes_of(const R& r, const BlockShape& shape, index_t batch) {
+    if constexpr (has_update_batch<R>::value)
+      return r.batch_workspace_bytes(shape, batch);
+    else
+      return 0;
+  }
+  /// State list of rule I: std::get<I> of each chain state of the batch.
+  template <std::size_t I>
+  static auto& child_state(void* context, index_t b) {
+    auto& parent = (*static_cast<StateList<State>*>(context))[b];
+    return std::get<I>(static_cast<typename State::Base&>(parent));
+  }
+  template <std::size_t I>
+  Status stage(BatchedMatrixRef<float> u, StateList<State>& states, ParamList params, Workspace& ws) const {
+    const auto& rule = std::get<I>(rules_);
+    using R = std::tuple_element_t<I, std::tuple<Rules...>>;
+    if constexpr (has_update_batch<R>::value) {
+      const StateList<typename R::State> children{&states, &child_state<I>, states.size};
+      return rule.update_batch(u, children, params, ws);
+    } else {
+      for (index_t b = 0; b < u.batch; ++b)
+        if (const Status s = rule.update(block_of(u, b), child_state<I>(&states, b), params[b]);
+            s != Status::ok)
+          return s;
+      return Status::ok;
+    }
+  }
+  template <std::size_t... I>
+  Status run_batch(BatchedMatrixRef<float> u, StateList<State>& states, ParamList params, Workspace& ws,
+                   std::index_sequence<I...>) const {
+    Status s = Status::ok;
+    ((s == Status::ok ? (s = stage<I>(u, states, params, ws), 0) : 0), ...);
     return s;
   }
   /// u and the parameter contiguous, of one shape, and of the shape the state was sized for.

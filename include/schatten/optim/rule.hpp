@@ -16,6 +16,19 @@
 ///                                               // u: gradient in, update out
 ///     template <class V> friend void visit_fields(V& v, State& s);   // names every field once
 ///
+/// Optional, for rules whose work is a matrix function that runs as one batched kernel call
+/// over many same-shape blocks (detected by the trait `has_update_batch`):
+///
+///     std::size_t batch_workspace_bytes(const BlockShape&, index_t batch) const;
+///     Status update_batch(BatchedMatrixRef<float> u, StateList<State> states,
+///                         ParamList params, Workspace& ws) const;
+///
+/// `u` holds `batch` contiguous row-major blocks one after the other (block b at
+/// u.data + b·rows·cols); `states[b]` and `params[b]` belong to block b; `ws` is scratch the
+/// caller reserved with batch_workspace_bytes(). The result must equal `update` applied to each
+/// block in turn. On failure the states and `u` may hold partial results: the caller (Partition)
+/// restores the states from its copies.
+///
 /// `update` may fail only before it writes anything (it returns the failing status and leaves
 /// `u` and the state as they were); chains check the gradient for NaN/Inf once, before any
 /// rule runs. `visit_fields` drives checkpoints, state equality in tests and the
@@ -27,6 +40,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -38,6 +52,7 @@
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/status.hpp"
 #include "schatten/core/types.hpp"
+#include "schatten/core/workspace.hpp"
 
 namespace schatten::optim {
 
@@ -72,6 +87,42 @@ struct is_rule<R, std::void_t<decltype(R::name), typename R::State,
                    Status> {};
 template <class R>
 constexpr bool is_rule_v = is_rule<R>::value;
+
+/// A list of `size` states without owning them: state b is `at(context, b)`. A plain function
+/// pointer and a context (no allocation), so a chain can hand each child the list of its own
+/// sub-states (`std::get<I>` of each chain state) and a partition the states of a group.
+template <class S>
+struct StateList {
+  void* context = nullptr;
+  S& (*at)(void*, index_t) = nullptr;
+  index_t size = 0;
+  S& operator[](index_t b) const { return at(context, b); }
+};
+
+/// The parameters of a batch of same-shape blocks: `data[b]` points to block b (contiguous
+/// row-major, `shape`).
+struct ParamList {
+  const float* const* data = nullptr;
+  BlockShape shape{};
+  index_t size = 0;
+  ConstBlock operator[](index_t b) const { return ConstBlock(data[b], shape.rows, shape.cols); }
+};
+
+/// Block b of a contiguous batch, as the Block that `update` takes.
+inline Block block_of(const BatchedMatrixRef<float>& u, index_t b) {
+  return Block(u.data + b * u.batch_stride, u.rows, u.cols);
+}
+
+/// Detects the optional batched form of a rule (see the file comment).
+template <class R, class = void>
+struct has_update_batch : std::false_type {};
+template <class R>
+struct has_update_batch<
+    R, std::void_t<decltype(std::declval<const R&>().update_batch(
+                       std::declval<BatchedMatrixRef<float>>(), std::declval<StateList<typename R::State>>(),
+                       std::declval<ParamList>(), std::declval<Workspace&>())),
+                   decltype(std::declval<const R&>().batch_workspace_bytes(std::declval<const BlockShape&>(),
+                                                                           index_t(1)))>> : std::true_type {};
 
 /// Builds a rule's signature "name(key=value,...)": its name and every hyper-parameter, numbers
 /// printed exactly (%.17g). Rules expose it as `std::string config() const`; checkpoints store

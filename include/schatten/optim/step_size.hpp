@@ -143,6 +143,170 @@ struct ScaleCalibratedDirection {
   }
 };
 
+/// DF-Muon [P] (algorithms.md §4c: a recentred trust region and a majorised 1-D search, with
+/// no tuned learning rate). Per step, with g_t the gradient, m_t the EMA Nesterov momentum,
+/// D_t = polar(m_t), k = min(r, c) and distances measured as ‖·‖_F/√k (DA-Muon's spectral proxy):
+///   η_t = argmin_{η ∈ [0, η_max]} φ(η),
+///   φ(η) = −η⟨g_t, D_t⟩ + (L̂_t/2)η²‖D_t‖²_F + λ(‖W_t − ηD_t − W̄‖_F/√k − ρ)_+,
+///   u ← −η_t·D_t.
+/// φ majorises f(W_t − ηD_t) − f(W_t) when f is L̂_t-smooth in the Frobenius norm along −D_t,
+/// plus a soft trust region of radius ρ around the anchor W̄ with price λ per unit of distance.
+///  * L̂_t: secant ‖g_t − g_{t−1}‖_F/‖W_t − W_{t−1}‖_F, floored at l_min (the safe floor: it only
+///    keeps the quotient finite; a small L̂ makes the quadratic step large, which η_max and the
+///    trust region then bound). When W did not move, the previous L̂ is kept.
+///  * W̄: W₀ at the first step, recentred to W_t whenever the certificate ⟨g_t, W_t − W̄⟩ ≤ 0
+///    (for star-convex f, ⟨g, W − W*⟩ ≥ f(W) − f* ≥ 0: a non-positive certificate says the anchor
+///    is not behind us and cannot stand for W*).
+///  * The first step has no secant: η₀ = min(η_max, eta0) (DA-Muon's r_ε role).
+///  * The minimiser: φ is convex in η (a convex quadratic plus (convex − ρ)_+), so η_t is found
+///    from the sign of φ′. Inside the trust region φ′ = −a + L̂qη (closed form a/(L̂q)); outside
+///    the stationarity condition is a quartic, solved by 64 bisection steps on φ′ (monotone),
+///    each O(1) from the three scalars ‖W − W̄‖², ⟨W − W̄, D⟩, ‖D‖². No step when ⟨g, D⟩ ≤ 0
+///    and the trust region does not pull back.
+/// Hyper-parameters ρ, λ and the paper's M are [U]; the defaults are [P] (docs/optim.md).
+/// Cost per step: the polar factor plus about 7 passes over the block; state: momentum, anchor,
+/// previous gradient and parameter (4 buffers) plus 2 scratch buffers.
+struct MajorizedStep {
+  static constexpr const char* name = "majorized_step";
+  static constexpr bool may_fail = true;
+  double beta = 0.95;
+  bool nesterov = true;
+  double eta_max = 0.02;
+  double rho = 1.0;      ///< trust-region radius (spectral-proxy distance units)
+  double lambda = 1e-2;  ///< price of leaving the trust region (loss per unit distance)
+  double l_min = 1e-8;   ///< floor of the secant curvature estimate
+  double eta0 = 1e-3;    ///< first step (no secant yet), capped by eta_max
+  PolarOptions polar{};
+
+  struct State {
+    std::int64_t count = 0;
+    double lhat = 0.0;  ///< L̂ of the last step
+    double eta = 0.0;   ///< η of the last step (observable)
+    Buffer mu, anchor, prev_grad, prev_param;
+    /// Scratch, not checkpointed: g_t and the next momentum (the state changes only once the
+    /// polar call succeeded).
+    Buffer gradient, next_mu;
+    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+  };
+  State init(const BlockShape& s) const {
+    const auto n = static_cast<std::size_t>(s.size());
+    State st;
+    for (Buffer* b : {&st.mu, &st.anchor, &st.prev_grad, &st.prev_param, &st.gradient, &st.next_mu})
+      b->assign(n, 0.0f);
+    st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
+    return st;
+  }
+
+  /// The scalars of φ: a = ⟨g, D⟩, lq = L̂‖D‖²_F, q = ‖D‖²_F, e2 = ‖W − W̄‖²_F, c = ⟨W − W̄, D⟩,
+  /// k = min(r, c); λ, ρ as above.
+  struct Majorizer {
+    double a, lq, q, e2, c, k, lambda, rho;
+    /// ‖W − ηD − W̄‖_F/√k.
+    double dist(double eta) const { return std::sqrt(std::max(0.0, e2 - 2.0 * eta * c + eta * eta * q) / k); }
+    double value(double eta) const {
+      return -eta * a + 0.5 * lq * eta * eta + lambda * std::max(0.0, dist(eta) - rho);
+    }
+    /// Right derivative of φ (the penalty counts where the distance exceeds ρ or is at ρ and
+    /// growing).
+    double slope(double eta) const {
+      double d = -a + lq * eta;
+      const double r = dist(eta);
+      const double dr = r > 0.0 ? (eta * q - c) / (k * r) : std::sqrt(q / k);  // d dist/dη
+      if (lambda > 0.0 && (r > rho || (r == rho && dr > 0.0))) d += lambda * dr;
+      return d;
+    }
+  };
+  /// argmin of the convex φ over [0, eta_max] (see the struct comment).
+  static double minimise(const Majorizer& m, double eta_max) {
+    if (!(eta_max > 0.0) || m.slope(0.0) >= 0.0) return 0.0;  // φ increases from η = 0
+    const double inside = m.lq > 0.0 ? m.a / m.lq : eta_max;  // stationary point of the quadratic
+    if (m.lambda == 0.0) return std::min(inside, eta_max);
+    if (inside <= eta_max && m.dist(inside) < m.rho) return inside;  // inside the trust region
+    if (m.slope(eta_max) <= 0.0) return eta_max;
+    double lo = 0.0, hi = eta_max;  // slope(lo) < 0 < slope(hi)
+    for (int i = 0; i < 64; ++i) {
+      const double mid = 0.5 * (lo + hi);
+      (m.slope(mid) < 0.0 ? lo : hi) = mid;
+    }
+    return 0.5 * (lo + hi);
+  }
+
+  Status update(Block u, State& s, ConstBlock p) const {
+    const auto n = static_cast<std::size_t>(u.size());
+    for (const Buffer* b : {&s.mu, &s.anchor, &s.prev_grad, &s.prev_param, &s.gradient, &s.next_mu})
+      if (b->size() != n) return Status::invalid_argument;
+    if (p.size() != u.size()) return Status::invalid_argument;
+    const float b = static_cast<float>(beta);
+    for (std::size_t i = 0; i < n; ++i) {
+      s.gradient[i] = u.data[i];
+      s.next_mu[i] = s.mu[i];
+      u.data[i] = TraceMomentum::step(u.data[i], s.next_mu[i], b, nesterov, TraceMomentum::Form::ema);
+    }
+    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
+    if (r.status != Status::ok) {  // nothing of the state changed; give the gradient back
+      std::copy(s.gradient.begin(), s.gradient.end(), u.data);
+      return r.status;
+    }
+    const float* w = p.data;
+    const float* g = s.gradient.data();
+    const float* d = u.data;
+    double a = 0.0, q = 0.0, dg2 = 0.0, dw2 = 0.0, cert = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      a += double(g[i]) * d[i];
+      q += double(d[i]) * d[i];
+      const double dg = double(g[i]) - s.prev_grad[i], dw = double(w[i]) - s.prev_param[i];
+      dg2 += dg * dg;
+      dw2 += dw * dw;
+      cert += double(g[i]) * (double(w[i]) - s.anchor[i]);
+    }
+    if (s.count == 0 || cert <= 0.0) std::copy(w, w + n, s.anchor.begin());  // (re)centre W̄ = W_t
+    double e2 = 0.0, c = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const double e = double(w[i]) - s.anchor[i];
+      e2 += e * e;
+      c += e * d[i];
+    }
+    double eta;
+    if (s.count == 0) {
+      eta = std::min(eta_max, eta0);
+    } else {
+      if (dw2 > 0.0) s.lhat = std::sqrt(dg2 / dw2);
+      s.lhat = std::max(s.lhat, l_min);
+      const double k = double(std::max<index_t>(1, std::min(u.rows, u.cols)));
+      eta = minimise(Majorizer{a, s.lhat * q, q, e2, c, k, lambda, rho}, eta_max);
+    }
+    scale(u, static_cast<float>(-eta));
+    s.eta = eta;
+    s.mu.swap(s.next_mu);
+    std::copy(g, g + n, s.prev_grad.begin());
+    std::copy(w, w + n, s.prev_param.begin());
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("lhat", s.lhat);
+    v("eta", s.eta);
+    v("mu", s.mu);
+    v("anchor", s.anchor);
+    v("prev_grad", s.prev_grad);
+    v("prev_param", s.prev_param);
+  }
+  std::string config() const {
+    return Signature(name)
+        .add("beta", beta)
+        .add("nesterov", nesterov)
+        .add("eta_max", eta_max)
+        .add("rho", rho)
+        .add("lambda", lambda)
+        .add("l_min", l_min)
+        .add("eta0", eta0)
+        .add("polar", polar_config(polar))
+        .str();
+  }
+};
+
 /// DA-Muon: EMA Nesterov momentum → orthogonalise → distance-aware step (no other lr).
 struct DaMuonOptions {
   double eta_max = 0.02;
@@ -167,4 +331,21 @@ inline auto sc_muon(const ScMuonOptions& o = {}) {
   return chain(ScaleCalibratedDirection{o.momentum, o.nesterov, o.eta_max, o.polar});
 }
 
+}  // namespace schatten::optim
+
+namespace schatten::optim {
+/// DF-Muon [P]: the majorised, trust-region step of MajorizedStep (no other lr).
+struct DfMuonOptions {
+  double eta_max = 0.02;
+  double rho = 1.0;
+  double lambda = 1e-2;
+  double l_min = 1e-8;
+  double eta0 = 1e-3;
+  double momentum = 0.95;
+  bool nesterov = true;
+  PolarOptions polar = PolarOptions{};
+};
+inline auto df_muon(const DfMuonOptions& o = {}) {
+  return chain(MajorizedStep{o.momentum, o.nesterov, o.eta_max, o.rho, o.lambda, o.l_min, o.eta0, o.polar});
+}
 }  // namespace schatten::optim

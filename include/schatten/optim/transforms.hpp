@@ -269,6 +269,17 @@ struct Orthogonalize {
     ++s.count;
     return Status::ok;
   }
+  /// Batched form (rule.hpp): one polar() call over the whole batch of same-shape blocks.
+  std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
+    return polar_workspace_bytes(s.rows, s.cols, batch, polar, Precision::fp32);
+  }
+  Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList, Workspace& ws) const {
+    const PolarReport r = schatten::polar(BatchedMatrixRef<const float>(u), u, polar, &ws);
+    if (r.status != Status::ok) return r.status;
+    for (index_t b = 0; b < states.size; ++b)
+      ++states[b].count;
+    return Status::ok;
+  }
   std::string config() const { return Signature(name).add("polar", polar_config(polar)).str(); }
 };
 
@@ -284,6 +295,17 @@ struct SpectralPower {
     const SpectralPowerReport r = spectral_power(MatrixRef<const float>(u), u, options, s.workspace.get());
     if (r.status != Status::ok) return r.status;
     ++s.count;
+    return Status::ok;
+  }
+  /// Batched form (rule.hpp): one spectral_power() call over the batch. Like update(), the
+  /// kernel sizes its workspace itself on the first call (there is no size query), so the
+  /// first step grows it once.
+  std::size_t batch_workspace_bytes(const BlockShape&, index_t) const { return 0; }
+  Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList, Workspace& ws) const {
+    const SpectralPowerReport r = spectral_power(BatchedMatrixRef<const float>(u), u, options, &ws);
+    if (r.status != Status::ok) return r.status;
+    for (index_t b = 0; b < states.size; ++b)
+      ++states[b].count;
     return Status::ok;
   }
   std::string config() const {
@@ -317,6 +339,21 @@ struct KaonSpectrum {
     ++s.count;
     return Status::ok;
   }
+  /// Batched form (rule.hpp): one kaon() call over the batch.
+  std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
+    PolarOptions o;
+    o.method = PolarMethod::newton_schulz;
+    o.schedule = schedules::kaon(steps);
+    o.iterations = steps;
+    return polar_workspace_bytes(s.rows, s.cols, batch, o, Precision::fp32);
+  }
+  Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList, Workspace& ws) const {
+    const PolarReport r = schatten::kaon(BatchedMatrixRef<const float>(u), u, steps, &ws);
+    if (r.status != Status::ok) return r.status;
+    for (index_t b = 0; b < states.size; ++b)
+      ++states[b].count;
+    return Status::ok;
+  }
   std::string config() const { return Signature(name).add("steps", steps).str(); }
 };
 
@@ -342,9 +379,12 @@ struct MuAdamDirection {
     st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
   }
-  Status update(Block u, State& s, ConstBlock) const {
+  static bool sized(const State& s, const Block& u) {
     const auto n = static_cast<std::size_t>(u.size());
-    if (s.mu.size() != n || s.nu.size() != n || s.d.size() != n) return Status::invalid_argument;
+    return s.mu.size() == n && s.nu.size() == n && s.d.size() == n;
+  }
+  /// Before the polar factor: the moments and D of step count + 1, and u ← D ⊙ ñ.
+  void precondition(Block u, State& s) const {
     const std::int64_t t = s.count + 1;
     const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
     std::size_t k = 0;
@@ -357,13 +397,36 @@ struct MuAdamDirection {
         const float nesterov_m = float(b1 / c1) * s.mu[k] + float(1.0 - b1) * g;
         u(i, j) = s.d[k] * nesterov_m;
       }
-    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
-    if (r.status != Status::ok) return r.status;
-    k = 0;
+  }
+  /// After the polar factor: u ← D ⊙ u, and the step is counted.
+  static void finish(Block u, State& s) {
+    std::size_t k = 0;
     for (index_t i = 0; i < u.rows; ++i)
       for (index_t j = 0; j < u.cols; ++j, ++k)
         u(i, j) *= s.d[k];
-    s.count = t;
+    ++s.count;
+  }
+  Status update(Block u, State& s, ConstBlock) const {
+    if (!sized(s, u)) return Status::invalid_argument;
+    precondition(u, s);
+    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
+    if (r.status != Status::ok) return r.status;
+    finish(u, s);
+    return Status::ok;
+  }
+  /// Batched form (rule.hpp): the element-wise parts per block, one polar() call for the batch.
+  std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
+    return polar_workspace_bytes(s.rows, s.cols, batch, polar, Precision::fp32);
+  }
+  Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList, Workspace& ws) const {
+    for (index_t b = 0; b < u.batch; ++b)
+      if (!sized(states[b], block_of(u, b))) return Status::invalid_argument;
+    for (index_t b = 0; b < u.batch; ++b)
+      precondition(block_of(u, b), states[b]);
+    const PolarReport r = schatten::polar(BatchedMatrixRef<const float>(u), u, polar, &ws);
+    if (r.status != Status::ok) return r.status;
+    for (index_t b = 0; b < u.batch; ++b)
+      finish(block_of(u, b), states[b]);
     return Status::ok;
   }
   template <class V>

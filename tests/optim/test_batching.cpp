@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Same-shape batching inside Partition::step: a batched step equals the per-parameter step bit
+/// for bit (every batched matrix function, mixed shapes and routes), a failure inside a batched
+/// group rolls back every parameter and state, and checkpoints are unchanged.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+#include "schatten/optim/partition.hpp"
+#include "schatten/optim/presets.hpp"
+#include "support/seed.hpp"
+
+using namespace schatten;
+using namespace schatten::optim;
+using schatten::test::case_seed;
+
+namespace {
+std::vector<float> random_vec(std::size_t n, std::uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v)
+    x = static_cast<float>(0.1 * rng.normal());
+  return v;
+}
+
+/// Every field by name, as doubles (counts, scalars, buffers), in visit order.
+struct Snapshot {
+  std::vector<std::pair<std::string, std::vector<double>>>* out;
+  void operator()(const std::string& n, std::int64_t& x) { out->push_back({n, {double(x)}}); }
+  void operator()(const std::string& n, double& x) { out->push_back({n, {x}}); }
+  void operator()(const std::string& n, Buffer& b) {
+    out->push_back({n, std::vector<double>(b.begin(), b.end())});
+  }
+};
+template <class P>
+std::vector<std::pair<std::string, std::vector<double>>> snapshot(P& p) {
+  std::vector<std::pair<std::string, std::vector<double>>> s;
+  Snapshot v{&s};
+  p.visit(v);
+  return s;
+}
+/// Writes fields back from a snapshot (a checkpoint round trip without HDF5).
+struct Restore {
+  const std::map<std::string, std::vector<double>>* in;
+  void operator()(const std::string& n, std::int64_t& x) { x = static_cast<std::int64_t>(in->at(n)[0]); }
+  void operator()(const std::string& n, double& x) { x = in->at(n)[0]; }
+  void operator()(const std::string& n, Buffer& b) {
+    const auto& v = in->at(n);
+    REQUIRE(v.size() == b.size());
+    for (std::size_t k = 0; k < v.size(); ++k)
+      b[k] = static_cast<float>(v[k]);
+  }
+};
+
+/// A model with several same-shape groups per route, singletons and vectors.
+std::vector<ParamSpec> model() {
+  return {{"h0.wq", {16, 24}}, {"h0.b", {24}},      {"h0.wk", {16, 24}}, {"h0.up", {24, 16}},
+          {"odd", {10, 10}},   {"h1.wq", {16, 24}}, {"h1.up", {24, 16}}, {"conv", {8, 2, 2, 3}},
+          {"ma.0", {8, 12}},   {"ma.1", {8, 12}},   {"ka.0", {12, 8}},   {"ka.1", {12, 8}},
+          {"fr.0", {6, 9}},    {"fr.1", {6, 9}},    {"fr.2", {6, 9}},    {"h1.b", {24}}};
+}
+std::vector<std::string> labels() {
+  return {"muon",   "adamw",  "muon", "muon", "muon",  "muon",  "muon",  "muon",
+          "muadam", "muadam", "kaon", "kaon", "freon", "freon", "freon", "adamw"};
+}
+auto make(bool batching) {
+  auto p = partition(model(), labels(), route("muon", muon()), route("adamw", adamw()),
+                     route("muadam", muadam()), route("kaon", kaon()), route("freon", freon()));
+  p.set_batching(batching);
+  return p;
+}
+
+struct Weights {
+  std::vector<std::vector<float>> w;
+  explicit Weights(const std::vector<ParamSpec>& ps) {
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      w.push_back(random_vec(static_cast<std::size_t>(flatten(ps[i].shape).size()), case_seed("bw", i)));
+  }
+  std::vector<float*> ptrs() {
+    std::vector<float*> p;
+    for (auto& v : w)
+      p.push_back(v.data());
+    return p;
+  }
+};
+std::vector<std::vector<float>> gradients(const std::vector<ParamSpec>& ps, int t) {
+  std::vector<std::vector<float>> g;
+  for (std::size_t i = 0; i < ps.size(); ++i)
+    g.push_back(random_vec(static_cast<std::size_t>(flatten(ps[i].shape).size()),
+                           case_seed("bg", static_cast<std::uint64_t>(100 * t) + i)));
+  return g;
+}
+std::vector<float*> ptrs(std::vector<std::vector<float>>& g) {
+  std::vector<float*> p;
+  for (auto& v : g)
+    p.push_back(v.data());
+  return p;
+}
+
+/// Fails its batched call number `fail_at` (counting calls of update_batch); update() never
+/// fails. Element-wise: u ← u (a pure counter), so only the failure matters.
+struct FailInBatch {
+  static constexpr const char* name = "fail_in_batch";
+  static constexpr bool may_fail = true;
+  std::int64_t fail_at = 2;
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block, State& s, ConstBlock) const {
+    ++s.count;
+    return Status::ok;
+  }
+  std::size_t batch_workspace_bytes(const BlockShape&, index_t) const { return 0; }
+  Status update_batch(BatchedMatrixRef<float>, StateList<State> states, ParamList, Workspace&) const {
+    // Advance every state first, then fail: the partition must restore them.
+    for (index_t b = 0; b < states.size; ++b)
+      ++states[b].count;
+    return states[0].count == fail_at ? Status::out_of_memory : Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+};
+}  // namespace
+
+TEST_SUITE("optim.batching") {
+  TEST_CASE("batched partition step equals the per-parameter step bit for bit") {
+    auto batched = make(true);
+    auto single = make(false);
+    REQUIRE(batched.init());
+    REQUIRE(single.init());
+    // Groups: muon 16x24 (0, 2, 5), muon 24x16 (3, 6), muadam (8, 9), kaon (10, 11), freon
+    // (12, 13, 14); odd, conv and the AdamW vectors alone.
+    const std::vector<std::vector<std::size_t>> want = {{0, 2, 5}, {3, 6}, {8, 9}, {10, 11}, {12, 13, 14}};
+    CHECK(batched.batch_groups() == want);
+    CHECK(single.batch_groups().empty());
+    const auto ps = model();
+    Weights wb(ps), ws(ps);
+    for (int t = 0; t < 4; ++t) {
+      auto gb = gradients(ps, t);
+      auto gs = gb;
+      REQUIRE(batched.step(wb.ptrs(), ptrs(gb)));
+      REQUIRE(single.step(ws.ptrs(), ptrs(gs)));
+      CHECK(gb == gs);  // the gradient buffers hold the same updates
+      CHECK(wb.w == ws.w);
+    }
+    CHECK(snapshot(batched) == snapshot(single));  // same states, same names, same order
+    // The steps changed something (the comparison is not between two no-ops).
+    CHECK(wb.w != Weights(ps).w);
+    // Groups capped at two parameters: the 3-groups split, the results stay identical.
+    auto capped = make(true);
+    capped.set_batching(true, 2);
+    REQUIRE(capped.init());
+    const std::vector<std::vector<std::size_t>> want2 = {{0, 2}, {3, 6}, {8, 9}, {10, 11}, {12, 13}};
+    CHECK(capped.batch_groups() == want2);
+    Weights wc(ps);
+    for (int t = 0; t < 4; ++t) {
+      auto g = gradients(ps, t);
+      REQUIRE(capped.step(wc.ptrs(), ptrs(g)));
+    }
+    CHECK(wc.w == ws.w);
+    // Switching batching off after init takes effect at the next step, and stays identical.
+    batched.set_batching(false);
+    auto gb = gradients(ps, 9);
+    auto gs = gb;
+    REQUIRE(batched.step(wb.ptrs(), ptrs(gb)));
+    REQUIRE(single.step(ws.ptrs(), ptrs(gs)));
+    CHECK(wb.w == ws.w);
+  }
+
+  TEST_CASE("a failure inside a batched group rolls back every parameter and state") {
+    const std::vector<ParamSpec> ps = {{"a", {6, 8}}, {"b", {6, 8}}, {"v", {8}},
+                                       {"c", {5, 5}}, {"d", {5, 5}}, {"e", {5, 5}}};
+    auto opt = partition(ps, {"muon", "muon", "adamw", "fail", "fail", "fail"}, route("muon", muon()),
+                         route("adamw", adamw()), route("fail", chain(TraceMomentum{}, FailInBatch{})));
+    REQUIRE(opt.init());
+    CHECK(opt.batch_groups() == std::vector<std::vector<std::size_t>>{{0, 1}, {3, 4, 5}});
+    Weights w(ps);
+    auto g = gradients(ps, 0);
+    REQUIRE(opt.step(w.ptrs(), ptrs(g)));
+    const auto before = snapshot(opt);
+    const auto w_before = w.w;
+    // The second batched call of the failing route fails after the muon group and AdamW ran.
+    g = gradients(ps, 1);
+    const StepReport r = opt.step(w.ptrs(), ptrs(g));
+    CHECK(r.status == Status::out_of_memory);
+    CHECK(r.bad_param == 3);
+    CHECK(std::string(r.message).find("'c'") != std::string::npos);
+    CHECK(std::string(r.message).find("batched group of 3") != std::string::npos);
+    CHECK(snapshot(opt) == before);
+    CHECK(w.w == w_before);
+    // Unbatched, the same rule never fails (update() does not): the failure came from the batch.
+    opt.set_batching(false);
+    g = gradients(ps, 1);
+    CHECK(opt.step(w.ptrs(), ptrs(g)));
+  }
+
+  TEST_CASE("checkpoint round trip with batching resumes bit for bit") {
+    const auto ps = model();
+    auto a = make(true);
+    REQUIRE(a.init());
+    Weights wa(ps);
+    for (int t = 0; t < 3; ++t) {
+      auto g = gradients(ps, t);
+      REQUIRE(a.step(wa.ptrs(), ptrs(g)));
+    }
+    std::map<std::string, std::vector<double>> saved;
+    for (auto& [name, values] : snapshot(a))
+      saved[name] = values;
+    // Resume in a fresh partition (batched, like a) and in an unbatched one.
+    auto b = make(true);
+    auto c = make(false);
+    REQUIRE(b.init());
+    REQUIRE(c.init());
+    Restore rv{&saved};
+    b.visit(rv);
+    c.visit(rv);
+    Weights wb = wa, wc = wa;
+    for (int t = 3; t < 6; ++t) {
+      auto ga = gradients(ps, t), gb = ga, gc = ga;
+      REQUIRE(a.step(wa.ptrs(), ptrs(ga)));
+      REQUIRE(b.step(wb.ptrs(), ptrs(gb)));
+      REQUIRE(c.step(wc.ptrs(), ptrs(gc)));
+    }
+    CHECK(wb.w == wa.w);
+    CHECK(wc.w == wa.w);
+    CHECK(snapshot(b) == snapshot(a));
+  }
+
+  TEST_CASE("batching keeps the NaN policy and global clipping") {
+    const auto ps = model();
+    auto batched = make(true);
+    auto single = make(false);
+    REQUIRE(batched.init());
+    REQUIRE(single.init());
+    batched.set_global_clip(0.5);
+    single.set_global_clip(0.5);
+    Weights wb(ps), ws(ps);
+    auto gb = gradients(ps, 0);
+    auto gs = gb;
+    REQUIRE(batched.step(wb.ptrs(), ptrs(gb)));
+    REQUIRE(single.step(ws.ptrs(), ptrs(gs)));
+    CHECK(wb.w == ws.w);
+    const auto before = snapshot(batched);
+    const auto w_before = wb.w;
+    gb = gradients(ps, 1);
+    gb[5][3] = std::nanf("");  // inside the first muon group
+    const StepReport r = batched.step(wb.ptrs(), ptrs(gb));
+    CHECK(r.status == Status::non_finite_input);
+    CHECK(r.bad_param == 5);
+    CHECK(snapshot(batched) == before);
+    CHECK(wb.w == w_before);
+  }
+}
