@@ -55,6 +55,10 @@ zeros when the recording has none), and writes per-step diagnostics.
   --save-params      also store every parameter after every step (output grows by the model size
                      per step and optimizer)
   --no-diagnostics   skip the orthogonality error of the polar step (one Gram GEMM per matrix)
+  --read-ahead       read step t+1 on a second thread while the optimizers run step t
+  --no-read-ahead    read each step on the main thread (default: read ahead when one step's
+                     gradients are 1 MiB or more; below that the thread hand-off costs more than
+                     it hides, docs/benchmarks/cpu-replay.md)
   --quiet            no progress on stderr
   --help             this text
 
@@ -405,6 +409,7 @@ struct Options {
   std::vector<Spec> specs;
   std::int64_t steps = -1;
   bool save_params = false, diagnostics = true, quiet = false;
+  int read_ahead = -1;  ///< 1 on, 0 off, -1 automatic (on when a step's gradients reach 1 MiB)
 };
 
 int usage_error(const std::string& msg) {
@@ -465,6 +470,10 @@ int parse_args(int argc, char** argv, Options& o) {
       o.save_params = true;
     } else if (a == "--no-diagnostics") {
       o.diagnostics = false;
+    } else if (a == "--no-read-ahead") {
+      o.read_ahead = 0;
+    } else if (a == "--read-ahead") {
+      o.read_ahead = 1;
     } else if (a == "--quiet") {
       o.quiet = true;
     } else if (!a.empty() && a[0] == '-') {
@@ -699,12 +708,18 @@ int replay(const Options& o) {
     return true;
   };
   if (!read_step(0, &cur, &err)) return fail_run(err, tmp);
+  std::size_t step_bytes = 0;
+  for (std::size_t n : sizes)
+    step_bytes += n * sizeof(float);
+  // Tunable: measured on the 2-core CI machine (docs/benchmarks/cpu-replay.md).
+  const bool read_ahead = o.read_ahead < 0 ? step_bytes >= (std::size_t(1) << 20) : o.read_ahead == 1;
   Progress progress(steps, o.quiet);
   std::vector<double> ortho;
   for (std::int64_t t = 0; t < steps; ++t) {
     std::string read_err;
     std::future<bool> ahead;
-    if (t + 1 < steps) ahead = std::async(std::launch::async, read_step, t + 1, &next, &read_err);
+    if (t + 1 < steps && read_ahead)
+      ahead = std::async(std::launch::async, read_step, t + 1, &next, &read_err);
     bool ok = true;
     for (Run& run : runs) {
       for (std::size_t i = 0; i < np; ++i)
@@ -760,6 +775,11 @@ int replay(const Options& o) {
         ok = false;
       }
     }
+    if (ok && !read_ahead && t + 1 < steps) {
+      const Clock::time_point t0 = Clock::now();
+      ok = read_step(t + 1, &next, &err);
+      t_wait += seconds_since(t0);
+    }
     if (!ok) return fail_run(err, tmp);
     std::swap(cur, next);
     progress.update(t + 1);
@@ -785,7 +805,7 @@ int replay(const Options& o) {
                   ",\n  \"schatten_version\": " + json_string(SCHATTEN_VERSION_STRING) +
                   ",\n  \"seconds\": {\"total\": " + json_number(total) +
                   ", \"read\": " + json_number(t_read) + ", \"read_wait\": " + json_number(t_wait) +
-                  "},\n  \"runs\": [";
+                  "},\n  \"read_ahead\": " + (read_ahead ? "true" : "false") + ",\n  \"runs\": [";
   for (std::size_t r = 0; r < runs.size(); ++r) {
     const Run& run = runs[r];
     const auto labels = run.runner->labels();
