@@ -4,10 +4,11 @@
 /// (docs/replay-format.md) and writes per-step diagnostics to HDF5 and a JSON summary.
 ///
 /// Replay is open loop: step t applies the optimizer to the gradient the training run computed
-/// at its own parameters W_t, not at the replayed ones. Memory: the model three times per
-/// optimizer (parameters, update buffer, state of up to two buffers) plus two gradient buffers,
-/// whatever the number of steps. Reading step t+1 runs on a second thread while the optimizers
-/// work on step t (HDF5 calls are serialised by one mutex: the Debian HDF5 has no locks).
+/// at its own parameters W_t, not at the replayed ones. Memory: per optimizer the
+/// parameters, an update buffer, the rules' state (up to two model-sized buffers) and the
+/// partition's copy of it; plus two gradient buffers; independent of the number of steps. When one step's
+/// gradients reach 1 MiB, step t+1 is read on a second thread while the optimizers work on step t (HDF5 calls
+/// are serialised by one mutex: the Debian HDF5 has no locks); smaller steps are read on the main thread.
 #include <hdf5.h>
 #include <unistd.h>
 
