@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Records a PyTorch training run for schatten-replay (format: docs/replay-format.md, schema 1).
+
+NOT RUN BY THE TEST SUITE: PyTorch is not installed on the CI machine, so this script has been
+checked by reading only. The file layout it writes is the one tests/io/h5py_recording.py writes
+with h5py and the C++ reader's tests accept (same attributes, dtypes, chunking).
+
+Use in a training loop:
+
+    from record_torch import GradientRecorder
+    rec = GradientRecorder("run.h5", model, model_description="GPT-2 small, batch 64, seed 1")
+    for batch in data:
+        loss = model(batch).loss
+        loss.backward()
+        rec.record_step(loss)          # after backward, before optimizer.step() and zero_grad()
+        optimizer.step(); optimizer.zero_grad()
+    rec.close()
+
+What is recorded, per step and parameter (requires_grad parameters, in named_parameters order):
+  - the gradient, read from p.grad after backward. Reading .grad (rather than a tensor
+    register_hook) gives the accumulated gradient when several backward calls make one step
+    (gradient accumulation) and the unscaled gradient once a GradScaler has unscaled it;
+  - the parameter before step 0 ("initial"), and optionally at every step (record_values=True);
+  - for nn.Linear weights, the Gram of the layer's inputs, sum_b x_b x_b^T / B over every row of
+    the input (all positions of a sequence), accumulated by a forward pre-hook over the step's
+    forward calls (record_act_gram=True; costs one in x in GEMM per forward call);
+  - the loss (loss.item(), the batch mean as the caller computed it).
+Crash survival: each step flushes its data, then sets completed_steps, then flushes again, so
+if training dies every completed step stays readable. Parameters without a gradient this step
+(unused) are recorded as zeros. Gradients are stored as float32 unless they are float16 or
+float64 (kept as is); bfloat16 is stored as float32 (exact) with dtype "bfloat16".
+
+Demo (needs torch): python3 bench/record_torch.py --demo OUT.h5 [--steps 50]
+trains a small MLP on random data and records it.
+"""
+import argparse
+import math
+
+import h5py
+import numpy as np
+
+try:
+    import torch
+except ImportError:  # the module can be imported for its docs without torch
+    torch = None
+
+SCHEMA_VERSION = 1
+
+
+def matrix_shape(shape):
+    """rows, cols of the matrix a tensor is stored as (schatten::optim::flatten)."""
+    shape = list(shape)
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return 1, shape[0]
+    return shape[0], int(math.prod(shape[1:]))
+
+
+class GradientRecorder:
+    def __init__(self, path, model, model_description="", record_values=False, record_act_gram=True,
+                 gzip_level=None, producer=None):
+        if torch is None:
+            raise RuntimeError("record_torch.py needs PyTorch")
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not self.named:
+            raise ValueError("the model has no trainable parameters")
+        self.record_values = record_values
+        self.step = 0
+        self.f = h5py.File(path, "w-")  # refuse to overwrite, like the C++ Recorder
+        f = self.f
+        f.attrs["format"] = "schatten-recording"
+        f.attrs["schema_version"] = np.int32(SCHEMA_VERSION)
+        f.attrs["completed_steps"] = np.int64(0)
+        f.attrs["num_params"] = np.int64(len(self.named))
+        f.attrs["model"] = model_description
+        f.attrs["producer"] = producer or "bench/record_torch.py, torch %s, h5py %s" % (torch.__version__,
+                                                                                       h5py.__version__)
+        self.loss = f.create_dataset("loss", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
+        compression = dict(compression="gzip", compression_opts=gzip_level, shuffle=True) if gzip_level else {}
+        self.sets = []
+        index_of = {}
+        for i, (name, p) in enumerate(self.named):
+            rows, cols = matrix_shape(p.shape)
+            g = f.create_group("params/%d" % i)
+            g.attrs["name"] = name
+            g.attrs["shape"] = np.array(list(p.shape), dtype=np.int64)
+            g.attrs["dtype"] = str(p.dtype).replace("torch.", "")
+            store = {torch.float16: "f2", torch.float64: "f8"}.get(p.dtype, "f4")
+            d = {"rows": rows, "cols": cols, "store": store,
+                 "grad": g.create_dataset("grad", shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=store,
+                                          chunks=(1, rows, cols), **compression)}
+            g.create_dataset("initial", data=self._host(p.detach(), rows, cols, store))
+            if record_values:
+                d["value"] = g.create_dataset("value", shape=(0, rows, cols), maxshape=(None, rows, cols),
+                                              dtype=store, chunks=(1, rows, cols), **compression)
+            self.sets.append(d)
+            index_of[id(p)] = i
+        # Input-activation Grams of nn.Linear weights, accumulated by forward pre-hooks.
+        self.grams = {}
+        self.hooks = []
+        if record_act_gram:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear) and id(module.weight) in index_of:
+                    i = index_of[id(module.weight)]
+                    cols = self.sets[i]["cols"]
+                    self.sets[i]["act_gram"] = self.f["params/%d" % i].create_dataset(
+                        "act_gram", shape=(0, cols, cols), maxshape=(None, cols, cols), dtype="f4",
+                        chunks=(1, cols, cols), **compression)
+                    self.grams[i] = [None, 0]
+                    self.hooks.append(module.register_forward_pre_hook(self._gram_hook(i)))
+        f.flush()
+
+    @staticmethod
+    def _host(t, rows, cols, store):
+        return t.detach().to(torch.float32 if store == "f4" else t.dtype).reshape(rows, cols).cpu().numpy()
+
+    def _gram_hook(self, i):
+        def hook(module, args):
+            with torch.no_grad():
+                x = args[0].detach()
+                x = x.reshape(-1, x.shape[-1]).float()
+                acc = self.grams[i]
+                g = x.T @ x
+                acc[0] = g if acc[0] is None else acc[0] + g
+                acc[1] += x.shape[0]
+        return hook
+
+    @staticmethod
+    def _append(dataset, t, array):
+        dataset.resize(t + 1, axis=0)
+        dataset[t] = array
+
+    def record_step(self, loss):
+        """Appends one step: call after backward, before the optimizer step and zero_grad."""
+        t = self.step
+        for (name, p), d in zip(self.named, self.sets):
+            rows, cols = d["rows"], d["cols"]
+            if p.grad is None:
+                grad = np.zeros((rows, cols), dtype=d["store"])
+            else:
+                grad = self._host(p.grad, rows, cols, d["store"])
+            self._append(d["grad"], t, grad)
+            if self.record_values:
+                self._append(d["value"], t, self._host(p.detach(), rows, cols, d["store"]))
+        for i, acc in self.grams.items():
+            cols = self.sets[i]["cols"]
+            if acc[0] is None:  # the layer did not run this step
+                gram = np.zeros((cols, cols), dtype=np.float32)
+            else:
+                gram = (acc[0] / max(acc[1], 1)).cpu().numpy().astype(np.float32)
+            self._append(self.sets[i]["act_gram"], t, gram)
+            acc[0], acc[1] = None, 0
+        self._append(self.loss, t, float(loss.item() if hasattr(loss, "item") else loss))
+        # Data first, then the count that makes the step visible (docs/replay-format.md).
+        self.f.flush()
+        self.f.attrs["completed_steps"] = np.int64(t + 1)
+        self.f.flush()
+        self.step = t + 1
+
+    def close(self):
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
+        if self.f:
+            self.f.close()
+            self.f = None
+
+
+def demo(path, steps):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    rec = GradientRecorder(path, model, model_description="32-64-10 MLP on random data, seed 0, AdamW 1e-3")
+    x, y = torch.randn(512, 32), torch.randint(0, 10, (512,))
+    for t in range(steps):
+        idx = torch.randint(0, 512, (64,))
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        rec.record_step(loss)
+        opt.step()
+        opt.zero_grad()
+    rec.close()
+    print("recorded %d steps to %s" % (steps, path))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="Record a small PyTorch demo run (see the module docstring).")
+    ap.add_argument("--demo", metavar="OUT.h5", required=True)
+    ap.add_argument("--steps", type=int, default=50)
+    a = ap.parse_args()
+    if torch is None:
+        raise SystemExit("record_torch.py: PyTorch is not installed")
+    demo(a.demo, a.steps)

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Recordings of training runs in HDF5 (library schatten::hdf5; HDF5 never appears here): a
+/// Recorder that a training loop calls once per step over plain float arrays, and a
+/// RecordingReader that validates a file and reads one step of one parameter at a time.
+/// The file format is specified in docs/replay-format.md (schema version 1).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "schatten/core/status.hpp"
+#include "schatten/core/types.hpp"
+
+namespace schatten::io {
+
+/// The recording schema version written by this library; readers refuse larger versions.
+constexpr int kRecordingSchemaVersion = 1;
+
+/// One recorded parameter.
+struct RecordedParam {
+  std::string name;               ///< unique, non-empty (any characters)
+  std::vector<index_t> shape;     ///< the tensor's shape (any rank; stored as a matrix, see flatten)
+  std::string dtype = "float32";  ///< the training dtype, informative ("bfloat16", ...)
+  bool has_initial = false;       ///< the parameter before step 0 is stored
+  bool has_value = false;         ///< the parameter is stored at every step
+  bool has_act_gram = false;      ///< the cols × cols input-activation Gram is stored every step
+  /// Filled by the reader (ignored by the recorder): the stored matrix shape and the on-disk
+  /// element type of `grad` ("float16", "float32", "float64").
+  index_t rows = 0, cols = 0;
+  std::string grad_dtype;
+};
+
+/// What a recording describes: the run and its parameters.
+struct RecordingInfo {
+  std::string model;     ///< free text (architecture, data, batch size, seed)
+  std::string producer;  ///< free text (program and versions)
+  std::vector<RecordedParam> params;
+  /// Filled by the reader: schema version and number of completed (readable) steps.
+  int schema_version = kRecordingSchemaVersion;
+  std::int64_t steps = 0;
+};
+
+/// Rows × cols of the matrix a tensor of `shape` is stored as (rank 0 → 1 × 1, rank 1 → 1 × n,
+/// rank ≥ 2 → shape[0] × product of the rest; optim::flatten). Returns false on a negative
+/// extent or an element count above 2^40 (a corrupt shape).
+bool recorded_matrix_shape(const std::vector<index_t>& shape, index_t& rows, index_t& cols);
+
+/// Options of Recorder::create.
+struct RecorderOptions {
+  /// Deflate level 0 (off, the default) … 9, with the shuffle filter, for every per-step
+  /// dataset. Pays when gradients have structure (zero rows/columns); dense gradients shrink
+  /// only 5–10 % at a cost of several ms per MB written and read.
+  int gzip_level = 0;
+  /// Replace an existing file at the path (default: refuse with invalid_argument).
+  bool overwrite = false;
+};
+
+/// The data of one step, as plain host arrays (row-major float, one entry per parameter in the
+/// order of RecordingInfo::params). Entries for data a parameter does not record must be null;
+/// entries it records must be non-null. `initial` is read only by the first append.
+struct StepData {
+  double loss = 0.0;
+  std::vector<const float*> grads;      ///< rows × cols each, required
+  std::vector<const float*> values;     ///< rows × cols, for has_value parameters
+  std::vector<const float*> act_grams;  ///< cols × cols, for has_act_gram parameters
+  std::vector<const float*> initial;    ///< rows × cols, for has_initial parameters (step 0 only)
+};
+
+/// Appends training steps to a new recording.
+///
+/// create() writes the metadata and empty extendible datasets; each append() writes one step
+/// and flushes twice (data, then the step count), so that if the process dies every completed
+/// step stays readable (docs/replay-format.md, "Crash survival"). Values are stored as given:
+/// NaN/Inf gradients are recorded (they are data). Cost per step: one chunk write per dataset
+/// plus two flushes (the flushes dominate for small models: about 0.1 ms).
+/// Not thread-safe; one Recorder per file. Destruction closes the file (errors ignored).
+class Recorder {
+ public:
+  Recorder();
+  ~Recorder();
+  Recorder(Recorder&&) noexcept;
+  Recorder& operator=(Recorder&&) noexcept;
+  Recorder(const Recorder&) = delete;
+  Recorder& operator=(const Recorder&) = delete;
+
+  /// Creates `path`. Checks first (invalid_argument, no file created): at least one
+  /// parameter, names non-empty and unique, shapes valid, act_gram only on matrices (rank ≥ 2),
+  /// gzip level 0–9, no existing file unless `overwrite`. A failure while writing removes the
+  /// partial file (internal_error). `error` names the problem.
+  Status create(const std::string& path, const RecordingInfo& info, const RecorderOptions& options = {},
+                std::string* error = nullptr);
+
+  /// Writes step `steps()`. Checks every pointer first (invalid_argument, nothing written: one
+  /// entry per parameter in each vector that must be used, non-null exactly where recorded).
+  /// A write failure (disk full) returns internal_error: the step is not counted and the
+  /// recorder refuses further appends; the file keeps every earlier step.
+  Status append(const StepData& step, std::string* error = nullptr);
+
+  /// Completed steps so far.
+  std::int64_t steps() const;
+
+  /// Closes the file (idempotent). internal_error if the final flush fails.
+  Status close(std::string* error = nullptr);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Reads a recording one step and one parameter at a time (memory: one chunk, i.e. one step of
+/// one parameter, inside HDF5, plus the caller's buffer).
+///
+/// open() validates everything the format requires before returning ok — format and schema
+/// version, the step count, every parameter's attributes, the presence, class (float of 2, 4
+/// or 8 bytes), rank and extents of every dataset (≥ completed steps; rows × cols matching the
+/// shape) — and reports the first problem as invalid_argument with a message naming the file,
+/// the dataset and what is wrong. It never aborts on a bad file: missing, truncated, random
+/// bytes, another format, a future schema version, wrong dtypes or shapes all give a message.
+/// Damage inside the chunk data (a corrupt compressed chunk) is found when that step is read:
+/// the read returns invalid_argument and the buffer's contents are unspecified.
+/// Not thread-safe: use one reader from one thread at a time (HDF5 is built without locks).
+class RecordingReader {
+ public:
+  RecordingReader();
+  ~RecordingReader();
+  RecordingReader(RecordingReader&&) noexcept;
+  RecordingReader& operator=(RecordingReader&&) noexcept;
+  RecordingReader(const RecordingReader&) = delete;
+  RecordingReader& operator=(const RecordingReader&) = delete;
+
+  /// Opens and validates `path` (see the class comment); any file already open is closed first.
+  Status open(const std::string& path, std::string* error = nullptr);
+  bool is_open() const;
+  /// The metadata (valid after a successful open).
+  const RecordingInfo& info() const;
+
+  /// Step `step` of parameter `param` into `out` (rows × cols floats, row-major), converting
+  /// float16/float64 to float. invalid_argument for a step outside [0, info().steps), a
+  /// parameter index out of range, a null buffer, or a chunk that cannot be read.
+  Status read_grad(std::int64_t step, std::size_t param, float* out, std::string* error = nullptr) const;
+  /// The stored parameter at step `step` (requires has_value).
+  Status read_value(std::int64_t step, std::size_t param, float* out, std::string* error = nullptr) const;
+  /// The parameter before step 0: `initial` if stored, else value[0]; invalid_argument if neither.
+  Status read_initial(std::size_t param, float* out, std::string* error = nullptr) const;
+  /// The cols × cols activation Gram at step `step` (requires has_act_gram).
+  Status read_act_gram(std::int64_t step, std::size_t param, float* out, std::string* error = nullptr) const;
+  /// The loss of step `step`.
+  Status read_loss(std::int64_t step, double* out, std::string* error = nullptr) const;
+
+  void close();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// The entry point for tools and fuzzers: opens `path` into `reader` (RecordingReader::open).
+Status open_recording(const std::string& path, RecordingReader& reader, std::string* error = nullptr);
+
+/// Opens `path` and reads every completed step of every dataset once (bounded memory: one
+/// step of the largest parameter), so that damaged chunks are found too. On success `info`
+/// (if non-null) receives the metadata. Cost: one pass over the file.
+Status check_recording(const std::string& path, RecordingInfo* info = nullptr, std::string* error = nullptr);
+
+}  // namespace schatten::io

@@ -1,0 +1,544 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// HDF5 recorder and reader of training recordings (include/schatten/io/recording.hpp; the
+/// format is docs/replay-format.md).
+#include "schatten/io/recording.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <utility>
+
+#include "hdf5_util.hpp"
+
+namespace schatten::io {
+namespace {
+
+using h5::Handle;
+
+constexpr const char* kFormat = "schatten-recording";
+constexpr index_t kMaxElements = index_t(1) << 40;
+// HDF5 chunks are limited to 4 GiB; one step of one parameter is one chunk.
+constexpr index_t kMaxChunkFloats = (index_t(1) << 30) - 1;
+
+struct BlockDims {
+  index_t rows = 0, cols = 0;
+};
+
+Status fail(std::string* error, const std::string& msg, Status s = Status::invalid_argument) {
+  if (error) *error = msg;
+  return s;
+}
+
+/// The floating-point element type of a dataset as a name, or "" when it is not a 2/4/8-byte
+/// float.
+std::string float_type_name(hid_t set) {
+  Handle type(H5Dget_type(set), H5Tclose);
+  if (!type.ok() || H5Tget_class(type.get()) != H5T_FLOAT) return "";
+  switch (H5Tget_size(type.get())) {
+    case 2:
+      return "float16";
+    case 4:
+      return "float32";
+    case 8:
+      return "float64";
+    default:
+      return "";
+  }
+}
+
+std::string describe_type(hid_t set) {
+  Handle type(H5Dget_type(set), H5Tclose);
+  if (!type.ok()) return "an unreadable type";
+  const char* cls = "a non-float";
+  switch (H5Tget_class(type.get())) {
+    case H5T_INTEGER:
+      cls = "integer";
+      break;
+    case H5T_FLOAT:
+      cls = "float";
+      break;
+    case H5T_STRING:
+      cls = "string";
+      break;
+    default:
+      break;
+  }
+  return std::string(cls) + " of " + std::to_string(H5Tget_size(type.get())) + " bytes";
+}
+
+std::string dims_string(const std::vector<hsize_t>& d) {
+  std::string s = "(";
+  for (std::size_t k = 0; k < d.size(); ++k)
+    s += (k ? ", " : "") + std::to_string(d[k]);
+  return s + ")";
+}
+
+}  // namespace
+
+bool recorded_matrix_shape(const std::vector<index_t>& shape, index_t& rows, index_t& cols) {
+  index_t r = 1, c = 1;
+  for (std::size_t k = 0; k < shape.size(); ++k) {
+    const index_t d = shape[k];
+    if (d < 0 || (d > 0 && (k == 0 ? r : c) > kMaxElements / d)) return false;
+    if (k == 0 && shape.size() >= 2)
+      r = d;
+    else
+      c *= d;
+  }
+  if (r > 0 && c > kMaxElements / r) return false;
+  rows = r;
+  cols = c;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recorder
+
+struct Recorder::Impl {
+  std::string path;
+  RecordingInfo info;
+  Handle file;
+  Handle loss;
+  std::vector<Handle> grad, value, gram;
+  std::vector<BlockDims> dims;
+  std::int64_t steps = 0;
+  bool failed = false;
+};
+
+Recorder::Recorder() = default;
+Recorder::~Recorder() {
+  if (impl_) close(nullptr);
+}
+Recorder::Recorder(Recorder&&) noexcept = default;
+Recorder& Recorder::operator=(Recorder&&) noexcept = default;
+
+std::int64_t Recorder::steps() const { return impl_ ? impl_->steps : 0; }
+
+Status Recorder::create(const std::string& path, const RecordingInfo& info, const RecorderOptions& options,
+                        std::string* error) {
+  if (impl_) return fail(error, "this Recorder already has a file open ('" + impl_->path + "')");
+  if (path.empty()) return fail(error, "empty recording path");
+  if (info.params.empty()) return fail(error, "a recording needs at least one parameter");
+  if (options.gzip_level < 0 || options.gzip_level > 9)
+    return fail(error, "gzip_level " + std::to_string(options.gzip_level) + " is not in 0..9");
+  std::set<std::string> names;
+  std::vector<BlockDims> dims;
+  for (const RecordedParam& p : info.params) {
+    if (p.name.empty()) return fail(error, "a parameter has an empty name");
+    if (!names.insert(p.name).second) return fail(error, "parameter name '" + p.name + "' appears twice");
+    BlockDims d;
+    if (!recorded_matrix_shape(p.shape, d.rows, d.cols))
+      return fail(error, "parameter '" + p.name + "' has a negative or too large extent");
+    if (d.rows * d.cols == 0) return fail(error, "parameter '" + p.name + "' has no elements");
+    if (d.rows * d.cols > kMaxChunkFloats || (p.has_act_gram && d.cols * d.cols > kMaxChunkFloats))
+      return fail(error, "parameter '" + p.name + "' is too large for one HDF5 chunk (4 GiB)");
+    if (p.has_act_gram && p.shape.size() < 2)
+      return fail(error, "parameter '" + p.name + "' is not a matrix: it has no input-activation Gram");
+    dims.push_back(d);
+  }
+  std::error_code ec;
+  if (!options.overwrite && std::filesystem::exists(path, ec))
+    return fail(error, "'" + path + "' exists (set RecorderOptions::overwrite to replace it)");
+
+  h5::QuietErrors quiet;
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  impl->info = info;
+  impl->dims = dims;
+  impl->file = Handle(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+  if (!impl->file.ok())
+    return fail(error, "cannot create '" + path + "' (directory missing or not writable?)");
+  const hid_t f = impl->file.get();
+  const int version = kRecordingSchemaVersion;
+  const std::int64_t zero = 0, nparams = std::int64_t(info.params.size());
+  bool ok = h5::write_string_attr(f, "format", kFormat) &&
+            h5::write_attr(f, "schema_version", H5T_NATIVE_INT32, &version) &&
+            h5::write_attr(f, "completed_steps", H5T_NATIVE_INT64, &zero) &&
+            h5::write_attr(f, "num_params", H5T_NATIVE_INT64, &nparams) &&
+            h5::write_string_attr(f, "model", info.model) &&
+            h5::write_string_attr(f, "producer", info.producer);
+  if (ok) {
+    impl->loss = Handle(h5::create_extendible(f, "loss", H5T_IEEE_F64LE, {}, 0, 1024), H5Dclose);
+    ok = impl->loss.ok();
+  }
+  Handle params(ok ? H5Gcreate2(f, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1, H5Gclose);
+  ok = ok && params.ok();
+  for (std::size_t i = 0; ok && i < info.params.size(); ++i) {
+    const RecordedParam& p = info.params[i];
+    Handle g(H5Gcreate2(params.get(), std::to_string(i).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+             H5Gclose);
+    std::vector<std::int64_t> shape(p.shape.begin(), p.shape.end());
+    ok = g.ok() && h5::write_string_attr(g.get(), "name", p.name) &&
+         h5::write_attr(g.get(), "shape", H5T_NATIVE_INT64, shape.data(), shape.size()) &&
+         h5::write_string_attr(g.get(), "dtype", p.dtype);
+    const hsize_t r = hsize_t(dims[i].rows), c = hsize_t(dims[i].cols);
+    auto make = [&](const char* name, std::vector<hsize_t> inner) {
+      return Handle(h5::create_extendible(g.get(), name, H5T_IEEE_F32LE, inner, options.gzip_level),
+                    H5Dclose);
+    };
+    impl->grad.push_back(ok ? make("grad", {r, c}) : Handle());
+    impl->value.push_back(ok && p.has_value ? make("value", {r, c}) : Handle());
+    impl->gram.push_back(ok && p.has_act_gram ? make("act_gram", {c, c}) : Handle());
+    ok = ok && impl->grad.back().ok() && (!p.has_value || impl->value.back().ok()) &&
+         (!p.has_act_gram || impl->gram.back().ok());
+  }
+  params.reset();
+  if (!ok || H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) {
+    impl.reset();  // closes every handle before the file is removed
+    std::remove(path.c_str());
+    return fail(error, "cannot write the metadata of '" + path + "'", Status::internal_error);
+  }
+  impl_ = std::move(impl);
+  return Status::ok;
+}
+
+Status Recorder::append(const StepData& step, std::string* error) {
+  if (!impl_) return fail(error, "append() before a successful create()");
+  if (impl_->failed)
+    return fail(error, "an earlier write to '" + impl_->path + "' failed; the recorder is closed");
+  const auto& ps = impl_->info.params;
+  const std::size_t n = ps.size();
+  // Every pointer is checked before anything is written.
+  auto check = [&](const std::vector<const float*>& v, const char* what, bool (*wanted)(const RecordedParam&),
+                   std::string& msg) {
+    bool any = false;
+    for (const auto& p : ps)
+      any = any || wanted(p);
+    if (!any && v.empty()) return true;
+    if (v.size() != n) {
+      msg = std::string("StepData::") + what + " has " + std::to_string(v.size()) + " entries; " +
+            std::to_string(n) + " parameters";
+      return false;
+    }
+    for (std::size_t i = 0; i < n; ++i)
+      if ((v[i] != nullptr) != wanted(ps[i])) {
+        msg = std::string("StepData::") + what + "[" + std::to_string(i) + "] ('" + ps[i].name +
+              "') must be " + (wanted(ps[i]) ? "non-null" : "null");
+        return false;
+      }
+    return true;
+  };
+  std::string msg;
+  if (!check(
+          step.grads, "grads", [](const RecordedParam&) { return true; }, msg) ||
+      !check(
+          step.values, "values", [](const RecordedParam& p) { return p.has_value; }, msg) ||
+      !check(
+          step.act_grams, "act_grams", [](const RecordedParam& p) { return p.has_act_gram; }, msg) ||
+      (impl_->steps == 0 &&
+       !check(
+           step.initial, "initial", [](const RecordedParam& p) { return p.has_initial; }, msg)))
+    return fail(error, msg);
+
+  h5::QuietErrors quiet;
+  const hsize_t t = hsize_t(impl_->steps);
+  bool ok = true;
+  for (std::size_t i = 0; ok && i < n; ++i) {
+    if (impl_->steps == 0 && ps[i].has_initial) {
+      const std::string name = "params/" + std::to_string(i) + "/initial";
+      const hsize_t d[2] = {hsize_t(impl_->dims[i].rows), hsize_t(impl_->dims[i].cols)};
+      Handle space(H5Screate_simple(2, d, nullptr), H5Sclose);
+      Handle set(H5Dcreate2(impl_->file.get(), name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
+                            H5P_DEFAULT, H5P_DEFAULT),
+                 H5Dclose);
+      ok = set.ok() &&
+           H5Dwrite(set.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, step.initial[i]) >= 0;
+    }
+    ok = ok && h5::append_step(impl_->grad[i].get(), t, H5T_NATIVE_FLOAT, step.grads[i]);
+    if (ps[i].has_value)
+      ok = ok && h5::append_step(impl_->value[i].get(), t, H5T_NATIVE_FLOAT, step.values[i]);
+    if (ps[i].has_act_gram)
+      ok = ok && h5::append_step(impl_->gram[i].get(), t, H5T_NATIVE_FLOAT, step.act_grams[i]);
+  }
+  ok = ok && h5::append_step(impl_->loss.get(), t, H5T_NATIVE_DOUBLE, &step.loss);
+  // The data of step t reaches the OS before the count that makes it visible (crash survival).
+  ok = ok && H5Fflush(impl_->file.get(), H5F_SCOPE_GLOBAL) >= 0;
+  const std::int64_t completed = impl_->steps + 1;
+  ok = ok && h5::update_attr(impl_->file.get(), "completed_steps", H5T_NATIVE_INT64, &completed);
+  ok = ok && H5Fflush(impl_->file.get(), H5F_SCOPE_GLOBAL) >= 0;
+  if (!ok) {
+    impl_->failed = true;
+    return fail(error, "cannot write step " + std::to_string(t) + " to '" + impl_->path + "' (disk full?)",
+                Status::internal_error);
+  }
+  impl_->steps = completed;
+  return Status::ok;
+}
+
+Status Recorder::close(std::string* error) {
+  if (!impl_) return Status::ok;
+  h5::QuietErrors quiet;
+  const std::string path = impl_->path;
+  impl_->loss.reset();
+  for (auto* v : {&impl_->grad, &impl_->value, &impl_->gram})
+    for (Handle& h : *v)
+      h.reset();
+  const bool ok = impl_->file.reset();
+  impl_.reset();
+  return ok ? Status::ok : fail(error, "closing '" + path + "' failed", Status::internal_error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader
+
+struct RecordingReader::Impl {
+  std::string path;
+  RecordingInfo info;
+  Handle file;
+  Handle loss;
+  std::vector<Handle> grad, initial, value, gram;
+};
+
+RecordingReader::RecordingReader() = default;
+RecordingReader::~RecordingReader() = default;
+RecordingReader::RecordingReader(RecordingReader&&) noexcept = default;
+RecordingReader& RecordingReader::operator=(RecordingReader&&) noexcept = default;
+
+bool RecordingReader::is_open() const { return impl_ != nullptr; }
+const RecordingInfo& RecordingReader::info() const {
+  static const RecordingInfo empty;
+  return impl_ ? impl_->info : empty;
+}
+void RecordingReader::close() {
+  h5::QuietErrors quiet;
+  impl_.reset();
+}
+
+namespace {
+/// Opens dataset `name` under `loc` and checks it: a float of 2/4/8 bytes, of the given rank;
+/// extent 0 ≥ steps when `per_step`, the other extents equal to `inner`. Sets `msg` (naming
+/// `where`) and returns an invalid handle on any mismatch.
+Handle open_checked(hid_t loc, const char* name, const std::string& where, bool per_step, std::int64_t steps,
+                    const std::vector<hsize_t>& inner, std::string& msg) {
+  Handle set(H5Dopen2(loc, name, H5P_DEFAULT), H5Dclose);
+  if (!set.ok()) {
+    msg = where + " cannot be opened (damaged file?)";
+    return Handle();
+  }
+  if (float_type_name(set.get()).empty()) {
+    msg = where + " has type " + describe_type(set.get()) + "; expected IEEE float16, float32 or float64";
+    return Handle();
+  }
+  Handle space(H5Dget_space(set.get()), H5Sclose);
+  const int rank = space.ok() ? H5Sget_simple_extent_ndims(space.get()) : -1;
+  const int want = int(inner.size()) + (per_step ? 1 : 0);
+  std::vector<hsize_t> d(rank > 0 && rank <= 8 ? std::size_t(rank) : 0);
+  if (!d.empty()) H5Sget_simple_extent_dims(space.get(), d.data(), nullptr);
+  std::vector<hsize_t> expect;
+  if (per_step) expect.push_back(hsize_t(steps));
+  expect.insert(expect.end(), inner.begin(), inner.end());
+  bool good = rank == want;
+  for (int k = 0; good && k < want; ++k)
+    good = (per_step && k == 0) ? d[0] >= hsize_t(steps) : d[std::size_t(k)] == expect[std::size_t(k)];
+  if (!good) {
+    msg =
+        where + " has shape " + (rank < 0 ? std::string("(unreadable)") : dims_string(d)) + "; expected " +
+        (per_step ? "(≥" + std::to_string(steps) + dims_string(inner).replace(0, 1, inner.empty() ? "" : ", ")
+                  : dims_string(inner));
+    return Handle();
+  }
+  return set;
+}
+}  // namespace
+
+Status RecordingReader::open(const std::string& path, std::string* error) {
+  close();
+  h5::QuietErrors quiet;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    return fail(error, "'" + path + "' does not exist or is not a file");
+  const std::string file_msg = "'" + path + "': ";
+#if H5_VERSION_GE(1, 12, 0)
+  if (H5Fis_accessible(path.c_str(), H5P_DEFAULT) <= 0)
+#else
+  if (H5Fis_hdf5(path.c_str()) <= 0)
+#endif
+    return fail(error, file_msg + "not an HDF5 file (random bytes or a damaged header)");
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  impl->file = Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!impl->file.ok()) return fail(error, file_msg + "HDF5 cannot open it (truncated or corrupt file)");
+  const hid_t f = impl->file.get();
+  RecordingInfo& info = impl->info;
+
+  std::string format;
+  if (!h5::read_string_attr(f, "format", format) || format != kFormat)
+    return fail(error, file_msg + "not a schatten recording (root attribute 'format' is missing or not '" +
+                           std::string(kFormat) + "')");
+  std::int64_t version = 0, steps = 0, nparams = 0;
+  if (!h5::read_int_attr(f, "schema_version", version))
+    return fail(error, file_msg + "root attribute 'schema_version' is missing or not an integer");
+  if (version > kRecordingSchemaVersion)
+    return fail(error, file_msg + "schema version " + std::to_string(version) +
+                           " is newer than this library reads (" + std::to_string(kRecordingSchemaVersion) +
+                           "): update schatten");
+  if (version < 1) return fail(error, file_msg + "invalid schema version " + std::to_string(version));
+  info.schema_version = int(version);
+  if (!h5::read_int_attr(f, "completed_steps", steps) || steps < 0)
+    return fail(error, file_msg + "root attribute 'completed_steps' is missing, not an integer or negative");
+  if (!h5::read_int_attr(f, "num_params", nparams) || nparams < 1 || nparams > 1000000)
+    return fail(error, file_msg + "root attribute 'num_params' is missing or not in 1..1000000");
+  info.steps = steps;
+  h5::read_string_attr(f, "model", info.model);  // free text; absent is fine
+  h5::read_string_attr(f, "producer", info.producer);
+
+  std::string msg;
+  if (!h5::exists(f, "loss")) return fail(error, file_msg + "dataset /loss is missing");
+  impl->loss = open_checked(f, "loss", "/loss", true, steps, {}, msg);
+  if (!impl->loss.ok()) return fail(error, file_msg + msg);
+  if (!h5::exists(f, "params")) return fail(error, file_msg + "group /params is missing");
+  Handle params(H5Gopen2(f, "params", H5P_DEFAULT), H5Gclose);
+  if (!params.ok()) return fail(error, file_msg + "group /params cannot be opened");
+  std::set<std::string> names;
+  for (std::int64_t i = 0; i < nparams; ++i) {
+    const std::string key = std::to_string(i), where = "/params/" + key;
+    if (!h5::exists(params.get(), key.c_str()))
+      return fail(
+          error, file_msg + "group " + where + " is missing (num_params is " + std::to_string(nparams) + ")");
+    Handle g(H5Gopen2(params.get(), key.c_str(), H5P_DEFAULT), H5Gclose);
+    if (!g.ok()) return fail(error, file_msg + where + " is not a group");
+    RecordedParam p;
+    std::vector<std::int64_t> shape;
+    if (!h5::read_string_attr(g.get(), "name", p.name) || p.name.empty())
+      return fail(error, file_msg + where + ": attribute 'name' is missing, empty or not a string");
+    if (!names.insert(p.name).second)
+      return fail(error, file_msg + "parameter name '" + p.name + "' appears twice");
+    if (!h5::read_int_array_attr(g.get(), "shape", shape))
+      return fail(error, file_msg + where + " ('" + p.name +
+                             "'): attribute 'shape' is missing or not an integer array");
+    p.shape.assign(shape.begin(), shape.end());
+    if (!recorded_matrix_shape(p.shape, p.rows, p.cols) || p.rows * p.cols == 0)
+      return fail(error, file_msg + where + " ('" + p.name +
+                             "'): attribute 'shape' has a negative, zero or huge extent");
+    if (!h5::read_string_attr(g.get(), "dtype", p.dtype)) p.dtype = "";  // informative only
+    const std::string pw = where + " ('" + p.name + "')";
+    const hsize_t r = hsize_t(p.rows), c = hsize_t(p.cols);
+    if (!h5::exists(g.get(), "grad")) return fail(error, file_msg + "dataset " + pw + "/grad is missing");
+    Handle grad = open_checked(g.get(), "grad", "dataset " + pw + "/grad", true, steps, {r, c}, msg);
+    if (!grad.ok()) return fail(error, file_msg + msg);
+    p.grad_dtype = float_type_name(grad.get());
+    Handle initial, value, gram;
+    if ((p.has_initial = h5::exists(g.get(), "initial"))) {
+      initial = open_checked(g.get(), "initial", "dataset " + pw + "/initial", false, steps, {r, c}, msg);
+      if (!initial.ok()) return fail(error, file_msg + msg);
+    }
+    if ((p.has_value = h5::exists(g.get(), "value"))) {
+      value = open_checked(g.get(), "value", "dataset " + pw + "/value", true, steps, {r, c}, msg);
+      if (!value.ok()) return fail(error, file_msg + msg);
+    }
+    if ((p.has_act_gram = h5::exists(g.get(), "act_gram"))) {
+      gram = open_checked(g.get(), "act_gram", "dataset " + pw + "/act_gram", true, steps, {c, c}, msg);
+      if (!gram.ok()) return fail(error, file_msg + msg);
+    }
+    impl->grad.push_back(std::move(grad));
+    impl->initial.push_back(std::move(initial));
+    impl->value.push_back(std::move(value));
+    impl->gram.push_back(std::move(gram));
+    info.params.push_back(std::move(p));
+  }
+  impl_ = std::move(impl);
+  return Status::ok;
+}
+
+namespace {
+Status read_from(const std::string& path, const RecordingInfo& info, hid_t set, const char* what,
+                 std::int64_t step, std::size_t param, float* out, std::string* error) {
+  const std::string where = "'" + path + "': ";
+  if (param >= info.params.size())
+    return fail(error, where + "parameter index " + std::to_string(param) + " out of range (" +
+                           std::to_string(info.params.size()) + " parameters)");
+  if (step < 0 || step >= info.steps)
+    return fail(error, where + "step " + std::to_string(step) + " out of range (" +
+                           std::to_string(info.steps) + " completed steps)");
+  if (!out) return fail(error, "null output buffer");
+  if (set < 0) return fail(error, where + "parameter '" + info.params[param].name + "' has no " + what);
+  h5::QuietErrors quiet;
+  if (!h5::read_step(set, hsize_t(step), H5T_NATIVE_FLOAT, out))
+    return fail(error, where + "cannot read step " + std::to_string(step) + " of '" +
+                           info.params[param].name + "'/" + what + " (damaged chunk?)");
+  return Status::ok;
+}
+}  // namespace
+
+Status RecordingReader::read_grad(std::int64_t step, std::size_t param, float* out,
+                                  std::string* error) const {
+  if (!impl_) return fail(error, "read before a successful open()");
+  return read_from(impl_->path, impl_->info,
+                   param < impl_->grad.size() ? impl_->grad[param].get() : hid_t(-1), "grad", step, param,
+                   out, error);
+}
+Status RecordingReader::read_value(std::int64_t step, std::size_t param, float* out,
+                                   std::string* error) const {
+  if (!impl_) return fail(error, "read before a successful open()");
+  return read_from(impl_->path, impl_->info,
+                   param < impl_->value.size() ? impl_->value[param].get() : hid_t(-1), "value", step, param,
+                   out, error);
+}
+Status RecordingReader::read_act_gram(std::int64_t step, std::size_t param, float* out,
+                                      std::string* error) const {
+  if (!impl_) return fail(error, "read before a successful open()");
+  return read_from(impl_->path, impl_->info,
+                   param < impl_->gram.size() ? impl_->gram[param].get() : hid_t(-1), "act_gram", step, param,
+                   out, error);
+}
+Status RecordingReader::read_initial(std::size_t param, float* out, std::string* error) const {
+  if (!impl_) return fail(error, "read before a successful open()");
+  const std::string where = "'" + impl_->path + "': ";
+  if (param >= impl_->info.params.size()) return fail(error, where + "parameter index out of range");
+  if (!out) return fail(error, "null output buffer");
+  if (impl_->initial[param].ok()) {
+    h5::QuietErrors quiet;
+    if (H5Dread(impl_->initial[param].get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+      return fail(error, where + "cannot read the initial value of '" + impl_->info.params[param].name + "'");
+    return Status::ok;
+  }
+  if (impl_->value[param].ok() && impl_->info.steps > 0) return read_value(0, param, out, error);
+  return fail(error, where + "parameter '" + impl_->info.params[param].name +
+                         "' has neither an initial value nor recorded values");
+}
+Status RecordingReader::read_loss(std::int64_t step, double* out, std::string* error) const {
+  if (!impl_) return fail(error, "read before a successful open()");
+  if (step < 0 || step >= impl_->info.steps)
+    return fail(error, "loss step " + std::to_string(step) + " out of range");
+  if (!out) return fail(error, "null output buffer");
+  h5::QuietErrors quiet;
+  if (!h5::read_step(impl_->loss.get(), hsize_t(step), H5T_NATIVE_DOUBLE, out))
+    return fail(error, "'" + impl_->path + "': cannot read /loss at step " + std::to_string(step));
+  return Status::ok;
+}
+
+Status open_recording(const std::string& path, RecordingReader& reader, std::string* error) {
+  return reader.open(path, error);
+}
+
+Status check_recording(const std::string& path, RecordingInfo* info, std::string* error) {
+  RecordingReader r;
+  if (Status s = r.open(path, error); s != Status::ok) return s;
+  const RecordingInfo& in = r.info();
+  std::size_t largest = 1;
+  for (const auto& p : in.params)
+    largest =
+        std::max({largest, std::size_t(p.rows * p.cols), p.has_act_gram ? std::size_t(p.cols * p.cols) : 0});
+  std::vector<float> buf(largest);
+  for (std::size_t i = 0; i < in.params.size(); ++i) {
+    if (in.params[i].has_initial)
+      if (Status s = r.read_initial(i, buf.data(), error); s != Status::ok) return s;
+    for (std::int64_t t = 0; t < in.steps; ++t) {
+      if (Status s = r.read_grad(t, i, buf.data(), error); s != Status::ok) return s;
+      if (in.params[i].has_value)
+        if (Status s = r.read_value(t, i, buf.data(), error); s != Status::ok) return s;
+      if (in.params[i].has_act_gram)
+        if (Status s = r.read_act_gram(t, i, buf.data(), error); s != Status::ok) return s;
+    }
+  }
+  for (std::int64_t t = 0; t < in.steps; ++t) {
+    double l = 0;
+    if (Status s = r.read_loss(t, &l, error); s != Status::ok) return s;
+  }
+  if (info) *info = in;
+  return Status::ok;
+}
+
+}  // namespace schatten::io

@@ -1,0 +1,485 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Recordings (docs/replay-format.md): C++ round trip, C++ ↔ h5py in both directions, crash
+/// survival of completed steps, and a clear error for every kind of bad file.
+#include <doctest/doctest.h>
+#include <hdf5.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+#include "schatten/io/recording.hpp"
+#include "support/seed.hpp"
+
+using namespace schatten;
+using namespace schatten::io;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A fresh path in the temporary directory (removed first).
+std::string temp_path(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("schatten_rec_" + std::to_string(::getpid()) + "_" + name);
+  std::error_code ec;
+  fs::remove(p, ec);
+  return p.string();
+}
+
+/// A model of four parameters covering every rank and every optional dataset.
+RecordingInfo test_info() {
+  RecordingInfo info;
+  info.model = "test model";
+  info.producer = "tests/io/test_recording.cpp";
+  auto param = [](std::string name, std::vector<index_t> shape) {
+    RecordedParam p;
+    p.name = std::move(name);
+    p.shape = std::move(shape);
+    return p;
+  };
+  RecordedParam w = param("layer.0.weight", {6, 5});
+  w.has_initial = w.has_value = w.has_act_gram = true;
+  RecordedParam b = param("layer.0.bias", {6});
+  b.has_initial = true;
+  b.dtype = "bfloat16";
+  RecordedParam conv = param("conv/weight", {3, 2, 2, 2});  // '/' in a name is fine: names are attributes
+  conv.has_value = true;
+  RecordedParam s = param("gain", {});
+  info.params = {w, b, conv, s};
+  return info;
+}
+
+/// Deterministic random data of one step: grads, values, grams, initial, per parameter.
+struct StepArrays {
+  std::vector<std::vector<float>> grad, value, gram, initial;
+  double loss = 0;
+  StepData view(const RecordingInfo& info) const {
+    StepData d;
+    d.loss = loss;
+    for (std::size_t i = 0; i < info.params.size(); ++i) {
+      const auto& p = info.params[i];
+      d.grads.push_back(grad[i].data());
+      d.values.push_back(p.has_value ? value[i].data() : nullptr);
+      d.act_grams.push_back(p.has_act_gram ? gram[i].data() : nullptr);
+      d.initial.push_back(p.has_initial ? initial[i].data() : nullptr);
+    }
+    return d;
+  }
+};
+
+StepArrays make_step(const RecordingInfo& info, int t) {
+  Rng rng(test::case_seed("recording", std::uint64_t(t)));
+  StepArrays s;
+  for (const auto& p : info.params) {
+    index_t r = 0, c = 0;
+    REQUIRE(recorded_matrix_shape(p.shape, r, c));
+    auto fill = [&](std::size_t n) {
+      std::vector<float> v(n);
+      for (float& x : v)
+        x = float(rng.normal());
+      return v;
+    };
+    s.grad.push_back(fill(std::size_t(r * c)));
+    s.value.push_back(fill(std::size_t(r * c)));
+    s.gram.push_back(fill(std::size_t(c * c)));
+    s.initial.push_back(fill(std::size_t(r * c)));
+  }
+  s.loss = 2.0 / (t + 1);
+  return s;
+}
+
+void write_recording(const std::string& path, int steps, int gzip = 0) {
+  const RecordingInfo info = test_info();
+  Recorder rec;
+  std::string err;
+  RecorderOptions o;
+  o.gzip_level = gzip;
+  REQUIRE_MESSAGE(rec.create(path, info, o, &err) == Status::ok, err);
+  for (int t = 0; t < steps; ++t) {
+    const StepArrays s = make_step(info, t);
+    REQUIRE_MESSAGE(rec.append(s.view(info), &err) == Status::ok, err);
+  }
+  REQUIRE(rec.steps() == steps);
+  REQUIRE(rec.close(&err) == Status::ok);
+}
+
+/// Every stored value of the first `steps` steps equals what make_step() produced.
+void check_contents(const RecordingReader& r, int steps) {
+  const RecordingInfo info = test_info();
+  std::string err;
+  for (int t = 0; t < steps; ++t) {
+    const StepArrays s = make_step(info, t);
+    double loss = 0;
+    REQUIRE(r.read_loss(t, &loss, &err) == Status::ok);
+    CHECK(loss == s.loss);
+    for (std::size_t i = 0; i < info.params.size(); ++i) {
+      const auto& p = r.info().params[i];
+      std::vector<float> buf(std::size_t(std::max(p.rows * p.cols, p.cols * p.cols)));
+      REQUIRE_MESSAGE(r.read_grad(t, i, buf.data(), &err) == Status::ok, err);
+      CHECK(std::equal(s.grad[i].begin(), s.grad[i].end(), buf.begin()));
+      if (p.has_value) {
+        REQUIRE(r.read_value(t, i, buf.data(), &err) == Status::ok);
+        CHECK(std::equal(s.value[i].begin(), s.value[i].end(), buf.begin()));
+      }
+      if (p.has_act_gram) {
+        REQUIRE(r.read_act_gram(t, i, buf.data(), &err) == Status::ok);
+        CHECK(std::equal(s.gram[i].begin(), s.gram[i].end(), buf.begin()));
+      }
+      if (t == 0 && p.has_initial) {
+        REQUIRE(r.read_initial(i, buf.data(), &err) == Status::ok);
+        CHECK(std::equal(s.initial[i].begin(), s.initial[i].end(), buf.begin()));
+      }
+    }
+  }
+}
+
+std::string python() { return SCHATTEN_TEST_PYTHON; }
+std::string script() { return std::string(SCHATTEN_TEST_SOURCE_DIR) + "/io/h5py_recording.py"; }
+
+/// Opening `path` fails with invalid_argument and a message containing `expected`.
+void check_refused(const std::string& path, const std::string& expected) {
+  RecordingReader r;
+  std::string err;
+  CHECK(r.open(path, &err) == Status::invalid_argument);
+  CHECK_FALSE(r.is_open());
+  INFO("message: " << err);
+  CHECK(err.find(expected) != std::string::npos);
+}
+
+/// Runs `edit` on the recording opened read-write with HDF5 directly.
+template <class F>
+void edit_file(const std::string& path, F edit) {
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  REQUIRE(f >= 0);
+  edit(f);
+  REQUIRE(H5Fclose(f) >= 0);
+}
+
+/// Replaces dataset `name` with one of the given type and dims (zeros).
+void replace_dataset(hid_t f, const char* name, hid_t type, std::vector<hsize_t> dims) {
+  REQUIRE(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
+  const hid_t space = H5Screate_simple(int(dims.size()), dims.data(), nullptr);
+  const hid_t set = H5Dcreate2(f, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  REQUIRE(set >= 0);
+  H5Dclose(set);
+  H5Sclose(space);
+}
+
+}  // namespace
+
+TEST_SUITE("io.recording") {
+  TEST_CASE("recording: C++ writer and C++ reader agree bit for bit with and without gzip") {
+    for (int gzip : {0, 4}) {
+      CAPTURE(gzip);
+      const std::string path = temp_path("roundtrip.h5");
+      write_recording(path, 5, gzip);
+      RecordingReader r;
+      std::string err;
+      REQUIRE_MESSAGE(open_recording(path, r, &err) == Status::ok, err);
+      const RecordingInfo& info = r.info();
+      CHECK(info.steps == 5);
+      CHECK(info.schema_version == kRecordingSchemaVersion);
+      CHECK(info.model == "test model");
+      REQUIRE(info.params.size() == 4);
+      CHECK(info.params[0].name == "layer.0.weight");
+      CHECK(info.params[1].dtype == "bfloat16");
+      CHECK(info.params[2].name == "conv/weight");
+      CHECK(info.params[2].rows == 3);
+      CHECK(info.params[2].cols == 8);
+      CHECK(info.params[3].shape.empty());
+      CHECK(info.params[3].rows * info.params[3].cols == 1);
+      CHECK(info.params[0].has_act_gram);
+      CHECK_FALSE(info.params[1].has_value);
+      CHECK(info.params[0].grad_dtype == "float32");
+      check_contents(r, 5);
+      // Out-of-range and absent data are errors with a message, not crashes.
+      std::vector<float> buf(64);
+      CHECK(r.read_grad(5, 0, buf.data(), &err) == Status::invalid_argument);
+      CHECK(err.find("step 5 out of range") != std::string::npos);
+      CHECK(r.read_grad(0, 4, buf.data(), &err) == Status::invalid_argument);
+      CHECK(r.read_value(0, 1, buf.data(), &err) == Status::invalid_argument);
+      CHECK(err.find("has no value") != std::string::npos);
+      CHECK(r.read_initial(3, buf.data(), &err) == Status::invalid_argument);
+      CHECK(r.read_grad(0, 0, nullptr, &err) == Status::invalid_argument);
+      CHECK(check_recording(path, nullptr, &err) == Status::ok);
+      fs::remove(path);
+    }
+  }
+
+  TEST_CASE("recording: the recorder refuses bad metadata and bad steps without writing") {
+    const std::string path = temp_path("refused.h5");
+    std::string err;
+    {
+      RecordingInfo info = test_info();
+      info.params[1].name = info.params[0].name;
+      Recorder rec;
+      CHECK(rec.create(path, info, {}, &err) == Status::invalid_argument);
+      CHECK(err.find("appears twice") != std::string::npos);
+      CHECK_FALSE(fs::exists(path));
+    }
+    {
+      RecordingInfo info = test_info();
+      info.params[1].has_act_gram = true;  // a vector has no input-activation Gram
+      Recorder rec;
+      CHECK(rec.create(path, info, {}, &err) == Status::invalid_argument);
+      CHECK(err.find("not a matrix") != std::string::npos);
+      info = test_info();
+      info.params[0].shape = {4, -1};
+      CHECK(rec.create(path, info, {}, &err) == Status::invalid_argument);
+      CHECK(rec.create(path, RecordingInfo{}, {}, &err) == Status::invalid_argument);
+      RecorderOptions o;
+      o.gzip_level = 10;
+      CHECK(rec.create(path, test_info(), o, &err) == Status::invalid_argument);
+      CHECK_FALSE(fs::exists(path));
+    }
+    {
+      const RecordingInfo info = test_info();
+      Recorder rec;
+      REQUIRE(rec.create(path, info, {}, &err) == Status::ok);
+      StepArrays s = make_step(info, 0);
+      StepData d = s.view(info);
+      d.grads[2] = nullptr;
+      CHECK(rec.append(d, &err) == Status::invalid_argument);
+      CHECK(err.find("grads[2]") != std::string::npos);
+      d = s.view(info);
+      d.act_grams[1] = s.gram[1].data();  // the bias records no Gram
+      CHECK(rec.append(d, &err) == Status::invalid_argument);
+      d = s.view(info);
+      d.values.pop_back();
+      CHECK(rec.append(d, &err) == Status::invalid_argument);
+      CHECK(rec.steps() == 0);
+      REQUIRE(rec.append(s.view(info), &err) == Status::ok);
+      REQUIRE(rec.close(&err) == Status::ok);
+      Recorder again;  // an existing file is not replaced unless asked
+      CHECK(again.create(path, info, {}, &err) == Status::invalid_argument);
+      CHECK(err.find("exists") != std::string::npos);
+      RecordingReader r;
+      REQUIRE(r.open(path, &err) == Status::ok);
+      CHECK(r.info().steps == 1);
+      check_contents(r, 1);
+    }
+    fs::remove(path);
+  }
+
+  TEST_CASE("recording: every completed step is readable after the writer dies without closing") {
+    const std::string path = temp_path("crash.h5");
+    const int steps = 3;
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {  // the "training process": writes, then dies without closing anything
+      const RecordingInfo info = test_info();
+      Recorder rec;
+      if (rec.create(path, info) != Status::ok) ::_exit(2);
+      for (int t = 0; t < steps; ++t)
+        if (rec.append(make_step(info, t).view(info)) != Status::ok) ::_exit(3);
+      ::_exit(0);
+    }
+    int wstatus = 0;
+    REQUIRE(::waitpid(pid, &wstatus, 0) == pid);
+    REQUIRE(WIFEXITED(wstatus));
+    REQUIRE(WEXITSTATUS(wstatus) == 0);
+    RecordingReader r;
+    std::string err;
+    REQUIRE_MESSAGE(r.open(path, &err) == Status::ok, err);
+    CHECK(r.info().steps == steps);
+    check_contents(r, steps);
+    r.close();
+    // A step count beyond the data (a writer that died between extending and counting, seen
+    // the other way round) is refused rather than read as garbage.
+    edit_file(path, [&](hid_t f) {
+      const std::int64_t more = steps + 1;
+      const hid_t a = H5Aopen(f, "completed_steps", H5P_DEFAULT);
+      REQUIRE(H5Awrite(a, H5T_NATIVE_INT64, &more) >= 0);
+      H5Aclose(a);
+    });
+    check_refused(path, "expected (≥4");
+    fs::remove(path);
+  }
+
+  TEST_CASE("recording: C++ writer and h5py reader agree bit for bit") {
+    const std::string path = temp_path("to_h5py.h5"), out = temp_path("from_h5py.bin");
+    write_recording(path, 3, 1);
+    const std::string cmd = python() + " " + script() + " read " + path + " " + out;
+    REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "failed: " << cmd << " (needs python3-h5py)");
+    std::ifstream in(out, std::ios::binary);
+    const std::vector<char> got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // The same order the script writes: per parameter initial, then per step grad/value/gram.
+    const RecordingInfo info = test_info();
+    std::vector<char> want;
+    auto put = [&](const void* p, std::size_t bytes) {
+      want.insert(want.end(), static_cast<const char*>(p), static_cast<const char*>(p) + bytes);
+    };
+    std::vector<StepArrays> s;
+    for (int t = 0; t < 3; ++t)
+      s.push_back(make_step(info, t));
+    for (std::size_t i = 0; i < info.params.size(); ++i) {
+      const auto& p = info.params[i];
+      if (p.has_initial) put(s[0].initial[i].data(), s[0].initial[i].size() * 4);
+      for (int t = 0; t < 3; ++t) {
+        put(s[t].grad[i].data(), s[t].grad[i].size() * 4);
+        if (p.has_value) put(s[t].value[i].data(), s[t].value[i].size() * 4);
+        if (p.has_act_gram) put(s[t].gram[i].data(), s[t].gram[i].size() * 4);
+      }
+    }
+    for (int t = 0; t < 3; ++t)
+      put(&s[t].loss, 8);
+    CHECK(got.size() == want.size());
+    CHECK(got == want);
+    fs::remove(path);
+    fs::remove(out);
+  }
+
+  TEST_CASE("recording: h5py writer and C++ reader agree with float16 and float64 data") {
+    const std::string path = temp_path("from_h5py.h5");
+    const std::string cmd = python() + " " + script() + " write " + path;
+    REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "failed: " << cmd << " (needs python3-h5py)");
+    RecordingReader r;
+    std::string err;
+    REQUIRE_MESSAGE(r.open(path, &err) == Status::ok, err);
+    const RecordingInfo& info = r.info();
+    REQUIRE(info.params.size() == 3);
+    CHECK(info.steps == 4);
+    CHECK(info.producer == "tests/io/h5py_recording.py");
+    CHECK(info.params[0].name == "enc.layers.0.weight");
+    CHECK(info.params[0].rows == 6);
+    CHECK(info.params[0].cols == 4);
+    CHECK(info.params[0].grad_dtype == "float16");
+    CHECK(info.params[1].grad_dtype == "float32");
+    CHECK(info.params[2].grad_dtype == "float64");
+    CHECK(info.params[2].shape.empty());
+    CHECK(info.params[0].has_value);
+    // value(p, t, k) of the script: multiples of 1/8 in [−1, 1], exact in every float type.
+    auto value = [](int p, int t, int k) { return float(((p * 7 + t * 3 + k) % 17 - 8) / 8.0); };
+    for (int t = 0; t < 4; ++t) {
+      double loss = 0;
+      REQUIRE(r.read_loss(t, &loss, &err) == Status::ok);
+      CHECK(loss == 1.0 / (t + 1));
+      for (int p = 0; p < 3; ++p) {
+        const auto& rp = info.params[std::size_t(p)];
+        std::vector<float> g(std::size_t(rp.rows * rp.cols));
+        REQUIRE_MESSAGE(r.read_grad(t, std::size_t(p), g.data(), &err) == Status::ok, err);
+        for (int k = 0; k < int(g.size()); ++k)
+          CHECK(g[std::size_t(k)] == value(p, t, k));
+      }
+      std::vector<float> v(24);
+      REQUIRE(r.read_value(t, 0, v.data(), &err) == Status::ok);
+      CHECK(v[5] == -value(0, t, 5));
+    }
+    CHECK(check_recording(path, nullptr, &err) == Status::ok);
+    fs::remove(path);
+  }
+
+  TEST_CASE("recording: bad files give a clear error naming the problem") {
+    const std::string good = temp_path("good.h5"), bad = temp_path("bad.h5");
+    write_recording(good, 3);
+    auto fresh = [&] {
+      fs::copy_file(good, bad, fs::copy_options::overwrite_existing);
+      return bad;
+    };
+    SUBCASE("missing file") { check_refused(temp_path("nonexistent.h5"), "does not exist"); }
+    SUBCASE("random bytes") {
+      Rng rng(test::case_seed("random_bytes"));
+      std::ofstream o(bad, std::ios::binary);
+      for (int k = 0; k < 4096; ++k)
+        o.put(char(rng.next() & 0xff));
+      o.close();
+      check_refused(bad, "not an HDF5 file");
+    }
+    SUBCASE("truncated file") {
+      fresh();
+      fs::resize_file(bad, fs::file_size(bad) / 2);
+      check_refused(bad, "truncated or corrupt");
+    }
+    SUBCASE("not a recording") {
+      const hid_t f = H5Fcreate(bad.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+      REQUIRE(f >= 0);
+      H5Fclose(f);
+      check_refused(bad, "not a schatten recording");
+    }
+    SUBCASE("future schema version") {
+      edit_file(fresh(), [](hid_t f) {
+        const int v = kRecordingSchemaVersion + 1;
+        const hid_t a = H5Aopen(f, "schema_version", H5P_DEFAULT);
+        REQUIRE(H5Awrite(a, H5T_NATIVE_INT, &v) >= 0);
+        H5Aclose(a);
+      });
+      check_refused(bad, "schema version 2 is newer");
+    }
+    SUBCASE("missing gradient dataset") {
+      edit_file(fresh(), [](hid_t f) { REQUIRE(H5Ldelete(f, "params/2/grad", H5P_DEFAULT) >= 0); });
+      check_refused(bad, "/params/2 ('conv/weight')/grad is missing");
+    }
+    SUBCASE("missing loss") {
+      edit_file(fresh(), [](hid_t f) { REQUIRE(H5Ldelete(f, "loss", H5P_DEFAULT) >= 0); });
+      check_refused(bad, "/loss is missing");
+    }
+    SUBCASE("missing parameter group") {
+      edit_file(fresh(), [](hid_t f) { REQUIRE(H5Ldelete(f, "params/3", H5P_DEFAULT) >= 0); });
+      check_refused(bad, "group /params/3 is missing");
+    }
+    SUBCASE("wrong dtype") {
+      edit_file(fresh(), [](hid_t f) { replace_dataset(f, "params/0/grad", H5T_STD_I32LE, {3, 6, 5}); });
+      check_refused(bad, "has type integer of 4 bytes");
+    }
+    SUBCASE("wrong shape") {
+      edit_file(fresh(), [](hid_t f) { replace_dataset(f, "params/0/grad", H5T_IEEE_F32LE, {3, 5, 6}); });
+      check_refused(bad, "has shape (3, 5, 6); expected (≥3, 6, 5)");
+    }
+    SUBCASE("too few steps in a dataset") {
+      edit_file(fresh(), [](hid_t f) { replace_dataset(f, "params/0/act_gram", H5T_IEEE_F32LE, {2, 5, 5}); });
+      check_refused(bad, "act_gram has shape (2, 5, 5)");
+    }
+    SUBCASE("wrong shape attribute") {
+      edit_file(fresh(), [](hid_t f) {
+        const hid_t g = H5Gopen2(f, "params/1", H5P_DEFAULT);
+        REQUIRE(H5Adelete(g, "shape") >= 0);
+        H5Gclose(g);
+      });
+      check_refused(bad, "attribute 'shape' is missing");
+    }
+    SUBCASE("damaged chunk") {
+      // Overwrite the bytes of one stored gradient chunk: open() still succeeds (metadata is
+      // intact) and reading that step is an error; with gzip the chunk no longer inflates.
+      const std::string z = temp_path("gz.h5");
+      write_recording(z, 3, 6);
+      haddr_t addr = 0;
+      hsize_t size = 0;
+      {
+        const hid_t f = H5Fopen(z.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+        const hid_t d = H5Dopen2(f, "params/0/grad", H5P_DEFAULT);
+        hsize_t offset[3] = {1, 0, 0};
+        unsigned mask = 0;
+        REQUIRE(H5Dget_chunk_info_by_coord(d, offset, &mask, &addr, &size) >= 0);
+        H5Dclose(d);
+        H5Fclose(f);
+      }
+      REQUIRE(size > 8);
+      {
+        std::fstream io(z, std::ios::in | std::ios::out | std::ios::binary);
+        io.seekp(std::streamoff(addr));
+        for (hsize_t k = 0; k < size; ++k)
+          io.put(char(0xA5));
+      }
+      RecordingReader r;
+      std::string err;
+      REQUIRE(r.open(z, &err) == Status::ok);
+      std::vector<float> buf(30);
+      CHECK(r.read_grad(0, 0, buf.data(), &err) == Status::ok);
+      CHECK(r.read_grad(1, 0, buf.data(), &err) == Status::invalid_argument);
+      CHECK(err.find("cannot read step 1 of 'layer.0.weight'/grad") != std::string::npos);
+      CHECK(check_recording(z, nullptr, &err) == Status::invalid_argument);
+      fs::remove(z);
+    }
+    fs::remove(good);
+    fs::remove(bad);
+  }
+}
