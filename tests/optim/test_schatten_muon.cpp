@@ -225,7 +225,7 @@ TEST_SUITE("optim.schatten_muon") {
     const Mat x_spread = gaussian_mat(tokens, cols, case_seed("xs"));
     std::vector<float> w1(rows * cols, 0.0f), w2(rows * cols, 0.0f);
     for (std::int64_t t = 1; t <= 8; ++t) {
-      if (SchattenPDirection::criterion_due(t, true, o.first, o.interval)) {
+      if (activations_wanted(opt, "dense")) {
         const auto xd = schatten::test::to_float_buffer(x_dense),
                    xs = schatten::test::to_float_buffer(x_spread);
         REQUIRE(accumulate_activations(opt, "dense", MatrixRef<const float>(xd.data(), tokens, cols)) ==
@@ -246,6 +246,38 @@ TEST_SUITE("optim.schatten_muon") {
                 ps[1].first.c_str(), ps[1].second);
     CHECK(ps[0].second >= 9.5);
     CHECK(ps[1].second <= 1.1);
+  }
+
+  TEST_CASE("layer chunks stagger the criterion steps and activations_wanted follows them") {
+    const index_t rows = 6, cols = 4;
+    std::vector<ParamSpec> specs{
+        {"a", {rows, cols}}, {"b", {rows, cols}}, {"c", {rows, cols}}, {"d", {cols}}};
+    SchattenMuonOptions o;
+    o.first = 2;
+    o.interval = 6;
+    o.chunks = 3;
+    auto opt = optim::partition(specs, {"s", "s", "s", "adamw"}, route("s", schatten_muon(o)),
+                                route("adamw", adamw()));
+    REQUIRE(opt.init());
+    // Offsets 0, 2, 4: a at 2, 6, 12; b at 4, 8, 14; c at 6, 10, 16.
+    std::map<std::string, std::vector<std::int64_t>> runs;
+    std::vector<float> w(rows * cols * 3 + cols, 0.0f);
+    for (std::int64_t t = 1; t <= 16; ++t) {
+      for (const char* name : {"a", "b", "c", "d"})
+        if (activations_wanted(opt, name)) runs[name].push_back(t);
+      std::vector<float> g(w.size());
+      for (std::size_t k = 0; k < g.size(); ++k)
+        g[k] = 0.01f * float((k * 7 + std::size_t(t)) % 11) - 0.05f;
+      float* base = w.data();
+      float* gb = g.data();
+      REQUIRE(opt.step({base, base + 24, base + 48, base + 72}, {gb, gb + 24, gb + 48, gb + 72}));
+    }
+    CHECK(runs["a"] == std::vector<std::int64_t>{2, 6, 12});
+    CHECK(runs["b"] == std::vector<std::int64_t>{4, 8, 14});
+    CHECK(runs["c"] == std::vector<std::int64_t>{6, 10, 16});
+    CHECK(runs.count("d") == 0);
+    for (const char* name : {"a", "b", "c"})
+      CHECK(*activation_gram(opt, name).rule_step == 16);
   }
 
   TEST_CASE("activation statistics: Gram of the inputs and clear refusals") {
@@ -301,7 +333,7 @@ TEST_SUITE("optim.schatten_muon") {
     const auto xf = schatten::test::to_float_buffer(x);
     auto run = [&](auto& opt, std::vector<float>& w, int from, int to) {
       for (int t = from; t < to; ++t) {
-        if (SchattenPDirection::criterion_due(t + 1, true, o.first, o.interval))
+        if (activations_wanted(opt, "w"))
           REQUIRE(accumulate_activations(opt, "w", MatrixRef<const float>(xf.data(), tokens, cols)) ==
                   Status::ok);
         auto gf = schatten::test::to_float_buffer(grads[t]);

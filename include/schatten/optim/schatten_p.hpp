@@ -75,6 +75,13 @@ struct SchattenPDirection {
   double p = 10.0;  ///< the initial p ([V] p_max), or the fixed p when !adaptive (≥ 1)
   std::int64_t interval = 100;
   std::int64_t first = 10;
+  /// Layer chunks (algorithms.md §4a.6 [V blog]): the k-th layer initialised by this rule object
+  /// runs its criterion `(k mod chunks)·⌊interval/chunks⌋` steps later than the schedule above,
+  /// so each step pays for ~1/chunks of the layers instead of one step paying for all. The
+  /// amortised cost is unchanged. The phase is part of the state (checkpointed).
+  std::int64_t chunks = 1;
+  /// Counts init() calls of this rule object (and its copies) to assign phases.
+  std::shared_ptr<std::int64_t> init_order = std::make_shared<std::int64_t>(0);
   surrogate::PCriterionOptions criterion{};
   Moment moment = Moment::none;
   double b2 = 0.999, eps = 1e-8;
@@ -95,6 +102,8 @@ struct SchattenPDirection {
   };
   struct State {
     std::int64_t count = 0;
+    std::int64_t phase = 0;            ///< layer chunk (see `chunks`)
+    std::int64_t next_criterion = -1;  ///< the next step that runs the criterion (-1: never)
     double p = 10.0;
     Buffer mu, nu;  ///< nu empty without a moment
     std::int64_t criterion_runs = 0;
@@ -104,11 +113,29 @@ struct SchattenPDirection {
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
 
-  /// True when step t (1-based) runs the criterion.
-  static bool criterion_due(std::int64_t t, bool adaptive, std::int64_t first, std::int64_t interval) {
-    return adaptive && (t == first || (interval > 0 && t % interval == 0));
+  /// True when step t (1-based) runs the criterion of a layer whose schedule is shifted by
+  /// `offset` steps: t = first + offset, and t = offset + j·interval (j ≥ 1).
+  static bool criterion_due(std::int64_t t, bool adaptive, std::int64_t first, std::int64_t interval,
+                            std::int64_t offset = 0) {
+    return adaptive && (t == first + offset || (interval > 0 && t > offset && (t - offset) % interval == 0));
   }
-  bool criterion_due(std::int64_t t) const { return criterion_due(t, adaptive, first, interval); }
+  /// The offset of a phase.
+  std::int64_t offset(std::int64_t phase) const {
+    return chunks > 1 ? phase * std::max<std::int64_t>(1, interval / chunks) : 0;
+  }
+  /// The first step after step c (1-based) that runs the criterion for `phase`, −1 if none.
+  std::int64_t next_due(std::int64_t c, std::int64_t phase) const {
+    if (!adaptive) return -1;
+    const std::int64_t off = offset(phase);
+    std::int64_t best = first + off > c ? first + off : -1;
+    if (interval > 0) {
+      std::int64_t t = off + interval * std::max<std::int64_t>(1, (c - off) / interval + 1);
+      while (t <= c)
+        t += interval;
+      if (best < 0 || t < best) best = t;
+    }
+    return best;
+  }
 
   State init(const BlockShape& s) const {
     const auto n = static_cast<std::size_t>(s.size());
@@ -116,6 +143,8 @@ struct SchattenPDirection {
     const auto d = static_cast<std::size_t>(s.cols);
     State st;
     st.p = p;
+    st.phase = adaptive && chunks > 1 ? (*init_order)++ % chunks : 0;
+    st.next_criterion = next_due(0, st.phase);
     st.mu.assign(n, 0.0f);
     if (moment != Moment::none) st.nu.assign(n, 0.0f);
     if (adaptive) {
@@ -146,7 +175,7 @@ struct SchattenPDirection {
       return Status::invalid_argument;
     if (!(s.p >= 1.0)) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
-    const bool due = criterion_due(t);
+    const bool due = criterion_due(t, adaptive, first, interval, offset(s.phase));
     if (due && sc.nesterov.size() != n) return Status::invalid_argument;
     // 1. Momentum into scratch (the state changes only after success); g kept for the criterion,
     //    the moment and a failure.
@@ -254,6 +283,7 @@ struct SchattenPDirection {
       }
     }
     s.count = t;
+    s.next_criterion = next_due(t, s.phase);
     return Status::ok;
   }
 
@@ -266,6 +296,8 @@ struct SchattenPDirection {
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
+    v("phase", s.phase);
+    v("next_criterion", s.next_criterion);
     v("schatten_p", s.p);
     v("mu", s.mu);
     v("nu", s.nu);
@@ -289,6 +321,7 @@ struct SchattenPDirection {
         .add("p", p)
         .add("interval", interval)
         .add("first", first)
+        .add("chunks", chunks)
         .add("criterion", surrogate::to_string(criterion.criterion))
         .add("p_min", criterion.p_min)
         .add("p_max", criterion.p_max)
@@ -334,6 +367,7 @@ struct SchattenMuonOptions {
   double p = 10.0;
   std::int64_t interval = 100;
   std::int64_t first = 10;
+  std::int64_t chunks = 1;
   surrogate::PCriterionOptions criterion{};
   SchattenPDirection::Moment moment = SchattenPDirection::Moment::none;
   double b2 = 0.999, eps = 1e-8;
@@ -354,6 +388,7 @@ inline auto schatten_muon(const SchattenMuonOptions& o = {}) {
   d.p = o.p;
   d.interval = o.interval;
   d.first = o.first;
+  d.chunks = o.chunks;
   d.criterion = o.criterion;
   d.moment = o.moment;
   d.b2 = o.b2;
@@ -381,7 +416,8 @@ struct ActivationGramRef {
   index_t dim = 0;
   std::int64_t* samples = nullptr;
   std::int64_t* for_step = nullptr;
-  std::int64_t* rule_step = nullptr;  ///< the rule's step count (statistics are for step count + 1)
+  std::int64_t* rule_step = nullptr;       ///< the rule's step count (statistics are for step count + 1)
+  std::int64_t* next_criterion = nullptr;  ///< the next step whose criterion uses statistics
 };
 
 namespace detail {
@@ -411,6 +447,7 @@ struct GramFinder {
     if (mine(name, "activation_samples")) ref.samples = &v;
     if (mine(name, "activation_step")) ref.for_step = &v;
     if (!owner.empty() && name == owner + "count") ref.rule_step = &v;
+    if (!owner.empty() && name == owner + "next_criterion") ref.next_criterion = &v;
   }
   void operator()(const std::string&, double&) {}
 };
@@ -429,12 +466,20 @@ ActivationGramRef activation_gram(Optimizer& optimizer, const std::string& param
   return f.ref;
 }
 
+/// True when `param`'s rule runs its criterion at the coming step (its step count + 1), i.e. when
+/// the training loop should collect that layer's inputs with accumulate_activations() (forward
+/// hooks active only then). False for parameters without statistics.
+template <class Optimizer>
+bool activations_wanted(Optimizer& optimizer, const std::string& param) {
+  const ActivationGramRef r = activation_gram(optimizer, param);
+  return r.gram != nullptr && r.next_criterion != nullptr && *r.next_criterion == *r.rule_step + 1;
+}
+
 /// Adds the inputs X (tokens × d_in, row-major float, host or device) of `param`'s layer to its
-/// activation Gram for the coming step: the first call after a step starts a new sum. Call it on
-/// the steps where the criterion runs (SchattenPDirection::criterion_due(step count + 1)); on
-/// other steps the statistics are ignored. Errors: no such parameter or a rule without
-/// statistics, d_in ≠ the parameter's columns → invalid_argument; NaN/Inf → non_finite_input
-/// (this step's sum unchanged; statistics of an earlier step are dropped either way).
+/// activation Gram for the coming step: the first call after a step starts a new sum. Call it
+/// when activations_wanted(optimizer, param); on other steps the statistics are ignored. Errors: no such
+/// parameter or a rule without statistics, d_in ≠ the parameter's columns → invalid_argument; NaN/Inf →
+/// non_finite_input (this step's sum unchanged; statistics of an earlier step are dropped either way).
 template <class Optimizer>
 Status accumulate_activations(Optimizer& optimizer, const std::string& param, MatrixRef<const float> x) {
   const ActivationGramRef r = activation_gram(optimizer, param);
