@@ -166,7 +166,8 @@ TEST_SUITE("optim.schatten_muon") {
   }
 
   TEST_CASE("p at the Muon end without a moment is Muon bit for bit") {
-    for (auto [r, c] : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // clang: CAPTURE cannot capture bindings
       CAPTURE(r);
       const Mat w0 = gaussian_mat(r, c, case_seed("pinf_w", std::uint64_t(r)));
       const auto g = gradient_sequence(r, c, 5, "pinf_g");
