@@ -374,10 +374,20 @@ struct SchattenMuonOptions {
   SchattenPDirection::Magnitude magnitude = SchattenPDirection::Magnitude::pinned;
   double adam_lr = 3e-4, adam_b1 = 0.9;
   bool noisy = true;
-  SpectralPowerOptions spectral{};
+  /// U Σ^{1/p} Vᵀ: floor 1e-3·‖·‖₂ ([V] SMuon's eigen_floor 1e-3: smaller singular values are
+  /// rolled off, not raised to 1/p) and QDWH's l₀ = 1e-3 (algorithms.md §3.3 [P] for gradient
+  /// matrices): 27 % faster than the kernel's defaults at 768 × 3072 (1.43 vs 1.97 s, this CPU).
+  SpectralPowerOptions spectral = optimizer_spectral();
   PolarOptions polar{};
   double weight_decay = 0.0;
   std::function<void(const PCriterionEvent&)> on_criterion{};
+
+  static SpectralPowerOptions optimizer_spectral() {
+    SpectralPowerOptions o;
+    o.floor = 1e-3;
+    o.qdwh.lower_bound = 1e-3;
+    return o;
+  }
 };
 inline auto schatten_muon(const SchattenMuonOptions& o = {}) {
   SchattenPDirection d;
