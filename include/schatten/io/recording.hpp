@@ -123,8 +123,9 @@ class Recorder {
 };
 
 /// Reads a recording one parameter at a time, one step or a range of steps per call (memory:
-/// HDF5's chunk cache, at most 1 MiB per dataset, plus the caller's buffer). Dataset handles stay
-/// open between calls; a range read is one HDF5 call (schatten-replay's step cache uses it).
+/// the caller's buffer, plus HDF5's chunk cache of at most 1 MiB per compressed dataset;
+/// uncompressed chunks are read straight into the buffer). Dataset handles stay open between
+/// calls; a range read is one HDF5 call (schatten-replay's step cache uses it).
 ///
 /// open() validates everything the format requires before returning ok — format and schema
 /// version, the step count, every parameter's attributes, the presence, class (float of 2, 4
