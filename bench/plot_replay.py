@@ -8,7 +8,13 @@ Writes into DIR (default: the directory of REPLAY.h5), with STEM the file name w
   STEM_update_norm.png          ||u_t||_F per parameter (one panel each), one line per optimizer
   STEM_param_norm.png           ||W_t||_F per parameter, one line per optimizer
   STEM_orthogonality_error.png  ||QQ^T - I||_F/sqrt(k) of the polar step, where defined
+  STEM_schatten_p.png           the Schatten p each layer's rule used (schatten_muon), per step
+  STEM_descent_cosine.png       cos(g_t, D_t) of the update D_t = -u_t with the recorded gradient
+  STEM_alignment.png            <g_{t+1}, D_t>/<g_t, D_t>: the next gradient as a full-batch proxy
+  STEM_potential.png            <g_t, D_t>^2/tr(D_t Sigma_t D_t^T), where act_gram is recorded
   STEM_loss.png                 the recorded training loss (what the gradients came from)
+A figure is skipped when no run has a finite value in it (older outputs lack the last four).
+The definitions are in docs/replay-format.md, "The descent diagnostics".
 Needs numpy, h5py and matplotlib (Debian: python3-h5py python3-matplotlib).
 """
 import argparse
@@ -22,6 +28,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+# (dataset, title, log scale) of each per-step figure.
+FIGURES = [("update_norm", "update norm ||u_t||_F", True),
+           ("param_norm", "parameter norm ||W_t||_F", True),
+           ("orthogonality_error", "orthogonality error of the polar step", True),
+           ("schatten_p", "Schatten p chosen per layer (schatten_muon)", False),
+           ("descent_cosine", "descent cosine <g_t, D_t>/(|g_t| |D_t|)", False),
+           ("alignment", "alignment <g_t+1, D_t>/<g_t, D_t> (next gradient as full-batch proxy)", False),
+           ("potential", "descent potential <g_t, D_t>^2 / tr(D_t Sigma_t D_t^T)", True)]
+KEYS = [k for k, _, _ in FIGURES]
 
 
 def text(v):
@@ -45,6 +62,12 @@ def panels(names, title, runs, key, path, logy=True):
         ax.set_xlabel("step")
         if logy:
             ax.set_yscale("log")
+        else:  # ratios such as the alignment have rare huge values: show the 2-98 % range
+            vals = np.concatenate([r[key][:, i][np.isfinite(r[key][:, i])] for r in runs])
+            lo, hi = np.percentile(vals, [2, 98])
+            if hi > lo:
+                pad = 0.1 * (hi - lo)
+                ax.set_ylim(lo - pad, hi + pad)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(shown):]:
@@ -73,17 +96,17 @@ def main():
         runs = []
         for k in sorted(f["runs"], key=int):
             g = f["runs"][k]
-            runs.append({"spec": text(g.attrs["spec"]), "labels": [text(s) for s in g["labels"][:]],
-                         "update_norm": g["update_norm"][:], "param_norm": g["param_norm"][:],
-                         "orthogonality_error": g["orthogonality_error"][:]})
+            run = {"spec": text(g.attrs["spec"]), "labels": [text(s) for s in g["labels"][:]]}
+            for key in KEYS:
+                run[key] = g[key][:] if key in g else np.full((len(loss), len(names)), np.nan)
+            runs.append(run)
     out = a.out or os.path.dirname(os.path.abspath(a.replay))
     os.makedirs(out, exist_ok=True)
     stem = os.path.splitext(os.path.basename(a.replay))[0]
     written = []
-    for key, title in [("update_norm", "update norm ||u_t||_F"), ("param_norm", "parameter norm ||W_t||_F"),
-                       ("orthogonality_error", "orthogonality error of the polar step")]:
+    for key, title, logy in FIGURES:
         path = os.path.join(out, "%s_%s.png" % (stem, key))
-        if panels(names, title, runs, key, path):
+        if panels(names, title, runs, key, path, logy):
             written.append(path)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(np.arange(len(loss)), loss)

@@ -48,6 +48,12 @@ except ImportError:  # the module can be imported for its docs without torch
 SCHEMA_VERSION = 1
 
 
+def steps_per_chunk(step_bytes, chunk_bytes=64 << 10, max_steps=64):
+    """Steps per chunk of a per-step dataset, the C++ Recorder's rule (docs/replay-format.md,
+    "Storage"): small tensors get several steps per chunk so that replay reads few chunks."""
+    return max(1, min(max_steps, chunk_bytes // max(1, step_bytes)))
+
+
 def matrix_shape(shape):
     """rows, cols of the matrix a tensor is stored as (schatten::optim::flatten)."""
     shape = list(shape)
@@ -88,13 +94,14 @@ class GradientRecorder:
             g.attrs["shape"] = np.array(list(p.shape), dtype=np.int64)
             g.attrs["dtype"] = str(p.dtype).replace("torch.", "")
             store = {torch.float16: "f2", torch.float64: "f8"}.get(p.dtype, "f4")
+            k = steps_per_chunk(rows * cols * np.dtype(store).itemsize)
             d = {"rows": rows, "cols": cols, "store": store,
                  "grad": g.create_dataset("grad", shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=store,
-                                          chunks=(1, rows, cols), **compression)}
+                                          chunks=(k, rows, cols), **compression)}
             g.create_dataset("initial", data=self._host(p.detach(), rows, cols, store))
             if record_values:
                 d["value"] = g.create_dataset("value", shape=(0, rows, cols), maxshape=(None, rows, cols),
-                                              dtype=store, chunks=(1, rows, cols), **compression)
+                                              dtype=store, chunks=(k, rows, cols), **compression)
             self.sets.append(d)
             index_of[id(p)] = i
         # Input-activation Grams of nn.Linear weights, accumulated by forward pre-hooks.
@@ -107,7 +114,7 @@ class GradientRecorder:
                     cols = self.sets[i]["cols"]
                     self.sets[i]["act_gram"] = self.f["params/%d" % i].create_dataset(
                         "act_gram", shape=(0, cols, cols), maxshape=(None, cols, cols), dtype="f4",
-                        chunks=(1, cols, cols), **compression)
+                        chunks=(steps_per_chunk(4 * cols * cols), cols, cols), **compression)
                     self.grams[i] = [None, 0]
                     self.hooks.append(module.register_forward_pre_hook(self._gram_hook(i)))
         f.flush()

@@ -159,7 +159,11 @@ int main(int argc, char** argv) {
     info.params.push_back(p);
   }
   io::RecorderOptions ro;
-  ro.gzip_level = 4;  // border pixels are always 0: fc1's gradient and Gram have zero columns
+  // No gzip: it would shrink the file by a third (border pixels are always 0: fc1's gradient and
+  // Gram have zero columns) but inflating costs more than the optimizer math of this small model
+  // (docs/benchmarks/cpu-replay.md). Default chunking: several steps per chunk for the small
+  // tensors, so that a replay reads many steps per HDF5 call.
+  ro.gzip_level = 0;
   ro.overwrite = true;
   io::Recorder rec;
   std::string err;

@@ -2,7 +2,7 @@
 /// \file
 /// Internal HDF5 helpers of the recording reader/writer and schatten-replay (not installed):
 /// RAII handles, error silencing, attributes that h5py also writes (fixed- or variable-length
-/// strings, scalar or 1-element numbers), and one-step hyperslab I/O on extendible datasets.
+/// strings, scalar or 1-element numbers), and hyperslab I/O of step ranges on extendible datasets.
 /// Every function returns false (never throws, never aborts) when HDF5 reports an error.
 #pragma once
 
@@ -155,8 +155,8 @@ inline bool read_int_array_attr(hid_t obj, const char* name, std::vector<std::in
   return true;
 }
 
-/// Creates an extendible dataset of shape (0, inner...) with chunks of one step (1, inner...);
-/// optional shuffle + deflate.
+/// Creates an extendible dataset of shape (0, inner...) with chunks of `steps_per_chunk` steps
+/// (steps_per_chunk, inner...); optional shuffle + deflate.
 inline hid_t create_extendible(hid_t loc, const char* name, hid_t type, const std::vector<hsize_t>& inner,
                                int gzip_level, hsize_t steps_per_chunk = 1) {
   std::vector<hsize_t> dims{0}, maxdims{H5S_UNLIMITED}, chunk{steps_per_chunk};
@@ -174,55 +174,60 @@ inline hid_t create_extendible(hid_t loc, const char* name, hid_t type, const st
   return H5Dcreate2(loc, name, type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT);
 }
 
-/// Extends an extendible dataset to `step + 1` along its first axis and writes `data` (the
-/// product of the other extents, in `mem_type`) at index `step`.
-inline bool append_step(hid_t set, hsize_t step, hid_t mem_type, const void* data) {
+/// Selects steps [first, first + count) along the first axis of `fspace` (every other extent
+/// whole) and creates in `mspace` the matching memory dataspace. The memory space has the
+/// selection's rank and extents: with a 1-D memory space for a rank-3 selection, HDF5 1.10
+/// copies through its general (per-row) path, measured 100x slower than the same-shape copy
+/// (docs/benchmarks/cpu-replay.md).
+inline bool select_steps(hid_t fspace, hsize_t first, hsize_t count, Handle& mspace) {
+  const int rank = H5Sget_simple_extent_ndims(fspace);
+  if (rank < 1 || rank > 8) return false;
+  hsize_t dims[8], start[8] = {first}, extent[8] = {count};
+  H5Sget_simple_extent_dims(fspace, dims, nullptr);
+  if (first + count > dims[0]) return false;
+  for (int k = 1; k < rank; ++k) {
+    start[k] = 0;
+    extent[k] = dims[k];
+  }
+  mspace = Handle(H5Screate_simple(rank, extent, nullptr), H5Sclose);
+  return mspace.ok() && H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, nullptr, extent, nullptr) >= 0;
+}
+
+/// Extends an extendible dataset to at least `first + count` along its first axis and writes
+/// `data` (count × the product of the other extents, in `mem_type`) at [first, first + count).
+inline bool append_steps(hid_t set, hsize_t first, hsize_t count, hid_t mem_type, const void* data) {
   Handle space(H5Dget_space(set), H5Sclose);
   if (!space.ok()) return false;
   const int rank = H5Sget_simple_extent_ndims(space.get());
   if (rank < 1 || rank > 8) return false;
   hsize_t dims[8];
   H5Sget_simple_extent_dims(space.get(), dims, nullptr);
-  if (dims[0] < step + 1) {
-    dims[0] = step + 1;
+  if (dims[0] < first + count) {
+    dims[0] = first + count;
     if (H5Dset_extent(set, dims) < 0) return false;
   }
-  Handle fspace(H5Dget_space(set), H5Sclose);
-  hsize_t start[8] = {step}, count[8] = {1};
-  hsize_t n = 1;
-  for (int k = 1; k < rank; ++k) {
-    start[k] = 0;
-    count[k] = dims[k];
-    n *= dims[k];
-  }
-  Handle mspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  if (!fspace.ok() || !mspace.ok() ||
-      H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr) < 0)
-    return false;
-  return H5Dwrite(set, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, data) >= 0;
+  Handle fspace(H5Dget_space(set), H5Sclose), mspace;
+  return fspace.ok() && select_steps(fspace.get(), first, count, mspace) &&
+         H5Dwrite(set, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, data) >= 0;
 }
 
-/// Reads index `step` along the first axis of a dataset into `out` (product of the other
-/// extents elements of `mem_type`). The caller has checked the extents.
+/// append_steps of one step.
+inline bool append_step(hid_t set, hsize_t step, hid_t mem_type, const void* data) {
+  return append_steps(set, step, 1, mem_type, data);
+}
+
+/// Reads indices [first, first + count) along the first axis of a dataset into `out` (count ×
+/// the product of the other extents, elements of `mem_type`) in one HDF5 call. False when the
+/// range exceeds the extent or HDF5 fails.
+inline bool read_steps(hid_t set, hsize_t first, hsize_t count, hid_t mem_type, void* out) {
+  Handle fspace(H5Dget_space(set), H5Sclose), mspace;
+  return fspace.ok() && select_steps(fspace.get(), first, count, mspace) &&
+         H5Dread(set, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out) >= 0;
+}
+
+/// Reads index `step` along the first axis of a dataset into `out`.
 inline bool read_step(hid_t set, hsize_t step, hid_t mem_type, void* out) {
-  Handle fspace(H5Dget_space(set), H5Sclose);
-  if (!fspace.ok()) return false;
-  const int rank = H5Sget_simple_extent_ndims(fspace.get());
-  if (rank < 1 || rank > 8) return false;
-  hsize_t dims[8];
-  H5Sget_simple_extent_dims(fspace.get(), dims, nullptr);
-  if (step >= dims[0]) return false;
-  hsize_t start[8] = {step}, count[8] = {1};
-  hsize_t n = 1;
-  for (int k = 1; k < rank; ++k) {
-    start[k] = 0;
-    count[k] = dims[k];
-    n *= dims[k];
-  }
-  Handle mspace(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  if (!mspace.ok() || H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr) < 0)
-    return false;
-  return H5Dread(set, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out) >= 0;
+  return read_steps(set, step, 1, mem_type, out);
 }
 
 /// A 1-D dataset of fixed-length strings (h5py reads it as bytes).

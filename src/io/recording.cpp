@@ -93,6 +93,12 @@ bool recorded_matrix_shape(const std::vector<index_t>& shape, index_t& rows, ind
   return true;
 }
 
+std::int64_t recorder_steps_per_chunk(std::size_t step_bytes, const RecorderOptions& options) {
+  if (step_bytes == 0 || options.chunk_bytes <= step_bytes) return 1;
+  return std::max<std::int64_t>(
+      1, std::min<std::int64_t>(options.max_steps_per_chunk, std::int64_t(options.chunk_bytes / step_bytes)));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Recorder
 
@@ -123,6 +129,9 @@ Status Recorder::create(const std::string& path, const RecordingInfo& info, cons
   if (info.params.empty()) return fail(error, "a recording needs at least one parameter");
   if (options.gzip_level < 0 || options.gzip_level > 9)
     return fail(error, "gzip_level " + std::to_string(options.gzip_level) + " is not in 0..9");
+  if (options.max_steps_per_chunk < 1 || options.max_steps_per_chunk > 4096)
+    return fail(error,
+                "max_steps_per_chunk " + std::to_string(options.max_steps_per_chunk) + " is not in 1..4096");
   std::set<std::string> names;
   std::vector<BlockDims> dims;
   for (const RecordedParam& p : info.params) {
@@ -175,7 +184,9 @@ Status Recorder::create(const std::string& path, const RecordingInfo& info, cons
          h5::write_string_attr(g.get(), "dtype", p.dtype);
     const hsize_t r = hsize_t(dims[i].rows), c = hsize_t(dims[i].cols);
     auto make = [&](const char* name, std::vector<hsize_t> inner) {
-      return Handle(h5::create_extendible(g.get(), name, H5T_IEEE_F32LE, inner, options.gzip_level),
+      const hsize_t floats = inner[0] * inner[1];
+      return Handle(h5::create_extendible(g.get(), name, H5T_IEEE_F32LE, inner, options.gzip_level,
+                                          hsize_t(recorder_steps_per_chunk(floats * sizeof(float), options))),
                     H5Dclose);
     };
     impl->grad.push_back(ok ? make("grad", {r, c}) : Handle());
@@ -332,6 +343,20 @@ Handle open_checked(hid_t loc, const char* name, const std::string& where, bool 
   bool good = rank == want;
   for (int k = 0; good && k < want; ++k)
     good = (per_step && k == 0) ? d[0] >= hsize_t(steps) : d[std::size_t(k)] == expect[std::size_t(k)];
+  if (good && per_step) {
+    // Unfiltered chunks are read straight into the caller's buffer when HDF5's chunk cache is
+    // off; through the cache every read is one more copy (half the read time of the sample,
+    // docs/benchmarks/cpu-replay.md). Filtered (gzip) chunks keep the cache: a chunk of several
+    // steps is then inflated once, not once per step read.
+    Handle dcpl(H5Dget_create_plist(set.get()), H5Pclose);
+    if (dcpl.ok() && H5Pget_layout(dcpl.get()) == H5D_CHUNKED && H5Pget_nfilters(dcpl.get()) == 0) {
+      Handle dapl(H5Pcreate(H5P_DATASET_ACCESS), H5Pclose);
+      if (dapl.ok() && H5Pset_chunk_cache(dapl.get(), 0, 0, 1.0) >= 0) {
+        Handle direct(H5Dopen2(loc, name, dapl.get()), H5Dclose);
+        if (direct.ok()) set = std::move(direct);
+      }
+    }
+  }
   if (!good) {
     msg =
         where + " has shape " + (rank < 0 ? std::string("(unreadable)") : dims_string(d)) + "; expected " +
@@ -444,44 +469,62 @@ Status RecordingReader::open(const std::string& path, std::string* error) {
 
 namespace {
 Status read_from(const std::string& path, const RecordingInfo& info, hid_t set, const char* what,
-                 std::int64_t step, std::size_t param, float* out, std::string* error) {
+                 std::int64_t first, std::int64_t count, std::size_t param, float* out, std::string* error) {
   const std::string where = "'" + path + "': ";
   if (param >= info.params.size())
     return fail(error, where + "parameter index " + std::to_string(param) + " out of range (" +
                            std::to_string(info.params.size()) + " parameters)");
-  if (step < 0 || step >= info.steps)
-    return fail(error, where + "step " + std::to_string(step) + " out of range (" +
-                           std::to_string(info.steps) + " completed steps)");
+  if (first < 0 || count < 1 || first >= info.steps || count > info.steps - first)
+    return fail(error, where +
+                           (count == 1 ? "step " + std::to_string(first)
+                                       : "steps [" + std::to_string(first) + ", " +
+                                             std::to_string(first + count) + ")") +
+                           " out of range (" + std::to_string(info.steps) + " completed steps)");
   if (!out) return fail(error, "null output buffer");
   if (set < 0) return fail(error, where + "parameter '" + info.params[param].name + "' has no " + what);
   h5::QuietErrors quiet;
-  if (!h5::read_step(set, hsize_t(step), H5T_NATIVE_FLOAT, out))
-    return fail(error, where + "cannot read step " + std::to_string(step) + " of '" +
-                           info.params[param].name + "'/" + what + " (damaged chunk?)");
+  if (!h5::read_steps(set, hsize_t(first), hsize_t(count), H5T_NATIVE_FLOAT, out))
+    return fail(
+        error, where + "cannot read " +
+                   (count == 1 ? "step " + std::to_string(first)
+                               : "steps " + std::to_string(first) + "–" + std::to_string(first + count - 1)) +
+                   " of '" + info.params[param].name + "'/" + what + " (damaged chunk?)");
   return Status::ok;
 }
 }  // namespace
 
 Status RecordingReader::read_grad(std::int64_t step, std::size_t param, float* out,
                                   std::string* error) const {
-  if (!impl_) return fail(error, "read before a successful open()");
-  return read_from(impl_->path, impl_->info,
-                   param < impl_->grad.size() ? impl_->grad[param].get() : hid_t(-1), "grad", step, param,
-                   out, error);
+  return read_grads(step, 1, param, out, error);
 }
-Status RecordingReader::read_value(std::int64_t step, std::size_t param, float* out,
+Status RecordingReader::read_grads(std::int64_t first, std::int64_t count, std::size_t param, float* out,
                                    std::string* error) const {
   if (!impl_) return fail(error, "read before a successful open()");
   return read_from(impl_->path, impl_->info,
-                   param < impl_->value.size() ? impl_->value[param].get() : hid_t(-1), "value", step, param,
-                   out, error);
+                   param < impl_->grad.size() ? impl_->grad[param].get() : hid_t(-1), "grad", first, count,
+                   param, out, error);
+}
+Status RecordingReader::read_value(std::int64_t step, std::size_t param, float* out,
+                                   std::string* error) const {
+  return read_values(step, 1, param, out, error);
+}
+Status RecordingReader::read_values(std::int64_t first, std::int64_t count, std::size_t param, float* out,
+                                    std::string* error) const {
+  if (!impl_) return fail(error, "read before a successful open()");
+  return read_from(impl_->path, impl_->info,
+                   param < impl_->value.size() ? impl_->value[param].get() : hid_t(-1), "value", first, count,
+                   param, out, error);
 }
 Status RecordingReader::read_act_gram(std::int64_t step, std::size_t param, float* out,
                                       std::string* error) const {
+  return read_act_grams(step, 1, param, out, error);
+}
+Status RecordingReader::read_act_grams(std::int64_t first, std::int64_t count, std::size_t param, float* out,
+                                       std::string* error) const {
   if (!impl_) return fail(error, "read before a successful open()");
   return read_from(impl_->path, impl_->info,
-                   param < impl_->gram.size() ? impl_->gram[param].get() : hid_t(-1), "act_gram", step, param,
-                   out, error);
+                   param < impl_->gram.size() ? impl_->gram[param].get() : hid_t(-1), "act_gram", first,
+                   count, param, out, error);
 }
 Status RecordingReader::read_initial(std::size_t param, float* out, std::string* error) const {
   if (!impl_) return fail(error, "read before a successful open()");

@@ -4,11 +4,13 @@
 /// (docs/replay-format.md) and writes per-step diagnostics to HDF5 and a JSON summary.
 ///
 /// Replay is open loop: step t applies the optimizer to the gradient the training run computed
-/// at its own parameters W_t, not at the replayed ones. Memory: per optimizer the
-/// parameters, an update buffer, the rules' state (up to two model-sized buffers) and the
-/// partition's copy of it; plus two gradient buffers; independent of the number of steps. When one step's
-/// gradients reach 1 MiB, step t+1 is read on a second thread while the optimizers work on step t (HDF5 calls
-/// are serialised by one mutex: the Debian HDF5 has no locks); smaller steps are read on the main thread.
+/// at its own parameters W_t, not at the replayed ones. Memory: per optimizer the parameters, an
+/// update buffer, the rules' state (up to two model-sized buffers) and the partition's copy of
+/// it, with diagnostics one more model-sized buffer (the previous update); plus the step cache
+/// (--cache-mb, default 1 MB, at least one step); independent of the number of steps. The cache
+/// reads a block of steps per HDF5 call per dataset; when the replayed steps do not fit one block,
+/// the next block is read on a second thread while the optimizers work through the current one
+/// (HDF5 calls are serialised by one mutex: the Debian HDF5 has no locks).
 #include <hdf5.h>
 #include <unistd.h>
 
@@ -18,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <limits>
 #include <map>
@@ -34,6 +37,8 @@
 #include "schatten/io/recording.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/schatten_p.hpp"
+#include "schatten/optim/step_size.hpp"
 
 namespace {
 
@@ -55,11 +60,14 @@ zeros when the recording has none), and writes per-step diagnostics.
   --steps N          replay only the first N steps (default: every completed step)
   --save-params      also store every parameter after every step (output grows by the model size
                      per step and optimizer)
-  --no-diagnostics   skip the orthogonality error of the polar step (one Gram GEMM per matrix)
-  --read-ahead       read step t+1 on a second thread while the optimizers run step t
-  --no-read-ahead    read each step on the main thread (default: read ahead when one step's
-                     gradients are 1 MiB or more; below that the thread hand-off costs more than
-                     it hides, docs/benchmarks/cpu-replay.md)
+  --no-diagnostics   skip the per-step diagnostics (orthogonality error of the polar step,
+                     descent cosine, alignment with the next gradient, descent potential)
+  --cache-mb MB      step cache: read as many steps per HDF5 call as fit in MB (default 1: larger
+                     blocks were slower on the sample, their fresh pages cost more than the calls
+                     they save); at least one step, whatever MB
+  --read-ahead       read the next block of steps on a second thread while the optimizers work
+  --no-read-ahead    read every block on the main thread (default: read ahead when the replayed
+                     steps do not fit one block; then each of the two blocks gets half the cache)
   --quiet            no progress on stderr
   --help             this text
 
@@ -71,19 +79,39 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   muadam   lr=0.02 b1=0.9 b2=0.999 eps=1e-8 exponent=-0.25 wd=0
   freon    lr=0.02 c=0.6667 momentum=0.95 nesterov=1 wd=0
   kaon     lr=0.02 momentum=0.95 nesterov=1 kaon_steps=5 wd=0
-The matrix presets (muon, muadam, freon, kaon) serve the hidden matrices that
-optim::propose_labels picks (rank >= 2, no 'embed'/'head'/... in the name); every other
-parameter goes to AdamW with keys adamw_lr=1e-3 adamw_wd=0.01 adamw_b1 adamw_b2 adamw_eps.
-route=all sends every parameter to the preset instead.
+  schatten_muon  adaptive Schatten-p Muon (docs/optim.md): lr=0.02 momentum=0.95 nesterov=1
+           bias_correction=1 adaptive=1 p=10 first=10 interval=100
+           criterion=exact|exact_momentum|exact_tightness (exact_momentum) p_min=1.02 p_max=10
+           ema=0.99 grid=24 seed=0 moment=none|parametric|nonparametric b2=0.999 eps=1e-8
+           magnitude=pinned|none adam_lr adam_b1 (default: the AdamW side's lr and b1) noisy=1
+           wd=0 polar=polar_express|qdwh|keller iterations=5; its AdamW side defaults to
+           adamw_lr=3e-4 adamw_b1=0.9 adamw_b2=0.95 adamw_eps=1e-10 adamw_wd=0. The recorded
+           act_gram of a layer is its activation Gram on criterion steps.
+  da_muon  eta_max=0.02 r_eps=1e-3 momentum=0.95 nesterov=1 polar=... iterations=5
+  sc_muon  eta_max=0.02 momentum=0.95 nesterov=1 polar=... iterations=5
+  df_muon  eta_max=0.02 rho=1 lambda=0.01 l_min=1e-8 eta0=1e-3 momentum=0.95 nesterov=1
+           polar=... iterations=5
+The matrix presets (muon … df_muon) serve the hidden matrices that optim::propose_labels picks
+(rank >= 2, no 'embed'/'head'/... in the name); every other parameter goes to AdamW with keys
+adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. route=all sends every
+parameter to the preset instead. polar=keller|polar_express|qdwh (muon: keller, the others:
+polar_express).
+
+Learning rates (lr, adamw_lr) are a number or a schedule of optim::Schedule, counted in steps:
+  warmup_cosine:PEAK:WARMUP:TOTAL[:FINAL]  linear 0 -> PEAK over WARMUP steps, cosine to FINAL
+                                           (default 0) at TOTAL, FINAL after
+  linear_decay:PEAK:HOLD:TOTAL[:FINAL]     PEAK for HOLD steps, linear to FINAL at TOTAL
+  e.g. --optimizer muon:lr=warmup_cosine:0.02:10:100,momentum=0.9
 
 Example:
   schatten-replay data/replay/digits_mlp.h5 --optimizer muon --optimizer adamw:lr=3e-3,wd=0 \
       --out build/replay.h5
   /usr/bin/python3 bench/plot_replay.py build/replay.h5
 
-Output (docs/replay-format.md): /runs/<k>/update_norm, param_norm, orthogonality_error
-(steps x params), labels, and params/<i> with --save-params; the JSON summary has the final
-norms per parameter and the time spent reading, stepping and writing. Exit status: 0 done,
+Output (docs/replay-format.md): /runs/<k>/update_norm, param_norm, orthogonality_error,
+schatten_p, grad_dot, descent_cosine, potential, next_grad_dot, alignment (steps x params, NaN
+where undefined), labels, and params/<i> with --save-params; the JSON summary has the final
+norms and p, mean diagnostics per parameter and the time spent reading, stepping and writing. Exit status: 0 done,
 1 a failure while running (message on stderr), 2 bad command line.
 )";
 
@@ -141,12 +169,20 @@ class Keys {
     left_.erase(it);
   }
   void integer(const char* key, int& v) {
-    double d = v;
+    std::int64_t w = v;
+    count(key, w, 1000);
+    v = int(w);
+  }
+  /// An integer in 0..max.
+  void count(const char* key, std::int64_t& v, std::int64_t max = 1000000000) {
+    auto it = left_.find(key);
+    if (it == left_.end()) return;
+    double d = double(v);
     number(key, d);
-    if (d != std::floor(d) || d < 0 || d > 1000)
-      note(std::string("'") + key + "' must be an integer in 0..1000");
+    if (d != std::floor(d) || d < 0 || d > double(max))
+      note(std::string("'") + key + "' must be an integer in 0.." + std::to_string(max));
     else
-      v = int(d);
+      v = std::int64_t(d);
   }
   void flag(const char* key, bool& v) {
     auto it = left_.find(key);
@@ -159,10 +195,79 @@ class Keys {
       note(std::string("'") + key + "' must be 0/1 or true/false");
     left_.erase(it);
   }
-  void lr(const char* key, opt::Schedule& s) {
-    double v = s.peak;
-    number(key, v);
-    s = opt::Schedule::constant(v);
+  /// A learning rate: a number (constant), or a schedule (optim::Schedule)
+  ///   warmup_cosine:PEAK:WARMUP:TOTAL[:FINAL]   linear_decay:PEAK:HOLD:TOTAL[:FINAL]
+  /// with integer step counts 0 ≤ WARMUP ≤ TOTAL, TOTAL ≥ 1. Returns true when the key was given.
+  bool lr(const char* key, opt::Schedule& s) {
+    auto it = left_.find(key);
+    if (it == left_.end()) return false;
+    const std::string v = it->second;
+    left_.erase(it);
+    std::vector<std::string> parts;
+    for (std::size_t pos = 0;;) {
+      const std::size_t c = v.find(':', pos);
+      parts.push_back(v.substr(pos, c == std::string::npos ? std::string::npos : c - pos));
+      if (c == std::string::npos) break;
+      pos = c + 1;
+    }
+    auto num = [](const std::string& t, double& out) {
+      char* end = nullptr;
+      out = std::strtod(t.c_str(), &end);
+      return !t.empty() && *end == '\0' && std::isfinite(out);
+    };
+    const std::string form = std::string("'") + key + "=" + v + "': ";
+    const auto bad = [&](const std::string& m) {
+      note(m);
+      return true;
+    };
+    if (parts.size() == 1) {
+      double x = 0;
+      if (!num(v, x))
+        return bad(std::string("'") + key + "=" + v + "' is not a number or a schedule (see --help)");
+      s = opt::Schedule::constant(x);
+      return true;
+    }
+    const std::string& kind = parts[0];
+    if (kind != "warmup_cosine" && kind != "linear_decay" && kind != "constant")
+      return bad(form + "unknown schedule '" + kind + "' (constant, warmup_cosine, linear_decay)");
+    if (kind == "constant") {
+      double x = 0;
+      if (parts.size() != 2 || !num(parts[1], x)) return bad(form + "expected constant:VALUE");
+      s = opt::Schedule::constant(x);
+      return true;
+    }
+    const char* first = kind == "warmup_cosine" ? "WARMUP" : "HOLD";
+    const std::string usage = form + "expected " + kind + ":PEAK:" + first + ":TOTAL[:FINAL]";
+    double peak = 0, a = 0, total = 0, final_value = 0;
+    if (parts.size() < 4 || parts.size() > 5 || !num(parts[1], peak) || !num(parts[2], a) ||
+        !num(parts[3], total) || (parts.size() == 5 && !num(parts[4], final_value)))
+      return bad(usage);
+    if (a != std::floor(a) || total != std::floor(total) || a < 0 || total < 1 || a > total || total > 1e12)
+      return bad(form + first + " and TOTAL must be integer steps with 0 <= " + first +
+                 " <= TOTAL, TOTAL >= 1");
+    s = kind == "warmup_cosine"
+            ? opt::Schedule::warmup_cosine(peak, std::int64_t(a), std::int64_t(total), final_value)
+            : opt::Schedule::linear_decay(peak, std::int64_t(a), std::int64_t(total), final_value);
+    return true;
+  }
+  /// One of `choices` (given as "a|b|c"); returns the index or -1 when the key is absent.
+  int choice(const char* key, const std::string& choices) {
+    std::string v;
+    if (!word(key, v)) return -1;
+    int k = 0;
+    for (std::size_t pos = 0;; ++k) {
+      const std::size_t bar = choices.find('|', pos);
+      if (choices.compare(pos, bar == std::string::npos ? std::string::npos : bar - pos, v) == 0 &&
+          v.size() == (bar == std::string::npos ? choices.size() - pos : bar - pos))
+        return k;
+      if (bar == std::string::npos) break;
+      pos = bar + 1;
+    }
+    std::string list = choices;
+    for (char& c : list)
+      if (c == '|') c = ',';
+    note(std::string("'") + key + "=" + v + "': must be one of " + list);
+    return -1;
   }
   bool word(const char* key, std::string& v) {
     auto it = left_.find(key);
@@ -240,51 +345,160 @@ class Runner {
   virtual opt::StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) = 0;
   virtual std::string signature() const = 0;
   virtual std::vector<std::string> labels() const = 0;
-  /// The orthogonality error of each parameter's last polar step; NaN where there is none.
-  virtual void orthogonality(std::vector<double>& out) = 0;
+  /// Per parameter, after a step: the orthogonality error of its last polar step and the
+  /// Schatten p its rule used (SchattenPDirection's state p); NaN where there is none.
+  virtual void observe(std::vector<double>& orthogonality, std::vector<double>& p) = 0;
+  /// Whether parameter i's rule collects activation statistics (schatten_muon).
+  virtual bool collects_gram(std::size_t i) const = 0;
+  /// For each parameter i with collects_gram(i) whose rule runs its criterion at the coming
+  /// step, calls gram(i) for the recorded cols × cols activation Gram of that step and stores it
+  /// as the rule's statistics for the step (optim::accumulate_activations' fields, samples = 1:
+  /// the criterion's choice of p does not depend on the Gram's scale). gram(i) returns nullptr
+  /// on a read failure: false.
+  virtual bool feed_grams(const std::function<const float*(std::size_t)>& gram) = 0;
 };
 
 template <class P>
 class RunnerOf final : public Runner {
  public:
   explicit RunnerOf(P p) : p_(std::move(p)) {
-    for (std::size_t i = 0; i < p_.params().size(); ++i)
-      keys_.emplace(p_.params()[i].name + "/1_orthogonalize/orthogonality_error", i);
+    const auto& params = p_.params();
+    // Every field name is "<param name>/<rule>/<field>"; the owner is the longest parameter
+    // name that prefixes it (names may contain '/').
+    struct Names {
+      std::vector<std::string> doubles, int64s, buffers;
+      void operator()(const std::string& n, double&) { doubles.push_back(n); }
+      void operator()(const std::string& n, std::int64_t&) { int64s.push_back(n); }
+      void operator()(const std::string& n, opt::Buffer&) { buffers.push_back(n); }
+    } names;
+    p_.visit(names);
+    auto owner = [&](const std::string& field) {
+      std::size_t best = params.size(), len = 0;
+      for (std::size_t i = 0; i < params.size(); ++i) {
+        const std::string pre = params[i].name + "/";
+        if (field.size() > pre.size() && field.compare(0, pre.size(), pre) == 0 && pre.size() > len) {
+          best = i;
+          len = pre.size();
+        }
+      }
+      return best;
+    };
+    auto ends = [](const std::string& s, const std::string& t) {
+      return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+    };
+    gram_.resize(params.size());
+    for (const std::string& n : names.doubles) {
+      const std::size_t i = owner(n);
+      if (i == params.size()) continue;
+      if (ends(n, "/1_orthogonalize/orthogonality_error")) keys_.emplace(n, Key{i, Key::ortho});
+      if (ends(n, "/schatten_p")) keys_.emplace(n, Key{i, Key::p});
+    }
+    for (const std::string& n : names.buffers) {
+      const std::size_t i = owner(n);
+      if (i < params.size() && ends(n, "/activation_gram")) {
+        const std::string rule = n.substr(0, n.size() - std::string("activation_gram").size());
+        gram_keys_.emplace(n, Key{i, Key::gram});
+        gram_keys_.emplace(rule + "activation_samples", Key{i, Key::samples});
+        gram_keys_.emplace(rule + "activation_step", Key{i, Key::for_step});
+        gram_keys_.emplace(rule + "count", Key{i, Key::count});
+        gram_[i].wanted = true;
+      }
+    }
   }
   opt::StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) override {
     return p_.step(params, grads);
   }
   std::string signature() const override { return p_.signature(); }
   std::vector<std::string> labels() const override { return p_.labels(); }
-  void orthogonality(std::vector<double>& out) override {
-    out.assign(p_.params().size(), std::numeric_limits<double>::quiet_NaN());
-    Collector c{&keys_, &out};
+  void observe(std::vector<double>& ortho, std::vector<double>& p) override {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    ortho.assign(p_.params().size(), nan);
+    p.assign(p_.params().size(), nan);
+    if (keys_.empty()) return;
+    Collector c{&keys_, &ortho, &p};
     p_.visit(c);
+  }
+  bool collects_gram(std::size_t i) const override { return i < gram_.size() && gram_[i].wanted; }
+  bool feed_grams(const std::function<const float*(std::size_t)>& gram) override {
+    if (gram_keys_.empty()) return true;
+    GramFinder f{&gram_keys_, &gram_};
+    p_.visit(f);
+    for (std::size_t i = 0; i < gram_.size(); ++i) {
+      GramRef& r = gram_[i];
+      if (!r.wanted || !r.buffer || !r.samples || !r.for_step || !r.count) continue;
+      if (!r.due(*r.count + 1)) continue;
+      const float* g = gram(i);
+      if (!g) return false;
+      std::copy(g, g + r.buffer->size(), r.buffer->begin());
+      *r.samples = 1;
+      *r.for_step = *r.count;
+    }
+    return true;
+  }
+  /// When the rule of parameter i runs its criterion (set by build() for schatten_muon).
+  void set_criterion_schedule(bool adaptive, std::int64_t first, std::int64_t interval) {
+    for (GramRef& r : gram_)
+      r.due = [=](std::int64_t t) {
+        return opt::SchattenPDirection::criterion_due(t, adaptive, first, interval);
+      };
   }
 
  private:
+  struct Key {
+    std::size_t param;
+    enum Kind { ortho, p, gram, samples, for_step, count } kind;
+  };
+  struct GramRef {
+    bool wanted = false;
+    opt::Buffer* buffer = nullptr;
+    std::int64_t *samples = nullptr, *for_step = nullptr, *count = nullptr;
+    std::function<bool(std::int64_t)> due = [](std::int64_t) { return true; };
+  };
   struct Collector {
-    const std::unordered_map<std::string, std::size_t>* keys;
-    std::vector<double>* out;
-    template <class F>
-    void operator()(const std::string&, F&) {}
+    const std::unordered_map<std::string, Key>* keys;
+    std::vector<double>*ortho, *p;
+    void operator()(const std::string&, std::int64_t&) {}
+    void operator()(const std::string&, opt::Buffer&) {}
     void operator()(const std::string& name, double& v) {
       auto it = keys->find(name);
-      if (it != keys->end()) (*out)[it->second] = v;
+      if (it == keys->end()) return;
+      (it->second.kind == Key::ortho ? *ortho : *p)[it->second.param] = v;
+    }
+  };
+  struct GramFinder {
+    const std::unordered_map<std::string, Key>* keys;
+    std::vector<GramRef>* refs;
+    void operator()(const std::string&, double&) {}
+    void operator()(const std::string& name, opt::Buffer& b) {
+      auto it = keys->find(name);
+      if (it != keys->end() && it->second.kind == Key::gram) (*refs)[it->second.param].buffer = &b;
+    }
+    void operator()(const std::string& name, std::int64_t& v) {
+      auto it = keys->find(name);
+      if (it == keys->end()) return;
+      GramRef& r = (*refs)[it->second.param];
+      if (it->second.kind == Key::samples) r.samples = &v;
+      if (it->second.kind == Key::for_step) r.for_step = &v;
+      if (it->second.kind == Key::count) r.count = &v;
     }
   };
   P p_;
-  std::unordered_map<std::string, std::size_t> keys_;
+  std::unordered_map<std::string, Key> keys_, gram_keys_;
+  std::vector<GramRef> gram_;
 };
 
 template <class P>
-std::unique_ptr<Runner> runner(P p, const std::string& spec, std::string& err) {
+std::unique_ptr<RunnerOf<P>> runner_of(P p, const std::string& spec, std::string& err) {
   const opt::StepReport r = p.init();
   if (!r) {
     err = "--optimizer " + spec + ": " + r.message;
     return nullptr;
   }
   return std::make_unique<RunnerOf<P>>(std::move(p));
+}
+template <class P>
+std::unique_ptr<Runner> runner(P p, const std::string& spec, std::string& err) {
+  return runner_of(std::move(p), spec, err);
 }
 
 /// The optimizer a Spec describes, over the recording's parameters.
@@ -311,8 +525,12 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return runner(opt::partition(ps, all("adamw"), opt::route("adamw", opt::adamw(o))), s.text, err);
   }
-  // Matrix presets: their own keys, then the AdamW side and the routing.
+  // Matrix presets: their own keys, then the AdamW side and the routing. schatten_muon's side
+  // defaults to SMuon's auxiliary Adam (algorithms.md §4a.4: lr 3e-4, betas (0.9, 0.95), eps
+  // 1e-10, no decay), whose lr and β₁ also set its κ.
   opt::AdamWOptions aw;
+  if (s.preset == "schatten_muon")
+    aw = opt::AdamWOptions{opt::Schedule::constant(3e-4), 0.9, 0.95, 1e-10, 0.0};
   k.lr("adamw_lr", aw.lr);
   k.number("adamw_wd", aw.weight_decay);
   k.number("adamw_b1", aw.b1);
@@ -341,6 +559,24 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
                                  opt::route("adamw", opt::adamw(aw))),
                   s.text, err);
   };
+  auto polar_rule = [&](PolarOptions& polar) {
+    switch (k.choice("polar", "keller|newton_schulz|polar_express|qdwh")) {
+      case 0:
+      case 1:
+        polar = opt::MuonOptions::keller_polar();
+        break;
+      case 2:
+        polar = PolarOptions{};
+        break;
+      case 3:
+        polar = PolarOptions{};
+        polar.method = PolarMethod::qdwh;
+        break;
+      default:
+        break;
+    }
+    k.integer("iterations", polar.iterations);
+  };
   if (s.preset == "muon") {
     opt::MuonOptions o;
     k.lr("lr", o.lr);
@@ -348,21 +584,53 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.flag("nesterov", o.nesterov);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
-    std::string polar;
-    if (k.word("polar", polar)) {
-      if (polar == "keller" || polar == "newton_schulz") {
-        o.polar = opt::MuonOptions::keller_polar();
-      } else if (polar == "polar_express" || polar == "qdwh") {
-        o.polar = PolarOptions{};
-        o.polar.method = polar == "qdwh" ? PolarMethod::qdwh : PolarMethod::polar_express;
-      } else {
-        k.note("polar must be keller, polar_express or qdwh");
-      }
-    }
-    k.integer("iterations", o.polar.iterations);
+    polar_rule(o.polar);
     if (!k.done(err)) return nullptr;
     if (diagnostics) return mixed(observed_muon(o));
     return mixed(opt::muon(o));
+  }
+  if (s.preset == "schatten_muon") {
+    opt::SchattenMuonOptions o;
+    k.lr("lr", o.lr);
+    k.number("momentum", o.momentum);
+    k.flag("nesterov", o.nesterov);
+    k.flag("bias_correction", o.bias_correction);
+    k.flag("adaptive", o.adaptive);
+    k.number("p", o.p);
+    k.count("interval", o.interval);
+    k.count("first", o.first);
+    const int c = k.choice("criterion", "exact|exact_momentum|exact_tightness");
+    if (c >= 0) o.criterion.criterion = surrogate::PCriterion(c);
+    k.number("p_min", o.criterion.p_min);
+    k.number("p_max", o.criterion.p_max);
+    k.number("ema", o.criterion.ema);
+    k.integer("grid", o.criterion.grid);
+    std::int64_t seed = std::int64_t(o.criterion.seed);
+    k.count("seed", seed);
+    o.criterion.seed = std::uint64_t(seed);
+    const int m = k.choice("moment", "none|parametric|nonparametric");
+    if (m >= 0) o.moment = opt::SchattenPDirection::Moment(m);
+    k.number("b2", o.b2);
+    k.number("eps", o.eps);
+    const int g = k.choice("magnitude", "pinned|none");
+    if (g >= 0)
+      o.magnitude =
+          g == 0 ? opt::SchattenPDirection::Magnitude::pinned : opt::SchattenPDirection::Magnitude::none;
+    o.adam_lr = aw.lr.peak;
+    o.adam_b1 = aw.b1;
+    k.number("adam_lr", o.adam_lr);
+    k.number("adam_b1", o.adam_b1);
+    k.flag("noisy", o.noisy);
+    k.number("wd", o.weight_decay);
+    polar_rule(o.polar);
+    if (const char* bad = surrogate::check_criterion_options(o.criterion)) k.note(bad);
+    if (!(o.p >= 1.0)) k.note("'p' must be >= 1");
+    if (!k.done(err)) return nullptr;
+    auto r = runner_of(opt::partition(ps, labels, opt::route(s.preset, opt::schatten_muon(o)),
+                                      opt::route("adamw", opt::adamw(aw))),
+                       s.text, err);
+    if (r) r->set_criterion_schedule(o.adaptive, o.first, o.interval);
+    return r;
   }
   if (s.preset == "muadam") {
     opt::MuAdamOptions o;
@@ -397,8 +665,40 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::kaon(o));
   }
-  err =
-      "--optimizer " + s.text + ": unknown preset '" + s.preset + "' (sgd, adamw, muon, muadam, freon, kaon)";
+  if (s.preset == "da_muon") {
+    opt::DaMuonOptions o;
+    k.number("eta_max", o.eta_max);
+    k.number("r_eps", o.r_eps);
+    k.number("momentum", o.momentum);
+    k.flag("nesterov", o.nesterov);
+    polar_rule(o.polar);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::da_muon(o));
+  }
+  if (s.preset == "sc_muon") {
+    opt::ScMuonOptions o;
+    k.number("eta_max", o.eta_max);
+    k.number("momentum", o.momentum);
+    k.flag("nesterov", o.nesterov);
+    polar_rule(o.polar);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::sc_muon(o));
+  }
+  if (s.preset == "df_muon") {
+    opt::DfMuonOptions o;
+    k.number("eta_max", o.eta_max);
+    k.number("rho", o.rho);
+    k.number("lambda", o.lambda);
+    k.number("l_min", o.l_min);
+    k.number("eta0", o.eta0);
+    k.number("momentum", o.momentum);
+    k.flag("nesterov", o.nesterov);
+    polar_rule(o.polar);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::df_muon(o));
+  }
+  err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
+        "' (sgd, adamw, muon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, df_muon)";
   return nullptr;
 }
 
@@ -410,7 +710,8 @@ struct Options {
   std::vector<Spec> specs;
   std::int64_t steps = -1;
   bool save_params = false, diagnostics = true, quiet = false;
-  int read_ahead = -1;  ///< 1 on, 0 off, -1 automatic (on when a step's gradients reach 1 MiB)
+  int read_ahead = -1;  ///< 1 on, 0 off, -1 automatic (on when the steps do not fit one cache block)
+  double cache_mb = 1;  ///< step cache budget (docs/benchmarks/cpu-replay.md: larger blocks read slower)
 };
 
 int usage_error(const std::string& msg) {
@@ -475,6 +776,11 @@ int parse_args(int argc, char** argv, Options& o) {
       o.read_ahead = 0;
     } else if (a == "--read-ahead") {
       o.read_ahead = 1;
+    } else if (a == "--cache-mb") {
+      char* end = nullptr;
+      if (!value(v) || (o.cache_mb = std::strtod(v.c_str(), &end), *end != '\0') || !(o.cache_mb > 0) ||
+          o.cache_mb > 1e6)
+        return usage_error("--cache-mb needs a number of MB in (0, 1e6]");
     } else if (a == "--quiet") {
       o.quiet = true;
     } else if (!a.empty() && a[0] == '-') {
@@ -522,18 +828,191 @@ std::string json_number(double v) {
   return b;
 }
 
-/// One optimizer's replay: its parameters, buffers, output datasets and running figures.
+/// A per-step table (steps × parameters, float64) of the output, buffered and written `block`
+/// rows per HDF5 call (the dataset's chunk): bounded memory, few HDF5 calls.
+class Table {
+ public:
+  bool create(hid_t group, const char* name, std::size_t width, hsize_t block) {
+    width_ = width;
+    block_ = block;
+    set_ = io::h5::Handle(io::h5::create_extendible(group, name, H5T_IEEE_F64LE, {hsize_t(width)}, 0, block),
+                          H5Dclose);
+    rows_.reserve(width * block);
+    return set_.ok();
+  }
+  /// Appends the next row (width values); writes the buffered rows when `block` are pending.
+  bool push(const double* row, std::mutex& h5) {
+    rows_.insert(rows_.end(), row, row + width_);
+    return rows_.size() < width_ * block_ || flush(h5);
+  }
+  bool flush(std::mutex& h5) {
+    if (rows_.empty()) return true;
+    const hsize_t n = hsize_t(rows_.size() / width_);
+    std::lock_guard<std::mutex> lock(h5);
+    const bool ok = io::h5::append_steps(set_.get(), written_, n, H5T_NATIVE_DOUBLE, rows_.data());
+    written_ += n;
+    rows_.clear();
+    return ok;
+  }
+  void close() { set_.reset(); }
+
+ private:
+  io::h5::Handle set_;
+  std::size_t width_ = 0;
+  hsize_t block_ = 1, written_ = 0;
+  std::vector<double> rows_;
+};
+
+/// Running mean of the finite values of each parameter.
+struct Means {
+  std::vector<double> sum;
+  std::vector<std::int64_t> n;
+  void reset(std::size_t np) {
+    sum.assign(np, 0.0);
+    n.assign(np, 0);
+  }
+  void add(const std::vector<double>& v) {
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if (std::isfinite(v[i])) {
+        sum[i] += v[i];
+        ++n[i];
+      }
+  }
+  double mean(std::size_t i) const { return n[i] ? sum[i] / double(n[i]) : std::nan(""); }
+};
+
+/// One optimizer's replay: its parameters, buffers, output tables and running figures.
 struct Run {
   Spec spec;
   std::unique_ptr<Runner> runner;
-  std::vector<std::vector<float>> params, work;
+  bool feeds_grams = false;  ///< some parameter's rule takes the recorded activation Gram
+  std::vector<std::vector<float>> params, work, previous_update;
   std::vector<float*> pp, wp;
-  io::h5::Handle group, update_norm, param_norm, ortho;
+  io::h5::Handle group;
+  Table update_norm, param_norm, ortho, schatten_p, grad_dot, cosine, potential, next_dot, alignment;
   std::vector<io::h5::Handle> trajectory;
-  std::vector<double> un, pn, oe, oe_sum;
-  std::vector<std::int64_t> oe_count;
-  double t_step = 0, t_diag = 0, t_write = 0;
+  std::vector<double> un, pn, oe, p, gd, cos, phi, previous_gd;
+  Means oe_mean, cos_mean, align_mean, phi_mean;
+  double t_step = 0, t_feed = 0, t_diag = 0, t_write = 0;
 };
+
+/// The recorded gradients (and activation Grams where wanted) of `block` consecutive steps per
+/// HDF5 read, one read per dataset: memory block × one step's data, or twice that when the next
+/// block is read on a second thread while the optimizers work through the current one.
+class StepCache {
+ public:
+  StepCache(const io::RecordingReader& reader, std::mutex& h5, std::vector<std::size_t> grad_sizes,
+            std::vector<std::size_t> gram_sizes, std::int64_t steps, std::int64_t block, bool read_ahead)
+      : reader_(reader),
+        h5_(h5),
+        grad_sizes_(std::move(grad_sizes)),
+        gram_sizes_(std::move(gram_sizes)),
+        steps_(steps),
+        block_(block),
+        read_ahead_(read_ahead) {
+    for (Block* b : {&cur_, &next_}) {
+      if (b == &next_ && !read_ahead_) break;
+      b->grad.resize(grad_sizes_.size());
+      b->gram.resize(grad_sizes_.size());
+      for (std::size_t i = 0; i < grad_sizes_.size(); ++i) {  // uninitialised: HDF5 fills them
+        b->grad[i].reset(new float[std::size_t(block_) * grad_sizes_[i]]);
+        if (gram_sizes_[i]) b->gram[i].reset(new float[std::size_t(block_) * gram_sizes_[i]]);
+      }
+    }
+  }
+  ~StepCache() {
+    if (ahead_.valid()) ahead_.wait();
+  }
+  StepCache(const StepCache&) = delete;
+  StepCache& operator=(const StepCache&) = delete;
+
+  /// Makes step t (0 ≤ t < steps, called in increasing order) available.
+  bool at(std::int64_t t, std::string& err) {
+    if (t >= cur_.first && t < cur_.first + cur_.count) return true;
+    const Clock::time_point t0 = Clock::now();
+    const std::int64_t first = cur_.count == 0 ? 0 : cur_.first + cur_.count;
+    bool ok = true;
+    if (ahead_.valid()) {
+      ok = ahead_.get();
+      if (ok)
+        std::swap(cur_, next_);
+      else
+        err = ahead_err_;
+    } else {
+      ok = fill(cur_, first, err);
+    }
+    wait_ += seconds_since(t0);
+    const std::int64_t following = cur_.first + cur_.count;
+    if (ok && read_ahead_ && following < steps_)
+      ahead_ =
+          std::async(std::launch::async, [this, following] { return fill(next_, following, ahead_err_); });
+    return ok && t >= cur_.first && t < cur_.first + cur_.count;
+  }
+  const float* grad(std::int64_t t, std::size_t i) const {
+    return cur_.grad[i].get() + std::size_t(t - cur_.first) * grad_sizes_[i];
+  }
+  /// nullptr when parameter i's Gram is not cached.
+  const float* gram(std::int64_t t, std::size_t i) const {
+    return gram_sizes_[i] ? cur_.gram[i].get() + std::size_t(t - cur_.first) * gram_sizes_[i] : nullptr;
+  }
+  double read_seconds() const { return read_; }
+  double wait_seconds() const { return wait_; }
+
+ private:
+  struct Block {
+    std::int64_t first = 0, count = 0;
+    std::vector<std::unique_ptr<float[]>> grad, gram;
+  };
+  bool fill(Block& b, std::int64_t first, std::string& err) {
+    const Clock::time_point t0 = Clock::now();
+    b.first = first;
+    b.count = std::min(block_, steps_ - first);
+    std::lock_guard<std::mutex> lock(h5_);
+    for (std::size_t i = 0; i < grad_sizes_.size(); ++i) {
+      if (reader_.read_grads(first, b.count, i, b.grad[i].get(), &err) != Status::ok) return false;
+      if (gram_sizes_[i] && reader_.read_act_grams(first, b.count, i, b.gram[i].get(), &err) != Status::ok)
+        return false;
+    }
+    read_ += seconds_since(t0);
+    return true;
+  }
+  static double seconds_since(Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  const io::RecordingReader& reader_;
+  std::mutex& h5_;
+  std::vector<std::size_t> grad_sizes_, gram_sizes_;
+  std::int64_t steps_, block_;
+  bool read_ahead_;
+  Block cur_, next_;
+  std::future<bool> ahead_;
+  std::string ahead_err_;
+  double read_ = 0, wait_ = 0;
+};
+
+/// Σ_i u_iᵀ S u_i = tr(U S Uᵀ) over the rows u_i of U (rows × cols) for a cols × cols S (float
+/// products, double sum).
+double gram_quadratic(const float* u, index_t rows, index_t cols, const float* s) {
+  double tr = 0.0;
+  for (index_t i = 0; i < rows; ++i) {
+    const float* ui = u + i * cols;
+    for (index_t j = 0; j < cols; ++j) {
+      const float* sj = s + j * cols;
+      float a = 0.0f;
+      for (index_t k = 0; k < cols; ++k)
+        a += sj[k] * ui[k];
+      tr += double(a) * double(ui[j]);
+    }
+  }
+  return tr;
+}
+
+double dot(const float* a, const float* b, std::size_t n) {
+  double d = 0.0;
+  for (std::size_t k = 0; k < n; ++k)
+    d += double(a[k]) * double(b[k]);
+  return d;
+}
 
 class Progress {
  public:
@@ -584,9 +1063,10 @@ int replay(const Options& o) {
   if (info.steps == 0) return fail_run("'" + o.recording + "' has no completed steps", "");
   const std::int64_t steps = o.steps > 0 ? std::min(o.steps, info.steps) : info.steps;
   const std::size_t np = info.params.size();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
 
   std::vector<opt::ParamSpec> ps;
-  std::vector<std::size_t> sizes;
+  std::vector<std::size_t> sizes, gram_sizes(np, 0);
   bool all_recorded = true, any_recorded = false;
   for (const auto& p : info.params) {
     ps.push_back({p.name, p.shape});
@@ -614,10 +1094,20 @@ int replay(const Options& o) {
     for (std::size_t i = 0; i < np; ++i) {
       run.pp.push_back(run.params[i].data());
       run.wp.push_back(run.work[i].data());
+      run.feeds_grams = run.feeds_grams || (run.runner->collects_gram(i) && info.params[i].has_act_gram);
     }
-    run.oe_sum.assign(np, 0.0);
-    run.oe_count.assign(np, 0);
+    if (o.diagnostics) {
+      run.previous_update = initial;
+      run.previous_gd.assign(np, nan);
+    }
+    for (Means* m : {&run.oe_mean, &run.cos_mean, &run.align_mean, &run.phi_mean})
+      m->reset(np);
   }
+  // The recorded Grams are cached with the gradients when the descent potential needs them at
+  // every step; schatten_muon alone reads them only on its criterion steps.
+  if (o.diagnostics)
+    for (std::size_t i = 0; i < np; ++i)
+      if (info.params[i].has_act_gram) gram_sizes[i] = std::size_t(info.params[i].cols * info.params[i].cols);
 
   // The output, created before any work so that a bad path fails at once.
   const std::string tmp = o.out + ".tmp";
@@ -664,16 +1154,14 @@ int replay(const Options& o) {
            io::h5::write_string_attr(g, "signature", run.runner->signature()) &&
            io::h5::write_string_dataset(g, "labels", run.runner->labels());
       const hsize_t chunk = hsize_t(std::min<std::int64_t>(steps, 256));
-      auto table = [&](const char* name) {
-        return io::h5::Handle(io::h5::create_extendible(g, name, H5T_IEEE_F64LE, {hsize_t(np)}, 0, chunk),
-                              H5Dclose);
-      };
-      if (ok) {
-        run.update_norm = table("update_norm");
-        run.param_norm = table("param_norm");
-        run.ortho = table("orthogonality_error");
-        ok = run.update_norm.ok() && run.param_norm.ok() && run.ortho.ok();
-      }
+      const std::pair<Table*, const char*> tables[] = {
+          {&run.update_norm, "update_norm"},   {&run.param_norm, "param_norm"},
+          {&run.ortho, "orthogonality_error"}, {&run.schatten_p, "schatten_p"},
+          {&run.grad_dot, "grad_dot"},         {&run.cosine, "descent_cosine"},
+          {&run.potential, "potential"},       {&run.next_dot, "next_grad_dot"},
+          {&run.alignment, "alignment"}};
+      for (const auto& [table, name] : tables)
+        ok = ok && table->create(g, name, np, chunk);
       if (ok && o.save_params) {
         io::h5::Handle pg(H5Gcreate2(g, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
         ok = pg.ok();
@@ -692,49 +1180,49 @@ int replay(const Options& o) {
                       tmp);
   }
 
-  // Reading runs one step ahead on another thread.
-  std::vector<std::vector<float>> cur(np), next(np);
-  for (std::size_t i = 0; i < np; ++i) {
-    cur[i].resize(sizes[i]);
-    next[i].resize(sizes[i]);
-  }
-  double t_read = 0, t_wait = 0;
-  auto read_step = [&](std::int64_t t, std::vector<std::vector<float>>* into, std::string* e) {
-    const Clock::time_point t0 = Clock::now();
-    std::lock_guard<std::mutex> lock(h5_mutex);
-    io::h5::QuietErrors q;
-    for (std::size_t i = 0; i < np; ++i)
-      if (reader.read_grad(t, i, (*into)[i].data(), e) != Status::ok) return false;
-    t_read += seconds_since(t0);
-    return true;
-  };
-  if (!read_step(0, &cur, &err)) return fail_run(err, tmp);
+  // The step cache: as many steps per block as the budget allows (half of it each for two
+  // blocks when reading ahead), at least one.
   std::size_t step_bytes = 0;
-  for (std::size_t n : sizes)
-    step_bytes += n * sizeof(float);
-  // Tunable: measured on the 2-core CI machine (docs/benchmarks/cpu-replay.md).
+  for (std::size_t i = 0; i < np; ++i)
+    step_bytes += (sizes[i] + gram_sizes[i]) * sizeof(float);
+  // As many steps per block as the budget holds (half of it each for two blocks when reading
+  // ahead), at least one. Reading ahead pays only when a step is large: each hand-off to the
+  // second thread costs about 0.7 ms on the CI machine (docs/benchmarks/cpu-replay.md).
+  const double budget = o.cache_mb * 1024.0 * 1024.0;
   const bool read_ahead = o.read_ahead < 0 ? step_bytes >= (std::size_t(1) << 20) : o.read_ahead == 1;
+  const std::int64_t block = std::clamp<std::int64_t>(
+      std::int64_t(budget / (double(step_bytes) * (read_ahead ? 2.0 : 1.0))), 1, steps);
+  StepCache cache(reader, h5_mutex, sizes, gram_sizes, steps, block, read_ahead);
+  std::vector<float> gram_scratch;
+  auto gram_at = [&](std::int64_t t, std::size_t i) -> const float* {
+    if (const float* g = cache.gram(t, i)) return g;
+    if (!info.params[i].has_act_gram) return nullptr;
+    gram_scratch.resize(std::size_t(info.params[i].cols * info.params[i].cols));
+    std::lock_guard<std::mutex> lock(h5_mutex);
+    return reader.read_act_gram(t, i, gram_scratch.data(), &err) == Status::ok ? gram_scratch.data()
+                                                                               : nullptr;
+  };
+
   Progress progress(steps, o.quiet);
-  std::vector<double> ortho;
+  std::vector<double> next_row(np), align_row(np);
   for (std::int64_t t = 0; t < steps; ++t) {
-    std::string read_err;
-    std::future<bool> ahead;
-    if (t + 1 < steps && read_ahead)
-      ahead = std::async(std::launch::async, read_step, t + 1, &next, &read_err);
-    bool ok = true;
+    if (!cache.at(t, err)) return fail_run(err, tmp);
     for (Run& run : runs) {
-      for (std::size_t i = 0; i < np; ++i)
-        std::memcpy(run.work[i].data(), cur[i].data(), sizes[i] * sizeof(float));
       Clock::time_point t0 = Clock::now();
+      bool fed = true;
+      if (run.feeds_grams) fed = run.runner->feed_grams([&](std::size_t i) { return gram_at(t, i); });
+      if (!fed) return fail_run(err, tmp);
+      for (std::size_t i = 0; i < np; ++i)
+        std::memcpy(run.work[i].data(), cache.grad(t, i), sizes[i] * sizeof(float));
+      run.t_feed += seconds_since(t0);
+      t0 = Clock::now();
       const opt::StepReport rep = run.runner->step(run.pp, run.wp);
       run.t_step += seconds_since(t0);
-      if (!rep) {
-        err = "step " + std::to_string(t) + ", --optimizer " + run.spec.text + ": " + rep.message +
-              (rep.bad_param >= 0 ? " (parameter '" + ps[std::size_t(rep.bad_param)].name + "')"
-                                  : std::string());
-        ok = false;
-        break;
-      }
+      if (!rep)
+        return fail_run("step " + std::to_string(t) + ", --optimizer " + run.spec.text + ": " + rep.message +
+                            (rep.bad_param >= 0 ? " (parameter '" + ps[std::size_t(rep.bad_param)].name + "')"
+                                                : std::string()),
+                        tmp);
       t0 = Clock::now();
       run.un.resize(np);
       run.pn.resize(np);
@@ -743,54 +1231,74 @@ int replay(const Options& o) {
         run.un[i] = std::sqrt(opt::squared_norm(opt::ConstBlock(run.work[i].data(), r, c)));
         run.pn[i] = std::sqrt(opt::squared_norm(opt::ConstBlock(run.params[i].data(), r, c)));
       }
-      run.runner->orthogonality(ortho);
-      for (std::size_t i = 0; i < np; ++i)
-        if (std::isfinite(ortho[i])) {
-          run.oe_sum[i] += ortho[i];
-          ++run.oe_count[i];
+      run.runner->observe(run.oe, run.p);
+      run.oe_mean.add(run.oe);
+      // Descent diagnostics of D_t = −u_t (docs/replay-format.md, "Replay output").
+      run.gd.assign(np, nan);
+      run.cos.assign(np, nan);
+      run.phi.assign(np, nan);
+      std::fill(next_row.begin(), next_row.end(), nan);
+      std::fill(align_row.begin(), align_row.end(), nan);
+      if (o.diagnostics) {
+        for (std::size_t i = 0; i < np; ++i) {
+          const float* g = cache.grad(t, i);
+          const float* u = run.work[i].data();
+          const double gd = -dot(g, u, sizes[i]);
+          const double gn = std::sqrt(dot(g, g, sizes[i]));
+          run.gd[i] = gd;
+          if (gn > 0.0 && run.un[i] > 0.0) run.cos[i] = gd / (gn * run.un[i]);
+          if (const float* sg = cache.gram(t, i)) {
+            const double curv = gram_quadratic(u, info.params[i].rows, info.params[i].cols, sg);
+            if (curv > 0.0) run.phi[i] = gd * gd / curv;
+          }
+          if (t > 0) {  // step t − 1's update against this step's gradient
+            next_row[i] = -dot(g, run.previous_update[i].data(), sizes[i]);
+            if (run.previous_gd[i] != 0.0) align_row[i] = next_row[i] / run.previous_gd[i];
+          }
+          std::memcpy(run.previous_update[i].data(), u, sizes[i] * sizeof(float));
         }
-      run.oe = ortho;
+        run.previous_gd = run.gd;
+        run.cos_mean.add(run.cos);
+        run.phi_mean.add(run.phi);
+        run.align_mean.add(align_row);
+      }
       run.t_diag += seconds_since(t0);
       t0 = Clock::now();
-      {
+      bool ok = run.update_norm.push(run.un.data(), h5_mutex) &&
+                run.param_norm.push(run.pn.data(), h5_mutex) && run.ortho.push(run.oe.data(), h5_mutex) &&
+                run.schatten_p.push(run.p.data(), h5_mutex) && run.grad_dot.push(run.gd.data(), h5_mutex) &&
+                run.cosine.push(run.cos.data(), h5_mutex) && run.potential.push(run.phi.data(), h5_mutex);
+      if (ok && t > 0)
+        ok = run.next_dot.push(next_row.data(), h5_mutex) && run.alignment.push(align_row.data(), h5_mutex);
+      if (ok && !run.trajectory.empty()) {
         std::lock_guard<std::mutex> lock(h5_mutex);
-        const hsize_t ht = hsize_t(t);
-        ok = io::h5::append_step(run.update_norm.get(), ht, H5T_NATIVE_DOUBLE, run.un.data()) &&
-             io::h5::append_step(run.param_norm.get(), ht, H5T_NATIVE_DOUBLE, run.pn.data()) &&
-             io::h5::append_step(run.ortho.get(), ht, H5T_NATIVE_DOUBLE, run.oe.data());
         for (std::size_t i = 0; ok && i < run.trajectory.size(); ++i)
-          ok = io::h5::append_step(run.trajectory[i].get(), ht + 1, H5T_NATIVE_FLOAT, run.params[i].data());
+          ok = io::h5::append_step(run.trajectory[i].get(), hsize_t(t) + 1, H5T_NATIVE_FLOAT,
+                                   run.params[i].data());
       }
       run.t_write += seconds_since(t0);
-      if (!ok) {
-        err = "cannot write step " + std::to_string(t) + " to '" + tmp + "' (disk full?)";
-        break;
-      }
+      if (!ok)
+        return fail_run("cannot write step " + std::to_string(t) + " to '" + tmp + "' (disk full?)", tmp);
     }
-    if (ahead.valid()) {
-      const Clock::time_point t0 = Clock::now();
-      const bool read_ok = ahead.get();
-      t_wait += seconds_since(t0);
-      if (ok && !read_ok) {
-        err = read_err;
-        ok = false;
-      }
-    }
-    if (ok && !read_ahead && t + 1 < steps) {
-      const Clock::time_point t0 = Clock::now();
-      ok = read_step(t + 1, &next, &err);
-      t_wait += seconds_since(t0);
-    }
-    if (!ok) return fail_run(err, tmp);
-    std::swap(cur, next);
     progress.update(t + 1);
   }
   {
+    // The last step has no next gradient.
+    std::fill(next_row.begin(), next_row.end(), nan);
+    for (Run& run : runs) {
+      const Clock::time_point t0 = Clock::now();
+      bool ok = run.next_dot.push(next_row.data(), h5_mutex) && run.alignment.push(next_row.data(), h5_mutex);
+      for (Table* table : {&run.update_norm, &run.param_norm, &run.ortho, &run.schatten_p, &run.grad_dot,
+                           &run.cosine, &run.potential, &run.next_dot, &run.alignment})
+        ok = ok && table->flush(h5_mutex);
+      run.t_write += seconds_since(t0);
+      if (!ok) return fail_run("cannot write the last steps to '" + tmp + "' (disk full?)", tmp);
+    }
     std::lock_guard<std::mutex> lock(h5_mutex);
     for (Run& run : runs) {
-      run.update_norm.reset();
-      run.param_norm.reset();
-      run.ortho.reset();
+      for (Table* table : {&run.update_norm, &run.param_norm, &run.ortho, &run.schatten_p, &run.grad_dot,
+                           &run.cosine, &run.potential, &run.next_dot, &run.alignment})
+        table->close();
       run.trajectory.clear();
       run.group.reset();
     }
@@ -805,21 +1313,28 @@ int replay(const Options& o) {
                   ",\n  \"output\": " + json_string(o.out) + ",\n  \"steps\": " + std::to_string(steps) +
                   ",\n  \"schatten_version\": " + json_string(SCHATTEN_VERSION_STRING) +
                   ",\n  \"seconds\": {\"total\": " + json_number(total) +
-                  ", \"read\": " + json_number(t_read) + ", \"read_wait\": " + json_number(t_wait) +
-                  "},\n  \"read_ahead\": " + (read_ahead ? "true" : "false") + ",\n  \"runs\": [";
+                  ", \"read\": " + json_number(cache.read_seconds()) +
+                  ", \"read_wait\": " + json_number(cache.wait_seconds()) +
+                  "},\n  \"read_ahead\": " + (read_ahead ? "true" : "false") +
+                  ",\n  \"cache\": {\"steps_per_block\": " + std::to_string(block) +
+                  ", \"bytes_per_step\": " + std::to_string(step_bytes) + "},\n  \"runs\": [";
   for (std::size_t r = 0; r < runs.size(); ++r) {
     const Run& run = runs[r];
     const auto labels = run.runner->labels();
     j += std::string(r ? "," : "") + "\n    {\"spec\": " + json_string(run.spec.text) +
          ",\n     \"signature\": " + json_string(run.runner->signature()) +
          ",\n     \"seconds\": {\"optimizer\": " + json_number(run.t_step) +
-         ", \"diagnostics\": " + json_number(run.t_diag) + ", \"write\": " + json_number(run.t_write) +
-         "},\n     \"params\": [";
+         ", \"input\": " + json_number(run.t_feed) + ", \"diagnostics\": " + json_number(run.t_diag) +
+         ", \"write\": " + json_number(run.t_write) + "},\n     \"params\": [";
     for (std::size_t i = 0; i < np; ++i)
       j += std::string(i ? "," : "") + "\n       {\"name\": " + json_string(ps[i].name) +
            ", \"label\": " + json_string(labels[i]) + ", \"final_update_norm\": " + json_number(run.un[i]) +
-           ", \"final_param_norm\": " + json_number(run.pn[i]) + ", \"mean_orthogonality_error\": " +
-           json_number(run.oe_count[i] ? run.oe_sum[i] / double(run.oe_count[i]) : std::nan("")) + "}";
+           ", \"final_param_norm\": " + json_number(run.pn[i]) +
+           ", \"final_schatten_p\": " + json_number(run.p[i]) +
+           ", \"mean_orthogonality_error\": " + json_number(run.oe_mean.mean(i)) +
+           ", \"mean_descent_cosine\": " + json_number(run.cos_mean.mean(i)) +
+           ", \"mean_alignment\": " + json_number(run.align_mean.mean(i)) +
+           ", \"mean_potential\": " + json_number(run.phi_mean.mean(i)) + "}";
     j += "]}";
   }
   j += "\n  ]\n}\n";

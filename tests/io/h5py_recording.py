@@ -40,8 +40,11 @@ def read(path, out):
             grad = g["grad"]
             if grad.shape[1:] != (rows, cols) or grad.shape[0] < n:
                 fail("grad of %s has shape %r for tensor shape %r" % (g.attrs["name"], grad.shape, shape))
-            if grad.chunks != (1, rows, cols):
+            # chunks of k >= 1 steps (the C++ recorder: k = min(64, 64 KiB // one step's bytes))
+            if grad.chunks is None or grad.chunks[1:] != (rows, cols) or grad.chunks[0] < 1:
                 fail("grad of %s has chunks %r" % (g.attrs["name"], grad.chunks))
+            if grad.chunks[0] != max(1, min(64, 65536 // (4 * rows * cols))):
+                fail("grad of %s has %d steps per chunk" % (g.attrs["name"], grad.chunks[0]))
             if "initial" in g:
                 chunks.append(np.asarray(g["initial"], dtype="<f4").ravel())
             for t in range(n):

@@ -96,12 +96,14 @@ StepArrays make_step(const RecordingInfo& info, int t) {
   return s;
 }
 
-void write_recording(const std::string& path, int steps, int gzip = 0) {
+void write_recording(const std::string& path, int steps, int gzip = 0,
+                     std::size_t chunk_bytes = RecorderOptions{}.chunk_bytes) {
   const RecordingInfo info = test_info();
   Recorder rec;
   std::string err;
   RecorderOptions o;
   o.gzip_level = gzip;
+  o.chunk_bytes = chunk_bytes;
   REQUIRE_MESSAGE(rec.create(path, info, o, &err) == Status::ok, err);
   for (int t = 0; t < steps; ++t) {
     const StepArrays s = make_step(info, t);
@@ -111,10 +113,48 @@ void write_recording(const std::string& path, int steps, int gzip = 0) {
   REQUIRE(rec.close(&err) == Status::ok);
 }
 
-/// Every stored value of the first `steps` steps equals what make_step() produced.
+/// The steps per chunk of dataset `name` in `path`.
+hsize_t steps_per_chunk(const std::string& path, const char* name) {
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  const hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+  const hid_t plist = H5Dget_create_plist(d);
+  hsize_t chunk[8] = {0};
+  const int rank = H5Pget_chunk(plist, 8, chunk);
+  H5Pclose(plist);
+  H5Dclose(d);
+  H5Fclose(f);
+  return rank > 0 ? chunk[0] : 0;
+}
+
+/// Every stored value of the first `steps` steps equals what make_step() produced, read one step
+/// at a time and as one range per dataset.
 void check_contents(const RecordingReader& r, int steps) {
   const RecordingInfo info = test_info();
   std::string err;
+  for (std::size_t i = 0; i < info.params.size(); ++i) {
+    const auto& p = r.info().params[i];
+    const std::size_t n = std::size_t(p.rows * p.cols), g = std::size_t(p.cols * p.cols);
+    std::vector<float> all(std::size_t(steps) * std::max(n, g));
+    REQUIRE_MESSAGE(r.read_grads(0, steps, i, all.data(), &err) == Status::ok, err);
+    for (int t = 0; t < steps; ++t) {
+      const StepArrays s = make_step(info, t);
+      CHECK(std::equal(s.grad[i].begin(), s.grad[i].end(), all.begin() + std::ptrdiff_t(std::size_t(t) * n)));
+    }
+    if (p.has_act_gram && steps > 1) {  // a range that starts inside the data
+      REQUIRE(r.read_act_grams(1, steps - 1, i, all.data(), &err) == Status::ok);
+      for (int t = 1; t < steps; ++t) {
+        const StepArrays s = make_step(info, t);
+        CHECK(std::equal(s.gram[i].begin(), s.gram[i].end(),
+                         all.begin() + std::ptrdiff_t(std::size_t(t - 1) * g)));
+      }
+    }
+    if (p.has_value) {
+      REQUIRE(r.read_values(0, steps, i, all.data(), &err) == Status::ok);
+      const StepArrays s = make_step(info, steps - 1);
+      CHECK(std::equal(s.value[i].begin(), s.value[i].end(),
+                       all.begin() + std::ptrdiff_t(std::size_t(steps - 1) * n)));
+    }
+  }
   for (int t = 0; t < steps; ++t) {
     const StepArrays s = make_step(info, t);
     double loss = 0;
@@ -176,11 +216,18 @@ void replace_dataset(hid_t f, const char* name, hid_t type, std::vector<hsize_t>
 }  // namespace
 
 TEST_SUITE("io.recording") {
-  TEST_CASE("recording: C++ writer and C++ reader agree bit for bit with and without gzip") {
-    for (int gzip : {0, 4}) {
+  TEST_CASE(
+      "recording: C++ writer and C++ reader agree bit for bit with and without gzip or multi-step chunks") {
+    for (const auto& [gzip, chunk_bytes] : {std::pair<int, std::size_t>{0, 0}, {4, 0}, {0, 256}, {4, 256}}) {
       CAPTURE(gzip);
+      CAPTURE(chunk_bytes);
       const std::string path = temp_path("roundtrip.h5");
-      write_recording(path, 5, gzip);
+      write_recording(path, 5, gzip, chunk_bytes);
+      // 256-byte chunks: the 120-byte gradient of layer.0.weight gets 2 steps a chunk, the 4-byte
+      // gain 64 (the cap); the 128-byte conv gradient 2; without chunk_bytes one step each.
+      CHECK(steps_per_chunk(path, "params/0/grad") == (chunk_bytes ? 2 : 1));
+      CHECK(steps_per_chunk(path, "params/3/grad") == (chunk_bytes ? 64 : 1));
+      CHECK(steps_per_chunk(path, "params/2/grad") == (chunk_bytes ? 2 : 1));
       RecordingReader r;
       std::string err;
       REQUIRE_MESSAGE(open_recording(path, r, &err) == Status::ok, err);
@@ -209,6 +256,9 @@ TEST_SUITE("io.recording") {
       CHECK(err.find("has no value") != std::string::npos);
       CHECK(r.read_initial(3, buf.data(), &err) == Status::invalid_argument);
       CHECK(r.read_grad(0, 0, nullptr, &err) == Status::invalid_argument);
+      CHECK(r.read_grads(3, 3, 0, buf.data(), &err) == Status::invalid_argument);
+      CHECK(err.find("steps [3, 6) out of range (5 completed steps)") != std::string::npos);
+      CHECK(r.read_grads(0, 0, 0, buf.data(), &err) == Status::invalid_argument);
       CHECK(check_recording(path, nullptr, &err) == Status::ok);
       fs::remove(path);
     }
@@ -450,7 +500,7 @@ TEST_SUITE("io.recording") {
       // Overwrite the bytes of one stored gradient chunk: open() still succeeds (metadata is
       // intact) and reading that step is an error; with gzip the chunk no longer inflates.
       const std::string z = temp_path("gz.h5");
-      write_recording(z, 3, 6);
+      write_recording(z, 3, 6, 0);  // one step per chunk: step 0 stays readable
       haddr_t addr = 0;
       hsize_t size = 0;
       {
@@ -476,6 +526,8 @@ TEST_SUITE("io.recording") {
       CHECK(r.read_grad(0, 0, buf.data(), &err) == Status::ok);
       CHECK(r.read_grad(1, 0, buf.data(), &err) == Status::invalid_argument);
       CHECK(err.find("cannot read step 1 of 'layer.0.weight'/grad") != std::string::npos);
+      CHECK(r.read_grads(0, 3, 0, std::vector<float>(90).data(), &err) == Status::invalid_argument);
+      CHECK(err.find("cannot read steps 0–2 of 'layer.0.weight'/grad") != std::string::npos);
       CHECK(check_recording(z, nullptr, &err) == Status::invalid_argument);
       fs::remove(z);
     }

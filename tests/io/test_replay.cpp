@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// schatten-replay end to end: a recording replayed through adamw and muon gives bit for bit
-/// the trajectory of the same optimizers stepped inline on the same gradients; diagnostics and
-/// signatures match; bad command lines and bad recordings fail with a message and no output.
+/// schatten-replay end to end: a recording replayed through adamw, muon (also with an lr
+/// schedule and any step-cache size) and schatten_muon (fed the recorded activation Grams) gives
+/// bit for bit the trajectory of the same optimizers stepped inline on the same gradients;
+/// diagnostics (p, descent cosine, alignment, potential) and signatures match direct
+/// computation; bad command lines and bad recordings fail with a message and no output.
 #include <doctest/doctest.h>
 #include <hdf5.h>
 #include <unistd.h>
@@ -16,8 +18,10 @@
 
 #include "schatten/core/random.hpp"
 #include "schatten/io/recording.hpp"
+#include "schatten/kernels/gram.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/schatten_p.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
@@ -53,14 +57,37 @@ std::vector<float> grad(std::size_t i, int t) {
 }
 std::vector<float> initial(std::size_t i) { return random_vec(numel(i), "replay_w", i); }
 
-void write_recording(const std::string& path) {
+/// The inputs of a hidden matrix's layer at step t (kBatch × cols, scaled by 1/√kBatch so that
+/// their Gram is the batch mean), with a few dominant directions.
+constexpr index_t kBatch = 16;
+std::vector<float> inputs(std::size_t i, int t) {
+  const index_t cols = flatten(kParams[i].shape).cols;
+  std::vector<float> x = random_vec(std::size_t(kBatch * cols), "replay_x", 100 * std::uint64_t(t) + i);
+  for (index_t b = 0; b < kBatch; ++b)
+    for (index_t c = 0; c < cols; ++c)
+      x[std::size_t(b * cols + c)] *= float((c < 3 ? 10.0 : 1.0) / std::sqrt(double(kBatch)));
+  return x;
+}
+/// Their Gram XᵀX, computed by the kernel accumulate_activations uses.
+std::vector<float> act_gram(std::size_t i, int t) {
+  const index_t cols = flatten(kParams[i].shape).cols;
+  std::vector<float> g(std::size_t(cols * cols), 0.0f);
+  const std::vector<float> x = inputs(i, t);
+  REQUIRE(gram_accumulate(MatrixRef<const float>(x.data(), kBatch, cols),
+                          MatrixRef<float>(g.data(), cols, cols)) == Status::ok);
+  return g;
+}
+bool has_gram(std::size_t i) { return kParams[i].name.find("weight") != std::string::npos && i != 3; }
+
+void write_recording(const std::string& path, bool with_grams = false) {
   io::RecordingInfo info;
   info.model = "replay test";
-  for (const auto& p : kParams) {
+  for (std::size_t i = 0; i < kParams.size(); ++i) {
     io::RecordedParam r;
-    r.name = p.name;
-    r.shape = p.shape;
+    r.name = kParams[i].name;
+    r.shape = kParams[i].shape;
     r.has_initial = true;
+    r.has_act_gram = with_grams && has_gram(i);
     info.params.push_back(r);
   }
   io::Recorder rec;
@@ -70,13 +97,16 @@ void write_recording(const std::string& path) {
   for (std::size_t i = 0; i < kParams.size(); ++i)
     w0.push_back(initial(i));
   for (int t = 0; t < kSteps; ++t) {
-    std::vector<std::vector<float>> g;
+    std::vector<std::vector<float>> g, grams;
     io::StepData d;
     d.loss = 1.0 / (t + 1);
-    for (std::size_t i = 0; i < kParams.size(); ++i)
+    for (std::size_t i = 0; i < kParams.size(); ++i) {
       g.push_back(grad(i, t));
+      grams.push_back(with_grams && has_gram(i) ? act_gram(i, t) : std::vector<float>());
+    }
     for (std::size_t i = 0; i < kParams.size(); ++i) {
       d.grads.push_back(g[i].data());
+      if (with_grams) d.act_grams.push_back(grams[i].empty() ? nullptr : grams[i].data());
       if (t == 0) d.initial.push_back(w0[i].data());
     }
     REQUIRE_MESSAGE(rec.append(d, &err) == Status::ok, err);
@@ -125,9 +155,12 @@ std::string read_string_attr(hid_t obj, const char* name) {
 }
 
 /// Steps `opt` inline over the recording's gradients; checks every step's parameters against
-/// run `run` of the replay output bit for bit, and the update norms exactly.
-template <class Opt>
-void compare_inline(Opt& opt, hid_t out, int run) {
+/// run `run` of the replay output bit for bit, the update norms exactly and the descent
+/// diagnostics of docs/replay-format.md against direct computation. `before_step(t)` runs
+/// before each inline step (activation statistics).
+template <class Opt, class Before = void (*)(int)>
+void compare_inline(
+    Opt& opt, hid_t out, int run, bool grams = false, Before before_step = [](int) {}) {
   const std::string base = "runs/" + std::to_string(run) + "/";
   std::vector<std::vector<float>> w, traj;
   for (std::size_t i = 0; i < kParams.size(); ++i) {
@@ -137,26 +170,82 @@ void compare_inline(Opt& opt, hid_t out, int run) {
     CHECK(std::equal(w[i].begin(), w[i].end(), traj[i].begin()));
   }
   const std::vector<double> un = read_all<double>(out, base + "update_norm");
+  const std::vector<double> gd = read_all<double>(out, base + "grad_dot");
+  const std::vector<double> cosine = read_all<double>(out, base + "descent_cosine");
+  const std::vector<double> next = read_all<double>(out, base + "next_grad_dot");
+  const std::vector<double> align = read_all<double>(out, base + "alignment");
+  const std::vector<double> potential = read_all<double>(out, base + "potential");
   REQUIRE(un.size() == kSteps * kParams.size());
+  REQUIRE(potential.size() == un.size());
+  REQUIRE(gd.size() == un.size());
+  REQUIRE(cosine.size() == un.size());
+  REQUIRE(next.size() == un.size());
+  REQUIRE(align.size() == un.size());
+  auto dot = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double d = 0;
+    for (std::size_t k = 0; k < a.size(); ++k)
+      d += double(a[k]) * double(b[k]);
+    return d;
+  };
+  std::vector<std::vector<float>> previous_update(kParams.size());
   for (int t = 0; t < kSteps; ++t) {
-    std::vector<std::vector<float>> g;
+    before_step(t);
+    std::vector<std::vector<float>> g, g0;
     std::vector<float*> gp, wp;
     for (std::size_t i = 0; i < kParams.size(); ++i)
       g.push_back(grad(i, t));
+    g0 = g;
     for (std::size_t i = 0; i < kParams.size(); ++i) {
       gp.push_back(g[i].data());
       wp.push_back(w[i].data());
     }
-    REQUIRE(opt.step(wp, gp));
+    REQUIRE(opt.step(wp, gp));  // g now holds the update u_t
     for (std::size_t i = 0; i < kParams.size(); ++i) {
       CAPTURE(t);
       CAPTURE(i);
-      const std::size_t n = numel(i);
+      const std::size_t n = numel(i), at = std::size_t(t) * kParams.size() + i;
       CHECK(std::equal(w[i].begin(), w[i].end(), traj[i].begin() + std::ptrdiff_t((t + 1) * n)));
       const BlockShape s = flatten(kParams[i].shape);
-      CHECK(un[std::size_t(t) * kParams.size() + i] ==
-            std::sqrt(squared_norm(ConstBlock(g[i].data(), s.rows, s.cols))));
+      const double unorm = std::sqrt(squared_norm(ConstBlock(g[i].data(), s.rows, s.cols)));
+      CHECK(un[at] == unorm);
+      // D_t = −u_t: ⟨g_t, D_t⟩, its cosine, and step t − 1's D against g_t.
+      const double d = -dot(g0[i], g[i]);
+      CHECK(gd[at] == doctest::Approx(d).epsilon(1e-12));
+      if (unorm > 0) {
+        CHECK(cosine[at] == doctest::Approx(d / (std::sqrt(dot(g0[i], g0[i])) * unorm)).epsilon(1e-12));
+        CHECK(std::abs(cosine[at]) <= 1.0 + 1e-12);
+      } else {  // a zero update (an lr schedule at 0) has no direction
+        CHECK(std::isnan(cosine[at]));
+      }
+      // φ = ⟨g, D⟩²/tr(D Σ Dᵀ) where the activation Gram Σ is recorded, NaN elsewhere.
+      if (grams && has_gram(i)) {
+        const std::vector<float> sigma = act_gram(i, t);
+        double curvature = 0;
+        for (index_t r = 0; r < s.rows; ++r)
+          for (index_t a = 0; a < s.cols; ++a)
+            for (index_t b = 0; b < s.cols; ++b)
+              curvature += double(g[i][std::size_t(r * s.cols + a)]) *
+                           double(sigma[std::size_t(a * s.cols + b)]) *
+                           double(g[i][std::size_t(r * s.cols + b)]);
+        CHECK(potential[at] == doctest::Approx(d * d / curvature).epsilon(1e-4));
+      } else {
+        CHECK(std::isnan(potential[at]));
+      }
+      if (t > 0) {
+        const std::size_t prev = at - kParams.size();
+        const double nd = -dot(g0[i], previous_update[i]);
+        CHECK(next[prev] == doctest::Approx(nd).epsilon(1e-12));
+        if (gd[prev] != 0)
+          CHECK(align[prev] == doctest::Approx(nd / gd[prev]).epsilon(1e-12));
+        else
+          CHECK(std::isnan(align[prev]));
+      }
+      previous_update[i] = g[i];
     }
+  }
+  for (std::size_t i = 0; i < kParams.size(); ++i) {  // the last step has no next gradient
+    CHECK(std::isnan(next[std::size_t(kSteps - 1) * kParams.size() + i]));
+    CHECK(std::isnan(align[std::size_t(kSteps - 1) * kParams.size() + i]));
   }
   CHECK(read_string_attr(H5Gopen2(out, base.c_str(), H5P_DEFAULT), "signature") == opt.signature());
 }
@@ -208,6 +297,100 @@ TEST_SUITE("io.replay") {
     fs::remove(json);
   }
 
+  TEST_CASE("replay: lr schedules and every step-cache size reproduce the inline trajectory") {
+    const std::string rec = temp_path("rec3.h5"), out = temp_path("out3.h5");
+    write_recording(rec);
+    // One step is 2080 bytes: 1e-4 MB holds one step (blocks of 1, read on the main thread or
+    // ahead); 0.01 MB does not hold the 6 steps, so it reads ahead in two blocks of 2 steps.
+    for (const char* cache :
+         {"--cache-mb 0.0001 --no-read-ahead", "--cache-mb 0.0001 --read-ahead", "--cache-mb 0.01", ""}) {
+      CAPTURE(cache);
+      REQUIRE_MESSAGE(
+          run_replay(rec +
+                     " --optimizer muon:lr=warmup_cosine:0.05:2:5:0.001,adamw_lr=linear_decay:3e-3:1:4"
+                     " --save-params --quiet --out " +
+                     out + " " + cache) == 0,
+          replay_stderr());
+      const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+      REQUIRE(f >= 0);
+      MuonOptions m;
+      m.lr = Schedule::warmup_cosine(0.05, 2, 5, 0.001);
+      AdamWOptions side;
+      side.lr = Schedule::linear_decay(3e-3, 1, 4);
+      LabelPolicy policy;
+      policy.spectral = "muon";
+      auto mixed = partition(kParams, propose_labels(kParams, policy), route("muon", muon(m)),
+                             route("adamw", adamw(side)));
+      REQUIRE(mixed.init());
+      compare_inline(mixed, f, 0);
+      H5Fclose(f);
+      fs::remove(out);
+    }
+    fs::remove(rec);
+  }
+
+  TEST_CASE("replay: schatten_muon takes the recorded activation Grams and records p per layer") {
+    const std::string rec = temp_path("rec4.h5"), out = temp_path("out4.h5");
+    write_recording(rec, true);
+    REQUIRE_MESSAGE(run_replay(rec +
+                               " --optimizer schatten_muon:first=2,interval=2,lr=0.05 --save-params --quiet"
+                               " --out " +
+                               out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    // The same optimizer inline, given the same inputs through accumulate_activations on its
+    // criterion steps (steps 2, 4 and 6, 1-based): the trajectories agree bit for bit only if the
+    // replay handed each criterion the recorded Gram of that step.
+    SchattenMuonOptions o;
+    o.first = 2;
+    o.interval = 2;
+    o.lr = Schedule::constant(0.05);
+    std::vector<double> chosen;
+    o.on_criterion = [&](const PCriterionEvent& e) {
+      CHECK(e.had_statistics);
+      chosen.push_back(e.p);
+    };
+    LabelPolicy policy;
+    policy.spectral = "schatten_muon";
+    auto opt =
+        partition(kParams, propose_labels(kParams, policy), route("schatten_muon", schatten_muon(o)),
+                  route("adamw", adamw(AdamWOptions{Schedule::constant(3e-4), 0.9, 0.95, 1e-10, 0.0})));
+    REQUIRE(opt.init());
+    compare_inline(opt, f, 0, true, [&](int t) {
+      if (!SchattenPDirection::criterion_due(t + 1, true, 2, 2)) return;
+      for (std::size_t i : {std::size_t(0), std::size_t(2)}) {
+        const std::vector<float> x = inputs(i, t);
+        REQUIRE(accumulate_activations(
+                    opt, kParams[i].name,
+                    MatrixRef<const float>(x.data(), kBatch, flatten(kParams[i].shape).cols)) == Status::ok);
+      }
+    });
+    CHECK(chosen.size() == 6);  // criterion steps 2, 4, 6 × two hidden matrices
+    const std::vector<double> p = read_all<double>(f, "runs/0/schatten_p");
+    REQUIRE(p.size() == kSteps * kParams.size());
+    for (int t = 0; t < kSteps; ++t) {
+      CAPTURE(t);
+      for (std::size_t i = 0; i < kParams.size(); ++i) {
+        const double v = p[std::size_t(t) * kParams.size() + i];
+        if (has_gram(i)) {
+          CHECK(v >= 1.02);
+          CHECK(v <= 10.0);
+        } else {
+          CHECK(std::isnan(v));
+        }
+      }
+    }
+    // The last row is the inline optimizer's p.
+    const auto final_p = schatten_p_values(opt);
+    REQUIRE(final_p.size() == 2);
+    CHECK(p[std::size_t(kSteps - 1) * kParams.size() + 0] == final_p[0].second);
+    CHECK(p[std::size_t(kSteps - 1) * kParams.size() + 2] == final_p[1].second);
+    H5Fclose(f);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: bad command lines and bad recordings fail with a message and no output") {
     const std::string rec = temp_path("rec2.h5"), out = temp_path("out2.h5");
     write_recording(rec);
@@ -219,6 +402,24 @@ TEST_SUITE("io.replay") {
     CHECK(run_replay(rec + " --optimizer muon:lr --out " + out) == 2);
     CHECK(run_replay(rec + " --optimizer lion --out " + out) == 1);
     CHECK(replay_stderr().find("unknown preset 'lion'") != std::string::npos);
+    const std::pair<const char*, const char*> bad[] = {
+        {"muon:lr=warmup_cosine:0.02:10", "expected warmup_cosine:PEAK:WARMUP:TOTAL[:FINAL]"},
+        {"muon:lr=cosine:0.02:10:100", "unknown schedule 'cosine'"},
+        {"adamw:lr=linear_decay:1e-3:50:10", "HOLD and TOTAL must be integer steps"},
+        {"schatten_muon:criterion=best", "must be one of exact,exact_momentum,exact_tightness"},
+        {"schatten_muon:p_min=0.5", "p_min"},
+        {"schatten_muon:interval=-1", "'interval' must be an integer"},
+        {"schatten_muon:moment=adam", "must be one of none,parametric,nonparametric"},
+        {"da_muon:lr=0.1", "unknown key 'lr' for preset 'da_muon'"},
+        {"df_muon:rho=big", "'rho=big' is not a number"},
+        {"sc_muon:polar=svd", "must be one of keller,newton_schulz,polar_express,qdwh"}};
+    for (const auto& [spec, message] : bad) {
+      CAPTURE(spec);
+      CHECK(run_replay(rec + " --optimizer " + spec + " --out " + out) == 1);
+      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
+    }
+    CHECK(run_replay(rec + " --optimizer muon --cache-mb 0 --out " + out) == 2);
+    CHECK(replay_stderr().find("--cache-mb needs a number") != std::string::npos);
     CHECK(run_replay(temp_path("missing.h5") + " --optimizer adamw --out " + out) == 1);
     CHECK(replay_stderr().find("does not exist") != std::string::npos);
     fs::resize_file(rec, fs::file_size(rec) / 2);

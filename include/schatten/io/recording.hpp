@@ -6,6 +6,7 @@
 /// The file format is specified in docs/replay-format.md (schema version 1).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -56,7 +57,18 @@ struct RecorderOptions {
   int gzip_level = 0;
   /// Replace an existing file at the path (default: refuse with invalid_argument).
   bool overwrite = false;
+  /// Chunking of the per-step datasets (docs/replay-format.md, "Storage"): a dataset whose one
+  /// step is smaller than `chunk_bytes` gets k = min(max_steps_per_chunk, chunk_bytes / step
+  /// bytes) steps per chunk, so that a reader fetching many steps touches few chunks; larger
+  /// ones one step per chunk. Cost: each append rewrites the dataset's current chunk (at most
+  /// chunk_bytes) because the flush writes whole chunks. chunk_bytes = 0: one step per chunk.
+  std::size_t chunk_bytes = std::size_t(64) << 10;
+  std::int64_t max_steps_per_chunk = 64;  ///< 1 … 4096
 };
+
+/// The steps per chunk Recorder::create gives a per-step dataset of `step_bytes` bytes a step
+/// (RecorderOptions::chunk_bytes).
+std::int64_t recorder_steps_per_chunk(std::size_t step_bytes, const RecorderOptions& options);
 
 /// The data of one step, as plain host arrays (row-major float, one entry per parameter in the
 /// order of RecordingInfo::params). Entries for data a parameter does not record must be null;
@@ -110,8 +122,10 @@ class Recorder {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Reads a recording one step and one parameter at a time (memory: one chunk, i.e. one step of
-/// one parameter, inside HDF5, plus the caller's buffer).
+/// Reads a recording one parameter at a time, one step or a range of steps per call (memory:
+/// the caller's buffer, plus HDF5's chunk cache of at most 1 MiB per compressed dataset;
+/// uncompressed chunks are read straight into the buffer). Dataset handles stay open between
+/// calls; a range read is one HDF5 call (schatten-replay's step cache uses it).
 ///
 /// open() validates everything the format requires before returning ok — format and schema
 /// version, the step count, every parameter's attributes, the presence, class (float of 2, 4
@@ -141,12 +155,23 @@ class RecordingReader {
   /// float16/float64 to float. invalid_argument for a step outside [0, info().steps), a
   /// parameter index out of range, a null buffer, or a chunk that cannot be read.
   Status read_grad(std::int64_t step, std::size_t param, float* out, std::string* error = nullptr) const;
+  /// Steps [first, first + count) of parameter `param` into `out` (count × rows × cols floats,
+  /// step-major) in one HDF5 read; invalid_argument when the range is empty or leaves
+  /// [0, info().steps), and as read_grad.
+  Status read_grads(std::int64_t first, std::int64_t count, std::size_t param, float* out,
+                    std::string* error = nullptr) const;
   /// The stored parameter at step `step` (requires has_value).
   Status read_value(std::int64_t step, std::size_t param, float* out, std::string* error = nullptr) const;
+  /// Range form of read_value (as read_grads).
+  Status read_values(std::int64_t first, std::int64_t count, std::size_t param, float* out,
+                     std::string* error = nullptr) const;
   /// The parameter before step 0: `initial` if stored, else value[0]; invalid_argument if neither.
   Status read_initial(std::size_t param, float* out, std::string* error = nullptr) const;
   /// The cols × cols activation Gram at step `step` (requires has_act_gram).
   Status read_act_gram(std::int64_t step, std::size_t param, float* out, std::string* error = nullptr) const;
+  /// Range form of read_act_gram: count × cols × cols floats (as read_grads).
+  Status read_act_grams(std::int64_t first, std::int64_t count, std::size_t param, float* out,
+                        std::string* error = nullptr) const;
   /// The loss of step `step`.
   Status read_loss(std::int64_t step, double* out, std::string* error = nullptr) const;
 
