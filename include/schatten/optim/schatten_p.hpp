@@ -95,9 +95,9 @@ struct SchattenPDirection {
   /// Called after each criterion run (observability; not part of the signature).
   std::function<void(const PCriterionEvent&)> on_criterion{};
 
-  /// Scratch, allocated at init, not checkpointed.
+  /// Scratch, allocated at init, not checkpointed: ñ (then D ⊙ ñ), the next moments, D.
   struct Scratch {
-    Buffer gradient, nesterov, next_mu, next_nu, precond;
+    Buffer nesterov, next_mu, next_nu, precond;
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
   struct State {
@@ -155,8 +155,7 @@ struct SchattenPDirection {
       st.statistics->gram.assign(d * d, 0.0f);
     }
     Scratch& sc = *st.scratch;
-    sc.gradient.assign(n, 0.0f);
-    sc.nesterov.assign(adaptive ? n : 0, 0.0f);
+    sc.nesterov.assign(n, 0.0f);
     sc.next_mu.assign(n, 0.0f);
     if (moment != Moment::none) {
       sc.next_nu.assign(n, 0.0f);
@@ -169,24 +168,25 @@ struct SchattenPDirection {
   Status update(Block u, State& s, ConstBlock) const {
     const auto n = static_cast<std::size_t>(u.size());
     Scratch& sc = *s.scratch;
-    if (s.mu.size() != n || sc.next_mu.size() != n || sc.gradient.size() != n)
+    if (s.mu.size() != n || sc.next_mu.size() != n || sc.nesterov.size() != n)
       return Status::invalid_argument;
     if (moment != Moment::none && (s.nu.size() != n || sc.next_nu.size() != n || sc.precond.size() != n))
       return Status::invalid_argument;
     if (!(s.p >= 1.0)) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
     const bool due = criterion_due(t, adaptive, first, interval, offset(s.phase));
-    if (due && sc.nesterov.size() != n) return Status::invalid_argument;
-    // 1. Momentum into scratch (the state changes only after success); g kept for the criterion,
-    //    the moment and a failure.
+    // u keeps the gradient g until the matrix function succeeds (then it is overwritten by Δ), so
+    // a failure leaves u as it was and the criterion and the moment read g from it. The state
+    // changes only after success (next_mu, next_nu, the EMA copies).
+    // 1. Momentum: ñ into scratch.
     const float fb = float(beta), w = 1.0f - fb;  // TraceMomentum's rounding
     const float inv_c1 = bias_correction ? float(1.0 / (1.0 - std::pow(beta, double(t)))) : 1.0f;
-    float* x = u.data;
-    std::copy(x, x + n, sc.gradient.begin());
+    const float* g = u.data;
+    float* y = sc.nesterov.data();
     for (std::size_t k = 0; k < n; ++k) {
-      const float m = fb * s.mu[k] + w * x[k];
+      const float m = fb * s.mu[k] + w * g[k];
       sc.next_mu[k] = m;
-      x[k] = nesterov ? fb * (m * inv_c1) + w * x[k] : m * inv_c1;
+      y[k] = nesterov ? fb * (m * inv_c1) + w * g[k] : m * inv_c1;
     }
     // 2. The criterion (on M̃ = ñ and G = g, algorithms.md §4a.2 exact_momentum [V]).
     double p_now = s.p;
@@ -198,7 +198,6 @@ struct SchattenPDirection {
       ema_align = s.ema_align;
       ema_b = s.ema_b;
       ema_sigma_a = s.ema_sigma_a;
-      std::copy(x, x + n, sc.nesterov.begin());
       const ActivationStatistics& st = *s.statistics;
       had_statistics = st.samples > 0 && st.for_step == s.count &&
                        st.gram.size() == static_cast<std::size_t>(u.cols * u.cols);
@@ -207,16 +206,12 @@ struct SchattenPDirection {
       surrogate::PCriterionOptions co = criterion;
       co.seed = criterion.seed + static_cast<std::uint64_t>(t);
       surrogate::LayerSpectra spectra;
-      Status ms = surrogate::measure_spectra(MatrixRef<const float>(sc.nesterov.data(), u.rows, u.cols),
-                                             MatrixRef<const float>(sc.gradient.data(), u.rows, u.cols), gram,
-                                             co, spectra);
+      Status ms = surrogate::measure_spectra(MatrixRef<const float>(y, u.rows, u.cols),
+                                             MatrixRef<const float>(u), gram, co, spectra);
       if (ms == Status::ok)
         ms = surrogate::smooth_spectra(spectra, {&ema_sigma, &ema_align, &ema_b, &ema_sigma_a},
                                        s.criterion_runs, co);
-      if (ms != Status::ok) {
-        std::copy(sc.gradient.begin(), sc.gradient.end(), x);
-        return ms;
-      }
+      if (ms != Status::ok) return ms;
       choice = surrogate::maximise_p(spectra, co, s.p);
       if (choice.descends) p_now = choice.p;
     }
@@ -225,26 +220,26 @@ struct SchattenPDirection {
       const double c2 = 1.0 - std::pow(b2, double(t));
       const double e = moment == Moment::parametric ? -1.0 / (2.0 * (p_now + 1.0)) : -0.25;
       for (std::size_t k = 0; k < n; ++k) {
-        const float g = sc.gradient[k];
-        const float v = float(b2) * s.nu[k] + float(1.0 - b2) * g * g;
+        const float v = float(b2) * s.nu[k] + float(1.0 - b2) * g[k] * g[k];
         sc.next_nu[k] = v;
         sc.precond[k] = static_cast<float>(std::pow(double(v) / c2 + eps, e));
-        x[k] *= sc.precond[k];
+        y[k] *= sc.precond[k];
       }
     }
-    // 4. Δ = U Σ^{1/p} Vᵀ.
+    // 4. Δ = U Σ^{1/p} Vᵀ of the scratch vector, written into u (only on success).
+    const MatrixRef<const float> in(y, u.rows, u.cols);
     Status fs = Status::ok;
     if (p_now >= criterion.p_max / 1.01) {
-      fs = schatten::polar(MatrixRef<const float>(u), u, polar, sc.workspace.get()).status;
+      fs = schatten::polar(in, u, polar, sc.workspace.get()).status;
     } else if (p_now > 1.0 + 1e-12) {
       SpectralPowerOptions so = spectral;
       so.alpha = 1.0 / p_now;
-      fs = spectral_power(MatrixRef<const float>(u), u, so, sc.workspace.get()).status;
+      fs = spectral_power(in, u, so, sc.workspace.get()).status;
+    } else {
+      std::copy(y, y + n, u.data);
     }
-    if (fs != Status::ok) {  // give the gradient back; nothing of the state changed
-      std::copy(sc.gradient.begin(), sc.gradient.end(), x);
-      return fs;
-    }
+    if (fs != Status::ok) return fs;  // u still holds g; nothing of the state changed
+    float* x = u.data;
     // 5. Map-out.
     if (moment != Moment::none)
       for (std::size_t k = 0; k < n; ++k)
