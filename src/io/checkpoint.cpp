@@ -3,8 +3,11 @@
 /// HDF5 reader and writer of checkpoints (include/schatten/io/checkpoint.hpp).
 #include "schatten/io/checkpoint.hpp"
 
+#include <fcntl.h>
 #include <hdf5.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <utility>
@@ -36,6 +39,12 @@ class Handle {
   Handle& operator=(const Handle&) = delete;
   hid_t get() const { return id_; }
   bool ok() const { return id_ >= 0; }
+  /// Closes now and returns the close's status (< 0: failed); the destructor then does nothing.
+  herr_t close() {
+    const herr_t r = id_ >= 0 ? close_(id_) : 0;
+    id_ = -1;
+    return r;
+  }
 
  private:
   hid_t id_;
@@ -55,6 +64,25 @@ class QuietErrors {
   H5E_auto2_t func_ = nullptr;
   void* data_ = nullptr;
 };
+
+/// fsync of a file by name (POSIX). pre: the file exists and is closed by HDF5.
+bool sync_path(const char* name) {
+  const int fd = ::open(name, O_RDONLY);
+  if (fd < 0) return false;
+  const bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
+
+/// fsync of the directory holding `path`, so that a rename into it is durable (best effort).
+void sync_parent_directory(const std::string& path) {
+  const std::size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;
+  (void)::fsync(fd);
+  ::close(fd);
+}
 
 Status fail(std::string* error, const std::string& msg, Status s = Status::invalid_argument) {
   if (error) *error = msg;
@@ -170,9 +198,20 @@ Status write_checkpoint(const std::string& path, const FieldSet& fields, const C
   if (path.empty()) return fail(error, "empty checkpoint path");
   const std::string tmp = path + ".tmp";
   QuietErrors quiet;
+  // Any failure below removes the temporary file (also when HDF5 created it and then failed,
+  // e.g. on a full disk) and names the system's reason when there is one.
+  auto give_up = [&](const std::string& what, Status s) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    return fail(error, err != 0 ? what + ": " + std::strerror(err) : what, s);
+  };
+  errno = 0;
   {
     Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (!file.ok()) return fail(error, "cannot create '" + tmp + "' (directory missing or not writable?)");
+    if (!file.ok())
+      return give_up("cannot create '" + tmp + "' (directory missing or not writable, or disk full?)",
+                     Status::invalid_argument);
+    errno = 0;  // from here on, errno holds only what the writes below set
     Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     H5Pset_create_intermediate_group(lcpl.get(), 1);
     Handle root(H5Gcreate2(file.get(), kRoot, lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
@@ -190,24 +229,31 @@ Status write_checkpoint(const std::string& path, const FieldSet& fields, const C
     for (const auto& [name, value] : fields) {
       if (!ok) break;
       if (name.empty() || name.front() == '/') {
-        std::remove(tmp.c_str());
-        return fail(error, "invalid field name '" + name + "'");
+        errno = 0;
+        return give_up("invalid field name '" + name + "'", Status::invalid_argument);
       }
+      errno = 0;
       ok = write_field(root.get(), lcpl.get(), name, value);
-      if (!ok) {
-        std::remove(tmp.c_str());
-        return fail(error, "cannot write field '" + name + "'", Status::internal_error);
-      }
+      if (!ok) return give_up("cannot write field '" + name + "' to '" + tmp + "'", Status::internal_error);
     }
-    if (!ok || H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0) {
-      std::remove(tmp.c_str());
-      return fail(error, "cannot write '" + tmp + "'", Status::internal_error);
-    }
-  }  // closed here, before the rename
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return fail(error, "cannot rename '" + tmp + "' to '" + path + "'", Status::internal_error);
+    if (ok) errno = 0;
+    if (!ok || H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0)
+      return give_up("cannot write '" + tmp + "'", Status::internal_error);
+    // Closed here, before the rename, and checked: closing writes the last metadata, and a file
+    // whose close failed must not replace the previous checkpoint.
+    errno = 0;
+    lcpl.close();
+    root.close();
+    if (file.close() < 0) return give_up("cannot close '" + tmp + "'", Status::internal_error);
   }
+  // Durability: the data reach the disk before the rename makes them the checkpoint, and the
+  // rename reaches it before we report success (without the fsyncs a power loss — not a process
+  // crash — could leave an empty file under the checkpoint's name on some file systems).
+  errno = 0;
+  if (!sync_path(tmp.c_str())) return give_up("cannot sync '" + tmp + "'", Status::internal_error);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    return give_up("cannot rename '" + tmp + "' to '" + path + "'", Status::internal_error);
+  sync_parent_directory(path);  // best effort: the checkpoint is complete either way
   return Status::ok;
 }
 
