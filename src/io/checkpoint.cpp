@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <utility>
 
 // HDF5 1.10 (Debian 12) and 1.12+ name the object-visit API differently.
@@ -104,18 +105,30 @@ bool write_string_attr(hid_t obj, const char* name, const std::string& value) {
   return attr.ok() && H5Awrite(attr.get(), type.get(), v.data()) >= 0;
 }
 
-bool read_attr(hid_t obj, const char* name, hid_t type, void* value) {
+/// Reads attribute `name` into `count` values of `type`. H5Aread writes as many values as the
+/// attribute holds, so an attribute of another size (a corrupt or hostile file) is refused
+/// before reading: otherwise it would overflow `value`.
+bool read_attr(hid_t obj, const char* name, hid_t type, void* value, hssize_t count = 1) {
   if (H5Aexists(obj, name) <= 0) return false;
   Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-  return attr.ok() && H5Aread(attr.get(), type, value) >= 0;
+  if (!attr.ok()) return false;
+  Handle space(H5Aget_space(attr.get()), H5Sclose);
+  return space.ok() && H5Sget_simple_extent_npoints(space.get()) == count &&
+         H5Aread(attr.get(), type, value) >= 0;
 }
 
-bool read_string_attr(hid_t obj, const char* name, std::string& out) {
+/// Reads a scalar fixed-length string attribute of at most `max_bytes` bytes (the writer's form;
+/// variable-length strings or string arrays are refused rather than read into a wrong buffer).
+bool read_string_attr(hid_t obj, const char* name, std::string& out, std::size_t max_bytes) {
   if (H5Aexists(obj, name) <= 0) return false;
   Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
   Handle type(H5Aget_type(attr.get()), H5Tclose);
-  if (!attr.ok() || !type.ok() || H5Tget_class(type.get()) != H5T_STRING) return false;
+  Handle space(H5Aget_space(attr.get()), H5Sclose);
+  if (!attr.ok() || !type.ok() || !space.ok() || H5Tget_class(type.get()) != H5T_STRING ||
+      H5Tis_variable_str(type.get()) != 0 || H5Sget_simple_extent_npoints(space.get()) != 1)
+    return false;
   const std::size_t n = H5Tget_size(type.get());
+  if (n == 0 || n > max_bytes) return false;
   std::string s(n, '\0');
   Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(mem.get(), n);
@@ -154,10 +167,24 @@ bool write_field(hid_t file, hid_t lcpl, const std::string& path, const FieldVal
 struct ReadState {
   FieldSet* fields;
   std::string error;
+  hsize_t file_bytes = 0;  ///< size of the file: no dataset of ours holds more
 };
 
+herr_t read_one_field(hid_t root, const char* name, const ObjectInfo* info, ReadState* st);
+
+/// H5Ovisit callback: reads one field. No exception may cross HDF5's C frames, so an allocation
+/// failure becomes an error here.
 herr_t read_one(hid_t root, const char* name, const ObjectInfo* info, void* op) {
   auto* st = static_cast<ReadState*>(op);
+  try {
+    return read_one_field(root, name, info, st);
+  } catch (const std::bad_alloc&) {
+    st->error = std::string("out of memory reading dataset '") + name + "'";
+    return -1;
+  }
+}
+
+herr_t read_one_field(hid_t root, const char* name, const ObjectInfo* info, ReadState* st) {
   if (info->type != H5O_TYPE_DATASET) return 0;
   Handle set(H5Dopen2(root, name, H5P_DEFAULT), H5Dclose);
   Handle type(H5Dget_type(set.get()), H5Tclose);
@@ -167,6 +194,12 @@ herr_t read_one(hid_t root, const char* name, const ObjectInfo* info, void* op) 
     return -1;
   }
   const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  // The writer stores every dataset contiguously, so its elements fit in the file. A corrupt or
+  // hostile file may declare any extent (found by fuzz_checkpoint): refuse it before allocating.
+  if (n < 0 || static_cast<hsize_t>(n) > st->file_bytes / sizeof(float)) {
+    st->error = std::string("dataset '") + name + "' declares more elements than the file holds";
+    return -1;
+  }
   const H5T_class_t cls = H5Tget_class(type.get());
   const bool scalar = H5Aexists(set.get(), "scalar") > 0;
   if (cls == H5T_INTEGER && scalar && n == 1) {
@@ -257,13 +290,16 @@ Status write_checkpoint(const std::string& path, const FieldSet& fields, const C
   return Status::ok;
 }
 
-Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHeader& header,
-                       std::string* error) {
+namespace {
+Status read_checkpoint_impl(const std::string& path, FieldSet& fields, CheckpointHeader& header,
+                            std::string* error) {
   QuietErrors quiet;
   if (SCHATTEN_H5F_IS_HDF5(path.c_str()) <= 0)
     return fail(error, "'" + path + "' is missing or not an HDF5 file");
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!file.ok()) return fail(error, "cannot open '" + path + "' (corrupt?)");
+  hsize_t file_bytes = 0;
+  if (H5Fget_filesize(file.get(), &file_bytes) < 0) return fail(error, "'" + path + "': cannot get its size");
   CheckpointHeader h;
   if (!read_attr(file.get(), "schema_version", H5T_NATIVE_INT, &h.schema_version))
     return fail(error, "'" + path + "' is not a schatten checkpoint (no schema_version)");
@@ -271,12 +307,12 @@ Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHead
     return fail(error, "'" + path + "' has schema version " + std::to_string(h.schema_version) +
                            "; this library reads version " + std::to_string(kCheckpointSchemaVersion));
   if (!read_attr(file.get(), "step", H5T_NATIVE_INT64, &h.step) ||
-      !read_string_attr(file.get(), "signature", h.signature))
+      !read_string_attr(file.get(), "signature", h.signature, static_cast<std::size_t>(file_bytes)))
     return fail(error, "'" + path + "' lacks its step or signature");
   if (H5Aexists(file.get(), "rng_words") > 0) {
     Rng::State r;
     int has = 0;
-    if (!read_attr(file.get(), "rng_words", H5T_NATIVE_UINT64, r.words.data()) ||
+    if (!read_attr(file.get(), "rng_words", H5T_NATIVE_UINT64, r.words.data(), 4) ||
         !read_attr(file.get(), "rng_spare", H5T_NATIVE_DOUBLE, &r.spare) ||
         !read_attr(file.get(), "rng_has_spare", H5T_NATIVE_INT, &has))
       return fail(error, "'" + path + "' has an incomplete RNG state");
@@ -287,13 +323,23 @@ Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHead
     return fail(error, "'" + path + "' has no " + std::string(kRoot) + " group");
   Handle root(H5Gopen2(file.get(), kRoot, H5P_DEFAULT), H5Gclose);
   FieldSet got;
-  ReadState st{&got, {}};
+  ReadState st{&got, {}, file_bytes};
   if (!root.ok() || SCHATTEN_H5O_VISIT(root.get(), read_one, &st) < 0)
     return fail(error,
                 "'" + path + "': " + (st.error.empty() ? std::string("cannot read the fields") : st.error));
   fields = std::move(got);
   header = std::move(h);
   return Status::ok;
+}
+}  // namespace
+
+Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHeader& header,
+                       std::string* error) {
+  try {
+    return read_checkpoint_impl(path, fields, header, error);
+  } catch (const std::bad_alloc&) {
+    return fail(error, "'" + path + "': out of memory while reading", Status::out_of_memory);
+  }
 }
 
 }  // namespace schatten::io
