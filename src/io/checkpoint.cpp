@@ -32,7 +32,7 @@ constexpr const char* kRoot = "/schatten/optimizer";
 /// Closes an HDF5 handle when it goes out of scope.
 class Handle {
  public:
-  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  Handle(hid_t id, herr_t (*closer)(hid_t)) : id_(id), close_(closer) {}
   ~Handle() {
     if (id_ >= 0) close_(id_);
   }
