@@ -16,6 +16,7 @@
 #include <fstream>
 #include <string>
 
+#include "cli.hpp"
 #include "polar_cases.hpp"
 #include "schatten/core/runtime.hpp"
 
@@ -65,49 +66,18 @@ void print_row(const Row& r) {
 
 int main(int argc, char** argv) {
   Runtime runtime(argc, argv);
-  std::string out = "polar_report";
-  bool quick = false;
-  std::vector<Shape> only_shapes;
-  std::vector<std::string> only_methods;
-  Precision lowp = Precision::automatic;
-  int reps = 3;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--out") && i + 1 < argc)
-      out = argv[++i];
-    else if (!std::strcmp(argv[i], "--quick"))
-      quick = true;
-    else if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) {
-      long r = 0, c = 0;
-      if (std::sscanf(argv[++i], "%ldx%ld", &r, &c) != 2 || r <= 0 || c <= 0) {
-        std::fprintf(stderr, "bad --shape %s (want RxC)\n", argv[i]);
-        return 2;
-      }
-      only_shapes.push_back({static_cast<index_t>(r), static_cast<index_t>(c)});
-    } else if (!std::strcmp(argv[i], "--method") && i + 1 < argc)
-      only_methods.push_back(argv[++i]);
-    else if (!std::strcmp(argv[i], "--lowp") && i + 1 < argc) {
-      const std::string p = argv[++i];
-      lowp = p == "bf16" ? Precision::bf16 : p == "fp16" ? Precision::fp16 : Precision::automatic;
-      if (lowp == Precision::automatic) {
-        std::fprintf(stderr, "--lowp takes bf16 or fp16\n");
-        return 2;
-      }
-    } else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
-      reps = std::max(1, std::atoi(argv[++i]));
-    else {
-      std::fprintf(stderr,
-                   "usage: schatten-polar-report [--out DIR] [--quick] [--reps N]\n"
-                   "  --out DIR   where polar_report.csv goes (default ./polar_report)\n"
-                   "  --quick     only the 768x768 and 768x3072 shapes\n"
-                   "  --reps N    timed repetitions per case, median reported (default 3)\n"
-                   "  --shape RxC only this shape (repeatable); above 2048 the input is Gaussian\n"
-                   "              and the error columns are nan (timing only)\n"
-                   "  --method M  only this method (repeatable), e.g. polar_express_5, qdwh\n"
-                   "  --lowp P    also run the float cases iterating in P (bf16 or fp16) where this\n"
-                   "              build supports it (CUDA builds; Newton-Schulz and Polar Express)\n");
-      return 2;
-    }
+  ReportArgs args;
+  if (const std::string error = parse_report_args(argc, argv, args); !error.empty()) {
+    std::fprintf(stderr, "%s\n%s", error.c_str(), report_usage());
+    return 2;
   }
+  const std::string& out = args.out;
+  const int reps = args.reps;
+  const Precision lowp = args.lowp;
+  std::vector<Shape> only_shapes;
+  for (const auto& [r, c] : args.shapes)
+    only_shapes.push_back({r, c});
+  const std::vector<std::string>& only_methods = args.methods;
   std::printf("schatten polar report\n  commit  %s\n  runtime %s\n  machine %s\n", git_commit(),
               runtime_description().c_str(), machine_description().c_str());
   std::printf(
@@ -116,7 +86,7 @@ int main(int argc, char** argv) {
       "          pred = polar error predicted by the schedule's scalar map in exact arithmetic;\n"
       "          x floor = time / (time of the same GEMM/TRSM/Cholesky calls measured in this run)\n\n");
   std::vector<Shape> shapes = benchmark_shapes();
-  if (quick) shapes.resize(2);
+  if (args.quick) shapes.resize(2);
   if (!only_shapes.empty()) shapes = only_shapes;
   std::vector<Method> ms;
   for (const Method& m : methods())

@@ -18,10 +18,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "cli.hpp"
 #include "schatten/core/runtime.hpp"
 #include "schatten/kernels/qdwh.hpp"
 
 using namespace schatten;
+using namespace schatten::bench;
 
 namespace {
 template <class T>
@@ -64,26 +66,18 @@ int run(const std::vector<double>& host, index_t r, index_t c, int reps) {
 
 int main(int argc, char** argv) {
   Runtime runtime(argc, argv);
-  if (argc < 4) {
-    std::fprintf(stderr, "usage: schatten-qdwh-file FILE ROWS COLS [--float] [--reps N]\n");
+  QdwhFileArgs args;
+  if (const std::string error = parse_qdwh_file_args(argc, argv, args); !error.empty()) {
+    std::fprintf(stderr, "%s\n", error.c_str());
     return 2;
   }
-  const index_t r = std::atol(argv[2]), c = std::atol(argv[3]);
-  bool single = false;
-  int reps = 3;
-  for (int i = 4; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--float"))
-      single = true;
-    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
-      reps = std::max(1, std::atoi(argv[++i]));
-  }
-  if (r <= 0 || c <= 0) return 2;
+  const index_t r = args.rows, c = args.cols;
   std::vector<double> host(static_cast<std::size_t>(r * c));
-  std::ifstream f(argv[1], std::ios::binary);
+  std::ifstream f(args.file, std::ios::binary);
   if (!f.read(reinterpret_cast<char*>(host.data()),
               static_cast<std::streamsize>(host.size() * sizeof(double)))) {
-    std::fprintf(stderr, "could not read %td doubles from %s\n", r * c, argv[1]);
+    std::fprintf(stderr, "could not read %td doubles from %s\n", r * c, args.file.c_str());
     return 1;
   }
-  return single ? run<float>(host, r, c, reps) : run<double>(host, r, c, reps);
+  return args.single ? run<float>(host, r, c, args.reps) : run<double>(host, r, c, args.reps);
 }

@@ -22,6 +22,8 @@ const char* to_string(Status s) noexcept {
       return "breakdown";
     case Status::out_of_memory:
       return "out_of_memory";
+    case Status::out_of_range:
+      return "out_of_range";
     case Status::internal_error:
       return "internal_error";
   }

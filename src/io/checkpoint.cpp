@@ -3,10 +3,14 @@
 /// HDF5 reader and writer of checkpoints (include/schatten/io/checkpoint.hpp).
 #include "schatten/io/checkpoint.hpp"
 
+#include <fcntl.h>
 #include <hdf5.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <utility>
 
 // HDF5 1.10 (Debian 12) and 1.12+ name the object-visit API differently.
@@ -28,7 +32,7 @@ constexpr const char* kRoot = "/schatten/optimizer";
 /// Closes an HDF5 handle when it goes out of scope.
 class Handle {
  public:
-  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  Handle(hid_t id, herr_t (*closer)(hid_t)) : id_(id), close_(closer) {}
   ~Handle() {
     if (id_ >= 0) close_(id_);
   }
@@ -36,6 +40,12 @@ class Handle {
   Handle& operator=(const Handle&) = delete;
   hid_t get() const { return id_; }
   bool ok() const { return id_ >= 0; }
+  /// Closes now and returns the close's status (< 0: failed); the destructor then does nothing.
+  herr_t close() {
+    const herr_t r = id_ >= 0 ? close_(id_) : 0;
+    id_ = -1;
+    return r;
+  }
 
  private:
   hid_t id_;
@@ -55,6 +65,25 @@ class QuietErrors {
   H5E_auto2_t func_ = nullptr;
   void* data_ = nullptr;
 };
+
+/// fsync of a file by name (POSIX). pre: the file exists and is closed by HDF5.
+bool sync_path(const char* name) {
+  const int fd = ::open(name, O_RDONLY);
+  if (fd < 0) return false;
+  const bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
+
+/// fsync of the directory holding `path`, so that a rename into it is durable (best effort).
+void sync_parent_directory(const std::string& path) {
+  const std::size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;
+  (void)::fsync(fd);
+  ::close(fd);
+}
 
 Status fail(std::string* error, const std::string& msg, Status s = Status::invalid_argument) {
   if (error) *error = msg;
@@ -76,18 +105,30 @@ bool write_string_attr(hid_t obj, const char* name, const std::string& value) {
   return attr.ok() && H5Awrite(attr.get(), type.get(), v.data()) >= 0;
 }
 
-bool read_attr(hid_t obj, const char* name, hid_t type, void* value) {
+/// Reads attribute `name` into `count` values of `type`. H5Aread writes as many values as the
+/// attribute holds, so an attribute of another size (a corrupt or hostile file) is refused
+/// before reading: otherwise it would overflow `value`.
+bool read_attr(hid_t obj, const char* name, hid_t type, void* value, hssize_t count = 1) {
   if (H5Aexists(obj, name) <= 0) return false;
   Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-  return attr.ok() && H5Aread(attr.get(), type, value) >= 0;
+  if (!attr.ok()) return false;
+  Handle space(H5Aget_space(attr.get()), H5Sclose);
+  return space.ok() && H5Sget_simple_extent_npoints(space.get()) == count &&
+         H5Aread(attr.get(), type, value) >= 0;
 }
 
-bool read_string_attr(hid_t obj, const char* name, std::string& out) {
+/// Reads a scalar fixed-length string attribute of at most `max_bytes` bytes (the writer's form;
+/// variable-length strings or string arrays are refused rather than read into a wrong buffer).
+bool read_string_attr(hid_t obj, const char* name, std::string& out, std::size_t max_bytes) {
   if (H5Aexists(obj, name) <= 0) return false;
   Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
   Handle type(H5Aget_type(attr.get()), H5Tclose);
-  if (!attr.ok() || !type.ok() || H5Tget_class(type.get()) != H5T_STRING) return false;
+  Handle space(H5Aget_space(attr.get()), H5Sclose);
+  if (!attr.ok() || !type.ok() || !space.ok() || H5Tget_class(type.get()) != H5T_STRING ||
+      H5Tis_variable_str(type.get()) != 0 || H5Sget_simple_extent_npoints(space.get()) != 1)
+    return false;
   const std::size_t n = H5Tget_size(type.get());
+  if (n == 0 || n > max_bytes) return false;
   std::string s(n, '\0');
   Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(mem.get(), n);
@@ -126,10 +167,24 @@ bool write_field(hid_t file, hid_t lcpl, const std::string& path, const FieldVal
 struct ReadState {
   FieldSet* fields;
   std::string error;
+  hsize_t file_bytes = 0;  ///< size of the file: no dataset of ours holds more
 };
 
+herr_t read_one_field(hid_t root, const char* name, const ObjectInfo* info, ReadState* st);
+
+/// H5Ovisit callback: reads one field. No exception may cross HDF5's C frames, so an allocation
+/// failure becomes an error here.
 herr_t read_one(hid_t root, const char* name, const ObjectInfo* info, void* op) {
   auto* st = static_cast<ReadState*>(op);
+  try {
+    return read_one_field(root, name, info, st);
+  } catch (const std::bad_alloc&) {
+    st->error = std::string("out of memory reading dataset '") + name + "'";
+    return -1;
+  }
+}
+
+herr_t read_one_field(hid_t root, const char* name, const ObjectInfo* info, ReadState* st) {
   if (info->type != H5O_TYPE_DATASET) return 0;
   Handle set(H5Dopen2(root, name, H5P_DEFAULT), H5Dclose);
   Handle type(H5Dget_type(set.get()), H5Tclose);
@@ -139,6 +194,12 @@ herr_t read_one(hid_t root, const char* name, const ObjectInfo* info, void* op) 
     return -1;
   }
   const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  // The writer stores every dataset contiguously, so its elements fit in the file. A corrupt or
+  // hostile file may declare any extent (found by fuzz_checkpoint): refuse it before allocating.
+  if (n < 0 || static_cast<hsize_t>(n) > st->file_bytes / sizeof(float)) {
+    st->error = std::string("dataset '") + name + "' declares more elements than the file holds";
+    return -1;
+  }
   const H5T_class_t cls = H5Tget_class(type.get());
   const bool scalar = H5Aexists(set.get(), "scalar") > 0;
   if (cls == H5T_INTEGER && scalar && n == 1) {
@@ -170,9 +231,20 @@ Status write_checkpoint(const std::string& path, const FieldSet& fields, const C
   if (path.empty()) return fail(error, "empty checkpoint path");
   const std::string tmp = path + ".tmp";
   QuietErrors quiet;
+  // Any failure below removes the temporary file (also when HDF5 created it and then failed,
+  // e.g. on a full disk) and names the system's reason when there is one.
+  auto give_up = [&](const std::string& what, Status s) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    return fail(error, err != 0 ? what + ": " + std::strerror(err) : what, s);
+  };
+  errno = 0;
   {
     Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (!file.ok()) return fail(error, "cannot create '" + tmp + "' (directory missing or not writable?)");
+    if (!file.ok())
+      return give_up("cannot create '" + tmp + "' (directory missing or not writable, or disk full?)",
+                     Status::invalid_argument);
+    errno = 0;  // from here on, errno holds only what the writes below set
     Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     H5Pset_create_intermediate_group(lcpl.get(), 1);
     Handle root(H5Gcreate2(file.get(), kRoot, lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
@@ -190,34 +262,44 @@ Status write_checkpoint(const std::string& path, const FieldSet& fields, const C
     for (const auto& [name, value] : fields) {
       if (!ok) break;
       if (name.empty() || name.front() == '/') {
-        std::remove(tmp.c_str());
-        return fail(error, "invalid field name '" + name + "'");
+        errno = 0;
+        return give_up("invalid field name '" + name + "'", Status::invalid_argument);
       }
+      errno = 0;
       ok = write_field(root.get(), lcpl.get(), name, value);
-      if (!ok) {
-        std::remove(tmp.c_str());
-        return fail(error, "cannot write field '" + name + "'", Status::internal_error);
-      }
+      if (!ok) return give_up("cannot write field '" + name + "' to '" + tmp + "'", Status::internal_error);
     }
-    if (!ok || H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0) {
-      std::remove(tmp.c_str());
-      return fail(error, "cannot write '" + tmp + "'", Status::internal_error);
-    }
-  }  // closed here, before the rename
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return fail(error, "cannot rename '" + tmp + "' to '" + path + "'", Status::internal_error);
+    if (ok) errno = 0;
+    if (!ok || H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0)
+      return give_up("cannot write '" + tmp + "'", Status::internal_error);
+    // Closed here, before the rename, and checked: closing writes the last metadata, and a file
+    // whose close failed must not replace the previous checkpoint.
+    errno = 0;
+    lcpl.close();
+    root.close();
+    if (file.close() < 0) return give_up("cannot close '" + tmp + "'", Status::internal_error);
   }
+  // Durability: the data reach the disk before the rename makes them the checkpoint, and the
+  // rename reaches it before we report success (without the fsyncs a power loss — not a process
+  // crash — could leave an empty file under the checkpoint's name on some file systems).
+  errno = 0;
+  if (!sync_path(tmp.c_str())) return give_up("cannot sync '" + tmp + "'", Status::internal_error);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    return give_up("cannot rename '" + tmp + "' to '" + path + "'", Status::internal_error);
+  sync_parent_directory(path);  // best effort: the checkpoint is complete either way
   return Status::ok;
 }
 
-Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHeader& header,
-                       std::string* error) {
+namespace {
+Status read_checkpoint_impl(const std::string& path, FieldSet& fields, CheckpointHeader& header,
+                            std::string* error) {
   QuietErrors quiet;
   if (SCHATTEN_H5F_IS_HDF5(path.c_str()) <= 0)
     return fail(error, "'" + path + "' is missing or not an HDF5 file");
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!file.ok()) return fail(error, "cannot open '" + path + "' (corrupt?)");
+  hsize_t file_bytes = 0;
+  if (H5Fget_filesize(file.get(), &file_bytes) < 0) return fail(error, "'" + path + "': cannot get its size");
   CheckpointHeader h;
   if (!read_attr(file.get(), "schema_version", H5T_NATIVE_INT, &h.schema_version))
     return fail(error, "'" + path + "' is not a schatten checkpoint (no schema_version)");
@@ -225,12 +307,12 @@ Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHead
     return fail(error, "'" + path + "' has schema version " + std::to_string(h.schema_version) +
                            "; this library reads version " + std::to_string(kCheckpointSchemaVersion));
   if (!read_attr(file.get(), "step", H5T_NATIVE_INT64, &h.step) ||
-      !read_string_attr(file.get(), "signature", h.signature))
+      !read_string_attr(file.get(), "signature", h.signature, static_cast<std::size_t>(file_bytes)))
     return fail(error, "'" + path + "' lacks its step or signature");
   if (H5Aexists(file.get(), "rng_words") > 0) {
     Rng::State r;
     int has = 0;
-    if (!read_attr(file.get(), "rng_words", H5T_NATIVE_UINT64, r.words.data()) ||
+    if (!read_attr(file.get(), "rng_words", H5T_NATIVE_UINT64, r.words.data(), 4) ||
         !read_attr(file.get(), "rng_spare", H5T_NATIVE_DOUBLE, &r.spare) ||
         !read_attr(file.get(), "rng_has_spare", H5T_NATIVE_INT, &has))
       return fail(error, "'" + path + "' has an incomplete RNG state");
@@ -241,13 +323,23 @@ Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHead
     return fail(error, "'" + path + "' has no " + std::string(kRoot) + " group");
   Handle root(H5Gopen2(file.get(), kRoot, H5P_DEFAULT), H5Gclose);
   FieldSet got;
-  ReadState st{&got, {}};
+  ReadState st{&got, {}, file_bytes};
   if (!root.ok() || SCHATTEN_H5O_VISIT(root.get(), read_one, &st) < 0)
     return fail(error,
                 "'" + path + "': " + (st.error.empty() ? std::string("cannot read the fields") : st.error));
   fields = std::move(got);
   header = std::move(h);
   return Status::ok;
+}
+}  // namespace
+
+Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHeader& header,
+                       std::string* error) {
+  try {
+    return read_checkpoint_impl(path, fields, header, error);
+  } catch (const std::bad_alloc&) {
+    return fail(error, "'" + path + "': out of memory while reading", Status::out_of_memory);
+  }
 }
 
 }  // namespace schatten::io

@@ -5,6 +5,7 @@
 /// writes that never damage the previous checkpoint.
 #include <doctest/doctest.h>
 
+#include <hdf5.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -168,5 +169,61 @@ TEST_SUITE("io.checkpoint") {
     CHECK(io::read_checkpoint(path.string(), f, h, &err) == Status::ok);
     CHECK(h.step == 2);
     fs::remove_all(path.parent_path());
+  }
+
+  TEST_CASE("hostile sizes in a file are refused before anything is read into our buffers") {
+    // Found by fuzz_checkpoint: H5Aread writes as many values as the attribute holds, and the
+    // reader sized its buffers from the file. Each file below is valid HDF5 with one size edited.
+    const fs::path dir = scratch("hostile");
+    fs::create_directories(dir);
+    io::FieldSet fields;
+    fields["w"] = std::vector<float>{1, 2, 3};
+    Rng rng(1);
+    io::CheckpointHeader header{io::kCheckpointSchemaVersion, 4, "sig", rng.state()};
+    auto edited = [&](const char* name, auto edit) {
+      const std::string path = (dir / name).string();
+      REQUIRE(io::write_checkpoint(path, fields, header) == Status::ok);
+      const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+      REQUIRE(file >= 0);
+      edit(file);
+      H5Fclose(file);
+      io::FieldSet f;
+      io::CheckpointHeader h;
+      std::string err;
+      const Status s = io::read_checkpoint(path, f, h, &err);
+      CAPTURE(err);
+      CHECK(s == Status::invalid_argument);
+      CHECK(f.empty());
+    };
+    auto replace_attr = [](hid_t obj, const char* name, hid_t type, hsize_t n, const void* data) {
+      H5Adelete(obj, name);
+      const hid_t space = H5Screate_simple(1, &n, nullptr);
+      const hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+      REQUIRE(attr >= 0);
+      H5Awrite(attr, type, data);
+      H5Aclose(attr);
+      H5Sclose(space);
+    };
+    edited("rng_words_64.h5", [&](hid_t file) {  // 64 words where the state has 4
+      const std::vector<std::uint64_t> words(64, 7);
+      replace_attr(file, "rng_words", H5T_NATIVE_UINT64, 64, words.data());
+    });
+    edited("version_array.h5", [&](hid_t file) {  // schema_version as 1000 ints
+      const std::vector<int> v(1000, io::kCheckpointSchemaVersion);
+      replace_attr(file, "schema_version", H5T_NATIVE_INT, 1000, v.data());
+    });
+    edited("huge_extent.h5", [&](hid_t file) {  // 2^40 floats declared, none stored (chunked)
+      const hsize_t n = hsize_t(1) << 40, chunk = 1024;
+      const hid_t space = H5Screate_simple(1, &n, nullptr);
+      const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+      H5Pset_chunk(dcpl, 1, &chunk);
+      const hid_t set = H5Dcreate2(file, "/schatten/optimizer/huge", H5T_NATIVE_FLOAT, space, H5P_DEFAULT,
+                                   dcpl, H5P_DEFAULT);
+      REQUIRE(set >= 0);
+      H5Dclose(set);
+      H5Pclose(dcpl);
+      H5Sclose(space);
+    });
+    fs::remove_all(dir);
   }
 }

@@ -127,7 +127,10 @@ TEST_SUITE("kernels.coefficients") {
   }
 
   TEST_CASE("optimal quintic equioscillates: 4 extrema of 1-p of equal size and alternating sign") {
-    for (auto [l, u] : {std::pair{0.1, 1.0}, std::pair{1e-3, 1.0}, std::pair{0.5, 1.3}}) {
+    for (const auto& interval : {std::pair{0.1, 1.0}, std::pair{1e-3, 1.0}, std::pair{0.5, 1.3}}) {
+      // Plain variables, not a structured binding: CAPTURE's lambda cannot capture a binding in
+      // C++17 (clang refuses).
+      const double l = interval.first, u = interval.second;
       CAPTURE(l);
       const OddQuintic p = optimal_odd_polynomial(l, u, 5);
       // Extrema: the interval ends and the interior critical points of p.

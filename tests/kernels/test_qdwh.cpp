@@ -93,7 +93,8 @@ TEST_SUITE("kernels.qdwh") {
       int max_iterations;
     };
     for (const Case cs : {Case{1e16, 6}, Case{1e10, 5}, Case{1e6, 5}, Case{1e3, 4}}) {
-      for (auto [r, c] : {std::pair<index_t, index_t>{96, 64}, {64, 96}, {80, 80}}) {
+      for (const auto& shape : {std::pair<index_t, index_t>{96, 64}, {64, 96}, {80, 80}}) {
+        const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
         CAPTURE(cs.kappa);
         CAPTURE(r);
         CAPTURE(c);

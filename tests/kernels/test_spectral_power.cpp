@@ -110,7 +110,8 @@ TEST_SUITE("kernels.spectral_power") {
     // the expected error is ~2e-3 (fit + filter) plus rounding of QDWH (k·ε of its precision).
     const double target = 1e-2;
     for (double alpha : {0.75, 0.5, 0.25, 0.1, -1.0 / 3, -0.5}) {
-      for (auto [r, c] : {std::pair<index_t, index_t>{80, 120}, {150, 64}}) {
+      for (const auto& shape : {std::pair<index_t, index_t>{80, 120}, {150, 64}}) {
+        const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
         CAPTURE(alpha);
         CAPTURE(r);
         const index_t k = std::min(r, c);

@@ -232,7 +232,8 @@ TEST_SUITE("optim.presets") {
   }
 
   TEST_CASE("muon matches Keller Jordan's reference in double (wide and tall blocks)") {
-    for (auto [r, c] : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
       CAPTURE(r);
       const Mat w0 = gaussian(r, c, case_seed("muon_w", static_cast<std::uint64_t>(r)));
       const auto g = gradients(r, c, 5, r < c ? "muon_g_wide" : "muon_g_tall");
@@ -328,7 +329,9 @@ TEST_SUITE("optim.presets") {
       const auto at0 = save(sb = rule.init({r, c}));
       const auto at6 = save(sa);
       REQUIRE(at0.size() == at6.size());
-      for (const auto& [name, f] : at0) {
+      for (const auto& field : at0) {
+        const std::string& name = field.first;  // not a binding: CAPTURE's lambda uses it
+        const auto& f = field.second;
         CAPTURE(name);
         REQUIRE(at6.count(name) == 1);
         if (const auto* b = std::get_if<Buffer>(&f))

@@ -17,6 +17,8 @@ enum class Status {
   breakdown,         ///< a factorisation broke down: the input is too ill-conditioned for the
                      ///< chosen precision (nothing written)
   out_of_memory,     ///< a workspace allocation failed
+  out_of_range,      ///< finite input beyond what the call can represent (e.g. a gradient whose
+                     ///< square overflows the float second moment of Adam); nothing written
   internal_error     ///< a bug: please report it
 };
 

@@ -51,7 +51,8 @@ void visit_fields(V& v, ChainState<Rules...>& s);
 /// Rules applied in order. State = std::tuple of the rules' states.
 ///
 /// update() first checks that the blocks are contiguous row-major and of one shape
-/// (invalid_argument) and the gradient for NaN/Inf (non_finite_input); rules with buffers check
+/// (invalid_argument), the gradient for NaN/Inf (non_finite_input) and against max_gradient()
+/// (out_of_range); rules with buffers check
 /// that the state was initialised for this shape (invalid_argument, before touching anything).
 /// Nothing is touched on any of these errors. When a
 /// rule that may fail is part of the chain, the state and the buffer are copied before the rules
@@ -88,9 +89,18 @@ class Chain {
                       rules_);
   }
 
+  /// The largest |g| the chain accepts: the smallest max_gradient() of its rules. Conservative:
+  /// the limit of a later rule applies to the chain's input, not to the (transformed) values
+  /// that reach that rule; for the presets, whose squaring rules come first or after momentum
+  /// (an average of gradients), the two agree.
+  double max_gradient() const {
+    return std::apply([](const auto&... r) { return std::min({HUGE_VAL, max_gradient_of(r)...}); }, rules_);
+  }
+
   Status update(Block u, State& state, ConstBlock param) const {
     if (const Status s = check_blocks(u, state, param); s != Status::ok) return s;
-    if (!all_finite(MatrixRef<const float>(u))) return Status::non_finite_input;
+    if (!all_within(MatrixRef<const float>(u), magnitude_bits(max_gradient())))
+      return all_finite(MatrixRef<const float>(u)) ? Status::out_of_range : Status::non_finite_input;
     if constexpr (may_fail) {
       State backup = state;
       const Buffer saved(u.data, u.data + u.size());

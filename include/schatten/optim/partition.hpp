@@ -59,8 +59,9 @@ Route<R> route(std::string label, R rule) {
   return Route<R>{std::move(label), std::move(rule)};
 }
 
-/// What a step does with a NaN/Inf gradient: refuse with non_finite_input (default), or skip the
-/// whole step (nothing changes), count it and report ok with `skipped` set.
+/// What a step does with a NaN/Inf gradient, or a finite one beyond its route's max_gradient()
+/// (e.g. |g| > 2^63 through AdamW): refuse with non_finite_input / out_of_range (default), or
+/// skip the whole step (nothing changes), count it and report ok with `skipped` set.
 enum class NonFinitePolicy { error, skip };
 
 /// Rules (chains) that offer an update without their own NaN scan and rollback.
@@ -83,7 +84,9 @@ struct StepReport {
 
 /// Routes each parameter to the rule of its label. The state is one State per parameter, held
 /// by the partition; `step` updates all parameters or none:
-///   1. every gradient is checked for NaN/Inf (non_finite_input, bad_param set, nothing touched);
+///   1. every gradient is checked for NaN/Inf (non_finite_input) and against its route's
+///      max_gradient() (out_of_range; after global clipping when that is on), bad_param set,
+///      nothing touched; NonFinitePolicy::skip turns both refusals into a reported skip;
 ///   2. each parameter's update is computed into its gradient buffer, after a copy of its state;
 ///   3. if a rule fails, every state already advanced is restored and the step fails;
 ///   4. only then are all updates added to the parameters.
@@ -129,6 +132,12 @@ class Partition {
       }
     }
     init_states(std::index_sequence_for<Rules...>{});
+    limit_bits_.assign(params_.size(), magnitude_bits(HUGE_VAL));
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      dispatch(i, [&](auto tag) {
+        limit_bits_[i] = magnitude_bits(max_gradient_of(std::get<decltype(tag)::value>(routes_).rule));
+        return Status::ok;
+      });
     touched_.assign(params_.size(), 0);
     group_of_.assign(params_.size(), -1);
     groups_.clear();
@@ -200,18 +209,18 @@ class Partition {
       const BlockShape s = flatten(params_[i].shape);
       if ((params[i] == nullptr || grads[i] == nullptr) && s.size() > 0)
         return fail("null pointer", std::ptrdiff_t(i));
-      if (!all_finite(MatrixRef<const float>(grads[i], s.rows, s.cols))) {
-        if (policy_ == NonFinitePolicy::error)
-          return fail("gradient contains NaN or Inf", static_cast<std::ptrdiff_t>(i),
-                      Status::non_finite_input);
-        ++skipped_;
-        StepReport r =
-            fail("step skipped: gradient contains NaN or Inf", static_cast<std::ptrdiff_t>(i), Status::ok);
-        r.skipped = true;
-        return r;
+      // One scan per gradient: finiteness, and the route's limit unless clipping comes first.
+      const MatrixRef<const float> g(grads[i], s.rows, s.cols);
+      if (!all_within(g, clip_ > 0.0 ? magnitude_bits(HUGE_VAL) : limit_bits_[i])) return refuse(i, g);
+    }
+    if (clip_ > 0.0) {
+      clip_gradients(grads);
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        const BlockShape s = flatten(params_[i].shape);
+        const MatrixRef<const float> g(grads[i], s.rows, s.cols);
+        if (!all_within(g, limit_bits_[i])) return refuse(i, g);
       }
     }
-    if (clip_ > 0.0) clip_gradients(grads);
     // touched_[i]: parameter i's state was copied to its backup this step (and may have
     // advanced); exactly those are restored on failure.
     std::fill(touched_.begin(), touched_.end(), char(0));
@@ -279,6 +288,22 @@ class Partition {
     for (std::size_t i = 0; i < params_.size(); ++i)
       for (index_t k = 0, n = flatten(params_[i].shape).size(); k < n; ++k)
         grads[i][k] *= f;
+  }
+  /// The refusal of a step whose gradient i failed the scan: non_finite_input (NaN/Inf) or
+  /// out_of_range (finite, beyond the route's max_gradient()), or a skip under the skip policy.
+  StepReport refuse(std::size_t i, MatrixRef<const float> g) {
+    const bool finite = all_finite(g);
+    const auto bad = static_cast<std::ptrdiff_t>(i);
+    if (policy_ == NonFinitePolicy::error)
+      return finite ? fail("gradient too large for the rule's float state (beyond max_gradient)", bad,
+                           Status::out_of_range)
+                    : fail("gradient contains NaN or Inf", bad, Status::non_finite_input);
+    ++skipped_;
+    StepReport r = fail(finite ? "step skipped: gradient beyond the rule's max_gradient"
+                               : "step skipped: gradient contains NaN or Inf",
+                        bad, Status::ok);
+    r.skipped = true;
+    return r;
   }
   StepReport fail(const char* msg, std::ptrdiff_t bad, Status s = Status::invalid_argument) {
     StepReport r;
@@ -473,6 +498,7 @@ class Partition {
   static constexpr std::size_t kDefaultMaxGroup = 16;
   bool batching_ = true;
   std::size_t max_group_ = kDefaultMaxGroup;
+  std::vector<std::uint32_t> limit_bits_;  ///< per parameter: magnitude_bits of its route's max_gradient
   std::string message_;
   NonFinitePolicy policy_ = NonFinitePolicy::error;
   double clip_ = 0.0;

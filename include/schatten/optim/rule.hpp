@@ -31,9 +31,14 @@
 ///
 /// `update` may fail only before it writes anything (it returns the failing status and leaves
 /// `u` and the state as they were); chains check the gradient for NaN/Inf once, before any
-/// rule runs. `visit_fields` drives checkpoints, state equality in tests and the
-/// "nothing forgotten" test: each field is reported as `v("name", field)` with `field` a
-/// `std::int64_t`, a `double` or a `Buffer`.
+/// rule runs. A rule whose float state cannot hold every finite gradient also declares
+///
+///     double max_gradient() const;              // largest |g| it accepts (optional)
+///
+/// and chains and partitions refuse larger gradients with Status::out_of_range in the same scan,
+/// before anything changes (Adam's g² overflows float above about 1.8e19). `visit_fields` drives checkpoints,
+/// state equality in tests and the "nothing forgotten" test: each field is reported as `v("name", field)`
+/// with `field` a `std::int64_t`, a `double` or a `Buffer`.
 ///
 /// Blocks are matrices in host memory, row-major and contiguous (a vector is 1 × n; conv and
 /// stacked tensors are flattened by the caller as docs/optim.md says). Element type: float.
@@ -198,22 +203,62 @@ inline void apply_updates(MatrixRef<float> param, MatrixRef<const float> u) {
       param(i, j) += u(i, j);
 }
 
-/// True when every element is finite. Contiguous blocks are scanned by the exponent bits (all
-/// ones for NaN and ±Inf), an integer OR-reduction that vectorises and runs at memory speed.
-inline bool all_finite(MatrixRef<const float> m) {
+/// The bit pattern of |x| for a limit x ≥ 0: non-negative floats (and +Inf, then NaN) order
+/// like their bit patterns as unsigned integers, so |g| ≤ limit is (bits(g) & 0x7fffffff) ≤
+/// magnitude_bits(limit), and NaN never passes. Limits above FLT_MAX mean "finite".
+inline std::uint32_t magnitude_bits(double limit) {
+  constexpr std::uint32_t kFltMaxBits = 0x7f7fffffu;  // FLT_MAX: the largest finite float
+  if (!(limit < 3.4028234663852886e38)) return kFltMaxBits;
+  const float f = static_cast<float>(limit);
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits;
+}
+
+/// True when every element is finite with |x| ≤ the float whose bits are `limit_bits` (from
+/// magnitude_bits()). Contiguous blocks are scanned by an integer compare-and-OR reduction that
+/// vectorises and runs at memory speed.
+inline bool all_within(MatrixRef<const float> m, std::uint32_t limit_bits) {
   if (is_contiguous(m)) {
     std::uint32_t bad = 0;
     for (index_t k = 0, n = m.size(); k < n; ++k) {
       std::uint32_t bits;
       std::memcpy(&bits, m.data + k, sizeof bits);
-      bad |= static_cast<std::uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+      bad |= static_cast<std::uint32_t>((bits & 0x7fffffffu) > limit_bits);
     }
     return bad == 0;
   }
+  float limit;
+  std::memcpy(&limit, &limit_bits, sizeof limit);
   for (index_t i = 0; i < m.rows; ++i)
     for (index_t j = 0; j < m.cols; ++j)
-      if (!std::isfinite(m(i, j))) return false;
+      if (!(std::fabs(m(i, j)) <= limit)) return false;  // NaN fails
   return true;
 }
+
+/// True when every element is finite (no NaN, no ±Inf).
+inline bool all_finite(MatrixRef<const float> m) { return all_within(m, magnitude_bits(HUGE_VAL)); }
+
+/// The largest |g| rule R accepts: its max_gradient() when it declares one, else +Inf.
+template <class R, class = void>
+struct has_max_gradient : std::false_type {};
+template <class R>
+struct has_max_gradient<R, std::void_t<decltype(std::declval<const R&>().max_gradient())>> : std::true_type {
+};
+template <class R>
+double max_gradient_of(const R& r) {
+  if constexpr (has_max_gradient<R>::value)
+    return r.max_gradient();
+  else
+    return HUGE_VAL;
+}
+
+/// The gradient limit of the rules whose state holds g² in float (Adam's second moment):
+/// 2^63 ≈ 9.2e18. Why: v ← β₂ v + (1 − β₂) g² is a convex combination of earlier g² (and the
+/// initial 0), so v ≤ max g² ≤ 2^126 at every step, each product is ≤ 2^126 and their rounded
+/// sum < 2^127 < FLT_MAX ≈ 2^128; √v ≤ 2^63 and m ≤ 2^63 keep the bias-corrected quotient
+/// finite. Above it, g² itself is not a float: the step is refused (out_of_range), not taken
+/// with an infinite v that would freeze the parameter (m/√∞ = 0) for good.
+constexpr double kSquaredStateMaxGradient = 9223372036854775808.0;  // 2^63
 
 }  // namespace schatten::optim

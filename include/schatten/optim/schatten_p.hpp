@@ -282,6 +282,10 @@ struct SchattenPDirection {
     return Status::ok;
   }
 
+  /// With a moment, v holds g² in float: larger gradients are refused (rule.hpp,
+  /// kSquaredStateMaxGradient); without, any finite gradient is accepted.
+  double max_gradient() const { return moment != Moment::none ? kSquaredStateMaxGradient : HUGE_VAL; }
+
   /// κ = η_a ρ_a / (η ρ_muon), ρ_muon = 1/√max(r, c) (algorithms.md §4a.4 [V]).
   double kappa(index_t rows, index_t cols) const {
     const double rho_a = noisy ? std::sqrt((1.0 - adam_b1) / (1.0 + adam_b1)) : 1.0;

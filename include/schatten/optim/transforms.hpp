@@ -143,6 +143,8 @@ struct ScaleByAdam {
     const auto n = static_cast<std::size_t>(s.size());
     return State{0, Buffer(n, 0.0f), Buffer(n, 0.0f)};
   }
+  /// v holds g² in float: larger gradients are refused (rule.hpp, kSquaredStateMaxGradient).
+  double max_gradient() const { return kSquaredStateMaxGradient; }
   /// True when the state was initialised for u's shape.
   static bool sized(const State& s, const Block& u) {
     const auto n = static_cast<std::size_t>(u.size());
@@ -201,6 +203,7 @@ struct AdamWUpdate {
 
   using State = ScaleByAdam::State;
   State init(const BlockShape& s) const { return ScaleByAdam{b1, b2, eps}.init(s); }
+  double max_gradient() const { return kSquaredStateMaxGradient; }  // v holds g² (ScaleByAdam)
   Status update(Block u, State& s, ConstBlock p) const {
     if (!ScaleByAdam::sized(s, u) || p.size() != u.size()) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
@@ -379,6 +382,9 @@ struct MuAdamDirection {
     st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
   }
+  /// v holds g² in float (rule.hpp, kSquaredStateMaxGradient); D = (v̂ + ε)^e is computed in
+  /// double and stays finite for any such v.
+  double max_gradient() const { return kSquaredStateMaxGradient; }
   static bool sized(const State& s, const Block& u) {
     const auto n = static_cast<std::size_t>(u.size());
     return s.mu.size() == n && s.nu.size() == n && s.d.size() == n;

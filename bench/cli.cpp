@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Command-line parsing of the bench tools (cli.hpp).
+#include "cli.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace schatten::bench {
+namespace {
+
+/// A whole decimal number in [lo, hi] (no sign games, no trailing text, no overflow: strtoll
+/// reports ERANGE instead of the undefined behaviour of atoi/sscanf on overflow).
+bool parse_int(const char* s, long long lo, long long hi, long long& out) {
+  if (s == nullptr || *s == '\0') return false;
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) return false;
+  out = v;
+  return true;
+}
+
+/// "RxC" with both sides in [1, kMaxSide] and R·C ≤ kMaxElements.
+bool parse_shape(const char* s, index_t& rows, index_t& cols) {
+  const char* x = std::strchr(s, 'x');
+  if (x == nullptr) return false;
+  const std::string r(s, x);
+  long long a = 0, b = 0;
+  if (!parse_int(r.c_str(), 1, kMaxSide, a) || !parse_int(x + 1, 1, kMaxSide, b)) return false;
+  if (a > kMaxElements / b) return false;  // a·b ≤ 2^48 cannot overflow, but keep the bound explicit
+  rows = static_cast<index_t>(a);
+  cols = static_cast<index_t>(b);
+  return true;
+}
+
+std::string missing(const char* opt) { return std::string(opt) + " needs a value"; }
+
+}  // namespace
+
+const char* report_usage() {
+  return "usage: schatten-polar-report [--out DIR] [--quick] [--reps N]\n"
+         "  --out DIR   where polar_report.csv goes (default ./polar_report)\n"
+         "  --quick     only the 768x768 and 768x3072 shapes\n"
+         "  --reps N    timed repetitions per case, median reported (default 3)\n"
+         "  --shape RxC only this shape (repeatable); above 2048 the input is Gaussian\n"
+         "              and the error columns are nan (timing only)\n"
+         "  --method M  only this method (repeatable), e.g. polar_express_5, qdwh\n"
+         "  --lowp P    also run the float cases iterating in P (bf16 or fp16) where this\n"
+         "              build supports it (CUDA builds; Newton-Schulz and Polar Express)\n";
+}
+
+std::string parse_report_args(int argc, const char* const* argv, ReportArgs& args) {
+  for (int i = 1; i < argc; ++i) {
+    const char* a = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (!std::strcmp(a, "--quick")) {
+      args.quick = true;
+    } else if (!std::strcmp(a, "--out")) {
+      if (!has_value) return missing(a);
+      args.out = argv[++i];
+      if (args.out.empty()) return "--out needs a non-empty directory";
+    } else if (!std::strcmp(a, "--shape")) {
+      if (!has_value) return missing(a);
+      index_t r = 0, c = 0;
+      if (!parse_shape(argv[++i], r, c)) return std::string("bad --shape ") + argv[i] + " (want RxC)";
+      args.shapes.emplace_back(r, c);
+    } else if (!std::strcmp(a, "--method")) {
+      if (!has_value) return missing(a);
+      args.methods.emplace_back(argv[++i]);
+    } else if (!std::strcmp(a, "--lowp")) {
+      if (!has_value) return missing(a);
+      const std::string p = argv[++i];
+      args.lowp = p == "bf16" ? Precision::bf16 : p == "fp16" ? Precision::fp16 : Precision::automatic;
+      if (args.lowp == Precision::automatic) return "--lowp takes bf16 or fp16";
+    } else if (!std::strcmp(a, "--reps")) {
+      if (!has_value) return missing(a);
+      long long n = 0;
+      if (!parse_int(argv[++i], 1, 100000, n)) return std::string("bad --reps ") + argv[i];
+      args.reps = static_cast<int>(n);
+    } else {
+      return std::string("unknown argument '") + a + "'";
+    }
+  }
+  return {};
+}
+
+std::string parse_qdwh_file_args(int argc, const char* const* argv, QdwhFileArgs& args) {
+  if (argc < 4) return "usage: schatten-qdwh-file FILE ROWS COLS [--float] [--reps N]";
+  args.file = argv[1];
+  long long r = 0, c = 0;
+  if (!parse_int(argv[2], 1, kMaxSide, r) || !parse_int(argv[3], 1, kMaxSide, c) || r > kMaxElements / c)
+    return std::string("bad shape ") + argv[2] + " x " + argv[3];
+  args.rows = static_cast<index_t>(r);
+  args.cols = static_cast<index_t>(c);
+  for (int i = 4; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--float")) {
+      args.single = true;
+    } else if (!std::strcmp(argv[i], "--reps")) {
+      long long n = 0;
+      if (i + 1 >= argc || !parse_int(argv[++i], 1, 100000, n)) return "bad --reps";
+      args.reps = static_cast<int>(n);
+    } else {
+      return std::string("unknown argument '") + argv[i] + "'";
+    }
+  }
+  return {};
+}
+
+}  // namespace schatten::bench

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Runs one libFuzzer target for a bounded time and judges what it found (CTest: fuzz.<target>).
+
+    run_fuzz.py EXECUTABLE SEED_CORPUS SECONDS WORKDIR
+
+The target runs in libFuzzer's fork mode, so that it keeps fuzzing after a crash: new inputs go
+to WORKDIR/corpus (the committed seeds are only read), every crash, leak, timeout (10 s per
+input) or out-of-memory input to WORKDIR/artifacts. Each artifact is then run again alone and
+its sanitizer report classified:
+
+  * HDF5's: the failing access (the first stack frame outside the sanitizer runtime and libc)
+    is inside libhdf5, and so is the allocation of the memory involved when the report names
+    one. Debian's HDF5 1.10.8 is not instrumented and has known memory errors on corrupt files
+    (docs/reliability.md, Findings); these are listed, not failed.
+  * ours: anything else, e.g. a frame of our code on top, or HDF5 overflowing a buffer that we
+    allocated (what passing a too small buffer to H5Aread looks like). The test fails.
+
+Reproduce an artifact with: EXECUTABLE WORKDIR/artifacts/<file>
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+RUNTIME = re.compile(r"__interceptor_|__asan|__sanitizer|__ubsan|__lsan|libc\.so|ld-linux|"
+                     r"compiler-rt|fuzzer::|__libc_|\bmalloc\b|\bcalloc\b|\brealloc\b|"
+                     r"\bfree\b|operator new|operator delete|\babort\b|\braise\b|pthread_kill")
+
+
+def first_frame(lines):
+    """The first stack frame of `lines` outside the runtime, or ''."""
+    for line in lines:
+        if re.match(r"\s+#\d+ ", line) and not RUNTIME.search(line):
+            return line.strip()
+    return ""
+
+
+def classify(report):
+    lines = report.splitlines()
+    start = next((i for i, l in enumerate(lines) if "ERROR:" in l or "ALARM:" in l or
+                  "runtime error:" in l), None)
+    if start is None:
+        return "ours", "no sanitizer report (the input did not fail when run alone?)"
+    rest = lines[start:]
+    top = first_frame(rest)
+    alloc_at = next((i for i, l in enumerate(rest) if "allocated by thread" in l), None)
+    alloc = first_frame(rest[alloc_at:]) if alloc_at is not None else ""
+    in_stack = any("is located in stack of thread" in l for l in rest)
+    hdf5 = "libhdf5" in top and not in_stack and (alloc_at is None or "libhdf5" in alloc)
+    return ("hdf5" if hdf5 else "ours"), (top + (" | allocated at " + alloc if alloc else ""))
+
+
+def main():
+    exe, seeds, seconds, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ)
+    # Leaks inside HDF5 on corrupt files are HDF5's (lsan.supp says why); every other leak fails.
+    env["LSAN_OPTIONS"] = ":".join(filter(None, ["suppressions=" + os.path.join(here, "lsan.supp"),
+                                                  env.get("LSAN_OPTIONS")]))
+    # HDF5 allocates sizes read from the file (a corrupt checkpoint made it ask for 141 GB at
+    # once) and treats a failed malloc as an error, as it would without ASan: a malloc too large
+    # returns NULL instead of aborting, and libFuzzer's single-malloc limit is set above such
+    # requests. Our own allocations use operator new, which ASan still reports when it fails.
+    env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"), "allocator_may_return_null=1"]))
+    shutil.rmtree(work, ignore_errors=True)
+    corpus, artifacts = os.path.join(work, "corpus"), os.path.join(work, "artifacts")
+    os.makedirs(corpus)
+    os.makedirs(artifacts)
+    run = subprocess.run([exe, "-fork=1", "-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1",
+                          "-max_total_time=%d" % seconds, "-timeout=10", "-rss_limit_mb=2048",
+                          "-malloc_limit_mb=1048576", "-print_final_stats=1",
+                          "-artifact_prefix=" + artifacts + "/", corpus, seeds],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         errors="replace")
+    tail = run.stdout.splitlines()[-15:]
+    print("\n".join(tail))
+    found = sorted(os.listdir(artifacts))
+    ours, theirs = [], []
+    for name in found:
+        path = os.path.join(artifacts, name)
+        try:
+            rerun = subprocess.run([exe, "-timeout=10", "-rss_limit_mb=2048", "-malloc_limit_mb=1048576",
+                                    path], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, errors="replace", timeout=120)
+            report = rerun.stdout
+        except subprocess.TimeoutExpired as e:
+            report = "ALARM: rerun timed out\n" + (e.stdout or "")
+        kind, where = classify(report)
+        (theirs if kind == "hdf5" else ours).append((name, where, report))
+    print("fuzz: %s: %d new corpus inputs, %d artifacts: %d in HDF5 (listed, not failed), %d ours"
+          % (os.path.basename(exe), len(os.listdir(corpus)), len(found), len(theirs), len(ours)))
+    for name, where, _ in theirs:
+        print("  HDF5:  %s  at %s" % (name, where))
+    for name, where, report in ours:
+        print("  OURS:  %s  at %s\n%s" % (name, where, report[-6000:]))
+    if run.returncode != 0 and not found:
+        print("fuzz: libFuzzer exited with %d and left no artifact" % run.returncode)
+        return 1
+    return 1 if ours else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

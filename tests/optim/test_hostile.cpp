@@ -1,0 +1,445 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Numeric hostility (issue #8): NaN/Inf bursts, zero gradients, denormals, 1e±30 scales and
+/// 1×N / N×1 blocks through every preset, stepped by optim::partition. Invariants checked after
+/// every step: a refused step returns a non-ok status (or `skipped` under NonFinitePolicy::skip)
+/// and leaves every parameter and every state field bit for bit as it was; an accepted step
+/// leaves every parameter and every state field finite.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+#include "schatten/optim/partition.hpp"
+#include "schatten/optim/presets.hpp"
+#include "schatten/optim/schatten_p.hpp"
+#include "schatten/optim/step_size.hpp"
+#include "support/seed.hpp"
+
+using namespace schatten;
+using namespace schatten::optim;
+using schatten::test::case_seed;
+
+namespace {
+
+/// Every state field as raw bits (so that "unchanged" means bit for bit, NaN included).
+struct Bits {
+  std::map<std::string, std::vector<std::uint64_t>>* out;
+  void operator()(const std::string& n, std::int64_t& x) { (*out)[n] = {static_cast<std::uint64_t>(x)}; }
+  void operator()(const std::string& n, double& x) {
+    std::uint64_t b;
+    std::memcpy(&b, &x, sizeof b);
+    (*out)[n] = {b};
+  }
+  void operator()(const std::string& n, Buffer& v) {
+    std::vector<std::uint64_t> b(v.size());
+    for (std::size_t k = 0; k < v.size(); ++k) {
+      std::uint32_t w;
+      std::memcpy(&w, &v[k], sizeof w);
+      b[k] = w;
+    }
+    (*out)[n] = std::move(b);
+  }
+};
+
+/// Names the first non-finite state field ("" when all are finite).
+struct FirstNonFinite {
+  std::string* bad;
+  void operator()(const std::string&, std::int64_t&) {}
+  void operator()(const std::string& n, double& x) {
+    if (bad->empty() && !std::isfinite(x)) *bad = n;
+  }
+  void operator()(const std::string& n, Buffer& v) {
+    for (float x : v)
+      if (bad->empty() && !std::isfinite(x)) *bad = n;
+  }
+};
+
+/// The blocks every preset meets: square, tall, wide, 1×N, N×1, a vector and a scalar.
+std::vector<ParamSpec> hostile_params() {
+  return {{"square", {6, 6}}, {"tall", {9, 4}}, {"wide", {3, 11}}, {"row", {1, 13}},
+          {"col", {13, 1}},   {"vec", {7}},     {"scalar", {}}};
+}
+
+enum class Kind { normal, nan_burst, inf_burst, zero, denormal, huge, tiny, mixed_scales };
+constexpr Kind kKinds[] = {Kind::normal,   Kind::nan_burst, Kind::inf_burst, Kind::zero,
+                           Kind::denormal, Kind::huge,      Kind::tiny,      Kind::mixed_scales};
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::normal:
+      return "normal";
+    case Kind::nan_burst:
+      return "nan_burst";
+    case Kind::inf_burst:
+      return "inf_burst";
+    case Kind::zero:
+      return "zero";
+    case Kind::denormal:
+      return "denormal";
+    case Kind::huge:
+      return "1e30";
+    case Kind::tiny:
+      return "1e-30";
+    case Kind::mixed_scales:
+      return "mixed_1e30_1e-30";
+  }
+  return "?";
+}
+
+/// Gradients of one kind for every parameter. NaN/Inf bursts poison a few entries of one
+/// parameter (chosen by the rng); the other kinds fill every entry.
+std::vector<std::vector<float>> gradients(const std::vector<ParamSpec>& ps, Kind kind, Rng& rng) {
+  std::vector<std::vector<float>> g(ps.size());
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    g[i].resize(static_cast<std::size_t>(flatten(ps[i].shape).size()));
+    for (float& x : g[i]) {
+      const double z = rng.normal();
+      switch (kind) {
+        case Kind::zero:
+          x = 0.0f;
+          break;
+        case Kind::denormal:  // below FLT_MIN = 1.18e-38, down to the smallest denormal
+          x = static_cast<float>(z * 1e-40);
+          break;
+        case Kind::huge:
+          x = static_cast<float>(z * 1e30);
+          break;
+        case Kind::tiny:
+          x = static_cast<float>(z * 1e-30);
+          break;
+        case Kind::mixed_scales:
+          x = static_cast<float>(z * (rng.uniform() < 0.5 ? 1e30 : 1e-30));
+          break;
+        default:
+          x = static_cast<float>(z);
+      }
+    }
+  }
+  if (kind == Kind::nan_burst || kind == Kind::inf_burst) {
+    const std::size_t i = static_cast<std::size_t>(rng.uniform() * double(ps.size())) % ps.size();
+    const float bad = kind == Kind::nan_burst
+                          ? std::numeric_limits<float>::quiet_NaN()
+                          : (rng.uniform() < 0.5 ? 1.0f : -1.0f) * std::numeric_limits<float>::infinity();
+    for (int k = 0; k < 3; ++k)
+      g[i][static_cast<std::size_t>(rng.uniform() * double(g[i].size())) % g[i].size()] = bad;
+  }
+  return g;
+}
+
+template <class P>
+std::map<std::string, std::vector<std::uint64_t>> state_bits(P& p) {
+  std::map<std::string, std::vector<std::uint64_t>> m;
+  Bits b{&m};
+  visit_fields(b, p);
+  return m;
+}
+
+template <class P>
+std::string non_finite_state(P& p) {
+  std::string bad;
+  FirstNonFinite f{&bad};
+  visit_fields(f, p);
+  return bad;
+}
+
+bool same_bits(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float)) != 0) return false;
+  return true;
+}
+
+/// Runs `steps` steps of randomly chosen hostile kinds through one preset routed to every
+/// parameter and checks the invariants of the file comment after each. Returns the number of
+/// accepted steps (so that a preset which refuses everything is noticed).
+template <class Rule>
+int run_hostile(const char* preset, Rule rule, NonFinitePolicy policy, int steps, std::uint64_t seed) {
+  const std::string preset_name = preset;  // CAPTURE prints strings, not pointers
+  CAPTURE(preset_name);
+  const std::vector<ParamSpec> ps = hostile_params();
+  auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+  REQUIRE(opt.init());
+  opt.set_non_finite_policy(policy);
+  Rng rng(seed);
+  std::vector<std::vector<float>> w(ps.size());
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    w[i].resize(static_cast<std::size_t>(flatten(ps[i].shape).size()));
+    for (float& x : w[i])
+      x = static_cast<float>(0.5 * rng.normal());
+  }
+  int accepted = 0;
+  for (int t = 0; t < steps; ++t) {
+    const Kind kind = kKinds[static_cast<std::size_t>(rng.uniform() * 8.0) % 8];
+    const std::string kind_s = kind_name(kind);
+    CAPTURE(t);
+    CAPTURE(kind_s);
+    std::vector<std::vector<float>> g = gradients(ps, kind, rng);
+    const auto w_before = w;
+    const auto s_before = state_bits(opt);
+    std::vector<float*> pp, gp;
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      pp.push_back(w[i].data());
+      gp.push_back(g[i].data());
+    }
+    const StepReport r = opt.step(pp, gp);
+    const bool poisoned = kind == Kind::nan_burst || kind == Kind::inf_burst;
+    if (poisoned) {
+      // A NaN/Inf gradient is always refused: an error status, or a reported skip.
+      if (policy == NonFinitePolicy::error)
+        CHECK(r.status == Status::non_finite_input);
+      else
+        CHECK((r.status == Status::ok && r.skipped));
+      CHECK(r.bad_param >= 0);
+    }
+    if (!poisoned && policy == NonFinitePolicy::error && !r)  // a finite gradient is refused only
+      CHECK(r.status == Status::out_of_range);                // as beyond a rule's max_gradient
+    if (!r || r.skipped) {
+      CHECK(std::string(r.message).size() > 0);
+      CHECK(same_bits(w, w_before));
+      // Nothing changed but the partition's count of skipped steps (policy skip).
+      auto expected = s_before;
+      if (r.skipped) ++expected.at("_partition/skipped_steps")[0];
+      CHECK(state_bits(opt) == expected);
+      continue;
+    }
+    ++accepted;
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      CAPTURE(ps[i].name);
+      for (float x : w[i])
+        REQUIRE(std::isfinite(x));
+    }
+    CHECK(non_finite_state(opt) == "");
+  }
+  return accepted;
+}
+
+/// schatten_muon with its criterion at steps 2, 5, 8, … (so that hostile steps reach it), with or
+/// without the parametric moment.
+SchattenMuonOptions adaptive_schatten(bool moment, double weight_decay = 1e-2) {
+  SchattenMuonOptions o;
+  o.first = 2;
+  o.interval = 3;
+  o.weight_decay = weight_decay;
+  if (moment) o.moment = SchattenPDirection::Moment::parametric;
+  return o;
+}
+
+/// Every preset, each with weight decay and momentum where it has them, handed to f(name, rule).
+template <class F>
+void for_each_preset(F&& f) {
+  SgdOptions sgd_o;
+  sgd_o.momentum = 0.9;
+  sgd_o.nesterov = true;
+  sgd_o.weight_decay = 1e-2;
+  f("sgd", sgd(sgd_o));
+  f("adamw", adamw());
+  MuonOptions muon_o;
+  muon_o.weight_decay = 1e-2;
+  f("muon", muon(muon_o));
+  f("muadam", muadam());
+  f("freon", freon());
+  f("kaon", kaon());
+  f("da_muon", da_muon());
+  f("sc_muon", sc_muon());
+  f("df_muon", df_muon());
+  f("schatten_muon", schatten_muon(adaptive_schatten(false)));
+  f("schatten_muon_moment", schatten_muon(adaptive_schatten(true)));
+}
+
+}  // namespace
+
+TEST_SUITE("optim.hostile") {
+  TEST_CASE("hostile gradient sequences through every preset keep parameters and states finite") {
+    for (NonFinitePolicy policy : {NonFinitePolicy::error, NonFinitePolicy::skip}) {
+      const std::string policy_s = policy == NonFinitePolicy::error ? "error" : "skip";
+      CAPTURE(policy_s);
+      for_each_preset([&](const char* name, auto rule) {
+        const int accepted =
+            run_hostile(name, rule, policy, 48, case_seed(name, policy == NonFinitePolicy::skip));
+        CHECK(accepted > 0);
+      });
+    }
+  }
+
+  TEST_CASE("every hostile kind alone through every preset") {
+    // One kind repeated from a fresh state (e.g. ten 1e30 steps in a row: the moments saturate).
+    for (Kind kind : kKinds) {
+      const std::string kind_s = kind_name(kind);
+      CAPTURE(kind_s);
+      for_each_preset([&](const char* name, auto rule) {
+        const std::string preset_name = name;
+        CAPTURE(preset_name);
+        const std::vector<ParamSpec> ps = hostile_params();
+        auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+        REQUIRE(opt.init());
+        Rng rng(case_seed(name, static_cast<std::uint64_t>(kind)));
+        std::vector<std::vector<float>> w(ps.size());
+        for (std::size_t i = 0; i < ps.size(); ++i)
+          w[i].assign(static_cast<std::size_t>(flatten(ps[i].shape).size()), 0.25f);
+        for (int t = 0; t < 10; ++t) {
+          auto g = gradients(ps, kind, rng);
+          std::vector<float*> pp, gp;
+          for (std::size_t i = 0; i < ps.size(); ++i) {
+            pp.push_back(w[i].data());
+            gp.push_back(g[i].data());
+          }
+          const auto w_before = w;
+          const StepReport r = opt.step(pp, gp);
+          if (!r) {
+            CHECK(same_bits(w, w_before));
+            continue;
+          }
+          for (const auto& wi : w)
+            for (float x : wi)
+              REQUIRE(std::isfinite(x));
+          CHECK(non_finite_state(opt) == "");
+        }
+      });
+    }
+  }
+
+  TEST_CASE("Adam-family presets refuse gradients beyond 2^63 and keep finite moments up to it") {
+    // Adam's second moment holds g² in float: |g| = 2^63 squares to 2^126 < FLT_MAX and is
+    // accepted (moments stay finite however many steps); 1e30 squares past FLT_MAX and is
+    // refused with out_of_range before anything changes. Presets without g² accept both.
+    const float at_limit = 9223372036854775808.0f;  // 2^63
+    auto run = [&](const char* name, auto rule, bool squares) {
+      const std::string preset_name = name;
+      CAPTURE(preset_name);
+      const std::vector<ParamSpec> ps = {{"m", {5, 3}}, {"v", {4}}};
+      auto opt = optim::partition(ps, {"all", "all"}, route("all", rule));
+      REQUIRE(opt.init());
+      std::vector<float> w0(15, 0.5f), w1(4, -0.5f);
+      for (int t = 0; t < 6; ++t) {
+        std::vector<float> g0(15, t % 2 ? at_limit : -at_limit), g1(4, at_limit);
+        REQUIRE(opt.step({w0.data(), w1.data()}, {g0.data(), g1.data()}));
+        CHECK(non_finite_state(opt) == "");
+      }
+      const auto before = state_bits(opt);
+      const std::vector<float> w0_before = w0;
+      std::vector<float> g0(15, 0.0f), g1(4, 0.0f);
+      g1[2] = 1e30f;
+      const StepReport r = opt.step({w0.data(), w1.data()}, {g0.data(), g1.data()});
+      if (squares) {
+        CHECK(r.status == Status::out_of_range);
+        CHECK(r.bad_param == 1);
+        CHECK(state_bits(opt) == before);
+        CHECK(w0 == w0_before);
+      } else {
+        CHECK(r.status == Status::ok);
+      }
+      for (float x : w0)
+        CHECK(std::isfinite(x));
+    };
+    run("sgd", sgd(), false);
+    run("adamw", adamw(), true);
+    run("muon", muon(), false);
+    run("muadam", muadam(), true);
+    run("freon", freon(), false);
+    run("kaon", kaon(), false);
+    run("da_muon", da_muon(), false);
+    run("sc_muon", sc_muon(), false);
+    run("df_muon", df_muon(), false);
+    run("schatten_muon", schatten_muon(adaptive_schatten(false)), false);
+    run("schatten_muon_moment", schatten_muon(adaptive_schatten(true)), true);
+    // The same refusal from a chain stepped on its own.
+    const auto rule = adamw();
+    auto st = rule.init({1, 3});
+    std::vector<float> w = {1, 2, 3}, g = {0.0f, -1e30f, 0.0f};
+    CHECK(rule.update(Block(g.data(), 1, 3), st, ConstBlock(w.data(), 1, 3)) == Status::out_of_range);
+    CHECK(std::get<0>(static_cast<decltype(st)::Base&>(st)).count == 0);  // nothing advanced
+    CHECK(rule.max_gradient() == 9223372036854775808.0);
+    CHECK(muon().max_gradient() == HUGE_VAL);
+  }
+
+  TEST_CASE("global clipping brings huge gradients within the Adam limit") {
+    const std::vector<ParamSpec> ps = {{"v", {4}}};
+    auto opt = optim::partition(ps, {"adamw"}, route("adamw", adamw()));
+    REQUIRE(opt.init());
+    opt.set_global_clip(1.0);
+    std::vector<float> w(4, 0.5f), g = {1e30f, -1e30f, 3e38f, 0.0f};
+    REQUIRE(opt.step({w.data()}, {g.data()}));
+    for (float x : w)
+      CHECK(std::isfinite(x));
+    CHECK(non_finite_state(opt) == "");
+  }
+
+  TEST_CASE("every preset reruns bit for bit from the same inputs") {
+    // CPU determinism (docs/reliability.md): two optimizers built alike and fed the same hostile
+    // sequence end with identical parameter and state bits. Catches reads of uninitialised
+    // memory and state shared between instances (e.g. a workspace).
+    for_each_preset([&](const char* name, auto rule) {
+      const std::string preset_name = name;
+      CAPTURE(preset_name);
+      const std::vector<ParamSpec> ps = hostile_params();
+      auto a = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+      auto b = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+      REQUIRE(a.init());
+      REQUIRE(b.init());
+      std::vector<std::vector<float>> wa(ps.size()), wb;
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        wa[i].assign(static_cast<std::size_t>(flatten(ps[i].shape).size()), 0.5f);
+      wb = wa;
+      Rng rng(case_seed(name));
+      for (int t = 0; t < 12; ++t) {
+        const Kind kind = kKinds[static_cast<std::size_t>(rng.uniform() * 8.0) % 8];
+        auto ga = gradients(ps, kind, rng);
+        auto gb = ga;
+        std::vector<float*> pa, pb, qa, qb;
+        for (std::size_t i = 0; i < ps.size(); ++i) {
+          pa.push_back(wa[i].data());
+          pb.push_back(wb[i].data());
+          qa.push_back(ga[i].data());
+          qb.push_back(gb[i].data());
+        }
+        CHECK(a.step(pa, qa).status == b.step(pb, qb).status);
+      }
+      CHECK(same_bits(wa, wb));
+      CHECK(state_bits(a) == state_bits(b));
+    });
+  }
+
+  TEST_CASE("zero gradients from a fresh state leave parameters bit for bit unchanged") {
+    // Without weight decay every preset's update of a zero gradient is exactly zero: momentum and
+    // moments stay 0, polar(0) = spectral_power(0) = kaon(0) = 0, and SC-Muon's certificate is 0.
+    auto check = [](const char* name, auto rule) {
+      const std::string preset_name = name;
+      CAPTURE(preset_name);
+      const std::vector<ParamSpec> ps = hostile_params();
+      auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+      REQUIRE(opt.init());
+      std::vector<std::vector<float>> w(ps.size()), g(ps.size());
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        w[i].assign(static_cast<std::size_t>(flatten(ps[i].shape).size()), 0.75f);
+      const auto w0 = w;
+      for (int t = 0; t < 5; ++t) {
+        std::vector<float*> pp, gp;
+        for (std::size_t i = 0; i < ps.size(); ++i) {
+          g[i].assign(w[i].size(), 0.0f);
+          pp.push_back(w[i].data());
+          gp.push_back(g[i].data());
+        }
+        REQUIRE(opt.step(pp, gp));
+      }
+      CHECK(same_bits(w, w0));
+    };
+    check("sgd", sgd(SgdOptions{Schedule::constant(1e-2), 0.9, true, 0.0}));
+    AdamWOptions a;
+    a.weight_decay = 0.0;
+    check("adamw", adamw(a));
+    check("muon", muon());
+    check("muadam", muadam());
+    check("freon", freon());
+    check("kaon", kaon());
+    check("da_muon", da_muon());
+    check("sc_muon", sc_muon());
+    check("df_muon", df_muon());
+    check("schatten_muon", schatten_muon(adaptive_schatten(false, 0.0)));
+    check("schatten_muon_moment", schatten_muon(adaptive_schatten(true, 0.0)));
+  }
+}
