@@ -345,6 +345,10 @@ TEST_CASE("distributed.checkpoint: save on n ranks restores on n ranks and on on
   auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
   REQUIRE(ref.init());
   auto d = make();
+  io::CheckpointHeader none;
+  std::string early;
+  CHECK(distributed::save_checkpoint(path, d, none, &early) == Status::invalid_argument);  // before init
+  CHECK(distributed::load_checkpoint(path, d, none, {}, &early) == Status::invalid_argument);
   REQUIRE(d.init());
   Model m(specs());
   Local loc(d, m);

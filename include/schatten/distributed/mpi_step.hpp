@@ -408,7 +408,10 @@ class DistributedPartition {
     return s;
   }
 
-  /// The partition's state of the parameters this rank owns (their names are the global names).
+  /// True after a successful init() (the same on every rank).
+  bool initialized() const { return local_.has_value(); }
+  /// The partition of the parameters this rank owns (their names are the global names).
+  /// Precondition (also of visit_local): initialized().
   Local& local() { return *local_; }
   const std::vector<optim::ParamSpec>& params() const { return params_; }
   const std::vector<std::string>& labels() const { return labels_; }
@@ -593,6 +596,10 @@ struct LocalState {
 template <class... Rules>
 Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
                        const io::CheckpointHeader& header, std::string* error = nullptr) {
+  if (!p.initialized()) {
+    if (error) *error = "save_checkpoint before a successful init()";
+    return Status::invalid_argument;
+  }
   io::FieldSet mine;
   io::FieldCollector c{&mine};
   p.visit_local(c);
@@ -611,6 +618,10 @@ template <class... Rules>
 Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
                        io::CheckpointHeader& header, const std::string& expected_signature = {},
                        std::string* error = nullptr) {
+  if (!p.initialized()) {
+    if (error) *error = "load_checkpoint before a successful init()";
+    return Status::invalid_argument;
+  }
   const Communicator& comm = p.communicator();
   io::FieldSet all;
   io::CheckpointHeader h;
