@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Pure, MPI-free pieces of the distributed step (library schatten::mpi): the row split of a
+/// sharded parameter, the flop model and the owner assignment, and the byte format in which
+/// checkpoint fields travel between ranks.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "schatten/core/types.hpp"
+#include "schatten/io/checkpoint.hpp"
+#include "schatten/optim/rule.hpp"
+
+namespace schatten::distributed {
+
+/// Rows [begin, end) of a flattened parameter.
+struct RowRange {
+  index_t begin = 0, end = 0;
+  index_t size() const { return end - begin; }
+};
+
+/// The rows rank `rank` of `ranks` holds of a row-sharded parameter with `rows` rows: torch.chunk
+/// along dim 0 (FSDP2's layout without its padding): chunk = ⌈rows / ranks⌉, rank r holds
+/// [min(r·chunk, rows), min((r+1)·chunk, rows)); trailing ranks may hold none (rows need not be
+/// divisible by the rank count).
+RowRange shard_rows(index_t rows, int rank, int ranks);
+
+/// The default cost of one parameter's update, in flop-equivalents:
+///   element-wise rules: 64 · rows · cols — a memory-bound pass over a handful of arrays; 64 is
+///     the ratio of the GEMM flop rate (≈ 60 GFLOP/s) to the streamed element rate (≈ 1 G
+///     elements/s, AdamW reads and writes ~5 floats per element) on the 2-core CI machine
+///     (tunable: pass a cost model of your own for other ratios);
+///   matrix-function rules: that plus polar_flops(rows, cols) of Keller Jordan's Newton–Schulz
+///     (5 steps), the dominant term: 2 GEMMs per step on the short side.
+double default_cost(const optim::BlockShape& shape, bool matrix_function);
+
+/// Greedy longest-processing-time assignment: parameters by decreasing cost (ties: lower index
+/// first), each to the rank with the least total so far (ties: lower rank). Deterministic, so
+/// every rank computes the same owners. Makespan ≤ 4/3 of the optimum (Graham 1969).
+std::vector<int> assign_owners(const std::vector<double>& costs, int ranks);
+
+/// A checkpoint's fields and header as bytes (little-endian host layout; for the transfer
+/// between ranks of one job, not a file format) and back. deserialize returns false on a
+/// malformed buffer.
+std::vector<char> serialize(const io::FieldSet& fields, const io::CheckpointHeader* header);
+bool deserialize(const std::vector<char>& bytes, io::FieldSet& fields, io::CheckpointHeader* header);
+
+}  // namespace schatten::distributed

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The collective operations the distributed optimizer step needs, over an MPI communicator
+/// (library schatten::mpi). No MPI type appears here: a Communicator is made from an MPI_Comm
+/// by communicator() in <schatten/distributed/mpi_comm.hpp>, or is MPI_COMM_WORLD (world()).
+///
+/// Every operation is collective over the communicator unless it says otherwise: all ranks call
+/// it in the same order with matching sizes. Element counts are 64-bit here; calls whose counts
+/// do not fit MPI's int are split into pieces where the operation allows it (bcast, send/recv)
+/// and refused otherwise (allgatherv/gatherv/scatterv: ≤ 2³¹ − 1 elements in all, checked by
+/// the caller, DistributedPartition::init).
+///
+/// **Traffic.** Each Communicator counts the payload bytes that arrive at this rank (what a
+/// direct algorithm must deliver to it; an MPI library's tree or ring algorithms forward more
+/// between ranks, and shared-memory transports copy instead of sending). Copies share the
+/// counter.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace schatten::distributed {
+
+/// Payload bytes received by this rank since the last reset (see the file comment).
+struct Traffic {
+  std::int64_t bytes_received = 0;
+  std::int64_t messages = 0;  ///< collective or point-to-point operations that moved data here
+};
+
+/// A handle on an MPI communicator (not owned: the caller keeps it alive and frees it).
+class Communicator {
+ public:
+  struct Impl;
+  /// MPI_COMM_WORLD. Precondition: MPI is initialised (MPI_Init) and not finalised.
+  static Communicator world();
+  explicit Communicator(std::shared_ptr<Impl> impl);
+
+  int rank() const;
+  int size() const;
+
+  /// The smallest of every rank's `v` (every rank gets it).
+  std::int64_t allreduce_min(std::int64_t v) const;
+  /// Element-wise maximum / sum over ranks of `n` int64 values, in place.
+  void allreduce_max(std::int64_t* v, std::size_t n) const;
+  void allreduce_sum(std::int64_t* v, std::size_t n) const;
+  /// out[r·n + k] = rank r's in[k] (every rank gets all); `out` has size()·n elements.
+  void allgather(const std::int64_t* in, std::size_t n, std::int64_t* out) const;
+  /// In place: rank r's block is buf[displs[r], displs[r] + counts[r]); afterwards every rank
+  /// holds every block.
+  void allgatherv(float* buf, const std::vector<std::int64_t>& counts,
+                  const std::vector<std::int64_t>& displs) const;
+  /// Rank r's `send` (counts[r] floats) lands at root's recv + displs[r] (recv used at root only).
+  void gatherv(const float* send, float* recv, const std::vector<std::int64_t>& counts,
+               const std::vector<std::int64_t>& displs, int root) const;
+  /// Root's send + displs[r] (counts[r] floats) lands in rank r's `recv`.
+  void scatterv(const float* send, float* recv, const std::vector<std::int64_t>& counts,
+                const std::vector<std::int64_t>& displs, int root) const;
+  /// Root's n bytes at `data` are copied to every rank's `data`.
+  void bcast(void* data, std::size_t n, int root) const;
+  /// Point-to-point (not collective): n floats to / from one rank.
+  void send(const float* data, std::size_t n, int dest, int tag) const;
+  void recv(float* data, std::size_t n, int source, int tag) const;
+  /// Every rank's byte string, in rank order, at `root` (empty elsewhere).
+  std::vector<std::vector<char>> gather_bytes(const std::vector<char>& mine, int root) const;
+  /// Root's byte string on every rank (resized on the others).
+  void bcast_bytes(std::vector<char>& bytes, int root) const;
+  /// A string from `root` to every rank.
+  std::string bcast_string(const std::string& s, int root) const;
+
+  Traffic traffic() const;
+  void reset_traffic() const;
+
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace schatten::distributed

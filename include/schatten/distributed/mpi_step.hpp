@@ -1,0 +1,671 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The distributed optimizer step (library schatten::mpi, docs/distributed.md): an
+/// optim::Partition whose parameters are assigned to ranks, each rank computing the updates of
+/// the parameters it owns, the updates then exchanged so that every rank applies all of them.
+/// Bit-identical to the single-process optim::Partition: each update is computed by exactly the
+/// code and data a single process would use, and applied with the same float additions.
+#pragma once
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "schatten/distributed/assignment.hpp"
+#include "schatten/distributed/communicator.hpp"
+#include "schatten/io/checkpoint.hpp"
+#include "schatten/kernels/gram.hpp"
+#include "schatten/optim/partition.hpp"
+#include "schatten/optim/schatten_p.hpp"
+
+namespace schatten::distributed {
+
+/// How a parameter's arrays are laid out across the ranks.
+enum class Layout {
+  /// Every rank holds the whole parameter and the same, already all-reduced gradient
+  /// (data-parallel, DDP). Only the owner computes its update; the updates are all-gathered.
+  replicated,
+  /// Rank r holds rows shard_rows(rows, r, ranks) of the flattened parameter and of its
+  /// (already reduce-scattered) gradient, contiguous row-major (FSDP2 / ZeRO-3 by dim 0). The
+  /// owner gathers the whole gradient and parameter, computes the update, and scatters its rows.
+  row_sharded,
+};
+
+namespace detail {
+/// A copy of every field a state visits, in visit order (rollback when another rank fails).
+struct Snapshot {
+  std::vector<std::int64_t> ints;
+  std::vector<double> doubles;
+  std::vector<optim::Buffer> buffers;
+};
+struct SnapshotTaker {
+  Snapshot* s;
+  std::size_t i = 0, d = 0, b = 0;
+  void operator()(const std::string&, std::int64_t& v) {
+    if (i == s->ints.size()) s->ints.emplace_back();
+    s->ints[i++] = v;
+  }
+  void operator()(const std::string&, double& v) {
+    if (d == s->doubles.size()) s->doubles.emplace_back();
+    s->doubles[d++] = v;
+  }
+  void operator()(const std::string&, optim::Buffer& v) {
+    if (b == s->buffers.size()) s->buffers.emplace_back();
+    s->buffers[b++] = v;  // reuses the capacity of the previous step's copy
+  }
+};
+struct SnapshotRestorer {
+  const Snapshot* s;
+  std::size_t i = 0, d = 0, b = 0;
+  void operator()(const std::string&, std::int64_t& v) { v = s->ints[i++]; }
+  void operator()(const std::string&, double& v) { v = s->doubles[d++]; }
+  void operator()(const std::string&, optim::Buffer& v) { v = s->buffers[b++]; }
+};
+/// Agreement keys: the first failing parameter and the status, ordered so that the minimum over
+/// ranks is the failure a single process would report (the lowest parameter index).
+constexpr std::int64_t kNoFailure = INT64_MAX;
+inline std::int64_t failure_key(std::size_t param, Status s) {
+  return (static_cast<std::int64_t>(param) << 8) | static_cast<std::int64_t>(s);
+}
+}  // namespace detail
+
+/// optim::Partition over the ranks of a communicator. Every rank constructs it with the same
+/// parameter list, labels and routes, and calls init(), step(), the checkpoint functions and
+/// reduce_activations() collectively (same order on every rank).
+///
+/// **Assignment.** init() gives each parameter an owner rank: greedy longest-processing-time
+/// over the cost model (default_cost(): polar flops for matrix-function routes, a memory-bound
+/// pass for element-wise ones; set_cost_model() replaces it), identical on every rank. The
+/// owner holds the parameter's optimizer state — optimizer memory is sharded — and computes its
+/// update with an optim::Partition of its own parameters (same-shape batching included).
+///
+/// **Step** (all or nothing across ranks):
+///   1. every rank scans the gradients it holds; one all-reduce agrees on the first NaN/Inf or
+///      null pointer (a NaN on any rank → every rank refuses, or skips under
+///      NonFinitePolicy::skip);
+///   2. row-sharded gradients and parameters are gathered (MPI_Gatherv) to their owners;
+///   3. summed activation Grams are delivered to the owners (reduce_activations());
+///   4. each owner computes its updates (the local Partition, on copies of the parameters);
+///   5. one all-reduce agrees on success; on any failure every rank restores its states and the
+///      step fails everywhere with the status of the lowest failing parameter;
+///   6. updates of replicated parameters are all-gathered (one MPI_Allgatherv of the flattened
+///      updates, grouped by owner); updates of sharded parameters are scattered by rows;
+///   7. every rank adds the updates to the arrays it holds.
+///
+/// **Cost per step** (n ranks, P parameter floats): compute ≈ 1/n of the single-process step at
+/// a balanced assignment; traffic arriving at each rank: (P_replicated − own) floats of
+/// updates, plus for row-sharded parameters (owner) 2 × the other ranks' rows (gradient and
+/// parameter) and (non-owner) its rows of the update; 3 small all-reduces. Memory beyond the
+/// local Partition: one float buffer of all replicated parameters (the all-gather target), a
+/// copy of the owned replicated parameters (the local step writes into copies, so nothing is
+/// applied before the agreement), the gathered whole of each owned sharded parameter (gradient
+/// and parameter), and per step one copy of the owned state when a route may fail (rollback
+/// when another rank fails; the local Partition keeps its own copy too).
+///
+/// **Determinism.** Bit-identical to optim::Partition on one process for the same inputs, any
+/// rank count (tests/distributed). Global clipping (set_global_clip) is supported for
+/// replicated layouts only: with row shards the norm would be a sum in another order; init()
+/// refuses that combination.
+template <class... Rules>
+class DistributedPartition {
+  using Local = optim::Partition<Rules...>;
+  static constexpr bool any_may_fail = (optim::rule_may_fail<Rules>::value || ...);
+
+ public:
+  /// Cost of one parameter (its spec and label) in any consistent unit.
+  using CostModel = std::function<double(const optim::ParamSpec&, const std::string& label)>;
+
+  DistributedPartition(Communicator comm, std::vector<optim::ParamSpec> params,
+                       std::vector<std::string> labels, optim::Route<Rules>... routes)
+      : comm_(std::move(comm)),
+        params_(std::move(params)),
+        labels_(std::move(labels)),
+        routes_(std::move(routes)...) {}
+
+  /// One Layout per parameter (before init(); default: all replicated).
+  void set_layouts(std::vector<Layout> layouts) { layouts_ = std::move(layouts); }
+  /// Replaces default_cost() (before init()). Must return the same values on every rank.
+  void set_cost_model(CostModel m) { cost_ = std::move(m); }
+  /// optim::Partition::set_batching for the owners' local partitions (before init()).
+  void set_batching(bool on, std::size_t max_group = 16) {
+    batching_ = on;
+    max_group_ = max_group;
+  }
+  void set_non_finite_policy(optim::NonFinitePolicy p) { policy_ = p; }
+  /// optim::Partition::set_global_clip (replicated layouts only, see the class comment).
+  void set_global_clip(double max_norm) { clip_ = max_norm; }
+
+  /// Collective. Checks labels and layouts, assigns owners, builds the local Partition and
+  /// its states, and the exchange buffers. The same failure on every rank.
+  optim::StepReport init() {
+    const std::size_t np = params_.size();
+    if (labels_.size() != np) return fail("labels and parameters differ in number", -1);
+    if (layouts_.empty()) layouts_.assign(np, Layout::replicated);
+    if (layouts_.size() != np) return fail("layouts and parameters differ in number", -1);
+    const int n = comm_.size(), me = comm_.rank();
+    shapes_.clear();
+    rows_.clear();
+    bool sharded = false;
+    for (std::size_t i = 0; i < np; ++i) {
+      shapes_.push_back(optim::flatten(params_[i].shape));
+      rows_.push_back(layouts_[i] == Layout::row_sharded ? shard_rows(shapes_[i].rows, me, n)
+                                                         : RowRange{0, shapes_[i].rows});
+      sharded = sharded || layouts_[i] == Layout::row_sharded;
+    }
+    if (sharded && clip_ > 0.0)
+      return fail("global clipping with row-sharded parameters is not supported (clip before the step)", -1);
+    // Owners.
+    std::vector<double> costs(np);
+    for (std::size_t i = 0; i < np; ++i) {
+      const int route = route_index(labels_[i]);
+      if (route < 0) {
+        message_ = "no route for the label of parameter '" + params_[i].name + "'";
+        return fail(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+      }
+      costs[i] = cost_ ? cost_(params_[i], labels_[i]) : default_cost(shapes_[i], matrix_route(route));
+    }
+    owner_ = assign_owners(costs, n);
+    // The local partition of the owned parameters, in global order.
+    owned_.clear();
+    local_index_.assign(np, -1);
+    std::vector<optim::ParamSpec> specs;
+    std::vector<std::string> labels;
+    for (std::size_t i = 0; i < np; ++i)
+      if (owner_[i] == me) {
+        local_index_[i] = static_cast<std::ptrdiff_t>(owned_.size());
+        owned_.push_back(i);
+        specs.push_back(params_[i]);
+        labels.push_back(labels_[i]);
+      }
+    local_.reset();
+    std::apply(
+        [&](const auto&... r) {
+          local_.emplace(optim::partition(std::move(specs), std::move(labels), optim::Route<Rules>(r)...));
+        },
+        routes_);
+    local_->set_batching(batching_, max_group_);
+    local_->set_non_finite_policy(optim::NonFinitePolicy::error);  // scanned globally in step 1
+    optim::StepReport r = local_->init();
+    const std::int64_t agreed = comm_.allreduce_min(
+        r ? detail::kNoFailure
+          : detail::failure_key(std::size_t(std::max<std::ptrdiff_t>(r.bad_param, 0)), r.status));
+    if (agreed != detail::kNoFailure) {
+      message_ = "init failed on a rank: " + std::string(r ? "another rank's local partition" : r.message);
+      local_.reset();
+      return fail(message_.c_str(), -1, static_cast<Status>(agreed & 0xff));
+    }
+    // Exchange buffers: replicated updates grouped by owner.
+    counts_.assign(static_cast<std::size_t>(n), 0);
+    for (std::size_t i = 0; i < np; ++i)
+      if (layouts_[i] == Layout::replicated)
+        counts_[static_cast<std::size_t>(owner_[i])] += shapes_[i].size();
+    displs_.assign(static_cast<std::size_t>(n), 0);
+    for (int k = 1; k < n; ++k)
+      displs_[static_cast<std::size_t>(k)] =
+          displs_[static_cast<std::size_t>(k - 1)] + counts_[static_cast<std::size_t>(k - 1)];
+    const std::int64_t total = displs_.back() + counts_.back();
+    if (total > INT_MAX) return fail("more than 2^31 - 1 replicated floats (MPI counts are int)", -1);
+    offset_.assign(np, -1);
+    std::vector<std::int64_t> next = displs_;
+    for (std::size_t i = 0; i < np; ++i)
+      if (layouts_[i] == Layout::replicated) {
+        offset_[i] = next[static_cast<std::size_t>(owner_[i])];
+        next[static_cast<std::size_t>(owner_[i])] += shapes_[i].size();
+      }
+    updates_.assign(static_cast<std::size_t>(total), 0.0f);
+    copies_.assign(owned_.size(), {});
+    std::size_t max_shard = 0;
+    for (std::size_t k = 0; k < owned_.size(); ++k) {
+      const std::size_t i = owned_[k];
+      const auto size = static_cast<std::size_t>(shapes_[i].size());
+      // Replicated: a copy of the parameter for the local step. Sharded: the gathered parameter;
+      // the gathered gradient (then update) follows it in the same buffer.
+      copies_[k].assign(layouts_[i] == Layout::replicated ? size : 2 * size, 0.0f);
+    }
+    for (std::size_t i = 0; i < np; ++i)
+      if (layouts_[i] == Layout::row_sharded)
+        max_shard = std::max(max_shard, static_cast<std::size_t>(rows_[i].size() * shapes_[i].cols));
+    shard_update_.assign(max_shard, 0.0f);
+    shard_counts_.assign(np, {});
+    shard_displs_.assign(np, {});
+    for (std::size_t i = 0; i < np; ++i)
+      if (layouts_[i] == Layout::row_sharded)
+        for (int k = 0; k < n; ++k) {
+          const RowRange rr = shard_rows(shapes_[i].rows, k, n);
+          shard_counts_[i].push_back(rr.size() * shapes_[i].cols);
+          shard_displs_[i].push_back(rr.begin * shapes_[i].cols);
+        }
+    local_params_.assign(owned_.size(), nullptr);
+    local_grads_.assign(owned_.size(), nullptr);
+    // Activation Grams: the owner knows the dimension; every rank keeps a local sum.
+    std::vector<std::int64_t> dims(np, 0);
+    for (std::size_t i : owned_)
+      dims[i] = optim::activation_gram(*local_, params_[i].name).dim;
+    comm_.allreduce_max(dims.data(), np);
+    gram_dim_ = dims;
+    grams_.assign(np, {});
+    gram_samples_.assign(np, 0);
+    gram_tag_.assign(np, -1);
+    for (std::size_t i = 0; i < np; ++i)
+      if (dims[i] > 0) grams_[i].assign(static_cast<std::size_t>(dims[i] * dims[i]), 0.0f);
+    steps_ = 0;
+    return optim::StepReport{};
+  }
+
+  /// One collective step. params[i], grads[i]: this rank's arrays of parameter i — the whole
+  /// flattened row-major matrix (replicated) or its rows row_range(i) (row_sharded; may be null
+  /// when the range is empty). Gradients are read, not modified (unlike optim::Partition, whose
+  /// gradient buffers hold the updates afterwards). Returns the same status on every rank.
+  optim::StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
+    const std::size_t np = params_.size();
+    if (!local_) return fail("step before a successful init()", -1);
+    if (params.size() != np || grads.size() != np)
+      return fail("step: one parameter and one gradient pointer per parameter", -1);
+    // 1. Finiteness and pointers, agreed.
+    std::int64_t key = detail::kNoFailure;
+    for (std::size_t i = 0; i < np && key == detail::kNoFailure; ++i) {
+      const index_t len = rows_[i].size() * shapes_[i].cols;
+      if (len == 0) continue;
+      if (params[i] == nullptr || grads[i] == nullptr)
+        key = detail::failure_key(i, Status::invalid_argument);
+      else if (!optim::all_finite(MatrixRef<const float>(grads[i], rows_[i].size(), shapes_[i].cols)))
+        key = detail::failure_key(i, Status::non_finite_input);
+    }
+    key = comm_.allreduce_min(key);
+    if (key != detail::kNoFailure) {
+      const auto bad = static_cast<std::ptrdiff_t>(key >> 8);
+      const auto status = static_cast<Status>(key & 0xff);
+      if (status == Status::non_finite_input && policy_ == optim::NonFinitePolicy::skip) {
+        ++skipped_;
+        optim::StepReport r =
+            fail("step skipped: a gradient contains NaN or Inf on some rank", bad, Status::ok);
+        r.skipped = true;
+        return r;
+      }
+      return fail(status == Status::invalid_argument ? "null pointer on some rank"
+                                                     : "a gradient contains NaN or Inf on some rank",
+                  bad, status);
+    }
+    // Global clipping (replicated only): optim::Partition's sum, in its order, on every rank.
+    float clip_factor = 1.0f;
+    if (clip_ > 0.0) {
+      double ss = 0.0;
+      for (std::size_t i = 0; i < np; ++i)
+        for (index_t k = 0, n = shapes_[i].size(); k < n; ++k)
+          ss += double(grads[i][k]) * double(grads[i][k]);
+      const double norm = std::sqrt(ss);
+      if (norm > clip_) clip_factor = static_cast<float>(clip_ / norm);
+    }
+    // 2. Owned arrays: copies of replicated parameters, gradients into the update buffer;
+    //    row-sharded parameters and gradients gathered.
+    for (std::size_t k = 0; k < owned_.size(); ++k) {
+      const std::size_t i = owned_[k];
+      if (layouts_[i] != Layout::replicated) continue;
+      const index_t n = shapes_[i].size();
+      float* u = updates_.data() + offset_[i];
+      std::copy(params[i], params[i] + n, copies_[k].data());
+      if (clip_factor != 1.0f)
+        for (index_t e = 0; e < n; ++e)
+          u[e] = grads[i][e] * clip_factor;  // optim::Partition: grads[i][e] *= f
+      else
+        std::copy(grads[i], grads[i] + n, u);
+      local_params_[k] = copies_[k].data();
+      local_grads_[k] = u;
+    }
+    for (std::size_t i = 0; i < np; ++i) {
+      if (layouts_[i] != Layout::row_sharded) continue;
+      const auto& counts = shard_counts_[i];
+      const auto& displs = shard_displs_[i];
+      float* whole = nullptr;
+      if (owner_[i] == comm_.rank()) {
+        const auto k = static_cast<std::size_t>(local_index_[i]);
+        whole = copies_[k].data();
+        local_params_[k] = whole;
+        local_grads_[k] = whole + shapes_[i].size();
+      }
+      comm_.gatherv(params[i], whole, counts, displs, owner_[i]);
+      comm_.gatherv(grads[i], whole ? whole + shapes_[i].size() : nullptr, counts, displs, owner_[i]);
+    }
+    // 3. Activation Grams to the owners.
+    reduce_activations();
+    // 4. Local updates (on copies: nothing is applied before the agreement).
+    if constexpr (any_may_fail)
+      if (comm_.size() > 1) {
+        detail::SnapshotTaker t{&snapshot_};
+        local_->visit(t);
+      }
+    optim::StepReport local = local_->step(local_params_, local_grads_);
+    // 5. Agreement.
+    key = local ? detail::kNoFailure
+                : detail::failure_key(
+                      owned_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(local.bad_param, 0))],
+                      local.status);
+    std::string local_message = local ? std::string() : std::string(local.message);
+    key = comm_.allreduce_min(key);
+    if (key != detail::kNoFailure) {
+      if constexpr (any_may_fail)
+        if (comm_.size() > 1) {
+          detail::SnapshotRestorer rs{&snapshot_};
+          local_->visit(rs);
+        }
+      const auto bad = static_cast<std::size_t>(key >> 8);
+      message_ = comm_.bcast_string(local_message, owner_[bad]);
+      optim::StepReport r = fail(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
+      r.status = static_cast<Status>(key & 0xff);
+      return r;
+    }
+    // 6. + 7. Exchange and apply.
+    if (!updates_.empty()) comm_.allgatherv(updates_.data(), counts_, displs_);
+    for (std::size_t i = 0; i < np; ++i) {
+      const optim::BlockShape s = shapes_[i];
+      if (layouts_[i] == Layout::replicated) {
+        optim::apply_updates(MatrixRef<float>(params[i], s.rows, s.cols),
+                             MatrixRef<const float>(updates_.data() + offset_[i], s.rows, s.cols));
+        continue;
+      }
+      const float* whole = nullptr;
+      if (owner_[i] == comm_.rank())
+        whole = copies_[static_cast<std::size_t>(local_index_[i])].data() + s.size();
+      comm_.scatterv(whole, shard_update_.data(), shard_counts_[i], shard_displs_[i], owner_[i]);
+      const index_t r = rows_[i].size();
+      if (r > 0)
+        optim::apply_updates(MatrixRef<float>(params[i], r, s.cols),
+                             MatrixRef<const float>(shard_update_.data(), r, s.cols));
+    }
+    ++steps_;
+    return optim::StepReport{};
+  }
+
+  /// Adds this rank's layer inputs X (tokens × d_in, row-major, host) of `param` to this rank's
+  /// activation Gram for the coming step (not collective; the first call after a step starts a
+  /// new sum). step() then delivers to the owner the sum over ranks, in rank order, of every
+  /// rank's Gram (each accumulated as optim::accumulate_activations does), with the summed
+  /// sample count. Call it on criterion steps only, as for one process. Errors: no such
+  /// parameter, a rule without statistics, d_in ≠ the parameter's columns → invalid_argument;
+  /// NaN/Inf → non_finite_input (the sum unchanged).
+  Status accumulate_activations(const std::string& param, MatrixRef<const float> x) {
+    const std::ptrdiff_t i = index_of(param);
+    if (i < 0 || gram_dim_[static_cast<std::size_t>(i)] == 0 ||
+        x.cols != gram_dim_[static_cast<std::size_t>(i)])
+      return Status::invalid_argument;
+    const auto u = static_cast<std::size_t>(i);
+    const index_t d = gram_dim_[u];
+    if (gram_tag_[u] != steps_) {
+      std::fill(grams_[u].begin(), grams_[u].end(), 0.0f);
+      gram_samples_[u] = 0;
+      gram_tag_[u] = steps_;
+    }
+    const Status s = gram_accumulate(x, MatrixRef<float>(grams_[u].data(), d, d));
+    if (s == Status::ok) gram_samples_[u] += x.rows;
+    return s;
+  }
+
+  /// True after a successful init() (the same on every rank).
+  bool initialized() const { return local_.has_value(); }
+  /// The partition of the parameters this rank owns (their names are the global names).
+  /// Precondition (also of visit_local): initialized().
+  Local& local() { return *local_; }
+  const std::vector<optim::ParamSpec>& params() const { return params_; }
+  const std::vector<std::string>& labels() const { return labels_; }
+  /// The owner rank of each parameter (after init()).
+  const std::vector<int>& owners() const { return owner_; }
+  /// The rows of parameter i this rank holds (all rows when replicated).
+  RowRange row_range(std::size_t i) const { return rows_[i]; }
+  Layout layout(std::size_t i) const { return layouts_[i]; }
+  /// optim::Partition::signature(): the same string as the single-process partition's.
+  std::string signature() const { return local_ ? local_->signature() : std::string(); }
+  std::int64_t skipped_steps() const { return skipped_; }
+  const Communicator& communicator() const { return comm_; }
+
+  /// The visit of this rank's part of the state as optim::Partition::visit names it (owned
+  /// parameters' fields; "_partition/skipped_steps" holds the distributed skip count).
+  template <class V>
+  void visit_local(V& v) {
+    SkipCounter<V> w{v, skipped_};
+    local_->visit(w);
+  }
+  /// After a checkpoint load (load_checkpoint calls it): this rank's activation sums are dropped.
+  void drop_activation_sums() { std::fill(gram_tag_.begin(), gram_tag_.end(), std::int64_t(-1)); }
+
+ private:
+  /// Redirects the local partition's skip counter to the distributed one.
+  template <class V>
+  struct SkipCounter {
+    V& inner;
+    std::int64_t& skipped;
+    template <class F>
+    void operator()(const std::string& name, F& field) {
+      if constexpr (std::is_same<F, std::int64_t>::value)
+        if (name == "_partition/skipped_steps") return inner(name, skipped);
+      inner(name, field);
+    }
+  };
+
+  /// Step 3: the summed Grams of this step, in rank order, into the owners' states.
+  void reduce_activations() {
+    const std::size_t np = params_.size();
+    bool any = false;
+    for (std::size_t i = 0; i < np; ++i)
+      any = any || gram_dim_[i] > 0;
+    if (!any) return;
+    const int n = comm_.size(), me = comm_.rank();
+    std::vector<std::int64_t> mine(np, 0), all(np * static_cast<std::size_t>(n), 0);
+    for (std::size_t i = 0; i < np; ++i)
+      if (gram_dim_[i] > 0 && gram_tag_[i] == steps_) mine[i] = gram_samples_[i];
+    comm_.allgather(mine.data(), np, all.data());
+    for (std::size_t i = 0; i < np; ++i) {
+      std::int64_t total = 0;
+      int first = -1;
+      for (int r = 0; r < n; ++r)
+        if (all[static_cast<std::size_t>(r) * np + i] > 0) {
+          total += all[static_cast<std::size_t>(r) * np + i];
+          if (first < 0) first = r;
+        }
+      if (total == 0) continue;
+      const auto len = grams_[i].size();
+      constexpr int kTag = 7302;
+      if (owner_[i] != me) {
+        if (mine[i] > 0) comm_.send(grams_[i].data(), len, owner_[i], kTag);
+        continue;
+      }
+      const optim::ActivationGramRef ref = optim::activation_gram(*local_, params_[i].name);
+      if (ref.gram == nullptr) continue;  // cannot happen: the owner reported the dimension
+      gram_scratch_.resize(len);
+      for (int r = first; r < n; ++r) {
+        if (all[static_cast<std::size_t>(r) * np + i] == 0) continue;
+        const float* g = grams_[i].data();
+        if (r != me) {
+          comm_.recv(gram_scratch_.data(), len, r, kTag);
+          g = gram_scratch_.data();
+        }
+        if (r == first)
+          std::copy(g, g + len, ref.gram);
+        else
+          for (std::size_t e = 0; e < len; ++e)
+            ref.gram[e] += g[e];
+      }
+      *ref.samples = total;
+      *ref.for_step = *ref.rule_step;
+    }
+  }
+  int route_index(const std::string& label) const {
+    int found = -1, k = 0;
+    std::apply([&](const auto&... r) { ((found = (found < 0 && r.label == label) ? k : found, ++k), ...); },
+               routes_);
+    return found;
+  }
+  /// True when the route's rule is a matrix function (a batched form, or a rule that may fail:
+  /// element-wise rules cannot).
+  bool matrix_route(int route) const {
+    constexpr bool flags[] = {
+        (optim::has_update_batch<Rules>::value || optim::rule_may_fail<Rules>::value)...};
+    return flags[route];
+  }
+  std::ptrdiff_t index_of(const std::string& name) const {
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (params_[i].name == name) return static_cast<std::ptrdiff_t>(i);
+    return -1;
+  }
+  optim::StepReport fail(const char* msg, std::ptrdiff_t bad, Status s = Status::invalid_argument) const {
+    optim::StepReport r;
+    r.status = s;
+    r.message = msg;
+    r.bad_param = bad;
+    return r;
+  }
+
+  Communicator comm_;
+  std::vector<optim::ParamSpec> params_;
+  std::vector<std::string> labels_;
+  std::tuple<optim::Route<Rules>...> routes_;
+  std::vector<Layout> layouts_;
+  CostModel cost_;
+  bool batching_ = true;
+  std::size_t max_group_ = 16;
+  optim::NonFinitePolicy policy_ = optim::NonFinitePolicy::error;
+  double clip_ = 0.0;
+
+  std::optional<Local> local_;
+  std::vector<optim::BlockShape> shapes_;
+  std::vector<RowRange> rows_;
+  std::vector<int> owner_;
+  std::vector<std::size_t> owned_;           ///< global indices of the owned parameters, ascending
+  std::vector<std::ptrdiff_t> local_index_;  ///< position in owned_, −1 when not owned
+  std::vector<std::int64_t> counts_, displs_, offset_;
+  std::vector<std::vector<std::int64_t>> shard_counts_,
+      shard_displs_;                        ///< per row-sharded parameter, by rank
+  std::vector<float> updates_;              ///< every replicated update, grouped by owner
+  std::vector<std::vector<float>> copies_;  ///< per owned parameter (see init)
+  std::vector<float> shard_update_, gram_scratch_;
+  std::vector<float*> local_params_, local_grads_;
+  std::vector<std::int64_t> gram_dim_, gram_samples_, gram_tag_;
+  std::vector<optim::Buffer> grams_;
+  detail::Snapshot snapshot_;
+  std::int64_t steps_ = 0, skipped_ = 0;
+  std::string message_;
+};
+
+/// distributed_partition(comm, params, labels, route(...), ...). Same arguments as
+/// optim::partition plus the communicator.
+template <class... Rules>
+DistributedPartition<Rules...> distributed_partition(Communicator comm, std::vector<optim::ParamSpec> params,
+                                                     std::vector<std::string> labels,
+                                                     optim::Route<Rules>... routes) {
+  return DistributedPartition<Rules...>(std::move(comm), std::move(params), std::move(labels),
+                                        std::move(routes)...);
+}
+
+namespace detail {
+/// Rank 0's merged FieldSet from every rank's part (collective; empty on other ranks).
+io::FieldSet gather_fields(const Communicator& comm, const io::FieldSet& mine);
+/// Reads `path` on rank 0 and sends fields and header to every rank (collective). The same
+/// status on every rank; `error` set on every rank on failure.
+Status broadcast_checkpoint(const Communicator& comm, const std::string& path, io::FieldSet& fields,
+                            io::CheckpointHeader& header, std::string* error);
+/// Writes on rank 0, the status (and error) on every rank (collective).
+Status write_on_root(const Communicator& comm, const std::string& path, const io::FieldSet& fields,
+                     const io::CheckpointHeader& header, std::string* error);
+/// The parameter whose fields a checkpoint name belongs to: the longest name n with
+/// field = n + "/…" (names may contain '/'); −1 for none.
+std::ptrdiff_t param_of_field(const std::vector<optim::ParamSpec>& params, const std::string& field);
+/// A DistributedPartition's local part as io::restore sees it (copies share the partition:
+/// load_checkpoint keeps its own snapshot for the all-or-nothing rule).
+template <class P>
+struct LocalState {
+  P* p;
+  template <class V>
+  friend void visit_fields(V& v, LocalState& s) {
+    s.p->visit_local(v);
+  }
+};
+}  // namespace detail
+
+/// Collective. Writes the complete state of `p` (every owner's parameters, the skip count) to
+/// one file with io::write_checkpoint on rank 0 (atomic). The file is the one a single-process
+/// optim::Partition with the same parameters and routes writes, field for field, so it loads
+/// into a DistributedPartition on any rank count and into an optim::Partition. Traffic: every
+/// owner's state once to rank 0. Same status on every rank.
+template <class... Rules>
+Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
+                       const io::CheckpointHeader& header, std::string* error = nullptr) {
+  if (!p.initialized()) {
+    if (error) *error = "save_checkpoint before a successful init()";
+    return Status::invalid_argument;
+  }
+  io::FieldSet mine;
+  io::FieldCollector c{&mine};
+  p.visit_local(c);
+  if (p.communicator().rank() != 0) mine.erase("_partition/skipped_steps");
+  return detail::write_on_root(p.communicator(), path, detail::gather_fields(p.communicator(), mine), header,
+                               error);
+}
+
+/// Collective. Reads the file on rank 0, sends it to every rank, and loads into each rank's
+/// owned parameters the fields of those parameters (io::restore: every field present, same type
+/// and size). The file must have no field of a parameter or name this partition lacks, and
+/// match `expected_signature` when one is given. All ranks load or none: on any failure every
+/// rank's state is as before, and `error` names the first problem (of the lowest failing rank).
+/// Works for any rank count at save and at load (the file holds every parameter by name).
+template <class... Rules>
+Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
+                       io::CheckpointHeader& header, const std::string& expected_signature = {},
+                       std::string* error = nullptr) {
+  if (!p.initialized()) {
+    if (error) *error = "load_checkpoint before a successful init()";
+    return Status::invalid_argument;
+  }
+  const Communicator& comm = p.communicator();
+  io::FieldSet all;
+  io::CheckpointHeader h;
+  if (Status s = detail::broadcast_checkpoint(comm, path, all, h, error); s != Status::ok) return s;
+  if (!expected_signature.empty() && h.signature != expected_signature) {
+    if (error)
+      *error = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
+               expected_signature + "'";
+    return Status::invalid_argument;
+  }
+  // Fields of this rank's parameters, and fields that belong to nobody (identical on all ranks).
+  io::FieldSet mine;
+  std::string problem;
+  const auto& owners = p.owners();
+  for (const auto& [name, value] : all) {
+    if (name == "_partition/skipped_steps") {
+      mine[name] = value;
+      continue;
+    }
+    const std::ptrdiff_t i = detail::param_of_field(p.params(), name);
+    if (i < 0) {
+      if (problem.empty()) problem = "the checkpoint has field '" + name + "' of no parameter here";
+      continue;
+    }
+    if (owners[static_cast<std::size_t>(i)] == comm.rank()) mine[name] = value;
+  }
+  Status s = Status::ok;
+  if (!problem.empty()) s = Status::invalid_argument;
+  detail::Snapshot before;
+  detail::SnapshotTaker t{&before};
+  p.visit_local(t);
+  detail::LocalState<DistributedPartition<Rules...>> target{&p};
+  if (s == Status::ok) s = io::restore(target, mine, &problem);
+  const std::int64_t failed_rank = comm.allreduce_min(s == Status::ok ? detail::kNoFailure : comm.rank());
+  if (failed_rank != detail::kNoFailure) {
+    detail::SnapshotRestorer r{&before};
+    p.visit_local(r);
+    problem = comm.bcast_string(problem, static_cast<int>(failed_rank));
+    if (error) *error = problem;
+    return Status::invalid_argument;
+  }
+  p.drop_activation_sums();
+  header = std::move(h);
+  return Status::ok;
+}
+
+}  // namespace schatten::distributed

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The collective parts of the distributed checkpoints (include/schatten/distributed/mpi_step.hpp):
+/// fields to rank 0, the file written or read there, the outcome to every rank.
+#include <cstdint>
+
+#include "schatten/distributed/mpi_step.hpp"
+
+namespace schatten::distributed::detail {
+
+io::FieldSet gather_fields(const Communicator& comm, const io::FieldSet& mine) {
+  const std::vector<std::vector<char>> parts = comm.gather_bytes(serialize(mine, nullptr), 0);
+  io::FieldSet all;
+  for (const std::vector<char>& b : parts) {
+    io::FieldSet f;
+    if (!deserialize(b, f, nullptr)) continue;  // written by serialize() of the same build
+    all.insert(f.begin(), f.end());             // owners are disjoint: no name twice
+  }
+  return all;
+}
+
+Status write_on_root(const Communicator& comm, const std::string& path, const io::FieldSet& fields,
+                     const io::CheckpointHeader& header, std::string* error) {
+  std::string message;
+  std::int64_t status = 0;
+  if (comm.rank() == 0)
+    status = static_cast<std::int64_t>(io::write_checkpoint(path, fields, header, &message));
+  comm.bcast(&status, sizeof status, 0);
+  if (status != 0) {
+    message = comm.bcast_string(message, 0);
+    if (error) *error = message;
+  }
+  return static_cast<Status>(status);
+}
+
+Status broadcast_checkpoint(const Communicator& comm, const std::string& path, io::FieldSet& fields,
+                            io::CheckpointHeader& header, std::string* error) {
+  std::vector<char> bytes;
+  std::string message;
+  std::int64_t status = 0;
+  if (comm.rank() == 0) {
+    io::FieldSet f;
+    io::CheckpointHeader h;
+    status = static_cast<std::int64_t>(io::read_checkpoint(path, f, h, &message));
+    if (status == 0) bytes = serialize(f, &h);
+  }
+  comm.bcast(&status, sizeof status, 0);
+  if (status != 0) {
+    message = comm.bcast_string(message, 0);
+    if (error) *error = message;
+    return static_cast<Status>(status);
+  }
+  comm.bcast_bytes(bytes, 0);
+  io::FieldSet f;
+  io::CheckpointHeader h;
+  if (!deserialize(bytes, f, &h)) {  // cannot happen between ranks of one build
+    if (error) *error = "checkpoint transfer between ranks was corrupted";
+    return Status::internal_error;
+  }
+  fields = std::move(f);
+  header = std::move(h);
+  return Status::ok;
+}
+
+std::ptrdiff_t param_of_field(const std::vector<optim::ParamSpec>& params, const std::string& field) {
+  std::ptrdiff_t best = -1;
+  std::size_t best_len = 0;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const std::string& n = params[i].name;
+    if (field.size() > n.size() && field.compare(0, n.size(), n) == 0 && field[n.size()] == '/' &&
+        (best < 0 || n.size() > best_len)) {
+      best = static_cast<std::ptrdiff_t>(i);
+      best_len = n.size();
+    }
+  }
+  return best;
+}
+
+}  // namespace schatten::distributed::detail

@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The collectives of include/schatten/distributed/communicator.hpp on MPI. MPI errors follow
+/// the communicator's error handler (MPI_ERRORS_ARE_FATAL unless the caller set another).
+#include <mpi.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <stdexcept>
+
+#include "schatten/distributed/mpi_comm.hpp"
+
+namespace schatten::distributed {
+
+struct Communicator::Impl {
+  MPI_Comm comm = MPI_COMM_NULL;
+  int rank = 0, size = 1;
+  Traffic traffic;
+  void received(std::int64_t bytes) {
+    if (bytes > 0) {
+      traffic.bytes_received += bytes;
+      ++traffic.messages;
+    }
+  }
+};
+
+namespace {
+
+// MPI counts are int; larger messages go in pieces of at most this many elements.
+constexpr std::size_t kPiece = std::size_t(1) << 30;
+
+std::vector<int> to_int(const std::vector<std::int64_t>& v) {
+  std::vector<int> r(v.size());
+  for (std::size_t k = 0; k < v.size(); ++k) {
+    if (v[k] < 0 || v[k] > INT_MAX) throw std::length_error("schatten::distributed: count exceeds MPI's int");
+    r[k] = static_cast<int>(v[k]);
+  }
+  return r;
+}
+
+}  // namespace
+
+Communicator communicator(MPI_Comm comm) {
+  auto impl = std::make_shared<Communicator::Impl>();
+  impl->comm = comm;
+  MPI_Comm_rank(comm, &impl->rank);
+  MPI_Comm_size(comm, &impl->size);
+  return Communicator(std::move(impl));
+}
+
+Communicator Communicator::world() { return communicator(MPI_COMM_WORLD); }
+Communicator::Communicator(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+int Communicator::rank() const { return impl_->rank; }
+int Communicator::size() const { return impl_->size; }
+Traffic Communicator::traffic() const { return impl_->traffic; }
+void Communicator::reset_traffic() const { impl_->traffic = Traffic{}; }
+
+std::int64_t Communicator::allreduce_min(std::int64_t v) const {
+  std::int64_t r = v;
+  MPI_Allreduce(&v, &r, 1, MPI_INT64_T, MPI_MIN, impl_->comm);
+  if (impl_->size > 1) impl_->received(8);
+  return r;
+}
+
+void Communicator::allreduce_max(std::int64_t* v, std::size_t n) const {
+  MPI_Allreduce(MPI_IN_PLACE, v, static_cast<int>(n), MPI_INT64_T, MPI_MAX, impl_->comm);
+  if (impl_->size > 1) impl_->received(static_cast<std::int64_t>(8 * n));
+}
+
+void Communicator::allreduce_sum(std::int64_t* v, std::size_t n) const {
+  MPI_Allreduce(MPI_IN_PLACE, v, static_cast<int>(n), MPI_INT64_T, MPI_SUM, impl_->comm);
+  if (impl_->size > 1) impl_->received(static_cast<std::int64_t>(8 * n));
+}
+
+void Communicator::allgather(const std::int64_t* in, std::size_t n, std::int64_t* out) const {
+  MPI_Allgather(in, static_cast<int>(n), MPI_INT64_T, out, static_cast<int>(n), MPI_INT64_T, impl_->comm);
+  impl_->received(static_cast<std::int64_t>(8 * n) * (impl_->size - 1));
+}
+
+void Communicator::allgatherv(float* buf, const std::vector<std::int64_t>& counts,
+                              const std::vector<std::int64_t>& displs) const {
+  const std::vector<int> c = to_int(counts), d = to_int(displs);
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c.data(), d.data(), MPI_FLOAT, impl_->comm);
+  std::int64_t others = 0;
+  for (int r = 0; r < impl_->size; ++r)
+    if (r != impl_->rank) others += counts[static_cast<std::size_t>(r)];
+  impl_->received(4 * others);
+}
+
+void Communicator::gatherv(const float* send, float* recv, const std::vector<std::int64_t>& counts,
+                           const std::vector<std::int64_t>& displs, int root) const {
+  const std::vector<int> c = to_int(counts), d = to_int(displs);
+  MPI_Gatherv(send, c[static_cast<std::size_t>(impl_->rank)], MPI_FLOAT, recv, c.data(), d.data(), MPI_FLOAT,
+              root, impl_->comm);
+  if (impl_->rank == root) {
+    std::int64_t others = 0;
+    for (int r = 0; r < impl_->size; ++r)
+      if (r != root) others += counts[static_cast<std::size_t>(r)];
+    impl_->received(4 * others);
+  }
+}
+
+void Communicator::scatterv(const float* send, float* recv, const std::vector<std::int64_t>& counts,
+                            const std::vector<std::int64_t>& displs, int root) const {
+  const std::vector<int> c = to_int(counts), d = to_int(displs);
+  MPI_Scatterv(send, c.data(), d.data(), MPI_FLOAT, recv, c[static_cast<std::size_t>(impl_->rank)], MPI_FLOAT,
+               root, impl_->comm);
+  if (impl_->rank != root) impl_->received(4 * counts[static_cast<std::size_t>(impl_->rank)]);
+}
+
+void Communicator::bcast(void* data, std::size_t n, int root) const {
+  auto* p = static_cast<char*>(data);
+  for (std::size_t off = 0; off < n; off += kPiece)
+    MPI_Bcast(p + off, static_cast<int>(std::min(kPiece, n - off)), MPI_BYTE, root, impl_->comm);
+  if (impl_->rank != root) impl_->received(static_cast<std::int64_t>(n));
+}
+
+void Communicator::send(const float* data, std::size_t n, int dest, int tag) const {
+  for (std::size_t off = 0; off < n; off += kPiece)
+    MPI_Send(data + off, static_cast<int>(std::min(kPiece, n - off)), MPI_FLOAT, dest, tag, impl_->comm);
+}
+
+void Communicator::recv(float* data, std::size_t n, int source, int tag) const {
+  for (std::size_t off = 0; off < n; off += kPiece)
+    MPI_Recv(data + off, static_cast<int>(std::min(kPiece, n - off)), MPI_FLOAT, source, tag, impl_->comm,
+             MPI_STATUS_IGNORE);
+  impl_->received(static_cast<std::int64_t>(4 * n));
+}
+
+std::vector<std::vector<char>> Communicator::gather_bytes(const std::vector<char>& mine, int root) const {
+  const auto n = static_cast<std::int64_t>(mine.size());
+  std::vector<std::int64_t> sizes(static_cast<std::size_t>(impl_->size), 0);
+  allgather(&n, 1, sizes.data());
+  std::vector<std::vector<char>> all;
+  constexpr int kTag = 7301;
+  if (impl_->rank != root) {
+    for (std::size_t off = 0; off < mine.size(); off += kPiece)
+      MPI_Send(mine.data() + off, static_cast<int>(std::min(kPiece, mine.size() - off)), MPI_BYTE, root, kTag,
+               impl_->comm);
+    return all;
+  }
+  all.resize(static_cast<std::size_t>(impl_->size));
+  for (int r = 0; r < impl_->size; ++r) {
+    auto& b = all[static_cast<std::size_t>(r)];
+    if (r == root) {
+      b = mine;
+      continue;
+    }
+    b.resize(static_cast<std::size_t>(sizes[static_cast<std::size_t>(r)]));
+    for (std::size_t off = 0; off < b.size(); off += kPiece)
+      MPI_Recv(b.data() + off, static_cast<int>(std::min(kPiece, b.size() - off)), MPI_BYTE, r, kTag,
+               impl_->comm, MPI_STATUS_IGNORE);
+    impl_->received(static_cast<std::int64_t>(b.size()));
+  }
+  return all;
+}
+
+void Communicator::bcast_bytes(std::vector<char>& bytes, int root) const {
+  std::int64_t n = static_cast<std::int64_t>(bytes.size());
+  bcast(&n, sizeof n, root);
+  bytes.resize(static_cast<std::size_t>(n));
+  bcast(bytes.data(), bytes.size(), root);
+}
+
+std::string Communicator::bcast_string(const std::string& s, int root) const {
+  std::vector<char> b(s.begin(), s.end());
+  bcast_bytes(b, root);
+  return std::string(b.begin(), b.end());
+}
+
+}  // namespace schatten::distributed

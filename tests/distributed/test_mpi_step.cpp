@@ -1,0 +1,498 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The distributed step against the single-process optim::Partition, bit for bit, on however
+/// many ranks mpiexec started (CTest runs 1, 2 and 4): trajectories of muon + adamw over
+/// replicated and row-sharded parameters, refusal on every rank when one rank sees a NaN or one
+/// owner's rule fails, checkpoints written on n ranks and restored on n ranks and on one
+/// process, and activation Grams summed across ranks.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+#include "schatten/distributed/mpi_comm.hpp"
+#include "schatten/distributed/mpi_step.hpp"
+#include "schatten/io/checkpoint.hpp"
+#include "schatten/optim/presets.hpp"
+
+using namespace schatten;
+using namespace schatten::optim;
+using schatten::distributed::Layout;
+
+namespace {
+
+distributed::Communicator world() { return distributed::Communicator::world(); }
+
+/// Shapes that exercise the step: same-shape groups (batched on the owner), tall, wide, a
+/// conv-like rank-4 tensor, vectors; rows not divisible by 2 or 4 and fewer rows than ranks.
+std::vector<ParamSpec> specs() {
+  return {{"embed", {7, 5}}, {"h0.w", {12, 8}},      {"h1.w", {12, 8}},      {"h2.w", {12, 8}},
+          {"tall", {20, 6}}, {"wide", {5, 18}},      {"conv", {6, 3, 2, 2}}, {"bias", {9}},
+          {"gain", {3}},     {"three_rows", {3, 10}}};
+}
+/// Row-sharded parameters in the sharded tests (the others stay replicated).
+std::vector<Layout> layouts(bool sharded) {
+  std::vector<Layout> l(specs().size(), Layout::replicated);
+  if (sharded)
+    for (std::size_t i : {1u, 4u, 5u, 7u, 9u})
+      l[i] = Layout::row_sharded;  // h0.w, tall, wide (5 rows), bias (1 row), three_rows
+  return l;
+}
+
+auto make_muon() {
+  MuonOptions o;
+  o.weight_decay = 0.01;  // reads the parameter: the owner needs the gathered shard
+  return muon(o);
+}
+auto make_adamw() { return adamw(); }
+
+/// Whole parameters and gradients, the same on every rank (deterministic from seeds).
+struct Model {
+  std::vector<ParamSpec> specs;
+  std::vector<std::vector<float>> w, g;
+  explicit Model(std::vector<ParamSpec> s) : specs(std::move(s)) {
+    Rng rng(11);
+    for (const ParamSpec& p : specs) {
+      w.emplace_back(static_cast<std::size_t>(flatten(p.shape).size()));
+      g.emplace_back(w.back().size());
+      for (float& x : w.back())
+        x = static_cast<float>(0.1 * rng.normal());
+    }
+  }
+  void gradients(int step) {
+    Rng rng(1000 + static_cast<std::uint64_t>(step));
+    for (auto& v : g)
+      for (float& x : v)
+        x = static_cast<float>(rng.normal());
+  }
+  static std::vector<float*> ptrs(std::vector<std::vector<float>>& v) {
+    std::vector<float*> p;
+    for (auto& x : v)
+      p.push_back(x.data());
+    return p;
+  }
+};
+
+/// This rank's arrays for the distributed step: whole (replicated) or its rows (sharded).
+struct Local {
+  std::vector<std::vector<float>> w, g;
+  template <class D>
+  Local(D& d, const Model& m) {
+    for (std::size_t i = 0; i < m.specs.size(); ++i) {
+      w.push_back(rows_of(d, m, m.w[i], i));
+      g.emplace_back(w.back().size());
+    }
+  }
+  template <class D>
+  static std::vector<float> rows_of(D& d, const Model& m, const std::vector<float>& whole, std::size_t i) {
+    const index_t cols = flatten(m.specs[i].shape).cols;
+    const distributed::RowRange r = d.row_range(i);
+    return std::vector<float>(whole.begin() + r.begin * cols, whole.begin() + r.end * cols);
+  }
+  template <class D>
+  void gradients(D& d, const Model& m) {
+    for (std::size_t i = 0; i < m.specs.size(); ++i)
+      g[i] = rows_of(d, m, m.g[i], i);
+  }
+};
+
+/// Bit equality of this rank's arrays with the rows of the single-process parameters.
+template <class D>
+bool same_bits(D& d, const Model& ref, const Local& loc) {
+  for (std::size_t i = 0; i < ref.specs.size(); ++i) {
+    const std::vector<float> want = Local::rows_of(d, ref, ref.w[i], i);
+    if (want.size() != loc.w[i].size()) return false;
+    if (!want.empty() && std::memcmp(want.data(), loc.w[i].data(), want.size() * sizeof(float)) != 0) {
+      MESSAGE("parameter " << ref.specs[i].name << " differs on rank " << d.communicator().rank());
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Every field the owner holds equals the single-process state's field, bit for bit.
+template <class D, class P>
+bool same_state(D& d, P& ref) {
+  io::FieldSet mine, want = io::capture(ref);
+  io::FieldCollector c{&mine};
+  d.visit_local(c);
+  for (const auto& [name, v] : mine) {
+    if (name == "_partition/skipped_steps") continue;  // counted by the distributed step
+    auto it = want.find(name);
+    if (it == want.end() || it->second != v) {
+      MESSAGE("field " << name << " differs");
+      return false;
+    }
+  }
+  return !mine.empty();
+}
+
+std::string shared_path(const char* what) {
+  std::string p;
+  if (world().rank() == 0)
+    p = (std::filesystem::temp_directory_path() /
+         ("schatten_mpi_" + std::string(what) + "_" + std::to_string(::getpid()) + ".h5"))
+            .string();
+  return world().bcast_string(p, 0);
+}
+
+}  // namespace
+
+TEST_CASE("distributed.assignment: shard_rows covers the rows in rank order") {
+  for (index_t rows : {0, 1, 3, 5, 8, 2304})
+    for (int ranks : {1, 2, 3, 4}) {
+      index_t next = 0;
+      for (int r = 0; r < ranks; ++r) {
+        const distributed::RowRange rr = distributed::shard_rows(rows, r, ranks);
+        CHECK(rr.begin == next);
+        CHECK(rr.end >= rr.begin);
+        next = rr.end;
+      }
+      CHECK(next == rows);
+    }
+  CHECK(distributed::shard_rows(5, 3, 4).size() == 0);  // chunk 2: rows 0-1, 2-3, 4, none
+  CHECK(distributed::shard_rows(5, 2, 4).size() == 1);
+}
+
+TEST_CASE("distributed.assignment: longest processing time balances costs deterministically") {
+  const std::vector<double> costs = {1, 9, 4, 4, 3, 3, 2, 8};
+  const std::vector<int> owners = distributed::assign_owners(costs, 2);
+  double load[2] = {0, 0};
+  for (std::size_t i = 0; i < costs.size(); ++i)
+    load[owners[i]] += costs[i];
+  CHECK(load[0] == 17.0);  // LPT: 9 | 8, 4 | 4, 3 | 3, 2 | 1 → 17 | 17
+  CHECK(load[1] == 17.0);
+  CHECK(distributed::assign_owners(costs, 2) == owners);
+  CHECK(distributed::assign_owners(costs, 1) == std::vector<int>(costs.size(), 0));
+  // The default model ranks a polar update far above an element-wise pass of the same size.
+  CHECK(distributed::default_cost({768, 3072}, true) > 10 * distributed::default_cost({768, 3072}, false));
+}
+
+TEST_CASE("distributed.partition: every rank computes the same owners") {
+  auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
+                                              route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(d.init());
+  const int n = world().size();
+  std::vector<std::int64_t> mine(d.owners().begin(), d.owners().end()), all(mine.size() * std::size_t(n));
+  world().allgather(mine.data(), mine.size(), all.data());
+  for (int r = 0; r < n; ++r)
+    CHECK(
+        std::equal(mine.begin(), mine.end(), all.begin() + std::ptrdiff_t(r) * std::ptrdiff_t(mine.size())));
+}
+
+TEST_CASE("distributed.partition: muon and adamw trajectories equal one process bit for bit") {
+  for (bool sharded : {false, true}) {
+    CAPTURE(sharded);
+    const auto labels = propose_labels(specs());
+    auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+    REQUIRE(ref.init());
+    auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                                route("adamw", make_adamw()));
+    d.set_layouts(layouts(sharded));
+    REQUIRE(d.init());
+    Model m(specs());
+    Local loc(d, m);
+    for (int t = 0; t < 4; ++t) {
+      m.gradients(t);
+      loc.gradients(d, m);
+      const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
+      CHECK(r.status == Status::ok);
+      REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+      CHECK(same_bits(d, m, loc));
+    }
+    CHECK(same_state(d, ref));
+  }
+}
+
+TEST_CASE("distributed.partition: global clipping equals one process bit for bit") {
+  const auto labels = propose_labels(specs());
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  ref.set_global_clip(2.0);
+  REQUIRE(ref.init());
+  auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()));
+  d.set_global_clip(2.0);
+  REQUIRE(d.init());
+  Model m(specs());
+  Local loc(d, m);
+  for (int t = 0; t < 2; ++t) {
+    m.gradients(t);
+    loc.gradients(d, m);
+    CHECK(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)).status == Status::ok);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    CHECK(same_bits(d, m, loc));
+  }
+  auto s = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()));
+  s.set_layouts(layouts(true));
+  s.set_global_clip(2.0);
+  CHECK(s.init().status == Status::invalid_argument);  // documented: replicated layouts only
+}
+
+TEST_CASE("distributed.partition: a NaN on one rank refuses the step on every rank") {
+  for (NonFinitePolicy policy : {NonFinitePolicy::error, NonFinitePolicy::skip}) {
+    for (bool sharded : {false, true}) {
+      CAPTURE(sharded);
+      const auto labels = propose_labels(specs());
+      auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+      REQUIRE(ref.init());
+      auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                                  route("adamw", make_adamw()));
+      d.set_layouts(layouts(sharded));
+      d.set_non_finite_policy(policy);
+      REQUIRE(d.init());
+      Model m(specs());
+      Local loc(d, m);
+      const int last = world().size() - 1;
+      for (int t = 0; t < 3; ++t) {
+        m.gradients(t);
+        loc.gradients(d, m);
+        if (t == 1) {
+          // Only the last rank sees a NaN, in parameter 4 ("tall": a shard of it when sharded,
+          // the last rank holds rows of it when ranks ≤ 4).
+          if (world().rank() == last && !loc.g[4].empty()) loc.g[4].back() = std::nanf("");
+          const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
+          if (policy == NonFinitePolicy::error) {
+            CHECK(r.status == Status::non_finite_input);
+          } else {
+            CHECK(r.status == Status::ok);
+            CHECK(r.skipped);
+          }
+          CHECK(r.bad_param == 4);
+          CHECK(same_bits(d, m, loc));  // nothing changed anywhere
+          continue;                     // the reference never sees this step
+        }
+        CHECK(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)).status == Status::ok);
+        REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+        CHECK(same_bits(d, m, loc));
+      }
+      CHECK(same_state(d, ref));
+      CHECK(d.skipped_steps() == (policy == NonFinitePolicy::skip ? 1 : 0));
+    }
+  }
+}
+
+namespace {
+/// A rule that fails (breakdown) when the gradient's first element is 12345: a failure that
+/// only the owner of one parameter sees. Otherwise u ← −0.01·u and a count.
+struct FailOnMagic {
+  static constexpr const char* name = "fail_on_magic";
+  static constexpr bool may_fail = true;
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State& s, ConstBlock) const {
+    if (u.size() > 0 && u.data[0] == 12345.0f) return Status::breakdown;
+    scale(u, -0.01f);
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+};
+}  // namespace
+
+TEST_CASE("distributed.partition: a rule failing on its owner refuses the step on every rank") {
+  auto labels = propose_labels(specs());
+  labels[8] = "fragile";  // "gain"
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()),
+                              route("fragile", FailOnMagic{}));
+  REQUIRE(ref.init());
+  auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()), route("fragile", FailOnMagic{}));
+  d.set_layouts(layouts(true));
+  REQUIRE(d.init());
+  Model m(specs());
+  Local loc(d, m);
+  for (int t = 0; t < 3; ++t) {
+    m.gradients(t);
+    if (t == 1) m.g[8][0] = 12345.0f;
+    loc.gradients(d, m);
+    const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
+    if (t == 1) {
+      CHECK(r.status == Status::breakdown);
+      CHECK(r.bad_param == 8);
+      CHECK(std::string(r.message).find("gain") != std::string::npos);  // the owner's message
+      CHECK(same_bits(d, m, loc));
+      continue;
+    }
+    CHECK(r.status == Status::ok);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    CHECK(same_bits(d, m, loc));
+  }
+  CHECK(same_state(d, ref));  // every owner's states were rolled back at the failed step
+}
+
+TEST_CASE("distributed.checkpoint: save on n ranks restores on n ranks and on one process bit for bit") {
+  const auto labels = propose_labels(specs());
+  const std::string path = shared_path("ckpt");
+  auto make = [&] {
+    auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                                route("adamw", make_adamw()));
+    d.set_layouts(layouts(true));
+    return d;
+  };
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(ref.init());
+  auto d = make();
+  io::CheckpointHeader none;
+  std::string early;
+  CHECK(distributed::save_checkpoint(path, d, none, &early) == Status::invalid_argument);  // before init
+  CHECK(distributed::load_checkpoint(path, d, none, {}, &early) == Status::invalid_argument);
+  REQUIRE(d.init());
+  Model m(specs());
+  Local loc(d, m);
+  for (int t = 0; t < 2; ++t) {
+    m.gradients(t);
+    loc.gradients(d, m);
+    REQUIRE(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)));
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+  }
+  io::CheckpointHeader h;
+  h.step = 2;
+  h.signature = d.signature();
+  std::string err;
+  REQUIRE(distributed::save_checkpoint(path, d, h, &err) == Status::ok);
+  const Local saved = loc;
+  // The file is the single-process checkpoint, field for field.
+  {
+    io::FieldSet file;
+    io::CheckpointHeader fh;
+    REQUIRE(io::read_checkpoint(path, file, fh, &err) == Status::ok);
+    CHECK(file == io::capture(ref));
+    CHECK(fh.signature == ref.signature());
+  }
+  // Two more steps: the uninterrupted trajectory.
+  for (int t = 2; t < 4; ++t) {
+    m.gradients(t);
+    loc.gradients(d, m);
+    REQUIRE(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)));
+  }
+  // Restore into a fresh partition on the same ranks and replay the two steps.
+  auto e = make();
+  REQUIRE(e.init());
+  io::CheckpointHeader got;
+  REQUIRE(distributed::load_checkpoint(path, e, got, e.signature(), &err) == Status::ok);
+  CHECK(got.step == 2);
+  Local again = saved;
+  for (int t = 2; t < 4; ++t) {
+    m.gradients(t);
+    again.gradients(e, m);
+    REQUIRE(e.step(Model::ptrs(again.w), Model::ptrs(again.g)));
+  }
+  for (std::size_t i = 0; i < loc.w.size(); ++i)
+    CHECK(loc.w[i] == again.w[i]);
+  // A single process loads the same file and continues identically.
+  auto one = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(one.init());
+  REQUIRE(io::load_checkpoint(path, one, got, one.signature(), &err) == Status::ok);
+  Model whole(specs());
+  whole.w = m.w;  // m holds the reference parameters after step 2 (the reference stopped there)
+  for (int t = 2; t < 4; ++t) {
+    whole.gradients(t);
+    REQUIRE(one.step(Model::ptrs(whole.w), Model::ptrs(whole.g)));
+  }
+  CHECK(same_bits(d, whole, loc));
+  // Another rank count: the ranks split into two communicators (one rank each when n ≤ 2), each
+  // loads the file written on n ranks and continues identically.
+  {
+    MPI_Comm half = MPI_COMM_NULL;
+    MPI_Comm_split(MPI_COMM_WORLD, world().rank() % 2, world().rank(), &half);
+    auto f = distributed::distributed_partition(distributed::communicator(half), specs(), labels,
+                                                route("muon", make_muon()), route("adamw", make_adamw()));
+    f.set_layouts(layouts(true));
+    REQUIRE(f.init());
+    REQUIRE(distributed::load_checkpoint(path, f, got, f.signature(), &err) == Status::ok);
+    Model start(specs());
+    start.w = m.w;
+    Local part(f, start);
+    for (int t = 2; t < 4; ++t) {
+      start.gradients(t);
+      part.gradients(f, start);
+      REQUIRE(f.step(Model::ptrs(part.w), Model::ptrs(part.g)));
+    }
+    CHECK(same_bits(f, whole, part));
+    MPI_Comm_free(&half);
+  }
+  // A checkpoint of another configuration is refused on every rank, and nothing changes.
+  auto other =
+      distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                         route("adamw", adamw(AdamWOptions{})), route("x", make_adamw()));
+  REQUIRE(other.init());
+  io::FieldSet before;
+  io::FieldCollector c{&before};
+  other.visit_local(c);
+  io::FieldSet extra = io::capture(ref);
+  extra["ghost/0_adamw/mu"] = std::vector<float>(3, 1.0f);
+  if (world().rank() == 0) REQUIRE(io::write_checkpoint(path, extra, h, &err) == Status::ok);
+  world().allreduce_min(0);  // the file is written before anyone reads it
+  CHECK(distributed::load_checkpoint(path, other, got, {}, &err) == Status::invalid_argument);
+  CHECK(err.find("ghost") != std::string::npos);
+  io::FieldSet after;
+  io::FieldCollector c2{&after};
+  other.visit_local(c2);
+  CHECK(before == after);
+  world().allreduce_min(0);
+  if (world().rank() == 0) std::filesystem::remove(path);
+}
+
+TEST_CASE("distributed.activations: Grams are summed over ranks before the criterion") {
+  // SMuon with the criterion at step 1 on the three hidden matrices; each rank feeds its own
+  // activations. The reference gets the rank-ordered sum of the per-rank Grams.
+  const std::vector<ParamSpec> ps = {{"h0.w", {12, 8}}, {"h1.w", {10, 8}}, {"h2.w", {12, 6}}, {"bias", {9}}};
+  const std::vector<std::string> labels = {"smuon", "smuon", "smuon", "adamw"};
+  SchattenMuonOptions so;
+  so.first = 1;
+  auto ref = optim::partition(ps, labels, route("smuon", schatten_muon(so)), route("adamw", make_adamw()));
+  REQUIRE(ref.init());
+  auto d = distributed::distributed_partition(world(), ps, labels, route("smuon", schatten_muon(so)),
+                                              route("adamw", make_adamw()));
+  REQUIRE(d.init());
+  const int n = world().size();
+  auto activations = [&](int rank, std::size_t i) {
+    Rng rng(77 + 13 * static_cast<std::uint64_t>(rank) + i);
+    std::vector<float> x(static_cast<std::size_t>(16 * ps[i].shape[1]));
+    for (float& v : x)
+      v = static_cast<float>(rng.normal() * (1.0 + double(i)));
+    return x;
+  };
+  for (std::size_t i = 0; i < 3; ++i) {
+    const index_t din = ps[i].shape[1];
+    std::vector<float> x = activations(world().rank(), i);
+    REQUIRE(d.accumulate_activations(ps[i].name, MatrixRef<const float>(x.data(), 16, din)) == Status::ok);
+    // Reference: Gram of each rank's activations alone, summed in rank order.
+    std::vector<float> sum(static_cast<std::size_t>(din * din), 0.0f), one(sum.size());
+    for (int r = 0; r < n; ++r) {
+      std::fill(one.begin(), one.end(), 0.0f);
+      std::vector<float> xr = activations(r, i);
+      REQUIRE(gram_accumulate(MatrixRef<const float>(xr.data(), 16, din),
+                              MatrixRef<float>(one.data(), din, din)) == Status::ok);
+      for (std::size_t e = 0; e < sum.size(); ++e)
+        sum[e] = r == 0 ? one[e] : sum[e] + one[e];
+    }
+    const ActivationGramRef g = activation_gram(ref, ps[i].name);
+    REQUIRE(g.gram != nullptr);
+    std::copy(sum.begin(), sum.end(), g.gram);
+    *g.samples = 16 * n;
+    *g.for_step = *g.rule_step;
+  }
+  CHECK(d.accumulate_activations("bias", MatrixRef<const float>()) == Status::invalid_argument);
+  Model m(ps);
+  Local loc(d, m);
+  m.gradients(0);
+  loc.gradients(d, m);
+  REQUIRE(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)));
+  REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+  CHECK(same_bits(d, m, loc));
+  CHECK(same_state(d, ref));  // the chosen p, the EMAs and the delivered Gram and sample count
+}
