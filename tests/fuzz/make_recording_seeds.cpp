@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Writes the seed corpus of fuzz_recording (run by hand: make_recording_seeds <directory>):
+///   small.h5  two parameters (a 3 × 4 matrix with values, initial and activation Gram; a
+///             vector), 3 steps, multi-step chunks;
+///   gzip.h5   one 4 × 2 matrix, 2 steps, gzip level 4, one step per chunk.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "schatten/io/recording.hpp"
+
+using namespace schatten;
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_recording_seeds <directory>\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  std::string err;
+  {
+    io::RecordingInfo info;
+    info.model = "fuzz seed";
+    info.producer = "make_recording_seeds";
+    io::RecordedParam w{"w", {3, 4}, "float32", true, true, true};
+    io::RecordedParam b{"b", {4}, "float32", false, false, false};
+    info.params = {w, b};
+    io::RecorderOptions o;
+    o.overwrite = true;
+    io::Recorder r;
+    if (r.create(dir + "/small.h5", info, o, &err) != Status::ok)
+      return std::fprintf(stderr, "%s\n", err.c_str()), 1;
+    std::vector<float> gw(12), vw(12), gram(16), gb(4);
+    for (int t = 0; t < 3; ++t) {
+      for (int k = 0; k < 12; ++k)
+        gw[k] = 0.1f * float(k - t), vw[k] = 1.0f - 0.01f * float(k * t);
+      for (int k = 0; k < 16; ++k)
+        gram[k] = k % 5 == 0 ? 2.0f : 0.25f;
+      for (int k = 0; k < 4; ++k)
+        gb[k] = -0.5f * float(k + t);
+      io::StepData s;
+      s.loss = 1.0 / (t + 1);
+      s.grads = {gw.data(), gb.data()};
+      s.values = {vw.data(), nullptr};
+      s.act_grams = {gram.data(), nullptr};
+      s.initial = {vw.data(), nullptr};
+      if (r.append(s, &err) != Status::ok) return std::fprintf(stderr, "%s\n", err.c_str()), 1;
+    }
+    if (r.close(&err) != Status::ok) return std::fprintf(stderr, "%s\n", err.c_str()), 1;
+  }
+  {
+    io::RecordingInfo info;
+    info.params = {io::RecordedParam{"m", {4, 2}}};
+    io::RecorderOptions o;
+    o.overwrite = true;
+    o.gzip_level = 4;
+    o.chunk_bytes = 0;
+    io::Recorder r;
+    if (r.create(dir + "/gzip.h5", info, o, &err) != Status::ok)
+      return std::fprintf(stderr, "%s\n", err.c_str()), 1;
+    std::vector<float> g(8, 0.5f);
+    for (int t = 0; t < 2; ++t) {
+      io::StepData s;
+      s.loss = 2.0 - t;
+      s.grads = {g.data()};
+      if (r.append(s, &err) != Status::ok) return std::fprintf(stderr, "%s\n", err.c_str()), 1;
+    }
+    if (r.close(&err) != Status::ok) return std::fprintf(stderr, "%s\n", err.c_str()), 1;
+  }
+  return 0;
+}
