@@ -1007,6 +1007,17 @@ double gram_quadratic(const float* u, index_t rows, index_t cols, const float* s
   return tr;
 }
 
+/// The Euclidean norms of a and b (n floats each) in one pass, double sums.
+void squared_norms(const float* a, const float* b, std::size_t n, double& norm_a, double& norm_b) {
+  double sa = 0.0, sb = 0.0;
+  for (std::size_t k = 0; k < n; ++k) {
+    sa += double(a[k]) * double(a[k]);
+    sb += double(b[k]) * double(b[k]);
+  }
+  norm_a = std::sqrt(sa);
+  norm_b = std::sqrt(sb);
+}
+
 double dot(const float* a, const float* b, std::size_t n) {
   double d = 0.0;
   for (std::size_t k = 0; k < n; ++k)
@@ -1130,8 +1141,7 @@ int replay(const Options& o) {
                                                        : "zeros") &&
               io::h5::write_string_dataset(f, "param_names", names);
     std::vector<double> loss(std::size_t(steps), 0.0);
-    for (std::int64_t t = 0; ok && t < steps; ++t)
-      ok = reader.read_loss(t, &loss[std::size_t(t)], &err) == Status::ok;
+    ok = ok && reader.read_losses(0, steps, loss.data(), &err) == Status::ok;
     if (ok) {
       const hsize_t n = hsize_t(steps);
       io::h5::Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
@@ -1226,11 +1236,8 @@ int replay(const Options& o) {
       t0 = Clock::now();
       run.un.resize(np);
       run.pn.resize(np);
-      for (std::size_t i = 0; i < np; ++i) {
-        const index_t r = info.params[i].rows, c = info.params[i].cols;
-        run.un[i] = std::sqrt(opt::squared_norm(opt::ConstBlock(run.work[i].data(), r, c)));
-        run.pn[i] = std::sqrt(opt::squared_norm(opt::ConstBlock(run.params[i].data(), r, c)));
-      }
+      for (std::size_t i = 0; i < np; ++i)  // one pass over both (a plain loop: no kernel launches)
+        squared_norms(run.work[i].data(), run.params[i].data(), sizes[i], run.un[i], run.pn[i]);
       run.runner->observe(run.oe, run.p);
       run.oe_mean.add(run.oe);
       // Descent diagnostics of D_t = −u_t (docs/replay-format.md, "Replay output").
