@@ -356,6 +356,9 @@ class Runner {
   /// the criterion's choice of p does not depend on the Gram's scale). gram(i) returns nullptr
   /// on a read failure: false.
   virtual bool feed_grams(const std::function<const float*(std::size_t)>& gram) = 0;
+  /// Parameter i has no recorded Gram: its rule keeps running the criterion without statistics
+  /// (whitened inputs), and feed_grams does not ask for it.
+  virtual void without_gram(std::size_t i) = 0;
 };
 
 template <class P>
@@ -419,6 +422,9 @@ class RunnerOf final : public Runner {
     p_.visit(c);
   }
   bool collects_gram(std::size_t i) const override { return i < gram_.size() && gram_[i].wanted; }
+  void without_gram(std::size_t i) override {
+    if (i < gram_.size()) gram_[i].wanted = false;
+  }
   bool feed_grams(const std::function<const float*(std::size_t)>& gram) override {
     if (gram_keys_.empty()) return true;
     GramFinder f{&gram_keys_, &gram_};
@@ -1105,7 +1111,8 @@ int replay(const Options& o) {
     for (std::size_t i = 0; i < np; ++i) {
       run.pp.push_back(run.params[i].data());
       run.wp.push_back(run.work[i].data());
-      run.feeds_grams = run.feeds_grams || (run.runner->collects_gram(i) && info.params[i].has_act_gram);
+      if (!info.params[i].has_act_gram) run.runner->without_gram(i);
+      run.feeds_grams = run.feeds_grams || run.runner->collects_gram(i);
     }
     if (o.diagnostics) {
       run.previous_update = initial;
@@ -1221,7 +1228,9 @@ int replay(const Options& o) {
       Clock::time_point t0 = Clock::now();
       bool fed = true;
       if (run.feeds_grams) fed = run.runner->feed_grams([&](std::size_t i) { return gram_at(t, i); });
-      if (!fed) return fail_run(err, tmp);
+      if (!fed)
+        return fail_run(err.empty() ? "step " + std::to_string(t) + ": cannot read an activation Gram" : err,
+                        tmp);
       for (std::size_t i = 0; i < np; ++i)
         std::memcpy(run.work[i].data(), cache.grad(t, i), sizes[i] * sizeof(float));
       run.t_feed += seconds_since(t0);
