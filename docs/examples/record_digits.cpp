@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// Example (compiled and run by the tests): record a training run for offline replay. The
-/// 64-128-10 digits MLP of train_mlp.cpp is trained with Muon (hidden matrix) + AdamW (biases,
-/// head) and every step's gradients, the initial parameters, the input-activation Gram of fc1
-/// and the loss are appended to an HDF5 recording (docs/replay-format.md) with
-/// schatten::io::Recorder. data/replay/digits_mlp.h5 is this program's output:
-///   example_record_digits data/digits.csv data/replay/digits_mlp.h5 100
+/// Example (compiled and run by the tests): record a training run for offline replay. A
+/// 64-256-256-10 ReLU MLP on the handwritten digits of data/digits.csv (two hidden layers: the
+/// second hidden matrix, 256 × 256, is square, so that a Muon step costs far more than reading
+/// its gradient; train_mlp.cpp's 64-128-10 MLP has only 128 × 64) is trained with Muon (fc1,
+/// fc2) + AdamW (biases, head), and every step's gradients, the initial parameters, the
+/// input-activation Gram of fc1 and the loss are appended to an HDF5 recording
+/// (docs/replay-format.md) with schatten::io::Recorder. data/replay/digits_mlp.h5 is this
+/// program's output (data/make_digits_recording.sh):
+///   example_record_digits data/digits.csv data/replay/digits_mlp.h5 16
 /// Usage: example_record_digits DIGITS_CSV OUT.h5 [STEPS]
 #include <schatten/io/recording.hpp>
 #include <schatten/schatten.hpp>
@@ -23,7 +26,7 @@ namespace {
 using schatten::index_t;
 namespace opt = schatten::optim;
 
-constexpr index_t kIn = 64, kHidden = 128, kOut = 10;
+constexpr index_t kIn = 64, kHidden = 256, kOut = 10;
 
 struct Data {
   std::vector<float> x;  // n × 64, pixels scaled to [0, 1]
@@ -49,34 +52,59 @@ bool load(const std::string& path, Data& d) {
 /// The model's parameters, in the order of `specs()`.
 struct Mlp {
   std::vector<float> w1 = std::vector<float>(kHidden * kIn), b1 = std::vector<float>(kHidden),
-                     w2 = std::vector<float>(kOut * kHidden), b2 = std::vector<float>(kOut);
+                     w2 = std::vector<float>(kHidden * kHidden), b2 = std::vector<float>(kHidden),
+                     w3 = std::vector<float>(kOut * kHidden), b3 = std::vector<float>(kOut);
   static std::vector<opt::ParamSpec> specs() {
-    return {{"fc1.weight", {kHidden, kIn}},
-            {"fc1.bias", {kHidden}},
-            {"head.weight", {kOut, kHidden}},
-            {"head.bias", {kOut}}};
+    return {{"fc1.weight", {kHidden, kIn}},     {"fc1.bias", {kHidden}},
+            {"fc2.weight", {kHidden, kHidden}}, {"fc2.bias", {kHidden}},
+            {"head.weight", {kOut, kHidden}},   {"head.bias", {kOut}}};
   }
-  std::vector<float*> pointers() { return {w1.data(), b1.data(), w2.data(), b2.data()}; }
+  std::vector<float*> pointers() {
+    return {w1.data(), b1.data(), w2.data(), b2.data(), w3.data(), b3.data()};
+  }
 };
 
-/// Mean cross-entropy over rows [0, n) of a batch and its gradient (ReLU hidden layer).
+/// out = ReLU(W in + b) for W of n × m.
+void dense_relu(const std::vector<float>& w, const std::vector<float>& b, const float* in, index_t n,
+                index_t m, float* out) {
+  for (index_t i = 0; i < n; ++i) {
+    float a = b[i];
+    for (index_t j = 0; j < m; ++j)
+      a += w[i * m + j] * in[j];
+    out[i] = std::max(a, 0.0f);
+  }
+}
+
+/// Given dout (n) at the ReLU output `out` of a layer W (n × m) with input `in`: accumulates the
+/// gradients of W and b and, when `din` is non-null, writes the gradient of the input (m).
+void dense_relu_back(const std::vector<float>& w, const float* in, const float* out, float* dout, index_t n,
+                     index_t m, float* gw, float* gb, float* din) {
+  if (din) std::fill(din, din + m, 0.0f);
+  for (index_t i = 0; i < n; ++i) {
+    if (out[i] <= 0.0f) continue;
+    const float d = dout[i];
+    gb[i] += d;
+    for (index_t j = 0; j < m; ++j) {
+      gw[i * m + j] += d * in[j];
+      if (din) din[j] += d * w[i * m + j];
+    }
+  }
+}
+
+/// Mean cross-entropy over rows [0, n) of a batch and its gradient (ReLU hidden layers).
 double loss_and_grad(Mlp& m, const float* x, const int* y, index_t n, Mlp* g) {
   if (g) *g = Mlp{};
-  std::vector<float> h(kHidden), p(kOut);
+  std::vector<float> h1(kHidden), h2(kHidden), d1(kHidden), d2(kHidden), p(kOut);
   double loss = 0.0;
   for (index_t s = 0; s < n; ++s) {
     const float* xs = x + s * kIn;
-    for (index_t i = 0; i < kHidden; ++i) {
-      float a = m.b1[i];
-      for (index_t j = 0; j < kIn; ++j)
-        a += m.w1[i * kIn + j] * xs[j];
-      h[i] = std::max(a, 0.0f);
-    }
+    dense_relu(m.w1, m.b1, xs, kHidden, kIn, h1.data());
+    dense_relu(m.w2, m.b2, h1.data(), kHidden, kHidden, h2.data());
     float top = -1e30f;
     for (index_t k = 0; k < kOut; ++k) {
-      float z = m.b2[k];
+      float z = m.b3[k];
       for (index_t i = 0; i < kHidden; ++i)
-        z += m.w2[k * kHidden + i] * h[i];
+        z += m.w3[k * kHidden + i] * h2[i];
       p[k] = z;
       top = std::max(top, z);
     }
@@ -85,22 +113,18 @@ double loss_and_grad(Mlp& m, const float* x, const int* y, index_t n, Mlp* g) {
       sum += std::exp(double(p[k] - top));
     loss += std::log(sum) - double(p[y[s]] - top);
     if (!g) continue;
+    std::fill(d2.begin(), d2.end(), 0.0f);
     for (index_t k = 0; k < kOut; ++k) {  // dz = softmax − onehot, averaged over the batch
       const float dz = float((std::exp(double(p[k] - top)) / sum - (k == y[s] ? 1.0 : 0.0)) / double(n));
-      g->b2[k] += dz;
-      for (index_t i = 0; i < kHidden; ++i)
-        g->w2[k * kHidden + i] += dz * h[i];
-      p[k] = dz;
+      g->b3[k] += dz;
+      for (index_t i = 0; i < kHidden; ++i) {
+        g->w3[k * kHidden + i] += dz * h2[i];
+        d2[i] += dz * m.w3[k * kHidden + i];
+      }
     }
-    for (index_t i = 0; i < kHidden; ++i) {
-      if (h[i] <= 0.0f) continue;
-      float dh = 0.0f;
-      for (index_t k = 0; k < kOut; ++k)
-        dh += p[k] * m.w2[k * kHidden + i];
-      g->b1[i] += dh;
-      for (index_t j = 0; j < kIn; ++j)
-        g->w1[i * kIn + j] += dh * xs[j];
-    }
+    dense_relu_back(m.w2, h1.data(), h2.data(), d2.data(), kHidden, kHidden, g->w2.data(), g->b2.data(),
+                    d1.data());
+    dense_relu_back(m.w1, xs, h1.data(), d1.data(), kHidden, kIn, g->w1.data(), g->b1.data(), nullptr);
   }
   return loss / double(n);
 }
@@ -123,17 +147,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: example_record_digits DIGITS_CSV OUT.h5 [STEPS]\n");
     return 2;
   }
-  const int steps = argc > 3 ? std::atoi(argv[3]) : 100;
+  const int steps = argc > 3 ? std::atoi(argv[3]) : 16;
   Data d;
   if (!load(argv[1], d) || steps < 1) {
     std::fprintf(stderr, "cannot read %s (or bad STEPS)\n", argv[1]);
     return 1;
   }
-  Mlp m;  // the initialisation of train_mlp.cpp
+  Mlp m;  // He initialisation as in train_mlp.cpp, zero biases
   schatten::Rng rng(2026);
   for (float& w : m.w1)
     w = float(rng.normal() * std::sqrt(2.0 / kIn));
   for (float& w : m.w2)
+    w = float(rng.normal() * std::sqrt(2.0 / kHidden));
+  for (float& w : m.w3)
     w = float(rng.normal() * std::sqrt(2.0 / kHidden));
 
   const auto specs = Mlp::specs();
@@ -147,15 +173,15 @@ int main(int argc, char** argv) {
   namespace io = schatten::io;
   io::RecordingInfo info;
   info.model =
-      "64-128-10 ReLU MLP on data/digits.csv, batches of 128 in file order, init seed 2026; trained with "
-      "muon (fc1.weight) + adamw lr 3e-3 wd 0 (the rest)";
+      "64-256-256-10 ReLU MLP on data/digits.csv, batches of 128 in file order, init seed 2026; trained "
+      "with muon (fc1.weight, fc2.weight) + adamw lr 3e-3 wd 0 (the rest)";
   info.producer = "docs/examples/record_digits.cpp, schatten " SCHATTEN_VERSION_STRING;
   for (const auto& s : specs) {
     io::RecordedParam p;
     p.name = s.name;
     p.shape = s.shape;
     p.has_initial = true;
-    p.has_act_gram = s.name == "fc1.weight";  // head's Gram (128 × 128) would triple the file
+    p.has_act_gram = s.name == "fc1.weight";  // fc2's and head's (256 × 256) would add 80 %
     info.params.push_back(p);
   }
   io::RecorderOptions ro;
@@ -183,9 +209,11 @@ int main(int argc, char** argv) {
     input_gram(x, batch, gram);
     io::StepData sd;
     sd.loss = loss;
-    sd.grads = {g.w1.data(), g.b1.data(), g.w2.data(), g.b2.data()};
-    sd.act_grams = {gram.data(), nullptr, nullptr, nullptr};
-    sd.initial = {init.w1.data(), init.b1.data(), init.w2.data(), init.b2.data()};
+    for (float* q : g.pointers())
+      sd.grads.push_back(q);
+    sd.act_grams = {gram.data(), nullptr, nullptr, nullptr, nullptr, nullptr};
+    sd.initial = {init.w1.data(), init.b1.data(), init.w2.data(),
+                  init.b2.data(), init.w3.data(), init.b3.data()};
     if (rec.append(sd, &err) != schatten::Status::ok) {
       std::fprintf(stderr, "%s\n", err.c_str());
       return 1;

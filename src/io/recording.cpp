@@ -323,7 +323,14 @@ namespace {
 /// `where`) and returns an invalid handle on any mismatch.
 Handle open_checked(hid_t loc, const char* name, const std::string& where, bool per_step, std::int64_t steps,
                     const std::vector<hsize_t>& inner, std::string& msg) {
-  Handle set(H5Dopen2(loc, name, H5P_DEFAULT), H5Dclose);
+  // Unfiltered chunks are read straight into the caller's buffer when HDF5's chunk cache is off;
+  // through the cache every read is one more copy (half the read time of the earlier sample,
+  // docs/benchmarks/cpu-replay.md). So a per-step dataset is opened with the cache off, and
+  // opened again with the default cache only when it turns out to be filtered (gzip): a chunk of
+  // several steps is then inflated once, not once per step read. One open per dataset otherwise.
+  Handle dapl(per_step ? H5Pcreate(H5P_DATASET_ACCESS) : -1, H5Pclose);
+  const bool no_cache = dapl.ok() && H5Pset_chunk_cache(dapl.get(), 0, 0, 1.0) >= 0;
+  Handle set(H5Dopen2(loc, name, no_cache ? dapl.get() : H5P_DEFAULT), H5Dclose);
   if (!set.ok()) {
     msg = where + " cannot be opened (damaged file?)";
     return Handle();
@@ -343,18 +350,11 @@ Handle open_checked(hid_t loc, const char* name, const std::string& where, bool 
   bool good = rank == want;
   for (int k = 0; good && k < want; ++k)
     good = (per_step && k == 0) ? d[0] >= hsize_t(steps) : d[std::size_t(k)] == expect[std::size_t(k)];
-  if (good && per_step) {
-    // Unfiltered chunks are read straight into the caller's buffer when HDF5's chunk cache is
-    // off; through the cache every read is one more copy (half the read time of the sample,
-    // docs/benchmarks/cpu-replay.md). Filtered (gzip) chunks keep the cache: a chunk of several
-    // steps is then inflated once, not once per step read.
+  if (good && no_cache) {
     Handle dcpl(H5Dget_create_plist(set.get()), H5Pclose);
-    if (dcpl.ok() && H5Pget_layout(dcpl.get()) == H5D_CHUNKED && H5Pget_nfilters(dcpl.get()) == 0) {
-      Handle dapl(H5Pcreate(H5P_DATASET_ACCESS), H5Pclose);
-      if (dapl.ok() && H5Pset_chunk_cache(dapl.get(), 0, 0, 1.0) >= 0) {
-        Handle direct(H5Dopen2(loc, name, dapl.get()), H5Dclose);
-        if (direct.ok()) set = std::move(direct);
-      }
+    if (!dcpl.ok() || H5Pget_nfilters(dcpl.get()) != 0) {
+      Handle cached(H5Dopen2(loc, name, H5P_DEFAULT), H5Dclose);
+      if (cached.ok()) set = std::move(cached);
     }
   }
   if (!good) {
@@ -375,16 +375,19 @@ Status RecordingReader::open(const std::string& path, std::string* error) {
   if (!std::filesystem::is_regular_file(path, ec))
     return fail(error, "'" + path + "' does not exist or is not a file");
   const std::string file_msg = "'" + path + "': ";
-#if H5_VERSION_GE(1, 12, 0)
-  if (H5Fis_accessible(path.c_str(), H5P_DEFAULT) <= 0)
-#else
-  if (H5Fis_hdf5(path.c_str()) <= 0)
-#endif
-    return fail(error, file_msg + "not an HDF5 file (random bytes or a damaged header)");
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   impl->file = Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (!impl->file.ok()) return fail(error, file_msg + "HDF5 cannot open it (truncated or corrupt file)");
+  if (!impl->file.ok()) {
+    // Which message: the signature test opens the file again, so it runs only on failure.
+#if H5_VERSION_GE(1, 12, 0)
+    if (H5Fis_accessible(path.c_str(), H5P_DEFAULT) <= 0)
+#else
+    if (H5Fis_hdf5(path.c_str()) <= 0)
+#endif
+      return fail(error, file_msg + "not an HDF5 file (random bytes or a damaged header)");
+    return fail(error, file_msg + "HDF5 cannot open it (truncated or corrupt file)");
+  }
   const hid_t f = impl->file.get();
   RecordingInfo& info = impl->info;
 
@@ -542,13 +545,23 @@ Status RecordingReader::read_initial(std::size_t param, float* out, std::string*
                          "' has neither an initial value nor recorded values");
 }
 Status RecordingReader::read_loss(std::int64_t step, double* out, std::string* error) const {
+  return read_losses(step, 1, out, error);
+}
+Status RecordingReader::read_losses(std::int64_t first, std::int64_t count, double* out,
+                                    std::string* error) const {
   if (!impl_) return fail(error, "read before a successful open()");
-  if (step < 0 || step >= impl_->info.steps)
-    return fail(error, "loss step " + std::to_string(step) + " out of range");
+  if (first < 0 || count < 1 || first >= impl_->info.steps || count > impl_->info.steps - first)
+    return fail(error, count == 1 ? "loss step " + std::to_string(first) + " out of range"
+                                  : "loss steps [" + std::to_string(first) + ", " +
+                                        std::to_string(first + count) + ") out of range (" +
+                                        std::to_string(impl_->info.steps) + " completed steps)");
   if (!out) return fail(error, "null output buffer");
   h5::QuietErrors quiet;
-  if (!h5::read_step(impl_->loss.get(), hsize_t(step), H5T_NATIVE_DOUBLE, out))
-    return fail(error, "'" + impl_->path + "': cannot read /loss at step " + std::to_string(step));
+  if (!h5::read_steps(impl_->loss.get(), hsize_t(first), hsize_t(count), H5T_NATIVE_DOUBLE, out))
+    return fail(error,
+                "'" + impl_->path + "': cannot read /loss at step" +
+                    (count == 1 ? " " + std::to_string(first)
+                                : "s " + std::to_string(first) + "–" + std::to_string(first + count - 1)));
   return Status::ok;
 }
 
@@ -576,9 +589,9 @@ Status check_recording(const std::string& path, RecordingInfo* info, std::string
         if (Status s = r.read_act_gram(t, i, buf.data(), error); s != Status::ok) return s;
     }
   }
-  for (std::int64_t t = 0; t < in.steps; ++t) {
-    double l = 0;
-    if (Status s = r.read_loss(t, &l, error); s != Status::ok) return s;
+  if (in.steps > 0) {
+    std::vector<double> loss(std::size_t(in.steps));
+    if (Status s = r.read_losses(0, in.steps, loss.data(), error); s != Status::ok) return s;
   }
   if (info) *info = in;
   return Status::ok;

@@ -356,6 +356,9 @@ class Runner {
   /// the criterion's choice of p does not depend on the Gram's scale). gram(i) returns nullptr
   /// on a read failure: false.
   virtual bool feed_grams(const std::function<const float*(std::size_t)>& gram) = 0;
+  /// Parameter i has no recorded Gram: its rule keeps running the criterion without statistics
+  /// (whitened inputs), and feed_grams does not ask for it.
+  virtual void without_gram(std::size_t i) = 0;
 };
 
 template <class P>
@@ -419,6 +422,9 @@ class RunnerOf final : public Runner {
     p_.visit(c);
   }
   bool collects_gram(std::size_t i) const override { return i < gram_.size() && gram_[i].wanted; }
+  void without_gram(std::size_t i) override {
+    if (i < gram_.size()) gram_[i].wanted = false;
+  }
   bool feed_grams(const std::function<const float*(std::size_t)>& gram) override {
     if (gram_keys_.empty()) return true;
     GramFinder f{&gram_keys_, &gram_};
@@ -1007,6 +1013,17 @@ double gram_quadratic(const float* u, index_t rows, index_t cols, const float* s
   return tr;
 }
 
+/// The Euclidean norms of a and b (n floats each) in one pass, double sums.
+void squared_norms(const float* a, const float* b, std::size_t n, double& norm_a, double& norm_b) {
+  double sa = 0.0, sb = 0.0;
+  for (std::size_t k = 0; k < n; ++k) {
+    sa += double(a[k]) * double(a[k]);
+    sb += double(b[k]) * double(b[k]);
+  }
+  norm_a = std::sqrt(sa);
+  norm_b = std::sqrt(sb);
+}
+
 double dot(const float* a, const float* b, std::size_t n) {
   double d = 0.0;
   for (std::size_t k = 0; k < n; ++k)
@@ -1094,7 +1111,8 @@ int replay(const Options& o) {
     for (std::size_t i = 0; i < np; ++i) {
       run.pp.push_back(run.params[i].data());
       run.wp.push_back(run.work[i].data());
-      run.feeds_grams = run.feeds_grams || (run.runner->collects_gram(i) && info.params[i].has_act_gram);
+      if (!info.params[i].has_act_gram) run.runner->without_gram(i);
+      run.feeds_grams = run.feeds_grams || run.runner->collects_gram(i);
     }
     if (o.diagnostics) {
       run.previous_update = initial;
@@ -1130,8 +1148,7 @@ int replay(const Options& o) {
                                                        : "zeros") &&
               io::h5::write_string_dataset(f, "param_names", names);
     std::vector<double> loss(std::size_t(steps), 0.0);
-    for (std::int64_t t = 0; ok && t < steps; ++t)
-      ok = reader.read_loss(t, &loss[std::size_t(t)], &err) == Status::ok;
+    ok = ok && reader.read_losses(0, steps, loss.data(), &err) == Status::ok;
     if (ok) {
       const hsize_t n = hsize_t(steps);
       io::h5::Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
@@ -1211,7 +1228,9 @@ int replay(const Options& o) {
       Clock::time_point t0 = Clock::now();
       bool fed = true;
       if (run.feeds_grams) fed = run.runner->feed_grams([&](std::size_t i) { return gram_at(t, i); });
-      if (!fed) return fail_run(err, tmp);
+      if (!fed)
+        return fail_run(err.empty() ? "step " + std::to_string(t) + ": cannot read an activation Gram" : err,
+                        tmp);
       for (std::size_t i = 0; i < np; ++i)
         std::memcpy(run.work[i].data(), cache.grad(t, i), sizes[i] * sizeof(float));
       run.t_feed += seconds_since(t0);
@@ -1226,11 +1245,8 @@ int replay(const Options& o) {
       t0 = Clock::now();
       run.un.resize(np);
       run.pn.resize(np);
-      for (std::size_t i = 0; i < np; ++i) {
-        const index_t r = info.params[i].rows, c = info.params[i].cols;
-        run.un[i] = std::sqrt(opt::squared_norm(opt::ConstBlock(run.work[i].data(), r, c)));
-        run.pn[i] = std::sqrt(opt::squared_norm(opt::ConstBlock(run.params[i].data(), r, c)));
-      }
+      for (std::size_t i = 0; i < np; ++i)  // one pass over both (a plain loop: no kernel launches)
+        squared_norms(run.work[i].data(), run.params[i].data(), sizes[i], run.un[i], run.pn[i]);
       run.runner->observe(run.oe, run.p);
       run.oe_mean.add(run.oe);
       // Descent diagnostics of D_t = −u_t (docs/replay-format.md, "Replay output").

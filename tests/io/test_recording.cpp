@@ -155,11 +155,17 @@ void check_contents(const RecordingReader& r, int steps) {
                        all.begin() + std::ptrdiff_t(std::size_t(steps - 1) * n)));
     }
   }
+  std::vector<double> losses(std::size_t(steps) + 1, -1.0);
+  REQUIRE_MESSAGE(r.read_losses(0, steps, losses.data(), &err) == Status::ok, err);
+  CHECK(losses[std::size_t(steps)] == -1.0);  // nothing written past the range
+  CHECK(r.read_losses(1, steps, losses.data(), &err) == Status::invalid_argument);
+  CHECK(r.read_losses(0, 0, losses.data(), &err) == Status::invalid_argument);
   for (int t = 0; t < steps; ++t) {
     const StepArrays s = make_step(info, t);
     double loss = 0;
     REQUIRE(r.read_loss(t, &loss, &err) == Status::ok);
     CHECK(loss == s.loss);
+    CHECK(losses[std::size_t(t)] == s.loss);
     for (std::size_t i = 0; i < info.params.size(); ++i) {
       const auto& p = r.info().params[i];
       std::vector<float> buf(std::size_t(std::max(p.rows * p.cols, p.cols * p.cols)));

@@ -79,7 +79,11 @@ std::vector<float> act_gram(std::size_t i, int t) {
 }
 bool has_gram(std::size_t i) { return kParams[i].name.find("weight") != std::string::npos && i != 3; }
 
-void write_recording(const std::string& path, bool with_grams = false) {
+/// with_grams: act_gram for the matrices of has_gram; first_gram_only: for the first one only.
+void write_recording(const std::string& path, bool with_grams = false, bool first_gram_only = false) {
+  const auto recorded = [&](std::size_t i) {
+    return with_grams && has_gram(i) && (!first_gram_only || i == 0);
+  };
   io::RecordingInfo info;
   info.model = "replay test";
   for (std::size_t i = 0; i < kParams.size(); ++i) {
@@ -87,7 +91,7 @@ void write_recording(const std::string& path, bool with_grams = false) {
     r.name = kParams[i].name;
     r.shape = kParams[i].shape;
     r.has_initial = true;
-    r.has_act_gram = with_grams && has_gram(i);
+    r.has_act_gram = recorded(i);
     info.params.push_back(r);
   }
   io::Recorder rec;
@@ -102,7 +106,7 @@ void write_recording(const std::string& path, bool with_grams = false) {
     d.loss = 1.0 / (t + 1);
     for (std::size_t i = 0; i < kParams.size(); ++i) {
       g.push_back(grad(i, t));
-      grams.push_back(with_grams && has_gram(i) ? act_gram(i, t) : std::vector<float>());
+      grams.push_back(recorded(i) ? act_gram(i, t) : std::vector<float>());
     }
     for (std::size_t i = 0; i < kParams.size(); ++i) {
       d.grads.push_back(g[i].data());
@@ -386,6 +390,28 @@ TEST_SUITE("io.replay") {
     REQUIRE(final_p.size() == 2);
     CHECK(p[std::size_t(kSteps - 1) * kParams.size() + 0] == final_p[0].second);
     CHECK(p[std::size_t(kSteps - 1) * kParams.size() + 2] == final_p[1].second);
+    H5Fclose(f);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
+  TEST_CASE("replay: schatten_muon runs layers without a recorded Gram on whitened inputs") {
+    // Only the first hidden matrix has act_gram (the digits sample records fc1's, not fc2's).
+    const std::string rec = temp_path("rec5.h5"), out = temp_path("out5.h5");
+    write_recording(rec, true, true);
+    REQUIRE_MESSAGE(
+        run_replay(rec + " --optimizer schatten_muon:first=2,interval=2,lr=0.05 --quiet --out " + out) == 0,
+        replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    const std::vector<double> p = read_all<double>(f, "runs/0/schatten_p");
+    REQUIRE(p.size() == kSteps * kParams.size());
+    for (std::size_t i : {std::size_t(0), std::size_t(2)}) {
+      CAPTURE(i);
+      const double v = p[std::size_t(kSteps - 1) * kParams.size() + i];
+      CHECK(v >= 1.02);
+      CHECK(v <= 10.0);
+    }
     H5Fclose(f);
     fs::remove(rec);
     fs::remove(out);

@@ -127,7 +127,8 @@ class Recorder {
 /// uncompressed chunks are read straight into the buffer). Dataset handles stay open between
 /// calls; a range read is one HDF5 call (schatten-replay's step cache uses it).
 ///
-/// open() validates everything the format requires before returning ok — format and schema
+/// open() validates everything the format requires before returning ok (from the metadata
+/// alone: the file is opened once and each dataset once, no data is read) — format and schema
 /// version, the step count, every parameter's attributes, the presence, class (float of 2, 4
 /// or 8 bytes), rank and extents of every dataset (≥ completed steps; rows × cols matching the
 /// shape) — and reports the first problem as invalid_argument with a message naming the file,
@@ -174,6 +175,9 @@ class RecordingReader {
                         std::string* error = nullptr) const;
   /// The loss of step `step`.
   Status read_loss(std::int64_t step, double* out, std::string* error = nullptr) const;
+  /// The losses of steps [first, first + count) into `out` (count doubles) in one HDF5 read;
+  /// invalid_argument when the range is empty or leaves [0, info().steps).
+  Status read_losses(std::int64_t first, std::int64_t count, double* out, std::string* error = nullptr) const;
 
   void close();
 
