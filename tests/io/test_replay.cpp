@@ -7,6 +7,8 @@
 /// computation; bad command lines and bad recordings fail with a message and no output.
 #include <doctest/doctest.h>
 #include <hdf5.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -413,6 +415,69 @@ TEST_SUITE("io.replay") {
       CHECK(v <= 10.0);
     }
     H5Fclose(f);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
+  TEST_CASE(
+      "replay: killed at any moment the output is the previous one or the new one and a rerun completes") {
+    // Fault injection (issue #8): schatten-replay writes PATH.tmp and renames it when done, so
+    // a SIGKILL at any moment leaves PATH as it was (or, after the rename, complete), and a
+    // rerun — with a stale PATH.tmp present — replays everything again (a replay is a
+    // deterministic function of the recording, so "resume" is a rerun; docs/reliability.md).
+    const std::string rec = temp_path("kill_rec.h5"), out = temp_path("kill_out.h5");
+    {
+      io::RecordingInfo info;
+      io::RecordedParam p;
+      p.name = "h.weight";
+      p.shape = {192, 256};
+      info.params = {p};
+      io::Recorder r;
+      std::string err;
+      REQUIRE_MESSAGE(r.create(rec, info, {}, &err) == Status::ok, err);
+      for (int t = 0; t < 40; ++t) {
+        const std::vector<float> g = random_vec(192 * 256, "kill_g", std::uint64_t(t));
+        io::StepData d;
+        d.grads = {g.data()};
+        REQUIRE_MESSAGE(r.append(d, &err) == Status::ok, err);
+      }
+      REQUIRE(r.close(&err) == Status::ok);
+    }
+    const std::string args = rec + " --optimizer muon --quiet --out " + out;
+    REQUIRE_MESSAGE(run_replay(args) == 0, replay_stderr());
+    auto norms = [&] {
+      const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+      REQUIRE(f >= 0);
+      std::vector<double> v = read_all<double>(f, "runs/0/update_norm");
+      H5Fclose(f);
+      return v;
+    };
+    const std::vector<double> want = norms();
+    REQUIRE(want.size() == 40);
+    Rng rng(test::case_seed("kill_delays"));
+    int mid_run = 0;  // kills that left a PATH.tmp behind: they landed while the replay was writing
+    for (int trial = 0; trial < 6; ++trial) {
+      const auto delay_us = static_cast<useconds_t>(rng.uniform() * 400000.0);
+      CAPTURE(delay_us);
+      const pid_t pid = fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        std::freopen("/dev/null", "w", stderr);
+        execl(SCHATTEN_REPLAY_EXE, SCHATTEN_REPLAY_EXE, rec.c_str(), "--optimizer", "muon", "--quiet",
+              "--out", out.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      usleep(delay_us);
+      kill(pid, SIGKILL);
+      int status = 0;
+      waitpid(pid, &status, 0);
+      CHECK(norms() == want);  // the previous output, or a complete new one
+      mid_run += fs::exists(out + ".tmp") ? 1 : 0;
+    }
+    MESSAGE("kills during the write: " << mid_run << " of 6");
+    REQUIRE_MESSAGE(run_replay(args) == 0, replay_stderr());
+    CHECK(norms() == want);
+    CHECK_FALSE(fs::exists(out + ".tmp"));
     fs::remove(rec);
     fs::remove(out);
   }
