@@ -1373,9 +1373,30 @@ int replay(const Options& o) {
 
 }  // namespace
 
+/// The command-line half of schatten-replay without any file: parses `argv` as main() does and
+/// builds every optimizer it names over a small fixed parameter list (two matrices, a vector).
+/// Returns parse_args's exit status when it stops (0 for --help, 2 for a usage error), 1 when an
+/// optimizer specification is refused (the message on stderr), −1 when everything is valid.
+/// The fuzz target tests/fuzz/fuzz_replay_cli.cpp calls it (Kokkos must be initialised).
+int schatten_replay_check_command_line(int argc, char** argv) {
+  Options o;
+  if (const int rc = parse_args(argc, argv, o); rc >= 0) return rc;
+  const std::vector<opt::ParamSpec> ps = {{"h.0.weight", {6, 4}}, {"h.0.bias", {6}}, {"h.1.weight", {4, 6}}};
+  for (const Spec& s : o.specs) {
+    std::string err;
+    if (build(s, ps, o.diagnostics, err) == nullptr) {
+      std::fprintf(stderr, "schatten-replay: %s\n", err.c_str());
+      return 1;
+    }
+  }
+  return -1;
+}
+
+#ifndef SCHATTEN_REPLAY_NO_MAIN
 int main(int argc, char** argv) {
   schatten::Runtime runtime(argc, argv);
   Options o;
   if (const int rc = parse_args(argc, argv, o); rc >= 0) return rc;
   return replay(o);
 }
+#endif

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// libFuzzer target: schatten-replay's command line and optimizer specifications
+/// (`--optimizer PRESET:key=value,...`, learning-rate schedules, --steps, --cache-mb, ...),
+/// through schatten_replay_check_command_line (src/tools/replay.cpp, compiled here without its
+/// main): the arguments are parsed as the tool parses them and every optimizer named is built
+/// over a small parameter list — no file is read or written. The input is split at NUL bytes into
+/// at most 32 arguments after the program name. Properties: the parser returns (ASan/UBSan watch
+/// it) with one of its documented results (−1 valid, 0 help, 1 refused specification, 2 usage
+/// error).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "schatten/core/runtime.hpp"
+
+int schatten_replay_check_command_line(int argc, char** argv);
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static schatten::Runtime runtime;  // build() initialises optimizers (Kokkos workspaces)
+  std::vector<std::string> words(1, "schatten-replay");
+  std::string cur;
+  for (std::size_t k = 0; k < size && words.size() < 33; ++k) {
+    if (data[k] == 0) {
+      words.push_back(cur);
+      cur.clear();
+    } else {
+      cur += static_cast<char>(data[k]);
+    }
+  }
+  if (!cur.empty() && words.size() < 33) words.push_back(cur);
+  std::vector<char*> argv;
+  for (std::string& w : words)
+    argv.push_back(w.data());
+  argv.push_back(nullptr);
+  const int rc = schatten_replay_check_command_line(static_cast<int>(words.size()), argv.data());
+  if (rc != -1 && rc != 0 && rc != 1 && rc != 2) __builtin_trap();
+  return 0;
+}
