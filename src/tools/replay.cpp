@@ -1070,7 +1070,7 @@ int fail_run(const std::string& msg, const std::string& tmp) {
   return 1;
 }
 
-int replay(const Options& o) {
+[[maybe_unused]] int replay(const Options& o) {  // unused in the fuzz build (no main)
   const Clock::time_point t_start = Clock::now();
   std::mutex h5_mutex;  // every HDF5 call (reader thread, writer) holds it
   io::RecordingReader reader;

@@ -283,7 +283,7 @@ namespace {
 /// A rule that fails (breakdown) when the gradient's first element is 12345: a failure that
 /// only the owner of one parameter sees. Otherwise u ← −0.01·u and a count.
 struct FailOnMagic {
-  static constexpr const char* name = "fail_on_magic";
+  [[maybe_unused]] static constexpr const char* name = "fail_on_magic";
   static constexpr bool may_fail = true;
   struct State {
     std::int64_t count = 0;

@@ -23,8 +23,12 @@ int main(int argc, char** argv) {
     io::RecordingInfo info;
     info.model = "fuzz seed";
     info.producer = "make_recording_seeds";
-    io::RecordedParam w{"w", {3, 4}, "float32", true, true, true};
-    io::RecordedParam b{"b", {4}, "float32", false, false, false};
+    io::RecordedParam w, b;
+    w.name = "w";
+    w.shape = {3, 4};
+    w.has_initial = w.has_value = w.has_act_gram = true;
+    b.name = "b";
+    b.shape = {4};
     info.params = {w, b};
     io::RecorderOptions o;
     o.overwrite = true;
@@ -51,7 +55,10 @@ int main(int argc, char** argv) {
   }
   {
     io::RecordingInfo info;
-    info.params = {io::RecordedParam{"m", {4, 2}}};
+    io::RecordedParam m;
+    m.name = "m";
+    m.shape = {4, 2};
+    info.params = {m};
     io::RecorderOptions o;
     o.overwrite = true;
     o.gzip_level = 4;

@@ -224,7 +224,9 @@ void replace_dataset(hid_t f, const char* name, hid_t type, std::vector<hsize_t>
 TEST_SUITE("io.recording") {
   TEST_CASE(
       "recording: C++ writer and C++ reader agree bit for bit with and without gzip or multi-step chunks") {
-    for (const auto& [gzip, chunk_bytes] : {std::pair<int, std::size_t>{0, 0}, {4, 0}, {0, 256}, {4, 256}}) {
+    for (const auto& config : {std::pair<int, std::size_t>{0, 0}, {4, 0}, {0, 256}, {4, 256}}) {
+      const int gzip = config.first;  // clang: CAPTURE cannot capture structured bindings
+      const std::size_t chunk_bytes = config.second;
       CAPTURE(gzip);
       CAPTURE(chunk_bytes);
       const std::string path = temp_path("roundtrip.h5");

@@ -504,7 +504,8 @@ TEST_SUITE("io.replay") {
         {"da_muon:lr=0.1", "unknown key 'lr' for preset 'da_muon'"},
         {"df_muon:rho=big", "'rho=big' is not a number"},
         {"sc_muon:polar=svd", "must be one of keller,newton_schulz,polar_express,qdwh"}};
-    for (const auto& [spec, message] : bad) {
+    for (const auto& item : bad) {
+      const std::string spec = item.first, message = item.second;  // clang: no bindings in CAPTURE
       CAPTURE(spec);
       CHECK(run_replay(rec + " --optimizer " + spec + " --out " + out) == 1);
       CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
