@@ -14,17 +14,11 @@
 
 #include "schatten/kokkos/detail/vendor.hpp"
 
-// Host SYRK: the Fortran BLAS that Kokkos Kernels' BLAS TPL links (OpenBLAS on Debian, also MKL
-// or reference BLAS), LP64 integers, without the hidden string lengths (one-character
-// arguments), as Kokkos Kernels declares its own BLAS entries.
+// Host SYRK: the Fortran BLAS that Kokkos Kernels' BLAS TPL links (OpenBLAS on Debian). Its
+// prototypes are declared in backends/kokkos/src/host_blas.cpp only, so that no public header
+// carries an extern "C" ssyrk_ that could clash with a BLAS header of the user's.
 #if defined(KOKKOSKERNELS_ENABLE_TPL_BLAS)
 #define SCHATTEN_HAVE_HOST_SYRK 1
-extern "C" {
-void ssyrk_(const char* uplo, const char* trans, const int* n, const int* k, const float* alpha,
-            const float* a, const int* lda, const float* beta, float* c, const int* ldc);
-void dsyrk_(const char* uplo, const char* trans, const int* n, const int* k, const double* alpha,
-            const double* a, const int* lda, const double* beta, double* c, const int* ldc);
-}
 #endif
 
 namespace schatten::kokkos::detail {
@@ -96,14 +90,11 @@ void trsm(const Exec& space, const char* side, const char* uplo, const char* tra
 }
 
 #if defined(SCHATTEN_HAVE_HOST_SYRK)
-inline void host_syrk(const char* uplo, const char* trans, int n, int k, float alpha, const float* a, int lda,
-                      float beta, float* c, int ldc) {
-  ssyrk_(uplo, trans, &n, &k, &alpha, a, &lda, &beta, c, &ldc);
-}
-inline void host_syrk(const char* uplo, const char* trans, int n, int k, double alpha, const double* a,
-                      int lda, double beta, double* c, int ldc) {
-  dsyrk_(uplo, trans, &n, &k, &alpha, a, &lda, &beta, c, &ldc);
-}
+/// ssyrk_ / dsyrk_ (column-major, LP64), defined in backends/kokkos/src/host_blas.cpp.
+void host_syrk(const char* uplo, const char* trans, int n, int k, float alpha, const float* a, int lda,
+               float beta, float* c, int ldc);
+void host_syrk(const char* uplo, const char* trans, int n, int k, double alpha, const double* a, int lda,
+               double beta, double* c, int ldc);
 #endif
 
 /// True when syrk_lower() has a vendor SYRK for T in Exec: host BLAS for float/double in host
