@@ -5,10 +5,12 @@
 /// float and double (Google Benchmark).
 ///
 /// polar/<method>/<precision>/<shape> times polar() with a reused workspace (manual timing
-/// around the synchronous call) and reports counters:
+/// around the synchronous call); polar/<method>_gemm/... the same with symmetric_gram = false
+/// (GEMMs for the symmetric products instead of SYRKs). Counters:
 ///   GFLOP/s    polar_flops() / time (dense-operation flops, see polar_gemm_shapes())
 ///   floor_ms   Σ times of the same dense operations as bare library calls measured in this run
-///              (GEMM/TRSM through KokkosBlas, Cholesky through LAPACK; QDWH at its actual counts)
+///              (GEMM/TRSM through KokkosBlas, SYRK through BLAS ?syrk, Cholesky through LAPACK;
+///              QDWH at its actual counts)
 ///   x_floor    time / floor_ms: 1.0 means the kernel runs at the machine's dense rate
 ///   orth_rms   ‖QQᵀ − I‖_F / √k;   polar_rms   ‖Q − UVᵀ‖_F / √k  (exact factor)
 ///   pred_rms   what exact arithmetic predicts for polar_rms (the schedule's scalar map; 0 for QDWH)
@@ -165,6 +167,19 @@ void register_all() {
           ->Unit(benchmark::kMillisecond);
       for (const GemmShape& g : polar_gemm_shapes(s.rows, s.cols, m.options))
         if (g.kind == OpKind::gemm) gemms.insert({g.m, g.n, g.k});
+      // The Newton–Schulz family once more with symmetric_gram = false (every product a GEMM):
+      // "<method>_gemm", the SYRK-off comparison; its floor is GEMMs only.
+      if (m.options.method != PolarMethod::qdwh) {
+        Method off = m;
+        off.options.symmetric_gram = false;
+        const std::string off_name =
+            std::string("polar/") + m.name + "_gemm/" + precision_name<T>() + "/" + s.name();
+        benchmark::RegisterBenchmark(off_name.c_str(), bm_polar<T>, s, off)
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond);
+        for (const GemmShape& g : polar_gemm_shapes(s.rows, s.cols, off.options))
+          if (g.kind == OpKind::gemm) gemms.insert({g.m, g.n, g.k});
+      }
     }
   }
   for (const Shape& s : {Shape{768, 768}, Shape{768, 3072}, Shape{1024, 1024}})

@@ -318,6 +318,37 @@ double trsm_seconds(index_t m, index_t n, int reps) {
   return median(t);
 }
 
+/// Time of one SYRK C (m × m, lower) ← A Aᵀ with A m × k, through the kernels' own entry
+/// (kokkos::detail::syrk_lower), without the fill of the upper triangle; NaN where the build has
+/// no SYRK for T.
+template <class T>
+double syrk_seconds(index_t m, index_t k, int reps) {
+  using Exec = Kokkos::DefaultExecutionSpace;
+  if constexpr (!kokkos::detail::has_syrk<Exec, T>()) {
+    (void)m, (void)k, (void)reps;
+    return std::numeric_limits<double>::quiet_NaN();
+  } else {
+    using V = Kokkos::View<T**, Kokkos::LayoutLeft>;
+    V a(Kokkos::view_alloc(Kokkos::WithoutInitializing, "a"), m, k), c("c", m, m);
+    Rng rng(0x51e4bu + static_cast<std::uint64_t>(m * 31 + k));
+    const double sd = 1.0 / std::sqrt(static_cast<double>(k));
+    auto h = Kokkos::create_mirror_view(a);
+    for (index_t j = 0; j < k; ++j)
+      for (index_t i = 0; i < m; ++i)
+        h(i, j) = static_cast<T>(sd * rng.normal());
+    Kokkos::deep_copy(a, h);
+    std::vector<double> t;
+    for (int i = 0; i < reps + 1; ++i) {
+      Kokkos::fence();
+      Kokkos::Timer timer;
+      kokkos::detail::syrk_lower(Exec(), "N", T(1), a, T(0), c);
+      Kokkos::fence();
+      if (i > 0) t.push_back(timer.seconds());  // first call: warm-up
+    }
+    return median(t);
+  }
+}
+
 #ifdef SCHATTEN_BENCH_HAVE_LAPACK
 void potrf(const char* uplo, int n, float* a, int lda, int* info) { spotrf_(uplo, &n, a, &lda, info, 1); }
 void potrf(const char* uplo, int n, double* a, int lda, int* info) { dpotrf_(uplo, &n, a, &lda, info, 1); }
@@ -366,6 +397,9 @@ double op_seconds(const GemmShape& g, int reps) {
         break;
       case OpKind::cholesky:
         s = cholesky_seconds<T>(g.m, reps);
+        break;
+      case OpKind::syrk:
+        s = syrk_seconds<T>(g.m, g.k, reps);
         break;
     }
   }

@@ -99,7 +99,8 @@ std::vector<GemmShape> executed_ops(const Problem& p, const PolarOptions& o);
 
 /// The floor of a list of operations: Σ count × the median time of one such operation in
 /// precision T measured now on this machine: GEMM and TRSM through KokkosBlas (the kernels'
-/// path: OpenBLAS here), Cholesky through LAPACK ?potrf (OpenBLAS's, the fastest one available).
+/// path: OpenBLAS here), Cholesky through LAPACK ?potrf (OpenBLAS's, the fastest one available),
+/// SYRK through the kernels' own entry (kokkos::detail::syrk_lower: BLAS ?syrk here).
 template <class T>
 double floor_seconds(const std::vector<GemmShape>& ops, int reps);
 

@@ -60,6 +60,10 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
   if (k > 0 && !check_polar_options(o)) {
     const CoefficientSchedule s = resolved_schedule(o);
     const int T = o.iterations;
+    // Symmetric products: a SYRK where the kernels have one (fp32/fp64; the Kokkos backend's
+    // has_syrk), else a GEMM. 16-bit iteration always uses GEMMs.
+    const bool lowp = o.compute == Precision::bf16 || o.compute == Precision::fp16;
+    const OpKind sym = o.symmetric_gram && !lowp ? OpKind::syrk : OpKind::gemm;
     // Mirrors the loops of backends/kokkos/include/schatten/kokkos/detail/polar_impl.hpp.
     if (o.method == PolarMethod::qdwh) {
       // Data-dependent: assume the iteration count exact arithmetic predicts for the given
@@ -80,13 +84,13 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
         return t > 0 && std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) != o.gram_restarts.end();
       };
       if (T > 0) {
-        add(k, k, n);  // R = X Xᵀ
+        add(k, k, n, 1, sym);  // R = X Xᵀ
         for (int t = 0; t < T; ++t) {
           if (restart(t)) {
             add(k, n, k);
-            add(k, k, n);
+            add(k, k, n, 1, sym);
           }                                                   // X ← Q X, R = X Xᵀ
-          if (s.at(t).c != 0.0) add(k, k, k);                 // R²
+          if (s.at(t).c != 0.0) add(k, k, k, 1, sym);         // R²
           if (t > 0 && !restart(t)) add(k, k, k);             // Q Z
           if (t + 1 < T && !restart(t + 1)) add(k, k, k, 2);  // R ← (aI+Z) R (aI+Z)
         }
@@ -94,12 +98,12 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
       }
     } else {
       for (int t = 0; t < T; ++t) {
-        add(k, k, n);                        // A = X Xᵀ
-        if (s.at(t).c != 0.0) add(k, k, k);  // A²
-        add(k, n, k);                        // B X
+        add(k, k, n, 1, sym);                        // A = X Xᵀ
+        if (s.at(t).c != 0.0) add(k, k, k, 1, sym);  // A²
+        add(k, n, k);                                // B X
       }
     }
-    if (o.compute_orthogonality_error) add(k, k, n);
+    if (o.compute_orthogonality_error) add(k, k, n, 1, o.method == PolarMethod::qdwh ? OpKind::gemm : sym);
   }
   std::vector<GemmShape> shapes;
   for (const auto& [key, c] : count)

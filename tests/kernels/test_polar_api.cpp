@@ -387,12 +387,14 @@ TEST_SUITE("kernels.polar.api") {
   TEST_CASE("cost model: GEMM shapes and flops of each method") {
     const double k = 100, n = 300;
     PolarOptions o;
+    o.symmetric_gram = false;  // every product a GEMM (the SYRK counts: the next test case)
     o.method = PolarMethod::newton_schulz;
     o.iterations = 5;
     CHECK(polar_flops(300, 100, o) == doctest::Approx(5 * (4 * k * k * n + 2 * k * k * k)));
     o.schedule = schedules::classical_cubic();  // c = 0: no A² product
     CHECK(polar_flops(100, 300, o) == doctest::Approx(5 * 4 * k * k * n));
     o = gram_options();  // 5 steps, restart before step 2
+    o.symmetric_gram = false;
     // Gram + (QX + Gram at the restart) + 5 R² + 3 Q updates + 2·3 R updates + final QX.
     CHECK(polar_flops(100, 300, o) ==
           doctest::Approx(2 * k * k * n + 2 * (2 * k * k * n) + (5 + 3 + 6) * 2 * k * k * k + 2 * k * k * n));
@@ -404,5 +406,54 @@ TEST_SUITE("kernels.polar.api") {
     for (const GemmShape& g : polar_gemm_shapes(100, 300, PolarOptions{}))
       sum += g.flops();
     CHECK(sum == doctest::Approx(polar_flops(100, 300, PolarOptions{})));
+  }
+
+  TEST_CASE("cost model: symmetric products counted as SYRKs of half the GEMM flops") {
+    const double k = 100, n = 300;
+    PolarOptions o;  // symmetric_gram = true by default
+    o.method = PolarMethod::newton_schulz;
+    o.iterations = 5;
+    // A = X Xᵀ: k²n, A² = A Aᵀ: k³ (SYRKs), B X: 2k²n (GEMM).
+    CHECK(polar_flops(300, 100, o) == doctest::Approx(5 * (3 * k * k * n + k * k * k)));
+    int syrks = 0;
+    for (const GemmShape& g : polar_gemm_shapes(300, 100, o))
+      if (g.kind == OpKind::syrk) {
+        CHECK(g.m == g.n);
+        syrks += g.count;
+      }
+    CHECK(syrks == 10);
+    o = gram_options();  // Grams (3 · k²n) and R² (5 · k³) as SYRKs; Q, R updates and QX GEMMs
+    CHECK(polar_flops(100, 300, o) ==
+          doctest::Approx(2 * k * k * n + 2 * k * k * n + 5 * k * k * k + 9 * 2 * k * k * k + 2 * k * k * n));
+    o.method = PolarMethod::polar_express;
+    o.compute = Precision::bf16;  // 16-bit iteration: GEMMs only
+    for (const GemmShape& g : polar_gemm_shapes(100, 300, o))
+      CHECK(g.kind == OpKind::gemm);
+  }
+
+  TEST_CASE_TEMPLATE("symmetric_gram on and off agree to rounding in both orientations", T, float, double) {
+    // SYRK sums in another order than GEMM: the two paths differ by rounding only. Same bound as
+    // the row-major / column-major comparison above (the same exact result, two roundings).
+    for (const auto& [r, c] : {std::pair<index_t, index_t>{40, 70}, {70, 40}})
+      for (const MethodCase& mc : polar_methods()) {
+        CAPTURE(mc.name);
+        CAPTURE(r);
+        const std::vector<T> in = random_input<T>(r, c, "symmetric_gram");
+        PolarOptions on = mc.options, off = mc.options;
+        on.symmetric_gram = true;
+        off.symmetric_gram = false;
+        on.compute_orthogonality_error = off.compute_orthogonality_error = true;
+        std::vector<T> q_on(in.size()), q_off(in.size());
+        const PolarReport r_on =
+            polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(q_on.data(), r, c), on);
+        const PolarReport r_off =
+            polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(q_off.data(), r, c), off);
+        REQUIRE(r_on.status == Status::ok);
+        REQUIRE(r_off.status == Status::ok);
+        const Eigen::MatrixXd a = from_row_major(q_on.data(), r, c), b = from_row_major(q_off.data(), r, c);
+        CHECK(relative_error(a, b) <= 2 * rounding_tolerance<T>(mc.options));
+        CHECK(std::fabs(r_on.orthogonality_error - r_off.orthogonality_error) <=
+              1e-2 * r_off.orthogonality_error + 1e3 * std::numeric_limits<T>::epsilon());
+      }
   }
 }

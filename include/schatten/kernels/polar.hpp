@@ -56,6 +56,12 @@ struct PolarOptions {
   /// Also compute ‖Q Qᵀ − I‖_F / √k (k = min(rows, cols)), the root-mean-square of 1 − s_i², for
   /// every matrix; PolarReport::orthogonality_error gets the largest. Costs one extra Gram GEMM.
   bool compute_orthogonality_error = false;
+  /// Form the symmetric products (the Gram X Xᵀ and A² of Newton–Schulz / Polar Express, R = X Xᵀ
+  /// and R² of Gram Newton–Schulz, the orthogonality report's Gram) with a SYRK on one triangle
+  /// (about half their flops) where the build has one for the compute type and memory: host BLAS
+  /// for fp32/fp64, cuBLAS for fp32/fp64 on CUDA. bf16/fp16 and other devices use GEMMs either
+  /// way. Results differ from the GEMM path by rounding only. false: GEMMs everywhere.
+  bool symmetric_gram = true;
 };
 
 /// Result of polar(). Outputs are written only when status is ok.

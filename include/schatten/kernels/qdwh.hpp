@@ -86,14 +86,16 @@ const char* check_qdwh_options(const QdwhOptions& options);
 
 /// One operation of a kernel's cost model, C (m × n) from an inner dimension k, `count` times.
 /// GEMM: 2mnk flops. TRSM (triangular k = m or n): mnk flops. Cholesky of m × m: m³/3 flops.
-enum class OpKind { gemm, trsm, cholesky };
+/// SYRK (symmetric C = A Aᵀ, m = n, one triangle computed): mnk = m²k flops, half a GEMM (the
+/// diagonal's extra mk is not counted).
+enum class OpKind { gemm, trsm, cholesky, syrk };
 struct GemmShape {
   index_t m = 0, n = 0, k = 0;
   int count = 0;
   OpKind kind = OpKind::gemm;
   double flops() const {
     const double base = double(m) * double(n) * double(k) * count;
-    return kind == OpKind::gemm ? 2.0 * base : kind == OpKind::trsm ? base : base / 3.0;
+    return kind == OpKind::gemm ? 2.0 * base : kind == OpKind::cholesky ? base / 3.0 : base;
   }
 };
 

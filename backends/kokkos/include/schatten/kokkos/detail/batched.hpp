@@ -194,4 +194,70 @@ void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
   }
 }
 
+/// C(i, j) ← C(j, i) for j > i on every square matrix of the batch: the upper triangle becomes
+/// the mirror of the lower one (after a SYRK that wrote only the lower triangle).
+/// Host: the tiling of symmetrize() (16 × 16 tile pairs through a local array). Device: one
+/// thread per upper element.
+template <class Exec, class T, class Mem>
+void fill_upper(const Exec& space, const Mat3<T, Mem>& c) {
+  const index_t k = c.extent(0);
+  if constexpr (runs_on_host<Exec>) {
+    constexpr index_t tb = 16;
+    const index_t tiles = (k + tb - 1) / tb;
+    Kokkos::parallel_for(
+        "schatten::fill_upper",
+        Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0,
+                                                              tiles * static_cast<index_t>(c.extent(2))),
+        KOKKOS_LAMBDA(index_t w) {
+          const index_t i0 = (w % tiles) * tb, b = w / tiles, i1 = kmin(i0 + tb, k);
+          T lower[tb][tb];
+          for (index_t j0 = i0; j0 < k; j0 += tb) {
+            const index_t j1 = kmin(j0 + tb, k);
+            for (index_t i = i0; i < i1; ++i)
+              for (index_t j = j0; j < j1; ++j)
+                lower[i - i0][j - j0] = c(j, i, b);
+            for (index_t j = j0; j < j1; ++j)
+              for (index_t i = i0; i < i1; ++i)
+                if (j > i) c(i, j, b) = lower[i - i0][j - j0];
+          }
+        });
+  } else {
+    for_each_element(
+        space, "schatten::fill_upper", k, k, c.extent(2), KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+          if (j > i) c(i, j, b) = c(j, i, b);
+        });
+  }
+}
+
+/// C[b] ← alpha op(A[b]) op(A[b])ᵀ + beta C[b] for every b, a symmetric k × k result (trans "N":
+/// A Aᵀ; "T": Aᵀ A). With `symmetric` and a vendor SYRK for T in Exec (has_syrk): SYRK on the
+/// lower triangle (half the flops), then fill_upper, so C is exactly symmetric; beta ≠ 0 then
+/// reads only C's lower triangle. Otherwise one GEMM per matrix, as batched_gemm.
+template <class Exec, class T, class Mem>
+void batched_sym_product(const Exec& space, bool symmetric, const char* trans, scalar_t<T> alpha,
+                         const Mat3<T, Mem>& a, scalar_t<T> beta, const Mat3<T, Mem>& c) {
+  const bool no_trans = trans[0] == 'N' || trans[0] == 'n';
+  if constexpr (has_syrk<Exec, T>()) {
+    if (symmetric) {
+      for (index_t i = 0; i < static_cast<index_t>(c.extent(2)); ++i)
+        syrk_lower(space, no_trans ? "N" : "T", alpha, Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i), beta,
+                   Kokkos::subview(c, Kokkos::ALL, Kokkos::ALL, i));
+      fill_upper(space, c);
+      return;
+    }
+  }
+  batched_gemm(space, no_trans ? "N" : "T", no_trans ? "T" : "N", alpha, a, a, beta, c);
+}
+
+/// C[b] ← alpha A[b]² + beta C[b] for exactly symmetric A[b]: A² = A Aᵀ by SYRK (with `symmetric`
+/// and has_syrk, see batched_sym_product), else one GEMM(N, N) per matrix.
+template <class Exec, class T, class Mem>
+void batched_square(const Exec& space, bool symmetric, scalar_t<T> alpha, const Mat3<T, Mem>& a,
+                    scalar_t<T> beta, const Mat3<T, Mem>& c) {
+  if (symmetric && has_syrk<Exec, T>())
+    batched_sym_product(space, true, "N", alpha, a, beta, c);
+  else
+    batched_gemm(space, "N", "N", alpha, a, a, beta, c);
+}
+
 }  // namespace schatten::kokkos::detail

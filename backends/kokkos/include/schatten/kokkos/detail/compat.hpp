@@ -14,6 +14,13 @@
 
 #include "schatten/kokkos/detail/vendor.hpp"
 
+// Host SYRK: the Fortran BLAS that Kokkos Kernels' BLAS TPL links (OpenBLAS on Debian). Its
+// prototypes are declared in backends/kokkos/src/host_blas.cpp only, so that no public header
+// carries an extern "C" ssyrk_ that could clash with a BLAS header of the user's.
+#if defined(KOKKOSKERNELS_ENABLE_TPL_BLAS)
+#define SCHATTEN_HAVE_HOST_SYRK 1
+#endif
+
 namespace schatten::kokkos::detail {
 
 #if KOKKOS_VERSION >= 30700
@@ -80,6 +87,67 @@ void trsm(const Exec& space, const char* side, const char* uplo, const char* tra
   (void)space;
   KokkosBlas::trsm(side, uplo, trans, diag, alpha, a, b);
 #endif
+}
+
+#if defined(SCHATTEN_HAVE_HOST_SYRK)
+/// ssyrk_ / dsyrk_ (column-major, LP64), defined in backends/kokkos/src/host_blas.cpp.
+void host_syrk(const char* uplo, const char* trans, int n, int k, float alpha, const float* a, int lda,
+               float beta, float* c, int ldc);
+void host_syrk(const char* uplo, const char* trans, int n, int k, double alpha, const double* a, int lda,
+               double beta, double* c, int ldc);
+#endif
+
+/// True when syrk_lower() has a vendor SYRK for T in Exec: host BLAS for float/double in host
+/// memory, cuBLAS for float/double on CUDA. 16-bit types and other device spaces (HIP, SYCL) have
+/// none: their symmetric products stay GEMMs.
+template <class Exec, class T>
+constexpr bool has_syrk() {
+  constexpr bool fp = std::is_same<T, float>::value || std::is_same<T, double>::value;
+  if constexpr (!fp) {
+    return false;
+#if defined(SCHATTEN_HAVE_CUDA_SYRK)
+  } else if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
+    return true;
+#endif
+  } else {
+#if defined(SCHATTEN_HAVE_HOST_SYRK)
+    return std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
+#else
+    return false;
+#endif
+  }
+}
+
+/// Lower triangle of C ← alpha op(A) op(A)ᵀ + beta C (trans "N": A Aᵀ, A is n × k; "T": Aᵀ A, A
+/// is k × n): a vendor SYRK, half the flops of the GEMM. C's strict upper triangle is neither read
+/// nor written. Only for has_syrk<Exec, T>(); column-major views (LayoutLeft).
+template <class Exec, class AV, class CV>
+void syrk_lower(const Exec& space, const char* trans, typename CV::non_const_value_type alpha, const AV& a,
+                typename CV::non_const_value_type beta, const CV& c) {
+  using T = typename CV::non_const_value_type;
+  static_assert(has_syrk<Exec, T>(), "schatten: no vendor SYRK for this type and execution space");
+  static_assert(std::is_same<typename AV::array_layout, Kokkos::LayoutLeft>::value &&
+                    std::is_same<typename CV::array_layout, Kokkos::LayoutLeft>::value,
+                "schatten: syrk operands must be column-major");
+  const bool no_trans = trans[0] == 'N' || trans[0] == 'n';
+  const int n = static_cast<int>(c.extent(0));
+  const int k = static_cast<int>(no_trans ? a.extent(1) : a.extent(0));
+  if (n == 0) return;
+  const int lda = static_cast<int>(kmax<std::size_t>(a.stride(1), kmax<std::size_t>(a.extent(0), 1)));
+  const int ldc = static_cast<int>(kmax<std::size_t>(c.stride(1), kmax<std::size_t>(c.extent(0), 1)));
+#if defined(SCHATTEN_HAVE_CUDA_SYRK)
+  if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
+    vendor::syrk_lower(space, no_trans, n, k, alpha, a.data(), lda, beta, c.data(), ldc);
+    return;
+  }
+#endif
+#if defined(SCHATTEN_HAVE_HOST_SYRK)
+  if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value) {
+    space.fence();  // earlier Kokkos work on an asynchronous host space must be done
+    host_syrk("L", no_trans ? "N" : "T", n, k, alpha, a.data(), lda, beta, c.data(), ldc);
+  }
+#endif
+  (void)space, (void)lda, (void)ldc, (void)k, (void)alpha, (void)beta;
 }
 
 }  // namespace schatten::kokkos::detail

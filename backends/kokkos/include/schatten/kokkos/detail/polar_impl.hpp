@@ -142,14 +142,12 @@ void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>&
       });
 }
 
-/// The k × k Gram of W: W Wᵀ (left form) or Wᵀ W (right form). One GEMM(k, k, n).
+/// The k × k Gram of W: W Wᵀ (left form) or Wᵀ W (right form). One GEMM(k, k, n), or with
+/// `symmetric` (PolarOptions::symmetric_gram) and a vendor SYRK for TC, one SYRK(k, n) and a
+/// k × k fill of the upper triangle (batched_sym_product): half the flops, exactly symmetric.
 template <class Exec, class TC, class Mem>
-void gram(const Exec& space, bool right, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& out) {
-  using S = scalar_t<TC>;
-  if (right)
-    batched_gemm(space, "T", "N", S(1), x, x, S(0), out);
-  else
-    batched_gemm(space, "N", "T", S(1), x, x, S(0), out);
+void gram(const Exec& space, bool symmetric, bool right, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& out) {
+  batched_sym_product(space, symmetric, right ? "T" : "N", scalar_t<TC>(1), x, scalar_t<TC>(0), out);
 }
 
 /// y = B x (left form) or x B (right form), B a k × k symmetric factor. One GEMM(k, n, k).
@@ -165,21 +163,23 @@ void apply_factor(const Exec& space, bool right, const Mat3<TC, Mem>& factor, co
 
 /// Newton–Schulz steps X ← p_t(X) = (a I + b A + c A²) X with A = X Xᵀ (or the right form).
 /// Per step: GEMM(k,k,n) for A, GEMM(k,k,k) for A² (skipped when c = 0), GEMM(k,n,k) for the
-/// product. The scalar terms are folded into B = a I + b A + c A²: B ← A (a copy), then the
-/// A² GEMM with beta = b, then a on the diagonal, so no k×k element-wise pass is needed.
+/// product; with `symmetric` (and a vendor SYRK for TC) A and A² = A Aᵀ are SYRKs (half the
+/// flops each) followed by a fill of the upper triangle. The scalar terms are folded into
+/// B = a I + b A + c A²: B ← A (a copy), then the A² product with beta = b, then a on the
+/// diagonal, so no k×k element-wise pass is needed.
 /// Returns the buffer holding the result (x or y).
 template <class Exec, class TC, class Mem>
-Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool right, const CoefficientSchedule& sched,
-                                  int iterations, Mat3<TC, Mem> x, Mat3<TC, Mem> y, const Mat3<TC, Mem>& a2,
-                                  const Mat3<TC, Mem>& poly) {
+Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool symmetric, bool right,
+                                  const CoefficientSchedule& sched, int iterations, Mat3<TC, Mem> x,
+                                  Mat3<TC, Mem> y, const Mat3<TC, Mem>& a2, const Mat3<TC, Mem>& poly) {
   using S = scalar_t<TC>;
   for (int t = 0; t < iterations; ++t) {
     const OddQuintic p = sched.at(t);
-    gram(space, right, x, a2);  // A = X Xᵀ
+    gram(space, symmetric, right, x, a2);  // A = X Xᵀ
     if (p.c != 0.0) {
       copy(space, poly, a2);
-      batched_gemm(space, "N", "N", S(p.c), a2, a2, S(p.b), poly);  // c A² + b A
-      add_diagonal(space, poly, S(p.a));                            // + a I
+      batched_square(space, symmetric, S(p.c), a2, S(p.b), poly);  // c A² + b A
+      add_diagonal(space, poly, S(p.a));                           // + a I
     } else {
       add_scaled_identity(space, poly, false, S(p.b), a2, S(p.a));  // b A + a I
     }
@@ -195,29 +195,32 @@ Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool right, const Coefficie
 /// X ← Q X, R ← X Xᵀ, Q ← I (algorithms.md §2.4, [V] NoahAmsel/gram-newton-schulz).
 /// R and Q are symmetrised after every update (they are polynomials in the same Gram, hence
 /// symmetric in exact arithmetic). Per step: 1 GEMM(k,k,k) for R² (c ≠ 0), 1 for Q, 2 for R.
+/// With `symmetric` (and a vendor SYRK for TC) the Grams R = X Xᵀ and R² = R Rᵀ are SYRKs; the
+/// Q and R updates stay GEMMs (products of two different matrices).
 template <class Exec, class TC, class Mem>
-Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool right, const CoefficientSchedule& sched,
-                                       int iterations, const std::vector<int>& restarts, Mat3<TC, Mem> x,
-                                       Mat3<TC, Mem> y, Mat3<TC, Mem> r, const Mat3<TC, Mem>& z,
-                                       Mat3<TC, Mem> q, Mat3<TC, Mem> t1, Mat3<TC, Mem> t2) {
+Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool symmetric, bool right,
+                                       const CoefficientSchedule& sched, int iterations,
+                                       const std::vector<int>& restarts, Mat3<TC, Mem> x, Mat3<TC, Mem> y,
+                                       Mat3<TC, Mem> r, const Mat3<TC, Mem>& z, Mat3<TC, Mem> q,
+                                       Mat3<TC, Mem> t1, Mat3<TC, Mem> t2) {
   using S = scalar_t<TC>;
   if (iterations <= 0) return x;
   auto restart_before = [&](int t) {
     return t > 0 && std::find(restarts.begin(), restarts.end(), t) != restarts.end();
   };
-  gram(space, right, x, r);  // R = X Xᵀ
+  gram(space, symmetric, right, x, r);  // R = X Xᵀ
   for (int t = 0; t < iterations; ++t) {
     const OddQuintic p = sched.at(t);
     const bool restart = restart_before(t);
     if (restart) {
       apply_factor(space, right, q, x, y);  // X ← Q X
       std::swap(x, y);
-      gram(space, right, x, r);  // R = X Xᵀ
+      gram(space, symmetric, right, x, r);  // R = X Xᵀ
     }
     // Z = c R² + b R
     if (p.c != 0.0) {
       copy(space, z, r);
-      batched_gemm(space, "N", "N", S(p.c), r, r, S(p.b), z);
+      batched_square(space, symmetric, S(p.c), r, S(p.b), z);
     } else {
       add_scaled_identity(space, z, false, S(p.b), r, S(0));
     }
@@ -243,19 +246,19 @@ Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool right, const Coef
   return y;
 }
 
-/// max over the batch of ‖X Xᵀ − I‖_F / √k (one GEMM(k,k,n) per matrix, into `g`, which holds
-/// one matrix when `reuse` and the whole batch otherwise).
+/// max over the batch of ‖X Xᵀ − I‖_F / √k (one Gram per matrix, a SYRK when `symmetric`, into
+/// `g`, which holds one matrix when `reuse` and the whole batch otherwise).
 template <class Exec, class TC, class Mem>
 double max_orthogonality_error(const Exec& space, bool right, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g,
-                               bool reuse = false) {
+                               bool reuse = false, bool symmetric = true) {
   const index_t k = g.extent(0), batch = x.extent(2);
   double worst = 0.0;
-  if (!reuse) gram(space, right, x, g);
+  if (!reuse) gram(space, symmetric, right, x, g);
   for (index_t b = 0; b < batch; ++b) {
     const index_t gb = reuse ? 0 : b;
     if (reuse)
-      gram(space, right, Mat3<TC, Mem>(x.data() + b * x.extent(0) * x.extent(1), x.extent(0), x.extent(1), 1),
-           g);
+      gram(space, symmetric, right,
+           Mat3<TC, Mem>(x.data() + b * x.extent(0) * x.extent(1), x.extent(0), x.extent(1), 1), g);
     double ssq = 0.0;
     reduce_matrix(
         space, "schatten::polar::orthogonality", k, k, false,
@@ -359,14 +362,17 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
     return polar_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
   Mat3<TC, Mem> result;
   if (options.method == PolarMethod::gram_newton_schulz) {
-    result = gram_newton_schulz_steps(space, s.right, sched, iterations, options.gram_restarts, buf.x, buf.y,
-                                      buf.sq[0], buf.sq[1], buf.sq[2], buf.sq[3], buf.sq[4]);
+    result = gram_newton_schulz_steps(space, options.symmetric_gram, s.right, sched, iterations,
+                                      options.gram_restarts, buf.x, buf.y, buf.sq[0], buf.sq[1], buf.sq[2],
+                                      buf.sq[3], buf.sq[4]);
   } else {
-    result = newton_schulz_steps(space, s.right, sched, iterations, buf.x, buf.y, buf.sq[0], buf.sq[1]);
+    result = newton_schulz_steps(space, options.symmetric_gram, s.right, sched, iterations, buf.x, buf.y,
+                                 buf.sq[0], buf.sq[1]);
   }
   report.iterations = iterations;
   if (options.compute_orthogonality_error)
-    report.orthogonality_error = max_orthogonality_error(space, s.right, result, buf.sq[0]);
+    report.orthogonality_error =
+        max_orthogonality_error(space, s.right, result, buf.sq[0], false, options.symmetric_gram);
   store(space, result, q, s.w_is_transpose);
   space.fence();
   return report;

@@ -329,7 +329,8 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
   }
   if (options.compute_orthogonality_error)
     report.orthogonality_error =
-        max_orthogonality_error(space, s.right, buf.x, Mat3<TC, Mem>(buf.t.data(), s.k, s.k, 1), true);
+        max_orthogonality_error(space, s.right, buf.x, Mat3<TC, Mem>(buf.t.data(), s.k, s.k, 1), true,
+                                false);  // a GEMM, as QDWH's cost model counts it
   store(space, buf.x, q, s.w_is_transpose);
   if (want_h) {  // H of A = ‖A‖_F·scale · H of X₀ (symmetric: orientation does not matter)
     for (index_t bi = 0; bi < s.batch; ++bi) {

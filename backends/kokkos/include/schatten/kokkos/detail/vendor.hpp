@@ -7,7 +7,9 @@
 /// (Kokkos Kernels 4.6 has no cuBLAS path for these types). Inputs and output in the 16-bit
 /// type, alpha/beta and the accumulation in fp32 (CUBLAS_COMPUTE_32F): the result is rounded to
 /// 16 bits once per GEMM. Tensor cores are used by cuBLAS where the shapes allow.
-/// HIP (rocblas_gemm_ex) would go here as well; it is not written yet (issue #7).
+/// CUDA, fp32/fp64: SYRK (cublasSsyrk/Dsyrk) for the symmetric products X Xᵀ and A² of the polar
+/// iterations (compat.hpp syrk_lower); untested, no CUDA build was available when it was written.
+/// HIP (rocblas_gemm_ex, rocblas_ssyrk) would go here as well; it is not written yet (issue #7).
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -18,6 +20,7 @@
 #if defined(KOKKOS_ENABLE_CUDA)
 #include <cublas_v2.h>
 #define SCHATTEN_HAVE_LOWP_GEMM 1
+#define SCHATTEN_HAVE_CUDA_SYRK 1
 #endif
 
 namespace schatten::kokkos::detail {
@@ -84,6 +87,24 @@ void gemm_lowp(const Kokkos::Cuda& space, const char* trans_a, const char* trans
       h, op(trans_a), op(trans_b), m, n, k, &alpha, a.data(), cuda_type<T>(), ld(a), b.data(), cuda_type<T>(),
       ld(b), &beta, c.data(), cuda_type<T>(), ld(c), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("schatten: cublasGemmEx failed");
+}
+
+/// Lower triangle of C = alpha op(A) op(A)ᵀ + beta C (cublasSsyrk / cublasDsyrk), column-major,
+/// enqueued on `space`'s stream. UNTESTED: written without a CUDA Kokkos to compile against.
+template <class T>
+void syrk_lower(const Kokkos::Cuda& space, bool no_trans, int n, int k, T alpha, const T* a, int lda, T beta,
+                T* c, int ldc) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "cuBLAS SYRK: float or double");
+  cublasHandle_t h = cublas_handle();
+  cublasSetStream(h, space.cuda_stream());
+  const cublasOperation_t t = no_trans ? CUBLAS_OP_N : CUBLAS_OP_T;
+  cublasStatus_t s;
+  if constexpr (std::is_same<T, float>::value)
+    s = cublasSsyrk(h, CUBLAS_FILL_MODE_LOWER, t, n, k, &alpha, a, lda, &beta, c, ldc);
+  else
+    s = cublasDsyrk(h, CUBLAS_FILL_MODE_LOWER, t, n, k, &alpha, a, lda, &beta, c, ldc);
+  if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("schatten: cublas syrk failed");
 }
 
 }  // namespace vendor
