@@ -434,8 +434,9 @@ TEST_SUITE("kernels.polar.api") {
   TEST_CASE_TEMPLATE("symmetric_gram on and off agree to rounding in both orientations", T, float, double) {
     // SYRK sums in another order than GEMM: the two paths differ by rounding only. Same bound as
     // the row-major / column-major comparison above (the same exact result, two roundings).
-    for (const auto& [r, c] : {std::pair<index_t, index_t>{40, 70}, {70, 40}})
+    for (const auto& shape : {std::pair<index_t, index_t>{40, 70}, {70, 40}})
       for (const MethodCase& mc : polar_methods()) {
+        const index_t r = shape.first, c = shape.second;  // clang: no bindings in CAPTURE
         CAPTURE(mc.name);
         CAPTURE(r);
         const std::vector<T> in = random_input<T>(r, c, "symmetric_gram");
