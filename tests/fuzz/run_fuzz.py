@@ -33,7 +33,9 @@ RUNTIME = re.compile(r"__interceptor_|__asan|__sanitizer|__ubsan|__lsan|libc\.so
                      # ASan's interceptors of libc string/memory functions live in the target
                      # binary itself ("#0 … in strdup (fuzz_checkpoint+0x…)"): the caller decides.
                      r" in (strdup|strndup|strlen|strnlen|strcpy|strncpy|strcmp|strncmp|memcpy|"
-                     r"memmove|memset|memcmp|__strdup) \(")
+                     r"memmove|memset|memcmp|__strdup) \(|"
+                     # glibc's own string routines (symbolised with their source, not libc.so)
+                     r"sysdeps/|__(memcpy|memmove|memset|strlen|strcpy|memcmp)_")
 
 
 def first_frame(lines):
