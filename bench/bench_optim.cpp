@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "gpt2_small.hpp"
 #include "polar_cases.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/core/runtime.hpp"
@@ -50,30 +51,7 @@ using namespace schatten::optim;
 
 namespace {
 
-/// GPT-2 small (d = 768, 12 layers, vocabulary 50257, context 1024), PyTorch's names and the
-/// (out, in) shapes of its linear layers.
-std::vector<ParamSpec> gpt2_small() {
-  std::vector<ParamSpec> p = {{"transformer.wte.weight", {50257, 768}},
-                              {"transformer.wpe.weight", {1024, 768}}};
-  for (int l = 0; l < 12; ++l) {
-    const std::string h = "transformer.h." + std::to_string(l) + ".";
-    p.push_back({h + "ln_1.weight", {768}});
-    p.push_back({h + "ln_1.bias", {768}});
-    p.push_back({h + "attn.c_attn.weight", {2304, 768}});
-    p.push_back({h + "attn.c_attn.bias", {2304}});
-    p.push_back({h + "attn.c_proj.weight", {768, 768}});
-    p.push_back({h + "attn.c_proj.bias", {768}});
-    p.push_back({h + "ln_2.weight", {768}});
-    p.push_back({h + "ln_2.bias", {768}});
-    p.push_back({h + "mlp.c_fc.weight", {3072, 768}});
-    p.push_back({h + "mlp.c_fc.bias", {3072}});
-    p.push_back({h + "mlp.c_proj.weight", {768, 3072}});
-    p.push_back({h + "mlp.c_proj.bias", {768}});
-  }
-  p.push_back({"transformer.ln_f.weight", {768}});
-  p.push_back({"transformer.ln_f.bias", {768}});
-  return p;
-}
+using bench::gpt2_small;
 
 struct Model {
   std::vector<ParamSpec> specs;
@@ -177,6 +155,16 @@ void bm_orthogonalize_only(benchmark::State& st, int polar_steps) {
   st.counters["matrices"] = double(idx.size());
 }
 
+/// A layer's inputs for the Schatten-p cases: kTokens × d Gaussian values (the statistics the
+/// criterion gets; their Gram is what matters, not their realism).
+constexpr index_t kTokens = 512;
+std::vector<float> gaussian_inputs(Rng& rng, index_t d) {
+  std::vector<float> x(static_cast<std::size_t>(kTokens * d));
+  for (float& v : x)
+    v = static_cast<float>(rng.normal());
+  return x;
+}
+
 /// schatten_muon with the Muon case's orthogonalisation (Keller's NS5) at the Muon end.
 SchattenMuonOptions schatten_options(bool adaptive, double p) {
   SchattenMuonOptions o;
@@ -226,11 +214,9 @@ void bm_schatten_criterion_step(benchmark::State& st) {
     Rng rng(4);
     for (std::size_t i = 0; i < m.specs.size(); ++i) {
       if (labels[i] != "muon") continue;
-      const index_t d = flatten(m.specs[i].shape).cols, tokens = 512;
-      std::vector<float> x(static_cast<std::size_t>(tokens * d));
-      for (float& v : x)
-        v = static_cast<float>(rng.normal());
-      if (accumulate_activations(opt, m.specs[i].name, MatrixRef<const float>(x.data(), tokens, d)) !=
+      const index_t d = flatten(m.specs[i].shape).cols;
+      const std::vector<float> x = gaussian_inputs(rng, d);
+      if (accumulate_activations(opt, m.specs[i].name, MatrixRef<const float>(x.data(), kTokens, d)) !=
           Status::ok)
         return st.SkipWithError("accumulate_activations failed");
       layers += 1.0;
@@ -261,12 +247,11 @@ void bm_schatten_criterion_only(benchmark::State& st) {
   for (std::size_t i = 0; i < labels.size(); ++i) {
     if (labels[i] != "muon") continue;
     idx.push_back(i);
-    const index_t d = flatten(m.specs[i].shape).cols, tokens = 512;
-    std::vector<float> x(static_cast<std::size_t>(tokens * d));
-    for (float& v : x)
-      v = static_cast<float>(rng.normal());
+    const index_t d = flatten(m.specs[i].shape).cols;
+    const std::vector<float> x = gaussian_inputs(rng, d);
     grams.emplace_back(static_cast<std::size_t>(d * d), 0.0f);
-    gram_accumulate(MatrixRef<const float>(x.data(), tokens, d), MatrixRef<float>(grams.back().data(), d, d));
+    gram_accumulate(MatrixRef<const float>(x.data(), kTokens, d),
+                    MatrixRef<float>(grams.back().data(), d, d));
   }
   surrogate::PCriterionOptions o;
   double psum = 0.0;

@@ -2,7 +2,7 @@
 /// \file
 /// The GPT-2-small parameter set (d = 768, 12 layers, vocabulary 50257, context 1024) with
 /// PyTorch's names and the (out, in) shapes of its linear layers: 124.4 M parameters, 148 tensors.
-/// The same list as bench_optim.cpp's.
+/// Used by schatten-bench-optim and schatten-bench-mpi.
 #pragma once
 
 #include <string>
