@@ -24,12 +24,15 @@ What is recorded, per step and parameter (requires_grad parameters, in named_par
   - the parameter before step 0 ("initial"), and optionally at every step (record_values=True);
   - for nn.Linear weights, the Gram of the layer's inputs, sum_b x_b x_b^T / B over every row of
     the input (all positions of a sequence), accumulated by a forward pre-hook over the step's
-    forward calls (record_act_gram=True; costs one in x in GEMM per forward call);
+    forward calls with gradients enabled (record_act_gram=True; costs one in x in GEMM per
+    forward call). Only layers whose module ran in step 0 get act_gram: the out_proj of
+    nn.MultiheadAttention (and so of nn.TransformerEncoderLayer) is an nn.Linear whose weight
+    attention uses without calling the module, so it has no Gram (it had one of zeros before);
   - the loss (loss.item(), the batch mean as the caller computed it).
-Crash survival: each step flushes its data, then sets completed_steps, then flushes again, so
-if training dies every completed step stays readable. Parameters without a gradient this step
-(unused) are recorded as zeros. Gradients are stored as float32 unless they are float16 or
-float64 (kept as is); bfloat16 is stored as float32 (exact) with dtype "bfloat16".
+Crash survival: each step flushes its data, then sets completed_steps (in place), then flushes
+again, so if training dies every completed step stays readable. Parameters without a gradient
+this step (unused) are recorded as zeros. Gradients are stored as float32 unless they are
+float16 or float64 (kept as is); bfloat16 is stored as float32 (exact) with dtype "bfloat16".
 
 Demo (needs torch): python3 bench/record_torch.py --demo OUT.h5 [--steps 50]
 trains a small MLP on random data and records it.
@@ -104,19 +107,22 @@ class GradientRecorder:
                                               dtype=store, chunks=(k, rows, cols), **compression)
             self.sets.append(d)
             index_of[id(p)] = i
-        # Input-activation Grams of nn.Linear weights, accumulated by forward pre-hooks.
+        # Input-activation Grams of nn.Linear weights, accumulated by forward pre-hooks. The
+        # act_gram datasets are created at the first record_step, only for the layers whose hook
+        # ran during that step: a Linear whose weight is used without calling the module (the
+        # out_proj of nn.MultiheadAttention, which passes out_proj.weight to
+        # F.multi_head_attention_forward) never runs its hooks and would get a Gram of zeros.
         self.grams = {}
         self.hooks = []
+        self.compression = compression
         if record_act_gram:
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear) and id(module.weight) in index_of:
                     i = index_of[id(module.weight)]
-                    cols = self.sets[i]["cols"]
-                    self.sets[i]["act_gram"] = self.f["params/%d" % i].create_dataset(
-                        "act_gram", shape=(0, cols, cols), maxshape=(None, cols, cols), dtype="f4",
-                        chunks=(steps_per_chunk(4 * cols * cols), cols, cols), **compression)
-                    self.grams[i] = [None, 0]
-                    self.hooks.append(module.register_forward_pre_hook(self._gram_hook(i)))
+                    # A weight shared by several Linear modules sums the inputs of all of them,
+                    # as its gradient sums their contributions.
+                    self.grams.setdefault(i, [None, 0])
+                    self.hooks.append(module.register_forward_pre_hook(self._gram_hook(i), with_kwargs=True))
         f.flush()
 
     @staticmethod
@@ -124,15 +130,32 @@ class GradientRecorder:
         return t.detach().to(torch.float32 if store == "f4" else t.dtype).reshape(rows, cols).cpu().numpy()
 
     def _gram_hook(self, i):
-        def hook(module, args):
+        def hook(module, args, kwargs):
+            # Only forward passes that build a graph: an evaluation under torch.no_grad() between
+            # two steps would otherwise enter the next step's Gram.
+            if not torch.is_grad_enabled():
+                return None
             with torch.no_grad():
-                x = args[0].detach()
+                x = args[0] if args else kwargs["input"]
+                x = x.detach()
                 x = x.reshape(-1, x.shape[-1]).float()
                 acc = self.grams[i]
                 g = x.T @ x
                 acc[0] = g if acc[0] is None else acc[0] + g
                 acc[1] += x.shape[0]
+            return None
         return hook
+
+    def _create_act_grams(self):
+        """At the first step: an act_gram dataset for each Linear weight whose hook ran."""
+        for i in list(self.grams):
+            if self.grams[i][0] is None:
+                del self.grams[i]
+                continue
+            cols = self.sets[i]["cols"]
+            self.sets[i]["act_gram"] = self.f["params/%d" % i].create_dataset(
+                "act_gram", shape=(0, cols, cols), maxshape=(None, cols, cols), dtype="f4",
+                chunks=(steps_per_chunk(4 * cols * cols), cols, cols), **self.compression)
 
     @staticmethod
     def _append(dataset, t, array):
@@ -142,18 +165,21 @@ class GradientRecorder:
     def record_step(self, loss):
         """Appends one step: call after backward, before the optimizer step and zero_grad."""
         t = self.step
+        if t == 0:
+            self._create_act_grams()
         for (name, p), d in zip(self.named, self.sets):
             rows, cols = d["rows"], d["cols"]
             if p.grad is None:
                 grad = np.zeros((rows, cols), dtype=d["store"])
             else:
-                grad = self._host(p.grad, rows, cols, d["store"])
+                g = p.grad.to_dense() if p.grad.is_sparse else p.grad  # nn.Embedding(sparse=True)
+                grad = self._host(g, rows, cols, d["store"])
             self._append(d["grad"], t, grad)
             if self.record_values:
                 self._append(d["value"], t, self._host(p.detach(), rows, cols, d["store"]))
         for i, acc in self.grams.items():
             cols = self.sets[i]["cols"]
-            if acc[0] is None:  # the layer did not run this step
+            if acc[0] is None:  # the layer ran at step 0 but not in this step
                 gram = np.zeros((cols, cols), dtype=np.float32)
             else:
                 gram = (acc[0] / max(acc[1], 1)).cpu().numpy().astype(np.float32)
@@ -162,9 +188,18 @@ class GradientRecorder:
         self._append(self.loss, t, float(loss.item() if hasattr(loss, "item") else loss))
         # Data first, then the count that makes the step visible (docs/replay-format.md).
         self.f.flush()
-        self.f.attrs["completed_steps"] = np.int64(t + 1)
+        # modify() writes the attribute in place; assigning f.attrs[...] would make h5py create
+        # a temporary attribute, delete the old one and rename: a crash in between would leave
+        # a file without completed_steps, which no reader opens.
+        self.f.attrs.modify("completed_steps", np.int64(t + 1))
         self.f.flush()
         self.step = t + 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def close(self):
         for h in self.hooks:
