@@ -2,9 +2,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """Records a PyTorch training run for schatten-replay (format: docs/replay-format.md, schema 1).
 
-NOT RUN BY THE TEST SUITE: PyTorch is not installed on the CI machine, so this script has been
-checked by reading only. The file layout it writes is the one tests/io/h5py_recording.py writes
-with h5py and the C++ reader's tests accept (same attributes, dtypes, chunking).
+Needs PyTorch >= 2.0 (forward pre-hooks with keyword arguments), numpy and h5py. Not run by the
+test suite (the CI machine has no torch). Run on 2026-11-28 with torch 2.15.0+cu132 (CPU), h5py
+3.7.0, numpy 1.24.2: the demo below, and bench/compare_torch_replay.py, which records an MLP and
+a one-layer transformer (embeddings, attention, LayerNorms, biases) trained with SGD and AdamW,
+replays each recording with schatten-replay and finds the replayed parameters equal to
+PyTorch's (bit for bit where the optimizer's arithmetic is the same; docs/benchmarks/
+cpu-replay.md, "PyTorch recordings"); schatten::io::check_recording accepted every recording.
+A recorder killed without closing the file leaves every completed step readable.
 
 Use in a training loop:
 
@@ -34,7 +39,7 @@ again, so if training dies every completed step stays readable. Parameters witho
 this step (unused) are recorded as zeros. Gradients are stored as float32 unless they are
 float16 or float64 (kept as is); bfloat16 is stored as float32 (exact) with dtype "bfloat16".
 
-Demo (needs torch): python3 bench/record_torch.py --demo OUT.h5 [--steps 50]
+Demo (needs torch): python3 bench/record_torch.py --demo OUT.h5 [--steps 50]  (a few seconds)
 trains a small MLP on random data and records it.
 """
 import argparse
