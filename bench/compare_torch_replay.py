@@ -22,9 +22,9 @@ max |diff| / max |param| per parameter, and must stay below --tol (default 1e-5)
 not bit-identical (measured with torch 2.15.0, docs/benchmarks/cpu-replay.md): torch's SGD step
 p.add_(g, alpha=-lr) is one fused multiply-add, schatten rounds -lr*g first (<= 1 ulp per
 step); torch's AdamW rounds the parameter twice per step (decay, then addcdiv), its float32
-sqrt is not correctly rounded, and it uses 1 - beta2 computed in double (0.001), where
-schatten's kernel computes 1.0f - float(beta2) = 0.00099998713 (most of the difference: with
-torch's constant the open-loop gap drops from 6.9e-6 to 1.1e-6 on the transformer). Then the
+sqrt is not correctly rounded (schatten's kernel, like torch, takes 1 - beta in double, then
+rounds it to float; until 2026-11-28 it computed 1.0f - float(beta2) = 0.00099998713, which was
+most of the difference). Then the
 transformer recording is replayed through muon and schatten_muon, and the outputs are checked:
 every table finite where the format says it is defined, descent potential finite exactly for
 the parameters that have act_gram.
@@ -92,8 +92,8 @@ class MirrorAdamW:
     (include/schatten/optim/transforms.hpp, src/optim/kernels.cpp):
       m = b1 m + (1 - b1) g;  v = b2 v + ((1 - b2) g) g
       u = -lr ((m inv_c1) / (sqrt(v) inv_sqrt_c2 + eps) + wd w);  w = w + u
-    with b1, b2, eps, wd, -lr rounded to float, the bias corrections computed in double and a
-    correctly rounded square root."""
+    with b1, b2, 1 - b1, 1 - b2 (computed in double), eps, wd, -lr rounded to float, the bias
+    corrections computed in double and a correctly rounded square root."""
 
     def __init__(self, params):
         self.params = list(params)
@@ -102,7 +102,7 @@ class MirrorAdamW:
         self.t = 0
         f = np.float32
         self.b1, self.b2 = f(B1), f(B2)
-        self.c1, self.c2 = f(1) - self.b1, f(1) - self.b2  # float arithmetic, as 1.0f - b1
+        self.c1, self.c2 = f(1.0 - B1), f(1.0 - B2)  # 1 - beta in double, then float
         self.eps, self.wd, self.neg_lr = f(EPS), f(WD), f(-LR)
 
     @torch.no_grad()

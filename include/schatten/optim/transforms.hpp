@@ -130,7 +130,9 @@ struct TraceMomentum {
 
 /// Adam's bias-corrected moments (Kingma & Ba; PyTorch's Adam/AdamW): m ← β₁ m + (1 − β₁) g,
 /// v ← β₂ v + (1 − β₂) g², output m̂ / (√v̂ + ε) with m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ), t the
-/// 1-based step. Bias corrections are computed in double once per step.
+/// 1-based step. Bias corrections are computed in double once per step, and so are the weights
+/// 1 − β (then rounded to float, as PyTorch's Python-float `1 - beta`): 1.0f − float(0.999) would
+/// be 0.00099998713, 1.3e-5 off 1 − β₂ (docs/benchmarks/cpu-replay.md, "PyTorch recordings").
 struct ScaleByAdam {
   static constexpr const char* name = "scale_by_adam";
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;
@@ -156,10 +158,11 @@ struct ScaleByAdam {
             static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(b2, double(t))))};
   }
   /// One element, PyTorch's order of operations: m, v updated; out = (m/c1) / (√v/√c2 + ε).
-  static float step(float g, float& m, float& v, float b1, float b2, float inv_c1, float inv_sqrt_c2,
-                    float eps) {
-    m = b1 * m + (1.0f - b1) * g;
-    v = b2 * v + (1.0f - b2) * g * g;
+  /// w1 = float(1 − β₁) and w2 = float(1 − β₂), the complements computed in double.
+  static float step(float g, float& m, float& v, float b1, float w1, float b2, float w2, float inv_c1,
+                    float inv_sqrt_c2, float eps) {
+    m = b1 * m + w1 * g;
+    v = b2 * v + w2 * g * g;
     return (m * inv_c1) / (std::sqrt(v) * inv_sqrt_c2 + eps);
   }
   Status update(Block u, State& s, ConstBlock) const {
@@ -167,9 +170,10 @@ struct ScaleByAdam {
     const std::int64_t t = s.count + 1;
     const auto [inv_c1, inv_sqrt_c2] = bias_corrections(b1, b2, t);
     float *m = s.mu.data(), *v = s.nu.data(), *x = u.data;
-    const float fb1 = float(b1), fb2 = float(b2), feps = float(eps);
+    const float fb1 = float(b1), fb2 = float(b2), w1 = float(1.0 - b1), w2 = float(1.0 - b2),
+                feps = float(eps);
     for (index_t k = 0, n = u.size(); k < n; ++k)
-      x[k] = step(x[k], m[k], v[k], fb1, fb2, inv_c1, inv_sqrt_c2, feps);
+      x[k] = step(x[k], m[k], v[k], fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps);
     s.count = t;
     return Status::ok;
   }
@@ -185,7 +189,7 @@ struct ScaleByAdam {
 namespace detail {
 /// Scalars of one fused AdamW pass.
 struct AdamWScalars {
-  float b1, b2, inv_c1, inv_sqrt_c2, eps, weight_decay, neg_lr;
+  float b1, w1, b2, w2, inv_c1, inv_sqrt_c2, eps, weight_decay, neg_lr;  ///< w = float(1 − β) (double)
 };
 /// x[k] ← neg_lr·(ScaleByAdam::step(x[k], m[k], v[k], …) + λ w[k]) for k < n. Compiled in the
 /// library (src/optim/kernels.cpp) with errno-free square roots so that it vectorises whatever
@@ -208,9 +212,10 @@ struct AdamWUpdate {
     if (!ScaleByAdam::sized(s, u) || p.size() != u.size()) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
     const auto [inv_c1, inv_sqrt_c2] = ScaleByAdam::bias_corrections(b1, b2, t);
-    const float fb1 = float(b1), fb2 = float(b2), feps = float(eps), wd = float(weight_decay);
+    const float feps = float(eps), wd = float(weight_decay);
     detail::adamw_kernel(u.data, s.mu.data(), s.nu.data(), p.data, u.size(),
-                         {fb1, fb2, inv_c1, inv_sqrt_c2, feps, wd, static_cast<float>(-lr(s.count))});
+                         {float(b1), float(1.0 - b1), float(b2), float(1.0 - b2), inv_c1, inv_sqrt_c2, feps,
+                          wd, static_cast<float>(-lr(s.count))});
     s.count = t;
     return Status::ok;
   }
