@@ -8,7 +8,8 @@
 /// type, alpha/beta and the accumulation in fp32 (CUBLAS_COMPUTE_32F): the result is rounded to
 /// 16 bits once per GEMM. Tensor cores are used by cuBLAS where the shapes allow.
 /// CUDA, fp32/fp64: SYRK (cublasSsyrk/Dsyrk) for the symmetric products X Xᵀ and A² of the polar
-/// iterations (compat.hpp syrk_lower); untested, no CUDA build was available when it was written.
+/// iterations (compat.hpp syrk_lower); compiled with nvcc 13.0 against Kokkos 4.6.01 (commit
+/// 37630f3, docs/benchmarks/gpu-h200-first-cuda-build.md), not yet run on a GPU.
 /// HIP (rocblas_gemm_ex, rocblas_ssyrk) would go here as well; it is not written yet (issue #7).
 #pragma once
 
@@ -90,7 +91,8 @@ void gemm_lowp(const Kokkos::Cuda& space, const char* trans_a, const char* trans
 }
 
 /// Lower triangle of C = alpha op(A) op(A)ᵀ + beta C (cublasSsyrk / cublasDsyrk), column-major,
-/// enqueued on `space`'s stream. UNTESTED: written without a CUDA Kokkos to compile against.
+/// enqueued on `space`'s stream. The argument order is BLAS's ?syrk (host_blas.cpp), fed the same
+/// values by compat.hpp syrk_lower. Compiled with nvcc, not yet run on a GPU.
 template <class T>
 void syrk_lower(const Kokkos::Cuda& space, bool no_trans, int n, int k, T alpha, const T* a, int lda, T beta,
                 T* c, int ldc) {
