@@ -15,7 +15,9 @@
 ///   orth_rms   ‖QQᵀ − I‖_F / √k;   polar_rms   ‖Q − UVᵀ‖_F / √k  (exact factor)
 ///   pred_rms   what exact arithmetic predicts for polar_rms (the schedule's scalar map; 0 for QDWH)
 /// spectral_power/<alpha>/<precision>/<shape> times spectral_power() (α = 0.5, 0.25, −0.5):
-///   GFLOP/s, rel_err = ‖out − UΣ^αVᵀ‖_F/‖UΣ^αVᵀ‖_F, poles, qdwh_its.
+///   GFLOP/s, rel_err = ‖out − UΣ^αVᵀ‖_F/‖UΣ^αVᵀ‖_F, poles, qdwh_its;
+/// spectral_power_poly{5,8}/... the polynomial method with 5 or 8 steps (α ≥ 0): GFLOP/s,
+///   rel_err, band (the schedule's worst relative error on [1e-3, 1]).
 /// qdwh_floor/double/1024x1024/kappa=1e16: QDWH on a geometric spectrum of condition 1e16, the
 ///   target of issue #3: per_iter_ms, floor_per_iter_ms, x_floor, iterations, qr_iterations and
 ///   householder_qr_ms, a Householder QR (LAPACK) of the stacked 2k × k matrix of one QR step.
@@ -89,12 +91,16 @@ void bm_polar(benchmark::State& st, Shape shape, Method method) {
 }
 
 template <class T>
-void bm_spectral_power(benchmark::State& st, Shape shape, double alpha) {
+void bm_spectral_power(benchmark::State& st, Shape shape, double alpha, int polynomial_steps) {
   const Problem& p = problem(shape);
   const index_t r = shape.rows, c = shape.cols;
   DeviceCopy<T> d(p.a, r, c);
   SpectralPowerOptions o;
   o.alpha = alpha;
+  if (polynomial_steps > 0) {
+    o.method = SpectralPowerMethod::polynomial;
+    o.polynomial_steps = polynomial_steps;
+  }
   Workspace ws;
   double per_call = 0.0;
   const SpectralPowerReport rep = time_calls(
@@ -108,11 +114,19 @@ void bm_spectral_power(benchmark::State& st, Shape shape, double alpha) {
     num += e * e;
     den += exact[i] * exact[i];
   }
+  st.counters["rel_err"] = std::sqrt(num / den);
+  if (polynomial_steps > 0) {  // Newton–Schulz with the fitted schedule: polar()'s flops
+    PolarOptions no;
+    no.method = PolarMethod::newton_schulz;
+    no.iterations = polynomial_steps;
+    st.counters["GFLOP/s"] = polar_flops(r, c, no) / per_call / 1e9;
+    st.counters["band"] = rep.fit_error;  // worst |f/x^α − 1| on [1e-3, 1] of the schedule
+    return;
+  }
   PolarOptions qo;
   qo.method = PolarMethod::qdwh;
   qo.qdwh = o.qdwh;
   st.counters["GFLOP/s"] = spectral_power_flops(r, c, executed_ops<T>(p, qo), rep.poles) / per_call / 1e9;
-  st.counters["rel_err"] = std::sqrt(num / den);
   st.counters["poles"] = rep.poles;
   st.counters["qdwh_its"] = rep.qdwh_iterations;
 }
@@ -183,15 +197,18 @@ void register_all() {
     }
   }
   for (const Shape& s : {Shape{768, 768}, Shape{768, 3072}, Shape{1024, 1024}})
-    for (double alpha : {0.5, 0.25, -0.5}) {
-      char a[32];
-      std::snprintf(a, sizeof a, "alpha=%g", alpha);
-      const std::string name =
-          std::string("spectral_power/") + a + "/" + precision_name<T>() + "/" + s.name();
-      benchmark::RegisterBenchmark(name.c_str(), bm_spectral_power<T>, s, alpha)
-          ->UseManualTime()
-          ->Unit(benchmark::kMillisecond);
-    }
+    for (double alpha : {0.5, 0.25, -0.5})
+      for (int steps : {0, 5, 8}) {
+        if (steps > 0 && alpha < 0) continue;  // the polynomial method covers 0 ≤ α ≤ 1
+        char a[32];
+        std::snprintf(a, sizeof a, "alpha=%g", alpha);
+        const std::string method =
+            steps == 0 ? "spectral_power/" : "spectral_power_poly" + std::to_string(steps) + "/";
+        const std::string name = method + a + "/" + precision_name<T>() + "/" + s.name();
+        benchmark::RegisterBenchmark(name.c_str(), bm_spectral_power<T>, s, alpha, steps)
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond);
+      }
   for (const auto& [m, n, k] : gemms) {
     const std::string name = std::string("gemm/") + precision_name<T>() + "/" + std::to_string(m) + "x" +
                              std::to_string(n) + "x" + std::to_string(k);

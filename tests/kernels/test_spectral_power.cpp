@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "schatten/kernels/spectral_power.hpp"
@@ -29,6 +30,18 @@ double eval_rational(const RationalPower& r, double x) {
     s += r.alpha > 0 ? r.weights[j] * x / (x + r.poles[j]) : r.weights[j] / (x + r.poles[j]);
   return r.alpha > 0 ? s : s * x / (x + r.floor);
 }
+
+/// The composite of the schedule's odd quintics at x, written from the formula
+/// x ← x(a + b x² + c x⁴) (not CoefficientSchedule::apply).
+double composite(const CoefficientSchedule& s, double x) {
+  for (const OddQuintic& q : s.steps)
+    x = x * (q.a + x * x * (q.b + x * x * q.c));
+  return x;
+}
+
+/// The documented log-error bands of polynomial_power_schedule (docs/kernels/spectral_power.md),
+/// rounding of α to the table's 0.01 grid included.
+double power_band(int steps) { return steps == 5 ? 0.42 : steps == 6 ? 0.26 : 0.12; }
 
 struct Factored {
   Eigen::MatrixXd a, u, v;
@@ -248,5 +261,175 @@ TEST_SUITE("kernels.spectral_power") {
     double n = 0;
     CHECK(schatten_norm(MatrixRef<const T>(a.data(), r, c), 0.0, &n) == Status::invalid_argument);
     CHECK(schatten_norm(MatrixRef<const T>(a.data(), r, c), -1.0, &n) == Status::invalid_argument);
+  }
+  TEST_CASE("polynomial power schedules stay within their documented bands for every alpha") {
+    for (int steps : {5, 6, 8}) {
+      double worst_all = 0.0;
+      for (int ia = 0; ia <= 400; ++ia) {
+        const double alpha = ia / 400.0;  // a 0.0025 grid: between and on the table's nodes
+        CAPTURE(steps);
+        CAPTURE(alpha);
+        PowerSchedule ps;
+        REQUIRE(polynomial_power_schedule(alpha, steps, ps) == Status::ok);
+        REQUIRE(ps.schedule.steps.size() == static_cast<std::size_t>(steps));
+        CHECK(ps.schedule.tail == ScheduleTail::error);
+        CHECK(ps.schedule.normalization.kind == Normalization::Kind::frobenius);
+        CHECK(ps.schedule.normalization.safety == 1.0);
+        CHECK(ps.relative_error() == doctest::Approx(std::expm1(ps.log_error)));
+        // On a grid of its own (10007 points, not the 4000 of the measurement), the composite
+        // stays within the band, and the reported error matches what we see to 1e-2.
+        double worst = 0.0;
+        for (int i = 0; i <= 10006; ++i) {
+          const double x = std::pow(1e-3, 1.0 - i / 10006.0);
+          const double f = composite(ps.schedule, x);
+          REQUIRE(f > 0.0);
+          worst = std::max(worst, std::fabs(std::log(f) - alpha * std::log(x)));
+        }
+        CHECK(worst <= power_band(steps));
+        CHECK(worst == doctest::Approx(ps.log_error).epsilon(1e-2));
+        worst_all = std::max(worst_all, worst);
+        // Below the fitted interval the map is linear with slope ∏a_t: tiny singular values are
+        // rolled off, never amplified like x^α, and never change sign.
+        double slope = 1.0;
+        for (const OddQuintic& q : ps.schedule.steps)
+          slope *= q.a;
+        CHECK(slope > 0.0);
+        for (double x : {1e-6, 1e-9, 1e-12})
+          CHECK(composite(ps.schedule, x) == doctest::Approx(slope * x).epsilon(1e-4));
+        // Nowhere on [0, 1] does the map leave [0, 2]: no sign flips, no blow-up.
+        for (int i = 0; i <= 2000; ++i) {
+          const double f = composite(ps.schedule, i / 2000.0);
+          CHECK(f >= 0.0);
+          CHECK(f <= 2.0);
+        }
+        // Safe in low precision: the fit bounds every coefficient by 30 and every intermediate
+        // image on [0, 1] by 3 (fit_power_schedules.py, on 301 points of [0, 1]; 5 % slack for
+        // this denser grid).
+        double biggest_coef = 0.0, biggest_image = 0.0;
+        for (const OddQuintic& q : ps.schedule.steps)
+          biggest_coef = std::max({biggest_coef, std::fabs(q.a), std::fabs(q.b), std::fabs(q.c)});
+        for (int i = 0; i <= 2000; ++i) {
+          double y = i / 2000.0;
+          for (const OddQuintic& q : ps.schedule.steps) {
+            y = y * (q.a + y * y * (q.b + y * y * q.c));
+            biggest_image = std::max(biggest_image, std::fabs(y));
+          }
+        }
+        CHECK(biggest_coef <= 30.0);
+        CHECK(biggest_image <= 3 * 1.05);
+      }
+      MESSAGE("steps " << steps << ": worst log error over alpha " << worst_all);
+    }
+    PowerSchedule ps;
+    CHECK(polynomial_power_schedule(-0.1, 5, ps) == Status::invalid_argument);
+    CHECK(polynomial_power_schedule(1.01, 5, ps) == Status::invalid_argument);
+    CHECK(polynomial_power_schedule(std::nan(""), 5, ps) == Status::invalid_argument);
+    CHECK(polynomial_power_schedule(0.5, 4, ps) == Status::invalid_argument);
+    CHECK(polynomial_power_schedule(0.5, 7, ps) == Status::invalid_argument);
+    // α = 1 is the identity, exactly.
+    REQUIRE(polynomial_power_schedule(1.0, 5, ps) == Status::ok);
+    CHECK(ps.log_error <= 1e-12);  // log(exp(x)) rounding only
+  }
+
+  TEST_CASE_TEMPLATE("spectral_power polynomial method keeps the singular vectors and follows its schedule",
+                     T, float, double) {
+    // Prescribed spectra in [1e-2, 1]·3.7 (so σ/‖A‖_F ≥ 1e-3, inside the fitted interval). The
+    // output's singular directions are compared with (1) the exact image ν^α f(σ_i/ν) of the
+    // schedule in double — the kernel's own error, rounding only — and (2) σ_i^α, within the
+    // schedule's band. Rounding: the composite amplifies the iteration's rounding by at most its
+    // slope product (∏a_t ≲ 200 here) at the small singular values, so float allows 2e-2 per
+    // direction on the image (measured ≤ 4e-3) and double 1e-8.
+    const double tol = sizeof(T) == 4 ? 2e-2 : 1e-8;
+    for (int steps : {5, 8}) {
+      for (double alpha : {0.9, 0.5, 1.0 / 3.0, 0.1}) {
+        for (const auto& shape : {std::pair<index_t, index_t>{80, 120}, {150, 64}}) {
+          const index_t r = shape.first, c = shape.second;
+          CAPTURE(steps);
+          CAPTURE(alpha);
+          CAPTURE(r);
+          const index_t k = std::min(r, c);
+          const std::vector<double> sigma = geometric(k, 1e-2, 3.7);
+          const std::uint64_t seed =
+              case_seed("polynomial_power", static_cast<std::uint64_t>(r + 1000 * steps + 1e5 * alpha));
+          CAPTURE(seed);
+          const Factored f = factored(r, c, sigma, seed);
+          const Eigen::MatrixXd a = rounded<T>(f.a);
+          SpectralPowerOptions o;
+          o.alpha = alpha;
+          o.method = SpectralPowerMethod::polynomial;
+          o.polynomial_steps = steps;
+          SpectralPowerReport rep;
+          const Eigen::MatrixXd out = run_power<T>(a, o, &rep);
+          PowerSchedule ps;
+          REQUIRE(polynomial_power_schedule(alpha, steps, ps) == Status::ok);
+          CHECK(rep.polynomial_steps == steps);
+          CHECK(rep.qdwh_iterations == 0);
+          CHECK(rep.fit_error == ps.relative_error());
+          const double nu = a.norm();
+          const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
+          Eigen::MatrixXd image = Eigen::MatrixXd::Zero(k, k);
+          double worst_image = 0.0, worst_band = 0.0;
+          for (index_t i = 0; i < k; ++i) {
+            const double s = sigma[static_cast<std::size_t>(i)];
+            image(i, i) = std::pow(nu, alpha) * composite(ps.schedule, s / nu);
+            worst_image = std::max(worst_image, std::fabs(d(i, i) / image(i, i) - 1.0));
+            worst_band = std::max(worst_band, std::fabs(std::log(d(i, i) / std::pow(s, alpha))));
+          }
+          CHECK(worst_image <= tol);
+          CHECK((d - image).norm() / image.norm() <= tol);
+          CHECK(worst_band <= ps.log_error + 2 * tol);
+        }
+      }
+    }
+  }
+
+  TEST_CASE("spectral_power polynomial method: special exponents and refusals and batches") {
+    const index_t r = 12, c = 9;
+    const Factored f = factored(r, c, geometric(9, 1e-2, 2.0), case_seed("polynomial_special"));
+    SpectralPowerOptions o;
+    o.method = SpectralPowerMethod::polynomial;
+    o.alpha = 1.0;
+    SpectralPowerReport rep;
+    CHECK(run_power<double>(f.a, o, &rep) == f.a);  // α = 1: a validated copy
+    o.alpha = 0.0;  // the α = 0 row: an approximate polar factor within the band
+    const Eigen::MatrixXd q = run_power<double>(f.a, o, &rep);
+    const Eigen::MatrixXd d = f.u.transpose() * q * f.v;
+    for (index_t i = 0; i < 9; ++i)
+      CHECK(std::fabs(std::log(d(i, i))) <= std::log1p(rep.fit_error) + 1e-12);
+    std::vector<float> a(2 * r * c, 0.5f), out(a.size(), -5.0f);
+    for (double alpha : {-0.5, 1.5}) {
+      o.alpha = alpha;
+      const SpectralPowerReport b =
+          spectral_power(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), o);
+      CHECK(b.status == Status::invalid_argument);
+      CHECK(std::string(b.message).size() > 0);
+    }
+    o.alpha = 0.5;
+    for (int steps : {0, 4, 7, 9}) {
+      o.polynomial_steps = steps;
+      CHECK(spectral_power(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), o)
+                .status == Status::invalid_argument);
+    }
+    o.polynomial_steps = 5;
+    a[r * c + 3] = std::numeric_limits<float>::quiet_NaN();
+    rep = spectral_power(BatchedMatrixRef<const float>(a.data(), 2, r, c),
+                         BatchedMatrixRef<float>(out.data(), 2, r, c), o);
+    CHECK(rep.status == Status::non_finite_input);
+    CHECK(rep.bad_item == 1);
+    for (float x : out)
+      CHECK(x == -5.0f);
+    // Zero matrix → zero; a batch equals separate calls bit for bit.
+    std::vector<double> z(2 * r * c, 0.0), zo(z.size(), 1.0);
+    const std::vector<double> m = to_row_major<double>(f.a);
+    std::copy(m.begin(), m.end(), z.begin() + r * c);
+    REQUIRE(spectral_power(BatchedMatrixRef<const double>(z.data(), 2, r, c),
+                           BatchedMatrixRef<double>(zo.data(), 2, r, c), o)
+                .status == Status::ok);
+    for (index_t i = 0; i < r * c; ++i)
+      CHECK(zo[static_cast<std::size_t>(i)] == 0.0);
+    std::vector<double> one(static_cast<std::size_t>(r * c));
+    REQUIRE(spectral_power(MatrixRef<const double>(m.data(), r, c), MatrixRef<double>(one.data(), r, c), o)
+                .status == Status::ok);
+    CHECK(std::equal(one.begin(), one.end(), zo.begin() + r * c));
   }
 }

@@ -16,8 +16,8 @@ using Out = Strided3<T, DefaultMem>;
 using Ws = Workspace<DefaultMem>;
 
 #define SCHATTEN_INSTANTIATE(TIN, TC)                                                                     \
-  template PolarReport polar_strided<DefaultExec, TIN, TC>(const DefaultExec&, const In<TIN>&,            \
-                                                           const Out<TIN>&, const PolarOptions&, Ws&);    \
+  template PolarReport polar_strided<DefaultExec, TIN, TC>(                                               \
+      const DefaultExec&, const In<TIN>&, const Out<TIN>&, const PolarOptions&, Ws&, double);             \
   template QdwhReport qdwh_strided<DefaultExec, TIN, TC>(                                                 \
       const DefaultExec&, const In<TIN>&, const Out<TIN>&, const Out<TIN>&, const QdwhOptions&, Ws&);     \
   template SpectralPowerReport spectral_power_strided<DefaultExec, TIN, TC>(                              \

@@ -19,6 +19,7 @@
 #include "schatten/core/status.hpp"
 #include "schatten/core/types.hpp"
 #include "schatten/core/workspace.hpp"
+#include "schatten/kernels/coefficients.hpp"
 #include "schatten/kernels/qdwh.hpp"
 
 namespace schatten {
@@ -53,10 +54,53 @@ struct RationalPower {
 /// 1e-8 ≤ tolerance ≤ 0.1; not_converged if 24 poles are not enough (out is then the best fit).
 Status rational_power_approximation(double alpha, double floor, double tolerance, RationalPower& out);
 
+/// A Newton–Schulz coefficient schedule whose composite scalar map approximates x^α
+/// (docs/kernels/spectral_power.md, "Polynomial method"): with Frobenius normalisation
+/// x = σ/‖A‖_F ∈ (0, 1], the T odd quintics p_{T−1} ∘ … ∘ p_0 give f(x) with
+///   e^{−log_error} ≤ f(x)/x^α ≤ e^{log_error}   for x ∈ [lower, 1],
+/// and f(x) = (∏_t a_t)·x + O(x³) below: tiny singular values are mapped linearly (rolled off,
+/// never amplified like x^α). f is not monotone between the equioscillation points. Running it
+/// costs exactly what Newton–Schulz with T steps costs (the same kernel).
+struct PowerSchedule {
+  CoefficientSchedule schedule;  ///< T rows, tail error, Frobenius normalisation (safety 1)
+  double alpha = 0.5;
+  double lower = 1e-3;            ///< the fitted interval is [lower, 1] (of σ/‖A‖_F)
+  double log_error = 0.0;         ///< max |log f(x) − α log x| on 4000 log-spaced points of [lower, 1]
+  double relative_error() const;  ///< e^{log_error} − 1: the worst |f/x^α − 1|
+};
+
+/// The schedule for x^α with T = `steps` quintic steps, T ∈ {5, 6, 8}, α ∈ [0, 1]: the rows of
+/// the nearest tabulated exponent α_j ∈ {0, 0.01, …, 1}, fitted offline by
+/// src/kernels/fit_power_schedules.py (minimax in log x^α on [1e-3, 1], continuation from the
+/// identity at α = 1 and back from α = 0). log_error is measured against the requested α, so it
+/// includes |α − α_j|·ln 1000 ≤ 0.035 from the rounding. [P] library choice (algorithms.md §4a.3
+/// asks for minimax-polynomial kernels). Bands (tests/kernels/test_spectral_power.cpp checks them
+/// on a 0.0025 grid of α): see docs/kernels/spectral_power.md; for comparison Muon's own NS5
+/// (Keller Jordan) maps [1e-3, 1] into [0.47, 1.20], log error 0.47 about its best constant.
+/// Returns invalid_argument for other α or T. Deterministic; cheap (the error is measured on
+/// 4000 points once per (α, T), then cached).
+Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out);
+
+/// How spectral_power() computes U g(Σ) Vᵀ.
+enum class SpectralPowerMethod {
+  rational,   ///< QDWH + rational function (see the file comment): relative error ≤ tolerance
+  polynomial  ///< Newton–Schulz with polynomial_power_schedule(α, polynomial_steps): the cost of
+              ///< NS with that many steps, error within the schedule's band, 0 ≤ α ≤ 1 only
+};
+
 /// Options of spectral_power(). Every field has a default.
 struct SpectralPowerOptions {
   /// The exponent α ∈ [−1, 1]: 1 returns A, 0 the polar factor (QDWH), α < 0 the inverted spectrum.
   double alpha = 0.5;
+  /// rational (accurate, default) or polynomial (cheap, 0 ≤ α ≤ 1; floor, tolerance and qdwh
+  /// are then unused).
+  SpectralPowerMethod method = SpectralPowerMethod::rational;
+  /// polynomial: quintic steps T ∈ {5, 6, 8} (5 costs one Muon NS5 orthogonalisation).
+  int polynomial_steps = 5;
+  /// polynomial: the iteration precision and SYRK use, as PolarOptions::compute and
+  /// PolarOptions::symmetric_gram (bf16/fp16 on CUDA builds).
+  Precision polynomial_compute = Precision::automatic;
+  bool symmetric_gram = true;
   /// φ/‖A‖₂ (0 < floor < 1): singular values below φ = floor·‖A‖₂ are rolled off towards zero
   /// instead of being raised to α (never amplified into noise): there g(σ) ≤ 20·σ·φ^{α−1}, and
   /// zero singular values give zero. Above φ the output is within `tolerance` of σ^α (relative),
@@ -73,9 +117,10 @@ struct SpectralPowerOptions {
 struct SpectralPowerReport {
   Status status = Status::ok;
   const char* message = "";
-  int qdwh_iterations = 0;  ///< largest over the batch
-  int poles = 0;            ///< shifted solves per matrix (0 for α ∈ {0, 1}; the filter adds one)
-  double fit_error = 0.0;   ///< of the rational approximation
+  int qdwh_iterations = 0;   ///< largest over the batch
+  int poles = 0;             ///< shifted solves per matrix (0 for α ∈ {0, 1}; the filter adds one)
+  double fit_error = 0.0;    ///< of the rational approximation, or the polynomial's relative_error()
+  int polynomial_steps = 0;  ///< Newton–Schulz steps of the polynomial method (0: rational)
   index_t bad_item = -1;
   explicit operator bool() const noexcept { return status == Status::ok; }
 };
@@ -87,6 +132,12 @@ struct SpectralPowerReport {
 /// U_p g(H). Accuracy (tests/kernels/test_spectral_power.cpp): relative error of every output
 /// singular value ≤ 1e-2 in float for σ/σ_max ∈ [1e-3, 1] and α ∈ {0.75, 0.5, 0.25, 0.1,
 /// −1/3, −1/2} (measured: ≤ 1.2e-3 at 80×120, 150×64 and 512²). Determinism: as polar(). Synchronous.
+///
+/// method polynomial: out = ν^α · U f(Σ/ν) Vᵀ with ν = ‖A‖_F and f the schedule of
+/// polynomial_power_schedule(α, polynomial_steps), run by the Newton–Schulz kernel (polar()'s
+/// cost for T steps, 3 GEMMs per step, plus one scaling pass folded into the store). Every output
+/// singular value is σ^α·e^{±log_error} for σ ∈ [1e-3·ν, ν]; below, f is linear (roll-off). α = 1
+/// returns A, α = 0 the schedule's polar approximation (not QDWH). α < 0 → invalid_argument.
 SpectralPowerReport spectral_power(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> out,
                                    const SpectralPowerOptions& options = {}, Workspace* workspace = nullptr);
 SpectralPowerReport spectral_power(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> out,

@@ -145,7 +145,7 @@ using Ws = Workspace<Mem>;
   namespace schatten::kokkos::detail {                                                                    \
   extern template PolarReport polar_strided<extern_templates::Exec, TIN, TC>(                             \
       const extern_templates::Exec&, const extern_templates::In<TIN>&, const extern_templates::Out<TIN>&, \
-      const PolarOptions&, extern_templates::Ws&);                                                        \
+      const PolarOptions&, extern_templates::Ws&, double);                                                \
   extern template QdwhReport qdwh_strided<extern_templates::Exec, TIN, TC>(                               \
       const extern_templates::Exec&, const extern_templates::In<TIN>&, const extern_templates::Out<TIN>&, \
       const extern_templates::Out<TIN>&, const QdwhOptions&, extern_templates::Ws&);                      \

@@ -32,13 +32,40 @@ QdwhReport qdwh_dispatch(const Exec& space, const Strided3<const TIn, typename E
   return qdwh_failure(Status::unsupported, kUnsupportedPrecision);
 }
 
-/// spectral_power() with QDWH's precision from options.qdwh.compute.
+template <class Exec, class TIn>
+PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
+                           const Strided3<TIn, typename Exec::memory_space>& q, const PolarOptions& options,
+                           Workspace<typename Exec::memory_space>& ws, double output_norm_power = 0.0);
+
+/// spectral_power(): the polynomial method (α ≠ 1) through polar_dispatch with the fitted
+/// schedule; otherwise the rational method with QDWH's precision from options.qdwh.compute.
 template <class Exec, class TIn>
 SpectralPowerReport spectral_power_dispatch(const Exec& space,
                                             const Strided3<const TIn, typename Exec::memory_space>& a,
                                             const Strided3<TIn, typename Exec::memory_space>& out,
                                             const SpectralPowerOptions& options,
                                             Workspace<typename Exec::memory_space>& ws) {
+  if (options.method == SpectralPowerMethod::polynomial && options.alpha != 1.0) {
+    if (const char* msg = check_spectral_power_options(options))
+      return spectral_failure(Status::invalid_argument, msg);
+    PowerSchedule ps;
+    if (polynomial_power_schedule(options.alpha, options.polynomial_steps, ps) != Status::ok)
+      return spectral_failure(Status::invalid_argument, "no polynomial schedule for these options");
+    PolarOptions po;
+    po.method = PolarMethod::newton_schulz;
+    po.schedule = std::move(ps.schedule);
+    po.iterations = options.polynomial_steps;
+    po.compute = options.polynomial_compute;
+    po.symmetric_gram = options.symmetric_gram;
+    const PolarReport pr = polar_dispatch<Exec, TIn>(space, a, out, po, ws, options.alpha);
+    SpectralPowerReport r;
+    r.status = pr.status;
+    r.message = pr.message;
+    r.bad_item = pr.bad_item;
+    r.fit_error = ps.relative_error();
+    r.polynomial_steps = options.polynomial_steps;
+    return r;
+  }
   switch (options.qdwh.compute) {
     case Precision::automatic:
       return spectral_power_strided<Exec, TIn, TIn>(space, a, out, options, ws);
@@ -72,11 +99,12 @@ Status schatten_norm_dispatch(const Exec& space, const Strided3<const TIn, typen
   return Status::unsupported;
 }
 
-/// polar(): QDWH, or the Newton–Schulz family in the precision from options.compute.
+/// polar(): QDWH, or the Newton–Schulz family in the precision from options.compute
+/// (output_norm_power: see polar_strided; ignored by QDWH).
 template <class Exec, class TIn>
 PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                            const Strided3<TIn, typename Exec::memory_space>& q, const PolarOptions& options,
-                           Workspace<typename Exec::memory_space>& ws) {
+                           Workspace<typename Exec::memory_space>& ws, double output_norm_power) {
   if (options.method == PolarMethod::qdwh) {
     if (const char* msg = check_polar_options(options)) return polar_failure(Status::invalid_argument, msg);
     QdwhOptions qo = options.qdwh;
@@ -94,11 +122,11 @@ PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename
   }
   switch (options.compute) {
     case Precision::automatic:
-      return polar_strided<Exec, TIn, TIn>(space, a, q, options, ws);
+      return polar_strided<Exec, TIn, TIn>(space, a, q, options, ws, output_norm_power);
     case Precision::fp32:
-      return polar_strided<Exec, TIn, float>(space, a, q, options, ws);
+      return polar_strided<Exec, TIn, float>(space, a, q, options, ws, output_norm_power);
     case Precision::fp64:
-      return polar_strided<Exec, TIn, double>(space, a, q, options, ws);
+      return polar_strided<Exec, TIn, double>(space, a, q, options, ws, output_norm_power);
     case Precision::bf16:
     case Precision::fp16:
 #if defined(SCHATTEN_HAVE_LOWP_GEMM)
@@ -110,8 +138,10 @@ PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename
         if (options.method == PolarMethod::gram_newton_schulz)
           return polar_failure(Status::unsupported, "gram_newton_schulz does not iterate in bf16/fp16");
         if (options.compute == Precision::bf16)
-          return polar_strided<Exec, TIn, Kokkos::Experimental::bhalf_t>(space, a, q, options, ws);
-        return polar_strided<Exec, TIn, Kokkos::Experimental::half_t>(space, a, q, options, ws);
+          return polar_strided<Exec, TIn, Kokkos::Experimental::bhalf_t>(space, a, q, options, ws,
+                                                                         output_norm_power);
+        return polar_strided<Exec, TIn, Kokkos::Experimental::half_t>(space, a, q, options, ws,
+                                                                      output_norm_power);
       }
 #endif
       break;

@@ -128,13 +128,17 @@ void load_scaled(const Exec& space, const Strided3<const TIn, Mem>& a, const dou
       });
 }
 
-/// Last pass: q[b] = W[b] (or its transpose), converted to the output type.
+/// Last pass: q[b] = W[b] (or its transpose), converted to the output type; with `factor`
+/// (device, one per matrix) q[b] = factor[b]·W[b], the product formed in double.
 template <class Exec, class TC, class TOut, class Mem>
-void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q, bool transposed) {
+void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q, bool transposed,
+           const double* factor = nullptr) {
   for_each_element(
       space, "schatten::polar::store", x.extent(0), x.extent(1), x.extent(2),
       KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
-        const TOut v = static_cast<TOut>(x(i, j, b));
+        const TOut v =
+            factor ? static_cast<TOut>(static_cast<double>(static_cast<scalar_t<TC>>(x(i, j, b))) * factor[b])
+                   : static_cast<TOut>(x(i, j, b));
         if (transposed)
           q(b, j, i) = v;
         else
@@ -334,10 +338,12 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
 
 /// The polar() contract for the Newton–Schulz family on strided batches in a memory space
 /// `Exec` can access, iterating in precision TC. See schatten::polar for the documentation.
+/// `output_norm_power` e ≠ 0 (Frobenius normalisation only) multiplies each output by ‖a[b]‖_F^e
+/// in the store pass: spectral_power()'s polynomial method returns U f(Σ/ν) Vᵀ·ν^α that way.
 template <class Exec, class TIn, class TC>
 PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                           const Strided3<TIn, typename Exec::memory_space>& q, const PolarOptions& options,
-                          Workspace<typename Exec::memory_space>& ws) {
+                          Workspace<typename Exec::memory_space>& ws, double output_norm_power = 0.0) {
   using Mem = typename Exec::memory_space;
   if (const char* msg = check_polar_options(options)) return polar_failure(Status::invalid_argument, msg);
   if (const char* msg = check_io(a, q)) return polar_failure(Status::invalid_argument, msg);
@@ -373,7 +379,18 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   if (options.compute_orthogonality_error)
     report.orthogonality_error =
         max_orthogonality_error(space, s.right, result, buf.sq[0], false, options.symmetric_gram);
-  store(space, result, q, s.w_is_transpose);
+  const double* out_factor = nullptr;
+  if (output_norm_power != 0.0 && sched.normalization.kind == Normalization::Kind::frobenius) {
+    std::vector<double> f(norms.size());
+    for (std::size_t b = 0; b < f.size(); ++b)
+      f[b] = norms[b] > 0.0 ? std::pow(norms[b], output_norm_power) : 0.0;
+    Kokkos::deep_copy(
+        space, Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(buf.factor, f.size()),
+        Kokkos::View<const double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(f.data(),
+                                                                                                f.size()));
+    out_factor = buf.factor;
+  }
+  store(space, result, q, s.w_is_transpose, out_factor);
   space.fence();
   return report;
 }

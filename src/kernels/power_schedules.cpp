@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// polynomial_power_schedule(): the tabulated Newton–Schulz schedules whose composite
+/// approximates x^α (docs/kernels/spectral_power.md, "Polynomial method"; the table comes from
+/// src/kernels/fit_power_schedules.py).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "schatten/kernels/spectral_power.hpp"
+
+namespace schatten {
+namespace {
+
+#include "power_schedule_table.inc"
+
+constexpr double kAlphaStep = 0.01;  // the table's spacing in α (fit_power_schedules.py)
+constexpr double kLower = 1e-3;      // the fitted interval [kLower, 1]
+constexpr int kCheckPoints = 4000;   // log-spaced points on which log_error is measured
+
+template <std::size_t N, std::size_t W>
+const double* row_of(const double (&table)[N][W], double alpha) {
+  const auto j = static_cast<std::size_t>(std::lround(alpha / kAlphaStep));
+  return table[std::min(j, N - 1)];
+}
+
+/// max over kCheckPoints log-spaced x ∈ [kLower, 1] of |log f(x) − α log x| (∞ if f(x) ≤ 0).
+double measure_log_error(const CoefficientSchedule& s, double alpha, int steps) {
+  double worst = 0.0;
+  const double l0 = std::log(kLower);
+  for (int i = 0; i < kCheckPoints; ++i) {
+    const double lx = l0 * (1.0 - double(i) / double(kCheckPoints - 1));
+    const double f = s.apply(std::exp(lx), steps);
+    if (!(f > 0.0)) return HUGE_VAL;
+    worst = std::max(worst, std::abs(std::log(f) - alpha * lx));
+  }
+  return worst;
+}
+
+}  // namespace
+
+double PowerSchedule::relative_error() const { return std::expm1(log_error); }
+
+Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out) {
+  if (!(alpha >= 0.0 && alpha <= 1.0)) return Status::invalid_argument;
+  const double* rows = nullptr;
+  switch (steps) {
+    case 5:
+      rows = row_of(kPowerRows5, alpha);
+      break;
+    case 6:
+      rows = row_of(kPowerRows6, alpha);
+      break;
+    case 8:
+      rows = row_of(kPowerRows8, alpha);
+      break;
+    default:
+      return Status::invalid_argument;
+  }
+  // The error measurement (4000·T polynomial evaluations) is cached: an optimizer asks for the
+  // same (α, T) every step. Bounded: cleared when it holds 4096 entries.
+  static std::mutex mutex;
+  static std::map<std::pair<double, int>, double> cache;
+  PowerSchedule r;
+  r.alpha = alpha;
+  r.lower = kLower;
+  char name[64];
+  std::snprintf(name, sizeof name, "power(alpha=%.6g, steps=%d)", alpha, steps);
+  r.schedule.name = name;
+  r.schedule.tail = ScheduleTail::error;
+  r.schedule.normalization = Normalization{};  // Frobenius, safety 1, eps 0: the fit assumes σ ≤ ‖A‖_F
+  for (int t = 0; t < steps; ++t)
+    r.schedule.steps.push_back(OddQuintic{rows[3 * t], rows[3 * t + 1], rows[3 * t + 2]});
+  const auto key = std::make_pair(alpha, steps);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto it = cache.find(key); it != cache.end()) {
+      r.log_error = it->second;
+      out = std::move(r);
+      return Status::ok;
+    }
+  }
+  r.log_error = measure_log_error(r.schedule, alpha, steps);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (cache.size() >= 4096) cache.clear();
+    cache.emplace(key, r.log_error);
+  }
+  out = std::move(r);
+  return Status::ok;
+}
+
+}  // namespace schatten
