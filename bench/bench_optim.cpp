@@ -18,7 +18,9 @@
 ///   optim/schatten_muon_step/gpt2_small/p:10   schatten_muon (fixed p) for the 48 hidden matrices,
 ///   optim/schatten_muon_step/gpt2_small/p:3    adamw for the rest: an ordinary step at the Muon
 ///                                  end (the polar factor, Keller's NS5 as in the Muon case) and
-///                                  at an interior p (spectral_power)
+///                                  at an interior p (spectral_power, the preset's polynomial
+///                                  method: 5 Newton–Schulz steps with a fitted schedule)
+///   optim/schatten_muon_step/gpt2_small/p:3/rational  the same with the accurate rational method
 ///   optim/schatten_criterion_only/gpt2_small   the criterion alone for the 48 hidden matrices
 ///                                  (randomized spectra + tail model + maximiser): the adaptive
 ///                                  machinery's cost per criterion step, to amortise over 100 steps
@@ -174,11 +176,14 @@ SchattenMuonOptions schatten_options(bool adaptive, double p) {
   return o;
 }
 
-/// An ordinary (non-criterion) schatten_muon step at a fixed p.
-void bm_schatten_step(benchmark::State& st, double p) {
+/// An ordinary (non-criterion) schatten_muon step at a fixed p, U Σ^{1/p} Vᵀ by the preset's
+/// polynomial method or (rational = true) by QDWH + a rational function.
+void bm_schatten_step(benchmark::State& st, double p, bool rational) {
   Model m(gpt2_small());
-  auto opt = partition(m.specs, propose_labels(m.specs),
-                       route("muon", schatten_muon(schatten_options(false, p))), route("adamw", adamw()));
+  SchattenMuonOptions o = schatten_options(false, p);
+  if (rational) o.spectral.method = SpectralPowerMethod::rational;
+  auto opt =
+      partition(m.specs, propose_labels(m.specs), route("muon", schatten_muon(o)), route("adamw", adamw()));
   if (!opt.init()) return st.SkipWithError("init failed");
   m.fill_gradients(2);
   opt.step(m.params(), m.grads());  // warm-up
@@ -348,10 +353,14 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small", bm_muon_step, 0)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:10", bm_schatten_step, 10.0)
+  benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:10", bm_schatten_step, 10.0, false)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:3", bm_schatten_step, 3.0)
+  benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:3", bm_schatten_step, 3.0, false)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:3/rational", bm_schatten_step, 3.0,
+                               true)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/schatten_criterion_only/gpt2_small", bm_schatten_criterion_only)

@@ -84,7 +84,9 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            criterion=exact|exact_momentum|exact_tightness (exact_momentum) p_min=1.02 p_max=10
            ema=0.99 grid=24 seed=0 moment=none|parametric|nonparametric b2=0.999 eps=1e-8
            magnitude=pinned|none adam_lr adam_b1 (default: the AdamW side's lr and b1) noisy=1
-           wd=0 polar=polar_express|qdwh|keller iterations=5; its AdamW side defaults to
+           wd=0 polar=polar_express|qdwh|keller iterations=5 spectral=polynomial|rational
+           (how U S^(1/p) V^T is computed: polynomial = Muon's NS cost, rational = QDWH
+           accuracy) spectral_steps=5|6|8 (polynomial); its AdamW side defaults to
            adamw_lr=3e-4 adamw_b1=0.9 adamw_b2=0.95 adamw_eps=1e-10 adamw_wd=0. The recorded
            act_gram of a layer is its activation Gram on criterion steps.
   da_muon  eta_max=0.02 r_eps=1e-3 momentum=0.95 nesterov=1 polar=... iterations=5
@@ -628,6 +630,11 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("adam_b1", o.adam_b1);
     k.flag("noisy", o.noisy);
     k.number("wd", o.weight_decay);
+    const int sm = k.choice("spectral", "polynomial|rational");
+    if (sm >= 0)
+      o.spectral.method = sm == 0 ? SpectralPowerMethod::polynomial : SpectralPowerMethod::rational;
+    k.integer("spectral_steps", o.spectral.polynomial_steps);
+    if (const char* bad = check_spectral_power_options(o.spectral)) k.note(bad);
     polar_rule(o.polar);
     if (const char* bad = surrogate::check_criterion_options(o.criterion)) k.note(bad);
     if (!(o.p >= 1.0)) k.note("'p' must be >= 1");

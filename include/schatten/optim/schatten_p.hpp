@@ -52,7 +52,8 @@ struct PCriterionEvent {
 ///      picks p ∈ [p_min, p_max] (kept when nothing descends); otherwise p is unchanged;
 ///   3. moment (§4a.5): v ← β₂ v + (1 − β₂) g², D = (v̂ + ε)^e with e = −1/(2(p+1)) (parametric)
 ///      or −1/4 (nonparametric), g̃ = D ⊙ ñ; none: D = 1;
-///   4. Δ = U Σ^{1/p} Vᵀ of g̃: spectral_power(α = 1/p); p ≥ p_max/1.01 → the polar factor
+///   4. Δ ≈ U Σ^{1/p} Vᵀ of g̃: spectral_power(α = 1/p) with `spectral` (the preset: the
+///      polynomial method, NS5's cost); p ≥ p_max/1.01 → the polar factor
 ///      (PolarOptions, [V] shortcut α ≤ 1.01/p_max); p = 1 → g̃ itself;
 ///   5. map-out Δ ← D ⊙ Δ;
 ///   6. magnitude pinned ([V] κ-pinning): ‖Δ‖_F = √min(r, c)·κ^{1/p}, κ = η_a ρ_a √max(r, c)/η,
@@ -60,8 +61,8 @@ struct PCriterionEvent {
 ///      rule's lr — per-entry RMS η·κ^{1/p}/√max(r,c): Muon's 1/√max(r,c) at p → ∞, Adam's
 ///      η_a ρ_a at p = 1. magnitude none: Δ as computed.
 /// The output Δ is followed by decay and −lr in the preset. State changes only after success.
-/// Cost: the momentum pass, the matrix function (spectral_power ≈ a QDWH polar + a few k³ and
-/// m k² GEMMs), and on criterion steps the spectra (surrogate::measure_spectra).
+/// Cost: the momentum pass, the matrix function (polynomial method: one NS5; rational: a QDWH
+/// polar + a few k³ and m k² GEMMs), and on criterion steps the spectra (measure_spectra).
 struct SchattenPDirection {
   static constexpr const char* name = "schatten_p_direction";
   static constexpr bool may_fail = true;
@@ -343,6 +344,9 @@ struct SchattenPDirection {
         .add("adam_lr", adam_lr)
         .add("adam_b1", adam_b1)
         .add("noisy", noisy)
+        .add("spectral_method",
+             spectral.method == SpectralPowerMethod::polynomial ? "polynomial" : "rational")
+        .add("spectral_steps", spectral.polynomial_steps)
         .add("spectral_floor", spectral.floor)
         .add("spectral_tolerance", spectral.tolerance)
         .add("polar", polar_config(polar))
@@ -373,9 +377,13 @@ struct SchattenMuonOptions {
   SchattenPDirection::Magnitude magnitude = SchattenPDirection::Magnitude::pinned;
   double adam_lr = 3e-4, adam_b1 = 0.9;
   bool noisy = true;
-  /// U Σ^{1/p} Vᵀ: floor 1e-3·‖·‖₂ ([V] SMuon's eigen_floor 1e-3: smaller singular values are
-  /// rolled off, not raised to 1/p) and QDWH's l₀ = 1e-3 (algorithms.md §3.3 [P] for gradient
-  /// matrices): 27 % faster than the kernel's defaults at 768 × 3072 (1.43 vs 1.97 s, this CPU).
+  /// U Σ^{1/p} Vᵀ. Default [P]: the polynomial method with 5 steps (spectral_power.hpp), i.e. the
+  /// cost of Muon's NS5 with singular values within e^{±0.42} of σ^{1/p} on [1e-3, 1]·‖·‖_F — the
+  /// accuracy class of Muon's own NS5 (docs/surrogate/schatten_p.md, "Cost and accuracy of the
+  /// step"). method rational gives ≤ 1e-3 relative at 2.4–3.4× the cost; its preset settings are
+  /// floor 1e-3·‖·‖₂ ([V] SMuon's eigen_floor 1e-3: smaller singular values are rolled off, not
+  /// raised to 1/p) and QDWH's l₀ = 1e-3 (algorithms.md §3.3 [P] for gradient matrices): 27 %
+  /// faster than the kernel's defaults at 768 × 3072 (1.43 vs 1.97 s, this CPU).
   SpectralPowerOptions spectral = optimizer_spectral();
   PolarOptions polar{};
   double weight_decay = 0.0;
@@ -383,6 +391,8 @@ struct SchattenMuonOptions {
 
   static SpectralPowerOptions optimizer_spectral() {
     SpectralPowerOptions o;
+    o.method = SpectralPowerMethod::polynomial;
+    o.polynomial_steps = 5;
     o.floor = 1e-3;
     o.qdwh.lower_bound = 1e-3;
     return o;
