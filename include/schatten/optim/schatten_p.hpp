@@ -380,7 +380,7 @@ struct SchattenMuonOptions {
   /// U Σ^{1/p} Vᵀ. Default [P]: the polynomial method with 5 steps (spectral_power.hpp), i.e. the
   /// cost of Muon's NS5 with singular values within e^{±0.42} of σ^{1/p} on [1e-3, 1]·‖·‖_F — the
   /// accuracy class of Muon's own NS5 (docs/surrogate/schatten_p.md, "Cost and accuracy of the
-  /// step"). method rational gives ≤ 1e-3 relative at 2.4–3.4× the cost; its preset settings are
+  /// step"). method rational gives ≤ 1e-3 relative at 2.4–3.7× the cost; its preset settings are
   /// floor 1e-3·‖·‖₂ ([V] SMuon's eigen_floor 1e-3: smaller singular values are rolled off, not
   /// raised to 1/p) and QDWH's l₀ = 1e-3 (algorithms.md §3.3 [P] for gradient matrices): 27 %
   /// faster than the kernel's defaults at 768 × 3072 (1.43 vs 1.97 s, this CPU).
