@@ -70,6 +70,23 @@ Eigen::MatrixXd run_power(const Eigen::MatrixXd& a, const SpectralPowerOptions& 
   return from_row_major(out.data(), a.rows(), a.cols());
 }
 
+/// A zero matrix gives zero, and a batch [0, a] equals the single call on a bit for bit.
+void check_zero_and_batch(const Eigen::MatrixXd& a, const SpectralPowerOptions& o) {
+  const index_t r = a.rows(), c = a.cols();
+  std::vector<double> z(static_cast<std::size_t>(2 * r * c), 0.0), zo(z.size(), 1.0);
+  const std::vector<double> m = to_row_major<double>(a);
+  std::copy(m.begin(), m.end(), z.begin() + r * c);
+  REQUIRE(spectral_power(BatchedMatrixRef<const double>(z.data(), 2, r, c),
+                         BatchedMatrixRef<double>(zo.data(), 2, r, c), o)
+              .status == Status::ok);
+  for (index_t i = 0; i < r * c; ++i)
+    CHECK(zo[static_cast<std::size_t>(i)] == 0.0);
+  std::vector<double> one(static_cast<std::size_t>(r * c));
+  REQUIRE(spectral_power(MatrixRef<const double>(m.data(), r, c), MatrixRef<double>(one.data(), r, c), o)
+              .status == Status::ok);
+  CHECK(std::equal(one.begin(), one.end(), zo.begin() + r * c));
+}
+
 }  // namespace
 
 TEST_SUITE("kernels.spectral_power") {
@@ -227,21 +244,9 @@ TEST_SUITE("kernels.spectral_power") {
     CHECK(spectral_power(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), bad)
               .status == Status::invalid_argument);
     // Zero matrix → zero; a batch equals separate calls.
-    std::vector<double> z(2 * r * c, 0.0), zo(z.size(), 1.0);
-    const Factored f = factored(r, c, geometric(9, 1e-2), case_seed("batch_power"));
-    const std::vector<double> m = to_row_major<double>(f.a);
-    std::copy(m.begin(), m.end(), z.begin() + r * c);
     SpectralPowerOptions o;
     o.alpha = -0.5;
-    REQUIRE(spectral_power(BatchedMatrixRef<const double>(z.data(), 2, r, c),
-                           BatchedMatrixRef<double>(zo.data(), 2, r, c), o)
-                .status == Status::ok);
-    for (index_t i = 0; i < r * c; ++i)
-      CHECK(zo[static_cast<std::size_t>(i)] == 0.0);
-    std::vector<double> one(static_cast<std::size_t>(r * c));
-    REQUIRE(spectral_power(MatrixRef<const double>(m.data(), r, c), MatrixRef<double>(one.data(), r, c), o)
-                .status == Status::ok);
-    CHECK(std::equal(one.begin(), one.end(), zo.begin() + r * c));
+    check_zero_and_batch(factored(r, c, geometric(9, 1e-2), case_seed("batch_power")).a, o);
   }
 
   TEST_CASE_TEMPLATE("Schatten-q norms from the identities agree with the SVD", T, float, double) {
@@ -419,17 +424,6 @@ TEST_SUITE("kernels.spectral_power") {
     for (float x : out)
       CHECK(x == -5.0f);
     // Zero matrix → zero; a batch equals separate calls bit for bit.
-    std::vector<double> z(2 * r * c, 0.0), zo(z.size(), 1.0);
-    const std::vector<double> m = to_row_major<double>(f.a);
-    std::copy(m.begin(), m.end(), z.begin() + r * c);
-    REQUIRE(spectral_power(BatchedMatrixRef<const double>(z.data(), 2, r, c),
-                           BatchedMatrixRef<double>(zo.data(), 2, r, c), o)
-                .status == Status::ok);
-    for (index_t i = 0; i < r * c; ++i)
-      CHECK(zo[static_cast<std::size_t>(i)] == 0.0);
-    std::vector<double> one(static_cast<std::size_t>(r * c));
-    REQUIRE(spectral_power(MatrixRef<const double>(m.data(), r, c), MatrixRef<double>(one.data(), r, c), o)
-                .status == Status::ok);
-    CHECK(std::equal(one.begin(), one.end(), zo.begin() + r * c));
+    check_zero_and_batch(f.a, o);
   }
 }
