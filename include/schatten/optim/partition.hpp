@@ -240,24 +240,26 @@ class Partition {
       if (failed != Status::ok) bad = i;
     }
     if (failed != Status::ok) {
-      if constexpr (!any_may_fail)  // a rule failed that declared it cannot (protocol violation)
+      if constexpr (!any_may_fail) {  // a rule failed that declared it cannot (protocol violation)
         return fail("a rule failed without declaring may_fail; states may have advanced",
                     static_cast<std::ptrdiff_t>(bad), Status::internal_error);
-      // Every state touched this step, the failing one included (a bare rule, not a chain, may
-      // have advanced its state before failing).
-      for (std::size_t i = 0; i < params_.size(); ++i)
-        if (touched_[i]) restore_one(i);
-      message_ =
-          std::string("the rule of parameter '") + params_[bad].name + "' failed (" + to_string(failed) +
-          ")" +
-          (bad_group >= 0 ? " in its batched group of " +
-                                std::to_string(groups_[static_cast<std::size_t>(bad_group)].members.size()) +
-                                " same-shape parameters"
-                          : std::string()) +
-          "; no parameter or state was changed";
-      StepReport r = fail(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
-      r.status = failed;
-      return r;
+      } else {  // (an else branch: nvcc flags the code after a constexpr return as unreachable)
+        // Every state touched this step, the failing one included (a bare rule, not a chain, may
+        // have advanced its state before failing).
+        for (std::size_t i = 0; i < params_.size(); ++i)
+          if (touched_[i]) restore_one(i);
+        message_ = std::string("the rule of parameter '") + params_[bad].name + "' failed (" +
+                   to_string(failed) + ")" +
+                   (bad_group >= 0
+                        ? " in its batched group of " +
+                              std::to_string(groups_[static_cast<std::size_t>(bad_group)].members.size()) +
+                              " same-shape parameters"
+                        : std::string()) +
+                   "; no parameter or state was changed";
+        StepReport r = fail(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
+        r.status = failed;
+        return r;
+      }
     }
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const BlockShape s = flatten(params_[i].shape);
