@@ -90,6 +90,18 @@ void write_reference(const std::string& path, long k, long floats) {
   REQUIRE(io::write_checkpoint(path, f, h, &error) == Status::ok);
 }
 
+/// Tries to write a checkpoint with field "w" = `w` at `step`; returns "<status>: <error>" (the
+/// text the forked children below send back to the parent).
+std::string attempt_write(const std::string& path, std::vector<float> w, std::int64_t step) {
+  io::FieldSet f;
+  f["w"] = std::move(w);
+  io::CheckpointHeader h;
+  h.step = step;
+  std::string error;
+  const Status s = io::write_checkpoint(path, f, h, &error);
+  return std::string(to_string(s)) + ": " + error;
+}
+
 /// Runs `body` in a forked child and returns what it wrote to the pipe plus its exit code.
 /// The child leaves with _exit: no atexit handlers (Kokkos finalisation) run twice.
 template <class F>
@@ -201,14 +213,7 @@ TEST_SUITE("io.checkpoint.faults") {
         };
         if (setrlimit(RLIMIT_FSIZE, &rl) != 0) return "setrlimit failed";
         signal(SIGXFSZ, SIG_IGN);
-        std::vector<float> big(1 << 20, 1.5f);  // 4 MiB: larger than every limit above
-        io::FieldSet f;
-        f["w"] = big;
-        io::CheckpointHeader h;
-        h.step = 4;
-        std::string error;
-        const Status s = io::write_checkpoint(path, f, h, &error);
-        return std::string(to_string(s)) + ": " + error;
+        return attempt_write(path, std::vector<float>(1 << 20, 1.5f), 4);  // 4 MiB: past every limit
       });
       const std::string& out = result.first;
       const int code = result.second;
@@ -228,12 +233,7 @@ TEST_SUITE("io.checkpoint.faults") {
     fs::permissions(dir.path, fs::perms::owner_read | fs::perms::owner_exec);
     const auto result = in_child([&]() -> std::string {
       if (!drop_capabilities()) return "capset failed";
-      io::FieldSet f;
-      f["w"] = std::vector<float>(1000, 2.0f);
-      io::CheckpointHeader h;
-      std::string error;
-      const Status s = io::write_checkpoint(path, f, h, &error);
-      return std::string(to_string(s)) + ": " + error;
+      return attempt_write(path, std::vector<float>(1000, 2.0f), 0);
     });
     const std::string& out = result.first;
     const int code = result.second;
