@@ -64,8 +64,9 @@ struct Oracle {
       const double nu = x.norm();
       for (Eigen::Index i = 0; i < s.size(); ++i)
         s(i) = p >= 10 / 1.01 ? 1.0
-               : polynomial   ? std::pow(nu, 1 / p) * polynomial->schedule.apply(s(i) / nu, 5)
-                              : std::pow(s(i), 1 / p);
+               : polynomial   ? std::pow(nu, 1 / p) * polynomial->schedule.apply(
+                                                          s(i) / nu, int(polynomial->schedule.steps.size()))
+                            : std::pow(s(i), 1 / p);
       Mat delta = d.cwiseProduct(Mat(svd.matrixU() * s.asDiagonal() * svd.matrixV().transpose()));
       if (pinned) {
         const double rho = noisy ? std::sqrt((1 - adam_b1) / (1 + adam_b1)) : 1.0;
