@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "schatten/kernels/polar.hpp"
+#include "support/batching.hpp"
 #include "support/convert.hpp"
 #include "support/methods.hpp"
 #include "support/oracle.hpp"
@@ -44,7 +45,11 @@ PolarOptions gram_options() {
 }  // namespace
 
 TEST_SUITE("kernels.polar.api") {
-  TEST_CASE_TEMPLATE("a batch gives bit-for-bit the results of separate calls", T, float, double) {
+  TEST_CASE_TEMPLATE("a batch gives the results of separate calls: bit for bit on the host", T, float,
+                     double) {
+    // On CUDA a batch is one strided-batched cuBLAS GEMM per product, which may sum in another
+    // order than the single-matrix GEMM: both outputs are then within the rounding bound of the
+    // exact-arithmetic output (tolerances.hpp), so within twice that bound of each other.
     const index_t b = 3, r = 40, c = 70;
     std::vector<T> in;
     for (index_t i = 0; i < b; ++i) {
@@ -62,7 +67,8 @@ TEST_SUITE("kernels.polar.api") {
         REQUIRE(
             polar(MatrixRef<const T>(in.data() + i * r * c, r, c), MatrixRef<T>(one.data(), r, c), mc.options)
                 .status == Status::ok);
-        CHECK(std::equal(one.begin(), one.end(), out.begin() + i * r * c));
+        CHECK(agree_as_batch(out.data() + i * r * c, one.data(), one.size(),
+                             2 * rounding_tolerance<T>(mc.options)));
       }
     }
   }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
 /// Same-shape batching inside Partition::step: a batched step equals the per-parameter step bit
-/// for bit (every batched matrix function, mixed shapes and routes), a failure inside a batched
-/// group rolls back every parameter and state, and checkpoints are unchanged.
+/// for bit on the host (every batched matrix function, mixed shapes and routes) and to rounding on
+/// CUDA (support/batching.hpp), a failure inside a batched group rolls back every parameter and
+/// state, and checkpoints are unchanged.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -14,10 +15,13 @@
 #include "schatten/core/random.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "support/batching.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
+using schatten::test::agree_as_batch;
+using schatten::test::batches_bitwise;
 using schatten::test::case_seed;
 
 namespace {
@@ -103,6 +107,52 @@ std::vector<float*> ptrs(std::vector<std::vector<float>>& g) {
   return p;
 }
 
+/// Batched against per-parameter results: bit for bit where batches_bitwise() (the host). On CUDA
+/// the polar GEMMs of a batch are one strided-batched cuBLAS call, so the orthogonalised updates
+/// differ by rounding: at most 2·T·u·Λ ≈ 8e-3 relative for float Keller NS5 (support/
+/// tolerances.hpp; observed 15–300× below that). 1e-2 relative (Frobenius) is used for every
+/// compared quantity: the updates, the weights' change from their start, and each state field.
+/// A wiring error (an update or a state given to the wrong parameter) changes them by O(1).
+constexpr double kBatchRel = 1e-2;
+
+bool same_updates(const std::vector<std::vector<float>>& got, const std::vector<std::vector<float>>& want) {
+  if (got.size() != want.size()) return false;
+  for (std::size_t i = 0; i < got.size(); ++i)
+    if (got[i].size() != want[i].size() ||
+        !agree_as_batch(got[i].data(), want[i].data(), got[i].size(), kBatchRel))
+      return false;
+  return true;
+}
+
+/// Weights after batched and per-parameter steps from the same `start`: equal where
+/// batches_bitwise(), else their moves from `start` agree (see kBatchRel).
+template <class W>
+bool same_weights(const W& got, const W& want, const W& start) {
+  if (batches_bitwise()) return got.w == want.w;
+  auto moves = [&](const W& x) {
+    std::vector<std::vector<float>> d = x.w;
+    for (std::size_t i = 0; i < d.size(); ++i)
+      for (std::size_t k = 0; k < d[i].size(); ++k)
+        d[i][k] -= start.w[i][k];
+    return d;
+  };
+  return same_updates(moves(got), moves(want));
+}
+
+/// Snapshots of a batched and a per-parameter partition: the same fields in the same order, with
+/// values that agree as batches do.
+template <class S>
+bool same_states(const S& got, const S& want) {
+  if (got.size() != want.size()) return false;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const auto& [name, values] = got[i];
+    if (name != want[i].first || values.size() != want[i].second.size() ||
+        !agree_as_batch(values.data(), want[i].second.data(), values.size(), kBatchRel))
+      return false;
+  }
+  return true;
+}
+
 /// Fails its batched call number `fail_at` (counting calls of update_batch); update() never
 /// fails. Element-wise: u ← u (a pure counter), so only the failure matters.
 struct FailInBatch {
@@ -143,16 +193,17 @@ TEST_SUITE("optim.batching") {
     CHECK(batched.batch_groups() == want);
     CHECK(single.batch_groups().empty());
     const auto ps = model();
+    const Weights w0(ps);
     Weights wb(ps), ws(ps);
     for (int t = 0; t < 4; ++t) {
       auto gb = gradients(ps, t);
       auto gs = gb;
       REQUIRE(batched.step(wb.ptrs(), ptrs(gb)));
       REQUIRE(single.step(ws.ptrs(), ptrs(gs)));
-      CHECK(gb == gs);  // the gradient buffers hold the same updates
-      CHECK(wb.w == ws.w);
+      CHECK(same_updates(gb, gs));  // the gradient buffers hold the same updates
+      CHECK(same_weights(wb, ws, w0));
     }
-    CHECK(snapshot(batched) == snapshot(single));  // same states, same names, same order
+    CHECK(same_states(snapshot(batched), snapshot(single)));  // same states, same names, same order
     // The steps changed something (the comparison is not between two no-ops).
     CHECK(wb.w != Weights(ps).w);
     // Groups capped at two parameters: the 3-groups split, the results stay identical.
@@ -166,14 +217,14 @@ TEST_SUITE("optim.batching") {
       auto g = gradients(ps, t);
       REQUIRE(capped.step(wc.ptrs(), ptrs(g)));
     }
-    CHECK(wc.w == ws.w);
+    CHECK(same_weights(wc, ws, w0));
     // Switching batching off after init takes effect at the next step, and stays identical.
     batched.set_batching(false);
     auto gb = gradients(ps, 9);
     auto gs = gb;
     REQUIRE(batched.step(wb.ptrs(), ptrs(gb)));
     REQUIRE(single.step(ws.ptrs(), ptrs(gs)));
-    CHECK(wb.w == ws.w);
+    CHECK(same_weights(wb, ws, w0));
   }
 
   TEST_CASE("a failure inside a batched group rolls back every parameter and state") {
@@ -223,6 +274,7 @@ TEST_SUITE("optim.batching") {
     Restore rv{&saved};
     b.visit(rv);
     c.visit(rv);
+    const Weights resumed_from = wa;
     Weights wb = wa, wc = wa;
     for (int t = 3; t < 6; ++t) {
       auto ga = gradients(ps, t), gb = ga, gc = ga;
@@ -230,8 +282,8 @@ TEST_SUITE("optim.batching") {
       REQUIRE(b.step(wb.ptrs(), ptrs(gb)));
       REQUIRE(c.step(wc.ptrs(), ptrs(gc)));
     }
-    CHECK(wb.w == wa.w);
-    CHECK(wc.w == wa.w);
+    CHECK(wb.w == wa.w);  // batched in both: the same calls, bit for bit on every build
+    CHECK(same_weights(wc, wa, resumed_from));
     CHECK(snapshot(b) == snapshot(a));
   }
 
@@ -248,7 +300,7 @@ TEST_SUITE("optim.batching") {
     auto gs = gb;
     REQUIRE(batched.step(wb.ptrs(), ptrs(gb)));
     REQUIRE(single.step(ws.ptrs(), ptrs(gs)));
-    CHECK(wb.w == ws.w);
+    CHECK(same_weights(wb, ws, Weights(ps)));
     const auto before = snapshot(batched);
     const auto w_before = wb.w;
     gb = gradients(ps, 1);

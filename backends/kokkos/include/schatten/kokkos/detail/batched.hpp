@@ -100,12 +100,33 @@ void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t c
   }
 }
 
-/// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for every b. One BLAS call per matrix.
-// TODO(#7): one strided-batched GEMM call on GPUs (cuBLAS / rocBLAS) through the vendor layer.
+/// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for every b. On CUDA a batch of several matrices
+/// is one cublasGemmStridedBatchedEx launch (vendor.hpp); elsewhere, and for a single matrix,
+/// one KokkosBlas call per matrix (host BLAS, cuBLAS or rocBLAS behind Kokkos Kernels). The
+/// per-matrix loop costs a launch per matrix on a device: HIP has no batched path yet (vendor.hpp).
 template <class Exec, class T, class Mem>
 void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, scalar_t<T> alpha,
                   const Mat3<T, Mem>& a, const Mat3<T, Mem>& b, scalar_t<T> beta, const Mat3<T, Mem>& c) {
-  for (index_t i = 0; i < static_cast<index_t>(c.extent(2)); ++i) {
+  const index_t batch = c.extent(2);
+#if defined(SCHATTEN_HAVE_CUDA_BATCHED_GEMM)
+  if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
+    if (batch > 1) {
+      // Mat3 is contiguous column-major: leading dimension extent(0), matrices stride(2) apart.
+      auto operand = [](const auto& v) {
+        using V = std::remove_reference_t<decltype(*v.data())>;
+        return vendor::BatchOperand<V>{v.data(), static_cast<int>(kmax<std::size_t>(v.extent(0), 1)),
+                                       static_cast<long long>(v.stride(2))};
+      };
+      const bool na = trans_a[0] == 'N' || trans_a[0] == 'n';
+      const int k = static_cast<int>(na ? a.extent(1) : a.extent(0));
+      vendor::gemm_strided<T>(space, trans_a, trans_b, static_cast<int>(c.extent(0)),
+                              static_cast<int>(c.extent(1)), k, alpha, operand(Mat3<const T, Mem>(a)),
+                              operand(Mat3<const T, Mem>(b)), beta, operand(c), static_cast<int>(batch));
+      return;
+    }
+  }
+#endif
+  for (index_t i = 0; i < batch; ++i) {
     gemm(space, trans_a, trans_b, alpha, Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i),
          Kokkos::subview(b, Kokkos::ALL, Kokkos::ALL, i), beta,
          Kokkos::subview(c, Kokkos::ALL, Kokkos::ALL, i));

@@ -7,10 +7,16 @@
 /// (Kokkos Kernels 4.6 has no cuBLAS path for these types). Inputs and output in the 16-bit
 /// type, alpha/beta and the accumulation in fp32 (CUBLAS_COMPUTE_32F): the result is rounded to
 /// 16 bits once per GEMM. Tensor cores are used by cuBLAS where the shapes allow.
+/// CUDA, every type: a batch of same-shape GEMMs in one cublasGemmStridedBatchedEx call, so that
+/// a batch of small matrices costs one launch instead of one per matrix (issue #7, item 3).
+/// fp32 uses CUBLAS_COMPUTE_32F (no TF32, as cublasSgemm by default), fp64 CUBLAS_COMPUTE_64F.
 /// CUDA, fp32/fp64: SYRK (cublasSsyrk/Dsyrk) for the symmetric products X Xᵀ and A² of the polar
 /// iterations (compat.hpp syrk_lower); compiled with nvcc 13.0 against Kokkos 4.6.01 (commit
 /// 37630f3, docs/benchmarks/gpu-h200-first-cuda-build.md), not yet run on a GPU.
-/// HIP (rocblas_gemm_ex, rocblas_ssyrk) would go here as well; it is not written yet (issue #7).
+/// HIP: no vendor calls. KokkosBlas::gemm reaches rocBLAS when Kokkos Kernels was built with its
+/// rocBLAS TPL; 16-bit iteration, batched GEMM and SYRK through rocBLAS (rocblas_gemm_ex,
+/// rocblas_gemm_strided_batched_ex, rocblas_ssyrk) would go here and are not written: Debian
+/// ships no rocBLAS to compile them against (docs/benchmarks/hip-compile.md).
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -22,6 +28,7 @@
 #include <cublas_v2.h>
 #define SCHATTEN_HAVE_LOWP_GEMM 1
 #define SCHATTEN_HAVE_CUDA_SYRK 1
+#define SCHATTEN_HAVE_CUDA_BATCHED_GEMM 1
 #endif
 
 namespace schatten::kokkos::detail {
@@ -63,31 +70,80 @@ inline cublasHandle_t cublas_handle() {
   return handle;
 }
 
+/// cuBLAS storage and compute types for a storage type T: 16-bit storage accumulates in fp32.
 template <class T>
-constexpr cudaDataType_t cuda_type() {
-  return std::is_same<T, Kokkos::Experimental::bhalf_t>::value ? CUDA_R_16BF : CUDA_R_16F;
-}
+struct cublas_types;
+template <>
+struct cublas_types<float> {
+  static constexpr cudaDataType_t data = CUDA_R_32F;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+};
+template <>
+struct cublas_types<double> {
+  static constexpr cudaDataType_t data = CUDA_R_64F;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_64F;
+};
+template <>
+struct cublas_types<Kokkos::Experimental::bhalf_t> {
+  static constexpr cudaDataType_t data = CUDA_R_16BF;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+};
+template <>
+struct cublas_types<Kokkos::Experimental::half_t> {
+  static constexpr cudaDataType_t data = CUDA_R_16F;
+  static constexpr cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+};
 
 inline cublasOperation_t op(const char* t) {
   return (t[0] == 'N' || t[0] == 'n') ? CUBLAS_OP_N : CUBLAS_OP_T;
 }
 
-/// C = alpha op(A) op(B) + beta C, column-major 16-bit views (LayoutLeft), fp32 accumulation,
-/// enqueued on `space`'s stream.
+/// Column-major operand of one matrix of a batch: its pointer, leading dimension and the distance
+/// between consecutive matrices (0 for a single matrix).
+template <class T>
+struct BatchOperand {
+  T* data;
+  int ld;
+  long long stride;
+};
+
+/// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for b < batch, C[b] m × n, enqueued on `space`'s
+/// stream: cublasGemmEx for one matrix, one cublasGemmStridedBatchedEx for several. alpha and
+/// beta have the compute type's precision (scalar_t<T>). Cost: 2mnk flops per matrix, one launch.
+template <class T>
+void gemm_strided(const Kokkos::Cuda& space, const char* trans_a, const char* trans_b, int m, int n, int k,
+                  scalar_t<T> alpha, BatchOperand<const T> a, BatchOperand<const T> b, scalar_t<T> beta,
+                  BatchOperand<T> c, int batch) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  using Types = cublas_types<T>;
+  cublasHandle_t h = cublas_handle();
+  cublasSetStream(h, space.cuda_stream());
+  const cublasStatus_t s =
+      batch == 1 ? cublasGemmEx(h, op(trans_a), op(trans_b), m, n, k, &alpha, a.data, Types::data, a.ld,
+                                b.data, Types::data, b.ld, &beta, c.data, Types::data, c.ld, Types::compute,
+                                CUBLAS_GEMM_DEFAULT)
+                 : cublasGemmStridedBatchedEx(h, op(trans_a), op(trans_b), m, n, k, &alpha, a.data,
+                                              Types::data, a.ld, a.stride, b.data, Types::data, b.ld,
+                                              b.stride, &beta, c.data, Types::data, c.ld, c.stride, batch,
+                                              Types::compute, CUBLAS_GEMM_DEFAULT);
+  if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("schatten: cuBLAS GEMM failed");
+}
+
+/// Leading dimension of a column-major 2-D view (≥ 1, as BLAS requires).
+template <class V>
+int leading_dim(const V& v) {
+  return static_cast<int>(v.stride(1) > 1 ? v.stride(1) : (v.extent(0) > 1 ? v.extent(0) : 1));
+}
+
+/// C = alpha op(A) op(B) + beta C for 16-bit column-major views (LayoutLeft), fp32 accumulation.
 template <class AV, class BV, class CV>
 void gemm_lowp(const Kokkos::Cuda& space, const char* trans_a, const char* trans_b, float alpha, const AV& a,
                const BV& b, float beta, const CV& c) {
   using T = typename CV::non_const_value_type;
-  const int m = static_cast<int>(c.extent(0)), n = static_cast<int>(c.extent(1));
   const int k = static_cast<int>(op(trans_a) == CUBLAS_OP_N ? a.extent(1) : a.extent(0));
-  if (m == 0 || n == 0) return;
-  auto ld = [](const auto& v) { return static_cast<int>(v.stride(1) > 0 ? v.stride(1) : 1); };
-  cublasHandle_t h = cublas_handle();
-  cublasSetStream(h, space.cuda_stream());
-  const cublasStatus_t s = cublasGemmEx(
-      h, op(trans_a), op(trans_b), m, n, k, &alpha, a.data(), cuda_type<T>(), ld(a), b.data(), cuda_type<T>(),
-      ld(b), &beta, c.data(), cuda_type<T>(), ld(c), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("schatten: cublasGemmEx failed");
+  gemm_strided<T>(space, trans_a, trans_b, static_cast<int>(c.extent(0)), static_cast<int>(c.extent(1)), k,
+                  alpha, {a.data(), leading_dim(a), 0}, {b.data(), leading_dim(b), 0}, beta,
+                  {c.data(), leading_dim(c), 0}, 1);
 }
 
 /// Lower triangle of C = alpha op(A) op(A)ᵀ + beta C (cublasSsyrk / cublasDsyrk), column-major,
