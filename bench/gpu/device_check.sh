@@ -1,37 +1,84 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# One GPU session's checks, run from the repository root on a machine with an NVIDIA GPU, over
-# a CUDA build of schatten whose executables were copied to $BIN (default .gpu/bin; built
-# elsewhere against a CUDA Kokkos 4.x, see README "GPU build"). Writes logs and CSVs to $OUT.
-#   1. the test executables and examples (correctness of the CUDA build)
-#   2. the polar report on the GPU (768-wide shapes, every method, float and double)
-#   3. Newton–Schulz / Polar Express at 4096² and 8192² against the cuBLAS floor
-#   4. the PyTorch reference at the same shapes (bench/gpu/torch_reference.py)
+# One GPU session's checks for issue #7, run from the repository root on a machine with an NVIDIA
+# GPU. It uses a CUDA build of schatten whose executables were copied to $BIN (default
+# .gpu/bin), or packed into $KIT (default .gpu/kit.tar.xz, unpacked into $BIN when present).
+# That build was made elsewhere against a CUDA Kokkos 4.x, see README "GPU build" and
+# bench/gpu/pack_kit.sh. Logs and CSVs go to $OUT (at most 8 files come back from a device run,
+# so each stage writes one log).
+#
+#   bench/gpu/device_check.sh STAGE...      STAGE: tests | polar | optim | all
+#
+#   tests  the test executables and the examples: correctness of the CUDA build, including the
+#          cuBLAS SYRK and the strided-batched GEMM, which have not run yet          (~3 min)
+#   polar  Newton–Schulz and Polar Express at 4096² and 8192², in fp32 and bf16, against the
+#          cuBLAS floor (schatten-polar-report), then the PyTorch reference (eager and
+#          torch.compile) at the same shapes                                          (~4 min)
+#   optim  the GPT-2-small Muon step and the batched/unbatched experts
+#          (schatten-bench-optim), the PyTorch per-matrix Muon loop
+#          (torch_muon_step.py), and SYRK against GEMM at 768-wide shapes
+#          (schatten-bench-polar)                                                     (~3 min)
+# Every command has its own timeout, so a hang costs one stage, not the session.
 set -uo pipefail
 BIN=${BIN:-.gpu/bin}
+KIT=${KIT:-.gpu/kit.tar.xz}
 OUT=${OUT:-gpu_out}
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$BIN"
+[ -f "$KIT" ] && tar -xJf "$KIT" -C "$BIN"
 export PYTHONUNBUFFERED=1
 lib_dir() { dirname "$(find /usr/local /usr/lib /opt -name "$1" 2>/dev/null | head -1)"; }
 export LD_LIBRARY_PATH="$BIN:$(lib_dir libcublas.so.13):$(lib_dir libcudart.so.13):${LD_LIBRARY_PATH:-}"
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   git log -1 --format='commit %H' 2>/dev/null || true
+  cat "$BIN/COMMIT" 2>/dev/null || true
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-} 2>&1 | tee "$OUT/device.txt"
+  ls "$BIN"
+} > "$OUT/device.txt" 2>&1
 
-for t in test_core test_surrogate test_kernels; do
-  echo "== $t" | tee -a "$OUT/tests.log"
-  timeout 240 "$BIN/$t" 2>&1 | tail -n 40 | tee -a "$OUT/tests.log"
-  echo "rc=$?" | tee -a "$OUT/tests.log"
-done
-for e in example_orthogonalize example_spectral_descent; do
-  echo "== $e" | tee -a "$OUT/tests.log"
-  timeout 60 "$BIN/$e" 2>&1 | tee -a "$OUT/tests.log"
-done
+run() {  # run LOG TIMEOUT COMMAND...: one command, its output and exit status appended to LOG
+  local log=$1 limit=$2
+  shift 2
+  echo "== $* (timeout ${limit}s)" >> "$log"
+  local t0=$SECONDS
+  timeout "$limit" "$@" >> "$log" 2>&1
+  echo "rc=$? after $((SECONDS - t0)) s" >> "$log"
+}
 
-timeout 150 "$BIN/schatten-polar-report" --out "$OUT/report" --quick --reps 5 2>&1 | tee "$OUT/report.log"
-timeout 150 "$BIN/schatten-polar-report" --out "$OUT/big" --shape 4096x4096 --shape 8192x8192 \
-  --method newton_schulz_kj5 --method polar_express_deployed_5 --reps 5 2>&1 | tee "$OUT/big.log"
-timeout 200 python3 bench/gpu/torch_reference.py --shapes 4096x4096,8192x8192 --out "$OUT/torch.csv" \
-  2>&1 | tail -n 30 | tee "$OUT/torch.log"
+stage_tests() {
+  local log="$OUT/tests.log"
+  for t in test_core test_surrogate test_kernels test_optim; do
+    run "$log" 150 "$BIN/$t" --duration=true
+  done
+  for e in example_orthogonalize example_spectral_descent; do
+    run "$log" 60 "$BIN/$e"
+  done
+}
+
+stage_polar() {
+  local log="$OUT/polar.log"
+  run "$log" 180 "$BIN/schatten-polar-report" --out "$OUT/big" --shape 4096x4096 --shape 8192x8192 \
+    --method newton_schulz_kj5 --method polar_express_deployed_5 --lowp bf16 --reps 5
+  run "$log" 200 python3 bench/gpu/torch_reference.py --shapes 4096x4096,8192x8192 --out "$OUT/torch.csv"
+}
+
+stage_optim() {
+  local log="$OUT/optim.log"
+  run "$log" 150 "$BIN/schatten-bench-optim" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+    '--benchmark_filter=optim/(muon_step/gpt2_small|orthogonalize_only|muon_step/experts)'
+  run "$log" 90 python3 bench/gpu/torch_muon_step.py --out "$OUT/torch_muon_step.csv" --reps 10
+  run "$log" 90 "$BIN/schatten-bench-polar" \
+    '--benchmark_filter=polar/(newton_schulz_kj5|polar_express_deployed_5|gram_newton_schulz_pe5)(_gemm)?/float/'
+}
+
+[ $# -eq 0 ] && set -- all
+for s in "$@"; do
+  case "$s" in
+    tests) stage_tests ;;
+    polar) stage_polar ;;
+    optim) stage_optim ;;
+    all) stage_tests; stage_polar; stage_optim ;;
+    *) echo "unknown stage $s" >&2; exit 2 ;;
+  esac
+done
+tail -n 5 "$OUT"/*.log
