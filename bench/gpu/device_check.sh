@@ -7,7 +7,7 @@
 # bench/gpu/pack_kit.sh. Logs and CSVs go to $OUT (at most 8 files come back from a device run,
 # so each stage writes one log).
 #
-#   bench/gpu/device_check.sh STAGE...      STAGE: tests | polar | optim | all
+#   bench/gpu/device_check.sh STAGE...      STAGE: tests | polar | optim | qdwh | all
 #
 #   tests  the test executables and the examples: correctness of the CUDA build, including the
 #          cuBLAS SYRK and the strided-batched GEMM, which have not run yet          (~3 min)
@@ -18,6 +18,9 @@
 #          (schatten-bench-optim), the PyTorch per-matrix Muon loop
 #          (torch_muon_step.py), and SYRK against GEMM at 768-wide shapes
 #          (schatten-bench-polar)                                                     (~3 min)
+#   qdwh   QDWH in double at 4096², κ = 1e8, against jax.scipy.linalg.polar on the same matrix
+#          (jax_qdwh.py writes it; schatten-qdwh-file reads it), with the cuSOLVER Cholesky
+#          that has not run yet; skipped when JAX is missing                          (~2 min)
 # Every command has its own timeout, so a hang costs one stage, not the session.
 set -uo pipefail
 BIN=${BIN:-.gpu/bin}
@@ -71,13 +74,24 @@ stage_optim() {
     '--benchmark_filter=polar/(newton_schulz_kj5|polar_express_deployed_5|gram_newton_schulz_pe5)(_gemm)?/float/'
 }
 
+stage_qdwh() {
+  local log="$OUT/qdwh.log"
+  if ! python3 -c 'import jax' 2>/dev/null; then
+    echo "jax is not installed: QDWH comparison skipped" >> "$log"
+    return
+  fi
+  run "$log" 120 python3 bench/gpu/jax_qdwh.py --n 4096 --kappa 1e8 --out /tmp/a4096.bin --reps 3
+  run "$log" 120 "$BIN/schatten-qdwh-file" /tmp/a4096.bin 4096 4096 --reps 3
+}
+
 [ $# -eq 0 ] && set -- all
 for s in "$@"; do
   case "$s" in
     tests) stage_tests ;;
     polar) stage_polar ;;
     optim) stage_optim ;;
-    all) stage_tests; stage_polar; stage_optim ;;
+    qdwh) stage_qdwh ;;
+    all) stage_tests; stage_polar; stage_optim; stage_qdwh ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done

@@ -12,7 +12,8 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 for f in tests/test_core tests/test_surrogate tests/test_kernels tests/test_optim \
          tests/example_orthogonalize tests/example_spectral_descent \
-         bench/schatten-polar-report bench/schatten-bench-polar bench/schatten-bench-optim; do
+         bench/schatten-polar-report bench/schatten-bench-polar bench/schatten-bench-optim \
+         bench/schatten-qdwh-file; do
   src=$(find "$BUILD" -path "*/$f" -type f | head -1)
   [ -n "$src" ] || { echo "missing $f in $BUILD" >&2; exit 1; }
   cp "$src" "$stage/" && strip "$stage/$(basename "$f")"

@@ -27,6 +27,12 @@ macro(schatten_find_kokkos)
       set_property(TARGET schatten::kokkos_deps PROPERTY
         INTERFACE_LINK_LIBRARIES Kokkos::kokkoskernels Kokkos::kokkos)
       set(SCHATTEN_KOKKOS_FLAVOUR "Kokkos ${Kokkos_VERSION} (installed targets)")
+      # CUDA: the vendor layer calls cuSOLVER's Cholesky itself (vendor.hpp); cuBLAS comes with
+      # Kokkos Kernels' cuBLAS TPL. Kokkos' own config has already found the CUDA toolkit.
+      if(Kokkos_ENABLE_CUDA)
+        find_package(CUDAToolkit REQUIRED)
+        set_property(TARGET schatten::kokkos_deps APPEND PROPERTY INTERFACE_LINK_LIBRARIES CUDA::cusolver)
+      endif()
     else()
       set(_schatten_kk_libs)
       foreach(_lib IN LISTS KokkosKernels_LIBRARIES)

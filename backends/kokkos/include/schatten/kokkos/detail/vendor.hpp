@@ -10,6 +10,10 @@
 /// CUDA, every type: a batch of same-shape GEMMs in one cublasGemmStridedBatchedEx call, so that
 /// a batch of small matrices costs one launch instead of one per matrix (issue #7, item 3).
 /// fp32 uses CUBLAS_COMPUTE_32F (no TF32, as cublasSgemm by default), fp64 CUBLAS_COMPUTE_64F.
+/// CUDA, fp32/fp64: Cholesky (cusolverDnSpotrf/Dpotrf) for QDWH's k × k factorisations, in
+/// place of the blocked Kokkos Cholesky whose serial 64 × 64 diagonal blocks are launch- and
+/// latency-bound on a GPU (docs/benchmarks/gpu-h200-first-cuda-build.md: QDWH 10× slower than
+/// JAX at 4096², which calls cuSOLVER). Compiled with nvcc 13.0, not yet run on a GPU.
 /// CUDA, fp32/fp64: SYRK (cublasSsyrk/Dsyrk) for the symmetric products X Xᵀ and A² of the polar
 /// iterations (compat.hpp syrk_lower); compiled with nvcc 13.0 against Kokkos 4.6.01 (commit
 /// 37630f3, docs/benchmarks/gpu-h200-first-cuda-build.md), not yet run on a GPU.
@@ -26,7 +30,9 @@
 
 #if defined(KOKKOS_ENABLE_CUDA)
 #include <cublas_v2.h>
+#include <cusolverDn.h>
 #define SCHATTEN_HAVE_LOWP_GEMM 1
+#define SCHATTEN_HAVE_CUDA_POTRF 1
 #define SCHATTEN_HAVE_CUDA_SYRK 1
 #define SCHATTEN_HAVE_CUDA_BATCHED_GEMM 1
 #endif
@@ -163,6 +169,50 @@ void syrk_lower(const Kokkos::Cuda& space, bool no_trans, int n, int k, T alpha,
   else
     s = cublasDsyrk(h, CUBLAS_FILL_MODE_LOWER, t, n, k, &alpha, a, lda, &beta, c, ldc);
   if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("schatten: cublas syrk failed");
+}
+
+/// One cuSOLVER dense handle per process, created on first use, destroyed when Kokkos finalises.
+inline cusolverDnHandle_t cusolver_handle() {
+  static cusolverDnHandle_t handle = [] {
+    cusolverDnHandle_t h = nullptr;
+    if (cusolverDnCreate(&h) != CUSOLVER_STATUS_SUCCESS)
+      throw std::runtime_error("schatten: cusolverDnCreate failed");
+    Kokkos::push_finalize_hook([h] { cusolverDnDestroy(h); });
+    return h;
+  }();
+  return handle;
+}
+
+/// In-place Cholesky A = L Lᵀ of the lower triangle of an n × n column-major matrix
+/// (cusolverDnSpotrf / Dpotrf, LAPACK's ?potrf semantics), enqueued on `space`'s stream. The
+/// workspace (from ?potrf_bufferSize) and the info word live in device memory; `info` must point
+/// to one device int, which receives LAPACK's info (0, or j > 0 when the leading j × j minor is
+/// not positive definite). Nothing is read back here: the caller reads info once, together with
+/// its own checks. Cost: n³/3 flops.
+template <class T>
+void potrf_lower(const Kokkos::Cuda& space, int n, T* a, int lda, int* info) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "cuSOLVER potrf: float or double");
+  cusolverDnHandle_t h = cusolver_handle();
+  cusolverDnSetStream(h, space.cuda_stream());
+  int lwork = 0;
+  cusolverStatus_t s;
+  if constexpr (std::is_same<T, float>::value)
+    s = cusolverDnSpotrf_bufferSize(h, CUBLAS_FILL_MODE_LOWER, n, a, lda, &lwork);
+  else
+    s = cusolverDnDpotrf_bufferSize(h, CUBLAS_FILL_MODE_LOWER, n, a, lda, &lwork);
+  if (s != CUSOLVER_STATUS_SUCCESS) throw std::runtime_error("schatten: cuSOLVER potrf_bufferSize failed");
+  // Allocated per call: one cudaMalloc beside an O(n³) factorisation. The fence below keeps the
+  // workspace alive until the factorisation that uses it has run.
+  Kokkos::View<T*, Kokkos::CudaSpace> work(
+      Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::potrf_work"),
+      static_cast<std::size_t>(lwork > 0 ? lwork : 1));
+  if constexpr (std::is_same<T, float>::value)
+    s = cusolverDnSpotrf(h, CUBLAS_FILL_MODE_LOWER, n, a, lda, work.data(), lwork, info);
+  else
+    s = cusolverDnDpotrf(h, CUBLAS_FILL_MODE_LOWER, n, a, lda, work.data(), lwork, info);
+  if (s != CUSOLVER_STATUS_SUCCESS) throw std::runtime_error("schatten: cuSOLVER potrf failed");
+  space.fence();  // the workspace View must outlive the factorisation that uses it
 }
 
 }  // namespace vendor
