@@ -23,12 +23,11 @@ bfloat16 as the reference does, and "fp32", where it runs in float32 with TF32 o
 schatten's default Muon precision. Needs only torch.
 """
 import argparse
-import csv
-import statistics
 import sys
-import time
 
 import torch
+
+from cuda_timing import median_ms, write_csv
 
 KJ = (3.4445, -4.7750, 2.0315)
 
@@ -97,29 +96,6 @@ class Step:
         self.adamw.step()
 
 
-def timed(step, reps, warmup, device):
-    cuda = device.type == "cuda"
-    for _ in range(warmup):
-        step.fill_gradients()
-        step()
-    out = []
-    for _ in range(reps):
-        step.fill_gradients()
-        if cuda:
-            torch.cuda.synchronize()
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            step()
-            e1.record()
-            torch.cuda.synchronize()
-            out.append(e0.elapsed_time(e1))
-        else:
-            t0 = time.perf_counter()
-            step()
-            out.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(out)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="torch_muon_step.csv")
@@ -135,16 +111,12 @@ def main() -> int:
     with torch.no_grad():
         for label, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
             step = Step(device, dtype)
-            ms = timed(step, args.reps, args.warmup, device)
+            ms = median_ms(step, args.reps, args.warmup, setup=step.fill_gradients, device=device)
             rows.append({"variant": label, "muon_matrices": len(step.muon), "adamw_tensors": len(step.rest),
                          "step_ms": ms})
             print(rows[-1], flush=True)
             del step
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {args.out}")
+    write_csv(args.out, rows)
     return 0
 
 

@@ -17,11 +17,11 @@ warm-ups):
 Needs only torch (installed on the device machines).
 """
 import argparse
-import csv
-import statistics
 import sys
 
 import torch
+
+from cuda_timing import median_ms, write_csv
 
 KJ = (3.4445, -4.7750, 2.0315)
 PE5 = [(8.156554524902461, -22.48329292557795, 15.878769915207462),
@@ -52,21 +52,6 @@ def pe5(g, dtype):
     return iterate(g, PE5, 1.02, 1e-6, dtype)
 
 
-def timed(fn, reps):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        fn()
-        e1.record()
-        torch.cuda.synchronize()
-        out.append(e0.elapsed_time(e1))
-    return statistics.median(out)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="768x768,768x3072,4096x4096,8192x8192")
@@ -85,21 +70,17 @@ def main() -> int:
         for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
             x = torch.randn(k, m, device=dev, dtype=dtype)
             s = torch.randn(k, k, device=dev, dtype=dtype)
-            step = timed(lambda: (x @ x.mT, s @ s, s @ x), args.reps)
+            step = median_ms(lambda: (x @ x.mT, s @ s, s @ x), args.reps)
             res = {"shape": shape, "dtype": name, "gemm_floor_ms": 5 * step}
-            res["ns5_eager_ms"] = timed(lambda: ns5(g, dtype), args.reps)
-            res["pe5_eager_ms"] = timed(lambda: pe5(g, dtype), args.reps)
+            res["ns5_eager_ms"] = median_ms(lambda: ns5(g, dtype), args.reps)
+            res["pe5_eager_ms"] = median_ms(lambda: pe5(g, dtype), args.reps)
             compiled = torch.compile(lambda t: ns5(t, dtype))
-            res["ns5_compiled_ms"] = timed(lambda: compiled(g), args.reps)
+            res["ns5_compiled_ms"] = median_ms(lambda: compiled(g), args.reps)
             flops = 5 * (4.0 * k * k * m + 2.0 * k ** 3)
             res["ns5_compiled_tflops"] = flops / res["ns5_compiled_ms"] / 1e9
             print(res, flush=True)
             rows.append(res)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {args.out}")
+    write_csv(args.out, rows)
     return 0
 
 
