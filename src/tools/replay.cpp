@@ -514,11 +514,16 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
                               std::string& err) {
   Keys k(s);
   const auto all = [&](const std::string& label) { return std::vector<std::string>(ps.size(), label); };
+  // Heavy-ball momentum, shared by every preset that has it (each options struct names its
+  // fields momentum and nesterov).
+  const auto momentum_keys = [&](auto& o) {
+    k.number("momentum", o.momentum);
+    k.flag("nesterov", o.nesterov);
+  };
   if (s.preset == "sgd") {
     opt::SgdOptions o;
     k.lr("lr", o.lr);
-    k.number("momentum", o.momentum);
-    k.flag("nesterov", o.nesterov);
+    momentum_keys(o);
     k.number("wd", o.weight_decay);
     if (!k.done(err)) return nullptr;
     return runner(opt::partition(ps, all("sgd"), opt::route("sgd", opt::sgd(o))), s.text, err);
@@ -588,8 +593,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   if (s.preset == "muon") {
     opt::MuonOptions o;
     k.lr("lr", o.lr);
-    k.number("momentum", o.momentum);
-    k.flag("nesterov", o.nesterov);
+    momentum_keys(o);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
     polar_rule(o.polar);
@@ -600,8 +604,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   if (s.preset == "schatten_muon") {
     opt::SchattenMuonOptions o;
     k.lr("lr", o.lr);
-    k.number("momentum", o.momentum);
-    k.flag("nesterov", o.nesterov);
+    momentum_keys(o);
     k.flag("bias_correction", o.bias_correction);
     k.flag("adaptive", o.adaptive);
     k.number("p", o.p);
@@ -660,8 +663,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     opt::FreonOptions o;
     k.lr("lr", o.lr);
     k.number("c", o.c);
-    k.number("momentum", o.momentum);
-    k.flag("nesterov", o.nesterov);
+    momentum_keys(o);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
     if (!k.done(err)) return nullptr;
@@ -670,8 +672,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   if (s.preset == "kaon") {
     opt::KaonOptions o;
     k.lr("lr", o.lr);
-    k.number("momentum", o.momentum);
-    k.flag("nesterov", o.nesterov);
+    momentum_keys(o);
     k.integer("kaon_steps", o.steps);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
@@ -682,8 +683,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     opt::DaMuonOptions o;
     k.number("eta_max", o.eta_max);
     k.number("r_eps", o.r_eps);
-    k.number("momentum", o.momentum);
-    k.flag("nesterov", o.nesterov);
+    momentum_keys(o);
     polar_rule(o.polar);
     if (!k.done(err)) return nullptr;
     return mixed(opt::da_muon(o));
@@ -691,8 +691,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   if (s.preset == "sc_muon") {
     opt::ScMuonOptions o;
     k.number("eta_max", o.eta_max);
-    k.number("momentum", o.momentum);
-    k.flag("nesterov", o.nesterov);
+    momentum_keys(o);
     polar_rule(o.polar);
     if (!k.done(err)) return nullptr;
     return mixed(opt::sc_muon(o));
@@ -704,8 +703,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("lambda", o.lambda);
     k.number("l_min", o.l_min);
     k.number("eta0", o.eta0);
-    k.number("momentum", o.momentum);
-    k.flag("nesterov", o.nesterov);
+    momentum_keys(o);
     polar_rule(o.polar);
     if (!k.done(err)) return nullptr;
     return mixed(opt::df_muon(o));
