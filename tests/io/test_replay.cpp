@@ -263,10 +263,12 @@ TEST_SUITE("io.replay") {
     const std::string rec = temp_path("rec.h5"), out = temp_path("out.h5"), json = temp_path("out.json");
     write_recording(rec);
     REQUIRE_MESSAGE(
-        run_replay(rec +
-                   " --optimizer adamw:lr=3e-3 --optimizer muon:lr=0.05,adamw_wd=0 --save-params --quiet"
-                   " --out " +
-                   out + " --json " + json) == 0,
+        run_replay(
+            rec +
+            " --optimizer adamw:lr=3e-3 --optimizer muon:lr=0.05,adamw_wd=0,momentum=0.9,nesterov=false"
+            " --save-params --quiet"
+            " --out " +
+            out + " --json " + json) == 0,
         replay_stderr());
     REQUIRE(fs::exists(json));
     const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -279,6 +281,8 @@ TEST_SUITE("io.replay") {
     compare_inline(adamw_only, f, 0);
     MuonOptions m;
     m.lr = Schedule::constant(0.05);
+    m.momentum = 0.9;  // not the defaults (0.95, Nesterov): the keys must reach the options
+    m.nesterov = false;
     AdamWOptions side;
     side.weight_decay = 0;
     LabelPolicy policy;
