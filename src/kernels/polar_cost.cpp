@@ -51,6 +51,17 @@ const char* check_polar_options(const PolarOptions& o) {
   return nullptr;
 }
 
+std::vector<GemmShape> symmetric_panel_shapes(index_t n, index_t k) {
+  std::vector<GemmShape> shapes;
+  const index_t b = kSymmetricPanelRows;
+  if (n < 2 * b) return shapes;
+  for (index_t p0 = 0; p0 < n; p0 += b) {
+    const index_t e = std::min(p0 + b, n);
+    shapes.push_back({e - p0, e, k, 1, OpKind::gemm});
+  }
+  return shapes;
+}
+
 std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const PolarOptions& o) {
   const index_t k = std::min(rows, cols), n = std::max(rows, cols);
   std::map<std::tuple<index_t, index_t, index_t, int>, int> count;
@@ -60,10 +71,19 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
   if (k > 0 && !check_polar_options(o)) {
     const CoefficientSchedule s = resolved_schedule(o);
     const int T = o.iterations;
-    // Symmetric products: a SYRK where the kernels have one (fp32/fp64; the Kokkos backend's
-    // has_syrk), else a GEMM. 16-bit iteration always uses GEMMs.
+    // Symmetric products (kk × kk from inner dimension `inner`), as batched_sym_product runs
+    // them: a vendor SYRK for fp32/fp64 (host BLAS, cuBLAS; the Kokkos backend's has_syrk,
+    // assumed whatever the device), GEMM row panels for 16-bit iteration when kk is large enough
+    // (symmetric_panel_shapes), else one GEMM.
     const bool lowp = o.compute == Precision::bf16 || o.compute == Precision::fp16;
-    const OpKind sym = o.symmetric_gram && !lowp ? OpKind::syrk : OpKind::gemm;
+    auto add_sym = [&](index_t kk, index_t inner, int c = 1) {
+      if (!o.symmetric_gram) return add(kk, kk, inner, c);
+      if (!lowp) return add(kk, kk, inner, c, OpKind::syrk);
+      const std::vector<GemmShape> panels = symmetric_panel_shapes(kk, inner);
+      if (panels.empty()) return add(kk, kk, inner, c);
+      for (const GemmShape& g : panels)
+        add(g.m, g.n, g.k, c);
+    };
     // Mirrors the loops of backends/kokkos/include/schatten/kokkos/detail/polar_impl.hpp.
     if (o.method == PolarMethod::qdwh) {
       // Data-dependent: assume the iteration count exact arithmetic predicts for the given
@@ -84,13 +104,13 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
         return t > 0 && std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) != o.gram_restarts.end();
       };
       if (T > 0) {
-        add(k, k, n, 1, sym);  // R = X Xᵀ
+        add_sym(k, n);  // R = X Xᵀ
         for (int t = 0; t < T; ++t) {
           if (restart(t)) {
             add(k, n, k);
-            add(k, k, n, 1, sym);
+            add_sym(k, n);
           }                                                   // X ← Q X, R = X Xᵀ
-          if (s.at(t).c != 0.0) add(k, k, k, 1, sym);         // R²
+          if (s.at(t).c != 0.0) add_sym(k, k);                // R²
           if (t > 0 && !restart(t)) add(k, k, k);             // Q Z
           if (t + 1 < T && !restart(t + 1)) add(k, k, k, 2);  // R ← (aI+Z) R (aI+Z)
         }
@@ -98,12 +118,17 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
       }
     } else {
       for (int t = 0; t < T; ++t) {
-        add(k, k, n, 1, sym);                        // A = X Xᵀ
-        if (s.at(t).c != 0.0) add(k, k, k, 1, sym);  // A²
-        add(k, n, k);                                // B X
+        add_sym(k, n);                        // A = X Xᵀ
+        if (s.at(t).c != 0.0) add_sym(k, k);  // A²
+        add(k, n, k);                         // B X
       }
     }
-    if (o.compute_orthogonality_error) add(k, k, n, 1, o.method == PolarMethod::qdwh ? OpKind::gemm : sym);
+    if (o.compute_orthogonality_error) {
+      if (o.method == PolarMethod::qdwh)
+        add(k, k, n);
+      else
+        add_sym(k, n);
+    }
   }
   std::vector<GemmShape> shapes;
   for (const auto& [key, c] : count)

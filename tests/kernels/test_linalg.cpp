@@ -3,7 +3,9 @@
 /// White-box tests of the dense primitives under the kernels (backends/kokkos/.../linalg.hpp).
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <limits>
+#include <utility>
 
 #include "schatten/kokkos/detail/linalg.hpp"
 #include "support/seed.hpp"
@@ -62,6 +64,55 @@ TEST_SUITE("kernels.linalg") {
       auto vb = to_view<T>(bad);
       CHECK_FALSE(cholesky_lower(Exec(), Mat2<T, Mem>(vb)));
     }
+  }
+
+  TEST_CASE_TEMPLATE("GEMM row panels give the lower triangle of alpha op(A) op(A)^T + beta C", T, float,
+                     double) {
+    // The symmetric kernel where no vendor SYRK serves the type (bf16/fp16, HIP): panels of
+    // kSymmetricPanelRows rows, then fill_upper, as batched_sym_product runs them. Oracle: the
+    // same product in double (Eigen). Each entry is a k-term dot product plus a scaled C entry,
+    // so ‖got − want‖_F ≤ (k + 2)·u·(|α|‖A‖_F² + |β|‖C₀‖_F); 4(k + 2)u is used.
+    Rng rng(case_seed("sym_panels"));
+    for (const auto& [n, k] : {std::pair<index_t, index_t>{1100, 37}, {1024, 20}})
+      for (bool no_trans : {true, false}) {
+        CAPTURE(n);
+        CAPTURE(no_trans);
+        Eigen::MatrixXd a(no_trans ? n : k, no_trans ? k : n), c0(n, n);
+        for (Eigen::Index i = 0; i < a.size(); ++i)
+          a.data()[i] = rng.normal();
+        for (Eigen::Index i = 0; i < c0.size(); ++i)
+          c0.data()[i] = rng.normal();
+        // The strict upper triangle outside the diagonal tiles must be neither read nor written:
+        // NaN there would spread into the lower triangle if it were read.
+        const index_t b = kSymmetricPanelRows;
+        for (index_t j = 0; j < n; ++j)
+          for (index_t i = 0; i < j; ++i)
+            if (i / b != j / b) c0(i, j) = std::numeric_limits<double>::quiet_NaN();
+        const double alpha = 0.5, beta = -0.25;
+        const auto av = to_view<T>(a);
+        Kokkos::View<T***, Kokkos::LayoutLeft, Mem> cv("c", n, n, 1);
+        Kokkos::deep_copy(Kokkos::subview(cv, Kokkos::ALL, Kokkos::ALL, 0), to_view<T>(c0));
+        const Mat3<T, Mem> c3(cv.data(), n, n, 1);
+        sym_lower_by_panels(Exec(), no_trans, T(alpha), Mat2<T, Mem>(av), T(beta),
+                            Mat2<T, Mem>(Kokkos::subview(c3, Kokkos::ALL, Kokkos::ALL, 0)));
+        const Eigen::MatrixXd before_fill = to_eigen(Kokkos::subview(cv, Kokkos::ALL, Kokkos::ALL, 0));
+        bool untouched = true;
+        for (index_t j = 0; j < n; ++j)
+          for (index_t i = 0; i < j; ++i)
+            if (i / b != j / b && !std::isnan(before_fill(i, j))) untouched = false;
+        CHECK(untouched);
+        fill_upper(Exec(), c3);
+        const Eigen::MatrixXd got = to_eigen(Kokkos::subview(cv, Kokkos::ALL, Kokkos::ALL, 0));
+        const Eigen::MatrixXd aat =
+            no_trans ? Eigen::MatrixXd(a * a.transpose()) : Eigen::MatrixXd(a.transpose() * a);
+        Eigen::MatrixXd c_low = c0.triangularView<Eigen::Lower>();
+        c_low.triangularView<Eigen::StrictlyUpper>() = c_low.transpose();  // reads only the lower triangle
+        const Eigen::MatrixXd want = alpha * aat + beta * c_low;
+        CHECK(got == got.transpose());  // exactly symmetric
+        const double tol = 4.0 * double(k + 2) * std::numeric_limits<T>::epsilon() *
+                           (std::fabs(alpha) * a.squaredNorm() + std::fabs(beta) * c_low.norm());
+        CHECK((got - want).norm() <= tol);
+      }
   }
 
   TEST_CASE("orientation helpers: the wide storage of X gives the transpose of the tall results") {

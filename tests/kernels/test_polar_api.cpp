@@ -432,9 +432,36 @@ TEST_SUITE("kernels.polar.api") {
     CHECK(polar_flops(100, 300, o) ==
           doctest::Approx(2 * k * k * n + 2 * k * k * n + 5 * k * k * k + 9 * 2 * k * k * k + 2 * k * k * n));
     o.method = PolarMethod::polar_express;
-    o.compute = Precision::bf16;  // 16-bit iteration: GEMMs only
+    o.compute = Precision::bf16;  // 16-bit iteration: no vendor SYRK, GEMMs only
     for (const GemmShape& g : polar_gemm_shapes(100, 300, o))
       CHECK(g.kind == OpKind::gemm);
+    // k = 100 < 2·512: one GEMM per symmetric product, the full 2k²n and 2k³.
+    CHECK(polar_flops(100, 300, o) == doctest::Approx(5 * (4 * k * k * n + 2 * k * k * k)));
+  }
+
+  TEST_CASE("cost model: 16-bit symmetric products of k >= 1024 are GEMM row panels") {
+    // symmetric_panel_shapes: panels of 512 rows, panel p a GEMM of C[p·512 : e, 0 : e].
+    const std::vector<GemmShape> p = symmetric_panel_shapes(1100, 37);
+    REQUIRE(p.size() == 3);
+    CHECK((p[0].m == 512 && p[0].n == 512 && p[0].k == 37));
+    CHECK((p[1].m == 512 && p[1].n == 1024 && p[1].k == 37));
+    CHECK((p[2].m == 76 && p[2].n == 1100 && p[2].k == 37));
+    CHECK(symmetric_panel_shapes(1023, 37).empty());  // below 2·512: one plain GEMM
+    // N = 8 panels at 4096: (N + 1)/(2N) = 9/16 of the full GEMM.
+    double panel_flops = 0;
+    for (const GemmShape& g : symmetric_panel_shapes(4096, 100))
+      panel_flops += g.flops();
+    CHECK(panel_flops == doctest::Approx(9.0 / 16.0 * 2.0 * 4096.0 * 4096.0 * 100.0));
+    // bf16 Newton–Schulz at 2048 × 4096 (k = 2048, N = 4 panels, 5/8 of each symmetric GEMM):
+    // per step 5/8 · 2k²n (A) + 5/8 · 2k³ (A²) + 2k²n (B X).
+    PolarOptions o;
+    o.method = PolarMethod::newton_schulz;
+    o.compute = Precision::bf16;
+    const double k = 2048, n = 4096;
+    CHECK(polar_flops(2048, 4096, o) ==
+          doctest::Approx(5 * (0.625 * 2 * k * k * n + 0.625 * 2 * k * k * k + 2 * k * k * n)));
+    o.symmetric_gram = false;
+    CHECK(polar_flops(2048, 4096, o) == doctest::Approx(5 * (4 * k * k * n + 2 * k * k * k)));
   }
 
   TEST_CASE_TEMPLATE("symmetric_gram on and off agree to rounding in both orientations", T, float, double) {

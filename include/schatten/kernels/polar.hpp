@@ -57,10 +57,11 @@ struct PolarOptions {
   /// every matrix; PolarReport::orthogonality_error gets the largest. Costs one extra Gram GEMM.
   bool compute_orthogonality_error = false;
   /// Form the symmetric products (the Gram X Xᵀ and A² of Newton–Schulz / Polar Express, R = X Xᵀ
-  /// and R² of Gram Newton–Schulz, the orthogonality report's Gram) with a SYRK on one triangle
-  /// (about half their flops) where the build has one for the compute type and memory: host BLAS
-  /// for fp32/fp64, cuBLAS for fp32/fp64 on CUDA. bf16/fp16 and other devices use GEMMs either
-  /// way. Results differ from the GEMM path by rounding only. false: GEMMs everywhere.
+  /// and R² of Gram Newton–Schulz, the orthogonality report's Gram) on one triangle: a SYRK (half
+  /// their flops) where the build has one for the compute type and memory (host BLAS and cuBLAS,
+  /// fp32/fp64), else, for k ≥ 2·kSymmetricPanelRows, GEMM row panels (about 53–75 % of the
+  /// flops: bf16/fp16, HIP). Results differ from the GEMM path by rounding only (docs/kernels/
+  /// polar.md, "Symmetric products"). false: GEMMs everywhere.
   bool symmetric_gram = true;
 };
 
@@ -160,6 +161,22 @@ CoefficientSchedule resolved_schedule(const PolarOptions& options);
 
 /// Checks options without touching data: nullptr when valid, else a static message.
 const char* check_polar_options(const PolarOptions& options);
+
+/// Rows per panel of the symmetric products built from GEMMs, used where no vendor SYRK serves
+/// the compute type and device (bf16/fp16, HIP, a host build without BLAS). C = α op(A) op(A)ᵀ
+/// (n × n, inner dimension k) is computed as N = ⌈n/b⌉ row panels, b = kSymmetricPanelRows.
+/// Panel p is one GEMM of C[p·b : e, 0 : e] with e = min((p+1)·b, n), so the lower triangle
+/// costs about (N + 1)/(2N) of the full GEMM's 2n²k flops: 75 % at N = 2, 56 % at N = 8, 53 %
+/// at N = 16. Used only when n ≥ 2b; smaller products stay one GEMM, since there a panel
+/// would save little and cost extra launches. b = 512 keeps every panel GEMM at least
+/// 512 × 512 × k, a size vendor GEMMs run near their peak rate. [P] docs/kernels/polar.md,
+/// "Symmetric products".
+inline constexpr index_t kSymmetricPanelRows = 512;
+
+/// The GEMMs of that panel decomposition for an n × n symmetric product with inner dimension k:
+/// one entry per panel (m = its rows, n = e, k). Empty when n < 2·kSymmetricPanelRows, where
+/// one plain GEMM is used.
+std::vector<GemmShape> symmetric_panel_shapes(index_t n, index_t k);
 
 /// The dense operations (GemmShape, qdwh.hpp) polar() performs for one rows × cols matrix,
 /// merged by shape; GEMMs only for the Newton–Schulz family. The kernel's floor is the sum of

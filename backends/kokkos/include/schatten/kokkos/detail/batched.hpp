@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "schatten/core/types.hpp"
+#include "schatten/kernels/polar.hpp"
 #include "schatten/kokkos/detail/compat.hpp"
 #include "schatten/kokkos/workspace.hpp"
 
@@ -250,32 +251,69 @@ void fill_upper(const Exec& space, const Mat3<T, Mem>& c) {
   }
 }
 
+/// True when a symmetric product with an n × n result computes only one triangle in Exec for T: a
+/// vendor SYRK (has_syrk), else GEMM row panels once n ≥ 2·kSymmetricPanelRows (polar.hpp).
+template <class Exec, class T>
+bool has_symmetric_kernel(index_t n) {
+  return has_syrk<Exec, T>() || n >= 2 * kSymmetricPanelRows;
+}
+
+/// Lower triangle of C ← alpha op(A) op(A)ᵀ + beta C for one matrix (trans "N": A Aᵀ, A n × k;
+/// "T": Aᵀ A, A k × n) by the GEMM row panels of symmetric_panel_shapes (polar.hpp): panel p is
+/// one GEMM of C[p·b : e, 0 : e], about (N + 1)/(2N) of a full GEMM's flops for N panels. Any
+/// type and backend (16-bit storage through the vendor GEMM). The upper triangle of the diagonal
+/// tiles is written too (by the panel GEMMs), the rest of the strict upper triangle is neither
+/// read nor written: callers fill it from the lower one. beta ≠ 0 reads C[p·b : e, 0 : e] only.
+template <class Exec, class T, class Mem>
+void sym_lower_by_panels(const Exec& space, bool no_trans, scalar_t<T> alpha, const Mat2<T, Mem>& a,
+                         scalar_t<T> beta, const Mat2<T, Mem>& c) {
+  const index_t n = c.extent(0), b = kSymmetricPanelRows;
+  const index_t k = no_trans ? a.extent(1) : a.extent(0);
+  for (index_t p0 = 0; p0 < n; p0 += b) {
+    const index_t e = kmin(p0 + b, n);
+    const auto cp = Kokkos::subview(c, Kokkos::make_pair(p0, e), Kokkos::make_pair(index_t(0), e));
+    if (no_trans)  // C[p0:e, 0:e] = A[p0:e, :] A[0:e, :]ᵀ
+      gemm(space, "N", "T", alpha,
+           Kokkos::subview(a, Kokkos::make_pair(p0, e), Kokkos::make_pair(index_t(0), k)),
+           Kokkos::subview(a, Kokkos::make_pair(index_t(0), e), Kokkos::make_pair(index_t(0), k)), beta, cp);
+    else  // C[p0:e, 0:e] = A[:, p0:e]ᵀ A[:, 0:e]
+      gemm(space, "T", "N", alpha,
+           Kokkos::subview(a, Kokkos::make_pair(index_t(0), k), Kokkos::make_pair(p0, e)),
+           Kokkos::subview(a, Kokkos::make_pair(index_t(0), k), Kokkos::make_pair(index_t(0), e)), beta, cp);
+  }
+}
+
 /// C[b] ← alpha op(A[b]) op(A[b])ᵀ + beta C[b] for every b, a symmetric k × k result (trans "N":
-/// A Aᵀ; "T": Aᵀ A). With `symmetric` and a vendor SYRK for T in Exec (has_syrk): SYRK on the
-/// lower triangle (half the flops), then fill_upper, so C is exactly symmetric; beta ≠ 0 then
-/// reads only C's lower triangle. Otherwise one GEMM per matrix, as batched_gemm.
+/// A Aᵀ; "T": Aᵀ A). With `symmetric` and has_symmetric_kernel: the lower triangle only, by a
+/// vendor SYRK (half the flops) or else by GEMM row panels (sym_lower_by_panels), one matrix at a
+/// time, then fill_upper, so C is exactly symmetric; beta ≠ 0 then reads only C's lower
+/// triangle (and the diagonal tiles). Otherwise one GEMM per product, as batched_gemm.
 template <class Exec, class T, class Mem>
 void batched_sym_product(const Exec& space, bool symmetric, const char* trans, scalar_t<T> alpha,
                          const Mat3<T, Mem>& a, scalar_t<T> beta, const Mat3<T, Mem>& c) {
   const bool no_trans = trans[0] == 'N' || trans[0] == 'n';
-  if constexpr (has_syrk<Exec, T>()) {
-    if (symmetric) {
-      for (index_t i = 0; i < static_cast<index_t>(c.extent(2)); ++i)
-        syrk_lower(space, no_trans ? "N" : "T", alpha, Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i), beta,
-                   Kokkos::subview(c, Kokkos::ALL, Kokkos::ALL, i));
-      fill_upper(space, c);
-      return;
+  if (symmetric && has_symmetric_kernel<Exec, T>(c.extent(0))) {
+    for (index_t i = 0; i < static_cast<index_t>(c.extent(2)); ++i) {
+      const auto ai = Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i);
+      const auto ci = Kokkos::subview(c, Kokkos::ALL, Kokkos::ALL, i);
+      if constexpr (has_syrk<Exec, T>())
+        syrk_lower(space, no_trans ? "N" : "T", alpha, ai, beta, ci);
+      else
+        sym_lower_by_panels(space, no_trans, alpha, Mat2<T, Mem>(ai), beta, Mat2<T, Mem>(ci));
     }
+    fill_upper(space, c);
+    return;
   }
   batched_gemm(space, no_trans ? "N" : "T", no_trans ? "T" : "N", alpha, a, a, beta, c);
 }
 
-/// C[b] ← alpha A[b]² + beta C[b] for exactly symmetric A[b]: A² = A Aᵀ by SYRK (with `symmetric`
-/// and has_syrk, see batched_sym_product), else one GEMM(N, N) per matrix.
+/// C[b] ← alpha A[b]² + beta C[b] for exactly symmetric A[b]: A² = A Aᵀ by the symmetric kernel
+/// (with `symmetric` and has_symmetric_kernel, see batched_sym_product), else one GEMM(N, N) per
+/// matrix.
 template <class Exec, class T, class Mem>
 void batched_square(const Exec& space, bool symmetric, scalar_t<T> alpha, const Mat3<T, Mem>& a,
                     scalar_t<T> beta, const Mat3<T, Mem>& c) {
-  if (symmetric && has_syrk<Exec, T>())
+  if (symmetric && has_symmetric_kernel<Exec, T>(c.extent(0)))
     batched_sym_product(space, true, "N", alpha, a, beta, c);
   else
     batched_gemm(space, "N", "N", alpha, a, a, beta, c);
