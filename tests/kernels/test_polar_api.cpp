@@ -271,6 +271,38 @@ TEST_SUITE("kernels.polar.api") {
     CHECK(precision_supported(Precision::fp32, PolarMethod::qdwh));
   }
 
+  TEST_CASE("bf16 iteration at k >= 1024 (GEMM-panel symmetric products) where supported") {
+    // k = 1100 ≥ 2·kSymmetricPanelRows: the symmetric products run as GEMM row panels (3 panels)
+    // in bf16. Same oracle and bound as the 96 × 160 case above (the bound does not depend on k:
+    // each GEMM result is rounded to 16 bits once, with fp32 accumulation), for symmetric_gram on
+    // and off. Skipped where bf16 is unsupported (CPU and HIP builds), before the costly oracle.
+    if (!precision_supported(Precision::bf16, PolarMethod::newton_schulz)) {
+      MESSAGE("bf16 unsupported on this build: skipped");
+      return;
+    }
+    const index_t r = 1100, c = 1200;
+    SpectrumCase sc{"lowp_panels", r, c, geometric(r, 1e-3)};
+    const std::uint64_t seed = case_seed("lowp_panels");
+    CAPTURE(seed);
+    const Eigen::MatrixXd a = make_matrix(sc, seed);
+    const std::vector<float> in = to_row_major<float>(a);
+    for (bool symmetric : {true, false}) {
+      CAPTURE(symmetric);
+      PolarOptions o;
+      o.compute = Precision::bf16;
+      o.method = PolarMethod::newton_schulz;
+      o.symmetric_gram = symmetric;
+      std::vector<float> out(in.size());
+      REQUIRE(polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(out.data(), r, c), o).status ==
+              Status::ok);
+      const Eigen::MatrixXd want = predicted_polynomial_output(
+          a, oracle_steps(o), o.iterations, resolved_schedule(o).normalization.safety, 0.0);
+      const double err = relative_error(from_row_major(out.data(), r, c), want);
+      MESSAGE("bf16 k = 1100, symmetric_gram " << symmetric << ": relative error " << err);
+      CHECK(err <= 0.12);
+    }
+  }
+
   TEST_CASE("precision control: fp64 iteration of float data and fp32 iteration of double data") {
     const index_t r = 48, c = 64;
     SpectrumCase sc{"precision", r, c, geometric(48, 1e-3)};
