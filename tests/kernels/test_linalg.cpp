@@ -73,8 +73,9 @@ TEST_SUITE("kernels.linalg") {
     // same product in double (Eigen). Each entry is a k-term dot product plus a scaled C entry,
     // so ‖got − want‖_F ≤ (k + 2)·u·(|α|‖A‖_F² + |β|‖C₀‖_F); 4(k + 2)u is used.
     Rng rng(case_seed("sym_panels"));
-    for (const auto& [n, k] : {std::pair<index_t, index_t>{1100, 37}, {1024, 20}})
+    for (const auto& shape : {std::pair<index_t, index_t>{1100, 37}, {1024, 20}})
       for (bool no_trans : {true, false}) {
+        const index_t n = shape.first, k = shape.second;  // clang: no bindings in CAPTURE
         CAPTURE(n);
         CAPTURE(no_trans);
         Eigen::MatrixXd a(no_trans ? n : k, no_trans ? k : n), c0(n, n);
