@@ -32,8 +32,9 @@ RUNTIME = re.compile(r"__interceptor_|__asan|__sanitizer|__ubsan|__lsan|libc\.so
                      r"\bfree\b|operator new|operator delete|\babort\b|\braise\b|pthread_kill|"
                      # ASan's interceptors of libc string/memory functions live in the target
                      # binary itself ("#0 … in strdup (fuzz_checkpoint+0x…)"): the caller decides.
-                     r" in (strdup|strndup|strlen|strnlen|strcpy|strncpy|strcmp|strncmp|memcpy|"
-                     r"memmove|memset|memcmp|__strdup) \(|"
+                     r" in (strdup|strndup|strlen|strnlen|strcpy|strncpy|strcat|strncat|strcmp|"
+                     r"strncmp|strcasecmp|strncasecmp|strchr|strrchr|strstr|strspn|strcspn|strpbrk|"
+                     r"strtok|memcpy|memmove|memset|memcmp|memchr|memrchr|bcmp|__strdup) \(|"
                      # glibc's own string routines (symbolised with their source, not libc.so)
                      r"sysdeps/|__(memcpy|memmove|memset|strlen|strcpy|memcmp)_")
 
