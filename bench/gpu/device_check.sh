@@ -30,13 +30,24 @@ mkdir -p "$OUT" "$BIN"
 [ -f "$KIT" ] && tar -xJf "$KIT" -C "$BIN"
 export PYTHONUNBUFFERED=1
 lib_dir() { dirname "$(find /usr/local /usr/lib /opt -name "$1" 2>/dev/null | head -1)"; }
-export LD_LIBRARY_PATH="$BIN:$(lib_dir libcublas.so.13):$(lib_dir libcudart.so.13):${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="$BIN:${LD_LIBRARY_PATH:-}"
+# The CUDA libraries the executables were linked against (cuBLAS, cuSOLVER and what they load:
+# libcublasLt, libcusparse, libnvJitLink): wherever the image keeps them (the CUDA toolkit, or
+# the nvidia-* wheels of its PyTorch under /opt).
+for pass in 1 2; do
+  for lib in $(ldd "$BIN/test_kernels" 2>/dev/null | awk '/not found/ {print $1}'); do
+    d=$(lib_dir "$lib")
+    [ "$d" != "." ] && LD_LIBRARY_PATH="$d:$LD_LIBRARY_PATH"
+  done
+done
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   git log -1 --format='commit %H' 2>/dev/null || true
   cat "$BIN/COMMIT" 2>/dev/null || true
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   ls "$BIN"
+  echo "libraries still missing:"
+  ldd "$BIN/test_kernels" | grep "not found" || echo "  none"
 } > "$OUT/device.txt" 2>&1
 
 run() {  # run LOG TIMEOUT COMMAND...: one command, its output and exit status appended to LOG
