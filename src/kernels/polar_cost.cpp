@@ -54,7 +54,7 @@ const char* check_polar_options(const PolarOptions& o) {
 std::vector<GemmShape> symmetric_panel_shapes(index_t n, index_t k) {
   std::vector<GemmShape> shapes;
   const index_t b = kSymmetricPanelRows;
-  if (n < 2 * b) return shapes;
+  if (!symmetric_panels_pay(n)) return shapes;
   for (index_t p0 = 0; p0 < n; p0 += b) {
     const index_t e = std::min(p0 + b, n);
     shapes.push_back({e - p0, e, k, 1, OpKind::gemm});

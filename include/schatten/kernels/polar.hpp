@@ -173,6 +173,10 @@ const char* check_polar_options(const PolarOptions& options);
 /// "Symmetric products".
 inline constexpr index_t kSymmetricPanelRows = 512;
 
+/// True when an n × n symmetric product is split into those panels: n ≥ 2·kSymmetricPanelRows.
+/// The kernels (batched.hpp) and the cost model (symmetric_panel_shapes) both ask this.
+inline constexpr bool symmetric_panels_pay(index_t n) { return n >= 2 * kSymmetricPanelRows; }
+
 /// The GEMMs of that panel decomposition for an n × n symmetric product with inner dimension k:
 /// one entry per panel (m = its rows, n = e, k). Empty when n < 2·kSymmetricPanelRows, where
 /// one plain GEMM is used.

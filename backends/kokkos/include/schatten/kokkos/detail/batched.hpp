@@ -112,11 +112,10 @@ void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, s
 #if defined(SCHATTEN_HAVE_CUDA_BATCHED_GEMM)
   if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
     if (batch > 1) {
-      // Mat3 is contiguous column-major: leading dimension extent(0), matrices stride(2) apart.
+      // Mat3 is column-major per matrix, the matrices stride(2) apart.
       auto operand = [](const auto& v) {
         using V = std::remove_reference_t<decltype(*v.data())>;
-        return vendor::BatchOperand<V>{v.data(), static_cast<int>(kmax<std::size_t>(v.extent(0), 1)),
-                                       static_cast<long long>(v.stride(2))};
+        return vendor::BatchOperand<V>{v.data(), leading_dim(v), static_cast<long long>(v.stride(2))};
       };
       const bool na = trans_a[0] == 'N' || trans_a[0] == 'n';
       const int k = static_cast<int>(na ? a.extent(1) : a.extent(0));
@@ -252,10 +251,10 @@ void fill_upper(const Exec& space, const Mat3<T, Mem>& c) {
 }
 
 /// True when a symmetric product with an n × n result computes only one triangle in Exec for T: a
-/// vendor SYRK (has_syrk), else GEMM row panels once n ≥ 2·kSymmetricPanelRows (polar.hpp).
+/// vendor SYRK (has_syrk), else GEMM row panels where symmetric_panels_pay(n) (polar.hpp).
 template <class Exec, class T>
 bool has_symmetric_kernel(index_t n) {
-  return has_syrk<Exec, T>() || n >= 2 * kSymmetricPanelRows;
+  return has_syrk<Exec, T>() || symmetric_panels_pay(n);
 }
 
 /// Lower triangle of C ← alpha op(A) op(A)ᵀ + beta C for one matrix (trans "N": A Aᵀ, A n × k;

@@ -133,8 +133,7 @@ void syrk_lower(const Exec& space, const char* trans, typename CV::non_const_val
   const int n = static_cast<int>(c.extent(0));
   const int k = static_cast<int>(no_trans ? a.extent(1) : a.extent(0));
   if (n == 0) return;
-  const int lda = static_cast<int>(kmax<std::size_t>(a.stride(1), kmax<std::size_t>(a.extent(0), 1)));
-  const int ldc = static_cast<int>(kmax<std::size_t>(c.stride(1), kmax<std::size_t>(c.extent(0), 1)));
+  const int lda = leading_dim(a), ldc = leading_dim(c);
 #if defined(SCHATTEN_HAVE_CUDA_SYRK)
   if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
     vendor::syrk_lower(space, no_trans, n, k, alpha, a.data(), lda, beta, c.data(), ldc);

@@ -90,8 +90,7 @@ bool cholesky_lower(const Exec& space, const Mat2<T, Mem>& a) {
   if constexpr (has_vendor_potrf<Exec, T>()) {
     if (k == 0) return true;
     Kokkos::View<int, Mem> info("schatten::potrf_info");
-    const int lda = static_cast<int>(kmax<std::size_t>(a.stride(1), kmax<std::size_t>(a.extent(0), 1)));
-    vendor::potrf_lower(space, static_cast<int>(k), a.data(), lda, info.data());
+    vendor::potrf_lower(space, static_cast<int>(k), a.data(), leading_dim(a), info.data());
     int failed = 0;
     Kokkos::parallel_reduce(
         "schatten::potrf_check", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k),

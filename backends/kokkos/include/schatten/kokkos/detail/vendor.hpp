@@ -25,6 +25,8 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <algorithm>
+#include <cstddef>
 #include <stdexcept>
 #include <type_traits>
 
@@ -61,6 +63,13 @@ using scalar_t = typename scalar_of<T>::type;
 /// True for the 16-bit storage types that go through the vendor GEMM.
 template <class T>
 constexpr bool is_lowp = !std::is_same<scalar_t<T>, T>::value;
+
+/// Leading dimension of a column-major view (LayoutLeft, rank 2 or 3): the distance between its
+/// columns, at least max(rows, 1) as BLAS, cuBLAS and cuSOLVER require (an empty view has stride 0).
+template <class V>
+int leading_dim(const V& v) {
+  return static_cast<int>(std::max<std::size_t>(v.stride(1), std::max<std::size_t>(v.extent(0), 1)));
+}
 
 #if defined(SCHATTEN_HAVE_LOWP_GEMM)
 namespace vendor {
@@ -133,12 +142,6 @@ void gemm_strided(const Kokkos::Cuda& space, const char* trans_a, const char* tr
                                               b.stride, &beta, c.data, Types::data, c.ld, c.stride, batch,
                                               Types::compute, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("schatten: cuBLAS GEMM failed");
-}
-
-/// Leading dimension of a column-major 2-D view (≥ 1, as BLAS requires).
-template <class V>
-int leading_dim(const V& v) {
-  return static_cast<int>(v.stride(1) > 1 ? v.stride(1) : (v.extent(0) > 1 ? v.extent(0) : 1));
 }
 
 /// C = alpha op(A) op(B) + beta C for 16-bit column-major views (LayoutLeft), fp32 accumulation.
