@@ -11,9 +11,7 @@ void adamw_kernel(float* __restrict x, float* __restrict m, float* __restrict v,
                   index_t n, const AdamWScalars& s) {
   const AdamWScalars c = s;  // by value: no aliasing with the arrays
   for (index_t k = 0; k < n; ++k)
-    x[k] = c.neg_lr *
-           (ScaleByAdam::step(x[k], m[k], v[k], c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2, c.eps) +
-            c.weight_decay * w[k]);
+    x[k] = adamw_element(x[k], m[k], v[k], w[k], c);
 }
 
 }  // namespace schatten::optim::detail

@@ -363,7 +363,7 @@ Status smooth_spectra(LayerSpectra& s, const SmoothedStatistics& store, std::int
   if (check_criterion_options(o) || runs < 0) return Status::invalid_argument;
   struct Item {
     std::vector<double>* values;
-    std::vector<float>* ema;
+    FloatBuffer* ema;
   };
   std::vector<Item> items;
   if (o.criterion == PCriterion::exact) items.push_back({&s.sigma, store.sigma});

@@ -13,11 +13,13 @@
 #include "schatten/core/random.hpp"
 #include "schatten/kokkos/optim.hpp"
 #include "schatten/optim/presets.hpp"
+#include "support/failing_rule.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
+using schatten::test::FailOnCall;
 
 namespace {
 using Vec = Kokkos::View<float*, Kokkos::HostSpace>;
@@ -43,22 +45,6 @@ std::vector<float> values(const V& v) {
 const std::vector<ParamSpec> kSpecs = {{"w1", {12, 20}}, {"b1", {20}}, {"w2", {12, 20}}, {"w3", {20, 6}}};
 const std::vector<std::string> kLabels = {"muon", "adamw", "muon", "muon"};
 
-struct FailOnCall {
-  static constexpr const char* name = "fail_on_call";
-  static constexpr bool may_fail = true;
-  std::int64_t fail_at = 2;
-  struct State {
-    std::int64_t count = 0;
-  };
-  State init(const BlockShape&) const { return {}; }
-  Status update(Block, State& s, ConstBlock) const {
-    return ++s.count == fail_at ? Status::out_of_memory : Status::ok;
-  }
-  template <class V>
-  friend void visit_fields(V& v, State& s) {
-    v("count", s.count);
-  }
-};
 }  // namespace
 
 TEST_SUITE("optim.views") {

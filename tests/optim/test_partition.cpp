@@ -13,11 +13,13 @@
 #include "schatten/core/random.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "support/failing_rule.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
+using schatten::test::FailOnCall;
 
 namespace {
 std::vector<float> random_vec(std::size_t n, std::uint64_t seed) {
@@ -44,22 +46,6 @@ struct Snapshot {
   void operator()(const std::string& n, Buffer& b) { (*out)[n] = std::vector<double>(b.begin(), b.end()); }
 };
 
-struct FailOnCall {
-  static constexpr const char* name = "fail_on_call";
-  static constexpr bool may_fail = true;
-  std::int64_t fail_at = 2;
-  struct State {
-    std::int64_t count = 0;
-  };
-  State init(const BlockShape&) const { return {}; }
-  Status update(Block, State& s, ConstBlock) const {
-    return ++s.count == fail_at ? Status::out_of_memory : Status::ok;
-  }
-  template <class V>
-  friend void visit_fields(V& v, State& s) {
-    v("count", s.count);
-  }
-};
 }  // namespace
 
 TEST_SUITE("optim.partition") {

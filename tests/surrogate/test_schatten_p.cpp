@@ -316,7 +316,7 @@ TEST_SUITE("surrogate.schatten_p") {
     PCriterionOptions o;
     o.criterion = PCriterion::exact_momentum;
     o.ema = 0.9;
-    std::vector<float> sigma, align(3, 0.0f), b, sa(2, 0.0f);
+    FloatBuffer sigma, align(3, 0.0f), b, sa(2, 0.0f);
     LayerSpectra s1;
     s1.align = {1.0, 2.0, 3.0};
     s1.sigma_a = {4.0, 5.0};
@@ -332,7 +332,7 @@ TEST_SUITE("surrogate.schatten_p") {
     LayerSpectra wrong;
     wrong.align = {1.0};
     wrong.sigma_a = {1.0, 2.0};
-    const std::vector<float> before = align;
+    const FloatBuffer before = align;
     CHECK(smooth_spectra(wrong, {&sigma, &align, &b, &sa}, 2, o) == Status::invalid_argument);
     CHECK(align == before);
   }

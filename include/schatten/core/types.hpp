@@ -6,6 +6,15 @@
 #include <cstddef>
 #include <cstdint>
 
+/// Marks the small inline functions that hold an element-wise formula (Adam's moments, momentum)
+/// so that the host loops and the device kernels of the Kokkos backend call the same code: one
+/// formula in one place. Empty for host compilers.
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define SCHATTEN_HOST_DEVICE __host__ __device__
+#else
+#define SCHATTEN_HOST_DEVICE
+#endif
+
 namespace schatten {
 
 /// Signed index type for matrix dimensions and strides (elements, not bytes).

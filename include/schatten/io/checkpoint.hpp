@@ -26,6 +26,7 @@
 #include <variant>
 #include <vector>
 
+#include "schatten/core/buffer.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/core/status.hpp"
 
@@ -55,6 +56,8 @@ struct FieldCollector {
   void operator()(const std::string& name, std::int64_t& v) { (*out)[name] = v; }
   void operator()(const std::string& name, double& v) { (*out)[name] = v; }
   void operator()(const std::string& name, std::vector<float>& v) { (*out)[name] = v; }
+  /// Host or device buffers (optimizer state): copied to the host.
+  void operator()(const std::string& name, FloatBuffer& v) { (*out)[name] = v.to_vector(); }
 };
 
 /// Loads fields into a visitable state; records the first problem.
@@ -62,28 +65,44 @@ struct FieldLoader {
   const FieldSet* in;
   std::string error;
   std::size_t loaded = 0;
+  /// A buffer (host or device) is loaded from the field's float array.
+  void operator()(const std::string& name, FloatBuffer& v) {
+    const std::vector<float>* got = find<std::vector<float>>(name);
+    if (!got) return;
+    if (!size_matches(name, got->size(), v.size())) return;
+    v.copy_from(got->data(), got->size());
+    ++loaded;
+  }
   template <class T>
   void operator()(const std::string& name, T& v) {
-    if (!error.empty()) return;
-    auto it = in->find(name);
-    if (it == in->end()) {
-      error = "checkpoint has no field '" + name + "'";
-      return;
-    }
-    const T* got = std::get_if<T>(&it->second);
-    if (!got) {
-      error = "field '" + name + "' has another type in the checkpoint";
-      return;
-    }
+    const T* got = find<T>(name);
+    if (!got) return;
     if constexpr (std::is_same<T, std::vector<float>>::value) {
-      if (got->size() != v.size()) {
-        error = "field '" + name + "' has " + std::to_string(got->size()) + " elements in the checkpoint, " +
-                std::to_string(v.size()) + " here";
-        return;
-      }
+      if (!size_matches(name, got->size(), v.size())) return;
     }
     v = *got;
     ++loaded;
+  }
+
+ private:
+  /// The field `name` as a T, or nullptr with `error` set.
+  template <class T>
+  const T* find(const std::string& name) {
+    if (!error.empty()) return nullptr;
+    auto it = in->find(name);
+    if (it == in->end()) {
+      error = "checkpoint has no field '" + name + "'";
+      return nullptr;
+    }
+    const T* got = std::get_if<T>(&it->second);
+    if (!got) error = "field '" + name + "' has another type in the checkpoint";
+    return got;
+  }
+  bool size_matches(const std::string& name, std::size_t stored, std::size_t here) {
+    if (stored == here) return true;
+    error = "field '" + name + "' has " + std::to_string(stored) + " elements in the checkpoint, " +
+            std::to_string(here) + " here";
+    return false;
   }
 };
 

@@ -64,6 +64,8 @@ class Chain {
  public:
   static constexpr const char* name = "chain";
   static constexpr bool may_fail = (rule_may_fail<Rules>::value || ...);
+  /// True when every rule runs on device memory (rule.hpp, is_device_capable).
+  static constexpr bool device_capable = (is_device_capable<Rules>::value && ...);
   /// True when some rule has a batched form: then the chain offers update_batch too.
   static constexpr bool batches = (has_update_batch<Rules>::value || ...);
   using State = ChainState<Rules...>;
@@ -103,11 +105,13 @@ class Chain {
       return all_finite(MatrixRef<const float>(u)) ? Status::out_of_range : Status::non_finite_input;
     if constexpr (may_fail) {
       State backup = state;
-      const Buffer saved(u.data, u.data + u.size());
+      Buffer saved(static_cast<std::size_t>(u.size()), u.memory);
+      const MatrixRef<float> copy(saved.data(), u.rows, u.cols, u.memory);
+      copy_block(copy, MatrixRef<const float>(u));
       const Status s = run(u, state, param, std::index_sequence_for<Rules...>{});
       if (s != Status::ok) {
         state = std::move(backup);
-        std::copy(saved.begin(), saved.end(), u.data);
+        copy_block(u, MatrixRef<const float>(copy));
       }
       return s;
     } else {

@@ -109,29 +109,64 @@ struct StepReport {
 /// is one kernel launch sequence per group instead of one per parameter (the point on GPUs).
 /// States, checkpoints (names and visit order), NaN policy, global clipping and all-or-nothing
 /// are the same with and without batching.
+///
+/// **Device-resident steps** (init(MemoryKind::device)): the states, the batch buffers and the
+/// state backups live in the memory space of Kokkos::DefaultExecutionSpace, and step() takes
+/// pointers to parameters and gradients in that memory. Every element-wise pass (the scans,
+/// clipping, the rules, the copies, param += u) is then a kernel of that space and the matrix
+/// functions run on the device memory in place: no byte crosses to the host but the scalars of
+/// the reductions (the scans and norms). Requires device-capable routes (rule.hpp,
+/// is_device_capable: every preset but the distance-aware and Schatten-p ones). Same contract,
+/// same checkpoints (visit() reaches device buffers; the checkpoint code copies them through
+/// the host). On a CPU build device memory is host memory and the results equal the host
+/// path's bit for bit (the same formulas in the same order, tests/optim/test_optim_device.cpp);
+/// on a GPU they agree to rounding (a fused multiply-add may differ).
 template <class... Rules>
 class Partition {
   static constexpr bool any_may_fail = (rule_may_fail<Rules>::value || ...);
 
  public:
+  /// True when every route can run on device memory (init(MemoryKind::device) accepts it).
+  static constexpr bool device_capable = (is_device_capable<Rules>::value && ...);
+
   Partition(std::vector<ParamSpec> params, std::vector<std::string> labels, Route<Rules>... routes)
       : params_(std::move(params)), labels_(std::move(labels)), routes_(std::move(routes)...) {}
 
-  /// Checks the labels (one per parameter, each served by a route) and allocates every state.
-  /// invalid_argument with a message naming the first offending parameter otherwise.
-  StepReport init() {
+  /// Checks the labels (one per parameter, each served by a route) and allocates every state in
+  /// `memory` (class comment: device-resident steps). invalid_argument with a message naming
+  /// the first offending parameter otherwise; unsupported for device memory when a route is not
+  /// device-capable; out_of_memory when device memory runs out. On failure the partition is not
+  /// initialised (step refuses) whatever it was before.
+  StepReport init(MemoryKind memory = MemoryKind::host) {
     StepReport r;
+    which_.clear();
     if (labels_.size() != params_.size()) return fail("labels and parameters differ in number", -1);
+    if constexpr (!device_capable) {
+      if (memory == MemoryKind::device)
+        return fail("init: a route's rule has no device form (rule.hpp, is_device_capable); step on the host",
+                    -1, Status::unsupported);
+    }
     which_.assign(params_.size(), -1);
     slot_.assign(params_.size(), 0);
     for (std::size_t i = 0; i < params_.size(); ++i) {
       which_[i] = route_index(labels_[i]);
       if (which_[i] < 0) {
+        which_.clear();
         message_ = "no route for the label of parameter '" + params_[i].name + "'";
         return fail(message_.c_str(), static_cast<std::ptrdiff_t>(i));
       }
     }
     init_states(std::index_sequence_for<Rules...>{});
+    memory_ = MemoryKind::host;
+    if (memory == MemoryKind::device && !move_states(MemoryKind::device)) {
+      which_.clear();
+      return fail("init: device memory for the optimizer state could not be allocated", -1,
+                  Status::out_of_memory);
+    }
+    memory_ = memory;
+    // The backups step() copies each state into before changing it: allocated here, so that a
+    // step never allocates (Buffer assignment reuses an allocation of the same size).
+    if constexpr (any_may_fail) backups_ = states_;
     limit_bits_.assign(params_.size(), magnitude_bits(HUGE_VAL));
     for (std::size_t i = 0; i < params_.size(); ++i)
       dispatch(i, [&](auto tag) {
@@ -146,10 +181,11 @@ class Partition {
       for (std::size_t k = 0; k < groups_.size(); ++k)
         for (std::size_t i : groups_[k].members)
           group_of_[i] = static_cast<int>(k);
-      for (const Group& grp : groups_)
-        if (!grp.reserved) {
+      for (Group& grp : groups_)
+        if (!grp.reserved || !grp.buffer.move_to(memory_)) {
           groups_.clear();
           group_of_.assign(params_.size(), -1);
+          which_.clear();
           return fail("init: the workspace of a batched group could not be allocated", -1,
                       Status::out_of_memory);
         }
@@ -158,6 +194,8 @@ class Partition {
   }
 
   const std::vector<ParamSpec>& params() const { return params_; }
+  /// Where the states live and where step() expects parameters and gradients (init()).
+  MemoryKind memory() const { return memory_; }
   /// Same-shape batching (class comment), on by default. Switching it on after init() takes
   /// effect at the next init() (which reserves the batch buffers); switching it off takes
   /// effect at the next step.
@@ -199,8 +237,10 @@ class Partition {
   const std::vector<std::string>& labels() const { return labels_; }
 
   /// One optimizer step: params[i] and grads[i] point to the flattened row-major arrays of
-  /// parameter i. grads are consumed (they hold the updates afterwards). When no route may fail
-  /// after the finiteness check (e.g. only AdamW/SGD), no state copies are made.
+  /// parameter i, in memory() (host memory unless init(MemoryKind::device)). grads are consumed
+  /// (they hold the updates afterwards). When no route may fail after the finiteness check
+  /// (e.g. only AdamW/SGD), no state copies are made. A device step has finished (fenced) when
+  /// it returns.
   StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
     if (which_.size() != params_.size()) return fail("step before a successful init()", -1);
     if (params.size() != params_.size() || grads.size() != params_.size())
@@ -210,14 +250,14 @@ class Partition {
       if ((params[i] == nullptr || grads[i] == nullptr) && s.size() > 0)
         return fail("null pointer", std::ptrdiff_t(i));
       // One scan per gradient: finiteness, and the route's limit unless clipping comes first.
-      const MatrixRef<const float> g(grads[i], s.rows, s.cols);
+      const MatrixRef<const float> g(grads[i], s.rows, s.cols, memory_);
       if (!all_within(g, clip_ > 0.0 ? magnitude_bits(HUGE_VAL) : limit_bits_[i])) return refuse(i, g);
     }
     if (clip_ > 0.0) {
       clip_gradients(grads);
       for (std::size_t i = 0; i < params_.size(); ++i) {
         const BlockShape s = flatten(params_[i].shape);
-        const MatrixRef<const float> g(grads[i], s.rows, s.cols);
+        const MatrixRef<const float> g(grads[i], s.rows, s.cols, memory_);
         if (!all_within(g, limit_bits_[i])) return refuse(i, g);
       }
     }
@@ -263,9 +303,10 @@ class Partition {
     }
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const BlockShape s = flatten(params_[i].shape);
-      apply_updates(MatrixRef<float>(params[i], s.rows, s.cols),
-                    MatrixRef<const float>(grads[i], s.rows, s.cols));
+      apply_updates(MatrixRef<float>(params[i], s.rows, s.cols, memory_),
+                    MatrixRef<const float>(grads[i], s.rows, s.cols, memory_));
     }
+    if (memory_ == MemoryKind::device) device_kernels::fence();
     return StepReport{};
   }
 
@@ -279,17 +320,41 @@ class Partition {
   }
 
  private:
+  /// Gradient i as a block of memory_.
+  MatrixRef<float> block(float* p, std::size_t i) const {
+    const BlockShape s = flatten(params_[i].shape);
+    return MatrixRef<float>(p, s.rows, s.cols, memory_);
+  }
   void clip_gradients(const std::vector<float*>& grads) const {
     double ss = 0.0;
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      for (index_t k = 0, n = flatten(params_[i].shape).size(); k < n; ++k)
-        ss += double(grads[i][k]) * double(grads[i][k]);
+    if (memory_ == MemoryKind::device) {  // one reduction per gradient, summed in double
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        ss += squared_norm(block(grads[i], i));
+    } else {  // one running sum in parameter order (distributed::DistributedPartition repeats it)
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        for (index_t k = 0, n = flatten(params_[i].shape).size(); k < n; ++k)
+          ss += double(grads[i][k]) * double(grads[i][k]);
+    }
     const double norm = std::sqrt(ss);
     if (!(norm > clip_)) return;
     const float f = static_cast<float>(clip_ / norm);
     for (std::size_t i = 0; i < params_.size(); ++i)
-      for (index_t k = 0, n = flatten(params_[i].shape).size(); k < n; ++k)
-        grads[i][k] *= f;
+      scale(block(grads[i], i), f);
+  }
+  /// Visitor that moves every Buffer of a state into `to` memory.
+  struct BufferMover {
+    MemoryKind to;
+    bool ok = true;
+    void operator()(const std::string&, Buffer& b) { ok = b.move_to(to) && ok; }
+    void operator()(const std::string&, std::int64_t&) {}
+    void operator()(const std::string&, double&) {}
+  };
+  /// Moves every state's buffers into `to` memory; false when an allocation failed.
+  bool move_states(MemoryKind to) {
+    BufferMover mover{to};
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      visit_param(mover, i, std::index_sequence_for<Rules...>{});
+    return mover.ok;
   }
   /// The refusal of a step whose gradient i failed the scan: non_finite_input (NaN/Inf) or
   /// out_of_range (finite, beyond the route's max_gradient()), or a skip under the skip policy.
@@ -333,7 +398,6 @@ class Partition {
         slot_[i] = states.size();
         states.push_back(std::get<I>(routes_).rule.init(flatten(params_[i].shape)));
       }
-    std::get<I>(backups_).assign(states.size(), {});
   }
   template <std::size_t I>
   Status update_route(std::size_t i, float* p, float* g) {
@@ -344,8 +408,8 @@ class Partition {
     // cannot fail (AdamW, SGD) make no copies.
     if constexpr (any_may_fail) std::get<I>(backups_)[slot_[i]] = st;
     const auto& rule = std::get<I>(routes_).rule;
-    const Block u(g, s.rows, s.cols);
-    const ConstBlock w(p, s.rows, s.cols);
+    const Block u(g, s.rows, s.cols, memory_);
+    const ConstBlock w(p, s.rows, s.cols, memory_);
     // step() has scanned every gradient and restores states itself: a chain need not repeat
     // either (its own copy of state and buffer would double the cost of the rollback).
     if constexpr (has_update_unguarded<std::tuple_element_t<I, std::tuple<Rules...>>>::value)
@@ -424,18 +488,18 @@ class Partition {
         const std::size_t i = grp.members[static_cast<std::size_t>(b)];
         touched_[i] = 1;
         if constexpr (any_may_fail) std::get<I>(backups_)[slot_[i]] = states[slot_[i]];
-        std::copy(grads[i], grads[i] + n, grp.buffer.data() + b * n);
+        copy_block(block(grp.buffer.data() + b * n, i), block(grads[i], i));
         grp.params[static_cast<std::size_t>(b)] = params[i];
       }
       GroupRef ref{this, &grp};
       const StateList<typename R::State> list{&ref, &group_state<I>, nb};
-      const BatchedMatrixRef<float> u(grp.buffer.data(), nb, grp.shape.rows, grp.shape.cols);
+      const BatchedMatrixRef<float> u(grp.buffer.data(), nb, grp.shape.rows, grp.shape.cols, memory_);
       const Status s = std::get<I>(routes_).rule.update_batch(
           u, list, ParamList{grp.params.data(), grp.shape, nb}, *grp.workspace);
       if (s != Status::ok) return s;
       for (index_t b = 0; b < nb; ++b) {
-        const float* src = grp.buffer.data() + b * n;
-        std::copy(src, src + n, grads[grp.members[static_cast<std::size_t>(b)]]);
+        const std::size_t i = grp.members[static_cast<std::size_t>(b)];
+        copy_block(block(grads[i], i), block(grp.buffer.data() + b * n, i));
       }
       return Status::ok;
     } else {
@@ -502,6 +566,7 @@ class Partition {
   std::size_t max_group_ = kDefaultMaxGroup;
   std::vector<std::uint32_t> limit_bits_;  ///< per parameter: magnitude_bits of its route's max_gradient
   std::string message_;
+  MemoryKind memory_ = MemoryKind::host;
   NonFinitePolicy policy_ = NonFinitePolicy::error;
   double clip_ = 0.0;
   std::int64_t skipped_ = 0;

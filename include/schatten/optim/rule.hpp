@@ -40,10 +40,13 @@
 /// state equality in tests and the "nothing forgotten" test: each field is reported as `v("name", field)`
 /// with `field` a `std::int64_t`, a `double` or a `Buffer`.
 ///
-/// Blocks are matrices in host memory, row-major and contiguous (a vector is 1 × n; conv and
-/// stacked tensors are flattened by the caller as docs/optim.md says). Element type: float.
+/// Blocks are row-major and contiguous matrices (a vector is 1 × n; conv and stacked tensors are
+/// flattened by the caller as docs/optim.md says), element type float, in host memory, or in
+/// device memory (MatrixRef::memory) for device-capable rules (`is_device_capable` below) run by
+/// a partition initialised with MemoryKind::device.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -54,6 +57,7 @@
 #include <utility>
 #include <vector>
 
+#include "schatten/core/buffer.hpp"
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/status.hpp"
 #include "schatten/core/types.hpp"
@@ -74,8 +78,9 @@ struct BlockShape {
 using Block = MatrixRef<float>;
 /// The parameter a rule may read (weight decay, distance rules).
 using ConstBlock = MatrixRef<const float>;
-/// Owned state buffers.
-using Buffer = std::vector<float>;
+/// Owned state buffers: host memory as created by init(), device memory once a partition moved
+/// them there (Partition::init(MemoryKind::device); core/buffer.hpp).
+using Buffer = FloatBuffer;
 
 /// Detects the protocol of a rule type R (name, State, init, update).
 template <class R, class = void>
@@ -117,6 +122,17 @@ struct ParamList {
 inline Block block_of(const BatchedMatrixRef<float>& u, index_t b) {
   return Block(u.data + b * u.batch_stride, u.rows, u.cols);
 }
+
+/// Rules whose update runs on blocks and state in device memory declare
+/// `static constexpr bool device_capable = true`: they touch memory only through the helpers
+/// below (and the device kernels of transforms.hpp) or through a kernel that takes device
+/// memory, and every Buffer of their state is named by visit_fields (so that a partition can
+/// move it). A chain is device-capable when all its rules are.
+template <class R, class = void>
+struct is_device_capable : std::false_type {};
+template <class R>
+struct is_device_capable<R, std::void_t<decltype(R::device_capable)>>
+    : std::bool_constant<R::device_capable> {};
 
 /// Detects the optional batched form of a rule (see the file comment).
 template <class R, class = void>
@@ -176,23 +192,73 @@ inline bool is_contiguous(MatrixRef<const float> m) {
   return m.empty() || ((m.rows == 1 || m.row_stride == m.cols) && (m.cols == 1 || m.col_stride == 1));
 }
 
+/// The element-wise kernels of the helpers below on device memory: Kokkos kernels of the
+/// default execution space (backends/kokkos/src/optim_kernels.cpp) with the host loops'
+/// arithmetic. Arrays are contiguous, n elements. Asynchronous on a GPU except the reductions;
+/// fence() waits for them. Callers use the helpers, which choose by MatrixRef::memory.
+namespace device_kernels {
+void fence();
+void scale(float* x, index_t n, float f);
+double squared_norm(const float* x, index_t n);
+void add(float* p, const float* u, index_t n);
+void add_scaled(float* x, const float* w, index_t n, float l);
+void add_scaled_where_aligned(float* x, const float* w, index_t n, float l);
+bool all_within(const float* x, index_t n, std::uint32_t limit_bits);
+void copy(float* dst, const float* src, index_t n);
+}  // namespace device_kernels
+
+// The element-wise helpers of the rules. Each takes contiguous row-major blocks (apply_updates
+// and all_within also strided host blocks) in host or device memory (MatrixRef::memory; both
+// operands of one call in the same memory) and runs the host loop or the device kernel. These
+// and the kernels of transforms.hpp are the only code that touches a rule's memory, which is
+// what lets a partition keep its state and step on the device (docs/optim.md).
+
 /// u ← f·u on a contiguous block (the scaling of many rules).
 inline void scale(MatrixRef<float> u, float f) {
+  if (u.memory == MemoryKind::device) return device_kernels::scale(u.data, u.size(), f);
   for (index_t k = 0, n = u.size(); k < n; ++k)
     u.data[k] *= f;
 }
 
 /// ‖u‖²_F of a contiguous block, accumulated in double.
 inline double squared_norm(MatrixRef<const float> u) {
+  if (u.memory == MemoryKind::device) return device_kernels::squared_norm(u.data, u.size());
   double ss = 0.0;
   for (index_t k = 0, n = u.size(); k < n; ++k)
     ss += double(u.data[k]) * double(u.data[k]);
   return ss;
 }
 
+/// u ← u + l·w on contiguous blocks of one shape (weight decay).
+inline void add_scaled(MatrixRef<float> u, MatrixRef<const float> w, float l) {
+  if (u.memory == MemoryKind::device) return device_kernels::add_scaled(u.data, w.data, u.size(), l);
+  float* x = u.data;
+  const float* p = w.data;
+  for (index_t k = 0, n = u.size(); k < n; ++k)
+    x[k] += l * p[k];
+}
+
+/// u ← u + l·w where u·w > 0, elsewhere unchanged (cautious weight decay).
+inline void add_scaled_where_aligned(MatrixRef<float> u, MatrixRef<const float> w, float l) {
+  if (u.memory == MemoryKind::device)
+    return device_kernels::add_scaled_where_aligned(u.data, w.data, u.size(), l);
+  float* x = u.data;
+  const float* p = w.data;
+  for (index_t k = 0, n = u.size(); k < n; ++k)
+    if (x[k] * p[k] > 0.0f) x[k] += l * p[k];
+}
+
+/// dst ← src, contiguous blocks of one size.
+inline void copy_block(MatrixRef<float> dst, MatrixRef<const float> src) {
+  if (dst.memory == MemoryKind::device) return device_kernels::copy(dst.data, src.data, dst.size());
+  std::copy(src.data, src.data + src.size(), dst.data);
+}
+
 /// param += u (the sign convention above). Shapes must match (checked by the caller); any
-/// strides, with a single flat loop when both are contiguous.
+/// strides on the host, with a single flat loop when both are contiguous; contiguous blocks in
+/// device memory.
 inline void apply_updates(MatrixRef<float> param, MatrixRef<const float> u) {
+  if (param.memory == MemoryKind::device) return device_kernels::add(param.data, u.data, param.size());
   if (is_contiguous(param) && is_contiguous(u)) {
     for (index_t k = 0, n = param.size(); k < n; ++k)
       param.data[k] += u.data[k];
@@ -219,6 +285,7 @@ inline std::uint32_t magnitude_bits(double limit) {
 /// magnitude_bits()). Contiguous blocks are scanned by an integer compare-and-OR reduction that
 /// vectorises and runs at memory speed.
 inline bool all_within(MatrixRef<const float> m, std::uint32_t limit_bits) {
+  if (m.memory == MemoryKind::device) return device_kernels::all_within(m.data, m.size(), limit_bits);
   if (is_contiguous(m)) {
     std::uint32_t bad = 0;
     for (index_t k = 0, n = m.size(); k < n; ++k) {

@@ -76,6 +76,25 @@ struct Schedule {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The device forms of the element-wise loops below (rule.hpp, device_kernels), defined in
+// backends/kokkos/src/optim_kernels.cpp with the rules' own element formulas.
+
+namespace detail {
+/// Scalars of one Adam or fused AdamW pass.
+struct AdamWScalars {
+  float b1, w1, b2, w2, inv_c1, inv_sqrt_c2, eps, weight_decay, neg_lr;  ///< w = float(1 − β) (double)
+};
+}  // namespace detail
+namespace device_kernels {
+/// x[k] ← TraceMomentum::step(x[k], mu[k], beta, nesterov, ema ? Form::ema : Form::sum).
+void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema);
+/// x[k] ← ScaleByAdam::step(x[k], m[k], v[k], …) with c's first seven scalars.
+void adam(float* x, float* m, float* v, index_t n, const detail::AdamWScalars& c);
+/// x[k] ← detail::adamw_element(x[k], m[k], v[k], w[k], c).
+void adamw(float* x, float* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c);
+}  // namespace device_kernels
+
+// ---------------------------------------------------------------------------------------------
 // Momentum
 
 /// Heavy-ball momentum. EMA form (Keller Jordan, torch.optim.Muon): B ← β B + (1 − β) G, output
@@ -95,8 +114,10 @@ struct TraceMomentum {
   };
   State init(const BlockShape& s) const { return State{0, Buffer(static_cast<std::size_t>(s.size()), 0.0f)}; }
 
+  static constexpr bool device_capable = true;  // rule.hpp: runs on device memory
+
   /// One element: updates b, returns the output. The one formula of both forms.
-  static float step(float g, float& b, float beta, bool nesterov, Form form) {
+  SCHATTEN_HOST_DEVICE static float step(float g, float& b, float beta, bool nesterov, Form form) {
     const float w = form == Form::ema ? 1.0f - beta : 1.0f;  // weight of the new gradient
     b = beta * b + w * g;
     return nesterov ? w * g + beta * b : b;
@@ -106,8 +127,12 @@ struct TraceMomentum {
     const float b = static_cast<float>(beta);
     float* mu = s.mu.data();
     float* x = u.data;
-    for (index_t k = 0, n = u.size(); k < n; ++k)
-      x[k] = step(x[k], mu[k], b, nesterov, form);
+    if (u.memory == MemoryKind::device) {
+      device_kernels::momentum(x, mu, u.size(), b, nesterov, form == Form::ema);
+    } else {
+      for (index_t k = 0, n = u.size(); k < n; ++k)
+        x[k] = step(x[k], mu[k], b, nesterov, form);
+    }
     ++s.count;
     return Status::ok;
   }
@@ -135,6 +160,7 @@ struct TraceMomentum {
 /// be 0.00099998713, 1.3e-5 off 1 − β₂ (docs/benchmarks/cpu-replay.md, "PyTorch recordings").
 struct ScaleByAdam {
   static constexpr const char* name = "scale_by_adam";
+  static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;
 
   struct State {
@@ -159,8 +185,8 @@ struct ScaleByAdam {
   }
   /// One element, PyTorch's order of operations: m, v updated; out = (m/c1) / (√v/√c2 + ε).
   /// w1 = float(1 − β₁) and w2 = float(1 − β₂), the complements computed in double.
-  static float step(float g, float& m, float& v, float b1, float w1, float b2, float w2, float inv_c1,
-                    float inv_sqrt_c2, float eps) {
+  SCHATTEN_HOST_DEVICE static float step(float g, float& m, float& v, float b1, float w1, float b2, float w2,
+                                         float inv_c1, float inv_sqrt_c2, float eps) {
     m = b1 * m + w1 * g;
     v = b2 * v + w2 * g * g;
     return (m * inv_c1) / (std::sqrt(v) * inv_sqrt_c2 + eps);
@@ -172,8 +198,12 @@ struct ScaleByAdam {
     float *m = s.mu.data(), *v = s.nu.data(), *x = u.data;
     const float fb1 = float(b1), fb2 = float(b2), w1 = float(1.0 - b1), w2 = float(1.0 - b2),
                 feps = float(eps);
-    for (index_t k = 0, n = u.size(); k < n; ++k)
-      x[k] = step(x[k], m[k], v[k], fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps);
+    if (u.memory == MemoryKind::device) {
+      device_kernels::adam(x, m, v, u.size(), {fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps, 0.0f, 0.0f});
+    } else {
+      for (index_t k = 0, n = u.size(); k < n; ++k)
+        x[k] = step(x[k], m[k], v[k], fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps);
+    }
     s.count = t;
     return Status::ok;
   }
@@ -187,10 +217,12 @@ struct ScaleByAdam {
 };
 
 namespace detail {
-/// Scalars of one fused AdamW pass.
-struct AdamWScalars {
-  float b1, w1, b2, w2, inv_c1, inv_sqrt_c2, eps, weight_decay, neg_lr;  ///< w = float(1 − β) (double)
-};
+/// One element of the fused AdamW pass: the new update from gradient x, moments m, v (updated)
+/// and weight w. The one formula of the host kernel and the device kernel.
+SCHATTEN_HOST_DEVICE inline float adamw_element(float x, float& m, float& v, float w, const AdamWScalars& c) {
+  return c.neg_lr * (ScaleByAdam::step(x, m, v, c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2, c.eps) +
+                     c.weight_decay * w);
+}
 /// x[k] ← neg_lr·(ScaleByAdam::step(x[k], m[k], v[k], …) + λ w[k]) for k < n. Compiled in the
 /// library (src/optim/kernels.cpp) with errno-free square roots so that it vectorises whatever
 /// flags the caller uses (√ of v ≥ 0 never sets errno anyway).
@@ -202,6 +234,7 @@ void adamw_kernel(float* x, float* m, float* v, const float* w, index_t n, const
 /// g, m, v, W and writes u, m, v once (AdamW is memory-bound; three passes cost 2.5× the time).
 struct AdamWUpdate {
   static constexpr const char* name = "adamw_update";
+  static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   Schedule lr = Schedule::constant(1e-3);
 
@@ -213,9 +246,19 @@ struct AdamWUpdate {
     const std::int64_t t = s.count + 1;
     const auto [inv_c1, inv_sqrt_c2] = ScaleByAdam::bias_corrections(b1, b2, t);
     const float feps = float(eps), wd = float(weight_decay);
-    detail::adamw_kernel(u.data, s.mu.data(), s.nu.data(), p.data, u.size(),
-                         {float(b1), float(1.0 - b1), float(b2), float(1.0 - b2), inv_c1, inv_sqrt_c2, feps,
-                          wd, static_cast<float>(-lr(s.count))});
+    const detail::AdamWScalars c{float(b1),
+                                 float(1.0 - b1),
+                                 float(b2),
+                                 float(1.0 - b2),
+                                 inv_c1,
+                                 inv_sqrt_c2,
+                                 feps,
+                                 wd,
+                                 static_cast<float>(-lr(s.count))};
+    if (u.memory == MemoryKind::device)
+      device_kernels::adamw(u.data, s.mu.data(), s.nu.data(), p.data, u.size(), c);
+    else
+      detail::adamw_kernel(u.data, s.mu.data(), s.nu.data(), p.data, u.size(), c);
     s.count = t;
     return Status::ok;
   }
@@ -262,6 +305,7 @@ inline std::string polar_config(const PolarOptions& o) {
 /// 5 steps). Muon's orthogonalisation.
 struct Orthogonalize {
   static constexpr const char* name = "orthogonalize";
+  static constexpr bool device_capable = true;  // the kernel takes device memory
   PolarOptions polar{};
 
   static constexpr bool may_fail = true;  // the kernel may report a failure (allocation)
@@ -294,6 +338,7 @@ struct Orthogonalize {
 /// u ← U Σ^α Vᵀ (spectral_power(); Schatten-p Muon α = 1/p, Freon α = 1 − 2c).
 struct SpectralPower {
   static constexpr const char* name = "spectral_power";
+  static constexpr bool device_capable = true;  // the kernel takes device memory
   SpectralPowerOptions options{};
 
   static constexpr bool may_fail = true;  // the kernel may report a failure (allocation)
@@ -328,6 +373,7 @@ struct SpectralPower {
 /// u ← Kaon's chaotic-map spectrum of u (docs/kernels/kaon.md), `steps` steps.
 struct KaonSpectrum {
   static constexpr const char* name = "kaon_spectrum";
+  static constexpr bool device_capable = true;  // the kernel takes device memory
   int steps = 5;
 
   static constexpr bool may_fail = true;  // the kernel may report a failure (allocation)
@@ -365,6 +411,21 @@ struct KaonSpectrum {
   std::string config() const { return Signature(name).add("steps", steps).str(); }
 };
 
+namespace detail {
+/// The scalars of one MuAdam preconditioning pass (step t): float(β), float(1 − β) computed in
+/// double, c2 = 1 − β₂ᵗ, float(β₁/c1) with c1 = 1 − β₁ᵗ.
+struct MuAdamScalars {
+  float b1, w1, b2, w2, b1_over_c1;
+  double c2, eps, exponent;
+};
+}  // namespace detail
+namespace device_kernels {
+/// x[k] ← MuAdamDirection::precondition_element(x[k], m[k], v[k], d[k], c).
+void muadam_precondition(float* x, float* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c);
+/// x[k] ← x[k]·d[k].
+void multiply(float* x, const float* d, index_t n);
+}  // namespace device_kernels
+
 /// MuAdam (algorithms.md §4d, the SMuon repository's form [V]) and its element-wise
 /// preconditioning (§4a.5): v ← β₂ v + (1 − β₂) g² on the raw gradient, D = (v̂ + ε)^e with
 /// v̂ = v/(1 − β₂ᵗ), m ← β₁ m + (1 − β₁) g, ñ = β₁ m/(1 − β₁ᵗ) + (1 − β₁) g, and the output
@@ -373,6 +434,7 @@ struct KaonSpectrum {
 struct MuAdamDirection {
   static constexpr const char* name = "muadam_direction";
   static constexpr bool may_fail = true;
+  static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8, exponent = -0.25;
   PolarOptions polar{};
 
@@ -394,27 +456,37 @@ struct MuAdamDirection {
     const auto n = static_cast<std::size_t>(u.size());
     return s.mu.size() == n && s.nu.size() == n && s.d.size() == n;
   }
+  using Scalars = detail::MuAdamScalars;
+  Scalars scalars(std::int64_t t) const {
+    const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
+    return {float(b1), float(1.0 - b1), float(b2), float(1.0 - b2), float(b1 / c1), c2, eps, exponent};
+  }
+  /// One element of the preconditioning: m, v updated, d ← (v/c2 + ε)^e in double, returns
+  /// d·ñ. The one formula of the host loop and the device kernel.
+  SCHATTEN_HOST_DEVICE static float precondition_element(float g, float& m, float& v, float& d,
+                                                         const Scalars& c) {
+    v = c.b2 * v + c.w2 * g * g;
+    m = c.b1 * m + c.w1 * g;
+    d = static_cast<float>(pow(double(v) / c.c2 + c.eps, c.exponent));  // ::pow: host and device
+    const float nesterov_m = c.b1_over_c1 * m + c.w1 * g;
+    return d * nesterov_m;
+  }
   /// Before the polar factor: the moments and D of step count + 1, and u ← D ⊙ ñ.
   void precondition(Block u, State& s) const {
-    const std::int64_t t = s.count + 1;
-    const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
-    std::size_t k = 0;
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j, ++k) {
-        const float g = u(i, j);
-        s.nu[k] = float(b2) * s.nu[k] + float(1.0 - b2) * g * g;
-        s.mu[k] = float(b1) * s.mu[k] + float(1.0 - b1) * g;
-        s.d[k] = static_cast<float>(std::pow(double(s.nu[k]) / c2 + eps, exponent));
-        const float nesterov_m = float(b1 / c1) * s.mu[k] + float(1.0 - b1) * g;
-        u(i, j) = s.d[k] * nesterov_m;
-      }
+    const Scalars c = scalars(s.count + 1);
+    float *x = u.data, *m = s.mu.data(), *v = s.nu.data(), *d = s.d.data();
+    if (u.memory == MemoryKind::device) return device_kernels::muadam_precondition(x, m, v, d, u.size(), c);
+    for (index_t k = 0, n = u.size(); k < n; ++k)
+      x[k] = precondition_element(x[k], m[k], v[k], d[k], c);
   }
   /// After the polar factor: u ← D ⊙ u, and the step is counted.
   static void finish(Block u, State& s) {
-    std::size_t k = 0;
-    for (index_t i = 0; i < u.rows; ++i)
-      for (index_t j = 0; j < u.cols; ++j, ++k)
-        u(i, j) *= s.d[k];
+    if (u.memory == MemoryKind::device) {
+      device_kernels::multiply(u.data, s.d.data(), u.size());
+    } else {
+      for (index_t k = 0, n = u.size(); k < n; ++k)
+        u.data[k] *= s.d[k];
+    }
     ++s.count;
   }
   Status update(Block u, State& s, ConstBlock) const {
@@ -462,6 +534,7 @@ struct MuAdamDirection {
 /// in-range update is unchanged).
 struct ClipByNorm {
   static constexpr const char* name = "clip_by_norm";
+  static constexpr bool device_capable = true;
   double max_norm = 1.0;
   struct State {};
   State init(const BlockShape&) const { return {}; }
@@ -483,6 +556,7 @@ struct ClipByNorm {
 /// none 1. Rows/cols are the block's (the 2-D flattened shape for conv weights, [P]).
 struct ScaleByShape {
   static constexpr const char* name = "scale_by_shape";
+  static constexpr bool device_capable = true;
   enum class Rule { keller, moonlight, none };
   Rule rule = Rule::keller;
 
@@ -519,6 +593,7 @@ struct ScaleByShape {
 /// (Freon's magnitude rule [P], algorithms.md §6). A zero update stays zero.
 struct ScaleToPolarNorm {
   static constexpr const char* name = "scale_to_polar_norm";
+  static constexpr bool device_capable = true;
   struct State {};
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State&, ConstBlock) const {
@@ -542,6 +617,7 @@ struct ScaleToPolarNorm {
 /// after ScaleByLearningRate.
 struct AddDecayedWeights {
   static constexpr const char* name = "add_decayed_weights";
+  static constexpr bool device_capable = true;
   enum class Mode { decoupled, cautious };
   double weight_decay = 0.0;
   Mode mode = Mode::decoupled;
@@ -551,15 +627,10 @@ struct AddDecayedWeights {
   Status update(Block u, State&, ConstBlock p) const {
     if (weight_decay == 0.0) return Status::ok;
     const float l = static_cast<float>(weight_decay);
-    float* x = u.data;
-    const float* w = p.data;
-    if (mode == Mode::decoupled) {
-      for (index_t k = 0, n = u.size(); k < n; ++k)
-        x[k] += l * w[k];
-    } else {
-      for (index_t k = 0, n = u.size(); k < n; ++k)
-        if (x[k] * w[k] > 0.0f) x[k] += l * w[k];
-    }
+    if (mode == Mode::decoupled)
+      add_scaled(u, p, l);
+    else
+      add_scaled_where_aligned(u, p, l);
     return Status::ok;
   }
   template <class V>
@@ -575,13 +646,13 @@ struct AddDecayedWeights {
 /// u ← u − λ W, after the learning rate: the decay does not follow the lr schedule.
 struct AddIndependentDecay {
   static constexpr const char* name = "add_independent_decay";
+  static constexpr bool device_capable = true;
   double weight_decay = 0.0;
   struct State {};
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State&, ConstBlock p) const {
-    const float l = static_cast<float>(weight_decay);
-    for (index_t k = 0, n = u.size(); k < n; ++k)
-      u.data[k] -= l * p.data[k];
+    // u + (−l)·w rounds exactly like u − l·w (negation is exact).
+    add_scaled(u, p, -static_cast<float>(weight_decay));
     return Status::ok;
   }
   template <class V>
@@ -595,6 +666,7 @@ struct AddIndependentDecay {
 /// u ← −η(t)·u (the sign convention of rule.hpp), t = this rule's own step count.
 struct ScaleByLearningRate {
   static constexpr const char* name = "scale_by_learning_rate";
+  static constexpr bool device_capable = true;
   Schedule lr = Schedule::constant(1e-3);
 
   struct State {

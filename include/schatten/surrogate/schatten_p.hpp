@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "schatten/core/buffer.hpp"
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/status.hpp"
 
@@ -125,11 +126,11 @@ PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& options
 /// B and σ(A). `store` holds the raw EMAs (float, as checkpointed), `runs` the number of runs so
 /// far (before this one); `spectra` is replaced by the bias-corrected averages. Vectors of
 /// another length than the store are an invalid_argument (nothing changed).
-struct SmoothedStatistics {
-  std::vector<float>* sigma = nullptr;
-  std::vector<float>* align = nullptr;
-  std::vector<float>* gram_b = nullptr;
-  std::vector<float>* sigma_a = nullptr;
+struct SmoothedStatistics {  // host buffers (the optimizer state that holds them)
+  FloatBuffer* sigma = nullptr;
+  FloatBuffer* align = nullptr;
+  FloatBuffer* gram_b = nullptr;
+  FloatBuffer* sigma_a = nullptr;
 };
 Status smooth_spectra(LayerSpectra& spectra, const SmoothedStatistics& store, std::int64_t runs,
                       const PCriterionOptions& options);

@@ -3,7 +3,14 @@
 /// Optimizer steps over Kokkos Views and over raw device pointers: the entry points of
 /// optim::Partition::step for callers whose parameters and gradients live in Kokkos memory.
 ///
-/// The rules run on the host (docs/optim.md). So:
+/// Where the rules run depends on where the partition keeps its state:
+///  * A partition initialised with MemoryKind::device (Partition::init; every preset but the
+///    distance-aware and Schatten-p ones) steps in device memory: the Views (or pointers) are
+///    passed straight to Partition::step, every element-wise pass is a Kokkos kernel and the
+///    matrix functions work in place. Nothing is staged; the Views must be in a memory space
+///    the default execution space can access (CudaSpace, HIPSpace, UVM; any space of a CPU
+///    build), else invalid_argument. This is the path for GPU training loops.
+///  * A host partition (init() without arguments) runs its rules on the host, so:
 ///  * Views in a memory space the host can access (HostSpace, CudaUVMSpace, CudaHostPinnedSpace,
 ///    any space of a CPU build) go straight through: their data pointers are passed to
 ///    Partition::step, no copy is made, and the gradient Views hold the updates afterwards
@@ -15,7 +22,7 @@
 ///    (the updates stay in the host buffers, StepStaging::grads). Cost per step: 2 transfers of
 ///    each parameter (in and out) and 1 of each gradient, each a fenced deep_copy; the
 ///    arithmetic is the host's. A device-resident element-wise path (rules as Kokkos kernels,
-///    the matrix functions on the device without staging) is future GPU work (issue #7).
+///    the matrix functions on the device without staging) is the device partition above.
 ///
 /// Views are rank 1 or rank 2, value type float, one parameter each, in its flattened shape
 /// (optim::flatten): a rank-2 View must be rows × cols of that shape and row-major contiguous
@@ -69,15 +76,17 @@ struct StepStaging {
   bool staged = false;
   /// Host copies (staged steps): parameter i and gradient i; after a successful staged step
   /// grads[i] holds parameter i's update.
-  std::vector<optim::Buffer> params, grads;
+  std::vector<std::vector<float>> params, grads;
   /// What Partition::step receives.
   std::vector<float*> param_ptrs, grad_ptrs;
 };
 
-/// StepStaging for Views in `MemorySpace`: host copies only when the host cannot access it.
+/// StepStaging for Views in `MemorySpace`: host copies only when a host partition steps Views
+/// the host cannot access.
 template <class MemorySpace, class P>
 StepStaging make_step_staging(const P& partition) {
-  return StepStaging(partition, !Kokkos::SpaceAccessibility<Kokkos::HostSpace, MemorySpace>::accessible);
+  return StepStaging(partition, partition.memory() == MemoryKind::host &&
+                                    !Kokkos::SpaceAccessibility<Kokkos::HostSpace, MemorySpace>::accessible);
 }
 
 namespace detail {
@@ -160,6 +169,18 @@ optim::StepReport step_views(P& opt, const std::vector<PView>& params, const std
       return step_failure("step: a View is not the parameter's flattened shape, row-major and contiguous",
                           static_cast<std::ptrdiff_t>(i));
   }
+  if (opt.memory() == MemoryKind::device) {  // device-resident partition: never staged
+    if (!Kokkos::SpaceAccessibility<Kokkos::DefaultExecutionSpace, typename PView::memory_space>::accessible)
+      return step_failure(
+          "step: the partition keeps its state in device memory; pass Views the default execution space can "
+          "access",
+          -1);
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      st.param_ptrs[i] = params[i].data();
+      st.grad_ptrs[i] = grads[i].data();
+    }
+    return opt.step(st.param_ptrs, st.grad_ptrs);
+  }
   if constexpr (Staged) {
     return staged_step(
         opt, st, [&](std::size_t i) { return params[i]; }, [&](std::size_t i) { return grads[i]; });
@@ -193,12 +214,20 @@ optim::StepReport step(optim::Partition<Rules...>& opt, const std::vector<PView>
 /// MemoryKind::device, the memory space of Kokkos::DefaultExecutionSpace (staged as above when
 /// the host cannot access it; on a CPU build device memory is host memory and nothing is
 /// copied). `staging` must hold host copies for staged device steps:
-/// make_step_staging<Kokkos::DefaultExecutionSpace::memory_space>(opt).
+/// make_step_staging<Kokkos::DefaultExecutionSpace::memory_space>(opt). A device-resident
+/// partition (init(MemoryKind::device)) takes device pointers only and never stages.
 template <class... Rules>
 optim::StepReport step(optim::Partition<Rules...>& opt, const std::vector<float*>& params,
                        const std::vector<float*>& grads, MemoryKind memory, StepStaging& staging) {
   using DeviceMem = Kokkos::DefaultExecutionSpace::memory_space;
   constexpr bool host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMem>::accessible;
+  if (opt.memory() == MemoryKind::device) {
+    if (memory == MemoryKind::host && !host)
+      return detail::step_failure(
+          "step: the partition keeps its state in device memory; pass device pointers (MemoryKind::device)",
+          -1);
+    return opt.step(params, grads);
+  }
   if (memory == MemoryKind::host || host) return opt.step(params, grads);
   const std::vector<optim::ParamSpec>& specs = opt.params();
   if (params.size() != specs.size() || grads.size() != specs.size())

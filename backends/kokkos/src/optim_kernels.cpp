@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Device memory for FloatBuffer (core/buffer.hpp) and the element-wise optimizer kernels on
+/// Kokkos::DefaultExecutionSpace (optim/rule.hpp `device_kernels`, transforms.hpp). Each kernel
+/// calls the same inline formula as the host loop it replaces (TraceMomentum::step,
+/// ScaleByAdam::step, marked SCHATTEN_HOST_DEVICE), element by element, so on a CPU build the
+/// two give the same bits; on a GPU the compiler may fuse a multiply and an add (rounding-level
+/// differences, docs/optim.md "Device-resident steps"). Reductions accumulate in double, like
+/// the host loops, in the execution space's order.
+///
+/// Every kernel is asynchronous on a GPU except the reductions, which return their value to
+/// the host (and so wait); fence() waits for the rest. Compiled with -fno-math-errno
+/// (CMakeLists.txt), like src/optim/kernels.cpp.
+#include <Kokkos_Core.hpp>
+
+#include <cstring>
+#include <exception>
+
+#include "schatten/core/buffer.hpp"
+#include "schatten/optim/rule.hpp"
+#include "schatten/optim/transforms.hpp"
+
+namespace schatten {
+namespace {
+using Exec = Kokkos::DefaultExecutionSpace;
+using DeviceMem = Exec::memory_space;
+using Range = Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>;
+template <class Mem>
+using Bytes = Kokkos::View<unsigned char*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+}  // namespace
+
+namespace memory {
+
+void* allocate_device(std::size_t bytes) noexcept {
+  if (bytes == 0) return nullptr;
+  try {
+    return Kokkos::kokkos_malloc<DeviceMem>("schatten::FloatBuffer", bytes);
+  } catch (...) {  // Kokkos reports a failed allocation by throwing
+    return nullptr;
+  }
+}
+
+void free_device(void* p) noexcept {
+  if (p) Kokkos::kokkos_free<DeviceMem>(p);
+}
+
+void copy_bytes(void* dst, MemoryKind to, const void* src, MemoryKind from, std::size_t bytes) {
+  if (bytes == 0) return;
+  const bool dst_host = to == MemoryKind::host || host_readable(MemoryKind::device);
+  const bool src_host = from == MemoryKind::host || host_readable(MemoryKind::device);
+  if (dst_host && src_host) {
+    Kokkos::fence();  // device kernels still writing src (or reading dst) on an async host space
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  auto* d = static_cast<unsigned char*>(dst);
+  auto* s = static_cast<unsigned char*>(const_cast<void*>(src));
+  if (!dst_host && !src_host)
+    Kokkos::deep_copy(Bytes<DeviceMem>(d, bytes), Bytes<DeviceMem>(s, bytes));
+  else if (dst_host)
+    Kokkos::deep_copy(Bytes<Kokkos::HostSpace>(d, bytes), Bytes<DeviceMem>(s, bytes));
+  else
+    Kokkos::deep_copy(Bytes<DeviceMem>(d, bytes), Bytes<Kokkos::HostSpace>(s, bytes));
+}
+
+bool host_readable(MemoryKind kind) noexcept {
+  return kind == MemoryKind::host || Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMem>::accessible;
+}
+
+}  // namespace memory
+
+namespace optim::device_kernels {
+
+void fence() { Exec().fence(); }
+
+void scale(float* x, index_t n, float f) {
+  Kokkos::parallel_for(
+      "schatten::optim::scale", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= f; });
+}
+
+double squared_norm(const float* x, index_t n) {
+  double ss = 0.0;
+  Kokkos::parallel_reduce(
+      "schatten::optim::squared_norm", Range(0, n),
+      KOKKOS_LAMBDA(index_t k, double& acc) { acc += double(x[k]) * double(x[k]); }, ss);
+  return ss;
+}
+
+void add(float* p, const float* u, index_t n) {
+  Kokkos::parallel_for(
+      "schatten::optim::apply_updates", Range(0, n), KOKKOS_LAMBDA(index_t k) { p[k] += u[k]; });
+}
+
+void add_scaled(float* x, const float* w, index_t n, float l) {
+  Kokkos::parallel_for(
+      "schatten::optim::add_scaled", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] += l * w[k]; });
+}
+
+void add_scaled_where_aligned(float* x, const float* w, index_t n, float l) {
+  Kokkos::parallel_for(
+      "schatten::optim::add_scaled_where_aligned", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+        if (x[k] * w[k] > 0.0f) x[k] += l * w[k];
+      });
+}
+
+bool all_within(const float* x, index_t n, std::uint32_t limit_bits) {
+  float limit;
+  std::memcpy(&limit, &limit_bits, sizeof limit);
+  index_t bad = 0;
+  // |x| ≤ limit as two compares: false for NaN, like the host's integer test (rule.hpp).
+  Kokkos::parallel_reduce(
+      "schatten::optim::all_within", Range(0, n),
+      KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += (x[k] <= limit && x[k] >= -limit) ? 0 : 1; }, bad);
+  return bad == 0;
+}
+
+void copy(float* dst, const float* src, index_t n) {
+  Kokkos::parallel_for(
+      "schatten::optim::copy", Range(0, n), KOKKOS_LAMBDA(index_t k) { dst[k] = src[k]; });
+}
+
+void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema) {
+  const TraceMomentum::Form form = ema ? TraceMomentum::Form::ema : TraceMomentum::Form::sum;
+  Kokkos::parallel_for(
+      "schatten::optim::trace_momentum", Range(0, n),
+      KOKKOS_LAMBDA(index_t k) { x[k] = TraceMomentum::step(x[k], mu[k], beta, nesterov, form); });
+}
+
+void adam(float* x, float* m, float* v, index_t n, const detail::AdamWScalars& c) {
+  Kokkos::parallel_for(
+      "schatten::optim::scale_by_adam", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+        x[k] = ScaleByAdam::step(x[k], m[k], v[k], c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2, c.eps);
+      });
+}
+
+void adamw(float* x, float* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c) {
+  Kokkos::parallel_for(
+      "schatten::optim::adamw_update", Range(0, n),
+      KOKKOS_LAMBDA(index_t k) { x[k] = detail::adamw_element(x[k], m[k], v[k], w[k], c); });
+}
+
+void muadam_precondition(float* x, float* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c) {
+  Kokkos::parallel_for(
+      "schatten::optim::muadam_precondition", Range(0, n),
+      KOKKOS_LAMBDA(index_t k) { x[k] = MuAdamDirection::precondition_element(x[k], m[k], v[k], d[k], c); });
+}
+
+void multiply(float* x, const float* d, index_t n) {
+  Kokkos::parallel_for(
+      "schatten::optim::multiply", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= d[k]; });
+}
+
+}  // namespace optim::device_kernels
+}  // namespace schatten

@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// An owned array of floats in host or device memory: the storage of optimizer state
+/// (optim::Buffer) and of the partition's batch buffers.
+///
+/// A FloatBuffer starts in host memory, where it behaves like the std::vector<float> it
+/// replaces (size(), data(), operator[], begin()/end(), assign()). move_to(MemoryKind::device)
+/// moves it into the memory space of Kokkos::DefaultExecutionSpace (device memory on a GPU
+/// build, host memory on a CPU build); copies of a device buffer are device buffers. Element
+/// access (operator[], begin(), end(), assign()) is valid only where the host can read the
+/// memory: host buffers, and device buffers of a CPU build (host_readable()). to_vector() and
+/// copy_from() move the contents across on any build (checkpoints use them).
+///
+/// Device buffers must be destroyed before Kokkos is finalised (like schatten::Workspace).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <initializer_list>
+#include <new>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "schatten/core/types.hpp"
+
+namespace schatten {
+
+namespace memory {
+/// `bytes` of memory of the default execution space's memory space (Kokkos::kokkos_malloc);
+/// nullptr when the allocation fails or bytes is 0. Never throws.
+void* allocate_device(std::size_t bytes) noexcept;
+/// Frees what allocate_device() returned (nullptr is ignored).
+void free_device(void* p) noexcept;
+/// Copies `bytes` from `src` (in `from`) to `dst` (in `to`); complete when it returns.
+void copy_bytes(void* dst, MemoryKind to, const void* src, MemoryKind from, std::size_t bytes);
+/// True when the host can dereference memory of `kind` (always for host; for device memory on
+/// builds whose default execution space runs on the host).
+bool host_readable(MemoryKind kind) noexcept;
+}  // namespace memory
+
+/// Floats in host or device memory (file comment).
+class FloatBuffer {
+ public:
+  using value_type = float;
+
+  FloatBuffer() = default;
+  /// n copies of `value`, in host memory.
+  FloatBuffer(std::size_t n, float value) : host_(n, value) {}
+  FloatBuffer(std::initializer_list<float> values) : host_(values) {}
+  /// n elements in `kind` memory: zeros on the host, uninitialised on the device (std::bad_alloc
+  /// when device memory runs out).
+  FloatBuffer(std::size_t n, MemoryKind kind) {
+    if (kind == MemoryKind::host) {
+      host_.assign(n, 0.0f);
+      return;
+    }
+    on_device_ = true;
+    size_ = n;
+    device_ = n ? static_cast<float*>(memory::allocate_device(n * sizeof(float))) : nullptr;
+    if (n && !device_) {
+      on_device_ = false;
+      size_ = 0;
+      throw std::bad_alloc();
+    }
+  }
+  /// The elements of [first, last), in host memory.
+  template <class It, class = std::enable_if_t<!std::is_integral<It>::value>>
+  FloatBuffer(It first, It last) : host_(first, last) {}
+  /// A deep copy in the same memory (std::bad_alloc when device memory runs out).
+  FloatBuffer(const FloatBuffer& o) : host_(o.host_), on_device_(o.on_device_) {
+    if (on_device_) device_copy_from(o);
+  }
+  /// A deep copy into the memory of `o`; reuses this buffer's allocation when it is in the same
+  /// memory and of the same size (then it never allocates: the partition's per-step state
+  /// backups rely on this).
+  FloatBuffer& operator=(const FloatBuffer& o) {
+    if (this == &o) return *this;
+    if (!o.on_device_) {
+      release_device();
+      host_ = o.host_;
+      return *this;
+    }
+    if (!(on_device_ && size_ == o.size_)) {
+      FloatBuffer fresh(o);
+      swap(fresh);
+      return *this;
+    }
+    memory::copy_bytes(device_, MemoryKind::device, o.device_, MemoryKind::device, size_ * sizeof(float));
+    return *this;
+  }
+  FloatBuffer(FloatBuffer&& o) noexcept { swap(o); }
+  FloatBuffer& operator=(FloatBuffer&& o) noexcept {
+    FloatBuffer tmp(std::move(o));
+    swap(tmp);
+    return *this;
+  }
+  ~FloatBuffer() { release_device(); }
+
+  void swap(FloatBuffer& o) noexcept {
+    host_.swap(o.host_);
+    std::swap(device_, o.device_);
+    std::swap(size_, o.size_);
+    std::swap(on_device_, o.on_device_);
+  }
+
+  /// Where the elements live.
+  MemoryKind memory() const noexcept { return on_device_ ? MemoryKind::device : MemoryKind::host; }
+  /// True when the host may read and write the elements in place (file comment).
+  bool host_readable() const noexcept { return !on_device_ || memory::host_readable(MemoryKind::device); }
+  std::size_t size() const noexcept { return on_device_ ? size_ : host_.size(); }
+  bool empty() const noexcept { return size() == 0; }
+  float* data() noexcept { return on_device_ ? device_ : host_.data(); }
+  const float* data() const noexcept { return on_device_ ? device_ : host_.data(); }
+
+  /// Host-readable buffers only.
+  float& operator[](std::size_t i) noexcept { return data()[i]; }
+  const float& operator[](std::size_t i) const noexcept { return data()[i]; }
+  float* begin() noexcept { return data(); }
+  float* end() noexcept { return data() + size(); }
+  const float* begin() const noexcept { return data(); }
+  const float* end() const noexcept { return data() + size(); }
+  /// n copies of `value` in host memory (a device buffer returns to the host).
+  void assign(std::size_t n, float value) {
+    release_device();
+    host_.assign(n, value);
+  }
+
+  /// Moves the contents into `kind` memory. False (and nothing changed) when the allocation
+  /// fails. Cost: one allocation and one transfer when the memory changes, nothing otherwise.
+  bool move_to(MemoryKind kind) {
+    if (kind == memory()) return true;
+    if (kind == MemoryKind::host) {
+      std::vector<float> h = to_vector();
+      release_device();
+      host_ = std::move(h);
+      return true;
+    }
+    const std::size_t n = host_.size();
+    float* d = n ? static_cast<float*>(memory::allocate_device(n * sizeof(float))) : nullptr;
+    if (n && !d) return false;
+    if (n) memory::copy_bytes(d, MemoryKind::device, host_.data(), MemoryKind::host, n * sizeof(float));
+    std::vector<float>().swap(host_);
+    device_ = d;
+    size_ = n;
+    on_device_ = true;
+    return true;
+  }
+  /// The elements, copied to the host.
+  std::vector<float> to_vector() const {
+    if (!on_device_) return host_;
+    std::vector<float> h(size_);
+    if (size_)
+      memory::copy_bytes(h.data(), MemoryKind::host, device_, MemoryKind::device, size_ * sizeof(float));
+    return h;
+  }
+  /// Overwrites the elements with n host floats; false (nothing changed) when n ≠ size().
+  bool copy_from(const float* host, std::size_t n) {
+    if (n != size()) return false;
+    if (n) memory::copy_bytes(data(), memory(), host, MemoryKind::host, n * sizeof(float));
+    return true;
+  }
+
+  /// Same size and the same values, in whatever memory each lives (NaN ≠ NaN, as for vectors).
+  friend bool operator==(const FloatBuffer& a, const FloatBuffer& b) {
+    if (a.size() != b.size()) return false;
+    if (a.host_readable() && b.host_readable()) return std::equal(a.begin(), a.end(), b.begin());
+    const std::vector<float> x = a.to_vector(), y = b.to_vector();
+    return x == y;
+  }
+  friend bool operator!=(const FloatBuffer& a, const FloatBuffer& b) { return !(a == b); }
+
+ private:
+  void device_copy_from(const FloatBuffer& o) {
+    size_ = o.size_;
+    device_ = size_ ? static_cast<float*>(memory::allocate_device(size_ * sizeof(float))) : nullptr;
+    if (size_ && !device_) {
+      on_device_ = false;
+      size_ = 0;
+      throw std::bad_alloc();
+    }
+    if (size_)
+      memory::copy_bytes(device_, MemoryKind::device, o.device_, MemoryKind::device, size_ * sizeof(float));
+  }
+  void release_device() noexcept {
+    if (on_device_) memory::free_device(device_);
+    device_ = nullptr;
+    size_ = 0;
+    on_device_ = false;
+  }
+
+  std::vector<float> host_;  ///< the elements of a host buffer
+  float* device_ = nullptr;  ///< the elements of a device buffer
+  std::size_t size_ = 0;     ///< their number (device buffers)
+  bool on_device_ = false;
+};
+
+}  // namespace schatten

@@ -1,0 +1,455 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Device-resident optimizer steps (Partition::init(MemoryKind::device)): the states, batch
+/// buffers and backups in the memory of the default execution space, every element-wise pass a
+/// Kokkos kernel. The oracle is the host partition, which runs the same formulas as host loops.
+///
+/// Tolerance: where the device kernels run on the host (every CPU build) they perform each
+/// element's operations in the host loop's order, so the two paths agree bit for bit; only
+/// global clipping sums its norm in another order (per parameter, then across), a relative
+/// change of about 1e-16 in a double that is rounded to a float factor, so there we allow
+/// 4 float ulps (4 · 2^-24 relative). On a GPU a fused multiply-add may round one element of
+/// momentum or Adam by one float ulp (2^-24 relative); Newton–Schulz and three steps amplify
+/// that by a modest factor (the polar map is Lipschitz with constant ~1/σ_min of a
+/// well-conditioned Gaussian momentum), so the parameters' change from W₀ must agree to 1e-4
+/// relative in the Frobenius norm, and every state buffer likewise.
+#include <doctest/doctest.h>
+
+#include <Kokkos_Core.hpp>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "schatten/core/buffer.hpp"
+#include "schatten/core/random.hpp"
+#include "schatten/io/checkpoint.hpp"
+#include "schatten/kokkos/optim.hpp"
+#include "schatten/optim/presets.hpp"
+#include "schatten/optim/step_size.hpp"
+#include "support/failing_rule.hpp"
+#include "support/seed.hpp"
+
+using namespace schatten;
+using namespace schatten::optim;
+using schatten::test::case_seed;
+using schatten::test::FailOnCall;
+
+namespace {
+
+using DeviceMem = Kokkos::DefaultExecutionSpace::memory_space;
+using DeviceVec = Kokkos::View<float*, DeviceMem>;
+using HostConst = Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+/// True where device kernels run on the host (the file comment's bit-for-bit case).
+constexpr bool kHostKernels = Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMem>::accessible;
+/// Relative agreement of device and host values on a GPU (file comment).
+constexpr double kDeviceRel = 1e-4;
+/// Relative agreement under global clipping on the host (file comment).
+constexpr double kClipRel = 4.0 / 16777216.0;
+
+std::vector<float> random_vec(std::size_t n, std::uint64_t seed, double scale = 0.1) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v)
+    x = static_cast<float>(scale * rng.normal());
+  return v;
+}
+DeviceVec to_device(const std::vector<float>& h) {
+  DeviceVec d("schatten::test::device", h.size());
+  Kokkos::deep_copy(d, HostConst(h.data(), h.size()));
+  return d;
+}
+std::vector<float> to_host(const DeviceVec& d) {
+  std::vector<float> h(d.extent(0));
+  Kokkos::deep_copy(
+      Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(h.data(), h.size()),
+      d);
+  return h;
+}
+
+/// ‖got − want‖ ≤ rel·‖want‖ (bit for bit when rel is 0); NaN never agrees.
+bool agree(const std::vector<float>& got, const std::vector<float>& want, double rel) {
+  if (got.size() != want.size()) return false;
+  if (rel == 0.0) return got == want;
+  double d2 = 0.0, n2 = 0.0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(got[i]) || std::isnan(want[i])) return false;
+    d2 += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    n2 += double(want[i]) * want[i];
+  }
+  return std::sqrt(d2) <= rel * std::sqrt(n2);
+}
+std::vector<float> minus(const std::vector<float>& a, const std::vector<float>& b) {
+  std::vector<float> d(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    d[i] = a[i] - b[i];
+  return d;
+}
+
+/// Every field of two captured states agrees (counters exactly, buffers within rel).
+bool same_fields(const io::FieldSet& got, const io::FieldSet& want, double rel) {
+  if (got.size() != want.size()) return false;
+  for (const auto& field : want) {
+    const std::string& name = field.first;
+    const io::FieldValue& value = field.second;
+    const auto it = got.find(name);
+    if (it == got.end() || it->second.index() != value.index()) return false;
+    if (const auto* v = std::get_if<std::vector<float>>(&value)) {
+      if (!agree(std::get<std::vector<float>>(it->second), *v, rel)) {
+        MESSAGE("field " << name << " differs");
+        return false;
+      }
+    } else if (it->second != value) {
+      return false;
+    }
+  }
+  return true;
+}
+
+const std::vector<ParamSpec> kSpecs = {{"h.0.w", {12, 20}}, {"h.0.b", {20}},  {"h.1.w", {12, 20}},
+                                       {"h.2.w", {20, 6}},  {"wte", {30, 8}}, {"h.3.w", {12, 20}}};
+
+/// A model in host vectors (the oracle) and device Views (the device partition) with the same
+/// values, stepped by two partitions of the same configuration.
+struct Twin {
+  std::vector<std::vector<float>> w;  // host parameters
+  std::vector<DeviceVec> dw;          // device parameters
+  std::vector<std::vector<float>> w0;
+  explicit Twin(const char* name) {
+    for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+      w.push_back(random_vec(static_cast<std::size_t>(flatten(kSpecs[i].shape).size()), case_seed(name, i)));
+      dw.push_back(to_device(w.back()));
+    }
+    w0 = w;
+  }
+  /// One step of both; returns their reports (host first).
+  template <class P>
+  std::pair<StepReport, StepReport> step(P& host, P& device, const char* name, int t, double scale = 0.1) {
+    std::vector<std::vector<float>> g;
+    std::vector<DeviceVec> dg;
+    std::vector<float*> wp, gp, dwp, dgp;
+    for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+      g.push_back(
+          random_vec(w[i].size(), case_seed(name, 1000 + 100 * static_cast<std::uint64_t>(t) + i), scale));
+      dg.push_back(to_device(g.back()));
+    }
+    for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+      wp.push_back(w[i].data());
+      gp.push_back(g[i].data());
+      dwp.push_back(dw[i].data());
+      dgp.push_back(dg[i].data());
+    }
+    const StepReport rh = host.step(wp, gp);
+    const StepReport rd = device.step(dwp, dgp);
+    return {rh, rd};
+  }
+  /// The device parameters against the host ones: bit for bit on the host, else their changes
+  /// from W₀ within rel.
+  bool same_params(double rel) const {
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      const std::vector<float> d = to_host(dw[i]);
+      if (rel == 0.0 ? d != w[i] : !agree(minus(d, w0[i]), minus(w[i], w0[i]), rel)) {
+        MESSAGE("parameter " << kSpecs[i].name << " differs");
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
+/// Counts the Buffers of a state and those in device memory.
+struct MemoryCensus {
+  std::size_t buffers = 0, on_device = 0;
+  void operator()(const std::string&, Buffer& b) {
+    ++buffers;
+    on_device += b.memory() == MemoryKind::device;
+  }
+  void operator()(const std::string&, std::int64_t&) {}
+  void operator()(const std::string&, double&) {}
+};
+template <class P>
+bool all_state_on_device(P& p) {
+  MemoryCensus c;
+  visit_fields(c, p);
+  return c.buffers > 0 && c.on_device == c.buffers;
+}
+
+/// Steps a host and a device partition of `make()`'s configuration three times on the same
+/// gradients and compares parameters and every state field after each step.
+template <class Make>
+void check_twin(const char* name, const Make& make, double host_rel = 0.0) {
+  const std::vector<std::string> labels = propose_labels(kSpecs);
+  auto host = make(labels);
+  auto device = make(labels);
+  REQUIRE(host.init());
+  REQUIRE(device.init(MemoryKind::device));
+  CHECK(device.memory() == MemoryKind::device);
+  CHECK(all_state_on_device(device));
+  Twin m(name);
+  const double rel = kHostKernels ? host_rel : kDeviceRel;
+  for (int t = 0; t < 3; ++t) {
+    CAPTURE(t);
+    const auto reports = m.step(host, device, name, t);
+    REQUIRE(reports.first);
+    REQUIRE(reports.second);
+    CHECK(m.same_params(rel));
+    CHECK(same_fields(io::capture(device), io::capture(host), rel));
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("optim.device") {
+  TEST_CASE("FloatBuffer moves copies and compares across memories") {
+    FloatBuffer a(5, 1.5f);
+    CHECK(a.memory() == MemoryKind::host);
+    a[2] = -3.0f;
+    const FloatBuffer host_copy = a;
+    REQUIRE(a.move_to(MemoryKind::device));
+    CHECK(a.memory() == MemoryKind::device);
+    CHECK(a.size() == 5);
+    CHECK(a == host_copy);  // compared through host copies where needed
+    FloatBuffer b = a;      // a device copy
+    CHECK(b.memory() == MemoryKind::device);
+    CHECK(b.data() != a.data());
+    const std::vector<float> fresh = {1, 2, 3, 4, 5};
+    REQUIRE(b.copy_from(fresh.data(), fresh.size()));
+    CHECK(b.to_vector() == fresh);
+    CHECK(a.to_vector()[2] == -3.0f);      // the copy was deep
+    CHECK(!b.copy_from(fresh.data(), 4));  // another size: refused, unchanged
+    CHECK(b.to_vector() == fresh);
+    const float* before = b.data();
+    b = a;  // same memory and size: the allocation is reused
+    CHECK(b.data() == before);
+    CHECK(b == a);
+    REQUIRE(b.move_to(MemoryKind::host));
+    CHECK(b.memory() == MemoryKind::host);
+    CHECK(b == host_copy);
+    FloatBuffer empty(0, MemoryKind::device);
+    CHECK(empty.empty());
+    CHECK(empty.to_vector().empty());
+  }
+
+  TEST_CASE("muon and adamw with batched groups step on the device like on the host") {
+    check_twin("dev_muon", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", muon()), route("adamw", adamw()));
+    });
+  }
+
+  TEST_CASE("sgd kaon muadam and freon step on the device like on the host") {
+    SgdOptions so;
+    so.momentum = 0.9;
+    so.nesterov = true;
+    so.weight_decay = 0.01;
+    check_twin("dev_sgd", [&](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", sgd(so)), route("adamw", sgd()));
+    });
+    KaonOptions ko;
+    ko.weight_decay = 0.1;
+    check_twin("dev_kaon", [&](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", kaon(ko)), route("adamw", adamw()));
+    });
+    check_twin("dev_muadam", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", muadam()), route("adamw", adamw()));
+    });
+    check_twin("dev_freon", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", freon()), route("adamw", adamw()));
+    });
+  }
+
+  TEST_CASE("every element-wise rule steps on the device like on the host") {
+    // The rules the presets above do not use: the unfused Adam chain, cautious and independent
+    // decay, per-block clipping, the polar-norm rescale and the Moonlight shape scale.
+    const auto make = [](const std::vector<std::string>& labels) {
+      return partition(
+          kSpecs, labels,
+          route("muon",
+                chain(TraceMomentum{0.9, false, TraceMomentum::Form::sum}, ClipByNorm{0.05}, Orthogonalize{},
+                      ScaleToPolarNorm{}, ScaleByShape{ScaleByShape::Rule::moonlight},
+                      AddDecayedWeights{0.1, AddDecayedWeights::Mode::cautious},
+                      ScaleByLearningRate{Schedule::warmup_cosine(0.02, 2, 10)}, AddIndependentDecay{0.001})),
+          route("adamw", chain(ScaleByAdam{}, AddDecayedWeights{0.01}, ScaleByLearningRate{})));
+    };
+    check_twin("dev_rules", make);
+  }
+
+  TEST_CASE("global clipping on the device") {
+    // The device sums the norm per parameter (file comment): kClipRel on the host.
+    const auto make = [](const std::vector<std::string>& labels) {
+      auto p = partition(kSpecs, labels, route("muon", muon()), route("adamw", adamw()));
+      p.set_global_clip(0.5);
+      return p;
+    };
+    check_twin("dev_clip", make, kClipRel);
+  }
+
+  TEST_CASE("a refused or failed device step changes nothing") {
+    const std::vector<std::string> labels = propose_labels(kSpecs);
+    const auto make = [&] {
+      MuonOptions mo;
+      return partition(kSpecs, labels,
+                       route("muon", chain(TraceMomentum{}, Orthogonalize{mo.polar}, FailOnCall{2},
+                                           ScaleByLearningRate{Schedule::constant(0.02)})),
+                       route("adamw", adamw()));
+    };
+    auto host = make();
+    auto device = make();
+    REQUIRE(host.init());
+    REQUIRE(device.init(MemoryKind::device));
+    Twin m("dev_fail");
+    const auto first = m.step(host, device, "dev_fail", 0);
+    REQUIRE(first.first);
+    REQUIRE(first.second);
+    const io::FieldSet state = io::capture(device);
+    std::vector<std::vector<float>> params;
+    for (const DeviceVec& d : m.dw)
+      params.push_back(to_host(d));
+    // The second call of FailOnCall fails inside the chain, after the momentum and the polar
+    // factor of the first matrix advanced: every state is restored, no parameter moves.
+    const auto second = m.step(host, device, "dev_fail", 1);
+    CHECK(second.first.status == Status::out_of_memory);
+    CHECK(second.second.status == Status::out_of_memory);
+    CHECK(second.second.bad_param == second.first.bad_param);
+    CHECK(same_fields(io::capture(device), state, 0.0));
+    for (std::size_t i = 0; i < m.dw.size(); ++i)
+      CHECK(to_host(m.dw[i]) == params[i]);
+    // A NaN gradient is refused before anything runs, naming the parameter.
+    std::vector<DeviceVec> g;
+    std::vector<float*> wp, gp;
+    for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+      std::vector<float> h = random_vec(m.w[i].size(), case_seed("dev_fail_nan", i));
+      if (i == 3) h[7] = std::numeric_limits<float>::quiet_NaN();
+      g.push_back(to_device(h));
+      wp.push_back(m.dw[i].data());
+      gp.push_back(g[i].data());
+    }
+    const StepReport r = device.step(wp, gp);
+    CHECK(r.status == Status::non_finite_input);
+    CHECK(r.bad_param == 3);
+    CHECK(same_fields(io::capture(device), state, 0.0));
+    for (std::size_t i = 0; i < m.dw.size(); ++i)
+      CHECK(to_host(m.dw[i]) == params[i]);
+    // Too large for Adam's float state: out_of_range, nothing changed; under the skip policy
+    // the step is skipped and counted.
+    std::vector<float> huge = random_vec(m.w[1].size(), case_seed("dev_fail_huge", 1));
+    huge[0] = 1e30f;
+    g[1] = to_device(huge);
+    gp[1] = g[1].data();
+    std::vector<float> clean = random_vec(m.w[3].size(), case_seed("dev_fail_clean", 3));
+    g[3] = to_device(clean);
+    gp[3] = g[3].data();
+    CHECK(device.step(wp, gp).status == Status::out_of_range);
+    device.set_non_finite_policy(NonFinitePolicy::skip);
+    const StepReport skipped = device.step(wp, gp);
+    CHECK(skipped.status == Status::ok);
+    CHECK(skipped.skipped);
+    CHECK(device.skipped_steps() == 1);
+    for (std::size_t i = 0; i < m.dw.size(); ++i)
+      CHECK(to_host(m.dw[i]) == params[i]);
+  }
+
+  TEST_CASE("rules without a device form are refused at init") {
+    const std::vector<std::string> labels = propose_labels(kSpecs);
+    auto p = partition(kSpecs, labels, route("muon", da_muon()), route("adamw", adamw()));
+    static_assert(!decltype(p)::device_capable, "DA-Muon's rules run on the host only");
+    const StepReport r = p.init(MemoryKind::device);
+    CHECK(r.status == Status::unsupported);
+    CHECK(std::string(r.message).find("device") != std::string::npos);
+    // Not initialised: a step is refused, nothing touched.
+    std::vector<float*> none(kSpecs.size(), nullptr);
+    CHECK(p.step(none, none).status == Status::invalid_argument);
+    REQUIRE(p.init());  // the host path still works
+    CHECK(p.memory() == MemoryKind::host);
+  }
+
+  TEST_CASE("a device partition checkpoints and resumes like a host one") {
+    const std::vector<std::string> labels = propose_labels(kSpecs);
+    const auto make = [&] {
+      return partition(kSpecs, labels, route("muon", muon()), route("adamw", adamw()));
+    };
+    auto host = make();
+    auto device = make();
+    REQUIRE(host.init());
+    REQUIRE(device.init(MemoryKind::device));
+    Twin m("dev_ckpt");
+    for (int t = 0; t < 2; ++t)
+      REQUIRE(m.step(host, device, "dev_ckpt", t).second);
+    const io::FieldSet saved = io::capture(device);
+    CHECK(same_fields(saved, io::capture(host), kHostKernels ? 0.0 : kDeviceRel));
+    // A fresh device partition restored from the captured fields continues exactly like the
+    // original (same memory, same kernels: bit for bit on every build).
+    auto resumed = make();
+    REQUIRE(resumed.init(MemoryKind::device));
+    std::string error;
+    REQUIRE(io::restore(resumed, saved, &error) == Status::ok);
+    CHECK(resumed.memory() == MemoryKind::device);
+    CHECK(same_fields(io::capture(resumed), saved, 0.0));
+    Twin copy = m;
+    for (std::size_t i = 0; i < m.dw.size(); ++i) {  // deep copies of the device parameters
+      copy.dw[i] = DeviceVec("copy", m.dw[i].extent(0));
+      Kokkos::deep_copy(copy.dw[i], m.dw[i]);
+    }
+    auto host_again = make();
+    REQUIRE(host_again.init());
+    REQUIRE(m.step(host, device, "dev_ckpt", 2).second);
+    REQUIRE(copy.step(host_again, resumed, "dev_ckpt", 2).second);
+    for (std::size_t i = 0; i < m.dw.size(); ++i)
+      CHECK(to_host(copy.dw[i]) == to_host(m.dw[i]));
+    CHECK(same_fields(io::capture(resumed), io::capture(device), 0.0));
+    // A host checkpoint loads into a device partition too (the fields are host arrays).
+    auto from_host = make();
+    REQUIRE(from_host.init(MemoryKind::device));
+    REQUIRE(io::restore(from_host, io::capture(host), &error) == Status::ok);
+    CHECK(same_fields(io::capture(from_host), io::capture(host), 0.0));
+  }
+
+  TEST_CASE("kokkos step on a device partition takes device Views without staging") {
+    const std::vector<std::string> labels = propose_labels(kSpecs);
+    auto host = partition(kSpecs, labels, route("muon", muon()), route("adamw", adamw()));
+    auto device = partition(kSpecs, labels, route("muon", muon()), route("adamw", adamw()));
+    REQUIRE(host.init());
+    REQUIRE(device.init(MemoryKind::device));
+    auto staging = kokkos::make_step_staging<DeviceMem>(device);
+    CHECK(!staging.staged);  // a device partition never stages
+    Twin m("dev_views");
+    for (int t = 0; t < 2; ++t) {
+      std::vector<std::vector<float>> g;
+      std::vector<DeviceVec> dg;
+      std::vector<float*> wp, gp;
+      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+        g.push_back(
+            random_vec(m.w[i].size(), case_seed("dev_views_g", 100 * static_cast<std::uint64_t>(t) + i)));
+        dg.push_back(to_device(g.back()));
+        wp.push_back(m.w[i].data());
+        gp.push_back(g[i].data());
+      }
+      REQUIRE(host.step(wp, gp));
+      REQUIRE(kokkos::step(device, m.dw, dg, staging));
+      CHECK(m.same_params(kHostKernels ? 0.0 : kDeviceRel));
+      // The gradient Views hold the updates (Partition::step's contract).
+      for (std::size_t i = 0; i < kSpecs.size(); ++i)
+        CHECK(agree(to_host(dg[i]), g[i], kHostKernels ? 0.0 : kDeviceRel));
+    }
+    // The raw-pointer overload with device pointers.
+    std::vector<DeviceVec> dg;
+    std::vector<float*> dwp, dgp;
+    for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+      dg.push_back(to_device(random_vec(m.w[i].size(), case_seed("dev_views_p", i))));
+      dwp.push_back(m.dw[i].data());
+      dgp.push_back(dg[i].data());
+    }
+    CHECK(kokkos::step(device, dwp, dgp, MemoryKind::device, staging).status == Status::ok);
+    if constexpr (!kHostKernels) {
+      // On a GPU, host pointers cannot reach a device partition: refused, nothing touched.
+      std::vector<float*> hp, hg;
+      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+        hp.push_back(m.w[i].data());
+        hg.push_back(m.w[i].data());
+      }
+      CHECK(kokkos::step(device, hp, hg, MemoryKind::host, staging).status == Status::invalid_argument);
+    }
+  }
+}
