@@ -4,6 +4,10 @@
 /// (Google Benchmark, one iteration each by default; the issue #4 targets).
 ///
 ///   optim/muon_step/gpt2_small     partition(muon for the 48 hidden matrices, adamw for the rest)
+///   optim/muon_step/gpt2_small/device  the same step with the partition, parameters and
+///                                  gradients in device memory (init(MemoryKind::device)): the
+///                                  GPU training-loop path (issue #7's step target); also
+///                                  optim/muon_step_without_ns/gpt2_small/device
 ///   optim/orthogonalize_only       the 48 polar() calls of that step alone (same options,
 ///                                  reused workspaces): overhead ≈ step − this (noisy)
 ///   optim/muon_step_without_ns/gpt2_small  the same step with 0 Newton–Schulz steps, and
@@ -133,6 +137,44 @@ void bm_muon_step(benchmark::State& st, int polar_steps) {
     m.fill_gradients(seed++);
     st.ResumeTiming();
     const StepReport r = opt.step(m.params(), m.grads());
+    if (!r) return st.SkipWithError(r.message);
+  }
+}
+
+/// The same step with the partition and the model in device memory (Partition::init(
+/// MemoryKind::device)): the training-loop path on a GPU, where nothing is staged through the
+/// host. The gradients are restored from a device copy between iterations (not timed); the
+/// step fences before it returns, so the wall time is the step's.
+void bm_muon_step_device(benchmark::State& st, int polar_steps) {
+  using DeviceVec = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
+  using HostVec = Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  Model m(gpt2_small());
+  MuonOptions mo;
+  mo.polar.iterations = polar_steps;
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw()));
+  if (!opt.init(MemoryKind::device)) return st.SkipWithError("init failed");
+  m.fill_gradients(2);
+  std::vector<DeviceVec> w, g, saved;
+  std::vector<float*> wp, gp;
+  for (std::size_t i = 0; i < m.specs.size(); ++i) {
+    const std::size_t n = m.w[i].size();
+    w.emplace_back("w", n);
+    g.emplace_back("g", n);
+    saved.emplace_back("saved", n);
+    Kokkos::deep_copy(w[i], HostVec(m.w[i].data(), n));
+    Kokkos::deep_copy(saved[i], HostVec(m.g[i].data(), n));
+    Kokkos::deep_copy(g[i], saved[i]);
+    wp.push_back(w[i].data());
+    gp.push_back(g[i].data());
+  }
+  opt.step(wp, gp);  // warm-up: workspaces, cuBLAS handles
+  for (auto _ : st) {
+    st.PauseTiming();
+    for (std::size_t i = 0; i < g.size(); ++i)
+      Kokkos::deep_copy(g[i], saved[i]);
+    Kokkos::fence();
+    st.ResumeTiming();
+    const StepReport r = opt.step(wp, gp);
     if (!r) return st.SkipWithError(r.message);
   }
 }
@@ -351,6 +393,12 @@ int main(int argc, char** argv) {
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small", bm_muon_step, 0)
+      ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small/device", bm_muon_step_device, 5)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small/device", bm_muon_step_device, 0)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:10", bm_schatten_step, 10.0, false)

@@ -79,7 +79,7 @@ stage_polar() {
 stage_optim() {
   local log="$OUT/optim.log"
   run "$log" 150 "$BIN/schatten-bench-optim" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
-    '--benchmark_filter=optim/(muon_step/gpt2_small|orthogonalize_only|muon_step/experts)'
+    '--benchmark_filter=optim/(muon_step/gpt2_small|muon_step_without_ns/gpt2_small/device|orthogonalize_only|muon_step/experts)'
   run "$log" 90 python3 bench/gpu/torch_muon_step.py --out "$OUT/torch_muon_step.csv" --reps 10
   run "$log" 90 "$BIN/schatten-bench-polar" \
     '--benchmark_filter=polar/(newton_schulz_kj5|polar_express_deployed_5|gram_newton_schulz_pe5)(_gemm)?/float/'
