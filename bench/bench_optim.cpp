@@ -6,8 +6,9 @@
 ///   optim/muon_step/gpt2_small     partition(muon for the 48 hidden matrices, adamw for the rest)
 ///   optim/muon_step/gpt2_small/device  the same step with the partition, parameters and
 ///                                  gradients in device memory (init(MemoryKind::device)): the
-///                                  GPU training-loop path (issue #7's step target); also
-///                                  optim/muon_step_without_ns/gpt2_small/device
+///                                  GPU training-loop path (issue #7's step target); .../bf16
+///                                  iterates Newton–Schulz in bfloat16 as the PyTorch reference
+///                                  does (GPU builds); also optim/muon_step_without_ns/gpt2_small/device
 ///   optim/orthogonalize_only       the 48 polar() calls of that step alone (same options,
 ///                                  reused workspaces): overhead ≈ step − this (noisy)
 ///   optim/muon_step_without_ns/gpt2_small  the same step with 0 Newton–Schulz steps, and
@@ -145,12 +146,15 @@ void bm_muon_step(benchmark::State& st, int polar_steps) {
 /// MemoryKind::device)): the training-loop path on a GPU, where nothing is staged through the
 /// host. The gradients are restored from a device copy between iterations (not timed); the
 /// step fences before it returns, so the wall time is the step's.
-void bm_muon_step_device(benchmark::State& st, int polar_steps) {
+void bm_muon_step_device(benchmark::State& st, int polar_steps, Precision compute) {
   using DeviceVec = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
   using HostVec = Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   Model m(gpt2_small());
   MuonOptions mo;
   mo.polar.iterations = polar_steps;
+  mo.polar.compute = compute;
+  if (compute != Precision::fp32 && !precision_supported(compute, mo.polar.method))
+    return st.SkipWithError("this build cannot iterate in that precision");
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw()));
   if (!opt.init(MemoryKind::device)) return st.SkipWithError("init failed");
   m.fill_gradients(2);
@@ -395,10 +399,15 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small", bm_muon_step, 0)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small/device", bm_muon_step_device, 5)
+  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small/device", bm_muon_step_device, 5, Precision::fp32)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small/device", bm_muon_step_device, 0)
+  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small/device/bf16", bm_muon_step_device, 5,
+                               Precision::bf16)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small/device", bm_muon_step_device, 0,
+                               Precision::fp32)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:10", bm_schatten_step, 10.0, false)

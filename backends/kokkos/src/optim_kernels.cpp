@@ -55,8 +55,8 @@ void copy_bytes(void* dst, MemoryKind to, const void* src, MemoryKind from, std:
   }
   auto* d = static_cast<unsigned char*>(dst);
   auto* s = static_cast<unsigned char*>(const_cast<void*>(src));
-  if (!dst_host && !src_host)
-    Kokkos::deep_copy(Bytes<DeviceMem>(d, bytes), Bytes<DeviceMem>(s, bytes));
+  if (!dst_host && !src_host)  // ordered with the kernels of the default instance, not waited for
+    Kokkos::deep_copy(Exec(), Bytes<DeviceMem>(d, bytes), Bytes<DeviceMem>(s, bytes));
   else if (dst_host)
     Kokkos::deep_copy(Bytes<Kokkos::HostSpace>(d, bytes), Bytes<DeviceMem>(s, bytes));
   else
@@ -112,6 +112,18 @@ bool all_within(const float* x, index_t n, std::uint32_t limit_bits) {
       "schatten::optim::all_within", Range(0, n),
       KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += (x[k] <= limit && x[k] >= -limit) ? 0 : 1; }, bad);
   return bad == 0;
+}
+
+void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* flag) {
+  float limit;
+  std::memcpy(&limit, &limit_bits, sizeof limit);
+  const Kokkos::View<float, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> result(flag);
+  Kokkos::parallel_reduce(
+      "schatten::optim::flag_outside", Range(0, n),
+      KOKKOS_LAMBDA(index_t k, float& acc) {
+        if (!(x[k] <= limit && x[k] >= -limit)) acc = 1.0f;
+      },
+      Kokkos::Max<float, DeviceMem>(result));
 }
 
 void copy(float* dst, const float* src, index_t n) {

@@ -8,8 +8,9 @@
 /// moves it into the memory space of Kokkos::DefaultExecutionSpace (device memory on a GPU
 /// build, host memory on a CPU build); copies of a device buffer are device buffers. Element
 /// access (operator[], begin(), end(), assign()) is valid only where the host can read the
-/// memory: host buffers, and device buffers of a CPU build (host_readable()). to_vector() and
-/// copy_from() move the contents across on any build (checkpoints use them).
+/// memory: host buffers, and device buffers of a CPU build (host_readable()). to_vector(),
+/// copy_to() and copy_from() move the contents across on any build (checkpoints use them).
+/// Copies between device buffers are queued on the default execution space (memory::copy_bytes).
 ///
 /// Device buffers must be destroyed before Kokkos is finalised (like schatten::Workspace).
 #pragma once
@@ -32,7 +33,9 @@ namespace memory {
 void* allocate_device(std::size_t bytes) noexcept;
 /// Frees what allocate_device() returned (nullptr is ignored).
 void free_device(void* p) noexcept;
-/// Copies `bytes` from `src` (in `from`) to `dst` (in `to`); complete when it returns.
+/// Copies `bytes` from `src` (in `from`) to `dst` (in `to`). A copy that involves host memory is
+/// complete when it returns; a device-to-device copy on a GPU is queued on the default execution
+/// space instance (ordered with its kernels, like the optimizer's) and not waited for.
 void copy_bytes(void* dst, MemoryKind to, const void* src, MemoryKind from, std::size_t bytes);
 /// True when the host can dereference memory of `kind` (always for host; for device memory on
 /// builds whose default execution space runs on the host).
@@ -153,6 +156,12 @@ class FloatBuffer {
     if (size_)
       memory::copy_bytes(h.data(), MemoryKind::host, device_, MemoryKind::device, size_ * sizeof(float));
     return h;
+  }
+  /// Copies the elements to n host floats; false (nothing copied) when n ≠ size().
+  bool copy_to(float* host, std::size_t n) const {
+    if (n != size()) return false;
+    if (n) memory::copy_bytes(host, MemoryKind::host, data(), memory(), n * sizeof(float));
+    return true;
   }
   /// Overwrites the elements with n host floats; false (nothing changed) when n ≠ size().
   bool copy_from(const float* host, std::size_t n) {

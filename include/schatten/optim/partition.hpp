@@ -164,6 +164,13 @@ class Partition {
                   Status::out_of_memory);
     }
     memory_ = memory;
+    scan_ = Buffer(params_.size(), 0.0f);  // the flags of first_outside() (device steps)
+    scan_host_.assign(params_.size(), 0.0f);
+    if (memory == MemoryKind::device && !scan_.move_to(MemoryKind::device)) {
+      which_.clear();
+      return fail("init: device memory for the optimizer state could not be allocated", -1,
+                  Status::out_of_memory);
+    }
     // The backups step() copies each state into before changing it: allocated here, so that a
     // step never allocates (Buffer assignment reuses an allocation of the same size).
     if constexpr (any_may_fail) backups_ = states_;
@@ -245,21 +252,14 @@ class Partition {
     if (which_.size() != params_.size()) return fail("step before a successful init()", -1);
     if (params.size() != params_.size() || grads.size() != params_.size())
       return fail("step: one parameter and one gradient pointer per parameter", -1);
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      const BlockShape s = flatten(params_[i].shape);
-      if ((params[i] == nullptr || grads[i] == nullptr) && s.size() > 0)
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if ((params[i] == nullptr || grads[i] == nullptr) && flatten(params_[i].shape).size() > 0)
         return fail("null pointer", std::ptrdiff_t(i));
-      // One scan per gradient: finiteness, and the route's limit unless clipping comes first.
-      const MatrixRef<const float> g(grads[i], s.rows, s.cols, memory_);
-      if (!all_within(g, clip_ > 0.0 ? magnitude_bits(HUGE_VAL) : limit_bits_[i])) return refuse(i, g);
-    }
+    // One scan per gradient: finiteness, and the route's limit unless clipping comes first.
+    if (const std::ptrdiff_t i = first_outside(grads, clip_ > 0.0); i >= 0) return refuse(i, grads);
     if (clip_ > 0.0) {
       clip_gradients(grads);
-      for (std::size_t i = 0; i < params_.size(); ++i) {
-        const BlockShape s = flatten(params_[i].shape);
-        const MatrixRef<const float> g(grads[i], s.rows, s.cols, memory_);
-        if (!all_within(g, limit_bits_[i])) return refuse(i, g);
-      }
+      if (const std::ptrdiff_t i = first_outside(grads, false); i >= 0) return refuse(i, grads);
     }
     // touched_[i]: parameter i's state was copied to its backup this step (and may have
     // advanced); exactly those are restored on failure.
@@ -288,6 +288,7 @@ class Partition {
         // have advanced its state before failing).
         for (std::size_t i = 0; i < params_.size(); ++i)
           if (touched_[i]) restore_one(i);
+        if (memory_ == MemoryKind::device) device_kernels::fence();  // the restoring copies
         message_ = std::string("the rule of parameter '") + params_[bad].name + "' failed (" +
                    to_string(failed) + ")" +
                    (bad_group >= 0
@@ -341,6 +342,26 @@ class Partition {
     for (std::size_t i = 0; i < params_.size(); ++i)
       scale(block(grads[i], i), f);
   }
+  /// The first parameter whose gradient holds a NaN/Inf, or (unless `finite_only`) a value
+  /// beyond its route's max_gradient(); −1 when there is none. On the host one scan per
+  /// gradient, stopping at the first bad one; on the device every scan is launched before one
+  /// read-back of their flags (one synchronisation per step instead of one per parameter).
+  std::ptrdiff_t first_outside(const std::vector<float*>& grads, bool finite_only) {
+    const auto limit = [&](std::size_t i) { return finite_only ? magnitude_bits(HUGE_VAL) : limit_bits_[i]; };
+    if (memory_ == MemoryKind::host) {
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        if (!all_within(block(grads[i], i), limit(i))) return static_cast<std::ptrdiff_t>(i);
+      return -1;
+    }
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const MatrixRef<const float> g = block(grads[i], i);
+      if (!g.empty()) device_kernels::flag_outside(g.data, g.size(), limit(i), scan_.data() + i);
+    }
+    scan_.copy_to(scan_host_.data(), scan_host_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (scan_host_[i] > 0.0f) return static_cast<std::ptrdiff_t>(i);
+    return -1;
+  }
   /// Visitor that moves every Buffer of a state into `to` memory.
   struct BufferMover {
     MemoryKind to;
@@ -358,9 +379,9 @@ class Partition {
   }
   /// The refusal of a step whose gradient i failed the scan: non_finite_input (NaN/Inf) or
   /// out_of_range (finite, beyond the route's max_gradient()), or a skip under the skip policy.
-  StepReport refuse(std::size_t i, MatrixRef<const float> g) {
-    const bool finite = all_finite(g);
-    const auto bad = static_cast<std::ptrdiff_t>(i);
+  StepReport refuse(std::ptrdiff_t bad, const std::vector<float*>& grads) {
+    const bool finite =
+        all_finite(block(grads[static_cast<std::size_t>(bad)], static_cast<std::size_t>(bad)));
     if (policy_ == NonFinitePolicy::error)
       return finite ? fail("gradient too large for the rule's float state (beyond max_gradient)", bad,
                            Status::out_of_range)
@@ -567,6 +588,8 @@ class Partition {
   std::vector<std::uint32_t> limit_bits_;  ///< per parameter: magnitude_bits of its route's max_gradient
   std::string message_;
   MemoryKind memory_ = MemoryKind::host;
+  Buffer scan_;                   ///< per parameter: > 0 when its gradient failed the scan (device steps)
+  std::vector<float> scan_host_;  ///< scan_ read back
   NonFinitePolicy policy_ = NonFinitePolicy::error;
   double clip_ = 0.0;
   std::int64_t skipped_ = 0;

@@ -204,6 +204,10 @@ void add(float* p, const float* u, index_t n);
 void add_scaled(float* x, const float* w, index_t n, float l);
 void add_scaled_where_aligned(float* x, const float* w, index_t n, float l);
 bool all_within(const float* x, index_t n, std::uint32_t limit_bits);
+/// *flag (device memory) ← 1 when some |x[k]| exceeds the float of `limit_bits` or is NaN, else a
+/// value ≤ 0 (the identity of a max-reduction); asynchronous: all_within's test without waiting
+/// for the answer. n > 0.
+void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* flag);
 void copy(float* dst, const float* src, index_t n);
 }  // namespace device_kernels
 
