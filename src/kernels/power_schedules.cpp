@@ -44,22 +44,31 @@ double measure_log_error(const CoefficientSchedule& s, double alpha, int steps) 
 
 double PowerSchedule::relative_error() const { return std::expm1(log_error); }
 
-Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out) {
-  if (!(alpha >= 0.0 && alpha <= 1.0)) return Status::invalid_argument;
-  const double* rows = nullptr;
+namespace {
+
+/// The tabulated coefficient rows of `steps` steps nearest to α, or nullptr when there is no
+/// table for `steps`: the one list of supported step counts.
+const double* table_row(int steps, double alpha) {
   switch (steps) {
     case 5:
-      rows = row_of(kPowerRows5, alpha);
-      break;
+      return row_of(kPowerRows5, alpha);
     case 6:
-      rows = row_of(kPowerRows6, alpha);
-      break;
+      return row_of(kPowerRows6, alpha);
     case 8:
-      rows = row_of(kPowerRows8, alpha);
-      break;
+      return row_of(kPowerRows8, alpha);
     default:
-      return Status::invalid_argument;
+      return nullptr;
   }
+}
+
+}  // namespace
+
+bool polynomial_power_steps_tabulated(int steps) { return table_row(steps, 0.0) != nullptr; }
+
+Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out) {
+  if (!(alpha >= 0.0 && alpha <= 1.0)) return Status::invalid_argument;
+  const double* rows = table_row(steps, alpha);
+  if (rows == nullptr) return Status::invalid_argument;
   // The error measurement (4000·T polynomial evaluations) is cached: an optimizer asks for the
   // same (α, T) every step. Bounded: cleared when it holds 4096 entries.
   static std::mutex mutex;

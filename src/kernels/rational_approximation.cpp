@@ -98,8 +98,8 @@ const char* check_spectral_power_options(const SpectralPowerOptions& o) {
     return "unknown spectral power method";
   if (o.method == SpectralPowerMethod::polynomial) {
     if (!(o.alpha >= 0.0)) return "the polynomial method needs alpha in [0, 1] (use rational for alpha < 0)";
-    if (o.polynomial_steps != 5 && o.polynomial_steps != 6 && o.polynomial_steps != 8)
-      return "polynomial_steps must be 5, 6 or 8";
+    if (!polynomial_power_steps_tabulated(o.polynomial_steps))
+      return "polynomial_steps must be 5, 6 or 8 (the tabulated schedules)";
   }
   if (!(o.floor > 0.0 && o.floor < 1.0)) return "floor must lie in (0, 1)";
   if (!(o.tolerance >= 1e-8 && o.tolerance <= 0.1)) return "tolerance must lie in [1e-8, 0.1]";

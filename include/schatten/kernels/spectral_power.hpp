@@ -80,6 +80,8 @@ struct PowerSchedule {
 /// Returns invalid_argument for other α or T. Deterministic; cheap (the error is measured on
 /// 4000 points once per (α, T), then cached).
 Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out);
+/// True when polynomial_power_schedule() has a table for `steps` quintic steps (5, 6, 8).
+bool polynomial_power_steps_tabulated(int steps);
 
 /// How spectral_power() computes U g(Σ) Vᵀ.
 enum class SpectralPowerMethod {
