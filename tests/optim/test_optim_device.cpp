@@ -167,8 +167,8 @@ struct MemoryCensus {
     ++buffers;
     on_device += b.memory() == MemoryKind::device;
   }
-  void operator()(const std::string&, std::int64_t&) {}
-  void operator()(const std::string&, double&) {}
+  template <class T>
+  void operator()(const std::string&, T&) {}  // counters and scalars
 };
 template <class P>
 bool all_state_on_device(P& p) {

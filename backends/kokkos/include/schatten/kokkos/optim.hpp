@@ -145,6 +145,17 @@ optim::StepReport staged_step(P& opt, StepStaging& st, const PV& param_view, con
   return r;
 }
 
+/// The step on the Views' own memory: their data pointers go straight to Partition::step.
+template <class P, class PView, class GView>
+optim::StepReport direct_step(P& opt, const std::vector<PView>& params, const std::vector<GView>& grads,
+                              StepStaging& st) {
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    st.param_ptrs[i] = params[i].data();
+    st.grad_ptrs[i] = grads[i].data();
+  }
+  return opt.step(st.param_ptrs, st.grad_ptrs);
+}
+
 /// The View step with the path chosen by the caller (`Staged`); step() picks it from the
 /// memory space. Tests call the staged path with host Views to check it on CPU builds.
 template <bool Staged, class P, class PView, class GView>
@@ -170,27 +181,20 @@ optim::StepReport step_views(P& opt, const std::vector<PView>& params, const std
                           static_cast<std::ptrdiff_t>(i));
   }
   if (opt.memory() == MemoryKind::device) {  // device-resident partition: never staged
-    if (!Kokkos::SpaceAccessibility<Kokkos::DefaultExecutionSpace, typename PView::memory_space>::accessible)
+    if constexpr (!Kokkos::SpaceAccessibility<Kokkos::DefaultExecutionSpace,
+                                              typename PView::memory_space>::accessible)
       return step_failure(
           "step: the partition keeps its state in device memory; pass Views the default execution space can "
           "access",
           -1);
-    for (std::size_t i = 0; i < specs.size(); ++i) {
-      st.param_ptrs[i] = params[i].data();
-      st.grad_ptrs[i] = grads[i].data();
-    }
-    return opt.step(st.param_ptrs, st.grad_ptrs);
+    else
+      return direct_step(opt, params, grads, st);
   }
-  if constexpr (Staged) {
+  if constexpr (Staged)
     return staged_step(
         opt, st, [&](std::size_t i) { return params[i]; }, [&](std::size_t i) { return grads[i]; });
-  } else {
-    for (std::size_t i = 0; i < specs.size(); ++i) {
-      st.param_ptrs[i] = params[i].data();
-      st.grad_ptrs[i] = grads[i].data();
-    }
-    return opt.step(st.param_ptrs, st.grad_ptrs);
-  }
+  else
+    return direct_step(opt, params, grads, st);
 }
 
 }  // namespace detail
