@@ -46,6 +46,21 @@ struct Snapshot {
   void operator()(const std::string& n, Buffer& b) { (*out)[n] = std::vector<double>(b.begin(), b.end()); }
 };
 
+/// Fails at its second call without declaring may_fail (a protocol violation).
+struct Undeclared {
+  static constexpr const char* name = "undeclared";
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block, State& s, ConstBlock) const {
+    return ++s.count == 2 ? Status::internal_error : Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+};
 }  // namespace
 
 TEST_SUITE("optim.partition") {
@@ -132,7 +147,8 @@ TEST_SUITE("optim.partition") {
     StepReport r = opt.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()});
     CHECK(r.status == Status::non_finite_input);
     CHECK(r.bad_param == 1);
-    // The third parameter's rule fails on its second call, after the first two were updated.
+    // The third parameter's rule fails on its second call, after the first was updated (the
+    // routes that may fail run first: AdamW's 'b' has not run yet and needs no backup).
     g = grads(2);
     r = opt.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()});
     CHECK(r.status == Status::out_of_memory);
@@ -169,6 +185,31 @@ TEST_SUITE("optim.partition") {
     CHECK(br.status == Status::invalid_argument);
     CHECK(br.bad_param == 1);
     CHECK(std::string(br.message).find("'b'") != std::string::npos);
+  }
+
+  TEST_CASE("a rule that fails without declaring may_fail is reported as internal_error") {
+    // A protocol violation: the rule's state may have advanced without a backup, which the
+    // report says; the parameters stay unchanged and the states of routes that may fail are
+    // restored.
+    const std::vector<ParamSpec> ps = {{"a", {4, 6}}, {"b", {6}}};
+    auto opt = partition(ps, {"muon", "bad"}, route("muon", muon()), route("bad", chain(Undeclared{})));
+    REQUIRE(opt.init());
+    std::vector<std::vector<float>> w = {random_vec(24, 1), random_vec(6, 2)};
+    std::vector<std::vector<float>> g = {random_vec(24, 3), random_vec(6, 4)};
+    REQUIRE(opt.step({w[0].data(), w[1].data()}, {g[0].data(), g[1].data()}));
+    std::map<std::string, std::vector<double>> before, after;
+    Snapshot sb{&before};
+    opt.visit(sb);
+    const auto w_before = w;
+    g = {random_vec(24, 5), random_vec(6, 6)};
+    const StepReport r = opt.step({w[0].data(), w[1].data()}, {g[0].data(), g[1].data()});
+    CHECK(r.status == Status::internal_error);
+    CHECK(r.bad_param == 1);
+    CHECK(std::string(r.message).find("may_fail") != std::string::npos);
+    CHECK(w == w_before);
+    Snapshot sa{&after};
+    opt.visit(sa);
+    CHECK(after.at("a/0_trace_momentum/mu") == before.at("a/0_trace_momentum/mu"));
   }
 
   TEST_CASE("global-norm clipping scales all gradients together") {

@@ -92,8 +92,9 @@ struct StepReport {
 ///   4. only then are all updates added to the parameters.
 /// Parameters are host arrays, row-major in their flattened shape. Gradient buffers are consumed:
 /// after a step, successful or not, they hold updates or partial results. Cost beyond the rules:
-/// one copy of each parameter's state per step when some route may fail (the price of
-/// all-or-nothing steps), none otherwise.
+/// one copy per step of the state of each parameter whose route may fail (the price of
+/// all-or-nothing steps: Muon's momentum, not AdamW's moments, since the routes that may fail
+/// run first), none otherwise; the copies are allocated once, at init().
 ///
 /// **Same-shape batching** (on by default, set_batching()): when a route's rule has a batched
 /// form (has_update_batch: a chain containing Orthogonalize, MuAdamDirection, SpectralPower or
@@ -123,8 +124,6 @@ struct StepReport {
 /// on a GPU they agree to rounding (a fused multiply-add may differ).
 template <class... Rules>
 class Partition {
-  static constexpr bool any_may_fail = (rule_may_fail<Rules>::value || ...);
-
  public:
   /// True when every route can run on device memory (init(MemoryKind::device) accepts it).
   static constexpr bool device_capable = (is_device_capable<Rules>::value && ...);
@@ -171,9 +170,16 @@ class Partition {
       return fail("init: device memory for the optimizer state could not be allocated", -1,
                   Status::out_of_memory);
     }
-    // The backups step() copies each state into before changing it: allocated here, so that a
-    // step never allocates (Buffer assignment reuses an allocation of the same size).
-    if constexpr (any_may_fail) backups_ = states_;
+    // The backups step() copies the states of routes that may fail into before changing them:
+    // allocated here, so that a step never allocates (Buffer assignment reuses an allocation
+    // of the same size). Routes that cannot fail have none.
+    init_backups(std::index_sequence_for<Rules...>{});
+    may_fail_.assign(params_.size(), 0);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      dispatch(i, [&](auto tag) {
+        may_fail_[i] = rule_may_fail<std::tuple_element_t<decltype(tag)::value, std::tuple<Rules...>>>::value;
+        return Status::ok;
+      });
     limit_bits_.assign(params_.size(), magnitude_bits(HUGE_VAL));
     for (std::size_t i = 0; i < params_.size(); ++i)
       dispatch(i, [&](auto tag) {
@@ -245,9 +251,9 @@ class Partition {
 
   /// One optimizer step: params[i] and grads[i] point to the flattened row-major arrays of
   /// parameter i, in memory() (host memory unless init(MemoryKind::device)). grads are consumed
-  /// (they hold the updates afterwards). When no route may fail after the finiteness check
-  /// (e.g. only AdamW/SGD), no state copies are made. A device step has finished (fenced) when
-  /// it returns.
+  /// (they hold the updates afterwards). Only the states of routes that may fail after the
+  /// finiteness check are copied (not AdamW's or SGD's). A device step has finished (fenced)
+  /// when it returns.
   StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
     if (which_.size() != params_.size()) return fail("step before a successful init()", -1);
     if (params.size() != params_.size() || grads.size() != params_.size())
@@ -268,24 +274,34 @@ class Partition {
     Status failed = Status::ok;
     std::size_t bad = 0;
     int bad_group = -1;
-    for (std::size_t i = 0; i < params_.size() && failed == Status::ok; ++i) {
-      const int k = batched ? group_of_[i] : -1;
-      if (k < 0) {
-        touched_[i] = 1;
-        failed = update_one(i, params[i], grads[i]);
-      } else if (groups_[static_cast<std::size_t>(k)].members.front() == i) {
-        failed = update_group(groups_[static_cast<std::size_t>(k)], params, grads);
-        if (failed != Status::ok) bad_group = k;
-      }  // else: updated with its group at the group's first member
-      if (failed != Status::ok) bad = i;
-    }
+    // Two passes: first the parameters whose route may fail (their states are backed up), then
+    // the rest, which cannot fail and so need no backup: nothing runs after them that could
+    // undo the step. Each parameter's update depends on its own state only, so the order does
+    // not change any result.
+    for (int pass = 0; pass < 2 && failed == Status::ok; ++pass)
+      for (std::size_t i = 0; i < params_.size() && failed == Status::ok; ++i) {
+        if (bool(may_fail_[i]) != (pass == 0)) continue;
+        const int k = batched ? group_of_[i] : -1;
+        if (k < 0) {
+          failed = update_one(i, params[i], grads[i]);
+        } else if (groups_[static_cast<std::size_t>(k)].members.front() == i) {
+          failed = update_group(groups_[static_cast<std::size_t>(k)], params, grads);
+          if (failed != Status::ok) bad_group = k;
+        }  // else: updated with its group at the group's first member
+        if (failed != Status::ok) bad = i;
+      }
     if (failed != Status::ok) {
-      if constexpr (!any_may_fail) {  // a rule failed that declared it cannot (protocol violation)
+      // A rule failed that declared it cannot (protocol violation): its state, and those of the
+      // other routes that cannot fail, may have advanced without a backup.
+      if (!may_fail_[bad]) {
+        for (std::size_t i = 0; i < params_.size(); ++i)
+          if (touched_[i]) restore_one(i);
+        if (memory_ == MemoryKind::device) device_kernels::fence();
         return fail("a rule failed without declaring may_fail; states may have advanced",
                     static_cast<std::ptrdiff_t>(bad), Status::internal_error);
-      } else {  // (an else branch: nvcc flags the code after a constexpr return as unreachable)
-        // Every state touched this step, the failing one included (a bare rule, not a chain, may
-        // have advanced its state before failing).
+      } else {
+        // Every state backed up this step, the failing one included (a bare rule, not a chain,
+        // may have advanced its state before failing).
         for (std::size_t i = 0; i < params_.size(); ++i)
           if (touched_[i]) restore_one(i);
         if (memory_ == MemoryKind::device) device_kernels::fence();  // the restoring copies
@@ -420,14 +436,24 @@ class Partition {
         states.push_back(std::get<I>(routes_).rule.init(flatten(params_[i].shape)));
       }
   }
+  template <std::size_t... I>
+  void init_backups(std::index_sequence<I...>) {
+    ((rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value
+          ? void(std::get<I>(backups_) = std::get<I>(states_))
+          : std::get<I>(backups_).clear()),
+     ...);
+  }
   template <std::size_t I>
   Status update_route(std::size_t i, float* p, float* g) {
     const BlockShape s = flatten(params_[i].shape);
     auto& st = std::get<I>(states_)[slot_[i]];
-    // Copies are needed only when some route may fail after the finiteness check: then a
-    // failure at a later parameter restores this one from the copy. Partitions of rules that
-    // cannot fail (AdamW, SGD) make no copies.
-    if constexpr (any_may_fail) std::get<I>(backups_)[slot_[i]] = st;
+    // A copy is needed only when this route may fail after the finiteness check: step() runs
+    // those routes first, and a failure restores every state it copied. Routes that cannot fail
+    // (AdamW, SGD) run after them and make no copies.
+    if constexpr (rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value) {
+      std::get<I>(backups_)[slot_[i]] = st;
+      touched_[i] = 1;
+    }
     const auto& rule = std::get<I>(routes_).rule;
     const Block u(g, s.rows, s.cols, memory_);
     const ConstBlock w(p, s.rows, s.cols, memory_);
@@ -507,8 +533,10 @@ class Partition {
       const auto nb = static_cast<index_t>(grp.members.size());
       for (index_t b = 0; b < nb; ++b) {
         const std::size_t i = grp.members[static_cast<std::size_t>(b)];
-        touched_[i] = 1;
-        if constexpr (any_may_fail) std::get<I>(backups_)[slot_[i]] = states[slot_[i]];
+        if constexpr (rule_may_fail<R>::value) {
+          std::get<I>(backups_)[slot_[i]] = states[slot_[i]];
+          touched_[i] = 1;
+        }
         copy_block(block(grp.buffer.data() + b * n, i), block(grads[i], i));
         grp.params[static_cast<std::size_t>(b)] = params[i];
       }
@@ -580,8 +608,9 @@ class Partition {
   std::vector<int> which_;
   std::vector<std::size_t> slot_;
   std::vector<Group> groups_;
-  std::vector<int> group_of_;  ///< group of each parameter, −1 when it is stepped alone
-  std::vector<char> touched_;  ///< per step: state backed up (restore on failure)
+  std::vector<int> group_of_;   ///< group of each parameter, −1 when it is stepped alone
+  std::vector<char> touched_;   ///< per step: state backed up (restore on failure)
+  std::vector<char> may_fail_;  ///< per parameter: its route may fail (rule_may_fail)
   static constexpr std::size_t kDefaultMaxGroup = 16;
   bool batching_ = true;
   std::size_t max_group_ = kDefaultMaxGroup;
