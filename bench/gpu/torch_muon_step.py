@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The PyTorch baseline for issue #7's optimizer target: one full Muon step over the GPT-2-small
 parameter set, written as the per-matrix loop of Keller Jordan's reference Muon, to compare with
-`schatten-bench-optim --benchmark_filter=optim/muon_step/gpt2_small` on the same device.
+`schatten-bench-optim --benchmark_filter=optim/muon_step/gpt2_small/device` (the device-resident
+partition; `/device/bf16` iterates in bfloat16 like the "bf16" variant below) on the same device.
 
 usage: torch_muon_step.py [--out FILE.csv] [--reps N] [--warmup W] [--device cuda|cpu]
 
