@@ -36,8 +36,10 @@ std::vector<float> random_vec(std::size_t n, std::uint64_t seed) {
 /// Every field by name, as doubles (counts, scalars, buffers), in visit order.
 struct Snapshot {
   std::vector<std::pair<std::string, std::vector<double>>>* out;
-  void operator()(const std::string& n, std::int64_t& x) { out->push_back({n, {double(x)}}); }
-  void operator()(const std::string& n, double& x) { out->push_back({n, {x}}); }
+  template <class T>  // counts and scalars
+  void operator()(const std::string& n, T& x) {
+    out->push_back({n, {double(x)}});
+  }
   void operator()(const std::string& n, Buffer& b) {
     out->push_back({n, std::vector<double>(b.begin(), b.end())});
   }
@@ -52,8 +54,10 @@ std::vector<std::pair<std::string, std::vector<double>>> snapshot(P& p) {
 /// Writes fields back from a snapshot (a checkpoint round trip without HDF5).
 struct Restore {
   const std::map<std::string, std::vector<double>>* in;
-  void operator()(const std::string& n, std::int64_t& x) { x = static_cast<std::int64_t>(in->at(n)[0]); }
-  void operator()(const std::string& n, double& x) { x = in->at(n)[0]; }
+  template <class T>  // counts and scalars
+  void operator()(const std::string& n, T& x) {
+    x = static_cast<T>(in->at(n)[0]);
+  }
   void operator()(const std::string& n, Buffer& b) {
     const auto& v = in->at(n);
     REQUIRE(v.size() == b.size());

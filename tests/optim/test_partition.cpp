@@ -41,8 +41,10 @@ struct Names {
 /// Captures every buffer and count, for "nothing changed" checks.
 struct Snapshot {
   std::map<std::string, std::vector<double>>* out;
-  void operator()(const std::string& n, std::int64_t& x) { (*out)[n] = {double(x)}; }
-  void operator()(const std::string& n, double& x) { (*out)[n] = {x}; }
+  template <class T>  // counts and scalars
+  void operator()(const std::string& n, T& x) {
+    (*out)[n] = {double(x)};
+  }
   void operator()(const std::string& n, Buffer& b) { (*out)[n] = std::vector<double>(b.begin(), b.end()); }
 };
 
