@@ -57,8 +57,12 @@ template <class TC, class Mem>
 struct PolarBuffers {
   Mat3<TC, Mem> x, y;        ///< iterates W (ping-pong), w_rows × w_cols
   Mat3<TC, Mem> sq[5];       ///< k × k scratch: NS uses 2, Gram NS 5
-  double* factor = nullptr;  ///< per-matrix normalisation factor (batch doubles)
+  double* factor = nullptr;  ///< per-matrix normalisation factor, then scratch (kFactorDoubles·batch)
 };
+
+/// Doubles per matrix behind PolarBuffers::factor: the factor, and the three statistics of
+/// normalise_and_load() (max |a|, its reciprocal, the scaled sum of squares).
+constexpr std::size_t kFactorDoubles = 4;
 
 inline int square_buffers(PolarMethod m) { return m == PolarMethod::gram_newton_schulz ? 5 : 2; }
 
@@ -70,48 +74,44 @@ PolarBuffers<TC, Mem> carve_polar(Arena& arena, const PolarShape& s, PolarMethod
   buf.y = carve<TC, Mem>(arena, s.w_rows, s.w_cols, s.batch);
   for (int i = 0; i < square_buffers(method); ++i)
     buf.sq[i] = carve<TC, Mem>(arena, s.k, s.k, s.batch);
-  buf.factor = arena.take<double>(static_cast<std::size_t>(s.batch));
+  buf.factor = arena.take<double>(kFactorDoubles * static_cast<std::size_t>(s.batch));
   return buf;
 }
 
-/// Pass 1: per matrix, max |a_ij| as a double, +infinity when an entry is NaN or ±Inf.
+/// A device double as the result of a reduction: the reduction is queued, not waited for.
+template <class Mem>
+using ResultView = Kokkos::View<double, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+/// Pass 1: per matrix, amax[b] ← max |a_ij| as a double, +infinity when an entry is NaN or ±Inf,
+/// then inv[b] ← 1/amax[b] (0 for an all-zero matrix). Results stay in `Mem` (no wait).
 template <class Exec, class TIn, class Mem>
-void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, std::vector<double>& out) {
-  const index_t rows = a.extent(1), cols = a.extent(2);
-  for (index_t b = 0; b < static_cast<index_t>(a.extent(0)); ++b) {
-    double m = 0.0;
+void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, double* amax, double* inv) {
+  const index_t rows = a.extent(1), cols = a.extent(2), batch = a.extent(0);
+  for (index_t b = 0; b < batch; ++b)
     reduce_matrix(
         space, "schatten::polar::scan", rows, cols, a.stride(2) <= a.stride(1),
         KOKKOS_LAMBDA(index_t i, index_t j, double& acc) { acc = kmax(acc, abs_or_inf(a(b, i, j))); },
-        Kokkos::Max<double>(m));
-    out[static_cast<std::size_t>(b)] = m;
-  }
+        Kokkos::Max<double, Mem>(ResultView<Mem>(amax + b)));
+  Kokkos::parallel_for(
+      "schatten::polar::reciprocal", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, batch),
+      KOKKOS_LAMBDA(index_t b) { inv[b] = amax[b] == 0.0 ? 0.0 : 1.0 / amax[b]; });
 }
 
-/// Pass 2: per matrix, ‖a‖_F computed as amax · sqrt(Σ (a_ij/amax)²) in double, which cannot
-/// overflow or underflow for any finite input (the same rescaling as LAPACK's nrm2). The sum
-/// runs in memory order.
+/// Pass 2: per matrix, ssq[b] ← Σ (a_ij·inv[b])², so that ‖a‖_F = amax · sqrt(ssq) in double
+/// cannot overflow or underflow for any finite input (the same rescaling as LAPACK's nrm2). The
+/// sum runs in memory order. Results stay in `Mem` (no wait).
 template <class Exec, class TIn, class Mem>
-void frobenius_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, const std::vector<double>& amax,
-                        std::vector<double>& out) {
+void scaled_squares_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, const double* inv,
+                             double* ssq) {
   const index_t rows = a.extent(1), cols = a.extent(2);
-  for (index_t b = 0; b < static_cast<index_t>(a.extent(0)); ++b) {
-    const double m = amax[static_cast<std::size_t>(b)];
-    if (m == 0.0) {
-      out[static_cast<std::size_t>(b)] = 0.0;
-      continue;
-    }
-    const double inv = 1.0 / m;
-    double ssq = 0.0;
+  for (index_t b = 0; b < static_cast<index_t>(a.extent(0)); ++b)
     reduce_matrix(
         space, "schatten::polar::norm", rows, cols, a.stride(2) <= a.stride(1),
         KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          const double v = static_cast<double>(a(b, i, j)) * inv;
+          const double v = static_cast<double>(a(b, i, j)) * inv[b];
           acc += v * v;
         },
-        Kokkos::Sum<double>(ssq));
-    out[static_cast<std::size_t>(b)] = m * std::sqrt(ssq);
-  }
+        Kokkos::Sum<double, Mem>(ResultView<Mem>(ssq + b)));
 }
 
 /// Pass 3: W[b] = factor[b] · a[b] (or its transpose) in the compute precision. The product is
@@ -307,26 +307,42 @@ const char* check_io(const Strided3<const TIn, Mem>& a, const Strided3<TOut, Mem
 /// Validates the input (NaN/Inf), computes each matrix's scale factor for the normalisation,
 /// and loads W[b] = factor[b]·a[b] into x. Nothing is written to user memory. On NaN/Inf
 /// returns non_finite_input with `bad` set to the first bad matrix. `norms` receives ‖a[b]‖_F
-/// (0 for an all-zero matrix) when the normalisation is Frobenius, else 1.
+/// (0 for an all-zero matrix) when the normalisation is Frobenius, else 1. `factor_device`
+/// holds kFactorDoubles·batch doubles in the space's memory (the factors, then scratch). One
+/// wait for the whole batch (the read-back of the statistics).
 template <class Exec, class TIn, class TC>
 Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                           const Normalization& nz, double* factor_device,
                           const Mat3<TC, typename Exec::memory_space>& x, bool transposed,
                           std::vector<double>& norms, index_t& bad) {
   using Mem = typename Exec::memory_space;
+  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   const std::size_t batch = a.extent(0);
-  std::vector<double> amax(batch), factor(batch, 1.0);
+  // The statistics live behind the factors (kFactorDoubles): amax, inv, ssq. Both passes are
+  // queued and read back together, so a batch costs one wait, not two per matrix.
+  double* amax_d = factor_device + batch;
+  double* inv_d = amax_d + batch;
+  double* ssq_d = inv_d + batch;
+  const bool frobenius = nz.kind == Normalization::Kind::frobenius;
+  max_abs_per_item(space, a, amax_d, inv_d);  // one pass finds NaN/Inf before anything is written
+  if (frobenius) scaled_squares_per_item(space, a, inv_d, ssq_d);  // (discarded when one is NaN)
+  std::vector<double> stats(3 * batch, 0.0), factor(batch, 1.0);   // amax, inv, ssq on the host
+  Kokkos::deep_copy(space, HostDoubles(stats.data(), stats.size()), Doubles(amax_d, stats.size()));
+  space.fence();
+  const double* amax = stats.data();
+  const double* ssq = stats.data() + 2 * batch;
   norms.assign(batch, 1.0);
-  max_abs_per_item(space, a, amax);  // one pass finds NaN/Inf before anything is written
   for (std::size_t b = 0; b < batch; ++b)
     if (!std::isfinite(amax[b])) {
       bad = static_cast<index_t>(b);
       return Status::non_finite_input;
     }
-  if (nz.kind == Normalization::Kind::frobenius) {
-    frobenius_per_item(space, a, amax, norms);
-    for (std::size_t b = 0; b < batch; ++b)
+  if (frobenius) {
+    for (std::size_t b = 0; b < batch; ++b) {
+      norms[b] = amax[b] == 0.0 ? 0.0 : amax[b] * std::sqrt(ssq[b]);
       factor[b] = norms[b] == 0.0 ? 0.0 : 1.0 / (nz.safety * norms[b] + nz.eps);  // zero → zero
+    }
   }
   Kokkos::deep_copy(space,
                     Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(factor_device, batch),

@@ -27,7 +27,7 @@ struct QdwhBuffers {
   Mat2<TC, Mem> g, q2, t;    ///< k × k: Gram / Cholesky factors, Q₂, second factor
   Mat2<TC, Mem> vk, vn;      ///< k × 1 and n × 1 vectors of the estimators
   Mat3<TC, Mem> h;           ///< k × k × batch symmetric factors (only when requested)
-  double* factor = nullptr;  ///< per-matrix load factor (batch doubles)
+  double* factor = nullptr;  ///< per-matrix load factor, then scratch (kFactorDoubles·batch doubles)
 };
 
 template <class TC, class Mem>
@@ -48,7 +48,7 @@ QdwhBuffers<TC, Mem> carve_qdwh(Arena& arena, const PolarShape& s, bool want_h) 
   b.vk = carve2<TC, Mem>(arena, s.k, 1);
   b.vn = carve2<TC, Mem>(arena, s.n, 1);
   if (want_h) b.h = carve<TC, Mem>(arena, s.k, s.k, s.batch);
-  b.factor = arena.take<double>(static_cast<std::size_t>(s.batch));
+  b.factor = arena.take<double>(kFactorDoubles * static_cast<std::size_t>(s.batch));
   return b;
 }
 
