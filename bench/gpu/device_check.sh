@@ -64,7 +64,7 @@ stage_tests() {
   for t in test_core test_surrogate test_kernels test_optim; do
     run "$log" 150 "$BIN/$t" --duration=true
   done
-  for e in example_orthogonalize example_spectral_descent; do
+  for e in example_orthogonalize example_spectral_descent example_device_step; do
     run "$log" 60 "$BIN/$e"
   done
 }

@@ -11,7 +11,7 @@ KIT=${2:-.gpu/kit.tar.xz}
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 for f in tests/test_core tests/test_surrogate tests/test_kernels tests/test_optim \
-         tests/example_orthogonalize tests/example_spectral_descent \
+         tests/example_orthogonalize tests/example_spectral_descent tests/example_device_step \
          bench/schatten-polar-report bench/schatten-bench-polar bench/schatten-bench-optim \
          bench/schatten-qdwh-file; do
   src=$(find "$BUILD" -path "*/$f" -type f | head -1)
