@@ -200,6 +200,28 @@ void check_twin(const char* name, const Make& make, double host_rel = 0.0) {
   }
 }
 
+/// Checks that every block a rule receives is labelled with the memory it lives in (on a CPU
+/// build a mislabelled device block would still work, so the label itself is tested): refuses
+/// with invalid_argument otherwise. Touches no memory.
+struct MemoryProbe {
+  static constexpr const char* name = "memory_probe";
+  static constexpr bool device_capable = true;
+  MemoryKind expect = MemoryKind::device;
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State& s, ConstBlock p) const {
+    if (u.memory != expect || p.memory != expect) return Status::invalid_argument;
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+};
+
 }  // namespace
 
 TEST_SUITE("optim.device") {
@@ -274,6 +296,37 @@ TEST_SUITE("optim.device") {
           route("adamw", chain(ScaleByAdam{}, AddDecayedWeights{0.01}, ScaleByLearningRate{})));
     };
     check_twin("dev_rules", make);
+  }
+
+  TEST_CASE("rules see device blocks and parameters labelled as device memory") {
+    // The probe runs per block inside the batched groups (after Orthogonalize's one batched
+    // call) and alone for the other matrix, on the update and on the parameter.
+    for (const MemoryKind memory : {MemoryKind::host, MemoryKind::device}) {
+      CAPTURE(static_cast<int>(memory));
+      const std::vector<std::string> labels = propose_labels(kSpecs);
+      auto p = partition(kSpecs, labels,
+                         route("muon", chain(TraceMomentum{}, Orthogonalize{}, MemoryProbe{memory},
+                                             AddDecayedWeights{0.1}, ScaleByLearningRate{})),
+                         route("adamw", chain(MemoryProbe{memory}, AdamWUpdate{})));
+      REQUIRE(p.init(memory));
+      REQUIRE(!p.batch_groups().empty());
+      Twin m("dev_probe");
+      std::vector<std::vector<float>> g;
+      std::vector<DeviceVec> dg;
+      std::vector<float*> wp, gp;
+      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+        g.push_back(random_vec(m.w[i].size(), case_seed("dev_probe_g", i)));
+        dg.push_back(to_device(g.back()));
+      }
+      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+        const bool device = memory == MemoryKind::device;
+        wp.push_back(device ? m.dw[i].data() : m.w[i].data());
+        gp.push_back(device ? dg[i].data() : g[i].data());
+      }
+      const StepReport r = p.step(wp, gp);
+      CHECK(r.status == Status::ok);
+      CHECK(std::string(r.message).empty());
+    }
   }
 
   TEST_CASE("global clipping on the device") {

@@ -8,8 +8,9 @@
 /// differences, docs/optim.md "Device-resident steps"). Reductions accumulate in double, like
 /// the host loops, in the execution space's order.
 ///
-/// Every kernel is asynchronous on a GPU except the reductions, which return their value to
-/// the host (and so wait); fence() waits for the rest. Compiled with -fno-math-errno
+/// Every kernel is asynchronous on a GPU except the reductions that return their value to the
+/// host (and so wait); flag_outside() reduces into device memory and does not wait; fence()
+/// waits for everything queued. Compiled with -fno-math-errno
 /// (CMakeLists.txt), like src/optim/kernels.cpp.
 #include <Kokkos_Core.hpp>
 
@@ -49,7 +50,8 @@ void copy_bytes(void* dst, MemoryKind to, const void* src, MemoryKind from, std:
   const bool dst_host = to == MemoryKind::host || host_readable(MemoryKind::device);
   const bool src_host = from == MemoryKind::host || host_readable(MemoryKind::device);
   if (dst_host && src_host) {
-    Kokkos::fence();  // device kernels still writing src (or reading dst) on an async host space
+    // Device memory of a CPU build: kernels of an asynchronous host space may still use it.
+    if (to == MemoryKind::device || from == MemoryKind::device) Kokkos::fence();
     std::memcpy(dst, src, bytes);
     return;
   }

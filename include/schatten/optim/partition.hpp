@@ -544,7 +544,7 @@ class Partition {
       const StateList<typename R::State> list{&ref, &group_state<I>, nb};
       const BatchedMatrixRef<float> u(grp.buffer.data(), nb, grp.shape.rows, grp.shape.cols, memory_);
       const Status s = std::get<I>(routes_).rule.update_batch(
-          u, list, ParamList{grp.params.data(), grp.shape, nb}, *grp.workspace);
+          u, list, ParamList{grp.params.data(), grp.shape, nb, memory_}, *grp.workspace);
       if (s != Status::ok) return s;
       for (index_t b = 0; b < nb; ++b) {
         const std::size_t i = grp.members[static_cast<std::size_t>(b)];

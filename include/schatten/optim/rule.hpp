@@ -115,12 +115,13 @@ struct ParamList {
   const float* const* data = nullptr;
   BlockShape shape{};
   index_t size = 0;
-  ConstBlock operator[](index_t b) const { return ConstBlock(data[b], shape.rows, shape.cols); }
+  MemoryKind memory = MemoryKind::host;  ///< where the blocks live (the pointer table is host memory)
+  ConstBlock operator[](index_t b) const { return ConstBlock(data[b], shape.rows, shape.cols, memory); }
 };
 
-/// Block b of a contiguous batch, as the Block that `update` takes.
+/// Block b of a contiguous batch, as the Block that `update` takes (in the batch's memory).
 inline Block block_of(const BatchedMatrixRef<float>& u, index_t b) {
-  return Block(u.data + b * u.batch_stride, u.rows, u.cols);
+  return Block(u.data + b * u.batch_stride, u.rows, u.cols, u.memory);
 }
 
 /// Rules whose update runs on blocks and state in device memory declare
