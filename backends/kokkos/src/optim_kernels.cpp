@@ -3,10 +3,10 @@
 /// Device memory for FloatBuffer (core/buffer.hpp) and the element-wise optimizer kernels on
 /// Kokkos::DefaultExecutionSpace (optim/rule.hpp `device_kernels`, transforms.hpp). Each kernel
 /// calls the same inline formula as the host loop it replaces (TraceMomentum::step,
-/// ScaleByAdam::step, marked SCHATTEN_HOST_DEVICE), element by element, so on a CPU build the
+/// ScaleByAdam::step, marked SCHATTEN_HOST_DEVICE), element by element, so on Kokkos Serial the
 /// two give the same bits; on a GPU the compiler may fuse a multiply and an add (rounding-level
 /// differences, docs/optim.md "Device-resident steps"). Reductions accumulate in double, like
-/// the host loops, in the execution space's order.
+/// the host loops, in the execution space's order (the host loops' order on Serial only).
 ///
 /// Every kernel is asynchronous on a GPU except the reductions that return their value to the
 /// host (and so wait); flag_outside() reduces into device memory and does not wait; fence()

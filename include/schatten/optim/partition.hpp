@@ -119,9 +119,11 @@ struct StepReport {
 /// the reductions (the scans and norms). Requires device-capable routes (rule.hpp,
 /// is_device_capable: every preset but the distance-aware and Schatten-p ones). Same contract,
 /// same checkpoints (visit() reaches device buffers; the checkpoint code copies them through
-/// the host). On a CPU build device memory is host memory and the results equal the host
-/// path's bit for bit (the same formulas in the same order, tests/optim/test_optim_device.cpp);
-/// on a GPU they agree to rounding (a fused multiply-add may differ).
+/// the host). On a Kokkos Serial build (the CPU default) device memory is host memory and the
+/// results equal the host path's bit for bit (the same formulas in the same order,
+/// tests/optim/test_optim_device.cpp); with OpenMP the block norms of ClipByNorm and
+/// ScaleToPolarNorm are summed in another order, and on a GPU a fused multiply-add may differ:
+/// there they agree to rounding.
 template <class... Rules>
 class Partition {
  public:
