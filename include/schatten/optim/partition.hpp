@@ -158,34 +158,26 @@ class Partition {
       }
     }
     init_states(std::index_sequence_for<Rules...>{});
-    memory_ = MemoryKind::host;
-    if (memory == MemoryKind::device && !move_states(MemoryKind::device)) {
+    scan_ = Buffer(params_.size(), 0.0f);  // the flags of first_outside() (device steps)
+    scan_host_.assign(params_.size(), 0.0f);
+    if (memory == MemoryKind::device &&
+        !(move_states(MemoryKind::device) && scan_.move_to(MemoryKind::device))) {
       which_.clear();
       return fail("init: device memory for the optimizer state could not be allocated", -1,
                   Status::out_of_memory);
     }
     memory_ = memory;
-    scan_ = Buffer(params_.size(), 0.0f);  // the flags of first_outside() (device steps)
-    scan_host_.assign(params_.size(), 0.0f);
-    if (memory == MemoryKind::device && !scan_.move_to(MemoryKind::device)) {
-      which_.clear();
-      return fail("init: device memory for the optimizer state could not be allocated", -1,
-                  Status::out_of_memory);
-    }
     // The backups step() copies the states of routes that may fail into before changing them:
     // allocated here, so that a step never allocates (Buffer assignment reuses an allocation
     // of the same size). Routes that cannot fail have none.
     init_backups(std::index_sequence_for<Rules...>{});
     may_fail_.assign(params_.size(), 0);
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      dispatch(i, [&](auto tag) {
-        may_fail_[i] = rule_may_fail<std::tuple_element_t<decltype(tag)::value, std::tuple<Rules...>>>::value;
-        return Status::ok;
-      });
     limit_bits_.assign(params_.size(), magnitude_bits(HUGE_VAL));
     for (std::size_t i = 0; i < params_.size(); ++i)
       dispatch(i, [&](auto tag) {
-        limit_bits_[i] = magnitude_bits(max_gradient_of(std::get<decltype(tag)::value>(routes_).rule));
+        constexpr std::size_t I = decltype(tag)::value;
+        may_fail_[i] = rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value;
+        limit_bits_[i] = magnitude_bits(max_gradient_of(std::get<I>(routes_).rule));
         return Status::ok;
       });
     touched_.assign(params_.size(), 0);
@@ -293,20 +285,17 @@ class Partition {
         if (failed != Status::ok) bad = i;
       }
     if (failed != Status::ok) {
+      // Every state backed up this step, the failing one included (a bare rule, not a chain,
+      // may have advanced its state before failing).
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        if (touched_[i]) restore_one(i);
+      if (memory_ == MemoryKind::device) device_kernels::fence();  // the restoring copies
       // A rule failed that declared it cannot (protocol violation): its state, and those of the
       // other routes that cannot fail, may have advanced without a backup.
       if (!may_fail_[bad]) {
-        for (std::size_t i = 0; i < params_.size(); ++i)
-          if (touched_[i]) restore_one(i);
-        if (memory_ == MemoryKind::device) device_kernels::fence();
         return fail("a rule failed without declaring may_fail; states may have advanced",
                     static_cast<std::ptrdiff_t>(bad), Status::internal_error);
       } else {
-        // Every state backed up this step, the failing one included (a bare rule, not a chain,
-        // may have advanced its state before failing).
-        for (std::size_t i = 0; i < params_.size(); ++i)
-          if (touched_[i]) restore_one(i);
-        if (memory_ == MemoryKind::device) device_kernels::fence();  // the restoring copies
         message_ = std::string("the rule of parameter '") + params_[bad].name + "' failed (" +
                    to_string(failed) + ")" +
                    (bad_group >= 0
@@ -320,11 +309,8 @@ class Partition {
         return r;
       }
     }
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      const BlockShape s = flatten(params_[i].shape);
-      apply_updates(MatrixRef<float>(params[i], s.rows, s.cols, memory_),
-                    MatrixRef<const float>(grads[i], s.rows, s.cols, memory_));
-    }
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      apply_updates(block(params[i], i), block(grads[i], i));
     if (memory_ == MemoryKind::device) device_kernels::fence();
     return StepReport{};
   }
@@ -339,7 +325,7 @@ class Partition {
   }
 
  private:
-  /// Gradient i as a block of memory_.
+  /// Parameter i's array `p` (its value, gradient or a batch slot) as a block of memory_.
   MatrixRef<float> block(float* p, std::size_t i) const {
     const BlockShape s = flatten(params_[i].shape);
     return MatrixRef<float>(p, s.rows, s.cols, memory_);
@@ -447,7 +433,6 @@ class Partition {
   }
   template <std::size_t I>
   Status update_route(std::size_t i, float* p, float* g) {
-    const BlockShape s = flatten(params_[i].shape);
     auto& st = std::get<I>(states_)[slot_[i]];
     // A copy is needed only when this route may fail after the finiteness check: step() runs
     // those routes first, and a failure restores every state it copied. Routes that cannot fail
@@ -457,8 +442,8 @@ class Partition {
       touched_[i] = 1;
     }
     const auto& rule = std::get<I>(routes_).rule;
-    const Block u(g, s.rows, s.cols, memory_);
-    const ConstBlock w(p, s.rows, s.cols, memory_);
+    const Block u = block(g, i);
+    const ConstBlock w = block(p, i);
     // step() has scanned every gradient and restores states itself: a chain need not repeat
     // either (its own copy of state and buffer would double the cost of the rollback).
     if constexpr (has_update_unguarded<std::tuple_element_t<I, std::tuple<Rules...>>>::value)
