@@ -58,21 +58,21 @@ class FloatBuffer {
       host_.assign(n, 0.0f);
       return;
     }
-    on_device_ = true;
+    device_ = allocate_or_throw(n);
     size_ = n;
-    device_ = n ? static_cast<float*>(memory::allocate_device(n * sizeof(float))) : nullptr;
-    if (n && !device_) {
-      on_device_ = false;
-      size_ = 0;
-      throw std::bad_alloc();
-    }
+    on_device_ = true;
   }
   /// The elements of [first, last), in host memory.
   template <class It, class = std::enable_if_t<!std::is_integral<It>::value>>
   FloatBuffer(It first, It last) : host_(first, last) {}
   /// A deep copy in the same memory (std::bad_alloc when device memory runs out).
-  FloatBuffer(const FloatBuffer& o) : host_(o.host_), on_device_(o.on_device_) {
-    if (on_device_) device_copy_from(o);
+  FloatBuffer(const FloatBuffer& o) : host_(o.host_) {
+    if (!o.on_device_) return;
+    device_ = allocate_or_throw(o.size_);
+    size_ = o.size_;
+    on_device_ = true;
+    if (size_)
+      memory::copy_bytes(device_, MemoryKind::device, o.device_, MemoryKind::device, size_ * sizeof(float));
   }
   /// A deep copy into the memory of `o`; reuses this buffer's allocation when it is in the same
   /// memory and of the same size (then it never allocates: the partition's per-step state
@@ -180,16 +180,12 @@ class FloatBuffer {
   friend bool operator!=(const FloatBuffer& a, const FloatBuffer& b) { return !(a == b); }
 
  private:
-  void device_copy_from(const FloatBuffer& o) {
-    size_ = o.size_;
-    device_ = size_ ? static_cast<float*>(memory::allocate_device(size_ * sizeof(float))) : nullptr;
-    if (size_ && !device_) {
-      on_device_ = false;
-      size_ = 0;
-      throw std::bad_alloc();
-    }
-    if (size_)
-      memory::copy_bytes(device_, MemoryKind::device, o.device_, MemoryKind::device, size_ * sizeof(float));
+  /// n floats of device memory (nullptr for n = 0); std::bad_alloc when the allocation fails.
+  static float* allocate_or_throw(std::size_t n) {
+    if (n == 0) return nullptr;
+    auto* p = static_cast<float*>(memory::allocate_device(n * sizeof(float)));
+    if (!p) throw std::bad_alloc();
+    return p;
   }
   void release_device() noexcept {
     if (on_device_) memory::free_device(device_);
