@@ -122,6 +122,29 @@ bool same_fields(const io::FieldSet& got, const io::FieldSet& want, double rel) 
 const std::vector<ParamSpec> kSpecs = {{"h.0.w", {12, 20}}, {"h.0.b", {20}},  {"h.1.w", {12, 20}},
                                        {"h.2.w", {20, 6}},  {"wte", {30, 8}}, {"h.3.w", {12, 20}}};
 
+/// The data pointers of host vectors or device Views, one per parameter.
+template <class Arrays>
+std::vector<float*> pointers(Arrays& arrays) {
+  std::vector<float*> p;
+  for (auto& a : arrays)
+    p.push_back(a.data());
+  return p;
+}
+
+/// A gradient for every parameter of kSpecs, the i-th drawn from case_seed(name, base + i), on
+/// the host (g) and with the same values on the device (dg).
+struct Gradients {
+  std::vector<std::vector<float>> g;
+  std::vector<DeviceVec> dg;
+  Gradients(const char* name, std::uint64_t base, double scale = 0.1) {
+    for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+      g.push_back(random_vec(static_cast<std::size_t>(flatten(kSpecs[i].shape).size()),
+                             case_seed(name, base + i), scale));
+      dg.push_back(to_device(g.back()));
+    }
+  }
+};
+
 /// A model in host vectors (the oracle) and device Views (the device partition) with the same
 /// values, stepped by two partitions of the same configuration.
 struct Twin {
@@ -138,22 +161,9 @@ struct Twin {
   /// One step of both; returns their reports (host first).
   template <class P>
   std::pair<StepReport, StepReport> step(P& host, P& device, const char* name, int t, double scale = 0.1) {
-    std::vector<std::vector<float>> g;
-    std::vector<DeviceVec> dg;
-    std::vector<float*> wp, gp, dwp, dgp;
-    for (std::size_t i = 0; i < kSpecs.size(); ++i) {
-      g.push_back(
-          random_vec(w[i].size(), case_seed(name, 1000 + 100 * static_cast<std::uint64_t>(t) + i), scale));
-      dg.push_back(to_device(g.back()));
-    }
-    for (std::size_t i = 0; i < kSpecs.size(); ++i) {
-      wp.push_back(w[i].data());
-      gp.push_back(g[i].data());
-      dwp.push_back(dw[i].data());
-      dgp.push_back(dg[i].data());
-    }
-    const StepReport rh = host.step(wp, gp);
-    const StepReport rd = device.step(dwp, dgp);
+    Gradients gr(name, 1000 + 100 * static_cast<std::uint64_t>(t), scale);
+    const StepReport rh = host.step(pointers(w), pointers(gr.g));
+    const StepReport rd = device.step(pointers(dw), pointers(gr.dg));
     return {rh, rd};
   }
   /// The device parameters against the host ones: bit for bit on the host, else their changes
@@ -321,19 +331,10 @@ TEST_SUITE("optim.device") {
       REQUIRE(p.init(memory));
       REQUIRE(!p.batch_groups().empty());
       Twin m("dev_probe");
-      std::vector<std::vector<float>> g;
-      std::vector<DeviceVec> dg;
-      std::vector<float*> wp, gp;
-      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
-        g.push_back(random_vec(m.w[i].size(), case_seed("dev_probe_g", i)));
-        dg.push_back(to_device(g.back()));
-      }
-      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
-        const bool device = memory == MemoryKind::device;
-        wp.push_back(device ? m.dw[i].data() : m.w[i].data());
-        gp.push_back(device ? dg[i].data() : g[i].data());
-      }
-      const StepReport r = p.step(wp, gp);
+      Gradients gr("dev_probe_g", 0);
+      const bool device = memory == MemoryKind::device;
+      const StepReport r =
+          device ? p.step(pointers(m.dw), pointers(gr.dg)) : p.step(pointers(m.w), pointers(gr.g));
       CHECK(r.status == Status::ok);
       CHECK(std::string(r.message).empty());
     }
@@ -479,40 +480,22 @@ TEST_SUITE("optim.device") {
     CHECK(!staging.staged);  // a device partition never stages
     Twin m("dev_views");
     for (int t = 0; t < 2; ++t) {
-      std::vector<std::vector<float>> g;
-      std::vector<DeviceVec> dg;
-      std::vector<float*> wp, gp;
-      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
-        g.push_back(
-            random_vec(m.w[i].size(), case_seed("dev_views_g", 100 * static_cast<std::uint64_t>(t) + i)));
-        dg.push_back(to_device(g.back()));
-        wp.push_back(m.w[i].data());
-        gp.push_back(g[i].data());
-      }
-      REQUIRE(host.step(wp, gp));
-      REQUIRE(kokkos::step(device, m.dw, dg, staging));
+      Gradients gr("dev_views_g", 100 * static_cast<std::uint64_t>(t));
+      REQUIRE(host.step(pointers(m.w), pointers(gr.g)));
+      REQUIRE(kokkos::step(device, m.dw, gr.dg, staging));
       CHECK(m.same_params(kSerialKernels ? 0.0 : kDeviceRel));
       // The gradient Views hold the updates (Partition::step's contract).
       for (std::size_t i = 0; i < kSpecs.size(); ++i)
-        CHECK(agree(to_host(dg[i]), g[i], kSerialKernels ? 0.0 : kDeviceRel));
+        CHECK(agree(to_host(gr.dg[i]), gr.g[i], kSerialKernels ? 0.0 : kDeviceRel));
     }
     // The raw-pointer overload with device pointers.
-    std::vector<DeviceVec> dg;
-    std::vector<float*> dwp, dgp;
-    for (std::size_t i = 0; i < kSpecs.size(); ++i) {
-      dg.push_back(to_device(random_vec(m.w[i].size(), case_seed("dev_views_p", i))));
-      dwp.push_back(m.dw[i].data());
-      dgp.push_back(dg[i].data());
-    }
-    CHECK(kokkos::step(device, dwp, dgp, MemoryKind::device, staging).status == Status::ok);
+    Gradients gp("dev_views_p", 0);
+    CHECK(kokkos::step(device, pointers(m.dw), pointers(gp.dg), MemoryKind::device, staging).status ==
+          Status::ok);
     if constexpr (!kHostKernels) {
       // On a GPU, host pointers cannot reach a device partition: refused, nothing touched.
-      std::vector<float*> hp, hg;
-      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
-        hp.push_back(m.w[i].data());
-        hg.push_back(m.w[i].data());
-      }
-      CHECK(kokkos::step(device, hp, hg, MemoryKind::host, staging).status == Status::invalid_argument);
+      CHECK(kokkos::step(device, pointers(m.w), pointers(m.w), MemoryKind::host, staging).status ==
+            Status::invalid_argument);
     }
   }
 }
