@@ -30,6 +30,7 @@
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/kokkos/optim.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/step_size.hpp"
 #include "support/failing_rule.hpp"
 #include "support/seed.hpp"
@@ -99,7 +100,8 @@ std::vector<float> minus(const std::vector<float>& a, const std::vector<float>& 
   return d;
 }
 
-/// Every field of two captured states agrees (counters exactly, buffers within rel).
+/// Every field of two captured states agrees (counters exactly; buffers, and scalars such as
+/// DF-Muon's η and L̂ that come from reductions, within rel).
 bool same_fields(const io::FieldSet& got, const io::FieldSet& want, double rel) {
   if (got.size() != want.size()) return false;
   for (const auto& field : want) {
@@ -107,12 +109,15 @@ bool same_fields(const io::FieldSet& got, const io::FieldSet& want, double rel) 
     const io::FieldValue& value = field.second;
     const auto it = got.find(name);
     if (it == got.end() || it->second.index() != value.index()) return false;
-    if (const auto* v = std::get_if<std::vector<float>>(&value)) {
-      if (!agree(std::get<std::vector<float>>(it->second), *v, rel)) {
-        MESSAGE("field " << name << " differs");
-        return false;
-      }
-    } else if (it->second != value) {
+    bool same = true;
+    if (const auto* v = std::get_if<std::vector<float>>(&value))
+      same = agree(std::get<std::vector<float>>(it->second), *v, rel);
+    else if (const auto* x = std::get_if<double>(&value))
+      same = std::fabs(std::get<double>(it->second) - *x) <= rel * std::fabs(*x);  // NaN never agrees
+    else
+      same = it->second == value;
+    if (!same) {
+      MESSAGE("field " << name << " differs");
       return false;
     }
   }
@@ -194,7 +199,9 @@ template <class P>
 bool all_state_on_device(P& p) {
   MemoryCensus c;
   visit_fields(c, p);
-  return c.buffers > 0 && c.on_device == c.buffers;
+  MemoryCensus scratch;  // the rules' scratch Buffers move with the state
+  p.visit_scratch(scratch);
+  return c.buffers > 0 && c.on_device == c.buffers && scratch.on_device == scratch.buffers;
 }
 
 /// Steps a host and a device partition of `make()`'s configuration three times on the same
@@ -233,6 +240,25 @@ struct MemoryProbe {
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State& s, ConstBlock p) const {
     if (u.memory != expect || p.memory != expect) return Status::invalid_argument;
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+};
+
+/// A rule that declares no device form (rule.hpp, is_device_capable): u ← −u on the host.
+struct HostOnly {
+  static constexpr const char* name = "host_only";
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State& s, ConstBlock) const {
+    for (index_t k = 0; k < u.size(); ++k)
+      u.data[k] = -u.data[k];
     ++s.count;
     return Status::ok;
   }
@@ -300,6 +326,78 @@ TEST_SUITE("optim.device") {
     check_twin("dev_freon", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", freon()), route("adamw", adamw()));
     });
+  }
+
+  TEST_CASE("da sc and df muon step on the device like on the host") {
+    // Their scalar recurrences read inner products of the state (rule.hpp,
+    // inner_of_differences) and SC/DF keep scratch buffers, which move with the state. Three
+    // steps reach DF-Muon's secant and majorised search (the first step has none).
+    check_twin("dev_da", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", da_muon()), route("adamw", adamw()));
+    });
+    check_twin("dev_sc", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", sc_muon()), route("adamw", adamw()));
+    });
+    check_twin("dev_df", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", df_muon()), route("adamw", adamw()));
+    });
+    // The scratch of a device partition is device memory and is not checkpointed.
+    auto p = partition(kSpecs, propose_labels(kSpecs), route("muon", df_muon()), route("adamw", adamw()));
+    REQUIRE(p.init(MemoryKind::device));
+    MemoryCensus scratch;
+    p.visit_scratch(scratch);
+    CHECK(scratch.buffers == 2 * 4);  // g_t and the next momentum of each of the 4 matrices
+    CHECK(scratch.on_device == scratch.buffers);
+    const io::FieldSet fields = io::capture(p);
+    CHECK(fields.count("h.0.w/0_majorized_step/mu") == 1);
+    CHECK(fields.count("h.0.w/0_majorized_step/gradient") == 0);
+  }
+
+  TEST_CASE("schatten muon with statistics steps on the device like on the host") {
+    // The first step runs the spectral power at the initial p = 3; the criterion then runs at
+    // steps 2 and 3 (first 2, interval 3) on host copies of the device arrays, with activation
+    // Grams accumulated from device inputs. The parametric moment runs as a kernel throughout.
+    SchattenMuonOptions so;
+    so.first = 2;
+    so.interval = 3;
+    so.p = 3.0;
+    so.moment = SchattenPDirection::Moment::parametric;
+    int with_statistics = 0;
+    so.on_criterion = [&](const PCriterionEvent& e) { with_statistics += e.had_statistics; };
+    const std::vector<std::string> labels = propose_labels(kSpecs);
+    const auto make = [&] {
+      return partition(kSpecs, labels, route("muon", schatten_muon(so)), route("adamw", adamw()));
+    };
+    auto host = make();
+    auto device = make();
+    REQUIRE(host.init());
+    REQUIRE(device.init(MemoryKind::device));
+    CHECK(all_state_on_device(device));
+    Twin m("dev_smuon");
+    const double rel = kSerialKernels ? 0.0 : kDeviceRel;
+    for (int t = 0; t < 3; ++t) {
+      CAPTURE(t);
+      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+        if (!activations_wanted(host, kSpecs[i].name)) continue;
+        CHECK(activations_wanted(device, kSpecs[i].name));
+        const index_t cols = flatten(kSpecs[i].shape).cols, tokens = 16;
+        const std::vector<float> x =
+            random_vec(static_cast<std::size_t>(tokens * cols), case_seed("dev_smuon_x", 10 * t + i), 1.0);
+        const DeviceVec dx = to_device(x);
+        REQUIRE(accumulate_activations(host, kSpecs[i].name,
+                                       MatrixRef<const float>(x.data(), tokens, cols)) == Status::ok);
+        REQUIRE(accumulate_activations(device, kSpecs[i].name,
+                                       MatrixRef<const float>(dx.data(), tokens, cols, MemoryKind::device)) ==
+                Status::ok);
+      }
+      const auto reports = m.step(host, device, "dev_smuon", t);
+      REQUIRE(reports.first);
+      REQUIRE(reports.second);
+      CHECK(m.same_params(rel));
+      CHECK(same_fields(io::capture(device), io::capture(host), rel));
+    }
+    // Both partitions ran the criterion with statistics on each of the 4 matrices, twice.
+    CHECK(with_statistics == 2 * 2 * 4);
   }
 
   TEST_CASE("every element-wise rule steps on the device like on the host") {
@@ -417,8 +515,9 @@ TEST_SUITE("optim.device") {
 
   TEST_CASE("rules without a device form are refused at init") {
     const std::vector<std::string> labels = propose_labels(kSpecs);
-    auto p = partition(kSpecs, labels, route("muon", da_muon()), route("adamw", adamw()));
-    static_assert(!decltype(p)::device_capable, "DA-Muon's rules run on the host only");
+    auto p =
+        partition(kSpecs, labels, route("muon", chain(TraceMomentum{}, HostOnly{})), route("adamw", adamw()));
+    static_assert(!decltype(p)::device_capable, "HostOnly declares no device form");
     const StepReport r = p.init(MemoryKind::device);
     CHECK(r.status == Status::unsupported);
     CHECK(std::string(r.message).find("device") != std::string::npos);

@@ -3,10 +3,11 @@
 /// Device memory for FloatBuffer (core/buffer.hpp) and the element-wise optimizer kernels on
 /// Kokkos::DefaultExecutionSpace (optim/rule.hpp `device_kernels`, transforms.hpp). Each kernel
 /// calls the same inline formula as the host loop it replaces (TraceMomentum::step,
-/// ScaleByAdam::step, marked SCHATTEN_HOST_DEVICE), element by element, so on Kokkos Serial the
-/// two give the same bits; on a GPU the compiler may fuse a multiply and an add (rounding-level
-/// differences, docs/optim.md "Device-resident steps"). Reductions accumulate in double, like
-/// the host loops, in the execution space's order (the host loops' order on Serial only).
+/// ScaleByAdam::step, SchattenPDirection::momentum_element, …, marked SCHATTEN_HOST_DEVICE),
+/// element by element, so on Kokkos Serial the two give the same bits; on a GPU the compiler may fuse a
+/// multiply and an add (rounding-level differences, docs/optim.md "Device-resident steps"). Reductions
+/// accumulate in double, like the host loops, in the execution space's order (the host loops' order on Serial
+/// only).
 ///
 /// Every kernel is asynchronous on a GPU except the reductions that return their value to the
 /// host (and so wait); flag_outside() reduces into device memory and does not wait; fence()
@@ -19,6 +20,7 @@
 
 #include "schatten/core/buffer.hpp"
 #include "schatten/optim/rule.hpp"
+#include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/transforms.hpp"
 
 namespace schatten {
@@ -133,6 +135,22 @@ void copy(float* dst, const float* src, index_t n) {
       "schatten::optim::copy", Range(0, n), KOKKOS_LAMBDA(index_t k) { dst[k] = src[k]; });
 }
 
+void fill(float* x, index_t n, float value) {
+  Kokkos::parallel_for(
+      "schatten::optim::fill", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] = value; });
+}
+
+double inner(const float* x, const float* a, const float* y, const float* b, index_t n) {
+  double s = 0.0;
+  Kokkos::parallel_reduce(
+      "schatten::optim::inner", Range(0, n),
+      KOKKOS_LAMBDA(index_t k, double& acc) {
+        acc += detail::difference_product(x[k], a ? a[k] : 0.0f, y[k], b ? b[k] : 0.0f);
+      },
+      s);
+  return s;
+}
+
 void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema) {
   const TraceMomentum::Form form = ema ? TraceMomentum::Form::ema : TraceMomentum::Form::sum;
   Kokkos::parallel_for(
@@ -162,6 +180,21 @@ void muadam_precondition(float* x, float* m, float* v, float* d, index_t n, cons
 void multiply(float* x, const float* d, index_t n) {
   Kokkos::parallel_for(
       "schatten::optim::multiply", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= d[k]; });
+}
+
+void smuon_momentum(float* y, float* next_mu, const float* mu, const float* g, index_t n,
+                    const detail::SMuonScalars& c) {
+  Kokkos::parallel_for(
+      "schatten::optim::schatten_p_momentum", Range(0, n),
+      KOKKOS_LAMBDA(index_t k) { y[k] = SchattenPDirection::momentum_element(g[k], mu[k], next_mu[k], c); });
+}
+
+void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, const float* g, index_t n,
+                  const detail::SMuonScalars& c) {
+  Kokkos::parallel_for(
+      "schatten::optim::schatten_p_moment", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+        y[k] *= SchattenPDirection::moment_element(g[k], nu[k], next_nu[k], precond[k], c);
+      });
 }
 
 }  // namespace optim::device_kernels

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "plain_io.hpp"
+#include "schatten/core/buffer.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/kernels/gram.hpp"
 #include "schatten/kernels/randomized_svd.hpp"
@@ -189,6 +190,19 @@ Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram) {
     return Status::invalid_argument;
   if (gram.rows != x.cols || gram.cols != x.cols) return Status::invalid_argument;
   if (x.rows == 0 || x.cols == 0) return Status::ok;
+  if (gram.memory ==
+      MemoryKind::device) {  // through a host copy (gram.hpp), also where the host could read it
+    if (gram.row_stride != gram.cols || gram.col_stride != 1) return Status::invalid_argument;
+    const std::size_t bytes = static_cast<std::size_t>(gram.size()) * sizeof(float);
+    return kokkos::detail::status_guard([&] {
+      std::vector<float> h(static_cast<std::size_t>(gram.size()));
+      memory::copy_bytes(h.data(), MemoryKind::host, gram.data, MemoryKind::device, bytes);
+      const Status s = kokkos::detail::gram_compute(x, MatrixRef<float>(h.data(), gram.rows, gram.cols));
+      if (s == Status::ok)
+        memory::copy_bytes(gram.data, MemoryKind::device, h.data(), MemoryKind::host, bytes);
+      return s;
+    });
+  }
   return kokkos::detail::status_guard([&] { return kokkos::detail::gram_compute(x, gram); });
 }
 

@@ -16,8 +16,10 @@ namespace schatten {
 /// of calls — and of ranks — are sums of Grams, so statistics are collected in pieces and
 /// all-reduced as plain arrays. Cost 2·tokens·d² flops (a symmetric kernel would halve it;
 /// issue #7). `x`: any strides and memory kind (staged when the device cannot read it); `gram`:
-/// d_in × d_in host memory. Errors (gram unchanged): shapes disagree → invalid_argument; NaN/Inf
-/// in x, or a sum that overflows float → non_finite_input. Synchronous.
+/// d_in × d_in in host memory (any strides), or contiguous row-major in device memory (an
+/// optimizer's statistics after Partition::init(MemoryKind::device); copied to the host and
+/// back, 2·d_in² floats, on every build). Errors (gram unchanged): shapes disagree → invalid_argument;
+/// NaN/Inf in x, or a sum that overflows float → non_finite_input. Synchronous.
 Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram);
 
 }  // namespace schatten

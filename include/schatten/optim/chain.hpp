@@ -47,6 +47,9 @@ struct ChainState : std::tuple<typename Rules::State...> {
 /// Names every field of a chain's state as "<index>_<rule name>/<field>" (nested chains nest).
 template <class V, class... Rules>
 void visit_fields(V& v, ChainState<Rules...>& s);
+/// Names the rules' scratch Buffers (rule.hpp, visit_scratch) the same way.
+template <class V, class... Rules>
+void visit_scratch(V& v, ChainState<Rules...>& s);
 
 /// Rules applied in order. State = std::tuple of the rules' states.
 ///
@@ -214,20 +217,29 @@ class Chain {
 };
 
 namespace detail {
-template <std::size_t I, class R, class V>
+/// Child I's fields (kScratch false) or scratch (true), named "<I>_<rule name>/…".
+template <bool kScratch, std::size_t I, class R, class V>
 void visit_child(V& v, typename R::State& s) {
   PrefixVisitor<V> p{v, std::to_string(I) + "_" + R::name + "/"};
-  visit_fields(p, s);
+  if constexpr (kScratch)
+    visit_scratch(p, s);
+  else
+    visit_fields(p, s);
 }
-template <class V, class... Rules, std::size_t... I>
+template <bool kScratch, class V, class... Rules, std::size_t... I>
 void visit_children(V& v, ChainState<Rules...>& s, std::index_sequence<I...>) {
-  (visit_child<I, Rules>(v, std::get<I>(static_cast<typename ChainState<Rules...>::Base&>(s))), ...);
+  (visit_child<kScratch, I, Rules>(v, std::get<I>(static_cast<typename ChainState<Rules...>::Base&>(s))),
+   ...);
 }
 }  // namespace detail
 
 template <class V, class... Rules>
 void visit_fields(V& v, ChainState<Rules...>& s) {
-  detail::visit_children(v, s, std::index_sequence_for<Rules...>{});
+  detail::visit_children<false>(v, s, std::index_sequence_for<Rules...>{});
+}
+template <class V, class... Rules>
+void visit_scratch(V& v, ChainState<Rules...>& s) {
+  detail::visit_children<true>(v, s, std::index_sequence_for<Rules...>{});
 }
 
 /// Composes rules in order (style.md B4).

@@ -116,8 +116,9 @@ struct StepReport {
 /// pointers to parameters and gradients in that memory. Every element-wise pass (the scans,
 /// clipping, the rules, the copies, param += u) is then a kernel of that space and the matrix
 /// functions run on the device memory in place: no byte crosses to the host but the scalars of
-/// the reductions (the scans and norms). Requires device-capable routes (rule.hpp,
-/// is_device_capable: every preset but the distance-aware and Schatten-p ones). Same contract,
+/// the reductions (the scans, norms and inner products) and, on schatten_muon's criterion steps,
+/// the criterion's inputs (docs/optim.md). Requires device-capable routes (rule.hpp,
+/// is_device_capable: every rule and preset of the library). Same contract,
 /// same checkpoints (visit() reaches device buffers; the checkpoint code copies them through
 /// the host). On a Kokkos Serial build (the CPU default) device memory is host memory and the
 /// results equal the host path's bit for bit (the same formulas in the same order,
@@ -321,7 +322,14 @@ class Partition {
   void visit(V& v) {
     v(std::string("_partition/skipped_steps"), skipped_);
     for (std::size_t i = 0; i < params_.size(); ++i)
-      visit_param(v, i, std::index_sequence_for<Rules...>{});
+      visit_param<false>(v, i, std::index_sequence_for<Rules...>{});
+  }
+  /// The rules' scratch Buffers (rule.hpp, visit_scratch), named like visit(): not checkpointed;
+  /// they live where the state lives (init moves them with it).
+  template <class V>
+  void visit_scratch(V& v) {
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      visit_param<true>(v, i, std::index_sequence_for<Rules...>{});
   }
 
  private:
@@ -374,11 +382,12 @@ class Partition {
     void operator()(const std::string&, std::int64_t&) {}
     void operator()(const std::string&, double&) {}
   };
-  /// Moves every state's buffers into `to` memory; false when an allocation failed.
+  /// Moves every state's buffers, scratch included, into `to` memory; false when an allocation
+  /// failed.
   bool move_states(MemoryKind to) {
     BufferMover mover{to};
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      visit_param(mover, i, std::index_sequence_for<Rules...>{});
+    visit(mover);
+    visit_scratch(mover);
     return mover.ok;
   }
   /// The refusal of a step whose gradient i failed the scan: non_finite_input (NaN/Inf) or
@@ -577,14 +586,18 @@ class Partition {
     ((which_[i] == static_cast<int>(I) ? (s = f(std::integral_constant<std::size_t, I>{}), 0) : 0), ...);
     return s;
   }
-  template <class V, std::size_t... I>
+  /// Parameter i's fields (kScratch false) or scratch Buffers (true).
+  template <bool kScratch, class V, std::size_t... I>
   void visit_param(V& v, std::size_t i, std::index_sequence<I...>) {
-    ((which_[i] == static_cast<int>(I) ? (visit_one<I>(v, i), 0) : 0), ...);
+    ((which_[i] == static_cast<int>(I) ? (visit_one<kScratch, I>(v, i), 0) : 0), ...);
   }
-  template <std::size_t I, class V>
+  template <bool kScratch, std::size_t I, class V>
   void visit_one(V& v, std::size_t i) {
     detail::PrefixVisitor<V> p{v, params_[i].name + "/"};
-    visit_fields(p, std::get<I>(states_)[slot_[i]]);
+    if constexpr (kScratch)
+      detail::scratch_of(p, std::get<I>(states_)[slot_[i]]);
+    else
+      visit_fields(p, std::get<I>(states_)[slot_[i]]);
   }
 
   std::vector<ParamSpec> params_;

@@ -40,6 +40,14 @@
 /// state equality in tests and the "nothing forgotten" test: each field is reported as `v("name", field)`
 /// with `field` a `std::int64_t`, a `double` or a `Buffer`.
 ///
+/// A rule whose State holds scratch Buffers (arrays its update fills and reads within one call,
+/// neither checkpointed nor compared) names them in
+///
+///     template <class V> friend void visit_scratch(V& v, State& s);   // optional, like visit_fields
+///
+/// so that a partition moves them into device memory with the state (the default, below, names
+/// none). Scratch that the partition's per-step backups need not copy sits behind a shared_ptr.
+///
 /// Blocks are row-major and contiguous matrices (a vector is 1 × n; conv and stacked tensors are
 /// flattened by the caller as docs/optim.md says), element type float, in host memory, or in
 /// device memory (MatrixRef::memory) for device-capable rules (`is_device_capable` below) run by
@@ -135,6 +143,19 @@ template <class R>
 struct is_device_capable<R, std::void_t<decltype(R::device_capable)>>
     : std::bool_constant<R::device_capable> {};
 
+/// The default visit_scratch (the file comment's protocol): a state without scratch names
+/// nothing. A rule's own overload (a friend taking its State) is more specialised and wins.
+template <class V, class S>
+void visit_scratch(V&, S&) {}
+namespace detail {
+/// visit_scratch(v, s) found by argument-dependent lookup, for callers (Partition) whose own
+/// member of that name would hide it.
+template <class V, class S>
+void scratch_of(V& v, S& s) {
+  visit_scratch(v, s);
+}
+}  // namespace detail
+
 /// Detects the optional batched form of a rule (see the file comment).
 template <class R, class = void>
 struct has_update_batch : std::false_type {};
@@ -210,7 +231,20 @@ bool all_within(const float* x, index_t n, std::uint32_t limit_bits);
 /// for the answer. n > 0.
 void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* flag);
 void copy(float* dst, const float* src, index_t n);
+void fill(float* x, index_t n, float value);
+/// Σ_k detail::difference_product(x[k], a[k], y[k], b[k]) in double; a or b null stands for
+/// zeros.
+double inner(const float* x, const float* a, const float* y, const float* b, index_t n);
 }  // namespace device_kernels
+
+namespace detail {
+/// (x − a)(y − b) in double: one term of the inner products of inner_of_differences(). The one
+/// formula of the host loop and the device kernel. With a = 0 (or b = 0) the difference is x
+/// exactly, so ⟨x, y⟩ and ‖x − a‖² need no formula of their own.
+SCHATTEN_HOST_DEVICE inline double difference_product(float x, float a, float y, float b) {
+  return (double(x) - double(a)) * (double(y) - double(b));
+}
+}  // namespace detail
 
 // The element-wise helpers of the rules. Each takes contiguous row-major blocks (apply_updates
 // and all_within also strided host blocks) in host or device memory (MatrixRef::memory; both
@@ -251,6 +285,30 @@ inline void add_scaled_where_aligned(MatrixRef<float> u, MatrixRef<const float> 
   const float* p = w.data;
   for (index_t k = 0, n = u.size(); k < n; ++k)
     if (x[k] * p[k] > 0.0f) x[k] += l * p[k];
+}
+
+/// Σ_k (x_k − a_k)(y_k − b_k) over contiguous arrays of x's size, all in x's memory, accumulated in
+/// double in index order (on the device: the execution space's order); a or b null stands for
+/// zeros. ⟨x, y⟩ is inner_of_differences(x, nullptr, y, nullptr), ‖x − a‖² is
+/// inner_of_differences(x, a, x.data, a): the inner products of the distance-aware rules
+/// (step_size.hpp). One pass over the arrays; on the device one reduction read back.
+inline double inner_of_differences(MatrixRef<const float> x, const float* a, const float* y, const float* b) {
+  if (x.memory == MemoryKind::device) return device_kernels::inner(x.data, a, y, b, x.size());
+  double s = 0.0;
+  for (index_t k = 0, n = x.size(); k < n; ++k)
+    s += detail::difference_product(x.data[k], a ? a[k] : 0.0f, y[k], b ? b[k] : 0.0f);
+  return s;
+}
+
+/// A state Buffer seen as a block of `like`'s shape and memory (the caller checked the size).
+inline Block block_like(Buffer& b, MatrixRef<const float> like) {
+  return Block(b.data(), like.rows, like.cols, like.memory);
+}
+
+/// Every element of a contiguous block ← value.
+inline void fill(MatrixRef<float> u, float value) {
+  if (u.memory == MemoryKind::device) return device_kernels::fill(u.data, u.size(), value);
+  std::fill(u.data, u.data + u.size(), value);
 }
 
 /// dst ← src, contiguous blocks of one size.

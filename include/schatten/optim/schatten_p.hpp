@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "schatten/core/workspace.hpp"
 #include "schatten/kernels/gram.hpp"
@@ -44,6 +45,32 @@ struct PCriterionEvent {
   bool had_statistics = false;  ///< an activation Gram was given (else whitened inputs assumed)
 };
 
+namespace detail {
+/// The elements of a contiguous block, copied to the host from whatever memory holds them.
+inline std::vector<float> to_host(MatrixRef<const float> m) {
+  std::vector<float> h(static_cast<std::size_t>(m.size()));
+  if (!h.empty()) memory::copy_bytes(h.data(), MemoryKind::host, m.data, m.memory, h.size() * sizeof(float));
+  return h;
+}
+/// The scalars of SchattenPDirection's two element-wise passes at step t: the momentum's float
+/// β, 1 − β (rounded like TraceMomentum), 1/(1 − βᵗ) (1 without bias correction) and Nesterov;
+/// the moment's float β₂, float(1 − β₂), and in double c₂ = 1 − β₂ᵗ, ε and the exponent e.
+struct SMuonScalars {
+  float beta, w, inv_c1;
+  bool nesterov;
+  float b2, w2;
+  double c2, eps, exponent;
+};
+}  // namespace detail
+namespace device_kernels {
+/// y[k] ← SchattenPDirection::momentum_element(g[k], mu[k], next_mu[k], c).
+void smuon_momentum(float* y, float* next_mu, const float* mu, const float* g, index_t n,
+                    const detail::SMuonScalars& c);
+/// y[k] ← y[k]·SchattenPDirection::moment_element(g[k], nu[k], next_nu[k], precond[k], c).
+void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, const float* g, index_t n,
+                  const detail::SMuonScalars& c);
+}  // namespace device_kernels
+
 /// SMuon's update (algorithms.md §4a.4 [V]) as one rule, because the criterion needs the raw
 /// gradient, the momentum and the activation statistics together:
 ///   1. m ← β m + (1 − β) g; m̂ = m/(1 − βᵗ) (bias_correction); ñ = β m̂ + (1 − β) g (Nesterov) or m̂;
@@ -63,6 +90,10 @@ struct PCriterionEvent {
 /// The output Δ is followed by decay and −lr in the preset. State changes only after success.
 /// Cost: the momentum pass, the matrix function (polynomial method: one NS5; rational: a QDWH
 /// polar + a few k³ and m k² GEMMs), and on criterion steps the spectra (measure_spectra).
+/// Device memory (Partition::init(MemoryKind::device)): the element-wise passes are kernels and
+/// the matrix function runs in place; the criterion is host code (Eigen), so on criterion steps
+/// only ñ, g and the activation Gram are copied to the host (2·m·n + d_in² floats) and the
+/// smoothed spectra back (≤ 2·min(m, n) + d_in floats).
 struct SchattenPDirection {
   static constexpr const char* name = "schatten_p_direction";
   static constexpr bool may_fail = true;
@@ -96,6 +127,7 @@ struct SchattenPDirection {
   /// Called after each criterion run (observability; not part of the signature).
   std::function<void(const PCriterionEvent&)> on_criterion{};
 
+  static constexpr bool device_capable = true;  // see the struct comment
   /// Scratch, allocated at init, not checkpointed: ñ (then D ⊙ ñ), the next moments, D.
   struct Scratch {
     Buffer nesterov, next_mu, next_nu, precond;
@@ -138,6 +170,37 @@ struct SchattenPDirection {
     return best;
   }
 
+  /// The scalars of step t with exponent e (detail::SMuonScalars).
+  detail::SMuonScalars scalars(std::int64_t t, double e) const {
+    const float fb = float(beta);
+    return {fb,
+            1.0f - fb,
+            bias_correction ? float(1.0 / (1.0 - std::pow(beta, double(t)))) : 1.0f,
+            nesterov,
+            float(b2),
+            float(1.0 - b2),
+            1.0 - std::pow(b2, double(t)),
+            eps,
+            e};
+  }
+  /// One element of step 1: next_mu ← β mu + (1 − β) g; returns ñ. The one formula of the host
+  /// loop and the device kernel.
+  SCHATTEN_HOST_DEVICE static float momentum_element(float g, float mu, float& next_mu,
+                                                     const detail::SMuonScalars& c) {
+    const float m = c.beta * mu + c.w * g;
+    next_mu = m;
+    return c.nesterov ? c.beta * (m * c.inv_c1) + c.w * g : m * c.inv_c1;
+  }
+  /// One element of step 3: next_nu ← β₂ nu + (1 − β₂) g², precond ← (next_nu/c₂ + ε)^e in
+  /// double; returns precond.
+  SCHATTEN_HOST_DEVICE static float moment_element(float g, float nu, float& next_nu, float& precond,
+                                                   const detail::SMuonScalars& c) {
+    const float v = c.b2 * nu + c.w2 * g * g;
+    next_nu = v;
+    precond = static_cast<float>(pow(double(v) / c.c2 + c.eps, c.exponent));  // ::pow: host and device
+    return precond;
+  }
+
   State init(const BlockShape& s) const {
     const auto n = static_cast<std::size_t>(s.size());
     const auto r = static_cast<std::size_t>(std::min(s.rows, s.cols));
@@ -176,39 +239,52 @@ struct SchattenPDirection {
     if (!(s.p >= 1.0)) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
     const bool due = criterion_due(t, adaptive, first, interval, offset(s.phase));
+    const bool device = u.memory == MemoryKind::device;
     // u keeps the gradient g until the matrix function succeeds (then it is overwritten by Δ), so
     // a failure leaves u as it was and the criterion and the moment read g from it. The state
     // changes only after success (next_mu, next_nu, the EMA copies).
     // 1. Momentum: ñ into scratch.
-    const float fb = float(beta), w = 1.0f - fb;  // TraceMomentum's rounding
-    const float inv_c1 = bias_correction ? float(1.0 / (1.0 - std::pow(beta, double(t)))) : 1.0f;
-    const float* g = u.data;
-    float* y = sc.nesterov.data();
-    for (std::size_t k = 0; k < n; ++k) {
-      const float m = fb * s.mu[k] + w * g[k];
-      sc.next_mu[k] = m;
-      y[k] = nesterov ? fb * (m * inv_c1) + w * g[k] : m * inv_c1;
+    const Block y = block_like(sc.nesterov, u);
+    const detail::SMuonScalars c1 = scalars(t, 0.0);
+    if (device) {
+      device_kernels::smuon_momentum(y.data, sc.next_mu.data(), s.mu.data(), u.data, u.size(), c1);
+    } else {
+      for (std::size_t k = 0; k < n; ++k)
+        y.data[k] = momentum_element(u.data[k], s.mu[k], sc.next_mu[k], c1);
     }
-    // 2. The criterion (on M̃ = ñ and G = g, algorithms.md §4a.2 exact_momentum [V]).
+    // 2. The criterion (on M̃ = ñ and G = g, algorithms.md §4a.2 exact_momentum [V]), on the host:
+    // device inputs are copied there, and the EMAs are smoothed in host copies.
     double p_now = s.p;
     Buffer ema_sigma, ema_align, ema_b, ema_sigma_a;
     surrogate::PChoice choice;
     bool had_statistics = false;
     if (due) {
-      ema_sigma = s.ema_sigma;
-      ema_align = s.ema_align;
-      ema_b = s.ema_b;
-      ema_sigma_a = s.ema_sigma_a;
+      const auto host_copy = [](const Buffer& b) {
+        const std::vector<float> h = b.to_vector();
+        return Buffer(h.begin(), h.end());
+      };
+      ema_sigma = host_copy(s.ema_sigma);
+      ema_align = host_copy(s.ema_align);
+      ema_b = host_copy(s.ema_b);
+      ema_sigma_a = host_copy(s.ema_sigma_a);
       const ActivationStatistics& st = *s.statistics;
       had_statistics = st.samples > 0 && st.for_step == s.count &&
                        st.gram.size() == static_cast<std::size_t>(u.cols * u.cols);
+      std::vector<float> staged_y, staged_g, staged_gram;
+      if (device) {
+        staged_y = detail::to_host(y);
+        staged_g = detail::to_host(u);
+      }
+      if (had_statistics && st.gram.memory() == MemoryKind::device) staged_gram = st.gram.to_vector();
+      const float* gram_data = staged_gram.empty() ? st.gram.data() : staged_gram.data();
       const MatrixRef<const float> gram =
-          had_statistics ? MatrixRef<const float>(st.gram.data(), u.cols, u.cols) : MatrixRef<const float>();
+          had_statistics ? MatrixRef<const float>(gram_data, u.cols, u.cols) : MatrixRef<const float>();
       surrogate::PCriterionOptions co = criterion;
       co.seed = criterion.seed + static_cast<std::uint64_t>(t);
       surrogate::LayerSpectra spectra;
-      Status ms = surrogate::measure_spectra(MatrixRef<const float>(y, u.rows, u.cols),
-                                             MatrixRef<const float>(u), gram, co, spectra);
+      Status ms = surrogate::measure_spectra(
+          MatrixRef<const float>(device ? staged_y.data() : y.data, u.rows, u.cols),
+          MatrixRef<const float>(device ? staged_g.data() : u.data, u.rows, u.cols), gram, co, spectra);
       if (ms == Status::ok)
         ms = surrogate::smooth_spectra(spectra, {&ema_sigma, &ema_align, &ema_b, &ema_sigma_a},
                                        s.criterion_runs, co);
@@ -216,19 +292,20 @@ struct SchattenPDirection {
       choice = surrogate::maximise_p(spectra, co, s.p);
       if (choice.descends) p_now = choice.p;
     }
-    // 3. The element-wise moment on the raw gradient (algorithms.md §4a.5 [V]).
+    // 3. The element-wise moment on the raw gradient (algorithms.md §4a.5 [V]): y ← D ⊙ ñ.
     if (moment != Moment::none) {
-      const double c2 = 1.0 - std::pow(b2, double(t));
       const double e = moment == Moment::parametric ? -1.0 / (2.0 * (p_now + 1.0)) : -0.25;
-      for (std::size_t k = 0; k < n; ++k) {
-        const float v = float(b2) * s.nu[k] + float(1.0 - b2) * g[k] * g[k];
-        sc.next_nu[k] = v;
-        sc.precond[k] = static_cast<float>(std::pow(double(v) / c2 + eps, e));
-        y[k] *= sc.precond[k];
+      const detail::SMuonScalars c3 = scalars(t, e);
+      if (device) {
+        device_kernels::smuon_moment(y.data, sc.next_nu.data(), sc.precond.data(), s.nu.data(), u.data,
+                                     u.size(), c3);
+      } else {
+        for (std::size_t k = 0; k < n; ++k)
+          y.data[k] *= moment_element(u.data[k], s.nu[k], sc.next_nu[k], sc.precond[k], c3);
       }
     }
     // 4. Δ = U Σ^{1/p} Vᵀ of the scratch vector, written into u (only on success).
-    const MatrixRef<const float> in(y, u.rows, u.cols);
+    const MatrixRef<const float> in = y;
     Status fs = Status::ok;
     if (p_now >= criterion.p_max / 1.01) {
       fs = schatten::polar(in, u, polar, sc.workspace.get()).status;
@@ -237,14 +314,11 @@ struct SchattenPDirection {
       so.alpha = 1.0 / p_now;
       fs = spectral_power(in, u, so, sc.workspace.get()).status;
     } else {
-      std::copy(y, y + n, u.data);
+      copy_block(u, in);
     }
     if (fs != Status::ok) return fs;  // u still holds g; nothing of the state changed
-    float* x = u.data;
     // 5. Map-out.
-    if (moment != Moment::none)
-      for (std::size_t k = 0; k < n; ++k)
-        x[k] *= sc.precond[k];
+    if (moment != Moment::none) multiply(u, sc.precond.data());
     // 6. Magnitude.
     if (magnitude == Magnitude::pinned) {
       const double ss = squared_norm(u);
@@ -259,10 +333,11 @@ struct SchattenPDirection {
     if (moment != Moment::none) s.nu.swap(sc.next_nu);
     if (due) {
       const double previous = s.p;
-      s.ema_sigma.swap(ema_sigma);
-      s.ema_align.swap(ema_align);
-      s.ema_b.swap(ema_b);
-      s.ema_sigma_a.swap(ema_sigma_a);
+      // Same sizes (smooth_spectra checked them): the copies cannot fail.
+      s.ema_sigma.copy_from(ema_sigma.data(), ema_sigma.size());
+      s.ema_align.copy_from(ema_align.data(), ema_align.size());
+      s.ema_b.copy_from(ema_b.data(), ema_b.size());
+      s.ema_sigma_a.copy_from(ema_sigma_a.data(), ema_sigma_a.size());
       ++s.criterion_runs;
       if (choice.descends) s.log_objective = choice.log_objective;
       s.p = p_now;
@@ -310,6 +385,13 @@ struct SchattenPDirection {
     v("activation_gram", s.statistics->gram);
     v("activation_samples", s.statistics->samples);
     v("activation_step", s.statistics->for_step);
+  }
+  template <class V>
+  friend void visit_scratch(V& v, State& s) {
+    v("nesterov", s.scratch->nesterov);
+    v("next_mu", s.scratch->next_mu);
+    v("next_nu", s.scratch->next_nu);
+    v("precond", s.scratch->precond);
   }
   std::string config() const {
     const char* moments[] = {"none", "parametric", "nonparametric"};
@@ -433,6 +515,7 @@ inline auto schatten_muon(const SchattenMuonOptions& o = {}) {
 struct ActivationGramRef {
   float* gram = nullptr;
   index_t dim = 0;
+  MemoryKind memory = MemoryKind::host;  ///< where `gram` lives (device after init(MemoryKind::device))
   std::int64_t* samples = nullptr;
   std::int64_t* for_step = nullptr;
   std::int64_t* rule_step = nullptr;       ///< the rule's step count (statistics are for step count + 1)
@@ -459,6 +542,7 @@ struct GramFinder {
   void operator()(const std::string& name, Buffer& b) {
     if (mine(name, "activation_gram") && !b.empty()) {
       ref.gram = b.data();
+      ref.memory = b.memory();
       ref.dim = static_cast<index_t>(std::llround(std::sqrt(double(b.size()))));
     }
   }
@@ -495,20 +579,21 @@ bool activations_wanted(Optimizer& optimizer, const std::string& param) {
 }
 
 /// Adds the inputs X (tokens × d_in, row-major float, host or device) of `param`'s layer to its
-/// activation Gram for the coming step: the first call after a step starts a new sum. Call it
-/// when activations_wanted(optimizer, param); on other steps the statistics are ignored. Errors: no such
-/// parameter or a rule without statistics, d_in ≠ the parameter's columns → invalid_argument; NaN/Inf →
-/// non_finite_input (this step's sum unchanged; statistics of an earlier step are dropped either way).
+/// activation Gram (in the optimizer's memory) for the coming step: the first call after a step starts a new
+/// sum. Call it when activations_wanted(optimizer, param); on other steps the statistics are ignored. Errors:
+/// no such parameter or a rule without statistics, d_in ≠ the parameter's columns → invalid_argument; NaN/Inf
+/// → non_finite_input (this step's sum unchanged; statistics of an earlier step are dropped either way).
 template <class Optimizer>
 Status accumulate_activations(Optimizer& optimizer, const std::string& param, MatrixRef<const float> x) {
   const ActivationGramRef r = activation_gram(optimizer, param);
   if (r.gram == nullptr || x.cols != r.dim) return Status::invalid_argument;
+  const MatrixRef<float> gram(r.gram, r.dim, r.dim, r.memory);
   if (*r.for_step != *r.rule_step) {  // the first call for this step: a new, empty sum
-    std::fill(r.gram, r.gram + r.dim * r.dim, 0.0f);
+    fill(gram, 0.0f);
     *r.samples = 0;
     *r.for_step = *r.rule_step;
   }
-  const Status s = gram_accumulate(x, MatrixRef<float>(r.gram, r.dim, r.dim));
+  const Status s = gram_accumulate(x, gram);
   if (s == Status::ok) *r.samples += x.rows;
   return s;
 }

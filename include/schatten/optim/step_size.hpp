@@ -43,15 +43,14 @@ struct DistanceAwareStep {
   static double eta(double eta_max, double rbar, std::int64_t t) {
     return std::min(eta_max, rbar / std::sqrt(double(t) + 1.0));
   }
+  /// Runs on host or device memory (rule.hpp helpers; one reduction per step).
+  static constexpr bool device_capable = true;
   Status update(Block u, State& s, ConstBlock p) const {
     const auto n = static_cast<std::size_t>(u.size());
     if (s.anchor.size() != n || p.size() != u.size()) return Status::invalid_argument;
-    if (s.count == 0) std::copy(p.data, p.data + n, s.anchor.begin());
-    double ss = 0.0;
-    for (std::size_t k = 0; k < n; ++k) {
-      const double d = double(p.data[k]) - double(s.anchor[k]);
-      ss += d * d;
-    }
+    const Block anchor = block_like(s.anchor, p);
+    if (s.count == 0) copy_block(anchor, p);
+    const double ss = inner_of_differences(p, anchor.data, p.data, anchor.data);  // ‖W − W₀‖²_F
     const double r = std::sqrt(ss / double(std::max<index_t>(1, std::min(u.rows, u.cols))));
     s.rbar = std::max({s.rbar, r_eps, r});
     scale(u, static_cast<float>(-eta(eta_max, s.rbar, s.count)));
@@ -81,51 +80,61 @@ struct ScaleCalibratedDirection {
   double eta_max = 0.02;
   PolarOptions polar{};
 
+  /// Scratch, allocated at init, not checkpointed and shared by copies of a state (the
+  /// partition's backups do not copy it): g_t, the next momentum (the state changes only once
+  /// the polar call succeeded) and the vector that is orthogonalised.
+  struct Scratch {
+    Buffer gradient, next_mu, direction_in;
+    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+  };
   struct State {
     std::int64_t count = 0;
     Buffer mu;         ///< momentum
     double kappa = 0;  ///< κ of the last step (observable)
-    /// Scratch, allocated at init and not part of the checkpoint: g_t, the next momentum (the
-    /// state changes only once the polar call succeeded) and the vector that is orthogonalised.
-    Buffer gradient, next_mu, direction_in;
-    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+    std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
   State init(const BlockShape& s) const {
     const auto n = static_cast<std::size_t>(s.size());
     State st;
     st.mu.assign(n, 0.0f);
-    st.gradient.assign(n, 0.0f);
-    st.next_mu.assign(n, 0.0f);
-    st.direction_in.assign(n, 0.0f);
-    st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
+    Scratch& sc = *st.scratch;
+    for (Buffer* b : {&sc.gradient, &sc.next_mu, &sc.direction_in})
+      b->assign(n, 0.0f);
+    sc.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
   }
+  /// Runs on host or device memory (rule.hpp helpers and the polar kernel; two reductions read
+  /// back per step).
+  static constexpr bool device_capable = true;
   Status update(Block u, State& s, ConstBlock) const {
     const auto n = static_cast<std::size_t>(u.size());
-    if (s.mu.size() != n || s.gradient.size() != n || s.next_mu.size() != n || s.direction_in.size() != n)
+    Scratch& sc = *s.scratch;
+    if (s.mu.size() != n || sc.gradient.size() != n || sc.next_mu.size() != n || sc.direction_in.size() != n)
       return Status::invalid_argument;
-    const float b = static_cast<float>(beta);
-    for (std::size_t k = 0; k < n; ++k) {
-      s.gradient[k] = u.data[k];
-      s.next_mu[k] = s.mu[k];
-      u.data[k] = TraceMomentum::step(u.data[k], s.next_mu[k], b, nesterov, TraceMomentum::Form::ema);
-      s.direction_in[k] = u.data[k];
-    }
-    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
+    const Block g = block_like(sc.gradient, u), next_mu = block_like(sc.next_mu, u),
+                in = block_like(sc.direction_in, u);
+    copy_block(g, u);
+    copy_block(next_mu, block_like(s.mu, u));
+    TraceMomentum::apply(u, next_mu.data, beta, nesterov, TraceMomentum::Form::ema);
+    copy_block(in, u);
+    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, sc.workspace.get());
     if (r.status != Status::ok) {  // nothing of the state changed; give the gradient back
-      std::copy(s.gradient.begin(), s.gradient.end(), u.data);
+      copy_block(u, g);
       return r.status;
     }
-    double md = 0.0, gd = 0.0;
-    for (std::size_t k = 0; k < n; ++k) {
-      md += double(s.direction_in[k]) * double(u.data[k]);
-      gd += double(s.gradient[k]) * double(u.data[k]);
-    }
+    const double md = inner_of_differences(in, nullptr, u.data, nullptr);  // ⟨m_t, D_t⟩
+    const double gd = inner_of_differences(g, nullptr, u.data, nullptr);   // ⟨g_t, D_t⟩
     s.kappa = md > 0.0 ? std::clamp(gd / md, 0.0, 1.0) : 0.0;
     scale(u, static_cast<float>(-eta_max * s.kappa));
-    s.mu.swap(s.next_mu);
+    s.mu.swap(sc.next_mu);
     ++s.count;
     return Status::ok;
+  }
+  template <class V>
+  friend void visit_scratch(V& v, State& s) {
+    v("gradient", s.scratch->gradient);
+    v("next_mu", s.scratch->next_mu);
+    v("direction_in", s.scratch->direction_in);
   }
   template <class V>
   friend void visit_fields(V& v, State& s) {
@@ -164,8 +173,9 @@ struct ScaleCalibratedDirection {
 ///    each O(1) from the three scalars ‖W − W̄‖², ⟨W − W̄, D⟩, ‖D‖². No step when ⟨g, D⟩ ≤ 0
 ///    and the trust region does not pull back.
 /// Hyper-parameters ρ, λ and the paper's M are [U]; the defaults are [P] (docs/optim.md).
-/// Cost per step: the polar factor plus about 7 passes over the block; state: momentum, anchor,
-/// previous gradient and parameter (4 buffers) plus 2 scratch buffers.
+/// Cost per step: the polar factor plus about 14 passes over the block (3 copies and the momentum
+/// before it; the 7 inner products, the anchor, the scaling and 2 copies after); state: momentum,
+/// anchor, previous gradient and parameter (4 buffers) plus 2 scratch buffers.
 struct MajorizedStep {
   static constexpr const char* name = "majorized_step";
   static constexpr bool may_fail = true;
@@ -178,22 +188,26 @@ struct MajorizedStep {
   double eta0 = 1e-3;    ///< first step (no secant yet), capped by eta_max
   PolarOptions polar{};
 
+  /// Scratch, not checkpointed and shared by copies of a state (the partition's backups do not
+  /// copy it): g_t and the next momentum (the state changes only once the polar call succeeded).
+  struct Scratch {
+    Buffer gradient, next_mu;
+    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+  };
   struct State {
     std::int64_t count = 0;
     double lhat = 0.0;  ///< L̂ of the last step
     double eta = 0.0;   ///< η of the last step (observable)
     Buffer mu, anchor, prev_grad, prev_param;
-    /// Scratch, not checkpointed: g_t and the next momentum (the state changes only once the
-    /// polar call succeeded).
-    Buffer gradient, next_mu;
-    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+    std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
   State init(const BlockShape& s) const {
     const auto n = static_cast<std::size_t>(s.size());
     State st;
-    for (Buffer* b : {&st.mu, &st.anchor, &st.prev_grad, &st.prev_param, &st.gradient, &st.next_mu})
+    Scratch& sc = *st.scratch;
+    for (Buffer* b : {&st.mu, &st.anchor, &st.prev_grad, &st.prev_param, &sc.gradient, &sc.next_mu})
       b->assign(n, 0.0f);
-    st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
+    sc.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
   }
 
@@ -231,41 +245,35 @@ struct MajorizedStep {
     return 0.5 * (lo + hi);
   }
 
+  /// Runs on host or device memory (rule.hpp helpers and the polar kernel; seven reductions read
+  /// back per step, each one pass over two or three arrays).
+  static constexpr bool device_capable = true;
   Status update(Block u, State& s, ConstBlock p) const {
     const auto n = static_cast<std::size_t>(u.size());
-    for (const Buffer* b : {&s.mu, &s.anchor, &s.prev_grad, &s.prev_param, &s.gradient, &s.next_mu})
+    Scratch& sc = *s.scratch;
+    for (const Buffer* b : {&s.mu, &s.anchor, &s.prev_grad, &s.prev_param, &sc.gradient, &sc.next_mu})
       if (b->size() != n) return Status::invalid_argument;
     if (p.size() != u.size()) return Status::invalid_argument;
-    const float b = static_cast<float>(beta);
-    for (std::size_t i = 0; i < n; ++i) {
-      s.gradient[i] = u.data[i];
-      s.next_mu[i] = s.mu[i];
-      u.data[i] = TraceMomentum::step(u.data[i], s.next_mu[i], b, nesterov, TraceMomentum::Form::ema);
-    }
-    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
+    const Block g = block_like(sc.gradient, u), next_mu = block_like(sc.next_mu, u);
+    copy_block(g, u);
+    copy_block(next_mu, block_like(s.mu, u));
+    TraceMomentum::apply(u, next_mu.data, beta, nesterov, TraceMomentum::Form::ema);
+    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, sc.workspace.get());
     if (r.status != Status::ok) {  // nothing of the state changed; give the gradient back
-      std::copy(s.gradient.begin(), s.gradient.end(), u.data);
+      copy_block(u, g);
       return r.status;
     }
     const float* w = p.data;
-    const float* g = s.gradient.data();
     const float* d = u.data;
-    double a = 0.0, q = 0.0, dg2 = 0.0, dw2 = 0.0, cert = 0.0;
-    for (std::size_t i = 0; i < n; ++i) {
-      a += double(g[i]) * d[i];
-      q += double(d[i]) * d[i];
-      const double dg = double(g[i]) - s.prev_grad[i], dw = double(w[i]) - s.prev_param[i];
-      dg2 += dg * dg;
-      dw2 += dw * dw;
-      cert += double(g[i]) * (double(w[i]) - s.anchor[i]);
-    }
-    if (s.count == 0 || cert <= 0.0) std::copy(w, w + n, s.anchor.begin());  // (re)centre W̄ = W_t
-    double e2 = 0.0, c = 0.0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const double e = double(w[i]) - s.anchor[i];
-      e2 += e * e;
-      c += e * d[i];
-    }
+    const float* anchor = s.anchor.data();
+    const double a = inner_of_differences(g, nullptr, d, nullptr);                               // ⟨g, D⟩
+    const double q = inner_of_differences(u, nullptr, d, nullptr);                               // ‖D‖²
+    const double dg2 = inner_of_differences(g, s.prev_grad.data(), g.data, s.prev_grad.data());  // ‖g − g′‖²
+    const double dw2 = inner_of_differences(p, s.prev_param.data(), w, s.prev_param.data());  // ‖W − W′‖²
+    const double cert = inner_of_differences(g, nullptr, w, anchor);          // ⟨g, W − W̄⟩
+    if (s.count == 0 || cert <= 0.0) copy_block(block_like(s.anchor, p), p);  // (re)centre W̄ = W_t
+    const double e2 = inner_of_differences(p, anchor, w, anchor);             // ‖W − W̄‖²
+    const double c = inner_of_differences(u, nullptr, w, anchor);             // ⟨D, W − W̄⟩
     double eta;
     if (s.count == 0) {
       eta = std::min(eta_max, eta0);
@@ -277,11 +285,16 @@ struct MajorizedStep {
     }
     scale(u, static_cast<float>(-eta));
     s.eta = eta;
-    s.mu.swap(s.next_mu);
-    std::copy(g, g + n, s.prev_grad.begin());
-    std::copy(w, w + n, s.prev_param.begin());
+    s.mu.swap(sc.next_mu);
+    copy_block(block_like(s.prev_grad, u), g);
+    copy_block(block_like(s.prev_param, p), p);
     ++s.count;
     return Status::ok;
+  }
+  template <class V>
+  friend void visit_scratch(V& v, State& s) {
+    v("gradient", s.scratch->gradient);
+    v("next_mu", s.scratch->next_mu);
   }
   template <class V>
   friend void visit_fields(V& v, State& s) {

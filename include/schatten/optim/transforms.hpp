@@ -122,17 +122,19 @@ struct TraceMomentum {
     b = beta * b + w * g;
     return nesterov ? w * g + beta * b : b;
   }
+  /// u ← step(u, mu) element by element, mu (u.size() floats in u's memory) updated: the pass of
+  /// update(), shared with the rules that keep their own momentum (step_size.hpp).
+  static void apply(Block u, float* mu, double beta, bool nesterov, Form form) {
+    const float b = static_cast<float>(beta);
+    float* x = u.data;
+    if (u.memory == MemoryKind::device)
+      return device_kernels::momentum(x, mu, u.size(), b, nesterov, form == Form::ema);
+    for (index_t k = 0, n = u.size(); k < n; ++k)
+      x[k] = step(x[k], mu[k], b, nesterov, form);
+  }
   Status update(Block u, State& s, ConstBlock) const {
     if (s.mu.size() != static_cast<std::size_t>(u.size())) return Status::invalid_argument;  // other shape
-    const float b = static_cast<float>(beta);
-    float* mu = s.mu.data();
-    float* x = u.data;
-    if (u.memory == MemoryKind::device) {
-      device_kernels::momentum(x, mu, u.size(), b, nesterov, form == Form::ema);
-    } else {
-      for (index_t k = 0, n = u.size(); k < n; ++k)
-        x[k] = step(x[k], mu[k], b, nesterov, form);
-    }
+    apply(u, s.mu.data(), beta, nesterov, form);
     ++s.count;
     return Status::ok;
   }
@@ -426,6 +428,14 @@ void muadam_precondition(float* x, float* m, float* v, float* d, index_t n, cons
 void multiply(float* x, const float* d, index_t n);
 }  // namespace device_kernels
 
+/// u ← u ⊙ d, with d u.size() floats in u's memory: the map-out of the preconditioned rules
+/// (MuAdamDirection, SchattenPDirection).
+inline void multiply(Block u, const float* d) {
+  if (u.memory == MemoryKind::device) return device_kernels::multiply(u.data, d, u.size());
+  for (index_t k = 0, n = u.size(); k < n; ++k)
+    u.data[k] *= d[k];
+}
+
 /// MuAdam (algorithms.md §4d, the SMuon repository's form [V]) and its element-wise
 /// preconditioning (§4a.5): v ← β₂ v + (1 − β₂) g² on the raw gradient, D = (v̂ + ε)^e with
 /// v̂ = v/(1 − β₂ᵗ), m ← β₁ m + (1 − β₁) g, ñ = β₁ m/(1 − β₁ᵗ) + (1 − β₁) g, and the output
@@ -481,12 +491,7 @@ struct MuAdamDirection {
   }
   /// After the polar factor: u ← D ⊙ u, and the step is counted.
   static void finish(Block u, State& s) {
-    if (u.memory == MemoryKind::device) {
-      device_kernels::multiply(u.data, s.d.data(), u.size());
-    } else {
-      for (index_t k = 0, n = u.size(); k < n; ++k)
-        u.data[k] *= s.d[k];
-    }
+    multiply(u, s.d.data());
     ++s.count;
   }
   Status update(Block u, State& s, ConstBlock) const {
