@@ -213,6 +213,23 @@ std::vector<float> gaussian_inputs(Rng& rng, index_t d) {
   return x;
 }
 
+/// gram_accumulate over `tokens` × d Gaussian inputs (a layer's activation statistics for the
+/// Schatten-p criterion). The counter `gemm_gflops` is the GEMM-equivalent rate, 2·tokens·d²
+/// flops per call: the symmetric product does about half of them.
+void bm_activation_gram(benchmark::State& st, index_t tokens, index_t d) {
+  Rng rng(11);
+  std::vector<float> x(static_cast<std::size_t>(tokens * d));
+  for (float& v : x)
+    v = static_cast<float>(rng.normal());
+  std::vector<float> gram(static_cast<std::size_t>(d * d), 0.0f);
+  for (auto _ : st)
+    if (gram_accumulate(MatrixRef<const float>(x.data(), tokens, d), MatrixRef<float>(gram.data(), d, d)) !=
+        Status::ok)
+      return st.SkipWithError("gram_accumulate failed");
+  st.counters["gemm_gflops"] = benchmark::Counter(2.0 * double(tokens) * double(d) * double(d) * 1e-9,
+                                                  benchmark::Counter::kIsIterationInvariantRate);
+}
+
 /// schatten_muon with the Muon case's orthogonalisation (Keller's NS5) at the Muon end.
 SchattenMuonOptions schatten_options(bool adaptive, double p) {
   SchattenMuonOptions o;
@@ -425,6 +442,12 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/schatten_criterion_step/gpt2_small", bm_schatten_criterion_step)
       ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/activation_gram/8192x768", bm_activation_gram, 8192, 768)
+      ->Iterations(5)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/activation_gram/2048x3072", bm_activation_gram, 2048, 3072)
+      ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/muon_step/experts_256x64x64/batched", bm_experts, true, 0)
       ->Iterations(20)

@@ -3,6 +3,9 @@
 /// randomized_singular_values() against the prescribed spectrum (and the SVD oracle).
 #include <doctest/doctest.h>
 
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -83,8 +86,32 @@ TEST_SUITE("kernels.randomized_svd") {
     REQUIRE(gram_accumulate(xr, MatrixRef<float>(g.data(), d, d)) == Status::ok);
     const Eigen::MatrixXd want = 2.0 * x.transpose() * x;
     for (index_t i = 0; i < d; ++i)
-      for (index_t j = 0; j < d; ++j)  // float GEMM of 37 terms: 1e-6 relative to the largest entry
+      for (index_t j = 0; j < d; ++j) {  // float sums of 37 terms: 1e-6 relative to the largest entry
         CHECK(std::abs(g[i * d + j] - want(i, j)) <= 1e-5 * want.cwiseAbs().maxCoeff());
+        CHECK(g[i * d + j] == g[j * d + i]);  // one triangle computed, the other copied
+      }
+    // A strided host Gram (leading dimension d + 2) is copied element by element, a contiguous
+    // one flat: the same computation, the same bits.
+    std::vector<float> strided(static_cast<std::size_t>(d * (d + 2)), 0.0f);
+    for (index_t i = 0; i < d; ++i)
+      strided[i * (d + 2) + d] = strided[i * (d + 2) + d + 1] = -1.0f;  // padding
+    const MatrixRef<float> sref = MatrixRef<float>::row_major(strided.data(), d, d, d + 2);
+    REQUIRE(gram_accumulate(xr, sref) == Status::ok);
+    REQUIRE(gram_accumulate(xr, sref) == Status::ok);
+    for (index_t i = 0; i < d; ++i)
+      for (index_t j = 0; j < d + 2; ++j)  // the padding is not touched
+        CHECK(strided[i * (d + 2) + j] == (j < d ? g[i * d + j] : -1.0f));
+    // A Gram in device memory (an optimizer's statistics) is updated in place by the same
+    // computation: the same bits as the host Gram on every build.
+    using DeviceMem = Kokkos::DefaultExecutionSpace::memory_space;
+    Kokkos::View<float*, DeviceMem> dg("schatten::test::gram", static_cast<std::size_t>(d * d));
+    const MatrixRef<float> dgram(dg.data(), d, d, MemoryKind::device);
+    REQUIRE(gram_accumulate(xr, dgram) == Status::ok);
+    REQUIRE(gram_accumulate(xr, dgram) == Status::ok);
+    const auto hdg = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), dg);
+    CHECK(std::equal(g.begin(), g.end(), hdg.data()));
+    CHECK(gram_accumulate(xr, MatrixRef<float>::row_major(dg.data(), d, d, d + 1, MemoryKind::device)) ==
+          Status::invalid_argument);  // device Grams are contiguous
     const std::vector<float> before = g;
     CHECK(gram_accumulate(MatrixRef<const float>(xf.data(), tokens, d - 1),
                           MatrixRef<float>(g.data(), d, d)) == Status::invalid_argument);

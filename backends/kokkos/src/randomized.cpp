@@ -9,10 +9,10 @@
 #include <vector>
 
 #include "plain_io.hpp"
-#include "schatten/core/buffer.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/kernels/gram.hpp"
 #include "schatten/kernels/randomized_svd.hpp"
+#include "schatten/kokkos/detail/batched.hpp"
 #include "schatten/kokkos/detail/compat.hpp"
 
 namespace schatten {
@@ -143,25 +143,54 @@ Status randomized_sv(const MatrixRef<const T>& a, std::vector<double>& sigma, co
   return s;
 }
 
-/// gram += xᵀ x by one GEMM on the default execution space (a named function: see above).
+/// gram += xᵀ x on the default execution space (a named function: see above): the symmetric
+/// product of batched.hpp (the lower triangle by a vendor SYRK, or GEMM row panels where they
+/// pay, about half a GEMM's flops; then the upper triangle copied from it, so the result is
+/// exactly symmetric) into a copy of gram, which is written back only when every entry is
+/// finite. A gram in device memory (contiguous row-major, checked by the caller) stays there.
 Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gram) {
   Dense<float> xt;  // xᵀ, d × tokens
   if (!load_transposed(x, xt)) return Status::non_finite_input;
-  const index_t d = x.cols;
+  const index_t d = x.cols, tokens = x.rows;
   Dense<float> g(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::gram"), d, d);
-  auto hg = Kokkos::create_mirror_view(g);
-  for (index_t j = 0; j < d; ++j)
-    for (index_t i = 0; i < d; ++i)
-      hg(i, j) = gram(i, j);
-  Kokkos::deep_copy(g, hg);
-  gemm(DefaultExec(), "N", "T", 1.0f, xt, xt, 1.0f, g);  // xᵀ x
-  Kokkos::deep_copy(hg, g);
-  for (index_t j = 0; j < d; ++j)
-    for (index_t i = 0; i < d; ++i)
-      if (!std::isfinite(hg(i, j))) return Status::non_finite_input;  // overflow: gram unchanged
-  for (index_t j = 0; j < d; ++j)
-    for (index_t i = 0; i < d; ++i)
-      gram(i, j) = hg(i, j);
+  // A contiguous gram (host or device) is copied flat, as it is: a symmetric matrix reads the
+  // same row-major and column-major. Strided host grams go element by element.
+  using Unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
+  using Flat = Kokkos::View<float*, DefaultMem, Unmanaged>;
+  using HostFlat = Kokkos::View<float*, Kokkos::HostSpace, Unmanaged>;
+  const bool device = gram.memory == MemoryKind::device;
+  const bool flat = gram.row_stride == d && gram.col_stride == 1;
+  decltype(Kokkos::create_mirror_view(g)) hg;  // strided grams only
+  if (device) {
+    Kokkos::deep_copy(Flat(g.data(), d * d), Flat(gram.data, d * d));
+  } else if (flat) {
+    Kokkos::deep_copy(Flat(g.data(), d * d), HostFlat(gram.data, d * d));
+  } else {
+    hg = Kokkos::create_mirror_view(g);
+    for (index_t j = 0; j < d; ++j)
+      for (index_t i = 0; i < d; ++i)
+        hg(i, j) = gram(i, j);
+    Kokkos::deep_copy(g, hg);
+  }
+  batched_sym_product(DefaultExec(), true, "N", 1.0f, Mat3<float, DefaultMem>(xt.data(), d, tokens, 1), 1.0f,
+                      Mat3<float, DefaultMem>(g.data(), d, d, 1));
+  double worst = 0.0;
+  const Dense<float> gv = g;
+  Kokkos::parallel_reduce(
+      "schatten::gram::check", Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, d * d),
+      KOKKOS_LAMBDA(index_t k, double& acc) { acc = kmax(acc, abs_or_inf(gv(k % d, k / d))); },
+      Kokkos::Max<double>(worst));
+  if (!std::isfinite(worst)) return Status::non_finite_input;  // overflow: gram unchanged
+  if (device) {
+    Kokkos::deep_copy(Flat(gram.data, d * d), Flat(g.data(), d * d));
+  } else if (flat) {
+    Kokkos::deep_copy(HostFlat(gram.data, d * d), Flat(g.data(), d * d));
+  } else {
+    Kokkos::deep_copy(hg, g);
+    for (index_t j = 0; j < d; ++j)
+      for (index_t i = 0; i < d; ++i)
+        gram(i, j) = hg(i, j);
+  }
   return Status::ok;
 }
 
@@ -190,19 +219,8 @@ Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram) {
     return Status::invalid_argument;
   if (gram.rows != x.cols || gram.cols != x.cols) return Status::invalid_argument;
   if (x.rows == 0 || x.cols == 0) return Status::ok;
-  if (gram.memory ==
-      MemoryKind::device) {  // through a host copy (gram.hpp), also where the host could read it
-    if (gram.row_stride != gram.cols || gram.col_stride != 1) return Status::invalid_argument;
-    const std::size_t bytes = static_cast<std::size_t>(gram.size()) * sizeof(float);
-    return kokkos::detail::status_guard([&] {
-      std::vector<float> h(static_cast<std::size_t>(gram.size()));
-      memory::copy_bytes(h.data(), MemoryKind::host, gram.data, MemoryKind::device, bytes);
-      const Status s = kokkos::detail::gram_compute(x, MatrixRef<float>(h.data(), gram.rows, gram.cols));
-      if (s == Status::ok)
-        memory::copy_bytes(gram.data, MemoryKind::device, h.data(), MemoryKind::host, bytes);
-      return s;
-    });
-  }
+  if (gram.memory == MemoryKind::device && (gram.row_stride != gram.cols || gram.col_stride != 1))
+    return Status::invalid_argument;  // device grams are contiguous (gram.hpp)
   return kokkos::detail::status_guard([&] { return kokkos::detail::gram_compute(x, gram); });
 }
 

@@ -12,13 +12,15 @@ namespace schatten {
 /// gram += xᵀ x, with x the layer's inputs as tokens × d_in (a Linear layer's input reshaped to
 /// (tokens, d_in); a convolution's im2col patches (N·patches, C·kh·kw)).
 ///
-/// One GEMM on the execution space of the build (fp32, accumulated into the fp32 `gram`); sums
-/// of calls — and of ranks — are sums of Grams, so statistics are collected in pieces and
-/// all-reduced as plain arrays. Cost 2·tokens·d² flops (a symmetric kernel would halve it;
-/// issue #7). `x`: any strides and memory kind (staged when the device cannot read it); `gram`:
-/// d_in × d_in in host memory (any strides), or contiguous row-major in device memory (an
-/// optimizer's statistics after Partition::init(MemoryKind::device); copied to the host and
-/// back, 2·d_in² floats, on every build). Errors (gram unchanged): shapes disagree → invalid_argument;
+/// One symmetric product on the execution space of the build (fp32, accumulated into the fp32
+/// `gram`): the lower triangle by a vendor SYRK (host BLAS, cuBLAS) or GEMM row panels, about
+/// half a GEMM's 2·tokens·d² flops, and the upper triangle copied from it, so `gram` (symmetric
+/// on entry, as every sum of Grams is) stays exactly symmetric. Sums of calls — and of ranks — are
+/// sums of Grams, so statistics are collected in pieces and all-reduced as plain arrays. `x`:
+/// any strides and memory kind (staged when the device cannot read it); `gram`: d_in × d_in in
+/// host memory (any strides, copied through a device buffer), or contiguous row-major in device
+/// memory (an optimizer's statistics after Partition::init(MemoryKind::device); updated there,
+/// never copied to the host). Errors (gram unchanged): shapes disagree → invalid_argument;
 /// NaN/Inf in x, or a sum that overflows float → non_finite_input. Synchronous.
 Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram);
 
