@@ -135,8 +135,9 @@ inline Block block_of(const BatchedMatrixRef<float>& u, index_t b) {
 /// Rules whose update runs on blocks and state in device memory declare
 /// `static constexpr bool device_capable = true`: they touch memory only through the helpers
 /// below (and the device kernels of transforms.hpp) or through a kernel that takes device
-/// memory, and every Buffer of their state is named by visit_fields (so that a partition can
-/// move it). A chain is device-capable when all its rules are.
+/// memory, and every Buffer of their state is named by visit_fields or, for scratch, by
+/// visit_scratch (so that a partition can move it). A chain is device-capable when all its
+/// rules are.
 template <class R, class = void>
 struct is_device_capable : std::false_type {};
 template <class R>
