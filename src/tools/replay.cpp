@@ -674,6 +674,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.lr("lr", o.lr);
     momentum_keys(o);
     k.integer("kaon_steps", o.steps);
+    if (o.steps < 1) k.note("'kaon_steps' must be >= 1");
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
     if (!k.done(err)) return nullptr;

@@ -507,7 +507,8 @@ TEST_SUITE("io.replay") {
         {"schatten_muon:moment=adam", "must be one of none,parametric,nonparametric"},
         {"da_muon:lr=0.1", "unknown key 'lr' for preset 'da_muon'"},
         {"df_muon:rho=big", "'rho=big' is not a number"},
-        {"sc_muon:polar=svd", "must be one of keller,newton_schulz,polar_express,qdwh"}};
+        {"sc_muon:polar=svd", "must be one of keller,newton_schulz,polar_express,qdwh"},
+        {"kaon:kaon_steps=0", "'kaon_steps' must be >= 1"}};
     for (const auto& item : bad) {
       const std::string spec = item.first, message = item.second;  // clang: no bindings in CAPTURE
       CAPTURE(spec);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "schatten/core/random.hpp"
+#include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "support/seed.hpp"
 
@@ -400,6 +401,27 @@ TEST_SUITE("optim.presets") {
     CHECK(sg.update(Block(u.data(), 3, 3), ss, ConstBlock(w.data(), 3, 3)) == Status::invalid_argument);
     CHECK(save(st) == before);
     CHECK(std::all_of(u.begin(), u.end(), [](float x) { return x == 0.1f; }));
+  }
+
+  TEST_CASE("kaon with fewer than one step is refused by every step and changes nothing") {
+    // KaonOptions::steps = 0 (a replay spec fuzzed into 'kaon:kaon_steps=0' once made init throw
+    // from schedules::kaon): init reserves nothing, every update reports invalid_argument.
+    KaonOptions ko;
+    ko.steps = 0;
+    const std::vector<ParamSpec> specs = {{"a.w", {6, 4}}, {"b.w", {6, 4}}, {"c.b", {4}}};
+    auto p = partition(specs, propose_labels(specs), route("muon", kaon(ko)), route("adamw", adamw()));
+    REQUIRE(p.init());
+    std::vector<std::vector<float>> w = {std::vector<float>(24, 1.0f), std::vector<float>(24, 2.0f),
+                                         std::vector<float>(4, 3.0f)};
+    std::vector<std::vector<float>> g = {std::vector<float>(24, 0.5f), std::vector<float>(24, 0.25f),
+                                         std::vector<float>(4, 0.125f)};
+    const auto w0 = w;
+    const auto before = save(p);
+    const StepReport r =
+        p.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()});
+    CHECK(r.status == Status::invalid_argument);
+    CHECK(w == w0);
+    CHECK(save(p) == before);
   }
 
   TEST_CASE("learning-rate schedules and shape factors") {

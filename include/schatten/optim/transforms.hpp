@@ -380,13 +380,19 @@ struct KaonSpectrum {
 
   static constexpr bool may_fail = true;  // the kernel may report a failure (allocation)
   using State = MatrixFunctionState;
-  State init(const BlockShape& s) const {
-    State st;
+  /// The workspace kaon() needs for `batch` blocks: none for steps < 1, which the kernel
+  /// refuses (invalid_argument at every update; schedules::kaon would throw).
+  std::size_t workspace_bytes(const BlockShape& s, index_t batch) const {
+    if (steps < 1) return 0;
     PolarOptions o;
     o.method = PolarMethod::newton_schulz;
     o.schedule = schedules::kaon(steps);
     o.iterations = steps;
-    st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, o, Precision::fp32));
+    return polar_workspace_bytes(s.rows, s.cols, batch, o, Precision::fp32);
+  }
+  State init(const BlockShape& s) const {
+    State st;
+    st.workspace->reserve(workspace_bytes(s, 1));
     return st;
   }
   Status update(Block u, State& s, ConstBlock) const {
@@ -397,11 +403,7 @@ struct KaonSpectrum {
   }
   /// Batched form (rule.hpp): one kaon() call over the batch.
   std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
-    PolarOptions o;
-    o.method = PolarMethod::newton_schulz;
-    o.schedule = schedules::kaon(steps);
-    o.iterations = steps;
-    return polar_workspace_bytes(s.rows, s.cols, batch, o, Precision::fp32);
+    return workspace_bytes(s, batch);
   }
   Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList, Workspace& ws) const {
     const PolarReport r = schatten::kaon(BatchedMatrixRef<const float>(u), u, steps, &ws);
