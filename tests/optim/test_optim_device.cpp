@@ -58,6 +58,12 @@ constexpr bool kSerialKernels = false;
 #endif
 /// Relative agreement of device and host values on a GPU (file comment).
 constexpr double kDeviceRel = 1e-4;
+/// Relative agreement of schatten_muon off Serial: its criterion ends a golden-section search
+/// to 1e-3 in log p, and rounding-level differences in its inputs can end it one bracket
+/// apart, so p may differ by a factor e^{±1e-3}; U Σ^{1/p} Vᵀ then moves by about
+/// |Δ(1/p)|·ln(σ_max/σ_min) ≤ (1e-3/3)·ln(1e4) ≈ 3e-3 relative at the test's p ≥ 3 (the
+/// κ^{1/p} pinning by less), so 1e-2 leaves a margin of 3.
+constexpr double kCriterionRel = 1e-2;
 /// Relative agreement under global clipping on the host (file comment).
 constexpr double kClipRel = 4.0 / 16777216.0;
 
@@ -374,7 +380,7 @@ TEST_SUITE("optim.device") {
     REQUIRE(device.init(MemoryKind::device));
     CHECK(all_state_on_device(device));
     Twin m("dev_smuon");
-    const double rel = kSerialKernels ? 0.0 : kDeviceRel;
+    const double rel = kSerialKernels ? 0.0 : kCriterionRel;
     for (int t = 0; t < 3; ++t) {
       CAPTURE(t);
       for (std::size_t i = 0; i < kSpecs.size(); ++i) {
