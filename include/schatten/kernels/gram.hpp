@@ -13,8 +13,9 @@ namespace schatten {
 /// (tokens, d_in); a convolution's im2col patches (N·patches, C·kh·kw)).
 ///
 /// One symmetric product on the execution space of the build (fp32, accumulated into the fp32
-/// `gram`): the lower triangle by a vendor SYRK (host BLAS, cuBLAS) or GEMM row panels, about
-/// half a GEMM's 2·tokens·d² flops, and the upper triangle copied from it, so `gram` (symmetric
+/// `gram`): the lower triangle by a vendor SYRK (host BLAS, cuBLAS), about half a GEMM's
+/// 2·tokens·d² flops, or else by GEMM row panels where they pay (kernels/polar.md; one GEMM
+/// below that size), and the upper triangle copied from it, so `gram` (symmetric
 /// on entry, as every sum of Grams is) stays exactly symmetric. Sums of calls — and of ranks — are
 /// sums of Grams, so statistics are collected in pieces and all-reduced as plain arrays. `x`:
 /// any strides and memory kind (staged when the device cannot read it); `gram`: d_in × d_in in
