@@ -82,14 +82,6 @@ void scale(float* x, index_t n, float f) {
       "schatten::optim::scale", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= f; });
 }
 
-double squared_norm(const float* x, index_t n) {
-  double ss = 0.0;
-  Kokkos::parallel_reduce(
-      "schatten::optim::squared_norm", Range(0, n),
-      KOKKOS_LAMBDA(index_t k, double& acc) { acc += double(x[k]) * double(x[k]); }, ss);
-  return ss;
-}
-
 void add(float* p, const float* u, index_t n) {
   Kokkos::parallel_for(
       "schatten::optim::apply_updates", Range(0, n), KOKKOS_LAMBDA(index_t k) { p[k] += u[k]; });

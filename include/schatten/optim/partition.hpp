@@ -123,8 +123,9 @@ struct StepReport {
 /// the host). On a Kokkos Serial build (the CPU default) device memory is host memory and the
 /// results equal the host path's bit for bit (the same formulas in the same order,
 /// tests/optim/test_optim_device.cpp); with OpenMP the block norms of ClipByNorm and
-/// ScaleToPolarNorm are summed in another order, and on a GPU a fused multiply-add may differ:
-/// there they agree to rounding.
+/// ScaleToPolarNorm and the inner products of DA/SC/DF-Muon are summed in another order, and on
+/// a GPU a fused multiply-add may differ: there they agree to rounding (schatten_muon's p within
+/// its criterion's search tolerance, docs/optim.md).
 template <class... Rules>
 class Partition {
  public:

@@ -222,7 +222,6 @@ inline bool is_contiguous(MatrixRef<const float> m) {
 namespace device_kernels {
 void fence();
 void scale(float* x, index_t n, float f);
-double squared_norm(const float* x, index_t n);
 void add(float* p, const float* u, index_t n);
 void add_scaled(float* x, const float* w, index_t n, float l);
 void add_scaled_where_aligned(float* x, const float* w, index_t n, float l);
@@ -260,15 +259,6 @@ inline void scale(MatrixRef<float> u, float f) {
     u.data[k] *= f;
 }
 
-/// ‖u‖²_F of a contiguous block, accumulated in double.
-inline double squared_norm(MatrixRef<const float> u) {
-  if (u.memory == MemoryKind::device) return device_kernels::squared_norm(u.data, u.size());
-  double ss = 0.0;
-  for (index_t k = 0, n = u.size(); k < n; ++k)
-    ss += double(u.data[k]) * double(u.data[k]);
-  return ss;
-}
-
 /// u ← u + l·w on contiguous blocks of one shape (weight decay).
 inline void add_scaled(MatrixRef<float> u, MatrixRef<const float> w, float l) {
   if (u.memory == MemoryKind::device) return device_kernels::add_scaled(u.data, w.data, u.size(), l);
@@ -299,6 +289,12 @@ inline double inner_of_differences(MatrixRef<const float> x, const float* a, con
   for (index_t k = 0, n = x.size(); k < n; ++k)
     s += detail::difference_product(x.data[k], a ? a[k] : 0.0f, y[k], b ? b[k] : 0.0f);
   return s;
+}
+
+/// ‖u‖²_F of a contiguous block, accumulated in double: ⟨u, u⟩ of inner_of_differences() (the
+/// same bits as the plain sum of squares, since x − 0 is x exactly).
+inline double squared_norm(MatrixRef<const float> u) {
+  return inner_of_differences(u, nullptr, u.data, nullptr);
 }
 
 /// A state Buffer seen as a block of `like`'s shape and memory (the caller checked the size).

@@ -267,7 +267,7 @@ struct MajorizedStep {
     const float* d = u.data;
     const float* anchor = s.anchor.data();
     const double a = inner_of_differences(g, nullptr, d, nullptr);                               // ⟨g, D⟩
-    const double q = inner_of_differences(u, nullptr, d, nullptr);                               // ‖D‖²
+    const double q = squared_norm(u);                                                            // ‖D‖²
     const double dg2 = inner_of_differences(g, s.prev_grad.data(), g.data, s.prev_grad.data());  // ‖g − g′‖²
     const double dw2 = inner_of_differences(p, s.prev_param.data(), w, s.prev_param.data());  // ‖W − W′‖²
     const double cert = inner_of_differences(g, nullptr, w, anchor);          // ⟨g, W − W̄⟩
