@@ -127,6 +127,14 @@ void copy(float* dst, const float* src, index_t n) {
       "schatten::optim::copy", Range(0, n), KOKKOS_LAMBDA(index_t k) { dst[k] = src[k]; });
 }
 
+void copy_rows(float* dst, index_t dst_ld, const float* src, index_t src_ld, index_t rows, index_t cols) {
+  Kokkos::parallel_for(
+      "schatten::optim::copy_rows", Range(0, rows * cols), KOKKOS_LAMBDA(index_t k) {
+        const index_t i = k / cols, j = k - i * cols;
+        dst[i * dst_ld + j] = src[i * src_ld + j];
+      });
+}
+
 void fill(float* x, index_t n, float value) {
   Kokkos::parallel_for(
       "schatten::optim::fill", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] = value; });

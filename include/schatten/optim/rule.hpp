@@ -231,6 +231,9 @@ bool all_within(const float* x, index_t n, std::uint32_t limit_bits);
 /// for the answer. n > 0.
 void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* flag);
 void copy(float* dst, const float* src, index_t n);
+/// dst(i, j) ← src(i, j) for rows × cols row-major blocks with leading dimensions dst_ld and
+/// src_ld (≥ cols): the gather and scatter of a column piece (split.hpp).
+void copy_rows(float* dst, index_t dst_ld, const float* src, index_t src_ld, index_t rows, index_t cols);
 void fill(float* x, index_t n, float value);
 /// Σ_k detail::difference_product(x[k], a[k], y[k], b[k]) in double; a or b null stands for
 /// zeros.
@@ -308,10 +311,20 @@ inline void fill(MatrixRef<float> u, float value) {
   std::fill(u.data, u.data + u.size(), value);
 }
 
-/// dst ← src, contiguous blocks of one size.
+/// dst ← src, blocks of one shape: contiguous, or row-major with any leading dimension
+/// (col_stride 1: a column piece of a wider matrix, split.hpp), one copy per row then.
 inline void copy_block(MatrixRef<float> dst, MatrixRef<const float> src) {
-  if (dst.memory == MemoryKind::device) return device_kernels::copy(dst.data, src.data, dst.size());
-  std::copy(src.data, src.data + src.size(), dst.data);
+  if (is_contiguous(dst) && is_contiguous(src)) {
+    if (dst.memory == MemoryKind::device) return device_kernels::copy(dst.data, src.data, dst.size());
+    std::copy(src.data, src.data + src.size(), dst.data);
+    return;
+  }
+  if (dst.empty()) return;
+  if (dst.memory == MemoryKind::device)
+    return device_kernels::copy_rows(dst.data, dst.row_stride, src.data, src.row_stride, dst.rows, dst.cols);
+  for (index_t i = 0; i < dst.rows; ++i)
+    std::copy(src.data + i * src.row_stride, src.data + i * src.row_stride + src.cols,
+              dst.data + i * dst.row_stride);
 }
 
 /// param += u (the sign convention above). Shapes must match (checked by the caller); any

@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Fused parameters cut into the matrices a spectral rule should see: a QKV projection stored as
+/// one tensor orthogonalised as Q, K and V (or per head), a gate/up projection as two matrices.
+/// Splitting performs better than orthogonalising the fused matrix (Moonlight's authors in
+/// Megatron-LM PR 1428, dion's `split_sizes`, docs/optim.md "Fused parameters"). The partition
+/// is built over the pieces; SplitPartition steps it from the caller's fused arrays.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "schatten/optim/partition.hpp"
+
+namespace schatten::optim {
+
+/// How one fused parameter is cut: along `axis` of its flattened matrix (flatten(): rows are
+/// shape[0], columns the product of the rest) into pieces of `sizes`, or into `count` equal
+/// pieces. Row pieces of a row-major matrix are contiguous (torch.nn.Linear's (3d, d) QKV weight:
+/// axis 0); column pieces are not (the (d, 3d) weight of a GPT-2 Conv1D: axis 1), and are
+/// gathered into a contiguous copy for each step.
+struct SplitSpec {
+  std::string name;                ///< the parameter's ParamSpec::name, exactly
+  int axis = 0;                    ///< 0: cut the rows, 1: cut the columns
+  std::vector<index_t> sizes;      ///< piece sizes along `axis`, each ≥ 1, summing to that side
+  index_t count = 0;               ///< instead of `sizes`: this many equal pieces (must divide)
+  std::vector<std::string> parts;  ///< optional piece names ("q", "k", "v"); default "0", "1", …
+};
+
+/// The caller's parameters with every split one replaced, in place, by its pieces, each named
+/// "<name>[<part>]" and shaped as a 2-D matrix: what the partition is built over. Checked at
+/// construction; an invalid layout has no pieces, converts to false and names its first problem
+/// in message() (SplitPartition::init returns it as invalid_argument).
+class SplitLayout {
+ public:
+  /// Where piece k of the layout lives in its source parameter's flattened matrix.
+  struct Piece {
+    std::size_t source = 0;   ///< index of the caller's parameter
+    int axis = 0;             ///< 0: row piece (contiguous), 1: column piece
+    index_t offset = 0;       ///< first row (axis 0) or column (axis 1) of the piece
+    BlockShape shape{};       ///< the piece's matrix
+    index_t source_cols = 0;  ///< columns of the source matrix (its leading dimension)
+  };
+
+  SplitLayout() = default;
+  SplitLayout(std::vector<ParamSpec> params, std::vector<SplitSpec> splits)
+      : params_(std::move(params)), splits_(std::move(splits)) {
+    build();
+  }
+
+  explicit operator bool() const { return message_.empty(); }
+  /// Empty when the layout is valid; otherwise what is wrong, naming the split.
+  const std::string& message() const { return message_; }
+  /// The caller's parameters (what SplitPartition::step takes pointers to).
+  const std::vector<ParamSpec>& params() const { return params_; }
+  const std::vector<SplitSpec>& splits() const { return splits_; }
+  /// The partition's parameters: unsplit parameters as they are, split ones as their pieces.
+  const std::vector<ParamSpec>& pieces() const { return pieces_; }
+  const std::vector<Piece>& map() const { return map_; }
+  /// "name:axis:size,size,…;…" for every split in the caller's order: part of
+  /// SplitPartition::signature(), so that a checkpoint of another cut is refused by name.
+  std::string signature() const {
+    std::string s;
+    for (const SplitSpec& sp : splits_) {
+      s += (s.empty() ? "" : ";") + sp.name + ":" + std::to_string(sp.axis) + ":";
+      const std::vector<index_t> sizes = sizes_of(sp);
+      for (std::size_t k = 0; k < sizes.size(); ++k)
+        s += (k ? "," : "") + std::to_string(sizes[k]);
+    }
+    return s;
+  }
+
+ private:
+  std::vector<index_t> sizes_of(const SplitSpec& sp) const {
+    if (!sp.sizes.empty() || sp.count <= 0) return sp.sizes;
+    const std::size_t i = find(sp.name);
+    if (i == params_.size()) return {};
+    const BlockShape m = flatten(params_[i].shape);
+    return std::vector<index_t>(static_cast<std::size_t>(sp.count),
+                                (sp.axis == 0 ? m.rows : m.cols) / sp.count);
+  }
+  std::size_t find(const std::string& name) const {
+    std::size_t i = 0;
+    while (i < params_.size() && params_[i].name != name)
+      ++i;
+    return i;
+  }
+  bool refuse(const std::string& what) {
+    message_ = "split: " + what;
+    pieces_.clear();
+    map_.clear();
+    return false;
+  }
+  /// Checks every split, then lays out the pieces.
+  bool build() {
+    std::vector<int> split_of(params_.size(), -1);
+    for (std::size_t s = 0; s < splits_.size(); ++s) {
+      const SplitSpec& sp = splits_[s];
+      const std::size_t i = find(sp.name);
+      if (i == params_.size()) return refuse("no parameter is named '" + sp.name + "'");
+      if (split_of[i] >= 0) return refuse("'" + sp.name + "' is split twice");
+      split_of[i] = static_cast<int>(s);
+      if (sp.axis != 0 && sp.axis != 1)
+        return refuse("the axis of '" + sp.name + "' must be 0 (rows) or 1 (columns)");
+      const BlockShape m = flatten(params_[i].shape);
+      const index_t side = sp.axis == 0 ? m.rows : m.cols;
+      if (sp.sizes.empty() == (sp.count == 0))
+        return refuse("'" + sp.name + "' needs either sizes or a count of equal pieces");
+      if (sp.sizes.empty() && (sp.count < 1 || side % sp.count != 0))
+        return refuse("'" + sp.name + "': " + std::to_string(sp.count) + " equal pieces do not divide its " +
+                      std::to_string(side) + (sp.axis == 0 ? " rows" : " columns"));
+      const std::vector<index_t> sizes = sizes_of(sp);
+      index_t sum = 0;
+      for (index_t z : sizes) {
+        if (z < 1)
+          return refuse("'" + sp.name + "' has a piece of size " + std::to_string(z) +
+                        " (each must be >= 1)");
+        if (z > side - sum)
+          return refuse("the sizes of '" + sp.name + "' exceed its " + std::to_string(side) +
+                        (sp.axis == 0 ? " rows" : " columns"));
+        sum += z;
+      }
+      if (sum != side)
+        return refuse("the sizes of '" + sp.name + "' sum to " + std::to_string(sum) + ", not to its " +
+                      std::to_string(side) + (sp.axis == 0 ? " rows" : " columns"));
+      if (!sp.parts.empty() && sp.parts.size() != sizes.size())
+        return refuse("'" + sp.name + "' names " + std::to_string(sp.parts.size()) + " parts for " +
+                      std::to_string(sizes.size()) + " pieces");
+      for (std::size_t a = 0; a < sp.parts.size(); ++a)
+        for (std::size_t b = a + 1; b < sp.parts.size(); ++b)
+          if (sp.parts[a] == sp.parts[b])
+            return refuse("'" + sp.name + "' names two parts '" + sp.parts[a] + "'");
+    }
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const BlockShape m = flatten(params_[i].shape);
+      if (split_of[i] < 0) {
+        pieces_.push_back(params_[i]);
+        map_.push_back(Piece{i, 0, 0, m, m.cols});
+        continue;
+      }
+      const SplitSpec& sp = splits_[static_cast<std::size_t>(split_of[i])];
+      const std::vector<index_t> sizes = sizes_of(sp);
+      index_t offset = 0;
+      for (std::size_t k = 0; k < sizes.size(); ++k) {
+        const BlockShape s = sp.axis == 0 ? BlockShape{sizes[k], m.cols} : BlockShape{m.rows, sizes[k]};
+        const std::string part = sp.parts.empty() ? std::to_string(k) : sp.parts[k];
+        pieces_.push_back(ParamSpec{sp.name + "[" + part + "]", {s.rows, s.cols}});
+        map_.push_back(Piece{i, sp.axis, offset, s, m.cols});
+        offset += sizes[k];
+      }
+    }
+    return true;
+  }
+
+  std::vector<ParamSpec> params_;
+  std::vector<SplitSpec> splits_;
+  std::vector<ParamSpec> pieces_;
+  std::vector<Piece> map_;
+  std::string message_;
+};
+
+/// A partition built over layout.pieces(), stepped from the caller's fused arrays.
+///
+/// step(params, grads) takes one pointer per caller parameter (layout.params() order), row-major
+/// in its flattened shape, like Partition::step. Row pieces and unsplit parameters are passed to
+/// the partition as pointers into the caller's arrays (no copy); column pieces are gathered into
+/// contiguous copies of parameter and gradient before the step, and the updated copies are
+/// scattered back after it (the gradient copy always, so that the caller's gradient holds the
+/// updates as with Partition; the parameter copy only when the step succeeded). Cost: four
+/// passes over each column-split parameter per step, in the partition's memory (kernels on the
+/// device); buffers reserved at init(), step never allocates.
+///
+/// Contract, as Partition's: all parameters or none (a refused or failed step changes no
+/// parameter and no state), StepReport::bad_param is the index of the CALLER's parameter (its
+/// message names the piece), batching groups equal pieces (the Q, K and V of every layer),
+/// checkpoints name the pieces ("<name>[<part>]/<index>_<rule>/<field>"). Each piece is
+/// optimised bit for bit as a separate parameter holding that piece would be
+/// (tests/optim/test_split.cpp); only global clipping sums the squares in another order.
+template <class P>
+class SplitPartition {
+ public:
+  SplitPartition(SplitLayout layout, P partition)
+      : layout_(std::move(layout)), partition_(std::move(partition)) {}
+
+  /// invalid_argument when the layout is invalid (its message) or the partition was not built
+  /// over layout.pieces(); otherwise the partition's init(memory) and the column pieces' copies
+  /// reserved in `memory` (out_of_memory when that fails). Not initialised after a failure.
+  StepReport init(MemoryKind memory = MemoryKind::host) {
+    ready_ = false;
+    if (!layout_) return fail(layout_.message().c_str(), -1);
+    const std::vector<ParamSpec>& built = partition_.params();
+    bool same = built.size() == layout_.pieces().size();
+    for (std::size_t k = 0; same && k < built.size(); ++k)
+      same = built[k].name == layout_.pieces()[k].name &&
+             flatten(built[k].shape) == flatten(layout_.pieces()[k].shape);
+    if (!same) return fail("split: the partition was not built over layout.pieces()", -1);
+    if (StepReport r = partition_.init(memory); !r) return r;
+    const std::vector<SplitLayout::Piece>& map = layout_.map();
+    copies_.assign(map.size(), Copies{});
+    for (std::size_t k = 0; k < map.size(); ++k) {
+      if (map[k].axis != 1) continue;
+      const auto n = static_cast<std::size_t>(map[k].shape.size());
+      copies_[k].param.assign(n, 0.0f);
+      copies_[k].grad.assign(n, 0.0f);
+      if (!copies_[k].param.move_to(memory) || !copies_[k].grad.move_to(memory))
+        return fail("split: init could not allocate the copies of the column pieces", -1,
+                    Status::out_of_memory);
+    }
+    piece_params_.assign(map.size(), nullptr);
+    piece_grads_.assign(map.size(), nullptr);
+    memory_ = memory;
+    ready_ = true;
+    return StepReport{};
+  }
+
+  /// One step from the caller's arrays (class comment).
+  StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
+    if (!ready_) return fail("step before a successful init()", -1);
+    if (params.size() != layout_.params().size() || grads.size() != layout_.params().size())
+      return fail("step: one parameter and one gradient pointer per parameter", -1);
+    for (std::size_t i = 0; i < params.size(); ++i)
+      if ((params[i] == nullptr || grads[i] == nullptr) && flatten(layout_.params()[i].shape).size() > 0)
+        return fail("null pointer", static_cast<std::ptrdiff_t>(i));
+    const std::vector<SplitLayout::Piece>& map = layout_.map();
+    for (std::size_t k = 0; k < map.size(); ++k) {
+      const SplitLayout::Piece& c = map[k];
+      if (c.axis == 0) {  // a row piece (or a whole parameter): the caller's memory itself
+        piece_params_[k] = params[c.source] ? params[c.source] + c.offset * c.source_cols : nullptr;
+        piece_grads_[k] = grads[c.source] ? grads[c.source] + c.offset * c.source_cols : nullptr;
+      } else {
+        copy_block(own(copies_[k].param, c), column(params[c.source], c));
+        copy_block(own(copies_[k].grad, c), column(grads[c.source], c));
+        piece_params_[k] = copies_[k].param.data();
+        piece_grads_[k] = copies_[k].grad.data();
+      }
+    }
+    StepReport r = partition_.step(piece_params_, piece_grads_);
+    const bool changed = r.status == Status::ok && !r.skipped;
+    for (std::size_t k = 0; k < map.size(); ++k) {
+      const SplitLayout::Piece& c = map[k];
+      if (c.axis != 1) continue;
+      copy_block(column(grads[c.source], c), own(copies_[k].grad, c));
+      if (changed) copy_block(column(params[c.source], c), own(copies_[k].param, c));
+    }
+    if (memory_ == MemoryKind::device) device_kernels::fence();  // the scatters
+    if (r.bad_param >= 0)
+      r.bad_param = static_cast<std::ptrdiff_t>(map[static_cast<std::size_t>(r.bad_param)].source);
+    return r;
+  }
+
+  const SplitLayout& layout() const { return layout_; }
+  P& partition() { return partition_; }
+  const P& partition() const { return partition_; }
+  MemoryKind memory() const { return memory_; }
+  /// The partition's signature and the cut: "<partition signature>|split=<layout signature>".
+  std::string signature() const { return partition_.signature() + "|split=" + layout_.signature(); }
+  /// The partition's fields (named by piece): checkpoints use this.
+  template <class V>
+  void visit(V& v) {
+    partition_.visit(v);
+  }
+
+ private:
+  struct Copies {
+    Buffer param, grad;  ///< a column piece, contiguous, in the partition's memory
+  };
+  /// Column piece c of the source array p: rows × width with the source's leading dimension.
+  MatrixRef<float> column(float* p, const SplitLayout::Piece& c) const {
+    return MatrixRef<float>::row_major(p + c.offset, c.shape.rows, c.shape.cols, c.source_cols, memory_);
+  }
+  MatrixRef<float> own(Buffer& b, const SplitLayout::Piece& c) const {
+    return MatrixRef<float>(b.data(), c.shape.rows, c.shape.cols, memory_);
+  }
+  StepReport fail(const char* msg, std::ptrdiff_t bad, Status s = Status::invalid_argument) const {
+    StepReport r;
+    r.status = s;
+    r.message = msg;
+    r.bad_param = bad;
+    return r;
+  }
+
+  SplitLayout layout_;
+  P partition_;
+  std::vector<Copies> copies_;        ///< per piece; buffers only for column pieces
+  std::vector<float*> piece_params_;  ///< per piece, filled at each step
+  std::vector<float*> piece_grads_;
+  MemoryKind memory_ = MemoryKind::host;
+  bool ready_ = false;
+};
+
+/// visit_fields for a split partition: the partition's fields (checkpoints use this).
+template <class V, class P>
+void visit_fields(V& v, SplitPartition<P>& s) {
+  s.visit(v);
+}
+
+/// split_partition(layout, optim::partition(layout.pieces(), labels, routes...)).
+template <class P>
+SplitPartition<P> split_partition(SplitLayout layout, P partition) {
+  return SplitPartition<P>(std::move(layout), std::move(partition));
+}
+
+}  // namespace schatten::optim

@@ -1,0 +1,308 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Fused parameters cut into pieces (split.hpp). The oracle is a plain partition over separate
+/// parameters that hold the pieces, cut out of the fused arrays by this file's own index
+/// arithmetic: a split partition must step every piece bit for bit as that partition does (the
+/// same rules on the same numbers in the same order; global clipping is not used here, it sums
+/// in another order). The device twin is bit for bit on Kokkos Serial and within 1e-4 relative
+/// elsewhere (the bound of tests/optim/test_optim_device.cpp, derived there).
+#include <doctest/doctest.h>
+
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "schatten/core/buffer.hpp"
+#include "schatten/core/random.hpp"
+#include "schatten/io/checkpoint.hpp"
+#include "schatten/optim/presets.hpp"
+#include "schatten/optim/split.hpp"
+#include "support/seed.hpp"
+
+using namespace schatten;
+using namespace schatten::optim;
+using schatten::test::case_seed;
+
+namespace {
+
+#if defined(KOKKOS_ENABLE_SERIAL)
+constexpr bool kSerialKernels = std::is_same<Kokkos::DefaultExecutionSpace, Kokkos::Serial>::value;
+#else
+constexpr bool kSerialKernels = false;
+#endif
+
+/// A fused attention projection in both layouts, a conv weight cut into unequal column pieces,
+/// an unsplit hidden matrix of the pieces' shape (batched with them) and a bias (AdamW).
+const std::vector<ParamSpec> kParams = {{"h.0.attn.qkv.weight", {24, 8}},
+                                        {"h.0.attn.c_attn.weight", {8, 24}},
+                                        {"h.0.mlp.weight", {8, 8}},
+                                        {"h.0.attn.bias", {24}},
+                                        {"conv.weight", {6, 2, 3}}};
+const std::vector<SplitSpec> kSplits = {{"h.0.attn.qkv.weight", 0, {}, 3, {}},
+                                        {"h.0.attn.c_attn.weight", 1, {8, 8, 8}, 0, {"q", "k", "v"}},
+                                        {"conv.weight", 1, {2, 4}, 0, {}}};
+
+/// A piece of the oracle: which caller parameter, its rows [r0, r0 + rows) and columns
+/// [c0, c0 + cols), the source's column count. Written out by hand, independently of SplitLayout.
+struct Cut {
+  std::string name;
+  std::size_t source;
+  index_t r0, c0, rows, cols, ld;
+};
+const std::vector<Cut> kCuts = {{"h.0.attn.qkv.weight[0]", 0, 0, 0, 8, 8, 8},
+                                {"h.0.attn.qkv.weight[1]", 0, 8, 0, 8, 8, 8},
+                                {"h.0.attn.qkv.weight[2]", 0, 16, 0, 8, 8, 8},
+                                {"h.0.attn.c_attn.weight[q]", 1, 0, 0, 8, 8, 24},
+                                {"h.0.attn.c_attn.weight[k]", 1, 0, 8, 8, 8, 24},
+                                {"h.0.attn.c_attn.weight[v]", 1, 0, 16, 8, 8, 24},
+                                {"h.0.mlp.weight", 2, 0, 0, 8, 8, 8},
+                                {"h.0.attn.bias", 3, 0, 0, 1, 24, 24},
+                                {"conv.weight[0]", 4, 0, 0, 6, 2, 6},
+                                {"conv.weight[1]", 4, 0, 2, 6, 4, 6}};
+
+std::vector<float> random_vec(std::size_t n, Rng& rng, double scale) {
+  std::vector<float> v(n);
+  for (float& x : v)
+    x = static_cast<float>(scale * rng.normal());
+  return v;
+}
+std::vector<ParamSpec> oracle_specs() {
+  std::vector<ParamSpec> s;
+  for (const Cut& c : kCuts)
+    s.push_back({c.name, {c.rows, c.cols}});
+  return s;
+}
+std::vector<float> cut(const std::vector<float>& fused, const Cut& c) {
+  std::vector<float> out;
+  for (index_t i = 0; i < c.rows; ++i)
+    for (index_t j = 0; j < c.cols; ++j)
+      out.push_back(fused[static_cast<std::size_t>((c.r0 + i) * c.ld + c.c0 + j)]);
+  return out;
+}
+/// The oracle's pieces put back into fused arrays.
+std::vector<std::vector<float>> assemble(const std::vector<std::vector<float>>& pieces) {
+  std::vector<std::vector<float>> fused(kParams.size());
+  for (std::size_t i = 0; i < kParams.size(); ++i)
+    fused[i].assign(static_cast<std::size_t>(flatten(kParams[i].shape).size()), 0.0f);
+  for (std::size_t k = 0; k < kCuts.size(); ++k) {
+    const Cut& c = kCuts[k];
+    for (index_t i = 0; i < c.rows; ++i)
+      for (index_t j = 0; j < c.cols; ++j)
+        fused[c.source][static_cast<std::size_t>((c.r0 + i) * c.ld + c.c0 + j)] =
+            pieces[k][static_cast<std::size_t>(i * c.cols + j)];
+  }
+  return fused;
+}
+std::vector<float*> pointers(std::vector<std::vector<float>>& v) {
+  std::vector<float*> p;
+  for (auto& x : v)
+    p.push_back(x.data());
+  return p;
+}
+auto make(const std::vector<ParamSpec>& specs) {
+  return optim::partition(specs, propose_labels(specs), route("muon", muon()), route("adamw", adamw()));
+}
+auto make_split(const SplitLayout& layout) { return split_partition(layout, make(layout.pieces())); }
+
+struct Names {
+  std::vector<std::string>* out;
+  template <class F>
+  void operator()(const std::string& n, F&) {
+    out->push_back(n);
+  }
+};
+}  // namespace
+
+TEST_SUITE("optim.split") {
+  TEST_CASE("split: the layout names and shapes the pieces in the caller's order") {
+    const SplitLayout layout(kParams, kSplits);
+    REQUIRE_MESSAGE(bool(layout), layout.message());
+    REQUIRE(layout.pieces().size() == kCuts.size());
+    for (std::size_t k = 0; k < kCuts.size(); ++k) {
+      CAPTURE(k);
+      CHECK(layout.pieces()[k].name == kCuts[k].name);
+      CHECK(flatten(layout.pieces()[k].shape) == BlockShape{kCuts[k].rows, kCuts[k].cols});
+      CHECK(layout.map()[k].source == kCuts[k].source);
+    }
+    CHECK(layout.signature() ==
+          "h.0.attn.qkv.weight:0:8,8,8;h.0.attn.c_attn.weight:1:8,8,8;conv.weight:1:2,4");
+    // Pieces keep their source's name, so routing by name still works: all go to Muon.
+    const auto labels = propose_labels(layout.pieces());
+    CHECK(labels[3] == "muon");
+    CHECK(labels[7] == "adamw");
+  }
+
+  TEST_CASE("split: every piece steps bit for bit as a separate parameter holding it") {
+    const std::uint64_t seed = case_seed("split: pieces as separate parameters");
+    MESSAGE("seed " << seed);
+    Rng rng(seed);
+    std::vector<std::vector<float>> fused;
+    for (const ParamSpec& p : kParams)
+      fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+    std::vector<std::vector<float>> pieces;
+    for (const Cut& c : kCuts)
+      pieces.push_back(cut(fused[c.source], c));
+
+    auto split = make_split(SplitLayout(kParams, kSplits));
+    auto oracle = make(oracle_specs());
+    REQUIRE(split.init());
+    REQUIRE(oracle.init());
+    // The 8 × 8 pieces and the unsplit 8 × 8 matrix form one batched group of seven.
+    const auto groups = split.partition().batch_groups();
+    REQUIRE(groups.size() == 1);
+    CHECK(groups[0].size() == 7);
+    for (int t = 0; t < 3; ++t) {
+      CAPTURE(t);
+      std::vector<std::vector<float>> grads, piece_grads;
+      for (const ParamSpec& p : kParams)
+        grads.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 1.0));
+      for (const Cut& c : kCuts)
+        piece_grads.push_back(cut(grads[c.source], c));
+      REQUIRE(split.step(pointers(fused), pointers(grads)));
+      REQUIRE(oracle.step(pointers(pieces), pointers(piece_grads)));
+      CHECK(fused == assemble(pieces));       // parameters, bit for bit
+      CHECK(grads == assemble(piece_grads));  // the caller's gradients hold the updates
+      const io::FieldSet a = io::capture(split), b = io::capture(oracle);
+      CHECK(a.size() == b.size());
+      CHECK(a == b);  // every state field under the same name
+    }
+    std::vector<std::string> names;
+    Names v{&names};
+    visit_fields(v, split);
+    CHECK(std::find(names.begin(), names.end(), "h.0.attn.c_attn.weight[k]/0_trace_momentum/mu") !=
+          names.end());
+    CHECK(split.signature() == split.partition().signature() + "|split=" + split.layout().signature());
+  }
+
+  TEST_CASE("split: a refused step changes nothing and names the caller's parameter") {
+    const std::uint64_t seed = case_seed("split: refused step");
+    MESSAGE("seed " << seed);
+    Rng rng(seed);
+    auto split = make_split(SplitLayout(kParams, kSplits));
+    REQUIRE(split.init());
+    std::vector<std::vector<float>> fused, grads;
+    for (const ParamSpec& p : kParams) {
+      fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+      grads.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 1.0));
+    }
+    REQUIRE(split.step(pointers(fused), pointers(grads)));
+    const auto before = fused;
+    const io::FieldSet state = io::capture(split);
+    for (auto& g : grads)
+      g = random_vec(g.size(), rng, 1.0);
+    grads[1][8 * 24 - 1] = std::numeric_limits<float>::quiet_NaN();  // in the column piece "v"
+    const StepReport r = split.step(pointers(fused), pointers(grads));
+    CHECK(r.status == Status::non_finite_input);
+    CHECK(r.bad_param == 1);
+    CHECK(fused == before);
+    CHECK(io::capture(split) == state);
+  }
+
+  TEST_CASE("split: bad layouts and misuse are refused with a message") {
+    struct Bad {
+      SplitSpec spec;
+      const char* says;
+    };
+    const std::vector<Bad> bad = {
+        {{"nope", 0, {}, 2, {}}, "no parameter is named 'nope'"},
+        {{"h.0.mlp.weight", 2, {}, 2, {}}, "must be 0 (rows) or 1 (columns)"},
+        {{"h.0.mlp.weight", 0, {4, 4}, 2, {}}, "either sizes or a count"},
+        {{"h.0.mlp.weight", 0, {}, 0, {}}, "either sizes or a count"},
+        {{"h.0.mlp.weight", 0, {}, 3, {}}, "3 equal pieces do not divide its 8 rows"},
+        {{"h.0.mlp.weight", 1, {}, -2, {}}, "do not divide its 8 columns"},
+        {{"h.0.mlp.weight", 1, {8, 0}, 0, {}}, "a piece of size 0"},
+        {{"h.0.mlp.weight", 1, {4, 3}, 0, {}}, "sum to 7, not to its 8 columns"},
+        {{"h.0.mlp.weight", 1, {4, 5}, 0, {}}, "exceed its 8 columns"},
+        {{"h.0.mlp.weight", 0, {4, 4}, 0, {"a"}}, "names 1 parts for 2 pieces"},
+        {{"h.0.mlp.weight", 0, {4, 4}, 0, {"a", "a"}}, "names two parts 'a'"},
+        {{"h.0.attn.bias", 0, {}, 2, {}}, "do not divide its 1 rows"},
+    };
+    for (const Bad& b : bad) {
+      CAPTURE(b.says);
+      const SplitLayout layout(kParams, {b.spec});
+      CHECK_FALSE(bool(layout));
+      CHECK(layout.message().find(b.says) != std::string::npos);
+      CHECK(layout.pieces().empty());
+      auto s = split_partition(layout, make(kParams));
+      const StepReport r = s.init();
+      CHECK(r.status == Status::invalid_argument);
+      CHECK(std::string(r.message) == layout.message());
+    }
+    const SplitLayout twice(kParams, {{"h.0.mlp.weight", 0, {}, 2, {}}, {"h.0.mlp.weight", 1, {}, 2, {}}});
+    CHECK(twice.message() == "split: 'h.0.mlp.weight' is split twice");
+
+    const SplitLayout layout(kParams, kSplits);
+    auto wrong = split_partition(layout, make(kParams));  // built over the fused parameters
+    CHECK(std::string(wrong.init().message).find("not built over layout.pieces()") != std::string::npos);
+    auto s = make_split(layout);
+    std::vector<std::vector<float>> fused, grads;
+    for (const ParamSpec& p : kParams) {
+      fused.emplace_back(static_cast<std::size_t>(flatten(p.shape).size()), 0.25f);
+      grads.emplace_back(static_cast<std::size_t>(flatten(p.shape).size()), 0.5f);
+    }
+    CHECK(s.step(pointers(fused), pointers(grads)).status == Status::invalid_argument);  // before init
+    REQUIRE(s.init());
+    std::vector<float*> short_list = pointers(fused);
+    short_list.pop_back();
+    CHECK(s.step(short_list, pointers(grads)).status == Status::invalid_argument);
+    std::vector<float*> null_grad = pointers(grads);
+    null_grad[1] = nullptr;
+    const StepReport r = s.step(pointers(fused), null_grad);
+    CHECK(r.status == Status::invalid_argument);
+    CHECK(r.bad_param == 1);
+  }
+
+  TEST_CASE("split: device-resident steps equal host steps") {
+    const std::uint64_t seed = case_seed("split: device twin");
+    MESSAGE("seed " << seed);
+    Rng rng(seed);
+    const SplitLayout layout(kParams, kSplits);
+    auto host = make_split(layout);
+    auto device = make_split(layout);
+    REQUIRE(host.init());
+    REQUIRE(device.init(MemoryKind::device));
+    std::vector<std::vector<float>> hp;
+    std::vector<Buffer> dp, dg;
+    for (const ParamSpec& p : kParams) {
+      hp.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+      dp.emplace_back(hp.back().size(), MemoryKind::device);
+      dg.emplace_back(hp.back().size(), MemoryKind::device);
+      REQUIRE(dp.back().copy_from(hp.back().data(), hp.back().size()));
+    }
+    std::vector<float*> dpp, dgp;
+    for (std::size_t i = 0; i < kParams.size(); ++i) {
+      dpp.push_back(dp[i].data());
+      dgp.push_back(dg[i].data());
+    }
+    const double rel = kSerialKernels ? 0.0 : 1e-4;
+    const auto start = hp;
+    for (int t = 0; t < 3; ++t) {
+      CAPTURE(t);
+      std::vector<std::vector<float>> hg;
+      for (std::size_t i = 0; i < kParams.size(); ++i) {
+        hg.push_back(random_vec(hp[i].size(), rng, 1.0));
+        REQUIRE(dg[i].copy_from(hg.back().data(), hg.back().size()));
+      }
+      REQUIRE(host.step(pointers(hp), pointers(hg)));
+      REQUIRE(device.step(dpp, dgp));
+      for (std::size_t i = 0; i < kParams.size(); ++i) {
+        CAPTURE(i);
+        const std::vector<float> d = dp[i].to_vector(), u = dg[i].to_vector();
+        double diff = 0.0, change = 0.0, udiff = 0.0, unorm = 0.0;
+        for (std::size_t k = 0; k < d.size(); ++k) {
+          diff += std::pow(double(d[k]) - hp[i][k], 2);
+          change += std::pow(double(hp[i][k]) - start[i][k], 2);
+          udiff += std::pow(double(u[k]) - hg[i][k], 2);
+          unorm += std::pow(double(hg[i][k]), 2);
+        }
+        CHECK(std::sqrt(diff) <= rel * std::sqrt(change));
+        CHECK(std::sqrt(udiff) <= rel * std::sqrt(unorm));
+      }
+    }
+  }
+}
