@@ -238,6 +238,15 @@ TEST_SUITE("optim.split") {
 
     const SplitLayout layout(kParams, kSplits);
     auto wrong = split_partition(layout, make(kParams));  // built over the fused parameters
+    // A piece without a route: the partition's refusal, its bad_param the caller's index.
+    std::vector<std::string> labels = propose_labels(layout.pieces());
+    labels[4] = "nowhere";  // h.0.attn.c_attn.weight[k]
+    auto unrouted = split_partition(
+        layout, optim::partition(layout.pieces(), labels, route("muon", muon()), route("adamw", adamw())));
+    const StepReport no_route = unrouted.init();
+    CHECK(no_route.status == Status::invalid_argument);
+    CHECK(no_route.bad_param == 1);
+    CHECK(std::string(no_route.message).find("h.0.attn.c_attn.weight[k]") != std::string::npos);
     CHECK(std::string(wrong.init().message).find("not built over layout.pieces()") != std::string::npos);
     auto s = make_split(layout);
     std::vector<std::vector<float>> fused, grads;

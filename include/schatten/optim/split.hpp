@@ -196,8 +196,8 @@ class SplitPartition {
       same = built[k].name == layout_.pieces()[k].name &&
              flatten(built[k].shape) == flatten(layout_.pieces()[k].shape);
     if (!same) return fail("split: the partition was not built over layout.pieces()", -1);
-    if (StepReport r = partition_.init(memory); !r) return r;
     const std::vector<SplitLayout::Piece>& map = layout_.map();
+    if (StepReport r = partition_.init(memory); !r) return to_source(r);
     copies_.assign(map.size(), Copies{});
     for (std::size_t k = 0; k < map.size(); ++k) {
       if (map[k].axis != 1) continue;
@@ -245,9 +245,7 @@ class SplitPartition {
       if (changed) copy_block(column(params[c.source], c), own(copies_[k].param, c));
     }
     if (memory_ == MemoryKind::device) device_kernels::fence();  // the scatters
-    if (r.bad_param >= 0)
-      r.bad_param = static_cast<std::ptrdiff_t>(map[static_cast<std::size_t>(r.bad_param)].source);
-    return r;
+    return to_source(r);
   }
 
   const SplitLayout& layout() const { return layout_; }
@@ -272,6 +270,12 @@ class SplitPartition {
   }
   MatrixRef<float> own(Buffer& b, const SplitLayout::Piece& c) const {
     return MatrixRef<float>(b.data(), c.shape.rows, c.shape.cols, memory_);
+  }
+  /// The partition's report with bad_param turned from a piece index into the caller's index.
+  StepReport to_source(StepReport r) const {
+    if (r.bad_param >= 0)
+      r.bad_param = static_cast<std::ptrdiff_t>(layout_.map()[static_cast<std::size_t>(r.bad_param)].source);
+    return r;
   }
   StepReport fail(const char* msg, std::ptrdiff_t bad, Status s = Status::invalid_argument) const {
     StepReport r;
