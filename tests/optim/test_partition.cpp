@@ -187,6 +187,14 @@ TEST_SUITE("optim.partition") {
     CHECK(br.status == Status::invalid_argument);
     CHECK(br.bad_param == 1);
     CHECK(std::string(br.message).find("'b'") != std::string::npos);
+    // Two parameters of one name would share their checkpoint fields: refused at init, naming
+    // the second.
+    const std::vector<ParamSpec> twice = {{"w", {4, 4}}, {"b", {4}}, {"w", {4, 4}}};
+    auto dup = partition(twice, {"muon", "adamw", "muon"}, route("muon", muon()), route("adamw", adamw()));
+    const StepReport dr = dup.init();
+    CHECK(dr.status == Status::invalid_argument);
+    CHECK(dr.bad_param == 2);
+    CHECK(std::string(dr.message) == "two parameters are named 'w' (their checkpoint fields would collide)");
   }
 
   TEST_CASE("a rule that fails without declaring may_fail is reported as internal_error") {

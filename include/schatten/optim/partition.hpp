@@ -135,11 +135,11 @@ class Partition {
   Partition(std::vector<ParamSpec> params, std::vector<std::string> labels, Route<Rules>... routes)
       : params_(std::move(params)), labels_(std::move(labels)), routes_(std::move(routes)...) {}
 
-  /// Checks the labels (one per parameter, each served by a route) and allocates every state in
-  /// `memory` (class comment: device-resident steps). invalid_argument with a message naming
-  /// the first offending parameter otherwise; unsupported for device memory when a route is not
-  /// device-capable; out_of_memory when device memory runs out. On failure the partition is not
-  /// initialised (step refuses) whatever it was before.
+  /// Checks the names (unique) and the labels (one per parameter, each served by a route) and allocates every
+  /// state in `memory` (class comment: device-resident steps). invalid_argument with a message naming the
+  /// first offending parameter otherwise; unsupported for device memory when a route is not device-capable;
+  /// out_of_memory when device memory runs out. On failure the partition is not initialised (step refuses)
+  /// whatever it was before.
   StepReport init(MemoryKind memory = MemoryKind::host) {
     StepReport r;
     which_.clear();
@@ -149,6 +149,18 @@ class Partition {
         return fail("init: a route's rule has no device form (rule.hpp, is_device_capable); step on the host",
                     -1, Status::unsupported);
     }
+    // Names prefix every checkpoint field: two parameters of one name would share their fields.
+    std::vector<std::size_t> by_name(params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      by_name[i] = i;
+    std::stable_sort(by_name.begin(), by_name.end(),
+                     [&](std::size_t a, std::size_t b) { return params_[a].name < params_[b].name; });
+    for (std::size_t k = 1; k < by_name.size(); ++k)
+      if (params_[by_name[k]].name == params_[by_name[k - 1]].name) {
+        message_ = "two parameters are named '" + params_[by_name[k]].name +
+                   "' (their checkpoint fields would collide)";
+        return fail(message_.c_str(), static_cast<std::ptrdiff_t>(by_name[k]));
+      }
     which_.assign(params_.size(), -1);
     slot_.assign(params_.size(), 0);
     for (std::size_t i = 0; i < params_.size(); ++i) {
