@@ -135,11 +135,11 @@ class Partition {
   Partition(std::vector<ParamSpec> params, std::vector<std::string> labels, Route<Rules>... routes)
       : params_(std::move(params)), labels_(std::move(labels)), routes_(std::move(routes)...) {}
 
-  /// Checks the names (unique) and the labels (one per parameter, each served by a route) and allocates every
-  /// state in `memory` (class comment: device-resident steps). invalid_argument with a message naming the
-  /// first offending parameter otherwise; unsupported for device memory when a route is not device-capable;
-  /// out_of_memory when device memory runs out. On failure the partition is not initialised (step refuses)
-  /// whatever it was before.
+  /// Checks the names (unique) and the labels (one per parameter, each served by a route) and
+  /// allocates every state in `memory` (class comment: device-resident steps). invalid_argument
+  /// with a message naming the first offending parameter otherwise; unsupported for device
+  /// memory when a route is not device-capable; out_of_memory when device memory runs out. On
+  /// failure the partition is not initialised (step refuses) whatever it was before.
   StepReport init(MemoryKind memory = MemoryKind::host) {
     StepReport r;
     which_.clear();

@@ -250,7 +250,8 @@ SCHATTEN_HOST_DEVICE inline double difference_product(float x, float a, float y,
 }  // namespace detail
 
 // The element-wise helpers of the rules. Each takes contiguous row-major blocks (apply_updates
-// and all_within also strided host blocks) in host or device memory (MatrixRef::memory; both
+// and all_within also strided host blocks, copy_block row-major blocks with a leading
+// dimension in either memory) in host or device memory (MatrixRef::memory; both
 // operands of one call in the same memory) and runs the host loop or the device kernel. These
 // and the kernels of transforms.hpp are the only code that touches a rule's memory, which is
 // what lets a partition keep its state and step on the device (docs/optim.md).
