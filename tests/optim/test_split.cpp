@@ -20,6 +20,7 @@
 #include "schatten/core/buffer.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/io/checkpoint.hpp"
+#include "schatten/kokkos/optim.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/split.hpp"
 #include "support/seed.hpp"
@@ -311,6 +312,59 @@ TEST_SUITE("optim.split") {
         }
         CHECK(std::sqrt(diff) <= rel * std::sqrt(change));
         CHECK(std::sqrt(udiff) <= rel * std::sqrt(unorm));
+      }
+    }
+  }
+
+  TEST_CASE("split: Kokkos View steps equal pointer steps directly and staged") {
+    // schatten::kokkos::step takes the caller's fused tensors as Views; on a CPU build they go
+    // straight through, and the staged path (host copies, taken for CudaSpace Views of a host
+    // partition) is called directly. Same arithmetic: bit for bit.
+    const std::uint64_t seed = case_seed("split: Kokkos Views");
+    MESSAGE("seed " << seed);
+    Rng rng(seed);
+    using View = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
+    const SplitLayout layout(kParams, kSplits);
+    auto pointer = make_split(layout);
+    auto direct = make_split(layout);
+    auto staged = make_split(layout);
+    REQUIRE(pointer.init());
+    REQUIRE(direct.init());
+    REQUIRE(staged.init());
+    kokkos::StepStaging st_direct(direct, false), st_staged(staged, true);
+    std::vector<std::vector<float>> w;
+    std::vector<View> wd, ws;
+    for (const ParamSpec& p : kParams) {
+      w.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+      wd.emplace_back("w", w.back().size());
+      ws.emplace_back("w", w.back().size());
+      Kokkos::deep_copy(wd.back(),
+                        Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
+                            w.back().data(), w.back().size()));
+      Kokkos::deep_copy(ws.back(), wd.back());
+    }
+    for (int t = 0; t < 2; ++t) {
+      CAPTURE(t);
+      std::vector<std::vector<float>> g;
+      std::vector<View> gd, gs;
+      for (std::size_t i = 0; i < kParams.size(); ++i) {
+        g.push_back(random_vec(w[i].size(), rng, 1.0));
+        gd.emplace_back("g", g.back().size());
+        gs.emplace_back("g", g.back().size());
+        Kokkos::deep_copy(gd.back(),
+                          Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
+                              g.back().data(), g.back().size()));
+        Kokkos::deep_copy(gs.back(), gd.back());
+      }
+      REQUIRE(pointer.step(pointers(w), pointers(g)));
+      REQUIRE(kokkos::step(direct, wd, gd, st_direct));
+      REQUIRE(kokkos::detail::step_views<true>(staged, ws, gs, st_staged));
+      for (std::size_t i = 0; i < kParams.size(); ++i) {
+        CAPTURE(i);
+        auto a = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), wd[i]);
+        auto b = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), ws[i]);
+        CHECK(std::vector<float>(a.data(), a.data() + a.size()) == w[i]);
+        CHECK(std::vector<float>(b.data(), b.data() + b.size()) == w[i]);
       }
     }
   }

@@ -248,6 +248,8 @@ class SplitPartition {
     return to_source(r);
   }
 
+  /// The caller's parameters (layout().params()): what step() takes pointers to.
+  const std::vector<ParamSpec>& params() const { return layout_.params(); }
   const SplitLayout& layout() const { return layout_; }
   P& partition() { return partition_; }
   const P& partition() const { return partition_; }

@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
 /// Optimizer steps over Kokkos Views and over raw device pointers: the entry points of
-/// optim::Partition::step for callers whose parameters and gradients live in Kokkos memory.
+/// optim::Partition::step (and of optim::SplitPartition::step, whose Views are the caller's
+/// fused tensors) for callers whose parameters and gradients live in Kokkos memory.
 ///
 /// Where the rules run depends on where the partition keeps its state:
-///  * A partition initialised with MemoryKind::device (Partition::init; every preset but the
-///    distance-aware and Schatten-p ones) steps in device memory: the Views (or pointers) are
-///    passed straight to Partition::step, every element-wise pass is a Kokkos kernel and the
-///    matrix functions work in place. Nothing is staged; the Views must be in a memory space
-///    the default execution space can access (CudaSpace, HIPSpace, UVM; any space of a CPU
-///    build), else invalid_argument. This is the path for GPU training loops.
+///  * A partition initialised with MemoryKind::device (Partition::init; every preset) steps in
+///    device memory: the Views (or pointers) are passed straight to Partition::step, every
+///    element-wise pass is a Kokkos kernel and the matrix functions work in place. Nothing is staged; the
+///    Views must be in a memory space the default execution space can access (CudaSpace, HIPSpace, UVM; any
+///    space of a CPU build), else invalid_argument. This is the path for GPU training loops.
 ///  * A host partition (init() without arguments) runs its rules on the host, so:
 ///  * Views in a memory space the host can access (HostSpace, CudaUVMSpace, CudaHostPinnedSpace,
 ///    any space of a CPU build) go straight through: their data pointers are passed to
@@ -43,8 +43,18 @@
 
 #include "schatten/core/types.hpp"
 #include "schatten/optim/partition.hpp"
+#include "schatten/optim/split.hpp"
 
 namespace schatten::kokkos {
+
+/// The optimizers step() takes: a Partition, or a SplitPartition over one (optim/split.hpp),
+/// whose parameters are the caller's fused tensors.
+template <class P>
+struct is_partition : std::false_type {};
+template <class... Rules>
+struct is_partition<optim::Partition<Rules...>> : std::true_type {};
+template <class P>
+struct is_partition<optim::SplitPartition<P>> : std::true_type {};
 
 /// Host-side scratch of the View and device-pointer steps, reserved once after
 /// Partition::init() so that a step does not allocate: a table of parameter and gradient
@@ -203,9 +213,9 @@ optim::StepReport step_views(P& opt, const std::vector<PView>& params, const std
 /// i and its gradient (file comment: shapes, layouts, staging). `staging` must have been
 /// reserved for `opt` — make_step_staging<MemorySpace>(opt) — with host copies when the Views
 /// are not host-accessible. Returns Partition::step's report (all parameters or none).
-template <class... Rules, class PView, class GView>
-optim::StepReport step(optim::Partition<Rules...>& opt, const std::vector<PView>& params,
-                       const std::vector<GView>& grads, StepStaging& staging) {
+template <class P, class PView, class GView, std::enable_if_t<is_partition<P>::value, int> = 0>
+optim::StepReport step(P& opt, const std::vector<PView>& params, const std::vector<GView>& grads,
+                       StepStaging& staging) {
   static_assert(std::is_same<typename PView::memory_space, typename GView::memory_space>::value,
                 "parameter and gradient Views live in one memory space");
   constexpr bool host =
@@ -220,9 +230,9 @@ optim::StepReport step(optim::Partition<Rules...>& opt, const std::vector<PView>
 /// copied). `staging` must hold host copies for staged device steps:
 /// make_step_staging<Kokkos::DefaultExecutionSpace::memory_space>(opt). A device-resident
 /// partition (init(MemoryKind::device)) takes device pointers only and never stages.
-template <class... Rules>
-optim::StepReport step(optim::Partition<Rules...>& opt, const std::vector<float*>& params,
-                       const std::vector<float*>& grads, MemoryKind memory, StepStaging& staging) {
+template <class P, std::enable_if_t<is_partition<P>::value, int> = 0>
+optim::StepReport step(P& opt, const std::vector<float*>& params, const std::vector<float*>& grads,
+                       MemoryKind memory, StepStaging& staging) {
   using DeviceMem = Kokkos::DefaultExecutionSpace::memory_space;
   constexpr bool host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMem>::accessible;
   if (opt.memory() == MemoryKind::device) {
