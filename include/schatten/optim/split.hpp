@@ -59,7 +59,7 @@ class SplitLayout {
   /// The partition's parameters: unsplit parameters as they are, split ones as their pieces.
   const std::vector<ParamSpec>& pieces() const { return pieces_; }
   const std::vector<Piece>& map() const { return map_; }
-  /// "name:axis:size,size,…;…" for every split in the caller's order: part of
+  /// "name:axis:size,size,…;…" for every split, in the order given: part of
   /// SplitPartition::signature(), so that a checkpoint of another cut is refused by name.
   std::string signature() const {
     std::string s;
