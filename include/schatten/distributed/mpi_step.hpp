@@ -147,9 +147,9 @@ class DistributedPartition {
   /// its states, and the exchange buffers. The same failure on every rank.
   optim::StepReport init() {
     const std::size_t np = params_.size();
-    if (labels_.size() != np) return fail("labels and parameters differ in number", -1);
+    if (labels_.size() != np) return optim::refusal("labels and parameters differ in number", -1);
     if (layouts_.empty()) layouts_.assign(np, Layout::replicated);
-    if (layouts_.size() != np) return fail("layouts and parameters differ in number", -1);
+    if (layouts_.size() != np) return optim::refusal("layouts and parameters differ in number", -1);
     const int n = comm_.size(), me = comm_.rank();
     shapes_.clear();
     rows_.clear();
@@ -161,14 +161,15 @@ class DistributedPartition {
       sharded = sharded || layouts_[i] == Layout::row_sharded;
     }
     if (sharded && clip_ > 0.0)
-      return fail("global clipping with row-sharded parameters is not supported (clip before the step)", -1);
+      return optim::refusal(
+          "global clipping with row-sharded parameters is not supported (clip before the step)", -1);
     // Owners.
     std::vector<double> costs(np);
     for (std::size_t i = 0; i < np; ++i) {
       const int route = route_index(labels_[i]);
       if (route < 0) {
         message_ = "no route for the label of parameter '" + params_[i].name + "'";
-        return fail(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+        return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
       }
       costs[i] = cost_ ? cost_(params_[i], labels_[i]) : default_cost(shapes_[i], matrix_route(route));
     }
@@ -200,7 +201,7 @@ class DistributedPartition {
     if (agreed != detail::kNoFailure) {
       message_ = "init failed on a rank: " + std::string(r ? "another rank's local partition" : r.message);
       local_.reset();
-      return fail(message_.c_str(), -1, static_cast<Status>(agreed & 0xff));
+      return optim::refusal(message_.c_str(), -1, static_cast<Status>(agreed & 0xff));
     }
     // Exchange buffers: replicated updates grouped by owner.
     counts_.assign(static_cast<std::size_t>(n), 0);
@@ -212,7 +213,8 @@ class DistributedPartition {
       displs_[static_cast<std::size_t>(k)] =
           displs_[static_cast<std::size_t>(k - 1)] + counts_[static_cast<std::size_t>(k - 1)];
     const std::int64_t total = displs_.back() + counts_.back();
-    if (total > INT_MAX) return fail("more than 2^31 - 1 replicated floats (MPI counts are int)", -1);
+    if (total > INT_MAX)
+      return optim::refusal("more than 2^31 - 1 replicated floats (MPI counts are int)", -1);
     offset_.assign(np, -1);
     std::vector<std::int64_t> next = displs_;
     for (std::size_t i = 0; i < np; ++i)
@@ -266,9 +268,9 @@ class DistributedPartition {
   /// gradient buffers hold the updates afterwards). Returns the same status on every rank.
   optim::StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
     const std::size_t np = params_.size();
-    if (!local_) return fail("step before a successful init()", -1);
+    if (!local_) return optim::refusal("step before a successful init()", -1);
     if (params.size() != np || grads.size() != np)
-      return fail("step: one parameter and one gradient pointer per parameter", -1);
+      return optim::refusal("step: one parameter and one gradient pointer per parameter", -1);
     // 1. Finiteness and pointers, agreed.
     std::int64_t key = detail::kNoFailure;
     for (std::size_t i = 0; i < np && key == detail::kNoFailure; ++i) {
@@ -286,13 +288,14 @@ class DistributedPartition {
       if (status == Status::non_finite_input && policy_ == optim::NonFinitePolicy::skip) {
         ++skipped_;
         optim::StepReport r =
-            fail("step skipped: a gradient contains NaN or Inf on some rank", bad, Status::ok);
+            optim::refusal("step skipped: a gradient contains NaN or Inf on some rank", bad, Status::ok);
         r.skipped = true;
         return r;
       }
-      return fail(status == Status::invalid_argument ? "null pointer on some rank"
-                                                     : "a gradient contains NaN or Inf on some rank",
-                  bad, status);
+      return optim::refusal(status == Status::invalid_argument
+                                ? "null pointer on some rank"
+                                : "a gradient contains NaN or Inf on some rank",
+                            bad, status);
     }
     // Global clipping (replicated only): optim::Partition's sum, in its order, on every rank.
     float clip_factor = 1.0f;
@@ -358,7 +361,7 @@ class DistributedPartition {
         }
       const auto bad = static_cast<std::size_t>(key >> 8);
       message_ = comm_.bcast_string(local_message, owner_[bad]);
-      optim::StepReport r = fail(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
+      optim::StepReport r = optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
       r.status = static_cast<Status>(key & 0xff);
       return r;
     }
@@ -513,13 +516,6 @@ class DistributedPartition {
     for (std::size_t i = 0; i < params_.size(); ++i)
       if (params_[i].name == name) return static_cast<std::ptrdiff_t>(i);
     return -1;
-  }
-  optim::StepReport fail(const char* msg, std::ptrdiff_t bad, Status s = Status::invalid_argument) const {
-    optim::StepReport r;
-    r.status = s;
-    r.message = msg;
-    r.bad_param = bad;
-    return r;
   }
 
   Communicator comm_;

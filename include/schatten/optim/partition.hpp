@@ -82,6 +82,30 @@ struct StepReport {
   explicit operator bool() const noexcept { return status == Status::ok; }
 };
 
+/// The report of a refused init or step: `status`, the message (a string that outlives the
+/// report) and the offending parameter (−1: none in particular).
+inline StepReport refusal(const char* message, std::ptrdiff_t bad_param,
+                          Status status = Status::invalid_argument) {
+  StepReport r;
+  r.status = status;
+  r.message = message;
+  r.bad_param = bad_param;
+  return r;
+}
+
+/// The first check of every step over pointer lists (Partition, SplitPartition,
+/// kokkos::step): one parameter and one gradient pointer per parameter of `specs`, and none
+/// null unless its parameter is empty. ok, or invalid_argument naming the first offender.
+inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std::vector<float*>& params,
+                                 const std::vector<float*>& grads) {
+  if (params.size() != specs.size() || grads.size() != specs.size())
+    return refusal("step: one parameter and one gradient pointer per parameter", -1);
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    if ((params[i] == nullptr || grads[i] == nullptr) && flatten(specs[i].shape).size() > 0)
+      return refusal("null pointer", static_cast<std::ptrdiff_t>(i));
+  return StepReport{};
+}
+
 /// Routes each parameter to the rule of its label. The state is one State per parameter, held
 /// by the partition; `step` updates all parameters or none:
 ///   1. every gradient is checked for NaN/Inf (non_finite_input) and against its route's
@@ -143,11 +167,12 @@ class Partition {
   StepReport init(MemoryKind memory = MemoryKind::host) {
     StepReport r;
     which_.clear();
-    if (labels_.size() != params_.size()) return fail("labels and parameters differ in number", -1);
+    if (labels_.size() != params_.size()) return refusal("labels and parameters differ in number", -1);
     if constexpr (!device_capable) {
       if (memory == MemoryKind::device)
-        return fail("init: a route's rule has no device form (rule.hpp, is_device_capable); step on the host",
-                    -1, Status::unsupported);
+        return refusal(
+            "init: a route's rule has no device form (rule.hpp, is_device_capable); step on the host", -1,
+            Status::unsupported);
     }
     // Names prefix every checkpoint field: two parameters of one name would share their fields.
     std::vector<std::size_t> by_name(params_.size());
@@ -159,7 +184,7 @@ class Partition {
       if (params_[by_name[k]].name == params_[by_name[k - 1]].name) {
         message_ = "two parameters are named '" + params_[by_name[k]].name +
                    "' (their checkpoint fields would collide)";
-        return fail(message_.c_str(), static_cast<std::ptrdiff_t>(by_name[k]));
+        return refusal(message_.c_str(), static_cast<std::ptrdiff_t>(by_name[k]));
       }
     which_.assign(params_.size(), -1);
     slot_.assign(params_.size(), 0);
@@ -168,7 +193,7 @@ class Partition {
       if (which_[i] < 0) {
         which_.clear();
         message_ = "no route for the label of parameter '" + params_[i].name + "'";
-        return fail(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+        return refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
       }
     }
     init_states(std::index_sequence_for<Rules...>{});
@@ -177,8 +202,8 @@ class Partition {
     if (memory == MemoryKind::device &&
         !(move_states(MemoryKind::device) && scan_.move_to(MemoryKind::device))) {
       which_.clear();
-      return fail("init: device memory for the optimizer state could not be allocated", -1,
-                  Status::out_of_memory);
+      return refusal("init: device memory for the optimizer state could not be allocated", -1,
+                     Status::out_of_memory);
     }
     memory_ = memory;
     // The backups step() copies the states of routes that may fail into before changing them:
@@ -207,8 +232,8 @@ class Partition {
           groups_.clear();
           group_of_.assign(params_.size(), -1);
           which_.clear();
-          return fail("init: the workspace of a batched group could not be allocated", -1,
-                      Status::out_of_memory);
+          return refusal("init: the workspace of a batched group could not be allocated", -1,
+                         Status::out_of_memory);
         }
     }
     return r;
@@ -263,12 +288,8 @@ class Partition {
   /// finiteness check are copied (not AdamW's or SGD's). A device step has finished (fenced)
   /// when it returns.
   StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
-    if (which_.size() != params_.size()) return fail("step before a successful init()", -1);
-    if (params.size() != params_.size() || grads.size() != params_.size())
-      return fail("step: one parameter and one gradient pointer per parameter", -1);
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      if ((params[i] == nullptr || grads[i] == nullptr) && flatten(params_[i].shape).size() > 0)
-        return fail("null pointer", std::ptrdiff_t(i));
+    if (which_.size() != params_.size()) return refusal("step before a successful init()", -1);
+    if (StepReport r = check_pointers(params_, params, grads); !r) return r;
     // One scan per gradient: finiteness, and the route's limit unless clipping comes first.
     if (const std::ptrdiff_t i = first_outside(grads, clip_ > 0.0); i >= 0) return refuse(i, grads);
     if (clip_ > 0.0) {
@@ -307,8 +328,8 @@ class Partition {
       // A rule failed that declared it cannot (protocol violation): its state, and those of the
       // other routes that cannot fail, may have advanced without a backup.
       if (!may_fail_[bad]) {
-        return fail("a rule failed without declaring may_fail; states may have advanced",
-                    static_cast<std::ptrdiff_t>(bad), Status::internal_error);
+        return refusal("a rule failed without declaring may_fail; states may have advanced",
+                       static_cast<std::ptrdiff_t>(bad), Status::internal_error);
       } else {
         message_ = std::string("the rule of parameter '") + params_[bad].name + "' failed (" +
                    to_string(failed) + ")" +
@@ -318,7 +339,7 @@ class Partition {
                               " same-shape parameters"
                         : std::string()) +
                    "; no parameter or state was changed";
-        StepReport r = fail(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
+        StepReport r = refusal(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
         r.status = failed;
         return r;
       }
@@ -409,21 +430,14 @@ class Partition {
     const bool finite =
         all_finite(block(grads[static_cast<std::size_t>(bad)], static_cast<std::size_t>(bad)));
     if (policy_ == NonFinitePolicy::error)
-      return finite ? fail("gradient too large for the rule's float state (beyond max_gradient)", bad,
-                           Status::out_of_range)
-                    : fail("gradient contains NaN or Inf", bad, Status::non_finite_input);
+      return finite ? refusal("gradient too large for the rule's float state (beyond max_gradient)", bad,
+                              Status::out_of_range)
+                    : refusal("gradient contains NaN or Inf", bad, Status::non_finite_input);
     ++skipped_;
-    StepReport r = fail(finite ? "step skipped: gradient beyond the rule's max_gradient"
-                               : "step skipped: gradient contains NaN or Inf",
-                        bad, Status::ok);
+    StepReport r = refusal(finite ? "step skipped: gradient beyond the rule's max_gradient"
+                                  : "step skipped: gradient contains NaN or Inf",
+                           bad, Status::ok);
     r.skipped = true;
-    return r;
-  }
-  StepReport fail(const char* msg, std::ptrdiff_t bad, Status s = Status::invalid_argument) {
-    StepReport r;
-    r.status = s;
-    r.message = msg;
-    r.bad_param = bad;
     return r;
   }
   int route_index(const std::string& label) const {

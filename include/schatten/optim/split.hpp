@@ -189,13 +189,13 @@ class SplitPartition {
   /// reserved in `memory` (out_of_memory when that fails). Not initialised after a failure.
   StepReport init(MemoryKind memory = MemoryKind::host) {
     ready_ = false;
-    if (!layout_) return fail(layout_.message().c_str(), -1);
+    if (!layout_) return refusal(layout_.message().c_str(), -1);
     const std::vector<ParamSpec>& built = partition_.params();
     bool same = built.size() == layout_.pieces().size();
     for (std::size_t k = 0; same && k < built.size(); ++k)
       same = built[k].name == layout_.pieces()[k].name &&
              flatten(built[k].shape) == flatten(layout_.pieces()[k].shape);
-    if (!same) return fail("split: the partition was not built over layout.pieces()", -1);
+    if (!same) return refusal("split: the partition was not built over layout.pieces()", -1);
     const std::vector<SplitLayout::Piece>& map = layout_.map();
     if (StepReport r = partition_.init(memory); !r) return to_source(r);
     copies_.assign(map.size(), Copies{});
@@ -205,8 +205,8 @@ class SplitPartition {
       copies_[k].param.assign(n, 0.0f);
       copies_[k].grad.assign(n, 0.0f);
       if (!copies_[k].param.move_to(memory) || !copies_[k].grad.move_to(memory))
-        return fail("split: init could not allocate the copies of the column pieces", -1,
-                    Status::out_of_memory);
+        return refusal("split: init could not allocate the copies of the column pieces", -1,
+                       Status::out_of_memory);
     }
     piece_params_.assign(map.size(), nullptr);
     piece_grads_.assign(map.size(), nullptr);
@@ -217,12 +217,8 @@ class SplitPartition {
 
   /// One step from the caller's arrays (class comment).
   StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
-    if (!ready_) return fail("step before a successful init()", -1);
-    if (params.size() != layout_.params().size() || grads.size() != layout_.params().size())
-      return fail("step: one parameter and one gradient pointer per parameter", -1);
-    for (std::size_t i = 0; i < params.size(); ++i)
-      if ((params[i] == nullptr || grads[i] == nullptr) && flatten(layout_.params()[i].shape).size() > 0)
-        return fail("null pointer", static_cast<std::ptrdiff_t>(i));
+    if (!ready_) return refusal("step before a successful init()", -1);
+    if (StepReport r = check_pointers(layout_.params(), params, grads); !r) return r;
     const std::vector<SplitLayout::Piece>& map = layout_.map();
     for (std::size_t k = 0; k < map.size(); ++k) {
       const SplitLayout::Piece& c = map[k];
@@ -277,13 +273,6 @@ class SplitPartition {
   StepReport to_source(StepReport r) const {
     if (r.bad_param >= 0)
       r.bad_param = static_cast<std::ptrdiff_t>(layout_.map()[static_cast<std::size_t>(r.bad_param)].source);
-    return r;
-  }
-  StepReport fail(const char* msg, std::ptrdiff_t bad, Status s = Status::invalid_argument) const {
-    StepReport r;
-    r.status = s;
-    r.message = msg;
-    r.bad_param = bad;
     return r;
   }
 

@@ -101,14 +101,6 @@ StepStaging make_step_staging(const P& partition) {
 
 namespace detail {
 
-inline optim::StepReport step_failure(const char* message, std::ptrdiff_t bad) {
-  optim::StepReport r;
-  r.status = Status::invalid_argument;
-  r.message = message;
-  r.bad_param = bad;
-  return r;
-}
-
 /// True when View `v` holds the flattened `shape` as contiguous row-major floats.
 template <class V>
 bool fits(const V& v, const optim::BlockShape& shape) {
@@ -137,12 +129,12 @@ template <class P, class PV, class GV>
 optim::StepReport staged_step(P& opt, StepStaging& st, const PV& param_view, const GV& grad_view) {
   const std::size_t n = opt.params().size();
   if (!st.staged || st.params.size() != n)
-    return step_failure("step: StepStaging not reserved with host copies", -1);
+    return optim::refusal("step: StepStaging not reserved with host copies", -1);
   for (std::size_t i = 0; i < n; ++i) {
     const auto p = param_view(i);
     const auto g = grad_view(i);
     if (st.params[i].size() != p.size())
-      return step_failure("step: StepStaging sized for other parameters", -1);
+      return optim::refusal("step: StepStaging sized for other parameters", -1);
     Kokkos::deep_copy(host_twin(st.params[i].data(), p), p);
     Kokkos::deep_copy(host_twin(st.grads[i].data(), g), g);
   }
@@ -181,19 +173,19 @@ optim::StepReport step_views(P& opt, const std::vector<PView>& params, const std
                 "parameter and gradient Views are rank 1 or rank 2");
   const std::vector<optim::ParamSpec>& specs = opt.params();
   if (params.size() != specs.size() || grads.size() != specs.size())
-    return step_failure("step: one parameter and one gradient View per parameter", -1);
+    return optim::refusal("step: one parameter and one gradient View per parameter", -1);
   if (st.param_ptrs.size() != specs.size() || st.grad_ptrs.size() != specs.size())
-    return step_failure("step: StepStaging not reserved for this partition", -1);
+    return optim::refusal("step: StepStaging not reserved for this partition", -1);
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const optim::BlockShape s = optim::flatten(specs[i].shape);
     if (!fits(params[i], s) || !fits(grads[i], s))
-      return step_failure("step: a View is not the parameter's flattened shape, row-major and contiguous",
-                          static_cast<std::ptrdiff_t>(i));
+      return optim::refusal("step: a View is not the parameter's flattened shape, row-major and contiguous",
+                            static_cast<std::ptrdiff_t>(i));
   }
   if (opt.memory() == MemoryKind::device) {  // device-resident partition: never staged
     if constexpr (!Kokkos::SpaceAccessibility<Kokkos::DefaultExecutionSpace,
                                               typename PView::memory_space>::accessible)
-      return step_failure(
+      return optim::refusal(
           "step: the partition keeps its state in device memory; pass Views the default execution space can "
           "access",
           -1);
@@ -237,18 +229,14 @@ optim::StepReport step(P& opt, const std::vector<float*>& params, const std::vec
   constexpr bool host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMem>::accessible;
   if (opt.memory() == MemoryKind::device) {
     if (memory == MemoryKind::host && !host)
-      return detail::step_failure(
+      return optim::refusal(
           "step: the partition keeps its state in device memory; pass device pointers (MemoryKind::device)",
           -1);
     return opt.step(params, grads);
   }
   if (memory == MemoryKind::host || host) return opt.step(params, grads);
   const std::vector<optim::ParamSpec>& specs = opt.params();
-  if (params.size() != specs.size() || grads.size() != specs.size())
-    return detail::step_failure("step: one parameter and one gradient pointer per parameter", -1);
-  for (std::size_t i = 0; i < specs.size(); ++i)
-    if ((params[i] == nullptr || grads[i] == nullptr) && optim::flatten(specs[i].shape).size() > 0)
-      return detail::step_failure("null pointer", static_cast<std::ptrdiff_t>(i));
+  if (optim::StepReport r = optim::check_pointers(specs, params, grads); !r) return r;
   using Device = Kokkos::View<float*, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   const auto size = [&](std::size_t i) {
     return static_cast<std::size_t>(optim::flatten(specs[i].shape).size());
