@@ -16,6 +16,7 @@
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "support/batching.hpp"
+#include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
@@ -23,6 +24,7 @@ using namespace schatten::optim;
 using schatten::test::agree_as_batch;
 using schatten::test::batches_bitwise;
 using schatten::test::case_seed;
+using schatten::test::pointers;
 
 namespace {
 std::vector<float> random_vec(std::size_t n, std::uint64_t seed) {
@@ -90,7 +92,7 @@ struct Weights {
     for (std::size_t i = 0; i < ps.size(); ++i)
       w.push_back(random_vec(static_cast<std::size_t>(flatten(ps[i].shape).size()), case_seed("bw", i)));
   }
-  std::vector<float*> ptrs() {
+  std::vector<float*> pointers() {
     std::vector<float*> p;
     for (auto& v : w)
       p.push_back(v.data());
@@ -103,12 +105,6 @@ std::vector<std::vector<float>> gradients(const std::vector<ParamSpec>& ps, int 
     g.push_back(random_vec(static_cast<std::size_t>(flatten(ps[i].shape).size()),
                            case_seed("bg", static_cast<std::uint64_t>(100 * t) + i)));
   return g;
-}
-std::vector<float*> ptrs(std::vector<std::vector<float>>& g) {
-  std::vector<float*> p;
-  for (auto& v : g)
-    p.push_back(v.data());
-  return p;
 }
 
 /// Batched against per-parameter results: bit for bit where batches_bitwise() (the host). On CUDA
@@ -202,8 +198,8 @@ TEST_SUITE("optim.batching") {
     for (int t = 0; t < 4; ++t) {
       auto gb = gradients(ps, t);
       auto gs = gb;
-      REQUIRE(batched.step(wb.ptrs(), ptrs(gb)));
-      REQUIRE(single.step(ws.ptrs(), ptrs(gs)));
+      REQUIRE(batched.step(wb.pointers(), pointers(gb)));
+      REQUIRE(single.step(ws.pointers(), pointers(gs)));
       CHECK(same_updates(gb, gs));  // the gradient buffers hold the same updates
       CHECK(same_weights(wb, ws, w0));
     }
@@ -219,15 +215,15 @@ TEST_SUITE("optim.batching") {
     Weights wc(ps);
     for (int t = 0; t < 4; ++t) {
       auto g = gradients(ps, t);
-      REQUIRE(capped.step(wc.ptrs(), ptrs(g)));
+      REQUIRE(capped.step(wc.pointers(), pointers(g)));
     }
     CHECK(same_weights(wc, ws, w0));
     // Switching batching off after init takes effect at the next step, and stays identical.
     batched.set_batching(false);
     auto gb = gradients(ps, 9);
     auto gs = gb;
-    REQUIRE(batched.step(wb.ptrs(), ptrs(gb)));
-    REQUIRE(single.step(ws.ptrs(), ptrs(gs)));
+    REQUIRE(batched.step(wb.pointers(), pointers(gb)));
+    REQUIRE(single.step(ws.pointers(), pointers(gs)));
     CHECK(same_weights(wb, ws, w0));
   }
 
@@ -240,12 +236,12 @@ TEST_SUITE("optim.batching") {
     CHECK(opt.batch_groups() == std::vector<std::vector<std::size_t>>{{0, 1}, {3, 4, 5}});
     Weights w(ps);
     auto g = gradients(ps, 0);
-    REQUIRE(opt.step(w.ptrs(), ptrs(g)));
+    REQUIRE(opt.step(w.pointers(), pointers(g)));
     const auto before = snapshot(opt);
     const auto w_before = w.w;
     // The second batched call of the failing route fails after the muon group and AdamW ran.
     g = gradients(ps, 1);
-    const StepReport r = opt.step(w.ptrs(), ptrs(g));
+    const StepReport r = opt.step(w.pointers(), pointers(g));
     CHECK(r.status == Status::out_of_memory);
     CHECK(r.bad_param == 3);
     CHECK(std::string(r.message).find("'c'") != std::string::npos);
@@ -255,7 +251,7 @@ TEST_SUITE("optim.batching") {
     // Unbatched, the same rule never fails (update() does not): the failure came from the batch.
     opt.set_batching(false);
     g = gradients(ps, 1);
-    CHECK(opt.step(w.ptrs(), ptrs(g)));
+    CHECK(opt.step(w.pointers(), pointers(g)));
   }
 
   TEST_CASE("checkpoint round trip with batching resumes bit for bit") {
@@ -265,7 +261,7 @@ TEST_SUITE("optim.batching") {
     Weights wa(ps);
     for (int t = 0; t < 3; ++t) {
       auto g = gradients(ps, t);
-      REQUIRE(a.step(wa.ptrs(), ptrs(g)));
+      REQUIRE(a.step(wa.pointers(), pointers(g)));
     }
     std::map<std::string, std::vector<double>> saved;
     for (auto& [name, values] : snapshot(a))
@@ -282,9 +278,9 @@ TEST_SUITE("optim.batching") {
     Weights wb = wa, wc = wa;
     for (int t = 3; t < 6; ++t) {
       auto ga = gradients(ps, t), gb = ga, gc = ga;
-      REQUIRE(a.step(wa.ptrs(), ptrs(ga)));
-      REQUIRE(b.step(wb.ptrs(), ptrs(gb)));
-      REQUIRE(c.step(wc.ptrs(), ptrs(gc)));
+      REQUIRE(a.step(wa.pointers(), pointers(ga)));
+      REQUIRE(b.step(wb.pointers(), pointers(gb)));
+      REQUIRE(c.step(wc.pointers(), pointers(gc)));
     }
     CHECK(wb.w == wa.w);  // batched in both: the same calls, bit for bit on every build
     CHECK(same_weights(wc, wa, resumed_from));
@@ -302,14 +298,14 @@ TEST_SUITE("optim.batching") {
     Weights wb(ps), ws(ps);
     auto gb = gradients(ps, 0);
     auto gs = gb;
-    REQUIRE(batched.step(wb.ptrs(), ptrs(gb)));
-    REQUIRE(single.step(ws.ptrs(), ptrs(gs)));
+    REQUIRE(batched.step(wb.pointers(), pointers(gb)));
+    REQUIRE(single.step(ws.pointers(), pointers(gs)));
     CHECK(same_weights(wb, ws, Weights(ps)));
     const auto before = snapshot(batched);
     const auto w_before = wb.w;
     gb = gradients(ps, 1);
     gb[5][3] = std::nanf("");  // inside the first muon group
-    const StepReport r = batched.step(wb.ptrs(), ptrs(gb));
+    const StepReport r = batched.step(wb.pointers(), pointers(gb));
     CHECK(r.status == Status::non_finite_input);
     CHECK(r.bad_param == 5);
     CHECK(snapshot(batched) == before);

@@ -23,11 +23,13 @@
 #include "schatten/kokkos/optim.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/split.hpp"
+#include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
+using schatten::test::pointers;
 
 namespace {
 
@@ -98,12 +100,6 @@ std::vector<std::vector<float>> assemble(const std::vector<std::vector<float>>& 
             pieces[k][static_cast<std::size_t>(i * c.cols + j)];
   }
   return fused;
-}
-std::vector<float*> pointers(std::vector<std::vector<float>>& v) {
-  std::vector<float*> p;
-  for (auto& x : v)
-    p.push_back(x.data());
-  return p;
 }
 auto make(const std::vector<ParamSpec>& specs) {
   return optim::partition(specs, propose_labels(specs), route("muon", muon()), route("adamw", adamw()));
@@ -324,6 +320,14 @@ TEST_SUITE("optim.split") {
     MESSAGE("seed " << seed);
     Rng rng(seed);
     using View = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
+    using HostRef = Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+    // A device copy of `v` for each path (direct, staged).
+    const auto twin_views = [](const std::vector<float>& v, std::vector<View>& a, std::vector<View>& b) {
+      a.emplace_back("a", v.size());
+      b.emplace_back("b", v.size());
+      Kokkos::deep_copy(a.back(), HostRef(v.data(), v.size()));
+      Kokkos::deep_copy(b.back(), a.back());
+    };
     const SplitLayout layout(kParams, kSplits);
     auto pointer = make_split(layout);
     auto direct = make_split(layout);
@@ -336,12 +340,7 @@ TEST_SUITE("optim.split") {
     std::vector<View> wd, ws;
     for (const ParamSpec& p : kParams) {
       w.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
-      wd.emplace_back("w", w.back().size());
-      ws.emplace_back("w", w.back().size());
-      Kokkos::deep_copy(wd.back(),
-                        Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
-                            w.back().data(), w.back().size()));
-      Kokkos::deep_copy(ws.back(), wd.back());
+      twin_views(w.back(), wd, ws);
     }
     for (int t = 0; t < 2; ++t) {
       CAPTURE(t);
@@ -349,12 +348,7 @@ TEST_SUITE("optim.split") {
       std::vector<View> gd, gs;
       for (std::size_t i = 0; i < kParams.size(); ++i) {
         g.push_back(random_vec(w[i].size(), rng, 1.0));
-        gd.emplace_back("g", g.back().size());
-        gs.emplace_back("g", g.back().size());
-        Kokkos::deep_copy(gd.back(),
-                          Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
-                              g.back().data(), g.back().size()));
-        Kokkos::deep_copy(gs.back(), gd.back());
+        twin_views(g.back(), gd, gs);
       }
       REQUIRE(pointer.step(pointers(w), pointers(g)));
       REQUIRE(kokkos::step(direct, wd, gd, st_direct));

@@ -39,6 +39,13 @@ inline Mat buffer_to_mat(const std::vector<float>& v, index_t r, index_t c) {
       m(i, j) = v[static_cast<std::size_t>(i * c + j)];
   return m;
 }
+/// The data pointers of host arrays, one per parameter (what Partition::step takes).
+inline std::vector<float*> pointers(std::vector<std::vector<float>>& arrays) {
+  std::vector<float*> p;
+  for (auto& a : arrays)
+    p.push_back(a.data());
+  return p;
+}
 /// `steps` Gaussian gradients of scale 0.1, seeded from the case name.
 inline std::vector<Mat> gradient_sequence(index_t r, index_t c, int steps, const char* name) {
   std::vector<Mat> g;
