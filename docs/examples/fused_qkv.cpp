@@ -5,7 +5,7 @@
 /// Conv1D stores it, (d, 3d) with Q, K and V side by side in its columns, so the pieces are
 /// column pieces. After one step from the same gradient the example measures how far the update
 /// of each piece is from a multiple of an orthogonal matrix: cut, each piece is orthogonalised
-/// on its own (the error of Polar Express 5 alone); fused, only the whole (d, 3d) update has
+/// on its own (the residual of Muon's NS5 alone); fused, only the whole (d, 3d) update has
 /// orthonormal rows, and its three blocks share them (B_q B_qᵀ + B_k B_kᵀ + B_v B_vᵀ = I), so
 /// each block is far from orthogonal. The cut update must be the more orthogonal one.
 #include <schatten/optim/presets.hpp>
