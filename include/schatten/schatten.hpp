@@ -20,6 +20,7 @@
 #include "schatten/kernels/spectral_power.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/split.hpp"
 #include "schatten/optim/step_size.hpp"
 #include "schatten/reference/polar.hpp"

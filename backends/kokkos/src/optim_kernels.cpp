@@ -135,6 +135,14 @@ void copy_rows(float* dst, index_t dst_ld, const float* src, index_t src_ld, ind
       });
 }
 
+void scale_rows(float* x, index_t ld, index_t rows, index_t cols, float f) {
+  Kokkos::parallel_for(
+      "schatten::optim::scale_rows", Range(0, rows * cols), KOKKOS_LAMBDA(index_t k) {
+        const index_t i = k / cols, j = k - i * cols;
+        x[i * ld + j] *= f;
+      });
+}
+
 void fill(float* x, index_t n, float value) {
   Kokkos::parallel_for(
       "schatten::optim::fill", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] = value; });

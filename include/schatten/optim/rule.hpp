@@ -234,6 +234,9 @@ void copy(float* dst, const float* src, index_t n);
 /// dst(i, j) ← src(i, j) for rows × cols row-major blocks with leading dimensions dst_ld and
 /// src_ld (≥ cols): the gather and scatter of a column piece (split.hpp).
 void copy_rows(float* dst, index_t dst_ld, const float* src, index_t src_ld, index_t rows, index_t cols);
+/// x(i, j) ← f·x(i, j) for a rows × cols row-major block with leading dimension ld (≥ cols):
+/// QK-clip's column slices (qk_clip.hpp).
+void scale_rows(float* x, index_t ld, index_t rows, index_t cols, float f);
 void fill(float* x, index_t n, float value);
 /// Σ_k detail::difference_product(x[k], a[k], y[k], b[k]) in double; a or b null stands for
 /// zeros.
@@ -261,6 +264,18 @@ inline void scale(MatrixRef<float> u, float f) {
   if (u.memory == MemoryKind::device) return device_kernels::scale(u.data, u.size(), f);
   for (index_t k = 0, n = u.size(); k < n; ++k)
     u.data[k] *= f;
+}
+
+/// m ← f·m on a row-major block with any leading dimension (col_stride 1): one flat pass when
+/// contiguous, else row by row (QK-clip's head slices, qk_clip.hpp; the same product as scale()).
+inline void scale_block(MatrixRef<float> m, float f) {
+  if (is_contiguous(m)) return scale(m, f);
+  if (m.empty()) return;
+  if (m.memory == MemoryKind::device)
+    return device_kernels::scale_rows(m.data, m.row_stride, m.rows, m.cols, f);
+  for (index_t i = 0; i < m.rows; ++i)
+    for (index_t j = 0; j < m.cols; ++j)
+      m.data[i * m.row_stride + j] *= f;
 }
 
 /// u ← u + l·w on contiguous blocks of one shape (weight decay).
