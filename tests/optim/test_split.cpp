@@ -15,6 +15,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "schatten/core/buffer.hpp"
@@ -230,6 +231,23 @@ TEST_SUITE("optim.split") {
       CHECK(r.status == Status::invalid_argument);
       CHECK(std::string(r.message) == layout.message());
     }
+    // Stacks: rank >= 3, no cut of their own, one part name per matrix.
+    const std::vector<ParamSpec> stacked = {{"experts", {3, 4, 4}}, {"router", {3, 4}}};
+    SplitSpec counted = stack_of("experts");
+    counted.count = 3;
+    const std::vector<std::pair<SplitSpec, const char*>> bad_stacks = {
+        {stack_of("router"), "a stack of matrices only with rank >= 3 (experts, out, in), not 2"},
+        {counted, "a stack takes axis 0 and no sizes or count"},
+        {stack_of("experts", {"x", "y"}), "names 2 parts for 3 pieces"},
+        {stack_of("experts", {"x", "y", "x"}), "names two parts 'x'"},
+        {stack_of("nope"), "no parameter is named 'nope'"},
+    };
+    for (const auto& b : bad_stacks) {
+      CAPTURE(b.second);
+      const SplitLayout layout(stacked, {b.first});
+      CHECK_FALSE(bool(layout));
+      CHECK(layout.message().find(b.second) != std::string::npos);
+    }
     const SplitLayout twice(kParams, {{"h.0.mlp.weight", 0, {}, 2, {}}, {"h.0.mlp.weight", 1, {}, 2, {}}});
     CHECK(twice.message() == "split: 'h.0.mlp.weight' is split twice");
 
@@ -261,6 +279,81 @@ TEST_SUITE("optim.split") {
     const StepReport r = s.step(pointers(fused), null_grad);
     CHECK(r.status == Status::invalid_argument);
     CHECK(r.bad_param == 1);
+  }
+
+  TEST_CASE("split: a stack of experts steps as separate expert matrices") {
+    // MoE expert stacks (E, out, in) and a stacked conv (E, out, in, kh, kw): one piece per
+    // expert, contiguous block e of the stack (this test's own arithmetic), stepped bit for bit
+    // as separate parameters holding the blocks; each stack's experts batch as one group.
+    const std::uint64_t seed = case_seed("split: expert stacks");
+    MESSAGE("seed " << seed);
+    Rng rng(seed);
+    const std::vector<ParamSpec> params = {{"moe.experts.w1", {4, 6, 5}},
+                                           {"moe.experts.w2", {4, 5, 6}},
+                                           {"moe.router.weight", {4, 5}},
+                                           {"conv.stack", {3, 4, 2, 2}}};
+    const SplitLayout layout(params,
+                             {stack_of("moe.experts.w1"), stack_of("moe.experts.w2", {"a", "b", "c", "d"}),
+                              stack_of("conv.stack")});
+    REQUIRE_MESSAGE(bool(layout), layout.message());
+    CHECK(layout.signature() == "moe.experts.w1:stack:4;moe.experts.w2:stack:4;conv.stack:stack:3");
+    // The oracle: (source, expert, rows, cols) of every piece.
+    struct Expert {
+      std::string name;
+      std::size_t source;
+      index_t e, rows, cols;
+    };
+    std::vector<Expert> experts;
+    for (index_t e = 0; e < 4; ++e)
+      experts.push_back({"moe.experts.w1[" + std::to_string(e) + "]", 0, e, 6, 5});
+    for (index_t e = 0; e < 4; ++e)
+      experts.push_back({std::string("moe.experts.w2[") + char('a' + e) + "]", 1, e, 5, 6});
+    experts.push_back({"moe.router.weight", 2, 0, 4, 5});
+    for (index_t e = 0; e < 3; ++e)
+      experts.push_back({"conv.stack[" + std::to_string(e) + "]", 3, e, 4, 4});
+    REQUIRE(layout.pieces().size() == experts.size());
+    std::vector<ParamSpec> oracle_specs;
+    for (std::size_t k = 0; k < experts.size(); ++k) {
+      CAPTURE(k);
+      CHECK(layout.pieces()[k].name == experts[k].name);
+      CHECK(flatten(layout.pieces()[k].shape) == BlockShape{experts[k].rows, experts[k].cols});
+      oracle_specs.push_back({experts[k].name, {experts[k].rows, experts[k].cols}});
+    }
+    auto split = make_split(layout);
+    auto oracle = make(oracle_specs);
+    REQUIRE(split.init());
+    REQUIRE(oracle.init());
+    std::vector<std::size_t> group_sizes;
+    for (const auto& g : split.partition().batch_groups())
+      group_sizes.push_back(g.size());
+    std::sort(group_sizes.begin(), group_sizes.end());
+    CHECK(group_sizes == std::vector<std::size_t>{3, 4, 4});
+    const auto block = [&](const std::vector<float>& stack, const Expert& x) {
+      const auto n = static_cast<std::ptrdiff_t>(x.rows * x.cols);
+      return std::vector<float>(stack.begin() + x.e * n, stack.begin() + (x.e + 1) * n);
+    };
+    std::vector<std::vector<float>> fused;
+    for (const ParamSpec& p : params)
+      fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+    std::vector<std::vector<float>> pieces;
+    for (const Expert& x : experts)
+      pieces.push_back(block(fused[x.source], x));
+    for (int t = 0; t < 2; ++t) {
+      CAPTURE(t);
+      std::vector<std::vector<float>> grads, piece_grads;
+      for (const ParamSpec& p : params)
+        grads.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 1.0));
+      for (const Expert& x : experts)
+        piece_grads.push_back(block(grads[x.source], x));
+      REQUIRE(split.step(pointers(fused), pointers(grads)));
+      REQUIRE(oracle.step(pointers(pieces), pointers(piece_grads)));
+      for (std::size_t k = 0; k < experts.size(); ++k) {
+        CAPTURE(k);
+        CHECK(block(fused[experts[k].source], experts[k]) == pieces[k]);
+        CHECK(block(grads[experts[k].source], experts[k]) == piece_grads[k]);
+      }
+      CHECK(io::capture(split) == io::capture(oracle));
+    }
   }
 
   TEST_CASE("split: device-resident steps equal host steps") {

@@ -27,8 +27,8 @@ struct ParamSpec {
 
 /// The matrix a tensor is optimised as: rank 0 → 1 × 1, rank 1 → 1 × n, rank ≥ 2 →
 /// shape[0] × (product of the rest) (conv (out, in, kh, kw) → out × in·kh·kw; a stacked-expert
-/// tensor (experts, out, in) is flattened the same way unless the caller splits it into
-/// `experts` parameters of out × in, which is what spectral rules want).
+/// tensor (experts, out, in) is flattened the same way unless it is cut into its experts,
+/// which is what spectral rules want: split.hpp's stack_of()).
 BlockShape flatten(const std::vector<index_t>& shape);
 
 /// How propose_labels() decides.

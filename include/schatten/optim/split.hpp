@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
 /// Fused parameters cut into the matrices a spectral rule should see: a QKV projection stored as
-/// one tensor orthogonalised as Q, K and V (or per head), a gate/up projection as two matrices.
+/// one tensor orthogonalised as Q, K and V (or per head), a gate/up projection as two matrices,
+/// a MoE layer's (experts, out, in) stack as its experts.
 /// Splitting performs better than orthogonalising the fused matrix (Moonlight's authors in
 /// Megatron-LM PR 1428, dion's `split_sizes`, docs/optim.md "Fused parameters"). The partition
 /// is built over the pieces; SplitPartition steps it from the caller's fused arrays.
@@ -27,7 +28,21 @@ struct SplitSpec {
   std::vector<index_t> sizes;      ///< piece sizes along `axis`, each ≥ 1, summing to that side
   index_t count = 0;               ///< instead of `sizes`: this many equal pieces (must divide)
   std::vector<std::string> parts;  ///< optional piece names ("q", "k", "v"); default "0", "1", …
+  /// Instead of a cut of the flattened matrix: the leading dimension indexes a stack of matrices
+  /// (a MoE layer's experts (E, out, in), a stacked conv (E, out, in, kh, kw)), and each index
+  /// becomes a piece shaped shape[1:] (flattened as usual: out × in·kh·kw). Needs rank ≥ 3,
+  /// axis 0 and neither sizes nor count; the pieces are contiguous (no copies). stack_of().
+  bool stack = false;
 };
+
+/// The SplitSpec that cuts a stack of matrices (experts) into one piece per leading index.
+inline SplitSpec stack_of(std::string name, std::vector<std::string> parts = {}) {
+  SplitSpec s;
+  s.name = std::move(name);
+  s.parts = std::move(parts);
+  s.stack = true;
+  return s;
+}
 
 /// The caller's parameters with every split one replaced, in place, by its pieces, each named
 /// "<name>[<part>]" and shaped as a 2-D matrix: what the partition is built over. Checked at
@@ -59,11 +74,18 @@ class SplitLayout {
   /// The partition's parameters: unsplit parameters as they are, split ones as their pieces.
   const std::vector<ParamSpec>& pieces() const { return pieces_; }
   const std::vector<Piece>& map() const { return map_; }
-  /// "name:axis:size,size,…;…" for every split, in the order given: part of
-  /// SplitPartition::signature(), so that a checkpoint of another cut is refused by name.
+  /// "name:axis:size,size,…;…" for every split ("name:stack:E" for a stack), in the order
+  /// given: part of SplitPartition::signature(), so that a checkpoint of another cut is refused
+  /// by name.
   std::string signature() const {
     std::string s;
     for (const SplitSpec& sp : splits_) {
+      if (sp.stack) {
+        const std::size_t i = find(sp.name);
+        s += (s.empty() ? "" : ";") + sp.name +
+             ":stack:" + (i < params_.size() ? std::to_string(params_[i].shape[0]) : std::string("?"));
+        continue;
+      }
       s += (s.empty() ? "" : ";") + sp.name + ":" + std::to_string(sp.axis) + ":";
       const std::vector<index_t> sizes = sizes_of(sp);
       for (std::size_t k = 0; k < sizes.size(); ++k)
@@ -87,6 +109,13 @@ class SplitLayout {
       ++i;
     return i;
   }
+  /// The first name that appears twice in `parts`, or "".
+  static std::string repeated(const std::vector<std::string>& parts) {
+    for (std::size_t a = 0; a < parts.size(); ++a)
+      for (std::size_t b = a + 1; b < parts.size(); ++b)
+        if (parts[a] == parts[b]) return parts[a];
+    return "";
+  }
   bool refuse(const std::string& what) {
     message_ = "split: " + what;
     pieces_.clear();
@@ -105,6 +134,24 @@ class SplitLayout {
       if (sp.axis != 0 && sp.axis != 1)
         return refuse("the axis of '" + sp.name + "' must be 0 (rows) or 1 (columns)");
       const BlockShape m = flatten(params_[i].shape);
+      if (sp.stack) {
+        if (params_[i].shape.size() < 3)
+          return refuse("'" + sp.name +
+                        "' is a stack of matrices only with rank >= 3 (experts, out, in), not " +
+                        std::to_string(params_[i].shape.size()));
+        if (sp.axis != 0 || !sp.sizes.empty() || sp.count != 0)
+          return refuse("'" + sp.name +
+                        "': a stack takes axis 0 and no sizes or count (one piece per index)");
+        if (params_[i].shape[0] < 1)
+          return refuse("'" + sp.name + "' is a stack of " + std::to_string(params_[i].shape[0]) +
+                        " matrices");
+        if (!sp.parts.empty() && static_cast<index_t>(sp.parts.size()) != params_[i].shape[0])
+          return refuse("'" + sp.name + "' names " + std::to_string(sp.parts.size()) + " parts for " +
+                        std::to_string(params_[i].shape[0]) + " pieces");
+        if (const std::string twice = repeated(sp.parts); !twice.empty())
+          return refuse("'" + sp.name + "' names two parts '" + twice + "'");
+        continue;
+      }
       const index_t side = sp.axis == 0 ? m.rows : m.cols;
       if (sp.sizes.empty() == (sp.count == 0))
         return refuse("'" + sp.name + "' needs either sizes or a count of equal pieces");
@@ -128,10 +175,8 @@ class SplitLayout {
       if (!sp.parts.empty() && sp.parts.size() != sizes.size())
         return refuse("'" + sp.name + "' names " + std::to_string(sp.parts.size()) + " parts for " +
                       std::to_string(sizes.size()) + " pieces");
-      for (std::size_t a = 0; a < sp.parts.size(); ++a)
-        for (std::size_t b = a + 1; b < sp.parts.size(); ++b)
-          if (sp.parts[a] == sp.parts[b])
-            return refuse("'" + sp.name + "' names two parts '" + sp.parts[a] + "'");
+      if (const std::string twice = repeated(sp.parts); !twice.empty())
+        return refuse("'" + sp.name + "' names two parts '" + twice + "'");
     }
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const BlockShape m = flatten(params_[i].shape);
@@ -141,6 +186,16 @@ class SplitLayout {
         continue;
       }
       const SplitSpec& sp = splits_[static_cast<std::size_t>(split_of[i])];
+      if (sp.stack) {  // piece e: the e-th matrix, contiguous at e·(its size)
+        const std::vector<index_t> inner(params_[i].shape.begin() + 1, params_[i].shape.end());
+        for (index_t e = 0; e < params_[i].shape[0]; ++e) {
+          const std::string part =
+              sp.parts.empty() ? std::to_string(e) : sp.parts[static_cast<std::size_t>(e)];
+          pieces_.push_back(ParamSpec{sp.name + "[" + part + "]", inner});
+          map_.push_back(Piece{i, 0, e, flatten(inner), m.cols});
+        }
+        continue;
+      }
       const std::vector<index_t> sizes = sizes_of(sp);
       index_t offset = 0;
       for (std::size_t k = 0; k < sizes.size(); ++k) {
