@@ -76,6 +76,8 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   adamw    lr=1e-3 b1=0.9 b2=0.999 eps=1e-8 wd=0.01              every parameter
   muon     lr=0.02 momentum=0.95 nesterov=1 wd=0 polar=keller|polar_express|qdwh iterations=5
            shape=keller|moonlight|none
+  normuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 wd=0 polar=keller|polar_express|qdwh
+           iterations=5 shape=keller|moonlight|none
   muadam   lr=0.02 b1=0.9 b2=0.999 eps=1e-8 exponent=-0.25 wd=0
   freon    lr=0.02 c=0.6667 momentum=0.95 nesterov=1 wd=0
   kaon     lr=0.02 momentum=0.95 nesterov=1 kaon_steps=5 wd=0
@@ -96,8 +98,8 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
 The matrix presets (muon … df_muon) serve the hidden matrices that optim::propose_labels picks
 (rank >= 2, no 'embed'/'head'/... in the name); every other parameter goes to AdamW with keys
 adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. route=all sends every
-parameter to the preset instead. polar=keller|polar_express|qdwh (muon: keller, the others:
-polar_express).
+parameter to the preset instead. polar=keller|polar_express|qdwh (muon, normuon: keller, the
+others: polar_express).
 
 Learning rates (lr, adamw_lr) are a number or a schedule of optim::Schedule, counted in steps:
   warmup_cosine:PEAK:WARMUP:TOTAL[:FINAL]  linear 0 -> PEAK over WARMUP steps, cosine to FINAL
@@ -659,6 +661,18 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::muadam(o));
   }
+  if (s.preset == "normuon") {
+    opt::NorMuonOptions o;
+    k.lr("lr", o.lr);
+    momentum_keys(o);
+    k.number("b2", o.beta2);
+    if (!(o.beta2 >= 0.0 && o.beta2 < 1.0)) k.note("'b2' must be in [0, 1)");
+    k.number("wd", o.weight_decay);
+    shape_rule(o.shape);
+    polar_rule(o.polar);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::normuon(o));
+  }
   if (s.preset == "freon") {
     opt::FreonOptions o;
     k.lr("lr", o.lr);
@@ -710,7 +724,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     return mixed(opt::df_muon(o));
   }
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
-        "' (sgd, adamw, muon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, df_muon)";
+        "' (sgd, adamw, muon, normuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, df_muon)";
   return nullptr;
 }
 

@@ -307,6 +307,33 @@ TEST_SUITE("io.replay") {
     fs::remove(json);
   }
 
+  TEST_CASE("replay: normuon reproduces the inline trajectory bit for bit with its keys") {
+    const std::string rec = temp_path("rec.h5"), out = temp_path("out.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(
+        run_replay(rec + " --optimizer normuon:lr=0.03,b2=0.9,wd=0.01,shape=moonlight,adamw_wd=0" +
+                   " --save-params --quiet --out " + out) == 0,
+        replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    NorMuonOptions n;  // not the defaults: the keys must reach the options
+    n.lr = Schedule::constant(0.03);
+    n.beta2 = 0.9;
+    n.weight_decay = 0.01;
+    n.shape = ScaleByShape::Rule::moonlight;
+    AdamWOptions side;
+    side.weight_decay = 0;
+    LabelPolicy policy;
+    policy.spectral = "normuon";
+    auto mixed = partition(kParams, propose_labels(kParams, policy), route("normuon", normuon(n)),
+                           route("adamw", adamw(side)));
+    REQUIRE(mixed.init());
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: lr schedules and every step-cache size reproduce the inline trajectory") {
     const std::string rec = temp_path("rec3.h5"), out = temp_path("out3.h5");
     write_recording(rec);
@@ -508,7 +535,8 @@ TEST_SUITE("io.replay") {
         {"da_muon:lr=0.1", "unknown key 'lr' for preset 'da_muon'"},
         {"df_muon:rho=big", "'rho=big' is not a number"},
         {"sc_muon:polar=svd", "must be one of keller,newton_schulz,polar_express,qdwh"},
-        {"kaon:kaon_steps=0", "'kaon_steps' must be >= 1"}};
+        {"kaon:kaon_steps=0", "'kaon_steps' must be >= 1"},
+        {"normuon:b2=1", "'b2' must be in [0, 1)"}};
     for (const auto& item : bad) {
       const std::string spec = item.first, message = item.second;  // clang: no bindings in CAPTURE
       CAPTURE(spec);

@@ -242,6 +242,7 @@ void for_each_preset(F&& f) {
   muon_o.weight_decay = 1e-2;
   f("muon", muon(muon_o));
   f("muadam", muadam());
+  f("normuon", normuon());
   f("freon", freon());
   f("kaon", kaon());
   f("da_muon", da_muon());
@@ -340,6 +341,7 @@ TEST_SUITE("optim.hostile") {
     run("adamw", adamw(), true);
     run("muon", muon(), false);
     run("muadam", muadam(), true);
+    run("normuon", normuon(), false);
     run("freon", freon(), false);
     run("kaon", kaon(), false);
     run("da_muon", da_muon(), false);
@@ -434,6 +436,7 @@ TEST_SUITE("optim.hostile") {
     check("adamw", adamw(a));
     check("muon", muon());
     check("muadam", muadam());
+    check("normuon", normuon());
     check("freon", freon());
     check("kaon", kaon());
     check("da_muon", da_muon());

@@ -313,7 +313,7 @@ TEST_SUITE("optim.device") {
     });
   }
 
-  TEST_CASE("sgd kaon muadam and freon step on the device like on the host") {
+  TEST_CASE("sgd kaon muadam freon and normuon step on the device like on the host") {
     SgdOptions so;
     so.momentum = 0.9;
     so.nesterov = true;
@@ -331,6 +331,9 @@ TEST_SUITE("optim.device") {
     });
     check_twin("dev_freon", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", freon()), route("adamw", adamw()));
+    });
+    check_twin("dev_normuon", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", normuon()), route("adamw", adamw()));
     });
   }
 

@@ -121,6 +121,28 @@ Mat muon_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, do
   return w;
 }
 
+/// NorMuon's reference (zichongli5/NorMuon normuon.py) in double: Muon's momentum and NS5, then
+/// per row ν ← ν + (1 − β₂)(mean_j O_ij² − ν), O_i ← O_i/(√ν_i + 1e-10), O rescaled to its
+/// norm before the normalisation, × √max(1, r/c), decoupled decay, −lr.
+Mat normuon_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, double beta2, double wd) {
+  Mat buf = Mat::Zero(w.rows(), w.cols());
+  Eigen::VectorXd nu = Eigen::VectorXd::Zero(w.rows());
+  const double scale = std::sqrt(std::max(1.0, double(w.rows()) / double(w.cols())));
+  for (const Mat& g : grads) {
+    buf = beta * buf + (1 - beta) * g;
+    Mat o = ns5((1 - beta) * g + beta * buf);
+    const double before = o.norm();
+    for (index_t i = 0; i < o.rows(); ++i) {
+      nu(i) += (1 - beta2) * (o.row(i).squaredNorm() / double(o.cols()) - nu(i));
+      o.row(i) /= std::sqrt(nu(i)) + 1e-10;
+    }
+    o *= before / (o.norm() + 1e-10);
+    w *= 1.0 - lr * wd;
+    w -= lr * scale * o;
+  }
+  return w;
+}
+
 /// SMuon's MuAdam in double with the exact polar factor (SVD): D ⊙ polar(D ⊙ ñ).
 Mat muadam_oracle(Mat w, const std::vector<Mat>& grads, double lr, double b1, double b2, double eps) {
   Mat m = Mat::Zero(w.rows(), w.cols()), v = m;
@@ -247,6 +269,24 @@ TEST_SUITE("optim.presets") {
     }
   }
 
+  TEST_CASE("normuon matches the NorMuon reference in double (wide and tall blocks)") {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("normuon_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 5, r < c ? "normuon_g_wide" : "normuon_g_tall");
+      NorMuonOptions o;
+      o.weight_decay = 0.01;
+      const Mat got = run_rule(normuon(o), w0, g);
+      // NS5 in float as for muon (2e-4 on the accumulated step); the row normalisation divides
+      // by √ν of the same rows, a relative error of the order of NS5's, and the rescale restores
+      // a norm computed from them: the same bound.
+      CHECK(step_error(got, normuon_oracle(w0, g, 0.02, 0.95, 0.95, 0.01), w0) <= 2e-4);
+      // Not Muon: the normalisation changes the step by far more than the tolerance.
+      CHECK(step_error(got, muon_oracle(w0, g, 0.02, 0.95, 0.01), w0) > 1e-2);
+    }
+  }
+
   TEST_CASE("muadam matches the SMuon repository's MuAdam in double") {
     const Mat w0 = gaussian(10, 16, case_seed("muadam_w"));
     const auto g = gradients(10, 16, 4, "muadam_g");
@@ -291,6 +331,9 @@ TEST_SUITE("optim.presets") {
     MuAdamOptions ma;
     ma.lr = decay;
     CHECK(run(muadam(ma)) <= 1e-2);
+    NorMuonOptions no;
+    no.lr = decay;
+    CHECK(run(normuon(no)) <= 1e-2);
     KaonOptions ko;
     ko.lr = fast;
     const double kaon_loss = run(kaon(ko));
@@ -345,6 +388,7 @@ TEST_SUITE("optim.presets") {
     check(freon());
     check(kaon());
     check(muadam());
+    check(normuon());
     check(chain(ClipByNorm{0.5}, TraceMomentum{}, AddDecayedWeights{0.1, AddDecayedWeights::Mode::cautious},
                 ScaleByLearningRate{Schedule::warmup_cosine(0.1, 2, 6)}, AddIndependentDecay{1e-3}));
     // Names: "<index>_<rule>/<field>".

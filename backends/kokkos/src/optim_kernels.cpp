@@ -190,6 +190,12 @@ void multiply(float* x, const float* d, index_t n) {
       "schatten::optim::multiply", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= d[k]; });
 }
 
+void normalize_rows(float* x, float* nu, index_t rows, index_t cols, float w2, float eps) {
+  Kokkos::parallel_for(
+      "schatten::optim::normalize_rows", Range(0, rows),
+      KOKKOS_LAMBDA(index_t i) { NormalizeNeurons::normalize_row(x + i * cols, cols, nu[i], w2, eps); });
+}
+
 void smuon_momentum(float* y, float* next_mu, const float* mu, const float* g, index_t n,
                     const detail::SMuonScalars& c) {
   Kokkos::parallel_for(

@@ -62,6 +62,28 @@ inline auto muon(const MuonOptions& o = {}) {
                ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
+/// NorMuon (Li et al. 2025, arXiv 2510.05491; the reference zichongli5/NorMuon normuon.py):
+/// Muon with the orthogonalised update normalised per output neuron by a second moment and
+/// rescaled to its Frobenius norm (NormalizeNeurons), then Keller's shape scale, decoupled decay
+/// and lr. Defaults (the reference's): lr 0.02, β 0.95 Nesterov EMA momentum, NS5 Keller, β₂ 0.95,
+/// wd 0. [P] for this library: the reference orthogonalises in bf16, we in the input's precision
+/// (fp32) unless `polar.compute` says otherwise, as for `muon`.
+struct NorMuonOptions {
+  Schedule lr = Schedule::constant(0.02);
+  double momentum = 0.95;
+  bool nesterov = true;
+  TraceMomentum::Form momentum_form = TraceMomentum::Form::ema;
+  PolarOptions polar = MuonOptions::keller_polar();
+  double beta2 = 0.95;
+  ScaleByShape::Rule shape = ScaleByShape::Rule::keller;
+  double weight_decay = 0.0;
+};
+inline auto normuon(const NorMuonOptions& o = {}) {
+  return chain(TraceMomentum{o.momentum, o.nesterov, o.momentum_form}, Orthogonalize{o.polar},
+               NormalizeNeurons{o.beta2}, ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay},
+               ScaleByLearningRate{o.lr});
+}
+
 /// MuAdam (algorithms.md §4d, SMuon repository form): D ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4},
 /// decoupled decay, lr. Defaults [V]: lr 0.02, β₁ 0.9, β₂ 0.999, ε 1e-8, no shape scaling; the
 /// polar factor by Polar Express (5 steps) unless `polar` says otherwise.

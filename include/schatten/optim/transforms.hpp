@@ -537,6 +537,71 @@ struct MuAdamDirection {
   }
 };
 
+namespace device_kernels {
+/// Every row i of the rows × cols block x: NormalizeNeurons::normalize_row(x + i·cols, cols,
+/// nu[i], w2, eps), one row per thread.
+void normalize_rows(float* x, float* nu, index_t rows, index_t cols, float w2, float eps);
+}  // namespace device_kernels
+
+/// NorMuon's neuron-wise normalisation (Li et al. 2025, "NorMuon: Making Muon more efficient and
+/// scalable", arXiv 2510.05491; the reference normuon.py of zichongli5/NorMuon), placed after
+/// the orthogonalisation. Per row i (an output neuron of a torch (out, in) weight; the flattened
+/// matrix's rows for convs):
+///   ν_i ← ν_i + (1 − β₂)(mean_j O_ij² − ν_i)        (torch's lerp_; ν starts at 0, no bias
+///                                                   correction)
+///   O_ij ← O_ij · 1/(√ν_i + ε)
+/// then O ← O·‖O_before‖_F / (‖O‖_F + ε), which keeps the Frobenius norm of the orthogonalised
+/// update (the reference's "keep the update norm the same as pre-normalization"). Defaults
+/// β₂ = 0.95, ε = 1e-10 (the reference's). The row means and norms accumulate in double.
+/// A zero update stays zero. Cost: three passes over the block and one float per row of state.
+struct NormalizeNeurons {
+  static constexpr const char* name = "normalize_neurons";
+  static constexpr bool device_capable = true;
+  double beta2 = 0.95;
+  double eps = 1e-10;
+
+  struct State {
+    std::int64_t count = 0;
+    Buffer nu;  ///< one second moment per row
+  };
+  State init(const BlockShape& s) const { return State{0, Buffer(static_cast<std::size_t>(s.rows), 0.0f)}; }
+  /// One row of `cols` floats: its moment nu updated with weight w2 = float(1 − β₂), the row
+  /// divided by √nu + eps (as the reference: multiplied by the float reciprocal). The one formula
+  /// of the host loop and the device kernel.
+  SCHATTEN_HOST_DEVICE static void normalize_row(float* x, index_t cols, float& nu, float w2, float eps) {
+    double ss = 0.0;
+    for (index_t j = 0; j < cols; ++j)
+      ss += double(x[j]) * double(x[j]);
+    const float mean = static_cast<float>(ss / double(cols));
+    nu = nu + w2 * (mean - nu);
+    const float r = 1.0f / (std::sqrt(nu) + eps);
+    for (index_t j = 0; j < cols; ++j)
+      x[j] *= r;
+  }
+  Status update(Block u, State& s, ConstBlock) const {
+    if (s.nu.size() != static_cast<std::size_t>(u.rows)) return Status::invalid_argument;  // other shape
+    if (u.empty()) return Status::ok;
+    const double before = squared_norm(u);
+    const float w2 = static_cast<float>(1.0 - beta2), feps = static_cast<float>(eps);
+    if (u.memory == MemoryKind::device) {
+      device_kernels::normalize_rows(u.data, s.nu.data(), u.rows, u.cols, w2, feps);
+    } else {
+      for (index_t i = 0; i < u.rows; ++i)
+        normalize_row(u.data + i * u.cols, u.cols, s.nu.data()[i], w2, feps);
+    }
+    const double after = squared_norm(u);
+    scale(u, static_cast<float>(std::sqrt(before) / (std::sqrt(after) + eps)));
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("nu", s.nu);
+  }
+  std::string config() const { return Signature(name).add("beta2", beta2).add("eps", eps).str(); }
+};
+
 /// Clips the block's update to Frobenius norm ≤ max_norm (per parameter block; a zero or
 /// in-range update is unchanged).
 struct ClipByNorm {
