@@ -177,10 +177,10 @@ TEST_CASE("qk_clip multi-head separate projections clip each firing head to the 
     }
   CHECK(w[2] == w0[2]);
   for (index_t h = 2; h < H; ++h) {
-    const double half = std::sqrt(clip.factors()[h]);
+    const double root_eta = std::sqrt(clip.factors()[h]);
     for (index_t k = h * d * D; k < (h + 1) * d * D; k += 37) {
-      CHECK(w[0][k] == doctest::Approx(w0[0][k] * half).epsilon(3 * kU));
-      CHECK(w[1][k] == doctest::Approx(w0[1][k] * half).epsilon(3 * kU));
+      CHECK(w[0][k] == doctest::Approx(w0[0][k] * root_eta).epsilon(3 * kU));
+      CHECK(w[1][k] == doctest::Approx(w0[1][k] * root_eta).epsilon(3 * kU));
     }
   }
 }
