@@ -50,6 +50,7 @@
 #include "schatten/kernels/gram.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/surrogate/schatten_p.hpp"
 
@@ -140,6 +141,51 @@ void bm_muon_step(benchmark::State& st, int polar_steps) {
     const StepReport r = opt.step(m.params(), m.grads());
     if (!r) return st.SkipWithError(r.message);
   }
+}
+
+/// NorMuon's step over the same model (normuon(): Muon's chain plus NormalizeNeurons, three
+/// passes and one row reduction per matrix): its cost beside optim/muon_step.
+void bm_normuon_step(benchmark::State& st, int polar_steps) {
+  Model m(gpt2_small());
+  NorMuonOptions no;
+  no.polar.iterations = polar_steps;
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", normuon(no)), route("adamw", adamw()));
+  if (!opt.init()) return st.SkipWithError("init failed");
+  m.fill_gradients(2);
+  opt.step(m.params(), m.grads());  // warm-up
+  std::uint64_t seed = 3;
+  for (auto _ : st) {
+    st.PauseTiming();
+    m.fill_gradients(seed++);
+    st.ResumeTiming();
+    const StepReport r = opt.step(m.params(), m.grads());
+    if (!r) return st.SkipWithError(r.message);
+  }
+}
+
+/// QK-clip of all 12 layers of GPT-2 small (c_attn (2304, 768) with its bias, 12 heads of 64)
+/// with every head firing (max logit 2τ): the worst case, every query and key row and bias
+/// entry scaled once. The weights are restored between iterations (not timed) so that
+/// repeated halving does not reach denormals.
+void bm_qk_clip(benchmark::State& st) {
+  Model m(gpt2_small());
+  std::vector<QkLayer> layers;
+  for (int l = 0; l < 12; ++l) {
+    const std::string h = "transformer.h." + std::to_string(l) + ".attn.c_attn.";
+    layers.push_back(with_bias(qk_fused(h, h + "weight", 12, 12, 64, 0), h + "weight", h + "bias"));
+  }
+  QkClip clip(layers);
+  if (!clip.init(m.specs)) return st.SkipWithError("init failed");
+  const std::vector<float> logits(static_cast<std::size_t>(clip.heads()), 200.0f);
+  const std::vector<std::vector<float>> saved = m.w;
+  for (auto _ : st) {
+    st.PauseTiming();
+    m.w = saved;
+    st.ResumeTiming();
+    const QkClipReport r = clip.apply(m.params(), logits);
+    if (!r) return st.SkipWithError(r.message);
+  }
+  st.counters["scaled_floats"] = double(12 * (2 * 768 * 768 + 2 * 768));
 }
 
 /// The same step with the partition and the model in device memory (Partition::init(
@@ -415,6 +461,15 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small", bm_muon_step, 0)
       ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/normuon_step/gpt2_small", bm_normuon_step, 5)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/normuon_step_without_ns/gpt2_small", bm_normuon_step, 0)
+      ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/qk_clip/gpt2_small", bm_qk_clip)
+      ->Iterations(10)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/muon_step/gpt2_small/device", bm_muon_step_device, 5, Precision::fp32)
       ->Iterations(1)
