@@ -122,17 +122,13 @@ void bm_stream(benchmark::State& st) {
   st.counters["GB/s"] = gbps;
 }
 
-/// The full step; with `polar_steps` = 0 the orthogonalisation does no Newton–Schulz step (only
-/// its validation, normalisation and copy passes), so that case times everything of the step
-/// except the orthogonalisation's GEMMs: a direct, conservative measure of the overhead.
-void bm_muon_step(benchmark::State& st, int polar_steps) {
-  Model m(gpt2_small());
-  MuonOptions mo;
-  mo.polar.iterations = polar_steps;
-  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw()));
+/// Initialises `opt` on the host, takes one warm-up step (first touch, workspaces), then times
+/// one step per iteration, each from fresh random gradients drawn outside the timed region.
+template <class P>
+void time_host_steps(benchmark::State& st, Model& m, P& opt) {
   if (!opt.init()) return st.SkipWithError("init failed");
   m.fill_gradients(2);
-  opt.step(m.params(), m.grads());  // warm-up: first touch, workspaces
+  opt.step(m.params(), m.grads());
   std::uint64_t seed = 3;
   for (auto _ : st) {
     st.PauseTiming();
@@ -143,6 +139,17 @@ void bm_muon_step(benchmark::State& st, int polar_steps) {
   }
 }
 
+/// The full step; with `polar_steps` = 0 the orthogonalisation does no Newton–Schulz step (only
+/// its validation, normalisation and copy passes), so that case times everything of the step
+/// except the orthogonalisation's GEMMs: a direct, conservative measure of the overhead.
+void bm_muon_step(benchmark::State& st, int polar_steps) {
+  Model m(gpt2_small());
+  MuonOptions mo;
+  mo.polar.iterations = polar_steps;
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw()));
+  time_host_steps(st, m, opt);
+}
+
 /// NorMuon's step over the same model (normuon(): Muon's chain plus NormalizeNeurons, three
 /// passes and one row reduction per matrix): its cost beside optim/muon_step.
 void bm_normuon_step(benchmark::State& st, int polar_steps) {
@@ -150,17 +157,7 @@ void bm_normuon_step(benchmark::State& st, int polar_steps) {
   NorMuonOptions no;
   no.polar.iterations = polar_steps;
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", normuon(no)), route("adamw", adamw()));
-  if (!opt.init()) return st.SkipWithError("init failed");
-  m.fill_gradients(2);
-  opt.step(m.params(), m.grads());  // warm-up
-  std::uint64_t seed = 3;
-  for (auto _ : st) {
-    st.PauseTiming();
-    m.fill_gradients(seed++);
-    st.ResumeTiming();
-    const StepReport r = opt.step(m.params(), m.grads());
-    if (!r) return st.SkipWithError(r.message);
-  }
+  time_host_steps(st, m, opt);
 }
 
 /// QK-clip of all 12 layers of GPT-2 small (c_attn (2304, 768) with its bias, 12 heads of 64)
@@ -293,17 +290,7 @@ void bm_schatten_step(benchmark::State& st, double p, bool rational) {
   if (rational) o.spectral.method = SpectralPowerMethod::rational;
   auto opt =
       partition(m.specs, propose_labels(m.specs), route("muon", schatten_muon(o)), route("adamw", adamw()));
-  if (!opt.init()) return st.SkipWithError("init failed");
-  m.fill_gradients(2);
-  opt.step(m.params(), m.grads());  // warm-up
-  std::uint64_t seed = 3;
-  for (auto _ : st) {
-    st.PauseTiming();
-    m.fill_gradients(seed++);
-    st.ResumeTiming();
-    const StepReport r = opt.step(m.params(), m.grads());
-    if (!r) return st.SkipWithError(r.message);
-  }
+  time_host_steps(st, m, opt);
 }
 
 /// The adaptive preset's criterion step: step 1 ordinary (warm-up), step 2 runs the criterion on
@@ -423,17 +410,7 @@ void bm_experts(benchmark::State& st, bool batching, std::size_t max_group) {
   Model m(specs);
   auto opt = optim::partition(m.specs, std::vector<std::string>(specs.size(), "muon"), route("muon", muon()));
   opt.set_batching(batching, max_group);
-  if (!opt.init()) return st.SkipWithError("init failed");
-  m.fill_gradients(2);
-  opt.step(m.params(), m.grads());  // warm-up
-  std::uint64_t seed = 3;
-  for (auto _ : st) {
-    st.PauseTiming();
-    m.fill_gradients(seed++);
-    st.ResumeTiming();
-    const StepReport r = opt.step(m.params(), m.grads());
-    if (!r) return st.SkipWithError(r.message);
-  }
+  time_host_steps(st, m, opt);
   st.counters["groups"] = double(opt.batch_groups().size());
 }
 
