@@ -75,9 +75,9 @@ std::vector<float> random_vec(std::size_t n, Rng& rng, double scale) {
     x = static_cast<float>(scale * rng.normal());
   return v;
 }
-std::vector<ParamSpec> oracle_specs() {
+std::vector<ParamSpec> oracle_specs(const std::vector<Cut>& cuts = kCuts) {
   std::vector<ParamSpec> s;
-  for (const Cut& c : kCuts)
+  for (const Cut& c : cuts)
     s.push_back({c.name, {c.rows, c.cols}});
   return s;
 }
@@ -88,19 +88,47 @@ std::vector<float> cut(const std::vector<float>& fused, const Cut& c) {
       out.push_back(fused[static_cast<std::size_t>((c.r0 + i) * c.ld + c.c0 + j)]);
   return out;
 }
-/// The oracle's pieces put back into fused arrays.
-std::vector<std::vector<float>> assemble(const std::vector<std::vector<float>>& pieces) {
-  std::vector<std::vector<float>> fused(kParams.size());
-  for (std::size_t i = 0; i < kParams.size(); ++i)
-    fused[i].assign(static_cast<std::size_t>(flatten(kParams[i].shape).size()), 0.0f);
-  for (std::size_t k = 0; k < kCuts.size(); ++k) {
-    const Cut& c = kCuts[k];
+/// The oracle's pieces put back into fused arrays of `params` (elements no cut covers: 0).
+std::vector<std::vector<float>> assemble(const std::vector<std::vector<float>>& pieces,
+                                         const std::vector<ParamSpec>& params = kParams,
+                                         const std::vector<Cut>& cuts = kCuts) {
+  std::vector<std::vector<float>> fused(params.size());
+  for (std::size_t i = 0; i < params.size(); ++i)
+    fused[i].assign(static_cast<std::size_t>(flatten(params[i].shape).size()), 0.0f);
+  for (std::size_t k = 0; k < cuts.size(); ++k) {
+    const Cut& c = cuts[k];
     for (index_t i = 0; i < c.rows; ++i)
       for (index_t j = 0; j < c.cols; ++j)
         fused[c.source][static_cast<std::size_t>((c.r0 + i) * c.ld + c.c0 + j)] =
             pieces[k][static_cast<std::size_t>(i * c.cols + j)];
   }
   return fused;
+}
+/// `steps` steps of the split partition from `fused` (updated) and of the oracle over the pieces
+/// `cuts` makes of it, from the same random gradients: parameters, the updates left in the
+/// gradients and every state field must agree bit for bit after each step.
+template <class S, class O>
+void step_against_oracle(S& split, O& oracle, const std::vector<ParamSpec>& params,
+                         const std::vector<Cut>& cuts, std::vector<std::vector<float>>& fused, Rng& rng,
+                         int steps) {
+  std::vector<std::vector<float>> pieces;
+  for (const Cut& c : cuts)
+    pieces.push_back(cut(fused[c.source], c));
+  for (int t = 0; t < steps; ++t) {
+    CAPTURE(t);
+    std::vector<std::vector<float>> grads, piece_grads;
+    for (const ParamSpec& p : params)
+      grads.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 1.0));
+    for (const Cut& c : cuts)
+      piece_grads.push_back(cut(grads[c.source], c));
+    REQUIRE(split.step(pointers(fused), pointers(grads)));
+    REQUIRE(oracle.step(pointers(pieces), pointers(piece_grads)));
+    CHECK(fused == assemble(pieces, params, cuts));       // parameters, bit for bit
+    CHECK(grads == assemble(piece_grads, params, cuts));  // the caller's gradients hold the updates
+    const io::FieldSet a = io::capture(split), b = io::capture(oracle);
+    CHECK(a.size() == b.size());
+    CHECK(a == b);  // every state field under the same name
+  }
 }
 auto make(const std::vector<ParamSpec>& specs) {
   return optim::partition(specs, propose_labels(specs), route("muon", muon()), route("adamw", adamw()));
@@ -142,10 +170,6 @@ TEST_SUITE("optim.split") {
     std::vector<std::vector<float>> fused;
     for (const ParamSpec& p : kParams)
       fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
-    std::vector<std::vector<float>> pieces;
-    for (const Cut& c : kCuts)
-      pieces.push_back(cut(fused[c.source], c));
-
     auto split = make_split(SplitLayout(kParams, kSplits));
     auto oracle = make(oracle_specs());
     REQUIRE(split.init());
@@ -154,21 +178,7 @@ TEST_SUITE("optim.split") {
     const auto groups = split.partition().batch_groups();
     REQUIRE(groups.size() == 1);
     CHECK(groups[0].size() == 7);
-    for (int t = 0; t < 3; ++t) {
-      CAPTURE(t);
-      std::vector<std::vector<float>> grads, piece_grads;
-      for (const ParamSpec& p : kParams)
-        grads.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 1.0));
-      for (const Cut& c : kCuts)
-        piece_grads.push_back(cut(grads[c.source], c));
-      REQUIRE(split.step(pointers(fused), pointers(grads)));
-      REQUIRE(oracle.step(pointers(pieces), pointers(piece_grads)));
-      CHECK(fused == assemble(pieces));       // parameters, bit for bit
-      CHECK(grads == assemble(piece_grads));  // the caller's gradients hold the updates
-      const io::FieldSet a = io::capture(split), b = io::capture(oracle);
-      CHECK(a.size() == b.size());
-      CHECK(a == b);  // every state field under the same name
-    }
+    step_against_oracle(split, oracle, kParams, kCuts, fused, rng, 3);
     std::vector<std::string> names;
     Names v{&names};
     visit_fields(v, split);
@@ -297,30 +307,24 @@ TEST_SUITE("optim.split") {
                               stack_of("conv.stack")});
     REQUIRE_MESSAGE(bool(layout), layout.message());
     CHECK(layout.signature() == "moe.experts.w1:stack:4;moe.experts.w2:stack:4;conv.stack:stack:3");
-    // The oracle: (source, expert, rows, cols) of every piece.
-    struct Expert {
-      std::string name;
-      std::size_t source;
-      index_t e, rows, cols;
-    };
-    std::vector<Expert> experts;
+    // The oracle: expert e of a stack is rows [e·rows, (e+1)·rows) of the stack seen as an
+    // (E·rows) × cols row-major matrix.
+    std::vector<Cut> cuts;
     for (index_t e = 0; e < 4; ++e)
-      experts.push_back({"moe.experts.w1[" + std::to_string(e) + "]", 0, e, 6, 5});
+      cuts.push_back({"moe.experts.w1[" + std::to_string(e) + "]", 0, e * 6, 0, 6, 5, 5});
     for (index_t e = 0; e < 4; ++e)
-      experts.push_back({std::string("moe.experts.w2[") + char('a' + e) + "]", 1, e, 5, 6});
-    experts.push_back({"moe.router.weight", 2, 0, 4, 5});
+      cuts.push_back({std::string("moe.experts.w2[") + char('a' + e) + "]", 1, e * 5, 0, 5, 6, 6});
+    cuts.push_back({"moe.router.weight", 2, 0, 0, 4, 5, 5});
     for (index_t e = 0; e < 3; ++e)
-      experts.push_back({"conv.stack[" + std::to_string(e) + "]", 3, e, 4, 4});
-    REQUIRE(layout.pieces().size() == experts.size());
-    std::vector<ParamSpec> oracle_specs;
-    for (std::size_t k = 0; k < experts.size(); ++k) {
+      cuts.push_back({"conv.stack[" + std::to_string(e) + "]", 3, e * 4, 0, 4, 4, 4});
+    REQUIRE(layout.pieces().size() == cuts.size());
+    for (std::size_t k = 0; k < cuts.size(); ++k) {
       CAPTURE(k);
-      CHECK(layout.pieces()[k].name == experts[k].name);
-      CHECK(flatten(layout.pieces()[k].shape) == BlockShape{experts[k].rows, experts[k].cols});
-      oracle_specs.push_back({experts[k].name, {experts[k].rows, experts[k].cols}});
+      CHECK(layout.pieces()[k].name == cuts[k].name);
+      CHECK(flatten(layout.pieces()[k].shape) == BlockShape{cuts[k].rows, cuts[k].cols});
     }
     auto split = make_split(layout);
-    auto oracle = make(oracle_specs);
+    auto oracle = make(oracle_specs(cuts));
     REQUIRE(split.init());
     REQUIRE(oracle.init());
     std::vector<std::size_t> group_sizes;
@@ -328,32 +332,10 @@ TEST_SUITE("optim.split") {
       group_sizes.push_back(g.size());
     std::sort(group_sizes.begin(), group_sizes.end());
     CHECK(group_sizes == std::vector<std::size_t>{3, 4, 4});
-    const auto block = [&](const std::vector<float>& stack, const Expert& x) {
-      const auto n = static_cast<std::ptrdiff_t>(x.rows * x.cols);
-      return std::vector<float>(stack.begin() + x.e * n, stack.begin() + (x.e + 1) * n);
-    };
     std::vector<std::vector<float>> fused;
     for (const ParamSpec& p : params)
       fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
-    std::vector<std::vector<float>> pieces;
-    for (const Expert& x : experts)
-      pieces.push_back(block(fused[x.source], x));
-    for (int t = 0; t < 2; ++t) {
-      CAPTURE(t);
-      std::vector<std::vector<float>> grads, piece_grads;
-      for (const ParamSpec& p : params)
-        grads.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 1.0));
-      for (const Expert& x : experts)
-        piece_grads.push_back(block(grads[x.source], x));
-      REQUIRE(split.step(pointers(fused), pointers(grads)));
-      REQUIRE(oracle.step(pointers(pieces), pointers(piece_grads)));
-      for (std::size_t k = 0; k < experts.size(); ++k) {
-        CAPTURE(k);
-        CHECK(block(fused[experts[k].source], experts[k]) == pieces[k]);
-        CHECK(block(grads[experts[k].source], experts[k]) == piece_grads[k]);
-      }
-      CHECK(io::capture(split) == io::capture(oracle));
-    }
+    step_against_oracle(split, oracle, params, cuts, fused, rng, 2);
   }
 
   TEST_CASE("split: device-resident steps equal host steps") {
