@@ -160,6 +160,18 @@ std::string read_string_attr(hid_t obj, const char* name) {
   return s.substr(0, s.find('\0'));
 }
 
+/// The partition schatten-replay builds for a matrix preset: `rule` on the hidden matrices (those
+/// propose_labels gives `label`), AdamW with `side` on the rest; initialised.
+template <class R>
+auto inline_mixed(const std::string& label, R rule, const AdamWOptions& side) {
+  LabelPolicy policy;
+  policy.spectral = label;
+  auto p = partition(kParams, propose_labels(kParams, policy), route(label, std::move(rule)),
+                     route("adamw", adamw(side)));
+  REQUIRE(p.init());
+  return p;
+}
+
 /// Steps `opt` inline over the recording's gradients; checks every step's parameters against
 /// run `run` of the replay output bit for bit, the update norms exactly and the descent
 /// diagnostics of docs/replay-format.md against direct computation. `before_step(t)` runs
@@ -285,11 +297,7 @@ TEST_SUITE("io.replay") {
     m.nesterov = false;
     AdamWOptions side;
     side.weight_decay = 0;
-    LabelPolicy policy;
-    policy.spectral = "muon";
-    auto mixed = partition(kParams, propose_labels(kParams, policy), route("muon", muon(m)),
-                           route("adamw", adamw(side)));
-    REQUIRE(mixed.init());
+    auto mixed = inline_mixed("muon", muon(m), side);
     compare_inline(mixed, f, 1);
     // The polar step's orthogonality error where Muon runs (the two hidden matrices), NaN elsewhere.
     const std::vector<double> oe = read_all<double>(f, "runs/1/orthogonality_error");
@@ -323,11 +331,7 @@ TEST_SUITE("io.replay") {
     n.shape = ScaleByShape::Rule::moonlight;
     AdamWOptions side;
     side.weight_decay = 0;
-    LabelPolicy policy;
-    policy.spectral = "normuon";
-    auto mixed = partition(kParams, propose_labels(kParams, policy), route("normuon", normuon(n)),
-                           route("adamw", adamw(side)));
-    REQUIRE(mixed.init());
+    auto mixed = inline_mixed("normuon", normuon(n), side);
     compare_inline(mixed, f, 0);
     H5Fclose(f);
     fs::remove(rec);
@@ -354,11 +358,7 @@ TEST_SUITE("io.replay") {
       m.lr = Schedule::warmup_cosine(0.05, 2, 5, 0.001);
       AdamWOptions side;
       side.lr = Schedule::linear_decay(3e-3, 1, 4);
-      LabelPolicy policy;
-      policy.spectral = "muon";
-      auto mixed = partition(kParams, propose_labels(kParams, policy), route("muon", muon(m)),
-                             route("adamw", adamw(side)));
-      REQUIRE(mixed.init());
+      auto mixed = inline_mixed("muon", muon(m), side);
       compare_inline(mixed, f, 0);
       H5Fclose(f);
       fs::remove(out);
@@ -388,12 +388,8 @@ TEST_SUITE("io.replay") {
       CHECK(e.had_statistics);
       chosen.push_back(e.p);
     };
-    LabelPolicy policy;
-    policy.spectral = "schatten_muon";
-    auto opt =
-        partition(kParams, propose_labels(kParams, policy), route("schatten_muon", schatten_muon(o)),
-                  route("adamw", adamw(AdamWOptions{Schedule::constant(3e-4), 0.9, 0.95, 1e-10, 0.0})));
-    REQUIRE(opt.init());
+    auto opt = inline_mixed("schatten_muon", schatten_muon(o),
+                            AdamWOptions{Schedule::constant(3e-4), 0.9, 0.95, 1e-10, 0.0});
     compare_inline(opt, f, 0, true, [&](int t) {
       if (!SchattenPDirection::criterion_due(t + 1, true, 2, 2)) return;
       for (std::size_t i : {std::size_t(0), std::size_t(2)}) {
