@@ -4,10 +4,10 @@
 #include "schatten/reference/polar.hpp"
 
 #include <Eigen/Dense>
-#include <Eigen/SVD>
 #include <cmath>
 #include <limits>
 
+#include "reference/dense_svd.hpp"
 #include "schatten/core/random.hpp"
 
 namespace schatten::reference {
@@ -43,8 +43,8 @@ Status spectral_map_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, dou
   if (a.empty()) return Status::ok;
   Eigen::MatrixXd m;
   if (!to_eigen(a, m)) return Status::non_finite_input;
-  Eigen::BDCSVD<Eigen::MatrixXd> svd(m, Eigen::ComputeThinU | Eigen::ComputeThinV);
-  const Eigen::VectorXd& s = svd.singularValues();
+  const schatten::detail::DenseSvd svd = schatten::detail::dense_svd(m, true);
+  const Eigen::VectorXd& s = svd.sigma;
   // Default: numerical rank at the precision of the data (a float matrix's "zero" singular
   // values are float rounding, ~ε_float·σ_max).
   if (tol < 0) tol = static_cast<double>(std::max(a.rows, a.cols)) * std::numeric_limits<T>::epsilon();
@@ -52,7 +52,7 @@ Status spectral_map_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, dou
   Eigen::VectorXd fs(s.size());
   for (Eigen::Index i = 0; i < s.size(); ++i)
     fs(i) = s(i) > cut ? f(static_cast<std::size_t>(i), s(i)) : 0.0;
-  const Eigen::MatrixXd p = svd.matrixU() * fs.asDiagonal() * svd.matrixV().transpose();
+  const Eigen::MatrixXd p = svd.u * fs.asDiagonal() * svd.v.transpose();
   for (index_t i = 0; i < q.rows; ++i)
     for (index_t j = 0; j < q.cols; ++j)
       q(i, j) = static_cast<T>(p(i, j));
@@ -79,8 +79,7 @@ Status singular_values_impl(const MatrixRef<const T>& a, std::vector<double>& si
   }
   Eigen::MatrixXd m;
   if (!to_eigen(a, m)) return Status::non_finite_input;
-  Eigen::BDCSVD<Eigen::MatrixXd> svd(m);
-  const Eigen::VectorXd& s = svd.singularValues();
+  const Eigen::VectorXd s = schatten::detail::dense_svd(m, false).sigma;
   sigma.assign(s.data(), s.data() + s.size());
   return Status::ok;
 }

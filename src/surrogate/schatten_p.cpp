@@ -12,6 +12,7 @@
 #include <limits>
 #include <numeric>
 
+#include "reference/dense_svd.hpp"
 #include "schatten/kernels/randomized_svd.hpp"
 
 namespace schatten::surrogate {
@@ -92,15 +93,15 @@ Status top_svd(const MatrixRef<const float>& a, bool vectors, const PCriterionOp
   const index_t m = a.rows, n = a.cols, r = std::min(m, n);
   if (use_exact(r, o)) {
     const Eigen::MatrixXd ad = map(a).cast<double>();
-    Eigen::BDCSVD<Eigen::MatrixXd> svd(ad, vectors ? (Eigen::ComputeThinU | Eigen::ComputeThinV) : 0u);
+    const schatten::detail::DenseSvd svd = schatten::detail::dense_svd(ad, vectors);
     LowRankSvd s;
     s.rows = m;
     s.cols = n;
     s.rank = r;
-    s.sigma.assign(svd.singularValues().data(), svd.singularValues().data() + r);
+    s.sigma.assign(svd.sigma.data(), svd.sigma.data() + r);
     if (vectors) {
-      s.u.assign(svd.matrixU().data(), svd.matrixU().data() + m * r);
-      s.v.assign(svd.matrixV().data(), svd.matrixV().data() + n * r);
+      s.u.assign(svd.u.data(), svd.u.data() + m * r);
+      s.v.assign(svd.v.data(), svd.v.data() + n * r);
     }
     out = std::move(s);
     return Status::ok;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "plain_io.hpp"
+#include "reference/dense_svd.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/kernels/gram.hpp"
 #include "schatten/kernels/randomized_svd.hpp"
@@ -99,9 +100,8 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
   for (index_t i = 0; i < l; ++i)
     for (index_t j = 0; j < n; ++j)
       bm(i, j) = static_cast<double>(hb(j, i));
-  const unsigned flags = vectors ? (Eigen::ComputeThinU | Eigen::ComputeThinV) : 0u;
-  Eigen::BDCSVD<Eigen::MatrixXd> svd(bm, flags);
-  const Eigen::VectorXd s = svd.singularValues();
+  const schatten::detail::DenseSvd svd = schatten::detail::dense_svd(bm, vectors);
+  const Eigen::VectorXd& s = svd.sigma;
   const index_t k = o.rank;
   LowRankSvd r;
   r.rows = m;
@@ -114,8 +114,8 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
     for (index_t j = 0; j < l; ++j)
       for (index_t i = 0; i < m; ++i)
         q(i, j) = static_cast<double>(hq(i, j));
-    const Eigen::MatrixXd u = q * svd.matrixU().leftCols(k);  // m × k
-    const Eigen::MatrixXd v = svd.matrixV().leftCols(k);      // n × k
+    const Eigen::MatrixXd u = q * svd.u.leftCols(k);  // m × k
+    const Eigen::MatrixXd v = svd.v.leftCols(k);      // n × k
     r.u.assign(u.data(), u.data() + m * k);
     r.v.assign(v.data(), v.data() + n * k);
   }
