@@ -1412,11 +1412,11 @@ int schatten_replay_check_command_line(int argc, char** argv) {
   return -1;
 }
 
-#ifndef SCHATTEN_REPLAY_NO_MAIN
-int main(int argc, char** argv) {
+/// The whole tool: initialises Kokkos, parses `argv` and replays. replay_main.cpp's main() calls
+/// it; kept apart so that this file is compiled once for the tool and the fuzz target.
+int schatten_replay_main(int argc, char** argv) {
   schatten::Runtime runtime(argc, argv);
   Options o;
   if (const int rc = parse_args(argc, argv, o); rc >= 0) return rc;
   return replay(o);
 }
-#endif

@@ -2,12 +2,12 @@
 /// \file
 /// libFuzzer target: schatten-replay's command line and optimizer specifications
 /// (`--optimizer PRESET:key=value,...`, learning-rate schedules, --steps, --cache-mb, ...),
-/// through schatten_replay_check_command_line (src/tools/replay.cpp, compiled here without its
-/// main): the arguments are parsed as the tool parses them and every optimizer named is built
-/// over a small parameter list — no file is read or written. The input is split at NUL bytes into
-/// at most 32 arguments after the program name. Properties: the parser returns (ASan/UBSan watch
-/// it) with one of its documented results (−1 valid, 0 help, 1 refused specification, 2 usage
-/// error).
+/// through schatten_replay_check_command_line (src/tools/replay.cpp, linked as the object library
+/// schatten_replay_core; the tool's main() is in replay_main.cpp): the arguments are parsed as the tool
+/// parses them and every optimizer named is built over a small parameter list — no file is read or written.
+/// The input is split at NUL bytes into at most 32 arguments after the program name. Properties: the parser
+/// returns (ASan/UBSan watch it) with one of its documented results (−1 valid, 0 help, 1 refused
+/// specification, 2 usage error).
 #include <cstdint>
 #include <string>
 #include <vector>
