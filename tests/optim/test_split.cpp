@@ -53,11 +53,24 @@ const std::vector<SplitSpec> kSplits = {{"h.0.attn.qkv.weight", 0, {}, 3, {}},
 
 /// A piece of the oracle: which caller parameter, its rows [r0, r0 + rows) and columns
 /// [c0, c0 + cols), the source's column count. Written out by hand, independently of SplitLayout.
+/// An interleaved piece is `groups` such blocks, block g shifted by g·gstride rows (gaxis 0) or
+/// columns (gaxis 1) and stacked in that direction: (groups·rows) × cols or rows × (groups·cols).
 struct Cut {
   std::string name;
   std::size_t source;
   index_t r0, c0, rows, cols, ld;
+  index_t groups = 1, gstride = 0;
+  int gaxis = 0;
 };
+index_t piece_rows(const Cut& c) { return c.gaxis == 0 ? c.groups * c.rows : c.rows; }
+index_t piece_cols(const Cut& c) { return c.gaxis == 1 ? c.groups * c.cols : c.cols; }
+/// Where element (i, j) of the oracle's piece lives in its source array.
+std::size_t at(const Cut& c, index_t i, index_t j) {
+  const index_t g = c.gaxis == 0 ? i / c.rows : j / c.cols;
+  const index_t r = c.r0 + (c.gaxis == 0 ? g * c.gstride + i % c.rows : i);
+  const index_t col = c.c0 + (c.gaxis == 1 ? g * c.gstride + j % c.cols : j);
+  return static_cast<std::size_t>(r * c.ld + col);
+}
 const std::vector<Cut> kCuts = {{"h.0.attn.qkv.weight[0]", 0, 0, 0, 8, 8, 8},
                                 {"h.0.attn.qkv.weight[1]", 0, 8, 0, 8, 8, 8},
                                 {"h.0.attn.qkv.weight[2]", 0, 16, 0, 8, 8, 8},
@@ -69,6 +82,39 @@ const std::vector<Cut> kCuts = {{"h.0.attn.qkv.weight[0]", 0, 0, 0, 8, 8, 8},
                                 {"conv.weight[0]", 4, 0, 0, 6, 2, 6},
                                 {"conv.weight[1]", 4, 0, 2, 6, 4, 6}};
 
+/// Interleaved layouts (SplitSpec::groups): Megatron-Core's linear_qkv (4 heads, 2 key heads,
+/// head_dim 3, hidden 5) plain, gated and gated per head, and a flax-style (in, out) kernel whose
+/// columns are two groups [q | k | v].
+const std::vector<ParamSpec> kGroupedParams = {{"l0.linear_qkv.weight", {24, 5}},
+                                               {"l1.linear_qkv.weight", {36, 5}},
+                                               {"l2.linear_qkv.weight", {36, 5}},
+                                               {"c.kernel", {5, 24}},
+                                               {"mlp.weight", {12, 5}}};
+const std::vector<SplitSpec> kGroupedSplits = {split_qkv_grouped("l0.linear_qkv.weight", 4, 2, 3),
+                                               split_qkv_grouped("l1.linear_qkv.weight", 4, 2, 3, true),
+                                               split_qkv_grouped("l2.linear_qkv.weight", 4, 2, 3, true, true),
+                                               {"c.kernel", 1, {6, 3, 3}, 0, {"q", "k", "v"}, 2}};
+/// The oracle's pieces of kGroupedParams, by hand: a group of linear_qkv is 12 rows [q q | k | v]
+/// (gated: 18 rows [q q | g g | k | v]), so Q is rows 0–5 and 12–17 (gated: 0–5 and 18–23).
+std::vector<Cut> grouped_cuts() {
+  std::vector<Cut> c = {{"l0.linear_qkv.weight[q]", 0, 0, 0, 6, 5, 5, 2, 12},
+                        {"l0.linear_qkv.weight[k]", 0, 6, 0, 3, 5, 5, 2, 12},
+                        {"l0.linear_qkv.weight[v]", 0, 9, 0, 3, 5, 5, 2, 12},
+                        {"l1.linear_qkv.weight[q]", 1, 0, 0, 6, 5, 5, 2, 18},
+                        {"l1.linear_qkv.weight[gate]", 1, 6, 0, 6, 5, 5, 2, 18},
+                        {"l1.linear_qkv.weight[k]", 1, 12, 0, 3, 5, 5, 2, 18},
+                        {"l1.linear_qkv.weight[v]", 1, 15, 0, 3, 5, 5, 2, 18}};
+  const char* per_head[] = {"q0", "q1", "gate0", "gate1", "k0", "v0",
+                            "q2", "q3", "gate2", "gate3", "k1", "v1"};
+  for (index_t h = 0; h < 12; ++h)
+    c.push_back({std::string("l2.linear_qkv.weight[") + per_head[h] + "]", 2, 3 * h, 0, 3, 5, 5});
+  c.push_back({"c.kernel[q]", 3, 0, 0, 5, 6, 24, 2, 12, 1});
+  c.push_back({"c.kernel[k]", 3, 0, 6, 5, 3, 24, 2, 12, 1});
+  c.push_back({"c.kernel[v]", 3, 0, 9, 5, 3, 24, 2, 12, 1});
+  c.push_back({"mlp.weight", 4, 0, 0, 12, 5, 5});
+  return c;
+}
+
 std::vector<float> random_vec(std::size_t n, Rng& rng, double scale) {
   std::vector<float> v(n);
   for (float& x : v)
@@ -78,14 +124,14 @@ std::vector<float> random_vec(std::size_t n, Rng& rng, double scale) {
 std::vector<ParamSpec> oracle_specs(const std::vector<Cut>& cuts = kCuts) {
   std::vector<ParamSpec> s;
   for (const Cut& c : cuts)
-    s.push_back({c.name, {c.rows, c.cols}});
+    s.push_back({c.name, {piece_rows(c), piece_cols(c)}});
   return s;
 }
 std::vector<float> cut(const std::vector<float>& fused, const Cut& c) {
   std::vector<float> out;
-  for (index_t i = 0; i < c.rows; ++i)
-    for (index_t j = 0; j < c.cols; ++j)
-      out.push_back(fused[static_cast<std::size_t>((c.r0 + i) * c.ld + c.c0 + j)]);
+  for (index_t i = 0; i < piece_rows(c); ++i)
+    for (index_t j = 0; j < piece_cols(c); ++j)
+      out.push_back(fused[at(c, i, j)]);
   return out;
 }
 /// The oracle's pieces put back into fused arrays of `params` (elements no cut covers: 0).
@@ -97,10 +143,9 @@ std::vector<std::vector<float>> assemble(const std::vector<std::vector<float>>& 
     fused[i].assign(static_cast<std::size_t>(flatten(params[i].shape).size()), 0.0f);
   for (std::size_t k = 0; k < cuts.size(); ++k) {
     const Cut& c = cuts[k];
-    for (index_t i = 0; i < c.rows; ++i)
-      for (index_t j = 0; j < c.cols; ++j)
-        fused[c.source][static_cast<std::size_t>((c.r0 + i) * c.ld + c.c0 + j)] =
-            pieces[k][static_cast<std::size_t>(i * c.cols + j)];
+    for (index_t i = 0; i < piece_rows(c); ++i)
+      for (index_t j = 0; j < piece_cols(c); ++j)
+        fused[c.source][at(c, i, j)] = pieces[k][static_cast<std::size_t>(i * piece_cols(c) + j)];
   }
   return fused;
 }
@@ -134,6 +179,59 @@ auto make(const std::vector<ParamSpec>& specs) {
   return optim::partition(specs, propose_labels(specs), route("muon", muon()), route("adamw", adamw()));
 }
 auto make_split(const SplitLayout& layout) { return split_partition(layout, make(layout.pieces())); }
+
+/// Steps a host and a device-resident split partition of `params` cut by `splits` from the same
+/// gradients: parameters and updates bit for bit on Kokkos Serial, within 1e-4 relative elsewhere.
+void device_twin(const std::vector<ParamSpec>& params, const std::vector<SplitSpec>& splits,
+                 const char* name) {
+  const std::uint64_t seed = case_seed(name);
+  MESSAGE("seed " << seed);
+  Rng rng(seed);
+  const SplitLayout layout(params, splits);
+  REQUIRE_MESSAGE(bool(layout), layout.message());
+  auto host = make_split(layout);
+  auto device = make_split(layout);
+  REQUIRE(host.init());
+  REQUIRE(device.init(MemoryKind::device));
+  std::vector<std::vector<float>> hp;
+  std::vector<Buffer> dp, dg;
+  for (const ParamSpec& p : params) {
+    hp.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+    dp.emplace_back(hp.back().size(), MemoryKind::device);
+    dg.emplace_back(hp.back().size(), MemoryKind::device);
+    REQUIRE(dp.back().copy_from(hp.back().data(), hp.back().size()));
+  }
+  std::vector<float*> dpp, dgp;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    dpp.push_back(dp[i].data());
+    dgp.push_back(dg[i].data());
+  }
+  const double rel = kSerialKernels ? 0.0 : 1e-4;
+  const auto start = hp;
+  for (int t = 0; t < 3; ++t) {
+    CAPTURE(t);
+    std::vector<std::vector<float>> hg;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      hg.push_back(random_vec(hp[i].size(), rng, 1.0));
+      REQUIRE(dg[i].copy_from(hg.back().data(), hg.back().size()));
+    }
+    REQUIRE(host.step(pointers(hp), pointers(hg)));
+    REQUIRE(device.step(dpp, dgp));
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      CAPTURE(i);
+      const std::vector<float> d = dp[i].to_vector(), u = dg[i].to_vector();
+      double diff = 0.0, change = 0.0, udiff = 0.0, unorm = 0.0;
+      for (std::size_t k = 0; k < d.size(); ++k) {
+        diff += std::pow(double(d[k]) - hp[i][k], 2);
+        change += std::pow(double(hp[i][k]) - start[i][k], 2);
+        udiff += std::pow(double(u[k]) - hg[i][k], 2);
+        unorm += std::pow(double(hg[i][k]), 2);
+      }
+      CHECK(std::sqrt(diff) <= rel * std::sqrt(change));
+      CHECK(std::sqrt(udiff) <= rel * std::sqrt(unorm));
+    }
+  }
+}
 
 struct Names {
   std::vector<std::string>* out;
@@ -229,6 +327,14 @@ TEST_SUITE("optim.split") {
         {{"h.0.mlp.weight", 0, {4, 4}, 0, {"a"}}, "names 1 parts for 2 pieces"},
         {{"h.0.mlp.weight", 0, {4, 4}, 0, {"a", "a"}}, "names two parts 'a'"},
         {{"h.0.attn.bias", 0, {}, 2, {}}, "do not divide its 1 rows"},
+        {{"h.0.mlp.weight", 0, {2, 2}, 0, {}, 3}, "3 groups do not divide its 8 rows"},
+        {{"h.0.mlp.weight", 0, {2, 2}, 0, {}, 0}, "has 0 groups (must be >= 1)"},
+        {{"h.0.mlp.weight", 1, {2, 1}, 0, {}, 2}, "sum to 3, not to its 4 columns per group (2 groups)"},
+        {{"h.0.mlp.weight", 0, {}, 3, {}, 2}, "3 equal pieces do not divide its 4 rows per group (2 groups)"},
+        // 4 heads over 3 key heads is not a grouped layout: the sizes cannot add up.
+        {split_qkv_grouped("h.0.attn.qkv.weight", 4, 3, 2),
+         "sum to 6, not to its 8 rows per group (3 groups)"},
+        {split_qkv_grouped("h.0.attn.qkv.weight", 4, 2, 3, true), "exceed its 12 rows per group (2 groups)"},
     };
     for (const Bad& b : bad) {
       CAPTURE(b.says);
@@ -247,7 +353,7 @@ TEST_SUITE("optim.split") {
     counted.count = 3;
     const std::vector<std::pair<SplitSpec, const char*>> bad_stacks = {
         {stack_of("router"), "a stack of matrices only with rank >= 3 (experts, out, in), not 2"},
-        {counted, "a stack takes axis 0 and no sizes or count"},
+        {counted, "a stack takes axis 0 and no sizes, count or groups"},
         {stack_of("experts", {"x", "y"}), "names 2 parts for 3 pieces"},
         {stack_of("experts", {"x", "y", "x"}), "names two parts 'x'"},
         {stack_of("nope"), "no parameter is named 'nope'"},
@@ -338,52 +444,59 @@ TEST_SUITE("optim.split") {
     step_against_oracle(split, oracle, params, cuts, fused, rng, 2);
   }
 
-  TEST_CASE("split: device-resident steps equal host steps") {
-    const std::uint64_t seed = case_seed("split: device twin");
+  TEST_CASE("split: interleaved groups step as the whole projections of a grouped layout") {
+    // Megatron-Core's linear_qkv (kv_heads groups [q | k | v], gated [q | gate | k | v]) cut
+    // into whole Q, gate, K, V projections (split_qkv_grouped, groups = kv_heads), the gated one
+    // per head, and a column-grouped kernel: every piece steps bit for bit as a separate
+    // parameter holding the rows (columns) the oracle gathers by its own arithmetic.
+    const std::uint64_t seed = case_seed("split: interleaved groups");
     MESSAGE("seed " << seed);
     Rng rng(seed);
-    const SplitLayout layout(kParams, kSplits);
-    auto host = make_split(layout);
-    auto device = make_split(layout);
-    REQUIRE(host.init());
-    REQUIRE(device.init(MemoryKind::device));
-    std::vector<std::vector<float>> hp;
-    std::vector<Buffer> dp, dg;
-    for (const ParamSpec& p : kParams) {
-      hp.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
-      dp.emplace_back(hp.back().size(), MemoryKind::device);
-      dg.emplace_back(hp.back().size(), MemoryKind::device);
-      REQUIRE(dp.back().copy_from(hp.back().data(), hp.back().size()));
+    const SplitLayout layout(kGroupedParams, kGroupedSplits);
+    REQUIRE_MESSAGE(bool(layout), layout.message());
+    const std::vector<Cut> cuts = grouped_cuts();
+    REQUIRE(layout.pieces().size() == cuts.size());
+    for (std::size_t k = 0; k < cuts.size(); ++k) {
+      CAPTURE(k);
+      CHECK(layout.pieces()[k].name == cuts[k].name);
+      CHECK(flatten(layout.pieces()[k].shape) == BlockShape{piece_rows(cuts[k]), piece_cols(cuts[k])});
+      CHECK(layout.map()[k].source == cuts[k].source);
     }
-    std::vector<float*> dpp, dgp;
-    for (std::size_t i = 0; i < kParams.size(); ++i) {
-      dpp.push_back(dp[i].data());
-      dgp.push_back(dg[i].data());
-    }
-    const double rel = kSerialKernels ? 0.0 : 1e-4;
-    const auto start = hp;
-    for (int t = 0; t < 3; ++t) {
-      CAPTURE(t);
-      std::vector<std::vector<float>> hg;
-      for (std::size_t i = 0; i < kParams.size(); ++i) {
-        hg.push_back(random_vec(hp[i].size(), rng, 1.0));
-        REQUIRE(dg[i].copy_from(hg.back().data(), hg.back().size()));
-      }
-      REQUIRE(host.step(pointers(hp), pointers(hg)));
-      REQUIRE(device.step(dpp, dgp));
-      for (std::size_t i = 0; i < kParams.size(); ++i) {
-        CAPTURE(i);
-        const std::vector<float> d = dp[i].to_vector(), u = dg[i].to_vector();
-        double diff = 0.0, change = 0.0, udiff = 0.0, unorm = 0.0;
-        for (std::size_t k = 0; k < d.size(); ++k) {
-          diff += std::pow(double(d[k]) - hp[i][k], 2);
-          change += std::pow(double(hp[i][k]) - start[i][k], 2);
-          udiff += std::pow(double(u[k]) - hg[i][k], 2);
-          unorm += std::pow(double(hg[i][k]), 2);
-        }
-        CHECK(std::sqrt(diff) <= rel * std::sqrt(change));
-        CHECK(std::sqrt(udiff) <= rel * std::sqrt(unorm));
-      }
+    CHECK(layout.signature() ==
+          "l0.linear_qkv.weight:0:6,3,3:groups=2;l1.linear_qkv.weight:0:6,6,3,3:groups=2;"
+          "l2.linear_qkv.weight:0:3,3,3,3,3,3,3,3,3,3,3,3;c.kernel:1:6,3,3:groups=2");
+    auto split = make_split(layout);
+    auto oracle = make(oracle_specs(cuts));
+    REQUIRE(split.init());
+    REQUIRE(oracle.init());
+    // The 12 × 5 Q and gate projections batch with the unsplit 12 × 5 matrix.
+    bool q_with_mlp = false;
+    for (const auto& g : split.partition().batch_groups())
+      q_with_mlp = q_with_mlp || (g.size() == 4 && std::find(g.begin(), g.end(), cuts.size() - 1) != g.end());
+    CHECK(q_with_mlp);
+    std::vector<std::vector<float>> fused;
+    for (const ParamSpec& p : kGroupedParams)
+      fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+    step_against_oracle(split, oracle, kGroupedParams, cuts, fused, rng, 3);
+
+    // All or nothing: a NaN in the second group's value rows of l1 refuses the step.
+    const auto before = fused;
+    const io::FieldSet state = io::capture(split);
+    std::vector<std::vector<float>> grads;
+    for (const auto& f : fused)
+      grads.push_back(random_vec(f.size(), rng, 1.0));
+    grads[1][(18 + 16) * 5 + 2] = std::numeric_limits<float>::quiet_NaN();
+    const StepReport r = split.step(pointers(fused), pointers(grads));
+    CHECK(r.status == Status::non_finite_input);
+    CHECK(r.bad_param == 1);
+    CHECK(fused == before);
+    CHECK(io::capture(split) == state);
+  }
+
+  TEST_CASE("split: device-resident steps equal host steps") {
+    SUBCASE("column pieces") { device_twin(kParams, kSplits, "split: device twin"); }
+    SUBCASE("interleaved groups") {
+      device_twin(kGroupedParams, kGroupedSplits, "split: device twin grouped");
     }
   }
 

@@ -8,6 +8,7 @@
 /// is built over the pieces; SplitPartition steps it from the caller's fused arrays.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -28,6 +29,13 @@ struct SplitSpec {
   std::vector<index_t> sizes;      ///< piece sizes along `axis`, each ≥ 1, summing to that side
   index_t count = 0;               ///< instead of `sizes`: this many equal pieces (must divide)
   std::vector<std::string> parts;  ///< optional piece names ("q", "k", "v"); default "0", "1", …
+  /// Interleaved layouts: the side along `axis` is `groups` equal segments, each cut by `sizes`
+  /// (or `count`), and piece k is the k-th cut of every segment, concatenated in segment order.
+  /// Megatron-Core's linear_qkv is kv_heads segments [q_g | k_g | v_g] (gated attention:
+  /// [q_g | gate_g | k_g | v_g]); groups = kv_heads makes the pieces the whole Q, K and V
+  /// projections, heads in order (split_qkv_grouped()). Such pieces are not contiguous and are
+  /// gathered into copies, like column pieces. 1: one segment, the plain cut.
+  index_t groups = 1;
   /// Instead of a cut of the flattened matrix: the leading dimension indexes a stack of matrices
   /// (a MoE layer's experts (E, out, in), a stacked conv (E, out, in, kh, kw)), and each index
   /// becomes a piece shaped shape[1:] (flattened as usual: out × in·kh·kw). Needs rank ≥ 3,
@@ -44,6 +52,49 @@ inline SplitSpec stack_of(std::string name, std::vector<std::string> parts = {})
   return s;
 }
 
+/// The SplitSpec of Megatron-Core's fused linear_qkv weight (rows: kv_heads segments, each its
+/// query group's heads/kv_heads query heads, then, with gated attention (attention_output_gate),
+/// as many gate heads, then its key head and its value head; head_dim rows each).
+///  * per_head = false: pieces "q", ["gate",] "k", "v", each the whole projection with its heads
+///    in order (groups = kv_heads), as Megatron's muon_split_qkv cuts it.
+///  * per_head = true: one piece per head, named "q<h>", ["gate<h>",] "k<g>", "v<g>" (global
+///    head indices), contiguous; the per-head orthogonalisation of Megatron-LM PR 6326.
+/// Nothing is checked here: when kv_heads does not divide heads, or the parameter's rows are not
+/// (heads·(1 + gated) + 2·kv_heads)·head_dim, the sizes do not add up and the SplitLayout that
+/// receives the spec refuses it with a message naming the parameter.
+inline SplitSpec split_qkv_grouped(std::string name, index_t heads, index_t kv_heads, index_t head_dim,
+                                   bool gated = false, bool per_head = false) {
+  SplitSpec s;
+  s.name = std::move(name);
+  const index_t per = kv_heads > 0 ? heads / kv_heads : 0;
+  if (!per_head) {
+    s.groups = kv_heads;
+    s.sizes = {per * head_dim};
+    s.parts = {"q"};
+    if (gated) {
+      s.sizes.push_back(per * head_dim);
+      s.parts.push_back("gate");
+    }
+    s.sizes.insert(s.sizes.end(), {head_dim, head_dim});
+    s.parts.insert(s.parts.end(), {"k", "v"});
+    return s;
+  }
+  for (index_t g = 0; g < kv_heads; ++g) {
+    for (const char* role : {"q", "gate"}) {
+      if (role[0] == 'g' && !gated) continue;
+      for (index_t i = 0; i < per; ++i) {
+        s.sizes.push_back(head_dim);
+        s.parts.push_back(role + std::to_string(g * per + i));
+      }
+    }
+    for (const char* role : {"k", "v"}) {
+      s.sizes.push_back(head_dim);
+      s.parts.push_back(role + std::to_string(g));
+    }
+  }
+  return s;
+}
+
 /// The caller's parameters with every split one replaced, in place, by its pieces, each named
 /// "<name>[<part>]" and shaped as a 2-D matrix: what the partition is built over. Checked at
 /// construction; an invalid layout has no pieces, converts to false and names its first problem
@@ -53,10 +104,15 @@ class SplitLayout {
   /// Where piece k of the layout lives in its source parameter's flattened matrix.
   struct Piece {
     std::size_t source = 0;   ///< index of the caller's parameter
-    int axis = 0;             ///< 0: row piece (contiguous), 1: column piece
-    index_t offset = 0;       ///< first row (axis 0) or column (axis 1) of the piece
+    int axis = 0;             ///< 0: row piece, 1: column piece
+    index_t offset = 0;       ///< first row (axis 0) or column (axis 1) of the piece (in group 0)
     BlockShape shape{};       ///< the piece's matrix
     index_t source_cols = 0;  ///< columns of the source matrix (its leading dimension)
+    index_t groups = 1;       ///< blocks the piece is made of, one per segment, stacked along axis
+    index_t stride = 0;       ///< rows (axis 0) or columns (axis 1) from one block to the next
+    /// Whether the piece is gathered into a contiguous copy for each step (column pieces and
+    /// pieces of several blocks); otherwise it is the caller's memory itself.
+    bool copied() const { return axis == 1 || groups > 1; }
   };
 
   SplitLayout() = default;
@@ -74,9 +130,9 @@ class SplitLayout {
   /// The partition's parameters: unsplit parameters as they are, split ones as their pieces.
   const std::vector<ParamSpec>& pieces() const { return pieces_; }
   const std::vector<Piece>& map() const { return map_; }
-  /// "name:axis:size,size,…;…" for every split ("name:stack:E" for a stack), in the order
-  /// given: part of SplitPartition::signature(), so that a checkpoint of another cut is refused
-  /// by name.
+  /// "name:axis:size,size,…;…" for every split (":groups=G" appended when G > 1; "name:stack:E"
+  /// for a stack), in the order given: part of SplitPartition::signature(), so that a checkpoint
+  /// of another cut is refused by name.
   std::string signature() const {
     std::string s;
     for (const SplitSpec& sp : splits_) {
@@ -90,6 +146,7 @@ class SplitLayout {
       const std::vector<index_t> sizes = sizes_of(sp);
       for (std::size_t k = 0; k < sizes.size(); ++k)
         s += (k ? "," : "") + std::to_string(sizes[k]);
+      if (sp.groups != 1) s += ":groups=" + std::to_string(sp.groups);
     }
     return s;
   }
@@ -100,8 +157,8 @@ class SplitLayout {
     const std::size_t i = find(sp.name);
     if (i == params_.size()) return {};
     const BlockShape m = flatten(params_[i].shape);
-    return std::vector<index_t>(static_cast<std::size_t>(sp.count),
-                                (sp.axis == 0 ? m.rows : m.cols) / sp.count);
+    const index_t segment = (sp.axis == 0 ? m.rows : m.cols) / std::max<index_t>(sp.groups, 1);
+    return std::vector<index_t>(static_cast<std::size_t>(sp.count), segment / sp.count);
   }
   std::size_t find(const std::string& name) const {
     std::size_t i = 0;
@@ -139,9 +196,9 @@ class SplitLayout {
           return refuse("'" + sp.name +
                         "' is a stack of matrices only with rank >= 3 (experts, out, in), not " +
                         std::to_string(params_[i].shape.size()));
-        if (sp.axis != 0 || !sp.sizes.empty() || sp.count != 0)
+        if (sp.axis != 0 || !sp.sizes.empty() || sp.count != 0 || sp.groups != 1)
           return refuse("'" + sp.name +
-                        "': a stack takes axis 0 and no sizes or count (one piece per index)");
+                        "': a stack takes axis 0 and no sizes, count or groups (one piece per index)");
         if (params_[i].shape[0] < 1)
           return refuse("'" + sp.name + "' is a stack of " + std::to_string(params_[i].shape[0]) +
                         " matrices");
@@ -152,26 +209,34 @@ class SplitLayout {
           return refuse("'" + sp.name + "' names two parts '" + twice + "'");
         continue;
       }
-      const index_t side = sp.axis == 0 ? m.rows : m.cols;
+      const std::string unit = sp.axis == 0 ? " rows" : " columns";
+      if (sp.groups < 1)
+        return refuse("'" + sp.name + "' has " + std::to_string(sp.groups) + " groups (must be >= 1)");
+      if ((sp.axis == 0 ? m.rows : m.cols) % sp.groups != 0)
+        return refuse("'" + sp.name + "': " + std::to_string(sp.groups) + " groups do not divide its " +
+                      std::to_string(sp.axis == 0 ? m.rows : m.cols) + unit);
+      // With groups, each segment is cut alike: the sizes describe one segment.
+      const index_t side = (sp.axis == 0 ? m.rows : m.cols) / sp.groups;
+      const std::string side_text =
+          std::to_string(side) + unit +
+          (sp.groups > 1 ? " per group (" + std::to_string(sp.groups) + " groups)" : std::string());
       if (sp.sizes.empty() == (sp.count == 0))
         return refuse("'" + sp.name + "' needs either sizes or a count of equal pieces");
       if (sp.sizes.empty() && (sp.count < 1 || side % sp.count != 0))
         return refuse("'" + sp.name + "': " + std::to_string(sp.count) + " equal pieces do not divide its " +
-                      std::to_string(side) + (sp.axis == 0 ? " rows" : " columns"));
+                      side_text);
       const std::vector<index_t> sizes = sizes_of(sp);
       index_t sum = 0;
       for (index_t z : sizes) {
         if (z < 1)
           return refuse("'" + sp.name + "' has a piece of size " + std::to_string(z) +
                         " (each must be >= 1)");
-        if (z > side - sum)
-          return refuse("the sizes of '" + sp.name + "' exceed its " + std::to_string(side) +
-                        (sp.axis == 0 ? " rows" : " columns"));
+        if (z > side - sum) return refuse("the sizes of '" + sp.name + "' exceed its " + side_text);
         sum += z;
       }
       if (sum != side)
         return refuse("the sizes of '" + sp.name + "' sum to " + std::to_string(sum) + ", not to its " +
-                      std::to_string(side) + (sp.axis == 0 ? " rows" : " columns"));
+                      side_text);
       if (!sp.parts.empty() && sp.parts.size() != sizes.size())
         return refuse("'" + sp.name + "' names " + std::to_string(sp.parts.size()) + " parts for " +
                       std::to_string(sizes.size()) + " pieces");
@@ -197,12 +262,14 @@ class SplitLayout {
         continue;
       }
       const std::vector<index_t> sizes = sizes_of(sp);
+      const index_t segment = (sp.axis == 0 ? m.rows : m.cols) / sp.groups;
       index_t offset = 0;
       for (std::size_t k = 0; k < sizes.size(); ++k) {
-        const BlockShape s = sp.axis == 0 ? BlockShape{sizes[k], m.cols} : BlockShape{m.rows, sizes[k]};
+        const index_t z = sp.groups * sizes[k];  // the piece's side: one block per group
+        const BlockShape s = sp.axis == 0 ? BlockShape{z, m.cols} : BlockShape{m.rows, z};
         const std::string part = sp.parts.empty() ? std::to_string(k) : sp.parts[k];
         pieces_.push_back(ParamSpec{sp.name + "[" + part + "]", {s.rows, s.cols}});
-        map_.push_back(Piece{i, sp.axis, offset, s, m.cols});
+        map_.push_back(Piece{i, sp.axis, offset, s, m.cols, sp.groups, segment});
         offset += sizes[k];
       }
     }
@@ -220,12 +287,13 @@ class SplitLayout {
 ///
 /// step(params, grads) takes one pointer per caller parameter (layout.params() order), row-major
 /// in its flattened shape, like Partition::step. Row pieces and unsplit parameters are passed to
-/// the partition as pointers into the caller's arrays (no copy); column pieces are gathered into
-/// contiguous copies of parameter and gradient before the step, and the updated copies are
-/// scattered back after it (the gradient copy always, so that the caller's gradient holds the
-/// updates as with Partition; the parameter copy only when the step succeeded). Cost: four
-/// passes over each column-split parameter per step, in the partition's memory (kernels on the
-/// device); buffers reserved at init(), step never allocates.
+/// the partition as pointers into the caller's arrays (no copy); column pieces and grouped pieces
+/// (SplitSpec::groups > 1) are gathered into contiguous copies of parameter and gradient before
+/// the step, and the updated copies are scattered back after it (the gradient copy always, so
+/// that the caller's gradient holds the updates as with Partition; the parameter copy only when
+/// the step succeeded). Cost: four passes over each such parameter per step, in the partition's
+/// memory (one kernel per block on the device); buffers reserved at init(), step never
+/// allocates.
 ///
 /// Contract, as Partition's: all parameters or none (a refused or failed step changes no
 /// parameter and no state), StepReport::bad_param is the index of the CALLER's parameter (its
@@ -255,12 +323,12 @@ class SplitPartition {
     if (StepReport r = partition_.init(memory); !r) return to_source(r);
     copies_.assign(map.size(), Copies{});
     for (std::size_t k = 0; k < map.size(); ++k) {
-      if (map[k].axis != 1) continue;
+      if (!map[k].copied()) continue;
       const auto n = static_cast<std::size_t>(map[k].shape.size());
       copies_[k].param.assign(n, 0.0f);
       copies_[k].grad.assign(n, 0.0f);
       if (!copies_[k].param.move_to(memory) || !copies_[k].grad.move_to(memory))
-        return refusal("split: init could not allocate the copies of the column pieces", -1,
+        return refusal("split: init could not allocate the copies of the column and grouped pieces", -1,
                        Status::out_of_memory);
     }
     piece_params_.assign(map.size(), nullptr);
@@ -277,12 +345,14 @@ class SplitPartition {
     const std::vector<SplitLayout::Piece>& map = layout_.map();
     for (std::size_t k = 0; k < map.size(); ++k) {
       const SplitLayout::Piece& c = map[k];
-      if (c.axis == 0) {  // a row piece (or a whole parameter): the caller's memory itself
+      if (!c.copied()) {  // a row piece (or a whole parameter): the caller's memory itself
         piece_params_[k] = params[c.source] ? params[c.source] + c.offset * c.source_cols : nullptr;
         piece_grads_[k] = grads[c.source] ? grads[c.source] + c.offset * c.source_cols : nullptr;
       } else {
-        copy_block(own(copies_[k].param, c), column(params[c.source], c));
-        copy_block(own(copies_[k].grad, c), column(grads[c.source], c));
+        for (index_t g = 0; g < c.groups; ++g) {
+          copy_block(own(copies_[k].param, c, g), source(params[c.source], c, g));
+          copy_block(own(copies_[k].grad, c, g), source(grads[c.source], c, g));
+        }
         piece_params_[k] = copies_[k].param.data();
         piece_grads_[k] = copies_[k].grad.data();
       }
@@ -291,9 +361,11 @@ class SplitPartition {
     const bool changed = r.status == Status::ok && !r.skipped;
     for (std::size_t k = 0; k < map.size(); ++k) {
       const SplitLayout::Piece& c = map[k];
-      if (c.axis != 1) continue;
-      copy_block(column(grads[c.source], c), own(copies_[k].grad, c));
-      if (changed) copy_block(column(params[c.source], c), own(copies_[k].param, c));
+      if (!c.copied()) continue;
+      for (index_t g = 0; g < c.groups; ++g) {
+        copy_block(source(grads[c.source], c, g), own(copies_[k].grad, c, g));
+        if (changed) copy_block(source(params[c.source], c, g), own(copies_[k].param, c, g));
+      }
     }
     if (memory_ == MemoryKind::device) device_kernels::fence();  // the scatters
     return to_source(r);
@@ -315,14 +387,27 @@ class SplitPartition {
 
  private:
   struct Copies {
-    Buffer param, grad;  ///< a column piece, contiguous, in the partition's memory
+    Buffer param, grad;  ///< a copied piece, contiguous, in the partition's memory
   };
-  /// Column piece c of the source array p: rows × width with the source's leading dimension.
-  MatrixRef<float> column(float* p, const SplitLayout::Piece& c) const {
-    return MatrixRef<float>::row_major(p + c.offset, c.shape.rows, c.shape.cols, c.source_cols, memory_);
+  /// Block g of copied piece c in the source array p, with the source's leading dimension: rows
+  /// offset + g·stride … of all columns (axis 0), or columns offset + g·stride … of all rows.
+  MatrixRef<float> source(float* p, const SplitLayout::Piece& c, index_t g) const {
+    const index_t start = c.offset + g * c.stride;
+    if (c.axis == 0)
+      return MatrixRef<float>::row_major(p + start * c.source_cols, c.shape.rows / c.groups, c.shape.cols,
+                                         c.source_cols, memory_);
+    return MatrixRef<float>::row_major(p + start, c.shape.rows, c.shape.cols / c.groups, c.source_cols,
+                                       memory_);
   }
-  MatrixRef<float> own(Buffer& b, const SplitLayout::Piece& c) const {
-    return MatrixRef<float>(b.data(), c.shape.rows, c.shape.cols, memory_);
+  /// Block g of the piece's contiguous copy: its g-th band of rows (axis 0) or columns (axis 1).
+  MatrixRef<float> own(Buffer& b, const SplitLayout::Piece& c, index_t g) const {
+    if (c.axis == 0) {
+      const index_t r = c.shape.rows / c.groups;
+      return MatrixRef<float>::row_major(b.data() + g * r * c.shape.cols, r, c.shape.cols, c.shape.cols,
+                                         memory_);
+    }
+    const index_t w = c.shape.cols / c.groups;
+    return MatrixRef<float>::row_major(b.data() + g * w, c.shape.rows, w, c.shape.cols, memory_);
   }
   /// The partition's report with bad_param turned from a piece index into the caller's index.
   StepReport to_source(StepReport r) const {
