@@ -4,7 +4,7 @@
 /// many ranks mpiexec started (CTest runs 1, 2 and 4): trajectories of muon + adamw over
 /// replicated and row-sharded parameters, refusal on every rank when one rank sees a NaN or one
 /// owner's rule fails, checkpoints written on n ranks and restored on n ranks and on one
-/// process, and activation Grams summed across ranks.
+/// process, activation Grams summed across ranks, and QK-clip on row-sharded parameters.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -21,6 +21,7 @@
 #include "schatten/distributed/mpi_step.hpp"
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/qk_clip.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
@@ -208,6 +209,55 @@ TEST_CASE("distributed.partition: muon and adamw trajectories equal one process 
       CHECK(same_bits(d, m, loc));
     }
     CHECK(same_state(d, ref));
+  }
+}
+
+TEST_CASE("distributed.qk_clip: MuonClip on row-sharded attention equals one process bit for bit") {
+  // Megatron's gated linear_qkv and GPT-2's fused c_attn with its bias, row-sharded: each rank
+  // clips the rows it holds after the distributed Muon step (QkClip::set_rows with the
+  // partition's row ranges), with the same logits; the result is the single process's MuonClip.
+  constexpr index_t D = 8, H = 4, G = 2, hd = 3;  // hidden, heads, key heads, head_dim
+  const std::vector<ParamSpec> ps = {{"l0.linear_qkv.weight", {(2 * H + 2 * G) * hd, D}},
+                                     {"l1.c_attn.weight", {D, (H + 2 * G) * hd}},
+                                     {"l1.c_attn.bias", {(H + 2 * G) * hd}}};
+  const std::vector<QkLayer> layers = {
+      qk_grouped("l0", "l0.linear_qkv.weight", H, G, hd, true),
+      with_bias(qk_fused("l1", "l1.c_attn.weight", H, G, hd, 1), "l1.c_attn.weight", "l1.c_attn.bias")};
+  const auto labels = propose_labels(ps);
+  auto ref = optim::partition(ps, labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(ref.init());
+  auto d = distributed::distributed_partition(world(), ps, labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()));
+  d.set_layouts(std::vector<Layout>(ps.size(), Layout::row_sharded));
+  REQUIRE(d.init());
+  QkClip whole(layers, {2.0, 0.5}), mine(layers, {2.0, 0.5});
+  REQUIRE(whole.init(ps));
+  REQUIRE(mine.init(ps));
+  std::vector<std::pair<index_t, index_t>> rows;
+  for (std::size_t i = 0; i < ps.size(); ++i)
+    rows.emplace_back(d.row_range(i).begin, d.row_range(i).end);
+  REQUIRE(mine.set_rows(rows));
+  Model m(ps);
+  Local loc(d, m);
+  for (int t = 0; t < 3; ++t) {
+    CAPTURE(t);
+    m.gradients(t);
+    loc.gradients(d, m);
+    REQUIRE(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)));
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    // The same logits everywhere (an all-reduced MAX in training): heads firing alternately.
+    std::vector<float> logits(static_cast<std::size_t>(whole.heads()));
+    for (std::size_t h = 0; h < logits.size(); ++h)
+      logits[h] = static_cast<float>(1.0 + 0.75 * static_cast<double>((h + static_cast<std::size_t>(t)) % 4));
+    std::vector<float*> local = Model::ptrs(loc.w);
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      if (loc.w[i].empty()) local[i] = nullptr;
+    const QkClipReport a = whole.apply(Model::ptrs(m.w), logits), b = mine.apply(local, logits);
+    REQUIRE(a);
+    REQUIRE(b);
+    CHECK(a.clipped_heads > 0);
+    CHECK(b.clipped_heads == a.clipped_heads);
+    CHECK(same_bits(d, m, loc));
   }
 }
 

@@ -238,15 +238,21 @@ TEST_CASE("qk_clip grouped-query GPT-2 fused Conv1D with bias clips the firing g
   CHECK(w[1][0] != w0[1][0]);  // the bias of a clipped head moved with its weights
 }
 
-TEST_CASE("qk_clip Megatron grouped rows keep values and quiet groups") {
-  const std::uint64_t seed = case_seed("qk_clip megatron");
+TEST_CASE("qk_clip Megatron grouped rows keep values gates and quiet groups") {
+  // linear_qkv rows per group: [3 query heads | key | value], d rows each; with
+  // attention_output_gate [3 query heads | 3 gate heads | key | value].
+  bool gated = false;
+  SUBCASE("plain") { gated = false; }
+  SUBCASE("gated") { gated = true; }
+  CAPTURE(gated);
+  const std::uint64_t seed = case_seed(gated ? "qk_clip megatron gated" : "qk_clip megatron");
   MESSAGE("seed " << seed);
-  // linear_qkv rows per group: [3 query heads | key | value], d rows each.
-  constexpr index_t T = 10, D = 16, H = 6, G = 2, d = 4, per = H / G, R = G * (per + 2) * d;
+  constexpr index_t T = 10, D = 16, H = 6, G = 2, d = 4, per = H / G;
+  const index_t q_rows = (gated ? 2 : 1) * per * d, group = q_rows + 2 * d, R = G * group;
   const std::vector<ParamSpec> specs = {{"decoder.layers.0.self_attention.linear_qkv.weight", {R, D}}};
   std::vector<std::vector<float>> w = {to_float_buffer(gaussian_mat(R, D, seed + 1, 0.4))};
-  auto q_row = [&](index_t h) { return (h / per) * (per + 2) * d + (h % per) * d; };
-  auto k_row = [&](index_t g) { return g * (per + 2) * d + per * d; };
+  auto q_row = [&](index_t h) { return (h / per) * group + (h % per) * d; };
+  auto k_row = [&](index_t g) { return g * group + q_rows; };
   scale_rows_by(w[0], D, q_row(4), d, 8.0f);  // query head 4, group 1
   const Mat x = gaussian_mat(T, D, seed + 2);
   auto logits = [&]() {
@@ -263,16 +269,53 @@ TEST_CASE("qk_clip Megatron grouped rows keep values and quiet groups") {
   const double tau = 1.01 * quiet;
   REQUIRE(std::max({before[3].max, before[4].max, before[5].max}) > tau);
   const std::vector<std::vector<float>> w0 = w;
-  QkClip clip({qk_grouped("layer0", "decoder.layers.0.self_attention.linear_qkv.weight", H, G, d)},
+  QkClip clip({qk_grouped("layer0", "decoder.layers.0.self_attention.linear_qkv.weight", H, G, d, gated)},
               {tau, 0.5});
   REQUIRE(clip.init(specs));
   REQUIRE(clip.apply(pointers(w), maxima(before)));
   check_clipped(before, logits(), {0, 0, 0, 1, 1, 1}, tau, clip);
-  for (index_t g = 0; g < G; ++g)  // value rows
-    for (index_t k = (k_row(g) + d) * D; k < (k_row(g) + 2 * d) * D; ++k)
+  for (index_t g = 0; g < G; ++g) {
+    for (index_t k = (k_row(g) + d) * D; k < (k_row(g) + 2 * d) * D; ++k)  // value rows
       REQUIRE(w[0][k] == w0[0][k]);
-  for (index_t k = 0; k < (per + 2) * d * D; ++k)  // group 0 whole
+    for (index_t k = (g * group + per * d) * D; k < k_row(g) * D; ++k)  // gate rows (if any)
+      REQUIRE(w[0][k] == w0[0][k]);
+  }
+  for (index_t k = 0; k < group * D; ++k)  // group 0 whole
     REQUIRE(w[0][k] == w0[0][k]);
+  CHECK(w[0][q_row(3) * D] != w0[0][q_row(3) * D]);  // group 1's quiet head 3 is clipped with it
+}
+
+TEST_CASE("qk_clip gated query projection scales the query rows and not the gate rows") {
+  // Qwen3-Next / Qwen3.5 q_proj: per head [query | gate], d rows each; k_proj with GQA.
+  const std::uint64_t seed = case_seed("qk_clip gated q_proj");
+  MESSAGE("seed " << seed);
+  constexpr index_t T = 12, D = 16, H = 4, G = 2, d = 4;
+  const std::vector<ParamSpec> specs = {{"self_attn.q_proj.weight", {2 * H * d, D}},
+                                        {"self_attn.k_proj.weight", {G * d, D}}};
+  std::vector<std::vector<float>> w = {to_float_buffer(gaussian_mat(2 * H * d, D, seed + 1, 0.4)),
+                                       to_float_buffer(gaussian_mat(G * d, D, seed + 2, 0.4))};
+  scale_rows_by(w[0], D, 2 * 2 * d, d, 6.0f);  // query head 2 (group 1)
+  const Mat x = gaussian_mat(T, D, seed + 3);
+  auto logits = [&]() {
+    std::vector<Logit> l;
+    for (index_t h = 0; h < H; ++h)
+      l.push_back(largest(x * rows_of(w[0], D, 2 * h * d, d).transpose(),
+                          x * rows_of(w[1], D, (h / (H / G)) * d, d).transpose()));
+    return l;
+  };
+  const std::vector<Logit> before = logits();
+  const double tau = 1.01 * std::max(before[0].max, before[1].max);
+  REQUIRE(std::max(before[2].max, before[3].max) > tau);
+  const std::vector<std::vector<float>> w0 = w;
+  QkClip clip({qk_separate("layer0", "self_attn.q_proj.weight", "self_attn.k_proj.weight", H, G, d, 0, true)},
+              {tau, 0.5});
+  REQUIRE(clip.init(specs));
+  REQUIRE(clip.apply(pointers(w), maxima(before)));
+  check_clipped(before, logits(), {0, 0, 1, 1}, tau, clip);
+  for (index_t h = 0; h < H; ++h)  // every head's gate rows
+    for (index_t k = (2 * h + 1) * d * D; k < (2 * h + 2) * d * D; ++k)
+      REQUIRE(w[0][k] == w0[0][k]);
+  CHECK(w[0][2 * 2 * d * D] != w0[0][2 * 2 * d * D]);  // head 2's query rows were scaled
 }
 
 TEST_CASE("qk_clip multi-head latent attention scales q_C and k_C by root eta and q_R by eta") {
@@ -433,6 +476,78 @@ TEST_CASE("qk_clip apply refuses bad logits and pointers and changes nothing") {
   CHECK(r.bad_head == 2);
   CHECK(std::string(r.message).find("head 2: the clip factor underflows") != std::string::npos);
   CHECK(w == w0);
+}
+
+TEST_CASE("qk_clip on row shards equals the whole clip bit for bit") {
+  // Three "ranks" hold uneven row ranges of each parameter (some empty, as FSDP's chunks of a
+  // bias): each clips its rows with the same logits, and the rows put back together must be the
+  // single-process clip's bits. Row slices (Megatron's gated linear_qkv) cut by the shards, and
+  // column slices (GPT-2's fused c_attn and its bias) present in every held row.
+  const std::uint64_t seed = case_seed("qk_clip row shards");
+  MESSAGE("seed " << seed);
+  constexpr index_t D = 8, H = 4, G = 2, d = 3;
+  const std::vector<ParamSpec> specs = {{"l0.linear_qkv.weight", {(2 * H + 2 * G) * d, D}},
+                                        {"l1.c_attn.weight", {D, (H + 2 * G) * d}},
+                                        {"l1.c_attn.bias", {(H + 2 * G) * d}}};
+  const std::vector<QkLayer> layers = {
+      qk_grouped("l0", "l0.linear_qkv.weight", H, G, d, true),
+      with_bias(qk_fused("l1", "l1.c_attn.weight", H, G, d, 1), "l1.c_attn.weight", "l1.c_attn.bias")};
+  std::vector<std::vector<float>> whole;
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    whole.push_back(to_float_buffer(gaussian_mat(1, flatten(specs[i].shape).size(), seed + i, 1.0)));
+  const std::vector<float> logits = {40.f, 250.f, 90.f, 120.f, 30.f, 20.f, 180.f, 99.f};  // τ = 100
+  QkClip reference(layers);
+  REQUIRE(reference.init(specs));
+  std::vector<std::vector<float>> want = whole;
+  const QkClipReport rr = reference.apply(pointers(want), logits);
+  REQUIRE(rr);
+  CHECK(rr.clipped_heads == 6);  // groups (0,1) and (2,3) of l0, (2,3) of l1
+
+  constexpr int kRanks = 3;
+  std::vector<std::vector<float>> got(specs.size());
+  for (int k = 0; k < kRanks; ++k) {
+    CAPTURE(k);
+    std::vector<std::pair<index_t, index_t>> rows;
+    std::vector<std::vector<float>> local;
+    std::vector<float*> ptrs;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const BlockShape m = flatten(specs[i].shape);
+      const index_t chunk = m.rows / kRanks + 1;  // uneven; the last ranks of short ones get none
+      const index_t b = std::min(m.rows, k * chunk), e = std::min(m.rows, (k + 1) * chunk);
+      rows.emplace_back(b, e);
+      local.emplace_back(whole[i].begin() + b * m.cols, whole[i].begin() + e * m.cols);
+      ptrs.push_back(e > b ? local.back().data() : nullptr);
+    }
+    QkClip clip(layers);
+    REQUIRE(clip.init(specs));
+    REQUIRE(clip.set_rows(rows));
+    const QkClipReport r = clip.apply(ptrs, logits);
+    REQUIRE(r);
+    CHECK(r.clipped_heads == rr.clipped_heads);  // every shard reports the whole clip
+    CHECK(clip.factors() == reference.factors());
+    for (std::size_t i = 0; i < specs.size(); ++i)
+      got[i].insert(got[i].end(), local[i].begin(), local[i].end());
+  }
+  CHECK(got == want);
+
+  // Misuse: nothing set, nothing scaled.
+  QkClip clip(layers);
+  CHECK(clip.set_rows({{0, 1}, {0, 1}, {0, 1}}).status == Status::invalid_argument);  // before init
+  REQUIRE(clip.init(specs));
+  CHECK(clip.set_rows({{0, 1}}).status == Status::invalid_argument);
+  const StepReport beyond = clip.set_rows({{0, 36}, {0, 9}, {0, 1}});
+  CHECK(beyond.status == Status::invalid_argument);
+  CHECK(beyond.bad_param == 1);
+  CHECK(clip.set_rows({{5, 4}, {0, 8}, {0, 1}}).status == Status::invalid_argument);
+  CHECK(clip.set_rows({{-1, 4}, {0, 8}, {0, 1}}).status == Status::invalid_argument);
+  // A null pointer for rows that hold part of a clipped slice is refused.
+  REQUIRE(clip.set_rows({{0, 4}, {0, 0}, {0, 0}}));
+  std::vector<float> rows4(4 * D, 1.0f);
+  const QkClipReport null_held = clip.apply({nullptr, nullptr, nullptr}, logits);
+  CHECK(null_held.status == Status::invalid_argument);
+  CHECK(null_held.bad_param == 0);
+  REQUIRE(clip.apply({rows4.data(), nullptr, nullptr}, logits));
+  CHECK(rows4[0] != 1.0f);  // rows 0-3: query heads 0 and 1, whose group fired
 }
 
 TEST_CASE("qk_clip on device pointers gives the host's bits") {

@@ -27,6 +27,12 @@
 ///  * S_h ≤ τ (zero or negative included) leaves the group unchanged; NaN or ±Inf is refused
 ///    (a logit that overflowed says nothing about the factor, and η = 0 would erase the head).
 ///
+/// Row-sharded parameters (FSDP by dim 0, distributed::DistributedPartition's row_sharded
+/// layout): set_rows() tells the clip which rows of each parameter this process holds; every
+/// process calls apply() with the same (all-reduced) logits and scales the part of each slice it
+/// holds. The factors depend on the logits only, so the shards together equal one process's
+/// clip bit for bit, with no communication.
+///
 /// Cost: one pass over the slices of clipped groups only (none when no head exceeds τ); on the
 /// device one kernel per clipped slice. Accuracy: each slice element is multiplied once by a
 /// float factor computed in double (η^α rounded to float), so the clipped maximum logit is τ to
@@ -84,10 +90,14 @@ inline std::vector<index_t> head_starts(index_t count, index_t offset, index_t s
 /// Separate query and key projections: q_proj (heads·head_dim outputs) and k_proj (kv_heads·
 /// head_dim outputs), heads contiguous along the output axis: rows of a torch.nn.Linear weight
 /// (axis 0, the default), columns of a flax/JAX (in, out) kernel (axis 1).
+/// gated: attention with an output gate computed by the query projection, as Qwen3-Next and
+/// Qwen3.5 store it: q_proj has 2·heads·head_dim outputs, per head its query then its gate
+/// (head_dim each). The gate does not enter the logits and is not scaled.
 inline QkLayer qk_separate(std::string name, std::string query, std::string key, index_t heads,
-                           index_t kv_heads, index_t head_dim, int axis = 0) {
+                           index_t kv_heads, index_t head_dim, int axis = 0, bool gated = false) {
   QkLayer l{std::move(name), heads, kv_heads, {}};
-  l.blocks.push_back({std::move(query), QkRole::query, axis, head_dim, head_starts(heads, 0, head_dim)});
+  l.blocks.push_back(
+      {std::move(query), QkRole::query, axis, head_dim, head_starts(heads, 0, (gated ? 2 : 1) * head_dim)});
   l.blocks.push_back({std::move(key), QkRole::key, axis, head_dim, head_starts(kv_heads, 0, head_dim)});
   return l;
 }
@@ -106,18 +116,20 @@ inline QkLayer qk_fused(std::string name, std::string qkv, index_t heads, index_
 
 /// Megatron-Core's fused linear_qkv: rows grouped by key head, each group
 /// [its heads/kv_heads query heads | its key head | its value head], head_dim rows each.
+/// gated: attention_output_gate, each group [query heads | as many gate heads | key | value];
+/// the gate rows are not scaled (split_qkv_grouped() in split.hpp cuts the same layouts).
 inline QkLayer qk_grouped(std::string name, std::string qkv, index_t heads, index_t kv_heads,
-                          index_t head_dim) {
+                          index_t head_dim, bool gated = false) {
   QkLayer l{std::move(name), heads, kv_heads, {}};
   const index_t per = kv_heads > 0 ? heads / kv_heads : 0;
-  const index_t group_rows = (per + 2) * head_dim;
+  const index_t q_rows = (gated ? 2 : 1) * per * head_dim;  // the group's query (and gate) heads
+  const index_t group_rows = q_rows + 2 * head_dim;
   std::vector<index_t> q;
   for (index_t g = 0; g < kv_heads; ++g)
     for (index_t i = 0; i < per; ++i)
       q.push_back(g * group_rows + i * head_dim);
   l.blocks.push_back({qkv, QkRole::query, 0, head_dim, std::move(q)});
-  l.blocks.push_back(
-      {std::move(qkv), QkRole::key, 0, head_dim, head_starts(kv_heads, per * head_dim, group_rows)});
+  l.blocks.push_back({std::move(qkv), QkRole::key, 0, head_dim, head_starts(kv_heads, q_rows, group_rows)});
   return l;
 }
 
@@ -262,6 +274,9 @@ class QkClip {
     }
     factors_.assign(static_cast<std::size_t>(heads_), 1.0);
     slice_factor_.assign(slices_.size(), 1.0f);
+    rows_.clear();
+    for (const ParamSpec& p : params)
+      rows_.emplace_back(0, flatten(p.shape).rows);
     group_factor_.clear();
     for (const QkLayer& l : layers_)
       group_factor_.emplace_back(static_cast<std::size_t>(l.kv_heads), 1.0);
@@ -269,20 +284,39 @@ class QkClip {
     return StepReport{};
   }
 
+  /// The rows [first, second) of each parameter's flattened matrix that this process holds
+  /// (row-sharded parameters; after init(), which resets every range to all rows). apply()'s
+  /// params[i] then points to row `first` of parameter i (row-major, all columns) and only the
+  /// held part of each slice is scaled; a pointer may be null when its range misses every slice.
+  /// With distributed::DistributedPartition d: {d.row_range(i).begin, d.row_range(i).end}.
+  /// invalid_argument (nothing changed) before init(), for a count other than init()'s
+  /// parameters, or a range that is not 0 ≤ first ≤ second ≤ rows.
+  StepReport set_rows(const std::vector<std::pair<index_t, index_t>>& rows) {
+    if (!ready_) return refusal("qk_clip: set_rows before a successful init()", -1);
+    if (rows.size() != specs_.size()) return refusal("qk_clip: set_rows needs one range per parameter", -1);
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      if (rows[i].first < 0 || rows[i].first > rows[i].second ||
+          rows[i].second > flatten(specs_[i].shape).rows)
+        return refusal("qk_clip: set_rows: a range is not 0 <= first <= second <= the parameter's rows",
+                       static_cast<std::ptrdiff_t>(i));
+    rows_ = rows;
+    return StepReport{};
+  }
+
   /// Clips after an optimizer step. `params`: one pointer per parameter given to init(), in
-  /// init()'s memory, row-major in its flattened shape (null allowed for parameters no slice
-  /// touches). `max_logits`: host array of heads() values, the layers' query heads in order
-  /// (S_h as the file comment defines it). All or nothing: a wrong count, a null pointer, a
-  /// NaN/±Inf logit (invalid_argument / non_finite_input, naming the head) or a factor η^p
-  /// below the smallest normal float (out_of_range: τ tiny against S) is refused before
-  /// anything is scaled. On success factors() holds each query head's η.
+  /// init()'s memory, row-major in its flattened shape, or its held rows after set_rows() (null
+  /// allowed for parameters no slice touches). `max_logits`: host array of heads() values, the
+  /// layers' query heads in order (S_h as the file comment defines it). All or nothing: a wrong
+  /// count, a null pointer, a NaN/±Inf logit (invalid_argument / non_finite_input, naming the
+  /// head) or a factor η^p below the smallest normal float (out_of_range: τ tiny against S) is
+  /// refused before anything is scaled. On success factors() holds each query head's η.
   QkClipReport apply(const std::vector<float*>& params, const float* max_logits, std::size_t count) {
     QkClipReport r;
     if (!ready_) return refuse_apply(r, "qk_clip: apply before a successful init()");
     if (params.size() != specs_.size())
       return refuse_apply(r, "qk_clip: one pointer per parameter given to init()");
     for (const Slice& s : slices_)
-      if (params[s.param] == nullptr) {
+      if (params[s.param] == nullptr && held(s).rows > 0) {
         r.bad_param = static_cast<std::ptrdiff_t>(s.param);
         return refuse_apply(r, "qk_clip: null pointer for a clipped parameter");
       }
@@ -343,12 +377,13 @@ class QkClip {
     }
     for (std::size_t k = 0; k < slices_.size(); ++k) {
       const Slice& s = slices_[k];
-      if (slice_factor_[k] == 1.0f) continue;
-      const BlockShape m = flatten(specs_[s.param].shape);
-      float* p = params[s.param];
+      const Held h = held(s);
+      if (slice_factor_[k] == 1.0f || h.rows == 0) continue;
+      const index_t ld = flatten(specs_[s.param].shape).cols;
+      float* p = params[s.param] + h.first_local * ld;
       const MatrixRef<float> slice =
-          s.axis == 0 ? MatrixRef<float>::row_major(p + s.start * m.cols, s.width, m.cols, m.cols, memory_)
-                      : MatrixRef<float>::row_major(p + s.start, m.rows, s.width, m.cols, memory_);
+          s.axis == 0 ? MatrixRef<float>::row_major(p, h.rows, ld, ld, memory_)
+                      : MatrixRef<float>::row_major(p + s.start, h.rows, s.width, ld, memory_);
       scale_block(slice, slice_factor_[k]);
     }
     if (memory_ == MemoryKind::device) device_kernels::fence();
@@ -376,6 +411,16 @@ class QkClip {
     index_t group = 0;  ///< the key head whose factor applies
     QkRole role = QkRole::query;
   };
+  /// The part of slice s in the rows this process holds: `rows` rows from local row first_local.
+  struct Held {
+    index_t first_local = 0, rows = 0;
+  };
+  Held held(const Slice& s) const {
+    const auto& [begin, end] = rows_[s.param];
+    const index_t lo = s.axis == 0 ? std::max(s.start, begin) : begin;
+    const index_t hi = s.axis == 0 ? std::min(s.start + s.width, end) : end;
+    return hi > lo ? Held{lo - begin, hi - lo} : Held{};
+  }
   StepReport refuse(std::string what) {
     message_ = std::move(what);
     slices_.clear();
@@ -401,6 +446,7 @@ class QkClip {
   std::vector<std::vector<double>> group_factor_;  ///< per layer and key head: η of the last apply
   std::vector<float> slice_factor_;                ///< per slice: float(η^p) of the last apply
   std::vector<double> factors_;
+  std::vector<std::pair<index_t, index_t>> rows_;  ///< per parameter: the rows held (set_rows)
   index_t heads_ = 0;
   MemoryKind memory_ = MemoryKind::host;
   std::string message_, apply_message_;
