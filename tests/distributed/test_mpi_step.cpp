@@ -22,6 +22,7 @@
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/qk_clip.hpp"
+#include "support/attention.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
@@ -216,13 +217,9 @@ TEST_CASE("distributed.qk_clip: MuonClip on row-sharded attention equals one pro
   // Megatron's gated linear_qkv and GPT-2's fused c_attn with its bias, row-sharded: each rank
   // clips the rows it holds after the distributed Muon step (QkClip::set_rows with the
   // partition's row ranges), with the same logits; the result is the single process's MuonClip.
-  constexpr index_t D = 8, H = 4, G = 2, hd = 3;  // hidden, heads, key heads, head_dim
-  const std::vector<ParamSpec> ps = {{"l0.linear_qkv.weight", {(2 * H + 2 * G) * hd, D}},
-                                     {"l1.c_attn.weight", {D, (H + 2 * G) * hd}},
-                                     {"l1.c_attn.bias", {(H + 2 * G) * hd}}};
-  const std::vector<QkLayer> layers = {
-      qk_grouped("l0", "l0.linear_qkv.weight", H, G, hd, true),
-      with_bias(qk_fused("l1", "l1.c_attn.weight", H, G, hd, 1), "l1.c_attn.weight", "l1.c_attn.bias")};
+  const schatten::test::ShardedAttention attention;
+  const std::vector<ParamSpec>& ps = attention.specs;
+  const std::vector<QkLayer>& layers = attention.layers;
   const auto labels = propose_labels(ps);
   auto ref = optim::partition(ps, labels, route("muon", make_muon()), route("adamw", make_adamw()));
   REQUIRE(ref.init());

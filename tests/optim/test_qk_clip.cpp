@@ -30,6 +30,7 @@
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/split.hpp"
+#include "support/attention.hpp"
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
@@ -485,13 +486,10 @@ TEST_CASE("qk_clip on row shards equals the whole clip bit for bit") {
   // column slices (GPT-2's fused c_attn and its bias) present in every held row.
   const std::uint64_t seed = case_seed("qk_clip row shards");
   MESSAGE("seed " << seed);
-  constexpr index_t D = 8, H = 4, G = 2, d = 3;
-  const std::vector<ParamSpec> specs = {{"l0.linear_qkv.weight", {(2 * H + 2 * G) * d, D}},
-                                        {"l1.c_attn.weight", {D, (H + 2 * G) * d}},
-                                        {"l1.c_attn.bias", {(H + 2 * G) * d}}};
-  const std::vector<QkLayer> layers = {
-      qk_grouped("l0", "l0.linear_qkv.weight", H, G, d, true),
-      with_bias(qk_fused("l1", "l1.c_attn.weight", H, G, d, 1), "l1.c_attn.weight", "l1.c_attn.bias")};
+  const schatten::test::ShardedAttention attention;
+  const std::vector<ParamSpec>& specs = attention.specs;
+  const std::vector<QkLayer>& layers = attention.layers;
+  constexpr index_t D = schatten::test::ShardedAttention::hidden;
   std::vector<std::vector<float>> whole;
   for (std::size_t i = 0; i < specs.size(); ++i)
     whole.push_back(to_float_buffer(gaussian_mat(1, flatten(specs[i].shape).size(), seed + i, 1.0)));
