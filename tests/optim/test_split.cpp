@@ -175,6 +175,23 @@ void step_against_oracle(S& split, O& oracle, const std::vector<ParamSpec>& para
     CHECK(a == b);  // every state field under the same name
   }
 }
+/// A NaN at element k of caller parameter i's gradient (the others random): the step is refused
+/// as non_finite_input naming i, and no parameter or state field changes.
+template <class S>
+void check_nan_refused(S& split, std::vector<std::vector<float>>& fused, Rng& rng, std::size_t i,
+                       std::size_t k) {
+  const auto before = fused;
+  const io::FieldSet state = io::capture(split);
+  std::vector<std::vector<float>> grads;
+  for (const auto& f : fused)
+    grads.push_back(random_vec(f.size(), rng, 1.0));
+  grads[i][k] = std::numeric_limits<float>::quiet_NaN();
+  const StepReport r = split.step(pointers(fused), pointers(grads));
+  CHECK(r.status == Status::non_finite_input);
+  CHECK(r.bad_param == static_cast<std::ptrdiff_t>(i));
+  CHECK(fused == before);
+  CHECK(io::capture(split) == state);
+}
 auto make(const std::vector<ParamSpec>& specs) {
   return optim::partition(specs, propose_labels(specs), route("muon", muon()), route("adamw", adamw()));
 }
@@ -297,16 +314,7 @@ TEST_SUITE("optim.split") {
       grads.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 1.0));
     }
     REQUIRE(split.step(pointers(fused), pointers(grads)));
-    const auto before = fused;
-    const io::FieldSet state = io::capture(split);
-    for (auto& g : grads)
-      g = random_vec(g.size(), rng, 1.0);
-    grads[1][8 * 24 - 1] = std::numeric_limits<float>::quiet_NaN();  // in the column piece "v"
-    const StepReport r = split.step(pointers(fused), pointers(grads));
-    CHECK(r.status == Status::non_finite_input);
-    CHECK(r.bad_param == 1);
-    CHECK(fused == before);
-    CHECK(io::capture(split) == state);
+    check_nan_refused(split, fused, rng, 1, 8 * 24 - 1);  // in the column piece "v"
   }
 
   TEST_CASE("split: bad layouts and misuse are refused with a message") {
@@ -480,17 +488,7 @@ TEST_SUITE("optim.split") {
     step_against_oracle(split, oracle, kGroupedParams, cuts, fused, rng, 3);
 
     // All or nothing: a NaN in the second group's value rows of l1 refuses the step.
-    const auto before = fused;
-    const io::FieldSet state = io::capture(split);
-    std::vector<std::vector<float>> grads;
-    for (const auto& f : fused)
-      grads.push_back(random_vec(f.size(), rng, 1.0));
-    grads[1][(18 + 16) * 5 + 2] = std::numeric_limits<float>::quiet_NaN();
-    const StepReport r = split.step(pointers(fused), pointers(grads));
-    CHECK(r.status == Status::non_finite_input);
-    CHECK(r.bad_param == 1);
-    CHECK(fused == before);
-    CHECK(io::capture(split) == state);
+    check_nan_refused(split, fused, rng, 1, (18 + 16) * 5 + 2);
   }
 
   TEST_CASE("split: device-resident steps equal host steps") {
