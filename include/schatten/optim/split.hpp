@@ -113,6 +113,35 @@ class SplitLayout {
     /// Whether the piece is gathered into a contiguous copy for each step (column pieces and
     /// pieces of several blocks); otherwise it is the caller's memory itself.
     bool copied() const { return axis == 1 || groups > 1; }
+    /// A piece that is not copied(): where it starts in its source's array p (row-major in the
+    /// source's flattened shape); it is contiguous from there. nullptr for a null p.
+    template <class T>
+    T* in_place(T* p) const {
+      return p ? p + offset * source_cols : nullptr;
+    }
+    /// Block g (0 ≤ g < groups) of a copied() piece inside its source's array p, with the
+    /// source's leading dimension: rows offset + g·stride … of all columns (axis 0), or columns
+    /// offset + g·stride … of all rows (axis 1).
+    template <class T>
+    MatrixRef<T> in_source(T* p, index_t g, MemoryKind memory) const {
+      const index_t start = offset + g * stride;
+      if (axis == 0)
+        return MatrixRef<T>::row_major(p + start * source_cols, shape.rows / groups, shape.cols, source_cols,
+                                       memory);
+      return MatrixRef<T>::row_major(p + start, shape.rows, shape.cols / groups, source_cols, memory);
+    }
+    /// Block g of a copied() piece in its contiguous copy b (shape.rows × shape.cols): its g-th
+    /// band of rows (axis 0) or of columns (axis 1). copy_block(in_copy(b, g), in_source(p, g))
+    /// over every g gathers the piece; the reverse scatters it.
+    template <class T>
+    MatrixRef<T> in_copy(T* b, index_t g, MemoryKind memory) const {
+      if (axis == 0) {
+        const index_t r = shape.rows / groups;
+        return MatrixRef<T>::row_major(b + g * r * shape.cols, r, shape.cols, shape.cols, memory);
+      }
+      const index_t w = shape.cols / groups;
+      return MatrixRef<T>::row_major(b + g * w, shape.rows, w, shape.cols, memory);
+    }
   };
 
   SplitLayout() = default;
@@ -346,12 +375,13 @@ class SplitPartition {
     for (std::size_t k = 0; k < map.size(); ++k) {
       const SplitLayout::Piece& c = map[k];
       if (!c.copied()) {  // a row piece (or a whole parameter): the caller's memory itself
-        piece_params_[k] = params[c.source] ? params[c.source] + c.offset * c.source_cols : nullptr;
-        piece_grads_[k] = grads[c.source] ? grads[c.source] + c.offset * c.source_cols : nullptr;
+        piece_params_[k] = c.in_place(params[c.source]);
+        piece_grads_[k] = c.in_place(grads[c.source]);
       } else {
         for (index_t g = 0; g < c.groups; ++g) {
-          copy_block(own(copies_[k].param, c, g), source(params[c.source], c, g));
-          copy_block(own(copies_[k].grad, c, g), source(grads[c.source], c, g));
+          copy_block(c.in_copy(copies_[k].param.data(), g, memory_),
+                     c.in_source(params[c.source], g, memory_));
+          copy_block(c.in_copy(copies_[k].grad.data(), g, memory_), c.in_source(grads[c.source], g, memory_));
         }
         piece_params_[k] = copies_[k].param.data();
         piece_grads_[k] = copies_[k].grad.data();
@@ -363,8 +393,10 @@ class SplitPartition {
       const SplitLayout::Piece& c = map[k];
       if (!c.copied()) continue;
       for (index_t g = 0; g < c.groups; ++g) {
-        copy_block(source(grads[c.source], c, g), own(copies_[k].grad, c, g));
-        if (changed) copy_block(source(params[c.source], c, g), own(copies_[k].param, c, g));
+        copy_block(c.in_source(grads[c.source], g, memory_), c.in_copy(copies_[k].grad.data(), g, memory_));
+        if (changed)
+          copy_block(c.in_source(params[c.source], g, memory_),
+                     c.in_copy(copies_[k].param.data(), g, memory_));
       }
     }
     if (memory_ == MemoryKind::device) device_kernels::fence();  // the scatters
@@ -389,26 +421,6 @@ class SplitPartition {
   struct Copies {
     Buffer param, grad;  ///< a copied piece, contiguous, in the partition's memory
   };
-  /// Block g of copied piece c in the source array p, with the source's leading dimension: rows
-  /// offset + g·stride … of all columns (axis 0), or columns offset + g·stride … of all rows.
-  MatrixRef<float> source(float* p, const SplitLayout::Piece& c, index_t g) const {
-    const index_t start = c.offset + g * c.stride;
-    if (c.axis == 0)
-      return MatrixRef<float>::row_major(p + start * c.source_cols, c.shape.rows / c.groups, c.shape.cols,
-                                         c.source_cols, memory_);
-    return MatrixRef<float>::row_major(p + start, c.shape.rows, c.shape.cols / c.groups, c.source_cols,
-                                       memory_);
-  }
-  /// Block g of the piece's contiguous copy: its g-th band of rows (axis 0) or columns (axis 1).
-  MatrixRef<float> own(Buffer& b, const SplitLayout::Piece& c, index_t g) const {
-    if (c.axis == 0) {
-      const index_t r = c.shape.rows / c.groups;
-      return MatrixRef<float>::row_major(b.data() + g * r * c.shape.cols, r, c.shape.cols, c.shape.cols,
-                                         memory_);
-    }
-    const index_t w = c.shape.cols / c.groups;
-    return MatrixRef<float>::row_major(b.data() + g * w, c.shape.rows, w, c.shape.cols, memory_);
-  }
   /// The partition's report with bad_param turned from a piece index into the caller's index.
   StepReport to_source(StepReport r) const {
     if (r.bad_param >= 0)
