@@ -4,13 +4,15 @@
 /// (docs/replay-format.md) and writes per-step diagnostics to HDF5 and a JSON summary.
 ///
 /// Replay is open loop: step t applies the optimizer to the gradient the training run computed
-/// at its own parameters W_t, not at the replayed ones. Memory: per optimizer the parameters, an
-/// update buffer, the rules' state (up to two model-sized buffers) and the partition's copy of
-/// it, with diagnostics one more model-sized buffer (the previous update); plus the step cache
-/// (--cache-mb, default 1 MB, at least one step); independent of the number of steps. The cache
-/// reads a block of steps per HDF5 call per dataset; when the replayed steps do not fit one block,
-/// the next block is read on a second thread while the optimizers work through the current one
-/// (HDF5 calls are serialised by one mutex: the Debian HDF5 has no locks).
+/// at its own parameters W_t, not at the replayed ones. With --split the optimizers step the
+/// pieces of the cut parameters (Columns). Memory: per optimizer the parameters, an update
+/// buffer, the rules' state (up to two model-sized buffers) and the partition's copy of it, with
+/// diagnostics one more model-sized buffer (the previous update); plus the step cache
+/// (--cache-mb, default 1 MB, at least one step) and one step's copies of the gathered pieces;
+/// independent of the number of steps. The cache reads a block of steps per HDF5 call per
+/// dataset; when the replayed steps do not fit one block, the next block is read on a second
+/// thread while the optimizers work through the current one (HDF5 calls are serialised by one
+/// mutex: the Debian HDF5 has no locks).
 #include <hdf5.h>
 #include <unistd.h>
 
@@ -38,6 +40,7 @@
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/schatten_p.hpp"
+#include "schatten/optim/split.hpp"
 #include "schatten/optim/step_size.hpp"
 
 namespace {
@@ -54,7 +57,11 @@ several optimizers, step by step, starting from the recorded parameters before s
 zeros when the recording has none), and writes per-step diagnostics.
 
   --optimizer SPEC   an optimizer: PRESET[:KEY=VALUE[,KEY=VALUE...]]; repeat for several
-  --config FILE      read more SPECs from FILE, one per line (# starts a comment)
+  --split NAME:KEYS  cut the fused parameter NAME into the matrices the optimizers see (a QKV
+                     projection as Q, K and V, experts as experts; see "Cut parameters" below);
+                     repeat for several
+  --config FILE      read more SPECs from FILE, one per line (# starts a comment); a line
+                     "--split NAME:KEYS" adds a cut
   --out PATH         output HDF5 file (default replay.h5); written as PATH.tmp, renamed when done
   --json PATH        JSON summary (default: PATH of --out with .json instead of .h5)
   --steps N          replay only the first N steps (default: every completed step)
@@ -107,16 +114,32 @@ Learning rates (lr, adamw_lr) are a number or a schedule of optim::Schedule, cou
   linear_decay:PEAK:HOLD:TOTAL[:FINAL]     PEAK for HOLD steps, linear to FINAL at TOTAL
   e.g. --optimizer muon:lr=warmup_cosine:0.02:10:100,momentum=0.9
 
+Cut parameters (optim::SplitSpec, docs/optim.md "Fused parameters"): NAME is a recorded
+parameter's name, where '*' matches any run of characters (every match is cut alike; a pattern
+that matches nothing is an error), followed by ':' and the keys:
+  axis=0|1           cut the rows (default) or the columns of the flattened matrix
+  sizes=A/B/...      piece sizes along the axis   count=N   instead: N equal pieces
+  groups=G           the axis is G equal segments cut alike; piece k gathers the k-th cut of each
+  parts=q/k/v        piece names (default 0, 1, ...)
+  stack=1            a stack of matrices (experts, out, in): one piece per leading index
+  qkv=H/KV/D         Megatron-Core's linear_qkv of H query heads, KV key/value heads of D rows
+                     (optim::split_qkv_grouped); gated=1 with the output gate, per_head=1 for a
+                     piece per head
+Every optimizer steps the pieces, each as a parameter of its own (bit for bit optim::
+SplitPartition), and the output's columns are the pieces, named NAME[part].
+  e.g. --split '*.attn.c_attn.weight:axis=1,count=3,parts=q/k/v'   (GPT-2's (d, 3d) Conv1D)
+
 Example:
   schatten-replay data/replay/digits_mlp.h5 --optimizer muon --optimizer adamw:lr=3e-3,wd=0 \
       --out build/replay.h5
   /usr/bin/python3 bench/plot_replay.py build/replay.h5
 
 Output (docs/replay-format.md): /runs/<k>/update_norm, param_norm, orthogonality_error,
-schatten_p, grad_dot, descent_cosine, potential, next_grad_dot, alignment (steps x params, NaN
-where undefined), labels, and params/<i> with --save-params; the JSON summary has the final
-norms and p, mean diagnostics per parameter and the time spent reading, stepping and writing. Exit status: 0 done,
-1 a failure while running (message on stderr), 2 bad command line.
+schatten_p, grad_dot, descent_cosine, potential, next_grad_dot, alignment (steps x columns: the
+parameters, or their pieces with --split; NaN where undefined), labels, and params/<i> with
+--save-params; the JSON summary has the final norms and p, mean diagnostics per column and the
+time spent reading, stepping and writing. Exit status: 0 done, 1 a failure while running
+(message on stderr), 2 bad command line.
 )";
 
 // ---------------------------------------------------------------------------------------------
@@ -128,6 +151,27 @@ struct Spec {
   std::map<std::string, std::string> kv;
 };
 
+/// KEY=VALUE[,KEY=VALUE...] (`rest`, part of `text`) into `kv`.
+bool parse_pairs(const std::string& rest, const std::string& text, std::map<std::string, std::string>& kv,
+                 std::string& err) {
+  std::size_t pos = 0;
+  while (pos <= rest.size()) {
+    const std::size_t comma = std::min(rest.find(',', pos), rest.size());
+    const std::string item = rest.substr(pos, comma - pos);
+    const std::size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+      err = "'" + item + "' in '" + text + "' is not KEY=VALUE";
+      return false;
+    }
+    if (!kv.emplace(item.substr(0, eq), item.substr(eq + 1)).second) {
+      err = "key '" + item.substr(0, eq) + "' given twice in '" + text + "'";
+      return false;
+    }
+    pos = comma + 1;
+  }
+  return true;
+}
+
 bool parse_spec(const std::string& text, Spec& s, std::string& err) {
   s = Spec{};
   s.text = text;
@@ -138,29 +182,14 @@ bool parse_spec(const std::string& text, Spec& s, std::string& err) {
     return false;
   }
   if (colon == std::string::npos) return true;
-  std::string rest = text.substr(colon + 1);
-  std::size_t pos = 0;
-  while (pos <= rest.size()) {
-    const std::size_t comma = std::min(rest.find(',', pos), rest.size());
-    const std::string item = rest.substr(pos, comma - pos);
-    const std::size_t eq = item.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
-      err = "'" + item + "' in '" + text + "' is not KEY=VALUE";
-      return false;
-    }
-    if (!s.kv.emplace(item.substr(0, eq), item.substr(eq + 1)).second) {
-      err = "key '" + item.substr(0, eq) + "' given twice in '" + text + "'";
-      return false;
-    }
-    pos = comma + 1;
-  }
-  return true;
+  return parse_pairs(text.substr(colon + 1), text, s.kv, err);
 }
 
-/// Consumes the keys of a Spec, converting values; the first problem is kept in `err`.
+/// Consumes the keys of a Spec (of `option`: an --optimizer or a --split), converting values;
+/// the first problem is kept in `err`.
 class Keys {
  public:
-  explicit Keys(const Spec& s) : spec_(s), left_(s.kv) {}
+  explicit Keys(const Spec& s, const char* option = "--optimizer") : spec_(s), option_(option), left_(s.kv) {}
   void number(const char* key, double& v) {
     auto it = left_.find(key);
     if (it == left_.end()) return;
@@ -280,11 +309,43 @@ class Keys {
     left_.erase(it);
     return true;
   }
+  /// A '/'-separated list of non-empty words ("q/k/v"); returns true when the key was given.
+  bool words(const char* key, std::vector<std::string>& v) {
+    std::string w;
+    if (!word(key, w)) return false;
+    v.clear();
+    for (std::size_t pos = 0;;) {
+      const std::size_t slash = std::min(w.find('/', pos), w.size());
+      v.push_back(w.substr(pos, slash - pos));
+      if (v.back().empty()) note(std::string("'") + key + "=" + w + "' has an empty item");
+      if (slash == w.size()) break;
+      pos = slash + 1;
+    }
+    return true;
+  }
+  /// A '/'-separated list of integers in 1..1e9 ("768/768/768"); returns true when given.
+  bool sizes(const char* key, std::vector<index_t>& v) {
+    std::vector<std::string> items;
+    if (!words(key, items)) return false;
+    v.clear();
+    for (const std::string& item : items) {
+      char* end = nullptr;
+      const long long x = std::strtoll(item.c_str(), &end, 10);
+      if (item.empty() || *end != '\0' || x < 1 || x > 1000000000) {
+        note(std::string("'") + key + "' must be integers in 1..1e9 separated by '/', not '" + item + "'");
+        return true;
+      }
+      v.push_back(index_t(x));
+    }
+    return true;
+  }
   /// Call last: unknown keys are errors.
   bool done(std::string& err) {
     if (err_.empty() && !left_.empty())
-      err_ = "unknown key '" + left_.begin()->first + "' for preset '" + spec_.preset + "' (see --help)";
-    if (!err_.empty()) err = "--optimizer " + spec_.text + ": " + err_;
+      err_ = "unknown key '" + left_.begin()->first + "'" +
+             (option_ == std::string("--optimizer") ? " for preset '" + spec_.preset + "'" : std::string()) +
+             " (see --help)";
+    if (!err_.empty()) err = std::string(option_) + " " + spec_.text + ": " + err_;
     return err_.empty();
   }
   void note(const std::string& m) {
@@ -293,6 +354,7 @@ class Keys {
 
  private:
   const Spec& spec_;
+  const char* option_;
   std::map<std::string, std::string> left_;
   std::string err_;
 };
@@ -729,11 +791,186 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Cut parameters (--split): the optimizers step the pieces of an optim::SplitLayout
+
+/// One --split: a name pattern and the cut, whose name is set to each recorded parameter the
+/// pattern matches.
+struct SplitArg {
+  std::string text;     ///< as given on the command line
+  std::string pattern;  ///< '*' matches any run of characters, everything else itself
+  opt::SplitSpec cut;
+};
+
+/// NAME:KEY=VALUE[,KEY=VALUE...] of --split (--help lists the keys). NAME is everything before
+/// the last ':' (parameter names may hold ':'; no key or value does). The sizes are checked
+/// against the recording by SplitLayout, which names the parameter.
+bool parse_split(const std::string& text, SplitArg& a, std::string& err) {
+  a = SplitArg{};
+  a.text = text;
+  const std::size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    err = "--split " + text + ": expected NAME:KEY=VALUE[,KEY=VALUE...] (see --help)";
+    return false;
+  }
+  a.pattern = text.substr(0, colon);
+  Spec s;
+  s.text = text;
+  s.preset = a.pattern;
+  if (!parse_pairs(text.substr(colon + 1), text, s.kv, err)) {
+    err = "--split " + err;
+    return false;
+  }
+  Keys k(s, "--split");
+  opt::SplitSpec& c = a.cut;
+  std::vector<index_t> qkv;
+  if (k.sizes("qkv", qkv)) {
+    for (const char* key : {"sizes", "count", "parts", "groups", "stack"})
+      if (s.kv.count(key)) k.note(std::string("'qkv' lays out the pieces itself: no '") + key + "' with it");
+    bool gated = false, per_head = false;
+    k.flag("gated", gated);
+    k.flag("per_head", per_head);
+    if (qkv.size() != 3)
+      k.note("'qkv' is HEADS/KV_HEADS/HEAD_DIM");
+    else
+      c = opt::split_qkv_grouped("", qkv[0], qkv[1], qkv[2], gated, per_head);
+  } else {
+    k.sizes("sizes", c.sizes);
+    std::int64_t count = 0, groups = 1;
+    k.count("count", count);
+    k.count("groups", groups);
+    c.count = index_t(count);
+    c.groups = index_t(groups);
+    k.words("parts", c.parts);
+    k.flag("stack", c.stack);
+  }
+  std::int64_t axis = c.axis;
+  k.count("axis", axis, 1);
+  c.axis = int(axis);
+  return k.done(err);
+}
+
+/// Whether `name` matches `pattern`, where '*' matches any run of characters (also none).
+bool glob_match(const std::string& pattern, const std::string& name) {
+  std::size_t p = 0, n = 0, star = std::string::npos, resume = 0;
+  while (n < name.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = n;
+    } else if (p < pattern.size() && pattern[p] == name[n]) {
+      ++p;
+      ++n;
+    } else if (star != std::string::npos) {  // let the last '*' take one more character
+      p = star + 1;
+      n = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*')
+    ++p;
+  return p == pattern.size();
+}
+
+/// The columns of the output, which are the matrices the optimizers step: the recording's
+/// parameters, or with --split their pieces (SplitLayout::pieces() order, "<name>[<part>]").
+/// A piece that is not copied() (a row piece, a stack's matrix, an unsplit parameter) is its
+/// parameter's recorded memory itself; a column or grouped piece is gathered into a buffer
+/// (one copy_block per block). Stepping the pieces as parameters of their own is what
+/// SplitPartition does (each piece is optimised bit for bit as a parameter holding it would be);
+/// tests/io/test_replay.cpp checks the replay against an inline SplitPartition.
+class Columns {
+ public:
+  bool build(const io::RecordingInfo& info, const std::vector<SplitArg>& args, std::string& err) {
+    std::vector<opt::ParamSpec> ps;
+    for (const auto& p : info.params)
+      ps.push_back({p.name, p.shape});
+    std::vector<opt::SplitSpec> cuts;
+    for (const SplitArg& a : args) {
+      const std::size_t before = cuts.size();
+      for (const opt::ParamSpec& p : ps)
+        if (glob_match(a.pattern, p.name)) {
+          cuts.push_back(a.cut);
+          cuts.back().name = p.name;
+        }
+      if (cuts.size() == before) {
+        err = "--split " + a.text + ": no parameter of the recording matches '" + a.pattern + "'";
+        return false;
+      }
+    }
+    split_ = !cuts.empty();
+    layout_ = opt::SplitLayout(std::move(ps), std::move(cuts));
+    if (!layout_) {
+      err = layout_.message();
+      return false;
+    }
+    // The activation Gram of a piece, from its parameter's recorded cols × cols Gram Σ of the
+    // layer's inputs: a row piece reads all of them (Σ itself), a column piece the inputs of its
+    // columns (the block Σ[J, J] over its column indices J). A stack's matrix has none: the
+    // recorded Gram is over the flattened (out·in) columns, not over its inputs.
+    const auto& map = layout_.map();
+    gram_index_.assign(map.size(), {});
+    has_gram_.assign(map.size(), false);
+    for (std::size_t k = 0; k < map.size(); ++k) {
+      const opt::SplitLayout::Piece& c = map[k];
+      const io::RecordedParam& p = info.params[c.source];
+      if (!p.has_act_gram || (c.axis == 0 && c.shape.cols != p.cols)) continue;
+      has_gram_[k] = true;
+      if (c.axis == 1)
+        for (index_t g = 0; g < c.groups; ++g)
+          for (index_t j = 0; j < c.shape.cols / c.groups; ++j)
+            gram_index_[k].push_back(c.offset + g * c.stride + j);
+    }
+    return true;
+  }
+  std::size_t size() const { return layout_.pieces().size(); }
+  /// The columns as the optimizers' parameters.
+  const std::vector<opt::ParamSpec>& specs() const { return layout_.pieces(); }
+  const opt::BlockShape& shape(std::size_t k) const { return layout_.map()[k].shape; }
+  std::size_t numel(std::size_t k) const { return std::size_t(shape(k).size()); }
+  /// The recorded parameter column k comes from.
+  std::size_t source(std::size_t k) const { return layout_.map()[k].source; }
+  /// Whether any --split applies; then the signatures gain "|split=" + the layout's.
+  bool split() const { return split_; }
+  std::string signature() const { return split_ ? layout_.signature() : std::string(); }
+  /// Column k of `p`, an array of its source parameter's flattened shape (a gradient, a value):
+  /// p itself (offset) or a copy in `scratch`.
+  const float* gather(std::size_t k, const float* p, std::vector<float>& scratch) const {
+    const opt::SplitLayout::Piece& c = layout_.map()[k];
+    if (!c.copied()) return c.in_place(p);
+    scratch.resize(numel(k));
+    for (index_t g = 0; g < c.groups; ++g)
+      opt::copy_block(c.in_copy(scratch.data(), g, MemoryKind::host), c.in_source(p, g, MemoryKind::host));
+    return scratch.data();
+  }
+  /// Whether column k has an activation Gram (its parameter records one; not a stack's matrix).
+  bool has_gram(std::size_t k) const { return has_gram_[k]; }
+  /// Column k's cols × cols activation Gram from its parameter's recorded Gram `sigma`: sigma
+  /// itself, or the block of the column's inputs in `scratch`. Cost: cols² copies.
+  const float* gram(std::size_t k, const float* sigma, std::vector<float>& scratch) const {
+    const std::vector<index_t>& J = gram_index_[k];
+    if (J.empty()) return sigma;
+    const index_t ld = layout_.map()[k].source_cols;
+    scratch.resize(J.size() * J.size());
+    for (std::size_t a = 0; a < J.size(); ++a)
+      for (std::size_t b = 0; b < J.size(); ++b)
+        scratch[a * J.size() + b] = sigma[J[a] * ld + J[b]];
+    return scratch.data();
+  }
+
+ private:
+  opt::SplitLayout layout_;
+  bool split_ = false;
+  std::vector<std::vector<index_t>> gram_index_;  ///< a column piece's source columns; else empty
+  std::vector<bool> has_gram_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // Command line
 
 struct Options {
   std::string recording, out = "replay.h5", json;
   std::vector<Spec> specs;
+  std::vector<SplitArg> splits;
   std::int64_t steps = -1;
   bool save_params = false, diagnostics = true, quiet = false;
   int read_ahead = -1;  ///< 1 on, 0 off, -1 automatic (on when the steps do not fit one cache block)
@@ -764,6 +1001,11 @@ int parse_args(int argc, char** argv, Options& o) {
       Spec s;
       if (!parse_spec(v, s, err)) return usage_error(err);
       o.specs.push_back(s);
+    } else if (a == "--split") {
+      if (!value(v)) return usage_error("--split needs NAME:KEY=VALUE[,...]");
+      SplitArg sa;
+      if (!parse_split(v, sa, err)) return usage_error(err);
+      o.splits.push_back(sa);
     } else if (a == "--config") {
       if (!value(v)) return usage_error("--config needs a FILE");
       std::FILE* f = std::fopen(v.c_str(), "r");
@@ -778,12 +1020,21 @@ int parse_args(int argc, char** argv, Options& o) {
         while (b < l.size() && std::isspace(static_cast<unsigned char>(l[b])))
           ++b;
         if (b == l.size()) continue;
-        Spec s;
-        if (!parse_spec(l.substr(b), s, err)) {
+        const std::string item = l.substr(b);
+        bool ok = true;
+        if (item.compare(0, 8, "--split ") == 0) {  // a cut; every other line an optimizer SPEC
+          SplitArg sa;
+          ok = parse_split(item.substr(item.find_first_not_of(' ', 8)), sa, err);
+          if (ok) o.splits.push_back(sa);
+        } else {
+          Spec s;
+          ok = parse_spec(item, s, err);
+          if (ok) o.specs.push_back(s);
+        }
+        if (!ok) {
           std::fclose(f);
           return usage_error(v + ": " + err);
         }
-        o.specs.push_back(s);
       }
       std::fclose(f);
     } else if (a == "--out") {
@@ -911,6 +1162,7 @@ struct Means {
 struct Run {
   Spec spec;
   std::unique_ptr<Runner> runner;
+  std::string signature;     ///< the runner's, with the cut when --split applies
   bool feeds_grams = false;  ///< some parameter's rule takes the recorded activation Gram
   std::vector<std::vector<float>> params, work, previous_update;
   std::vector<float*> pp, wp;
@@ -1099,25 +1351,37 @@ int fail_run(const std::string& msg, const std::string& tmp) {
   const io::RecordingInfo& info = reader.info();
   if (info.steps == 0) return fail_run("'" + o.recording + "' has no completed steps", "");
   const std::int64_t steps = o.steps > 0 ? std::min(o.steps, info.steps) : info.steps;
-  const std::size_t np = info.params.size();
   const double nan = std::numeric_limits<double>::quiet_NaN();
 
-  std::vector<opt::ParamSpec> ps;
-  std::vector<std::size_t> sizes, gram_sizes(np, 0);
+  // The recorded parameters (i < nsrc) and the columns the optimizers step (k < np: the
+  // parameters, or with --split their pieces).
+  Columns columns;
+  if (!columns.build(info, o.splits, err)) return fail_run(err, "");
+  const std::vector<opt::ParamSpec>& ps = columns.specs();
+  const std::size_t nsrc = info.params.size(), np = columns.size();
+  std::vector<std::size_t> src_sizes, gram_sizes(nsrc, 0), sizes(np);
   bool all_recorded = true, any_recorded = false;
   for (const auto& p : info.params) {
-    ps.push_back({p.name, p.shape});
-    sizes.push_back(std::size_t(p.rows * p.cols));
+    src_sizes.push_back(std::size_t(p.rows * p.cols));
     const bool rec = p.has_initial || p.has_value;
     all_recorded = all_recorded && rec;
     any_recorded = any_recorded || rec;
   }
-  std::vector<std::vector<float>> initial(np);
-  for (std::size_t i = 0; i < np; ++i) {
-    initial[i].assign(sizes[i], 0.0f);
-    if ((info.params[i].has_initial || info.params[i].has_value) &&
-        reader.read_initial(i, initial[i].data(), &err) != Status::ok)
-      return fail_run(err, "");
+  std::vector<std::vector<float>> initial(np), copies(np);
+  {
+    std::vector<float> whole;
+    for (std::size_t i = 0; i < nsrc; ++i) {
+      whole.assign(src_sizes[i], 0.0f);
+      if ((info.params[i].has_initial || info.params[i].has_value) &&
+          reader.read_initial(i, whole.data(), &err) != Status::ok)
+        return fail_run(err, "");
+      for (std::size_t k = 0; k < np; ++k) {
+        if (columns.source(k) != i) continue;
+        sizes[k] = columns.numel(k);
+        const float* c = columns.gather(k, whole.data(), copies[k]);
+        initial[k].assign(c, c + sizes[k]);
+      }
+    }
   }
 
   std::vector<Run> runs(o.specs.size());
@@ -1126,12 +1390,14 @@ int fail_run(const std::string& msg, const std::string& tmp) {
     run.spec = o.specs[r];
     run.runner = build(run.spec, ps, o.diagnostics, err);
     if (!run.runner) return fail_run(err, "");
+    // A SplitPartition's signature: the partition's and the cut.
+    run.signature = run.runner->signature() + (columns.split() ? "|split=" + columns.signature() : "");
     run.params = initial;
     run.work = initial;
     for (std::size_t i = 0; i < np; ++i) {
       run.pp.push_back(run.params[i].data());
       run.wp.push_back(run.work[i].data());
-      if (!info.params[i].has_act_gram) run.runner->without_gram(i);
+      if (!columns.has_gram(i)) run.runner->without_gram(i);
       run.feeds_grams = run.feeds_grams || run.runner->collects_gram(i);
     }
     if (o.diagnostics) {
@@ -1144,8 +1410,11 @@ int fail_run(const std::string& msg, const std::string& tmp) {
   // The recorded Grams are cached with the gradients when the descent potential needs them at
   // every step; schatten_muon alone reads them only on its criterion steps.
   if (o.diagnostics)
-    for (std::size_t i = 0; i < np; ++i)
-      if (info.params[i].has_act_gram) gram_sizes[i] = std::size_t(info.params[i].cols * info.params[i].cols);
+    for (std::size_t k = 0; k < np; ++k)
+      if (columns.has_gram(k)) {
+        const io::RecordedParam& p = info.params[columns.source(k)];
+        gram_sizes[columns.source(k)] = std::size_t(p.cols * p.cols);
+      }
 
   // The output, created before any work so that a bad path fails at once.
   const std::string tmp = o.out + ".tmp";
@@ -1156,8 +1425,19 @@ int fail_run(const std::string& msg, const std::string& tmp) {
   {
     const int version = 1;
     std::vector<std::string> names;
-    for (const auto& p : info.params)
-      names.push_back(p.name);
+    std::vector<std::int64_t> source;
+    for (std::size_t k = 0; k < np; ++k) {
+      names.push_back(ps[k].name);
+      source.push_back(std::int64_t(columns.source(k)));
+    }
+    // A 1-D dataset of n values of `type` (the loss, the columns' sources).
+    const auto write_vector = [&](const char* name, hid_t file_type, hid_t type, const void* data,
+                                  hsize_t n) {
+      io::h5::Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+      io::h5::Handle set(H5Dcreate2(f, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                         H5Dclose);
+      return set.ok() && H5Dwrite(set.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+    };
     bool ok = io::h5::write_string_attr(f, "format", "schatten-replay") &&
               io::h5::write_attr(f, "schema_version", H5T_NATIVE_INT32, &version) &&
               io::h5::write_string_attr(f, "recording", o.recording) &&
@@ -1166,18 +1446,12 @@ int fail_run(const std::string& msg, const std::string& tmp) {
                                         all_recorded   ? "recorded"
                                         : any_recorded ? "mixed"
                                                        : "zeros") &&
-              io::h5::write_string_dataset(f, "param_names", names);
+              io::h5::write_string_attr(f, "split", columns.signature()) &&
+              io::h5::write_string_dataset(f, "param_names", names) &&
+              write_vector("param_source", H5T_STD_I64LE, H5T_NATIVE_INT64, source.data(), hsize_t(np));
     std::vector<double> loss(std::size_t(steps), 0.0);
-    ok = ok && reader.read_losses(0, steps, loss.data(), &err) == Status::ok;
-    if (ok) {
-      const hsize_t n = hsize_t(steps);
-      io::h5::Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
-      io::h5::Handle set(
-          H5Dcreate2(f, "loss", H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-          H5Dclose);
-      ok =
-          set.ok() && H5Dwrite(set.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, loss.data()) >= 0;
-    }
+    ok = ok && reader.read_losses(0, steps, loss.data(), &err) == Status::ok &&
+         write_vector("loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, loss.data(), hsize_t(steps));
     io::h5::Handle runs_group(ok ? H5Gcreate2(f, "runs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1,
                               H5Gclose);
     ok = ok && runs_group.ok();
@@ -1188,7 +1462,7 @@ int fail_run(const std::string& msg, const std::string& tmp) {
           H5Gclose);
       const hid_t g = run.group.get();
       ok = run.group.ok() && io::h5::write_string_attr(g, "spec", run.spec.text) &&
-           io::h5::write_string_attr(g, "signature", run.runner->signature()) &&
+           io::h5::write_string_attr(g, "signature", run.signature) &&
            io::h5::write_string_dataset(g, "labels", run.runner->labels());
       const hsize_t chunk = hsize_t(std::min<std::int64_t>(steps, 256));
       const std::pair<Table*, const char*> tables[] = {
@@ -1205,7 +1479,7 @@ int fail_run(const std::string& msg, const std::string& tmp) {
         for (std::size_t i = 0; ok && i < np; ++i) {
           run.trajectory.emplace_back(
               io::h5::create_extendible(pg.get(), std::to_string(i).c_str(), H5T_IEEE_F32LE,
-                                        {hsize_t(info.params[i].rows), hsize_t(info.params[i].cols)}, 0),
+                                        {hsize_t(columns.shape(i).rows), hsize_t(columns.shape(i).cols)}, 0),
               H5Dclose);
           ok = run.trajectory.back().ok() &&
                io::h5::append_step(run.trajectory.back().get(), 0, H5T_NATIVE_FLOAT, run.params[i].data());
@@ -1220,8 +1494,8 @@ int fail_run(const std::string& msg, const std::string& tmp) {
   // The step cache: as many steps per block as the budget allows (half of it each for two
   // blocks when reading ahead), at least one.
   std::size_t step_bytes = 0;
-  for (std::size_t i = 0; i < np; ++i)
-    step_bytes += (sizes[i] + gram_sizes[i]) * sizeof(float);
+  for (std::size_t i = 0; i < nsrc; ++i)
+    step_bytes += (src_sizes[i] + gram_sizes[i]) * sizeof(float);
   // As many steps per block as the budget holds (half of it each for two blocks when reading
   // ahead), at least one. Reading ahead pays only when a step is large: each hand-off to the
   // second thread costs about 0.7 ms on the CI machine (docs/benchmarks/cpu-replay.md).
@@ -1229,21 +1503,40 @@ int fail_run(const std::string& msg, const std::string& tmp) {
   const bool read_ahead = o.read_ahead < 0 ? step_bytes >= (std::size_t(1) << 20) : o.read_ahead == 1;
   const std::int64_t block = std::clamp<std::int64_t>(
       std::int64_t(budget / (double(step_bytes) * (read_ahead ? 2.0 : 1.0))), 1, steps);
-  StepCache cache(reader, h5_mutex, sizes, gram_sizes, steps, block, read_ahead);
-  std::vector<float> gram_scratch;
-  auto gram_at = [&](std::int64_t t, std::size_t i) -> const float* {
-    if (const float* g = cache.gram(t, i)) return g;
-    if (!info.params[i].has_act_gram) return nullptr;
-    gram_scratch.resize(std::size_t(info.params[i].cols * info.params[i].cols));
-    std::lock_guard<std::mutex> lock(h5_mutex);
-    return reader.read_act_gram(t, i, gram_scratch.data(), &err) == Status::ok ? gram_scratch.data()
-                                                                               : nullptr;
+  StepCache cache(reader, h5_mutex, src_sizes, gram_sizes, steps, block, read_ahead);
+  // Column k's activation Gram at step t, for a rule's criterion (cached with the gradients
+  // when the diagnostics need it at every step, else read now).
+  std::vector<float> gram_scratch, gram_piece;
+  auto gram_at = [&](std::int64_t t, std::size_t k) -> const float* {
+    if (!columns.has_gram(k)) return nullptr;
+    const std::size_t i = columns.source(k);
+    const float* g = cache.gram(t, i);
+    if (!g) {
+      gram_scratch.resize(std::size_t(info.params[i].cols * info.params[i].cols));
+      std::lock_guard<std::mutex> lock(h5_mutex);
+      if (reader.read_act_gram(t, i, gram_scratch.data(), &err) != Status::ok) return nullptr;
+      g = gram_scratch.data();
+    }
+    return columns.gram(k, g, gram_piece);
   };
+  // Step t's gradient and Gram of each column (the recorded memory, or copies in `copies` and
+  // `gram_copies` for the gathered pieces), shared by the runs.
+  std::vector<const float*> grad_of(np), gram_of(np);
+  std::vector<std::vector<float>> gram_copies(np);
+  double t_gather = 0;
 
   Progress progress(steps, o.quiet);
   std::vector<double> next_row(np), align_row(np);
   for (std::int64_t t = 0; t < steps; ++t) {
     if (!cache.at(t, err)) return fail_run(err, tmp);
+    const Clock::time_point t_cut = Clock::now();
+    for (std::size_t k = 0; k < np; ++k) {
+      const std::size_t i = columns.source(k);
+      grad_of[k] = columns.gather(k, cache.grad(t, i), copies[k]);
+      const float* sigma = columns.has_gram(k) ? cache.gram(t, i) : nullptr;
+      gram_of[k] = sigma ? columns.gram(k, sigma, gram_copies[k]) : nullptr;
+    }
+    t_gather += seconds_since(t_cut);
     for (Run& run : runs) {
       Clock::time_point t0 = Clock::now();
       bool fed = true;
@@ -1252,7 +1545,7 @@ int fail_run(const std::string& msg, const std::string& tmp) {
         return fail_run(err.empty() ? "step " + std::to_string(t) + ": cannot read an activation Gram" : err,
                         tmp);
       for (std::size_t i = 0; i < np; ++i)
-        std::memcpy(run.work[i].data(), cache.grad(t, i), sizes[i] * sizeof(float));
+        std::memcpy(run.work[i].data(), grad_of[i], sizes[i] * sizeof(float));
       run.t_feed += seconds_since(t0);
       t0 = Clock::now();
       const opt::StepReport rep = run.runner->step(run.pp, run.wp);
@@ -1277,14 +1570,14 @@ int fail_run(const std::string& msg, const std::string& tmp) {
       std::fill(align_row.begin(), align_row.end(), nan);
       if (o.diagnostics) {
         for (std::size_t i = 0; i < np; ++i) {
-          const float* g = cache.grad(t, i);
+          const float* g = grad_of[i];
           const float* u = run.work[i].data();
           const double gd = -dot(g, u, sizes[i]);
           const double gn = std::sqrt(dot(g, g, sizes[i]));
           run.gd[i] = gd;
           if (gn > 0.0 && run.un[i] > 0.0) run.cos[i] = gd / (gn * run.un[i]);
-          if (const float* sg = cache.gram(t, i)) {
-            const double curv = gram_quadratic(u, info.params[i].rows, info.params[i].cols, sg);
+          if (const float* sg = gram_of[i]) {
+            const double curv = gram_quadratic(u, columns.shape(i).rows, columns.shape(i).cols, sg);
             if (curv > 0.0) run.phi[i] = gd * gd / curv;
           }
           if (t > 0) {  // step t − 1's update against this step's gradient
@@ -1351,19 +1644,22 @@ int fail_run(const std::string& msg, const std::string& tmp) {
                   ",\n  \"seconds\": {\"total\": " + json_number(total) +
                   ", \"read\": " + json_number(cache.read_seconds()) +
                   ", \"read_wait\": " + json_number(cache.wait_seconds()) +
-                  "},\n  \"read_ahead\": " + (read_ahead ? "true" : "false") +
+                  ", \"gather\": " + json_number(t_gather) +
+                  "},\n  \"split\": " + json_string(columns.signature()) +
+                  ",\n  \"read_ahead\": " + (read_ahead ? "true" : "false") +
                   ",\n  \"cache\": {\"steps_per_block\": " + std::to_string(block) +
                   ", \"bytes_per_step\": " + std::to_string(step_bytes) + "},\n  \"runs\": [";
   for (std::size_t r = 0; r < runs.size(); ++r) {
     const Run& run = runs[r];
     const auto labels = run.runner->labels();
     j += std::string(r ? "," : "") + "\n    {\"spec\": " + json_string(run.spec.text) +
-         ",\n     \"signature\": " + json_string(run.runner->signature()) +
+         ",\n     \"signature\": " + json_string(run.signature) +
          ",\n     \"seconds\": {\"optimizer\": " + json_number(run.t_step) +
          ", \"input\": " + json_number(run.t_feed) + ", \"diagnostics\": " + json_number(run.t_diag) +
          ", \"write\": " + json_number(run.t_write) + "},\n     \"params\": [";
     for (std::size_t i = 0; i < np; ++i)
       j += std::string(i ? "," : "") + "\n       {\"name\": " + json_string(ps[i].name) +
+           ", \"source\": " + json_string(info.params[columns.source(i)].name) +
            ", \"label\": " + json_string(labels[i]) + ", \"final_update_norm\": " + json_number(run.un[i]) +
            ", \"final_param_norm\": " + json_number(run.pn[i]) +
            ", \"final_schatten_p\": " + json_number(run.p[i]) +
@@ -1393,18 +1689,34 @@ int fail_run(const std::string& msg, const std::string& tmp) {
 
 }  // namespace
 
-/// The command-line half of schatten-replay without any file: parses `argv` as main() does and
-/// builds every optimizer it names over a small fixed parameter list (two matrices, a vector).
-/// Returns parse_args's exit status when it stops (0 for --help, 2 for a usage error), 1 when an
-/// optimizer specification is refused (the message on stderr), −1 when everything is valid.
-/// The fuzz target tests/fuzz/fuzz_replay_cli.cpp calls it (Kokkos must be initialised).
+/// The command-line half of schatten-replay without any file: parses `argv` as main() does,
+/// cuts (--split) a small fixed parameter list (two matrices, a vector) and builds every
+/// optimizer it names over the columns. Returns parse_args's exit status when it stops (0 for
+/// --help, 2 for a usage error), 1 when a cut or an optimizer specification is refused (the
+/// message on stderr), −1 when everything is valid. The fuzz target
+/// tests/fuzz/fuzz_replay_cli.cpp calls it (Kokkos must be initialised).
 int schatten_replay_check_command_line(int argc, char** argv) {
   Options o;
   if (const int rc = parse_args(argc, argv, o); rc >= 0) return rc;
-  const std::vector<opt::ParamSpec> ps = {{"h.0.weight", {6, 4}}, {"h.0.bias", {6}}, {"h.1.weight", {4, 6}}};
+  io::RecordingInfo info;
+  for (const opt::ParamSpec& p :
+       std::vector<opt::ParamSpec>{{"h.0.weight", {6, 4}}, {"h.0.bias", {6}}, {"h.1.weight", {4, 6}}}) {
+    io::RecordedParam r;
+    r.name = p.name;
+    r.shape = p.shape;
+    r.rows = opt::flatten(p.shape).rows;
+    r.cols = opt::flatten(p.shape).cols;
+    r.has_act_gram = true;
+    info.params.push_back(r);
+  }
+  Columns columns;
+  std::string err;
+  if (!columns.build(info, o.splits, err)) {
+    std::fprintf(stderr, "schatten-replay: %s\n", err.c_str());
+    return 1;
+  }
   for (const Spec& s : o.specs) {
-    std::string err;
-    if (build(s, ps, o.diagnostics, err) == nullptr) {
+    if (build(s, columns.specs(), o.diagnostics, err) == nullptr) {
       std::fprintf(stderr, "schatten-replay: %s\n", err.c_str());
       return 1;
     }

@@ -24,6 +24,7 @@
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/schatten_p.hpp"
+#include "schatten/optim/split.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
@@ -172,20 +173,95 @@ auto inline_mixed(const std::string& label, R rule, const AdamWOptions& side) {
   return p;
 }
 
-/// Steps `opt` inline over the recording's gradients; checks every step's parameters against
-/// run `run` of the replay output bit for bit, the update norms exactly and the descent
-/// diagnostics of docs/replay-format.md against direct computation. `before_step(t)` runs
-/// before each inline step (activation statistics).
+/// The split partition schatten-replay steps with --split: inline_mixed over layout.pieces(),
+/// stepped from the recorded parameters' arrays.
+template <class R>
+auto inline_split(const SplitLayout& layout, const std::string& label, R rule, const AdamWOptions& side) {
+  REQUIRE_MESSAGE(layout, layout.message());
+  LabelPolicy policy;
+  policy.spectral = label;
+  auto p = split_partition(layout, partition(layout.pieces(), propose_labels(layout.pieces(), policy),
+                                             route(label, std::move(rule)), route("adamw", adamw(side))));
+  REQUIRE(p.init());
+  return p;
+}
+
+/// A column of the replay output: a recorded parameter, or a piece of one (--split), described
+/// by index arithmetic of the test's own: the flat index in its parameter of each of its
+/// elements (row-major) and the parameter's input columns it reads (its Gram is Σ over them).
+struct Column {
+  std::size_t source = 0;
+  BlockShape shape{};
+  std::vector<std::size_t> elements, inputs;
+};
+/// Rows (axis 0) or columns (axis 1) `rows_or_cols` of parameter i as one column.
+Column piece_of(std::size_t i, int axis, const std::vector<index_t>& picked) {
+  const BlockShape m = flatten(kParams[i].shape);
+  Column c;
+  c.source = i;
+  c.shape =
+      axis == 0 ? BlockShape{index_t(picked.size()), m.cols} : BlockShape{m.rows, index_t(picked.size())};
+  std::vector<index_t> rows, cols;
+  for (index_t r = 0; r < m.rows; ++r)
+    rows.push_back(r);
+  for (index_t k = 0; k < m.cols; ++k)
+    cols.push_back(k);
+  (axis == 0 ? rows : cols) = picked;
+  for (index_t r : rows)
+    for (index_t k : cols)
+      c.elements.push_back(std::size_t(r * m.cols + k));
+  for (index_t k : cols)
+    c.inputs.push_back(std::size_t(k));
+  return c;
+}
+/// The recording's parameters as they are: the columns without --split.
+std::vector<Column> whole_params() {
+  std::vector<Column> cols;
+  for (std::size_t i = 0; i < kParams.size(); ++i) {
+    std::vector<index_t> all;
+    for (index_t r = 0; r < flatten(kParams[i].shape).rows; ++r)
+      all.push_back(r);
+    cols.push_back(piece_of(i, 0, all));
+  }
+  return cols;
+}
+std::vector<float> gather(const Column& c, const std::vector<float>& whole) {
+  std::vector<float> v;
+  for (std::size_t e : c.elements)
+    v.push_back(whole[e]);
+  return v;
+}
+/// The column's activation Gram at step t: Σ[J, J] over its inputs J.
+std::vector<float> column_gram(const Column& c, int t) {
+  const std::vector<float> sigma = act_gram(c.source, t);
+  const std::size_t ld = std::size_t(flatten(kParams[c.source].shape).cols), n = c.inputs.size();
+  std::vector<float> g(n * n);
+  for (std::size_t a = 0; a < n; ++a)
+    for (std::size_t b = 0; b < n; ++b)
+      g[a * n + b] = sigma[c.inputs[a] * ld + c.inputs[b]];
+  return g;
+}
+
+/// Steps `opt` inline over the recording's gradients (one array per recorded parameter); checks
+/// every step's parameters of each column of `cols` against run `run` of the replay output bit
+/// for bit, the update norms exactly and the descent diagnostics of docs/replay-format.md
+/// against direct computation. `before_step(t)` runs before each inline step (activation
+/// statistics).
 template <class Opt, class Before = void (*)(int)>
 void compare_inline(
-    Opt& opt, hid_t out, int run, bool grams = false, Before before_step = [](int) {}) {
+    Opt& opt, hid_t out, int run, bool grams = false, Before before_step = [](int) {},
+    const std::vector<Column>& cols = whole_params()) {
   const std::string base = "runs/" + std::to_string(run) + "/";
+  const std::size_t nc = cols.size();
   std::vector<std::vector<float>> w, traj;
-  for (std::size_t i = 0; i < kParams.size(); ++i) {
+  for (std::size_t i = 0; i < kParams.size(); ++i)
     w.push_back(initial(i));
-    traj.push_back(read_all<float>(out, base + "params/" + std::to_string(i)));
-    REQUIRE(traj.back().size() == (kSteps + 1) * numel(i));
-    CHECK(std::equal(w[i].begin(), w[i].end(), traj[i].begin()));
+  for (std::size_t k = 0; k < nc; ++k) {
+    const std::size_t n = cols[k].elements.size();
+    traj.push_back(read_all<float>(out, base + "params/" + std::to_string(k)));
+    REQUIRE(traj.back().size() == (kSteps + 1) * n);
+    const std::vector<float> w0 = gather(cols[k], w[cols[k].source]);
+    CHECK(std::equal(w0.begin(), w0.end(), traj[k].begin()));
   }
   const std::vector<double> un = read_all<double>(out, base + "update_norm");
   const std::vector<double> gd = read_all<double>(out, base + "grad_dot");
@@ -193,7 +269,7 @@ void compare_inline(
   const std::vector<double> next = read_all<double>(out, base + "next_grad_dot");
   const std::vector<double> align = read_all<double>(out, base + "alignment");
   const std::vector<double> potential = read_all<double>(out, base + "potential");
-  REQUIRE(un.size() == kSteps * kParams.size());
+  REQUIRE(un.size() == kSteps * nc);
   REQUIRE(potential.size() == un.size());
   REQUIRE(gd.size() == un.size());
   REQUIRE(cosine.size() == un.size());
@@ -205,7 +281,7 @@ void compare_inline(
       d += double(a[k]) * double(b[k]);
     return d;
   };
-  std::vector<std::vector<float>> previous_update(kParams.size());
+  std::vector<std::vector<float>> previous_update(nc);
   for (int t = 0; t < kSteps; ++t) {
     before_step(t);
     std::vector<std::vector<float>> g, g0;
@@ -218,52 +294,55 @@ void compare_inline(
       wp.push_back(w[i].data());
     }
     REQUIRE(opt.step(wp, gp));  // g now holds the update u_t
-    for (std::size_t i = 0; i < kParams.size(); ++i) {
+    for (std::size_t k = 0; k < nc; ++k) {
       CAPTURE(t);
-      CAPTURE(i);
-      const std::size_t n = numel(i), at = std::size_t(t) * kParams.size() + i;
-      CHECK(std::equal(w[i].begin(), w[i].end(), traj[i].begin() + std::ptrdiff_t((t + 1) * n)));
-      const BlockShape s = flatten(kParams[i].shape);
-      const double unorm = std::sqrt(squared_norm(ConstBlock(g[i].data(), s.rows, s.cols)));
+      CAPTURE(k);
+      const Column& c = cols[k];
+      const std::size_t n = c.elements.size(), at = std::size_t(t) * nc + k;
+      const std::vector<float> wk = gather(c, w[c.source]), uk = gather(c, g[c.source]),
+                               gk = gather(c, g0[c.source]);
+      CHECK(std::equal(wk.begin(), wk.end(), traj[k].begin() + std::ptrdiff_t((t + 1) * n)));
+      const BlockShape s = c.shape;
+      const double unorm = std::sqrt(squared_norm(ConstBlock(uk.data(), s.rows, s.cols)));
       CHECK(un[at] == unorm);
       // D_t = −u_t: ⟨g_t, D_t⟩, its cosine, and step t − 1's D against g_t.
-      const double d = -dot(g0[i], g[i]);
+      const double d = -dot(gk, uk);
       CHECK(gd[at] == doctest::Approx(d).epsilon(1e-12));
       if (unorm > 0) {
-        CHECK(cosine[at] == doctest::Approx(d / (std::sqrt(dot(g0[i], g0[i])) * unorm)).epsilon(1e-12));
+        CHECK(cosine[at] == doctest::Approx(d / (std::sqrt(dot(gk, gk)) * unorm)).epsilon(1e-12));
         CHECK(std::abs(cosine[at]) <= 1.0 + 1e-12);
       } else {  // a zero update (an lr schedule at 0) has no direction
         CHECK(std::isnan(cosine[at]));
       }
       // φ = ⟨g, D⟩²/tr(D Σ Dᵀ) where the activation Gram Σ is recorded, NaN elsewhere.
-      if (grams && has_gram(i)) {
-        const std::vector<float> sigma = act_gram(i, t);
+      if (grams && has_gram(c.source)) {
+        const std::vector<float> sigma = column_gram(c, t);
         double curvature = 0;
         for (index_t r = 0; r < s.rows; ++r)
           for (index_t a = 0; a < s.cols; ++a)
             for (index_t b = 0; b < s.cols; ++b)
-              curvature += double(g[i][std::size_t(r * s.cols + a)]) *
+              curvature += double(uk[std::size_t(r * s.cols + a)]) *
                            double(sigma[std::size_t(a * s.cols + b)]) *
-                           double(g[i][std::size_t(r * s.cols + b)]);
+                           double(uk[std::size_t(r * s.cols + b)]);
         CHECK(potential[at] == doctest::Approx(d * d / curvature).epsilon(1e-4));
       } else {
         CHECK(std::isnan(potential[at]));
       }
       if (t > 0) {
-        const std::size_t prev = at - kParams.size();
-        const double nd = -dot(g0[i], previous_update[i]);
+        const std::size_t prev = at - nc;
+        const double nd = -dot(gk, previous_update[k]);
         CHECK(next[prev] == doctest::Approx(nd).epsilon(1e-12));
         if (gd[prev] != 0)
           CHECK(align[prev] == doctest::Approx(nd / gd[prev]).epsilon(1e-12));
         else
           CHECK(std::isnan(align[prev]));
       }
-      previous_update[i] = g[i];
+      previous_update[k] = uk;
     }
   }
-  for (std::size_t i = 0; i < kParams.size(); ++i) {  // the last step has no next gradient
-    CHECK(std::isnan(next[std::size_t(kSteps - 1) * kParams.size() + i]));
-    CHECK(std::isnan(align[std::size_t(kSteps - 1) * kParams.size() + i]));
+  for (std::size_t k = 0; k < nc; ++k) {  // the last step has no next gradient
+    CHECK(std::isnan(next[std::size_t(kSteps - 1) * nc + k]));
+    CHECK(std::isnan(align[std::size_t(kSteps - 1) * nc + k]));
   }
   CHECK(read_string_attr(H5Gopen2(out, base.c_str(), H5P_DEFAULT), "signature") == opt.signature());
 }
@@ -509,6 +588,150 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: --split steps the pieces bit for bit as SplitPartition and reports each piece") {
+    const std::string rec = temp_path("rec6.h5"), out = temp_path("out6.h5"), json = temp_path("out6.json");
+    write_recording(rec, true);
+    // Megatron's grouped QKV on rows (2 heads, 2 key/value heads of 2 rows: q = rows 0,1,6,7;
+    // a grouped row piece, gathered) through a pattern, and interleaved column pieces.
+    REQUIRE_MESSAGE(run_replay(rec +
+                               " --split 'h.*.attn.weight:qkv=2/2/2'"
+                               " --split h.0.mlp.weight:axis=1,groups=2,sizes=1/3,parts=a/b"
+                               " --optimizer muon:lr=0.05,adamw_wd=0 --save-params --quiet --out " +
+                               out + " --json " + json) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    SplitSpec mlp;
+    mlp.name = "h.0.mlp.weight";
+    mlp.axis = 1;
+    mlp.groups = 2;
+    mlp.sizes = {1, 3};
+    mlp.parts = {"a", "b"};
+    const SplitLayout layout(kParams, {split_qkv_grouped("h.0.attn.weight", 2, 2, 2), mlp});
+    MuonOptions m;
+    m.lr = Schedule::constant(0.05);
+    AdamWOptions side;
+    side.weight_decay = 0;
+    auto opt = inline_split(layout, "muon", muon(m), side);
+    const std::vector<Column> whole = whole_params();
+    const std::vector<Column> cols = {piece_of(0, 0, {0, 1, 6, 7}),
+                                      piece_of(0, 0, {2, 3, 8, 9}),
+                                      piece_of(0, 0, {4, 5, 10, 11}),
+                                      whole[1],
+                                      piece_of(2, 1, {0, 4}),
+                                      piece_of(2, 1, {1, 2, 3, 5, 6, 7}),
+                                      whole[3]};
+    compare_inline(
+        opt, f, 0, true, [](int) {}, cols);
+    CHECK(read_string_attr(f, "split") == layout.signature());
+    const hid_t names = H5Dopen2(f, "param_names", H5P_DEFAULT);
+    REQUIRE(names >= 0);
+    H5Dclose(names);
+    const std::vector<std::int64_t> source = [&] {
+      const hid_t d = H5Dopen2(f, "param_source", H5P_DEFAULT);
+      REQUIRE(d >= 0);
+      std::vector<std::int64_t> v(cols.size());
+      REQUIRE(H5Sget_simple_extent_npoints(H5Dget_space(d)) == hssize_t(cols.size()));
+      REQUIRE(H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) >= 0);
+      H5Dclose(d);
+      return v;
+    }();
+    for (std::size_t k = 0; k < cols.size(); ++k)
+      CHECK(source[k] == std::int64_t(cols[k].source));
+    // Muon's polar step ran on each piece of the two hidden matrices, AdamW on the rest.
+    const std::vector<double> oe = read_all<double>(f, "runs/0/orthogonality_error");
+    for (std::size_t k = 0; k < cols.size(); ++k) {
+      CAPTURE(k);
+      const bool hidden = cols[k].source == 0 || cols[k].source == 2;
+      CHECK((hidden ? oe[k] > 0.0 && oe[k] < 1.0 : std::isnan(oe[k])));
+    }
+    std::ifstream js(json);
+    const std::string summary((std::istreambuf_iterator<char>(js)), std::istreambuf_iterator<char>());
+    CHECK(summary.find("\"name\": \"h.0.mlp.weight[b]\", \"source\": \"h.0.mlp.weight\"") !=
+          std::string::npos);
+    H5Fclose(f);
+    fs::remove(rec);
+    fs::remove(out);
+    fs::remove(json);
+  }
+
+  TEST_CASE("replay: schatten_muon on split parameters takes each piece's block of the recorded Gram") {
+    const std::string rec = temp_path("rec7.h5"), out = temp_path("out7.h5"), cfg = temp_path("cuts.txt");
+    write_recording(rec, true);
+    {
+      std::ofstream c(cfg);  // the cuts from a config file, with the optimizer
+      c << "# cuts\n--split h.0.attn.weight:count=3,parts=q/k/v\n"
+           "--split h.0.mlp.weight:axis=1,sizes=3/5  # two column pieces\n"
+           "schatten_muon:first=2,interval=2,lr=0.05\n";
+    }
+    REQUIRE_MESSAGE(run_replay(rec + " --config " + cfg + " --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    SplitSpec attn, mlp;
+    attn.name = "h.0.attn.weight";
+    attn.count = 3;
+    attn.parts = {"q", "k", "v"};
+    mlp.name = "h.0.mlp.weight";
+    mlp.axis = 1;
+    mlp.sizes = {3, 5};
+    const SplitLayout layout(kParams, {attn, mlp});
+    SchattenMuonOptions o;
+    o.first = 2;
+    o.interval = 2;
+    o.lr = Schedule::constant(0.05);
+    int criteria = 0;
+    o.on_criterion = [&](const PCriterionEvent& e) {
+      CHECK(e.had_statistics);
+      ++criteria;
+    };
+    auto opt = inline_split(layout, "schatten_muon", schatten_muon(o),
+                            AdamWOptions{Schedule::constant(3e-4), 0.9, 0.95, 1e-10, 0.0});
+    const std::vector<Column> whole = whole_params();
+    const std::vector<Column> cols = {piece_of(0, 0, {0, 1, 2, 3}),
+                                      piece_of(0, 0, {4, 5, 6, 7}),
+                                      piece_of(0, 0, {8, 9, 10, 11}),
+                                      whole[1],
+                                      piece_of(2, 1, {0, 1, 2}),
+                                      piece_of(2, 1, {3, 4, 5, 6, 7}),
+                                      whole[3]};
+    // On criterion steps each piece's statistics are its block Σ[J, J] of the recorded Gram,
+    // handed over as the replay hands it (samples = 1): the trajectories agree bit for bit only
+    // if the replay cut the Gram as the test does.
+    compare_inline(
+        opt, f, 0, true,
+        [&](int t) {
+          if (!SchattenPDirection::criterion_due(t + 1, true, 2, 2)) return;
+          for (std::size_t k : {0, 1, 2, 4, 5}) {
+            const ActivationGramRef r = activation_gram(opt, layout.pieces()[k].name);
+            REQUIRE(r.gram != nullptr);
+            const std::vector<float> g = column_gram(cols[k], t);
+            REQUIRE(g.size() == std::size_t(r.dim * r.dim));
+            std::copy(g.begin(), g.end(), r.gram);
+            *r.samples = 1;
+            *r.for_step = *r.rule_step;
+          }
+        },
+        cols);
+    CHECK(criteria == 15);  // criterion steps 2, 4, 6 × five pieces
+    const std::vector<double> p = read_all<double>(f, "runs/0/schatten_p");
+    const auto final_p = schatten_p_values(opt);
+    REQUIRE(final_p.size() == 5);
+    std::size_t next = 0;
+    for (std::size_t k = 0; k < cols.size(); ++k) {
+      const double v = p[std::size_t(kSteps - 1) * cols.size() + k];
+      if (k == 3 || k == 6) {
+        CHECK(std::isnan(v));
+        continue;
+      }
+      CHECK(v == final_p[next++].second);
+    }
+    H5Fclose(f);
+    fs::remove(rec);
+    fs::remove(out);
+    fs::remove(cfg);
+  }
+
   TEST_CASE("replay: bad command lines and bad recordings fail with a message and no output") {
     const std::string rec = temp_path("rec2.h5"), out = temp_path("out2.h5");
     write_recording(rec);
@@ -537,6 +760,32 @@ TEST_SUITE("io.replay") {
       const std::string spec = item.first, message = item.second;  // clang: no bindings in CAPTURE
       CAPTURE(spec);
       CHECK(run_replay(rec + " --optimizer " + spec + " --out " + out) == 1);
+      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
+    }
+    // Cuts: a malformed --split is a bad command line (2); one the recording refuses fails (1).
+    const std::pair<const char*, const char*> bad_cuts[] = {
+        {"h.0.attn.weight", "expected NAME:KEY=VALUE"},
+        {"h.0.attn.weight:sizes=4/a/4", "must be integers in 1..1e9"},
+        {"h.0.attn.weight:qkv=4/2", "HEADS/KV_HEADS/HEAD_DIM"},
+        {"h.0.attn.weight:qkv=2/2/2,count=3", "no 'count' with it"},
+        {"h.0.attn.weight:axes=1", "unknown key 'axes'"},
+        {"h.0.attn.weight:axis=2,count=2", "'axis' must be an integer in 0..1"},
+        {"h.0.attn.weight:parts=q//v,count=3", "has an empty item"}};
+    for (const auto& item : bad_cuts) {
+      const std::string cut = item.first, message = item.second;
+      CAPTURE(cut);
+      CHECK(run_replay(rec + " --split '" + cut + "' --optimizer muon --out " + out) == 2);
+      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
+    }
+    const std::pair<const char*, const char*> refused_cuts[] = {
+        {"--split 'h.9.*:count=2'", "no parameter of the recording matches 'h.9.*'"},
+        {"--split h.0.attn.weight:sizes=4/4", "sum to 8, not to its 12 rows"},
+        {"--split h.0.attn.weight:qkv=4/2/2", "exceed its 6 rows per group (2 groups)"},
+        {"--split 'h.*.weight:count=2' --split h.0.attn.weight:count=3", "'h.0.attn.weight' is split twice"}};
+    for (const auto& item : refused_cuts) {
+      const std::string cuts = item.first, message = item.second;
+      CAPTURE(cuts);
+      CHECK(run_replay(rec + " " + cuts + " --optimizer muon --out " + out) == 1);
       CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
     }
     CHECK(run_replay(rec + " --optimizer muon --cache-mb 0 --out " + out) == 2);
