@@ -4,7 +4,8 @@
 /// many ranks mpiexec started (CTest runs 1, 2 and 4): trajectories of muon + adamw over
 /// replicated and row-sharded parameters, refusal on every rank when one rank sees a NaN or one
 /// owner's rule fails, checkpoints written on n ranks and restored on n ranks and on one
-/// process, activation Grams summed across ranks, and QK-clip on row-sharded parameters.
+/// process, activation Grams summed across ranks, QK-clip on row-sharded parameters, and cut
+/// parameters (SplitPartition over the distributed partition).
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/qk_clip.hpp"
+#include "schatten/optim/split.hpp"
 #include "support/attention.hpp"
 
 using namespace schatten;
@@ -256,6 +258,63 @@ TEST_CASE("distributed.qk_clip: MuonClip on row-sharded attention equals one pro
     CHECK(b.clipped_heads == a.clipped_heads);
     CHECK(same_bits(d, m, loc));
   }
+}
+
+TEST_CASE("distributed.split: cut parameters over the ranks equal one process bit for bit") {
+  // Fused parameters cut into pieces (row, column, grouped and stacked cuts), the pieces spread
+  // over the ranks' owners: optim::SplitPartition over a DistributedPartition built over the
+  // pieces steps the caller's replicated fused arrays exactly as over a single-process Partition.
+  const std::vector<ParamSpec> ps = {
+      {"embed", {7, 5}},         {"h0.qkv", {12, 8}}, {"h0.c_attn", {8, 12}}, {"h0.linear_qkv", {16, 6}},
+      {"h0.experts", {3, 4, 6}}, {"h0.bias", {9}},    {"h1.qkv", {12, 8}}};
+  SplitSpec qkv, c_attn;
+  qkv.count = 3;
+  qkv.parts = {"q", "k", "v"};
+  c_attn.axis = 1;
+  c_attn.count = 3;
+  std::vector<SplitSpec> cuts = {qkv, c_attn, split_qkv_grouped("h0.linear_qkv", 4, 2, 2),
+                                 stack_of("h0.experts"), qkv};
+  cuts[0].name = "h0.qkv";
+  cuts[1].name = "h0.c_attn";
+  cuts[4].name = "h1.qkv";
+  const SplitLayout layout(ps, cuts);
+  REQUIRE_MESSAGE(layout, layout.message());
+  const auto labels = propose_labels(layout.pieces());
+  auto ref = split_partition(layout, optim::partition(layout.pieces(), labels, route("muon", make_muon()),
+                                                      route("adamw", make_adamw())));
+  REQUIRE(ref.init());
+  auto d = split_partition(
+      layout, distributed::distributed_partition(world(), layout.pieces(), labels, route("muon", make_muon()),
+                                                 route("adamw", make_adamw())));
+  REQUIRE(d.init());
+  CHECK(d.signature() == ref.signature());
+  Model m(ps), mine(ps);  // the same fused arrays on every rank (replicated)
+  for (int t = 0; t < 4; ++t) {
+    CAPTURE(t);
+    m.gradients(t);
+    mine.gradients(t);
+    const std::vector<std::vector<float>> g = mine.g;
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    REQUIRE(d.step(Model::ptrs(mine.w), Model::ptrs(mine.g)));
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      CAPTURE(ps[i].name);
+      CHECK(std::memcmp(m.w[i].data(), mine.w[i].data(), m.w[i].size() * sizeof(float)) == 0);
+      // The distributed step reads gradients, a cut scatters its copies back: unchanged.
+      CHECK(std::memcmp(g[i].data(), mine.g[i].data(), g[i].size() * sizeof(float)) == 0);
+    }
+  }
+  CHECK(same_state(d.partition(), ref.partition()));
+  // A cut needs whole pieces on every rank: row-sharded pieces are refused, on every rank.
+  auto sharded = split_partition(
+      layout, distributed::distributed_partition(world(), layout.pieces(), labels, route("muon", make_muon()),
+                                                 route("adamw", make_adamw())));
+  std::vector<Layout> rows(layout.pieces().size(), Layout::replicated);
+  rows[1] = Layout::row_sharded;
+  sharded.partition().set_layouts(rows);
+  const StepReport r = sharded.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK(std::string(r.message).find("must be replicated") != std::string::npos);
+  CHECK(sharded.init(MemoryKind::device).status == Status::invalid_argument);
 }
 
 TEST_CASE("distributed.partition: global clipping equals one process bit for bit") {

@@ -143,6 +143,23 @@ class DistributedPartition {
   /// optim::Partition::set_global_clip (replicated layouts only, see the class comment).
   void set_global_clip(double max_norm) { clip_ = max_norm; }
 
+  /// init() for wrappers that name the memory: optim::SplitPartition over a distributed
+  /// partition built over layout.pieces() (cut parameters, docs/distributed.md). Collective.
+  /// invalid_argument unless `memory` is host (parameters are host memory) and every parameter
+  /// is replicated: a SplitPartition passes whole pieces, and a rank holding row shards of a fused
+  /// parameter does not hold whole pieces.
+  optim::StepReport init(MemoryKind memory) {
+    if (memory != MemoryKind::host)
+      return optim::refusal("a distributed partition steps host memory only", -1);
+    for (std::size_t i = 0; i < layouts_.size(); ++i)
+      if (layouts_[i] != Layout::replicated)
+        return optim::refusal(
+            "cut parameters (SplitPartition) over a distributed partition must be replicated, not "
+            "row-sharded",
+            static_cast<std::ptrdiff_t>(i));
+    return init();
+  }
+
   /// Collective. Checks labels and layouts, assigns owners, builds the local Partition and
   /// its states, and the exchange buffers. The same failure on every rank.
   optim::StepReport init() {

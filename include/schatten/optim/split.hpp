@@ -319,7 +319,8 @@ class SplitLayout {
 /// the partition as pointers into the caller's arrays (no copy); column pieces and grouped pieces
 /// (SplitSpec::groups > 1) are gathered into contiguous copies of parameter and gradient before
 /// the step, and the updated copies are scattered back after it (the gradient copy always, so
-/// that the caller's gradient holds the updates as with Partition; the parameter copy only when
+/// that the caller's gradient holds what the partition leaves there — the updates with
+/// Partition, the gradient with distributed::DistributedPartition; the parameter copy only when
 /// the step succeeded). Cost: four passes over each such parameter per step, in the partition's
 /// memory (one kernel per block on the device); buffers reserved at init(), step never
 /// allocates.
@@ -330,6 +331,9 @@ class SplitLayout {
 /// checkpoints name the pieces ("<name>[<part>]/<index>_<rule>/<field>"). Each piece is
 /// optimised bit for bit as a separate parameter holding that piece would be
 /// (tests/optim/test_split.cpp); only global clipping sums the squares in another order.
+///
+/// P: an optim::Partition, or a distributed::DistributedPartition over replicated parameters
+/// (the pieces spread over the ranks' owners; docs/distributed.md "Cut parameters").
 template <class P>
 class SplitPartition {
  public:
