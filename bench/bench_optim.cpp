@@ -150,14 +150,32 @@ void bm_muon_step(benchmark::State& st, int polar_steps) {
   time_host_steps(st, m, opt);
 }
 
-/// NorMuon's step over the same model (normuon(): Muon's chain plus NormalizeNeurons, three
-/// passes and one row reduction per matrix): its cost beside optim/muon_step.
+/// NorMuon's step over the same model (normuon(): Muon's chain plus NormalizeNeurons, two
+/// passes per matrix): its cost beside optim/muon_step.
 void bm_normuon_step(benchmark::State& st, int polar_steps) {
   Model m(gpt2_small());
   NorMuonOptions no;
   no.polar.iterations = polar_steps;
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", normuon(no)), route("adamw", adamw()));
   time_host_steps(st, m, opt);
+}
+
+/// NormalizeNeurons alone on one rows × cols host block (NorMuon's normalisation after the
+/// polar step), applied repeatedly to the same block (it keeps the block's norm). GB/s counts
+/// 8 bytes per element (one read and one write, the least any implementation moves): compare
+/// with stream/triad.
+void bm_normalize_neurons(benchmark::State& st, index_t rows, index_t cols) {
+  Rng rng(5);
+  std::vector<float> x(static_cast<std::size_t>(rows * cols));
+  for (float& v : x)
+    v = static_cast<float>(rng.normal());
+  const NormalizeNeurons rule;
+  NormalizeNeurons::State s = rule.init(BlockShape{rows, cols});
+  for (auto _ : st)
+    if (rule.update(Block(x.data(), rows, cols), s, ConstBlock(x.data(), rows, cols)) != Status::ok)
+      return st.SkipWithError("normalize_neurons failed");
+  st.counters["GB/s"] = benchmark::Counter(8.0 * double(rows) * double(cols) * 1e-9,
+                                           benchmark::Counter::kIsIterationInvariantRate);
 }
 
 /// QK-clip of all 12 layers of GPT-2 small (c_attn (2304, 768) with its bias, 12 heads of 64)
@@ -444,6 +462,12 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/normuon_step_without_ns/gpt2_small", bm_normuon_step, 0)
       ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/normalize_neurons/3072x768", bm_normalize_neurons, 3072, 768)
+      ->Iterations(20)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/normalize_neurons/768x3072", bm_normalize_neurons, 768, 3072)
+      ->Iterations(20)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/qk_clip/gpt2_small", bm_qk_clip)
       ->Iterations(10)

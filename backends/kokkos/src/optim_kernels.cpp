@@ -190,10 +190,37 @@ void multiply(float* x, const float* d, index_t n) {
       "schatten::optim::multiply", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= d[k]; });
 }
 
-void normalize_rows(float* x, float* nu, index_t rows, index_t cols, float w2, float eps) {
+void neuron_moments(const float* x, float* nu, index_t rows, index_t cols, float w2, float eps,
+                    double& before, double& after) {
+  // Two sums in one reduction: the real and imaginary parts of a complex sum (Kokkos' built-in
+  // Sum reducer on Kokkos::complex exists in 3.4 and 4.x alike; a custom reducer's join
+  // signature differs between them). Team t reduces row t over its threads; its first thread
+  // updates the moment and contributes the row (on Serial, team size 1: the host loop's order).
+  using Team = Kokkos::TeamPolicy<Exec, Kokkos::IndexType<index_t>>;
+  Kokkos::complex<double> sums(0.0, 0.0);
+  Kokkos::parallel_reduce(
+      "schatten::optim::neuron_moments", Team(rows, Kokkos::AUTO),
+      KOKKOS_LAMBDA(const Team::member_type& t, Kokkos::complex<double>& acc) {
+        const index_t i = t.league_rank();
+        const float* xi = x + i * cols;
+        double ss = 0.0;
+        Kokkos::parallel_reduce(
+            Kokkos::TeamThreadRange(t, cols),
+            [&](index_t j, double& part) { part += double(xi[j]) * double(xi[j]); }, ss);
+        if (t.team_rank() == 0) {
+          const double r = NormalizeNeurons::update_moment(nu[i], ss, cols, w2, eps);
+          acc += Kokkos::complex<double>(ss, r * r * ss);
+        }
+      },
+      sums);
+  before = sums.real();
+  after = sums.imag();
+}
+
+void scale_neurons(float* x, const float* nu, index_t rows, index_t cols, float eps, double g) {
   Kokkos::parallel_for(
-      "schatten::optim::normalize_rows", Range(0, rows),
-      KOKKOS_LAMBDA(index_t i) { NormalizeNeurons::normalize_row(x + i * cols, cols, nu[i], w2, eps); });
+      "schatten::optim::scale_neurons", Range(0, rows * cols),
+      KOKKOS_LAMBDA(index_t k) { x[k] *= NormalizeNeurons::row_factor(nu[k / cols], eps, g); });
 }
 
 void smuon_momentum(float* y, float* next_mu, const float* mu, const float* g, index_t n,

@@ -538,9 +538,14 @@ struct MuAdamDirection {
 };
 
 namespace device_kernels {
-/// Every row i of the rows × cols block x: NormalizeNeurons::normalize_row(x + i·cols, cols,
-/// nu[i], w2, eps), one row per thread.
-void normalize_rows(float* x, float* nu, index_t rows, index_t cols, float w2, float eps);
+/// NormalizeNeurons' first pass over the rows × cols block x, one team per row: each row's sum
+/// of squares ss_i (double), NormalizeNeurons::update_moment(nu[i], ss_i, …), and the two sums
+/// Σ ss_i and Σ r_i²·ss_i returned in `before` and `after` (waits for the result).
+void neuron_moments(const float* x, float* nu, index_t rows, index_t cols, float w2, float eps,
+                    double& before, double& after);
+/// Its second pass: x_ij ← x_ij · NormalizeNeurons::row_factor(nu[i], eps, g), one element per
+/// thread.
+void scale_neurons(float* x, const float* nu, index_t rows, index_t cols, float eps, double g);
 }  // namespace device_kernels
 
 /// NorMuon's neuron-wise normalisation (Li et al. 2025, "NorMuon: Making Muon more efficient and
@@ -553,7 +558,17 @@ void normalize_rows(float* x, float* nu, index_t rows, index_t cols, float w2, f
 /// then O ← O·‖O_before‖_F / (‖O‖_F + ε), which keeps the Frobenius norm of the orthogonalised
 /// update (the reference's "keep the update norm the same as pre-normalization"). Defaults
 /// β₂ = 0.95, ε = 1e-10 (the reference's). The row means and norms accumulate in double.
-/// A zero update stays zero. Cost: three passes over the block and one float per row of state.
+/// A zero update stays zero.
+///
+/// Two passes: the first reads each row once for its sum of squares ss_i, which gives the
+/// moment, the row's reciprocal r_i = 1/(√ν_i + ε), ‖O_before‖² = Σ ss_i and ‖O‖² after the
+/// row scaling = Σ r_i²·ss_i (in double: what summing the scaled floats' squares gives, up to
+/// their rounding); the second multiplies row i by r_i·g, g = ‖O_before‖/(‖O‖ + ε), one float
+/// rounding per element. The reference's five passes (norm, row sums, row scaling, norm,
+/// scaling) give the same values up to float rounding (relative ~1e-7; tests/optim/
+/// test_presets.cpp checks the reference in double). Cost: one read and one read-write of the
+/// block, one float per row of state; on the device one team per row, then one thread per
+/// element, and one wait for the two sums.
 struct NormalizeNeurons {
   static constexpr const char* name = "normalize_neurons";
   static constexpr bool device_capable = true;
@@ -565,32 +580,50 @@ struct NormalizeNeurons {
     Buffer nu;  ///< one second moment per row
   };
   State init(const BlockShape& s) const { return State{0, Buffer(static_cast<std::size_t>(s.rows), 0.0f)}; }
-  /// One row of `cols` floats: its moment nu updated with weight w2 = float(1 − β₂), the row
-  /// divided by √nu + eps (as the reference: multiplied by the float reciprocal). The one formula
-  /// of the host loop and the device kernel.
-  SCHATTEN_HOST_DEVICE static void normalize_row(float* x, index_t cols, float& nu, float w2, float eps) {
-    double ss = 0.0;
-    for (index_t j = 0; j < cols; ++j)
-      ss += double(x[j]) * double(x[j]);
+  /// The row moment from the row's sum of squares ss over `cols` entries: nu updated with weight
+  /// w2 = float(1 − β₂) toward the float mean ss/cols (torch's lerp_); returns the row's
+  /// reciprocal 1/(√nu + eps). The one formula of the host loop and the device kernel.
+  SCHATTEN_HOST_DEVICE static float update_moment(float& nu, double ss, index_t cols, float w2, float eps) {
     const float mean = static_cast<float>(ss / double(cols));
     nu = nu + w2 * (mean - nu);
-    const float r = 1.0f / (std::sqrt(nu) + eps);
-    for (index_t j = 0; j < cols; ++j)
-      x[j] *= r;
+    return reciprocal(nu, eps);
+  }
+  /// 1/(√nu + eps) in float, as the reference multiplies by it.
+  SCHATTEN_HOST_DEVICE static float reciprocal(float nu, float eps) { return 1.0f / (std::sqrt(nu) + eps); }
+  /// The second pass's factor of a row with moment nu: its reciprocal times the norm-restoring g.
+  SCHATTEN_HOST_DEVICE static float row_factor(float nu, float eps, double g) {
+    return static_cast<float>(double(reciprocal(nu, eps)) * g);
   }
   Status update(Block u, State& s, ConstBlock) const {
     if (s.nu.size() != static_cast<std::size_t>(u.rows)) return Status::invalid_argument;  // other shape
     if (u.empty()) return Status::ok;
-    const double before = squared_norm(u);
     const float w2 = static_cast<float>(1.0 - beta2), feps = static_cast<float>(eps);
+    float* nu = s.nu.data();
+    double before = 0.0, after = 0.0;  // ‖O‖² before and after the row scaling
     if (u.memory == MemoryKind::device) {
-      device_kernels::normalize_rows(u.data, s.nu.data(), u.rows, u.cols, w2, feps);
+      device_kernels::neuron_moments(u.data, nu, u.rows, u.cols, w2, feps, before, after);
     } else {
-      for (index_t i = 0; i < u.rows; ++i)
-        normalize_row(u.data + i * u.cols, u.cols, s.nu.data()[i], w2, feps);
+      for (index_t i = 0; i < u.rows; ++i) {
+        const float* x = u.data + i * u.cols;
+        double ss = 0.0;
+        for (index_t j = 0; j < u.cols; ++j)
+          ss += double(x[j]) * double(x[j]);
+        const double r = update_moment(nu[i], ss, u.cols, w2, feps);
+        before += ss;
+        after += r * r * ss;
+      }
     }
-    const double after = squared_norm(u);
-    scale(u, static_cast<float>(std::sqrt(before) / (std::sqrt(after) + eps)));
+    const double g = std::sqrt(before) / (std::sqrt(after) + eps);
+    if (u.memory == MemoryKind::device) {
+      device_kernels::scale_neurons(u.data, nu, u.rows, u.cols, feps, g);
+    } else {
+      for (index_t i = 0; i < u.rows; ++i) {
+        const float f = row_factor(nu[i], feps, g);
+        float* x = u.data + i * u.cols;
+        for (index_t j = 0; j < u.cols; ++j)
+          x[j] *= f;
+      }
+    }
     ++s.count;
     return Status::ok;
   }
