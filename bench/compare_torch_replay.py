@@ -343,7 +343,8 @@ def main():
     subprocess.run([sys.executable, os.path.abspath(__file__), "--crash-child", rec], check=True)
     replay(a.replay, rec, "sgd", out)
     with h5py.File(out, "r") as o:
-        steps = int(o.attrs["steps"])
+        # A 1-element array attribute: NumPy 2 refuses int() of a 1-D array, so take the element.
+        steps = int(np.asarray(o.attrs["steps"]).reshape(-1)[0])
     failed |= steps != 5
     print("crash survival: recorder killed after 5 steps, %d steps replayed: %s"
           % (steps, "ok" if steps == 5 else "FAIL"))
