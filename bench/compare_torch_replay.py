@@ -19,6 +19,10 @@ Cases (model / optimizer run in torch / replay preset):
         float32) and torch.optim.AdamW on the rest   normuon:lr,b2,wd,adamw_lr,adamw_wd
   tfm   the same four, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
         its attention, LayerNorms and biases, a final LayerNorm and nn.Linear head)
+  tfm   NorMuon with the fused in_proj_weight (3d x d) cut into Q, K and V (each orthogonalised,
+        normalised and shape-scaled as a matrix of its own)   the same preset with
+        --split '*in_proj_weight:count=3,parts=q/k/v' (the replay's columns are the pieces; the
+        comparison stacks them back)
 "bits" cases must agree bit for bit; the others are reported with their max abs difference and
 max |diff| / max |param| per parameter, and must stay below --tol (default 1e-5). Why they are
 not bit-identical (measured with torch 2.15.0, docs/benchmarks/cpu-replay.md): torch's SGD step
@@ -155,10 +159,13 @@ class NorMuonTorch:
 
     EXCLUDE = ("embed", "wte", "wpe", "lm_head", "head", "classifier")
 
-    def __init__(self, model, lr=0.02, beta=0.95, beta2=0.95, wd=0.01):
+    def __init__(self, model, lr=0.02, beta=0.95, beta2=0.95, wd=0.01, cut=None):
+        """cut: (name suffix, k): matrices whose name ends so are cut into k equal row pieces."""
         self.lr, self.beta, self.beta2, self.wd = lr, beta, beta2, wd
         named = list(model.named_parameters())
         self.matrices = [p for n, p in named if p.dim() >= 2 and not any(e in n for e in self.EXCLUDE)]
+        self.pieces = [cut[1] if cut and n.endswith(cut[0]) else 1
+                       for n, p in named if p.dim() >= 2 and not any(e in n for e in self.EXCLUDE)]
         ids = {id(p) for p in self.matrices}
         self.adamw = torch.optim.AdamW([p for _, p in named if id(p) not in ids], lr=LR, betas=(B1, B2),
                                        eps=EPS, weight_decay=WD)
@@ -167,17 +174,20 @@ class NorMuonTorch:
 
     @torch.no_grad()
     def step(self):
-        for p, m, nu in zip(self.matrices, self.m, self.nu):
+        for p, m, nu, k in zip(self.matrices, self.m, self.nu, self.pieces):
             g = p.grad
             m.lerp_(g, 1 - self.beta)
-            o = ns5(g.lerp(m, self.beta).reshape(p.shape[0], -1))
-            before = o.norm()
-            nu.lerp_((o * o).mean(dim=-1, keepdim=True), 1 - self.beta2)
-            o = o / (nu.sqrt() + 1e-10)
-            o = o * (before / (o.norm() + 1e-10))
-            o = o * max(1.0, o.shape[0] / o.shape[1]) ** 0.5
+            u = g.lerp(m, self.beta).reshape(p.shape[0], -1)
+            parts = []
+            for piece, piece_nu in zip(u.chunk(k, dim=0), nu.chunk(k, dim=0)):
+                o = ns5(piece)
+                before = o.norm()
+                piece_nu.lerp_((o * o).mean(dim=-1, keepdim=True), 1 - self.beta2)  # a view of nu
+                o = o / (piece_nu.sqrt() + 1e-10)
+                o = o * (before / (o.norm() + 1e-10))
+                parts.append(o * max(1.0, o.shape[0] / o.shape[1]) ** 0.5)
             p.mul_(1 - self.lr * self.wd)
-            p.add_(o.reshape(p.shape), alpha=-self.lr)
+            p.add_(torch.cat(parts, dim=0).reshape(p.shape), alpha=-self.lr)
         self.adamw.step()
 
     def zero_grad(self):
@@ -194,6 +204,8 @@ def train(model_name, optimizer, steps, path):
         opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(B1, B2), eps=EPS, weight_decay=WD)
     elif optimizer == "normuon":
         opt = NorMuonTorch(model)
+    elif optimizer == "normuon_qkv":
+        opt = NorMuonTorch(model, cut=("in_proj_weight", 3))
     else:
         opt = MirrorAdamW(model.parameters())
     with GradientRecorder(path, model, model_description="%s, %s, %d steps, seed 0" % (model_name, optimizer, steps),
@@ -236,13 +248,16 @@ def replay(binary, rec, spec, out, extra=()):
 
 def compare(rec, out, final):
     """Max abs diff, max over parameters of max|diff|/max|param|, identical elements / all, over
-    every step t = 1 … T (recorded value[t] for t < T, torch's final parameters for T)."""
+    every step t = 1 … T (recorded value[t] for t < T, torch's final parameters for T). With
+    --split the replay's columns are pieces (/param_source); row pieces are stacked back."""
     worst_abs = worst_rel = 0.0
     same = total = 0
     with h5py.File(rec, "r") as r, h5py.File(out, "r") as o:
         n = int(r.attrs["completed_steps"])
+        source = o["param_source"][...]
         for i in range(int(r.attrs["num_params"])):
-            mine = o["runs/0/params/%d" % i][...]  # (T+1, rows, cols): W_0 … W_T
+            cols = [k for k in range(len(source)) if source[k] == i]
+            mine = np.concatenate([o["runs/0/params/%d" % k][...] for k in cols], axis=1)  # W_0 … W_T
             theirs = np.concatenate([r["params/%d/value" % i][1:n], final[i][None]], axis=0)
             if not np.array_equal(mine[0], r["params/%d/initial" % i][...]):
                 raise SystemExit("compare_torch_replay.py: replay did not start from the recorded initial value")
@@ -304,23 +319,25 @@ def main():
              "mirror": "adamw:lr=%g,b1=%g,b2=%g,eps=%g,wd=%g" % (LR, B1, B2, EPS, WD),
              "adamw": "adamw:lr=%g,b1=%g,b2=%g,eps=%g,wd=%g" % (LR, B1, B2, EPS, WD),
              "normuon": "normuon:lr=0.02,b2=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
+    specs["normuon_qkv"] = specs["normuon"]
+    cut = ["--split", "*in_proj_weight:count=3,parts=q/k/v"]
     failed = False
-    print("%-5s %-7s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
+    print("%-5s %-11s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
     for model_name in ("mlp", "tfm"):
-        for optimizer in ("sgd", "mirror", "adamw", "normuon"):
+        for optimizer in ("sgd", "mirror", "adamw", "normuon") + (("normuon_qkv",) if model_name == "tfm" else ()):
             rec = os.path.join(work, "%s_%s.h5" % (model_name, optimizer))
             out = os.path.join(work, "%s_%s.replay.h5" % (model_name, optimizer))
             for f in (rec, out):
                 if os.path.exists(f):
                     os.remove(f)
             final = train(model_name, optimizer, a.steps, rec)
-            replay(a.replay, rec, specs[optimizer], out, ["--save-params"])
+            replay(a.replay, rec, specs[optimizer], out, ["--save-params"] + (cut if optimizer == "normuon_qkv" else []))
             worst_abs, worst_rel, same, total = compare(rec, out, final)
             bits = optimizer == "mirror"
-            tol = a.tol_spectral if optimizer == "normuon" else a.tol
+            tol = a.tol_spectral if optimizer.startswith("normuon") else a.tol
             ok = same == total if bits else worst_rel <= tol
             failed |= not ok
-            print("%-5s %-7s %-50s %9.3g %9.3g %9d/%-8d %s" % (
+            print("%-5s %-11s %-50s %9.3g %9.3g %9d/%-8d %s" % (
                 model_name, optimizer, specs[optimizer], worst_abs, worst_rel, same, total,
                 ("bit-identical" if same == total else "NOT bit-identical") if bits else
                 ("ok" if ok else "FAIL (tol %g)" % tol)))
