@@ -1506,15 +1506,23 @@ int fail_run(const std::string& msg, const std::string& tmp) {
   StepCache cache(reader, h5_mutex, src_sizes, gram_sizes, steps, block, read_ahead);
   // Column k's activation Gram at step t, for a rule's criterion (cached with the gradients
   // when the diagnostics need it at every step, else read now).
+  // The pieces of one parameter share its Gram: one read per step and parameter.
   std::vector<float> gram_scratch, gram_piece;
+  std::int64_t scratch_step = -1;
+  std::size_t scratch_param = 0;
   auto gram_at = [&](std::int64_t t, std::size_t k) -> const float* {
     if (!columns.has_gram(k)) return nullptr;
     const std::size_t i = columns.source(k);
     const float* g = cache.gram(t, i);
     if (!g) {
-      gram_scratch.resize(std::size_t(info.params[i].cols * info.params[i].cols));
-      std::lock_guard<std::mutex> lock(h5_mutex);
-      if (reader.read_act_gram(t, i, gram_scratch.data(), &err) != Status::ok) return nullptr;
+      if (scratch_step != t || scratch_param != i) {
+        gram_scratch.resize(std::size_t(info.params[i].cols * info.params[i].cols));
+        std::lock_guard<std::mutex> lock(h5_mutex);
+        scratch_step = -1;
+        if (reader.read_act_gram(t, i, gram_scratch.data(), &err) != Status::ok) return nullptr;
+        scratch_step = t;
+        scratch_param = i;
+      }
       g = gram_scratch.data();
     }
     return columns.gram(k, g, gram_piece);
