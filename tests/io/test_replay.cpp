@@ -762,51 +762,46 @@ TEST_SUITE("io.replay") {
     CHECK(run_replay(rec + " --optimizer muon:lr --out " + out) == 2);
     CHECK(run_replay(rec + " --optimizer lion --out " + out) == 1);
     CHECK(replay_stderr().find("unknown preset 'lion'") != std::string::npos);
+    // Each (arguments, message) of a table: exit status `rc` with the message on stderr.
+    const auto refused = [&](const auto& table, int rc) {
+      for (const auto& item : table) {
+        const std::string args = item.first, message = item.second;  // clang: no bindings in CAPTURE
+        CAPTURE(args);
+        CHECK(run_replay(rec + " " + args + " --out " + out) == rc);
+        CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
+      }
+    };
     const std::pair<const char*, const char*> bad[] = {
-        {"muon:lr=warmup_cosine:0.02:10", "expected warmup_cosine:PEAK:WARMUP:TOTAL[:FINAL]"},
-        {"muon:lr=cosine:0.02:10:100", "unknown schedule 'cosine'"},
-        {"adamw:lr=linear_decay:1e-3:50:10", "HOLD and TOTAL must be integer steps"},
-        {"schatten_muon:criterion=best", "must be one of exact,exact_momentum,exact_tightness"},
-        {"schatten_muon:p_min=0.5", "p_min"},
-        {"schatten_muon:interval=-1", "'interval' must be an integer"},
-        {"schatten_muon:moment=adam", "must be one of none,parametric,nonparametric"},
-        {"da_muon:lr=0.1", "unknown key 'lr' for preset 'da_muon'"},
-        {"df_muon:rho=big", "'rho=big' is not a number"},
-        {"sc_muon:polar=svd", "must be one of keller,newton_schulz,polar_express,qdwh"},
-        {"kaon:kaon_steps=0", "'kaon_steps' must be >= 1"},
-        {"normuon:b2=1", "'b2' must be in [0, 1)"}};
-    for (const auto& item : bad) {
-      const std::string spec = item.first, message = item.second;  // clang: no bindings in CAPTURE
-      CAPTURE(spec);
-      CHECK(run_replay(rec + " --optimizer " + spec + " --out " + out) == 1);
-      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
-    }
+        {"--optimizer muon:lr=warmup_cosine:0.02:10", "expected warmup_cosine:PEAK:WARMUP:TOTAL[:FINAL]"},
+        {"--optimizer muon:lr=cosine:0.02:10:100", "unknown schedule 'cosine'"},
+        {"--optimizer adamw:lr=linear_decay:1e-3:50:10", "HOLD and TOTAL must be integer steps"},
+        {"--optimizer schatten_muon:criterion=best", "must be one of exact,exact_momentum,exact_tightness"},
+        {"--optimizer schatten_muon:p_min=0.5", "p_min"},
+        {"--optimizer schatten_muon:interval=-1", "'interval' must be an integer"},
+        {"--optimizer schatten_muon:moment=adam", "must be one of none,parametric,nonparametric"},
+        {"--optimizer da_muon:lr=0.1", "unknown key 'lr' for preset 'da_muon'"},
+        {"--optimizer df_muon:rho=big", "'rho=big' is not a number"},
+        {"--optimizer sc_muon:polar=svd", "must be one of keller,newton_schulz,polar_express,qdwh"},
+        {"--optimizer kaon:kaon_steps=0", "'kaon_steps' must be >= 1"},
+        {"--optimizer normuon:b2=1", "'b2' must be in [0, 1)"}};
+    refused(bad, 1);
     // Cuts: a malformed --split is a bad command line (2); one the recording refuses fails (1).
     const std::pair<const char*, const char*> bad_cuts[] = {
-        {"h.0.attn.weight", "expected NAME:KEY=VALUE"},
-        {"h.0.attn.weight:sizes=4/a/4", "must be integers in 1..1e9"},
-        {"h.0.attn.weight:qkv=4/2", "HEADS/KV_HEADS/HEAD_DIM"},
-        {"h.0.attn.weight:qkv=2/2/2,count=3", "no 'count' with it"},
-        {"h.0.attn.weight:axes=1", "unknown key 'axes'"},
-        {"h.0.attn.weight:axis=2,count=2", "'axis' must be an integer in 0..1"},
-        {"h.0.attn.weight:parts=q//v,count=3", "has an empty item"}};
-    for (const auto& item : bad_cuts) {
-      const std::string cut = item.first, message = item.second;
-      CAPTURE(cut);
-      CHECK(run_replay(rec + " --split '" + cut + "' --optimizer muon --out " + out) == 2);
-      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
-    }
+        {"--optimizer muon --split h.0.attn.weight", "expected NAME:KEY=VALUE"},
+        {"--optimizer muon --split h.0.attn.weight:sizes=4/a/4", "must be integers in 1..1e9"},
+        {"--optimizer muon --split h.0.attn.weight:qkv=4/2", "HEADS/KV_HEADS/HEAD_DIM"},
+        {"--optimizer muon --split h.0.attn.weight:qkv=2/2/2,count=3", "no 'count' with it"},
+        {"--optimizer muon --split h.0.attn.weight:axes=1", "unknown key 'axes'"},
+        {"--optimizer muon --split h.0.attn.weight:axis=2,count=2", "'axis' must be an integer in 0..1"},
+        {"--optimizer muon --split h.0.attn.weight:parts=q//v,count=3", "has an empty item"}};
+    refused(bad_cuts, 2);
     const std::pair<const char*, const char*> refused_cuts[] = {
-        {"--split 'h.9.*:count=2'", "no parameter of the recording matches 'h.9.*'"},
-        {"--split h.0.attn.weight:sizes=4/4", "sum to 8, not to its 12 rows"},
-        {"--split h.0.attn.weight:qkv=4/2/2", "exceed its 6 rows per group (2 groups)"},
-        {"--split 'h.*.weight:count=2' --split h.0.attn.weight:count=3", "'h.0.attn.weight' is split twice"}};
-    for (const auto& item : refused_cuts) {
-      const std::string cuts = item.first, message = item.second;
-      CAPTURE(cuts);
-      CHECK(run_replay(rec + " " + cuts + " --optimizer muon --out " + out) == 1);
-      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
-    }
+        {"--optimizer muon --split 'h.9.*:count=2'", "no parameter of the recording matches 'h.9.*'"},
+        {"--optimizer muon --split h.0.attn.weight:sizes=4/4", "sum to 8, not to its 12 rows"},
+        {"--optimizer muon --split h.0.attn.weight:qkv=4/2/2", "exceed its 6 rows per group (2 groups)"},
+        {"--optimizer muon --split 'h.*.weight:count=2' --split h.0.attn.weight:count=3",
+         "'h.0.attn.weight' is split twice"}};
+    refused(refused_cuts, 1);
     CHECK(run_replay(rec + " --optimizer muon --cache-mb 0 --out " + out) == 2);
     CHECK(replay_stderr().find("--cache-mb needs a number") != std::string::npos);
     CHECK(run_replay(temp_path("missing.h5") + " --optimizer adamw --out " + out) == 1);
