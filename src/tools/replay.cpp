@@ -799,6 +799,11 @@ struct SplitArg {
   std::string text;     ///< as given on the command line
   std::string pattern;  ///< '*' matches any run of characters, everything else itself
   opt::SplitSpec cut;
+  /// qkv=H/KV/D: the cut is split_qkv_grouped(name, H, KV, D, gated, per_head), made for each
+  /// match once its side is known to be (H·(1 + gated) + 2·KV)·D (Columns::build): a per-head
+  /// cut has a piece per head, so sizes that do not fit are refused before any is laid out.
+  std::vector<index_t> qkv;
+  bool gated = false, per_head = false;
 };
 
 /// NAME:KEY=VALUE[,KEY=VALUE...] of --split (--help lists the keys). NAME is everything before
@@ -822,17 +827,12 @@ bool parse_split(const std::string& text, SplitArg& a, std::string& err) {
   }
   Keys k(s, "--split");
   opt::SplitSpec& c = a.cut;
-  std::vector<index_t> qkv;
-  if (k.sizes("qkv", qkv)) {
+  if (k.sizes("qkv", a.qkv)) {
     for (const char* key : {"sizes", "count", "parts", "groups", "stack"})
       if (s.kv.count(key)) k.note(std::string("'qkv' lays out the pieces itself: no '") + key + "' with it");
-    bool gated = false, per_head = false;
-    k.flag("gated", gated);
-    k.flag("per_head", per_head);
-    if (qkv.size() != 3)
-      k.note("'qkv' is HEADS/KV_HEADS/HEAD_DIM");
-    else
-      c = opt::split_qkv_grouped("", qkv[0], qkv[1], qkv[2], gated, per_head);
+    k.flag("gated", a.gated);
+    k.flag("per_head", a.per_head);
+    if (a.qkv.size() != 3) k.note("'qkv' is HEADS/KV_HEADS/HEAD_DIM");
   } else {
     k.sizes("sizes", c.sizes);
     std::int64_t count = 0, groups = 1;
@@ -887,11 +887,24 @@ class Columns {
     std::vector<opt::SplitSpec> cuts;
     for (const SplitArg& a : args) {
       const std::size_t before = cuts.size();
-      for (const opt::ParamSpec& p : ps)
-        if (glob_match(a.pattern, p.name)) {
-          cuts.push_back(a.cut);
-          cuts.back().name = p.name;
+      for (const opt::ParamSpec& p : ps) {
+        if (!glob_match(a.pattern, p.name)) continue;
+        cuts.push_back(a.cut);
+        if (a.qkv.size() == 3) {  // parse_split checked the count; each value is in 1..1e9
+          const opt::BlockShape m = opt::flatten(p.shape);
+          const index_t side = a.cut.axis == 0 ? m.rows : m.cols;
+          const index_t want = (a.qkv[0] * (a.gated ? 2 : 1) + 2 * a.qkv[1]) * a.qkv[2];  // ≤ 4e18
+          if (want != side) {
+            err = "--split " + a.text + ": qkv=" + std::to_string(a.qkv[0]) + "/" + std::to_string(a.qkv[1]) +
+                  "/" + std::to_string(a.qkv[2]) + " lays out " + std::to_string(want) +
+                  (a.cut.axis ? " columns" : " rows") + ", '" + p.name + "' has " + std::to_string(side);
+            return false;
+          }
+          cuts.back() = opt::split_qkv_grouped("", a.qkv[0], a.qkv[1], a.qkv[2], a.gated, a.per_head);
+          cuts.back().axis = a.cut.axis;
         }
+        cuts.back().name = p.name;
+      }
       if (cuts.size() == before) {
         err = "--split " + a.text + ": no parameter of the recording matches '" + a.pattern + "'";
         return false;

@@ -798,7 +798,10 @@ TEST_SUITE("io.replay") {
     const std::pair<const char*, const char*> refused_cuts[] = {
         {"--optimizer muon --split 'h.9.*:count=2'", "no parameter of the recording matches 'h.9.*'"},
         {"--optimizer muon --split h.0.attn.weight:sizes=4/4", "sum to 8, not to its 12 rows"},
-        {"--optimizer muon --split h.0.attn.weight:qkv=4/2/2", "exceed its 6 rows per group (2 groups)"},
+        {"--optimizer muon --split h.0.attn.weight:qkv=4/2/2",
+         "qkv=4/2/2 lays out 16 rows, 'h.0.attn.weight' has 12"},
+        {"--optimizer muon --split h.0.attn.weight:qkv=1/1000000000/1000000000,per_head=1", "has 12"},
+        {"--optimizer muon --split h.0.attn.weight:qkv=2/5/1", "5 groups do not divide its 12 rows"},
         {"--optimizer muon --split 'h.*.weight:count=2' --split h.0.attn.weight:count=3",
          "'h.0.attn.weight' is split twice"}};
     refused(refused_cuts, 1);

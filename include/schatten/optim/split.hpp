@@ -61,7 +61,10 @@ inline SplitSpec stack_of(std::string name, std::vector<std::string> parts = {})
 ///    head indices), contiguous; the per-head orthogonalisation of Megatron-LM PR 6326.
 /// Nothing is checked here: when kv_heads does not divide heads, or the parameter's rows are not
 /// (heads·(1 + gated) + 2·kv_heads)·head_dim, the sizes do not add up and the SplitLayout that
-/// receives the spec refuses it with a message naming the parameter.
+/// receives the spec refuses it with a message naming the parameter. Cost: per_head lays out
+/// heads·(1 + gated) + 2·kv_heads pieces; a caller taking the sizes from outside checks that
+/// side against the parameter first (schatten-replay does), or an absurd head count allocates
+/// before SplitLayout can refuse it.
 inline SplitSpec split_qkv_grouped(std::string name, index_t heads, index_t kv_heads, index_t head_dim,
                                    bool gated = false, bool per_head = false) {
   SplitSpec s;
