@@ -910,7 +910,6 @@ class Columns {
         return false;
       }
     }
-    split_ = !cuts.empty();
     layout_ = opt::SplitLayout(std::move(ps), std::move(cuts));
     if (!layout_) {
       err = layout_.message();
@@ -943,8 +942,8 @@ class Columns {
   /// The recorded parameter column k comes from.
   std::size_t source(std::size_t k) const { return layout_.map()[k].source; }
   /// Whether any --split applies; then the signatures gain "|split=" + the layout's.
-  bool split() const { return split_; }
-  std::string signature() const { return split_ ? layout_.signature() : std::string(); }
+  bool split() const { return !layout_.splits().empty(); }
+  std::string signature() const { return split() ? layout_.signature() : std::string(); }
   /// Column k of `p`, an array of its source parameter's flattened shape (a gradient, a value):
   /// p itself (offset) or a copy in `scratch`.
   const float* gather(std::size_t k, const float* p, std::vector<float>& scratch) const {
@@ -972,7 +971,6 @@ class Columns {
 
  private:
   opt::SplitLayout layout_;
-  bool split_ = false;
   std::vector<std::vector<index_t>> gram_index_;  ///< a column piece's source columns; else empty
   std::vector<bool> has_gram_;
 };
@@ -1517,33 +1515,29 @@ int fail_run(const std::string& msg, const std::string& tmp) {
   const std::int64_t block = std::clamp<std::int64_t>(
       std::int64_t(budget / (double(step_bytes) * (read_ahead ? 2.0 : 1.0))), 1, steps);
   StepCache cache(reader, h5_mutex, src_sizes, gram_sizes, steps, block, read_ahead);
-  // Column k's activation Gram at step t, for a rule's criterion (cached with the gradients
-  // when the diagnostics need it at every step, else read now).
-  // The pieces of one parameter share its Gram: one read per step and parameter.
+  // Step t's gradient and Gram of each column (the recorded memory, or copies in `copies` and
+  // `gram_copies` for the gathered pieces), shared by the runs. Grams only where the diagnostics
+  // cache them with the gradients.
+  std::vector<const float*> grad_of(np), gram_of(np);
+  std::vector<std::vector<float>> gram_copies(np);
+  // Column k's activation Gram at step t, for a rule's criterion: gram_of[k] when cached, else
+  // read now (the pieces of one parameter share one read per step).
   std::vector<float> gram_scratch, gram_piece;
   std::int64_t scratch_step = -1;
   std::size_t scratch_param = 0;
   auto gram_at = [&](std::int64_t t, std::size_t k) -> const float* {
-    if (!columns.has_gram(k)) return nullptr;
+    if (gram_of[k] || !columns.has_gram(k)) return gram_of[k];
     const std::size_t i = columns.source(k);
-    const float* g = cache.gram(t, i);
-    if (!g) {
-      if (scratch_step != t || scratch_param != i) {
-        gram_scratch.resize(std::size_t(info.params[i].cols * info.params[i].cols));
-        std::lock_guard<std::mutex> lock(h5_mutex);
-        scratch_step = -1;
-        if (reader.read_act_gram(t, i, gram_scratch.data(), &err) != Status::ok) return nullptr;
-        scratch_step = t;
-        scratch_param = i;
-      }
-      g = gram_scratch.data();
+    if (scratch_step != t || scratch_param != i) {
+      gram_scratch.resize(std::size_t(info.params[i].cols * info.params[i].cols));
+      std::lock_guard<std::mutex> lock(h5_mutex);
+      scratch_step = -1;
+      if (reader.read_act_gram(t, i, gram_scratch.data(), &err) != Status::ok) return nullptr;
+      scratch_step = t;
+      scratch_param = i;
     }
-    return columns.gram(k, g, gram_piece);
+    return columns.gram(k, gram_scratch.data(), gram_piece);
   };
-  // Step t's gradient and Gram of each column (the recorded memory, or copies in `copies` and
-  // `gram_copies` for the gathered pieces), shared by the runs.
-  std::vector<const float*> grad_of(np), gram_of(np);
-  std::vector<std::vector<float>> gram_copies(np);
   double t_gather = 0;
 
   Progress progress(steps, o.quiet);
