@@ -18,6 +18,13 @@ RowRange shard_rows(index_t rows, int rank, int ranks) {
   return {std::min(index_t(rank) * chunk, rows), std::min(index_t(rank + 1) * chunk, rows)};
 }
 
+std::vector<index_t> chunk_bounds(index_t rows, int ranks) {
+  std::vector<index_t> b(1, 0);
+  for (int r = 0; r < ranks; ++r)
+    b.push_back(shard_rows(rows, r, ranks).end);
+  return b;
+}
+
 double default_cost(const optim::BlockShape& s, bool matrix_function) {
   double c = 64.0 * double(s.size());
   if (matrix_function && s.rows >= 2 && s.cols >= 2)

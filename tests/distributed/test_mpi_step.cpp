@@ -304,7 +304,8 @@ TEST_CASE("distributed.split: cut parameters over the ranks equal one process bi
     }
   }
   CHECK(same_state(d.partition(), ref.partition()));
-  // A cut needs whole pieces on every rank: row-sharded pieces are refused, on every rank.
+  // Pieces are laid out from the fused parameters' shards (set_source_rows, next test case), not
+  // through the partition's set_layouts: that is refused, on every rank.
   auto sharded = split_partition(
       layout, distributed::distributed_partition(world(), layout.pieces(), labels, route("muon", make_muon()),
                                                  route("adamw", make_adamw())));
@@ -313,8 +314,191 @@ TEST_CASE("distributed.split: cut parameters over the ranks equal one process bi
   sharded.partition().set_layouts(rows);
   const StepReport r = sharded.init();
   CHECK(r.status == Status::invalid_argument);
-  CHECK(std::string(r.message).find("must be replicated") != std::string::npos);
+  CHECK(std::string(r.message).find("set_source_rows") != std::string::npos);
   CHECK(sharded.init(MemoryKind::device).status == Status::invalid_argument);
+}
+
+/// Uneven row boundaries over this run's ranks: rank r holds rows [R·r²/n², R·(r+1)²/n²), so
+/// the first ranks hold few rows or none (R = 12, n = 4: 0 | 0–2 | 3–5 | 6–11).
+std::vector<index_t> uneven_bounds(index_t rows) {
+  const auto n = static_cast<index_t>(world().size());
+  std::vector<index_t> b;
+  for (index_t r = 0; r <= n; ++r)
+    b.push_back(rows * r * r / (n * n));
+  return b;
+}
+
+TEST_CASE("distributed.partition: uneven row bounds equal one process bit for bit") {
+  // set_row_bounds: shards where the caller's sharding cuts them (not torch.chunk's), ranks
+  // holding no rows included; the trajectory is the single process's, bit for bit.
+  const auto labels = propose_labels(specs());
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(ref.init());
+  auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()));
+  std::vector<std::vector<index_t>> bounds(specs().size());
+  for (std::size_t i : {1u, 4u, 5u, 6u, 9u})  // h0.w, tall, wide, conv, three_rows
+    bounds[i] = uneven_bounds(flatten(specs()[i].shape).rows);
+  bounds[7] = distributed::chunk_bounds(1, world().size());  // bias: torch.chunk, one row
+  d.set_row_bounds(bounds);
+  REQUIRE(d.init());
+  for (std::size_t i = 0; i < bounds.size(); ++i) {
+    CAPTURE(i);
+    CHECK((d.layout(i) == Layout::row_sharded) == !bounds[i].empty());
+    if (bounds[i].empty()) continue;
+    const auto me = static_cast<std::size_t>(world().rank());
+    CHECK(d.row_range(i).begin == bounds[i][me]);
+    CHECK(d.row_range(i).end == bounds[i][me + 1]);
+  }
+  Model m(specs());
+  Local loc(d, m);
+  for (int t = 0; t < 3; ++t) {
+    m.gradients(t);
+    loc.gradients(d, m);
+    std::vector<float*> w = Model::ptrs(loc.w), g = Model::ptrs(loc.g);
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (loc.w[i].empty()) w[i] = g[i] = nullptr;  // a rank holding no rows may pass null
+    CHECK(d.step(w, g).status == Status::ok);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    CHECK(same_bits(d, m, loc));
+  }
+  CHECK(same_state(d, ref));
+  // Bad bounds are refused on every rank with a message.
+  auto refused = [&](std::vector<std::vector<index_t>> b, const char* says) {
+    auto e = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                                route("adamw", make_adamw()));
+    e.set_row_bounds(std::move(b));
+    const StepReport r = e.init();
+    CHECK(r.status == Status::invalid_argument);
+    CHECK_MESSAGE(std::string(r.message).find(says) != std::string::npos, r.message);
+    CHECK(!e.initialized());
+  };
+  std::vector<std::vector<index_t>> b(specs().size());
+  b[1] = uneven_bounds(12);
+  b[1].push_back(12);  // one boundary too many
+  refused(b, "are not");
+  b[1] = uneven_bounds(12);
+  b[1].back() = 11;  // not the rows
+  refused(b, "from 0 to its 12 rows");
+  b[1] = uneven_bounds(12);
+  if (b[1].size() > 2) std::swap(b[1][1], b[1][b[1].size() - 2]);  // decreasing somewhere
+  if (world().size() > 2) refused(b, "nondecreasing");
+  refused(std::vector<std::vector<index_t>>(3), "differ in number");
+  if (world().size() > 1) {
+    b[1] = world().rank() == 0 ? distributed::chunk_bounds(12, world().size()) : uneven_bounds(12);
+    refused(b, "differ between the ranks");  // rank 0 disagrees: nobody proceeds
+  }
+}
+
+TEST_CASE("distributed.split: row-sharded fused parameters equal one process bit for bit") {
+  // FSDP-sharded fused parameters, cut: each rank holds rows of the fused QKV (row, grouped and
+  // column cuts), of an expert stack (whole experts) and of a bias, and passes only those (null
+  // when none); SplitPartition lays each piece out as its rows fall and the distributed
+  // partition gathers it to its owner. Torch.chunk shards and uneven ones (ranks with no rows),
+  // against the single-process SplitPartition on the whole arrays, bit for bit.
+  const std::vector<ParamSpec> ps = {
+      {"embed", {7, 5}},         {"h0.qkv", {12, 8}}, {"h0.c_attn", {8, 12}}, {"h0.linear_qkv", {16, 6}},
+      {"h0.experts", {3, 4, 6}}, {"h0.bias", {9}},    {"h1.qkv", {12, 8}}};
+  SplitSpec qkv, c_attn;
+  qkv.count = 3;
+  qkv.parts = {"q", "k", "v"};
+  c_attn.axis = 1;
+  c_attn.count = 3;
+  std::vector<SplitSpec> cuts = {qkv, c_attn, split_qkv_grouped("h0.linear_qkv", 4, 2, 2),
+                                 stack_of("h0.experts"), qkv};
+  cuts[0].name = "h0.qkv";
+  cuts[1].name = "h0.c_attn";
+  cuts[4].name = "h1.qkv";
+  const SplitLayout layout(ps, cuts);
+  REQUIRE_MESSAGE(layout, layout.message());
+  const auto labels = propose_labels(layout.pieces());
+  const auto me = static_cast<std::size_t>(world().rank());
+  for (bool uneven : {false, true}) {
+    CAPTURE(uneven);
+    std::vector<std::vector<index_t>> bounds(ps.size());  // embed stays replicated
+    for (std::size_t i = 1; i < ps.size(); ++i) {
+      const index_t rows = flatten(ps[i].shape).rows;
+      bounds[i] = uneven ? uneven_bounds(rows) : distributed::chunk_bounds(rows, world().size());
+    }
+    auto ref = split_partition(layout, optim::partition(layout.pieces(), labels, route("muon", make_muon()),
+                                                        route("adamw", make_adamw())));
+    REQUIRE(ref.init());
+    auto d = split_partition(
+        layout, distributed::distributed_partition(world(), layout.pieces(), labels,
+                                                   route("muon", make_muon()), route("adamw", make_adamw())));
+    d.set_source_rows(bounds);
+    REQUIRE(d.init());
+    CHECK(d.signature() == ref.signature());
+    // This rank's rows of every fused array.
+    auto rows_of = [&](const std::vector<float>& whole, std::size_t i) {
+      if (bounds[i].empty()) return whole;
+      const index_t cols = flatten(ps[i].shape).cols;
+      return std::vector<float>(whole.begin() + bounds[i][me] * cols,
+                                whole.begin() + bounds[i][me + 1] * cols);
+    };
+    Model m(ps);
+    std::vector<std::vector<float>> w, g;
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      w.push_back(rows_of(m.w[i], i));
+    for (int t = 0; t < 3; ++t) {
+      CAPTURE(t);
+      m.gradients(t);
+      g.clear();
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        g.push_back(rows_of(m.g[i], i));
+      const std::vector<std::vector<float>> g0 = g;
+      std::vector<float*> wp = Model::ptrs(w), gp = Model::ptrs(g);
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        if (w[i].empty()) wp[i] = gp[i] = nullptr;
+      REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+      REQUIRE(d.step(wp, gp));
+      for (std::size_t i = 0; i < ps.size(); ++i) {
+        CAPTURE(ps[i].name);
+        CHECK(rows_of(m.w[i], i) == w[i]);  // float ==: bit for bit (no NaN here)
+        CHECK(g0[i] == g[i]);               // gradients read, copies scattered back unchanged
+      }
+    }
+    CHECK(same_state(d.partition(), ref.partition()));
+    // A null array on the last rank only, where it holds rows of the grouped QKV: every rank
+    // refuses the step (nobody is left in a collective), naming the fused parameter, and no
+    // array changes.
+    std::vector<float*> wp = Model::ptrs(w), gp = Model::ptrs(g);
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      if (w[i].empty()) wp[i] = gp[i] = nullptr;
+    if (world().rank() == world().size() - 1) wp[3] = nullptr;
+    const StepReport refused = d.step(wp, gp);
+    CHECK(refused.status == Status::invalid_argument);
+    CHECK(refused.bad_param == 3);
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      CHECK(rows_of(m.w[i], i) == w[i]);
+  }
+  // Bounds of the wrong length, and a partition that cannot take row shards, are refused.
+  auto d = split_partition(
+      layout, distributed::distributed_partition(world(), layout.pieces(), labels, route("muon", make_muon()),
+                                                 route("adamw", make_adamw())));
+  std::vector<std::vector<index_t>> bad(ps.size());
+  bad[1] = {0, 12, 12, 12, 12, 12, 12};
+  d.set_source_rows(bad);
+  StepReport r = d.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK_MESSAGE(std::string(r.message).find("the row bounds of 'h0.qkv'") != std::string::npos, r.message);
+  d.set_source_rows({{0, 7}});
+  CHECK(d.init().status == Status::invalid_argument);  // one entry per parameter
+  if (world().size() > 1) {  // wrong on the last rank only: refused everywhere, nobody waits
+    std::vector<std::vector<index_t>> some(ps.size());
+    some[1] = distributed::chunk_bounds(12, world().size());
+    if (world().rank() == world().size() - 1) some[1].back() = 11;
+    d.set_source_rows(some);
+    r = d.init();
+    CHECK(r.status == Status::invalid_argument);
+    CHECK(!d.partition().initialized());
+  }
+  auto single = split_partition(layout, optim::partition(layout.pieces(), labels, route("muon", make_muon()),
+                                                         route("adamw", make_adamw())));
+  single.set_source_rows(std::vector<std::vector<index_t>>(ps.size()));
+  r = single.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK(std::string(r.message).find("need a distributed partition") != std::string::npos);
 }
 
 TEST_CASE("distributed.partition: global clipping equals one process bit for bit") {

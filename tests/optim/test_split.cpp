@@ -405,6 +405,79 @@ TEST_SUITE("optim.split") {
     CHECK(r.bad_param == 1);
   }
 
+  TEST_CASE("split: a row shard of a fused parameter holds a run of each piece's rows") {
+    // A process holding source rows [a, b) of a fused parameter (FSDP by dim 0) holds the rows
+    // [rows_before(a), rows_before(b)) of each of its pieces, and the windowed in_place /
+    // in_source / in_copy address exactly them. The oracle: the rows of the whole piece (this
+    // file's Cut arithmetic) whose elements lie in source rows [a, b), for every window of
+    // every piece of the row, column, grouped, gated per-head and stack layouts.
+    const std::vector<ParamSpec> stack_params = {{"moe.w", {4, 3, 5}}, {"router", {4, 5}}};
+    std::vector<Cut> stack_cuts;
+    for (index_t e = 0; e < 4; ++e)
+      stack_cuts.push_back({"moe.w[" + std::to_string(e) + "]", 0, e * 3, 0, 3, 5, 5});
+    stack_cuts.push_back({"router", 1, 0, 0, 4, 5, 5});
+    struct Case {
+      std::vector<ParamSpec> params;
+      std::vector<SplitSpec> splits;
+      std::vector<Cut> cuts;
+    };
+    const std::vector<Case> cases = {{kParams, kSplits, kCuts},
+                                     {kGroupedParams, kGroupedSplits, grouped_cuts()},
+                                     {stack_params, {stack_of("moe.w")}, stack_cuts}};
+    for (const Case& tc : cases) {
+      const SplitLayout layout(tc.params, tc.splits);
+      REQUIRE_MESSAGE(bool(layout), layout.message());
+      REQUIRE(layout.map().size() == tc.cuts.size());
+      for (std::size_t k = 0; k < tc.cuts.size(); ++k) {
+        const Cut& c = tc.cuts[k];
+        const SplitLayout::Piece& piece = layout.map()[k];
+        const BlockShape src = flatten(tc.params[c.source].shape);
+        // The source values are their own indices: a wrong address shows as a wrong value.
+        std::vector<float> fused(static_cast<std::size_t>(src.size()));
+        for (std::size_t e = 0; e < fused.size(); ++e)
+          fused[e] = static_cast<float>(e);
+        const std::vector<float> whole = cut(fused, c);
+        const index_t pc = piece_cols(c);
+        for (index_t a = 0; a <= src.rows; ++a)
+          for (index_t b = a; b <= src.rows; ++b) {
+            CAPTURE(c.name);
+            CAPTURE(a);
+            CAPTURE(b);
+            // The oracle's rows: those whose first element lies in [a, b) (a piece row never
+            // straddles two source rows).
+            std::vector<float> want;
+            for (index_t i = 0; i < piece_rows(c); ++i) {
+              const auto row = static_cast<index_t>(at(c, i, 0)) / src.cols;
+              if (row >= a && row < b)
+                want.insert(want.end(), whole.begin() + i * pc, whole.begin() + (i + 1) * pc);
+            }
+            const index_t r0 = piece.rows_before(a), r1 = piece.rows_before(b);
+            REQUIRE(r1 >= r0);
+            CHECK(static_cast<std::size_t>((r1 - r0) * pc) == want.size());
+            // The oracle's rows are contiguous and start at rows_before(a).
+            if (!want.empty()) CHECK(want.front() == whole[static_cast<std::size_t>(r0 * pc)]);
+            std::vector<float> shard(fused.begin() + a * src.cols, fused.begin() + b * src.cols);
+            std::vector<float> got(want.size(), -1.0f);
+            if (!piece.copied()) {
+              const float* p = piece.in_place(shard.data(), a, b);
+              CHECK((p == nullptr) == want.empty());
+              if (p) got.assign(p, p + want.size());
+            } else {
+              for (index_t g = 0; g < piece.groups; ++g) {
+                const MatrixRef<float> from = piece.in_source(shard.data(), g, MemoryKind::host, a, b);
+                const MatrixRef<float> to = piece.in_copy(got.data(), g, MemoryKind::host, a, b);
+                REQUIRE(from.rows == to.rows);
+                if (from.rows > 0) copy_block(to, from);
+              }
+            }
+            CHECK(got == want);
+          }
+        CHECK(piece.rows_before(0) == 0);
+        CHECK(piece.rows_before(src.rows) == piece_rows(c));
+      }
+    }
+  }
+
   TEST_CASE("split: a stack of experts steps as separate expert matrices") {
     // MoE expert stacks (E, out, in) and a stacked conv (E, out, in, kh, kw): one piece per
     // expert, contiguous block e of the stack (this test's own arithmetic), stepped bit for bit

@@ -27,6 +27,11 @@ struct RowRange {
 /// divisible by the rank count).
 RowRange shard_rows(index_t rows, int rank, int ranks);
 
+/// The same split as boundaries: ranks + 1 values, rank r holding rows [b[r], b[r+1]) =
+/// shard_rows(rows, r, ranks). What DistributedPartition::set_row_bounds and
+/// optim::SplitPartition::set_source_rows take for an FSDP2-sharded parameter.
+std::vector<index_t> chunk_bounds(index_t rows, int ranks);
+
 /// The default cost of one parameter's update, in flop-equivalents:
 ///   element-wise rules: 64 · rows · cols — a memory-bound pass over a handful of arrays; 64 is
 ///     the ratio of the GEMM flop rate (≈ 60 GFLOP/s) to the streamed element rate (≈ 1 G

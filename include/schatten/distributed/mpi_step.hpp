@@ -34,8 +34,9 @@ enum class Layout {
   /// (data-parallel, DDP). Only the owner computes its update; the updates are all-gathered.
   replicated,
   /// Rank r holds rows shard_rows(rows, r, ranks) of the flattened parameter and of its
-  /// (already reduce-scattered) gradient, contiguous row-major (FSDP2 / ZeRO-3 by dim 0). The
-  /// owner gathers the whole gradient and parameter, computes the update, and scatters its rows.
+  /// (already reduce-scattered) gradient, contiguous row-major (FSDP2 / ZeRO-3 by dim 0), or the
+  /// rows DistributedPartition::set_row_bounds gives it. The owner gathers the whole gradient and
+  /// parameter, computes the update, and scatters its rows.
   row_sharded,
 };
 
@@ -132,6 +133,15 @@ class DistributedPartition {
 
   /// One Layout per parameter (before init(); default: all replicated).
   void set_layouts(std::vector<Layout> layouts) { layouts_ = std::move(layouts); }
+  /// Row-sharded parameters split where the caller's sharding puts the cut (before init();
+  /// default: none). bounds[i] empty leaves parameter i as set_layouts() says (row_sharded
+  /// takes chunk_bounds(), FSDP2's torch.chunk split); otherwise parameter i is row_sharded and
+  /// rank r holds its rows [bounds[i][r], bounds[i][r+1]): ranks + 1 boundaries from 0 to the
+  /// rows, nondecreasing (a rank may hold none). Uneven shards, and the pieces of a row-sharded
+  /// fused parameter (optim::SplitPartition::set_source_rows passes these). Every rank passes
+  /// the same bounds: init() compares them across the ranks and refuses a difference on every
+  /// rank.
+  void set_row_bounds(std::vector<std::vector<index_t>> bounds) { bounds_ = std::move(bounds); }
   /// Replaces default_cost() (before init()). Must return the same values on every rank.
   void set_cost_model(CostModel m) { cost_ = std::move(m); }
   /// optim::Partition::set_batching for the owners' local partitions (before init()).
@@ -145,17 +155,18 @@ class DistributedPartition {
 
   /// init() for wrappers that name the memory: optim::SplitPartition over a distributed
   /// partition built over layout.pieces() (cut parameters, docs/distributed.md). Collective.
-  /// invalid_argument unless `memory` is host (parameters are host memory) and every parameter
-  /// is replicated: a SplitPartition passes whole pieces, and a rank holding row shards of a fused
-  /// parameter does not hold whole pieces.
+  /// invalid_argument unless `memory` is host (parameters are host memory) and no piece was made
+  /// row_sharded through set_layouts(): a SplitPartition lays its pieces out from the caller's
+  /// fused parameters, whose shards it is told by SplitPartition::set_source_rows (it passes the
+  /// pieces' rows here through set_row_bounds()).
   optim::StepReport init(MemoryKind memory) {
     if (memory != MemoryKind::host)
       return optim::refusal("a distributed partition steps host memory only", -1);
     for (std::size_t i = 0; i < layouts_.size(); ++i)
       if (layouts_[i] != Layout::replicated)
         return optim::refusal(
-            "cut parameters (SplitPartition) over a distributed partition must be replicated, not "
-            "row-sharded",
+            "the pieces of cut parameters (SplitPartition) are not laid out with set_layouts: "
+            "shard the fused parameters with SplitPartition::set_source_rows",
             static_cast<std::ptrdiff_t>(i));
     return init();
   }
@@ -164,18 +175,44 @@ class DistributedPartition {
   /// its states, and the exchange buffers. The same failure on every rank.
   optim::StepReport init() {
     const std::size_t np = params_.size();
+    local_.reset();
+    // The row bounds first: a rank computing other bounds than the others is refused on every
+    // rank before anything depends on them.
+    if (!same_on_every_rank(bounds_))
+      return optim::refusal("the row bounds (set_row_bounds) differ between the ranks", -1);
     if (labels_.size() != np) return optim::refusal("labels and parameters differ in number", -1);
     if (layouts_.empty()) layouts_.assign(np, Layout::replicated);
     if (layouts_.size() != np) return optim::refusal("layouts and parameters differ in number", -1);
+    if (!bounds_.empty() && bounds_.size() != np)
+      return optim::refusal("row bounds and parameters differ in number", -1);
     const int n = comm_.size(), me = comm_.rank();
     shapes_.clear();
     rows_.clear();
+    layout_ = layouts_;
+    cuts_.assign(np, {});
     bool sharded = false;
     for (std::size_t i = 0; i < np; ++i) {
       shapes_.push_back(optim::flatten(params_[i].shape));
-      rows_.push_back(layouts_[i] == Layout::row_sharded ? shard_rows(shapes_[i].rows, me, n)
-                                                         : RowRange{0, shapes_[i].rows});
-      sharded = sharded || layouts_[i] == Layout::row_sharded;
+      const std::vector<index_t>* b = bounds_.empty() || bounds_[i].empty() ? nullptr : &bounds_[i];
+      if (b) {
+        bool ok =
+            b->size() == static_cast<std::size_t>(n) + 1 && b->front() == 0 && b->back() == shapes_[i].rows;
+        for (std::size_t r = 1; ok && r < b->size(); ++r)
+          ok = (*b)[r - 1] <= (*b)[r];
+        if (!ok) {
+          message_ = "the row bounds of '" + params_[i].name + "' are not " + std::to_string(n + 1) +
+                     " nondecreasing boundaries from 0 to its " + std::to_string(shapes_[i].rows) + " rows";
+          return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+        }
+        layout_[i] = Layout::row_sharded;
+        cuts_[i] = *b;
+      } else if (layout_[i] == Layout::row_sharded) {
+        cuts_[i] = chunk_bounds(shapes_[i].rows, n);
+      }
+      rows_.push_back(layout_[i] == Layout::row_sharded ? RowRange{cuts_[i][static_cast<std::size_t>(me)],
+                                                                   cuts_[i][static_cast<std::size_t>(me) + 1]}
+                                                        : RowRange{0, shapes_[i].rows});
+      sharded = sharded || layout_[i] == Layout::row_sharded;
     }
     if (sharded && clip_ > 0.0)
       return optim::refusal(
@@ -203,7 +240,6 @@ class DistributedPartition {
         specs.push_back(params_[i]);
         labels.push_back(labels_[i]);
       }
-    local_.reset();
     std::apply(
         [&](const auto&... r) {
           local_.emplace(optim::partition(std::move(specs), std::move(labels), optim::Route<Rules>(r)...));
@@ -223,8 +259,7 @@ class DistributedPartition {
     // Exchange buffers: replicated updates grouped by owner.
     counts_.assign(static_cast<std::size_t>(n), 0);
     for (std::size_t i = 0; i < np; ++i)
-      if (layouts_[i] == Layout::replicated)
-        counts_[static_cast<std::size_t>(owner_[i])] += shapes_[i].size();
+      if (layout_[i] == Layout::replicated) counts_[static_cast<std::size_t>(owner_[i])] += shapes_[i].size();
     displs_.assign(static_cast<std::size_t>(n), 0);
     for (int k = 1; k < n; ++k)
       displs_[static_cast<std::size_t>(k)] =
@@ -235,7 +270,7 @@ class DistributedPartition {
     offset_.assign(np, -1);
     std::vector<std::int64_t> next = displs_;
     for (std::size_t i = 0; i < np; ++i)
-      if (layouts_[i] == Layout::replicated) {
+      if (layout_[i] == Layout::replicated) {
         offset_[i] = next[static_cast<std::size_t>(owner_[i])];
         next[static_cast<std::size_t>(owner_[i])] += shapes_[i].size();
       }
@@ -247,20 +282,19 @@ class DistributedPartition {
       const auto size = static_cast<std::size_t>(shapes_[i].size());
       // Replicated: a copy of the parameter for the local step. Sharded: the gathered parameter;
       // the gathered gradient (then update) follows it in the same buffer.
-      copies_[k].assign(layouts_[i] == Layout::replicated ? size : 2 * size, 0.0f);
+      copies_[k].assign(layout_[i] == Layout::replicated ? size : 2 * size, 0.0f);
     }
     for (std::size_t i = 0; i < np; ++i)
-      if (layouts_[i] == Layout::row_sharded)
+      if (layout_[i] == Layout::row_sharded)
         max_shard = std::max(max_shard, static_cast<std::size_t>(rows_[i].size() * shapes_[i].cols));
     shard_update_.assign(max_shard, 0.0f);
     shard_counts_.assign(np, {});
     shard_displs_.assign(np, {});
     for (std::size_t i = 0; i < np; ++i)
-      if (layouts_[i] == Layout::row_sharded)
-        for (int k = 0; k < n; ++k) {
-          const RowRange rr = shard_rows(shapes_[i].rows, k, n);
-          shard_counts_[i].push_back(rr.size() * shapes_[i].cols);
-          shard_displs_[i].push_back(rr.begin * shapes_[i].cols);
+      if (layout_[i] == Layout::row_sharded)
+        for (std::size_t k = 0; k < static_cast<std::size_t>(n); ++k) {
+          shard_counts_[i].push_back((cuts_[i][k + 1] - cuts_[i][k]) * shapes_[i].cols);
+          shard_displs_[i].push_back(cuts_[i][k] * shapes_[i].cols);
         }
     local_params_.assign(owned_.size(), nullptr);
     local_grads_.assign(owned_.size(), nullptr);
@@ -328,7 +362,7 @@ class DistributedPartition {
     //    row-sharded parameters and gradients gathered.
     for (std::size_t k = 0; k < owned_.size(); ++k) {
       const std::size_t i = owned_[k];
-      if (layouts_[i] != Layout::replicated) continue;
+      if (layout_[i] != Layout::replicated) continue;
       const index_t n = shapes_[i].size();
       float* u = updates_.data() + offset_[i];
       std::copy(params[i], params[i] + n, copies_[k].data());
@@ -341,7 +375,7 @@ class DistributedPartition {
       local_grads_[k] = u;
     }
     for (std::size_t i = 0; i < np; ++i) {
-      if (layouts_[i] != Layout::row_sharded) continue;
+      if (layout_[i] != Layout::row_sharded) continue;
       const auto& counts = shard_counts_[i];
       const auto& displs = shard_displs_[i];
       float* whole = nullptr;
@@ -386,7 +420,7 @@ class DistributedPartition {
     if (!updates_.empty()) comm_.allgatherv(updates_.data(), counts_, displs_);
     for (std::size_t i = 0; i < np; ++i) {
       const optim::BlockShape s = shapes_[i];
-      if (layouts_[i] == Layout::replicated) {
+      if (layout_[i] == Layout::replicated) {
         optim::apply_updates(MatrixRef<float>(params[i], s.rows, s.cols),
                              MatrixRef<const float>(updates_.data() + offset_[i], s.rows, s.cols));
         continue;
@@ -439,7 +473,8 @@ class DistributedPartition {
   const std::vector<int>& owners() const { return owner_; }
   /// The rows of parameter i this rank holds (all rows when replicated).
   RowRange row_range(std::size_t i) const { return rows_[i]; }
-  Layout layout(std::size_t i) const { return layouts_[i]; }
+  /// Parameter i's layout after init() (row_sharded when set_row_bounds gave it bounds).
+  Layout layout(std::size_t i) const { return layout_[i]; }
   /// optim::Partition::signature(): the same string as the single-process partition's.
   std::string signature() const { return local_ ? local_->signature() : std::string(); }
   std::int64_t skipped_steps() const { return skipped_; }
@@ -516,6 +551,25 @@ class DistributedPartition {
       *ref.for_step = *ref.rule_step;
     }
   }
+  /// Collective: whether every rank holds the same `bounds` (a 64-bit FNV-1a hash of the sizes
+  /// and values, compared through its minimum and maximum over the ranks).
+  bool same_on_every_rank(const std::vector<std::vector<index_t>>& bounds) const {
+    std::uint64_t h = 1469598103934665603ull;
+    auto mix = [&h](std::uint64_t v) {
+      for (int byte = 0; byte < 8; ++byte, v >>= 8)
+        h = (h ^ (v & 0xff)) * 1099511628211ull;
+    };
+    mix(bounds.size());
+    for (const auto& b : bounds) {
+      mix(b.size());
+      for (index_t v : b)
+        mix(static_cast<std::uint64_t>(v));
+    }
+    const auto mine = static_cast<std::int64_t>(h >> 1);
+    std::int64_t most = mine;
+    comm_.allreduce_max(&most, 1);
+    return comm_.allreduce_min(mine) == most;
+  }
   int route_index(const std::string& label) const {
     int found = -1, k = 0;
     std::apply([&](const auto&... r) { ((found = (found < 0 && r.label == label) ? k : found, ++k), ...); },
@@ -539,7 +593,8 @@ class DistributedPartition {
   std::vector<optim::ParamSpec> params_;
   std::vector<std::string> labels_;
   std::tuple<optim::Route<Rules>...> routes_;
-  std::vector<Layout> layouts_;
+  std::vector<Layout> layouts_;               ///< as set_layouts() gave them
+  std::vector<std::vector<index_t>> bounds_;  ///< as set_row_bounds() gave them
   CostModel cost_;
   bool batching_ = true;
   std::size_t max_group_ = 16;
@@ -549,6 +604,8 @@ class DistributedPartition {
   std::optional<Local> local_;
   std::vector<optim::BlockShape> shapes_;
   std::vector<RowRange> rows_;
+  std::vector<Layout> layout_;              ///< in effect: layouts_ with bounds_ applied
+  std::vector<std::vector<index_t>> cuts_;  ///< per row-sharded parameter: rank r's rows [cuts[r], cuts[r+1])
   std::vector<int> owner_;
   std::vector<std::size_t> owned_;           ///< global indices of the owned parameters, ascending
   std::vector<std::ptrdiff_t> local_index_;  ///< position in owned_, −1 when not owned

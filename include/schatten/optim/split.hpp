@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -116,34 +118,79 @@ class SplitLayout {
     /// Whether the piece is gathered into a contiguous copy for each step (column pieces and
     /// pieces of several blocks); otherwise it is the caller's memory itself.
     bool copied() const { return axis == 1 || groups > 1; }
+    /// How many of the piece's rows come from source rows before source row t. The piece's rows
+    /// follow its source's rows in order (nondecreasing in t: 0 at t ≤ 0, shape.rows from the
+    /// source's last row on), so a process holding source rows [first, last) — a row shard of
+    /// the fused parameter — holds exactly the piece's rows [rows_before(first),
+    /// rows_before(last)): what SplitPartition::set_source_rows gives each piece. A stack's
+    /// matrix lies in one source row: a shard holds all its rows or none.
+    index_t rows_before(index_t t) const {
+      if (axis == 1) return std::clamp<index_t>(t, 0, shape.rows);
+      if (copied()) {
+        const index_t r = shape.rows / groups;
+        index_t n = 0;
+        for (index_t g = 0; g < groups; ++g)
+          n += std::clamp<index_t>(t - (offset + g * stride), 0, r);
+        return n;
+      }
+      if (source_cols == 0 || shape.cols == 0) return std::clamp<index_t>(t - offset, 0, shape.rows);
+      // Source rows the piece spans: its rows (row piece, whole parameter) or 1 (a stack's matrix).
+      const index_t spanned = shape.size() / source_cols;
+      return std::clamp<index_t>(t - offset, 0, spanned) * source_cols / shape.cols;
+    }
     /// A piece that is not copied(): where it starts in its source's array p (row-major in the
-    /// source's flattened shape); it is contiguous from there. nullptr for a null p.
+    /// source's flattened shape); it is contiguous from there. nullptr for a null p. With a
+    /// window, p holds the source's rows [first, last) only (a row shard), and the result is
+    /// where the piece's rows [rows_before(first), rows_before(last)) start in p: nullptr when
+    /// there are none.
     template <class T>
-    T* in_place(T* p) const {
-      return p ? p + offset * source_cols : nullptr;
+    T* in_place(T* p, index_t first = 0, index_t last = kAllRows) const {
+      if (!p || (last != kAllRows && rows_before(last) == rows_before(first))) return nullptr;
+      return p + ((offset - first) * source_cols + rows_before(first) * shape.cols);
     }
     /// Block g (0 ≤ g < groups) of a copied() piece inside its source's array p, with the
     /// source's leading dimension: rows offset + g·stride … of all columns (axis 0), or columns
-    /// offset + g·stride … of all rows (axis 1).
+    /// offset + g·stride … of all rows (axis 1). With a window, p holds the source's rows
+    /// [first, last) only, and the block is cut to them (possibly no rows).
     template <class T>
-    MatrixRef<T> in_source(T* p, index_t g, MemoryKind memory) const {
+    MatrixRef<T> in_source(T* p, index_t g, MemoryKind memory, index_t first = 0,
+                           index_t last = kAllRows) const {
       const index_t start = offset + g * stride;
-      if (axis == 0)
-        return MatrixRef<T>::row_major(p + start * source_cols, shape.rows / groups, shape.cols, source_cols,
+      if (axis == 0) {
+        const auto [s0, n] = block_rows(g, first, last);
+        return MatrixRef<T>::row_major(n > 0 ? p + (s0 - first) * source_cols : p, n, shape.cols, source_cols,
                                        memory);
-      return MatrixRef<T>::row_major(p + start, shape.rows, shape.cols / groups, source_cols, memory);
+      }
+      const index_t n = std::max<index_t>(std::min(last, shape.rows) - first, 0);
+      return MatrixRef<T>::row_major(n > 0 ? p + start : p, n, shape.cols / groups, source_cols, memory);
     }
     /// Block g of a copied() piece in its contiguous copy b (shape.rows × shape.cols): its g-th
     /// band of rows (axis 0) or of columns (axis 1). copy_block(in_copy(b, g), in_source(p, g))
-    /// over every g gathers the piece; the reverse scatters it.
+    /// over every g gathers the piece; the reverse scatters it. With a window, b holds the
+    /// piece's rows [rows_before(first), rows_before(last)) only (what the source rows [first,
+    /// last) give), and the block is the part of them that in_source(p, g, …, first, last) is.
     template <class T>
-    MatrixRef<T> in_copy(T* b, index_t g, MemoryKind memory) const {
+    MatrixRef<T> in_copy(T* b, index_t g, MemoryKind memory, index_t first = 0,
+                         index_t last = kAllRows) const {
       if (axis == 0) {
         const index_t r = shape.rows / groups;
-        return MatrixRef<T>::row_major(b + g * r * shape.cols, r, shape.cols, shape.cols, memory);
+        const auto [s0, n] = block_rows(g, first, last);
+        const index_t row = g * r + (s0 - (offset + g * stride)) - rows_before(first);
+        return MatrixRef<T>::row_major(n > 0 ? b + row * shape.cols : b, n, shape.cols, shape.cols, memory);
       }
       const index_t w = shape.cols / groups;
-      return MatrixRef<T>::row_major(b + g * w, shape.rows, w, shape.cols, memory);
+      const index_t n = std::max<index_t>(std::min(last, shape.rows) - first, 0);
+      return MatrixRef<T>::row_major(n > 0 ? b + g * w : b, n, w, shape.cols, memory);
+    }
+    /// "Every source row" as a window end.
+    static constexpr index_t kAllRows = std::numeric_limits<index_t>::max();
+
+   private:
+    /// Block g of a row piece cut to source rows [first, last): its first source row and count.
+    std::pair<index_t, index_t> block_rows(index_t g, index_t first, index_t last) const {
+      const index_t start = offset + g * stride, end = start + shape.rows / groups;
+      const index_t s0 = std::max(start, first);
+      return {s0, std::max<index_t>(std::min(end, last) - s0, 0)};
     }
   };
 
@@ -315,6 +362,17 @@ class SplitLayout {
   std::string message_;
 };
 
+namespace detail {
+/// Whether P takes row bounds per parameter and knows its ranks (distributed::DistributedPartition).
+template <class P, class = void>
+struct takes_row_bounds : std::false_type {};
+template <class P>
+struct takes_row_bounds<
+    P, std::void_t<decltype(std::declval<P&>().set_row_bounds(std::vector<std::vector<index_t>>{})),
+                   decltype(std::declval<const P&>().communicator().rank()),
+                   decltype(std::declval<const P&>().communicator().size())>> : std::true_type {};
+}  // namespace detail
+
 /// A partition built over layout.pieces(), stepped from the caller's fused arrays.
 ///
 /// step(params, grads) takes one pointer per caller parameter (layout.params() order), row-major
@@ -335,13 +393,28 @@ class SplitLayout {
 /// optimised bit for bit as a separate parameter holding that piece would be
 /// (tests/optim/test_split.cpp); only global clipping sums the squares in another order.
 ///
-/// P: an optim::Partition, or a distributed::DistributedPartition over replicated parameters
-/// (the pieces spread over the ranks' owners; docs/distributed.md "Cut parameters").
+/// P: an optim::Partition, or a distributed::DistributedPartition (the pieces spread over the
+/// ranks' owners; docs/distributed.md "Cut parameters"), whose fused parameters may be
+/// row-sharded (set_source_rows).
 template <class P>
 class SplitPartition {
  public:
   SplitPartition(SplitLayout layout, P partition)
       : layout_(std::move(layout)), partition_(std::move(partition)) {}
+
+  /// Row-sharded fused parameters (FSDP2 / ZeRO-3 by dim 0; before init(); P must be a
+  /// distributed::DistributedPartition, init() refuses otherwise). bounds[i] for caller parameter
+  /// i: empty — every process holds it whole; otherwise ranks + 1 boundaries, nondecreasing from
+  /// 0 to its rows, process r holding rows [b[r], b[r+1]) of its flattened matrix and gradient
+  /// (distributed::chunk_bounds(rows, ranks) is FSDP2's split). step() then takes, for such a
+  /// parameter, this process's rows (null when it holds none). Each piece is row-sharded as its
+  /// rows fall (SplitLayout::Piece::rows_before: a shard of a fused QKV holds a run of Q's rows,
+  /// then of K's, …; a shard of an expert stack holds whole experts); the partition gathers each
+  /// piece to its owner and scatters the update back. Cost: a grouped or column piece is gathered
+  /// from this process's rows into a copy and scattered back (four passes over them); the other
+  /// pieces are the caller's memory. Every process passes the same bounds (the partition
+  /// compares them). The result is the single process's step bit for bit (tests/distributed).
+  void set_source_rows(std::vector<std::vector<index_t>> bounds) { source_rows_ = std::move(bounds); }
 
   /// invalid_argument when the layout is invalid (its message) or the partition was not built
   /// over layout.pieces(); otherwise the partition's init(memory) and the column pieces' copies
@@ -356,11 +429,16 @@ class SplitPartition {
              flatten(built[k].shape) == flatten(layout_.pieces()[k].shape);
     if (!same) return refusal("split: the partition was not built over layout.pieces()", -1);
     const std::vector<SplitLayout::Piece>& map = layout_.map();
-    if (StepReport r = partition_.init(memory); !r) return to_source(r);
+    // A distributed partition's init is collective: every process calls it, even when its own
+    // bounds are wrong (shard_pieces then hands it bounds that it refuses on every process).
+    const StepReport sharding = shard_pieces();
+    if (StepReport r = partition_.init(memory); !r || !sharding) return sharding ? to_source(r) : sharding;
     copies_.assign(map.size(), Copies{});
     for (std::size_t k = 0; k < map.size(); ++k) {
       if (!map[k].copied()) continue;
-      const auto n = static_cast<std::size_t>(map[k].shape.size());
+      const Window w = window_[map[k].source];
+      const auto n = static_cast<std::size_t>((map[k].rows_before(w.last) - map[k].rows_before(w.first)) *
+                                              map[k].shape.cols);
       copies_[k].param.assign(n, 0.0f);
       copies_[k].grad.assign(n, 0.0f);
       if (!copies_[k].param.move_to(memory) || !copies_[k].grad.move_to(memory))
@@ -377,18 +455,29 @@ class SplitPartition {
   /// One step from the caller's arrays (class comment).
   StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
     if (!ready_) return refusal("step before a successful init()", -1);
-    if (StepReport r = check_pointers(layout_.params(), params, grads); !r) return r;
+    if (params.size() != window_.size() || grads.size() != window_.size())
+      return refusal("step: one parameter and one gradient pointer per parameter", -1);
+    // A null array where this process holds elements: its pieces are passed as null, and the
+    // partition refuses the step (a distributed one on every process, so that no process is
+    // left waiting in a collective) with the piece, which to_source turns into the parameter.
+    for (std::size_t i = 0; i < window_.size(); ++i)
+      missing_[i] = (params[i] == nullptr || grads[i] == nullptr) && window_[i].size(layout_.params()[i]) > 0;
     const std::vector<SplitLayout::Piece>& map = layout_.map();
     for (std::size_t k = 0; k < map.size(); ++k) {
       const SplitLayout::Piece& c = map[k];
-      if (!c.copied()) {  // a row piece (or a whole parameter): the caller's memory itself
-        piece_params_[k] = c.in_place(params[c.source]);
-        piece_grads_[k] = c.in_place(grads[c.source]);
+      const Window w = window_[c.source];
+      if (missing_[c.source]) {
+        piece_params_[k] = piece_grads_[k] = nullptr;
+      } else if (!c.copied()) {  // a row piece (or a whole parameter): the caller's memory itself
+        piece_params_[k] = c.in_place(params[c.source], w.first, w.last);
+        piece_grads_[k] = c.in_place(grads[c.source], w.first, w.last);
       } else {
         for (index_t g = 0; g < c.groups; ++g) {
-          copy_block(c.in_copy(copies_[k].param.data(), g, memory_),
-                     c.in_source(params[c.source], g, memory_));
-          copy_block(c.in_copy(copies_[k].grad.data(), g, memory_), c.in_source(grads[c.source], g, memory_));
+          const MatrixRef<float> p = c.in_source(params[c.source], g, memory_, w.first, w.last);
+          if (p.rows == 0) continue;  // a block outside this process's rows
+          copy_block(c.in_copy(copies_[k].param.data(), g, memory_, w.first, w.last), p);
+          copy_block(c.in_copy(copies_[k].grad.data(), g, memory_, w.first, w.last),
+                     c.in_source(grads[c.source], g, memory_, w.first, w.last));
         }
         piece_params_[k] = copies_[k].param.data();
         piece_grads_[k] = copies_[k].grad.data();
@@ -398,12 +487,15 @@ class SplitPartition {
     const bool changed = r.status == Status::ok && !r.skipped;
     for (std::size_t k = 0; k < map.size(); ++k) {
       const SplitLayout::Piece& c = map[k];
-      if (!c.copied()) continue;
+      if (!c.copied() || missing_[c.source]) continue;
+      const Window w = window_[c.source];
       for (index_t g = 0; g < c.groups; ++g) {
-        copy_block(c.in_source(grads[c.source], g, memory_), c.in_copy(copies_[k].grad.data(), g, memory_));
+        const MatrixRef<float> gr = c.in_source(grads[c.source], g, memory_, w.first, w.last);
+        if (gr.rows == 0) continue;
+        copy_block(gr, c.in_copy(copies_[k].grad.data(), g, memory_, w.first, w.last));
         if (changed)
-          copy_block(c.in_source(params[c.source], g, memory_),
-                     c.in_copy(copies_[k].param.data(), g, memory_));
+          copy_block(c.in_source(params[c.source], g, memory_, w.first, w.last),
+                     c.in_copy(copies_[k].param.data(), g, memory_, w.first, w.last));
       }
     }
     if (memory_ == MemoryKind::device) device_kernels::fence();  // the scatters
@@ -426,8 +518,63 @@ class SplitPartition {
 
  private:
   struct Copies {
-    Buffer param, grad;  ///< a copied piece, contiguous, in the partition's memory
+    Buffer param, grad;  ///< a copied piece (the rows held here), contiguous, in the partition's memory
   };
+  /// The rows [first, last) of a caller parameter this process holds (all: 0, kAllRows).
+  struct Window {
+    index_t first = 0, last = SplitLayout::Piece::kAllRows;
+    /// Elements held of parameter p.
+    index_t size(const ParamSpec& p) const {
+      const BlockShape m = flatten(p.shape);
+      return (std::min(last, m.rows) - first) * m.cols;
+    }
+  };
+  /// init(): this process's windows from set_source_rows(), and each piece's row bounds handed
+  /// to the partition (which lays the pieces out over the ranks). Bounds that are wrong here
+  /// are refused with their message, after handing the partition bounds it refuses (one entry
+  /// for all pieces), so that its init fails on every process (it compares bounds first).
+  StepReport shard_pieces() {
+    const std::vector<ParamSpec>& ps = layout_.params();
+    window_.assign(ps.size(), Window{});
+    missing_.assign(ps.size(), 0);
+    if (source_rows_.empty()) {
+      if constexpr (detail::takes_row_bounds<P>::value) partition_.set_row_bounds({});
+      return StepReport{};
+    }
+    if constexpr (!detail::takes_row_bounds<P>::value) {
+      return refusal("split: row-sharded parameters (set_source_rows) need a distributed partition", -1);
+    } else {
+      const std::vector<std::vector<index_t>> refused = {{-1}};
+      if (source_rows_.size() != ps.size()) {
+        partition_.set_row_bounds(refused);
+        return refusal("split: set_source_rows needs one entry per parameter (empty: held whole)", -1);
+      }
+      const auto n = static_cast<std::size_t>(partition_.communicator().size());
+      const auto me = static_cast<std::size_t>(partition_.communicator().rank());
+      for (std::size_t i = 0; i < ps.size(); ++i) {
+        const std::vector<index_t>& b = source_rows_[i];
+        if (b.empty()) continue;
+        bool ok = b.size() == n + 1 && b.front() == 0 && b.back() == flatten(ps[i].shape).rows;
+        for (std::size_t r = 1; ok && r < b.size(); ++r)
+          ok = b[r - 1] <= b[r];
+        if (!ok) {
+          message_ = "split: the row bounds of '" + ps[i].name + "' are not " + std::to_string(n + 1) +
+                     " nondecreasing boundaries from 0 to its " + std::to_string(flatten(ps[i].shape).rows) +
+                     " rows";
+          partition_.set_row_bounds(refused);
+          return refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+        }
+        window_[i] = Window{b[me], b[me + 1]};
+      }
+      const std::vector<SplitLayout::Piece>& map = layout_.map();
+      std::vector<std::vector<index_t>> pieces(map.size());
+      for (std::size_t k = 0; k < map.size(); ++k)
+        for (index_t t : source_rows_[map[k].source])
+          pieces[k].push_back(map[k].rows_before(t));
+      partition_.set_row_bounds(std::move(pieces));
+      return StepReport{};
+    }
+  }
   /// The partition's report with bad_param turned from a piece index into the caller's index.
   StepReport to_source(StepReport r) const {
     if (r.bad_param >= 0)
@@ -437,7 +584,11 @@ class SplitPartition {
 
   SplitLayout layout_;
   P partition_;
-  std::vector<Copies> copies_;        ///< per piece; buffers only for column pieces
+  std::vector<std::vector<index_t>> source_rows_;  ///< as set_source_rows() gave them
+  std::vector<Window> window_;                     ///< per caller parameter, from init()
+  std::vector<char> missing_;                      ///< per caller parameter: null at this step
+  std::string message_;
+  std::vector<Copies> copies_;        ///< per piece; buffers only for column and grouped pieces
   std::vector<float*> piece_params_;  ///< per piece, filled at each step
   std::vector<float*> piece_grads_;
   MemoryKind memory_ = MemoryKind::host;
