@@ -4,14 +4,16 @@
 /// small, adamw for the rest) on however many ranks mpiexec starts, with the bytes that arrive
 /// at each rank per step next to the parameter bytes.
 ///
-///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded] [--iterations K]
+///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded] [--iterations K] [--cut]
 ///
-/// --layout sharded row-shards every parameter (FSDP-like); --iterations sets the Newton–Schulz
-/// steps (default 5). Per step the time is the slowest rank's, between two barriers; gradients
-/// are refilled outside the timed region. One rank also times optim::Partition::step alone
-/// (the single-process baseline) when started on one rank. Prints one line per measurement.
-/// Compare runs that use the same cores: e.g. 1 rank with OPENBLAS_NUM_THREADS=2 against 2
-/// ranks with OPENBLAS_NUM_THREADS=1 on a 2-core machine (docs/benchmarks/cpu-mpi.md).
+/// --layout sharded row-shards every parameter (FSDP2's torch.chunk split); --iterations sets the
+/// Newton–Schulz steps (default 5); --cut orthogonalises each fused attn.c_attn.weight (2304 × 768)
+/// as its Q, K and V (optim::SplitPartition over the distributed partition; with --layout sharded
+/// the fused arrays are sharded and each rank's rows straddle the pieces). Per step the time is the slowest
+/// rank's, between two barriers; gradients are refilled outside the timed region. One rank also times
+/// optim::Partition::step alone (the single-process baseline) when started on one rank. Prints one line per
+/// measurement. Compare runs that use the same cores: e.g. 1 rank with OPENBLAS_NUM_THREADS=2 against 2 ranks
+/// with OPENBLAS_NUM_THREADS=1 on a 2-core machine (docs/benchmarks/cpu-mpi.md).
 #include <mpi.h>
 
 #include <algorithm>
@@ -27,6 +29,7 @@
 #include "schatten/distributed/mpi_comm.hpp"
 #include "schatten/distributed/mpi_step.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/split.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
@@ -52,16 +55,83 @@ double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
+/// The distributed step of `d` (a DistributedPartition, or a SplitPartition over one) timed over
+/// `steps` steps after a warm-up, on this rank's rows of every parameter of `specs` (`bounds`:
+/// row boundaries per parameter, empty when replicated). Prints the median of the slowest
+/// rank's times and the bytes received per step.
+template <class D>
+void time_steps(D& d, const distributed::Communicator& comm, const std::vector<ParamSpec>& specs,
+                const std::vector<std::vector<index_t>>& bounds, int steps, const std::string& what) {
+  const int me = comm.rank(), n = comm.size();
+  std::int64_t param_floats = 0;
+  std::vector<std::vector<float>> w, g;
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const BlockShape m = flatten(specs[i].shape);
+    param_floats += m.size();
+    const index_t rows = bounds[i].empty() ? m.rows
+                                           : bounds[i][static_cast<std::size_t>(me) + 1] -
+                                                 bounds[i][static_cast<std::size_t>(me)];
+    w.emplace_back(static_cast<std::size_t>(rows * m.cols));
+    g.emplace_back(w.back().size());
+  }
+  fill(w, 1, 0.02);
+  std::vector<double> times;
+  std::vector<std::int64_t> bytes;
+  for (int s = 0; s <= steps; ++s) {
+    fill(g, 100 + std::uint64_t(s) * 7919, 1e-3);  // the same on every rank (replicated)
+    MPI_Barrier(MPI_COMM_WORLD);
+    comm.reset_traffic();
+    const double t0 = MPI_Wtime();
+    const StepReport rep = d.step(ptrs(w), ptrs(g));
+    double t = MPI_Wtime() - t0, slowest = 0.0;
+    std::int64_t mine = comm.traffic().bytes_received, total = 0;
+    MPI_Allreduce(&t, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(&mine, &total, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    if (!rep) MPI_Abort(MPI_COMM_WORLD, 1);
+    if (s > 0) {  // step 0: warm-up
+      times.push_back(slowest);
+      bytes.push_back(total);
+    }
+  }
+  if (me == 0) {
+    const double pb = 4.0 * double(param_floats);
+    const double per_step = double(bytes.empty() ? 0 : bytes.back());
+    std::printf("distributed step, %d rank(s), %s: median %.3f s over %d steps\n", n, what.c_str(),
+                median(times), steps);
+    std::printf(
+        "bytes received per step, all ranks: %.1f MB (%.3f x the %.1f MB of parameters); per rank %.1f "
+        "MB\n",
+        per_step / 1e6, per_step / pb, pb / 1e6, per_step / n / 1e6);
+  }
+}
+
+/// Load balance of the assignment (cost model units), printed by rank 0.
+void print_balance(const std::vector<ParamSpec>& specs, const std::vector<std::string>& labels,
+                   const std::vector<int>& owners, int me, int n) {
+  std::vector<double> load(static_cast<std::size_t>(n), 0.0);
+  std::vector<int> count(static_cast<std::size_t>(n), 0);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    load[static_cast<std::size_t>(owners[i])] +=
+        distributed::default_cost(flatten(specs[i].shape), labels[i] == "muon");
+    ++count[static_cast<std::size_t>(owners[i])];
+  }
+  if (me == 0)
+    for (int r = 0; r < n; ++r)
+      std::printf("rank %d owns %d parameters, %.1f GFLOP-equivalents\n", r, count[std::size_t(r)],
+                  load[std::size_t(r)] / 1e9);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int steps = 5, iterations = 5;
-  bool sharded = false;
+  bool sharded = false, cut = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--iterations") && i + 1 < argc) iterations = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) sharded = !std::strcmp(argv[++i], "sharded");
+    if (!std::strcmp(argv[i], "--cut")) cut = true;
   }
   {
     Runtime runtime;
@@ -75,9 +145,6 @@ int main(int argc, char** argv) {
     const auto labels = propose_labels(specs);
     MuonOptions mo;
     mo.polar.iterations = iterations;
-    std::int64_t param_floats = 0;
-    for (const ParamSpec& p : specs)
-      param_floats += flatten(p.shape).size();
 
     // The single-process baseline, in one-rank runs only: while one rank timed it, the others
     // would busy-poll in MPI_Barrier and take a core from it.
@@ -101,58 +168,38 @@ int main(int argc, char** argv) {
     }
     MPI_Barrier(MPI_COMM_WORLD);
 
-    auto d = distributed::distributed_partition(comm, specs, labels, route("muon", muon(mo)),
-                                                route("adamw", adamw()));
+    std::vector<std::vector<index_t>> bounds(specs.size());
     if (sharded)
-      d.set_layouts(std::vector<distributed::Layout>(specs.size(), distributed::Layout::row_sharded));
-    if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
-    // Load balance of the assignment (cost model units).
-    std::vector<double> load(static_cast<std::size_t>(n), 0.0);
-    std::vector<int> count(static_cast<std::size_t>(n), 0);
-    for (std::size_t i = 0; i < specs.size(); ++i) {
-      const bool matrix = labels[i] == "muon";
-      load[static_cast<std::size_t>(d.owners()[i])] +=
-          distributed::default_cost(flatten(specs[i].shape), matrix);
-      ++count[static_cast<std::size_t>(d.owners()[i])];
-    }
-    if (me == 0)
-      for (int r = 0; r < n; ++r)
-        std::printf("rank %d owns %d parameters, %.1f GFLOP-equivalents\n", r, count[std::size_t(r)],
-                    load[std::size_t(r)] / 1e9);
-    std::vector<std::vector<float>> w, g;
-    for (std::size_t i = 0; i < specs.size(); ++i) {
-      const distributed::RowRange r = d.row_range(i);
-      w.emplace_back(static_cast<std::size_t>(r.size() * flatten(specs[i].shape).cols));
-      g.emplace_back(w.back().size());
-    }
-    fill(w, 1, 0.02);
-    std::vector<double> times;
-    std::vector<std::int64_t> bytes;
-    for (int s = 0; s <= steps; ++s) {
-      fill(g, 100 + std::uint64_t(s) * 7919, 1e-3);  // the same on every rank (replicated)
-      MPI_Barrier(MPI_COMM_WORLD);
-      comm.reset_traffic();
-      const double t0 = MPI_Wtime();
-      const StepReport rep = d.step(ptrs(w), ptrs(g));
-      double t = MPI_Wtime() - t0, slowest = 0.0;
-      std::int64_t mine = comm.traffic().bytes_received, total = 0;
-      MPI_Allreduce(&t, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-      MPI_Allreduce(&mine, &total, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
-      if (!rep) MPI_Abort(MPI_COMM_WORLD, 1);
-      if (s > 0) {  // step 0: warm-up
-        times.push_back(slowest);
-        bytes.push_back(total);
-      }
-    }
-    if (me == 0) {
-      const double pb = 4.0 * double(param_floats);
-      const double per_step = double(bytes.empty() ? 0 : bytes.back());
-      std::printf("distributed step, %d rank(s), %s: median %.3f s over %d steps\n", n,
-                  sharded ? "row-sharded" : "replicated", median(times), steps);
-      std::printf(
-          "bytes received per step, all ranks: %.1f MB (%.3f x the %.1f MB of parameters); per rank %.1f "
-          "MB\n",
-          per_step / 1e6, per_step / pb, pb / 1e6, per_step / n / 1e6);
+      for (std::size_t i = 0; i < specs.size(); ++i)
+        bounds[i] = distributed::chunk_bounds(flatten(specs[i].shape).rows, n);
+    const std::string what =
+        std::string(sharded ? "row-sharded" : "replicated") + (cut ? ", c_attn cut into q/k/v" : "");
+    if (!cut) {
+      auto d = distributed::distributed_partition(comm, specs, labels, route("muon", muon(mo)),
+                                                  route("adamw", adamw()));
+      d.set_row_bounds(bounds);
+      if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
+      print_balance(specs, labels, d.owners(), me, n);
+      time_steps(d, comm, specs, bounds, steps, what);
+    } else {
+      std::vector<SplitSpec> cuts;
+      for (const ParamSpec& p : specs)
+        if (p.name.find("attn.c_attn.weight") != std::string::npos) {
+          SplitSpec c;
+          c.name = p.name;
+          c.count = 3;
+          c.parts = {"q", "k", "v"};
+          cuts.push_back(c);
+        }
+      const SplitLayout layout(specs, cuts);
+      const auto piece_labels = propose_labels(layout.pieces());
+      auto d = split_partition(
+          layout, distributed::distributed_partition(comm, layout.pieces(), piece_labels,
+                                                     route("muon", muon(mo)), route("adamw", adamw())));
+      d.set_source_rows(bounds);
+      if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
+      print_balance(layout.pieces(), piece_labels, d.partition().owners(), me, n);
+      time_steps(d, comm, specs, bounds, steps, what);
     }
   }
   MPI_Finalize();
