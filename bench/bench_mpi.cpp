@@ -110,15 +110,22 @@ void print_balance(const std::vector<ParamSpec>& specs, const std::vector<std::s
                    const std::vector<int>& owners, int me, int n) {
   std::vector<double> load(static_cast<std::size_t>(n), 0.0);
   std::vector<int> count(static_cast<std::size_t>(n), 0);
+  int by_rows = 0;
   for (std::size_t i = 0; i < specs.size(); ++i) {
+    if (owners[i] < 0) {  // stepped by rows on every rank (row-sharded AdamW)
+      ++by_rows;
+      continue;
+    }
     load[static_cast<std::size_t>(owners[i])] +=
         distributed::default_cost(flatten(specs[i].shape), labels[i] == "muon");
     ++count[static_cast<std::size_t>(owners[i])];
   }
-  if (me == 0)
+  if (me == 0) {
     for (int r = 0; r < n; ++r)
       std::printf("rank %d owns %d parameters, %.1f GFLOP-equivalents\n", r, count[std::size_t(r)],
                   load[std::size_t(r)] / 1e9);
+    if (by_rows > 0) std::printf("%d parameters stepped by rows on every rank\n", by_rows);
+  }
 }
 
 }  // namespace

@@ -11,10 +11,19 @@ namespace schatten::distributed::detail {
 io::FieldSet gather_fields(const Communicator& comm, const io::FieldSet& mine) {
   const std::vector<std::vector<char>> parts = comm.gather_bytes(serialize(mine, nullptr), 0);
   io::FieldSet all;
-  for (const std::vector<char>& b : parts) {
+  for (const std::vector<char>& b : parts) {  // in rank order
     io::FieldSet f;
     if (!deserialize(b, f, nullptr)) continue;  // written by serialize() of the same build
-    all.insert(f.begin(), f.end());             // owners are disjoint: no name twice
+    for (auto& [name, value] : f) {
+      auto [at, fresh] = all.emplace(name, value);
+      if (fresh) continue;
+      // A field of a parameter stepped by rows, held by several ranks: its buffers are the
+      // ranks' rows, appended in rank order; its scalars are equal everywhere (the lowest
+      // rank's is kept).
+      auto* whole = std::get_if<std::vector<float>>(&at->second);
+      const auto* rows = std::get_if<std::vector<float>>(&value);
+      if (whole && rows) whole->insert(whole->end(), rows->begin(), rows->end());
+    }
   }
   return all;
 }

@@ -429,6 +429,48 @@ TEST_SUITE("optim.presets") {
     CHECK(std::all_of(g2.begin(), g2.end(), [](float x) { return x == 2.0f; }));
   }
 
+  TEST_CASE("row-local presets step a run of rows exactly as inside the whole block") {
+    // rule_row_local (chain.hpp) promises that any run of rows, stepped alone with the state of
+    // those rows, is bit for bit those rows of the whole block's step: the distributed step
+    // relies on it for row-sharded AdamW and SGD parameters. 7 × 13 floats cut after row 3, so
+    // the runs start at other alignments and end in other vector tails than the whole block.
+    static_assert(decltype(sgd())::row_local && decltype(adamw())::row_local);
+    static_assert(!decltype(muon())::row_local && !decltype(normuon())::row_local &&
+                  !decltype(muadam())::row_local && !decltype(freon())::row_local &&
+                  !decltype(kaon())::row_local);  // matrix functions, row norms, shape scales
+    const std::uint64_t seed = schatten::test::case_seed("row-local presets");
+    MESSAGE("seed " << seed);
+    const index_t r = 7, c = 13, cut = 3;
+    auto check = [&](auto rule) {
+      Rng rng(seed);
+      std::vector<float> w(static_cast<std::size_t>(r * c));
+      for (float& x : w)
+        x = static_cast<float>(rng.normal());
+      std::vector<float> top(w.begin(), w.begin() + cut * c), bottom(w.begin() + cut * c, w.end());
+      auto whole = rule.init({r, c}), a = rule.init({cut, c}), b = rule.init({r - cut, c});
+      for (int t = 0; t < 4; ++t) {
+        std::vector<float> g(w.size());
+        for (float& x : g)
+          x = static_cast<float>(rng.normal());
+        std::vector<float> ga(g.begin(), g.begin() + cut * c), gb(g.begin() + cut * c, g.end());
+        REQUIRE(rule.update(Block(g.data(), r, c), whole, ConstBlock(w.data(), r, c)) == Status::ok);
+        REQUIRE(rule.update(Block(ga.data(), cut, c), a, ConstBlock(top.data(), cut, c)) == Status::ok);
+        REQUIRE(rule.update(Block(gb.data(), r - cut, c), b, ConstBlock(bottom.data(), r - cut, c)) ==
+                Status::ok);
+        for (std::size_t k = 0; k < w.size(); ++k)
+          w[k] += g[k];
+        for (std::size_t k = 0; k < top.size(); ++k)
+          top[k] += ga[k];
+        for (std::size_t k = 0; k < bottom.size(); ++k)
+          bottom[k] += gb[k];
+        CHECK(std::equal(top.begin(), top.end(), w.begin()));
+        CHECK(std::equal(bottom.begin(), bottom.end(), w.begin() + cut * c));
+      }
+    };
+    check(sgd(SgdOptions{Schedule::constant(0.1), 0.9, true, 0.01}));
+    check(adamw(AdamWOptions{Schedule::constant(1e-2), 0.9, 0.999, 1e-8, 0.1}));
+  }
+
   TEST_CASE("a block whose shape differs from the state's is refused before anything changes") {
     auto m = muon();
     auto st = m.init({4, 6});

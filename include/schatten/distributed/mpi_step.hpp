@@ -88,11 +88,19 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// owner holds the parameter's optimizer state — optimizer memory is sharded — and computes its
 /// update with an optim::Partition of its own parameters (same-shape batching included).
 ///
+/// **By rows.** A row-sharded parameter whose route's rule acts on each element alone
+/// (optim::rule_row_local: the adamw and sgd presets) has no owner (owners() −1, by_rows()):
+/// every rank steps its own rows with the state of those rows, so its optimizer state is sharded
+/// by rows like the parameter (ZeRO-3's layout) and nothing of it is communicated. The result is
+/// the same bit for bit (the rule treats each element alone); checkpoints hold the whole state,
+/// gathered by rows at save and cut by rows at load.
+///
 /// **Step** (all or nothing across ranks):
 ///   1. every rank scans the gradients it holds; one all-reduce agrees on the first NaN/Inf or
 ///      null pointer (a NaN on any rank → every rank refuses, or skips under
 ///      NonFinitePolicy::skip);
-///   2. row-sharded gradients and parameters are gathered (MPI_Gatherv) to their owners;
+///   2. row-sharded gradients and parameters are gathered (MPI_Gatherv) to their owners (not
+///      those stepped by rows);
 ///   3. summed activation Grams are delivered to the owners (reduce_activations());
 ///   4. each owner computes its updates (the local Partition, on copies of the parameters);
 ///   5. one all-reduce agrees on success; on any failure every rank restores its states and the
@@ -103,8 +111,9 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 ///
 /// **Cost per step** (n ranks, P parameter floats): compute ≈ 1/n of the single-process step at
 /// a balanced assignment; traffic arriving at each rank: (P_replicated − own) floats of
-/// updates, plus for row-sharded parameters (owner) 2 × the other ranks' rows (gradient and
-/// parameter) and (non-owner) its rows of the update; 3 small all-reduces. Memory beyond the
+/// updates, plus for row-sharded parameters with an owner (owner) 2 × the other ranks' rows
+/// (gradient and parameter) and (non-owner) its rows of the update, none for those stepped by
+/// rows; 3 small all-reduces. Memory beyond the
 /// local Partition: one float buffer of all replicated parameters (the all-gather target), a
 /// copy of the owned replicated parameters (the local step writes into copies, so nothing is
 /// applied before the agreement), the gathered whole of each owned sharded parameter (gradient
@@ -217,27 +226,36 @@ class DistributedPartition {
     if (sharded && clip_ > 0.0)
       return optim::refusal(
           "global clipping with row-sharded parameters is not supported (clip before the step)", -1);
-    // Owners.
+    // Owners. A row-sharded parameter whose rule acts on each element alone (row_local_route)
+    // has none: every rank steps its own rows with the state of those rows.
     std::vector<double> costs(np);
+    by_rows_.assign(np, 0);
     for (std::size_t i = 0; i < np; ++i) {
       const int route = route_index(labels_[i]);
       if (route < 0) {
         message_ = "no route for the label of parameter '" + params_[i].name + "'";
         return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
       }
-      costs[i] = cost_ ? cost_(params_[i], labels_[i]) : default_cost(shapes_[i], matrix_route(route));
+      by_rows_[i] = layout_[i] == Layout::row_sharded && row_local_route(route);
+      costs[i] = by_rows_[i] ? 0.0
+                 : cost_     ? cost_(params_[i], labels_[i])
+                             : default_cost(shapes_[i], matrix_route(route));
     }
     owner_ = assign_owners(costs, n);
-    // The local partition of the owned parameters, in global order.
+    for (std::size_t i = 0; i < np; ++i)
+      if (by_rows_[i]) owner_[i] = -1;
+    // The local partition of the owned parameters and of this rank's rows of the by-rows ones,
+    // in global order.
     owned_.clear();
     local_index_.assign(np, -1);
     std::vector<optim::ParamSpec> specs;
     std::vector<std::string> labels;
     for (std::size_t i = 0; i < np; ++i)
-      if (owner_[i] == me) {
+      if (owner_[i] == me || (by_rows_[i] && rows_[i].size() > 0)) {
         local_index_[i] = static_cast<std::ptrdiff_t>(owned_.size());
         owned_.push_back(i);
-        specs.push_back(params_[i]);
+        specs.push_back(by_rows_[i] ? optim::ParamSpec{params_[i].name, {rows_[i].size(), shapes_[i].cols}}
+                                    : params_[i]);
         labels.push_back(labels_[i]);
       }
     std::apply(
@@ -279,19 +297,21 @@ class DistributedPartition {
     std::size_t max_shard = 0;
     for (std::size_t k = 0; k < owned_.size(); ++k) {
       const std::size_t i = owned_[k];
-      const auto size = static_cast<std::size_t>(shapes_[i].size());
+      const auto size =
+          static_cast<std::size_t>(by_rows_[i] ? rows_[i].size() * shapes_[i].cols : shapes_[i].size());
       // Replicated: a copy of the parameter for the local step. Sharded: the gathered parameter;
-      // the gathered gradient (then update) follows it in the same buffer.
+      // the gathered gradient (then update) follows it in the same buffer. By rows: the same
+      // for this rank's rows.
       copies_[k].assign(layout_[i] == Layout::replicated ? size : 2 * size, 0.0f);
     }
     for (std::size_t i = 0; i < np; ++i)
-      if (layout_[i] == Layout::row_sharded)
+      if (layout_[i] == Layout::row_sharded && !by_rows_[i])
         max_shard = std::max(max_shard, static_cast<std::size_t>(rows_[i].size() * shapes_[i].cols));
     shard_update_.assign(max_shard, 0.0f);
     shard_counts_.assign(np, {});
     shard_displs_.assign(np, {});
     for (std::size_t i = 0; i < np; ++i)
-      if (layout_[i] == Layout::row_sharded)
+      if (layout_[i] == Layout::row_sharded && !by_rows_[i])
         for (std::size_t k = 0; k < static_cast<std::size_t>(n); ++k) {
           shard_counts_[i].push_back((cuts_[i][k + 1] - cuts_[i][k]) * shapes_[i].cols);
           shard_displs_[i].push_back(cuts_[i][k] * shapes_[i].cols);
@@ -362,6 +382,14 @@ class DistributedPartition {
     //    row-sharded parameters and gradients gathered.
     for (std::size_t k = 0; k < owned_.size(); ++k) {
       const std::size_t i = owned_[k];
+      if (by_rows_[i]) {  // this rank's rows: a copy of the parameter rows, then the gradient rows
+        const index_t len = rows_[i].size() * shapes_[i].cols;
+        std::copy(params[i], params[i] + len, copies_[k].data());
+        std::copy(grads[i], grads[i] + len, copies_[k].data() + len);
+        local_params_[k] = copies_[k].data();
+        local_grads_[k] = copies_[k].data() + len;
+        continue;
+      }
       if (layout_[i] != Layout::replicated) continue;
       const index_t n = shapes_[i].size();
       float* u = updates_.data() + offset_[i];
@@ -375,7 +403,7 @@ class DistributedPartition {
       local_grads_[k] = u;
     }
     for (std::size_t i = 0; i < np; ++i) {
-      if (layout_[i] != Layout::row_sharded) continue;
+      if (layout_[i] != Layout::row_sharded || by_rows_[i]) continue;
       const auto& counts = shard_counts_[i];
       const auto& displs = shard_displs_[i];
       float* whole = nullptr;
@@ -398,12 +426,13 @@ class DistributedPartition {
       }
     optim::StepReport local = local_->step(local_params_, local_grads_);
     // 5. Agreement.
-    key = local ? detail::kNoFailure
-                : detail::failure_key(
-                      owned_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(local.bad_param, 0))],
-                      local.status);
+    const std::int64_t local_key =
+        local ? detail::kNoFailure
+              : detail::failure_key(
+                    owned_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(local.bad_param, 0))],
+                    local.status);
     std::string local_message = local ? std::string() : std::string(local.message);
-    key = comm_.allreduce_min(key);
+    key = comm_.allreduce_min(local_key);
     if (key != detail::kNoFailure) {
       if constexpr (any_may_fail)
         if (comm_.size() > 1) {
@@ -411,7 +440,10 @@ class DistributedPartition {
           local_->visit(rs);
         }
       const auto bad = static_cast<std::size_t>(key >> 8);
-      message_ = comm_.bcast_string(local_message, owner_[bad]);
+      // The message of the lowest rank that reported this failure (the owner, or for a
+      // parameter stepped by rows the first rank whose rows failed).
+      const auto from = static_cast<int>(comm_.allreduce_min(local_key == key ? comm_.rank() : INT64_MAX));
+      message_ = comm_.bcast_string(local_message, from);
       optim::StepReport r = optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
       r.status = static_cast<Status>(key & 0xff);
       return r;
@@ -423,6 +455,15 @@ class DistributedPartition {
       if (layout_[i] == Layout::replicated) {
         optim::apply_updates(MatrixRef<float>(params[i], s.rows, s.cols),
                              MatrixRef<const float>(updates_.data() + offset_[i], s.rows, s.cols));
+        continue;
+      }
+      if (by_rows_[i]) {  // this rank's own update rows
+        const index_t r = rows_[i].size();
+        if (r > 0)
+          optim::apply_updates(
+              MatrixRef<float>(params[i], r, s.cols),
+              MatrixRef<const float>(copies_[static_cast<std::size_t>(local_index_[i])].data() + r * s.cols,
+                                     r, s.cols));
         continue;
       }
       const float* whole = nullptr;
@@ -469,8 +510,12 @@ class DistributedPartition {
   Local& local() { return *local_; }
   const std::vector<optim::ParamSpec>& params() const { return params_; }
   const std::vector<std::string>& labels() const { return labels_; }
-  /// The owner rank of each parameter (after init()).
+  /// The owner rank of each parameter (after init()); −1 for a parameter stepped by rows.
   const std::vector<int>& owners() const { return owner_; }
+  /// Whether parameter i is stepped by rows (after init()): row-sharded with a route whose rule
+  /// acts on each element alone (optim::rule_row_local: AdamW, SGD). Every rank then steps its
+  /// own rows, with the state of those rows, and nothing of it is communicated.
+  bool by_rows(std::size_t i) const { return by_rows_[i] != 0; }
   /// The rows of parameter i this rank holds (all rows when replicated).
   RowRange row_range(std::size_t i) const { return rows_[i]; }
   /// Parameter i's layout after init() (row_sharded when set_row_bounds gave it bounds).
@@ -576,6 +621,11 @@ class DistributedPartition {
                routes_);
     return found;
   }
+  /// True when the route's rule acts on each element alone (optim::rule_row_local).
+  bool row_local_route(int route) const {
+    constexpr bool flags[] = {optim::rule_row_local<Rules>::value...};
+    return flags[route];
+  }
   /// True when the route's rule is a matrix function (a batched form, or a rule that may fail:
   /// element-wise rules cannot).
   bool matrix_route(int route) const {
@@ -607,6 +657,7 @@ class DistributedPartition {
   std::vector<Layout> layout_;              ///< in effect: layouts_ with bounds_ applied
   std::vector<std::vector<index_t>> cuts_;  ///< per row-sharded parameter: rank r's rows [cuts[r], cuts[r+1])
   std::vector<int> owner_;
+  std::vector<char> by_rows_;                ///< per parameter: stepped by rows (by_rows())
   std::vector<std::size_t> owned_;           ///< global indices of the owned parameters, ascending
   std::vector<std::ptrdiff_t> local_index_;  ///< position in owned_, −1 when not owned
   std::vector<std::int64_t> counts_, displs_, offset_;
@@ -634,7 +685,9 @@ DistributedPartition<Rules...> distributed_partition(Communicator comm, std::vec
 }
 
 namespace detail {
-/// Rank 0's merged FieldSet from every rank's part (collective; empty on other ranks).
+/// Rank 0's merged FieldSet from every rank's part (collective; empty on other ranks). A name
+/// that several ranks hold (a parameter stepped by rows) gets their buffers appended in rank
+/// order, and the lowest rank's scalars.
 io::FieldSet gather_fields(const Communicator& comm, const io::FieldSet& mine);
 /// Reads `path` on rank 0 and sends fields and header to every rank (collective). The same
 /// status on every rank; `error` set on every rank on failure.
@@ -716,7 +769,23 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
       if (problem.empty()) problem = "the checkpoint has field '" + name + "' of no parameter here";
       continue;
     }
-    if (owners[static_cast<std::size_t>(i)] == comm.rank()) mine[name] = value;
+    if (owners[static_cast<std::size_t>(i)] == comm.rank()) {
+      mine[name] = value;
+    } else if (p.by_rows(static_cast<std::size_t>(i))) {  // this rank's rows of each buffer
+      const RowRange r = p.row_range(static_cast<std::size_t>(i));
+      if (r.size() == 0) continue;  // no rows here: no state here
+      const optim::BlockShape s = optim::flatten(p.params()[static_cast<std::size_t>(i)].shape);
+      const auto* whole = std::get_if<std::vector<float>>(&value);
+      if (!whole) {
+        mine[name] = value;
+      } else if (static_cast<index_t>(whole->size()) != s.size()) {
+        if (problem.empty())
+          problem = "the checkpoint's field '" + name + "' has " + std::to_string(whole->size()) +
+                    " values, not one per element of the parameter (" + std::to_string(s.size()) + ")";
+      } else {
+        mine[name] = std::vector<float>(whole->begin() + r.begin * s.cols, whole->begin() + r.end * s.cols);
+      }
+    }
   }
   Status s = Status::ok;
   if (!problem.empty()) s = Status::invalid_argument;

@@ -19,6 +19,18 @@ struct rule_may_fail : std::false_type {};
 template <class R>
 struct rule_may_fail<R, std::void_t<decltype(R::may_fail)>> : std::bool_constant<R::may_fail> {};
 
+/// Rules that act on each element alone declare `static constexpr bool row_local = true`: the
+/// update of element k reads only element k of the update, the parameter and the state, plus
+/// scalars that do not depend on the block (step counts, schedules, hyper-parameters), and the
+/// state is such scalars plus buffers of one float per element of the block. Any run of rows
+/// of a block is then stepped, with the state of those rows, exactly as those rows are inside
+/// the whole block: distributed::DistributedPartition steps row-sharded parameters of such
+/// routes on every rank, on its own rows, instead of gathering them to an owner.
+template <class R, class = void>
+struct rule_row_local : std::false_type {};
+template <class R>
+struct rule_row_local<R, std::void_t<decltype(R::row_local)>> : std::bool_constant<R::row_local> {};
+
 namespace detail {
 /// Forwards v(name, field) as v(prefix + name, field): how a chain names its children's fields
 /// ("<index>_<rule name>/<field>").
@@ -67,6 +79,8 @@ class Chain {
  public:
   static constexpr const char* name = "chain";
   static constexpr bool may_fail = (rule_may_fail<Rules>::value || ...);
+  /// True when every rule acts on each element alone (rule_row_local).
+  static constexpr bool row_local = (rule_row_local<Rules>::value && ...);
   /// True when every rule runs on device memory (rule.hpp, is_device_capable).
   static constexpr bool device_capable = (is_device_capable<Rules>::value && ...);
   /// True when some rule has a batched form: then the chain offers update_batch too.

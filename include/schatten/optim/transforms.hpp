@@ -103,6 +103,7 @@ void adamw(float* x, float* m, float* v, const float* w, index_t n, const detail
 /// bias correction (algorithms.md §1.1).
 struct TraceMomentum {
   static constexpr const char* name = "trace_momentum";
+  static constexpr bool row_local = true;  // chain.hpp: each element alone
   enum class Form { ema, sum };
   double beta = 0.95;
   bool nesterov = true;
@@ -162,6 +163,7 @@ struct TraceMomentum {
 /// be 0.00099998713, 1.3e-5 off 1 − β₂ (docs/benchmarks/cpu-replay.md, "PyTorch recordings").
 struct ScaleByAdam {
   static constexpr const char* name = "scale_by_adam";
+  static constexpr bool row_local = true;  // chain.hpp: each element alone
   static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;
 
@@ -236,6 +238,7 @@ void adamw_kernel(float* x, float* m, float* v, const float* w, index_t n, const
 /// g, m, v, W and writes u, m, v once (AdamW is memory-bound; three passes cost 2.5× the time).
 struct AdamWUpdate {
   static constexpr const char* name = "adamw_update";
+  static constexpr bool row_local = true;  // chain.hpp: each element alone
   static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   Schedule lr = Schedule::constant(1e-3);
@@ -722,6 +725,7 @@ struct ScaleToPolarNorm {
 /// after ScaleByLearningRate.
 struct AddDecayedWeights {
   static constexpr const char* name = "add_decayed_weights";
+  static constexpr bool row_local = true;  // chain.hpp: each element alone
   static constexpr bool device_capable = true;
   enum class Mode { decoupled, cautious };
   double weight_decay = 0.0;
@@ -751,6 +755,7 @@ struct AddDecayedWeights {
 /// u ← u − λ W, after the learning rate: the decay does not follow the lr schedule.
 struct AddIndependentDecay {
   static constexpr const char* name = "add_independent_decay";
+  static constexpr bool row_local = true;  // chain.hpp: each element alone
   static constexpr bool device_capable = true;
   double weight_decay = 0.0;
   struct State {};
@@ -771,6 +776,7 @@ struct AddIndependentDecay {
 /// u ← −η(t)·u (the sign convention of rule.hpp), t = this rule's own step count.
 struct ScaleByLearningRate {
   static constexpr const char* name = "scale_by_learning_rate";
+  static constexpr bool row_local = true;  // chain.hpp: each element alone
   static constexpr bool device_capable = true;
   Schedule lr = Schedule::constant(1e-3);
 
