@@ -236,7 +236,8 @@ class DistributedPartition {
         message_ = "no route for the label of parameter '" + params_[i].name + "'";
         return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
       }
-      by_rows_[i] = layout_[i] == Layout::row_sharded && row_local_route(route);
+      // (A parameter without rows keeps an owner, so that its empty state is still checkpointed.)
+      by_rows_[i] = layout_[i] == Layout::row_sharded && row_local_route(route) && shapes_[i].rows > 0;
       costs[i] = by_rows_[i] ? 0.0
                  : cost_     ? cost_(params_[i], labels_[i])
                              : default_cost(shapes_[i], matrix_route(route));
