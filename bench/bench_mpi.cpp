@@ -4,9 +4,11 @@
 /// small, adamw for the rest) on however many ranks mpiexec starts, with the bytes that arrive
 /// at each rank per step next to the parameter bytes.
 ///
-///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded] [--iterations K] [--cut]
+///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns] [--iterations K]
+///   [--cut]
 ///
-/// --layout sharded row-shards every parameter (FSDP2's torch.chunk split); --iterations sets the
+/// --layout sharded row-shards every parameter (FSDP2's torch.chunk split), --layout columns
+/// column-shards every parameter (tensor parallelism's split of dim 1; not with --cut); --iterations sets the
 /// Newton–Schulz steps (default 5); --cut orthogonalises each fused attn.c_attn.weight (2304 × 768)
 /// as its Q, K and V (optim::SplitPartition over the distributed partition; with --layout sharded
 /// the fused arrays are sharded and each rank's rows straddle the pieces). Per step the time is the slowest
@@ -56,22 +58,19 @@ double median(std::vector<double> v) {
 }
 
 /// The distributed step of `d` (a DistributedPartition, or a SplitPartition over one) timed over
-/// `steps` steps after a warm-up, on this rank's rows of every parameter of `specs` (`bounds`:
-/// row boundaries per parameter, empty when replicated). Prints the median of the slowest
+/// `steps` steps after a warm-up, on this rank's part of every parameter of `specs` (`held`: its
+/// number of floats per parameter). Prints the median of the slowest
 /// rank's times and the bytes received per step.
 template <class D>
 void time_steps(D& d, const distributed::Communicator& comm, const std::vector<ParamSpec>& specs,
-                const std::vector<std::vector<index_t>>& bounds, int steps, const std::string& what) {
+                const std::vector<index_t>& held, int steps, const std::string& what) {
   const int me = comm.rank(), n = comm.size();
   std::int64_t param_floats = 0;
   std::vector<std::vector<float>> w, g;
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const BlockShape m = flatten(specs[i].shape);
     param_floats += m.size();
-    const index_t rows = bounds[i].empty() ? m.rows
-                                           : bounds[i][static_cast<std::size_t>(me) + 1] -
-                                                 bounds[i][static_cast<std::size_t>(me)];
-    w.emplace_back(static_cast<std::size_t>(rows * m.cols));
+    w.emplace_back(static_cast<std::size_t>(held[i]));
     g.emplace_back(w.back().size());
   }
   fill(w, 1, 0.02);
@@ -133,11 +132,15 @@ void print_balance(const std::vector<ParamSpec>& specs, const std::vector<std::s
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int steps = 5, iterations = 5;
-  bool sharded = false, cut = false;
+  bool sharded = false, columns = false, cut = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--iterations") && i + 1 < argc) iterations = std::atoi(argv[++i]);
-    if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) sharded = !std::strcmp(argv[++i], "sharded");
+    if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) {
+      ++i;
+      sharded = !std::strcmp(argv[i], "sharded");
+      columns = !std::strcmp(argv[i], "columns");
+    }
     if (!std::strcmp(argv[i], "--cut")) cut = true;
   }
   {
@@ -179,15 +182,26 @@ int main(int argc, char** argv) {
     if (sharded)
       for (std::size_t i = 0; i < specs.size(); ++i)
         bounds[i] = distributed::chunk_bounds(flatten(specs[i].shape).rows, n);
-    const std::string what =
-        std::string(sharded ? "row-sharded" : "replicated") + (cut ? ", c_attn cut into q/k/v" : "");
+    const std::string what = std::string(sharded   ? "row-sharded"
+                                         : columns ? "column-sharded"
+                                                   : "replicated") +
+                             (cut ? ", c_attn cut into q/k/v" : "");
+    if (columns && cut) {
+      if (me == 0) std::fprintf(stderr, "--cut takes replicated or row-sharded layouts\n");
+      MPI_Abort(MPI_COMM_WORLD, 2);
+    }
     if (!cut) {
       auto d = distributed::distributed_partition(comm, specs, labels, route("muon", muon(mo)),
                                                   route("adamw", adamw()));
       d.set_row_bounds(bounds);
+      if (columns)
+        d.set_layouts(std::vector<distributed::Layout>(specs.size(), distributed::Layout::column_sharded));
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
       print_balance(specs, labels, d.owners(), me, n);
-      time_steps(d, comm, specs, bounds, steps, what);
+      std::vector<index_t> held;
+      for (std::size_t i = 0; i < specs.size(); ++i)
+        held.push_back(d.row_range(i).size() * d.column_range(i).size());
+      time_steps(d, comm, specs, held, steps, what);
     } else {
       std::vector<SplitSpec> cuts;
       for (const ParamSpec& p : specs)
@@ -206,7 +220,15 @@ int main(int argc, char** argv) {
       d.set_source_rows(bounds);
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
       print_balance(layout.pieces(), piece_labels, d.partition().owners(), me, n);
-      time_steps(d, comm, specs, bounds, steps, what);
+      std::vector<index_t> held;  // this rank's rows of each fused parameter
+      for (std::size_t i = 0; i < specs.size(); ++i) {
+        const BlockShape m = flatten(specs[i].shape);
+        held.push_back(bounds[i].empty() ? m.size()
+                                         : (bounds[i][static_cast<std::size_t>(me) + 1] -
+                                            bounds[i][static_cast<std::size_t>(me)]) *
+                                               m.cols);
+      }
+      time_steps(d, comm, specs, held, steps, what);
     }
   }
   MPI_Finalize();

@@ -84,7 +84,8 @@ struct Model {
   }
 };
 
-/// This rank's arrays for the distributed step: whole (replicated) or its rows (sharded).
+/// This rank's arrays for the distributed step: whole (replicated), its rows (row-sharded) or
+/// its columns of every row (column-sharded).
 struct Local {
   std::vector<std::vector<float>> w, g;
   template <class D>
@@ -97,8 +98,11 @@ struct Local {
   template <class D>
   static std::vector<float> rows_of(D& d, const Model& m, const std::vector<float>& whole, std::size_t i) {
     const index_t cols = flatten(m.specs[i].shape).cols;
-    const distributed::RowRange r = d.row_range(i);
-    return std::vector<float>(whole.begin() + r.begin * cols, whole.begin() + r.end * cols);
+    const distributed::RowRange r = d.row_range(i), c = d.column_range(i);
+    std::vector<float> held;
+    for (index_t row = r.begin; row < r.end; ++row)
+      held.insert(held.end(), whole.begin() + row * cols + c.begin, whole.begin() + row * cols + c.end);
+    return held;
   }
   template <class D>
   void gradients(D& d, const Model& m) {
@@ -231,6 +235,78 @@ TEST_CASE("distributed.partition: muon and adamw trajectories equal one process 
     }
     CHECK(same_state(d, ref));
   }
+}
+
+TEST_CASE(
+    "distributed.partition: column-sharded (tensor-parallel) parameters equal one process bit for bit") {
+  // Layout::column_sharded: each rank holds its columns of every row (RowParallelLinear's split
+  // of `in`), columns not divisible by the rank count and ranks with no columns included; mixed
+  // with row-sharded and replicated parameters. Trajectories and owners' states equal one
+  // process; a checkpoint saved from column shards restores into row shards and continues
+  // identically (the file does not depend on the layout).
+  const auto labels = propose_labels(specs());
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(ref.init());
+  std::vector<Layout> cols(specs().size(), Layout::column_sharded);
+  cols[2] = Layout::row_sharded;  // h1.w
+  cols[8] = Layout::replicated;   // gain
+  auto make = [&](const std::vector<Layout>& l) {
+    auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                                route("adamw", make_adamw()));
+    d.set_layouts(l);
+    return d;
+  };
+  auto d = make(cols);
+  REQUIRE(d.init());
+  for (std::size_t i = 0; i < specs().size(); ++i) {
+    CAPTURE(specs()[i].name);
+    CHECK(!d.by_rows(i));  // only row shards are stepped by rows
+    if (cols[i] != Layout::column_sharded) continue;
+    const distributed::RowRange c = d.column_range(i);
+    const auto me = static_cast<std::size_t>(world().rank());
+    const std::vector<index_t> b = distributed::chunk_bounds(flatten(specs()[i].shape).cols, world().size());
+    CHECK(c.begin == b[me]);
+    CHECK(c.end == b[me + 1]);
+    CHECK(d.row_range(i).size() == flatten(specs()[i].shape).rows);
+  }
+  Model m(specs());
+  Local loc(d, m);
+  auto step = [&](auto& p, Local& l, int t) {
+    m.gradients(t);
+    l.gradients(p, m);
+    std::vector<float*> w = Model::ptrs(l.w), g = Model::ptrs(l.g);
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (l.w[i].empty()) w[i] = g[i] = nullptr;
+    return p.step(w, g);
+  };
+  for (int t = 0; t < 3; ++t) {
+    CHECK(step(d, loc, t).status == Status::ok);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    CHECK(same_bits(d, m, loc));
+  }
+  CHECK(same_state(d, ref));
+  const std::string path = shared_path("columns");
+  io::CheckpointHeader h;
+  h.step = 3;
+  std::string err;
+  REQUIRE(distributed::save_checkpoint(path, d, h, &err) == Status::ok);
+  {
+    io::FieldSet file;
+    io::CheckpointHeader fh;
+    REQUIRE(io::read_checkpoint(path, file, fh, &err) == Status::ok);
+    CHECK(file == io::capture(ref));
+  }
+  auto rows = make(layouts(true));
+  REQUIRE(rows.init());
+  io::CheckpointHeader got;
+  REQUIRE(distributed::load_checkpoint(path, rows, got, {}, &err) == Status::ok);
+  Local other(rows, m);  // m holds the parameters after step 3
+  for (int t = 3; t < 5; ++t) {
+    CHECK(step(rows, other, t).status == Status::ok);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    CHECK(same_bits(rows, m, other));
+  }
+  if (world().rank() == 0) std::filesystem::remove(path);
 }
 
 TEST_CASE("distributed.qk_clip: MuonClip on row-sharded attention equals one process bit for bit") {

@@ -38,6 +38,11 @@ enum class Layout {
   /// rows DistributedPartition::set_row_bounds gives it. The owner gathers the whole gradient and
   /// parameter, computes the update, and scatters its rows.
   row_sharded,
+  /// Rank r holds columns [b[r], b[r+1]) of every row of the flattened parameter and of its
+  /// gradient, b = chunk_bounds(cols, ranks), as one contiguous row-major rows × (b[r+1] − b[r])
+  /// array: tensor parallelism's RowParallelLinear weight (out, in) split along `in`. The owner
+  /// gathers the ranks' column blocks, computes the update, and scatters its columns.
+  column_sharded,
 };
 
 namespace detail {
@@ -99,14 +104,15 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 ///   1. every rank scans the gradients it holds; one all-reduce agrees on the first NaN/Inf or
 ///      null pointer (a NaN on any rank → every rank refuses, or skips under
 ///      NonFinitePolicy::skip);
-///   2. row-sharded gradients and parameters are gathered (MPI_Gatherv) to their owners (not
-///      those stepped by rows);
+///   2. row- and column-sharded gradients and parameters are gathered (MPI_Gatherv) to their
+///      owners (not those stepped by rows; column blocks are unpacked into the matrix);
 ///   3. summed activation Grams are delivered to the owners (reduce_activations());
 ///   4. each owner computes its updates (the local Partition, on copies of the parameters);
 ///   5. one all-reduce agrees on success; on any failure every rank restores its states and the
 ///      step fails everywhere with the status of the lowest failing parameter;
 ///   6. updates of replicated parameters are all-gathered (one MPI_Allgatherv of the flattened
-///      updates, grouped by owner); updates of sharded parameters are scattered by rows;
+///      updates, grouped by owner); updates of sharded parameters are scattered by rows or by
+///      column blocks;
 ///   7. every rank adds the updates to the arrays it holds.
 ///
 /// **Cost per step** (n ranks, P parameter floats): compute ≈ 1/n of the single-process step at
@@ -197,6 +203,8 @@ class DistributedPartition {
     const int n = comm_.size(), me = comm_.rank();
     shapes_.clear();
     rows_.clear();
+    cols_.clear();
+    held_.clear();
     layout_ = layouts_;
     cuts_.assign(np, {});
     bool sharded = false;
@@ -218,10 +226,14 @@ class DistributedPartition {
       } else if (layout_[i] == Layout::row_sharded) {
         cuts_[i] = chunk_bounds(shapes_[i].rows, n);
       }
-      rows_.push_back(layout_[i] == Layout::row_sharded ? RowRange{cuts_[i][static_cast<std::size_t>(me)],
-                                                                   cuts_[i][static_cast<std::size_t>(me) + 1]}
-                                                        : RowRange{0, shapes_[i].rows});
-      sharded = sharded || layout_[i] == Layout::row_sharded;
+      if (layout_[i] == Layout::column_sharded) cuts_[i] = chunk_bounds(shapes_[i].cols, n);
+      RowRange mine{};  // this rank's rows or columns of a sharded parameter
+      if (layout_[i] != Layout::replicated)
+        mine = RowRange{cuts_[i][static_cast<std::size_t>(me)], cuts_[i][static_cast<std::size_t>(me) + 1]};
+      rows_.push_back(layout_[i] == Layout::row_sharded ? mine : RowRange{0, shapes_[i].rows});
+      cols_.push_back(layout_[i] == Layout::column_sharded ? mine : RowRange{0, shapes_[i].cols});
+      held_.push_back(optim::BlockShape{rows_.back().size(), cols_.back().size()});
+      sharded = sharded || layout_[i] != Layout::replicated;
     }
     if (sharded && clip_ > 0.0)
       return optim::refusal(
@@ -305,18 +317,27 @@ class DistributedPartition {
       // for this rank's rows.
       copies_[k].assign(layout_[i] == Layout::replicated ? size : 2 * size, 0.0f);
     }
+    std::size_t max_stage = 0;
     for (std::size_t i = 0; i < np; ++i)
-      if (layout_[i] == Layout::row_sharded && !by_rows_[i])
-        max_shard = std::max(max_shard, static_cast<std::size_t>(rows_[i].size() * shapes_[i].cols));
+      if (exchanged(i)) {
+        max_shard = std::max(max_shard, static_cast<std::size_t>(held_[i].size()));
+        if (layout_[i] == Layout::column_sharded && owner_[i] == me)
+          max_stage = std::max(max_stage, static_cast<std::size_t>(shapes_[i].size()));
+      }
     shard_update_.assign(max_shard, 0.0f);
+    stage_.assign(max_stage, 0.0f);
     shard_counts_.assign(np, {});
     shard_displs_.assign(np, {});
+    // The ranks' blocks in rank order: for row shards the rows of the whole matrix itself, for
+    // column shards the staging buffer the owner unpacks (each rank's rows × its columns).
     for (std::size_t i = 0; i < np; ++i)
-      if (layout_[i] == Layout::row_sharded && !by_rows_[i])
+      if (exchanged(i)) {
+        const index_t other = layout_[i] == Layout::row_sharded ? shapes_[i].cols : shapes_[i].rows;
         for (std::size_t k = 0; k < static_cast<std::size_t>(n); ++k) {
-          shard_counts_[i].push_back((cuts_[i][k + 1] - cuts_[i][k]) * shapes_[i].cols);
-          shard_displs_[i].push_back(cuts_[i][k] * shapes_[i].cols);
+          shard_counts_[i].push_back((cuts_[i][k + 1] - cuts_[i][k]) * other);
+          shard_displs_[i].push_back(cuts_[i][k] * other);
         }
+      }
     local_params_.assign(owned_.size(), nullptr);
     local_grads_.assign(owned_.size(), nullptr);
     // Activation Grams: the owner knows the dimension; every rank keeps a local sum.
@@ -346,11 +367,11 @@ class DistributedPartition {
     // 1. Finiteness and pointers, agreed.
     std::int64_t key = detail::kNoFailure;
     for (std::size_t i = 0; i < np && key == detail::kNoFailure; ++i) {
-      const index_t len = rows_[i].size() * shapes_[i].cols;
+      const index_t len = held_[i].size();
       if (len == 0) continue;
       if (params[i] == nullptr || grads[i] == nullptr)
         key = detail::failure_key(i, Status::invalid_argument);
-      else if (!optim::all_finite(MatrixRef<const float>(grads[i], rows_[i].size(), shapes_[i].cols)))
+      else if (!optim::all_finite(MatrixRef<const float>(grads[i], held_[i].rows, held_[i].cols)))
         key = detail::failure_key(i, Status::non_finite_input);
     }
     key = comm_.allreduce_min(key);
@@ -404,7 +425,7 @@ class DistributedPartition {
       local_grads_[k] = u;
     }
     for (std::size_t i = 0; i < np; ++i) {
-      if (layout_[i] != Layout::row_sharded || by_rows_[i]) continue;
+      if (!exchanged(i)) continue;
       const auto& counts = shard_counts_[i];
       const auto& displs = shard_displs_[i];
       float* whole = nullptr;
@@ -414,8 +435,16 @@ class DistributedPartition {
         local_params_[k] = whole;
         local_grads_[k] = whole + shapes_[i].size();
       }
-      comm_.gatherv(params[i], whole, counts, displs, owner_[i]);
-      comm_.gatherv(grads[i], whole ? whole + shapes_[i].size() : nullptr, counts, displs, owner_[i]);
+      if (layout_[i] == Layout::row_sharded) {
+        comm_.gatherv(params[i], whole, counts, displs, owner_[i]);
+        comm_.gatherv(grads[i], whole ? whole + shapes_[i].size() : nullptr, counts, displs, owner_[i]);
+        continue;
+      }
+      for (int part = 0; part < 2; ++part) {  // column blocks into the stage, then into place
+        comm_.gatherv(part == 0 ? params[i] : grads[i], whole ? stage_.data() : nullptr, counts, displs,
+                      owner_[i]);
+        if (whole) move_columns(i, whole + part * shapes_[i].size(), true);
+      }
     }
     // 3. Activation Grams to the owners.
     reduce_activations();
@@ -467,14 +496,17 @@ class DistributedPartition {
                                      r, s.cols));
         continue;
       }
-      const float* whole = nullptr;
+      float* whole = nullptr;
       if (owner_[i] == comm_.rank())
         whole = copies_[static_cast<std::size_t>(local_index_[i])].data() + s.size();
+      if (whole && layout_[i] == Layout::column_sharded) {  // the update's column blocks, by rank
+        move_columns(i, whole, false);
+        whole = stage_.data();
+      }
       comm_.scatterv(whole, shard_update_.data(), shard_counts_[i], shard_displs_[i], owner_[i]);
-      const index_t r = rows_[i].size();
-      if (r > 0)
-        optim::apply_updates(MatrixRef<float>(params[i], r, s.cols),
-                             MatrixRef<const float>(shard_update_.data(), r, s.cols));
+      if (held_[i].size() > 0)
+        optim::apply_updates(MatrixRef<float>(params[i], held_[i].rows, held_[i].cols),
+                             MatrixRef<const float>(shard_update_.data(), held_[i].rows, held_[i].cols));
     }
     ++steps_;
     return optim::StepReport{};
@@ -519,6 +551,9 @@ class DistributedPartition {
   bool by_rows(std::size_t i) const { return by_rows_[i] != 0; }
   /// The rows of parameter i this rank holds (all rows when replicated).
   RowRange row_range(std::size_t i) const { return rows_[i]; }
+  /// The columns [begin, end) of parameter i this rank holds (all columns unless
+  /// column_sharded); its array is row_range(i).size() × column_range(i).size(), row-major.
+  RowRange column_range(std::size_t i) const { return cols_[i]; }
   /// Parameter i's layout after init() (row_sharded when set_row_bounds gave it bounds).
   Layout layout(std::size_t i) const { return layout_[i]; }
   /// optim::Partition::signature(): the same string as the single-process partition's.
@@ -597,6 +632,28 @@ class DistributedPartition {
       *ref.for_step = *ref.rule_step;
     }
   }
+  /// Whether parameter i's gradient and parameter go to an owner and its update comes back by
+  /// shards (row- or column-sharded, not stepped by rows).
+  bool exchanged(std::size_t i) const { return layout_[i] != Layout::replicated && !by_rows_[i]; }
+  /// Column-sharded parameter i between the owner's whole row-major matrix and the stage (the
+  /// ranks' rows × columns blocks in rank order, as gathered): into the matrix (unpack = true)
+  /// or out of it. Cost: one pass over the matrix.
+  void move_columns(std::size_t i, float* whole, bool unpack) {
+    const index_t rows = shapes_[i].rows, cols = shapes_[i].cols;
+    const std::vector<index_t>& b = cuts_[i];
+    for (std::size_t r = 0; r + 1 < b.size(); ++r) {
+      const index_t w = b[r + 1] - b[r];
+      float* block = stage_.data() + shard_displs_[i][r];
+      for (index_t row = 0; row < rows; ++row) {
+        float* in_whole = whole + row * cols + b[r];
+        float* in_block = block + row * w;
+        if (unpack)
+          std::copy(in_block, in_block + w, in_whole);
+        else
+          std::copy(in_whole, in_whole + w, in_block);
+      }
+    }
+  }
   /// Collective: whether every rank holds the same `bounds` (a 64-bit FNV-1a hash of the sizes
   /// and values, compared through its minimum and maximum over the ranks).
   bool same_on_every_rank(const std::vector<std::vector<index_t>>& bounds) const {
@@ -655,8 +712,11 @@ class DistributedPartition {
   std::optional<Local> local_;
   std::vector<optim::BlockShape> shapes_;
   std::vector<RowRange> rows_;
-  std::vector<Layout> layout_;              ///< in effect: layouts_ with bounds_ applied
-  std::vector<std::vector<index_t>> cuts_;  ///< per row-sharded parameter: rank r's rows [cuts[r], cuts[r+1])
+  std::vector<RowRange> cols_;           ///< per parameter: the columns held here
+  std::vector<optim::BlockShape> held_;  ///< per parameter: this rank's array
+  std::vector<Layout> layout_;           ///< in effect: layouts_ with bounds_ applied
+  std::vector<std::vector<index_t>>
+      cuts_;  ///< per sharded parameter: rank r's rows or columns [cuts[r], cuts[r+1])
   std::vector<int> owner_;
   std::vector<char> by_rows_;                ///< per parameter: stepped by rows (by_rows())
   std::vector<std::size_t> owned_;           ///< global indices of the owned parameters, ascending
@@ -667,6 +727,7 @@ class DistributedPartition {
   std::vector<float> updates_;              ///< every replicated update, grouped by owner
   std::vector<std::vector<float>> copies_;  ///< per owned parameter (see init)
   std::vector<float> shard_update_, gram_scratch_;
+  std::vector<float> stage_;  ///< the owner's column blocks of a column-sharded parameter
   std::vector<float*> local_params_, local_grads_;
   std::vector<std::int64_t> gram_dim_, gram_samples_, gram_tag_;
   std::vector<optim::Buffer> grams_;
