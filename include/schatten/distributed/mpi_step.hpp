@@ -117,14 +117,16 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 ///
 /// **Cost per step** (n ranks, P parameter floats): compute ≈ 1/n of the single-process step at
 /// a balanced assignment; traffic arriving at each rank: (P_replicated − own) floats of
-/// updates, plus for row-sharded parameters with an owner (owner) 2 × the other ranks' rows
-/// (gradient and parameter) and (non-owner) its rows of the update, none for those stepped by
-/// rows; 3 small all-reduces. Memory beyond the
+/// updates, plus for row- or column-sharded parameters with an owner (owner) 2 × the other
+/// ranks' shards (gradient and parameter) and (non-owner) its shard of the update, none for
+/// those stepped by rows; 3 small all-reduces. Memory beyond the
 /// local Partition: one float buffer of all replicated parameters (the all-gather target), a
 /// copy of the owned replicated parameters (the local step writes into copies, so nothing is
 /// applied before the agreement), the gathered whole of each owned sharded parameter (gradient
-/// and parameter), and per step one copy of the owned state when a route may fail (rollback
-/// when another rank fails; the local Partition keeps its own copy too).
+/// and parameter; for column shards also a staging buffer of the largest one), a copy of this
+/// rank's rows of each parameter stepped by rows, and per step one copy of the local state when
+/// a route may fail (rollback when another rank fails; the local Partition keeps its own copy
+/// too).
 ///
 /// **Determinism.** Bit-identical to optim::Partition on one process for the same inputs, any
 /// rank count (tests/distributed). Global clipping (set_global_clip) is supported for
@@ -171,7 +173,7 @@ class DistributedPartition {
   /// init() for wrappers that name the memory: optim::SplitPartition over a distributed
   /// partition built over layout.pieces() (cut parameters, docs/distributed.md). Collective.
   /// invalid_argument unless `memory` is host (parameters are host memory) and no piece was made
-  /// row_sharded through set_layouts(): a SplitPartition lays its pieces out from the caller's
+  /// sharded through set_layouts(): a SplitPartition lays its pieces out from the caller's
   /// fused parameters, whose shards it is told by SplitPartition::set_source_rows (it passes the
   /// pieces' rows here through set_row_bounds()).
   optim::StepReport init(MemoryKind memory) {
