@@ -2,10 +2,10 @@
 /// \file
 /// The distributed step against the single-process optim::Partition, bit for bit, on however
 /// many ranks mpiexec started (CTest runs 1, 2 and 4): trajectories of muon + adamw over
-/// replicated and row-sharded parameters, refusal on every rank when one rank sees a NaN or one
-/// owner's rule fails, checkpoints written on n ranks and restored on n ranks and on one
-/// process, activation Grams summed across ranks, QK-clip on row-sharded parameters, and cut
-/// parameters (SplitPartition over the distributed partition).
+/// replicated, row-sharded (AdamW stepped by rows; uneven bounds) and column-sharded parameters, refusal on
+/// every rank when one rank sees a NaN or one owner's rule fails, checkpoints written on n ranks and restored
+/// on n ranks and on one process, activation Grams summed across ranks, QK-clip on row-sharded parameters,
+/// and cut parameters (SplitPartition over the distributed partition), replicated or row-sharded.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -217,7 +217,7 @@ TEST_CASE("distributed.partition: muon and adamw trajectories equal one process 
                                                 route("adamw", make_adamw()));
     d.set_layouts(layouts(sharded));
     REQUIRE(d.init());
-    // Row-sharded AdamW parameters (the bias) are stepped by rows: no owner, no exchange.
+    // Row-sharded AdamW parameters (embed, bias) are stepped by rows: no owner, no exchange.
     for (std::size_t i = 0; i < specs().size(); ++i) {
       CAPTURE(specs()[i].name);
       CHECK(d.by_rows(i) == (sharded && layouts(true)[i] == Layout::row_sharded && labels[i] == "adamw"));
