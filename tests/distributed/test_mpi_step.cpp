@@ -154,6 +154,26 @@ bool same_state(D& d, P& ref) {
   return !mine.empty();
 }
 
+/// The cut parameters of the distributed.split tests: a torch-layout QKV (row cut), a GPT-2
+/// Conv1D c_attn (column cut), Megatron's grouped linear_qkv, an expert stack, and a second
+/// row-cut QKV (batched with the first), beside an embedding and a bias that stay whole.
+SplitLayout cut_layout() {
+  const std::vector<ParamSpec> ps = {
+      {"embed", {7, 5}},         {"h0.qkv", {12, 8}}, {"h0.c_attn", {8, 12}}, {"h0.linear_qkv", {16, 6}},
+      {"h0.experts", {3, 4, 6}}, {"h0.bias", {9}},    {"h1.qkv", {12, 8}}};
+  SplitSpec qkv, c_attn;
+  qkv.count = 3;
+  qkv.parts = {"q", "k", "v"};
+  c_attn.axis = 1;
+  c_attn.count = 3;
+  std::vector<SplitSpec> cuts = {qkv, c_attn, split_qkv_grouped("h0.linear_qkv", 4, 2, 2),
+                                 stack_of("h0.experts"), qkv};
+  cuts[0].name = "h0.qkv";
+  cuts[1].name = "h0.c_attn";
+  cuts[4].name = "h1.qkv";
+  return SplitLayout(ps, cuts);
+}
+
 std::string shared_path(const char* what) {
   std::string p;
   if (world().rank() == 0)
@@ -358,21 +378,9 @@ TEST_CASE("distributed.split: cut parameters over the ranks equal one process bi
   // Fused parameters cut into pieces (row, column, grouped and stacked cuts), the pieces spread
   // over the ranks' owners: optim::SplitPartition over a DistributedPartition built over the
   // pieces steps the caller's replicated fused arrays exactly as over a single-process Partition.
-  const std::vector<ParamSpec> ps = {
-      {"embed", {7, 5}},         {"h0.qkv", {12, 8}}, {"h0.c_attn", {8, 12}}, {"h0.linear_qkv", {16, 6}},
-      {"h0.experts", {3, 4, 6}}, {"h0.bias", {9}},    {"h1.qkv", {12, 8}}};
-  SplitSpec qkv, c_attn;
-  qkv.count = 3;
-  qkv.parts = {"q", "k", "v"};
-  c_attn.axis = 1;
-  c_attn.count = 3;
-  std::vector<SplitSpec> cuts = {qkv, c_attn, split_qkv_grouped("h0.linear_qkv", 4, 2, 2),
-                                 stack_of("h0.experts"), qkv};
-  cuts[0].name = "h0.qkv";
-  cuts[1].name = "h0.c_attn";
-  cuts[4].name = "h1.qkv";
-  const SplitLayout layout(ps, cuts);
+  const SplitLayout layout = cut_layout();
   REQUIRE_MESSAGE(layout, layout.message());
+  const std::vector<ParamSpec>& ps = layout.params();
   const auto labels = propose_labels(layout.pieces());
   auto ref = split_partition(layout, optim::partition(layout.pieces(), labels, route("muon", make_muon()),
                                                       route("adamw", make_adamw())));
@@ -491,21 +499,9 @@ TEST_CASE("distributed.split: row-sharded fused parameters equal one process bit
   // when none); SplitPartition lays each piece out as its rows fall and the distributed
   // partition gathers it to its owner. Torch.chunk shards and uneven ones (ranks with no rows),
   // against the single-process SplitPartition on the whole arrays, bit for bit.
-  const std::vector<ParamSpec> ps = {
-      {"embed", {7, 5}},         {"h0.qkv", {12, 8}}, {"h0.c_attn", {8, 12}}, {"h0.linear_qkv", {16, 6}},
-      {"h0.experts", {3, 4, 6}}, {"h0.bias", {9}},    {"h1.qkv", {12, 8}}};
-  SplitSpec qkv, c_attn;
-  qkv.count = 3;
-  qkv.parts = {"q", "k", "v"};
-  c_attn.axis = 1;
-  c_attn.count = 3;
-  std::vector<SplitSpec> cuts = {qkv, c_attn, split_qkv_grouped("h0.linear_qkv", 4, 2, 2),
-                                 stack_of("h0.experts"), qkv};
-  cuts[0].name = "h0.qkv";
-  cuts[1].name = "h0.c_attn";
-  cuts[4].name = "h1.qkv";
-  const SplitLayout layout(ps, cuts);
+  const SplitLayout layout = cut_layout();
   REQUIRE_MESSAGE(layout, layout.message());
+  const std::vector<ParamSpec>& ps = layout.params();
   const auto labels = propose_labels(layout.pieces());
   const auto me = static_cast<std::size_t>(world().rank());
   for (bool uneven : {false, true}) {
