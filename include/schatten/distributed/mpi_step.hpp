@@ -206,7 +206,6 @@ class DistributedPartition {
     shapes_.clear();
     rows_.clear();
     cols_.clear();
-    held_.clear();
     layout_ = layouts_;
     cuts_.assign(np, {});
     bool sharded = false;
@@ -234,7 +233,6 @@ class DistributedPartition {
         mine = RowRange{cuts_[i][static_cast<std::size_t>(me)], cuts_[i][static_cast<std::size_t>(me) + 1]};
       rows_.push_back(layout_[i] == Layout::row_sharded ? mine : RowRange{0, shapes_[i].rows});
       cols_.push_back(layout_[i] == Layout::column_sharded ? mine : RowRange{0, shapes_[i].cols});
-      held_.push_back(optim::BlockShape{rows_.back().size(), cols_.back().size()});
       sharded = sharded || layout_[i] != Layout::replicated;
     }
     if (sharded && clip_ > 0.0)
@@ -312,8 +310,7 @@ class DistributedPartition {
     std::size_t max_shard = 0;
     for (std::size_t k = 0; k < owned_.size(); ++k) {
       const std::size_t i = owned_[k];
-      const auto size =
-          static_cast<std::size_t>(by_rows_[i] ? rows_[i].size() * shapes_[i].cols : shapes_[i].size());
+      const auto size = static_cast<std::size_t>(by_rows_[i] ? held(i).size() : shapes_[i].size());
       // Replicated: a copy of the parameter for the local step. Sharded: the gathered parameter;
       // the gathered gradient (then update) follows it in the same buffer. By rows: the same
       // for this rank's rows.
@@ -322,7 +319,7 @@ class DistributedPartition {
     std::size_t max_stage = 0;
     for (std::size_t i = 0; i < np; ++i)
       if (exchanged(i)) {
-        max_shard = std::max(max_shard, static_cast<std::size_t>(held_[i].size()));
+        max_shard = std::max(max_shard, static_cast<std::size_t>(held(i).size()));
         if (layout_[i] == Layout::column_sharded && owner_[i] == me)
           max_stage = std::max(max_stage, static_cast<std::size_t>(shapes_[i].size()));
       }
@@ -369,11 +366,11 @@ class DistributedPartition {
     // 1. Finiteness and pointers, agreed.
     std::int64_t key = detail::kNoFailure;
     for (std::size_t i = 0; i < np && key == detail::kNoFailure; ++i) {
-      const index_t len = held_[i].size();
+      const index_t len = held(i).size();
       if (len == 0) continue;
       if (params[i] == nullptr || grads[i] == nullptr)
         key = detail::failure_key(i, Status::invalid_argument);
-      else if (!optim::all_finite(MatrixRef<const float>(grads[i], held_[i].rows, held_[i].cols)))
+      else if (!optim::all_finite(MatrixRef<const float>(grads[i], held(i).rows, held(i).cols)))
         key = detail::failure_key(i, Status::non_finite_input);
     }
     key = comm_.allreduce_min(key);
@@ -407,7 +404,7 @@ class DistributedPartition {
     for (std::size_t k = 0; k < owned_.size(); ++k) {
       const std::size_t i = owned_[k];
       if (by_rows_[i]) {  // this rank's rows: a copy of the parameter rows, then the gradient rows
-        const index_t len = rows_[i].size() * shapes_[i].cols;
+        const index_t len = held(i).size();
         std::copy(params[i], params[i] + len, copies_[k].data());
         std::copy(grads[i], grads[i] + len, copies_[k].data() + len);
         local_params_[k] = copies_[k].data();
@@ -506,9 +503,9 @@ class DistributedPartition {
         whole = stage_.data();
       }
       comm_.scatterv(whole, shard_update_.data(), shard_counts_[i], shard_displs_[i], owner_[i]);
-      if (held_[i].size() > 0)
-        optim::apply_updates(MatrixRef<float>(params[i], held_[i].rows, held_[i].cols),
-                             MatrixRef<const float>(shard_update_.data(), held_[i].rows, held_[i].cols));
+      if (held(i).size() > 0)
+        optim::apply_updates(MatrixRef<float>(params[i], held(i).rows, held(i).cols),
+                             MatrixRef<const float>(shard_update_.data(), held(i).rows, held(i).cols));
     }
     ++steps_;
     return optim::StepReport{};
@@ -634,6 +631,8 @@ class DistributedPartition {
       *ref.for_step = *ref.rule_step;
     }
   }
+  /// The shape of this rank's array of parameter i: its rows × its columns.
+  optim::BlockShape held(std::size_t i) const { return {rows_[i].size(), cols_[i].size()}; }
   /// Whether parameter i's gradient and parameter go to an owner and its update comes back by
   /// shards (row- or column-sharded, not stepped by rows).
   bool exchanged(std::size_t i) const { return layout_[i] != Layout::replicated && !by_rows_[i]; }
@@ -714,9 +713,8 @@ class DistributedPartition {
   std::optional<Local> local_;
   std::vector<optim::BlockShape> shapes_;
   std::vector<RowRange> rows_;
-  std::vector<RowRange> cols_;           ///< per parameter: the columns held here
-  std::vector<optim::BlockShape> held_;  ///< per parameter: this rank's array
-  std::vector<Layout> layout_;           ///< in effect: layouts_ with bounds_ applied
+  std::vector<RowRange> cols_;  ///< per parameter: the columns held here
+  std::vector<Layout> layout_;  ///< in effect: layouts_ with bounds_ applied
   std::vector<std::vector<index_t>>
       cuts_;  ///< per sharded parameter: rank r's rows or columns [cuts[r], cuts[r+1])
   std::vector<int> owner_;
