@@ -213,13 +213,9 @@ class DistributedPartition {
       shapes_.push_back(optim::flatten(params_[i].shape));
       const std::vector<index_t>* b = bounds_.empty() || bounds_[i].empty() ? nullptr : &bounds_[i];
       if (b) {
-        bool ok =
-            b->size() == static_cast<std::size_t>(n) + 1 && b->front() == 0 && b->back() == shapes_[i].rows;
-        for (std::size_t r = 1; ok && r < b->size(); ++r)
-          ok = (*b)[r - 1] <= (*b)[r];
-        if (!ok) {
-          message_ = "the row bounds of '" + params_[i].name + "' are not " + std::to_string(n + 1) +
-                     " nondecreasing boundaries from 0 to its " + std::to_string(shapes_[i].rows) + " rows";
+        message_ =
+            optim::row_split_problem(*b, static_cast<std::size_t>(n), shapes_[i].rows, params_[i].name);
+        if (!message_.empty()) {
           return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
         }
         layout_[i] = Layout::row_sharded;

@@ -93,6 +93,20 @@ inline StepReport refusal(const char* message, std::ptrdiff_t bad_param,
   return r;
 }
 
+/// "" when `b` splits the `rows` rows of parameter `name` among `parts` processes — parts + 1
+/// nondecreasing boundaries from 0 to rows, process r holding rows [b[r], b[r+1]) — otherwise
+/// what is wrong. The one check of distributed::DistributedPartition::set_row_bounds and
+/// SplitPartition::set_source_rows.
+inline std::string row_split_problem(const std::vector<index_t>& b, std::size_t parts, index_t rows,
+                                     const std::string& name) {
+  bool ok = b.size() == parts + 1 && b.front() == 0 && b.back() == rows;
+  for (std::size_t r = 1; ok && r < b.size(); ++r)
+    ok = b[r - 1] <= b[r];
+  if (ok) return {};
+  return "the row bounds of '" + name + "' are not " + std::to_string(parts + 1) +
+         " nondecreasing boundaries from 0 to its " + std::to_string(rows) + " rows";
+}
+
 /// The first check of every step over pointer lists (Partition, SplitPartition,
 /// kokkos::step): one parameter and one gradient pointer per parameter of `specs`, and none
 /// null unless its parameter is empty. ok, or invalid_argument naming the first offender.

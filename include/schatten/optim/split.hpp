@@ -554,13 +554,9 @@ class SplitPartition {
       for (std::size_t i = 0; i < ps.size(); ++i) {
         const std::vector<index_t>& b = source_rows_[i];
         if (b.empty()) continue;
-        bool ok = b.size() == n + 1 && b.front() == 0 && b.back() == flatten(ps[i].shape).rows;
-        for (std::size_t r = 1; ok && r < b.size(); ++r)
-          ok = b[r - 1] <= b[r];
-        if (!ok) {
-          message_ = "split: the row bounds of '" + ps[i].name + "' are not " + std::to_string(n + 1) +
-                     " nondecreasing boundaries from 0 to its " + std::to_string(flatten(ps[i].shape).rows) +
-                     " rows";
+        if (const std::string problem = row_split_problem(b, n, flatten(ps[i].shape).rows, ps[i].name);
+            !problem.empty()) {
+          message_ = "split: " + problem;
           partition_.set_row_bounds(refused);
           return refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
         }
