@@ -4,11 +4,13 @@
 /// small, adamw for the rest) on however many ranks mpiexec starts, with the bytes that arrive
 /// at each rank per step next to the parameter bytes.
 ///
-///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns] [--iterations K]
-///   [--cut]
+///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns|flat]
+///   [--iterations K] [--cut]
 ///
 /// --layout sharded row-shards every parameter (FSDP2's torch.chunk split), --layout columns
-/// column-shards every parameter (tensor parallelism's split of dim 1; not with --cut); --iterations sets the
+/// column-shards every parameter (tensor parallelism's split of dim 1; not with --cut), --layout
+/// flat cuts one flat buffer of all parameters evenly among the ranks (Megatron's distributed
+/// optimizer: last parameter first, starts aligned to 64 floats; not with --cut); --iterations sets the
 /// Newton–Schulz steps (default 5); --cut orthogonalises each fused attn.c_attn.weight (2304 × 768)
 /// as its Q, K and V (optim::SplitPartition over the distributed partition; with --layout sharded
 /// the fused arrays are sharded and each rank's rows straddle the pieces). Per step the time is the slowest
@@ -111,7 +113,7 @@ void print_balance(const std::vector<ParamSpec>& specs, const std::vector<std::s
   std::vector<int> count(static_cast<std::size_t>(n), 0);
   int by_rows = 0;
   for (std::size_t i = 0; i < specs.size(); ++i) {
-    if (owners[i] < 0) {  // stepped by rows on every rank (row-sharded AdamW)
+    if (owners[i] < 0) {  // stepped by rows on every rank (row- or flat-sharded AdamW)
       ++by_rows;
       continue;
     }
@@ -132,7 +134,7 @@ void print_balance(const std::vector<ParamSpec>& specs, const std::vector<std::s
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int steps = 5, iterations = 5;
-  bool sharded = false, columns = false, cut = false;
+  bool sharded = false, columns = false, flat = false, cut = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--iterations") && i + 1 < argc) iterations = std::atoi(argv[++i]);
@@ -140,6 +142,7 @@ int main(int argc, char** argv) {
       ++i;
       sharded = !std::strcmp(argv[i], "sharded");
       columns = !std::strcmp(argv[i], "columns");
+      flat = !std::strcmp(argv[i], "flat");
     }
     if (!std::strcmp(argv[i], "--cut")) cut = true;
   }
@@ -182,11 +185,25 @@ int main(int argc, char** argv) {
     if (sharded)
       for (std::size_t i = 0; i < specs.size(); ++i)
         bounds[i] = distributed::chunk_bounds(flatten(specs[i].shape).rows, n);
+    std::vector<std::vector<index_t>> flat_bounds;
+    if (flat) {  // Megatron's buffer: reversed parameter order, 64-float aligned starts
+      std::vector<index_t> offsets(specs.size()), sizes(specs.size());
+      index_t end = 0;
+      for (std::size_t k = specs.size(); k-- > 0;) {
+        sizes[k] = flatten(specs[k].shape).size();
+        offsets[k] = (end + 63) / 64 * 64;
+        end = offsets[k] + sizes[k];
+      }
+      const index_t quantum = 64 * index_t(n);
+      flat_bounds = distributed::flat_bounds(
+          offsets, sizes, distributed::chunk_bounds((end + quantum - 1) / quantum * quantum, n));
+    }
     const std::string what = std::string(sharded   ? "row-sharded"
                                          : columns ? "column-sharded"
+                                         : flat    ? "flat-sharded"
                                                    : "replicated") +
                              (cut ? ", c_attn cut into q/k/v" : "");
-    if (columns && cut) {
+    if ((columns || flat) && cut) {
       if (me == 0) std::fprintf(stderr, "--cut takes replicated or row-sharded layouts\n");
       MPI_Abort(MPI_COMM_WORLD, 2);
     }
@@ -194,13 +211,16 @@ int main(int argc, char** argv) {
       auto d = distributed::distributed_partition(comm, specs, labels, route("muon", muon(mo)),
                                                   route("adamw", adamw()));
       d.set_row_bounds(bounds);
+      d.set_flat_bounds(flat_bounds);
       if (columns)
         d.set_layouts(std::vector<distributed::Layout>(specs.size(), distributed::Layout::column_sharded));
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
       print_balance(specs, labels, d.owners(), me, n);
       std::vector<index_t> held;
       for (std::size_t i = 0; i < specs.size(); ++i)
-        held.push_back(d.row_range(i).size() * d.column_range(i).size());
+        held.push_back(d.layout(i) == distributed::Layout::flat_sharded
+                           ? d.element_range(i).size()
+                           : d.row_range(i).size() * d.column_range(i).size());
       time_steps(d, comm, specs, held, steps, what);
     } else {
       std::vector<SplitSpec> cuts;

@@ -25,6 +25,17 @@ std::vector<index_t> chunk_bounds(index_t rows, int ranks) {
   return b;
 }
 
+std::vector<std::vector<index_t>> flat_bounds(const std::vector<index_t>& offsets,
+                                              const std::vector<index_t>& sizes,
+                                              const std::vector<index_t>& buffer_bounds) {
+  if (offsets.size() != sizes.size()) return {{-1}};  // refused by init(), see the header
+  std::vector<std::vector<index_t>> out(sizes.size());
+  for (std::size_t i = 0; i < out.size(); ++i)
+    for (index_t t : buffer_bounds)
+      out[i].push_back(std::clamp(t - offsets[i], index_t(0), std::max(sizes[i], index_t(0))));
+  return out;
+}
+
 double default_cost(const optim::BlockShape& s, bool matrix_function) {
   double c = 64.0 * double(s.size());
   if (matrix_function && s.rows >= 2 && s.cols >= 2)

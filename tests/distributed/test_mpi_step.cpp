@@ -84,8 +84,8 @@ struct Model {
   }
 };
 
-/// This rank's arrays for the distributed step: whole (replicated), its rows (row-sharded) or
-/// its columns of every row (column-sharded).
+/// This rank's arrays for the distributed step: whole (replicated), its rows (row-sharded), its
+/// columns of every row (column-sharded) or its run of elements (flat-sharded).
 struct Local {
   std::vector<std::vector<float>> w, g;
   template <class D>
@@ -98,6 +98,10 @@ struct Local {
   template <class D>
   static std::vector<float> rows_of(D& d, const Model& m, const std::vector<float>& whole, std::size_t i) {
     const index_t cols = flatten(m.specs[i].shape).cols;
+    if (d.layout(i) == Layout::flat_sharded) {
+      const distributed::RowRange e = d.element_range(i);
+      return std::vector<float>(whole.begin() + e.begin, whole.begin() + e.end);
+    }
     const distributed::RowRange r = d.row_range(i), c = d.column_range(i);
     std::vector<float> held;
     for (index_t row = r.begin; row < r.end; ++row)
@@ -142,9 +146,8 @@ bool same_state(D& d, P& ref) {
     io::FieldValue expect = it->second;
     const std::ptrdiff_t i = distributed::detail::param_of_field(d.params(), name);
     if (auto* b = std::get_if<std::vector<float>>(&expect); b && i >= 0 && d.by_rows(std::size_t(i))) {
-      const index_t cols = flatten(d.params()[std::size_t(i)].shape).cols;
-      const distributed::RowRange r = d.row_range(std::size_t(i));
-      expect = std::vector<float>(b->begin() + r.begin * cols, b->begin() + r.end * cols);
+      const distributed::RowRange e = d.element_range(std::size_t(i));  // this rank's rows or run
+      expect = std::vector<float>(b->begin() + e.begin, b->begin() + e.end);
     }
     if (expect != v) {
       MESSAGE("field " << name << " differs");
@@ -418,6 +421,23 @@ TEST_CASE("distributed.split: cut parameters over the ranks equal one process bi
   CHECK(r.status == Status::invalid_argument);
   CHECK(std::string(r.message).find("set_source_rows") != std::string::npos);
   CHECK(sharded.init(MemoryKind::device).status == Status::invalid_argument);
+  for (int kind = 0; kind < 2; ++kind) {  // nor by column or flat bounds
+    auto other = split_partition(
+        layout, distributed::distributed_partition(world(), layout.pieces(), labels,
+                                                   route("muon", make_muon()), route("adamw", make_adamw())));
+    std::vector<std::vector<index_t>> b(layout.pieces().size());
+    b[1] = distributed::chunk_bounds(
+        kind == 0 ? flatten(layout.pieces()[1].shape).cols : flatten(layout.pieces()[1].shape).size(),
+        world().size());
+    if (kind == 0)
+      other.partition().set_column_bounds(b);
+    else
+      other.partition().set_flat_bounds(b);
+    const StepReport o = other.init();
+    CHECK(o.status == Status::invalid_argument);
+    CHECK(std::string(o.message).find(kind == 0 ? "set_column_bounds" : "set_flat_bounds") !=
+          std::string::npos);
+  }
 }
 
 /// Uneven row boundaries over this run's ranks: rank r holds rows [R·r²/n², R·(r+1)²/n²), so
@@ -491,6 +511,212 @@ TEST_CASE("distributed.partition: uneven row bounds equal one process bit for bi
     b[1] = world().rank() == 0 ? distributed::chunk_bounds(12, world().size()) : uneven_bounds(12);
     refused(b, "differ between the ranks");  // rank 0 disagrees: nobody proceeds
   }
+}
+
+TEST_CASE("distributed.partition: uneven column bounds equal one process bit for bit") {
+  // set_column_bounds: tensor-parallel shards cut where the caller cuts them, ranks holding no
+  // columns included, beside column shards at torch.chunk's split and row shards.
+  const auto labels = propose_labels(specs());
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(ref.init());
+  auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()));
+  std::vector<Layout> l(specs().size(), Layout::replicated);
+  l[2] = Layout::column_sharded;  // h1.w: torch.chunk
+  l[4] = Layout::row_sharded;     // tall
+  d.set_layouts(l);
+  std::vector<std::vector<index_t>> bounds(specs().size());
+  for (std::size_t i : {0u, 1u, 5u, 6u})  // embed (AdamW), h0.w, wide, conv
+    bounds[i] = uneven_bounds(flatten(specs()[i].shape).cols);
+  d.set_column_bounds(bounds);
+  REQUIRE(d.init());
+  const auto me = static_cast<std::size_t>(world().rank());
+  for (std::size_t i = 0; i < bounds.size(); ++i) {
+    CAPTURE(specs()[i].name);
+    CHECK(!d.by_rows(i));
+    if (bounds[i].empty()) continue;
+    CHECK(d.layout(i) == Layout::column_sharded);
+    CHECK(d.column_range(i).begin == bounds[i][me]);
+    CHECK(d.column_range(i).end == bounds[i][me + 1]);
+  }
+  Model m(specs());
+  Local loc(d, m);
+  for (int t = 0; t < 3; ++t) {
+    m.gradients(t);
+    loc.gradients(d, m);
+    std::vector<float*> w = Model::ptrs(loc.w), g = Model::ptrs(loc.g);
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (loc.w[i].empty()) w[i] = g[i] = nullptr;
+    CHECK(d.step(w, g).status == Status::ok);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    CHECK(same_bits(d, m, loc));
+  }
+  CHECK(same_state(d, ref));
+  auto e = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()));
+  bounds[1].back() = 7;
+  e.set_column_bounds(bounds);
+  const StepReport r = e.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK_MESSAGE(std::string(r.message).find("column bounds of 'h0.w'") != std::string::npos, r.message);
+  CHECK_MESSAGE(std::string(r.message).find("from 0 to its 8 columns") != std::string::npos, r.message);
+}
+
+/// A distributed optimizer's flat buffer of specs() (Megatron's order: last parameter first,
+/// each start aligned to 4 floats, the buffer padded to a multiple of 4 · ranks and split
+/// evenly): every parameter's flat bounds; "three_rows", "gain" and "h2.w" left out, and the
+/// AdamW parameters "embed" and "bias" cut unevenly inside their rows (the even split of this
+/// small buffer leaves each of them on one rank).
+std::vector<std::vector<index_t>> flat_buffer_bounds() {
+  const std::vector<ParamSpec> ps = specs();
+  std::vector<index_t> offsets(ps.size()), sizes(ps.size());
+  index_t end = 0;
+  for (std::size_t k = ps.size(); k-- > 0;) {
+    sizes[k] = flatten(ps[k].shape).size();
+    offsets[k] = (end + 3) / 4 * 4;
+    end = offsets[k] + sizes[k];
+  }
+  const index_t quantum = 4 * world().size();
+  std::vector<std::vector<index_t>> b = distributed::flat_bounds(
+      offsets, sizes, distributed::chunk_bounds((end + quantum - 1) / quantum * quantum, world().size()));
+  for (std::size_t i : {3u, 8u, 9u})
+    b[i].clear();
+  b[0] = uneven_bounds(35);  // 4 ranks: 0–1 | 2–7 | 8–18 | 19–34 (rows of 5)
+  b[7] = uneven_bounds(9);   // 4 ranks: – | 0–1 | 2–4 | 5–8 (one row)
+  return b;
+}
+
+TEST_CASE("distributed.assignment: flat_bounds cuts a partitioned buffer into each parameter's runs") {
+  // Buffer of 3 parameters (sizes 5, 0, 7 at offsets 2, 7, 8; padding at 0–1), split 0|4|10|16:
+  // the first holds buffer [2, 7) → runs 0–2 | 2–5 | – ; the second nothing; the third [8, 15)
+  // → – | 0–2 | 2–7.
+  const auto b = distributed::flat_bounds({2, 7, 8}, {5, 0, 7}, {0, 4, 10, 16});
+  REQUIRE(b.size() == 3);
+  CHECK(b[0] == std::vector<index_t>{0, 2, 5, 5});
+  CHECK(b[1] == std::vector<index_t>{0, 0, 0, 0});
+  CHECK(b[2] == std::vector<index_t>{0, 0, 2, 7});
+  CHECK(distributed::flat_bounds({0, 1}, {1}, {0, 1}).size() == 1);  // malformed: refused by init
+  CHECK(distributed::flat_bounds({0, 1}, {1}, {0, 1})[0] == std::vector<index_t>{-1});
+}
+
+TEST_CASE(
+    "distributed.partition: flat-sharded (distributed-optimizer) parameters equal one process bit for bit") {
+  // set_flat_bounds over a Megatron-style flat buffer: runs that begin and end inside rows,
+  // ranks holding nothing of a parameter; AdamW parameters stepped on their runs (no owner), Muon
+  // matrices gathered run by run; beside a default flat split (torch.chunk of the elements), a
+  // row shard and a replicated parameter. Trajectories and states equal one process; the
+  // checkpoint equals the single process's file and restores into another flat partition.
+  const auto labels = propose_labels(specs());
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(ref.init());
+  const std::vector<std::vector<index_t>> bounds = flat_buffer_bounds();
+  std::vector<Layout> l(specs().size(), Layout::replicated);
+  l[3] = Layout::row_sharded;   // h2.w
+  l[9] = Layout::flat_sharded;  // three_rows: chunk_bounds(30, ranks)
+  auto make = [&] {
+    auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                                route("adamw", make_adamw()));
+    d.set_layouts(l);
+    d.set_flat_bounds(bounds);
+    return d;
+  };
+  auto d = make();
+  REQUIRE(d.init());
+  const auto me = static_cast<std::size_t>(world().rank());
+  for (std::size_t i = 0; i < specs().size(); ++i) {
+    CAPTURE(specs()[i].name);
+    const bool flat = !bounds[i].empty() || i == 9;
+    CHECK((d.layout(i) == Layout::flat_sharded) == flat);
+    CHECK(d.by_rows(i) == ((flat || i == 3) && labels[i] == "adamw"));
+    if (!flat) continue;
+    const std::vector<index_t> b = i == 9 ? distributed::chunk_bounds(30, world().size()) : bounds[i];
+    CHECK(d.element_range(i).begin == b[me]);
+    CHECK(d.element_range(i).end == b[me + 1]);
+  }
+  // The test's own strength: with several ranks, a Muon matrix and an AdamW parameter are each
+  // cut inside a row.
+  auto cut_in_row = [&](const char* label) {
+    for (std::size_t i = 0; i < bounds.size(); ++i)
+      for (index_t t : bounds[i])
+        if (labels[i] == label && t > 0 && t < flatten(specs()[i].shape).size() &&
+            t % flatten(specs()[i].shape).cols != 0)
+          return true;
+    return false;
+  };
+  if (world().size() > 1) CHECK((cut_in_row("muon") && cut_in_row("adamw")));
+  Model m(specs());
+  Local loc(d, m);
+  auto step = [&](auto& p, Local& at, int t) {
+    m.gradients(t);
+    at.gradients(p, m);
+    std::vector<float*> w = Model::ptrs(at.w), g = Model::ptrs(at.g);
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (at.w[i].empty()) w[i] = g[i] = nullptr;  // a rank holding nothing may pass null
+    return p.step(w, g);
+  };
+  for (int t = 0; t < 3; ++t) {
+    CHECK(step(d, loc, t).status == Status::ok);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    CHECK(same_bits(d, m, loc));
+  }
+  CHECK(same_state(d, ref));
+  const std::string path = shared_path("flat");
+  io::CheckpointHeader h;
+  h.step = 3;
+  std::string err;
+  REQUIRE(distributed::save_checkpoint(path, d, h, &err) == Status::ok);
+  {
+    io::FieldSet file;
+    io::CheckpointHeader fh;
+    REQUIRE(io::read_checkpoint(path, file, fh, &err) == Status::ok);
+    CHECK(file == io::capture(ref));
+  }
+  auto e = make();
+  REQUIRE(e.init());
+  io::CheckpointHeader got;
+  REQUIRE(distributed::load_checkpoint(path, e, got, {}, &err) == Status::ok);
+  CHECK(same_state(e, ref));  // each rank holds its runs of the AdamW buffers
+  Local other(e, m);
+  for (int t = 3; t < 5; ++t) {
+    CHECK(step(e, other, t).status == Status::ok);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    CHECK(same_bits(e, m, other));
+  }
+  if (world().rank() == 0) std::filesystem::remove(path);
+  // Refusals, on every rank.
+  auto refused = [&](auto set, const char* says) {
+    auto f = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                                route("adamw", make_adamw()));
+    set(f);
+    const StepReport r = f.init();
+    CHECK(r.status == Status::invalid_argument);
+    CHECK_MESSAGE(std::string(r.message).find(says) != std::string::npos, r.message);
+    CHECK(!f.initialized());
+  };
+  std::vector<std::vector<index_t>> b = bounds;
+  b[1].back() = 95;
+  refused([&](auto& f) { f.set_flat_bounds(b); }, "from 0 to its 96 elements");
+  refused(
+      [&](auto& f) {
+        f.set_flat_bounds(bounds);
+        std::vector<std::vector<index_t>> rows(specs().size());
+        rows[0] = distributed::chunk_bounds(7, world().size());
+        f.set_row_bounds(rows);
+      },
+      "has row and flat bounds");
+  refused(
+      [&](auto& f) {
+        f.set_flat_bounds(distributed::flat_bounds({0}, {1, 2}, {0, 3}));
+      },
+      "flat bounds and parameters differ in number");
+  if (world().size() > 1)
+    refused(
+        [&](auto& f) {
+          std::vector<std::vector<index_t>> mine = bounds;
+          if (world().rank() == 1) mine[1] = distributed::chunk_bounds(96, world().size());
+          f.set_flat_bounds(mine);
+        },
+        "differ between the ranks");
 }
 
 TEST_CASE("distributed.split: row-sharded fused parameters equal one process bit for bit") {

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <tuple>
 #include <variant>
 #include <vector>
 
@@ -429,33 +430,40 @@ TEST_SUITE("optim.presets") {
     CHECK(std::all_of(g2.begin(), g2.end(), [](float x) { return x == 2.0f; }));
   }
 
-  TEST_CASE("row-local presets step a run of rows exactly as inside the whole block") {
+  TEST_CASE("row-local presets step a run of rows or elements exactly as inside the whole block") {
     // rule_row_local (chain.hpp) promises that any run of rows, stepped alone with the state of
-    // those rows, is bit for bit those rows of the whole block's step: the distributed step
-    // relies on it for row-sharded AdamW and SGD parameters. 7 × 13 floats cut after row 3, so
-    // the runs start at other alignments and end in other vector tails than the whole block.
+    // those rows, is bit for bit those rows of the whole block's step, and any run of elements
+    // stepped as one row likewise: the distributed step relies on it for row- and flat-sharded
+    // AdamW and SGD parameters. 7 × 13 floats cut after row 3, and after element 3 · 13 + 5 (a
+    // run beginning inside a row), so the runs start at other alignments and end in other vector
+    // tails than the whole block.
     static_assert(decltype(sgd())::row_local && decltype(adamw())::row_local);
     static_assert(!decltype(muon())::row_local && !decltype(normuon())::row_local &&
                   !decltype(muadam())::row_local && !decltype(freon())::row_local &&
                   !decltype(kaon())::row_local);  // matrix functions, row norms, shape scales
     const std::uint64_t seed = schatten::test::case_seed("row-local presets");
     MESSAGE("seed " << seed);
-    const index_t r = 7, c = 13, cut = 3;
-    auto check = [&](auto rule) {
+    const index_t r = 7, c = 13;
+    // The whole block, and its first `cut` floats stepped as a × (cut / a), the rest as
+    // b × (rest / b).
+    auto check = [&](auto rule, index_t cut, index_t a, index_t b) {
+      CAPTURE(cut);
       Rng rng(seed);
       std::vector<float> w(static_cast<std::size_t>(r * c));
       for (float& x : w)
         x = static_cast<float>(rng.normal());
-      std::vector<float> top(w.begin(), w.begin() + cut * c), bottom(w.begin() + cut * c, w.end());
-      auto whole = rule.init({r, c}), a = rule.init({cut, c}), b = rule.init({r - cut, c});
+      std::vector<float> top(w.begin(), w.begin() + cut), bottom(w.begin() + cut, w.end());
+      const index_t rest = r * c - cut;
+      auto whole = rule.init({r, c}), sa = rule.init({a, cut / a}), sb = rule.init({b, rest / b});
       for (int t = 0; t < 4; ++t) {
         std::vector<float> g(w.size());
         for (float& x : g)
           x = static_cast<float>(rng.normal());
-        std::vector<float> ga(g.begin(), g.begin() + cut * c), gb(g.begin() + cut * c, g.end());
+        std::vector<float> ga(g.begin(), g.begin() + cut), gb(g.begin() + cut, g.end());
         REQUIRE(rule.update(Block(g.data(), r, c), whole, ConstBlock(w.data(), r, c)) == Status::ok);
-        REQUIRE(rule.update(Block(ga.data(), cut, c), a, ConstBlock(top.data(), cut, c)) == Status::ok);
-        REQUIRE(rule.update(Block(gb.data(), r - cut, c), b, ConstBlock(bottom.data(), r - cut, c)) ==
+        REQUIRE(rule.update(Block(ga.data(), a, cut / a), sa, ConstBlock(top.data(), a, cut / a)) ==
+                Status::ok);
+        REQUIRE(rule.update(Block(gb.data(), b, rest / b), sb, ConstBlock(bottom.data(), b, rest / b)) ==
                 Status::ok);
         for (std::size_t k = 0; k < w.size(); ++k)
           w[k] += g[k];
@@ -464,11 +472,13 @@ TEST_SUITE("optim.presets") {
         for (std::size_t k = 0; k < bottom.size(); ++k)
           bottom[k] += gb[k];
         CHECK(std::equal(top.begin(), top.end(), w.begin()));
-        CHECK(std::equal(bottom.begin(), bottom.end(), w.begin() + cut * c));
+        CHECK(std::equal(bottom.begin(), bottom.end(), w.begin() + cut));
       }
     };
-    check(sgd(SgdOptions{Schedule::constant(0.1), 0.9, true, 0.01}));
-    check(adamw(AdamWOptions{Schedule::constant(1e-2), 0.9, 0.999, 1e-8, 0.1}));
+    for (auto [cut, a, b] : {std::tuple<index_t, index_t, index_t>{3 * c, 3, r - 3}, {3 * c + 5, 1, 1}}) {
+      check(sgd(SgdOptions{Schedule::constant(0.1), 0.9, true, 0.01}), cut, a, b);
+      check(adamw(AdamWOptions{Schedule::constant(1e-2), 0.9, 0.999, 1e-8, 0.1}), cut, a, b);
+    }
   }
 
   TEST_CASE("a block whose shape differs from the state's is refused before anything changes") {

@@ -32,6 +32,20 @@ RowRange shard_rows(index_t rows, int rank, int ranks);
 /// optim::SplitPartition::set_source_rows take for an FSDP2-sharded parameter.
 std::vector<index_t> chunk_bounds(index_t rows, int ranks);
 
+/// The flat bounds (DistributedPartition::set_flat_bounds) of the parameters of one flat buffer
+/// partitioned among the ranks — ZeRO-1/2's and Megatron's distributed optimizer's grad and
+/// main-parameter buffers, FSDP1's flat parameter. Parameter i occupies buffer elements
+/// [offsets[i], offsets[i] + sizes[i]) (any order; gaps are padding), rank r holds buffer
+/// elements [buffer_bounds[r], buffer_bounds[r+1]) (for an even split of a buffer padded to a
+/// multiple of the ranks: chunk_bounds(padded size, ranks)); parameter i's bounds are
+/// b[r] = clamp(buffer_bounds[r] − offsets[i], 0, sizes[i]), so rank r holds elements
+/// [b[r], b[r+1]) of it, possibly none. A parameter that does not lie inside the buffer gets
+/// bounds that init() refuses (not ending at its size); offsets and sizes of different lengths
+/// give one malformed entry, also refused. Cost: O(parameters · ranks).
+std::vector<std::vector<index_t>> flat_bounds(const std::vector<index_t>& offsets,
+                                              const std::vector<index_t>& sizes,
+                                              const std::vector<index_t>& buffer_bounds);
+
 /// The default cost of one parameter's update, in flop-equivalents:
 ///   element-wise rules: 64 · rows · cols — a memory-bound pass over a handful of arrays; 64 is
 ///     the ratio of the GEMM flop rate (≈ 60 GFLOP/s) to the streamed element rate (≈ 1 G

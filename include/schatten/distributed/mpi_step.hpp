@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <string>
@@ -39,10 +40,18 @@ enum class Layout {
   /// parameter, computes the update, and scatters its rows.
   row_sharded,
   /// Rank r holds columns [b[r], b[r+1]) of every row of the flattened parameter and of its
-  /// gradient, b = chunk_bounds(cols, ranks), as one contiguous row-major rows × (b[r+1] − b[r])
-  /// array: tensor parallelism's RowParallelLinear weight (out, in) split along `in`. The owner
-  /// gathers the ranks' column blocks, computes the update, and scatters its columns.
+  /// gradient, b = chunk_bounds(cols, ranks) or DistributedPartition::set_column_bounds, as one
+  /// contiguous row-major rows × (b[r+1] − b[r]) array: tensor parallelism's RowParallelLinear
+  /// weight (out, in) split along `in`. The owner gathers the ranks' column blocks, computes the
+  /// update, and scatters its columns.
   column_sharded,
+  /// Rank r holds elements [b[r], b[r+1]) of the flattened row-major parameter and of its
+  /// gradient, one contiguous run that may begin and end inside a row, b = chunk_bounds(rows ·
+  /// cols, ranks) or DistributedPartition::set_flat_bounds: a partition of a flat buffer
+  /// (ZeRO-1/2, Megatron's distributed optimizer, FSDP1's flat parameter; flat_bounds() cuts
+  /// every parameter of such a buffer). Like row_sharded, element by element: the owner gathers
+  /// the runs and scatters the update's runs back; element-wise routes step each rank's run.
+  flat_sharded,
 };
 
 namespace detail {
@@ -93,10 +102,10 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// owner holds the parameter's optimizer state — optimizer memory is sharded — and computes its
 /// update with an optim::Partition of its own parameters (same-shape batching included).
 ///
-/// **By rows.** A row-sharded parameter whose route's rule acts on each element alone
+/// **By rows.** A row- or flat-sharded parameter whose route's rule acts on each element alone
 /// (optim::rule_row_local: the adamw and sgd presets) has no owner (owners() −1, by_rows()):
-/// every rank steps its own rows with the state of those rows, so its optimizer state is sharded
-/// by rows like the parameter (ZeRO-3's layout) and nothing of it is communicated. The result is
+/// every rank steps its own rows (run of elements) with the state of those, so its optimizer
+/// state is sharded like the parameter (ZeRO's layout) and nothing of it is communicated. The result is
 /// the same bit for bit (the rule treats each element alone); checkpoints hold the whole state,
 /// gathered by rows at save and cut by rows at load.
 ///
@@ -104,26 +113,25 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 ///   1. every rank scans the gradients it holds; one all-reduce agrees on the first NaN/Inf or
 ///      null pointer (a NaN on any rank → every rank refuses, or skips under
 ///      NonFinitePolicy::skip);
-///   2. row- and column-sharded gradients and parameters are gathered (MPI_Gatherv) to their
-///      owners (not those stepped by rows; column blocks are unpacked into the matrix);
+///   2. row-, column- and flat-sharded gradients and parameters are gathered (MPI_Gatherv) to
+///      their owners (not those stepped by rows; column blocks are unpacked into the matrix);
 ///   3. summed activation Grams are delivered to the owners (reduce_activations());
 ///   4. each owner computes its updates (the local Partition, on copies of the parameters);
 ///   5. one all-reduce agrees on success; on any failure every rank restores its states and the
 ///      step fails everywhere with the status of the lowest failing parameter;
 ///   6. updates of replicated parameters are all-gathered (one MPI_Allgatherv of the flattened
-///      updates, grouped by owner); updates of sharded parameters are scattered by rows or by
-///      column blocks;
+///      updates, grouped by owner); updates of sharded parameters are scattered by rows, column
+///      blocks or runs of elements;
 ///   7. every rank adds the updates to the arrays it holds.
 ///
 /// **Cost per step** (n ranks, P parameter floats): compute ≈ 1/n of the single-process step at
 /// a balanced assignment; traffic arriving at each rank: (P_replicated − own) floats of
-/// updates, plus for row- or column-sharded parameters with an owner (owner) 2 × the other
-/// ranks' shards (gradient and parameter) and (non-owner) its shard of the update, none for
-/// those stepped by rows; 3 small all-reduces. Memory beyond the
-/// local Partition: one float buffer of all replicated parameters (the all-gather target), a
-/// copy of the owned replicated parameters (the local step writes into copies, so nothing is
-/// applied before the agreement), the gathered whole of each owned sharded parameter (gradient
-/// and parameter; for column shards also a staging buffer of the largest one), a copy of this
+/// updates, plus for sharded parameters with an owner (owner) 2 × the other ranks' shards
+/// (gradient and parameter) and (non-owner) its shard of the update, none for those stepped by
+/// rows; 3 small all-reduces. Memory beyond the local Partition: one float buffer of all replicated
+/// parameters (the all-gather target), a copy of the owned replicated parameters (the local step writes into
+/// copies, so nothing is applied before the agreement), the gathered whole of each owned sharded parameter
+/// (gradient and parameter; for column shards also a staging buffer of the largest one), a copy of this
 /// rank's rows of each parameter stepped by rows, and per step one copy of the local state when
 /// a route may fail (rollback when another rank fails; the local Partition keeps its own copy
 /// too).
@@ -158,7 +166,17 @@ class DistributedPartition {
   /// fused parameter (optim::SplitPartition::set_source_rows passes these). Every rank passes
   /// the same bounds: init() compares them across the ranks and refuses a difference on every
   /// rank.
-  void set_row_bounds(std::vector<std::vector<index_t>> bounds) { bounds_ = std::move(bounds); }
+  void set_row_bounds(std::vector<std::vector<index_t>> bounds) { row_bounds_ = std::move(bounds); }
+  /// Column-sharded parameters split where the caller's tensor parallelism puts the cut (before
+  /// init(); default: none): as set_row_bounds, with column boundaries from 0 to the flattened
+  /// parameter's columns; a parameter given them is column_sharded.
+  void set_column_bounds(std::vector<std::vector<index_t>> bounds) { column_bounds_ = std::move(bounds); }
+  /// Flat-sharded parameters (before init(); default: none): as set_row_bounds, with element
+  /// boundaries from 0 to rows · cols of the flattened parameter; a parameter given them is
+  /// flat_sharded and rank r holds its elements [bounds[i][r], bounds[i][r+1]). flat_bounds()
+  /// computes them for the parameters of a flat buffer partitioned among the ranks. A parameter
+  /// takes bounds of one kind only (init() refuses two).
+  void set_flat_bounds(std::vector<std::vector<index_t>> bounds) { flat_bounds_ = std::move(bounds); }
   /// Replaces default_cost() (before init()). Must return the same values on every rank.
   void set_cost_model(CostModel m) { cost_ = std::move(m); }
   /// optim::Partition::set_batching for the owners' local partitions (before init()).
@@ -173,17 +191,20 @@ class DistributedPartition {
   /// init() for wrappers that name the memory: optim::SplitPartition over a distributed
   /// partition built over layout.pieces() (cut parameters, docs/distributed.md). Collective.
   /// invalid_argument unless `memory` is host (parameters are host memory) and no piece was made
-  /// sharded through set_layouts(): a SplitPartition lays its pieces out from the caller's
-  /// fused parameters, whose shards it is told by SplitPartition::set_source_rows (it passes the
-  /// pieces' rows here through set_row_bounds()).
+  /// sharded through set_layouts(), set_column_bounds() or set_flat_bounds(): a SplitPartition
+  /// lays its pieces out from the caller's fused parameters, whose shards it is told by
+  /// SplitPartition::set_source_rows (it passes the pieces' rows here through set_row_bounds()).
   optim::StepReport init(MemoryKind memory) {
     if (memory != MemoryKind::host)
       return optim::refusal("a distributed partition steps host memory only", -1);
-    for (std::size_t i = 0; i < layouts_.size(); ++i)
-      if (layouts_[i] != Layout::replicated)
+    for (std::size_t i = 0; i < std::max({layouts_.size(), column_bounds_.size(), flat_bounds_.size()}); ++i)
+      if ((i < layouts_.size() && layouts_[i] != Layout::replicated) ||
+          (i < column_bounds_.size() && !column_bounds_[i].empty()) ||
+          (i < flat_bounds_.size() && !flat_bounds_[i].empty()))
         return optim::refusal(
-            "the pieces of cut parameters (SplitPartition) are not laid out with set_layouts: "
-            "shard the fused parameters with SplitPartition::set_source_rows",
+            "the pieces of cut parameters (SplitPartition) are not laid out with set_layouts, "
+            "set_column_bounds or set_flat_bounds: shard the fused parameters with "
+            "SplitPartition::set_source_rows",
             static_cast<std::ptrdiff_t>(i));
     return init();
   }
@@ -193,42 +214,81 @@ class DistributedPartition {
   optim::StepReport init() {
     const std::size_t np = params_.size();
     local_.reset();
-    // The row bounds first: a rank computing other bounds than the others is refused on every
-    // rank before anything depends on them.
-    if (!same_on_every_rank(bounds_))
-      return optim::refusal("the row bounds (set_row_bounds) differ between the ranks", -1);
+    // The bounds first: a rank computing other bounds than the others is refused on every rank
+    // before anything depends on them.
+    if (!same_on_every_rank({&row_bounds_, &column_bounds_, &flat_bounds_}))
+      return optim::refusal(
+          "the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds) differ between the ranks",
+          -1);
     if (labels_.size() != np) return optim::refusal("labels and parameters differ in number", -1);
     if (layouts_.empty()) layouts_.assign(np, Layout::replicated);
     if (layouts_.size() != np) return optim::refusal("layouts and parameters differ in number", -1);
-    if (!bounds_.empty() && bounds_.size() != np)
-      return optim::refusal("row bounds and parameters differ in number", -1);
+    // Bounds given per kind: the layout they make, what they count.
+    struct Given {
+      const std::vector<std::vector<index_t>>* bounds;
+      Layout layout;
+      const char *kind, *unit;
+    };
+    const Given given[] = {{&row_bounds_, Layout::row_sharded, "row", "rows"},
+                           {&column_bounds_, Layout::column_sharded, "column", "columns"},
+                           {&flat_bounds_, Layout::flat_sharded, "flat", "elements"}};
+    for (const Given& g : given)
+      if (!g.bounds->empty() && g.bounds->size() != np) {
+        message_ = std::string(g.kind) + " bounds and parameters differ in number";
+        return optim::refusal(message_.c_str(), -1);
+      }
     const int n = comm_.size(), me = comm_.rank();
     shapes_.clear();
     rows_.clear();
     cols_.clear();
+    elements_.clear();
     layout_ = layouts_;
     cuts_.assign(np, {});
     bool sharded = false;
     for (std::size_t i = 0; i < np; ++i) {
-      shapes_.push_back(optim::flatten(params_[i].shape));
-      const std::vector<index_t>* b = bounds_.empty() || bounds_[i].empty() ? nullptr : &bounds_[i];
-      if (b) {
-        message_ =
-            optim::row_split_problem(*b, static_cast<std::size_t>(n), shapes_[i].rows, params_[i].name);
-        if (!message_.empty()) {
+      const optim::BlockShape s = optim::flatten(params_[i].shape);
+      shapes_.push_back(s);
+      const Given* from = nullptr;
+      for (const Given& g : given) {
+        if (g.bounds->empty() || (*g.bounds)[i].empty()) continue;
+        if (from) {
+          message_ = "parameter '" + params_[i].name + "' has " + from->kind + " and " + g.kind + " bounds";
           return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
         }
-        layout_[i] = Layout::row_sharded;
-        cuts_[i] = *b;
-      } else if (layout_[i] == Layout::row_sharded) {
-        cuts_[i] = chunk_bounds(shapes_[i].rows, n);
+        from = &g;
       }
-      if (layout_[i] == Layout::column_sharded) cuts_[i] = chunk_bounds(shapes_[i].cols, n);
-      RowRange mine{};  // this rank's rows or columns of a sharded parameter
+      if (from) layout_[i] = from->layout;
+      // What rank boundaries count: rows, columns or elements of the flattened parameter.
+      const index_t total = layout_[i] == Layout::row_sharded      ? s.rows
+                            : layout_[i] == Layout::column_sharded ? s.cols
+                                                                   : s.size();
+      if (from) {
+        message_ = optim::split_problem((*from->bounds)[i], static_cast<std::size_t>(n), total,
+                                        params_[i].name, from->kind, from->unit);
+        if (!message_.empty()) return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+        cuts_[i] = (*from->bounds)[i];
+      } else if (layout_[i] != Layout::replicated) {
+        cuts_[i] = chunk_bounds(total, n);
+      }
+      RowRange mine{0, total};  // this rank's rows, columns or elements
       if (layout_[i] != Layout::replicated)
         mine = RowRange{cuts_[i][static_cast<std::size_t>(me)], cuts_[i][static_cast<std::size_t>(me) + 1]};
-      rows_.push_back(layout_[i] == Layout::row_sharded ? mine : RowRange{0, shapes_[i].rows});
-      cols_.push_back(layout_[i] == Layout::column_sharded ? mine : RowRange{0, shapes_[i].cols});
+      RowRange rows{0, s.rows}, cols{0, s.cols}, elements{0, s.size()};
+      if (layout_[i] == Layout::row_sharded) {
+        rows = mine;
+        elements = RowRange{mine.begin * s.cols, mine.end * s.cols};
+      } else if (layout_[i] == Layout::column_sharded) {
+        cols = mine;
+      } else if (layout_[i] == Layout::flat_sharded) {
+        elements = mine;
+        // The rows its elements lie in (the first and the last may be partial).
+        rows = s.cols == 0 || mine.size() == 0
+                   ? RowRange{0, 0}
+                   : RowRange{mine.begin / s.cols, (mine.end + s.cols - 1) / s.cols};
+      }
+      rows_.push_back(rows);
+      cols_.push_back(cols);
+      elements_.push_back(elements);
       sharded = sharded || layout_[i] != Layout::replicated;
     }
     if (sharded && clip_ > 0.0)
@@ -244,8 +304,9 @@ class DistributedPartition {
         message_ = "no route for the label of parameter '" + params_[i].name + "'";
         return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
       }
-      // (A parameter without rows keeps an owner, so that its empty state is still checkpointed.)
-      by_rows_[i] = layout_[i] == Layout::row_sharded && row_local_route(route) && shapes_[i].rows > 0;
+      // (An empty parameter keeps an owner, so that its empty state is still checkpointed.)
+      by_rows_[i] = (layout_[i] == Layout::row_sharded || layout_[i] == Layout::flat_sharded) &&
+                    row_local_route(route) && shapes_[i].size() > 0;
       costs[i] = by_rows_[i] ? 0.0
                  : cost_     ? cost_(params_[i], labels_[i])
                              : default_cost(shapes_[i], matrix_route(route));
@@ -260,10 +321,10 @@ class DistributedPartition {
     std::vector<optim::ParamSpec> specs;
     std::vector<std::string> labels;
     for (std::size_t i = 0; i < np; ++i)
-      if (owner_[i] == me || (by_rows_[i] && rows_[i].size() > 0)) {
+      if (owner_[i] == me || (by_rows_[i] && held(i).size() > 0)) {
         local_index_[i] = static_cast<std::ptrdiff_t>(owned_.size());
         owned_.push_back(i);
-        specs.push_back(by_rows_[i] ? optim::ParamSpec{params_[i].name, {rows_[i].size(), shapes_[i].cols}}
+        specs.push_back(by_rows_[i] ? optim::ParamSpec{params_[i].name, {held(i).rows, held(i).cols}}
                                     : params_[i]);
         labels.push_back(labels_[i]);
       }
@@ -323,11 +384,14 @@ class DistributedPartition {
     stage_.assign(max_stage, 0.0f);
     shard_counts_.assign(np, {});
     shard_displs_.assign(np, {});
-    // The ranks' blocks in rank order: for row shards the rows of the whole matrix itself, for
-    // column shards the staging buffer the owner unpacks (each rank's rows × its columns).
+    // The ranks' blocks in rank order: for row and flat shards the rows or runs of the whole
+    // matrix itself, for column shards the staging buffer the owner unpacks (each rank's rows ×
+    // its columns). `other`: the floats per unit of the bounds.
     for (std::size_t i = 0; i < np; ++i)
       if (exchanged(i)) {
-        const index_t other = layout_[i] == Layout::row_sharded ? shapes_[i].cols : shapes_[i].rows;
+        const index_t other = layout_[i] == Layout::row_sharded      ? shapes_[i].cols
+                              : layout_[i] == Layout::column_sharded ? shapes_[i].rows
+                                                                     : 1;
         for (std::size_t k = 0; k < static_cast<std::size_t>(n); ++k) {
           shard_counts_[i].push_back((cuts_[i][k + 1] - cuts_[i][k]) * other);
           shard_displs_[i].push_back(cuts_[i][k] * other);
@@ -351,9 +415,11 @@ class DistributedPartition {
   }
 
   /// One collective step. params[i], grads[i]: this rank's arrays of parameter i — the whole
-  /// flattened row-major matrix (replicated) or its rows row_range(i) (row_sharded; may be null
-  /// when the range is empty). Gradients are read, not modified (unlike optim::Partition, whose
-  /// gradient buffers hold the updates afterwards). Returns the same status on every rank.
+  /// flattened row-major matrix (replicated), its rows row_range(i) (row_sharded), its columns
+  /// column_range(i) of every row (column_sharded) or its elements element_range(i)
+  /// (flat_sharded); null when it holds nothing of it. Gradients are read, not modified (unlike
+  /// optim::Partition, whose gradient buffers hold the updates afterwards). Returns the same status on every
+  /// rank.
   optim::StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
     const std::size_t np = params_.size();
     if (!local_) return optim::refusal("step before a successful init()", -1);
@@ -430,7 +496,7 @@ class DistributedPartition {
         local_params_[k] = whole;
         local_grads_[k] = whole + shapes_[i].size();
       }
-      if (layout_[i] == Layout::row_sharded) {
+      if (layout_[i] != Layout::column_sharded) {  // rows or runs: in place in the whole
         comm_.gatherv(params[i], whole, counts, displs, owner_[i]);
         comm_.gatherv(grads[i], whole ? whole + shapes_[i].size() : nullptr, counts, displs, owner_[i]);
         continue;
@@ -482,13 +548,13 @@ class DistributedPartition {
                              MatrixRef<const float>(updates_.data() + offset_[i], s.rows, s.cols));
         continue;
       }
-      if (by_rows_[i]) {  // this rank's own update rows
-        const index_t r = rows_[i].size();
-        if (r > 0)
+      if (by_rows_[i]) {  // this rank's own update rows or run
+        const optim::BlockShape h = held(i);
+        if (h.size() > 0)
           optim::apply_updates(
-              MatrixRef<float>(params[i], r, s.cols),
-              MatrixRef<const float>(copies_[static_cast<std::size_t>(local_index_[i])].data() + r * s.cols,
-                                     r, s.cols));
+              MatrixRef<float>(params[i], h.rows, h.cols),
+              MatrixRef<const float>(copies_[static_cast<std::size_t>(local_index_[i])].data() + h.size(),
+                                     h.rows, h.cols));
         continue;
       }
       float* whole = nullptr;
@@ -540,16 +606,23 @@ class DistributedPartition {
   const std::vector<std::string>& labels() const { return labels_; }
   /// The owner rank of each parameter (after init()); −1 for a parameter stepped by rows.
   const std::vector<int>& owners() const { return owner_; }
-  /// Whether parameter i is stepped by rows (after init()): row-sharded with a route whose rule
-  /// acts on each element alone (optim::rule_row_local: AdamW, SGD). Every rank then steps its
-  /// own rows, with the state of those rows, and nothing of it is communicated.
+  /// Whether parameter i is stepped by rows (after init()): row- or flat-sharded with a route
+  /// whose rule acts on each element alone (optim::rule_row_local: AdamW, SGD). Every rank then
+  /// steps its own rows (or run of elements), with the state of those, and nothing of it is
+  /// communicated.
   bool by_rows(std::size_t i) const { return by_rows_[i] != 0; }
-  /// The rows of parameter i this rank holds (all rows when replicated).
+  /// The rows of parameter i this rank holds (all rows unless row_sharded; flat_sharded: the
+  /// rows its elements lie in, the first and the last possibly partial).
   RowRange row_range(std::size_t i) const { return rows_[i]; }
+  /// The elements [begin, end) of the flattened row-major parameter i this rank holds, one
+  /// contiguous run: all for replicated (and column_sharded, whose columns are not one run),
+  /// row_range(i) × all columns for row_sharded, the flat bounds' run for flat_sharded.
+  RowRange element_range(std::size_t i) const { return elements_[i]; }
   /// The columns [begin, end) of parameter i this rank holds (all columns unless
   /// column_sharded); its array is row_range(i).size() × column_range(i).size(), row-major.
   RowRange column_range(std::size_t i) const { return cols_[i]; }
-  /// Parameter i's layout after init() (row_sharded when set_row_bounds gave it bounds).
+  /// Parameter i's layout after init() (row_sharded, column_sharded or flat_sharded when
+  /// set_row_bounds, set_column_bounds or set_flat_bounds gave it bounds).
   Layout layout(std::size_t i) const { return layout_[i]; }
   /// optim::Partition::signature(): the same string as the single-process partition's.
   std::string signature() const { return local_ ? local_->signature() : std::string(); }
@@ -627,8 +700,12 @@ class DistributedPartition {
       *ref.for_step = *ref.rule_step;
     }
   }
-  /// The shape of this rank's array of parameter i: its rows × its columns.
-  optim::BlockShape held(std::size_t i) const { return {rows_[i].size(), cols_[i].size()}; }
+  /// The shape of this rank's array of parameter i: its rows × its columns, or one row of its
+  /// elements (flat_sharded).
+  optim::BlockShape held(std::size_t i) const {
+    if (layout_[i] == Layout::flat_sharded) return {1, elements_[i].size()};
+    return {rows_[i].size(), cols_[i].size()};
+  }
   /// Whether parameter i's gradient and parameter go to an owner and its update comes back by
   /// shards (row- or column-sharded, not stepped by rows).
   bool exchanged(std::size_t i) const { return layout_[i] != Layout::replicated && !by_rows_[i]; }
@@ -651,19 +728,21 @@ class DistributedPartition {
       }
     }
   }
-  /// Collective: whether every rank holds the same `bounds` (a 64-bit FNV-1a hash of the sizes
-  /// and values, compared through its minimum and maximum over the ranks).
-  bool same_on_every_rank(const std::vector<std::vector<index_t>>& bounds) const {
+  /// Collective: whether every rank holds the same `lists` of bounds (a 64-bit FNV-1a hash of
+  /// the sizes and values, compared through its minimum and maximum over the ranks).
+  bool same_on_every_rank(std::initializer_list<const std::vector<std::vector<index_t>>*> lists) const {
     std::uint64_t h = 1469598103934665603ull;
     auto mix = [&h](std::uint64_t v) {
       for (int byte = 0; byte < 8; ++byte, v >>= 8)
         h = (h ^ (v & 0xff)) * 1099511628211ull;
     };
-    mix(bounds.size());
-    for (const auto& b : bounds) {
-      mix(b.size());
-      for (index_t v : b)
-        mix(static_cast<std::uint64_t>(v));
+    for (const auto* bounds : lists) {
+      mix(bounds->size());
+      for (const auto& b : *bounds) {
+        mix(b.size());
+        for (index_t v : b)
+          mix(static_cast<std::uint64_t>(v));
+      }
     }
     const auto mine = static_cast<std::int64_t>(h >> 1);
     std::int64_t most = mine;
@@ -698,8 +777,9 @@ class DistributedPartition {
   std::vector<optim::ParamSpec> params_;
   std::vector<std::string> labels_;
   std::tuple<optim::Route<Rules>...> routes_;
-  std::vector<Layout> layouts_;               ///< as set_layouts() gave them
-  std::vector<std::vector<index_t>> bounds_;  ///< as set_row_bounds() gave them
+  std::vector<Layout> layouts_;  ///< as set_layouts() gave them
+  std::vector<std::vector<index_t>> row_bounds_, column_bounds_,
+      flat_bounds_;  ///< as set_row_bounds(), set_column_bounds(), set_flat_bounds() gave them
   CostModel cost_;
   bool batching_ = true;
   std::size_t max_group_ = 16;
@@ -709,17 +789,18 @@ class DistributedPartition {
   std::optional<Local> local_;
   std::vector<optim::BlockShape> shapes_;
   std::vector<RowRange> rows_;
-  std::vector<RowRange> cols_;  ///< per parameter: the columns held here
-  std::vector<Layout> layout_;  ///< in effect: layouts_ with bounds_ applied
+  std::vector<RowRange> cols_;      ///< per parameter: the columns held here
+  std::vector<RowRange> elements_;  ///< per parameter: element_range()
+  std::vector<Layout> layout_;      ///< in effect: layouts_ with bounds_ applied
   std::vector<std::vector<index_t>>
-      cuts_;  ///< per sharded parameter: rank r's rows or columns [cuts[r], cuts[r+1])
+      cuts_;  ///< per sharded parameter: rank r's rows, columns or elements [cuts[r], cuts[r+1])
   std::vector<int> owner_;
   std::vector<char> by_rows_;                ///< per parameter: stepped by rows (by_rows())
   std::vector<std::size_t> owned_;           ///< global indices of the owned parameters, ascending
   std::vector<std::ptrdiff_t> local_index_;  ///< position in owned_, −1 when not owned
   std::vector<std::int64_t> counts_, displs_, offset_;
   std::vector<std::vector<std::int64_t>> shard_counts_,
-      shard_displs_;                        ///< per row-sharded parameter, by rank
+      shard_displs_;                        ///< per exchanged sharded parameter, by rank
   std::vector<float> updates_;              ///< every replicated update, grouped by owner
   std::vector<std::vector<float>> copies_;  ///< per owned parameter (see init)
   std::vector<float> shard_update_, gram_scratch_;
@@ -829,9 +910,9 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
     }
     if (owners[static_cast<std::size_t>(i)] == comm.rank()) {
       mine[name] = value;
-    } else if (p.by_rows(static_cast<std::size_t>(i))) {  // this rank's rows of each buffer
-      const RowRange r = p.row_range(static_cast<std::size_t>(i));
-      if (r.size() == 0) continue;  // no rows here: no state here
+    } else if (p.by_rows(static_cast<std::size_t>(i))) {  // this rank's rows (run) of each buffer
+      const RowRange e = p.element_range(static_cast<std::size_t>(i));
+      if (e.size() == 0) continue;  // nothing here: no state here
       const optim::BlockShape s = optim::flatten(p.params()[static_cast<std::size_t>(i)].shape);
       const auto* whole = std::get_if<std::vector<float>>(&value);
       if (!whole) {
@@ -841,7 +922,7 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
           problem = "the checkpoint's field '" + name + "' has " + std::to_string(whole->size()) +
                     " values, not one per element of the parameter (" + std::to_string(s.size()) + ")";
       } else {
-        mine[name] = std::vector<float>(whole->begin() + r.begin * s.cols, whole->begin() + r.end * s.cols);
+        mine[name] = std::vector<float>(whole->begin() + e.begin, whole->begin() + e.end);
       }
     }
   }

@@ -23,9 +23,10 @@ struct rule_may_fail<R, std::void_t<decltype(R::may_fail)>> : std::bool_constant
 /// update of element k reads only element k of the update, the parameter and the state, plus
 /// scalars that do not depend on the block (step counts, schedules, hyper-parameters), and the
 /// state is such scalars plus buffers of one float per element of the block. Any run of rows
-/// of a block is then stepped, with the state of those rows, exactly as those rows are inside
-/// the whole block: distributed::DistributedPartition steps row-sharded parameters of such
-/// routes on every rank, on its own rows, instead of gathering them to an owner.
+/// of a block — or any run of its row-major elements, stepped as one row — is then stepped, with
+/// the state of those, exactly as it is inside the whole block: distributed::DistributedPartition
+/// steps row- and flat-sharded parameters of such routes on every rank, on its own rows or run,
+/// instead of gathering them to an owner.
 template <class R, class = void>
 struct rule_row_local : std::false_type {};
 template <class R>

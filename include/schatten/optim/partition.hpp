@@ -93,18 +93,20 @@ inline StepReport refusal(const char* message, std::ptrdiff_t bad_param,
   return r;
 }
 
-/// "" when `b` splits the `rows` rows of parameter `name` among `parts` processes — parts + 1
-/// nondecreasing boundaries from 0 to rows, process r holding rows [b[r], b[r+1]) — otherwise
-/// what is wrong. The one check of distributed::DistributedPartition::set_row_bounds and
-/// SplitPartition::set_source_rows.
-inline std::string row_split_problem(const std::vector<index_t>& b, std::size_t parts, index_t rows,
-                                     const std::string& name) {
-  bool ok = b.size() == parts + 1 && b.front() == 0 && b.back() == rows;
+/// "" when `b` splits the `total` rows, columns or elements (`unit`) of parameter `name` among
+/// `parts` processes — parts + 1 nondecreasing boundaries from 0 to total, process r holding
+/// [b[r], b[r+1]) — otherwise what is wrong, naming the `kind` of bounds. The one check of
+/// distributed::DistributedPartition's set_row_bounds, set_column_bounds and set_flat_bounds
+/// and of SplitPartition::set_source_rows.
+inline std::string split_problem(const std::vector<index_t>& b, std::size_t parts, index_t total,
+                                 const std::string& name, const char* kind = "row",
+                                 const char* unit = "rows") {
+  bool ok = b.size() == parts + 1 && b.front() == 0 && b.back() == total;
   for (std::size_t r = 1; ok && r < b.size(); ++r)
     ok = b[r - 1] <= b[r];
   if (ok) return {};
-  return "the row bounds of '" + name + "' are not " + std::to_string(parts + 1) +
-         " nondecreasing boundaries from 0 to its " + std::to_string(rows) + " rows";
+  return std::string("the ") + kind + " bounds of '" + name + "' are not " + std::to_string(parts + 1) +
+         " nondecreasing boundaries from 0 to its " + std::to_string(total) + " " + unit;
 }
 
 /// The first check of every step over pointer lists (Partition, SplitPartition,

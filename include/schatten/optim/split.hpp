@@ -554,7 +554,7 @@ class SplitPartition {
       for (std::size_t i = 0; i < ps.size(); ++i) {
         const std::vector<index_t>& b = source_rows_[i];
         if (b.empty()) continue;
-        if (const std::string problem = row_split_problem(b, n, flatten(ps[i].shape).rows, ps[i].name);
+        if (const std::string problem = split_problem(b, n, flatten(ps[i].shape).rows, ps[i].name);
             !problem.empty()) {
           message_ = "split: " + problem;
           partition_.set_row_bounds(refused);
