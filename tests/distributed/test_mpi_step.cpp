@@ -332,48 +332,73 @@ TEST_CASE(
   if (world().rank() == 0) std::filesystem::remove(path);
 }
 
-TEST_CASE("distributed.qk_clip: MuonClip on row-sharded attention equals one process bit for bit") {
-  // Megatron's gated linear_qkv and GPT-2's fused c_attn with its bias, row-sharded: each rank
-  // clips the rows it holds after the distributed Muon step (QkClip::set_rows with the
-  // partition's row ranges), with the same logits; the result is the single process's MuonClip.
+/// Uneven row boundaries over this run's ranks: rank r holds rows [R·r²/n², R·(r+1)²/n²), so
+/// the first ranks hold few rows or none (R = 12, n = 4: 0 | 0–2 | 3–5 | 6–11).
+std::vector<index_t> uneven_bounds(index_t rows) {
+  const auto n = static_cast<index_t>(world().size());
+  std::vector<index_t> b;
+  for (index_t r = 0; r <= n; ++r)
+    b.push_back(rows * r * r / (n * n));
+  return b;
+}
+
+TEST_CASE("distributed.qk_clip: MuonClip on row- and flat-sharded attention equals one process bit for bit") {
+  // Megatron's gated linear_qkv and GPT-2's fused c_attn with its bias, row-sharded and then
+  // flat-sharded (uneven runs beginning inside rows): each rank clips what it holds after the
+  // distributed Muon step (QkClip::set_rows with the partition's row ranges, set_elements with
+  // its runs), with the same logits; the result is the single process's MuonClip.
   const schatten::test::ShardedAttention attention;
   const std::vector<ParamSpec>& ps = attention.specs;
   const std::vector<QkLayer>& layers = attention.layers;
   const auto labels = propose_labels(ps);
-  auto ref = optim::partition(ps, labels, route("muon", make_muon()), route("adamw", make_adamw()));
-  REQUIRE(ref.init());
-  auto d = distributed::distributed_partition(world(), ps, labels, route("muon", make_muon()),
-                                              route("adamw", make_adamw()));
-  d.set_layouts(std::vector<Layout>(ps.size(), Layout::row_sharded));
-  REQUIRE(d.init());
-  QkClip whole(layers, {2.0, 0.5}), mine(layers, {2.0, 0.5});
-  REQUIRE(whole.init(ps));
-  REQUIRE(mine.init(ps));
-  std::vector<std::pair<index_t, index_t>> rows;
-  for (std::size_t i = 0; i < ps.size(); ++i)
-    rows.emplace_back(d.row_range(i).begin, d.row_range(i).end);
-  REQUIRE(mine.set_rows(rows));
-  Model m(ps);
-  Local loc(d, m);
-  for (int t = 0; t < 3; ++t) {
-    CAPTURE(t);
-    m.gradients(t);
-    loc.gradients(d, m);
-    REQUIRE(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)));
-    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-    // The same logits everywhere (an all-reduced MAX in training): heads firing alternately.
-    std::vector<float> logits(static_cast<std::size_t>(whole.heads()));
-    for (std::size_t h = 0; h < logits.size(); ++h)
-      logits[h] = static_cast<float>(1.0 + 0.75 * static_cast<double>((h + static_cast<std::size_t>(t)) % 4));
-    std::vector<float*> local = Model::ptrs(loc.w);
+  for (bool flat : {false, true}) {
+    CAPTURE(flat);
+    auto ref = optim::partition(ps, labels, route("muon", make_muon()), route("adamw", make_adamw()));
+    REQUIRE(ref.init());
+    auto d = distributed::distributed_partition(world(), ps, labels, route("muon", make_muon()),
+                                                route("adamw", make_adamw()));
+    d.set_layouts(std::vector<Layout>(ps.size(), Layout::row_sharded));
+    if (flat) {
+      std::vector<std::vector<index_t>> runs;
+      for (const ParamSpec& p : ps) {  // 288, 192, 24 elements; interior cuts moved inside rows
+        runs.push_back(uneven_bounds(flatten(p.shape).size()));
+        for (std::size_t r = 1; r + 1 < runs.back().size(); ++r)
+          runs.back()[r] = std::min(runs.back()[r] + 1, flatten(p.shape).size());
+      }
+      d.set_flat_bounds(runs);
+    }
+    REQUIRE(d.init());
+    QkClip whole(layers, {2.0, 0.5}), mine(layers, {2.0, 0.5});
+    REQUIRE(whole.init(ps));
+    REQUIRE(mine.init(ps));
+    std::vector<std::pair<index_t, index_t>> held;
     for (std::size_t i = 0; i < ps.size(); ++i)
-      if (loc.w[i].empty()) local[i] = nullptr;
-    const QkClipReport a = whole.apply(Model::ptrs(m.w), logits), b = mine.apply(local, logits);
-    REQUIRE(a);
-    REQUIRE(b);
-    CHECK(a.clipped_heads > 0);
-    CHECK(b.clipped_heads == a.clipped_heads);
-    CHECK(same_bits(d, m, loc));
+      held.emplace_back(flat ? d.element_range(i).begin : d.row_range(i).begin,
+                        flat ? d.element_range(i).end : d.row_range(i).end);
+    REQUIRE((flat ? mine.set_elements(held) : mine.set_rows(held)));
+    Model m(ps);
+    Local loc(d, m);
+    for (int t = 0; t < 3; ++t) {
+      CAPTURE(t);
+      m.gradients(t);
+      loc.gradients(d, m);
+      REQUIRE(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)));
+      REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+      // The same logits everywhere (an all-reduced MAX in training): heads firing alternately.
+      std::vector<float> logits(static_cast<std::size_t>(whole.heads()));
+      for (std::size_t h = 0; h < logits.size(); ++h)
+        logits[h] =
+            static_cast<float>(1.0 + 0.75 * static_cast<double>((h + static_cast<std::size_t>(t)) % 4));
+      std::vector<float*> local = Model::ptrs(loc.w);
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        if (loc.w[i].empty()) local[i] = nullptr;
+      const QkClipReport a = whole.apply(Model::ptrs(m.w), logits), b = mine.apply(local, logits);
+      REQUIRE(a);
+      REQUIRE(b);
+      CHECK(a.clipped_heads > 0);
+      CHECK(b.clipped_heads == a.clipped_heads);
+      CHECK(same_bits(d, m, loc));
+    }
   }
 }
 
@@ -438,16 +463,6 @@ TEST_CASE("distributed.split: cut parameters over the ranks equal one process bi
     CHECK(std::string(o.message).find(kind == 0 ? "set_column_bounds" : "set_flat_bounds") !=
           std::string::npos);
   }
-}
-
-/// Uneven row boundaries over this run's ranks: rank r holds rows [R·r²/n², R·(r+1)²/n²), so
-/// the first ranks hold few rows or none (R = 12, n = 4: 0 | 0–2 | 3–5 | 6–11).
-std::vector<index_t> uneven_bounds(index_t rows) {
-  const auto n = static_cast<index_t>(world().size());
-  std::vector<index_t> b;
-  for (index_t r = 0; r <= n; ++r)
-    b.push_back(rows * r * r / (n * n));
-  return b;
 }
 
 TEST_CASE("distributed.partition: uneven row bounds equal one process bit for bit") {

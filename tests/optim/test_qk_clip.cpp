@@ -548,6 +548,72 @@ TEST_CASE("qk_clip on row shards equals the whole clip bit for bit") {
   CHECK(rows4[0] != 1.0f);  // rows 0-3: query heads 0 and 1, whose group fired
 }
 
+TEST_CASE("qk_clip on every run of elements equals the whole clip bit for bit") {
+  // Flat shards (ZeRO, Megatron's distributed optimizer) hold a run of a parameter's elements
+  // that may begin and end inside rows. For every run [b, e) of every parameter — row slices
+  // (gated linear_qkv) and column slices (c_attn, met in up to three blocks) and the bias —
+  // clipping the run alone gives exactly those elements of the whole clip.
+  const std::uint64_t seed = case_seed("qk_clip flat runs");
+  MESSAGE("seed " << seed);
+  const schatten::test::ShardedAttention attention;
+  const std::vector<ParamSpec>& specs = attention.specs;
+  std::vector<std::vector<float>> whole;
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    whole.push_back(to_float_buffer(gaussian_mat(1, flatten(specs[i].shape).size(), seed + i, 1.0)));
+  // τ = 100: every group fires, so every query and key slice is scaled (values are not).
+  const std::vector<float> logits = {40.f, 250.f, 90.f, 120.f, 130.f, 220.f, 180.f, 99.f};
+  QkClip reference(attention.layers);
+  REQUIRE(reference.init(specs));
+  std::vector<std::vector<float>> want = whole;
+  REQUIRE(reference.apply(pointers(want), logits));
+  QkClip clip(attention.layers);
+  REQUIRE(clip.init(specs));
+  std::size_t runs = 0, wrong = 0;
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const index_t n = flatten(specs[i].shape).size();
+    for (index_t b = 0; b <= n; ++b)
+      for (index_t e = b; e <= n; ++e) {
+        std::vector<std::pair<index_t, index_t>> run(specs.size(), {0, 0});
+        run[i] = {b, e};
+        REQUIRE(clip.set_elements(run));
+        std::vector<float> local(whole[i].begin() + b, whole[i].begin() + e);
+        std::vector<float*> ptrs(specs.size(), nullptr);  // runs missing every slice: null allowed
+        ptrs[i] = e > b ? local.data() : nullptr;
+        REQUIRE(clip.apply(ptrs, logits));
+        ++runs;
+        if (!std::equal(local.begin(), local.end(), want[i].begin() + b)) {
+          if (++wrong <= 3) MESSAGE("parameter " << i << ", run [" << b << ", " << e << ") differs");
+        }
+      }
+  }
+  CHECK(runs == 60951);  // Σ (n + 1)(n + 2) / 2 over n = 288, 192, 24
+  CHECK(wrong == 0);
+  // set_rows is the run of those rows.
+  REQUIRE(clip.set_rows({{5, 17}, {2, 7}, {0, 1}}));
+  std::vector<std::vector<float>> rows = {
+      std::vector<float>(whole[0].begin() + 5 * 8, whole[0].begin() + 17 * 8),
+      std::vector<float>(whole[1].begin() + 2 * 24, whole[1].begin() + 7 * 24), whole[2]};
+  REQUIRE(clip.apply(pointers(rows), logits));
+  CHECK(std::equal(rows[0].begin(), rows[0].end(), want[0].begin() + 5 * 8));
+  CHECK(std::equal(rows[1].begin(), rows[1].end(), want[1].begin() + 2 * 24));
+  CHECK(rows[2] == want[2]);
+  // Misuse: nothing set.
+  QkClip fresh(attention.layers);
+  CHECK(fresh.set_elements({{0, 1}, {0, 1}, {0, 1}}).status == Status::invalid_argument);  // before init
+  REQUIRE(fresh.init(specs));
+  CHECK(fresh.set_elements({{0, 1}}).status == Status::invalid_argument);
+  const StepReport beyond = fresh.set_elements({{0, 288}, {0, 193}, {0, 1}});
+  CHECK(beyond.status == Status::invalid_argument);
+  CHECK(beyond.bad_param == 1);
+  CHECK(fresh.set_elements({{5, 4}, {0, 8}, {0, 1}}).status == Status::invalid_argument);
+  CHECK(fresh.set_elements({{-1, 4}, {0, 8}, {0, 1}}).status == Status::invalid_argument);
+  // A null pointer for a run that holds part of a clipped slice is refused, nothing scaled.
+  REQUIRE(fresh.set_elements({{0, 0}, {15, 16}, {0, 0}}));  // c_attn row 0, column 15: key head 1
+  const QkClipReport null_held = fresh.apply({nullptr, nullptr, nullptr}, logits);
+  CHECK(null_held.status == Status::invalid_argument);
+  CHECK(null_held.bad_param == 1);
+}
+
 TEST_CASE("qk_clip on device pointers gives the host's bits") {
   // One float multiplication per element, correctly rounded on every backend (no FMA to fuse):
   // the device result equals the host's bit for bit, on a GPU too.

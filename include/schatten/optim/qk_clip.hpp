@@ -28,10 +28,11 @@
 ///    (a logit that overflowed says nothing about the factor, and η = 0 would erase the head).
 ///
 /// Row-sharded parameters (FSDP by dim 0, distributed::DistributedPartition's row_sharded
-/// layout): set_rows() tells the clip which rows of each parameter this process holds; every
-/// process calls apply() with the same (all-reduced) logits and scales the part of each slice it
-/// holds. The factors depend on the logits only, so the shards together equal one process's
-/// clip bit for bit, with no communication.
+/// layout): set_rows() tells the clip which rows of each parameter this process holds;
+/// flat-sharded ones (ZeRO, Megatron's distributed optimizer: flat_sharded), set_elements() which
+/// run of its elements. Every process calls apply() with the same (all-reduced) logits and scales
+/// the part of each slice it holds. The factors depend on the logits only, so the shards together equal one
+/// process's clip bit for bit, with no communication.
 ///
 /// Cost: one pass over the slices of clipped groups only (none when no head exceeds τ); on the
 /// device one kernel per clipped slice. Accuracy: each slice element is multiplied once by a
@@ -274,9 +275,9 @@ class QkClip {
     }
     factors_.assign(static_cast<std::size_t>(heads_), 1.0);
     slice_factor_.assign(slices_.size(), 1.0f);
-    rows_.clear();
+    runs_.clear();
     for (const ParamSpec& p : params)
-      rows_.emplace_back(0, flatten(p.shape).rows);
+      runs_.emplace_back(0, flatten(p.shape).size());
     group_factor_.clear();
     for (const QkLayer& l : layers_)
       group_factor_.emplace_back(static_cast<std::size_t>(l.kv_heads), 1.0);
@@ -299,14 +300,40 @@ class QkClip {
           rows[i].second > flatten(specs_[i].shape).rows)
         return refusal("qk_clip: set_rows: a range is not 0 <= first <= second <= the parameter's rows",
                        static_cast<std::ptrdiff_t>(i));
-    rows_ = rows;
+    runs_.clear();
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const index_t cols = flatten(specs_[i].shape).cols;
+      runs_.emplace_back(rows[i].first * cols, rows[i].second * cols);
+    }
+    return StepReport{};
+  }
+
+  /// The run of elements [first, second) of each parameter's flattened row-major matrix that
+  /// this process holds (flat-sharded parameters; after init(), which resets every run to all
+  /// elements). apply()'s params[i] then points to element `first` of parameter i, and the part
+  /// of each slice inside the run is scaled — for a column slice up to three blocks: the end of
+  /// the run's first row, its whole rows, the start of its last row. A pointer may be null when
+  /// its run misses every slice. With distributed::DistributedPartition d:
+  /// {d.element_range(i).begin, d.element_range(i).end} (also right for its row-sharded and
+  /// replicated parameters). invalid_argument (nothing changed) before init(), for a count
+  /// other than init()'s parameters, or a run that is not 0 ≤ first ≤ second ≤ rows · cols.
+  StepReport set_elements(const std::vector<std::pair<index_t, index_t>>& runs) {
+    if (!ready_) return refusal("qk_clip: set_elements before a successful init()", -1);
+    if (runs.size() != specs_.size()) return refusal("qk_clip: set_elements needs one run per parameter", -1);
+    for (std::size_t i = 0; i < runs.size(); ++i)
+      if (runs[i].first < 0 || runs[i].first > runs[i].second ||
+          runs[i].second > flatten(specs_[i].shape).size())
+        return refusal("qk_clip: set_elements: a run is not 0 <= first <= second <= the parameter's elements",
+                       static_cast<std::ptrdiff_t>(i));
+    runs_ = runs;
     return StepReport{};
   }
 
   /// Clips after an optimizer step. `params`: one pointer per parameter given to init(), in
-  /// init()'s memory, row-major in its flattened shape, or its held rows after set_rows() (null
-  /// allowed for parameters no slice touches). `max_logits`: host array of heads() values, the
-  /// layers' query heads in order (S_h as the file comment defines it). All or nothing: a wrong
+  /// init()'s memory, row-major in its flattened shape, or its held rows after set_rows() or run
+  /// after set_elements() (null allowed for parameters no slice touches). `max_logits`: host
+  /// array of heads() values, the layers' query heads in order (S_h as the file comment defines
+  /// it). All or nothing: a wrong
   /// count, a null pointer, a NaN/±Inf logit (invalid_argument / non_finite_input, naming the
   /// head) or a factor η^p below the smallest normal float (out_of_range: τ tiny against S) is
   /// refused before anything is scaled. On success factors() holds each query head's η.
@@ -316,7 +343,7 @@ class QkClip {
     if (params.size() != specs_.size())
       return refuse_apply(r, "qk_clip: one pointer per parameter given to init()");
     for (const Slice& s : slices_)
-      if (params[s.param] == nullptr && held(s).rows > 0) {
+      if (params[s.param] == nullptr && touches(s)) {
         r.bad_param = static_cast<std::ptrdiff_t>(s.param);
         return refuse_apply(r, "qk_clip: null pointer for a clipped parameter");
       }
@@ -376,15 +403,14 @@ class QkClip {
       }
     }
     for (std::size_t k = 0; k < slices_.size(); ++k) {
+      if (slice_factor_[k] == 1.0f) continue;
       const Slice& s = slices_[k];
-      const Held h = held(s);
-      if (slice_factor_[k] == 1.0f || h.rows == 0) continue;
-      const index_t ld = flatten(specs_[s.param].shape).cols;
-      float* p = params[s.param] + h.first_local * ld;
-      const MatrixRef<float> slice =
-          s.axis == 0 ? MatrixRef<float>::row_major(p, h.rows, ld, ld, memory_)
-                      : MatrixRef<float>::row_major(p + s.start, h.rows, s.width, ld, memory_);
-      scale_block(slice, slice_factor_[k]);
+      const index_t ld = flatten(specs_[s.param].shape).cols, first = runs_[s.param].first;
+      for_each_held_block(s, [&](index_t at, index_t rows, index_t width) {
+        scale_block(MatrixRef<float>::row_major(params[s.param] + (at - first), rows, width,
+                                                rows == 1 ? width : ld, memory_),
+                    slice_factor_[k]);
+      });
     }
     if (memory_ == MemoryKind::device) device_kernels::fence();
     return r;
@@ -411,15 +437,40 @@ class QkClip {
     index_t group = 0;  ///< the key head whose factor applies
     QkRole role = QkRole::query;
   };
-  /// The part of slice s in the rows this process holds: `rows` rows from local row first_local.
-  struct Held {
-    index_t first_local = 0, rows = 0;
-  };
-  Held held(const Slice& s) const {
-    const auto& [begin, end] = rows_[s.param];
-    const index_t lo = s.axis == 0 ? std::max(s.start, begin) : begin;
-    const index_t hi = s.axis == 0 ? std::min(s.start + s.width, end) : end;
-    return hi > lo ? Held{lo - begin, hi - lo} : Held{};
+  /// Calls f(at, rows, width) for each nonempty block of slice s inside the run this process
+  /// holds: `rows` rows of `width` elements at stride ld (the matrix's columns), the first at
+  /// element `at` of the flattened matrix. A row slice is one contiguous block (as one row); a
+  /// column slice meets the run in at most three: the end of the run's first row, its whole
+  /// rows, the start of its last row.
+  template <class F>
+  void for_each_held_block(const Slice& s, F&& f) const {
+    const auto [begin, end] = runs_[s.param];
+    const index_t ld = flatten(specs_[s.param].shape).cols;
+    if (s.axis == 0) {
+      const index_t lo = std::max(s.start * ld, begin), hi = std::min((s.start + s.width) * ld, end);
+      if (hi > lo) f(lo, index_t(1), hi - lo);
+      return;
+    }
+    // Columns [s.start, s.start + s.width) of row r, within elements [from, to) of that row.
+    auto part_of_row = [&](index_t r, index_t from, index_t to) {
+      const index_t lo = std::max(s.start, from - r * ld), hi = std::min(s.start + s.width, to - r * ld);
+      if (hi > lo) f(r * ld + lo, index_t(1), hi - lo);
+    };
+    if (ld == 0 || end <= begin) return;
+    const index_t full_first = (begin + ld - 1) / ld, full_end = end / ld;  // whole rows [.., ..)
+    if (full_first > full_end) {                                            // the run lies inside one row
+      part_of_row(begin / ld, begin, end);
+      return;
+    }
+    if (begin < full_first * ld) part_of_row(full_first - 1, begin, full_first * ld);
+    if (full_end > full_first) f(full_first * ld + s.start, full_end - full_first, s.width);
+    if (end > full_end * ld) part_of_row(full_end, full_end * ld, end);
+  }
+  /// Whether this process holds any element of slice s.
+  bool touches(const Slice& s) const {
+    bool any = false;
+    for_each_held_block(s, [&](index_t, index_t, index_t) { any = true; });
+    return any;
   }
   StepReport refuse(std::string what) {
     message_ = std::move(what);
@@ -446,7 +497,8 @@ class QkClip {
   std::vector<std::vector<double>> group_factor_;  ///< per layer and key head: η of the last apply
   std::vector<float> slice_factor_;                ///< per slice: float(η^p) of the last apply
   std::vector<double> factors_;
-  std::vector<std::pair<index_t, index_t>> rows_;  ///< per parameter: the rows held (set_rows)
+  std::vector<std::pair<index_t, index_t>>
+      runs_;  ///< per parameter: the elements held (set_rows, set_elements)
   index_t heads_ = 0;
   MemoryKind memory_ = MemoryKind::host;
   std::string message_, apply_message_;
