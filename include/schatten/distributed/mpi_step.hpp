@@ -105,9 +105,9 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// **By rows.** A row- or flat-sharded parameter whose route's rule acts on each element alone
 /// (optim::rule_row_local: the adamw and sgd presets) has no owner (owners() −1, by_rows()):
 /// every rank steps its own rows (run of elements) with the state of those, so its optimizer
-/// state is sharded like the parameter (ZeRO's layout) and nothing of it is communicated. The result is
-/// the same bit for bit (the rule treats each element alone); checkpoints hold the whole state,
-/// gathered by rows at save and cut by rows at load.
+/// state is sharded like the parameter (ZeRO's layout) and nothing of it is communicated. The
+/// result is the same bit for bit (the rule treats each element alone); checkpoints hold the
+/// whole state, appended in rank order at save and cut into the ranks' rows or runs at load.
 ///
 /// **Step** (all or nothing across ranks):
 ///   1. every rank scans the gradients it holds; one all-reduce agrees on the first NaN/Inf or
@@ -128,11 +128,12 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// a balanced assignment; traffic arriving at each rank: (P_replicated − own) floats of
 /// updates, plus for sharded parameters with an owner (owner) 2 × the other ranks' shards
 /// (gradient and parameter) and (non-owner) its shard of the update, none for those stepped by
-/// rows; 3 small all-reduces. Memory beyond the local Partition: one float buffer of all replicated
-/// parameters (the all-gather target), a copy of the owned replicated parameters (the local step writes into
-/// copies, so nothing is applied before the agreement), the gathered whole of each owned sharded parameter
-/// (gradient and parameter; for column shards also a staging buffer of the largest one), a copy of this
-/// rank's rows of each parameter stepped by rows, and per step one copy of the local state when
+/// rows; 3 small all-reduces. Memory beyond the local Partition: one float buffer of all
+/// replicated parameters (the all-gather target), a copy of the owned replicated parameters (the
+/// local step writes into copies, so nothing is applied before the agreement), the gathered
+/// whole of each owned sharded parameter (gradient and parameter; for column shards also a
+/// staging buffer of the largest one), a copy of this rank's rows (run) of each parameter
+/// stepped by rows, and per step one copy of the local state when
 /// a route may fail (rollback when another rank fails; the local Partition keeps its own copy
 /// too).
 ///
@@ -292,10 +293,10 @@ class DistributedPartition {
       sharded = sharded || layout_[i] != Layout::replicated;
     }
     if (sharded && clip_ > 0.0)
-      return optim::refusal(
-          "global clipping with row-sharded parameters is not supported (clip before the step)", -1);
-    // Owners. A row-sharded parameter whose rule acts on each element alone (row_local_route)
-    // has none: every rank steps its own rows with the state of those rows.
+      return optim::refusal("global clipping with sharded parameters is not supported (clip before the step)",
+                            -1);
+    // Owners. A row- or flat-sharded parameter whose rule acts on each element alone
+    // (row_local_route) has none: every rank steps its own rows or run with the state of those.
     std::vector<double> costs(np);
     by_rows_.assign(np, 0);
     for (std::size_t i = 0; i < np; ++i) {
@@ -418,13 +419,12 @@ class DistributedPartition {
   /// flattened row-major matrix (replicated), its rows row_range(i) (row_sharded), its columns
   /// column_range(i) of every row (column_sharded) or its elements element_range(i)
   /// (flat_sharded); null when it holds nothing of it. Gradients are read, not modified (unlike
-  /// optim::Partition, whose gradient buffers hold the updates afterwards). Returns the same status on every
-  /// rank.
+  /// optim::Partition, whose gradient buffers hold the updates afterwards). Returns the same
+  /// status on every rank.
   optim::StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
     const std::size_t np = params_.size();
     if (!local_) return optim::refusal("step before a successful init()", -1);
-    if (params.size() != np || grads.size() != np)
-      return optim::refusal("step: one parameter and one gradient pointer per parameter", -1);
+    if (optim::StepReport r = optim::check_counts(np, params, grads); !r) return r;
     // 1. Finiteness and pointers, agreed.
     std::int64_t key = detail::kNoFailure;
     for (std::size_t i = 0; i < np && key == detail::kNoFailure; ++i) {
@@ -707,7 +707,7 @@ class DistributedPartition {
     return {rows_[i].size(), cols_[i].size()};
   }
   /// Whether parameter i's gradient and parameter go to an owner and its update comes back by
-  /// shards (row- or column-sharded, not stepped by rows).
+  /// shards (sharded, not stepped by rows).
   bool exchanged(std::size_t i) const { return layout_[i] != Layout::replicated && !by_rows_[i]; }
   /// Column-sharded parameter i between the owner's whole row-major matrix and the stage (the
   /// ranks' rows × columns blocks in rank order, as gathered): into the matrix (unpack = true)

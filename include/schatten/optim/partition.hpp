@@ -109,13 +109,23 @@ inline std::string split_problem(const std::vector<index_t>& b, std::size_t part
          " nondecreasing boundaries from 0 to its " + std::to_string(total) + " " + unit;
 }
 
-/// The first check of every step over pointer lists (Partition, SplitPartition,
-/// kokkos::step): one parameter and one gradient pointer per parameter of `specs`, and none
-/// null unless its parameter is empty. ok, or invalid_argument naming the first offender.
+/// The count check of every step over pointer lists: one parameter and one gradient pointer
+/// for each of `count` parameters. ok, or invalid_argument. Also the whole first check of the
+/// steps whose callers may pass null for what they do not hold (SplitPartition over shards,
+/// distributed::DistributedPartition).
+inline StepReport check_counts(std::size_t count, const std::vector<float*>& params,
+                               const std::vector<float*>& grads) {
+  if (params.size() != count || grads.size() != count)
+    return refusal("step: one parameter and one gradient pointer per parameter", -1);
+  return StepReport{};
+}
+
+/// The first check of the steps over whole arrays (Partition, kokkos::step): check_counts, and
+/// no pointer null unless its parameter is empty. ok, or invalid_argument naming the first
+/// offender.
 inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std::vector<float*>& params,
                                  const std::vector<float*>& grads) {
-  if (params.size() != specs.size() || grads.size() != specs.size())
-    return refusal("step: one parameter and one gradient pointer per parameter", -1);
+  if (StepReport r = check_counts(specs.size(), params, grads); !r) return r;
   for (std::size_t i = 0; i < specs.size(); ++i)
     if ((params[i] == nullptr || grads[i] == nullptr) && flatten(specs[i].shape).size() > 0)
       return refusal("null pointer", static_cast<std::ptrdiff_t>(i));

@@ -455,8 +455,7 @@ class SplitPartition {
   /// One step from the caller's arrays (class comment).
   StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
     if (!ready_) return refusal("step before a successful init()", -1);
-    if (params.size() != window_.size() || grads.size() != window_.size())
-      return refusal("step: one parameter and one gradient pointer per parameter", -1);
+    if (StepReport r = check_counts(window_.size(), params, grads); !r) return r;
     // A null array where this process holds elements: its pieces are passed as null, and the
     // partition refuses the step (a distributed one on every process, so that no process is
     // left waiting in a collective) with the piece, which to_source turns into the parameter.
