@@ -209,7 +209,7 @@ void neuron_moments(const float* x, float* nu, index_t rows, index_t cols, float
             [&](index_t j, double& part) { part += double(xi[j]) * double(xi[j]); }, ss);
         if (t.team_rank() == 0) {
           const double r = NormalizeNeurons::update_moment(nu[i], ss, cols, w2, eps);
-          acc += Kokkos::complex<double>(ss, r * r * ss);
+          acc += Kokkos::complex<double>(ss, NormalizeNeurons::scaled_square(r, ss));
         }
       },
       sums);

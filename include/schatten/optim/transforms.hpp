@@ -591,6 +591,9 @@ struct NormalizeNeurons {
     nu = nu + w2 * (mean - nu);
     return reciprocal(nu, eps);
   }
+  /// Row i's part of ‖O‖² after the row scaling, r_i²·ss_i (its reciprocal r_i, its sum of
+  /// squares ss_i): the host loop's and the device kernel's one expression.
+  SCHATTEN_HOST_DEVICE static double scaled_square(double r, double ss) { return r * r * ss; }
   /// 1/(√nu + eps) in float, as the reference multiplies by it.
   SCHATTEN_HOST_DEVICE static float reciprocal(float nu, float eps) { return 1.0f / (std::sqrt(nu) + eps); }
   /// The second pass's factor of a row with moment nu: its reciprocal times the norm-restoring g.
@@ -613,7 +616,7 @@ struct NormalizeNeurons {
           ss += double(x[j]) * double(x[j]);
         const double r = update_moment(nu[i], ss, u.cols, w2, feps);
         before += ss;
-        after += r * r * ss;
+        after += scaled_square(r, ss);
       }
     }
     const double g = std::sqrt(before) / (std::sqrt(after) + eps);
