@@ -29,10 +29,10 @@
 ///
 /// Row-sharded parameters (FSDP by dim 0, distributed::DistributedPartition's row_sharded
 /// layout): set_rows() tells the clip which rows of each parameter this process holds;
-/// flat-sharded ones (ZeRO, Megatron's distributed optimizer: flat_sharded), set_elements() which
-/// run of its elements. Every process calls apply() with the same (all-reduced) logits and scales
-/// the part of each slice it holds. The factors depend on the logits only, so the shards together equal one
-/// process's clip bit for bit, with no communication.
+/// flat-sharded ones (ZeRO, Megatron's distributed optimizer: flat_sharded), set_elements()
+/// which run of its elements. Every process calls apply() with the same (all-reduced) logits
+/// and scales the part of each slice it holds. The factors depend on the logits only, so the
+/// shards together equal one process's clip bit for bit, with no communication.
 ///
 /// Cost: one pass over the slices of clipped groups only (none when no head exceeds τ); on the
 /// device one kernel per clipped slice. Accuracy: each slice element is multiplied once by a
