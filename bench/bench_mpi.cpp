@@ -5,19 +5,21 @@
 /// at each rank per step next to the parameter bytes.
 ///
 ///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns|flat]
-///   [--iterations K] [--cut]
+///   [--owners balanced|held] [--iterations K] [--cut]
 ///
 /// --layout sharded row-shards every parameter (FSDP2's torch.chunk split), --layout columns
 /// column-shards every parameter (tensor parallelism's split of dim 1; not with --cut), --layout
 /// flat cuts one flat buffer of all parameters evenly among the ranks (Megatron's distributed
-/// optimizer: last parameter first, starts aligned to 64 floats; not with --cut); --iterations sets the
-/// Newton–Schulz steps (default 5); --cut orthogonalises each fused attn.c_attn.weight (2304 × 768)
-/// as its Q, K and V (optim::SplitPartition over the distributed partition; with --layout sharded
-/// the fused arrays are sharded and each rank's rows straddle the pieces). Per step the time is the slowest
-/// rank's, between two barriers; gradients are refilled outside the timed region. One rank also times
-/// optim::Partition::step alone (the single-process baseline) when started on one rank. Prints one line per
-/// measurement. Compare runs that use the same cores: e.g. 1 rank with OPENBLAS_NUM_THREADS=2 against 2 ranks
-/// with OPENBLAS_NUM_THREADS=1 on a 2-core machine (docs/benchmarks/cpu-mpi.md).
+/// optimizer: last parameter first, starts aligned to 64 floats; not with --cut); --owners held
+/// steps each gathered parameter on a rank holding the most of it (OwnerChoice::where_held; default
+/// balanced); --iterations sets the Newton–Schulz steps (default 5); --cut orthogonalises each fused
+/// attn.c_attn.weight (2304 × 768) as its Q, K and V (optim::SplitPartition over the distributed partition;
+/// with --layout sharded the fused arrays are sharded and each rank's rows straddle the pieces). Per step the
+/// time is the slowest rank's, between two barriers; gradients are refilled outside the timed region. One
+/// rank also times optim::Partition::step alone (the single-process baseline) when started on one rank.
+/// Prints one line per measurement. Compare runs that use the same cores: e.g. 1 rank with
+/// OPENBLAS_NUM_THREADS=2 against 2 ranks with OPENBLAS_NUM_THREADS=1 on a 2-core machine
+/// (docs/benchmarks/cpu-mpi.md).
 #include <mpi.h>
 
 #include <algorithm>
@@ -134,7 +136,7 @@ void print_balance(const std::vector<ParamSpec>& specs, const std::vector<std::s
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int steps = 5, iterations = 5;
-  bool sharded = false, columns = false, flat = false, cut = false;
+  bool sharded = false, columns = false, flat = false, cut = false, held_owners = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--iterations") && i + 1 < argc) iterations = std::atoi(argv[++i]);
@@ -145,6 +147,7 @@ int main(int argc, char** argv) {
       flat = !std::strcmp(argv[i], "flat");
     }
     if (!std::strcmp(argv[i], "--cut")) cut = true;
+    if (!std::strcmp(argv[i], "--owners") && i + 1 < argc) held_owners = !std::strcmp(argv[++i], "held");
   }
   {
     Runtime runtime;
@@ -202,7 +205,8 @@ int main(int argc, char** argv) {
                                          : columns ? "column-sharded"
                                          : flat    ? "flat-sharded"
                                                    : "replicated") +
-                             (cut ? ", c_attn cut into q/k/v" : "");
+                             (cut ? ", c_attn cut into q/k/v" : "") +
+                             (held_owners ? ", owners where held" : "");
     if ((columns || flat) && cut) {
       if (me == 0) std::fprintf(stderr, "--cut takes replicated or row-sharded layouts\n");
       MPI_Abort(MPI_COMM_WORLD, 2);
@@ -212,6 +216,7 @@ int main(int argc, char** argv) {
                                                   route("adamw", adamw()));
       d.set_row_bounds(bounds);
       d.set_flat_bounds(flat_bounds);
+      if (held_owners) d.set_owner_choice(distributed::OwnerChoice::where_held);
       if (columns)
         d.set_layouts(std::vector<distributed::Layout>(specs.size(), distributed::Layout::column_sharded));
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
@@ -238,6 +243,7 @@ int main(int argc, char** argv) {
           layout, distributed::distributed_partition(comm, layout.pieces(), piece_labels,
                                                      route("muon", muon(mo)), route("adamw", adamw())));
       d.set_source_rows(bounds);
+      if (held_owners) d.partition().set_owner_choice(distributed::OwnerChoice::where_held);
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
       print_balance(layout.pieces(), piece_labels, d.partition().owners(), me, n);
       std::vector<index_t> held;  // this rank's rows of each fused parameter

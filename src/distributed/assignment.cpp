@@ -44,6 +44,11 @@ double default_cost(const optim::BlockShape& s, bool matrix_function) {
 }
 
 std::vector<int> assign_owners(const std::vector<double>& costs, int ranks) {
+  return assign_owners(costs, ranks, {});
+}
+
+std::vector<int> assign_owners(const std::vector<double>& costs, int ranks,
+                               const std::vector<std::vector<index_t>>& held) {
   std::vector<std::size_t> order(costs.size());
   std::iota(order.begin(), order.end(), std::size_t(0));
   std::stable_sort(order.begin(), order.end(),
@@ -51,9 +56,15 @@ std::vector<int> assign_owners(const std::vector<double>& costs, int ranks) {
   std::vector<double> load(static_cast<std::size_t>(ranks), 0.0);
   std::vector<int> owner(costs.size(), 0);
   for (std::size_t i : order) {
-    const auto r = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
-    owner[i] = static_cast<int>(r);
-    load[r] += costs[i];
+    // The candidates: the ranks holding the most of parameter i, or every rank.
+    const std::vector<index_t>* h =
+        i < held.size() && held[i].size() == static_cast<std::size_t>(ranks) ? &held[i] : nullptr;
+    const index_t most = h ? *std::max_element(h->begin(), h->end()) : 0;
+    std::size_t best = load.size();
+    for (std::size_t r = 0; r < load.size(); ++r)
+      if ((!h || (*h)[r] == most) && (best == load.size() || load[r] < load[best])) best = r;
+    owner[i] = static_cast<int>(best);
+    load[best] += costs[i];
   }
   return owner;
 }

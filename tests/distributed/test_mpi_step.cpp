@@ -218,6 +218,18 @@ TEST_CASE("distributed.assignment: longest processing time balances costs determ
   CHECK(distributed::default_cost({768, 3072}, true) > 10 * distributed::default_cost({768, 3072}, false));
 }
 
+TEST_CASE("distributed.assignment: owners where the parameters are held") {
+  // costs 5, 4, 3, 2, 1 on 2 ranks: the first two lie wholly on rank 0, the third is free, the
+  // fourth is held evenly (LPT's choice among both), the fifth mostly by rank 1.
+  const std::vector<double> costs = {5, 4, 3, 2, 1};
+  const std::vector<std::vector<index_t>> held = {{10, 0}, {7, 0}, {}, {5, 5}, {1, 6}};
+  CHECK(distributed::assign_owners(costs, 2, held) == std::vector<int>{0, 0, 1, 1, 1});  // loads 9 | 6
+  CHECK(distributed::assign_owners(costs, 2) == std::vector<int>{0, 1, 1, 0, 0});        // LPT: 8 | 7
+  // Without preferences it is LPT exactly.
+  CHECK(distributed::assign_owners(costs, 2, std::vector<std::vector<index_t>>(5)) ==
+        distributed::assign_owners(costs, 2));
+}
+
 TEST_CASE("distributed.partition: every rank computes the same owners") {
   auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
                                               route("muon", make_muon()), route("adamw", make_adamw()));
@@ -732,6 +744,46 @@ TEST_CASE(
           f.set_flat_bounds(mine);
         },
         "differ between the ranks");
+}
+
+TEST_CASE("distributed.partition: owners where the flat shards lie equal one process bit for bit") {
+  // OwnerChoice::where_held on the flat buffer of the previous test: every gathered parameter is
+  // owned by a rank holding the most of it (a matrix lying wholly on one rank is stepped there);
+  // the owners change, the trajectory and states do not.
+  const auto labels = propose_labels(specs());
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(ref.init());
+  const std::vector<std::vector<index_t>> bounds = flat_buffer_bounds();
+  auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()));
+  d.set_flat_bounds(bounds);
+  d.set_owner_choice(distributed::OwnerChoice::where_held);
+  REQUIRE(d.init());
+  int whole_on_owner = 0;
+  for (std::size_t i = 0; i < specs().size(); ++i) {
+    CAPTURE(specs()[i].name);
+    if (bounds[i].empty() || d.by_rows(i)) continue;
+    index_t most = 0;
+    for (std::size_t r = 0; r + 1 < bounds[i].size(); ++r)
+      most = std::max(most, bounds[i][r + 1] - bounds[i][r]);
+    const auto o = static_cast<std::size_t>(d.owners()[i]);
+    CHECK(bounds[i][o + 1] - bounds[i][o] == most);
+    whole_on_owner += most == flatten(specs()[i].shape).size();
+  }
+  CHECK(whole_on_owner > 0);
+  Model m(specs());
+  Local loc(d, m);
+  for (int t = 0; t < 3; ++t) {
+    m.gradients(t);
+    loc.gradients(d, m);
+    std::vector<float*> w = Model::ptrs(loc.w), g = Model::ptrs(loc.g);
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (loc.w[i].empty()) w[i] = g[i] = nullptr;
+    CHECK(d.step(w, g).status == Status::ok);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    CHECK(same_bits(d, m, loc));
+  }
+  CHECK(same_state(d, ref));
 }
 
 TEST_CASE("distributed.split: row-sharded fused parameters equal one process bit for bit") {

@@ -60,6 +60,14 @@ double default_cost(const optim::BlockShape& shape, bool matrix_function);
 /// every rank computes the same owners. Makespan ≤ 4/3 of the optimum (Graham 1969).
 std::vector<int> assign_owners(const std::vector<double>& costs, int ranks);
 
+/// assign_owners where parameters prefer the ranks that hold them: parameter i goes to the
+/// least loaded (ties: lower rank) of the ranks whose held[i][r] — how many of its elements rank
+/// r holds — is largest; an entry not of `ranks` values leaves parameter i free, as above. A
+/// parameter that lies wholly on one rank is then stepped there (no traffic), one spread evenly
+/// (FSDP2's row shards) goes where LPT puts it. The balance is then the layout's, not LPT's.
+std::vector<int> assign_owners(const std::vector<double>& costs, int ranks,
+                               const std::vector<std::vector<index_t>>& held);
+
 /// A checkpoint's fields and header as bytes (little-endian host layout; for the transfer
 /// between ranks of one job, not a file format) and back. deserialize returns false on a
 /// malformed buffer.

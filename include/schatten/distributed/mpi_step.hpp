@@ -54,6 +54,18 @@ enum class Layout {
   flat_sharded,
 };
 
+/// How DistributedPartition::init() picks a sharded parameter's owner.
+enum class OwnerChoice {
+  /// Longest-processing-time over the cost model, wherever the parameter lies (the default):
+  /// the best balance of the work; a shard costs its transfer to the owner and back.
+  balanced,
+  /// Among the ranks holding the most of the parameter's elements, the least loaded
+  /// (assign_owners with `held`): a flat-sharded matrix lying wholly on one rank is stepped
+  /// there and costs no traffic; the balance is then the layout's. Replicated parameters, and
+  /// shards held evenly, are placed as `balanced` places them.
+  where_held,
+};
+
 namespace detail {
 /// A copy of every field a state visits, in visit order (rollback when another rank fails).
 struct Snapshot {
@@ -178,6 +190,8 @@ class DistributedPartition {
   /// computes them for the parameters of a flat buffer partitioned among the ranks. A parameter
   /// takes bounds of one kind only (init() refuses two).
   void set_flat_bounds(std::vector<std::vector<index_t>> bounds) { flat_bounds_ = std::move(bounds); }
+  /// How init() picks owners (before init(); default OwnerChoice::balanced).
+  void set_owner_choice(OwnerChoice c) { choice_ = c; }
   /// Replaces default_cost() (before init()). Must return the same values on every rank.
   void set_cost_model(CostModel m) { cost_ = std::move(m); }
   /// optim::Partition::set_batching for the owners' local partitions (before init()).
@@ -312,7 +326,15 @@ class DistributedPartition {
                  : cost_     ? cost_(params_[i], labels_[i])
                              : default_cost(shapes_[i], matrix_route(route));
     }
-    owner_ = assign_owners(costs, n);
+    std::vector<std::vector<index_t>> held_by;  // OwnerChoice::where_held: elements per rank
+    if (choice_ == OwnerChoice::where_held)
+      for (std::size_t i = 0; i < np; ++i) {
+        held_by.emplace_back();
+        if (!exchanged(i)) continue;
+        for (std::size_t r = 0; r < static_cast<std::size_t>(n); ++r)
+          held_by.back().push_back((cuts_[i][r + 1] - cuts_[i][r]) * unit(i));
+      }
+    owner_ = assign_owners(costs, n, held_by);
     for (std::size_t i = 0; i < np; ++i)
       if (by_rows_[i]) owner_[i] = -1;
     // The local partition of the owned parameters and of this rank's rows of the by-rows ones,
@@ -387,15 +409,12 @@ class DistributedPartition {
     shard_displs_.assign(np, {});
     // The ranks' blocks in rank order: for row and flat shards the rows or runs of the whole
     // matrix itself, for column shards the staging buffer the owner unpacks (each rank's rows ×
-    // its columns). `other`: the floats per unit of the bounds.
+    // its columns).
     for (std::size_t i = 0; i < np; ++i)
       if (exchanged(i)) {
-        const index_t other = layout_[i] == Layout::row_sharded      ? shapes_[i].cols
-                              : layout_[i] == Layout::column_sharded ? shapes_[i].rows
-                                                                     : 1;
         for (std::size_t k = 0; k < static_cast<std::size_t>(n); ++k) {
-          shard_counts_[i].push_back((cuts_[i][k + 1] - cuts_[i][k]) * other);
-          shard_displs_[i].push_back(cuts_[i][k] * other);
+          shard_counts_[i].push_back((cuts_[i][k + 1] - cuts_[i][k]) * unit(i));
+          shard_displs_[i].push_back(cuts_[i][k] * unit(i));
         }
       }
     local_params_.assign(owned_.size(), nullptr);
@@ -706,6 +725,12 @@ class DistributedPartition {
     if (layout_[i] == Layout::flat_sharded) return {1, elements_[i].size()};
     return {rows_[i].size(), cols_[i].size()};
   }
+  /// The floats per unit of sharded parameter i's bounds: a row's, a column's or one element.
+  index_t unit(std::size_t i) const {
+    return layout_[i] == Layout::row_sharded      ? shapes_[i].cols
+           : layout_[i] == Layout::column_sharded ? shapes_[i].rows
+                                                  : 1;
+  }
   /// Whether parameter i's gradient and parameter go to an owner and its update comes back by
   /// shards (sharded, not stepped by rows).
   bool exchanged(std::size_t i) const { return layout_[i] != Layout::replicated && !by_rows_[i]; }
@@ -781,6 +806,7 @@ class DistributedPartition {
   std::vector<std::vector<index_t>> row_bounds_, column_bounds_,
       flat_bounds_;  ///< as set_row_bounds(), set_column_bounds(), set_flat_bounds() gave them
   CostModel cost_;
+  OwnerChoice choice_ = OwnerChoice::balanced;
   bool batching_ = true;
   std::size_t max_group_ = 16;
   optim::NonFinitePolicy policy_ = optim::NonFinitePolicy::error;
