@@ -113,6 +113,17 @@ struct Local {
     for (std::size_t i = 0; i < m.specs.size(); ++i)
       g[i] = rows_of(d, m, m.g[i], i);
   }
+  /// Step t of `d` on these arrays: the model's gradients of step t, cut to this rank's shards
+  /// (a rank holding nothing of a parameter passes null).
+  template <class D>
+  StepReport step(D& d, Model& m, int t) {
+    m.gradients(t);
+    gradients(d, m);
+    std::vector<float*> wp = Model::ptrs(w), gp = Model::ptrs(g);
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (w[i].empty()) wp[i] = gp[i] = nullptr;
+    return d.step(wp, gp);
+  }
 };
 
 /// Bit equality of this rank's arrays with the rows of the single-process parameters.
@@ -184,6 +195,35 @@ std::string shared_path(const char* what) {
          ("schatten_mpi_" + std::string(what) + "_" + std::to_string(::getpid()) + ".h5"))
             .string();
   return world().bcast_string(p, 0);
+}
+
+/// Steps [first, last) of the distributed partition `d` on this rank's arrays `at` and of the
+/// single-process partition `ref` on the whole model `m`, checking after each that this rank's
+/// arrays are the single process's bits.
+template <class P, class D>
+void along(P& ref, D& d, Model& m, Local& at, int first, int last) {
+  for (int t = first; t < last; ++t) {
+    CAPTURE(t);
+    CHECK(at.step(d, m, t).status == Status::ok);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    CHECK(same_bits(d, m, at));
+  }
+}
+
+/// Saves `d` (collective) to a fresh shared file after `step` steps and checks that the file is
+/// the single-process partition `ref`'s checkpoint, field for field; returns the path.
+template <class D, class P>
+std::string save_as_one_process(D& d, P& ref, const char* what, std::int64_t step) {
+  const std::string path = shared_path(what);
+  io::CheckpointHeader h;
+  h.step = step;
+  std::string err;
+  REQUIRE(distributed::save_checkpoint(path, d, h, &err) == Status::ok);
+  io::FieldSet file;
+  io::CheckpointHeader fh;
+  REQUIRE(io::read_checkpoint(path, file, fh, &err) == Status::ok);
+  CHECK(file == io::capture(ref));
+  return path;
 }
 
 }  // namespace
@@ -306,41 +346,16 @@ TEST_CASE(
   }
   Model m(specs());
   Local loc(d, m);
-  auto step = [&](auto& p, Local& l, int t) {
-    m.gradients(t);
-    l.gradients(p, m);
-    std::vector<float*> w = Model::ptrs(l.w), g = Model::ptrs(l.g);
-    for (std::size_t i = 0; i < w.size(); ++i)
-      if (l.w[i].empty()) w[i] = g[i] = nullptr;
-    return p.step(w, g);
-  };
-  for (int t = 0; t < 3; ++t) {
-    CHECK(step(d, loc, t).status == Status::ok);
-    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-    CHECK(same_bits(d, m, loc));
-  }
+  along(ref, d, m, loc, 0, 3);
   CHECK(same_state(d, ref));
-  const std::string path = shared_path("columns");
-  io::CheckpointHeader h;
-  h.step = 3;
+  const std::string path = save_as_one_process(d, ref, "columns", 3);
   std::string err;
-  REQUIRE(distributed::save_checkpoint(path, d, h, &err) == Status::ok);
-  {
-    io::FieldSet file;
-    io::CheckpointHeader fh;
-    REQUIRE(io::read_checkpoint(path, file, fh, &err) == Status::ok);
-    CHECK(file == io::capture(ref));
-  }
   auto rows = make(layouts(true));
   REQUIRE(rows.init());
   io::CheckpointHeader got;
   REQUIRE(distributed::load_checkpoint(path, rows, got, {}, &err) == Status::ok);
   Local other(rows, m);  // m holds the parameters after step 3
-  for (int t = 3; t < 5; ++t) {
-    CHECK(step(rows, other, t).status == Status::ok);
-    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-    CHECK(same_bits(rows, m, other));
-  }
+  along(ref, rows, m, other, 3, 5);
   if (world().rank() == 0) std::filesystem::remove(path);
 }
 
@@ -502,16 +517,7 @@ TEST_CASE("distributed.partition: uneven row bounds equal one process bit for bi
   }
   Model m(specs());
   Local loc(d, m);
-  for (int t = 0; t < 3; ++t) {
-    m.gradients(t);
-    loc.gradients(d, m);
-    std::vector<float*> w = Model::ptrs(loc.w), g = Model::ptrs(loc.g);
-    for (std::size_t i = 0; i < w.size(); ++i)
-      if (loc.w[i].empty()) w[i] = g[i] = nullptr;  // a rank holding no rows may pass null
-    CHECK(d.step(w, g).status == Status::ok);
-    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-    CHECK(same_bits(d, m, loc));
-  }
+  along(ref, d, m, loc, 0, 3);
   CHECK(same_state(d, ref));
   // Bad bounds are refused on every rank with a message.
   auto refused = [&](std::vector<std::vector<index_t>> b, const char* says) {
@@ -568,16 +574,7 @@ TEST_CASE("distributed.partition: uneven column bounds equal one process bit for
   }
   Model m(specs());
   Local loc(d, m);
-  for (int t = 0; t < 3; ++t) {
-    m.gradients(t);
-    loc.gradients(d, m);
-    std::vector<float*> w = Model::ptrs(loc.w), g = Model::ptrs(loc.g);
-    for (std::size_t i = 0; i < w.size(); ++i)
-      if (loc.w[i].empty()) w[i] = g[i] = nullptr;
-    CHECK(d.step(w, g).status == Status::ok);
-    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-    CHECK(same_bits(d, m, loc));
-  }
+  along(ref, d, m, loc, 0, 3);
   CHECK(same_state(d, ref));
   auto e = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
                                               route("adamw", make_adamw()));
@@ -673,42 +670,17 @@ TEST_CASE(
   if (world().size() > 1) CHECK((cut_in_row("muon") && cut_in_row("adamw")));
   Model m(specs());
   Local loc(d, m);
-  auto step = [&](auto& p, Local& at, int t) {
-    m.gradients(t);
-    at.gradients(p, m);
-    std::vector<float*> w = Model::ptrs(at.w), g = Model::ptrs(at.g);
-    for (std::size_t i = 0; i < w.size(); ++i)
-      if (at.w[i].empty()) w[i] = g[i] = nullptr;  // a rank holding nothing may pass null
-    return p.step(w, g);
-  };
-  for (int t = 0; t < 3; ++t) {
-    CHECK(step(d, loc, t).status == Status::ok);
-    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-    CHECK(same_bits(d, m, loc));
-  }
+  along(ref, d, m, loc, 0, 3);
   CHECK(same_state(d, ref));
-  const std::string path = shared_path("flat");
-  io::CheckpointHeader h;
-  h.step = 3;
+  const std::string path = save_as_one_process(d, ref, "flat", 3);
   std::string err;
-  REQUIRE(distributed::save_checkpoint(path, d, h, &err) == Status::ok);
-  {
-    io::FieldSet file;
-    io::CheckpointHeader fh;
-    REQUIRE(io::read_checkpoint(path, file, fh, &err) == Status::ok);
-    CHECK(file == io::capture(ref));
-  }
   auto e = make();
   REQUIRE(e.init());
   io::CheckpointHeader got;
   REQUIRE(distributed::load_checkpoint(path, e, got, {}, &err) == Status::ok);
   CHECK(same_state(e, ref));  // each rank holds its runs of the AdamW buffers
   Local other(e, m);
-  for (int t = 3; t < 5; ++t) {
-    CHECK(step(e, other, t).status == Status::ok);
-    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-    CHECK(same_bits(e, m, other));
-  }
+  along(ref, e, m, other, 3, 5);
   if (world().rank() == 0) std::filesystem::remove(path);
   // Refusals, on every rank.
   auto refused = [&](auto set, const char* says) {
@@ -773,16 +745,7 @@ TEST_CASE("distributed.partition: owners where the flat shards lie equal one pro
   CHECK(whole_on_owner > 0);
   Model m(specs());
   Local loc(d, m);
-  for (int t = 0; t < 3; ++t) {
-    m.gradients(t);
-    loc.gradients(d, m);
-    std::vector<float*> w = Model::ptrs(loc.w), g = Model::ptrs(loc.g);
-    for (std::size_t i = 0; i < w.size(); ++i)
-      if (loc.w[i].empty()) w[i] = g[i] = nullptr;
-    CHECK(d.step(w, g).status == Status::ok);
-    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-    CHECK(same_bits(d, m, loc));
-  }
+  along(ref, d, m, loc, 0, 3);
   CHECK(same_state(d, ref));
 }
 
