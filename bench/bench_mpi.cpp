@@ -190,16 +190,10 @@ int main(int argc, char** argv) {
         bounds[i] = distributed::chunk_bounds(flatten(specs[i].shape).rows, n);
     std::vector<std::vector<index_t>> flat_bounds;
     if (flat) {  // Megatron's buffer: reversed parameter order, 64-float aligned starts
-      std::vector<index_t> offsets(specs.size()), sizes(specs.size());
-      index_t end = 0;
-      for (std::size_t k = specs.size(); k-- > 0;) {
-        sizes[k] = flatten(specs[k].shape).size();
-        offsets[k] = (end + 63) / 64 * 64;
-        end = offsets[k] + sizes[k];
-      }
-      const index_t quantum = 64 * index_t(n);
-      flat_bounds = distributed::flat_bounds(
-          offsets, sizes, distributed::chunk_bounds((end + quantum - 1) / quantum * quantum, n));
+      std::vector<index_t> sizes;
+      for (const ParamSpec& p : specs)
+        sizes.push_back(flatten(p.shape).size());
+      flat_bounds = distributed::reversed_flat_buffer(sizes, 64, n).bounds;
     }
     const std::string what = std::string(sharded   ? "row-sharded"
                                          : columns ? "column-sharded"

@@ -36,6 +36,21 @@ std::vector<std::vector<index_t>> flat_bounds(const std::vector<index_t>& offset
   return out;
 }
 
+FlatBuffer reversed_flat_buffer(const std::vector<index_t>& sizes, index_t align, int ranks) {
+  FlatBuffer b;
+  b.offsets.resize(sizes.size());
+  index_t end = 0;
+  for (std::size_t k = sizes.size(); k-- > 0;) {
+    b.offsets[k] = (end + align - 1) / align * align;
+    end = b.offsets[k] + sizes[k];
+  }
+  const index_t quantum = align * index_t(ranks);
+  b.size = (end + quantum - 1) / quantum * quantum;
+  b.parts = chunk_bounds(b.size, ranks);
+  b.bounds = flat_bounds(b.offsets, sizes, b.parts);
+  return b;
+}
+
 double default_cost(const optim::BlockShape& s, bool matrix_function) {
   double c = 64.0 * double(s.size());
   if (matrix_function && s.rows >= 2 && s.cols >= 2)

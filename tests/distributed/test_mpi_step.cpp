@@ -592,17 +592,10 @@ TEST_CASE("distributed.partition: uneven column bounds equal one process bit for
 /// AdamW parameters "embed" and "bias" cut unevenly inside their rows (the even split of this
 /// small buffer leaves each of them on one rank).
 std::vector<std::vector<index_t>> flat_buffer_bounds() {
-  const std::vector<ParamSpec> ps = specs();
-  std::vector<index_t> offsets(ps.size()), sizes(ps.size());
-  index_t end = 0;
-  for (std::size_t k = ps.size(); k-- > 0;) {
-    sizes[k] = flatten(ps[k].shape).size();
-    offsets[k] = (end + 3) / 4 * 4;
-    end = offsets[k] + sizes[k];
-  }
-  const index_t quantum = 4 * world().size();
-  std::vector<std::vector<index_t>> b = distributed::flat_bounds(
-      offsets, sizes, distributed::chunk_bounds((end + quantum - 1) / quantum * quantum, world().size()));
+  std::vector<index_t> sizes;
+  for (const ParamSpec& p : specs())
+    sizes.push_back(flatten(p.shape).size());
+  std::vector<std::vector<index_t>> b = distributed::reversed_flat_buffer(sizes, 4, world().size()).bounds;
   for (std::size_t i : {3u, 8u, 9u})
     b[i].clear();
   b[0] = uneven_bounds(35);  // 4 ranks: 0–1 | 2–7 | 8–18 | 19–34 (rows of 5)
@@ -619,6 +612,14 @@ TEST_CASE("distributed.assignment: flat_bounds cuts a partitioned buffer into ea
   CHECK(b[0] == std::vector<index_t>{0, 2, 5, 5});
   CHECK(b[1] == std::vector<index_t>{0, 0, 0, 0});
   CHECK(b[2] == std::vector<index_t>{0, 0, 2, 7});
+  // Megatron's layout of sizes 5, 0, 7 aligned to 4 on 2 ranks: the last parameter first at 0,
+  // the second at 8 (empty), the first at 8; 13 floats padded to 16, parts 0 | 8 | 16.
+  const distributed::FlatBuffer f = distributed::reversed_flat_buffer({5, 0, 7}, 4, 2);
+  CHECK(f.offsets == std::vector<index_t>{8, 8, 0});
+  CHECK(f.size == 16);
+  CHECK(f.parts == std::vector<index_t>{0, 8, 16});
+  CHECK(f.bounds == distributed::flat_bounds({8, 8, 0}, {5, 0, 7}, {0, 8, 16}));
+  CHECK(f.bounds[2] == std::vector<index_t>{0, 7, 7});
   CHECK(distributed::flat_bounds({0, 1}, {1}, {0, 1}).size() == 1);  // malformed: refused by init
   CHECK(distributed::flat_bounds({0, 1}, {1}, {0, 1})[0] == std::vector<index_t>{-1});
 }

@@ -7,7 +7,7 @@
 /// a multiple of 64 · ranks), which is reduce-scattered so that each rank gets the averaged
 /// gradient of its equal part of the buffer. Each rank keeps the main (fp32) copy of the same
 /// part of the parameters. The optimizer is told which run of every parameter that part holds
-/// (distributed::flat_bounds → set_flat_bounds): AdamW steps every rank's runs where they lie,
+/// (distributed::reversed_flat_buffer → set_flat_bounds): AdamW steps every rank's runs where they lie,
 /// Muon gathers each matrix's runs to one owner and scatters the update's runs back. The updated
 /// parts are then all-gathered into every rank's model. Every rank checks the model against one
 /// process stepping whole arrays with the same averaged gradients: bit for bit
@@ -53,16 +53,14 @@ int main(int argc, char** argv) {
 
     // The flat buffer: where each parameter lies, and the ranks' equal parts of it.
     const std::size_t np = params.size();
-    std::vector<index_t> offsets(np), sizes(np);
-    index_t end = 0;
-    for (std::size_t k = np; k-- > 0;) {  // Megatron's order: last parameter first
-      sizes[k] = opt::flatten(params[k].shape).size();
-      offsets[k] = (end + 63) / 64 * 64;
-      end = offsets[k] + sizes[k];
-    }
-    const index_t padded = (end + 64 * n - 1) / (64 * n) * (64 * n), part = padded / n;
-    const std::vector<index_t> parts = dist::chunk_bounds(padded, n);  // rank r: [r·part, (r+1)·part)
-    const std::vector<std::vector<index_t>> runs = dist::flat_bounds(offsets, sizes, parts);
+    std::vector<index_t> sizes;
+    for (const opt::ParamSpec& p : params)
+      sizes.push_back(opt::flatten(p.shape).size());
+    const dist::FlatBuffer buffer = dist::reversed_flat_buffer(sizes, 64, n);
+    const std::vector<index_t>&offsets = buffer.offsets,
+          &parts = buffer.parts;  // rank r: [parts[r], parts[r+1])
+    const std::vector<std::vector<index_t>>& runs = buffer.bounds;
+    const index_t padded = buffer.size, part = padded / n;
 
     auto d = dist::distributed_partition(comm, params, labels, opt::route("muon", opt::muon()),
                                          opt::route("adamw", opt::adamw()));

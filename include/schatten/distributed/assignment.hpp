@@ -46,6 +46,21 @@ std::vector<std::vector<index_t>> flat_bounds(const std::vector<index_t>& offset
                                               const std::vector<index_t>& sizes,
                                               const std::vector<index_t>& buffer_bounds);
 
+/// A flat buffer of parameters cut into equal parts among the ranks (what flat_bounds takes, and
+/// its result).
+struct FlatBuffer {
+  std::vector<index_t> offsets;              ///< per parameter: where its elements begin in the buffer
+  index_t size = 0;                          ///< the buffer's floats, padding included
+  std::vector<index_t> parts;                ///< ranks + 1 boundaries: rank r holds [parts[r], parts[r+1])
+  std::vector<std::vector<index_t>> bounds;  ///< flat_bounds(offsets, sizes, parts)
+};
+
+/// Megatron-Core's layout of a distributed optimizer's buffer: the parameters of `sizes` (floats
+/// each) in reverse order, each start aligned to `align` floats, the buffer padded to a multiple
+/// of align · ranks and cut into equal parts. For a framework that lays its buffer out
+/// otherwise, compute the offsets and call flat_bounds. align ≥ 1, ranks ≥ 1.
+FlatBuffer reversed_flat_buffer(const std::vector<index_t>& sizes, index_t align, int ranks);
+
 /// The default cost of one parameter's update, in flop-equivalents:
 ///   element-wise rules: 64 · rows · cols — a memory-bound pass over a handful of arrays; 64 is
 ///     the ratio of the GEMM flop rate (≈ 60 GFLOP/s) to the streamed element rate (≈ 1 G
