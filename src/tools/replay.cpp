@@ -950,8 +950,8 @@ class Columns {
     const opt::SplitLayout::Piece& c = layout_.map()[k];
     if (!c.copied()) return c.in_place(p);
     scratch.resize(numel(k));
-    for (index_t g = 0; g < c.groups; ++g)
-      opt::copy_block(c.in_copy(scratch.data(), g, MemoryKind::host), c.in_source(p, g, MemoryKind::host));
+    c.for_each_block(scratch.data(), p, MemoryKind::host,
+                     [](MatrixRef<float> to, MatrixRef<const float> from) { opt::copy_block(to, from); });
     return scratch.data();
   }
   /// Whether column k has an activation Gram (its parameter records one; not a stack's matrix).

@@ -473,23 +473,17 @@ TEST_CASE("distributed.split: cut parameters over the ranks equal one process bi
   CHECK(r.status == Status::invalid_argument);
   CHECK(std::string(r.message).find("set_source_rows") != std::string::npos);
   CHECK(sharded.init(MemoryKind::device).status == Status::invalid_argument);
-  for (int kind = 0; kind < 2; ++kind) {  // nor by column or flat bounds
-    auto other = split_partition(
-        layout, distributed::distributed_partition(world(), layout.pieces(), labels,
-                                                   route("muon", make_muon()), route("adamw", make_adamw())));
-    std::vector<std::vector<index_t>> b(layout.pieces().size());
-    b[1] = distributed::chunk_bounds(
-        kind == 0 ? flatten(layout.pieces()[1].shape).cols : flatten(layout.pieces()[1].shape).size(),
-        world().size());
-    if (kind == 0)
-      other.partition().set_column_bounds(b);
-    else
-      other.partition().set_flat_bounds(b);
-    const StepReport o = other.init();
-    CHECK(o.status == Status::invalid_argument);
-    CHECK(std::string(o.message).find(kind == 0 ? "set_column_bounds" : "set_flat_bounds") !=
-          std::string::npos);
-  }
+  // Nor by column bounds (row and flat bounds are the SplitPartition's own: it sets them from
+  // set_source_rows and set_source_elements).
+  auto other = split_partition(
+      layout, distributed::distributed_partition(world(), layout.pieces(), labels, route("muon", make_muon()),
+                                                 route("adamw", make_adamw())));
+  std::vector<std::vector<index_t>> b(layout.pieces().size());
+  b[1] = distributed::chunk_bounds(flatten(layout.pieces()[1].shape).cols, world().size());
+  other.partition().set_column_bounds(b);
+  const StepReport o = other.init();
+  CHECK(o.status == Status::invalid_argument);
+  CHECK(std::string(o.message).find("set_column_bounds") != std::string::npos);
 }
 
 TEST_CASE("distributed.partition: uneven row bounds equal one process bit for bit") {
@@ -750,50 +744,80 @@ TEST_CASE("distributed.partition: owners where the flat shards lie equal one pro
   CHECK(same_state(d, ref));
 }
 
-TEST_CASE("distributed.split: row-sharded fused parameters equal one process bit for bit") {
-  // FSDP-sharded fused parameters, cut: each rank holds rows of the fused QKV (row, grouped and
-  // column cuts), of an expert stack (whole experts) and of a bias, and passes only those (null
-  // when none); SplitPartition lays each piece out as its rows fall and the distributed
-  // partition gathers it to its owner. Torch.chunk shards and uneven ones (ranks with no rows),
-  // against the single-process SplitPartition on the whole arrays, bit for bit.
+TEST_CASE("distributed.split: row- and flat-sharded fused parameters equal one process bit for bit") {
+  // Sharded fused parameters, cut: each rank holds rows (FSDP by dim 0) or a run of elements (a
+  // flat buffer: ZeRO, Megatron's distributed optimizer) of the fused QKV (row, grouped and
+  // column cuts), of an expert stack and of a bias, and passes only those (null when none);
+  // SplitPartition lays each piece out as its rows or elements fall and the distributed
+  // partition gathers it to its owner. Torch.chunk row shards, uneven ones (ranks with none),
+  // Megatron's buffer (reversed, aligned, cut into equal parts: runs begin inside rows), uneven
+  // runs, and rows and runs mixed, against the single-process SplitPartition on the whole
+  // arrays, bit for bit.
   const SplitLayout layout = cut_layout();
   REQUIRE_MESSAGE(layout, layout.message());
   const std::vector<ParamSpec>& ps = layout.params();
   const auto labels = propose_labels(layout.pieces());
-  const auto me = static_cast<std::size_t>(world().rank());
-  for (bool uneven : {false, true}) {
-    CAPTURE(uneven);
-    std::vector<std::vector<index_t>> bounds(ps.size());  // embed stays replicated
-    for (std::size_t i = 1; i < ps.size(); ++i) {
-      const index_t rows = flatten(ps[i].shape).rows;
-      bounds[i] = uneven ? uneven_bounds(rows) : distributed::chunk_bounds(rows, world().size());
+  const int n = world().size(), me = world().rank();
+  enum Kind { chunk_rows, uneven_rows, megatron_runs, uneven_runs, mixed };
+  for (int kind : {chunk_rows, uneven_rows, megatron_runs, uneven_runs, mixed}) {
+    CAPTURE(kind);
+    // Row bounds and element bounds per parameter (the embedding replicated, but in the buffer).
+    std::vector<std::vector<index_t>> rows(ps.size()), runs(ps.size());
+    std::vector<index_t> sizes;
+    for (const ParamSpec& p : ps)
+      sizes.push_back(flatten(p.shape).size());
+    if (kind == megatron_runs) runs = distributed::reversed_flat_buffer(sizes, 1, n).bounds;
+    for (std::size_t i = 1; kind != megatron_runs && i < ps.size(); ++i) {
+      const index_t r = flatten(ps[i].shape).rows;
+      if (kind == chunk_rows) rows[i] = distributed::chunk_bounds(r, n);
+      if (kind == uneven_rows || (kind == mixed && i % 2 == 1)) rows[i] = uneven_bounds(r);
+      if (kind == uneven_runs || (kind == mixed && i % 2 == 0)) {
+        runs[i] = uneven_bounds(sizes[i]);
+        for (std::size_t k = 1; k + 1 < runs[i].size(); ++k)  // one element on: inside rows
+          runs[i][k] += runs[i][k] < sizes[i] ? 1 : 0;
+      }
     }
+    // The cases meant: uneven runs cut h0.c_attn (8 × 12, cut by columns) inside a row, and the
+    // buffer's parts begin inside a row of some parameter.
+    if (n > 1 && kind == uneven_runs) CHECK(runs[2][1] % 12 != 0);
+    bool inside_a_row = false;
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      for (std::size_t k = 1; k + 1 < runs[i].size(); ++k)
+        inside_a_row = inside_a_row || (runs[i][k] % flatten(ps[i].shape).cols != 0 && runs[i][k] < sizes[i]);
+    if (n > 1 && kind == megatron_runs) CHECK(inside_a_row);
+    // Rank r's elements [first, last) of parameter i.
+    auto window = [&](std::size_t i, int r) {
+      const auto at = static_cast<std::size_t>(r);
+      const index_t cols = flatten(ps[i].shape).cols;
+      if (!rows[i].empty()) return std::pair<index_t, index_t>{rows[i][at] * cols, rows[i][at + 1] * cols};
+      if (!runs[i].empty()) return std::pair<index_t, index_t>{runs[i][at], runs[i][at + 1]};
+      return std::pair<index_t, index_t>{0, sizes[i]};
+    };
     auto ref = split_partition(layout, optim::partition(layout.pieces(), labels, route("muon", make_muon()),
                                                         route("adamw", make_adamw())));
     REQUIRE(ref.init());
     auto d = split_partition(
         layout, distributed::distributed_partition(world(), layout.pieces(), labels,
                                                    route("muon", make_muon()), route("adamw", make_adamw())));
-    d.set_source_rows(bounds);
+    d.set_source_rows(rows);
+    d.set_source_elements(runs);
     REQUIRE(d.init());
     CHECK(d.signature() == ref.signature());
-    // This rank's rows of every fused array.
-    auto rows_of = [&](const std::vector<float>& whole, std::size_t i) {
-      if (bounds[i].empty()) return whole;
-      const index_t cols = flatten(ps[i].shape).cols;
-      return std::vector<float>(whole.begin() + bounds[i][me] * cols,
-                                whole.begin() + bounds[i][me + 1] * cols);
+    // This rank's part of every fused array.
+    auto held = [&](const std::vector<float>& whole, std::size_t i) {
+      const auto [first, last] = window(i, me);
+      return std::vector<float>(whole.begin() + first, whole.begin() + last);
     };
     Model m(ps);
     std::vector<std::vector<float>> w, g;
     for (std::size_t i = 0; i < ps.size(); ++i)
-      w.push_back(rows_of(m.w[i], i));
+      w.push_back(held(m.w[i], i));
     for (int t = 0; t < 3; ++t) {
       CAPTURE(t);
       m.gradients(t);
       g.clear();
       for (std::size_t i = 0; i < ps.size(); ++i)
-        g.push_back(rows_of(m.g[i], i));
+        g.push_back(held(m.g[i], i));
       const std::vector<std::vector<float>> g0 = g;
       std::vector<float*> wp = Model::ptrs(w), gp = Model::ptrs(g);
       for (std::size_t i = 0; i < ps.size(); ++i)
@@ -802,25 +826,29 @@ TEST_CASE("distributed.split: row-sharded fused parameters equal one process bit
       REQUIRE(d.step(wp, gp));
       for (std::size_t i = 0; i < ps.size(); ++i) {
         CAPTURE(ps[i].name);
-        CHECK(rows_of(m.w[i], i) == w[i]);  // float ==: bit for bit (no NaN here)
-        CHECK(g0[i] == g[i]);               // gradients read, copies scattered back unchanged
+        CHECK(held(m.w[i], i) == w[i]);  // float ==: bit for bit (no NaN here)
+        CHECK(g0[i] == g[i]);            // gradients read, copies scattered back unchanged
       }
     }
     CHECK(same_state(d.partition(), ref.partition()));
-    // A null array on the last rank only, where it holds rows of the grouped QKV: every rank
-    // refuses the step (nobody is left in a collective), naming the fused parameter, and no
-    // array changes.
+    // A null array on the last rank only, for the first cut parameter of which it holds
+    // elements: every rank refuses the step (nobody is left in a collective), naming the fused
+    // parameter, and no array changes.
+    std::size_t gap = 1;
+    while (gap + 1 < ps.size() && window(gap, n - 1).first == window(gap, n - 1).second)
+      ++gap;
     std::vector<float*> wp = Model::ptrs(w), gp = Model::ptrs(g);
     for (std::size_t i = 0; i < ps.size(); ++i)
       if (w[i].empty()) wp[i] = gp[i] = nullptr;
-    if (world().rank() == world().size() - 1) wp[3] = nullptr;
+    if (me == n - 1) wp[gap] = nullptr;
     const StepReport refused = d.step(wp, gp);
     CHECK(refused.status == Status::invalid_argument);
-    CHECK(refused.bad_param == 3);
+    CHECK(refused.bad_param == static_cast<std::ptrdiff_t>(gap));
     for (std::size_t i = 0; i < ps.size(); ++i)
-      CHECK(rows_of(m.w[i], i) == w[i]);
+      CHECK(held(m.w[i], i) == w[i]);
   }
-  // Bounds of the wrong length, and a partition that cannot take row shards, are refused.
+  // Bounds of the wrong length, two kinds for one parameter, and a partition that cannot take
+  // shards, are refused.
   auto d = split_partition(
       layout, distributed::distributed_partition(world(), layout.pieces(), labels, route("muon", make_muon()),
                                                  route("adamw", make_adamw())));
@@ -832,6 +860,31 @@ TEST_CASE("distributed.split: row-sharded fused parameters equal one process bit
   CHECK_MESSAGE(std::string(r.message).find("the row bounds of 'h0.qkv'") != std::string::npos, r.message);
   d.set_source_rows({{0, 7}});
   CHECK(d.init().status == Status::invalid_argument);  // one entry per parameter
+  d.set_source_rows({});
+  bad[1] = {0, 12 * 8 + 1};
+  bad[1].insert(bad[1].end(), static_cast<std::size_t>(world().size() - 1), 12 * 8 + 1);
+  d.set_source_elements(bad);
+  r = d.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK_MESSAGE(std::string(r.message).find("the element bounds of 'h0.qkv'") != std::string::npos,
+                r.message);
+  CHECK(r.bad_param == 1);
+  d.set_source_elements({{0, 7}});
+  r = d.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK(std::string(r.message).find("set_source_elements needs one entry per parameter") !=
+        std::string::npos);
+  std::vector<std::vector<index_t>> both(ps.size());
+  both[2] = distributed::chunk_bounds(8, world().size());
+  d.set_source_rows(both);
+  both[2] = distributed::chunk_bounds(8 * 12, world().size());
+  d.set_source_elements(both);
+  r = d.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK_MESSAGE(std::string(r.message).find("'h0.c_attn' has row and element bounds") != std::string::npos,
+                r.message);
+  CHECK(r.bad_param == 2);
+  d.set_source_elements({});
   if (world().size() > 1) {  // wrong on the last rank only: refused everywhere, nobody waits
     std::vector<std::vector<index_t>> some(ps.size());
     some[1] = distributed::chunk_bounds(12, world().size());
@@ -847,6 +900,9 @@ TEST_CASE("distributed.split: row-sharded fused parameters equal one process bit
   r = single.init();
   CHECK(r.status == Status::invalid_argument);
   CHECK(std::string(r.message).find("need a distributed partition") != std::string::npos);
+  single.set_source_rows({});
+  single.set_source_elements(std::vector<std::vector<index_t>>(ps.size()));
+  CHECK(single.init().status == Status::invalid_argument);
 }
 
 TEST_CASE("distributed.partition: global clipping equals one process bit for bit") {

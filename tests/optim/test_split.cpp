@@ -405,12 +405,14 @@ TEST_SUITE("optim.split") {
     CHECK(r.bad_param == 1);
   }
 
-  TEST_CASE("split: a row shard of a fused parameter holds a run of each piece's rows") {
-    // A process holding source rows [a, b) of a fused parameter (FSDP by dim 0) holds the rows
-    // [rows_before(a), rows_before(b)) of each of its pieces, and the windowed in_place /
-    // in_source / in_copy address exactly them. The oracle: the rows of the whole piece (this
-    // file's Cut arithmetic) whose elements lie in source rows [a, b), for every window of
-    // every piece of the row, column, grouped, gated per-head and stack layouts.
+  TEST_CASE("split: a flat or row shard of a fused parameter holds a run of each piece") {
+    // A process holding source elements [a, b) of a fused parameter (a flat shard: ZeRO,
+    // Megatron's distributed optimizer) holds the elements [elements_before(a),
+    // elements_before(b)) of each of its pieces, and the windowed in_place / for_each_block
+    // address exactly them. The oracle: the elements of the whole piece (this file's Cut
+    // arithmetic) whose source index lies in [a, b), which must be one run in the piece's
+    // order, for every window of every piece of the row, column, grouped, gated per-head and
+    // stack layouts. Row shards are the windows of whole rows: rows_before counts them.
     const std::vector<ParamSpec> stack_params = {{"moe.w", {4, 3, 5}}, {"router", {4, 5}}};
     std::vector<Cut> stack_cuts;
     for (index_t e = 0; e < 4; ++e)
@@ -430,6 +432,7 @@ TEST_SUITE("optim.split") {
       REQUIRE(layout.map().size() == tc.cuts.size());
       for (std::size_t k = 0; k < tc.cuts.size(); ++k) {
         const Cut& c = tc.cuts[k];
+        CAPTURE(c.name);
         const SplitLayout::Piece& piece = layout.map()[k];
         const BlockShape src = flatten(tc.params[c.source].shape);
         // The source values are their own indices: a wrong address shows as a wrong value.
@@ -437,43 +440,54 @@ TEST_SUITE("optim.split") {
         for (std::size_t e = 0; e < fused.size(); ++e)
           fused[e] = static_cast<float>(e);
         const std::vector<float> whole = cut(fused, c);
-        const index_t pc = piece_cols(c);
-        for (index_t a = 0; a <= src.rows; ++a)
-          for (index_t b = a; b <= src.rows; ++b) {
-            CAPTURE(c.name);
+        const index_t pc = piece_cols(c), n = piece_rows(c) * pc;
+        for (index_t a = 0; a <= src.size(); ++a)
+          for (index_t b = a; b <= src.size(); ++b) {
             CAPTURE(a);
             CAPTURE(b);
-            // The oracle's rows: those whose first element lies in [a, b) (a piece row never
-            // straddles two source rows).
+            // The oracle's elements in [a, b), and where they lie in the piece.
             std::vector<float> want;
-            for (index_t i = 0; i < piece_rows(c); ++i) {
-              const auto row = static_cast<index_t>(at(c, i, 0)) / src.cols;
-              if (row >= a && row < b)
-                want.insert(want.end(), whole.begin() + i * pc, whole.begin() + (i + 1) * pc);
+            index_t first = -1, last = -1;
+            for (index_t e = 0; e < n; ++e) {
+              const auto from = static_cast<index_t>(at(c, e / pc, e % pc));
+              if (from < a || from >= b) continue;
+              if (first < 0) first = e;
+              last = e;
+              want.push_back(whole[static_cast<std::size_t>(e)]);
             }
-            const index_t r0 = piece.rows_before(a), r1 = piece.rows_before(b);
-            REQUIRE(r1 >= r0);
-            CHECK(static_cast<std::size_t>((r1 - r0) * pc) == want.size());
-            // The oracle's rows are contiguous and start at rows_before(a).
-            if (!want.empty()) CHECK(want.front() == whole[static_cast<std::size_t>(r0 * pc)]);
-            std::vector<float> shard(fused.begin() + a * src.cols, fused.begin() + b * src.cols);
+            const index_t e0 = piece.elements_before(a), e1 = piece.elements_before(b);
+            REQUIRE(e1 >= e0);
+            REQUIRE(static_cast<std::size_t>(e1 - e0) == want.size());
+            if (!want.empty()) {  // one run, starting at elements_before(a)
+              CHECK(first == e0);
+              CHECK(last + 1 == e1);
+            }
+            std::vector<float> shard(fused.begin() + a, fused.begin() + b);
             std::vector<float> got(want.size(), -1.0f);
             if (!piece.copied()) {
               const float* p = piece.in_place(shard.data(), a, b);
               CHECK((p == nullptr) == want.empty());
               if (p) got.assign(p, p + want.size());
             } else {
-              for (index_t g = 0; g < piece.groups; ++g) {
-                const MatrixRef<float> from = piece.in_source(shard.data(), g, MemoryKind::host, a, b);
-                const MatrixRef<float> to = piece.in_copy(got.data(), g, MemoryKind::host, a, b);
-                REQUIRE(from.rows == to.rows);
-                if (from.rows > 0) copy_block(to, from);
-              }
+              piece.for_each_block(
+                  got.data(), shard.data(), MemoryKind::host,
+                  [&](MatrixRef<float> to, MatrixRef<float> from) {
+                    REQUIRE(to.rows == from.rows);
+                    REQUIRE(to.cols == from.cols);
+                    REQUIRE(to.rows * to.cols > 0);
+                    copy_block(to, from);
+                  },
+                  a, b);
             }
             CHECK(got == want);
           }
-        CHECK(piece.rows_before(0) == 0);
+        CHECK(piece.elements_before(0) == 0);
+        CHECK(piece.elements_before(src.size()) == n);
+        // Whole rows: rows_before(t) rows are elements_before(t · cols) elements.
+        for (index_t t = 0; t <= src.rows; ++t)
+          CHECK(piece.rows_before(t) * pc == piece.elements_before(t * src.cols));
         CHECK(piece.rows_before(src.rows) == piece_rows(c));
+        CHECK(piece.rows_before(SplitLayout::Piece::kAll) == piece_rows(c));
       }
     }
   }

@@ -109,6 +109,38 @@ inline std::string split_problem(const std::vector<index_t>& b, std::size_t part
          " nondecreasing boundaries from 0 to its " + std::to_string(total) + " " + unit;
 }
 
+/// The blocks of a band of a flattened row-major matrix with `ld` columns that a run of its
+/// elements [begin, end) holds (a flat shard): calls f(at, rows, width) for each nonempty block,
+/// in element order — `rows` rows of `width` elements at stride ld, the first at element `at`.
+/// The band is rows [start, start + width) when axis = 0, contiguous, so at most one block, given
+/// as one row of its held elements; or columns [start, start + width) of every row when axis = 1,
+/// met by the run in at most three blocks: the end of the run's first row, its whole rows, the
+/// start of its last row. Preconditions: 0 <= begin, end <= the matrix's elements (axis 1).
+/// Cost O(1). The one geometry of QkClip's slices and SplitLayout's copied pieces over shards.
+template <class F>
+void for_each_band_block(index_t ld, index_t begin, index_t end, int axis, index_t start, index_t width,
+                         F&& f) {
+  if (axis == 0) {
+    const index_t lo = std::max(start * ld, begin), hi = std::min((start + width) * ld, end);
+    if (hi > lo) f(lo, index_t(1), hi - lo);
+    return;
+  }
+  if (ld == 0 || end <= begin) return;
+  // Columns [start, start + width) of row r, within elements [from, to) of that row.
+  auto part_of_row = [&](index_t r, index_t from, index_t to) {
+    const index_t lo = std::max(start, from - r * ld), hi = std::min(start + width, to - r * ld);
+    if (hi > lo) f(r * ld + lo, index_t(1), hi - lo);
+  };
+  const index_t full_first = (begin + ld - 1) / ld, full_end = end / ld;  // whole rows [.., ..)
+  if (full_first > full_end) {                                            // the run lies inside one row
+    part_of_row(begin / ld, begin, end);
+    return;
+  }
+  if (begin < full_first * ld) part_of_row(full_first - 1, begin, full_first * ld);
+  if (full_end > full_first) f(full_first * ld + start, full_end - full_first, width);
+  if (end > full_end * ld) part_of_row(full_end, full_end * ld, end);
+}
+
 /// The count check of every step over pointer lists: one parameter and one gradient pointer
 /// for each of `count` parameters. ok, or invalid_argument. Also the whole first check of the
 /// steps whose callers may pass null for what they do not hold (SplitPartition over shards,

@@ -438,33 +438,12 @@ class QkClip {
     QkRole role = QkRole::query;
   };
   /// Calls f(at, rows, width) for each nonempty block of slice s inside the run this process
-  /// holds: `rows` rows of `width` elements at stride ld (the matrix's columns), the first at
-  /// element `at` of the flattened matrix. A row slice is one contiguous block (as one row); a
-  /// column slice meets the run in at most three: the end of the run's first row, its whole
-  /// rows, the start of its last row.
+  /// holds (for_each_band_block: a row slice is one contiguous block, as one row; a column slice
+  /// meets the run in at most three).
   template <class F>
   void for_each_held_block(const Slice& s, F&& f) const {
     const auto [begin, end] = runs_[s.param];
-    const index_t ld = flatten(specs_[s.param].shape).cols;
-    if (s.axis == 0) {
-      const index_t lo = std::max(s.start * ld, begin), hi = std::min((s.start + s.width) * ld, end);
-      if (hi > lo) f(lo, index_t(1), hi - lo);
-      return;
-    }
-    // Columns [s.start, s.start + s.width) of row r, within elements [from, to) of that row.
-    auto part_of_row = [&](index_t r, index_t from, index_t to) {
-      const index_t lo = std::max(s.start, from - r * ld), hi = std::min(s.start + s.width, to - r * ld);
-      if (hi > lo) f(r * ld + lo, index_t(1), hi - lo);
-    };
-    if (ld == 0 || end <= begin) return;
-    const index_t full_first = (begin + ld - 1) / ld, full_end = end / ld;  // whole rows [.., ..)
-    if (full_first > full_end) {                                            // the run lies inside one row
-      part_of_row(begin / ld, begin, end);
-      return;
-    }
-    if (begin < full_first * ld) part_of_row(full_first - 1, begin, full_first * ld);
-    if (full_end > full_first) f(full_first * ld + s.start, full_end - full_first, s.width);
-    if (end > full_end * ld) part_of_row(full_end, full_end * ld, end);
+    for_each_band_block(flatten(specs_[s.param].shape).cols, begin, end, s.axis, s.start, s.width, f);
   }
   /// Whether this process holds any element of slice s.
   bool touches(const Slice& s) const {

@@ -118,80 +118,82 @@ class SplitLayout {
     /// Whether the piece is gathered into a contiguous copy for each step (column pieces and
     /// pieces of several blocks); otherwise it is the caller's memory itself.
     bool copied() const { return axis == 1 || groups > 1; }
-    /// How many of the piece's rows come from source rows before source row t. The piece's rows
-    /// follow its source's rows in order (nondecreasing in t: 0 at t ≤ 0, shape.rows from the
-    /// source's last row on), so a process holding source rows [first, last) — a row shard of
-    /// the fused parameter — holds exactly the piece's rows [rows_before(first),
+    /// How many of the piece's elements (in its row-major order) come from source elements
+    /// before element t of the source's flattened row-major matrix. The piece's elements follow
+    /// their source elements in order (piece index to source index is increasing), so this is
+    /// nondecreasing in t (0 at t <= 0, shape.size() from the piece's last source element on),
+    /// and a process holding source elements [first, last) — a flat shard of the fused
+    /// parameter (ZeRO, Megatron's distributed optimizer) — holds exactly one run of the piece:
+    /// its elements [elements_before(first), elements_before(last)), what
+    /// SplitPartition::set_source_elements gives each piece. Cost O(groups).
+    index_t elements_before(index_t t) const {
+      const index_t ld = source_cols;
+      if (!copied()) return std::clamp<index_t>(t - offset * ld, 0, shape.size());
+      index_t n = 0;
+      if (axis == 0) {  // block g: source rows offset + g·stride …, whole rows, contiguous
+        const index_t block = shape.rows / groups * ld;
+        for (index_t g = 0; g < groups; ++g)
+          n += std::clamp<index_t>(t - (offset + g * stride) * ld, 0, block);
+        return n;
+      }
+      // Columns: the rows before t's row whole, then the part of t's row before t.
+      if (ld == 0 || t <= 0) return 0;
+      const index_t row = t / ld, w = shape.cols / groups;
+      if (row >= shape.rows) return shape.size();
+      n = row * shape.cols;
+      for (index_t g = 0; g < groups; ++g)
+        n += std::clamp<index_t>(t - row * ld - (offset + g * stride), 0, w);
+      return n;
+    }
+    /// How many of the piece's rows come from source rows before source row t:
+    /// elements_before(t · source_cols) / shape.cols (a piece row never straddles two source
+    /// rows). A process holding source rows [first, last) — a row shard of the fused parameter
+    /// (FSDP2, ZeRO-3 by dim 0) — holds the piece's rows [rows_before(first),
     /// rows_before(last)): what SplitPartition::set_source_rows gives each piece. A stack's
     /// matrix lies in one source row: a shard holds all its rows or none.
     index_t rows_before(index_t t) const {
-      if (axis == 1) return std::clamp<index_t>(t, 0, shape.rows);
-      if (copied()) {
-        const index_t r = shape.rows / groups;
-        index_t n = 0;
-        for (index_t g = 0; g < groups; ++g)
-          n += std::clamp<index_t>(t - (offset + g * stride), 0, r);
-        return n;
-      }
       if (source_cols == 0 || shape.cols == 0) return std::clamp<index_t>(t - offset, 0, shape.rows);
-      // Source rows the piece spans: its rows (row piece, whole parameter) or 1 (a stack's matrix).
-      const index_t spanned = shape.size() / source_cols;
-      return std::clamp<index_t>(t - offset, 0, spanned) * source_cols / shape.cols;
+      const index_t most = std::numeric_limits<index_t>::max() / source_cols;  // no overflow
+      return elements_before(std::clamp<index_t>(t, 0, most) * source_cols) / shape.cols;
     }
     /// A piece that is not copied(): where it starts in its source's array p (row-major in the
-    /// source's flattened shape); it is contiguous from there. nullptr for a null p. With a
-    /// window, p holds the source's rows [first, last) only (a row shard), and the result is
-    /// where the piece's rows [rows_before(first), rows_before(last)) start in p: nullptr when
-    /// there are none.
+    /// source's flattened shape); it is contiguous from there. With a window, p holds the
+    /// source's elements [first, last) only (a flat shard; a row shard [a, b) is the window
+    /// [a · source_cols, b · source_cols)), and the result is where the piece's elements
+    /// [elements_before(first), elements_before(last)) start in p. nullptr for a null p, and
+    /// when the window holds none of the piece.
     template <class T>
-    T* in_place(T* p, index_t first = 0, index_t last = kAllRows) const {
-      if (!p || (last != kAllRows && rows_before(last) == rows_before(first))) return nullptr;
-      return p + ((offset - first) * source_cols + rows_before(first) * shape.cols);
+    T* in_place(T* p, index_t first = 0, index_t last = kAll) const {
+      const index_t begin = offset * source_cols;  // the piece's first element in the source
+      const index_t lo = std::max(begin, first), hi = std::min(begin + shape.size(), last);
+      return p && hi > lo ? p + (lo - first) : nullptr;
     }
-    /// Block g (0 ≤ g < groups) of a copied() piece inside its source's array p, with the
-    /// source's leading dimension: rows offset + g·stride … of all columns (axis 0), or columns
-    /// offset + g·stride … of all rows (axis 1). With a window, p holds the source's rows
-    /// [first, last) only, and the block is cut to them (possibly no rows).
-    template <class T>
-    MatrixRef<T> in_source(T* p, index_t g, MemoryKind memory, index_t first = 0,
-                           index_t last = kAllRows) const {
-      const index_t start = offset + g * stride;
-      if (axis == 0) {
-        const auto [s0, n] = block_rows(g, first, last);
-        return MatrixRef<T>::row_major(n > 0 ? p + (s0 - first) * source_cols : p, n, shape.cols, source_cols,
-                                       memory);
-      }
-      const index_t n = std::max<index_t>(std::min(last, shape.rows) - first, 0);
-      return MatrixRef<T>::row_major(n > 0 ? p + start : p, n, shape.cols / groups, source_cols, memory);
+    /// The blocks of a copied() piece that a window of its source holds, for gathering and
+    /// scattering: calls f(in_copy, in_source), two MatrixRefs of one shape, for each. `src`
+    /// holds the source's elements [first, last) of its flattened row-major matrix (the whole by
+    /// default), `copy` the piece's elements [elements_before(first), elements_before(last)),
+    /// contiguous in the piece's row-major order. copy_block(in_copy, in_source) over every
+    /// call gathers the held part of the piece; copy_block(in_source, in_copy) scatters it back.
+    /// Per block of the piece (one per group: rows offset + g·stride … or columns offset +
+    /// g·stride …) at most one call for rows and three for columns (for_each_band_block); none
+    /// for a block outside the window. Cost O(groups²) besides the copies.
+    template <class B, class S, class F>
+    void for_each_block(B* copy, S* src, MemoryKind memory, F&& f, index_t first = 0,
+                        index_t last = kAll) const {
+      const index_t ld = source_cols, before = elements_before(first);
+      const index_t end = axis == 1 ? std::min(last, shape.rows * ld) : last;
+      const index_t width = (axis == 0 ? shape.rows : shape.cols) / groups;
+      for (index_t g = 0; g < groups; ++g)
+        for_each_band_block(
+            ld, first, end, axis, offset + g * stride, width, [&](index_t at, index_t rows, index_t cols) {
+              const index_t ld_copy = rows == 1 ? cols : shape.cols;
+              const index_t ld_source = rows == 1 ? cols : ld;
+              f(MatrixRef<B>::row_major(copy + (elements_before(at) - before), rows, cols, ld_copy, memory),
+                MatrixRef<S>::row_major(src + (at - first), rows, cols, ld_source, memory));
+            });
     }
-    /// Block g of a copied() piece in its contiguous copy b (shape.rows × shape.cols): its g-th
-    /// band of rows (axis 0) or of columns (axis 1). copy_block(in_copy(b, g), in_source(p, g))
-    /// over every g gathers the piece; the reverse scatters it. With a window, b holds the
-    /// piece's rows [rows_before(first), rows_before(last)) only (what the source rows [first,
-    /// last) give), and the block is the part of them that in_source(p, g, …, first, last) is.
-    template <class T>
-    MatrixRef<T> in_copy(T* b, index_t g, MemoryKind memory, index_t first = 0,
-                         index_t last = kAllRows) const {
-      if (axis == 0) {
-        const index_t r = shape.rows / groups;
-        const auto [s0, n] = block_rows(g, first, last);
-        const index_t row = g * r + (s0 - (offset + g * stride)) - rows_before(first);
-        return MatrixRef<T>::row_major(n > 0 ? b + row * shape.cols : b, n, shape.cols, shape.cols, memory);
-      }
-      const index_t w = shape.cols / groups;
-      const index_t n = std::max<index_t>(std::min(last, shape.rows) - first, 0);
-      return MatrixRef<T>::row_major(n > 0 ? b + g * w : b, n, w, shape.cols, memory);
-    }
-    /// "Every source row" as a window end.
-    static constexpr index_t kAllRows = std::numeric_limits<index_t>::max();
-
-   private:
-    /// Block g of a row piece cut to source rows [first, last): its first source row and count.
-    std::pair<index_t, index_t> block_rows(index_t g, index_t first, index_t last) const {
-      const index_t start = offset + g * stride, end = start + shape.rows / groups;
-      const index_t s0 = std::max(start, first);
-      return {s0, std::max<index_t>(std::min(end, last) - s0, 0)};
-    }
+    /// "To the end of the source" as a window end.
+    static constexpr index_t kAll = std::numeric_limits<index_t>::max();
   };
 
   SplitLayout() = default;
@@ -363,12 +365,14 @@ class SplitLayout {
 };
 
 namespace detail {
-/// Whether P takes row bounds per parameter and knows its ranks (distributed::DistributedPartition).
+/// Whether P takes row and flat bounds per parameter and knows its ranks
+/// (distributed::DistributedPartition).
 template <class P, class = void>
-struct takes_row_bounds : std::false_type {};
+struct takes_shard_bounds : std::false_type {};
 template <class P>
-struct takes_row_bounds<
+struct takes_shard_bounds<
     P, std::void_t<decltype(std::declval<P&>().set_row_bounds(std::vector<std::vector<index_t>>{})),
+                   decltype(std::declval<P&>().set_flat_bounds(std::vector<std::vector<index_t>>{})),
                    decltype(std::declval<const P&>().communicator().rank()),
                    decltype(std::declval<const P&>().communicator().size())>> : std::true_type {};
 }  // namespace detail
@@ -395,7 +399,8 @@ struct takes_row_bounds<
 ///
 /// P: an optim::Partition, or a distributed::DistributedPartition (the pieces spread over the
 /// ranks' owners; docs/distributed.md "Cut parameters"), whose fused parameters may be
-/// row-sharded (set_source_rows).
+/// row-sharded (set_source_rows) or flat-sharded (set_source_elements). The SplitPartition sets
+/// that partition's row and flat bounds itself, from those.
 template <class P>
 class SplitPartition {
  public:
@@ -415,6 +420,20 @@ class SplitPartition {
   /// pieces are the caller's memory. Every process passes the same bounds (the partition
   /// compares them). The result is the single process's step bit for bit (tests/distributed).
   void set_source_rows(std::vector<std::vector<index_t>> bounds) { source_rows_ = std::move(bounds); }
+  /// Flat-sharded fused parameters (a flat buffer cut among the ranks: ZeRO-1/2, Megatron's
+  /// distributed optimizer; before init(); P must be a distributed::DistributedPartition): as
+  /// set_source_rows, with element boundaries from 0 to rows · cols of the flattened parameter,
+  /// process r holding its elements [b[r], b[r+1]), which may begin and end inside rows
+  /// (distributed::flat_bounds() computes them from the buffer). step() then takes, for such a
+  /// parameter, this process's run (null when empty). Each piece is flat-sharded as its
+  /// elements fall (SplitLayout::Piece::elements_before: the run of a fused QKV is a run of each
+  /// of Q, K and V, possibly empty); the partition gathers each piece's runs to its owner, or
+  /// steps them where they lie under a rule acting on each element alone. A parameter takes
+  /// bounds of one kind only (init() refuses rows and elements for one parameter). Cost: a
+  /// grouped or column piece is gathered from this process's run into a copy and scattered back
+  /// (at most three blocks per group). The result is the single process's step bit for bit
+  /// (tests/distributed).
+  void set_source_elements(std::vector<std::vector<index_t>> bounds) { source_elements_ = std::move(bounds); }
 
   /// invalid_argument when the layout is invalid (its message) or the partition was not built
   /// over layout.pieces(); otherwise the partition's init(memory) and the column pieces' copies
@@ -437,8 +456,8 @@ class SplitPartition {
     for (std::size_t k = 0; k < map.size(); ++k) {
       if (!map[k].copied()) continue;
       const Window w = window_[map[k].source];
-      const auto n = static_cast<std::size_t>((map[k].rows_before(w.last) - map[k].rows_before(w.first)) *
-                                              map[k].shape.cols);
+      const auto n =
+          static_cast<std::size_t>(map[k].elements_before(w.last) - map[k].elements_before(w.first));
       copies_[k].param.assign(n, 0.0f);
       copies_[k].grad.assign(n, 0.0f);
       if (!copies_[k].param.move_to(memory) || !copies_[k].grad.move_to(memory))
@@ -460,7 +479,7 @@ class SplitPartition {
     // partition refuses the step (a distributed one on every process, so that no process is
     // left waiting in a collective) with the piece, which to_source turns into the parameter.
     for (std::size_t i = 0; i < window_.size(); ++i)
-      missing_[i] = (params[i] == nullptr || grads[i] == nullptr) && window_[i].size(layout_.params()[i]) > 0;
+      missing_[i] = (params[i] == nullptr || grads[i] == nullptr) && window_[i].last > window_[i].first;
     const std::vector<SplitLayout::Piece>& map = layout_.map();
     for (std::size_t k = 0; k < map.size(); ++k) {
       const SplitLayout::Piece& c = map[k];
@@ -471,13 +490,9 @@ class SplitPartition {
         piece_params_[k] = c.in_place(params[c.source], w.first, w.last);
         piece_grads_[k] = c.in_place(grads[c.source], w.first, w.last);
       } else {
-        for (index_t g = 0; g < c.groups; ++g) {
-          const MatrixRef<float> p = c.in_source(params[c.source], g, memory_, w.first, w.last);
-          if (p.rows == 0) continue;  // a block outside this process's rows
-          copy_block(c.in_copy(copies_[k].param.data(), g, memory_, w.first, w.last), p);
-          copy_block(c.in_copy(copies_[k].grad.data(), g, memory_, w.first, w.last),
-                     c.in_source(grads[c.source], g, memory_, w.first, w.last));
-        }
+        auto gather = [](MatrixRef<float> to, MatrixRef<float> from) { copy_block(to, from); };
+        c.for_each_block(copies_[k].param.data(), params[c.source], memory_, gather, w.first, w.last);
+        c.for_each_block(copies_[k].grad.data(), grads[c.source], memory_, gather, w.first, w.last);
         piece_params_[k] = copies_[k].param.data();
         piece_grads_[k] = copies_[k].grad.data();
       }
@@ -488,14 +503,10 @@ class SplitPartition {
       const SplitLayout::Piece& c = map[k];
       if (!c.copied() || missing_[c.source]) continue;
       const Window w = window_[c.source];
-      for (index_t g = 0; g < c.groups; ++g) {
-        const MatrixRef<float> gr = c.in_source(grads[c.source], g, memory_, w.first, w.last);
-        if (gr.rows == 0) continue;
-        copy_block(gr, c.in_copy(copies_[k].grad.data(), g, memory_, w.first, w.last));
-        if (changed)
-          copy_block(c.in_source(params[c.source], g, memory_, w.first, w.last),
-                     c.in_copy(copies_[k].param.data(), g, memory_, w.first, w.last));
-      }
+      auto scatter = [](MatrixRef<float> from, MatrixRef<float> to) { copy_block(to, from); };
+      c.for_each_block(copies_[k].grad.data(), grads[c.source], memory_, scatter, w.first, w.last);
+      if (changed)
+        c.for_each_block(copies_[k].param.data(), params[c.source], memory_, scatter, w.first, w.last);
     }
     if (memory_ == MemoryKind::device) device_kernels::fence();  // the scatters
     return to_source(r);
@@ -517,56 +528,88 @@ class SplitPartition {
 
  private:
   struct Copies {
-    Buffer param, grad;  ///< a copied piece (the rows held here), contiguous, in the partition's memory
+    Buffer param, grad;  ///< a copied piece (the elements held here), contiguous, in the partition's memory
   };
-  /// The rows [first, last) of a caller parameter this process holds (all: 0, kAllRows).
+  /// The elements [first, last) of a caller parameter's flattened matrix this process holds
+  /// (a row shard's rows [a, b): [a · cols, b · cols); held whole: all of them).
   struct Window {
-    index_t first = 0, last = SplitLayout::Piece::kAllRows;
-    /// Elements held of parameter p.
-    index_t size(const ParamSpec& p) const {
-      const BlockShape m = flatten(p.shape);
-      return (std::min(last, m.rows) - first) * m.cols;
-    }
+    index_t first = 0, last = 0;
   };
-  /// init(): this process's windows from set_source_rows(), and each piece's row bounds handed
-  /// to the partition (which lays the pieces out over the ranks). Bounds that are wrong here
-  /// are refused with their message, after handing the partition bounds it refuses (one entry
-  /// for all pieces), so that its init fails on every process (it compares bounds first).
+  /// init(): this process's windows from set_source_rows() and set_source_elements(), and each
+  /// piece's row or flat bounds handed to the partition (which lays the pieces out over the
+  /// ranks). Bounds that are wrong here are refused with their message, after handing the
+  /// partition row bounds it refuses (one entry for all pieces), so that its init fails on every
+  /// process (it compares bounds first).
   StepReport shard_pieces() {
     const std::vector<ParamSpec>& ps = layout_.params();
-    window_.assign(ps.size(), Window{});
+    window_.clear();
+    for (const ParamSpec& p : ps)
+      window_.push_back(Window{0, flatten(p.shape).size()});
     missing_.assign(ps.size(), 0);
-    if (source_rows_.empty()) {
-      if constexpr (detail::takes_row_bounds<P>::value) partition_.set_row_bounds({});
+    if (source_rows_.empty() && source_elements_.empty()) {
+      if constexpr (detail::takes_shard_bounds<P>::value) {
+        partition_.set_row_bounds({});
+        partition_.set_flat_bounds({});
+      }
       return StepReport{};
     }
-    if constexpr (!detail::takes_row_bounds<P>::value) {
-      return refusal("split: row-sharded parameters (set_source_rows) need a distributed partition", -1);
+    if constexpr (!detail::takes_shard_bounds<P>::value) {
+      return refusal(
+          "split: sharded parameters (set_source_rows, set_source_elements) need a distributed partition",
+          -1);
     } else {
-      const std::vector<std::vector<index_t>> refused = {{-1}};
-      if (source_rows_.size() != ps.size()) {
-        partition_.set_row_bounds(refused);
-        return refusal("split: set_source_rows needs one entry per parameter (empty: held whole)", -1);
-      }
+      auto refuse = [&](std::string what, std::ptrdiff_t bad) {
+        message_ = "split: " + what;
+        partition_.set_row_bounds({{-1}});
+        partition_.set_flat_bounds({});
+        return refusal(message_.c_str(), bad);
+      };
+      // Per kind: the bounds given, what they count, and how a piece counts the same cut.
+      struct Given {
+        const std::vector<std::vector<index_t>>* bounds;
+        const char *setter, *kind, *unit;
+        bool rows;
+      };
+      const Given given[] = {{&source_rows_, "set_source_rows", "row", "rows", true},
+                             {&source_elements_, "set_source_elements", "element", "elements", false}};
       const auto n = static_cast<std::size_t>(partition_.communicator().size());
       const auto me = static_cast<std::size_t>(partition_.communicator().rank());
-      for (std::size_t i = 0; i < ps.size(); ++i) {
-        const std::vector<index_t>& b = source_rows_[i];
-        if (b.empty()) continue;
-        if (const std::string problem = split_problem(b, n, flatten(ps[i].shape).rows, ps[i].name);
-            !problem.empty()) {
-          message_ = "split: " + problem;
-          partition_.set_row_bounds(refused);
-          return refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+      for (const Given& g : given)
+        if (!g.bounds->empty() && g.bounds->size() != ps.size())
+          return refuse(
+              std::string(g.setter) + " needs one entry per parameter (empty: not sharded by " + g.unit + ")",
+              -1);
+      std::vector<char> taken(ps.size(), 0);
+      for (const Given& g : given)
+        for (std::size_t i = 0; i < g.bounds->size(); ++i) {
+          const std::vector<index_t>& b = (*g.bounds)[i];
+          if (b.empty()) continue;
+          if (taken[i])
+            return refuse("parameter '" + ps[i].name + "' has row and element bounds",
+                          static_cast<std::ptrdiff_t>(i));
+          taken[i] = 1;
+          const BlockShape m = flatten(ps[i].shape);
+          if (const std::string problem =
+                  split_problem(b, n, g.rows ? m.rows : m.size(), ps[i].name, g.kind, g.unit);
+              !problem.empty())
+            return refuse(problem, static_cast<std::ptrdiff_t>(i));
+          const index_t unit = g.rows ? m.cols : 1;
+          window_[i] = Window{b[me] * unit, b[me + 1] * unit};
         }
-        window_[i] = Window{b[me], b[me + 1]};
-      }
+      // Each piece's bounds, of its source's kind: the piece's rows or elements before each
+      // of the source's boundaries.
       const std::vector<SplitLayout::Piece>& map = layout_.map();
-      std::vector<std::vector<index_t>> pieces(map.size());
-      for (std::size_t k = 0; k < map.size(); ++k)
-        for (index_t t : source_rows_[map[k].source])
-          pieces[k].push_back(map[k].rows_before(t));
-      partition_.set_row_bounds(std::move(pieces));
+      std::vector<std::vector<index_t>> rows, elements;
+      for (const Given& g : given) {
+        if (g.bounds->empty()) continue;
+        std::vector<std::vector<index_t>>& out = g.rows ? rows : elements;
+        out.assign(map.size(), {});
+        for (std::size_t k = 0; k < map.size(); ++k)
+          for (index_t t : (*g.bounds)[map[k].source])
+            out[k].push_back(g.rows ? map[k].rows_before(t) : map[k].elements_before(t));
+      }
+      partition_.set_row_bounds(std::move(rows));
+      partition_.set_flat_bounds(std::move(elements));
       return StepReport{};
     }
   }
@@ -579,9 +622,10 @@ class SplitPartition {
 
   SplitLayout layout_;
   P partition_;
-  std::vector<std::vector<index_t>> source_rows_;  ///< as set_source_rows() gave them
-  std::vector<Window> window_;                     ///< per caller parameter, from init()
-  std::vector<char> missing_;                      ///< per caller parameter: null at this step
+  std::vector<std::vector<index_t>> source_rows_;      ///< as set_source_rows() gave them
+  std::vector<std::vector<index_t>> source_elements_;  ///< as set_source_elements() gave them
+  std::vector<Window> window_;                         ///< per caller parameter, from init()
+  std::vector<char> missing_;                          ///< per caller parameter: null at this step
   std::string message_;
   std::vector<Copies> copies_;        ///< per piece; buffers only for column and grouped pieces
   std::vector<float*> piece_params_;  ///< per piece, filled at each step
