@@ -10,13 +10,14 @@
 /// --layout sharded row-shards every parameter (FSDP2's torch.chunk split), --layout columns
 /// column-shards every parameter (tensor parallelism's split of dim 1; not with --cut), --layout
 /// flat cuts one flat buffer of all parameters evenly among the ranks (Megatron's distributed
-/// optimizer: last parameter first, starts aligned to 64 floats; not with --cut); --owners held
+/// optimizer: last parameter first, starts aligned to 64 floats); --owners held
 /// steps each gathered parameter on a rank holding the most of it (OwnerChoice::where_held; default
-/// balanced); --iterations sets the Newton–Schulz steps (default 5); --cut orthogonalises each fused
-/// attn.c_attn.weight (2304 × 768) as its Q, K and V (optim::SplitPartition over the distributed partition;
-/// with --layout sharded the fused arrays are sharded and each rank's rows straddle the pieces). Per step the
-/// time is the slowest rank's, between two barriers; gradients are refilled outside the timed region. One
-/// rank also times optim::Partition::step alone (the single-process baseline) when started on one rank.
+/// balanced); --iterations sets the Newton–Schulz steps (default 5); --cut orthogonalises each
+/// fused attn.c_attn.weight (2304 × 768) as its Q, K and V (optim::SplitPartition over the
+/// distributed partition; with --layout sharded or flat the fused arrays are sharded, and each
+/// rank's rows or run straddle the pieces). Per step the time is the slowest rank's, between two
+/// barriers; gradients are refilled outside the timed region. One rank also times
+/// optim::Partition::step alone (the single-process baseline) when started on one rank.
 /// Prints one line per measurement. Compare runs that use the same cores: e.g. 1 rank with
 /// OPENBLAS_NUM_THREADS=2 against 2 ranks with OPENBLAS_NUM_THREADS=1 on a 2-core machine
 /// (docs/benchmarks/cpu-mpi.md).
@@ -201,8 +202,8 @@ int main(int argc, char** argv) {
                                                    : "replicated") +
                              (cut ? ", c_attn cut into q/k/v" : "") +
                              (held_owners ? ", owners where held" : "");
-    if ((columns || flat) && cut) {
-      if (me == 0) std::fprintf(stderr, "--cut takes replicated or row-sharded layouts\n");
+    if (columns && cut) {
+      if (me == 0) std::fprintf(stderr, "--cut takes replicated, row- or flat-sharded layouts\n");
       MPI_Abort(MPI_COMM_WORLD, 2);
     }
     if (!cut) {
@@ -237,16 +238,17 @@ int main(int argc, char** argv) {
           layout, distributed::distributed_partition(comm, layout.pieces(), piece_labels,
                                                      route("muon", muon(mo)), route("adamw", adamw())));
       d.set_source_rows(bounds);
+      d.set_source_elements(flat_bounds);
       if (held_owners) d.partition().set_owner_choice(distributed::OwnerChoice::where_held);
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
       print_balance(layout.pieces(), piece_labels, d.partition().owners(), me, n);
-      std::vector<index_t> held;  // this rank's rows of each fused parameter
+      std::vector<index_t> held;  // this rank's elements of each fused parameter (rows or a run)
+      const auto at = static_cast<std::size_t>(me);
       for (std::size_t i = 0; i < specs.size(); ++i) {
         const BlockShape m = flatten(specs[i].shape);
-        held.push_back(bounds[i].empty() ? m.size()
-                                         : (bounds[i][static_cast<std::size_t>(me) + 1] -
-                                            bounds[i][static_cast<std::size_t>(me)]) *
-                                               m.cols);
+        held.push_back(flat                ? flat_bounds[i][at + 1] - flat_bounds[i][at]
+                       : bounds[i].empty() ? m.size()
+                                           : (bounds[i][at + 1] - bounds[i][at]) * m.cols);
       }
       time_steps(d, comm, specs, held, steps, what);
     }

@@ -6,16 +6,19 @@
 /// live in one flat buffer (parameters in reverse order, starts aligned to 64 floats, padded to
 /// a multiple of 64 · ranks), which is reduce-scattered so that each rank gets the averaged
 /// gradient of its equal part of the buffer. Each rank keeps the main (fp32) copy of the same
-/// part of the parameters. The optimizer is told which run of every parameter that part holds
-/// (distributed::reversed_flat_buffer → set_flat_bounds): AdamW steps every rank's runs where they lie,
+/// part of the parameters. The fused QKV projection is orthogonalised as three matrices Q, K and
+/// V (Megatron's muon_split_qkv; optim::SplitPartition). The optimizer is told which run of every
+/// parameter that part holds (distributed::reversed_flat_buffer → set_source_elements), and
+/// each piece of the QKV holds a run of its own: AdamW steps every rank's runs where they lie,
 /// Muon gathers each matrix's runs to one owner and scatters the update's runs back. The updated
 /// parts are then all-gathered into every rank's model. Every rank checks the model against one
 /// process stepping whole arrays with the same averaged gradients: bit for bit
-/// (docs/distributed.md "Flat shards").
+/// (docs/distributed.md "Flat shards", "Cut parameters").
 #include <mpi.h>
 #include <schatten/distributed/mpi_comm.hpp>
 #include <schatten/distributed/mpi_step.hpp>
 #include <schatten/optim/presets.hpp>
+#include <schatten/optim/split.hpp>
 #include <schatten/schatten.hpp>
 
 #include <algorithm>
@@ -44,12 +47,17 @@ int main(int argc, char** argv) {
     schatten::Runtime runtime(argc, argv);
     const dist::Communicator comm = dist::communicator(MPI_COMM_WORLD);
     const int me = comm.rank(), n = comm.size();
-    // Width 36: the cut between the two ranks' parts falls inside a row of fc1.
+    // Width 36, tied embeddings: with 2 ranks the cut between the parts falls inside row 44 of
+    // the fused QKV, row 8 of K.
     const std::vector<opt::ParamSpec> params = {
-        {"embed.weight", {101, 36}},     {"layer.qkv.weight", {108, 36}}, {"layer.proj.weight", {36, 36}},
-        {"layer.fc1.weight", {120, 36}}, {"layer.fc2.weight", {36, 120}}, {"layer.norm.weight", {36}},
-        {"head.weight", {101, 36}}};
-    const auto labels = opt::propose_labels(params);  // embed, head and the norm: adamw
+        {"embed.weight", {165, 36}},    {"layer.qkv.weight", {108, 36}}, {"layer.proj.weight", {36, 36}},
+        {"layer.fc1.weight", {72, 36}}, {"layer.fc2.weight", {36, 72}},  {"layer.norm.weight", {36}}};
+    opt::SplitSpec qkv;
+    qkv.name = "layer.qkv.weight";
+    qkv.count = 3;
+    qkv.parts = {"q", "k", "v"};
+    const opt::SplitLayout layout(params, {qkv});
+    const auto labels = opt::propose_labels(layout.pieces());  // embed and the norm: adamw
 
     // The flat buffer: where each parameter lies, and the ranks' equal parts of it.
     const std::size_t np = params.size();
@@ -62,9 +70,10 @@ int main(int argc, char** argv) {
     const std::vector<std::vector<index_t>>& runs = buffer.bounds;
     const index_t padded = buffer.size, part = padded / n;
 
-    auto d = dist::distributed_partition(comm, params, labels, opt::route("muon", opt::muon()),
-                                         opt::route("adamw", opt::adamw()));
-    d.set_flat_bounds(runs);
+    auto d = opt::split_partition(
+        layout, dist::distributed_partition(comm, layout.pieces(), labels, opt::route("muon", opt::muon()),
+                                            opt::route("adamw", opt::adamw())));
+    d.set_source_elements(runs);
     if (opt::StepReport r = d.init(); !r) {
       std::fprintf(stderr, "rank %d: init: %s\n", me, r.message);
       MPI_Abort(MPI_COMM_WORLD, 1);
@@ -78,7 +87,15 @@ int main(int argc, char** argv) {
         for (int r = 0; r < n; ++r)
           std::printf(" [%lld, %lld)", static_cast<long long>(runs[i][std::size_t(r)]),
                       static_cast<long long>(runs[i][std::size_t(r) + 1]));
-        std::printf(d.owners()[i] < 0 ? ", stepped where it lies\n" : ", owner rank %d\n", d.owners()[i]);
+        std::printf("\n");
+      }
+      // The partition's parameters: the pieces, each owned by a rank or stepped where it lies.
+      for (std::size_t k = 0; k < layout.pieces().size(); ++k) {
+        const int owner = d.partition().owners()[k];
+        std::printf("  %-21s %s", layout.pieces()[k].name.c_str(),
+                    owner < 0 ? "stepped where it lies" : "owner rank");
+        if (owner >= 0) std::printf(" %d", owner);
+        std::printf("\n");
       }
     }
 
@@ -97,7 +114,8 @@ int main(int argc, char** argv) {
 
     // One process with whole arrays, fed the same averaged gradients (every rank runs it).
     auto one =
-        opt::partition(params, labels, opt::route("muon", opt::muon()), opt::route("adamw", opt::adamw()));
+        opt::split_partition(layout, opt::partition(layout.pieces(), labels, opt::route("muon", opt::muon()),
+                                                    opt::route("adamw", opt::adamw())));
     if (!one.init()) MPI_Abort(MPI_COMM_WORLD, 1);
     std::vector<std::vector<float>> ref_w, ref_g;
     for (std::size_t i = 0; i < np; ++i)
