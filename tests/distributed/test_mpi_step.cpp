@@ -369,23 +369,26 @@ std::vector<index_t> uneven_bounds(index_t rows) {
   return b;
 }
 
-TEST_CASE("distributed.qk_clip: MuonClip on row- and flat-sharded attention equals one process bit for bit") {
-  // Megatron's gated linear_qkv and GPT-2's fused c_attn with its bias, row-sharded and then
-  // flat-sharded (uneven runs beginning inside rows): each rank clips what it holds after the
-  // distributed Muon step (QkClip::set_rows with the partition's row ranges, set_elements with
-  // its runs), with the same logits; the result is the single process's MuonClip.
+TEST_CASE("distributed.qk_clip: MuonClip on row- flat- and column-sharded attention equals one process") {
+  // Megatron's gated linear_qkv and GPT-2's fused c_attn with its bias, row-sharded, then
+  // flat-sharded (uneven runs beginning inside rows), then column-sharded (uneven bands), then
+  // as tensor parallelism by heads lays them out (linear_qkv (out, in) by rows, the (in, out)
+  // c_attn and its bias by columns): each rank clips what it holds after the distributed Muon
+  // step (QkClip::set_elements with the partition's element ranges, set_columns with its column
+  // ranges), with the same logits; the result is the single process's MuonClip bit for bit.
   const schatten::test::ShardedAttention attention;
   const std::vector<ParamSpec>& ps = attention.specs;
   const std::vector<QkLayer>& layers = attention.layers;
   const auto labels = propose_labels(ps);
-  for (bool flat : {false, true}) {
-    CAPTURE(flat);
+  enum Kind { rows, flat, columns, heads };
+  for (int kind : {rows, flat, columns, heads}) {
+    CAPTURE(kind);
     auto ref = optim::partition(ps, labels, route("muon", make_muon()), route("adamw", make_adamw()));
     REQUIRE(ref.init());
     auto d = distributed::distributed_partition(world(), ps, labels, route("muon", make_muon()),
                                                 route("adamw", make_adamw()));
-    d.set_layouts(std::vector<Layout>(ps.size(), Layout::row_sharded));
-    if (flat) {
+    if (kind == rows) d.set_layouts(std::vector<Layout>(ps.size(), Layout::row_sharded));
+    if (kind == flat) {
       std::vector<std::vector<index_t>> runs;
       for (const ParamSpec& p : ps) {  // 288, 192, 24 elements; interior cuts moved inside rows
         runs.push_back(uneven_bounds(flatten(p.shape).size()));
@@ -394,15 +397,25 @@ TEST_CASE("distributed.qk_clip: MuonClip on row- and flat-sharded attention equa
       }
       d.set_flat_bounds(runs);
     }
+    if (kind == columns) {
+      std::vector<std::vector<index_t>> bands;
+      for (const ParamSpec& p : ps)  // 8, 24, 24 columns
+        bands.push_back(uneven_bounds(flatten(p.shape).cols));
+      d.set_column_bounds(bands);
+    }
+    if (kind == heads) d.set_layouts({Layout::row_sharded, Layout::column_sharded, Layout::column_sharded});
     REQUIRE(d.init());
     QkClip whole(layers, {2.0, 0.5}), mine(layers, {2.0, 0.5});
     REQUIRE(whole.init(ps));
     REQUIRE(mine.init(ps));
-    std::vector<std::pair<index_t, index_t>> held;
-    for (std::size_t i = 0; i < ps.size(); ++i)
-      held.emplace_back(flat ? d.element_range(i).begin : d.row_range(i).begin,
-                        flat ? d.element_range(i).end : d.row_range(i).end);
-    REQUIRE((flat ? mine.set_elements(held) : mine.set_rows(held)));
+    // The recipe for any layout: the partition's element range and column range of each.
+    std::vector<std::pair<index_t, index_t>> run, band;
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      run.emplace_back(d.element_range(i).begin, d.element_range(i).end);
+      band.emplace_back(d.column_range(i).begin, d.column_range(i).end);
+    }
+    REQUIRE(mine.set_elements(run));
+    REQUIRE(mine.set_columns(band));
     Model m(ps);
     Local loc(d, m);
     for (int t = 0; t < 3; ++t) {

@@ -548,24 +548,36 @@ TEST_CASE("qk_clip on row shards equals the whole clip bit for bit") {
   CHECK(rows4[0] != 1.0f);  // rows 0-3: query heads 0 and 1, whose group fired
 }
 
+/// The sharded-clip cases' data: the test attention's parameters filled from a printed seed,
+/// logits that fire every group (τ = 100: every query and key slice is scaled, values are
+/// not), and the whole single-process clip of them, the oracle of every shard.
+struct ShardedClip {
+  schatten::test::ShardedAttention attention;
+  std::vector<std::vector<float>> whole, want;
+  std::vector<float> logits = {40.f, 250.f, 90.f, 120.f, 130.f, 220.f, 180.f, 99.f};
+  explicit ShardedClip(const char* name) {
+    const std::uint64_t seed = case_seed(name);
+    MESSAGE("seed " << seed);
+    for (std::size_t i = 0; i < attention.specs.size(); ++i)
+      whole.push_back(
+          to_float_buffer(gaussian_mat(1, flatten(attention.specs[i].shape).size(), seed + i, 1.0)));
+    QkClip reference(attention.layers);
+    REQUIRE(reference.init(attention.specs));
+    want = whole;
+    REQUIRE(reference.apply(pointers(want), logits));
+  }
+};
+
 TEST_CASE("qk_clip on every run of elements equals the whole clip bit for bit") {
   // Flat shards (ZeRO, Megatron's distributed optimizer) hold a run of a parameter's elements
   // that may begin and end inside rows. For every run [b, e) of every parameter — row slices
   // (gated linear_qkv) and column slices (c_attn, met in up to three blocks) and the bias —
   // clipping the run alone gives exactly those elements of the whole clip.
-  const std::uint64_t seed = case_seed("qk_clip flat runs");
-  MESSAGE("seed " << seed);
-  const schatten::test::ShardedAttention attention;
+  const ShardedClip data("qk_clip flat runs");
+  const schatten::test::ShardedAttention& attention = data.attention;
   const std::vector<ParamSpec>& specs = attention.specs;
-  std::vector<std::vector<float>> whole;
-  for (std::size_t i = 0; i < specs.size(); ++i)
-    whole.push_back(to_float_buffer(gaussian_mat(1, flatten(specs[i].shape).size(), seed + i, 1.0)));
-  // τ = 100: every group fires, so every query and key slice is scaled (values are not).
-  const std::vector<float> logits = {40.f, 250.f, 90.f, 120.f, 130.f, 220.f, 180.f, 99.f};
-  QkClip reference(attention.layers);
-  REQUIRE(reference.init(specs));
-  std::vector<std::vector<float>> want = whole;
-  REQUIRE(reference.apply(pointers(want), logits));
+  const std::vector<std::vector<float>>&whole = data.whole, &want = data.want;
+  const std::vector<float>& logits = data.logits;
   QkClip clip(attention.layers);
   REQUIRE(clip.init(specs));
   std::size_t runs = 0, wrong = 0;
@@ -612,6 +624,82 @@ TEST_CASE("qk_clip on every run of elements equals the whole clip bit for bit") 
   const QkClipReport null_held = fresh.apply({nullptr, nullptr, nullptr}, logits);
   CHECK(null_held.status == Status::invalid_argument);
   CHECK(null_held.bad_param == 1);
+}
+
+TEST_CASE("qk_clip on every band of columns equals the whole clip bit for bit") {
+  // Column shards (tensor parallelism by heads of an (in, out) kernel such as GPT-2's Conv1D
+  // c_attn) hold every row of a band of columns, stored with the band's width as leading
+  // dimension. For every band [c0, c1) of every parameter — row slices (gated linear_qkv, met
+  // in their rows × the band) and column slices (c_attn, their columns inside the band) and the
+  // bias (a 1-D parameter is one row) — clipping the band alone gives exactly that band of the
+  // whole clip.
+  const ShardedClip data("qk_clip column bands");
+  const schatten::test::ShardedAttention& attention = data.attention;
+  const std::vector<ParamSpec>& specs = attention.specs;
+  const std::vector<std::vector<float>>&whole = data.whole, &want = data.want;
+  const std::vector<float>& logits = data.logits;
+  // Columns [c0, c1) of every row of a row-major rows × cols array.
+  auto band = [](const std::vector<float>& a, BlockShape m, index_t c0, index_t c1) {
+    std::vector<float> b;
+    for (index_t r = 0; r < m.rows; ++r)
+      b.insert(b.end(), a.begin() + r * m.cols + c0, a.begin() + r * m.cols + c1);
+    return b;
+  };
+  QkClip clip(attention.layers);
+  REQUIRE(clip.init(specs));
+  std::size_t bands = 0, wrong = 0;
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const BlockShape m = flatten(specs[i].shape);
+    for (index_t c0 = 0; c0 <= m.cols; ++c0)
+      for (index_t c1 = c0; c1 <= m.cols; ++c1) {
+        std::vector<std::pair<index_t, index_t>> cols(specs.size(), {0, 0});
+        cols[i] = {c0, c1};
+        REQUIRE(clip.set_columns(cols));
+        std::vector<float> local = band(whole[i], m, c0, c1);
+        std::vector<float*> ptrs(specs.size(), nullptr);  // bands missing every slice: null allowed
+        ptrs[i] = c1 > c0 ? local.data() : nullptr;
+        REQUIRE(clip.apply(ptrs, logits));
+        ++bands;
+        if (local != band(want[i], m, c0, c1) && ++wrong <= 3)
+          MESSAGE("parameter " << i << ", columns [" << c0 << ", " << c1 << ") differ");
+      }
+  }
+  CHECK(bands == 695);  // Σ (c + 1)(c + 2) / 2 over c = 8, 24, 24
+  CHECK(wrong == 0);
+  // Layouts mixed on one process: linear_qkv row-sharded (rows [7, 30), inside heads), GPT-2's
+  // c_attn and its bias under tensor parallelism by heads (columns [12, 24): key head 1 and
+  // the values).
+  REQUIRE(clip.set_columns({{0, 8}, {12, 24}, {12, 24}}));
+  REQUIRE(clip.set_rows({{7, 30}, {0, 8}, {0, 1}}));
+  const BlockShape c_attn = flatten(specs[1].shape);
+  std::vector<std::vector<float>> tp = {
+      std::vector<float>(whole[0].begin() + 7 * 8, whole[0].begin() + 30 * 8), band(whole[1], c_attn, 12, 24),
+      std::vector<float>(whole[2].begin() + 12, whole[2].end())};
+  auto check_tp = [&] {
+    REQUIRE(clip.apply(pointers(tp), logits));
+    CHECK(std::equal(tp[0].begin(), tp[0].end(), want[0].begin() + 7 * 8));
+    CHECK(tp[1] == band(want[1], c_attn, 12, 24));
+    CHECK(std::equal(tp[2].begin(), tp[2].end(), want[2].begin() + 12));
+  };
+  check_tp();
+  // A parameter is held by a part of its rows or elements or by a part of its columns, not
+  // both: refused, naming it, and nothing changes (the clip above still applies as set).
+  const StepReport both = clip.set_elements({{7 * 8, 30 * 8}, {1, 192}, {0, 24}});
+  CHECK(both.status == Status::invalid_argument);
+  CHECK(both.bad_param == 1);
+  CHECK(std::string(both.message).find("'l1.c_attn.weight'") != std::string::npos);
+  const StepReport both_too = clip.set_columns({{0, 7}, {12, 24}, {12, 24}});  // linear_qkv: rows held
+  CHECK(both_too.status == Status::invalid_argument);
+  CHECK(both_too.bad_param == 0);
+  const StepReport wide = clip.set_columns({{0, 8}, {12, 25}, {12, 24}});
+  CHECK(wide.status == Status::invalid_argument);
+  CHECK(wide.bad_param == 1);
+  CHECK(std::string(wide.message).find("its 24 columns") != std::string::npos);
+  tp = {std::vector<float>(whole[0].begin() + 7 * 8, whole[0].begin() + 30 * 8),
+        band(whole[1], c_attn, 12, 24), std::vector<float>(whole[2].begin() + 12, whole[2].end())};
+  check_tp();
+  QkClip fresh(attention.layers);
+  CHECK(fresh.set_columns({{0, 8}, {0, 24}, {0, 1}}).status == Status::invalid_argument);  // before init
 }
 
 TEST_CASE("qk_clip on device pointers gives the host's bits") {

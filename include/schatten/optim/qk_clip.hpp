@@ -30,9 +30,10 @@
 /// Row-sharded parameters (FSDP by dim 0, distributed::DistributedPartition's row_sharded
 /// layout): set_rows() tells the clip which rows of each parameter this process holds;
 /// flat-sharded ones (ZeRO, Megatron's distributed optimizer: flat_sharded), set_elements()
-/// which run of its elements. Every process calls apply() with the same (all-reduced) logits
-/// and scales the part of each slice it holds. The factors depend on the logits only, so the
-/// shards together equal one process's clip bit for bit, with no communication.
+/// which run of its elements; column-sharded ones (tensor parallelism of (in, out) kernels:
+/// column_sharded), set_columns() which columns of every row. Every process calls apply() with
+/// the same (all-reduced) logits and scales the part of each slice it holds. The factors depend on the logits
+/// only, so the shards together equal one process's clip bit for bit, with no communication.
 ///
 /// Cost: one pass over the slices of clipped groups only (none when no head exceeds τ); on the
 /// device one kernel per clipped slice. Accuracy: each slice element is multiplied once by a
@@ -276,8 +277,11 @@ class QkClip {
     factors_.assign(static_cast<std::size_t>(heads_), 1.0);
     slice_factor_.assign(slices_.size(), 1.0f);
     runs_.clear();
-    for (const ParamSpec& p : params)
+    bands_.clear();
+    for (const ParamSpec& p : params) {
       runs_.emplace_back(0, flatten(p.shape).size());
+      bands_.emplace_back(0, flatten(p.shape).cols);
+    }
     group_factor_.clear();
     for (const QkLayer& l : layers_)
       group_factor_.emplace_back(static_cast<std::size_t>(l.kv_heads), 1.0);
@@ -286,47 +290,41 @@ class QkClip {
   }
 
   /// The rows [first, second) of each parameter's flattened matrix that this process holds
-  /// (row-sharded parameters; after init(), which resets every range to all rows). apply()'s
-  /// params[i] then points to row `first` of parameter i (row-major, all columns) and only the
-  /// held part of each slice is scaled; a pointer may be null when its range misses every slice.
-  /// With distributed::DistributedPartition d: {d.row_range(i).begin, d.row_range(i).end}.
+  /// (row-sharded parameters; after init(), which holds every row). apply()'s params[i] then
+  /// points to row `first` of parameter i (row-major, all columns) and only the held part of
+  /// each slice is scaled; a pointer may be null when its range misses every slice. With
+  /// distributed::DistributedPartition d: {d.row_range(i).begin, d.row_range(i).end}.
   /// invalid_argument (nothing changed) before init(), for a count other than init()'s
-  /// parameters, or a range that is not 0 ≤ first ≤ second ≤ rows.
-  StepReport set_rows(const std::vector<std::pair<index_t, index_t>>& rows) {
-    if (!ready_) return refusal("qk_clip: set_rows before a successful init()", -1);
-    if (rows.size() != specs_.size()) return refusal("qk_clip: set_rows needs one range per parameter", -1);
-    for (std::size_t i = 0; i < rows.size(); ++i)
-      if (rows[i].first < 0 || rows[i].first > rows[i].second ||
-          rows[i].second > flatten(specs_[i].shape).rows)
-        return refusal("qk_clip: set_rows: a range is not 0 <= first <= second <= the parameter's rows",
-                       static_cast<std::ptrdiff_t>(i));
-    runs_.clear();
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      const index_t cols = flatten(specs_[i].shape).cols;
-      runs_.emplace_back(rows[i].first * cols, rows[i].second * cols);
-    }
-    return StepReport{};
-  }
+  /// parameters, a range that is not 0 ≤ first ≤ second ≤ rows, or a part of the rows of a
+  /// parameter that set_columns() gave a part of its columns.
+  StepReport set_rows(const std::vector<std::pair<index_t, index_t>>& rows) { return hold(rows, Held::rows); }
 
   /// The run of elements [first, second) of each parameter's flattened row-major matrix that
-  /// this process holds (flat-sharded parameters; after init(), which resets every run to all
-  /// elements). apply()'s params[i] then points to element `first` of parameter i, and the part
-  /// of each slice inside the run is scaled — for a column slice up to three blocks: the end of
-  /// the run's first row, its whole rows, the start of its last row. A pointer may be null when
-  /// its run misses every slice. With distributed::DistributedPartition d:
-  /// {d.element_range(i).begin, d.element_range(i).end} (also right for its row-sharded and
-  /// replicated parameters). invalid_argument (nothing changed) before init(), for a count
-  /// other than init()'s parameters, or a run that is not 0 ≤ first ≤ second ≤ rows · cols.
+  /// this process holds (flat-sharded parameters; after init(), which holds every element).
+  /// apply()'s params[i] then points to element `first` of parameter i, and the part of each
+  /// slice inside the run is scaled — for a column slice up to three blocks: the end of the
+  /// run's first row, its whole rows, the start of its last row (for_each_band_block). A
+  /// pointer may be null when its run misses every slice. With
+  /// distributed::DistributedPartition d: {d.element_range(i).begin, d.element_range(i).end}
+  /// (also right for its row-sharded and replicated parameters, and all elements for its
+  /// column-sharded ones, which set_columns() then cuts). invalid_argument (nothing changed) as
+  /// set_rows, for a run that is not 0 ≤ first ≤ second ≤ rows · cols.
   StepReport set_elements(const std::vector<std::pair<index_t, index_t>>& runs) {
-    if (!ready_) return refusal("qk_clip: set_elements before a successful init()", -1);
-    if (runs.size() != specs_.size()) return refusal("qk_clip: set_elements needs one run per parameter", -1);
-    for (std::size_t i = 0; i < runs.size(); ++i)
-      if (runs[i].first < 0 || runs[i].first > runs[i].second ||
-          runs[i].second > flatten(specs_[i].shape).size())
-        return refusal("qk_clip: set_elements: a run is not 0 <= first <= second <= the parameter's elements",
-                       static_cast<std::ptrdiff_t>(i));
-    runs_ = runs;
-    return StepReport{};
+    return hold(runs, Held::elements);
+  }
+
+  /// The columns [first, second) of each parameter's flattened matrix that this process holds,
+  /// of every row (column-sharded parameters: tensor parallelism by heads of an (in, out) kernel
+  /// such as GPT-2's Conv1D c_attn; after init(), which holds every column). apply()'s params[i]
+  /// then points to this process's rows × (second − first) array of parameter i, row-major with
+  /// leading dimension second − first, and the part of each slice inside those columns is
+  /// scaled (a column slice: its columns there; a row slice: the held part of each of its
+  /// rows). With distributed::DistributedPartition d: {d.column_range(i).begin,
+  /// d.column_range(i).end} (all columns for its other layouts). A parameter is held by a part
+  /// of its rows or elements or by a part of its columns, not both. invalid_argument (nothing
+  /// changed) as set_rows, for a range that is not 0 ≤ first ≤ second ≤ cols.
+  StepReport set_columns(const std::vector<std::pair<index_t, index_t>>& columns) {
+    return hold(columns, Held::columns);
   }
 
   /// Clips after an optimizer step. `params`: one pointer per parameter given to init(), in
@@ -405,10 +403,8 @@ class QkClip {
     for (std::size_t k = 0; k < slices_.size(); ++k) {
       if (slice_factor_[k] == 1.0f) continue;
       const Slice& s = slices_[k];
-      const index_t ld = flatten(specs_[s.param].shape).cols, first = runs_[s.param].first;
-      for_each_held_block(s, [&](index_t at, index_t rows, index_t width) {
-        scale_block(MatrixRef<float>::row_major(params[s.param] + (at - first), rows, width,
-                                                rows == 1 ? width : ld, memory_),
+      for_each_held_block(s, [&](index_t at, index_t rows, index_t width, index_t ld) {
+        scale_block(MatrixRef<float>::row_major(params[s.param] + at, rows, width, ld, memory_),
                     slice_factor_[k]);
       });
     }
@@ -437,18 +433,71 @@ class QkClip {
     index_t group = 0;  ///< the key head whose factor applies
     QkRole role = QkRole::query;
   };
-  /// Calls f(at, rows, width) for each nonempty block of slice s inside the run this process
-  /// holds (for_each_band_block: a row slice is one contiguous block, as one row; a column slice
-  /// meets the run in at most three).
+  /// Calls f(at, rows, width, ld) for each nonempty block of slice s inside what this process
+  /// holds: `rows` rows of `width` elements at stride ld, the first at element `at` of the
+  /// process's array. Inside a run (for_each_band_block) a row slice is one contiguous block, as
+  /// one row, and a column slice meets the run in at most three; inside a band of columns, a
+  /// slice is one block (its rows × the band, or every row × its columns in the band).
   template <class F>
   void for_each_held_block(const Slice& s, F&& f) const {
     const auto [begin, end] = runs_[s.param];
-    for_each_band_block(flatten(specs_[s.param].shape).cols, begin, end, s.axis, s.start, s.width, f);
+    const auto [c0, c1] = bands_[s.param];
+    const BlockShape m = flatten(specs_[s.param].shape);
+    if (c1 - c0 == m.cols) {  // every column: a run of the row-major matrix
+      for_each_band_block(
+          m.cols, begin, end, s.axis, s.start, s.width,
+          [&](index_t at, index_t rows, index_t w) { f(at - begin, rows, w, rows == 1 ? w : m.cols); });
+      return;
+    }
+    const index_t ld = c1 - c0;  // every row, columns [c0, c1)
+    if (s.axis == 0) {
+      if (ld > 0 && s.width > 0) f(s.start * ld, index_t(1), s.width * ld, s.width * ld);
+      return;
+    }
+    const index_t lo = std::max(s.start, c0), hi = std::min(s.start + s.width, c1);
+    if (hi > lo && m.rows > 0) f(lo - c0, m.rows, hi - lo, ld);
+  }
+  /// What set_rows, set_elements and set_columns give.
+  enum class Held { rows, elements, columns };
+  /// The one check and store of the three: see set_rows.
+  StepReport hold(const std::vector<std::pair<index_t, index_t>>& ranges, Held kind) {
+    static constexpr const char* kName[] = {"set_rows", "set_elements", "set_columns"};
+    static constexpr const char* kUnit[] = {"rows", "elements", "columns"};
+    const auto k = static_cast<std::size_t>(kind);
+    const std::string what = std::string("qk_clip: ") + kName[k];
+    if (!ready_) return refuse_hold(what + " before a successful init()", -1);
+    if (ranges.size() != specs_.size()) return refuse_hold(what + " needs one range per parameter", -1);
+    for (std::size_t i = 0; i < ranges.size(); ++i) {
+      const BlockShape m = flatten(specs_[i].shape);
+      const index_t total = kind == Held::rows ? m.rows : kind == Held::elements ? m.size() : m.cols;
+      const auto [first, second] = ranges[i];
+      if (first < 0 || first > second || second > total)
+        return refuse_hold(what + ": the range of '" + specs_[i].name +
+                               "' is not 0 <= first <= second <= its " + std::to_string(total) + " " +
+                               kUnit[k],
+                           static_cast<std::ptrdiff_t>(i));
+      const bool part = second - first < total;
+      const bool other_part = kind == Held::columns ? runs_[i].second - runs_[i].first < m.size()
+                                                    : bands_[i].second - bands_[i].first < m.cols;
+      if (part && other_part)
+        return refuse_hold(what + ": '" + specs_[i].name +
+                               "' would be held by a part of its rows or elements and a part of its columns",
+                           static_cast<std::ptrdiff_t>(i));
+    }
+    for (std::size_t i = 0; i < ranges.size(); ++i) {
+      const index_t unit = kind == Held::rows ? flatten(specs_[i].shape).cols : 1;
+      (kind == Held::columns ? bands_ : runs_)[i] = {ranges[i].first * unit, ranges[i].second * unit};
+    }
+    return StepReport{};
+  }
+  StepReport refuse_hold(std::string what, std::ptrdiff_t bad) {
+    hold_message_ = std::move(what);
+    return refusal(hold_message_.c_str(), bad);
   }
   /// Whether this process holds any element of slice s.
   bool touches(const Slice& s) const {
     bool any = false;
-    for_each_held_block(s, [&](index_t, index_t, index_t) { any = true; });
+    for_each_held_block(s, [&](index_t, index_t, index_t, index_t) { any = true; });
     return any;
   }
   StepReport refuse(std::string what) {
@@ -478,9 +527,10 @@ class QkClip {
   std::vector<double> factors_;
   std::vector<std::pair<index_t, index_t>>
       runs_;  ///< per parameter: the elements held (set_rows, set_elements)
+  std::vector<std::pair<index_t, index_t>> bands_;  ///< per parameter: the columns held (set_columns)
   index_t heads_ = 0;
   MemoryKind memory_ = MemoryKind::host;
-  std::string message_, apply_message_;
+  std::string message_, apply_message_, hold_message_;
   bool ready_ = false;
 };
 
