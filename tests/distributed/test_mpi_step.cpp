@@ -486,17 +486,8 @@ TEST_CASE("distributed.split: cut parameters over the ranks equal one process bi
   CHECK(r.status == Status::invalid_argument);
   CHECK(std::string(r.message).find("set_source_rows") != std::string::npos);
   CHECK(sharded.init(MemoryKind::device).status == Status::invalid_argument);
-  // Nor by column bounds (row and flat bounds are the SplitPartition's own: it sets them from
-  // set_source_rows and set_source_elements).
-  auto other = split_partition(
-      layout, distributed::distributed_partition(world(), layout.pieces(), labels, route("muon", make_muon()),
-                                                 route("adamw", make_adamw())));
-  std::vector<std::vector<index_t>> b(layout.pieces().size());
-  b[1] = distributed::chunk_bounds(flatten(layout.pieces()[1].shape).cols, world().size());
-  other.partition().set_column_bounds(b);
-  const StepReport o = other.init();
-  CHECK(o.status == Status::invalid_argument);
-  CHECK(std::string(o.message).find("set_column_bounds") != std::string::npos);
+  // (Row, flat and column bounds are the SplitPartition's own: it sets them from its
+  // set_source_rows, set_source_elements and set_source_columns.)
 }
 
 TEST_CASE("distributed.partition: uneven row bounds equal one process bit for bit") {
@@ -757,34 +748,38 @@ TEST_CASE("distributed.partition: owners where the flat shards lie equal one pro
   CHECK(same_state(d, ref));
 }
 
-TEST_CASE("distributed.split: row- and flat-sharded fused parameters equal one process bit for bit") {
-  // Sharded fused parameters, cut: each rank holds rows (FSDP by dim 0) or a run of elements (a
-  // flat buffer: ZeRO, Megatron's distributed optimizer) of the fused QKV (row, grouped and
-  // column cuts), of an expert stack and of a bias, and passes only those (null when none);
-  // SplitPartition lays each piece out as its rows or elements fall and the distributed
-  // partition gathers it to its owner. Torch.chunk row shards, uneven ones (ranks with none),
-  // Megatron's buffer (reversed, aligned, cut into equal parts: runs begin inside rows), uneven
-  // runs, and rows and runs mixed, against the single-process SplitPartition on the whole
-  // arrays, bit for bit.
+TEST_CASE("distributed.split: row- flat- and column-sharded fused parameters equal one process") {
+  // Sharded fused parameters, cut: each rank holds rows (FSDP by dim 0), a run of elements (a
+  // flat buffer: ZeRO, Megatron's distributed optimizer) or a band of columns of every row
+  // (tensor parallelism of an (in, out) kernel) of the fused QKV (row, grouped and column
+  // cuts), of an expert stack and of a bias, and passes only those (null when none);
+  // SplitPartition lays each piece out as its rows, elements or columns fall and the
+  // distributed partition gathers it to its owner. Torch.chunk row shards, uneven ones (ranks
+  // with none), Megatron's buffer (reversed, aligned, cut into equal parts: runs begin inside
+  // rows), uneven runs, torch.chunk and uneven column bands, and the three kinds mixed, against
+  // the single-process SplitPartition on the whole arrays, bit for bit.
   const SplitLayout layout = cut_layout();
   REQUIRE_MESSAGE(layout, layout.message());
   const std::vector<ParamSpec>& ps = layout.params();
   const auto labels = propose_labels(layout.pieces());
   const int n = world().size(), me = world().rank();
-  enum Kind { chunk_rows, uneven_rows, megatron_runs, uneven_runs, mixed };
-  for (int kind : {chunk_rows, uneven_rows, megatron_runs, uneven_runs, mixed}) {
+  enum Kind { chunk_rows, uneven_rows, megatron_runs, uneven_runs, chunk_columns, uneven_columns, mixed };
+  for (int kind :
+       {chunk_rows, uneven_rows, megatron_runs, uneven_runs, chunk_columns, uneven_columns, mixed}) {
     CAPTURE(kind);
-    // Row bounds and element bounds per parameter (the embedding replicated, but in the buffer).
-    std::vector<std::vector<index_t>> rows(ps.size()), runs(ps.size());
+    // Row, element and column bounds per parameter (the embedding replicated, but in the buffer).
+    std::vector<std::vector<index_t>> rows(ps.size()), runs(ps.size()), cols(ps.size());
     std::vector<index_t> sizes;
     for (const ParamSpec& p : ps)
       sizes.push_back(flatten(p.shape).size());
     if (kind == megatron_runs) runs = distributed::reversed_flat_buffer(sizes, 1, n).bounds;
     for (std::size_t i = 1; kind != megatron_runs && i < ps.size(); ++i) {
-      const index_t r = flatten(ps[i].shape).rows;
+      const index_t r = flatten(ps[i].shape).rows, c = flatten(ps[i].shape).cols;
       if (kind == chunk_rows) rows[i] = distributed::chunk_bounds(r, n);
-      if (kind == uneven_rows || (kind == mixed && i % 2 == 1)) rows[i] = uneven_bounds(r);
-      if (kind == uneven_runs || (kind == mixed && i % 2 == 0)) {
+      if (kind == uneven_rows || (kind == mixed && i % 3 == 1)) rows[i] = uneven_bounds(r);
+      if (kind == chunk_columns) cols[i] = distributed::chunk_bounds(c, n);
+      if (kind == uneven_columns || (kind == mixed && i % 3 == 0)) cols[i] = uneven_bounds(c);
+      if (kind == uneven_runs || (kind == mixed && i % 3 == 2)) {
         runs[i] = uneven_bounds(sizes[i]);
         for (std::size_t k = 1; k + 1 < runs[i].size(); ++k)  // one element on: inside rows
           runs[i][k] += runs[i][k] < sizes[i] ? 1 : 0;
@@ -798,13 +793,21 @@ TEST_CASE("distributed.split: row- and flat-sharded fused parameters equal one p
       for (std::size_t k = 1; k + 1 < runs[i].size(); ++k)
         inside_a_row = inside_a_row || (runs[i][k] % flatten(ps[i].shape).cols != 0 && runs[i][k] < sizes[i]);
     if (n > 1 && kind == megatron_runs) CHECK(inside_a_row);
-    // Rank r's elements [first, last) of parameter i.
-    auto window = [&](std::size_t i, int r) {
+    // Rank r's array of parameter i, cut from the whole array: its rows, run or band.
+    auto held_by = [&](const std::vector<float>& whole, std::size_t i, int r) {
       const auto at = static_cast<std::size_t>(r);
-      const index_t cols = flatten(ps[i].shape).cols;
-      if (!rows[i].empty()) return std::pair<index_t, index_t>{rows[i][at] * cols, rows[i][at + 1] * cols};
-      if (!runs[i].empty()) return std::pair<index_t, index_t>{runs[i][at], runs[i][at + 1]};
-      return std::pair<index_t, index_t>{0, sizes[i]};
+      const BlockShape m = flatten(ps[i].shape);
+      if (!cols[i].empty()) {
+        std::vector<float> band;
+        for (index_t row = 0; row < m.rows; ++row)
+          band.insert(band.end(), whole.begin() + row * m.cols + cols[i][at],
+                      whole.begin() + row * m.cols + cols[i][at + 1]);
+        return band;
+      }
+      index_t first = 0, last = sizes[i];
+      if (!rows[i].empty()) first = rows[i][at] * m.cols, last = rows[i][at + 1] * m.cols;
+      if (!runs[i].empty()) first = runs[i][at], last = runs[i][at + 1];
+      return std::vector<float>(whole.begin() + first, whole.begin() + last);
     };
     auto ref = split_partition(layout, optim::partition(layout.pieces(), labels, route("muon", make_muon()),
                                                         route("adamw", make_adamw())));
@@ -814,13 +817,11 @@ TEST_CASE("distributed.split: row- and flat-sharded fused parameters equal one p
                                                    route("muon", make_muon()), route("adamw", make_adamw())));
     d.set_source_rows(rows);
     d.set_source_elements(runs);
+    d.set_source_columns(cols);
     REQUIRE(d.init());
     CHECK(d.signature() == ref.signature());
     // This rank's part of every fused array.
-    auto held = [&](const std::vector<float>& whole, std::size_t i) {
-      const auto [first, last] = window(i, me);
-      return std::vector<float>(whole.begin() + first, whole.begin() + last);
-    };
+    auto held = [&](const std::vector<float>& whole, std::size_t i) { return held_by(whole, i, me); };
     Model m(ps);
     std::vector<std::vector<float>> w, g;
     for (std::size_t i = 0; i < ps.size(); ++i)
@@ -848,7 +849,7 @@ TEST_CASE("distributed.split: row- and flat-sharded fused parameters equal one p
     // elements: every rank refuses the step (nobody is left in a collective), naming the fused
     // parameter, and no array changes.
     std::size_t gap = 1;
-    while (gap + 1 < ps.size() && window(gap, n - 1).first == window(gap, n - 1).second)
+    while (gap + 1 < ps.size() && held_by(m.w[gap], gap, n - 1).empty())
       ++gap;
     std::vector<float*> wp = Model::ptrs(w), gp = Model::ptrs(g);
     for (std::size_t i = 0; i < ps.size(); ++i)
@@ -898,6 +899,17 @@ TEST_CASE("distributed.split: row- and flat-sharded fused parameters equal one p
                 r.message);
   CHECK(r.bad_param == 2);
   d.set_source_elements({});
+  d.set_source_columns(both);  // elements' bounds as columns: 96 is not h0.c_attn's 12 columns
+  r = d.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK_MESSAGE(std::string(r.message).find("'h0.c_attn' has row and column bounds") != std::string::npos,
+                r.message);
+  d.set_source_rows({});
+  r = d.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK_MESSAGE(std::string(r.message).find("the column bounds of 'h0.c_attn'") != std::string::npos,
+                r.message);
+  d.set_source_columns({});
   if (world().size() > 1) {  // wrong on the last rank only: refused everywhere, nobody waits
     std::vector<std::vector<index_t>> some(ps.size());
     some[1] = distributed::chunk_bounds(12, world().size());

@@ -405,14 +405,15 @@ TEST_SUITE("optim.split") {
     CHECK(r.bad_param == 1);
   }
 
-  TEST_CASE("split: a flat or row shard of a fused parameter holds a run of each piece") {
+  TEST_CASE("split: a flat or row or column shard of a fused parameter holds a part of each piece") {
     // A process holding source elements [a, b) of a fused parameter (a flat shard: ZeRO,
     // Megatron's distributed optimizer) holds the elements [elements_before(a),
     // elements_before(b)) of each of its pieces, and the windowed in_place / for_each_block
     // address exactly them. The oracle: the elements of the whole piece (this file's Cut
     // arithmetic) whose source index lies in [a, b), which must be one run in the piece's
     // order, for every window of every piece of the row, column, grouped, gated per-head and
-    // stack layouts. Row shards are the windows of whole rows: rows_before counts them.
+    // stack layouts. Row shards are the windows of whole rows: rows_before counts them. Column
+    // shards are bands of columns: columns_before counts them (below).
     const std::vector<ParamSpec> stack_params = {{"moe.w", {4, 3, 5}}, {"router", {4, 5}}};
     std::vector<Cut> stack_cuts;
     for (index_t e = 0; e < 4; ++e)
@@ -478,6 +479,44 @@ TEST_SUITE("optim.split") {
                     copy_block(to, from);
                   },
                   a, b);
+            }
+            CHECK(got == want);
+          }
+        // Column bands [c0, c1) of every row (tensor parallelism of an (in, out) kernel): the
+        // piece's elements whose source column lies in the band, rows × a band of the piece's
+        // columns (a stack's matrix: a run of its elements), addressed by in_band /
+        // for_each_column_block in the process's rows × (c1 − c0) array.
+        for (index_t c0 = 0; c0 <= src.cols; ++c0)
+          for (index_t c1 = c0; c1 <= src.cols; ++c1) {
+            CAPTURE(c0);
+            CAPTURE(c1);
+            std::vector<float> want, band;
+            for (index_t e = 0; e < n; ++e) {
+              const auto from = static_cast<index_t>(at(c, e / pc, e % pc));
+              if (from % src.cols >= c0 && from % src.cols < c1)
+                want.push_back(whole[static_cast<std::size_t>(e)]);
+            }
+            for (index_t r = 0; r < src.rows; ++r)
+              band.insert(band.end(), fused.begin() + r * src.cols + c0, fused.begin() + r * src.cols + c1);
+            const index_t b0 = piece.columns_before(c0), b1 = piece.columns_before(c1);
+            REQUIRE(b1 >= b0);
+            CHECK(static_cast<std::size_t>(piece.stacked() ? b1 - b0 : piece_rows(c) * (b1 - b0)) ==
+                  want.size());
+            std::vector<float> got(want.size(), -1.0f);
+            if (!piece.copied()) {
+              const float* p = piece.in_band(band.data(), c0, c1);
+              CHECK((p == nullptr) == want.empty());
+              if (p) got.assign(p, p + want.size());
+            } else {
+              piece.for_each_column_block(
+                  got.data(), band.data(), MemoryKind::host,
+                  [&](MatrixRef<float> to, MatrixRef<float> from) {
+                    REQUIRE(to.rows == from.rows);
+                    REQUIRE(to.cols == from.cols);
+                    REQUIRE(to.rows * to.cols > 0);
+                    copy_block(to, from);
+                  },
+                  c0, c1);
             }
             CHECK(got == want);
           }

@@ -206,20 +206,20 @@ class DistributedPartition {
   /// init() for wrappers that name the memory: optim::SplitPartition over a distributed
   /// partition built over layout.pieces() (cut parameters, docs/distributed.md). Collective.
   /// invalid_argument unless `memory` is host (parameters are host memory) and no piece was made
-  /// sharded through set_layouts() or set_column_bounds(): a SplitPartition lays its pieces out
-  /// from the caller's fused parameters, whose shards it is told by
-  /// SplitPartition::set_source_rows and set_source_elements (it passes the pieces' rows and
-  /// runs here through set_row_bounds() and set_flat_bounds(), replacing any given before).
+  /// sharded through set_layouts(): a SplitPartition lays its pieces out from the caller's fused
+  /// parameters, whose shards it is told by SplitPartition::set_source_rows,
+  /// set_source_elements and set_source_columns (it passes the pieces' rows, runs and columns
+  /// here through set_row_bounds(), set_flat_bounds() and set_column_bounds(), replacing any
+  /// given before).
   optim::StepReport init(MemoryKind memory) {
     if (memory != MemoryKind::host)
       return optim::refusal("a distributed partition steps host memory only", -1);
-    for (std::size_t i = 0; i < std::max(layouts_.size(), column_bounds_.size()); ++i)
-      if ((i < layouts_.size() && layouts_[i] != Layout::replicated) ||
-          (i < column_bounds_.size() && !column_bounds_[i].empty()))
+    for (std::size_t i = 0; i < layouts_.size(); ++i)
+      if (layouts_[i] != Layout::replicated)
         return optim::refusal(
-            "the pieces of cut parameters (SplitPartition) are not laid out with set_layouts or "
-            "set_column_bounds: shard the fused parameters with SplitPartition::set_source_rows or "
-            "set_source_elements",
+            "the pieces of cut parameters (SplitPartition) are not laid out with set_layouts: shard the "
+            "fused parameters with SplitPartition::set_source_rows, set_source_elements or "
+            "set_source_columns",
             static_cast<std::ptrdiff_t>(i));
     return init();
   }

@@ -192,6 +192,57 @@ class SplitLayout {
                 MatrixRef<S>::row_major(src + (at - first), rows, cols, ld_source, memory));
             });
     }
+    /// Whether the piece is a stack's matrix (one source row, reshaped): a band of source
+    /// columns holds a run of its elements, not a band of its columns.
+    bool stacked() const { return axis == 0 && groups == 1 && shape.cols != source_cols; }
+    /// How many of the piece's columns come from source columns before column t, or for a
+    /// stacked() matrix how many of its elements (it lies in one source row). The piece's
+    /// columns follow the source's in order, so a process holding the source columns [c0, c1) of
+    /// every row — a column shard of the fused parameter (tensor parallelism of an (in, out)
+    /// kernel) — holds the piece's columns [columns_before(c0), columns_before(c1)) of every
+    /// row (a stacked matrix: that run of its elements): what SplitPartition::set_source_columns
+    /// gives each piece. A row piece holds the same columns as the source. Cost O(groups).
+    index_t columns_before(index_t t) const {
+      if (axis == 0) return std::clamp<index_t>(t, 0, source_cols);
+      index_t n = 0;
+      for (index_t g = 0; g < groups; ++g)
+        n += std::clamp<index_t>(t - (offset + g * stride), 0, shape.cols / groups);
+      return n;
+    }
+    /// A piece that is not copied(), inside a column band: where its part starts in p, which
+    /// holds the source's columns [c0, c1) of every row (rows × (c1 − c0), row-major); it is
+    /// contiguous from there (a row piece's rows × the band, a stacked matrix's run). nullptr
+    /// for a null p and when the band holds none of the piece.
+    template <class T>
+    T* in_band(T* p, index_t c0, index_t c1) const {
+      return p && c1 > c0 && shape.size() > 0 ? p + offset * (c1 - c0) : nullptr;
+    }
+    /// for_each_block for a copied() piece inside a column band: `src` holds the source's
+    /// columns [c0, c1) of every row (rows × (c1 − c0), row-major), `copy` the piece's columns
+    /// [columns_before(c0), columns_before(c1)) of every row, row-major. One call per group
+    /// that the band meets: a block of rows × the band (axis 0), or every row × the group's
+    /// columns in the band (axis 1). Cost O(groups²) besides the copies.
+    template <class B, class S, class F>
+    void for_each_column_block(B* copy, S* src, MemoryKind memory, F&& f, index_t c0, index_t c1) const {
+      const index_t band = c1 - c0, held = columns_before(c1) - columns_before(c0);
+      if (band <= 0) return;
+      if (axis == 0) {
+        const index_t r = shape.rows / groups;
+        for (index_t g = 0; g < groups; ++g)
+          if (r > 0)
+            f(MatrixRef<B>::row_major(copy + g * r * band, r, band, band, memory),
+              MatrixRef<S>::row_major(src + (offset + g * stride) * band, r, band, band, memory));
+        return;
+      }
+      const index_t w = shape.cols / groups;
+      for (index_t g = 0; g < groups; ++g) {
+        const index_t lo = std::max(c0, offset + g * stride), hi = std::min(c1, offset + g * stride + w);
+        if (hi <= lo || shape.rows == 0) continue;
+        f(MatrixRef<B>::row_major(copy + (columns_before(lo) - columns_before(c0)), shape.rows, hi - lo, held,
+                                  memory),
+          MatrixRef<S>::row_major(src + (lo - c0), shape.rows, hi - lo, band, memory));
+      }
+    }
     /// "To the end of the source" as a window end.
     static constexpr index_t kAll = std::numeric_limits<index_t>::max();
   };
@@ -365,7 +416,7 @@ class SplitLayout {
 };
 
 namespace detail {
-/// Whether P takes row and flat bounds per parameter and knows its ranks
+/// Whether P takes row, flat and column bounds per parameter and knows its ranks
 /// (distributed::DistributedPartition).
 template <class P, class = void>
 struct takes_shard_bounds : std::false_type {};
@@ -373,6 +424,7 @@ template <class P>
 struct takes_shard_bounds<
     P, std::void_t<decltype(std::declval<P&>().set_row_bounds(std::vector<std::vector<index_t>>{})),
                    decltype(std::declval<P&>().set_flat_bounds(std::vector<std::vector<index_t>>{})),
+                   decltype(std::declval<P&>().set_column_bounds(std::vector<std::vector<index_t>>{})),
                    decltype(std::declval<const P&>().communicator().rank()),
                    decltype(std::declval<const P&>().communicator().size())>> : std::true_type {};
 }  // namespace detail
@@ -399,8 +451,9 @@ struct takes_shard_bounds<
 ///
 /// P: an optim::Partition, or a distributed::DistributedPartition (the pieces spread over the
 /// ranks' owners; docs/distributed.md "Cut parameters"), whose fused parameters may be
-/// row-sharded (set_source_rows) or flat-sharded (set_source_elements). The SplitPartition sets
-/// that partition's row and flat bounds itself, from those.
+/// row-sharded (set_source_rows), flat-sharded (set_source_elements) or column-sharded
+/// (set_source_columns). The SplitPartition sets that partition's row, flat and column bounds
+/// itself, from those.
 template <class P>
 class SplitPartition {
  public:
@@ -434,6 +487,18 @@ class SplitPartition {
   /// (at most three blocks per group). The result is the single process's step bit for bit
   /// (tests/distributed).
   void set_source_elements(std::vector<std::vector<index_t>> bounds) { source_elements_ = std::move(bounds); }
+  /// Column-sharded fused parameters (tensor parallelism of an (in, out) kernel by heads: GPT-2's
+  /// Conv1D c_attn, a flax kernel; before init(); P must be a distributed::DistributedPartition):
+  /// as set_source_rows, with column boundaries from 0 to the flattened parameter's columns,
+  /// process r holding columns [b[r], b[r+1]) of every row as a rows × (its columns) row-major
+  /// array. step() then takes, for such a parameter, that array (null when empty). Each piece
+  /// is column-sharded as its columns fall (SplitLayout::Piece::columns_before: a row piece
+  /// holds the same columns, a column piece of a [Q | K | V] kernel the part of the band inside
+  /// it, possibly none); a stack's matrix, which lies in one source row, holds a run of its
+  /// elements and is flat-sharded. Cost: a grouped or column piece is gathered from this
+  /// process's band into a copy and scattered back (one block per group). The result is the
+  /// single process's step bit for bit (tests/distributed).
+  void set_source_columns(std::vector<std::vector<index_t>> bounds) { source_columns_ = std::move(bounds); }
 
   /// invalid_argument when the layout is invalid (its message) or the partition was not built
   /// over layout.pieces(); otherwise the partition's init(memory) and the column pieces' copies
@@ -455,9 +520,7 @@ class SplitPartition {
     copies_.assign(map.size(), Copies{});
     for (std::size_t k = 0; k < map.size(); ++k) {
       if (!map[k].copied()) continue;
-      const Window w = window_[map[k].source];
-      const auto n =
-          static_cast<std::size_t>(map[k].elements_before(w.last) - map[k].elements_before(w.first));
+      const auto n = static_cast<std::size_t>(window_[map[k].source].held(map[k]));
       copies_[k].param.assign(n, 0.0f);
       copies_[k].grad.assign(n, 0.0f);
       if (!copies_[k].param.move_to(memory) || !copies_[k].grad.move_to(memory))
@@ -479,7 +542,7 @@ class SplitPartition {
     // partition refuses the step (a distributed one on every process, so that no process is
     // left waiting in a collective) with the piece, which to_source turns into the parameter.
     for (std::size_t i = 0; i < window_.size(); ++i)
-      missing_[i] = (params[i] == nullptr || grads[i] == nullptr) && window_[i].last > window_[i].first;
+      missing_[i] = (params[i] == nullptr || grads[i] == nullptr) && window_[i].size(layout_.params()[i]) > 0;
     const std::vector<SplitLayout::Piece>& map = layout_.map();
     for (std::size_t k = 0; k < map.size(); ++k) {
       const SplitLayout::Piece& c = map[k];
@@ -487,12 +550,11 @@ class SplitPartition {
       if (missing_[c.source]) {
         piece_params_[k] = piece_grads_[k] = nullptr;
       } else if (!c.copied()) {  // a row piece (or a whole parameter): the caller's memory itself
-        piece_params_[k] = c.in_place(params[c.source], w.first, w.last);
-        piece_grads_[k] = c.in_place(grads[c.source], w.first, w.last);
+        piece_params_[k] = w.in_place(c, params[c.source]);
+        piece_grads_[k] = w.in_place(c, grads[c.source]);
       } else {
-        auto gather = [](MatrixRef<float> to, MatrixRef<float> from) { copy_block(to, from); };
-        c.for_each_block(copies_[k].param.data(), params[c.source], memory_, gather, w.first, w.last);
-        c.for_each_block(copies_[k].grad.data(), grads[c.source], memory_, gather, w.first, w.last);
+        move(c, w, copies_[k].param.data(), params[c.source], true);
+        move(c, w, copies_[k].grad.data(), grads[c.source], true);
         piece_params_[k] = copies_[k].param.data();
         piece_grads_[k] = copies_[k].grad.data();
       }
@@ -503,10 +565,8 @@ class SplitPartition {
       const SplitLayout::Piece& c = map[k];
       if (!c.copied() || missing_[c.source]) continue;
       const Window w = window_[c.source];
-      auto scatter = [](MatrixRef<float> from, MatrixRef<float> to) { copy_block(to, from); };
-      c.for_each_block(copies_[k].grad.data(), grads[c.source], memory_, scatter, w.first, w.last);
-      if (changed)
-        c.for_each_block(copies_[k].param.data(), params[c.source], memory_, scatter, w.first, w.last);
+      move(c, w, copies_[k].grad.data(), grads[c.source], false);
+      if (changed) move(c, w, copies_[k].param.data(), params[c.source], false);
     }
     if (memory_ == MemoryKind::device) device_kernels::fence();  // the scatters
     return to_source(r);
@@ -530,48 +590,84 @@ class SplitPartition {
   struct Copies {
     Buffer param, grad;  ///< a copied piece (the elements held here), contiguous, in the partition's memory
   };
-  /// The elements [first, last) of a caller parameter's flattened matrix this process holds
-  /// (a row shard's rows [a, b): [a · cols, b · cols); held whole: all of them).
+  /// What this process holds of a caller parameter's flattened matrix: the elements [first,
+  /// last) (a row shard's rows [a, b): [a · cols, b · cols); held whole: all of them), or, when
+  /// `banded`, the columns [c0, c1) of every row (a column shard).
   struct Window {
     index_t first = 0, last = 0;
+    bool banded = false;
+    index_t c0 = 0, c1 = 0;
+    /// Elements held of parameter p.
+    index_t size(const ParamSpec& p) const {
+      return banded ? flatten(p.shape).rows * (c1 - c0) : last - first;
+    }
+    /// Elements held of piece c (of this parameter).
+    index_t held(const SplitLayout::Piece& c) const {
+      if (!banded) return c.elements_before(last) - c.elements_before(first);
+      const index_t cols = c.columns_before(c1) - c.columns_before(c0);
+      return c.stacked() ? cols : c.shape.rows * cols;
+    }
+    /// A piece that is not copied(): its held part in the caller's array p (null: none).
+    float* in_place(const SplitLayout::Piece& c, float* p) const {
+      return banded ? c.in_band(p, c0, c1) : c.in_place(p, first, last);
+    }
   };
-  /// init(): this process's windows from set_source_rows() and set_source_elements(), and each
-  /// piece's row or flat bounds handed to the partition (which lays the pieces out over the
-  /// ranks). Bounds that are wrong here are refused with their message, after handing the
-  /// partition row bounds it refuses (one entry for all pieces), so that its init fails on every
-  /// process (it compares bounds first).
+  /// Gathers (into = true) the held part of copied piece c from the caller's array a into its
+  /// copy b, or scatters it back (into = false).
+  void move(const SplitLayout::Piece& c, const Window& w, float* b, float* a, bool into) const {
+    auto f = [into](MatrixRef<float> in_copy, MatrixRef<float> in_source) {
+      if (into)
+        copy_block(in_copy, in_source);
+      else
+        copy_block(in_source, in_copy);
+    };
+    if (w.banded)
+      c.for_each_column_block(b, a, memory_, f, w.c0, w.c1);
+    else
+      c.for_each_block(b, a, memory_, f, w.first, w.last);
+  }
+  /// init(): this process's windows from set_source_rows(), set_source_elements() and
+  /// set_source_columns(), and each piece's row, flat or column bounds handed to the partition
+  /// (which lays the pieces out over the ranks). Bounds that are wrong here are refused with
+  /// their message, after handing the partition row bounds it refuses (one entry for all
+  /// pieces), so that its init fails on every process (it compares bounds first).
   StepReport shard_pieces() {
     const std::vector<ParamSpec>& ps = layout_.params();
     window_.clear();
     for (const ParamSpec& p : ps)
       window_.push_back(Window{0, flatten(p.shape).size()});
     missing_.assign(ps.size(), 0);
-    if (source_rows_.empty() && source_elements_.empty()) {
+    if (source_rows_.empty() && source_elements_.empty() && source_columns_.empty()) {
       if constexpr (detail::takes_shard_bounds<P>::value) {
         partition_.set_row_bounds({});
         partition_.set_flat_bounds({});
+        partition_.set_column_bounds({});
       }
       return StepReport{};
     }
     if constexpr (!detail::takes_shard_bounds<P>::value) {
       return refusal(
-          "split: sharded parameters (set_source_rows, set_source_elements) need a distributed partition",
+          "split: sharded parameters (set_source_rows, set_source_elements, set_source_columns) need a "
+          "distributed partition",
           -1);
     } else {
       auto refuse = [&](std::string what, std::ptrdiff_t bad) {
         message_ = "split: " + what;
         partition_.set_row_bounds({{-1}});
         partition_.set_flat_bounds({});
+        partition_.set_column_bounds({});
         return refusal(message_.c_str(), bad);
       };
-      // Per kind: the bounds given, what they count, and how a piece counts the same cut.
-      struct Given {
+      enum class Kind { rows, elements, columns };
+      struct Given {  // per kind: the bounds given, their setter, what they count
         const std::vector<std::vector<index_t>>* bounds;
         const char *setter, *kind, *unit;
-        bool rows;
+        Kind what;
       };
-      const Given given[] = {{&source_rows_, "set_source_rows", "row", "rows", true},
-                             {&source_elements_, "set_source_elements", "element", "elements", false}};
+      const Given given[] = {
+          {&source_rows_, "set_source_rows", "row", "rows", Kind::rows},
+          {&source_elements_, "set_source_elements", "element", "elements", Kind::elements},
+          {&source_columns_, "set_source_columns", "column", "columns", Kind::columns}};
       const auto n = static_cast<std::size_t>(partition_.communicator().size());
       const auto me = static_cast<std::size_t>(partition_.communicator().rank());
       for (const Given& g : given)
@@ -579,37 +675,46 @@ class SplitPartition {
           return refuse(
               std::string(g.setter) + " needs one entry per parameter (empty: not sharded by " + g.unit + ")",
               -1);
-      std::vector<char> taken(ps.size(), 0);
+      std::vector<const Given*> taken(ps.size(), nullptr);
       for (const Given& g : given)
         for (std::size_t i = 0; i < g.bounds->size(); ++i) {
           const std::vector<index_t>& b = (*g.bounds)[i];
           if (b.empty()) continue;
           if (taken[i])
-            return refuse("parameter '" + ps[i].name + "' has row and element bounds",
-                          static_cast<std::ptrdiff_t>(i));
-          taken[i] = 1;
+            return refuse(
+                "parameter '" + ps[i].name + "' has " + taken[i]->kind + " and " + g.kind + " bounds",
+                static_cast<std::ptrdiff_t>(i));
+          taken[i] = &g;
           const BlockShape m = flatten(ps[i].shape);
-          if (const std::string problem =
-                  split_problem(b, n, g.rows ? m.rows : m.size(), ps[i].name, g.kind, g.unit);
+          const index_t total = g.what == Kind::rows ? m.rows : g.what == Kind::elements ? m.size() : m.cols;
+          if (const std::string problem = split_problem(b, n, total, ps[i].name, g.kind, g.unit);
               !problem.empty())
             return refuse(problem, static_cast<std::ptrdiff_t>(i));
-          const index_t unit = g.rows ? m.cols : 1;
-          window_[i] = Window{b[me] * unit, b[me + 1] * unit};
+          if (g.what == Kind::columns)
+            window_[i] = Window{0, m.size(), true, b[me], b[me + 1]};
+          else
+            window_[i] =
+                g.what == Kind::rows ? Window{b[me] * m.cols, b[me + 1] * m.cols} : Window{b[me], b[me + 1]};
         }
-      // Each piece's bounds, of its source's kind: the piece's rows or elements before each
-      // of the source's boundaries.
+      // Each piece's bounds, counted by the piece in the same cut: its rows (row shards), its
+      // elements (flat shards, and a stack's matrix in a column shard), or its columns.
       const std::vector<SplitLayout::Piece>& map = layout_.map();
-      std::vector<std::vector<index_t>> rows, elements;
-      for (const Given& g : given) {
-        if (g.bounds->empty()) continue;
-        std::vector<std::vector<index_t>>& out = g.rows ? rows : elements;
-        out.assign(map.size(), {});
-        for (std::size_t k = 0; k < map.size(); ++k)
-          for (index_t t : (*g.bounds)[map[k].source])
-            out[k].push_back(g.rows ? map[k].rows_before(t) : map[k].elements_before(t));
+      std::vector<std::vector<index_t>> rows(map.size()), elements(map.size()), columns(map.size());
+      for (std::size_t k = 0; k < map.size(); ++k) {
+        const SplitLayout::Piece& c = map[k];
+        const Given* g = taken[c.source];
+        if (!g) continue;
+        std::vector<index_t>& out = g->what == Kind::rows                      ? rows[k]
+                                    : g->what == Kind::elements || c.stacked() ? elements[k]
+                                                                               : columns[k];
+        for (index_t t : (*g->bounds)[c.source])
+          out.push_back(g->what == Kind::rows       ? c.rows_before(t)
+                        : g->what == Kind::elements ? c.elements_before(t)
+                                                    : c.columns_before(t));
       }
       partition_.set_row_bounds(std::move(rows));
       partition_.set_flat_bounds(std::move(elements));
+      partition_.set_column_bounds(std::move(columns));
       return StepReport{};
     }
   }
@@ -624,6 +729,7 @@ class SplitPartition {
   P partition_;
   std::vector<std::vector<index_t>> source_rows_;      ///< as set_source_rows() gave them
   std::vector<std::vector<index_t>> source_elements_;  ///< as set_source_elements() gave them
+  std::vector<std::vector<index_t>> source_columns_;   ///< as set_source_columns() gave them
   std::vector<Window> window_;                         ///< per caller parameter, from init()
   std::vector<char> missing_;                          ///< per caller parameter: null at this step
   std::string message_;
