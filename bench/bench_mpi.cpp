@@ -8,15 +8,15 @@
 ///   [--owners balanced|held] [--iterations K] [--cut]
 ///
 /// --layout sharded row-shards every parameter (FSDP2's torch.chunk split), --layout columns
-/// column-shards every parameter (tensor parallelism's split of dim 1; not with --cut), --layout
+/// column-shards every parameter (tensor parallelism's split of dim 1), --layout
 /// flat cuts one flat buffer of all parameters evenly among the ranks (Megatron's distributed
 /// optimizer: last parameter first, starts aligned to 64 floats); --owners held
 /// steps each gathered parameter on a rank holding the most of it (OwnerChoice::where_held; default
 /// balanced); --iterations sets the Newton–Schulz steps (default 5); --cut orthogonalises each
 /// fused attn.c_attn.weight (2304 × 768) as its Q, K and V (optim::SplitPartition over the
-/// distributed partition; with --layout sharded or flat the fused arrays are sharded, and each
-/// rank's rows or run straddle the pieces). Per step the time is the slowest rank's, between two
-/// barriers; gradients are refilled outside the timed region. One rank also times
+/// distributed partition; with --layout sharded, flat or columns the fused arrays are sharded,
+/// and each rank's rows, run or columns straddle the pieces). Per step the time is the slowest rank's,
+/// between two barriers; gradients are refilled outside the timed region. One rank also times
 /// optim::Partition::step alone (the single-process baseline) when started on one rank.
 /// Prints one line per measurement. Compare runs that use the same cores: e.g. 1 rank with
 /// OPENBLAS_NUM_THREADS=2 against 2 ranks with OPENBLAS_NUM_THREADS=1 on a 2-core machine
@@ -202,10 +202,6 @@ int main(int argc, char** argv) {
                                                    : "replicated") +
                              (cut ? ", c_attn cut into q/k/v" : "") +
                              (held_owners ? ", owners where held" : "");
-    if (columns && cut) {
-      if (me == 0) std::fprintf(stderr, "--cut takes replicated, row- or flat-sharded layouts\n");
-      MPI_Abort(MPI_COMM_WORLD, 2);
-    }
     if (!cut) {
       auto d = distributed::distributed_partition(comm, specs, labels, route("muon", muon(mo)),
                                                   route("adamw", adamw()));
@@ -237,16 +233,21 @@ int main(int argc, char** argv) {
       auto d = split_partition(
           layout, distributed::distributed_partition(comm, layout.pieces(), piece_labels,
                                                      route("muon", muon(mo)), route("adamw", adamw())));
+      std::vector<std::vector<index_t>> column_bounds(specs.size());
+      for (std::size_t i = 0; columns && i < specs.size(); ++i)
+        column_bounds[i] = distributed::chunk_bounds(flatten(specs[i].shape).cols, n);
       d.set_source_rows(bounds);
       d.set_source_elements(flat_bounds);
+      d.set_source_columns(column_bounds);
       if (held_owners) d.partition().set_owner_choice(distributed::OwnerChoice::where_held);
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
       print_balance(layout.pieces(), piece_labels, d.partition().owners(), me, n);
-      std::vector<index_t> held;  // this rank's elements of each fused parameter (rows or a run)
+      std::vector<index_t> held;  // this rank's elements of each fused parameter (rows, run, columns)
       const auto at = static_cast<std::size_t>(me);
       for (std::size_t i = 0; i < specs.size(); ++i) {
         const BlockShape m = flatten(specs[i].shape);
         held.push_back(flat                ? flat_bounds[i][at + 1] - flat_bounds[i][at]
+                       : columns           ? m.rows * (column_bounds[i][at + 1] - column_bounds[i][at])
                        : bounds[i].empty() ? m.size()
                                            : (bounds[i][at + 1] - bounds[i][at]) * m.cols);
       }
