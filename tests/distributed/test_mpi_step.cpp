@@ -141,7 +141,7 @@ bool same_bits(D& d, const Model& ref, const Local& loc) {
 }
 
 /// Every field this rank holds equals the single-process state's field, bit for bit: an owner's
-/// whole, this rank's rows of each buffer of a parameter stepped by rows.
+/// whole, this rank's rows, column block or run of each buffer of a parameter stepped by rows.
 template <class D, class P>
 bool same_state(D& d, P& ref) {
   io::FieldSet mine, want = io::capture(ref);
@@ -157,8 +157,16 @@ bool same_state(D& d, P& ref) {
     io::FieldValue expect = it->second;
     const std::ptrdiff_t i = distributed::detail::param_of_field(d.params(), name);
     if (auto* b = std::get_if<std::vector<float>>(&expect); b && i >= 0 && d.by_rows(std::size_t(i))) {
-      const distributed::RowRange e = d.element_range(std::size_t(i));  // this rank's rows or run
-      expect = std::vector<float>(b->begin() + e.begin, b->begin() + e.end);
+      const distributed::RowRange e = d.element_range(std::size_t(i)), r = d.row_range(std::size_t(i)),
+                                  band = d.column_range(std::size_t(i));
+      const index_t cols = flatten(d.params()[std::size_t(i)].shape).cols;
+      std::vector<float> part;  // a run, or this rank's rows × its columns
+      if (d.layout(std::size_t(i)) == Layout::flat_sharded)
+        part.assign(b->begin() + e.begin, b->begin() + e.end);
+      else
+        for (index_t row = r.begin; row < r.end; ++row)
+          part.insert(part.end(), b->begin() + row * cols + band.begin, b->begin() + row * cols + band.end);
+      expect = part;
     }
     if (expect != v) {
       MESSAGE("field " << name << " differs");
@@ -317,8 +325,9 @@ TEST_CASE(
   // Layout::column_sharded: each rank holds its columns of every row (RowParallelLinear's split
   // of `in`), columns not divisible by the rank count and ranks with no columns included; mixed
   // with row-sharded and replicated parameters. Trajectories and owners' states equal one
-  // process; a checkpoint saved from column shards restores into row shards and continues
-  // identically (the file does not depend on the layout).
+  // process, AdamW stepped on each rank's column blocks; a checkpoint saved from column shards
+  // is the single-process file, restores into column shards, and into row shards, where it
+  // continues identically (the file does not depend on the layout).
   const auto labels = propose_labels(specs());
   auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
   REQUIRE(ref.init());
@@ -335,7 +344,8 @@ TEST_CASE(
   REQUIRE(d.init());
   for (std::size_t i = 0; i < specs().size(); ++i) {
     CAPTURE(specs()[i].name);
-    CHECK(!d.by_rows(i));  // only row shards are stepped by rows
+    CHECK(d.by_rows(i) ==
+          (cols[i] != Layout::replicated && labels[i] == "adamw"));  // AdamW's blocks where they lie
     if (cols[i] != Layout::column_sharded) continue;
     const distributed::RowRange c = d.column_range(i);
     const auto me = static_cast<std::size_t>(world().rank());
@@ -350,9 +360,14 @@ TEST_CASE(
   CHECK(same_state(d, ref));
   const std::string path = save_as_one_process(d, ref, "columns", 3);
   std::string err;
+  io::CheckpointHeader got;
+  // Back into column shards: AdamW's buffers cut into each rank's column blocks.
+  auto again = make(cols);
+  REQUIRE(again.init());
+  REQUIRE(distributed::load_checkpoint(path, again, got, {}, &err) == Status::ok);
+  CHECK(same_state(again, ref));
   auto rows = make(layouts(true));
   REQUIRE(rows.init());
-  io::CheckpointHeader got;
   REQUIRE(distributed::load_checkpoint(path, rows, got, {}, &err) == Status::ok);
   Local other(rows, m);  // m holds the parameters after step 3
   along(ref, rows, m, other, 3, 5);
@@ -564,7 +579,7 @@ TEST_CASE("distributed.partition: uneven column bounds equal one process bit for
   const auto me = static_cast<std::size_t>(world().rank());
   for (std::size_t i = 0; i < bounds.size(); ++i) {
     CAPTURE(specs()[i].name);
-    CHECK(!d.by_rows(i));
+    CHECK(d.by_rows(i) == (d.layout(i) != Layout::replicated && labels[i] == "adamw"));
     if (bounds[i].empty()) continue;
     CHECK(d.layout(i) == Layout::column_sharded);
     CHECK(d.column_range(i).begin == bounds[i][me]);

@@ -43,7 +43,7 @@ enum class Layout {
   /// gradient, b = chunk_bounds(cols, ranks) or DistributedPartition::set_column_bounds, as one
   /// contiguous row-major rows × (b[r+1] − b[r]) array: tensor parallelism's RowParallelLinear
   /// weight (out, in) split along `in`. The owner gathers the ranks' column blocks, computes the
-  /// update, and scatters its columns.
+  /// update, and scatters its columns; element-wise routes step each rank's block.
   column_sharded,
   /// Rank r holds elements [b[r], b[r+1]) of the flattened row-major parameter and of its
   /// gradient, one contiguous run that may begin and end inside a row, b = chunk_bounds(rows ·
@@ -114,12 +114,13 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// owner holds the parameter's optimizer state — optimizer memory is sharded — and computes its
 /// update with an optim::Partition of its own parameters (same-shape batching included).
 ///
-/// **By rows.** A row- or flat-sharded parameter whose route's rule acts on each element alone
-/// (optim::rule_row_local: the adamw and sgd presets) has no owner (owners() −1, by_rows()):
-/// every rank steps its own rows (run of elements) with the state of those, so its optimizer
-/// state is sharded like the parameter (ZeRO's layout) and nothing of it is communicated. The
-/// result is the same bit for bit (the rule treats each element alone); checkpoints hold the
-/// whole state, appended in rank order at save and cut into the ranks' rows or runs at load.
+/// **By rows.** A sharded parameter (rows, columns or a run of elements) whose route's rule acts
+/// on each element alone (optim::rule_row_local: the adamw and sgd presets) has no owner
+/// (owners() −1, by_rows()): every rank steps its own rows, column block or run with the state
+/// of those, so its optimizer state is sharded like the parameter (ZeRO's layout) and nothing
+/// of it is communicated. The result is the same bit for bit (the rule treats each element
+/// alone); checkpoints hold the whole state, assembled from the ranks' parts in rank order at
+/// save (column blocks put back into their columns) and cut into the ranks' parts at load.
 ///
 /// **Step** (all or nothing across ranks):
 ///   1. every rank scans the gradients it holds; one all-reduce agrees on the first NaN/Inf or
@@ -309,8 +310,8 @@ class DistributedPartition {
     if (sharded && clip_ > 0.0)
       return optim::refusal("global clipping with sharded parameters is not supported (clip before the step)",
                             -1);
-    // Owners. A row- or flat-sharded parameter whose rule acts on each element alone
-    // (row_local_route) has none: every rank steps its own rows or run with the state of those.
+    // Owners. A sharded parameter whose rule acts on each element alone (row_local_route) has
+    // none: every rank steps its own rows, column block or run with the state of those.
     std::vector<double> costs(np);
     by_rows_.assign(np, 0);
     for (std::size_t i = 0; i < np; ++i) {
@@ -320,8 +321,7 @@ class DistributedPartition {
         return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
       }
       // (An empty parameter keeps an owner, so that its empty state is still checkpointed.)
-      by_rows_[i] = (layout_[i] == Layout::row_sharded || layout_[i] == Layout::flat_sharded) &&
-                    row_local_route(route) && shapes_[i].size() > 0;
+      by_rows_[i] = layout_[i] != Layout::replicated && row_local_route(route) && shapes_[i].size() > 0;
       costs[i] = by_rows_[i] ? 0.0
                  : cost_     ? cost_(params_[i], labels_[i])
                              : default_cost(shapes_[i], matrix_route(route));
@@ -625,11 +625,14 @@ class DistributedPartition {
   const std::vector<std::string>& labels() const { return labels_; }
   /// The owner rank of each parameter (after init()); −1 for a parameter stepped by rows.
   const std::vector<int>& owners() const { return owner_; }
-  /// Whether parameter i is stepped by rows (after init()): row- or flat-sharded with a route
-  /// whose rule acts on each element alone (optim::rule_row_local: AdamW, SGD). Every rank then
-  /// steps its own rows (or run of elements), with the state of those, and nothing of it is
-  /// communicated.
+  /// Whether parameter i is stepped by rows (after init()): sharded (rows, columns or a run)
+  /// with a route whose rule acts on each element alone (optim::rule_row_local: AdamW, SGD).
+  /// Every rank then steps its own rows, column block or run, with the state of those, and
+  /// nothing of it is communicated.
   bool by_rows(std::size_t i) const { return by_rows_[i] != 0; }
+  /// The boundaries of sharded parameter i among the ranks (after init()): rank r holds its
+  /// rows, columns or elements (as its layout says) [b[r], b[r+1]); empty for replicated.
+  const std::vector<index_t>& bounds(std::size_t i) const { return cuts_[i]; }
   /// The rows of parameter i this rank holds (all rows unless row_sharded; flat_sharded: the
   /// rows its elements lie in, the first and the last possibly partial).
   RowRange row_range(std::size_t i) const { return rows_[i]; }
@@ -864,6 +867,30 @@ Status write_on_root(const Communicator& comm, const std::string& path, const io
 /// The parameter whose fields a checkpoint name belongs to: the longest name n with
 /// field = n + "/…" (names may contain '/'); −1 for none.
 std::ptrdiff_t param_of_field(const std::vector<optim::ParamSpec>& params, const std::string& field);
+/// On rank 0 after gather_fields: the buffers of column-sharded parameters stepped by rows
+/// arrive as the ranks' column blocks appended in rank order (rows × its columns each); this
+/// puts each block back into its columns, so that the buffer is the row-major whole. Cost: one
+/// pass over those buffers.
+template <class P>
+void columns_into_place(const P& p, io::FieldSet& all) {
+  for (auto& [name, value] : all) {
+    const std::ptrdiff_t i = param_of_field(p.params(), name);
+    if (i < 0) continue;
+    const auto k = static_cast<std::size_t>(i);
+    auto* v = std::get_if<std::vector<float>>(&value);
+    const optim::BlockShape s = optim::flatten(p.params()[k].shape);
+    if (!v || !p.by_rows(k) || p.layout(k) != Layout::column_sharded ||
+        static_cast<index_t>(v->size()) != s.size())
+      continue;
+    const std::vector<index_t>& b = p.bounds(k);
+    std::vector<float> whole(v->size());
+    auto from = v->begin();  // the blocks, one after another
+    for (std::size_t r = 0; r + 1 < b.size(); ++r)
+      for (index_t row = 0; row < s.rows; ++row, from += b[r + 1] - b[r])
+        std::copy(from, from + (b[r + 1] - b[r]), whole.begin() + row * s.cols + b[r]);
+    *v = std::move(whole);
+  }
+}
 /// A DistributedPartition's local part as io::restore sees it (copies share the partition:
 /// load_checkpoint keeps its own snapshot for the all-or-nothing rule).
 template <class P>
@@ -892,8 +919,9 @@ Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
   io::FieldCollector c{&mine};
   p.visit_local(c);
   if (p.communicator().rank() != 0) mine.erase("_partition/skipped_steps");
-  return detail::write_on_root(p.communicator(), path, detail::gather_fields(p.communicator(), mine), header,
-                               error);
+  io::FieldSet all = detail::gather_fields(p.communicator(), mine);
+  if (p.communicator().rank() == 0) detail::columns_into_place(p, all);
+  return detail::write_on_root(p.communicator(), path, all, header, error);
 }
 
 /// Collective. Reads the file on rank 0, sends it to every rank, and loads into each rank's
@@ -936,10 +964,11 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
     }
     if (owners[static_cast<std::size_t>(i)] == comm.rank()) {
       mine[name] = value;
-    } else if (p.by_rows(static_cast<std::size_t>(i))) {  // this rank's rows (run) of each buffer
-      const RowRange e = p.element_range(static_cast<std::size_t>(i));
-      if (e.size() == 0) continue;  // nothing here: no state here
-      const optim::BlockShape s = optim::flatten(p.params()[static_cast<std::size_t>(i)].shape);
+    } else if (p.by_rows(static_cast<std::size_t>(i))) {  // this rank's rows, block or run of each buffer
+      const auto k = static_cast<std::size_t>(i);
+      const RowRange e = p.element_range(k), c = p.column_range(k);
+      const optim::BlockShape s = optim::flatten(p.params()[k].shape);
+      if (e.size() == 0 || c.size() == 0) continue;  // nothing here: no state here
       const auto* whole = std::get_if<std::vector<float>>(&value);
       if (!whole) {
         mine[name] = value;
@@ -947,6 +976,12 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
         if (problem.empty())
           problem = "the checkpoint's field '" + name + "' has " + std::to_string(whole->size()) +
                     " values, not one per element of the parameter (" + std::to_string(s.size()) + ")";
+      } else if (p.layout(k) == Layout::column_sharded) {  // columns [c.begin, c.end) of every row
+        std::vector<float> block;
+        for (index_t r = 0; r < s.rows; ++r)
+          block.insert(block.end(), whole->begin() + r * s.cols + c.begin,
+                       whole->begin() + r * s.cols + c.end);
+        mine[name] = std::move(block);
       } else {
         mine[name] = std::vector<float>(whole->begin() + e.begin, whole->begin() + e.end);
       }
