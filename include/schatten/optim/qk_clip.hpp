@@ -32,8 +32,9 @@
 /// flat-sharded ones (ZeRO, Megatron's distributed optimizer: flat_sharded), set_elements()
 /// which run of its elements; column-sharded ones (tensor parallelism of (in, out) kernels:
 /// column_sharded), set_columns() which columns of every row. Every process calls apply() with
-/// the same (all-reduced) logits and scales the part of each slice it holds. The factors depend on the logits
-/// only, so the shards together equal one process's clip bit for bit, with no communication.
+/// the same (all-reduced) logits and scales the part of each slice it holds. The factors depend
+/// on the logits only, so the shards together equal one process's clip bit for bit, with no
+/// communication.
 ///
 /// Cost: one pass over the slices of clipped groups only (none when no head exceeds τ); on the
 /// device one kernel per clipped slice. Accuracy: each slice element is multiplied once by a
