@@ -441,8 +441,9 @@ class QkClip {
   /// slice is one block (its rows × the band, or every row × its columns in the band).
   template <class F>
   void for_each_held_block(const Slice& s, F&& f) const {
-    const auto [begin, end] = runs_[s.param];
-    const auto [c0, c1] = bands_[s.param];
+    // (Not structured bindings: a lambda below captures these, which C++17 does not allow.)
+    const index_t begin = runs_[s.param].first, end = runs_[s.param].second;
+    const index_t c0 = bands_[s.param].first, c1 = bands_[s.param].second;
     const BlockShape m = flatten(specs_[s.param].shape);
     if (c1 - c0 == m.cols) {  // every column: a run of the row-major matrix
       for_each_band_block(
