@@ -387,16 +387,16 @@ std::vector<index_t> uneven_bounds(index_t rows) {
 TEST_CASE("distributed.qk_clip: MuonClip on row- flat- and column-sharded attention equals one process") {
   // Megatron's gated linear_qkv and GPT-2's fused c_attn with its bias, row-sharded, then
   // flat-sharded (uneven runs beginning inside rows), then column-sharded (uneven bands), then
-  // as tensor parallelism by heads lays them out (linear_qkv (out, in) by rows, the (in, out)
-  // c_attn and its bias by columns): each rank clips what it holds after the distributed Muon
+  // as sharding along the output dimension lays them out (linear_qkv (out, in) by rows, the
+  // (in, out) c_attn and its bias by columns): each rank clips what it holds after the distributed Muon
   // step (QkClip::set_elements with the partition's element ranges, set_columns with its column
   // ranges), with the same logits; the result is the single process's MuonClip bit for bit.
   const schatten::test::ShardedAttention attention;
   const std::vector<ParamSpec>& ps = attention.specs;
   const std::vector<QkLayer>& layers = attention.layers;
   const auto labels = propose_labels(ps);
-  enum Kind { rows, flat, columns, heads };
-  for (int kind : {rows, flat, columns, heads}) {
+  enum Kind { rows, flat, columns, output_dim };
+  for (int kind : {rows, flat, columns, output_dim}) {
     CAPTURE(kind);
     auto ref = optim::partition(ps, labels, route("muon", make_muon()), route("adamw", make_adamw()));
     REQUIRE(ref.init());
@@ -418,7 +418,8 @@ TEST_CASE("distributed.qk_clip: MuonClip on row- flat- and column-sharded attent
         bands.push_back(uneven_bounds(flatten(p.shape).cols));
       d.set_column_bounds(bands);
     }
-    if (kind == heads) d.set_layouts({Layout::row_sharded, Layout::column_sharded, Layout::column_sharded});
+    if (kind == output_dim)
+      d.set_layouts({Layout::row_sharded, Layout::column_sharded, Layout::column_sharded});
     REQUIRE(d.init());
     QkClip whole(layers, {2.0, 0.5}), mine(layers, {2.0, 0.5});
     REQUIRE(whole.init(ps));

@@ -627,8 +627,8 @@ TEST_CASE("qk_clip on every run of elements equals the whole clip bit for bit") 
 }
 
 TEST_CASE("qk_clip on every band of columns equals the whole clip bit for bit") {
-  // Column shards (tensor parallelism by heads of an (in, out) kernel such as GPT-2's Conv1D
-  // c_attn) hold every row of a band of columns, stored with the band's width as leading
+  // Column shards (an (in, out) kernel such as GPT-2's Conv1D c_attn sharded along its output
+  // columns) hold every row of a band of columns, stored with the band's width as leading
   // dimension. For every band [c0, c1) of every parameter — row slices (gated linear_qkv, met
   // in their rows × the band) and column slices (c_attn, their columns inside the band) and the
   // bias (a 1-D parameter is one row) — clipping the band alone gives exactly that band of the
@@ -667,7 +667,7 @@ TEST_CASE("qk_clip on every band of columns equals the whole clip bit for bit") 
   CHECK(bands == 695);  // Σ (c + 1)(c + 2) / 2 over c = 8, 24, 24
   CHECK(wrong == 0);
   // Layouts mixed on one process: linear_qkv row-sharded (rows [7, 30), inside heads), GPT-2's
-  // c_attn and its bias under tensor parallelism by heads (columns [12, 24): key head 1 and
+  // c_attn and its bias sharded along their output columns (columns [12, 24): key head 1 and
   // the values).
   REQUIRE(clip.set_columns({{0, 8}, {12, 24}, {12, 24}}));
   REQUIRE(clip.set_rows({{7, 30}, {0, 8}, {0, 1}}));

@@ -315,8 +315,8 @@ class QkClip {
   }
 
   /// The columns [first, second) of each parameter's flattened matrix that this process holds,
-  /// of every row (column-sharded parameters: tensor parallelism by heads of an (in, out) kernel
-  /// such as GPT-2's Conv1D c_attn; after init(), which holds every column). apply()'s params[i]
+  /// of every row (column-sharded parameters: an (in, out) kernel such as GPT-2's Conv1D c_attn
+  /// sharded along its output columns; after init(), which holds every column). apply()'s params[i]
   /// then points to this process's rows × (second − first) array of parameter i, row-major with
   /// leading dimension second − first, and the part of each slice inside those columns is
   /// scaled (a column slice: its columns there; a row slice: the held part of each of its

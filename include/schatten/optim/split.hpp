@@ -487,8 +487,9 @@ class SplitPartition {
   /// (at most three blocks per group). The result is the single process's step bit for bit
   /// (tests/distributed).
   void set_source_elements(std::vector<std::vector<index_t>> bounds) { source_elements_ = std::move(bounds); }
-  /// Column-sharded fused parameters (tensor parallelism of an (in, out) kernel by heads: GPT-2's
-  /// Conv1D c_attn, a flax kernel; before init(); P must be a distributed::DistributedPartition):
+  /// Column-sharded fused parameters (an (in, out) kernel sharded along its output columns:
+  /// GPT-2's Conv1D c_attn under DTensor Shard(1), a kernel of interleaved query groups under
+  /// tensor parallelism by heads; before init(); P must be a distributed::DistributedPartition):
   /// as set_source_rows, with column boundaries from 0 to the flattened parameter's columns,
   /// process r holding columns [b[r], b[r+1]) of every row as a rows × (its columns) row-major
   /// array. step() then takes, for such a parameter, that array (null when empty). Each piece
