@@ -427,6 +427,13 @@ TEST_SUITE("optim.split") {
     const std::vector<Case> cases = {{kParams, kSplits, kCuts},
                                      {kGroupedParams, kGroupedSplits, grouped_cuts()},
                                      {stack_params, {stack_of("moe.w")}, stack_cuts}};
+    // The copy of one block a copied piece's window or band yields: nonempty, equal shapes.
+    auto gather = [](MatrixRef<float> to, MatrixRef<float> from) {
+      REQUIRE(to.rows == from.rows);
+      REQUIRE(to.cols == from.cols);
+      REQUIRE(to.rows * to.cols > 0);
+      copy_block(to, from);
+    };
     for (const Case& tc : cases) {
       const SplitLayout layout(tc.params, tc.splits);
       REQUIRE_MESSAGE(bool(layout), layout.message());
@@ -470,15 +477,7 @@ TEST_SUITE("optim.split") {
               CHECK((p == nullptr) == want.empty());
               if (p) got.assign(p, p + want.size());
             } else {
-              piece.for_each_block(
-                  got.data(), shard.data(), MemoryKind::host,
-                  [&](MatrixRef<float> to, MatrixRef<float> from) {
-                    REQUIRE(to.rows == from.rows);
-                    REQUIRE(to.cols == from.cols);
-                    REQUIRE(to.rows * to.cols > 0);
-                    copy_block(to, from);
-                  },
-                  a, b);
+              piece.for_each_block(got.data(), shard.data(), MemoryKind::host, gather, a, b);
             }
             CHECK(got == want);
           }
@@ -508,15 +507,7 @@ TEST_SUITE("optim.split") {
               CHECK((p == nullptr) == want.empty());
               if (p) got.assign(p, p + want.size());
             } else {
-              piece.for_each_column_block(
-                  got.data(), band.data(), MemoryKind::host,
-                  [&](MatrixRef<float> to, MatrixRef<float> from) {
-                    REQUIRE(to.rows == from.rows);
-                    REQUIRE(to.cols == from.cols);
-                    REQUIRE(to.rows * to.cols > 0);
-                    copy_block(to, from);
-                  },
-                  c0, c1);
+              piece.for_each_column_block(got.data(), band.data(), MemoryKind::host, gather, c0, c1);
             }
             CHECK(got == want);
           }

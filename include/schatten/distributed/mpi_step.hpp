@@ -67,6 +67,24 @@ enum class OwnerChoice {
 };
 
 namespace detail {
+/// Between a row-major rows × cols matrix `whole` and its column blocks [b[r], b[r+1]) laid one
+/// after another in rank order in `blocks` (block r, rows × its width row-major, at rows · b[r]):
+/// the blocks into the matrix (unpack = true) or out of it. What a column-sharded parameter's
+/// gather stages and its checkpoint buffers hold. Cost: one pass over the matrix.
+inline void move_column_blocks(float* blocks, float* whole, index_t rows, index_t cols,
+                               const std::vector<index_t>& b, bool unpack) {
+  for (std::size_t r = 0; r + 1 < b.size(); ++r) {
+    const index_t w = b[r + 1] - b[r];
+    for (index_t row = 0; row < rows; ++row) {
+      float* in_whole = whole + row * cols + b[r];
+      float* in_block = blocks + rows * b[r] + row * w;
+      if (unpack)
+        std::copy(in_block, in_block + w, in_whole);
+      else
+        std::copy(in_whole, in_whole + w, in_block);
+    }
+  }
+}
 /// A copy of every field a state visits, in visit order (rollback when another rank fails).
 struct Snapshot {
   std::vector<std::int64_t> ints;
@@ -739,22 +757,9 @@ class DistributedPartition {
   bool exchanged(std::size_t i) const { return layout_[i] != Layout::replicated && !by_rows_[i]; }
   /// Column-sharded parameter i between the owner's whole row-major matrix and the stage (the
   /// ranks' rows × columns blocks in rank order, as gathered): into the matrix (unpack = true)
-  /// or out of it. Cost: one pass over the matrix.
+  /// or out of it (detail::move_column_blocks).
   void move_columns(std::size_t i, float* whole, bool unpack) {
-    const index_t rows = shapes_[i].rows, cols = shapes_[i].cols;
-    const std::vector<index_t>& b = cuts_[i];
-    for (std::size_t r = 0; r + 1 < b.size(); ++r) {
-      const index_t w = b[r + 1] - b[r];
-      float* block = stage_.data() + shard_displs_[i][r];
-      for (index_t row = 0; row < rows; ++row) {
-        float* in_whole = whole + row * cols + b[r];
-        float* in_block = block + row * w;
-        if (unpack)
-          std::copy(in_block, in_block + w, in_whole);
-        else
-          std::copy(in_whole, in_whole + w, in_block);
-      }
-    }
+    detail::move_column_blocks(stage_.data(), whole, shapes_[i].rows, shapes_[i].cols, cuts_[i], unpack);
   }
   /// Collective: whether every rank holds the same `lists` of bounds (a 64-bit FNV-1a hash of
   /// the sizes and values, compared through its minimum and maximum over the ranks).
@@ -882,12 +887,8 @@ void columns_into_place(const P& p, io::FieldSet& all) {
     if (!v || !p.by_rows(k) || p.layout(k) != Layout::column_sharded ||
         static_cast<index_t>(v->size()) != s.size())
       continue;
-    const std::vector<index_t>& b = p.bounds(k);
     std::vector<float> whole(v->size());
-    auto from = v->begin();  // the blocks, one after another
-    for (std::size_t r = 0; r + 1 < b.size(); ++r)
-      for (index_t row = 0; row < s.rows; ++row, from += b[r + 1] - b[r])
-        std::copy(from, from + (b[r + 1] - b[r]), whole.begin() + row * s.cols + b[r]);
+    move_column_blocks(v->data(), whole.data(), s.rows, s.cols, p.bounds(k), true);
     *v = std::move(whole);
   }
 }
