@@ -5,14 +5,17 @@
 /// at each rank per step next to the parameter bytes.
 ///
 ///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns|flat]
-///   [--owners balanced|held] [--iterations K] [--cut]
+///   [--owners balanced|held|transfer] [--transfer-cost X|measure] [--iterations K] [--cut]
 ///
 /// --layout sharded row-shards every parameter (FSDP2's torch.chunk split), --layout columns
 /// column-shards every parameter (tensor parallelism's split of dim 1), --layout
 /// flat cuts one flat buffer of all parameters evenly among the ranks (Megatron's distributed
 /// optimizer: last parameter first, starts aligned to 64 floats); --owners held
 /// steps each gathered parameter on a rank holding the most of it (OwnerChoice::where_held; default
-/// balanced); --iterations sets the Newton–Schulz steps (default 5); --cut orthogonalises each
+/// balanced), --owners transfer weighs each transfer against the work (OwnerChoice::
+/// transfer_aware) at --transfer-cost flop-equivalents per float (default
+/// kDefaultTransferCost; `measure`: distributed::measure_transfer_cost on this machine first);
+/// --iterations sets the Newton–Schulz steps (default 5); --cut orthogonalises each
 /// fused attn.c_attn.weight (2304 × 768) as its Q, K and V (optim::SplitPartition over the
 /// distributed partition; with --layout sharded, flat or columns the fused arrays are sharded,
 /// and each rank's rows, run or columns straddle the pieces). Per step the time is the slowest rank's,
@@ -109,25 +112,20 @@ void time_steps(D& d, const distributed::Communicator& comm, const std::vector<P
   }
 }
 
-/// Load balance of the assignment (cost model units), printed by rank 0.
-void print_balance(const std::vector<ParamSpec>& specs, const std::vector<std::string>& labels,
-                   const std::vector<int>& owners, int me, int n) {
-  std::vector<double> load(static_cast<std::size_t>(n), 0.0);
+/// The assignment in the cost model, printed by rank 0: each rank's parameters and work, the
+/// modelled exchange of the gathered parameters and the modelled step
+/// (DistributedPartition::modelled(), distributed::modelled_step).
+void print_balance(const std::vector<int>& owners, const distributed::ModelledStep& model, int me, int n) {
   std::vector<int> count(static_cast<std::size_t>(n), 0);
   int by_rows = 0;
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    if (owners[i] < 0) {  // stepped by rows on every rank (row- or flat-sharded AdamW)
-      ++by_rows;
-      continue;
-    }
-    load[static_cast<std::size_t>(owners[i])] +=
-        distributed::default_cost(flatten(specs[i].shape), labels[i] == "muon");
-    ++count[static_cast<std::size_t>(owners[i])];
-  }
+  for (int o : owners)
+    o < 0 ? ++by_rows : ++count[static_cast<std::size_t>(o)];
   if (me == 0) {
     for (int r = 0; r < n; ++r)
       std::printf("rank %d owns %d parameters, %.1f GFLOP-equivalents\n", r, count[std::size_t(r)],
-                  load[std::size_t(r)] / 1e9);
+                  model.work[std::size_t(r)] / 1e9);
+    std::printf("modelled exchange %.1f, modelled step %.1f GFLOP-equivalents\n", model.exchange / 1e9,
+                model.time() / 1e9);
     if (by_rows > 0) std::printf("%d parameters stepped by rows on every rank\n", by_rows);
   }
 }
@@ -137,7 +135,11 @@ void print_balance(const std::vector<ParamSpec>& specs, const std::vector<std::s
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int steps = 5, iterations = 5;
-  bool sharded = false, columns = false, flat = false, cut = false, held_owners = false;
+  bool sharded = false, columns = false, flat = false, cut = false;
+  auto owners = distributed::OwnerChoice::balanced;
+  const char* owner_name = "balanced";
+  double transfer_cost = distributed::kDefaultTransferCost;
+  bool measure = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--iterations") && i + 1 < argc) iterations = std::atoi(argv[++i]);
@@ -148,7 +150,17 @@ int main(int argc, char** argv) {
       flat = !std::strcmp(argv[i], "flat");
     }
     if (!std::strcmp(argv[i], "--cut")) cut = true;
-    if (!std::strcmp(argv[i], "--owners") && i + 1 < argc) held_owners = !std::strcmp(argv[++i], "held");
+    if (!std::strcmp(argv[i], "--owners") && i + 1 < argc) {
+      owner_name = argv[++i];
+      owners = !std::strcmp(owner_name, "held")       ? distributed::OwnerChoice::where_held
+               : !std::strcmp(owner_name, "transfer") ? distributed::OwnerChoice::transfer_aware
+                                                      : distributed::OwnerChoice::balanced;
+    }
+    if (!std::strcmp(argv[i], "--transfer-cost") && i + 1 < argc) {
+      ++i;
+      measure = !std::strcmp(argv[i], "measure");
+      if (!measure) transfer_cost = std::atof(argv[i]);
+    }
   }
   {
     Runtime runtime;
@@ -158,6 +170,11 @@ int main(int argc, char** argv) {
     if (me == 0)
       std::printf("%d rank(s), OPENBLAS_NUM_THREADS=%s, %s, Newton-Schulz steps %d\n", n,
                   threads ? threads : "(unset)", runtime_description().c_str(), iterations);
+    if (measure) {
+      transfer_cost = distributed::measure_transfer_cost(comm);
+      comm.reset_traffic();
+    }
+    if (me == 0) std::printf("transfer cost %.1f flop-equivalents per float\n", transfer_cost);
     const auto specs = bench::gpt2_small();
     const auto labels = propose_labels(specs);
     MuonOptions mo;
@@ -200,18 +217,18 @@ int main(int argc, char** argv) {
                                          : columns ? "column-sharded"
                                          : flat    ? "flat-sharded"
                                                    : "replicated") +
-                             (cut ? ", c_attn cut into q/k/v" : "") +
-                             (held_owners ? ", owners where held" : "");
+                             (cut ? ", c_attn cut into q/k/v" : "") + ", owners " + owner_name;
     if (!cut) {
       auto d = distributed::distributed_partition(comm, specs, labels, route("muon", muon(mo)),
                                                   route("adamw", adamw()));
       d.set_row_bounds(bounds);
       d.set_flat_bounds(flat_bounds);
-      if (held_owners) d.set_owner_choice(distributed::OwnerChoice::where_held);
+      d.set_owner_choice(owners);
+      d.set_transfer_cost(transfer_cost);
       if (columns)
         d.set_layouts(std::vector<distributed::Layout>(specs.size(), distributed::Layout::column_sharded));
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
-      print_balance(specs, labels, d.owners(), me, n);
+      print_balance(d.owners(), d.modelled(), me, n);
       std::vector<index_t> held;
       for (std::size_t i = 0; i < specs.size(); ++i)
         held.push_back(d.layout(i) == distributed::Layout::flat_sharded
@@ -239,9 +256,10 @@ int main(int argc, char** argv) {
       d.set_source_rows(bounds);
       d.set_source_elements(flat_bounds);
       d.set_source_columns(column_bounds);
-      if (held_owners) d.partition().set_owner_choice(distributed::OwnerChoice::where_held);
+      d.partition().set_owner_choice(owners);
+      d.partition().set_transfer_cost(transfer_cost);
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
-      print_balance(layout.pieces(), piece_labels, d.partition().owners(), me, n);
+      print_balance(d.partition().owners(), d.partition().modelled(), me, n);
       std::vector<index_t> held;  // this rank's elements of each fused parameter (rows, run, columns)
       const auto at = static_cast<std::size_t>(me);
       for (std::size_t i = 0; i < specs.size(); ++i) {

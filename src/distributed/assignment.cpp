@@ -58,22 +58,49 @@ double default_cost(const optim::BlockShape& s, bool matrix_function) {
   return c;
 }
 
+namespace {
+
+/// held[i] when it describes parameter i on `ranks` ranks, else nullptr (free, no traffic).
+const std::vector<index_t>* held_of(const std::vector<std::vector<index_t>>& held, std::size_t i, int ranks) {
+  return i < held.size() && held[i].size() == static_cast<std::size_t>(ranks) ? &held[i] : nullptr;
+}
+
+/// The elements of a parameter held as `h` (its elements on each rank).
+double total(const std::vector<index_t>& h) {
+  double n = 0;
+  for (index_t e : h)
+    n += double(e);
+  return n;
+}
+
+/// Floats through the owner's link when rank `owner` computes a parameter of n = total(h)
+/// elements held as `h`: 3 per element it does not hold (parameter and gradient in, update out).
+double exchanged_floats(const std::vector<index_t>& h, double n, std::size_t owner) {
+  return 3.0 * (n - double(h[owner]));
+}
+
+/// Parameter indices by decreasing cost, ties by lower index: LPT's order.
+std::vector<std::size_t> by_decreasing_cost(const std::vector<double>& costs) {
+  std::vector<std::size_t> order(costs.size());
+  std::iota(order.begin(), order.end(), std::size_t(0));
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return costs[a] > costs[b]; });
+  return order;
+}
+
+}  // namespace
+
 std::vector<int> assign_owners(const std::vector<double>& costs, int ranks) {
   return assign_owners(costs, ranks, {});
 }
 
 std::vector<int> assign_owners(const std::vector<double>& costs, int ranks,
                                const std::vector<std::vector<index_t>>& held) {
-  std::vector<std::size_t> order(costs.size());
-  std::iota(order.begin(), order.end(), std::size_t(0));
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) { return costs[a] > costs[b]; });
   std::vector<double> load(static_cast<std::size_t>(ranks), 0.0);
   std::vector<int> owner(costs.size(), 0);
-  for (std::size_t i : order) {
+  for (std::size_t i : by_decreasing_cost(costs)) {
     // The candidates: the ranks holding the most of parameter i, or every rank.
-    const std::vector<index_t>* h =
-        i < held.size() && held[i].size() == static_cast<std::size_t>(ranks) ? &held[i] : nullptr;
+    const std::vector<index_t>* h = held_of(held, i, ranks);
     const index_t most = h ? *std::max_element(h->begin(), h->end()) : 0;
     std::size_t best = load.size();
     for (std::size_t r = 0; r < load.size(); ++r)
@@ -82,6 +109,136 @@ std::vector<int> assign_owners(const std::vector<double>& costs, int ranks,
     load[best] += costs[i];
   }
   return owner;
+}
+
+namespace {
+
+/// The search for OwnerChoice::transfer_aware's owners over modelled_step()'s model.
+struct Search {
+  const std::vector<double>& costs;
+  const std::vector<std::vector<index_t>>& held;
+  int ranks;
+  double per_float;
+  std::vector<double> n;  ///< per parameter: total(held) (0 when not exchanged)
+
+  double exchange_of(std::size_t i, std::size_t o) const {
+    const std::vector<index_t>* h = held_of(held, i, ranks);
+    return h ? exchanged_floats(*h, n[i], o) * per_float : 0.0;
+  }
+
+  /// LPT with the exchange counted: parameters by decreasing cost, each to the rank that gives
+  /// the shortest modelled step so far (ties: less work, lower rank).
+  std::vector<int> greedy() const {
+    std::vector<double> work(static_cast<std::size_t>(ranks), 0.0);
+    double most = 0.0;
+    std::vector<int> owner(costs.size(), 0);
+    for (std::size_t i : by_decreasing_cost(costs)) {
+      std::size_t best = 0;
+      double best_time = 0.0;
+      for (std::size_t o = 0; o < work.size(); ++o) {
+        const double t = std::max(most, work[o] + costs[i]) + exchange_of(i, o);
+        if (o == 0 || t < best_time || (t == best_time && work[o] < work[best])) {
+          best = o;
+          best_time = t;
+        }
+      }
+      owner[i] = static_cast<int>(best);
+      work[best] += costs[i];
+      most = std::max(most, work[best]);
+    }
+    return owner;
+  }
+
+  /// Best-improvement local search from `owner`: the single move of one parameter to the least
+  /// loaded rank that lowers the modelled time the most, until none does (at most
+  /// 8·parameters + 8 moves). Returns the modelled time.
+  double improve(std::vector<int>& owner) const {
+    const auto R = static_cast<std::size_t>(ranks);
+    std::vector<double> work(R, 0.0);
+    double exchange = 0.0;
+    for (std::size_t i = 0; i < costs.size(); ++i) {
+      work[static_cast<std::size_t>(owner[i])] += costs[i];
+      exchange += exchange_of(i, static_cast<std::size_t>(owner[i]));
+    }
+    double time = *std::max_element(work.begin(), work.end()) + exchange;
+    for (std::size_t move = 0; move < 8 * costs.size() + 8; ++move) {
+      // The three largest works (their ranks), for the largest work outside any two ranks.
+      std::size_t top[3] = {R, R, R};
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t k = 0; k < 3; ++k)
+          if (top[k] == R || work[r] > work[top[k]]) {
+            for (std::size_t j = 2; j > k; --j)
+              top[j] = top[j - 1];
+            top[k] = r;
+            break;
+          }
+      auto largest_besides = [&](std::size_t a, std::size_t b) {
+        for (std::size_t t : top)
+          if (t != R && t != a && t != b) return work[t];
+        return 0.0;
+      };
+      const auto least = static_cast<std::size_t>(std::min_element(work.begin(), work.end()) - work.begin());
+      double best_time = time;
+      std::size_t best_i = costs.size();
+      for (std::size_t i = 0; i < costs.size(); ++i) {
+        const auto from = static_cast<std::size_t>(owner[i]);
+        if (from == least) continue;
+        const double wa = work[from] - costs[i], wb = work[least] + costs[i];
+        const double t = std::max({wa, wb, largest_besides(from, least)}) + exchange - exchange_of(i, from) +
+                         exchange_of(i, least);
+        if (t < best_time) {
+          best_time = t;
+          best_i = i;
+        }
+      }
+      if (best_i == costs.size()) break;
+      const auto from = static_cast<std::size_t>(owner[best_i]);
+      exchange += exchange_of(best_i, least) - exchange_of(best_i, from);
+      work[from] -= costs[best_i];
+      work[least] += costs[best_i];
+      owner[best_i] = static_cast<int>(least);
+      // From the works themselves, not from the move's estimate above.
+      time = *std::max_element(work.begin(), work.end()) + exchange;
+    }
+    return time;
+  }
+};
+
+}  // namespace
+
+std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, int ranks,
+                                              const std::vector<std::vector<index_t>>& held,
+                                              double per_float) {
+  Search s{costs, held, ranks, per_float, std::vector<double>(costs.size(), 0.0)};
+  for (std::size_t i = 0; i < costs.size(); ++i)
+    if (const std::vector<index_t>* h = held_of(held, i, ranks)) s.n[i] = total(*h);
+  // Three starts, each improved: where the parameters lie, LPT with the exchange counted, and
+  // LPT; the shortest modelled step wins (ties: the earlier start).
+  std::vector<int> best;
+  double best_time = 0.0;
+  for (std::vector<int> start :
+       {assign_owners(costs, ranks, held), s.greedy(), assign_owners(costs, ranks)}) {
+    const double t = s.improve(start);
+    if (best.empty() || t < best_time) {
+      best = std::move(start);
+      best_time = t;
+    }
+  }
+  return best;
+}
+
+ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const std::vector<int>& owners,
+                           const std::vector<std::vector<index_t>>& held, double per_float) {
+  ModelledStep m;
+  m.work.assign(static_cast<std::size_t>(ranks), 0.0);
+  for (std::size_t i = 0; i < costs.size() && i < owners.size(); ++i) {
+    if (owners[i] < 0 || owners[i] >= ranks) continue;
+    const auto o = static_cast<std::size_t>(owners[i]);
+    m.work[o] += costs[i];
+    if (const std::vector<index_t>* h = held_of(held, i, ranks))
+      m.exchange += exchanged_floats(*h, total(*h), o) * per_float;
+  }
+  return m;
 }
 
 namespace {

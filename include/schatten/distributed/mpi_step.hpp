@@ -11,6 +11,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <initializer_list>
 #include <map>
@@ -64,7 +65,32 @@ enum class OwnerChoice {
   /// there and costs no traffic; the balance is then the layout's. Replicated parameters, and
   /// shards held evenly, are placed as `balanced` places them.
   where_held,
+  /// Between the two: the owners that make the modelled step shortest (modelled_step(): the
+  /// largest rank's work plus the exchange, each float moved at
+  /// DistributedPartition::set_transfer_cost; assign_owners_with_transfers). A matrix moves to
+  /// another rank only when the balance gained pays for its transfer: with free transfers the
+  /// work is balanced at least as well as by `balanced`, with dear ones every gathered matrix
+  /// stays on a rank holding the most of it, as under `where_held`.
+  transfer_aware,
 };
+
+/// The default per-float cost of OwnerChoice::transfer_aware, in default_cost()'s unit
+/// (flop-equivalents): measure_transfer_cost() on the 2-core CI machine gives 68–105 with 2
+/// ranks of Open MPI over shared memory (docs/distributed.md, "Choosing owners"). Measure your
+/// own machine: a GPU's flop rate against its interconnect gives thousands.
+inline constexpr double kDefaultTransferCost = 100.0;
+
+/// The per-float cost OwnerChoice::transfer_aware needs, measured on this machine and
+/// communicator, in default_cost()'s unit: the rate of Keller Jordan's NS5 on a dim × dim float
+/// matrix (polar_flops over its time) divided by the rate at which floats arrive at a rank in an
+/// all-gather of `floats` floats from every rank ((n − 1)·floats arriving at each rank over its
+/// time). Each time is the fastest of `reps` on a rank and the slowest rank's of those, so every
+/// rank returns the same value. 0 on one rank (nothing moves); −1 when the arguments differ
+/// between the ranks or dim < 2, floats < 1 or reps < 1. Collective; its all-gathers count in
+/// comm.traffic(). Cost: reps × (one dim × dim NS5 + one all-gather of n·floats floats), with
+/// memory for those n·floats.
+double measure_transfer_cost(const Communicator& comm, index_t dim = 512,
+                             std::int64_t floats = std::int64_t(1) << 22, int reps = 3);
 
 namespace detail {
 /// Between a row-major rows × cols matrix `whole` and its column blocks [b[r], b[r+1]) laid one
@@ -128,9 +154,12 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 ///
 /// **Assignment.** init() gives each parameter an owner rank: greedy longest-processing-time
 /// over the cost model (default_cost(): polar flops for matrix-function routes, a memory-bound
-/// pass for element-wise ones; set_cost_model() replaces it), identical on every rank. The
-/// owner holds the parameter's optimizer state — optimizer memory is sharded — and computes its
-/// update with an optim::Partition of its own parameters (same-shape batching included).
+/// pass for element-wise ones; set_cost_model() replaces it), identical on every rank (init()
+/// checks: owners that differ between the ranks are refused on every rank); or, for sharded
+/// parameters, where they lie or where the modelled step is shortest (set_owner_choice(),
+/// OwnerChoice). The owner holds the parameter's optimizer state — optimizer memory is
+/// sharded — and computes its update with an optim::Partition of its own parameters
+/// (same-shape batching included).
 ///
 /// **By rows.** A sharded parameter (rows, columns or a run of elements) whose route's rule acts
 /// on each element alone (optim::rule_row_local: the adamw and sgd presets) has no owner
@@ -211,6 +240,11 @@ class DistributedPartition {
   void set_flat_bounds(std::vector<std::vector<index_t>> bounds) { flat_bounds_ = std::move(bounds); }
   /// How init() picks owners (before init(); default OwnerChoice::balanced).
   void set_owner_choice(OwnerChoice c) { choice_ = c; }
+  /// The cost, in the cost model's unit, of one float moved to or from an owner in the exchange
+  /// (before init(); default kDefaultTransferCost): how OwnerChoice::transfer_aware weighs a
+  /// transfer against work, and what modelled() charges for it under every choice. A finite value
+  /// ≥ 0 (else init() refuses), the same on every rank (measure_transfer_cost() returns one).
+  void set_transfer_cost(double per_float) { transfer_cost_ = per_float; }
   /// Replaces default_cost() (before init()). Must return the same values on every rank.
   void set_cost_model(CostModel m) { cost_ = std::move(m); }
   /// optim::Partition::set_batching for the owners' local partitions (before init()).
@@ -250,9 +284,16 @@ class DistributedPartition {
     local_.reset();
     // The bounds first: a rank computing other bounds than the others is refused on every rank
     // before anything depends on them.
-    if (!same_on_every_rank({&row_bounds_, &column_bounds_, &flat_bounds_}))
+    // So are the owner choice and the transfer cost (its bits), which the checks below read.
+    std::uint64_t cost_bits = 0;
+    std::memcpy(&cost_bits, &transfer_cost_, sizeof cost_bits);
+    const std::vector<std::vector<index_t>> choice = {{static_cast<index_t>(choice_),
+                                                       static_cast<index_t>(cost_bits >> 1),
+                                                       static_cast<index_t>(cost_bits & 1)}};
+    if (!same_on_every_rank({&row_bounds_, &column_bounds_, &flat_bounds_, &choice}))
       return optim::refusal(
-          "the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds) differ between the ranks",
+          "the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds), the owner choice or the "
+          "transfer cost differ between the ranks",
           -1);
     if (labels_.size() != np) return optim::refusal("labels and parameters differ in number", -1);
     if (layouts_.empty()) layouts_.assign(np, Layout::replicated);
@@ -344,17 +385,27 @@ class DistributedPartition {
                  : cost_     ? cost_(params_[i], labels_[i])
                              : default_cost(shapes_[i], matrix_route(route));
     }
-    std::vector<std::vector<index_t>> held_by;  // OwnerChoice::where_held: elements per rank
-    if (choice_ == OwnerChoice::where_held)
-      for (std::size_t i = 0; i < np; ++i) {
-        held_by.emplace_back();
-        if (!exchanged(i)) continue;
+    if (!(transfer_cost_ >= 0.0 && std::isfinite(transfer_cost_)))
+      return optim::refusal("the transfer cost (set_transfer_cost) must be finite and >= 0", -1);
+    // Elements of each exchanged parameter per rank (where_held, transfer_aware, modelled()).
+    std::vector<std::vector<index_t>> held_by(np);
+    for (std::size_t i = 0; i < np; ++i)
+      if (exchanged(i))
         for (std::size_t r = 0; r < static_cast<std::size_t>(n); ++r)
-          held_by.back().push_back((cuts_[i][r + 1] - cuts_[i][r]) * unit(i));
-      }
-    owner_ = assign_owners(costs, n, held_by);
+          held_by[i].push_back((cuts_[i][r + 1] - cuts_[i][r]) * unit(i));
+    owner_ = choice_ == OwnerChoice::transfer_aware
+                 ? assign_owners_with_transfers(costs, n, held_by, transfer_cost_)
+             : choice_ == OwnerChoice::where_held ? assign_owners(costs, n, held_by)
+                                                  : assign_owners(costs, n);
     for (std::size_t i = 0; i < np; ++i)
       if (by_rows_[i]) owner_[i] = -1;
+    // A cost model that differs between the ranks gives other owners: refused on every rank
+    // before any exchange depends on them.
+    const std::vector<std::vector<index_t>> owners = {{owner_.begin(), owner_.end()}};
+    if (!same_on_every_rank({&owners}))
+      return optim::refusal(
+          "the owners differ between the ranks (the cost model is not the same on every rank)", -1);
+    modelled_ = modelled_step(costs, n, owner_, held_by, transfer_cost_);
     // The local partition of the owned parameters and of this rank's rows of the by-rows ones,
     // in global order.
     owned_.clear();
@@ -643,6 +694,10 @@ class DistributedPartition {
   const std::vector<std::string>& labels() const { return labels_; }
   /// The owner rank of each parameter (after init()); −1 for a parameter stepped by rows.
   const std::vector<int>& owners() const { return owner_; }
+  /// The step this assignment gives in the cost model (after init(); modelled_step()): each
+  /// rank's work and the exchange of the gathered parameters at the transfer cost; the same on
+  /// every rank.
+  const ModelledStep& modelled() const { return modelled_; }
   /// Whether parameter i is stepped by rows (after init()): sharded (rows, columns or a run)
   /// with a route whose rule acts on each element alone (optim::rule_row_local: AdamW, SGD).
   /// Every rank then steps its own rows, column block or run, with the state of those, and
@@ -815,6 +870,8 @@ class DistributedPartition {
       flat_bounds_;  ///< as set_row_bounds(), set_column_bounds(), set_flat_bounds() gave them
   CostModel cost_;
   OwnerChoice choice_ = OwnerChoice::balanced;
+  double transfer_cost_ = kDefaultTransferCost;
+  ModelledStep modelled_;  ///< modelled()
   bool batching_ = true;
   std::size_t max_group_ = 16;
   optim::NonFinitePolicy policy_ = optim::NonFinitePolicy::error;
