@@ -151,7 +151,7 @@ struct Search {
 
   /// Best-improvement local search from `owner`: the single move of one parameter to the least
   /// loaded rank that lowers the modelled time the most, until none does (at most
-  /// 8·parameters + 8 moves). Returns the modelled time.
+  /// 2·parameters + 8 moves). Returns the modelled time.
   double improve(std::vector<int>& owner) const {
     const auto R = static_cast<std::size_t>(ranks);
     std::vector<double> work(R, 0.0);
@@ -161,7 +161,7 @@ struct Search {
       exchange += exchange_of(i, static_cast<std::size_t>(owner[i]));
     }
     double time = *std::max_element(work.begin(), work.end()) + exchange;
-    for (std::size_t move = 0; move < 8 * costs.size() + 8; ++move) {
+    for (std::size_t move = 0; move < 2 * costs.size() + 8; ++move) {
       // The three largest works (their ranks), for the largest work outside any two ranks.
       std::size_t top[3] = {R, R, R};
       for (std::size_t r = 0; r < R; ++r)
@@ -192,13 +192,22 @@ struct Search {
         }
       }
       if (best_i == costs.size()) break;
+      // The move, kept only if the modelled time recomputed from the works is shorter (the
+      // estimate above may differ from it in the last bits), so that no move lengthens it.
       const auto from = static_cast<std::size_t>(owner[best_i]);
+      const double old_exchange = exchange, old_from = work[from], old_least = work[least];
       exchange += exchange_of(best_i, least) - exchange_of(best_i, from);
       work[from] -= costs[best_i];
       work[least] += costs[best_i];
+      const double moved = *std::max_element(work.begin(), work.end()) + exchange;
+      if (!(moved < time)) {
+        exchange = old_exchange;
+        work[from] = old_from;
+        work[least] = old_least;
+        break;
+      }
       owner[best_i] = static_cast<int>(least);
-      // From the works themselves, not from the move's estimate above.
-      time = *std::max_element(work.begin(), work.end()) + exchange;
+      time = moved;
     }
     return time;
   }

@@ -53,15 +53,17 @@ double measure_transfer_cost(const Communicator& comm, index_t dim, std::int64_t
   t[0] = fastest(reps, [&] {
     polar(MatrixRef<const float>(a.data(), dim, dim), MatrixRef<float>(q.data(), dim, dim), ns5, &ws);
   });
-  // The transfer rate: an all-gather of `floats` floats from every rank.
-  std::vector<float> buf(static_cast<std::size_t>(floats) * static_cast<std::size_t>(n), 1.0f);
-  std::vector<std::int64_t> counts(static_cast<std::size_t>(n), floats), displs;
+  // The transfer rate: an all-gather of `floats` floats, each rank contributing its share
+  // (⌈floats / n⌉), so the buffer does not grow with the rank count.
+  const std::int64_t share = (floats + n - 1) / n;
+  std::vector<float> buf(static_cast<std::size_t>(share) * static_cast<std::size_t>(n), 1.0f);
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(n), share), displs;
   for (int r = 0; r < n; ++r)
-    displs.push_back(std::int64_t(r) * floats);
+    displs.push_back(std::int64_t(r) * share);
   t[1] = fastest(reps, [&] { comm.allgatherv(buf.data(), counts, displs); });
   comm.allreduce_max(t, 2);  // the slowest rank's times, the same on every rank
   const double flops_per_s = polar_flops(dim, dim, ns5) / (double(t[0]) * 1e-9);
-  const double floats_per_s = double(n - 1) * double(floats) / (double(t[1]) * 1e-9);
+  const double floats_per_s = double(n - 1) * double(share) / (double(t[1]) * 1e-9);
   return flops_per_s / floats_per_s;
 }
 

@@ -10,7 +10,10 @@
 /// V (Megatron's muon_split_qkv; optim::SplitPartition). The optimizer is told which run of every
 /// parameter that part holds (distributed::reversed_flat_buffer → set_source_elements), and
 /// each piece of the QKV holds a run of its own: AdamW steps every rank's runs where they lie,
-/// Muon gathers each matrix's runs to one owner and scatters the update's runs back. The updated
+/// Muon gathers each matrix's runs to one owner and scatters the update's runs back; a matrix
+/// goes to another rank than the one holding most of it only when the balance gained pays for
+/// its transfer, at the transfer cost measured on this machine (OwnerChoice::transfer_aware,
+/// measure_transfer_cost; docs/distributed.md "Choosing owners"). The updated
 /// parts are then all-gathered into every rank's model. Every rank checks the model against one
 /// process stepping whole arrays with the same averaged gradients: bit for bit
 /// (docs/distributed.md "Flat shards", "Cut parameters").
@@ -74,6 +77,10 @@ int main(int argc, char** argv) {
         layout, dist::distributed_partition(comm, layout.pieces(), labels, opt::route("muon", opt::muon()),
                                             opt::route("adamw", opt::adamw())));
     d.set_source_elements(runs);
+    // Owners: move a matrix only when it pays, at this machine's cost of moving a float (the
+    // same value on every rank; owners change where the work is done, never the result).
+    d.partition().set_owner_choice(dist::OwnerChoice::transfer_aware);
+    d.partition().set_transfer_cost(dist::measure_transfer_cost(comm));
     if (opt::StepReport r = d.init(); !r) {
       std::fprintf(stderr, "rank %d: init: %s\n", me, r.message);
       MPI_Abort(MPI_COMM_WORLD, 1);
@@ -97,6 +104,11 @@ int main(int argc, char** argv) {
         if (owner >= 0) std::printf(" %d", owner);
         std::printf("\n");
       }
+      const dist::ModelledStep& m = d.partition().modelled();
+      std::printf("  modelled: work");
+      for (double w : m.work)
+        std::printf(" %.3g", w);
+      std::printf(" flop-equivalents, exchange %.3g\n", m.exchange);
     }
 
     // The model (whole, on every rank), this rank's main parameters and its part of the

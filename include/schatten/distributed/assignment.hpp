@@ -112,7 +112,7 @@ ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const st
 /// exchange counted (parameters by decreasing cost, each to the rank giving the shortest
 /// modelled step so far), and assign_owners(costs, ranks) (LPT) — each improved by local search
 /// (repeatedly the single move of one parameter to the least loaded rank that lowers the
-/// modelled time the most; at most 8·parameters + 8 moves); the
+/// modelled time the most; at most 2·parameters + 8 moves); the
 /// shortest wins (ties: the earlier
 /// start). Its modelled time is therefore never longer than either assign_owners's. On the
 /// test's random instances (3–7 parameters on 2–3 ranks; 8 on 4) it comes 0.8 % (2.1 %) above

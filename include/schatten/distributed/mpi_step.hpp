@@ -83,14 +83,14 @@ inline constexpr double kDefaultTransferCost = 100.0;
 /// The per-float cost OwnerChoice::transfer_aware needs, measured on this machine and
 /// communicator, in default_cost()'s unit: the rate of Keller Jordan's NS5 on a dim × dim float
 /// matrix (polar_flops over its time) divided by the rate at which floats arrive at a rank in an
-/// all-gather of `floats` floats from every rank ((n − 1)·floats arriving at each rank over its
-/// time). Each time is the fastest of `reps` on a rank and the slowest rank's of those, so every
-/// rank returns the same value. 0 on one rank (nothing moves); −1 when the arguments differ
-/// between the ranks or dim < 2, floats < 1 or reps < 1. Collective; its all-gathers count in
-/// comm.traffic(). Cost: reps × (one dim × dim NS5 + one all-gather of n·floats floats), with
-/// memory for those n·floats.
+/// all-gather of about `floats` floats (each rank contributes s = ⌈floats / n⌉; (n − 1)·s arrive
+/// at each rank). Each time is the fastest of `reps` on a rank and the slowest rank's of those,
+/// so every rank returns the same value. 0 on one rank (nothing moves); −1 when the arguments
+/// differ between the ranks or dim < 2, floats < 1 or reps < 1. Collective; its all-gathers
+/// count in comm.traffic(). Cost: reps × (one dim × dim NS5 + one all-gather), memory for
+/// dim² · 2 + n·s floats.
 double measure_transfer_cost(const Communicator& comm, index_t dim = 512,
-                             std::int64_t floats = std::int64_t(1) << 22, int reps = 3);
+                             std::int64_t floats = std::int64_t(1) << 23, int reps = 3);
 
 namespace detail {
 /// Between a row-major rows × cols matrix `whole` and its column blocks [b[r], b[r+1]) laid one
