@@ -4,6 +4,7 @@
 /// OwnerChoice::transfer_aware, measured on this machine and communicator.
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <vector>
 
@@ -38,7 +39,8 @@ double measure_transfer_cost(const Communicator& comm, index_t dim, std::int64_t
   std::int64_t args[3] = {dim, floats, reps}, low[3] = {-dim, -floats, -std::int64_t(reps)};
   comm.allreduce_max(args, 3);
   comm.allreduce_max(low, 3);
-  if (args[0] != -low[0] || args[1] != -low[1] || args[2] != -low[2] || dim < 2 || floats < 1 || reps < 1)
+  if (args[0] != -low[0] || args[1] != -low[1] || args[2] != -low[2] || dim < 2 || floats < 1 ||
+      floats > INT_MAX || reps < 1)
     return -1.0;
   if (n == 1) return 0.0;
   // The compute rate: Keller Jordan's NS5 (the default cost model's unit) on a dim × dim

@@ -970,6 +970,7 @@ TEST_CASE("distributed.transfer_cost: measured the same on every rank") {
   else
     CHECK(c == 0.0);
   CHECK(distributed::measure_transfer_cost(world(), 1, 16, 1) == -1.0);
+  CHECK(distributed::measure_transfer_cost(world(), 64, std::int64_t(1) << 31, 1) == -1.0);
   CHECK(distributed::measure_transfer_cost(world(), 64, world().rank() == 0 ? 16 : 32, 1) ==
         (world().size() > 1 ? -1.0 : 0.0));
 }

@@ -86,9 +86,9 @@ inline constexpr double kDefaultTransferCost = 100.0;
 /// all-gather of about `floats` floats (each rank contributes s = ⌈floats / n⌉; (n − 1)·s arrive
 /// at each rank). Each time is the fastest of `reps` on a rank and the slowest rank's of those,
 /// so every rank returns the same value. 0 on one rank (nothing moves); −1 when the arguments
-/// differ between the ranks or dim < 2, floats < 1 or reps < 1. Collective; its all-gathers
-/// count in comm.traffic(). Cost: reps × (one dim × dim NS5 + one all-gather), memory for
-/// dim² · 2 + n·s floats.
+/// differ between the ranks or dim < 2, floats outside [1, 2³¹ − 1] (MPI's int counts) or
+/// reps < 1. Collective; its all-gathers count in comm.traffic(). Cost: reps × (one dim × dim
+/// NS5 + one all-gather), memory for dim² · 2 + n·s floats.
 double measure_transfer_cost(const Communicator& comm, index_t dim = 512,
                              std::int64_t floats = std::int64_t(1) << 23, int reps = 3);
 
