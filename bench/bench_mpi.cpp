@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -140,27 +141,51 @@ int main(int argc, char** argv) {
   const char* owner_name = "balanced";
   double transfer_cost = distributed::kDefaultTransferCost;
   bool measure = false;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
-    if (!std::strcmp(argv[i], "--iterations") && i + 1 < argc) iterations = std::atoi(argv[++i]);
-    if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) {
+  // Every rank parses the same command line; a bad one is refused on every rank (exit 2).
+  const char* bad = nullptr;
+  for (int i = 1; i < argc && !bad; ++i) {
+    const std::string a = argv[i];
+    const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
+    auto one_of = [&](std::initializer_list<const char*> names) {
+      for (const char* name : names)
+        if (v && !std::strcmp(v, name)) return true;
+      return false;
+    };
+    if (a == "--cut") {
+      cut = true;
+    } else if (a == "--steps" && v && std::atoi(v) >= 1) {
+      steps = std::atoi(argv[++i]);
+    } else if (a == "--iterations" && v && std::atoi(v) >= 1) {
+      iterations = std::atoi(argv[++i]);
+    } else if (a == "--layout" && one_of({"replicated", "sharded", "columns", "flat"})) {
+      sharded = !std::strcmp(v, "sharded");
+      columns = !std::strcmp(v, "columns");
+      flat = !std::strcmp(v, "flat");
       ++i;
-      sharded = !std::strcmp(argv[i], "sharded");
-      columns = !std::strcmp(argv[i], "columns");
-      flat = !std::strcmp(argv[i], "flat");
-    }
-    if (!std::strcmp(argv[i], "--cut")) cut = true;
-    if (!std::strcmp(argv[i], "--owners") && i + 1 < argc) {
+    } else if (a == "--owners" && one_of({"balanced", "held", "transfer"})) {
       owner_name = argv[++i];
       owners = !std::strcmp(owner_name, "held")       ? distributed::OwnerChoice::where_held
                : !std::strcmp(owner_name, "transfer") ? distributed::OwnerChoice::transfer_aware
                                                       : distributed::OwnerChoice::balanced;
-    }
-    if (!std::strcmp(argv[i], "--transfer-cost") && i + 1 < argc) {
+    } else if (a == "--transfer-cost" && v && (!std::strcmp(v, "measure") || std::atof(v) >= 0.0)) {
+      measure = !std::strcmp(v, "measure");
+      if (!measure) transfer_cost = std::atof(v);
       ++i;
-      measure = !std::strcmp(argv[i], "measure");
-      if (!measure) transfer_cost = std::atof(argv[i]);
+    } else {
+      bad = argv[i];
     }
+  }
+  if (bad) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0)
+      std::fprintf(stderr,
+                   "schatten-bench-mpi: bad argument '%s'\nusage: schatten-bench-mpi [--steps N] [--layout "
+                   "replicated|sharded|columns|flat] [--owners balanced|held|transfer] [--transfer-cost "
+                   "X|measure] [--iterations K] [--cut]\n",
+                   bad);
+    MPI_Finalize();
+    return 2;
   }
   {
     Runtime runtime;
