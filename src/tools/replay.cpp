@@ -82,12 +82,12 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   sgd      lr=1e-3 momentum=0 nesterov=0 wd=0                   every parameter
   adamw    lr=1e-3 b1=0.9 b2=0.999 eps=1e-8 wd=0.01              every parameter
   muon     lr=0.02 momentum=0.95 nesterov=1 wd=0 polar=keller|polar_express|qdwh iterations=5
-           shape=keller|moonlight|none
+           shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1
   normuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 wd=0 polar=keller|polar_express|qdwh
-           iterations=5 shape=keller|moonlight|none
+           iterations=5 shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1
   muadam   lr=0.02 b1=0.9 b2=0.999 eps=1e-8 exponent=-0.25 wd=0
-  freon    lr=0.02 c=0.6667 momentum=0.95 nesterov=1 wd=0
-  kaon     lr=0.02 momentum=0.95 nesterov=1 kaon_steps=5 wd=0
+  freon    lr=0.02 c=0.6667 momentum=0.95 nesterov=1 wd=0 shape=... shape_extra=1 (as muon)
+  kaon     lr=0.02 momentum=0.95 nesterov=1 kaon_steps=5 wd=0 shape=... shape_extra=1 (as muon)
   schatten_muon  adaptive Schatten-p Muon (docs/optim.md): lr=0.02 momentum=0.95 nesterov=1
            bias_correction=1 adaptive=1 p=10 first=10 interval=100
            criterion=exact|exact_momentum|exact_tightness (exact_momentum) p_min=1.02 p_max=10
@@ -395,6 +395,7 @@ struct ObservedOrthogonalize {
     ++s.count;
     return Status::ok;
   }
+  const char* check() const noexcept { return check_polar_options(polar); }  // as Orthogonalize
   std::string config() const { return opt::Signature(name).add("polar", opt::polar_config(polar)).str(); }
 };
 
@@ -619,17 +620,13 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   opt::LabelPolicy policy;
   policy.spectral = s.preset;
   const std::vector<std::string> labels = routing == "all" ? all(s.preset) : opt::propose_labels(ps, policy);
-  auto shape_rule = [&](opt::ScaleByShape::Rule& r) {
-    std::string v;
-    if (!k.word("shape", v)) return;
-    if (v == "keller")
-      r = opt::ScaleByShape::Rule::keller;
-    else if (v == "moonlight")
-      r = opt::ScaleByShape::Rule::moonlight;
-    else if (v == "none")
-      r = opt::ScaleByShape::Rule::none;
-    else
-      k.note("shape must be keller, moonlight or none");
+  // shape=RULE (opt::ScaleByShape::Rule, in its order) and shape_extra=X (its extra factor).
+  auto shape_rule = [&](opt::ScaleByShape& shape) {
+    using R = opt::ScaleByShape::Rule;
+    const R rules[] = {R::keller, R::moonlight, R::none, R::spectral, R::unit_rms_norm};
+    const int c = k.choice("shape", "keller|moonlight|none|spectral|unit_rms_norm");
+    if (c >= 0) shape.rule = rules[c];
+    k.number("shape_extra", shape.extra);
   };
   auto mixed = [&](auto rule) {
     return runner(opt::partition(ps, labels, opt::route(s.preset, std::move(rule)),

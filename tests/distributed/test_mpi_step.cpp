@@ -1279,6 +1279,19 @@ TEST_CASE("distributed.partition: a rule failing on its owner refuses the step o
   CHECK(same_state(d, ref));  // every owner's states were rolled back at the failed step
 }
 
+TEST_CASE("distributed.partition: unusable hyper-parameters are refused at init on every rank") {
+  // The local partitions refuse the route (rule.hpp, check_of); the ranks agree on the refusal,
+  // also those that own no parameter of that route.
+  optim::AdamWOptions bad;
+  bad.b2 = 1.0;
+  auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
+                                              route("muon", make_muon()), route("adamw", optim::adamw(bad)));
+  d.set_layouts(layouts(true));
+  const StepReport r = d.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK(std::string(r.message).find("route 'adamw': adam: b2 must be in [0, 1)") != std::string::npos);
+}
+
 TEST_CASE("distributed.checkpoint: save on n ranks restores on n ranks and on one process bit for bit") {
   const auto labels = propose_labels(specs());
   const std::string path = shared_path("ckpt");

@@ -417,6 +417,23 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: muon's shape rule and extra factor reach the options") {
+    const std::string rec = temp_path("rec_shape.h5"), out = temp_path("out_shape.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(run_replay(rec + " --optimizer muon:shape=unit_rms_norm,shape_extra=0.5" +
+                               " --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    MuonOptions m;
+    m.shape = ScaleByShape(ScaleByShape::Rule::unit_rms_norm, 0.5);
+    auto mixed = inline_mixed("muon", muon(m), AdamWOptions{});
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: lr schedules and every step-cache size reproduce the inline trajectory") {
     const std::string rec = temp_path("rec3.h5"), out = temp_path("out3.h5");
     write_recording(rec);
@@ -783,7 +800,16 @@ TEST_SUITE("io.replay") {
         {"--optimizer df_muon:rho=big", "'rho=big' is not a number"},
         {"--optimizer sc_muon:polar=svd", "must be one of keller,newton_schulz,polar_express,qdwh"},
         {"--optimizer kaon:kaon_steps=0", "'kaon_steps' must be >= 1"},
-        {"--optimizer normuon:b2=1", "'b2' must be in [0, 1)"}};
+        {"--optimizer normuon:b2=1", "'b2' must be in [0, 1)"},
+        // The library's hyper-parameter checks (rule.hpp, check_of), reported by init.
+        {"--optimizer adamw:b2=1", "route 'adamw': adam: b2 must be in [0, 1)"},
+        {"--optimizer muon:adamw_eps=0", "route 'adamw': adam: eps must be finite and > 0"},
+        {"--optimizer muon:lr=-0.02", "route 'muon': lr schedule: the peak and final learning rates"},
+        {"--optimizer muon:momentum=1", "route 'muon': trace_momentum: beta must be in [0, 1)"},
+        {"--optimizer muon:shape_extra=0", "route 'muon': scale_by_shape: extra must be finite and > 0"},
+        {"--optimizer muon:shape=spectra", "must be one of keller,moonlight,none,spectral,unit_rms_norm"},
+        {"--optimizer muadam:eps=0", "route 'muadam': muadam_direction: eps must be finite and > 0"},
+        {"--optimizer sgd:momentum=-1", "route 'sgd': trace_momentum: beta must be finite and >= 0"}};
     refused(bad, 1);
     // Cuts: a malformed --split is a bad command line (2); one the recording refuses fails (1).
     const std::pair<const char*, const char*> bad_cuts[] = {

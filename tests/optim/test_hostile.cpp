@@ -446,3 +446,181 @@ TEST_SUITE("optim.hostile") {
     check("schatten_muon_moment", schatten_muon(adaptive_schatten(true, 0.0)));
   }
 }
+
+// Unusable hyper-parameters (rule.hpp, check_of; docs/optim.md "Hyper-parameter checks").
+namespace {
+
+/// A partition over one 6 × 4 parameter routed to `rule` must refuse init with "route 'x': "
+/// and a message containing `expect`; the chain alone must refuse every update and leave the
+/// update buffer and its state bit for bit as they were (before the checks, a NaN or negative
+/// learning rate stepped "successfully" into NaN or ascending parameters).
+template <class R>
+void check_refused(const char* what, const R& rule, const char* expect) {
+  CAPTURE(what);
+  const std::vector<ParamSpec> ps = {{"w", {6, 4}}};
+  auto p = partition(ps, {"x"}, route("x", rule));
+  const StepReport r = p.init();
+  CHECK(r.status == Status::invalid_argument);
+  const std::string m = r.message;
+  CAPTURE(m);
+  CHECK(m.rfind("route 'x': ", 0) == 0);
+  CHECK(m.find(expect) != std::string::npos);
+  CHECK(rule.check() != nullptr);
+  Rng rng(case_seed("hyper_refused"));
+  std::vector<float> u(24), w(24);
+  for (std::size_t k = 0; k < u.size(); ++k) {
+    u[k] = static_cast<float>(rng.normal());
+    w[k] = static_cast<float>(rng.normal());
+  }
+  const std::vector<float> u0 = u;
+  auto st = rule.init(BlockShape{6, 4});
+  std::map<std::string, std::vector<std::uint64_t>> before, after;
+  Bits b0{&before}, b1{&after};
+  visit_fields(b0, st);
+  CHECK(rule.update(Block(u.data(), 6, 4), st, ConstBlock(w.data(), 6, 4)) == Status::invalid_argument);
+  visit_fields(b1, st);
+  CHECK(before == after);
+  CHECK(std::memcmp(u.data(), u0.data(), u.size() * sizeof(float)) == 0);
+}
+
+/// The boundary values the checks must still accept.
+template <class R>
+void check_accepted(const char* what, const R& rule) {
+  CAPTURE(what);
+  const char* m = rule.check();
+  CHECK_MESSAGE(m == nullptr, (m ? m : ""));
+  const std::vector<ParamSpec> ps = {{"w", {6, 4}}};
+  auto p = partition(ps, {"x"}, route("x", rule));
+  CHECK(p.init());
+}
+
+}  // namespace
+
+TEST_SUITE("optim.hostile") {
+  TEST_CASE("every preset's defaults pass the hyper-parameter checks") {
+    for_each_preset([](const char* name, const auto& rule) { check_accepted(name, rule); });
+    check_accepted("sgd default", sgd());
+    check_accepted("schatten_muon default", schatten_muon());
+  }
+
+  TEST_CASE("unusable hyper-parameters are refused at init with the field named, and change nothing") {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const double inf = std::numeric_limits<double>::infinity();
+    {
+      AdamWOptions o;
+      o.lr = Schedule::constant(nan);
+      check_refused("adamw lr NaN", adamw(o), "learning rate");
+      o.lr = Schedule::constant(-1e-3);
+      check_refused("adamw lr < 0", adamw(o), "learning rate");
+      o.lr = Schedule::warmup_cosine(1e-3, -1, 100);
+      check_refused("adamw warmup < 0", adamw(o), "warmup");
+      o.lr = Schedule::warmup_cosine(1e-3, 10, 100, inf);
+      check_refused("adamw final lr Inf", adamw(o), "learning rate");
+    }
+    {
+      AdamWOptions o;
+      o.b1 = 1.0;
+      check_refused("adamw b1 = 1", adamw(o), "b1");
+      o = AdamWOptions{};
+      o.b2 = 1.0;
+      check_refused("adamw b2 = 1", adamw(o), "b2");
+      o.b2 = nan;
+      check_refused("adamw b2 NaN", adamw(o), "b2");
+      o = AdamWOptions{};
+      o.eps = 0.0;
+      check_refused("adamw eps = 0", adamw(o), "eps");
+      o.eps = 1e-50;  // > 0 in double, 0 in float: the update would divide 0 by 0
+      check_refused("adamw eps = 0 in float", adamw(o), "eps");
+      o = AdamWOptions{};
+      o.weight_decay = -1e-2;
+      check_refused("adamw wd < 0", adamw(o), "weight_decay");
+    }
+    {
+      SgdOptions o;
+      o.momentum = -0.1;
+      check_refused("sgd momentum < 0", sgd(o), "trace_momentum: beta");
+      o = SgdOptions{};
+      o.weight_decay = inf;
+      check_refused("sgd wd Inf", sgd(o), "add_decayed_weights: weight_decay");
+    }
+    {
+      MuonOptions o;
+      o.momentum = 1.0;  // the EMA buffer would never leave 0
+      check_refused("muon momentum = 1", muon(o), "trace_momentum: beta must be in [0, 1)");
+      o = MuonOptions{};
+      o.shape = ScaleByShape(ScaleByShape::Rule::spectral, 0.0);
+      check_refused("muon shape extra = 0", muon(o), "scale_by_shape: extra");
+      o.shape = ScaleByShape(ScaleByShape::Rule::keller, nan);
+      check_refused("muon shape extra NaN", muon(o), "scale_by_shape: extra");
+      o = MuonOptions{};
+      o.polar.iterations = -1;
+      check_refused("muon polar iterations < 0", muon(o), "iterations");
+      o = MuonOptions{};
+      o.weight_decay = nan;
+      check_refused("muon wd NaN", muon(o), "weight_decay");
+    }
+    {
+      NorMuonOptions o;
+      o.beta2 = 1.0;
+      check_refused("normuon beta2 = 1", normuon(o), "normalize_neurons: beta2");
+      MuAdamOptions m;
+      m.eps = 0.0;
+      check_refused("muadam eps = 0", muadam(m), "muadam_direction: eps");
+      m = MuAdamOptions{};
+      m.exponent = nan;
+      check_refused("muadam exponent NaN", muadam(m), "muadam_direction: exponent");
+      FreonOptions f;
+      f.c = 2.0;  // alpha = 1 - 2c = -3
+      check_refused("freon c = 2", freon(f), "alpha");
+    }
+    {
+      DaMuonOptions d;
+      d.r_eps = 0.0;
+      check_refused("da_muon r_eps = 0", da_muon(d), "distance_aware_step");
+      ScMuonOptions s;
+      s.eta_max = nan;
+      check_refused("sc_muon eta_max NaN", sc_muon(s), "scale_calibrated_direction: eta_max");
+      DfMuonOptions f;
+      f.l_min = 0.0;
+      check_refused("df_muon l_min = 0", df_muon(f), "majorized_step: l_min");
+      f = DfMuonOptions{};
+      f.rho = -1.0;
+      check_refused("df_muon rho < 0", df_muon(f), "majorized_step: eta_max, rho");
+    }
+    {
+      SchattenMuonOptions o;
+      o.p = 0.5;
+      check_refused("schatten_muon p < 1", schatten_muon(o), "schatten_p_direction: p");
+      o = SchattenMuonOptions{};
+      o.interval = 0;
+      check_refused("schatten_muon interval = 0", schatten_muon(o), "interval");
+      o = SchattenMuonOptions{};
+      o.criterion.p_min = 20.0;
+      check_refused("schatten_muon p_min > p_max", schatten_muon(o), "p_min");
+      o = SchattenMuonOptions{};
+      o.moment = SchattenPDirection::Moment::parametric;
+      o.b2 = 1.0;
+      check_refused("schatten_muon moment b2 = 1", schatten_muon(o), "b2");
+    }
+    check_refused("clip_by_norm 0", chain(ClipByNorm{0.0}), "clip_by_norm: max_norm");
+    check_refused("independent decay > 1", chain(AddIndependentDecay{1.5}), "add_independent_decay");
+    check_refused("lr < 0", chain(ScaleByLearningRate{Schedule::constant(-0.1)}), "learning rate");
+  }
+
+  TEST_CASE("the boundary values of the hyper-parameter checks are accepted") {
+    AdamWOptions a;
+    a.b1 = 0.0;
+    a.weight_decay = 0.0;
+    a.lr = Schedule::constant(0.0);
+    a.eps = 1e-30;  // tiny, but > 0 in float
+    check_accepted("adamw b1 = 0, wd = 0, lr = 0, eps = 1e-30", adamw(a));
+    SgdOptions s;
+    s.momentum = 1.0;  // the sum form accumulates: β = 1 is a running sum, not a frozen buffer
+    check_accepted("sgd sum momentum = 1", sgd(s));
+    check_accepted("independent decay = 1", chain(AddIndependentDecay{1.0}));
+    MuonOptions m;
+    m.momentum = 0.0;
+    m.shape = ScaleByShape(ScaleByShape::Rule::unit_rms_norm, 0.2);
+    check_accepted("muon momentum = 0, unit_rms_norm x 0.2", muon(m));
+  }
+}

@@ -499,25 +499,27 @@ TEST_SUITE("optim.presets") {
     CHECK(std::all_of(u.begin(), u.end(), [](float x) { return x == 0.1f; }));
   }
 
-  TEST_CASE("kaon with fewer than one step is refused by every step and changes nothing") {
+  TEST_CASE("kaon with fewer than one step is refused at init, and by every chain update") {
     // KaonOptions::steps = 0 (a replay spec fuzzed into 'kaon:kaon_steps=0' once made init throw
-    // from schedules::kaon): init reserves nothing, every update reports invalid_argument.
+    // from schedules::kaon): the partition refuses it at init, naming the field; the chain alone
+    // reserves nothing and refuses every update with nothing changed.
     KaonOptions ko;
     ko.steps = 0;
     const std::vector<ParamSpec> specs = {{"a.w", {6, 4}}, {"b.w", {6, 4}}, {"c.b", {4}}};
     auto p = partition(specs, propose_labels(specs), route("muon", kaon(ko)), route("adamw", adamw()));
-    REQUIRE(p.init());
-    std::vector<std::vector<float>> w = {std::vector<float>(24, 1.0f), std::vector<float>(24, 2.0f),
-                                         std::vector<float>(4, 3.0f)};
-    std::vector<std::vector<float>> g = {std::vector<float>(24, 0.5f), std::vector<float>(24, 0.25f),
-                                         std::vector<float>(4, 0.125f)};
-    const auto w0 = w;
-    const auto before = save(p);
-    const StepReport r =
-        p.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()});
-    CHECK(r.status == Status::invalid_argument);
-    CHECK(w == w0);
-    CHECK(save(p) == before);
+    const StepReport refused = p.init();
+    CHECK(refused.status == Status::invalid_argument);
+    CHECK(std::string(refused.message) == "route 'muon': kaon_spectrum: steps must be >= 1");
+    std::vector<float> w(24, 1.0f), g(24, 0.5f);
+    const auto g0 = g;
+    CHECK(p.step({w.data(), w.data(), w.data()}, {g.data(), g.data(), g.data()}).status ==
+          Status::invalid_argument);  // not initialised
+    const auto k = kaon(ko);
+    auto st = k.init(BlockShape{6, 4});
+    const auto before = save(st);
+    CHECK(k.update(Block(g.data(), 6, 4), st, ConstBlock(w.data(), 6, 4)) == Status::invalid_argument);
+    CHECK(g == g0);
+    CHECK(save(st) == before);
   }
 
   TEST_CASE("learning-rate schedules and shape factors") {
@@ -537,5 +539,51 @@ TEST_SUITE("optim.presets") {
     CHECK(ScaleByShape::factor(ScaleByShape::Rule::moonlight, 768, 3072) ==
           doctest::Approx(0.2 * std::sqrt(3072.0)));
     CHECK(ScaleByShape::factor(ScaleByShape::Rule::none, 5, 7) == 1.0);
+    CHECK(ScaleByShape::factor(ScaleByShape::Rule::spectral, 768, 3072) ==
+          doctest::Approx(std::sqrt(3072.0)));
+    CHECK(ScaleByShape::factor(ScaleByShape::Rule::spectral, 3072, 768) ==
+          doctest::Approx(std::sqrt(3072.0)));
+    CHECK(ScaleByShape::factor(ScaleByShape::Rule::unit_rms_norm, 3072, 768) == doctest::Approx(2.0));
+    CHECK(ScaleByShape::factor(ScaleByShape::Rule::unit_rms_norm, 768, 3072) == doctest::Approx(0.5));
+    // spectral × 0.2 is moonlight (Megatron's "spectral" with extra_scale_factor 0.2).
+    CHECK(ScaleByShape(ScaleByShape::Rule::spectral, 0.2).multiplier(768, 3072) ==
+          doctest::Approx(ScaleByShape::factor(ScaleByShape::Rule::moonlight, 768, 3072)));
+    // The signatures of the rules that existed before `extra` are unchanged (checkpoints).
+    CHECK(ScaleByShape{}.config() == "scale_by_shape(rule=keller)");
+    CHECK(ScaleByShape{ScaleByShape::Rule::moonlight}.config() == "scale_by_shape(rule=moonlight)");
+    CHECK(ScaleByShape(ScaleByShape::Rule::unit_rms_norm, 0.5).config() ==
+          "scale_by_shape(rule=unit_rms_norm,extra=0.5)");
+  }
+
+  TEST_CASE("shape rules give the documented update norms on an exact polar factor") {
+    // Muon with QDWH (an exact polar factor to ~1e-6 in fp32) and lr 1: the update is
+    // −m·U Vᵀ with m the rule's multiplier, so ‖u‖_F = m·√min(r, c), i.e. update RMS
+    // m/√max(r, c): 1 for spectral, 0.2 for moonlight, 1/√c for keller when r ≥ c. Tolerance
+    // 1e-4 relative: QDWH's fp32 singular values are 1 within ~1e-6, plus float sums.
+    using R = ScaleByShape::Rule;
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 8}, {8, 12}})
+      for (const R rule : {R::keller, R::moonlight, R::none, R::spectral, R::unit_rms_norm}) {
+        const index_t r = shape.first, c = shape.second;  // clang: no bindings in CAPTURE
+        CAPTURE(r);
+        CAPTURE(c);
+        CAPTURE(ScaleByShape::rule_name(rule));
+        MuonOptions o;
+        o.polar.method = PolarMethod::qdwh;
+        o.momentum = 0.0;
+        o.lr = Schedule::constant(1.0);
+        o.shape = ScaleByShape(rule, 0.5);
+        const auto m = muon(o);
+        auto st = m.init(BlockShape{r, c});
+        const Mat g = gaussian(r, c, case_seed("shape_norms", static_cast<std::uint64_t>(r)));
+        std::vector<float> u(static_cast<std::size_t>(r * c)), w(u.size(), 0.0f);
+        for (std::size_t k = 0; k < u.size(); ++k)
+          u[k] = static_cast<float>(g.data()[k]);
+        REQUIRE(m.update(Block(u.data(), r, c), st, ConstBlock(w.data(), r, c)) == Status::ok);
+        double ss = 0.0;
+        for (float x : u)
+          ss += double(x) * double(x);
+        const double mult = 0.5 * ScaleByShape::factor(rule, r, c);
+        CHECK(std::sqrt(ss) == doctest::Approx(mult * std::sqrt(double(std::min(r, c)))).epsilon(1e-4));
+      }
   }
 }

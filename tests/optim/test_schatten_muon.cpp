@@ -405,25 +405,33 @@ TEST_SUITE("optim.schatten_muon") {
     fresh.visit(sb);
     CHECK(end_a == end_b);
 
-    // A criterion that cannot run (invalid options) fails the step at its first criterion step:
-    // parameters, state and statistics unchanged.
+    // A criterion that cannot run (invalid options): a partition refuses it at init, naming
+    // the field (rule.hpp, check_of) ...
     SchattenMuonOptions bad = o;
     bad.criterion.p_min = 20.0;
     auto c = optim::partition(specs, {"s"}, route("s", schatten_muon(bad)));
-    REQUIRE(c.init());
+    const StepReport refused = c.init();
+    CHECK(refused.status == Status::invalid_argument);
+    CHECK(std::string(refused.message).find("route 's'") != std::string::npos);
+    CHECK(std::string(refused.message).find("p_min") != std::string::npos);
+    // ... and the rule itself, run past that check (update_unguarded, which skips it), fails the
+    // step at its first criterion step with the state and the update buffer unchanged: the
+    // rule's own guarantee (rule.hpp), which the partition's restore builds on.
+    const auto chain = schatten_muon(bad);
+    auto st = chain.init(BlockShape{rows, cols});
     std::vector<float> wc(rows * cols, 0.0f);
     auto g0 = schatten::test::to_float_buffer(grads[0]);
-    REQUIRE(c.step({wc.data()}, {g0.data()}));  // step 1: no criterion
+    const ConstBlock wref(wc.data(), rows, cols);
+    REQUIRE(chain.update_unguarded(Block(g0.data(), rows, cols), st, wref) == Status::ok);  // no criterion
     std::map<std::string, Field> before, after;
     Saver s1{&before};
-    c.visit(s1);
-    const std::vector<float> wc_before = wc;
+    visit_fields(s1, st);
     auto g1 = schatten::test::to_float_buffer(grads[1]);
-    const StepReport rep = c.step({wc.data()}, {g1.data()});
-    CHECK(rep.status == Status::invalid_argument);
+    const auto g1_before = g1;
+    CHECK(chain.update_unguarded(Block(g1.data(), rows, cols), st, wref) == Status::invalid_argument);
     Saver s2{&after};
-    c.visit(s2);
+    visit_fields(s2, st);
     CHECK(before == after);
-    CHECK(wc == wc_before);
+    CHECK(g1 == g1_before);
   }
 }

@@ -66,13 +66,12 @@ void visit_scratch(V& v, ChainState<Rules...>& s);
 
 /// Rules applied in order. State = std::tuple of the rules' states.
 ///
-/// update() first checks that the blocks are contiguous row-major and of one shape
-/// (invalid_argument), the gradient for NaN/Inf (non_finite_input) and against max_gradient()
-/// (out_of_range); rules with buffers check
-/// that the state was initialised for this shape (invalid_argument, before touching anything).
-/// Nothing is touched on any of these errors. When a
-/// rule that may fail is part of the chain, the state and the buffer are copied before the rules
-/// run and restored if one fails, so a failed step leaves everything as it was.
+/// update() first checks the rules' hyper-parameters (check(); invalid_argument), that the
+/// blocks are contiguous row-major and of one shape (invalid_argument), the gradient for NaN/Inf
+/// (non_finite_input) and against max_gradient() (out_of_range); rules with buffers check that the state was
+/// initialised for this shape (invalid_argument, before touching anything). Nothing is touched on any of
+/// these errors. When a rule that may fail is part of the chain, the state and the buffer are copied before
+/// the rules run and restored if one fails, so a failed step leaves everything as it was.
 template <class... Rules>
 class Chain {
   static_assert((is_rule_v<Rules> && ...), "chain(): every argument must follow the rule protocol");
@@ -117,7 +116,16 @@ class Chain {
     return std::apply([](const auto&... r) { return std::min({HUGE_VAL, max_gradient_of(r)...}); }, rules_);
   }
 
+  /// The first of the rules' hyper-parameter checks that fails (rule.hpp, check_of), in order;
+  /// nullptr when every rule is usable.
+  const char* check() const noexcept {
+    const char* m = nullptr;
+    std::apply([&](const auto&... r) { ((m = m ? m : check_of(r)), ...); }, rules_);
+    return m;
+  }
+
   Status update(Block u, State& state, ConstBlock param) const {
+    if (check() != nullptr) return Status::invalid_argument;  // unusable hyper-parameters
     if (const Status s = check_blocks(u, state, param); s != Status::ok) return s;
     if (!all_within(MatrixRef<const float>(u), magnitude_bits(max_gradient())))
       return all_finite(MatrixRef<const float>(u)) ? Status::out_of_range : Status::non_finite_input;

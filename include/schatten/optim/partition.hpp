@@ -217,15 +217,27 @@ class Partition {
   Partition(std::vector<ParamSpec> params, std::vector<std::string> labels, Route<Rules>... routes)
       : params_(std::move(params)), labels_(std::move(labels)), routes_(std::move(routes)...) {}
 
-  /// Checks the names (unique) and the labels (one per parameter, each served by a route) and
-  /// allocates every state in `memory` (class comment: device-resident steps). invalid_argument
-  /// with a message naming the first offending parameter otherwise; unsupported for device
+  /// Checks the routes' hyper-parameters (their rules' check(), rule.hpp), the names (unique)
+  /// and the labels (one per parameter, each served by a route) and allocates every state in
+  /// `memory` (class comment: device-resident steps). invalid_argument with a message naming the
+  /// route and the field, or the first offending parameter, otherwise; unsupported for device
   /// memory when a route is not device-capable; out_of_memory when device memory runs out. On
   /// failure the partition is not initialised (step refuses) whatever it was before.
   StepReport init(MemoryKind memory = MemoryKind::host) {
     StepReport r;
     which_.clear();
     if (labels_.size() != params_.size()) return refusal("labels and parameters differ in number", -1);
+    // Unusable hyper-parameters (a NaN learning rate, β ≥ 1; rule.hpp, check_of), route by route.
+    message_.clear();
+    std::apply(
+        [&](const auto&... route) {
+          ((message_.empty() && check_of(route.rule)
+                ? (message_ = "route '" + route.label + "': " + check_of(route.rule), 0)
+                : 0),
+           ...);
+        },
+        routes_);
+    if (!message_.empty()) return refusal(message_.c_str(), -1);
     if constexpr (!device_capable) {
       if (memory == MemoryKind::device)
         return refusal(

@@ -36,15 +36,15 @@ inline auto adamw(const AdamWOptions& o = {}) {
 
 /// Keller Jordan's Muon (KellerJordan/Muon): EMA momentum β = 0.95 with Nesterov, Newton–Schulz
 /// with his quintic, 5 steps (any PolarOptions: Polar Express, QDWH, …), shape scale
-/// √max(1, r/c) (Moonlight's 0.2·√max(r, c) as an option), decoupled weight decay with the
-/// unadjusted lr, lr 0.02 "in units of spectral norm per update".
+/// √max(1, r/c) (Moonlight's 0.2·√max(r, c), √max(r, c) and √(r/c) as options: ScaleByShape),
+/// decoupled weight decay with the unadjusted lr, lr 0.02 "in units of spectral norm per update".
 struct MuonOptions {
   Schedule lr = Schedule::constant(0.02);
   double momentum = 0.95;
   bool nesterov = true;
   TraceMomentum::Form momentum_form = TraceMomentum::Form::ema;
   PolarOptions polar = keller_polar();
-  ScaleByShape::Rule shape = ScaleByShape::Rule::keller;
+  ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
 
   /// Keller Jordan's orthogonalisation: NS5 with (3.4445, −4.7750, 2.0315), X/(‖X‖_F + 1e-7).
@@ -75,7 +75,7 @@ struct NorMuonOptions {
   TraceMomentum::Form momentum_form = TraceMomentum::Form::ema;
   PolarOptions polar = MuonOptions::keller_polar();
   double beta2 = 0.95;
-  ScaleByShape::Rule shape = ScaleByShape::Rule::keller;
+  ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
 };
 inline auto normuon(const NorMuonOptions& o = {}) {
@@ -107,7 +107,7 @@ struct FreonOptions {
   Schedule lr = Schedule::constant(0.02);
   double momentum = 0.95;
   bool nesterov = true;
-  ScaleByShape::Rule shape = ScaleByShape::Rule::keller;
+  ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
   SpectralPowerOptions spectral{};  ///< alpha is set from c
 };
@@ -126,7 +126,7 @@ struct KaonOptions {
   double momentum = 0.95;
   bool nesterov = true;
   int steps = 5;
-  ScaleByShape::Rule shape = ScaleByShape::Rule::keller;
+  ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
 };
 inline auto kaon(const KaonOptions& o = {}) {

@@ -36,7 +36,14 @@
 ///     double max_gradient() const;              // largest |g| it accepts (optional)
 ///
 /// and chains and partitions refuse larger gradients with Status::out_of_range in the same scan,
-/// before anything changes (Adam's g² overflows float above about 1.8e19). `visit_fields` drives checkpoints,
+/// before anything changes (Adam's g² overflows float above about 1.8e19). A rule with
+/// hyper-parameters that can be unusable (a NaN or negative learning rate, β ≥ 1, ε ≤ 0) declares
+///
+///     const char* check() const noexcept;       // nullptr when usable, else a static message
+///
+/// naming the rule and the field (optional; the library's rules all have it, docs/optim.md
+/// "Hyper-parameter checks"). Partition::init refuses a route whose rule fails it, and a chain's
+/// update() returns invalid_argument, before anything is touched. `visit_fields` drives checkpoints,
 /// state equality in tests and the "nothing forgotten" test: each field is reported as `v("name", field)`
 /// with `field` a `std::int64_t`, a `double` or a `Buffer`.
 ///
@@ -401,6 +408,29 @@ struct has_max_gradient : std::false_type {};
 template <class R>
 struct has_max_gradient<R, std::void_t<decltype(std::declval<const R&>().max_gradient())>> : std::true_type {
 };
+/// Detects the optional check() of a rule (the file comment).
+template <class R, class = void>
+struct has_check : std::false_type {};
+template <class R>
+struct has_check<R, std::void_t<decltype(std::declval<const R&>().check())>> : std::true_type {};
+/// r.check() where the rule has one, else nullptr (no hyper-parameter to refuse).
+template <class R>
+const char* check_of(const R& r) noexcept {
+  if constexpr (has_check<R>::value)
+    return r.check();
+  else
+    return nullptr;
+}
+
+/// The ranges the rules' check() use, NaN and ±Inf failing each: x ≥ 0; x > 0; a decay rate
+/// β ∈ [0, 1) (β = 1 freezes an EMA at its zero start; an Adam-style bias correction 1 − β^t
+/// divides by 0).
+namespace hyper {
+inline bool non_negative(double x) noexcept { return std::isfinite(x) && x >= 0.0; }
+inline bool positive(double x) noexcept { return std::isfinite(x) && x > 0.0; }
+inline bool decay_rate(double b) noexcept { return std::isfinite(b) && b >= 0.0 && b < 1.0; }
+}  // namespace hyper
+
 template <class R>
 double max_gradient_of(const R& r) {
   if constexpr (has_max_gradient<R>::value)

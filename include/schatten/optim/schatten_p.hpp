@@ -393,6 +393,29 @@ struct SchattenPDirection {
     v("next_nu", s.scratch->next_nu);
     v("precond", s.scratch->precond);
   }
+  /// β ∈ [0, 1) (the bias correction divides by 1 − βᵗ); p ≥ 1; when adaptive, interval,
+  /// first and chunks ≥ 1 and the criterion's options (check_criterion_options); with a moment,
+  /// b2 ∈ [0, 1) and ε > 0; with the pinned magnitude, lr > 0, adam_lr ≥ 0 and adam_b1 ∈ [0, 1)
+  /// (κ = adam_lr·ρ_a·√max(r, c)/lr); the polar and spectral-power options (the latter at
+  /// α = 1/2: the rule sets α = 1/p itself).
+  const char* check() const noexcept {
+    if (!hyper::decay_rate(beta)) return "schatten_p_direction: beta must be in [0, 1)";
+    if (!(std::isfinite(p) && p >= 1.0)) return "schatten_p_direction: p must be finite and >= 1";
+    if (adaptive) {
+      if (interval < 1 || first < 1 || chunks < 1)
+        return "schatten_p_direction: interval, first and chunks must be >= 1";
+      if (const char* m = surrogate::check_criterion_options(criterion)) return m;
+    }
+    if (moment != Moment::none && !(hyper::decay_rate(b2) && hyper::positive(eps)))
+      return "schatten_p_direction: the moment needs b2 in [0, 1) and eps > 0";
+    if (magnitude == Magnitude::pinned &&
+        !(hyper::positive(lr) && hyper::non_negative(adam_lr) && hyper::decay_rate(adam_b1)))
+      return "schatten_p_direction: the pinned magnitude needs lr > 0, adam_lr >= 0 and adam_b1 in [0, 1)";
+    if (const char* m = check_polar_options(polar)) return m;
+    SpectralPowerOptions so = spectral;
+    so.alpha = 0.5;
+    return check_spectral_power_options(so);
+  }
   std::string config() const {
     const char* moments[] = {"none", "parametric", "nonparametric"};
     return Signature(name)

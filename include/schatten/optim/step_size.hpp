@@ -63,6 +63,12 @@ struct DistanceAwareStep {
     v("rbar", s.rbar);
     v("anchor", s.anchor);
   }
+  /// η_max ≥ 0 and r_ε > 0, finite.
+  const char* check() const noexcept {
+    return hyper::non_negative(eta_max) && hyper::positive(r_eps)
+               ? nullptr
+               : "distance_aware_step: eta_max must be finite and >= 0, r_eps finite and > 0";
+  }
   std::string config() const { return Signature(name).add("eta_max", eta_max).add("r_eps", r_eps).str(); }
 };
 
@@ -141,6 +147,12 @@ struct ScaleCalibratedDirection {
     v("count", s.count);
     v("mu", s.mu);
     v("kappa", s.kappa);
+  }
+  /// β ∈ [0, 1), η_max finite and ≥ 0, usable polar options.
+  const char* check() const noexcept {
+    if (!hyper::decay_rate(beta)) return "scale_calibrated_direction: beta must be in [0, 1)";
+    if (!hyper::non_negative(eta_max)) return "scale_calibrated_direction: eta_max must be finite and >= 0";
+    return check_polar_options(polar);
   }
   std::string config() const {
     return Signature(name)
@@ -305,6 +317,16 @@ struct MajorizedStep {
     v("anchor", s.anchor);
     v("prev_grad", s.prev_grad);
     v("prev_param", s.prev_param);
+  }
+  /// β ∈ [0, 1); η_max, ρ, λ, η₀ finite and ≥ 0; l_min finite and > 0 (it keeps the secant
+  /// quotient finite); usable polar options.
+  const char* check() const noexcept {
+    if (!hyper::decay_rate(beta)) return "majorized_step: beta must be in [0, 1)";
+    if (!(hyper::non_negative(eta_max) && hyper::non_negative(rho) && hyper::non_negative(lambda) &&
+          hyper::non_negative(eta0)))
+      return "majorized_step: eta_max, rho, lambda and eta0 must be finite and >= 0";
+    if (!hyper::positive(l_min)) return "majorized_step: l_min must be finite and > 0";
+    return check_polar_options(polar);
   }
   std::string config() const {
     return Signature(name)

@@ -63,6 +63,14 @@ struct Schedule {
     }
     return peak;
   }
+  /// nullptr when the schedule is usable: peak and final value finite and ≥ 0 (a negative
+  /// rate would climb the loss), warmup and total ≥ 0 (rule.hpp, check_of).
+  const char* check() const noexcept {
+    if (!hyper::non_negative(peak) || !hyper::non_negative(final_value))
+      return "lr schedule: the peak and final learning rates must be finite and >= 0";
+    if (warmup < 0 || total < 0) return "lr schedule: warmup and total must be >= 0 steps";
+    return nullptr;
+  }
   std::string config() const {
     return Signature(kind == Kind::constant        ? "constant"
                      : kind == Kind::warmup_cosine ? "warmup_cosine"
@@ -144,6 +152,13 @@ struct TraceMomentum {
     v("count", s.count);
     v("mu", s.mu);
   }
+  /// β finite and ≥ 0; below 1 for the EMA form (β = 1 would keep the buffer at its zero start).
+  const char* check() const noexcept {
+    if (form == Form::ema ? !hyper::decay_rate(beta) : !hyper::non_negative(beta))
+      return form == Form::ema ? "trace_momentum: beta must be in [0, 1) for the EMA form"
+                               : "trace_momentum: beta must be finite and >= 0";
+    return nullptr;
+  }
   std::string config() const {
     return Signature(name)
         .add("beta", beta)
@@ -217,6 +232,17 @@ struct ScaleByAdam {
     v("mu", s.mu);
     v("nu", s.nu);
   }
+  /// β₁, β₂ ∈ [0, 1) (torch.optim.Adam's ranges); ε > 0 also in float, where the update
+  /// divides by √v̂ + ε (a zero gradient entry would give 0/0 with ε = 0) [P: torch allows 0].
+  const char* check() const noexcept { return check_adam(b1, b2, eps); }
+  /// The check of ScaleByAdam's hyper-parameters, shared with AdamWUpdate.
+  static const char* check_adam(double b1, double b2, double eps) noexcept {
+    if (!hyper::decay_rate(b1)) return "adam: b1 must be in [0, 1)";
+    if (!hyper::decay_rate(b2)) return "adam: b2 must be in [0, 1)";
+    if (!(hyper::positive(eps) && static_cast<float>(eps) > 0.0f))
+      return "adam: eps must be finite and > 0 (in float)";
+    return nullptr;
+  }
   std::string config() const { return Signature(name).add("b1", b1).add("b2", b2).add("eps", eps).str(); }
 };
 
@@ -268,6 +294,12 @@ struct AdamWUpdate {
     return Status::ok;
   }
   // visit_fields: ScaleByAdam's (the same State).
+  /// ScaleByAdam's ranges, weight decay finite and ≥ 0, a usable lr schedule.
+  const char* check() const noexcept {
+    if (const char* m = ScaleByAdam::check_adam(b1, b2, eps)) return m;
+    if (!hyper::non_negative(weight_decay)) return "adamw: weight_decay must be finite and >= 0";
+    return lr.check();
+  }
   std::string config() const {
     return Signature(name)
         .add("b1", b1)
@@ -337,6 +369,8 @@ struct Orthogonalize {
       ++states[b].count;
     return Status::ok;
   }
+  /// check_polar_options (polar.hpp).
+  const char* check() const noexcept { return check_polar_options(polar); }
   std::string config() const { return Signature(name).add("polar", polar_config(polar)).str(); }
 };
 
@@ -366,6 +400,8 @@ struct SpectralPower {
       ++states[b].count;
     return Status::ok;
   }
+  /// check_spectral_power_options (spectral_power.hpp).
+  const char* check() const noexcept { return check_spectral_power_options(options); }
   std::string config() const {
     return Signature(name)
         .add("alpha", options.alpha)
@@ -415,6 +451,8 @@ struct KaonSpectrum {
       ++states[b].count;
     return Status::ok;
   }
+  /// At least one step (kaon() refuses fewer).
+  const char* check() const noexcept { return steps >= 1 ? nullptr : "kaon_spectrum: steps must be >= 1"; }
   std::string config() const { return Signature(name).add("steps", steps).str(); }
 };
 
@@ -529,6 +567,15 @@ struct MuAdamDirection {
     v("nu", s.nu);
     v("d", s.d);
   }
+  /// β₁, β₂ ∈ [0, 1); ε > 0 (D = (v̂ + ε)^e is infinite at v̂ = ε = 0 for e < 0); e finite;
+  /// usable polar options.
+  const char* check() const noexcept {
+    if (!hyper::decay_rate(b1)) return "muadam_direction: b1 must be in [0, 1)";
+    if (!hyper::decay_rate(b2)) return "muadam_direction: b2 must be in [0, 1)";
+    if (!hyper::positive(eps)) return "muadam_direction: eps must be finite and > 0";
+    if (!std::isfinite(exponent)) return "muadam_direction: exponent must be finite";
+    return check_polar_options(polar);
+  }
   std::string config() const {
     return Signature(name)
         .add("b1", b1)
@@ -638,6 +685,13 @@ struct NormalizeNeurons {
     v("count", s.count);
     v("nu", s.nu);
   }
+  /// β₂ ∈ [0, 1); ε > 0 also in float (a zero row divides by √ν + ε).
+  const char* check() const noexcept {
+    if (!hyper::decay_rate(beta2)) return "normalize_neurons: beta2 must be in [0, 1)";
+    if (!(hyper::positive(eps) && static_cast<float>(eps) > 0.0f))
+      return "normalize_neurons: eps must be finite and > 0 (in float)";
+    return nullptr;
+  }
   std::string config() const { return Signature(name).add("beta2", beta2).add("eps", eps).str(); }
 };
 
@@ -656,21 +710,44 @@ struct ClipByNorm {
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
+  /// max_norm finite and > 0 (0 would zero every update).
+  const char* check() const noexcept {
+    return hyper::positive(max_norm) ? nullptr : "clip_by_norm: max_norm must be finite and > 0";
+  }
   std::string config() const { return Signature(name).add("max_norm", max_norm).str(); }
 };
 
 // ---------------------------------------------------------------------------------------------
 // Scaling
 
-/// Multiplies the update by a factor of the block's shape (algorithms.md §1.3):
-/// keller √max(1, r/c) (update RMS 1/√c), moonlight 0.2·√max(r, c) (update RMS 0.2, AdamW-like),
-/// none 1. Rows/cols are the block's (the 2-D flattened shape for conv weights, [P]).
+/// Multiplies the update by a factor of the block's shape r × c (rows = outputs, cols = inputs,
+/// PyTorch's layout; the 2-D flattened shape for conv weights, [P]) times `extra`:
+///   keller         √max(1, r/c)   update RMS 1/√c for a full-rank polar factor (algorithms.md
+///                                 §1.3; Megatron-Core and Emerging-Optimizers' "shape_scaling")
+///   moonlight      0.2·√max(r, c) update RMS 0.2, AdamW-like (§1.3; EO's "align_adamw_rms")
+///   spectral       √max(r, c)     update RMS 1 (Megatron-Core / EO / Transformer Engine's default
+///                                 "spectral" mode, which they multiply by an extra factor:
+///                                 spectral with extra = 0.2 is moonlight)
+///   unit_rms_norm  √(r/c)         ‖u‖ as an RMS→RMS operator = √(r/c)·‖u‖₂ = 1 for a polar factor
+///                                 (Bernstein's modular norm; Scion, Dion; EO's "unit_rms_norm")
+///   none           1
+/// keller and unit_rms_norm depend on which side is the output: a parameter stored (in, out)
+/// (GPT-2's Conv1D, optax's layout) gets the factor of its transpose. The update RMS of a
+/// full-rank polar factor is 1/√max(r, c) (‖U Vᵀ‖_F² = min(r, c)); the factors above multiply it.
+/// [P] spectral and unit_rms_norm are not in algorithms.md: their formulas are those of the
+/// anchors' get_muon_scale_factor (anchors.md b2 "Update scale"), docs/optim.md.
 struct ScaleByShape {
   static constexpr const char* name = "scale_by_shape";
   static constexpr bool device_capable = true;
-  enum class Rule { keller, moonlight, none };
+  enum class Rule { keller, moonlight, none, spectral, unit_rms_norm };
   Rule rule = Rule::keller;
+  double extra = 1.0;  ///< multiplies the rule's factor (EO/Megatron's extra_scale_factor); > 0
 
+  /// A rule, optionally with an extra factor; converts from a Rule, so that an options struct's
+  /// `shape = ScaleByShape::Rule::moonlight` keeps working.
+  constexpr ScaleByShape(Rule r = Rule::keller, double extra_factor = 1.0) : rule(r), extra(extra_factor) {}
+
+  /// The rule's factor for an r × c block, without `extra`.
   static double factor(Rule rule, index_t rows, index_t cols) {
     const double r = double(rows), c = double(cols);
     switch (rule) {
@@ -678,25 +755,56 @@ struct ScaleByShape {
         return std::sqrt(std::max(1.0, r / c));
       case Rule::moonlight:
         return 0.2 * std::sqrt(std::max(r, c));
+      case Rule::spectral:
+        return std::sqrt(std::max(r, c));
+      case Rule::unit_rms_norm:
+        return std::sqrt(r / c);
       case Rule::none:
         break;
     }
     return 1.0;
   }
+  /// The whole multiplier: factor(rule, rows, cols)·extra.
+  double multiplier(index_t rows, index_t cols) const { return factor(rule, rows, cols) * extra; }
+  /// The rule's name as config() writes it ("keller", …).
+  static const char* rule_name(Rule r) {
+    switch (r) {
+      case Rule::keller:
+        return "keller";
+      case Rule::moonlight:
+        return "moonlight";
+      case Rule::spectral:
+        return "spectral";
+      case Rule::unit_rms_norm:
+        return "unit_rms_norm";
+      case Rule::none:
+        break;
+    }
+    return "none";
+  }
   struct State {};
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State&, ConstBlock) const {
-    scale(u, static_cast<float>(factor(rule, u.rows, u.cols)));
+    if (u.empty()) return Status::ok;  // unit_rms_norm's r/c is 0/0 for a block with no columns
+    scale(u, static_cast<float>(multiplier(u.rows, u.cols)));
     return Status::ok;
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
+  /// A known rule; extra finite and > 0.
+  const char* check() const noexcept {
+    if (rule != Rule::keller && rule != Rule::moonlight && rule != Rule::none && rule != Rule::spectral &&
+        rule != Rule::unit_rms_norm)
+      return "scale_by_shape: unknown rule";
+    return hyper::positive(extra) ? nullptr : "scale_by_shape: extra must be finite and > 0";
+  }
+  /// "scale_by_shape(rule=keller)"; ",extra=…" only when extra ≠ 1, so that the signatures (and
+  /// the checkpoints) of the rules that existed before `extra` are unchanged.
   std::string config() const {
-    return Signature(name)
-        .add("rule", rule == Rule::keller      ? "keller"
-                     : rule == Rule::moonlight ? "moonlight"
-                                               : "none")
-        .str();
+    Signature sig(name);
+    sig.add("rule", rule_name(rule));
+    if (extra != 1.0) sig.add("extra", extra);
+    return sig.str();
   }
 };
 
@@ -747,6 +855,11 @@ struct AddDecayedWeights {
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
+  /// λ finite and ≥ 0 (torch.optim's range).
+  const char* check() const noexcept {
+    return hyper::non_negative(weight_decay) ? nullptr
+                                             : "add_decayed_weights: weight_decay must be finite and >= 0";
+  }
   std::string config() const {
     return Signature(name)
         .add("weight_decay", weight_decay)
@@ -770,6 +883,12 @@ struct AddIndependentDecay {
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
+  /// λ ∈ [0, 1]: W ← (1 − λ) W per step (λ > 1 flips the weights' sign).
+  const char* check() const noexcept {
+    return hyper::non_negative(weight_decay) && weight_decay <= 1.0
+               ? nullptr
+               : "add_independent_decay: weight_decay must be in [0, 1]";
+  }
   std::string config() const { return Signature(name).add("weight_decay", weight_decay).str(); }
 };
 
@@ -796,6 +915,8 @@ struct ScaleByLearningRate {
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
   }
+  /// A usable schedule (Schedule::check).
+  const char* check() const noexcept { return lr.check(); }
   std::string config() const { return Signature(name).add("lr", lr.config()).str(); }
 };
 
