@@ -5,7 +5,7 @@
 /// at each rank per step next to the parameter bytes.
 ///
 ///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns|flat]
-///   [--owners balanced|held|transfer] [--transfer-cost X|measure] [--iterations K] [--cut]
+///   [--owners balanced|held|transfer] [--transfer-cost X|measure|pairs] [--iterations K] [--cut]
 ///
 /// --layout sharded row-shards every parameter (FSDP2's torch.chunk split), --layout columns
 /// column-shards every parameter (tensor parallelism's split of dim 1), --layout
@@ -14,7 +14,8 @@
 /// steps each gathered parameter on a rank holding the most of it (OwnerChoice::where_held; default
 /// balanced), --owners transfer weighs each transfer against the work (OwnerChoice::
 /// transfer_aware) at --transfer-cost flop-equivalents per float (default
-/// kDefaultTransferCost; `measure`: distributed::measure_transfer_cost on this machine first);
+/// kDefaultTransferCost; `measure`: distributed::measure_transfer_cost on this machine first;
+/// `pairs`: distributed::measure_transfer_costs, a cost per pair of ranks, printed);
 /// --iterations sets the Newton–Schulz steps (default 5); --cut orthogonalises each
 /// fused attn.c_attn.weight (2304 × 768) as its Q, K and V (optim::SplitPartition over the
 /// distributed partition; with --layout sharded, flat or columns the fused arrays are sharded,
@@ -140,7 +141,7 @@ int main(int argc, char** argv) {
   auto owners = distributed::OwnerChoice::balanced;
   const char* owner_name = "balanced";
   double transfer_cost = distributed::kDefaultTransferCost;
-  bool measure = false;
+  bool measure = false, pairs = false;
   // Every rank parses the same command line; a bad one is refused on every rank (exit 2).
   const char* bad = nullptr;
   for (int i = 1; i < argc && !bad; ++i) {
@@ -167,9 +168,11 @@ int main(int argc, char** argv) {
       owners = !std::strcmp(owner_name, "held")       ? distributed::OwnerChoice::where_held
                : !std::strcmp(owner_name, "transfer") ? distributed::OwnerChoice::transfer_aware
                                                       : distributed::OwnerChoice::balanced;
-    } else if (a == "--transfer-cost" && v && (!std::strcmp(v, "measure") || std::atof(v) >= 0.0)) {
+    } else if (a == "--transfer-cost" && v &&
+               (!std::strcmp(v, "measure") || !std::strcmp(v, "pairs") || std::atof(v) >= 0.0)) {
       measure = !std::strcmp(v, "measure");
-      if (!measure) transfer_cost = std::atof(v);
+      pairs = !std::strcmp(v, "pairs");
+      if (!measure && !pairs) transfer_cost = std::atof(v);
       ++i;
     } else {
       bad = argv[i];
@@ -182,7 +185,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "schatten-bench-mpi: bad argument '%s'\nusage: schatten-bench-mpi [--steps N] [--layout "
                    "replicated|sharded|columns|flat] [--owners balanced|held|transfer] [--transfer-cost "
-                   "X|measure] [--iterations K] [--cut]\n",
+                   "X|measure|pairs] [--iterations K] [--cut]\n",
                    bad);
     MPI_Finalize();
     return 2;
@@ -199,7 +202,21 @@ int main(int argc, char** argv) {
       transfer_cost = distributed::measure_transfer_cost(comm);
       comm.reset_traffic();
     }
-    if (me == 0) std::printf("transfer cost %.1f flop-equivalents per float\n", transfer_cost);
+    distributed::TransferCosts pair_costs;  // ranks 0: the one rate above
+    if (pairs) {
+      pair_costs = distributed::measure_transfer_costs(comm);
+      comm.reset_traffic();
+      if (me == 0) {
+        std::printf("transfer costs per pair (flop-equivalents per float, row = from):\n");
+        for (std::size_t a = 0; a < std::size_t(n); ++a) {
+          for (std::size_t b = 0; b < std::size_t(n); ++b)
+            std::printf(" %8.1f", pair_costs(a, b));
+          std::printf("\n");
+        }
+      }
+    } else if (me == 0) {
+      std::printf("transfer cost %.1f flop-equivalents per float\n", transfer_cost);
+    }
     const auto specs = bench::gpt2_small();
     const auto labels = propose_labels(specs);
     MuonOptions mo;
@@ -250,6 +267,7 @@ int main(int argc, char** argv) {
       d.set_flat_bounds(flat_bounds);
       d.set_owner_choice(owners);
       d.set_transfer_cost(transfer_cost);
+      if (pairs) d.set_transfer_costs(pair_costs);
       if (columns)
         d.set_layouts(std::vector<distributed::Layout>(specs.size(), distributed::Layout::column_sharded));
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
@@ -283,6 +301,7 @@ int main(int argc, char** argv) {
       d.set_source_columns(column_bounds);
       d.partition().set_owner_choice(owners);
       d.partition().set_transfer_cost(transfer_cost);
+      if (pairs) d.partition().set_transfer_costs(pair_costs);
       if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
       print_balance(d.partition().owners(), d.partition().modelled(), me, n);
       std::vector<index_t> held;  // this rank's elements of each fused parameter (rows, run, columns)

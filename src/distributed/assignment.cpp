@@ -65,18 +65,14 @@ const std::vector<index_t>* held_of(const std::vector<std::vector<index_t>>& hel
   return i < held.size() && held[i].size() == static_cast<std::size_t>(ranks) ? &held[i] : nullptr;
 }
 
-/// The elements of a parameter held as `h` (its elements on each rank).
-double total(const std::vector<index_t>& h) {
-  double n = 0;
-  for (index_t e : h)
-    n += double(e);
-  return n;
-}
-
-/// Floats through the owner's link when rank `owner` computes a parameter of n = total(h)
-/// elements held as `h`: 3 per element it does not hold (parameter and gradient in, update out).
-double exchanged_floats(const std::vector<index_t>& h, double n, std::size_t owner) {
-  return 3.0 * (n - double(h[owner]));
+/// The exchange of a parameter held as `h` when rank `owner` computes it (modelled_step's
+/// formula): Σ over the other ranks r of h[r]·(2·c(r, owner) + c(owner, r)) — its parameter and
+/// gradient in, its update out.
+double exchange_cost(const std::vector<index_t>& h, std::size_t owner, const TransferCosts& c) {
+  double x = 0.0;
+  for (std::size_t r = 0; r < h.size(); ++r)
+    if (r != owner && h[r] != 0) x += double(h[r]) * (2.0 * c(r, owner) + c(owner, r));
+  return x;
 }
 
 /// Parameter indices by decreasing cost, ties by lower index: LPT's order.
@@ -116,14 +112,11 @@ namespace {
 /// The search for OwnerChoice::transfer_aware's owners over modelled_step()'s model.
 struct Search {
   const std::vector<double>& costs;
-  const std::vector<std::vector<index_t>>& held;
   int ranks;
-  double per_float;
-  std::vector<double> n;  ///< per parameter: total(held) (0 when not exchanged)
+  std::vector<double> table;  ///< [i · ranks + o]: parameter i's exchange_cost when o owns it
 
   double exchange_of(std::size_t i, std::size_t o) const {
-    const std::vector<index_t>* h = held_of(held, i, ranks);
-    return h ? exchanged_floats(*h, n[i], o) * per_float : 0.0;
+    return table[i * static_cast<std::size_t>(ranks) + o];
   }
 
   /// LPT with the exchange counted: parameters by decreasing cost, each to the rank that gives
@@ -215,12 +208,31 @@ struct Search {
 
 }  // namespace
 
+const char* TransferCosts::check() const noexcept {
+  if (ranks < 1 || per_pair.size() != static_cast<std::size_t>(ranks) * static_cast<std::size_t>(ranks))
+    return "transfer costs: need ranks >= 1 and ranks x ranks entries";
+  for (std::size_t from = 0; from < static_cast<std::size_t>(ranks); ++from)
+    for (std::size_t to = 0; to < static_cast<std::size_t>(ranks); ++to)
+      if (from != to && !optim::hyper::non_negative((*this)(from, to)))
+        return "transfer costs: every entry off the diagonal must be finite and >= 0";
+  return nullptr;
+}
+
 std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, int ranks,
                                               const std::vector<std::vector<index_t>>& held,
                                               double per_float) {
-  Search s{costs, held, ranks, per_float, std::vector<double>(costs.size(), 0.0)};
+  return assign_owners_with_transfers(costs, ranks, held, TransferCosts::uniform(ranks, per_float));
+}
+
+std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, int ranks,
+                                              const std::vector<std::vector<index_t>>& held,
+                                              const TransferCosts& transfer) {
+  const auto R = static_cast<std::size_t>(ranks);
+  Search s{costs, ranks, std::vector<double>(costs.size() * R, 0.0)};
   for (std::size_t i = 0; i < costs.size(); ++i)
-    if (const std::vector<index_t>* h = held_of(held, i, ranks)) s.n[i] = total(*h);
+    if (const std::vector<index_t>* h = held_of(held, i, ranks))
+      for (std::size_t o = 0; o < R; ++o)
+        s.table[i * R + o] = exchange_cost(*h, o, transfer);
   // Three starts, each improved: where the parameters lie, LPT with the exchange counted, and
   // LPT; the shortest modelled step wins (ties: the earlier start).
   std::vector<int> best;
@@ -238,14 +250,18 @@ std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, 
 
 ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const std::vector<int>& owners,
                            const std::vector<std::vector<index_t>>& held, double per_float) {
+  return modelled_step(costs, ranks, owners, held, TransferCosts::uniform(ranks, per_float));
+}
+
+ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const std::vector<int>& owners,
+                           const std::vector<std::vector<index_t>>& held, const TransferCosts& transfer) {
   ModelledStep m;
   m.work.assign(static_cast<std::size_t>(ranks), 0.0);
   for (std::size_t i = 0; i < costs.size() && i < owners.size(); ++i) {
     if (owners[i] < 0 || owners[i] >= ranks) continue;
     const auto o = static_cast<std::size_t>(owners[i]);
     m.work[o] += costs[i];
-    if (const std::vector<index_t>* h = held_of(held, i, ranks))
-      m.exchange += exchanged_floats(*h, total(*h), o) * per_float;
+    if (const std::vector<index_t>* h = held_of(held, i, ranks)) m.exchange += exchange_cost(*h, o, transfer);
   }
   return m;
 }

@@ -389,6 +389,48 @@ TEST_CASE("distributed.assignment: owners weighing each transfer against the wor
         distributed::modelled_step(c, 3, distributed::assign_owners(c, 3), h, 0.0).time());
 }
 
+TEST_CASE("distributed.assignment: a cost per pair of ranks keeps matrices on their node") {
+  // Four ranks on two nodes, {0, 1} and {2, 3}: a float costs 0.1 within a node and 2 between
+  // them (per_pair[from·4 + to]). Three matrices of cost 100, each held half on rank 0 and half
+  // on rank 1. With one rate of 0.1 everywhere the third goes to node 2 (work 100, exchange
+  // 15 + 15 + 30: 160 against 245 for keeping all three on node 1). Priced per pair, moving it
+  // costs 100·(2·2 + 2) = 600, more than the 100 of work it saves: all three stay on ranks 0
+  // and 1 (work 200 | 100, exchange 3·15: 245).
+  const std::vector<double> costs = {100, 100, 100};
+  const std::vector<std::vector<index_t>> held = {{50, 50, 0, 0}, {50, 50, 0, 0}, {50, 50, 0, 0}};
+  distributed::TransferCosts nodes = distributed::TransferCosts::uniform(4, 0.1);
+  for (std::size_t a = 0; a < 4; ++a)
+    for (std::size_t b = 0; b < 4; ++b)
+      if (a / 2 != b / 2) nodes.per_pair[a * 4 + b] = 2.0;
+  REQUIRE(nodes.check() == nullptr);
+  const std::vector<int> flat = distributed::assign_owners_with_transfers(costs, 4, held, 0.1);
+  CHECK(distributed::modelled_step(costs, 4, flat, held, 0.1).time() ==
+        doctest::Approx(160.0).epsilon(1e-14));
+  CHECK(std::count_if(flat.begin(), flat.end(), [](int o) { return o >= 2; }) == 1);
+  const std::vector<int> paired = distributed::assign_owners_with_transfers(costs, 4, held, nodes);
+  for (int o : paired)
+    CHECK(o < 2);
+  CHECK(distributed::modelled_step(costs, 4, paired, held, nodes).time() ==
+        doctest::Approx(245.0).epsilon(1e-14));
+  // Asymmetric links: in (parameter and gradient) counts twice, out (the update) once.
+  distributed::TransferCosts skew = distributed::TransferCosts::uniform(2, 0.0);
+  skew.per_pair = {0.0, 1.0, 10.0, 0.0};  // 0 → 1 costs 1, 1 → 0 costs 10
+  const std::vector<std::vector<index_t>> one = {{4, 6}};
+  CHECK(distributed::modelled_step({1.0}, 2, {0}, one, skew).exchange == 6 * (2 * 10.0 + 1.0));
+  CHECK(distributed::modelled_step({1.0}, 2, {1}, one, skew).exchange == 4 * (2 * 1.0 + 10.0));
+  // One rate as a matrix is the one-rate model.
+  CHECK(
+      distributed::modelled_step(costs, 4, flat, held, distributed::TransferCosts::uniform(4, 0.1)).time() ==
+      distributed::modelled_step(costs, 4, flat, held, 0.1).time());
+  // Unusable matrices.
+  CHECK(distributed::TransferCosts{}.check() != nullptr);
+  CHECK(distributed::TransferCosts{2, {0.0, 1.0, 1.0}}.check() != nullptr);
+  CHECK(distributed::TransferCosts{2, {0.0, -1.0, 1.0, 0.0}}.check() != nullptr);
+  CHECK(distributed::TransferCosts{2, {std::nan(""), 1.0, 1.0, 0.0}}.check() == nullptr);  // diagonal unused
+  CHECK(distributed::TransferCosts{2, {0.0, std::numeric_limits<double>::infinity(), 1.0, 0.0}}.check() !=
+        nullptr);
+}
+
 TEST_CASE("distributed.partition: every rank computes the same owners") {
   auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
                                               route("muon", make_muon()), route("adamw", make_adamw()));
@@ -919,10 +961,36 @@ TEST_CASE("distributed.partition: transfer-aware owners equal one process bit fo
       const auto o = static_cast<std::size_t>(dear.owners()[i]);
       CHECK(held[i][o] == *std::max_element(held[i].begin(), held[i].end()));
     }
+  // A cost per pair of ranks: the owners and model of assign_owners_with_transfers for that
+  // matrix (rank 0's links dear, the others cheap); the matrix 50 everywhere gives the owners of
+  // the one rate 50.
+  distributed::TransferCosts pairs = distributed::TransferCosts::uniform(n, 5.0);
+  for (int r = 1; r < n; ++r) {
+    pairs.per_pair[std::size_t(r)] = 500.0;                   // 0 → r
+    pairs.per_pair[std::size_t(r) * std::size_t(n)] = 500.0;  // r → 0
+  }
+  auto paired = make(distributed::OwnerChoice::transfer_aware, 50.0);
+  paired.set_transfer_costs(pairs);
+  REQUIRE(paired.init());
+  std::vector<int> want_pairs = distributed::assign_owners_with_transfers(costs, n, held, pairs);
+  for (std::size_t i = 0; i < want_pairs.size(); ++i)
+    if (paired.by_rows(i)) want_pairs[i] = -1;
+  CHECK(paired.owners() == want_pairs);
+  CHECK(paired.modelled().exchange == distributed::modelled_step(costs, n, want_pairs, held, pairs).exchange);
+  auto uniform = make(distributed::OwnerChoice::transfer_aware, 1.0);
+  uniform.set_transfer_costs(distributed::TransferCosts::uniform(n, 50.0));
+  REQUIRE(uniform.init());
+  CHECK(uniform.owners() == d.owners());
   Model m(specs());
   Local loc(d, m);
   along(ref, d, m, loc, 0, 3);
   CHECK(same_state(d, ref));
+  Model mp(specs());
+  Local lp(paired, mp);
+  auto ref2 = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(ref2.init());
+  along(ref2, paired, mp, lp, 0, 2);
+  CHECK(same_state(paired, ref2));
   // Refusals, on every rank: a transfer cost that is negative or not finite, or not the same
   // on every rank; a cost model whose values differ between the ranks (other owners).
   auto refused = [&](auto set, const char* says) {
@@ -936,7 +1004,16 @@ TEST_CASE("distributed.partition: transfer-aware owners equal one process bit fo
   refused([](auto& f) { f.set_transfer_cost(-1.0); }, "finite and >= 0");
   refused([](auto& f) { f.set_transfer_cost(std::numeric_limits<double>::quiet_NaN()); }, "finite and >= 0");
   refused([](auto& f) { f.set_transfer_cost(std::numeric_limits<double>::infinity()); }, "finite and >= 0");
+  refused([n](auto& f) { f.set_transfer_costs(distributed::TransferCosts::uniform(n + 1, 1.0)); },
+          "another number of ranks");
   if (n > 1) {
+    refused([n](auto& f) { f.set_transfer_costs(distributed::TransferCosts::uniform(n, -1.0)); },
+            "finite and >= 0");
+    refused(
+        [n](auto& f) {
+          f.set_transfer_costs(distributed::TransferCosts::uniform(n, world().rank() == 1 ? 51 : 50));
+        },
+        "transfer cost");
     refused([](auto& f) { f.set_transfer_cost(world().rank() == 1 ? 51.0 : 50.0); }, "transfer cost differ");
     refused(
         [](auto& f) {
@@ -973,6 +1050,23 @@ TEST_CASE("distributed.transfer_cost: measured the same on every rank") {
   CHECK(distributed::measure_transfer_cost(world(), 64, std::int64_t(1) << 31, 1) == -1.0);
   CHECK(distributed::measure_transfer_cost(world(), 64, world().rank() == 0 ? 16 : 32, 1) ==
         (world().size() > 1 ? -1.0 : 0.0));
+  // Per pair: the same matrix on every rank, positive off the diagonal with more than one rank,
+  // usable by set_transfer_costs; refused (ranks 0) for arguments that differ or are out of range.
+  const int n = world().size();
+  const distributed::TransferCosts pairs = distributed::measure_transfer_costs(world(), 64, 1 << 12, 1);
+  REQUIRE(pairs.check() == nullptr);
+  REQUIRE(pairs.ranks == n);
+  std::vector<std::int64_t> mine(pairs.per_pair.size()), most_bits;
+  std::memcpy(mine.data(), pairs.per_pair.data(), mine.size() * sizeof(double));
+  most_bits = mine;
+  world().allreduce_max(most_bits.data(), most_bits.size());
+  CHECK(mine == most_bits);  // every rank's bits are the largest: all equal
+  for (std::size_t a = 0; a < std::size_t(n); ++a)
+    for (std::size_t b = 0; b < std::size_t(n); ++b)
+      CHECK((a == b ? pairs(a, b) == 0.0 : pairs(a, b) > 0.0));
+  CHECK(distributed::measure_transfer_costs(world(), 64, std::int64_t(1) << 31, 1).ranks == 0);
+  CHECK(distributed::measure_transfer_costs(world(), 64, world().rank() == 0 ? 16 : 32, 1).ranks ==
+        (n > 1 ? 0 : 1));
 }
 
 TEST_CASE("distributed.split: row- flat- and column-sharded fused parameters equal one process") {

@@ -83,12 +83,32 @@ std::vector<int> assign_owners(const std::vector<double>& costs, int ranks);
 std::vector<int> assign_owners(const std::vector<double>& costs, int ranks,
                                const std::vector<std::vector<index_t>>& held);
 
+/// The cost, in the cost model's unit, of one float sent from rank `from` to rank `to`, for
+/// every ordered pair of `ranks` ranks: per_pair[from · ranks + to] (the diagonal is not used).
+/// uniform() is one rate for every pair (DistributedPartition::set_transfer_cost); a matrix
+/// tells ranks on one node from ranks on others (set_transfer_costs; measure_transfer_costs).
+struct TransferCosts {
+  int ranks = 0;
+  std::vector<double> per_pair;
+  static TransferCosts uniform(int ranks, double per_float) {
+    return {ranks, std::vector<double>(static_cast<std::size_t>(ranks < 0 ? 0 : ranks) *
+                                           static_cast<std::size_t>(ranks < 0 ? 0 : ranks),
+                                       per_float)};
+  }
+  double operator()(std::size_t from, std::size_t to) const {
+    return per_pair[from * static_cast<std::size_t>(ranks) + to];
+  }
+  /// nullptr when usable: ranks ≥ 1, ranks² entries, every entry off the diagonal finite and ≥ 0.
+  const char* check() const noexcept;
+};
+
 /// The step an assignment gives in a simple model of the distributed step (cost units): the
 /// owners compute in parallel, so the work takes as long as the largest rank's `work`; the
 /// gathers and scatters of sharded parameters run one after another around it, each as long as
-/// the floats through its owner take — 3 per element the owner does not hold (the parameter and
-/// the gradient in, the update out) at `per_float` each. Replicated parameters' all-gather moves
-/// the same floats whichever rank computes them and is left out.
+/// the floats through its owner take: for each rank r ≠ owner o holding e_r of its elements,
+/// e_r · (2·c(r, o) + c(o, r)) (the parameter and the gradient in, the update out) — with one
+/// rate c, 3·c per element the owner does not hold. Replicated parameters' all-gather moves the
+/// same floats whichever rank computes them and is left out.
 struct ModelledStep {
   std::vector<double> work;  ///< per rank: the costs of the parameters it owns
   double exchange = 0.0;     ///< the gathers and scatters
@@ -105,6 +125,9 @@ struct ModelledStep {
 /// values is a parameter that is not exchanged (replicated).
 ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const std::vector<int>& owners,
                            const std::vector<std::vector<index_t>>& held, double per_float);
+/// The same with a cost per pair of ranks (`transfer.ranks` == ranks, transfer.check() passed).
+ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const std::vector<int>& owners,
+                           const std::vector<std::vector<index_t>>& held, const TransferCosts& transfer);
 
 /// Owners that make modelled_step().time() short (OwnerChoice::transfer_aware): a matrix moves
 /// away from where it lies only when the balance gained pays for its transfer. A heuristic:
@@ -124,6 +147,13 @@ ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const st
 std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, int ranks,
                                               const std::vector<std::vector<index_t>>& held,
                                               double per_float);
+/// The same with a cost per pair of ranks (`transfer.ranks` == ranks, transfer.check() passed):
+/// on two nodes whose link is dear, a matrix held on one node is computed on that node unless
+/// the balance gained pays for the dear transfer. Cost: O(parameters · ranks²) to tabulate each
+/// parameter's exchange under each owner, then the search above.
+std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, int ranks,
+                                              const std::vector<std::vector<index_t>>& held,
+                                              const TransferCosts& transfer);
 
 /// A checkpoint's fields and header as bytes (little-endian host layout; for the transfer
 /// between ranks of one job, not a file format) and back. deserialize returns false on a

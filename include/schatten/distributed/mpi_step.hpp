@@ -92,6 +92,17 @@ inline constexpr double kDefaultTransferCost = 100.0;
 double measure_transfer_cost(const Communicator& comm, index_t dim = 512,
                              std::int64_t floats = std::int64_t(1) << 23, int reps = 3);
 
+/// The per-pair costs for DistributedPartition::set_transfer_costs, measured like
+/// measure_transfer_cost() but one link at a time: for every ordered pair (a, b), a sends
+/// `floats` floats to b while the other ranks wait, and c(a, b) is NS5's flop rate divided by
+/// the rate at which they arrive (the fastest of `reps`, timed at b). On one node the entries
+/// come out alike; between nodes they show the slower link. The same matrix on every rank;
+/// ranks = 1 with the one (unused) entry 0 on one rank; ranks = 0 (refused by check()) when the
+/// arguments differ between the ranks or are out of range as in measure_transfer_cost().
+/// Collective; the sends count in comm.traffic(). Cost: reps × (one NS5 + n(n − 1) messages).
+TransferCosts measure_transfer_costs(const Communicator& comm, index_t dim = 512,
+                                     std::int64_t floats = std::int64_t(1) << 22, int reps = 3);
+
 namespace detail {
 /// Between a row-major rows × cols matrix `whole` and its column blocks [b[r], b[r+1]) laid one
 /// after another in rank order in `blocks` (block r, rows × its width row-major, at rows · b[r]):
@@ -244,7 +255,15 @@ class DistributedPartition {
   /// (before init(); default kDefaultTransferCost): how OwnerChoice::transfer_aware weighs a
   /// transfer against work, and what modelled() charges for it under every choice. A finite value
   /// ≥ 0 (else init() refuses), the same on every rank (measure_transfer_cost() returns one).
-  void set_transfer_cost(double per_float) { transfer_cost_ = per_float; }
+  void set_transfer_cost(double per_float) {
+    transfer_cost_ = per_float;
+    pair_costs_ = TransferCosts{};
+  }
+  /// A cost per ordered pair of ranks instead (before init(); replaces set_transfer_cost):
+  /// ranks on one node against ranks on others (measure_transfer_costs() measures one). Must
+  /// have comm.size() ranks and pass TransferCosts::check(), the same on every rank (else
+  /// init() refuses).
+  void set_transfer_costs(TransferCosts per_pair) { pair_costs_ = std::move(per_pair); }
   /// Replaces default_cost() (before init()). Must return the same values on every rank.
   void set_cost_model(CostModel m) { cost_ = std::move(m); }
   /// optim::Partition::set_batching for the owners' local partitions (before init()).
@@ -285,11 +304,14 @@ class DistributedPartition {
     // The bounds first: a rank computing other bounds than the others is refused on every rank
     // before anything depends on them.
     // So are the owner choice and the transfer cost (its bits), which the checks below read.
-    std::uint64_t cost_bits = 0;
-    std::memcpy(&cost_bits, &transfer_cost_, sizeof cost_bits);
-    const std::vector<std::vector<index_t>> choice = {{static_cast<index_t>(choice_),
-                                                       static_cast<index_t>(cost_bits >> 1),
-                                                       static_cast<index_t>(cost_bits & 1)}};
+    std::vector<std::vector<index_t>> choice = {{static_cast<index_t>(choice_), pair_costs_.ranks}};
+    for (const double c :
+         pair_costs_.ranks > 0 ? pair_costs_.per_pair : std::vector<double>{transfer_cost_}) {
+      std::uint64_t bits = 0;
+      std::memcpy(&bits, &c, sizeof bits);
+      choice[0].push_back(static_cast<index_t>(bits >> 1));
+      choice[0].push_back(static_cast<index_t>(bits & 1));
+    }
     if (!same_on_every_rank({&row_bounds_, &column_bounds_, &flat_bounds_, &choice}))
       return optim::refusal(
           "the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds), the owner choice or the "
@@ -387,6 +409,11 @@ class DistributedPartition {
     }
     if (!(transfer_cost_ >= 0.0 && std::isfinite(transfer_cost_)))
       return optim::refusal("the transfer cost (set_transfer_cost) must be finite and >= 0", -1);
+    const TransferCosts transfer =
+        pair_costs_.ranks > 0 ? pair_costs_ : TransferCosts::uniform(n, transfer_cost_);
+    if (const char* bad = transfer.check()) return optim::refusal(bad, -1);
+    if (transfer.ranks != n)
+      return optim::refusal("the transfer costs (set_transfer_costs) are for another number of ranks", -1);
     // Elements of each exchanged parameter per rank (where_held, transfer_aware, modelled()).
     std::vector<std::vector<index_t>> held_by(np);
     for (std::size_t i = 0; i < np; ++i)
@@ -394,7 +421,7 @@ class DistributedPartition {
         for (std::size_t r = 0; r < static_cast<std::size_t>(n); ++r)
           held_by[i].push_back((cuts_[i][r + 1] - cuts_[i][r]) * unit(i));
     owner_ = choice_ == OwnerChoice::transfer_aware
-                 ? assign_owners_with_transfers(costs, n, held_by, transfer_cost_)
+                 ? assign_owners_with_transfers(costs, n, held_by, transfer)
              : choice_ == OwnerChoice::where_held ? assign_owners(costs, n, held_by)
                                                   : assign_owners(costs, n);
     for (std::size_t i = 0; i < np; ++i)
@@ -405,7 +432,7 @@ class DistributedPartition {
     if (!same_on_every_rank({&owners}))
       return optim::refusal(
           "the owners differ between the ranks (the cost model is not the same on every rank)", -1);
-    modelled_ = modelled_step(costs, n, owner_, held_by, transfer_cost_);
+    modelled_ = modelled_step(costs, n, owner_, held_by, transfer);
     // The local partition of the owned parameters and of this rank's rows of the by-rows ones,
     // in global order.
     owned_.clear();
@@ -871,7 +898,8 @@ class DistributedPartition {
   CostModel cost_;
   OwnerChoice choice_ = OwnerChoice::balanced;
   double transfer_cost_ = kDefaultTransferCost;
-  ModelledStep modelled_;  ///< modelled()
+  TransferCosts pair_costs_;  ///< set_transfer_costs (ranks 0: unset, transfer_cost_ for every pair)
+  ModelledStep modelled_;     ///< modelled()
   bool batching_ = true;
   std::size_t max_group_ = 16;
   optim::NonFinitePolicy policy_ = optim::NonFinitePolicy::error;
