@@ -23,6 +23,13 @@ Cases (model / optimizer run in torch / replay preset):
         normalised and shape-scaled as a matrix of its own)   the same preset with
         --split '*in_proj_weight:count=3,parts=q/k/v' (the replay's columns are the pieces; the
         comparison stacks them back)
+  both  torch.optim.Muon (lr 0.02, momentum 0.95 Nesterov, wd 0.01) with each adjust_lr_fn -
+        original, match_rms_adamw, spectral_unclamped - on the hidden matrices and
+        torch.optim.AdamW on the rest   muon:...,shape=keller|moonlight|unit_rms_norm: muon_fp32
+        runs torch's Newton-Schulz in float32 (_zeropower_float32, tolerance --tol-spectral),
+        muon_bf16 as shipped, in bfloat16 (tolerance --tol-bf16, default 0.05: measured
+        0.0055-0.032 relative over 30 steps, torch 2.15.0, where replaying with the wrong shape
+        rule differs by 0.2-0.45)
 "bits" cases must agree bit for bit; the others are reported with their max abs difference and
 max |diff| / max |param| per parameter, and must stay below --tol (default 1e-5). Why they are
 not bit-identical (measured with torch 2.15.0, docs/benchmarks/cpu-replay.md): torch's SGD step
@@ -196,6 +203,56 @@ class NorMuonTorch:
         self.adamw.zero_grad()
 
 
+def _zeropower_float32(grad, ns_coefficients, ns_steps, eps):
+    """torch.optim._muon._zeropower_via_newtonschulz (torch 2.15) without its cast to bfloat16:
+    the same operations in float32 (the muon_fp32 cases patch it in, to separate the update
+    rules from bf16's rounding)."""
+    a, b, c = ns_coefficients
+    x = grad.to(dtype=torch.float32, copy=True)
+    if grad.size(0) > grad.size(1):
+        x = x.T
+    x.div_(x.norm().clamp(min=eps))
+    for _ in range(ns_steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if grad.size(0) > grad.size(1) else x
+
+
+class TorchMuon:
+    """torch.optim.Muon (lr 0.02, momentum 0.95 Nesterov, wd 0.01, `adjust_lr_fn`) on the hidden
+    matrices that schatten's propose_labels picks, torch.optim.AdamW on the rest. float32=True
+    runs its Newton-Schulz in float32 (_zeropower_float32) instead of torch's bfloat16."""
+
+    def __init__(self, model, adjust_lr_fn, float32):
+        import torch.optim._muon as muon_module
+        self.module, self.float32 = muon_module, float32
+        named = list(model.named_parameters())
+        mats = [p for n, p in named if p.dim() >= 2 and not any(e in n for e in NorMuonTorch.EXCLUDE)]
+        ids = {id(p) for p in mats}
+        self.muon = torch.optim.Muon(mats, lr=0.02, weight_decay=0.01, momentum=0.95, nesterov=True,
+                                     adjust_lr_fn=adjust_lr_fn)
+        self.adamw = torch.optim.AdamW([p for _, p in named if id(p) not in ids], lr=LR, betas=(B1, B2),
+                                       eps=EPS, weight_decay=WD)
+
+    def step(self):
+        stock = self.module._zeropower_via_newtonschulz
+        if self.float32:
+            self.module._zeropower_via_newtonschulz = _zeropower_float32
+        try:
+            self.muon.step()
+        finally:
+            self.module._zeropower_via_newtonschulz = stock
+        self.adamw.step()
+
+    def zero_grad(self):
+        self.muon.zero_grad()
+        self.adamw.zero_grad()
+
+
+# torch.optim.Muon's adjust_lr_fn and the replay's shape rule that should match it.
+MUON_SHAPES = {"original": "keller", "match_rms_adamw": "moonlight", "spectral_unclamped": "unit_rms_norm"}
+
+
 def train(model_name, optimizer, steps, path):
     model, loss_fn = make(model_name)
     if optimizer == "sgd":
@@ -206,6 +263,9 @@ def train(model_name, optimizer, steps, path):
         opt = NorMuonTorch(model)
     elif optimizer == "normuon_qkv":
         opt = NorMuonTorch(model, cut=("in_proj_weight", 3))
+    elif optimizer.startswith("muon"):  # muon_fp32:<adjust_lr_fn> or muon_bf16:<adjust_lr_fn>
+        kind, fn = optimizer.split(":")
+        opt = TorchMuon(model, fn, kind == "muon_fp32")
     else:
         opt = MirrorAdamW(model.parameters())
     with GradientRecorder(path, model, model_description="%s, %s, %d steps, seed 0" % (model_name, optimizer, steps),
@@ -308,7 +368,9 @@ def main():
     ap.add_argument("--workdir", default=None, help="keep the files here (default: a temporary folder)")
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--tol-spectral", type=float, default=2e-5,
-                    help="for normuon, whose float32 Newton-Schulz GEMMs round differently in torch")
+                    help="for normuon and muon_fp32, whose float32 Newton-Schulz GEMMs round differently in torch")
+    ap.add_argument("--tol-bf16", type=float, default=5e-2,
+                    help="for muon_bf16: torch.optim.Muon as shipped, Newton-Schulz in bfloat16")
     a = ap.parse_args()
     torch.set_num_threads(1)
     work = a.workdir or tempfile.mkdtemp(prefix="compare_torch_replay.")
@@ -320,13 +382,20 @@ def main():
              "adamw": "adamw:lr=%g,b1=%g,b2=%g,eps=%g,wd=%g" % (LR, B1, B2, EPS, WD),
              "normuon": "normuon:lr=0.02,b2=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
     specs["normuon_qkv"] = specs["normuon"]
+    muon_cases = []
+    for fn, shape in MUON_SHAPES.items():
+        for kind in ("muon_fp32", "muon_bf16"):
+            muon_cases.append("%s:%s" % (kind, fn))
+            specs[muon_cases[-1]] = ("muon:lr=0.02,momentum=0.95,wd=0.01,shape=%s,adamw_lr=%g,adamw_b1=%g,"
+                                     "adamw_b2=%g,adamw_eps=%g,adamw_wd=%g" % (shape, LR, B1, B2, EPS, WD))
     cut = ["--split", "*in_proj_weight:count=3,parts=q/k/v"]
     failed = False
-    print("%-5s %-11s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
+    print("%-5s %-28s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
     for model_name in ("mlp", "tfm"):
-        for optimizer in ("sgd", "mirror", "adamw", "normuon") + (("normuon_qkv",) if model_name == "tfm" else ()):
-            rec = os.path.join(work, "%s_%s.h5" % (model_name, optimizer))
-            out = os.path.join(work, "%s_%s.replay.h5" % (model_name, optimizer))
+        for optimizer in (("sgd", "mirror", "adamw", "normuon") + (("normuon_qkv",) if model_name == "tfm" else ())
+                          + tuple(muon_cases)):
+            rec = os.path.join(work, "%s_%s.h5" % (model_name, optimizer.replace(":", "_")))
+            out = os.path.join(work, "%s_%s.replay.h5" % (model_name, optimizer.replace(":", "_")))
             for f in (rec, out):
                 if os.path.exists(f):
                     os.remove(f)
@@ -334,10 +403,11 @@ def main():
             replay(a.replay, rec, specs[optimizer], out, ["--save-params"] + (cut if optimizer == "normuon_qkv" else []))
             worst_abs, worst_rel, same, total = compare(rec, out, final)
             bits = optimizer == "mirror"
-            tol = a.tol_spectral if optimizer.startswith("normuon") else a.tol
+            tol = (a.tol_bf16 if optimizer.startswith("muon_bf16") else
+                   a.tol_spectral if optimizer.startswith(("normuon", "muon_fp32")) else a.tol)
             ok = same == total if bits else worst_rel <= tol
             failed |= not ok
-            print("%-5s %-11s %-50s %9.3g %9.3g %9d/%-8d %s" % (
+            print("%-5s %-28s %-50s %9.3g %9.3g %9d/%-8d %s" % (
                 model_name, optimizer, specs[optimizer], worst_abs, worst_rel, same, total,
                 ("bit-identical" if same == total else "NOT bit-identical") if bits else
                 ("ok" if ok else "FAIL (tol %g)" % tol)))

@@ -728,8 +728,9 @@ struct ClipByNorm {
 ///   spectral       √max(r, c)     update RMS 1 (Megatron-Core / EO / Transformer Engine's default
 ///                                 "spectral" mode, which they multiply by an extra factor:
 ///                                 spectral with extra = 0.2 is moonlight)
-///   unit_rms_norm  √(r/c)         ‖u‖ as an RMS→RMS operator = √(r/c)·‖u‖₂ = 1 for a polar factor
-///                                 (Bernstein's modular norm; Scion, Dion; EO's "unit_rms_norm")
+///   unit_rms_norm  √(r/c)         u's RMS→RMS operator norm √(c/r)·‖u‖₂ is 1 for a polar factor
+///                                 (Bernstein's modular norm; Scion, Dion; EO's "unit_rms_norm";
+///                                 torch.optim.Muon's "spectral_unclamped")
 ///   none           1
 /// keller and unit_rms_norm depend on which side is the output: a parameter stored (in, out)
 /// (GPT-2's Conv1D, optax's layout) gets the factor of its transpose. The update RMS of a
