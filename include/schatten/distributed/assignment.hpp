@@ -91,9 +91,8 @@ struct TransferCosts {
   int ranks = 0;
   std::vector<double> per_pair;
   static TransferCosts uniform(int ranks, double per_float) {
-    return {ranks, std::vector<double>(static_cast<std::size_t>(ranks < 0 ? 0 : ranks) *
-                                           static_cast<std::size_t>(ranks < 0 ? 0 : ranks),
-                                       per_float)};
+    const auto r = static_cast<std::size_t>(ranks < 0 ? 0 : ranks);
+    return {ranks, std::vector<double>(r * r, per_float)};
   }
   double operator()(std::size_t from, std::size_t to) const {
     return per_pair[from * static_cast<std::size_t>(ranks) + to];
@@ -135,9 +134,8 @@ ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const st
 /// exchange counted (parameters by decreasing cost, each to the rank giving the shortest
 /// modelled step so far), and assign_owners(costs, ranks) (LPT) — each improved by local search
 /// (repeatedly the single move of one parameter to the least loaded rank that lowers the
-/// modelled time the most; at most 2·parameters + 8 moves); the
-/// shortest wins (ties: the earlier
-/// start). Its modelled time is therefore never longer than either assign_owners's. On the
+/// modelled time the most; at most 2·parameters + 8 moves); the shortest wins (ties: the
+/// earlier start). Its modelled time is therefore never longer than either assign_owners's. On the
 /// test's random instances (3–7 parameters on 2–3 ranks; 8 on 4) it comes 0.8 % (2.1 %) above
 /// the exhaustive optimum on average and 16 % (23 %) at worst; LPT with the exchange counted
 /// alone can do worse than both plain assignments (docs/distributed.md, "Choosing owners").

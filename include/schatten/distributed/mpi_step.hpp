@@ -407,7 +407,7 @@ class DistributedPartition {
                  : cost_     ? cost_(params_[i], labels_[i])
                              : default_cost(shapes_[i], matrix_route(route));
     }
-    if (!(transfer_cost_ >= 0.0 && std::isfinite(transfer_cost_)))
+    if (!optim::hyper::non_negative(transfer_cost_))  // also on one rank, where the matrix has no pair
       return optim::refusal("the transfer cost (set_transfer_cost) must be finite and >= 0", -1);
     const TransferCosts transfer =
         pair_costs_.ranks > 0 ? pair_costs_ : TransferCosts::uniform(n, transfer_cost_);
