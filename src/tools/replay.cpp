@@ -620,12 +620,13 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   opt::LabelPolicy policy;
   policy.spectral = s.preset;
   const std::vector<std::string> labels = routing == "all" ? all(s.preset) : opt::propose_labels(ps, policy);
-  // shape=RULE (opt::ScaleByShape::Rule, in its order) and shape_extra=X (its extra factor).
+  // shape=RULE (opt::ScaleByShape's rules by their names) and shape_extra=X (its extra factor).
   auto shape_rule = [&](opt::ScaleByShape& shape) {
-    using R = opt::ScaleByShape::Rule;
-    const R rules[] = {R::keller, R::moonlight, R::none, R::spectral, R::unit_rms_norm};
-    const int c = k.choice("shape", "keller|moonlight|none|spectral|unit_rms_norm");
-    if (c >= 0) shape.rule = rules[c];
+    std::string names;
+    for (const opt::ScaleByShape::Rule r : opt::ScaleByShape::kRules)
+      names += (names.empty() ? "" : "|") + std::string(opt::ScaleByShape::rule_name(r));
+    const int c = k.choice("shape", names);
+    if (c >= 0) shape.rule = opt::ScaleByShape::kRules[c];
     k.number("shape_extra", shape.extra);
   };
   auto mixed = [&](auto rule) {

@@ -229,14 +229,11 @@ class Partition {
     if (labels_.size() != params_.size()) return refusal("labels and parameters differ in number", -1);
     // Unusable hyper-parameters (a NaN learning rate, β ≥ 1; rule.hpp, check_of), route by route.
     message_.clear();
-    std::apply(
-        [&](const auto&... route) {
-          ((message_.empty() && check_of(route.rule)
-                ? (message_ = "route '" + route.label + "': " + check_of(route.rule), 0)
-                : 0),
-           ...);
-        },
-        routes_);
+    const auto check_route = [&](const auto& route) {
+      if (const char* bad = message_.empty() ? check_of(route.rule) : nullptr)
+        message_ = "route '" + route.label + "': " + bad;
+    };
+    std::apply([&](const auto&... route) { (check_route(route), ...); }, routes_);
     if (!message_.empty()) return refusal(message_.c_str(), -1);
     if constexpr (!device_capable) {
       if (memory == MemoryKind::device)

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
@@ -741,6 +742,9 @@ struct ScaleByShape {
   static constexpr const char* name = "scale_by_shape";
   static constexpr bool device_capable = true;
   enum class Rule { keller, moonlight, none, spectral, unit_rms_norm };
+  /// Every rule, in the enum's order (check() and schatten-replay's `shape=` list).
+  static constexpr Rule kRules[] = {Rule::keller, Rule::moonlight, Rule::none, Rule::spectral,
+                                    Rule::unit_rms_norm};
   Rule rule = Rule::keller;
   double extra = 1.0;  ///< multiplies the rule's factor (EO/Megatron's extra_scale_factor); > 0
 
@@ -794,8 +798,7 @@ struct ScaleByShape {
   friend void visit_fields(V&, State&) {}
   /// A known rule; extra finite and > 0.
   const char* check() const noexcept {
-    if (rule != Rule::keller && rule != Rule::moonlight && rule != Rule::none && rule != Rule::spectral &&
-        rule != Rule::unit_rms_norm)
+    if (std::find(std::begin(kRules), std::end(kRules), rule) == std::end(kRules))
       return "scale_by_shape: unknown rule";
     return hyper::positive(extra) ? nullptr : "scale_by_shape: extra must be finite and > 0";
   }
