@@ -31,10 +31,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <initializer_list>
 #include <string>
 #include <vector>
 
+#include "cli.hpp"
 #include "gpt2_small.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/core/runtime.hpp"
@@ -136,60 +136,29 @@ void print_balance(const std::vector<int>& owners, const distributed::ModelledSt
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
-  int steps = 5, iterations = 5;
-  bool sharded = false, columns = false, flat = false, cut = false;
-  auto owners = distributed::OwnerChoice::balanced;
-  const char* owner_name = "balanced";
-  double transfer_cost = distributed::kDefaultTransferCost;
-  bool measure = false, pairs = false;
-  // Every rank parses the same command line; a bad one is refused on every rank (exit 2).
-  const char* bad = nullptr;
-  for (int i = 1; i < argc && !bad; ++i) {
-    const std::string a = argv[i];
-    const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
-    auto one_of = [&](std::initializer_list<const char*> names) {
-      for (const char* name : names)
-        if (v && !std::strcmp(v, name)) return true;
-      return false;
-    };
-    if (a == "--cut") {
-      cut = true;
-    } else if (a == "--steps" && v && std::atoi(v) >= 1) {
-      steps = std::atoi(argv[++i]);
-    } else if (a == "--iterations" && v && std::atoi(v) >= 1) {
-      iterations = std::atoi(argv[++i]);
-    } else if (a == "--layout" && one_of({"replicated", "sharded", "columns", "flat"})) {
-      sharded = !std::strcmp(v, "sharded");
-      columns = !std::strcmp(v, "columns");
-      flat = !std::strcmp(v, "flat");
-      ++i;
-    } else if (a == "--owners" && one_of({"balanced", "held", "transfer"})) {
-      owner_name = argv[++i];
-      owners = !std::strcmp(owner_name, "held")       ? distributed::OwnerChoice::where_held
-               : !std::strcmp(owner_name, "transfer") ? distributed::OwnerChoice::transfer_aware
-                                                      : distributed::OwnerChoice::balanced;
-    } else if (a == "--transfer-cost" && v &&
-               (!std::strcmp(v, "measure") || !std::strcmp(v, "pairs") || std::atof(v) >= 0.0)) {
-      measure = !std::strcmp(v, "measure");
-      pairs = !std::strcmp(v, "pairs");
-      if (!measure && !pairs) transfer_cost = std::atof(v);
-      ++i;
-    } else {
-      bad = argv[i];
-    }
-  }
-  if (bad) {
+  // Every rank parses the same command line (bench/cli.hpp); a bad one is refused on every
+  // rank (exit 2).
+  bench::MpiBenchArgs args;
+  const std::string error = bench::parse_mpi_bench_args(argc, argv, args);
+  if (!error.empty()) {
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     if (rank == 0)
-      std::fprintf(stderr,
-                   "schatten-bench-mpi: bad argument '%s'\nusage: schatten-bench-mpi [--steps N] [--layout "
-                   "replicated|sharded|columns|flat] [--owners balanced|held|transfer] [--transfer-cost "
-                   "X|measure|pairs] [--iterations K] [--cut]\n",
-                   bad);
+      std::fprintf(stderr, "schatten-bench-mpi: %s\n%s", error.c_str(), bench::mpi_bench_usage());
     MPI_Finalize();
     return 2;
   }
+  const int steps = args.steps, iterations = args.iterations;
+  const bool sharded = args.layout == "sharded", columns = args.layout == "columns",
+             flat = args.layout == "flat", cut = args.cut;
+  const char* owner_name = args.owners.c_str();
+  const auto owners = args.owners == "held"       ? distributed::OwnerChoice::where_held
+                      : args.owners == "transfer" ? distributed::OwnerChoice::transfer_aware
+                                                  : distributed::OwnerChoice::balanced;
+  using Transfer = bench::MpiBenchArgs::Transfer;
+  double transfer_cost =
+      args.transfer == Transfer::value ? args.transfer_cost : distributed::kDefaultTransferCost;
+  const bool measure = args.transfer == Transfer::measure, pairs = args.transfer == Transfer::pairs;
   {
     Runtime runtime;
     const distributed::Communicator comm = distributed::communicator(MPI_COMM_WORLD);

@@ -4,8 +4,10 @@
 #include "cli.hpp"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 namespace schatten::bench {
 namespace {
@@ -33,6 +35,23 @@ bool parse_shape(const char* s, index_t& rows, index_t& cols) {
   rows = static_cast<index_t>(a);
   cols = static_cast<index_t>(b);
   return true;
+}
+
+/// A finite decimal number ≥ 0 with no trailing text.
+bool parse_non_negative(const char* s, double& out) {
+  if (s == nullptr || *s == '\0') return false;
+  char* end = nullptr;
+  const double v = std::strtod(s, &end);
+  if (end == s || *end != '\0' || !std::isfinite(v) || !(v >= 0.0)) return false;
+  out = v;
+  return true;
+}
+
+/// `s` is one of `names`.
+bool one_of(const char* s, std::initializer_list<const char*> names) {
+  for (const char* n : names)
+    if (!std::strcmp(s, n)) return true;
+  return false;
 }
 
 std::string missing(const char* opt) { return std::string(opt) + " needs a value"; }
@@ -103,6 +122,50 @@ std::string parse_qdwh_file_args(int argc, const char* const* argv, QdwhFileArgs
       args.reps = static_cast<int>(n);
     } else {
       return std::string("unknown argument '") + argv[i] + "'";
+    }
+  }
+  return {};
+}
+
+const char* mpi_bench_usage() {
+  return "usage: schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns|flat] [--owners "
+         "balanced|held|transfer] [--transfer-cost X|measure|pairs] [--iterations K] [--cut]\n";
+}
+
+std::string parse_mpi_bench_args(int argc, const char* const* argv, MpiBenchArgs& args) {
+  for (int i = 1; i < argc; ++i) {
+    const char* a = argv[i];
+    const bool has_value = i + 1 < argc;
+    long long n = 0;
+    if (!std::strcmp(a, "--cut")) {
+      args.cut = true;
+    } else if (!std::strcmp(a, "--steps") || !std::strcmp(a, "--iterations")) {
+      if (!has_value) return missing(a);
+      const bool steps = !std::strcmp(a, "--steps");
+      if (!parse_int(argv[++i], 1, steps ? 100000 : 1000, n)) return std::string("bad ") + a + " " + argv[i];
+      (steps ? args.steps : args.iterations) = static_cast<int>(n);
+    } else if (!std::strcmp(a, "--layout")) {
+      if (!has_value) return missing(a);
+      if (!one_of(argv[++i], {"replicated", "sharded", "columns", "flat"}))
+        return std::string("bad --layout ") + argv[i];
+      args.layout = argv[i];
+    } else if (!std::strcmp(a, "--owners")) {
+      if (!has_value) return missing(a);
+      if (!one_of(argv[++i], {"balanced", "held", "transfer"})) return std::string("bad --owners ") + argv[i];
+      args.owners = argv[i];
+    } else if (!std::strcmp(a, "--transfer-cost")) {
+      if (!has_value) return missing(a);
+      const char* v = argv[++i];
+      if (!std::strcmp(v, "measure"))
+        args.transfer = MpiBenchArgs::Transfer::measure;
+      else if (!std::strcmp(v, "pairs"))
+        args.transfer = MpiBenchArgs::Transfer::pairs;
+      else if (parse_non_negative(v, args.transfer_cost))
+        args.transfer = MpiBenchArgs::Transfer::value;
+      else
+        return std::string("bad --transfer-cost ") + v;
+    } else {
+      return std::string("unknown argument '") + a + "'";
     }
   }
   return {};

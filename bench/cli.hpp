@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// Command-line parsing of the bench tools (schatten-polar-report, schatten-qdwh-file), kept out
+/// Command-line parsing of the bench tools (schatten-polar-report, schatten-qdwh-file,
+/// schatten-bench-mpi), kept out
 /// of their main() so that the libFuzzer target tests/fuzz/fuzz_cli.cpp can call it. Depends on
 /// nothing but the core types (no Kokkos, no I/O).
 #pragma once
@@ -47,5 +48,24 @@ struct QdwhFileArgs {
 
 /// Parses argv like parse_report_args (same number rules); unknown options are errors.
 std::string parse_qdwh_file_args(int argc, const char* const* argv, QdwhFileArgs& args);
+
+/// Options of schatten-bench-mpi (see its file comment and mpi_bench_usage()).
+struct MpiBenchArgs {
+  int steps = 5;       ///< --steps N, [1, 100000]
+  int iterations = 5;  ///< --iterations K (Newton–Schulz steps), [1, 1000] (check_polar_options' bound)
+  std::string layout = "replicated";  ///< --layout replicated|sharded|columns|flat
+  std::string owners = "balanced";    ///< --owners balanced|held|transfer
+  /// --transfer-cost: the library's default, a number (finite, ≥ 0), `measure` or `pairs`.
+  enum class Transfer { default_cost, value, measure, pairs } transfer = Transfer::default_cost;
+  double transfer_cost = 0.0;  ///< with Transfer::value
+  bool cut = false;            ///< --cut
+};
+
+/// Parses argv like parse_report_args (same integer rules; the transfer cost a finite decimal
+/// number ≥ 0 with no trailing text); unknown arguments are errors.
+std::string parse_mpi_bench_args(int argc, const char* const* argv, MpiBenchArgs& args);
+
+/// The usage line of schatten-bench-mpi.
+const char* mpi_bench_usage();
 
 }  // namespace schatten::bench
