@@ -106,7 +106,7 @@ struct Recorder::Impl {
   std::string path;
   RecordingInfo info;
   Handle file;
-  Handle loss;
+  Handle loss, max_logits;
   std::vector<Handle> grad, value, gram;
   std::vector<BlockDims> dims;
   std::int64_t steps = 0;
@@ -132,6 +132,9 @@ Status Recorder::create(const std::string& path, const RecordingInfo& info, cons
   if (options.max_steps_per_chunk < 1 || options.max_steps_per_chunk > 4096)
     return fail(error,
                 "max_steps_per_chunk " + std::to_string(options.max_steps_per_chunk) + " is not in 1..4096");
+  if (info.max_logit_heads < 0 || info.max_logit_heads > kMaxChunkFloats)
+    return fail(error, "max_logit_heads " + std::to_string(info.max_logit_heads) + " is not in 0.." +
+                           std::to_string(kMaxChunkFloats));
   std::set<std::string> names;
   std::vector<BlockDims> dims;
   for (const RecordedParam& p : info.params) {
@@ -171,6 +174,14 @@ Status Recorder::create(const std::string& path, const RecordingInfo& info, cons
   if (ok) {
     impl->loss = Handle(h5::create_extendible(f, "loss", H5T_IEEE_F64LE, {}, 0, 1024), H5Dclose);
     ok = impl->loss.ok();
+  }
+  if (ok && info.max_logit_heads > 0) {  // chunked like a parameter's per-step dataset
+    const hsize_t h = hsize_t(info.max_logit_heads);
+    impl->max_logits = Handle(
+        h5::create_extendible(f, "max_logits", H5T_IEEE_F32LE, {h}, options.gzip_level,
+                              hsize_t(recorder_steps_per_chunk(std::size_t(h) * sizeof(float), options))),
+        H5Dclose);
+    ok = impl->max_logits.ok();
   }
   Handle params(ok ? H5Gcreate2(f, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1, H5Gclose);
   ok = ok && params.ok();
@@ -242,6 +253,11 @@ Status Recorder::append(const StepData& step, std::string* error) {
        !check(
            step.initial, "initial", [](const RecordedParam& p) { return p.has_initial; }, msg)))
     return fail(error, msg);
+  if ((step.max_logits != nullptr) != (impl_->info.max_logit_heads > 0))
+    return fail(error, impl_->info.max_logit_heads > 0
+                           ? "StepData::max_logits must be non-null (the recording has max_logit_heads = " +
+                                 std::to_string(impl_->info.max_logit_heads) + ")"
+                           : std::string("StepData::max_logits must be null (max_logit_heads is 0)"));
 
   h5::QuietErrors quiet;
   const hsize_t t = hsize_t(impl_->steps);
@@ -264,6 +280,8 @@ Status Recorder::append(const StepData& step, std::string* error) {
       ok = ok && h5::append_step(impl_->gram[i].get(), t, H5T_NATIVE_FLOAT, step.act_grams[i]);
   }
   ok = ok && h5::append_step(impl_->loss.get(), t, H5T_NATIVE_DOUBLE, &step.loss);
+  if (step.max_logits)
+    ok = ok && h5::append_step(impl_->max_logits.get(), t, H5T_NATIVE_FLOAT, step.max_logits);
   // The data of step t reaches the OS before the count that makes it visible (crash survival).
   ok = ok && H5Fflush(impl_->file.get(), H5F_SCOPE_GLOBAL) >= 0;
   const std::int64_t completed = impl_->steps + 1;
@@ -283,6 +301,7 @@ Status Recorder::close(std::string* error) {
   h5::QuietErrors quiet;
   const std::string path = impl_->path;
   impl_->loss.reset();
+  impl_->max_logits.reset();
   for (auto* v : {&impl_->grad, &impl_->value, &impl_->gram})
     for (Handle& h : *v)
       h.reset();
@@ -298,7 +317,7 @@ struct RecordingReader::Impl {
   std::string path;
   RecordingInfo info;
   Handle file;
-  Handle loss;
+  Handle loss, max_logits;
   std::vector<Handle> grad, initial, value, gram;
 };
 
@@ -416,6 +435,23 @@ Status RecordingReader::open(const std::string& path, std::string* error) {
   if (!h5::exists(f, "loss")) return fail(error, file_msg + "dataset /loss is missing");
   impl->loss = open_checked(f, "loss", "/loss", true, steps, {}, msg);
   if (!impl->loss.ok()) return fail(error, file_msg + msg);
+  if (h5::exists(f, "max_logits")) {  // optional: (S, H) with H ≥ 1 taken from the file
+    Handle probe(H5Dopen2(f, "max_logits", H5P_DEFAULT), H5Dclose);
+    Handle space(probe.ok() ? H5Dget_space(probe.get()) : -1, H5Sclose);
+    hsize_t d[2] = {0, 0};
+    const bool shaped = space.ok() && H5Sget_simple_extent_ndims(space.get()) == 2 &&
+                        H5Sget_simple_extent_dims(space.get(), d, nullptr) == 2;
+    if (!shaped)
+      return fail(
+          error, file_msg + "dataset /max_logits " +
+                     (probe.ok() ? "is not a 2-D (steps, heads) array" : "cannot be opened (damaged file?)"));
+    if (d[1] < 1 || d[1] > hsize_t(kMaxChunkFloats))
+      return fail(error, file_msg + "dataset /max_logits has " + std::to_string(d[1]) +
+                             " heads; expected 1.." + std::to_string(kMaxChunkFloats));
+    impl->max_logits = open_checked(f, "max_logits", "dataset /max_logits", true, steps, {d[1]}, msg);
+    if (!impl->max_logits.ok()) return fail(error, file_msg + msg);
+    info.max_logit_heads = std::int64_t(d[1]);
+  }
   if (!h5::exists(f, "params")) return fail(error, file_msg + "group /params is missing");
   Handle params(H5Gopen2(f, "params", H5P_DEFAULT), H5Gclose);
   if (!params.ok()) return fail(error, file_msg + "group /params cannot be opened");
@@ -565,6 +601,23 @@ Status RecordingReader::read_losses(std::int64_t first, std::int64_t count, doub
   return Status::ok;
 }
 
+Status RecordingReader::read_max_logits(std::int64_t first, std::int64_t count, float* out,
+                                        std::string* error) const {
+  if (!impl_) return fail(error, "read before a successful open()");
+  const std::string where = "'" + impl_->path + "': ";
+  if (!impl_->max_logits.ok()) return fail(error, where + "the recording has no /max_logits");
+  if (first < 0 || count < 1 || first >= impl_->info.steps || count > impl_->info.steps - first)
+    return fail(error, where + "max_logits steps [" + std::to_string(first) + ", " +
+                           std::to_string(first + count) + ") out of range (" +
+                           std::to_string(impl_->info.steps) + " completed steps)");
+  if (!out) return fail(error, "null output buffer");
+  h5::QuietErrors quiet;
+  if (!h5::read_steps(impl_->max_logits.get(), hsize_t(first), hsize_t(count), H5T_NATIVE_FLOAT, out))
+    return fail(error, where + "cannot read /max_logits at steps " + std::to_string(first) + "–" +
+                           std::to_string(first + count - 1) + " (damaged chunk?)");
+  return Status::ok;
+}
+
 Status open_recording(const std::string& path, RecordingReader& reader, std::string* error) {
   return reader.open(path, error);
 }
@@ -592,6 +645,11 @@ Status check_recording(const std::string& path, RecordingInfo* info, std::string
   if (in.steps > 0) {
     std::vector<double> loss(std::size_t(in.steps));
     if (Status s = r.read_losses(0, in.steps, loss.data(), error); s != Status::ok) return s;
+  }
+  if (in.max_logit_heads > 0) {
+    std::vector<float> logits(std::size_t(in.max_logit_heads));
+    for (std::int64_t t = 0; t < in.steps; ++t)
+      if (Status s = r.read_max_logits(t, 1, logits.data(), error); s != Status::ok) return s;
   }
   if (info) *info = in;
   return Status::ok;

@@ -16,6 +16,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -39,6 +40,7 @@
 #include "schatten/io/recording.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/split.hpp"
 #include "schatten/optim/step_size.hpp"
@@ -60,8 +62,10 @@ zeros when the recording has none), and writes per-step diagnostics.
   --split NAME:KEYS  cut the fused parameter NAME into the matrices the optimizers see (a QKV
                      projection as Q, K and V, experts as experts; see "Cut parameters" below);
                      repeat for several
+  --qk-layer KIND:KEYS  an attention layer for QK-clip (MuonClip; see "QK-clip" below);
+                     repeat for several
   --config FILE      read more SPECs from FILE, one per line (# starts a comment); a line
-                     "--split NAME:KEYS" adds a cut
+                     "--split NAME:KEYS" adds a cut, "--qk-layer KIND:KEYS" a layer
   --out PATH         output HDF5 file (default replay.h5); written as PATH.tmp, renamed when done
   --json PATH        JSON summary (default: PATH of --out with .json instead of .h5)
   --steps N          replay only the first N steps (default: every completed step)
@@ -129,6 +133,26 @@ Every optimizer steps the pieces, each as a parameter of its own (bit for bit op
 SplitPartition), and the output's columns are the pieces, named NAME[part].
   e.g. --split '*.attn.c_attn.weight:axis=1,count=3,parts=q/k/v'   (GPT-2's (d, 3d) Conv1D)
 
+QK-clip (optim::QkClip, Kimi K2's MuonClip; docs/optim.md "QK-clip"): any --optimizer with
+qk_clip=TAU (and qk_balance=ALPHA, default 0.5) scales, after each step, the query and key
+slices of every head group whose recorded max logit of that step (the recording's /max_logits,
+docs/replay-format.md) exceeds TAU, by min(1, TAU/S)^ALPHA and ^(1-ALPHA). The layers, whose
+query heads in order are the entries of /max_logits:
+  separate:q=NAME,k=NAME,heads=H[,kv_heads=KV],head_dim=D[,axis=0|1][,gated=1][,q_bias=NAME]
+           [,k_bias=NAME]        separate projections (optim::qk_separate; axis=1 for (in, out))
+  fused:qkv=NAME,heads=H[,kv_heads=KV],head_dim=D[,axis=0|1][,bias=NAME]
+                                 one projection [Q | K | V] (optim::qk_fused)
+  grouped:qkv=NAME,heads=H,kv_heads=KV,head_dim=D[,gated=1][,bias=NAME]
+                                 Megatron-Core's linear_qkv (optim::qk_grouped)
+  mla:q=NAME,kv=NAME,heads=H,nope_dim=N,rope_dim=R,v_dim=V
+                                 multi-head latent attention (optim::qk_mla)
+NAME is a column (a recorded parameter, or a piece NAME[part] with --split). A '*' in the first
+NAME (q or qkv) matches any run of characters: every match is a layer, in column order, and the
+layer's other NAMEs get the same run in place of their '*'. /runs/<k>/qk_factor holds each query
+head's factor per step (1: not clipped).
+  e.g. --optimizer muon:shape=moonlight,wd=0.1,qk_clip=100 \
+       --qk-layer 'fused:qkv=h.*.attn.c_attn.weight,bias=h.*.attn.c_attn.bias,heads=12,head_dim=64,axis=1'
+
 Example:
   schatten-replay data/replay/digits_mlp.h5 --optimizer muon --optimizer adamw:lr=3e-3,wd=0 \
       --out build/replay.h5
@@ -149,6 +173,9 @@ struct Spec {
   std::string text;    ///< as given on the command line
   std::string preset;  ///< sgd, adamw, muon, ...
   std::map<std::string, std::string> kv;
+  /// qk_clip=TAU (and qk_balance=ALPHA) were given: QK-clip after each step (take_qk_keys).
+  bool qk = false;
+  opt::QkClipOptions qk_options;
 };
 
 /// KEY=VALUE[,KEY=VALUE...] (`rest`, part of `text`) into `kv`.
@@ -974,12 +1001,185 @@ class Columns {
 };
 
 // ---------------------------------------------------------------------------------------------
+// QK-clip (--qk-layer, qk_clip=TAU): optim::QkClip after each step of an optimizer, fed the
+// step's recorded max logits (/max_logits, docs/replay-format.md "QK-clip")
+
+/// qk_clip=TAU and qk_balance=ALPHA of an --optimizer: taken out of its keys (they configure the
+/// clip after the step, not the preset, so every preset accepts them). Their ranges are checked
+/// by QkClip::init (one rule, with its message), when the run is set up.
+bool take_qk_keys(Spec& s, std::string& err) {
+  Spec qk;
+  qk.text = s.text;
+  qk.preset = s.preset;
+  for (const char* key : {"qk_clip", "qk_balance"}) {
+    auto it = s.kv.find(key);
+    if (it == s.kv.end()) continue;
+    qk.kv.insert(*it);
+    s.kv.erase(it);
+  }
+  Keys k(qk);
+  s.qk = qk.kv.count("qk_clip") > 0;
+  if (!s.qk && qk.kv.count("qk_balance")) k.note("'qk_balance' needs 'qk_clip=TAU'");
+  k.number("qk_clip", s.qk_options.threshold);
+  k.number("qk_balance", s.qk_options.balance);
+  return k.done(err);
+}
+
+/// One --qk-layer KIND:KEYS: the layout (an optim::qk_* helper), its sizes and its name
+/// patterns, expanded against the replay's columns by qk_layers().
+struct QkLayerArg {
+  std::string text;  ///< as given on the command line
+  std::string kind;  ///< separate, fused, grouped, mla
+  /// (key, pattern) of every name key given; the first is the layer's primary name (q or qkv),
+  /// whose matches make the layers.
+  std::vector<std::pair<std::string, std::string>> names;
+  std::int64_t heads = 0, kv_heads = 0, head_dim = 0, nope_dim = 0, rope_dim = 0, v_dim = 0, axis = 0;
+  bool gated = false;
+};
+
+/// Parses --qk-layer (--help lists the kinds and keys). Sizes are integers ≥ 1; a name may hold
+/// one '*', and then every name of the layer holds one.
+bool parse_qk_layer(const std::string& text, QkLayerArg& a, std::string& err) {
+  a = QkLayerArg{};
+  a.text = text;
+  Spec s;
+  if (!parse_spec(text, s, err) || s.kv.empty()) {
+    err = "--qk-layer " + (err.empty() ? text + ": expected KIND:KEY=VALUE[,...] (see --help)" : err);
+    return false;
+  }
+  a.kind = s.preset;
+  Keys k(s, "--qk-layer");
+  // Per kind: its name keys (required ones first; the first is the primary) and size keys.
+  struct Kind {
+    const char* name;
+    std::vector<const char*> required, optional;
+  };
+  const Kind kinds[] = {{"separate", {"q", "k"}, {"q_bias", "k_bias"}},
+                        {"fused", {"qkv"}, {"bias"}},
+                        {"grouped", {"qkv"}, {"bias"}},
+                        {"mla", {"q", "kv"}, {}}};
+  const Kind* kind = nullptr;
+  for (const Kind& c : kinds)
+    if (a.kind == c.name) kind = &c;
+  if (!kind) {
+    err = "--qk-layer " + text + ": unknown kind '" + a.kind + "' (separate, fused, grouped, mla)";
+    return false;
+  }
+  for (const char* key : kind->required) {
+    std::string v;
+    if (!k.word(key, v)) k.note(std::string("needs ") + key + "=NAME");
+    a.names.emplace_back(key, v);
+  }
+  for (const char* key : kind->optional) {
+    std::string v;
+    if (k.word(key, v)) a.names.emplace_back(key, v);
+  }
+  k.count("heads", a.heads);
+  if (a.kind == "mla") {
+    k.count("nope_dim", a.nope_dim);
+    k.count("rope_dim", a.rope_dim);
+    k.count("v_dim", a.v_dim);
+    if (a.heads < 1 || a.nope_dim < 1 || a.rope_dim < 1 || a.v_dim < 1)
+      k.note("needs heads, nope_dim, rope_dim and v_dim >= 1");
+  } else {
+    a.kv_heads = a.heads;
+    k.count("kv_heads", a.kv_heads);
+    k.count("head_dim", a.head_dim);
+    if (a.kind != "grouped") k.count("axis", a.axis, 1);
+    if (a.kind != "fused") k.flag("gated", a.gated);
+    if (a.heads < 1 || a.kv_heads < 1 || a.head_dim < 1) k.note("needs heads, kv_heads and head_dim >= 1");
+    if (a.kind == "grouped" && !s.kv.count("kv_heads")) k.note("needs kv_heads=KV");
+  }
+  const auto stars = [](const std::string& n) { return std::count(n.begin(), n.end(), '*'); };
+  for (const auto& [key, pattern] : a.names) {
+    if (stars(pattern) > 1) k.note("'" + key + "=" + pattern + "' has more than one '*'");
+    if (stars(pattern) != stars(a.names.front().second))
+      k.note("'" + key + "=" + pattern + "' and '" + a.names.front().first + "=" + a.names.front().second +
+             "' must both hold one '*' or neither");
+  }
+  return k.done(err);
+}
+
+/// The attention layers of the --qk-layer options over the columns `ps`: each option in order,
+/// and within one the columns its primary name matches, in column order (the recording's order,
+/// or its pieces' with --split): the order of the heads in /max_logits. A '*' in the primary
+/// name matches any run of characters; the other names get that run in place of theirs and must
+/// name columns. Each layer is named after its primary column.
+bool qk_layers(const std::vector<QkLayerArg>& args, const std::vector<opt::ParamSpec>& ps,
+               std::vector<opt::QkLayer>& layers, std::string& err) {
+  layers.clear();
+  const auto has_column = [&](const std::string& n) {
+    return std::any_of(ps.begin(), ps.end(), [&](const opt::ParamSpec& p) { return p.name == n; });
+  };
+  for (const QkLayerArg& a : args) {
+    const std::string& primary = a.names.front().second;
+    const std::size_t star = primary.find('*');
+    const std::size_t before = layers.size();
+    for (const opt::ParamSpec& p : ps) {
+      std::string run;  // what the '*' matched
+      if (star == std::string::npos) {
+        if (p.name != primary) continue;
+      } else {
+        const std::size_t tail = primary.size() - star - 1;
+        if (p.name.size() < primary.size() - 1 || p.name.compare(0, star, primary, 0, star) != 0 ||
+            p.name.compare(p.name.size() - tail, tail, primary, star + 1, tail) != 0)
+          continue;
+        run = p.name.substr(star, p.name.size() - star - tail);
+      }
+      std::map<std::string, std::string> name;
+      for (const auto& [key, pattern] : a.names) {
+        std::string n = pattern;
+        if (star != std::string::npos) n.replace(n.find('*'), 1, run);
+        if (!has_column(n)) {
+          err = "--qk-layer " + a.text + ": no column is named '" + n + "' (" + key + " of the layer at '" +
+                p.name +
+                "'; the columns are the recorded parameters, or their pieces NAME[part] with --split)";
+          return false;
+        }
+        name[key] = n;
+      }
+      const index_t H = index_t(a.heads), KV = index_t(a.kv_heads), D = index_t(a.head_dim);
+      opt::QkLayer l;
+      if (a.kind == "separate") {
+        l = opt::qk_separate(p.name, name["q"], name["k"], H, KV, D, int(a.axis), a.gated);
+        if (name.count("q_bias")) l = opt::with_bias(std::move(l), name["q"], name["q_bias"]);
+        if (name.count("k_bias")) l = opt::with_bias(std::move(l), name["k"], name["k_bias"]);
+      } else if (a.kind == "fused" || a.kind == "grouped") {
+        l = a.kind == "fused" ? opt::qk_fused(p.name, name["qkv"], H, KV, D, int(a.axis))
+                              : opt::qk_grouped(p.name, name["qkv"], H, KV, D, a.gated);
+        if (name.count("bias")) l = opt::with_bias(std::move(l), name["qkv"], name["bias"]);
+      } else {
+        l = opt::qk_mla(p.name, name["q"], name["kv"], H, index_t(a.nope_dim), index_t(a.rope_dim),
+                        index_t(a.v_dim));
+      }
+      layers.push_back(std::move(l));
+    }
+    if (layers.size() == before) {
+      err = "--qk-layer " + a.text + ": no column matches '" + primary + "'";
+      return false;
+    }
+  }
+  return true;
+}
+
+/// The text a run's signature gains for its clip: τ, α and the layers as given.
+std::string qk_signature(const opt::QkClipOptions& o, const std::vector<QkLayerArg>& args) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "|qk_clip=%.17g/%.17g", o.threshold, o.balance);
+  std::string s = buf;
+  for (const QkLayerArg& a : args)
+    s += ";" + a.text;
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Command line
 
 struct Options {
   std::string recording, out = "replay.h5", json;
   std::vector<Spec> specs;
   std::vector<SplitArg> splits;
+  std::vector<QkLayerArg> qk_layers;
   std::int64_t steps = -1;
   bool save_params = false, diagnostics = true, quiet = false;
   int read_ahead = -1;  ///< 1 on, 0 off, -1 automatic (on when the steps do not fit one cache block)
@@ -1015,6 +1215,11 @@ int parse_args(int argc, char** argv, Options& o) {
       SplitArg sa;
       if (!parse_split(v, sa, err)) return usage_error(err);
       o.splits.push_back(sa);
+    } else if (a == "--qk-layer") {
+      if (!value(v)) return usage_error("--qk-layer needs KIND:KEY=VALUE[,...]");
+      QkLayerArg q;
+      if (!parse_qk_layer(v, q, err)) return usage_error(err);
+      o.qk_layers.push_back(q);
     } else if (a == "--config") {
       if (!value(v)) return usage_error("--config needs a FILE");
       std::FILE* f = std::fopen(v.c_str(), "r");
@@ -1031,10 +1236,14 @@ int parse_args(int argc, char** argv, Options& o) {
         if (b == l.size()) continue;
         const std::string item = l.substr(b);
         bool ok = true;
-        if (item.compare(0, 8, "--split ") == 0) {  // a cut; every other line an optimizer SPEC
+        if (item.compare(0, 8, "--split ") == 0) {  // a cut or a layer; every other line a SPEC
           SplitArg sa;
           ok = parse_split(item.substr(item.find_first_not_of(' ', 8)), sa, err);
           if (ok) o.splits.push_back(sa);
+        } else if (item.compare(0, 11, "--qk-layer ") == 0) {
+          QkLayerArg q;
+          ok = parse_qk_layer(item.substr(item.find_first_not_of(' ', 11)), q, err);
+          if (ok) o.qk_layers.push_back(q);
         } else {
           Spec s;
           ok = parse_spec(item, s, err);
@@ -1079,6 +1288,15 @@ int parse_args(int argc, char** argv, Options& o) {
   }
   if (o.recording.empty()) return usage_error("no recording given");
   if (o.specs.empty()) return usage_error("no --optimizer given");
+  bool any_qk = false;
+  for (Spec& s : o.specs) {
+    if (!take_qk_keys(s, err)) return usage_error(err);
+    any_qk = any_qk || s.qk;
+  }
+  if (any_qk && o.qk_layers.empty())
+    return usage_error("qk_clip=TAU needs the attention layers: give --qk-layer (see --help)");
+  if (!any_qk && !o.qk_layers.empty())
+    return usage_error("--qk-layer is given but no --optimizer has qk_clip=TAU");
   if (o.json.empty()) {
     o.json = o.out;
     const std::size_t dot = o.json.rfind(".h5");
@@ -1177,6 +1395,12 @@ struct Run {
   std::vector<float*> pp, wp;
   io::h5::Handle group;
   Table update_norm, param_norm, ortho, schatten_p, grad_dot, cosine, potential, next_dot, alignment;
+  /// QK-clip after each step (spec.qk): the clip over the columns and η of each query head per
+  /// step (/runs/k/qk_factor); the count of (step, head) pairs clipped and the smallest η.
+  opt::QkClip clip;
+  Table qk_factor;
+  std::int64_t qk_clipped = 0;
+  double qk_min_factor = 1.0;
   std::vector<io::h5::Handle> trajectory;
   std::vector<double> un, pn, oe, p, gd, cos, phi, previous_gd;
   Means oe_mean, cos_mean, align_mean, phi_mean;
@@ -1393,6 +1617,9 @@ int fail_run(const std::string& msg, const std::string& tmp) {
     }
   }
 
+  // The attention layers of --qk-layer over the columns, for the runs with qk_clip.
+  std::vector<opt::QkLayer> qk;
+  if (!o.qk_layers.empty() && !qk_layers(o.qk_layers, ps, qk, err)) return fail_run(err, "");
   std::vector<Run> runs(o.specs.size());
   for (std::size_t r = 0; r < runs.size(); ++r) {
     Run& run = runs[r];
@@ -1401,6 +1628,21 @@ int fail_run(const std::string& msg, const std::string& tmp) {
     if (!run.runner) return fail_run(err, "");
     // A SplitPartition's signature: the partition's and the cut.
     run.signature = run.runner->signature() + (columns.split() ? "|split=" + columns.signature() : "");
+    if (run.spec.qk) {
+      run.clip = opt::QkClip(qk, run.spec.qk_options);
+      const opt::StepReport c = run.clip.init(ps);
+      if (!c) return fail_run("--optimizer " + run.spec.text + ": " + c.message, "");
+      if (run.clip.heads() != info.max_logit_heads)
+        return fail_run(info.max_logit_heads == 0
+                            ? "--optimizer " + run.spec.text +
+                                  ": qk_clip needs the max logits of each step, and '" + o.recording +
+                                  "' has no /max_logits (docs/replay-format.md)"
+                            : "the --qk-layer layers have " + std::to_string(run.clip.heads()) +
+                                  " query heads; '" + o.recording + "' records " +
+                                  std::to_string(info.max_logit_heads) + " max logits per step (/max_logits)",
+                        "");
+      run.signature += qk_signature(run.spec.qk_options, o.qk_layers);
+    }
     run.params = initial;
     run.work = initial;
     for (std::size_t i = 0; i < np; ++i) {
@@ -1482,6 +1724,7 @@ int fail_run(const std::string& msg, const std::string& tmp) {
           {&run.alignment, "alignment"}};
       for (const auto& [table, name] : tables)
         ok = ok && table->create(g, name, np, chunk);
+      if (run.spec.qk) ok = ok && run.qk_factor.create(g, "qk_factor", std::size_t(run.clip.heads()), chunk);
       if (ok && o.save_params) {
         io::h5::Handle pg(H5Gcreate2(g, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
         ok = pg.ok();
@@ -1540,8 +1783,15 @@ int fail_run(const std::string& msg, const std::string& tmp) {
 
   Progress progress(steps, o.quiet);
   std::vector<double> next_row(np), align_row(np);
+  // Step t's recorded max logits, read when some run clips (one small HDF5 read per step).
+  const bool any_qk = std::any_of(runs.begin(), runs.end(), [](const Run& r) { return r.spec.qk; });
+  std::vector<float> max_logits(any_qk ? std::size_t(info.max_logit_heads) : 0);
   for (std::int64_t t = 0; t < steps; ++t) {
     if (!cache.at(t, err)) return fail_run(err, tmp);
+    if (any_qk) {
+      std::lock_guard<std::mutex> lock(h5_mutex);
+      if (reader.read_max_logits(t, 1, max_logits.data(), &err) != Status::ok) return fail_run(err, tmp);
+    }
     const Clock::time_point t_cut = Clock::now();
     for (std::size_t k = 0; k < np; ++k) {
       const std::size_t i = columns.source(k);
@@ -1568,6 +1818,21 @@ int fail_run(const std::string& msg, const std::string& tmp) {
                             (rep.bad_param >= 0 ? " (parameter '" + ps[std::size_t(rep.bad_param)].name + "')"
                                                 : std::string()),
                         tmp);
+      // QK-clip of the updated parameters with the logits of the step's forward pass (the
+      // recorded run's: open loop, as the gradients). All or nothing: a refused logit (NaN, ±Inf)
+      // or factor fails the replay, which then leaves no output.
+      if (run.spec.qk) {
+        t0 = Clock::now();
+        const opt::QkClipReport c = run.clip.apply(run.pp, max_logits);
+        run.t_step += seconds_since(t0);
+        if (!c)
+          return fail_run("step " + std::to_string(t) + ", --optimizer " + run.spec.text + ": " + c.message +
+                              (c.bad_head >= 0 ? " (entry " + std::to_string(c.bad_head) + " of /max_logits)"
+                                               : std::string()),
+                          tmp);
+        run.qk_clipped += c.clipped_heads;
+        run.qk_min_factor = std::min(run.qk_min_factor, c.min_factor);
+      }
       t0 = Clock::now();
       run.un.resize(np);
       run.pn.resize(np);
@@ -1612,6 +1877,7 @@ int fail_run(const std::string& msg, const std::string& tmp) {
                 run.cosine.push(run.cos.data(), h5_mutex) && run.potential.push(run.phi.data(), h5_mutex);
       if (ok && t > 0)
         ok = run.next_dot.push(next_row.data(), h5_mutex) && run.alignment.push(align_row.data(), h5_mutex);
+      if (ok && run.spec.qk) ok = run.qk_factor.push(run.clip.factors().data(), h5_mutex);
       if (ok && !run.trajectory.empty()) {
         std::lock_guard<std::mutex> lock(h5_mutex);
         for (std::size_t i = 0; ok && i < run.trajectory.size(); ++i)
@@ -1631,7 +1897,7 @@ int fail_run(const std::string& msg, const std::string& tmp) {
       const Clock::time_point t0 = Clock::now();
       bool ok = run.next_dot.push(next_row.data(), h5_mutex) && run.alignment.push(next_row.data(), h5_mutex);
       for (Table* table : {&run.update_norm, &run.param_norm, &run.ortho, &run.schatten_p, &run.grad_dot,
-                           &run.cosine, &run.potential, &run.next_dot, &run.alignment})
+                           &run.cosine, &run.potential, &run.next_dot, &run.alignment, &run.qk_factor})
         ok = ok && table->flush(h5_mutex);
       run.t_write += seconds_since(t0);
       if (!ok) return fail_run("cannot write the last steps to '" + tmp + "' (disk full?)", tmp);
@@ -1639,7 +1905,7 @@ int fail_run(const std::string& msg, const std::string& tmp) {
     std::lock_guard<std::mutex> lock(h5_mutex);
     for (Run& run : runs) {
       for (Table* table : {&run.update_norm, &run.param_norm, &run.ortho, &run.schatten_p, &run.grad_dot,
-                           &run.cosine, &run.potential, &run.next_dot, &run.alignment})
+                           &run.cosine, &run.potential, &run.next_dot, &run.alignment, &run.qk_factor})
         table->close();
       run.trajectory.clear();
       run.group.reset();
@@ -1669,7 +1935,14 @@ int fail_run(const std::string& msg, const std::string& tmp) {
          ",\n     \"signature\": " + json_string(run.signature) +
          ",\n     \"seconds\": {\"optimizer\": " + json_number(run.t_step) +
          ", \"input\": " + json_number(run.t_feed) + ", \"diagnostics\": " + json_number(run.t_diag) +
-         ", \"write\": " + json_number(run.t_write) + "},\n     \"params\": [";
+         ", \"write\": " + json_number(run.t_write) + "}";
+    if (run.spec.qk)
+      j += ",\n     \"qk_clip\": {\"threshold\": " + json_number(run.spec.qk_options.threshold) +
+           ", \"balance\": " + json_number(run.spec.qk_options.balance) +
+           ", \"heads\": " + std::to_string(run.clip.heads()) +
+           ", \"clipped\": " + std::to_string(run.qk_clipped) +
+           ", \"min_factor\": " + json_number(run.qk_min_factor) + "}";
+    j += ",\n     \"params\": [";
     for (std::size_t i = 0; i < np; ++i)
       j += std::string(i ? "," : "") + "\n       {\"name\": " + json_string(ps[i].name) +
            ", \"source\": " + json_string(info.params[columns.source(i)].name) +
@@ -1731,6 +2004,19 @@ int schatten_replay_check_command_line(int argc, char** argv) {
   for (const Spec& s : o.specs) {
     if (build(s, columns.specs(), o.diagnostics, err) == nullptr) {
       std::fprintf(stderr, "schatten-replay: %s\n", err.c_str());
+      return 1;
+    }
+  }
+  std::vector<opt::QkLayer> qk;
+  if (!o.qk_layers.empty() && !qk_layers(o.qk_layers, columns.specs(), qk, err)) {
+    std::fprintf(stderr, "schatten-replay: %s\n", err.c_str());
+    return 1;
+  }
+  for (const Spec& s : o.specs) {
+    opt::QkClip clip(qk, s.qk_options);
+    const opt::StepReport c = s.qk ? clip.init(columns.specs()) : opt::StepReport{};
+    if (!c) {
+      std::fprintf(stderr, "schatten-replay: --optimizer %s: %s\n", s.text.c_str(), c.message);
       return 1;
     }
   }

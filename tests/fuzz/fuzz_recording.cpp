@@ -95,6 +95,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     err.clear();
     refused_with_message(reader.read_loss(t, &loss, &err), err);
   }
+  require(info.max_logit_heads >= 0);
+  if (info.max_logit_heads > 0 && info.max_logit_heads <= (4 << 20) && steps > 0) {
+    std::vector<float> logits(static_cast<std::size_t>(steps * info.max_logit_heads));
+    err.clear();
+    refused_with_message(reader.read_max_logits(0, steps, logits.data(), &err), err);
+  }
   // Reads outside the recorded range are refused, never performed.
   if (!info.params.empty()) {
     std::vector<float> one(static_cast<std::size_t>(1));

@@ -2,11 +2,11 @@
 /// \file
 /// libFuzzer target: schatten-replay's command line, optimizer specifications and cuts
 /// (`--optimizer PRESET:key=value,...`, learning-rate schedules, `--split NAME:key=value,...`,
-/// --steps, --cache-mb, ...),
+/// `--qk-layer KIND:key=value,...` with qk_clip, --steps, --cache-mb, ...),
 /// through schatten_replay_check_command_line (src/tools/replay.cpp, linked as the object library
 /// schatten_replay_core; the tool's main() is in replay_main.cpp): the arguments are parsed as the tool
-/// parses them, the cuts are laid out over a small parameter list and every optimizer named is built over its
-/// columns — no file is read or written.
+/// parses them, the cuts are laid out over a small parameter list, every optimizer named is built over its
+/// columns and the QK-clip layers are expanded and initialised over them — no file is read or written.
 /// The input is split at NUL bytes into at most 32 arguments after the program name. Properties: the parser
 /// returns (ASan/UBSan watch it) with one of its documented results (−1 valid, 0 help, 1 refused
 /// specification, 2 usage error).

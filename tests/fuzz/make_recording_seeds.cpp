@@ -2,7 +2,7 @@
 /// \file
 /// Writes the seed corpus of fuzz_recording (run by hand: make_recording_seeds <directory>):
 ///   small.h5  two parameters (a 3 × 4 matrix with values, initial and activation Gram; a
-///             vector), 3 steps, multi-step chunks;
+///             vector) and the max logits of 2 heads, 3 steps, multi-step chunks;
 ///   gzip.h5   one 4 × 2 matrix, 2 steps, gzip level 4, one step per chunk.
 #include <cstdio>
 #include <string>
@@ -30,12 +30,13 @@ int main(int argc, char** argv) {
     b.name = "b";
     b.shape = {4};
     info.params = {w, b};
+    info.max_logit_heads = 2;
     io::RecorderOptions o;
     o.overwrite = true;
     io::Recorder r;
     if (r.create(dir + "/small.h5", info, o, &err) != Status::ok)
       return std::fprintf(stderr, "%s\n", err.c_str()), 1;
-    std::vector<float> gw(12), vw(12), gram(16), gb(4);
+    std::vector<float> gw(12), vw(12), gram(16), gb(4), logits(2);
     for (int t = 0; t < 3; ++t) {
       for (int k = 0; k < 12; ++k)
         gw[k] = 0.1f * float(k - t), vw[k] = 1.0f - 0.01f * float(k * t);
@@ -49,6 +50,8 @@ int main(int argc, char** argv) {
       s.values = {vw.data(), nullptr};
       s.act_grams = {gram.data(), nullptr};
       s.initial = {vw.data(), nullptr};
+      logits = {50.0f * float(t + 1), -1.0f};
+      s.max_logits = logits.data();
       if (r.append(s, &err) != Status::ok) return std::fprintf(stderr, "%s\n", err.c_str()), 1;
     }
     if (r.close(&err) != Status::ok) return std::fprintf(stderr, "%s\n", err.c_str()), 1;

@@ -34,7 +34,8 @@ std::string temp_path(const std::string& name) {
   return p.string();
 }
 
-/// A model of four parameters covering every rank and every optional dataset.
+/// A model of four parameters covering every rank and every optional dataset, with the max
+/// logits of three attention heads.
 RecordingInfo test_info() {
   RecordingInfo info;
   info.model = "test model";
@@ -54,16 +55,19 @@ RecordingInfo test_info() {
   conv.has_value = true;
   RecordedParam s = param("gain", {});
   info.params = {w, b, conv, s};
+  info.max_logit_heads = 3;
   return info;
 }
 
 /// Deterministic random data of one step: grads, values, grams, initial, per parameter.
 struct StepArrays {
   std::vector<std::vector<float>> grad, value, gram, initial;
+  std::vector<float> logits;
   double loss = 0;
   StepData view(const RecordingInfo& info) const {
     StepData d;
     d.loss = loss;
+    d.max_logits = info.max_logit_heads > 0 ? logits.data() : nullptr;
     for (std::size_t i = 0; i < info.params.size(); ++i) {
       const auto& p = info.params[i];
       d.grads.push_back(grad[i].data());
@@ -92,6 +96,8 @@ StepArrays make_step(const RecordingInfo& info, int t) {
     s.gram.push_back(fill(std::size_t(c * c)));
     s.initial.push_back(fill(std::size_t(r * c)));
   }
+  for (index_t h = 0; h < info.max_logit_heads; ++h)
+    s.logits.push_back(float(100.0 * rng.uniform()));
   s.loss = 2.0 / (t + 1);
   return s;
 }
@@ -155,6 +161,15 @@ void check_contents(const RecordingReader& r, int steps) {
                        all.begin() + std::ptrdiff_t(std::size_t(steps - 1) * n)));
     }
   }
+  REQUIRE(r.info().max_logit_heads == info.max_logit_heads);
+  std::vector<float> logits(std::size_t(steps * info.max_logit_heads));
+  REQUIRE_MESSAGE(r.read_max_logits(0, steps, logits.data(), &err) == Status::ok, err);
+  for (int t = 0; t < steps; ++t) {
+    const StepArrays s = make_step(info, t);
+    CHECK(std::equal(s.logits.begin(), s.logits.end(), logits.begin() + std::ptrdiff_t(t * 3)));
+  }
+  CHECK(r.read_max_logits(0, steps + 1, logits.data(), &err) == Status::invalid_argument);
+  CHECK(err.find("out of range") != std::string::npos);
   std::vector<double> losses(std::size_t(steps) + 1, -1.0);
   REQUIRE_MESSAGE(r.read_losses(0, steps, losses.data(), &err) == Status::ok, err);
   CHECK(losses[std::size_t(steps)] == -1.0);  // nothing written past the range
@@ -296,6 +311,10 @@ TEST_SUITE("io.recording") {
       RecorderOptions o;
       o.gzip_level = 10;
       CHECK(rec.create(path, test_info(), o, &err) == Status::invalid_argument);
+      info = test_info();
+      info.max_logit_heads = -1;
+      CHECK(rec.create(path, info, {}, &err) == Status::invalid_argument);
+      CHECK(err.find("max_logit_heads -1 is not in 0..") != std::string::npos);
       CHECK_FALSE(fs::exists(path));
     }
     {
@@ -313,7 +332,23 @@ TEST_SUITE("io.recording") {
       d = s.view(info);
       d.values.pop_back();
       CHECK(rec.append(d, &err) == Status::invalid_argument);
+      d = s.view(info);
+      d.max_logits = nullptr;
+      CHECK(rec.append(d, &err) == Status::invalid_argument);
+      CHECK(err.find("max_logits must be non-null") != std::string::npos);
       CHECK(rec.steps() == 0);
+      {  // and a recording without heads takes none
+        RecordingInfo none = info;
+        none.max_logit_heads = 0;
+        Recorder other;
+        const std::string p2 = temp_path("refused_no_logits.h5");
+        REQUIRE(other.create(p2, none, {}, &err) == Status::ok);
+        CHECK(other.append(s.view(info), &err) == Status::invalid_argument);
+        CHECK(err.find("max_logits must be null") != std::string::npos);
+        CHECK(other.steps() == 0);
+        REQUIRE(other.close(&err) == Status::ok);
+        fs::remove(p2);
+      }
       REQUIRE(rec.append(s.view(info), &err) == Status::ok);
       REQUIRE(rec.close(&err) == Status::ok);
       Recorder again;  // an existing file is not replaced unless asked
@@ -495,6 +530,27 @@ TEST_SUITE("io.recording") {
     SUBCASE("too few steps in a dataset") {
       edit_file(fresh(), [](hid_t f) { replace_dataset(f, "params/0/act_gram", H5T_IEEE_F32LE, {2, 5, 5}); });
       check_refused(bad, "act_gram has shape (2, 5, 5)");
+    }
+    SUBCASE("max logits of the wrong rank, type or length") {
+      edit_file(fresh(), [](hid_t f) { replace_dataset(f, "max_logits", H5T_IEEE_F32LE, {3}); });
+      check_refused(bad, "dataset /max_logits is not a 2-D (steps, heads) array");
+      edit_file(fresh(), [](hid_t f) { replace_dataset(f, "max_logits", H5T_STD_I64LE, {3, 3}); });
+      check_refused(bad, "/max_logits has type integer of 8 bytes");
+      edit_file(fresh(), [](hid_t f) { replace_dataset(f, "max_logits", H5T_IEEE_F32LE, {2, 3}); });
+      check_refused(bad, "/max_logits has shape (2, 3); expected (≥3, 3)");
+      edit_file(fresh(), [](hid_t f) { replace_dataset(f, "max_logits", H5T_IEEE_F32LE, {3, 0}); });
+      check_refused(bad, "/max_logits has 0 heads");
+    }
+    SUBCASE("no max logits: optional, and reading them is an error") {
+      edit_file(fresh(), [](hid_t f) { REQUIRE(H5Ldelete(f, "max_logits", H5P_DEFAULT) >= 0); });
+      RecordingReader r;
+      std::string err;
+      REQUIRE_MESSAGE(r.open(bad, &err) == Status::ok, err);
+      CHECK(r.info().max_logit_heads == 0);
+      std::vector<float> buf(3);
+      CHECK(r.read_max_logits(0, 1, buf.data(), &err) == Status::invalid_argument);
+      CHECK(err.find("has no /max_logits") != std::string::npos);
+      CHECK(check_recording(bad, nullptr, &err) == Status::ok);
     }
     SUBCASE("wrong shape attribute") {
       edit_file(fresh(), [](hid_t f) {

@@ -23,6 +23,7 @@
 #include "schatten/kernels/gram.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/split.hpp"
 #include "support/seed.hpp"
@@ -82,8 +83,19 @@ std::vector<float> act_gram(std::size_t i, int t) {
 }
 bool has_gram(std::size_t i) { return kParams[i].name.find("weight") != std::string::npos && i != 3; }
 
-/// with_grams: act_gram for the matrices of has_gram; first_gram_only: for the first one only.
-void write_recording(const std::string& path, bool with_grams = false, bool first_gram_only = false) {
+/// The recorded max logits of step t for h.0.attn.weight read as two attention heads: each head
+/// above the threshold 100 on some steps and below it on others, with the boundary (exactly 100:
+/// not clipped) and a negative logit. `bad_step`: that step's second logit is NaN.
+std::vector<float> max_logits(int t, int bad_step = -1) {
+  const float a[kSteps] = {150.0f, 60.0f, 400.0f, 100.0f, 99.0f, 1e4f};
+  const float b[kSteps] = {-3.0f, 130.0f, 250.0f, 100.5f, 0.0f, 20.0f};
+  return {a[t], t == bad_step ? std::nanf("") : b[t]};
+}
+
+/// with_grams: act_gram for the matrices of has_gram; first_gram_only: for the first one only;
+/// with_logits: /max_logits of two heads (max_logits(t, bad_logit_step)).
+void write_recording(const std::string& path, bool with_grams = false, bool first_gram_only = false,
+                     bool with_logits = false, int bad_logit_step = -1) {
   const auto recorded = [&](std::size_t i) {
     return with_grams && has_gram(i) && (!first_gram_only || i == 0);
   };
@@ -97,6 +109,7 @@ void write_recording(const std::string& path, bool with_grams = false, bool firs
     r.has_act_gram = recorded(i);
     info.params.push_back(r);
   }
+  if (with_logits) info.max_logit_heads = 2;
   io::Recorder rec;
   std::string err;
   REQUIRE_MESSAGE(rec.create(path, info, {}, &err) == Status::ok, err);
@@ -107,6 +120,8 @@ void write_recording(const std::string& path, bool with_grams = false, bool firs
     std::vector<std::vector<float>> g, grams;
     io::StepData d;
     d.loss = 1.0 / (t + 1);
+    const std::vector<float> logits = max_logits(t, bad_logit_step);
+    if (with_logits) d.max_logits = logits.data();
     for (std::size_t i = 0; i < kParams.size(); ++i) {
       g.push_back(grad(i, t));
       grams.push_back(recorded(i) ? act_gram(i, t) : std::vector<float>());
@@ -246,11 +261,13 @@ std::vector<float> column_gram(const Column& c, int t) {
 /// every step's parameters of each column of `cols` against run `run` of the replay output bit
 /// for bit, the update norms exactly and the descent diagnostics of docs/replay-format.md
 /// against direct computation. `before_step(t)` runs before each inline step (activation
-/// statistics).
-template <class Opt, class Before = void (*)(int)>
+/// statistics), `after_step(t, params)` after it (QK-clip; the diagnostics are of the
+/// optimizer's update, before it).
+template <class Opt, class Before = void (*)(int), class After = void (*)(int, const std::vector<float*>&)>
 void compare_inline(
     Opt& opt, hid_t out, int run, bool grams = false, Before before_step = [](int) {},
-    const std::vector<Column>& cols = whole_params()) {
+    const std::vector<Column>& cols = whole_params(),
+    After after_step = [](int, const std::vector<float*>&) {}) {
   const std::string base = "runs/" + std::to_string(run) + "/";
   const std::size_t nc = cols.size();
   std::vector<std::vector<float>> w, traj;
@@ -294,6 +311,7 @@ void compare_inline(
       wp.push_back(w[i].data());
     }
     REQUIRE(opt.step(wp, gp));  // g now holds the update u_t
+    after_step(t, wp);
     for (std::size_t k = 0; k < nc; ++k) {
       CAPTURE(t);
       CAPTURE(k);
@@ -346,6 +364,28 @@ void compare_inline(
   }
   CHECK(read_string_attr(H5Gopen2(out, base.c_str(), H5P_DEFAULT), "signature") == opt.signature());
 }
+
+/// An optimizer as compare_inline sees it, with `suffix` after its signature (a replay run's
+/// signature gains its clip's: "|qk_clip=TAU/ALPHA;" and the --qk-layer texts).
+template <class P>
+struct Signed {
+  P& p;
+  std::string suffix;
+  StepReport step(const std::vector<float*>& w, const std::vector<float*>& g) { return p.step(w, g); }
+  std::string signature() const { return p.signature() + suffix; }
+};
+
+/// The inline MuonClip of the QK-clip tests: `clip` applied after each step with the step's
+/// recorded logits, its factors kept per step (the replay's qk_factor).
+struct InlineClip {
+  QkClip* clip;
+  std::vector<double>* factors;
+  void operator()(int t, const std::vector<float*>& w) const {
+    const QkClipReport r = clip->apply(w, max_logits(t));
+    REQUIRE_MESSAGE(r, r.message);
+    factors->insert(factors->end(), clip->factors().begin(), clip->factors().end());
+  }
+};
 
 }  // namespace
 
@@ -766,6 +806,174 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
     fs::remove(out2);
     fs::remove(cfg);
+  }
+
+  TEST_CASE("replay: qk_clip clips the recorded heads after each step bit for bit as QkClip inline") {
+    const std::string rec = temp_path("rec_qk.h5"), out = temp_path("out_qk.h5"),
+                      json = temp_path("out_qk.json");
+    write_recording(rec, false, false, true);
+    // h.0.attn.weight (12 × 20) as a fused [Q | K | V] of 2 heads of 2 rows (a pattern that
+    // matches it alone); τ = 100 clips head 0 at steps 0, 2, 5 and head 1 at 1, 2, 3 (logits of
+    // max_logits()). A second run without the clip is unaffected by it.
+    const std::string layer = "fused:qkv=h.*.attn.weight,heads=2,head_dim=2";
+    REQUIRE_MESSAGE(
+        run_replay(rec +
+                   " --optimizer muon:lr=0.05,adamw_wd=0,qk_clip=100 --optimizer muon:lr=0.05,adamw_wd=0"
+                   " --qk-layer " +
+                   layer + " --save-params --quiet --out " + out + " --json " + json) == 0,
+        replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    MuonOptions m;
+    m.lr = Schedule::constant(0.05);
+    AdamWOptions side;
+    side.weight_decay = 0;
+    auto clipped = inline_mixed("muon", muon(m), side);
+    QkClip clip({qk_fused("h.0.attn.weight", "h.0.attn.weight", 2, 2, 2)}, {100.0, 0.5});
+    REQUIRE(clip.init(kParams));
+    std::vector<double> factors;
+    Signed<decltype(clipped)> signed_clipped{clipped, "|qk_clip=100/0.5;" + layer};
+    compare_inline(
+        signed_clipped, f, 0, false, [](int) {}, whole_params(), InlineClip{&clip, &factors});
+    // qk_factor: η per step and head, as the inline clip had it; 1 where not clipped.
+    const std::vector<double> qf = read_all<double>(f, "runs/0/qk_factor");
+    REQUIRE(qf.size() == std::size_t(kSteps * 2));
+    CHECK(qf == factors);
+    int clipped_pairs = 0;
+    for (int t = 0; t < kSteps; ++t)
+      for (int h = 0; h < 2; ++h) {
+        const double s = max_logits(t)[std::size_t(h)];
+        CHECK(qf[std::size_t(2 * t + h)] == (s > 100.0 ? 100.0 / s : 1.0));
+        clipped_pairs += s > 100.0;
+      }
+    CHECK(clipped_pairs == 6);
+    auto plain = inline_mixed("muon", muon(m), side);
+    compare_inline(plain, f, 1);
+    CHECK(H5Lexists(f, "runs/1/qk_factor", H5P_DEFAULT) == 0);
+    H5Fclose(f);
+    std::ifstream js(json);
+    const std::string summary((std::istreambuf_iterator<char>(js)), std::istreambuf_iterator<char>());
+    CHECK(summary.find("\"qk_clip\": {\"threshold\": 100, \"balance\": 0.5, \"heads\": 2, \"clipped\": 6, "
+                       "\"min_factor\": 0.01}") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+    fs::remove(json);
+  }
+
+  TEST_CASE("replay: qk_clip on --split pieces named as separate projections equals the fused clip") {
+    const std::string rec = temp_path("rec_qk2.h5"), out = temp_path("out_qk2.h5"), cfg = temp_path("qk.txt");
+    write_recording(rec, false, false, true);
+    {
+      std::ofstream c(cfg);  // the cut, the layer and the optimizer from a config file
+      c << "--split h.0.attn.weight:count=3,parts=q/k/v\n"
+           "--qk-layer separate:q=h.0.attn.weight[q],k=h.0.attn.weight[k],heads=2,head_dim=2\n"
+           "muon:lr=0.05,adamw_wd=0,qk_clip=100,qk_balance=0.25\n";
+    }
+    REQUIRE_MESSAGE(run_replay(rec + " --config " + cfg + " --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    SplitSpec cut;
+    cut.name = "h.0.attn.weight";
+    cut.count = 3;
+    cut.parts = {"q", "k", "v"};
+    const SplitLayout layout(kParams, {cut});
+    MuonOptions m;
+    m.lr = Schedule::constant(0.05);
+    AdamWOptions side;
+    side.weight_decay = 0;
+    auto opt = inline_split(layout, "muon", muon(m), side);
+    // The oracle clips the whole fused parameter (a different description of the same slices):
+    // query rows × η^0.25, key rows × η^0.75, values untouched.
+    QkClip clip({qk_fused("h.0.attn.weight", "h.0.attn.weight", 2, 2, 2)}, {100.0, 0.25});
+    REQUIRE(clip.init(kParams));
+    std::vector<double> factors;
+    const std::vector<Column> whole = whole_params();
+    const std::vector<Column> cols = {piece_of(0, 0, {0, 1, 2, 3}),
+                                      piece_of(0, 0, {4, 5, 6, 7}),
+                                      piece_of(0, 0, {8, 9, 10, 11}),
+                                      whole[1],
+                                      whole[2],
+                                      whole[3]};
+    Signed<decltype(opt)> signed_opt{opt,
+                                     "|qk_clip=100/0.25;separate:q=h.0.attn.weight[q],k=h.0.attn.weight[k],"
+                                     "heads=2,head_dim=2"};
+    compare_inline(
+        signed_opt, f, 0, false, [](int) {}, cols, InlineClip{&clip, &factors});
+    CHECK(read_all<double>(f, "runs/0/qk_factor") == factors);
+    H5Fclose(f);
+    fs::remove(rec);
+    fs::remove(out);
+    fs::remove(cfg);
+  }
+
+  TEST_CASE("replay: qk_clip refuses bad layers, missing or mismatched logits and NaN logits") {
+    const std::string rec = temp_path("rec_qk3.h5"), plain = temp_path("rec_qk3_plain.h5"),
+                      bad = temp_path("rec_qk3_nan.h5"), out = temp_path("out_qk3.h5");
+    write_recording(rec, false, false, true);
+    write_recording(plain);
+    write_recording(bad, false, false, true, 3);
+    const auto refused = [&](const std::string& recording, const auto& table, int rc) {
+      for (const auto& item : table) {
+        const std::string args = item.first, message = item.second;  // clang: no bindings in CAPTURE
+        CAPTURE(args);
+        CHECK(run_replay(recording + " " + args + " --out " + out) == rc);
+        CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
+        CHECK_FALSE(fs::exists(out));
+        CHECK_FALSE(fs::exists(out + ".tmp"));
+      }
+    };
+    const std::string layer = " --qk-layer fused:qkv=h.0.attn.weight,heads=2,head_dim=2";
+    const std::pair<std::string, const char*> usage[] = {
+        {"--optimizer muon:qk_clip=100", "qk_clip=TAU needs the attention layers"},
+        {"--optimizer muon" + layer, "no --optimizer has qk_clip=TAU"},
+        {"--optimizer muon:qk_balance=0.3" + layer, "'qk_balance' needs 'qk_clip=TAU'"},
+        {"--optimizer muon:qk_clip=big" + layer, "'qk_clip=big' is not a number"},
+        {"--optimizer muon:qk_clip=100 --qk-layer fusd:qkv=h.0.attn.weight", "unknown kind 'fusd'"},
+        {"--optimizer muon:qk_clip=100 --qk-layer fused:heads=2,head_dim=2", "needs qkv=NAME"},
+        {"--optimizer muon:qk_clip=100 --qk-layer fused:qkv=a,heads=2",
+         "needs heads, kv_heads and head_dim >= 1"},
+        {"--optimizer muon:qk_clip=100 --qk-layer grouped:qkv=a,heads=2,head_dim=2", "needs kv_heads=KV"},
+        {"--optimizer muon:qk_clip=100 --qk-layer mla:q=a,kv=b,heads=2,nope_dim=2",
+         "nope_dim, rope_dim and v_dim"},
+        {"--optimizer muon:qk_clip=100 --qk-layer fused:qkv=a,heads=2,head_dim=2,axes=1",
+         "unknown key 'axes'"},
+        {"--optimizer muon:qk_clip=100 --qk-layer fused:qkv=a*,bias=b,heads=2,head_dim=2",
+         "must both hold one '*' or neither"},
+        {"--optimizer muon:qk_clip=100 --qk-layer 'fused:qkv=a**,heads=2,head_dim=2'", "more than one '*'"}};
+    refused(rec, usage, 2);
+    const std::pair<std::string, const char*> run_time[] = {
+        {"--optimizer muon:qk_clip=0" + layer, "qk_clip: the threshold must be finite and > 0"},
+        {"--optimizer muon:qk_clip=100,qk_balance=2" + layer, "qk_clip: the balance must be in [0, 1]"},
+        {"--optimizer muon:qk_clip=100 --qk-layer fused:qkv=h.0.attn.weight,heads=2,head_dim=4",
+         "leaves its 12 rows"},
+        {"--optimizer muon:qk_clip=100 --qk-layer 'fused:qkv=h.*.mlp,heads=2,head_dim=2'",
+         "no column matches 'h.*.mlp'"},
+        {"--optimizer muon:qk_clip=100 --qk-layer "
+         "'fused:qkv=h.*.attn.weight,bias=h.*.attn.bias,heads=2,head_dim=2'",
+         "no column is named 'h.0.attn.bias' (bias of the layer at 'h.0.attn.weight'"},
+        {"--optimizer muon:qk_clip=100 --qk-layer fused:qkv=h.0.attn.weight,heads=4,kv_heads=2,head_dim=1",
+         "the --qk-layer layers have 4 query heads; '"},
+        // The piece names exist only with the cut.
+        {"--optimizer muon:qk_clip=100 --qk-layer separate:q=h.0.attn.weight[q],k=h.0.attn.weight[k],heads=2,"
+         "head_dim=2",
+         "no column matches 'h.0.attn.weight[q]'"}};
+    refused(rec, run_time, 1);
+    const std::pair<std::string, const char*> no_logits[] = {
+        {"--optimizer muon:qk_clip=100" + layer, "has no /max_logits"}};
+    refused(plain, no_logits, 1);
+    // A NaN max logit at step 3: the replay stops there, naming the step and the entry; no output.
+    const std::pair<std::string, const char*> nan_logit[] = {
+        {"--optimizer muon:qk_clip=100" + layer,
+         "step 3, --optimizer muon:qk_clip=100: qk_clip: layer 'h.0.attn.weight', head 1: the max logit is "
+         "not "
+         "finite (entry 1 of /max_logits)"}};
+    refused(bad, nan_logit, 1);
+    // Without qk_clip the NaN logit is not read: the recording replays.
+    CHECK(run_replay(bad + " --optimizer muon --quiet --out " + out) == 0);
+    fs::remove(out);
+    for (const std::string& p : {rec, plain, bad})
+      fs::remove(p);
   }
 
   TEST_CASE("replay: bad command lines and bad recordings fail with a message and no output") {

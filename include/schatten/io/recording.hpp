@@ -39,6 +39,10 @@ struct RecordingInfo {
   std::string model;     ///< free text (architecture, data, batch size, seed)
   std::string producer;  ///< free text (program and versions)
   std::vector<RecordedParam> params;
+  /// Entries of `/max_logits` per step: the largest pre-softmax attention logit of each query
+  /// head of the model's attention layers in the step's forward pass (the input of
+  /// optim::QkClip::apply; docs/replay-format.md). 0 (the default): not recorded.
+  std::int64_t max_logit_heads = 0;
   /// Filled by the reader: schema version and number of completed (readable) steps.
   int schema_version = kRecordingSchemaVersion;
   std::int64_t steps = 0;
@@ -79,6 +83,9 @@ struct StepData {
   std::vector<const float*> values;     ///< rows × cols, for has_value parameters
   std::vector<const float*> act_grams;  ///< cols × cols, for has_act_gram parameters
   std::vector<const float*> initial;    ///< rows × cols, for has_initial parameters (step 0 only)
+  /// max_logit_heads values (RecordingInfo::max_logit_heads > 0), else null. Recorded as given
+  /// (NaN/Inf included: they are data; QkClip refuses them when replayed).
+  const float* max_logits = nullptr;
 };
 
 /// Appends training steps to a new recording.
@@ -100,13 +107,15 @@ class Recorder {
 
   /// Creates `path`. Checks first (invalid_argument, no file created): at least one
   /// parameter, names non-empty and unique, shapes valid, act_gram only on matrices (rank ≥ 2),
-  /// gzip level 0–9, no existing file unless `overwrite`. A failure while writing removes the
-  /// partial file (internal_error). `error` names the problem.
+  /// max_logit_heads in 0..2^30 − 1 (one step in one HDF5 chunk), gzip level 0–9, no existing
+  /// file unless `overwrite`. A failure while writing removes the partial file (internal_error). `error`
+  /// names the problem.
   Status create(const std::string& path, const RecordingInfo& info, const RecorderOptions& options = {},
                 std::string* error = nullptr);
 
   /// Writes step `steps()`. Checks every pointer first (invalid_argument, nothing written: one
-  /// entry per parameter in each vector that must be used, non-null exactly where recorded).
+  /// entry per parameter in each vector that must be used, non-null exactly where recorded;
+  /// max_logits non-null exactly when max_logit_heads > 0).
   /// A write failure (disk full) returns internal_error: the step is not counted and the
   /// recorder refuses further appends; the file keeps every earlier step.
   Status append(const StepData& step, std::string* error = nullptr);
@@ -178,6 +187,11 @@ class RecordingReader {
   /// The losses of steps [first, first + count) into `out` (count doubles) in one HDF5 read;
   /// invalid_argument when the range is empty or leaves [0, info().steps).
   Status read_losses(std::int64_t first, std::int64_t count, double* out, std::string* error = nullptr) const;
+  /// The max logits of steps [first, first + count) into `out` (count × info().max_logit_heads
+  /// floats, step-major) in one HDF5 read; invalid_argument when the recording has none, and as
+  /// read_losses.
+  Status read_max_logits(std::int64_t first, std::int64_t count, float* out,
+                         std::string* error = nullptr) const;
 
   void close();
 
