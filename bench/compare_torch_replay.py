@@ -30,6 +30,21 @@ Cases (model / optimizer run in torch / replay preset):
         muon_bf16 as shipped, in bfloat16 (tolerance --tol-bf16, default 0.05: measured
         0.0055-0.032 relative over 30 steps, torch 2.15.0, where replaying with the wrong shape
         rule differs by 0.2-0.45)
+  tfm   MuonClip: the muon_fp32 case with match_rms_adamw, then after every step QK-clip
+        (QKClipTorch, written from the rule of docs/replay-format.md) on in_proj_weight's Q and K
+        rows and in_proj_bias's entries, with the step's recorded max logits, tau = QK_TAU
+        muon:...,shape=moonlight,...,qk_clip=TAU --qk-layer fused:qkv=...in_proj_weight,...,
+        bias=...in_proj_bias (muonclip); the same with torch.optim.Muon stepping in_proj_weight's
+        Q, K and V as three matrices, replayed with --split on the weight and on the bias and
+        --qk-layer separate:q=...[q],k=...[k],...,q_bias=...[q],k_bias=...[k] (muonclip_qkv; the
+        split changes Muon itself, so this case has its own torch run); qk_balance 0.75
+        (muonclip_balance: with the default 0.5, Q and K get the same factor and a swap of the
+        two exponents would go unseen). Tolerance --tol-spectral. Then a control (the muonclip
+        recording replayed without qk_clip must differ by more than CONTROL_MIN_REL) and the
+        replay's /runs/0/qk_factor against the eta torch applied (1e-12; equal in practice), and
+        the JSON summary's qk_clip object (threshold, balance, heads, clipped pairs, min factor)
+Every transformer recording carries /max_logits (MaxLogits, a forward pre-hook on the
+attention), whose logits are checked once against nn.MultiheadAttention's attention weights.
 "bits" cases must agree bit for bit; the others are reported with their max abs difference and
 max |diff| / max |param| per parameter, and must stay below --tol (default 1e-5). Why they are
 not bit-identical (measured with torch 2.15.0, docs/benchmarks/cpu-replay.md): torch's SGD step
@@ -50,6 +65,8 @@ each step; a missing or misplaced rule of the update changes the parameters by ~
 Exit status 0 when every check holds, 1 otherwise.
 """
 import argparse
+import json
+import math
 import os
 import subprocess
 import sys
@@ -64,6 +81,16 @@ from record_torch import GradientRecorder  # noqa: E402
 
 LR, B1, B2, EPS, WD = 1e-3, 0.9, 0.999, 1e-8, 0.01
 SGD_LR = 0.05
+# QK-clip's threshold for the MuonClip cases, as the replay's spec gets it (both sides parse
+# this string into the same double). Without clipping, the transformer's largest logit per head
+# is 1.7-2.7 at step 0 and grows to 3.7-5.8 over the 30 steps of Muon (torch 2.15.0); at 2.5 the
+# clip acts on 65 of the 120 (step, head) pairs (muonclip), on 27 of the 30 steps and on every
+# head, with eta down to 0.82, and keeps S within 1.6-3.0.
+QK_TAU = "2.5"
+QK_HEADS, QK_HEAD_DIM = 4, 8  # Tiny's attention: d = 32 in 4 heads
+# The control (the clipped recording replayed without qk_clip) must differ from torch by more
+# than this (max diff / max abs param; measured 0.27, torch 2.15.0): 500 times --tol-spectral.
+CONTROL_MIN_REL = 1e-2
 
 
 class Tiny(torch.nn.Module):
@@ -81,6 +108,72 @@ class Tiny(torch.nn.Module):
         return self.head(self.norm(self.layer(self.embed(tokens) + self.pos_embed)))
 
 
+def attention_logits(mha, query, key):
+    """The pre-softmax logits q_i . k_j / sqrt(D) of an nn.MultiheadAttention (batch_first,
+    packed in_proj_weight [Q | K | V] (3d, d) and in_proj_bias), (batch, heads, queries, keys),
+    computed from its weights as F.multi_head_attention_forward does: q = x W_q^T + b_q,
+    k = x W_k^T + b_k, split into heads of D = d / heads consecutive features. No masks."""
+    d, heads = mha.embed_dim, mha.num_heads
+    w, b = mha.in_proj_weight, mha.in_proj_bias
+    q = torch.nn.functional.linear(query, w[:d], b[:d])
+    k = torch.nn.functional.linear(key, w[d:2 * d], b[d:2 * d])
+    (bq, lq, _), lk = q.shape, k.shape[1]
+    q = q.reshape(bq, lq, heads, d // heads).transpose(1, 2)
+    k = k.reshape(bq, lk, heads, d // heads).transpose(1, 2)
+    return q @ k.transpose(-1, -2) / math.sqrt(d // heads)
+
+
+class MaxLogits:
+    """The largest pre-softmax logit of each head of `mha` over a step's forward passes
+    (docs/replay-format.md, /max_logits): a forward pre-hook recomputes the logits from the
+    attention's input and weights (eager attention here; record_torch.py's docstring for flash
+    kernels). take() returns the step's H values (float32) and starts the next step."""
+
+    def __init__(self, mha):
+        self.mha, self.max = mha, None
+        mha.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        if not torch.is_grad_enabled():  # only the step's training forward passes
+            return None
+        if kwargs.get("attn_mask") is not None or kwargs.get("key_padding_mask") is not None or kwargs.get("is_causal"):
+            raise RuntimeError("MaxLogits: masked attention is not handled (the max must skip masked pairs)")
+        with torch.no_grad():
+            query = args[0] if args else kwargs["query"]
+            key = args[1] if len(args) > 1 else kwargs["key"]
+            m = attention_logits(module, query.detach(), key.detach()).amax(dim=(0, 2, 3))
+            self.max = m if self.max is None else torch.maximum(self.max, m)
+        return None
+
+    def take(self):
+        m, self.max = self.max, None
+        if m is None:
+            raise RuntimeError("MaxLogits: the attention did not run in this step")
+        return m.numpy().astype(np.float32)
+
+
+def check_attention_logits():
+    """Checks attention_logits against nn.MultiheadAttention's own attention weights (softmax
+    over the keys, per head, need_weights=True) on a batch of Tiny's inputs: exits unless the
+    probabilities agree to 1e-6; returns their max abs difference. This covers the Q/K layout of
+    in_proj, the split into heads and the 1/sqrt(D) scale, not a constant added to a whole query
+    row: softmax ignores it, and the only such term is q_i . b_k, which the logits include as the
+    module computes k."""
+    torch.manual_seed(0)
+    model = Tiny()
+    x = model.embed(torch.randint(0, 40, (16, 12))) + model.pos_embed
+    with torch.no_grad():
+        _, weights = model.layer.self_attn(x, x, x, need_weights=True, average_attn_weights=False)
+        mine = torch.softmax(attention_logits(model.layer.self_attn, x, x), dim=-1)
+    diff = float((mine - weights).abs().max()) if weights.shape == mine.shape else float("inf")
+    # Probabilities in [0, 1] from float32 logits rounded in another order (torch scales q before
+    # q k^T): measured 8.9e-8 (torch 2.15.0); a wrong head split, scale or Q/K swap gives > 0.01.
+    if not diff <= 1e-6:
+        raise SystemExit("compare_torch_replay.py: the attention logits do not give nn.MultiheadAttention's "
+                         "weights (max abs diff %g; shapes %s, %s)" % (diff, tuple(weights.shape), tuple(mine.shape)))
+    return diff
+
+
 def make(model_name):
     torch.manual_seed(0)
     if model_name == "mlp":
@@ -92,14 +185,17 @@ def make(model_name):
             loss_fn.inputs.append(x[idx])
             return torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
         loss_fn.inputs = []  # the first layer's input of each step, to check its act_gram
+        loss_fn.max_logits = None  # no attention
     else:
         model = Tiny()
         data = torch.randint(0, 40, (256, 13))
+        max_logits = MaxLogits(model.layer.self_attn)
 
         def loss_fn(t):
             b = data[torch.randint(0, 256, (16,), generator=torch.Generator().manual_seed(t))]
             logits = model(b[:, :-1])
             return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1))
+        loss_fn.max_logits = max_logits  # every transformer recording carries /max_logits
     return model, loss_fn
 
 
@@ -221,20 +317,31 @@ def _zeropower_float32(grad, ns_coefficients, ns_steps, eps):
 class TorchMuon:
     """torch.optim.Muon (lr 0.02, momentum 0.95 Nesterov, wd 0.01, `adjust_lr_fn`) on the hidden
     matrices that schatten's propose_labels picks, torch.optim.AdamW on the rest. float32=True
-    runs its Newton-Schulz in float32 (_zeropower_float32) instead of torch's bfloat16."""
+    runs its Newton-Schulz in float32 (_zeropower_float32) instead of torch's bfloat16.
+    cut=(name suffix, k): torch.optim.Muon steps k equal row pieces of each such matrix instead of
+    the matrix, each a parameter of its own (own momentum, Newton-Schulz and adjust_lr_fn of its
+    shape), as the replay's --split does: the pieces are views of the parameter's storage, given
+    the matching rows of its gradient before each step."""
 
-    def __init__(self, model, adjust_lr_fn, float32):
+    def __init__(self, model, adjust_lr_fn, float32, cut=None):
         import torch.optim._muon as muon_module
         self.module, self.float32 = muon_module, float32
         named = list(model.named_parameters())
         mats = [p for n, p in named if p.dim() >= 2 and not any(e in n for e in NorMuonTorch.EXCLUDE)]
         ids = {id(p) for p in mats}
-        self.muon = torch.optim.Muon(mats, lr=0.02, weight_decay=0.01, momentum=0.95, nesterov=True,
+        self.cut = [(p, list(p.detach().chunk(cut[1], dim=0))) for n, p in named
+                    if cut and id(p) in ids and n.endswith(cut[0])]
+        whole = {id(p) for p, _ in self.cut}
+        stepped = [p for p in mats if id(p) not in whole] + [v for _, pieces in self.cut for v in pieces]
+        self.muon = torch.optim.Muon(stepped, lr=0.02, weight_decay=0.01, momentum=0.95, nesterov=True,
                                      adjust_lr_fn=adjust_lr_fn)
         self.adamw = torch.optim.AdamW([p for _, p in named if id(p) not in ids], lr=LR, betas=(B1, B2),
                                        eps=EPS, weight_decay=WD)
 
     def step(self):
+        for p, pieces in self.cut:
+            for v, g in zip(pieces, p.grad.chunk(len(pieces), dim=0)):
+                v.grad = g
         stock = self.module._zeropower_via_newtonschulz
         if self.float32:
             self.module._zeropower_via_newtonschulz = _zeropower_float32
@@ -247,14 +354,49 @@ class TorchMuon:
     def zero_grad(self):
         self.muon.zero_grad()
         self.adamw.zero_grad()
+        for p, _ in self.cut:
+            p.grad = None
+
+
+class QKClipTorch:
+    """QK-clip (MuonClip, Kimi K2, arXiv 2507.20534), written here from the rule schatten-replay
+    documents (docs/replay-format.md), for Tiny's nn.MultiheadAttention: after each optimizer
+    step, with the max logits S_h that the step's forward pass recorded (float32, as in the
+    file), per head h (each head its own group in multi-head attention):
+      eta_h = min(1, tau / S_h) in double;
+      Q rows [h D, (h+1) D) of in_proj_weight and their in_proj_bias entries *= float32(eta_h^alpha),
+      K rows d + [h D, (h+1) D) and their bias entries                  *= float32(eta_h^(1-alpha)),
+    each float32 element multiplied once; V is untouched. etas holds eta of every step and head
+    (the replay's /runs/k/qk_factor)."""
+
+    def __init__(self, mha, tau, alpha=0.5):
+        self.w, self.b = mha.in_proj_weight, mha.in_proj_bias
+        self.d, self.dim = mha.embed_dim, mha.head_dim
+        self.tau, self.alpha = float(tau), float(alpha)
+        self.etas = []
+
+    @torch.no_grad()
+    def apply(self, s):
+        eta = [min(1.0, self.tau / float(v)) for v in np.asarray(s, dtype=np.float32)]
+        for h, e in enumerate(eta):
+            for first, power in ((h * self.dim, self.alpha), (self.d + h * self.dim, 1.0 - self.alpha)):
+                factor = torch.tensor(np.float32(math.pow(e, power)))  # 0-d float32: one rounding per element
+                self.w[first:first + self.dim].mul_(factor)
+                self.b[first:first + self.dim].mul_(factor)
+        self.etas.append(eta)
 
 
 # torch.optim.Muon's adjust_lr_fn and the replay's shape rule that should match it.
 MUON_SHAPES = {"original": "keller", "match_rms_adamw": "moonlight", "spectral_unclamped": "unit_rms_norm"}
+# The MuonClip cases (transformer only): torch.optim.Muon with float32 Newton-Schulz and
+# match_rms_adamw (the muon_fp32 case), QK-clip after every step. name: (in_proj_weight cut into
+# Q, K, V?, qk_balance alpha).
+CLIP_CASES = {"muonclip": (False, 0.5), "muonclip_qkv": (True, 0.5), "muonclip_balance": (False, 0.75)}
 
 
 def train(model_name, optimizer, steps, path):
     model, loss_fn = make(model_name)
+    clip = None  # QKClipTorch of the MuonClip cases
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=SGD_LR)
     elif optimizer == "adamw":
@@ -263,19 +405,36 @@ def train(model_name, optimizer, steps, path):
         opt = NorMuonTorch(model)
     elif optimizer == "normuon_qkv":
         opt = NorMuonTorch(model, cut=("in_proj_weight", 3))
+    elif optimizer in CLIP_CASES:
+        cut, alpha = CLIP_CASES[optimizer]
+        opt = TorchMuon(model, "match_rms_adamw", True, cut=("in_proj_weight", 3) if cut else None)
+        clip = QKClipTorch(model.layer.self_attn, QK_TAU, alpha)
     elif optimizer.startswith("muon"):  # muon_fp32:<adjust_lr_fn> or muon_bf16:<adjust_lr_fn>
         kind, fn = optimizer.split(":")
         opt = TorchMuon(model, fn, kind == "muon_fp32")
     else:
         opt = MirrorAdamW(model.parameters())
-    with GradientRecorder(path, model, model_description="%s, %s, %d steps, seed 0" % (model_name, optimizer, steps),
-                          record_values=True) as rec:
+    heads = QK_HEADS if loss_fn.max_logits else 0
+    used = []  # the max logits the clip was given
+    # The format asks the producer to state the order of /max_logits' heads in @model.
+    described = "%s, %s, %d steps, seed 0" % (model_name, optimizer, steps) + (
+        "; max_logits: heads 0-%d of layer.self_attn" % (heads - 1) if heads else "")
+    with GradientRecorder(path, model, model_description=described, record_values=True,
+                          max_logit_heads=heads) as rec:
         for t in range(steps):
             loss = loss_fn(t)
             loss.backward()
-            rec.record_step(loss)
+            s = loss_fn.max_logits.take() if heads else None
+            rec.record_step(loss, s)
             opt.step()
+            if clip:
+                clip.apply(s)
+                used.append(s)
             opt.zero_grad()
+    if clip:  # the clip used the values in the file (float32, unchanged)
+        with h5py.File(path, "r") as f:
+            if not np.array_equal(f["max_logits"][...], np.array(used, dtype=np.float32)):
+                raise SystemExit("compare_torch_replay.py: /max_logits of %s is not what the clip used" % path)
     if model_name == "mlp":  # act_gram of 0.weight = x^T x / B of the step's batch
         with h5py.File(path, "r") as f:
             for t, x in enumerate(loss_fn.inputs):
@@ -283,7 +442,8 @@ def train(model_name, optimizer, steps, path):
                 err = np.abs(f["params/0/act_gram"][t] - want).max() / np.abs(want).max()
                 if err > 1e-6:
                     raise SystemExit("compare_torch_replay.py: act_gram of step %d is off by %g" % (t, err))
-    return [p.detach().reshape(p.shape[0] if p.dim() >= 2 else 1, -1).numpy().copy() for p in model.parameters()]
+    return ([p.detach().reshape(p.shape[0] if p.dim() >= 2 else 1, -1).numpy().copy() for p in model.parameters()],
+            np.array(clip.etas) if clip else None)
 
 
 def crash(path, steps):
@@ -309,7 +469,8 @@ def replay(binary, rec, spec, out, extra=()):
 def compare(rec, out, final):
     """Max abs diff, max over parameters of max|diff|/max|param|, identical elements / all, over
     every step t = 1 … T (recorded value[t] for t < T, torch's final parameters for T). With
-    --split the replay's columns are pieces (/param_source); row pieces are stacked back."""
+    --split the replay's columns are pieces (/param_source); row pieces are stacked back, and
+    column pieces (those with all of the parameter's rows) put side by side."""
     worst_abs = worst_rel = 0.0
     same = total = 0
     with h5py.File(rec, "r") as r, h5py.File(out, "r") as o:
@@ -317,7 +478,9 @@ def compare(rec, out, final):
         source = o["param_source"][...]
         for i in range(int(r.attrs["num_params"])):
             cols = [k for k in range(len(source)) if source[k] == i]
-            mine = np.concatenate([o["runs/0/params/%d" % k][...] for k in cols], axis=1)  # W_0 … W_T
+            pieces = [o["runs/0/params/%d" % k][...] for k in cols]  # W_0 … W_T, (T+1, rows, cols) each
+            rows = r["params/%d/initial" % i].shape[0]
+            mine = np.concatenate(pieces, axis=2 if all(q.shape[1] == rows for q in pieces) else 1)
             theirs = np.concatenate([r["params/%d/value" % i][1:n], final[i][None]], axis=0)
             if not np.array_equal(mine[0], r["params/%d/initial" % i][...]):
                 raise SystemExit("compare_torch_replay.py: replay did not start from the recorded initial value")
@@ -389,28 +552,102 @@ def main():
             specs[muon_cases[-1]] = ("muon:lr=0.02,momentum=0.95,wd=0.01,shape=%s,adamw_lr=%g,adamw_b1=%g,"
                                      "adamw_b2=%g,adamw_eps=%g,adamw_wd=%g" % (shape, LR, B1, B2, EPS, WD))
     cut = ["--split", "*in_proj_weight:count=3,parts=q/k/v"]
+    # MuonClip: the muon_fp32 / match_rms_adamw preset with QK-clip, the attention described to
+    # the replay as one fused [Q | K | V] projection, or (with the weight and the bias cut into
+    # q, k, v pieces) as separate Q and K projections.
+    muon_spec = specs["muon_fp32:match_rms_adamw"]
+    for case, (_, alpha) in CLIP_CASES.items():
+        specs[case] = muon_spec + ",qk_clip=%s" % QK_TAU + (",qk_balance=%g" % alpha if alpha != 0.5 else "")
+    attn = "layer.self_attn."
+    fused = ["--qk-layer", "fused:qkv={0}in_proj_weight,heads={1},head_dim={2},bias={0}in_proj_bias".format(
+        attn, QK_HEADS, QK_HEAD_DIM)]
+    separate = ["--split", "*in_proj_weight:count=3,parts=q/k/v", "--split", "*in_proj_bias:axis=1,count=3,parts=q/k/v",
+                "--qk-layer", "separate:q={0}in_proj_weight[q],k={0}in_proj_weight[k],heads={1},head_dim={2},"
+                "q_bias={0}in_proj_bias[q],k_bias={0}in_proj_bias[k]".format(attn, QK_HEADS, QK_HEAD_DIM)]
+    extra = {"normuon_qkv": cut, "muonclip": fused, "muonclip_qkv": separate, "muonclip_balance": fused}
+    finals, etas = {}, {}
     failed = False
+    print("attention logits (MaxLogits) against nn.MultiheadAttention's weights: softmax differs by %.3g" %
+          check_attention_logits())
     print("%-5s %-28s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
     for model_name in ("mlp", "tfm"):
         for optimizer in (("sgd", "mirror", "adamw", "normuon") + (("normuon_qkv",) if model_name == "tfm" else ())
-                          + tuple(muon_cases)):
+                          + tuple(muon_cases) + (tuple(CLIP_CASES) if model_name == "tfm" else ())):
             rec = os.path.join(work, "%s_%s.h5" % (model_name, optimizer.replace(":", "_")))
             out = os.path.join(work, "%s_%s.replay.h5" % (model_name, optimizer.replace(":", "_")))
             for f in (rec, out):
                 if os.path.exists(f):
                     os.remove(f)
-            final = train(model_name, optimizer, a.steps, rec)
-            replay(a.replay, rec, specs[optimizer], out, ["--save-params"] + (cut if optimizer == "normuon_qkv" else []))
+            final, etas[optimizer] = train(model_name, optimizer, a.steps, rec)
+            finals[optimizer] = final
+            replay(a.replay, rec, specs[optimizer], out, ["--save-params"] + extra.get(optimizer, []))
             worst_abs, worst_rel, same, total = compare(rec, out, final)
             bits = optimizer == "mirror"
+            # MuonClip: the muon_fp32 tolerance. The clip's factors depend only on tau and the
+            # recorded max logits, which both sides hold exactly (the qk_factor check below), so
+            # both scale the same rows by the same float32 factor <= 1: one correctly rounded
+            # product per element and step, which cannot amplify the Newton-Schulz rounding
+            # differences that the tolerance is for. A wrong step, head, exponent, bias or tau is
+            # 0.06-0.27 away (measured, torch 2.15.0, replaying these recordings: S of the previous
+            # or next step, heads reversed, alpha 0.75 for 0.5 or 0.25 for 0.75, the bias left
+            # unclipped, tau 2.4 for 2.5; no clip at all, the control below).
             tol = (a.tol_bf16 if optimizer.startswith("muon_bf16") else
-                   a.tol_spectral if optimizer.startswith(("normuon", "muon_fp32")) else a.tol)
+                   a.tol_spectral if optimizer.startswith(("normuon", "muon_fp32")) or optimizer in CLIP_CASES
+                   else a.tol)
             ok = same == total if bits else worst_rel <= tol
             failed |= not ok
             print("%-5s %-28s %-50s %9.3g %9.3g %9d/%-8d %s" % (
-                model_name, optimizer, specs[optimizer], worst_abs, worst_rel, same, total,
-                ("bit-identical" if same == total else "NOT bit-identical") if bits else
+                model_name, optimizer, " ".join([specs[optimizer]] + extra.get(optimizer, [])), worst_abs, worst_rel,
+                same, total, ("bit-identical" if same == total else "NOT bit-identical") if bits else
                 ("ok" if ok else "FAIL (tol %g)" % tol)))
+    # MuonClip's control: the clipped run's recording replayed without qk_clip must be far from
+    # torch's clipped parameters (evidence that the rows above agree because the replay clips,
+    # not because clipping changes nothing), and writes no qk_factor.
+    rec = os.path.join(work, "tfm_muonclip.h5")
+    out = os.path.join(work, "tfm_muonclip.noclip.replay.h5")
+    if os.path.exists(out):
+        os.remove(out)
+    replay(a.replay, rec, muon_spec, out, ["--save-params"])
+    worst_abs, worst_rel, same, total = compare(rec, out, finals["muonclip"])
+    with h5py.File(out, "r") as o:
+        stray = "qk_factor" in o["runs/0"]
+    ok = worst_rel > CONTROL_MIN_REL and not stray
+    failed |= not ok
+    print("%-5s %-28s %-50s %9.3g %9.3g %9d/%-8d %s" % (
+        "tfm", "muonclip (control)", muon_spec + " (no qk_clip)", worst_abs, worst_rel, same, total,
+        ("differs, ok (> %g)" % CONTROL_MIN_REL if worst_rel > CONTROL_MIN_REL else "FAIL (no more than %g)"
+         % CONTROL_MIN_REL) + ("; FAIL: has qk_factor" if stray else "")))
+    # The clip factors: /runs/0/qk_factor (T, H) against the eta torch applied. eta = min(1, tau/S)
+    # depends only on tau (the same decimal string, parsed to the nearest double by both) and the
+    # recorded float32 S (read exactly): one correctly rounded division and a min, so the two
+    # should be equal bit for bit. 1e-12 leaves room only for an equivalent formulation (tau * (1/S),
+    # a few ulps, ~1e-16); the S of the neighbouring step or of another head changes eta by at
+    # least 8.8e-5 wherever either eta is below 1 (the muonclip recording).
+    for case in CLIP_CASES:
+        out = os.path.join(work, "tfm_%s.replay.h5" % case)
+        want = etas[case]
+        with h5py.File(out, "r") as o:
+            got = o["runs/0/qk_factor"][...] if "qk_factor" in o["runs/0"] else None
+        if got is None or got.dtype != np.float64 or got.shape != want.shape:
+            failed = True
+            print("qk_factor of %-17s FAIL: %s" % (case, "missing" if got is None else "%s %s, expected float64 %s"
+                                                   % (got.dtype, got.shape, want.shape)))
+            continue
+        diff = float(np.abs(got - want).max())
+        # The JSON summary's qk_clip object: its settings, the count of clipped pairs and the
+        # smallest factor (written with 9 significant digits).
+        with open(out[:-len(".h5")] + ".json") as f:
+            summary = json.load(f)["runs"][0].get("qk_clip", {})
+        json_ok = (summary.get("threshold") == float(QK_TAU) and summary.get("balance") == CLIP_CASES[case][1]
+                   and summary.get("heads") == QK_HEADS and summary.get("clipped") == int(np.sum(want < 1))
+                   and abs(summary.get("min_factor", np.inf) - float(want.min())) <= 1e-8)
+        ok = diff <= 1e-12 and json_ok
+        failed |= not ok
+        print("qk_factor of %-17s vs torch's eta: max abs diff %.3g, %d/%d equal; clipped (eta < 1): %d/%d "
+              "(torch), %d (replay), min eta %.4f; JSON %s  %s" % (
+                  case, diff, int(np.sum(got == want)), want.size, int(np.sum(want < 1)), want.size,
+                  int(np.sum(got < 1)), float(want.min()), "agrees" if json_ok else "DIFFERS: %s" % summary,
+                  "ok" if ok else "FAIL (tol 1e-12)"))
     rec = os.path.join(work, "tfm_adamw.h5")
     for spec in ("adamw", "muon", "normuon", "schatten_muon:first=1,interval=5"):
         out = os.path.join(work, "tfm_%s.diag.h5" % spec.split(":")[0])

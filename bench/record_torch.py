@@ -9,6 +9,9 @@ a one-layer transformer (embeddings, attention, LayerNorms, biases) trained with
 replays each recording with schatten-replay and finds the replayed parameters equal to
 PyTorch's (bit for bit where the optimizer's arithmetic is the same; docs/benchmarks/
 cpu-replay.md, "PyTorch recordings"); schatten::io::check_recording accepted every recording.
+On 2026-11-29 (h5py 3.16.0, NumPy 2.4.6) compare_torch_replay.py's transformer recordings
+also carried /max_logits, and replaying them with QK-clip matched a MuonClip written in torch
+(the same page, "MuonClip (QK-clip) against PyTorch").
 A recorder killed without closing the file leaves every completed step readable.
 
 Use in a training loop:
@@ -19,6 +22,7 @@ Use in a training loop:
         loss = model(batch).loss
         loss.backward()
         rec.record_step(loss)          # after backward, before optimizer.step() and zero_grad()
+                                       # (with max_logit_heads=H: rec.record_step(loss, s), s of H values)
         optimizer.step(); optimizer.zero_grad()
     rec.close()
 
@@ -33,7 +37,37 @@ What is recorded, per step and parameter (requires_grad parameters, in named_par
     forward call). Only layers whose module ran in step 0 get act_gram: the out_proj of
     nn.MultiheadAttention (and so of nn.TransformerEncoderLayer) is an nn.Linear whose weight
     attention uses without calling the module, so it has no Gram (it had one of zeros before);
-  - the loss (loss.item(), the batch mean as the caller computed it).
+  - the loss (loss.item(), the batch mean as the caller computed it);
+  - optionally (max_logit_heads=H > 0) the step's largest pre-softmax attention logit of every
+    query head, /max_logits (S, H) float32, which schatten-replay's QK-clip (MuonClip) reads
+    (`--optimizer muon:...,qk_clip=TAU --qk-layer ...`; docs/replay-format.md). Pass the H values
+    to record_step(loss, max_logits), one per query head: the heads of the first attention
+    layer, then those of the next, in the order the replay's --qk-layer options list the
+    layers (for one `*` pattern that names them all: the order of their parameters in the
+    recording, i.e. named_parameters order); say which order in model_description (@model).
+
+The max logits. For query head h of an attention layer, S_h is the largest q_i . k_j / sqrt(D)
+(D the head dimension, q and k the head's query and key rows after their biases and any rotary
+embedding) over the step's whole batch and every (query i, key j) the mask allows, computed in
+the forward pass of the step, i.e. at the parameters before its update: the logit softmax
+exponentiates. The recorder does not compute it (it does not know the model's attention); a
+training loop does, e.g.
+  - eager attention: a forward pre-hook on the attention module recomputes q and k from its
+    input and weights and takes the max of q k^T / sqrt(D) (one more B*L^2*d of work per
+    layer; bench/compare_torch_replay.py does this for nn.MultiheadAttention's in_proj_weight,
+    and checks its logits against the module's own attention weights), or the model's attention
+    function returns the max of the scores it already has;
+  - flash / fused attention (F.scaled_dot_product_attention, FlashAttention): the scores never
+    reach memory; the kernel keeps each query row's running max for its online softmax, and a
+    kernel changed to also write that max (per row, then max over rows and batch) gives S_h
+    exactly. The logsumexp such kernels return is only a bound, max <= lse <= max + log(keys):
+    using it clips more than the rule says;
+  - several forward passes per step (gradient accumulation): the max over them; data parallel:
+    all-reduce MAX over the ranks before record_step (each rank saw only its part of the batch);
+    heads sharded by tensor parallelism: gather them in head order;
+  - forward passes without gradients (an evaluation) do not belong to the step.
+Values are stored as float32 (rounded when given in float64), NaN and Inf as given (the replay
+refuses them where it clips).
 Crash survival: each step flushes its data, then sets completed_steps (in place), then flushes
 again, so if training dies every completed step stays readable. Parameters without a gradient
 this step (unused) are recorded as zeros. Gradients are stored as float32 unless they are
@@ -74,9 +108,14 @@ def matrix_shape(shape):
 
 class GradientRecorder:
     def __init__(self, path, model, model_description="", record_values=False, record_act_gram=True,
-                 gzip_level=None, producer=None):
+                 gzip_level=None, producer=None, max_logit_heads=0):
+        """max_logit_heads: H > 0 records /max_logits (S, H), the H values record_step is given
+        each step (the module docstring: what they are, how to compute them); 0, none."""
         if torch is None:
             raise RuntimeError("record_torch.py needs PyTorch")
+        if int(max_logit_heads) != max_logit_heads or max_logit_heads < 0:
+            raise ValueError("max_logit_heads must be a non-negative integer, not %r" % (max_logit_heads,))
+        self.max_logit_heads = int(max_logit_heads)
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not self.named:
             raise ValueError("the model has no trainable parameters")
@@ -93,6 +132,11 @@ class GradientRecorder:
                                                                                        h5py.__version__)
         self.loss = f.create_dataset("loss", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
         compression = dict(compression="gzip", compression_opts=gzip_level, shuffle=True) if gzip_level else {}
+        self.max_logits = None
+        if self.max_logit_heads:  # per step, chunked like a parameter's datasets (the C++ Recorder's rule)
+            h = self.max_logit_heads
+            self.max_logits = f.create_dataset("max_logits", shape=(0, h), maxshape=(None, h), dtype="f4",
+                                               chunks=(steps_per_chunk(4 * h), h), **compression)
         self.sets = []
         index_of = {}
         for i, (name, p) in enumerate(self.named):
@@ -167,9 +211,34 @@ class GradientRecorder:
         dataset.resize(t + 1, axis=0)
         dataset[t] = array
 
-    def record_step(self, loss):
-        """Appends one step: call after backward, before the optimizer step and zero_grad."""
+    def _max_logit_values(self, max_logits):
+        """The step's max logits as a float32 vector of max_logit_heads values, or an error."""
+        h = self.max_logit_heads
+        if h == 0:
+            if max_logits is not None:
+                raise ValueError("record_step: max_logits given, but the recorder was created with "
+                                 "max_logit_heads=0 (pass max_logit_heads=H to GradientRecorder)")
+            return None
+        if max_logits is None:
+            raise ValueError("record_step: max_logits is required (the recorder was created with "
+                             "max_logit_heads=%d)" % h)
+        if isinstance(max_logits, torch.Tensor):
+            values = max_logits.detach().reshape(-1).float().cpu().numpy()
+        elif isinstance(max_logits, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in max_logits):
+            values = torch.cat([torch.as_tensor(v).detach().reshape(-1).float().cpu() for v in max_logits]).numpy()
+        else:
+            values = np.asarray(max_logits, dtype=np.float64).reshape(-1)
+        if values.size != h:
+            raise ValueError("record_step: max_logits has %d values, expected max_logit_heads = %d (one per "
+                             "query head of every attention layer)" % (values.size, h))
+        return values.astype(np.float32)
+
+    def record_step(self, loss, max_logits=None):
+        """Appends one step: call after backward, before the optimizer step and zero_grad.
+        max_logits: the step's H = max_logit_heads values (a tensor, array or sequence; a
+        sequence of per-layer tensors is concatenated), required exactly when H > 0."""
         t = self.step
+        logits = self._max_logit_values(max_logits)  # checked before anything is written
         if t == 0:
             self._create_act_grams()
         for (name, p), d in zip(self.named, self.sets):
@@ -191,6 +260,8 @@ class GradientRecorder:
             self._append(self.sets[i]["act_gram"], t, gram)
             acc[0], acc[1] = None, 0
         self._append(self.loss, t, float(loss.item() if hasattr(loss, "item") else loss))
+        if logits is not None:
+            self._append(self.max_logits, t, logits)
         # Data first, then the count that makes the step visible (docs/replay-format.md).
         self.f.flush()
         # modify() writes the attribute in place; assigning f.attrs[...] would make h5py create
