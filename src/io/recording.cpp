@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -73,6 +74,14 @@ std::string dims_string(const std::vector<hsize_t>& d) {
   for (std::size_t k = 0; k < d.size(); ++k)
     s += (k ? ", " : "") + std::to_string(d[k]);
   return s + ")";
+}
+
+/// "[first, first + count)" for a refused range of steps, without overflowing when the caller
+/// passed a huge count.
+std::string step_range(std::int64_t first, std::int64_t count) {
+  const bool fits = first <= 0 || count <= std::numeric_limits<std::int64_t>::max() - first;
+  return "[" + std::to_string(first) + ", " +
+         (fits ? std::to_string(first + count) : std::to_string(first) + " + " + std::to_string(count)) + ")";
 }
 
 }  // namespace
@@ -514,11 +523,9 @@ Status read_from(const std::string& path, const RecordingInfo& info, hid_t set, 
     return fail(error, where + "parameter index " + std::to_string(param) + " out of range (" +
                            std::to_string(info.params.size()) + " parameters)");
   if (first < 0 || count < 1 || first >= info.steps || count > info.steps - first)
-    return fail(error, where +
-                           (count == 1 ? "step " + std::to_string(first)
-                                       : "steps [" + std::to_string(first) + ", " +
-                                             std::to_string(first + count) + ")") +
-                           " out of range (" + std::to_string(info.steps) + " completed steps)");
+    return fail(error,
+                where + (count == 1 ? "step " + std::to_string(first) : "steps " + step_range(first, count)) +
+                    " out of range (" + std::to_string(info.steps) + " completed steps)");
   if (!out) return fail(error, "null output buffer");
   if (set < 0) return fail(error, where + "parameter '" + info.params[param].name + "' has no " + what);
   h5::QuietErrors quiet;
@@ -588,8 +595,7 @@ Status RecordingReader::read_losses(std::int64_t first, std::int64_t count, doub
   if (!impl_) return fail(error, "read before a successful open()");
   if (first < 0 || count < 1 || first >= impl_->info.steps || count > impl_->info.steps - first)
     return fail(error, count == 1 ? "loss step " + std::to_string(first) + " out of range"
-                                  : "loss steps [" + std::to_string(first) + ", " +
-                                        std::to_string(first + count) + ") out of range (" +
+                                  : "loss steps " + step_range(first, count) + " out of range (" +
                                         std::to_string(impl_->info.steps) + " completed steps)");
   if (!out) return fail(error, "null output buffer");
   h5::QuietErrors quiet;
@@ -607,8 +613,7 @@ Status RecordingReader::read_max_logits(std::int64_t first, std::int64_t count, 
   const std::string where = "'" + impl_->path + "': ";
   if (!impl_->max_logits.ok()) return fail(error, where + "the recording has no /max_logits");
   if (first < 0 || count < 1 || first >= impl_->info.steps || count > impl_->info.steps - first)
-    return fail(error, where + "max_logits steps [" + std::to_string(first) + ", " +
-                           std::to_string(first + count) + ") out of range (" +
+    return fail(error, where + "max_logits steps " + step_range(first, count) + " out of range (" +
                            std::to_string(impl_->info.steps) + " completed steps)");
   if (!out) return fail(error, "null output buffer");
   h5::QuietErrors quiet;

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -282,6 +283,13 @@ TEST_SUITE("io.recording") {
       CHECK(r.read_grads(3, 3, 0, buf.data(), &err) == Status::invalid_argument);
       CHECK(err.find("steps [3, 6) out of range (5 completed steps)") != std::string::npos);
       CHECK(r.read_grads(0, 0, 0, buf.data(), &err) == Status::invalid_argument);
+      // A huge count is refused without overflowing first + count in the message (UBSan).
+      const std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+      CHECK(r.read_grads(1, huge, 0, buf.data(), &err) == Status::invalid_argument);
+      CHECK(err.find("steps [1, 1 + 9223372036854775807) out of range") != std::string::npos);
+      CHECK(r.read_losses(2, huge, std::vector<double>(4).data(), &err) == Status::invalid_argument);
+      CHECK(r.read_max_logits(3, huge, buf.data(), &err) == Status::invalid_argument);
+      CHECK(err.find("max_logits steps [3, 3 + 9223372036854775807)") != std::string::npos);
       CHECK(check_recording(path, nullptr, &err) == Status::ok);
       fs::remove(path);
     }
