@@ -13,7 +13,10 @@ Writes into DIR (default: the directory of REPLAY.h5), with STEM the file name w
   STEM_alignment.png            <g_{t+1}, D_t>/<g_t, D_t>: the next gradient as a full-batch proxy
   STEM_potential.png            <g_t, D_t>^2/tr(D_t Sigma_t D_t^T), where act_gram is recorded
   STEM_loss.png                 the recorded training loss (what the gradients came from)
-A figure is skipped when no run has a finite value in it (older outputs lack the last four).
+  STEM_qk_clip.png              runs with qk_clip (QK-clip, MuonClip): query heads clipped per
+                                step, and the smallest clip factor eta per step
+A figure is skipped when no run has a finite value in it (older outputs lack the last four), and
+the QK-clip figure when no run clips.
 The definitions are in docs/replay-format.md, "The descent diagnostics".
 Needs numpy, h5py and matplotlib (Debian: python3-h5py python3-matplotlib).
 """
@@ -99,6 +102,7 @@ def main():
             run = {"spec": text(g.attrs["spec"]), "labels": [text(s) for s in g["labels"][:]]}
             for key in KEYS:
                 run[key] = g[key][:] if key in g else np.full((len(loss), len(names)), np.nan)
+            run["qk_factor"] = g["qk_factor"][:] if "qk_factor" in g else None  # (T, heads)
             runs.append(run)
     out = a.out or os.path.dirname(os.path.abspath(a.replay))
     os.makedirs(out, exist_ok=True)
@@ -108,6 +112,26 @@ def main():
         path = os.path.join(out, "%s_%s.png" % (stem, key))
         if panels(names, title, runs, key, path, logy):
             written.append(path)
+    clipping = [r for r in runs if r["qk_factor"] is not None]
+    if clipping:  # eta < 1 marks a clipped head (docs/replay-format.md, "QK-clip")
+        fig, (ax_n, ax_eta) = plt.subplots(1, 2, figsize=(9, 3.2))
+        for r in clipping:
+            eta = r["qk_factor"]
+            steps = np.arange(eta.shape[0])
+            ax_n.plot(steps, (eta < 1.0).sum(axis=1), label=r["spec"])
+            ax_eta.plot(steps, eta.min(axis=1), label=r["spec"])
+        ax_n.set_title("query heads clipped (of %d)" % clipping[0]["qk_factor"].shape[1], fontsize=9)
+        ax_eta.set_title("smallest clip factor eta", fontsize=9)
+        for ax in (ax_n, ax_eta):
+            ax.set_xlabel("step")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle("QK-clip after each step (recorded max logits)")
+        fig.tight_layout()
+        path = os.path.join(out, "%s_qk_clip.png" % stem)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(np.arange(len(loss)), loss)
     ax.set_xlabel("step")
