@@ -108,7 +108,9 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            polar=... iterations=5
 The matrix presets (muon … df_muon) serve the hidden matrices that optim::propose_labels picks
 (rank >= 2, no 'embed'/'head'/... in the name); every other parameter goes to AdamW with keys
-adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. route=all sends every
+adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=A/B/... replaces
+the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
+exclude=@EXCLUDE@/router for MoE routers). route=all sends every
 parameter to the preset instead. polar=keller|polar_express|qdwh (muon, normuon: keller, the
 others: polar_express).
 
@@ -646,6 +648,9 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   if (routing != "auto" && routing != "all") k.note("route must be auto or all");
   opt::LabelPolicy policy;
   policy.spectral = s.preset;
+  // exclude=a/b/c replaces LabelPolicy::exclude (a parameter whose name contains one of them
+  // goes to AdamW), e.g. to add MoE routers ("router", ".gate.") to the defaults.
+  if (k.words("exclude", policy.exclude) && routing == "all") k.note("'exclude' applies to route=auto only");
   const std::vector<std::string> labels = routing == "all" ? all(s.preset) : opt::propose_labels(ps, policy);
   // shape=RULE (opt::ScaleByShape's rules by their names) and shape_extra=X (its extra factor).
   auto shape_rule = [&](opt::ScaleByShape& shape) {
@@ -1202,8 +1207,13 @@ int parse_args(int argc, char** argv, Options& o) {
       return true;
     };
     std::string v;
-    if (a == "--help" || a == "-h") {
-      std::fputs(kHelp, stdout);
+    if (a == "--help" || a == "-h") {  // with optim::LabelPolicy's default exclusions filled in
+      std::string help = kHelp, words;
+      for (const std::string& w : opt::LabelPolicy{}.exclude)
+        words += (words.empty() ? "" : "/") + w;
+      for (std::size_t at; (at = help.find("@EXCLUDE@")) != std::string::npos;)
+        help.replace(at, 9, words);
+      std::fputs(help.c_str(), stdout);
       return 0;
     } else if (a == "--optimizer") {
       if (!value(v)) return usage_error("--optimizer needs a SPEC");

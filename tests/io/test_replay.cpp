@@ -474,6 +474,40 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: exclude= replaces the name parts that route a matrix to AdamW") {
+    const std::string rec = temp_path("rec_excl.h5"), out = temp_path("out_excl.h5");
+    write_recording(rec);
+    // 'mlp' sends h.0.mlp.weight (a hidden matrix by default) to AdamW, as a MoE router would be.
+    REQUIRE_MESSAGE(run_replay(rec + " --optimizer muon:lr=0.05,adamw_wd=0,exclude=embed/head/mlp" +
+                               " --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    MuonOptions m;
+    m.lr = Schedule::constant(0.05);
+    AdamWOptions side;
+    side.weight_decay = 0;
+    LabelPolicy policy;
+    policy.exclude = {"embed", "head", "mlp"};
+    const std::vector<std::string> labels = propose_labels(kParams, policy);
+    CHECK(labels == std::vector<std::string>{"muon", "adamw", "adamw", "adamw"});
+    auto opt = partition(kParams, labels, route("muon", muon(m)), route("adamw", adamw(side)));
+    REQUIRE(opt.init());
+    compare_inline(opt, f, 0);
+    H5Fclose(f);
+    const std::pair<const char*, const char*> bad[] = {
+        {"--optimizer muon:route=all,exclude=mlp", "'exclude' applies to route=auto only"},
+        {"--optimizer muon:exclude=embed//head", "has an empty item"}};
+    for (const auto& item : bad) {
+      const std::string args = item.first, message = item.second;  // clang: no bindings in CAPTURE
+      CAPTURE(args);
+      CHECK(run_replay(rec + " " + args + " --out " + out) == 1);
+      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
+    }
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: lr schedules and every step-cache size reproduce the inline trajectory") {
     const std::string rec = temp_path("rec3.h5"), out = temp_path("out3.h5");
     write_recording(rec);
