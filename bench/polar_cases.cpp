@@ -64,6 +64,14 @@ std::vector<Method> methods() {
   add("polar_express_8", PolarMethod::polar_express, schedules::polar_express(), 8);
   add("polar_express_deployed_5", PolarMethod::polar_express, schedules::polar_express_5(), 5);
   add("gram_newton_schulz_pe5", PolarMethod::gram_newton_schulz, schedules::polar_express(), 5);
+  // Schatten-4 normalisation (Normalization::Kind::schatten4): the same tables from a tighter
+  // start, against the Frobenius rows above (docs/kernels/polar.md, "Schatten-4 normalisation").
+  auto s4 = [](CoefficientSchedule s) {
+    s.normalization.kind = Normalization::Kind::schatten4;
+    return s;
+  };
+  add("newton_schulz_kj5_s4", PolarMethod::newton_schulz, s4(schedules::keller_jordan()), 5);
+  add("polar_express_deployed_5_s4", PolarMethod::polar_express, s4(schedules::polar_express_5()), 5);
   PolarOptions q;
   q.method = PolarMethod::qdwh;
   m.push_back({"qdwh", q});
@@ -156,13 +164,7 @@ double predicted_polar_rms(const Problem& p, const PolarOptions& o) {
   if (p.sigma.empty()) return std::numeric_limits<double>::quiet_NaN();  // timing-only problem
   if (o.method == PolarMethod::qdwh) return 0.0;  // converges to U Vᵀ: only rounding remains
   const CoefficientSchedule sched = resolved_schedule(o);
-  double nu = 1.0;
-  if (sched.normalization.kind == Normalization::Kind::frobenius) {
-    double ss = 0.0;
-    for (double x : p.sigma)
-      ss += x * x;
-    nu = sched.normalization.safety * std::sqrt(ss) + sched.normalization.eps;
-  }
+  const double nu = sched.normalization.scale(p.sigma);
   double sum = 0.0;
   for (double x : p.sigma) {
     const double d = sched.apply(x / nu, o.iterations) - 1.0;

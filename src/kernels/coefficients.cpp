@@ -4,6 +4,7 @@
 #include "schatten/kernels/coefficients.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include "schatten/kernels/polar_express_coefficients.hpp"
@@ -29,6 +30,20 @@ const OddQuintic& CoefficientSchedule::at(int t) const {
       break;
   }
   throw std::out_of_range("CoefficientSchedule::at: iteration beyond an exact-length table");
+}
+
+double Normalization::scale(const std::vector<double>& sigma) const {
+  if (kind == Kind::none) return 1.0;
+  double top = 0.0;
+  for (double s : sigma)
+    top = std::max(top, std::fabs(s));
+  double sum = 0.0;
+  for (double s : sigma) {
+    const double r = top > 0.0 ? s / top : 0.0, r2 = r * r;
+    sum += kind == Kind::schatten4 ? r2 * r2 : r2;
+  }
+  const double norm = top * (kind == Kind::schatten4 ? std::sqrt(std::sqrt(sum)) : std::sqrt(sum));
+  return safety * norm + eps;
 }
 
 double CoefficientSchedule::apply(double x, int iterations) const {

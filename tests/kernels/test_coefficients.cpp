@@ -257,4 +257,26 @@ TEST_SUITE("kernels.coefficients") {
     CHECK(schedules::keller_jordan().steps[0] == OddQuintic{3.4445, -4.7750, 2.0315});
     CHECK(schedules::classical_quintic().steps[0] == OddQuintic{15.0 / 8, -10.0 / 8, 3.0 / 8});
   }
+
+  TEST_CASE("Normalization::scale: Frobenius, Schatten-4 and none, without overflow") {
+    Normalization n;
+    n.safety = 1.02;
+    n.eps = 0.5;
+    const std::vector<double> sigma = {3.0, 4.0};
+    CHECK(n.scale(sigma) == doctest::Approx(1.02 * 5.0 + 0.5));
+    n.kind = Normalization::Kind::schatten4;  // (3⁴ + 4⁴)^{1/4} = 337^{1/4}
+    CHECK(n.scale(sigma) == doctest::Approx(1.02 * std::pow(337.0, 0.25) + 0.5));
+    // ‖·‖_S4 ≥ σ_max (the iteration's bound) and ≤ ‖·‖_F, k^{1/4} below it for a flat spectrum.
+    n.safety = 1.0;
+    n.eps = 0.0;
+    const std::vector<double> flat(256, 2.0);
+    CHECK(n.scale(flat) == doctest::Approx(2.0 * 4.0));  // 256^{1/4} = 4
+    n.kind = Normalization::Kind::frobenius;
+    CHECK(n.scale(flat) == doctest::Approx(2.0 * 16.0));
+    n.kind = Normalization::Kind::schatten4;
+    CHECK(n.scale({1e200, 1e200}) == doctest::Approx(1e200 * std::pow(2.0, 0.25)));  // σ⁴ would overflow
+    CHECK(n.scale({0.0, 0.0}) == 0.0);
+    n.kind = Normalization::Kind::none;
+    CHECK(n.scale(sigma) == 1.0);
+  }
 }

@@ -39,8 +39,9 @@ TEST_SUITE("kernels.polar") {
         const auto steps = oracle_steps(mc.options);
         const int iters = mc.options.iterations;
         const Eigen::MatrixXd q = from_row_major(out.data(), sc.rows, sc.cols);
+        const bool s4 = s.normalization.kind == Normalization::Kind::schatten4;
         const Eigen::MatrixXd pred =
-            predicted_polynomial_output(a, steps, iters, s.normalization.safety, s.normalization.eps);
+            predicted_polynomial_output(a, steps, iters, s.normalization.safety, s.normalization.eps, s4);
         const double tol = rounding_tolerance<T>(mc.options);
         const double rel = relative_error(q, pred);
         CHECK(rel <= tol);
@@ -50,7 +51,7 @@ TEST_SUITE("kernels.polar") {
         const bool full_rank = sc.name.find("rank_deficient") == std::string::npos;
         if (full_rank) {
           const double dev =
-              predicted_band_deviation(a, steps, iters, s.normalization.safety, s.normalization.eps);
+              predicted_band_deviation(a, steps, iters, s.normalization.safety, s.normalization.eps, s4);
           // ‖QᵀQ − I‖ ≤ max|f²−1| + 2‖Q_pred‖₂‖E‖₂ + ‖E‖₂², with max|f²−1| ≤ dev(2 + dev).
           const double slack = 1e-12;
           CHECK(orthogonality_error(q) <= dev * (2.0 + dev) + 2.0 * (1.0 + dev) * e + e * e + slack);

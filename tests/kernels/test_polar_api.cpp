@@ -181,16 +181,19 @@ TEST_SUITE("kernels.polar.api") {
         Status::ok);
     CHECK(polar(MatrixRef<const T>(nullptr, 0, 3), MatrixRef<T>(nullptr, 0, 3)).status == Status::ok);
     CHECK(untouched(out));
-    // 1×1: the method maps a to sign(a)·f(1/safety), f the composite scalar map.
+    // 1×1: the method maps a to sign(a)·f(|a|/(safety·|a| + eps)), f the composite scalar map
+    // (every norm of a 1×1 matrix is |a|; with eps = 0 the argument is 1/safety).
     for (const MethodCase& mc : polar_methods()) {
       CAPTURE(mc.name);
       for (T a : {T(-3.5), T(2e-20), T(7e25)}) {
         T q = 0;
         REQUIRE(polar(MatrixRef<const T>(&a, 1, 1), MatrixRef<T>(&q, 1, 1), mc.options).status == Status::ok);
         const CoefficientSchedule s = resolved_schedule(mc.options);
+        const double m = std::fabs(double(a));
         const double expect =
-            (a < 0 ? -1 : 1) *
-            composite(oracle_steps(mc.options), 1.0 / s.normalization.safety, mc.options.iterations);
+            (a < 0 ? -1 : 1) * composite(oracle_steps(mc.options),
+                                         m / (s.normalization.safety * m + s.normalization.eps),
+                                         mc.options.iterations);
         CHECK(double(q) == doctest::Approx(expect).epsilon(rounding_tolerance<T>(mc.options)));
       }
     }

@@ -255,9 +255,13 @@ TEST_SUITE("optim.partition") {
     CHECK(s.find("weight_decay=0.050000000000000003") != std::string::npos);
     CHECK(s.find("lr=constant(peak=0.001") != std::string::npos);
     const std::string m = muon().config();
-    CHECK(m.find("orthogonalize(polar=newton_schulz(schedule=keller_jordan,iterations=5") !=
+    CHECK(m.find("orthogonalize(polar=newton_schulz(schedule=keller_jordan,iterations=5,safety=1,eps=") !=
           std::string::npos);
     CHECK(m.find("scale_by_shape(rule=keller)") != std::string::npos);
+    // A non-default normalisation kind is part of the signature (the default's is unchanged).
+    MuonOptions s4;
+    s4.polar.schedule.normalization.kind = Normalization::Kind::schatten4;
+    CHECK(muon(s4).config().find("iterations=5,normalization=schatten4,safety=1,eps=") != std::string::npos);
     const std::vector<ParamSpec> ps = {{"w", {4, 4}}};
     auto p1 = partition(ps, {"muon"}, route("muon", muon()));
     MuonOptions faster;

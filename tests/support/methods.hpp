@@ -39,6 +39,13 @@ inline std::vector<MethodCase> polar_methods() {
       {});
   add("gram_ns_polar_express_8_restarts_2_5", PolarMethod::gram_newton_schulz, schedules::polar_express(), 8,
       {2, 5});
+  // Schatten-4 normalisation (the first Gram reused by either iteration), with eps ≠ 0 so that
+  // its place in the formula is checked too.
+  CoefficientSchedule kj4 = schedules::keller_jordan(), pe4 = schedules::polar_express();
+  kj4.normalization.kind = pe4.normalization.kind = Normalization::Kind::schatten4;
+  kj4.normalization.eps = 1e-7;
+  add("ns_keller_jordan_5_schatten4", PolarMethod::newton_schulz, kj4, 5);
+  add("gram_ns_polar_express_5_schatten4", PolarMethod::gram_newton_schulz, pe4, 5);
   return m;
 }
 

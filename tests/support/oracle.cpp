@@ -30,16 +30,29 @@ Eigen::MatrixXd spectral_map(const Svd& d, const std::function<double(double)>& 
   return d.u * fs.asDiagonal() * d.v.transpose();
 }
 
+namespace {
+/// ν = safety·‖a‖ + eps from the singular values: Frobenius (Σσ²)^{1/2} or Schatten-4 (Σσ⁴)^{1/4}.
+double scale(const Eigen::VectorXd& sigma, double safety, double eps, bool schatten4) {
+  double sum = 0.0;
+  for (Eigen::Index i = 0; i < sigma.size(); ++i) {
+    const double s2 = sigma(i) * sigma(i);
+    sum += schatten4 ? s2 * s2 : s2;
+  }
+  return safety * (schatten4 ? std::sqrt(std::sqrt(sum)) : std::sqrt(sum)) + eps;
+}
+}  // namespace
+
 Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps,
-                                            int iterations, double safety, double eps) {
-  const double nu = safety * a.norm() + eps;
-  return spectral_map(svd(a), [&](double s) { return composite(steps, s / nu, iterations); });
+                                            int iterations, double safety, double eps, bool schatten4) {
+  const Svd d = svd(a);
+  const double nu = scale(d.s, safety, eps, schatten4);
+  return spectral_map(d, [&](double s) { return composite(steps, s / nu, iterations); });
 }
 
 double predicted_band_deviation(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps, int iterations,
-                                double safety, double eps) {
-  const double nu = safety * a.norm() + eps;
+                                double safety, double eps, bool schatten4) {
   const Svd d = svd(a);
+  const double nu = scale(d.s, safety, eps, schatten4);
   double worst = 0.0;
   for (Eigen::Index i = 0; i < d.s.size(); ++i)
     worst = std::max(worst, std::fabs(composite(steps, d.s(i) / nu, iterations) - 1.0));

@@ -31,14 +31,16 @@ Svd svd(const Eigen::MatrixXd& a);
 Eigen::MatrixXd spectral_map(const Svd& d, const std::function<double(double)>& f);
 
 /// The output a Newton–Schulz-family kernel must produce for input a in exact arithmetic:
-/// U f(Σ/ν) Vᵀ with ν = safety·‖a‖_F + eps and f the composite of `steps` over `iterations`.
+/// U f(Σ/ν) Vᵀ with ν = safety·‖a‖ + eps, the norm Frobenius (Σσ²)^{1/2}, or Schatten-4
+/// (Σσ⁴)^{1/4} with `schatten4`, and f the composite of `steps` over `iterations`.
 Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps,
-                                            int iterations, double safety, double eps);
+                                            int iterations, double safety, double eps,
+                                            bool schatten4 = false);
 
 /// Largest |f(σ_i/ν) − 1| over the singular values of a: how far the exact-arithmetic output
 /// is from the polar factor, in spectral norm.
 double predicted_band_deviation(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps, int iterations,
-                                double safety, double eps);
+                                double safety, double eps, bool schatten4 = false);
 
 /// ‖QᵀQ − I‖₂ on the short side (QQᵀ when Q is wide).
 double orthogonality_error(const Eigen::MatrixXd& q);

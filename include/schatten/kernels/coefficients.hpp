@@ -40,7 +40,16 @@ enum class ScheduleTail {
 struct Normalization {
   enum class Kind {
     frobenius,  ///< X ← A / (safety · ‖A‖_F + eps); ‖A‖_F ≥ σ_max(A), so σ_max(X) ≤ 1/safety
-    none        ///< X ← A: the caller guarantees σ_max(A) ≤ 1 (e.g. its own Schatten-4 scaling)
+    none,       ///< X ← A: the caller guarantees σ_max(A) ≤ 1 (e.g. its own Schatten-4 scaling)
+    /// X ← A / (safety · ‖A‖_S4 + eps) with ‖A‖_S4 = (Σ σ_i⁴)^{1/4} = ‖A Aᵀ‖_F^{1/2}. Still
+    /// ‖A‖_S4 ≥ σ_max(A), so σ_max(X) ≤ 1/safety, but ‖A‖_S4 ≤ ‖A‖_F (equal for rank one, k^{1/4}
+    /// times smaller for a flat spectrum of k values), so the small singular values start
+    /// larger and fewer steps reach the same accuracy (SMuon's normalisation, algorithms.md
+    /// §4a.3; optax's Schatten-4 pre-scaling, anchors.md b1). Newton–Schulz family only (QDWH
+    /// ignores the schedule). Cost: none in GEMMs — the norm comes from the first step's Gram,
+    /// which that step reuses — plus one pass over the Gram and one over X, and one more host
+    /// read-back per call (docs/conventions.md "Normalisation and its epsilon").
+    schatten4
   };
   Kind kind = Kind::frobenius;
   /// Multiplier of the norm (> 0). 1.01 / 1.02 in the Polar Express references: a margin for
@@ -52,6 +61,12 @@ struct Normalization {
   /// (modded-nanogpt Polar Express); with it, inputs of norm ≲ eps come out shrunk instead of
   /// orthogonalised (the silent failure of anchors.md c.6). Set it to reproduce a reference.
   double eps = 0.0;
+
+  /// ν, the number the kernel divides a matrix with singular values `sigma` by: safety·‖A‖ + eps
+  /// with ‖A‖_F = (Σσ²)^{1/2} or ‖A‖_S4 = (Σσ⁴)^{1/4}, or 1 for `none`; so the iteration starts
+  /// from σ_i/ν. In double, rescaled by max σ (no overflow); for predictions of the scalar map
+  /// (benchmarks, docs), not used by the kernel itself, which computes the norm from the matrix.
+  double scale(const std::vector<double>& sigma) const;
 };
 
 /// A sequence of odd polynomials plus the normalisation it was designed for.

@@ -330,10 +330,12 @@ struct MatrixFunctionState {
 /// The signature of polar options: method, schedule, steps, normalisation, precision.
 inline std::string polar_config(const PolarOptions& o) {
   const CoefficientSchedule sc = resolved_schedule(o);
-  return Signature(to_string(o.method))
-      .add("schedule", sc.name)
-      .add("iterations", o.iterations)
-      .add("safety", sc.normalization.safety)
+  Signature s(to_string(o.method));
+  s.add("schedule", sc.name).add("iterations", o.iterations);
+  // The kind only when it is not the default (Frobenius), so earlier signatures stay as they were.
+  if (sc.normalization.kind == Normalization::Kind::schatten4) s.add("normalization", "schatten4");
+  if (sc.normalization.kind == Normalization::Kind::none) s.add("normalization", "none");
+  return s.add("safety", sc.normalization.safety)
       .add("eps", sc.normalization.eps)
       .add("compute", to_string(o.compute))
       .str();

@@ -165,21 +165,69 @@ void apply_factor(const Exec& space, bool right, const Mat3<TC, Mem>& factor, co
     batched_gemm(space, "N", "N", S(1), factor, x, S(0), y);
 }
 
+/// Schatten-4 normalisation (Normalization::Kind::schatten4), after normalise_and_load has
+/// loaded X = A/‖A‖_F (so every entry of the Gram is ≤ 1 in magnitude, whatever the input's
+/// scale and the compute precision) and the first Gram G = X Xᵀ is in `g`: per matrix,
+/// s = ‖G‖_F^{1/2} = ‖X‖_S4 = ‖A‖_S4/‖A‖_F (a reduction in double), then
+/// X ← c X and G ← c² G with c = ‖A‖_F / (safety·‖A‖_F·s + eps), so that X = A/(safety·‖A‖_S4 + eps)
+/// and G is its Gram, which the first step reuses. An all-zero matrix stays zero (c = 0).
+/// `norms` holds ‖A‖_F per matrix (normalise_and_load); `scratch` kFactorDoubles·batch doubles
+/// in `Mem`. Cost: one pass over G and one over X and G; one wait for the read-back.
+template <class Exec, class TC, class Mem>
+void schatten4_rescale(const Exec& space, const Normalization& nz, const std::vector<double>& norms,
+                       double* scratch, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g) {
+  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using S = scalar_t<TC>;
+  const index_t k = g.extent(0), batch = g.extent(2);
+  double* ssq = scratch + batch;  // ‖G_b‖_F² per matrix, then c_b in scratch[0, batch)
+  for (index_t b = 0; b < batch; ++b)
+    reduce_matrix(
+        space, "schatten::polar::schatten4", k, k, false,
+        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+          const double v = static_cast<double>(static_cast<S>(g(i, j, b)));
+          acc += v * v;
+        },
+        Kokkos::Sum<double, Mem>(ResultView<Mem>(ssq + b)));
+  std::vector<double> c(static_cast<std::size_t>(batch), 0.0);
+  Kokkos::deep_copy(space, HostDoubles(c.data(), c.size()), Doubles(ssq, c.size()));
+  space.fence();
+  for (std::size_t b = 0; b < c.size(); ++b) {
+    const double s = std::sqrt(std::sqrt(c[b]));  // ‖X_b‖_S4 ∈ (0, 1] for a nonzero matrix
+    c[b] = norms[b] == 0.0 || s == 0.0 ? 0.0 : norms[b] / (nz.safety * norms[b] * s + nz.eps);
+  }
+  Kokkos::deep_copy(space, Doubles(scratch, c.size()),
+                    Kokkos::View<const double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
+                        c.data(), c.size()));
+  const double* f = scratch;
+  for_each_element(
+      space, "schatten::polar::schatten4_x", x.extent(0), x.extent(1), x.extent(2),
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+        x(i, j, b) = static_cast<TC>(static_cast<double>(static_cast<S>(x(i, j, b))) * f[b]);
+      });
+  for_each_element(
+      space, "schatten::polar::schatten4_gram", k, k, batch, KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+        g(i, j, b) = static_cast<TC>(static_cast<double>(static_cast<S>(g(i, j, b))) * f[b] * f[b]);
+      });
+}
+
 /// Newton–Schulz steps X ← p_t(X) = (a I + b A + c A²) X with A = X Xᵀ (or the right form).
 /// Per step: GEMM(k,k,n) for A, GEMM(k,k,k) for A² (skipped when c = 0), GEMM(k,n,k) for the
 /// product; with `symmetric` (and a vendor SYRK for TC) A and A² = A Aᵀ are SYRKs (half the
 /// flops each) followed by a fill of the upper triangle. The scalar terms are folded into
 /// B = a I + b A + c A²: B ← A (a copy), then the A² product with beta = b, then a on the
 /// diagonal, so no k×k element-wise pass is needed.
+/// `gram_ready`: `a2` already holds X Xᵀ for the first step (schatten4_rescale).
 /// Returns the buffer holding the result (x or y).
 template <class Exec, class TC, class Mem>
 Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool symmetric, bool right,
                                   const CoefficientSchedule& sched, int iterations, Mat3<TC, Mem> x,
-                                  Mat3<TC, Mem> y, const Mat3<TC, Mem>& a2, const Mat3<TC, Mem>& poly) {
+                                  Mat3<TC, Mem> y, const Mat3<TC, Mem>& a2, const Mat3<TC, Mem>& poly,
+                                  bool gram_ready = false) {
   using S = scalar_t<TC>;
   for (int t = 0; t < iterations; ++t) {
     const OddQuintic p = sched.at(t);
-    gram(space, symmetric, right, x, a2);  // A = X Xᵀ
+    if (t > 0 || !gram_ready) gram(space, symmetric, right, x, a2);  // A = X Xᵀ
     if (p.c != 0.0) {
       copy(space, poly, a2);
       batched_square(space, symmetric, S(p.c), a2, S(p.b), poly);  // c A² + b A
@@ -200,19 +248,20 @@ Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool symmetric, bool right,
 /// R and Q are symmetrised after every update (they are polynomials in the same Gram, hence
 /// symmetric in exact arithmetic). Per step: 1 GEMM(k,k,k) for R² (c ≠ 0), 1 for Q, 2 for R.
 /// With `symmetric` (and a vendor SYRK for TC) the Grams R = X Xᵀ and R² = R Rᵀ are SYRKs; the
-/// Q and R updates stay GEMMs (products of two different matrices).
+/// Q and R updates stay GEMMs (products of two different matrices). `gram_ready`: `r` already
+/// holds X Xᵀ (schatten4_rescale).
 template <class Exec, class TC, class Mem>
 Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool symmetric, bool right,
                                        const CoefficientSchedule& sched, int iterations,
                                        const std::vector<int>& restarts, Mat3<TC, Mem> x, Mat3<TC, Mem> y,
                                        Mat3<TC, Mem> r, const Mat3<TC, Mem>& z, Mat3<TC, Mem> q,
-                                       Mat3<TC, Mem> t1, Mat3<TC, Mem> t2) {
+                                       Mat3<TC, Mem> t1, Mat3<TC, Mem> t2, bool gram_ready = false) {
   using S = scalar_t<TC>;
   if (iterations <= 0) return x;
   auto restart_before = [&](int t) {
     return t > 0 && std::find(restarts.begin(), restarts.end(), t) != restarts.end();
   };
-  gram(space, symmetric, right, x, r);  // R = X Xᵀ
+  if (!gram_ready) gram(space, symmetric, right, x, r);  // R = X Xᵀ
   for (int t = 0; t < iterations; ++t) {
     const OddQuintic p = sched.at(t);
     const bool restart = restart_before(t);
@@ -307,7 +356,8 @@ const char* check_io(const Strided3<const TIn, Mem>& a, const Strided3<TOut, Mem
 /// Validates the input (NaN/Inf), computes each matrix's scale factor for the normalisation,
 /// and loads W[b] = factor[b]·a[b] into x. Nothing is written to user memory. On NaN/Inf
 /// returns non_finite_input with `bad` set to the first bad matrix. `norms` receives ‖a[b]‖_F
-/// (0 for an all-zero matrix) when the normalisation is Frobenius, else 1. `factor_device`
+/// (0 for an all-zero matrix) when the normalisation is Frobenius or Schatten-4, else 1. For
+/// Schatten-4 the load is W = a/‖a‖_F (safety and eps are applied by schatten4_rescale). `factor_device`
 /// holds kFactorDoubles·batch doubles in the space's memory (the factors, then scratch). One
 /// wait for the whole batch (the read-back of the statistics).
 template <class Exec, class TIn, class TC>
@@ -324,7 +374,8 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
   double* amax_d = factor_device + batch;
   double* inv_d = amax_d + batch;
   double* ssq_d = inv_d + batch;
-  const bool frobenius = nz.kind == Normalization::Kind::frobenius;
+  const bool schatten4 = nz.kind == Normalization::Kind::schatten4;
+  const bool frobenius = nz.kind == Normalization::Kind::frobenius || schatten4;
   max_abs_per_item(space, a, amax_d, inv_d);  // one pass finds NaN/Inf before anything is written
   if (frobenius) scaled_squares_per_item(space, a, inv_d, ssq_d);  // (discarded when one is NaN)
   std::vector<double> stats(3 * batch, 0.0), factor(batch, 1.0);   // amax, inv, ssq on the host
@@ -341,7 +392,9 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
   if (frobenius) {
     for (std::size_t b = 0; b < batch; ++b) {
       norms[b] = amax[b] == 0.0 ? 0.0 : amax[b] * std::sqrt(ssq[b]);
-      factor[b] = norms[b] == 0.0 ? 0.0 : 1.0 / (nz.safety * norms[b] + nz.eps);  // zero → zero
+      factor[b] = norms[b] == 0.0 ? 0.0
+                  : schatten4     ? 1.0 / norms[b]
+                                  : 1.0 / (nz.safety * norms[b] + nz.eps);  // zero → zero
     }
   }
   Kokkos::deep_copy(space,
@@ -382,14 +435,20 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   if (normalise_and_load(space, a, sched.normalization, buf.factor, buf.x, s.w_is_transpose, norms, bad) !=
       Status::ok)
     return polar_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
+  // Schatten-4: the first Gram gives the norm, and both iterations take it as their first Gram.
+  const bool s4 = sched.normalization.kind == Normalization::Kind::schatten4;
+  if (s4) {
+    gram(space, options.symmetric_gram, s.right, buf.x, buf.sq[0]);
+    schatten4_rescale(space, sched.normalization, norms, buf.factor, buf.x, buf.sq[0]);
+  }
   Mat3<TC, Mem> result;
   if (options.method == PolarMethod::gram_newton_schulz) {
     result = gram_newton_schulz_steps(space, options.symmetric_gram, s.right, sched, iterations,
                                       options.gram_restarts, buf.x, buf.y, buf.sq[0], buf.sq[1], buf.sq[2],
-                                      buf.sq[3], buf.sq[4]);
+                                      buf.sq[3], buf.sq[4], s4);
   } else {
     result = newton_schulz_steps(space, options.symmetric_gram, s.right, sched, iterations, buf.x, buf.y,
-                                 buf.sq[0], buf.sq[1]);
+                                 buf.sq[0], buf.sq[1], s4);
   }
   report.iterations = iterations;
   if (options.compute_orthogonality_error)
