@@ -112,7 +112,9 @@ adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every
 parameter to the preset instead. polar=keller|polar_express|qdwh (muon, normuon: keller, the
-others: polar_express).
+others: polar_express); with keller or polar_express, normalization=frobenius|schatten4 sets how
+the input is scaled (default frobenius; schatten4 divides by the Schatten-4 norm, from the first
+Gram, docs/kernels/polar.md).
 
 Learning rates (lr, adamw_lr) are a number or a schedule of optim::Schedule, counted in steps:
   warmup_cosine:PEAK:WARMUP:TOTAL[:FINAL]  linear 0 -> PEAK over WARMUP steps, cosine to FINAL
@@ -683,6 +685,16 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
         break;
     }
     k.integer("iterations", polar.iterations);
+    // normalization=frobenius|schatten4: how the polynomial methods scale their input
+    // (Normalization::Kind; docs/kernels/polar.md "Schatten-4 normalisation").
+    const int nz = k.choice("normalization", "frobenius|schatten4");
+    if (nz >= 0 && polar.method == PolarMethod::qdwh)
+      k.note("'normalization' applies to the Newton-Schulz methods, not to polar=qdwh");
+    if (nz >= 0) {
+      if (polar.schedule.steps.empty()) polar.schedule = resolved_schedule(polar);
+      polar.schedule.normalization.kind =
+          nz == 0 ? Normalization::Kind::frobenius : Normalization::Kind::schatten4;
+    }
   };
   if (s.preset == "muon") {
     opt::MuonOptions o;

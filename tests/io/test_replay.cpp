@@ -474,6 +474,30 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: normalization=schatten4 reaches the polar options of muon") {
+    const std::string rec = temp_path("rec_s4.h5"), out = temp_path("out_s4.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(run_replay(rec + " --optimizer muon:polar=polar_express,normalization=schatten4" +
+                               " --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    MuonOptions m;
+    m.polar = PolarOptions{};
+    m.polar.schedule = schedules::polar_express();
+    m.polar.schedule.normalization.kind = Normalization::Kind::schatten4;
+    auto mixed = inline_mixed("muon", muon(m), AdamWOptions{});
+    compare_inline(mixed, f, 0);  // its signature names normalization=schatten4
+    CHECK(mixed.signature().find("normalization=schatten4") != std::string::npos);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer muon:polar=qdwh,normalization=schatten4 --out " + out) == 1);
+    CHECK(replay_stderr().find("'normalization' applies to the Newton-Schulz methods") != std::string::npos);
+    CHECK(run_replay(rec + " --optimizer muon:normalization=s4 --out " + out) == 1);
+    CHECK(replay_stderr().find("must be one of frobenius,schatten4") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: exclude= replaces the name parts that route a matrix to AdamW") {
     const std::string rec = temp_path("rec_excl.h5"), out = temp_path("out_excl.h5");
     write_recording(rec);
