@@ -1133,16 +1133,11 @@ bool qk_layers(const std::vector<QkLayerArg>& args, const std::vector<opt::Param
     const std::size_t star = primary.find('*');
     const std::size_t before = layers.size();
     for (const opt::ParamSpec& p : ps) {
-      std::string run;  // what the '*' matched
-      if (star == std::string::npos) {
-        if (p.name != primary) continue;
-      } else {
-        const std::size_t tail = primary.size() - star - 1;
-        if (p.name.size() < primary.size() - 1 || p.name.compare(0, star, primary, 0, star) != 0 ||
-            p.name.compare(p.name.size() - tail, tail, primary, star + 1, tail) != 0)
-          continue;
-        run = p.name.substr(star, p.name.size() - star - tail);
-      }
+      if (!glob_match(primary, p.name)) continue;
+      // What the one '*' matched: the name without the pattern's prefix and suffix around it.
+      const std::string run = star == std::string::npos
+                                  ? std::string()
+                                  : p.name.substr(star, p.name.size() - (primary.size() - 1));
       std::map<std::string, std::string> name;
       for (const auto& [key, pattern] : a.names) {
         std::string n = pattern;
