@@ -152,6 +152,20 @@ std::string replay_stderr() {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+/// Each (arguments, message) of `table`: schatten-replay on `recording` with those arguments and
+/// `--out out` exits with `rc`, says the message on stderr and leaves no output (nor its .tmp).
+template <class Table>
+void check_refusals(const std::string& recording, const std::string& out, const Table& table, int rc) {
+  for (const auto& item : table) {
+    const std::string args = item.first, message = item.second;  // clang: no bindings in CAPTURE
+    CAPTURE(args);
+    CHECK(run_replay(recording + " " + args + " --out " + out) == rc);
+    CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
+    CHECK_FALSE(fs::exists(out));
+    CHECK_FALSE(fs::exists(out + ".tmp"));
+  }
+}
+
 /// Reads a whole float or double dataset of the output.
 template <class T>
 std::vector<T> read_all(hid_t f, const std::string& name) {
@@ -519,17 +533,12 @@ TEST_SUITE("io.replay") {
     REQUIRE(opt.init());
     compare_inline(opt, f, 0);
     H5Fclose(f);
+    fs::remove(out);
     const std::pair<const char*, const char*> bad[] = {
         {"--optimizer muon:route=all,exclude=mlp", "'exclude' applies to route=auto only"},
         {"--optimizer muon:exclude=embed//head", "has an empty item"}};
-    for (const auto& item : bad) {
-      const std::string args = item.first, message = item.second;  // clang: no bindings in CAPTURE
-      CAPTURE(args);
-      CHECK(run_replay(rec + " " + args + " --out " + out) == 1);
-      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
-    }
+    check_refusals(rec, out, bad, 1);
     fs::remove(rec);
-    fs::remove(out);
   }
 
   TEST_CASE("replay: lr schedules and every step-cache size reproduce the inline trajectory") {
@@ -971,16 +980,6 @@ TEST_SUITE("io.replay") {
     write_recording(rec, false, false, true);
     write_recording(plain);
     write_recording(bad, false, false, true, 3);
-    const auto refused = [&](const std::string& recording, const auto& table, int rc) {
-      for (const auto& item : table) {
-        const std::string args = item.first, message = item.second;  // clang: no bindings in CAPTURE
-        CAPTURE(args);
-        CHECK(run_replay(recording + " " + args + " --out " + out) == rc);
-        CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
-        CHECK_FALSE(fs::exists(out));
-        CHECK_FALSE(fs::exists(out + ".tmp"));
-      }
-    };
     const std::string layer = " --qk-layer fused:qkv=h.0.attn.weight,heads=2,head_dim=2";
     const std::pair<std::string, const char*> usage[] = {
         {"--optimizer muon:qk_clip=100", "qk_clip=TAU needs the attention layers"},
@@ -999,7 +998,7 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:qk_clip=100 --qk-layer fused:qkv=a*,bias=b,heads=2,head_dim=2",
          "must both hold one '*' or neither"},
         {"--optimizer muon:qk_clip=100 --qk-layer 'fused:qkv=a**,heads=2,head_dim=2'", "more than one '*'"}};
-    refused(rec, usage, 2);
+    check_refusals(rec, out, usage, 2);
     const std::pair<std::string, const char*> run_time[] = {
         {"--optimizer muon:qk_clip=0" + layer, "qk_clip: the threshold must be finite and > 0"},
         {"--optimizer muon:qk_clip=100,qk_balance=2" + layer, "qk_clip: the balance must be in [0, 1]"},
@@ -1016,17 +1015,17 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:qk_clip=100 --qk-layer separate:q=h.0.attn.weight[q],k=h.0.attn.weight[k],heads=2,"
          "head_dim=2",
          "no column matches 'h.0.attn.weight[q]'"}};
-    refused(rec, run_time, 1);
+    check_refusals(rec, out, run_time, 1);
     const std::pair<std::string, const char*> no_logits[] = {
         {"--optimizer muon:qk_clip=100" + layer, "has no /max_logits"}};
-    refused(plain, no_logits, 1);
+    check_refusals(plain, out, no_logits, 1);
     // A NaN max logit at step 3: the replay stops there, naming the step and the entry; no output.
     const std::pair<std::string, const char*> nan_logit[] = {
         {"--optimizer muon:qk_clip=100" + layer,
          "step 3, --optimizer muon:qk_clip=100: qk_clip: layer 'h.0.attn.weight', head 1: the max logit is "
          "not "
          "finite (entry 1 of /max_logits)"}};
-    refused(bad, nan_logit, 1);
+    check_refusals(bad, out, nan_logit, 1);
     // Without qk_clip the NaN logit is not read: the recording replays.
     CHECK(run_replay(bad + " --optimizer muon --quiet --out " + out) == 0);
     fs::remove(out);
@@ -1045,15 +1044,6 @@ TEST_SUITE("io.replay") {
     CHECK(run_replay(rec + " --optimizer muon:lr --out " + out) == 2);
     CHECK(run_replay(rec + " --optimizer lion --out " + out) == 1);
     CHECK(replay_stderr().find("unknown preset 'lion'") != std::string::npos);
-    // Each (arguments, message) of a table: exit status `rc` with the message on stderr.
-    const auto refused = [&](const auto& table, int rc) {
-      for (const auto& item : table) {
-        const std::string args = item.first, message = item.second;  // clang: no bindings in CAPTURE
-        CAPTURE(args);
-        CHECK(run_replay(rec + " " + args + " --out " + out) == rc);
-        CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
-      }
-    };
     const std::pair<const char*, const char*> bad[] = {
         {"--optimizer muon:lr=warmup_cosine:0.02:10", "expected warmup_cosine:PEAK:WARMUP:TOTAL[:FINAL]"},
         {"--optimizer muon:lr=cosine:0.02:10:100", "unknown schedule 'cosine'"},
@@ -1076,7 +1066,7 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:shape=spectra", "must be one of keller,moonlight,none,spectral,unit_rms_norm"},
         {"--optimizer muadam:eps=0", "route 'muadam': muadam_direction: eps must be finite and > 0"},
         {"--optimizer sgd:momentum=-1", "route 'sgd': trace_momentum: beta must be finite and >= 0"}};
-    refused(bad, 1);
+    check_refusals(rec, out, bad, 1);
     // Cuts: a malformed --split is a bad command line (2); one the recording refuses fails (1).
     const std::pair<const char*, const char*> bad_cuts[] = {
         {"--optimizer muon --split h.0.attn.weight", "expected NAME:KEY=VALUE"},
@@ -1086,7 +1076,7 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon --split h.0.attn.weight:axes=1", "unknown key 'axes'"},
         {"--optimizer muon --split h.0.attn.weight:axis=2,count=2", "'axis' must be an integer in 0..1"},
         {"--optimizer muon --split h.0.attn.weight:parts=q//v,count=3", "has an empty item"}};
-    refused(bad_cuts, 2);
+    check_refusals(rec, out, bad_cuts, 2);
     const std::pair<const char*, const char*> refused_cuts[] = {
         {"--optimizer muon --split 'h.9.*:count=2'", "no parameter of the recording matches 'h.9.*'"},
         {"--optimizer muon --split h.0.attn.weight:sizes=4/4", "sum to 8, not to its 12 rows"},
@@ -1096,7 +1086,7 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon --split h.0.attn.weight:qkv=2/5/1", "5 groups do not divide its 12 rows"},
         {"--optimizer muon --split 'h.*.weight:count=2' --split h.0.attn.weight:count=3",
          "'h.0.attn.weight' is split twice"}};
-    refused(refused_cuts, 1);
+    check_refusals(rec, out, refused_cuts, 1);
     CHECK(run_replay(rec + " --optimizer muon --cache-mb 0 --out " + out) == 2);
     CHECK(replay_stderr().find("--cache-mb needs a number") != std::string::npos);
     CHECK(run_replay(temp_path("missing.h5") + " --optimizer adamw --out " + out) == 1);
