@@ -375,10 +375,10 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
   double* inv_d = amax_d + batch;
   double* ssq_d = inv_d + batch;
   const bool schatten4 = nz.kind == Normalization::Kind::schatten4;
-  const bool frobenius = nz.kind == Normalization::Kind::frobenius || schatten4;
+  const bool needs_norm = nz.kind == Normalization::Kind::frobenius || schatten4;  // ‖a‖_F
   max_abs_per_item(space, a, amax_d, inv_d);  // one pass finds NaN/Inf before anything is written
-  if (frobenius) scaled_squares_per_item(space, a, inv_d, ssq_d);  // (discarded when one is NaN)
-  std::vector<double> stats(3 * batch, 0.0), factor(batch, 1.0);   // amax, inv, ssq on the host
+  if (needs_norm) scaled_squares_per_item(space, a, inv_d, ssq_d);  // (discarded when one is NaN)
+  std::vector<double> stats(3 * batch, 0.0), factor(batch, 1.0);    // amax, inv, ssq on the host
   Kokkos::deep_copy(space, HostDoubles(stats.data(), stats.size()), Doubles(amax_d, stats.size()));
   space.fence();
   const double* amax = stats.data();
@@ -389,7 +389,7 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
       bad = static_cast<index_t>(b);
       return Status::non_finite_input;
     }
-  if (frobenius) {
+  if (needs_norm) {
     for (std::size_t b = 0; b < batch; ++b) {
       norms[b] = amax[b] == 0.0 ? 0.0 : amax[b] * std::sqrt(ssq[b]);
       factor[b] = norms[b] == 0.0 ? 0.0
