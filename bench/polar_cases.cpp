@@ -72,6 +72,15 @@ std::vector<Method> methods() {
   };
   add("newton_schulz_kj5_s4", PolarMethod::newton_schulz, s4(schedules::keller_jordan()), 5);
   add("polar_express_deployed_5_s4", PolarMethod::polar_express, s4(schedules::polar_express_5()), 5);
+  // AOL row scaling (Normalization::Kind::aol): Turbo-Muon's premise is one step fewer; its
+  // target is polar(D A), so "polar rms" (against U Vᵀ of A) includes that shift and the scalar
+  // map predicts nothing (pred NaN; docs/kernels/polar.md "AOL pre-scaling").
+  auto aol = [](CoefficientSchedule s) {
+    s.normalization.kind = Normalization::Kind::aol;
+    return s;
+  };
+  add("newton_schulz_kj4_aol", PolarMethod::newton_schulz, aol(schedules::keller_jordan()), 4);
+  add("newton_schulz_kj5_aol", PolarMethod::newton_schulz, aol(schedules::keller_jordan()), 5);
   PolarOptions q;
   q.method = PolarMethod::qdwh;
   m.push_back({"qdwh", q});

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "schatten/kernels/polar_express_coefficients.hpp"
@@ -34,6 +35,7 @@ const OddQuintic& CoefficientSchedule::at(int t) const {
 
 double Normalization::scale(const std::vector<double>& sigma) const {
   if (kind == Kind::none) return 1.0;
+  if (kind == Kind::aol) return std::numeric_limits<double>::quiet_NaN();  // not a function of σ
   double top = 0.0;
   for (double s : sigma)
     top = std::max(top, std::fabs(s));

@@ -42,7 +42,7 @@ const char* check_polar_options(const PolarOptions& o) {
       return "schedule coefficients must be finite";
   const Normalization& n = s.normalization;
   if (n.kind != Normalization::Kind::frobenius && n.kind != Normalization::Kind::none &&
-      n.kind != Normalization::Kind::schatten4)
+      n.kind != Normalization::Kind::schatten4 && n.kind != Normalization::Kind::aol)
     return "unknown normalization kind";
   if (!(std::isfinite(n.safety) && n.safety > 0.0)) return "normalization.safety must be > 0";
   if (!(std::isfinite(n.eps) && n.eps >= 0.0)) return "normalization.eps must be >= 0";

@@ -86,7 +86,8 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   sgd      lr=1e-3 momentum=0 nesterov=0 wd=0                   every parameter
   adamw    lr=1e-3 b1=0.9 b2=0.999 eps=1e-8 wd=0.01              every parameter
   muon     lr=0.02 momentum=0.95 nesterov=1 wd=0 polar=keller|polar_express|qdwh iterations=5
-           shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1
+           shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1 bias_correction=0
+           (optax's bias-corrected momentum; with dual_norm=1 optax's muon(adaptive=True))
   normuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 wd=0 polar=keller|polar_express|qdwh
            iterations=5 shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1
   muadam   lr=0.02 b1=0.9 b2=0.999 eps=1e-8 exponent=-0.25 wd=0
@@ -112,9 +113,12 @@ adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every
 parameter to the preset instead. polar=keller|polar_express|qdwh (muon, normuon: keller, the
-others: polar_express); with keller or polar_express, normalization=frobenius|schatten4 sets how
-the input is scaled (default frobenius; schatten4 divides by the Schatten-4 norm, from the first
-Gram, docs/kernels/polar.md).
+others: polar_express); with keller or polar_express, normalization=frobenius|schatten4|aol sets
+how the input is scaled (default frobenius; schatten4 divides by the Schatten-4 norm, from the
+first Gram; aol scales each row of the short side by 1/sqrt(its absolute Gram row sum), which
+re-weights the rows of the update; docs/kernels/polar.md). dual_norm=1 multiplies each
+orthogonalised update Q by <M, Q> (about the nuclear norm of the momentum M: PolarGrad, optax's
+adaptive=True), on every preset with polar= except schatten_muon.
 
 Learning rates (lr, adamw_lr) are a number or a schedule of optim::Schedule, counted in steps:
   warmup_cosine:PEAK:WARMUP:TOTAL[:FINAL]  linear 0 -> PEAK over WARMUP steps, cosine to FINAL
@@ -431,7 +435,7 @@ struct ObservedOrthogonalize {
 };
 
 auto observed_muon(const opt::MuonOptions& o) {
-  return opt::chain(opt::TraceMomentum{o.momentum, o.nesterov, o.momentum_form},
+  return opt::chain(opt::TraceMomentum{o.momentum, o.nesterov, o.momentum_form, o.bias_correction},
                     ObservedOrthogonalize{o.polar}, opt::ScaleByShape{o.shape},
                     opt::AddDecayedWeights{o.weight_decay}, opt::ScaleByLearningRate{o.lr});
 }
@@ -685,21 +689,24 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
         break;
     }
     k.integer("iterations", polar.iterations);
-    // normalization=frobenius|schatten4: how the polynomial methods scale their input
-    // (Normalization::Kind; docs/kernels/polar.md "Schatten-4 normalisation").
-    const int nz = k.choice("normalization", "frobenius|schatten4");
+    k.flag("dual_norm", polar.dual_norm_scale);  // PolarOptions::dual_norm_scale
+    // normalization=frobenius|schatten4|aol: how the polynomial methods scale their input
+    // (Normalization::Kind; docs/kernels/polar.md "Schatten-4 normalisation", "AOL pre-scaling").
+    const int nz = k.choice("normalization", "frobenius|schatten4|aol");
     if (nz >= 0 && polar.method == PolarMethod::qdwh)
       k.note("'normalization' applies to the Newton-Schulz methods, not to polar=qdwh");
     if (nz >= 0) {
       if (polar.schedule.steps.empty()) polar.schedule = resolved_schedule(polar);
-      polar.schedule.normalization.kind =
-          nz == 0 ? Normalization::Kind::frobenius : Normalization::Kind::schatten4;
+      constexpr Normalization::Kind kinds[] = {Normalization::Kind::frobenius, Normalization::Kind::schatten4,
+                                               Normalization::Kind::aol};
+      polar.schedule.normalization.kind = kinds[nz];
     }
   };
   if (s.preset == "muon") {
     opt::MuonOptions o;
     k.lr("lr", o.lr);
     momentum_keys(o);
+    k.flag("bias_correction", o.bias_correction);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
     polar_rule(o.polar);
@@ -745,6 +752,8 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.integer("spectral_steps", o.spectral.polynomial_steps);
     if (const char* bad = check_spectral_power_options(o.spectral)) k.note(bad);
     polar_rule(o.polar);
+    // Its polar factor serves only the p = p_max end; scaling it alone would break the family.
+    if (o.polar.dual_norm_scale) k.note("'dual_norm' does not apply to schatten_muon");
     if (const char* bad = surrogate::check_criterion_options(o.criterion)) k.note(bad);
     if (!(o.p >= 1.0)) k.note("'p' must be >= 1");
     if (!k.done(err)) return nullptr;

@@ -488,26 +488,65 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
-  TEST_CASE("replay: normalization=schatten4 reaches the polar options of muon") {
+  TEST_CASE("replay: normalization=schatten4|aol reaches the polar options of muon") {
     const std::string rec = temp_path("rec_s4.h5"), out = temp_path("out_s4.h5");
     write_recording(rec);
-    REQUIRE_MESSAGE(run_replay(rec + " --optimizer muon:polar=polar_express,normalization=schatten4" +
+    struct Case {
+      const char* keys;
+      bool keller;
+      Normalization::Kind kind;
+      int iterations;
+      const char* signature;
+    };
+    for (const Case& c : {Case{"polar=polar_express,normalization=schatten4", false,
+                               Normalization::Kind::schatten4, 5, "normalization=schatten4"},
+                          Case{"polar=keller,iterations=4,normalization=aol", true, Normalization::Kind::aol,
+                               4, "normalization=aol"}}) {
+      CAPTURE(c.keys);
+      REQUIRE_MESSAGE(
+          run_replay(rec + " --optimizer muon:" + c.keys + " --save-params --quiet --out " + out) == 0,
+          replay_stderr());
+      const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+      REQUIRE(f >= 0);
+      MuonOptions m;  // polar=keller is Muon's own default (eps 1e-7), polar_express the kernels'
+      m.polar = c.keller ? MuonOptions::keller_polar() : PolarOptions{};
+      m.polar.schedule = resolved_schedule(m.polar);
+      m.polar.schedule.normalization.kind = c.kind;
+      m.polar.iterations = c.iterations;
+      auto mixed = inline_mixed("muon", muon(m), AdamWOptions{});
+      compare_inline(mixed, f, 0);  // its signature names the normalisation
+      CHECK(mixed.signature().find(c.signature) != std::string::npos);
+      H5Fclose(f);
+    }
+    CHECK(run_replay(rec + " --optimizer muon:polar=qdwh,normalization=schatten4 --out " + out) == 1);
+    CHECK(replay_stderr().find("'normalization' applies to the Newton-Schulz methods") != std::string::npos);
+    CHECK(run_replay(rec + " --optimizer muon:normalization=s4 --out " + out) == 1);
+    CHECK(replay_stderr().find("must be one of frobenius,schatten4,aol") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
+  TEST_CASE("replay: bias_correction=1 and dual_norm=1 give optax's muon(adaptive=True)") {
+    const std::string rec = temp_path("rec_dual.h5"), out = temp_path("out_dual.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(run_replay(rec + " --optimizer muon:lr=1e-4,bias_correction=1,dual_norm=1,polar=qdwh" +
                                " --save-params --quiet --out " + out) == 0,
                     replay_stderr());
     const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
     REQUIRE(f >= 0);
     MuonOptions m;
+    m.lr = Schedule::constant(1e-4);
+    m.bias_correction = true;
     m.polar = PolarOptions{};
-    m.polar.schedule = schedules::polar_express();
-    m.polar.schedule.normalization.kind = Normalization::Kind::schatten4;
+    m.polar.method = PolarMethod::qdwh;
+    m.polar.dual_norm_scale = true;
     auto mixed = inline_mixed("muon", muon(m), AdamWOptions{});
-    compare_inline(mixed, f, 0);  // its signature names normalization=schatten4
-    CHECK(mixed.signature().find("normalization=schatten4") != std::string::npos);
+    compare_inline(mixed, f, 0);
+    CHECK(mixed.signature().find("bias_correction=true") != std::string::npos);
+    CHECK(mixed.signature().find("dual_norm_scale=true") != std::string::npos);
     H5Fclose(f);
-    CHECK(run_replay(rec + " --optimizer muon:polar=qdwh,normalization=schatten4 --out " + out) == 1);
-    CHECK(replay_stderr().find("'normalization' applies to the Newton-Schulz methods") != std::string::npos);
-    CHECK(run_replay(rec + " --optimizer muon:normalization=s4 --out " + out) == 1);
-    CHECK(replay_stderr().find("must be one of frobenius,schatten4") != std::string::npos);
+    CHECK(run_replay(rec + " --optimizer schatten_muon:dual_norm=1 --out " + out) == 1);
+    CHECK(replay_stderr().find("'dual_norm' does not apply to schatten_muon") != std::string::npos);
     fs::remove(rec);
     fs::remove(out);
   }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "schatten/kernels/polar.hpp"
+#include "schatten/reference/polar.hpp"
 #include "support/batching.hpp"
 #include "support/convert.hpp"
 #include "support/methods.hpp"
@@ -406,6 +407,160 @@ TEST_SUITE("kernels.polar.api") {
       // The scaled input is itself rounded (≤ ε_f relative per entry), amplified by the schedule.
       CHECK(relative_error(from_row_major(out.data(), r, c), from_row_major(ref.data(), r, c)) <=
             rounding_tolerance<float>(PolarOptions{}));
+    }
+  }
+
+  TEST_CASE_TEMPLATE("AOL pre-scaling: zero rows and zero matrices stay zero, extreme scales agree", T, float,
+                     double) {
+    // Rows ≤ cols (rows scaled), tall (columns scaled) and square in both layouts (rows scaled).
+    PolarOptions o;
+    o.method = PolarMethod::newton_schulz;
+    o.schedule = schedules::keller_jordan();
+    o.schedule.normalization.kind = Normalization::Kind::aol;
+    o.iterations = 4;
+    for (auto [r, c] : {std::pair<index_t, index_t>{12, 20}, {20, 12}, {16, 16}}) {
+      CAPTURE(r);
+      CAPTURE(c);
+      std::vector<T> in = random_input<T>(r, c, "aol_zero_row");
+      // A zero line on the scaled side: its row sum is 0, its factor 0 (no 0/0), and the
+      // output line is zero; the other lines are the prediction for D·a.
+      for (index_t l = 0; l < std::max(r, c); ++l) {
+        const index_t i = r <= c ? 3 : l, j = r <= c ? l : 3;
+        in[static_cast<std::size_t>(i * c + j)] = T(0);
+      }
+      in.resize(static_cast<std::size_t>(2 * r * c), T(0));  // and a second, all-zero matrix
+      std::vector<T> out(in.size(), T(kSentinel));
+      REQUIRE(
+          polar(BatchedMatrixRef<const T>(in.data(), 2, r, c), BatchedMatrixRef<T>(out.data(), 2, r, c), o)
+              .status == Status::ok);
+      const Eigen::MatrixXd a = from_row_major(in.data(), r, c), q = from_row_major(out.data(), r, c);
+      CHECK((r <= c ? q.row(3).norm() : q.col(3).norm()) == 0.0);
+      const Eigen::MatrixXd pred = predicted_polynomial_output(aol_prescale(a, 1.0, 0.0), oracle_steps(o),
+                                                               o.iterations, 1.0, 0.0, Norm::none);
+      CHECK(relative_error(q, pred) <= rounding_tolerance<T>(o));
+      for (index_t i = r * c; i < 2 * r * c; ++i)
+        CHECK(out[static_cast<std::size_t>(i)] == T(0));
+      if (r == c) {  // a column-major square input scales the rows of A too
+        std::vector<T> cm(static_cast<std::size_t>(r * c)), cmo(cm.size());
+        for (index_t i = 0; i < r; ++i)
+          for (index_t j = 0; j < c; ++j)
+            cm[static_cast<std::size_t>(j * r + i)] = in[static_cast<std::size_t>(i * c + j)];
+        REQUIRE(polar(MatrixRef<const T>::col_major(cm.data(), r, c),
+                      MatrixRef<T>::col_major(cmo.data(), r, c), o)
+                    .status == Status::ok);
+        Eigen::MatrixXd q_cm(r, c);
+        for (index_t i = 0; i < r; ++i)
+          for (index_t j = 0; j < c; ++j)
+            q_cm(i, j) = double(cmo[static_cast<std::size_t>(j * r + i)]);
+        CHECK(relative_error(q_cm, pred) <= rounding_tolerance<T>(o));
+      }
+    }
+    // Scale: a/‖a‖_F is loaded first, so 1e±30 times a float matrix (whose Gram would overflow
+    // or underflow in float) gives the factor of the unscaled matrix to the rounding of the input.
+    if (std::is_same<T, float>::value) {
+      const index_t r = 20, c = 36;
+      const std::vector<float> in = random_input<float>(r, c, "aol_scale");
+      std::vector<float> ref(in.size());
+      REQUIRE(polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(ref.data(), r, c), o).status ==
+              Status::ok);
+      for (float scale : {1e30f, 1e-30f}) {
+        std::vector<float> big(in), out(in.size());
+        for (float& x : big)
+          x *= scale;
+        REQUIRE(
+            polar(MatrixRef<const float>(big.data(), r, c), MatrixRef<float>(out.data(), r, c), o).status ==
+            Status::ok);
+        CHECK(relative_error(from_row_major(out.data(), r, c), from_row_major(ref.data(), r, c)) <=
+              rounding_tolerance<float>(o));
+      }
+    }
+  }
+
+  TEST_CASE_TEMPLATE("dual_norm_scale: <A, Q>·Q for every method, the nuclear norm with QDWH", T, float,
+                     double) {
+    std::vector<MethodCase> methods = polar_methods();
+    PolarOptions qd;
+    qd.method = PolarMethod::qdwh;
+    methods.push_back({"qdwh", qd});
+    for (auto [r, c] : {std::pair<index_t, index_t>{10, 17}, {17, 10}}) {
+      const std::vector<T> in = random_input<T>(r, c, "dual_norm", static_cast<std::uint64_t>(r));
+      const Eigen::MatrixXd a = from_row_major(in.data(), r, c);
+      for (const MethodCase& mc : methods) {
+        CAPTURE(mc.name);
+        CAPTURE(r);
+        std::vector<T> plain(in.size()), scaled(in.size());
+        REQUIRE(
+            polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(plain.data(), r, c), mc.options).status ==
+            Status::ok);
+        PolarOptions o = mc.options;
+        o.dual_norm_scale = true;
+        REQUIRE(polar(MatrixRef<const T>(in.data(), r, c), MatrixRef<T>(scaled.data(), r, c), o).status ==
+                Status::ok);
+        // The kernel iterates in T here (automatic), so its iterate is `plain` exactly. It forms
+        // f = Σ a_ij q_ij in double in another order than this test: the two differ by at most
+        // r·c·2⁻⁵³·Σ|a_ij q_ij| (the double summation bound). Each side rounds f·q once (ε_T/2
+        // relative each): |scaled − f·q| ≤ (ε_T·|f| + r·c·2⁻⁵³·Σ|a q|)·max|q|, doubled for margin.
+        const Eigen::MatrixXd q = from_row_major(plain.data(), r, c),
+                              got = from_row_major(scaled.data(), r, c);
+        const double f = (a.array() * q.array()).sum(), fabs_sum = (a.array() * q.array()).abs().sum();
+        CHECK(f > 0.0);  // ⟨A, Q⟩ > 0: Q's singular values are positive images of A's
+        const double sum_bound = double(r * c) * std::ldexp(1.0, -53) * fabs_sum;
+        CHECK((got - f * q).cwiseAbs().maxCoeff() <=
+              2.0 * (double(std::numeric_limits<T>::epsilon()) * f + sum_bound) * q.cwiseAbs().maxCoeff());
+      }
+    }
+    // QDWH converges to U Vᵀ, so the factor is ‖A‖_* = Σσ: a prescribed spectrum in double.
+    if (std::is_same<T, double>::value) {
+      SpectrumCase sc{"dual_norm_geometric", 9, 14, geometric(9, 1e-3, 2.0)};
+      const std::uint64_t seed = case_seed(sc.name.c_str());
+      CAPTURE(seed);
+      const Eigen::MatrixXd a = make_matrix(sc, seed);
+      const std::vector<double> in = to_row_major<double>(a);
+      std::vector<double> out(in.size());
+      qd.dual_norm_scale = true;
+      REQUIRE(
+          polar(MatrixRef<const double>(in.data(), 9, 14), MatrixRef<double>(out.data(), 9, 14), qd).status ==
+          Status::ok);
+      Eigen::MatrixXd exact(9, 14);
+      REQUIRE(reference::polar(MatrixRef<const double>::col_major(a.data(), 9, 14),
+                               MatrixRef<double>::col_major(exact.data(), 9, 14)) == Status::ok);
+      double nuclear = 0.0;
+      for (double s : sc.sigma)
+        nuclear += s;
+      // QDWH in double: ‖U − U Vᵀ‖ ≲ 1e-13 at κ = 1e3; 1e-10 leaves room.
+      CHECK(relative_error(from_row_major(out.data(), 9, 14), nuclear * exact) <= 1e-10);
+    }
+  }
+
+  TEST_CASE("dual_norm_scale: an output beyond the float range is refused and nothing is written") {
+    // A = 1e38·I₈ (finite floats): ⟨A, I⟩ = 8e38 > FLT_MAX ≈ 3.4e38, inside a batch whose first
+    // matrix is harmless; in place, the input stays as it was.
+    const index_t n = 8;
+    std::vector<float> in(static_cast<std::size_t>(2 * n * n), 0.0f);
+    for (index_t i = 0; i < n; ++i) {
+      in[static_cast<std::size_t>(i * n + i)] = 1.0f;
+      in[static_cast<std::size_t>(n * n + i * n + i)] = 1e38f;
+    }
+    std::vector<MethodCase> methods = polar_methods();
+    PolarOptions qd;
+    qd.method = PolarMethod::qdwh;
+    methods.push_back({"qdwh", qd});
+    for (const MethodCase& mc : methods) {
+      CAPTURE(mc.name);
+      PolarOptions o = mc.options;
+      o.dual_norm_scale = true;
+      std::vector<float> out(in.size(), kSentinel);
+      const PolarReport rep = polar(BatchedMatrixRef<const float>(in.data(), 2, n, n),
+                                    BatchedMatrixRef<float>(out.data(), 2, n, n), o);
+      CHECK(rep.status == Status::out_of_range);
+      CHECK(rep.bad_item == 1);
+      CHECK(std::string(rep.message).find("dual-norm") != std::string::npos);
+      CHECK(untouched(out));
+      std::vector<float> io = in;
+      CHECK(polar(BatchedMatrixRef<const float>(io.data(), 2, n, n),
+                  BatchedMatrixRef<float>(io.data(), 2, n, n), o)
+                .status == Status::out_of_range);
+      CHECK(io == in);
     }
   }
 

@@ -311,6 +311,16 @@ TEST_SUITE("optim.device") {
     check_twin("dev_muon", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", muon()), route("adamw", adamw()));
     });
+    // optax's variant: bias-corrected momentum (the device momentum kernel's factors) and the
+    // dual-norm scaled polar factor (the batched polar call), with AOL pre-scaling.
+    MuonOptions ox;
+    ox.bias_correction = true;
+    ox.polar.dual_norm_scale = true;
+    ox.polar.schedule.normalization.kind = Normalization::Kind::aol;
+    ox.lr = Schedule::constant(1e-4);
+    check_twin("dev_muon_optax", [&](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", muon(ox)), route("adamw", adamw()));
+    });
   }
 
   TEST_CASE("sgd kaon muadam freon and normuon step on the device like on the host") {

@@ -98,10 +98,10 @@ Mat adamw_oracle(Mat w, const std::vector<Mat>& grads, double lr, double b1, dou
 
 /// Keller Jordan's zeropower_via_newtonschulz5 in double: transposed when tall, X/(‖X‖_F + 1e-7),
 /// five steps of A = XXᵀ, B = bA + cA², X = aX + BX.
-Mat ns5(const Mat& g) {
+Mat ns5(const Mat& g, double eps = 1e-7) {
   const bool tall = g.rows() > g.cols();
   Mat x = tall ? Mat(g.transpose()) : g;
-  x /= x.norm() + 1e-7;
+  x /= x.norm() + eps;
   for (int t = 0; t < 5; ++t) {
     const Mat a = x * x.transpose();
     const Mat b = -4.7750 * a + 2.0315 * a * a;
@@ -118,6 +118,26 @@ Mat muon_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, do
     const Mat n = (1 - beta) * g + beta * buf;  // nesterov: grad.lerp_(momentum, β)
     w *= 1.0 - lr * wd;
     w -= lr * scale * ns5(n);
+  }
+  return w;
+}
+
+/// optax.contrib.muon's matrix branch (scale_by_muon, algorithms.md §1.1 "Optax variant") in
+/// double: m ← β m + (1 − β) g; N = β m/(1 − β^{t+1}) + (1 − β) g/(1 − β^t); O = NS5 of N with
+/// X/(‖X‖_F + 1e-8); with `adaptive`, O ← ⟨N, O⟩ O; × √max(1, r/c) (optax's fan_out/fan_in for
+/// its (in, out) layout, i.e. the torch layout's r/c here), + wd·w, × −lr.
+Mat optax_muon_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, double wd,
+                      bool adaptive) {
+  Mat m = Mat::Zero(w.rows(), w.cols());
+  const double scale = std::sqrt(std::max(1.0, double(w.rows()) / double(w.cols())));
+  for (std::size_t t = 1; t <= grads.size(); ++t) {
+    const Mat& g = grads[t - 1];
+    m = beta * m + (1 - beta) * g;
+    const Mat n =
+        beta * m / (1 - std::pow(beta, double(t + 1))) + (1 - beta) * g / (1 - std::pow(beta, double(t)));
+    Mat o = ns5(n, 1e-8);
+    if (adaptive) o *= (n.array() * o.array()).sum();
+    w -= lr * (scale * o + wd * w);
   }
   return w;
 }
@@ -268,6 +288,44 @@ TEST_SUITE("optim.presets") {
       // 5 steps, ≈ 3e-5 relative on the smallest directions; 2e-4 on the accumulated step.
       CHECK(step_error(got, muon_oracle(w0, g, 0.02, 0.95, 0.01), w0) <= 2e-4);
     }
+  }
+
+  TEST_CASE("muon with bias correction and dual_norm_scale matches optax's muon(adaptive) in double") {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("optax_muon_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 5, r < c ? "optax_muon_g_wide" : "optax_muon_g_tall");
+      for (bool adaptive : {false, true}) {
+        CAPTURE(adaptive);
+        MuonOptions o;
+        o.lr = Schedule::constant(1e-3);
+        o.weight_decay = 0.01;
+        o.bias_correction = true;
+        o.polar.schedule.normalization.eps = 1e-8;  // optax's eps
+        o.polar.dual_norm_scale = adaptive;
+        const Mat got = run_rule(muon(o), w0, g);
+        // As for muon (NS5 in float, ≈ 3e-5 relative on the smallest directions); the dual-norm
+        // factor is a double sum of O(1e-7)-accurate products, far below that.
+        const Mat want = optax_muon_oracle(w0, g, 1e-3, 0.95, 0.01, adaptive);
+        CHECK(step_error(got, want, w0) <= 2e-4);
+        // Without the correction the adaptive step is 1/(1 − β) = 20× larger at step 1: far off.
+        if (adaptive) {
+          o.bias_correction = false;
+          CHECK(step_error(run_rule(muon(o), w0, g), want, w0) > 1e-1);
+        }
+      }
+    }
+    // Signatures name the new options only when set; the sum form has no bias correction.
+    CHECK(TraceMomentum{}.config().find("bias_correction") == std::string::npos);
+    CHECK(TraceMomentum{0.9, true, TraceMomentum::Form::ema, true}.config().find("bias_correction=true") !=
+          std::string::npos);
+    CHECK(std::string(TraceMomentum{0.9, true, TraceMomentum::Form::sum, true}.check()).find("EMA") !=
+          std::string::npos);
+    MuonOptions d;
+    CHECK(muon(d).config().find("dual_norm_scale") == std::string::npos);
+    d.polar.dual_norm_scale = true;
+    CHECK(muon(d).config().find("dual_norm_scale=true") != std::string::npos);
   }
 
   TEST_CASE("normuon matches the NorMuon reference in double (wide and tall blocks)") {

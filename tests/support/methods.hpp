@@ -46,6 +46,13 @@ inline std::vector<MethodCase> polar_methods() {
   kj4.normalization.eps = 1e-7;
   add("ns_keller_jordan_5_schatten4", PolarMethod::newton_schulz, kj4, 5);
   add("gram_ns_polar_express_5_schatten4", PolarMethod::gram_newton_schulz, pe4, 5);
+  // AOL row scaling (the target becomes polar(D A)), Turbo-Muon's 4 steps; eps ≠ 0 and the
+  // Polar Express safety 1.01 for the places of both in d_i.
+  CoefficientSchedule kja = schedules::keller_jordan(), pea = schedules::polar_express();
+  kja.normalization.kind = pea.normalization.kind = Normalization::Kind::aol;
+  kja.normalization.eps = 1e-7;
+  add("ns_keller_jordan_4_aol", PolarMethod::newton_schulz, kja, 4);
+  add("gram_ns_polar_express_5_aol", PolarMethod::gram_newton_schulz, pea, 5);
   return m;
 }
 

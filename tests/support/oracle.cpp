@@ -31,32 +31,44 @@ Eigen::MatrixXd spectral_map(const Svd& d, const std::function<double(double)>& 
 }
 
 namespace {
-/// ν = safety·‖a‖ + eps from the singular values: Frobenius (Σσ²)^{1/2} or Schatten-4 (Σσ⁴)^{1/4}.
-double scale(const Eigen::VectorXd& sigma, double safety, double eps, bool schatten4) {
+/// ν = safety·‖a‖ + eps from the singular values (1 for Norm::none).
+double scale(const Eigen::VectorXd& sigma, double safety, double eps, Norm norm) {
+  if (norm == Norm::none) return 1.0;
   double sum = 0.0;
   for (Eigen::Index i = 0; i < sigma.size(); ++i) {
     const double s2 = sigma(i) * sigma(i);
-    sum += schatten4 ? s2 * s2 : s2;
+    sum += norm == Norm::schatten4 ? s2 * s2 : s2;
   }
-  return safety * (schatten4 ? std::sqrt(std::sqrt(sum)) : std::sqrt(sum)) + eps;
+  return safety * (norm == Norm::schatten4 ? std::sqrt(std::sqrt(sum)) : std::sqrt(sum)) + eps;
 }
 }  // namespace
 
 Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps,
-                                            int iterations, double safety, double eps, bool schatten4) {
+                                            int iterations, double safety, double eps, Norm norm) {
   const Svd d = svd(a);
-  const double nu = scale(d.s, safety, eps, schatten4);
+  const double nu = scale(d.s, safety, eps, norm);
   return spectral_map(d, [&](double s) { return composite(steps, s / nu, iterations); });
 }
 
 double predicted_band_deviation(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps, int iterations,
-                                double safety, double eps, bool schatten4) {
+                                double safety, double eps, Norm norm) {
   const Svd d = svd(a);
-  const double nu = scale(d.s, safety, eps, schatten4);
+  const double nu = scale(d.s, safety, eps, norm);
   double worst = 0.0;
   for (Eigen::Index i = 0; i < d.s.size(); ++i)
     worst = std::max(worst, std::fabs(composite(steps, d.s(i) / nu, iterations) - 1.0));
   return worst;
+}
+
+Eigen::MatrixXd aol_prescale(const Eigen::MatrixXd& a, double safety, double eps) {
+  const bool rows = a.rows() <= a.cols();
+  const Eigen::MatrixXd g = rows ? Eigen::MatrixXd(a * a.transpose()) : Eigen::MatrixXd(a.transpose() * a);
+  Eigen::VectorXd d(g.rows());
+  for (Eigen::Index i = 0; i < g.rows(); ++i) {
+    const double r = g.row(i).cwiseAbs().sum();
+    d(i) = r > 0.0 ? 1.0 / (safety * std::sqrt(r) + eps) : 0.0;
+  }
+  return rows ? Eigen::MatrixXd(d.asDiagonal() * a) : Eigen::MatrixXd(a * d.asDiagonal());
 }
 
 double spectral_norm(const Eigen::MatrixXd& m) {

@@ -30,17 +30,26 @@ Svd svd(const Eigen::MatrixXd& a);
 /// U f(Σ) Vᵀ.
 Eigen::MatrixXd spectral_map(const Svd& d, const std::function<double(double)>& f);
 
+/// The norm ν is built from: Frobenius (Σσ²)^{1/2}, Schatten-4 (Σσ⁴)^{1/4}, or none (ν = 1:
+/// the input is already scaled, e.g. by aol_prescale).
+enum class Norm { frobenius, schatten4, none };
+
 /// The output a Newton–Schulz-family kernel must produce for input a in exact arithmetic:
-/// U f(Σ/ν) Vᵀ with ν = safety·‖a‖ + eps, the norm Frobenius (Σσ²)^{1/2}, or Schatten-4
-/// (Σσ⁴)^{1/4} with `schatten4`, and f the composite of `steps` over `iterations`.
+/// U f(Σ/ν) Vᵀ with ν = safety·‖a‖ + eps (1 for Norm::none) and f the composite of `steps` over
+/// `iterations`.
 Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps,
                                             int iterations, double safety, double eps,
-                                            bool schatten4 = false);
+                                            Norm norm = Norm::frobenius);
 
 /// Largest |f(σ_i/ν) − 1| over the singular values of a: how far the exact-arithmetic output
 /// is from the polar factor, in spectral norm.
 double predicted_band_deviation(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps, int iterations,
-                                double safety, double eps, bool schatten4 = false);
+                                double safety, double eps, Norm norm = Norm::frobenius);
+
+/// The AOL pre-scaled input D a (rows ≤ cols) or a D (rows > cols), with
+/// d_i = 1/(safety·√r_i + eps), r_i = Σ_j |G_ij| and G = a aᵀ (aᵀ a): Turbo-Muon's and optax's
+/// row scaling, computed in double from the definition (a zero row keeps factor 0).
+Eigen::MatrixXd aol_prescale(const Eigen::MatrixXd& a, double safety, double eps);
 
 /// ‖QᵀQ − I‖₂ on the short side (QQᵀ when Q is wide).
 double orthogonality_error(const Eigen::MatrixXd& q);

@@ -159,11 +159,12 @@ double inner(const float* x, const float* a, const float* y, const float* b, ind
   return s;
 }
 
-void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema) {
+void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg) {
   const TraceMomentum::Form form = ema ? TraceMomentum::Form::ema : TraceMomentum::Form::sum;
+  const TraceMomentum::Correction c{cm, cg};
   Kokkos::parallel_for(
       "schatten::optim::trace_momentum", Range(0, n),
-      KOKKOS_LAMBDA(index_t k) { x[k] = TraceMomentum::step(x[k], mu[k], beta, nesterov, form); });
+      KOKKOS_LAMBDA(index_t k) { x[k] = TraceMomentum::step(x[k], mu[k], beta, nesterov, form, c); });
 }
 
 void adam(float* x, float* m, float* v, index_t n, const detail::AdamWScalars& c) {

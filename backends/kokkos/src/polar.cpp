@@ -170,8 +170,9 @@ std::size_t polar_workspace_bytes(index_t rows, index_t cols, index_t batch, con
   if (options.method == PolarMethod::qdwh)
     return fp64 ? kokkos::detail::qdwh_bytes<double, DefaultMem>(s, false)
                 : kokkos::detail::qdwh_bytes<float, DefaultMem>(s, false);
-  return fp64 ? kokkos::detail::polar_bytes<double, DefaultMem>(s, options.method)
-              : kokkos::detail::polar_bytes<float, DefaultMem>(s, options.method);
+  const bool aol = resolved_schedule(options).normalization.kind == Normalization::Kind::aol;
+  return fp64 ? kokkos::detail::polar_bytes<double, DefaultMem>(s, options.method, aol)
+              : kokkos::detail::polar_bytes<float, DefaultMem>(s, options.method, aol);
 }
 
 }  // namespace schatten

@@ -49,7 +49,21 @@ struct Normalization {
     /// ignores the schedule). Cost: none in GEMMs — the norm comes from the first step's Gram,
     /// which that step reuses — plus one pass over the Gram and one over X, and one more host
     /// read-back per call (docs/conventions.md "Normalisation and its epsilon").
-    schatten4
+    schatten4,
+    /// Almost-orthogonal-layer (AOL) row scaling: X ← D A with d_i = 1/(safety·√r_i + eps) and
+    /// r_i = Σ_j |(A Aᵀ)_ij| along the short side of A (its rows when rows ≤ cols, else its
+    /// columns: X ← A D from Aᵀ A). The Schur test gives σ_max(D A) ≤ 1/safety without any norm
+    /// estimate, and D A starts its small singular values much further along than A/‖A‖_F.
+    /// **It changes the target:** the iteration approaches the polar factor of D A, which equals
+    /// polar(A) only when D is a multiple of I (rows of equal weight and equal coupling); the
+    /// rows (columns) of the update are re-weighted. Turbo-Muon's pre-conditioning (Boissin et
+    /// al., arXiv 2512.04632) and optax's `preconditioning='aol'` (anchors.md b1), which use it
+    /// to drop one Newton–Schulz step; optax clips r_i at eps where this adds eps to √r_i (the
+    /// same for every row with r_i ≫ eps²). Newton–Schulz family only (QDWH ignores the
+    /// schedule). Cost: no extra GEMM (D comes from the first step's Gram, which that step
+    /// reuses as D G D), one pass over the Gram for the row sums and one over X and the Gram;
+    /// no host read-back (docs/kernels/polar.md "AOL pre-scaling").
+    aol
   };
   Kind kind = Kind::frobenius;
   /// Multiplier of the norm (> 0). 1.01 / 1.02 in the Polar Express references: a margin for
@@ -66,6 +80,7 @@ struct Normalization {
   /// with ‖A‖_F = (Σσ²)^{1/2} or ‖A‖_S4 = (Σσ⁴)^{1/4}, or 1 for `none`; so the iteration starts
   /// from σ_i/ν. In double, rescaled by max σ (no overflow); for predictions of the scalar map
   /// (benchmarks, docs), not used by the kernel itself, which computes the norm from the matrix.
+  /// NaN for `aol`, whose row scaling depends on the singular vectors too, not only on σ.
   double scale(const std::vector<double>& sigma) const;
 };
 

@@ -63,6 +63,16 @@ struct PolarOptions {
   /// flops: bf16/fp16, HIP). Results differ from the GEMM path by rounding only (docs/kernels/
   /// polar.md, "Symmetric products"). false: GEMMs everywhere.
   bool symmetric_gram = true;
+  /// Return ⟨A, Q⟩·Q instead of Q, per matrix, with ⟨A, Q⟩ = Σ_ij a_ij q_ij = tr(AᵀQ)
+  /// accumulated in double. For the exact polar factor ⟨A, U Vᵀ⟩ = Σσ_i = ‖A‖_*, the dual of the
+  /// spectral norm, so the output is the steepest-descent step under the spectral norm scaled by
+  /// the dual norm ("Old Optimizer, New Norm", Bernstein & Newhouse 2024; PolarGrad; optax's
+  /// `muon(adaptive=True)`, algorithms.md §1.1). With a polynomial method Q is the computed
+  /// factor, so ⟨A, Q⟩ = Σσ_i f(σ_i/ν) exactly as optax computes it. Cost: one more read of the
+  /// input and the iterate and one read-back; the factor is applied in the store pass (in
+  /// double). Nothing is written when the scaled output would overflow the output type
+  /// (Status::out_of_range, the matrix in bad_item). Also for PolarMethod::qdwh.
+  bool dual_norm_scale = false;
 };
 
 /// Result of polar(). Outputs are written only when status is ok.

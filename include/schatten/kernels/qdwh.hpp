@@ -32,6 +32,10 @@ struct QdwhOptions {
   bool polish = true;
   /// Also report max_b ‖U_b U_bᵀ − I‖_F / √k (one more Gram GEMM per matrix).
   bool compute_orthogonality_error = false;
+  /// Return ⟨A, U⟩·U = tr(H)·U instead of U, the dual-norm scaling of PolarOptions (polar.hpp):
+  /// ‖A‖_* · polar(A), PolarGrad's update. One read of A and U more; nothing is written when
+  /// the product would overflow the output type (Status::out_of_range).
+  bool dual_norm_scale = false;
 };
 
 /// Result of qdwh(). Outputs are written when status is ok or not_converged.

@@ -46,6 +46,9 @@ struct MuonOptions {
   PolarOptions polar = keller_polar();
   ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
+  /// optax's bias-corrected momentum (TraceMomentum::bias_correction); with
+  /// polar.dual_norm_scale it gives optax's `muon(adaptive=True)` (docs/optim.md "optax's Muon").
+  bool bias_correction = false;
 
   /// Keller Jordan's orthogonalisation: NS5 with (3.4445, −4.7750, 2.0315), X/(‖X‖_F + 1e-7).
   static PolarOptions keller_polar() {
@@ -58,8 +61,9 @@ struct MuonOptions {
   }
 };
 inline auto muon(const MuonOptions& o = {}) {
-  return chain(TraceMomentum{o.momentum, o.nesterov, o.momentum_form}, Orthogonalize{o.polar},
-               ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+  return chain(TraceMomentum{o.momentum, o.nesterov, o.momentum_form, o.bias_correction},
+               Orthogonalize{o.polar}, ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay},
+               ScaleByLearningRate{o.lr});
 }
 
 /// NorMuon (Li et al. 2025, arXiv 2510.05491; the reference zichongli5/NorMuon normuon.py):

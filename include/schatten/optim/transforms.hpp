@@ -95,8 +95,8 @@ struct AdamWScalars {
 };
 }  // namespace detail
 namespace device_kernels {
-/// x[k] ← TraceMomentum::step(x[k], mu[k], beta, nesterov, ema ? Form::ema : Form::sum).
-void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema);
+/// x[k] ← TraceMomentum::step(x[k], mu[k], beta, nesterov, ema ? Form::ema : Form::sum, {cm, cg}).
+void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg);
 /// x[k] ← ScaleByAdam::step(x[k], m[k], v[k], …) with c's first seven scalars.
 void adam(float* x, float* m, float* v, index_t n, const detail::AdamWScalars& c);
 /// x[k] ← detail::adamw_element(x[k], m[k], v[k], w[k], c).
@@ -106,10 +106,21 @@ void adamw(float* x, float* m, float* v, const float* w, index_t n, const detail
 // ---------------------------------------------------------------------------------------------
 // Momentum
 
+namespace detail {
+/// TraceMomentum::Correction (outside the class so that it can be a default argument there).
+struct MomentumCorrection {
+  float m = 1.0f, g = 1.0f;
+};
+}  // namespace detail
+
 /// Heavy-ball momentum. EMA form (Keller Jordan, torch.optim.Muon): B ← β B + (1 − β) G, output
 /// N = (1 − β) G + β B with Nesterov, else B. Sum form (Moonlight; torch.optim.SGD with
-/// dampening 0): B ← β B + G, N = G + β B with Nesterov, else B. The buffer starts at zero; no
-/// bias correction (algorithms.md §1.1).
+/// dampening 0): B ← β B + G, N = G + β B with Nesterov, else B. The buffer starts at zero.
+/// `bias_correction` (EMA form only; off by default, as in Keller Jordan's and PyTorch's Muon) is
+/// optax's variant [V] (algorithms.md §1.1): N = β B/(1 − β^{t+1}) + (1 − β) G/(1 − β^t) with
+/// Nesterov, else B/(1 − β^t), t the 1-based step. Behind a polynomial orthogonalisation it only
+/// moves the normalisation's eps; it matters where the update keeps the momentum's scale
+/// (PolarOptions::dual_norm_scale, optax's `adaptive`).
 struct TraceMomentum {
   static constexpr const char* name = "trace_momentum";
   static constexpr bool row_local = true;  // chain.hpp: each element alone
@@ -117,6 +128,7 @@ struct TraceMomentum {
   double beta = 0.95;
   bool nesterov = true;
   Form form = Form::ema;
+  bool bias_correction = false;
 
   struct State {
     std::int64_t count = 0;
@@ -126,25 +138,36 @@ struct TraceMomentum {
 
   static constexpr bool device_capable = true;  // rule.hpp: runs on device memory
 
+  /// The bias corrections of step t (1-based) as float factors: m multiplies the buffer's term,
+  /// g the gradient's (1/(1 − β^{t+1}) and 1/(1 − β^t) with Nesterov, both 1/(1 − β^t) without),
+  /// computed in double. {1, 1}: no correction (the multiplications are then exact).
+  using Correction = detail::MomentumCorrection;
+  static Correction correction(double beta, bool nesterov, std::int64_t t) {
+    const double cg = 1.0 / (1.0 - std::pow(beta, double(t)));
+    const double cm = nesterov ? 1.0 / (1.0 - std::pow(beta, double(t + 1))) : cg;
+    return {float(cm), float(cg)};
+  }
   /// One element: updates b, returns the output. The one formula of both forms.
-  SCHATTEN_HOST_DEVICE static float step(float g, float& b, float beta, bool nesterov, Form form) {
+  SCHATTEN_HOST_DEVICE static float step(float g, float& b, float beta, bool nesterov, Form form,
+                                         Correction c = {}) {
     const float w = form == Form::ema ? 1.0f - beta : 1.0f;  // weight of the new gradient
     b = beta * b + w * g;
-    return nesterov ? w * g + beta * b : b;
+    return nesterov ? c.g * (w * g) + c.m * (beta * b) : c.m * b;
   }
   /// u ← step(u, mu) element by element, mu (u.size() floats in u's memory) updated: the pass of
   /// update(), shared with the rules that keep their own momentum (step_size.hpp).
-  static void apply(Block u, float* mu, double beta, bool nesterov, Form form) {
+  static void apply(Block u, float* mu, double beta, bool nesterov, Form form, Correction c = {}) {
     const float b = static_cast<float>(beta);
     float* x = u.data;
     if (u.memory == MemoryKind::device)
-      return device_kernels::momentum(x, mu, u.size(), b, nesterov, form == Form::ema);
+      return device_kernels::momentum(x, mu, u.size(), b, nesterov, form == Form::ema, c.m, c.g);
     for (index_t k = 0, n = u.size(); k < n; ++k)
-      x[k] = step(x[k], mu[k], b, nesterov, form);
+      x[k] = step(x[k], mu[k], b, nesterov, form, c);
   }
   Status update(Block u, State& s, ConstBlock) const {
     if (s.mu.size() != static_cast<std::size_t>(u.size())) return Status::invalid_argument;  // other shape
-    apply(u, s.mu.data(), beta, nesterov, form);
+    apply(u, s.mu.data(), beta, nesterov, form,
+          bias_correction ? correction(beta, nesterov, s.count + 1) : Correction{});
     ++s.count;
     return Status::ok;
   }
@@ -153,19 +176,20 @@ struct TraceMomentum {
     v("count", s.count);
     v("mu", s.mu);
   }
-  /// β finite and ≥ 0; below 1 for the EMA form (β = 1 would keep the buffer at its zero start).
+  /// β finite and ≥ 0; below 1 for the EMA form (β = 1 would keep the buffer at its zero start);
+  /// bias correction with the EMA form only (the sum form has no such correction).
   const char* check() const noexcept {
     if (form == Form::ema ? !hyper::decay_rate(beta) : !hyper::non_negative(beta))
       return form == Form::ema ? "trace_momentum: beta must be in [0, 1) for the EMA form"
                                : "trace_momentum: beta must be finite and >= 0";
+    if (bias_correction && form != Form::ema) return "trace_momentum: bias_correction needs the EMA form";
     return nullptr;
   }
   std::string config() const {
-    return Signature(name)
-        .add("beta", beta)
-        .add("nesterov", nesterov)
-        .add("form", form == Form::ema ? "ema" : "sum")
-        .str();
+    Signature s(name);
+    s.add("beta", beta).add("nesterov", nesterov).add("form", form == Form::ema ? "ema" : "sum");
+    if (bias_correction) s.add("bias_correction", true);  // only when set: earlier signatures stay
+    return s.str();
   }
 };
 
@@ -335,10 +359,12 @@ inline std::string polar_config(const PolarOptions& o) {
   // The kind only when it is not the default (Frobenius), so earlier signatures stay as they were.
   if (sc.normalization.kind == Normalization::Kind::schatten4) s.add("normalization", "schatten4");
   if (sc.normalization.kind == Normalization::Kind::none) s.add("normalization", "none");
-  return s.add("safety", sc.normalization.safety)
+  if (sc.normalization.kind == Normalization::Kind::aol) s.add("normalization", "aol");
+  s.add("safety", sc.normalization.safety)
       .add("eps", sc.normalization.eps)
-      .add("compute", to_string(o.compute))
-      .str();
+      .add("compute", to_string(o.compute));
+  if (o.dual_norm_scale) s.add("dual_norm_scale", true);  // only when set, as the kind above
+  return s.str();
 }
 
 /// u ← polar(u) with any method and schedule of the kernels (PolarOptions; default Polar Express,

@@ -110,6 +110,7 @@ PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename
     QdwhOptions qo = options.qdwh;
     if (options.compute != Precision::automatic) qo.compute = options.compute;
     qo.compute_orthogonality_error = qo.compute_orthogonality_error || options.compute_orthogonality_error;
+    qo.dual_norm_scale = qo.dual_norm_scale || options.dual_norm_scale;
     const QdwhReport r =
         qdwh_dispatch<Exec, TIn>(space, a, q, Strided3<TIn, typename Exec::memory_space>(), qo, ws);
     PolarReport p;

@@ -55,9 +55,10 @@ bool prefers_transpose(const V& a) {
 /// Working arrays of one polar call, carved from one workspace.
 template <class TC, class Mem>
 struct PolarBuffers {
-  Mat3<TC, Mem> x, y;        ///< iterates W (ping-pong), w_rows × w_cols
-  Mat3<TC, Mem> sq[5];       ///< k × k scratch: NS uses 2, Gram NS 5
-  double* factor = nullptr;  ///< per-matrix normalisation factor, then scratch (kFactorDoubles·batch)
+  Mat3<TC, Mem> x, y;           ///< iterates W (ping-pong), w_rows × w_cols
+  Mat3<TC, Mem> sq[5];          ///< k × k scratch: NS uses 2, Gram NS 5
+  double* factor = nullptr;     ///< per-matrix normalisation factor, then scratch (kFactorDoubles·batch)
+  double* row_scale = nullptr;  ///< AOL's k·batch row factors (Normalization::Kind::aol), else null
 };
 
 /// Doubles per matrix behind PolarBuffers::factor: the factor, and the three statistics of
@@ -66,21 +67,35 @@ constexpr std::size_t kFactorDoubles = 4;
 
 inline int square_buffers(PolarMethod m) { return m == PolarMethod::gram_newton_schulz ? 5 : 2; }
 
-/// Carves (or, with a counting arena, sizes) the buffers of one call.
+/// Carves (or, with a counting arena, sizes) the buffers of one call; `row_scales` adds AOL's
+/// k·batch doubles.
 template <class TC, class Mem>
-PolarBuffers<TC, Mem> carve_polar(Arena& arena, const PolarShape& s, PolarMethod method) {
+PolarBuffers<TC, Mem> carve_polar(Arena& arena, const PolarShape& s, PolarMethod method,
+                                  bool row_scales = false) {
   PolarBuffers<TC, Mem> buf;
   buf.x = carve<TC, Mem>(arena, s.w_rows, s.w_cols, s.batch);
   buf.y = carve<TC, Mem>(arena, s.w_rows, s.w_cols, s.batch);
   for (int i = 0; i < square_buffers(method); ++i)
     buf.sq[i] = carve<TC, Mem>(arena, s.k, s.k, s.batch);
   buf.factor = arena.take<double>(kFactorDoubles * static_cast<std::size_t>(s.batch));
+  if (row_scales) buf.row_scale = arena.take<double>(static_cast<std::size_t>(s.k * s.batch));
   return buf;
 }
 
 /// A device double as the result of a reduction: the reduction is queued, not waited for.
 template <class Mem>
 using ResultView = Kokkos::View<double, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+/// dst[0, src.size()) ← src: host doubles into the space's memory (per-matrix factors).
+template <class Exec>
+void copy_to_device(const Exec& space, double* dst, const std::vector<double>& src) {
+  Kokkos::deep_copy(
+      space,
+      Kokkos::View<double*, typename Exec::memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(dst,
+                                                                                                  src.size()),
+      Kokkos::View<const double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(src.data(),
+                                                                                              src.size()));
+}
 
 /// Pass 1: per matrix, amax[b] ← max |a_ij| as a double, +infinity when an entry is NaN or ±Inf,
 /// then inv[b] ← 1/amax[b] (0 for an all-zero matrix). Results stay in `Mem` (no wait).
@@ -196,9 +211,7 @@ void schatten4_rescale(const Exec& space, const Normalization& nz, const std::ve
     const double s = std::sqrt(std::sqrt(c[b]));  // ‖X_b‖_S4 ∈ (0, 1] for a nonzero matrix
     c[b] = norms[b] == 0.0 || s == 0.0 ? 0.0 : norms[b] / (nz.safety * norms[b] * s + nz.eps);
   }
-  Kokkos::deep_copy(space, Doubles(scratch, c.size()),
-                    Kokkos::View<const double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
-                        c.data(), c.size()));
+  copy_to_device(space, scratch, c);
   const double* f = scratch;
   for_each_element(
       space, "schatten::polar::schatten4_x", x.extent(0), x.extent(1), x.extent(2),
@@ -211,13 +224,51 @@ void schatten4_rescale(const Exec& space, const Normalization& nz, const std::ve
       });
 }
 
+/// AOL pre-scaling (Normalization::Kind::aol), after normalise_and_load has loaded
+/// X = A/‖A‖_F and the first Gram G = X Xᵀ (right form: Xᵀ X) is in `g`: per matrix b and Gram
+/// row i, r_i = Σ_j |G_ij| (in double) and f_i = 1/(safety·√r_i + eps/‖A‖_F), so that the rows
+/// (right form: columns) of X become d_i·A_i with d_i = 1/(safety·√r_(A)_i + eps), r_(A) = ‖A‖_F² r;
+/// then X ← F X (X F) and G ← F G F, the Gram of the new X, which the first step reuses.
+/// σ_max(F X) ≤ 1/safety by the Schur test (‖F G F‖₂ ≤ max_i Σ_j f_i f_j |G_ij| ≤ 1/safety² when
+/// f_i ≤ 1/(safety√r_i), Prach & Lampert's AOL bound). A zero row (r_i = 0) keeps factor 0, and
+/// an all-zero matrix stays zero. `inv_norm` holds 1/‖A‖_F per matrix on the device (the load
+/// factors), `f` k·batch doubles. Cost: one read of G for the sums, one pass over X and over G;
+/// no wait.
+template <class Exec, class TC, class Mem>
+void aol_rescale(const Exec& space, const Normalization& nz, bool right, const double* inv_norm, double* f,
+                 const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g) {
+  using S = scalar_t<TC>;
+  const index_t k = g.extent(0), batch = g.extent(2);
+  const double safety = nz.safety, eps = nz.eps;
+  // One thread per Gram row sums along the row (G is symmetric: the column order reads
+  // consecutive i in a LayoutLeft Mat3 across threads).
+  for_each_element(
+      space, "schatten::polar::aol_sums", k, 1, batch, KOKKOS_LAMBDA(index_t i, index_t, index_t b) {
+        double r = 0.0;
+        for (index_t j = 0; j < k; ++j)
+          r += kmath::fabs(static_cast<double>(static_cast<S>(g(i, j, b))));
+        f[b * k + i] = r > 0.0 ? 1.0 / (safety * kmath::sqrt(r) + eps * inv_norm[b]) : 0.0;
+      });
+  for_each_element(
+      space, "schatten::polar::aol_x", x.extent(0), x.extent(1), x.extent(2),
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+        const double d = f[b * k + (right ? j : i)];
+        x(i, j, b) = static_cast<TC>(static_cast<double>(static_cast<S>(x(i, j, b))) * d);
+      });
+  for_each_element(
+      space, "schatten::polar::aol_gram", k, k, batch, KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+        g(i, j, b) =
+            static_cast<TC>(static_cast<double>(static_cast<S>(g(i, j, b))) * f[b * k + i] * f[b * k + j]);
+      });
+}
+
 /// Newton–Schulz steps X ← p_t(X) = (a I + b A + c A²) X with A = X Xᵀ (or the right form).
 /// Per step: GEMM(k,k,n) for A, GEMM(k,k,k) for A² (skipped when c = 0), GEMM(k,n,k) for the
 /// product; with `symmetric` (and a vendor SYRK for TC) A and A² = A Aᵀ are SYRKs (half the
 /// flops each) followed by a fill of the upper triangle. The scalar terms are folded into
 /// B = a I + b A + c A²: B ← A (a copy), then the A² product with beta = b, then a on the
 /// diagonal, so no k×k element-wise pass is needed.
-/// `gram_ready`: `a2` already holds X Xᵀ for the first step (schatten4_rescale).
+/// `gram_ready`: `a2` already holds X Xᵀ for the first step (schatten4_rescale, aol_rescale).
 /// Returns the buffer holding the result (x or y).
 template <class Exec, class TC, class Mem>
 Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool symmetric, bool right,
@@ -249,7 +300,7 @@ Mat3<TC, Mem> newton_schulz_steps(const Exec& space, bool symmetric, bool right,
 /// symmetric in exact arithmetic). Per step: 1 GEMM(k,k,k) for R² (c ≠ 0), 1 for Q, 2 for R.
 /// With `symmetric` (and a vendor SYRK for TC) the Grams R = X Xᵀ and R² = R Rᵀ are SYRKs; the
 /// Q and R updates stay GEMMs (products of two different matrices). `gram_ready`: `r` already
-/// holds X Xᵀ (schatten4_rescale).
+/// holds X Xᵀ (schatten4_rescale, aol_rescale).
 template <class Exec, class TC, class Mem>
 Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool symmetric, bool right,
                                        const CoefficientSchedule& sched, int iterations,
@@ -299,6 +350,47 @@ Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool symmetric, bool r
   return y;
 }
 
+/// The dual-norm scaling (PolarOptions::dual_norm_scale): per matrix b, ⟨a[b], g_b·W[b]⟩ (W in
+/// a's orientation through `transposed`; g_b = `out_factor[b]`, 1 when empty) and max |W[b]|,
+/// reduced in double; then out_factor[b] ← g_b·⟨a[b], g_b·W[b]⟩, the factor of the store pass.
+/// `scratch` holds 2·batch doubles in `Mem`. Returns the first matrix whose scaled output would
+/// exceed the largest finite TOut (nothing is written then), else −1. One wait.
+template <class TOut, class Exec, class TIn, class TC, class Mem>
+index_t dual_norm_factors(const Exec& space, const Strided3<const TIn, Mem>& a, const Mat3<TC, Mem>& x,
+                          bool transposed, double* scratch, std::vector<double>& out_factor) {
+  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using S = scalar_t<TC>;
+  const index_t rows = x.extent(0), cols = x.extent(1), batch = x.extent(2);
+  for (index_t b = 0; b < batch; ++b) {
+    reduce_matrix(
+        space, "schatten::polar::dual_norm", rows, cols, false,
+        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+          const double v = static_cast<double>(transposed ? a(b, j, i) : a(b, i, j));
+          acc += v * static_cast<double>(static_cast<S>(x(i, j, b)));
+        },
+        Kokkos::Sum<double, Mem>(ResultView<Mem>(scratch + b)));
+    reduce_matrix(
+        space, "schatten::polar::dual_norm_max", rows, cols, false,
+        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+          acc = kmax(acc, kmath::fabs(static_cast<double>(static_cast<S>(x(i, j, b)))));
+        },
+        Kokkos::Max<double, Mem>(ResultView<Mem>(scratch + batch + b)));
+  }
+  std::vector<double> r(static_cast<std::size_t>(2 * batch));
+  Kokkos::deep_copy(space, HostDoubles(r.data(), r.size()), Doubles(scratch, r.size()));
+  space.fence();
+  if (out_factor.empty()) out_factor.assign(static_cast<std::size_t>(batch), 1.0);
+  for (index_t b = 0; b < batch; ++b) {
+    double& f = out_factor[static_cast<std::size_t>(b)];
+    f *= f * r[static_cast<std::size_t>(b)];
+    // |f·W_ij| ≤ |f|·max|W| must stay a finite TOut (products formed in double, then rounded).
+    if (!(std::fabs(f) * r[static_cast<std::size_t>(batch + b)] <= double(std::numeric_limits<TOut>::max())))
+      return b;
+  }
+  return -1;
+}
+
 /// max over the batch of ‖X Xᵀ − I‖_F / √k (one Gram per matrix, a SYRK when `symmetric`, into
 /// `g`, which holds one matrix when `reuse` and the whole batch otherwise).
 template <class Exec, class TC, class Mem>
@@ -335,9 +427,9 @@ inline PolarReport polar_failure(Status s, const char* msg, index_t bad = -1) {
 
 /// Scratch bytes of one call (the same carving code, run on a counting arena).
 template <class TC, class Mem>
-std::size_t polar_bytes(const PolarShape& s, PolarMethod method) {
+std::size_t polar_bytes(const PolarShape& s, PolarMethod method, bool row_scales = false) {
   Arena counting;
-  carve_polar<TC, Mem>(counting, s, method);
+  carve_polar<TC, Mem>(counting, s, method, row_scales);
   return counting.used();
 }
 
@@ -356,8 +448,9 @@ const char* check_io(const Strided3<const TIn, Mem>& a, const Strided3<TOut, Mem
 /// Validates the input (NaN/Inf), computes each matrix's scale factor for the normalisation,
 /// and loads W[b] = factor[b]·a[b] into x. Nothing is written to user memory. On NaN/Inf
 /// returns non_finite_input with `bad` set to the first bad matrix. `norms` receives ‖a[b]‖_F
-/// (0 for an all-zero matrix) when the normalisation is Frobenius or Schatten-4, else 1. For
-/// Schatten-4 the load is W = a/‖a‖_F (safety and eps are applied by schatten4_rescale). `factor_device`
+/// (0 for an all-zero matrix) when the normalisation is Frobenius, Schatten-4 or AOL, else 1. For
+/// Schatten-4 and AOL the load is W = a/‖a‖_F (safety and eps are applied by schatten4_rescale,
+/// aol_rescale), and factor_device[b] keeps 1/‖a‖_F (0 for zero). `factor_device`
 /// holds kFactorDoubles·batch doubles in the space's memory (the factors, then scratch). One
 /// wait for the whole batch (the read-back of the statistics).
 template <class Exec, class TIn, class TC>
@@ -374,8 +467,9 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
   double* amax_d = factor_device + batch;
   double* inv_d = amax_d + batch;
   double* ssq_d = inv_d + batch;
-  const bool schatten4 = nz.kind == Normalization::Kind::schatten4;
-  const bool needs_norm = nz.kind == Normalization::Kind::frobenius || schatten4;  // ‖a‖_F
+  // Schatten-4 and AOL first load a/‖a‖_F and rescale from the first Gram.
+  const bool gram_scaled = nz.kind == Normalization::Kind::schatten4 || nz.kind == Normalization::Kind::aol;
+  const bool needs_norm = nz.kind == Normalization::Kind::frobenius || gram_scaled;  // ‖a‖_F
   max_abs_per_item(space, a, amax_d, inv_d);  // one pass finds NaN/Inf before anything is written
   if (needs_norm) scaled_squares_per_item(space, a, inv_d, ssq_d);  // (discarded when one is NaN)
   std::vector<double> stats(3 * batch, 0.0), factor(batch, 1.0);    // amax, inv, ssq on the host
@@ -393,14 +487,11 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
     for (std::size_t b = 0; b < batch; ++b) {
       norms[b] = amax[b] == 0.0 ? 0.0 : amax[b] * std::sqrt(ssq[b]);
       factor[b] = norms[b] == 0.0 ? 0.0
-                  : schatten4     ? 1.0 / norms[b]
+                  : gram_scaled   ? 1.0 / norms[b]
                                   : 1.0 / (nz.safety * norms[b] + nz.eps);  // zero → zero
     }
   }
-  Kokkos::deep_copy(space,
-                    Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(factor_device, batch),
-                    Kokkos::View<const double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
-                        factor.data(), batch));
+  copy_to_device(space, factor_device, factor);
   load_scaled(space, a, factor_device, x, transposed);
   return Status::ok;
 }
@@ -417,52 +508,63 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   if (const char* msg = check_polar_options(options)) return polar_failure(Status::invalid_argument, msg);
   if (const char* msg = check_io(a, q)) return polar_failure(Status::invalid_argument, msg);
 
-  const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
+  const CoefficientSchedule sched = resolved_schedule(options);
+  const bool aol = sched.normalization.kind == Normalization::Kind::aol;
+  // AOL scales the rows of a square A, whatever its layout: W = A (left form, rows of W), not Aᵀ.
+  const PolarShape s(a.extent(0), a.extent(1), a.extent(2),
+                     prefers_transpose(a) && !(aol && a.extent(1) == a.extent(2)));
   PolarReport report;
   if (s.batch == 0 || s.k == 0) return report;  // empty: nothing to compute or write
 
-  const CoefficientSchedule sched = resolved_schedule(options);
   const int iterations = options.iterations;
   try {
-    ws.reserve(polar_bytes<TC, Mem>(s, options.method));
+    ws.reserve(polar_bytes<TC, Mem>(s, options.method, aol));
   } catch (const std::exception&) {
     return polar_failure(Status::out_of_memory, "workspace allocation failed");
   }
   Arena arena(ws.data());
-  PolarBuffers<TC, Mem> buf = carve_polar<TC, Mem>(arena, s, options.method);
+  PolarBuffers<TC, Mem> buf = carve_polar<TC, Mem>(arena, s, options.method, aol);
   std::vector<double> norms;
   index_t bad = -1;
   if (normalise_and_load(space, a, sched.normalization, buf.factor, buf.x, s.w_is_transpose, norms, bad) !=
       Status::ok)
     return polar_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
-  // Schatten-4: the first Gram gives the norm, and both iterations take it as their first Gram.
+  // Schatten-4 and AOL: the first Gram gives the scaling, and both iterations take the rescaled
+  // Gram as their first.
   const bool s4 = sched.normalization.kind == Normalization::Kind::schatten4;
-  if (s4) {
-    gram(space, options.symmetric_gram, s.right, buf.x, buf.sq[0]);
-    schatten4_rescale(space, sched.normalization, norms, buf.factor, buf.x, buf.sq[0]);
-  }
+  const bool gram_ready = s4 || aol;
+  if (gram_ready) gram(space, options.symmetric_gram, s.right, buf.x, buf.sq[0]);
+  if (s4) schatten4_rescale(space, sched.normalization, norms, buf.factor, buf.x, buf.sq[0]);
+  if (aol) aol_rescale(space, sched.normalization, s.right, buf.factor, buf.row_scale, buf.x, buf.sq[0]);
   Mat3<TC, Mem> result;
   if (options.method == PolarMethod::gram_newton_schulz) {
     result = gram_newton_schulz_steps(space, options.symmetric_gram, s.right, sched, iterations,
                                       options.gram_restarts, buf.x, buf.y, buf.sq[0], buf.sq[1], buf.sq[2],
-                                      buf.sq[3], buf.sq[4], s4);
+                                      buf.sq[3], buf.sq[4], gram_ready);
   } else {
     result = newton_schulz_steps(space, options.symmetric_gram, s.right, sched, iterations, buf.x, buf.y,
-                                 buf.sq[0], buf.sq[1], s4);
+                                 buf.sq[0], buf.sq[1], gram_ready);
   }
   report.iterations = iterations;
   if (options.compute_orthogonality_error)
     report.orthogonality_error =
         max_orthogonality_error(space, s.right, result, buf.sq[0], false, options.symmetric_gram);
-  const double* out_factor = nullptr;
+  std::vector<double> f;  // per-matrix output factors, when any
   if (output_norm_power != 0.0 && sched.normalization.kind == Normalization::Kind::frobenius) {
-    std::vector<double> f(norms.size());
+    f.resize(norms.size());
     for (std::size_t b = 0; b < f.size(); ++b)
       f[b] = norms[b] > 0.0 ? std::pow(norms[b], output_norm_power) : 0.0;
-    Kokkos::deep_copy(
-        space, Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(buf.factor, f.size()),
-        Kokkos::View<const double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(f.data(),
-                                                                                                f.size()));
+  }
+  if (options.dual_norm_scale) {
+    const index_t bad_item =
+        dual_norm_factors<TIn>(space, a, result, s.w_is_transpose, buf.factor + s.batch, f);
+    if (bad_item >= 0)
+      return polar_failure(Status::out_of_range, "the dual-norm scaled output overflows the output type",
+                           bad_item);
+  }
+  const double* out_factor = nullptr;
+  if (!f.empty()) {
+    copy_to_device(space, buf.factor, f);
     out_factor = buf.factor;
   }
   store(space, result, q, s.w_is_transpose, out_factor);
