@@ -418,7 +418,8 @@ TEST_SUITE("kernels.polar.api") {
     o.schedule = schedules::keller_jordan();
     o.schedule.normalization.kind = Normalization::Kind::aol;
     o.iterations = 4;
-    for (auto [r, c] : {std::pair<index_t, index_t>{12, 20}, {20, 12}, {16, 16}}) {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}, {16, 16}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
       CAPTURE(r);
       CAPTURE(c);
       std::vector<T> in = random_input<T>(r, c, "aol_zero_row");
@@ -482,7 +483,8 @@ TEST_SUITE("kernels.polar.api") {
     PolarOptions qd;
     qd.method = PolarMethod::qdwh;
     methods.push_back({"qdwh", qd});
-    for (auto [r, c] : {std::pair<index_t, index_t>{10, 17}, {17, 10}}) {
+    for (const auto& shape : {std::pair<index_t, index_t>{10, 17}, {17, 10}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
       const std::vector<T> in = random_input<T>(r, c, "dual_norm", static_cast<std::uint64_t>(r));
       const Eigen::MatrixXd a = from_row_major(in.data(), r, c);
       for (const MethodCase& mc : methods) {

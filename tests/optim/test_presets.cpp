@@ -328,6 +328,30 @@ TEST_SUITE("optim.presets") {
     CHECK(muon(d).config().find("dual_norm_scale=true") != std::string::npos);
   }
 
+  TEST_CASE("a dual-norm update beyond the float range is refused and nothing changes") {
+    // g = 3e38·I₆₄: the Nesterov momentum is N = 0.0975·g (N's σ all 2.9e37), Keller's NS5 maps
+    // σ/‖N‖_F = 1/8 to f = 0.688, so ⟨N, Q⟩ = 64·2.9e37·0.688 = 1.3e39 and the output's entries
+    // 1.3e39·0.688 = 9e38 > FLT_MAX ≈ 3.4e38: the polar call returns out_of_range and the chain
+    // restores the update and its state. (At 1e38 the output, 3e38, would still be a float.)
+    const index_t n = 64;
+    MuonOptions o;
+    o.polar.dual_norm_scale = true;
+    const auto rule = muon(o);
+    auto state = rule.init({n, n});
+    std::vector<float> w(static_cast<std::size_t>(n * n), 0.5f), u(w.size(), 0.0f);
+    for (index_t i = 0; i < n; ++i)
+      u[static_cast<std::size_t>(i * n + i)] = 3e38f;
+    const std::vector<float> u0 = u;
+    const auto before = save(state);
+    CHECK(rule.update(Block(u.data(), n, n), state, ConstBlock(w.data(), n, n)) == Status::out_of_range);
+    CHECK(u == u0);
+    CHECK(save(state) == before);
+    // A hundred times smaller, the same step is taken.
+    for (float& x : u)
+      x *= 0.01f;
+    CHECK(rule.update(Block(u.data(), n, n), state, ConstBlock(w.data(), n, n)) == Status::ok);
+  }
+
   TEST_CASE("normuon matches the NorMuon reference in double (wide and tall blocks)") {
     for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
       const index_t r = shape.first, c = shape.second;

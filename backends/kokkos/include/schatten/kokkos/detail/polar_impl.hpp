@@ -240,8 +240,8 @@ void aol_rescale(const Exec& space, const Normalization& nz, bool right, const d
   using S = scalar_t<TC>;
   const index_t k = g.extent(0), batch = g.extent(2);
   const double safety = nz.safety, eps = nz.eps;
-  // One thread per Gram row sums along the row (G is symmetric: the column order reads
-  // consecutive i in a LayoutLeft Mat3 across threads).
+  // One thread per Gram row i sums |G_ij| over j. Neighbouring threads read neighbouring i, which
+  // are adjacent in the column-major Mat3 (coalesced reads on a GPU).
   for_each_element(
       space, "schatten::polar::aol_sums", k, 1, batch, KOKKOS_LAMBDA(index_t i, index_t, index_t b) {
         double r = 0.0;
