@@ -229,8 +229,9 @@ void schatten4_rescale(const Exec& space, const Normalization& nz, const std::ve
 /// row i, r_i = Σ_j |G_ij| (in double) and f_i = 1/(safety·√r_i + eps/‖A‖_F), so that the rows
 /// (right form: columns) of X become d_i·A_i with d_i = 1/(safety·√r_(A)_i + eps), r_(A) = ‖A‖_F² r;
 /// then X ← F X (X F) and G ← F G F, the Gram of the new X, which the first step reuses.
-/// σ_max(F X) ≤ 1/safety by the Schur test (‖F G F‖₂ ≤ max_i Σ_j f_i f_j |G_ij| ≤ 1/safety² when
-/// f_i ≤ 1/(safety√r_i), Prach & Lampert's AOL bound). A zero row (r_i = 0) keeps factor 0, and
+/// σ_max(F X) ≤ 1/safety by the weighted Schur test (Prach & Lampert's AOL bound): with
+/// w_i = √r_i, Σ_j r_i^{-1/2}|G_ij| r_j^{-1/2} w_j = w_i, so ‖R^{-1/2} G R^{-1/2}‖₂ ≤ 1, and
+/// f_i ≤ 1/(safety·√r_i) only shrinks it. A zero row (r_i = 0) keeps factor 0, and
 /// an all-zero matrix stays zero. `inv_norm` holds 1/‖A‖_F per matrix on the device (the load
 /// factors), `f` k·batch doubles. Cost: one read of G for the sums, one pass over X and over G;
 /// no wait.
