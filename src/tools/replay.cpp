@@ -90,6 +90,9 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            (optax's bias-corrected momentum; with dual_norm=1 optax's muon(adaptive=True))
   normuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 wd=0 polar=keller|polar_express|qdwh
            iterations=5 shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1
+  adamuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 eps=1e-8 rms=0.2 wd=0.01 polar=keller|...
+           iterations=5 (AdaMuon: polar factor of sign(momentum), element-wise second moment,
+           update RMS set to rms)
   muadam   lr=0.02 b1=0.9 b2=0.999 eps=1e-8 exponent=-0.25 wd=0
   freon    lr=0.02 c=0.6667 momentum=0.95 nesterov=1 wd=0 shape=... shape_extra=1 (as muon)
   kaon     lr=0.02 momentum=0.95 nesterov=1 kaon_steps=5 wd=0 shape=... shape_extra=1 (as muon)
@@ -111,11 +114,11 @@ The matrix presets (muon … df_muon) serve the hidden matrices that optim::prop
 (rank >= 2, no 'embed'/'head'/... in the name); every other parameter goes to AdamW with keys
 adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=A/B/... replaces
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
-exclude=@EXCLUDE@/router for MoE routers). route=all sends every
-parameter to the preset instead. polar=keller|polar_express|qdwh (muon, normuon: keller, the
-others: polar_express); with keller or polar_express, normalization=frobenius|schatten4|aol sets
-how the input is scaled (default frobenius; schatten4 divides by the Schatten-4 norm, from the
-first Gram; aol scales each row of the short side by 1/sqrt(its absolute Gram row sum), which
+exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
+instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon: keller, the others:
+polar_express); with keller or polar_express, normalization=frobenius|schatten4|aol sets how the
+input is scaled (default frobenius; schatten4 divides by the Schatten-4 norm, from the first
+Gram; aol scales each row of the short side by 1/sqrt(its absolute Gram row sum), which
 re-weights the rows of the update; docs/kernels/polar.md). dual_norm=1 multiplies each
 orthogonalised update Q by <M, Q> (about the nuclear norm of the momentum M: PolarGrad, optax's
 adaptive=True), on every preset with polar= except schatten_muon.
@@ -786,6 +789,19 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::normuon(o));
   }
+  if (s.preset == "adamuon") {
+    opt::AdaMuonOptions o;
+    k.lr("lr", o.lr);
+    momentum_keys(o);
+    k.number("b2", o.beta2);
+    if (!(o.beta2 >= 0.0 && o.beta2 < 1.0)) k.note("'b2' must be in [0, 1)");
+    k.number("eps", o.eps);
+    k.number("rms", o.rms);
+    k.number("wd", o.weight_decay);
+    polar_rule(o.polar);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::adamuon(o));
+  }
   if (s.preset == "freon") {
     opt::FreonOptions o;
     k.lr("lr", o.lr);
@@ -837,7 +853,8 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     return mixed(opt::df_muon(o));
   }
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
-        "' (sgd, adamw, muon, normuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, df_muon)";
+        "' (sgd, adamw, muon, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, "
+        "df_muon)";
   return nullptr;
 }
 

@@ -471,6 +471,31 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: adamuon reproduces the inline trajectory bit for bit with its keys") {
+    const std::string rec = temp_path("rec_ada.h5"), out = temp_path("out_ada.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(
+        run_replay(rec + " --optimizer adamuon:lr=0.03,b2=0.9,eps=1e-7,rms=0.25,wd=0.02,momentum=0.9" +
+                   " --save-params --quiet --out " + out) == 0,
+        replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    AdaMuonOptions a;  // not the defaults: the keys must reach the options
+    a.lr = Schedule::constant(0.03);
+    a.beta2 = 0.9;
+    a.eps = 1e-7;
+    a.rms = 0.25;
+    a.weight_decay = 0.02;
+    a.momentum = 0.9;
+    auto mixed = inline_mixed("adamuon", adamuon(a), AdamWOptions{});
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer adamuon:b2=1 --out " + out) == 1);
+    CHECK(replay_stderr().find("'b2' must be in [0, 1)") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: muon's shape rule and extra factor reach the options") {
     const std::string rec = temp_path("rec_shape.h5"), out = temp_path("out_shape.h5");
     write_recording(rec);

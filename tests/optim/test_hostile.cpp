@@ -243,6 +243,7 @@ void for_each_preset(F&& f) {
   f("muon", muon(muon_o));
   f("muadam", muadam());
   f("normuon", normuon());
+  f("adamuon", adamuon());
   f("freon", freon());
   f("kaon", kaon());
   f("da_muon", da_muon());
@@ -342,6 +343,8 @@ TEST_SUITE("optim.hostile") {
     run("muon", muon(), false);
     run("muadam", muadam(), true);
     run("normuon", normuon(), false);
+    run("adamuon", adamuon(), true);  // its second moment holds u² in float (its input is O, but
+                                      // ScaleBySecondMoment declares the bound wherever it sits)
     run("freon", freon(), false);
     run("kaon", kaon(), false);
     run("da_muon", da_muon(), false);
@@ -437,6 +440,9 @@ TEST_SUITE("optim.hostile") {
     check("muon", muon());
     check("muadam", muadam());
     check("normuon", normuon());
+    AdaMuonOptions ada;
+    ada.weight_decay = 0.0;
+    check("adamuon", adamuon(ada));
     check("freon", freon());
     check("kaon", kaon());
     check("da_muon", da_muon());
@@ -563,6 +569,15 @@ TEST_SUITE("optim.hostile") {
       NorMuonOptions o;
       o.beta2 = 1.0;
       check_refused("normuon beta2 = 1", normuon(o), "normalize_neurons: beta2");
+      AdaMuonOptions a;
+      a.beta2 = 1.0;
+      check_refused("adamuon beta2 = 1", adamuon(a), "scale_by_second_moment: beta");
+      a = AdaMuonOptions{};
+      a.eps = 1e-50;  // 0 in float
+      check_refused("adamuon eps = 1e-50", adamuon(a), "scale_by_second_moment: eps");
+      a = AdaMuonOptions{};
+      a.rms = nan;
+      check_refused("adamuon rms NaN", adamuon(a), "scale_to_rms: rms");
       MuAdamOptions m;
       m.eps = 0.0;
       check_refused("muadam eps = 0", muadam(m), "muadam_direction: eps");

@@ -323,7 +323,7 @@ TEST_SUITE("optim.device") {
     });
   }
 
-  TEST_CASE("sgd kaon muadam freon and normuon step on the device like on the host") {
+  TEST_CASE("sgd kaon muadam freon normuon and adamuon step on the device like on the host") {
     SgdOptions so;
     so.momentum = 0.9;
     so.nesterov = true;
@@ -344,6 +344,9 @@ TEST_SUITE("optim.device") {
     });
     check_twin("dev_normuon", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", normuon()), route("adamw", adamw()));
+    });
+    check_twin("dev_adamuon", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", adamuon()), route("adamw", adamw()));
     });
   }
 

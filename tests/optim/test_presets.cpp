@@ -142,6 +142,23 @@ Mat optax_muon_oracle(Mat w, const std::vector<Mat>& grads, double lr, double be
   return w;
 }
 
+/// AdaMuon's reference (Chongjie-Si/AdaMuon adamuon.py) in double: Muon's EMA Nesterov momentum,
+/// O = NS5(sign(N)), v ← β v + (1 − β) O², Ô = O/(√v + ε), Ô·0.2√(rc)/(‖Ô‖_F + ε), then
+/// W ← W(1 − lr·wd) − lr·Ô.
+Mat adamuon_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, double eps, double wd) {
+  Mat buf = Mat::Zero(w.rows(), w.cols()), v = buf;
+  for (const Mat& g : grads) {
+    buf = beta * buf + (1 - beta) * g;
+    const Mat n = (1 - beta) * g + beta * buf;
+    const Mat o = ns5(Mat(n.array().sign().matrix()));
+    v = beta * v + (1 - beta) * o.cwiseProduct(o);
+    Mat u = (o.array() / (v.array().sqrt() + eps)).matrix();
+    u *= 0.2 * std::sqrt(double(w.rows()) * double(w.cols())) / (u.norm() + eps);
+    w = w * (1.0 - lr * wd) - lr * u;
+  }
+  return w;
+}
+
 /// NorMuon's reference (zichongli5/NorMuon normuon.py) in double: Muon's momentum and NS5, then
 /// per row ν ← ν + (1 − β₂)(mean_j O_ij² − ν), O_i ← O_i/(√ν_i + 1e-10), O rescaled to its
 /// norm before the normalisation, × √max(1, r/c), decoupled decay, −lr.
@@ -352,6 +369,36 @@ TEST_SUITE("optim.presets") {
     CHECK(rule.update(Block(u.data(), n, n), state, ConstBlock(w.data(), n, n)) == Status::ok);
   }
 
+  TEST_CASE("adamuon matches the AdaMuon reference in double (wide and tall blocks)") {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("adamuon_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 5, r < c ? "adamuon_g_wide" : "adamuon_g_tall");
+      const Mat got = run_rule(adamuon(), w0, g);
+      // As for muon: NS5 in float, ≈ 3e-5 relative on the smallest directions. The second moment
+      // divides O by √v ≈ |O| element by element (a well-conditioned, float-exact-ish ratio) and
+      // the RMS rescale is one double norm: 2e-4 on the accumulated step.
+      const Mat want = adamuon_oracle(w0, g, 0.02, 0.95, 1e-8, 0.01);
+      CHECK(step_error(got, want, w0) <= 2e-4);
+      // Each of the three AdaMuon stages matters far beyond that: without the sign, without
+      // the second moment, or at another RMS.
+      CHECK(step_error(run_rule(chain(TraceMomentum{}, Orthogonalize{MuonOptions::keller_polar()},
+                                      ScaleBySecondMoment{}, ScaleToRms{}, AddDecayedWeights{0.01},
+                                      ScaleByLearningRate{}),
+                                w0, g),
+                       want, w0) > 1e-2);
+      CHECK(step_error(
+                run_rule(chain(TraceMomentum{}, SignTransform{}, Orthogonalize{MuonOptions::keller_polar()},
+                               ScaleToRms{}, AddDecayedWeights{0.01}, ScaleByLearningRate{}),
+                         w0, g),
+                want, w0) > 1e-2);
+      AdaMuonOptions o;
+      o.rms = 0.25;
+      CHECK(step_error(run_rule(adamuon(o), w0, g), want, w0) > 1e-2);
+    }
+  }
+
   TEST_CASE("normuon matches the NorMuon reference in double (wide and tall blocks)") {
     for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
       const index_t r = shape.first, c = shape.second;
@@ -417,6 +464,10 @@ TEST_SUITE("optim.presets") {
     NorMuonOptions no;
     no.lr = decay;
     CHECK(run(normuon(no)) <= 1e-2);
+    AdaMuonOptions ao;
+    ao.lr = decay;
+    ao.weight_decay = 0.0;  // the quadratic's minimum is not at 0
+    CHECK(run(adamuon(ao)) <= 1e-2);
     KaonOptions ko;
     ko.lr = fast;
     const double kaon_loss = run(kaon(ko));
@@ -472,6 +523,7 @@ TEST_SUITE("optim.presets") {
     check(kaon());
     check(muadam());
     check(normuon());
+    check(adamuon());
     check(chain(ClipByNorm{0.5}, TraceMomentum{}, AddDecayedWeights{0.1, AddDecayedWeights::Mode::cautious},
                 ScaleByLearningRate{Schedule::warmup_cosine(0.1, 2, 6)}, AddIndependentDecay{1e-3}));
     // Names: "<index>_<rule>/<field>".

@@ -191,6 +191,17 @@ void multiply(float* x, const float* d, index_t n) {
       "schatten::optim::multiply", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= d[k]; });
 }
 
+void sign(float* x, index_t n) {
+  Kokkos::parallel_for(
+      "schatten::optim::sign", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] = SignTransform::step(x[k]); });
+}
+
+void second_moment(float* x, float* v, index_t n, float beta, float w, float eps) {
+  Kokkos::parallel_for(
+      "schatten::optim::second_moment", Range(0, n),
+      KOKKOS_LAMBDA(index_t k) { x[k] = ScaleBySecondMoment::step(x[k], v[k], beta, w, eps); });
+}
+
 void neuron_moments(const float* x, float* nu, index_t rows, index_t cols, float w2, float eps,
                     double& before, double& after) {
   // Two sums in one reduction: the real and imaginary parts of a complex sum (Kokkos' built-in

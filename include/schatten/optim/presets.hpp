@@ -88,9 +88,32 @@ inline auto normuon(const NorMuonOptions& o = {}) {
                ScaleByLearningRate{o.lr});
 }
 
-/// MuAdam (algorithms.md §4d, SMuon repository form): D ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4},
-/// decoupled decay, lr. Defaults [V]: lr 0.02, β₁ 0.9, β₂ 0.999, ε 1e-8, no shape scaling; the
-/// polar factor by Polar Express (5 steps) unless `polar` says otherwise.
+/// AdaMuon (Si, Zhang, Shen 2025, arXiv 2507.11005; the reference adamuon.py of
+/// Chongjie-Si/AdaMuon): Muon's EMA Nesterov momentum N, then O = polar(sign(N)) (sign
+/// stabilisation), the element-wise second moment v ← β₂ v + (1 − β₂) O², Ô = O/(√v + ε), Ô's RMS
+/// set to 0.2 (ScaleToRms), decoupled decay, lr. Defaults (the reference's): lr 0.02, β 0.95
+/// Nesterov, NS5 Keller, β₂ = β = 0.95 (the reference uses its momentum for both), ε 1e-8,
+/// rms 0.2, wd 0.01. Not in algorithms.md: [P] as NorMuon, NS5 in the input's precision (fp32)
+/// where the reference casts to bf16.
+struct AdaMuonOptions {
+  Schedule lr = Schedule::constant(0.02);
+  double momentum = 0.95;
+  bool nesterov = true;
+  PolarOptions polar = MuonOptions::keller_polar();
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double rms = 0.2;
+  double weight_decay = 0.01;
+};
+inline auto adamuon(const AdaMuonOptions& o = {}) {
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, SignTransform{},
+               Orthogonalize{o.polar}, ScaleBySecondMoment{o.beta2, o.eps}, ScaleToRms{o.rms, o.eps},
+               AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+}
+
+/// MuAdam (algorithms.md §4d, SMuon repository form)/// MuAdam (algorithms.md §4d, SMuon repository form): D
+/// ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4}, decoupled decay, lr. Defaults [V]: lr 0.02, β₁ 0.9, β₂ 0.999, ε
+/// 1e-8, no shape scaling; the polar factor by Polar Express (5 steps) unless `polar` says otherwise.
 struct MuAdamOptions {
   Schedule lr = Schedule::constant(0.02);
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;

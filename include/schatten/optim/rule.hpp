@@ -422,12 +422,13 @@ const char* check_of(const R& r) noexcept {
     return nullptr;
 }
 
-/// The ranges the rules' check() use, NaN and ±Inf failing each: x ≥ 0; x > 0; a decay rate
-/// β ∈ [0, 1) (β = 1 freezes an EMA at its zero start; an Adam-style bias correction 1 − β^t
-/// divides by 0).
+/// The ranges the rules' check() use, NaN and ±Inf failing each: x ≥ 0; x > 0; x > 0 also once
+/// rounded to float (an ε the float arithmetic adds); a decay rate β ∈ [0, 1) (β = 1 freezes an
+/// EMA at its zero start; an Adam-style bias correction 1 − β^t divides by 0).
 namespace hyper {
 inline bool non_negative(double x) noexcept { return std::isfinite(x) && x >= 0.0; }
 inline bool positive(double x) noexcept { return std::isfinite(x) && x > 0.0; }
+inline bool positive_float(double x) noexcept { return positive(x) && static_cast<float>(x) > 0.0f; }
 inline bool decay_rate(double b) noexcept { return std::isfinite(b) && b >= 0.0 && b < 1.0; }
 }  // namespace hyper
 

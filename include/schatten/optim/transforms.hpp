@@ -264,8 +264,7 @@ struct ScaleByAdam {
   static const char* check_adam(double b1, double b2, double eps) noexcept {
     if (!hyper::decay_rate(b1)) return "adam: b1 must be in [0, 1)";
     if (!hyper::decay_rate(b2)) return "adam: b2 must be in [0, 1)";
-    if (!(hyper::positive(eps) && static_cast<float>(eps) > 0.0f))
-      return "adam: eps must be finite and > 0 (in float)";
+    if (!hyper::positive_float(eps)) return "adam: eps must be finite and > 0 (in float)";
     return nullptr;
   }
   std::string config() const { return Signature(name).add("b1", b1).add("b2", b2).add("eps", eps).str(); }
@@ -717,8 +716,7 @@ struct NormalizeNeurons {
   /// β₂ ∈ [0, 1); ε > 0 also in float (a zero row divides by √ν + ε).
   const char* check() const noexcept {
     if (!hyper::decay_rate(beta2)) return "normalize_neurons: beta2 must be in [0, 1)";
-    if (!(hyper::positive(eps) && static_cast<float>(eps) > 0.0f))
-      return "normalize_neurons: eps must be finite and > 0 (in float)";
+    if (!hyper::positive_float(eps)) return "normalize_neurons: eps must be finite and > 0 (in float)";
     return nullptr;
   }
   std::string config() const { return Signature(name).add("beta2", beta2).add("eps", eps).str(); }
@@ -855,6 +853,119 @@ struct ScaleToPolarNorm {
   template <class V>
   friend void visit_fields(V&, State&) {}
   std::string config() const { return Signature(name).str(); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// AdaMuon's rules (Si, Zhang, Shen 2025, "AdaMuon: Adaptive Muon Optimizer", arXiv 2507.11005;
+// the reference gpt2/models/optimizers/adamuon.py of Chongjie-Si/AdaMuon)
+
+namespace device_kernels {
+/// x[k] ← SignTransform::step(x[k]).
+void sign(float* x, index_t n);
+/// x[k] ← ScaleBySecondMoment::step(x[k], v[k], beta, w, eps).
+void second_moment(float* x, float* v, index_t n, float beta, float w, float eps);
+}  // namespace device_kernels
+
+/// u ← sign(u) element by element, sign(0) = 0 (torch.sign): AdaMuon's sign stabilisation, which
+/// orthogonalises the sign pattern of the momentum instead of the momentum itself. Stateless.
+struct SignTransform {
+  static constexpr const char* name = "sign";
+  static constexpr bool row_local = true;  // chain.hpp: each element alone
+  static constexpr bool device_capable = true;
+  struct State {};
+  State init(const BlockShape&) const { return {}; }
+  SCHATTEN_HOST_DEVICE static float step(float x) { return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : 0.0f; }
+  Status update(Block u, State&, ConstBlock) const {
+    if (u.memory == MemoryKind::device) {
+      device_kernels::sign(u.data, u.size());
+      return Status::ok;
+    }
+    for (index_t k = 0, n = u.size(); k < n; ++k)
+      u.data[k] = step(u.data[k]);
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V&, State&) {}
+  std::string config() const { return Signature(name).str(); }
+};
+
+/// AdaMuon's element-wise second moment of the (orthogonalised) update:
+///   v ← β v + (1 − β) u²,   u ← u/(√v + ε),
+/// v starting at zero, without bias correction (as the reference: β = its momentum 0.95,
+/// ε = 1e-8). 1 − β is computed in double and rounded to float, as torch's Python-float
+/// `1 - momentum`. One float of state per element; v holds u² in float, so |u| ≤ 2^63
+/// (kSquaredStateMaxGradient; behind Orthogonalize |u| ≤ ~1.2 anyway).
+struct ScaleBySecondMoment {
+  static constexpr const char* name = "scale_by_second_moment";
+  static constexpr bool row_local = true;  // chain.hpp: each element alone
+  static constexpr bool device_capable = true;
+  double beta = 0.95;
+  double eps = 1e-8;
+
+  struct State {
+    std::int64_t count = 0;
+    Buffer nu;
+  };
+  State init(const BlockShape& s) const { return State{0, Buffer(static_cast<std::size_t>(s.size()), 0.0f)}; }
+  double max_gradient() const { return kSquaredStateMaxGradient; }
+  /// One element: v updated (torch's mul_(β).addcmul_(u, u, value=1 − β)), returns u/(√v + ε).
+  /// The one formula of the host loop and the device kernel.
+  SCHATTEN_HOST_DEVICE static float step(float u, float& v, float beta, float w, float eps) {
+    v = v * beta + w * (u * u);
+    return u / (std::sqrt(v) + eps);
+  }
+  Status update(Block u, State& s, ConstBlock) const {
+    if (s.nu.size() != static_cast<std::size_t>(u.size())) return Status::invalid_argument;  // other shape
+    const float b = static_cast<float>(beta), w = static_cast<float>(1.0 - beta), e = static_cast<float>(eps);
+    if (u.memory == MemoryKind::device) {
+      device_kernels::second_moment(u.data, s.nu.data(), u.size(), b, w, e);
+    } else {
+      float* v = s.nu.data();
+      for (index_t k = 0, n = u.size(); k < n; ++k)
+        u.data[k] = step(u.data[k], v[k], b, w, e);
+    }
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("nu", s.nu);
+  }
+  /// β ∈ [0, 1); ε > 0 also in float (a zero element divides by √v + ε).
+  const char* check() const noexcept {
+    if (!hyper::decay_rate(beta)) return "scale_by_second_moment: beta must be in [0, 1)";
+    if (!hyper::positive_float(eps)) return "scale_by_second_moment: eps must be finite and > 0 (in float)";
+    return nullptr;
+  }
+  std::string config() const { return Signature(name).add("beta", beta).add("eps", eps).str(); }
+};
+
+/// u ← u · rms·√(r c)/(‖u‖_F + ε) per block: the update's root-mean-square set to `rms` (AdaMuon's
+/// "RMS-aligned rescaling", 0.2 to match AdamW's typical update RMS, ε = 1e-8, as the reference;
+/// the same target as ScaleByShape::moonlight for an exact polar factor, but measured on the
+/// block itself). The norm accumulates in double; a zero block stays zero. Stateless.
+struct ScaleToRms {
+  static constexpr const char* name = "scale_to_rms";
+  static constexpr bool device_capable = true;
+  double rms = 0.2;
+  double eps = 1e-8;
+  struct State {};
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State&, ConstBlock) const {
+    const double norm = std::sqrt(squared_norm(u));
+    scale(u, static_cast<float>(rms * std::sqrt(double(u.rows) * double(u.cols)) / (norm + eps)));
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V&, State&) {}
+  /// rms finite and ≥ 0; ε finite and > 0 (a zero block divides by ε).
+  const char* check() const noexcept {
+    if (!hyper::non_negative(rms)) return "scale_to_rms: rms must be finite and >= 0";
+    if (!hyper::positive(eps)) return "scale_to_rms: eps must be finite and > 0";
+    return nullptr;
+  }
+  std::string config() const { return Signature(name).add("rms", rms).add("eps", eps).str(); }
 };
 
 // ---------------------------------------------------------------------------------------------
