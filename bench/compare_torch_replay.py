@@ -17,7 +17,9 @@ Cases (model / optimizer run in torch / replay preset):
   mlp   torch.optim.AdamW                     adamw:lr,b1,b2,eps,wd
   mlp   NorMuon on the hidden matrices (NorMuonTorch: the reference normuon.py's formulas, NS5 in
         float32) and torch.optim.AdamW on the rest   normuon:lr,b2,wd,adamw_lr,adamw_wd
-  tfm   the same four, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
+  mlp   AdaMuon the same way (AdaMuonTorch: the reference adamuon.py's formulas, one process, NS5 in
+        float32)   adamuon:lr,wd,adamw_lr,adamw_wd
+  tfm   the same five, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
         its attention, LayerNorms and biases, a final LayerNorm and nn.Linear head)
   tfm   NorMuon with the fused in_proj_weight (3d x d) cut into Q, K and V (each orthogonalised,
         normalised and shape-scaled as a matrix of its own)   the same preset with
@@ -55,8 +57,9 @@ rounds it to float; until 2026-11-28 it computed 1.0f - float(beta2) = 0.0009999
 most of the difference). Then the
 transformer recording is replayed through muon and schatten_muon, and the outputs are checked:
 every table finite where the format says it is defined, descent potential finite exactly for
-the parameters that have act_gram. NorMuon's tolerance is --tol-spectral (default 2e-5; measured
-2.3e-6 on the MLP and 1.3e-6 on the transformer over 30 steps, torch 2.15.0): torch's float32
+the parameters that have act_gram. NorMuon's and AdaMuon's tolerance is --tol-spectral (default
+2e-5; measured 2.3e-6 and 1.1e-6 on the MLP and 1.3e-6 and 1.2e-6 on the transformer over 30
+steps, torch 2.15.0): torch's float32
 GEMMs in Newton-Schulz round differently from schatten's, and the quintic amplifies that a little
 each step; a missing or misplaced rule of the update changes the parameters by ~1e-2 relative.
 
@@ -403,6 +406,8 @@ def train(model_name, optimizer, steps, path):
         opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(B1, B2), eps=EPS, weight_decay=WD)
     elif optimizer == "normuon":
         opt = NorMuonTorch(model)
+    elif optimizer == "adamuon":
+        opt = AdaMuonTorch(model)
     elif optimizer == "normuon_qkv":
         opt = NorMuonTorch(model, cut=("in_proj_weight", 3))
     elif optimizer in CLIP_CASES:
@@ -524,6 +529,35 @@ def check_diagnostics(rec, out):
     return problems
 
 
+class AdaMuonTorch(NorMuonTorch):
+    """AdaMuon (arXiv 2507.11005) on the hidden matrices as the reference adamuon.py of
+    Chongjie-Si/AdaMuon computes it (one process, no all-gather), orthogonalising in float32 (the
+    reference: bfloat16), and torch.optim.AdamW on the rest, split as NorMuonTorch. Per matrix:
+      m <- lerp(m, g, 1 - beta);  u = lerp(g, m, beta);  O = NS5(sign(u))
+      v <- beta v + (1 - beta) O*O;  O <- O / (sqrt(v) + eps);  O *= 0.2 sqrt(rows cols) / (|O| + eps)
+      W <- W (1 - lr wd) - lr O        (beta 0.95 for both moments, eps 1e-8, as the reference)"""
+
+    def __init__(self, model, lr=0.02, beta=0.95, wd=0.01, eps=1e-8):
+        super().__init__(model, lr=lr, beta=beta, wd=wd)
+        self.eps = eps
+        self.v = [torch.zeros_like(p) for p in self.matrices]
+
+    @torch.no_grad()
+    def step(self):
+        for p, m, v in zip(self.matrices, self.m, self.v):
+            g = p.grad
+            m.lerp_(g, 1 - self.beta)
+            u = g.lerp(m, self.beta).reshape(p.shape[0], -1)
+            o = ns5(torch.sign(u))
+            vv = v.view(o.shape)
+            vv.mul_(self.beta).addcmul_(o, o, value=1 - self.beta)
+            o = o / (vv.sqrt() + self.eps)
+            o = o * (0.2 * (o.shape[0] * o.shape[1]) ** 0.5 / (o.norm() + self.eps))
+            p.mul_(1 - self.lr * self.wd)
+            p.add_(o.reshape(p.shape), alpha=-self.lr)
+        self.adamw.step()
+
+
 def main():
     ap = argparse.ArgumentParser(description="Compare PyTorch training with schatten-replay (see the docstring).")
     ap.add_argument("--replay", default="build/schatten-replay")
@@ -543,7 +577,8 @@ def main():
     specs = {"sgd": "sgd:lr=%g" % SGD_LR,
              "mirror": "adamw:lr=%g,b1=%g,b2=%g,eps=%g,wd=%g" % (LR, B1, B2, EPS, WD),
              "adamw": "adamw:lr=%g,b1=%g,b2=%g,eps=%g,wd=%g" % (LR, B1, B2, EPS, WD),
-             "normuon": "normuon:lr=0.02,b2=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
+             "normuon": "normuon:lr=0.02,b2=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
+             "adamuon": "adamuon:lr=0.02,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
     specs["normuon_qkv"] = specs["normuon"]
     muon_cases = []
     for fn, shape in MUON_SHAPES.items():
@@ -571,7 +606,7 @@ def main():
           check_attention_logits())
     print("%-5s %-28s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
     for model_name in ("mlp", "tfm"):
-        for optimizer in (("sgd", "mirror", "adamw", "normuon") + (("normuon_qkv",) if model_name == "tfm" else ())
+        for optimizer in (("sgd", "mirror", "adamw", "normuon", "adamuon") + (("normuon_qkv",) if model_name == "tfm" else ())
                           + tuple(muon_cases) + (tuple(CLIP_CASES) if model_name == "tfm" else ())):
             rec = os.path.join(work, "%s_%s.h5" % (model_name, optimizer.replace(":", "_")))
             out = os.path.join(work, "%s_%s.replay.h5" % (model_name, optimizer.replace(":", "_")))
@@ -592,7 +627,7 @@ def main():
             # or next step, heads reversed, alpha 0.75 for 0.5 or 0.25 for 0.75, the bias left
             # unclipped, tau 2.4 for 2.5; no clip at all, the control below).
             tol = (a.tol_bf16 if optimizer.startswith("muon_bf16") else
-                   a.tol_spectral if optimizer.startswith(("normuon", "muon_fp32")) or optimizer in CLIP_CASES
+                   a.tol_spectral if optimizer.startswith(("normuon", "adamuon", "muon_fp32")) or optimizer in CLIP_CASES
                    else a.tol)
             ok = same == total if bits else worst_rel <= tol
             failed |= not ok
