@@ -19,7 +19,9 @@ Cases (model / optimizer run in torch / replay preset):
         float32) and torch.optim.AdamW on the rest   normuon:lr,b2,wd,adamw_lr,adamw_wd
   mlp   AdaMuon the same way (AdaMuonTorch: the reference adamuon.py's formulas, one process, NS5 in
         float32)   adamuon:lr,wd,adamw_lr,adamw_wd
-  tfm   the same five, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
+  mlp   NAMO the same way (NamoTorch: the reference namo.py's formulas, NS5 in float32)
+        namo:lr,wd,adamw_lr,adamw_wd
+  tfm   the same six, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
         its attention, LayerNorms and biases, a final LayerNorm and nn.Linear head)
   tfm   NorMuon with the fused in_proj_weight (3d x d) cut into Q, K and V (each orthogonalised,
         normalised and shape-scaled as a matrix of its own)   the same preset with
@@ -408,6 +410,8 @@ def train(model_name, optimizer, steps, path):
         opt = NorMuonTorch(model)
     elif optimizer == "adamuon":
         opt = AdaMuonTorch(model)
+    elif optimizer == "namo":
+        opt = NamoTorch(model)
     elif optimizer == "normuon_qkv":
         opt = NorMuonTorch(model, cut=("in_proj_weight", 3))
     elif optimizer in CLIP_CASES:
@@ -558,6 +562,39 @@ class AdaMuonTorch(NorMuonTorch):
         self.adamw.step()
 
 
+class NamoTorch(NorMuonTorch):
+    """NAMO (arXiv 2602.17080) on the hidden matrices as the reference src/namo.py of
+    minxin-zhg/namo computes it, orthogonalising in float32 (the reference: bfloat16), and
+    torch.optim.AdamW on the rest, split as NorMuonTorch. Per matrix (rows A, cols B) and step t:
+      gn = |g|;  m <- lerp(m, g, 1 - beta);  N = lerp(g, m, beta);  O = NS5(N)
+      v <- mu2 v + (1 - mu2) gn^2  (a float32 scalar);  a = lr sqrt(1 - mu2^t)/(1 - beta^t + 1e-12) |N|/(sqrt(v) + eps)
+      W <- W (1 - wd min(a, 1)) - min(a 0.2 sqrt(max(A, B)), 1) O"""
+
+    def __init__(self, model, lr=0.01, beta=0.95, mu2=0.99, eps=1e-8, scale=0.2, wd=0.1):
+        super().__init__(model, lr=lr, beta=beta, wd=wd)
+        self.mu2, self.eps, self.scale = mu2, eps, scale
+        self.v = [torch.zeros((), dtype=torch.float32) for _ in self.matrices]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        bc1, bc2 = 1.0 - self.beta ** self.t, 1.0 - self.mu2 ** self.t
+        for p, m, v in zip(self.matrices, self.m, self.v):
+            g = p.grad
+            gn = torch.linalg.vector_norm(g)
+            m.lerp_(g, 1 - self.beta)
+            n = g.lerp(m, self.beta).reshape(p.shape[0], -1)
+            gn_m = torch.linalg.vector_norm(n)
+            v.mul_(self.mu2).add_(gn * gn, alpha=1.0 - self.mu2)
+            o = ns5(n)
+            a = (self.lr * math.sqrt(bc2) / (bc1 + 1e-12)) * (gn_m / (v.sqrt() + self.eps))
+            step = (a * (self.scale * math.sqrt(max(o.shape)))).clamp(max=1.0)
+            p.mul_(1.0 - self.wd * a.clamp(max=1.0))
+            p.add_((o * step).reshape(p.shape), alpha=-1.0)
+        self.adamw.step()
+
+
 def main():
     ap = argparse.ArgumentParser(description="Compare PyTorch training with schatten-replay (see the docstring).")
     ap.add_argument("--replay", default="build/schatten-replay")
@@ -578,7 +615,8 @@ def main():
              "mirror": "adamw:lr=%g,b1=%g,b2=%g,eps=%g,wd=%g" % (LR, B1, B2, EPS, WD),
              "adamw": "adamw:lr=%g,b1=%g,b2=%g,eps=%g,wd=%g" % (LR, B1, B2, EPS, WD),
              "normuon": "normuon:lr=0.02,b2=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
-             "adamuon": "adamuon:lr=0.02,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
+             "adamuon": "adamuon:lr=0.02,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
+             "namo": "namo:lr=0.01,wd=0.1,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
     specs["normuon_qkv"] = specs["normuon"]
     muon_cases = []
     for fn, shape in MUON_SHAPES.items():
@@ -606,7 +644,8 @@ def main():
           check_attention_logits())
     print("%-5s %-28s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
     for model_name in ("mlp", "tfm"):
-        for optimizer in (("sgd", "mirror", "adamw", "normuon", "adamuon") + (("normuon_qkv",) if model_name == "tfm" else ())
+        for optimizer in (("sgd", "mirror", "adamw", "normuon", "adamuon", "namo")
+                          + (("normuon_qkv",) if model_name == "tfm" else ())
                           + tuple(muon_cases) + (tuple(CLIP_CASES) if model_name == "tfm" else ())):
             rec = os.path.join(work, "%s_%s.h5" % (model_name, optimizer.replace(":", "_")))
             out = os.path.join(work, "%s_%s.replay.h5" % (model_name, optimizer.replace(":", "_")))
@@ -627,7 +666,7 @@ def main():
             # or next step, heads reversed, alpha 0.75 for 0.5 or 0.25 for 0.75, the bias left
             # unclipped, tau 2.4 for 2.5; no clip at all, the control below).
             tol = (a.tol_bf16 if optimizer.startswith("muon_bf16") else
-                   a.tol_spectral if optimizer.startswith(("normuon", "adamuon", "muon_fp32")) or optimizer in CLIP_CASES
+                   a.tol_spectral if optimizer.startswith(("normuon", "adamuon", "namo", "muon_fp32")) or optimizer in CLIP_CASES
                    else a.tol)
             ok = same == total if bits else worst_rel <= tol
             failed |= not ok

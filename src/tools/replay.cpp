@@ -110,12 +110,15 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   sc_muon  eta_max=0.02 momentum=0.95 nesterov=1 polar=... iterations=5
   df_muon  eta_max=0.02 rho=1 lambda=0.01 l_min=1e-8 eta0=1e-3 momentum=0.95 nesterov=1
            polar=... iterations=5
-The matrix presets (muon … df_muon) serve the hidden matrices that optim::propose_labels picks
+  namo     lr=0.01 momentum=0.95 nesterov=1 mu2=0.99 eps=1e-8 scale=0.2 wd=0.1 polar=keller|...
+           iterations=5 (NAMO: Muon's direction, step lr*sqrt(1-mu2^t)/(1-b^t)*|N|/sqrt(v) from
+           the norms, times scale*sqrt(max(r,c)), both clamped at 1; the decay takes the step)
+The matrix presets (muon … namo) serve the hidden matrices that optim::propose_labels picks
 (rank >= 2, no 'embed'/'head'/... in the name); every other parameter goes to AdamW with keys
 adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=A/B/... replaces
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
-instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon: keller, the others:
+instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo: keller, the others:
 polar_express); with keller or polar_express, normalization=frobenius|schatten4|aol sets how the
 input is scaled (default frobenius; schatten4 divides by the Schatten-4 norm, from the first
 Gram; aol scales each row of the short side by 1/sqrt(its absolute Gram row sum), which
@@ -840,6 +843,18 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::sc_muon(o));
   }
+  if (s.preset == "namo") {
+    opt::NamoOptions o;
+    k.lr("lr", o.lr);
+    momentum_keys(o);
+    k.number("mu2", o.mu2);
+    k.number("eps", o.eps);
+    k.number("scale", o.scale);
+    k.number("wd", o.weight_decay);
+    polar_rule(o.polar);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::namo(o));
+  }
   if (s.preset == "df_muon") {
     opt::DfMuonOptions o;
     k.number("eta_max", o.eta_max);
@@ -854,7 +869,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   }
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
         "' (sgd, adamw, muon, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, "
-        "df_muon)";
+        "df_muon, namo)";
   return nullptr;
 }
 

@@ -26,6 +26,7 @@
 #include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/split.hpp"
+#include "schatten/optim/step_size.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
@@ -492,6 +493,31 @@ TEST_SUITE("io.replay") {
     H5Fclose(f);
     CHECK(run_replay(rec + " --optimizer adamuon:b2=1 --out " + out) == 1);
     CHECK(replay_stderr().find("'b2' must be in [0, 1)") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
+  TEST_CASE("replay: namo reproduces the inline trajectory bit for bit with its keys") {
+    const std::string rec = temp_path("rec_namo.h5"), out = temp_path("out_namo.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(
+        run_replay(rec + " --optimizer namo:lr=0.02,mu2=0.9,eps=1e-7,scale=0.3,wd=0.05,momentum=0.9" +
+                   " --save-params --quiet --out " + out) == 0,
+        replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    NamoOptions n;  // not the defaults: the keys must reach the options
+    n.lr = Schedule::constant(0.02);
+    n.mu2 = 0.9;
+    n.eps = 1e-7;
+    n.scale = 0.3;
+    n.weight_decay = 0.05;
+    n.momentum = 0.9;
+    auto mixed = inline_mixed("namo", namo(n), AdamWOptions{});
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer namo:mu2=1 --out " + out) == 1);
+    CHECK(replay_stderr().find("namo_step: mu2") != std::string::npos);
     fs::remove(rec);
     fs::remove(out);
   }

@@ -249,6 +249,7 @@ void for_each_preset(F&& f) {
   f("da_muon", da_muon());
   f("sc_muon", sc_muon());
   f("df_muon", df_muon());
+  f("namo", namo());
   f("schatten_muon", schatten_muon(adaptive_schatten(false)));
   f("schatten_muon_moment", schatten_muon(adaptive_schatten(true)));
 }
@@ -350,6 +351,7 @@ TEST_SUITE("optim.hostile") {
     run("da_muon", da_muon(), false);
     run("sc_muon", sc_muon(), false);
     run("df_muon", df_muon(), false);
+    run("namo", namo(), false);
     run("schatten_muon", schatten_muon(adaptive_schatten(false)), false);
     run("schatten_muon_moment", schatten_muon(adaptive_schatten(true)), true);
     // The same refusal from a chain stepped on its own.
@@ -448,6 +450,9 @@ TEST_SUITE("optim.hostile") {
     check("da_muon", da_muon());
     check("sc_muon", sc_muon());
     check("df_muon", df_muon());
+    NamoOptions nm;
+    nm.weight_decay = 0.0;
+    check("namo", namo(nm));
     check("schatten_muon", schatten_muon(adaptive_schatten(false, 0.0)));
     check("schatten_muon_moment", schatten_muon(adaptive_schatten(true, 0.0)));
   }
@@ -595,6 +600,15 @@ TEST_SUITE("optim.hostile") {
       ScMuonOptions s;
       s.eta_max = nan;
       check_refused("sc_muon eta_max NaN", sc_muon(s), "scale_calibrated_direction: eta_max");
+      NamoOptions n;
+      n.mu2 = 1.0;
+      check_refused("namo mu2 = 1", namo(n), "namo_step: mu2");
+      n = NamoOptions{};
+      n.scale = 0.0;
+      check_refused("namo scale = 0", namo(n), "namo_step: scale");
+      n = NamoOptions{};
+      n.lr = Schedule::constant(-1.0);
+      check_refused("namo lr < 0", namo(n), "lr schedule");
       DfMuonOptions f;
       f.l_min = 0.0;
       check_refused("df_muon l_min = 0", df_muon(f), "majorized_step: l_min");

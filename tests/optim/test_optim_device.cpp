@@ -350,7 +350,7 @@ TEST_SUITE("optim.device") {
     });
   }
 
-  TEST_CASE("da sc and df muon step on the device like on the host") {
+  TEST_CASE("da sc df muon and namo step on the device like on the host") {
     // Their scalar recurrences read inner products of the state (rule.hpp,
     // inner_of_differences) and SC/DF keep scratch buffers, which move with the state. Three
     // steps reach DF-Muon's secant and majorised search (the first step has none).
@@ -362,6 +362,9 @@ TEST_SUITE("optim.device") {
     });
     check_twin("dev_df", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", df_muon()), route("adamw", adamw()));
+    });
+    check_twin("dev_namo", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", namo()), route("adamw", adamw()));
     });
     // The scratch of a device partition is device memory and is not checkpointed.
     auto p = partition(kSpecs, propose_labels(kSpecs), route("muon", df_muon()), route("adamw", adamw()));

@@ -20,6 +20,7 @@
 #include "schatten/core/random.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/step_size.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
@@ -155,6 +156,27 @@ Mat adamuon_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta,
     Mat u = (o.array() / (v.array().sqrt() + eps)).matrix();
     u *= 0.2 * std::sqrt(double(w.rows()) * double(w.cols())) / (u.norm() + eps);
     w = w * (1.0 - lr * wd) - lr * u;
+  }
+  return w;
+}
+
+/// NAMO's reference (minxin-zhg/namo src/namo.py) in double: Muon's EMA Nesterov momentum N and
+/// NS5, v ← μ₂ v + (1 − μ₂)‖g‖², α = lr·√(1 − μ₂ᵗ)/(1 − βᵗ + 1e-12)·‖N‖/(√v + ε),
+/// W ← W(1 − λ min(α, 1)) − min(α·c·√max(r, c), 1)·O.
+Mat namo_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, double mu2, double eps,
+                double c, double wd) {
+  Mat m = Mat::Zero(w.rows(), w.cols());
+  double v = 0.0;
+  for (std::size_t t = 1; t <= grads.size(); ++t) {
+    const Mat& g = grads[t - 1];
+    m = beta * m + (1 - beta) * g;
+    const Mat n = (1 - beta) * g + beta * m;
+    const Mat o = ns5(n);
+    v = mu2 * v + (1 - mu2) * g.squaredNorm();
+    const double bc1 = 1 - std::pow(beta, double(t)), bc2 = 1 - std::pow(mu2, double(t));
+    const double alpha = lr * std::sqrt(bc2) / (bc1 + 1e-12) * n.norm() / (std::sqrt(v) + eps);
+    const double step = std::min(alpha * c * std::sqrt(double(std::max(w.rows(), w.cols()))), 1.0);
+    w = w * (1.0 - wd * std::min(alpha, 1.0)) - step * o;
   }
   return w;
 }
@@ -399,6 +421,38 @@ TEST_SUITE("optim.presets") {
     }
   }
 
+  TEST_CASE("namo matches the NAMO reference in double, with and without its clamps") {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("namo_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 6, r < c ? "namo_g_wide" : "namo_g_tall");
+      // lr 0.01 (the default): α ≈ 0.02, no clamp; lr 2: α ≈ 4, both clamps at 1.
+      for (double lr : {0.01, 2.0}) {
+        CAPTURE(lr);
+        NamoOptions o;
+        o.lr = Schedule::constant(lr);
+        const Mat got = run_rule(namo(o), w0, g);
+        // As for muon: NS5 in float (≈ 3e-5 relative on the smallest directions); α and the
+        // clamps are double arithmetic on float norms (~1e-7): 2e-4 on the accumulated step.
+        const Mat want = namo_oracle(w0, g, lr, 0.95, 0.99, 1e-8, 0.2, 0.1);
+        CHECK(step_error(got, want, w0) <= 2e-4);
+        // Another scale c (the unclamped steps) and decay λ (the clamped ones) are far off.
+        o.scale = 0.25;
+        o.weight_decay = 0.2;
+        CHECK(step_error(run_rule(namo(o), w0, g), want, w0) > 1e-2);
+      }
+    }
+    // The step size is observable in the state, and a zero gradient makes no step.
+    const auto rule = namo();
+    auto st = rule.init({4, 6});
+    std::vector<float> w(24, 0.5f), u(24, 0.0f);
+    REQUIRE(rule.update(Block(u.data(), 4, 6), st, ConstBlock(w.data(), 4, 6)) == Status::ok);
+    CHECK(std::get<0>(st).alpha == 0.0);
+    for (float x : u)
+      CHECK(x == 0.0f);
+  }
+
   TEST_CASE("normuon matches the NorMuon reference in double (wide and tall blocks)") {
     for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
       const index_t r = shape.first, c = shape.second;
@@ -464,6 +518,10 @@ TEST_SUITE("optim.presets") {
     NorMuonOptions no;
     no.lr = decay;
     CHECK(run(normuon(no)) <= 1e-2);
+    NamoOptions nm;
+    nm.lr = decay;  // NAMO moves about c·√max(r, c) = 0.98 spectral units per unit of lr
+    nm.weight_decay = 0.0;
+    CHECK(run(namo(nm)) <= 1e-2);
     AdaMuonOptions ao;
     ao.lr = decay;
     ao.weight_decay = 0.0;  // the quadratic's minimum is not at 0
@@ -524,6 +582,7 @@ TEST_SUITE("optim.presets") {
     check(muadam());
     check(normuon());
     check(adamuon());
+    check(namo());
     check(chain(ClipByNorm{0.5}, TraceMomentum{}, AddDecayedWeights{0.1, AddDecayedWeights::Mode::cautious},
                 ScaleByLearningRate{Schedule::warmup_cosine(0.1, 2, 6)}, AddIndependentDecay{1e-3}));
     // Names: "<index>_<rule>/<field>".

@@ -15,6 +15,7 @@
 #include "schatten/core/workspace.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/optim/chain.hpp"
+#include "schatten/optim/presets.hpp"
 #include "schatten/optim/rule.hpp"
 #include "schatten/optim/transforms.hpp"
 
@@ -382,5 +383,119 @@ struct DfMuonOptions {
 };
 inline auto df_muon(const DfMuonOptions& o = {}) {
   return chain(MajorizedStep{o.momentum, o.nesterov, o.eta_max, o.rho, o.lambda, o.l_min, o.eta0, o.polar});
+}
+}  // namespace schatten::optim
+
+namespace schatten::optim {
+/// NAMO (Zhang et al. 2026, "Adam Improves Muon: Adaptive Moment Estimation with Orthogonalized
+/// Momentum", arXiv 2602.17080; the reference src/namo.py of minxin-zhg/namo): Muon's direction
+/// with an Adam-style step size built from norms. Per block and step t (1-based), g the gradient:
+///   m ← β m + (1 − β) g;  N = (1 − β) g + β m (Nesterov) or m;  O = polar(N)
+///   v ← μ₂ v + (1 − μ₂)‖g‖²_F                                       (one scalar per block)
+///   α_t = lr(t)·√(1 − μ₂ᵗ)/(1 − βᵗ + 1e-12) · ‖N‖_F/(√v + ε)
+///   u ← −min(α_t·c·√max(r, c), 1)·O − λ·min(α_t, 1)·W
+/// i.e. W ← (1 − λ·min(α_t, 1))·W − min(α_t·c·√max(r, c), 1)·O: Adam's bias-corrected ratio of
+/// first to second moment, taken of the norms, sets the step, which Moonlight's 0.2·√max(r, c)
+/// then scales; both clamps are the reference's. Defaults (the reference's): lr 0.01, β 0.95
+/// Nesterov, μ₂ 0.99, ε 1e-8, c 0.2, λ 0.1, NS5 Keller. Not in algorithms.md; [P] as NorMuon
+/// and AdaMuon (NS5 in the input's precision where the reference casts to bf16; a conv's
+/// flattened shape for max(r, c) where the reference takes its first two dimensions). The norms
+/// and α accumulate in double. One rule (no other lr): the decay takes the adaptive step.
+/// On a failure of the polar call the chain restores the momentum (may_fail).
+struct NamoStep {
+  static constexpr const char* name = "namo_step";
+  static constexpr bool may_fail = true;
+  static constexpr bool device_capable = true;  // rule.hpp helpers and the polar kernel
+  Schedule lr = Schedule::constant(1e-2);
+  double beta = 0.95;
+  bool nesterov = true;
+  double mu2 = 0.99;
+  double eps = 1e-8;
+  double scale = 0.2;
+  double weight_decay = 0.1;
+  PolarOptions polar = MuonOptions::keller_polar();
+
+  struct State {
+    std::int64_t count = 0;
+    Buffer mu;           ///< momentum
+    double v = 0.0;      ///< EMA of ‖g‖²_F
+    double alpha = 0.0;  ///< α_t of the last step (observable)
+    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();  // not checkpointed
+  };
+  State init(const BlockShape& s) const {
+    State st;
+    st.mu.assign(static_cast<std::size_t>(s.size()), 0.0f);
+    st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
+    return st;
+  }
+  /// α_t from the step t (1-based), the new second moment v and ‖N‖_F (the one formula).
+  double step_size(std::int64_t t, double v, double momentum_norm) const {
+    const double bc1 = 1.0 - std::pow(beta, double(t)), bc2 = 1.0 - std::pow(mu2, double(t));
+    return lr(t - 1) * std::sqrt(bc2) / (bc1 + 1e-12) * momentum_norm / (std::sqrt(v) + eps);
+  }
+  Status update(Block u, State& s, ConstBlock p) const {
+    if (s.mu.size() != static_cast<std::size_t>(u.size()) || p.size() != u.size())
+      return Status::invalid_argument;  // other shape
+    const double g2 = squared_norm(u);  // ‖g‖², before u becomes the momentum
+    TraceMomentum::apply(u, s.mu.data(), beta, nesterov, TraceMomentum::Form::ema);
+    const double n_norm = std::sqrt(squared_norm(u));
+    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
+    if (r.status != Status::ok) return r.status;  // the chain restores mu and u
+    const std::int64_t t = s.count + 1;
+    const double v = mu2 * s.v + (1.0 - mu2) * g2;
+    const double alpha = step_size(t, v, n_norm);
+    const double step = std::min(alpha * scale * std::sqrt(double(std::max(u.rows, u.cols))), 1.0);
+    optim::scale(u, static_cast<float>(-step));
+    const double decay = weight_decay * std::min(alpha, 1.0);
+    if (decay != 0.0) add_scaled(u, p, static_cast<float>(-decay));
+    s.v = v;
+    s.alpha = alpha;
+    s.count = t;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("mu", s.mu);
+    v("v", s.v);
+    v("alpha", s.alpha);
+  }
+  /// A usable lr schedule; β, μ₂ ∈ [0, 1); ε, c > 0 and λ ≥ 0, finite; usable polar options.
+  const char* check() const noexcept {
+    if (const char* m = lr.check()) return m;
+    if (!hyper::decay_rate(beta)) return "namo_step: beta must be in [0, 1)";
+    if (!hyper::decay_rate(mu2)) return "namo_step: mu2 must be in [0, 1)";
+    if (!hyper::positive(eps)) return "namo_step: eps must be finite and > 0";
+    if (!hyper::positive(scale)) return "namo_step: scale must be finite and > 0";
+    if (!hyper::non_negative(weight_decay)) return "namo_step: weight_decay must be finite and >= 0";
+    return check_polar_options(polar);
+  }
+  std::string config() const {
+    return Signature(name)
+        .add("lr", lr.config())
+        .add("beta", beta)
+        .add("nesterov", nesterov)
+        .add("mu2", mu2)
+        .add("eps", eps)
+        .add("scale", scale)
+        .add("weight_decay", weight_decay)
+        .add("polar", polar_config(polar))
+        .str();
+  }
+};
+
+/// NAMO: the whole update of NamoStep (momentum, polar factor, adaptive step, decay; no other lr).
+struct NamoOptions {
+  Schedule lr = Schedule::constant(1e-2);
+  double momentum = 0.95;
+  bool nesterov = true;
+  double mu2 = 0.99;
+  double eps = 1e-8;
+  double scale = 0.2;
+  double weight_decay = 0.1;
+  PolarOptions polar = MuonOptions::keller_polar();
+};
+inline auto namo(const NamoOptions& o = {}) {
+  return chain(NamoStep{o.lr, o.momentum, o.nesterov, o.mu2, o.eps, o.scale, o.weight_decay, o.polar});
 }
 }  // namespace schatten::optim
