@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// Distance-aware step sizes for normalised directions (algorithms.md §4c, DA/SC-Muon). The
-/// papers' exact rules are not public [U]; these are the proposals of §4c [P], documented in
-/// docs/optim.md. Both produce the final update −η_t·D_t (they replace ScaleByLearningRate) and
-/// cap η_t by η_max.
+/// Adaptive step sizes for normalised directions. Distance-aware ones (algorithms.md §4c,
+/// DA/SC/DF-Muon): the papers' exact rules are not public [U]; these are the proposals of §4c
+/// [P], documented in docs/optim.md. They produce the final update −η_t·D_t (they replace
+/// ScaleByLearningRate) and cap η_t by η_max. And NAMO's norm-based Adam-style step (NamoStep,
+/// from its reference code), which also takes the weight decay.
 #pragma once
 
 #include <algorithm>
