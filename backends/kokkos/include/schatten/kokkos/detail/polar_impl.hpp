@@ -161,6 +161,16 @@ void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>&
       });
 }
 
+/// store() with per-matrix output factors given on the host: `f` empty stores W as it is; else
+/// f is copied to `scratch` (batch doubles in the space's memory) and q[b] = f[b]·W[b].
+template <class Exec, class TC, class TOut, class Mem>
+void store_scaled(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q, bool transposed,
+                  const std::vector<double>& f, double* scratch) {
+  if (f.empty()) return store(space, x, q, transposed);
+  copy_to_device(space, scratch, f);
+  store(space, x, q, transposed, scratch);
+}
+
 /// The k × k Gram of W: W Wᵀ (left form) or Wᵀ W (right form). One GEMM(k, k, n), or with
 /// `symmetric` (PolarOptions::symmetric_gram) and a vendor SYRK for TC, one SYRK(k, n) and a
 /// k × k fill of the upper triangle (batched_sym_product): half the flops, exactly symmetric.
@@ -563,12 +573,7 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
       return polar_failure(Status::out_of_range, "the dual-norm scaled output overflows the output type",
                            bad_item);
   }
-  const double* out_factor = nullptr;
-  if (!f.empty()) {
-    copy_to_device(space, buf.factor, f);
-    out_factor = buf.factor;
-  }
-  store(space, result, q, s.w_is_transpose, out_factor);
+  store_scaled(space, result, q, s.w_is_transpose, f, buf.factor);
   space.fence();
   return report;
 }

@@ -331,18 +331,15 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
     report.orthogonality_error =
         max_orthogonality_error(space, s.right, buf.x, Mat3<TC, Mem>(buf.t.data(), s.k, s.k, 1), true,
                                 false);  // a GEMM, as QDWH's cost model counts it
-  const double* out_factor = nullptr;
-  if (options.dual_norm_scale) {  // ⟨A, U⟩·U (QdwhOptions::dual_norm_scale)
-    std::vector<double> f;
+  std::vector<double> f;                 // ⟨A, U⟩ per matrix with QdwhOptions::dual_norm_scale, else none
+  if (options.dual_norm_scale) {
     const index_t bad_item =
         dual_norm_factors<TIn>(space, a, buf.x, s.w_is_transpose, buf.factor + s.batch, f);
     if (bad_item >= 0)
       return qdwh_failure(Status::out_of_range, "the dual-norm scaled output overflows the output type",
                           bad_item);
-    copy_to_device(space, buf.factor, f);
-    out_factor = buf.factor;
   }
-  store(space, buf.x, q, s.w_is_transpose, out_factor);
+  store_scaled(space, buf.x, q, s.w_is_transpose, f, buf.factor);
   if (want_h) {  // H of A = ‖A‖_F·scale · H of X₀ (symmetric: orientation does not matter)
     for (index_t bi = 0; bi < s.batch; ++bi) {
       const double hs = h_scale[static_cast<std::size_t>(bi)];
