@@ -36,6 +36,9 @@
 ///                                  expert-like set): same-shape batching (one polar() call for
 ///                                  the 256 matrices) against one call per parameter, and in
 ///                                  groups of at most 16 (set_batching(true, 16))
+///   optim/dion2_step/gpt2_small/fraction:{0.25,1}  dion2 for the hidden matrices, adamw for the
+///                                  rest: Dion2 orthogonalises a quarter of each matrix's rows
+///                                  (columns when tall), and every slice at fraction 1
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
@@ -48,6 +51,7 @@
 #include "schatten/core/random.hpp"
 #include "schatten/core/runtime.hpp"
 #include "schatten/kernels/gram.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/qk_clip.hpp"
@@ -157,6 +161,17 @@ void bm_normuon_step(benchmark::State& st, int polar_steps) {
   NorMuonOptions no;
   no.polar.iterations = polar_steps;
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", normuon(no)), route("adamw", adamw()));
+  time_host_steps(st, m, opt);
+}
+
+/// Dion2's step over the same model (dion2(): the fraction of each hidden matrix's slices with the
+/// largest l1 norms orthogonalised by Polar Express 5, one block at a time): with fraction 1 the
+/// whole matrix, Muon's Newton–Schulz work plus the ranking, gather and scatter.
+void bm_dion2_step(benchmark::State& st, double fraction) {
+  Model m(gpt2_small());
+  Dion2Options d;
+  d.fraction = fraction;
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion2(d)), route("adamw", adamw()));
   time_host_steps(st, m, opt);
 }
 
@@ -462,6 +477,12 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/normuon_step_without_ns/gpt2_small", bm_normuon_step, 0)
       ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/fraction:0.25", bm_dion2_step, 0.25)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/fraction:1", bm_dion2_step, 1.0)
+      ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/normalize_neurons/3072x768", bm_normalize_neurons, 3072, 768)
       ->Iterations(20)

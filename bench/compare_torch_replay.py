@@ -21,7 +21,9 @@ Cases (model / optimizer run in torch / replay preset):
         float32)   adamuon:lr,wd,adamw_lr,adamw_wd
   mlp   NAMO the same way (NamoTorch: the reference namo.py's formulas, NS5 in float32)
         namo:lr,wd,adamw_lr,adamw_wd
-  tfm   the same six, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
+  mlp   Dion2 the same way (Dion2Torch: dion2.py's single-process formulas, its Polar Express in
+        float32)   dion2:lr,fraction,ef_decay,wd,adamw_lr,adamw_wd
+  tfm   the same seven, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
         its attention, LayerNorms and biases, a final LayerNorm and nn.Linear head)
   tfm   NorMuon with the fused in_proj_weight (3d x d) cut into Q, K and V (each orthogonalised,
         normalised and shape-scaled as a matrix of its own)   the same preset with
@@ -412,6 +414,8 @@ def train(model_name, optimizer, steps, path):
         opt = AdaMuonTorch(model)
     elif optimizer == "namo":
         opt = NamoTorch(model)
+    elif optimizer == "dion2":
+        opt = Dion2Torch(model)
     elif optimizer == "normuon_qkv":
         opt = NorMuonTorch(model, cut=("in_proj_weight", 3))
     elif optimizer in CLIP_CASES:
@@ -595,6 +599,66 @@ class NamoTorch(NorMuonTorch):
         self.adamw.step()
 
 
+# dion/polar_express.py's table (microsoft/dion): 5 steps, the safety factor 1.02 folded in.
+PE5 = ((8.156554524902461, -22.48329292557795, 15.878769915207462),
+       (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+       (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+       (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+       (2.3465413258596377, -1.7097828382687081, 0.42323551169305323))
+
+
+def polar_express5(g, eps):
+    """dion/polar_express.py's polar_express in float32 (the reference: bfloat16):
+    X/(1.02 ||X||_F + eps), then X <- aX + (bA + cA^2)X with A = XX^T (XA form when tall)."""
+    x = g / (g.norm() * 1.02 + eps)
+    for a, b, c in PE5:
+        if g.shape[0] > g.shape[1]:
+            gram = x.T @ x
+            x = a * x + x @ (b * gram + c * (gram @ gram))
+        else:
+            gram = x @ x.T
+            x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x
+
+
+class Dion2Torch(NorMuonTorch):
+    """Dion2 (arXiv 2512.16928) on the hidden matrices as dion/dion2.py of microsoft/dion computes
+    it on one process (dion2_pre_orthogonalize, polar_express, dion2_post_orthogonalize),
+    orthogonalising in float32 (the reference: bfloat16), and torch.optim.AdamW on the rest, split
+    as NorMuonTorch. Per matrix W (rows r, cols c) and step:
+      M += g;  the k = max(1, ceil(f n)) rows (columns when r > c) of M with the largest l1 norms
+      (torch.topk); S = M[k];  M[k] *= ef;  O = polar_express5(S, 1e-8)
+      W <- W (1 - lr wd);  W[k] -= lr sqrt(r/c) O"""
+
+    def __init__(self, model, lr=0.01, fraction=0.25, ef=0.95, wd=0.01):
+        super().__init__(model, lr=lr, wd=wd)
+        self.fraction, self.ef = fraction, ef
+
+    @torch.no_grad()
+    def step(self):
+        for p, m in zip(self.matrices, self.m):
+            mm = m.view(p.shape[0], -1)
+            mm.add_(p.grad.reshape(mm.shape))
+            rows = mm.shape[0] <= mm.shape[1]
+            n = mm.shape[0] if rows else mm.shape[1]
+            k = max(1, int(math.ceil(self.fraction * n)))
+            idx = torch.topk(mm.norm(p=1, dim=1 if rows else 0), k, sorted=False).indices
+            sub = mm[idx] if rows else mm[:, idx]
+            if rows:
+                mm[idx] = sub * self.ef
+            else:
+                mm[:, idx] = sub * self.ef
+            o = polar_express5(sub, 1e-8)
+            w = p.view(mm.shape)
+            w.mul_(1 - self.lr * self.wd)
+            scale = -self.lr * (mm.shape[0] / mm.shape[1]) ** 0.5
+            if rows:
+                w[idx] += scale * o
+            else:
+                w[:, idx] += scale * o
+        self.adamw.step()
+
+
 def main():
     ap = argparse.ArgumentParser(description="Compare PyTorch training with schatten-replay (see the docstring).")
     ap.add_argument("--replay", default="build/schatten-replay")
@@ -616,7 +680,8 @@ def main():
              "adamw": "adamw:lr=%g,b1=%g,b2=%g,eps=%g,wd=%g" % (LR, B1, B2, EPS, WD),
              "normuon": "normuon:lr=0.02,b2=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
              "adamuon": "adamuon:lr=0.02,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
-             "namo": "namo:lr=0.01,wd=0.1,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
+             "namo": "namo:lr=0.01,wd=0.1,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
+             "dion2": "dion2:lr=0.01,fraction=0.25,ef_decay=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
     specs["normuon_qkv"] = specs["normuon"]
     muon_cases = []
     for fn, shape in MUON_SHAPES.items():
@@ -644,7 +709,7 @@ def main():
           check_attention_logits())
     print("%-5s %-28s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
     for model_name in ("mlp", "tfm"):
-        for optimizer in (("sgd", "mirror", "adamw", "normuon", "adamuon", "namo")
+        for optimizer in (("sgd", "mirror", "adamw", "normuon", "adamuon", "namo", "dion2")
                           + (("normuon_qkv",) if model_name == "tfm" else ())
                           + tuple(muon_cases) + (tuple(CLIP_CASES) if model_name == "tfm" else ())):
             rec = os.path.join(work, "%s_%s.h5" % (model_name, optimizer.replace(":", "_")))
@@ -666,7 +731,7 @@ def main():
             # or next step, heads reversed, alpha 0.75 for 0.5 or 0.25 for 0.75, the bias left
             # unclipped, tau 2.4 for 2.5; no clip at all, the control below).
             tol = (a.tol_bf16 if optimizer.startswith("muon_bf16") else
-                   a.tol_spectral if optimizer.startswith(("normuon", "adamuon", "namo", "muon_fp32")) or optimizer in CLIP_CASES
+                   a.tol_spectral if optimizer.startswith(("normuon", "adamuon", "namo", "dion2", "muon_fp32")) or optimizer in CLIP_CASES
                    else a.tol)
             ok = same == total if bits else worst_rel <= tol
             failed |= not ok

@@ -18,6 +18,7 @@
 #include "schatten/kernels/qdwh.hpp"
 #include "schatten/kernels/randomized_svd.hpp"
 #include "schatten/kernels/spectral_power.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/qk_clip.hpp"

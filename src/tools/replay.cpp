@@ -38,6 +38,7 @@
 #include "schatten/config.hpp"
 #include "schatten/core/runtime.hpp"
 #include "schatten/io/recording.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/qk_clip.hpp"
@@ -113,13 +114,18 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   namo     lr=0.01 momentum=0.95 nesterov=1 mu2=0.99 eps=1e-8 scale=0.2 wd=0.1 polar=keller|...
            iterations=5 (NAMO: Muon's direction, step lr*sqrt(1-mu2^t)/(1-b^t)*|N|/sqrt(v) from
            the norms, times scale*sqrt(max(r,c)), both clamped at 1; the decay takes the step)
-The matrix presets (muon … namo) serve the hidden matrices that optim::propose_labels picks
+  dion2    lr=0.01 fraction=0.25 ef_decay=0.95 wd=0.01 shape=unit_rms_norm|... shape_extra=1
+           polar=keller|polar_express|qdwh iterations=5 (Dion2: momentum M += G; the fraction
+           of M's rows (columns when tall) with the largest l1 norms is orthogonalised, the rest
+           of the update is 0; those slices of M decay by ef_decay; default polar: dion's
+           5-step Polar Express table)
+The matrix presets (muon … dion2) serve the hidden matrices that optim::propose_labels picks
 (rank >= 2, no 'embed'/'head'/... in the name); every other parameter goes to AdamW with keys
 adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=A/B/... replaces
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
-instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo: keller, the others:
-polar_express); with keller or polar_express, normalization=frobenius|schatten4|aol sets how the
+instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo: keller; dion2: dion's
+5-step table; the others: polar_express); with keller or polar_express, normalization=frobenius|schatten4|aol sets how the
 input is scaled (default frobenius; schatten4 divides by the Schatten-4 norm, from the first
 Gram; aol scales each row of the short side by 1/sqrt(its absolute Gram row sum), which
 re-weights the rows of the update; docs/kernels/polar.md). dual_norm=1 multiplies each
@@ -855,6 +861,17 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::namo(o));
   }
+  if (s.preset == "dion2") {
+    opt::Dion2Options o;
+    k.lr("lr", o.lr);
+    k.number("fraction", o.fraction);
+    k.number("ef_decay", o.ef_decay);
+    k.number("wd", o.weight_decay);
+    shape_rule(o.shape);
+    polar_rule(o.polar);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::dion2(o));
+  }
   if (s.preset == "df_muon") {
     opt::DfMuonOptions o;
     k.number("eta_max", o.eta_max);
@@ -869,7 +886,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   }
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
         "' (sgd, adamw, muon, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, "
-        "df_muon, namo)";
+        "df_muon, namo, dion2)";
   return nullptr;
 }
 

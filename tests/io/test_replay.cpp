@@ -21,6 +21,7 @@
 #include "schatten/core/random.hpp"
 #include "schatten/io/recording.hpp"
 #include "schatten/kernels/gram.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/qk_clip.hpp"
@@ -518,6 +519,30 @@ TEST_SUITE("io.replay") {
     H5Fclose(f);
     CHECK(run_replay(rec + " --optimizer namo:mu2=1 --out " + out) == 1);
     CHECK(replay_stderr().find("namo_step: mu2") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
+  TEST_CASE("replay: dion2 reproduces the inline trajectory bit for bit with its keys") {
+    const std::string rec = temp_path("rec_dion2.h5"), out = temp_path("out_dion2.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(run_replay(rec + " --optimizer dion2:lr=0.03,fraction=0.5,ef_decay=0.9,wd=0.02," +
+                               "shape=moonlight,polar=keller --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    Dion2Options d;  // not the defaults: the keys must reach the options
+    d.lr = Schedule::constant(0.03);
+    d.fraction = 0.5;
+    d.ef_decay = 0.9;
+    d.weight_decay = 0.02;
+    d.shape = ScaleByShape::Rule::moonlight;
+    d.polar = MuonOptions::keller_polar();
+    auto mixed = inline_mixed("dion2", dion2(d), AdamWOptions{});
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer dion2:fraction=0 --out " + out) == 1);
+    CHECK(replay_stderr().find("dion2_direction: fraction") != std::string::npos);
     fs::remove(rec);
     fs::remove(out);
   }

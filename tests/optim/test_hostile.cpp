@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "schatten/core/random.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/schatten_p.hpp"
@@ -250,6 +251,7 @@ void for_each_preset(F&& f) {
   f("sc_muon", sc_muon());
   f("df_muon", df_muon());
   f("namo", namo());
+  f("dion2", dion2());
   f("schatten_muon", schatten_muon(adaptive_schatten(false)));
   f("schatten_muon_moment", schatten_muon(adaptive_schatten(true)));
 }
@@ -352,6 +354,7 @@ TEST_SUITE("optim.hostile") {
     run("sc_muon", sc_muon(), false);
     run("df_muon", df_muon(), false);
     run("namo", namo(), false);
+    run("dion2", dion2(), false);
     run("schatten_muon", schatten_muon(adaptive_schatten(false)), false);
     run("schatten_muon_moment", schatten_muon(adaptive_schatten(true)), true);
     // The same refusal from a chain stepped on its own.
@@ -453,6 +456,9 @@ TEST_SUITE("optim.hostile") {
     NamoOptions nm;
     nm.weight_decay = 0.0;
     check("namo", namo(nm));
+    Dion2Options d2;
+    d2.weight_decay = 0.0;
+    check("dion2", dion2(d2));
     check("schatten_muon", schatten_muon(adaptive_schatten(false, 0.0)));
     check("schatten_muon_moment", schatten_muon(adaptive_schatten(true, 0.0)));
   }
@@ -609,6 +615,18 @@ TEST_SUITE("optim.hostile") {
       n = NamoOptions{};
       n.lr = Schedule::constant(-1.0);
       check_refused("namo lr < 0", namo(n), "lr schedule");
+      Dion2Options d2;
+      d2.fraction = 0.0;
+      check_refused("dion2 fraction = 0", dion2(d2), "dion2_direction: fraction");
+      d2.fraction = 1.5;
+      check_refused("dion2 fraction > 1", dion2(d2), "dion2_direction: fraction");
+      d2.fraction = nan;
+      check_refused("dion2 fraction NaN", dion2(d2), "dion2_direction: fraction");
+      d2 = Dion2Options{};
+      d2.ef_decay = -0.1;
+      check_refused("dion2 ef_decay < 0", dion2(d2), "dion2_direction: ef_decay");
+      d2.ef_decay = 1.5;
+      check_refused("dion2 ef_decay > 1", dion2(d2), "dion2_direction: ef_decay");
       DfMuonOptions f;
       f.l_min = 0.0;
       check_refused("df_muon l_min = 0", df_muon(f), "majorized_step: l_min");
@@ -651,5 +669,12 @@ TEST_SUITE("optim.hostile") {
     m.momentum = 0.0;
     m.shape = ScaleByShape(ScaleByShape::Rule::unit_rms_norm, 0.2);
     check_accepted("muon momentum = 0, unit_rms_norm x 0.2", muon(m));
+    Dion2Options d;
+    d.fraction = 1.0;  // every slice: Muon with the sum-form momentum
+    d.ef_decay = 0.0;  // the selected slices forget at once
+    check_accepted("dion2 fraction = 1, ef_decay = 0", dion2(d));
+    d.fraction = 1e-9;  // still one slice (k = max(1, ⌈f·n⌉))
+    d.ef_decay = 1.0;   // no error feedback: the momentum only grows
+    check_accepted("dion2 fraction = 1e-9, ef_decay = 1", dion2(d));
   }
 }

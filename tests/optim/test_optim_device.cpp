@@ -29,6 +29,7 @@
 #include "schatten/core/random.hpp"
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/kokkos/optim.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/step_size.hpp"
@@ -347,6 +348,11 @@ TEST_SUITE("optim.device") {
     });
     check_twin("dev_adamuon", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", adamuon()), route("adamw", adamw()));
+    });
+    // Dion2 ranks its slices on the host from norms read back, and gathers and places them with
+    // its own kernels: rows of the 12 × 20 blocks, columns of the 20 × 6 one.
+    check_twin("dev_dion2", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", dion2()), route("adamw", adamw()));
     });
   }
 

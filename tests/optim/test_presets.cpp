@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "schatten/core/random.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/step_size.hpp"
@@ -177,6 +178,68 @@ Mat namo_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, do
     const double alpha = lr * std::sqrt(bc2) / (bc1 + 1e-12) * n.norm() / (std::sqrt(v) + eps);
     const double step = std::min(alpha * c * std::sqrt(double(std::max(w.rows(), w.cols()))), 1.0);
     w = w * (1.0 - wd * std::min(alpha, 1.0)) - step * o;
+  }
+  return w;
+}
+
+/// The reference's Polar Express (microsoft/dion dion/polar_express.py) in double: its 5-row
+/// table, X/(1.02·‖X‖_F + ε), A = XXᵀ (XᵀX when tall), B = bA + cA², X = aX + BX (XB when tall).
+Mat polar_express5(const Mat& g, double eps) {
+  static const double table[5][3] = {{8.156554524902461, -22.48329292557795, 15.878769915207462},
+                                     {4.042929935166739, -2.808917465908714, 0.5000178451051316},
+                                     {3.8916678022926607, -2.772484153217685, 0.5060648178503393},
+                                     {3.285753657755655, -2.3681294933425376, 0.46449024233003106},
+                                     {2.3465413258596377, -1.7097828382687081, 0.42323551169305323}};
+  const bool tall = g.rows() > g.cols();
+  Mat x = g / (g.norm() * 1.02 + eps);
+  for (const auto& r : table) {
+    if (tall) {
+      const Mat a = x.transpose() * x;
+      x = r[0] * x + x * Mat(r[1] * a + r[2] * a * a);
+    } else {
+      const Mat a = x * x.transpose();
+      x = r[0] * x + Mat(r[1] * a + r[2] * a * a) * x;
+    }
+  }
+  return x;
+}
+
+/// Dion2's reference (microsoft/dion dion/dion2.py, one process) in double: M ← M + G; the
+/// k = max(1, ⌈f·n⌉) slices of M with the largest ℓ₁ norms (rows when r ≤ c, else columns);
+/// S = M_sel, M_sel ← ef·M_sel; O = polar_express5(S, 1e-8); W ← W(1 − lr·wd), W_sel −= lr·√(r/c)·O.
+Mat dion2_oracle(Mat w, const std::vector<Mat>& grads, double lr, double fraction, double ef, double wd) {
+  const index_t r = w.rows(), c = w.cols();
+  const bool rows = r <= c;
+  const index_t n = rows ? r : c;
+  const index_t k = std::max<index_t>(1, static_cast<index_t>(std::ceil(fraction * double(n))));
+  Mat m = Mat::Zero(r, c);
+  for (const Mat& g : grads) {
+    m += g;
+    std::vector<std::pair<double, index_t>> norms;
+    for (index_t i = 0; i < n; ++i)
+      norms.push_back({rows ? m.row(i).lpNorm<1>() : m.col(i).lpNorm<1>(), i});
+    std::sort(norms.begin(), norms.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    Mat sub = rows ? Mat(k, c) : Mat(r, k);
+    for (index_t a = 0; a < k; ++a) {
+      const index_t i = norms[static_cast<std::size_t>(a)].second;
+      if (rows) {
+        sub.row(a) = m.row(i);
+        m.row(i) *= ef;
+      } else {
+        sub.col(a) = m.col(i);
+        m.col(i) *= ef;
+      }
+    }
+    const Mat o = polar_express5(sub, 1e-8);
+    w *= 1.0 - lr * wd;
+    const double scale = lr * std::sqrt(double(r) / double(c));
+    for (index_t a = 0; a < k; ++a) {
+      const index_t i = norms[static_cast<std::size_t>(a)].second;
+      if (rows)
+        w.row(i) -= scale * o.row(a);
+      else
+        w.col(i) -= scale * o.col(a);
+    }
   }
   return w;
 }
@@ -453,6 +516,121 @@ TEST_SUITE("optim.presets") {
       CHECK(x == 0.0f);
   }
 
+  TEST_CASE("dion2 matches the Dion2 reference in double (rows of wide blocks, columns of tall ones)") {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("dion2_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 8, r < c ? "dion2_g_wide" : "dion2_g_tall");
+      for (double fraction : {0.25, 0.5}) {
+        CAPTURE(fraction);
+        Dion2Options o;
+        o.fraction = fraction;
+        const Mat got = run_rule(dion2(o), w0, g);
+        // Polar Express 5 in float on the 3 × 20 (6 × 20) submatrix: rounding 6e-8 amplified by
+        // the polynomials' slopes (≤ 8.2 at the first step) over 5 steps, ≈ 3e-5 relative, as for
+        // muon; the selections agree (ℓ₁ norms of Gaussian slices differ by far more than the
+        // float rounding of a sum): 2e-4 on the accumulated step.
+        const Mat want = dion2_oracle(w0, g, 0.01, fraction, 0.95, 0.01);
+        CHECK(step_error(got, want, w0) <= 2e-4);
+        // Without error feedback (ef 1), or with the other fraction, far off.
+        Dion2Options no_ef = o;
+        no_ef.ef_decay = 1.0;
+        CHECK(step_error(run_rule(dion2(no_ef), w0, g), want, w0) > 1e-2);
+        Dion2Options other = o;
+        other.fraction = fraction == 0.25 ? 0.5 : 0.25;
+        CHECK(step_error(run_rule(dion2(other), w0, g), want, w0) > 1e-2);
+      }
+    }
+  }
+
+  TEST_CASE("dion2 with every slice selected and ef = beta is Muon with the sum-form momentum") {
+    // f = 1 selects everything: the input of step t is G_t + ef·(input of step t − 1), Muon's
+    // B ← βB + G without Nesterov, and the same Polar Express, shape scale, decay and lr.
+    const Mat w0 = gaussian(10, 16, case_seed("dion2_muon_w"));
+    const auto g = gradients(10, 16, 6, "dion2_muon_g");
+    Dion2Options d;
+    d.fraction = 1.0;
+    d.ef_decay = 0.9;
+    MuonOptions m;
+    m.lr = d.lr;
+    m.momentum = 0.9;
+    m.nesterov = false;
+    m.momentum_form = TraceMomentum::Form::sum;
+    m.polar = d.polar;
+    m.shape = d.shape;
+    m.weight_decay = d.weight_decay;
+    // Both round ef·M and then add G (measured: the same bits here); a compiler that fuses the
+    // multiply-add in one of them changes the momenta by 1e-7 relative, ≈ 3e-6 through Polar
+    // Express's slopes: 1e-5 on the accumulated step.
+    CHECK(step_error(run_rule(dion2(d), w0, g), run_rule(muon(m), w0, g), w0) <= 1e-5);
+  }
+
+  TEST_CASE("dion2's direction selects the slices with the largest l1 norms, ties to the lower index") {
+    // Prescribed norms: slice i of G scaled by a factor; rows of a wide block, columns of a tall one.
+    for (const auto& shape : {std::pair<index_t, index_t>{6, 9}, {9, 6}}) {
+      const index_t r = shape.first, c = shape.second;
+      CAPTURE(r);
+      const bool rows = r <= c;
+      const Mat base = gaussian(r, c, case_seed("dion2_select", static_cast<std::uint64_t>(r)));
+      const double factors[6] = {1.0, 8.0, 2.0, 16.0, 4.0, 0.5};  // largest: slices 3, 1 (k = ⌈0.3·6⌉ = 2)
+      Mat gm = base;
+      for (index_t i = 0; i < 6; ++i) {
+        // Unit ℓ₁ norm first, so the factor alone orders the slices.
+        if (rows)
+          gm.row(i) *= factors[i] / base.row(i).lpNorm<1>();
+        else
+          gm.col(i) *= factors[i] / base.col(i).lpNorm<1>();
+      }
+      const Dion2Direction dir{0.3, 0.5};
+      auto st = dir.init({r, c});
+      std::vector<float> u = to_float(gm), w(u.size(), 0.0f);
+      const std::vector<float> g = u;
+      REQUIRE(dir.update(Block(u.data(), r, c), st, ConstBlock(w.data(), r, c)) == Status::ok);
+      const Mat out = to_mat(u, r, c), mom = to_mat(st.m.to_vector(), r, c), g0 = to_mat(g, r, c);
+      for (index_t i = 0; i < 6; ++i) {
+        CAPTURE(i);
+        const bool picked = i == 1 || i == 3;
+        const double norm = rows ? out.row(i).norm() : out.col(i).norm();
+        // The update lives on the picked slices only (exact zeros elsewhere), and only those
+        // slices of the momentum decay (by 0.5, exact in float).
+        if (picked)
+          CHECK(norm > 0.1);
+        else
+          CHECK(norm == 0.0);
+        const Mat want_m = picked ? Mat(0.5 * g0) : g0;
+        CHECK((rows ? (mom.row(i) - want_m.row(i)).norm() : (mom.col(i) - want_m.col(i)).norm()) == 0.0);
+      }
+      // The picked pair is the Polar Express factor of its 2 × 9 submatrix: float rounding (6e-8)
+      // through the polynomials' slopes (at most 8.2·4.0·3.9·3.3·2.3 ≈ 1e3 on the smallest
+      // directions) bounds the error by 6e-5 (measured 3e-6 to 3.3e-5 over seeds 1–6): 1e-4.
+      Mat sub = rows ? Mat(2, c) : Mat(r, 2);
+      if (rows) {
+        sub.row(0) = g0.row(1);
+        sub.row(1) = g0.row(3);
+      } else {
+        sub.col(0) = g0.col(1);
+        sub.col(1) = g0.col(3);
+      }
+      const Mat o = polar_express5(sub, 1e-8);
+      const double err =
+          rows ? (Mat(out.row(1)) - Mat(o.row(0))).norm() + (Mat(out.row(3)) - Mat(o.row(1))).norm()
+               : (Mat(out.col(1)) - Mat(o.col(0))).norm() + (Mat(out.col(3)) - Mat(o.col(1))).norm();
+      CHECK(err <= 1e-4);
+    }
+    // Equal norms: the lower indices win, and k = max(1, ⌈f·n⌉) (a tiny fraction still picks one).
+    const Dion2Direction tie{1e-6, 0.95};
+    auto st = tie.init({4, 4});
+    std::vector<float> u(16, 1.0f), w(16, 0.0f);
+    REQUIRE(tie.update(Block(u.data(), 4, 4), st, ConstBlock(w.data(), 4, 4)) == Status::ok);
+    for (index_t i = 0; i < 4; ++i)
+      for (index_t j = 0; j < 4; ++j)
+        CHECK((u[static_cast<std::size_t>(i * 4 + j)] != 0.0f) == (i == 0));
+    CHECK(Dion2Direction::selected_count(0.25, 12) == 3);
+    CHECK(Dion2Direction::selected_count(0.26, 12) == 4);
+    CHECK(Dion2Direction::selected_count(1e-9, 12) == 1);
+  }
+
   TEST_CASE("normuon matches the NorMuon reference in double (wide and tall blocks)") {
     for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
       const index_t r = shape.first, c = shape.second;
@@ -522,14 +700,27 @@ TEST_SUITE("optim.presets") {
     nm.lr = decay;  // NAMO moves about c·√max(r, c) = 0.98 spectral units per unit of lr
     nm.weight_decay = 0.0;
     CHECK(run(namo(nm)) <= 1e-2);
+    // AdaMuon's update has RMS 0.2 whatever the gradient's size, so W travels about Σ_t 0.2·lr_t
+    // per entry: 1.0 at the decay's lr, short of the target's entries (loss 8e-3 to 2e-2 over
+    // seeds 1–6); the fast lr reaches it (1.2e-6 to 2.1e-6).
     AdaMuonOptions ao;
-    ao.lr = decay;
+    ao.lr = fast;
     ao.weight_decay = 0.0;  // the quadratic's minimum is not at 0
     CHECK(run(adamuon(ao)) <= 1e-2);
+    // Dion2 moves a slice only when it is picked (half of them per step here, the reference's
+    // training configuration `ortho_fraction: 0.5`), and its error feedback keeps ≈ 1/(1 − ef) = 20
+    // gradients: twice the fast lr (measured 2.6e-3).
+    Dion2Options d2;
+    d2.lr = Schedule::linear_decay(0.4, 0, 200, 0.0);
+    d2.fraction = 0.5;
+    d2.weight_decay = 0.0;
+    const double dion2_loss = run(dion2(d2));
     KaonOptions ko;
     ko.lr = fast;
     const double kaon_loss = run(kaon(ko));
-    MESSAGE("relative loss after 200 steps: freon " << freon_loss << ", kaon " << kaon_loss);
+    MESSAGE("relative loss after 200 steps: freon " << freon_loss << ", kaon " << kaon_loss << ", dion2 "
+                                                    << dion2_loss);
+    CHECK(dion2_loss <= 1e-2);
     CHECK(freon_loss <= 1e-2);
     CHECK(kaon_loss <= 1e-2);
   }
@@ -583,6 +774,7 @@ TEST_SUITE("optim.presets") {
     check(normuon());
     check(adamuon());
     check(namo());
+    check(dion2());
     check(chain(ClipByNorm{0.5}, TraceMomentum{}, AddDecayedWeights{0.1, AddDecayedWeights::Mode::cautious},
                 ScaleByLearningRate{Schedule::warmup_cosine(0.1, 2, 6)}, AddIndependentDecay{1e-3}));
     // Names: "<index>_<rule>/<field>".

@@ -19,6 +19,7 @@
 #include <exception>
 
 #include "schatten/core/buffer.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/rule.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/transforms.hpp"
@@ -247,6 +248,63 @@ void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, con
   Kokkos::parallel_for(
       "schatten::optim::schatten_p_moment", Range(0, n), KOKKOS_LAMBDA(index_t k) {
         y[k] *= SchattenPDirection::moment_element(g[k], nu[k], next_nu[k], precond[k], c);
+      });
+}
+
+void slice_abs_sums(const float* x, index_t rows, index_t cols, bool along_rows, float* sums) {
+  // Team s sums slice s over its threads in double (on Serial, team size 1: the host loop's
+  // order, Dion2Direction::host_abs_sums); its first thread stores the float.
+  using Team = Kokkos::TeamPolicy<Exec, Kokkos::IndexType<index_t>>;
+  const index_t n = along_rows ? rows : cols, len = along_rows ? cols : rows;
+  const index_t step = along_rows ? 1 : cols, stride = along_rows ? cols : 1;
+  Kokkos::parallel_for(
+      "schatten::optim::slice_abs_sums", Team(n, Kokkos::AUTO), KOKKOS_LAMBDA(const Team::member_type& t) {
+        const index_t s = t.league_rank();
+        const float* xs = x + s * stride;
+        double sum = 0.0;
+        Kokkos::parallel_reduce(
+            Kokkos::TeamThreadRange(t, len),
+            [&](index_t e, double& part) {
+              const double v = xs[e * step];
+              part += v < 0.0 ? -v : v;
+            },
+            sum);
+        if (t.team_rank() == 0) sums[s] = static_cast<float>(sum);
+      });
+}
+
+namespace {
+/// The n host indices as a device array (one allocation and one transfer; Dion2's k picks or n
+/// slots per step).
+Kokkos::View<index_t*, DeviceMem> to_device(const index_t* host, index_t n) {
+  Kokkos::View<index_t*, DeviceMem> d(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::slices"), n);
+  Kokkos::deep_copy(
+      d, Kokkos::View<const index_t*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(host, n));
+  return d;
+}
+}  // namespace
+
+void gather_slices(float* s, float* m, index_t rows, index_t cols, bool along_rows, const index_t* picks,
+                   index_t k, float decay) {
+  const auto p = to_device(picks, k);
+  const index_t len = along_rows ? cols : rows;
+  Kokkos::parallel_for(
+      "schatten::optim::gather_slices", Range(0, k * len), KOKKOS_LAMBDA(index_t e) {
+        const index_t a = e / len, q = e - a * len;  // slice a of S, element q along it
+        const index_t src = along_rows ? p(a) * cols + q : q * cols + p(a);
+        s[along_rows ? a * cols + q : q * k + a] = m[src];
+        m[src] *= decay;
+      });
+}
+
+void place_slices(float* u, const float* s, index_t rows, index_t cols, bool along_rows, const index_t* slot,
+                  index_t k) {
+  const auto d = to_device(slot, along_rows ? rows : cols);
+  Kokkos::parallel_for(
+      "schatten::optim::place_slices", Range(0, rows * cols), KOKKOS_LAMBDA(index_t e) {
+        const index_t i = e / cols, j = e - i * cols;
+        const index_t a = d(along_rows ? i : j);
+        u[e] = a < 0 ? 0.0f : (along_rows ? s[a * cols + j] : s[i * k + a]);
       });
 }
 

@@ -111,9 +111,9 @@ inline auto adamuon(const AdaMuonOptions& o = {}) {
                AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
-/// MuAdam (algorithms.md §4d, SMuon repository form)/// MuAdam (algorithms.md §4d, SMuon repository form): D
-/// ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4}, decoupled decay, lr. Defaults [V]: lr 0.02, β₁ 0.9, β₂ 0.999, ε
-/// 1e-8, no shape scaling; the polar factor by Polar Express (5 steps) unless `polar` says otherwise.
+/// MuAdam (algorithms.md §4d, SMuon repository form): D ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4},
+/// decoupled decay, lr. Defaults [V]: lr 0.02, β₁ 0.9, β₂ 0.999, ε 1e-8, no shape scaling; the
+/// polar factor by Polar Express (5 steps) unless `polar` says otherwise.
 struct MuAdamOptions {
   Schedule lr = Schedule::constant(0.02);
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;

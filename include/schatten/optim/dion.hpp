@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// Dion2 (Ahn et al., arXiv 2512.16928; the reference `dion/dion2.py` of microsoft/dion, which
+/// recommends it over its legacy Dion): Muon that orthogonalises only the fraction of the
+/// momentum's slices with the largest ℓ₁ norms, and decays only those slices of the momentum
+/// (error feedback). Not in algorithms.md; the source is the reference code, and the choices
+/// where it is silent are marked [P] (docs/optim.md "Dion2").
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "schatten/core/workspace.hpp"
+#include "schatten/kernels/polar.hpp"
+#include "schatten/optim/chain.hpp"
+#include "schatten/optim/presets.hpp"
+#include "schatten/optim/rule.hpp"
+#include "schatten/optim/transforms.hpp"
+
+namespace schatten::optim {
+
+namespace device_kernels {
+/// sums[s] ← float(Σ |x| over slice s, in double): the rows of the rows × cols row-major block
+/// when `along_rows`, else its columns. One team per slice.
+void slice_abs_sums(const float* x, index_t rows, index_t cols, bool along_rows, float* sums);
+/// Gathers the k slices `picks` (host memory, ascending) of the block m into the row-major
+/// buffer s (k × cols when `along_rows`, rows × k otherwise) and multiplies them in m by `decay`.
+void gather_slices(float* s, float* m, index_t rows, index_t cols, bool along_rows, const index_t* picks,
+                   index_t k, float decay);
+/// u ← 0, except slice i of u ← slice slot[i] of s where slot[i] ≥ 0 (slot: host memory, one entry
+/// per slice; s as gather_slices() fills it).
+void place_slices(float* u, const float* s, index_t rows, index_t cols, bool along_rows, const index_t* slot,
+                  index_t k);
+}  // namespace device_kernels
+
+/// Dion2's direction, one rule (its selection, decay and orthogonalisation share the momentum):
+///
+///   M ← M + G                                  (momentum: a plain sum, no β)
+///   S ← the k slices of M with the largest ℓ₁ norms, k = max(1, ⌈f·n⌉); slices are the rows
+///       when r ≤ c, else the columns (the shorter side, n = min(r, c) of them)
+///   M_S ← ef·M_S                               (error feedback: only the selected slices decay)
+///   u ← polar(S) in the selected slices, 0 elsewhere
+///
+/// Follow it with ScaleByShape (Dion2's `adjust_lr`: unit_rms_norm √(r/c) by default, moonlight
+/// 0.2·√max(r, c) for "rms_norm"), AddDecayedWeights and ScaleByLearningRate (dion2(), below).
+/// The polar factor is of the k × c (or r × k) submatrix only: a fraction f of Muon's NS flops
+/// when the slices are rows of a wide matrix, f² of the Gram's; with f = 1 and ef = β it is
+/// Muon with the sum-form momentum B ← βB + G, no Nesterov.
+///
+/// [P] where the reference is silent or GPU-specific: ℓ₁ norms accumulate in double and are
+/// ranked as floats, ties to the lower index (the reference's `topk(sorted=False)` leaves ties
+/// unspecified); S is orthogonalised in the input's precision (fp32; the reference casts to bf16)
+/// unless `polar.compute` says otherwise; a block's selection is its own (the reference's
+/// "global" scope, which a single process and the "local" scope share when nothing is sharded).
+/// Cost per step: one read-write of M, one read of M for the norms, the gather and the scatter
+/// (O(rc)), a sort of n floats on the host (on the device, n floats read back and the k
+/// indices and n slots sent), and the polar factor of S. State: M (r·c floats) and the step
+/// count; scratch S, the norms, and the polar workspace.
+struct Dion2Direction {
+  static constexpr const char* name = "dion2_direction";
+  static constexpr bool may_fail = true;        // the polar kernel may fail (the chain restores M)
+  static constexpr bool device_capable = true;  // rule.hpp helpers, the kernels above and polar()
+  double fraction = 0.25;
+  double ef_decay = 0.95;
+  PolarOptions polar = default_polar();
+
+  /// The reference's `polar_express` (dion/polar_express.py): the 5-row modded-nanogpt Polar
+  /// Express table, X/(1.02·‖X‖_F + ε) with the optimizer's ε = 1e-8.
+  static PolarOptions default_polar() {
+    PolarOptions p;
+    p.method = PolarMethod::newton_schulz;
+    p.schedule = schedules::polar_express_5();
+    p.schedule.normalization.eps = 1e-8;
+    p.iterations = 5;
+    return p;
+  }
+
+  struct Scratch {
+    Buffer selected;                   ///< S (k × c or r × k)
+    Buffer sums;                       ///< the slices' ℓ₁ norms (n)
+    std::vector<float> host_sums;      ///< the norms on the host, for the ranking
+    std::vector<index_t> order, slot;  ///< ranking; slot[i] = place of slice i in S, else −1
+    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+  };
+  struct State {
+    std::int64_t count = 0;
+    Buffer m;  ///< the momentum M
+    std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
+  };
+
+  /// Slices are rows when r ≤ c (the reference's `select_dim = -2 if rows <= cols`).
+  static bool along_rows(index_t rows, index_t cols) { return rows <= cols; }
+  /// k = max(1, ⌈f·n⌉) of n slices (n ≥ 1), as the reference's int(math.ceil(fraction·n)). f is
+  /// clamped to [0, 1] first (NaN to 0), so that init() of an unusable rule, which check()
+  /// refuses, still sizes its scratch without an undefined conversion.
+  static index_t selected_count(double fraction, index_t n) {
+    const double f = std::min(1.0, std::max(0.0, fraction));  // std::max(0.0, NaN) is 0.0
+    return std::min(n, std::max<index_t>(1, static_cast<index_t>(std::ceil(f * double(n)))));
+  }
+  /// The shape of S for an r × c block.
+  BlockShape selected_shape(index_t rows, index_t cols) const {
+    if (rows == 0 || cols == 0) return {0, 0};
+    return along_rows(rows, cols) ? BlockShape{selected_count(fraction, rows), cols}
+                                  : BlockShape{rows, selected_count(fraction, cols)};
+  }
+
+  State init(const BlockShape& s) const {
+    State st;
+    st.m.assign(static_cast<std::size_t>(s.size()), 0.0f);
+    const BlockShape k = selected_shape(s.rows, s.cols);
+    const index_t n = along_rows(s.rows, s.cols) ? s.rows : s.cols;
+    Scratch& sc = *st.scratch;
+    sc.selected.assign(static_cast<std::size_t>(k.size()), 0.0f);
+    sc.sums.assign(static_cast<std::size_t>(n), 0.0f);
+    sc.host_sums.assign(static_cast<std::size_t>(n), 0.0f);
+    sc.order.resize(static_cast<std::size_t>(n));
+    sc.slot.resize(static_cast<std::size_t>(n));
+    if (k.size() > 0) sc.workspace->reserve(polar_workspace_bytes(k.rows, k.cols, 1, polar, Precision::fp32));
+    return st;
+  }
+
+  /// Fills sc.slot from the norms in sc.host_sums: the k largest (ties to the lower index) get
+  /// their places 0 … k−1 in ascending slice order, the others −1; returns the picks in
+  /// sc.order[0, k). The one ranking of the host and the device paths.
+  static void rank(Scratch& sc, index_t k) {
+    std::vector<index_t>& order = sc.order;
+    std::iota(order.begin(), order.end(), index_t(0));
+    const std::vector<float>& v = sc.host_sums;
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](index_t a, index_t b) {
+      const float x = v[static_cast<std::size_t>(a)], y = v[static_cast<std::size_t>(b)];
+      return x > y || (x == y && a < b);
+    });
+    std::sort(order.begin(), order.begin() + k);
+    std::fill(sc.slot.begin(), sc.slot.end(), index_t(-1));
+    for (index_t a = 0; a < k; ++a)
+      sc.slot[static_cast<std::size_t>(order[static_cast<std::size_t>(a)])] = a;
+  }
+
+  Status update(Block u, State& s, ConstBlock) const {
+    if (s.m.size() != static_cast<std::size_t>(u.size())) return Status::invalid_argument;  // other shape
+    Scratch& sc = *s.scratch;
+    const BlockShape ks = selected_shape(u.rows, u.cols);
+    if (sc.selected.size() != static_cast<std::size_t>(ks.size())) return Status::invalid_argument;
+    if (u.empty()) {
+      ++s.count;
+      return Status::ok;
+    }
+    const bool rows = along_rows(u.rows, u.cols);
+    const index_t k = rows ? ks.rows : ks.cols;
+    const Block m = block_like(s.m, u);
+    add_scaled(m, u, 1.0f);  // M ← M + G (1·g is g exactly)
+    const float decay = static_cast<float>(ef_decay);
+    float* sel = sc.selected.data();
+    if (u.memory == MemoryKind::device) {
+      device_kernels::slice_abs_sums(m.data, u.rows, u.cols, rows, sc.sums.data());
+      sc.sums.copy_to(sc.host_sums.data(), sc.host_sums.size());
+      rank(sc, k);
+      device_kernels::gather_slices(sel, m.data, u.rows, u.cols, rows, sc.order.data(), k, decay);
+    } else {
+      host_abs_sums(m, rows, sc.host_sums.data());
+      rank(sc, k);
+      for (index_t a = 0; a < k; ++a) {
+        const index_t i = sc.order[static_cast<std::size_t>(a)];
+        if (rows) {
+          for (index_t j = 0; j < u.cols; ++j) {
+            sel[a * u.cols + j] = m.data[i * u.cols + j];
+            m.data[i * u.cols + j] *= decay;
+          }
+        } else {
+          for (index_t r = 0; r < u.rows; ++r) {
+            sel[r * k + a] = m.data[r * u.cols + i];
+            m.data[r * u.cols + i] *= decay;
+          }
+        }
+      }
+    }
+    const MatrixRef<float> sm(sel, ks.rows, ks.cols, u.memory);
+    const PolarReport r = schatten::polar(MatrixRef<const float>(sm), sm, polar, sc.workspace.get());
+    if (r.status != Status::ok) return r.status;  // the chain restores M and u
+    if (u.memory == MemoryKind::device) {
+      device_kernels::place_slices(u.data, sel, u.rows, u.cols, rows, sc.slot.data(), k);
+    } else {
+      for (index_t i = 0; i < u.rows; ++i)
+        for (index_t j = 0; j < u.cols; ++j) {
+          const index_t a = sc.slot[static_cast<std::size_t>(rows ? i : j)];
+          u.data[i * u.cols + j] = a < 0 ? 0.0f : (rows ? sel[a * u.cols + j] : sel[i * k + a]);
+        }
+    }
+    ++s.count;
+    return Status::ok;
+  }
+
+  /// The host loop of device_kernels::slice_abs_sums (the same sums, in the same order).
+  static void host_abs_sums(MatrixRef<const float> m, bool rows, float* sums) {
+    if (rows) {
+      for (index_t i = 0; i < m.rows; ++i) {
+        double s = 0.0;
+        for (index_t j = 0; j < m.cols; ++j)
+          s += std::fabs(double(m.data[i * m.cols + j]));
+        sums[i] = static_cast<float>(s);
+      }
+      return;
+    }
+    for (index_t j = 0; j < m.cols; ++j) {
+      double s = 0.0;
+      for (index_t i = 0; i < m.rows; ++i)
+        s += std::fabs(double(m.data[i * m.cols + j]));
+      sums[j] = static_cast<float>(s);
+    }
+  }
+
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("m", s.m);
+  }
+  template <class V>
+  friend void visit_scratch(V& v, State& s) {
+    v("selected", s.scratch->selected);
+    v("sums", s.scratch->sums);
+  }
+  /// fraction ∈ (0, 1]; ef_decay ∈ [0, 1] (1: no error feedback, the momentum only grows);
+  /// usable polar options.
+  const char* check() const noexcept {
+    if (!(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0))
+      return "dion2_direction: fraction must be in (0, 1]";
+    if (!(std::isfinite(ef_decay) && ef_decay >= 0.0 && ef_decay <= 1.0))
+      return "dion2_direction: ef_decay must be in [0, 1]";
+    return check_polar_options(polar);
+  }
+  std::string config() const {
+    return Signature(name)
+        .add("fraction", fraction)
+        .add("ef_decay", ef_decay)
+        .add("polar", polar_config(polar))
+        .str();
+  }
+};
+
+/// Dion2 (microsoft/dion `Dion2`): Dion2Direction, the shape scale (√(r/c), the reference's
+/// `adjust_lr="spectral_norm"`), decoupled decay with the unadjusted lr, −lr. Defaults (the
+/// reference's constructor): lr 0.01, fraction 0.25, ef_decay 0.95, wd 0.01, Polar Express 5 steps
+/// (its `use_polar_express=True`).
+struct Dion2Options {
+  Schedule lr = Schedule::constant(0.01);
+  double fraction = 0.25;
+  double ef_decay = 0.95;
+  PolarOptions polar = Dion2Direction::default_polar();
+  ScaleByShape shape{ScaleByShape::Rule::unit_rms_norm};  ///< "rms_norm": moonlight; None: none
+  double weight_decay = 0.01;
+};
+inline auto dion2(const Dion2Options& o = {}) {
+  return chain(Dion2Direction{o.fraction, o.ef_decay, o.polar}, ScaleByShape{o.shape},
+               AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+}
+
+}  // namespace schatten::optim
