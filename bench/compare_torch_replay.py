@@ -15,6 +15,8 @@ Cases (model / optimizer run in torch / replay preset):
   mlp   torch.optim.SGD(lr)                   sgd:lr
   mlp   float32 AdamW written in torch in the order of schatten's kernel   adamw    (bits)
   mlp   torch.optim.AdamW                     adamw:lr,b1,b2,eps,wd
+  mlp   Lion on every parameter (LionTorch: dion's lion_update, torch.lerp and sign)
+        lion:lr,b1,b2,wd
   mlp   NorMuon on the hidden matrices (NorMuonTorch: the reference normuon.py's formulas, NS5 in
         float32) and torch.optim.AdamW on the rest   normuon:lr,b2,wd,adamw_lr,adamw_wd
   mlp   AdaMuon the same way (AdaMuonTorch: the reference adamuon.py's formulas, one process, NS5 in
@@ -23,7 +25,7 @@ Cases (model / optimizer run in torch / replay preset):
         namo:lr,wd,adamw_lr,adamw_wd
   mlp   Dion2 the same way (Dion2Torch: dion2.py's single-process formulas, its Polar Express in
         float32)   dion2:lr,fraction,ef_decay,wd,adamw_lr,adamw_wd
-  tfm   the same seven, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
+  tfm   the same eight, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
         its attention, LayerNorms and biases, a final LayerNorm and nn.Linear head)
   tfm   NorMuon with the fused in_proj_weight (3d x d) cut into Q, K and V (each orthogonalised,
         normalised and shape-scaled as a matrix of its own)   the same preset with
@@ -88,6 +90,7 @@ from record_torch import GradientRecorder  # noqa: E402
 
 LR, B1, B2, EPS, WD = 1e-3, 0.9, 0.999, 1e-8, 0.01
 SGD_LR = 0.05
+LION_LR = 1e-4  # Lion's default (its update has RMS 1, AdamW's lr / 10)
 # QK-clip's threshold for the MuonClip cases, as the replay's spec gets it (both sides parse
 # this string into the same double). Without clipping, the transformer's largest logit per head
 # is 1.7-2.7 at step 0 and grows to 3.7-5.8 over the 30 steps of Muon (torch 2.15.0); at 2.5 the
@@ -416,6 +419,8 @@ def train(model_name, optimizer, steps, path):
         opt = NamoTorch(model)
     elif optimizer == "dion2":
         opt = Dion2Torch(model)
+    elif optimizer == "lion":
+        opt = LionTorch(model.parameters(), lr=LION_LR)
     elif optimizer == "normuon_qkv":
         opt = NorMuonTorch(model, cut=("in_proj_weight", 3))
     elif optimizer in CLIP_CASES:
@@ -659,6 +664,28 @@ class Dion2Torch(NorMuonTorch):
         self.adamw.step()
 
 
+class LionTorch:
+    """Lion (arXiv 2302.06675) on every parameter as microsoft/dion's scalar_opts.lion_update
+    computes it: U = sign(lerp(M, g, 1 - b1)); M <- lerp(M, g, 1 - b2); W <- W (1 - lr wd) - lr U."""
+
+    def __init__(self, params, lr=1e-4, b1=0.9, b2=0.99, wd=0.01):
+        self.params = list(params)
+        self.lr, self.b1, self.b2, self.wd = lr, b1, b2, wd
+        self.m = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self):
+        for p, m in zip(self.params, self.m):
+            u = m.lerp(p.grad, 1 - self.b1).sign_()
+            m.lerp_(p.grad, 1 - self.b2)
+            p.mul_(1 - self.lr * self.wd)
+            p.add_(u, alpha=-self.lr)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+
 def main():
     ap = argparse.ArgumentParser(description="Compare PyTorch training with schatten-replay (see the docstring).")
     ap.add_argument("--replay", default="build/schatten-replay")
@@ -681,6 +708,7 @@ def main():
              "normuon": "normuon:lr=0.02,b2=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
              "adamuon": "adamuon:lr=0.02,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
              "namo": "namo:lr=0.01,wd=0.1,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
+             "lion": "lion:lr=%g,b1=0.9,b2=0.99,wd=0.01" % LION_LR,
              "dion2": "dion2:lr=0.01,fraction=0.25,ef_decay=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
     specs["normuon_qkv"] = specs["normuon"]
     muon_cases = []
@@ -709,7 +737,7 @@ def main():
           check_attention_logits())
     print("%-5s %-28s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
     for model_name in ("mlp", "tfm"):
-        for optimizer in (("sgd", "mirror", "adamw", "normuon", "adamuon", "namo", "dion2")
+        for optimizer in (("sgd", "mirror", "adamw", "lion", "normuon", "adamuon", "namo", "dion2")
                           + (("normuon_qkv",) if model_name == "tfm" else ())
                           + tuple(muon_cases) + (tuple(CLIP_CASES) if model_name == "tfm" else ())):
             rec = os.path.join(work, "%s_%s.h5" % (model_name, optimizer.replace(":", "_")))

@@ -86,6 +86,8 @@ zeros when the recording has none), and writes per-step diagnostics.
 Presets and their keys (defaults are those of include/schatten/optim/presets.hpp):
   sgd      lr=1e-3 momentum=0 nesterov=0 wd=0                   every parameter
   adamw    lr=1e-3 b1=0.9 b2=0.999 eps=1e-8 wd=0.01              every parameter
+  lion     lr=1e-4 b1=0.9 b2=0.99 wd=0                           every parameter (Lion: the sign
+           of b1 m + (1-b1) g, then m <- b2 m + (1-b2) g)
   muon     lr=0.02 momentum=0.95 nesterov=1 wd=0 polar=keller|polar_express|qdwh iterations=5
            shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1 bias_correction=0
            (optax's bias-corrected momentum; with dual_norm=1 optax's muon(adaptive=True))
@@ -650,6 +652,15 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return runner(opt::partition(ps, all("adamw"), opt::route("adamw", opt::adamw(o))), s.text, err);
   }
+  if (s.preset == "lion") {
+    opt::LionOptions o;
+    k.lr("lr", o.lr);
+    k.number("b1", o.b1);
+    k.number("b2", o.b2);
+    k.number("wd", o.weight_decay);
+    if (!k.done(err)) return nullptr;
+    return runner(opt::partition(ps, all("lion"), opt::route("lion", opt::lion(o))), s.text, err);
+  }
   // Matrix presets: their own keys, then the AdamW side and the routing. schatten_muon's side
   // defaults to SMuon's auxiliary Adam (algorithms.md §4a.4: lr 3e-4, betas (0.9, 0.95), eps
   // 1e-10, no decay), whose lr and β₁ also set its κ.
@@ -885,7 +896,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     return mixed(opt::df_muon(o));
   }
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
-        "' (sgd, adamw, muon, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, "
+        "' (sgd, adamw, lion, muon, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, "
         "df_muon, namo, dion2)";
   return nullptr;
 }

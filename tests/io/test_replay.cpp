@@ -523,6 +523,31 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: lion steps every parameter and reproduces the inline trajectory bit for bit") {
+    const std::string rec = temp_path("rec_lion.h5"), out = temp_path("out_lion.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(
+        run_replay(rec + " --optimizer lion:lr=3e-4,b1=0.8,b2=0.95,wd=0.1 --save-params --quiet --out " +
+                   out) == 0,
+        replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    LionOptions l;  // not the defaults: the keys must reach the options
+    l.lr = Schedule::constant(3e-4);
+    l.b1 = 0.8;
+    l.b2 = 0.95;
+    l.weight_decay = 0.1;
+    auto lion_only =
+        partition(kParams, std::vector<std::string>(kParams.size(), "lion"), route("lion", lion(l)));
+    REQUIRE(lion_only.init());
+    compare_inline(lion_only, f, 0);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer lion:b2=1 --out " + out) == 1);
+    CHECK(replay_stderr().find("scale_by_lion: b2") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: dion2 reproduces the inline trajectory bit for bit with its keys") {
     const std::string rec = temp_path("rec_dion2.h5"), out = temp_path("out_dion2.h5");
     write_recording(rec);
@@ -1157,8 +1182,8 @@ TEST_SUITE("io.replay") {
     CHECK(run_replay(rec + " --optimizer muon:lr=fast --out " + out) == 1);
     CHECK(replay_stderr().find("'lr=fast' is not a number") != std::string::npos);
     CHECK(run_replay(rec + " --optimizer muon:lr --out " + out) == 2);
-    CHECK(run_replay(rec + " --optimizer lion --out " + out) == 1);
-    CHECK(replay_stderr().find("unknown preset 'lion'") != std::string::npos);
+    CHECK(run_replay(rec + " --optimizer lamb --out " + out) == 1);
+    CHECK(replay_stderr().find("unknown preset 'lamb'") != std::string::npos);
     const std::pair<const char*, const char*> bad[] = {
         {"--optimizer muon:lr=warmup_cosine:0.02:10", "expected warmup_cosine:PEAK:WARMUP:TOTAL[:FINAL]"},
         {"--optimizer muon:lr=cosine:0.02:10:100", "unknown schedule 'cosine'"},

@@ -252,6 +252,7 @@ void for_each_preset(F&& f) {
   f("df_muon", df_muon());
   f("namo", namo());
   f("dion2", dion2());
+  f("lion", lion());
   f("schatten_muon", schatten_muon(adaptive_schatten(false)));
   f("schatten_muon_moment", schatten_muon(adaptive_schatten(true)));
 }
@@ -355,8 +356,29 @@ TEST_SUITE("optim.hostile") {
     run("df_muon", df_muon(), false);
     run("namo", namo(), false);
     run("dion2", dion2(), false);
+    run("lion", lion(), false);  // 1e30 is within Lion's own limit (below)
     run("schatten_muon", schatten_muon(adaptive_schatten(false)), false);
     run("schatten_muon_moment", schatten_muon(adaptive_schatten(true)), true);
+    // Lion's limit is 2^126 (|g − m| must stay a float, ScaleByLion): gradients of ±2^126 that
+    // flip sign every step keep m finite; 1e38 is refused before anything changes.
+    {
+      const auto lr = lion();
+      auto ls = lr.init({1, 2});
+      auto& mu = std::get<0>(static_cast<decltype(ls)::Base&>(ls)).mu;
+      std::vector<float> lw = {1, 2};
+      for (int t = 0; t < 4; ++t) {
+        const float x = t % 2 ? 8.507059e37f : -8.507059e37f;  // 2^126
+        std::vector<float> lg = {x, -x};
+        REQUIRE(lr.update(Block(lg.data(), 1, 2), ls, ConstBlock(lw.data(), 1, 2)) == Status::ok);
+        CHECK(std::isfinite(mu[0]));
+        CHECK(std::isfinite(mu[1]));
+      }
+      const std::vector<float> mu_before = mu.to_vector();
+      std::vector<float> lg = {1e38f, 0.0f};
+      CHECK(lr.update(Block(lg.data(), 1, 2), ls, ConstBlock(lw.data(), 1, 2)) == Status::out_of_range);
+      CHECK(mu.to_vector() == mu_before);
+      CHECK(lr.max_gradient() == 8.507059173023462e37);
+    }
     // The same refusal from a chain stepped on its own.
     const auto rule = adamw();
     auto st = rule.init({1, 3});
@@ -459,6 +481,7 @@ TEST_SUITE("optim.hostile") {
     Dion2Options d2;
     d2.weight_decay = 0.0;
     check("dion2", dion2(d2));
+    check("lion", lion());
     check("schatten_muon", schatten_muon(adaptive_schatten(false, 0.0)));
     check("schatten_muon_moment", schatten_muon(adaptive_schatten(true, 0.0)));
   }
@@ -627,6 +650,12 @@ TEST_SUITE("optim.hostile") {
       check_refused("dion2 ef_decay < 0", dion2(d2), "dion2_direction: ef_decay");
       d2.ef_decay = 1.5;
       check_refused("dion2 ef_decay > 1", dion2(d2), "dion2_direction: ef_decay");
+      LionOptions l;
+      l.b1 = 1.0;
+      check_refused("lion b1 = 1", lion(l), "scale_by_lion: b1");
+      l = LionOptions{};
+      l.b2 = nan;
+      check_refused("lion b2 NaN", lion(l), "scale_by_lion: b2");
       DfMuonOptions f;
       f.l_min = 0.0;
       check_refused("df_muon l_min = 0", df_muon(f), "majorized_step: l_min");

@@ -351,6 +351,9 @@ TEST_SUITE("optim.device") {
     });
     // Dion2 ranks its slices on the host from norms read back, and gathers and places them with
     // its own kernels: rows of the 12 × 20 blocks, columns of the 20 × 6 one.
+    check_twin("dev_lion", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", dion2()), route("adamw", lion()));
+    });
     check_twin("dev_dion2", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", dion2()), route("adamw", adamw()));
     });

@@ -84,6 +84,18 @@ Mat sgd_oracle(Mat w, const std::vector<Mat>& grads, double lr, double mu, bool 
   return w;
 }
 
+/// Lion (arXiv 2302.06675; microsoft/dion scalar_opts.lion_update) in double:
+/// u = sign(β₁m + (1 − β₁)g), m ← β₂m + (1 − β₂)g, W ← W(1 − lr·λ) − lr·u.
+Mat lion_oracle(Mat w, const std::vector<Mat>& grads, double lr, double b1, double b2, double wd) {
+  Mat m = Mat::Zero(w.rows(), w.cols());
+  for (const Mat& g : grads) {
+    const Mat u = (b1 * m + (1 - b1) * g).array().sign().matrix();
+    m = b2 * m + (1 - b2) * g;
+    w = w * (1.0 - lr * wd) - lr * u;
+  }
+  return w;
+}
+
 Mat adamw_oracle(Mat w, const std::vector<Mat>& grads, double lr, double b1, double b2, double eps,
                  double wd) {
   Mat m = Mat::Zero(w.rows(), w.cols()), v = m;
@@ -375,6 +387,31 @@ TEST_SUITE("optim.presets") {
     const Mat blocks =
         run_rule(chain(ScaleByAdam{}, AddDecayedWeights{0.1}, ScaleByLearningRate{o.lr}), w0, g);
     CHECK(step_error(blocks, want, w0) <= 1e-5);
+  }
+
+  TEST_CASE("lion matches Lion in double") {
+    const Mat w0 = gaussian(9, 7, case_seed("lion_w"));
+    const auto g = gradients(9, 7, 12, "lion_g");
+    LionOptions o;
+    o.lr = Schedule::constant(1e-3);
+    o.weight_decay = 0.1;
+    const Mat got = run_rule(lion(o), w0, g);
+    // The signs agree (the interpolations of Gaussian gradients are nowhere within float rounding
+    // of zero), so only W's float storage differs: |W| up to ~3 rounds by up to 1.8e-7 per step,
+    // 12 steps against a change of 12·lr = 0.012 per entry, at most 2e-4 relative (measured 2e-5).
+    const Mat want = lion_oracle(w0, g, 1e-3, 0.9, 0.99, 0.1);
+    CHECK(step_error(got, want, w0) <= 2e-4);
+    // The betas swapped: the sign of the other interpolation flips elements, far off.
+    o.b1 = 0.99;
+    o.b2 = 0.9;
+    CHECK(step_error(run_rule(lion(o), w0, g), want, w0) > 1e-2);
+    // A zero gradient is a zero direction (sign(0) = 0): only the decay moves W.
+    const auto rule = lion();
+    auto st = rule.init({2, 3});
+    std::vector<float> w(6, 0.5f), u(6, 0.0f);
+    REQUIRE(rule.update(Block(u.data(), 2, 3), st, ConstBlock(w.data(), 2, 3)) == Status::ok);
+    for (float x : u)
+      CHECK(x == 0.0f);
   }
 
   TEST_CASE("muon matches Keller Jordan's reference in double (wide and tall blocks)") {
@@ -676,6 +713,8 @@ TEST_SUITE("optim.presets") {
     const Schedule decay = Schedule::linear_decay(0.05, 0, 200, 0.0);
     CHECK(run(sgd(SgdOptions{Schedule::constant(0.1), 0.9, true, 0.0})) <= 1e-6);
     CHECK(run(adamw(AdamWOptions{Schedule::linear_decay(0.05, 0, 200), 0.9, 0.999, 1e-8, 0.0})) <= 1e-2);
+    // Lion moves every entry by lr per step: like AdamW, a lr that decays to 0.
+    CHECK(run(lion(LionOptions{Schedule::linear_decay(0.05, 0, 200), 0.9, 0.99, 0.0})) <= 1e-2);
     MuonOptions mo;
     mo.lr = decay;
     CHECK(run(muon(mo)) <= 1e-2);
@@ -775,6 +814,7 @@ TEST_SUITE("optim.presets") {
     check(adamuon());
     check(namo());
     check(dion2());
+    check(lion());
     check(chain(ClipByNorm{0.5}, TraceMomentum{}, AddDecayedWeights{0.1, AddDecayedWeights::Mode::cautious},
                 ScaleByLearningRate{Schedule::warmup_cosine(0.1, 2, 6)}, AddIndependentDecay{1e-3}));
     // Names: "<index>_<rule>/<field>".
@@ -822,10 +862,11 @@ TEST_SUITE("optim.presets") {
     // AdamW and SGD parameters. 7 × 13 floats cut after row 3, and after element 3 · 13 + 5 (a
     // run beginning inside a row), so the runs start at other alignments and end in other vector
     // tails than the whole block.
-    static_assert(decltype(sgd())::row_local && decltype(adamw())::row_local);
+    static_assert(decltype(sgd())::row_local && decltype(adamw())::row_local && decltype(lion())::row_local);
     static_assert(!decltype(muon())::row_local && !decltype(normuon())::row_local &&
                   !decltype(muadam())::row_local && !decltype(freon())::row_local &&
-                  !decltype(kaon())::row_local);  // matrix functions, row norms, shape scales
+                  !decltype(kaon())::row_local &&
+                  !decltype(dion2())::row_local);  // matrix functions, row norms, shape scales
     const std::uint64_t seed = schatten::test::case_seed("row-local presets");
     MESSAGE("seed " << seed);
     const index_t r = 7, c = 13;
@@ -863,6 +904,7 @@ TEST_SUITE("optim.presets") {
     for (auto [cut, a, b] : {std::tuple<index_t, index_t, index_t>{3 * c, 3, r - 3}, {3 * c + 5, 1, 1}}) {
       check(sgd(SgdOptions{Schedule::constant(0.1), 0.9, true, 0.01}), cut, a, b);
       check(adamw(AdamWOptions{Schedule::constant(1e-2), 0.9, 0.999, 1e-8, 0.1}), cut, a, b);
+      check(lion(LionOptions{Schedule::constant(1e-2), 0.9, 0.99, 0.1}), cut, a, b);
     }
   }
 

@@ -197,6 +197,12 @@ void sign(float* x, index_t n) {
       "schatten::optim::sign", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] = SignTransform::step(x[k]); });
 }
 
+void lion(float* x, float* m, index_t n, float w1, float w2) {
+  Kokkos::parallel_for(
+      "schatten::optim::lion", Range(0, n),
+      KOKKOS_LAMBDA(index_t k) { x[k] = ScaleByLion::step(x[k], m[k], w1, w2); });
+}
+
 void second_moment(float* x, float* v, index_t n, float beta, float w, float eps) {
   Kokkos::parallel_for(
       "schatten::optim::second_moment", Range(0, n),

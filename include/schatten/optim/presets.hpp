@@ -34,6 +34,19 @@ inline auto adamw(const AdamWOptions& o = {}) {
   return chain(AdamWUpdate{o.b1, o.b2, o.eps, o.weight_decay, o.lr});
 }
 
+/// Lion (Chen et al. 2023, arXiv 2302.06675): W ← W(1 − lr·λ) − lr·sign(β₁m + (1 − β₁)g), then
+/// m ← β₂m + (1 − β₂)g (ScaleByLion, decoupled decay with the lr, −lr). Defaults (the paper's and
+/// lion-pytorch's): lr 1e-4, betas (0.9, 0.99), wd 0 (optax.lion: 1e-3). Its update has RMS ≈ 1,
+/// so its lr is typically 3–10× smaller than AdamW's; the scalar optimizer of microsoft/dion.
+struct LionOptions {
+  Schedule lr = Schedule::constant(1e-4);
+  double b1 = 0.9, b2 = 0.99;
+  double weight_decay = 0.0;
+};
+inline auto lion(const LionOptions& o = {}) {
+  return chain(ScaleByLion{o.b1, o.b2}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+}
+
 /// Keller Jordan's Muon (KellerJordan/Muon): EMA momentum β = 0.95 with Nesterov, Newton–Schulz
 /// with his quintic, 5 steps (any PolarOptions: Polar Express, QDWH, …), shape scale
 /// √max(1, r/c) (Moonlight's 0.2·√max(r, c), √max(r, c) and √(r/c) as options: ScaleByShape),

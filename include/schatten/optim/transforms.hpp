@@ -969,6 +969,68 @@ struct ScaleToRms {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", arXiv 2302.06675)
+
+namespace device_kernels {
+/// x[k] ← ScaleByLion::step(x[k], m[k], w1, w2).
+void lion(float* x, float* m, index_t n, float w1, float w2);
+}  // namespace device_kernels
+
+/// Lion's direction, element by element:
+///   u ← sign(m + (1 − β₁)(g − m)),   m ← m + (1 − β₂)(g − m),
+/// the interpolations of torch.lerp as microsoft/dion's `lion_update` and lion-pytorch write them
+/// (optax.scale_by_lion is the same map), sign(0) = 0, m starting at zero. 1 − β is computed in
+/// double and rounded to float, as the other rules. One float of state per element. Gradients
+/// are limited to 2^126 ≈ 8.5e37: m is a convex combination of earlier gradients, so |g − m| ≤
+/// 2^127 stays a float and the state never becomes infinite (at 2^127 each, g − m could round to
+/// +Inf and poison m for good).
+struct ScaleByLion {
+  static constexpr const char* name = "scale_by_lion";
+  static constexpr bool row_local = true;  // chain.hpp: each element alone
+  static constexpr bool device_capable = true;
+  double b1 = 0.9, b2 = 0.99;
+
+  struct State {
+    std::int64_t count = 0;
+    Buffer mu;
+  };
+  State init(const BlockShape& s) const { return State{0, Buffer(static_cast<std::size_t>(s.size()), 0.0f)}; }
+  double max_gradient() const { return 8.507059173023462e37; }  // 2^126
+  /// One element: m updated, returns the sign of the β₁ interpolation. The one formula of the host
+  /// loop and the device kernel.
+  SCHATTEN_HOST_DEVICE static float step(float g, float& m, float w1, float w2) {
+    const float c = m + w1 * (g - m);
+    m = m + w2 * (g - m);
+    return SignTransform::step(c);
+  }
+  Status update(Block u, State& s, ConstBlock) const {
+    if (s.mu.size() != static_cast<std::size_t>(u.size())) return Status::invalid_argument;  // other shape
+    const float w1 = static_cast<float>(1.0 - b1), w2 = static_cast<float>(1.0 - b2);
+    if (u.memory == MemoryKind::device) {
+      device_kernels::lion(u.data, s.mu.data(), u.size(), w1, w2);
+    } else {
+      float* m = s.mu.data();
+      for (index_t k = 0, n = u.size(); k < n; ++k)
+        u.data[k] = step(u.data[k], m[k], w1, w2);
+    }
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("mu", s.mu);
+  }
+  /// β₁, β₂ ∈ [0, 1): β₁ = 1 would ignore every gradient, β₂ = 1 freeze m at zero.
+  const char* check() const noexcept {
+    if (!hyper::decay_rate(b1)) return "scale_by_lion: b1 must be in [0, 1)";
+    if (!hyper::decay_rate(b2)) return "scale_by_lion: b2 must be in [0, 1)";
+    return nullptr;
+  }
+  std::string config() const { return Signature(name).add("b1", b1).add("b2", b2).str(); }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Weight decay
 
 /// Weight decay, applied to the update before the learning rate (so the decay is multiplied by
