@@ -23,9 +23,11 @@ Cases (model / optimizer run in torch / replay preset):
         float32)   adamuon:lr,wd,adamw_lr,adamw_wd
   mlp   NAMO the same way (NamoTorch: the reference namo.py's formulas, NS5 in float32)
         namo:lr,wd,adamw_lr,adamw_wd
+  mlp   NAMO-D the same way (NamoDTorch: the reference's NAMO_D, NS5 in float32)
+        namo_d:lr,wd,col_clamp,adamw_lr,adamw_wd
   mlp   Dion2 the same way (Dion2Torch: dion2.py's single-process formulas, its Polar Express in
         float32)   dion2:lr,fraction,ef_decay,wd,adamw_lr,adamw_wd
-  tfm   the same eight, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
+  tfm   the same nine, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
         its attention, LayerNorms and biases, a final LayerNorm and nn.Linear head)
   tfm   NorMuon with the fused in_proj_weight (3d x d) cut into Q, K and V (each orthogonalised,
         normalised and shape-scaled as a matrix of its own)   the same preset with
@@ -419,6 +421,8 @@ def train(model_name, optimizer, steps, path):
         opt = NamoTorch(model)
     elif optimizer == "dion2":
         opt = Dion2Torch(model)
+    elif optimizer == "namo_d":
+        opt = NamoDTorch(model)
     elif optimizer == "lion":
         opt = LionTorch(model.parameters(), lr=LION_LR)
     elif optimizer == "normuon_qkv":
@@ -664,6 +668,45 @@ class Dion2Torch(NorMuonTorch):
         self.adamw.step()
 
 
+class NamoDTorch(NorMuonTorch):
+    """NAMO-D (arXiv 2602.17080) on the hidden matrices as NAMO_D of the reference src/namo.py
+    (minxin-zhg/namo) computes it, orthogonalising in float32, and torch.optim.AdamW on the rest,
+    split as NorMuonTorch. Per matrix (rows A, cols B) and step t, column j:
+      V_j <- mu2 V_j + (1 - mu2) |g_j|^2 (float32);  m <- lerp(m, g, 1 - beta);  N = lerp(g, m, beta)
+      O = NS5(N);  b = lr sqrt(1 - mu2^t)/(1 - beta^t + 1e-12);  s_j = |N_j|/(sqrt(V_j) + eps),
+      clamped to [mean(s) c, mean(s)/c];  W_j <- max(0, 1 - wd min(b s_j, 1)) W_j
+      - min(b s_j 0.2 sqrt(max(A, B)), 1) O_j"""
+
+    def __init__(self, model, lr=0.01, beta=0.95, mu2=0.99, eps=1e-8, scale=0.2, wd=0.1, clamp=0.75):
+        super().__init__(model, lr=lr, beta=beta, wd=wd)
+        self.mu2, self.eps, self.scale, self.clamp = mu2, eps, scale, clamp
+        self.v = [torch.zeros(p.reshape(p.shape[0], -1).shape[1], dtype=torch.float32) for p in self.matrices]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        bc1, bc2 = 1.0 - self.beta ** self.t, 1.0 - self.mu2 ** self.t
+        base = self.lr * math.sqrt(bc2) / (bc1 + 1e-12)
+        for p, m, v in zip(self.matrices, self.m, self.v):
+            g = p.grad.reshape(p.shape[0], -1)
+            ncg = torch.linalg.vector_norm(g, dim=0)
+            v.mul_(self.mu2).addcmul_(ncg, ncg, value=1.0 - self.mu2)
+            mm = m.view(g.shape)
+            mm.lerp_(g, 1 - self.beta)
+            n = g.lerp(mm, self.beta)
+            o = ns5(n)
+            s = torch.linalg.vector_norm(n, dim=0) / (v.sqrt() + self.eps)
+            mean = s.mean()
+            if 0.0 < self.clamp <= 1.0 and torch.isfinite(mean) and mean > 0:
+                s = s.clamp(min=mean * self.clamp, max=mean / self.clamp)
+            decay = (1.0 - self.wd * (s * base).clamp(max=1.0)).clamp_min(0.0)
+            w = p.view(g.shape)
+            w.mul_(decay.unsqueeze(0))
+            w.addcmul_(o, (s * (base * self.scale * math.sqrt(max(g.shape)))).clamp(max=1.0).unsqueeze(0), value=-1.0)
+        self.adamw.step()
+
+
 class LionTorch:
     """Lion (arXiv 2302.06675) on every parameter as microsoft/dion's scalar_opts.lion_update
     computes it: U = sign(lerp(M, g, 1 - b1)); M <- lerp(M, g, 1 - b2); W <- W (1 - lr wd) - lr U."""
@@ -708,6 +751,7 @@ def main():
              "normuon": "normuon:lr=0.02,b2=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
              "adamuon": "adamuon:lr=0.02,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
              "namo": "namo:lr=0.01,wd=0.1,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
+             "namo_d": "namo_d:lr=0.01,wd=0.1,col_clamp=0.75,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
              "lion": "lion:lr=%g,b1=0.9,b2=0.99,wd=0.01" % LION_LR,
              "dion2": "dion2:lr=0.01,fraction=0.25,ef_decay=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
     specs["normuon_qkv"] = specs["normuon"]
@@ -737,7 +781,7 @@ def main():
           check_attention_logits())
     print("%-5s %-28s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
     for model_name in ("mlp", "tfm"):
-        for optimizer in (("sgd", "mirror", "adamw", "lion", "normuon", "adamuon", "namo", "dion2")
+        for optimizer in (("sgd", "mirror", "adamw", "lion", "normuon", "adamuon", "namo", "namo_d", "dion2")
                           + (("normuon_qkv",) if model_name == "tfm" else ())
                           + tuple(muon_cases) + (tuple(CLIP_CASES) if model_name == "tfm" else ())):
             rec = os.path.join(work, "%s_%s.h5" % (model_name, optimizer.replace(":", "_")))

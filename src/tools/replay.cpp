@@ -116,6 +116,8 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   namo     lr=0.01 momentum=0.95 nesterov=1 mu2=0.99 eps=1e-8 scale=0.2 wd=0.1 polar=keller|...
            iterations=5 (NAMO: Muon's direction, step lr*sqrt(1-mu2^t)/(1-b^t)*|N|/sqrt(v) from
            the norms, times scale*sqrt(max(r,c)), both clamped at 1; the decay takes the step)
+  namo_d   the keys of namo and col_clamp=0.75 (NAMO-D: the step per column j from |N_j| and the
+           column's own moment, clamped within [mean*col_clamp, mean/col_clamp]; 0: no clamp)
   dion2    lr=0.01 fraction=0.25 ef_decay=0.95 wd=0.01 shape=unit_rms_norm|... shape_extra=1
            polar=keller|polar_express|qdwh iterations=5 (Dion2: momentum M += G; the fraction
            of M's rows (columns when tall) with the largest l1 norms is orthogonalised, the rest
@@ -126,7 +128,7 @@ The matrix presets (muon … dion2) serve the hidden matrices that optim::propos
 adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=A/B/... replaces
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
-instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo: keller; dion2: dion's
+instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo, namo_d: keller; dion2: dion's
 5-step table; the others: polar_express); with keller or polar_express, normalization=frobenius|schatten4|aol sets how the
 input is scaled (default frobenius; schatten4 divides by the Schatten-4 norm, from the first
 Gram; aol scales each row of the short side by 1/sqrt(its absolute Gram row sum), which
@@ -860,8 +862,8 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::sc_muon(o));
   }
-  if (s.preset == "namo") {
-    opt::NamoOptions o;
+  // NAMO's keys, shared by namo and namo_d.
+  const auto namo_keys = [&](opt::NamoOptions& o) {
     k.lr("lr", o.lr);
     momentum_keys(o);
     k.number("mu2", o.mu2);
@@ -869,8 +871,19 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("scale", o.scale);
     k.number("wd", o.weight_decay);
     polar_rule(o.polar);
+  };
+  if (s.preset == "namo") {
+    opt::NamoOptions o;
+    namo_keys(o);
     if (!k.done(err)) return nullptr;
     return mixed(opt::namo(o));
+  }
+  if (s.preset == "namo_d") {
+    opt::NamoDOptions o;
+    namo_keys(o);
+    k.number("col_clamp", o.col_clamp);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::namo_d(o));
   }
   if (s.preset == "dion2") {
     opt::Dion2Options o;
@@ -897,7 +910,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   }
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
         "' (sgd, adamw, lion, muon, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, "
-        "df_muon, namo, dion2)";
+        "df_muon, namo, namo_d, dion2)";
   return nullptr;
 }
 

@@ -523,6 +523,28 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: namo_d reproduces the inline trajectory bit for bit with its keys") {
+    const std::string rec = temp_path("rec_namo_d.h5"), out = temp_path("out_namo_d.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(run_replay(rec + " --optimizer namo_d:lr=0.02,mu2=0.9,col_clamp=0.5,wd=0.05" +
+                               " --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    NamoDOptions n;  // not the defaults: the keys must reach the options
+    n.lr = Schedule::constant(0.02);
+    n.mu2 = 0.9;
+    n.col_clamp = 0.5;
+    n.weight_decay = 0.05;
+    auto mixed = inline_mixed("namo_d", namo_d(n), AdamWOptions{});
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer namo_d:col_clamp=2 --out " + out) == 1);
+    CHECK(replay_stderr().find("namo_d_step: col_clamp") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: lion steps every parameter and reproduces the inline trajectory bit for bit") {
     const std::string rec = temp_path("rec_lion.h5"), out = temp_path("out_lion.h5");
     write_recording(rec);

@@ -251,6 +251,7 @@ void for_each_preset(F&& f) {
   f("sc_muon", sc_muon());
   f("df_muon", df_muon());
   f("namo", namo());
+  f("namo_d", namo_d());
   f("dion2", dion2());
   f("lion", lion());
   f("schatten_muon", schatten_muon(adaptive_schatten(false)));
@@ -355,6 +356,7 @@ TEST_SUITE("optim.hostile") {
     run("sc_muon", sc_muon(), false);
     run("df_muon", df_muon(), false);
     run("namo", namo(), false);
+    run("namo_d", namo_d(), false);
     run("dion2", dion2(), false);
     run("lion", lion(), false);  // 1e30 is within Lion's own limit (below)
     run("schatten_muon", schatten_muon(adaptive_schatten(false)), false);
@@ -478,6 +480,9 @@ TEST_SUITE("optim.hostile") {
     NamoOptions nm;
     nm.weight_decay = 0.0;
     check("namo", namo(nm));
+    NamoDOptions nmd;
+    nmd.weight_decay = 0.0;
+    check("namo_d", namo_d(nmd));
     Dion2Options d2;
     d2.weight_decay = 0.0;
     check("dion2", dion2(d2));
@@ -650,6 +655,14 @@ TEST_SUITE("optim.hostile") {
       check_refused("dion2 ef_decay < 0", dion2(d2), "dion2_direction: ef_decay");
       d2.ef_decay = 1.5;
       check_refused("dion2 ef_decay > 1", dion2(d2), "dion2_direction: ef_decay");
+      NamoDOptions nd;
+      nd.col_clamp = 1.5;
+      check_refused("namo_d col_clamp > 1", namo_d(nd), "namo_d_step: col_clamp");
+      nd.col_clamp = nan;
+      check_refused("namo_d col_clamp NaN", namo_d(nd), "namo_d_step: col_clamp");
+      nd = NamoDOptions{};
+      nd.mu2 = 1.0;
+      check_refused("namo_d mu2 = 1", namo_d(nd), "namo_step: mu2");
       LionOptions l;
       l.b1 = 1.0;
       check_refused("lion b1 = 1", lion(l), "scale_by_lion: b1");

@@ -375,6 +375,10 @@ TEST_SUITE("optim.device") {
     check_twin("dev_namo", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", namo()), route("adamw", adamw()));
     });
+    // NAMO-D reads its column norms back and sends its column factors (step_size.hpp).
+    check_twin("dev_namo_d", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", namo_d()), route("adamw", adamw()));
+    });
     // The scratch of a device partition is device memory and is not checkpointed.
     auto p = partition(kSpecs, propose_labels(kSpecs), route("muon", df_muon()), route("adamw", adamw()));
     REQUIRE(p.init(MemoryKind::device));

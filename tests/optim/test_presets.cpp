@@ -256,6 +256,39 @@ Mat dion2_oracle(Mat w, const std::vector<Mat>& grads, double lr, double fractio
   return w;
 }
 
+/// NAMO-D's reference (minxin-zhg/namo src/namo.py, NAMO_D) in double: NAMO's momentum and NS5;
+/// per column j, V_j ← μ₂V_j + (1 − μ₂)‖g_j‖², s_j = ‖N_j‖/(√V_j + ε) clamped to [s̄k, s̄/k] (s̄
+/// their mean; 0 < k ≤ 1), b = lr·√(1 − μ₂ᵗ)/(1 − βᵗ + 1e-12);
+/// W_j ← max(0, 1 − λ·min(b·s_j, 1))·W_j − min(b·s_j·c·√max(r, c), 1)·O_j.
+Mat namo_d_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, double mu2, double eps,
+                  double c, double wd, double k) {
+  Mat m = Mat::Zero(w.rows(), w.cols());
+  Eigen::VectorXd v = Eigen::VectorXd::Zero(w.cols());
+  for (std::size_t t = 1; t <= grads.size(); ++t) {
+    const Mat& g = grads[t - 1];
+    for (index_t j = 0; j < w.cols(); ++j)
+      v(j) = mu2 * v(j) + (1 - mu2) * g.col(j).squaredNorm();
+    m = beta * m + (1 - beta) * g;
+    const Mat n = (1 - beta) * g + beta * m;
+    const Mat o = ns5(n);
+    const double base =
+        lr * std::sqrt(1 - std::pow(mu2, double(t))) / (1 - std::pow(beta, double(t)) + 1e-12);
+    Eigen::VectorXd sc(w.cols());
+    for (index_t j = 0; j < w.cols(); ++j)
+      sc(j) = n.col(j).norm() / (std::sqrt(v(j)) + eps);
+    const double mean = sc.mean();
+    if (k > 0 && k <= 1 && mean > 0)
+      for (index_t j = 0; j < w.cols(); ++j)
+        sc(j) = std::min(std::max(sc(j), mean * k), mean / k);
+    const double shape = c * std::sqrt(double(std::max(w.rows(), w.cols())));
+    for (index_t j = 0; j < w.cols(); ++j) {
+      w.col(j) *= std::max(0.0, 1 - wd * std::min(base * sc(j), 1.0));
+      w.col(j) -= std::min(base * sc(j) * shape, 1.0) * o.col(j);
+    }
+  }
+  return w;
+}
+
 /// NorMuon's reference (zichongli5/NorMuon normuon.py) in double: Muon's momentum and NS5, then
 /// per row ν ← ν + (1 − β₂)(mean_j O_ij² − ν), O_i ← O_i/(√ν_i + 1e-10), O rescaled to its
 /// norm before the normalisation, × √max(1, r/c), decoupled decay, −lr.
@@ -668,6 +701,61 @@ TEST_SUITE("optim.presets") {
     CHECK(Dion2Direction::selected_count(1e-9, 12) == 1);
   }
 
+  TEST_CASE("namo_d matches the NAMO-D reference in double, with and without its column clamp") {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("namo_d_w", static_cast<std::uint64_t>(r)));
+      // A steady signal in the first half of the columns and noise everywhere: there the momentum
+      // keeps the gradient's norm, elsewhere it averages the noise away, so the column scales
+      // differ by about 3× and a clamp at 0.75 binds.
+      const Mat signal = gaussian(r, c, case_seed("namo_d_signal", static_cast<std::uint64_t>(r)), 0.1);
+      std::vector<Mat> g = gradients(r, c, 6, r < c ? "namo_d_g_wide" : "namo_d_g_tall");
+      for (Mat& x : g)
+        x.leftCols(c / 2) += signal.leftCols(c / 2);
+      for (double lr : {0.01, 2.0}) {
+        for (double k : {0.75, 0.01, 0.0}) {
+          CAPTURE(lr);
+          CAPTURE(k);
+          NamoDOptions o;
+          o.lr = Schedule::constant(lr);
+          o.col_clamp = k;
+          const Mat want = namo_d_oracle(w0, g, lr, 0.95, 0.99, 1e-8, 0.2, 0.1, k);
+          // As namo: NS5 in float (≈ 3e-5 relative on the smallest directions); the column steps
+          // are double arithmetic on float norms (~1e-7) and V_j is a float: 2e-4.
+          CHECK(step_error(run_rule(namo_d(o), w0, g), want, w0) <= 2e-4);
+          // The scalar NAMO step is far off, and so is the unclamped step where the clamp binds.
+          NamoOptions scalar = o;
+          CHECK(step_error(run_rule(namo(scalar), w0, g), want, w0) > 1e-2);
+          if (k == 0.75 && lr == 0.01) {
+            o.col_clamp = 0.0;
+            CHECK(step_error(run_rule(namo_d(o), w0, g), want, w0) > 1e-2);
+          }
+        }
+      }
+    }
+    // A column whose norm is not a float (two entries of 3e38: 4.2e38) refuses the step, and the
+    // chain restores the momentum: nothing changes.
+    {
+      const auto big = namo_d();
+      auto bs = big.init({2, 3});
+      std::vector<float> w(6, 0.5f), u = {3e38f, 1.0f, 0.0f, 3e38f, -1.0f, 0.0f};
+      const std::vector<float> u0 = u;
+      const auto before = save(bs);
+      CHECK(big.update(Block(u.data(), 2, 3), bs, ConstBlock(w.data(), 2, 3)) == Status::out_of_range);
+      CHECK(u == u0);
+      CHECK(save(bs) == before);
+    }
+    // A zero gradient makes no step (0/ε column scales), and the mean step is observable.
+    const auto rule = namo_d();
+    auto st = rule.init({4, 6});
+    std::vector<float> w(24, 0.5f), u(24, 0.0f);
+    REQUIRE(rule.update(Block(u.data(), 4, 6), st, ConstBlock(w.data(), 4, 6)) == Status::ok);
+    CHECK(std::get<0>(st).alpha == 0.0);
+    for (float x : u)
+      CHECK(x == 0.0f);
+  }
+
   TEST_CASE("normuon matches the NorMuon reference in double (wide and tall blocks)") {
     for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
       const index_t r = shape.first, c = shape.second;
@@ -739,6 +827,10 @@ TEST_SUITE("optim.presets") {
     nm.lr = decay;  // NAMO moves about c·√max(r, c) = 0.98 spectral units per unit of lr
     nm.weight_decay = 0.0;
     CHECK(run(namo(nm)) <= 1e-2);
+    NamoDOptions nd;
+    nd.lr = decay;
+    nd.weight_decay = 0.0;
+    CHECK(run(namo_d(nd)) <= 1e-2);
     // AdaMuon's update has RMS 0.2 whatever the gradient's size, so W travels about Σ_t 0.2·lr_t
     // per entry: 1.0 at the decay's lr, short of the target's entries (loss 8e-3 to 2e-2 over
     // seeds 1–6); the fast lr reaches it (1.2e-6 to 2.1e-6).
@@ -813,6 +905,7 @@ TEST_SUITE("optim.presets") {
     check(normuon());
     check(adamuon());
     check(namo());
+    check(namo_d());
     check(dion2());
     check(lion());
     check(chain(ClipByNorm{0.5}, TraceMomentum{}, AddDecayedWeights{0.1, AddDecayedWeights::Mode::cautious},

@@ -22,6 +22,7 @@
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/rule.hpp"
 #include "schatten/optim/schatten_p.hpp"
+#include "schatten/optim/step_size.hpp"
 #include "schatten/optim/transforms.hpp"
 
 namespace schatten {
@@ -257,25 +258,29 @@ void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, con
       });
 }
 
-void slice_abs_sums(const float* x, index_t rows, index_t cols, bool along_rows, float* sums) {
+void slice_norms(const float* x, index_t rows, index_t cols, bool along_rows, bool l2, float* norms) {
   // Team s sums slice s over its threads in double (on Serial, team size 1: the host loop's
-  // order, Dion2Direction::host_abs_sums); its first thread stores the float.
+  // order, rule.hpp slice_norms); its first thread stores the norm.
   using Team = Kokkos::TeamPolicy<Exec, Kokkos::IndexType<index_t>>;
   const index_t n = along_rows ? rows : cols, len = along_rows ? cols : rows;
   const index_t step = along_rows ? 1 : cols, stride = along_rows ? cols : 1;
   Kokkos::parallel_for(
-      "schatten::optim::slice_abs_sums", Team(n, Kokkos::AUTO), KOKKOS_LAMBDA(const Team::member_type& t) {
+      "schatten::optim::slice_norms", Team(n, Kokkos::AUTO), KOKKOS_LAMBDA(const Team::member_type& t) {
         const index_t s = t.league_rank();
         const float* xs = x + s * stride;
         double sum = 0.0;
         Kokkos::parallel_reduce(
             Kokkos::TeamThreadRange(t, len),
-            [&](index_t e, double& part) {
-              const double v = xs[e * step];
-              part += v < 0.0 ? -v : v;
-            },
-            sum);
-        if (t.team_rank() == 0) sums[s] = static_cast<float>(sum);
+            [&](index_t e, double& part) { part += detail::slice_term(xs[e * step], l2); }, sum);
+        if (t.team_rank() == 0) norms[s] = detail::slice_norm(sum, l2);
+      });
+}
+
+void namo_columns(float* x, const float* p, const float* a, const float* b, index_t rows, index_t cols) {
+  Kokkos::parallel_for(
+      "schatten::optim::namo_columns", Range(0, rows * cols), KOKKOS_LAMBDA(index_t k) {
+        const index_t j = k % cols;
+        x[k] = NamoDStep::combine(x[k], p[k], a[j], b[j]);
       });
 }
 

@@ -25,9 +25,6 @@
 namespace schatten::optim {
 
 namespace device_kernels {
-/// sums[s] ← float(Σ |x| over slice s, in double): the rows of the rows × cols row-major block
-/// when `along_rows`, else its columns. One team per slice.
-void slice_abs_sums(const float* x, index_t rows, index_t cols, bool along_rows, float* sums);
 /// Gathers the k slices `picks` (host memory, ascending) of the block m into the row-major
 /// buffer s (k × cols when `along_rows`, rows × k otherwise) and multiplies them in m by `decay`.
 void gather_slices(float* s, float* m, index_t rows, index_t cols, bool along_rows, const index_t* picks,
@@ -156,14 +153,12 @@ struct Dion2Direction {
     add_scaled(m, u, 1.0f);  // M ← M + G (1·g is g exactly)
     const float decay = static_cast<float>(ef_decay);
     float* sel = sc.selected.data();
+    slice_norms(m, rows, false, sc.sums.data());  // the ℓ₁ norms
+    sc.sums.copy_to(sc.host_sums.data(), sc.host_sums.size());
+    rank(sc, k);
     if (u.memory == MemoryKind::device) {
-      device_kernels::slice_abs_sums(m.data, u.rows, u.cols, rows, sc.sums.data());
-      sc.sums.copy_to(sc.host_sums.data(), sc.host_sums.size());
-      rank(sc, k);
       device_kernels::gather_slices(sel, m.data, u.rows, u.cols, rows, sc.order.data(), k, decay);
     } else {
-      host_abs_sums(m, rows, sc.host_sums.data());
-      rank(sc, k);
       for (index_t a = 0; a < k; ++a) {
         const index_t i = sc.order[static_cast<std::size_t>(a)];
         if (rows) {
@@ -193,25 +188,6 @@ struct Dion2Direction {
     }
     ++s.count;
     return Status::ok;
-  }
-
-  /// The host loop of device_kernels::slice_abs_sums (the same sums, in the same order).
-  static void host_abs_sums(MatrixRef<const float> m, bool rows, float* sums) {
-    if (rows) {
-      for (index_t i = 0; i < m.rows; ++i) {
-        double s = 0.0;
-        for (index_t j = 0; j < m.cols; ++j)
-          s += std::fabs(double(m.data[i * m.cols + j]));
-        sums[i] = static_cast<float>(s);
-      }
-      return;
-    }
-    for (index_t j = 0; j < m.cols; ++j) {
-      double s = 0.0;
-      for (index_t i = 0; i < m.rows; ++i)
-        s += std::fabs(double(m.data[i * m.cols + j]));
-      sums[j] = static_cast<float>(s);
-    }
   }
 
   template <class V>

@@ -248,6 +248,10 @@ void fill(float* x, index_t n, float value);
 /// Σ_k detail::difference_product(x[k], a[k], y[k], b[k]) in double; a or b null stands for
 /// zeros.
 double inner(const float* x, const float* a, const float* y, const float* b, index_t n);
+/// norms[s] ← float(detail::slice_norm(Σ over slice s of detail::slice_term(x, l2), l2)), the sum in
+/// double: the rows of the rows × cols row-major block when along_rows, else its columns. One team
+/// per slice.
+void slice_norms(const float* x, index_t rows, index_t cols, bool along_rows, bool l2, float* norms);
 }  // namespace device_kernels
 
 namespace detail {
@@ -256,6 +260,15 @@ namespace detail {
 /// exactly, so ⟨x, y⟩ and ‖x − a‖² need no formula of their own.
 SCHATTEN_HOST_DEVICE inline double difference_product(float x, float a, float y, float b) {
   return (double(x) - double(a)) * (double(y) - double(b));
+}
+/// One term of slice_norms(): x² (ℓ₂) or |x| (ℓ₁), in double.
+SCHATTEN_HOST_DEVICE inline double slice_term(float x, bool l2) {
+  const double v = x;
+  return l2 ? v * v : (v < 0.0 ? -v : v);
+}
+/// The norm of a slice from its sum of terms: √sum (ℓ₂) or the sum (ℓ₁), rounded to float.
+SCHATTEN_HOST_DEVICE inline float slice_norm(double sum, bool l2) {
+  return static_cast<float>(l2 ? std::sqrt(sum) : sum);
 }
 }  // namespace detail
 
@@ -315,6 +328,35 @@ inline double inner_of_differences(MatrixRef<const float> x, const float* a, con
   for (index_t k = 0, n = x.size(); k < n; ++k)
     s += detail::difference_product(x.data[k], a ? a[k] : 0.0f, y[k], b ? b[k] : 0.0f);
   return s;
+}
+
+/// The ℓ₂ (`l2`) or ℓ₁ norm of each row (`along_rows`) or column of a contiguous block, its sum
+/// accumulated in double in index order, rounded to float, into `norms` (rows or cols floats in x's
+/// memory): Dion2's ranking and NAMO-D's column steps. ℓ₂ norms of finite floats overflow only
+/// beyond FLT_MAX/√(slice length). On the host the columns are summed 64 at a time, row by row
+/// (contiguous reads, no scratch).
+inline void slice_norms(MatrixRef<const float> x, bool along_rows, bool l2, float* norms) {
+  if (x.memory == MemoryKind::device)
+    return device_kernels::slice_norms(x.data, x.rows, x.cols, along_rows, l2, norms);
+  if (along_rows) {
+    for (index_t i = 0; i < x.rows; ++i) {
+      double s = 0.0;
+      for (index_t j = 0; j < x.cols; ++j)
+        s += detail::slice_term(x.data[i * x.cols + j], l2);
+      norms[i] = detail::slice_norm(s, l2);
+    }
+    return;
+  }
+  constexpr index_t kPanel = 64;
+  for (index_t j0 = 0; j0 < x.cols; j0 += kPanel) {
+    const index_t w = std::min(kPanel, x.cols - j0);
+    double acc[kPanel] = {};
+    for (index_t i = 0; i < x.rows; ++i)
+      for (index_t j = 0; j < w; ++j)
+        acc[j] += detail::slice_term(x.data[i * x.cols + j0 + j], l2);
+    for (index_t j = 0; j < w; ++j)
+      norms[j0 + j] = detail::slice_norm(acc[j], l2);
+  }
 }
 
 /// ‖u‖²_F of a contiguous block, accumulated in double: ⟨u, u⟩ of inner_of_differences() (the

@@ -4,7 +4,8 @@
 /// DA/SC/DF-Muon): the papers' exact rules are not public [U]; these are the proposals of §4c
 /// [P], documented in docs/optim.md. They produce the final update −η_t·D_t (they replace
 /// ScaleByLearningRate) and cap η_t by η_max. And NAMO's norm-based Adam-style step (NamoStep,
-/// from its reference code), which also takes the weight decay.
+/// from its reference code), which also takes the weight decay, and its column-wise form
+/// (NamoDStep, NAMO-D).
 #pragma once
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "schatten/core/workspace.hpp"
 #include "schatten/kernels/polar.hpp"
@@ -496,7 +498,165 @@ struct NamoOptions {
   double weight_decay = 0.1;
   PolarOptions polar = MuonOptions::keller_polar();
 };
-inline auto namo(const NamoOptions& o = {}) {
-  return chain(NamoStep{o.lr, o.momentum, o.nesterov, o.mu2, o.eps, o.scale, o.weight_decay, o.polar});
+/// The NamoStep of NAMO's options (namo() and namo_d() share it).
+inline NamoStep namo_step(const NamoOptions& o) {
+  return NamoStep{o.lr, o.momentum, o.nesterov, o.mu2, o.eps, o.scale, o.weight_decay, o.polar};
 }
+inline auto namo(const NamoOptions& o = {}) { return chain(namo_step(o)); }
+
+namespace device_kernels {
+/// x(i, j) ← NamoDStep::combine(x(i, j), p(i, j), a[j], b[j]) for the rows × cols block (a, b:
+/// cols floats each, device memory).
+void namo_columns(float* x, const float* p, const float* a, const float* b, index_t rows, index_t cols);
+}  // namespace device_kernels
+
+/// NAMO-D (the column-wise variant of NAMO, `NAMO_D` in the reference src/namo.py of
+/// minxin-zhg/namo): NamoStep's adaptive step taken per column j of the r × c block (an input
+/// feature of a torch (out, in) weight), which right-multiplies the orthogonal direction by a
+/// diagonal:
+///   V_j ← μ₂ V_j + (1 − μ₂)‖g_{:,j}‖²                      (c floats of state: √V_j)
+///   α_j = NamoStep::step_size(t, V_j, ‖N_{:,j}‖)          (lr(t)·√(1 − μ₂ᵗ)/(1 − βᵗ)·‖N_j‖/(√V_j + ε))
+///   α_j clamped to [ᾱ·k, ᾱ/k], ᾱ = mean_j α_j, when 0 < k ≤ 1 and ᾱ is finite and > 0 (k = 0: none)
+///   W_{:,j} ← (1 − λ·min(α_j, 1))·W_{:,j} − min(α_j·c_s·√max(r, c), 1)·O_{:,j}
+/// with O = polar(N) and NamoStep's momentum, as NAMO. The reference clamps its column scales
+/// ‖N_j‖/(√V_j + ε) toward their mean before multiplying by the common factor lr·√(1 − μ₂ᵗ)/(1 −
+/// βᵗ); clamping the α_j is the same for lr > 0. Its decay factor max(0, 1 − λ·min(α_j, 1)) is
+/// here the update's −min(1, λ·min(α_j, 1))·W_{:,j}. Defaults: NAMO's, and k = 0.75 (the
+/// reference's constructor; its GPT-2 configuration uses 0.01). [P] as NAMO; the column norms
+/// accumulate in double; the state keeps √V_j in float (the reference keeps V_j in float32, which
+/// overflows for column norms above 1.8e19; √V_j only beyond FLT_MAX), and a column whose norm
+/// is not a float refuses the step (out_of_range; the chain restores the momentum). Cost beyond NAMO: two
+/// column-norm passes and one combining pass over the block; on the device the 2c norms and c
+/// moments are read back and 3c floats sent (the per-column arithmetic is on the host).
+struct NamoDStep {
+  static constexpr const char* name = "namo_d_step";
+  static constexpr bool may_fail = true;
+  static constexpr bool device_capable = true;  // rule.hpp helpers, the kernel above and polar()
+  NamoStep namo{};          ///< lr, β, Nesterov, μ₂, ε, c_s, λ and the polar options
+  double col_clamp = 0.75;  ///< k: the α_j within [ᾱk, ᾱ/k]; 0 turns the clamp off
+
+  struct Scratch {
+    Buffer sums;                  ///< ‖g_j‖ then ‖N_j‖ (2c)
+    Buffer factors;               ///< a_j then b_j (2c)
+    std::vector<float> host, vh;  ///< the norms (2c) and the √V_j (c) on the host
+    std::vector<float> hf;        ///< the factors on the host (2c)
+    std::vector<double> alpha;    ///< α_j (c)
+    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+  };
+  struct State {
+    std::int64_t count = 0;
+    Buffer mu;           ///< momentum
+    Buffer v;            ///< √V_j, one per column
+    double alpha = 0.0;  ///< ᾱ of the last step, after the clamp (observable)
+    std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
+  };
+  State init(const BlockShape& s) const {
+    State st;
+    const auto c = static_cast<std::size_t>(s.cols);
+    st.mu.assign(static_cast<std::size_t>(s.size()), 0.0f);
+    st.v.assign(c, 0.0f);
+    Scratch& sc = *st.scratch;
+    sc.sums.assign(2 * c, 0.0f);
+    sc.factors.assign(2 * c, 0.0f);
+    sc.host.assign(2 * c, 0.0f);
+    sc.vh.assign(c, 0.0f);
+    sc.hf.assign(2 * c, 0.0f);
+    sc.alpha.assign(c, 0.0);
+    sc.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, namo.polar, Precision::fp32));
+    return st;
+  }
+  /// One element of the update: −a·p − b·o (o the polar factor's, p the parameter's, a and b its
+  /// column's decay and step). The one formula of the host loop and the device kernel.
+  SCHATTEN_HOST_DEVICE static float combine(float o, float p, float a, float b) { return -(a * p) - b * o; }
+  /// The α_j clamped toward their mean (in place); returns the mean after the clamp.
+  static double clamp_to_mean(std::vector<double>& alpha, double k) {
+    double mean = 0.0;
+    for (double a : alpha)
+      mean += a;
+    mean /= double(alpha.size());
+    if (k > 0.0 && k <= 1.0 && std::isfinite(mean) && mean > 0.0)
+      for (double& a : alpha)
+        a = std::min(std::max(a, mean * k), mean / k);
+    double after = 0.0;
+    for (double a : alpha)
+      after += a;
+    return after / double(alpha.size());
+  }
+
+  Status update(Block u, State& s, ConstBlock p) const {
+    const auto n = static_cast<std::size_t>(u.cols);
+    if (s.mu.size() != static_cast<std::size_t>(u.size()) || p.size() != u.size() || s.v.size() != n)
+      return Status::invalid_argument;  // other shape
+    Scratch& sc = *s.scratch;
+    if (u.empty()) {
+      ++s.count;
+      return Status::ok;
+    }
+    float* norms = sc.sums.data();
+    slice_norms(u, false, true, norms);  // ‖g_j‖, before u becomes the momentum
+    TraceMomentum::apply(u, s.mu.data(), namo.beta, namo.nesterov, TraceMomentum::Form::ema);
+    slice_norms(u, false, true, norms + n);  // ‖N_j‖
+    sc.sums.copy_to(sc.host.data(), 2 * n);
+    for (std::size_t j = 0; j < 2 * n; ++j)
+      if (!std::isfinite(sc.host[j])) return Status::out_of_range;  // a column beyond the float range
+    const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, namo.polar, sc.workspace.get());
+    if (r.status != Status::ok) return r.status;  // the chain restores mu and u
+    s.v.copy_to(sc.vh.data(), n);
+    const std::int64_t t = s.count + 1;
+    std::vector<double>& alpha = sc.alpha;
+    for (std::size_t j = 0; j < n; ++j) {
+      const double g2 = double(sc.host[j]) * double(sc.host[j]), root = sc.vh[j];
+      const double v = namo.mu2 * root * root + (1.0 - namo.mu2) * g2;
+      sc.vh[j] = static_cast<float>(std::sqrt(v));
+      alpha[j] = namo.step_size(t, v, double(sc.host[n + j]));
+    }
+    const double mean = clamp_to_mean(alpha, col_clamp);
+    const double shape = namo.scale * std::sqrt(double(std::max(u.rows, u.cols)));
+    for (std::size_t j = 0; j < n; ++j) {
+      sc.hf[j] = static_cast<float>(std::min(1.0, namo.weight_decay * std::min(alpha[j], 1.0)));
+      sc.hf[n + j] = static_cast<float>(std::min(alpha[j] * shape, 1.0));
+    }
+    sc.factors.copy_from(sc.hf.data(), 2 * n);
+    const float* a = sc.factors.data();
+    if (u.memory == MemoryKind::device) {
+      device_kernels::namo_columns(u.data, p.data, a, a + n, u.rows, u.cols);
+    } else {
+      for (index_t i = 0; i < u.rows; ++i)
+        for (index_t j = 0; j < u.cols; ++j)
+          u.data[i * u.cols + j] = combine(u.data[i * u.cols + j], p.data[i * u.cols + j], a[j], a[n + j]);
+    }
+    s.v.copy_from(sc.vh.data(), n);
+    s.alpha = mean;
+    s.count = t;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("mu", s.mu);
+    v("v", s.v);
+    v("alpha", s.alpha);
+  }
+  template <class V>
+  friend void visit_scratch(V& v, State& s) {
+    v("sums", s.scratch->sums);
+    v("factors", s.scratch->factors);
+  }
+  /// NamoStep's ranges; col_clamp ∈ [0, 1].
+  const char* check() const noexcept {
+    if (const char* m = namo.check()) return m;
+    if (!(std::isfinite(col_clamp) && col_clamp >= 0.0 && col_clamp <= 1.0))
+      return "namo_d_step: col_clamp must be in [0, 1]";
+    return nullptr;
+  }
+  std::string config() const {
+    return Signature(name).add("namo", namo.config()).add("col_clamp", col_clamp).str();
+  }
+};
+
+/// NAMO-D: NAMO's options and the column clamp k (NamoDStep; the whole update, no other lr).
+struct NamoDOptions : NamoOptions {
+  double col_clamp = 0.75;
+};
+inline auto namo_d(const NamoDOptions& o = {}) { return chain(NamoDStep{namo_step(o), o.col_clamp}); }
 }  // namespace schatten::optim
