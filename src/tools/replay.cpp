@@ -128,10 +128,11 @@ The matrix presets (muon … dion2) serve the hidden matrices that optim::propos
 adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=A/B/... replaces
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
-instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo, namo_d: keller; dion2: dion's
-5-step table; the others: polar_express); with keller or polar_express, normalization=frobenius|schatten4|aol sets how the
-input is scaled (default frobenius; schatten4 divides by the Schatten-4 norm, from the first
-Gram; aol scales each row of the short side by 1/sqrt(its absolute Gram row sum), which
+instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo, namo_d: keller;
+dion2: dion's 5-step table; the others: polar_express); with keller or polar_express,
+normalization=frobenius|schatten4|aol sets how the input is scaled (default frobenius;
+schatten4 divides by the Schatten-4 norm, from the first Gram; aol scales each row of the
+short side by 1/sqrt(its absolute Gram row sum), which
 re-weights the rows of the update; docs/kernels/polar.md). dual_norm=1 multiplies each
 orthogonalised update Q by <M, Q> (about the nuclear norm of the momentum M: PolarGrad, optax's
 adaptive=True), on every preset with polar= except schatten_muon.
