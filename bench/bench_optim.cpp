@@ -38,7 +38,8 @@
 ///                                  groups of at most 16 (set_batching(true, 16))
 ///   optim/dion2_step/gpt2_small/fraction:{0.25,1}  dion2 for the hidden matrices, adamw for the
 ///                                  rest: Dion2 orthogonalises a quarter of each matrix's rows
-///                                  (columns when tall), and every slice at fraction 1
+///                                  (columns when tall), and every slice at fraction 1; same-shape
+///                                  batches, and at 0.25 also unbatched (one polar call per matrix)
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
@@ -165,13 +166,15 @@ void bm_normuon_step(benchmark::State& st, int polar_steps) {
 }
 
 /// Dion2's step over the same model (dion2(): the fraction of each hidden matrix's slices with the
-/// largest l1 norms orthogonalised by Polar Express 5, one block at a time): with fraction 1 the
-/// whole matrix, Muon's Newton–Schulz work plus the ranking, gather and scatter.
-void bm_dion2_step(benchmark::State& st, double fraction) {
+/// largest l1 norms orthogonalised by Polar Express 5, the 12 matrices of each shape as one batched
+/// polar call, or one call per matrix when `batching` is off): with fraction 1 the whole matrix,
+/// Muon's Newton–Schulz work plus the ranking, gather and scatter.
+void bm_dion2_step(benchmark::State& st, double fraction, bool batching) {
   Model m(gpt2_small());
   Dion2Options d;
   d.fraction = fraction;
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion2(d)), route("adamw", adamw()));
+  opt.set_batching(batching);
   time_host_steps(st, m, opt);
 }
 
@@ -478,10 +481,14 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/normuon_step_without_ns/gpt2_small", bm_normuon_step, 0)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/fraction:0.25", bm_dion2_step, 0.25)
+  benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/fraction:0.25", bm_dion2_step, 0.25, true)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/fraction:1", bm_dion2_step, 1.0)
+  benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/fraction:0.25/unbatched", bm_dion2_step, 0.25,
+                               false)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/fraction:1", bm_dion2_step, 1.0, true)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/normalize_neurons/3072x768", bm_normalize_neurons, 3072, 768)

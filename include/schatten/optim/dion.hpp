@@ -138,55 +138,126 @@ struct Dion2Direction {
       sc.slot[static_cast<std::size_t>(order[static_cast<std::size_t>(a)])] = a;
   }
 
-  Status update(Block u, State& s, ConstBlock) const {
-    if (s.m.size() != static_cast<std::size_t>(u.size())) return Status::invalid_argument;  // other shape
-    Scratch& sc = *s.scratch;
-    const BlockShape ks = selected_shape(u.rows, u.cols);
-    if (sc.selected.size() != static_cast<std::size_t>(ks.size())) return Status::invalid_argument;
-    if (u.empty()) {
-      ++s.count;
-      return Status::ok;
-    }
-    const bool rows = along_rows(u.rows, u.cols);
-    const index_t k = rows ? ks.rows : ks.cols;
+  /// k, the number of slices kept, for an r × c block.
+  index_t kept(index_t rows, index_t cols) const {
+    const BlockShape ks = selected_shape(rows, cols);
+    return along_rows(rows, cols) ? ks.rows : ks.cols;
+  }
+  /// True when the state was sized for an r × c block (M and S; update() refuses others).
+  bool fits(State& s, index_t rows, index_t cols) const {
+    return s.m.size() == static_cast<std::size_t>(rows * cols) &&
+           s.scratch->selected.size() == static_cast<std::size_t>(selected_shape(rows, cols).size());
+  }
+
+  /// The first half of the selection of a non-empty block: M ← M + G and the slices' ℓ₁ norms
+  /// (into the scratch; asynchronous on a GPU). pick() completes it.
+  void accumulate(Block u, State& s) const {
     const Block m = block_like(s.m, u);
     add_scaled(m, u, 1.0f);  // M ← M + G (1·g is g exactly)
+    slice_norms(m, along_rows(u.rows, u.cols), false, s.scratch->sums.data());  // the ℓ₁ norms
+  }
+  /// The second half: the norms' ranking (read back to the host: on a GPU this waits for the
+  /// kernels queued so far), and S (k × c or r × k, row-major at `sel`, which may be the first
+  /// floats of u's own memory) ← the k selected slices of M, which decay by ef_decay in M.
+  void pick(Block u, State& s, float* sel) const {
+    Scratch& sc = *s.scratch;
+    const bool rows = along_rows(u.rows, u.cols);
+    const index_t k = kept(u.rows, u.cols);
+    const Block m = block_like(s.m, u);
     const float decay = static_cast<float>(ef_decay);
-    float* sel = sc.selected.data();
-    slice_norms(m, rows, false, sc.sums.data());  // the ℓ₁ norms
     sc.sums.copy_to(sc.host_sums.data(), sc.host_sums.size());
     rank(sc, k);
     if (u.memory == MemoryKind::device) {
       device_kernels::gather_slices(sel, m.data, u.rows, u.cols, rows, sc.order.data(), k, decay);
-    } else {
-      for (index_t a = 0; a < k; ++a) {
-        const index_t i = sc.order[static_cast<std::size_t>(a)];
-        if (rows) {
-          for (index_t j = 0; j < u.cols; ++j) {
-            sel[a * u.cols + j] = m.data[i * u.cols + j];
-            m.data[i * u.cols + j] *= decay;
-          }
-        } else {
-          for (index_t r = 0; r < u.rows; ++r) {
-            sel[r * k + a] = m.data[r * u.cols + i];
-            m.data[r * u.cols + i] *= decay;
-          }
+      return;
+    }
+    for (index_t a = 0; a < k; ++a) {
+      const index_t i = sc.order[static_cast<std::size_t>(a)];
+      if (rows) {
+        for (index_t j = 0; j < u.cols; ++j) {
+          sel[a * u.cols + j] = m.data[i * u.cols + j];
+          m.data[i * u.cols + j] *= decay;
+        }
+      } else {
+        for (index_t r = 0; r < u.rows; ++r) {
+          sel[r * k + a] = m.data[r * u.cols + i];
+          m.data[r * u.cols + i] *= decay;
         }
       }
     }
+  }
+
+  /// u ← the orthogonalised S (at `sel`, not u's memory) in the selected slices, 0 elsewhere.
+  void place(Block u, const Scratch& sc, const float* sel) const {
+    const bool rows = along_rows(u.rows, u.cols);
+    const index_t k = kept(u.rows, u.cols);
+    if (u.memory == MemoryKind::device) {
+      device_kernels::place_slices(u.data, sel, u.rows, u.cols, rows, sc.slot.data(), k);
+      return;
+    }
+    for (index_t i = 0; i < u.rows; ++i)
+      for (index_t j = 0; j < u.cols; ++j) {
+        const index_t a = sc.slot[static_cast<std::size_t>(rows ? i : j)];
+        u.data[i * u.cols + j] = a < 0 ? 0.0f : (rows ? sel[a * u.cols + j] : sel[i * k + a]);
+      }
+  }
+
+  Status update(Block u, State& s, ConstBlock) const {
+    if (!fits(s, u.rows, u.cols)) return Status::invalid_argument;  // a state of another shape
+    if (u.empty()) {
+      ++s.count;
+      return Status::ok;
+    }
+    Scratch& sc = *s.scratch;
+    const BlockShape ks = selected_shape(u.rows, u.cols);
+    float* sel = sc.selected.data();
+    accumulate(u, s);
+    pick(u, s, sel);
     const MatrixRef<float> sm(sel, ks.rows, ks.cols, u.memory);
     const PolarReport r = schatten::polar(MatrixRef<const float>(sm), sm, polar, sc.workspace.get());
     if (r.status != Status::ok) return r.status;  // the chain restores M and u
-    if (u.memory == MemoryKind::device) {
-      device_kernels::place_slices(u.data, sel, u.rows, u.cols, rows, sc.slot.data(), k);
-    } else {
-      for (index_t i = 0; i < u.rows; ++i)
-        for (index_t j = 0; j < u.cols; ++j) {
-          const index_t a = sc.slot[static_cast<std::size_t>(rows ? i : j)];
-          u.data[i * u.cols + j] = a < 0 ? 0.0f : (rows ? sel[a * u.cols + j] : sel[i * k + a]);
-        }
-    }
+    place(u, sc, sel);
     ++s.count;
+    return Status::ok;
+  }
+
+  /// Batched form (rule.hpp), for same-shape blocks: each block's selection as in update() (all
+  /// the blocks' sums and norms first, so that a GPU reads the norms back after one wait), S_b
+  /// gathered into the first k·c (or r·k) floats of its own block of u (its gradient is spent once
+  /// M ← M + G has run), ONE polar() call over the strided batch of the S_b in place, then each S_b
+  /// copied to its state's scratch and placed. The polar kernel computes each matrix of a batch
+  /// as it computes one alone, so each block gets update()'s arithmetic (tested bit for bit);
+  /// the gain is one kernel launch sequence for the group (the point on GPUs). Extra cost: the
+  /// copy of each S_b (k·c floats). Scratch: the polar workspace of `batch` k × c matrices.
+  std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
+    const BlockShape k = selected_shape(s.rows, s.cols);
+    return k.size() > 0 ? polar_workspace_bytes(k.rows, k.cols, batch, polar, Precision::fp32) : 0;
+  }
+  Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList, Workspace& ws) const {
+    for (index_t b = 0; b < states.size; ++b)
+      if (!fits(states[b], u.rows, u.cols)) return Status::invalid_argument;
+    const BlockShape ks = selected_shape(u.rows, u.cols);
+    if (ks.size() > 0) {
+      for (index_t b = 0; b < states.size; ++b)  // every block's kernels queued before the first read-back
+        accumulate(block_of(u, b), states[b]);
+      for (index_t b = 0; b < states.size; ++b) {
+        const Block ub = block_of(u, b);
+        pick(ub, states[b], ub.data);
+      }
+      const auto sb = BatchedMatrixRef<float>::strided(u.data, u.batch, ks.rows, ks.cols, u.batch_stride,
+                                                       ks.cols, 1, u.memory);
+      const PolarReport r = schatten::polar(BatchedMatrixRef<const float>(sb), sb, polar, &ws);
+      if (r.status != Status::ok) return r.status;  // the partition restores the states
+      for (index_t b = 0; b < states.size; ++b) {
+        const Block ub = block_of(u, b);
+        Scratch& sc = *states[b].scratch;
+        const MatrixRef<float> s(sc.selected.data(), ks.rows, ks.cols, u.memory);
+        copy_block(s, MatrixRef<const float>(ub.data, ks.rows, ks.cols, u.memory));
+        place(ub, sc, s.data);
+      }
+    }
+    for (index_t b = 0; b < states.size; ++b)
+      ++states[b].count;
     return Status::ok;
   }
 

@@ -179,9 +179,9 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
 /// run first), none otherwise; the copies are allocated once, at init().
 ///
 /// **Same-shape batching** (on by default, set_batching()): when a route's rule has a batched
-/// form (has_update_batch: a chain containing Orthogonalize, MuAdamDirection, SpectralPower or
-/// KaonSpectrum), init() groups the parameters of that route whose flattened shapes are equal
-/// (groups of two or more). In step 2 a group is one unit: its gradients are copied into a
+/// form (has_update_batch: a chain containing Orthogonalize, MuAdamDirection, SpectralPower,
+/// KaonSpectrum or Dion2Direction), init() groups the parameters of that route whose flattened
+/// shapes are equal (groups of two or more). In step 2 a group is one unit: its gradients are copied into a
 /// contiguous batch buffer, the chain runs stage by stage over the group (element-wise rules
 /// per block, the matrix function as ONE batched kernel call), and the updates are copied back
 /// into the gradient buffers. Each block gets the same arithmetic as without batching (the
