@@ -27,7 +27,9 @@ Cases (model / optimizer run in torch / replay preset):
         namo_d:lr,wd,col_clamp,adamw_lr,adamw_wd
   mlp   Dion2 the same way (Dion2Torch: dion2.py's single-process formulas, its Polar Express in
         float32)   dion2:lr,fraction,ef_decay,wd,adamw_lr,adamw_wd
-  tfm   the same nine, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
+  mlp   SPEL the same way (SpelTorch: Emerging-Optimizers' Spel, its Newton-Schulz in float32)
+        spel:lr,momentum,wd,adamw_lr,adamw_wd (tolerance --tol-projected)
+  tfm   the same ten, on a one-layer transformer (nn.Embedding, nn.TransformerEncoderLayer with
         its attention, LayerNorms and biases, a final LayerNorm and nn.Linear head)
   tfm   NorMuon with the fused in_proj_weight (3d x d) cut into Q, K and V (each orthogonalised,
         normalised and shape-scaled as a matrix of its own)   the same preset with
@@ -425,6 +427,8 @@ def train(model_name, optimizer, steps, path):
         opt = NamoDTorch(model)
     elif optimizer == "lion":
         opt = LionTorch(model.parameters(), lr=LION_LR)
+    elif optimizer == "spel":
+        opt = SpelTorch(model)
     elif optimizer == "normuon_qkv":
         opt = NorMuonTorch(model, cut=("in_proj_weight", 3))
     elif optimizer in CLIP_CASES:
@@ -707,6 +711,47 @@ class NamoDTorch(NorMuonTorch):
         self.adamw.step()
 
 
+# You Jiacheng's table, Emerging-Optimizers' "quintic" coefficient set (its muon_utils.py).
+YOU5 = ((4.0848, -6.8946, 2.9270),
+        (3.9505, -6.3029, 2.6377),
+        (3.7418, -5.5913, 2.3037),
+        (2.8769, -3.1427, 1.2046),
+        (2.8366, -3.0525, 1.2012))
+
+
+def ns_you(g):
+    """Emerging-Optimizers' newton_schulz(coefficient_type="quintic", steps=5) in float32: the
+    wide orientation, X/max(||X||_F, 1e-15) (F.normalize), five rows of You Jiacheng's table."""
+    tall = g.shape[0] > g.shape[1]
+    x = g.T if tall else g
+    x = torch.nn.functional.normalize(x, p=2, dim=(-2, -1), eps=1e-15)
+    for a, b, c in YOU5:
+        gram = x @ x.T
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x.T if tall else x
+
+
+class SpelTorch(NorMuonTorch):
+    """SPEL (arXiv 2601.21487) on the hidden matrices as Emerging-Optimizers' Spel computes it
+    (OrthogonalizedOptimizer.step with decoupled decay and post_weight_update_fn_inplace), its
+    Newton-Schulz in float32 (the reference's default matmul precision: bfloat16), and
+    torch.optim.AdamW on the rest, split as NorMuonTorch. Per matrix W and step:
+      W <- W - lr wd W;  m <- lerp(m, g, 1 - beta);  W <- W - lr ns_you(m);  W <- ns_you(W)"""
+
+    def __init__(self, model, lr=0.01, beta=0.95, wd=0.1):
+        super().__init__(model, lr=lr, beta=beta, wd=wd)
+
+    @torch.no_grad()
+    def step(self):
+        for p, m in zip(self.matrices, self.m):
+            w = p.view(p.shape[0], -1)
+            w.add_(w, alpha=-self.wd * self.lr)
+            m.lerp_(p.grad, 1 - self.beta)
+            w.add_(ns_you(m.view(w.shape)), alpha=-self.lr)
+            w.copy_(ns_you(w))
+        self.adamw.step()
+
+
 class LionTorch:
     """Lion (arXiv 2302.06675) on every parameter as microsoft/dion's scalar_opts.lion_update
     computes it: U = sign(lerp(M, g, 1 - b1)); M <- lerp(M, g, 1 - b2); W <- W (1 - lr wd) - lr U."""
@@ -737,6 +782,10 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--tol-spectral", type=float, default=2e-5,
                     help="for normuon and muon_fp32, whose float32 Newton-Schulz GEMMs round differently in torch")
+    ap.add_argument("--tol-projected", type=float, default=5e-5,
+                    help="for spel, whose weights are a float32 Newton-Schulz output every step, so the two "
+                         "sides' GEMM rounding reaches them unscaled by lr (measured 7e-6 to 1.9e-5 over 10 to "
+                         "60 steps, torch 2.15.0; replaying with wd=0 instead is 3.4e-4 away)")
     ap.add_argument("--tol-bf16", type=float, default=5e-2,
                     help="for muon_bf16: torch.optim.Muon as shipped, Newton-Schulz in bfloat16")
     a = ap.parse_args()
@@ -753,7 +802,8 @@ def main():
              "namo": "namo:lr=0.01,wd=0.1,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
              "namo_d": "namo_d:lr=0.01,wd=0.1,col_clamp=0.75,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
              "lion": "lion:lr=%g,b1=0.9,b2=0.99,wd=0.01" % LION_LR,
-             "dion2": "dion2:lr=0.01,fraction=0.25,ef_decay=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
+             "dion2": "dion2:lr=0.01,fraction=0.25,ef_decay=0.95,wd=0.01,adamw_lr=%g,adamw_wd=%g" % (LR, WD),
+             "spel": "spel:lr=0.01,momentum=0.95,wd=0.1,adamw_lr=%g,adamw_wd=%g" % (LR, WD)}
     specs["normuon_qkv"] = specs["normuon"]
     muon_cases = []
     for fn, shape in MUON_SHAPES.items():
@@ -781,7 +831,7 @@ def main():
           check_attention_logits())
     print("%-5s %-28s %-50s %9s %9s %18s" % ("model", "torch", "replay", "max abs", "max rel", "identical"))
     for model_name in ("mlp", "tfm"):
-        for optimizer in (("sgd", "mirror", "adamw", "lion", "normuon", "adamuon", "namo", "namo_d", "dion2")
+        for optimizer in (("sgd", "mirror", "adamw", "lion", "normuon", "adamuon", "namo", "namo_d", "dion2", "spel")
                           + (("normuon_qkv",) if model_name == "tfm" else ())
                           + tuple(muon_cases) + (tuple(CLIP_CASES) if model_name == "tfm" else ())):
             rec = os.path.join(work, "%s_%s.h5" % (model_name, optimizer.replace(":", "_")))
@@ -803,6 +853,7 @@ def main():
             # or next step, heads reversed, alpha 0.75 for 0.5 or 0.25 for 0.75, the bias left
             # unclipped, tau 2.4 for 2.5; no clip at all, the control below).
             tol = (a.tol_bf16 if optimizer.startswith("muon_bf16") else
+                   a.tol_projected if optimizer == "spel" else
                    a.tol_spectral if optimizer.startswith(("normuon", "adamuon", "namo", "dion2", "muon_fp32")) or optimizer in CLIP_CASES
                    else a.tol)
             ok = same == total if bits else worst_rel <= tol

@@ -123,17 +123,20 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            of M's rows (columns when tall) with the largest l1 norms is orthogonalised, the rest
            of the update is 0; those slices of M decay by ef_decay; default polar: dion's
            5-step Polar Express table)
-The matrix presets (muon … dion2) serve the hidden matrices that optim::propose_labels picks
+  spel     lr=3e-4 momentum=0.95 nesterov=0 wd=0.1 polar=keller|polar_express|qdwh iterations=5
+           (SPEL: W <- polar((1 - lr wd) W - lr polar(M)), the weights re-projected every step;
+           default polar: 5 steps of You Jiacheng's table, Emerging-Optimizers' "quintic")
+The matrix presets (muon … spel) serve the hidden matrices that optim::propose_labels picks
 (rank >= 2, no 'embed'/'head'/... in the name); every other parameter goes to AdamW with keys
 adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=A/B/... replaces
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
 instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo, namo_d: keller;
-dion2: dion's 5-step table; the others: polar_express); with keller or polar_express,
-normalization=frobenius|schatten4|aol sets how the input is scaled (default frobenius;
-schatten4 divides by the Schatten-4 norm, from the first Gram; aol scales each row of the
-short side by 1/sqrt(its absolute Gram row sum), which
-re-weights the rows of the update; docs/kernels/polar.md). dual_norm=1 multiplies each
+dion2: dion's 5-step table; spel: You Jiacheng's; the others: polar_express); with keller or
+polar_express, normalization=frobenius|schatten4|aol sets how the input is scaled (default
+frobenius; schatten4 divides by the Schatten-4 norm, from the first Gram; aol scales each row
+of the short side by 1/sqrt(its absolute Gram row sum), which re-weights the rows of the
+update; docs/kernels/polar.md). dual_norm=1 multiplies each
 orthogonalised update Q by <M, Q> (about the nuclear norm of the momentum M: PolarGrad, optax's
 adaptive=True), on every preset with polar= except schatten_muon.
 
@@ -897,6 +900,15 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::dion2(o));
   }
+  if (s.preset == "spel") {
+    opt::SpelOptions o;
+    k.lr("lr", o.lr);
+    momentum_keys(o);
+    k.number("wd", o.weight_decay);
+    polar_rule(o.polar);  // both polar factors: the update's and the weights' projection
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::spel(o));
+  }
   if (s.preset == "df_muon") {
     opt::DfMuonOptions o;
     k.number("eta_max", o.eta_max);
@@ -911,7 +923,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   }
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
         "' (sgd, adamw, lion, muon, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, "
-        "df_muon, namo, namo_d, dion2)";
+        "df_muon, namo, namo_d, dion2, spel)";
   return nullptr;
 }
 

@@ -594,6 +594,31 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: spel reproduces the inline trajectory bit for bit with its keys") {
+    const std::string rec = temp_path("rec_spel.h5"), out = temp_path("out_spel.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(run_replay(rec + " --optimizer spel:lr=0.01,momentum=0.9,nesterov=1,wd=0.05," +
+                               "polar=polar_express --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    SpelOptions o;  // not the defaults: the keys must reach the options
+    o.lr = Schedule::constant(0.01);
+    o.momentum = 0.9;
+    o.nesterov = true;
+    o.weight_decay = 0.05;
+    o.polar = PolarOptions{};  // polar=polar_express, for both polar factors
+    auto mixed = inline_mixed("spel", spel(o), AdamWOptions{});
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer spel:momentum=1 --out " + out) == 1);
+    CHECK(replay_stderr().find("trace_momentum: beta") != std::string::npos);
+    CHECK(run_replay(rec + " --optimizer spel:dual_norm=1 --out " + out) == 1);  // would scale the weights
+    CHECK(replay_stderr().find("orthogonalize_weights: dual_norm_scale") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: muon's shape rule and extra factor reach the options") {
     const std::string rec = temp_path("rec_shape.h5"), out = temp_path("out_shape.h5");
     write_recording(rec);

@@ -254,6 +254,7 @@ void for_each_preset(F&& f) {
   f("namo_d", namo_d());
   f("dion2", dion2());
   f("lion", lion());
+  f("spel", spel());
   f("schatten_muon", schatten_muon(adaptive_schatten(false)));
   f("schatten_muon_moment", schatten_muon(adaptive_schatten(true)));
 }
@@ -359,6 +360,7 @@ TEST_SUITE("optim.hostile") {
     run("namo_d", namo_d(), false);
     run("dion2", dion2(), false);
     run("lion", lion(), false);  // 1e30 is within Lion's own limit (below)
+    run("spel", spel(), false);
     run("schatten_muon", schatten_muon(adaptive_schatten(false)), false);
     run("schatten_muon_moment", schatten_muon(adaptive_schatten(true)), true);
     // Lion's limit is 2^126 (|g − m| must stay a float, ScaleByLion): gradients of ±2^126 that
@@ -487,6 +489,8 @@ TEST_SUITE("optim.hostile") {
     d2.weight_decay = 0.0;
     check("dion2", dion2(d2));
     check("lion", lion());
+    // Not spel: it projects the weights onto (near) the Stiefel manifold at every step, whatever
+    // the gradient (its zero-gradient step is W ← polar(W), tested in optim.presets).
     check("schatten_muon", schatten_muon(adaptive_schatten(false, 0.0)));
     check("schatten_muon_moment", schatten_muon(adaptive_schatten(true, 0.0)));
   }
@@ -655,6 +659,12 @@ TEST_SUITE("optim.hostile") {
       check_refused("dion2 ef_decay < 0", dion2(d2), "dion2_direction: ef_decay");
       d2.ef_decay = 1.5;
       check_refused("dion2 ef_decay > 1", dion2(d2), "dion2_direction: ef_decay");
+      SpelOptions sp;
+      sp.polar.dual_norm_scale = true;  // would scale the projected weights by their nuclear norm
+      check_refused("spel dual_norm_scale", spel(sp), "orthogonalize_weights: dual_norm_scale");
+      sp = SpelOptions{};
+      sp.polar.iterations = -1;
+      check_refused("spel iterations < 0", spel(sp), "iterations must lie in");
       NamoDOptions nd;
       nd.col_clamp = 1.5;
       check_refused("namo_d col_clamp > 1", namo_d(nd), "namo_d_step: col_clamp");

@@ -357,6 +357,10 @@ TEST_SUITE("optim.device") {
     check_twin("dev_dion2", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", dion2()), route("adamw", adamw()));
     });
+    // SPEL's last rule reads the parameters (device memory) and projects W + u.
+    check_twin("dev_spel", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", spel()), route("adamw", adamw()));
+    });
   }
 
   TEST_CASE("da sc df muon and namo step on the device like on the host") {

@@ -136,6 +136,40 @@ Mat muon_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, do
   return w;
 }
 
+/// Emerging-Optimizers' newton_schulz(coefficient_type="quintic", steps=5) in double: transposed
+/// when tall, X/max(‖X‖_F, 1e-15), then the five rows of You Jiacheng's table as in ns5().
+Mat ns_you(const Mat& g) {
+  static const double table[5][3] = {{4.0848, -6.8946, 2.9270},
+                                     {3.9505, -6.3029, 2.6377},
+                                     {3.7418, -5.5913, 2.3037},
+                                     {2.8769, -3.1427, 1.2046},
+                                     {2.8366, -3.0525, 1.2012}};
+  const bool tall = g.rows() > g.cols();
+  Mat x = tall ? Mat(g.transpose()) : g;
+  x /= std::max(x.norm(), 1e-15);
+  for (const auto& r : table) {
+    const Mat a = x * x.transpose();
+    x = r[0] * x + Mat(r[1] * a + r[2] * a * a) * x;
+  }
+  return tall ? Mat(x.transpose()) : x;
+}
+
+/// SPEL's reference (Emerging-Optimizers spel.py through OrthogonalizedOptimizer.step) in double:
+/// W ← W − lr·λ·W; M ← M + (1 − β)(G − M); N = M, or G + β(M − G) with Nesterov;
+/// W ← W − lr·ns_you(N); W ← ns_you(W) (`project`: false leaves the last step out, a control).
+Mat spel_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, bool nesterov, double wd,
+                bool project = true) {
+  Mat m = Mat::Zero(w.rows(), w.cols());
+  for (const Mat& g : grads) {
+    w -= lr * wd * w;
+    m += (1 - beta) * (g - m);
+    const Mat n = nesterov ? Mat(g + beta * (m - g)) : m;
+    w -= lr * ns_you(n);
+    if (project) w = ns_you(w);
+  }
+  return w;
+}
+
 /// optax.contrib.muon's matrix branch (scale_by_muon, algorithms.md §1.1 "Optax variant") in
 /// double: m ← β m + (1 − β) g; N = β m/(1 − β^{t+1}) + (1 − β) g/(1 − β^t); O = NS5 of N with
 /// X/(‖X‖_F + 1e-8); with `adaptive`, O ← ⟨N, O⟩ O; × √max(1, r/c) (optax's fan_out/fan_in for
@@ -460,6 +494,48 @@ TEST_SUITE("optim.presets") {
       // 5 steps, ≈ 3e-5 relative on the smallest directions; 2e-4 on the accumulated step.
       CHECK(step_error(got, muon_oracle(w0, g, 0.02, 0.95, 0.01), w0) <= 2e-4);
     }
+  }
+
+  TEST_CASE("spel matches the SPEL reference in double and keeps the weights near orthonormal") {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("spel_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 5, r < c ? "spel_g_wide" : "spel_g_tall");
+      for (bool nesterov : {false, true}) {
+        CAPTURE(nesterov);
+        SpelOptions o;
+        o.lr = Schedule::constant(0.05);  // a step the projection does not swamp (default 3e-4)
+        o.nesterov = nesterov;
+        const Mat got = run_rule(spel(o), w0, g);
+        const Mat want = spel_oracle(w0, g, 0.05, 0.95, nesterov, 0.1);
+        // Two float NS5 per step, each from a Frobenius-normalised input whose singular values
+        // sit near 1/√min(r, c) (the weights) where the table's slopes are moderate, and each
+        // lands in the band near 1 where the next projection contracts errors: measured 5e-7–6e-7
+        // of ‖W‖_F after 5 steps (float's 6e-8 times a few operations); 1e-5 leaves 15×.
+        const double err = (got - want).norm() / want.norm();
+        MESSAGE("spel " << r << "x" << c << " nesterov " << nesterov << ": " << err);
+        CHECK(err <= 1e-5);
+        // Controls: no projection, and Keller's table for both polar factors, are O(0.1) away.
+        CHECK((got - spel_oracle(w0, g, 0.05, 0.95, nesterov, 0.1, false)).norm() / want.norm() > 1e-2);
+        SpelOptions keller = o;
+        keller.polar = MuonOptions::keller_polar();
+        CHECK((run_rule(spel(keller), w0, g) - want).norm() / want.norm() > 1e-2);
+        // The weights are (near) orthonormal: every singular value within 10 % of 1 (measured
+        // 0.978–1.020: You Jiacheng's table, like Keller's, does not converge to exactly 1),
+        // where the Gaussian start had σ from about 1 to 8.
+        Eigen::JacobiSVD<Eigen::MatrixXd> svd(got);
+        const Eigen::VectorXd sv = svd.singularValues();
+        CHECK(sv.minCoeff() >= 0.9);
+        CHECK(sv.maxCoeff() <= 1.1);
+      }
+    }
+    // A zero gradient (no decay) still projects: each step is W ← polar(W), here You's NS5 twice.
+    SpelOptions z;
+    z.weight_decay = 0.0;
+    const Mat w0 = gaussian(6, 9, case_seed("spel_zero"));
+    const Mat want = ns_you(ns_you(w0));
+    CHECK((run_rule(spel(z), w0, std::vector<Mat>(2, Mat::Zero(6, 9))) - want).norm() / want.norm() <= 1e-5);
   }
 
   TEST_CASE("muon with bias correction and dual_norm_scale matches optax's muon(adaptive) in double") {
@@ -908,6 +984,7 @@ TEST_SUITE("optim.presets") {
     check(namo_d());
     check(dion2());
     check(lion());
+    check(spel());
     check(chain(ClipByNorm{0.5}, TraceMomentum{}, AddDecayedWeights{0.1, AddDecayedWeights::Mode::cautious},
                 ScaleByLearningRate{Schedule::warmup_cosine(0.1, 2, 6)}, AddIndependentDecay{1e-3}));
     // Names: "<index>_<rule>/<field>".

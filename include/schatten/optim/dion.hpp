@@ -68,14 +68,7 @@ struct Dion2Direction {
 
   /// The reference's `polar_express` (dion/polar_express.py): the 5-row modded-nanogpt Polar
   /// Express table, X/(1.02·‖X‖_F + ε) with the optimizer's ε = 1e-8.
-  static PolarOptions default_polar() {
-    PolarOptions p;
-    p.method = PolarMethod::newton_schulz;
-    p.schedule = schedules::polar_express_5();
-    p.schedule.normalization.eps = 1e-8;
-    p.iterations = 5;
-    return p;
-  }
+  static PolarOptions default_polar() { return newton_schulz_polar(schedules::polar_express_5(), 1e-8); }
 
   struct Scratch {
     Buffer selected;                   ///< S (k × c or r × k)

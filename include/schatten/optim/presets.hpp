@@ -4,6 +4,8 @@
 /// lists every default and its source). All produce updates to be ADDED to the parameter.
 #pragma once
 
+#include <utility>
+
 #include "schatten/optim/chain.hpp"
 #include "schatten/optim/transforms.hpp"
 
@@ -47,6 +49,17 @@ inline auto lion(const LionOptions& o = {}) {
   return chain(ScaleByLion{o.b1, o.b2}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
+/// The Newton–Schulz options of the presets' references: `schedule` for `iterations` steps with
+/// its Frobenius normalisation X/(safety·‖X‖_F + eps) (the schedule's safety, this eps).
+inline PolarOptions newton_schulz_polar(CoefficientSchedule schedule, double eps, int iterations = 5) {
+  PolarOptions p;
+  p.method = PolarMethod::newton_schulz;
+  p.schedule = std::move(schedule);
+  p.schedule.normalization.eps = eps;
+  p.iterations = iterations;
+  return p;
+}
+
 /// Keller Jordan's Muon (KellerJordan/Muon): EMA momentum β = 0.95 with Nesterov, Newton–Schulz
 /// with his quintic, 5 steps (any PolarOptions: Polar Express, QDWH, …), shape scale
 /// √max(1, r/c) (Moonlight's 0.2·√max(r, c), √max(r, c) and √(r/c) as options: ScaleByShape),
@@ -64,14 +77,7 @@ struct MuonOptions {
   bool bias_correction = false;
 
   /// Keller Jordan's orthogonalisation: NS5 with (3.4445, −4.7750, 2.0315), X/(‖X‖_F + 1e-7).
-  static PolarOptions keller_polar() {
-    PolarOptions p;
-    p.method = PolarMethod::newton_schulz;
-    p.schedule = schedules::keller_jordan();
-    p.schedule.normalization.eps = 1e-7;
-    p.iterations = 5;
-    return p;
-  }
+  static PolarOptions keller_polar() { return newton_schulz_polar(schedules::keller_jordan(), 1e-7); }
 };
 inline auto muon(const MuonOptions& o = {}) {
   return chain(TraceMomentum{o.momentum, o.nesterov, o.momentum_form, o.bias_correction},
@@ -122,6 +128,32 @@ inline auto adamuon(const AdaMuonOptions& o = {}) {
   return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, SignTransform{},
                Orthogonalize{o.polar}, ScaleBySecondMoment{o.beta2, o.eps}, ScaleToRms{o.rms, o.eps},
                AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+}
+
+/// SPEL, spectral steepest descent on the Stiefel manifold (arXiv 2601.21487; the reference
+/// `Spel` of NVIDIA-NeMo Emerging-Optimizers): W ← polar((1 − lr·λ) W − lr·polar(M)) with the EMA
+/// momentum M ← β M + (1 − β) G (no Nesterov by default), the weights re-projected after every
+/// step (OrthogonalizeWeights). No shape scale: the update and the weights are polar factors.
+/// Defaults (the reference's): lr 3e-4, β 0.95, Nesterov off, decoupled wd 0.1, both polar
+/// factors by 5 steps of You Jiacheng's table (its "quintic"), X/(‖X‖_F + 1e-15) (it divides
+/// by max(‖X‖_F, 1e-15): the same above 1e-8). Not in algorithms.md: [P] the polar factors run
+/// in the input's precision (fp32) where the reference's default matmul precision casts to bf16.
+/// Only for matrices meant to stay (near) orthonormal — hidden weights, not embeddings, heads or
+/// vectors (route those to adamw), and a parameter should start orthonormal (its first step
+/// projects it anyway).
+struct SpelOptions {
+  Schedule lr = Schedule::constant(3e-4);
+  double momentum = 0.95;
+  bool nesterov = false;
+  PolarOptions polar = spel_polar();
+  double weight_decay = 0.1;
+
+  /// The reference's orthogonalisation: 5 rows of schedules::you_jiacheng(), Frobenius, eps 1e-15.
+  static PolarOptions spel_polar() { return newton_schulz_polar(schedules::you_jiacheng(), 1e-15); }
+};
+inline auto spel(const SpelOptions& o = {}) {
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, Orthogonalize{o.polar},
+               AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr}, OrthogonalizeWeights{o.polar});
 }
 
 /// MuAdam (algorithms.md §4d, SMuon repository form): D ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4},

@@ -402,6 +402,45 @@ struct Orthogonalize {
   std::string config() const { return Signature(name).add("polar", polar_config(polar)).str(); }
 };
 
+/// SPEL's retraction (Manifold Constrained Steepest Descent, arXiv 2601.21487; NVIDIA-NeMo
+/// Emerging-Optimizers `spel.py`, docs/optim.md "SPEL"): the parameter after the step is the polar
+/// factor of the parameter the step would give, W ← polar(W + u). Put last in a chain (after the
+/// learning rate): it turns u into polar(W + u) − W, so that apply_updates (W += u) lands on
+/// polar(W + u), to within the two roundings of that subtraction and addition (≤ 2 ulp of
+/// max(|W|, |polar(W + u)|) per element). Needs the parameter (ConstBlock) in update(); the
+/// whole matrix, like every matrix function. Cost: the polar factor of W + u plus two element-wise
+/// passes; state: the call count (checkpointed) and the polar workspace. `polar.dual_norm_scale`
+/// is refused: it would scale the weights by ⟨W + u, Q⟩ ≈ their nuclear norm.
+struct OrthogonalizeWeights : Orthogonalize {  // polar, init, State, may_fail, device_capable
+  static constexpr const char* name = "orthogonalize_weights";
+
+  /// u ← W + u, u ← polar(u) (Orthogonalize), u ← u − W. On failure u holds W + u (the chain
+  /// restores it).
+  Status update(Block u, State& s, ConstBlock param) const {
+    add_scaled(u, param, 1.0f);
+    if (const Status st = Orthogonalize::update(u, s, param); st != Status::ok) return st;
+    add_scaled(u, param, -1.0f);
+    return Status::ok;
+  }
+  /// Batched form (rule.hpp): W_b + u_b per block, Orthogonalize's one polar() call over the
+  /// batch (its batch_workspace_bytes), u_b − W_b.
+  Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList params,
+                      Workspace& ws) const {
+    for (index_t b = 0; b < u.batch; ++b)
+      add_scaled(block_of(u, b), params[b], 1.0f);
+    if (const Status st = Orthogonalize::update_batch(u, states, params, ws); st != Status::ok) return st;
+    for (index_t b = 0; b < u.batch; ++b)
+      add_scaled(block_of(u, b), params[b], -1.0f);
+    return Status::ok;
+  }
+  /// check_polar_options (polar.hpp), without dual_norm_scale (the comment above).
+  const char* check() const noexcept {
+    if (polar.dual_norm_scale) return "orthogonalize_weights: dual_norm_scale would scale the weights";
+    return Orthogonalize::check();
+  }
+  std::string config() const { return Signature(name).add("polar", polar_config(polar)).str(); }
+};
+
 /// u ← U Σ^α Vᵀ (spectral_power(); Schatten-p Muon α = 1/p, Freon α = 1 − 2c).
 struct SpectralPower {
   static constexpr const char* name = "spectral_power";
