@@ -39,7 +39,9 @@
 ///   optim/dion2_step/gpt2_small/fraction:{0.25,1}  dion2 for the hidden matrices, adamw for the
 ///                                  rest: Dion2 orthogonalises a quarter of each matrix's rows
 ///                                  (columns when tall), and every slice at fraction 1; same-shape
-///                                  batches, and at 0.25 also unbatched (one polar call per matrix)
+///                                  batches, and at 0.25 also unbatched (one polar call per matrix);
+///                                  optim/dion2_step/gpt2_small/device/{batched,unbatched} the same
+///                                  in device memory (the GPU case batching is for)
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
@@ -221,20 +223,14 @@ void bm_qk_clip(benchmark::State& st) {
   st.counters["scaled_floats"] = double(12 * (2 * 768 * 768 + 2 * 768));
 }
 
-/// The same step with the partition and the model in device memory (Partition::init(
-/// MemoryKind::device)): the training-loop path on a GPU, where nothing is staged through the
-/// host. The gradients are restored from a device copy between iterations (not timed); the
-/// step fences before it returns, so the wall time is the step's.
-void bm_muon_step_device(benchmark::State& st, int polar_steps, Precision compute) {
+/// Steps `opt` over `m` with the partition, parameters and gradients in device memory
+/// (Partition::init(MemoryKind::device)): the training-loop path on a GPU, where nothing is staged
+/// through the host. The gradients are restored from a device copy between iterations (not
+/// timed); the step fences before it returns, so the wall time is the step's.
+template <class P>
+void time_device_steps(benchmark::State& st, Model& m, P& opt) {
   using DeviceVec = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
   using HostVec = Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  Model m(gpt2_small());
-  MuonOptions mo;
-  mo.polar.iterations = polar_steps;
-  mo.polar.compute = compute;
-  if (compute != Precision::fp32 && !precision_supported(compute, mo.polar.method))
-    return st.SkipWithError("this build cannot iterate in that precision");
-  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw()));
   if (!opt.init(MemoryKind::device)) return st.SkipWithError("init failed");
   m.fill_gradients(2);
   std::vector<DeviceVec> w, g, saved;
@@ -260,6 +256,27 @@ void bm_muon_step_device(benchmark::State& st, int polar_steps, Precision comput
     const StepReport r = opt.step(wp, gp);
     if (!r) return st.SkipWithError(r.message);
   }
+}
+
+/// Muon's step over GPT-2 small in device memory (time_device_steps), NS in `compute`.
+void bm_muon_step_device(benchmark::State& st, int polar_steps, Precision compute) {
+  Model m(gpt2_small());
+  MuonOptions mo;
+  mo.polar.iterations = polar_steps;
+  mo.polar.compute = compute;
+  if (compute != Precision::fp32 && !precision_supported(compute, mo.polar.method))
+    return st.SkipWithError("this build cannot iterate in that precision");
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw()));
+  time_device_steps(st, m, opt);
+}
+
+/// Dion2's step (f = 0.25) in device memory, its same-shape groups batched (one polar call and one
+/// host wait for the norms per group) or not (one of each per matrix): what batching buys on a GPU.
+void bm_dion2_step_device(benchmark::State& st, bool batching) {
+  Model m(gpt2_small());
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion2()), route("adamw", adamw()));
+  opt.set_batching(batching);
+  time_device_steps(st, m, opt);
 }
 
 void bm_orthogonalize_only(benchmark::State& st, int polar_steps) {
@@ -510,6 +527,12 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small/device", bm_muon_step_device, 0,
                                Precision::fp32)
       ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/device/batched", bm_dion2_step_device, true)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/device/unbatched", bm_dion2_step_device, false)
+      ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:10", bm_schatten_step, 10.0, false)
       ->Iterations(1)
