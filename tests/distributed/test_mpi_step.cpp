@@ -473,6 +473,35 @@ TEST_CASE("distributed.partition: muon and adamw trajectories equal one process 
   }
 }
 
+/// SPEL's last rule reads the whole parameter and replaces it by the polar factor of its step:
+/// the owner must hold the gathered rows of a row-sharded matrix, and every rank must add the
+/// same update to its copy or shard.
+TEST_CASE("distributed.partition: spel, which re-projects the parameters, equals one process bit for bit") {
+  for (bool sharded : {false, true}) {
+    CAPTURE(sharded);
+    const auto labels = propose_labels(specs());
+    SpelOptions o;
+    o.lr = Schedule::constant(0.02);
+    auto ref = optim::partition(specs(), labels, route("muon", spel(o)), route("adamw", make_adamw()));
+    REQUIRE(ref.init());
+    auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", spel(o)),
+                                                route("adamw", make_adamw()));
+    d.set_layouts(layouts(sharded));
+    REQUIRE(d.init());
+    Model m(specs());
+    Local loc(d, m);
+    for (int t = 0; t < 3; ++t) {
+      m.gradients(t);
+      loc.gradients(d, m);
+      const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
+      CHECK(r.status == Status::ok);
+      REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+      CHECK(same_bits(d, m, loc));
+    }
+    CHECK(same_state(d, ref));
+  }
+}
+
 TEST_CASE(
     "distributed.partition: column-sharded (tensor-parallel) parameters equal one process bit for bit") {
   // Layout::column_sharded: each rank holds its columns of every row (RowParallelLinear's split
