@@ -42,6 +42,7 @@
 ///                                  batches, and at 0.25 also unbatched (one polar call per matrix);
 ///                                  optim/dion2_step/gpt2_small/device/{batched,unbatched} the same
 ///                                  in device memory (the GPU case batching is for)
+///   optim/spel_step/gpt2_small       spel for the hidden matrices: two polar factors per matrix
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
@@ -177,6 +178,15 @@ void bm_dion2_step(benchmark::State& st, double fraction, bool batching) {
   d.fraction = fraction;
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion2(d)), route("adamw", adamw()));
   opt.set_batching(batching);
+  time_host_steps(st, m, opt);
+}
+
+/// SPEL's step over the same model (spel(): Muon's polar factor of the momentum, then the
+/// weights' own polar factor, both You Jiacheng's 5 steps, same-shape batches): two Newton–Schulz
+/// runs per matrix where Muon has one.
+void bm_spel_step(benchmark::State& st) {
+  Model m(gpt2_small());
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", spel()), route("adamw", adamw()));
   time_host_steps(st, m, opt);
 }
 
@@ -506,6 +516,9 @@ int main(int argc, char** argv) {
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/fraction:1", bm_dion2_step, 1.0, true)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/spel_step/gpt2_small", bm_spel_step)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/normalize_neurons/3072x768", bm_normalize_neurons, 3072, 768)
