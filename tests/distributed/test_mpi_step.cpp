@@ -461,14 +461,7 @@ TEST_CASE("distributed.partition: muon and adamw trajectories equal one process 
     }
     Model m(specs());
     Local loc(d, m);
-    for (int t = 0; t < 4; ++t) {
-      m.gradients(t);
-      loc.gradients(d, m);
-      const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
-      CHECK(r.status == Status::ok);
-      REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-      CHECK(same_bits(d, m, loc));
-    }
+    along(ref, d, m, loc, 0, 4);
     CHECK(same_state(d, ref));
   }
 }
@@ -490,14 +483,7 @@ TEST_CASE("distributed.partition: spel, which re-projects the parameters, equals
     REQUIRE(d.init());
     Model m(specs());
     Local loc(d, m);
-    for (int t = 0; t < 3; ++t) {
-      m.gradients(t);
-      loc.gradients(d, m);
-      const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
-      CHECK(r.status == Status::ok);
-      REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-      CHECK(same_bits(d, m, loc));
-    }
+    along(ref, d, m, loc, 0, 3);
     CHECK(same_state(d, ref));
   }
 }
