@@ -7,6 +7,8 @@
 #include <cmath>
 #include <limits>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 #include "schatten/kernels/polar_express_coefficients.hpp"
 
@@ -63,6 +65,14 @@ CoefficientSchedule fixed(const char* name, OddQuintic p) {
   return s;
 }
 
+CoefficientSchedule table(const char* name, std::vector<OddQuintic> rows, ScheduleTail tail) {
+  CoefficientSchedule s;
+  s.name = name;
+  s.steps = std::move(rows);
+  s.tail = tail;
+  return s;
+}
+
 CoefficientSchedule generated(const char* name, const PolarExpressParams& params, double safety) {
   CoefficientSchedule s;
   s.name = name;
@@ -111,6 +121,40 @@ CoefficientSchedule polar_express_5() {
   return s;
 }
 
+CoefficientSchedule cans() {
+  // [T] NVIDIA-NeMo/Emerging-Optimizers muon_utils.py "cans" (commit fd77292), citing CANS,
+  // arXiv 2506.10935 (Remez with an adaptive interval); repeat-last as there.
+  return table("cans",
+               {{8.4703, -25.1081, 18.6293},
+                {4.1828, -3.1087, 0.5806},
+                {3.9619, -2.9541, 0.5630},
+                {3.2866, -2.4647, 0.5074},
+                {2.2737, -1.6447, 0.4162}},
+               ScheduleTail::repeat_last);
+}
+
+CoefficientSchedule deepseek_v4() {
+  // [T] Emerging-Optimizers "deepseekv4" (commit fd77292), citing the DeepSeek-V4 report:
+  // Keller Jordan's row 8 times, then (2, −1.5, 0.5) twice (p(1) = 1, p'(1) = 0); repeat-last.
+  std::vector<OddQuintic> rows(8, keller_jordan().steps[0]);
+  rows.push_back({2.0, -1.5, 0.5});
+  rows.push_back({2.0, -1.5, 0.5});
+  return table("deepseek_v4", std::move(rows), ScheduleTail::repeat_last);
+}
+
+CoefficientSchedule cubic5() {
+  // [T] Emerging-Optimizers "cubic5" (commit fd77292), citing arXiv 2606.00371: cubic rows
+  // (c = 0, so each step costs two GEMMs), fitted for a relaxed band with lower bound 7e-3;
+  // an exact 5-step table (the reference refuses other step counts), hence tail error.
+  return table("cubic5",
+               {{3.3656576, -3.3420992, 0.0},
+                {2.5744352, -1.4957376, 0.0},
+                {2.5368962, -1.4312570, 0.0},
+                {2.4418906, -1.2764040, 0.0},
+                {2.2230472, -0.9630650, 0.0}},
+               ScheduleTail::error);
+}
+
 CoefficientSchedule kaon(int steps) {
   // [T] algorithms.md §4b.2: X ← 4.1 (I − X Xᵀ)² X, i.e. p(x) = 4.1x − 8.2x³ + 4.1x⁵, five
   // times from X₀ = A/‖A‖_F, output divided by 1.175 (> max p = 1.17349 on [0, 1]) so that
@@ -129,6 +173,7 @@ CoefficientSchedule kaon(int steps) {
 std::vector<std::string> names() {
   return {"keller_jordan", "classical_quintic", "classical_cubic",
           "you_jiacheng",  "polar_express",     "polar_express_5",
+          "cans",          "deepseek_v4",       "cubic5",
           "kaon"};
 }
 
@@ -145,6 +190,12 @@ bool by_name(const std::string& name, CoefficientSchedule& out) {
     out = polar_express();
   else if (name == "polar_express_5")
     out = polar_express_5();
+  else if (name == "cans")
+    out = cans();
+  else if (name == "deepseek_v4")
+    out = deepseek_v4();
+  else if (name == "cubic5")
+    out = cubic5();
   else if (name == "kaon")
     out = kaon();
   else

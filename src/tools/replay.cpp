@@ -38,6 +38,7 @@
 #include "schatten/config.hpp"
 #include "schatten/core/runtime.hpp"
 #include "schatten/io/recording.hpp"
+#include "schatten/kernels/coefficients.hpp"
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
@@ -136,7 +137,10 @@ dion2: dion's 5-step table; spel: You Jiacheng's; the others: polar_express); wi
 polar_express, normalization=frobenius|schatten4|aol sets how the input is scaled (default
 frobenius; schatten4 divides by the Schatten-4 norm, from the first Gram; aol scales each row
 of the short side by 1/sqrt(its absolute Gram row sum), which re-weights the rows of the
-update; docs/kernels/polar.md). dual_norm=1 multiplies each
+update; docs/kernels/polar.md), and schedule=NAME replaces the coefficient table by a preset
+of docs/kernels/coefficients.md, one of
+  @SCHEDULES@
+(iterations= still counts the steps, e.g. schedule=deepseek_v4,iterations=10). dual_norm=1 multiplies each
 orthogonalised update Q by <M, Q> (about the nuclear norm of the momentum M: PolarGrad, optax's
 adaptive=True), on every preset with polar= except schatten_muon.
 
@@ -238,6 +242,14 @@ bool parse_spec(const std::string& text, Spec& s, std::string& err) {
   }
   if (colon == std::string::npos) return true;
   return parse_pairs(text.substr(colon + 1), text, s.kv, err);
+}
+
+/// The presets of schatten::schedules (the values of schedule=), joined by `sep`.
+std::string schedule_names(const char* sep) {
+  std::string list;
+  for (const std::string& n : schedules::names())
+    list += (list.empty() ? "" : sep) + n;
+  return list;
 }
 
 /// Consumes the keys of a Spec (of `option`: an --optimizer or a --split), converting values;
@@ -716,6 +728,19 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
         break;
       default:
         break;
+    }
+    // schedule=NAME: a coefficient table of schatten::schedules for the Newton-Schulz methods
+    // (iterations= still counts the steps; the normalization= below then sets only the kind).
+    std::string table;
+    if (k.word("schedule", table)) {
+      CoefficientSchedule named;
+      if (polar.method == PolarMethod::qdwh) {
+        k.note("'schedule' applies to the Newton-Schulz methods, not to polar=qdwh");
+      } else if (!schedules::by_name(table, named)) {
+        k.note("'schedule=" + table + "': must be one of " + schedule_names(","));
+      } else {
+        polar.schedule = named;
+      }
     }
     k.integer("iterations", polar.iterations);
     k.flag("dual_norm", polar.dual_norm_scale);  // PolarOptions::dual_norm_scale
@@ -1315,6 +1340,8 @@ int parse_args(int argc, char** argv, Options& o) {
         words += (words.empty() ? "" : "/") + w;
       for (std::size_t at; (at = help.find("@EXCLUDE@")) != std::string::npos;)
         help.replace(at, 9, words);
+      for (std::size_t at; (at = help.find("@SCHEDULES@")) != std::string::npos;)
+        help.replace(at, 11, schedule_names("|"));
       std::fputs(help.c_str(), stdout);
       return 0;
     } else if (a == "--optimizer") {

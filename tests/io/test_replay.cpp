@@ -636,20 +636,25 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
-  TEST_CASE("replay: normalization=schatten4|aol reaches the polar options of muon") {
+  TEST_CASE("replay: normalization= and schedule= reach the polar options of muon") {
     const std::string rec = temp_path("rec_s4.h5"), out = temp_path("out_s4.h5");
     write_recording(rec);
     struct Case {
       const char* keys;
       bool keller;
+      const char* schedule;  // a preset of schedules::by_name, or nullptr: the method's own table
       Normalization::Kind kind;
       int iterations;
       const char* signature;
     };
-    for (const Case& c : {Case{"polar=polar_express,normalization=schatten4", false,
+    for (const Case& c : {Case{"polar=polar_express,normalization=schatten4", false, nullptr,
                                Normalization::Kind::schatten4, 5, "normalization=schatten4"},
-                          Case{"polar=keller,iterations=4,normalization=aol", true, Normalization::Kind::aol,
-                               4, "normalization=aol"}}) {
+                          Case{"polar=keller,iterations=4,normalization=aol", true, nullptr,
+                               Normalization::Kind::aol, 4, "normalization=aol"},
+                          Case{"polar=keller,schedule=deepseek_v4,iterations=10", true, "deepseek_v4",
+                               Normalization::Kind::frobenius, 10, "schedule=deepseek_v4"},
+                          Case{"schedule=cubic5,normalization=schatten4", true, "cubic5",
+                               Normalization::Kind::schatten4, 5, "schedule=cubic5"}}) {
       CAPTURE(c.keys);
       REQUIRE_MESSAGE(
           run_replay(rec + " --optimizer muon:" + c.keys + " --save-params --quiet --out " + out) == 0,
@@ -658,11 +663,12 @@ TEST_SUITE("io.replay") {
       REQUIRE(f >= 0);
       MuonOptions m;  // polar=keller is Muon's own default (eps 1e-7), polar_express the kernels'
       m.polar = c.keller ? MuonOptions::keller_polar() : PolarOptions{};
+      if (c.schedule) REQUIRE(schedules::by_name(c.schedule, m.polar.schedule));
       m.polar.schedule = resolved_schedule(m.polar);
       m.polar.schedule.normalization.kind = c.kind;
       m.polar.iterations = c.iterations;
       auto mixed = inline_mixed("muon", muon(m), AdamWOptions{});
-      compare_inline(mixed, f, 0);  // its signature names the normalisation
+      compare_inline(mixed, f, 0);  // its signature names the normalisation and the table
       CHECK(mixed.signature().find(c.signature) != std::string::npos);
       H5Fclose(f);
     }
@@ -670,6 +676,13 @@ TEST_SUITE("io.replay") {
     CHECK(replay_stderr().find("'normalization' applies to the Newton-Schulz methods") != std::string::npos);
     CHECK(run_replay(rec + " --optimizer muon:normalization=s4 --out " + out) == 1);
     CHECK(replay_stderr().find("must be one of frobenius,schatten4,aol") != std::string::npos);
+    CHECK(run_replay(rec + " --optimizer muon:polar=qdwh,schedule=cans --out " + out) == 1);
+    CHECK(replay_stderr().find("'schedule' applies to the Newton-Schulz methods") != std::string::npos);
+    CHECK(run_replay(rec + " --optimizer muon:schedule=dsv4 --out " + out) == 1);
+    CHECK(replay_stderr().find("'schedule=dsv4': must be one of keller_jordan,") != std::string::npos);
+    CHECK(run_replay(rec + " --optimizer muon:schedule=cubic5,iterations=6 --out " + out) ==
+          1);  // exact 5 rows
+    CHECK(replay_stderr().find("fewer rows than iterations") != std::string::npos);
     fs::remove(rec);
     fs::remove(out);
   }

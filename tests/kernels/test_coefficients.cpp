@@ -227,6 +227,87 @@ TEST_SUITE("kernels.coefficients") {
     CHECK(mx >= 1.141 - 2e-3);
   }
 
+  TEST_CASE("presets from Emerging-Optimizers: tables, tails and bands (CANS, DeepSeek-V4, cubic5)") {
+    // [T] literal tables of NVIDIA-NeMo/Emerging-Optimizers muon_utils.py (commit fd77292),
+    // typed here independently of the library.
+    const double cans[5][3] = {{8.4703, -25.1081, 18.6293},
+                               {4.1828, -3.1087, 0.5806},
+                               {3.9619, -2.9541, 0.5630},
+                               {3.2866, -2.4647, 0.5074},
+                               {2.2737, -1.6447, 0.4162}};
+    const double cubic[5][3] = {{3.3656576, -3.3420992, 0.0},
+                                {2.5744352, -1.4957376, 0.0},
+                                {2.5368962, -1.4312570, 0.0},
+                                {2.4418906, -1.2764040, 0.0},
+                                {2.2230472, -0.9630650, 0.0}};
+    const double dsv4[10][3] = {{3.4445, -4.7750, 2.0315}, {3.4445, -4.7750, 2.0315},
+                                {3.4445, -4.7750, 2.0315}, {3.4445, -4.7750, 2.0315},
+                                {3.4445, -4.7750, 2.0315}, {3.4445, -4.7750, 2.0315},
+                                {3.4445, -4.7750, 2.0315}, {3.4445, -4.7750, 2.0315},
+                                {2.0, -1.5, 0.5},          {2.0, -1.5, 0.5}};
+    check_table(schedules::cans().steps, cans, 0.0);
+    check_table(schedules::cubic5().steps, cubic, 0.0);
+    check_table(schedules::deepseek_v4().steps, dsv4, 0.0);
+    CHECK(schedules::cans().tail == ScheduleTail::repeat_last);
+    CHECK(schedules::deepseek_v4().tail == ScheduleTail::repeat_last);
+    // cubic5 is an exact 5-step table: polar() refuses a sixth step instead of inventing one.
+    CHECK(schedules::cubic5().covers(5));
+    CHECK_FALSE(schedules::cubic5().covers(6));
+    PolarOptions o;
+    o.method = PolarMethod::newton_schulz;
+    o.schedule = schedules::cubic5();
+    o.iterations = 6;
+    CHECK(check_polar_options(o) != nullptr);
+    for (const CoefficientSchedule& s : {schedules::cans(), schedules::deepseek_v4(), schedules::cubic5()}) {
+      CAPTURE(s.name);
+      CHECK(s.normalization.kind == Normalization::Kind::frobenius);
+      CHECK(s.normalization.safety == 1.0);
+    }
+    // Bands of the scalar composite (our own computation in double, 200001 log-spaced points;
+    // ±1e-4 covers the grid's miss of the extrema, documented in docs/kernels/coefficients.md).
+    auto near = [](std::pair<double, double> got, double lo, double hi) {
+      CHECK(std::fabs(got.first - lo) <= 1e-4);
+      CHECK(std::fabs(got.second - hi) <= 1e-4);
+    };
+    near(band(rows(schedules::cans()), 5, 1e-3, 1.0), 0.88437, 1.11984);
+    near(band(rows(schedules::deepseek_v4()), 10, 1e-3, 1.0), 1.0, 1.00054);
+    near(band(rows(schedules::cubic5()), 5, 7e-3, 1.0), 0.77411, 1.3);
+    // Keller Jordan's 8 rows alone leave the band Keller's table has; the two polish rows are
+    // what brings DeepSeek-V4's schedule to within 5.4e-4 of 1.
+    const auto kj8 = band(rows(schedules::deepseek_v4()), 8, 1e-3, 1.0);
+    CHECK(kj8.second - kj8.first > 0.3);
+  }
+
+  TEST_CASE("presets from Emerging-Optimizers on matrices: polar() realises U f(S) V^T") {
+    // Each new table through the Newton-Schulz kernel in double on a 96 x 140 matrix with
+    // singular values on a log grid of [1e-3, 1] times 3 (so the Frobenius normalisation is
+    // exercised), against the SVD oracle U f(Σ/‖A‖_F) Vᵀ. In double the kernel's rounding is
+    // ~1e-13 per step, amplified by at most the steps' Lipschitz constants (≤ 8.5 per step on
+    // [0, 1.3]): 1e-9 relative is ample and catches a wrong row or tail (a row off by 1e-4 moves
+    // the output by ~1e-4).
+    SpectrumCase sc{"ext_presets", 96, 140, geometric(96, 1e-3)};
+    Eigen::MatrixXd a = make_matrix(sc, case_seed("ext_presets")) * 3.0;
+    struct Run {
+      CoefficientSchedule s;
+      int iterations;
+    };
+    for (const Run& r : {Run{schedules::cans(), 5}, Run{schedules::cans(), 7},
+                         Run{schedules::deepseek_v4(), 10}, Run{schedules::cubic5(), 5}}) {
+      CAPTURE(r.s.name);
+      CAPTURE(r.iterations);
+      PolarOptions o;
+      o.method = PolarMethod::newton_schulz;
+      o.schedule = r.s;
+      o.iterations = r.iterations;
+      Eigen::MatrixXd q(sc.rows, sc.cols);
+      REQUIRE(polar(MatrixRef<const double>::col_major(a.data(), sc.rows, sc.cols),
+                    MatrixRef<double>::col_major(q.data(), sc.rows, sc.cols), o)
+                  .status == Status::ok);
+      const Eigen::MatrixXd want = predicted_polynomial_output(a, rows(r.s), r.iterations, 1.0, 0.0);
+      CHECK(relative_error(q, want) <= 1e-9);
+    }
+  }
+
   TEST_CASE("schedule tails: repeat_last and cycle and error") {
     CoefficientSchedule s;
     s.steps = {{1, 0, 0}, {2, 0, 0}};

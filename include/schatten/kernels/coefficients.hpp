@@ -123,6 +123,19 @@ CoefficientSchedule polar_express();
 /// optimal_composition(l = 1e-3, T = 5, safety 2e-2, cushion 0.02), normalisation ‖A‖_F · 1.02.
 /// [V] table, [C] reproduced by our generator.
 CoefficientSchedule polar_express_5();
+/// CANS (Grishina et al., arXiv 2506.10935): 5 rows from Remez with an adaptive interval, as
+/// tabulated (4 decimals) in NVIDIA-NeMo/Emerging-Optimizers [T]; ‖A‖_F normalisation,
+/// repeat-last. 5 steps map [1e-3, 1] into [0.884, 1.120] (docs/kernels/coefficients.md).
+CoefficientSchedule cans();
+/// DeepSeek-V4's hybrid schedule as tabulated in Emerging-Optimizers [T]: Keller Jordan's row
+/// 8 times (fast lift of small σ), then (2, −1.5, 0.5) twice (p(1) = 1, p'(1) = 0: a polish that
+/// converges); ‖A‖_F normalisation, repeat-last. 10 steps map [1e-3, 1] into [1, 1.00054].
+CoefficientSchedule deepseek_v4();
+/// The relaxed cubic 5-step schedule (arXiv 2606.00371) as tabulated in Emerging-Optimizers
+/// [T]: five cubic rows (c = 0: two GEMMs per step instead of three), fitted for the band above
+/// 7e-3; tail `error` (exactly 5 steps, as the reference insists). 5 steps map [7e-3, 1] into
+/// [0.774, 1.300].
+CoefficientSchedule cubic5();
 /// Kaon's chaotic-map random spectrum [T] (algorithms.md §4b.2, two consistent third-party
 /// implementations of the paper's pseudocode): `steps` rows of p(x) = 4.1·x(1 − x²)²
 /// = 4.1x − 8.2x³ + 4.1x⁵, the last one divided by 1.175 (the output scale), tail `error`.
@@ -131,7 +144,8 @@ CoefficientSchedule polar_express_5();
 /// the map is chaotic on [0, 1.1735], so the spectrum is deterministic but scrambled.
 CoefficientSchedule kaon(int steps = 5);
 /// Looks a preset up by its name ("keller_jordan", "classical_quintic", "classical_cubic",
-/// "you_jiacheng", "polar_express", "polar_express_5", "kaon"). Returns false for an unknown name.
+/// "you_jiacheng", "polar_express", "polar_express_5", "cans", "deepseek_v4", "cubic5", "kaon").
+/// Returns false for an unknown name.
 bool by_name(const std::string& name, CoefficientSchedule& out);
 /// The names accepted by by_name(), in a stable order.
 std::vector<std::string> names();
