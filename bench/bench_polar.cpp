@@ -16,6 +16,8 @@
 ///   pred_rms   what exact arithmetic predicts for polar_rms (the schedule's scalar map; 0 for QDWH)
 /// spectral_power/<alpha>/<precision>/<shape> times spectral_power() (α = 0.5, 0.25, −0.5):
 ///   GFLOP/s, rel_err = ‖out − UΣ^αVᵀ‖_F/‖UΣ^αVᵀ‖_F, poles, qdwh_its;
+/// spectral_clip/lower=..,upper=../<precision>/<shape> times spectral_clip() with bounds given
+/// relative to σ_max (the hardcap, and a two-sided clip): rel_err against U clip(Σ) Vᵀ.
 /// spectral_power_poly{5,8}/... the polynomial method with 5 or 8 steps (α ≥ 0): GFLOP/s,
 ///   rel_err, band (the schedule's worst relative error on [1e-3, 1]).
 /// qdwh_floor/double/1024x1024/kappa=1e16: QDWH on a geometric spectrum of condition 1e16, the
@@ -90,6 +92,39 @@ void bm_polar(benchmark::State& st, Shape shape, Method method) {
   st.counters["pred_rms"] = predicted_polar_rms(p, method.options);
 }
 
+/// Relative Frobenius error of a computed output against the exact one.
+template <class T>
+double relative_error(const std::vector<T>& out, const std::vector<double>& exact) {
+  double num = 0.0, den = 0.0;
+  for (std::size_t i = 0; i < exact.size(); ++i) {
+    const double e = static_cast<double>(out[i]) - exact[i];
+    num += e * e;
+    den += exact[i] * exact[i];
+  }
+  return std::sqrt(num / den);
+}
+
+/// spectral_clip() with singular values clipped into [lower, upper]·σ_max: time and rel_err
+/// against U clip(Σ) Vᵀ from the problem's exact factors.
+template <class T>
+void bm_spectral_clip(benchmark::State& st, Shape shape, double lower, double upper) {
+  const Problem& p = problem(shape);
+  const index_t r = shape.rows, c = shape.cols;
+  DeviceCopy<T> d(p.a, r, c);
+  const double smax = p.sigma.front();
+  SpectralClipOptions o;
+  o.lower = lower * smax;
+  o.upper = upper * smax;
+  Workspace ws;
+  double per_call = 0.0;
+  const SpectralPowerReport rep = time_calls(
+      st, [&] { return spectral_clip(d.input(), d.output(), o, &ws); }, per_call);
+  if (per_call < 0) return;
+  st.counters["rel_err"] = relative_error(
+      d.output_to_host(), p.spectral_map([&](double x) { return std::max(o.lower, std::min(x, o.upper)); }));
+  st.counters["qdwh_its"] = rep.qdwh_iterations;
+}
+
 template <class T>
 void bm_spectral_power(benchmark::State& st, Shape shape, double alpha, int polynomial_steps) {
   const Problem& p = problem(shape);
@@ -106,15 +141,7 @@ void bm_spectral_power(benchmark::State& st, Shape shape, double alpha, int poly
   const SpectralPowerReport rep = time_calls(
       st, [&] { return spectral_power(d.input(), d.output(), o, &ws); }, per_call);
   if (per_call < 0) return;
-  const std::vector<double> exact = p.spectral_power(alpha);
-  const std::vector<T> out = d.output_to_host();
-  double num = 0.0, den = 0.0;
-  for (std::size_t i = 0; i < exact.size(); ++i) {
-    const double e = static_cast<double>(out[i]) - exact[i];
-    num += e * e;
-    den += exact[i] * exact[i];
-  }
-  st.counters["rel_err"] = std::sqrt(num / den);
+  st.counters["rel_err"] = relative_error(d.output_to_host(), p.spectral_power(alpha));
   if (polynomial_steps > 0) {  // Newton–Schulz with the fitted schedule: polar()'s flops
     PolarOptions no;
     no.method = PolarMethod::newton_schulz;
@@ -209,6 +236,17 @@ void register_all() {
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
       }
+  // The hardcap at half the top singular value, and a two-sided clip into [0.05, 0.5]·σ_max.
+  for (const Shape& s : {Shape{768, 768}, Shape{768, 3072}})
+    for (const std::pair<double, double>& b : {std::pair<double, double>{0.0, 0.5}, {0.05, 0.5}}) {
+      char bounds[48];
+      std::snprintf(bounds, sizeof bounds, "lower=%g,upper=%g", b.first, b.second);
+      const std::string name =
+          std::string("spectral_clip/") + bounds + "/" + precision_name<T>() + "/" + s.name();
+      benchmark::RegisterBenchmark(name.c_str(), bm_spectral_clip<T>, s, b.first, b.second)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    }
   for (const auto& [m, n, k] : gemms) {
     const std::string name = std::string("gemm/") + precision_name<T>() + "/" + std::to_string(m) + "x" +
                              std::to_string(n) + "x" + std::to_string(k);

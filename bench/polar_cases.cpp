@@ -105,16 +105,20 @@ Problem make_problem(const Shape& s, std::vector<double> sigma, std::uint64_t se
 }
 }  // namespace
 
-std::vector<double> Problem::spectral_power(double alpha) const {
+std::vector<double> Problem::spectral_map(const std::function<double(double)>& f) const {
   using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const index_t k = static_cast<index_t>(sigma.size());
   const Eigen::Map<const RowMat> um(u.data(), shape.rows, k), vm(v.data(), shape.cols, k);
   Eigen::VectorXd s(k);
   for (index_t i = 0; i < k; ++i)
-    s(i) = std::pow(sigma[static_cast<std::size_t>(i)], alpha);
+    s(i) = f(sigma[static_cast<std::size_t>(i)]);
   std::vector<double> out(a.size());
   Eigen::Map<RowMat>(out.data(), shape.rows, shape.cols) = um * s.asDiagonal() * vm.transpose();
   return out;
+}
+
+std::vector<double> Problem::spectral_power(double alpha) const {
+  return spectral_map([alpha](double x) { return std::pow(x, alpha); });
 }
 
 const Problem& problem(const Shape& s) {

@@ -4,6 +4,7 @@
 /// inputs with a prescribed spectrum, accuracy measures, timing, and the GEMM floor.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,8 @@ struct Problem {
   std::vector<double> u, v;   ///< the singular vectors (row-major rows × k and cols × k)
   /// Row-major U diag(σ^α) Vᵀ (exact spectral power, from the factors).
   std::vector<double> spectral_power(double alpha) const;
+  /// U f(Σ) Vᵀ (row-major), the exact output of any spectral map (spectral_power, spectral_clip).
+  std::vector<double> spectral_map(const std::function<double(double)>& f) const;
 };
 const Problem& problem(const Shape& s);
 /// A matrix of that shape with singular values geometric from 1 down to 1/kappa (the

@@ -106,6 +106,14 @@ const char* check_spectral_power_options(const SpectralPowerOptions& o) {
   return check_qdwh_options(o.qdwh);
 }
 
+const char* check_spectral_clip_options(const SpectralClipOptions& o) {
+  if (!std::isfinite(o.lower)) return "lower must be finite (a value <= 0 means no lower bound)";
+  if (!(o.upper > 0.0)) return "upper must be positive (+infinity means no upper bound)";
+  if (!(o.lower <= o.upper)) return "lower must not exceed upper";
+  if (!(o.floor >= 0.0 && o.floor < 1.0)) return "floor must lie in [0, 1)";
+  return check_qdwh_options(o.qdwh);
+}
+
 Status rational_power_approximation(double alpha, double floor, double tolerance, RationalPower& out) {
   const bool ok = std::isfinite(alpha) && alpha >= -1.0 && alpha < 1.0 && alpha != 0.0 &&
                   std::isfinite(floor) && floor > 0.0 && floor < 1.0 && std::isfinite(tolerance) &&

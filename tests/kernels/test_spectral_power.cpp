@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "schatten/kernels/spectral_power.hpp"
@@ -60,12 +61,24 @@ Factored factored(index_t r, index_t c, std::vector<double> sigma, std::uint64_t
   return f;
 }
 
+/// The spectral map the options select: spectral_power() or spectral_clip().
 template <class T>
-Eigen::MatrixXd run_power(const Eigen::MatrixXd& a, const SpectralPowerOptions& o,
-                          SpectralPowerReport* rep = nullptr) {
+SpectralPowerReport apply_map(BatchedMatrixRef<const T> a, BatchedMatrixRef<T> out,
+                              const SpectralPowerOptions& o) {
+  return spectral_power(a, out, o);
+}
+template <class T>
+SpectralPowerReport apply_map(BatchedMatrixRef<const T> a, BatchedMatrixRef<T> out,
+                              const SpectralClipOptions& o) {
+  return spectral_clip(a, out, o);
+}
+
+/// The map applied to one matrix in T; the call must succeed.
+template <class T, class Options>
+Eigen::MatrixXd run_map(const Eigen::MatrixXd& a, const Options& o, SpectralPowerReport* rep = nullptr) {
   std::vector<T> in = to_row_major<T>(a), out(in.size());
-  const SpectralPowerReport r = spectral_power(MatrixRef<const T>(in.data(), a.rows(), a.cols()),
-                                               MatrixRef<T>(out.data(), a.rows(), a.cols()), o);
+  const SpectralPowerReport r = apply_map<T>(MatrixRef<const T>(in.data(), a.rows(), a.cols()),
+                                             MatrixRef<T>(out.data(), a.rows(), a.cols()), o);
   REQUIRE(r.status == Status::ok);
   if (rep) *rep = r;
   return from_row_major(out.data(), a.rows(), a.cols());
@@ -78,20 +91,30 @@ Eigen::MatrixXd run_power(const Eigen::MatrixXd& a, const SpectralPowerOptions& 
 /// u = 1.1e-16), and the composite map amplifies that by at most its largest slope, ≤ 1e3 (the
 /// slope at 0 is F(1e-3)/1e-3 ≤ (1e-3)^(α-1) ≤ 1e3 for α ≥ 0): ≤ 5·12·u·1e3 ≈ 7e-12 over 5
 /// steps, below the 1e-10 used, while a batching error (wrong matrix, lost scale) is O(1).
-void check_zero_and_batch(const Eigen::MatrixXd& a, const SpectralPowerOptions& o) {
+/// (The same holds for spectral_clip(), which runs QDWH matrix by matrix on every build.)
+template <class Options>
+void check_zero_and_batch(const Eigen::MatrixXd& a, const Options& o) {
   const index_t r = a.rows(), c = a.cols();
   std::vector<double> z(static_cast<std::size_t>(2 * r * c), 0.0), zo(z.size(), 1.0);
   const std::vector<double> m = to_row_major<double>(a);
   std::copy(m.begin(), m.end(), z.begin() + r * c);
-  REQUIRE(spectral_power(BatchedMatrixRef<const double>(z.data(), 2, r, c),
-                         BatchedMatrixRef<double>(zo.data(), 2, r, c), o)
+  REQUIRE(apply_map<double>(BatchedMatrixRef<const double>(z.data(), 2, r, c),
+                            BatchedMatrixRef<double>(zo.data(), 2, r, c), o)
               .status == Status::ok);
   for (index_t i = 0; i < r * c; ++i)
     CHECK(zo[static_cast<std::size_t>(i)] == 0.0);
   std::vector<double> one(static_cast<std::size_t>(r * c));
-  REQUIRE(spectral_power(MatrixRef<const double>(m.data(), r, c), MatrixRef<double>(one.data(), r, c), o)
+  REQUIRE(apply_map<double>(MatrixRef<const double>(m.data(), r, c), MatrixRef<double>(one.data(), r, c), o)
               .status == Status::ok);
   CHECK(agree_as_batch(zo.data() + r * c, one.data(), one.size(), 1e-10));
+}
+
+/// max(lower, min(σ, upper)), written from the definition.
+double clipped(double sigma, const SpectralClipOptions& o) {
+  double v = sigma;
+  if (v > o.upper) v = o.upper;
+  if (o.lower > 0.0 && v < o.lower) v = o.lower;
+  return v;
 }
 
 }  // namespace
@@ -160,7 +183,7 @@ TEST_SUITE("kernels.spectral_power") {
         const Factored f = factored(r, c, sigma, seed);
         SpectralPowerOptions o;
         o.alpha = alpha;
-        const Eigen::MatrixXd out = run_power<T>(rounded<T>(f.a), o);
+        const Eigen::MatrixXd out = run_map<T>(rounded<T>(f.a), o);
         const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
         double worst = 0.0;
         Eigen::MatrixXd want = Eigen::MatrixXd::Zero(k, k);
@@ -187,13 +210,13 @@ TEST_SUITE("kernels.spectral_power") {
     SpectralPowerOptions o;
     o.alpha = 1.0;
     SpectralPowerReport rep;
-    CHECK(run_power<double>(f.a, o, &rep) == f.a);
+    CHECK(run_map<double>(f.a, o, &rep) == f.a);
     CHECK(rep.qdwh_iterations == 0);
     o.alpha = 0.0;
-    CHECK((run_power<double>(f.a, o) - f.u * f.v.transpose()).norm() <= 1e-12);
+    CHECK((run_map<double>(f.a, o) - f.u * f.v.transpose()).norm() <= 1e-12);
     o.alpha = -1.0;
     o.floor = 1e-3;
-    const Eigen::MatrixXd inv = run_power<double>(f.a, o, &rep);
+    const Eigen::MatrixXd inv = run_map<double>(f.a, o, &rep);
     CHECK(rep.poles == 1);
     // g(σ) = σ/(σ + φ)² with φ = floor·‖A‖₂ (QDWH's α̂ = 1.02·‖A‖₂ estimate sets the unit).
     Eigen::VectorXd g(30);
@@ -215,7 +238,7 @@ TEST_SUITE("kernels.spectral_power") {
       CAPTURE(alpha);
       SpectralPowerOptions o;
       o.alpha = alpha;
-      const Eigen::MatrixXd out = run_power<double>(f.a, o);
+      const Eigen::MatrixXd out = run_map<double>(f.a, o);
       const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
       // φ = floor·α̂ with α̂ = 1.02·‖A‖₂ (QDWH's scale); the documented bound g(σ) ≤ 20·σ·φ^{α−1}
       // replaces σ^α = 3e-5 (α = .5), 3e4 (α = −.5), 1e9 (α = −1) for the noise directions.
@@ -371,7 +394,7 @@ TEST_SUITE("kernels.spectral_power") {
           o.method = SpectralPowerMethod::polynomial;
           o.polynomial_steps = steps;
           SpectralPowerReport rep;
-          const Eigen::MatrixXd out = run_power<T>(a, o, &rep);
+          const Eigen::MatrixXd out = run_map<T>(a, o, &rep);
           PowerSchedule ps;
           REQUIRE(polynomial_power_schedule(alpha, steps, ps) == Status::ok);
           CHECK(rep.polynomial_steps == steps);
@@ -402,9 +425,9 @@ TEST_SUITE("kernels.spectral_power") {
     o.method = SpectralPowerMethod::polynomial;
     o.alpha = 1.0;
     SpectralPowerReport rep;
-    CHECK(run_power<double>(f.a, o, &rep) == f.a);  // α = 1: a validated copy
+    CHECK(run_map<double>(f.a, o, &rep) == f.a);  // α = 1: a validated copy
     o.alpha = 0.0;  // the α = 0 row: an approximate polar factor within the band
-    const Eigen::MatrixXd q = run_power<double>(f.a, o, &rep);
+    const Eigen::MatrixXd q = run_map<double>(f.a, o, &rep);
     const Eigen::MatrixXd d = f.u.transpose() * q * f.v;
     for (index_t i = 0; i < 9; ++i)
       CHECK(std::fabs(std::log(d(i, i))) <= std::log1p(rep.fit_error) + 1e-12);
@@ -432,5 +455,150 @@ TEST_SUITE("kernels.spectral_power") {
       CHECK(x == -5.0f);
     // Zero matrix → zero; a batch equals separate calls bit for bit.
     check_zero_and_batch(f.a, o);
+  }
+
+  TEST_CASE_TEMPLATE("spectral_clip gives U clip(S) V^T against the SVD oracle", T, float, double) {
+    // Prescribed spectra (3.7 down to 3.7e-3, geometric) and bounds that cut into them from
+    // above (the hardcap), from both sides, from below only, and a degenerate [2, 2]. Each
+    // singular direction is compared with clip(σ_i): u_iᵀ out v_i − clip(σ_i), relative to σ_max,
+    // the leakage between directions ‖Uᵀ out V − diag‖_F, and the whole matrix against the
+    // double SVD oracle U clip(Σ) Vᵀ of the (rounded) input. Tolerances: QDWH is backward stable
+    // (U_p orthogonal to ~k·ε of its precision) and H and the sign functions are in double, so
+    // the error is ~k·ε·σ_max. tol = 1e-12 in double (measured at 80 × 120 and 150 × 64: worst
+    // diagonal 6e-16·σ_max, leakage 6e-15·σ_max·√k, whole matrix 6e-14 relative) and 1e-5 in
+    // float (float's U_p: 7e-8, 1.3e-6, 6.7e-6); the whole matrix is checked at 10·tol. A wrong
+    // bound, sign or lost scale is O(0.1) or more.
+    const double tol = std::is_same<T, float>::value ? 1e-5 : 1e-12;
+    struct Bounds {
+      double lower, upper;
+    };
+    const double inf = std::numeric_limits<double>::infinity();
+    const Bounds cases[] = {{0.0, 1.0}, {-1.0, 0.3}, {0.05, 1.0}, {0.5, inf}, {2.0, 2.0}};
+    for (std::uint64_t which = 0; which < 5; ++which) {
+      const Bounds& bd = cases[which];
+      for (const auto& shape : {std::pair<index_t, index_t>{80, 120}, {150, 64}}) {
+        const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+        const double lower = bd.lower, upper = bd.upper;
+        CAPTURE(lower);
+        CAPTURE(upper);
+        CAPTURE(r);
+        const index_t k = std::min(r, c);
+        const std::vector<double> sigma = geometric(k, 1e-3, 3.7);
+        const std::uint64_t seed = case_seed("spectral_clip", static_cast<std::uint64_t>(r) + 1000 * which);
+        CAPTURE(seed);
+        const Factored f = factored(r, c, sigma, seed);
+        SpectralClipOptions o;
+        o.lower = lower;
+        o.upper = upper;
+        SpectralPowerReport rep;
+        const Eigen::MatrixXd out = run_map<T>(rounded<T>(f.a), o, &rep);
+        CHECK(rep.qdwh_iterations >= 1);
+        const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
+        Eigen::MatrixXd want = Eigen::MatrixXd::Zero(k, k);
+        double worst = 0.0;
+        for (index_t i = 0; i < k; ++i) {
+          want(i, i) = clipped(sigma[static_cast<std::size_t>(i)], o);
+          worst = std::max(worst, std::fabs(d(i, i) - want(i, i)));
+        }
+        CHECK(worst <= tol * 3.7);
+        CHECK((d - want).norm() <= tol * 3.7 * std::sqrt(double(k)));
+        const Svd ref = svd(rounded<T>(f.a));
+        CHECK(relative_error(out, spectral_map(ref, [&](double x) { return clipped(x, o); })) <= tol * 10);
+      }
+    }
+  }
+
+  TEST_CASE("spectral_clip edge cases: no bounds copies, zeros stay zero, bounds on singular values") {
+    const index_t r = 40, c = 30;
+    std::vector<double> sigma = geometric(30, 1e-2, 2.0);
+    const Factored f = factored(r, c, sigma, case_seed("clip_edges"));
+    SpectralClipOptions o;
+    o.lower = 0.0;
+    o.upper = std::numeric_limits<double>::infinity();
+    SpectralPowerReport rep;
+    CHECK(run_map<double>(f.a, o, &rep) == f.a);  // the identity map: a validated copy
+    CHECK(rep.qdwh_iterations == 0);
+    // Bounds that coincide with singular values: the eigenvalue of H − tI is ~0 there and its
+    // sign indeterminate, but |λ| is, so those directions land on the bound within rounding.
+    o.lower = sigma[20];
+    o.upper = sigma[5];
+    Eigen::MatrixXd d = f.u.transpose() * run_map<double>(f.a, o) * f.v;
+    for (index_t i = 0; i < 30; ++i)
+      CHECK(std::fabs(d(i, i) - clipped(sigma[static_cast<std::size_t>(i)], o)) <= 1e-12);
+    // Rank-deficient: exact zeros (rounding-level after forming A, ~1e-16·‖A‖) lie below the
+    // floor (1e-6·‖A‖₂ by default) and stay at the rounding level, while the others are raised;
+    // a noise level (1e-9) below the floor is kept as it is. With floor = 0 every direction is
+    // raised, the null space along some orthonormal completion: the output's singular values
+    // are then all ≥ lower (checked on the SVD of the output, which needs no directions).
+    std::vector<double> deficient = sigma;
+    for (index_t i = 22; i < 25; ++i)
+      deficient[static_cast<std::size_t>(i)] = 1e-9;
+    for (index_t i = 25; i < 30; ++i)
+      deficient[static_cast<std::size_t>(i)] = 0.0;
+    const Factored g = factored(r, c, deficient, case_seed("clip_rank"));
+    o.lower = 0.5;
+    o.upper = 1.0;
+    d = g.u.transpose() * run_map<double>(g.a, o) * g.v;
+    for (index_t i = 0; i < 22; ++i)
+      CHECK(std::fabs(d(i, i) - clipped(deficient[static_cast<std::size_t>(i)], o)) <= 1e-10);
+    for (index_t i = 22; i < 25; ++i)  // kept: 1e-9 within the sign function's transition
+      CHECK(std::fabs(d(i, i) - 1e-9) <= 1e-11);
+    for (index_t i = 25; i < 30; ++i)
+      CHECK(std::fabs(d(i, i)) <= 1e-12);
+    o.floor = 0.0;
+    const Svd raised = svd(run_map<double>(g.a, o));
+    CHECK(raised.s.minCoeff() >= 0.5 - 1e-10);
+    CHECK(raised.s.maxCoeff() <= 1.0 + 1e-10);
+    o.floor = 1e-6;
+    // Scale: A·1e-30 and A·1e30 clip as A does relative to bounds scaled alike.
+    for (double s : {1e-30, 1e30}) {
+      CAPTURE(s);
+      SpectralClipOptions os;
+      os.lower = 0.05 * s;
+      os.upper = 1.0 * s;
+      SpectralClipOptions o1;
+      o1.lower = 0.05;
+      const Eigen::MatrixXd big = run_map<double>(f.a * s, os) / s;
+      CHECK(relative_error(big, run_map<double>(f.a, o1)) <= 1e-12);
+    }
+  }
+
+  TEST_CASE("spectral_clip bad input, options and batches") {
+    const index_t r = 12, c = 9;
+    std::vector<float> a(2 * r * c, 0.5f), out(a.size(), -5.0f);
+    a[r * c + 3] = std::numeric_limits<float>::quiet_NaN();
+    SpectralPowerReport rep = spectral_clip(BatchedMatrixRef<const float>(a.data(), 2, r, c),
+                                            BatchedMatrixRef<float>(out.data(), 2, r, c));
+    CHECK(rep.status == Status::non_finite_input);
+    CHECK(rep.bad_item == 1);
+    const double nan = std::numeric_limits<double>::quiet_NaN(),
+                 inf = std::numeric_limits<double>::infinity();
+    struct Bad {
+      double lower, upper;
+      const char* message;
+    };
+    for (const Bad& b : {Bad{nan, 1.0, "lower must be finite"}, Bad{-inf, 1.0, "lower must be finite"},
+                         Bad{0.0, 0.0, "upper must be positive"}, Bad{0.0, nan, "upper must be positive"},
+                         Bad{2.0, 1.0, "lower must not exceed upper"}, Bad{0.0, 1.0, "floor must lie"}}) {
+      CAPTURE(b.message);
+      SpectralClipOptions o;
+      o.lower = b.lower;
+      o.upper = b.upper;
+      if (b.message == std::string("floor must lie")) o.floor = 1.0;
+      const char* msg = check_spectral_clip_options(o);
+      REQUIRE(msg != nullptr);
+      CHECK(std::string(msg).find(b.message) != std::string::npos);
+      rep = spectral_clip(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), o);
+      CHECK(rep.status == Status::invalid_argument);
+    }
+    SpectralClipOptions q;
+    q.qdwh.max_iterations = 0;
+    CHECK(check_spectral_clip_options(q) != nullptr);
+    for (float x : out)  // nothing was written by any refused call
+      CHECK(x == -5.0f);
+    SpectralClipOptions o;
+    o.lower = 0.1;
+    o.upper = 0.8;
+    check_zero_and_batch(factored(r, c, geometric(9, 1e-2), case_seed("batch_clip")).a, o);
   }
 }

@@ -22,6 +22,8 @@ using Ws = Workspace<DefaultMem>;
       const DefaultExec&, const In<TIN>&, const Out<TIN>&, const Out<TIN>&, const QdwhOptions&, Ws&);     \
   template SpectralPowerReport spectral_power_strided<DefaultExec, TIN, TC>(                              \
       const DefaultExec&, const In<TIN>&, const Out<TIN>&, const SpectralPowerOptions&, Ws&);             \
+  template SpectralPowerReport spectral_clip_strided<DefaultExec, TIN, TC>(                               \
+      const DefaultExec&, const In<TIN>&, const Out<TIN>&, const SpectralClipOptions&, Ws&);              \
   template Status schatten_norm_strided<DefaultExec, TIN, TC>(const DefaultExec&, const In<TIN>&, double, \
                                                               double*, const SchattenNormOptions&, Ws&);
 SCHATTEN_INSTANTIATE(float, float)

@@ -77,8 +77,22 @@ QdwhReport qdwh_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef
 }
 
 template <class T>
+SpectralPowerReport spectral_dispatch(const Strided3<const T, DefaultMem>& a,
+                                      const Strided3<T, DefaultMem>& out, const SpectralPowerOptions& o,
+                                      Workspace<DefaultMem>& ws) {
+  return spectral_power_dispatch<DefaultExec, T>(DefaultExec(), a, out, o, ws);
+}
+template <class T>
+SpectralPowerReport spectral_dispatch(const Strided3<const T, DefaultMem>& a,
+                                      const Strided3<T, DefaultMem>& out, const SpectralClipOptions& o,
+                                      Workspace<DefaultMem>& ws) {
+  return spectral_clip_dispatch<DefaultExec, T>(DefaultExec(), a, out, o, ws);
+}
+
+/// spectral_power() and spectral_clip() on plain arrays (host or device memory).
+template <class T, class Options>
 SpectralPowerReport spectral_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<T>& out,
-                                   const SpectralPowerOptions& options, schatten::Workspace* workspace) {
+                                   const Options& options, schatten::Workspace* workspace) {
   schatten::detail::ensure_runtime();
   if (const char* msg = schatten::detail::check_layout(a, false))
     return failure<SpectralPowerReport>(Status::invalid_argument, msg);
@@ -89,14 +103,13 @@ SpectralPowerReport spectral_plain(const BatchedMatrixRef<const T>& a, const Bat
   try {
     CallWorkspace ws(workspace);
     DeviceIO<T> io(a);
-    const SpectralPowerReport r =
-        spectral_power_dispatch<DefaultExec, T>(DefaultExec(), io.input(), io.output(out), options, ws.get());
+    const SpectralPowerReport r = spectral_dispatch<T>(io.input(), io.output(out), options, ws.get());
     if (r.status == Status::ok || r.status == Status::not_converged) io.commit();
     return r;
   } catch (const std::bad_alloc&) {
     return failure<SpectralPowerReport>(Status::out_of_memory, "allocation failed");
   } catch (const std::exception&) {
-    return failure<SpectralPowerReport>(Status::internal_error, "unexpected exception in spectral_power()");
+    return failure<SpectralPowerReport>(Status::internal_error, "unexpected exception in a spectral map");
   }
 }
 
@@ -139,6 +152,14 @@ SpectralPowerReport spectral_power(BatchedMatrixRef<const float> a, BatchedMatri
 }
 SpectralPowerReport spectral_power(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> out,
                                    const SpectralPowerOptions& options, Workspace* workspace) {
+  return kokkos::detail::spectral_plain<double>(a, out, options, workspace);
+}
+SpectralPowerReport spectral_clip(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> out,
+                                  const SpectralClipOptions& options, Workspace* workspace) {
+  return kokkos::detail::spectral_plain<float>(a, out, options, workspace);
+}
+SpectralPowerReport spectral_clip(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> out,
+                                  const SpectralClipOptions& options, Workspace* workspace) {
   return kokkos::detail::spectral_plain<double>(a, out, options, workspace);
 }
 Status schatten_norm(BatchedMatrixRef<const float> a, double q, double* norms,

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// Kokkos View overloads of schatten::polar, qdwh, spectral_power and schatten_norm for callers that already
-/// hold their data in Views.
+/// Kokkos View overloads of schatten::polar, qdwh, spectral_power, spectral_clip and schatten_norm for
+/// callers that already hold their data in Views.
 ///
 /// Same contracts as the plain-array functions (include/schatten/kernels/polar.hpp, qdwh.hpp):
 /// outputs written only on success, in-place allowed. `a` and `q` are rank-2 Views (one
@@ -116,6 +116,18 @@ SpectralPowerReport spectral_power(const Exec& space, const AView& a, const QVie
                                                   detail::as_strided3<T, Mem>(out), options, workspace);
 }
 
+/// U clip(Σ) Vᵀ of a View (or batch); see schatten::spectral_clip.
+template <class Exec, class AView, class QView>
+SpectralPowerReport spectral_clip(const Exec& space, const AView& a, const QView& out,
+                                  const SpectralClipOptions& options,
+                                  Workspace<typename Exec::memory_space>& workspace) {
+  detail::check_views<Exec, AView, QView>();
+  using T = typename QView::non_const_value_type;
+  using Mem = typename Exec::memory_space;
+  return detail::spectral_clip_dispatch<Exec, T>(space, detail::as_strided3<const T, Mem>(a),
+                                                 detail::as_strided3<T, Mem>(out), options, workspace);
+}
+
 /// Schatten-q norms of a View (or batch) into host memory `norms` (one per matrix).
 template <class Exec, class AView>
 Status schatten_norm(const Exec& space, const AView& a, double q, double* norms,
@@ -152,6 +164,9 @@ using Ws = Workspace<Mem>;
   extern template SpectralPowerReport spectral_power_strided<extern_templates::Exec, TIN, TC>(            \
       const extern_templates::Exec&, const extern_templates::In<TIN>&, const extern_templates::Out<TIN>&, \
       const SpectralPowerOptions&, extern_templates::Ws&);                                                \
+  extern template SpectralPowerReport spectral_clip_strided<extern_templates::Exec, TIN, TC>(             \
+      const extern_templates::Exec&, const extern_templates::In<TIN>&, const extern_templates::Out<TIN>&, \
+      const SpectralClipOptions&, extern_templates::Ws&);                                                 \
   extern template Status schatten_norm_strided<extern_templates::Exec, TIN, TC>(                          \
       const extern_templates::Exec&, const extern_templates::In<TIN>&, double, double*,                   \
       const SchattenNormOptions&, extern_templates::Ws&);                                                 \

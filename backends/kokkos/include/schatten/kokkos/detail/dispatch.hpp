@@ -80,6 +80,27 @@ SpectralPowerReport spectral_power_dispatch(const Exec& space,
   return spectral_failure(Status::unsupported, kUnsupportedPrecision);
 }
 
+/// spectral_clip() with QDWH's precision from options.qdwh.compute.
+template <class Exec, class TIn>
+SpectralPowerReport spectral_clip_dispatch(const Exec& space,
+                                           const Strided3<const TIn, typename Exec::memory_space>& a,
+                                           const Strided3<TIn, typename Exec::memory_space>& out,
+                                           const SpectralClipOptions& options,
+                                           Workspace<typename Exec::memory_space>& ws) {
+  switch (options.qdwh.compute) {
+    case Precision::automatic:
+      return spectral_clip_strided<Exec, TIn, TIn>(space, a, out, options, ws);
+    case Precision::fp32:
+      return spectral_clip_strided<Exec, TIn, float>(space, a, out, options, ws);
+    case Precision::fp64:
+      return spectral_clip_strided<Exec, TIn, double>(space, a, out, options, ws);
+    case Precision::bf16:
+    case Precision::fp16:
+      break;
+  }
+  return spectral_failure(Status::unsupported, kUnsupportedPrecision);
+}
+
 /// schatten_norm() with QDWH's precision from options.qdwh.compute.
 template <class Exec, class TIn>
 Status schatten_norm_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,

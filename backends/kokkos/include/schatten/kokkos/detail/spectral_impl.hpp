@@ -17,17 +17,18 @@
 
 namespace schatten::kokkos::detail {
 
-/// QDWH's working set plus the double-precision k × k scratch of the rational stage.
+/// QDWH's working set plus the double-precision k × k scratch of the stage that forms g(H).
 template <class TC, class Mem>
 struct SpectralBuffers {
   QdwhBuffers<TC, Mem> q;
   Mat2<double, Mem> ud, xd;               ///< double copies of U and X₀ (fp32 iteration only)
   Mat2<double, Mem> hd, fac, z, acc, h2;  ///< k × k double
   Mat2<TC, Mem> r;                        ///< k × k: g(H) in the iteration precision
+  QdwhBuffers<double, Mem> sign;          ///< spectral_clip: QDWH of a k × k double matrix
 };
 
 template <class TC, class Mem>
-SpectralBuffers<TC, Mem> carve_spectral(Arena& arena, const PolarShape& s) {
+SpectralBuffers<TC, Mem> carve_spectral(Arena& arena, const PolarShape& s, bool sign_stage = false) {
   SpectralBuffers<TC, Mem> b;
   b.q = carve_qdwh<TC, Mem>(arena, s, false);
   if (!std::is_same<TC, double>::value) {
@@ -37,13 +38,14 @@ SpectralBuffers<TC, Mem> carve_spectral(Arena& arena, const PolarShape& s) {
   for (Mat2<double, Mem>* m : {&b.hd, &b.fac, &b.z, &b.acc, &b.h2})
     *m = carve2<double, Mem>(arena, s.k, s.k);
   b.r = carve2<TC, Mem>(arena, s.k, s.k);
+  if (sign_stage) b.sign = carve_qdwh<double, Mem>(arena, PolarShape(1, s.k, s.k, false), false);
   return b;
 }
 
 template <class TC, class Mem>
-std::size_t spectral_bytes(const PolarShape& s) {
+std::size_t spectral_bytes(const PolarShape& s, bool sign_stage = false) {
   Arena counting;
-  carve_spectral<TC, Mem>(counting, s);
+  carve_spectral<TC, Mem>(counting, s, sign_stage);
   return counting.used();
 }
 
@@ -132,6 +134,64 @@ inline SpectralPowerReport spectral_failure(Status s, const char* msg, index_t b
   return r;
 }
 
+/// The flow every QDWH-based spectral map U g(Σ) Vᵀ shares, on strided batches with QDWH
+/// iterating in precision TC: validate, load A/‖A‖_F, then per matrix QDWH (X ← U_p), the short
+/// side's factor H₀ = sym(U_pᵀ X₀) in double, and `stage(hs, b, factor, report, item)`, which
+/// leaves g(H₀) (k × k, double, symmetric) in b.acc and sets `factor` so that
+/// U g(Σ) Vᵀ = factor·U_p g(H₀) (hs = ‖A‖_F·scale is the unit: σ(A) = hs·σ(H₀)); it may mark
+/// the report not_converged. The stage returns nullptr, or a breakdown message. `identity`: g(σ) = σ, a
+/// validated copy (no QDWH); `polar_only`: g = 1 (no stage). An all-zero matrix gives zero. `report` arrives
+/// with the stage's static fields filled in.
+template <class Exec, class TIn, class TC, class Stage>
+SpectralPowerReport spectral_map_strided(const Exec& space,
+                                         const Strided3<const TIn, typename Exec::memory_space>& a,
+                                         const Strided3<TIn, typename Exec::memory_space>& out,
+                                         const QdwhOptions& qdwh_options, bool identity, bool polar_only,
+                                         bool sign_stage, SpectralPowerReport report, Stage&& stage,
+                                         Workspace<typename Exec::memory_space>& ws) {
+  using Mem = typename Exec::memory_space;
+  if (const char* msg = check_io(a, out)) return spectral_failure(Status::invalid_argument, msg);
+  const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
+  if (s.batch == 0 || s.k == 0) return report;
+  try {
+    ws.reserve(spectral_bytes<TC, Mem>(s, sign_stage));
+  } catch (const std::exception&) {
+    return spectral_failure(Status::out_of_memory, "workspace allocation failed");
+  }
+  Arena arena(ws.data());
+  const SpectralBuffers<TC, Mem> b = carve_spectral<TC, Mem>(arena, s, sign_stage);
+  std::vector<double> norms;
+  index_t bad = -1;
+  Normalization nz;
+  if (identity) nz.kind = Normalization::Kind::none;  // U Σ Vᵀ = A: a validated copy
+  if (normalise_and_load(space, a, nz, b.q.factor, b.q.x, s.w_is_transpose, norms, bad) != Status::ok)
+    return spectral_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
+  if (!identity) {
+    for (index_t bi = 0; bi < s.batch; ++bi) {
+      const Mat2<TC, Mem> x = item(b.q.x, bi);
+      const QdwhItem r = qdwh_item(space, s.right, s.n, qdwh_options, x, b.q, Mat2<TC, Mem>());
+      if (r.failure) return spectral_failure(Status::breakdown, r.failure, bi);
+      report.qdwh_iterations = std::max(report.qdwh_iterations, r.iterations);
+      if (!r.converged && report.status == Status::ok) {
+        report.status = Status::not_converged;
+        report.message = "QDWH reached max_iterations";
+        report.bad_item = bi;
+      }
+      if (polar_only || r.scale == 0.0) continue;  // polar factor, or an all-zero matrix
+      symmetric_factor(space, s.right, x, b);
+      double factor = 1.0;
+      if (const char* failure = stage(norms[static_cast<std::size_t>(bi)] * r.scale, b, factor, report, bi))
+        return spectral_failure(Status::breakdown, failure, bi);
+      convert(space, b.r, b.acc, factor);
+      x_times_sym(space, s.right, TC(1), x, b.r, TC(0), b.q.y);
+      copy(space, x, b.q.y);
+    }
+  }
+  store(space, b.q.x, out, s.w_is_transpose);
+  space.fence();
+  return report;
+}
+
 /// The spectral_power() contract on strided batches, QDWH iterating in precision TC.
 template <class Exec, class TIn, class TC>
 SpectralPowerReport spectral_power_strided(const Exec& space,
@@ -142,7 +202,6 @@ SpectralPowerReport spectral_power_strided(const Exec& space,
   using Mem = typename Exec::memory_space;
   if (const char* msg = check_spectral_power_options(options))
     return spectral_failure(Status::invalid_argument, msg);
-  if (const char* msg = check_io(a, out)) return spectral_failure(Status::invalid_argument, msg);
   const double alpha = options.alpha;
   RationalPower g;
   SpectralPowerReport report;
@@ -153,46 +212,97 @@ SpectralPowerReport spectral_power_strided(const Exec& space,
     report.poles = static_cast<int>(g.poles.size()) + (g.form == RationalPower::Form::shifted_ratio ? 0 : 1);
     report.fit_error = g.fit_error;
   }
-  const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
-  if (s.batch == 0 || s.k == 0) return report;
-  try {
-    ws.reserve(spectral_bytes<TC, Mem>(s));
-  } catch (const std::exception&) {
-    return spectral_failure(Status::out_of_memory, "workspace allocation failed");
-  }
-  Arena arena(ws.data());
-  const SpectralBuffers<TC, Mem> b = carve_spectral<TC, Mem>(arena, s);
-  std::vector<double> norms;
-  index_t bad = -1;
-  Normalization nz;
-  if (alpha == 1.0) nz.kind = Normalization::Kind::none;  // U Σ Vᵀ = A: a validated copy
-  if (normalise_and_load(space, a, nz, b.q.factor, b.q.x, s.w_is_transpose, norms, bad) != Status::ok)
-    return spectral_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
-  if (alpha != 1.0) {
-    for (index_t bi = 0; bi < s.batch; ++bi) {
-      const Mat2<TC, Mem> x = item(b.q.x, bi);
-      const QdwhItem r = qdwh_item(space, s.right, s.n, options.qdwh, x, b.q, Mat2<TC, Mem>());
-      if (r.failure) return spectral_failure(Status::breakdown, r.failure, bi);
-      report.qdwh_iterations = std::max(report.qdwh_iterations, r.iterations);
-      if (!r.converged && report.status == Status::ok) {
-        report.status = Status::not_converged;
-        report.message = "QDWH reached max_iterations";
-        report.bad_item = bi;
+  // U g(H₀) in the units of A: H(A) = hs·H₀, and g(hs x) ≈ hs^α g(x).
+  auto rational_stage = [&](double hs, const SpectralBuffers<TC, Mem>& b, double& factor,
+                            SpectralPowerReport&, index_t) -> const char* {
+    if (!rational_function(space, g, b.hd, b.acc, b.fac, b.z, b.h2))
+      return "a shifted Cholesky factorisation broke down";
+    factor = std::pow(hs, alpha);
+    return nullptr;
+  };
+  return spectral_map_strided<Exec, TIn, TC>(space, a, out, options.qdwh, alpha == 1.0, alpha == 0.0, false,
+                                             report, rational_stage, ws);
+}
+
+/// sign(H₀ − tI) for the symmetric k × k H₀ in `hd` (double): the polar factor of a symmetric
+/// matrix, by QDWH in double, so an eigenvalue is resolved down to ~1e-16 of the largest (one at
+/// the rounding level gets an indeterminate sign). Leaves M = H₀ − tI in `m` and the sign in
+/// `sign`; returns nullptr or a breakdown message. Cost: one QDWH of a k × k matrix (≤ 6
+/// iterations in double).
+template <class Exec, class Mem>
+const char* shifted_sign(const Exec& space, const QdwhOptions& o, double t, const Mat2<double, Mem>& hd,
+                         const QdwhBuffers<double, Mem>& sb, const Mat2<double, Mem>& m,
+                         const Mat2<double, Mem>& sign, bool& converged) {
+  copy(space, m, hd);
+  add_identity(space, m, -t);
+  const Mat2<double, Mem> x = item(sb.x, 0);
+  copy(space, x, m);
+  scale(space, x, 1.0 / (1.0 + std::fabs(t)));  // entries of order ≤ 1, as QDWH's input expects
+  QdwhOptions so = o;  // the caller's cap and polish; precision and l₀ are this stage's own:
+  so.compute = Precision::fp64;
+  so.lower_bound = -1.0;  // M is singular when a bound meets a singular value: estimate l₀
+  const QdwhItem r = qdwh_item(space, false, hd.extent(0), so, x, sb, Mat2<double, Mem>());
+  if (r.failure) return r.failure;
+  converged = converged && r.converged;
+  if (r.scale == 0.0)
+    set_identity(space, sign, 0.0);  // M = 0: its sign does not matter
+  else
+    copy(space, sign, x);
+  return nullptr;
+}
+
+/// The spectral_clip() contract on strided batches, QDWH iterating in precision TC, with
+/// clip(σ) = max(l, min(σ, u)) = ½[T_l(σ) + T_u(σ)], T_l = l + |σ − l| (σ when l ≤ 0) and
+/// T_u = u − |σ − u| (σ when u = ∞), |M| = sign(M)·M, applied to H₀ in its units (l/hs, u/hs).
+/// With a lower bound, g = σ + (clip(σ) − σ)·½(1 + sign(σ − φ)) leaves the singular values
+/// below φ = floor·hs as they are (one more sign function).
+template <class Exec, class TIn, class TC>
+SpectralPowerReport spectral_clip_strided(const Exec& space,
+                                          const Strided3<const TIn, typename Exec::memory_space>& a,
+                                          const Strided3<TIn, typename Exec::memory_space>& out,
+                                          const SpectralClipOptions& options,
+                                          Workspace<typename Exec::memory_space>& ws) {
+  using Mem = typename Exec::memory_space;
+  if (const char* msg = check_spectral_clip_options(options))
+    return spectral_failure(Status::invalid_argument, msg);
+  const bool has_lower = options.lower > 0.0, has_upper = std::isfinite(options.upper);
+  SpectralPowerReport report;
+  auto clip_stage = [&](double hs, const SpectralBuffers<TC, Mem>& b, double& factor,
+                        SpectralPowerReport& rep, index_t bi) -> const char* {
+    // acc ← ½(T_l + T_u) on H₀; every term is a symmetric k × k double matrix.
+    bool converged = true;
+    set_identity(space, b.acc, 0.0);
+    for (int side = 0; side < 2; ++side) {
+      if (!(side == 0 ? has_lower : has_upper)) {
+        update_and_difference(space, b.acc, 1.0, 0.5, b.hd);  // T = σ
+        continue;
       }
-      if (alpha == 0.0 || r.scale == 0.0) continue;  // polar factor, or an all-zero matrix
-      symmetric_factor(space, s.right, x, b);
-      if (!rational_function(space, g, b.hd, b.acc, b.fac, b.z, b.h2))
-        return spectral_failure(Status::breakdown, "a shifted Cholesky factorisation broke down", bi);
-      // U g(H₀) in the units of A: H(A) = s·H₀ with s = ‖A‖_F·scale, and g(s x) ≈ s^α g(x).
-      const double hs = norms[static_cast<std::size_t>(bi)] * r.scale;
-      convert(space, b.r, b.acc, std::pow(hs, alpha));
-      x_times_sym(space, s.right, TC(1), x, b.r, TC(0), b.q.y);
-      copy(space, x, b.q.y);
+      const double t = (side == 0 ? options.lower : options.upper) / hs;
+      if (const char* f = shifted_sign(space, options.qdwh, t, b.hd, b.sign, b.fac, b.z, converged)) return f;
+      gemm(space, "N", "N", side == 0 ? 0.5 : -0.5, b.z, b.fac, 1.0, b.acc);  // ± ½|H₀ − tI|
+      add_identity(space, b.acc, 0.5 * t);
     }
-  }
-  store(space, b.q.x, out, s.w_is_transpose);
-  space.fence();
-  return report;
+    if (has_lower && options.floor > 0.0) {  // acc ← H₀ + (acc − H₀)·½(I + sign(H₀ − φI))
+      if (const char* f =
+              shifted_sign(space, options.qdwh, options.floor, b.hd, b.sign, b.fac, b.z, converged))
+        return f;
+      add_identity(space, b.z, 1.0);
+      update_and_difference(space, b.acc, 1.0, -1.0, b.hd);
+      gemm(space, "N", "N", 0.5, b.acc, b.z, 0.0, b.h2);
+      copy(space, b.acc, b.hd);
+      update_and_difference(space, b.acc, 1.0, 1.0, b.h2);
+    }
+    symmetrize(space, Mat3<double, Mem>(b.acc.data(), b.acc.extent(0), b.acc.extent(1), 1));
+    if (!converged && rep.status == Status::ok) {
+      rep.status = Status::not_converged;
+      rep.message = "QDWH of a shifted symmetric factor reached max_iterations";
+      rep.bad_item = bi;
+    }
+    factor = hs;
+    return nullptr;
+  };
+  return spectral_map_strided<Exec, TIn, TC>(space, a, out, options.qdwh, !has_lower && !has_upper, false,
+                                             true, report, clip_stage, ws);
 }
 
 /// The schatten_norm() contract on strided batches, QDWH iterating in precision TC.
