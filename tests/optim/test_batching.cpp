@@ -77,17 +77,24 @@ std::vector<ParamSpec> model() {
           {"fr.0", {6, 9}},    {"fr.1", {6, 9}},    {"fr.2", {6, 9}},    {"h1.b", {24}},
           {"nm.0", {10, 6}},   {"nm.1", {10, 6}},   {"d2.0", {12, 20}},  {"d2.1", {12, 20}},
           {"d2.t0", {20, 12}}, {"d2.t1", {20, 12}}, {"d2.odd", {7, 9}},  {"sp.0", {10, 14}},
-          {"sp.1", {10, 14}}};
+          {"sp.1", {10, 14}},  {"cw.0", {9, 13}},   {"cw.1", {9, 13}}};
 }
 std::vector<std::string> labels() {
   return {"muon",   "adamw", "muon",  "muon",  "muon",  "muon",  "muon",  "muon",    "muadam",
           "muadam", "kaon",  "kaon",  "freon", "freon", "freon", "adamw", "normuon", "normuon",
-          "dion2",  "dion2", "dion2", "dion2", "dion2", "spel",  "spel"};
+          "dion2",  "dion2", "dion2", "dion2", "dion2", "spel",  "spel",  "capped",  "capped"};
+}
+/// SGD with the weights' spectrum clipped into [0.2, 1] after each step (SpectralClipWeights).
+auto capped() {
+  SpectralClipWeights cap;
+  cap.options.lower = 0.2;
+  return chain(ScaleByLearningRate{Schedule::constant(0.1)}, cap);
 }
 auto make(bool batching) {
-  auto p = partition(model(), labels(), route("muon", muon()), route("adamw", adamw()),
-                     route("muadam", muadam()), route("kaon", kaon()), route("freon", freon()),
-                     route("normuon", normuon()), route("dion2", dion2()), route("spel", spel()));
+  auto p =
+      partition(model(), labels(), route("muon", muon()), route("adamw", adamw()), route("muadam", muadam()),
+                route("kaon", kaon()), route("freon", freon()), route("normuon", normuon()),
+                route("dion2", dion2()), route("spel", spel()), route("capped", capped()));
   p.set_batching(batching);
   return p;
 }
@@ -195,10 +202,10 @@ TEST_SUITE("optim.batching") {
     REQUIRE(single.init());
     // Groups: muon 16x24 (0, 2, 5), muon 24x16 (3, 6), muadam (8, 9), kaon (10, 11), freon
     // (12, 13, 14), normuon (16, 17), dion2 rows of 12x20 (18, 19) and columns of 20x12 (20,
-    // 21), spel (23, 24: the parameters' projection batched too); odd, conv, the dion2 7x9 and
-    // the AdamW vectors alone.
+    // 21), spel (23, 24: the parameters' projection batched too), the capped SGD (25, 26: the
+    // weights' spectral clip batched); odd, conv, the dion2 7x9 and the AdamW vectors alone.
     const std::vector<std::vector<std::size_t>> want = {{0, 2, 5}, {3, 6},   {8, 9},   {10, 11}, {12, 13, 14},
-                                                        {16, 17},  {18, 19}, {20, 21}, {23, 24}};
+                                                        {16, 17},  {18, 19}, {20, 21}, {23, 24}, {25, 26}};
     CHECK(batched.batch_groups() == want);
     CHECK(single.batch_groups().empty());
     const auto ps = model();
@@ -220,7 +227,7 @@ TEST_SUITE("optim.batching") {
     capped.set_batching(true, 2);
     REQUIRE(capped.init());
     const std::vector<std::vector<std::size_t>> want2 = {{0, 2},   {3, 6},   {8, 9},   {10, 11}, {12, 13},
-                                                         {16, 17}, {18, 19}, {20, 21}, {23, 24}};
+                                                         {16, 17}, {18, 19}, {20, 21}, {23, 24}, {25, 26}};
     CHECK(capped.batch_groups() == want2);
     Weights wc(ps);
     for (int t = 0; t < 4; ++t) {

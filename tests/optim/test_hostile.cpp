@@ -665,6 +665,18 @@ TEST_SUITE("optim.hostile") {
       sp = SpelOptions{};
       sp.polar.iterations = -1;
       check_refused("spel iterations < 0", spel(sp), "iterations must lie in");
+      SpectralClipWeights cw;
+      cw.options.lower = 2.0;
+      cw.options.upper = 1.0;
+      check_refused("spectral_clip_weights lower > upper", chain(ScaleByLearningRate{}, cw),
+                    "lower must not exceed upper");
+      cw = SpectralClipWeights{};
+      cw.options.upper = nan;
+      check_refused("spectral_clip_weights upper NaN", chain(ScaleByLearningRate{}, cw),
+                    "upper must be positive");
+      SpectralClip sc;
+      sc.options.floor = 1.0;
+      check_refused("spectral_clip floor = 1", chain(sc), "floor must lie in [0, 1)");
       NamoDOptions nd;
       nd.col_clamp = 1.5;
       check_refused("namo_d col_clamp > 1", namo_d(nd), "namo_d_step: col_clamp");

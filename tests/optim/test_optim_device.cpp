@@ -361,6 +361,18 @@ TEST_SUITE("optim.device") {
     check_twin("dev_spel", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", spel()), route("adamw", adamw()));
     });
+    // Muon with its weights' singular values capped after each step (SpectralClipWeights: the
+    // kernel takes the device blocks, OnWeights the device parameters), and the update's own
+    // spectrum clipped (SpectralClip) on the AdamW route's matrices.
+    SpectralClipWeights cap;
+    cap.options.upper = 0.5;
+    SpectralClip clip;
+    clip.options.lower = 0.01;
+    check_twin("dev_spectral_clip", [&](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels,
+                       route("muon", chain(TraceMomentum{}, Orthogonalize{}, ScaleByLearningRate{}, cap)),
+                       route("adamw", chain(clip, ScaleByLearningRate{})));
+    });
   }
 
   TEST_CASE("da sc df muon and namo step on the device like on the host") {

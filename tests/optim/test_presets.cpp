@@ -538,6 +538,56 @@ TEST_SUITE("optim.presets") {
     CHECK((run_rule(spel(z), w0, std::vector<Mat>(2, Mat::Zero(6, 9))) - want).norm() / want.norm() <= 1e-5);
   }
 
+  TEST_CASE("spectral_clip clips the update and spectral_clip_weights caps the weights (SVD oracle)") {
+    // The oracle: U clip(Σ) Vᵀ from Eigen's SVD in double. The kernel is exact to working
+    // precision (float: 7e-8·σ_max per direction, spectral_power.hpp), so what separates the
+    // float run from the double oracle is float rounding of the inputs and of W + u − W
+    // (measured 3.6e-7–3.9e-7 for the clipped updates, 2.3e-7–2.5e-7 for the capped weights):
+    // 1e-5 relative (Frobenius) leaves 25×, while a wrong bound moves the result by O(0.1).
+    auto clip_oracle = [](const Mat& m, double lower, double upper) {
+      Eigen::JacobiSVD<Mat> svd(m, Eigen::ComputeThinU | Eigen::ComputeThinV);
+      Eigen::VectorXd s = svd.singularValues();
+      for (index_t i = 0; i < s.size(); ++i)
+        s(i) = std::max(lower, std::min(s(i), upper));
+      return Mat(svd.matrixU() * s.asDiagonal() * svd.matrixV().transpose());
+    };
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("clip_w", static_cast<std::uint64_t>(r)));  // σ ≈ 1 … 8
+      const auto g = gradients(r, c, 3, "clip_g");
+      // The update's spectrum clipped into [0.2, 0.5] (σ of 0.1-scaled Gaussians: ≈ 0.1 … 0.8).
+      SpectralClip sc;
+      sc.options.lower = 0.2;
+      sc.options.upper = 0.5;
+      Mat want = w0;
+      for (const Mat& gt : g)
+        want += clip_oracle(gt, 0.2, 0.5);
+      CHECK(step_error(run_rule(chain(sc), w0, g), want, w0) <= 1e-5);
+      // The weights capped at 3 after each SGD step: W ← hardcap(W − lr·G).
+      SpectralClipWeights cap;
+      cap.options.upper = 3.0;
+      const auto rule = chain(ScaleByLearningRate{Schedule::constant(0.5)}, cap);
+      Mat wt = w0;
+      for (const Mat& gt : g)
+        wt = clip_oracle(wt - 0.5 * gt, 0.0, 3.0);
+      const Mat got = run_rule(rule, w0, g);
+      CHECK((got - wt).norm() / wt.norm() <= 1e-5);
+      Eigen::JacobiSVD<Mat> svd(got);
+      CHECK(svd.singularValues().maxCoeff() <= 3.0 * (1 + 1e-5));
+      // Controls: without the cap the largest singular value stays far above 3.
+      CHECK((run_rule(chain(ScaleByLearningRate{Schedule::constant(0.5)}), w0, g) - wt).norm() / wt.norm() >
+            0.1);
+    }
+    // Refusals: bad bounds are reported by check() (and so by every chain holding the rule).
+    SpectralClipWeights bad;
+    bad.options.lower = 2.0;
+    bad.options.upper = 1.0;
+    CHECK(std::string(chain(bad).check()).find("lower must not exceed upper") != std::string::npos);
+    CHECK(chain(SpectralClipWeights{}).config().find("spectral_clip_weights(lower=0,upper=1,") !=
+          std::string::npos);
+  }
+
   TEST_CASE("muon with bias correction and dual_norm_scale matches optax's muon(adaptive) in double") {
     for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
       const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it

@@ -402,37 +402,41 @@ struct Orthogonalize {
   std::string config() const { return Signature(name).add("polar", polar_config(polar)).str(); }
 };
 
-/// SPEL's retraction (Manifold Constrained Steepest Descent, arXiv 2601.21487; NVIDIA-NeMo
-/// Emerging-Optimizers `spel.py`, docs/optim.md "SPEL"): the parameter after the step is the polar
-/// factor of the parameter the step would give, W ← polar(W + u). Put last in a chain (after the
-/// learning rate): it turns u into polar(W + u) − W, so that apply_updates (W += u) lands on
-/// polar(W + u), to within the two roundings of that subtraction and addition (≤ 2 ulp of
-/// max(|W|, |polar(W + u)|) per element). Needs the parameter (ConstBlock) in update(); the
-/// whole matrix, like every matrix function. Cost: the polar factor of W + u plus two element-wise
-/// passes; state: the call count (checkpointed) and the polar workspace. `polar.dual_norm_scale`
-/// is refused: it would scale the weights by ⟨W + u, Q⟩ ≈ their nuclear norm.
-struct OrthogonalizeWeights : Orthogonalize {  // polar, init, State, may_fail, device_capable
-  static constexpr const char* name = "orthogonalize_weights";
-
-  /// u ← W + u, u ← polar(u) (Orthogonalize), u ← u − W. On failure u holds W + u (the chain
-  /// restores it).
-  Status update(Block u, State& s, ConstBlock param) const {
+/// A matrix-function rule applied to the parameter after the step: u ← F(W + u) − W, so that
+/// apply_updates (W += u) lands on F(W + u), to within the two roundings of that subtraction and
+/// addition (≤ 2 ulp of max(|W|, |F(W + u)|) per element). Put last in a chain (after the
+/// learning rate). Needs the parameter (ConstBlock) in update(); the whole matrix. Cost: F of
+/// W + u plus two element-wise passes; state: Inner's. On failure u holds W + u (the chain
+/// restores it).
+template <class Inner>
+struct OnWeights : Inner {  // Inner's options, init, State, may_fail, device_capable, workspace
+  Status update(Block u, typename Inner::State& s, ConstBlock param) const {
     add_scaled(u, param, 1.0f);
-    if (const Status st = Orthogonalize::update(u, s, param); st != Status::ok) return st;
+    if (const Status st = Inner::update(u, s, param); st != Status::ok) return st;
     add_scaled(u, param, -1.0f);
     return Status::ok;
   }
-  /// Batched form (rule.hpp): W_b + u_b per block, Orthogonalize's one polar() call over the
-  /// batch (its batch_workspace_bytes), u_b − W_b.
-  Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList params,
+  /// Batched form (rule.hpp): W_b + u_b per block, Inner's one call over the batch (its
+  /// batch_workspace_bytes), u_b − W_b.
+  Status update_batch(BatchedMatrixRef<float> u, StateList<typename Inner::State> states, ParamList params,
                       Workspace& ws) const {
     for (index_t b = 0; b < u.batch; ++b)
       add_scaled(block_of(u, b), params[b], 1.0f);
-    if (const Status st = Orthogonalize::update_batch(u, states, params, ws); st != Status::ok) return st;
+    if (const Status st = Inner::update_batch(u, states, params, ws); st != Status::ok) return st;
     for (index_t b = 0; b < u.batch; ++b)
       add_scaled(block_of(u, b), params[b], -1.0f);
     return Status::ok;
   }
+};
+
+/// SPEL's retraction (Manifold Constrained Steepest Descent, arXiv 2601.21487; NVIDIA-NeMo
+/// Emerging-Optimizers `spel.py`, docs/optim.md "SPEL"): the parameter after the step is the polar
+/// factor of the parameter the step would give, W ← polar(W + u) (OnWeights: last in a chain,
+/// within 2 ulp). State: the call count (checkpointed) and the polar workspace.
+/// `polar.dual_norm_scale` is refused: it would scale the weights by ⟨W + u, Q⟩ ≈ their nuclear
+/// norm.
+struct OrthogonalizeWeights : OnWeights<Orthogonalize> {
+  static constexpr const char* name = "orthogonalize_weights";
   /// check_polar_options (polar.hpp), without dual_norm_scale (the comment above).
   const char* check() const noexcept {
     if (polar.dual_norm_scale) return "orthogonalize_weights: dual_norm_scale would scale the weights";
@@ -476,6 +480,57 @@ struct SpectralPower {
         .add("tolerance", options.tolerance)
         .str();
   }
+};
+
+/// u ← U clip(Σ) Vᵀ, the update's singular values clipped into [lower, upper] (spectral_clip();
+/// lower ≤ 0: the spectral hardcap). Exact to working precision (QDWH and sign functions; cost
+/// and accuracy in spectral_power.hpp).
+struct SpectralClip {
+  static constexpr const char* name = "spectral_clip";
+  static constexpr bool device_capable = true;  // the kernel takes device memory
+  SpectralClipOptions options{};
+
+  static constexpr bool may_fail = true;  // the kernel may report a failure (allocation)
+  using State = MatrixFunctionState;
+  State init(const BlockShape&) const { return State{}; }
+  Status update(Block u, State& s, ConstBlock) const {
+    const SpectralPowerReport r = spectral_clip(MatrixRef<const float>(u), u, options, s.workspace.get());
+    if (r.status != Status::ok) return r.status;
+    ++s.count;
+    return Status::ok;
+  }
+  /// Batched form (rule.hpp): one spectral_clip() call over the batch (the kernel sizes its
+  /// workspace on the first call, as SpectralPower's).
+  std::size_t batch_workspace_bytes(const BlockShape&, index_t) const { return 0; }
+  Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList, Workspace& ws) const {
+    const SpectralPowerReport r = spectral_clip(BatchedMatrixRef<const float>(u), u, options, &ws);
+    if (r.status != Status::ok) return r.status;
+    for (index_t b = 0; b < states.size; ++b)
+      ++states[b].count;
+    return Status::ok;
+  }
+  /// check_spectral_clip_options (spectral_power.hpp).
+  const char* check() const noexcept { return check_spectral_clip_options(options); }
+  std::string config() const { return signature(name); }
+
+ protected:
+  std::string signature(const char* rule) const {
+    return Signature(rule)
+        .add("lower", options.lower)
+        .add("upper", options.upper)
+        .add("floor", options.floor)
+        .add("compute", to_string(options.qdwh.compute))
+        .str();
+  }
+};
+
+/// The weights' singular values clipped after every step, W ← U clip(Σ) Vᵀ of W + u (last in a
+/// chain; OnWeights): with lower = 0 a cap σ_max(W) ≤ upper, the weight-norm bound of
+/// Lipschitz-constrained training with Muon. A no-op on weights already inside the bounds,
+/// up to the rounding of W + u − W.
+struct SpectralClipWeights : OnWeights<SpectralClip> {
+  static constexpr const char* name = "spectral_clip_weights";
+  std::string config() const { return signature(name); }
 };
 
 /// u ← Kaon's chaotic-map spectrum of u (docs/kernels/kaon.md), `steps` steps.
