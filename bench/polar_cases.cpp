@@ -64,6 +64,11 @@ std::vector<Method> methods() {
   add("polar_express_8", PolarMethod::polar_express, schedules::polar_express(), 8);
   add("polar_express_deployed_5", PolarMethod::polar_express, schedules::polar_express_5(), 5);
   add("gram_newton_schulz_pe5", PolarMethod::gram_newton_schulz, schedules::polar_express(), 5);
+  // Emerging-Optimizers' tables (docs/kernels/coefficients.md): CANS, DeepSeek-V4's 10 steps and
+  // the cubic 5-step schedule (2 GEMMs a step).
+  add("newton_schulz_cans5", PolarMethod::newton_schulz, schedules::cans(), 5);
+  add("newton_schulz_dsv4_10", PolarMethod::newton_schulz, schedules::deepseek_v4(), 10);
+  add("newton_schulz_cubic5", PolarMethod::newton_schulz, schedules::cubic5(), 5);
   // Schatten-4 normalisation (Normalization::Kind::schatten4): the same tables from a tighter
   // start, against the Frobenius rows above (docs/kernels/polar.md, "Schatten-4 normalisation").
   auto s4 = [](CoefficientSchedule s) {
