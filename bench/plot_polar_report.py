@@ -36,14 +36,15 @@ def main() -> int:
     precisions = sorted({r["precision"] for r in rows}, key=lambda p: p != "float")
     methods = sorted({r["method"] for r in rows})
     shapes = sorted({r["shape"] for r in rows}, key=lambda s: [int(x) for x in s.split("x")])
-    colours = plt.get_cmap("tab10")
+    ncol = 10 if len(methods) <= 10 else 20  # distinct colours for up to 20 methods
+    colours = plt.get_cmap("tab10" if ncol == 10 else "tab20")
     markers = "osD^v<>Ph*X"
     fig, axes = plt.subplots(1, len(precisions), figsize=(7 * len(precisions), 5.5), squeeze=False)
     for ax, prec in zip(axes[0], precisions):
         for r in rows:
             if r["precision"] != prec:
                 continue
-            c = colours(methods.index(r["method"]) % 10)
+            c = colours(methods.index(r["method"]) % ncol)
             m = markers[shapes.index(r["shape"]) % len(markers)]
             t = float(r["time_ms"])
             ax.scatter(t, float(r["polar_rms"]), color=c, marker=m, s=46, zorder=3)
@@ -57,7 +58,7 @@ def main() -> int:
         ax.set_ylabel("RMS distance to U V^T  (|Q - UV^T|_F / sqrt(k))")
         ax.set_title(f"polar methods, {prec}")
         ax.grid(True, which="both", alpha=0.3)
-        handles = [plt.Line2D([], [], color=colours(i % 10), marker="o", linestyle="", label=m)
+        handles = [plt.Line2D([], [], color=colours(i % ncol), marker="o", linestyle="", label=m)
                    for i, m in enumerate(methods)]
         handles += [plt.Line2D([], [], color="black", marker=markers[i % len(markers)], linestyle="",
                                label=s) for i, s in enumerate(shapes)]
