@@ -109,12 +109,9 @@ void check_zero_and_batch(const Eigen::MatrixXd& a, const Options& o) {
   CHECK(agree_as_batch(zo.data() + r * c, one.data(), one.size(), 1e-10));
 }
 
-/// max(lower, min(σ, upper)), written from the definition.
+/// clip(σ) for these options (support/oracle.hpp).
 double clipped(double sigma, const SpectralClipOptions& o) {
-  double v = sigma;
-  if (v > o.upper) v = o.upper;
-  if (o.lower > 0.0 && v < o.lower) v = o.lower;
-  return v;
+  return schatten::test::clipped(sigma, o.lower, o.upper);
 }
 
 }  // namespace

@@ -30,6 +30,13 @@ Eigen::MatrixXd spectral_map(const Svd& d, const std::function<double(double)>& 
   return d.u * fs.asDiagonal() * d.v.transpose();
 }
 
+double clipped(double sigma, double lower, double upper) {
+  double v = sigma;
+  if (v > upper) v = upper;
+  if (lower > 0.0 && v < lower) v = lower;
+  return v;
+}
+
 namespace {
 /// ν = safety·‖a‖ + eps from the singular values (1 for Norm::none).
 double scale(const Eigen::VectorXd& sigma, double safety, double eps, Norm norm) {

@@ -30,6 +30,10 @@ Svd svd(const Eigen::MatrixXd& a);
 /// U f(Σ) Vᵀ.
 Eigen::MatrixXd spectral_map(const Svd& d, const std::function<double(double)>& f);
 
+/// clip(σ) = max(lower, min(σ, upper)), written from the definition of spectral_clip(): a lower
+/// bound ≤ 0 is none, an upper bound of +∞ is none.
+double clipped(double sigma, double lower, double upper);
+
 /// The norm ν is built from: Frobenius (Σσ²)^{1/2}, Schatten-4 (Σσ⁴)^{1/4}, or none (ν = 1:
 /// the input is already scaled, e.g. by aol_prescale).
 enum class Norm { frobenius, schatten4, none };
