@@ -180,18 +180,19 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
 ///
 /// **Same-shape batching** (on by default, set_batching()): when a route's rule has a batched
 /// form (has_update_batch: a chain containing Orthogonalize, OrthogonalizeWeights,
-/// MuAdamDirection, SpectralPower, KaonSpectrum or Dion2Direction), init() groups the parameters
-/// of that route whose flattened shapes are equal (groups of two or more). In step 2 a group is
-/// one unit: its gradients are copied into a contiguous batch buffer, the chain runs stage by
-/// stage over the group (element-wise rules per block, the matrix function as ONE batched kernel
-/// call), and the updates are copied back into the gradient buffers. Each block gets the same
-/// arithmetic as without batching (the batched kernels compute every matrix of a batch as they
-/// compute a single one; tested bit for bit). Memory: one extra copy of each group's blocks (the
-/// batch buffer) plus one kernel workspace per group sized for the whole batch, both reserved at
-/// init(); step never allocates. Time: two extra passes (copy in, copy out) over the grouped
-/// gradients; the gain is one kernel launch sequence per group instead of one per parameter (the
-/// point on GPUs). States, checkpoints (names and visit order), NaN policy, global clipping and
-/// all-or-nothing are the same with and without batching.
+/// MuAdamDirection, SpectralPower, SpectralClip, SpectralClipWeights, KaonSpectrum or
+/// Dion2Direction), init() groups the parameters of that route whose flattened shapes are equal
+/// (groups of two or more). In step 2 a group is one unit: its gradients are copied into a
+/// contiguous batch buffer, the chain runs stage by stage over the group (element-wise rules
+/// per block, the matrix function as ONE batched kernel call), and the updates are copied back
+/// into the gradient buffers. Each block gets the same arithmetic as without batching (the
+/// batched kernels compute every matrix of a batch as they compute a single one; tested bit for
+/// bit). Memory: one extra copy of each group's blocks (the batch buffer) plus one kernel
+/// workspace per group sized for the whole batch, both reserved at init(); step never
+/// allocates. Time: two extra passes (copy in, copy out) over the grouped gradients; the gain
+/// is one kernel launch sequence per group instead of one per parameter (the point on GPUs).
+/// States, checkpoints (names and visit order), NaN policy, global clipping and all-or-nothing
+/// are the same with and without batching.
 ///
 /// **Device-resident steps** (init(MemoryKind::device)): the states, the batch buffers and the
 /// state backups live in the memory space of Kokkos::DefaultExecutionSpace, and step() takes
