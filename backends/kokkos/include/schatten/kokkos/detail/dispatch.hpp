@@ -3,6 +3,8 @@
 /// Run-time dispatch of the strided implementations on the iteration precision and method.
 #pragma once
 
+#include <type_traits>
+
 #include "schatten/kokkos/detail/polar_impl.hpp"
 #include "schatten/kokkos/detail/qdwh_impl.hpp"
 #include "schatten/kokkos/detail/spectral_impl.hpp"
@@ -12,24 +14,49 @@ namespace schatten::kokkos::detail {
 inline const char* kUnsupportedPrecision =
     "bf16/fp16 iteration needs a CUDA build and the newton_schulz or polar_express method";
 
+/// The iteration type TC as a value, for the generic lambdas of with_iteration_type().
+template <class T>
+struct IterationType {
+  using type = T;
+};
+
+/// f(IterationType<TC>{}) for the iteration type that `p` selects with input type TIn:
+/// automatic → TIn, fp32 → float, fp64 → double; bf16 / fp16 → Kokkos' bhalf_t / half_t only for
+/// a LowP caller on CUDA builds (16-bit storage, fp32 accumulation: SCHATTEN_HAVE_LOWP_GEMM,
+/// vendor.hpp), otherwise `unsupported` is returned. The one place the precision enum becomes
+/// a type.
+template <bool LowP, class Exec, class TIn, class R, class F>
+R with_iteration_type(Precision p, const R& unsupported, F&& f) {
+  switch (p) {
+    case Precision::automatic:
+      return f(IterationType<TIn>{});
+    case Precision::fp32:
+      return f(IterationType<float>{});
+    case Precision::fp64:
+      return f(IterationType<double>{});
+    case Precision::bf16:
+    case Precision::fp16:
+#if defined(SCHATTEN_HAVE_LOWP_GEMM)
+      if constexpr (LowP && std::is_same<Exec, Kokkos::Cuda>::value) {
+        if (p == Precision::bf16) return f(IterationType<Kokkos::Experimental::bhalf_t>{});
+        return f(IterationType<Kokkos::Experimental::half_t>{});
+      }
+#endif
+      break;
+  }
+  return unsupported;
+}
+
 /// qdwh() with the iteration precision from options.compute (automatic = the input's).
 template <class Exec, class TIn>
 QdwhReport qdwh_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                          const Strided3<TIn, typename Exec::memory_space>& q,
                          const Strided3<TIn, typename Exec::memory_space>& h, const QdwhOptions& options,
                          Workspace<typename Exec::memory_space>& ws) {
-  switch (options.compute) {
-    case Precision::automatic:
-      return qdwh_strided<Exec, TIn, TIn>(space, a, q, h, options, ws);
-    case Precision::fp32:
-      return qdwh_strided<Exec, TIn, float>(space, a, q, h, options, ws);
-    case Precision::fp64:
-      return qdwh_strided<Exec, TIn, double>(space, a, q, h, options, ws);
-    case Precision::bf16:
-    case Precision::fp16:
-      break;
-  }
-  return qdwh_failure(Status::unsupported, kUnsupportedPrecision);
+  return with_iteration_type<false, Exec, TIn>(
+      options.compute, qdwh_failure(Status::unsupported, kUnsupportedPrecision), [&](auto tc) {
+        return qdwh_strided<Exec, TIn, typename decltype(tc)::type>(space, a, q, h, options, ws);
+      });
 }
 
 template <class Exec, class TIn>
@@ -66,18 +93,10 @@ SpectralPowerReport spectral_power_dispatch(const Exec& space,
     r.polynomial_steps = options.polynomial_steps;
     return r;
   }
-  switch (options.qdwh.compute) {
-    case Precision::automatic:
-      return spectral_power_strided<Exec, TIn, TIn>(space, a, out, options, ws);
-    case Precision::fp32:
-      return spectral_power_strided<Exec, TIn, float>(space, a, out, options, ws);
-    case Precision::fp64:
-      return spectral_power_strided<Exec, TIn, double>(space, a, out, options, ws);
-    case Precision::bf16:
-    case Precision::fp16:
-      break;
-  }
-  return spectral_failure(Status::unsupported, kUnsupportedPrecision);
+  return with_iteration_type<false, Exec, TIn>(
+      options.qdwh.compute, spectral_failure(Status::unsupported, kUnsupportedPrecision), [&](auto tc) {
+        return spectral_power_strided<Exec, TIn, typename decltype(tc)::type>(space, a, out, options, ws);
+      });
 }
 
 /// spectral_clip() with QDWH's precision from options.qdwh.compute.
@@ -87,18 +106,10 @@ SpectralPowerReport spectral_clip_dispatch(const Exec& space,
                                            const Strided3<TIn, typename Exec::memory_space>& out,
                                            const SpectralClipOptions& options,
                                            Workspace<typename Exec::memory_space>& ws) {
-  switch (options.qdwh.compute) {
-    case Precision::automatic:
-      return spectral_clip_strided<Exec, TIn, TIn>(space, a, out, options, ws);
-    case Precision::fp32:
-      return spectral_clip_strided<Exec, TIn, float>(space, a, out, options, ws);
-    case Precision::fp64:
-      return spectral_clip_strided<Exec, TIn, double>(space, a, out, options, ws);
-    case Precision::bf16:
-    case Precision::fp16:
-      break;
-  }
-  return spectral_failure(Status::unsupported, kUnsupportedPrecision);
+  return with_iteration_type<false, Exec, TIn>(
+      options.qdwh.compute, spectral_failure(Status::unsupported, kUnsupportedPrecision), [&](auto tc) {
+        return spectral_clip_strided<Exec, TIn, typename decltype(tc)::type>(space, a, out, options, ws);
+      });
 }
 
 /// schatten_norm() with QDWH's precision from options.qdwh.compute.
@@ -106,18 +117,9 @@ template <class Exec, class TIn>
 Status schatten_norm_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                               double q, double* norms, const SchattenNormOptions& options,
                               Workspace<typename Exec::memory_space>& ws) {
-  switch (options.qdwh.compute) {
-    case Precision::automatic:
-      return schatten_norm_strided<Exec, TIn, TIn>(space, a, q, norms, options, ws);
-    case Precision::fp32:
-      return schatten_norm_strided<Exec, TIn, float>(space, a, q, norms, options, ws);
-    case Precision::fp64:
-      return schatten_norm_strided<Exec, TIn, double>(space, a, q, norms, options, ws);
-    case Precision::bf16:
-    case Precision::fp16:
-      break;
-  }
-  return Status::unsupported;
+  return with_iteration_type<false, Exec, TIn>(options.qdwh.compute, Status::unsupported, [&](auto tc) {
+    return schatten_norm_strided<Exec, TIn, typename decltype(tc)::type>(space, a, q, norms, options, ws);
+  });
 }
 
 /// polar(): QDWH, or the Newton–Schulz family in the precision from options.compute
@@ -142,33 +144,17 @@ PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename
     p.orthogonality_error = r.orthogonality_error;
     return p;
   }
-  switch (options.compute) {
-    case Precision::automatic:
-      return polar_strided<Exec, TIn, TIn>(space, a, q, options, ws, output_norm_power);
-    case Precision::fp32:
-      return polar_strided<Exec, TIn, float>(space, a, q, options, ws, output_norm_power);
-    case Precision::fp64:
-      return polar_strided<Exec, TIn, double>(space, a, q, options, ws, output_norm_power);
-    case Precision::bf16:
-    case Precision::fp16:
-#if defined(SCHATTEN_HAVE_LOWP_GEMM)
-      // 16-bit storage with fp32 accumulation on CUDA (vendor.hpp), for the Newton–Schulz and
-      // Polar Express iterations; the normalisation is computed in double before the iterate is
-      // rounded to 16 bits. Gram Newton–Schulz needs its Gram in at least fp32 (algorithms.md
-      // §2.4) and is refused, as are host execution spaces (no 16-bit GEMM there).
-      if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
-        if (options.method == PolarMethod::gram_newton_schulz)
+  // bf16/fp16: 16-bit storage with fp32 accumulation on CUDA (vendor.hpp), for the Newton–Schulz
+  // and Polar Express iterations; the normalisation is computed in double before the iterate is
+  // rounded to 16 bits. Gram Newton–Schulz needs its Gram in at least fp32 (algorithms.md §2.4)
+  // and is refused, as are host execution spaces (no 16-bit GEMM there).
+  return with_iteration_type<true, Exec, TIn>(
+      options.compute, polar_failure(Status::unsupported, kUnsupportedPrecision), [&](auto tc) {
+        using TC = typename decltype(tc)::type;
+        if (sizeof(TC) == 2 && options.method == PolarMethod::gram_newton_schulz)
           return polar_failure(Status::unsupported, "gram_newton_schulz does not iterate in bf16/fp16");
-        if (options.compute == Precision::bf16)
-          return polar_strided<Exec, TIn, Kokkos::Experimental::bhalf_t>(space, a, q, options, ws,
-                                                                         output_norm_power);
-        return polar_strided<Exec, TIn, Kokkos::Experimental::half_t>(space, a, q, options, ws,
-                                                                      output_norm_power);
-      }
-#endif
-      break;
-  }
-  return polar_failure(Status::unsupported, kUnsupportedPrecision);
+        return polar_strided<Exec, TIn, TC>(space, a, q, options, ws, output_norm_power);
+      });
 }
 
 }  // namespace schatten::kokkos::detail
