@@ -106,11 +106,28 @@ const char* check_spectral_power_options(const SpectralPowerOptions& o) {
   return check_qdwh_options(o.qdwh);
 }
 
+PolarOptions polynomial_clip_polar_options() {
+  PolarOptions o;
+  o.method = PolarMethod::polar_express;
+  o.iterations = 8;
+  return o;
+}
+
 const char* check_spectral_clip_options(const SpectralClipOptions& o) {
   if (!std::isfinite(o.lower)) return "lower must be finite (a value <= 0 means no lower bound)";
   if (!(o.upper > 0.0)) return "upper must be positive (+infinity means no upper bound)";
   if (!(o.lower <= o.upper)) return "lower must not exceed upper";
   if (!(o.floor >= 0.0 && o.floor < 1.0)) return "floor must lie in [0, 1)";
+  if (o.method == SpectralClipMethod::polynomial) {
+    if (o.polar.method != PolarMethod::newton_schulz && o.polar.method != PolarMethod::polar_express)
+      return "the polynomial spectral clip needs polar.method newton_schulz or polar_express";
+    if (const char* msg = check_polar_options(o.polar)) return msg;
+    if (resolved_schedule(o.polar).normalization.kind != Normalization::Kind::frobenius)
+      return "the polynomial spectral clip needs a schedule with Frobenius normalisation";
+    if (o.polar.dual_norm_scale) return "the polynomial spectral clip has no dual_norm_scale";
+    return nullptr;
+  }
+  if (o.method != SpectralClipMethod::qdwh) return "unknown spectral clip method";
   return check_qdwh_options(o.qdwh);
 }
 

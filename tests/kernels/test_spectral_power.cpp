@@ -114,6 +114,47 @@ double clipped(double sigma, const SpectralClipOptions& o) {
   return schatten::test::clipped(sigma, o.lower, o.upper);
 }
 
+/// The first `steps` rows of a schedule's composite at x (repeating the last row past the
+/// table), from the formula as composite() above.
+double composite_steps(const CoefficientSchedule& s, double x, int steps) {
+  for (int t = 0; t < steps; ++t) {
+    const OddQuintic& q = s.steps[std::min<std::size_t>(static_cast<std::size_t>(t), s.steps.size() - 1)];
+    x = x * (q.a + x * x * (q.b + x * x * q.c));
+  }
+  return x;
+}
+
+/// What the polynomial spectral clip returns for a singular value σ in exact arithmetic, from
+/// the formulas of docs/kernels/spectral_power.md ("Polynomial clipping"), written here
+/// independently of the kernel: x = σ/ν, h = x·f(x), per bound t = β/ν (capped at 2B) the sign
+/// f(c(h − t)) with c = 1/(1.05·max(t, B − t)), B = max |f| on [0, 1] (dense sampling here),
+/// clip ≈ ½[(t_l + (h − t_l)s_l) + (t_u − (h − t_u)s_u)], output ν·f(x)·clip (× t_l/2B when the
+/// lower bound was capped).
+struct PolynomialClipImage {
+  CoefficientSchedule sched;
+  int steps;
+  double nu, bound;
+  SpectralClipOptions o;
+  PolynomialClipImage(const SpectralClipOptions& opt, double fro)
+      : sched(resolved_schedule(opt.polar)), steps(opt.polar.iterations), o(opt) {
+    nu = sched.normalization.safety * fro + sched.normalization.eps;
+    bound = 0.0;
+    for (int i = 0; i <= 100000; ++i)
+      bound = std::max(bound, std::fabs(composite_steps(sched, i / 100000.0, steps)));
+  }
+  double operator()(double sigma) const {
+    const double x = sigma / nu, fx = composite_steps(sched, x, steps), h = x * fx, cap = 2 * bound;
+    const bool lower = o.lower > 0, upper = std::isfinite(o.upper);
+    const double tl_raw = o.lower / nu, tl = std::min(tl_raw, cap), tu = std::min(o.upper / nu, cap);
+    auto sign = [&](double t) {
+      return composite_steps(sched, (h - t) / (1.05 * std::max(t, bound - t)), steps);
+    };
+    const double clip =
+        0.5 * ((lower ? tl + (h - tl) * sign(tl) : h) + (upper ? tu - (h - tu) * sign(tu) : h));
+    return nu * fx * clip * (lower && tl_raw > cap ? tl_raw / cap : 1.0);
+  }
+};
+
 }  // namespace
 
 TEST_SUITE("kernels.spectral_power") {
@@ -503,6 +544,165 @@ TEST_SUITE("kernels.spectral_power") {
         CHECK(relative_error(out, spectral_map(ref, [&](double x) { return clipped(x, o); })) <= tol * 10);
       }
     }
+  }
+
+  TEST_CASE("spectral_clip polynomial method: the scalar map of the default stays in its band") {
+    // Dense sweep of the exact-arithmetic image (PolynomialClipImage, independent of the kernel)
+    // against clip(σ): σ ∈ [1e-3, 1]·‖A‖_F (2001 log-spaced), bounds β ∈ [1e-3, 1]·‖A‖_F (201
+    // log-spaced) as a hardcap [0, β], a lower bound [β, ∞) and a two-sided [β, 3β]. The
+    // documented band of the default (Polar Express, 8 steps) is 3e-5·‖A‖_F (measured 2.2e-5);
+    // with the first 5 rows only the signs have not converged and the error is O(0.1)·‖A‖_F.
+    const double inf = std::numeric_limits<double>::infinity();
+    for (int steps : {8, 5}) {
+      CAPTURE(steps);
+      double worst = 0.0;
+      for (int kind = 0; kind < 3; ++kind)
+        for (int ib = 0; ib <= 200; ib += 4) {
+          const double beta = std::pow(10.0, -3.0 + 3.0 * ib / 200.0);
+          SpectralClipOptions o;
+          o.method = SpectralClipMethod::polynomial;
+          o.polar.iterations = steps;
+          o.lower = kind == 0 ? 0.0 : beta;
+          o.upper = kind == 0 ? beta : kind == 1 ? inf : 3 * beta;
+          const PolynomialClipImage image(o, 1.0);
+          for (int ix = 0; ix <= 2000; ix += 2) {
+            const double sigma = std::pow(10.0, -3.0 + 3.0 * ix / 2000.0);
+            worst = std::max(worst, std::fabs(image(sigma) - clipped(sigma, o)));
+          }
+        }
+      if (steps == 8)
+        CHECK(worst <= 3e-5);
+      else
+        CHECK(worst >= 0.1);
+    }
+  }
+
+  TEST_CASE_TEMPLATE("spectral_clip polynomial method follows its scalar map", T, float, double) {
+    // Prescribed spectra (3.7 down to 3.7e-2) and the bounds of the QDWH test. Each singular
+    // direction is compared with the exact image of the method (PolynomialClipImage): the
+    // kernel's own error, rounding only. In double the iteration's rounding (~1e-16) passes
+    // through maps whose slopes are bounded on these spectra (σ/ν ≥ 4e-3): 1e-12·σ_max allows
+    // for it (measured ≤ 1e-15); in float 2e-5·σ_max (measured 1e-7 on the diagonal, 5e-7·√k
+    // leakage). Then against clip(σ) itself within the documented band (3e-5·‖A‖_F) plus the
+    // rounding tolerance; a wrong shift, scale, sign or orientation is O(0.01) or more.
+    const double tol = std::is_same<T, float>::value ? 2e-5 : 1e-12;
+    const double inf = std::numeric_limits<double>::infinity();
+    struct Bounds {
+      double lower, upper;
+    };
+    const Bounds cases[] = {{0.0, 1.0}, {0.05, 1.0}, {0.5, inf}, {2.0, 2.0}, {-1.0, 0.3}, {50.0, 60.0}};
+    for (std::uint64_t which = 0; which < 6; ++which) {
+      for (const auto& shape : {std::pair<index_t, index_t>{80, 120}, {150, 64}}) {
+        const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+        const double lower = cases[which].lower, upper = cases[which].upper;
+        CAPTURE(lower);
+        CAPTURE(upper);
+        CAPTURE(r);
+        const index_t k = std::min(r, c);
+        const std::vector<double> sigma = geometric(k, 1e-2, 3.7);
+        const std::uint64_t seed = case_seed("clip_polynomial", static_cast<std::uint64_t>(r) + 1000 * which);
+        CAPTURE(seed);
+        const Factored f = factored(r, c, sigma, seed);
+        SpectralClipOptions o;
+        o.lower = lower;
+        o.upper = upper;
+        o.method = SpectralClipMethod::polynomial;
+        SpectralPowerReport rep;
+        const Eigen::MatrixXd a = rounded<T>(f.a);
+        const Eigen::MatrixXd out = run_map<T>(a, o, &rep);
+        CHECK(rep.polynomial_steps == 8);
+        CHECK(rep.qdwh_iterations == 0);
+        const PolynomialClipImage image(o, a.norm());
+        const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
+        Eigen::MatrixXd want = Eigen::MatrixXd::Zero(k, k);
+        double worst_image = 0.0, worst_clip = 0.0;
+        for (index_t i = 0; i < k; ++i) {
+          const double s = sigma[static_cast<std::size_t>(i)];
+          want(i, i) = image(s);
+          worst_image = std::max(worst_image, std::fabs(d(i, i) - want(i, i)));
+          worst_clip = std::max(worst_clip, std::fabs(d(i, i) - clipped(s, o)));
+        }
+        CHECK(worst_image <= tol * 3.7);
+        CHECK((d - want).norm() <= 10 * tol * 3.7 * std::sqrt(double(k)));
+        CHECK(worst_clip <= 3e-5 * a.norm() + tol * 3.7);
+      }
+    }
+  }
+
+  TEST_CASE("spectral_clip polynomial method: zeros, scale, refusals and batches") {
+    const index_t r = 40, c = 30;
+    std::vector<double> deficient = geometric(30, 1e-2, 2.0);
+    for (index_t i = 25; i < 30; ++i)
+      deficient[static_cast<std::size_t>(i)] = 0.0;
+    const Factored g = factored(r, c, deficient, case_seed("clip_polynomial_rank"));
+    SpectralClipOptions o;
+    o.method = SpectralClipMethod::polynomial;
+    o.lower = 0.5;
+    o.upper = 1.0;
+    // Exact zeros (rounding-level after forming A) stay at the rounding level: the polar
+    // approximation maps them through f(x) ≈ (∏a_t)·x, never raises them to the lower bound.
+    const Eigen::MatrixXd d = g.u.transpose() * run_map<double>(g.a, o) * g.v;
+    for (index_t i = 0; i < 25; ++i)
+      CHECK(std::fabs(d(i, i) - clipped(deficient[static_cast<std::size_t>(i)], o)) <= 3e-5 * g.a.norm());
+    for (index_t i = 25; i < 30; ++i)
+      CHECK(std::fabs(d(i, i)) <= 1e-10);
+    // Scale: A·1e-30 and A·1e30 clip as A does relative to bounds scaled alike; a lower bound
+    // above 2B·ν (1e40 here) goes through the capped shift and the output factor: β·O.
+    for (double s : {1e-30, 1e30}) {
+      CAPTURE(s);
+      SpectralClipOptions os = o;
+      os.lower = 0.5 * s;
+      os.upper = 1.0 * s;
+      CHECK(relative_error(run_map<double>(g.a * s, os) / s, run_map<double>(g.a, o)) <= 1e-12);
+    }
+    SpectralClipOptions high = o;
+    high.lower = high.upper = 1e40;
+    PolarOptions po = o.polar;
+    std::vector<double> m = to_row_major<double>(g.a), q(m.size());
+    REQUIRE(polar(MatrixRef<const double>(m.data(), r, c), MatrixRef<double>(q.data(), r, c), po).status ==
+            Status::ok);
+    CHECK(relative_error(run_map<double>(g.a, high) / 1e40, from_row_major(q.data(), r, c)) <= 1e-12);
+    // Refusals: nothing is written.
+    std::vector<float> a(2 * r * c, 0.5f), out(a.size(), -5.0f);
+    struct Bad {
+      const char* message;
+      PolarOptions polar;
+    };
+    std::vector<Bad> bad(5, Bad{"", polynomial_clip_polar_options()});
+    bad[0] = {"polar.method", bad[0].polar};
+    bad[0].polar.method = PolarMethod::qdwh;
+    bad[1] = {"polar.method", bad[1].polar};
+    bad[1].polar.method = PolarMethod::gram_newton_schulz;
+    bad[2] = {"Frobenius", bad[2].polar};
+    bad[2].polar.schedule = schedules::polar_express();
+    bad[2].polar.schedule.normalization.kind = Normalization::Kind::aol;
+    bad[3] = {"dual_norm_scale", bad[3].polar};
+    bad[3].polar.dual_norm_scale = true;
+    bad[4] = {"iterations", bad[4].polar};
+    bad[4].polar.iterations = -1;
+    for (const Bad& b : bad) {
+      CAPTURE(b.message);
+      SpectralClipOptions ob = o;
+      ob.polar = b.polar;
+      const char* msg = check_spectral_clip_options(ob);
+      REQUIRE(msg != nullptr);
+      CHECK(std::string(msg).find(b.message) != std::string::npos);
+      CHECK(spectral_clip(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), ob)
+                .status == Status::invalid_argument);
+    }
+    SpectralClipOptions lowp = o;
+    lowp.polar.compute = Precision::bf16;
+    if (!precision_supported(Precision::bf16, PolarMethod::polar_express))
+      CHECK(spectral_clip(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), lowp)
+                .status == Status::unsupported);
+    a[r * c + 3] = std::numeric_limits<float>::quiet_NaN();
+    const SpectralPowerReport rep = spectral_clip(BatchedMatrixRef<const float>(a.data(), 2, r, c),
+                                                  BatchedMatrixRef<float>(out.data(), 2, r, c), o);
+    CHECK(rep.status == Status::non_finite_input);
+    CHECK(rep.bad_item == 1);
+    for (float x : out)
+      CHECK(x == -5.0f);
+    check_zero_and_batch(g.a, o);
   }
 
   TEST_CASE("spectral_clip edge cases: no bounds copies, zeros stay zero, bounds on singular values") {

@@ -24,6 +24,8 @@ using Ws = Workspace<DefaultMem>;
       const DefaultExec&, const In<TIN>&, const Out<TIN>&, const SpectralPowerOptions&, Ws&);             \
   template SpectralPowerReport spectral_clip_strided<DefaultExec, TIN, TC>(                               \
       const DefaultExec&, const In<TIN>&, const Out<TIN>&, const SpectralClipOptions&, Ws&);              \
+  template SpectralPowerReport spectral_clip_polynomial_strided<DefaultExec, TIN, TC>(                    \
+      const DefaultExec&, const In<TIN>&, const Out<TIN>&, const SpectralClipOptions&, Ws&);              \
   template Status schatten_norm_strided<DefaultExec, TIN, TC>(const DefaultExec&, const In<TIN>&, double, \
                                                               double*, const SchattenNormOptions&, Ws&);
 SCHATTEN_INSTANTIATE(float, float)

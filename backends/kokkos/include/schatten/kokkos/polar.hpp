@@ -167,6 +167,9 @@ using Ws = Workspace<Mem>;
   extern template SpectralPowerReport spectral_clip_strided<extern_templates::Exec, TIN, TC>(             \
       const extern_templates::Exec&, const extern_templates::In<TIN>&, const extern_templates::Out<TIN>&, \
       const SpectralClipOptions&, extern_templates::Ws&);                                                 \
+  extern template SpectralPowerReport spectral_clip_polynomial_strided<extern_templates::Exec, TIN, TC>(  \
+      const extern_templates::Exec&, const extern_templates::In<TIN>&, const extern_templates::Out<TIN>&, \
+      const SpectralClipOptions&, extern_templates::Ws&);                                                 \
   extern template Status schatten_norm_strided<extern_templates::Exec, TIN, TC>(                          \
       const extern_templates::Exec&, const extern_templates::In<TIN>&, double, double*,                   \
       const SchattenNormOptions&, extern_templates::Ws&);                                                 \

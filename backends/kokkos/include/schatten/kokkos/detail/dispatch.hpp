@@ -3,6 +3,7 @@
 /// Run-time dispatch of the strided implementations on the iteration precision and method.
 #pragma once
 
+#include <cmath>
 #include <type_traits>
 
 #include "schatten/kokkos/detail/polar_impl.hpp"
@@ -99,17 +100,25 @@ SpectralPowerReport spectral_power_dispatch(const Exec& space,
       });
 }
 
-/// spectral_clip() with QDWH's precision from options.qdwh.compute.
+/// spectral_clip(): the polynomial method (with a bound) in the precision from
+/// options.polar.compute, bf16/fp16 included on CUDA; otherwise QDWH's precision from
+/// options.qdwh.compute (no bound: a validated copy, spectral_clip_strided).
 template <class Exec, class TIn>
 SpectralPowerReport spectral_clip_dispatch(const Exec& space,
                                            const Strided3<const TIn, typename Exec::memory_space>& a,
                                            const Strided3<TIn, typename Exec::memory_space>& out,
                                            const SpectralClipOptions& options,
                                            Workspace<typename Exec::memory_space>& ws) {
-  return with_iteration_type<false, Exec, TIn>(
-      options.qdwh.compute, spectral_failure(Status::unsupported, kUnsupportedPrecision), [&](auto tc) {
-        return spectral_clip_strided<Exec, TIn, typename decltype(tc)::type>(space, a, out, options, ws);
-      });
+  const SpectralPowerReport unsupported = spectral_failure(Status::unsupported, kUnsupportedPrecision);
+  if (options.method == SpectralClipMethod::polynomial &&
+      (options.lower > 0.0 || std::isfinite(options.upper)))
+    return with_iteration_type<true, Exec, TIn>(options.polar.compute, unsupported, [&](auto tc) {
+      return spectral_clip_polynomial_strided<Exec, TIn, typename decltype(tc)::type>(space, a, out, options,
+                                                                                      ws);
+    });
+  return with_iteration_type<false, Exec, TIn>(options.qdwh.compute, unsupported, [&](auto tc) {
+    return spectral_clip_strided<Exec, TIn, typename decltype(tc)::type>(space, a, out, options, ws);
+  });
 }
 
 /// schatten_norm() with QDWH's precision from options.qdwh.compute.

@@ -456,6 +456,9 @@ const char* check_io(const Strided3<const TIn, Mem>& a, const Strided3<TOut, Mem
                                         q.stride(1), q.stride(2), true);
 }
 
+/// ν = safety·‖A‖_F + eps: what a Frobenius normalisation divides a matrix of norm `fro` by.
+inline double frobenius_divisor(const Normalization& nz, double fro) { return nz.safety * fro + nz.eps; }
+
 /// Validates the input (NaN/Inf), computes each matrix's scale factor for the normalisation,
 /// and loads W[b] = factor[b]·a[b] into x. Nothing is written to user memory. On NaN/Inf
 /// returns non_finite_input with `bad` set to the first bad matrix. `norms` receives ‖a[b]‖_F
@@ -499,7 +502,7 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
       norms[b] = amax[b] == 0.0 ? 0.0 : amax[b] * std::sqrt(ssq[b]);
       factor[b] = norms[b] == 0.0 ? 0.0
                   : gram_scaled   ? 1.0 / norms[b]
-                                  : 1.0 / (nz.safety * norms[b] + nz.eps);  // zero → zero
+                                  : 1.0 / frobenius_divisor(nz, norms[b]);  // zero → zero
     }
   }
   copy_to_device(space, factor_device, factor);

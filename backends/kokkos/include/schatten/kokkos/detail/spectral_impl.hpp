@@ -305,6 +305,140 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
                                              true, report, clip_stage, ws);
 }
 
+/// Working arrays of the polynomial spectral clip: the polar call's (Newton–Schulz), five k × k
+/// matrices per item in the iteration precision, and the per-item shifts.
+template <class TC, class Mem>
+struct ClipPolynomialBuffers {
+  PolarBuffers<TC, Mem> p;
+  Mat3<TC, Mem> h, acc, d, m, y;  ///< H₀, ½(T_l + T_u), H₀ − tI, c(H₀ − tI), the sign's ping-pong
+  double* shifts = nullptr;       ///< 4·batch: t_l, c_l, t_u, c_u per item
+};
+
+template <class TC, class Mem>
+ClipPolynomialBuffers<TC, Mem> carve_clip_polynomial(Arena& arena, const PolarShape& s) {
+  ClipPolynomialBuffers<TC, Mem> b;
+  b.p = carve_polar<TC, Mem>(arena, s, PolarMethod::newton_schulz);
+  for (Mat3<TC, Mem>* m : {&b.h, &b.acc, &b.d, &b.m, &b.y})
+    *m = carve<TC, Mem>(arena, s.k, s.k, s.batch);
+  b.shifts = arena.take<double>(4 * static_cast<std::size_t>(s.batch));
+  return b;
+}
+
+/// B = max |f(x)| over x ∈ [0, 1] for the composite map f of `iterations` steps of `sched`,
+/// sampled on 4097 equispaced and 4097 log-spaced points (1e-8 … 1), which resolve the
+/// equioscillation of the published tables; the caller adds a margin for what falls between.
+inline double composite_map_bound(const CoefficientSchedule& sched, int iterations) {
+  double bound = 0.0;
+  for (int i = 0; i <= 4096; ++i) {
+    bound = std::max(bound, std::fabs(sched.apply(i / 4096.0, iterations)));
+    bound = std::max(bound, std::fabs(sched.apply(std::pow(10.0, -8.0 * i / 4096.0), iterations)));
+  }
+  return bound;
+}
+
+/// Margin on composite_map_bound() in the sign stage's scaling (rounding of the iterate, up to
+/// ~1 % over T steps in bf16, and the sampling).
+constexpr double kClipSignMargin = 1.05;
+
+/// The spectral_clip() contract with SpectralClipMethod::polynomial, on strided batches,
+/// iterating in precision TC (docs/kernels/spectral_power.md, "Polynomial clipping"). With
+/// X₀ = A/ν (ν = safety·‖A‖_F + eps) and f the composite map of options.polar:
+///   O = NS(X₀) = U f(Σ/ν) Vᵀ;  H₀ = sym(X₀ Oᵀ) (wide W) or sym(Oᵀ X₀) (tall W) = V h Vᵀ,
+///   h(x) = x f(x);  per bound β: t = β/ν, D = H₀ − tI, S = NS(c D) ≈ sign(D) with
+///   c = 1/(kClipSignMargin·max(t, B − t)), B = composite_map_bound ≥ ‖H₀‖₂;
+///   acc = ½[(t_l I + S_l D_l) + (t_u I − S_u D_u)] (H₀ for a missing bound);  out = ν·acc·O
+/// (ν·O·acc for tall W). A bound t ≥ 2B is replaced by 2B: for the upper bound this changes
+/// nothing (sign(D) = −I either way), for the lower one clip(H₀) = t_l I, which the output factor
+/// restores (ν·t_l/2B), so that no shift overflows the iteration type. Every product is a
+/// batched GEMM in TC; one host read-back (normalise_and_load).
+template <class Exec, class TIn, class TC>
+SpectralPowerReport spectral_clip_polynomial_strided(
+    const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
+    const Strided3<TIn, typename Exec::memory_space>& out, const SpectralClipOptions& options,
+    Workspace<typename Exec::memory_space>& ws) {
+  using Mem = typename Exec::memory_space;
+  using S = scalar_t<TC>;
+  if (const char* msg = check_spectral_clip_options(options))
+    return spectral_failure(Status::invalid_argument, msg);
+  if (const char* msg = check_io(a, out)) return spectral_failure(Status::invalid_argument, msg);
+  const PolarOptions& po = options.polar;
+  const CoefficientSchedule sched = resolved_schedule(po);
+  const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
+  SpectralPowerReport report;
+  report.polynomial_steps = po.iterations;
+  if (s.batch == 0 || s.k == 0) return report;
+  try {
+    Arena counting;
+    carve_clip_polynomial<TC, Mem>(counting, s);
+    ws.reserve(counting.used());
+  } catch (const std::exception&) {
+    return spectral_failure(Status::out_of_memory, "workspace allocation failed");
+  }
+  Arena arena(ws.data());
+  const ClipPolynomialBuffers<TC, Mem> b = carve_clip_polynomial<TC, Mem>(arena, s);
+  std::vector<double> norms;
+  index_t bad = -1;
+  if (normalise_and_load(space, a, sched.normalization, b.p.factor, b.p.x, s.w_is_transpose, norms, bad) !=
+      Status::ok)
+    return spectral_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
+  const int iterations = po.iterations;
+  const Mat3<TC, Mem> o = newton_schulz_steps(space, po.symmetric_gram, s.right, sched, iterations, b.p.x,
+                                              b.p.y, b.p.sq[0], b.p.sq[1]);
+  const Mat3<TC, Mem> w = o.data() == b.p.x.data() ? b.p.y : b.p.x;
+  load_scaled(space, a, b.p.factor, w, s.w_is_transpose);  // X₀ again (the factors are kept)
+  if (s.right)
+    batched_gemm(space, "T", "N", S(1), o, w, S(0), b.h);
+  else
+    batched_gemm(space, "N", "T", S(1), w, o, S(0), b.h);
+  symmetrize(space, b.h);
+
+  // Per item: the shifts t and scales c of both bounds in H₀'s units, and the output factor.
+  const bool has_lower = options.lower > 0.0, has_upper = std::isfinite(options.upper);
+  const double bound = composite_map_bound(sched, iterations), cap = 2.0 * bound;
+  std::vector<double> shifts(4 * static_cast<std::size_t>(s.batch), 0.0), f(norms.size(), 0.0);
+  for (std::size_t i = 0; i < norms.size(); ++i) {
+    if (norms[i] == 0.0) continue;  // zero stays zero: t = c = 0 and factor 0
+    const double nu = frobenius_divisor(sched.normalization, norms[i]);
+    const double tl = options.lower / nu, tu = options.upper / nu;
+    f[i] = has_lower && tl > cap ? options.lower / cap : nu;  // = ν·t_l/2B, without overflow
+    const double t[2] = {std::min(tl, cap), std::min(tu, cap)};
+    for (int side = 0; side < 2; ++side) {
+      shifts[i + (2 * side) * norms.size()] = t[side];
+      shifts[i + (2 * side + 1) * norms.size()] =
+          1.0 / (kClipSignMargin * std::max(t[side], bound - t[side]));
+    }
+  }
+  copy_to_device(space, b.shifts, shifts);
+  const double* sh = b.shifts;
+  const index_t k = s.k, batch = s.batch;
+  const Mat3<TC, Mem> h = b.h, acc = b.acc, d = b.d, m = b.m;
+  for_each_element(
+      space, "schatten::spectral_clip::init", k, k, batch, KOKKOS_LAMBDA(index_t i, index_t j, index_t bi) {
+        const double hv = static_cast<double>(static_cast<S>(h(i, j, bi)));
+        const double tl = i == j ? sh[bi] : 0.0, tu = i == j ? sh[2 * batch + bi] : 0.0;
+        acc(i, j, bi) = static_cast<TC>(0.5 * ((has_lower ? tl : hv) + (has_upper ? tu : hv)));
+      });
+  for (int side = 0; side < 2; ++side) {
+    if (!(side == 0 ? has_lower : has_upper)) continue;
+    const double* ts = sh + 2 * side * batch;
+    for_each_element(
+        space, "schatten::spectral_clip::shift", k, k, batch,
+        KOKKOS_LAMBDA(index_t i, index_t j, index_t bi) {
+          const double dv = static_cast<double>(static_cast<S>(h(i, j, bi))) - (i == j ? ts[bi] : 0.0);
+          d(i, j, bi) = static_cast<TC>(dv);
+          m(i, j, bi) = static_cast<TC>(dv * ts[batch + bi]);
+        });
+    const Mat3<TC, Mem> sign = newton_schulz_steps(space, po.symmetric_gram, false, sched, iterations, b.m,
+                                                   b.y, b.p.sq[0], b.p.sq[1]);
+    batched_gemm(space, "N", "N", S(side == 0 ? 0.5 : -0.5), sign, b.d, S(1), b.acc);  // ± ½|H₀ − tI|
+  }
+  symmetrize(space, b.acc);
+  apply_factor(space, s.right, b.acc, o, w);
+  store_scaled(space, w, out, s.w_is_transpose, f, b.p.factor);
+  space.fence();
+  return report;
+}
+
 /// The schatten_norm() contract on strided batches, QDWH iterating in precision TC.
 template <class Exec, class TIn, class TC>
 Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
