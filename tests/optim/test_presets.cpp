@@ -578,6 +578,15 @@ TEST_SUITE("optim.presets") {
       // Controls: without the cap the largest singular value stays far above 3.
       CHECK((run_rule(chain(ScaleByLearningRate{Schedule::constant(0.5)}), w0, g) - wt).norm() / wt.norm() >
             0.1);
+      // The polynomial method (Newton–Schulz only): each step within its band, 3e-5·‖W + u‖_F per
+      // direction (spectral_power.hpp; ‖W‖_F ≈ 15 here), so over 3 steps and 12 directions
+      // ≤ 3·√12·4.5e-4 ≈ 5e-3 absolute, 5e-4 relative to ‖W‖_F ≈ 10: checked at 1e-3 (measured
+      // 8.7e-6 and 9.2e-6). The cap itself within the same band (measured σ_max 3.00004).
+      SpectralClipWeights poly = cap;
+      poly.options.method = SpectralClipMethod::polynomial;
+      const Mat got_poly = run_rule(chain(ScaleByLearningRate{Schedule::constant(0.5)}, poly), w0, g);
+      CHECK((got_poly - wt).norm() / wt.norm() <= 1e-3);
+      CHECK(spectral_norm(got_poly) <= 3.0 + 5e-3);
     }
     // Refusals: bad bounds are reported by check() (and so by every chain holding the rule).
     SpectralClipWeights bad;
@@ -585,6 +594,11 @@ TEST_SUITE("optim.presets") {
     bad.options.upper = 1.0;
     CHECK(std::string(chain(bad).check()).find("lower must not exceed upper") != std::string::npos);
     CHECK(chain(SpectralClipWeights{}).config().find("spectral_clip_weights(lower=0,upper=1,") !=
+          std::string::npos);
+    SpectralClipWeights poly;
+    poly.options.method = SpectralClipMethod::polynomial;
+    CHECK(chain(poly).config().find(
+              "method=polynomial,polar=polar_express(schedule=polar_express,iterations=8") !=
           std::string::npos);
   }
 

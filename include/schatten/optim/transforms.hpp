@@ -515,12 +515,12 @@ struct SpectralClip {
 
  protected:
   std::string signature(const char* rule) const {
-    return Signature(rule)
-        .add("lower", options.lower)
-        .add("upper", options.upper)
-        .add("floor", options.floor)
-        .add("compute", to_string(options.qdwh.compute))
-        .str();
+    Signature s(rule);
+    s.add("lower", options.lower).add("upper", options.upper);
+    // The method only when it is not the default (QDWH), so earlier signatures stay as they were.
+    if (options.method == SpectralClipMethod::polynomial)
+      return s.add("method", "polynomial").add("polar", polar_config(options.polar)).str();
+    return s.add("floor", options.floor).add("compute", to_string(options.qdwh.compute)).str();
   }
 };
 
