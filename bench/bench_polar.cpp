@@ -17,7 +17,8 @@
 /// spectral_power/<alpha>/<precision>/<shape> times spectral_power() (α = 0.5, 0.25, −0.5):
 ///   GFLOP/s, rel_err = ‖out − UΣ^αVᵀ‖_F/‖UΣ^αVᵀ‖_F, poles, qdwh_its;
 /// spectral_clip/lower=..,upper=../<precision>/<shape> times spectral_clip() with bounds given
-/// relative to σ_max (the hardcap, and a two-sided clip): rel_err against U clip(Σ) Vᵀ.
+/// relative to σ_max (the hardcap, and a two-sided clip): rel_err against U clip(Σ) Vᵀ;
+/// spectral_clip_poly8/... the same with SpectralClipMethod::polynomial (Polar Express, 8 steps).
 /// spectral_power_poly{5,8}/... the polynomial method with 5 or 8 steps (α ≥ 0): GFLOP/s,
 ///   rel_err, band (the schedule's worst relative error on [1e-3, 1]).
 /// qdwh_floor/double/1024x1024/kappa=1e16: QDWH on a geometric spectrum of condition 1e16, the
@@ -104,10 +105,10 @@ double relative_error(const std::vector<T>& out, const std::vector<double>& exac
   return std::sqrt(num / den);
 }
 
-/// spectral_clip() with singular values clipped into [lower, upper]·σ_max: time and rel_err
-/// against U clip(Σ) Vᵀ from the problem's exact factors.
+/// spectral_clip() with singular values clipped into [lower, upper]·σ_max, by QDWH or the
+/// polynomial method: time and rel_err against U clip(Σ) Vᵀ from the problem's exact factors.
 template <class T>
-void bm_spectral_clip(benchmark::State& st, Shape shape, double lower, double upper) {
+void bm_spectral_clip(benchmark::State& st, Shape shape, double lower, double upper, bool polynomial) {
   const Problem& p = problem(shape);
   const index_t r = shape.rows, c = shape.cols;
   DeviceCopy<T> d(p.a, r, c);
@@ -115,6 +116,7 @@ void bm_spectral_clip(benchmark::State& st, Shape shape, double lower, double up
   SpectralClipOptions o;
   o.lower = lower * smax;
   o.upper = upper * smax;
+  if (polynomial) o.method = SpectralClipMethod::polynomial;
   Workspace ws;
   double per_call = 0.0;
   const SpectralPowerReport rep = time_calls(
@@ -238,15 +240,16 @@ void register_all() {
       }
   // The hardcap at half the top singular value, and a two-sided clip into [0.05, 0.5]·σ_max.
   for (const Shape& s : {Shape{768, 768}, Shape{768, 3072}})
-    for (const std::pair<double, double>& b : {std::pair<double, double>{0.0, 0.5}, {0.05, 0.5}}) {
-      char bounds[48];
-      std::snprintf(bounds, sizeof bounds, "lower=%g,upper=%g", b.first, b.second);
-      const std::string name =
-          std::string("spectral_clip/") + bounds + "/" + precision_name<T>() + "/" + s.name();
-      benchmark::RegisterBenchmark(name.c_str(), bm_spectral_clip<T>, s, b.first, b.second)
-          ->UseManualTime()
-          ->Unit(benchmark::kMillisecond);
-    }
+    for (const std::pair<double, double>& b : {std::pair<double, double>{0.0, 0.5}, {0.05, 0.5}})
+      for (bool polynomial : {false, true}) {
+        char bounds[48];
+        std::snprintf(bounds, sizeof bounds, "lower=%g,upper=%g", b.first, b.second);
+        const std::string name = std::string(polynomial ? "spectral_clip_poly8/" : "spectral_clip/") +
+                                 bounds + "/" + precision_name<T>() + "/" + s.name();
+        benchmark::RegisterBenchmark(name.c_str(), bm_spectral_clip<T>, s, b.first, b.second, polynomial)
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond);
+      }
   for (const auto& [m, n, k] : gemms) {
     const std::string name = std::string("gemm/") + precision_name<T>() + "/" + std::to_string(m) + "x" +
                              std::to_string(n) + "x" + std::to_string(k);
