@@ -629,6 +629,45 @@ TEST_SUITE("kernels.spectral_power") {
     }
   }
 
+  TEST_CASE("spectral_clip polynomial method in bf16 and fp16 where supported") {
+    // 16-bit storage with fp32 accumulation (CUDA builds): every GEMM result is rounded to 16 bits
+    // once, as in polar()'s low-precision test (test_polar_api.cpp), whose bound for the polar
+    // factor is 0.12 (bf16) and 0.015 (fp16) relative; the clip adds one sign function per bound
+    // and two products of the same kind, so the output is checked against the exact image of the
+    // method (double oracle) at 0.2 and 0.03 relative (Frobenius). A lost scale, a wrong shift or
+    // a wrong orientation is O(1). Skipped where 16-bit iteration is unsupported (CPU and HIP).
+    if (!precision_supported(Precision::bf16, PolarMethod::polar_express)) {
+      MESSAGE("bf16/fp16 unsupported on this build: skipped");
+      return;
+    }
+    const index_t r = 96, c = 160, k = 96;
+    const std::vector<double> sigma = geometric(k, 1e-2, 3.7);
+    const std::uint64_t seed = case_seed("clip_polynomial_lowp");
+    CAPTURE(seed);
+    const Factored f = factored(r, c, sigma, seed);
+    const Eigen::MatrixXd a = rounded<float>(f.a);
+    for (Precision p : {Precision::bf16, Precision::fp16}) {
+      for (double lower : {0.0, 0.05}) {
+        const std::string precision = to_string(p);
+        CAPTURE(precision);
+        CAPTURE(lower);
+        SpectralClipOptions o;
+        o.method = SpectralClipMethod::polynomial;
+        o.polar.compute = p;
+        o.lower = lower;
+        o.upper = 1.0;
+        const Eigen::MatrixXd out = run_map<float>(a, o);
+        const PolynomialClipImage image(o, a.norm());
+        Eigen::VectorXd want(k);
+        for (index_t i = 0; i < k; ++i)
+          want(i) = image(sigma[static_cast<std::size_t>(i)]);
+        const double err = relative_error(out, f.u * want.asDiagonal() * f.v.transpose());
+        MESSAGE(precision << " lower " << lower << ": relative error " << err);
+        CHECK(err <= (p == Precision::bf16 ? 0.2 : 0.03));
+      }
+    }
+  }
+
   TEST_CASE("spectral_clip polynomial method: zeros, scale, refusals and batches") {
     const index_t r = 40, c = 30;
     std::vector<double> deficient = geometric(30, 1e-2, 2.0);
