@@ -373,6 +373,14 @@ TEST_SUITE("optim.device") {
                        route("muon", chain(TraceMomentum{}, Orthogonalize{}, ScaleByLearningRate{}, cap)),
                        route("adamw", chain(clip, ScaleByLearningRate{})));
     });
+    // The same with the polynomial method (Newton–Schulz only): its per-item shifts go to the
+    // device with the batch.
+    cap.options.method = clip.options.method = SpectralClipMethod::polynomial;
+    check_twin("dev_spectral_clip_poly", [&](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels,
+                       route("muon", chain(TraceMomentum{}, Orthogonalize{}, ScaleByLearningRate{}, cap)),
+                       route("adamw", chain(clip, ScaleByLearningRate{})));
+    });
   }
 
   TEST_CASE("da sc df muon and namo step on the device like on the host") {
