@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -54,6 +56,29 @@ double CoefficientSchedule::apply(double x, int iterations) const {
   for (int t = 0; t < iterations; ++t)
     x = at(t)(x);
   return x;
+}
+
+double CoefficientSchedule::max_abs(int iterations) const {
+  // The key is the coefficients of the rows applied, so equal tables share an entry whatever
+  // their names, and a changed table never reuses a stale one.
+  std::vector<double> key;
+  key.reserve(3 * static_cast<std::size_t>(std::max(iterations, 0)));
+  for (int t = 0; t < iterations; ++t)
+    key.insert(key.end(), {at(t).a, at(t).b, at(t).c});
+  static std::mutex mutex;
+  static std::map<std::vector<double>, double> cache;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
+  double bound = 0.0;
+  for (int i = 0; i <= 4096; ++i) {
+    bound = std::max(bound, std::fabs(apply(i / 4096.0, iterations)));
+    bound = std::max(bound, std::fabs(apply(std::pow(10.0, -8.0 * i / 4096.0), iterations)));
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  cache.emplace(std::move(key), bound);
+  return bound;
 }
 
 namespace schedules {

@@ -324,20 +324,8 @@ ClipPolynomialBuffers<TC, Mem> carve_clip_polynomial(Arena& arena, const PolarSh
   return b;
 }
 
-/// B = max |f(x)| over x ∈ [0, 1] for the composite map f of `iterations` steps of `sched`,
-/// sampled on 4097 equispaced and 4097 log-spaced points (1e-8 … 1), which resolve the
-/// equioscillation of the published tables; the caller adds a margin for what falls between.
-inline double composite_map_bound(const CoefficientSchedule& sched, int iterations) {
-  double bound = 0.0;
-  for (int i = 0; i <= 4096; ++i) {
-    bound = std::max(bound, std::fabs(sched.apply(i / 4096.0, iterations)));
-    bound = std::max(bound, std::fabs(sched.apply(std::pow(10.0, -8.0 * i / 4096.0), iterations)));
-  }
-  return bound;
-}
-
-/// Margin on composite_map_bound() in the sign stage's scaling (rounding of the iterate, up to
-/// ~1 % over T steps in bf16, and the sampling).
+/// Margin on CoefficientSchedule::max_abs() in the sign stage's scaling (rounding of the
+/// iterate, up to ~1 % over T steps in bf16, and the sampling).
 constexpr double kClipSignMargin = 1.05;
 
 /// The spectral_clip() contract with SpectralClipMethod::polynomial, on strided batches,
@@ -345,7 +333,7 @@ constexpr double kClipSignMargin = 1.05;
 /// X₀ = A/ν (ν = safety·‖A‖_F + eps) and f the composite map of options.polar:
 ///   O = NS(X₀) = U f(Σ/ν) Vᵀ;  H₀ = sym(X₀ Oᵀ) (wide W) or sym(Oᵀ X₀) (tall W) = V h Vᵀ,
 ///   h(x) = x f(x);  per bound β: t = β/ν, D = H₀ − tI, S = NS(c D) ≈ sign(D) with
-///   c = 1/(kClipSignMargin·max(t, B − t)), B = composite_map_bound ≥ ‖H₀‖₂;
+///   c = 1/(kClipSignMargin·max(t, B − t)), B = sched.max_abs(T) ≥ ‖H₀‖₂;
 ///   acc = ½[(t_l I + S_l D_l) + (t_u I − S_u D_u)] (H₀ for a missing bound);  out = ν·acc·O
 /// (ν·O·acc for tall W). A bound t ≥ 2B is replaced by 2B: for the upper bound this changes
 /// nothing (sign(D) = −I either way), for the lower one clip(H₀) = t_l I, which the output factor
@@ -394,7 +382,7 @@ SpectralPowerReport spectral_clip_polynomial_strided(
 
   // Per item: the shifts t and scales c of both bounds in H₀'s units, and the output factor.
   const bool has_lower = options.lower > 0.0, has_upper = std::isfinite(options.upper);
-  const double bound = composite_map_bound(sched, iterations), cap = 2.0 * bound;
+  const double bound = sched.max_abs(iterations), cap = 2.0 * bound;
   std::vector<double> shifts(4 * static_cast<std::size_t>(s.batch), 0.0), f(norms.size(), 0.0);
   for (std::size_t i = 0; i < norms.size(); ++i) {
     if (norms[i] == 0.0) continue;  // zero stays zero: t = c = 0 and factor 0
