@@ -18,7 +18,9 @@
 ///   GFLOP/s, rel_err = ‖out − UΣ^αVᵀ‖_F/‖UΣ^αVᵀ‖_F, poles, qdwh_its;
 /// spectral_clip/lower=..,upper=../<precision>/<shape> times spectral_clip() with bounds given
 /// relative to σ_max (the hardcap, and a two-sided clip): rel_err against U clip(Σ) Vᵀ;
-/// spectral_clip_poly8/... the same with SpectralClipMethod::polynomial (Polar Express, 8 steps).
+/// spectral_clip_poly8/... the same with SpectralClipMethod::polynomial (Polar Express, 8 steps);
+/// spectral_clip_poly8_bf16/... iterating in bf16 (float data, builds where
+/// precision_supported(bf16): CUDA).
 /// spectral_power_poly{5,8}/... the polynomial method with 5 or 8 steps (α ≥ 0): GFLOP/s,
 ///   rel_err, band (the schedule's worst relative error on [1e-3, 1]).
 /// qdwh_floor/double/1024x1024/kappa=1e16: QDWH on a geometric spectrum of condition 1e16, the
@@ -35,6 +37,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 #include "polar_cases.hpp"
 #include "schatten/core/runtime.hpp"
@@ -108,7 +111,8 @@ double relative_error(const std::vector<T>& out, const std::vector<double>& exac
 /// spectral_clip() with singular values clipped into [lower, upper]·σ_max, by QDWH or the
 /// polynomial method: time and rel_err against U clip(Σ) Vᵀ from the problem's exact factors.
 template <class T>
-void bm_spectral_clip(benchmark::State& st, Shape shape, double lower, double upper, bool polynomial) {
+void bm_spectral_clip(benchmark::State& st, Shape shape, double lower, double upper, bool polynomial,
+                      Precision compute) {
   const Problem& p = problem(shape);
   const index_t r = shape.rows, c = shape.cols;
   DeviceCopy<T> d(p.a, r, c);
@@ -117,6 +121,7 @@ void bm_spectral_clip(benchmark::State& st, Shape shape, double lower, double up
   o.lower = lower * smax;
   o.upper = upper * smax;
   if (polynomial) o.method = SpectralClipMethod::polynomial;
+  o.polar.compute = compute;
   Workspace ws;
   double per_call = 0.0;
   const SpectralPowerReport rep = time_calls(
@@ -241,12 +246,19 @@ void register_all() {
   // The hardcap at half the top singular value, and a two-sided clip into [0.05, 0.5]·σ_max.
   for (const Shape& s : {Shape{768, 768}, Shape{768, 3072}})
     for (const std::pair<double, double>& b : {std::pair<double, double>{0.0, 0.5}, {0.05, 0.5}})
-      for (bool polynomial : {false, true}) {
+      for (int variant = 0; variant < 3; ++variant) {
+        const bool polynomial = variant > 0, bf16 = variant == 2;
+        if (bf16 && !(std::is_same<T, float>::value &&
+                      precision_supported(Precision::bf16, PolarMethod::polar_express)))
+          continue;
         char bounds[48];
         std::snprintf(bounds, sizeof bounds, "lower=%g,upper=%g", b.first, b.second);
-        const std::string name = std::string(polynomial ? "spectral_clip_poly8/" : "spectral_clip/") +
-                                 bounds + "/" + precision_name<T>() + "/" + s.name();
-        benchmark::RegisterBenchmark(name.c_str(), bm_spectral_clip<T>, s, b.first, b.second, polynomial)
+        const char* method = bf16         ? "spectral_clip_poly8_bf16/"
+                             : polynomial ? "spectral_clip_poly8/"
+                                          : "spectral_clip/";
+        const std::string name = std::string(method) + bounds + "/" + precision_name<T>() + "/" + s.name();
+        benchmark::RegisterBenchmark(name.c_str(), bm_spectral_clip<T>, s, b.first, b.second, polynomial,
+                                     bf16 ? Precision::bf16 : Precision::automatic)
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
       }

@@ -7,7 +7,7 @@
 # bench/gpu/pack_kit.sh. Logs and CSVs go to $OUT (at most 8 files come back from a device run,
 # so each stage writes one log).
 #
-#   bench/gpu/device_check.sh STAGE...      STAGE: tests | polar | optim | qdwh | all
+#   bench/gpu/device_check.sh STAGE...      STAGE: tests | polar | optim | qdwh | clip | all
 #
 #   tests  the test executables and the examples: correctness of the CUDA build, including the
 #          cuBLAS SYRK and the strided-batched GEMM, which have not run yet          (~3 min)
@@ -21,6 +21,8 @@
 #   qdwh   QDWH in double at 4096², κ = 1e8, against jax.scipy.linalg.polar on the same matrix
 #          (jax_qdwh.py writes it; schatten-qdwh-file reads it), with the cuSOLVER Cholesky
 #          that has not run yet; skipped when JAX is missing                          (~2 min)
+#   clip   spectral_clip at 768² and 768 × 3072: QDWH against the polynomial method in fp32
+#          and bf16, which have not run on a GPU (schatten-bench-polar)              (~1 min)
 # Every command has its own timeout, so a hang costs one stage, not the session.
 set -uo pipefail
 BIN=${BIN:-.gpu/bin}
@@ -85,6 +87,11 @@ stage_optim() {
     '--benchmark_filter=polar/(newton_schulz_kj5|polar_express_deployed_5|gram_newton_schulz_pe5)(_gemm)?/float/'
 }
 
+stage_clip() {
+  local log="$OUT/clip.log"
+  run "$log" 120 "$BIN/schatten-bench-polar" '--benchmark_filter=spectral_clip.*/float/'
+}
+
 stage_qdwh() {
   local log="$OUT/qdwh.log"
   if ! python3 -c 'import jax' 2>/dev/null; then
@@ -102,7 +109,8 @@ for s in "$@"; do
     polar) stage_polar ;;
     optim) stage_optim ;;
     qdwh) stage_qdwh ;;
-    all) stage_tests; stage_polar; stage_optim; stage_qdwh ;;
+    clip) stage_clip ;;
+    all) stage_tests; stage_polar; stage_optim; stage_qdwh; stage_clip ;;
     *) echo "unknown stage $s" >&2; exit 2 ;;
   esac
 done
