@@ -548,7 +548,7 @@ TEST_SUITE("kernels.spectral_power") {
 
   TEST_CASE("spectral_clip polynomial method: the scalar map of the default stays in its band") {
     // Dense sweep of the exact-arithmetic image (PolynomialClipImage, independent of the kernel)
-    // against clip(σ): σ ∈ [1e-3, 1]·‖A‖_F (2001 log-spaced), bounds β ∈ [1e-3, 1]·‖A‖_F (201
+    // against clip(σ): σ ∈ [1e-3, 1]·‖A‖_F (1001 log-spaced), bounds β ∈ [1e-3, 1]·‖A‖_F (51
     // log-spaced) as a hardcap [0, β], a lower bound [β, ∞) and a two-sided [β, 3β]. The
     // documented band of the default (Polar Express, 8 steps) is 3e-5·‖A‖_F (measured 2.2e-5);
     // with the first 5 rows only the signs have not converged and the error is O(0.1)·‖A‖_F.
