@@ -155,6 +155,35 @@ struct PolynomialClipImage {
   }
 };
 
+/// Bounds of a spectral_clip test case.
+struct ClipBounds {
+  double lower, upper;
+};
+
+/// The clip tests' cases: for each shape (80 × 120, 150 × 64) and each bound pair, a matrix with
+/// the prescribed spectrum geometric(k, ratio, 3.7) (seeded from `name`, the shape and the
+/// pair's index) and the options with those bounds and `method`; body(f, o) checks one case.
+template <class Body>
+void for_each_clip_case(const char* name, const std::vector<ClipBounds>& cases, double ratio,
+                        SpectralClipMethod method, const Body& body) {
+  for (std::uint64_t which = 0; which < cases.size(); ++which) {
+    for (const auto& shape : {std::pair<index_t, index_t>{80, 120}, {150, 64}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      const double lower = cases[which].lower, upper = cases[which].upper;
+      CAPTURE(lower);
+      CAPTURE(upper);
+      CAPTURE(r);
+      const std::uint64_t seed = case_seed(name, static_cast<std::uint64_t>(r) + 1000 * which);
+      CAPTURE(seed);
+      SpectralClipOptions o;
+      o.lower = lower;
+      o.upper = upper;
+      o.method = method;
+      body(factored(r, c, geometric(std::min(r, c), ratio, 3.7), seed), o);
+    }
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("kernels.spectral_power") {
@@ -507,43 +536,26 @@ TEST_SUITE("kernels.spectral_power") {
     // float (float's U_p: 7e-8, 1.3e-6, 6.7e-6); the whole matrix is checked at 10·tol. A wrong
     // bound, sign or lost scale is O(0.1) or more.
     const double tol = std::is_same<T, float>::value ? 1e-5 : 1e-12;
-    struct Bounds {
-      double lower, upper;
-    };
     const double inf = std::numeric_limits<double>::infinity();
-    const Bounds cases[] = {{0.0, 1.0}, {-1.0, 0.3}, {0.05, 1.0}, {0.5, inf}, {2.0, 2.0}};
-    for (std::uint64_t which = 0; which < 5; ++which) {
-      const Bounds& bd = cases[which];
-      for (const auto& shape : {std::pair<index_t, index_t>{80, 120}, {150, 64}}) {
-        const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
-        const double lower = bd.lower, upper = bd.upper;
-        CAPTURE(lower);
-        CAPTURE(upper);
-        CAPTURE(r);
-        const index_t k = std::min(r, c);
-        const std::vector<double> sigma = geometric(k, 1e-3, 3.7);
-        const std::uint64_t seed = case_seed("spectral_clip", static_cast<std::uint64_t>(r) + 1000 * which);
-        CAPTURE(seed);
-        const Factored f = factored(r, c, sigma, seed);
-        SpectralClipOptions o;
-        o.lower = lower;
-        o.upper = upper;
-        SpectralPowerReport rep;
-        const Eigen::MatrixXd out = run_map<T>(rounded<T>(f.a), o, &rep);
-        CHECK(rep.qdwh_iterations >= 1);
-        const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
-        Eigen::MatrixXd want = Eigen::MatrixXd::Zero(k, k);
-        double worst = 0.0;
-        for (index_t i = 0; i < k; ++i) {
-          want(i, i) = clipped(sigma[static_cast<std::size_t>(i)], o);
-          worst = std::max(worst, std::fabs(d(i, i) - want(i, i)));
-        }
-        CHECK(worst <= tol * 3.7);
-        CHECK((d - want).norm() <= tol * 3.7 * std::sqrt(double(k)));
-        const Svd ref = svd(rounded<T>(f.a));
-        CHECK(relative_error(out, spectral_map(ref, [&](double x) { return clipped(x, o); })) <= tol * 10);
-      }
-    }
+    for_each_clip_case(
+        "spectral_clip", {{0.0, 1.0}, {-1.0, 0.3}, {0.05, 1.0}, {0.5, inf}, {2.0, 2.0}}, 1e-3,
+        SpectralClipMethod::qdwh, [&](const Factored& f, const SpectralClipOptions& o) {
+          const index_t k = static_cast<index_t>(f.sigma.size());
+          SpectralPowerReport rep;
+          const Eigen::MatrixXd out = run_map<T>(rounded<T>(f.a), o, &rep);
+          CHECK(rep.qdwh_iterations >= 1);
+          const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
+          Eigen::MatrixXd want = Eigen::MatrixXd::Zero(k, k);
+          double worst = 0.0;
+          for (index_t i = 0; i < k; ++i) {
+            want(i, i) = clipped(f.sigma[static_cast<std::size_t>(i)], o);
+            worst = std::max(worst, std::fabs(d(i, i) - want(i, i)));
+          }
+          CHECK(worst <= tol * 3.7);
+          CHECK((d - want).norm() <= tol * 3.7 * std::sqrt(double(k)));
+          const Svd ref = svd(rounded<T>(f.a));
+          CHECK(relative_error(out, spectral_map(ref, [&](double x) { return clipped(x, o); })) <= tol * 10);
+        });
   }
 
   TEST_CASE("spectral_clip polynomial method: the scalar map of the default stays in its band") {
@@ -587,46 +599,29 @@ TEST_SUITE("kernels.spectral_power") {
     // rounding tolerance; a wrong shift, scale, sign or orientation is O(0.01) or more.
     const double tol = std::is_same<T, float>::value ? 2e-5 : 1e-12;
     const double inf = std::numeric_limits<double>::infinity();
-    struct Bounds {
-      double lower, upper;
-    };
-    const Bounds cases[] = {{0.0, 1.0}, {0.05, 1.0}, {0.5, inf}, {2.0, 2.0}, {-1.0, 0.3}, {50.0, 60.0}};
-    for (std::uint64_t which = 0; which < 6; ++which) {
-      for (const auto& shape : {std::pair<index_t, index_t>{80, 120}, {150, 64}}) {
-        const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
-        const double lower = cases[which].lower, upper = cases[which].upper;
-        CAPTURE(lower);
-        CAPTURE(upper);
-        CAPTURE(r);
-        const index_t k = std::min(r, c);
-        const std::vector<double> sigma = geometric(k, 1e-2, 3.7);
-        const std::uint64_t seed = case_seed("clip_polynomial", static_cast<std::uint64_t>(r) + 1000 * which);
-        CAPTURE(seed);
-        const Factored f = factored(r, c, sigma, seed);
-        SpectralClipOptions o;
-        o.lower = lower;
-        o.upper = upper;
-        o.method = SpectralClipMethod::polynomial;
-        SpectralPowerReport rep;
-        const Eigen::MatrixXd a = rounded<T>(f.a);
-        const Eigen::MatrixXd out = run_map<T>(a, o, &rep);
-        CHECK(rep.polynomial_steps == 8);
-        CHECK(rep.qdwh_iterations == 0);
-        const PolynomialClipImage image(o, a.norm());
-        const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
-        Eigen::MatrixXd want = Eigen::MatrixXd::Zero(k, k);
-        double worst_image = 0.0, worst_clip = 0.0;
-        for (index_t i = 0; i < k; ++i) {
-          const double s = sigma[static_cast<std::size_t>(i)];
-          want(i, i) = image(s);
-          worst_image = std::max(worst_image, std::fabs(d(i, i) - want(i, i)));
-          worst_clip = std::max(worst_clip, std::fabs(d(i, i) - clipped(s, o)));
-        }
-        CHECK(worst_image <= tol * 3.7);
-        CHECK((d - want).norm() <= 10 * tol * 3.7 * std::sqrt(double(k)));
-        CHECK(worst_clip <= 3e-5 * a.norm() + tol * 3.7);
-      }
-    }
+    for_each_clip_case("clip_polynomial",
+                       {{0.0, 1.0}, {0.05, 1.0}, {0.5, inf}, {2.0, 2.0}, {-1.0, 0.3}, {50.0, 60.0}}, 1e-2,
+                       SpectralClipMethod::polynomial, [&](const Factored& f, const SpectralClipOptions& o) {
+                         const index_t k = static_cast<index_t>(f.sigma.size());
+                         SpectralPowerReport rep;
+                         const Eigen::MatrixXd a = rounded<T>(f.a);
+                         const Eigen::MatrixXd out = run_map<T>(a, o, &rep);
+                         CHECK(rep.polynomial_steps == 8);
+                         CHECK(rep.qdwh_iterations == 0);
+                         const PolynomialClipImage image(o, a.norm());
+                         const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
+                         Eigen::MatrixXd want = Eigen::MatrixXd::Zero(k, k);
+                         double worst_image = 0.0, worst_clip = 0.0;
+                         for (index_t i = 0; i < k; ++i) {
+                           const double s = f.sigma[static_cast<std::size_t>(i)];
+                           want(i, i) = image(s);
+                           worst_image = std::max(worst_image, std::fabs(d(i, i) - want(i, i)));
+                           worst_clip = std::max(worst_clip, std::fabs(d(i, i) - clipped(s, o)));
+                         }
+                         CHECK(worst_image <= tol * 3.7);
+                         CHECK((d - want).norm() <= 10 * tol * 3.7 * std::sqrt(double(k)));
+                         CHECK(worst_clip <= 3e-5 * a.norm() + tol * 3.7);
+                       });
   }
 
   TEST_CASE("spectral_clip polynomial method in bf16 and fp16 where supported") {
