@@ -329,20 +329,15 @@ TEST_SUITE("kernels.coefficients") {
   }
 
   TEST_CASE("max_abs: the largest |composite map| on [0 1], cached by the coefficients") {
-    // Oracle: a denser sampling (200001 equispaced and 20001 log-spaced points) of the composite
-    // written from the formula x <- x(a + b x^2 + c x^4). max_abs samples 8194 points, so it may
-    // miss the peak slightly from below but never exceed it (each sample is an exact value of
-    // the map, rounding aside: 1e-12); the polynomial clip's 1.05 margin covers the miss with
-    // room (measured here: 4.9e-4 relative for CANS, whose peaks are narrow, below 3e-6 for the
-    // others).
+    // Oracle: a denser sampling (200001 equispaced and 20001 log-spaced points) of the oracle's
+    // composite (support/oracle.hpp, written from the formula). max_abs samples 8194 points, so
+    // it may miss the peak slightly from below but never exceed it (each sample is an exact
+    // value of the map, rounding aside: 1e-12); the polynomial clip's 1.05 margin covers the
+    // miss with room (measured here: 4.9e-4 relative for CANS, whose peaks are narrow, below
+    // 3e-6 for the others).
     auto dense_max = [](const CoefficientSchedule& s, int steps) {
-      auto map = [&](double x) {
-        for (int t = 0; t < steps; ++t) {
-          const OddQuintic& q = s.at(t);
-          x = x * (q.a + x * x * (q.b + x * x * q.c));
-        }
-        return std::fabs(x);
-      };
+      const std::vector<PolyStep> r = rows(s);  // every table here repeats its last row
+      auto map = [&](double x) { return std::fabs(composite(r, x, steps)); };
       double m = 0.0;
       for (int i = 0; i <= 200000; ++i)
         m = std::max(m, map(i / 200000.0));

@@ -14,6 +14,7 @@
 #include "schatten/reference/polar.hpp"
 #include "support/batching.hpp"
 #include "support/convert.hpp"
+#include "support/methods.hpp"
 #include "support/oracle.hpp"
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
@@ -109,19 +110,24 @@ void check_zero_and_batch(const Eigen::MatrixXd& a, const Options& o) {
   CHECK(agree_as_batch(zo.data() + r * c, one.data(), one.size(), 1e-10));
 }
 
+/// A non-finite entry (NaN by default) in the second matrix of a float batch of two:
+/// non_finite_input naming matrix 1, and nothing written.
+template <class Options>
+void check_non_finite_refused(index_t r, index_t c, const Options& o,
+                              float bad = std::numeric_limits<float>::quiet_NaN()) {
+  std::vector<float> a(static_cast<std::size_t>(2 * r * c), 0.5f), out(a.size(), -5.0f);
+  a[static_cast<std::size_t>(r * c + 3)] = bad;
+  const SpectralPowerReport rep = apply_map<float>(BatchedMatrixRef<const float>(a.data(), 2, r, c),
+                                                   BatchedMatrixRef<float>(out.data(), 2, r, c), o);
+  CHECK(rep.status == Status::non_finite_input);
+  CHECK(rep.bad_item == 1);
+  for (float x : out)
+    CHECK(x == -5.0f);
+}
+
 /// clip(σ) for these options (support/oracle.hpp).
 double clipped(double sigma, const SpectralClipOptions& o) {
   return schatten::test::clipped(sigma, o.lower, o.upper);
-}
-
-/// The first `steps` rows of a schedule's composite at x (repeating the last row past the
-/// table), from the formula as composite() above.
-double composite_steps(const CoefficientSchedule& s, double x, int steps) {
-  for (int t = 0; t < steps; ++t) {
-    const OddQuintic& q = s.steps[std::min<std::size_t>(static_cast<std::size_t>(t), s.steps.size() - 1)];
-    x = x * (q.a + x * x * (q.b + x * x * q.c));
-  }
-  return x;
 }
 
 /// What the polynomial spectral clip returns for a singular value σ in exact arithmetic, from
@@ -131,24 +137,25 @@ double composite_steps(const CoefficientSchedule& s, double x, int steps) {
 /// clip ≈ ½[(t_l + (h − t_l)s_l) + (t_u − (h − t_u)s_u)], output ν·f(x)·clip (× t_l/2B when the
 /// lower bound was capped).
 struct PolynomialClipImage {
-  CoefficientSchedule sched;
+  std::vector<PolyStep> rows;  ///< the schedule's rows in the oracle's type (support/methods.hpp)
   int steps;
   double nu, bound;
   SpectralClipOptions o;
   PolynomialClipImage(const SpectralClipOptions& opt, double fro)
-      : sched(resolved_schedule(opt.polar)), steps(opt.polar.iterations), o(opt) {
-    nu = sched.normalization.safety * fro + sched.normalization.eps;
+      : rows(oracle_steps(opt.polar)), steps(opt.polar.iterations), o(opt) {
+    const Normalization nz = resolved_schedule(opt.polar).normalization;
+    nu = nz.safety * fro + nz.eps;
     bound = 0.0;
     for (int i = 0; i <= 100000; ++i)
-      bound = std::max(bound, std::fabs(composite_steps(sched, i / 100000.0, steps)));
+      bound = std::max(bound, std::fabs(f(i / 100000.0)));
   }
+  /// The composite map (support/oracle.hpp, repeat-last past the table).
+  double f(double x) const { return schatten::test::composite(rows, x, steps); }
   double operator()(double sigma) const {
-    const double x = sigma / nu, fx = composite_steps(sched, x, steps), h = x * fx, cap = 2 * bound;
+    const double x = sigma / nu, fx = f(x), h = x * fx, cap = 2 * bound;
     const bool lower = o.lower > 0, upper = std::isfinite(o.upper);
     const double tl_raw = o.lower / nu, tl = std::min(tl_raw, cap), tu = std::min(o.upper / nu, cap);
-    auto sign = [&](double t) {
-      return composite_steps(sched, (h - t) / (1.05 * std::max(t, bound - t)), steps);
-    };
+    auto sign = [&](double t) { return f((h - t) / (1.05 * std::max(t, bound - t))); };
     const double clip =
         0.5 * ((lower ? tl + (h - tl) * sign(tl) : h) + (upper ? tu - (h - tu) * sign(tu) : h));
     return nu * fx * clip * (lower && tl_raw > cap ? tl_raw / cap : 1.0);
@@ -324,14 +331,8 @@ TEST_SUITE("kernels.spectral_power") {
 
   TEST_CASE("spectral_power bad input and batches") {
     const index_t r = 12, c = 9;
+    check_non_finite_refused(r, c, SpectralPowerOptions{}, std::numeric_limits<float>::infinity());
     std::vector<float> a(2 * r * c, 0.5f), out(a.size(), -5.0f);
-    a[r * c + 3] = std::numeric_limits<float>::infinity();
-    SpectralPowerReport rep = spectral_power(BatchedMatrixRef<const float>(a.data(), 2, r, c),
-                                             BatchedMatrixRef<float>(out.data(), 2, r, c));
-    CHECK(rep.status == Status::non_finite_input);
-    CHECK(rep.bad_item == 1);
-    for (float x : out)
-      CHECK(x == -5.0f);
     SpectralPowerOptions bad;
     bad.alpha = 1.5;
     CHECK(spectral_power(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), bad)
@@ -512,14 +513,10 @@ TEST_SUITE("kernels.spectral_power") {
       CHECK(spectral_power(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), o)
                 .status == Status::invalid_argument);
     }
-    o.polynomial_steps = 5;
-    a[r * c + 3] = std::numeric_limits<float>::quiet_NaN();
-    rep = spectral_power(BatchedMatrixRef<const float>(a.data(), 2, r, c),
-                         BatchedMatrixRef<float>(out.data(), 2, r, c), o);
-    CHECK(rep.status == Status::non_finite_input);
-    CHECK(rep.bad_item == 1);
-    for (float x : out)
+    for (float x : out)  // nothing was written by any refused call
       CHECK(x == -5.0f);
+    o.polynomial_steps = 5;
+    check_non_finite_refused(r, c, o);
     // Zero matrix → zero; a batch equals separate calls bit for bit.
     check_zero_and_batch(f.a, o);
   }
@@ -729,13 +726,9 @@ TEST_SUITE("kernels.spectral_power") {
     if (!precision_supported(Precision::bf16, PolarMethod::polar_express))
       CHECK(spectral_clip(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), lowp)
                 .status == Status::unsupported);
-    a[r * c + 3] = std::numeric_limits<float>::quiet_NaN();
-    const SpectralPowerReport rep = spectral_clip(BatchedMatrixRef<const float>(a.data(), 2, r, c),
-                                                  BatchedMatrixRef<float>(out.data(), 2, r, c), o);
-    CHECK(rep.status == Status::non_finite_input);
-    CHECK(rep.bad_item == 1);
-    for (float x : out)
+    for (float x : out)  // nothing was written by any refused call
       CHECK(x == -5.0f);
+    check_non_finite_refused(r, c, o);
     check_zero_and_batch(g.a, o);
   }
 
@@ -796,12 +789,8 @@ TEST_SUITE("kernels.spectral_power") {
 
   TEST_CASE("spectral_clip bad input, options and batches") {
     const index_t r = 12, c = 9;
+    check_non_finite_refused(r, c, SpectralClipOptions{});
     std::vector<float> a(2 * r * c, 0.5f), out(a.size(), -5.0f);
-    a[r * c + 3] = std::numeric_limits<float>::quiet_NaN();
-    SpectralPowerReport rep = spectral_clip(BatchedMatrixRef<const float>(a.data(), 2, r, c),
-                                            BatchedMatrixRef<float>(out.data(), 2, r, c));
-    CHECK(rep.status == Status::non_finite_input);
-    CHECK(rep.bad_item == 1);
     const double nan = std::numeric_limits<double>::quiet_NaN(),
                  inf = std::numeric_limits<double>::infinity();
     struct Bad {
@@ -819,8 +808,8 @@ TEST_SUITE("kernels.spectral_power") {
       const char* msg = check_spectral_clip_options(o);
       REQUIRE(msg != nullptr);
       CHECK(std::string(msg).find(b.message) != std::string::npos);
-      rep = spectral_clip(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), o);
-      CHECK(rep.status == Status::invalid_argument);
+      CHECK(spectral_clip(MatrixRef<const float>(a.data(), r, c), MatrixRef<float>(out.data(), r, c), o)
+                .status == Status::invalid_argument);
     }
     SpectralClipOptions q;
     q.qdwh.max_iterations = 0;
