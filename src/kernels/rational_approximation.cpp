@@ -118,6 +118,7 @@ const char* check_spectral_clip_options(const SpectralClipOptions& o) {
   if (!(o.upper > 0.0)) return "upper must be positive (+infinity means no upper bound)";
   if (!(o.lower <= o.upper)) return "lower must not exceed upper";
   if (!(o.floor >= 0.0 && o.floor < 1.0)) return "floor must lie in [0, 1)";
+  if (!(o.blend >= 0.0 && o.blend <= 1.0)) return "blend must lie in [0, 1]";
   if (o.method == SpectralClipMethod::polynomial) {
     if (o.polar.method != PolarMethod::newton_schulz && o.polar.method != PolarMethod::polar_express)
       return "the polynomial spectral clip needs polar.method newton_schulz or polar_express";

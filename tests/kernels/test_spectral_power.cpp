@@ -126,8 +126,9 @@ void check_non_finite_refused(index_t r, index_t c, const Options& o,
 }
 
 /// clip(σ) for these options (support/oracle.hpp).
+/// σ + c·(clip(σ) − σ), c = o.blend: the singular value of (1 − c)·A + c·U clip(Σ) Vᵀ.
 double clipped(double sigma, const SpectralClipOptions& o) {
-  return schatten::test::clipped(sigma, o.lower, o.upper);
+  return sigma + o.blend * (schatten::test::clipped(sigma, o.lower, o.upper) - sigma);
 }
 
 /// What the polynomial spectral clip returns for a singular value σ in exact arithmetic, from
@@ -135,7 +136,7 @@ double clipped(double sigma, const SpectralClipOptions& o) {
 /// independently of the kernel: x = σ/ν, h = x·f(x), per bound t = β/ν (capped at 2B) the sign
 /// f(c(h − t)) with c = 1/(1.05·max(t, B − t)), B = max |f| on [0, 1] (dense sampling here),
 /// clip ≈ ½[(t_l + (h − t_l)s_l) + (t_u − (h − t_u)s_u)], output ν·f(x)·clip (× t_l/2B when the
-/// lower bound was capped).
+/// lower bound was capped); with a blend c, (1 − c)·σ + c·(that).
 struct PolynomialClipImage {
   std::vector<PolyStep> rows;  ///< the schedule's rows in the oracle's type (support/methods.hpp)
   int steps;
@@ -158,13 +159,14 @@ struct PolynomialClipImage {
     auto sign = [&](double t) { return f((h - t) / (1.05 * std::max(t, bound - t))); };
     const double clip =
         0.5 * ((lower ? tl + (h - tl) * sign(tl) : h) + (upper ? tu - (h - tu) * sign(tu) : h));
-    return nu * fx * clip * (lower && tl_raw > cap ? tl_raw / cap : 1.0);
+    const double image = nu * fx * clip * (lower && tl_raw > cap ? tl_raw / cap : 1.0);
+    return (1.0 - o.blend) * sigma + o.blend * image;
   }
 };
 
-/// Bounds of a spectral_clip test case.
+/// Bounds of a spectral_clip test case, and its SpectralClipOptions::blend.
 struct ClipBounds {
-  double lower, upper;
+  double lower, upper, blend = 1.0;
 };
 
 /// The clip tests' cases: for each shape (80 × 120, 150 × 64) and each bound pair, a matrix with
@@ -176,15 +178,17 @@ void for_each_clip_case(const char* name, const std::vector<ClipBounds>& cases, 
   for (std::uint64_t which = 0; which < cases.size(); ++which) {
     for (const auto& shape : {std::pair<index_t, index_t>{80, 120}, {150, 64}}) {
       const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
-      const double lower = cases[which].lower, upper = cases[which].upper;
+      const double lower = cases[which].lower, upper = cases[which].upper, blend = cases[which].blend;
       CAPTURE(lower);
       CAPTURE(upper);
+      CAPTURE(blend);
       CAPTURE(r);
       const std::uint64_t seed = case_seed(name, static_cast<std::uint64_t>(r) + 1000 * which);
       CAPTURE(seed);
       SpectralClipOptions o;
       o.lower = lower;
       o.upper = upper;
+      o.blend = blend;
       o.method = method;
       body(factored(r, c, geometric(std::min(r, c), ratio, 3.7), seed), o);
     }
@@ -531,12 +535,15 @@ TEST_SUITE("kernels.spectral_power") {
     // the error is ~k·ε·σ_max. tol = 1e-12 in double (measured at 80 × 120 and 150 × 64: worst
     // diagonal 6e-16·σ_max, leakage 6e-15·σ_max·√k, whole matrix 6e-14 relative) and 1e-5 in
     // float (float's U_p: 7e-8, 1.3e-6, 6.7e-6); the whole matrix is checked at 10·tol. A wrong
-    // bound, sign or lost scale is O(0.1) or more.
+    // bound, sign or lost scale is O(0.1) or more. The last two cases blend: (1 − c)·A + c·clip(A),
+    // a hardcap with c = 0.3 (Emerging-Optimizers' spectral clipped weight decay) and a two-sided
+    // clip with c = 0.6; a blend that is dropped or inverted is off by ≥ 0.4·|clip(σ) − σ|.
     const double tol = std::is_same<T, float>::value ? 1e-5 : 1e-12;
     const double inf = std::numeric_limits<double>::infinity();
     for_each_clip_case(
-        "spectral_clip", {{0.0, 1.0}, {-1.0, 0.3}, {0.05, 1.0}, {0.5, inf}, {2.0, 2.0}}, 1e-3,
-        SpectralClipMethod::qdwh, [&](const Factored& f, const SpectralClipOptions& o) {
+        "spectral_clip",
+        {{0.0, 1.0}, {-1.0, 0.3}, {0.05, 1.0}, {0.5, inf}, {2.0, 2.0}, {0.0, 1.0, 0.3}, {0.05, 1.0, 0.6}},
+        1e-3, SpectralClipMethod::qdwh, [&](const Factored& f, const SpectralClipOptions& o) {
           const index_t k = static_cast<index_t>(f.sigma.size());
           SpectralPowerReport rep;
           const Eigen::MatrixXd out = run_map<T>(rounded<T>(f.a), o, &rep);
@@ -593,32 +600,35 @@ TEST_SUITE("kernels.spectral_power") {
     // through maps whose slopes are bounded on these spectra (σ/ν ≥ 4e-3): 1e-12·σ_max allows
     // for it (measured ≤ 1e-15); in float 2e-5·σ_max (measured 1e-7 on the diagonal, 5e-7·√k
     // leakage). Then against clip(σ) itself within the documented band (3e-5·‖A‖_F) plus the
-    // rounding tolerance; a wrong shift, scale, sign or orientation is O(0.01) or more.
+    // rounding tolerance; a wrong shift, scale, sign or orientation is O(0.01) or more. The last
+    // case blends (c = 0.3, a hardcap: the spectral clipped weight decay): (1 − c)·A is A itself,
+    // not the iteration's image of it.
     const double tol = std::is_same<T, float>::value ? 2e-5 : 1e-12;
     const double inf = std::numeric_limits<double>::infinity();
-    for_each_clip_case("clip_polynomial",
-                       {{0.0, 1.0}, {0.05, 1.0}, {0.5, inf}, {2.0, 2.0}, {-1.0, 0.3}, {50.0, 60.0}}, 1e-2,
-                       SpectralClipMethod::polynomial, [&](const Factored& f, const SpectralClipOptions& o) {
-                         const index_t k = static_cast<index_t>(f.sigma.size());
-                         SpectralPowerReport rep;
-                         const Eigen::MatrixXd a = rounded<T>(f.a);
-                         const Eigen::MatrixXd out = run_map<T>(a, o, &rep);
-                         CHECK(rep.polynomial_steps == 8);
-                         CHECK(rep.qdwh_iterations == 0);
-                         const PolynomialClipImage image(o, a.norm());
-                         const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
-                         Eigen::MatrixXd want = Eigen::MatrixXd::Zero(k, k);
-                         double worst_image = 0.0, worst_clip = 0.0;
-                         for (index_t i = 0; i < k; ++i) {
-                           const double s = f.sigma[static_cast<std::size_t>(i)];
-                           want(i, i) = image(s);
-                           worst_image = std::max(worst_image, std::fabs(d(i, i) - want(i, i)));
-                           worst_clip = std::max(worst_clip, std::fabs(d(i, i) - clipped(s, o)));
-                         }
-                         CHECK(worst_image <= tol * 3.7);
-                         CHECK((d - want).norm() <= 10 * tol * 3.7 * std::sqrt(double(k)));
-                         CHECK(worst_clip <= 3e-5 * a.norm() + tol * 3.7);
-                       });
+    for_each_clip_case(
+        "clip_polynomial",
+        {{0.0, 1.0}, {0.05, 1.0}, {0.5, inf}, {2.0, 2.0}, {-1.0, 0.3}, {50.0, 60.0}, {0.0, 0.4, 0.3}}, 1e-2,
+        SpectralClipMethod::polynomial, [&](const Factored& f, const SpectralClipOptions& o) {
+          const index_t k = static_cast<index_t>(f.sigma.size());
+          SpectralPowerReport rep;
+          const Eigen::MatrixXd a = rounded<T>(f.a);
+          const Eigen::MatrixXd out = run_map<T>(a, o, &rep);
+          CHECK(rep.polynomial_steps == 8);
+          CHECK(rep.qdwh_iterations == 0);
+          const PolynomialClipImage image(o, a.norm());
+          const Eigen::MatrixXd d = f.u.transpose() * out * f.v;
+          Eigen::MatrixXd want = Eigen::MatrixXd::Zero(k, k);
+          double worst_image = 0.0, worst_clip = 0.0;
+          for (index_t i = 0; i < k; ++i) {
+            const double s = f.sigma[static_cast<std::size_t>(i)];
+            want(i, i) = image(s);
+            worst_image = std::max(worst_image, std::fabs(d(i, i) - want(i, i)));
+            worst_clip = std::max(worst_clip, std::fabs(d(i, i) - clipped(s, o)));
+          }
+          CHECK(worst_image <= tol * 3.7);
+          CHECK((d - want).norm() <= 10 * tol * 3.7 * std::sqrt(double(k)));
+          CHECK(worst_clip <= 3e-5 * a.norm() + tol * 3.7);
+        });
   }
 
   TEST_CASE("spectral_clip polynomial method in bf16 and fp16 where supported") {
@@ -796,15 +806,20 @@ TEST_SUITE("kernels.spectral_power") {
     struct Bad {
       double lower, upper;
       const char* message;
+      double blend = 1.0;
     };
     for (const Bad& b : {Bad{nan, 1.0, "lower must be finite"}, Bad{-inf, 1.0, "lower must be finite"},
                          Bad{0.0, 0.0, "upper must be positive"}, Bad{0.0, nan, "upper must be positive"},
-                         Bad{2.0, 1.0, "lower must not exceed upper"}, Bad{0.0, 1.0, "floor must lie"}}) {
-      CAPTURE(b.message);
+                         Bad{2.0, 1.0, "lower must not exceed upper"}, Bad{0.0, 1.0, "floor must lie"},
+                         Bad{0.0, 1.0, "blend must lie", -0.1}, Bad{0.0, 1.0, "blend must lie", 1.5},
+                         Bad{0.0, 1.0, "blend must lie", nan}}) {
+      const std::string message = b.message;  // CAPTURE prints a const char* as a pointer
+      CAPTURE(message);
       SpectralClipOptions o;
       o.lower = b.lower;
       o.upper = b.upper;
-      if (b.message == std::string("floor must lie")) o.floor = 1.0;
+      if (message == "floor must lie") o.floor = 1.0;
+      o.blend = b.blend;
       const char* msg = check_spectral_clip_options(o);
       REQUIRE(msg != nullptr);
       CHECK(std::string(msg).find(b.message) != std::string::npos);

@@ -587,6 +587,20 @@ TEST_SUITE("optim.presets") {
       const Mat got_poly = run_rule(chain(ScaleByLearningRate{Schedule::constant(0.5)}, poly), w0, g);
       CHECK((got_poly - wt).norm() / wt.norm() <= 1e-3);
       CHECK(spectral_norm(got_poly) <= 3.0 + 5e-3);
+      // Spectral clipped weight decay (blend c = 0.2): W ← (1 − c)·W' + c·hardcap(W', 3) of
+      // W' = W − lr·G, Emerging-Optimizers' spectral_clipped_weight_decay written out in double.
+      // Same rounding as the cap (1e-5); a dropped blend is the cap itself, 0.8·(σ − 3) away.
+      SpectralClipWeights decay = cap;
+      decay.options.blend = 0.2;
+      Mat wd = w0;
+      for (const Mat& gt : g) {
+        const Mat v = wd - 0.5 * gt;
+        wd = 0.8 * v + 0.2 * clip_oracle(v, 0.0, 3.0);
+      }
+      const Mat got_decay = run_rule(chain(ScaleByLearningRate{Schedule::constant(0.5)}, decay), w0, g);
+      CHECK((got_decay - wd).norm() / wd.norm() <= 1e-5);
+      CHECK((got_decay - wt).norm() / wt.norm() > 0.05);  // softer than the cap: σ_max stays above 3
+      CHECK(spectral_norm(got_decay) > 3.5);
     }
     // Refusals: bad bounds are reported by check() (and so by every chain holding the rule).
     SpectralClipWeights bad;
@@ -600,6 +614,14 @@ TEST_SUITE("optim.presets") {
     CHECK(chain(poly).config().find(
               "method=polynomial,polar=polar_express(schedule=polar_express,iterations=8") !=
           std::string::npos);
+    // The blend is named only when it is not 1, and a blend outside [0, 1] is refused.
+    CHECK(chain(SpectralClipWeights{}).config().find("blend") == std::string::npos);
+    SpectralClipWeights decay;
+    decay.options.blend = 0.25;
+    CHECK(chain(decay).config().find("spectral_clip_weights(lower=0,upper=1,blend=0.25,") !=
+          std::string::npos);
+    decay.options.blend = 2.0;
+    CHECK(std::string(chain(decay).check()).find("blend must lie in [0, 1]") != std::string::npos);
   }
 
   TEST_CASE("muon with bias correction and dual_norm_scale matches optax's muon(adaptive) in double") {

@@ -185,11 +185,20 @@ struct SpectralClipOptions {
   /// method newton_schulz or polar_express, schedule (Frobenius normalisation), iterations,
   /// compute precision, symmetric_gram. Default polynomial_clip_polar_options().
   PolarOptions polar = polynomial_clip_polar_options();
+  /// c ∈ [0, 1]: out = (1 − c)·A + c·U clip(Σ) Vᵀ, every singular value moved the fraction c of
+  /// the way to its clipped value, σ ↦ σ + c·(clip(σ) − σ), with A's singular vectors. With
+  /// lower = 0 and upper = β this is Emerging-Optimizers' spectral_clipped_weight_decay(X, β, c)
+  /// (leloykun's "spectral clipped weight decay"): singular values above β shrink towards β by
+  /// the fraction c per call, those below are untouched. 1 (the default): the clip itself. Costs
+  /// one more read of A, folded into the last pass (A may alias out).
+  double blend = 1.0;
 };
 
 /// out[b] = U clip(Σ) Vᵀ, clip(σ) = max(lower, min(σ, upper)), for every matrix of a batch:
 /// spectral clipping (and, with lower = 0, the spectral "hardcap" of NVIDIA-NeMo's
 /// Emerging-Optimizers, after leloykun's spectral-clipping note), computed without an SVD.
+/// With options.blend = c < 1, out[b] = (1 − c)·A_b + c·U clip(Σ) Vᵀ (its spectral clipped
+/// weight decay for lower = 0); the accuracy figures below then scale by c.
 ///
 /// Method [P] (docs/kernels/spectral_power.md, "Spectral clipping"): QDWH gives A = U_p H with
 /// H = V Σ Vᵀ (the short side's symmetric factor, formed in double); then

@@ -517,7 +517,9 @@ struct SpectralClip {
   std::string signature(const char* rule) const {
     Signature s(rule);
     s.add("lower", options.lower).add("upper", options.upper);
-    // The method only when it is not the default (QDWH), so earlier signatures stay as they were.
+    // The blend and the method only when they are not the defaults (1, QDWH), so earlier
+    // signatures stay as they were.
+    if (options.blend != 1.0) s.add("blend", options.blend);
     if (options.method == SpectralClipMethod::polynomial)
       return s.add("method", "polynomial").add("polar", polar_config(options.polar)).str();
     return s.add("floor", options.floor).add("compute", to_string(options.qdwh.compute)).str();
@@ -527,7 +529,10 @@ struct SpectralClip {
 /// The weights' singular values clipped after every step, W ← U clip(Σ) Vᵀ of W + u (last in a
 /// chain; OnWeights): with lower = 0 a cap σ_max(W) ≤ upper, the weight-norm bound of
 /// Lipschitz-constrained training with Muon. A no-op on weights already inside the bounds,
-/// up to the rounding of W + u − W.
+/// up to the rounding of W + u − W. With options.blend = c < 1, W ← (1 − c)·W' + c·U clip(Σ) Vᵀ
+/// of W' = W + u: the spectral clipped weight decay of Emerging-Optimizers
+/// (spectral_clipped_weight_decay(W', upper, c)), which pulls only the singular values above
+/// `upper` towards it, by the fraction c per step.
 struct SpectralClipWeights : OnWeights<SpectralClip> {
   static constexpr const char* name = "spectral_clip_weights";
   std::string config() const { return signature(name); }

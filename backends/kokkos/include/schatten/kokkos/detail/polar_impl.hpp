@@ -144,16 +144,27 @@ void load_scaled(const Exec& space, const Strided3<const TIn, Mem>& a, const dou
 }
 
 /// Last pass: q[b] = W[b] (or its transpose), converted to the output type; with `factor`
-/// (device, one per matrix) q[b] = factor[b]·W[b], the product formed in double.
+/// (device, one per matrix) q[b] = factor[b]·W[b], the product formed in double. With a blend
+/// c ≠ 1 (SpectralClipOptions::blend), q[b] = (1 − c)·a[b] + c·(factor[b]·)W[b] in double, `a`
+/// indexed as q; `a` may alias q (each element is read and then written by the same thread).
 template <class Exec, class TC, class TOut, class Mem>
 void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q, bool transposed,
-           const double* factor = nullptr) {
+           const double* factor = nullptr, const Strided3<const TOut, Mem>& a = {}, double c = 1.0) {
+  const bool blend = c != 1.0;
+  const double keep = 1.0 - c;
   for_each_element(
       space, "schatten::polar::store", x.extent(0), x.extent(1), x.extent(2),
       KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
-        const TOut v =
-            factor ? static_cast<TOut>(static_cast<double>(static_cast<scalar_t<TC>>(x(i, j, b))) * factor[b])
-                   : static_cast<TOut>(x(i, j, b));
+        TOut v;
+        if (blend) {
+          const double w =
+              static_cast<double>(static_cast<scalar_t<TC>>(x(i, j, b))) * (factor ? factor[b] : 1.0);
+          v = static_cast<TOut>(keep * static_cast<double>(transposed ? a(b, j, i) : a(b, i, j)) + c * w);
+        } else {
+          v = factor
+                  ? static_cast<TOut>(static_cast<double>(static_cast<scalar_t<TC>>(x(i, j, b))) * factor[b])
+                  : static_cast<TOut>(x(i, j, b));
+        }
         if (transposed)
           q(b, j, i) = v;
         else
@@ -162,13 +173,15 @@ void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>&
 }
 
 /// store() with per-matrix output factors given on the host: `f` empty stores W as it is; else
-/// f is copied to `scratch` (batch doubles in the space's memory) and q[b] = f[b]·W[b].
+/// f is copied to `scratch` (batch doubles in the space's memory) and q[b] = f[b]·W[b]. `a` and
+/// `c`: store()'s blend.
 template <class Exec, class TC, class TOut, class Mem>
 void store_scaled(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q, bool transposed,
-                  const std::vector<double>& f, double* scratch) {
-  if (f.empty()) return store(space, x, q, transposed);
+                  const std::vector<double>& f, double* scratch, const Strided3<const TOut, Mem>& a = {},
+                  double c = 1.0) {
+  if (f.empty()) return store(space, x, q, transposed, nullptr, a, c);
   copy_to_device(space, scratch, f);
-  store(space, x, q, transposed, scratch);
+  store(space, x, q, transposed, scratch, a, c);
 }
 
 /// The k × k Gram of W: W Wᵀ (left form) or Wᵀ W (right form). One GEMM(k, k, n), or with

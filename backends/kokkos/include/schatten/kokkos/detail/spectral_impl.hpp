@@ -141,14 +141,14 @@ inline SpectralPowerReport spectral_failure(Status s, const char* msg, index_t b
 /// U g(Σ) Vᵀ = factor·U_p g(H₀) (hs = ‖A‖_F·scale is the unit: σ(A) = hs·σ(H₀)); it may mark
 /// the report not_converged. The stage returns nullptr, or a breakdown message. `identity`: g(σ) = σ, a
 /// validated copy (no QDWH); `polar_only`: g = 1 (no stage). An all-zero matrix gives zero. `report` arrives
-/// with the stage's static fields filled in.
+/// with the stage's static fields filled in. `blend` c: out = (1 − c)·A + c·U g(Σ) Vᵀ (store()).
 template <class Exec, class TIn, class TC, class Stage>
 SpectralPowerReport spectral_map_strided(const Exec& space,
                                          const Strided3<const TIn, typename Exec::memory_space>& a,
                                          const Strided3<TIn, typename Exec::memory_space>& out,
                                          const QdwhOptions& qdwh_options, bool identity, bool polar_only,
-                                         bool sign_stage, SpectralPowerReport report, Stage&& stage,
-                                         Workspace<typename Exec::memory_space>& ws) {
+                                         bool sign_stage, double blend, SpectralPowerReport report,
+                                         Stage&& stage, Workspace<typename Exec::memory_space>& ws) {
   using Mem = typename Exec::memory_space;
   if (const char* msg = check_io(a, out)) return spectral_failure(Status::invalid_argument, msg);
   const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
@@ -187,7 +187,7 @@ SpectralPowerReport spectral_map_strided(const Exec& space,
       copy(space, x, b.q.y);
     }
   }
-  store(space, b.q.x, out, s.w_is_transpose);
+  store(space, b.q.x, out, s.w_is_transpose, nullptr, a, blend);
   space.fence();
   return report;
 }
@@ -221,7 +221,7 @@ SpectralPowerReport spectral_power_strided(const Exec& space,
     return nullptr;
   };
   return spectral_map_strided<Exec, TIn, TC>(space, a, out, options.qdwh, alpha == 1.0, alpha == 0.0, false,
-                                             report, rational_stage, ws);
+                                             1.0, report, rational_stage, ws);
 }
 
 /// sign(H₀ − tI) for the symmetric k × k H₀ in `hd` (double): the polar factor of a symmetric
@@ -302,7 +302,7 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
     return nullptr;
   };
   return spectral_map_strided<Exec, TIn, TC>(space, a, out, options.qdwh, !has_lower && !has_upper, false,
-                                             true, report, clip_stage, ws);
+                                             true, options.blend, report, clip_stage, ws);
 }
 
 /// Working arrays of the polynomial spectral clip: the polar call's (Newton–Schulz), five k × k
@@ -422,7 +422,7 @@ SpectralPowerReport spectral_clip_polynomial_strided(
   }
   symmetrize(space, b.acc);
   apply_factor(space, s.right, b.acc, o, w);
-  store_scaled(space, w, out, s.w_is_transpose, f, b.p.factor);
+  store_scaled(space, w, out, s.w_is_transpose, f, b.p.factor, a, options.blend);
   space.fence();
   return report;
 }
