@@ -92,6 +92,9 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   muon     lr=0.02 momentum=0.95 nesterov=1 wd=0 polar=keller|polar_express|qdwh iterations=5
            shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1 bias_correction=0
            (optax's bias-corrected momentum; with dual_norm=1 optax's muon(adaptive=True))
+           weight_cap=B (none by default: the weights' largest singular value capped at B after
+           every step) weight_cap_blend=1 (C < 1: the singular values above B move the fraction
+           C of the way to B, spectral clipped weight decay) weight_cap_method=qdwh|polynomial
   normuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 wd=0 polar=keller|polar_express|qdwh
            iterations=5 shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1
   adamuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 eps=1e-8 rms=0.2 wd=0.01 polar=keller|...
@@ -764,7 +767,22 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
     polar_rule(o.polar);
+    // weight_cap=B: the weights' spectral norm capped at B after every step, Muon then
+    // SpectralClipWeights{0, B} (Lipschitz-constrained training); weight_cap_blend=C moves the
+    // singular values above B only the fraction C of the way (its blend: Emerging-Optimizers'
+    // spectral clipped weight decay); weight_cap_method=qdwh|polynomial (SpectralClipMethod).
+    // The rule's check() reports bad values when the optimizer is built.
+    opt::SpectralClipWeights cap;
+    const bool capped = s.kv.count("weight_cap") != 0;
+    k.number("weight_cap", cap.options.upper);
+    k.number("weight_cap_blend", cap.options.blend);
+    if (k.choice("weight_cap_method", "qdwh|polynomial") == 1)
+      cap.options.method = SpectralClipMethod::polynomial;
+    if (!capped && (s.kv.count("weight_cap_blend") || s.kv.count("weight_cap_method")))
+      k.note("'weight_cap_blend' and 'weight_cap_method' apply with 'weight_cap' only");
     if (!k.done(err)) return nullptr;
+    if (capped)
+      return diagnostics ? mixed(opt::chain(observed_muon(o), cap)) : mixed(opt::chain(opt::muon(o), cap));
     if (diagnostics) return mixed(observed_muon(o));
     return mixed(opt::muon(o));
   }

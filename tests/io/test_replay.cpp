@@ -28,6 +28,7 @@
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/split.hpp"
 #include "schatten/optim/step_size.hpp"
+#include "support/oracle.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
@@ -632,6 +633,48 @@ TEST_SUITE("io.replay") {
     auto mixed = inline_mixed("muon", muon(m), AdamWOptions{});
     compare_inline(mixed, f, 0);
     H5Fclose(f);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
+  TEST_CASE("replay: muon's weight cap, its blend and its method reach SpectralClipWeights") {
+    // The recorded matrices are 0.1-scaled Gaussians (σ_max 0.69 for the 12 × 20 one), so a cap
+    // of 0.5 acts from the first step. Each run is compared with Muon followed by the rule,
+    // stepped inline (bit for bit, and the signature). With blend 1 and QDWH (exact to float
+    // rounding, spectral_power.hpp: 7e-8·σ_max per direction) the final weights' σ_max is
+    // checked at 0.5·(1 + 1e-5) (measured 0.5); with blend 0.3 only 30 % of the excess goes per
+    // step while the steps add to it, so σ_max stays above the cap (measured 0.5315, checked
+    // > 0.515; the polynomial cap's band is 3e-5·‖W‖_F ≈ 5e-5).
+    const std::string rec = temp_path("rec_cap.h5"), out = temp_path("out_cap.h5");
+    write_recording(rec);
+    for (const bool soft : {false, true}) {
+      CAPTURE(soft);
+      const std::string keys =
+          soft ? "weight_cap=0.5,weight_cap_blend=0.3,weight_cap_method=polynomial" : "weight_cap=0.5";
+      REQUIRE_MESSAGE(
+          run_replay(rec + " --optimizer muon:" + keys + " --save-params --quiet --out " + out) == 0,
+          replay_stderr());
+      const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+      REQUIRE(f >= 0);
+      SpectralClipWeights cap;
+      cap.options.upper = 0.5;
+      if (soft) {
+        cap.options.blend = 0.3;
+        cap.options.method = SpectralClipMethod::polynomial;
+      }
+      auto mixed = inline_mixed("muon", chain(muon(MuonOptions{}), cap), AdamWOptions{});
+      compare_inline(mixed, f, 0);
+      const std::vector<float> traj = read_all<float>(f, "runs/0/params/0");  // h.0.attn.weight, 12 × 20
+      H5Fclose(f);
+      Eigen::MatrixXd w(12, 20);
+      for (index_t i = 0; i < 12; ++i)
+        for (index_t j = 0; j < 20; ++j)
+          w(i, j) = traj[std::size_t(kSteps * 240 + i * 20 + j)];
+      if (soft)
+        CHECK(test::spectral_norm(w) > 0.515);
+      else
+        CHECK(test::spectral_norm(w) <= 0.5 * (1 + 1e-5));
+    }
     fs::remove(rec);
     fs::remove(out);
   }
@@ -1264,6 +1307,10 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:momentum=1", "route 'muon': trace_momentum: beta must be in [0, 1)"},
         {"--optimizer muon:shape_extra=0", "route 'muon': scale_by_shape: extra must be finite and > 0"},
         {"--optimizer muon:shape=spectra", "must be one of keller,moonlight,none,spectral,unit_rms_norm"},
+        {"--optimizer muon:weight_cap_blend=0.5", "'weight_cap_blend' and 'weight_cap_method' apply with"},
+        {"--optimizer muon:weight_cap=1,weight_cap_method=svd", "must be one of qdwh,polynomial"},
+        {"--optimizer muon:weight_cap=-1", "route 'muon': upper must be positive"},
+        {"--optimizer muon:weight_cap=1,weight_cap_blend=2", "route 'muon': blend must lie in [0, 1]"},
         {"--optimizer muadam:eps=0", "route 'muadam': muadam_direction: eps must be finite and > 0"},
         {"--optimizer sgd:momentum=-1", "route 'sgd': trace_momentum: beta must be finite and >= 0"}};
     check_refusals(rec, out, bad, 1);
