@@ -374,8 +374,11 @@ TEST_SUITE("optim.device") {
                        route("adamw", chain(clip, ScaleByLearningRate{})));
     });
     // The same with the polynomial method (Newton–Schulz only): its per-item shifts go to the
-    // device with the batch.
+    // device with the batch. Both rules blend (SpectralClipOptions::blend: the store pass reads
+    // the device input it overwrites, in place).
     cap.options.method = clip.options.method = SpectralClipMethod::polynomial;
+    cap.options.blend = 0.3;
+    clip.options.blend = 0.6;
     check_twin("dev_spectral_clip_poly", [&](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels,
                        route("muon", chain(TraceMomentum{}, Orthogonalize{}, ScaleByLearningRate{}, cap)),
