@@ -127,6 +127,11 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            of M's rows (columns when tall) with the largest l1 norms is orthogonalised, the rest
            of the update is 0; those slices of M decay by ef_decay; default polar: dion's
            5-step Polar Express table)
+  nordion2 (also dion3) lr=0.01 fraction=0.25 ef_decay=0.95 b2=0.95 eps=1e-8 wd=0.01
+           shape=unit_rms_norm|... shape_extra=1 polar=keller|polar_express|qdwh iterations=5
+           (NorDion2, microsoft/dion's Dion3: Dion2's selection, always of rows, then NorMuon's
+           per-row normalisation of the orthogonalised rows, whose moments move only when
+           selected)
   spel     lr=3e-4 momentum=0.95 nesterov=0 wd=0.1 polar=keller|polar_express|qdwh iterations=5
            (SPEL: W <- polar((1 - lr wd) W - lr polar(M)), the weights re-projected every step;
            default polar: 5 steps of You Jiacheng's table, Emerging-Optimizers' "quintic")
@@ -136,8 +141,8 @@ adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
 instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo, namo_d: keller;
-dion2: dion's 5-step table; spel: You Jiacheng's; the others: polar_express); with keller or
-polar_express, normalization=frobenius|schatten4|aol sets how the input is scaled (default
+dion2, nordion2: dion's 5-step table; spel: You Jiacheng's; the others: polar_express); with
+keller or polar_express, normalization=frobenius|schatten4|aol sets how the input is scaled (default
 frobenius; schatten4 divides by the Schatten-4 norm, from the first Gram; aol scales each row
 of the short side by 1/sqrt(its absolute Gram row sum), which re-weights the rows of the
 update; docs/kernels/polar.md), and schedule=NAME replaces the coefficient table by a preset
@@ -943,6 +948,19 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::dion2(o));
   }
+  if (s.preset == "nordion2" || s.preset == "dion3") {  // dion3: microsoft/dion's alias
+    opt::NorDion2Options o;
+    k.lr("lr", o.lr);
+    k.number("fraction", o.fraction);
+    k.number("ef_decay", o.ef_decay);
+    k.number("b2", o.beta2);
+    k.number("eps", o.eps);
+    k.number("wd", o.weight_decay);
+    shape_rule(o.shape);
+    polar_rule(o.polar);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::nordion2(o));
+  }
   if (s.preset == "spel") {
     opt::SpelOptions o;
     k.lr("lr", o.lr);
@@ -966,7 +984,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   }
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
         "' (sgd, adamw, lion, muon, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, "
-        "df_muon, namo, namo_d, dion2, spel)";
+        "df_muon, namo, namo_d, dion2, nordion2, dion3, spel)";
   return nullptr;
 }
 

@@ -595,6 +595,35 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: nordion2 and its alias dion3 reproduce the inline trajectory bit for bit") {
+    const std::string rec = temp_path("rec_nordion2.h5"), out = temp_path("out_nordion2.h5");
+    write_recording(rec);
+    for (const std::string preset : {"nordion2", "dion3"}) {
+      CAPTURE(preset);
+      REQUIRE_MESSAGE(run_replay(rec + " --optimizer " + preset +
+                                 ":lr=0.03,fraction=0.5,ef_decay=0.9,b2=0.9,eps=1e-7,wd=0.02" +
+                                 " --save-params --quiet --out " + out) == 0,
+                      replay_stderr());
+      const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+      REQUIRE(f >= 0);
+      NorDion2Options o;  // not the defaults: the keys must reach the options
+      o.lr = Schedule::constant(0.03);
+      o.fraction = 0.5;
+      o.ef_decay = 0.9;
+      o.beta2 = 0.9;
+      o.eps = 1e-7;
+      o.weight_decay = 0.02;
+      auto mixed = inline_mixed(preset, nordion2(o), AdamWOptions{});
+      compare_inline(mixed, f, 0);
+      H5Fclose(f);
+    }
+    CHECK(run_replay(rec + " --optimizer dion3:b2=1 --out " + out) == 1);
+    CHECK(replay_stderr().find("route 'dion3': normalize_neurons: beta2 must be in [0, 1)") !=
+          std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: spel reproduces the inline trajectory bit for bit with its keys") {
     const std::string rec = temp_path("rec_spel.h5"), out = temp_path("out_spel.h5");
     write_recording(rec);

@@ -253,6 +253,7 @@ void for_each_preset(F&& f) {
   f("namo", namo());
   f("namo_d", namo_d());
   f("dion2", dion2());
+  f("nordion2", nordion2());
   f("lion", lion());
   f("spel", spel());
   f("schatten_muon", schatten_muon(adaptive_schatten(false)));
@@ -359,6 +360,7 @@ TEST_SUITE("optim.hostile") {
     run("namo", namo(), false);
     run("namo_d", namo_d(), false);
     run("dion2", dion2(), false);
+    run("nordion2", nordion2(), false);
     run("lion", lion(), false);  // 1e30 is within Lion's own limit (below)
     run("spel", spel(), false);
     run("schatten_muon", schatten_muon(adaptive_schatten(false)), false);
@@ -488,6 +490,9 @@ TEST_SUITE("optim.hostile") {
     Dion2Options d2;
     d2.weight_decay = 0.0;
     check("dion2", dion2(d2));
+    NorDion2Options nd2;
+    nd2.weight_decay = 0.0;
+    check("nordion2", nordion2(nd2));
     check("lion", lion());
     // Not spel: it projects the weights onto (near) the Stiefel manifold at every step, whatever
     // the gradient (its zero-gradient step is W ← polar(W), tested in optim.presets).

@@ -357,6 +357,11 @@ TEST_SUITE("optim.device") {
     check_twin("dev_dion2", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", dion2()), route("adamw", adamw()));
     });
+    // NorDion2: Dion2's row selection on every shape, then the row normalisation, whose moments
+    // hold on the rows that were not selected.
+    check_twin("dev_nordion2", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", nordion2()), route("adamw", adamw()));
+    });
     // SPEL's last rule reads the parameters (device memory) and projects W + u.
     check_twin("dev_spel", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", spel()), route("adamw", adamw()));

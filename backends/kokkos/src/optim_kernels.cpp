@@ -211,7 +211,7 @@ void second_moment(float* x, float* v, index_t n, float beta, float w, float eps
 }
 
 void neuron_moments(const float* x, float* nu, index_t rows, index_t cols, float w2, float eps,
-                    double& before, double& after) {
+                    bool hold_zero_rows, double& before, double& after) {
   // Two sums in one reduction: the real and imaginary parts of a complex sum (Kokkos' built-in
   // Sum reducer on Kokkos::complex exists in 3.4 and 4.x alike; a custom reducer's join
   // signature differs between them). Team t reduces row t over its threads; its first thread
@@ -228,7 +228,7 @@ void neuron_moments(const float* x, float* nu, index_t rows, index_t cols, float
             Kokkos::TeamThreadRange(t, cols),
             [&](index_t j, double& part) { part += double(xi[j]) * double(xi[j]); }, ss);
         if (t.team_rank() == 0) {
-          const double r = NormalizeNeurons::update_moment(nu[i], ss, cols, w2, eps);
+          const double r = NormalizeNeurons::update_moment(nu[i], ss, cols, w2, eps, hold_zero_rows);
           acc += Kokkos::complex<double>(ss, NormalizeNeurons::scaled_square(r, ss));
         }
       },

@@ -39,7 +39,8 @@ void place_slices(float* u, const float* s, index_t rows, index_t cols, bool alo
 ///
 ///   M ← M + G                                  (momentum: a plain sum, no β)
 ///   S ← the k slices of M with the largest ℓ₁ norms, k = max(1, ⌈f·n⌉); slices are the rows
-///       when r ≤ c, else the columns (the shorter side, n = min(r, c) of them)
+///       when r ≤ c, else the columns (the shorter side, n = min(r, c) of them); with
+///       `slices = Slices::rows` always the rows (NorDion2, whose normalisation is per row)
 ///   M_S ← ef·M_S                               (error feedback: only the selected slices decay)
 ///   u ← polar(S) in the selected slices, 0 elsewhere
 ///
@@ -65,6 +66,10 @@ struct Dion2Direction {
   double fraction = 0.25;
   double ef_decay = 0.95;
   PolarOptions polar = default_polar();
+  /// Which slices compete: the shorter side's (Dion2's `select_dim = -2 if rows <= cols`) or
+  /// always the rows (NorDion2's `select_dim = -2`, so that a selected slice is a whole neuron).
+  enum class Slices { shorter, rows };
+  Slices slices = Slices::shorter;
 
   /// The reference's `polar_express` (dion/polar_express.py): the 5-row modded-nanogpt Polar
   /// Express table, X/(1.02·‖X‖_F + ε) with the optimizer's ε = 1e-8.
@@ -83,8 +88,9 @@ struct Dion2Direction {
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
 
-  /// Slices are rows when r ≤ c (the reference's `select_dim = -2 if rows <= cols`).
-  static bool along_rows(index_t rows, index_t cols) { return rows <= cols; }
+  /// Slices are rows when r ≤ c (the reference's `select_dim = -2 if rows <= cols`), or always
+  /// with Slices::rows.
+  bool along_rows(index_t rows, index_t cols) const { return slices == Slices::rows || rows <= cols; }
   /// k = max(1, ⌈f·n⌉) of n slices (n ≥ 1), as the reference's int(math.ceil(fraction·n)). f is
   /// clamped to [0, 1] first (NaN to 0), so that init() of an unusable rule, which check()
   /// refuses, still sizes its scratch without an undefined conversion.
@@ -271,14 +277,15 @@ struct Dion2Direction {
       return "dion2_direction: fraction must be in (0, 1]";
     if (!(std::isfinite(ef_decay) && ef_decay >= 0.0 && ef_decay <= 1.0))
       return "dion2_direction: ef_decay must be in [0, 1]";
+    if (slices != Slices::shorter && slices != Slices::rows) return "dion2_direction: unknown slices";
     return check_polar_options(polar);
   }
+  /// The slices only when they are not the default, so that Dion2's signatures stay as they were.
   std::string config() const {
-    return Signature(name)
-        .add("fraction", fraction)
-        .add("ef_decay", ef_decay)
-        .add("polar", polar_config(polar))
-        .str();
+    Signature sig(name);
+    sig.add("fraction", fraction).add("ef_decay", ef_decay).add("polar", polar_config(polar));
+    if (slices == Slices::rows) sig.add("slices", "rows");
+    return sig.str();
   }
 };
 
@@ -298,5 +305,38 @@ inline auto dion2(const Dion2Options& o = {}) {
   return chain(Dion2Direction{o.fraction, o.ef_decay, o.polar}, ScaleByShape{o.shape},
                AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
+
+/// NorDion2, which microsoft/dion also exports as Dion3, "the third-generation Dion update"
+/// (dion/nordion2.py): Dion2's selection and error feedback applied to the NorMuon update.
+///   M ← M + G;  S ← the k rows of M with the largest ℓ₁ norms (always rows:
+///   Slices::rows), which decay by ef_decay in M;  O ← polar(S);
+///   per selected row i: ν_i ← ν_i + (1 − β₂)(mean_j O_ij² − ν_i),  O_i ← O_i/(√ν_i + ε);
+///   O ← O·‖O_before‖_F/‖O‖_F;  W ← (1 − lr·wd)·W − lr·√(r/c)·O on the selected rows.
+/// That is Dion2Direction{Slices::rows}, then NormalizeNeurons with hold_zero_rows (the rows
+/// that were not selected are zero and keep their moment: the reference updates ν only at the
+/// selected indices), ScaleByShape, AddDecayedWeights and ScaleByLearningRate. Defaults (the
+/// reference's constructor): lr 0.01, fraction 0.25, mu (ef_decay) 0.95, muon_beta2 0.95,
+/// wd 0.01, epsilon 1e-8 (the Newton–Schulz normalisation's and the neurons'), Polar Express
+/// 5 steps, adjust_lr "spectral_norm" (√(r/c)). [P] where the reference differs by rounding:
+/// the norm-restoring factor is ‖O_before‖/(‖O‖ + ε) (the reference clamps ‖O‖ at 1e-8
+/// instead), and ν is float (the reference stores it in the parameter's dtype).
+struct NorDion2Options {
+  Schedule lr = Schedule::constant(0.01);
+  double fraction = 0.25;
+  double ef_decay = 0.95;
+  double beta2 = 0.95;  ///< the reference's muon_beta2
+  double eps = 1e-8;    ///< the neurons' ε (the reference's epsilon)
+  PolarOptions polar = Dion2Direction::default_polar();
+  ScaleByShape shape{ScaleByShape::Rule::unit_rms_norm};  ///< "rms_norm": moonlight; None: none
+  double weight_decay = 0.01;
+};
+inline auto nordion2(const NorDion2Options& o = {}) {
+  return chain(Dion2Direction{o.fraction, o.ef_decay, o.polar, Dion2Direction::Slices::rows},
+               NormalizeNeurons{o.beta2, o.eps, true}, ScaleByShape{o.shape},
+               AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+}
+/// Dion3: microsoft/dion's other name for NorDion2 (an alias there too: `Dion3 is NorDion2`).
+using Dion3Options = NorDion2Options;
+inline auto dion3(const Dion3Options& o = {}) { return nordion2(o); }
 
 }  // namespace schatten::optim

@@ -716,10 +716,11 @@ struct MuAdamDirection {
 
 namespace device_kernels {
 /// NormalizeNeurons' first pass over the rows × cols block x, one team per row: each row's sum
-/// of squares ss_i (double), NormalizeNeurons::update_moment(nu[i], ss_i, …), and the two sums
-/// Σ ss_i and Σ r_i²·ss_i returned in `before` and `after` (waits for the result).
+/// of squares ss_i (double), NormalizeNeurons::update_moment(nu[i], ss_i, …, hold_zero_rows),
+/// and the two sums Σ ss_i and Σ r_i²·ss_i returned in `before` and `after` (waits for the
+/// result).
 void neuron_moments(const float* x, float* nu, index_t rows, index_t cols, float w2, float eps,
-                    double& before, double& after);
+                    bool hold_zero_rows, double& before, double& after);
 /// Its second pass: x_ij ← x_ij · NormalizeNeurons::row_factor(nu[i], eps, g), one element per
 /// thread.
 void scale_neurons(float* x, const float* nu, index_t rows, index_t cols, float eps, double g);
@@ -751,6 +752,10 @@ struct NormalizeNeurons {
   static constexpr bool device_capable = true;
   double beta2 = 0.95;
   double eps = 1e-10;
+  /// Rows of u that are entirely zero keep their moment instead of decaying it toward 0: after
+  /// Dion2Direction{Slices::rows} the zero rows are the ones not selected, and NorDion2 moves
+  /// only the selected rows' moments. (A zero row's output is zero either way.)
+  bool hold_zero_rows = false;
 
   struct State {
     std::int64_t count = 0;
@@ -758,11 +763,15 @@ struct NormalizeNeurons {
   };
   State init(const BlockShape& s) const { return State{0, Buffer(static_cast<std::size_t>(s.rows), 0.0f)}; }
   /// The row moment from the row's sum of squares ss over `cols` entries: nu updated with weight
-  /// w2 = float(1 − β₂) toward the float mean ss/cols (torch's lerp_); returns the row's
-  /// reciprocal 1/(√nu + eps). The one formula of the host loop and the device kernel.
-  SCHATTEN_HOST_DEVICE static float update_moment(float& nu, double ss, index_t cols, float w2, float eps) {
-    const float mean = static_cast<float>(ss / double(cols));
-    nu = nu + w2 * (mean - nu);
+  /// w2 = float(1 − β₂) toward the float mean ss/cols (torch's lerp_), except for a zero row
+  /// when `hold` (hold_zero_rows); returns the row's reciprocal 1/(√nu + eps). The one formula
+  /// of the host loop and the device kernel.
+  SCHATTEN_HOST_DEVICE static float update_moment(float& nu, double ss, index_t cols, float w2, float eps,
+                                                  bool hold) {
+    if (!(hold && ss == 0.0)) {
+      const float mean = static_cast<float>(ss / double(cols));
+      nu = nu + w2 * (mean - nu);
+    }
     return reciprocal(nu, eps);
   }
   /// Row i's part of ‖O‖² after the row scaling, r_i²·ss_i (its reciprocal r_i, its sum of
@@ -781,14 +790,14 @@ struct NormalizeNeurons {
     float* nu = s.nu.data();
     double before = 0.0, after = 0.0;  // ‖O‖² before and after the row scaling
     if (u.memory == MemoryKind::device) {
-      device_kernels::neuron_moments(u.data, nu, u.rows, u.cols, w2, feps, before, after);
+      device_kernels::neuron_moments(u.data, nu, u.rows, u.cols, w2, feps, hold_zero_rows, before, after);
     } else {
       for (index_t i = 0; i < u.rows; ++i) {
         const float* x = u.data + i * u.cols;
         double ss = 0.0;
         for (index_t j = 0; j < u.cols; ++j)
           ss += double(x[j]) * double(x[j]);
-        const double r = update_moment(nu[i], ss, u.cols, w2, feps);
+        const double r = update_moment(nu[i], ss, u.cols, w2, feps, hold_zero_rows);
         before += ss;
         after += scaled_square(r, ss);
       }
@@ -818,7 +827,13 @@ struct NormalizeNeurons {
     if (!hyper::positive_float(eps)) return "normalize_neurons: eps must be finite and > 0 (in float)";
     return nullptr;
   }
-  std::string config() const { return Signature(name).add("beta2", beta2).add("eps", eps).str(); }
+  /// hold_zero_rows only when set, so that NorMuon's signatures stay as they were.
+  std::string config() const {
+    Signature sig(name);
+    sig.add("beta2", beta2).add("eps", eps);
+    if (hold_zero_rows) sig.add("hold_zero_rows", true);
+    return sig.str();
+  }
 };
 
 /// Clips the block's update to Frobenius norm ≤ max_norm (per parameter block; a zero or
