@@ -937,27 +937,26 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::namo_d(o));
   }
-  if (s.preset == "dion2") {
-    opt::Dion2Options o;
+  // Dion2's keys, shared by dion2 and nordion2 (both options structs name these fields alike).
+  const auto dion2_keys = [&](auto& o) {
     k.lr("lr", o.lr);
     k.number("fraction", o.fraction);
     k.number("ef_decay", o.ef_decay);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
     polar_rule(o.polar);
+  };
+  if (s.preset == "dion2") {
+    opt::Dion2Options o;
+    dion2_keys(o);
     if (!k.done(err)) return nullptr;
     return mixed(opt::dion2(o));
   }
   if (s.preset == "nordion2" || s.preset == "dion3") {  // dion3: microsoft/dion's alias
     opt::NorDion2Options o;
-    k.lr("lr", o.lr);
-    k.number("fraction", o.fraction);
-    k.number("ef_decay", o.ef_decay);
+    dion2_keys(o);
     k.number("b2", o.beta2);
     k.number("eps", o.eps);
-    k.number("wd", o.weight_decay);
-    shape_rule(o.shape);
-    polar_rule(o.polar);
     if (!k.done(err)) return nullptr;
     return mixed(opt::nordion2(o));
   }
