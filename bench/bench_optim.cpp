@@ -42,6 +42,8 @@
 ///                                  batches, and at 0.25 also unbatched (one polar call per matrix);
 ///                                  optim/dion2_step/gpt2_small/device/{batched,unbatched} the same
 ///                                  in device memory (the GPU case batching is for)
+///   optim/nordion2_step/gpt2_small   nordion2 (Dion3) for the hidden matrices: Dion2 over rows at
+///                                  fraction 0.25, then the selected neurons normalised
 ///   optim/spel_step/gpt2_small       spel for the hidden matrices: two polar factors per matrix
 #include <benchmark/benchmark.h>
 
@@ -178,6 +180,15 @@ void bm_dion2_step(benchmark::State& st, double fraction, bool batching) {
   d.fraction = fraction;
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion2(d)), route("adamw", adamw()));
   opt.set_batching(batching);
+  time_host_steps(st, m, opt);
+}
+
+/// NorDion2's step over the same model (nordion2(): Dion2's selection, always of rows, at
+/// fraction 0.25, then NorMuon's per-row normalisation of the update): Dion2's work plus two
+/// passes over each hidden matrix's update.
+void bm_nordion2_step(benchmark::State& st) {
+  Model m(gpt2_small());
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", nordion2()), route("adamw", adamw()));
   time_host_steps(st, m, opt);
 }
 
@@ -516,6 +527,9 @@ int main(int argc, char** argv) {
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/fraction:1", bm_dion2_step, 1.0, true)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/nordion2_step/gpt2_small", bm_nordion2_step)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/spel_step/gpt2_small", bm_spel_step)

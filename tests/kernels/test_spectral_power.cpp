@@ -125,8 +125,8 @@ void check_non_finite_refused(index_t r, index_t c, const Options& o,
     CHECK(x == -5.0f);
 }
 
-/// clip(σ) for these options (support/oracle.hpp).
-/// σ + c·(clip(σ) − σ), c = o.blend: the singular value of (1 − c)·A + c·U clip(Σ) Vᵀ.
+/// σ + c·(clip(σ) − σ) with clip(σ) for these options (support/oracle.hpp) and c = o.blend: the
+/// singular value of (1 − c)·A + c·U clip(Σ) Vᵀ.
 double clipped(double sigma, const SpectralClipOptions& o) {
   return sigma + o.blend * (schatten::test::clipped(sigma, o.lower, o.upper) - sigma);
 }
@@ -601,8 +601,8 @@ TEST_SUITE("kernels.spectral_power") {
     // for it (measured ≤ 1e-15); in float 2e-5·σ_max (measured 1e-7 on the diagonal, 5e-7·√k
     // leakage). Then against clip(σ) itself within the documented band (3e-5·‖A‖_F) plus the
     // rounding tolerance; a wrong shift, scale, sign or orientation is O(0.01) or more. The last
-    // case blends (c = 0.3, a hardcap: the spectral clipped weight decay): (1 − c)·A is A itself,
-    // not the iteration's image of it.
+    // case blends (c = 0.3, a hardcap: the spectral clipped weight decay), its oracle (1 − c)·σ
+    // plus c times the image.
     const double tol = std::is_same<T, float>::value ? 2e-5 : 1e-12;
     const double inf = std::numeric_limits<double>::infinity();
     for_each_clip_case(
