@@ -95,6 +95,9 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            weight_cap=B (none by default: the weights' largest singular value capped at B after
            every step) weight_cap_blend=1 (C < 1: the singular values above B move the fraction
            C of the way to B, spectral clipped weight decay) weight_cap_method=qdwh|polynomial
+  mop      lr=3e-4 momentum=0.95 nesterov=0 wd=0.01 shape=none|... shape_extra=1 dual_norm=1
+           (Emerging-Optimizers' MOP: the exact polar factor, by QDWH, times the momentum's
+           nuclear norm; dual_norm=0 with a shape= gives its other scale modes)
   normuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 wd=0 polar=keller|polar_express|qdwh
            iterations=5 shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1
   adamuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 eps=1e-8 rms=0.2 wd=0.01 polar=keller|...
@@ -791,6 +794,17 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (diagnostics) return mixed(observed_muon(o));
     return mixed(opt::muon(o));
   }
+  if (s.preset == "mop") {  // muon's chain with MOP's options: no instantiation of its own
+    opt::MopOptions o;
+    k.lr("lr", o.lr);
+    momentum_keys(o);
+    k.number("wd", o.weight_decay);
+    shape_rule(o.shape);
+    k.flag("dual_norm", o.polar.dual_norm_scale);  // 0 with a shape=: EO's other scale modes
+    if (!k.done(err)) return nullptr;
+    if (diagnostics) return mixed(observed_muon(o.muon_options()));
+    return mixed(opt::mop(o));
+  }
   if (s.preset == "schatten_muon") {
     opt::SchattenMuonOptions o;
     k.lr("lr", o.lr);
@@ -982,7 +996,8 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     return mixed(opt::df_muon(o));
   }
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
-        "' (sgd, adamw, lion, muon, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, sc_muon, "
+        "' (sgd, adamw, lion, muon, mop, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, "
+        "sc_muon, "
         "df_muon, namo, namo_d, dion2, nordion2, dion3, spel)";
   return nullptr;
 }

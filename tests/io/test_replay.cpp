@@ -666,6 +666,28 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: mop reproduces the inline trajectory bit for bit with its keys") {
+    const std::string rec = temp_path("rec_mop.h5"), out = temp_path("out_mop.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(run_replay(rec + " --optimizer mop:lr=0.01,momentum=0.9,nesterov=1,wd=0.02" +
+                               " --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    MopOptions o;  // not the defaults: the keys must reach the options
+    o.lr = Schedule::constant(0.01);
+    o.momentum = 0.9;
+    o.nesterov = true;
+    o.weight_decay = 0.02;
+    auto mixed = inline_mixed("mop", mop(o), AdamWOptions{});
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer mop:polar=keller --out " + out) == 1);  // MOP's polar is exact
+    CHECK(replay_stderr().find("unknown key 'polar' for preset 'mop'") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: muon's weight cap, its blend and its method reach SpectralClipWeights") {
     // The recorded matrices are 0.1-scaled Gaussians (σ_max 0.69 for the 12 × 20 one), so a cap
     // of 0.5 acts from the first step. Each run is compared with Muon followed by the rule,

@@ -254,6 +254,7 @@ void for_each_preset(F&& f) {
   f("namo_d", namo_d());
   f("dion2", dion2());
   f("nordion2", nordion2());
+  f("mop", mop());
   f("lion", lion());
   f("spel", spel());
   f("schatten_muon", schatten_muon(adaptive_schatten(false)));
@@ -361,6 +362,7 @@ TEST_SUITE("optim.hostile") {
     run("namo_d", namo_d(), false);
     run("dion2", dion2(), false);
     run("nordion2", nordion2(), false);
+    run("mop", mop(), false);
     run("lion", lion(), false);  // 1e30 is within Lion's own limit (below)
     run("spel", spel(), false);
     run("schatten_muon", schatten_muon(adaptive_schatten(false)), false);
@@ -493,6 +495,9 @@ TEST_SUITE("optim.hostile") {
     NorDion2Options nd2;
     nd2.weight_decay = 0.0;
     check("nordion2", nordion2(nd2));
+    MopOptions mo;
+    mo.weight_decay = 0.0;
+    check("mop", mop(mo));
     check("lion", lion());
     // Not spel: it projects the weights onto (near) the Stiefel manifold at every step, whatever
     // the gradient (its zero-gradient step is W ← polar(W), tested in optim.presets).

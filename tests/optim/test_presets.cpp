@@ -195,6 +195,21 @@ Mat optax_muon_oracle(Mat w, const std::vector<Mat>& grads, double lr, double be
   return w;
 }
 
+/// MOP's reference (Emerging-Optimizers mop.py over orthogonalized_optimizer.py) in double:
+/// M.lerp_(G, 1 − β); N = G.lerp(M, β) with Nesterov, else M; W ← W(1 − lr·wd); U Σ Vᵀ = svd(N),
+/// W ← W − lr·(Σσ)·U Vᵀ (scale_mode "nuclear_norm").
+Mat mop_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, double wd, bool nesterov) {
+  Mat m = Mat::Zero(w.rows(), w.cols());
+  for (const Mat& g : grads) {
+    m += (1 - beta) * (g - m);
+    const Mat n = nesterov ? Mat(g + beta * (m - g)) : m;
+    const auto d = svd(n);
+    w *= 1.0 - lr * wd;
+    w -= lr * d.s.sum() * d.u * d.v.transpose();
+  }
+  return w;
+}
+
 /// AdaMuon's reference (Chongjie-Si/AdaMuon adamuon.py) in double: Muon's EMA Nesterov momentum,
 /// O = NS5(sign(N)), v ← β v + (1 − β) O², Ô = O/(√v + ε), Ô·0.2√(rc)/(‖Ô‖_F + ε), then
 /// W ← W(1 − lr·wd) − lr·Ô.
@@ -636,6 +651,41 @@ TEST_SUITE("optim.presets") {
           std::string::npos);
     decay.options.blend = 2.0;
     CHECK(std::string(chain(decay).check()).find("blend must lie in [0, 1]") != std::string::npos);
+  }
+
+  TEST_CASE("mop matches Emerging-Optimizers' MOP in double (exact polar factor times the nuclear norm)") {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("mop_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 5, r < c ? "mop_g_wide" : "mop_g_tall");
+      for (bool nesterov : {false, true}) {
+        CAPTURE(nesterov);
+        MopOptions o;
+        o.lr = Schedule::constant(0.01);  // a step large enough to see (the default is 3e-4)
+        o.nesterov = nesterov;
+        const Mat got = run_rule(mop(o), w0, g);
+        // QDWH in float is exact to ~k·ε (polar.hpp), and ⟨N, Q⟩ is a double sum of float products
+        // (~1e-7 relative); what dominates is W's own float rounding at each of the 5 steps
+        // (6e-8·‖W‖), the accumulated step being only 4e-3 to 5e-3 of ‖W‖ (6e-8·√5/4e-3 ≈ 3e-5):
+        // measured 1.3e-5 to 1.8e-5, checked at 1e-4. A wrong scale or momentum is O(1e-2) or
+        // more (below).
+        const Mat want = mop_oracle(w0, g, 0.01, 0.95, 0.01, nesterov);
+        CHECK(step_error(got, want, w0) <= 1e-4);
+        // Controls, far off: Muon's own scaling (Keller NS5 and √max(1, r/c), no nuclear norm),
+        // and the other Nesterov setting.
+        MuonOptions m = o.muon_options();
+        m.polar = MuonOptions::keller_polar();
+        m.shape = ScaleByShape{};
+        CHECK(step_error(run_rule(muon(m), w0, g), want, w0) > 1e-1);
+        MopOptions other = o;
+        other.nesterov = !nesterov;
+        CHECK(step_error(run_rule(mop(other), w0, g), want, w0) > 1e-2);
+      }
+    }
+    CHECK(mop().config() == muon(MopOptions{}.muon_options()).config());
+    CHECK(mop().config().find("qdwh(") != std::string::npos);
+    CHECK(mop().config().find("dual_norm_scale=true") != std::string::npos);
   }
 
   TEST_CASE("muon with bias correction and dual_norm_scale matches optax's muon(adaptive) in double") {

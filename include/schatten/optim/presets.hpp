@@ -85,6 +85,42 @@ inline auto muon(const MuonOptions& o = {}) {
                ScaleByLearningRate{o.lr});
 }
 
+/// MOP, "Momentum Orthogonalized by Polar decomposition" (NVIDIA-NeMo Emerging-Optimizers
+/// `mop.py`, experimental there): Muon with the exact polar factor (the reference's SVD; QDWH
+/// here, exact to working precision) scaled by the momentum's nuclear norm ⟨M, Q⟩ = Σσ(M) (the
+/// PolarGrad scaling, `polar.dual_norm_scale`), no shape factor. It is muon() with these options,
+/// so one formula serves both. Defaults (the reference's constructor): lr 3e-4, β 0.95 EMA
+/// momentum (its lerp_), Nesterov off, wd 0.01 decoupled, scale_mode "nuclear_norm",
+/// extra_scale_factor 1 (ScaleByShape's extra). Its other scale modes are muon's shape rules
+/// with `polar.dual_norm_scale = false`.
+struct MopOptions {
+  Schedule lr = Schedule::constant(3e-4);
+  double momentum = 0.95;
+  bool nesterov = false;
+  PolarOptions polar = nuclear_polar();
+  ScaleByShape shape{ScaleByShape::Rule::none};  ///< rule none and extra 1: the nuclear norm alone
+  double weight_decay = 0.01;
+
+  /// QDWH with polar.dual_norm_scale: Q·⟨M, Q⟩ = Q·‖M‖_*.
+  static PolarOptions nuclear_polar() {
+    PolarOptions p;
+    p.method = PolarMethod::qdwh;
+    p.dual_norm_scale = true;
+    return p;
+  }
+  MuonOptions muon_options() const {
+    MuonOptions m;
+    m.lr = lr;
+    m.momentum = momentum;
+    m.nesterov = nesterov;
+    m.polar = polar;
+    m.shape = shape;
+    m.weight_decay = weight_decay;
+    return m;
+  }
+};
+inline auto mop(const MopOptions& o = {}) { return muon(o.muon_options()); }
+
 /// NorMuon (Li et al. 2025, arXiv 2510.05491; the reference zichongli5/NorMuon normuon.py):
 /// Muon with the orthogonalised update normalised per output neuron by a second moment and
 /// rescaled to its Frobenius norm (NormalizeNeurons), then Keller's shape scale, decoupled decay
