@@ -98,6 +98,9 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   mop      lr=3e-4 momentum=0.95 nesterov=0 wd=0.01 shape=none|... shape_extra=1 dual_norm=1
            (Emerging-Optimizers' MOP: the exact polar factor, by QDWH, times the momentum's
            nuclear norm; dual_norm=0 with a shape= gives its other scale modes)
+  scion    lr=3e-4 momentum=0.95 spectral_radius=1 polar=keller|polar_express|qdwh iterations=5
+           (Scion's hidden-matrix step: W <- (1 - lr) W - lr rho sqrt(r/c) NS(M), EMA momentum,
+           no Nesterov; default polar: You Jiacheng's 5 steps, Emerging-Optimizers' "quintic")
   normuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 wd=0 polar=keller|polar_express|qdwh
            iterations=5 shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1
   adamuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 eps=1e-8 rms=0.2 wd=0.01 polar=keller|...
@@ -144,7 +147,7 @@ adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
 instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo, namo_d: keller;
-dion2, nordion2: dion's 5-step table; spel: You Jiacheng's; the others: polar_express); with
+dion2, nordion2: dion's 5-step table; spel, scion: You Jiacheng's; the others: polar_express); with
 keller or polar_express, normalization=frobenius|schatten4|aol sets how the input is scaled (default
 frobenius; schatten4 divides by the Schatten-4 norm, from the first Gram; aol scales each row
 of the short side by 1/sqrt(its absolute Gram row sum), which re-weights the rows of the
@@ -805,6 +808,16 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (diagnostics) return mixed(observed_muon(o.muon_options()));
     return mixed(opt::mop(o));
   }
+  if (s.preset == "scion") {  // muon's chain with Scion's options, as mop
+    opt::ScionOptions o;
+    k.lr("lr", o.lr);
+    k.number("momentum", o.momentum);
+    k.number("spectral_radius", o.spectral_radius);
+    polar_rule(o.polar);
+    if (!k.done(err)) return nullptr;
+    if (diagnostics) return mixed(observed_muon(o.muon_options()));
+    return mixed(opt::scion(o));
+  }
   if (s.preset == "schatten_muon") {
     opt::SchattenMuonOptions o;
     k.lr("lr", o.lr);
@@ -995,10 +1008,11 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::df_muon(o));
   }
-  err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
-        "' (sgd, adamw, lion, muon, mop, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, "
-        "sc_muon, "
-        "df_muon, namo, namo_d, dion2, nordion2, dion3, spel)";
+  err =
+      "--optimizer " + s.text + ": unknown preset '" + s.preset +
+      "' (sgd, adamw, lion, muon, mop, scion, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, "
+      "sc_muon, "
+      "df_muon, namo, namo_d, dion2, nordion2, dion3, spel)";
   return nullptr;
 }
 

@@ -688,6 +688,30 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: scion reproduces the inline trajectory bit for bit with its keys") {
+    const std::string rec = temp_path("rec_scion.h5"), out = temp_path("out_scion.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(
+        run_replay(rec + " --optimizer scion:lr=0.01,momentum=0.9,spectral_radius=2,polar=keller" +
+                   " --save-params --quiet --out " + out) == 0,
+        replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    ScionOptions o;  // not the defaults: the keys must reach the options
+    o.lr = Schedule::constant(0.01);
+    o.momentum = 0.9;
+    o.spectral_radius = 2.0;
+    o.polar = MuonOptions::keller_polar();
+    auto mixed = inline_mixed("scion", scion(o), AdamWOptions{});
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer scion:spectral_radius=0 --out " + out) == 1);
+    CHECK(replay_stderr().find("route 'scion': scale_by_shape: extra must be finite and > 0") !=
+          std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: muon's weight cap, its blend and its method reach SpectralClipWeights") {
     // The recorded matrices are 0.1-scaled Gaussians (σ_max 0.69 for the 12 × 20 one), so a cap
     // of 0.5 acts from the first step. Each run is compared with Muon followed by the rule,

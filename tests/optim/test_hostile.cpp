@@ -255,6 +255,7 @@ void for_each_preset(F&& f) {
   f("dion2", dion2());
   f("nordion2", nordion2());
   f("mop", mop());
+  f("scion", scion());
   f("lion", lion());
   f("spel", spel());
   f("schatten_muon", schatten_muon(adaptive_schatten(false)));
@@ -363,6 +364,7 @@ TEST_SUITE("optim.hostile") {
     run("dion2", dion2(), false);
     run("nordion2", nordion2(), false);
     run("mop", mop(), false);
+    run("scion", scion(), false);
     run("lion", lion(), false);  // 1e30 is within Lion's own limit (below)
     run("spel", spel(), false);
     run("schatten_muon", schatten_muon(adaptive_schatten(false)), false);
@@ -500,7 +502,8 @@ TEST_SUITE("optim.hostile") {
     check("mop", mop(mo));
     check("lion", lion());
     // Not spel: it projects the weights onto (near) the Stiefel manifold at every step, whatever
-    // the gradient (its zero-gradient step is W ← polar(W), tested in optim.presets).
+    // the gradient (its zero-gradient step is W ← polar(W), tested in optim.presets). Nor scion:
+    // its Frank-Wolfe decay (1, fixed) shrinks W by (1 − lr) at every step by design.
     check("schatten_muon", schatten_muon(adaptive_schatten(false, 0.0)));
     check("schatten_muon_moment", schatten_muon(adaptive_schatten(true, 0.0)));
   }

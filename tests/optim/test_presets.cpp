@@ -175,6 +175,20 @@ Mat spel_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, bo
   return w;
 }
 
+/// Scion's reference (Emerging-Optimizers scion.py over orthogonalized_optimizer.py) in double:
+/// M.lerp_(G, 1 − β) (no Nesterov); W ← W(1 − lr) (weight decay 1, decoupled);
+/// W ← W − lr·ρ·√(r/c)·NS_quintic(M).
+Mat scion_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, double rho) {
+  Mat m = Mat::Zero(w.rows(), w.cols());
+  const double scale = rho * std::sqrt(double(w.rows()) / double(w.cols()));
+  for (const Mat& g : grads) {
+    m += (1 - beta) * (g - m);
+    w *= 1.0 - lr;
+    w -= lr * scale * ns_you(m);
+  }
+  return w;
+}
+
 /// optax.contrib.muon's matrix branch (scale_by_muon, algorithms.md §1.1 "Optax variant") in
 /// double: m ← β m + (1 − β) g; N = β m/(1 − β^{t+1}) + (1 − β) g/(1 − β^t); O = NS5 of N with
 /// X/(‖X‖_F + 1e-8); with `adaptive`, O ← ⟨N, O⟩ O; × √max(1, r/c) (optax's fan_out/fan_in for
@@ -686,6 +700,44 @@ TEST_SUITE("optim.presets") {
     CHECK(mop().config() == muon(MopOptions{}.muon_options()).config());
     CHECK(mop().config().find("qdwh(") != std::string::npos);
     CHECK(mop().config().find("dual_norm_scale=true") != std::string::npos);
+  }
+
+  TEST_CASE("scion matches Emerging-Optimizers' Scion in double (Frank-Wolfe decay 1, radius rho)") {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("scion_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 5, r < c ? "scion_g_wide" : "scion_g_tall");
+      for (double rho : {1.0, 3.0}) {
+        CAPTURE(rho);
+        ScionOptions o;
+        o.lr = Schedule::constant(0.05);  // a step large enough to see (the default is 3e-4)
+        o.spectral_radius = rho;
+        const Mat got = run_rule(scion(o), w0, g);
+        // EO's quintic in float is ≈ 3e-5 relative on the smallest directions, but most of the
+        // accumulated step is the decay's exact (1 − lr)·W: measured 2.0e-7 to 2.3e-7, checked at
+        // 1e-5; a wrong decay or radius is O(0.1) or more (below).
+        const Mat want = scion_oracle(w0, g, 0.05, 0.95, rho);
+        CHECK(step_error(got, want, w0) <= 1e-5);
+        // Controls, far off: no Frank-Wolfe decay, and the other radius.
+        MuonOptions m = o.muon_options();
+        m.weight_decay = 0.0;
+        CHECK(step_error(run_rule(muon(m), w0, g), want, w0) > 1e-1);
+        ScionOptions other = o;
+        other.spectral_radius = rho == 1.0 ? 3.0 : 1.0;
+        CHECK(step_error(run_rule(scion(other), w0, g), want, w0) > 1e-1);
+      }
+    }
+    // Many steps from large weights: the convex combination pulls σ_max(W) into the radius
+    // ρ·√(r/c) = √(12/20) = 0.775 (within NS's band: the quintic's singular values stay within
+    // 0.7–1.2); from 73.5 to 0.75 in 60 steps of lr 0.2 (0.8⁶⁰ = 1.5e-6).
+    const Mat big = 10.0 * gaussian(12, 20, case_seed("scion_big"));
+    ScionOptions o;
+    o.lr = Schedule::constant(0.2);
+    const Mat w = run_rule(scion(o), big, gradients(12, 20, 60, "scion_big_g"));
+    CHECK(spectral_norm(w) <= 1.2 * std::sqrt(12.0 / 20.0));
+    CHECK(spectral_norm(big) > 30.0);
+    CHECK(scion().config() == muon(ScionOptions{}.muon_options()).config());
   }
 
   TEST_CASE("muon with bias correction and dual_norm_scale matches optax's muon(adaptive) in double") {

@@ -177,6 +177,11 @@ inline auto adamuon(const AdaMuonOptions& o = {}) {
 /// Only for matrices meant to stay (near) orthonormal — hidden weights, not embeddings, heads or
 /// vectors (route those to adamw), and a parameter should start orthonormal (its first step
 /// projects it anyway).
+/// Emerging-Optimizers' default orthogonalisation (muon_utils.newton_schulz with
+/// coefficient_type "quintic"): 5 rows of schedules::you_jiacheng(), X/(‖X‖_F + 1e-15), Frobenius.
+/// SPEL's and Scion's.
+inline PolarOptions eo_quintic_polar() { return newton_schulz_polar(schedules::you_jiacheng(), 1e-15); }
+
 struct SpelOptions {
   Schedule lr = Schedule::constant(3e-4);
   double momentum = 0.95;
@@ -184,13 +189,42 @@ struct SpelOptions {
   PolarOptions polar = spel_polar();
   double weight_decay = 0.1;
 
-  /// The reference's orthogonalisation: 5 rows of schedules::you_jiacheng(), Frobenius, eps 1e-15.
-  static PolarOptions spel_polar() { return newton_schulz_polar(schedules::you_jiacheng(), 1e-15); }
+  /// The reference's orthogonalisation: eo_quintic_polar().
+  static PolarOptions spel_polar() { return eo_quintic_polar(); }
 };
 inline auto spel(const SpelOptions& o = {}) {
   return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, Orthogonalize{o.polar},
                AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr}, OrthogonalizeWeights{o.polar});
 }
+
+/// Scion's hidden-matrix step (Pethick et al. 2025, "Training Deep Learning Models with
+/// Norm-Constrained LMOs", arXiv 2502.07529; NVIDIA-NeMo Emerging-Optimizers `scion.py`): the
+/// spectral LMO ρ·√(r/c)·NS(M) of the EMA momentum M, with weight decay 1 as its Frank–Wolfe step,
+///   W ← (1 − lr)·W − lr·ρ·√(r/c)·NS(M),
+/// a convex combination, so W stays in the spectral ball of radius ρ·√(r/c) once inside (up to
+/// NS's band). It is muon() with these options (one chain): Nesterov off and decoupled decay 1,
+/// as the reference forces them; ScaleByShape unit_rms_norm with extra ρ. Defaults (the
+/// reference's): lr 3e-4, β 0.95, EO's quintic (5 steps), ρ 1 (`spectral_radius`). For 2-D
+/// hidden matrices only, as there: Scion's other LMOs (sign for vectors, column norms for
+/// embeddings and heads) are other routes' business.
+struct ScionOptions {
+  Schedule lr = Schedule::constant(3e-4);
+  double momentum = 0.95;
+  double spectral_radius = 1.0;  ///< ρ: ScaleByShape's extra (finite and > 0)
+  PolarOptions polar = eo_quintic_polar();
+
+  MuonOptions muon_options() const {
+    MuonOptions m;
+    m.lr = lr;
+    m.momentum = momentum;
+    m.nesterov = false;
+    m.polar = polar;
+    m.shape = ScaleByShape(ScaleByShape::Rule::unit_rms_norm, spectral_radius);
+    m.weight_decay = 1.0;
+    return m;
+  }
+};
+inline auto scion(const ScionOptions& o = {}) { return muon(o.muon_options()); }
 
 /// MuAdam (algorithms.md §4d, SMuon repository form): D ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4},
 /// decoupled decay, lr. Defaults [V]: lr 0.02, β₁ 0.9, β₂ 0.999, ε 1e-8, no shape scaling; the
