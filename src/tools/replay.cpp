@@ -1008,11 +1008,9 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::df_muon(o));
   }
-  err =
-      "--optimizer " + s.text + ": unknown preset '" + s.preset +
-      "' (sgd, adamw, lion, muon, mop, scion, normuon, adamuon, muadam, freon, kaon, schatten_muon, da_muon, "
-      "sc_muon, "
-      "df_muon, namo, namo_d, dion2, nordion2, dion3, spel)";
+  err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
+        "' (sgd, adamw, lion, muon, mop, scion, normuon, adamuon, muadam, freon, kaon, schatten_muon, "
+        "da_muon, sc_muon, df_muon, namo, namo_d, dion2, nordion2, dion3, spel)";
   return nullptr;
 }
 
