@@ -101,6 +101,9 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   scion    lr=3e-4 momentum=0.95 spectral_radius=1 polar=keller|polar_express|qdwh iterations=5
            (Scion's hidden-matrix step: W <- (1 - lr) W - lr rho sqrt(r/c) NS(M), EMA momentum,
            no Nesterov; default polar: You Jiacheng's 5 steps, Emerging-Optimizers' "quintic")
+  muon_hyperball  lr=3e-4 momentum=0.95 nesterov=0 wd=0.01 radius=1 eps=1e-15 polar=keller|...
+           iterations=5 (Emerging-Optimizers' MuonHyperball: the update scaled to Frobenius norm
+           radius, the step, the weights projected back to norm radius; start them there)
   normuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 wd=0 polar=keller|polar_express|qdwh
            iterations=5 shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1
   adamuon  lr=0.02 momentum=0.95 nesterov=1 b2=0.95 eps=1e-8 rms=0.2 wd=0.01 polar=keller|...
@@ -147,9 +150,10 @@ adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=
 the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
 instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo, namo_d: keller;
-dion2, nordion2: dion's 5-step table; spel, scion: You Jiacheng's; the others: polar_express); with
-keller or polar_express, normalization=frobenius|schatten4|aol sets how the input is scaled (default
-frobenius; schatten4 divides by the Schatten-4 norm, from the first Gram; aol scales each row
+dion2, nordion2: dion's 5-step table; spel, scion, muon_hyperball: You Jiacheng's; the others:
+polar_express); with keller or polar_express, normalization=frobenius|schatten4|aol sets how the
+input is scaled (default frobenius; schatten4 divides by the Schatten-4 norm, from the first
+Gram; aol scales each row
 of the short side by 1/sqrt(its absolute Gram row sum), which re-weights the rows of the
 update; docs/kernels/polar.md), and schedule=NAME replaces the coefficient table by a preset
 of docs/kernels/coefficients.md, one of
@@ -818,6 +822,17 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (diagnostics) return mixed(observed_muon(o.muon_options()));
     return mixed(opt::scion(o));
   }
+  if (s.preset == "muon_hyperball") {
+    opt::MuonHyperballOptions o;
+    k.lr("lr", o.lr);
+    momentum_keys(o);
+    k.number("wd", o.weight_decay);
+    k.number("radius", o.radius);
+    k.number("eps", o.eps);
+    polar_rule(o.polar);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::muon_hyperball(o));
+  }
   if (s.preset == "schatten_muon") {
     opt::SchattenMuonOptions o;
     k.lr("lr", o.lr);
@@ -1009,7 +1024,8 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     return mixed(opt::df_muon(o));
   }
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
-        "' (sgd, adamw, lion, muon, mop, scion, normuon, adamuon, muadam, freon, kaon, schatten_muon, "
+        "' (sgd, adamw, lion, muon, mop, scion, muon_hyperball, normuon, adamuon, muadam, freon, kaon, "
+        "schatten_muon, "
         "da_muon, sc_muon, df_muon, namo, namo_d, dion2, nordion2, dion3, spel)";
   return nullptr;
 }

@@ -712,6 +712,28 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: muon_hyperball reproduces the inline trajectory bit for bit with its keys") {
+    const std::string rec = temp_path("rec_hyperball.h5"), out = temp_path("out_hyperball.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(run_replay(rec + " --optimizer muon_hyperball:lr=0.01,momentum=0.9,wd=0.02,radius=3" +
+                               " --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    MuonHyperballOptions o;  // not the defaults: the keys must reach the options
+    o.lr = Schedule::constant(0.01);
+    o.momentum = 0.9;
+    o.weight_decay = 0.02;
+    o.radius = 3.0;
+    auto mixed = inline_mixed("muon_hyperball", muon_hyperball(o), AdamWOptions{});
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer muon_hyperball:radius=0 --out " + out) == 1);
+    CHECK(replay_stderr().find("scale_to_norm: radius must be finite") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: muon's weight cap, its blend and its method reach SpectralClipWeights") {
     // The recorded matrices are 0.1-scaled Gaussians (σ_max 0.69 for the 12 × 20 one), so a cap
     // of 0.5 acts from the first step. Each run is compared with Muon followed by the rule,

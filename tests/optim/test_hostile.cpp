@@ -256,6 +256,7 @@ void for_each_preset(F&& f) {
   f("nordion2", nordion2());
   f("mop", mop());
   f("scion", scion());
+  f("muon_hyperball", muon_hyperball());
   f("lion", lion());
   f("spel", spel());
   f("schatten_muon", schatten_muon(adaptive_schatten(false)));
@@ -365,6 +366,7 @@ TEST_SUITE("optim.hostile") {
     run("nordion2", nordion2(), false);
     run("mop", mop(), false);
     run("scion", scion(), false);
+    run("muon_hyperball", muon_hyperball(), false);
     run("lion", lion(), false);  // 1e30 is within Lion's own limit (below)
     run("spel", spel(), false);
     run("schatten_muon", schatten_muon(adaptive_schatten(false)), false);
@@ -503,7 +505,8 @@ TEST_SUITE("optim.hostile") {
     check("lion", lion());
     // Not spel: it projects the weights onto (near) the Stiefel manifold at every step, whatever
     // the gradient (its zero-gradient step is W ← polar(W), tested in optim.presets). Nor scion:
-    // its Frank-Wolfe decay (1, fixed) shrinks W by (1 − lr) at every step by design.
+    // its Frank-Wolfe decay (1, fixed) shrinks W by (1 − lr) at every step by design. Nor
+    // muon_hyperball: it projects W onto the sphere of its radius at every step.
     check("schatten_muon", schatten_muon(adaptive_schatten(false, 0.0)));
     check("schatten_muon_moment", schatten_muon(adaptive_schatten(true, 0.0)));
   }

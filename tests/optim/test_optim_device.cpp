@@ -362,6 +362,10 @@ TEST_SUITE("optim.device") {
     check_twin("dev_nordion2", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", nordion2()), route("adamw", adamw()));
     });
+    // MuonHyperball: two Frobenius normalisations, the second of W + u (device parameters).
+    check_twin("dev_muon_hyperball", [](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", muon_hyperball()), route("adamw", adamw()));
+    });
     // SPEL's last rule reads the parameters (device memory) and projects W + u.
     check_twin("dev_spel", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", spel()), route("adamw", adamw()));

@@ -189,6 +189,21 @@ Mat scion_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, d
   return w;
 }
 
+/// MuonHyperball's reference (Emerging-Optimizers muon_hyperball.py, HyperballHook) in double:
+/// M.lerp_(G, 1 − β), no Nesterov; W ← W(1 − lr·wd); O = NS_quintic(M) (its shape scale is
+/// normalised away); W ← W − lr·R·O/‖O‖_F; W ← R·W/‖W‖_F.
+Mat hyperball_oracle(Mat w, const std::vector<Mat>& grads, double lr, double beta, double wd, double radius) {
+  Mat m = Mat::Zero(w.rows(), w.cols());
+  for (const Mat& g : grads) {
+    m += (1 - beta) * (g - m);
+    w *= 1.0 - lr * wd;
+    const Mat o = ns_you(m);
+    w -= lr * radius * o / o.norm();
+    w *= radius / w.norm();
+  }
+  return w;
+}
+
 /// optax.contrib.muon's matrix branch (scale_by_muon, algorithms.md §1.1 "Optax variant") in
 /// double: m ← β m + (1 − β) g; N = β m/(1 − β^{t+1}) + (1 − β) g/(1 − β^t); O = NS5 of N with
 /// X/(‖X‖_F + 1e-8); with `adaptive`, O ← ⟨N, O⟩ O; × √max(1, r/c) (optax's fan_out/fan_in for
@@ -738,6 +753,51 @@ TEST_SUITE("optim.presets") {
     CHECK(spectral_norm(w) <= 1.2 * std::sqrt(12.0 / 20.0));
     CHECK(spectral_norm(big) > 30.0);
     CHECK(scion().config() == muon(ScionOptions{}.muon_options()).config());
+  }
+
+  TEST_CASE("muon_hyperball matches Emerging-Optimizers' MuonHyperball in double and stays on the sphere") {
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      Mat w0 = gaussian(r, c, case_seed("hyperball_w", static_cast<std::uint64_t>(r)));
+      w0 *= 2.0 / w0.norm();  // on the sphere of radius 2, as the reference requires
+      const auto g = gradients(r, c, 5, r < c ? "hyperball_g_wide" : "hyperball_g_tall");
+      MuonHyperballOptions o;
+      o.lr = Schedule::constant(0.05);  // a step large enough to see (the default is 3e-4)
+      o.radius = 2.0;
+      o.weight_decay = 0.1;
+      const Mat got = run_rule(muon_hyperball(o), w0, g);
+      // EO's quintic in float (≈ 3e-5 relative on its smallest directions, which the update's
+      // normalisation weighs little), then two normalisations of float data in double: measured
+      // 4.3e-7 to 4.4e-7 of the step, checked at 1e-5. Wrong projections are 3e-2 or more away.
+      const Mat want = hyperball_oracle(w0, g, 0.05, 0.95, 0.1, 2.0);
+      CHECK(step_error(got, want, w0) <= 1e-5);
+      CHECK(std::fabs(got.norm() - 2.0) <= 2.0 * 1e-6);  // on the sphere, to float rounding
+      // Controls: without the projection (measured 3e-2 and 9.5e-2 away), or with another radius.
+      const auto unprojected =
+          chain(TraceMomentum{0.95, false, TraceMomentum::Form::ema}, Orthogonalize{o.polar},
+                ScaleToNorm{2.0}, AddDecayedWeights{0.1}, ScaleByLearningRate{o.lr});
+      CHECK(step_error(run_rule(unprojected, w0, g), want, w0) > 1e-2);
+      MuonHyperballOptions other = o;
+      other.radius = 1.0;
+      CHECK(step_error(run_rule(muon_hyperball(other), w0, g), want, w0) > 1e-1);
+    }
+    // ScaleToNorm on its own: a numerical zero becomes exact zero, else the norm is R; refusals.
+    std::vector<float> tiny = {1e-20f, 0.0f, 0.0f, 0.0f}, big = {3.0f, 4.0f, 0.0f, 0.0f}, w(4, 0.0f);
+    ScaleToNorm s2{2.0};
+    ScaleToNorm::State st;
+    REQUIRE(s2.update(Block(tiny.data(), 2, 2), st, ConstBlock(w.data(), 2, 2)) == Status::ok);
+    CHECK(tiny[0] == 0.0f);
+    REQUIRE(s2.update(Block(big.data(), 2, 2), st, ConstBlock(w.data(), 2, 2)) == Status::ok);
+    CHECK(big[0] == doctest::Approx(1.2f));  // (3, 4)/5·2
+    CHECK(big[1] == doctest::Approx(1.6f));
+    CHECK(std::string(ScaleToNorm{0.0}.check()).find("radius must be finite") != std::string::npos);
+    CHECK(std::string(ScaleToNorm{1.0, 0.0}.check()).find("eps must be finite") != std::string::npos);
+    CHECK(std::string(ScaleToNorm{1e40}.check()).find("radius must be finite") != std::string::npos);
+    CHECK(ScaleToNorm{1e-16, 1e-15}.check() != nullptr);  // radius below eps (the reference's check)
+    CHECK(
+        chain(muon_hyperball()).config().find("scale_to_norm_weights(radius=1,eps=1.0000000000000001e-15)") !=
+        std::string::npos);
   }
 
   TEST_CASE("muon with bias correction and dual_norm_scale matches optax's muon(adaptive) in double") {

@@ -226,6 +226,34 @@ struct ScionOptions {
 };
 inline auto scion(const ScionOptions& o = {}) { return muon(o.muon_options()); }
 
+/// MuonHyperball (NVIDIA-NeMo Emerging-Optimizers `muon_hyperball.py` with its HyperballHook,
+/// experimental there): Muon on the sphere ‖W‖_F = R. The orthogonalised update is rescaled to
+/// norm R (ScaleToNorm), the decoupled decay and the step follow, and the weights are projected
+/// back to norm R (ScaleToNormWeights):
+///   W ← R·normalize((1 − lr·wd)·W − lr·R·normalize(NS(M))).
+/// No shape factor: the normalisation would undo it. Defaults (EO's Muon): lr 3e-4, β 0.95 EMA
+/// momentum without Nesterov, wd 0.01, EO's quintic (5 steps), ε 1e-15. The reference requires
+/// `hyperball_radius` and refuses parameters whose norm differs from it; here `radius` is 1 by
+/// default and init() sees no values, so start the parameters at norm R (the first step
+/// projects them onto the sphere anyway).
+struct MuonHyperballOptions {
+  Schedule lr = Schedule::constant(3e-4);
+  double momentum = 0.95;
+  bool nesterov = false;
+  PolarOptions polar = eo_quintic_polar();
+  double weight_decay = 0.01;
+  double radius = 1.0;  ///< R, the reference's hyperball_radius
+  double eps = 1e-15;   ///< norms below eps are numerical zeros (the reference's hyperball_eps)
+};
+inline auto muon_hyperball(const MuonHyperballOptions& o = {}) {
+  ScaleToNormWeights project;
+  project.radius = o.radius;
+  project.eps = o.eps;
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, Orthogonalize{o.polar},
+               ScaleToNorm{o.radius, o.eps}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr},
+               project);
+}
+
 /// MuAdam (algorithms.md §4d, SMuon repository form): D ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4},
 /// decoupled decay, lr. Defaults [V]: lr 0.02, β₁ 0.9, β₂ 0.999, ε 1e-8, no shape scaling; the
 /// polar factor by Polar Express (5 steps) unless `polar` says otherwise.

@@ -416,8 +416,9 @@ struct OnWeights : Inner {  // Inner's options, init, State, may_fail, device_ca
     add_scaled(u, param, -1.0f);
     return Status::ok;
   }
-  /// Batched form (rule.hpp): W_b + u_b per block, Inner's one call over the batch (its
-  /// batch_workspace_bytes), u_b − W_b.
+  /// Batched form (rule.hpp), where Inner has one: W_b + u_b per block, Inner's one call over
+  /// the batch (its batch_workspace_bytes), u_b − W_b.
+  template <class I = Inner, std::enable_if_t<has_update_batch<I>::value, int> = 0>
   Status update_batch(BatchedMatrixRef<float> u, StateList<typename Inner::State> states, ParamList params,
                       Workspace& ws) const {
     for (index_t b = 0; b < u.batch; ++b)
@@ -834,6 +835,43 @@ struct NormalizeNeurons {
     if (hold_zero_rows) sig.add("hold_zero_rows", true);
     return sig.str();
   }
+};
+
+/// u ← R·u/‖u‖_F, the update rescaled to Frobenius norm R = `radius`; a numerical zero
+/// (‖u‖_F < eps) becomes exact zero, having no direction. Emerging-Optimizers' HyperballHook
+/// (weight_update_hooks/hyperball.py) before the learning rate; ScaleToNormWeights (below) is
+/// its projection of the weights. The norm accumulates in double (the reference's in float).
+/// Cost: one read and one read-write of the block.
+struct ScaleToNorm {
+  static constexpr const char* name = "scale_to_norm";
+  static constexpr bool device_capable = true;
+  double radius = 1.0;
+  double eps = 1e-15;
+  struct State {};
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State&, ConstBlock) const {
+    const double norm = std::sqrt(squared_norm(u));
+    scale(u, norm < eps ? 0.0f : static_cast<float>(radius / norm));
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V&, State&) {}
+  /// eps finite and > 0, radius finite and ≥ eps (the reference's checks), both floats.
+  const char* check() const noexcept {
+    if (!hyper::positive_float(eps)) return "scale_to_norm: eps must be finite and > 0 (in float)";
+    if (!(hyper::positive_float(radius) && std::isfinite(static_cast<float>(radius)) && radius >= eps))
+      return "scale_to_norm: radius must be finite and at least eps (in float)";
+    return nullptr;
+  }
+  std::string config() const { return Signature(name).add("radius", radius).add("eps", eps).str(); }
+};
+
+/// The weights rescaled to Frobenius norm R after every step, W ← R·(W + u)/‖W + u‖_F (last in
+/// a chain; OnWeights): Emerging-Optimizers' HyperballHook's projection onto the sphere of
+/// radius R (MuonHyperball). A zero W + u stays zero.
+struct ScaleToNormWeights : OnWeights<ScaleToNorm> {
+  static constexpr const char* name = "scale_to_norm_weights";
+  std::string config() const { return Signature(name).add("radius", radius).add("eps", eps).str(); }
 };
 
 /// Clips the block's update to Frobenius norm ≤ max_norm (per parameter block; a zero or
