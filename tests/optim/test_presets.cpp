@@ -795,6 +795,8 @@ TEST_SUITE("optim.presets") {
     CHECK(std::string(ScaleToNorm{1.0, 0.0}.check()).find("eps must be finite") != std::string::npos);
     CHECK(std::string(ScaleToNorm{1e40}.check()).find("radius must be finite") != std::string::npos);
     CHECK(ScaleToNorm{1e-16, 1e-15}.check() != nullptr);  // radius below eps (the reference's check)
+    CHECK(std::string(ScaleToNorm{1e30}.check()).find("radius/eps") != std::string::npos);  // 1e45: no float
+    CHECK(ScaleToNorm{1e30, 1e-5}.check() == nullptr);
     CHECK(
         chain(muon_hyperball()).config().find("scale_to_norm_weights(radius=1,eps=1.0000000000000001e-15)") !=
         std::string::npos);

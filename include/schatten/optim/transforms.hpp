@@ -856,11 +856,14 @@ struct ScaleToNorm {
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
-  /// eps finite and > 0, radius finite and ≥ eps (the reference's checks), both floats.
+  /// eps finite and > 0, radius finite and ≥ eps (the reference's checks), both floats; and
+  /// radius/eps a float, the largest factor update() may apply (R ≤ 3.4e23 with ε = 1e-15).
   const char* check() const noexcept {
     if (!hyper::positive_float(eps)) return "scale_to_norm: eps must be finite and > 0 (in float)";
     if (!(hyper::positive_float(radius) && std::isfinite(static_cast<float>(radius)) && radius >= eps))
       return "scale_to_norm: radius must be finite and at least eps (in float)";
+    if (!std::isfinite(static_cast<float>(radius / eps)))
+      return "scale_to_norm: radius/eps must be finite in float (the largest rescaling)";
     return nullptr;
   }
   std::string config() const { return Signature(name).add("radius", radius).add("eps", eps).str(); }
