@@ -774,6 +774,11 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
       polar.schedule.normalization.kind = kinds[nz];
     }
   };
+  // Muon's chain, with the observed orthogonalisation when diagnostics are on: for muon and for
+  // the presets that are muon() with other options (mop, scion), which share its instantiations.
+  auto muon_runner = [&](const opt::MuonOptions& m) {
+    return diagnostics ? mixed(observed_muon(m)) : mixed(opt::muon(m));
+  };
   if (s.preset == "muon") {
     opt::MuonOptions o;
     k.lr("lr", o.lr);
@@ -798,8 +803,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     if (capped)
       return diagnostics ? mixed(opt::chain(observed_muon(o), cap)) : mixed(opt::chain(opt::muon(o), cap));
-    if (diagnostics) return mixed(observed_muon(o));
-    return mixed(opt::muon(o));
+    return muon_runner(o);
   }
   if (s.preset == "mop") {  // muon's chain with MOP's options: no instantiation of its own
     opt::MopOptions o;
@@ -809,8 +813,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     shape_rule(o.shape);
     k.flag("dual_norm", o.polar.dual_norm_scale);  // 0 with a shape=: EO's other scale modes
     if (!k.done(err)) return nullptr;
-    if (diagnostics) return mixed(observed_muon(o.muon_options()));
-    return mixed(opt::mop(o));
+    return muon_runner(o.muon_options());  // opt::mop(o)
   }
   if (s.preset == "scion") {  // muon's chain with Scion's options, as mop
     opt::ScionOptions o;
@@ -819,8 +822,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("spectral_radius", o.spectral_radius);
     polar_rule(o.polar);
     if (!k.done(err)) return nullptr;
-    if (diagnostics) return mixed(observed_muon(o.muon_options()));
-    return mixed(opt::scion(o));
+    return muon_runner(o.muon_options());  // opt::scion(o)
   }
   if (s.preset == "muon_hyperball") {
     opt::MuonHyperballOptions o;
