@@ -13,6 +13,7 @@
 #include "schatten/core/workspace.hpp"
 #include "schatten/kernels/coefficients.hpp"
 #include "schatten/kernels/inner_product.hpp"
+#include "schatten/kernels/low_rank.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/kernels/polar_express_coefficients.hpp"
 #include "schatten/kernels/qdwh.hpp"

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "host_qr.hpp"
 #include "plain_io.hpp"
 #include "reference/dense_svd.hpp"
 #include "schatten/core/random.hpp"
@@ -22,24 +23,6 @@ namespace {
 
 template <class T>
 using Dense = Kokkos::View<T**, Kokkos::LayoutLeft, DefaultMem>;
-
-/// Replaces the columns of a (rows × l, on the device) by an orthonormal basis of their span:
-/// copy to the host, thin Householder QR in double, copy back.
-template <class T>
-void orthonormalise(const Dense<T>& a) {
-  auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), a);
-  const index_t r = a.extent(0), l = a.extent(1);
-  Eigen::MatrixXd m(r, l);
-  for (index_t j = 0; j < l; ++j)
-    for (index_t i = 0; i < r; ++i)
-      m(i, j) = static_cast<double>(h(i, j));
-  Eigen::HouseholderQR<Eigen::MatrixXd> qr(m);
-  const Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(r, l);
-  for (index_t j = 0; j < l; ++j)
-    for (index_t i = 0; i < r; ++i)
-      h(i, j) = static_cast<T>(q(i, j));
-  Kokkos::deep_copy(a, h);
-}
 
 /// Aᵀ (cols × rows) as a dense column-major matrix on the device — the layout KokkosBlas hands
 /// to BLAS, and for a row-major A the same element order, so the copy streams (a column-major

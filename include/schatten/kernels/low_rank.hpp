@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The low-rank power-iteration step of Dion (Ahn et al., arXiv 2504.05295, Algorithm 1; the
+/// reference dion/dion_reference.py and dion/dion_simple.py of microsoft/dion): one amortised
+/// power iteration on a momentum matrix, its error feedback, and the orthonormal-factor update
+/// P Qᵀ. GEMMs through Kokkos Kernels on the default execution space; the m × k panel's QR on the
+/// host in double. Not in algorithms.md: the choices where the reference is silent or
+/// GPU-specific are marked [P] (docs/optim.md "Dion").
+#pragma once
+
+#include <cstddef>
+
+#include "schatten/core/matrix_ref.hpp"
+#include "schatten/core/status.hpp"
+#include "schatten/core/workspace.hpp"
+
+namespace schatten {
+
+struct LowRankStepOptions {
+  int power_iterations = 1;  ///< t ≥ 1 (the reference's power_iters), at most 100
+  double feedback = 0.05;    ///< γ = 1 − μ ∈ [0, 1]: the fraction of the captured part removed from M
+  double eps = 1e-8;         ///< ε > 0 of the column normalisation (the reference's epsilon)
+  /// Try a Cholesky QR2 on the execution space before the host Householder QR (below); false:
+  /// always the Householder QR.
+  bool cholesky_qr = true;
+};
+
+/// Workspace bytes of low_rank_power_step() for an r × c momentum and rank k (P, R and a k × k
+/// Gram, in the memory of the default execution space).
+std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank);
+
+/// One step of Dion's amortised power iteration, in place. With B = M when r ≥ c and B = Mᵀ
+/// when r < c (the reference's transpose: B is L × S, L = max(r, c) ≥ S = min(r, c)), and the
+/// right factor Q (S × k, 1 ≤ k ≤ S):
+///
+///   t times:  P ← orth(B Q);  R ← Bᵀ P;  Q ← R          (P: L × k orthonormal, R: S × k)
+///   B ← B − γ P Rᵀ                                        (error feedback: M keeps what P missed)
+///   Q ← R diag(1/(‖R_{:,j}‖₂ + ε))                        (column normalisation)
+///   U ← P Qᵀ  (as r × c: P Qᵀ when r ≥ c, Q Pᵀ otherwise)
+///
+/// orth() is a thin QR. [P] Two ways, which agree to rounding (the thin QR with a positive
+/// diagonal is unique, and U and the feedback do not see the signs of P's columns):
+/// - a Householder QR in double on the host (the reference's qr_method="qr"): exact to rounding
+///   whatever P's conditioning and rank, and it decides the columns at the rounding floor
+///   (below). On a GPU, L·k floats cross the bus each way.
+/// - first, with `cholesky_qr` (the default), a Cholesky QR2 in float on the execution space
+///   (GEMMs, a k × k Cholesky, triangular solves; 2k floats read back). It is kept only when
+///   both Cholesky factorisations succeed, the first pass leaves P within 0.5 of orthonormal,
+///   and every |R_jj| is more than 1000 times the floor below; otherwise the Householder QR runs.
+/// The reference's default, a randomized Cholesky QR ("rcqr"), is not used: it is not
+/// rank-revealing. With full rank k = S, t = 1 and B Q of full rank, P spans B's range, so
+/// P Rᵀ = P Pᵀ B = B and B ← (1 − γ)B = μB: the momentum of Muon without Nesterov.
+///
+/// [P] Columns at the rounding floor. A column j of B X whose part orthogonal to the columns
+/// before it (|R_jj| of the unpivoted QR) is at most 4·√S·u·‖B‖_F·‖x_j‖₂ (u = 2⁻²⁴: the size of
+/// the GEMM's rounding of that column) carries no information: the QR completes P there with a
+/// direction orthogonal to B's range, R_j = Bᵀ p_j is rounding noise, and the column
+/// normalisation would blow it up to a unit rank-one term of U — what the reference does with a
+/// rank-deficient momentum, e.g. a rank-1 gradient at the first step. Such a column is dropped:
+/// p_j = 0 (it adds nothing to U or to the feedback), and Q_j keeps its value, so that a
+/// momentum of higher rank can use it at the next step. An all-zero M drops every column: U = 0,
+/// M and Q unchanged (the reference's fix_all_zero_or_nan). Measured with Gaussian
+/// rank-deficient B up to 4096 × 1024 (k = 256) and 2048 × 2048 (k = 1024): the columns past the
+/// rank had |R_jj| ≤ 0.53·√S·u·‖B‖_F‖x_j‖, the others at least 285 times it (docs/optim.md "Dion").
+///
+/// Arguments: `m` (r × c, in/out), `q` (k × S holding Qᵀ — row j is Q's column j —, in/out) and
+/// `u` (r × c, out), contiguous row-major, all in one memory kind (host memory is staged on a GPU
+/// build). Bad input: NaN/Inf in M or Q → non_finite_input; a P or R that
+/// overflows float (‖M‖ near FLT_MAX) → out_of_range; shapes, strides, t or γ or ε outside their
+/// ranges → invalid_argument; nothing is written unless the status is ok.
+///
+/// Cost: (2t + 2) GEMMs of r·c·k (B Q and Bᵀ P per iteration, the feedback P Rᵀ and U), and per
+/// iteration the Cholesky QR2 (about 6·L·k² flops on the execution space) or the host
+/// Householder QR (about 4·L·k² host flops in double, plus one more GEMM of B Q when the Cholesky
+/// QR was tried), and O(rc + (r + c)k) for the checks and norms. Accuracy: the GEMMs' float
+/// rounding, P orthonormal to O(k·u) (Cholesky QR2) or to double rounding (Householder), and the
+/// column norms in double. Synchronous.
+Status low_rank_power_step(MatrixRef<float> m, MatrixRef<float> q, MatrixRef<float> u,
+                           const LowRankStepOptions& options = {}, Workspace* workspace = nullptr);
+
+}  // namespace schatten

@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// low_rank_power_step() (Dion's power iteration): prescribed spectra, the rounding-floor rule,
+/// and hostile input that must leave every array as it was. The trajectory against Dion's
+/// reference in double is in tests/optim/test_presets.cpp.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+#include "schatten/kernels/low_rank.hpp"
+#include "support/convert.hpp"
+#include "support/seed.hpp"
+#include "support/spectra.hpp"
+
+using namespace schatten;
+using namespace schatten::test;
+
+namespace {
+
+std::vector<float> gaussian_floats(std::size_t n, std::uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v)
+    x = static_cast<float>(rng.normal());
+  return v;
+}
+
+double squared_norm(const std::vector<float>& v) {
+  double s = 0.0;
+  for (float x : v)
+    s += double(x) * double(x);
+  return s;
+}
+
+}  // namespace
+
+TEST_SUITE("kernels.low_rank") {
+  TEST_CASE("prescribed rank: the update has the momentum's rank, however small its singular values") {
+    // B = U diag(σ) Vᵀ of rank ρ < k = 8 with σ down to 1e-4 (well above the rounding floor,
+    // 4·√S·2⁻²⁴·‖B‖_F ≈ 1.4e-6 here): P keeps exactly ρ columns, so U = Σ_{j<ρ} p_j q_jᵀ has
+    // ‖U‖_F² = ρ, and P Pᵀ B = B, so the feedback leaves μ·M (μ = 1 − γ = 0.9). Tall and wide.
+    for (const bool wide : {false, true}) {
+      for (const index_t rank : {index_t(1), index_t(3), index_t(5)}) {
+        CAPTURE(wide);
+        CAPTURE(rank);
+        const index_t r = wide ? 32 : 48, c = wide ? 48 : 32, s = 32, k = 8;
+        std::vector<double> sigma(static_cast<std::size_t>(s), 0.0);
+        for (index_t i = 0; i < rank; ++i)
+          sigma[static_cast<std::size_t>(i)] = std::pow(10.0, -double(i));  // 1, 0.1, …, 1e-4
+        const std::uint64_t seed = case_seed("low_rank_prescribed", static_cast<std::uint64_t>(rank));
+        CAPTURE(seed);
+        std::vector<float> m = to_row_major<float>(make_matrix(SpectrumCase{"low_rank", r, c, sigma}, seed));
+        const std::vector<float> m0 = m;
+        std::vector<float> q = gaussian_floats(static_cast<std::size_t>(k * s), seed + 1), u(m.size(), 0.0f);
+        const std::vector<float> q0 = q;
+        LowRankStepOptions o;
+        o.feedback = 0.1;
+        REQUIRE(low_rank_power_step(MatrixRef<float>(m.data(), r, c), MatrixRef<float>(q.data(), k, s),
+                                    MatrixRef<float>(u.data(), r, c), o) == Status::ok);
+        // ‖U‖_F² of ρ orthonormal-times-unit terms, each short of 1 by about 2ε/‖R_j‖ (ε = 1e-8
+        // against ‖R_j‖ ≈ σ_j, down to 1e-4), plus float rounding: measured ≤ 2e-4 off at ρ = 5
+        // (seeds 0–2 and the default). A noise term for a dropped column would add about 1.
+        CHECK(std::abs(squared_norm(u) - double(rank)) <= 1e-3);
+        double worst = 0.0;
+        for (std::size_t i = 0; i < m.size(); ++i)
+          worst = std::max(worst, std::abs(double(m[i]) - 0.9 * double(m0[i])));
+        // GEMM rounding relative to σ₁ = 1 (entries ≲ 0.5): measured ≤ 3e-8.
+        CHECK(worst <= 1e-6);
+        index_t kept_q = 0;  // the dropped columns' Q (rows of the stored Qᵀ) are as they were
+        for (index_t j = 0; j < k; ++j)
+          kept_q += std::equal(q0.begin() + j * s, q0.begin() + (j + 1) * s, q.begin() + j * s) ? 1 : 0;
+        CHECK(kept_q == k - rank);
+        // The kept columns of Q are unit vectors (‖R_j‖/(‖R_j‖ + ε), ε = 1e-8 against ‖R_j‖ ≥ 1e-4).
+        for (index_t j = 0; j < rank; ++j) {
+          double n2 = 0.0;
+          for (index_t i = 0; i < s; ++i)
+            n2 += double(q[static_cast<std::size_t>(j * s + i)]) *
+                  double(q[static_cast<std::size_t>(j * s + i)]);
+          CHECK(std::sqrt(n2) == doctest::Approx(1.0).epsilon(1e-4));
+        }
+      }
+    }
+  }
+
+  TEST_CASE("the rounding floor at larger sizes: exactly the momentum's rank survives") {
+    // Rank ρ momenta with σ geometric from 1 to 1e-3 and Gaussian Q: the columns past ρ sit
+    // below 0.6 of the floor's scale and the others far above it (the measurements behind the
+    // factor 4, docs/optim.md "Dion"), so U keeps ρ unit terms. 512 × 256 with ρ = 16 of k = 64
+    // and 1024 × 512 (wide: 512 × 1024) with ρ = 40 of k = 128.
+    struct Case {
+      index_t r, c, rank, k;
+    };
+    for (const Case& cs : {Case{512, 256, 16, 64}, Case{512, 1024, 40, 128}}) {
+      CAPTURE(cs.r);
+      const index_t s = std::min(cs.r, cs.c);
+      std::vector<double> sigma(static_cast<std::size_t>(s), 0.0);
+      const std::vector<double> g = geometric(cs.rank, 1e-3);
+      std::copy(g.begin(), g.end(), sigma.begin());
+      const std::uint64_t seed = case_seed("low_rank_floor", static_cast<std::uint64_t>(cs.r));
+      CAPTURE(seed);
+      std::vector<float> m = to_row_major<float>(make_matrix(SpectrumCase{"floor", cs.r, cs.c, sigma}, seed));
+      std::vector<float> q = gaussian_floats(static_cast<std::size_t>(cs.k * s), seed + 1), u(m.size());
+      REQUIRE(low_rank_power_step(MatrixRef<float>(m.data(), cs.r, cs.c), MatrixRef<float>(q.data(), cs.k, s),
+                                  MatrixRef<float>(u.data(), cs.r, cs.c)) == Status::ok);
+      // As above: about 2ε/‖R_j‖ short per term (‖R_j‖ ≥ ≈1e-3), plus rounding: measured 1.3e-5
+      // to 3.9e-5 short (seeds 0–3 and the default); one noise term would add about 1.
+      CHECK(std::abs(squared_norm(u) - double(cs.rank)) <= 1e-2);
+    }
+  }
+
+  TEST_CASE("hostile input is refused and leaves m, q and u as they were") {
+    const index_t r = 6, c = 4, k = 2;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<float> m0 = gaussian_floats(24, case_seed("low_rank_hostile"));
+    const std::vector<float> q0 = gaussian_floats(8, case_seed("low_rank_hostile", 1));
+    const std::vector<float> u0(24, 7.0f);
+    struct Case {
+      const char* what;
+      Status want;
+    };
+    auto run = [&](const Case& cs, auto&& edit) {
+      CAPTURE(std::string(cs.what));
+      std::vector<float> m = m0, q = q0, u = u0;
+      MatrixRef<float> mr(m.data(), r, c), qr(q.data(), k, c), ur(u.data(), r, c);
+      LowRankStepOptions o;
+      edit(m, q, mr, qr, ur, o);
+      const std::vector<float> m1 = m, q1 = q;
+      CHECK(low_rank_power_step(mr, qr, ur, o) == cs.want);
+      CHECK(std::equal(m.begin(), m.end(), m1.begin(),
+                       [](float a, float b) { return a == b || (a != a && b != b); }));
+      CHECK(std::equal(q.begin(), q.end(), q1.begin(),
+                       [](float a, float b) { return a == b || (a != a && b != b); }));
+      CHECK(u == u0);
+    };
+    using V = std::vector<float>;
+    using M = MatrixRef<float>;
+    run({"NaN in M", Status::non_finite_input},
+        [&](V& m, V&, M&, M&, M&, LowRankStepOptions&) { m[5] = nan; });
+    run({"Inf in Q", Status::non_finite_input},
+        [&](V&, V& q, M&, M&, M&, LowRankStepOptions&) { q[3] = std::numeric_limits<float>::infinity(); });
+    run({"M near FLT_MAX: B Q overflows", Status::out_of_range},
+        [&](V& m, V&, M&, M&, M&, LowRankStepOptions&) {
+          for (float& x : m)
+            x = x < 0 ? -3e38f : 3e38f;
+        });
+    run({"u of another shape", Status::invalid_argument},
+        [&](V&, V&, M&, M&, M& u, LowRankStepOptions&) { u.rows = 4, u.cols = 6; });
+    run({"q not k x min(r, c)", Status::invalid_argument},
+        [&](V&, V&, M&, M& q, M&, LowRankStepOptions&) { q.rows = 1, q.cols = 8; });
+    run({"k = 0", Status::invalid_argument}, [&](V&, V&, M&, M& q, M&, LowRankStepOptions&) { q.rows = 0; });
+    run({"k > min(r, c)", Status::invalid_argument},
+        [&](V&, V&, M&, M& q, M&, LowRankStepOptions&) { q.rows = 5, q.cols = 4; });
+    run({"u aliases m", Status::invalid_argument},
+        [&](V& m, V&, M&, M&, M& u, LowRankStepOptions&) { u.data = m.data(); });
+    run({"strided m", Status::invalid_argument}, [&](V&, V&, M& m, M&, M& u, LowRankStepOptions&) {
+      m.rows = 3, m.row_stride = 8;  // every other row (u: the first 3 rows, contiguous)
+      u.rows = 3;
+    });
+    run({"0 power iterations", Status::invalid_argument},
+        [&](V&, V&, M&, M&, M&, LowRankStepOptions& o) { o.power_iterations = 0; });
+    run({"feedback > 1", Status::invalid_argument},
+        [&](V&, V&, M&, M&, M&, LowRankStepOptions& o) { o.feedback = 1.5; });
+    run({"eps = 0", Status::invalid_argument},
+        [&](V&, V&, M&, M&, M&, LowRankStepOptions& o) { o.eps = 0.0; });
+    // An empty momentum is nothing to do.
+    std::vector<float> none;
+    CHECK(low_rank_power_step(MatrixRef<float>(none.data(), 0, 5), MatrixRef<float>(none.data(), 0, 0),
+                              MatrixRef<float>(none.data(), 0, 5)) == Status::ok);
+  }
+}
