@@ -254,6 +254,7 @@ void for_each_preset(F&& f) {
   f("namo_d", namo_d());
   f("dion2", dion2());
   f("nordion2", nordion2());
+  f("dion", dion());
   f("mop", mop());
   f("scion", scion());
   f("muon_hyperball", muon_hyperball());
@@ -364,6 +365,7 @@ TEST_SUITE("optim.hostile") {
     run("namo_d", namo_d(), false);
     run("dion2", dion2(), false);
     run("nordion2", nordion2(), false);
+    run("dion", dion(), false);
     run("mop", mop(), false);
     run("scion", scion(), false);
     run("muon_hyperball", muon_hyperball(), false);
@@ -499,6 +501,9 @@ TEST_SUITE("optim.hostile") {
     NorDion2Options nd2;
     nd2.weight_decay = 0.0;
     check("nordion2", nordion2(nd2));
+    DionOptions dn;
+    dn.weight_decay = 0.0;
+    check("dion", dion(dn));
     MopOptions mo;
     mo.weight_decay = 0.0;
     check("mop", mop(mo));
@@ -675,6 +680,23 @@ TEST_SUITE("optim.hostile") {
       check_refused("dion2 ef_decay < 0", dion2(d2), "dion2_direction: ef_decay");
       d2.ef_decay = 1.5;
       check_refused("dion2 ef_decay > 1", dion2(d2), "dion2_direction: ef_decay");
+      DionOptions dn;
+      dn.rank_fraction = 0.0;
+      check_refused("dion rank_fraction = 0", dion(dn), "dion_direction: rank_fraction");
+      dn.rank_fraction = nan;
+      check_refused("dion rank_fraction NaN", dion(dn), "dion_direction: rank_fraction");
+      dn = DionOptions{};
+      dn.rank_multiple_of = 0;
+      check_refused("dion rank_multiple_of = 0", dion(dn), "dion_direction: rank_multiple_of");
+      dn = DionOptions{};
+      dn.mu = 1.5;
+      check_refused("dion mu > 1", dion(dn), "dion_direction: mu");
+      dn = DionOptions{};
+      dn.power_iterations = 0;
+      check_refused("dion power_iterations = 0", dion(dn), "dion_direction: power_iterations");
+      dn = DionOptions{};
+      dn.eps = 0.0;
+      check_refused("dion eps = 0", dion(dn), "dion_direction: eps");
       SpelOptions sp;
       sp.polar.dual_norm_scale = true;  // would scale the projected weights by their nuclear norm
       check_refused("spel dual_norm_scale", spel(sp), "orthogonalize_weights: dual_norm_scale");
@@ -756,5 +778,10 @@ TEST_SUITE("optim.hostile") {
     d.fraction = 1e-9;  // still one slice (k = max(1, ⌈f·n⌉))
     d.ef_decay = 1.0;   // no error feedback: the momentum only grows
     check_accepted("dion2 fraction = 1e-9, ef_decay = 1", dion2(d));
+    DionOptions dn;
+    dn.rank_fraction = 1e-9;  // still rank 1 (k = max(1, m·⌈f·S/m⌉))
+    dn.mu = 1.0;              // no error feedback
+    dn.power_iterations = 3;
+    check_accepted("dion rank_fraction = 1e-9, mu = 1, 3 power iterations", dion(dn));
   }
 }

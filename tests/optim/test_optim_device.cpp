@@ -362,6 +362,13 @@ TEST_SUITE("optim.device") {
     check_twin("dev_nordion2", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", nordion2()), route("adamw", adamw()));
     });
+    // Dion: the power iteration's GEMMs on the device, its QR on the host (P read back and
+    // written again), and Q, a state buffer, in device memory; a rank fraction below 1.
+    check_twin("dev_dion", [](const std::vector<std::string>& labels) {
+      DionOptions o;
+      o.rank_fraction = 0.5;
+      return partition(kSpecs, labels, route("muon", dion(o)), route("adamw", adamw()));
+    });
     // MuonHyperball: two Frobenius normalisations, the second of W + u (device parameters).
     check_twin("dev_muon_hyperball", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", muon_hyperball()), route("adamw", adamw()));

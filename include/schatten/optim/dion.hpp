@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// Dion2 (Ahn et al., arXiv 2512.16928; the reference `dion/dion2.py` of microsoft/dion, which
-/// recommends it over its legacy Dion): Muon that orthogonalises only the fraction of the
-/// momentum's slices with the largest ℓ₁ norms, and decays only those slices of the momentum
-/// (error feedback). Not in algorithms.md; the source is the reference code, and the choices
-/// where it is silent are marked [P] (docs/optim.md "Dion2").
+/// The Dion family of microsoft/dion. Dion2 (Ahn et al., arXiv 2512.16928; the reference
+/// `dion/dion2.py`, which recommends it over its legacy Dion): Muon that orthogonalises only the
+/// fraction of the momentum's slices with the largest ℓ₁ norms, and decays only those slices of
+/// the momentum (error feedback); NorDion2 / Dion3 on top of it. Dion itself (Ahn et al., arXiv
+/// 2504.05295; `dion/dion_reference.py`): the momentum's low-rank orthonormal factor by one
+/// amortised power iteration per step, with error feedback. Not in algorithms.md; the sources
+/// are the reference code, and the choices where it is silent are marked [P] (docs/optim.md
+/// "Dion2" and "Dion").
 #pragma once
 
 #include <algorithm>
@@ -15,7 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "schatten/core/random.hpp"
 #include "schatten/core/workspace.hpp"
+#include "schatten/kernels/low_rank.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/optim/chain.hpp"
 #include "schatten/optim/presets.hpp"
@@ -338,5 +343,153 @@ inline auto nordion2(const NorDion2Options& o = {}) {
 /// Dion3: microsoft/dion's other name for NorDion2 (an alias there too: `Dion3 is NorDion2`).
 using Dion3Options = NorDion2Options;
 inline auto dion3(const Dion3Options& o = {}) { return nordion2(o); }
+
+/// Dion's direction (Ahn et al., arXiv 2504.05295, Algorithm 1; microsoft/dion's `Dion`, the
+/// reference dion/dion_reference.py on one process): the momentum's rank-k orthonormal factor,
+/// refined by one amortised power iteration per step, with error feedback:
+///
+///   M ← M + G                                   (momentum: a plain sum, no β)
+///   P ← orth(B Q);  R ← Bᵀ P                    (t times; B = M, or Mᵀ when r < c)
+///   M ← M − (1 − μ) P Rᵀ                        (error feedback: M keeps what P missed)
+///   Q ← R with unit columns (‖·‖₂ + ε);  u ← P Qᵀ (as r × c)
+///
+/// kernels/low_rank.hpp computes all but the sum. k = min(S, m·⌈f·S/m⌉) for S = min(r, c), the
+/// rank fraction f and the multiple m (the reference's rank_fraction and rank_multiple_of). Q
+/// starts Gaussian (the reference's randn) from schatten::Rng(seed), the same for every block of
+/// one shape ([P]: the reference draws each from torch's global generator); its scale does not
+/// matter (P is orthonormalised). Follow it with ScaleByShape (√(r/c), the reference's
+/// `fan_out/fan_in` scale), AddDecayedWeights and ScaleByLearningRate (dion(), below).
+///
+/// With k = S and t = 1, P Pᵀ B = B (when B Q has full rank): M ← μM + G, the sum-form momentum
+/// of Muon without Nesterov; the direction P Qᵀ is P times (Bᵀ P with unit columns)ᵀ, not the
+/// polar factor of M. With k < S the update has rank ≤ k, and
+/// what it leaves out stays in M for later steps. Cost per step: one read-write of M for the
+/// sum, then the kernel's (2t + 2) GEMMs of r·c·k and t QRs of max(r, c) × k. State: M
+/// (r·c floats), Q (k·S floats) and the step count; scratch: the kernel's workspace. [P] where
+/// the reference is silent or GPU-specific: the QR is a Cholesky QR2 on the execution space where
+/// P is well conditioned, else a Householder QR in double on the host (the reference's default
+/// is its randomized Cholesky QR), the column norms are double, and
+/// the columns of B Q at float's rounding floor are dropped for the step instead of becoming
+/// unit-norm noise in the update (kernels/low_rank.hpp: a rank-deficient momentum, e.g. a
+/// rank-1 gradient, gives an update of its own rank).
+struct DionDirection {
+  static constexpr const char* name = "dion_direction";
+  static constexpr bool may_fail = true;        // the kernel may fail (the chain restores M and Q)
+  static constexpr bool device_capable = true;  // rule.hpp helpers and low_rank_power_step()
+  double rank_fraction = 1.0;
+  index_t rank_multiple_of = 1;
+  double mu = 0.95;
+  int power_iterations = 1;
+  double eps = 1e-8;
+  std::uint64_t seed = 0;
+  bool cholesky_qr = true;  ///< try the kernel's Cholesky QR2 first (false: always Householder)
+
+  struct State {
+    std::int64_t count = 0;
+    Buffer m;  ///< the momentum M
+    Buffer q;  ///< Qᵀ (k × S row-major: row j is Q's column j)
+    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+  };
+
+  /// k = min(S, m·⌈f·S/m⌉) (≥ 1 for S ≥ 1). f is clamped to [0, 1] (NaN to 0) and m to ≥ 1
+  /// first, so that init() of an unusable rule, which check() refuses, still sizes its state.
+  static index_t rank_of(double fraction, index_t multiple, index_t s) {
+    if (s <= 0) return 0;
+    const double f = std::min(1.0, std::max(0.0, fraction));  // std::max(0.0, NaN) is 0.0
+    const double mult = double(std::max<index_t>(1, multiple));
+    const double k = mult * std::ceil(f * double(s) / mult);
+    return std::max<index_t>(1, k >= double(s) ? s : static_cast<index_t>(k));
+  }
+  index_t rank(index_t rows, index_t cols) const {
+    return rank_of(rank_fraction, rank_multiple_of, std::min(rows, cols));
+  }
+
+  State init(const BlockShape& s) const {
+    State st;
+    st.m.assign(static_cast<std::size_t>(s.size()), 0.0f);
+    const index_t short_side = std::min(s.rows, s.cols), k = rank(s.rows, s.cols);
+    st.q.assign(static_cast<std::size_t>(k * short_side), 0.0f);
+    Rng rng(seed);
+    for (float& x : st.q)
+      x = static_cast<float>(rng.normal());
+    if (k > 0) st.workspace->reserve(low_rank_workspace_bytes(s.rows, s.cols, k));
+    return st;
+  }
+  /// True when the state was sized for an r × c block (M and Q; update() refuses others).
+  bool fits(const State& s, index_t rows, index_t cols) const {
+    return s.m.size() == static_cast<std::size_t>(rows * cols) &&
+           s.q.size() == static_cast<std::size_t>(rank(rows, cols) * std::min(rows, cols));
+  }
+
+  Status update(Block u, State& s, ConstBlock) const {
+    if (!fits(s, u.rows, u.cols)) return Status::invalid_argument;  // a state of another shape
+    if (!u.empty()) {
+      const Block m = block_like(s.m, u);
+      add_scaled(m, u, 1.0f);  // M ← M + G (1·g is g exactly)
+      const index_t k = rank(u.rows, u.cols);
+      const MatrixRef<float> q(s.q.data(), k, std::min(u.rows, u.cols), u.memory);
+      const Status st =
+          low_rank_power_step(m, q, u, {power_iterations, 1.0 - mu, eps, cholesky_qr}, s.workspace.get());
+      if (st != Status::ok) return st;  // the chain restores M
+    }
+    ++s.count;
+    return Status::ok;
+  }
+
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+    v("m", s.m);
+    v("q", s.q);
+  }
+  /// rank_fraction ∈ (0, 1]; rank_multiple_of ≥ 1; mu ∈ [0, 1] (1: no error feedback);
+  /// power_iterations ∈ [1, 100]; eps > 0 (the kernel's ranges).
+  const char* check() const noexcept {
+    if (!(std::isfinite(rank_fraction) && rank_fraction > 0.0 && rank_fraction <= 1.0))
+      return "dion_direction: rank_fraction must be in (0, 1]";
+    if (rank_multiple_of < 1) return "dion_direction: rank_multiple_of must be at least 1";
+    if (!(std::isfinite(mu) && mu >= 0.0 && mu <= 1.0)) return "dion_direction: mu must be in [0, 1]";
+    if (power_iterations < 1 || power_iterations > 100)
+      return "dion_direction: power_iterations must be in [1, 100]";
+    if (!hyper::positive(eps)) return "dion_direction: eps must be positive and finite";
+    return nullptr;
+  }
+  /// The QR's choice only when it is not the default (both agree to rounding).
+  std::string config() const {
+    Signature sig(name);
+    sig.add("rank_fraction", rank_fraction)
+        .add("rank_multiple_of", std::int64_t(rank_multiple_of))
+        .add("mu", mu)
+        .add("power_iterations", std::int64_t(power_iterations))
+        .add("eps", eps)
+        .add("seed", std::int64_t(seed));
+    if (!cholesky_qr) sig.add("cholesky_qr", false);
+    return sig.str();
+  }
+};
+
+/// Dion (microsoft/dion `Dion`, dion/dion_reference.py): DionDirection, the shape scale √(r/c)
+/// (the reference's `(fan_out/fan_in)^½`), decoupled decay with the unadjusted lr, −lr:
+///   W ← (1 − lr·wd)·W − lr·√(r/c)·P Qᵀ.
+/// Defaults (the reference's constructor): lr 0.01, mu 0.95, rank_fraction 1, rank_multiple_of 1,
+/// power_iters 1, wd 0.01, epsilon 1e-8. Route only matrices to it (the reference's scalar and
+/// vector parameters go to AdamW or Lion: partition.hpp).
+struct DionOptions {
+  Schedule lr = Schedule::constant(0.01);
+  double mu = 0.95;
+  double rank_fraction = 1.0;
+  index_t rank_multiple_of = 1;
+  int power_iterations = 1;
+  double eps = 1e-8;
+  std::uint64_t seed = 0;   ///< of the initial Q
+  bool cholesky_qr = true;  ///< the kernel's Cholesky QR2 first, else always the Householder QR
+  ScaleByShape shape{ScaleByShape::Rule::unit_rms_norm};
+  double weight_decay = 0.01;
+};
+inline auto dion(const DionOptions& o = {}) {
+  return chain(DionDirection{o.rank_fraction, o.rank_multiple_of, o.mu, o.power_iterations, o.eps, o.seed,
+                             o.cholesky_qr},
+               ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+}
 
 }  // namespace schatten::optim
