@@ -357,7 +357,7 @@ Mat dion2_oracle(Mat w, const std::vector<Mat>& grads, double lr, double fractio
 /// double: B = M (Mᵀ when r < c), M ← M + G; t times P = qr(B X).Q, R = Bᵀ P, X = R (X = Q at
 /// first); B ← B − (1 − μ) P Rᵀ; Q ← R/(‖R_j‖ + ε) per column; W ← W(1 − lr·wd) − lr·√(r/c)·(P Qᵀ
 /// as r × c). Plus our rule for columns at float's rounding floor (kernels/low_rank.hpp), from
-/// its formula: |R_jj| ≤ 4·√S·2⁻²⁴·‖B‖_F·‖x_j‖ drops column j (p_j = 0, Q_j kept); an all-zero M
+/// its formula: |R_jj| ≤ 8·√S·2⁻²⁴·‖B‖_F·‖x_j‖ drops column j (p_j = 0, Q_j kept); an all-zero M
 /// drops them all (the reference's fix_all_zero_or_nan). Q starts from the same float Gaussians
 /// as the rule (Rng(seed), Q's columns one after the other).
 Mat dion_oracle(Mat w, const std::vector<Mat>& grads, double lr, double mu, index_t k, int iterations,
@@ -374,7 +374,7 @@ Mat dion_oracle(Mat w, const std::vector<Mat>& grads, double lr, double mu, inde
     m += g;
     w *= 1.0 - lr * wd;
     Eigen::MatrixXd b = tall ? Eigen::MatrixXd(m) : Eigen::MatrixXd(m.transpose());
-    const double floor = 4.0 * std::sqrt(double(s)) * std::ldexp(1.0, -24) * b.norm();
+    const double floor = 8.0 * std::sqrt(double(s)) * std::ldexp(1.0, -24) * b.norm();
     std::vector<bool> kept(static_cast<std::size_t>(k), true);
     Eigen::MatrixXd x = q, p, rr;
     for (int t = 0; t < iterations; ++t) {

@@ -207,9 +207,9 @@ Status low_rank_compute(const MatrixRef<float>& m, const MatrixRef<float>& q, co
   const Panels panels(ws.data(), rows, cols, k);
   const Col &p = panels.p, &r = panels.r;
   const DefaultExec space;
-  // The rounding floor of a column of P = fl(B X): 4·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
-  // "Columns at the rounding floor" gives the measurements behind the factor 4).
-  const double floor = 4.0 * std::sqrt(double(std::min(rows, cols))) * 0x1p-24 * frobenius(mt);
+  // The rounding floor of a column of P = fl(B X): 32·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
+  // "Columns at the rounding floor" gives the measurements behind the factor 8).
+  const double floor = 8.0 * std::sqrt(double(std::min(rows, cols))) * 0x1p-24 * frobenius(mt);
   std::vector<char> kept(static_cast<std::size_t>(k), 1);
   Col x = qv;  // the right factor the iteration multiplies
   for (int t = 0; t < o.power_iterations; ++t) {
@@ -217,8 +217,8 @@ Status low_rank_compute(const MatrixRef<float>& m, const MatrixRef<float>& q, co
     if (!std::isfinite(max_abs(p))) return Status::out_of_range;  // beyond float: ‖M‖ near FLT_MAX
     const std::vector<double> xn = column_norms(x);
     std::vector<double> need(xn.size());
-    for (std::size_t j = 0; j < need.size(); ++j)  // a margin of 1000 over the floor (below)
-      need[j] = kept[j] ? 1e3 * floor * xn[j] : HUGE_VAL;
+    for (std::size_t j = 0; j < need.size(); ++j)  // a margin of 100 over the floor (below)
+      need[j] = kept[j] ? 1e2 * floor * xn[j] : HUGE_VAL;
     // Cholesky QR2 when every column is far above the floor (it keeps them all), else (or when
     // it is off) the Householder QR, from P again if the Cholesky QR spoilt it.
     if (!(o.cholesky_qr && cholesky_qr2(space, p, panels.g, need))) {

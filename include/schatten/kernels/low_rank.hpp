@@ -5,7 +5,7 @@
 /// power iteration on a momentum matrix, its error feedback, and the orthonormal-factor update
 /// P Qᵀ. GEMMs through Kokkos Kernels on the default execution space; the m × k panel's QR on the
 /// host in double. Not in algorithms.md: the choices where the reference is silent or
-/// GPU-specific are marked [P] (docs/optim.md "Dion").
+/// GPU-specific are marked [P] (docs/kernels/low_rank.md).
 #pragma once
 
 #include <cstddef>
@@ -46,22 +46,26 @@ std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank);
 /// - first, with `cholesky_qr` (the default), a Cholesky QR2 in float on the execution space
 ///   (GEMMs, a k × k Cholesky, triangular solves; 2k floats read back). It is kept only when
 ///   both Cholesky factorisations succeed, the first pass leaves P within 0.5 of orthonormal,
-///   and every |R_jj| is more than 1000 times the floor below; otherwise the Householder QR runs.
+///   and every |R_jj| is more than 100 times the floor below; otherwise the Householder QR runs.
 /// The reference's default, a randomized Cholesky QR ("rcqr"), is not used: it is not
 /// rank-revealing. With full rank k = S, t = 1 and B Q of full rank, P spans B's range, so
 /// P Rᵀ = P Pᵀ B = B and B ← (1 − γ)B = μB: the momentum of Muon without Nesterov.
 ///
 /// [P] Columns at the rounding floor. A column j of B X whose part orthogonal to the columns
-/// before it (|R_jj| of the unpivoted QR) is at most 4·√S·u·‖B‖_F·‖x_j‖₂ (u = 2⁻²⁴: the size of
-/// the GEMM's rounding of that column) carries no information: the QR completes P there with a
-/// direction orthogonal to B's range, R_j = Bᵀ p_j is rounding noise, and the column
-/// normalisation would blow it up to a unit rank-one term of U — what the reference does with a
-/// rank-deficient momentum, e.g. a rank-1 gradient at the first step. Such a column is dropped:
-/// p_j = 0 (it adds nothing to U or to the feedback), and Q_j keeps its value, so that a
-/// momentum of higher rank can use it at the next step. An all-zero M drops every column: U = 0,
-/// M and Q unchanged (the reference's fix_all_zero_or_nan). Measured with Gaussian
-/// rank-deficient B up to 4096 × 1024 (k = 256) and 2048 × 2048 (k = 1024): the columns past the
-/// rank had |R_jj| ≤ 0.53·√S·u·‖B‖_F‖x_j‖, the others at least 285 times it (docs/optim.md "Dion").
+/// before it (|R_jj| of the unpivoted QR) is at most 8·√S·u·‖B‖_F·‖x_j‖₂ (u = 2⁻²⁴;
+/// √S·u·‖B‖_F‖x_j‖ is the size of the float GEMM's rounding of that column) is dropped for the
+/// step: p_j = 0 (it adds nothing to U or to the feedback), and Q_j keeps its value, so that a
+/// momentum of higher rank can use it at the next step. Without this, as in the reference, a
+/// rank-deficient momentum (a rank-1 gradient at the first step) has the QR complete P with
+/// directions orthogonal to B's range, whose R_j = Bᵀ p_j is rounding noise that the column
+/// normalisation blows up into unit rank-one terms of U. An all-zero M drops every column: U = 0,
+/// M and Q unchanged (the reference's fix_all_zero_or_nan). The factor 8 is measured
+/// (bench/low_rank_floor.cpp, docs/kernels/low_rank.md): over 840 Gaussian rank-deficient B
+/// (140 seeds, 9 × 6 to 4096 × 1024 and 2048 × 2048), the largest rounding column exceeded it 3
+/// times (at most 15.2) and B's weakest direction never fell below it (at least 10.5). In
+/// singular values: with the first step's Gaussian Q (‖x_j‖ ≈ √S) directions below about
+/// 8·S·u·‖B‖_F are at the floor; once Q's columns are unit and aligned, below about
+/// 8·√S·u·‖B‖_F (1.3e-5·‖B‖_F at S = 768, where Newton–Schulz leaves them near zero as well).
 ///
 /// Arguments: `m` (r × c, in/out), `q` (k × S holding Qᵀ — row j is Q's column j —, in/out) and
 /// `u` (r × c, out), contiguous row-major, all in one memory kind (host memory is staged on a GPU

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// schatten-low-rank-floor: the measurement behind the rounding floor of low_rank_power_step()
+/// (docs/kernels/low_rank.md). For Gaussian B of rank ρ (L × S, float) and a Gaussian Q (S × k),
+/// P = fl(B Q) is formed in float (Eigen's GEMM), its unpivoted Householder QR in double, and
+/// each |R_jj| is divided by the floor's scale √S·u·‖B‖_F·‖q_j‖ (u = 2⁻²⁴). Printed per shape: the
+/// ρ-th largest ratio (the weakest of B's ρ directions) and the (ρ+1)-th (the largest rounding
+/// column). The kernel drops a column when its ratio is at most the factor of its floor.
+///
+///   schatten-low-rank-floor [seed]
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "schatten/core/random.hpp"
+
+namespace {
+
+Eigen::MatrixXf gaussian(Eigen::Index r, Eigen::Index c, schatten::Rng& rng) {
+  Eigen::MatrixXf m(r, c);
+  for (Eigen::Index j = 0; j < c; ++j)
+    for (Eigen::Index i = 0; i < r; ++i)
+      m(i, j) = static_cast<float>(rng.normal());
+  return m;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1;
+  struct Case {
+    Eigen::Index l, s, rank, k;
+  };
+  const Case cases[] = {{9, 6, 1, 6},          {64, 32, 4, 32},        {512, 256, 16, 128},
+                        {2048, 1024, 50, 256}, {4096, 1024, 100, 256}, {2048, 2048, 200, 1024}};
+  schatten::Rng rng(seed);
+  std::printf("seed %llu\n%6s %6s %6s %6s  %22s  %22s\n", static_cast<unsigned long long>(seed), "L", "S",
+              "rank", "k", "rho-th |R_jj|/scale", "(rho+1)-th |R_jj|/scale");
+  for (const Case& c : cases) {
+    const Eigen::MatrixXf b = gaussian(c.l, c.rank, rng) * gaussian(c.rank, c.s, rng) * 0.1f;
+    const Eigen::MatrixXf q = gaussian(c.s, c.k, rng);
+    const Eigen::MatrixXf p = b * q;  // float GEMM, as the kernel's
+    const Eigen::HouseholderQR<Eigen::MatrixXd> qr(p.cast<double>());
+    const double bf = b.cast<double>().norm();
+    std::vector<double> ratio(static_cast<std::size_t>(c.k));
+    for (Eigen::Index j = 0; j < c.k; ++j) {
+      const double scale =
+          std::sqrt(double(c.s)) * std::ldexp(1.0, -24) * bf * q.col(j).cast<double>().norm();
+      ratio[static_cast<std::size_t>(j)] = std::abs(qr.matrixQR()(j, j)) / scale;
+    }
+    // Which columns carry the rank is the QR's business (a weak direction can surface in a later
+    // column), so the ratios are sorted: the ρ-th largest should be kept, the (ρ+1)-th dropped.
+    std::sort(ratio.begin(), ratio.end(), [](double a, double b) { return a > b; });
+    const double real = ratio[static_cast<std::size_t>(c.rank - 1)];
+    const double noise = ratio[static_cast<std::size_t>(c.rank)];
+    std::printf("%6ld %6ld %6ld %6ld  %22.4g  %22.4g\n", static_cast<long>(c.l), static_cast<long>(c.s),
+                static_cast<long>(c.rank), static_cast<long>(c.k), real, noise);
+  }
+  return 0;
+}
