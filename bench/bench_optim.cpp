@@ -44,6 +44,10 @@
 ///                                  in device memory (the GPU case batching is for)
 ///   optim/nordion2_step/gpt2_small   nordion2 (Dion3) for the hidden matrices: Dion2 over rows at
 ///                                  fraction 0.25, then the selected neurons normalised
+///   optim/dion_step/gpt2_small/rank_fraction:{0.25,1}[/householder]  dion (the legacy Dion) for
+///                                  the hidden matrices: one power iteration at rank
+///                                  k = f·min(r, c), its 4 GEMMs of r·c·k and the QR of
+///                                  max(r, c) × k (Cholesky QR2; /householder: the host QR always)
 ///   optim/spel_step/gpt2_small       spel for the hidden matrices: two polar factors per matrix
 #include <benchmark/benchmark.h>
 
@@ -189,6 +193,18 @@ void bm_dion2_step(benchmark::State& st, double fraction, bool batching) {
 void bm_nordion2_step(benchmark::State& st) {
   Model m(gpt2_small());
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", nordion2()), route("adamw", adamw()));
+  time_host_steps(st, m, opt);
+}
+
+/// Dion's step over the same model (dion(): per matrix, P = orth(B Q), R = Bᵀ P, the feedback
+/// P Rᵀ and the update P Qᵀ, four GEMMs of r·c·k at k = f·min(r, c); the QR a Cholesky QR2, which
+/// Gaussian gradients always allow, or with `householder` the host Householder QR in double).
+void bm_dion_step(benchmark::State& st, double rank_fraction, bool householder) {
+  Model m(gpt2_small());
+  DionOptions d;
+  d.rank_fraction = rank_fraction;
+  d.cholesky_qr = !householder;
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion(d)), route("adamw", adamw()));
   time_host_steps(st, m, opt);
 }
 
@@ -532,6 +548,17 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/nordion2_step/gpt2_small", bm_nordion2_step)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
+  for (const bool householder : {false, true}) {
+    const std::string tail = householder ? "/householder" : "";
+    benchmark::RegisterBenchmark(("optim/dion_step/gpt2_small/rank_fraction:0.25" + tail).c_str(),
+                                 bm_dion_step, 0.25, householder)
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("optim/dion_step/gpt2_small/rank_fraction:1" + tail).c_str(), bm_dion_step,
+                                 1.0, householder)
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
+  }
   benchmark::RegisterBenchmark("optim/spel_step/gpt2_small", bm_spel_step)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);

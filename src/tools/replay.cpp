@@ -141,6 +141,11 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            (NorDion2, microsoft/dion's Dion3: Dion2's selection, always of rows, then NorMuon's
            per-row normalisation of the orthogonalised rows, whose moments move only when
            selected)
+  dion     lr=0.01 mu=0.95 rank_fraction=1 rank_multiple_of=1 power_iters=1 eps=1e-8 seed=0
+           cholesky_qr=1 wd=0.01 shape=unit_rms_norm|... shape_extra=1 (Dion: M += G; rank-k
+           factor P Q^T of M by power iteration from the previous Q, k = rank_fraction*min(r,c)
+           rounded up to a multiple; M -= (1-mu) P R^T; the update is P Q^T; seed: the first Q;
+           cholesky_qr=0: always the host Householder QR)
   spel     lr=3e-4 momentum=0.95 nesterov=0 wd=0.1 polar=keller|polar_express|qdwh iterations=5
            (SPEL: W <- polar((1 - lr wd) W - lr polar(M)), the weights re-projected every step;
            default polar: 5 steps of You Jiacheng's table, Emerging-Optimizers' "quintic")
@@ -1004,6 +1009,25 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     return mixed(opt::nordion2(o));
   }
+  if (s.preset == "dion") {
+    opt::DionOptions o;
+    k.lr("lr", o.lr);
+    k.number("mu", o.mu);
+    k.number("rank_fraction", o.rank_fraction);
+    std::int64_t multiple = o.rank_multiple_of;
+    k.count("rank_multiple_of", multiple);
+    o.rank_multiple_of = index_t(multiple);
+    k.integer("power_iters", o.power_iterations);
+    k.number("eps", o.eps);
+    std::int64_t seed = std::int64_t(o.seed);
+    k.count("seed", seed);
+    o.seed = std::uint64_t(seed);
+    k.flag("cholesky_qr", o.cholesky_qr);
+    k.number("wd", o.weight_decay);
+    shape_rule(o.shape);
+    if (!k.done(err)) return nullptr;
+    return mixed(opt::dion(o));
+  }
   if (s.preset == "spel") {
     opt::SpelOptions o;
     k.lr("lr", o.lr);
@@ -1028,7 +1052,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   err = "--optimizer " + s.text + ": unknown preset '" + s.preset +
         "' (sgd, adamw, lion, muon, mop, scion, muon_hyperball, normuon, adamuon, muadam, freon, kaon, "
         "schatten_muon, "
-        "da_muon, sc_muon, df_muon, namo, namo_d, dion2, nordion2, dion3, spel)";
+        "da_muon, sc_muon, df_muon, namo, namo_d, dion2, nordion2, dion3, dion, spel)";
   return nullptr;
 }
 

@@ -624,6 +624,37 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: dion reproduces the inline trajectory bit for bit with its keys") {
+    const std::string rec = temp_path("rec_dion.h5"), out = temp_path("out_dion.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(
+        run_replay(rec + " --optimizer dion:lr=0.03,mu=0.9,rank_fraction=0.5,rank_multiple_of=2," +
+                   "power_iters=2,eps=1e-7,seed=5,cholesky_qr=0,wd=0.02 --save-params --quiet --out " +
+                   out) == 0,
+        replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    DionOptions o;  // not the defaults: the keys must reach the options
+    o.lr = Schedule::constant(0.03);
+    o.mu = 0.9;
+    o.rank_fraction = 0.5;
+    o.rank_multiple_of = 2;
+    o.power_iterations = 2;
+    o.eps = 1e-7;
+    o.seed = 5;
+    o.cholesky_qr = false;
+    o.weight_decay = 0.02;
+    auto mixed = inline_mixed("dion", dion(o), AdamWOptions{});
+    compare_inline(mixed, f, 0);
+    H5Fclose(f);
+    CHECK(run_replay(rec + " --optimizer dion:rank_fraction=0 --out " + out) == 1);
+    CHECK(replay_stderr().find("dion_direction: rank_fraction") != std::string::npos);
+    CHECK(run_replay(rec + " --optimizer dion:power_iters=0 --out " + out) == 1);
+    CHECK(replay_stderr().find("dion_direction: power_iterations") != std::string::npos);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: spel reproduces the inline trajectory bit for bit with its keys") {
     const std::string rec = temp_path("rec_spel.h5"), out = temp_path("out_spel.h5");
     write_recording(rec);
