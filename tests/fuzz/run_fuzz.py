@@ -39,6 +39,13 @@ RUNTIME = re.compile(r"__interceptor_|__asan|__sanitizer|__ubsan|__lsan|libc\.so
                      r"sysdeps/|__(memcpy|memmove|memset|strlen|strcpy|memcmp)_")
 
 
+# A frame in our code names one of our source files with its line ("…/src/io/checkpoint.cpp:123")
+# or, unsymbolised, one of our functions ("in schatten::io::…"). A bare path is not enough: the
+# fuzz executable itself lives under the checkout, which CI clones into a folder named src
+# ("(…/src/build-asan/tests/fuzz/fuzz_checkpoint+0x9a482)" in libFuzzer's own frames).
+OUR_SOURCE = re.compile(r"/(src|include|backends)/\S*\.(c|cc|cpp|h|hpp):\d+| in schatten::")
+
+
 def first_frame(lines):
     """The first stack frame of `lines` outside the runtime, or ''."""
     for line in lines:
@@ -55,7 +62,7 @@ def classify(report):
         return "unreproduced", "no failure when run alone (state left by an earlier input)"
     rest = lines[start:]
     if any("libFuzzer: out-of-memory" in l for l in rest) and not any(
-            re.search(r"/(src|include|backends)/", l) for l in rest if re.match(r"\s+#\d+ ", l)):
+            OUR_SOURCE.search(l) for l in rest if re.match(r"\s+#\d+ ", l)):
         # An RSS limit hit: libFuzzer prints its own largest live allocation, not the culprit.
         # Our readers check every size read from a file before allocating (docs/reliability.md);
         # HDF5 allocates sizes it reads from the file. Unattributable: listed, not failed.
