@@ -25,6 +25,16 @@ using Owned = Kokkos::View<float**, Kokkos::LayoutLeft, DefaultMem>;
 using HostCol = Kokkos::View<float**, Kokkos::LayoutLeft, Kokkos::HostSpace, Unmanaged>;
 using Range = Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>;
 
+/// k doubles of the default space (column norms, a diagonal) on their way to the host.
+using Numbers = Kokkos::View<double*, DefaultMem, Unmanaged>;
+
+/// The k doubles of `d` on the host.
+std::vector<double> to_host(const Numbers& d) {
+  std::vector<double> out(d.extent(0));
+  Kokkos::deep_copy(Kokkos::View<double*, Kokkos::HostSpace, Unmanaged>(out.data(), out.size()), d);
+  return out;
+}
+
 /// A contiguous row-major r × c array as the column-major c × r view of the default space: in
 /// place when the space can read it, else a device copy (read in when `read`) that commit()
 /// writes back.
@@ -62,24 +72,9 @@ double max_abs(const Col& x) {
   return worst;
 }
 
-/// ‖x‖_F in double (a contiguous view).
-double frobenius(const Col& x) {
-  const index_t n0 = static_cast<index_t>(x.extent(0)), n = n0 * static_cast<index_t>(x.extent(1));
-  double sum = 0.0;
-  Kokkos::parallel_reduce(
-      "schatten::low_rank::frobenius", Range(0, n),
-      KOKKOS_LAMBDA(index_t k, double& acc) {
-        const double v = static_cast<double>(x(k % n0, k / n0));
-        acc += v * v;
-      },
-      sum);
-  return std::sqrt(sum);
-}
-
-/// ‖x_j‖₂ of each column, in double, on the host.
-std::vector<double> column_norms(const Col& x) {
+/// ‖x_j‖₂ of each column, in double, on the host (through `norms`, k doubles of the space).
+std::vector<double> column_norms(const Col& x, const Numbers& norms) {
   const index_t n = static_cast<index_t>(x.extent(0)), k = static_cast<index_t>(x.extent(1));
-  Kokkos::View<double*, DefaultMem> norms("schatten::low_rank::norms", k);
   Kokkos::parallel_for(
       "schatten::low_rank::column_norms", Range(0, k), KOKKOS_LAMBDA(index_t j) {
         double s = 0.0;
@@ -87,11 +82,7 @@ std::vector<double> column_norms(const Col& x) {
           s += static_cast<double>(x(i, j)) * static_cast<double>(x(i, j));
         norms(j) = kmath::sqrt(s);
       });
-  const auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), norms);
-  std::vector<double> out(static_cast<std::size_t>(k));
-  for (index_t j = 0; j < k; ++j)
-    out[static_cast<std::size_t>(j)] = h(j);
-  return out;
+  return to_host(norms);
 }
 
 /// Each column of x ← x_j / (‖x_j‖₂ + eps), the norm accumulated in double.
@@ -114,10 +105,11 @@ void fill_zero(const Col& x) {
       "schatten::low_rank::zero", Range(0, n), KOKKOS_LAMBDA(index_t k) { x(k % n0, k / n0) = 0.0f; });
 }
 
-/// P (L × k), R (S × k) and the Cholesky QR's Gram (k × k) carved from a workspace; with a null
-/// base, only their size.
+/// P (L × k), R (S × k), the Cholesky QR's Gram (k × k) and k doubles carved from a workspace
+/// (nothing is allocated per step); with a null base, only their size.
 struct Panels {
   Col p, r, g;
+  Numbers numbers;
   std::size_t bytes = 0;
   Panels(unsigned char* base, index_t rows, index_t cols, index_t k) {
     const index_t l = std::max(rows, cols), s = std::min(rows, cols);
@@ -125,11 +117,13 @@ struct Panels {
     float* pp = arena.take<float>(static_cast<std::size_t>(l * k));
     float* rp = arena.take<float>(static_cast<std::size_t>(s * k));
     float* gp = arena.take<float>(static_cast<std::size_t>(k * k));
+    double* np = arena.take<double>(static_cast<std::size_t>(k));
     bytes = arena.used();
     if (base != nullptr) {
       p = Col(pp, l, k);
       r = Col(rp, s, k);
       g = Col(gp, k, k);
+      numbers = Numbers(np, k);
     }
   }
 };
@@ -148,17 +142,12 @@ double distance_from_identity(const Col& g) {
   return worst;
 }
 
-/// L's diagonal (k × k, lower) on the host, in double.
-std::vector<double> diagonal(const Col& l) {
-  const index_t k = static_cast<index_t>(l.extent(0));
-  Kokkos::View<float*, DefaultMem> d("schatten::low_rank::diagonal", k);
+/// L's diagonal (k × k, lower) on the host, in double (through `d`, k doubles of the space).
+std::vector<double> diagonal(const Col& l, const Numbers& d) {
   Kokkos::parallel_for(
-      "schatten::low_rank::diagonal", Range(0, k), KOKKOS_LAMBDA(index_t j) { d(j) = l(j, j); });
-  const auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), d);
-  std::vector<double> out(static_cast<std::size_t>(k));
-  for (index_t j = 0; j < k; ++j)
-    out[static_cast<std::size_t>(j)] = static_cast<double>(h(j));
-  return out;
+      "schatten::low_rank::diagonal", Range(0, static_cast<index_t>(l.extent(0))),
+      KOKKOS_LAMBDA(index_t j) { d(j) = static_cast<double>(l(j, j)); });
+  return to_host(d);
 }
 
 /// Cholesky QR2 of the L × k panel p in float, on the execution space: twice G = PᵀP,
@@ -170,14 +159,15 @@ std::vector<double> diagonal(const Col& l) {
 /// columns (the thin QR with a positive diagonal is unique), which Dion's products P Rᵀ and P Qᵀ do
 /// not see. Returns false otherwise, with P garbage. Cost: two Grams (2·L·k² flops each), two
 /// triangular solves (L·k² each), two k × k Choleskys; 2k floats and a scalar read back.
-bool cholesky_qr2(const DefaultExec& space, const Col& p, const Col& g, const std::vector<double>& need) {
+bool cholesky_qr2(const DefaultExec& space, const Col& p, const Col& g, const Numbers& scratch,
+                  const std::vector<double>& need) {
   gram2(space, true, 1.0f, p, 0.0f, g);
   if (!cholesky_lower(space, g)) return false;
-  const std::vector<double> d1 = diagonal(g);
+  const std::vector<double> d1 = diagonal(g, scratch);
   x_times_inv_lt(space, true, 1.0f, g, p);
   gram2(space, true, 1.0f, p, 0.0f, g);
   if (!(distance_from_identity(g) <= 0.5) || !cholesky_lower(space, g)) return false;
-  const std::vector<double> d2 = diagonal(g);
+  const std::vector<double> d2 = diagonal(g, scratch);
   for (std::size_t j = 0; j < need.size(); ++j)
     if (!(d1[j] * d2[j] > need[j])) return false;
   x_times_inv_lt(space, true, 1.0f, g, p);
@@ -207,21 +197,21 @@ Status low_rank_compute(const MatrixRef<float>& m, const MatrixRef<float>& q, co
   const Panels panels(ws.data(), rows, cols, k);
   const Col &p = panels.p, &r = panels.r;
   const DefaultExec space;
-  // The rounding floor of a column of P = fl(B X): 32·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
+  // The rounding floor of a column of P = fl(B X): 8·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
   // "Columns at the rounding floor" gives the measurements behind the factor 8).
-  const double floor = 8.0 * std::sqrt(double(std::min(rows, cols))) * 0x1p-24 * frobenius(mt);
+  const double floor = 8.0 * std::sqrt(double(std::min(rows, cols))) * 0x1p-24 * frobenius(space, mt);
   std::vector<char> kept(static_cast<std::size_t>(k), 1);
   Col x = qv;  // the right factor the iteration multiplies
   for (int t = 0; t < o.power_iterations; ++t) {
     gemm(space, tall ? "T" : "N", "N", 1.0f, mt, x, 0.0f, p);     // P = B X
     if (!std::isfinite(max_abs(p))) return Status::out_of_range;  // beyond float: ‖M‖ near FLT_MAX
-    const std::vector<double> xn = column_norms(x);
+    const std::vector<double> xn = column_norms(x, panels.numbers);
     std::vector<double> need(xn.size());
     for (std::size_t j = 0; j < need.size(); ++j)  // a margin of 100 over the floor (below)
       need[j] = kept[j] ? 1e2 * floor * xn[j] : HUGE_VAL;
     // Cholesky QR2 when every column is far above the floor (it keeps them all), else (or when
     // it is off) the Householder QR, from P again if the Cholesky QR spoilt it.
-    if (!(o.cholesky_qr && cholesky_qr2(space, p, panels.g, need))) {
+    if (!(o.cholesky_qr && cholesky_qr2(space, p, panels.g, panels.numbers, need))) {
       if (o.cholesky_qr) gemm(space, tall ? "T" : "N", "N", 1.0f, mt, x, 0.0f, p);
       const std::vector<double> diag = orthonormalise(p);
       for (index_t j = 0; j < k; ++j) {

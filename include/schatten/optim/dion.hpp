@@ -362,16 +362,15 @@ inline auto dion3(const Dion3Options& o = {}) { return nordion2(o); }
 ///
 /// With k = S and t = 1, P Pᵀ B = B (when B Q has full rank): M ← μM + G, the sum-form momentum
 /// of Muon without Nesterov; the direction P Qᵀ is P times (Bᵀ P with unit columns)ᵀ, not the
-/// polar factor of M. With k < S the update has rank ≤ k, and
-/// what it leaves out stays in M for later steps. Cost per step: one read-write of M for the
-/// sum, then the kernel's (2t + 2) GEMMs of r·c·k and t QRs of max(r, c) × k. State: M
-/// (r·c floats), Q (k·S floats) and the step count; scratch: the kernel's workspace. [P] where
-/// the reference is silent or GPU-specific: the QR is a Cholesky QR2 on the execution space where
-/// P is well conditioned, else a Householder QR in double on the host (the reference's default
-/// is its randomized Cholesky QR), the column norms are double, and
-/// the columns of B Q at float's rounding floor are dropped for the step instead of becoming
-/// unit-norm noise in the update (kernels/low_rank.hpp: a rank-deficient momentum, e.g. a
-/// rank-1 gradient, gives an update of its own rank).
+/// polar factor of M. With k < S the update has rank ≤ k, and what it leaves out stays in M for
+/// later steps. Cost per step: one read-write of M for the sum, then the kernel's (2t + 2) GEMMs
+/// of r·c·k and t QRs of max(r, c) × k. State: M (r·c floats), Q (k·S floats) and the step
+/// count; scratch: the kernel's workspace. [P] where the reference is silent or GPU-specific:
+/// the QR is a Cholesky QR2 on the execution space where P is well conditioned, else a
+/// Householder QR in double on the host (the reference's default is its randomized Cholesky
+/// QR); the column norms are double; and the columns of B Q at float's rounding floor are
+/// dropped for the step instead of becoming unit-norm noise in the update (kernels/low_rank.hpp:
+/// a rank-deficient momentum, e.g. a rank-1 gradient, gives an update of its own rank).
 struct DionDirection {
   static constexpr const char* name = "dion_direction";
   static constexpr bool may_fail = true;        // the kernel may fail (the chain restores M and Q)
