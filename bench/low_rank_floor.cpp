@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     }
     // Which columns carry the rank is the QR's business (a weak direction can surface in a later
     // column), so the ratios are sorted: the ρ-th largest should be kept, the (ρ+1)-th dropped.
-    std::sort(ratio.begin(), ratio.end(), [](double a, double b) { return a > b; });
+    std::sort(ratio.begin(), ratio.end(), [](double x, double y) { return x > y; });
     const double real = ratio[static_cast<std::size_t>(c.rank - 1)];
     const double noise = ratio[static_cast<std::size_t>(c.rank)];
     std::printf("%6ld %6ld %6ld %6ld  %22.4g  %22.4g\n", static_cast<long>(c.l), static_cast<long>(c.s),
