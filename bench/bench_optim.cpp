@@ -47,7 +47,9 @@
 ///   optim/dion_step/gpt2_small/rank_fraction:{0.25,1}[/householder]  dion (the legacy Dion) for
 ///                                  the hidden matrices: one power iteration at rank
 ///                                  k = f·min(r, c), its 4 GEMMs of r·c·k and the QR of
-///                                  max(r, c) × k (Cholesky QR2; /householder: the host QR always)
+///                                  max(r, c) × k (Cholesky QR2; /householder: the host QR always);
+///                                  optim/dion_step/gpt2_small/device/rank_fraction:0.25 the default
+///                                  in device memory
 ///   optim/spel_step/gpt2_small       spel for the hidden matrices: two polar factors per matrix
 #include <benchmark/benchmark.h>
 
@@ -313,6 +315,16 @@ void bm_dion2_step_device(benchmark::State& st, bool batching) {
   Model m(gpt2_small());
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion2()), route("adamw", adamw()));
   opt.set_batching(batching);
+  time_device_steps(st, m, opt);
+}
+
+/// Dion's step (f = 0.25, the Cholesky QR2 on the device) in device memory: its GEMMs, the QR's
+/// Grams, Choleskys and solves on the GPU, 2k floats and a few scalars read back per matrix.
+void bm_dion_step_device(benchmark::State& st) {
+  Model m(gpt2_small());
+  DionOptions d;
+  d.rank_fraction = 0.25;
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion(d)), route("adamw", adamw()));
   time_device_steps(st, m, opt);
 }
 
@@ -586,6 +598,9 @@ int main(int argc, char** argv) {
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/device/unbatched", bm_dion2_step_device, false)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/dion_step/gpt2_small/device/rank_fraction:0.25", bm_dion_step_device)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:10", bm_schatten_step, 10.0, false)

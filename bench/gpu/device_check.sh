@@ -14,8 +14,9 @@
 #   polar  Newton–Schulz and Polar Express at 4096² and 8192², in fp32 and bf16, against the
 #          cuBLAS floor (schatten-polar-report), then the PyTorch reference (eager and
 #          torch.compile) at the same shapes                                          (~4 min)
-#   optim  the GPT-2-small Muon step, the batched/unbatched experts and Dion2's device step
-#          batched and unbatched (schatten-bench-optim), the PyTorch per-matrix Muon loop
+#   optim  the GPT-2-small Muon step, the batched/unbatched experts, Dion2's device step
+#          batched and unbatched and Dion's at rank fraction 0.25 (schatten-bench-optim), the
+#          PyTorch per-matrix Muon loop
 #          (torch_muon_step.py), and SYRK against GEMM at 768-wide shapes
 #          (schatten-bench-polar)                                                     (~3 min)
 #   qdwh   QDWH in double at 4096², κ = 1e8, against jax.scipy.linalg.polar on the same matrix
@@ -81,7 +82,7 @@ stage_polar() {
 stage_optim() {
   local log="$OUT/optim.log"
   run "$log" 150 "$BIN/schatten-bench-optim" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
-    '--benchmark_filter=optim/(muon_step/gpt2_small|muon_step_without_ns/gpt2_small/device|orthogonalize_only|muon_step/experts|dion2_step/gpt2_small/device)'
+    '--benchmark_filter=optim/(muon_step/gpt2_small|muon_step_without_ns/gpt2_small/device|orthogonalize_only|muon_step/experts|dion2_step/gpt2_small/device|dion_step/gpt2_small/device)'
   run "$log" 90 python3 bench/gpu/torch_muon_step.py --out "$OUT/torch_muon_step.csv" --reps 10
   run "$log" 90 "$BIN/schatten-bench-polar" \
     '--benchmark_filter=polar/(newton_schulz_kj5|polar_express_deployed_5|gram_newton_schulz_pe5)(_gemm)?/float/'
