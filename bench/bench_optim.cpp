@@ -319,7 +319,7 @@ void bm_dion2_step_device(benchmark::State& st, bool batching) {
 }
 
 /// Dion's step (f = 0.25, the Cholesky QR2 on the device) in device memory: its GEMMs, the QR's
-/// Grams, Choleskys and solves on the GPU, 2k floats and a few scalars read back per matrix.
+/// Grams, Choleskys and solves on the GPU, 3k doubles and a few scalars read back per matrix.
 void bm_dion_step_device(benchmark::State& st) {
   Model m(gpt2_small());
   DionOptions d;

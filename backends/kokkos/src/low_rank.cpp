@@ -158,7 +158,7 @@ std::vector<double> diagonal(const Col& l, const Numbers& d) {
 /// Householder QR, which decides them). Then P equals the Householder QR's Q up to the signs of its
 /// columns (the thin QR with a positive diagonal is unique), which Dion's products P Rᵀ and P Qᵀ do
 /// not see. Returns false otherwise, with P garbage. Cost: two Grams (2·L·k² flops each), two
-/// triangular solves (L·k² each), two k × k Choleskys; 2k floats and a scalar read back.
+/// triangular solves (L·k² each), two k × k Choleskys; 2k doubles and a scalar read back.
 bool cholesky_qr2(const DefaultExec& space, const Col& p, const Col& g, const Numbers& scratch,
                   const std::vector<double>& need) {
   gram2(space, true, 1.0f, p, 0.0f, g);

@@ -44,7 +44,7 @@ std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank);
 ///   whatever P's conditioning and rank, and it decides the columns at the rounding floor
 ///   (below). On a GPU, L·k floats cross the bus each way.
 /// - first, with `cholesky_qr` (the default), a Cholesky QR2 in float on the execution space
-///   (GEMMs, a k × k Cholesky, triangular solves; 2k floats read back). It is kept only when
+///   (GEMMs, a k × k Cholesky, triangular solves; 2k doubles read back). It is kept only when
 ///   both Cholesky factorisations succeed, the first pass leaves P within 0.5 of orthonormal,
 ///   and every |R_jj| is more than 100 times the floor below; otherwise the Householder QR runs.
 /// The reference's default, a randomized Cholesky QR ("rcqr"), is not used: it is not
