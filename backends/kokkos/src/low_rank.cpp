@@ -72,16 +72,19 @@ double max_abs(const Col& x) {
   return worst;
 }
 
+/// ‖x_j‖₂ of column j, accumulated in double (one work item per column).
+KOKKOS_INLINE_FUNCTION double column_norm(const Col& x, index_t j) {
+  double s = 0.0;
+  for (index_t i = 0; i < static_cast<index_t>(x.extent(0)); ++i)
+    s += static_cast<double>(x(i, j)) * static_cast<double>(x(i, j));
+  return kmath::sqrt(s);
+}
+
 /// ‖x_j‖₂ of each column, in double, on the host (through `norms`, k doubles of the space).
 std::vector<double> column_norms(const Col& x, const Numbers& norms) {
-  const index_t n = static_cast<index_t>(x.extent(0)), k = static_cast<index_t>(x.extent(1));
   Kokkos::parallel_for(
-      "schatten::low_rank::column_norms", Range(0, k), KOKKOS_LAMBDA(index_t j) {
-        double s = 0.0;
-        for (index_t i = 0; i < n; ++i)
-          s += static_cast<double>(x(i, j)) * static_cast<double>(x(i, j));
-        norms(j) = kmath::sqrt(s);
-      });
+      "schatten::low_rank::column_norms", Range(0, static_cast<index_t>(x.extent(1))),
+      KOKKOS_LAMBDA(index_t j) { norms(j) = column_norm(x, j); });
   return to_host(norms);
 }
 
@@ -90,19 +93,10 @@ void normalise_columns(const Col& x, double eps) {
   const index_t n = static_cast<index_t>(x.extent(0));
   Kokkos::parallel_for(
       "schatten::low_rank::normalise", Range(0, static_cast<index_t>(x.extent(1))), KOKKOS_LAMBDA(index_t j) {
-        double s = 0.0;
-        for (index_t i = 0; i < n; ++i)
-          s += static_cast<double>(x(i, j)) * static_cast<double>(x(i, j));
-        const double f = 1.0 / (kmath::sqrt(s) + eps);
+        const double f = 1.0 / (column_norm(x, j) + eps);
         for (index_t i = 0; i < n; ++i)
           x(i, j) = static_cast<float>(static_cast<double>(x(i, j)) * f);
       });
-}
-
-void fill_zero(const Col& x) {
-  const index_t n0 = static_cast<index_t>(x.extent(0)), n = n0 * static_cast<index_t>(x.extent(1));
-  Kokkos::parallel_for(
-      "schatten::low_rank::zero", Range(0, n), KOKKOS_LAMBDA(index_t k) { x(k % n0, k / n0) = 0.0f; });
 }
 
 /// P (L × k), R (S × k), the Cholesky QR's Gram (k × k) and k doubles carved from a workspace
@@ -187,7 +181,7 @@ Status low_rank_compute(const MatrixRef<float>& m, const MatrixRef<float>& q, co
   const double largest = max_abs(mt);
   if (!std::isfinite(largest) || !std::isfinite(max_abs(qv))) return Status::non_finite_input;
   if (largest == 0.0) {  // every column dropped (below): U = 0, M and Q kept (fix_all_zero_or_nan)
-    fill_zero(ut);
+    Kokkos::deep_copy(ut, 0.0f);
     uo.commit();
     return Status::ok;
   }
