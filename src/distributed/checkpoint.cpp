@@ -28,6 +28,19 @@ io::FieldSet gather_fields(const Communicator& comm, const io::FieldSet& mine) {
   return all;
 }
 
+void average_fields(const Communicator& comm, io::FieldSet& fields) {
+  const double n = static_cast<double>(comm.size());
+  std::vector<double> sum;
+  for (auto& [name, value] : fields) {  // in name order, the same on every rank
+    auto* v = std::get_if<std::vector<float>>(&value);
+    if (!v || v->empty()) continue;
+    sum.assign(v->begin(), v->end());
+    comm.allreduce_sum(sum.data(), sum.size());
+    for (std::size_t e = 0; e < v->size(); ++e)
+      (*v)[e] = static_cast<float>(sum[e] / n);
+  }
+}
+
 Status write_on_root(const Communicator& comm, const std::string& path, const io::FieldSet& fields,
                      const io::CheckpointHeader& header, std::string* error) {
   std::string message;

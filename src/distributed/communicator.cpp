@@ -73,6 +73,22 @@ void Communicator::allreduce_sum(std::int64_t* v, std::size_t n) const {
   if (impl_->size > 1) impl_->received(static_cast<std::int64_t>(8 * n));
 }
 
+void Communicator::allreduce_sum(float* v, std::size_t n) const {
+  for (std::size_t at = 0; at < n; at += kPiece) {
+    const std::size_t len = std::min(kPiece, n - at);
+    MPI_Allreduce(MPI_IN_PLACE, v + at, static_cast<int>(len), MPI_FLOAT, MPI_SUM, impl_->comm);
+  }
+  if (impl_->size > 1) impl_->received(static_cast<std::int64_t>(4 * n));
+}
+
+void Communicator::allreduce_sum(double* v, std::size_t n) const {
+  for (std::size_t at = 0; at < n; at += kPiece) {
+    const std::size_t len = std::min(kPiece, n - at);
+    MPI_Allreduce(MPI_IN_PLACE, v + at, static_cast<int>(len), MPI_DOUBLE, MPI_SUM, impl_->comm);
+  }
+  if (impl_->size > 1) impl_->received(static_cast<std::int64_t>(8 * n));
+}
+
 void Communicator::allgather(const std::int64_t* in, std::size_t n, std::int64_t* out) const {
   MPI_Allgather(in, static_cast<int>(n), MPI_INT64_T, out, static_cast<int>(n), MPI_INT64_T, impl_->comm);
   impl_->received(static_cast<std::int64_t>(8 * n) * (impl_->size - 1));

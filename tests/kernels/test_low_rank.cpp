@@ -174,4 +174,91 @@ TEST_SUITE("kernels.low_rank") {
     CHECK(low_rank_power_step(MatrixRef<float>(none.data(), 0, 5), MatrixRef<float>(none.data(), 0, 0),
                               MatrixRef<float>(none.data(), 0, 5)) == Status::ok);
   }
+
+  TEST_CASE("replicas: the averaging protocol of one process, its failures and its NaN") {
+    // A single replica whose average is the identity runs the replicas' path: P and R pass
+    // through the hook, the floor comes from the carried rms. On a Gaussian M no column is near
+    // the floor, so it equals the one-process step bit for bit. The hook is called 2t times,
+    // the first time with L·k + 1 floats (P and the carried norm), then S·k (R), L·k, S·k.
+    const index_t r = 40, c = 24, k = 6, l = 40, s = 24;
+    const std::uint64_t seed = case_seed("low_rank_replicas");
+    CAPTURE(seed);
+    const std::vector<float> m0 = gaussian_floats(static_cast<std::size_t>(r * c), seed);
+    const std::vector<float> q0 = gaussian_floats(static_cast<std::size_t>(k * s), seed + 1);
+    for (const int t : {1, 2}) {
+      CAPTURE(t);
+      LowRankStepOptions o;
+      o.power_iterations = t;
+      std::vector<float> m1 = m0, q1 = q0, u1(m0.size());
+      REQUIRE(low_rank_power_step(MatrixRef<float>(m1.data(), r, c), MatrixRef<float>(q1.data(), k, s),
+                                  MatrixRef<float>(u1.data(), r, c), o) == Status::ok);
+      std::vector<std::size_t> counts;
+      o.replicas = [&counts](float*, std::size_t n) {
+        counts.push_back(n);
+        return Status::ok;
+      };
+      std::vector<float> m2 = m0, q2 = q0, u2(m0.size());
+      REQUIRE(low_rank_power_step(MatrixRef<float>(m2.data(), r, c), MatrixRef<float>(q2.data(), k, s),
+                                  MatrixRef<float>(u2.data(), r, c), o) == Status::ok);
+      CHECK(m2 == m1);
+      CHECK(q2 == q1);
+      CHECK(u2 == u1);
+      std::vector<std::size_t> want = {std::size_t(l * k + 1), std::size_t(s * k)};
+      if (t == 2) want.insert(want.end(), {std::size_t(l * k), std::size_t(s * k)});
+      CHECK(counts == want);
+    }
+    auto run = [&](const char* what, ReplicaAverage average, Status expected, auto&& edit) {
+      CAPTURE(std::string(what));
+      std::vector<float> m = m0, q = q0, u(m0.size(), 7.0f);
+      edit(m);
+      const std::vector<float> mb = m;
+      LowRankStepOptions o;
+      o.replicas = std::move(average);
+      CHECK(low_rank_power_step(MatrixRef<float>(m.data(), r, c), MatrixRef<float>(q.data(), k, s),
+                                MatrixRef<float>(u.data(), r, c), o) == expected);
+      CHECK(std::equal(m.begin(), m.end(), mb.begin(),
+                       [](float a, float b) { return a == b || (a != a && b != b); }));
+      CHECK(q == q0);
+      CHECK(u == std::vector<float>(m0.size(), 7.0f));
+    };
+    // A failing average (the second call: after the QR) is returned, nothing written.
+    int calls = 0;
+    run(
+        "the average fails",
+        [&calls](float*, std::size_t) { return ++calls == 2 ? Status::internal_error : Status::ok; },
+        Status::internal_error, [](std::vector<float>&) {});
+    // A replica whose M is not finite still reaches the average (the others would wait), and
+    // sends NaN in the carried norm: every replica refuses.
+    int reached = 0;
+    run(
+        "this replica's M is not finite",
+        [&reached](float* d, std::size_t n) {
+          ++reached;
+          CHECK(std::isnan(d[n - 1]));
+          return Status::ok;
+        },
+        Status::non_finite_input,
+        [](std::vector<float>& m) { m[3] = std::numeric_limits<float>::infinity(); });
+    CHECK(reached == 1);
+    // Another replica's NaN arrives through the average.
+    run(
+        "another replica's M is not finite",
+        [](float* d, std::size_t n) {
+          d[n - 1] = std::numeric_limits<float>::quiet_NaN();
+          return Status::ok;
+        },
+        Status::non_finite_input, [](std::vector<float>&) {});
+    // A zero mean: U = 0, M and Q kept, as one process with a zero M (here M_i ≠ 0 cancels out).
+    std::vector<float> m = m0, q = q0, u(m0.size(), 7.0f);
+    LowRankStepOptions o;
+    o.replicas = [](float* d, std::size_t n) {
+      std::fill(d, d + n, 0.0f);
+      return Status::ok;
+    };
+    CHECK(low_rank_power_step(MatrixRef<float>(m.data(), r, c), MatrixRef<float>(q.data(), k, s),
+                              MatrixRef<float>(u.data(), r, c), o) == Status::ok);
+    CHECK(m == m0);
+    CHECK(q == q0);
+    CHECK(u == std::vector<float>(m0.size(), 0.0f));
+  }
 }

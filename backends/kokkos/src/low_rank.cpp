@@ -99,28 +99,50 @@ void normalise_columns(const Col& x, double eps) {
       });
 }
 
-/// P (L × k), R (S × k), the Cholesky QR's Gram (k × k) and k doubles carved from a workspace
-/// (nothing is allocated per step); with a null base, only their size.
+/// P (L × k, then one float: the replicas' carried norm), R (S × k), the Cholesky QR's Gram
+/// (k × k), k doubles and, with replicas, a backup of P̄ (L × k) carved from a workspace (nothing
+/// is allocated per step); with a null base, only their size.
 struct Panels {
-  Col p, r, g;
+  Col p, r, g, backup;
+  float* slot = nullptr;  ///< the float after P
   Numbers numbers;
   std::size_t bytes = 0;
-  Panels(unsigned char* base, index_t rows, index_t cols, index_t k) {
+  Panels(unsigned char* base, index_t rows, index_t cols, index_t k, bool replicas) {
     const index_t l = std::max(rows, cols), s = std::min(rows, cols);
     Arena arena(base);
-    float* pp = arena.take<float>(static_cast<std::size_t>(l * k));
+    float* pp = arena.take<float>(static_cast<std::size_t>(l * k + 1));
     float* rp = arena.take<float>(static_cast<std::size_t>(s * k));
     float* gp = arena.take<float>(static_cast<std::size_t>(k * k));
     double* np = arena.take<double>(static_cast<std::size_t>(k));
+    float* bp = replicas ? arena.take<float>(static_cast<std::size_t>(l * k)) : nullptr;
     bytes = arena.used();
     if (base != nullptr) {
       p = Col(pp, l, k);
+      slot = pp + l * k;
       r = Col(rp, s, k);
       g = Col(gp, k, k);
       numbers = Numbers(np, k);
+      if (replicas) backup = Col(bp, l, k);
     }
   }
 };
+
+/// The replicas' mean of the `count` floats at `data` (the default space's memory): in place
+/// when the host can read that memory, else through a host copy (2·count floats over the bus).
+Status replica_average(const ReplicaAverage& average, float* data, std::size_t count) {
+  if constexpr (Kokkos::SpaceAccessibility<Kokkos::HostSpace, DefaultMem>::accessible) {
+    Kokkos::fence();
+    return average(data, count);
+  } else {
+    std::vector<float> host(count);
+    const Kokkos::View<float*, DefaultMem, Unmanaged> d(data, count);
+    const Kokkos::View<float*, Kokkos::HostSpace, Unmanaged> h(host.data(), count);
+    Kokkos::deep_copy(h, d);
+    const Status s = average(host.data(), count);
+    if (s == Status::ok) Kokkos::deep_copy(d, h);
+    return s;
+  }
+}
 
 /// max |G − I| over the lower triangle of a k × k Gram, in double.
 double distance_from_identity(const Col& g) {
@@ -178,35 +200,68 @@ Status low_rank_compute(const MatrixRef<float>& m, const MatrixRef<float>& q, co
   const Col& mt = mo.view();  // c × r
   const Col& qv = qo.view();  // S × k: Q
   const Col& ut = uo.view();  // c × r: Uᵀ
+  const bool replicated = static_cast<bool>(o.replicas);
   const double largest = max_abs(mt);
-  if (!std::isfinite(largest) || !std::isfinite(max_abs(qv))) return Status::non_finite_input;
-  if (largest == 0.0) {  // every column dropped (below): U = 0, M and Q kept (fix_all_zero_or_nan)
-    Kokkos::deep_copy(ut, 0.0f);
+  if (!std::isfinite(max_abs(qv))) return Status::non_finite_input;  // Q: the same on every replica
+  // One process refuses a non-finite M and returns U = 0 for a zero one here; replicas decide
+  // both after the first average (the header's protocol: nobody returns alone).
+  if (!replicated && !std::isfinite(largest)) return Status::non_finite_input;
+  if (!replicated && largest == 0.0) {  // every column dropped (below): U = 0, M and Q kept
+    Kokkos::deep_copy(ut, 0.0f);        // (fix_all_zero_or_nan)
     uo.commit();
     return Status::ok;
   }
   CallWorkspace cw(workspace);
   auto& ws = cw.get();
-  ws.reserve(Panels(nullptr, rows, cols, k).bytes);
-  const Panels panels(ws.data(), rows, cols, k);
+  ws.reserve(Panels(nullptr, rows, cols, k, replicated).bytes);
+  const Panels panels(ws.data(), rows, cols, k, replicated);
   const Col &p = panels.p, &r = panels.r;
   const DefaultExec space;
-  // The rounding floor of a column of P = fl(B X): 8·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
-  // "Columns at the rounding floor" gives the measurements behind the factor 8).
-  const double floor = 8.0 * std::sqrt(double(std::min(rows, cols))) * 0x1p-24 * frobenius(space, mt);
+  const double elements = double(rows) * double(cols);
+  // ‖B‖_F: this process's, or (replicas) the mean of theirs, which the first average delivers.
+  double norm = std::isfinite(largest) ? frobenius(space, mt) : NAN;
+  double floor = 0.0;
   std::vector<char> kept(static_cast<std::size_t>(k), 1);
   Col x = qv;  // the right factor the iteration multiplies
   for (int t = 0; t < o.power_iterations; ++t) {
-    gemm(space, tall ? "T" : "N", "N", 1.0f, mt, x, 0.0f, p);     // P = B X
+    gemm(space, tall ? "T" : "N", "N", 1.0f, mt, x, 0.0f, p);  // P = B X
+    if (replicated) {  // P̄ = mean(B_i X), and at t = 0 the mean of the ‖B_i‖_F behind it
+      const std::size_t count = static_cast<std::size_t>(p.size()) + (t == 0 ? 1 : 0);
+      if (t == 0) {  // carried as an rms, which a finite M keeps within float; NaN: M_i not finite
+        const float rms = static_cast<float>(norm / std::sqrt(elements));
+        Kokkos::deep_copy(space, Kokkos::View<float, DefaultMem, Unmanaged>(panels.slot), rms);
+      }
+      if (const Status s = replica_average(o.replicas, p.data(), count); s != Status::ok) return s;
+      if (t == 0) {
+        float mean = 0.0f;
+        Kokkos::deep_copy(Kokkos::View<float, Kokkos::HostSpace, Unmanaged>(&mean),
+                          Kokkos::View<float, DefaultMem, Unmanaged>(panels.slot));
+        if (std::isnan(mean)) return Status::non_finite_input;  // some replica's M_i + G_i overflowed
+        norm = double(mean) * std::sqrt(elements);
+        if (norm == 0.0) {  // every M_i is zero: U = 0, M and Q kept, on every replica
+          Kokkos::deep_copy(ut, 0.0f);
+          uo.commit();
+          return Status::ok;
+        }
+      }
+    }
     if (!std::isfinite(max_abs(p))) return Status::out_of_range;  // beyond float: ‖M‖ near FLT_MAX
+    // The rounding floor of a column of P = fl(B X): 8·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
+    // "Columns at the rounding floor" gives the measurements behind the factor 8).
+    if (t == 0) floor = 8.0 * std::sqrt(double(std::min(rows, cols))) * 0x1p-24 * norm;
     const std::vector<double> xn = column_norms(x, panels.numbers);
     std::vector<double> need(xn.size());
     for (std::size_t j = 0; j < need.size(); ++j)  // a margin of 100 over the floor (below)
       need[j] = kept[j] ? 1e2 * floor * xn[j] : HUGE_VAL;
     // Cholesky QR2 when every column is far above the floor (it keeps them all), else (or when
-    // it is off) the Householder QR, from P again if the Cholesky QR spoilt it.
+    // it is off) the Householder QR, from P again if the Cholesky QR spoilt it (recomputed, or
+    // with replicas the averaged P̄ kept aside).
+    if (replicated && o.cholesky_qr) Kokkos::deep_copy(space, panels.backup, p);
     if (!(o.cholesky_qr && cholesky_qr2(space, p, panels.g, panels.numbers, need))) {
-      if (o.cholesky_qr) gemm(space, tall ? "T" : "N", "N", 1.0f, mt, x, 0.0f, p);
+      if (o.cholesky_qr && replicated)
+        Kokkos::deep_copy(space, p, panels.backup);
+      else if (o.cholesky_qr)
+        gemm(space, tall ? "T" : "N", "N", 1.0f, mt, x, 0.0f, p);
       const std::vector<double> diag = orthonormalise(p);
       for (index_t j = 0; j < k; ++j) {
         const std::size_t jj = static_cast<std::size_t>(j);
@@ -216,6 +271,10 @@ Status low_rank_compute(const MatrixRef<float>& m, const MatrixRef<float>& q, co
       }
     }
     gemm(space, tall ? "N" : "T", "N", 1.0f, mt, p, 0.0f, r);  // R = Bᵀ P
+    if (replicated)                                            // R̄ = mean(B_iᵀ P̄)
+      if (const Status s = replica_average(o.replicas, r.data(), static_cast<std::size_t>(r.size()));
+          s != Status::ok)
+        return s;
     if (!std::isfinite(max_abs(r))) return Status::out_of_range;
     x = r;
   }
@@ -253,9 +312,9 @@ bool overlap(const float* a, index_t na, const float* b, index_t nb) {
 }  // namespace
 }  // namespace kokkos::detail
 
-std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank) {
+std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank, bool replicas) {
   if (rows <= 0 || cols <= 0 || rank <= 0) return 0;
-  return kokkos::detail::Panels(nullptr, rows, cols, rank).bytes;
+  return kokkos::detail::Panels(nullptr, rows, cols, rank, replicas).bytes;
 }
 
 Status low_rank_power_step(MatrixRef<float> m, MatrixRef<float> q, MatrixRef<float> u,

@@ -6,9 +6,9 @@
 ///
 /// Every operation is collective over the communicator unless it says otherwise: all ranks call
 /// it in the same order with matching sizes. Element counts are 64-bit here; calls whose counts
-/// do not fit MPI's int are split into pieces where the operation allows it (bcast, send/recv)
-/// and refused otherwise (allgatherv/gatherv/scatterv: ≤ 2³¹ − 1 elements in all, checked by
-/// the caller, DistributedPartition::init).
+/// do not fit MPI's int are split into pieces where the operation allows it (bcast, send/recv,
+/// the float and double sums) and refused otherwise (allgatherv/gatherv/scatterv: ≤ 2³¹ − 1 elements in all,
+/// checked by the caller, DistributedPartition::init).
 ///
 /// **Traffic.** Each Communicator counts the payload bytes that arrive at this rank (what a
 /// direct algorithm must deliver to it; an MPI library's tree or ring algorithms forward more
@@ -46,6 +46,10 @@ class Communicator {
   /// Element-wise maximum / sum over ranks of `n` int64 values, in place.
   void allreduce_max(std::int64_t* v, std::size_t n) const;
   void allreduce_sum(std::int64_t* v, std::size_t n) const;
+  /// Element-wise sum over ranks of `n` floats or doubles, in place (MPI_Allreduce, MPI_SUM;
+  /// MPI leaves the order of the additions to the implementation).
+  void allreduce_sum(float* v, std::size_t n) const;
+  void allreduce_sum(double* v, std::size_t n) const;
   /// out[r·n + k] = rank r's in[k] (every rank gets all); `out` has size()·n elements.
   void allgather(const std::int64_t* in, std::size_t n, std::int64_t* out) const;
   /// In place: rank r's block is buf[displs[r], displs[r] + counts[r]); afterwards every rank

@@ -25,6 +25,7 @@
 #include "schatten/distributed/communicator.hpp"
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/kernels/gram.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/schatten_p.hpp"
 
@@ -53,6 +54,16 @@ enum class Layout {
   /// every parameter of such a buffer). Like row_sharded, element by element: the owner gathers
   /// the runs and scatters the update's runs back; element-wise routes step each rank's run.
   flat_sharded,
+  /// Every rank holds the whole parameter (the same on every rank, as for `replicated`) and its
+  /// own gradient, NOT all-reduced: the framework leaves this parameter out of its gradient
+  /// all-reduce. For routes whose rule takes replicas (optim::takes_replicas: Dion,
+  /// optim::dion()): every rank steps the parameter with its own momentum, and the rule averages
+  /// only its low-rank panels over the ranks (microsoft/dion's compressed all-reduce,
+  /// kernels/low_rank.hpp "Replicas"): (r + c)·k + 1 floats per power iteration instead of the
+  /// r·c of the gradient. The result is the step of the mean gradient (DDP's average) to
+  /// rounding, not bit for bit (the sums run in another order); every rank computes the same
+  /// update, which is checked each step. No owner (owners() −1), no exchange of the update.
+  unreduced,
 };
 
 /// How DistributedPartition::init() picks a sharded parameter's owner.
@@ -208,10 +219,23 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// a route may fail (rollback when another rank fails; the local Partition keeps its own copy
 /// too).
 ///
+/// **Unreduced parameters** (Layout::unreduced, Dion's routes only) form a partition of their
+/// own, stepped on every rank before the owners' (its averages are collectives, in parameter
+/// order on every rank). Step 1 also agrees on their gradients' max_gradient() checks, so that
+/// the rule's averages are reached on every rank or on none; a local overflow inside the rule
+/// reaches the others as NaN through the average (kernels/low_rank.hpp). After the step every
+/// rank hashes the unreduced updates (64 bits) and the ranks compare the hashes: a
+/// difference (builds that differ, or an MPI_Allreduce that gave ranks different sums) fails the
+/// step everywhere with internal_error, nothing applied. Memory: a copy of each unreduced
+/// parameter and gradient per rank, and the rule's state (M differs between the ranks, Q and the
+/// count do not). Checkpoints hold the ranks' mean of each state buffer (the mean momentum,
+/// which is all the step reads; identical buffers average to themselves, in double), so they
+/// load on any rank count and into a single-process optim::Partition.
+///
 /// **Determinism.** Bit-identical to optim::Partition on one process for the same inputs, any
-/// rank count (tests/distributed). Global clipping (set_global_clip) is supported for
-/// replicated layouts only: with row shards the norm would be a sum in another order; init()
-/// refuses that combination.
+/// rank count (tests/distributed), for every layout but `unreduced` (above). Global clipping
+/// (set_global_clip) is supported for replicated layouts only: with row shards the norm would be a sum in
+/// another order; init() refuses that combination.
 template <class... Rules>
 class DistributedPartition {
   using Local = optim::Partition<Rules...>;
@@ -301,6 +325,7 @@ class DistributedPartition {
   optim::StepReport init() {
     const std::size_t np = params_.size();
     local_.reset();
+    replicas_.reset();
     // The bounds first: a rank computing other bounds than the others is refused on every rank
     // before anything depends on them.
     // So are the owner choice and the transfer cost (its bits), which the checks below read.
@@ -354,6 +379,10 @@ class DistributedPartition {
         }
         from = &g;
       }
+      if (from && layout_[i] == Layout::unreduced) {
+        message_ = "parameter '" + params_[i].name + "' has " + from->kind + " bounds and Layout::unreduced";
+        return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+      }
       if (from) layout_[i] = from->layout;
       // What rank boundaries count: rows, columns or elements of the flattened parameter.
       const index_t total = layout_[i] == Layout::row_sharded      ? s.rows
@@ -364,11 +393,11 @@ class DistributedPartition {
                                         params_[i].name, from->kind, from->unit);
         if (!message_.empty()) return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
         cuts_[i] = (*from->bounds)[i];
-      } else if (layout_[i] != Layout::replicated) {
+      } else if (sharded_layout(i)) {
         cuts_[i] = chunk_bounds(total, n);
       }
       RowRange mine{0, total};  // this rank's rows, columns or elements
-      if (layout_[i] != Layout::replicated)
+      if (sharded_layout(i))
         mine = RowRange{cuts_[i][static_cast<std::size_t>(me)], cuts_[i][static_cast<std::size_t>(me) + 1]};
       RowRange rows{0, s.rows}, cols{0, s.cols}, elements{0, s.size()};
       if (layout_[i] == Layout::row_sharded) {
@@ -389,17 +418,31 @@ class DistributedPartition {
       sharded = sharded || layout_[i] != Layout::replicated;
     }
     if (sharded && clip_ > 0.0)
-      return optim::refusal("global clipping with sharded parameters is not supported (clip before the step)",
-                            -1);
+      return optim::refusal(
+          "global clipping with sharded or unreduced parameters is not supported (clip before the step)", -1);
     // Owners. A sharded parameter whose rule acts on each element alone (row_local_route) has
     // none: every rank steps its own rows, column block or run with the state of those.
     std::vector<double> costs(np);
     by_rows_.assign(np, 0);
+    replica_index_.assign(np, -1);
+    replicated_.clear();
     for (std::size_t i = 0; i < np; ++i) {
       const int route = route_index(labels_[i]);
       if (route < 0) {
         message_ = "no route for the label of parameter '" + params_[i].name + "'";
         return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+      }
+      if (layout_[i] == Layout::unreduced) {  // stepped on every rank (replicas), no owner
+        if (!replica_route(route)) {
+          message_ =
+              "parameter '" + params_[i].name +
+              "' is unreduced, but its route's rule does not take replicas (optim::takes_replicas: Dion)";
+          return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+        }
+        replica_index_[i] = static_cast<std::ptrdiff_t>(replicated_.size());
+        replicated_.push_back(i);
+        costs[i] = 0.0;  // the same work on every rank: it does not change the balance
+        continue;
       }
       // (An empty parameter keeps an owner, so that its empty state is still checkpointed.)
       by_rows_[i] = layout_[i] != Layout::replicated && row_local_route(route) && shapes_[i].size() > 0;
@@ -425,7 +468,7 @@ class DistributedPartition {
              : choice_ == OwnerChoice::where_held ? assign_owners(costs, n, held_by)
                                                   : assign_owners(costs, n);
     for (std::size_t i = 0; i < np; ++i)
-      if (by_rows_[i]) owner_[i] = -1;
+      if (by_rows_[i] || replica_index_[i] >= 0) owner_[i] = -1;
     // A cost model that differs between the ranks gives other owners: refused on every rank
     // before any exchange depends on them.
     const std::vector<std::vector<index_t>> owners = {{owner_.begin(), owner_.end()}};
@@ -455,12 +498,51 @@ class DistributedPartition {
     local_->set_batching(batching_, max_group_);
     local_->set_non_finite_policy(optim::NonFinitePolicy::error);  // scanned globally in step 1
     optim::StepReport r = local_->init();
+    // The unreduced parameters: the same partition on every rank, whose rules average over the
+    // ranks (optim::with_replicas; the mean of the ranks' floats, identical on every rank).
+    if (!replicated_.empty()) {
+      std::vector<optim::ParamSpec> rspecs;
+      std::vector<std::string> rlabels;
+      for (std::size_t i : replicated_) {
+        rspecs.push_back(params_[i]);
+        rlabels.push_back(labels_[i]);
+      }
+      const Communicator comm = comm_;
+      const ReplicaAverage average = [comm](float* data, std::size_t count) {
+        comm.allreduce_sum(data, count);
+        const float inv = 1.0f / static_cast<float>(comm.size());
+        for (std::size_t e = 0; e < count; ++e)
+          data[e] *= inv;
+        return Status::ok;
+      };
+      std::apply(
+          [&](const auto&... rt) {
+            replicas_.emplace(
+                optim::partition(std::move(rspecs), std::move(rlabels),
+                                 optim::Route<Rules>{rt.label, optim::with_replicas(rt.rule, average)}...));
+          },
+          routes_);
+      replicas_->set_batching(false);  // one at a time (Dion has no batched form), in parameter order
+      replicas_->set_non_finite_policy(optim::NonFinitePolicy::error);
+      if (r) {
+        r = replicas_->init();
+        if (!r)
+          r.bad_param = r.bad_param < 0
+                            ? -1
+                            : static_cast<std::ptrdiff_t>(replicated_[static_cast<std::size_t>(r.bad_param)]);
+      } else if (r.bad_param >= 0) {
+        r.bad_param = static_cast<std::ptrdiff_t>(owned_[static_cast<std::size_t>(r.bad_param)]);
+      }
+    } else if (!r && r.bad_param >= 0) {
+      r.bad_param = static_cast<std::ptrdiff_t>(owned_[static_cast<std::size_t>(r.bad_param)]);
+    }
     const std::int64_t agreed = comm_.allreduce_min(
         r ? detail::kNoFailure
           : detail::failure_key(std::size_t(std::max<std::ptrdiff_t>(r.bad_param, 0)), r.status));
     if (agreed != detail::kNoFailure) {
       message_ = "init failed on a rank: " + std::string(r ? "another rank's local partition" : r.message);
       local_.reset();
+      replicas_.reset();
       return optim::refusal(message_.c_str(), -1, static_cast<Status>(agreed & 0xff));
     }
     // Exchange buffers: replicated updates grouped by owner.
@@ -515,6 +597,11 @@ class DistributedPartition {
       }
     local_params_.assign(owned_.size(), nullptr);
     local_grads_.assign(owned_.size(), nullptr);
+    replica_copies_.assign(replicated_.size(), {});
+    for (std::size_t k = 0; k < replicated_.size(); ++k)  // the parameter, then the gradient (update)
+      replica_copies_[k].assign(2 * static_cast<std::size_t>(shapes_[replicated_[k]].size()), 0.0f);
+    replica_params_.assign(replicated_.size(), nullptr);
+    replica_grads_.assign(replicated_.size(), nullptr);
     // Activation Grams: the owner knows the dimension; every rank keeps a local sum.
     std::vector<std::int64_t> dims(np, 0);
     for (std::size_t i : owned_)
@@ -549,6 +636,10 @@ class DistributedPartition {
         key = detail::failure_key(i, Status::invalid_argument);
       else if (!optim::all_finite(MatrixRef<const float>(grads[i], held(i).rows, held(i).cols)))
         key = detail::failure_key(i, Status::non_finite_input);
+      else if (replica_index_[i] >= 0 &&  // the replicas' rule must be reached on every rank or none
+               !optim::all_within(MatrixRef<const float>(grads[i], held(i).rows, held(i).cols),
+                                  optim::magnitude_bits(route_max_gradient(route_index(labels_[i])))))
+        key = detail::failure_key(i, Status::out_of_range);
     }
     key = comm_.allreduce_min(key);
     if (key != detail::kNoFailure) {
@@ -561,8 +652,9 @@ class DistributedPartition {
         r.skipped = true;
         return r;
       }
-      return optim::refusal(status == Status::invalid_argument
-                                ? "null pointer on some rank"
+      return optim::refusal(status == Status::invalid_argument ? "null pointer on some rank"
+                            : status == Status::out_of_range
+                                ? "an unreduced gradient is beyond its rule's max_gradient on some rank"
                                 : "a gradient contains NaN or Inf on some rank",
                             bad, status);
     }
@@ -624,26 +716,64 @@ class DistributedPartition {
     }
     // 3. Activation Grams to the owners.
     reduce_activations();
-    // 4. Local updates (on copies: nothing is applied before the agreement).
+    // 4. Local updates (on copies: nothing is applied before the agreement): the unreduced
+    //    parameters first, on every rank (their rule averages over the ranks), then the owned.
+    for (std::size_t k = 0; k < replicated_.size(); ++k) {
+      const std::size_t i = replicated_[k];
+      const index_t len = shapes_[i].size();
+      std::copy(params[i], params[i] + len, replica_copies_[k].data());
+      std::copy(grads[i], grads[i] + len, replica_copies_[k].data() + len);
+      replica_params_[k] = replica_copies_[k].data();
+      replica_grads_[k] = replica_copies_[k].data() + len;
+    }
+    // Rollback copies when another rank may fail, or the other of the two partitions.
+    const bool guard = comm_.size() > 1 || replicas_.has_value();
     if constexpr (any_may_fail)
-      if (comm_.size() > 1) {
+      if (guard) {
         detail::SnapshotTaker t{&snapshot_};
         local_->visit(t);
+        if (replicas_) {
+          detail::SnapshotTaker tr{&replica_snapshot_};
+          replicas_->visit(tr);
+        }
       }
+    std::int64_t local_key = detail::kNoFailure;
+    std::string local_message;
+    if (replicas_) {
+      const optim::StepReport rr = replicas_->step(replica_params_, replica_grads_);
+      // Called on every rank whatever happened (a collective); a verdict only when all succeeded.
+      const bool differ = updates_differ(rr ? replica_update_hash() : 0, !rr);
+      if (!rr) {
+        local_key = detail::failure_key(
+            replicated_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(rr.bad_param, 0))], rr.status);
+        local_message = rr.message;
+      } else if (differ) {
+        local_key = detail::failure_key(replicated_.front(), Status::internal_error);
+        local_message =
+            "the unreduced parameters' updates differ between the ranks (builds that differ, or an "
+            "MPI_Allreduce whose sums differ between the ranks); nothing applied";
+      }
+    }
     optim::StepReport local = local_->step(local_params_, local_grads_);
     // 5. Agreement.
-    const std::int64_t local_key =
-        local ? detail::kNoFailure
-              : detail::failure_key(
-                    owned_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(local.bad_param, 0))],
-                    local.status);
-    std::string local_message = local ? std::string() : std::string(local.message);
+    if (!local) {
+      const std::int64_t k = detail::failure_key(
+          owned_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(local.bad_param, 0))], local.status);
+      if (k < local_key) {
+        local_key = k;
+        local_message = local.message;
+      }
+    }
     key = comm_.allreduce_min(local_key);
     if (key != detail::kNoFailure) {
       if constexpr (any_may_fail)
-        if (comm_.size() > 1) {
+        if (guard) {
           detail::SnapshotRestorer rs{&snapshot_};
           local_->visit(rs);
+          if (replicas_) {
+            detail::SnapshotRestorer rr{&replica_snapshot_};
+            replicas_->visit(rr);
+          }
         }
       const auto bad = static_cast<std::size_t>(key >> 8);
       // The message of the lowest rank that reported this failure (the owner, or for a
@@ -661,6 +791,13 @@ class DistributedPartition {
       if (layout_[i] == Layout::replicated) {
         optim::apply_updates(MatrixRef<float>(params[i], s.rows, s.cols),
                              MatrixRef<const float>(updates_.data() + offset_[i], s.rows, s.cols));
+        continue;
+      }
+      if (replica_index_[i] >= 0) {  // computed here, the same on every rank
+        optim::apply_updates(
+            MatrixRef<float>(params[i], s.rows, s.cols),
+            MatrixRef<const float>(replica_grads_[static_cast<std::size_t>(replica_index_[i])], s.rows,
+                                   s.cols));
         continue;
       }
       if (by_rows_[i]) {  // this rank's own update rows or run
@@ -719,7 +856,8 @@ class DistributedPartition {
   Local& local() { return *local_; }
   const std::vector<optim::ParamSpec>& params() const { return params_; }
   const std::vector<std::string>& labels() const { return labels_; }
-  /// The owner rank of each parameter (after init()); −1 for a parameter stepped by rows.
+  /// The owner rank of each parameter (after init()); −1 for a parameter stepped by rows or
+  /// unreduced.
   const std::vector<int>& owners() const { return owner_; }
   /// The step this assignment gives in the cost model (after init(); modelled_step()): each
   /// rank's work and the exchange of the gathered parameters at the transfer cost; the same on
@@ -746,6 +884,10 @@ class DistributedPartition {
   /// Parameter i's layout after init() (row_sharded, column_sharded or flat_sharded when
   /// set_row_bounds, set_column_bounds or set_flat_bounds gave it bounds).
   Layout layout(std::size_t i) const { return layout_[i]; }
+  /// Whether parameter i is unreduced and stepped on every rank (after init()).
+  bool unreduced(std::size_t i) const { return replica_index_[i] >= 0; }
+  /// Whether some parameter is (after init()).
+  bool any_unreduced() const { return replicas_.has_value(); }
   /// optim::Partition::signature(): the same string as the single-process partition's.
   std::string signature() const { return local_ ? local_->signature() : std::string(); }
   std::int64_t skipped_steps() const { return skipped_; }
@@ -757,6 +899,14 @@ class DistributedPartition {
   void visit_local(V& v) {
     SkipCounter<V> w{v, skipped_};
     local_->visit(w);
+  }
+  /// The visit of the unreduced parameters' states (this rank's: M differs between the ranks),
+  /// named as optim::Partition::visit names them; nothing when there are none.
+  template <class V>
+  void visit_replicas(V& v) {
+    if (!replicas_) return;
+    SkipCounter<V> w{v, skipped_};
+    replicas_->visit(w);
   }
   /// After a checkpoint load (load_checkpoint calls it): this rank's activation sums are dropped.
   void drop_activation_sums() { std::fill(gram_tag_.begin(), gram_tag_.end(), std::int64_t(-1)); }
@@ -836,7 +986,40 @@ class DistributedPartition {
   }
   /// Whether parameter i's gradient and parameter go to an owner and its update comes back by
   /// shards (sharded, not stepped by rows).
-  bool exchanged(std::size_t i) const { return layout_[i] != Layout::replicated && !by_rows_[i]; }
+  bool exchanged(std::size_t i) const { return sharded_layout(i) && !by_rows_[i]; }
+  /// Whether parameter i's layout cuts it among the ranks (rows, columns or runs).
+  bool sharded_layout(std::size_t i) const {
+    return layout_[i] != Layout::replicated && layout_[i] != Layout::unreduced;
+  }
+  /// A 64-bit hash of every unreduced update's bits (FNV-1a's step over 64-bit words: each step
+  /// is a bijection of the hash, so a single differing word always changes it; one read).
+  std::uint64_t replica_update_hash() const {
+    std::uint64_t h = 1469598103934665603ull;
+    for (std::size_t k = 0; k < replicated_.size(); ++k) {
+      const float* u = replica_grads_[k];
+      const std::size_t n = static_cast<std::size_t>(shapes_[replicated_[k]].size());
+      std::size_t e = 0;
+      for (; e + 1 < n; e += 2) {
+        std::uint64_t w = 0;
+        std::memcpy(&w, u + e, sizeof w);
+        h = (h ^ w) * 1099511628211ull;
+      }
+      if (e < n) {
+        std::uint32_t w = 0;
+        std::memcpy(&w, u + e, sizeof w);
+        h = (h ^ w) * 1099511628211ull;
+      }
+    }
+    return h;
+  }
+  /// Collective: whether the ranks passed different hashes (the maximum against the minimum of
+  /// each 32-bit half), false when some rank `failed` (its hash means nothing).
+  bool updates_differ(std::uint64_t hash, bool failed) const {
+    const auto lo = static_cast<std::int64_t>(hash & 0xffffffffu), hi = static_cast<std::int64_t>(hash >> 32);
+    std::int64_t v[5] = {lo, -lo, hi, -hi, failed ? 1 : 0};
+    comm_.allreduce_max(v, 5);
+    return v[4] == 0 && (v[0] != -v[1] || v[2] != -v[3]);
+  }
   /// Column-sharded parameter i between the owner's whole row-major matrix and the stage (the
   /// ranks' rows × columns blocks in rank order, as gathered): into the matrix (unpack = true)
   /// or out of it (detail::move_column_blocks).
@@ -869,6 +1052,20 @@ class DistributedPartition {
     std::apply([&](const auto&... r) { ((found = (found < 0 && r.label == label) ? k : found, ++k), ...); },
                routes_);
     return found;
+  }
+  /// True when the route's rule can step unreduced parameters (optim::takes_replicas).
+  bool replica_route(int route) const {
+    constexpr bool flags[] = {optim::takes_replicas<Rules>::value...};
+    return flags[route];
+  }
+  /// The route's optim::max_gradient_of.
+  double route_max_gradient(int route) const {
+    double limit = HUGE_VAL;
+    int k = 0;
+    std::apply(
+        [&](const auto&... r) { ((limit = (k++ == route ? optim::max_gradient_of(r.rule) : limit)), ...); },
+        routes_);
+    return limit;
   }
   /// True when the route's rule acts on each element alone (optim::rule_row_local).
   bool row_local_route(int route) const {
@@ -906,6 +1103,12 @@ class DistributedPartition {
   double clip_ = 0.0;
 
   std::optional<Local> local_;
+  std::optional<Local> replicas_;                   ///< the unreduced parameters, stepped on every rank
+  std::vector<std::size_t> replicated_;             ///< global indices of the unreduced parameters
+  std::vector<std::ptrdiff_t> replica_index_;       ///< position in replicated_, −1 when not unreduced
+  std::vector<std::vector<float>> replica_copies_;  ///< per unreduced parameter: parameter, gradient
+  std::vector<float*> replica_params_, replica_grads_;
+  detail::Snapshot replica_snapshot_;
   std::vector<optim::BlockShape> shapes_;
   std::vector<RowRange> rows_;
   std::vector<RowRange> cols_;      ///< per parameter: the columns held here
@@ -987,6 +1190,19 @@ struct LocalState {
     s.p->visit_local(v);
   }
 };
+/// The unreduced parameters' states, likewise.
+template <class P>
+struct ReplicaState {
+  P* p;
+  template <class V>
+  friend void visit_fields(V& v, ReplicaState& s) {
+    s.p->visit_replicas(v);
+  }
+};
+/// Every float buffer of `fields` replaced by its mean over the ranks, summed in double (so that
+/// buffers the same on every rank come back unchanged: n·x and (n·x)/n are exact); scalars are
+/// kept. Collective: every rank passes the same names and sizes.
+void average_fields(const Communicator& comm, io::FieldSet& fields);
 }  // namespace detail
 
 /// Collective. Writes the complete state of `p` (every owner's parameters, the skip count) to
@@ -1007,6 +1223,15 @@ Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
   if (p.communicator().rank() != 0) mine.erase("_partition/skipped_steps");
   io::FieldSet all = detail::gather_fields(p.communicator(), mine);
   if (p.communicator().rank() == 0) detail::columns_into_place(p, all);
+  // Unreduced parameters: the ranks' mean state (their mean momentum; the rest is the same).
+  io::FieldSet replicas;
+  io::FieldCollector rc{&replicas};
+  p.visit_replicas(rc);
+  replicas.erase("_partition/skipped_steps");
+  detail::average_fields(p.communicator(), replicas);
+  if (p.communicator().rank() == 0)
+    for (auto& [name, value] : replicas)
+      all[name] = std::move(value);
   return detail::write_on_root(p.communicator(), path, all, header, error);
 }
 
@@ -1034,13 +1259,15 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
                expected_signature + "'";
     return Status::invalid_argument;
   }
-  // Fields of this rank's parameters, and fields that belong to nobody (identical on all ranks).
-  io::FieldSet mine;
+  // Fields of this rank's parameters, and fields that belong to nobody (identical on all ranks);
+  // the unreduced parameters' fields go to every rank.
+  io::FieldSet mine, replicas;
   std::string problem;
   const auto& owners = p.owners();
   for (const auto& [name, value] : all) {
     if (name == "_partition/skipped_steps") {
       mine[name] = value;
+      replicas[name] = value;
       continue;
     }
     const std::ptrdiff_t i = detail::param_of_field(p.params(), name);
@@ -1050,6 +1277,8 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
     }
     if (owners[static_cast<std::size_t>(i)] == comm.rank()) {
       mine[name] = value;
+    } else if (p.unreduced(static_cast<std::size_t>(i))) {
+      replicas[name] = value;
     } else if (p.by_rows(static_cast<std::size_t>(i))) {  // this rank's rows, block or run of each buffer
       const auto k = static_cast<std::size_t>(i);
       const RowRange e = p.element_range(k), c = p.column_range(k);
@@ -1075,15 +1304,19 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
   }
   Status s = Status::ok;
   if (!problem.empty()) s = Status::invalid_argument;
-  detail::Snapshot before;
-  detail::SnapshotTaker t{&before};
+  detail::Snapshot before, before_replicas;
+  detail::SnapshotTaker t{&before}, tr{&before_replicas};
   p.visit_local(t);
+  p.visit_replicas(tr);
   detail::LocalState<DistributedPartition<Rules...>> target{&p};
+  detail::ReplicaState<DistributedPartition<Rules...>> replica_target{&p};
   if (s == Status::ok) s = io::restore(target, mine, &problem);
+  if (s == Status::ok && p.any_unreduced()) s = io::restore(replica_target, replicas, &problem);
   const std::int64_t failed_rank = comm.allreduce_min(s == Status::ok ? detail::kNoFailure : comm.rank());
   if (failed_rank != detail::kNoFailure) {
-    detail::SnapshotRestorer r{&before};
+    detail::SnapshotRestorer r{&before}, rr{&before_replicas};
     p.visit_local(r);
+    p.visit_replicas(rr);
     problem = comm.bcast_string(problem, static_cast<int>(failed_rank));
     if (error) *error = problem;
     return Status::invalid_argument;

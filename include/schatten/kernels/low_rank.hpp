@@ -9,12 +9,19 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/status.hpp"
 #include "schatten/core/workspace.hpp"
 
 namespace schatten {
+
+/// The mean over data-parallel replicas of `count` floats, in place (in the memory of the
+/// momentum): on return every replica holds the same values, (1/n)·Σ of the n replicas' inputs.
+/// Returns ok, or a status the kernel passes on. distributed::DistributedPartition provides one
+/// over MPI (Layout::unreduced); a single process leaves it empty.
+using ReplicaAverage = std::function<Status(float* data, std::size_t count)>;
 
 struct LowRankStepOptions {
   int power_iterations = 1;  ///< t ≥ 1 (the reference's power_iters), at most 100
@@ -23,11 +30,13 @@ struct LowRankStepOptions {
   /// Try a Cholesky QR2 on the execution space before the host Householder QR (below); false:
   /// always the Householder QR.
   bool cholesky_qr = true;
+  /// Empty: one process. Set: the compressed data-parallel step ("Replicas" below).
+  ReplicaAverage replicas;
 };
 
 /// Workspace bytes of low_rank_power_step() for an r × c momentum and rank k (P, R and a k × k
-/// Gram, in the memory of the default execution space).
-std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank);
+/// Gram, in the memory of the default execution space; with `replicas`, one more L × k panel).
+std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank, bool replicas = false);
 
 /// One step of Dion's amortised power iteration, in place. With B = M when r ≥ c and B = Mᵀ
 /// when r < c (the reference's transpose: B is L × S, L = max(r, c) ≥ S = min(r, c)), and the
@@ -66,6 +75,24 @@ std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank);
 /// singular values: with the first step's Gaussian Q (‖x_j‖ ≈ √S) directions below about
 /// 8·S·u·‖B‖_F are at the floor; once Q's columns are unit and aligned, below about
 /// 8·√S·u·‖B‖_F (1.3e-5·‖B‖_F at S = 768, where Newton–Schulz leaves them near zero as well).
+///
+/// **Replicas** (`replicas` set; microsoft/dion's compressed all-reduce for data parallelism,
+/// dion.py `dion_update_ddp`). Each of n replicas passes its own momentum M_i (its own,
+/// un-reduced gradients summed in) and the same Q; the step is that of the mean M̄ = (1/n)·Σ M_i,
+/// while M itself is never communicated: the panels are averaged instead, P̄ = mean(B_i X) before
+/// each QR and R̄ = mean(B_iᵀ P̄) after it ((L + S)·k + 1 floats per iteration against L·S for
+/// the gradient). The feedback B_i ← B_i − γ P̄ R̄ᵀ is local, so mean(M_i) follows the one-process
+/// recursion of the mean gradient exactly in exact arithmetic (everything is linear in M); only
+/// the float rounding differs (the sums' order). [P] The rounding floor uses the mean of the
+/// replicas' ‖B_i‖_F (each replica's GEMM rounds at its own ‖B_i‖; carried in the first
+/// average as one more float). Everything after an average is a deterministic function of
+/// averaged values and of Q, so replicas running the same build stay bit-identical (the caller
+/// verifies: DistributedPartition compares the updates' hashes). Protocol: a call that passes
+/// the argument checks calls `replicas` exactly 2t times on every replica, so that no replica
+/// waits alone: a local NaN/Inf in M_i (M_i + G_i overflowed) travels through the first average
+/// as NaN and every replica returns non_finite_input or out_of_range; an all-zero M̄ gives U = 0
+/// everywhere. Only the argument checks return before the first average (they see what every
+/// replica sees).
 ///
 /// Arguments: `m` (r × c, in/out), `q` (k × S holding Qᵀ — row j is Q's column j —, in/out) and
 /// `u` (r × c, out), contiguous row-major, all in one memory kind (host memory is staged on a GPU

@@ -16,6 +16,8 @@
 #include <memory>
 #include <numeric>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "schatten/core/random.hpp"
@@ -28,6 +30,12 @@
 #include "schatten/optim/transforms.hpp"
 
 namespace schatten::optim {
+namespace detail {
+template <class R>
+struct is_chain : std::false_type {};
+template <class... Rules>
+struct is_chain<Chain<Rules...>> : std::true_type {};
+}  // namespace detail
 
 namespace device_kernels {
 /// Gathers the k slices `picks` (host memory, ascending) of the block m into the row-major
@@ -382,6 +390,11 @@ struct DionDirection {
   double eps = 1e-8;
   std::uint64_t seed = 0;
   bool cholesky_qr = true;  ///< try the kernel's Cholesky QR2 first (false: always Householder)
+  /// Empty: one process. Set (with_replicas(), by distributed::Layout::unreduced): the kernel's
+  /// compressed data-parallel step over replicas that each sum their own, un-reduced gradients
+  /// into their own M (kernels/low_rank.hpp, "Replicas"). Not part of config(): the replicas'
+  /// mean momentum is the one-process state (a checkpoint holds that mean).
+  ReplicaAverage replicas;
 
   struct State {
     std::int64_t count = 0;
@@ -411,7 +424,7 @@ struct DionDirection {
     Rng rng(seed);
     for (float& x : st.q)
       x = static_cast<float>(rng.normal());
-    if (k > 0) st.workspace->reserve(low_rank_workspace_bytes(s.rows, s.cols, k));
+    if (k > 0) st.workspace->reserve(low_rank_workspace_bytes(s.rows, s.cols, k, bool(replicas)));
     return st;
   }
   /// True when the state was sized for an r × c block (M and Q; update() refuses others).
@@ -427,8 +440,8 @@ struct DionDirection {
       add_scaled(m, u, 1.0f);  // M ← M + G (1·g is g exactly)
       const index_t k = rank(u.rows, u.cols);
       const MatrixRef<float> q(s.q.data(), k, std::min(u.rows, u.cols), u.memory);
-      const Status st =
-          low_rank_power_step(m, q, u, {power_iterations, 1.0 - mu, eps, cholesky_qr}, s.workspace.get());
+      const Status st = low_rank_power_step(m, q, u, {power_iterations, 1.0 - mu, eps, cholesky_qr, replicas},
+                                            s.workspace.get());
       if (st != Status::ok) return st;  // the chain restores M
     }
     ++s.count;
@@ -467,6 +480,34 @@ struct DionDirection {
   }
 };
 
+/// Rules that can step as replicas of a data-parallel step over un-reduced gradients
+/// (distributed::Layout::unreduced): a rule with a `replicas` hook (DionDirection), or a chain
+/// whose first rule has one — the only link that sees the replica's own gradient; the links
+/// after it see the update, the same on every replica.
+template <class R, class = void>
+struct takes_replicas : std::false_type {};
+template <class R>
+struct takes_replicas<R, std::void_t<decltype(std::declval<R&>().replicas = ReplicaAverage{})>>
+    : std::true_type {};
+template <class First, class... Rest>
+struct takes_replicas<Chain<First, Rest...>, void> : takes_replicas<First> {};
+
+/// A copy of `rule` whose replica hook (its own, or its first link's) is `average`; a rule that
+/// does not take replicas comes back unchanged.
+template <class R>
+R with_replicas(R rule, const ReplicaAverage& average) {
+  if constexpr (takes_replicas<R>::value) {
+    if constexpr (detail::is_chain<R>::value) {
+      auto links = rule.rules();
+      std::get<0>(links) = with_replicas(std::get<0>(links), average);
+      return std::make_from_tuple<R>(std::move(links));
+    } else {
+      rule.replicas = average;
+    }
+  }
+  return rule;
+}
+
 /// Dion (microsoft/dion `Dion`, dion/dion_reference.py): DionDirection, the shape scale √(r/c)
 /// (the reference's `(fan_out/fan_in)^½`), decoupled decay with the unadjusted lr, −lr:
 ///   W ← (1 − lr·wd)·W − lr·√(r/c)·P Qᵀ.
@@ -487,7 +528,7 @@ struct DionOptions {
 };
 inline auto dion(const DionOptions& o = {}) {
   return chain(DionDirection{o.rank_fraction, o.rank_multiple_of, o.mu, o.power_iterations, o.eps, o.seed,
-                             o.cholesky_qr},
+                             o.cholesky_qr, ReplicaAverage{}},
                ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
