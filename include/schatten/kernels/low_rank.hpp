@@ -17,10 +17,11 @@
 
 namespace schatten {
 
-/// The mean over data-parallel replicas of `count` floats, in place (in the memory of the
-/// momentum): on return every replica holds the same values, (1/n)·Σ of the n replicas' inputs.
-/// Returns ok, or a status the kernel passes on. distributed::DistributedPartition provides one
-/// over MPI (Layout::unreduced); a single process leaves it empty.
+/// The mean over data-parallel replicas of `count` floats, in place, in host memory (on a GPU
+/// build the kernel stages its device panels through the host): on return every replica holds
+/// the same values, (1/n)·Σ of the n replicas' inputs. Returns ok, or a status the kernel passes on.
+/// distributed::DistributedPartition provides one over MPI (Layout::unreduced); a single process leaves it
+/// empty.
 using ReplicaAverage = std::function<Status(float* data, std::size_t count)>;
 
 struct LowRankStepOptions {
@@ -87,12 +88,13 @@ std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank, b
 /// replicas' ‖B_i‖_F (each replica's GEMM rounds at its own ‖B_i‖; carried in the first
 /// average as one more float). Everything after an average is a deterministic function of
 /// averaged values and of Q, so replicas running the same build stay bit-identical (the caller
-/// verifies: DistributedPartition compares the updates' hashes). Protocol: a call that passes
-/// the argument checks calls `replicas` exactly 2t times on every replica, so that no replica
-/// waits alone: a local NaN/Inf in M_i (M_i + G_i overflowed) travels through the first average
-/// as NaN and every replica returns non_finite_input or out_of_range; an all-zero M̄ gives U = 0
-/// everywhere. Only the argument checks return before the first average (they see what every
-/// replica sees).
+/// verifies: DistributedPartition compares the updates' hashes). Protocol, so that no replica
+/// waits alone: a call that passes the argument checks (shapes, options and Q, which every
+/// replica sees alike) calls `replicas` 2t times on every replica, and stops earlier only right
+/// after an average, on what it delivered, so on every replica together: a local NaN/Inf in M_i
+/// (M_i + G_i overflowed) travels through the first average as NaN and every replica returns
+/// non_finite_input; P̄ or R̄ beyond float → out_of_range everywhere; an all-zero M̄ gives U = 0
+/// (M and Q kept) everywhere.
 ///
 /// Arguments: `m` (r × c, in/out), `q` (k × S holding Qᵀ — row j is Q's column j —, in/out) and
 /// `u` (r × c, out), contiguous row-major, all in one memory kind (host memory is staged on a GPU
