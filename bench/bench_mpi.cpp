@@ -4,9 +4,15 @@
 /// small, adamw for the rest) on however many ranks mpiexec starts, with the bytes that arrive
 /// at each rank per step next to the parameter bytes.
 ///
-///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns|flat]
+///   mpiexec -n 2 schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns|flat|unreduced]
 ///   [--owners balanced|held|transfer] [--transfer-cost X|measure|pairs] [--iterations K] [--cut]
+///   [--dion F]
 ///
+/// --dion F steps the hidden matrices with Dion at rank fraction F instead of Muon; with
+/// --layout unreduced they are distributed::Layout::unreduced (each rank's own gradient, only
+/// Dion's low-rank panels averaged: microsoft/dion's compressed all-reduce), the rest replicated.
+/// The gradients are the same on every rank here (the time and the bytes do not depend on them);
+/// the framework's all-reduce of replicated gradients is not part of the step and not counted.
 /// --layout sharded row-shards every parameter (FSDP2's torch.chunk split), --layout columns
 /// column-shards every parameter (tensor parallelism's split of dim 1), --layout
 /// flat cuts one flat buffer of all parameters evenly among the ranks (Megatron's distributed
@@ -40,6 +46,7 @@
 #include "schatten/core/runtime.hpp"
 #include "schatten/distributed/mpi_comm.hpp"
 #include "schatten/distributed/mpi_step.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/split.hpp"
 
@@ -114,6 +121,14 @@ void time_steps(D& d, const distributed::Communicator& comm, const std::vector<P
   }
 }
 
+/// ", dion rank fraction F" for --dion F, else nothing.
+std::string dion_label(double fraction) {
+  if (fraction <= 0.0) return {};
+  char b[64];
+  std::snprintf(b, sizeof b, ", dion rank fraction %g", fraction);
+  return b;
+}
+
 /// The assignment in the cost model, printed by rank 0: each rank's parameters and work, the
 /// modelled exchange of the gathered parameters and the modelled step
 /// (DistributedPartition::modelled(), distributed::modelled_step).
@@ -128,7 +143,7 @@ void print_balance(const std::vector<int>& owners, const distributed::ModelledSt
                   model.work[std::size_t(r)] / 1e9);
     std::printf("modelled exchange %.1f, modelled step %.1f GFLOP-equivalents\n", model.exchange / 1e9,
                 model.time() / 1e9);
-    if (by_rows > 0) std::printf("%d parameters stepped by rows on every rank\n", by_rows);
+    if (by_rows > 0) std::printf("%d parameters stepped on every rank (by rows, or unreduced)\n", by_rows);
   }
 }
 
@@ -190,27 +205,37 @@ int main(int argc, char** argv) {
     const auto labels = propose_labels(specs);
     MuonOptions mo;
     mo.polar.iterations = iterations;
+    DionOptions dion_options;
+    dion_options.rank_fraction = args.dion;
 
+    // The hidden matrices' rule: Muon, or Dion with --dion (a generic lambda per rule type).
+    auto with_hidden = [&](auto&& body) {
+      if (args.dion > 0.0)
+        body(dion(dion_options));
+      else
+        body(muon(mo));
+    };
     // The single-process baseline, in one-rank runs only: while one rank timed it, the others
     // would busy-poll in MPI_Barrier and take a core from it.
-    if (n == 1) {
-      auto one = optim::partition(specs, labels, route("muon", muon(mo)), route("adamw", adamw()));
-      if (!one.init()) MPI_Abort(MPI_COMM_WORLD, 1);
-      std::vector<std::vector<float>> w, g;
-      for (const ParamSpec& p : specs) {
-        w.emplace_back(static_cast<std::size_t>(flatten(p.shape).size()));
-        g.emplace_back(w.back().size());
-      }
-      fill(w, 1, 0.02);
-      std::vector<double> t;
-      for (int s = 0; s <= steps; ++s) {
-        fill(g, 100 + std::uint64_t(s), 1e-3);
-        const double t0 = MPI_Wtime();
-        if (!one.step(ptrs(w), ptrs(g))) MPI_Abort(MPI_COMM_WORLD, 1);
-        if (s > 0) t.push_back(MPI_Wtime() - t0);  // step 0: warm-up
-      }
-      std::printf("single-process Partition::step: median %.3f s over %d steps\n", median(t), steps);
-    }
+    if (n == 1)
+      with_hidden([&](auto hidden) {
+        auto one = optim::partition(specs, labels, route("muon", hidden), route("adamw", adamw()));
+        if (!one.init()) MPI_Abort(MPI_COMM_WORLD, 1);
+        std::vector<std::vector<float>> w, g;
+        for (const ParamSpec& p : specs) {
+          w.emplace_back(static_cast<std::size_t>(flatten(p.shape).size()));
+          g.emplace_back(w.back().size());
+        }
+        fill(w, 1, 0.02);
+        std::vector<double> t;
+        for (int s = 0; s <= steps; ++s) {
+          fill(g, 100 + std::uint64_t(s), 1e-3);
+          const double t0 = MPI_Wtime();
+          if (!one.step(ptrs(w), ptrs(g))) MPI_Abort(MPI_COMM_WORLD, 1);
+          if (s > 0) t.push_back(MPI_Wtime() - t0);  // step 0: warm-up
+        }
+        std::printf("single-process Partition::step: median %.3f s over %d steps\n", median(t), steps);
+      });
     MPI_Barrier(MPI_COMM_WORLD);
 
     std::vector<std::vector<index_t>> bounds(specs.size());
@@ -224,29 +249,40 @@ int main(int argc, char** argv) {
         sizes.push_back(flatten(p.shape).size());
       flat_bounds = distributed::reversed_flat_buffer(sizes, 64, n).bounds;
     }
-    const std::string what = std::string(sharded   ? "row-sharded"
-                                         : columns ? "column-sharded"
-                                         : flat    ? "flat-sharded"
-                                                   : "replicated") +
-                             (cut ? ", c_attn cut into q/k/v" : "") + ", owners " + owner_name;
+    const bool unreduced = args.layout == "unreduced";
+    const std::string what = std::string(sharded     ? "row-sharded"
+                                         : columns   ? "column-sharded"
+                                         : flat      ? "flat-sharded"
+                                         : unreduced ? "hidden matrices unreduced"
+                                                     : "replicated") +
+                             (cut ? ", c_attn cut into q/k/v" : "") + ", owners " + owner_name +
+                             dion_label(args.dion);
     if (!cut) {
-      auto d = distributed::distributed_partition(comm, specs, labels, route("muon", muon(mo)),
-                                                  route("adamw", adamw()));
-      d.set_row_bounds(bounds);
-      d.set_flat_bounds(flat_bounds);
-      d.set_owner_choice(owners);
-      d.set_transfer_cost(transfer_cost);
-      if (pairs) d.set_transfer_costs(pair_costs);
-      if (columns)
-        d.set_layouts(std::vector<distributed::Layout>(specs.size(), distributed::Layout::column_sharded));
-      if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
-      print_balance(d.owners(), d.modelled(), me, n);
-      std::vector<index_t> held;
-      for (std::size_t i = 0; i < specs.size(); ++i)
-        held.push_back(d.layout(i) == distributed::Layout::flat_sharded
-                           ? d.element_range(i).size()
-                           : d.row_range(i).size() * d.column_range(i).size());
-      time_steps(d, comm, specs, held, steps, what);
+      with_hidden([&](auto hidden) {
+        auto d = distributed::distributed_partition(comm, specs, labels, route("muon", hidden),
+                                                    route("adamw", adamw()));
+        d.set_row_bounds(bounds);
+        d.set_flat_bounds(flat_bounds);
+        d.set_owner_choice(owners);
+        d.set_transfer_cost(transfer_cost);
+        if (pairs) d.set_transfer_costs(pair_costs);
+        if (columns)
+          d.set_layouts(std::vector<distributed::Layout>(specs.size(), distributed::Layout::column_sharded));
+        if (unreduced) {  // the hidden matrices: each rank's own gradient, Dion's panels averaged
+          std::vector<distributed::Layout> l;
+          for (const std::string& label : labels)
+            l.push_back(label == "muon" ? distributed::Layout::unreduced : distributed::Layout::replicated);
+          d.set_layouts(l);
+        }
+        if (!d.init()) MPI_Abort(MPI_COMM_WORLD, 1);
+        print_balance(d.owners(), d.modelled(), me, n);
+        std::vector<index_t> held;
+        for (std::size_t i = 0; i < specs.size(); ++i)
+          held.push_back(d.layout(i) == distributed::Layout::flat_sharded
+                             ? d.element_range(i).size()
+                             : d.row_range(i).size() * d.column_range(i).size());
+        time_steps(d, comm, specs, held, steps, what);
+      });
     } else {
       std::vector<SplitSpec> cuts;
       for (const ParamSpec& p : specs)

@@ -128,8 +128,9 @@ std::string parse_qdwh_file_args(int argc, const char* const* argv, QdwhFileArgs
 }
 
 const char* mpi_bench_usage() {
-  return "usage: schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns|flat] [--owners "
-         "balanced|held|transfer] [--transfer-cost X|measure|pairs] [--iterations K] [--cut]\n";
+  return "usage: schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns|flat|unreduced] "
+         "[--owners "
+         "balanced|held|transfer] [--transfer-cost X|measure|pairs] [--iterations K] [--cut] [--dion F]\n";
 }
 
 std::string parse_mpi_bench_args(int argc, const char* const* argv, MpiBenchArgs& args) {
@@ -146,7 +147,7 @@ std::string parse_mpi_bench_args(int argc, const char* const* argv, MpiBenchArgs
       (steps ? args.steps : args.iterations) = static_cast<int>(n);
     } else if (!std::strcmp(a, "--layout")) {
       if (!has_value) return missing(a);
-      if (!one_of(argv[++i], {"replicated", "sharded", "columns", "flat"}))
+      if (!one_of(argv[++i], {"replicated", "sharded", "columns", "flat", "unreduced"}))
         return std::string("bad --layout ") + argv[i];
       args.layout = argv[i];
     } else if (!std::strcmp(a, "--owners")) {
@@ -164,10 +165,16 @@ std::string parse_mpi_bench_args(int argc, const char* const* argv, MpiBenchArgs
         args.transfer = MpiBenchArgs::Transfer::value;
       else
         return std::string("bad --transfer-cost ") + v;
+    } else if (!std::strcmp(a, "--dion")) {
+      if (!has_value) return missing(a);
+      if (!parse_non_negative(argv[++i], args.dion) || !(args.dion > 0.0 && args.dion <= 1.0))
+        return std::string("bad --dion ") + argv[i] + " (a rank fraction in (0, 1])";
     } else {
       return std::string("unknown argument '") + a + "'";
     }
   }
+  if (args.layout == "unreduced" && args.dion == 0.0) return "--layout unreduced needs --dion F";
+  if (args.dion > 0.0 && args.cut) return "--dion and --cut together are not supported";
   return {};
 }
 

@@ -53,16 +53,20 @@ std::string parse_qdwh_file_args(int argc, const char* const* argv, QdwhFileArgs
 struct MpiBenchArgs {
   int steps = 5;       ///< --steps N, [1, 100000]
   int iterations = 5;  ///< --iterations K (Newton–Schulz steps), [1, 1000] (check_polar_options' bound)
-  std::string layout = "replicated";  ///< --layout replicated|sharded|columns|flat
+  std::string layout = "replicated";  ///< --layout replicated|sharded|columns|flat|unreduced
   std::string owners = "balanced";    ///< --owners balanced|held|transfer
   /// --transfer-cost: the library's default, a number (finite, ≥ 0), `measure` or `pairs`.
   enum class Transfer { default_cost, value, measure, pairs } transfer = Transfer::default_cost;
   double transfer_cost = 0.0;  ///< with Transfer::value
   bool cut = false;            ///< --cut
+  /// --dion F: Dion at rank fraction F ∈ (0, 1] instead of Muon for the hidden matrices; 0:
+  /// Muon. --layout unreduced needs it (and excludes --cut).
+  double dion = 0.0;
 };
 
 /// Parses argv like parse_report_args (same integer rules; the transfer cost a finite decimal
-/// number ≥ 0 with no trailing text); unknown arguments are errors.
+/// number ≥ 0 with no trailing text, the rank fraction one in (0, 1]); unknown arguments, and
+/// --layout unreduced without --dion or with --cut, are errors.
 std::string parse_mpi_bench_args(int argc, const char* const* argv, MpiBenchArgs& args);
 
 /// The usage line of schatten-bench-mpi.
