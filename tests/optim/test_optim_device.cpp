@@ -373,6 +373,16 @@ TEST_SUITE("optim.device") {
     check_twin("dev_muon_hyperball", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", muon_hyperball()), route("adamw", adamw()));
     });
+    // Emerging-Optimizers' two weight-update hooks in one chain: RelativeUpdate reads the device
+    // parameters' norm, RadialBrake rescales W + u and writes W_new − W.
+    check_twin("dev_eo_hooks", [](const std::vector<std::string>& labels) {
+      const Schedule lr = Schedule::constant(0.02);
+      const auto hooked =
+          chain(TraceMomentum{0.95, false, TraceMomentum::Form::ema}, Orthogonalize{eo_quintic_polar()},
+                RelativeUpdate{1e-15, lr, 0.01}, AddDecayedWeights{0.01}, ScaleByLearningRate{lr},
+                RadialBrake{0.5, 0.5, 1e-15, lr, 0.01});
+      return partition(kSpecs, labels, route("muon", hooked), route("adamw", adamw()));
+    });
     // SPEL's last rule reads the parameters (device memory) and projects W + u.
     check_twin("dev_spel", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", spel()), route("adamw", adamw()));

@@ -204,6 +204,33 @@ Mat hyperball_oracle(Mat w, const std::vector<Mat>& grads, double lr, double bet
   return w;
 }
 
+/// Emerging-Optimizers' OrthogonalizedOptimizer.step with a weight-update hook, in double, no
+/// shape scale: M.lerp_(G, 1 − β); W ← (1 − lr_t·wd)·W; O = NS_quintic(M); then
+/// relative: O ← (‖W‖/‖O‖)·O (zero below eps), W ← W − lr_t·O;
+/// radial:   pre = ‖W‖, W ← W − lr_t·O, post = ‖W‖, W ← W·(pre + s·(post − pre))/post with
+///           s = outward if post − pre ≥ eps, inward if ≤ −eps, else 0.
+Mat eo_hook_oracle(Mat w, const std::vector<Mat>& grads, const std::vector<double>& lr, double beta,
+                   double wd, bool radial, double outward, double inward, double eps) {
+  Mat m = Mat::Zero(w.rows(), w.cols());
+  for (std::size_t t = 0; t < grads.size(); ++t) {
+    m += (1 - beta) * (grads[t] - m);
+    w *= 1.0 - lr[t] * wd;
+    Mat o = ns_you(m);
+    if (!radial) {
+      const double wn = w.norm(), on = o.norm();
+      o *= wn < eps || on < eps ? 0.0 : wn / on;
+      w -= lr[t] * o;
+      continue;
+    }
+    const double pre = w.norm();
+    w -= lr[t] * o;
+    const double post = w.norm(), delta = post - pre;
+    const double f = delta >= eps ? outward : delta <= -eps ? inward : 0.0;
+    w *= (pre + f * delta) / post;
+  }
+  return w;
+}
+
 /// optax.contrib.muon's matrix branch (scale_by_muon, algorithms.md §1.1 "Optax variant") in
 /// double: m ← β m + (1 − β) g; N = β m/(1 − β^{t+1}) + (1 − β) g/(1 − β^t); O = NS5 of N with
 /// X/(‖X‖_F + 1e-8); with `adaptive`, O ← ⟨N, O⟩ O; × √max(1, r/c) (optax's fan_out/fan_in for
@@ -848,6 +875,106 @@ TEST_SUITE("optim.presets") {
     CHECK(
         chain(muon_hyperball()).config().find("scale_to_norm_weights(radius=1,eps=1.0000000000000001e-15)") !=
         std::string::npos);
+  }
+
+  TEST_CASE("Emerging-Optimizers' RelativeUpdate and RadialBrake hooks match the reference in double") {
+    // EO's Muon (β 0.95 EMA, no Nesterov, its quintic) with each hook, against the reference's
+    // step written out in double; lr from a linear decay (0.05 → 0.01 over 5 steps) so that the
+    // rules' step counts are checked, and wd 0.1 so that the decay EO applies before its hooks
+    // shows: 1 − lr·wd = 0.995 at the first step, 0.5 % of the norm the hooks read.
+    const Schedule lr = Schedule::linear_decay(0.05, 0, 5, 0.01);
+    std::vector<double> lrs;
+    for (std::int64_t t = 0; t < 5; ++t)
+      lrs.push_back(lr(t));
+    const double wd = 0.1;
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("eo_hooks_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 5, r < c ? "eo_hooks_g_wide" : "eo_hooks_g_tall");
+      const TraceMomentum momentum{0.95, false, TraceMomentum::Form::ema};
+      const Orthogonalize ortho{eo_quintic_polar()};
+      // EO's quintic in float (≈ 3e-5 relative on its smallest directions, which these steps weigh
+      // little), then norms of float data in double: measured at most 5.7e-7 (relative) and 4.2e-6
+      // (radial: its W_new − W and W + u round twice more) of the step over seeds 1–5 and the
+      // default, checked at 2e-5. The controls, each hook without the decay it must read and no
+      // brake, measured 3.8e-3, 0.23 and 1.2e-3 and more away, are checked beyond 2e-4.
+      const auto relative = chain(momentum, ortho, RelativeUpdate{1e-15, lr, wd}, AddDecayedWeights{wd},
+                                  ScaleByLearningRate{lr});
+      const Mat want_relative = eo_hook_oracle(w0, g, lrs, 0.95, wd, false, 0, 0, 1e-15);
+      CHECK(step_error(run_rule(relative, w0, g), want_relative, w0) <= 2e-5);
+      const auto relative_undecayed =
+          chain(momentum, ortho, RelativeUpdate{}, AddDecayedWeights{wd}, ScaleByLearningRate{lr});
+      CHECK(step_error(run_rule(relative_undecayed, w0, g), want_relative, w0) > 2e-4);
+      // Inward 0.5 rather than the default 1: the decay shrinks these weights at most steps, which
+      // inward 1 would keep as they are, and the brake would show only at the growing ones.
+      const auto radial = chain(momentum, ortho, AddDecayedWeights{wd}, ScaleByLearningRate{lr},
+                                RadialBrake{0.5, 0.5, 1e-15, lr, wd});
+      const Mat want_radial = eo_hook_oracle(w0, g, lrs, 0.95, wd, true, 0.5, 0.5, 1e-15);
+      CHECK(step_error(run_rule(radial, w0, g), want_radial, w0) <= 2e-5);
+      const auto unbraked = chain(momentum, ortho, AddDecayedWeights{wd}, ScaleByLearningRate{lr});
+      CHECK(step_error(run_rule(unbraked, w0, g), want_radial, w0) > 2e-4);
+      const auto radial_undecayed = chain(momentum, ortho, AddDecayedWeights{wd}, ScaleByLearningRate{lr},
+                                          RadialBrake{0.5, 0.5, 1e-15});
+      CHECK(step_error(run_rule(radial_undecayed, w0, g), want_radial, w0) > 2e-4);
+    }
+    // The reference's own unit cases (tests/test_weight_update_hooks.py), one nonzero entry in a
+    // 2 × 3 block, lr 0: exact.
+    auto one = [](float v) {
+      std::vector<float> x(6, 0.0f);
+      x[4] = v;
+      return x;
+    };
+    auto radial_case = [&](float weight, float step, RadialBrake rule) {
+      std::vector<float> w = one(weight), u = one(step);
+      RadialBrake::State st;
+      REQUIRE(rule.update(Block(u.data(), 2, 3), st, ConstBlock(w.data(), 2, 3)) == Status::ok);
+      apply_updates(MatrixRef<float>(w.data(), 2, 3), MatrixRef<const float>(u.data(), 2, 3));
+      CHECK(st.count == 1);
+      return w[4];
+    };
+    CHECK(radial_case(8.0f, 8.0f, RadialBrake{0.5, 1.0}) == 12.0f);          // 8 + 0.5·(16 − 8)
+    CHECK(radial_case(8.0f, -4.0f, RadialBrake{1.0, 0.5}) == 6.0f);          // 8 + 0.5·(4 − 8)
+    CHECK(radial_case(1.0f, 0.125f, RadialBrake{0.5, 1.0, 0.25}) == 1.0f);   // |Δ| < eps: s = 0
+    CHECK(radial_case(1.0f, 0.25f, RadialBrake{0.5, 1.0, 0.25}) == 1.125f);  // Δ = eps: outward
+    CHECK(radial_case(1.0f, -1.0f, RadialBrake{0.5, 0.5}) == 0.0f);          // W + u = 0 stays 0
+    auto relative_case = [&](float weight, float step, double eps) {
+      std::vector<float> w = one(weight), u = one(step);
+      RelativeUpdate::State st;
+      REQUIRE(RelativeUpdate{eps}.update(Block(u.data(), 2, 3), st, ConstBlock(w.data(), 2, 3)) ==
+              Status::ok);
+      return u[4];
+    };
+    CHECK(relative_case(4.0f, 8.0f, 1e-15) == 4.0f);  // ‖u‖ becomes ‖W‖
+    CHECK(relative_case(0.125f, 2.0f, 0.25) == 0.0f);
+    CHECK(relative_case(2.0f, 0.125f, 0.25) == 0.0f);
+    CHECK(relative_case(2.0f, 0.25f, 0.25) == 2.0f);
+    // A factor beyond float: ‖W‖ = 1e30 against ‖u‖ = 1e-12 (1e42), applied in two passes.
+    CHECK(relative_case(1e30f, 1e-12f, 1e-15) == doctest::Approx(1e30f).epsilon(1e-6));
+    // The brake's factor beyond float: W = 1e30·e₄, u = −1e30·e₄ + 1e-14·e₀, so W + u = 1e-14·e₀
+    // (above eps) while ‖W‖ = 1e30; inward 0 keeps the norm at 1e30, a factor of 1e44. Refused
+    // with out_of_range, and the chain leaves u and the state as they were.
+    {
+      const auto braked = chain(RadialBrake{0.5, 0.0});
+      std::vector<float> w = one(1e30f), u = one(-1e30f);
+      u[0] = 1e-14f;
+      const std::vector<float> u0 = u;
+      auto st = braked.init({2, 3});
+      CHECK(braked.update(Block(u.data(), 2, 3), st, ConstBlock(w.data(), 2, 3)) == Status::out_of_range);
+      CHECK(u == u0);
+      CHECK(std::get<0>(static_cast<decltype(st)::Base&>(st)).count == 0);
+    }
+    // Refusals, in the reference's words where it has them.
+    CHECK(std::string(RadialBrake{1.1}.check()).find("outward") != std::string::npos);
+    CHECK(std::string(RadialBrake{0.5, 1.1}.check()).find("inward") != std::string::npos);
+    CHECK(std::string(RadialBrake{0.5, 1.0, 0.0}.check()).find("eps") != std::string::npos);
+    CHECK(std::string(RadialBrake{0.5, 1.0, 1e-15, Schedule::constant(-1.0)}.check()).find("lr") !=
+          std::string::npos);
+    CHECK(std::string(RelativeUpdate{0.0}.check()).find("eps") != std::string::npos);
+    CHECK(std::string(RelativeUpdate{1e-15, Schedule::constant(0.1), -1.0}.check()).find("weight_decay") !=
+          std::string::npos);
+    CHECK(RelativeUpdate{}.check() == nullptr);
+    CHECK(RadialBrake{}.check() == nullptr);
   }
 
   TEST_CASE("muon with bias correction and dual_norm_scale matches optax's muon(adaptive) in double") {

@@ -877,6 +877,134 @@ struct ScaleToNormWeights : OnWeights<ScaleToNorm> {
   std::string config() const { return Signature(name).add("radius", radius).add("eps", eps).str(); }
 };
 
+/// ‖W_d‖_F for W_d = (1 − lr_t·wd)·W: the weights' norm as Emerging-Optimizers' weight-update
+/// hooks read it, after the decoupled decay that EO applies before them (RelativeUpdate,
+/// RadialBrake). In double; one read of W.
+inline double eo_decayed_norm(const Schedule& lr, double weight_decay, std::int64_t t, ConstBlock w) {
+  return std::fabs(1.0 - lr(t) * weight_decay) * std::sqrt(squared_norm(w));
+}
+
+/// Emerging-Optimizers' RelativeUpdateHook (weight_update_hooks/relative_update.py): the update
+/// rescaled to the Frobenius norm of the weights it is added to, so that the learning rate is
+/// the step's size relative to the weights,
+///   u ← (‖W_d‖_F / ‖u‖_F)·u,   W_d = (1 − lr_t·wd)·W,
+/// and u ← 0 when ‖W_d‖ or ‖u‖ is below eps (a numerical zero). EO decays the weights before its
+/// hook runs, so the norm is the decayed weights': give the rule the lr schedule and weight decay
+/// of the chain's AddDecayedWeights and ScaleByLearningRate, and put it where EO's hook sees the
+/// update, after the orthogonalisation and before those two:
+///   chain(TraceMomentum{…}, Orthogonalize{…}, RelativeUpdate{eps, lr, wd}, AddDecayedWeights{wd},
+///         ScaleByLearningRate{lr})
+/// is EO's W ← (1 − lr·wd)·W − lr·(‖W_d‖/‖O‖)·O (tested against it in double). Norms in double
+/// (EO's in float). Cost: a read of W, a read and a read-write of u. State: the step count (lr_t).
+/// A factor beyond float (‖W_d‖/‖u‖ > FLT_MAX, with ‖u‖ ≥ eps) is applied in two passes.
+struct RelativeUpdate {
+  static constexpr const char* name = "relative_update";
+  static constexpr bool device_capable = true;  // rule.hpp helpers
+  double eps = 1e-15;
+  Schedule lr = Schedule::constant(0.0);  ///< with weight_decay: the decay EO applies before the hook
+  double weight_decay = 0.0;
+
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State& s, ConstBlock w) const {
+    const double wn = eo_decayed_norm(lr, weight_decay, s.count, w), un = std::sqrt(squared_norm(u));
+    ++s.count;
+    if (wn < eps || un < eps) {
+      scale(u, 0.0f);
+      return Status::ok;
+    }
+    const double f = wn / un;
+    if (std::isfinite(static_cast<float>(f))) {
+      scale(u, static_cast<float>(f));
+    } else {  // 1/‖u‖ ≤ 1/eps and ‖W_d‖ are floats; their product is not
+      scale(u, static_cast<float>(1.0 / un));
+      scale(u, static_cast<float>(wn));
+    }
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+  /// eps finite and > 0 in float (the reference's), weight_decay finite and ≥ 0, a usable lr.
+  const char* check() const noexcept {
+    if (!hyper::positive_float(eps)) return "relative_update: eps must be finite and > 0 (in float)";
+    if (!hyper::non_negative(weight_decay)) return "relative_update: weight_decay must be finite and >= 0";
+    return lr.check();
+  }
+  std::string config() const {
+    return Signature(name).add("eps", eps).add("lr", lr.config()).add("weight_decay", weight_decay).str();
+  }
+};
+
+/// Emerging-Optimizers' RadialBrakeHook (weight_update_hooks/radial_brake.py): after the step,
+/// the weights keep only a fraction of the change of their norm,
+///   ‖W_new‖ = ‖W_d‖ + s·(‖W + u‖ − ‖W_d‖),   W_new = W + u rescaled to that norm,
+/// with s = `outward` when the norm grew by at least eps, `inward` when it shrank by at least
+/// eps, 0 otherwise; norms below eps count as 0, and W + u below eps gives W_new = 0. W_d =
+/// (1 − lr_t·wd)·W is what EO measures before the step (its decay runs first): give the rule the
+/// chain's lr schedule and weight decay, and put it last (after ScaleByLearningRate), where it
+/// sets u ← W_new − W (OnWeights' convention: within 2 ulp of W_new after apply_updates). With
+/// the defaults (the reference's: outward 0.5, inward 1) steps that grow the weights go half as
+/// far radially, and shrinking ones are kept. Norms in double (EO's in float). Cost: two reads
+/// of W, a read and two read-writes of u. State: the step count. A factor beyond float
+/// (possible only when ‖W + u‖ is within a float's range of eps and ‖W_d‖ is huge) is
+/// out_of_range, and the chain restores everything.
+struct RadialBrake {
+  static constexpr const char* name = "radial_brake";
+  static constexpr bool may_fail = true;        // a factor beyond float (above)
+  static constexpr bool device_capable = true;  // rule.hpp helpers
+  double outward = 0.5;
+  double inward = 1.0;
+  double eps = 1e-15;
+  Schedule lr = Schedule::constant(0.0);  ///< with weight_decay: the decay EO applies before the step
+  double weight_decay = 0.0;
+
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const BlockShape&) const { return {}; }
+  Status update(Block u, State& s, ConstBlock w) const {
+    double pre = eo_decayed_norm(lr, weight_decay, s.count, w);
+    if (pre < eps) pre = 0.0;
+    add_scaled(u, w, 1.0f);  // u = W + u, the weights the step gives
+    double post = std::sqrt(squared_norm(u));
+    if (post < eps) post = 0.0;
+    const double delta = post - pre;
+    const double fraction = delta >= eps ? outward : delta <= -eps ? inward : 0.0;
+    const double f = post < eps ? 0.0 : (pre + fraction * delta) / std::max(post, eps);
+    if (!std::isfinite(static_cast<float>(f))) return Status::out_of_range;  // the chain restores u
+    scale(u, static_cast<float>(f));
+    add_scaled(u, w, -1.0f);
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+  /// outward and inward in [0, 1], eps finite and > 0 in float (the reference's checks),
+  /// weight_decay finite and ≥ 0, a usable lr.
+  const char* check() const noexcept {
+    if (!(outward >= 0.0 && outward <= 1.0)) return "radial_brake: outward must be in [0, 1]";
+    if (!(inward >= 0.0 && inward <= 1.0)) return "radial_brake: inward must be in [0, 1]";
+    if (!hyper::positive_float(eps)) return "radial_brake: eps must be finite and > 0 (in float)";
+    if (!hyper::non_negative(weight_decay)) return "radial_brake: weight_decay must be finite and >= 0";
+    return lr.check();
+  }
+  std::string config() const {
+    return Signature(name)
+        .add("outward", outward)
+        .add("inward", inward)
+        .add("eps", eps)
+        .add("lr", lr.config())
+        .add("weight_decay", weight_decay)
+        .str();
+  }
+};
+
 /// Clips the block's update to Frobenius norm ≤ max_norm (per parameter block; a zero or
 /// in-range update is unchanged).
 struct ClipByNorm {
