@@ -1208,8 +1208,10 @@ void average_fields(const Communicator& comm, io::FieldSet& fields);
 /// Collective. Writes the complete state of `p` (every owner's parameters, the skip count) to
 /// one file with io::write_checkpoint on rank 0 (atomic). The file is the one a single-process
 /// optim::Partition with the same parameters and routes writes, field for field, so it loads
-/// into a DistributedPartition on any rank count and into an optim::Partition. Traffic: every
-/// owner's state once to rank 0. Same status on every rank.
+/// into a DistributedPartition on any rank count and into an optim::Partition. Unreduced
+/// parameters are written as the ranks' mean state (Layout::unreduced: the mean momentum, Q and
+/// the count as they are). Traffic: every owner's state once to rank 0, and one all-reduce of
+/// the unreduced states (in double). Same status on every rank.
 template <class... Rules>
 Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
                        const io::CheckpointHeader& header, std::string* error = nullptr) {
@@ -1236,11 +1238,12 @@ Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
 }
 
 /// Collective. Reads the file on rank 0, sends it to every rank, and loads into each rank's
-/// owned parameters the fields of those parameters (io::restore: every field present, same type
-/// and size). The file must have no field of a parameter or name this partition lacks, and
-/// match `expected_signature` when one is given. All ranks load or none: on any failure every
-/// rank's state is as before, and `error` names the first problem (of the lowest failing rank).
-/// Works for any rank count at save and at load (the file holds every parameter by name).
+/// owned parameters (and every rank's unreduced ones, each M from the file's mean) the fields of
+/// those parameters (io::restore: every field present, same type and size). The file must have
+/// no field of a parameter or name this partition lacks, and match `expected_signature` when one
+/// is given. All ranks load or none: on any failure every rank's state is as before, and `error`
+/// names the first problem (of the lowest failing rank). Works for any rank count at save and at
+/// load (the file holds every parameter by name).
 template <class... Rules>
 Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
                        io::CheckpointHeader& header, const std::string& expected_signature = {},
