@@ -392,6 +392,15 @@ TEST_CASE("distributed.dion: init refuses what an unreduced parameter cannot be,
     CHECK(r.status == Status::invalid_argument);
     CHECK(std::string(r.message).find("Layout::unreduced") != std::string::npos);
   }
+  if (world().size() > 1) {  // layouts that differ between the ranks: "tall" unreduced on rank 0 only
+    auto d = distributed_dion();
+    std::vector<Layout> l = layouts();
+    if (world().rank() != 0) l[0] = Layout::replicated;
+    d.set_layouts(l);
+    const StepReport r = d.init();
+    CHECK(r.status == Status::invalid_argument);
+    CHECK(std::string(r.message).find("the layouts") != std::string::npos);
+  }
   {  // global clipping would clip each rank's own gradient, not the mean
     auto d = distributed_dion();
     d.set_global_clip(1.0);

@@ -337,10 +337,16 @@ class DistributedPartition {
       choice[0].push_back(static_cast<index_t>(bits >> 1));
       choice[0].push_back(static_cast<index_t>(bits & 1));
     }
-    if (!same_on_every_rank({&row_bounds_, &column_bounds_, &flat_bounds_, &choice}))
+    // And the layouts: a parameter unreduced on one rank and stepped by rows on another has no
+    // owner on either, so the owners' comparison below would not see it, and only one of them
+    // would join the replicas' averages.
+    std::vector<std::vector<index_t>> layout_codes(1);  // none given: every parameter replicated
+    for (const Layout l : layouts_.empty() ? std::vector<Layout>(np, Layout::replicated) : layouts_)
+      layout_codes[0].push_back(static_cast<index_t>(l));
+    if (!same_on_every_rank({&row_bounds_, &column_bounds_, &flat_bounds_, &choice, &layout_codes}))
       return optim::refusal(
-          "the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds), the owner choice or the "
-          "transfer cost differ between the ranks",
+          "the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds), the layouts, the owner "
+          "choice or the transfer cost differ between the ranks",
           -1);
     if (labels_.size() != np) return optim::refusal("labels and parameters differ in number", -1);
     if (layouts_.empty()) layouts_.assign(np, Layout::replicated);
