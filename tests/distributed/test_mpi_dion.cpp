@@ -235,6 +235,62 @@ TEST_CASE("distributed.dion: with one rank, the unreduced step is the one-proces
   }
 }
 
+TEST_CASE("distributed.dion: a rank-1 mean momentum gives a rank-1 update through the averaged panels") {
+  // Every rank's first gradient is c_r·a bᵀ (c_r = 1 + r), so M̄ has rank 1: the averaged P̄ = B̄ Q
+  // has one column above the rounding floor (built from the ranks' mean ‖B_i‖_F), the Cholesky
+  // QR2 refuses it, and the Householder QR on P̄ drops the other five. The update then has rank 1
+  // (‖U‖_F² = 1, before lr and the shape scale) and the trajectory, with Gaussian gradients
+  // after, is one process's of the mean gradient. Tall (48 × 20, k = 6). (A P̄ that the Cholesky
+  // QR2 modified before refusing it is restored from its copy: tests/kernels/test_low_rank.cpp.)
+  const std::vector<ParamSpec> ps = {{"w", {48, 20}}};
+  DionOptions o = low();
+  o.weight_decay = 0.0;
+  auto ref = optim::partition(ps, {"dion"}, route("dion", dion(o)));
+  REQUIRE(ref.init());
+  auto d = distributed::distributed_partition(world(), ps, {"dion"}, route("dion", dion(o)));
+  d.set_layouts({Layout::unreduced});
+  REQUIRE(d.init());
+  Rng rng(kGradientSeed + 7);
+  std::vector<float> a(48), b(20);
+  for (float& x : a)
+    x = static_cast<float>(rng.normal());
+  for (float& x : b)
+    x = static_cast<float>(rng.normal());
+  const int n = world().size();
+  double cbar = 0.0;
+  for (int r = 0; r < n; ++r)
+    cbar += (1.0 + r) / n;
+  std::vector<std::vector<float>> w = {std::vector<float>(48 * 20, 0.0f)}, wref = w;
+  const auto w0 = w;
+  for (int t = 0; t < 3; ++t) {
+    CAPTURE(t);
+    std::vector<std::vector<float>> g = {std::vector<float>(48 * 20)}, gm = g;
+    if (t == 0) {
+      for (index_t i = 0; i < 48; ++i)
+        for (index_t j = 0; j < 20; ++j) {
+          const float ab = a[std::size_t(i)] * b[std::size_t(j)];
+          g[0][std::size_t(i * 20 + j)] = static_cast<float>(1.0 + world().rank()) * ab;
+          gm[0][std::size_t(i * 20 + j)] = static_cast<float>(cbar * ab);
+        }
+    } else {
+      g = {own_gradients(world().rank(), t)[0]};
+      gm = {mean_gradients(t)[0]};
+    }
+    const auto before = w;
+    REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
+    REQUIRE(ref.step(ptrs(wref), ptrs(gm)));
+    if (t == 0) {  // W = 0 and no decay: the step is −lr·√(48/20)·U
+      double u2 = 0.0;
+      const double scale = 0.01 * std::sqrt(48.0 / 20.0);
+      for (std::size_t e = 0; e < w[0].size(); ++e)
+        u2 += std::pow((double(w[0][e]) - double(before[0][e])) / scale, 2);
+      CHECK(u2 == doctest::Approx(1.0).epsilon(1e-5));  // rank 1 (float rounding of unit vectors)
+    }
+    CHECK(relative_gap(w, wref, w0) <= kTrajectoryTolerance);
+    CHECK(same_on_every_rank(w));
+  }
+}
+
 TEST_CASE("distributed.dion: the panels cross the wire, not the gradient") {
   // One unreduced 64 × 32 matrix at rank fraction 0.25: k = 8, L = 64, S = 32. Per step each
   // rank receives the averages of P (L·k + 1 floats) and R (S·k floats), plus the step's

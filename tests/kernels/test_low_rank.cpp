@@ -207,6 +207,32 @@ TEST_SUITE("kernels.low_rank") {
       if (t == 2) want.insert(want.end(), {std::size_t(l * k), std::size_t(s * k)});
       CHECK(counts == want);
     }
+    {
+      // An ill-conditioned momentum: σ = 1 (five times) and 3e-4, rank 6 = k. P = B Q then has
+      // κ ≈ 3e3: the Cholesky QR2 modifies P and is refused (its first pass leaves P far from
+      // orthonormal, or the weak column is under 100 times the floor), and the Householder QR
+      // must start again from P. One process recomputes P = B X; replicas restore the averaged
+      // P̄ they kept. With one replica both are the same bits, unless the restore is missing.
+      std::vector<double> sigma(static_cast<std::size_t>(s), 0.0);
+      for (std::size_t i = 0; i < 5; ++i)
+        sigma[i] = 1.0;
+      sigma[5] = 3e-4;
+      const std::uint64_t ill_seed = case_seed("low_rank_replicas_ill");
+      CAPTURE(ill_seed);
+      const std::vector<float> mi =
+          to_row_major<float>(make_matrix(SpectrumCase{"low_rank_ill", r, c, sigma}, ill_seed));
+      LowRankStepOptions o;
+      std::vector<float> m1 = mi, q1 = q0, u1(mi.size());
+      REQUIRE(low_rank_power_step(MatrixRef<float>(m1.data(), r, c), MatrixRef<float>(q1.data(), k, s),
+                                  MatrixRef<float>(u1.data(), r, c), o) == Status::ok);
+      o.replicas = [](float*, std::size_t) { return Status::ok; };
+      std::vector<float> m2 = mi, q2 = q0, u2(mi.size());
+      REQUIRE(low_rank_power_step(MatrixRef<float>(m2.data(), r, c), MatrixRef<float>(q2.data(), k, s),
+                                  MatrixRef<float>(u2.data(), r, c), o) == Status::ok);
+      CHECK(m2 == m1);
+      CHECK(q2 == q1);
+      CHECK(u2 == u1);
+    }
     auto run = [&](const char* what, ReplicaAverage average, Status expected, auto&& edit) {
       CAPTURE(std::string(what));
       std::vector<float> m = m0, q = q0, u(m0.size(), 7.0f);
