@@ -867,7 +867,7 @@ class DistributedPartition {
   const std::vector<int>& owners() const { return owner_; }
   /// The step this assignment gives in the cost model (after init(); modelled_step()): each
   /// rank's work and the exchange of the gathered parameters at the transfer cost; the same on
-  /// every rank.
+  /// every rank. Unreduced parameters are not in it: their work is the same on every rank.
   const ModelledStep& modelled() const { return modelled_; }
   /// Whether parameter i is stepped by rows (after init()): sharded (rows, columns or a run)
   /// with a route whose rule acts on each element alone (optim::rule_row_local: AdamW, SGD).
