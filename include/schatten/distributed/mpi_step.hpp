@@ -748,7 +748,7 @@ class DistributedPartition {
     if (replicas_) {
       const optim::StepReport rr = replicas_->step(replica_params_, replica_grads_);
       // Called on every rank whatever happened (a collective); a verdict only when all succeeded.
-      const bool differ = updates_differ(rr ? replica_update_hash() : 0, !rr);
+      const bool differ = hashes_differ(rr ? replica_update_hash() : 0, !rr);
       if (!rr) {
         local_key = detail::failure_key(
             replicated_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(rr.bad_param, 0))], rr.status);
@@ -1019,8 +1019,8 @@ class DistributedPartition {
     return h;
   }
   /// Collective: whether the ranks passed different hashes (the maximum against the minimum of
-  /// each 32-bit half), false when some rank `failed` (its hash means nothing).
-  bool updates_differ(std::uint64_t hash, bool failed) const {
+  /// each 32-bit half, in one all-reduce), false when some rank `failed` (its hash means nothing).
+  bool hashes_differ(std::uint64_t hash, bool failed = false) const {
     const auto lo = static_cast<std::int64_t>(hash & 0xffffffffu), hi = static_cast<std::int64_t>(hash >> 32);
     std::int64_t v[5] = {lo, -lo, hi, -hi, failed ? 1 : 0};
     comm_.allreduce_max(v, 5);
@@ -1033,7 +1033,7 @@ class DistributedPartition {
     detail::move_column_blocks(stage_.data(), whole, shapes_[i].rows, shapes_[i].cols, cuts_[i], unpack);
   }
   /// Collective: whether every rank holds the same `lists` of bounds (a 64-bit FNV-1a hash of
-  /// the sizes and values, compared through its minimum and maximum over the ranks).
+  /// the sizes and values, compared across the ranks by hashes_differ()).
   bool same_on_every_rank(std::initializer_list<const std::vector<std::vector<index_t>>*> lists) const {
     std::uint64_t h = 1469598103934665603ull;
     auto mix = [&h](std::uint64_t v) {
@@ -1048,10 +1048,7 @@ class DistributedPartition {
           mix(static_cast<std::uint64_t>(v));
       }
     }
-    const auto mine = static_cast<std::int64_t>(h >> 1);
-    std::int64_t most = mine;
-    comm_.allreduce_max(&most, 1);
-    return comm_.allreduce_min(mine) == most;
+    return !hashes_differ(h);
   }
   int route_index(const std::string& label) const {
     int found = -1, k = 0;
