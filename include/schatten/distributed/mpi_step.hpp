@@ -504,9 +504,11 @@ class DistributedPartition {
     local_->set_batching(batching_, max_group_);
     local_->set_non_finite_policy(optim::NonFinitePolicy::error);  // scanned globally in step 1
     optim::StepReport r = local_->init();
+    if (!r && r.bad_param >= 0)  // the local partition's index, as a global one
+      r.bad_param = static_cast<std::ptrdiff_t>(owned_[static_cast<std::size_t>(r.bad_param)]);
     // The unreduced parameters: the same partition on every rank, whose rules average over the
     // ranks (optim::with_replicas; the mean of the ranks' floats, identical on every rank).
-    if (!replicated_.empty()) {
+    if (r && !replicated_.empty()) {
       std::vector<optim::ParamSpec> rspecs;
       std::vector<std::string> rlabels;
       for (std::size_t i : replicated_) {
@@ -530,17 +532,9 @@ class DistributedPartition {
           routes_);
       replicas_->set_batching(false);  // one at a time (Dion has no batched form), in parameter order
       replicas_->set_non_finite_policy(optim::NonFinitePolicy::error);
-      if (r) {
-        r = replicas_->init();
-        if (!r)
-          r.bad_param = r.bad_param < 0
-                            ? -1
-                            : static_cast<std::ptrdiff_t>(replicated_[static_cast<std::size_t>(r.bad_param)]);
-      } else if (r.bad_param >= 0) {
-        r.bad_param = static_cast<std::ptrdiff_t>(owned_[static_cast<std::size_t>(r.bad_param)]);
-      }
-    } else if (!r && r.bad_param >= 0) {
-      r.bad_param = static_cast<std::ptrdiff_t>(owned_[static_cast<std::size_t>(r.bad_param)]);
+      r = replicas_->init();
+      if (!r && r.bad_param >= 0)
+        r.bad_param = static_cast<std::ptrdiff_t>(replicated_[static_cast<std::size_t>(r.bad_param)]);
     }
     const std::int64_t agreed = comm_.allreduce_min(
         r ? detail::kNoFailure
@@ -679,11 +673,7 @@ class DistributedPartition {
     for (std::size_t k = 0; k < owned_.size(); ++k) {
       const std::size_t i = owned_[k];
       if (by_rows_[i]) {  // this rank's rows: a copy of the parameter rows, then the gradient rows
-        const index_t len = held(i).size();
-        std::copy(params[i], params[i] + len, copies_[k].data());
-        std::copy(grads[i], grads[i] + len, copies_[k].data() + len);
-        local_params_[k] = copies_[k].data();
-        local_grads_[k] = copies_[k].data() + len;
+        stage_copy(params[i], grads[i], held(i).size(), copies_[k], local_params_[k], local_grads_[k]);
         continue;
       }
       if (layout_[i] != Layout::replicated) continue;
@@ -726,11 +716,8 @@ class DistributedPartition {
     //    parameters first, on every rank (their rule averages over the ranks), then the owned.
     for (std::size_t k = 0; k < replicated_.size(); ++k) {
       const std::size_t i = replicated_[k];
-      const index_t len = shapes_[i].size();
-      std::copy(params[i], params[i] + len, replica_copies_[k].data());
-      std::copy(grads[i], grads[i] + len, replica_copies_[k].data() + len);
-      replica_params_[k] = replica_copies_[k].data();
-      replica_grads_[k] = replica_copies_[k].data() + len;
+      stage_copy(params[i], grads[i], shapes_[i].size(), replica_copies_[k], replica_params_[k],
+                 replica_grads_[k]);
     }
     // Rollback copies when another rank may fail, or the other of the two partitions.
     const bool guard = comm_.size() > 1 || replicas_.has_value();
@@ -993,6 +980,16 @@ class DistributedPartition {
   /// Whether parameter i's gradient and parameter go to an owner and its update comes back by
   /// shards (sharded, not stepped by rows).
   bool exchanged(std::size_t i) const { return sharded_layout(i) && !by_rows_[i]; }
+  /// The `len` floats of a parameter and of its gradient into `buffer` (2·len), one after the
+  /// other, and the step's pointers to the two copies: what a local step reads and overwrites
+  /// (nothing is applied before the ranks agree).
+  static void stage_copy(const float* param, const float* grad, index_t len, std::vector<float>& buffer,
+                         float*& param_copy, float*& grad_copy) {
+    std::copy(param, param + len, buffer.data());
+    std::copy(grad, grad + len, buffer.data() + len);
+    param_copy = buffer.data();
+    grad_copy = buffer.data() + len;
+  }
   /// Whether parameter i's layout cuts it among the ranks (rows, columns or runs).
   bool sharded_layout(std::size_t i) const {
     return layout_[i] != Layout::replicated && layout_[i] != Layout::unreduced;
