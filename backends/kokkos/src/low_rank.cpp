@@ -201,16 +201,17 @@ Status low_rank_compute(const MatrixRef<float>& m, const MatrixRef<float>& q, co
   const Col& qv = qo.view();  // S × k: Q
   const Col& ut = uo.view();  // c × r: Uᵀ
   const bool replicated = static_cast<bool>(o.replicas);
+  const auto zero_update = [&] {  // every column dropped (below): U = 0, M and Q kept
+    Kokkos::deep_copy(ut, 0.0f);  // (the reference's fix_all_zero_or_nan)
+    uo.commit();
+    return Status::ok;
+  };
   const double largest = max_abs(mt);
   if (!std::isfinite(max_abs(qv))) return Status::non_finite_input;  // Q: the same on every replica
   // One process refuses a non-finite M and returns U = 0 for a zero one here; replicas decide
   // both after the first average (the header's protocol: nobody returns alone).
   if (!replicated && !std::isfinite(largest)) return Status::non_finite_input;
-  if (!replicated && largest == 0.0) {  // every column dropped (below): U = 0, M and Q kept
-    Kokkos::deep_copy(ut, 0.0f);        // (fix_all_zero_or_nan)
-    uo.commit();
-    return Status::ok;
-  }
+  if (!replicated && largest == 0.0) return zero_update();
   CallWorkspace cw(workspace);
   auto& ws = cw.get();
   ws.reserve(Panels(nullptr, rows, cols, k, replicated).bytes);
@@ -238,11 +239,7 @@ Status low_rank_compute(const MatrixRef<float>& m, const MatrixRef<float>& q, co
                           Kokkos::View<float, DefaultMem, Unmanaged>(panels.slot));
         if (std::isnan(mean)) return Status::non_finite_input;  // some replica's M_i + G_i overflowed
         norm = double(mean) * std::sqrt(elements);
-        if (norm == 0.0) {  // every M_i is zero: U = 0, M and Q kept, on every replica
-          Kokkos::deep_copy(ut, 0.0f);
-          uo.commit();
-          return Status::ok;
-        }
+        if (norm == 0.0) return zero_update();  // every M_i is zero: on every replica
       }
     }
     if (!std::isfinite(max_abs(p))) return Status::out_of_range;  // beyond float: ‖M‖ near FLT_MAX
