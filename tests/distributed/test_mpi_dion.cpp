@@ -178,6 +178,22 @@ constexpr double kTrajectoryTolerance = 2e-5;
 // most 1.4e-7 (2 ranks) and 1.7e-7 (4 ranks), a few float roundings.
 constexpr double kMomentumTolerance = 2e-6;
 
+using Weights = std::vector<std::vector<float>>;
+
+/// Step t of the distributed partition `d` (this rank's gradients) and of the one-process `ref`
+/// (the ranks' mean gradient), then the trajectory against the reference and the same bits on
+/// every rank.
+template <class D, class P>
+void step_along(D& d, P& ref, Weights& w, Weights& wref, const Weights& w0, int t) {
+  auto g = passed_gradients(t), gm = mean_gradients(t);
+  REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
+  REQUIRE(ref.step(ptrs(wref), ptrs(gm)));
+  const double gap = relative_gap(w, wref, w0);
+  CAPTURE(gap);
+  CHECK(gap <= kTrajectoryTolerance);
+  CHECK(same_on_every_rank(w));
+}
+
 }  // namespace
 
 TEST_CASE("distributed.dion: unreduced Dion is one process's Dion of the mean gradient, on every rank") {
@@ -195,14 +211,7 @@ TEST_CASE("distributed.dion: unreduced Dion is one process's Dion of the mean gr
   auto w = w0, wref = w0;
   for (int t = 0; t < 6; ++t) {
     CAPTURE(t);
-    auto g = passed_gradients(t);
-    auto gm = mean_gradients(t);
-    REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
-    REQUIRE(ref.step(ptrs(wref), ptrs(gm)));
-    const double gap = relative_gap(w, wref, w0);
-    CAPTURE(gap);
-    CHECK(gap <= kTrajectoryTolerance);
-    CHECK(same_on_every_rank(w));
+    step_along(d, ref, w, wref, w0, t);
   }
   // Control: a rank's own gradient alone (what a rank would do without the averages) is far
   // from the mean's trajectory once there are several ranks.
@@ -331,8 +340,8 @@ TEST_CASE("distributed.dion: a NaN or an overflow on one rank refuses the step o
     const int last = world().size() - 1;
     for (int t = 0; t < 4; ++t) {
       CAPTURE(t);
-      auto g = passed_gradients(t);
       if (t == 1) {
+        auto g = passed_gradients(t);
         if (world().rank() == last) {
           if (overflow)
             std::fill(g[0].begin(), g[0].end(), 3e38f);
@@ -346,11 +355,7 @@ TEST_CASE("distributed.dion: a NaN or an overflow on one rank refuses the step o
         CHECK(w == before);
         continue;  // the reference never sees this step
       }
-      auto gm = mean_gradients(t);
-      REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
-      REQUIRE(ref.step(ptrs(wref), ptrs(gm)));
-      CHECK(relative_gap(w, wref, w0) <= kTrajectoryTolerance);
-      CHECK(same_on_every_rank(w));
+      step_along(d, ref, w, wref, w0, t);
     }
   }
 }
@@ -362,12 +367,8 @@ TEST_CASE("distributed.dion: checkpoints hold the mean momentum and load on n ra
   REQUIRE(d.init());
   const auto w0 = weights();
   auto w = w0, wref = w0;
-  for (int t = 0; t < 3; ++t) {
-    auto g = passed_gradients(t);
-    auto gm = mean_gradients(t);
-    REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
-    REQUIRE(ref.step(ptrs(wref), ptrs(gm)));
-  }
+  for (int t = 0; t < 3; ++t)
+    step_along(d, ref, w, wref, w0, t);
   const std::string path = shared_path("ckpt");
   io::CheckpointHeader h;
   h.step = 3;
