@@ -89,6 +89,18 @@ void Communicator::allreduce_sum(double* v, std::size_t n) const {
   if (impl_->size > 1) impl_->received(static_cast<std::int64_t>(8 * n));
 }
 
+void Communicator::reduce_scatter_sum(float* buf, const std::vector<std::int64_t>& counts) const {
+  const std::vector<int> c = to_int(counts);
+  std::int64_t at = 0;
+  for (int r = 0; r < impl_->rank; ++r)
+    at += counts[static_cast<std::size_t>(r)];
+  const int mine = c[static_cast<std::size_t>(impl_->rank)];
+  // In place, MPI puts this rank's block at the start of buf: moved to its own place after.
+  MPI_Reduce_scatter(MPI_IN_PLACE, buf, c.data(), MPI_FLOAT, MPI_SUM, impl_->comm);
+  if (at > 0 && mine > 0) std::memmove(buf + at, buf, sizeof(float) * static_cast<std::size_t>(mine));
+  if (impl_->size > 1) impl_->received(4 * static_cast<std::int64_t>(mine));
+}
+
 void Communicator::allgather(const std::int64_t* in, std::size_t n, std::int64_t* out) const {
   MPI_Allgather(in, static_cast<int>(n), MPI_INT64_T, out, static_cast<int>(n), MPI_INT64_T, impl_->comm);
   impl_->received(static_cast<std::int64_t>(8 * n) * (impl_->size - 1));

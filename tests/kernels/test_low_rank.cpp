@@ -287,4 +287,210 @@ TEST_SUITE("kernels.low_rank") {
     CHECK(q == q0);
     CHECK(u == std::vector<float>(m0.size(), 0.0f));
   }
+
+  TEST_CASE("batches: every member gets its own call's bits, and split QRs keep the protocol") {
+    // Four members of one shape: Gaussian, rank 2 (columns at the rounding floor: kept flags),
+    // all zero, and ill-conditioned (the Cholesky QR2 refused: the Householder restart). The
+    // batch must give each the bits of its own call, in one process and as one replica.
+    const index_t r = 40, c = 24, k = 6, l = 40, s = 24;
+    const std::size_t mn = static_cast<std::size_t>(r * c), qn = static_cast<std::size_t>(k * s);
+    const std::size_t block = static_cast<std::size_t>(l * k + k + 2);  // P and its record
+    const std::uint64_t seed = case_seed("low_rank_batch");
+    CAPTURE(seed);
+    std::vector<double> ill(static_cast<std::size_t>(s), 0.0), two(static_cast<std::size_t>(s), 0.0);
+    for (std::size_t i = 0; i < 5; ++i)
+      ill[i] = 1.0;
+    ill[5] = 3e-4;
+    two[0] = 2.0;
+    two[1] = 0.5;
+    const std::vector<std::vector<float>> m0 = {
+        gaussian_floats(mn, seed),
+        to_row_major<float>(make_matrix(SpectrumCase{"batch_two", r, c, two}, seed + 1)),
+        std::vector<float>(mn, 0.0f),
+        to_row_major<float>(make_matrix(SpectrumCase{"batch_ill", r, c, ill}, seed + 2))};
+    std::vector<std::vector<float>> q0;
+    for (std::size_t b = 0; b < m0.size(); ++b)
+      q0.push_back(gaussian_floats(qn, seed + 10 + b));
+    struct Arrays {
+      std::vector<std::vector<float>> m, q, u;
+      std::vector<MatrixRef<float>> mr, qr, ur;
+    };
+    const auto arrays = [&](std::size_t first, std::size_t count) {
+      Arrays a;
+      for (std::size_t b = first; b < first + count; ++b) {
+        a.m.push_back(m0[b]);
+        a.q.push_back(q0[b]);
+        a.u.emplace_back(mn, 7.0f);
+      }
+      for (std::size_t b = 0; b < count; ++b) {
+        a.mr.emplace_back(a.m[b].data(), r, c);
+        a.qr.emplace_back(a.q[b].data(), k, s);
+        a.ur.emplace_back(a.u[b].data(), r, c);
+      }
+      return a;
+    };
+    const auto same = [](const Arrays& a, const Arrays& b, std::size_t at) {
+      CHECK(a.m[at] == b.m[0]);
+      CHECK(a.q[at] == b.q[0]);
+      CHECK(a.u[at] == b.u[0]);
+    };
+    for (const int t : {1, 2}) {
+      CAPTURE(t);
+      LowRankStepOptions o;
+      o.power_iterations = t;
+      std::vector<Arrays> alone;
+      for (std::size_t b = 0; b < m0.size(); ++b) {
+        alone.push_back(arrays(b, 1));
+        REQUIRE(low_rank_power_step(alone[b].mr[0], alone[b].qr[0], alone[b].ur[0], o) == Status::ok);
+      }
+      CHECK(alone[2].u[0] == std::vector<float>(mn, 0.0f));  // the zero member: U = 0
+      Arrays batch = arrays(0, m0.size());
+      REQUIRE(low_rank_power_step_batch(batch.mr.data(), batch.qr.data(), batch.ur.data(), 4, o) ==
+              Status::ok);
+      for (std::size_t b = 0; b < m0.size(); ++b) {
+        CAPTURE(b);
+        same(batch, alone[b], b);
+      }
+      // One replica whose average is the identity: the same bits, one average per stage for
+      // all four members (P up to the last member's and its norm at t = 0, then every R).
+      std::vector<std::size_t> counts;
+      o.replicas = [&counts](float*, std::size_t n) {
+        counts.push_back(n);
+        return Status::ok;
+      };
+      Arrays replica = arrays(0, m0.size());
+      REQUIRE(low_rank_power_step_batch(replica.mr.data(), replica.qr.data(), replica.ur.data(), 4, o) ==
+              Status::ok);
+      for (std::size_t b = 0; b < m0.size(); ++b) {
+        CAPTURE(b);
+        same(replica, alone[b], b);
+      }
+      std::vector<std::size_t> want = {3 * block + std::size_t(l * k) + 1, 4 * std::size_t(s * k)};
+      if (t == 2) want.insert(want.end(), {3 * block + std::size_t(l * k), 4 * std::size_t(s * k)});
+      CHECK(counts == want);
+      // Split QRs, seen from replica 1 of 2, which orthonormalises a batch of one (⌊1·1/2⌋ = 0:
+      // replica 0 owns nothing). Its replicas are its copies: every collective is the identity.
+      // The member's P̄ goes through the scatter and comes back with its record through the
+      // gather; each member gets its one-process bits, in 3t collectives.
+      for (std::size_t b = 0; b < m0.size(); ++b) {
+        CAPTURE(b);
+        std::vector<std::string> calls;
+        LowRankStepOptions so;
+        so.power_iterations = t;
+        so.replicas.average = [&calls](float*, std::size_t n) {
+          calls.push_back("average " + std::to_string(n));
+          return Status::ok;
+        };
+        so.replicas.average_scatter = [&calls](float*, const std::vector<std::size_t>& n) {
+          calls.push_back("scatter " + std::to_string(n.at(0)) + " " + std::to_string(n.at(1)));
+          return Status::ok;
+        };
+        so.replicas.gather = [&calls](float*, const std::vector<std::size_t>& n) {
+          calls.push_back("gather " + std::to_string(n.at(0)) + " " + std::to_string(n.at(1)));
+          return Status::ok;
+        };
+        so.replicas.rank = 1;
+        so.replicas.size = 2;
+        REQUIRE(so.replicas.split());
+        Arrays one = arrays(b, 1);
+        REQUIRE(low_rank_power_step_batch(one.mr.data(), one.qr.data(), one.ur.data(), 1, so) == Status::ok);
+        same(one, alone[b], 0);
+        std::vector<std::string> expected;
+        for (int i = 0; i < (b == 2 ? 1 : t); ++i)  // the zero member stops after its first gather
+          for (const std::string& e :
+               {"scatter 0 " + std::to_string(block), "gather 0 " + std::to_string(block),
+                "average " + std::to_string(s * k)})
+            expected.push_back(e);
+        if (b == 2) expected.pop_back();
+        CHECK(calls == expected);
+      }
+    }
+  }
+
+  TEST_CASE("batches: hostile members and failing replicas leave every member as it was") {
+    const index_t r = 30, c = 20, k = 4, s = 20, l = 30;
+    const std::size_t mn = static_cast<std::size_t>(r * c), qn = static_cast<std::size_t>(k * s);
+    const std::uint64_t seed = case_seed("low_rank_batch_hostile");
+    CAPTURE(seed);
+    std::vector<std::vector<float>> m, q, u;
+    for (std::size_t b = 0; b < 3; ++b) {
+      m.push_back(gaussian_floats(mn, seed + b));
+      q.push_back(gaussian_floats(qn, seed + 10 + b));
+      u.emplace_back(mn, 7.0f);
+    }
+    const auto m0 = m, q0 = q, u0 = u;
+    const auto run = [&](const char* what, Status expected, const LowRankStepOptions& o, index_t cols2 = 20) {
+      CAPTURE(std::string(what));
+      const auto given = m;
+      std::vector<MatrixRef<float>> mr, qr, ur;
+      for (std::size_t b = 0; b < 3; ++b) {
+        const index_t cb = b == 2 ? cols2 : c;
+        mr.emplace_back(m[b].data(), r * c / cb, cb);
+        qr.emplace_back(q[b].data(), k, s);
+        ur.emplace_back(u[b].data(), r * c / cb, cb);
+      }
+      CHECK(low_rank_power_step_batch(mr.data(), qr.data(), ur.data(), 3, o) == expected);
+      for (std::size_t b = 0; b < 3; ++b) {
+        CAPTURE(b);
+        CHECK(std::equal(m[b].begin(), m[b].end(), given[b].begin(),
+                         [](float x, float y) { return x == y || (x != x && y != y); }));
+        CHECK(q[b] == q0[b]);
+        CHECK(u[b] == u0[b]);
+      }
+    };
+    run("members of two shapes", Status::invalid_argument, {}, 15);
+    {
+      LowRankStepOptions o;
+      o.replicas.average = [](float*, std::size_t) { return Status::ok; };
+      o.replicas.rank = 2;
+      o.replicas.size = 2;
+      run("a replica's rank beyond their number", Status::invalid_argument, o);
+      o.replicas.rank = 0;
+      o.replicas.gather = [](float*, const std::vector<std::size_t>&) { return Status::ok; };
+      run("a gather without its scatter", Status::invalid_argument, o);
+    }
+    // The last member's NaN in one process: refused before anything is written.
+    m[2][5] = std::numeric_limits<float>::quiet_NaN();
+    run("the last member's M is not finite", Status::non_finite_input, {});
+    m[2] = m0[2];
+    // Split QRs on replica 1 of 2 (it owns member 2, of ⌊3/2⌋ = 1 up to 3 it owns 1 and 2):
+    // member 1's record arrives from the gather with another replica's out_of_range, and every
+    // replica returns it, nothing written, without the R average.
+    LowRankStepOptions o;
+    std::vector<std::string> calls;
+    o.replicas.average = [&calls](float*, std::size_t) {
+      calls.push_back("average");
+      return Status::ok;
+    };
+    o.replicas.average_scatter = [&calls](float*, const std::vector<std::size_t>& n) {
+      calls.push_back("scatter");
+      CHECK(n == std::vector<std::size_t>{std::size_t(l * k + k + 2), 2 * std::size_t(l * k + k + 2)});
+      return Status::ok;
+    };
+    o.replicas.gather = [&calls](float* d, const std::vector<std::size_t>&) {
+      calls.push_back("gather");
+      d[0 * (l * k + k + 2) + l * k + 1] = static_cast<float>(Status::out_of_range);  // member 0's status
+      return Status::ok;
+    };
+    o.replicas.rank = 1;
+    o.replicas.size = 2;
+    run("another replica's member is out of range", Status::out_of_range, o);
+    CHECK(calls == std::vector<std::string>{"scatter", "gather"});
+    // This replica's M_2 overflowed: its NaN norm reaches the owner (itself here) through the
+    // scatter, whose record tells every replica. (Replica 0's record of member 0 says ok.)
+    calls.clear();
+    o.replicas.gather = [&calls](float* d, const std::vector<std::size_t>&) {
+      calls.push_back("gather");
+      std::fill(d + l * k + 1, d + l * k + k + 2, 1.0f);  // member 0: all k columns kept,
+      d[l * k + 1] = 0.0f;                                // and its status ok
+      return Status::ok;
+    };
+    m[2][0] = std::numeric_limits<float>::infinity();
+    run("this replica's M is not finite", Status::non_finite_input, o);
+    CHECK(calls == std::vector<std::string>{"scatter", "gather"});
+    m[2] = m0[2];
+    // A failing collective is passed on.
+    o.replicas.gather = [](float*, const std::vector<std::size_t>&) { return Status::internal_error; };
+    run("the gather fails", Status::internal_error, o);
+  }
 }

@@ -99,46 +99,61 @@ void normalise_columns(const Col& x, double eps) {
       });
 }
 
-/// P (L × k, then one float: the replicas' carried norm), R (S × k), the Cholesky QR's Gram
-/// (k × k), k doubles and, with replicas, a backup of P̄ (L × k) carved from a workspace (nothing
-/// is allocated per step); with a null base, only their size.
+/// The batch's panels carved from a workspace (nothing is allocated per step; with a null base,
+/// only their size): for each of the g members a block of L·k + k + 2 floats — its P, then its
+/// record: [0] the replicas' carried norm, [1] the status of its QR, [2, k + 2) its kept columns
+/// (the record travels with P when the QRs are split across replicas) —, then the g R panels
+/// (S × k each, contiguous, averaged in one call), one k × k Gram, k doubles and, with replicas,
+/// a backup of one P̄ (L × k). The QRs run one member at a time, so the Gram, the doubles and the
+/// backup serve every member.
 struct Panels {
-  Col p, r, g, backup;
-  float* slot = nullptr;  ///< the float after P
+  index_t l = 0, s = 0, k = 0, batch = 0;
+  std::size_t block = 0;    ///< floats per member in the P region: L·k + k + 2
+  float* p_base = nullptr;  ///< the P region, batch blocks
+  float* r_base = nullptr;  ///< the R region, batch · S·k floats
+  Col g, backup;
   Numbers numbers;
   std::size_t bytes = 0;
-  Panels(unsigned char* base, index_t rows, index_t cols, index_t k, bool replicas) {
-    const index_t l = std::max(rows, cols), s = std::min(rows, cols);
+  Panels(unsigned char* base, index_t rows, index_t cols, index_t rank, index_t members, bool replicas)
+      : l(std::max(rows, cols)), s(std::min(rows, cols)), k(rank), batch(members) {
+    block = static_cast<std::size_t>(l * k + k + 2);
     Arena arena(base);
-    float* pp = arena.take<float>(static_cast<std::size_t>(l * k + 1));
-    float* rp = arena.take<float>(static_cast<std::size_t>(s * k));
+    p_base = arena.take<float>(block * static_cast<std::size_t>(batch));
+    r_base = arena.take<float>(static_cast<std::size_t>(s * k * batch));
     float* gp = arena.take<float>(static_cast<std::size_t>(k * k));
     double* np = arena.take<double>(static_cast<std::size_t>(k));
     float* bp = replicas ? arena.take<float>(static_cast<std::size_t>(l * k)) : nullptr;
     bytes = arena.used();
     if (base != nullptr) {
-      p = Col(pp, l, k);
-      slot = pp + l * k;
-      r = Col(rp, s, k);
       g = Col(gp, k, k);
       numbers = Numbers(np, k);
       if (replicas) backup = Col(bp, l, k);
     }
   }
+  float* block_of(index_t b) const { return p_base + static_cast<std::size_t>(b) * block; }
+  Col p(index_t b) const { return Col(block_of(b), l, k); }
+  /// Member b's record (k + 2 floats of the default space).
+  Kokkos::View<float*, DefaultMem, Unmanaged> record(index_t b) const {
+    return Kokkos::View<float*, DefaultMem, Unmanaged>(block_of(b) + l * k, static_cast<std::size_t>(k + 2));
+  }
+  Col r(index_t b) const { return Col(r_base + static_cast<std::size_t>(b * s * k), s, k); }
 };
 
-/// The replicas' mean of the `count` floats at `data` (the default space's memory): in place
-/// when the host can read that memory, else through a host copy (2·count floats over the bus).
-Status replica_average(const ReplicaAverage& average, float* data, std::size_t count) {
+/// Runs a replicas' collective `f(host_pointer)` on `count` floats at `data` (the default space's
+/// memory): in place when the host can read that memory, else through `host` (a buffer kept for
+/// the call, grown as needed), 2·count floats over the bus.
+template <class F>
+Status on_host(float* data, std::size_t count, std::vector<float>& host, const F& f) {
   if constexpr (Kokkos::SpaceAccessibility<Kokkos::HostSpace, DefaultMem>::accessible) {
     Kokkos::fence();
-    return average(data, count);
+    (void)host;
+    return f(data);
   } else {
-    std::vector<float> host(count);
+    if (host.size() < count) host.resize(count);
     const Kokkos::View<float*, DefaultMem, Unmanaged> d(data, count);
     const Kokkos::View<float*, Kokkos::HostSpace, Unmanaged> h(host.data(), count);
     Kokkos::deep_copy(h, d);
-    const Status s = average(host.data(), count);
+    const Status s = f(host.data());
     if (s == Status::ok) Kokkos::deep_copy(d, h);
     return s;
   }
@@ -190,104 +205,93 @@ bool cholesky_qr2(const DefaultExec& space, const Col& p, const Col& g, const Nu
   return true;
 }
 
-/// The computation of a validated call (a named function: nvcc allows no device lambda inside
-/// the lambda that status_guard takes).
-Status low_rank_compute(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u,
-                        const LowRankStepOptions& o, schatten::Workspace* workspace) {
-  const index_t rows = m.rows, cols = m.cols, k = q.rows;
-  const bool tall = rows >= cols;  // B = M (else Mᵀ): the view mt = Mᵀ is Bᵀ when tall, B when wide
-  Operand mo(m, true), qo(q, true), uo(u, false);
-  const Col& mt = mo.view();  // c × r
-  const Col& qv = qo.view();  // S × k: Q
-  const Col& ut = uo.view();  // c × r: Uᵀ
-  const bool replicated = static_cast<bool>(o.replicas);
-  const auto zero_update = [&] {  // every column dropped (below): U = 0, M and Q kept
-    Kokkos::deep_copy(ut, 0.0f);  // (the reference's fix_all_zero_or_nan)
-    uo.commit();
-    return Status::ok;
-  };
-  const double largest = max_abs(mt);
-  if (!std::isfinite(max_abs(qv))) return Status::non_finite_input;  // Q: the same on every replica
-  // One process refuses a non-finite M and returns U = 0 for a zero one here; replicas decide
-  // both after the first average (the header's protocol: nobody returns alone).
-  if (!replicated && !std::isfinite(largest)) return Status::non_finite_input;
-  if (!replicated && largest == 0.0) return zero_update();
-  CallWorkspace cw(workspace);
-  auto& ws = cw.get();
-  ws.reserve(Panels(nullptr, rows, cols, k, replicated).bytes);
-  const Panels panels(ws.data(), rows, cols, k, replicated);
-  const Col &p = panels.p, &r = panels.r;
-  const DefaultExec space;
-  const double elements = double(rows) * double(cols);
-  // ‖B‖_F: this process's, or (replicas) the mean of theirs, which the first average delivers.
-  double norm = std::isfinite(largest) ? frobenius(space, mt) : NAN;
-  double floor = 0.0;
-  std::vector<char> kept(static_cast<std::size_t>(k), 1);
-  Col x = qv;  // the right factor the iteration multiplies
-  for (int t = 0; t < o.power_iterations; ++t) {
-    gemm(space, tall ? "T" : "N", "N", 1.0f, mt, x, 0.0f, p);  // P = B X
-    if (replicated) {  // P̄ = mean(B_i X), and at t = 0 the mean of the ‖B_i‖_F behind it
-      const std::size_t count = static_cast<std::size_t>(p.size()) + (t == 0 ? 1 : 0);
-      if (t == 0) {  // carried as an rms, which a finite M keeps within float; NaN: M_i not finite
-        const float rms = static_cast<float>(norm / std::sqrt(elements));
-        Kokkos::deep_copy(space, Kokkos::View<float, DefaultMem, Unmanaged>(panels.slot), rms);
-      }
-      if (const Status s = replica_average(o.replicas, p.data(), count); s != Status::ok) return s;
-      if (t == 0) {
-        float mean = 0.0f;
-        Kokkos::deep_copy(Kokkos::View<float, Kokkos::HostSpace, Unmanaged>(&mean),
-                          Kokkos::View<float, DefaultMem, Unmanaged>(panels.slot));
-        if (std::isnan(mean)) return Status::non_finite_input;  // some replica's M_i + G_i overflowed
-        norm = double(mean) * std::sqrt(elements);
-        if (norm == 0.0) return zero_update();  // every M_i is zero: on every replica
-      }
-    }
-    if (!std::isfinite(max_abs(p))) return Status::out_of_range;  // beyond float: ‖M‖ near FLT_MAX
-    // The rounding floor of a column of P = fl(B X): 8·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
-    // "Columns at the rounding floor" gives the measurements behind the factor 8).
-    if (t == 0) floor = 8.0 * std::sqrt(double(std::min(rows, cols))) * 0x1p-24 * norm;
-    const std::vector<double> xn = column_norms(x, panels.numbers);
-    std::vector<double> need(xn.size());
-    for (std::size_t j = 0; j < need.size(); ++j)  // a margin of 100 over the floor (below)
-      need[j] = kept[j] ? 1e2 * floor * xn[j] : HUGE_VAL;
-    // Cholesky QR2 when every column is far above the floor (it keeps them all), else (or when
-    // it is off) the Householder QR, from P again if the Cholesky QR spoilt it (recomputed, or
-    // with replicas the averaged P̄ kept aside).
-    if (replicated && o.cholesky_qr) Kokkos::deep_copy(space, panels.backup, p);
-    if (!(o.cholesky_qr && cholesky_qr2(space, p, panels.g, panels.numbers, need))) {
-      if (o.cholesky_qr && replicated)
-        Kokkos::deep_copy(space, p, panels.backup);
-      else if (o.cholesky_qr)
-        gemm(space, tall ? "T" : "N", "N", 1.0f, mt, x, 0.0f, p);
-      const std::vector<double> diag = orthonormalise(p);
-      for (index_t j = 0; j < k; ++j) {
-        const std::size_t jj = static_cast<std::size_t>(j);
-        if (kept[jj] && diag[jj] > floor * xn[jj]) continue;
-        kept[jj] = 0;  // within rounding of the columns before it: p_j = 0, and Q_j is kept
-        Kokkos::deep_copy(space, Kokkos::subview(p, Kokkos::ALL, j), 0.0f);
-      }
-    }
-    gemm(space, tall ? "N" : "T", "N", 1.0f, mt, p, 0.0f, r);  // R = Bᵀ P
-    if (replicated)                                            // R̄ = mean(B_iᵀ P̄)
-      if (const Status s = replica_average(o.replicas, r.data(), static_cast<std::size_t>(r.size()));
-          s != Status::ok)
-        return s;
-    if (!std::isfinite(max_abs(r))) return Status::out_of_range;
-    x = r;
+/// A member of the batch: its operands (staged on a GPU build when in host memory) and where its
+/// iteration stands.
+struct Member {
+  Operand mo, qo, uo;
+  double largest = 0.0;  ///< max |M_i|
+  double norm = 0.0;     ///< ‖B‖_F: this process's, or (replicas) the mean of theirs
+  double floor = 0.0;    ///< the rounding floor of P's columns (below), set at t = 0
+  bool zero = false;     ///< every column dropped: U = 0, M and Q kept
+  std::vector<char> kept;
+  Col x;  ///< the right factor the iteration multiplies: Q, then R
+  Member(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u)
+      : mo(m, true), qo(q, true), uo(u, false) {}
+};
+
+/// A member's QR outcome that is not a Status: every M_i is zero (U = 0, M and Q kept).
+constexpr int kZeroMember = -1;
+
+/// The QR of member b's panel P (averaged over the replicas when there are some): at t = 0 with
+/// replicas, the mean norm the average delivered first (NaN: some replica's M_i + G_i overflowed;
+/// zero: every M_i is zero); then the check of P, the floor, and the QR (the header's orth() and
+/// its columns at the rounding floor). Returns 0, kZeroMember or a failing Status's code.
+int orthonormalise_member(const DefaultExec& space, const Panels& panels, Member& mb, index_t b, int t,
+                          const LowRankStepOptions& o, bool replicated, bool tall, double elements) {
+  const Col p = panels.p(b);
+  const Col& mt = mb.mo.view();
+  if (replicated && t == 0) {
+    float mean = 0.0f;
+    Kokkos::deep_copy(Kokkos::View<float, Kokkos::HostSpace, Unmanaged>(&mean),
+                      Kokkos::subview(panels.record(b), 0));
+    if (std::isnan(mean)) return static_cast<int>(Status::non_finite_input);
+    mb.norm = double(mean) * std::sqrt(elements);
+    if (mb.norm == 0.0) return kZeroMember;
   }
-  const float gamma = static_cast<float>(o.feedback);
+  if (!std::isfinite(max_abs(p))) return static_cast<int>(Status::out_of_range);  // ‖M‖ near FLT_MAX
+  // The rounding floor of a column of P = fl(B X): 8·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
+  // "Columns at the rounding floor" gives the measurements behind the factor 8).
+  if (t == 0) mb.floor = 8.0 * std::sqrt(double(panels.s)) * 0x1p-24 * mb.norm;
+  const std::vector<double> xn = column_norms(mb.x, panels.numbers);
+  std::vector<double> need(xn.size());
+  for (std::size_t j = 0; j < need.size(); ++j)  // a margin of 100 over the floor (below)
+    need[j] = mb.kept[j] ? 1e2 * mb.floor * xn[j] : HUGE_VAL;
+  // Cholesky QR2 when every column is far above the floor (it keeps them all), else (or when it
+  // is off) the Householder QR, from P again if the Cholesky QR spoilt it (recomputed, or with
+  // replicas the averaged P̄ kept aside).
+  if (replicated && o.cholesky_qr) Kokkos::deep_copy(space, panels.backup, p);
+  if (!(o.cholesky_qr && cholesky_qr2(space, p, panels.g, panels.numbers, need))) {
+    if (o.cholesky_qr && replicated)
+      Kokkos::deep_copy(space, p, panels.backup);
+    else if (o.cholesky_qr)
+      gemm(space, tall ? "T" : "N", "N", 1.0f, mt, mb.x, 0.0f, p);
+    const std::vector<double> diag = orthonormalise(p);
+    for (index_t j = 0; j < panels.k; ++j) {
+      const std::size_t jj = static_cast<std::size_t>(j);
+      if (mb.kept[jj] && diag[jj] > mb.floor * xn[jj]) continue;
+      mb.kept[jj] = 0;  // within rounding of the columns before it: p_j = 0, and Q_j is kept
+      Kokkos::deep_copy(space, Kokkos::subview(p, Kokkos::ALL, j), 0.0f);
+    }
+  }
+  return 0;
+}
+
+/// The error feedback, the new Q and U of a member whose iteration finished (its P̄ and R̄ final),
+/// or U = 0 for a zero member (the reference's fix_all_zero_or_nan); then its outputs written.
+void finish_member(const DefaultExec& space, const Panels& panels, Member& mb, index_t b, double feedback,
+                   double eps, bool tall) {
+  const Col& mt = mb.mo.view();
+  const Col& qv = mb.qo.view();
+  const Col& ut = mb.uo.view();
+  if (mb.zero) {
+    Kokkos::deep_copy(ut, 0.0f);
+    mb.uo.commit();
+    return;
+  }
+  const Col p = panels.p(b), r = panels.r(b);
+  const float gamma = static_cast<float>(feedback);
   if (gamma != 0.0f) {  // B ← B − γ P Rᵀ, i.e. Mᵀ ← Mᵀ − γ R Pᵀ (tall) or B = Mᵀ ← B − γ P Rᵀ (wide)
     if (tall)
       gemm(space, "N", "T", -gamma, r, p, 1.0f, mt);
     else
       gemm(space, "N", "T", -gamma, p, r, 1.0f, mt);
   }
-  normalise_columns(r, o.eps);  // the new Q, but for the dropped columns (zero in P and R here)
-  if (std::find(kept.begin(), kept.end(), 0) == kept.end()) {
+  normalise_columns(r, eps);  // the new Q, but for the dropped columns (zero in P and R here)
+  if (std::find(mb.kept.begin(), mb.kept.end(), 0) == mb.kept.end()) {
     Kokkos::deep_copy(space, qv, r);
   } else {
-    for (index_t j = 0; j < k; ++j)  // a dropped column keeps its Q_j, to be tried again next step
-      if (kept[static_cast<std::size_t>(j)])
+    for (index_t j = 0; j < panels.k; ++j)  // a dropped column keeps its Q_j, to be tried again next step
+      if (mb.kept[static_cast<std::size_t>(j)])
         Kokkos::deep_copy(space, Kokkos::subview(qv, Kokkos::ALL, j), Kokkos::subview(r, Kokkos::ALL, j));
   }
   if (tall)  // U = P Qᵀ: Uᵀ = Q Pᵀ
@@ -295,9 +299,152 @@ Status low_rank_compute(const MatrixRef<float>& m, const MatrixRef<float>& q, co
   else  // U = Q Pᵀ: Uᵀ = P Qᵀ
     gemm(space, "N", "T", 1.0f, p, r, 0.0f, ut);
   space.fence();
-  mo.commit();
-  qo.commit();
-  uo.commit();
+  mb.mo.commit();
+  mb.qo.commit();
+  mb.uo.commit();
+}
+
+/// The first replica of the members replica `rank` orthonormalises when the QRs are split:
+/// contiguous runs, ⌊rank·g/n⌋ up to the next replica's first.
+index_t first_member(int rank, index_t batch, int replicas) {
+  return static_cast<index_t>(static_cast<long long>(rank) * batch / replicas);
+}
+
+/// The computation of a validated call (a named function: nvcc allows no device lambda inside
+/// the lambda that status_guard takes). Every member has the same shape and rank.
+Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, const MatrixRef<float>* us,
+                        index_t batch, const LowRankStepOptions& o, schatten::Workspace* workspace) {
+  const index_t rows = ms[0].rows, cols = ms[0].cols, k = qs[0].rows;
+  const bool tall = rows >= cols;  // B = M (else Mᵀ): the view mt = Mᵀ is Bᵀ when tall, B when wide
+  const bool replicated = static_cast<bool>(o.replicas), split = o.replicas.split();
+  const DefaultExec space;
+  std::vector<Member> members;
+  members.reserve(static_cast<std::size_t>(batch));
+  for (index_t b = 0; b < batch; ++b)
+    members.emplace_back(ms[b], qs[b], us[b]);
+  for (Member& mb : members) {
+    mb.largest = max_abs(mb.mo.view());
+    if (!std::isfinite(max_abs(mb.qo.view()))) return Status::non_finite_input;  // the same on every replica
+  }
+  // One process refuses a non-finite M and drops a zero one here; replicas decide both after
+  // the first average (the header's protocol: nobody returns alone).
+  if (!replicated) {
+    for (Member& mb : members) {
+      if (!std::isfinite(mb.largest)) return Status::non_finite_input;
+      mb.zero = mb.largest == 0.0;
+    }
+  }
+  const auto all_zero = [&] {
+    return std::all_of(members.begin(), members.end(), [](const Member& mb) { return mb.zero; });
+  };
+  CallWorkspace cw(workspace);
+  auto& ws = cw.get();
+  const double elements = double(rows) * double(cols);
+  std::vector<float> host;  // the collectives' staging on a GPU build
+  if (!all_zero()) {
+    ws.reserve(Panels(nullptr, rows, cols, k, batch, replicated).bytes);
+    const Panels panels(ws.data(), rows, cols, k, batch, replicated);
+    // With split QRs, replica r orthonormalises the members [first(r), first(r + 1)): the
+    // averages of their panels are scattered to it, and its results gathered by all.
+    std::vector<std::size_t> counts;
+    if (split)
+      for (int r = 0; r < o.replicas.size; ++r)
+        counts.push_back(panels.block * static_cast<std::size_t>(first_member(r + 1, batch, o.replicas.size) -
+                                                                 first_member(r, batch, o.replicas.size)));
+    const index_t own_first = split ? first_member(o.replicas.rank, batch, o.replicas.size) : 0;
+    const index_t own_last = split ? first_member(o.replicas.rank + 1, batch, o.replicas.size) : batch;
+    for (Member& mb : members) {
+      mb.norm = std::isfinite(mb.largest) ? frobenius(space, mb.mo.view()) : NAN;
+      mb.kept.assign(static_cast<std::size_t>(k), 1);
+      mb.x = mb.qo.view();
+    }
+    for (int t = 0; t < o.power_iterations; ++t) {
+      for (index_t b = 0; b < batch; ++b) {
+        Member& mb = members[static_cast<std::size_t>(b)];
+        if (mb.zero) continue;
+        gemm(space, tall ? "T" : "N", "N", 1.0f, mb.mo.view(), mb.x, 0.0f, panels.p(b));  // P = B X
+        if (replicated &&
+            t == 0)  // carried as an rms, which a finite M keeps within float; NaN: M_i not finite
+          Kokkos::deep_copy(space, Kokkos::subview(panels.record(b), 0),
+                            static_cast<float>(mb.norm / std::sqrt(elements)));
+      }
+      if (replicated) {  // P̄ = mean(B_i X), and at t = 0 the mean of the ‖B_i‖_F behind it
+        const std::size_t whole = panels.block * static_cast<std::size_t>(batch);
+        // Unsplit: up to the last member's P (and its norm at t = 0): one P and one float for one member.
+        const std::size_t count =
+            whole - panels.block + static_cast<std::size_t>(panels.l * k) + (t == 0 ? 1 : 0);
+        const Status s = split ? on_host(panels.p_base, whole, host,
+                                         [&](float* d) { return o.replicas.average_scatter(d, counts); })
+                               : on_host(panels.p_base, count, host,
+                                         [&](float* d) { return o.replicas.average(d, count); });
+        if (s != Status::ok) return s;
+      }
+      for (index_t b = own_first; b < own_last; ++b) {
+        Member& mb = members[static_cast<std::size_t>(b)];
+        if (mb.zero) continue;
+        const int code = orthonormalise_member(space, panels, mb, b, t, o, replicated, tall, elements);
+        if (!split) {  // every replica decided alike, on the same averages
+          if (code > 0) return static_cast<Status>(code);
+          mb.zero = code == kZeroMember;
+          continue;
+        }
+        std::vector<float> rec(static_cast<std::size_t>(k + 2), 0.0f);  // its record, for the others
+        rec[1] = static_cast<float>(code);
+        for (std::size_t j = 0; j < mb.kept.size(); ++j)
+          rec[j + 2] = mb.kept[j] ? 1.0f : 0.0f;
+        const auto tail = Kokkos::subview(panels.record(b), std::make_pair(1, int(k) + 2));
+        Kokkos::deep_copy(
+            space, tail,
+            Kokkos::View<const float*, Kokkos::HostSpace, Unmanaged>(rec.data() + 1, rec.size() - 1));
+      }
+      if (split) {  // every member's P̄ and record from its replica; then every replica decides alike
+        const std::size_t whole = panels.block * static_cast<std::size_t>(batch);
+        if (const Status s =
+                on_host(panels.p_base, whole, host, [&](float* d) { return o.replicas.gather(d, counts); });
+            s != Status::ok)
+          return s;
+        for (index_t b = 0; b < batch; ++b) {
+          Member& mb = members[static_cast<std::size_t>(b)];
+          if (mb.zero) continue;
+          std::vector<float> rec(static_cast<std::size_t>(k + 2));
+          Kokkos::deep_copy(Kokkos::View<float*, Kokkos::HostSpace, Unmanaged>(rec.data(), rec.size()),
+                            panels.record(b));
+          const int code = static_cast<int>(rec[1]);
+          if (code > 0) return static_cast<Status>(code);  // the first failing member, on every replica
+          mb.zero = code == kZeroMember;
+          for (std::size_t j = 0; j < mb.kept.size(); ++j)
+            mb.kept[j] = rec[j + 2] != 0.0f;
+        }
+      }
+      if (all_zero()) break;  // every M̄ zero, on every replica: U = 0 (M and Q kept)
+      for (index_t b = 0; b < batch; ++b) {
+        const Member& mb = members[static_cast<std::size_t>(b)];
+        if (mb.zero)  // (its R takes part in the average: zeros, unread)
+          Kokkos::deep_copy(space, panels.r(b), 0.0f);
+        else
+          gemm(space, tall ? "N" : "T", "N", 1.0f, mb.mo.view(), panels.p(b), 0.0f, panels.r(b));  // R = Bᵀ P̄
+      }
+      if (replicated) {  // R̄ = mean(B_iᵀ P̄), every member's in one call
+        const std::size_t count = static_cast<std::size_t>(panels.s * k * batch);
+        if (const Status s =
+                on_host(panels.r_base, count, host, [&](float* d) { return o.replicas.average(d, count); });
+            s != Status::ok)
+          return s;
+      }
+      for (index_t b = 0; b < batch; ++b) {
+        Member& mb = members[static_cast<std::size_t>(b)];
+        if (mb.zero) continue;
+        if (!std::isfinite(max_abs(panels.r(b)))) return Status::out_of_range;
+        mb.x = panels.r(b);
+      }
+    }
+    for (index_t b = 0; b < batch; ++b)
+      finish_member(space, panels, members[static_cast<std::size_t>(b)], b, o.feedback, o.eps, tall);
+    return Status::ok;
+  }
+  for (index_t b = 0; b < batch; ++b)  // every member zero in one process: no panels
+    finish_member(space, Panels(nullptr, rows, cols, k, batch, false), members[static_cast<std::size_t>(b)],
+                  b, o.feedback, o.eps, tall);
   return Status::ok;
 }
 
@@ -310,33 +457,61 @@ bool overlap(const float* a, index_t na, const float* b, index_t nb) {
 }  // namespace kokkos::detail
 
 std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank, bool replicas) {
-  if (rows <= 0 || cols <= 0 || rank <= 0) return 0;
-  return kokkos::detail::Panels(nullptr, rows, cols, rank, replicas).bytes;
+  return low_rank_batch_workspace_bytes(rows, cols, rank, 1, replicas);
 }
 
-Status low_rank_power_step(MatrixRef<float> m, MatrixRef<float> q, MatrixRef<float> u,
-                           const LowRankStepOptions& o, Workspace* workspace) {
+std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t rank, index_t batch,
+                                           bool replicas) {
+  if (rows <= 0 || cols <= 0 || rank <= 0 || batch <= 0) return 0;
+  return kokkos::detail::Panels(nullptr, rows, cols, rank, batch, replicas).bytes;
+}
+
+namespace {
+
+/// The argument checks of one member (the header's "Arguments"), and its shape against the first's.
+bool valid_member(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u,
+                  const MatrixRef<float>& m0, const MatrixRef<float>& q0) {
   using schatten::detail::check_layout;
-  schatten::detail::ensure_runtime();
   for (const MatrixRef<float>* a : {&m, &q, &u})
     if (check_layout(BatchedMatrixRef<float>(*a), true) != nullptr ||
         (a->rows > 0 && a->cols > 0 && (a->row_stride != a->cols || a->col_stride != 1)))
-      return Status::invalid_argument;  // contiguous row-major only
-  if (u.rows != m.rows || u.cols != m.cols || q.memory != m.memory || u.memory != m.memory)
-    return Status::invalid_argument;
+      return false;  // contiguous row-major only
+  if (u.rows != m.rows || u.cols != m.cols || q.memory != m.memory || u.memory != m.memory) return false;
+  if (m.rows != m0.rows || m.cols != m0.cols || q.rows != q0.rows || q.cols != q0.cols ||
+      m.memory != m0.memory)
+    return false;  // one shape and memory kind for the batch
+  if (m.empty()) return true;
+  const index_t s = std::min(m.rows, m.cols);
+  if (q.cols != s || q.rows < 1 || q.rows > s) return false;
+  const index_t nm = m.size(), nq = q.size(), nu = u.size();
+  return !kokkos::detail::overlap(m.data, nm, q.data, nq) &&
+         !kokkos::detail::overlap(m.data, nm, u.data, nu) && !kokkos::detail::overlap(q.data, nq, u.data, nu);
+}
+
+}  // namespace
+
+Status low_rank_power_step_batch(const MatrixRef<float>* m, const MatrixRef<float>* q,
+                                 const MatrixRef<float>* u, index_t batch, const LowRankStepOptions& o,
+                                 Workspace* workspace) {
+  schatten::detail::ensure_runtime();
+  if (batch < 1 || m == nullptr || q == nullptr || u == nullptr) return Status::invalid_argument;
+  for (index_t b = 0; b < batch; ++b)
+    if (!valid_member(m[b], q[b], u[b], m[0], q[0])) return Status::invalid_argument;
   if (!(o.power_iterations >= 1 && o.power_iterations <= 100) ||
       !(std::isfinite(o.feedback) && o.feedback >= 0.0 && o.feedback <= 1.0) ||
       !(std::isfinite(o.eps) && o.eps > 0.0))
     return Status::invalid_argument;
-  if (m.empty()) return Status::ok;
-  const index_t s = std::min(m.rows, m.cols);
-  if (q.cols != s || q.rows < 1 || q.rows > s) return Status::invalid_argument;
-  const index_t nm = m.size(), nq = q.size(), nu = u.size();
-  if (kokkos::detail::overlap(m.data, nm, q.data, nq) || kokkos::detail::overlap(m.data, nm, u.data, nu) ||
-      kokkos::detail::overlap(q.data, nq, u.data, nu))
+  const Replicas& r = o.replicas;
+  if (r && (r.size < 1 || r.rank < 0 || r.rank >= r.size || bool(r.average_scatter) != bool(r.gather)))
     return Status::invalid_argument;
+  if (m[0].empty()) return Status::ok;
   return kokkos::detail::status_guard(
-      [&] { return kokkos::detail::low_rank_compute(m, q, u, o, workspace); });
+      [&] { return kokkos::detail::low_rank_compute(m, q, u, batch, o, workspace); });
+}
+
+Status low_rank_power_step(MatrixRef<float> m, MatrixRef<float> q, MatrixRef<float> u,
+                           const LowRankStepOptions& o, Workspace* workspace) {
+  return low_rank_power_step_batch(&m, &q, &u, 1, o, workspace);
 }
 
 }  // namespace schatten

@@ -50,6 +50,10 @@ class Communicator {
   /// MPI leaves the order of the additions to the implementation).
   void allreduce_sum(float* v, std::size_t n) const;
   void allreduce_sum(double* v, std::size_t n) const;
+  /// In place: block r is buf[displs[r], displs[r] + counts[r]) with displs[r] = Σ_{s<r} counts[s];
+  /// afterwards this rank's block holds the element-wise sum over ranks of their blocks of that
+  /// rank (MPI_Reduce_scatter), the other blocks unspecified. Σ counts ≤ 2³¹ − 1 (the caller checks).
+  void reduce_scatter_sum(float* buf, const std::vector<std::int64_t>& counts) const;
   /// out[r·n + k] = rank r's in[k] (every rank gets all); `out` has size()·n elements.
   void allgather(const std::int64_t* in, std::size_t n, std::int64_t* out) const;
   /// In place: rank r's block is buf[displs[r], displs[r] + counts[r]); afterwards every rank

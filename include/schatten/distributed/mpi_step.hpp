@@ -516,21 +516,52 @@ class DistributedPartition {
         rlabels.push_back(labels_[i]);
       }
       const Communicator comm = comm_;
-      const ReplicaAverage average = [comm](float* data, std::size_t count) {
+      const float inv = 1.0f / static_cast<float>(comm.size());
+      Replicas replicas = ReplicaAverage([comm, inv](float* data, std::size_t count) {
         comm.allreduce_sum(data, count);
-        const float inv = 1.0f / static_cast<float>(comm.size());
         for (std::size_t e = 0; e < count; ++e)
           data[e] *= inv;
         return Status::ok;
-      };
+      });
+      if (comm.size() > 1) {  // the panels' QRs split across the ranks (low_rank_power_step_batch)
+        const auto blocks = [](const std::vector<std::size_t>& counts, std::vector<std::int64_t>& c,
+                               std::vector<std::int64_t>& d) {
+          std::int64_t at = 0;
+          for (const std::size_t count : counts) {
+            c.push_back(static_cast<std::int64_t>(count));
+            d.push_back(at);
+            at += static_cast<std::int64_t>(count);
+          }
+          return at <= std::int64_t(INT_MAX);  // MPI's counts (the same on every rank)
+        };
+        replicas.average_scatter = [comm, inv, blocks](float* data, const std::vector<std::size_t>& counts) {
+          std::vector<std::int64_t> c, d;
+          if (!blocks(counts, c, d)) return Status::out_of_range;
+          comm.reduce_scatter_sum(data, c);
+          const std::size_t own = static_cast<std::size_t>(comm.rank());
+          for (std::int64_t e = d[own]; e < d[own] + c[own]; ++e)
+            data[e] *= inv;
+          return Status::ok;
+        };
+        replicas.gather = [comm, blocks](float* data, const std::vector<std::size_t>& counts) {
+          std::vector<std::int64_t> c, d;
+          if (!blocks(counts, c, d)) return Status::out_of_range;
+          comm.allgatherv(data, c, d);
+          return Status::ok;
+        };
+        replicas.rank = comm.rank();
+        replicas.size = comm.size();
+      }
       std::apply(
           [&](const auto&... rt) {
             replicas_.emplace(
                 optim::partition(std::move(rspecs), std::move(rlabels),
-                                 optim::Route<Rules>{rt.label, optim::with_replicas(rt.rule, average)}...));
+                                 optim::Route<Rules>{rt.label, optim::with_replicas(rt.rule, replicas)}...));
           },
           routes_);
-      replicas_->set_batching(false);  // one at a time (Dion has no batched form), in parameter order
+      // Groups of one member per rank, as microsoft/dion's batches: each rank orthonormalises
+      // one panel of each group (a shape's last group may be smaller). In parameter order.
+      replicas_->set_batching(comm.size() > 1, static_cast<std::size_t>(comm.size()));
       replicas_->set_non_finite_policy(optim::NonFinitePolicy::error);
       r = replicas_->init();
       if (!r && r.bad_param >= 0)

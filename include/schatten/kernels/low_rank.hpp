@@ -10,6 +10,9 @@
 
 #include <cstddef>
 #include <functional>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/status.hpp"
@@ -24,6 +27,35 @@ namespace schatten {
 /// empty.
 using ReplicaAverage = std::function<Status(float* data, std::size_t count)>;
 
+/// A collective over the replicas' consecutive blocks, in place in host memory: block r holds
+/// counts[r] floats and starts where block r − 1 ends (Σ counts floats at `data`). Same calling
+/// rules and return as ReplicaAverage.
+using ReplicaExchange = std::function<Status(float* data, const std::vector<std::size_t>& counts)>;
+
+/// The replicas' collectives (low_rank_power_step's "Replicas"). `average` alone: every replica
+/// orthonormalises every panel. With `average_scatter` and `gather` as well (both or neither), and
+/// this replica's `rank` among `size`, low_rank_power_step_batch splits the batch's QRs across the
+/// replicas as microsoft/dion's dion_update_ddp does (its reduce-scatter and all-gather):
+/// - `average_scatter`: replica r's block receives the replicas' mean of that block (the other
+///   blocks may hold anything afterwards);
+/// - `gather`: every replica receives every replica's block r from replica r.
+/// Convertible from a ReplicaAverage (or any callable that makes one): `o.replicas = average`.
+struct Replicas {
+  ReplicaAverage average;
+  ReplicaExchange average_scatter;
+  ReplicaExchange gather;
+  int rank = 0;  ///< this replica, in [0, size)
+  int size = 1;  ///< the number of replicas n (≥ 1)
+
+  Replicas() = default;
+  template <class F, std::enable_if_t<std::is_constructible_v<ReplicaAverage, F>, int> = 0>
+  Replicas(F f) : average(std::move(f)) {}  // NOLINT: implicit, see above
+  /// Set: the call is one replica's (an `average` is given).
+  explicit operator bool() const { return static_cast<bool>(average); }
+  /// The QRs are split across the replicas (scatter and gather given, more than one replica).
+  bool split() const { return average && average_scatter && gather && size > 1; }
+};
+
 struct LowRankStepOptions {
   int power_iterations = 1;  ///< t ≥ 1 (the reference's power_iters), at most 100
   double feedback = 0.05;    ///< γ = 1 − μ ∈ [0, 1]: the fraction of the captured part removed from M
@@ -32,12 +64,17 @@ struct LowRankStepOptions {
   /// always the Householder QR.
   bool cholesky_qr = true;
   /// Empty: one process. Set: the compressed data-parallel step ("Replicas" below).
-  ReplicaAverage replicas;
+  Replicas replicas;
 };
 
 /// Workspace bytes of low_rank_power_step() for an r × c momentum and rank k (P, R and a k × k
 /// Gram, in the memory of the default execution space; with `replicas`, one more L × k panel).
 std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank, bool replicas = false);
+/// Workspace bytes of low_rank_power_step_batch() for `batch` members of that shape and rank:
+/// batch P and R panels (each P followed by k + 2 floats), one Gram, and with `replicas` one
+/// more L × k panel.
+std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t rank, index_t batch,
+                                           bool replicas = false);
 
 /// One step of Dion's amortised power iteration, in place. With B = M when r ≥ c and B = Mᵀ
 /// when r < c (the reference's transpose: B is L × S, L = max(r, c) ≥ S = min(r, c)), and the
@@ -90,7 +127,7 @@ std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank, b
 /// averaged values and of Q, so replicas running the same build stay bit-identical (the caller
 /// verifies: DistributedPartition compares the updates' hashes). Protocol, so that no replica
 /// waits alone: a call that passes the argument checks (shapes, options and Q, which every
-/// replica sees alike) calls `replicas` 2t times on every replica, and stops earlier only right
+/// replica sees alike) calls `replicas.average` 2t times on every replica, and stops earlier only right
 /// after an average, on what it delivered, so on every replica together: a local NaN/Inf in M_i
 /// (M_i + G_i overflowed) travels through the first average as NaN and every replica returns
 /// non_finite_input; P̄ or R̄ beyond float → out_of_range everywhere; an all-zero M̄ gives U = 0
@@ -110,5 +147,26 @@ std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank, b
 /// column norms in double. Synchronous.
 Status low_rank_power_step(MatrixRef<float> m, MatrixRef<float> q, MatrixRef<float> u,
                            const LowRankStepOptions& options = {}, Workspace* workspace = nullptr);
+
+/// low_rank_power_step() on `batch` ≥ 1 members of one shape and rank at once: member b is
+/// (m[b], q[b], u[b]), each checked as low_rank_power_step() checks its arguments (and against
+/// member 0's shapes and memory kind). Every member gets the single call's arithmetic (the same
+/// bits as a call of its own in one process); what the batch adds is one collective per stage
+/// for all members with replicas, and with split QRs (Replicas::split()) the division of the
+/// QRs: replica r orthonormalises the members [⌊r·g/n⌋, ⌊(r + 1)·g/n⌋), and per iteration
+///   P_b = B_b X_b for every b  →  average_scatter (each replica's members' means reach it)
+///   →  QR of its own members   →  gather (each member's P̄, its QR's status and kept columns)
+///   →  R_b = B_bᵀ P̄_b for every b  →  average (all R panels in one call).
+/// P̄ then comes from one replica, so the replicas hold its bits alike whatever their MPI's sums.
+/// The protocol of "Replicas" holds for the batch as a whole: a call that passes the checks makes
+/// the same t·(2 or 3) collective calls on every replica (fewer only when it stops right after
+/// a collective, on what it delivered: the first failing member's status, in member order, on
+/// every replica); an M̄ that is zero gives that member U = 0 (M and Q kept) and the others go on.
+/// Nothing is written unless the status is ok. Extra traffic over separate calls with split QRs:
+/// k + 1 floats per member and iteration (the record). Cost: the sum of the members' GEMMs, and
+/// of the QRs 1/n of the batch's on each replica (at most ⌈g/n⌉ members).
+Status low_rank_power_step_batch(const MatrixRef<float>* m, const MatrixRef<float>* q,
+                                 const MatrixRef<float>* u, index_t batch,
+                                 const LowRankStepOptions& options = {}, Workspace* workspace = nullptr);
 
 }  // namespace schatten

@@ -145,6 +145,13 @@ class Chain {
     }
   }
 
+  /// True when some rule uses its batched form now (optim::batch_enabled): otherwise a
+  /// partition runs the chain per block.
+  template <bool B = batches, std::enable_if_t<B, int> = 0>
+  bool batch_enabled() const {
+    return std::apply([](const auto&... r) { return (optim::batch_enabled(r) || ...); }, rules_);
+  }
+
   /// Scratch bytes of update_batch for `batch` blocks of `shape`: the largest of the batched
   /// rules' (they run one after the other on one workspace).
   template <bool B = batches, std::enable_if_t<B, int> = 0>
@@ -157,7 +164,8 @@ class Chain {
 
   /// The chain over `batch` same-shape blocks held contiguously in `u` (rule.hpp), stage by
   /// stage: a rule with a batched form runs once for the whole batch (one kernel call for the
-  /// matrix functions), every other rule runs per block. Each block gets exactly the arithmetic
+  /// matrix functions), every other rule (and one that declines its batched form,
+  /// optim::batch_enabled) runs per block. Each block gets exactly the arithmetic
   /// of update(). Like update_unguarded(): the caller has scanned the gradients for NaN/Inf and
   /// restores the states itself when a rule fails (u and the states may then hold partial
   /// results). invalid_argument, before anything is touched, when a state was sized for
@@ -196,7 +204,7 @@ class Chain {
   template <class R>
   static std::size_t batch_bytes_of(const R& r, const BlockShape& shape, index_t batch) {
     if constexpr (has_update_batch<R>::value)
-      return r.batch_workspace_bytes(shape, batch);
+      return optim::batch_enabled(r) ? r.batch_workspace_bytes(shape, batch) : 0;
     else
       return 0;
   }
@@ -211,15 +219,16 @@ class Chain {
     const auto& rule = std::get<I>(rules_);
     using R = std::tuple_element_t<I, std::tuple<Rules...>>;
     if constexpr (has_update_batch<R>::value) {
-      const StateList<typename R::State> children{&states, &child_state<I>, states.size};
-      return rule.update_batch(u, children, params, ws);
-    } else {
-      for (index_t b = 0; b < u.batch; ++b)
-        if (const Status s = rule.update(block_of(u, b), child_state<I>(&states, b), params[b]);
-            s != Status::ok)
-          return s;
-      return Status::ok;
+      if (optim::batch_enabled(rule)) {
+        const StateList<typename R::State> children{&states, &child_state<I>, states.size};
+        return rule.update_batch(u, children, params, ws);
+      }
     }
+    for (index_t b = 0; b < u.batch; ++b)
+      if (const Status s = rule.update(block_of(u, b), child_state<I>(&states, b), params[b]);
+          s != Status::ok)
+        return s;
+    return Status::ok;
   }
   template <std::size_t... I>
   Status run_batch(BatchedMatrixRef<float> u, StateList<State>& states, ParamList params, Workspace& ws,

@@ -394,7 +394,7 @@ struct DionDirection {
   /// compressed data-parallel step over replicas that each sum their own, un-reduced gradients
   /// into their own M (kernels/low_rank.hpp, "Replicas"). Not part of config(): the replicas'
   /// mean momentum is the one-process state (a checkpoint holds that mean).
-  ReplicaAverage replicas;
+  Replicas replicas;
 
   struct State {
     std::int64_t count = 0;
@@ -440,11 +440,49 @@ struct DionDirection {
       add_scaled(m, u, 1.0f);  // M ← M + G (1·g is g exactly)
       const index_t k = rank(u.rows, u.cols);
       const MatrixRef<float> q(s.q.data(), k, std::min(u.rows, u.cols), u.memory);
-      const Status st = low_rank_power_step(m, q, u, {power_iterations, 1.0 - mu, eps, cholesky_qr, replicas},
-                                            s.workspace.get());
+      // Alone, every replica takes the QR (two collectives; splitting one QR gains nothing).
+      const Status st = low_rank_power_step(
+          m, q, u, {power_iterations, 1.0 - mu, eps, cholesky_qr, Replicas(replicas.average)},
+          s.workspace.get());
       if (st != Status::ok) return st;  // the chain restores M
     }
     ++s.count;
+    return Status::ok;
+  }
+
+  /// The batched form (optim::batch_enabled) only when the replicas split their QRs
+  /// (Replicas::split()): in one process, or when every replica takes every QR, a batch would
+  /// only add the partition's copies.
+  bool batch_enabled() const { return replicas.split(); }
+  /// The kernel's workspace for `batch` members (low_rank_batch_workspace_bytes).
+  std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
+    const index_t k = rank(s.rows, s.cols);
+    return k > 0 ? low_rank_batch_workspace_bytes(s.rows, s.cols, k, batch, bool(replicas)) : 0;
+  }
+  /// update() of each block in one low_rank_power_step_batch() call: M_b ← M_b + G_b for every
+  /// block, then the kernel (the replicas' collectives once per stage for the batch, each
+  /// replica orthonormalising its share of the panels). Each block gets update()'s arithmetic.
+  Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList, Workspace& ws) const {
+    for (index_t b = 0; b < states.size; ++b)
+      if (!fits(states[b], u.rows, u.cols)) return Status::invalid_argument;
+    if (u.rows > 0 && u.cols > 0) {
+      const index_t k = rank(u.rows, u.cols), s = std::min(u.rows, u.cols);
+      std::vector<MatrixRef<float>> ms, qs, us;
+      for (index_t b = 0; b < states.size; ++b) {
+        const Block ub = block_of(u, b);
+        const Block m = block_like(states[b].m, ub);
+        add_scaled(m, ub, 1.0f);  // M ← M + G (1·g is g exactly)
+        ms.push_back(m);
+        qs.emplace_back(states[b].q.data(), k, s, u.memory);
+        us.push_back(ub);
+      }
+      const Status st =
+          low_rank_power_step_batch(ms.data(), qs.data(), us.data(), states.size,
+                                    {power_iterations, 1.0 - mu, eps, cholesky_qr, replicas}, &ws);
+      if (st != Status::ok) return st;  // the partition restores the states
+    }
+    for (index_t b = 0; b < states.size; ++b)
+      ++states[b].count;
     return Status::ok;
   }
 
@@ -487,22 +525,21 @@ struct DionDirection {
 template <class R, class = void>
 struct takes_replicas : std::false_type {};
 template <class R>
-struct takes_replicas<R, std::void_t<decltype(std::declval<R&>().replicas = ReplicaAverage{})>>
-    : std::true_type {};
+struct takes_replicas<R, std::void_t<decltype(std::declval<R&>().replicas = Replicas{})>> : std::true_type {};
 template <class First, class... Rest>
 struct takes_replicas<Chain<First, Rest...>, void> : takes_replicas<First> {};
 
-/// A copy of `rule` whose replica hook (its own, or its first link's) is `average`; a rule that
-/// does not take replicas comes back unchanged.
+/// A copy of `rule` whose replicas' collectives (its own, or its first link's) are `replicas`
+/// (a ReplicaAverage converts); a rule that does not take replicas comes back unchanged.
 template <class R>
-R with_replicas(R rule, const ReplicaAverage& average) {
+R with_replicas(R rule, const Replicas& replicas) {
   if constexpr (takes_replicas<R>::value) {
     if constexpr (detail::is_chain<R>::value) {
       auto links = rule.rules();
-      std::get<0>(links) = with_replicas(std::get<0>(links), average);
+      std::get<0>(links) = with_replicas(std::get<0>(links), replicas);
       return std::make_from_tuple<R>(std::move(links));
     } else {
-      rule.replicas = average;
+      rule.replicas = replicas;
     }
   }
   return rule;
@@ -528,7 +565,7 @@ struct DionOptions {
 };
 inline auto dion(const DionOptions& o = {}) {
   return chain(DionDirection{o.rank_fraction, o.rank_multiple_of, o.mu, o.power_iterations, o.eps, o.seed,
-                             o.cholesky_qr, ReplicaAverage{}},
+                             o.cholesky_qr, Replicas{}},
                ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 

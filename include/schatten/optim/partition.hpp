@@ -180,8 +180,9 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
 ///
 /// **Same-shape batching** (on by default, set_batching()): when a route's rule has a batched
 /// form (has_update_batch: a chain containing Orthogonalize, OrthogonalizeWeights,
-/// MuAdamDirection, SpectralPower, SpectralClip, SpectralClipWeights, KaonSpectrum or
-/// Dion2Direction), init() groups the parameters of that route whose flattened shapes are equal
+/// MuAdamDirection, SpectralPower, SpectralClip, SpectralClipWeights, KaonSpectrum,
+/// Dion2Direction, or DionDirection whose replicas split their QRs) that it uses at init()
+/// (optim::batch_enabled), init() groups the parameters of that route whose flattened shapes are equal
 /// (groups of two or more). In step 2 a group is one unit: its gradients are copied into a
 /// contiguous batch buffer, the chain runs stage by stage over the group (element-wise rules
 /// per block, the matrix function as ONE batched kernel call), and the updates are copied back
@@ -586,6 +587,7 @@ class Partition {
   void init_route_groups() {
     using R = std::tuple_element_t<I, std::tuple<Rules...>>;
     if constexpr (has_update_batch<R>::value) {
+      if (!batch_enabled(std::get<I>(routes_).rule)) return;  // declined now: per parameter
       std::vector<Group> found;
       for (std::size_t i = 0; i < params_.size(); ++i) {
         if (which_[i] != static_cast<int>(I)) continue;

@@ -27,7 +27,12 @@
 /// u.data + b·rows·cols); `states[b]` and `params[b]` belong to block b; `ws` is scratch the
 /// caller reserved with batch_workspace_bytes(). The result must equal `update` applied to each
 /// block in turn. On failure the states and `u` may hold partial results: the caller (Partition)
-/// restores the states from its copies.
+/// restores the states from its copies. A rule whose batched form pays only in some
+/// configurations may decline it at run time with
+///
+///     bool batch_enabled() const;                // false: run it per block (default: true)
+///
+/// (DionDirection batches only when its replicas split their QRs); `batch_enabled(rule)` below.
 ///
 /// `update` may fail only before it writes anything (it returns the failing status and leaves
 /// `u` and the state as they were); chains check the gradient for NaN/Inf once, before any
@@ -174,6 +179,24 @@ struct has_update_batch<
                        std::declval<ParamList>(), std::declval<Workspace&>())),
                    decltype(std::declval<const R&>().batch_workspace_bytes(std::declval<const BlockShape&>(),
                                                                            index_t(1)))>> : std::true_type {};
+
+/// Detects the optional run-time switch of a batched form (see the file comment).
+template <class R, class = void>
+struct has_batch_switch : std::false_type {};
+template <class R>
+struct has_batch_switch<R, std::void_t<decltype(bool(std::declval<const R&>().batch_enabled()))>>
+    : std::true_type {};
+
+/// True when `rule` has a batched form and uses it now (its batch_enabled(), else true).
+template <class R>
+bool batch_enabled(const R& rule) {
+  if constexpr (!has_update_batch<R>::value)
+    return false;
+  else if constexpr (has_batch_switch<R>::value)
+    return rule.batch_enabled();
+  else
+    return true;
+}
 
 /// Builds a rule's signature "name(key=value,...)": its name and every hyper-parameter, numbers
 /// printed exactly (%.17g). Rules expose it as `std::string config() const`; checkpoints store
