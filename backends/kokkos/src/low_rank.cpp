@@ -266,18 +266,19 @@ int orthonormalise_member(const DefaultExec& space, const Panels& panels, Member
   return 0;
 }
 
-/// The error feedback, the new Q and U of a member whose iteration finished (its P̄ and R̄ final),
-/// or U = 0 for a zero member (the reference's fix_all_zero_or_nan); then its outputs written.
+/// U = 0 for a zero member, M and Q kept (the reference's fix_all_zero_or_nan), written.
+void finish_zero_member(Member& mb) {
+  Kokkos::deep_copy(mb.uo.view(), 0.0f);
+  mb.uo.commit();
+}
+
+/// The error feedback, the new Q and U of a member whose iteration finished (its P̄ and R̄ final);
+/// then its outputs written.
 void finish_member(const DefaultExec& space, const Panels& panels, Member& mb, index_t b, double feedback,
                    double eps, bool tall) {
   const Col& mt = mb.mo.view();
   const Col& qv = mb.qo.view();
   const Col& ut = mb.uo.view();
-  if (mb.zero) {
-    Kokkos::deep_copy(ut, 0.0f);
-    mb.uo.commit();
-    return;
-  }
   const Col p = panels.p(b), r = panels.r(b);
   const float gamma = static_cast<float>(feedback);
   if (gamma != 0.0f) {  // B ← B − γ P Rᵀ, i.e. Mᵀ ← Mᵀ − γ R Pᵀ (tall) or B = Mᵀ ← B − γ P Rᵀ (wide)
@@ -304,8 +305,8 @@ void finish_member(const DefaultExec& space, const Panels& panels, Member& mb, i
   mb.uo.commit();
 }
 
-/// The first replica of the members replica `rank` orthonormalises when the QRs are split:
-/// contiguous runs, ⌊rank·g/n⌋ up to the next replica's first.
+/// The first of the members that replica `rank` orthonormalises when the QRs are split: contiguous
+/// runs, ⌊rank·g/n⌋ up to the next replica's first.
 index_t first_member(int rank, index_t batch, int replicas) {
   return static_cast<index_t>(static_cast<long long>(rank) * batch / replicas);
 }
@@ -363,8 +364,9 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
         Member& mb = members[static_cast<std::size_t>(b)];
         if (mb.zero) continue;
         gemm(space, tall ? "T" : "N", "N", 1.0f, mb.mo.view(), mb.x, 0.0f, panels.p(b));  // P = B X
-        if (replicated &&
-            t == 0)  // carried as an rms, which a finite M keeps within float; NaN: M_i not finite
+        // With replicas, ‖B_i‖_F travels in P's record, as an rms, which a finite M keeps within
+        // float (NaN: M_i not finite).
+        if (replicated && t == 0)
           Kokkos::deep_copy(space, Kokkos::subview(panels.record(b), 0),
                             static_cast<float>(mb.norm / std::sqrt(elements)));
       }
@@ -438,13 +440,17 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
         mb.x = panels.r(b);
       }
     }
-    for (index_t b = 0; b < batch; ++b)
-      finish_member(space, panels, members[static_cast<std::size_t>(b)], b, o.feedback, o.eps, tall);
+    for (index_t b = 0; b < batch; ++b) {
+      Member& mb = members[static_cast<std::size_t>(b)];
+      if (mb.zero)
+        finish_zero_member(mb);
+      else
+        finish_member(space, panels, mb, b, o.feedback, o.eps, tall);
+    }
     return Status::ok;
   }
-  for (index_t b = 0; b < batch; ++b)  // every member zero in one process: no panels
-    finish_member(space, Panels(nullptr, rows, cols, k, batch, false), members[static_cast<std::size_t>(b)],
-                  b, o.feedback, o.eps, tall);
+  for (Member& mb : members)  // every member zero in one process: no panels
+    finish_zero_member(mb);
   return Status::ok;
 }
 
