@@ -163,7 +163,8 @@ Status low_rank_power_step(MatrixRef<float> m, MatrixRef<float> q, MatrixRef<flo
 /// a collective, on what it delivered: the first failing member's status, in member order, on
 /// every replica); an M̄ that is zero gives that member U = 0 (M and Q kept) and the others go on.
 /// Nothing is written unless the status is ok. Extra traffic over separate calls with split QRs:
-/// k + 1 floats per member and iteration (the record). Cost: the sum of the members' GEMMs, and
+/// the record, k + 2 floats per member and iteration (one of which the first iteration of a
+/// separate call sends too: the carried norm). Cost: the sum of the members' GEMMs, and
 /// of the QRs 1/n of the batch's on each replica (at most ⌈g/n⌉ members).
 Status low_rank_power_step_batch(const MatrixRef<float>* m, const MatrixRef<float>* q,
                                  const MatrixRef<float>* u, index_t batch,

@@ -461,7 +461,10 @@ struct DionDirection {
   }
   /// update() of each block in one low_rank_power_step_batch() call: M_b ← M_b + G_b for every
   /// block, then the kernel (the replicas' collectives once per stage for the batch, each
-  /// replica orthonormalising its share of the panels). Each block gets update()'s arithmetic.
+  /// replica orthonormalising its share of the panels). Each block gets update()'s arithmetic,
+  /// but for the averages' sums, which a reduce-scatter may add in another order than update()'s
+  /// all-reduce (MPI leaves the order to the implementation; the step of the mean to rounding
+  /// either way).
   Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList, Workspace& ws) const {
     for (index_t b = 0; b < states.size; ++b)
       if (!fits(states[b], u.rows, u.cols)) return Status::invalid_argument;
