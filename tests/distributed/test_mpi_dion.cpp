@@ -16,6 +16,8 @@
 #include <filesystem>
 #include <limits>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "schatten/core/random.hpp"
@@ -131,6 +133,30 @@ std::vector<std::vector<float>> passed_gradients(int t) {
   auto g = own_gradients(world().rank(), t);
   g[3] = mean_gradients(t)[3];
   return g;
+}
+
+/// A rank-1 gradient c_r·a bᵀ (c_r = 1 + rank; a and b Gaussian from `seed`): this rank's, and
+/// the ranks' mean c̄·a bᵀ that one process would get.
+std::pair<std::vector<float>, std::vector<float>> rank_one_gradients(std::size_t rows, std::size_t cols,
+                                                                     std::uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> a(rows), b(cols);
+  for (float& x : a)
+    x = static_cast<float>(rng.normal());
+  for (float& x : b)
+    x = static_cast<float>(rng.normal());
+  const int n = world().size();
+  double cbar = 0.0;
+  for (int r = 0; r < n; ++r)
+    cbar += (1.0 + r) / n;
+  std::vector<float> mine(rows * cols), mean(rows * cols);
+  for (std::size_t i = 0; i < rows; ++i)
+    for (std::size_t j = 0; j < cols; ++j) {
+      const float ab = a[i] * b[j];
+      mine[i * cols + j] = static_cast<float>(1.0 + world().rank()) * ab;
+      mean[i * cols + j] = static_cast<float>(cbar * ab);
+    }
+  return {mine, mean};
 }
 
 /// max |a − b| over the parameters, relative to max |b − b0| (the distance the reference moved).
@@ -259,28 +285,13 @@ TEST_CASE("distributed.dion: a rank-1 mean momentum gives a rank-1 update throug
   auto d = distributed::distributed_partition(world(), ps, {"dion"}, route("dion", dion(o)));
   d.set_layouts({Layout::unreduced});
   REQUIRE(d.init());
-  Rng rng(kGradientSeed + 7);
-  std::vector<float> a(48), b(20);
-  for (float& x : a)
-    x = static_cast<float>(rng.normal());
-  for (float& x : b)
-    x = static_cast<float>(rng.normal());
-  const int n = world().size();
-  double cbar = 0.0;
-  for (int r = 0; r < n; ++r)
-    cbar += (1.0 + r) / n;
   std::vector<std::vector<float>> w = {std::vector<float>(48 * 20, 0.0f)}, wref = w;
   const auto w0 = w;
   for (int t = 0; t < 3; ++t) {
     CAPTURE(t);
     std::vector<std::vector<float>> g = {std::vector<float>(48 * 20)}, gm = g;
     if (t == 0) {
-      for (index_t i = 0; i < 48; ++i)
-        for (index_t j = 0; j < 20; ++j) {
-          const float ab = a[std::size_t(i)] * b[std::size_t(j)];
-          g[0][std::size_t(i * 20 + j)] = static_cast<float>(1.0 + world().rank()) * ab;
-          gm[0][std::size_t(i * 20 + j)] = static_cast<float>(cbar * ab);
-        }
+      std::tie(g[0], gm[0]) = rank_one_gradients(48, 20, kGradientSeed + 7);
     } else {
       g = {own_gradients(world().rank(), t)[0]};
       gm = {mean_gradients(t)[0]};
@@ -367,26 +378,12 @@ TEST_CASE(
   };
   const std::int64_t expected =
       n > 1 ? bytes_of(5, 40, 24, 6, 1) + bytes_of(3, 40, 24, 12, 2) + 8 * (1 + 5 + 1) : 0;
-  Rng rng(kGradientSeed + 11);
-  std::vector<float> a(40), b(24);
-  for (float& x : a)
-    x = static_cast<float>(rng.normal());
-  for (float& x : b)
-    x = static_cast<float>(rng.normal());
-  double cbar = 0.0;
-  for (int r = 0; r < n; ++r)
-    cbar += (1.0 + r) / n;
   const auto w0 = weights(ps);
   auto w = w0, wref = w0;
   for (int t = 0; t < 5; ++t) {
     CAPTURE(t);
     auto g = own_gradients(world().rank(), t, ps), gm = mean_gradients(t, ps);
-    if (t == 0)
-      for (std::size_t i = 0; i < 40; ++i)
-        for (std::size_t j = 0; j < 24; ++j) {
-          g[1][i * 24 + j] = static_cast<float>(1.0 + world().rank()) * a[i] * b[j];
-          gm[1][i * 24 + j] = static_cast<float>(cbar * a[i] * b[j]);
-        }
+    if (t == 0) std::tie(g[1], gm[1]) = rank_one_gradients(40, 24, kGradientSeed + 11);
     d.communicator().reset_traffic();
     REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
     if (t == 0) CHECK(d.communicator().traffic().bytes_received == expected);
