@@ -344,6 +344,7 @@ TEST_CASE(
   // records. The first gradient of "t1" has rank 1 on every rank (c_r·a bᵀ, c_r = 1 + r): its
   // owner drops five columns of P̄, which the other ranks learn from the record (were they
   // ignored, those ranks' Q would lose the five columns and leave the reference: checked).
+  // "t3"'s first gradient is zero on every rank: its owner finds M̄ = 0, and its group goes on.
   // Against one process on the mean gradient (measured at most 3.3e-6 on 2 ranks and 3.6e-6 on
   // 4, 2026-11-30), the same bits on every rank, and the bytes (unsplit, they would differ).
   std::vector<ParamSpec> ps;
@@ -383,7 +384,11 @@ TEST_CASE(
   for (int t = 0; t < 5; ++t) {
     CAPTURE(t);
     auto g = own_gradients(world().rank(), t, ps), gm = mean_gradients(t, ps);
-    if (t == 0) std::tie(g[1], gm[1]) = rank_one_gradients(40, 24, kGradientSeed + 11);
+    if (t == 0) {
+      std::tie(g[1], gm[1]) = rank_one_gradients(40, 24, kGradientSeed + 11);
+      std::fill(g[3].begin(), g[3].end(), 0.0f);  // every M_i zero: U = 0, told by the record
+      std::fill(gm[3].begin(), gm[3].end(), 0.0f);
+    }
     d.communicator().reset_traffic();
     REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
     if (t == 0) CHECK(d.communicator().traffic().bytes_received == expected);
