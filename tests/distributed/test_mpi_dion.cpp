@@ -415,6 +415,36 @@ TEST_CASE(
   CHECK(same_on_every_rank(w));
 }
 
+TEST_CASE(
+    "distributed.dion: reduce_scatter_sum, the collective behind the split QRs, sums each rank's block") {
+  // Rank r holds (r + 1)·(e + 1) at every element e (small integers: every sum is exact in any
+  // order). Block r has r floats (rank 0's is empty, as for a rank that owns no member of a
+  // group). Afterwards rank r's block, at its own place, holds Σ_s (s + 1)·(e + 1), and this
+  // rank received its block's floats.
+  const distributed::Communicator c = world();
+  const int n = c.size(), me = c.rank();
+  std::vector<std::int64_t> counts;
+  std::int64_t at = 0, total = 0;
+  for (int r = 0; r < n; ++r) {
+    counts.push_back(r);
+    if (r < me) at += r;
+    total += r;
+  }
+  std::vector<float> buf(static_cast<std::size_t>(total) + 1);  // one float past the blocks
+  for (std::size_t e = 0; e < buf.size(); ++e)
+    buf[e] = static_cast<float>((me + 1) * static_cast<int>(e + 1));
+  const float past = buf.back();
+  c.reset_traffic();
+  c.reduce_scatter_sum(buf.data(), counts);
+  const float ranks = static_cast<float>(n * (n + 1) / 2);
+  for (std::int64_t e = at; e < at + me; ++e) {
+    CAPTURE(e);
+    CHECK(buf[static_cast<std::size_t>(e)] == ranks * static_cast<float>(e + 1));
+  }
+  CHECK(buf.back() == past);  // nothing beyond the blocks is touched
+  CHECK(c.traffic().bytes_received == (n > 1 ? 4 * me : 0));
+}
+
 TEST_CASE("distributed.dion: a NaN or an overflow on one rank refuses the step on every rank") {
   // The last rank's gradient holds a NaN (caught by the step's agreed scan), or 3e38 everywhere
   // in "tall" (finite, so only its rule sees it: M Q overflows there, the NaN-carrying average
