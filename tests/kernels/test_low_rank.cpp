@@ -453,9 +453,9 @@ TEST_SUITE("kernels.low_rank") {
     m[2][5] = std::numeric_limits<float>::quiet_NaN();
     run("the last member's M is not finite", Status::non_finite_input, {});
     m[2] = m0[2];
-    // Split QRs on replica 1 of 2 (it owns member 2, of ⌊3/2⌋ = 1 up to 3 it owns 1 and 2):
-    // member 1's record arrives from the gather with another replica's out_of_range, and every
-    // replica returns it, nothing written, without the R average.
+    // Split QRs on replica 1 of 2, which owns members 1 and 2 (⌊1·3/2⌋ = 1 up to 3): member 0's
+    // record, from replica 0, arrives through the gather with an out_of_range, and every replica
+    // returns it, nothing written, without the R average.
     LowRankStepOptions o;
     std::vector<std::string> calls;
     o.replicas.average = [&calls](float*, std::size_t) {
