@@ -6,9 +6,11 @@
 /// all-reduces (averages) only the gradients of the parameters AdamW steps (the embedding and the
 /// norm, laid out `replicated`); each hidden matrix is laid out `Layout::unreduced` and gets the
 /// rank's own gradient. Dion then averages only its low-rank panels, (m + n)·k floats per matrix
-/// instead of its m·n gradient. Every rank checks its model against one process fed the ranks'
-/// mean gradient: equal to float rounding (the averages add in another order), and the same bits
-/// on every rank (docs/distributed.md "Unreduced gradients").
+/// instead of its m·n gradient. The two layers' matrices of one shape step together, each rank
+/// orthonormalising its share of their averaged panels (microsoft/dion's batches). Every rank
+/// checks its model against one process fed the ranks' mean gradient: equal to float rounding
+/// (the averages add in another order), and the same bits on every rank (docs/distributed.md
+/// "Unreduced gradients").
 #include <mpi.h>
 #include <schatten/distributed/mpi_comm.hpp>
 #include <schatten/distributed/mpi_step.hpp>
@@ -48,11 +50,10 @@ int main(int argc, char** argv) {
     schatten::Runtime runtime(argc, argv);
     const dist::Communicator comm = dist::communicator(MPI_COMM_WORLD);
     const int me = comm.rank(), n = comm.size();
-    const std::vector<opt::ParamSpec> params = {{"embed.weight", {96, 32}},
-                                                {"layer.fc1.weight", {128, 32}},
-                                                {"layer.fc2.weight", {32, 128}},
-                                                {"layer.proj.weight", {32, 32}},
-                                                {"layer.norm.weight", {32}}};
+    const std::vector<opt::ParamSpec> params = {
+        {"embed.weight", {96, 32}},       {"layer0.fc1.weight", {128, 32}}, {"layer0.fc2.weight", {32, 128}},
+        {"layer0.proj.weight", {32, 32}}, {"layer0.norm.weight", {32}},     {"layer1.fc1.weight", {128, 32}},
+        {"layer1.fc2.weight", {32, 128}}, {"layer1.proj.weight", {32, 32}}, {"layer1.norm.weight", {32}}};
     const auto labels = opt::propose_labels(params);  // the embedding and the norm: adamw
     opt::DionOptions dion_options;
     dion_options.rank_fraction = 0.25;  // k = 8 of the 32 singular directions
