@@ -30,6 +30,16 @@ std::vector<float> gaussian_floats(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
+/// σ = 1 (five times) and 3e-4, then zeros (s ≥ 6 values): rank 6, and for k = 6 a panel P = B Q
+/// of κ ≈ 3e3, whose Cholesky QR2 is modified and then refused (the Householder restart).
+std::vector<double> ill_conditioned_spectrum(index_t s) {
+  std::vector<double> sigma(static_cast<std::size_t>(s), 0.0);
+  for (std::size_t i = 0; i < 5; ++i)
+    sigma[i] = 1.0;
+  sigma[5] = 3e-4;
+  return sigma;
+}
+
 double squared_norm(const std::vector<float>& v) {
   double s = 0.0;
   for (float x : v)
@@ -213,10 +223,7 @@ TEST_SUITE("kernels.low_rank") {
       // orthonormal, or the weak column is under 100 times the floor), and the Householder QR
       // must start again from P. One process recomputes P = B X; replicas restore the averaged
       // P̄ they kept. With one replica both are the same bits, unless the restore is missing.
-      std::vector<double> sigma(static_cast<std::size_t>(s), 0.0);
-      for (std::size_t i = 0; i < 5; ++i)
-        sigma[i] = 1.0;
-      sigma[5] = 3e-4;
+      const std::vector<double> sigma = ill_conditioned_spectrum(s);
       const std::uint64_t ill_seed = case_seed("low_rank_replicas_ill");
       CAPTURE(ill_seed);
       const std::vector<float> mi =
@@ -297,10 +304,8 @@ TEST_SUITE("kernels.low_rank") {
     const std::size_t block = static_cast<std::size_t>(l * k + k + 2);  // P and its record
     const std::uint64_t seed = case_seed("low_rank_batch");
     CAPTURE(seed);
-    std::vector<double> ill(static_cast<std::size_t>(s), 0.0), two(static_cast<std::size_t>(s), 0.0);
-    for (std::size_t i = 0; i < 5; ++i)
-      ill[i] = 1.0;
-    ill[5] = 3e-4;
+    const std::vector<double> ill = ill_conditioned_spectrum(s);
+    std::vector<double> two(static_cast<std::size_t>(s), 0.0);
     two[0] = 2.0;
     two[1] = 0.5;
     const std::vector<std::vector<float>> m0 = {
