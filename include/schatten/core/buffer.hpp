@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// An owned array of floats in host or device memory: the storage of optimizer state
-/// (optim::Buffer) and of the partition's batch buffers.
+/// An owned array of floats (or of bf16 values) in host or device memory: the storage of
+/// optimizer state (optim::Buffer, optim::Bf16Buffer) and of the partition's batch buffers.
+///
+/// BasicBuffer<T> is the one implementation; FloatBuffer (T = float) is the state and scratch
+/// of every rule, Bf16Buffer (T = std::uint16_t, bf16 bit patterns, core/bf16.hpp) the optional
+/// 16-bit storage of momentum buffers (docs/optim.md "State precision").
 ///
 /// A FloatBuffer starts in host memory, where it behaves like the std::vector<float> it
 /// replaces (size(), data(), operator[], begin()/end(), assign()). move_to(MemoryKind::device)
@@ -17,6 +21,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <new>
 #include <type_traits>
@@ -42,18 +47,21 @@ void copy_bytes(void* dst, MemoryKind to, const void* src, MemoryKind from, std:
 bool host_readable(MemoryKind kind) noexcept;
 }  // namespace memory
 
-/// Floats in host or device memory (file comment).
-class FloatBuffer {
- public:
-  using value_type = float;
+/// Elements of type T (float, or bf16 bit patterns) in host or device memory (file comment).
+template <class T>
+class BasicBuffer {
+  static_assert(std::is_trivially_copyable<T>::value, "buffers are copied as bytes");
 
-  FloatBuffer() = default;
+ public:
+  using value_type = T;
+
+  BasicBuffer() = default;
   /// n copies of `value`, in host memory.
-  FloatBuffer(std::size_t n, float value) : host_(n, value) {}
-  FloatBuffer(std::initializer_list<float> values) : host_(values) {}
+  BasicBuffer(std::size_t n, T value) : host_(n, value) {}
+  BasicBuffer(std::initializer_list<T> values) : host_(values) {}
   /// n elements in `kind` memory: zeros on the host, uninitialised on the device (std::bad_alloc
   /// when device memory runs out).
-  FloatBuffer(std::size_t n, MemoryKind kind) {
+  BasicBuffer(std::size_t n, MemoryKind kind) {
     if (kind == MemoryKind::host) {
       host_.assign(n, 0.0f);
       return;
@@ -64,20 +72,20 @@ class FloatBuffer {
   }
   /// The elements of [first, last), in host memory.
   template <class It, class = std::enable_if_t<!std::is_integral<It>::value>>
-  FloatBuffer(It first, It last) : host_(first, last) {}
+  BasicBuffer(It first, It last) : host_(first, last) {}
   /// A deep copy in the same memory (std::bad_alloc when device memory runs out).
-  FloatBuffer(const FloatBuffer& o) : host_(o.host_) {
+  BasicBuffer(const BasicBuffer& o) : host_(o.host_) {
     if (!o.on_device_) return;
     device_ = allocate_or_throw(o.size_);
     size_ = o.size_;
     on_device_ = true;
     if (size_)
-      memory::copy_bytes(device_, MemoryKind::device, o.device_, MemoryKind::device, size_ * sizeof(float));
+      memory::copy_bytes(device_, MemoryKind::device, o.device_, MemoryKind::device, size_ * sizeof(T));
   }
   /// A deep copy into the memory of `o`; reuses this buffer's allocation when it is in the same
   /// memory and of the same size (then it never allocates: the partition's per-step state
   /// backups rely on this).
-  FloatBuffer& operator=(const FloatBuffer& o) {
+  BasicBuffer& operator=(const BasicBuffer& o) {
     if (this == &o) return *this;
     if (!o.on_device_) {
       release_device();
@@ -85,22 +93,22 @@ class FloatBuffer {
       return *this;
     }
     if (!(on_device_ && size_ == o.size_)) {
-      FloatBuffer fresh(o);
+      BasicBuffer fresh(o);
       swap(fresh);
       return *this;
     }
-    memory::copy_bytes(device_, MemoryKind::device, o.device_, MemoryKind::device, size_ * sizeof(float));
+    memory::copy_bytes(device_, MemoryKind::device, o.device_, MemoryKind::device, size_ * sizeof(T));
     return *this;
   }
-  FloatBuffer(FloatBuffer&& o) noexcept { swap(o); }
-  FloatBuffer& operator=(FloatBuffer&& o) noexcept {
-    FloatBuffer tmp(std::move(o));
+  BasicBuffer(BasicBuffer&& o) noexcept { swap(o); }
+  BasicBuffer& operator=(BasicBuffer&& o) noexcept {
+    BasicBuffer tmp(std::move(o));
     swap(tmp);
     return *this;
   }
-  ~FloatBuffer() { release_device(); }
+  ~BasicBuffer() { release_device(); }
 
-  void swap(FloatBuffer& o) noexcept {
+  void swap(BasicBuffer& o) noexcept {
     host_.swap(o.host_);
     std::swap(device_, o.device_);
     std::swap(size_, o.size_);
@@ -113,18 +121,18 @@ class FloatBuffer {
   bool host_readable() const noexcept { return !on_device_ || memory::host_readable(MemoryKind::device); }
   std::size_t size() const noexcept { return on_device_ ? size_ : host_.size(); }
   bool empty() const noexcept { return size() == 0; }
-  float* data() noexcept { return on_device_ ? device_ : host_.data(); }
-  const float* data() const noexcept { return on_device_ ? device_ : host_.data(); }
+  T* data() noexcept { return on_device_ ? device_ : host_.data(); }
+  const T* data() const noexcept { return on_device_ ? device_ : host_.data(); }
 
   /// Host-readable buffers only.
-  float& operator[](std::size_t i) noexcept { return data()[i]; }
-  const float& operator[](std::size_t i) const noexcept { return data()[i]; }
-  float* begin() noexcept { return data(); }
-  float* end() noexcept { return data() + size(); }
-  const float* begin() const noexcept { return data(); }
-  const float* end() const noexcept { return data() + size(); }
+  T& operator[](std::size_t i) noexcept { return data()[i]; }
+  const T& operator[](std::size_t i) const noexcept { return data()[i]; }
+  T* begin() noexcept { return data(); }
+  T* end() noexcept { return data() + size(); }
+  const T* begin() const noexcept { return data(); }
+  const T* end() const noexcept { return data() + size(); }
   /// n copies of `value` in host memory (a device buffer returns to the host).
-  void assign(std::size_t n, float value) {
+  void assign(std::size_t n, T value) {
     release_device();
     host_.assign(n, value);
   }
@@ -134,56 +142,56 @@ class FloatBuffer {
   bool move_to(MemoryKind kind) {
     if (kind == memory()) return true;
     if (kind == MemoryKind::host) {
-      std::vector<float> h = to_vector();
+      std::vector<T> h = to_vector();
       release_device();
       host_ = std::move(h);
       return true;
     }
     const std::size_t n = host_.size();
-    float* d = n ? static_cast<float*>(memory::allocate_device(n * sizeof(float))) : nullptr;
+    T* d = n ? static_cast<T*>(memory::allocate_device(n * sizeof(T))) : nullptr;
     if (n && !d) return false;
-    if (n) memory::copy_bytes(d, MemoryKind::device, host_.data(), MemoryKind::host, n * sizeof(float));
-    std::vector<float>().swap(host_);
+    if (n) memory::copy_bytes(d, MemoryKind::device, host_.data(), MemoryKind::host, n * sizeof(T));
+    std::vector<T>().swap(host_);
     device_ = d;
     size_ = n;
     on_device_ = true;
     return true;
   }
   /// The elements, copied to the host.
-  std::vector<float> to_vector() const {
+  std::vector<T> to_vector() const {
     if (!on_device_) return host_;
-    std::vector<float> h(size_);
-    if (size_)
-      memory::copy_bytes(h.data(), MemoryKind::host, device_, MemoryKind::device, size_ * sizeof(float));
+    std::vector<T> h(size_);
+    if (size_) memory::copy_bytes(h.data(), MemoryKind::host, device_, MemoryKind::device, size_ * sizeof(T));
     return h;
   }
-  /// Copies the elements to n host floats; false (nothing copied) when n ≠ size().
-  bool copy_to(float* host, std::size_t n) const {
+  /// Copies the elements to n host elements; false (nothing copied) when n ≠ size().
+  bool copy_to(T* host, std::size_t n) const {
     if (n != size()) return false;
-    if (n) memory::copy_bytes(host, MemoryKind::host, data(), memory(), n * sizeof(float));
+    if (n) memory::copy_bytes(host, MemoryKind::host, data(), memory(), n * sizeof(T));
     return true;
   }
-  /// Overwrites the elements with n host floats; false (nothing changed) when n ≠ size().
-  bool copy_from(const float* host, std::size_t n) {
+  /// Overwrites the elements with n host elements; false (nothing changed) when n ≠ size().
+  bool copy_from(const T* host, std::size_t n) {
     if (n != size()) return false;
-    if (n) memory::copy_bytes(data(), memory(), host, MemoryKind::host, n * sizeof(float));
+    if (n) memory::copy_bytes(data(), memory(), host, MemoryKind::host, n * sizeof(T));
     return true;
   }
 
-  /// Same size and the same values, in whatever memory each lives (NaN ≠ NaN, as for vectors).
-  friend bool operator==(const FloatBuffer& a, const FloatBuffer& b) {
+  /// Same size and the same values, in whatever memory each lives (floats: NaN ≠ NaN, as for
+  /// vectors; bf16 patterns compare bit for bit).
+  friend bool operator==(const BasicBuffer& a, const BasicBuffer& b) {
     if (a.size() != b.size()) return false;
     if (a.host_readable() && b.host_readable()) return std::equal(a.begin(), a.end(), b.begin());
-    const std::vector<float> x = a.to_vector(), y = b.to_vector();
+    const std::vector<T> x = a.to_vector(), y = b.to_vector();
     return x == y;
   }
-  friend bool operator!=(const FloatBuffer& a, const FloatBuffer& b) { return !(a == b); }
+  friend bool operator!=(const BasicBuffer& a, const BasicBuffer& b) { return !(a == b); }
 
  private:
-  /// n floats of device memory (nullptr for n = 0); std::bad_alloc when the allocation fails.
-  static float* allocate_or_throw(std::size_t n) {
+  /// n elements of device memory (nullptr for n = 0); std::bad_alloc when the allocation fails.
+  static T* allocate_or_throw(std::size_t n) {
     if (n == 0) return nullptr;
-    auto* p = static_cast<float*>(memory::allocate_device(n * sizeof(float)));
+    auto* p = static_cast<T*>(memory::allocate_device(n * sizeof(T)));
     if (!p) throw std::bad_alloc();
     return p;
   }
@@ -194,10 +202,15 @@ class FloatBuffer {
     on_device_ = false;
   }
 
-  std::vector<float> host_;  ///< the elements of a host buffer
-  float* device_ = nullptr;  ///< the elements of a device buffer
-  std::size_t size_ = 0;     ///< their number (device buffers)
+  std::vector<T> host_;   ///< the elements of a host buffer
+  T* device_ = nullptr;   ///< the elements of a device buffer
+  std::size_t size_ = 0;  ///< their number (device buffers)
   bool on_device_ = false;
 };
+
+/// Optimizer state and scratch: floats.
+using FloatBuffer = BasicBuffer<float>;
+/// 16-bit momentum storage: bf16 bit patterns (core/bf16.hpp converts them).
+using Bf16Buffer = BasicBuffer<std::uint16_t>;
 
 }  // namespace schatten
