@@ -7,11 +7,21 @@
 
 namespace schatten::optim::detail {
 
-void adamw_kernel(float* __restrict x, float* __restrict m, float* __restrict v, const float* __restrict w,
-                  index_t n, const AdamWScalars& s) {
+namespace {
+template <class M>
+void adamw_loop(float* __restrict x, M* __restrict m, float* __restrict v, const float* __restrict w,
+                index_t n, const AdamWScalars& s) {
   const AdamWScalars c = s;  // by value: no aliasing with the arrays
   for (index_t k = 0; k < n; ++k)
     x[k] = adamw_element(x[k], m[k], v[k], w[k], c);
+}
+}  // namespace
+
+void adamw_kernel(float* x, float* m, float* v, const float* w, index_t n, const AdamWScalars& s) {
+  adamw_loop(x, m, v, w, n, s);
+}
+void adamw_kernel(float* x, std::uint16_t* m, float* v, const float* w, index_t n, const AdamWScalars& s) {
+  adamw_loop(x, m, v, w, n, s);
 }
 
 }  // namespace schatten::optim::detail

@@ -85,13 +85,15 @@ zeros when the recording has none), and writes per-step diagnostics.
   --help             this text
 
 Presets and their keys (defaults are those of include/schatten/optim/presets.hpp):
-  sgd      lr=1e-3 momentum=0 nesterov=0 wd=0                   every parameter
-  adamw    lr=1e-3 b1=0.9 b2=0.999 eps=1e-8 wd=0.01              every parameter
+  sgd      lr=1e-3 momentum=0 nesterov=0 wd=0 mu_storage=fp32    every parameter
+  adamw    lr=1e-3 b1=0.9 b2=0.999 eps=1e-8 wd=0.01 mu_storage=fp32  every parameter
   lion     lr=1e-4 b1=0.9 b2=0.99 wd=0                           every parameter (Lion: the sign
            of b1 m + (1-b1) g, then m <- b2 m + (1-b2) g)
   muon     lr=0.02 momentum=0.95 nesterov=1 wd=0 polar=keller|polar_express|qdwh iterations=5
            shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1 bias_correction=0
            (optax's bias-corrected momentum; with dual_norm=1 optax's muon(adaptive=True))
+           mu_storage=fp32|bf16 (also sgd, adamw, mop: the momentum buffer, AdamW's first
+           moment, in bf16 storage, half their memory; docs/optim.md "State precision")
            weight_cap=B (none by default: the weights' largest singular value capped at B after
            every step) weight_cap_blend=1 (C < 1: the singular values above B move the fraction
            C of the way to B, spectral clipped weight decay) weight_cap_method=qdwh|polynomial
@@ -151,8 +153,8 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            default polar: 5 steps of You Jiacheng's table, Emerging-Optimizers' "quintic")
 The matrix presets (muon … spel) serve the hidden matrices that optim::propose_labels picks
 (rank >= 2, no 'embed'/'head'/... in the name); every other parameter goes to AdamW with keys
-adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8. exclude=A/B/... replaces
-the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
+adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8 adamw_mu_storage=fp32.
+exclude=A/B/... replaces the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
 instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo, namo_d: keller;
 dion2, nordion2: dion's 5-step table; spel, scion, muon_hyperball: You Jiacheng's; the others:
@@ -490,9 +492,10 @@ struct ObservedOrthogonalize {
 };
 
 auto observed_muon(const opt::MuonOptions& o) {
-  return opt::chain(opt::TraceMomentum{o.momentum, o.nesterov, o.momentum_form, o.bias_correction},
-                    ObservedOrthogonalize{o.polar}, opt::ScaleByShape{o.shape},
-                    opt::AddDecayedWeights{o.weight_decay}, opt::ScaleByLearningRate{o.lr});
+  return opt::chain(
+      opt::TraceMomentum{o.momentum, o.nesterov, o.momentum_form, o.bias_correction, o.mu_storage},
+      ObservedOrthogonalize{o.polar}, opt::ScaleByShape{o.shape}, opt::AddDecayedWeights{o.weight_decay},
+      opt::ScaleByLearningRate{o.lr});
 }
 
 /// A partition behind a virtual interface (the one place where the tool erases rule types).
@@ -530,6 +533,7 @@ class RunnerOf final : public Runner {
       void operator()(const std::string& n, double&) { doubles.push_back(n); }
       void operator()(const std::string& n, std::int64_t&) { int64s.push_back(n); }
       void operator()(const std::string& n, opt::Buffer&) { buffers.push_back(n); }
+      void operator()(const std::string&, opt::Bf16Buffer&) {}  // momentum storage: nothing to read
     } names;
     p_.visit(names);
     auto owner = [&](const std::string& field) {
@@ -622,6 +626,7 @@ class RunnerOf final : public Runner {
     std::vector<double>*ortho, *p;
     void operator()(const std::string&, std::int64_t&) {}
     void operator()(const std::string&, opt::Buffer&) {}
+    void operator()(const std::string&, opt::Bf16Buffer&) {}
     void operator()(const std::string& name, double& v) {
       auto it = keys->find(name);
       if (it == keys->end()) return;
@@ -632,6 +637,7 @@ class RunnerOf final : public Runner {
     const std::unordered_map<std::string, Key>* keys;
     std::vector<GramRef>* refs;
     void operator()(const std::string&, double&) {}
+    void operator()(const std::string&, opt::Bf16Buffer&) {}
     void operator()(const std::string& name, opt::Buffer& b) {
       auto it = keys->find(name);
       if (it != keys->end() && it->second.kind == Key::gram) (*refs)[it->second.param].buffer = &b;
@@ -675,10 +681,17 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("momentum", o.momentum);
     k.flag("nesterov", o.nesterov);
   };
+  // mu_storage=fp32|bf16: the momentum (AdamW: first moment) buffer's storage, the options'
+  // mu_storage (docs/optim.md "State precision").
+  const auto storage_key = [&](const char* key, Precision& p) {
+    const int c = k.choice(key, "fp32|bf16");
+    if (c >= 0) p = c == 1 ? Precision::bf16 : Precision::fp32;
+  };
   if (s.preset == "sgd") {
     opt::SgdOptions o;
     k.lr("lr", o.lr);
     momentum_keys(o);
+    storage_key("mu_storage", o.mu_storage);
     k.number("wd", o.weight_decay);
     if (!k.done(err)) return nullptr;
     return runner(opt::partition(ps, all("sgd"), opt::route("sgd", opt::sgd(o))), s.text, err);
@@ -690,6 +703,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("b2", o.b2);
     k.number("eps", o.eps);
     k.number("wd", o.weight_decay);
+    storage_key("mu_storage", o.mu_storage);
     if (!k.done(err)) return nullptr;
     return runner(opt::partition(ps, all("adamw"), opt::route("adamw", opt::adamw(o))), s.text, err);
   }
@@ -713,6 +727,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   k.number("adamw_b1", aw.b1);
   k.number("adamw_b2", aw.b2);
   k.number("adamw_eps", aw.eps);
+  storage_key("adamw_mu_storage", aw.mu_storage);
   std::string routing = "auto";
   k.word("route", routing);
   if (routing != "auto" && routing != "all") k.note("route must be auto or all");
@@ -788,6 +803,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     opt::MuonOptions o;
     k.lr("lr", o.lr);
     momentum_keys(o);
+    storage_key("mu_storage", o.mu_storage);
     k.flag("bias_correction", o.bias_correction);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
@@ -814,6 +830,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     opt::MopOptions o;
     k.lr("lr", o.lr);
     momentum_keys(o);
+    storage_key("mu_storage", o.mu_storage);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
     k.flag("dual_norm", o.polar.dual_norm_scale);  // 0 with a shape=: EO's other scale modes

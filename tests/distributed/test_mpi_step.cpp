@@ -50,12 +50,19 @@ std::vector<Layout> layouts(bool sharded) {
   return l;
 }
 
-auto make_muon() {
+/// Muon and AdamW; `storage` bf16 keeps their momentum and first moment in Bf16Buffers
+/// (docs/optim.md "State precision"), which the rollback snapshots must carry too.
+auto make_muon(Precision storage = Precision::fp32) {
   MuonOptions o;
   o.weight_decay = 0.01;  // reads the parameter: the owner needs the gathered shard
+  o.mu_storage = storage;
   return muon(o);
 }
-auto make_adamw() { return adamw(); }
+auto make_adamw(Precision storage = Precision::fp32) {
+  AdamWOptions o;
+  o.mu_storage = storage;
+  return adamw(o);
+}
 
 /// Whole parameters and gradients, the same on every rank (deterministic from seeds).
 struct Model {
@@ -1358,34 +1365,38 @@ struct FailOnMagic {
 }  // namespace
 
 TEST_CASE("distributed.partition: a rule failing on its owner refuses the step on every rank") {
-  auto labels = propose_labels(specs());
-  labels[8] = "fragile";  // "gain"
-  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()),
-                              route("fragile", FailOnMagic{}));
-  REQUIRE(ref.init());
-  auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
-                                              route("adamw", make_adamw()), route("fragile", FailOnMagic{}));
-  d.set_layouts(layouts(true));
-  REQUIRE(d.init());
-  Model m(specs());
-  Local loc(d, m);
-  for (int t = 0; t < 3; ++t) {
-    m.gradients(t);
-    if (t == 1) m.g[8][0] = 12345.0f;
-    loc.gradients(d, m);
-    const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
-    if (t == 1) {
-      CHECK(r.status == Status::breakdown);
-      CHECK(r.bad_param == 8);
-      CHECK(std::string(r.message).find("gain") != std::string::npos);  // the owner's message
+  for (const Precision storage : {Precision::fp32, Precision::bf16}) {
+    CAPTURE(to_string(storage));
+    auto labels = propose_labels(specs());
+    labels[8] = "fragile";  // "gain"
+    auto ref = optim::partition(specs(), labels, route("muon", make_muon(storage)),
+                                route("adamw", make_adamw(storage)), route("fragile", FailOnMagic{}));
+    REQUIRE(ref.init());
+    auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon(storage)),
+                                                route("adamw", make_adamw(storage)),
+                                                route("fragile", FailOnMagic{}));
+    d.set_layouts(layouts(true));
+    REQUIRE(d.init());
+    Model m(specs());
+    Local loc(d, m);
+    for (int t = 0; t < 3; ++t) {
+      m.gradients(t);
+      if (t == 1) m.g[8][0] = 12345.0f;
+      loc.gradients(d, m);
+      const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
+      if (t == 1) {
+        CHECK(r.status == Status::breakdown);
+        CHECK(r.bad_param == 8);
+        CHECK(std::string(r.message).find("gain") != std::string::npos);  // the owner's message
+        CHECK(same_bits(d, m, loc));
+        continue;
+      }
+      CHECK(r.status == Status::ok);
+      REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
       CHECK(same_bits(d, m, loc));
-      continue;
     }
-    CHECK(r.status == Status::ok);
-    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-    CHECK(same_bits(d, m, loc));
+    CHECK(same_state(d, ref));  // every owner's states were rolled back at the failed step
   }
-  CHECK(same_state(d, ref));  // every owner's states were rolled back at the failed step
 }
 
 TEST_CASE("distributed.partition: unusable hyper-parameters are refused at init on every rank") {

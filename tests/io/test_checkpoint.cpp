@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -36,8 +37,13 @@ std::vector<float> random_vec(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
-auto make_opt() {
-  auto p = partition(kParams, propose_labels(kParams), route("muon", muon()), route("adamw", adamw()));
+/// Muon and AdamW, their momentum and first moment in `storage` (docs/optim.md "State precision").
+auto make_opt(Precision storage = Precision::fp32) {
+  MuonOptions m;
+  m.mu_storage = storage;
+  AdamWOptions a;
+  a.mu_storage = storage;
+  auto p = partition(kParams, propose_labels(kParams), route("muon", muon(m)), route("adamw", adamw(a)));
   REQUIRE(p.init());
   return p;
 }
@@ -99,6 +105,46 @@ TEST_SUITE("io.checkpoint") {
     CHECK(r2.normal() == rng.normal());  // the spare is restored too
     b.steps(fresh, 3, 6);
     CHECK(a.w == b.w);
+    fs::remove(path);
+  }
+
+  TEST_CASE("bf16 states: the file holds their exact floats; resuming equals the uninterrupted run") {
+    const fs::path path = scratch("resume_bf16.h5");
+    Model a, b;
+    auto oa = make_opt(Precision::bf16);
+    a.steps(oa, 0, 6);
+    auto ob = make_opt(Precision::bf16);
+    b.steps(ob, 0, 3);
+    io::CheckpointHeader h;
+    h.step = 3;
+    h.signature = ob.signature();
+    std::string err;
+    REQUIRE_MESSAGE(io::save_checkpoint(path.string(), ob, h, &err) == Status::ok, err);
+    // The file's momentum is the state's bf16 values widened: floats whose low 16 bits are zero.
+    io::FieldSet fields;
+    io::CheckpointHeader read;
+    REQUIRE(io::read_checkpoint(path.string(), fields, read, &err) == Status::ok);
+    const auto& mu = std::get<std::vector<float>>(fields.at("h.0.attn.weight/0_trace_momentum/mu"));
+    REQUIRE(mu.size() == 240u);
+    std::size_t low_bits = 0, nonzero = 0;
+    for (float x : mu) {
+      std::uint32_t u;
+      std::memcpy(&u, &x, sizeof u);
+      low_bits += (u & 0xFFFFu) != 0;
+      nonzero += x != 0.0f;
+    }
+    CHECK(low_bits == 0);
+    CHECK(nonzero == 240u);
+    auto fresh = make_opt(Precision::bf16);
+    io::CheckpointHeader got;
+    REQUIRE_MESSAGE(io::load_checkpoint(path.string(), fresh, got, ob.signature(), &err) == Status::ok, err);
+    b.steps(fresh, 3, 6);
+    CHECK(a.w == b.w);
+    CHECK(io::capture(fresh) == io::capture(oa));
+    // The fp32 optimizer's signature differs (mu_storage=bf16 is in the file's).
+    auto fp32 = make_opt();
+    CHECK(io::load_checkpoint(path.string(), fp32, got, fp32.signature(), &err) == Status::invalid_argument);
+    CHECK(err.find("optimizer signature differs") != std::string::npos);
     fs::remove(path);
   }
 

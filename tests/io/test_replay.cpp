@@ -680,6 +680,40 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: mu_storage=bf16 reaches muon's momentum, its AdamW side, adamw and sgd") {
+    const std::string rec = temp_path("rec_bf16.h5"), out = temp_path("out_bf16.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(
+        run_replay(rec +
+                   " --optimizer muon:mu_storage=bf16,adamw_mu_storage=bf16"
+                   " --optimizer adamw:mu_storage=bf16 --optimizer sgd:momentum=0.9,mu_storage=bf16"
+                   " --save-params --quiet --out " +
+                   out) == 0,
+        replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    MuonOptions m;
+    m.mu_storage = Precision::bf16;
+    AdamWOptions side;
+    side.mu_storage = Precision::bf16;
+    auto mixed = inline_mixed("muon", muon(m), side);
+    compare_inline(mixed, f, 0);
+    auto adamw_only =
+        partition(kParams, std::vector<std::string>(kParams.size(), "adamw"), route("adamw", adamw(side)));
+    REQUIRE(adamw_only.init());
+    compare_inline(adamw_only, f, 1);
+    SgdOptions so;
+    so.momentum = 0.9;
+    so.mu_storage = Precision::bf16;
+    auto sgd_only =
+        partition(kParams, std::vector<std::string>(kParams.size(), "sgd"), route("sgd", sgd(so)));
+    REQUIRE(sgd_only.init());
+    compare_inline(sgd_only, f, 2);
+    H5Fclose(f);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: muon's shape rule and extra factor reach the options") {
     const std::string rec = temp_path("rec_shape.h5"), out = temp_path("out_shape.h5");
     write_recording(rec);
@@ -1435,6 +1469,8 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:momentum=1", "route 'muon': trace_momentum: beta must be in [0, 1)"},
         {"--optimizer muon:shape_extra=0", "route 'muon': scale_by_shape: extra must be finite and > 0"},
         {"--optimizer muon:shape=spectra", "must be one of keller,moonlight,none,spectral,unit_rms_norm"},
+        {"--optimizer muon:mu_storage=fp16", "'mu_storage=fp16': must be one of fp32,bf16"},
+        {"--optimizer lion:mu_storage=bf16", "unknown key 'mu_storage' for preset 'lion'"},
         {"--optimizer muon:weight_cap_blend=0.5", "'weight_cap_blend' and 'weight_cap_method' apply with"},
         {"--optimizer muon:weight_cap=1,weight_cap_method=svd", "must be one of qdwh,polynomial"},
         {"--optimizer muon:weight_cap=-1", "route 'muon': upper must be positive"},

@@ -46,6 +46,12 @@ struct Snapshot {
   void operator()(const std::string& n, Buffer& b) {
     out->push_back({n, std::vector<double>(b.begin(), b.end())});
   }
+  void operator()(const std::string& n, Bf16Buffer& b) {
+    std::vector<double> v;
+    for (std::uint16_t h : b)
+      v.push_back(schatten::bf16_to_float(h));
+    out->push_back({n, v});
+  }
 };
 template <class P>
 std::vector<std::pair<std::string, std::vector<double>>> snapshot(P& p) {
@@ -66,6 +72,12 @@ struct Restore {
     REQUIRE(v.size() == b.size());
     for (std::size_t k = 0; k < v.size(); ++k)
       b[k] = static_cast<float>(v[k]);
+  }
+  void operator()(const std::string& n, Bf16Buffer& b) {
+    const auto& v = in->at(n);
+    REQUIRE(v.size() == b.size());
+    for (std::size_t k = 0; k < v.size(); ++k)
+      b[k] = schatten::bf16_round(static_cast<float>(v[k]));
   }
 };
 

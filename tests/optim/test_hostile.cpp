@@ -47,6 +47,9 @@ struct Bits {
     }
     (*out)[n] = std::move(b);
   }
+  void operator()(const std::string& n, Bf16Buffer& v) {
+    (*out)[n] = std::vector<std::uint64_t>(v.begin(), v.end());
+  }
 };
 
 /// Names the first non-finite state field ("" when all are finite).
@@ -59,6 +62,10 @@ struct FirstNonFinite {
   void operator()(const std::string& n, Buffer& v) {
     for (float x : v)
       if (bad->empty() && !std::isfinite(x)) *bad = n;
+  }
+  void operator()(const std::string& n, Bf16Buffer& v) {
+    for (std::uint16_t h : v)
+      if (bad->empty() && !std::isfinite(schatten::bf16_to_float(h))) *bad = n;
   }
 };
 
@@ -242,6 +249,14 @@ void for_each_preset(F&& f) {
   MuonOptions muon_o;
   muon_o.weight_decay = 1e-2;
   f("muon", muon(muon_o));
+  // bf16 momentum and first moment (docs/optim.md "State precision"): NaN bursts, denormals and
+  // 1e±30 scales through the widening and rounding.
+  MuonOptions muon_bf16 = muon_o;
+  muon_bf16.mu_storage = Precision::bf16;
+  f("muon_bf16", muon(muon_bf16));
+  AdamWOptions adamw_bf16;
+  adamw_bf16.mu_storage = Precision::bf16;
+  f("adamw_bf16", adamw(adamw_bf16));
   f("muadam", muadam());
   f("normuon", normuon());
   f("adamuon", adamuon());

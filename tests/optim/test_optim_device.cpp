@@ -192,10 +192,11 @@ struct Twin {
   }
 };
 
-/// Counts the Buffers of a state and those in device memory.
+/// Counts the Buffers of a state (float and bf16) and those in device memory.
 struct MemoryCensus {
   std::size_t buffers = 0, on_device = 0;
-  void operator()(const std::string&, Buffer& b) {
+  template <class T>
+  void operator()(const std::string&, BasicBuffer<T>& b) {
     ++buffers;
     on_device += b.memory() == MemoryKind::device;
   }
@@ -214,7 +215,7 @@ bool all_state_on_device(P& p) {
 /// Steps a host and a device partition of `make()`'s configuration three times on the same
 /// gradients and compares parameters and every state field after each step.
 template <class Make>
-void check_twin(const char* name, const Make& make, double host_rel = 0.0) {
+void check_twin(const char* name, const Make& make, double host_rel = 0.0, double device_rel = kDeviceRel) {
   const std::vector<std::string> labels = propose_labels(kSpecs);
   auto host = make(labels);
   auto device = make(labels);
@@ -223,7 +224,7 @@ void check_twin(const char* name, const Make& make, double host_rel = 0.0) {
   CHECK(device.memory() == MemoryKind::device);
   CHECK(all_state_on_device(device));
   Twin m(name);
-  const double rel = kSerialKernels ? host_rel : kDeviceRel;
+  const double rel = kSerialKernels ? host_rel : device_rel;
   for (int t = 0; t < 3; ++t) {
     CAPTURE(t);
     const auto reports = m.step(host, device, name, t);
@@ -322,6 +323,32 @@ TEST_SUITE("optim.device") {
     check_twin("dev_muon_optax", [&](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", muon(ox)), route("adamw", adamw()));
     });
+    // bf16 momentum and first moment (docs/optim.md "State precision"): the device kernels'
+    // bf16 overloads, the Bf16Buffers moved to the device and their backups. The unfused Adam
+    // chain takes the ScaleByAdam kernel's bf16 overload. Off Serial, an FMA's one-ulp change
+    // (file comment) can move a float across a bf16 rounding midpoint (about 2⁻¹⁶ of the
+    // elements per step), changing that stored element by 2⁻⁸ of itself; one such element in a
+    // buffer of n ≥ 16 moves it by at most 2⁻⁸/√n·√(flips) ≈ 1e-3 relative: 1e-2 there.
+    constexpr double kBf16DeviceRel = 1e-2;
+    ox.mu_storage = Precision::bf16;
+    AdamWOptions a16;
+    a16.mu_storage = Precision::bf16;
+    check_twin(
+        "dev_muon_bf16",
+        [&](const std::vector<std::string>& labels) {
+          return partition(kSpecs, labels, route("muon", muon(ox)), route("adamw", adamw(a16)));
+        },
+        0.0, kBf16DeviceRel);
+    check_twin(
+        "dev_adam_bf16",
+        [&](const std::vector<std::string>& labels) {
+          return partition(
+              kSpecs, labels,
+              route("muon", sgd(SgdOptions{Schedule::constant(0.01), 0.9, true, 0.0, Precision::bf16})),
+              route("adamw", chain(ScaleByAdam{0.9, 0.999, 1e-8, Precision::bf16}, AddDecayedWeights{0.01},
+                                   ScaleByLearningRate{})));
+        },
+        0.0, kBf16DeviceRel);
   }
 
   TEST_CASE("sgd kaon muadam freon normuon and adamuon step on the device like on the host") {

@@ -46,6 +46,12 @@ struct Snapshot {
     (*out)[n] = {double(x)};
   }
   void operator()(const std::string& n, Buffer& b) { (*out)[n] = std::vector<double>(b.begin(), b.end()); }
+  void operator()(const std::string& n, Bf16Buffer& b) {
+    std::vector<double> v;
+    for (std::uint16_t h : b)
+      v.push_back(schatten::bf16_to_float(h));
+    (*out)[n] = v;
+  }
 };
 
 /// Fails at its second call without declaring may_fail (a protocol violation).

@@ -514,7 +514,7 @@ double step_error(const Mat& got, const Mat& want, const Mat& w0) {
 }
 
 // ---- state capture through visit_fields ----
-using Field = std::variant<std::int64_t, double, Buffer>;
+using Field = std::variant<std::int64_t, double, Buffer, Bf16Buffer>;
 struct Saver {
   std::map<std::string, Field>* out;
   template <class F>

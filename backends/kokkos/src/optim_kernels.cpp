@@ -161,25 +161,53 @@ double inner(const float* x, const float* a, const float* y, const float* b, ind
   return s;
 }
 
-void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg) {
+namespace {
+// One body per kernel for both storages of the momentum (float, bf16 patterns): M is float or
+// std::uint16_t, read and written through TraceMomentum / ScaleByAdam's stored_step.
+template <class M>
+void momentum_pass(float* x, M* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg) {
   const TraceMomentum::Form form = ema ? TraceMomentum::Form::ema : TraceMomentum::Form::sum;
   const TraceMomentum::Correction c{cm, cg};
   Kokkos::parallel_for(
       "schatten::optim::trace_momentum", Range(0, n),
-      KOKKOS_LAMBDA(index_t k) { x[k] = TraceMomentum::step(x[k], mu[k], beta, nesterov, form, c); });
+      KOKKOS_LAMBDA(index_t k) { x[k] = TraceMomentum::stored_step(x[k], mu[k], beta, nesterov, form, c); });
 }
-
-void adam(float* x, float* m, float* v, index_t n, const detail::AdamWScalars& c) {
+template <class M>
+void adam_pass(float* x, M* m, float* v, index_t n, const detail::AdamWScalars& c) {
   Kokkos::parallel_for(
       "schatten::optim::scale_by_adam", Range(0, n), KOKKOS_LAMBDA(index_t k) {
-        x[k] = ScaleByAdam::step(x[k], m[k], v[k], c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2, c.eps);
+        x[k] = ScaleByAdam::stored_step(x[k], m[k], v[k], c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2,
+                                        c.eps);
       });
 }
-
-void adamw(float* x, float* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c) {
+template <class M>
+void adamw_pass(float* x, M* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c) {
   Kokkos::parallel_for(
       "schatten::optim::adamw_update", Range(0, n),
       KOKKOS_LAMBDA(index_t k) { x[k] = detail::adamw_element(x[k], m[k], v[k], w[k], c); });
+}
+}  // namespace
+
+void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg) {
+  momentum_pass(x, mu, n, beta, nesterov, ema, cm, cg);
+}
+void momentum(float* x, std::uint16_t* mu, index_t n, float beta, bool nesterov, bool ema, float cm,
+              float cg) {
+  momentum_pass(x, mu, n, beta, nesterov, ema, cm, cg);
+}
+
+void adam(float* x, float* m, float* v, index_t n, const detail::AdamWScalars& c) {
+  adam_pass(x, m, v, n, c);
+}
+void adam(float* x, std::uint16_t* m, float* v, index_t n, const detail::AdamWScalars& c) {
+  adam_pass(x, m, v, n, c);
+}
+
+void adamw(float* x, float* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c) {
+  adamw_pass(x, m, v, w, n, c);
+}
+void adamw(float* x, std::uint16_t* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c) {
+  adamw_pass(x, m, v, w, n, c);
 }
 
 void muadam_precondition(float* x, float* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c) {

@@ -138,10 +138,11 @@ struct Snapshot {
   std::vector<std::int64_t> ints;
   std::vector<double> doubles;
   std::vector<optim::Buffer> buffers;
+  std::vector<optim::Bf16Buffer> halves;  ///< bf16 state (docs/optim.md "State precision")
 };
 struct SnapshotTaker {
   Snapshot* s;
-  std::size_t i = 0, d = 0, b = 0;
+  std::size_t i = 0, d = 0, b = 0, h = 0;
   void operator()(const std::string&, std::int64_t& v) {
     if (i == s->ints.size()) s->ints.emplace_back();
     s->ints[i++] = v;
@@ -154,13 +155,18 @@ struct SnapshotTaker {
     if (b == s->buffers.size()) s->buffers.emplace_back();
     s->buffers[b++] = v;  // reuses the capacity of the previous step's copy
   }
+  void operator()(const std::string&, optim::Bf16Buffer& v) {
+    if (h == s->halves.size()) s->halves.emplace_back();
+    s->halves[h++] = v;
+  }
 };
 struct SnapshotRestorer {
   const Snapshot* s;
-  std::size_t i = 0, d = 0, b = 0;
+  std::size_t i = 0, d = 0, b = 0, h = 0;
   void operator()(const std::string&, std::int64_t& v) { v = s->ints[i++]; }
   void operator()(const std::string&, double& v) { v = s->doubles[d++]; }
   void operator()(const std::string&, optim::Buffer& v) { v = s->buffers[b++]; }
+  void operator()(const std::string&, optim::Bf16Buffer& v) { v = s->halves[h++]; }
 };
 /// Agreement keys: the first failing parameter and the status, ordered so that the minimum over
 /// ranks is the failure a single process would report (the lowest parameter index).

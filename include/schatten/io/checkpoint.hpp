@@ -9,7 +9,8 @@
 /// optimizer fails with a message naming the first mismatch).
 ///
 /// File layout: datasets `/schatten/optimizer/<field path>` (the field names contain the
-/// parameter name and `<index>_<rule>`), int64 / double / float; root attributes
+/// parameter name and `<index>_<rule>`), int64 / double / float (bf16 state as its exact
+/// floats: the format is the same for either storage); root attributes
 /// `schema_version` (int), `step` (int64), `signature` (string), and the RNG state
 /// (`rng_words` 4 × uint64, `rng_spare`, `rng_has_spare`) when one is given.
 /// Writing is atomic: the file is written as `<path>.tmp`, closed, synced to disk, then renamed
@@ -26,6 +27,7 @@
 #include <variant>
 #include <vector>
 
+#include "schatten/core/bf16.hpp"
 #include "schatten/core/buffer.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/core/status.hpp"
@@ -58,6 +60,14 @@ struct FieldCollector {
   void operator()(const std::string& name, std::vector<float>& v) { (*out)[name] = v; }
   /// Host or device buffers (optimizer state): copied to the host.
   void operator()(const std::string& name, FloatBuffer& v) { (*out)[name] = v.to_vector(); }
+  /// bf16 state (docs/optim.md "State precision"): stored as its floats, which are exact.
+  void operator()(const std::string& name, Bf16Buffer& v) {
+    const std::vector<std::uint16_t> h = v.to_vector();
+    std::vector<float> f(h.size());
+    for (std::size_t k = 0; k < h.size(); ++k)
+      f[k] = bf16_to_float(h[k]);
+    (*out)[name] = std::move(f);
+  }
 };
 
 /// Loads fields into a visitable state; records the first problem.
@@ -71,6 +81,26 @@ struct FieldLoader {
     if (!got) return;
     if (!size_matches(name, got->size(), v.size())) return;
     v.copy_from(got->data(), got->size());
+    ++loaded;
+  }
+  /// A bf16 buffer is loaded from floats that bf16 holds exactly (those a bf16 state wrote); any
+  /// other float is refused, naming the field and the element, rather than rounded: such a file
+  /// was written with fp32 storage (its signature says so), and loading it would lose bits.
+  void operator()(const std::string& name, Bf16Buffer& v) {
+    const std::vector<float>* got = find<std::vector<float>>(name);
+    if (!got) return;
+    if (!size_matches(name, got->size(), v.size())) return;
+    std::vector<std::uint16_t> h(got->size());
+    for (std::size_t k = 0; k < h.size(); ++k) {
+      h[k] = bf16_round((*got)[k]);
+      const float back = bf16_to_float(h[k]);
+      if (!(back == (*got)[k] || (back != back && (*got)[k] != (*got)[k]))) {
+        error = "field '" + name + "' element " + std::to_string(k) +
+                " is not a bf16 value: the checkpoint holds this state in fp32 (mu_storage differs)";
+        return;
+      }
+    }
+    v.copy_from(h.data(), h.size());
     ++loaded;
   }
   template <class T>

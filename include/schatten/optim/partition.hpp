@@ -481,7 +481,10 @@ class Partition {
   struct BufferMover {
     MemoryKind to;
     bool ok = true;
-    void operator()(const std::string&, Buffer& b) { ok = b.move_to(to) && ok; }
+    template <class T>
+    void operator()(const std::string&, BasicBuffer<T>& b) {  // float and bf16 state
+      ok = b.move_to(to) && ok;
+    }
     void operator()(const std::string&, std::int64_t&) {}
     void operator()(const std::string&, double&) {}
   };

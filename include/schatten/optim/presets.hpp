@@ -13,27 +13,32 @@ namespace schatten::optim {
 
 /// torch.optim.SGD: g ← g + λ W (L2, coupled: before momentum); with momentum μ > 0 the sum form
 /// b ← μ b + g (dampening 0), Nesterov g + μ b; then −lr. Defaults: lr 1e-3, no momentum.
+/// `mu_storage`: the buffer in fp32 or bf16 (TraceMomentum; docs/optim.md "State precision").
 struct SgdOptions {
   Schedule lr = Schedule::constant(1e-3);
   double momentum = 0.0;
   bool nesterov = false;
   double weight_decay = 0.0;
+  Precision mu_storage = Precision::fp32;
 };
 inline auto sgd(const SgdOptions& o = {}) {
   return chain(AddDecayedWeights{o.weight_decay},
-               TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::sum}, ScaleByLearningRate{o.lr});
+               TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::sum, false, o.mu_storage},
+               ScaleByLearningRate{o.lr});
 }
 
 /// torch.optim.AdamW: W ← W − lr·(m̂/(√v̂ + ε) + λ W). Defaults (torch): lr 1e-3, betas
-/// (0.9, 0.999), eps 1e-8, weight decay 1e-2.
+/// (0.9, 0.999), eps 1e-8, weight decay 1e-2. `mu_storage`: the first moment in fp32 or bf16
+/// (optax's mu_dtype; ScaleByAdam, docs/optim.md "State precision"); v stays fp32.
 struct AdamWOptions {
   Schedule lr = Schedule::constant(1e-3);
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   double weight_decay = 1e-2;
+  Precision mu_storage = Precision::fp32;
 };
 inline auto adamw(const AdamWOptions& o = {}) {
   // One fused pass (AdamWUpdate) = chain(ScaleByAdam, AddDecayedWeights, ScaleByLearningRate).
-  return chain(AdamWUpdate{o.b1, o.b2, o.eps, o.weight_decay, o.lr});
+  return chain(AdamWUpdate{o.b1, o.b2, o.eps, o.weight_decay, o.lr, o.mu_storage});
 }
 
 /// Lion (Chen et al. 2023, arXiv 2302.06675): W ← W(1 − lr·λ) − lr·sign(β₁m + (1 − β₁)g), then
@@ -75,12 +80,15 @@ struct MuonOptions {
   /// optax's bias-corrected momentum (TraceMomentum::bias_correction); with
   /// polar.dual_norm_scale it gives optax's `muon(adaptive=True)` (docs/optim.md "optax's Muon").
   bool bias_correction = false;
+  /// The momentum buffer in fp32 or bf16, half the memory (TraceMomentum::mu_storage; optax's
+  /// mu_dtype, microsoft/dion's momentum_dtype; docs/optim.md "State precision").
+  Precision mu_storage = Precision::fp32;
 
   /// Keller Jordan's orthogonalisation: NS5 with (3.4445, −4.7750, 2.0315), X/(‖X‖_F + 1e-7).
   static PolarOptions keller_polar() { return newton_schulz_polar(schedules::keller_jordan(), 1e-7); }
 };
 inline auto muon(const MuonOptions& o = {}) {
-  return chain(TraceMomentum{o.momentum, o.nesterov, o.momentum_form, o.bias_correction},
+  return chain(TraceMomentum{o.momentum, o.nesterov, o.momentum_form, o.bias_correction, o.mu_storage},
                Orthogonalize{o.polar}, ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay},
                ScaleByLearningRate{o.lr});
 }
@@ -100,6 +108,7 @@ struct MopOptions {
   PolarOptions polar = nuclear_polar();
   ScaleByShape shape{ScaleByShape::Rule::none};  ///< rule none and extra 1: the nuclear norm alone
   double weight_decay = 0.01;
+  Precision mu_storage = Precision::fp32;  ///< MuonOptions::mu_storage
 
   /// QDWH with polar.dual_norm_scale: Q·⟨M, Q⟩ = Q·‖M‖_*.
   static PolarOptions nuclear_polar() {
@@ -116,6 +125,7 @@ struct MopOptions {
     m.polar = polar;
     m.shape = shape;
     m.weight_decay = weight_decay;
+    m.mu_storage = mu_storage;
     return m;
   }
 };

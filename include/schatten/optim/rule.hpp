@@ -50,7 +50,9 @@
 /// "Hyper-parameter checks"). Partition::init refuses a route whose rule fails it, and a chain's
 /// update() returns invalid_argument, before anything is touched. `visit_fields` drives checkpoints,
 /// state equality in tests and the "nothing forgotten" test: each field is reported as `v("name", field)`
-/// with `field` a `std::int64_t`, a `double` or a `Buffer`.
+/// with `field` a `std::int64_t`, a `double`, a `Buffer` or a `Bf16Buffer` (16-bit storage of a
+/// momentum, docs/optim.md "State precision"; visitors that read values widen it with
+/// bf16_to_float, and checkpoints store it as floats).
 ///
 /// A rule whose State holds scratch Buffers (arrays its update fills and reads within one call,
 /// neither checkpointed nor compared) names them in
@@ -77,6 +79,7 @@
 #include <utility>
 #include <vector>
 
+#include "schatten/core/bf16.hpp"
 #include "schatten/core/buffer.hpp"
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/status.hpp"
@@ -101,6 +104,8 @@ using ConstBlock = MatrixRef<const float>;
 /// Owned state buffers: host memory as created by init(), device memory once a partition moved
 /// them there (Partition::init(MemoryKind::device); core/buffer.hpp).
 using Buffer = FloatBuffer;
+/// 16-bit (bf16) state storage (core/bf16.hpp).
+using Bf16Buffer = schatten::Bf16Buffer;
 
 /// Detects the protocol of a rule type R (name, State, init, update).
 template <class R, class = void>
@@ -495,6 +500,8 @@ inline bool non_negative(double x) noexcept { return std::isfinite(x) && x >= 0.
 inline bool positive(double x) noexcept { return std::isfinite(x) && x > 0.0; }
 inline bool positive_float(double x) noexcept { return positive(x) && static_cast<float>(x) > 0.0f; }
 inline bool decay_rate(double b) noexcept { return std::isfinite(b) && b >= 0.0 && b < 1.0; }
+/// A storage precision the momentum rules offer for their buffers: fp32 or bf16.
+inline bool state_storage(Precision p) noexcept { return p == Precision::fp32 || p == Precision::bf16; }
 }  // namespace hyper
 
 template <class R>

@@ -569,6 +569,7 @@ struct GramFinder {
       ref.dim = static_cast<index_t>(std::llround(std::sqrt(double(b.size()))));
     }
   }
+  void operator()(const std::string&, Bf16Buffer&) {}  // momentum storage, never a Gram
   void operator()(const std::string& name, std::int64_t& v) {
     if (mine(name, "activation_samples")) ref.samples = &v;
     if (mine(name, "activation_step")) ref.for_step = &v;
@@ -632,6 +633,7 @@ std::vector<std::pair<std::string, double>> schatten_p_values(Optimizer& optimiz
     }
     void operator()(const std::string&, std::int64_t&) {}
     void operator()(const std::string&, Buffer&) {}
+    void operator()(const std::string&, Bf16Buffer&) {}
   } c;
   optimizer.visit(c);
   return c.out;

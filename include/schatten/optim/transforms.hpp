@@ -95,12 +95,17 @@ struct AdamWScalars {
 };
 }  // namespace detail
 namespace device_kernels {
-/// x[k] ← TraceMomentum::step(x[k], mu[k], beta, nesterov, ema ? Form::ema : Form::sum, {cm, cg}).
+/// x[k] ← TraceMomentum::stored_step(x[k], mu[k], beta, nesterov, ema ? Form::ema : Form::sum,
+/// {cm, cg}); mu in float or bf16 storage (the overloads).
 void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg);
-/// x[k] ← ScaleByAdam::step(x[k], m[k], v[k], …) with c's first seven scalars.
+void momentum(float* x, std::uint16_t* mu, index_t n, float beta, bool nesterov, bool ema, float cm,
+              float cg);
+/// x[k] ← ScaleByAdam::stored_step(x[k], m[k], v[k], …) with c's first seven scalars.
 void adam(float* x, float* m, float* v, index_t n, const detail::AdamWScalars& c);
+void adam(float* x, std::uint16_t* m, float* v, index_t n, const detail::AdamWScalars& c);
 /// x[k] ← detail::adamw_element(x[k], m[k], v[k], w[k], c).
 void adamw(float* x, float* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c);
+void adamw(float* x, std::uint16_t* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c);
 }  // namespace device_kernels
 
 // ---------------------------------------------------------------------------------------------
@@ -121,6 +126,15 @@ struct MomentumCorrection {
 /// Nesterov, else B/(1 − β^t), t the 1-based step. Behind a polynomial orthogonalisation it only
 /// moves the normalisation's eps; it matters where the update keeps the momentum's scale
 /// (PolarOptions::dual_norm_scale, optax's `adaptive`).
+///
+/// `mu_storage` [P] (docs/optim.md "State precision"; optax's `mu_dtype`, microsoft/dion's
+/// `DionMixedPrecisionConfig.momentum_dtype`): the buffer in fp32 (default) or bf16, half the
+/// memory. The arithmetic is float either way: B is widened, updated as above, and rounded to
+/// the nearest bf16 (ties to even) when stored; this step's output uses the unrounded B. The
+/// stored B is then within 2⁻⁹ of the float B of that step, relative. An EMA increment
+/// (1 − β)(G − B) smaller than half a bf16 unit of B is lost, so over steps the buffer can lag
+/// the exact EMA by up to about 2⁻⁹/(1 − β) of |B| (4 % at β = 0.95) where G stays near B;
+/// tests/optim/test_state_precision.cpp measures it.
 struct TraceMomentum {
   static constexpr const char* name = "trace_momentum";
   static constexpr bool row_local = true;  // chain.hpp: each element alone
@@ -129,12 +143,28 @@ struct TraceMomentum {
   bool nesterov = true;
   Form form = Form::ema;
   bool bias_correction = false;
+  Precision mu_storage = Precision::fp32;  ///< fp32 or bf16 (above)
 
   struct State {
     std::int64_t count = 0;
-    Buffer mu;
+    Buffer mu;                            ///< the buffer, fp32 storage (empty with bf16)
+    Bf16Buffer mu_bf16;                   ///< the buffer, bf16 storage (empty with fp32)
+    Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
   };
-  State init(const BlockShape& s) const { return State{0, Buffer(static_cast<std::size_t>(s.size()), 0.0f)}; }
+  State init(const BlockShape& s) const {
+    const auto n = static_cast<std::size_t>(s.size());
+    State st;
+    st.storage = mu_storage;
+    if (mu_storage == Precision::bf16)
+      st.mu_bf16 = Bf16Buffer(n, std::uint16_t(0));
+    else
+      st.mu = Buffer(n, 0.0f);
+    return st;
+  }
+  /// With bf16 storage, |G| ≤ kBf16Max keeps the EMA buffer (a convex combination of earlier
+  /// gradients and its zero start) finite once rounded; larger gradients are refused
+  /// (rule.hpp). fp32: no limit of its own.
+  double max_gradient() const { return mu_storage == Precision::bf16 ? double(kBf16Max) : HUGE_VAL; }
 
   static constexpr bool device_capable = true;  // rule.hpp: runs on device memory
 
@@ -154,41 +184,64 @@ struct TraceMomentum {
     b = beta * b + w * g;
     return nesterov ? c.g * (w * g) + c.m * (beta * b) : c.m * b;
   }
-  /// u ← step(u, mu) element by element, mu (u.size() floats in u's memory) updated: the pass of
-  /// update(), shared with the rules that keep their own momentum (step_size.hpp).
-  static void apply(Block u, float* mu, double beta, bool nesterov, Form form, Correction c = {}) {
+  /// step() on a stored element (float, or bf16 widened and rounded back: core/bf16.hpp).
+  template <class M>
+  SCHATTEN_HOST_DEVICE static float stored_step(float g, M& stored, float beta, bool nesterov, Form form,
+                                                Correction c = {}) {
+    float b = load_state(stored);
+    const float out = step(g, b, beta, nesterov, form, c);
+    store_state(stored, b);
+    return out;
+  }
+  /// u ← step(u, mu) element by element, mu (u.size() elements in u's memory, float or bf16)
+  /// updated: the pass of update(), shared with the rules that keep their own momentum
+  /// (step_size.hpp).
+  template <class M>
+  static void apply(Block u, M* mu, double beta, bool nesterov, Form form, Correction c = {}) {
     const float b = static_cast<float>(beta);
     float* x = u.data;
     if (u.memory == MemoryKind::device)
       return device_kernels::momentum(x, mu, u.size(), b, nesterov, form == Form::ema, c.m, c.g);
     for (index_t k = 0, n = u.size(); k < n; ++k)
-      x[k] = step(x[k], mu[k], b, nesterov, form, c);
+      x[k] = stored_step(x[k], mu[k], b, nesterov, form, c);
   }
   Status update(Block u, State& s, ConstBlock) const {
-    if (s.mu.size() != static_cast<std::size_t>(u.size())) return Status::invalid_argument;  // other shape
-    apply(u, s.mu.data(), beta, nesterov, form,
-          bias_correction ? correction(beta, nesterov, s.count + 1) : Correction{});
+    const auto n = static_cast<std::size_t>(u.size());
+    if (s.storage != mu_storage || s.mu.size() + s.mu_bf16.size() != n)  // another shape or storage
+      return Status::invalid_argument;
+    const Correction c = bias_correction ? correction(beta, nesterov, s.count + 1) : Correction{};
+    if (s.storage == Precision::bf16)
+      apply(u, s.mu_bf16.data(), beta, nesterov, form, c);
+    else
+      apply(u, s.mu.data(), beta, nesterov, form, c);
     ++s.count;
     return Status::ok;
   }
+  /// "mu" is the buffer in its storage: checkpoints hold it as floats either way (io/checkpoint.hpp).
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    v("mu", s.mu);
+    if (s.storage == Precision::bf16)
+      v("mu", s.mu_bf16);
+    else
+      v("mu", s.mu);
   }
   /// β finite and ≥ 0; below 1 for the EMA form (β = 1 would keep the buffer at its zero start);
-  /// bias correction with the EMA form only (the sum form has no such correction).
+  /// bias correction with the EMA form only (the sum form has no such correction); storage fp32
+  /// or bf16.
   const char* check() const noexcept {
     if (form == Form::ema ? !hyper::decay_rate(beta) : !hyper::non_negative(beta))
       return form == Form::ema ? "trace_momentum: beta must be in [0, 1) for the EMA form"
                                : "trace_momentum: beta must be finite and >= 0";
     if (bias_correction && form != Form::ema) return "trace_momentum: bias_correction needs the EMA form";
+    if (!hyper::state_storage(mu_storage)) return "trace_momentum: mu_storage must be fp32 or bf16";
     return nullptr;
   }
   std::string config() const {
     Signature s(name);
     s.add("beta", beta).add("nesterov", nesterov).add("form", form == Form::ema ? "ema" : "sum");
     if (bias_correction) s.add("bias_correction", true);  // only when set: earlier signatures stay
+    if (mu_storage != Precision::fp32) s.add("mu_storage", to_string(mu_storage));  // likewise
     return s.str();
   }
 };
@@ -201,26 +254,46 @@ struct TraceMomentum {
 /// 1-based step. Bias corrections are computed in double once per step, and so are the weights
 /// 1 − β (then rounded to float, as PyTorch's Python-float `1 - beta`): 1.0f − float(0.999) would
 /// be 0.00099998713, 1.3e-5 off 1 − β₂ (docs/benchmarks/cpu-replay.md, "PyTorch recordings").
+///
+/// `mu_storage` [P] (docs/optim.md "State precision"; optax's `mu_dtype`): the first moment m
+/// in fp32 (default) or bf16, as TraceMomentum's buffer (widened, updated in float, rounded to
+/// nearest even when stored; this step's output from the unrounded m). v stays fp32: its EMA
+/// weight 1 − β₂ = 0.001 makes every increment smaller than half a bf16 unit of v unless g²
+/// differs from v by more than 2⁻⁹/0.001 ≈ 39 % of v, so a bf16 v would barely move
+/// (microsoft/dion also keeps variance_dtype fp32 in its example).
 struct ScaleByAdam {
   static constexpr const char* name = "scale_by_adam";
   static constexpr bool row_local = true;  // chain.hpp: each element alone
   static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  Precision mu_storage = Precision::fp32;  ///< fp32 or bf16 (above)
 
   struct State {
     std::int64_t count = 0;
     Buffer mu, nu;
+    Bf16Buffer mu_bf16;                   ///< m with bf16 storage (then mu is empty)
+    Precision storage = Precision::fp32;  ///< m's storage (set by init; not a field)
   };
-  State init(const BlockShape& s) const {
+  State init(const BlockShape& s) const { return init_moments(s, mu_storage); }
+  /// The zero moments of a block, m in `storage` (shared with AdamWUpdate).
+  static State init_moments(const BlockShape& s, Precision storage) {
     const auto n = static_cast<std::size_t>(s.size());
-    return State{0, Buffer(n, 0.0f), Buffer(n, 0.0f)};
+    State st;
+    st.storage = storage;
+    if (storage == Precision::bf16)
+      st.mu_bf16 = Bf16Buffer(n, std::uint16_t(0));
+    else
+      st.mu = Buffer(n, 0.0f);
+    st.nu = Buffer(n, 0.0f);
+    return st;
   }
-  /// v holds g² in float: larger gradients are refused (rule.hpp, kSquaredStateMaxGradient).
+  /// v holds g² in float: larger gradients are refused (rule.hpp, kSquaredStateMaxGradient;
+  /// it is far below kBf16Max, so a bf16 m, a convex combination of gradients, stays finite).
   double max_gradient() const { return kSquaredStateMaxGradient; }
-  /// True when the state was initialised for u's shape.
-  static bool sized(const State& s, const Block& u) {
+  /// True when the state was initialised for u's shape and m's `storage`.
+  static bool sized(const State& s, const Block& u, Precision storage) {
     const auto n = static_cast<std::size_t>(u.size());
-    return s.mu.size() == n && s.nu.size() == n;
+    return s.storage == storage && s.mu.size() + s.mu_bf16.size() == n && s.nu.size() == n;
   }
   /// 1/(1 − β₁ᵗ) and 1/√(1 − β₂ᵗ) for the 1-based step t, computed in double.
   static std::pair<float, float> bias_corrections(double b1, double b2, std::int64_t t) {
@@ -235,52 +308,85 @@ struct ScaleByAdam {
     v = b2 * v + w2 * g * g;
     return (m * inv_c1) / (std::sqrt(v) * inv_sqrt_c2 + eps);
   }
+  /// step() on a stored m (float, or bf16 widened and rounded back: core/bf16.hpp).
+  template <class M>
+  SCHATTEN_HOST_DEVICE static float stored_step(float g, M& m, float& v, float b1, float w1, float b2,
+                                                float w2, float inv_c1, float inv_sqrt_c2, float eps) {
+    float mf = load_state(m);
+    const float out = step(g, mf, v, b1, w1, b2, w2, inv_c1, inv_sqrt_c2, eps);
+    store_state(m, mf);
+    return out;
+  }
   Status update(Block u, State& s, ConstBlock) const {
-    if (!sized(s, u)) return Status::invalid_argument;
+    if (!sized(s, u, mu_storage)) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
-    const auto [inv_c1, inv_sqrt_c2] = bias_corrections(b1, b2, t);
-    float *m = s.mu.data(), *v = s.nu.data(), *x = u.data;
+    const std::pair<float, float> corrections = bias_corrections(b1, b2, t);
+    const float inv_c1 = corrections.first, inv_sqrt_c2 = corrections.second;  // (a lambda below reads them)
     const float fb1 = float(b1), fb2 = float(b2), w1 = float(1.0 - b1), w2 = float(1.0 - b2),
                 feps = float(eps);
-    if (u.memory == MemoryKind::device) {
-      device_kernels::adam(x, m, v, u.size(), {fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps, 0.0f, 0.0f});
-    } else {
+    auto pass = [&](auto* m) {
+      float *v = s.nu.data(), *x = u.data;
+      if (u.memory == MemoryKind::device)
+        return device_kernels::adam(x, m, v, u.size(),
+                                    {fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps, 0.0f, 0.0f});
       for (index_t k = 0, n = u.size(); k < n; ++k)
-        x[k] = step(x[k], m[k], v[k], fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps);
-    }
+        x[k] = stored_step(x[k], m[k], v[k], fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps);
+    };
+    if (s.storage == Precision::bf16)
+      pass(s.mu_bf16.data());
+    else
+      pass(s.mu.data());
     s.count = t;
     return Status::ok;
   }
+  /// "mu" is m in its storage: checkpoints hold it as floats either way (io/checkpoint.hpp).
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    v("mu", s.mu);
+    if (s.storage == Precision::bf16)
+      v("mu", s.mu_bf16);
+    else
+      v("mu", s.mu);
     v("nu", s.nu);
   }
   /// β₁, β₂ ∈ [0, 1) (torch.optim.Adam's ranges); ε > 0 also in float, where the update
-  /// divides by √v̂ + ε (a zero gradient entry would give 0/0 with ε = 0) [P: torch allows 0].
-  const char* check() const noexcept { return check_adam(b1, b2, eps); }
+  /// divides by √v̂ + ε (a zero gradient entry would give 0/0 with ε = 0) [P: torch allows 0];
+  /// m's storage fp32 or bf16.
+  const char* check() const noexcept { return check_adam(b1, b2, eps, mu_storage); }
   /// The check of ScaleByAdam's hyper-parameters, shared with AdamWUpdate.
-  static const char* check_adam(double b1, double b2, double eps) noexcept {
+  static const char* check_adam(double b1, double b2, double eps, Precision mu_storage) noexcept {
     if (!hyper::decay_rate(b1)) return "adam: b1 must be in [0, 1)";
     if (!hyper::decay_rate(b2)) return "adam: b2 must be in [0, 1)";
     if (!hyper::positive_float(eps)) return "adam: eps must be finite and > 0 (in float)";
+    if (!hyper::state_storage(mu_storage)) return "adam: mu_storage must be fp32 or bf16";
     return nullptr;
   }
-  std::string config() const { return Signature(name).add("b1", b1).add("b2", b2).add("eps", eps).str(); }
+  /// Adds "mu_storage" to a signature when it is not fp32 (earlier signatures stay as they were).
+  static Signature& add_storage(Signature& s, Precision mu_storage) {
+    if (mu_storage != Precision::fp32) s.add("mu_storage", to_string(mu_storage));
+    return s;
+  }
+  std::string config() const {
+    Signature s(name);
+    s.add("b1", b1).add("b2", b2).add("eps", eps);
+    return add_storage(s, mu_storage).str();
+  }
 };
 
 namespace detail {
-/// One element of the fused AdamW pass: the new update from gradient x, moments m, v (updated)
-/// and weight w. The one formula of the host kernel and the device kernel.
-SCHATTEN_HOST_DEVICE inline float adamw_element(float x, float& m, float& v, float w, const AdamWScalars& c) {
-  return c.neg_lr * (ScaleByAdam::step(x, m, v, c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2, c.eps) +
-                     c.weight_decay * w);
+/// One element of the fused AdamW pass: the new update from gradient x, moments m (float or
+/// bf16 storage), v (updated) and weight w. The one formula of the host kernel and the device kernel.
+template <class M>
+SCHATTEN_HOST_DEVICE inline float adamw_element(float x, M& m, float& v, float w, const AdamWScalars& c) {
+  return c.neg_lr *
+         (ScaleByAdam::stored_step(x, m, v, c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2, c.eps) +
+          c.weight_decay * w);
 }
 /// x[k] ← neg_lr·(ScaleByAdam::step(x[k], m[k], v[k], …) + λ w[k]) for k < n. Compiled in the
 /// library (src/optim/kernels.cpp) with errno-free square roots so that it vectorises whatever
 /// flags the caller uses (√ of v ≥ 0 never sets errno anyway).
 void adamw_kernel(float* x, float* m, float* v, const float* w, index_t n, const AdamWScalars& s);
+void adamw_kernel(float* x, std::uint16_t* m, float* v, const float* w, index_t n, const AdamWScalars& s);
 }  // namespace detail
 
 /// AdamW in one pass (the `adamw` preset): u ← −η(t)·(m̂/(√v̂ + ε) + λ W), the same formulas
@@ -292,12 +398,13 @@ struct AdamWUpdate {
   static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   Schedule lr = Schedule::constant(1e-3);
+  Precision mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (ScaleByAdam)
 
   using State = ScaleByAdam::State;
-  State init(const BlockShape& s) const { return ScaleByAdam{b1, b2, eps}.init(s); }
+  State init(const BlockShape& s) const { return ScaleByAdam::init_moments(s, mu_storage); }
   double max_gradient() const { return kSquaredStateMaxGradient; }  // v holds g² (ScaleByAdam)
   Status update(Block u, State& s, ConstBlock p) const {
-    if (!ScaleByAdam::sized(s, u) || p.size() != u.size()) return Status::invalid_argument;
+    if (!ScaleByAdam::sized(s, u, mu_storage) || p.size() != u.size()) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
     const auto [inv_c1, inv_sqrt_c2] = ScaleByAdam::bias_corrections(b1, b2, t);
     const float feps = float(eps), wd = float(weight_decay);
@@ -310,28 +417,30 @@ struct AdamWUpdate {
                                  feps,
                                  wd,
                                  static_cast<float>(-lr(s.count))};
-    if (u.memory == MemoryKind::device)
-      device_kernels::adamw(u.data, s.mu.data(), s.nu.data(), p.data, u.size(), c);
+    auto pass = [&](auto* m) {
+      if (u.memory == MemoryKind::device)
+        device_kernels::adamw(u.data, m, s.nu.data(), p.data, u.size(), c);
+      else
+        detail::adamw_kernel(u.data, m, s.nu.data(), p.data, u.size(), c);
+    };
+    if (s.storage == Precision::bf16)
+      pass(s.mu_bf16.data());
     else
-      detail::adamw_kernel(u.data, s.mu.data(), s.nu.data(), p.data, u.size(), c);
+      pass(s.mu.data());
     s.count = t;
     return Status::ok;
   }
   // visit_fields: ScaleByAdam's (the same State).
   /// ScaleByAdam's ranges, weight decay finite and ≥ 0, a usable lr schedule.
   const char* check() const noexcept {
-    if (const char* m = ScaleByAdam::check_adam(b1, b2, eps)) return m;
+    if (const char* m = ScaleByAdam::check_adam(b1, b2, eps, mu_storage)) return m;
     if (!hyper::non_negative(weight_decay)) return "adamw: weight_decay must be finite and >= 0";
     return lr.check();
   }
   std::string config() const {
-    return Signature(name)
-        .add("b1", b1)
-        .add("b2", b2)
-        .add("eps", eps)
-        .add("weight_decay", weight_decay)
-        .add("lr", lr.config())
-        .str();
+    Signature s(name);
+    s.add("b1", b1).add("b2", b2).add("eps", eps).add("weight_decay", weight_decay).add("lr", lr.config());
+    return ScaleByAdam::add_storage(s, mu_storage).str();
   }
 };
 
