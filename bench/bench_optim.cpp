@@ -8,10 +8,14 @@
 ///                                  gradients in device memory (init(MemoryKind::device)): the
 ///                                  GPU training-loop path (issue #7's step target); .../bf16
 ///                                  iterates Newton–Schulz in bfloat16 as the PyTorch reference
-///                                  does (GPU builds); also optim/muon_step_without_ns/gpt2_small/device
+///                                  does (GPU builds), .../bf16/mu_storage:bf16 also keeps the
+///                                  momentum and AdamW's m in bf16 (as PyTorch's bf16 buffers);
+///                                  also optim/muon_step_without_ns/gpt2_small/device
 ///   optim/orthogonalize_only       the 48 polar() calls of that step alone (same options,
 ///                                  reused workspaces): overhead ≈ step − this (noisy)
-///   optim/muon_step_without_ns/gpt2_small  the same step with 0 Newton–Schulz steps, and
+///   optim/muon_step_without_ns/gpt2_small  the same step with 0 Newton–Schulz steps (also
+///                                  .../mu_storage:bf16: momentum and AdamW's m in bf16; the
+///                                  state_MB counter of both), and
 ///   optim/orthogonalize_only_without_ns    the 48 polar() calls with 0 steps (their validation,
 ///                                  normalisation and copy passes): overhead = the difference of
 ///                                  these two, measured directly instead of as a small difference
@@ -19,6 +23,8 @@
 ///   optim/adamw_step/gpt2_rest     AdamW over the parameters Muon does not take (wte, wpe,
 ///                                  biases, norms): GB/s of the minimal traffic (read g, p, m, v;
 ///                                  write p, m, v = 28 bytes per element) and its ratio to
+///                                  stream/triad; .../mu_storage:bf16 with m in bf16 (24 bytes per
+///                                  element; docs/optim.md "State precision")
 ///   stream/triad                   a ← b + s·c over 3 × 64 Mi floats (12 bytes per element)
 ///   optim/schatten_muon_step/gpt2_small/p:10   schatten_muon (fixed p) for the 48 hidden matrices,
 ///   optim/schatten_muon_step/gpt2_small/p:3    adamw for the rest: an ordinary step at the Muon
@@ -155,15 +161,34 @@ void time_host_steps(benchmark::State& st, Model& m, P& opt) {
   }
 }
 
+/// Sums the bytes of every state buffer (float or bf16) of a partition's visit.
+struct StateBytes {
+  double n = 0;
+  template <class T>
+  void operator()(const std::string&, BasicBuffer<T>& b) {
+    n += double(b.size() * sizeof(T));
+  }
+  template <class T>
+  void operator()(const std::string&, T&) {}  // counters and scalars
+};
+
 /// The full step; with `polar_steps` = 0 the orthogonalisation does no Newton–Schulz step (only
 /// its validation, normalisation and copy passes), so that case times everything of the step
 /// except the orthogonalisation's GEMMs: a direct, conservative measure of the overhead.
-void bm_muon_step(benchmark::State& st, int polar_steps) {
+/// `storage`: the momentum's and AdamW's first moment's (mu_storage); the counter state_MB is
+/// the bytes of every state buffer.
+void bm_muon_step(benchmark::State& st, int polar_steps, Precision storage) {
   Model m(gpt2_small());
   MuonOptions mo;
   mo.polar.iterations = polar_steps;
-  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw()));
+  mo.mu_storage = storage;
+  AdamWOptions ao;
+  ao.mu_storage = storage;
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw(ao)));
   time_host_steps(st, m, opt);
+  StateBytes bytes;
+  opt.visit(bytes);
+  st.counters["state_MB"] = bytes.n / 1e6;
 }
 
 /// NorMuon's step over the same model (normuon(): Muon's chain plus NormalizeNeurons, two
@@ -298,14 +323,17 @@ void time_device_steps(benchmark::State& st, Model& m, P& opt) {
 }
 
 /// Muon's step over GPT-2 small in device memory (time_device_steps), NS in `compute`.
-void bm_muon_step_device(benchmark::State& st, int polar_steps, Precision compute) {
+void bm_muon_step_device(benchmark::State& st, int polar_steps, Precision compute, Precision storage) {
   Model m(gpt2_small());
   MuonOptions mo;
   mo.polar.iterations = polar_steps;
   mo.polar.compute = compute;
+  mo.mu_storage = storage;
+  AdamWOptions ao;
+  ao.mu_storage = storage;
   if (compute != Precision::fp32 && !precision_supported(compute, mo.polar.method))
     return st.SkipWithError("this build cannot iterate in that precision");
-  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw()));
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw(ao)));
   time_device_steps(st, m, opt);
 }
 
@@ -474,14 +502,16 @@ void bm_schatten_criterion_only(benchmark::State& st) {
   st.counters["mean_p"] = psum / double(idx.size());
 }
 
-void bm_adamw_rest(benchmark::State& st) {
+void bm_adamw_rest(benchmark::State& st, Precision storage) {
   std::vector<ParamSpec> rest;
   const auto all = gpt2_small();
   const auto labels = propose_labels(all);
   for (std::size_t i = 0; i < all.size(); ++i)
     if (labels[i] == "adamw") rest.push_back(all[i]);
   Model m(rest);
-  auto opt = partition(m.specs, std::vector<std::string>(m.specs.size(), "adamw"), route("adamw", adamw()));
+  AdamWOptions ao;
+  ao.mu_storage = storage;
+  auto opt = partition(m.specs, std::vector<std::string>(m.specs.size(), "adamw"), route("adamw", adamw(ao)));
   if (!opt.init()) return st.SkipWithError("init failed");
   m.fill_gradients(2);
   double elements = 0.0;
@@ -497,7 +527,8 @@ void bm_adamw_rest(benchmark::State& st) {
     total += t.seconds();
     if (!r) return st.SkipWithError(r.message);
   }
-  const double gbps = 28.0 * elements / (total / double(st.iterations())) / 1e9;
+  const double bytes = storage == Precision::bf16 ? 24.0 : 28.0;  // m: 2 bytes read, 2 written
+  const double gbps = bytes * elements / (total / double(st.iterations())) / 1e9;
   st.counters["elements"] = elements;
   st.counters["GB/s"] = gbps;
   st.counters["x_stream"] = gbps / stream_gbps();
@@ -526,7 +557,10 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("kokkos", runtime_description());
   benchmark::AddCustomContext("machine", bench::machine_description());
   benchmark::RegisterBenchmark("stream/triad", bm_stream)->Iterations(1)->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest", bm_adamw_rest)
+  benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest", bm_adamw_rest, Precision::fp32)
+      ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest/mu_storage:bf16", bm_adamw_rest, Precision::bf16)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/orthogonalize_only", bm_orthogonalize_only, 5)
@@ -535,10 +569,14 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/orthogonalize_only_without_ns", bm_orthogonalize_only, 0)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small", bm_muon_step, 5)
+  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small", bm_muon_step, 5, Precision::fp32)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small", bm_muon_step, 0)
+  benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small", bm_muon_step, 0, Precision::fp32)
+      ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small/mu_storage:bf16", bm_muon_step, 0,
+                               Precision::bf16)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/normuon_step/gpt2_small", bm_normuon_step, 5)
@@ -583,15 +621,20 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/qk_clip/gpt2_small", bm_qk_clip)
       ->Iterations(10)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small/device", bm_muon_step_device, 5, Precision::fp32)
+  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small/device", bm_muon_step_device, 5, Precision::fp32,
+                               Precision::fp32)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/muon_step/gpt2_small/device/bf16", bm_muon_step_device, 5,
-                               Precision::bf16)
+                               Precision::bf16, Precision::fp32)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step/gpt2_small/device/bf16/mu_storage:bf16", bm_muon_step_device,
+                               5, Precision::bf16, Precision::bf16)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small/device", bm_muon_step_device, 0,
-                               Precision::fp32)
+                               Precision::fp32, Precision::fp32)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/device/batched", bm_dion2_step_device, true)
