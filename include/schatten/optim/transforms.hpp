@@ -131,10 +131,10 @@ struct MomentumCorrection {
 /// `DionMixedPrecisionConfig.momentum_dtype`): the buffer in fp32 (default) or bf16, half the
 /// memory. The arithmetic is float either way: B is widened, updated as above, and rounded to
 /// the nearest bf16 (ties to even) when stored; this step's output uses the unrounded B. The
-/// stored B is then within 2⁻⁹ of the float B of that step, relative. An EMA increment
-/// (1 − β)(G − B) smaller than half a bf16 unit of B is lost, so over steps the buffer can lag
-/// the exact EMA by up to about 2⁻⁹/(1 − β) of |B| (4 % at β = 0.95) where G stays near B;
-/// tests/optim/test_state_precision.cpp measures it.
+/// stored B is then within 2⁻⁸ of the float B of that step, relative (half a unit of bf16's 8
+/// significant bits). An EMA increment (1 − β)(G − B) smaller than half a bf16 unit of B is
+/// lost, so over steps the buffer can lag the exact EMA by up to 2⁻⁸/(1 − β) of |B| (7.8 % at
+/// β = 0.95) where G stays near B; tests/optim/test_state_precision.cpp measures it.
 struct TraceMomentum {
   static constexpr const char* name = "trace_momentum";
   static constexpr bool row_local = true;  // chain.hpp: each element alone
@@ -257,9 +257,9 @@ struct TraceMomentum {
 ///
 /// `mu_storage` [P] (docs/optim.md "State precision"; optax's `mu_dtype`): the first moment m
 /// in fp32 (default) or bf16, as TraceMomentum's buffer (widened, updated in float, rounded to
-/// nearest even when stored; this step's output from the unrounded m). v stays fp32: its EMA
-/// weight 1 − β₂ = 0.001 makes every increment smaller than half a bf16 unit of v unless g²
-/// differs from v by more than 2⁻⁹/0.001 ≈ 39 % of v, so a bf16 v would barely move
+/// nearest even when stored; this step's output from the unrounded m). v stays fp32: with the
+/// EMA weight 1 − β₂ = 0.001 an increment is smaller than half a bf16 unit of v (2⁻⁹ to 2⁻⁸ of
+/// v) unless g² differs from v by more than 20 % to 39 % of v, so a bf16 v would barely move
 /// (microsoft/dion also keeps variance_dtype fp32 in its example).
 struct ScaleByAdam {
   static constexpr const char* name = "scale_by_adam";
