@@ -112,6 +112,38 @@ void adamw(float* x, std::uint16_t* m, float* v, const float* w, index_t n, cons
 // Momentum
 
 namespace detail {
+/// The first moment of a state in either storage (TraceMomentum, ScaleByAdam: fields `mu`,
+/// `mu_bf16` and `storage`, docs/optim.md "State precision"): sized for n zeros in `storage`,
+/// and named "mu" for visit_fields, whichever buffer holds it.
+template <class S>
+void init_first_moment(S& st, std::size_t n, Precision storage) {
+  st.storage = storage;
+  if (storage == Precision::bf16)
+    st.mu_bf16 = Bf16Buffer(n, std::uint16_t(0));
+  else
+    st.mu = Buffer(n, 0.0f);
+}
+template <class V, class S>
+void visit_first_moment(V& v, S& st) {
+  if (st.storage == Precision::bf16)
+    v("mu", st.mu_bf16);
+  else
+    v("mu", st.mu);
+}
+/// f(pointer to the first moment's elements): float* or std::uint16_t* (bf16), by its storage.
+template <class S, class F>
+void with_first_moment(S& st, F&& f) {
+  if (st.storage == Precision::bf16)
+    f(st.mu_bf16.data());
+  else
+    f(st.mu.data());
+}
+/// True when the first moment has n elements in `storage`.
+template <class S>
+bool first_moment_sized(const S& st, std::size_t n, Precision storage) {
+  return st.storage == storage && st.mu.size() + st.mu_bf16.size() == n;
+}
+
 /// TraceMomentum::Correction (outside the class so that it can be a default argument there).
 struct MomentumCorrection {
   float m = 1.0f, g = 1.0f;
@@ -152,13 +184,8 @@ struct TraceMomentum {
     Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
   };
   State init(const BlockShape& s) const {
-    const auto n = static_cast<std::size_t>(s.size());
     State st;
-    st.storage = mu_storage;
-    if (mu_storage == Precision::bf16)
-      st.mu_bf16 = Bf16Buffer(n, std::uint16_t(0));
-    else
-      st.mu = Buffer(n, 0.0f);
+    detail::init_first_moment(st, static_cast<std::size_t>(s.size()), mu_storage);
     return st;
   }
   /// With bf16 storage, |G| ≤ kBf16Max keeps the EMA buffer (a convex combination of earlier
@@ -206,14 +233,10 @@ struct TraceMomentum {
       x[k] = stored_step(x[k], mu[k], b, nesterov, form, c);
   }
   Status update(Block u, State& s, ConstBlock) const {
-    const auto n = static_cast<std::size_t>(u.size());
-    if (s.storage != mu_storage || s.mu.size() + s.mu_bf16.size() != n)  // another shape or storage
-      return Status::invalid_argument;
+    if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage))
+      return Status::invalid_argument;  // another shape or storage
     const Correction c = bias_correction ? correction(beta, nesterov, s.count + 1) : Correction{};
-    if (s.storage == Precision::bf16)
-      apply(u, s.mu_bf16.data(), beta, nesterov, form, c);
-    else
-      apply(u, s.mu.data(), beta, nesterov, form, c);
+    detail::with_first_moment(s, [&](auto* mu) { apply(u, mu, beta, nesterov, form, c); });
     ++s.count;
     return Status::ok;
   }
@@ -221,10 +244,7 @@ struct TraceMomentum {
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    if (s.storage == Precision::bf16)
-      v("mu", s.mu_bf16);
-    else
-      v("mu", s.mu);
+    detail::visit_first_moment(v, s);
   }
   /// β finite and ≥ 0; below 1 for the EMA form (β = 1 would keep the buffer at its zero start);
   /// bias correction with the EMA form only (the sum form has no such correction); storage fp32
@@ -279,11 +299,7 @@ struct ScaleByAdam {
   static State init_moments(const BlockShape& s, Precision storage) {
     const auto n = static_cast<std::size_t>(s.size());
     State st;
-    st.storage = storage;
-    if (storage == Precision::bf16)
-      st.mu_bf16 = Bf16Buffer(n, std::uint16_t(0));
-    else
-      st.mu = Buffer(n, 0.0f);
+    detail::init_first_moment(st, n, storage);
     st.nu = Buffer(n, 0.0f);
     return st;
   }
@@ -293,7 +309,7 @@ struct ScaleByAdam {
   /// True when the state was initialised for u's shape and m's `storage`.
   static bool sized(const State& s, const Block& u, Precision storage) {
     const auto n = static_cast<std::size_t>(u.size());
-    return s.storage == storage && s.mu.size() + s.mu_bf16.size() == n && s.nu.size() == n;
+    return detail::first_moment_sized(s, n, storage) && s.nu.size() == n;
   }
   /// 1/(1 − β₁ᵗ) and 1/√(1 − β₂ᵗ) for the 1-based step t, computed in double.
   static std::pair<float, float> bias_corrections(double b1, double b2, std::int64_t t) {
@@ -332,10 +348,7 @@ struct ScaleByAdam {
       for (index_t k = 0, n = u.size(); k < n; ++k)
         x[k] = stored_step(x[k], m[k], v[k], fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps);
     };
-    if (s.storage == Precision::bf16)
-      pass(s.mu_bf16.data());
-    else
-      pass(s.mu.data());
+    detail::with_first_moment(s, pass);
     s.count = t;
     return Status::ok;
   }
@@ -343,10 +356,7 @@ struct ScaleByAdam {
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    if (s.storage == Precision::bf16)
-      v("mu", s.mu_bf16);
-    else
-      v("mu", s.mu);
+    detail::visit_first_moment(v, s);
     v("nu", s.nu);
   }
   /// β₁, β₂ ∈ [0, 1) (torch.optim.Adam's ranges); ε > 0 also in float, where the update
@@ -423,10 +433,7 @@ struct AdamWUpdate {
       else
         detail::adamw_kernel(u.data, m, s.nu.data(), p.data, u.size(), c);
     };
-    if (s.storage == Precision::bf16)
-      pass(s.mu_bf16.data());
-    else
-      pass(s.mu.data());
+    detail::with_first_moment(s, pass);
     s.count = t;
     return Status::ok;
   }
