@@ -30,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -92,8 +93,9 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   muon     lr=0.02 momentum=0.95 nesterov=1 wd=0 polar=keller|polar_express|qdwh iterations=5
            shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1 bias_correction=0
            (optax's bias-corrected momentum; with dual_norm=1 optax's muon(adaptive=True))
-           mu_storage=fp32|bf16 (also sgd, adamw, mop: the momentum buffer, AdamW's first
-           moment, in bf16 storage, half their memory; docs/optim.md "State precision")
+           mu_storage=fp32|bf16 (the momentum buffer, AdamW's first moment, in bf16 storage, half
+           their memory; docs/optim.md "State precision"; also sgd, adamw, mop, scion, normuon,
+           adamuon, spel, muon_hyperball, freon, kaon and da_muon)
            weight_cap=B (none by default: the weights' largest singular value capped at B after
            every step) weight_cap_blend=1 (C < 1: the singular values above B move the fraction
            C of the way to B, spectral clipped weight decay) weight_cap_method=qdwh|polynomial
@@ -670,28 +672,35 @@ std::unique_ptr<Runner> runner(P p, const std::string& spec, std::string& err) {
   return runner_of(std::move(p), spec, err);
 }
 
+/// True for the options structs with a momentum storage (`mu_storage`: docs/optim.md "State
+/// precision"), which then take the key mu_storage=.
+template <class O, class = void>
+struct has_mu_storage : std::false_type {};
+template <class O>
+struct has_mu_storage<O, std::void_t<decltype(std::declval<O&>().mu_storage)>> : std::true_type {};
+
 /// The optimizer a Spec describes, over the recording's parameters.
 std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& ps, bool diagnostics,
                               std::string& err) {
   Keys k(s);
   const auto all = [&](const std::string& label) { return std::vector<std::string>(ps.size(), label); };
-  // Heavy-ball momentum, shared by every preset that has it (each options struct names its
-  // fields momentum and nesterov).
-  const auto momentum_keys = [&](auto& o) {
-    k.number("momentum", o.momentum);
-    k.flag("nesterov", o.nesterov);
-  };
   // mu_storage=fp32|bf16: the momentum (AdamW: first moment) buffer's storage, the options'
   // mu_storage (docs/optim.md "State precision").
   const auto storage_key = [&](const char* key, Precision& p) {
     const int c = k.choice(key, "fp32|bf16");
     if (c >= 0) p = c == 1 ? Precision::bf16 : Precision::fp32;
   };
+  // Heavy-ball momentum, shared by every preset that has it (each options struct names its
+  // fields momentum and nesterov), with its storage where the preset's momentum offers one.
+  const auto momentum_keys = [&](auto& o) {
+    k.number("momentum", o.momentum);
+    k.flag("nesterov", o.nesterov);
+    if constexpr (has_mu_storage<std::decay_t<decltype(o)>>::value) storage_key("mu_storage", o.mu_storage);
+  };
   if (s.preset == "sgd") {
     opt::SgdOptions o;
     k.lr("lr", o.lr);
     momentum_keys(o);
-    storage_key("mu_storage", o.mu_storage);
     k.number("wd", o.weight_decay);
     if (!k.done(err)) return nullptr;
     return runner(opt::partition(ps, all("sgd"), opt::route("sgd", opt::sgd(o))), s.text, err);
@@ -803,7 +812,6 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     opt::MuonOptions o;
     k.lr("lr", o.lr);
     momentum_keys(o);
-    storage_key("mu_storage", o.mu_storage);
     k.flag("bias_correction", o.bias_correction);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
@@ -830,7 +838,6 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     opt::MopOptions o;
     k.lr("lr", o.lr);
     momentum_keys(o);
-    storage_key("mu_storage", o.mu_storage);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
     k.flag("dual_norm", o.polar.dual_norm_scale);  // 0 with a shape=: EO's other scale modes
@@ -841,6 +848,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     opt::ScionOptions o;
     k.lr("lr", o.lr);
     k.number("momentum", o.momentum);
+    storage_key("mu_storage", o.mu_storage);
     k.number("spectral_radius", o.spectral_radius);
     polar_rule(o.polar);
     if (!k.done(err)) return nullptr;

@@ -680,13 +680,14 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
-  TEST_CASE("replay: mu_storage=bf16 reaches muon's momentum, its AdamW side, adamw and sgd") {
+  TEST_CASE("replay: mu_storage=bf16 reaches the momentum of muon, sgd, normuon, scion and adamw") {
     const std::string rec = temp_path("rec_bf16.h5"), out = temp_path("out_bf16.h5");
     write_recording(rec);
     REQUIRE_MESSAGE(
         run_replay(rec +
                    " --optimizer muon:mu_storage=bf16,adamw_mu_storage=bf16"
                    " --optimizer adamw:mu_storage=bf16 --optimizer sgd:momentum=0.9,mu_storage=bf16"
+                   " --optimizer normuon:mu_storage=bf16 --optimizer scion:mu_storage=bf16"
                    " --save-params --quiet --out " +
                    out) == 0,
         replay_stderr());
@@ -709,6 +710,15 @@ TEST_SUITE("io.replay") {
         partition(kParams, std::vector<std::string>(kParams.size(), "sgd"), route("sgd", sgd(so)));
     REQUIRE(sgd_only.init());
     compare_inline(sgd_only, f, 2);
+    // Through momentum_keys (every preset whose options have a mu_storage) and scion's own keys.
+    NorMuonOptions nm;
+    nm.mu_storage = Precision::bf16;
+    auto nm_mixed = inline_mixed("normuon", normuon(nm), AdamWOptions{});
+    compare_inline(nm_mixed, f, 3);
+    ScionOptions sc;
+    sc.mu_storage = Precision::bf16;
+    auto sc_mixed = inline_mixed("scion", scion(sc), AdamWOptions{});
+    compare_inline(sc_mixed, f, 4);
     H5Fclose(f);
     fs::remove(rec);
     fs::remove(out);
@@ -1471,6 +1481,7 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:shape=spectra", "must be one of keller,moonlight,none,spectral,unit_rms_norm"},
         {"--optimizer muon:mu_storage=fp16", "'mu_storage=fp16': must be one of fp32,bf16"},
         {"--optimizer lion:mu_storage=bf16", "unknown key 'mu_storage' for preset 'lion'"},
+        {"--optimizer namo:mu_storage=bf16", "unknown key 'mu_storage' for preset 'namo'"},
         {"--optimizer muon:weight_cap_blend=0.5", "'weight_cap_blend' and 'weight_cap_method' apply with"},
         {"--optimizer muon:weight_cap=1,weight_cap_method=svd", "must be one of qdwh,polynomial"},
         {"--optimizer muon:weight_cap=-1", "route 'muon': upper must be positive"},

@@ -146,11 +146,12 @@ struct NorMuonOptions {
   double beta2 = 0.95;
   ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto normuon(const NorMuonOptions& o = {}) {
-  return chain(TraceMomentum{o.momentum, o.nesterov, o.momentum_form}, Orthogonalize{o.polar},
-               NormalizeNeurons{o.beta2}, ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay},
-               ScaleByLearningRate{o.lr});
+  return chain(TraceMomentum{o.momentum, o.nesterov, o.momentum_form, false, o.mu_storage},
+               Orthogonalize{o.polar}, NormalizeNeurons{o.beta2}, ScaleByShape{o.shape},
+               AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
 /// AdaMuon (Si, Zhang, Shen 2025, arXiv 2507.11005; the reference adamuon.py of
@@ -169,11 +170,12 @@ struct AdaMuonOptions {
   double eps = 1e-8;
   double rms = 0.2;
   double weight_decay = 0.01;
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto adamuon(const AdaMuonOptions& o = {}) {
-  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, SignTransform{},
-               Orthogonalize{o.polar}, ScaleBySecondMoment{o.beta2, o.eps}, ScaleToRms{o.rms, o.eps},
-               AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema, false, o.mu_storage},
+               SignTransform{}, Orthogonalize{o.polar}, ScaleBySecondMoment{o.beta2, o.eps},
+               ScaleToRms{o.rms, o.eps}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
 /// SPEL, spectral steepest descent on the Stiefel manifold (arXiv 2601.21487; the reference
@@ -198,13 +200,15 @@ struct SpelOptions {
   bool nesterov = false;
   PolarOptions polar = spel_polar();
   double weight_decay = 0.1;
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 
   /// The reference's orthogonalisation: eo_quintic_polar().
   static PolarOptions spel_polar() { return eo_quintic_polar(); }
 };
 inline auto spel(const SpelOptions& o = {}) {
-  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, Orthogonalize{o.polar},
-               AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr}, OrthogonalizeWeights{o.polar});
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema, false, o.mu_storage},
+               Orthogonalize{o.polar}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr},
+               OrthogonalizeWeights{o.polar});
 }
 
 /// Scion's hidden-matrix step (Pethick et al. 2025, "Training Deep Learning Models with
@@ -222,6 +226,7 @@ struct ScionOptions {
   double momentum = 0.95;
   double spectral_radius = 1.0;  ///< ρ: ScaleByShape's extra (finite and > 0)
   PolarOptions polar = eo_quintic_polar();
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 
   MuonOptions muon_options() const {
     MuonOptions m;
@@ -231,6 +236,7 @@ struct ScionOptions {
     m.polar = polar;
     m.shape = ScaleByShape(ScaleByShape::Rule::unit_rms_norm, spectral_radius);
     m.weight_decay = 1.0;
+    m.mu_storage = mu_storage;
     return m;
   }
 };
@@ -254,14 +260,15 @@ struct MuonHyperballOptions {
   double weight_decay = 0.01;
   double radius = 1.0;  ///< R, the reference's hyperball_radius
   double eps = 1e-15;   ///< norms below eps are numerical zeros (the reference's hyperball_eps)
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto muon_hyperball(const MuonHyperballOptions& o = {}) {
   ScaleToNormWeights project;
   project.radius = o.radius;
   project.eps = o.eps;
-  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, Orthogonalize{o.polar},
-               ScaleToNorm{o.radius, o.eps}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr},
-               project);
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema, false, o.mu_storage},
+               Orthogonalize{o.polar}, ScaleToNorm{o.radius, o.eps}, AddDecayedWeights{o.weight_decay},
+               ScaleByLearningRate{o.lr}, project);
 }
 
 /// MuAdam (algorithms.md §4d, SMuon repository form): D ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4},
@@ -289,14 +296,15 @@ struct FreonOptions {
   bool nesterov = true;
   ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
-  SpectralPowerOptions spectral{};  ///< alpha is set from c
+  SpectralPowerOptions spectral{};         ///< alpha is set from c
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto freon(const FreonOptions& o = {}) {
   SpectralPowerOptions sp = o.spectral;
   sp.alpha = 1.0 - 2.0 * o.c;
-  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, SpectralPower{sp},
-               ScaleToPolarNorm{}, ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay},
-               ScaleByLearningRate{o.lr});
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema, false, o.mu_storage},
+               SpectralPower{sp}, ScaleToPolarNorm{}, ScaleByShape{o.shape},
+               AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
 /// Kaon (algorithms.md §4b.2): Muon with the spectrum replaced by the chaotic map's (5 steps of
@@ -308,10 +316,12 @@ struct KaonOptions {
   int steps = 5;
   ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto kaon(const KaonOptions& o = {}) {
-  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, KaonSpectrum{o.steps},
-               ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema, false, o.mu_storage},
+               KaonSpectrum{o.steps}, ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay},
+               ScaleByLearningRate{o.lr});
 }
 
 }  // namespace schatten::optim

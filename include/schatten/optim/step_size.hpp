@@ -353,10 +353,11 @@ struct DaMuonOptions {
   double momentum = 0.95;
   bool nesterov = true;
   PolarOptions polar = PolarOptions{};
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto da_muon(const DaMuonOptions& o = {}) {
-  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema}, Orthogonalize{o.polar},
-               DistanceAwareStep{o.eta_max, o.r_eps});
+  return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema, false, o.mu_storage},
+               Orthogonalize{o.polar}, DistanceAwareStep{o.eta_max, o.r_eps});
 }
 
 /// SC-Muon: the certificate-scaled step of ScaleCalibratedDirection.
