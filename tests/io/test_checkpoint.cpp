@@ -19,23 +19,17 @@
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
 namespace fs = std::filesystem;
+using schatten::test::random_vec;
 
 namespace {
 const std::vector<ParamSpec> kParams = {
     {"h.0.attn.weight", {12, 20}}, {"h.0.ln.bias", {20}}, {"h.0.mlp.weight", {20, 8}}};
-
-std::vector<float> random_vec(std::size_t n, std::uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v)
-    x = static_cast<float>(0.1 * rng.normal());
-  return v;
-}
 
 /// Muon and AdamW, their momentum and first moment in `storage` (docs/optim.md "State precision").
 auto make_opt(Precision storage = Precision::fp32) {

@@ -14,6 +14,7 @@
 #include "schatten/core/random.hpp"
 #include "schatten/kernels/low_rank.hpp"
 #include "support/convert.hpp"
+#include "support/random_floats.hpp"
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 
@@ -21,14 +22,6 @@ using namespace schatten;
 using namespace schatten::test;
 
 namespace {
-
-std::vector<float> gaussian_floats(std::size_t n, std::uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v)
-    x = static_cast<float>(rng.normal());
-  return v;
-}
 
 /// σ = 1 (five times) and 3e-4, then zeros (s ≥ 6 values): rank 6, and for k = 6 a panel P = B Q
 /// of κ ≈ 3e3, whose Cholesky QR2 is modified and then refused (the Householder restart).
@@ -68,7 +61,7 @@ TEST_SUITE("kernels.low_rank") {
         CAPTURE(seed);
         std::vector<float> m = to_row_major<float>(make_matrix(SpectrumCase{"low_rank", r, c, sigma}, seed));
         const std::vector<float> m0 = m;
-        std::vector<float> q = gaussian_floats(static_cast<std::size_t>(k * s), seed + 1), u(m.size(), 0.0f);
+        std::vector<float> q = random_vec(static_cast<std::size_t>(k * s), seed + 1, 1.0), u(m.size(), 0.0f);
         const std::vector<float> q0 = q;
         LowRankStepOptions o;
         o.feedback = 0.1;
@@ -116,7 +109,7 @@ TEST_SUITE("kernels.low_rank") {
       const std::uint64_t seed = case_seed("low_rank_floor", static_cast<std::uint64_t>(cs.r));
       CAPTURE(seed);
       std::vector<float> m = to_row_major<float>(make_matrix(SpectrumCase{"floor", cs.r, cs.c, sigma}, seed));
-      std::vector<float> q = gaussian_floats(static_cast<std::size_t>(cs.k * s), seed + 1), u(m.size());
+      std::vector<float> q = random_vec(static_cast<std::size_t>(cs.k * s), seed + 1, 1.0), u(m.size());
       REQUIRE(low_rank_power_step(MatrixRef<float>(m.data(), cs.r, cs.c), MatrixRef<float>(q.data(), cs.k, s),
                                   MatrixRef<float>(u.data(), cs.r, cs.c)) == Status::ok);
       // As above: about 2ε/‖R_j‖ short per term (‖R_j‖ ≳ 0.1), plus rounding: measured ≤ 2.2e-6 off
@@ -128,8 +121,8 @@ TEST_SUITE("kernels.low_rank") {
   TEST_CASE("hostile input is refused and leaves m, q and u as they were") {
     const index_t r = 6, c = 4, k = 2;
     const float nan = std::numeric_limits<float>::quiet_NaN();
-    const std::vector<float> m0 = gaussian_floats(24, case_seed("low_rank_hostile"));
-    const std::vector<float> q0 = gaussian_floats(8, case_seed("low_rank_hostile", 1));
+    const std::vector<float> m0 = random_vec(24, case_seed("low_rank_hostile"), 1.0);
+    const std::vector<float> q0 = random_vec(8, case_seed("low_rank_hostile", 1), 1.0);
     const std::vector<float> u0(24, 7.0f);
     struct Case {
       const char* what;
@@ -193,8 +186,8 @@ TEST_SUITE("kernels.low_rank") {
     const index_t r = 40, c = 24, k = 6, l = 40, s = 24;
     const std::uint64_t seed = case_seed("low_rank_replicas");
     CAPTURE(seed);
-    const std::vector<float> m0 = gaussian_floats(static_cast<std::size_t>(r * c), seed);
-    const std::vector<float> q0 = gaussian_floats(static_cast<std::size_t>(k * s), seed + 1);
+    const std::vector<float> m0 = random_vec(static_cast<std::size_t>(r * c), seed, 1.0);
+    const std::vector<float> q0 = random_vec(static_cast<std::size_t>(k * s), seed + 1, 1.0);
     for (const int t : {1, 2}) {
       CAPTURE(t);
       LowRankStepOptions o;
@@ -309,13 +302,13 @@ TEST_SUITE("kernels.low_rank") {
     two[0] = 2.0;
     two[1] = 0.5;
     const std::vector<std::vector<float>> m0 = {
-        gaussian_floats(mn, seed),
+        random_vec(mn, seed, 1.0),
         to_row_major<float>(make_matrix(SpectrumCase{"batch_two", r, c, two}, seed + 1)),
         std::vector<float>(mn, 0.0f),
         to_row_major<float>(make_matrix(SpectrumCase{"batch_ill", r, c, ill}, seed + 2))};
     std::vector<std::vector<float>> q0;
     for (std::size_t b = 0; b < m0.size(); ++b)
-      q0.push_back(gaussian_floats(qn, seed + 10 + b));
+      q0.push_back(random_vec(qn, seed + 10 + b, 1.0));
     struct Arrays {
       std::vector<std::vector<float>> m, q, u;
       std::vector<MatrixRef<float>> mr, qr, ur;
@@ -419,8 +412,8 @@ TEST_SUITE("kernels.low_rank") {
     CAPTURE(seed);
     std::vector<std::vector<float>> m, q, u;
     for (std::size_t b = 0; b < 3; ++b) {
-      m.push_back(gaussian_floats(mn, seed + b));
-      q.push_back(gaussian_floats(qn, seed + 10 + b));
+      m.push_back(random_vec(mn, seed + b, 1.0));
+      q.push_back(random_vec(qn, seed + 10 + b, 1.0));
       u.emplace_back(mn, 7.0f);
     }
     const auto m0 = m, q0 = q, u0 = u;

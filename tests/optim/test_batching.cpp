@@ -18,6 +18,7 @@
 #include "schatten/optim/presets.hpp"
 #include "support/batching.hpp"
 #include "support/optim_helpers.hpp"
+#include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
@@ -26,16 +27,9 @@ using schatten::test::agree_as_batch;
 using schatten::test::batches_bitwise;
 using schatten::test::case_seed;
 using schatten::test::pointers;
+using schatten::test::random_vec;
 
 namespace {
-std::vector<float> random_vec(std::size_t n, std::uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v)
-    x = static_cast<float>(0.1 * rng.normal());
-  return v;
-}
-
 /// Every field by name, as doubles (counts, scalars, buffers), in visit order.
 struct Snapshot {
   std::vector<std::pair<std::string, std::vector<double>>>* out;

@@ -34,12 +34,14 @@
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/step_size.hpp"
 #include "support/failing_rule.hpp"
+#include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
 using schatten::test::FailOnCall;
+using schatten::test::random_vec;
 
 namespace {
 
@@ -68,13 +70,6 @@ constexpr double kCriterionRel = 1e-2;
 /// Relative agreement under global clipping on the host (file comment).
 constexpr double kClipRel = 4.0 / 16777216.0;
 
-std::vector<float> random_vec(std::size_t n, std::uint64_t seed, double scale = 0.1) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v)
-    x = static_cast<float>(scale * rng.normal());
-  return v;
-}
 DeviceVec to_device(const std::vector<float>& h) {
   DeviceVec d("schatten::test::device", h.size());
   Kokkos::deep_copy(d, HostConst(h.data(), h.size()));

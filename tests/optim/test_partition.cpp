@@ -14,22 +14,16 @@
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "support/failing_rule.hpp"
+#include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
 using schatten::test::FailOnCall;
+using schatten::test::random_vec;
 
 namespace {
-std::vector<float> random_vec(std::size_t n, std::uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v)
-    x = static_cast<float>(0.1 * rng.normal());
-  return v;
-}
-
 struct Names {
   std::vector<std::string>* out;
   template <class F>

@@ -16,19 +16,14 @@
 #include "schatten/core/random.hpp"
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/optim/step_size.hpp"
+#include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
+using schatten::test::random_vec;
 
 namespace {
-std::vector<float> gaussian(std::size_t n, std::uint64_t seed, double scale) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v)
-    x = static_cast<float>(scale * rng.normal());
-  return v;
-}
 double fro(const std::vector<float>& v) {
   double s = 0;
   for (float x : v)
@@ -44,7 +39,7 @@ TEST_SUITE("optim.step_size") {
       CAPTURE(scale);
       // f(W) = ½‖W − W*‖², W* of Frobenius norm ~ scale·√(rc); start at 0.
       const auto target =
-          gaussian(static_cast<std::size_t>(r * c), schatten::test::case_seed("da_target"), scale);
+          random_vec(static_cast<std::size_t>(r * c), schatten::test::case_seed("da_target"), scale);
       std::vector<float> w(target.size(), 0.0f);
       DaMuonOptions o;
       o.eta_max = 10.0;  // a loose cap: the rule, not the cap, must set the step
@@ -81,7 +76,7 @@ TEST_SUITE("optim.step_size") {
     o.eta_max = 0.1;
     auto rule = sc_muon(o);
     auto st = rule.init({r, c});
-    const auto g = gaussian(static_cast<std::size_t>(r * c), schatten::test::case_seed("sc_g"), 1.0);
+    const auto g = random_vec(static_cast<std::size_t>(r * c), schatten::test::case_seed("sc_g"), 1.0);
     std::vector<float> w(g.size(), 0.0f);
     // A consistent gradient: the certificate is 1 at the first step and the step is η_max.
     std::vector<float> u = g;
@@ -109,7 +104,7 @@ TEST_SUITE("optim.step_size") {
     for (double scale : {0.05, 1.0, 20.0}) {
       CAPTURE(scale);
       const auto target =
-          gaussian(static_cast<std::size_t>(r * c), schatten::test::case_seed("df_target"), scale);
+          random_vec(static_cast<std::size_t>(r * c), schatten::test::case_seed("df_target"), scale);
       std::vector<float> w(target.size(), 0.0f);
       DfMuonOptions o;
       o.eta_max = 10.0;  // a loose cap: the majoriser, not the cap, must set the step
@@ -172,7 +167,7 @@ TEST_SUITE("optim.step_size") {
       auto sa = rule.init({r, c}), sb = rule.init({r, c});
       std::vector<float> wa(static_cast<std::size_t>(r * c), 0.5f), wb = wa;
       auto step = [&](auto& s, std::vector<float>& w, int t) {
-        std::vector<float> u = gaussian(w.size(), schatten::test::case_seed("ss_g", std::uint64_t(t)), 1.0);
+        std::vector<float> u = random_vec(w.size(), schatten::test::case_seed("ss_g", std::uint64_t(t)), 1.0);
         REQUIRE(rule.update(Block(u.data(), r, c), s, ConstBlock(w.data(), r, c)) == Status::ok);
         apply_updates(MatrixRef<float>(w.data(), r, c), MatrixRef<const float>(u.data(), r, c));
       };
