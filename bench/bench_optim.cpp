@@ -172,6 +172,15 @@ struct StateBytes {
   void operator()(const std::string&, T&) {}  // counters and scalars
 };
 
+/// The GPT-2-small Muon step's optimizer: muon(mo) on the hidden matrices, AdamW on the rest, the
+/// momentum and AdamW's first moment in `storage` (mu_storage).
+auto muon_partition(const Model& m, MuonOptions mo, Precision storage) {
+  mo.mu_storage = storage;
+  AdamWOptions ao;
+  ao.mu_storage = storage;
+  return partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw(ao)));
+}
+
 /// The full step; with `polar_steps` = 0 the orthogonalisation does no Newton–Schulz step (only
 /// its validation, normalisation and copy passes), so that case times everything of the step
 /// except the orthogonalisation's GEMMs: a direct, conservative measure of the overhead.
@@ -181,10 +190,7 @@ void bm_muon_step(benchmark::State& st, int polar_steps, Precision storage) {
   Model m(gpt2_small());
   MuonOptions mo;
   mo.polar.iterations = polar_steps;
-  mo.mu_storage = storage;
-  AdamWOptions ao;
-  ao.mu_storage = storage;
-  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw(ao)));
+  auto opt = muon_partition(m, mo, storage);
   time_host_steps(st, m, opt);
   StateBytes bytes;
   opt.visit(bytes);
@@ -328,12 +334,9 @@ void bm_muon_step_device(benchmark::State& st, int polar_steps, Precision comput
   MuonOptions mo;
   mo.polar.iterations = polar_steps;
   mo.polar.compute = compute;
-  mo.mu_storage = storage;
-  AdamWOptions ao;
-  ao.mu_storage = storage;
   if (compute != Precision::fp32 && !precision_supported(compute, mo.polar.method))
     return st.SkipWithError("this build cannot iterate in that precision");
-  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muon(mo)), route("adamw", adamw(ao)));
+  auto opt = muon_partition(m, mo, storage);
   time_device_steps(st, m, opt);
 }
 
