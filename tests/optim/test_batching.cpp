@@ -41,10 +41,8 @@ struct Snapshot {
     out->push_back({n, std::vector<double>(b.begin(), b.end())});
   }
   void operator()(const std::string& n, Bf16Buffer& b) {
-    std::vector<double> v;
-    for (std::uint16_t h : b)
-      v.push_back(schatten::bf16_to_float(h));
-    out->push_back({n, v});
+    const std::vector<float> f = schatten::bf16_to_floats(b.to_vector());
+    out->push_back({n, std::vector<double>(f.begin(), f.end())});
   }
 };
 template <class P>

@@ -43,12 +43,6 @@ float from_bits(std::uint32_t u) {
   std::memcpy(&x, &u, sizeof x);
   return x;
 }
-std::vector<float> widen(const Bf16Buffer& b) {
-  std::vector<float> v;
-  for (std::uint16_t h : b)
-    v.push_back(bf16_to_float(h));
-  return v;
-}
 /// The nearest bf16 of a finite float, ties to the even pattern, found in double from the two
 /// candidates that bracket it (the truncated pattern and the next one away from zero).
 std::uint16_t nearest_bf16(float x) {
@@ -182,7 +176,7 @@ TEST_SUITE("optim.state_precision") {
       const std::vector<float> w(n, 0.0f);
       for (int t = 0; t < 12; ++t) {
         // The fp32 rule from the widened bf16 buffer: the same float operations.
-        const std::vector<float> wide = widen(s16.mu_bf16);
+        const std::vector<float> wide = bf16_to_floats(s16.mu_bf16.to_vector());
         s32.mu = Buffer(wide.begin(), wide.end());
         s32.count = s16.count;
         std::vector<float> u16 = random_vec(n, case_seed("trace_bf16", std::uint64_t(t))), u32 = u16;
@@ -251,7 +245,7 @@ TEST_SUITE("optim.state_precision") {
     auto sf = fused.init({r, c});
     auto sc = chained.init({r, c});
     for (int t = 0; t < 10; ++t) {
-      const std::vector<float> w16 = widen(s16.mu_bf16);
+      const std::vector<float> w16 = bf16_to_floats(s16.mu_bf16.to_vector());
       s32.mu = Buffer(w16.begin(), w16.end());
       s32.nu = s16.nu;
       s32.count = s16.count;

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "schatten/core/types.hpp"
 
@@ -31,6 +32,14 @@ SCHATTEN_HOST_DEVICE inline float bf16_to_float(std::uint16_t h) {
   float x;
   std::memcpy(&x, &u, sizeof x);
   return x;
+}
+
+/// The floats of host bf16 patterns, e.g. a Bf16Buffer's to_vector() (exact; host only).
+inline std::vector<float> bf16_to_floats(const std::vector<std::uint16_t>& h) {
+  std::vector<float> f(h.size());
+  for (std::size_t k = 0; k < h.size(); ++k)
+    f[k] = bf16_to_float(h[k]);
+  return f;
 }
 
 /// x rounded to the nearest bf16, ties to even (file comment).

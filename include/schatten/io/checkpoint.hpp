@@ -61,13 +61,7 @@ struct FieldCollector {
   /// Host or device buffers (optimizer state): copied to the host.
   void operator()(const std::string& name, FloatBuffer& v) { (*out)[name] = v.to_vector(); }
   /// bf16 state (docs/optim.md "State precision"): stored as its floats, which are exact.
-  void operator()(const std::string& name, Bf16Buffer& v) {
-    const std::vector<std::uint16_t> h = v.to_vector();
-    std::vector<float> f(h.size());
-    for (std::size_t k = 0; k < h.size(); ++k)
-      f[k] = bf16_to_float(h[k]);
-    (*out)[name] = std::move(f);
-  }
+  void operator()(const std::string& name, Bf16Buffer& v) { (*out)[name] = bf16_to_floats(v.to_vector()); }
 };
 
 /// Loads fields into a visitable state; records the first problem.
