@@ -138,6 +138,12 @@ void with_first_moment(S& st, F&& f) {
   else
     f(st.mu.data());
 }
+/// Adds "mu_storage" to a rule's signature when it is not fp32 (earlier signatures stay as they
+/// were).
+inline Signature& add_first_moment_storage(Signature& s, Precision storage) {
+  if (storage != Precision::fp32) s.add("mu_storage", to_string(storage));
+  return s;
+}
 /// True when the first moment has n elements in `storage`.
 template <class S>
 bool first_moment_sized(const S& st, std::size_t n, Precision storage) {
@@ -261,7 +267,7 @@ struct TraceMomentum {
     Signature s(name);
     s.add("beta", beta).add("nesterov", nesterov).add("form", form == Form::ema ? "ema" : "sum");
     if (bias_correction) s.add("bias_correction", true);  // only when set: earlier signatures stay
-    if (mu_storage != Precision::fp32) s.add("mu_storage", to_string(mu_storage));  // likewise
+    detail::add_first_moment_storage(s, mu_storage);
     return s.str();
   }
 };
@@ -371,15 +377,10 @@ struct ScaleByAdam {
     if (!hyper::state_storage(mu_storage)) return "adam: mu_storage must be fp32 or bf16";
     return nullptr;
   }
-  /// Adds "mu_storage" to a signature when it is not fp32 (earlier signatures stay as they were).
-  static Signature& add_storage(Signature& s, Precision mu_storage) {
-    if (mu_storage != Precision::fp32) s.add("mu_storage", to_string(mu_storage));
-    return s;
-  }
   std::string config() const {
     Signature s(name);
     s.add("b1", b1).add("b2", b2).add("eps", eps);
-    return add_storage(s, mu_storage).str();
+    return detail::add_first_moment_storage(s, mu_storage).str();
   }
 };
 
@@ -447,7 +448,7 @@ struct AdamWUpdate {
   std::string config() const {
     Signature s(name);
     s.add("b1", b1).add("b2", b2).add("eps", eps).add("weight_decay", weight_decay).add("lr", lr.config());
-    return ScaleByAdam::add_storage(s, mu_storage).str();
+    return detail::add_first_moment_storage(s, mu_storage).str();
   }
 };
 
