@@ -88,14 +88,15 @@ zeros when the recording has none), and writes per-step diagnostics.
 Presets and their keys (defaults are those of include/schatten/optim/presets.hpp):
   sgd      lr=1e-3 momentum=0 nesterov=0 wd=0 mu_storage=fp32    every parameter
   adamw    lr=1e-3 b1=0.9 b2=0.999 eps=1e-8 wd=0.01 mu_storage=fp32  every parameter
-  lion     lr=1e-4 b1=0.9 b2=0.99 wd=0                           every parameter (Lion: the sign
+  lion     lr=1e-4 b1=0.9 b2=0.99 wd=0 mu_storage=fp32           every parameter (Lion: the sign
            of b1 m + (1-b1) g, then m <- b2 m + (1-b2) g)
   muon     lr=0.02 momentum=0.95 nesterov=1 wd=0 polar=keller|polar_express|qdwh iterations=5
            shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1 bias_correction=0
            (optax's bias-corrected momentum; with dual_norm=1 optax's muon(adaptive=True))
            mu_storage=fp32|bf16 (the momentum buffer, AdamW's first moment, in bf16 storage, half
-           their memory; docs/optim.md "State precision"; also sgd, adamw, mop, scion, normuon,
-           adamuon, spel, muon_hyperball, freon, kaon and da_muon)
+           their memory; docs/optim.md "State precision"; also sgd, adamw, lion, mop, scion,
+           normuon, adamuon, spel, muon_hyperball, muadam, freon, kaon, da_muon, sc_muon,
+           df_muon, namo and namo_d)
            weight_cap=B (none by default: the weights' largest singular value capped at B after
            every step) weight_cap_blend=1 (C < 1: the singular values above B move the fraction
            C of the way to B, spectral clipped weight decay) weight_cap_method=qdwh|polynomial
@@ -722,6 +723,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("b1", o.b1);
     k.number("b2", o.b2);
     k.number("wd", o.weight_decay);
+    storage_key("mu_storage", o.mu_storage);
     if (!k.done(err)) return nullptr;
     return runner(opt::partition(ps, all("lion"), opt::route("lion", opt::lion(o))), s.text, err);
   }
@@ -922,6 +924,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("eps", o.eps);
     k.number("exponent", o.exponent);
     k.number("wd", o.weight_decay);
+    storage_key("mu_storage", o.mu_storage);
     if (!k.done(err)) return nullptr;
     return mixed(opt::muadam(o));
   }

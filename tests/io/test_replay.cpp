@@ -680,7 +680,7 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
-  TEST_CASE("replay: mu_storage=bf16 reaches the momentum of muon, sgd, normuon, scion and adamw") {
+  TEST_CASE("replay: mu_storage=bf16 reaches the momentum of every preset that has the key") {
     const std::string rec = temp_path("rec_bf16.h5"), out = temp_path("out_bf16.h5");
     write_recording(rec);
     REQUIRE_MESSAGE(
@@ -688,6 +688,8 @@ TEST_SUITE("io.replay") {
                    " --optimizer muon:mu_storage=bf16,adamw_mu_storage=bf16"
                    " --optimizer adamw:mu_storage=bf16 --optimizer sgd:momentum=0.9,mu_storage=bf16"
                    " --optimizer normuon:mu_storage=bf16 --optimizer scion:mu_storage=bf16"
+                   " --optimizer lion:mu_storage=bf16 --optimizer muadam:mu_storage=bf16"
+                   " --optimizer namo_d:mu_storage=bf16 --optimizer df_muon:mu_storage=bf16"
                    " --save-params --quiet --out " +
                    out) == 0,
         replay_stderr());
@@ -719,6 +721,26 @@ TEST_SUITE("io.replay") {
     sc.mu_storage = Precision::bf16;
     auto sc_mixed = inline_mixed("scion", scion(sc), AdamWOptions{});
     compare_inline(sc_mixed, f, 4);
+    // The explicit keys of lion and muadam, and momentum_keys of the rules that keep their own
+    // momentum (step_size.hpp).
+    LionOptions lo;
+    lo.mu_storage = Precision::bf16;
+    auto lion_only =
+        partition(kParams, std::vector<std::string>(kParams.size(), "lion"), route("lion", lion(lo)));
+    REQUIRE(lion_only.init());
+    compare_inline(lion_only, f, 5);
+    MuAdamOptions mo;
+    mo.mu_storage = Precision::bf16;
+    auto ma_mixed = inline_mixed("muadam", muadam(mo), AdamWOptions{});
+    compare_inline(ma_mixed, f, 6);
+    NamoDOptions nd;
+    nd.mu_storage = Precision::bf16;
+    auto nd_mixed = inline_mixed("namo_d", namo_d(nd), AdamWOptions{});
+    compare_inline(nd_mixed, f, 7);
+    DfMuonOptions df;
+    df.mu_storage = Precision::bf16;
+    auto df_mixed = inline_mixed("df_muon", df_muon(df), AdamWOptions{});
+    compare_inline(df_mixed, f, 8);
     H5Fclose(f);
     fs::remove(rec);
     fs::remove(out);
@@ -1480,8 +1502,8 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:shape_extra=0", "route 'muon': scale_by_shape: extra must be finite and > 0"},
         {"--optimizer muon:shape=spectra", "must be one of keller,moonlight,none,spectral,unit_rms_norm"},
         {"--optimizer muon:mu_storage=fp16", "'mu_storage=fp16': must be one of fp32,bf16"},
-        {"--optimizer lion:mu_storage=bf16", "unknown key 'mu_storage' for preset 'lion'"},
-        {"--optimizer namo:mu_storage=bf16", "unknown key 'mu_storage' for preset 'namo'"},
+        {"--optimizer dion:mu_storage=bf16", "unknown key 'mu_storage' for preset 'dion'"},
+        {"--optimizer dion2:mu_storage=bf16", "unknown key 'mu_storage' for preset 'dion2'"},
         {"--optimizer muon:weight_cap_blend=0.5", "'weight_cap_blend' and 'weight_cap_method' apply with"},
         {"--optimizer muon:weight_cap=1,weight_cap_method=svd", "must be one of qdwh,polynomial"},
         {"--optimizer muon:weight_cap=-1", "route 'muon': upper must be positive"},

@@ -257,6 +257,17 @@ void for_each_preset(F&& f) {
   AdamWOptions adamw_bf16;
   adamw_bf16.mu_storage = Precision::bf16;
   f("adamw_bf16", adamw(adamw_bf16));
+  // The rules with their own bf16 moment: Lion's and MuAdam's kernels, and DF-Muon's tentative
+  // momentum (scratch in the state's storage, committed after the polar call).
+  LionOptions lion_bf16;
+  lion_bf16.mu_storage = Precision::bf16;
+  f("lion_bf16", lion(lion_bf16));
+  MuAdamOptions muadam_bf16;
+  muadam_bf16.mu_storage = Precision::bf16;
+  f("muadam_bf16", muadam(muadam_bf16));
+  DfMuonOptions df_bf16;
+  df_bf16.mu_storage = Precision::bf16;
+  f("df_muon_bf16", df_muon(df_bf16));
   f("muadam", muadam());
   f("normuon", normuon());
   f("adamuon", adamuon());

@@ -20,6 +20,7 @@
 #include <Kokkos_Core.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -189,11 +190,12 @@ struct Twin {
 
 /// Counts the Buffers of a state (float and bf16) and those in device memory.
 struct MemoryCensus {
-  std::size_t buffers = 0, on_device = 0;
+  std::size_t buffers = 0, on_device = 0, bf16 = 0;  // bf16: the Bf16Buffers among them
   template <class T>
   void operator()(const std::string&, BasicBuffer<T>& b) {
     ++buffers;
     on_device += b.memory() == MemoryKind::device;
+    bf16 += std::is_same<T, std::uint16_t>::value;
   }
   template <class T>
   void operator()(const std::string&, T&) {}  // counters and scalars
@@ -344,6 +346,44 @@ TEST_SUITE("optim.device") {
                                    ScaleByLearningRate{})));
         },
         0.0, kBf16DeviceRel);
+    // The rules with their own bf16 moment: the Lion and MuAdam kernels' bf16 overloads, and
+    // SC/DF-Muon's tentative momentum (device scratch in the state's storage, copied and swapped
+    // on the device).
+    LionOptions lo;
+    lo.lr = Schedule::constant(1e-3);
+    lo.mu_storage = Precision::bf16;
+    MuAdamOptions mo;
+    mo.mu_storage = Precision::bf16;
+    check_twin(
+        "dev_lion_muadam_bf16",
+        [&](const std::vector<std::string>& labels) {
+          return partition(kSpecs, labels, route("muon", muadam(mo)), route("adamw", lion(lo)));
+        },
+        0.0, kBf16DeviceRel);
+    ScMuonOptions so;
+    so.mu_storage = Precision::bf16;
+    check_twin(
+        "dev_sc_bf16",
+        [&](const std::vector<std::string>& labels) {
+          return partition(kSpecs, labels, route("muon", sc_muon(so)), route("adamw", adamw(a16)));
+        },
+        0.0, kBf16DeviceRel);
+    DfMuonOptions dfo;
+    dfo.mu_storage = Precision::bf16;
+    check_twin(
+        "dev_df_bf16",
+        [&](const std::vector<std::string>& labels) {
+          return partition(kSpecs, labels, route("muon", df_muon(dfo)), route("adamw", adamw(a16)));
+        },
+        0.0, kBf16DeviceRel);
+    NamoDOptions ndo;
+    ndo.mu_storage = Precision::bf16;
+    check_twin(
+        "dev_namo_d_bf16",
+        [&](const std::vector<std::string>& labels) {
+          return partition(kSpecs, labels, route("muon", namo_d(ndo)), route("adamw", adamw(a16)));
+        },
+        0.0, kBf16DeviceRel);
   }
 
   TEST_CASE("sgd kaon muadam freon normuon and adamuon step on the device like on the host") {
@@ -464,6 +504,19 @@ TEST_SUITE("optim.device") {
     const io::FieldSet fields = io::capture(p);
     CHECK(fields.count("h.0.w/0_majorized_step/mu") == 1);
     CHECK(fields.count("h.0.w/0_majorized_step/gradient") == 0);
+    // With bf16 storage the next momentum is a device Bf16Buffer, and the state's momentum too.
+    DfMuonOptions d16;
+    d16.mu_storage = Precision::bf16;
+    auto p16 =
+        partition(kSpecs, propose_labels(kSpecs), route("muon", df_muon(d16)), route("adamw", adamw()));
+    REQUIRE(p16.init(MemoryKind::device));
+    MemoryCensus scratch16, fields16;
+    p16.visit_scratch(scratch16);
+    visit_fields(fields16, p16);
+    CHECK(scratch16.bf16 == 4);
+    CHECK(scratch16.on_device == scratch16.buffers);
+    CHECK(fields16.bf16 == 4);  // the matrices' momenta (the AdamW side's m stays fp32 here)
+    CHECK(fields16.on_device == fields16.buffers);
   }
 
   TEST_CASE("schatten muon with statistics steps on the device like on the host") {

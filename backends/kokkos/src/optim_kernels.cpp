@@ -210,10 +210,21 @@ void adamw(float* x, std::uint16_t* m, float* v, const float* w, index_t n, cons
   adamw_pass(x, m, v, w, n, c);
 }
 
-void muadam_precondition(float* x, float* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c) {
+namespace {
+template <class M>
+void muadam_pass(float* x, M* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c) {
   Kokkos::parallel_for(
       "schatten::optim::muadam_precondition", Range(0, n),
       KOKKOS_LAMBDA(index_t k) { x[k] = MuAdamDirection::precondition_element(x[k], m[k], v[k], d[k], c); });
+}
+}  // namespace
+
+void muadam_precondition(float* x, float* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c) {
+  muadam_pass(x, m, v, d, n, c);
+}
+void muadam_precondition(float* x, std::uint16_t* m, float* v, float* d, index_t n,
+                         const detail::MuAdamScalars& c) {
+  muadam_pass(x, m, v, d, n, c);
 }
 
 void multiply(float* x, const float* d, index_t n) {
@@ -226,11 +237,17 @@ void sign(float* x, index_t n) {
       "schatten::optim::sign", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] = SignTransform::step(x[k]); });
 }
 
-void lion(float* x, float* m, index_t n, float w1, float w2) {
+namespace {
+template <class M>
+void lion_pass(float* x, M* m, index_t n, float w1, float w2) {
   Kokkos::parallel_for(
       "schatten::optim::lion", Range(0, n),
-      KOKKOS_LAMBDA(index_t k) { x[k] = ScaleByLion::step(x[k], m[k], w1, w2); });
+      KOKKOS_LAMBDA(index_t k) { x[k] = ScaleByLion::stored_step(x[k], m[k], w1, w2); });
 }
+}  // namespace
+
+void lion(float* x, float* m, index_t n, float w1, float w2) { lion_pass(x, m, n, w1, w2); }
+void lion(float* x, std::uint16_t* m, index_t n, float w1, float w2) { lion_pass(x, m, n, w1, w2); }
 
 void second_moment(float* x, float* v, index_t n, float beta, float w, float eps) {
   Kokkos::parallel_for(

@@ -45,13 +45,16 @@ inline auto adamw(const AdamWOptions& o = {}) {
 /// m ← β₂m + (1 − β₂)g (ScaleByLion, decoupled decay with the lr, −lr). Defaults (the paper's and
 /// lion-pytorch's): lr 1e-4, betas (0.9, 0.99), wd 0 (optax.lion: 1e-3). Its update has RMS ≈ 1,
 /// so its lr is typically 3–10× smaller than AdamW's; the scalar optimizer of microsoft/dion.
+/// `mu_storage`: m in fp32 or bf16 (ScaleByLion; docs/optim.md "State precision").
 struct LionOptions {
   Schedule lr = Schedule::constant(1e-4);
   double b1 = 0.9, b2 = 0.99;
   double weight_decay = 0.0;
+  Precision mu_storage = Precision::fp32;
 };
 inline auto lion(const LionOptions& o = {}) {
-  return chain(ScaleByLion{o.b1, o.b2}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+  return chain(ScaleByLion{o.b1, o.b2, o.mu_storage}, AddDecayedWeights{o.weight_decay},
+               ScaleByLearningRate{o.lr});
 }
 
 /// The Newton–Schulz options of the presets' references: `schedule` for `iterations` steps with
@@ -280,10 +283,11 @@ struct MuAdamOptions {
   double exponent = -0.25;  ///< −1/2: MuAdam-SANIA
   PolarOptions polar{};
   double weight_decay = 0.0;
+  Precision mu_storage = Precision::fp32;  ///< the first moment: fp32 or bf16 (MuAdamDirection)
 };
 inline auto muadam(const MuAdamOptions& o = {}) {
-  return chain(MuAdamDirection{o.b1, o.b2, o.eps, o.exponent, o.polar}, AddDecayedWeights{o.weight_decay},
-               ScaleByLearningRate{o.lr});
+  return chain(MuAdamDirection{o.b1, o.b2, o.eps, o.exponent, o.polar, o.mu_storage},
+               AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
 /// Freon (algorithms.md §4b.1): Muon with the polar factor replaced by U Σ^{1−2c} Vᵀ of the

@@ -82,6 +82,7 @@ struct DistanceAwareStep {
 /// descent that the current gradient confirms) and m_t is the vector orthogonalised (the Nesterov
 /// output). κ_t = 0 — no step — when the direction does not descend for the current gradient.
 /// One rule, because the certificate needs the raw gradient and the momentum.
+/// `mu_storage`: the momentum in fp32 or bf16 (TraceMomentum's; docs/optim.md "State precision").
 struct ScaleCalibratedDirection {
   static constexpr const char* name = "scale_calibrated_direction";
   static constexpr bool may_fail = true;
@@ -89,43 +90,52 @@ struct ScaleCalibratedDirection {
   bool nesterov = true;
   double eta_max = 0.02;
   PolarOptions polar{};
+  Precision mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
 
   /// Scratch, allocated at init, not checkpointed and shared by copies of a state (the
-  /// partition's backups do not copy it): g_t, the next momentum (the state changes only once
-  /// the polar call succeeded) and the vector that is orthogonalised.
+  /// partition's backups do not copy it): g_t, the next momentum in the state's storage (the
+  /// state changes only once the polar call succeeded) and the vector that is orthogonalised.
   struct Scratch {
-    Buffer gradient, next_mu, direction_in;
+    Buffer gradient, direction_in;
+    detail::FirstMoment next;
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
   struct State {
     std::int64_t count = 0;
-    Buffer mu;         ///< momentum
-    double kappa = 0;  ///< κ of the last step (observable)
+    Buffer mu;                            ///< momentum, fp32 storage (empty with bf16)
+    Bf16Buffer mu_bf16;                   ///< momentum, bf16 storage (empty with fp32)
+    Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
+    double kappa = 0;                     ///< κ of the last step (observable)
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
   State init(const BlockShape& s) const {
     const auto n = static_cast<std::size_t>(s.size());
     State st;
-    st.mu.assign(n, 0.0f);
+    detail::init_first_moment(st, n, mu_storage);
     Scratch& sc = *st.scratch;
-    for (Buffer* b : {&sc.gradient, &sc.next_mu, &sc.direction_in})
+    for (Buffer* b : {&sc.gradient, &sc.direction_in})
       b->assign(n, 0.0f);
+    detail::init_first_moment(sc.next, n, mu_storage);
     sc.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
   }
+  double max_gradient() const { return TraceMomentum::storage_limit(mu_storage); }
   /// Runs on host or device memory (rule.hpp helpers and the polar kernel; two reductions read
   /// back per step).
   static constexpr bool device_capable = true;
   Status update(Block u, State& s, ConstBlock) const {
     const auto n = static_cast<std::size_t>(u.size());
     Scratch& sc = *s.scratch;
-    if (s.mu.size() != n || sc.gradient.size() != n || sc.next_mu.size() != n || sc.direction_in.size() != n)
+    if (!detail::first_moment_sized(s, n, mu_storage) ||
+        !detail::first_moment_sized(sc.next, n, mu_storage) || sc.gradient.size() != n ||
+        sc.direction_in.size() != n)
       return Status::invalid_argument;
-    const Block g = block_like(sc.gradient, u), next_mu = block_like(sc.next_mu, u),
-                in = block_like(sc.direction_in, u);
+    const Block g = block_like(sc.gradient, u), in = block_like(sc.direction_in, u);
     copy_block(g, u);
-    copy_block(next_mu, block_like(s.mu, u));
-    TraceMomentum::apply(u, next_mu.data, beta, nesterov, TraceMomentum::Form::ema);
+    detail::copy_first_moment(sc.next, s);
+    detail::with_first_moment(sc.next, [&](auto* next_mu) {
+      TraceMomentum::apply(u, next_mu, beta, nesterov, TraceMomentum::Form::ema);
+    });
     copy_block(in, u);
     const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, sc.workspace.get());
     if (r.status != Status::ok) {  // nothing of the state changed; give the gradient back
@@ -136,35 +146,35 @@ struct ScaleCalibratedDirection {
     const double gd = inner_of_differences(g, nullptr, u.data, nullptr);   // ⟨g_t, D_t⟩
     s.kappa = md > 0.0 ? std::clamp(gd / md, 0.0, 1.0) : 0.0;
     scale(u, static_cast<float>(-eta_max * s.kappa));
-    s.mu.swap(sc.next_mu);
+    detail::swap_first_moment(s, sc.next);
     ++s.count;
     return Status::ok;
   }
   template <class V>
   friend void visit_scratch(V& v, State& s) {
     v("gradient", s.scratch->gradient);
-    v("next_mu", s.scratch->next_mu);
+    detail::visit_first_moment(v, s.scratch->next, "next_mu");
     v("direction_in", s.scratch->direction_in);
   }
+  /// "mu" is the momentum in its storage: checkpoints hold it as floats either way.
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    v("mu", s.mu);
+    detail::visit_first_moment(v, s);
     v("kappa", s.kappa);
   }
-  /// β ∈ [0, 1), η_max finite and ≥ 0, usable polar options.
+  /// β ∈ [0, 1), η_max finite and ≥ 0, usable polar options, storage fp32 or bf16.
   const char* check() const noexcept {
     if (!hyper::decay_rate(beta)) return "scale_calibrated_direction: beta must be in [0, 1)";
     if (!hyper::non_negative(eta_max)) return "scale_calibrated_direction: eta_max must be finite and >= 0";
+    if (!hyper::state_storage(mu_storage))
+      return "scale_calibrated_direction: mu_storage must be fp32 or bf16";
     return check_polar_options(polar);
   }
   std::string config() const {
-    return Signature(name)
-        .add("beta", beta)
-        .add("nesterov", nesterov)
-        .add("eta_max", eta_max)
-        .add("polar", polar_config(polar))
-        .str();
+    Signature s(name);
+    s.add("beta", beta).add("nesterov", nesterov).add("eta_max", eta_max).add("polar", polar_config(polar));
+    return detail::add_first_moment_storage(s, mu_storage).str();
   }
 };
 
@@ -191,7 +201,9 @@ struct ScaleCalibratedDirection {
 /// Hyper-parameters ρ, λ and the paper's M are [U]; the defaults are [P] (docs/optim.md).
 /// Cost per step: the polar factor plus about 14 passes over the block (3 copies and the momentum
 /// before it; the 7 inner products, the anchor, the scaling and 2 copies after); state: momentum,
-/// anchor, previous gradient and parameter (4 buffers) plus 2 scratch buffers.
+/// anchor, previous gradient and parameter (4 buffers) plus 2 scratch buffers. `mu_storage`: the
+/// momentum in fp32 or bf16 (TraceMomentum's; docs/optim.md "State precision"); the anchor and
+/// the previous gradient and parameter stay fp32 (they enter differences of nearby values).
 struct MajorizedStep {
   static constexpr const char* name = "majorized_step";
   static constexpr bool may_fail = true;
@@ -203,29 +215,38 @@ struct MajorizedStep {
   double l_min = 1e-8;   ///< floor of the secant curvature estimate
   double eta0 = 1e-3;    ///< first step (no secant yet), capped by eta_max
   PolarOptions polar{};
+  Precision mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
 
   /// Scratch, not checkpointed and shared by copies of a state (the partition's backups do not
-  /// copy it): g_t and the next momentum (the state changes only once the polar call succeeded).
+  /// copy it): g_t and the next momentum in the state's storage (the state changes only once
+  /// the polar call succeeded).
   struct Scratch {
-    Buffer gradient, next_mu;
+    Buffer gradient;
+    detail::FirstMoment next;
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
   struct State {
     std::int64_t count = 0;
-    double lhat = 0.0;  ///< L̂ of the last step
-    double eta = 0.0;   ///< η of the last step (observable)
-    Buffer mu, anchor, prev_grad, prev_param;
+    double lhat = 0.0;                    ///< L̂ of the last step
+    double eta = 0.0;                     ///< η of the last step (observable)
+    Buffer mu;                            ///< momentum, fp32 storage (empty with bf16)
+    Bf16Buffer mu_bf16;                   ///< momentum, bf16 storage (empty with fp32)
+    Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
+    Buffer anchor, prev_grad, prev_param;
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
   State init(const BlockShape& s) const {
     const auto n = static_cast<std::size_t>(s.size());
     State st;
     Scratch& sc = *st.scratch;
-    for (Buffer* b : {&st.mu, &st.anchor, &st.prev_grad, &st.prev_param, &sc.gradient, &sc.next_mu})
+    detail::init_first_moment(st, n, mu_storage);
+    detail::init_first_moment(sc.next, n, mu_storage);
+    for (Buffer* b : {&st.anchor, &st.prev_grad, &st.prev_param, &sc.gradient})
       b->assign(n, 0.0f);
     sc.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
   }
+  double max_gradient() const { return TraceMomentum::storage_limit(mu_storage); }
 
   /// The scalars of φ: a = ⟨g, D⟩, lq = L̂‖D‖²_F, q = ‖D‖²_F, e2 = ‖W − W̄‖²_F, c = ⟨W − W̄, D⟩,
   /// k = min(r, c); λ, ρ as above.
@@ -267,13 +288,17 @@ struct MajorizedStep {
   Status update(Block u, State& s, ConstBlock p) const {
     const auto n = static_cast<std::size_t>(u.size());
     Scratch& sc = *s.scratch;
-    for (const Buffer* b : {&s.mu, &s.anchor, &s.prev_grad, &s.prev_param, &sc.gradient, &sc.next_mu})
+    for (const Buffer* b : {&s.anchor, &s.prev_grad, &s.prev_param, &sc.gradient})
       if (b->size() != n) return Status::invalid_argument;
-    if (p.size() != u.size()) return Status::invalid_argument;
-    const Block g = block_like(sc.gradient, u), next_mu = block_like(sc.next_mu, u);
+    if (!detail::first_moment_sized(s, n, mu_storage) ||
+        !detail::first_moment_sized(sc.next, n, mu_storage) || p.size() != u.size())
+      return Status::invalid_argument;
+    const Block g = block_like(sc.gradient, u);
     copy_block(g, u);
-    copy_block(next_mu, block_like(s.mu, u));
-    TraceMomentum::apply(u, next_mu.data, beta, nesterov, TraceMomentum::Form::ema);
+    detail::copy_first_moment(sc.next, s);
+    detail::with_first_moment(sc.next, [&](auto* next_mu) {
+      TraceMomentum::apply(u, next_mu, beta, nesterov, TraceMomentum::Form::ema);
+    });
     const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, sc.workspace.get());
     if (r.status != Status::ok) {  // nothing of the state changed; give the gradient back
       copy_block(u, g);
@@ -301,7 +326,7 @@ struct MajorizedStep {
     }
     scale(u, static_cast<float>(-eta));
     s.eta = eta;
-    s.mu.swap(sc.next_mu);
+    detail::swap_first_moment(s, sc.next);
     copy_block(block_like(s.prev_grad, u), g);
     copy_block(block_like(s.prev_param, p), p);
     ++s.count;
@@ -310,39 +335,39 @@ struct MajorizedStep {
   template <class V>
   friend void visit_scratch(V& v, State& s) {
     v("gradient", s.scratch->gradient);
-    v("next_mu", s.scratch->next_mu);
+    detail::visit_first_moment(v, s.scratch->next, "next_mu");
   }
+  /// "mu" is the momentum in its storage: checkpoints hold it as floats either way.
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
     v("lhat", s.lhat);
     v("eta", s.eta);
-    v("mu", s.mu);
+    detail::visit_first_moment(v, s);
     v("anchor", s.anchor);
     v("prev_grad", s.prev_grad);
     v("prev_param", s.prev_param);
   }
   /// β ∈ [0, 1); η_max, ρ, λ, η₀ finite and ≥ 0; l_min finite and > 0 (it keeps the secant
-  /// quotient finite); usable polar options.
+  /// quotient finite); usable polar options; storage fp32 or bf16.
   const char* check() const noexcept {
     if (!hyper::decay_rate(beta)) return "majorized_step: beta must be in [0, 1)";
     if (!(hyper::non_negative(eta_max) && hyper::non_negative(rho) && hyper::non_negative(lambda) &&
           hyper::non_negative(eta0)))
       return "majorized_step: eta_max, rho, lambda and eta0 must be finite and >= 0";
     if (!hyper::positive(l_min)) return "majorized_step: l_min must be finite and > 0";
+    if (!hyper::state_storage(mu_storage)) return "majorized_step: mu_storage must be fp32 or bf16";
     return check_polar_options(polar);
   }
   std::string config() const {
-    return Signature(name)
-        .add("beta", beta)
+    Signature s(name);
+    s.add("beta", beta)
         .add("nesterov", nesterov)
         .add("eta_max", eta_max)
         .add("rho", rho)
-        .add("lambda", lambda)
-        .add("l_min", l_min)
-        .add("eta0", eta0)
-        .add("polar", polar_config(polar))
-        .str();
+        .add("lambda", lambda);
+    s.add("l_min", l_min).add("eta0", eta0).add("polar", polar_config(polar));
+    return detail::add_first_moment_storage(s, mu_storage).str();
   }
 };
 
@@ -366,9 +391,10 @@ struct ScMuonOptions {
   double momentum = 0.95;
   bool nesterov = true;
   PolarOptions polar = PolarOptions{};
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto sc_muon(const ScMuonOptions& o = {}) {
-  return chain(ScaleCalibratedDirection{o.momentum, o.nesterov, o.eta_max, o.polar});
+  return chain(ScaleCalibratedDirection{o.momentum, o.nesterov, o.eta_max, o.polar, o.mu_storage});
 }
 
 }  // namespace schatten::optim
@@ -384,9 +410,11 @@ struct DfMuonOptions {
   double momentum = 0.95;
   bool nesterov = true;
   PolarOptions polar = PolarOptions{};
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto df_muon(const DfMuonOptions& o = {}) {
-  return chain(MajorizedStep{o.momentum, o.nesterov, o.eta_max, o.rho, o.lambda, o.l_min, o.eta0, o.polar});
+  return chain(MajorizedStep{o.momentum, o.nesterov, o.eta_max, o.rho, o.lambda, o.l_min, o.eta0, o.polar,
+                             o.mu_storage});
 }
 }  // namespace schatten::optim
 
@@ -405,7 +433,9 @@ namespace schatten::optim {
 /// and AdaMuon (NS5 in the input's precision where the reference casts to bf16; a conv's
 /// flattened shape for max(r, c) where the reference takes its first two dimensions). The norms
 /// and α accumulate in double. One rule (no other lr): the decay takes the adaptive step.
-/// On a failure of the polar call the chain restores the momentum (may_fail).
+/// On a failure of the polar call the chain restores the momentum (may_fail). `mu_storage`: the
+/// momentum in fp32 or bf16 (TraceMomentum's; docs/optim.md "State precision"); ‖N‖_F is taken
+/// of the unrounded Nesterov output.
 struct NamoStep {
   static constexpr const char* name = "namo_step";
   static constexpr bool may_fail = true;
@@ -418,19 +448,30 @@ struct NamoStep {
   double scale = 0.2;
   double weight_decay = 0.1;
   PolarOptions polar = MuonOptions::keller_polar();
+  Precision mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
 
   struct State {
     std::int64_t count = 0;
-    Buffer mu;           ///< momentum
-    double v = 0.0;      ///< EMA of ‖g‖²_F
-    double alpha = 0.0;  ///< α_t of the last step (observable)
+    Buffer mu;                            ///< momentum, fp32 storage (empty with bf16)
+    Bf16Buffer mu_bf16;                   ///< momentum, bf16 storage (empty with fp32)
+    Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
+    double v = 0.0;                       ///< EMA of ‖g‖²_F
+    double alpha = 0.0;                   ///< α_t of the last step (observable)
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();  // not checkpointed
   };
   State init(const BlockShape& s) const {
     State st;
-    st.mu.assign(static_cast<std::size_t>(s.size()), 0.0f);
+    detail::init_first_moment(st, static_cast<std::size_t>(s.size()), mu_storage);
     st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
+  }
+  double max_gradient() const { return TraceMomentum::storage_limit(mu_storage); }
+  /// u ← the momentum's output (TraceMomentum::apply, EMA form), the state's buffer updated in
+  /// its storage (shared with NamoDStep).
+  template <class S>
+  void momentum(Block u, S& s) const {
+    detail::with_first_moment(
+        s, [&](auto* mu) { TraceMomentum::apply(u, mu, beta, nesterov, TraceMomentum::Form::ema); });
   }
   /// α_t from the step t (1-based), the new second moment v and ‖N‖_F (the one formula).
   double step_size(std::int64_t t, double v, double momentum_norm) const {
@@ -438,10 +479,11 @@ struct NamoStep {
     return lr(t - 1) * std::sqrt(bc2) / (bc1 + 1e-12) * momentum_norm / (std::sqrt(v) + eps);
   }
   Status update(Block u, State& s, ConstBlock p) const {
-    if (s.mu.size() != static_cast<std::size_t>(u.size()) || p.size() != u.size())
-      return Status::invalid_argument;  // other shape
+    if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage) ||
+        p.size() != u.size())
+      return Status::invalid_argument;  // other shape or storage
     const double g2 = squared_norm(u);  // ‖g‖², before u becomes the momentum
-    TraceMomentum::apply(u, s.mu.data(), beta, nesterov, TraceMomentum::Form::ema);
+    momentum(u, s);
     const double n_norm = std::sqrt(squared_norm(u));
     const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
     if (r.status != Status::ok) return r.status;  // the chain restores mu and u
@@ -457,14 +499,16 @@ struct NamoStep {
     s.count = t;
     return Status::ok;
   }
+  /// "mu" is the momentum in its storage: checkpoints hold it as floats either way.
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    v("mu", s.mu);
+    detail::visit_first_moment(v, s);
     v("v", s.v);
     v("alpha", s.alpha);
   }
-  /// A usable lr schedule; β, μ₂ ∈ [0, 1); ε, c > 0 and λ ≥ 0, finite; usable polar options.
+  /// A usable lr schedule; β, μ₂ ∈ [0, 1); ε, c > 0 and λ ≥ 0, finite; usable polar options;
+  /// storage fp32 or bf16.
   const char* check() const noexcept {
     if (const char* m = lr.check()) return m;
     if (!hyper::decay_rate(beta)) return "namo_step: beta must be in [0, 1)";
@@ -472,19 +516,14 @@ struct NamoStep {
     if (!hyper::positive(eps)) return "namo_step: eps must be finite and > 0";
     if (!hyper::positive(scale)) return "namo_step: scale must be finite and > 0";
     if (!hyper::non_negative(weight_decay)) return "namo_step: weight_decay must be finite and >= 0";
+    if (!hyper::state_storage(mu_storage)) return "namo_step: mu_storage must be fp32 or bf16";
     return check_polar_options(polar);
   }
   std::string config() const {
-    return Signature(name)
-        .add("lr", lr.config())
-        .add("beta", beta)
-        .add("nesterov", nesterov)
-        .add("mu2", mu2)
-        .add("eps", eps)
-        .add("scale", scale)
-        .add("weight_decay", weight_decay)
-        .add("polar", polar_config(polar))
-        .str();
+    Signature s(name);
+    s.add("lr", lr.config()).add("beta", beta).add("nesterov", nesterov).add("mu2", mu2).add("eps", eps);
+    s.add("scale", scale).add("weight_decay", weight_decay).add("polar", polar_config(polar));
+    return detail::add_first_moment_storage(s, mu_storage).str();
   }
 };
 
@@ -498,10 +537,11 @@ struct NamoOptions {
   double scale = 0.2;
   double weight_decay = 0.1;
   PolarOptions polar = MuonOptions::keller_polar();
+  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 /// The NamoStep of NAMO's options (namo() and namo_d() share it).
 inline NamoStep namo_step(const NamoOptions& o) {
-  return NamoStep{o.lr, o.momentum, o.nesterov, o.mu2, o.eps, o.scale, o.weight_decay, o.polar};
+  return NamoStep{o.lr, o.momentum, o.nesterov, o.mu2, o.eps, o.scale, o.weight_decay, o.polar, o.mu_storage};
 }
 inline auto namo(const NamoOptions& o = {}) { return chain(namo_step(o)); }
 
@@ -546,15 +586,17 @@ struct NamoDStep {
   };
   struct State {
     std::int64_t count = 0;
-    Buffer mu;           ///< momentum
-    Buffer v;            ///< √V_j, one per column
-    double alpha = 0.0;  ///< ᾱ of the last step, after the clamp (observable)
+    Buffer mu;                            ///< momentum, fp32 storage (empty with bf16)
+    Bf16Buffer mu_bf16;                   ///< momentum, bf16 storage (empty with fp32)
+    Precision storage = Precision::fp32;  ///< which of the two (NamoStep::mu_storage; not a field)
+    Buffer v;                             ///< √V_j, one per column
+    double alpha = 0.0;                   ///< ᾱ of the last step, after the clamp (observable)
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
   State init(const BlockShape& s) const {
     State st;
     const auto c = static_cast<std::size_t>(s.cols);
-    st.mu.assign(static_cast<std::size_t>(s.size()), 0.0f);
+    detail::init_first_moment(st, static_cast<std::size_t>(s.size()), namo.mu_storage);
     st.v.assign(c, 0.0f);
     Scratch& sc = *st.scratch;
     sc.sums.assign(2 * c, 0.0f);
@@ -566,6 +608,7 @@ struct NamoDStep {
     sc.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, namo.polar, Precision::fp32));
     return st;
   }
+  double max_gradient() const { return namo.max_gradient(); }
   /// One element of the update: −a·p − b·o (o the polar factor's, p the parameter's, a and b its
   /// column's decay and step). The one formula of the host loop and the device kernel.
   SCHATTEN_HOST_DEVICE static float combine(float o, float p, float a, float b) { return -(a * p) - b * o; }
@@ -586,8 +629,9 @@ struct NamoDStep {
 
   Status update(Block u, State& s, ConstBlock p) const {
     const auto n = static_cast<std::size_t>(u.cols);
-    if (s.mu.size() != static_cast<std::size_t>(u.size()) || p.size() != u.size() || s.v.size() != n)
-      return Status::invalid_argument;  // other shape
+    if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), namo.mu_storage) ||
+        p.size() != u.size() || s.v.size() != n)
+      return Status::invalid_argument;  // other shape or storage
     Scratch& sc = *s.scratch;
     if (u.empty()) {
       ++s.count;
@@ -595,7 +639,7 @@ struct NamoDStep {
     }
     float* norms = sc.sums.data();
     slice_norms(u, false, true, norms);  // ‖g_j‖, before u becomes the momentum
-    TraceMomentum::apply(u, s.mu.data(), namo.beta, namo.nesterov, TraceMomentum::Form::ema);
+    namo.momentum(u, s);
     slice_norms(u, false, true, norms + n);  // ‖N_j‖
     sc.sums.copy_to(sc.host.data(), 2 * n);
     for (std::size_t j = 0; j < 2 * n; ++j)
@@ -634,7 +678,7 @@ struct NamoDStep {
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    v("mu", s.mu);
+    detail::visit_first_moment(v, s);
     v("v", s.v);
     v("alpha", s.alpha);
   }

@@ -124,11 +124,11 @@ void init_first_moment(S& st, std::size_t n, Precision storage) {
     st.mu = Buffer(n, 0.0f);
 }
 template <class V, class S>
-void visit_first_moment(V& v, S& st) {
+void visit_first_moment(V& v, S& st, const char* name = "mu") {
   if (st.storage == Precision::bf16)
-    v("mu", st.mu_bf16);
+    v(name, st.mu_bf16);
   else
-    v("mu", st.mu);
+    v(name, st.mu);
 }
 /// f(pointer to the first moment's elements): float* or std::uint16_t* (bf16), by its storage.
 template <class S, class F>
@@ -148,6 +148,28 @@ inline Signature& add_first_moment_storage(Signature& s, Precision storage) {
 template <class S>
 bool first_moment_sized(const S& st, std::size_t n, Precision storage) {
   return st.storage == storage && st.mu.size() + st.mu_bf16.size() == n;
+}
+/// A first moment in either storage, as scratch: the tentative next momentum of the rules that
+/// change their state only once their polar call succeeded (step_size.hpp).
+struct FirstMoment {
+  Buffer mu;
+  Bf16Buffer mu_bf16;
+  Precision storage = Precision::fp32;
+};
+/// to ← from's first moment, in its storage (to sized alike: then it never allocates, BasicBuffer's
+/// assignment reuses the allocation).
+template <class S, class T>
+void copy_first_moment(T& to, const S& from) {
+  if (from.storage == Precision::bf16)
+    to.mu_bf16 = from.mu_bf16;
+  else
+    to.mu = from.mu;
+}
+/// Exchanges the first moments of a and b (the same storage).
+template <class S, class T>
+void swap_first_moment(S& a, T& b) {
+  a.mu.swap(b.mu);
+  a.mu_bf16.swap(b.mu_bf16);
 }
 
 /// TraceMomentum::Correction (outside the class so that it can be a default argument there).
@@ -196,8 +218,12 @@ struct TraceMomentum {
   }
   /// With bf16 storage, |G| ≤ kBf16Max keeps the EMA buffer (a convex combination of earlier
   /// gradients and its zero start) finite once rounded; larger gradients are refused
-  /// (rule.hpp). fp32: no limit of its own.
-  double max_gradient() const { return mu_storage == Precision::bf16 ? double(kBf16Max) : HUGE_VAL; }
+  /// (rule.hpp). fp32: no limit of its own. (Also the limit of the rules that keep their own
+  /// momentum through apply(): step_size.hpp.)
+  static double storage_limit(Precision storage) {
+    return storage == Precision::bf16 ? double(kBf16Max) : HUGE_VAL;
+  }
+  double max_gradient() const { return storage_limit(mu_storage); }
 
   static constexpr bool device_capable = true;  // rule.hpp: runs on device memory
 
@@ -710,8 +736,11 @@ struct MuAdamScalars {
 };
 }  // namespace detail
 namespace device_kernels {
-/// x[k] ← MuAdamDirection::precondition_element(x[k], m[k], v[k], d[k], c).
+/// x[k] ← MuAdamDirection::precondition_element(x[k], m[k], v[k], d[k], c); m in float or
+/// bf16 storage.
 void muadam_precondition(float* x, float* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c);
+void muadam_precondition(float* x, std::uint16_t* m, float* v, float* d, index_t n,
+                         const detail::MuAdamScalars& c);
 /// x[k] ← x[k]·d[k].
 void multiply(float* x, const float* d, index_t n);
 }  // namespace device_kernels
@@ -729,42 +758,55 @@ inline void multiply(Block u, const float* d) {
 /// v̂ = v/(1 − β₂ᵗ), m ← β₁ m + (1 − β₁) g, ñ = β₁ m/(1 − β₁ᵗ) + (1 − β₁) g, and the output
 /// D ⊙ polar(D ⊙ ñ). e = −1/4 is MuAdam, e = −1/2 MuAdam-SANIA; e = 0 is Muon with this
 /// momentum. No shape scaling (as in the repository).
+///
+/// `mu_storage` [P] (docs/optim.md "State precision"): m in fp32 (default) or bf16, as
+/// ScaleByAdam's first moment (widened, updated in float, rounded to nearest even when stored;
+/// ñ of this step from the unrounded m). v and D stay fp32 (ScaleByAdam's reason for v).
 struct MuAdamDirection {
   static constexpr const char* name = "muadam_direction";
   static constexpr bool may_fail = true;
   static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8, exponent = -0.25;
   PolarOptions polar{};
+  Precision mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
 
   struct State {
     std::int64_t count = 0;
-    Buffer mu, nu, d;  // d: the preconditioner of the current step (scratch, also checkpointed)
+    Buffer mu, nu, d;    // d: the preconditioner of the current step (scratch, also checkpointed)
+    Bf16Buffer mu_bf16;  ///< m with bf16 storage (then mu is empty)
+    Precision storage = Precision::fp32;  ///< m's storage (set by init; not a field)
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
   State init(const BlockShape& s) const {
     const auto n = static_cast<std::size_t>(s.size());
-    State st{0, Buffer(n, 0.0f), Buffer(n, 0.0f), Buffer(n, 0.0f)};
+    State st;
+    detail::init_first_moment(st, n, mu_storage);
+    st.nu = Buffer(n, 0.0f);
+    st.d = Buffer(n, 0.0f);
     st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
   }
   /// v holds g² in float (rule.hpp, kSquaredStateMaxGradient); D = (v̂ + ε)^e is computed in
   /// double and stays finite for any such v.
   double max_gradient() const { return kSquaredStateMaxGradient; }
-  static bool sized(const State& s, const Block& u) {
+  bool sized(const State& s, const Block& u) const {
     const auto n = static_cast<std::size_t>(u.size());
-    return s.mu.size() == n && s.nu.size() == n && s.d.size() == n;
+    return detail::first_moment_sized(s, n, mu_storage) && s.nu.size() == n && s.d.size() == n;
   }
   using Scalars = detail::MuAdamScalars;
   Scalars scalars(std::int64_t t) const {
     const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
     return {float(b1), float(1.0 - b1), float(b2), float(1.0 - b2), float(b1 / c1), c2, eps, exponent};
   }
-  /// One element of the preconditioning: m, v updated, d ← (v/c2 + ε)^e in double, returns
-  /// d·ñ. The one formula of the host loop and the device kernel.
-  SCHATTEN_HOST_DEVICE static float precondition_element(float g, float& m, float& v, float& d,
+  /// One element of the preconditioning: m (float or bf16 storage, core/bf16.hpp), v updated,
+  /// d ← (v/c2 + ε)^e in double, returns d·ñ with ñ from the unrounded m. The one formula of
+  /// the host loop and the device kernel.
+  template <class M>
+  SCHATTEN_HOST_DEVICE static float precondition_element(float g, M& stored_m, float& v, float& d,
                                                          const Scalars& c) {
     v = c.b2 * v + c.w2 * g * g;
-    m = c.b1 * m + c.w1 * g;
+    const float m = c.b1 * load_state(stored_m) + c.w1 * g;
+    store_state(stored_m, m);
     d = static_cast<float>(pow(double(v) / c.c2 + c.eps, c.exponent));  // ::pow: host and device
     const float nesterov_m = c.b1_over_c1 * m + c.w1 * g;
     return d * nesterov_m;
@@ -772,10 +814,12 @@ struct MuAdamDirection {
   /// Before the polar factor: the moments and D of step count + 1, and u ← D ⊙ ñ.
   void precondition(Block u, State& s) const {
     const Scalars c = scalars(s.count + 1);
-    float *x = u.data, *m = s.mu.data(), *v = s.nu.data(), *d = s.d.data();
-    if (u.memory == MemoryKind::device) return device_kernels::muadam_precondition(x, m, v, d, u.size(), c);
-    for (index_t k = 0, n = u.size(); k < n; ++k)
-      x[k] = precondition_element(x[k], m[k], v[k], d[k], c);
+    float *x = u.data, *v = s.nu.data(), *d = s.d.data();
+    detail::with_first_moment(s, [&](auto* m) {
+      if (u.memory == MemoryKind::device) return device_kernels::muadam_precondition(x, m, v, d, u.size(), c);
+      for (index_t k = 0, n = u.size(); k < n; ++k)
+        x[k] = precondition_element(x[k], m[k], v[k], d[k], c);
+    });
   }
   /// After the polar factor: u ← D ⊙ u, and the step is counted.
   static void finish(Block u, State& s) {
@@ -805,30 +849,28 @@ struct MuAdamDirection {
       finish(block_of(u, b), states[b]);
     return Status::ok;
   }
+  /// "mu" is m in its storage: checkpoints hold it as floats either way (io/checkpoint.hpp).
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    v("mu", s.mu);
+    detail::visit_first_moment(v, s);
     v("nu", s.nu);
     v("d", s.d);
   }
   /// β₁, β₂ ∈ [0, 1); ε > 0 (D = (v̂ + ε)^e is infinite at v̂ = ε = 0 for e < 0); e finite;
-  /// usable polar options.
+  /// usable polar options; m's storage fp32 or bf16.
   const char* check() const noexcept {
     if (!hyper::decay_rate(b1)) return "muadam_direction: b1 must be in [0, 1)";
     if (!hyper::decay_rate(b2)) return "muadam_direction: b2 must be in [0, 1)";
     if (!hyper::positive(eps)) return "muadam_direction: eps must be finite and > 0";
     if (!std::isfinite(exponent)) return "muadam_direction: exponent must be finite";
+    if (!hyper::state_storage(mu_storage)) return "muadam_direction: mu_storage must be fp32 or bf16";
     return check_polar_options(polar);
   }
   std::string config() const {
-    return Signature(name)
-        .add("b1", b1)
-        .add("b2", b2)
-        .add("eps", eps)
-        .add("exponent", exponent)
-        .add("polar", polar_config(polar))
-        .str();
+    Signature s(name);
+    s.add("b1", b1).add("b2", b2).add("eps", eps).add("exponent", exponent).add("polar", polar_config(polar));
+    return detail::add_first_moment_storage(s, mu_storage).str();
   }
 };
 
@@ -1372,8 +1414,9 @@ struct ScaleToRms {
 // Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", arXiv 2302.06675)
 
 namespace device_kernels {
-/// x[k] ← ScaleByLion::step(x[k], m[k], w1, w2).
+/// x[k] ← ScaleByLion::stored_step(x[k], m[k], w1, w2); m in float or bf16 storage.
 void lion(float* x, float* m, index_t n, float w1, float w2);
+void lion(float* x, std::uint16_t* m, index_t n, float w1, float w2);
 }  // namespace device_kernels
 
 /// Lion's direction, element by element:
@@ -1384,17 +1427,33 @@ void lion(float* x, float* m, index_t n, float w1, float w2);
 /// are limited to 2^126 ≈ 8.5e37: m is a convex combination of earlier gradients, so |g − m| ≤
 /// 2^127 stays a float and the state never becomes infinite (at 2^127 each, g − m could round to
 /// +Inf and poison m for good).
+///
+/// `mu_storage` [P] (docs/optim.md "State precision"; optax.lion's `mu_dtype`): m in fp32
+/// (default) or bf16, as TraceMomentum's buffer (widened, updated in float, rounded to nearest
+/// even when stored; this step's sign from the unrounded m). An increment (1 − β₂)(g − m)
+/// smaller than half a bf16 unit of m is lost: at β₂ = 0.99 that is |g − m| < 0.2·|m|, so the
+/// buffer can lag the exact EMA by up to 2⁻⁸/(1 − β₂) = 39 % of |m| where g stays that close to
+/// m; the update, a sign, changes only where the interpolation is that close to 0.
 struct ScaleByLion {
   static constexpr const char* name = "scale_by_lion";
   static constexpr bool row_local = true;  // chain.hpp: each element alone
   static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.99;
+  Precision mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
 
   struct State {
     std::int64_t count = 0;
-    Buffer mu;
+    Buffer mu;                            ///< m, fp32 storage (empty with bf16)
+    Bf16Buffer mu_bf16;                   ///< m, bf16 storage (empty with fp32)
+    Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
   };
-  State init(const BlockShape& s) const { return State{0, Buffer(static_cast<std::size_t>(s.size()), 0.0f)}; }
+  State init(const BlockShape& s) const {
+    State st;
+    detail::init_first_moment(st, static_cast<std::size_t>(s.size()), mu_storage);
+    return st;
+  }
+  /// 2^126 in either storage: it keeps |g − m| a float, and a bf16 m (rounded convex combinations
+  /// of gradients) stays within it, far below kBf16Max.
   double max_gradient() const { return 8.507059173023462e37; }  // 2^126
   /// One element: m updated, returns the sign of the β₁ interpolation. The one formula of the host
   /// loop and the device kernel.
@@ -1403,31 +1462,45 @@ struct ScaleByLion {
     m = m + w2 * (g - m);
     return SignTransform::step(c);
   }
+  /// step() on a stored m (float, or bf16 widened and rounded back: core/bf16.hpp).
+  template <class M>
+  SCHATTEN_HOST_DEVICE static float stored_step(float g, M& stored, float w1, float w2) {
+    float m = load_state(stored);
+    const float out = step(g, m, w1, w2);
+    store_state(stored, m);
+    return out;
+  }
   Status update(Block u, State& s, ConstBlock) const {
-    if (s.mu.size() != static_cast<std::size_t>(u.size())) return Status::invalid_argument;  // other shape
+    if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage))
+      return Status::invalid_argument;  // another shape or storage
     const float w1 = static_cast<float>(1.0 - b1), w2 = static_cast<float>(1.0 - b2);
-    if (u.memory == MemoryKind::device) {
-      device_kernels::lion(u.data, s.mu.data(), u.size(), w1, w2);
-    } else {
-      float* m = s.mu.data();
+    detail::with_first_moment(s, [&](auto* m) {
+      if (u.memory == MemoryKind::device) return device_kernels::lion(u.data, m, u.size(), w1, w2);
       for (index_t k = 0, n = u.size(); k < n; ++k)
-        u.data[k] = step(u.data[k], m[k], w1, w2);
-    }
+        u.data[k] = stored_step(u.data[k], m[k], w1, w2);
+    });
     ++s.count;
     return Status::ok;
   }
+  /// "mu" is m in its storage: checkpoints hold it as floats either way (io/checkpoint.hpp).
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    v("mu", s.mu);
+    detail::visit_first_moment(v, s);
   }
-  /// β₁, β₂ ∈ [0, 1): β₁ = 1 would ignore every gradient, β₂ = 1 freeze m at zero.
+  /// β₁, β₂ ∈ [0, 1): β₁ = 1 would ignore every gradient, β₂ = 1 freeze m at zero; m's storage
+  /// fp32 or bf16.
   const char* check() const noexcept {
     if (!hyper::decay_rate(b1)) return "scale_by_lion: b1 must be in [0, 1)";
     if (!hyper::decay_rate(b2)) return "scale_by_lion: b2 must be in [0, 1)";
+    if (!hyper::state_storage(mu_storage)) return "scale_by_lion: mu_storage must be fp32 or bf16";
     return nullptr;
   }
-  std::string config() const { return Signature(name).add("b1", b1).add("b2", b2).str(); }
+  std::string config() const {
+    Signature s(name);
+    s.add("b1", b1).add("b2", b2);
+    return detail::add_first_moment_storage(s, mu_storage).str();
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
