@@ -28,11 +28,13 @@
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/split.hpp"
 #include "schatten/optim/step_size.hpp"
+#include "support/optim_helpers.hpp"
 #include "support/oracle.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
+using schatten::test::bf16_state;
 namespace fs = std::filesystem;
 
 namespace {
@@ -695,51 +697,35 @@ TEST_SUITE("io.replay") {
         replay_stderr());
     const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
     REQUIRE(f >= 0);
-    MuonOptions m;
-    m.mu_storage = Precision::bf16;
-    AdamWOptions side;
-    side.mu_storage = Precision::bf16;
-    auto mixed = inline_mixed("muon", muon(m), side);
+    const AdamWOptions side = bf16_state(AdamWOptions{});
+    auto mixed = inline_mixed("muon", muon(bf16_state(MuonOptions{})), side);
     compare_inline(mixed, f, 0);
-    auto adamw_only =
-        partition(kParams, std::vector<std::string>(kParams.size(), "adamw"), route("adamw", adamw(side)));
-    REQUIRE(adamw_only.init());
+    // The presets that serve every parameter.
+    const auto alone = [](const char* label, auto rule) {
+      auto p =
+          partition(kParams, std::vector<std::string>(kParams.size(), label), route(label, std::move(rule)));
+      REQUIRE(p.init());
+      return p;
+    };
+    auto adamw_only = alone("adamw", adamw(side));
     compare_inline(adamw_only, f, 1);
     SgdOptions so;
     so.momentum = 0.9;
-    so.mu_storage = Precision::bf16;
-    auto sgd_only =
-        partition(kParams, std::vector<std::string>(kParams.size(), "sgd"), route("sgd", sgd(so)));
-    REQUIRE(sgd_only.init());
+    auto sgd_only = alone("sgd", sgd(bf16_state(so)));
     compare_inline(sgd_only, f, 2);
-    // Through momentum_keys (every preset whose options have a mu_storage) and scion's own keys.
-    NorMuonOptions nm;
-    nm.mu_storage = Precision::bf16;
-    auto nm_mixed = inline_mixed("normuon", normuon(nm), AdamWOptions{});
+    // Through momentum_keys (every preset whose options have a mu_storage), scion's, lion's and
+    // muadam's own keys, and the rules that keep their own momentum (step_size.hpp).
+    auto nm_mixed = inline_mixed("normuon", normuon(bf16_state(NorMuonOptions{})), AdamWOptions{});
     compare_inline(nm_mixed, f, 3);
-    ScionOptions sc;
-    sc.mu_storage = Precision::bf16;
-    auto sc_mixed = inline_mixed("scion", scion(sc), AdamWOptions{});
+    auto sc_mixed = inline_mixed("scion", scion(bf16_state(ScionOptions{})), AdamWOptions{});
     compare_inline(sc_mixed, f, 4);
-    // The explicit keys of lion and muadam, and momentum_keys of the rules that keep their own
-    // momentum (step_size.hpp).
-    LionOptions lo;
-    lo.mu_storage = Precision::bf16;
-    auto lion_only =
-        partition(kParams, std::vector<std::string>(kParams.size(), "lion"), route("lion", lion(lo)));
-    REQUIRE(lion_only.init());
+    auto lion_only = alone("lion", lion(bf16_state(LionOptions{})));
     compare_inline(lion_only, f, 5);
-    MuAdamOptions mo;
-    mo.mu_storage = Precision::bf16;
-    auto ma_mixed = inline_mixed("muadam", muadam(mo), AdamWOptions{});
+    auto ma_mixed = inline_mixed("muadam", muadam(bf16_state(MuAdamOptions{})), AdamWOptions{});
     compare_inline(ma_mixed, f, 6);
-    NamoDOptions nd;
-    nd.mu_storage = Precision::bf16;
-    auto nd_mixed = inline_mixed("namo_d", namo_d(nd), AdamWOptions{});
+    auto nd_mixed = inline_mixed("namo_d", namo_d(bf16_state(NamoDOptions{})), AdamWOptions{});
     compare_inline(nd_mixed, f, 7);
-    DfMuonOptions df;
-    df.mu_storage = Precision::bf16;
-    auto df_mixed = inline_mixed("df_muon", df_muon(df), AdamWOptions{});
+    auto df_mixed = inline_mixed("df_muon", df_muon(bf16_state(DfMuonOptions{})), AdamWOptions{});
     compare_inline(df_mixed, f, 8);
     H5Fclose(f);
     fs::remove(rec);

@@ -21,10 +21,12 @@
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/step_size.hpp"
+#include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
+using schatten::test::bf16_state;
 using schatten::test::case_seed;
 
 namespace {
@@ -250,24 +252,14 @@ void for_each_preset(F&& f) {
   muon_o.weight_decay = 1e-2;
   f("muon", muon(muon_o));
   // bf16 momentum and first moment (docs/optim.md "State precision"): NaN bursts, denormals and
-  // 1e±30 scales through the widening and rounding.
-  MuonOptions muon_bf16 = muon_o;
-  muon_bf16.mu_storage = Precision::bf16;
-  f("muon_bf16", muon(muon_bf16));
-  AdamWOptions adamw_bf16;
-  adamw_bf16.mu_storage = Precision::bf16;
-  f("adamw_bf16", adamw(adamw_bf16));
-  // The rules with their own bf16 moment: Lion's and MuAdam's kernels, and DF-Muon's tentative
-  // momentum (scratch in the state's storage, committed after the polar call).
-  LionOptions lion_bf16;
-  lion_bf16.mu_storage = Precision::bf16;
-  f("lion_bf16", lion(lion_bf16));
-  MuAdamOptions muadam_bf16;
-  muadam_bf16.mu_storage = Precision::bf16;
-  f("muadam_bf16", muadam(muadam_bf16));
-  DfMuonOptions df_bf16;
-  df_bf16.mu_storage = Precision::bf16;
-  f("df_muon_bf16", df_muon(df_bf16));
+  // 1e±30 scales through the widening and rounding; with the rules that keep their own bf16
+  // moment: Lion's and MuAdam's kernels, and DF-Muon's tentative momentum (scratch in the
+  // state's storage, committed after the polar call).
+  f("muon_bf16", muon(bf16_state(muon_o)));
+  f("adamw_bf16", adamw(bf16_state(AdamWOptions{})));
+  f("lion_bf16", lion(bf16_state(LionOptions{})));
+  f("muadam_bf16", muadam(bf16_state(MuAdamOptions{})));
+  f("df_muon_bf16", df_muon(bf16_state(DfMuonOptions{})));
   f("muadam", muadam());
   f("normuon", normuon());
   f("adamuon", adamuon());

@@ -35,11 +35,13 @@
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/step_size.hpp"
 #include "support/failing_rule.hpp"
+#include "support/optim_helpers.hpp"
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
 using namespace schatten;
 using namespace schatten::optim;
+using schatten::test::bf16_state;
 using schatten::test::case_seed;
 using schatten::test::FailOnCall;
 using schatten::test::random_vec;
@@ -327,63 +329,29 @@ TEST_SUITE("optim.device") {
     // elements per step), changing that stored element by 2⁻⁸ of itself; one such element in a
     // buffer of n ≥ 16 moves it by at most 2⁻⁸/√n·√(flips) ≈ 1e-3 relative: 1e-2 there.
     constexpr double kBf16DeviceRel = 1e-2;
-    ox.mu_storage = Precision::bf16;
-    AdamWOptions a16;
-    a16.mu_storage = Precision::bf16;
-    check_twin(
-        "dev_muon_bf16",
-        [&](const std::vector<std::string>& labels) {
-          return partition(kSpecs, labels, route("muon", muon(ox)), route("adamw", adamw(a16)));
-        },
-        0.0, kBf16DeviceRel);
-    check_twin(
-        "dev_adam_bf16",
-        [&](const std::vector<std::string>& labels) {
-          return partition(
-              kSpecs, labels,
-              route("muon", sgd(SgdOptions{Schedule::constant(0.01), 0.9, true, 0.0, Precision::bf16})),
-              route("adamw", chain(ScaleByAdam{0.9, 0.999, 1e-8, Precision::bf16}, AddDecayedWeights{0.01},
-                                   ScaleByLearningRate{})));
-        },
-        0.0, kBf16DeviceRel);
+    // `rule` on the matrices, `side` on the other parameters.
+    const auto bf16_twin = [&](const char* name, auto rule, auto side) {
+      check_twin(
+          name,
+          [&](const std::vector<std::string>& labels) {
+            return partition(kSpecs, labels, route("muon", rule), route("adamw", side));
+          },
+          0.0, kBf16DeviceRel);
+    };
+    const AdamWOptions a16 = bf16_state(AdamWOptions{});
+    bf16_twin("dev_muon_bf16", muon(bf16_state(ox)), adamw(a16));
+    bf16_twin("dev_adam_bf16", sgd(SgdOptions{Schedule::constant(0.01), 0.9, true, 0.0, Precision::bf16}),
+              chain(ScaleByAdam{0.9, 0.999, 1e-8, Precision::bf16}, AddDecayedWeights{0.01},
+                    ScaleByLearningRate{}));
     // The rules with their own bf16 moment: the Lion and MuAdam kernels' bf16 overloads, and
     // SC/DF-Muon's tentative momentum (device scratch in the state's storage, copied and swapped
     // on the device).
     LionOptions lo;
     lo.lr = Schedule::constant(1e-3);
-    lo.mu_storage = Precision::bf16;
-    MuAdamOptions mo;
-    mo.mu_storage = Precision::bf16;
-    check_twin(
-        "dev_lion_muadam_bf16",
-        [&](const std::vector<std::string>& labels) {
-          return partition(kSpecs, labels, route("muon", muadam(mo)), route("adamw", lion(lo)));
-        },
-        0.0, kBf16DeviceRel);
-    ScMuonOptions so;
-    so.mu_storage = Precision::bf16;
-    check_twin(
-        "dev_sc_bf16",
-        [&](const std::vector<std::string>& labels) {
-          return partition(kSpecs, labels, route("muon", sc_muon(so)), route("adamw", adamw(a16)));
-        },
-        0.0, kBf16DeviceRel);
-    DfMuonOptions dfo;
-    dfo.mu_storage = Precision::bf16;
-    check_twin(
-        "dev_df_bf16",
-        [&](const std::vector<std::string>& labels) {
-          return partition(kSpecs, labels, route("muon", df_muon(dfo)), route("adamw", adamw(a16)));
-        },
-        0.0, kBf16DeviceRel);
-    NamoDOptions ndo;
-    ndo.mu_storage = Precision::bf16;
-    check_twin(
-        "dev_namo_d_bf16",
-        [&](const std::vector<std::string>& labels) {
-          return partition(kSpecs, labels, route("muon", namo_d(ndo)), route("adamw", adamw(a16)));
-        },
-        0.0, kBf16DeviceRel);
+    bf16_twin("dev_lion_muadam_bf16", muadam(bf16_state(MuAdamOptions{})), lion(bf16_state(lo)));
+    bf16_twin("dev_sc_bf16", sc_muon(bf16_state(ScMuonOptions{})), adamw(a16));
+    bf16_twin("dev_df_bf16", df_muon(bf16_state(DfMuonOptions{})), adamw(a16));
+    bf16_twin("dev_namo_d_bf16", namo_d(bf16_state(NamoDOptions{})), adamw(a16));
   }
 
   TEST_CASE("sgd kaon muadam freon normuon and adamuon step on the device like on the host") {
@@ -505,10 +473,8 @@ TEST_SUITE("optim.device") {
     CHECK(fields.count("h.0.w/0_majorized_step/mu") == 1);
     CHECK(fields.count("h.0.w/0_majorized_step/gradient") == 0);
     // With bf16 storage the next momentum is a device Bf16Buffer, and the state's momentum too.
-    DfMuonOptions d16;
-    d16.mu_storage = Precision::bf16;
-    auto p16 =
-        partition(kSpecs, propose_labels(kSpecs), route("muon", df_muon(d16)), route("adamw", adamw()));
+    auto p16 = partition(kSpecs, propose_labels(kSpecs), route("muon", df_muon(bf16_state(DfMuonOptions{}))),
+                         route("adamw", adamw()));
     REQUIRE(p16.init(MemoryKind::device));
     MemoryCensus scratch16, fields16;
     p16.visit_scratch(scratch16);

@@ -39,6 +39,13 @@ inline Mat buffer_to_mat(const std::vector<float>& v, index_t r, index_t c) {
       m(i, j) = v[static_cast<std::size_t>(i * c + j)];
   return m;
 }
+/// Options `o` of a preset with its momentum (first moment) stored in bf16 (`mu_storage`,
+/// docs/optim.md "State precision").
+template <class O>
+O bf16_state(O o) {
+  o.mu_storage = Precision::bf16;
+  return o;
+}
 /// The data pointers of host arrays, one per parameter (what Partition::step takes).
 inline std::vector<float*> pointers(std::vector<std::vector<float>>& arrays) {
   std::vector<float*> p;
