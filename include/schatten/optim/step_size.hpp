@@ -100,12 +100,9 @@ struct ScaleCalibratedDirection {
     detail::FirstMoment next;
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
-  struct State {
+  struct State : detail::FirstMoment {  // the momentum in its storage
     std::int64_t count = 0;
-    Buffer mu;                            ///< momentum, fp32 storage (empty with bf16)
-    Bf16Buffer mu_bf16;                   ///< momentum, bf16 storage (empty with fp32)
-    Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
-    double kappa = 0;                     ///< κ of the last step (observable)
+    double kappa = 0;  ///< κ of the last step (observable)
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
   State init(const BlockShape& s) const {
@@ -225,13 +222,10 @@ struct MajorizedStep {
     detail::FirstMoment next;
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
-  struct State {
+  struct State : detail::FirstMoment {  // the momentum in its storage
     std::int64_t count = 0;
-    double lhat = 0.0;                    ///< L̂ of the last step
-    double eta = 0.0;                     ///< η of the last step (observable)
-    Buffer mu;                            ///< momentum, fp32 storage (empty with bf16)
-    Bf16Buffer mu_bf16;                   ///< momentum, bf16 storage (empty with fp32)
-    Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
+    double lhat = 0.0;  ///< L̂ of the last step
+    double eta = 0.0;   ///< η of the last step (observable)
     Buffer anchor, prev_grad, prev_param;
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
@@ -450,13 +444,10 @@ struct NamoStep {
   PolarOptions polar = MuonOptions::keller_polar();
   Precision mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
 
-  struct State {
+  struct State : detail::FirstMoment {  // the momentum in its storage
     std::int64_t count = 0;
-    Buffer mu;                            ///< momentum, fp32 storage (empty with bf16)
-    Bf16Buffer mu_bf16;                   ///< momentum, bf16 storage (empty with fp32)
-    Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
-    double v = 0.0;                       ///< EMA of ‖g‖²_F
-    double alpha = 0.0;                   ///< α_t of the last step (observable)
+    double v = 0.0;      ///< EMA of ‖g‖²_F
+    double alpha = 0.0;  ///< α_t of the last step (observable)
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();  // not checkpointed
   };
   State init(const BlockShape& s) const {
@@ -468,8 +459,7 @@ struct NamoStep {
   double max_gradient() const { return TraceMomentum::storage_limit(mu_storage); }
   /// u ← the momentum's output (TraceMomentum::apply, EMA form), the state's buffer updated in
   /// its storage (shared with NamoDStep).
-  template <class S>
-  void momentum(Block u, S& s) const {
+  void momentum(Block u, detail::FirstMoment& s) const {
     detail::with_first_moment(
         s, [&](auto* mu) { TraceMomentum::apply(u, mu, beta, nesterov, TraceMomentum::Form::ema); });
   }
@@ -584,13 +574,10 @@ struct NamoDStep {
     std::vector<double> alpha;    ///< α_j (c)
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
-  struct State {
+  struct State : detail::FirstMoment {  // the momentum in its storage (NamoStep::mu_storage)
     std::int64_t count = 0;
-    Buffer mu;                            ///< momentum, fp32 storage (empty with bf16)
-    Bf16Buffer mu_bf16;                   ///< momentum, bf16 storage (empty with fp32)
-    Precision storage = Precision::fp32;  ///< which of the two (NamoStep::mu_storage; not a field)
-    Buffer v;                             ///< √V_j, one per column
-    double alpha = 0.0;                   ///< ᾱ of the last step, after the clamp (observable)
+    Buffer v;            ///< √V_j, one per column
+    double alpha = 0.0;  ///< ᾱ of the last step, after the clamp (observable)
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
   State init(const BlockShape& s) const {

@@ -112,31 +112,40 @@ void adamw(float* x, std::uint16_t* m, float* v, const float* w, index_t n, cons
 // Momentum
 
 namespace detail {
-/// The first moment of a state in either storage (TraceMomentum, ScaleByAdam: fields `mu`,
-/// `mu_bf16` and `storage`, docs/optim.md "State precision"): sized for n zeros in `storage`,
-/// and named "mu" for visit_fields, whichever buffer holds it.
-template <class S>
-void init_first_moment(S& st, std::size_t n, Precision storage) {
-  st.storage = storage;
+/// A first moment in either storage (docs/optim.md "State precision"): `mu` holds it in fp32 or
+/// `mu_bf16` in bf16, the other one empty; `storage` says which (set by init_first_moment; not a
+/// field). The base of the States of the rules with a momentum buffer (TraceMomentum,
+/// ScaleByAdam, ScaleByLion, MuAdamDirection and the step-size rules), and the scratch of the
+/// tentative next momentum of the rules that change their state only once their polar call
+/// succeeded (step_size.hpp).
+struct FirstMoment {
+  Buffer mu;
+  Bf16Buffer mu_bf16;
+  Precision storage = Precision::fp32;
+};
+/// m sized for n zeros in `storage`.
+inline void init_first_moment(FirstMoment& m, std::size_t n, Precision storage) {
+  m.storage = storage;
   if (storage == Precision::bf16)
-    st.mu_bf16 = Bf16Buffer(n, std::uint16_t(0));
+    m.mu_bf16 = Bf16Buffer(n, std::uint16_t(0));
   else
-    st.mu = Buffer(n, 0.0f);
+    m.mu = Buffer(n, 0.0f);
 }
-template <class V, class S>
-void visit_first_moment(V& v, S& st, const char* name = "mu") {
-  if (st.storage == Precision::bf16)
-    v(name, st.mu_bf16);
+/// m named `name` ("mu" in visit_fields), whichever buffer holds it.
+template <class V>
+void visit_first_moment(V& v, FirstMoment& m, const char* name = "mu") {
+  if (m.storage == Precision::bf16)
+    v(name, m.mu_bf16);
   else
-    v(name, st.mu);
+    v(name, m.mu);
 }
-/// f(pointer to the first moment's elements): float* or std::uint16_t* (bf16), by its storage.
-template <class S, class F>
-void with_first_moment(S& st, F&& f) {
-  if (st.storage == Precision::bf16)
-    f(st.mu_bf16.data());
+/// f(pointer to m's elements): float* or std::uint16_t* (bf16), by its storage.
+template <class F>
+void with_first_moment(FirstMoment& m, F&& f) {
+  if (m.storage == Precision::bf16)
+    f(m.mu_bf16.data());
   else
-    f(st.mu.data());
+    f(m.mu.data());
 }
 /// Adds "mu_storage" to a rule's signature when it is not fp32 (earlier signatures stay as they
 /// were).
@@ -144,30 +153,20 @@ inline Signature& add_first_moment_storage(Signature& s, Precision storage) {
   if (storage != Precision::fp32) s.add("mu_storage", to_string(storage));
   return s;
 }
-/// True when the first moment has n elements in `storage`.
-template <class S>
-bool first_moment_sized(const S& st, std::size_t n, Precision storage) {
-  return st.storage == storage && st.mu.size() + st.mu_bf16.size() == n;
+/// True when m has n elements in `storage`.
+inline bool first_moment_sized(const FirstMoment& m, std::size_t n, Precision storage) {
+  return m.storage == storage && m.mu.size() + m.mu_bf16.size() == n;
 }
-/// A first moment in either storage, as scratch: the tentative next momentum of the rules that
-/// change their state only once their polar call succeeded (step_size.hpp).
-struct FirstMoment {
-  Buffer mu;
-  Bf16Buffer mu_bf16;
-  Precision storage = Precision::fp32;
-};
-/// to ← from's first moment, in its storage (to sized alike: then it never allocates, BasicBuffer's
+/// to ← from, in from's storage (to sized alike: then it never allocates, BasicBuffer's
 /// assignment reuses the allocation).
-template <class S, class T>
-void copy_first_moment(T& to, const S& from) {
+inline void copy_first_moment(FirstMoment& to, const FirstMoment& from) {
   if (from.storage == Precision::bf16)
     to.mu_bf16 = from.mu_bf16;
   else
     to.mu = from.mu;
 }
-/// Exchanges the first moments of a and b (the same storage).
-template <class S, class T>
-void swap_first_moment(S& a, T& b) {
+/// Exchanges the buffers of a and b (the same storage).
+inline void swap_first_moment(FirstMoment& a, FirstMoment& b) {
   a.mu.swap(b.mu);
   a.mu_bf16.swap(b.mu_bf16);
 }
@@ -205,11 +204,8 @@ struct TraceMomentum {
   bool bias_correction = false;
   Precision mu_storage = Precision::fp32;  ///< fp32 or bf16 (above)
 
-  struct State {
+  struct State : detail::FirstMoment {  // the buffer in its storage
     std::int64_t count = 0;
-    Buffer mu;                            ///< the buffer, fp32 storage (empty with bf16)
-    Bf16Buffer mu_bf16;                   ///< the buffer, bf16 storage (empty with fp32)
-    Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
   };
   State init(const BlockShape& s) const {
     State st;
@@ -320,11 +316,9 @@ struct ScaleByAdam {
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   Precision mu_storage = Precision::fp32;  ///< fp32 or bf16 (above)
 
-  struct State {
+  struct State : detail::FirstMoment {  // m in its storage
     std::int64_t count = 0;
-    Buffer mu, nu;
-    Bf16Buffer mu_bf16;                   ///< m with bf16 storage (then mu is empty)
-    Precision storage = Precision::fp32;  ///< m's storage (set by init; not a field)
+    Buffer nu;
   };
   State init(const BlockShape& s) const { return init_moments(s, mu_storage); }
   /// The zero moments of a block, m in `storage` (shared with AdamWUpdate).
@@ -770,11 +764,9 @@ struct MuAdamDirection {
   PolarOptions polar{};
   Precision mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
 
-  struct State {
+  struct State : detail::FirstMoment {  // m in its storage
     std::int64_t count = 0;
-    Buffer mu, nu, d;    // d: the preconditioner of the current step (scratch, also checkpointed)
-    Bf16Buffer mu_bf16;  ///< m with bf16 storage (then mu is empty)
-    Precision storage = Precision::fp32;  ///< m's storage (set by init; not a field)
+    Buffer nu, d;  // d: the preconditioner of the current step (scratch, also checkpointed)
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
   State init(const BlockShape& s) const {
@@ -1441,11 +1433,8 @@ struct ScaleByLion {
   double b1 = 0.9, b2 = 0.99;
   Precision mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
 
-  struct State {
+  struct State : detail::FirstMoment {  // m in its storage
     std::int64_t count = 0;
-    Buffer mu;                            ///< m, fp32 storage (empty with bf16)
-    Bf16Buffer mu_bf16;                   ///< m, bf16 storage (empty with fp32)
-    Precision storage = Precision::fp32;  ///< which of the two (set by init; not a field)
   };
   State init(const BlockShape& s) const {
     State st;
