@@ -32,6 +32,19 @@ using schatten::distributed::Layout;
 
 namespace {
 
+/// Whether AddressSanitizer instruments this build (g++ defines the macro, clang the feature).
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kAddressSanitizer = true;
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+
 distributed::Communicator world() { return distributed::Communicator::world(); }
 
 /// Shapes that exercise the step: same-shape groups (batched on the owner), tall, wide, a
@@ -317,8 +330,11 @@ TEST_CASE("distributed.assignment: owners weighing each transfer against the wor
   // what a search without one of its parts gives: starting LPT with the exchange ignored 1.028
   // (4 ranks), no start where the parameters lie 1.064 / 1.42, no moves off the busiest rank
   // 1.072 / 1.41, no moves at all 1.077 / 1.54; without the LPT start it can be longer than LPT.
-  // Exhaustive (4⁸ assignments for each of the 300 4-rank instances; 30 s under the sanitizers)
-  // and MPI-free: in the one-rank run only.
+  // Exhaustive (4⁸ assignments for each of the 300 4-rank instances) and MPI-free: in the
+  // one-rank run only. Under AddressSanitizer (CI's reliability job, this file at -O0) the search
+  // took about 65 s, the longest test of that job, so there it runs a tenth of the instances for
+  // the memory checks and the per-instance bounds; the mean and worst ratios, statistics of
+  // these 700 instances, are checked by the optimised builds.
   const std::uint64_t seed = 20261129;
   CAPTURE(seed);
   Rng rng(seed);
@@ -366,7 +382,10 @@ TEST_CASE("distributed.assignment: owners weighing each transfer against the wor
     }
     return out;
   };
-  if (world().size() == 1) {
+  if (world().size() == 1 && kAddressSanitizer) {
+    trial(40, 2, 3, 3, 7);
+    trial(30, 4, 4, 8, 8);
+  } else if (world().size() == 1) {
     const Ratios small = trial(400, 2, 3, 3, 7), wide = trial(300, 4, 4, 8, 8);
     CHECK(small.mean < 1.015);
     CHECK(small.worst < 1.3);
