@@ -96,7 +96,7 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            mu_storage=fp32|bf16 (the momentum buffer, AdamW's first moment, in bf16 storage, half
            their memory; docs/optim.md "State precision"; also sgd, adamw, lion, mop, scion,
            normuon, adamuon, spel, muon_hyperball, muadam, freon, kaon, da_muon, sc_muon,
-           df_muon, namo and namo_d)
+           df_muon, namo, namo_d, dion2 and nordion2)
            weight_cap=B (none by default: the weights' largest singular value capped at B after
            every step) weight_cap_blend=1 (C < 1: the singular values above B move the fraction
            C of the way to B, spectral clipped weight decay) weight_cap_method=qdwh|polynomial
@@ -1022,6 +1022,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
     polar_rule(o.polar);
+    storage_key("mu_storage", o.mu_storage);
   };
   if (s.preset == "dion2") {
     opt::Dion2Options o;

@@ -692,7 +692,7 @@ TEST_SUITE("io.replay") {
                    " --optimizer normuon:mu_storage=bf16 --optimizer scion:mu_storage=bf16"
                    " --optimizer lion:mu_storage=bf16 --optimizer muadam:mu_storage=bf16"
                    " --optimizer namo_d:mu_storage=bf16 --optimizer df_muon:mu_storage=bf16"
-                   " --save-params --quiet --out " +
+                   " --optimizer dion2:mu_storage=bf16 --save-params --quiet --out " +
                    out) == 0,
         replay_stderr());
     const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -727,6 +727,8 @@ TEST_SUITE("io.replay") {
     compare_inline(nd_mixed, f, 7);
     auto df_mixed = inline_mixed("df_muon", df_muon(bf16_state(DfMuonOptions{})), AdamWOptions{});
     compare_inline(df_mixed, f, 8);
+    auto d2_mixed = inline_mixed("dion2", dion2(bf16_state(Dion2Options{})), AdamWOptions{});
+    compare_inline(d2_mixed, f, 9);
     H5Fclose(f);
     fs::remove(rec);
     fs::remove(out);
@@ -1489,7 +1491,6 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:shape=spectra", "must be one of keller,moonlight,none,spectral,unit_rms_norm"},
         {"--optimizer muon:mu_storage=fp16", "'mu_storage=fp16': must be one of fp32,bf16"},
         {"--optimizer dion:mu_storage=bf16", "unknown key 'mu_storage' for preset 'dion'"},
-        {"--optimizer dion2:mu_storage=bf16", "unknown key 'mu_storage' for preset 'dion2'"},
         {"--optimizer muon:weight_cap_blend=0.5", "'weight_cap_blend' and 'weight_cap_method' apply with"},
         {"--optimizer muon:weight_cap=1,weight_cap_method=svd", "must be one of qdwh,polynomial"},
         {"--optimizer muon:weight_cap=-1", "route 'muon': upper must be positive"},

@@ -1348,7 +1348,7 @@ TEST_SUITE("optim.presets") {
       std::vector<float> u = to_float(gm), w(u.size(), 0.0f);
       const std::vector<float> g = u;
       REQUIRE(dir.update(Block(u.data(), r, c), st, ConstBlock(w.data(), r, c)) == Status::ok);
-      const Mat out = to_mat(u, r, c), mom = to_mat(st.m.to_vector(), r, c), g0 = to_mat(g, r, c);
+      const Mat out = to_mat(u, r, c), mom = to_mat(st.mu.to_vector(), r, c), g0 = to_mat(g, r, c);
       for (index_t i = 0; i < 6; ++i) {
         CAPTURE(i);
         const bool picked = i == 1 || i == 3;

@@ -20,6 +20,7 @@
 #include "schatten/core/bf16.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/io/checkpoint.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/step_size.hpp"
@@ -396,14 +397,18 @@ TEST_SUITE("optim.state_precision") {
   TEST_CASE("every preset with a momentum buffer stores it in bf16 when asked, and steps like fp32") {
     // The presets whose momentum (or first moment) is TraceMomentum's, ScaleByLion's or
     // MuAdamDirection's, or is kept by their own rule through TraceMomentum::apply (sc_muon,
-    // df_muon, namo, namo_d), take mu_storage (presets.hpp, step_size.hpp): two hidden matrices,
-    // routed to the preset, three steps in each storage.
+    // df_muon, namo, namo_d, dion2, nordion2), take mu_storage (presets.hpp, step_size.hpp): two hidden
+    // matrices, routed to the preset, three steps in each storage.
     const std::vector<ParamSpec> specs = {{"a.w", {24, 16}}, {"b.w", {16, 40}}};
     const std::size_t elements = 24 * 16 + 16 * 40;
     // `close`: compare the trajectories. AdaMuon orthogonalises sign(N), which jumps where N
     // crosses 0: a rounding of the stored buffer can flip an element of N near 0 (measured over
     // seeds 0–3: 3.8e-2, 0, 5.5e-2, 0), as any perturbation in fp32 would,
-    // so its bf16 run is only checked for its storage and for taking its steps. Lion's update is
+    // so its bf16 run is only checked for its storage and for taking its steps. So are Dion2's
+    // and NorDion2's: a rounding of M can swap two slices of nearly equal ℓ₁ norm in the next
+    // ranking, which moves a whole slice of the update (over the default seed and 0–13: dion2
+    // 1.2e-3 to 5.4e-3, nordion2 1.4e-3 to 3.6e-3 except seeds 4 and 7, 0.12 and 0.29); their
+    // arithmetic is checked bit for bit against the fp32 rule below. Lion's update is
     // a sign, which a rounding of m flips only where β₁m + (1 − β₁)g is within 2⁻⁸|m| of 0: its
     // three steps may match bit for bit (`differs` false: no check that the runs differ).
     // `make`: the preset; it is built from `options` and from them with mu_storage = bf16.
@@ -477,6 +482,81 @@ TEST_SUITE("optim.state_precision") {
     LionOptions lion_options;
     lion_options.lr = Schedule::constant(1e-2);
     check("lion", lion_options, lion, true, false);
+    check("dion2", Dion2Options{}, dion2, false);
+    check("nordion2", NorDion2Options{}, nordion2, false);
+  }
+
+  TEST_CASE("dion2's bf16 momentum is the fp32 rule's, rounded once per step") {
+    // Dion2Direction alone, on a wide block (its rows compete) and a tall one (its columns).
+    // Before each step the fp32 twin's M is set to the bf16 M's values; one step of each from
+    // the same gradient must then give the same update bit for bit (float arithmetic on the same
+    // M: the sum, the ranking and S all read the unrounded M + G), and the stored bf16 M must be
+    // the twin's new M rounded to nearest even (bf16_round, checked above): M + G in the slices
+    // left out, ef·(M + G) in the selected ones, each rounded once.
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;
+      const std::size_t n = static_cast<std::size_t>(r * c);
+      CAPTURE(r);
+      Dion2Direction d32;
+      d32.fraction = 0.3;  // 4 of 12 slices
+      Dion2Direction d16 = d32;
+      d16.mu_storage = Precision::bf16;
+      auto s32 = d32.init({r, c});
+      auto s16 = d16.init({r, c});
+      REQUIRE(s16.mu_bf16.size() == n);
+      REQUIRE(s16.mu.size() == 0);
+      std::size_t rounded = 0;  // elements of M that bf16 could not hold exactly
+      for (int t = 0; t < 5; ++t) {
+        CAPTURE(t);
+        for (std::size_t k = 0; k < n; ++k)
+          s32.mu.data()[k] = bf16_to_float(s16.mu_bf16.data()[k]);
+        const std::vector<float> g = random_vec(n, case_seed("dion2_bf16", 10 * std::uint64_t(r) + t));
+        std::vector<float> u32 = g, u16 = g;
+        REQUIRE(d32.update(Block(u32.data(), r, c), s32, ConstBlock()) == Status::ok);
+        REQUIRE(d16.update(Block(u16.data(), r, c), s16, ConstBlock()) == Status::ok);
+        CHECK(std::memcmp(u32.data(), u16.data(), n * sizeof(float)) == 0);
+        std::size_t wrong = 0;
+        for (std::size_t k = 0; k < n; ++k) {
+          wrong += s16.mu_bf16.data()[k] != bf16_round(s32.mu.data()[k]);
+          rounded += bf16_to_float(s16.mu_bf16.data()[k]) != s32.mu.data()[k];
+        }
+        CHECK(wrong == 0);
+      }
+      CHECK(rounded > n);  // the storage is in use: most elements round at each step
+    }
+  }
+
+  TEST_CASE("dion2's bf16 momentum refuses a sum bf16 cannot hold, and keeps its state") {
+    // A finite float above kBf16Max would be stored as ∞: the slice's ℓ₁ norm exceeds kBf16Max,
+    // so the step is refused with out_of_range and the chain restores M. The fp32 rule takes the
+    // same step. Then a second gradient too large only in sum: 2e38 twice in one row (ℓ₁ 4e38).
+    const std::vector<ParamSpec> specs = {{"w", {4, 6}}};
+    for (bool twice : {false, true}) {
+      CAPTURE(twice);
+      Dion2Options o;
+      o.mu_storage = Precision::bf16;
+      auto p16 = partition(specs, {"x"}, route("x", dion2(o)));
+      auto p32 = partition(specs, {"x"}, route("x", dion2()));
+      REQUIRE(p16.init());
+      REQUIRE(p32.init());
+      std::vector<float> w16 = random_vec(24, case_seed("dion2_bf16_limit", 0)), w32 = w16;
+      std::vector<float> g = random_vec(24, case_seed("dion2_bf16_limit", 1));
+      std::vector<float> gc = g;
+      std::vector<float*> wp = {w16.data()}, gp = {gc.data()};
+      REQUIRE(p16.step(wp, gp));
+      const io::FieldSet before = io::capture(p16);
+      const std::vector<float> w_before = w16;
+      g[7] = twice ? 2e38f : 3.395e38f;  // row 1 (4 ≤ 6: the rows compete)
+      if (twice) g[8] = 2e38f;
+      gc = g;
+      const StepReport rep = p16.step(wp, gp);
+      CHECK(rep.status == Status::out_of_range);
+      CHECK(std::memcmp(w16.data(), w_before.data(), w16.size() * sizeof(float)) == 0);
+      CHECK(io::capture(p16) == before);
+      gc = g;
+      std::vector<float*> wp32 = {w32.data()};
+      CHECK(p32.step(wp32, gp));
+    }
   }
 
   TEST_CASE("bf16 state checkpoints: exact round trip, an fp32 state is refused, bf16 loads into fp32") {

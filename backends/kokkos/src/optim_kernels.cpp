@@ -340,17 +340,28 @@ Kokkos::View<index_t*, DeviceMem> to_device(const index_t* host, index_t n) {
 }
 }  // namespace
 
-void gather_slices(float* s, float* m, index_t rows, index_t cols, bool along_rows, const index_t* picks,
-                   index_t k, float decay) {
+namespace {
+template <class M>
+void gather_pass(float* s, const float* from, M* m, index_t rows, index_t cols, bool along_rows,
+                 const index_t* picks, index_t k, float decay) {
   const auto p = to_device(picks, k);
   const index_t len = along_rows ? cols : rows;
   Kokkos::parallel_for(
       "schatten::optim::gather_slices", Range(0, k * len), KOKKOS_LAMBDA(index_t e) {
         const index_t a = e / len, q = e - a * len;  // slice a of S, element q along it
         const index_t src = along_rows ? p(a) * cols + q : q * cols + p(a);
-        s[along_rows ? a * cols + q : q * k + a] = m[src];
-        m[src] *= decay;
+        s[along_rows ? a * cols + q : q * k + a] = Dion2Direction::take(from[src], m[src], decay);
       });
+}
+}  // namespace
+
+void gather_slices(float* s, const float* from, float* m, index_t rows, index_t cols, bool along_rows,
+                   const index_t* picks, index_t k, float decay) {
+  gather_pass(s, from, m, rows, cols, along_rows, picks, k, decay);
+}
+void gather_slices(float* s, const float* from, std::uint16_t* m, index_t rows, index_t cols, bool along_rows,
+                   const index_t* picks, index_t k, float decay) {
+  gather_pass(s, from, m, rows, cols, along_rows, picks, k, decay);
 }
 
 void place_slices(float* u, const float* s, index_t rows, index_t cols, bool along_rows, const index_t* slot,

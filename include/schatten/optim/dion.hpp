@@ -38,10 +38,13 @@ struct is_chain<Chain<Rules...>> : std::true_type {};
 }  // namespace detail
 
 namespace device_kernels {
-/// Gathers the k slices `picks` (host memory, ascending) of the block m into the row-major
-/// buffer s (k × cols when `along_rows`, rows × k otherwise) and multiplies them in m by `decay`.
-void gather_slices(float* s, float* m, index_t rows, index_t cols, bool along_rows, const index_t* picks,
-                   index_t k, float decay);
+/// Gathers the k slices `picks` (host memory, ascending) of the block `from` into the row-major
+/// buffer s (k × cols when `along_rows`, rows × k otherwise), and stores them times `decay` in
+/// the same slices of m (Dion2Direction::take; m in float or bf16 storage, the overloads).
+void gather_slices(float* s, const float* from, float* m, index_t rows, index_t cols, bool along_rows,
+                   const index_t* picks, index_t k, float decay);
+void gather_slices(float* s, const float* from, std::uint16_t* m, index_t rows, index_t cols, bool along_rows,
+                   const index_t* picks, index_t k, float decay);
 /// u ← 0, except slice i of u ← slice slot[i] of s where slot[i] ≥ 0 (slot: host memory, one entry
 /// per slice; s as gather_slices() fills it).
 void place_slices(float* u, const float* s, index_t rows, index_t cols, bool along_rows, const index_t* slot,
@@ -72,6 +75,15 @@ void place_slices(float* u, const float* s, index_t rows, index_t cols, bool alo
 /// (O(rc)), a sort of n floats on the host (on the device, n floats read back and the k
 /// indices and n slots sent), and the polar factor of S. State: M (r·c floats) and the step
 /// count; scratch S, the norms, and the polar workspace.
+///
+/// `mu_storage` [P] (docs/optim.md "State precision"; microsoft/dion's
+/// `DionMixedPrecisionConfig.momentum_dtype`): M in fp32 (default) or bf16, half the state. The
+/// arithmetic is float either way: M + G is computed in float from the widened M (in u's memory,
+/// the gradient being spent), the ranking and S read that unrounded sum, and each element of M is
+/// stored rounded to the nearest bf16 once per step: M + G, or ef·(M + G) in the selected slices.
+/// A bf16 M refuses a step (`out_of_range`; the chain restores M) where a slice's ℓ₁ norm of
+/// M + G exceeds kBf16Max ≈ 3.3895e38, so that no element can be stored as ∞ (a sum of gradients
+/// grows without β, so a gradient limit alone would not do).
 struct Dion2Direction {
   static constexpr const char* name = "dion2_direction";
   static constexpr bool may_fail = true;        // the polar kernel may fail (the chain restores M)
@@ -83,6 +95,7 @@ struct Dion2Direction {
   /// always the rows (NorDion2's `select_dim = -2`, so that a selected slice is a whole neuron).
   enum class Slices { shorter, rows };
   Slices slices = Slices::shorter;
+  Precision mu_storage = Precision::fp32;  ///< M's storage: fp32 or bf16 (above)
 
   /// The reference's `polar_express` (dion/polar_express.py): the 5-row modded-nanogpt Polar
   /// Express table, X/(1.02·‖X‖_F + ε) with the optimizer's ε = 1e-8.
@@ -95,9 +108,8 @@ struct Dion2Direction {
     std::vector<index_t> order, slot;  ///< ranking; slot[i] = place of slice i in S, else −1
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
-  struct State {
+  struct State : detail::FirstMoment {  // the momentum M, in its storage
     std::int64_t count = 0;
-    Buffer m;  ///< the momentum M
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
 
@@ -120,7 +132,7 @@ struct Dion2Direction {
 
   State init(const BlockShape& s) const {
     State st;
-    st.m.assign(static_cast<std::size_t>(s.size()), 0.0f);
+    detail::init_first_moment(st, static_cast<std::size_t>(s.size()), mu_storage);
     const BlockShape k = selected_shape(s.rows, s.cols);
     const index_t n = along_rows(s.rows, s.cols) ? s.rows : s.cols;
     Scratch& sc = *st.scratch;
@@ -155,48 +167,60 @@ struct Dion2Direction {
     const BlockShape ks = selected_shape(rows, cols);
     return along_rows(rows, cols) ? ks.rows : ks.cols;
   }
-  /// True when the state was sized for an r × c block (M and S; update() refuses others).
+  /// True when the state was sized for an r × c block (M in this rule's storage, and S; update()
+  /// refuses others).
   bool fits(State& s, index_t rows, index_t cols) const {
-    return s.m.size() == static_cast<std::size_t>(rows * cols) &&
+    return detail::first_moment_sized(s, static_cast<std::size_t>(rows * cols), mu_storage) &&
            s.scratch->selected.size() == static_cast<std::size_t>(selected_shape(rows, cols).size());
   }
 
-  /// The first half of the selection of a non-empty block: M ← M + G and the slices' ℓ₁ norms
-  /// (into the scratch; asynchronous on a GPU). pick() completes it.
+  /// One element of a selected slice: returns x, the unrounded M + G, and stores decay·x in M
+  /// (rounded once when M is bf16). The one formula of the host loop and the device kernel.
+  template <class M>
+  SCHATTEN_HOST_DEVICE static float take(float x, M& stored, float decay) {
+    store_state(stored, decay * x);
+    return x;
+  }
+
+  /// The first half of the selection of a non-empty block: M ← M + G (stored in M's storage; u
+  /// ← the unrounded M + G: TraceMomentum's sum form with β = 1, where 1·b and 1·g are exact) and
+  /// the slices' ℓ₁ norms of u (into the scratch; asynchronous on a GPU). pick() completes it.
   void accumulate(Block u, State& s) const {
-    const Block m = block_like(s.m, u);
-    add_scaled(m, u, 1.0f);  // M ← M + G (1·g is g exactly)
-    slice_norms(m, along_rows(u.rows, u.cols), false, s.scratch->sums.data());  // the ℓ₁ norms
+    detail::with_first_moment(
+        s, [&](auto* m) { TraceMomentum::apply(u, m, 1.0, false, TraceMomentum::Form::sum); });
+    slice_norms(u, along_rows(u.rows, u.cols), false, s.scratch->sums.data());  // the ℓ₁ norms
   }
   /// The second half: the norms' ranking (read back to the host: on a GPU this waits for the
-  /// kernels queued so far), and S (k × c or r × k, row-major at `sel`, which may be the first
-  /// floats of u's own memory) ← the k selected slices of M, which decay by ef_decay in M.
-  void pick(Block u, State& s, float* sel) const {
+  /// kernels queued so far), and S (k × c or r × k, row-major at `sel`, not u's memory) ← the k
+  /// selected slices of u (M + G), which decay by ef_decay in M. out_of_range, before the
+  /// ranking, when M is bf16 and a norm exceeds kBf16Max (above).
+  Status pick(Block u, State& s, float* sel) const {
     Scratch& sc = *s.scratch;
     const bool rows = along_rows(u.rows, u.cols);
     const index_t k = kept(u.rows, u.cols);
-    const Block m = block_like(s.m, u);
     const float decay = static_cast<float>(ef_decay);
     sc.sums.copy_to(sc.host_sums.data(), sc.host_sums.size());
+    if (mu_storage == Precision::bf16)
+      for (float n : sc.host_sums)
+        if (!(n <= kBf16Max)) return Status::out_of_range;  // an element of M would round to ∞
     rank(sc, k);
-    if (u.memory == MemoryKind::device) {
-      device_kernels::gather_slices(sel, m.data, u.rows, u.cols, rows, sc.order.data(), k, decay);
-      return;
-    }
-    for (index_t a = 0; a < k; ++a) {
-      const index_t i = sc.order[static_cast<std::size_t>(a)];
-      if (rows) {
-        for (index_t j = 0; j < u.cols; ++j) {
-          sel[a * u.cols + j] = m.data[i * u.cols + j];
-          m.data[i * u.cols + j] *= decay;
-        }
-      } else {
-        for (index_t r = 0; r < u.rows; ++r) {
-          sel[r * k + a] = m.data[r * u.cols + i];
-          m.data[r * u.cols + i] *= decay;
+    detail::with_first_moment(s, [&](auto* m) {
+      if (u.memory == MemoryKind::device) {
+        device_kernels::gather_slices(sel, u.data, m, u.rows, u.cols, rows, sc.order.data(), k, decay);
+        return;
+      }
+      for (index_t a = 0; a < k; ++a) {
+        const index_t i = sc.order[static_cast<std::size_t>(a)];
+        if (rows) {
+          for (index_t j = 0; j < u.cols; ++j)
+            sel[a * u.cols + j] = take(u.data[i * u.cols + j], m[i * u.cols + j], decay);
+        } else {
+          for (index_t r = 0; r < u.rows; ++r)
+            sel[r * k + a] = take(u.data[r * u.cols + i], m[r * u.cols + i], decay);
         }
       }
-    }
+    });
+    return Status::ok;
   }
 
   /// u ← the orthogonalised S (at `sel`, not u's memory) in the selected slices, 0 elsewhere.
@@ -224,7 +248,7 @@ struct Dion2Direction {
     const BlockShape ks = selected_shape(u.rows, u.cols);
     float* sel = sc.selected.data();
     accumulate(u, s);
-    pick(u, s, sel);
+    if (const Status st = pick(u, s, sel); st != Status::ok) return st;  // the chain restores M
     const MatrixRef<float> sm(sel, ks.rows, ks.cols, u.memory);
     const PolarReport r = schatten::polar(MatrixRef<const float>(sm), sm, polar, sc.workspace.get());
     if (r.status != Status::ok) return r.status;  // the chain restores M and u
@@ -235,12 +259,13 @@ struct Dion2Direction {
 
   /// Batched form (rule.hpp), for same-shape blocks: each block's selection as in update() (all
   /// the blocks' sums and norms first, so that a GPU reads the norms back after one wait), S_b
-  /// gathered into the first k·c (or r·k) floats of its own block of u (its gradient is spent once
-  /// M ← M + G has run), ONE polar() call over the strided batch of the S_b in place, then each S_b
-  /// copied to its state's scratch and placed. The polar kernel computes each matrix of a batch
-  /// as it computes one alone, so each block gets update()'s arithmetic (tested bit for bit);
-  /// the gain is one kernel launch sequence for the group (the point on GPUs). Extra cost: the
-  /// copy of each S_b (k·c floats). Scratch: the polar workspace of `batch` k × c matrices.
+  /// gathered into its state's scratch and copied to the first k·c (or r·k) floats of its own
+  /// block of u (whose M + G the gather has read), ONE polar() call over the strided batch of
+  /// the S_b in place, then each S_b copied back to its state's scratch and placed. The polar
+  /// kernel computes each matrix of a batch as it computes one alone, so each block gets
+  /// update()'s arithmetic (tested bit for bit); the gain is one kernel launch sequence for the
+  /// group (the point on GPUs). Extra cost: two copies of each S_b (k·c floats). Scratch: the
+  /// polar workspace of `batch` k × c matrices.
   std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
     const BlockShape k = selected_shape(s.rows, s.cols);
     return k.size() > 0 ? polar_workspace_bytes(k.rows, k.cols, batch, polar, Precision::fp32) : 0;
@@ -254,7 +279,10 @@ struct Dion2Direction {
         accumulate(block_of(u, b), states[b]);
       for (index_t b = 0; b < states.size; ++b) {
         const Block ub = block_of(u, b);
-        pick(ub, states[b], ub.data);
+        float* sel = states[b].scratch->selected.data();
+        if (const Status st = pick(ub, states[b], sel); st != Status::ok) return st;  // restored
+        copy_block(MatrixRef<float>(ub.data, ks.rows, ks.cols, u.memory),
+                   MatrixRef<const float>(sel, ks.rows, ks.cols, u.memory));
       }
       const auto sb = BatchedMatrixRef<float>::strided(u.data, u.batch, ks.rows, ks.cols, u.batch_stride,
                                                        ks.cols, 1, u.memory);
@@ -276,7 +304,7 @@ struct Dion2Direction {
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    v("m", s.m);
+    detail::visit_first_moment(v, s, "m");
   }
   template <class V>
   friend void visit_scratch(V& v, State& s) {
@@ -291,21 +319,24 @@ struct Dion2Direction {
     if (!(std::isfinite(ef_decay) && ef_decay >= 0.0 && ef_decay <= 1.0))
       return "dion2_direction: ef_decay must be in [0, 1]";
     if (slices != Slices::shorter && slices != Slices::rows) return "dion2_direction: unknown slices";
+    if (!hyper::state_storage(mu_storage)) return "dion2_direction: mu_storage must be fp32 or bf16";
     return check_polar_options(polar);
   }
-  /// The slices only when they are not the default, so that Dion2's signatures stay as they were.
+  /// The slices and the storage only when they are not the defaults, so that Dion2's signatures
+  /// stay as they were.
   std::string config() const {
     Signature sig(name);
     sig.add("fraction", fraction).add("ef_decay", ef_decay).add("polar", polar_config(polar));
     if (slices == Slices::rows) sig.add("slices", "rows");
-    return sig.str();
+    return detail::add_first_moment_storage(sig, mu_storage).str();
   }
 };
 
 /// Dion2 (microsoft/dion `Dion2`): Dion2Direction, the shape scale (√(r/c), the reference's
 /// `adjust_lr="spectral_norm"`), decoupled decay with the unadjusted lr, −lr. Defaults (the
 /// reference's constructor): lr 0.01, fraction 0.25, ef_decay 0.95, wd 0.01, Polar Express 5 steps
-/// (its `use_polar_express=True`).
+/// (its `use_polar_express=True`). `mu_storage`: M in fp32 or bf16 (Dion2Direction; docs/optim.md
+/// "State precision").
 struct Dion2Options {
   Schedule lr = Schedule::constant(0.01);
   double fraction = 0.25;
@@ -313,10 +344,11 @@ struct Dion2Options {
   PolarOptions polar = Dion2Direction::default_polar();
   ScaleByShape shape{ScaleByShape::Rule::unit_rms_norm};  ///< "rms_norm": moonlight; None: none
   double weight_decay = 0.01;
+  Precision mu_storage = Precision::fp32;
 };
 inline auto dion2(const Dion2Options& o = {}) {
-  return chain(Dion2Direction{o.fraction, o.ef_decay, o.polar}, ScaleByShape{o.shape},
-               AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
+  return chain(Dion2Direction{o.fraction, o.ef_decay, o.polar, Dion2Direction::Slices::shorter, o.mu_storage},
+               ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
 /// NorDion2, which microsoft/dion also exports as Dion3, "the third-generation Dion update"
@@ -332,7 +364,8 @@ inline auto dion2(const Dion2Options& o = {}) {
 /// wd 0.01, epsilon 1e-8 (the Newton–Schulz normalisation's and the neurons'), Polar Express
 /// 5 steps, adjust_lr "spectral_norm" (√(r/c)). [P] where the reference differs by rounding:
 /// the norm-restoring factor is ‖O_before‖/(‖O‖ + ε) (the reference clamps ‖O‖ at 1e-8
-/// instead), and ν is float (the reference stores it in the parameter's dtype).
+/// instead), and ν is float (the reference stores it in the parameter's dtype). `mu_storage`: M
+/// in fp32 or bf16, as dion2()'s (ν stays fp32).
 struct NorDion2Options {
   Schedule lr = Schedule::constant(0.01);
   double fraction = 0.25;
@@ -342,9 +375,10 @@ struct NorDion2Options {
   PolarOptions polar = Dion2Direction::default_polar();
   ScaleByShape shape{ScaleByShape::Rule::unit_rms_norm};  ///< "rms_norm": moonlight; None: none
   double weight_decay = 0.01;
+  Precision mu_storage = Precision::fp32;
 };
 inline auto nordion2(const NorDion2Options& o = {}) {
-  return chain(Dion2Direction{o.fraction, o.ef_decay, o.polar, Dion2Direction::Slices::rows},
+  return chain(Dion2Direction{o.fraction, o.ef_decay, o.polar, Dion2Direction::Slices::rows, o.mu_storage},
                NormalizeNeurons{o.beta2, o.eps, true}, ScaleByShape{o.shape},
                AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
