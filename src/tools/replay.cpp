@@ -96,7 +96,7 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            mu_storage=fp32|bf16 (the momentum buffer, AdamW's first moment, in bf16 storage, half
            their memory; docs/optim.md "State precision"; also sgd, adamw, lion, mop, scion,
            normuon, adamuon, spel, muon_hyperball, muadam, freon, kaon, da_muon, sc_muon,
-           df_muon, namo, namo_d, dion2 and nordion2)
+           df_muon, namo, namo_d, dion2, nordion2 and schatten_muon)
            weight_cap=B (none by default: the weights' largest singular value capped at B after
            every step) weight_cap_blend=1 (C < 1: the singular values above B move the fraction
            C of the way to B, spectral clipped weight decay) weight_cap_method=qdwh|polynomial

@@ -995,61 +995,65 @@ TEST_SUITE("io.replay") {
   }
 
   TEST_CASE("replay: schatten_muon takes the recorded activation Grams and records p per layer") {
-    const std::string rec = temp_path("rec4.h5"), out = temp_path("out4.h5");
-    write_recording(rec, true);
-    REQUIRE_MESSAGE(run_replay(rec +
-                               " --optimizer schatten_muon:first=2,interval=2,lr=0.05 --save-params --quiet"
-                               " --out " +
-                               out) == 0,
-                    replay_stderr());
-    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    REQUIRE(f >= 0);
-    // The same optimizer inline, given the same inputs through accumulate_activations on its
-    // criterion steps (steps 2, 4 and 6, 1-based): the trajectories agree bit for bit only if the
-    // replay handed each criterion the recorded Gram of that step.
-    SchattenMuonOptions o;
-    o.first = 2;
-    o.interval = 2;
-    o.lr = Schedule::constant(0.05);
-    std::vector<double> chosen;
-    o.on_criterion = [&](const PCriterionEvent& e) {
-      CHECK(e.had_statistics);
-      chosen.push_back(e.p);
-    };
-    auto opt = inline_mixed("schatten_muon", schatten_muon(o),
-                            AdamWOptions{Schedule::constant(3e-4), 0.9, 0.95, 1e-10, 0.0});
-    compare_inline(opt, f, 0, true, [&](int t) {
-      if (!SchattenPDirection::criterion_due(t + 1, true, 2, 2)) return;
-      for (std::size_t i : {std::size_t(0), std::size_t(2)}) {
-        const std::vector<float> x = inputs(i, t);
-        REQUIRE(accumulate_activations(
-                    opt, kParams[i].name,
-                    MatrixRef<const float>(x.data(), kBatch, flatten(kParams[i].shape).cols)) == Status::ok);
-      }
-    });
-    CHECK(chosen.size() == 6);  // criterion steps 2, 4, 6 × two hidden matrices
-    const std::vector<double> p = read_all<double>(f, "runs/0/schatten_p");
-    REQUIRE(p.size() == kSteps * kParams.size());
-    for (int t = 0; t < kSteps; ++t) {
-      CAPTURE(t);
-      for (std::size_t i = 0; i < kParams.size(); ++i) {
-        const double v = p[std::size_t(t) * kParams.size() + i];
-        if (has_gram(i)) {
-          CHECK(v >= 1.02);
-          CHECK(v <= 10.0);
-        } else {
-          CHECK(std::isnan(v));
+    // Its momentum in either storage (mu_storage=, docs/optim.md "State precision").
+    for (const Precision storage : {Precision::fp32, Precision::bf16}) {
+      CAPTURE(to_string(storage));
+      const std::string rec = temp_path("rec4.h5"), out = temp_path("out4.h5");
+      write_recording(rec, true);
+      REQUIRE_MESSAGE(run_replay(rec + " --optimizer schatten_muon:first=2,interval=2,lr=0.05,mu_storage=" +
+                                 to_string(storage) + " --save-params --quiet --out " + out) == 0,
+                      replay_stderr());
+      const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+      REQUIRE(f >= 0);
+      // The same optimizer inline, given the same inputs through accumulate_activations on its
+      // criterion steps (steps 2, 4 and 6, 1-based): the trajectories agree bit for bit only if the
+      // replay handed each criterion the recorded Gram of that step.
+      SchattenMuonOptions o;
+      o.first = 2;
+      o.interval = 2;
+      o.lr = Schedule::constant(0.05);
+      o.mu_storage = storage;
+      std::vector<double> chosen;
+      o.on_criterion = [&](const PCriterionEvent& e) {
+        CHECK(e.had_statistics);
+        chosen.push_back(e.p);
+      };
+      auto opt = inline_mixed("schatten_muon", schatten_muon(o),
+                              AdamWOptions{Schedule::constant(3e-4), 0.9, 0.95, 1e-10, 0.0});
+      compare_inline(opt, f, 0, true, [&](int t) {
+        if (!SchattenPDirection::criterion_due(t + 1, true, 2, 2)) return;
+        for (std::size_t i : {std::size_t(0), std::size_t(2)}) {
+          const std::vector<float> x = inputs(i, t);
+          REQUIRE(accumulate_activations(
+                      opt, kParams[i].name,
+                      MatrixRef<const float>(x.data(), kBatch, flatten(kParams[i].shape).cols)) ==
+                  Status::ok);
+        }
+      });
+      CHECK(chosen.size() == 6);  // criterion steps 2, 4, 6 × two hidden matrices
+      const std::vector<double> p = read_all<double>(f, "runs/0/schatten_p");
+      REQUIRE(p.size() == kSteps * kParams.size());
+      for (int t = 0; t < kSteps; ++t) {
+        CAPTURE(t);
+        for (std::size_t i = 0; i < kParams.size(); ++i) {
+          const double v = p[std::size_t(t) * kParams.size() + i];
+          if (has_gram(i)) {
+            CHECK(v >= 1.02);
+            CHECK(v <= 10.0);
+          } else {
+            CHECK(std::isnan(v));
+          }
         }
       }
+      // The last row is the inline optimizer's p.
+      const auto final_p = schatten_p_values(opt);
+      REQUIRE(final_p.size() == 2);
+      CHECK(p[std::size_t(kSteps - 1) * kParams.size() + 0] == final_p[0].second);
+      CHECK(p[std::size_t(kSteps - 1) * kParams.size() + 2] == final_p[1].second);
+      H5Fclose(f);
+      fs::remove(rec);
+      fs::remove(out);
     }
-    // The last row is the inline optimizer's p.
-    const auto final_p = schatten_p_values(opt);
-    REQUIRE(final_p.size() == 2);
-    CHECK(p[std::size_t(kSteps - 1) * kParams.size() + 0] == final_p[0].second);
-    CHECK(p[std::size_t(kSteps - 1) * kParams.size() + 2] == final_p[1].second);
-    H5Fclose(f);
-    fs::remove(rec);
-    fs::remove(out);
   }
 
   TEST_CASE("replay: schatten_muon runs layers without a recorded Gram on whitened inputs") {

@@ -353,6 +353,7 @@ TEST_SUITE("optim.device") {
     bf16_twin("dev_df_bf16", df_muon(bf16_state(DfMuonOptions{})), adamw(a16));
     bf16_twin("dev_namo_d_bf16", namo_d(bf16_state(NamoDOptions{})), adamw(a16));
     bf16_twin("dev_dion2_bf16", dion2(bf16_state(Dion2Options{})), adamw(a16));
+    bf16_twin("dev_smuon_bf16", schatten_muon(bf16_state(SchattenMuonOptions{})), adamw(a16));
   }
 
   TEST_CASE("sgd kaon muadam freon normuon and adamuon step on the device like on the host") {

@@ -86,8 +86,9 @@ SchattenMuonOptions fixed(double p) {
   return o;
 }
 
-// State capture through the partition's visit (the mechanism checkpoints use).
-using Field = std::variant<std::int64_t, double, Buffer>;
+// State capture through the partition's visit (the mechanism checkpoints use). Bf16Buffer: the
+// momentum's other storage (visit_fields instantiates both branches).
+using Field = std::variant<std::int64_t, double, Buffer, Bf16Buffer>;
 struct Saver {
   std::map<std::string, Field>* out;
   template <class F>

@@ -23,6 +23,7 @@
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/step_size.hpp"
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
@@ -459,8 +460,8 @@ TEST_SUITE("optim.state_precision") {
       // Measured over seeds 0–3: 6e-7 and 1.7e-6 (muon_hyperball and spel, whose projections
       // renormalise), 6e-4 to 1.3e-3 for most presets (sc_muon, muadam: 1.1e-3 to 1.8e-3 over
       // the default seed and 1–4), Kaon's chaotic map the most, 4.1e-3 to 6.3e-3 (three steps:
-      // the momenta differ by single roundings, 2⁻⁸ at most); lion 0 on all five. 2e-2 leaves a
-      // margin of 3.
+      // the momenta differ by single roundings, 2⁻⁸ at most); lion 0 on all five; schatten_muon
+      // 1.4e-3 to 1.7e-3 (default seed and 1–3). 2e-2 leaves a margin of 3.
       if (close) CHECK(std::sqrt(d2 / n2) <= 2e-2);
       if (close && differs) CHECK(d2 > 0.0);  // the storage is in use
     };
@@ -484,6 +485,7 @@ TEST_SUITE("optim.state_precision") {
     check("lion", lion_options, lion, true, false);
     check("dion2", Dion2Options{}, dion2, false);
     check("nordion2", NorDion2Options{}, nordion2, false);
+    check("schatten_muon", SchattenMuonOptions{}, schatten_muon);
   }
 
   TEST_CASE("dion2's bf16 momentum is the fp32 rule's, rounded once per step") {
@@ -524,6 +526,49 @@ TEST_SUITE("optim.state_precision") {
       }
       CHECK(rounded > n);  // the storage is in use: most elements round at each step
     }
+  }
+
+  TEST_CASE("schatten-p muon's bf16 momentum is the fp32 rule's, rounded once per step") {
+    // SchattenPDirection alone, with the parametric moment and criterion runs at steps 2, 3, 4
+    // and 6 (first = 3, interval = 2; exact_momentum, on ñ: the p it picks depends on the
+    // momentum). Before each step the fp32
+    // twin's m is set to the bf16 m's values; one step of each from the same gradient must then
+    // give the same update bit for bit (float arithmetic on the same m: ñ, the criterion, the
+    // moment and the matrix function all read the unrounded m), and the stored bf16 m must be
+    // the twin's new m rounded to nearest even.
+    const index_t r = 12, c = 20;
+    const std::size_t n = static_cast<std::size_t>(r * c);
+    SchattenPDirection d32;
+    d32.first = 3;
+    d32.interval = 2;
+    d32.moment = SchattenPDirection::Moment::parametric;
+    SchattenPDirection d16 = d32;
+    d16.mu_storage = Precision::bf16;
+    auto s32 = d32.init({r, c});
+    auto s16 = d16.init({r, c});
+    REQUIRE(s16.mu_bf16.size() == n);
+    REQUIRE(s16.mu.size() == 0);
+    std::size_t rounded = 0;
+    for (int t = 0; t < 6; ++t) {
+      CAPTURE(t);
+      for (std::size_t k = 0; k < n; ++k)
+        s32.mu.data()[k] = bf16_to_float(s16.mu_bf16.data()[k]);
+      const std::vector<float> g = random_vec(n, case_seed("smuon_bf16", static_cast<std::uint64_t>(t)));
+      std::vector<float> u32 = g, u16 = g;
+      REQUIRE(d32.update(Block(u32.data(), r, c), s32, ConstBlock()) == Status::ok);
+      REQUIRE(d16.update(Block(u16.data(), r, c), s16, ConstBlock()) == Status::ok);
+      CHECK(std::memcmp(u32.data(), u16.data(), n * sizeof(float)) == 0);
+      CHECK(s32.p == s16.p);
+      std::size_t wrong = 0;
+      for (std::size_t k = 0; k < n; ++k) {
+        wrong += s16.mu_bf16.data()[k] != bf16_round(s32.mu.data()[k]);
+        rounded += bf16_to_float(s16.mu_bf16.data()[k]) != s32.mu.data()[k];
+      }
+      CHECK(wrong == 0);
+    }
+    CHECK(s16.criterion_runs == 4);
+    CHECK(s16.p < 10.0);  // a criterion moved p, so the test covers a spectral power step
+    CHECK(rounded > n);   // the storage is in use
   }
 
   TEST_CASE("dion2's bf16 momentum refuses a sum bf16 cannot hold, and keeps its state") {

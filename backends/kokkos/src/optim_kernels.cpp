@@ -288,11 +288,20 @@ void scale_neurons(float* x, const float* nu, index_t rows, index_t cols, float 
       KOKKOS_LAMBDA(index_t k) { x[k] *= NormalizeNeurons::row_factor(nu[k / cols], eps, g); });
 }
 
-void smuon_momentum(float* y, float* next_mu, const float* mu, const float* g, index_t n,
-                    const detail::SMuonScalars& c) {
+namespace {
+template <class M>
+void smuon_momentum_pass(float* y, M* mu, const float* g, index_t n, const detail::SMuonScalars& c) {
   Kokkos::parallel_for(
       "schatten::optim::schatten_p_momentum", Range(0, n),
-      KOKKOS_LAMBDA(index_t k) { y[k] = SchattenPDirection::momentum_element(g[k], mu[k], next_mu[k], c); });
+      KOKKOS_LAMBDA(index_t k) { y[k] = SchattenPDirection::stored_momentum(g[k], mu[k], c); });
+}
+}  // namespace
+
+void smuon_momentum(float* y, float* mu, const float* g, index_t n, const detail::SMuonScalars& c) {
+  smuon_momentum_pass(y, mu, g, n, c);
+}
+void smuon_momentum(float* y, std::uint16_t* mu, const float* g, index_t n, const detail::SMuonScalars& c) {
+  smuon_momentum_pass(y, mu, g, n, c);
 }
 
 void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, const float* g, index_t n,

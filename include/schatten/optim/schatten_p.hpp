@@ -63,9 +63,10 @@ struct SMuonScalars {
 };
 }  // namespace detail
 namespace device_kernels {
-/// y[k] ← SchattenPDirection::momentum_element(g[k], mu[k], next_mu[k], c).
-void smuon_momentum(float* y, float* next_mu, const float* mu, const float* g, index_t n,
-                    const detail::SMuonScalars& c);
+/// y[k] ← SchattenPDirection::stored_momentum(g[k], mu[k], c): mu (the next momentum, a copy of
+/// the state's) updated in place, in float or bf16 storage (the overloads).
+void smuon_momentum(float* y, float* mu, const float* g, index_t n, const detail::SMuonScalars& c);
+void smuon_momentum(float* y, std::uint16_t* mu, const float* g, index_t n, const detail::SMuonScalars& c);
 /// y[k] ← y[k]·SchattenPDirection::moment_element(g[k], nu[k], next_nu[k], precond[k], c).
 void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, const float* g, index_t n,
                   const detail::SMuonScalars& c);
@@ -94,6 +95,12 @@ void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, con
 /// the matrix function runs in place; the criterion is host code (Eigen), so on criterion steps
 /// only ñ, g and the activation Gram are copied to the host (2·m·n + d_in² floats) and the
 /// smoothed spectra back (≤ 2·min(m, n) + d_in floats).
+///
+/// `mu_storage` [P] (docs/optim.md "State precision"): m in fp32 (default) or bf16, as
+/// TraceMomentum's. The next m is computed in float from the widened m, in scratch of the same
+/// storage (a copy of m, updated in place, swapped in on success), and stored rounded to the
+/// nearest bf16 once per step; ñ, which the criterion, the moment and the matrix function read,
+/// is computed from the unrounded m. v and the criterion's EMAs stay fp32.
 struct SchattenPDirection {
   static constexpr const char* name = "schatten_p_direction";
   static constexpr bool may_fail = true;
@@ -126,19 +133,21 @@ struct SchattenPDirection {
   PolarOptions polar{};
   /// Called after each criterion run (observability; not part of the signature).
   std::function<void(const PCriterionEvent&)> on_criterion{};
+  Precision mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
 
   static constexpr bool device_capable = true;  // see the struct comment
   /// Scratch, allocated at init, not checkpointed: ñ (then D ⊙ ñ), the next moments, D.
   struct Scratch {
-    Buffer nesterov, next_mu, next_nu, precond;
+    Buffer nesterov, next_nu, precond;
+    detail::FirstMoment next_mu;  ///< in the state's storage
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
-  struct State {
+  struct State : detail::FirstMoment {  // m, the momentum, in its storage
     std::int64_t count = 0;
     std::int64_t phase = 0;            ///< layer chunk (see `chunks`)
     std::int64_t next_criterion = -1;  ///< the next step that runs the criterion (-1: never)
     double p = 10.0;
-    Buffer mu, nu;  ///< nu empty without a moment
+    Buffer nu;  ///< empty without a moment
     std::int64_t criterion_runs = 0;
     Buffer ema_sigma, ema_align, ema_b, ema_sigma_a;
     double log_objective = 0.0;  ///< of the last criterion run
@@ -191,6 +200,15 @@ struct SchattenPDirection {
     next_mu = m;
     return c.nesterov ? c.beta * (m * c.inv_c1) + c.w * g : m * c.inv_c1;
   }
+  /// momentum_element() on a stored m, updated in place (float, or bf16 widened and rounded back
+  /// once: core/bf16.hpp).
+  template <class M>
+  SCHATTEN_HOST_DEVICE static float stored_momentum(float g, M& stored, const detail::SMuonScalars& c) {
+    float next = 0.0f;
+    const float y = momentum_element(g, load_state(stored), next, c);
+    store_state(stored, next);
+    return y;
+  }
   /// One element of step 3: next_nu ← β₂ nu + (1 − β₂) g², precond ← (next_nu/c₂ + ε)^e in
   /// double; returns precond.
   SCHATTEN_HOST_DEVICE static float moment_element(float g, float nu, float& next_nu, float& precond,
@@ -209,7 +227,7 @@ struct SchattenPDirection {
     st.p = p;
     st.phase = adaptive && chunks > 1 ? (*init_order)++ % chunks : 0;
     st.next_criterion = next_due(0, st.phase);
-    st.mu.assign(n, 0.0f);
+    detail::init_first_moment(st, n, mu_storage);
     if (moment != Moment::none) st.nu.assign(n, 0.0f);
     if (adaptive) {
       st.ema_sigma.assign(criterion.criterion == surrogate::PCriterion::exact ? r : 0, 0.0f);
@@ -220,7 +238,7 @@ struct SchattenPDirection {
     }
     Scratch& sc = *st.scratch;
     sc.nesterov.assign(n, 0.0f);
-    sc.next_mu.assign(n, 0.0f);
+    detail::init_first_moment(sc.next_mu, n, mu_storage);
     if (moment != Moment::none) {
       sc.next_nu.assign(n, 0.0f);
       sc.precond.assign(n, 0.0f);
@@ -232,7 +250,8 @@ struct SchattenPDirection {
   Status update(Block u, State& s, ConstBlock) const {
     const auto n = static_cast<std::size_t>(u.size());
     Scratch& sc = *s.scratch;
-    if (s.mu.size() != n || sc.next_mu.size() != n || sc.nesterov.size() != n)
+    if (!detail::first_moment_sized(s, n, mu_storage) ||
+        !detail::first_moment_sized(sc.next_mu, n, mu_storage) || sc.nesterov.size() != n)
       return Status::invalid_argument;
     if (moment != Moment::none && (s.nu.size() != n || sc.next_nu.size() != n || sc.precond.size() != n))
       return Status::invalid_argument;
@@ -243,15 +262,18 @@ struct SchattenPDirection {
     // u keeps the gradient g until the matrix function succeeds (then it is overwritten by Δ), so
     // a failure leaves u as it was and the criterion and the moment read g from it. The state
     // changes only after success (next_mu, next_nu, the EMA copies).
-    // 1. Momentum: ñ into scratch.
+    // 1. Momentum: ñ into scratch, the next m into a copy of m (without allocating).
     const Block y = block_like(sc.nesterov, u);
     const detail::SMuonScalars c1 = scalars(t, 0.0);
-    if (device) {
-      device_kernels::smuon_momentum(y.data, sc.next_mu.data(), s.mu.data(), u.data, u.size(), c1);
-    } else {
-      for (std::size_t k = 0; k < n; ++k)
-        y.data[k] = momentum_element(u.data[k], s.mu[k], sc.next_mu[k], c1);
-    }
+    detail::copy_first_moment(sc.next_mu, s);
+    detail::with_first_moment(sc.next_mu, [&](auto* next) {
+      if (device) {
+        device_kernels::smuon_momentum(y.data, next, u.data, u.size(), c1);
+      } else {
+        for (std::size_t k = 0; k < n; ++k)
+          y.data[k] = stored_momentum(u.data[k], next[k], c1);
+      }
+    });
     // 2. The criterion (on M̃ = ñ and G = g, algorithms.md §4a.2 exact_momentum [V]), on the host:
     // device inputs are copied there, and the EMAs are smoothed in host copies.
     double p_now = s.p;
@@ -329,7 +351,7 @@ struct SchattenPDirection {
       }
     }
     // Commit.
-    s.mu.swap(sc.next_mu);
+    detail::swap_first_moment(s, sc.next_mu);
     if (moment != Moment::none) s.nu.swap(sc.next_nu);
     if (due) {
       const double previous = s.p;
@@ -359,8 +381,13 @@ struct SchattenPDirection {
   }
 
   /// With a moment, v holds g² in float: larger gradients are refused (rule.hpp,
-  /// kSquaredStateMaxGradient); without, any finite gradient is accepted.
-  double max_gradient() const { return moment != Moment::none ? kSquaredStateMaxGradient : HUGE_VAL; }
+  /// kSquaredStateMaxGradient); a bf16 m refuses those above kBf16Max (TraceMomentum's limit: m,
+  /// a convex combination of gradients, then stays finite); otherwise any finite gradient is
+  /// accepted.
+  double max_gradient() const {
+    return std::min(moment != Moment::none ? kSquaredStateMaxGradient : HUGE_VAL,
+                    TraceMomentum::storage_limit(mu_storage));
+  }
 
   /// κ = η_a ρ_a / (η ρ_muon), ρ_muon = 1/√max(r, c) (algorithms.md §4a.4 [V]).
   double kappa(index_t rows, index_t cols) const {
@@ -374,7 +401,7 @@ struct SchattenPDirection {
     v("phase", s.phase);
     v("next_criterion", s.next_criterion);
     v("schatten_p", s.p);
-    v("mu", s.mu);
+    detail::visit_first_moment(v, s);
     v("nu", s.nu);
     v("criterion_runs", s.criterion_runs);
     v("ema_sigma", s.ema_sigma);
@@ -389,7 +416,7 @@ struct SchattenPDirection {
   template <class V>
   friend void visit_scratch(V& v, State& s) {
     v("nesterov", s.scratch->nesterov);
-    v("next_mu", s.scratch->next_mu);
+    detail::visit_first_moment(v, s.scratch->next_mu, "next_mu");
     v("next_nu", s.scratch->next_nu);
     v("precond", s.scratch->precond);
   }
@@ -411,15 +438,17 @@ struct SchattenPDirection {
     if (magnitude == Magnitude::pinned &&
         !(hyper::positive(lr) && hyper::non_negative(adam_lr) && hyper::decay_rate(adam_b1)))
       return "schatten_p_direction: the pinned magnitude needs lr > 0, adam_lr >= 0 and adam_b1 in [0, 1)";
+    if (!hyper::state_storage(mu_storage)) return "schatten_p_direction: mu_storage must be fp32 or bf16";
     if (const char* m = check_polar_options(polar)) return m;
     SpectralPowerOptions so = spectral;
     so.alpha = 0.5;
     return check_spectral_power_options(so);
   }
+  /// The storage only when it is not fp32, so that earlier signatures stay as they were.
   std::string config() const {
     const char* moments[] = {"none", "parametric", "nonparametric"};
-    return Signature(name)
-        .add("beta", beta)
+    Signature sig(name);
+    sig.add("beta", beta)
         .add("nesterov", nesterov)
         .add("bias_correction", bias_correction)
         .add("adaptive", adaptive)
@@ -454,8 +483,8 @@ struct SchattenPDirection {
         .add("spectral_steps", spectral.polynomial_steps)
         .add("spectral_floor", spectral.floor)
         .add("spectral_tolerance", spectral.tolerance)
-        .add("polar", polar_config(polar))
-        .str();
+        .add("polar", polar_config(polar));
+    return detail::add_first_moment_storage(sig, mu_storage).str();
   }
 };
 
@@ -493,6 +522,7 @@ struct SchattenMuonOptions {
   PolarOptions polar{};
   double weight_decay = 0.0;
   std::function<void(const PCriterionEvent&)> on_criterion{};
+  Precision mu_storage = Precision::fp32;  ///< m in fp32 or bf16 (SchattenPDirection)
 
   static SpectralPowerOptions optimizer_spectral() {
     SpectralPowerOptions o;
@@ -525,6 +555,7 @@ inline auto schatten_muon(const SchattenMuonOptions& o = {}) {
   d.spectral = o.spectral;
   d.polar = o.polar;
   d.on_criterion = o.on_criterion;
+  d.mu_storage = o.mu_storage;
   return chain(std::move(d), AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
