@@ -121,6 +121,29 @@ auto muon_and_adamw(Precision storage) {
   return partition(kSpecs, propose_labels(kSpecs), route("muon", muon(m)), route("adamw", adamw(a)));
 }
 
+/// One step of a rule with an fp32 state (s32) and its bf16 twin (s16) from gradient g on an
+/// r × c block, after s32's momentum is set to s16's values: the updates must agree bit for bit
+/// and the stored bf16 momentum must be the fp32 one rounded to nearest even. Returns how many
+/// elements the bf16 storage could not hold exactly.
+template <class R>
+std::size_t bf16_twin_step(const R& d32, typename R::State& s32, const R& d16, typename R::State& s16,
+                           index_t r, index_t c, const std::vector<float>& g) {
+  const std::size_t n = static_cast<std::size_t>(r * c);
+  for (std::size_t k = 0; k < n; ++k)
+    s32.mu.data()[k] = bf16_to_float(s16.mu_bf16.data()[k]);
+  std::vector<float> u32 = g, u16 = g;
+  REQUIRE(d32.update(Block(u32.data(), r, c), s32, ConstBlock()) == Status::ok);
+  REQUIRE(d16.update(Block(u16.data(), r, c), s16, ConstBlock()) == Status::ok);
+  CHECK(std::memcmp(u32.data(), u16.data(), n * sizeof(float)) == 0);
+  std::size_t wrong = 0, rounded = 0;
+  for (std::size_t k = 0; k < n; ++k) {
+    wrong += s16.mu_bf16.data()[k] != bf16_round(s32.mu.data()[k]);
+    rounded += bf16_to_float(s16.mu_bf16.data()[k]) != s32.mu.data()[k];
+  }
+  CHECK(wrong == 0);
+  return rounded;
+}
+
 }  // namespace
 
 TEST_SUITE("optim.state_precision") {
@@ -510,19 +533,8 @@ TEST_SUITE("optim.state_precision") {
       std::size_t rounded = 0;  // elements of M that bf16 could not hold exactly
       for (int t = 0; t < 5; ++t) {
         CAPTURE(t);
-        for (std::size_t k = 0; k < n; ++k)
-          s32.mu.data()[k] = bf16_to_float(s16.mu_bf16.data()[k]);
         const std::vector<float> g = random_vec(n, case_seed("dion2_bf16", 10 * std::uint64_t(r) + t));
-        std::vector<float> u32 = g, u16 = g;
-        REQUIRE(d32.update(Block(u32.data(), r, c), s32, ConstBlock()) == Status::ok);
-        REQUIRE(d16.update(Block(u16.data(), r, c), s16, ConstBlock()) == Status::ok);
-        CHECK(std::memcmp(u32.data(), u16.data(), n * sizeof(float)) == 0);
-        std::size_t wrong = 0;
-        for (std::size_t k = 0; k < n; ++k) {
-          wrong += s16.mu_bf16.data()[k] != bf16_round(s32.mu.data()[k]);
-          rounded += bf16_to_float(s16.mu_bf16.data()[k]) != s32.mu.data()[k];
-        }
-        CHECK(wrong == 0);
+        rounded += bf16_twin_step(d32, s32, d16, s16, r, c, g);
       }
       CHECK(rounded > n);  // the storage is in use: most elements round at each step
     }
@@ -531,10 +543,9 @@ TEST_SUITE("optim.state_precision") {
   TEST_CASE("schatten-p muon's bf16 momentum is the fp32 rule's, rounded once per step") {
     // SchattenPDirection alone, with the parametric moment and criterion runs at steps 2, 3, 4
     // and 6 (first = 3, interval = 2; exact_momentum, on ñ: the p it picks depends on the
-    // momentum). Before each step the fp32
-    // twin's m is set to the bf16 m's values; one step of each from the same gradient must then
-    // give the same update bit for bit (float arithmetic on the same m: ñ, the criterion, the
-    // moment and the matrix function all read the unrounded m), and the stored bf16 m must be
+    // momentum). Before each step the fp32 twin's m is set to the bf16 m's values; one step of each from the
+    // same gradient must then give the same update bit for bit (float arithmetic on the same m: ñ, the
+    // criterion, the moment and the matrix function all read the unrounded m), and the stored bf16 m must be
     // the twin's new m rounded to nearest even.
     const index_t r = 12, c = 20;
     const std::size_t n = static_cast<std::size_t>(r * c);
@@ -551,20 +562,9 @@ TEST_SUITE("optim.state_precision") {
     std::size_t rounded = 0;
     for (int t = 0; t < 6; ++t) {
       CAPTURE(t);
-      for (std::size_t k = 0; k < n; ++k)
-        s32.mu.data()[k] = bf16_to_float(s16.mu_bf16.data()[k]);
       const std::vector<float> g = random_vec(n, case_seed("smuon_bf16", static_cast<std::uint64_t>(t)));
-      std::vector<float> u32 = g, u16 = g;
-      REQUIRE(d32.update(Block(u32.data(), r, c), s32, ConstBlock()) == Status::ok);
-      REQUIRE(d16.update(Block(u16.data(), r, c), s16, ConstBlock()) == Status::ok);
-      CHECK(std::memcmp(u32.data(), u16.data(), n * sizeof(float)) == 0);
+      rounded += bf16_twin_step(d32, s32, d16, s16, r, c, g);
       CHECK(s32.p == s16.p);
-      std::size_t wrong = 0;
-      for (std::size_t k = 0; k < n; ++k) {
-        wrong += s16.mu_bf16.data()[k] != bf16_round(s32.mu.data()[k]);
-        rounded += bf16_to_float(s16.mu_bf16.data()[k]) != s32.mu.data()[k];
-      }
-      CHECK(wrong == 0);
     }
     CHECK(s16.criterion_runs == 4);
     CHECK(s16.p < 10.0);  // a criterion moved p, so the test covers a spectral power step
