@@ -14,8 +14,9 @@
 ///   optim/orthogonalize_only       the 48 polar() calls of that step alone (same options,
 ///                                  reused workspaces): overhead ≈ step − this (noisy)
 ///   optim/muon_step_without_ns/gpt2_small  the same step with 0 Newton–Schulz steps (also
-///                                  .../mu_storage:bf16: momentum and AdamW's m in bf16; the
-///                                  state_MB counter of both), and
+///                                  .../mu_storage:bf16: momentum and AdamW's m in bf16, and
+///                                  .../mu_storage:bf16_stochastic rounded stochastically; the
+///                                  state_MB counter of all three), and
 ///   optim/orthogonalize_only_without_ns    the 48 polar() calls with 0 steps (their validation,
 ///                                  normalisation and copy passes): overhead = the difference of
 ///                                  these two, measured directly instead of as a small difference
@@ -24,7 +25,8 @@
 ///                                  biases, norms): GB/s of the minimal traffic (read g, p, m, v;
 ///                                  write p, m, v = 28 bytes per element) and its ratio to
 ///                                  stream/triad; .../mu_storage:bf16 with m in bf16 (24 bytes per
-///                                  element; docs/optim.md "State precision")
+///                                  element; docs/optim.md "State precision"), and
+///                                  .../mu_storage:bf16_stochastic rounded stochastically
 ///   stream/triad                   a ← b + s·c over 3 × 64 Mi floats (12 bytes per element)
 ///   optim/schatten_muon_step/gpt2_small/p:10   schatten_muon (fixed p) for the 48 hidden matrices,
 ///   optim/schatten_muon_step/gpt2_small/p:3    adamw for the rest: an ordinary step at the Muon
@@ -174,7 +176,7 @@ struct StateBytes {
 
 /// The GPT-2-small Muon step's optimizer: muon(mo) on the hidden matrices, AdamW on the rest, the
 /// momentum and AdamW's first moment in `storage` (mu_storage).
-auto muon_partition(const Model& m, MuonOptions mo, Precision storage) {
+auto muon_partition(const Model& m, MuonOptions mo, StateStorage storage) {
   mo.mu_storage = storage;
   AdamWOptions ao;
   ao.mu_storage = storage;
@@ -186,7 +188,7 @@ auto muon_partition(const Model& m, MuonOptions mo, Precision storage) {
 /// except the orthogonalisation's GEMMs: a direct, conservative measure of the overhead.
 /// `storage`: the momentum's and AdamW's first moment's (mu_storage); the counter state_MB is
 /// the bytes of every state buffer.
-void bm_muon_step(benchmark::State& st, int polar_steps, Precision storage) {
+void bm_muon_step(benchmark::State& st, int polar_steps, StateStorage storage) {
   Model m(gpt2_small());
   MuonOptions mo;
   mo.polar.iterations = polar_steps;
@@ -505,7 +507,7 @@ void bm_schatten_criterion_only(benchmark::State& st) {
   st.counters["mean_p"] = psum / double(idx.size());
 }
 
-void bm_adamw_rest(benchmark::State& st, Precision storage) {
+void bm_adamw_rest(benchmark::State& st, StateStorage storage) {
   std::vector<ParamSpec> rest;
   const auto all = gpt2_small();
   const auto labels = propose_labels(all);
@@ -530,7 +532,7 @@ void bm_adamw_rest(benchmark::State& st, Precision storage) {
     total += t.seconds();
     if (!r) return st.SkipWithError(r.message);
   }
-  const double bytes = storage == Precision::bf16 ? 24.0 : 28.0;  // m: 2 bytes read, 2 written
+  const double bytes = storage.bf16() ? 24.0 : 28.0;  // m: 2 bytes read, 2 written
   const double gbps = bytes * elements / (total / double(st.iterations())) / 1e9;
   st.counters["elements"] = elements;
   st.counters["GB/s"] = gbps;
@@ -566,6 +568,10 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest/mu_storage:bf16", bm_adamw_rest, Precision::bf16)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest/mu_storage:bf16_stochastic", bm_adamw_rest,
+                               StateStorage::bf16_stochastic())
+      ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/orthogonalize_only", bm_orthogonalize_only, 5)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
@@ -580,6 +586,10 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small/mu_storage:bf16", bm_muon_step, 0,
                                Precision::bf16)
+      ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muon_step_without_ns/gpt2_small/mu_storage:bf16_stochastic",
+                               bm_muon_step, 0, StateStorage::bf16_stochastic())
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/normuon_step/gpt2_small", bm_normuon_step, 5)

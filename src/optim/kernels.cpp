@@ -12,8 +12,10 @@ template <class M>
 void adamw_loop(float* __restrict x, M* __restrict m, float* __restrict v, const float* __restrict w,
                 index_t n, const AdamWScalars& s) {
   const AdamWScalars c = s;  // by value: no aliasing with the arrays
-  for (index_t k = 0; k < n; ++k)
-    x[k] = adamw_element(x[k], m[k], v[k], w[k], c);
+  with_store(c.store, [&](auto how) {
+    for (index_t k = 0; k < n; ++k)
+      x[k] = adamw_element(x[k], m[k], v[k], w[k], c, how);
+  });
 }
 }  // namespace
 

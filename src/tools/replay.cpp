@@ -93,8 +93,9 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
   muon     lr=0.02 momentum=0.95 nesterov=1 wd=0 polar=keller|polar_express|qdwh iterations=5
            shape=keller|moonlight|none|spectral|unit_rms_norm shape_extra=1 bias_correction=0
            (optax's bias-corrected momentum; with dual_norm=1 optax's muon(adaptive=True))
-           mu_storage=fp32|bf16 (the momentum buffer, AdamW's first moment, in bf16 storage, half
-           their memory; docs/optim.md "State precision"; also sgd, adamw, lion, mop, scion,
+           mu_storage=fp32|bf16|bf16_stochastic (the momentum buffer, AdamW's first moment, in
+           bf16 storage, half their memory, rounded to nearest or stochastically; docs/optim.md
+           "State precision"; also sgd, adamw, lion, mop, scion,
            normuon, adamuon, spel, muon_hyperball, muadam, freon, kaon, da_muon, sc_muon,
            df_muon, namo, namo_d, dion2, nordion2 and schatten_muon)
            weight_cap=B (none by default: the weights' largest singular value capped at B after
@@ -685,11 +686,13 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
                               std::string& err) {
   Keys k(s);
   const auto all = [&](const std::string& label) { return std::vector<std::string>(ps.size(), label); };
-  // mu_storage=fp32|bf16: the momentum (AdamW: first moment) buffer's storage, the options'
+  // mu_storage=fp32|bf16|bf16_stochastic: the momentum (AdamW: first moment) buffer's storage, the options'
   // mu_storage (docs/optim.md "State precision").
-  const auto storage_key = [&](const char* key, Precision& p) {
-    const int c = k.choice(key, "fp32|bf16");
-    if (c >= 0) p = c == 1 ? Precision::bf16 : Precision::fp32;
+  const auto storage_key = [&](const char* key, StateStorage& p) {
+    const int c = k.choice(key, "fp32|bf16|bf16_stochastic");
+    if (c == 0) p = Precision::fp32;
+    if (c == 1) p = Precision::bf16;
+    if (c == 2) p = StateStorage::bf16_stochastic();
   };
   // Heavy-ball momentum, shared by every preset that has it (each options struct names its
   // fields momentum and nesterov), with its storage where the preset's momentum offers one.

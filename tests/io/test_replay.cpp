@@ -35,6 +35,7 @@
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::bf16_state;
+using schatten::test::bf16_stochastic_state;
 namespace fs = std::filesystem;
 
 namespace {
@@ -682,7 +683,8 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
-  TEST_CASE("replay: mu_storage=bf16 reaches the momentum of every preset that has the key") {
+  TEST_CASE(
+      "replay: mu_storage=bf16 and bf16_stochastic reach the momentum of every preset that has the key") {
     const std::string rec = temp_path("rec_bf16.h5"), out = temp_path("out_bf16.h5");
     write_recording(rec);
     REQUIRE_MESSAGE(
@@ -692,7 +694,9 @@ TEST_SUITE("io.replay") {
                    " --optimizer normuon:mu_storage=bf16 --optimizer scion:mu_storage=bf16"
                    " --optimizer lion:mu_storage=bf16 --optimizer muadam:mu_storage=bf16"
                    " --optimizer namo_d:mu_storage=bf16 --optimizer df_muon:mu_storage=bf16"
-                   " --optimizer dion2:mu_storage=bf16 --save-params --quiet --out " +
+                   " --optimizer dion2:mu_storage=bf16"
+                   " --optimizer muon:mu_storage=bf16_stochastic,adamw_mu_storage=bf16_stochastic"
+                   " --optimizer dion2:mu_storage=bf16_stochastic --save-params --quiet --out " +
                    out) == 0,
         replay_stderr());
     const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -729,6 +733,12 @@ TEST_SUITE("io.replay") {
     compare_inline(df_mixed, f, 8);
     auto d2_mixed = inline_mixed("dion2", dion2(bf16_state(Dion2Options{})), AdamWOptions{});
     compare_inline(d2_mixed, f, 9);
+    // bf16_stochastic: the storage with stochastic rounding (also through adamw_mu_storage=).
+    auto sr_mixed = inline_mixed("muon", muon(bf16_stochastic_state(MuonOptions{})),
+                                 bf16_stochastic_state(AdamWOptions{}));
+    compare_inline(sr_mixed, f, 10);
+    auto d2_sr = inline_mixed("dion2", dion2(bf16_stochastic_state(Dion2Options{})), AdamWOptions{});
+    compare_inline(d2_sr, f, 11);
     H5Fclose(f);
     fs::remove(rec);
     fs::remove(out);
@@ -997,7 +1007,7 @@ TEST_SUITE("io.replay") {
   TEST_CASE("replay: schatten_muon takes the recorded activation Grams and records p per layer") {
     // Its momentum in either storage (mu_storage=, docs/optim.md "State precision").
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
-      CAPTURE(to_string(storage));
+      CAPTURE(std::string(to_string(storage)));
       const std::string rec = temp_path("rec4.h5"), out = temp_path("out4.h5");
       write_recording(rec, true);
       REQUIRE_MESSAGE(run_replay(rec + " --optimizer schatten_muon:first=2,interval=2,lr=0.05,mu_storage=" +
@@ -1493,7 +1503,7 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:momentum=1", "route 'muon': trace_momentum: beta must be in [0, 1)"},
         {"--optimizer muon:shape_extra=0", "route 'muon': scale_by_shape: extra must be finite and > 0"},
         {"--optimizer muon:shape=spectra", "must be one of keller,moonlight,none,spectral,unit_rms_norm"},
-        {"--optimizer muon:mu_storage=fp16", "'mu_storage=fp16': must be one of fp32,bf16"},
+        {"--optimizer muon:mu_storage=fp16", "'mu_storage=fp16': must be one of fp32,bf16,bf16_stochastic"},
         {"--optimizer dion:mu_storage=bf16", "unknown key 'mu_storage' for preset 'dion'"},
         {"--optimizer muon:weight_cap_blend=0.5", "'weight_cap_blend' and 'weight_cap_method' apply with"},
         {"--optimizer muon:weight_cap=1,weight_cap_method=svd", "must be one of qdwh,polynomial"},

@@ -42,6 +42,7 @@
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::bf16_state;
+using schatten::test::bf16_stochastic_state;
 using schatten::test::case_seed;
 using schatten::test::FailOnCall;
 using schatten::test::random_vec;
@@ -354,6 +355,16 @@ TEST_SUITE("optim.device") {
     bf16_twin("dev_namo_d_bf16", namo_d(bf16_state(NamoDOptions{})), adamw(a16));
     bf16_twin("dev_dion2_bf16", dion2(bf16_state(Dion2Options{})), adamw(a16));
     bf16_twin("dev_smuon_bf16", schatten_muon(bf16_state(SchattenMuonOptions{})), adamw(a16));
+    // Stochastic rounding: the same kernels with the dither of each element's value and step
+    // (core/bf16.hpp). Off Serial an FMA's one-ulp change of a value changes its dither, so a
+    // changed element rounds the other way with probability up to ½ (not 2⁻¹⁶): still one bf16
+    // unit, 2⁻⁸ of the element, and kBf16DeviceRel's bound holds for every element flipping.
+    const AdamWOptions asr = bf16_stochastic_state(AdamWOptions{});
+    bf16_twin("dev_muon_sr", muon(bf16_stochastic_state(ox)), adamw(asr));
+    bf16_twin("dev_lion_muadam_sr", muadam(bf16_stochastic_state(MuAdamOptions{})),
+              lion(bf16_stochastic_state(lo)));
+    bf16_twin("dev_dion2_sr", dion2(bf16_stochastic_state(Dion2Options{})), adamw(asr));
+    bf16_twin("dev_smuon_sr", schatten_muon(bf16_stochastic_state(SchattenMuonOptions{})), adamw(asr));
   }
 
   TEST_CASE("sgd kaon muadam freon normuon and adamuon step on the device like on the host") {

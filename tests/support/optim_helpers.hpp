@@ -46,6 +46,12 @@ O bf16_state(O o) {
   o.mu_storage = Precision::bf16;
   return o;
 }
+/// The same with stochastic rounding of the stored values.
+template <class O>
+O bf16_stochastic_state(O o) {
+  o.mu_storage = StateStorage::bf16_stochastic();
+  return o;
+}
 /// The data pointers of host arrays, one per parameter (what Partition::step takes).
 inline std::vector<float*> pointers(std::vector<std::vector<float>>& arrays) {
   std::vector<float*> p;

@@ -163,68 +163,71 @@ double inner(const float* x, const float* a, const float* y, const float* b, ind
 
 namespace {
 // One body per kernel for both storages of the momentum (float, bf16 patterns): M is float or
-// std::uint16_t, read and written through TraceMomentum / ScaleByAdam's stored_step.
-template <class M>
-void momentum_pass(float* x, M* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg) {
+// std::uint16_t, read and written through TraceMomentum / ScaleByAdam's stored_step. H is how a
+// bf16 element is stored: Bf16Nearest, or a Bf16Store that rounds stochastically (with_store
+// picks one per pass; the float overloads take Bf16Nearest: float elements are not rounded).
+template <class M, class H>
+void momentum_pass(float* x, M* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg,
+                   H how) {
   const TraceMomentum::Form form = ema ? TraceMomentum::Form::ema : TraceMomentum::Form::sum;
   const TraceMomentum::Correction c{cm, cg};
   Kokkos::parallel_for(
-      "schatten::optim::trace_momentum", Range(0, n),
-      KOKKOS_LAMBDA(index_t k) { x[k] = TraceMomentum::stored_step(x[k], mu[k], beta, nesterov, form, c); });
+      "schatten::optim::trace_momentum", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+        x[k] = TraceMomentum::stored_step(x[k], mu[k], beta, nesterov, form, c, how);
+      });
 }
-template <class M>
-void adam_pass(float* x, M* m, float* v, index_t n, const detail::AdamWScalars& c) {
+template <class M, class H>
+void adam_pass(float* x, M* m, float* v, index_t n, const detail::AdamWScalars& c, H how) {
   Kokkos::parallel_for(
       "schatten::optim::scale_by_adam", Range(0, n), KOKKOS_LAMBDA(index_t k) {
         x[k] = ScaleByAdam::stored_step(x[k], m[k], v[k], c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2,
-                                        c.eps);
+                                        c.eps, how);
       });
 }
-template <class M>
-void adamw_pass(float* x, M* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c) {
+template <class M, class H>
+void adamw_pass(float* x, M* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c, H how) {
   Kokkos::parallel_for(
       "schatten::optim::adamw_update", Range(0, n),
-      KOKKOS_LAMBDA(index_t k) { x[k] = detail::adamw_element(x[k], m[k], v[k], w[k], c); });
+      KOKKOS_LAMBDA(index_t k) { x[k] = detail::adamw_element(x[k], m[k], v[k], w[k], c, how); });
+}
+template <class M, class H>
+void muadam_pass(float* x, M* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c, H how) {
+  Kokkos::parallel_for(
+      "schatten::optim::muadam_precondition", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+        x[k] = MuAdamDirection::precondition_element(x[k], m[k], v[k], d[k], c, how);
+      });
 }
 }  // namespace
 
-void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg) {
-  momentum_pass(x, mu, n, beta, nesterov, ema, cm, cg);
+void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg,
+              Bf16Store) {
+  momentum_pass(x, mu, n, beta, nesterov, ema, cm, cg, Bf16Nearest{});
 }
-void momentum(float* x, std::uint16_t* mu, index_t n, float beta, bool nesterov, bool ema, float cm,
-              float cg) {
-  momentum_pass(x, mu, n, beta, nesterov, ema, cm, cg);
+void momentum(float* x, std::uint16_t* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg,
+              Bf16Store how) {
+  with_store(how, [&](auto h) { momentum_pass(x, mu, n, beta, nesterov, ema, cm, cg, h); });
 }
 
 void adam(float* x, float* m, float* v, index_t n, const detail::AdamWScalars& c) {
-  adam_pass(x, m, v, n, c);
+  adam_pass(x, m, v, n, c, Bf16Nearest{});
 }
 void adam(float* x, std::uint16_t* m, float* v, index_t n, const detail::AdamWScalars& c) {
-  adam_pass(x, m, v, n, c);
+  with_store(c.store, [&](auto h) { adam_pass(x, m, v, n, c, h); });
 }
 
 void adamw(float* x, float* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c) {
-  adamw_pass(x, m, v, w, n, c);
+  adamw_pass(x, m, v, w, n, c, Bf16Nearest{});
 }
 void adamw(float* x, std::uint16_t* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c) {
-  adamw_pass(x, m, v, w, n, c);
+  with_store(c.store, [&](auto h) { adamw_pass(x, m, v, w, n, c, h); });
 }
-
-namespace {
-template <class M>
-void muadam_pass(float* x, M* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c) {
-  Kokkos::parallel_for(
-      "schatten::optim::muadam_precondition", Range(0, n),
-      KOKKOS_LAMBDA(index_t k) { x[k] = MuAdamDirection::precondition_element(x[k], m[k], v[k], d[k], c); });
-}
-}  // namespace
 
 void muadam_precondition(float* x, float* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c) {
-  muadam_pass(x, m, v, d, n, c);
+  muadam_pass(x, m, v, d, n, c, Bf16Nearest{});
 }
 void muadam_precondition(float* x, std::uint16_t* m, float* v, float* d, index_t n,
                          const detail::MuAdamScalars& c) {
-  muadam_pass(x, m, v, d, n, c);
+  with_store(c.store, [&](auto h) { muadam_pass(x, m, v, d, n, c, h); });
 }
 
 void multiply(float* x, const float* d, index_t n) {
@@ -238,16 +241,20 @@ void sign(float* x, index_t n) {
 }
 
 namespace {
-template <class M>
-void lion_pass(float* x, M* m, index_t n, float w1, float w2) {
+template <class M, class H>
+void lion_pass(float* x, M* m, index_t n, float w1, float w2, H how) {
   Kokkos::parallel_for(
       "schatten::optim::lion", Range(0, n),
-      KOKKOS_LAMBDA(index_t k) { x[k] = ScaleByLion::stored_step(x[k], m[k], w1, w2); });
+      KOKKOS_LAMBDA(index_t k) { x[k] = ScaleByLion::stored_step(x[k], m[k], w1, w2, how); });
 }
 }  // namespace
 
-void lion(float* x, float* m, index_t n, float w1, float w2) { lion_pass(x, m, n, w1, w2); }
-void lion(float* x, std::uint16_t* m, index_t n, float w1, float w2) { lion_pass(x, m, n, w1, w2); }
+void lion(float* x, float* m, index_t n, float w1, float w2, Bf16Store) {
+  lion_pass(x, m, n, w1, w2, Bf16Nearest{});
+}
+void lion(float* x, std::uint16_t* m, index_t n, float w1, float w2, Bf16Store how) {
+  with_store(how, [&](auto h) { lion_pass(x, m, n, w1, w2, h); });
+}
 
 void second_moment(float* x, float* v, index_t n, float beta, float w, float eps) {
   Kokkos::parallel_for(
@@ -289,19 +296,19 @@ void scale_neurons(float* x, const float* nu, index_t rows, index_t cols, float 
 }
 
 namespace {
-template <class M>
-void smuon_momentum_pass(float* y, M* mu, const float* g, index_t n, const detail::SMuonScalars& c) {
+template <class M, class H>
+void smuon_momentum_pass(float* y, M* mu, const float* g, index_t n, const detail::SMuonScalars& c, H how) {
   Kokkos::parallel_for(
       "schatten::optim::schatten_p_momentum", Range(0, n),
-      KOKKOS_LAMBDA(index_t k) { y[k] = SchattenPDirection::stored_momentum(g[k], mu[k], c); });
+      KOKKOS_LAMBDA(index_t k) { y[k] = SchattenPDirection::stored_momentum(g[k], mu[k], c, how); });
 }
 }  // namespace
 
 void smuon_momentum(float* y, float* mu, const float* g, index_t n, const detail::SMuonScalars& c) {
-  smuon_momentum_pass(y, mu, g, n, c);
+  smuon_momentum_pass(y, mu, g, n, c, Bf16Nearest{});
 }
 void smuon_momentum(float* y, std::uint16_t* mu, const float* g, index_t n, const detail::SMuonScalars& c) {
-  smuon_momentum_pass(y, mu, g, n, c);
+  with_store(c.store, [&](auto h) { smuon_momentum_pass(y, mu, g, n, c, h); });
 }
 
 void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, const float* g, index_t n,
@@ -350,27 +357,27 @@ Kokkos::View<index_t*, DeviceMem> to_device(const index_t* host, index_t n) {
 }  // namespace
 
 namespace {
-template <class M>
+template <class M, class H>
 void gather_pass(float* s, const float* from, M* m, index_t rows, index_t cols, bool along_rows,
-                 const index_t* picks, index_t k, float decay) {
+                 const index_t* picks, index_t k, float decay, H how) {
   const auto p = to_device(picks, k);
   const index_t len = along_rows ? cols : rows;
   Kokkos::parallel_for(
       "schatten::optim::gather_slices", Range(0, k * len), KOKKOS_LAMBDA(index_t e) {
         const index_t a = e / len, q = e - a * len;  // slice a of S, element q along it
         const index_t src = along_rows ? p(a) * cols + q : q * cols + p(a);
-        s[along_rows ? a * cols + q : q * k + a] = Dion2Direction::take(from[src], m[src], decay);
+        s[along_rows ? a * cols + q : q * k + a] = Dion2Direction::take(from[src], m[src], decay, how);
       });
 }
 }  // namespace
 
 void gather_slices(float* s, const float* from, float* m, index_t rows, index_t cols, bool along_rows,
-                   const index_t* picks, index_t k, float decay) {
-  gather_pass(s, from, m, rows, cols, along_rows, picks, k, decay);
+                   const index_t* picks, index_t k, float decay, Bf16Store) {
+  gather_pass(s, from, m, rows, cols, along_rows, picks, k, decay, Bf16Nearest{});
 }
 void gather_slices(float* s, const float* from, std::uint16_t* m, index_t rows, index_t cols, bool along_rows,
-                   const index_t* picks, index_t k, float decay) {
-  gather_pass(s, from, m, rows, cols, along_rows, picks, k, decay);
+                   const index_t* picks, index_t k, float decay, Bf16Store how) {
+  with_store(how, [&](auto h) { gather_pass(s, from, m, rows, cols, along_rows, picks, k, decay, h); });
 }
 
 void place_slices(float* u, const float* s, index_t rows, index_t cols, bool along_rows, const index_t* slot,

@@ -42,9 +42,9 @@ namespace device_kernels {
 /// buffer s (k × cols when `along_rows`, rows × k otherwise), and stores them times `decay` in
 /// the same slices of m (Dion2Direction::take; m in float or bf16 storage, the overloads).
 void gather_slices(float* s, const float* from, float* m, index_t rows, index_t cols, bool along_rows,
-                   const index_t* picks, index_t k, float decay);
+                   const index_t* picks, index_t k, float decay, Bf16Store how);
 void gather_slices(float* s, const float* from, std::uint16_t* m, index_t rows, index_t cols, bool along_rows,
-                   const index_t* picks, index_t k, float decay);
+                   const index_t* picks, index_t k, float decay, Bf16Store how);
 /// u ← 0, except slice i of u ← slice slot[i] of s where slot[i] ≥ 0 (slot: host memory, one entry
 /// per slice; s as gather_slices() fills it).
 void place_slices(float* u, const float* s, index_t rows, index_t cols, bool along_rows, const index_t* slot,
@@ -95,7 +95,7 @@ struct Dion2Direction {
   /// always the rows (NorDion2's `select_dim = -2`, so that a selected slice is a whole neuron).
   enum class Slices { shorter, rows };
   Slices slices = Slices::shorter;
-  Precision mu_storage = Precision::fp32;  ///< M's storage: fp32 or bf16 (above)
+  StateStorage mu_storage = Precision::fp32;  ///< M's storage: fp32 or bf16 (above)
 
   /// The reference's `polar_express` (dion/polar_express.py): the 5-row modded-nanogpt Polar
   /// Express table, X/(1.02·‖X‖_F + ε) with the optimizer's ε = 1e-8.
@@ -175,10 +175,11 @@ struct Dion2Direction {
   }
 
   /// One element of a selected slice: returns x, the unrounded M + G, and stores decay·x in M
-  /// (rounded once when M is bf16). The one formula of the host loop and the device kernel.
-  template <class M>
-  SCHATTEN_HOST_DEVICE static float take(float x, M& stored, float decay) {
-    store_state(stored, decay * x);
+  /// (rounded once, as `how` says, when M is bf16). The one formula of the host loop and the
+  /// device kernel.
+  template <class M, class H>
+  SCHATTEN_HOST_DEVICE static float take(float x, M& stored, float decay, H how) {
+    store_state(stored, decay * x, how);
     return x;
   }
 
@@ -186,8 +187,9 @@ struct Dion2Direction {
   /// ← the unrounded M + G: TraceMomentum's sum form with β = 1, where 1·b and 1·g are exact) and
   /// the slices' ℓ₁ norms of u (into the scratch; asynchronous on a GPU). pick() completes it.
   void accumulate(Block u, State& s) const {
+    const Bf16Store how = detail::first_moment_store(s, s.count + 1);
     detail::with_first_moment(
-        s, [&](auto* m) { TraceMomentum::apply(u, m, 1.0, false, TraceMomentum::Form::sum); });
+        s, [&](auto* m) { TraceMomentum::apply(u, m, 1.0, false, TraceMomentum::Form::sum, {}, how); });
     slice_norms(u, along_rows(u.rows, u.cols), false, s.scratch->sums.data());  // the ℓ₁ norms
   }
   /// The second half: the norms' ranking (read back to the host: on a GPU this waits for the
@@ -200,25 +202,28 @@ struct Dion2Direction {
     const index_t k = kept(u.rows, u.cols);
     const float decay = static_cast<float>(ef_decay);
     sc.sums.copy_to(sc.host_sums.data(), sc.host_sums.size());
-    if (mu_storage == Precision::bf16)
+    if (mu_storage.bf16())
       for (float n : sc.host_sums)
         if (!(n <= kBf16Max)) return Status::out_of_range;  // an element of M would round to ∞
     rank(sc, k);
+    const Bf16Store how = detail::first_moment_store(s, s.count + 1);
     detail::with_first_moment(s, [&](auto* m) {
       if (u.memory == MemoryKind::device) {
-        device_kernels::gather_slices(sel, u.data, m, u.rows, u.cols, rows, sc.order.data(), k, decay);
+        device_kernels::gather_slices(sel, u.data, m, u.rows, u.cols, rows, sc.order.data(), k, decay, how);
         return;
       }
-      for (index_t a = 0; a < k; ++a) {
-        const index_t i = sc.order[static_cast<std::size_t>(a)];
-        if (rows) {
-          for (index_t j = 0; j < u.cols; ++j)
-            sel[a * u.cols + j] = take(u.data[i * u.cols + j], m[i * u.cols + j], decay);
-        } else {
-          for (index_t r = 0; r < u.rows; ++r)
-            sel[r * k + a] = take(u.data[r * u.cols + i], m[r * u.cols + i], decay);
+      with_store(how, [&](auto h) {
+        for (index_t a = 0; a < k; ++a) {
+          const index_t i = sc.order[static_cast<std::size_t>(a)];
+          if (rows) {
+            for (index_t j = 0; j < u.cols; ++j)
+              sel[a * u.cols + j] = take(u.data[i * u.cols + j], m[i * u.cols + j], decay, h);
+          } else {
+            for (index_t r = 0; r < u.rows; ++r)
+              sel[r * k + a] = take(u.data[r * u.cols + i], m[r * u.cols + i], decay, h);
+          }
         }
-      }
+      });
     });
     return Status::ok;
   }
@@ -319,7 +324,8 @@ struct Dion2Direction {
     if (!(std::isfinite(ef_decay) && ef_decay >= 0.0 && ef_decay <= 1.0))
       return "dion2_direction: ef_decay must be in [0, 1]";
     if (slices != Slices::shorter && slices != Slices::rows) return "dion2_direction: unknown slices";
-    if (!hyper::state_storage(mu_storage)) return "dion2_direction: mu_storage must be fp32 or bf16";
+    if (!hyper::state_storage(mu_storage))
+      return "dion2_direction: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     return check_polar_options(polar);
   }
   /// The slices and the storage only when they are not the defaults, so that Dion2's signatures
@@ -344,7 +350,7 @@ struct Dion2Options {
   PolarOptions polar = Dion2Direction::default_polar();
   ScaleByShape shape{ScaleByShape::Rule::unit_rms_norm};  ///< "rms_norm": moonlight; None: none
   double weight_decay = 0.01;
-  Precision mu_storage = Precision::fp32;
+  StateStorage mu_storage = Precision::fp32;
 };
 inline auto dion2(const Dion2Options& o = {}) {
   return chain(Dion2Direction{o.fraction, o.ef_decay, o.polar, Dion2Direction::Slices::shorter, o.mu_storage},
@@ -375,7 +381,7 @@ struct NorDion2Options {
   PolarOptions polar = Dion2Direction::default_polar();
   ScaleByShape shape{ScaleByShape::Rule::unit_rms_norm};  ///< "rms_norm": moonlight; None: none
   double weight_decay = 0.01;
-  Precision mu_storage = Precision::fp32;
+  StateStorage mu_storage = Precision::fp32;
 };
 inline auto nordion2(const NorDion2Options& o = {}) {
   return chain(Dion2Direction{o.fraction, o.ef_decay, o.polar, Dion2Direction::Slices::rows, o.mu_storage},

@@ -19,7 +19,7 @@ struct SgdOptions {
   double momentum = 0.0;
   bool nesterov = false;
   double weight_decay = 0.0;
-  Precision mu_storage = Precision::fp32;
+  StateStorage mu_storage = Precision::fp32;
 };
 inline auto sgd(const SgdOptions& o = {}) {
   return chain(AddDecayedWeights{o.weight_decay},
@@ -34,7 +34,7 @@ struct AdamWOptions {
   Schedule lr = Schedule::constant(1e-3);
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   double weight_decay = 1e-2;
-  Precision mu_storage = Precision::fp32;
+  StateStorage mu_storage = Precision::fp32;
 };
 inline auto adamw(const AdamWOptions& o = {}) {
   // One fused pass (AdamWUpdate) = chain(ScaleByAdam, AddDecayedWeights, ScaleByLearningRate).
@@ -50,7 +50,7 @@ struct LionOptions {
   Schedule lr = Schedule::constant(1e-4);
   double b1 = 0.9, b2 = 0.99;
   double weight_decay = 0.0;
-  Precision mu_storage = Precision::fp32;
+  StateStorage mu_storage = Precision::fp32;
 };
 inline auto lion(const LionOptions& o = {}) {
   return chain(ScaleByLion{o.b1, o.b2, o.mu_storage}, AddDecayedWeights{o.weight_decay},
@@ -85,7 +85,7 @@ struct MuonOptions {
   bool bias_correction = false;
   /// The momentum buffer in fp32 or bf16, half the memory (TraceMomentum::mu_storage; optax's
   /// mu_dtype, microsoft/dion's momentum_dtype; docs/optim.md "State precision").
-  Precision mu_storage = Precision::fp32;
+  StateStorage mu_storage = Precision::fp32;
 
   /// Keller Jordan's orthogonalisation: NS5 with (3.4445, −4.7750, 2.0315), X/(‖X‖_F + 1e-7).
   static PolarOptions keller_polar() { return newton_schulz_polar(schedules::keller_jordan(), 1e-7); }
@@ -111,7 +111,7 @@ struct MopOptions {
   PolarOptions polar = nuclear_polar();
   ScaleByShape shape{ScaleByShape::Rule::none};  ///< rule none and extra 1: the nuclear norm alone
   double weight_decay = 0.01;
-  Precision mu_storage = Precision::fp32;  ///< MuonOptions::mu_storage
+  StateStorage mu_storage = Precision::fp32;  ///< MuonOptions::mu_storage
 
   /// QDWH with polar.dual_norm_scale: Q·⟨M, Q⟩ = Q·‖M‖_*.
   static PolarOptions nuclear_polar() {
@@ -149,7 +149,7 @@ struct NorMuonOptions {
   double beta2 = 0.95;
   ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto normuon(const NorMuonOptions& o = {}) {
   return chain(TraceMomentum{o.momentum, o.nesterov, o.momentum_form, false, o.mu_storage},
@@ -173,7 +173,7 @@ struct AdaMuonOptions {
   double eps = 1e-8;
   double rms = 0.2;
   double weight_decay = 0.01;
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto adamuon(const AdaMuonOptions& o = {}) {
   return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema, false, o.mu_storage},
@@ -203,7 +203,7 @@ struct SpelOptions {
   bool nesterov = false;
   PolarOptions polar = spel_polar();
   double weight_decay = 0.1;
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 
   /// The reference's orthogonalisation: eo_quintic_polar().
   static PolarOptions spel_polar() { return eo_quintic_polar(); }
@@ -229,7 +229,7 @@ struct ScionOptions {
   double momentum = 0.95;
   double spectral_radius = 1.0;  ///< ρ: ScaleByShape's extra (finite and > 0)
   PolarOptions polar = eo_quintic_polar();
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 
   MuonOptions muon_options() const {
     MuonOptions m;
@@ -263,7 +263,7 @@ struct MuonHyperballOptions {
   double weight_decay = 0.01;
   double radius = 1.0;  ///< R, the reference's hyperball_radius
   double eps = 1e-15;   ///< norms below eps are numerical zeros (the reference's hyperball_eps)
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto muon_hyperball(const MuonHyperballOptions& o = {}) {
   ScaleToNormWeights project;
@@ -283,7 +283,7 @@ struct MuAdamOptions {
   double exponent = -0.25;  ///< −1/2: MuAdam-SANIA
   PolarOptions polar{};
   double weight_decay = 0.0;
-  Precision mu_storage = Precision::fp32;  ///< the first moment: fp32 or bf16 (MuAdamDirection)
+  StateStorage mu_storage = Precision::fp32;  ///< the first moment: fp32 or bf16 (MuAdamDirection)
 };
 inline auto muadam(const MuAdamOptions& o = {}) {
   return chain(MuAdamDirection{o.b1, o.b2, o.eps, o.exponent, o.polar, o.mu_storage},
@@ -300,8 +300,8 @@ struct FreonOptions {
   bool nesterov = true;
   ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
-  SpectralPowerOptions spectral{};         ///< alpha is set from c
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  SpectralPowerOptions spectral{};            ///< alpha is set from c
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto freon(const FreonOptions& o = {}) {
   SpectralPowerOptions sp = o.spectral;
@@ -320,7 +320,7 @@ struct KaonOptions {
   int steps = 5;
   ScaleByShape shape{};  ///< rule and extra factor (transforms.hpp; a Rule converts, extra 1)
   double weight_decay = 0.0;
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto kaon(const KaonOptions& o = {}) {
   return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema, false, o.mu_storage},

@@ -500,8 +500,12 @@ inline bool non_negative(double x) noexcept { return std::isfinite(x) && x >= 0.
 inline bool positive(double x) noexcept { return std::isfinite(x) && x > 0.0; }
 inline bool positive_float(double x) noexcept { return positive(x) && static_cast<float>(x) > 0.0f; }
 inline bool decay_rate(double b) noexcept { return std::isfinite(b) && b >= 0.0 && b < 1.0; }
-/// A storage precision the momentum rules offer for their buffers: fp32 or bf16.
-inline bool state_storage(Precision p) noexcept { return p == Precision::fp32 || p == Precision::bf16; }
+/// A storage the momentum rules offer for their buffers: fp32 (with the default rounding: fp32
+/// elements are never rounded, so stochastic rounding is refused there), or bf16 rounded either
+/// way.
+inline bool state_storage(StateStorage s) noexcept {
+  return s == StateStorage(Precision::fp32) || s.precision == Precision::bf16;
+}
 }  // namespace hyper
 
 template <class R>

@@ -60,6 +60,7 @@ struct SMuonScalars {
   bool nesterov;
   float b2, w2;
   double c2, eps, exponent;
+  Bf16Store store;  ///< how a bf16 m is stored (core/bf16.hpp)
 };
 }  // namespace detail
 namespace device_kernels {
@@ -133,7 +134,7 @@ struct SchattenPDirection {
   PolarOptions polar{};
   /// Called after each criterion run (observability; not part of the signature).
   std::function<void(const PCriterionEvent&)> on_criterion{};
-  Precision mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
+  StateStorage mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
 
   static constexpr bool device_capable = true;  // see the struct comment
   /// Scratch, allocated at init, not checkpointed: ñ (then D ⊙ ñ), the next moments, D.
@@ -190,7 +191,8 @@ struct SchattenPDirection {
             float(1.0 - b2),
             1.0 - std::pow(b2, double(t)),
             eps,
-            e};
+            e,
+            {mu_storage.rounding, static_cast<std::uint64_t>(t)}};
   }
   /// One element of step 1: next_mu ← β mu + (1 − β) g; returns ñ. The one formula of the host
   /// loop and the device kernel.
@@ -202,11 +204,12 @@ struct SchattenPDirection {
   }
   /// momentum_element() on a stored m, updated in place (float, or bf16 widened and rounded back
   /// once: core/bf16.hpp).
-  template <class M>
-  SCHATTEN_HOST_DEVICE static float stored_momentum(float g, M& stored, const detail::SMuonScalars& c) {
+  template <class M, class H = Bf16Nearest>
+  SCHATTEN_HOST_DEVICE static float stored_momentum(float g, M& stored, const detail::SMuonScalars& c,
+                                                    H how = {}) {
     float next = 0.0f;
     const float y = momentum_element(g, load_state(stored), next, c);
-    store_state(stored, next);
+    store_state(stored, next, how);
     return y;
   }
   /// One element of step 3: next_nu ← β₂ nu + (1 − β₂) g², precond ← (next_nu/c₂ + ε)^e in
@@ -270,8 +273,10 @@ struct SchattenPDirection {
       if (device) {
         device_kernels::smuon_momentum(y.data, next, u.data, u.size(), c1);
       } else {
-        for (std::size_t k = 0; k < n; ++k)
-          y.data[k] = stored_momentum(u.data[k], next[k], c1);
+        with_store(c1.store, [&](auto h) {
+          for (std::size_t k = 0; k < n; ++k)
+            y.data[k] = stored_momentum(u.data[k], next[k], c1, h);
+        });
       }
     });
     // 2. The criterion (on M̃ = ñ and G = g, algorithms.md §4a.2 exact_momentum [V]), on the host:
@@ -438,7 +443,8 @@ struct SchattenPDirection {
     if (magnitude == Magnitude::pinned &&
         !(hyper::positive(lr) && hyper::non_negative(adam_lr) && hyper::decay_rate(adam_b1)))
       return "schatten_p_direction: the pinned magnitude needs lr > 0, adam_lr >= 0 and adam_b1 in [0, 1)";
-    if (!hyper::state_storage(mu_storage)) return "schatten_p_direction: mu_storage must be fp32 or bf16";
+    if (!hyper::state_storage(mu_storage))
+      return "schatten_p_direction: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     if (const char* m = check_polar_options(polar)) return m;
     SpectralPowerOptions so = spectral;
     so.alpha = 0.5;
@@ -522,7 +528,7 @@ struct SchattenMuonOptions {
   PolarOptions polar{};
   double weight_decay = 0.0;
   std::function<void(const PCriterionEvent&)> on_criterion{};
-  Precision mu_storage = Precision::fp32;  ///< m in fp32 or bf16 (SchattenPDirection)
+  StateStorage mu_storage = Precision::fp32;  ///< m in fp32 or bf16 (SchattenPDirection)
 
   static SpectralPowerOptions optimizer_spectral() {
     SpectralPowerOptions o;

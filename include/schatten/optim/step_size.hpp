@@ -90,7 +90,7 @@ struct ScaleCalibratedDirection {
   bool nesterov = true;
   double eta_max = 0.02;
   PolarOptions polar{};
-  Precision mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
 
   /// Scratch, allocated at init, not checkpointed and shared by copies of a state (the
   /// partition's backups do not copy it): g_t, the next momentum in the state's storage (the
@@ -130,8 +130,9 @@ struct ScaleCalibratedDirection {
     const Block g = block_like(sc.gradient, u), in = block_like(sc.direction_in, u);
     copy_block(g, u);
     detail::copy_first_moment(sc.next, s);
+    const Bf16Store how = detail::first_moment_store(s, s.count + 1);
     detail::with_first_moment(sc.next, [&](auto* next_mu) {
-      TraceMomentum::apply(u, next_mu, beta, nesterov, TraceMomentum::Form::ema);
+      TraceMomentum::apply(u, next_mu, beta, nesterov, TraceMomentum::Form::ema, {}, how);
     });
     copy_block(in, u);
     const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, sc.workspace.get());
@@ -165,7 +166,7 @@ struct ScaleCalibratedDirection {
     if (!hyper::decay_rate(beta)) return "scale_calibrated_direction: beta must be in [0, 1)";
     if (!hyper::non_negative(eta_max)) return "scale_calibrated_direction: eta_max must be finite and >= 0";
     if (!hyper::state_storage(mu_storage))
-      return "scale_calibrated_direction: mu_storage must be fp32 or bf16";
+      return "scale_calibrated_direction: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     return check_polar_options(polar);
   }
   std::string config() const {
@@ -212,7 +213,7 @@ struct MajorizedStep {
   double l_min = 1e-8;   ///< floor of the secant curvature estimate
   double eta0 = 1e-3;    ///< first step (no secant yet), capped by eta_max
   PolarOptions polar{};
-  Precision mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
 
   /// Scratch, not checkpointed and shared by copies of a state (the partition's backups do not
   /// copy it): g_t and the next momentum in the state's storage (the state changes only once
@@ -290,8 +291,9 @@ struct MajorizedStep {
     const Block g = block_like(sc.gradient, u);
     copy_block(g, u);
     detail::copy_first_moment(sc.next, s);
+    const Bf16Store how = detail::first_moment_store(s, s.count + 1);
     detail::with_first_moment(sc.next, [&](auto* next_mu) {
-      TraceMomentum::apply(u, next_mu, beta, nesterov, TraceMomentum::Form::ema);
+      TraceMomentum::apply(u, next_mu, beta, nesterov, TraceMomentum::Form::ema, {}, how);
     });
     const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, sc.workspace.get());
     if (r.status != Status::ok) {  // nothing of the state changed; give the gradient back
@@ -350,7 +352,8 @@ struct MajorizedStep {
           hyper::non_negative(eta0)))
       return "majorized_step: eta_max, rho, lambda and eta0 must be finite and >= 0";
     if (!hyper::positive(l_min)) return "majorized_step: l_min must be finite and > 0";
-    if (!hyper::state_storage(mu_storage)) return "majorized_step: mu_storage must be fp32 or bf16";
+    if (!hyper::state_storage(mu_storage))
+      return "majorized_step: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     return check_polar_options(polar);
   }
   std::string config() const {
@@ -372,7 +375,7 @@ struct DaMuonOptions {
   double momentum = 0.95;
   bool nesterov = true;
   PolarOptions polar = PolarOptions{};
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto da_muon(const DaMuonOptions& o = {}) {
   return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema, false, o.mu_storage},
@@ -385,7 +388,7 @@ struct ScMuonOptions {
   double momentum = 0.95;
   bool nesterov = true;
   PolarOptions polar = PolarOptions{};
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto sc_muon(const ScMuonOptions& o = {}) {
   return chain(ScaleCalibratedDirection{o.momentum, o.nesterov, o.eta_max, o.polar, o.mu_storage});
@@ -404,7 +407,7 @@ struct DfMuonOptions {
   double momentum = 0.95;
   bool nesterov = true;
   PolarOptions polar = PolarOptions{};
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto df_muon(const DfMuonOptions& o = {}) {
   return chain(MajorizedStep{o.momentum, o.nesterov, o.eta_max, o.rho, o.lambda, o.l_min, o.eta0, o.polar,
@@ -442,7 +445,7 @@ struct NamoStep {
   double scale = 0.2;
   double weight_decay = 0.1;
   PolarOptions polar = MuonOptions::keller_polar();
-  Precision mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
 
   struct State : detail::FirstMoment {  // the momentum in its storage
     std::int64_t count = 0;
@@ -458,10 +461,11 @@ struct NamoStep {
   }
   double max_gradient() const { return TraceMomentum::storage_limit(mu_storage); }
   /// u ← the momentum's output (TraceMomentum::apply, EMA form), the state's buffer updated in
-  /// its storage (shared with NamoDStep).
-  void momentum(Block u, detail::FirstMoment& s) const {
+  /// its storage for step t (1-based; shared with NamoDStep).
+  void momentum(Block u, detail::FirstMoment& s, std::int64_t t) const {
+    const Bf16Store how = detail::first_moment_store(s, t);
     detail::with_first_moment(
-        s, [&](auto* mu) { TraceMomentum::apply(u, mu, beta, nesterov, TraceMomentum::Form::ema); });
+        s, [&](auto* mu) { TraceMomentum::apply(u, mu, beta, nesterov, TraceMomentum::Form::ema, {}, how); });
   }
   /// α_t from the step t (1-based), the new second moment v and ‖N‖_F (the one formula).
   double step_size(std::int64_t t, double v, double momentum_norm) const {
@@ -473,7 +477,7 @@ struct NamoStep {
         p.size() != u.size())
       return Status::invalid_argument;  // other shape or storage
     const double g2 = squared_norm(u);  // ‖g‖², before u becomes the momentum
-    momentum(u, s);
+    momentum(u, s, s.count + 1);
     const double n_norm = std::sqrt(squared_norm(u));
     const PolarReport r = schatten::polar(MatrixRef<const float>(u), u, polar, s.workspace.get());
     if (r.status != Status::ok) return r.status;  // the chain restores mu and u
@@ -506,7 +510,8 @@ struct NamoStep {
     if (!hyper::positive(eps)) return "namo_step: eps must be finite and > 0";
     if (!hyper::positive(scale)) return "namo_step: scale must be finite and > 0";
     if (!hyper::non_negative(weight_decay)) return "namo_step: weight_decay must be finite and >= 0";
-    if (!hyper::state_storage(mu_storage)) return "namo_step: mu_storage must be fp32 or bf16";
+    if (!hyper::state_storage(mu_storage))
+      return "namo_step: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     return check_polar_options(polar);
   }
   std::string config() const {
@@ -527,7 +532,7 @@ struct NamoOptions {
   double scale = 0.2;
   double weight_decay = 0.1;
   PolarOptions polar = MuonOptions::keller_polar();
-  Precision mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 /// The NamoStep of NAMO's options (namo() and namo_d() share it).
 inline NamoStep namo_step(const NamoOptions& o) {
@@ -626,7 +631,7 @@ struct NamoDStep {
     }
     float* norms = sc.sums.data();
     slice_norms(u, false, true, norms);  // ‖g_j‖, before u becomes the momentum
-    namo.momentum(u, s);
+    namo.momentum(u, s, s.count + 1);
     slice_norms(u, false, true, norms + n);  // ‖N_j‖
     sc.sums.copy_to(sc.host.data(), 2 * n);
     for (std::size_t j = 0; j < 2 * n; ++j)

@@ -92,14 +92,16 @@ namespace detail {
 /// Scalars of one Adam or fused AdamW pass.
 struct AdamWScalars {
   float b1, w1, b2, w2, inv_c1, inv_sqrt_c2, eps, weight_decay, neg_lr;  ///< w = float(1 − β) (double)
+  Bf16Store store;  ///< how a bf16 m is stored (core/bf16.hpp)
 };
 }  // namespace detail
 namespace device_kernels {
 /// x[k] ← TraceMomentum::stored_step(x[k], mu[k], beta, nesterov, ema ? Form::ema : Form::sum,
-/// {cm, cg}); mu in float or bf16 storage (the overloads).
-void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg);
-void momentum(float* x, std::uint16_t* mu, index_t n, float beta, bool nesterov, bool ema, float cm,
-              float cg);
+/// {cm, cg}, how); mu in float or bf16 storage (the overloads).
+void momentum(float* x, float* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg,
+              Bf16Store how);
+void momentum(float* x, std::uint16_t* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg,
+              Bf16Store how);
 /// x[k] ← ScaleByAdam::stored_step(x[k], m[k], v[k], …) with c's first seven scalars.
 void adam(float* x, float* m, float* v, index_t n, const detail::AdamWScalars& c);
 void adam(float* x, std::uint16_t* m, float* v, index_t n, const detail::AdamWScalars& c);
@@ -121,12 +123,12 @@ namespace detail {
 struct FirstMoment {
   Buffer mu;
   Bf16Buffer mu_bf16;
-  Precision storage = Precision::fp32;
+  StateStorage storage;
 };
 /// m sized for n zeros in `storage`.
-inline void init_first_moment(FirstMoment& m, std::size_t n, Precision storage) {
+inline void init_first_moment(FirstMoment& m, std::size_t n, StateStorage storage) {
   m.storage = storage;
-  if (storage == Precision::bf16)
+  if (storage.bf16())
     m.mu_bf16 = Bf16Buffer(n, std::uint16_t(0));
   else
     m.mu = Buffer(n, 0.0f);
@@ -134,7 +136,7 @@ inline void init_first_moment(FirstMoment& m, std::size_t n, Precision storage) 
 /// m named `name` ("mu" in visit_fields), whichever buffer holds it.
 template <class V>
 void visit_first_moment(V& v, FirstMoment& m, const char* name = "mu") {
-  if (m.storage == Precision::bf16)
+  if (m.storage.bf16())
     v(name, m.mu_bf16);
   else
     v(name, m.mu);
@@ -142,25 +144,31 @@ void visit_first_moment(V& v, FirstMoment& m, const char* name = "mu") {
 /// f(pointer to m's elements): float* or std::uint16_t* (bf16), by its storage.
 template <class F>
 void with_first_moment(FirstMoment& m, F&& f) {
-  if (m.storage == Precision::bf16)
+  if (m.storage.bf16())
     f(m.mu_bf16.data());
   else
     f(m.mu.data());
 }
-/// Adds "mu_storage" to a rule's signature when it is not fp32 (earlier signatures stay as they
-/// were).
-inline Signature& add_first_moment_storage(Signature& s, Precision storage) {
-  if (storage != Precision::fp32) s.add("mu_storage", to_string(storage));
+/// How a pass of step `step` (1-based) stores m's elements: its storage's rounding, the step
+/// seeding stochastic rounding (core/bf16.hpp, bf16_dither).
+inline Bf16Store first_moment_store(const FirstMoment& m, std::int64_t step) {
+  return {m.storage.rounding, static_cast<std::uint64_t>(step)};
+}
+/// Adds "mu_storage" to a rule's signature when it is not fp32, and "mu_rounding" when it rounds
+/// stochastically (earlier signatures stay as they were).
+inline Signature& add_first_moment_storage(Signature& s, StateStorage storage) {
+  if (storage.precision != Precision::fp32) s.add("mu_storage", to_string(storage.precision));
+  if (storage.rounding == Rounding::stochastic) s.add("mu_rounding", "stochastic");
   return s;
 }
 /// True when m has n elements in `storage`.
-inline bool first_moment_sized(const FirstMoment& m, std::size_t n, Precision storage) {
+inline bool first_moment_sized(const FirstMoment& m, std::size_t n, StateStorage storage) {
   return m.storage == storage && m.mu.size() + m.mu_bf16.size() == n;
 }
 /// to ← from, in from's storage (to sized alike: then it never allocates, BasicBuffer's
 /// assignment reuses the allocation).
 inline void copy_first_moment(FirstMoment& to, const FirstMoment& from) {
-  if (from.storage == Precision::bf16)
+  if (from.storage.bf16())
     to.mu_bf16 = from.mu_bf16;
   else
     to.mu = from.mu;
@@ -202,7 +210,7 @@ struct TraceMomentum {
   bool nesterov = true;
   Form form = Form::ema;
   bool bias_correction = false;
-  Precision mu_storage = Precision::fp32;  ///< fp32 or bf16 (above)
+  StateStorage mu_storage = Precision::fp32;  ///< fp32 or bf16 (above)
 
   struct State : detail::FirstMoment {  // the buffer in its storage
     std::int64_t count = 0;
@@ -216,9 +224,7 @@ struct TraceMomentum {
   /// gradients and its zero start) finite once rounded; larger gradients are refused
   /// (rule.hpp). fp32: no limit of its own. (Also the limit of the rules that keep their own
   /// momentum through apply(): step_size.hpp.)
-  static double storage_limit(Precision storage) {
-    return storage == Precision::bf16 ? double(kBf16Max) : HUGE_VAL;
-  }
+  static double storage_limit(StateStorage storage) { return storage.bf16() ? double(kBf16Max) : HUGE_VAL; }
   double max_gradient() const { return storage_limit(mu_storage); }
 
   static constexpr bool device_capable = true;  // rule.hpp: runs on device memory
@@ -240,31 +246,35 @@ struct TraceMomentum {
     return nesterov ? c.g * (w * g) + c.m * (beta * b) : c.m * b;
   }
   /// step() on a stored element (float, or bf16 widened and rounded back: core/bf16.hpp).
-  template <class M>
+  template <class M, class H = Bf16Nearest>
   SCHATTEN_HOST_DEVICE static float stored_step(float g, M& stored, float beta, bool nesterov, Form form,
-                                                Correction c = {}) {
+                                                Correction c = {}, H how = {}) {
     float b = load_state(stored);
     const float out = step(g, b, beta, nesterov, form, c);
-    store_state(stored, b);
+    store_state(stored, b, how);
     return out;
   }
-  /// u ← step(u, mu) element by element, mu (u.size() elements in u's memory, float or bf16)
-  /// updated: the pass of update(), shared with the rules that keep their own momentum
-  /// (step_size.hpp).
+  /// u ← step(u, mu) element by element, mu (u.size() elements in u's memory, float or bf16,
+  /// stored as `how` says) updated: the pass of update(), shared with the rules that keep their
+  /// own momentum (step_size.hpp).
   template <class M>
-  static void apply(Block u, M* mu, double beta, bool nesterov, Form form, Correction c = {}) {
+  static void apply(Block u, M* mu, double beta, bool nesterov, Form form, Correction c = {},
+                    Bf16Store how = {}) {
     const float b = static_cast<float>(beta);
     float* x = u.data;
     if (u.memory == MemoryKind::device)
-      return device_kernels::momentum(x, mu, u.size(), b, nesterov, form == Form::ema, c.m, c.g);
-    for (index_t k = 0, n = u.size(); k < n; ++k)
-      x[k] = stored_step(x[k], mu[k], b, nesterov, form, c);
+      return device_kernels::momentum(x, mu, u.size(), b, nesterov, form == Form::ema, c.m, c.g, how);
+    with_store(how, [&](auto h) {
+      for (index_t k = 0, n = u.size(); k < n; ++k)
+        x[k] = stored_step(x[k], mu[k], b, nesterov, form, c, h);
+    });
   }
   Status update(Block u, State& s, ConstBlock) const {
     if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage))
       return Status::invalid_argument;  // another shape or storage
     const Correction c = bias_correction ? correction(beta, nesterov, s.count + 1) : Correction{};
-    detail::with_first_moment(s, [&](auto* mu) { apply(u, mu, beta, nesterov, form, c); });
+    const Bf16Store how = detail::first_moment_store(s, s.count + 1);
+    detail::with_first_moment(s, [&](auto* mu) { apply(u, mu, beta, nesterov, form, c, how); });
     ++s.count;
     return Status::ok;
   }
@@ -282,7 +292,8 @@ struct TraceMomentum {
       return form == Form::ema ? "trace_momentum: beta must be in [0, 1) for the EMA form"
                                : "trace_momentum: beta must be finite and >= 0";
     if (bias_correction && form != Form::ema) return "trace_momentum: bias_correction needs the EMA form";
-    if (!hyper::state_storage(mu_storage)) return "trace_momentum: mu_storage must be fp32 or bf16";
+    if (!hyper::state_storage(mu_storage))
+      return "trace_momentum: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     return nullptr;
   }
   std::string config() const {
@@ -314,7 +325,7 @@ struct ScaleByAdam {
   static constexpr bool row_local = true;  // chain.hpp: each element alone
   static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  Precision mu_storage = Precision::fp32;  ///< fp32 or bf16 (above)
+  StateStorage mu_storage = Precision::fp32;  ///< fp32 or bf16 (above)
 
   struct State : detail::FirstMoment {  // m in its storage
     std::int64_t count = 0;
@@ -322,7 +333,7 @@ struct ScaleByAdam {
   };
   State init(const BlockShape& s) const { return init_moments(s, mu_storage); }
   /// The zero moments of a block, m in `storage` (shared with AdamWUpdate).
-  static State init_moments(const BlockShape& s, Precision storage) {
+  static State init_moments(const BlockShape& s, StateStorage storage) {
     const auto n = static_cast<std::size_t>(s.size());
     State st;
     detail::init_first_moment(st, n, storage);
@@ -333,7 +344,7 @@ struct ScaleByAdam {
   /// it is far below kBf16Max, so a bf16 m, a convex combination of gradients, stays finite).
   double max_gradient() const { return kSquaredStateMaxGradient; }
   /// True when the state was initialised for u's shape and m's `storage`.
-  static bool sized(const State& s, const Block& u, Precision storage) {
+  static bool sized(const State& s, const Block& u, StateStorage storage) {
     const auto n = static_cast<std::size_t>(u.size());
     return detail::first_moment_sized(s, n, storage) && s.nu.size() == n;
   }
@@ -351,12 +362,13 @@ struct ScaleByAdam {
     return (m * inv_c1) / (std::sqrt(v) * inv_sqrt_c2 + eps);
   }
   /// step() on a stored m (float, or bf16 widened and rounded back: core/bf16.hpp).
-  template <class M>
+  template <class M, class H = Bf16Nearest>
   SCHATTEN_HOST_DEVICE static float stored_step(float g, M& m, float& v, float b1, float w1, float b2,
-                                                float w2, float inv_c1, float inv_sqrt_c2, float eps) {
+                                                float w2, float inv_c1, float inv_sqrt_c2, float eps,
+                                                H how = {}) {
     float mf = load_state(m);
     const float out = step(g, mf, v, b1, w1, b2, w2, inv_c1, inv_sqrt_c2, eps);
-    store_state(m, mf);
+    store_state(m, mf, how);
     return out;
   }
   Status update(Block u, State& s, ConstBlock) const {
@@ -366,13 +378,16 @@ struct ScaleByAdam {
     const float inv_c1 = corrections.first, inv_sqrt_c2 = corrections.second;  // (a lambda below reads them)
     const float fb1 = float(b1), fb2 = float(b2), w1 = float(1.0 - b1), w2 = float(1.0 - b2),
                 feps = float(eps);
+    const Bf16Store how = detail::first_moment_store(s, t);
     auto pass = [&](auto* m) {
       float *v = s.nu.data(), *x = u.data;
       if (u.memory == MemoryKind::device)
         return device_kernels::adam(x, m, v, u.size(),
-                                    {fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps, 0.0f, 0.0f});
-      for (index_t k = 0, n = u.size(); k < n; ++k)
-        x[k] = stored_step(x[k], m[k], v[k], fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps);
+                                    {fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps, 0.0f, 0.0f, how});
+      with_store(how, [&](auto h) {
+        for (index_t k = 0, n = u.size(); k < n; ++k)
+          x[k] = stored_step(x[k], m[k], v[k], fb1, w1, fb2, w2, inv_c1, inv_sqrt_c2, feps, h);
+      });
     };
     detail::with_first_moment(s, pass);
     s.count = t;
@@ -390,11 +405,12 @@ struct ScaleByAdam {
   /// m's storage fp32 or bf16.
   const char* check() const noexcept { return check_adam(b1, b2, eps, mu_storage); }
   /// The check of ScaleByAdam's hyper-parameters, shared with AdamWUpdate.
-  static const char* check_adam(double b1, double b2, double eps, Precision mu_storage) noexcept {
+  static const char* check_adam(double b1, double b2, double eps, StateStorage mu_storage) noexcept {
     if (!hyper::decay_rate(b1)) return "adam: b1 must be in [0, 1)";
     if (!hyper::decay_rate(b2)) return "adam: b2 must be in [0, 1)";
     if (!hyper::positive_float(eps)) return "adam: eps must be finite and > 0 (in float)";
-    if (!hyper::state_storage(mu_storage)) return "adam: mu_storage must be fp32 or bf16";
+    if (!hyper::state_storage(mu_storage))
+      return "adam: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     return nullptr;
   }
   std::string config() const {
@@ -406,11 +422,13 @@ struct ScaleByAdam {
 
 namespace detail {
 /// One element of the fused AdamW pass: the new update from gradient x, moments m (float or
-/// bf16 storage), v (updated) and weight w. The one formula of the host kernel and the device kernel.
-template <class M>
-SCHATTEN_HOST_DEVICE inline float adamw_element(float x, M& m, float& v, float w, const AdamWScalars& c) {
+/// bf16 storage, stored as `how` says: c.store, dispatched by with_store), v (updated) and
+/// weight w. The one formula of the host kernel and the device kernel.
+template <class M, class H = Bf16Nearest>
+SCHATTEN_HOST_DEVICE inline float adamw_element(float x, M& m, float& v, float w, const AdamWScalars& c,
+                                                H how = {}) {
   return c.neg_lr *
-         (ScaleByAdam::stored_step(x, m, v, c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2, c.eps) +
+         (ScaleByAdam::stored_step(x, m, v, c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2, c.eps, how) +
           c.weight_decay * w);
 }
 /// x[k] ← neg_lr·(ScaleByAdam::step(x[k], m[k], v[k], …) + λ w[k]) for k < n. Compiled in the
@@ -429,7 +447,7 @@ struct AdamWUpdate {
   static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   Schedule lr = Schedule::constant(1e-3);
-  Precision mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (ScaleByAdam)
+  StateStorage mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (ScaleByAdam)
 
   using State = ScaleByAdam::State;
   State init(const BlockShape& s) const { return ScaleByAdam::init_moments(s, mu_storage); }
@@ -447,7 +465,8 @@ struct AdamWUpdate {
                                  inv_sqrt_c2,
                                  feps,
                                  wd,
-                                 static_cast<float>(-lr(s.count))};
+                                 static_cast<float>(-lr(s.count)),
+                                 detail::first_moment_store(s, t)};
     auto pass = [&](auto* m) {
       if (u.memory == MemoryKind::device)
         device_kernels::adamw(u.data, m, s.nu.data(), p.data, u.size(), c);
@@ -727,6 +746,7 @@ namespace detail {
 struct MuAdamScalars {
   float b1, w1, b2, w2, b1_over_c1;
   double c2, eps, exponent;
+  Bf16Store store;  ///< how a bf16 m is stored (core/bf16.hpp)
 };
 }  // namespace detail
 namespace device_kernels {
@@ -762,7 +782,7 @@ struct MuAdamDirection {
   static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.999, eps = 1e-8, exponent = -0.25;
   PolarOptions polar{};
-  Precision mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
+  StateStorage mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
 
   struct State : detail::FirstMoment {  // m in its storage
     std::int64_t count = 0;
@@ -788,17 +808,25 @@ struct MuAdamDirection {
   using Scalars = detail::MuAdamScalars;
   Scalars scalars(std::int64_t t) const {
     const double c1 = 1.0 - std::pow(b1, double(t)), c2 = 1.0 - std::pow(b2, double(t));
-    return {float(b1), float(1.0 - b1), float(b2), float(1.0 - b2), float(b1 / c1), c2, eps, exponent};
+    return {float(b1),
+            float(1.0 - b1),
+            float(b2),
+            float(1.0 - b2),
+            float(b1 / c1),
+            c2,
+            eps,
+            exponent,
+            {mu_storage.rounding, static_cast<std::uint64_t>(t)}};
   }
   /// One element of the preconditioning: m (float or bf16 storage, core/bf16.hpp), v updated,
   /// d ← (v/c2 + ε)^e in double, returns d·ñ with ñ from the unrounded m. The one formula of
   /// the host loop and the device kernel.
-  template <class M>
+  template <class M, class H = Bf16Nearest>
   SCHATTEN_HOST_DEVICE static float precondition_element(float g, M& stored_m, float& v, float& d,
-                                                         const Scalars& c) {
+                                                         const Scalars& c, H how = {}) {
     v = c.b2 * v + c.w2 * g * g;
     const float m = c.b1 * load_state(stored_m) + c.w1 * g;
-    store_state(stored_m, m);
+    store_state(stored_m, m, how);
     d = static_cast<float>(pow(double(v) / c.c2 + c.eps, c.exponent));  // ::pow: host and device
     const float nesterov_m = c.b1_over_c1 * m + c.w1 * g;
     return d * nesterov_m;
@@ -809,8 +837,10 @@ struct MuAdamDirection {
     float *x = u.data, *v = s.nu.data(), *d = s.d.data();
     detail::with_first_moment(s, [&](auto* m) {
       if (u.memory == MemoryKind::device) return device_kernels::muadam_precondition(x, m, v, d, u.size(), c);
-      for (index_t k = 0, n = u.size(); k < n; ++k)
-        x[k] = precondition_element(x[k], m[k], v[k], d[k], c);
+      with_store(c.store, [&](auto h) {
+        for (index_t k = 0, n = u.size(); k < n; ++k)
+          x[k] = precondition_element(x[k], m[k], v[k], d[k], c, h);
+      });
     });
   }
   /// After the polar factor: u ← D ⊙ u, and the step is counted.
@@ -856,7 +886,8 @@ struct MuAdamDirection {
     if (!hyper::decay_rate(b2)) return "muadam_direction: b2 must be in [0, 1)";
     if (!hyper::positive(eps)) return "muadam_direction: eps must be finite and > 0";
     if (!std::isfinite(exponent)) return "muadam_direction: exponent must be finite";
-    if (!hyper::state_storage(mu_storage)) return "muadam_direction: mu_storage must be fp32 or bf16";
+    if (!hyper::state_storage(mu_storage))
+      return "muadam_direction: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     return check_polar_options(polar);
   }
   std::string config() const {
@@ -1406,9 +1437,9 @@ struct ScaleToRms {
 // Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", arXiv 2302.06675)
 
 namespace device_kernels {
-/// x[k] ← ScaleByLion::stored_step(x[k], m[k], w1, w2); m in float or bf16 storage.
-void lion(float* x, float* m, index_t n, float w1, float w2);
-void lion(float* x, std::uint16_t* m, index_t n, float w1, float w2);
+/// x[k] ← ScaleByLion::stored_step(x[k], m[k], w1, w2, how); m in float or bf16 storage.
+void lion(float* x, float* m, index_t n, float w1, float w2, Bf16Store how);
+void lion(float* x, std::uint16_t* m, index_t n, float w1, float w2, Bf16Store how);
 }  // namespace device_kernels
 
 /// Lion's direction, element by element:
@@ -1431,7 +1462,7 @@ struct ScaleByLion {
   static constexpr bool row_local = true;  // chain.hpp: each element alone
   static constexpr bool device_capable = true;
   double b1 = 0.9, b2 = 0.99;
-  Precision mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
+  StateStorage mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
 
   struct State : detail::FirstMoment {  // m in its storage
     std::int64_t count = 0;
@@ -1452,21 +1483,24 @@ struct ScaleByLion {
     return SignTransform::step(c);
   }
   /// step() on a stored m (float, or bf16 widened and rounded back: core/bf16.hpp).
-  template <class M>
-  SCHATTEN_HOST_DEVICE static float stored_step(float g, M& stored, float w1, float w2) {
+  template <class M, class H = Bf16Nearest>
+  SCHATTEN_HOST_DEVICE static float stored_step(float g, M& stored, float w1, float w2, H how = {}) {
     float m = load_state(stored);
     const float out = step(g, m, w1, w2);
-    store_state(stored, m);
+    store_state(stored, m, how);
     return out;
   }
   Status update(Block u, State& s, ConstBlock) const {
     if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage))
       return Status::invalid_argument;  // another shape or storage
     const float w1 = static_cast<float>(1.0 - b1), w2 = static_cast<float>(1.0 - b2);
+    const Bf16Store how = detail::first_moment_store(s, s.count + 1);
     detail::with_first_moment(s, [&](auto* m) {
-      if (u.memory == MemoryKind::device) return device_kernels::lion(u.data, m, u.size(), w1, w2);
-      for (index_t k = 0, n = u.size(); k < n; ++k)
-        u.data[k] = stored_step(u.data[k], m[k], w1, w2);
+      if (u.memory == MemoryKind::device) return device_kernels::lion(u.data, m, u.size(), w1, w2, how);
+      with_store(how, [&](auto h) {
+        for (index_t k = 0, n = u.size(); k < n; ++k)
+          u.data[k] = stored_step(u.data[k], m[k], w1, w2, h);
+      });
     });
     ++s.count;
     return Status::ok;
@@ -1482,7 +1516,8 @@ struct ScaleByLion {
   const char* check() const noexcept {
     if (!hyper::decay_rate(b1)) return "scale_by_lion: b1 must be in [0, 1)";
     if (!hyper::decay_rate(b2)) return "scale_by_lion: b2 must be in [0, 1)";
-    if (!hyper::state_storage(mu_storage)) return "scale_by_lion: mu_storage must be fp32 or bf16";
+    if (!hyper::state_storage(mu_storage))
+      return "scale_by_lion: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     return nullptr;
   }
   std::string config() const {
