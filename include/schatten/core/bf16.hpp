@@ -17,7 +17,8 @@
 ///   (tested). bf16_dither supplies those bits as a hash of x and a step number
 ///   (docs/optim.md "State precision", [P]).
 ///
-/// All are SCHATTEN_HOST_DEVICE so that the host loops and the device kernels share them.
+/// The conversions, the hashes and load_state/store_state are SCHATTEN_HOST_DEVICE, so that the
+/// host loops and the device kernels share them.
 #pragma once
 
 #include <cstdint>
@@ -89,7 +90,8 @@ SCHATTEN_HOST_DEVICE inline std::uint32_t bf16_dither_key(std::uint64_t step) {
 }
 /// 16 pseudo-random bits for rounding x under a step's key: the 32-bit finaliser "lowbias32"
 /// (C. Wellons, "Prospecting for hash functions", 2018; its constants) of x's bit pattern xor
-/// the key, the upper 16 bits. 32-bit multiplications only, so the CPU loops vectorise.
+/// the key, the upper 16 bits: two 32-bit multiplications per element, the 64-bit mixing of the
+/// step being done once per pass (bf16_dither_key).
 SCHATTEN_HOST_DEVICE inline std::uint32_t bf16_dither_bits(float x, std::uint32_t key) {
   std::uint32_t u;
   std::memcpy(&u, &x, sizeof u);
