@@ -164,8 +164,8 @@ double inner(const float* x, const float* a, const float* y, const float* b, ind
 namespace {
 // One body per kernel for both storages of the momentum (float, bf16 patterns): M is float or
 // std::uint16_t, read and written through TraceMomentum / ScaleByAdam's stored_step. H is how a
-// bf16 element is stored: Bf16Nearest, or a Bf16Store that rounds stochastically (with_store
-// picks one per pass; the float overloads take Bf16Nearest: float elements are not rounded).
+// bf16 element is stored: Bf16Nearest or Bf16Stochastic (with_store picks one per pass from the
+// caller's Bf16Store; the float overloads take Bf16Nearest: float elements are not rounded).
 template <class M, class H>
 void momentum_pass(float* x, M* mu, index_t n, float beta, bool nesterov, bool ema, float cm, float cg,
                    H how) {
