@@ -156,6 +156,10 @@ inline const char* to_string(StateStorage s) noexcept {
 struct Bf16Store {
   Rounding rounding = Rounding::nearest;
   std::uint64_t step = 0;
+  /// The pass of 1-based step `step` of a buffer in `storage`.
+  static Bf16Store of(StateStorage storage, std::int64_t step) {
+    return {storage.rounding, static_cast<std::uint64_t>(step)};
+  }
 };
 /// Rounding to nearest, known at compile time: the element loops of the default storage keep
 /// the code (vectorised on the CPU) they had before stochastic rounding existed.
@@ -174,9 +178,9 @@ decltype(auto) with_store(Bf16Store how, F&& f) {
 }
 
 /// Reading and writing a state element of either storage: float elements as they are, bf16
-/// elements widened, and rounded as the last argument says (Bf16Store at run time, or the
-/// compile-time Bf16Nearest and Bf16Stochastic of with_store). The element-wise kernels of the
-/// momentum rules are written once against these (optim/transforms.hpp).
+/// elements widened, and rounded as the last argument says (the compile-time Bf16Nearest or
+/// Bf16Stochastic of with_store). The element-wise kernels of the momentum rules are written once
+/// against these (optim/transforms.hpp).
 SCHATTEN_HOST_DEVICE inline float load_state(float x) { return x; }
 SCHATTEN_HOST_DEVICE inline float load_state(std::uint16_t h) { return bf16_to_float(h); }
 SCHATTEN_HOST_DEVICE inline void store_state(float& to, float x, Bf16Nearest = {}) { to = x; }
@@ -187,12 +191,4 @@ SCHATTEN_HOST_DEVICE inline void store_state(float& to, float x, Bf16Stochastic)
 SCHATTEN_HOST_DEVICE inline void store_state(std::uint16_t& to, float x, Bf16Stochastic s) {
   to = bf16_round_stochastic(x, bf16_dither_bits(x, s.key));
 }
-SCHATTEN_HOST_DEVICE inline void store_state(float& to, float x, Bf16Store) { to = x; }
-SCHATTEN_HOST_DEVICE inline void store_state(std::uint16_t& to, float x, Bf16Store how) {
-  if (how.rounding == Rounding::stochastic)
-    store_state(to, x, Bf16Stochastic{bf16_dither_key(how.step)});
-  else
-    to = bf16_round(x);
-}
-
 }  // namespace schatten

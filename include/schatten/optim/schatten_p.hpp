@@ -192,7 +192,7 @@ struct SchattenPDirection {
             1.0 - std::pow(b2, double(t)),
             eps,
             e,
-            {mu_storage.rounding, static_cast<std::uint64_t>(t)}};
+            Bf16Store::of(mu_storage, t)};
   }
   /// One element of step 1: next_mu ← β mu + (1 − β) g; returns ñ. The one formula of the host
   /// loop and the device kernel.

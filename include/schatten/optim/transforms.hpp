@@ -152,7 +152,7 @@ void with_first_moment(FirstMoment& m, F&& f) {
 /// How a pass of step `step` (1-based) stores m's elements: its storage's rounding, the step
 /// seeding stochastic rounding (core/bf16.hpp, bf16_dither).
 inline Bf16Store first_moment_store(const FirstMoment& m, std::int64_t step) {
-  return {m.storage.rounding, static_cast<std::uint64_t>(step)};
+  return Bf16Store::of(m.storage, step);
 }
 /// Adds "mu_storage" to a rule's signature when it is not fp32, and "mu_rounding" when it rounds
 /// stochastically (earlier signatures stay as they were).
@@ -816,7 +816,7 @@ struct MuAdamDirection {
             c2,
             eps,
             exponent,
-            {mu_storage.rounding, static_cast<std::uint64_t>(t)}};
+            Bf16Store::of(mu_storage, t)};
   }
   /// One element of the preconditioning: m (float or bf16 storage, core/bf16.hpp), v updated,
   /// d ← (v/c2 + ε)^e in double, returns d·ñ with ñ from the unrounded m. The one formula of
