@@ -118,7 +118,7 @@ double change_error(const Model& a, const Model& b, const Model& w0) {
 /// two roundings themselves are checked against their oracles below).
 std::uint16_t stored_bf16(float x, Rounding rounding, std::int64_t t) {
   std::uint16_t h = 0;
-  store_state(h, x, Bf16Store{rounding, static_cast<std::uint64_t>(t)});
+  with_store(Bf16Store::of({Precision::bf16, rounding}, t), [&](auto how) { store_state(h, x, how); });
   return h;
 }
 /// The two bf16 storages.
@@ -132,30 +132,49 @@ auto muon_and_adamw(StateStorage storage) {
   return partition(kSpecs, propose_labels(kSpecs), route("muon", muon(m)), route("adamw", adamw(a)));
 }
 
-/// One step of a rule with an fp32 state (s32) and its bf16 twin (s16) from gradient g on an
-/// r × c block, after s32's momentum is set to s16's values: the updates must agree bit for bit
-/// and the stored bf16 momentum must be the fp32 one rounded as s16's storage says (at the step
-/// being taken). Returns how many elements the bf16 storage could not hold exactly.
+/// A rule with an fp32 state (s32) and its twin with `storage` (s16) on an r × c block.
 template <class R>
-std::size_t bf16_twin_step(const R& d32, typename R::State& s32, const R& d16, typename R::State& s16,
-                           index_t r, index_t c, const std::vector<float>& g) {
-  const std::size_t n = static_cast<std::size_t>(r * c);
-  const std::int64_t t = s16.count + 1;
-  const Rounding rounding = s16.storage.rounding;
-  for (std::size_t k = 0; k < n; ++k)
-    s32.mu.data()[k] = bf16_to_float(s16.mu_bf16.data()[k]);
-  std::vector<float> u32 = g, u16 = g;
-  REQUIRE(d32.update(Block(u32.data(), r, c), s32, ConstBlock()) == Status::ok);
-  REQUIRE(d16.update(Block(u16.data(), r, c), s16, ConstBlock()) == Status::ok);
-  CHECK(std::memcmp(u32.data(), u16.data(), n * sizeof(float)) == 0);
-  std::size_t wrong = 0, rounded = 0;
-  for (std::size_t k = 0; k < n; ++k) {
-    wrong += s16.mu_bf16.data()[k] != stored_bf16(s32.mu.data()[k], rounding, t);
-    rounded += bf16_to_float(s16.mu_bf16.data()[k]) != s32.mu.data()[k];
+struct Bf16Twins {
+  R d32, d16;
+  index_t r, c;
+  typename R::State s32, s16;
+  Bf16Twins(const R& rule, StateStorage storage, index_t rows, index_t cols)
+      : d32(rule),
+        d16(with_storage(rule, storage)),
+        r(rows),
+        c(cols),
+        s32(d32.init({r, c})),
+        s16(d16.init({r, c})) {
+    REQUIRE(s16.mu_bf16.size() == static_cast<std::size_t>(r * c));
+    REQUIRE(s16.mu.size() == 0);
   }
-  CHECK(wrong == 0);
-  return rounded;
-}
+  static R with_storage(R rule, StateStorage storage) {
+    rule.mu_storage = storage;
+    return rule;
+  }
+  /// One step of both from gradient g, after s32's momentum is set to s16's values: the updates
+  /// must agree bit for bit and the stored bf16 momentum must be the fp32 one rounded as s16's
+  /// storage says (at the step being taken). Returns how many elements the bf16 storage could not
+  /// hold exactly.
+  std::size_t step(const std::vector<float>& g) {
+    const std::size_t n = static_cast<std::size_t>(r * c);
+    const std::int64_t t = s16.count + 1;
+    const Rounding rounding = s16.storage.rounding;
+    for (std::size_t k = 0; k < n; ++k)
+      s32.mu.data()[k] = bf16_to_float(s16.mu_bf16.data()[k]);
+    std::vector<float> u32 = g, u16 = g;
+    REQUIRE(d32.update(Block(u32.data(), r, c), s32, ConstBlock()) == Status::ok);
+    REQUIRE(d16.update(Block(u16.data(), r, c), s16, ConstBlock()) == Status::ok);
+    CHECK(std::memcmp(u32.data(), u16.data(), n * sizeof(float)) == 0);
+    std::size_t wrong = 0, rounded = 0;
+    for (std::size_t k = 0; k < n; ++k) {
+      wrong += s16.mu_bf16.data()[k] != stored_bf16(s32.mu.data()[k], rounding, t);
+      rounded += bf16_to_float(s16.mu_bf16.data()[k]) != s32.mu.data()[k];
+    }
+    CHECK(wrong == 0);
+    return rounded;
+  }
+};
 
 }  // namespace
 
@@ -677,19 +696,13 @@ TEST_SUITE("optim.state_precision") {
         const std::size_t n = static_cast<std::size_t>(r * c);
         CAPTURE(r);
         CAPTURE(std::string(to_string(storage)));
-        Dion2Direction d32;
-        d32.fraction = 0.3;  // 4 of 12 slices
-        Dion2Direction d16 = d32;
-        d16.mu_storage = storage;
-        auto s32 = d32.init({r, c});
-        auto s16 = d16.init({r, c});
-        REQUIRE(s16.mu_bf16.size() == n);
-        REQUIRE(s16.mu.size() == 0);
+        Dion2Direction d;
+        d.fraction = 0.3;  // 4 of 12 slices
+        Bf16Twins<Dion2Direction> twins(d, storage, r, c);
         std::size_t rounded = 0;  // elements of M that bf16 could not hold exactly
         for (int t = 0; t < 5; ++t) {
           CAPTURE(t);
-          const std::vector<float> g = random_vec(n, case_seed("dion2_bf16", 10 * std::uint64_t(r) + t));
-          rounded += bf16_twin_step(d32, s32, d16, s16, r, c, g);
+          rounded += twins.step(random_vec(n, case_seed("dion2_bf16", 10 * std::uint64_t(r) + t)));
         }
         CHECK(rounded > n);  // the storage is in use: most elements round at each step
       }
@@ -706,26 +719,20 @@ TEST_SUITE("optim.state_precision") {
     const std::size_t n = static_cast<std::size_t>(r * c);
     for (const StateStorage storage : kBf16Storages) {
       CAPTURE(std::string(to_string(storage)));
-      SchattenPDirection d32;
-      d32.first = 3;
-      d32.interval = 2;
-      d32.moment = SchattenPDirection::Moment::parametric;
-      SchattenPDirection d16 = d32;
-      d16.mu_storage = storage;
-      auto s32 = d32.init({r, c});
-      auto s16 = d16.init({r, c});
-      REQUIRE(s16.mu_bf16.size() == n);
-      REQUIRE(s16.mu.size() == 0);
+      SchattenPDirection d;
+      d.first = 3;
+      d.interval = 2;
+      d.moment = SchattenPDirection::Moment::parametric;
+      Bf16Twins<SchattenPDirection> twins(d, storage, r, c);
       std::size_t rounded = 0;
       for (int t = 0; t < 6; ++t) {
         CAPTURE(t);
-        const std::vector<float> g = random_vec(n, case_seed("smuon_bf16", static_cast<std::uint64_t>(t)));
-        rounded += bf16_twin_step(d32, s32, d16, s16, r, c, g);
-        CHECK(s32.p == s16.p);
+        rounded += twins.step(random_vec(n, case_seed("smuon_bf16", static_cast<std::uint64_t>(t))));
+        CHECK(twins.s32.p == twins.s16.p);
       }
-      CHECK(s16.criterion_runs == 4);
-      CHECK(s16.p < 10.0);  // a criterion moved p, so the test covers a spectral power step
-      CHECK(rounded > n);   // the storage is in use
+      CHECK(twins.s16.criterion_runs == 4);
+      CHECK(twins.s16.p < 10.0);  // a criterion moved p, so the test covers a spectral power step
+      CHECK(rounded > n);         // the storage is in use
     }
   }
 
