@@ -9,6 +9,8 @@
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/status.hpp"
 
+namespace core_test_matrix_ref {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 
 TEST_SUITE("core.matrix_ref") {
@@ -60,3 +62,5 @@ TEST_SUITE("core.matrix_ref") {
     CHECK(std::string(to_string(Precision::bf16)) == "bf16");
   }
 }
+
+}  // namespace core_test_matrix_ref

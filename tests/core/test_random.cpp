@@ -7,6 +7,8 @@
 
 #include "schatten/core/random.hpp"
 
+namespace core_test_random {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using schatten::Rng;
 
 TEST_SUITE("core.random") {
@@ -52,3 +54,5 @@ TEST_SUITE("core.random") {
     CHECK(std::fabs(sn2 / n - 1.0) < 5 * std::sqrt(2.0 / n));
   }
 }
+
+}  // namespace core_test_random

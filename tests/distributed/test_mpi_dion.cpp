@@ -27,6 +27,8 @@
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/presets.hpp"
 
+namespace distributed_test_mpi_dion {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::distributed::Layout;
@@ -592,3 +594,5 @@ TEST_CASE("distributed.dion: init refuses what an unreduced parameter cannot be,
   auto g = passed_gradients(0);
   CHECK(d.step(ptrs(w), ptrs(g)).status == Status::invalid_argument);
 }
+
+}  // namespace distributed_test_mpi_dion

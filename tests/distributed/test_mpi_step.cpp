@@ -26,6 +26,8 @@
 #include "schatten/optim/split.hpp"
 #include "support/attention.hpp"
 
+namespace distributed_test_mpi_step {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::distributed::Layout;
@@ -1597,3 +1599,5 @@ TEST_CASE("distributed.activations: Grams are summed over ranks before the crite
   CHECK(same_bits(d, m, loc));
   CHECK(same_state(d, ref));  // the chosen p, the EMAs and the delivered Gram and sample count
 }
+
+}  // namespace distributed_test_mpi_step

@@ -22,6 +22,8 @@
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
+namespace io_test_checkpoint {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 namespace fs = std::filesystem;
@@ -267,3 +269,5 @@ TEST_SUITE("io.checkpoint") {
     fs::remove_all(dir);
   }
 }
+
+}  // namespace io_test_checkpoint

@@ -33,6 +33,8 @@
 
 extern char** environ;
 
+namespace io_test_checkpoint_faults {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 namespace fs = std::filesystem;
 
@@ -246,3 +248,5 @@ TEST_SUITE("io.checkpoint.faults") {
     CHECK(check_complete(path, 1000) == 5);
   }
 }
+
+}  // namespace io_test_checkpoint_faults

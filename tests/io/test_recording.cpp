@@ -21,6 +21,8 @@
 #include "schatten/io/recording.hpp"
 #include "support/seed.hpp"
 
+namespace io_test_recording {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::io;
 namespace fs = std::filesystem;
@@ -607,3 +609,5 @@ TEST_SUITE("io.recording") {
     fs::remove(bad);
   }
 }
+
+}  // namespace io_test_recording

@@ -32,6 +32,8 @@
 #include "support/oracle.hpp"
 #include "support/seed.hpp"
 
+namespace io_test_replay {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::bf16_state;
@@ -1545,3 +1547,5 @@ TEST_SUITE("io.replay") {
     fs::remove(stderr_path());
   }
 }
+
+}  // namespace io_test_replay

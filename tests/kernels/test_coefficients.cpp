@@ -17,6 +17,8 @@
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 
+namespace kernels_test_coefficients {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 
@@ -409,3 +411,5 @@ TEST_SUITE("kernels.coefficients") {
     CHECK(n.scale(sigma) == 1.0);
   }
 }
+
+}  // namespace kernels_test_coefficients

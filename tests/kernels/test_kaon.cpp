@@ -18,6 +18,8 @@
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 
+namespace kernels_test_kaon {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 
@@ -193,3 +195,5 @@ TEST_SUITE("kernels.kaon") {
     }
   }
 }
+
+}  // namespace kernels_test_kaon

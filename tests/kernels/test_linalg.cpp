@@ -12,6 +12,8 @@
 
 #include <Eigen/Dense>
 
+namespace kernels_test_linalg {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::kokkos::detail;
 using schatten::test::case_seed;
@@ -172,3 +174,5 @@ TEST_SUITE("kernels.linalg") {
     }
   }
 }
+
+}  // namespace kernels_test_linalg

@@ -18,6 +18,8 @@
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 
+namespace kernels_test_low_rank {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 
@@ -492,3 +494,5 @@ TEST_SUITE("kernels.low_rank") {
     run("the gather fails", Status::internal_error, o);
   }
 }
+
+}  // namespace kernels_test_low_rank

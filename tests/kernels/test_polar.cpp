@@ -15,6 +15,8 @@
 #include "support/spectra.hpp"
 #include "support/tolerances.hpp"
 
+namespace kernels_test_polar {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 
@@ -71,3 +73,5 @@ TEST_SUITE("kernels.polar") {
     }
   }
 }
+
+}  // namespace kernels_test_polar

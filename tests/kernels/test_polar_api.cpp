@@ -19,6 +19,8 @@
 #include "support/spectra.hpp"
 #include "support/tolerances.hpp"
 
+namespace kernels_test_polar_api {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 
@@ -688,3 +690,5 @@ TEST_SUITE("kernels.polar.api") {
       }
   }
 }
+
+}  // namespace kernels_test_polar_api

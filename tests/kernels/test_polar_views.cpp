@@ -15,6 +15,8 @@
 #include "support/spectra.hpp"
 #include "support/tolerances.hpp"
 
+namespace kernels_test_polar_views {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 
@@ -115,3 +117,5 @@ TEST_SUITE("kernels.polar.views") {
     CHECK(schatten::kokkos::spectral_clip(space, ca3, o3, co, ws).status == Status::invalid_argument);
   }
 }
+
+}  // namespace kernels_test_polar_views

@@ -17,6 +17,8 @@
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 
+namespace kernels_test_qdwh {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 
@@ -328,3 +330,5 @@ TEST_SUITE("kernels.qdwh") {
     CHECK(out[0] != -3.0);
   }
 }
+
+}  // namespace kernels_test_qdwh

@@ -17,6 +17,8 @@
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 
+namespace kernels_test_randomized_svd {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 
@@ -177,3 +179,5 @@ TEST_SUITE("kernels.randomized_svd") {
     CHECK(std::fabs(out[1]) <= 1e-12);
   }
 }
+
+}  // namespace kernels_test_randomized_svd

@@ -13,6 +13,8 @@
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 
+namespace kernels_test_reference {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 
@@ -93,3 +95,5 @@ TEST_SUITE("reference") {
     CHECK(reference::singular_values(MatrixRef<const double>(a.data(), 3, 4), s) == Status::non_finite_input);
   }
 }
+
+}  // namespace kernels_test_reference

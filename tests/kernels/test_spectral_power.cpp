@@ -19,6 +19,8 @@
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 
+namespace kernels_test_spectral_power {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 
@@ -837,3 +839,5 @@ TEST_SUITE("kernels.spectral_power") {
     check_zero_and_batch(factored(r, c, geometric(9, 1e-2), case_seed("batch_clip")).a, o);
   }
 }
+
+}  // namespace kernels_test_spectral_power

@@ -21,6 +21,8 @@
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_batching {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::agree_as_batch;
@@ -333,3 +335,5 @@ TEST_SUITE("optim.batching") {
     CHECK(wb.w == w_before);
   }
 }
+
+}  // namespace optim_test_batching

@@ -24,6 +24,8 @@
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_hostile {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::bf16_state;
@@ -805,3 +807,5 @@ TEST_SUITE("optim.hostile") {
     check_accepted("dion rank_fraction = 1e-9, mu = 1, 3 power iterations", dion(dn));
   }
 }
+
+}  // namespace optim_test_hostile

@@ -39,6 +39,8 @@
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_optim_device {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::bf16_state;
@@ -743,3 +745,5 @@ TEST_SUITE("optim.device") {
     }
   }
 }
+
+}  // namespace optim_test_optim_device

@@ -17,6 +17,8 @@
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_optim_views {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
@@ -176,3 +178,5 @@ TEST_SUITE("optim.views") {
     CHECK(kokkos::step(opt, short_list, gp, MemoryKind::host, st).status == Status::invalid_argument);
   }
 }
+
+}  // namespace optim_test_optim_views

@@ -17,6 +17,8 @@
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_partition {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
@@ -269,3 +271,5 @@ TEST_SUITE("optim.partition") {
     CHECK(p1.signature() != p2.signature());
   }
 }
+
+}  // namespace optim_test_partition

@@ -25,6 +25,8 @@
 #include "support/oracle.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_presets {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
@@ -1799,3 +1801,5 @@ TEST_SUITE("optim.presets") {
       }
   }
 }
+
+}  // namespace optim_test_presets

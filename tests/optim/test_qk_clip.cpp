@@ -34,6 +34,8 @@
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_qk_clip {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
@@ -772,3 +774,5 @@ TEST_CASE("qk_clip after a Muon step on a split fused QKV is MuonClip") {
   REQUIRE(clip.apply(pointers(w), maxima(before)));
   check_clipped(before, logits(), {0, 1}, 4.0, clip);
 }
+
+}  // namespace optim_test_qk_clip

@@ -21,6 +21,8 @@
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_schatten_muon {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
@@ -436,3 +438,5 @@ TEST_SUITE("optim.schatten_muon") {
     CHECK(g1 == g1_before);
   }
 }
+
+}  // namespace optim_test_schatten_muon

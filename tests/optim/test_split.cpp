@@ -27,6 +27,8 @@
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_split {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
@@ -666,3 +668,5 @@ TEST_SUITE("optim.split") {
     }
   }
 }
+
+}  // namespace optim_test_split

@@ -29,6 +29,8 @@
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_state_precision {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
@@ -890,3 +892,5 @@ TEST_SUITE("optim.state_precision") {
     CHECK(u == std::vector<float>(6, 1.0f));
   }
 }
+
+}  // namespace optim_test_state_precision

@@ -19,6 +19,8 @@
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
+namespace optim_test_step_size {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::random_vec;
@@ -192,3 +194,5 @@ TEST_SUITE("optim.step_size") {
     CHECK(da_muon().config().find("distance_aware_step(eta_max=0.02") != std::string::npos);
   }
 }
+
+}  // namespace optim_test_step_size

@@ -16,6 +16,8 @@
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 
+namespace surrogate_test_descent {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::test;
 using schatten::surrogate::DescentDiagnostics;
@@ -307,3 +309,5 @@ TEST_SUITE("surrogate.descent") {
     CHECK(m.loss(cref(w, 2, c)) == doctest::Approx(0.5 * 2 * 0.25 * 8));
   }
 }
+
+}  // namespace surrogate_test_descent

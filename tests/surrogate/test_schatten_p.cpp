@@ -16,6 +16,8 @@
 #include "schatten/surrogate/schatten_p.hpp"
 #include "support/seed.hpp"
 
+namespace surrogate_test_schatten_p {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
 using namespace schatten;
 using namespace schatten::surrogate;
 using schatten::test::case_seed;
@@ -337,3 +339,5 @@ TEST_SUITE("surrogate.schatten_p") {
     CHECK(align == before);
   }
 }
+
+}  // namespace surrogate_test_schatten_p
