@@ -953,6 +953,23 @@ TEST_SUITE("optim.presets") {
     CHECK(relative_case(2.0f, 0.25f, 0.25) == 2.0f);
     // A factor beyond float: ‖W‖ = 1e30 against ‖u‖ = 1e-12 (1e42), applied in two passes.
     CHECK(relative_case(1e30f, 1e-12f, 1e-15) == doctest::Approx(1e30f).epsilon(1e-6));
+    // scale_by's two passes elsewhere: ScaleToPolarNorm (Freon's magnitude) on a block of
+    // denormals, ‖u‖ = 1.5e-40, takes the factor √2/‖u‖ ≈ 9.4e39 (beyond float, where one pass
+    // gave ∞) to ‖u‖ = √2, the entries' ratios kept (two float roundings: 1e-6 relative).
+    {
+      std::vector<float> u(6, 5e-41f);
+      u[4] = -1e-40f;
+      const std::vector<float> u0 = u;
+      ScaleToPolarNorm::State st;
+      REQUIRE(ScaleToPolarNorm{}.update(Block(u.data(), 2, 3), st, ConstBlock(u.data(), 2, 3)) == Status::ok);
+      double ss = 0.0;
+      for (float x : u) {
+        REQUIRE(std::isfinite(x));
+        ss += double(x) * double(x);
+      }
+      CHECK(std::sqrt(ss) == doctest::Approx(std::sqrt(2.0)).epsilon(1e-6));
+      CHECK(double(u[4]) / double(u[0]) == doctest::Approx(double(u0[4]) / double(u0[0])).epsilon(1e-6));
+    }
     // The brake's factor beyond float: W = 1e30·e₄, u = −1e30·e₄ + 1e-14·e₀, so W + u = 1e-14·e₀
     // (above eps) while ‖W‖ = 1e30; inward 0 keeps the norm at 1e30, a factor of 1e44. Refused
     // with out_of_range, and the chain leaves u and the state as they were.

@@ -207,6 +207,26 @@ TEST_SUITE("optim.schatten_muon") {
     CHECK(trajectory_error(got, adam, w0) <= 1e-5);
   }
 
+  TEST_CASE("p = 1 with the pinned magnitude rescales a gradient of denormals to the pinned norm") {
+    // At p = 1 without a moment Δ is ñ itself, here entries of ~1e-40 (below FLT_MIN), so the
+    // pinned magnitude's factor √min(r, c)·κ/‖Δ‖ is ~1e40, beyond float: it must be applied in two
+    // passes (scale_by), not as float(∞)·Δ. Found by a seed sweep of test_hostile (seed 6, the
+    // scalar parameter of `every hostile kind alone`). No decay, so the step is −lr·Δ exactly.
+    const index_t r = 3, c = 5;
+    const Mat w0 = Mat::Zero(r, c);
+    const Mat g = gaussian_mat(r, c, case_seed("p1_denormal")) * 1e-40;
+    SchattenMuonOptions o = fixed(1.0);
+    o.lr = Schedule::constant(0.02);
+    const Mat got = run_rule_from(schatten_muon(o), w0, {g});
+    REQUIRE(got.allFinite());
+    const double rho = std::sqrt((1 - o.adam_b1) / (1 + o.adam_b1));
+    const double kappa = o.adam_lr * rho * std::sqrt(double(c)) / 0.02;
+    // ‖Δ‖ = √3·κ within float rounding of the two passes and of the step (1e-6 relative).
+    CHECK(got.norm() == doctest::Approx(0.02 * std::sqrt(double(r)) * kappa).epsilon(1e-6));
+    // The direction is the gradient's (denormal inputs carry 1 to 23 significant bits: 1e-3).
+    CHECK((got / got.norm() + g / g.norm()).norm() <= 1e-3);
+  }
+
   TEST_CASE("p at the Muon end without a moment is Muon bit for bit") {
     for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
       const index_t r = shape.first, c = shape.second;  // clang: CAPTURE cannot capture bindings

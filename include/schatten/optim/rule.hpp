@@ -314,6 +314,21 @@ inline void scale(MatrixRef<float> u, float f) {
     u.data[k] *= f;
 }
 
+/// u ← f·u for a factor computed in double that may lie beyond the float range while f·u does
+/// not: an update rescaled to a set norm, f = target/‖u‖, where u's entries may be as small as
+/// float's smallest denormal (1.4e-45), so f can reach ~1e45·target and float(f) would be ∞
+/// (∞·u, not the rescaled u). One pass by float(f) when that is finite, else two passes by
+/// float(√f) and float(f/√f), each finite; every intermediate entry lies between |u_k| and
+/// f·|u_k|, so neither pass overflows. Precondition: 0 ≤ f < FLT_MAX² (≈ 1.2e77). Accuracy: one
+/// or two float roundings of the product per entry.
+inline void scale_by(MatrixRef<float> u, double f) {
+  const float once = static_cast<float>(f);
+  if (std::isfinite(once)) return scale(u, once);
+  const double root = std::sqrt(f);
+  scale(u, static_cast<float>(root));
+  scale(u, static_cast<float>(f / root));
+}
+
 /// m ← f·m on a row-major block with any leading dimension (col_stride 1): one flat pass when
 /// contiguous, else row by row (QK-clip's head slices, qk_clip.hpp; the same product as scale()).
 inline void scale_block(MatrixRef<float> m, float f) {

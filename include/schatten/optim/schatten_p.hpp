@@ -352,7 +352,7 @@ struct SchattenPDirection {
       if (ss > 0.0) {
         const double target =
             std::sqrt(double(std::min(u.rows, u.cols))) * std::pow(kappa(u.rows, u.cols), 1.0 / p_now);
-        scale(u, static_cast<float>(target / std::sqrt(ss)));
+        scale_by(u, target / std::sqrt(ss));  // beyond float when Δ is tiny (p = 1: Δ = g̃)
       }
     }
     // Commit.

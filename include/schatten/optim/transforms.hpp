@@ -1078,7 +1078,7 @@ inline double eo_decayed_norm(const Schedule& lr, double weight_decay, std::int6
 ///         ScaleByLearningRate{lr})
 /// is EO's W ← (1 − lr·wd)·W − lr·(‖W_d‖/‖O‖)·O (tested against it in double). Norms in double
 /// (EO's in float). Cost: a read of W, a read and a read-write of u. State: the step count (lr_t).
-/// A factor beyond float (‖W_d‖/‖u‖ > FLT_MAX, with ‖u‖ ≥ eps) is applied in two passes.
+/// A factor beyond float (‖W_d‖/‖u‖ > FLT_MAX, with ‖u‖ ≥ eps) is applied in two passes (scale_by).
 struct RelativeUpdate {
   static constexpr const char* name = "relative_update";
   static constexpr bool device_capable = true;  // rule.hpp helpers
@@ -1097,13 +1097,7 @@ struct RelativeUpdate {
       scale(u, 0.0f);
       return Status::ok;
     }
-    const double f = wn / un;
-    if (std::isfinite(static_cast<float>(f))) {
-      scale(u, static_cast<float>(f));
-    } else {  // 1/‖u‖ ≤ 1/eps and ‖W_d‖ are floats; their product is not
-      scale(u, static_cast<float>(1.0 / un));
-      scale(u, static_cast<float>(wn));
-    }
+    scale_by(u, wn / un);  // ≤ FLT_MAX·√n/eps: beyond float, it takes two passes
     return Status::ok;
   }
   template <class V>
@@ -1312,7 +1306,8 @@ struct ScaleToPolarNorm {
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State&, ConstBlock) const {
     const double ss = squared_norm(u);
-    if (ss > 0.0) scale(u, static_cast<float>(std::sqrt(double(std::min(u.rows, u.cols)) / ss)));
+    // A block of denormals has ss down to 2e-90: the factor then exceeds float (scale_by).
+    if (ss > 0.0) scale_by(u, std::sqrt(double(std::min(u.rows, u.cols)) / ss));
     return Status::ok;
   }
   template <class V>
