@@ -6,9 +6,11 @@
 #include <cmath>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include "schatten/kokkos/detail/linalg.hpp"
 #include "support/seed.hpp"
+#include "support/spectra.hpp"
 
 #include <Eigen/Dense>
 
@@ -17,6 +19,9 @@ namespace kernels_test_linalg {  // this file's scope in a unity build (tests/CM
 using namespace schatten;
 using namespace schatten::kokkos::detail;
 using schatten::test::case_seed;
+using schatten::test::geometric;
+using schatten::test::make_matrix;
+using schatten::test::SpectrumCase;
 using Exec = Kokkos::DefaultExecutionSpace;
 using Mem = Exec::memory_space;
 
@@ -170,7 +175,25 @@ TEST_SUITE("kernels.linalg") {
       const double est = sigma_max_estimate(Exec(), right, Mat2<double, Mem>(wv), Mat2<double, Mem>(vk),
                                             Mat2<double, Mem>(vn));
       CHECK(est <= smax * (1 + 1e-12));
-      CHECK(est >= 0.98 * smax);  // QDWH scales by 1.02·est: an upper bound here
+      // A Gaussian matrix's top singular values are close (σ₂/σ₁ ≈ 0.96 for some seeds), where
+      // the 30 steps converge as (σ₂/σ₁)^60 and may end several per cent low: 0.92 to 1 of σ_max
+      // over seeds 1–2000 (below 0.98 for 4.5 % of them). QDWH scales by 1.02·est, so its X₀
+      // may then have ‖X₀‖₂ up to about 1.07, which it tolerates (qdwh_impl.hpp).
+      CHECK(est >= 0.85 * smax);
+    }
+    // With a gap (σ₂/σ₁ = 0.8) the steps converge as 0.64^t and stop at a relative change below
+    // 1e-4: within 2e-4 of σ_max (the change times 0.64/0.36).
+    std::vector<double> sigma = geometric(k, 1e-3, 0.8);
+    sigma[0] = 1.0;
+    const Eigen::MatrixXd y =
+        make_matrix(SpectrumCase{"sigma_max_gap", m, k, sigma}, case_seed("sigma_max_gap"));
+    for (const bool right : {true, false}) {
+      auto wv = to_view<double>(right ? y : Eigen::MatrixXd(y.transpose()));
+      Kokkos::View<double**, Kokkos::LayoutLeft, Mem> vk("vk", k, 1), vn("vn", m, 1);
+      const double est = sigma_max_estimate(Exec(), right, Mat2<double, Mem>(wv), Mat2<double, Mem>(vk),
+                                            Mat2<double, Mem>(vn));
+      CHECK(est <= 1.0 + 1e-12);
+      CHECK(est >= 1.0 - 2e-4);
     }
   }
 }

@@ -69,19 +69,28 @@ TEST_SUITE("kernels.low_rank") {
         o.feedback = 0.1;
         REQUIRE(low_rank_power_step(MatrixRef<float>(m.data(), r, c), MatrixRef<float>(q.data(), k, s),
                                     MatrixRef<float>(u.data(), r, c), o) == Status::ok);
-        // ‖U‖_F² of ρ orthonormal-times-unit terms, each short of 1 by about 2ε/‖R_j‖ (ε = 1e-8
-        // against ‖R_j‖ ≈ σ_j ≥ 1e-2), plus float rounding: measured ≤ 2.7e-6 off (seeds 0–11 and the
-        // default). A noise term for a dropped column would add about 1.
-        CHECK(std::abs(squared_norm(u) - double(rank)) <= 1e-4);
+        // The dropped columns' Q (rows of the stored Qᵀ) are as they were; the others were used.
+        index_t unchanged = 0;
+        for (index_t j = 0; j < k; ++j)
+          unchanged += std::equal(q0.begin() + j * s, q0.begin() + (j + 1) * s, q.begin() + j * s) ? 1 : 0;
+        // Exactly ρ, except that a rounding column of B Q may rise above the floor's factor 8 and
+        // be kept as a noise term, as in the reference: the floor's documented compromise
+        // (docs/kernels/low_rank.md, 3 of 840 measured cases; here 2 of 70 seeds, rank 1 wide).
+        // At most one such column; said when it happens.
+        const index_t noise = k - unchanged - rank;
+        CHECK((noise == 0 || noise == 1));
+        if (noise > 0)
+          MESSAGE("a rounding column survived the floor (wide " << wide << ", rank " << rank << ")");
+        // ‖U‖_F² of the kept orthonormal-times-unit terms, each short of 1 by about 2ε/‖R_j‖
+        // (ε = 1e-8 against ‖R_j‖ ≈ σ_j ≥ 1e-2), plus float rounding: measured ≤ 2.7e-6 off (seeds
+        // 0–11 and the default). A noise term adds about 1: its ‖R_j‖ is at the floor (~1e-5),
+        // so it is short by ~2e-3 (measured 5.1e-4 and 1.5e-3).
+        CHECK(std::abs(squared_norm(u) - double(k - unchanged)) <= (noise > 0 ? 1e-2 : 1e-4));
         double worst = 0.0;
         for (std::size_t i = 0; i < m.size(); ++i)
           worst = std::max(worst, std::abs(double(m[i]) - 0.9 * double(m0[i])));
         // GEMM rounding relative to σ₁ = 1 (entries ≲ 0.5): measured ≤ 3e-8.
         CHECK(worst <= 1e-6);
-        index_t kept_q = 0;  // the dropped columns' Q (rows of the stored Qᵀ) are as they were
-        for (index_t j = 0; j < k; ++j)
-          kept_q += std::equal(q0.begin() + j * s, q0.begin() + (j + 1) * s, q.begin() + j * s) ? 1 : 0;
-        CHECK(kept_q == k - rank);
         // The kept columns of Q are unit vectors (‖R_j‖/(‖R_j‖ + ε), ε = 1e-8 against ‖R_j‖ ≥ 1e-2).
         for (index_t j = 0; j < rank; ++j) {
           double n2 = 0.0;

@@ -575,9 +575,12 @@ TEST_SUITE("optim.presets") {
       // Float storage of w, g and the buffer: ~6 steps × 1e-7 relative.
       CHECK(step_error(got, sgd_oracle(w0, g, 0.1, 0.9, nesterov, 0.01), w0) <= 1e-5);
     }
-    // Plain SGD: w − lr Σ g.
+    // Plain SGD: w − lr Σ g. Its change is small against w (‖Δ‖_F ≈ 0.05·0.1·√6·√35 ≈ 0.07,
+    // ‖w‖_F ≈ 6), and w's float roundings (the start and six stores, ~√7·2⁻²⁴·6/√3 ≈ 5.5e-7 in
+    // all, 7.6e-6 of the change) count against it: measured 2.5e-6 to 1.3e-5 over seeds 1–150,
+    // so 3e-5.
     CHECK(step_error(run_rule(sgd(SgdOptions{Schedule::constant(0.05)}), w0, g),
-                     sgd_oracle(w0, g, 0.05, 0, false, 0), w0) <= 1e-5);
+                     sgd_oracle(w0, g, 0.05, 0, false, 0), w0) <= 3e-5);
   }
 
   TEST_CASE("adamw matches torch.optim.AdamW in double") {
@@ -850,11 +853,12 @@ TEST_SUITE("optim.presets") {
       const Mat want = hyperball_oracle(w0, g, 0.05, 0.95, 0.1, 2.0);
       CHECK(step_error(got, want, w0) <= 1e-5);
       CHECK(std::fabs(got.norm() - 2.0) <= 2.0 * 1e-6);  // on the sphere, to float rounding
-      // Controls: without the projection (measured 3e-2 and 9.5e-2 away), or with another radius.
+      // Controls: without the projection (1.9e-3 to 0.22 away over seeds 1–150, so 1e-4: ten
+      // times the tolerance above, 19 times below the closest), or with another radius.
       const auto unprojected =
           chain(TraceMomentum{0.95, false, TraceMomentum::Form::ema}, Orthogonalize{o.polar},
                 ScaleToNorm{2.0}, AddDecayedWeights{0.1}, ScaleByLearningRate{o.lr});
-      CHECK(step_error(run_rule(unprojected, w0, g), want, w0) > 1e-2);
+      CHECK(step_error(run_rule(unprojected, w0, g), want, w0) > 1e-4);
       MuonHyperballOptions other = o;
       other.radius = 1.0;
       CHECK(step_error(run_rule(muon_hyperball(other), w0, g), want, w0) > 1e-1);
@@ -899,15 +903,17 @@ TEST_SUITE("optim.presets") {
       // EO's quintic in float (≈ 3e-5 relative on its smallest directions, which these steps weigh
       // little), then norms of float data in double: measured at most 5.7e-7 (relative) and 4.2e-6
       // (radial: its W_new − W and W + u round twice more) of the step over seeds 1–5 and the
-      // default, checked at 2e-5. The controls, each hook without the decay it must read and no
-      // brake, measured 3.8e-3, 0.23 and 1.2e-3 and more away, are checked beyond 2e-4.
+      // default (6.2e-7 and 5.4e-6 over seeds 1–150), checked at 2e-5. The controls, each hook
+      // without the decay it must read and no brake, measured 3.7e-3, 0.21 and 1.0e-4 and more
+      // away over seeds 1–150 (no brake comes close where the weights' norm hardly changes), are
+      // checked beyond 5e-5: 2.5 times the tolerance.
       const auto relative = chain(momentum, ortho, RelativeUpdate{1e-15, lr, wd}, AddDecayedWeights{wd},
                                   ScaleByLearningRate{lr});
       const Mat want_relative = eo_hook_oracle(w0, g, lrs, 0.95, wd, false, 0, 0, 1e-15);
       CHECK(step_error(run_rule(relative, w0, g), want_relative, w0) <= 2e-5);
       const auto relative_undecayed =
           chain(momentum, ortho, RelativeUpdate{}, AddDecayedWeights{wd}, ScaleByLearningRate{lr});
-      CHECK(step_error(run_rule(relative_undecayed, w0, g), want_relative, w0) > 2e-4);
+      CHECK(step_error(run_rule(relative_undecayed, w0, g), want_relative, w0) > 5e-5);
       // Inward 0.5 rather than the default 1: the decay shrinks these weights at most steps, which
       // inward 1 would keep as they are, and the brake would show only at the growing ones.
       const auto radial = chain(momentum, ortho, AddDecayedWeights{wd}, ScaleByLearningRate{lr},
@@ -915,10 +921,10 @@ TEST_SUITE("optim.presets") {
       const Mat want_radial = eo_hook_oracle(w0, g, lrs, 0.95, wd, true, 0.5, 0.5, 1e-15);
       CHECK(step_error(run_rule(radial, w0, g), want_radial, w0) <= 2e-5);
       const auto unbraked = chain(momentum, ortho, AddDecayedWeights{wd}, ScaleByLearningRate{lr});
-      CHECK(step_error(run_rule(unbraked, w0, g), want_radial, w0) > 2e-4);
+      CHECK(step_error(run_rule(unbraked, w0, g), want_radial, w0) > 5e-5);
       const auto radial_undecayed = chain(momentum, ortho, AddDecayedWeights{wd}, ScaleByLearningRate{lr},
                                           RadialBrake{0.5, 0.5, 1e-15});
-      CHECK(step_error(run_rule(radial_undecayed, w0, g), want_radial, w0) > 2e-4);
+      CHECK(step_error(run_rule(radial_undecayed, w0, g), want_radial, w0) > 5e-5);
     }
     // The reference's own unit cases (tests/test_weight_update_hooks.py), one nonzero entry in a
     // 2 × 3 block, lr 0: exact.
@@ -1314,6 +1320,26 @@ TEST_SUITE("optim.presets") {
       g[0] = Mat(g[0].col(0) * g[0].row(0));
       DionOptions o;
       o.rank_fraction = 0.75;  // k = 6 of 8
+      // The oracle drops the five rounding columns of step 1, which the float step does too
+      // unless one of them rises above the floor's factor 8 and is kept as a noise term, as in
+      // the reference: the floor's documented compromise (docs/kernels/low_rank.md, 3 of 840
+      // measured cases; seed 58 of 70 here, r = 14). The trajectories then part (0.34 there), so
+      // the comparison needs step 1 to have used exactly one column; said when it does not.
+      DionDirection direction;
+      direction.rank_fraction = 0.75;
+      auto st = direction.init({r, c});
+      const std::vector<float> q0(st.q.begin(), st.q.end());
+      std::vector<float> u1 = to_float(g[0]), w1 = to_float(w0);
+      REQUIRE(direction.update(Block(u1.data(), r, c), st, ConstBlock(w1.data(), r, c)) == Status::ok);
+      const index_t sh = std::min(r, c);  // Qᵀ's rows: k × the short side
+      index_t used = 0;
+      for (index_t j = 0; j < 6; ++j)
+        used += !std::equal(q0.begin() + j * sh, q0.begin() + (j + 1) * sh, st.q.begin() + j * sh);
+      CHECK(used <= 2);
+      if (used != 1) {
+        MESSAGE("dion: a rounding column survived the floor at step 1 (r = " << r << "); oracle skipped");
+        continue;
+      }
       const Mat want = dion_oracle(w0, g, 0.01, 0.95, 6, 1, 0.01, 0);
       // As in the Gaussian cases above (float GEMMs around a double QR): measured ≤ 1.2e-5
       // (seeds 0–3 and the default); 3e-5. The control is ≈ 2 off.
@@ -1434,12 +1460,18 @@ TEST_SUITE("optim.presets") {
           // As namo: NS5 in float (≈ 3e-5 relative on the smallest directions); the column steps
           // are double arithmetic on float norms (~1e-7) and V_j is a float: 2e-4.
           CHECK(step_error(run_rule(namo_d(o), w0, g), want, w0) <= 2e-4);
-          // The scalar NAMO step is far off, and so is the unclamped step where the clamp binds.
-          NamoOptions scalar = o;
-          CHECK(step_error(run_rule(namo(scalar), w0, g), want, w0) > 1e-2);
+          // Controls, at lr 0.01 (at lr 2 the step's min(·, 1) saturates in most columns, where
+          // NAMO and NAMO-D then agree: measured 1.3e-3 to 5.2e-2 apart over seeds 1–150). The
+          // scalar NAMO step is far off (9.1e-2 to 0.16 over seeds 1–150), and so is the
+          // unclamped step where the clamp binds (5.0e-3 to 3.5e-2): 2e-3 is ten times the
+          // tolerance above (measured at most 7.7e-6) and 2.5 times below the closest.
+          if (lr == 0.01) {
+            NamoOptions scalar = o;
+            CHECK(step_error(run_rule(namo(scalar), w0, g), want, w0) > 1e-2);
+          }
           if (k == 0.75 && lr == 0.01) {
             o.col_clamp = 0.0;
-            CHECK(step_error(run_rule(namo_d(o), w0, g), want, w0) > 1e-2);
+            CHECK(step_error(run_rule(namo_d(o), w0, g), want, w0) > 2e-3);
           }
         }
       }
@@ -1533,12 +1565,15 @@ TEST_SUITE("optim.presets") {
     NorMuonOptions no;
     no.lr = decay;
     CHECK(run(normuon(no)) <= 1e-2);
+    // NAMO moves about c·√max(r, c) = 0.98 spectral units per unit of lr, and its adaptive
+    // step shrinks with the gradient near the minimum: at the decay's lr it ended at 7e-4 to
+    // 2.1e-2 (NAMO-D 7e-4 to 1.8e-2) over seeds 1–150, so the fast lr.
     NamoOptions nm;
-    nm.lr = decay;  // NAMO moves about c·√max(r, c) = 0.98 spectral units per unit of lr
+    nm.lr = fast;
     nm.weight_decay = 0.0;
     CHECK(run(namo(nm)) <= 1e-2);
     NamoDOptions nd;
-    nd.lr = decay;
+    nd.lr = fast;
     nd.weight_decay = 0.0;
     CHECK(run(namo_d(nd)) <= 1e-2);
     // AdaMuon's update has RMS 0.2 whatever the gradient's size, so W travels about Σ_t 0.2·lr_t

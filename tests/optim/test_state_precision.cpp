@@ -599,7 +599,7 @@ TEST_SUITE("optim.state_precision") {
     // and its stored momentum must differ from the nearest run's (the rounding reached the
     // rule's kernels).
     const auto check = [&](const std::string& name, auto options, auto make, bool close = true,
-                           bool differs = true) {
+                           bool differs = true, bool sign_update = false) {
       CAPTURE(name);
       const std::vector<std::string> labels(specs.size(), "x");
       auto p32 = partition(specs, labels, route("x", make(options)));
@@ -642,14 +642,16 @@ TEST_SUITE("optim.state_precision") {
         const std::vector<std::vector<float>> w16 = run(p16);
         states[which] = io::capture(p16);
         double d2 = 0, n2 = 0;
+        std::size_t moved = 0;  // parameters that differ between the two runs
         for (std::size_t i = 0; i < specs.size(); ++i)
           for (std::size_t k = 0; k < w0[i].size(); ++k) {
             const double x = double(w16[i][k]) - w0[i][k], y = double(w32[i][k]) - w0[i][k];
             d2 += (x - y) * (x - y);
             n2 += y * y;
+            moved += w16[i][k] != w32[i][k];
           }
         MESSAGE(name << ": " << std::string(to_string(storage)) << " against fp32 state after 3 steps "
-                     << std::sqrt(d2 / n2));
+                     << std::sqrt(d2 / n2) << ", " << moved << " parameters differ");
         // Measured over seeds 0–3: 6e-7 and 1.7e-6 (muon_hyperball and spel, whose projections
         // renormalise), 6e-4 to 1.3e-3 for most presets (sc_muon, muadam: 1.1e-3 to 1.8e-3 over
         // the default seed and 1–4), Kaon's chaotic map the most, 4.1e-3 to 6.3e-3 (three steps:
@@ -657,7 +659,8 @@ TEST_SUITE("optim.state_precision") {
         // 1.4e-3 to 1.7e-3 (default seed and 1–3). Stochastic rounding, over the default seed
         // and 1–5: up to 1.2 to 2 times those (noise in place of lag; Kaon 6.8e-3 to 8.3e-3,
         // the others at most 2.6e-3). 2e-2 leaves a margin of 2.4.
-        if (close) CHECK(std::sqrt(d2 / n2) <= 2e-2);
+        if (close && !sign_update) CHECK(std::sqrt(d2 / n2) <= 2e-2);
+        if (close && sign_update) CHECK(moved <= elements / 100);
         if (close && differs) CHECK(d2 > 0.0);  // the storage is in use
       }
       CHECK(states[0] != states[1]);  // the two roundings store different momenta
@@ -679,7 +682,7 @@ TEST_SUITE("optim.state_precision") {
     check("muadam", MuAdamOptions{}, muadam);
     LionOptions lion_options;
     lion_options.lr = Schedule::constant(1e-2);
-    check("lion", lion_options, lion, true, false);
+    check("lion", lion_options, lion, true, false, true);
     check("dion2", Dion2Options{}, dion2, false);
     check("nordion2", NorDion2Options{}, nordion2, false);
     check("schatten_muon", SchattenMuonOptions{}, schatten_muon);
