@@ -209,14 +209,16 @@ TEST_SUITE("optim.schatten_muon") {
 
   TEST_CASE("p = 1 with the pinned magnitude rescales a gradient of denormals to the pinned norm") {
     // At p = 1 without a moment Δ is ñ itself, here entries of ~1e-40 (below FLT_MIN), so the
-    // pinned magnitude's factor √min(r, c)·κ/‖Δ‖ is ~1e40, beyond float: it must be applied in two
-    // passes (scale_by), not as float(∞)·Δ. Found by a seed sweep of test_hostile (seed 6, the
-    // scalar parameter of `every hostile kind alone`). No decay, so the step is −lr·Δ exactly.
+    // pinned magnitude's factor √min(r, c)·κ/‖Δ‖ is about 2e39 (κ = 0.51 with the auxiliary
+    // lr 0.02), beyond float: it must be applied in two passes (scale_by), not as float(∞)·Δ.
+    // Found by a seed sweep of test_hostile (seed 6, the scalar parameter of `every hostile kind
+    // alone`). No decay, so the step is −lr·Δ exactly.
     const index_t r = 3, c = 5;
     const Mat w0 = Mat::Zero(r, c);
     const Mat g = gaussian_mat(r, c, case_seed("p1_denormal")) * 1e-40;
     SchattenMuonOptions o = fixed(1.0);
     o.lr = Schedule::constant(0.02);
+    o.adam_lr = 0.02;
     const Mat got = run_rule_from(schatten_muon(o), w0, {g});
     REQUIRE(got.allFinite());
     const double rho = std::sqrt((1 - o.adam_b1) / (1 + o.adam_b1));
