@@ -177,8 +177,9 @@ TEST_SUITE("kernels.linalg") {
       CHECK(est <= smax * (1 + 1e-12));
       // A Gaussian matrix's top singular values are close (σ₂/σ₁ ≈ 0.96 for some seeds), where
       // the 30 steps converge as (σ₂/σ₁)^60 and may end several per cent low: 0.92 to 1 of σ_max
-      // over seeds 1–2000 (below 0.98 for 4.5 % of them). QDWH scales by 1.02·est, so its X₀
-      // may then have ‖X₀‖₂ up to about 1.07, which it tolerates (qdwh_impl.hpp).
+      // over seeds 1–2000 (the same iteration replayed in Eigen; below 0.98 for 4.5 % of them).
+      // QDWH scales by 1.02·est, so its X₀ may then have ‖X₀‖₂ up to about 1.07, which it
+      // tolerates (qdwh_impl.hpp).
       CHECK(est >= 0.85 * smax);
     }
     // With a gap (σ₂/σ₁ = 0.8) the steps converge as 0.64^t and stop at a relative change below
