@@ -1173,7 +1173,7 @@ TEST_SUITE("optim.presets") {
         CHECK(run_rule(dion3(o), w0, g) == got);  // the alias
         // Controls: Dion2 itself (no normalisation; columns of the tall block) is more than 1e-2
         // off, and moments that decay on the rows that were not selected (hold_zero_rows off)
-        // more than 10× the tolerance (measured 7e-3 to 1.1e-2).
+        // more than 2.5× the tolerance (measured 1.6e-3 to 1.3e-2 over seeds 1–240).
         Dion2Options d;
         d.fraction = fraction;
         CHECK(step_error(run_rule(dion2(d), w0, g), want, w0) > 1e-2);
@@ -1181,7 +1181,7 @@ TEST_SUITE("optim.presets") {
             Dion2Direction{fraction, 0.95, Dion2Direction::default_polar(), Dion2Direction::Slices::rows},
             NormalizeNeurons{0.95, 1e-8, false}, ScaleByShape{ScaleByShape::Rule::unit_rms_norm},
             AddDecayedWeights{0.01}, ScaleByLearningRate{Schedule::constant(0.01)});
-        CHECK(step_error(run_rule(decaying, w0, g), want, w0) > 2e-3);
+        CHECK(step_error(run_rule(decaying, w0, g), want, w0) > 5e-4);
       }
     }
     // Signatures name the new options only where they are set: Dion2's and NorMuon's are unchanged.
