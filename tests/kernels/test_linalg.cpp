@@ -169,11 +169,15 @@ TEST_SUITE("kernels.linalg") {
     for (index_t i = 0; i < m * k; ++i)
       x.data()[i] = rng.normal();
     const double smax = Eigen::JacobiSVD<Eigen::MatrixXd>(x).singularValues()(0);
-    for (const bool right : {true, false}) {
-      auto wv = to_view<double>(right ? x : Eigen::MatrixXd(x.transpose()));
+    // The estimate for an m × k matrix, as the tall (right) or the wide (Wᵀ) working form.
+    const auto estimate = [&](const Eigen::MatrixXd& a, bool right) {
+      auto wv = to_view<double>(right ? a : Eigen::MatrixXd(a.transpose()));
       Kokkos::View<double**, Kokkos::LayoutLeft, Mem> vk("vk", k, 1), vn("vn", m, 1);
-      const double est = sigma_max_estimate(Exec(), right, Mat2<double, Mem>(wv), Mat2<double, Mem>(vk),
-                                            Mat2<double, Mem>(vn));
+      return sigma_max_estimate(Exec(), right, Mat2<double, Mem>(wv), Mat2<double, Mem>(vk),
+                                Mat2<double, Mem>(vn));
+    };
+    for (const bool right : {true, false}) {
+      const double est = estimate(x, right);
       CHECK(est <= smax * (1 + 1e-12));
       // A Gaussian matrix's top singular values are close (σ₂/σ₁ ≈ 0.96 for some seeds), where
       // the 30 steps converge as (σ₂/σ₁)^60 and may end several per cent low: 0.92 to 1 of σ_max
@@ -189,10 +193,7 @@ TEST_SUITE("kernels.linalg") {
     const Eigen::MatrixXd y =
         make_matrix(SpectrumCase{"sigma_max_gap", m, k, sigma}, case_seed("sigma_max_gap"));
     for (const bool right : {true, false}) {
-      auto wv = to_view<double>(right ? y : Eigen::MatrixXd(y.transpose()));
-      Kokkos::View<double**, Kokkos::LayoutLeft, Mem> vk("vk", k, 1), vn("vn", m, 1);
-      const double est = sigma_max_estimate(Exec(), right, Mat2<double, Mem>(wv), Mat2<double, Mem>(vk),
-                                            Mat2<double, Mem>(vn));
+      const double est = estimate(y, right);
       CHECK(est <= 1.0 + 1e-12);
       CHECK(est >= 1.0 - 2e-4);
     }
