@@ -50,8 +50,8 @@ struct DenseSvd {
 /// O(r³) per sweep with several sweeps: 20 s at 768², where BDCSVD takes 0.4 s (this CPU).
 /// Cost of a checked BDCSVD: the SVD with vectors plus about three m n r products for the check.
 /// Against the unchecked BDCSVD of before (2026-12-01, g++ -O3, the 2-core development machine,
-/// best of 1–200 runs, 20 × 90 to 512 × 2048): 1.15–1.42× when the vectors are wanted, 1.5–3.6×
-/// for the values alone, which no longer skip the vectors.
+/// best of 1–200 runs, 20 × 90 to 512 × 2048): 1.15–1.47× when the vectors are wanted, 1.5–3.6×
+/// for the values alone, which no longer skip the vectors (docs/benchmarks/cpu-dense-svd.md).
 /// Precondition: every entry of `a` is finite (the callers check and report non-finite input).
 /// `first` starts at a later path (tests).
 DenseSvd dense_svd(const Eigen::MatrixXd& a, bool vectors, SvdPath first = SvdPath::divide_and_conquer);
