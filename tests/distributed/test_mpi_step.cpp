@@ -25,6 +25,7 @@
 #include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/split.hpp"
 #include "support/attention.hpp"
+#include "support/seed.hpp"
 
 namespace distributed_test_mpi_step {  // this file's scope in a unity build (tests/CMakeLists.txt)
 
@@ -79,12 +80,12 @@ auto make_adamw(StateStorage storage = Precision::fp32) {
   return adamw(o);
 }
 
-/// Whole parameters and gradients, the same on every rank (deterministic from seeds).
+/// Whole parameters and gradients, the same on every rank (deterministic from the suite's seed).
 struct Model {
   std::vector<ParamSpec> specs;
   std::vector<std::vector<float>> w, g;
   explicit Model(std::vector<ParamSpec> s) : specs(std::move(s)) {
-    Rng rng(11);
+    Rng rng(test::case_seed("distributed model weights"));
     for (const ParamSpec& p : specs) {
       w.emplace_back(static_cast<std::size_t>(flatten(p.shape).size()));
       g.emplace_back(w.back().size());
@@ -93,7 +94,7 @@ struct Model {
     }
   }
   void gradients(int step) {
-    Rng rng(1000 + static_cast<std::uint64_t>(step));
+    Rng rng(test::case_seed("distributed model gradients", static_cast<std::uint64_t>(step)));
     for (auto& v : g)
       for (float& x : v)
         x = static_cast<float>(rng.normal());
@@ -325,19 +326,23 @@ TEST_CASE("distributed.assignment: owners weighing each transfer against the wor
   const distributed::ModelledStep by_rows = distributed::modelled_step(costs, 2, {-1, 1, 0}, held, 0.2);
   CHECK(by_rows.work == std::vector<double>{10.0, 7.0});  // −1: stepped where it lies
   CHECK(by_rows.exchange == doctest::Approx(4.8).epsilon(1e-14));
-  // Random instances from a printed seed (each parameter free or held in one of seven ways,
+  // Random instances from the suite's seed (each parameter free or held in one of seven ways,
   // transfer costs 0.01–1) against every assignment: never longer than either plain assignment
-  // (by construction: both are starts), and close to the optimum. This seed gives mean / worst
-  // ratios 1.008 / 1.16 (2–3 ranks) and 1.021 / 1.23 (4 ranks); the bounds sit between those and
-  // what a search without one of its parts gives: starting LPT with the exchange ignored 1.028
-  // (4 ranks), no start where the parameters lie 1.064 / 1.42, no moves off the busiest rank
-  // 1.072 / 1.41, no moves at all 1.077 / 1.54; without the LPT start it can be longer than LPT.
-  // Exhaustive (4⁸ assignments for each of the 300 4-rank instances) and MPI-free: in the
-  // one-rank run only. Under AddressSanitizer (CI's reliability job, this file at -O0) the search
-  // took about 65 s, the longest test of that job, so there it runs a tenth of the instances for
-  // the memory checks and the per-instance bounds; the mean and worst ratios, statistics of
-  // these 700 instances, are checked by the optimised builds.
-  const std::uint64_t seed = 20261129;
+  // (by construction: both are starts), and close to the optimum on average. Over seeds 1–60
+  // (2026-12-01) the mean ratio to the optimum was 1.0059–1.0118 (2–3 ranks) and 1.0152–1.0256
+  // (4 ranks); over seeds 1–30 a search without its start where the parameters lie gave
+  // 1.0251–1.0407 and 1.0503–1.0718, one without the moves 1.0363–1.0513 and 1.0669–1.0888: the
+  // bounds sit between. (Without the start of LPT with the exchange counted: 1.0070–1.0120 and
+  // 1.0230–1.0347, within the seeds' spread, so not told apart here; without the LPT start it
+  // can be longer than LPT, which the first check catches.) The worst ratio of a seed's
+  // instances, 1.12–1.5, is printed, not checked: it is one instance's, and spread as widely
+  // as those of the partial searches (1.12–2.0). Exhaustive (4⁸ assignments for each of the
+  // 300 4-rank instances) and MPI-free: in the one-rank run only. Under AddressSanitizer (CI's
+  // reliability job, this file at -O0) the search took about 65 s, the longest test of that
+  // job, so there it runs a tenth of the instances for the memory checks and the per-instance
+  // bounds; the mean ratios, statistics of these 700 instances, are checked by the optimised
+  // builds.
+  const std::uint64_t seed = test::case_seed("distributed.assignment");
   CAPTURE(seed);
   Rng rng(seed);
   const std::vector<std::vector<index_t>> ways = {{10, 0, 0, 0}, {0, 10, 0, 0}, {5, 5, 0, 0}, {8, 2, 0, 0},
@@ -389,10 +394,10 @@ TEST_CASE("distributed.assignment: owners weighing each transfer against the wor
     trial(30, 4, 4, 8, 8);
   } else if (world().size() == 1) {
     const Ratios small = trial(400, 2, 3, 3, 7), wide = trial(300, 4, 4, 8, 8);
-    CHECK(small.mean < 1.015);
-    CHECK(small.worst < 1.3);
-    CHECK(wide.mean < 1.025);
-    CHECK(wide.worst < 1.35);
+    MESSAGE("assignment against the optimum, mean / worst: 2-3 ranks "
+            << small.mean << " / " << small.worst << ", 4 ranks " << wide.mean << " / " << wide.worst);
+    CHECK(small.mean < 1.02);
+    CHECK(wide.mean < 1.04);
   }
   // Dear transfers: every held parameter on a rank holding the most of it (40 parameters on 3
   // ranks); free transfers balance the work at least as well as LPT.
@@ -1563,7 +1568,7 @@ TEST_CASE("distributed.activations: Grams are summed over ranks before the crite
   REQUIRE(d.init());
   const int n = world().size();
   auto activations = [&](int rank, std::size_t i) {
-    Rng rng(77 + 13 * static_cast<std::uint64_t>(rank) + i);
+    Rng rng(test::case_seed("distributed.activations", 13 * static_cast<std::uint64_t>(rank) + i));
     std::vector<float> x(static_cast<std::size_t>(16 * ps[i].shape[1]));
     for (float& v : x)
       v = static_cast<float>(rng.normal() * (1.0 + double(i)));
