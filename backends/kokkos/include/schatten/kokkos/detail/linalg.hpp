@@ -8,6 +8,7 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -288,40 +289,73 @@ void upload_vector(const Exec& space, const std::vector<double>& h, const Mat2<T
   space.fence();
 }
 
-/// Estimate of σ_max(X) by power iteration on XᵀX from a fixed pseudo-random start
-/// (reproducible); stops when the estimate changes by < `tol` relative or after `max_steps`.
-/// The Rayleigh quotient approaches σ_max from below, as (σ₂/σ₁)^{2t}: a few per cent low after
-/// the 30 steps when σ₂/σ₁ is close to 1; callers add a margin (qdwh_impl.hpp).
-/// Cost: 4mk flops per step (two matrix-vector products as GEMMs with one column).
+/// Estimate of σ_max(X) by power iteration on XᵀX, in two passes from fixed pseudo-random starts
+/// (reproducible). Each pass stops when its estimate changes by < `tol` relative or after
+/// `max_steps`. The first starts from a positive vector (never orthogonal to v₁ by symmetry);
+/// the second from one with pseudo-random signs, kept orthogonal to the first pass's final
+/// vector a: power iteration on P XᵀX P with P = I − a aᵀ. A start nearly orthogonal to v₁ can
+/// hold one pass on a plateau at σ₂ long enough for its steps to change by less than `tol`
+/// (seen: 0.853·σ_max for a geometric spectrum with σ₂/σ₁ = 0.853, tests/kernels/
+/// test_spectral_power.cpp at seed 258; the Schatten-∞ norm would have been σ₂). The second pass
+/// then finds σ₁ in the complement of a, so the result fails only when both starts are nearly
+/// orthogonal to v₁. Both passes' estimates ‖XᵀX v‖^{1/2} (unit v) are ≤ σ_max, so their maximum
+/// approaches σ_max from below, as (σ₂/σ₁)^{2t}: a few per cent low after 30 steps when σ₂/σ₁ is
+/// close to 1; callers add a margin (qdwh_impl.hpp). Returns 0 for a zero matrix. `vk` and `va`
+/// are k × 1 (the iterate, and the first pass's vector), `vn` is n × 1.
+/// Cost: 4mk flops per step (two matrix-vector products as GEMMs with one column), at most
+/// 2·max_steps steps; the second pass adds two inner products and updates of k-vectors per step.
 template <class Exec, class T, class Mem>
 double sigma_max_estimate(const Exec& space, bool right, const Mat2<T, Mem>& w, const Mat2<T, Mem>& vk,
-                          const Mat2<T, Mem>& vn, double tol = 1e-4, int max_steps = 30) {
+                          const Mat2<T, Mem>& va, const Mat2<T, Mem>& vn, double tol = 1e-4,
+                          int max_steps = 30) {
   const index_t k = vk.extent(0);
+  // v ← v − (aᵀv)·a, then v/‖v‖; false when nothing is left.
+  const auto deflate_and_normalise = [&](bool deflate) {
+    if (deflate) update_and_difference(space, vk, 1.0, -inner(space, va, vk), va);
+    const double n = frobenius(space, vk);
+    if (!(n > 0.0) || !std::isfinite(n)) return false;
+    scale(space, vk, static_cast<T>(1.0 / n));
+    return true;
+  };
+  // One pass from the start in vk: its estimate, vk its final unit vector (0 if none).
+  const auto pass = [&](bool deflate) {
+    double est = 0.0;
+    if (!deflate_and_normalise(deflate)) return 0.0;
+    for (int it = 0; it < max_steps; ++it) {
+      // vn = X v; vk = Xᵀ vn  (tall: W v, Wᵀ vn; wide: Wᵀ v, W vn)
+      if (right) {
+        gemm(space, "N", "N", T(1), w, vk, T(0), vn);
+        gemm(space, "T", "N", T(1), w, vn, T(0), vk);
+      } else {
+        gemm(space, "T", "N", T(1), w, vk, T(0), vn);
+        gemm(space, "N", "N", T(1), w, vn, T(0), vk);
+      }
+      // ‖P XᵀX v‖ with ‖v‖ = 1 (P = I on the first pass): at most σ₁²
+      if (deflate) update_and_difference(space, vk, 1.0, -inner(space, va, vk), va);
+      const double lambda = frobenius(space, vk);
+      if (!(lambda > 0.0) || !std::isfinite(lambda)) return est;
+      scale(space, vk, static_cast<T>(1.0 / lambda));
+      const double next = std::sqrt(lambda);
+      const bool done = std::fabs(next - est) <= tol * next;
+      est = next;
+      if (done) break;
+    }
+    return est;
+  };
   std::vector<double> start(static_cast<std::size_t>(k));
   Rng rng(0x5c4a77e2u + static_cast<std::uint64_t>(k));
   for (double& x : start)
-    x = 1.0 + 0.5 * rng.uniform();  // positive: never orthogonal to v₁ by symmetry
+    x = 1.0 + 0.5 * rng.uniform();  // positive
   upload_vector(space, start, vk);
-  scale(space, vk, static_cast<T>(1.0 / frobenius(space, vk)));
-  double est = 0.0;
-  for (int it = 0; it < max_steps; ++it) {
-    // vn = X v; vk = Xᵀ vn  (tall: W v, Wᵀ vn; wide: Wᵀ v, W vn)
-    if (right) {
-      gemm(space, "N", "N", T(1), w, vk, T(0), vn);
-      gemm(space, "T", "N", T(1), w, vn, T(0), vk);
-    } else {
-      gemm(space, "T", "N", T(1), w, vk, T(0), vn);
-      gemm(space, "N", "N", T(1), w, vn, T(0), vk);
-    }
-    const double lambda = frobenius(space, vk);  // ‖XᵀX v‖ with ‖v‖ = 1
-    if (!(lambda > 0.0) || !std::isfinite(lambda)) return 0.0;
-    scale(space, vk, static_cast<T>(1.0 / lambda));
-    const double next = std::sqrt(lambda);
-    const bool done = std::fabs(next - est) <= tol * next;
-    est = next;
-    if (done) break;
-  }
-  return est;
+  const double first = pass(false);
+  // A first pass that found nothing (X = 0, or X v = 0 for the positive v) leaves no vector to
+  // deflate: the second pass then runs on XᵀX itself.
+  const bool deflate = first > 0.0;
+  if (deflate) copy(space, va, vk);
+  for (double& x : start)
+    x = (rng.uniform() < 0.5 ? -1.0 : 1.0) * (1.0 + 0.5 * rng.uniform());  // pseudo-random signs
+  upload_vector(space, start, vk);
+  return std::max(first, pass(deflate));
 }
 
 }  // namespace schatten::kokkos::detail

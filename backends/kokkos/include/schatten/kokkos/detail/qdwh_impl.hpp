@@ -25,7 +25,7 @@ struct QdwhBuffers {
   Mat3<TC, Mem> x;           ///< iterates W, w_rows × w_cols × batch
   Mat2<TC, Mem> y, q1, a0;   ///< one matrix: product scratch, Q₁ of the QR step, scaled input
   Mat2<TC, Mem> g, q2, t;    ///< k × k: Gram / Cholesky factors, Q₂, second factor
-  Mat2<TC, Mem> vk, vn;      ///< k × 1 and n × 1 vectors of the estimators
+  Mat2<TC, Mem> vk, va, vn;  ///< k × 1, k × 1 and n × 1 vectors of the estimators
   Mat3<TC, Mem> h;           ///< k × k × batch symmetric factors (only when requested)
   double* factor = nullptr;  ///< per-matrix load factor, then scratch (kFactorDoubles·batch doubles)
 };
@@ -46,6 +46,7 @@ QdwhBuffers<TC, Mem> carve_qdwh(Arena& arena, const PolarShape& s, bool want_h) 
   b.q2 = carve2<TC, Mem>(arena, s.k, s.k);
   b.t = carve2<TC, Mem>(arena, s.k, s.k);
   b.vk = carve2<TC, Mem>(arena, s.k, 1);
+  b.va = carve2<TC, Mem>(arena, s.k, 1);
   b.vn = carve2<TC, Mem>(arena, s.n, 1);
   if (want_h) b.h = carve<TC, Mem>(arena, s.k, s.k, s.batch);
   b.factor = arena.take<double>(kFactorDoubles * static_cast<std::size_t>(s.batch));
@@ -193,7 +194,7 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
   QdwhItem r;
   const index_t k = b.g.extent(0);
   const double u = std::numeric_limits<TC>::epsilon();
-  const double sigma = sigma_max_estimate(space, right, x, b.vk, b.vn);
+  const double sigma = sigma_max_estimate(space, right, x, b.vk, b.va, b.vn);
   if (!(sigma > 0.0)) {  // all-zero matrix: U = 0, H = 0
     r.scale = 0.0;
     if (h_out) set_identity(space, h, TC(0));
@@ -201,7 +202,9 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
   }
   // α = 1.02·σ_est. The power iteration approaches σ_max from below, within 2 % unless σ₂/σ₁ is
   // close to 1; then its 30 steps may end lower (0.92 to 1 of σ_max for Gaussian 80 × 40
-  // matrices, seeds 1–2000; test_linalg.cpp), and ‖X₀‖₂ can exceed 1 by up to ~7 %. QDWH
+  // matrices, seeds 1–2000; test_linalg.cpp), and ‖X₀‖₂ can exceed 1 by up to ~7 %. (A start
+  // nearly orthogonal to v₁, which could stop one pass at σ₂, is caught by the estimate's second
+  // pass: linalg.hpp.) QDWH
   // tolerates that: each step's map f(x) = x(a + b x²)/(1 + c x²) has f(1) = 1 and, with
   // b = (a − 1)²/4 and c = a + b − 1, f′(1) = ((a − 3)/(a + 1))² < 1, so singular values a little
   // above 1 come down towards it as the others come up (measured in double on two such

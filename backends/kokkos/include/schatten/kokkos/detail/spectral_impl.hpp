@@ -476,7 +476,7 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     const Mat2<TC, Mem> x = item(b.q.x, bi);
     if (!finite_q) {  // σ_max by power iteration to 1e-10 relative
       result[static_cast<std::size_t>(bi)] =
-          fro * sigma_max_estimate(space, s.right, x, b.q.vk, b.q.vn, 1e-12, 2000);
+          fro * sigma_max_estimate(space, s.right, x, b.q.vk, b.q.va, b.q.vn, 1e-12, 2000);
       continue;
     }
     const QdwhItem r = qdwh_item(space, s.right, s.n, options.qdwh, x, b.q, Mat2<TC, Mem>());
