@@ -69,7 +69,8 @@ Status fit(double alpha, double floor, double tol, RationalPower& out) {
   }
   best.form = alpha > 0 ? RationalPower::Form::shifted_ratio : RationalPower::Form::filtered_stieltjes;
   best.fit_error = 1e300;
-  const std::vector<double> fit_x = log_grid(floor, 1.0, 400), check_x = log_grid(floor, 1.0, 4000);
+  const std::vector<double> fit_x = log_grid(floor, rational_fit_top, 400),
+                            check_x = log_grid(floor, rational_fit_top, 4000);
   for (int n = 3; n <= 24; ++n) {
     // Pole range [floor·10^{−a}, 10^{b}]: searched, since the best range depends on α and n.
     // a ≤ 1 keeps every pole ≥ floor/10, which bounds the gain below the floor: for x < floor,

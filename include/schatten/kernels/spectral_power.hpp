@@ -9,8 +9,10 @@
 ///   0 < α < 1:  g(x) = Σ_j w_j x/(x + t_j) ≈ x^α,
 ///   −1 < α < 0: g(x) = [Σ_j w_j/(x + t_j)] · x/(x + φ) ≈ x^α,
 ///   α = −1:     g(x) = x/(x + φ)²,
-/// with φ = floor · ‖A‖₂. The weights and poles are fitted by the library itself
-/// (rational_power_approximation), and the rational stage runs in double.
+/// with x = σ/α̂ and φ = floor · α̂, where α̂ ≈ ‖A‖₂ is QDWH's scale (1.02 × a power-iteration
+/// estimate, between 0.938 and 1.02 of ‖A‖₂: docs/kernels/qdwh.md). The weights and poles are
+/// fitted by the library itself (rational_power_approximation) on [floor, rational_fit_top],
+/// which holds x = σ_max/α̂ ≤ 1/0.938 = 1.066, and the rational stage runs in double.
 #pragma once
 
 #include <vector>
@@ -25,7 +27,13 @@
 
 namespace schatten {
 
-/// A rational approximation g(x) ≈ x^α on [floor, 1] in one of the forms above.
+/// The top of the interval the rational approximations are fitted on, [floor, 1.1]: above 1,
+/// since x = σ/α̂ reaches 1.066 when QDWH's σ_max estimate is at its documented worst (8 % low,
+/// docs/kernels/qdwh.md). A fit to 1 alone measured relative errors up to 1.4e-3 at x ≤ 1.1 for a
+/// tolerance of 1e-3 (α = 0.25, floor 1e-6): the top singular values missed the tolerance.
+inline constexpr double rational_fit_top = 1.1;
+
+/// A rational approximation g(x) ≈ x^α on [floor, rational_fit_top] in one of the forms above.
 struct RationalPower {
   enum class Form {
     shifted_ratio,       ///< Σ w_j x/(x + t_j)                        (0 < α < 1)
@@ -37,14 +45,14 @@ struct RationalPower {
   double floor = 1e-6;
   std::vector<double> poles;    ///< t_j > 0
   std::vector<double> weights;  ///< w_j
-  /// max over [floor, 1] of |Σ-part(x)/x^α − 1| (without the filter), measured on 4000
-  /// log-spaced points when the fit was made.
+  /// max over [floor, rational_fit_top] of |Σ-part(x)/x^α − 1| (without the filter), measured
+  /// on 4000 log-spaced points when the fit was made.
   double fit_error = 0.0;
   /// g(x), filter included.
   double operator()(double x) const;
 };
 
-/// Fits g for x^α on [floor, 1] with relative error ≤ tolerance (before the filter): poles
+/// Fits g for x^α on [floor, rational_fit_top] with relative error ≤ tolerance (before the filter): poles
 /// geometric on [floor·10^{−a}, 10^{b}] with a ∈ [0, 1] and b ∈ [−1, 3] searched on a grid,
 /// weights by linear least squares in relative error on 400 log-spaced points, the number of
 /// poles increased from 3 until the error, measured on 4000 points, is at most `tolerance`.
@@ -104,13 +112,15 @@ struct SpectralPowerOptions {
   /// PolarOptions::symmetric_gram (bf16/fp16 on CUDA builds).
   Precision polynomial_compute = Precision::automatic;
   bool symmetric_gram = true;
-  /// φ/‖A‖₂ (0 < floor < 1): singular values below φ = floor·‖A‖₂ are rolled off towards zero
+  /// φ/‖A‖₂ (0 < floor < 1; ‖A‖₂ stands for QDWH's scale α̂, within [0.938, 1.02]·‖A‖₂, as
+  /// in the file comment): singular values below φ = floor·‖A‖₂ are rolled off towards zero
   /// instead of being raised to α (never amplified into noise): there g(σ) ≤ 20·σ·φ^{α−1}, and
   /// zero singular values give zero. Above φ the output is within `tolerance` of σ^α (relative),
   /// plus φ/σ for α < 0 (the filter x/(x + φ); 1e-3 at σ = 1e-3·‖A‖₂ with the default), and
   /// 2φ/σ for α = −1 (filtered twice so that g(0) = 0).
   double floor = 1e-6;
-  /// Relative accuracy of the rational approximation on [floor, 1]·‖A‖₂.
+  /// Relative accuracy of the rational approximation on [floor, 1]·‖A‖₂ (fitted on
+  /// [floor, rational_fit_top]·α̂, which holds it whatever QDWH's scale α̂ within its bounds).
   double tolerance = 1e-3;
   /// The polar decomposition inside; its compute precision is the iteration precision. The
   /// rational stage (k × k) always runs in double.
