@@ -23,6 +23,7 @@
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/step_size.hpp"
 #include "support/oracle.hpp"
+#include "support/rows.hpp"
 #include "support/seed.hpp"
 
 namespace optim_test_presets {  // this file's scope in a unity build (tests/CMakeLists.txt)
@@ -34,6 +35,7 @@ using schatten::test::clipped;
 using schatten::test::spectral_map;
 using schatten::test::spectral_norm;
 using schatten::test::svd;
+using schatten::test::unchanged_rows;
 
 namespace {
 using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -1300,12 +1302,16 @@ TEST_SUITE("optim.presets") {
       }
       // Float GEMMs on a 9 x 6: measured ≤ 4.5e-8 of the largest entry (rounding ~6e-8).
       CHECK(diff <= 1e-6 * norm);
-      // Measured |‖U‖_F² − kept| ≤ 4.5e-7 (float products of unit vectors).
-      CHECK(unorm == doctest::Approx(double(rank)).epsilon(1e-5));
-      std::size_t unchanged = 0;  // Q's dropped columns (rows of the stored Qᵀ) keep their values
-      for (index_t j = 0; j < 6; ++j)
-        unchanged += std::equal(q0.begin() + j * 6, q0.begin() + (j + 1) * 6, s.q.begin() + j * 6);
-      CHECK(unchanged == static_cast<std::size_t>(6 - rank));
+      // Q's dropped columns (rows of the stored Qᵀ) keep their values: 6 − rank of them, or one
+      // fewer when a rounding column rises above the floor's factor 8 and is kept as a noise term
+      // (the floor's documented compromise, docs/kernels/low_rank.md: 3 of 840 measured cases,
+      // 9 × 6 among them). Said when it happens.
+      const index_t noise = 6 - rank - unchanged_rows(q0, s.q, 6, 6);
+      CHECK((noise == 0 || (noise == 1 && rank < 6)));
+      if (noise > 0) MESSAGE("a rounding column survived the floor (rank " << rank << ")");
+      // Measured |‖U‖_F² − kept| ≤ 4.5e-7 (float products of unit vectors). A noise term adds
+      // about 1, short of it by ~2e-3 (its ‖R_j‖ is at the floor; tests/kernels/test_low_rank.cpp).
+      CHECK(unorm == doctest::Approx(double(rank + noise)).epsilon(noise > 0 ? 1e-2 : 1e-5));
     }
   }
 
@@ -1332,9 +1338,7 @@ TEST_SUITE("optim.presets") {
       std::vector<float> u1 = to_float(g[0]), w1 = to_float(w0);
       REQUIRE(direction.update(Block(u1.data(), r, c), st, ConstBlock(w1.data(), r, c)) == Status::ok);
       const index_t sh = std::min(r, c);  // Qᵀ's rows: k × the short side
-      index_t used = 0;
-      for (index_t j = 0; j < 6; ++j)
-        used += !std::equal(q0.begin() + j * sh, q0.begin() + (j + 1) * sh, st.q.begin() + j * sh);
+      const index_t used = 6 - unchanged_rows(q0, st.q, 6, sh);
       CHECK(used <= 2);
       if (used != 1) {
         MESSAGE("dion: a rounding column survived the floor at step 1 (r = " << r << "); oracle skipped");
