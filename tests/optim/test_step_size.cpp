@@ -7,6 +7,7 @@
 /// quadratic, exact 1-D minimum) and checkpoint/resume through visit_fields.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <string>
@@ -102,40 +103,62 @@ TEST_SUITE("optim.step_size") {
   }
 
   TEST_CASE("DF-Muon: steps capped by eta_max and a quadratic solved at any scale without tuning") {
+    // f = ½‖W − T‖²_F from W = 0, for five targets T at each of three scales with the same
+    // settings. The secant recovers L = 1, so each step is the exact line search along
+    // D = polar(m) (m: Nesterov momentum 0.95); at scale 20 the trust region (ρ = 1) can bind as
+    // well, at 0.05 it cannot (‖T‖_F/√12 ≈ 0.12). Steps to 1e-4·f₀, measured over seeds 1–1000
+    // (2026-12-01; five targets per scale and seed): median 63 / 63 / 85 at scales 0.05 / 1 / 20,
+    // but 99th percentiles 238 / 147 / 95 and a worst of 339, at scale 0.05: a slow mode of
+    // 130–340 steps, not analysed (momentum along exact line searches is the likely cause). The
+    // median over the 15 runs of a seed is steadier: 59–89 (median 67). So
+    // every run must converge within kMaxSteps, and the median of the 15 be at most
+    // kMedianSteps. (Before: one target per scale and a bound of 300 steps, which seed 246 of
+    // 330 missed at scale 0.05.)
     const index_t r = 12, c = 16;
+    constexpr int kTargets = 5, kMaxSteps = 1000, kMedianSteps = 120;
+    std::vector<int> all;
     for (double scale : {0.05, 1.0, 20.0}) {
       CAPTURE(scale);
-      const auto target =
-          random_vec(static_cast<std::size_t>(r * c), schatten::test::case_seed("df_target"), scale);
-      std::vector<float> w(target.size(), 0.0f);
-      DfMuonOptions o;
-      o.eta_max = 10.0;  // a loose cap: the majoriser, not the cap, must set the step
-      o.polar.iterations = 8;
-      auto rule = df_muon(o);
-      auto st = rule.init({r, c});
-      const double f0 = 0.5 * fro(target) * fro(target);
-      double f = f0;
-      int t = 0;
-      for (; t < 300 && f > 1e-4 * f0; ++t) {
-        std::vector<float> u(w.size());
-        for (std::size_t k = 0; k < w.size(); ++k)
-          u[k] = w[k] - target[k];
-        REQUIRE(rule.update(Block(u.data(), r, c), st, ConstBlock(w.data(), r, c)) == Status::ok);
-        const double eta = std::get<0>(static_cast<ChainState<MajorizedStep>::Base&>(st)).eta;
-        CHECK(eta >= 0.0);
-        CHECK(eta <= o.eta_max);
-        CHECK(fro(u) <= o.eta_max * 1.2 * std::sqrt(double(std::min(r, c))));
-        apply_updates(MatrixRef<float>(w.data(), r, c), MatrixRef<const float>(u.data(), r, c));
-        std::vector<float> e(w.size());
-        for (std::size_t k = 0; k < w.size(); ++k)
-          e[k] = w[k] - target[k];
-        f = 0.5 * fro(e) * fro(e);
+      std::vector<int> steps;
+      for (int target_index = 0; target_index < kTargets; ++target_index) {
+        CAPTURE(target_index);
+        const auto target =
+            random_vec(static_cast<std::size_t>(r * c),
+                       schatten::test::case_seed("df_target", std::uint64_t(target_index)), scale);
+        std::vector<float> w(target.size(), 0.0f);
+        DfMuonOptions o;
+        o.eta_max = 10.0;  // a loose cap: the majoriser, not the cap, must set the step
+        o.polar.iterations = 8;
+        auto rule = df_muon(o);
+        auto st = rule.init({r, c});
+        const double f0 = 0.5 * fro(target) * fro(target);
+        double f = f0;
+        int t = 0;
+        for (; t < kMaxSteps && f > 1e-4 * f0; ++t) {
+          std::vector<float> u(w.size());
+          for (std::size_t k = 0; k < w.size(); ++k)
+            u[k] = w[k] - target[k];
+          REQUIRE(rule.update(Block(u.data(), r, c), st, ConstBlock(w.data(), r, c)) == Status::ok);
+          const double eta = std::get<0>(static_cast<ChainState<MajorizedStep>::Base&>(st)).eta;
+          REQUIRE(eta >= 0.0);
+          REQUIRE(eta <= o.eta_max);
+          REQUIRE(fro(u) <= o.eta_max * 1.2 * std::sqrt(double(std::min(r, c))));
+          apply_updates(MatrixRef<float>(w.data(), r, c), MatrixRef<const float>(u.data(), r, c));
+          std::vector<float> e(w.size());
+          for (std::size_t k = 0; k < w.size(); ++k)
+            e[k] = w[k] - target[k];
+          f = 0.5 * fro(e) * fro(e);
+        }
+        CHECK(f <= 1e-4 * f0);
+        steps.push_back(t);
       }
-      MESSAGE("DF-Muon scale " << scale << ": " << t << " steps, relative loss " << f / f0);
-      // The secant recovers L = 1 of this quadratic, so the majorised step is the exact line
-      // search along D: the same settings reach 1e-4 at every scale.
-      CHECK(f <= 1e-4 * f0);
+      std::sort(steps.begin(), steps.end());
+      MESSAGE("DF-Muon scale " << scale << ": steps to 1e-4 of the five targets " << steps[0] << " "
+                               << steps[1] << " " << steps[2] << " " << steps[3] << " " << steps[4]);
+      all.insert(all.end(), steps.begin(), steps.end());
     }
+    std::sort(all.begin(), all.end());
+    CHECK(all[all.size() / 2] <= kMedianSteps);
   }
 
   TEST_CASE("DF-Muon: the 1-D search finds the minimum of the majoriser") {
