@@ -104,9 +104,9 @@ TEST_SUITE("kernels.low_rank") {
 
   TEST_CASE("the rounding floor at larger sizes: the momentum's rank survives") {
     // Rank ρ momenta with σ geometric from 1 to 0.1 and a Gaussian Q: the rounding columns past ρ
-    // stay below the floor (but see the compromise below) and B's directions, 0.1·|N(0, 1)|
-    // against 8·S·2⁻²⁴·‖B‖_F ≤ 1e-3, above it (docs/kernels/low_rank.md), so U keeps ρ unit terms. 512 × 256
-    // with ρ = 16 of k = 64 and 512 × 1024 with ρ = 40 of k = 128.
+    // stay below the floor and B's directions, 0.1·|N(0, 1)| against 8·S·2⁻²⁴·‖B‖_F ≤ 1e-3,
+    // above it (docs/kernels/low_rank.md), so U keeps ρ unit terms, but for the floor's
+    // compromise (below). 512 × 256 with ρ = 16 of k = 64 and 512 × 1024 with ρ = 40 of k = 128.
     struct Case {
       index_t r, c, rank, k;
     };

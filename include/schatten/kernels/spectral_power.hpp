@@ -52,10 +52,11 @@ struct RationalPower {
   double operator()(double x) const;
 };
 
-/// Fits g for x^α on [floor, rational_fit_top] with relative error ≤ tolerance (before the filter): poles
-/// geometric on [floor·10^{−a}, 10^{b}] with a ∈ [0, 1] and b ∈ [−1, 3] searched on a grid,
-/// weights by linear least squares in relative error on 400 log-spaced points, the number of
-/// poles increased from 3 until the error, measured on 4000 points, is at most `tolerance`.
+/// Fits g for x^α on [floor, rational_fit_top] with relative error ≤ tolerance (before the
+/// filter): poles geometric on [floor·10^{−a}, 10^{b}] with a ∈ [0, 1] and b ∈ [−1, 3] searched
+/// on a grid, weights by linear least squares in relative error on 400 log-spaced points, the
+/// number of poles increased from 3 until the error, measured on 4000 points, is at most
+/// `tolerance`.
 /// Below the floor g is never an amplification: g(x) ≤ 20·x·floor^{α−1} for x < floor (all
 /// poles are ≥ floor/10), and g(0) = 0. Deterministic; results are cached per (α, floor,
 /// tolerance). Typical sizes: 8–10 poles for tolerance 1e-3 and floor 1e-5.

@@ -203,9 +203,9 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
   // α = 1.02·σ_est. The power iteration approaches σ_max from below, within 2 % unless σ₂/σ₁ is
   // close to 1; then its 30 steps may end lower (0.92 to 1 of σ_max for Gaussian 80 × 40
   // matrices, seeds 1–2000; test_linalg.cpp), and ‖X₀‖₂ can exceed 1 by up to ~7 %. (A start
-  // nearly orthogonal to v₁, which could stop one pass at σ₂, is caught by the estimate's second
-  // pass: linalg.hpp.) QDWH
-  // tolerates that: each step's map f(x) = x(a + b x²)/(1 + c x²) has f(1) = 1 and, with
+  // nearly orthogonal to v₁, which could stop one pass at σ₂, is caught by the estimate's
+  // second pass: linalg.hpp.) QDWH tolerates that: each step's map
+  // f(x) = x(a + b x²)/(1 + c x²) has f(1) = 1 and, with
   // b = (a − 1)²/4 and c = a + b − 1, f′(1) = ((a − 3)/(a + 1))² < 1, so singular values a little
   // above 1 come down towards it as the others come up (measured in double on two such
   // matrices, 3.3 % and 4.3 % low: 4 iterations and ‖U − U_exact‖_F = 3.7e-14, as on two whose
