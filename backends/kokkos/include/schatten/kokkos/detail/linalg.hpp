@@ -309,9 +309,11 @@ double sigma_max_estimate(const Exec& space, bool right, const Mat2<T, Mem>& w, 
                           const Mat2<T, Mem>& va, const Mat2<T, Mem>& vn, double tol = 1e-4,
                           int max_steps = 30) {
   const index_t k = vk.extent(0);
-  // v ← v − (aᵀv)·a, then v/‖v‖; false when nothing is left.
+  // v ← v − (aᵀv)·a
+  const auto project_out_a = [&] { update_and_difference(space, vk, 1.0, -inner(space, va, vk), va); };
+  // The start, deflated when asked, then v/‖v‖; false when nothing is left.
   const auto deflate_and_normalise = [&](bool deflate) {
-    if (deflate) update_and_difference(space, vk, 1.0, -inner(space, va, vk), va);
+    if (deflate) project_out_a();
     const double n = frobenius(space, vk);
     if (!(n > 0.0) || !std::isfinite(n)) return false;
     scale(space, vk, static_cast<T>(1.0 / n));
@@ -331,7 +333,7 @@ double sigma_max_estimate(const Exec& space, bool right, const Mat2<T, Mem>& w, 
         gemm(space, "N", "N", T(1), w, vn, T(0), vk);
       }
       // ‖P XᵀX v‖ with ‖v‖ = 1 (P = I on the first pass): at most σ₁²
-      if (deflate) update_and_difference(space, vk, 1.0, -inner(space, va, vk), va);
+      if (deflate) project_out_a();
       const double lambda = frobenius(space, vk);
       if (!(lambda > 0.0) || !std::isfinite(lambda)) return est;
       scale(space, vk, static_cast<T>(1.0 / lambda));
