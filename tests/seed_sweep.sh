@@ -14,7 +14,7 @@
 # the directory printed at the end. Exit status: 0 when every run passed.
 set -uo pipefail
 if [ $# -lt 3 ]; then
-  sed -n '3,13p' "$0" >&2
+  sed -n '3,14p' "$0" >&2
   exit 2
 fi
 build=$(cd "$1" && pwd) || exit 2
@@ -27,22 +27,28 @@ logs=$(mktemp -d "${TMPDIR:-/tmp}/schatten-seed-sweep.XXXXXX")
 failed_runs=0
 # OpenMPI refuses to run as root (containers) unless told, and needs leave to oversubscribe.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# run NAME SEED COMMAND...: one run, logged as NAME_SEED.log, in the tests' working directory
+# (ctest's: doctest_discover_tests runs in the executable's folder).
+run() {
+  local name=$1 seed=$2 rc
+  shift 2
+  (cd "$build/tests" && SCHATTEN_SEED=$seed "$@" > "$logs/${name}_$seed.log" 2>&1)
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    failed_runs=$((failed_runs + 1))
+    echo "seed $seed: $name failed (rc $rc)"
+  fi
+}
 for seed in $(seq "$first" "$last"); do
   for exe in "${exes[@]}"; do
-    runs=("$exe")
-    [ "$exe" = test_mpi ] && runs=() && for np in ${SCHATTEN_SWEEP_RANKS:-1 2 4}; do runs+=("test_mpi.np$np"); done
-    for run in "${runs[@]}"; do
-      launch=() colours=()
+    if [ "$exe" = test_mpi ]; then
       # mpiexec hands doctest a terminal: no colour codes in the logs.
-      [ "$run" != "$exe" ] && launch=(mpiexec -n "${run##*.np}") colours=(--no-colors=true)
-      # The tests' working directory, as ctest's (doctest_discover_tests: the executable's folder).
-      (cd "$build/tests" && SCHATTEN_SEED=$seed "${launch[@]}" "./$exe" "${colours[@]}" > "$logs/${run}_$seed.log" 2>&1)
-      rc=$?
-      if [ $rc -ne 0 ]; then
-        failed_runs=$((failed_runs + 1))
-        echo "seed $seed: $run failed (rc $rc)"
-      fi
-    done
+      for np in ${SCHATTEN_SWEEP_RANKS:-1 2 4}; do
+        run "test_mpi.np$np" "$seed" mpiexec -n "$np" ./test_mpi --no-colors=true
+      done
+    else
+      run "$exe" "$seed" "./$exe"
+    fi
   done
 done
 echo "== checks that failed, with how often and for which seeds (logs: $logs)"
