@@ -161,6 +161,7 @@ TEST_CASE("qk_clip multi-head separate projections clip each firing head to the 
   REQUIRE(before[1].max > 0.0);
   REQUIRE(before[0].max < tau);
   REQUIRE(before[2].max > tau);
+  REQUIRE(before[3].max > tau);
   const std::vector<std::vector<float>> w0 = w;
 
   QkClip clip({qk_separate("layer0", "attn.q_proj.weight", "attn.k_proj.weight", H, H, d)}, {tau, 0.5});
@@ -169,8 +170,12 @@ TEST_CASE("qk_clip multi-head separate projections clip each firing head to the 
   const QkClipReport r = clip.apply(pointers(w), maxima(before));
   REQUIRE(r);
   CHECK(r.clipped_heads == 2);
-  CHECK(r.max_logit == double(static_cast<float>(before[3].max)));
-  CHECK(r.min_factor == doctest::Approx(tau / double(static_cast<float>(before[3].max))).epsilon(1e-15));
+  // The largest logit is head 2's or head 3's: a 3x larger scale of q does not always win (seed
+  // 331: 45.9 against 43.1), since the maximum also depends on k's rows.
+  const std::vector<float> m = maxima(before);
+  const double largest_logit = *std::max_element(m.begin(), m.end());
+  CHECK(r.max_logit == largest_logit);
+  CHECK(r.min_factor == doctest::Approx(tau / largest_logit).epsilon(1e-15));
   check_clipped(before, logits(), {0, 1, 2, 3}, tau, clip);
   // Quiet heads and the values: the same bits. The balance: q and k of a firing head each η^½.
   for (index_t h = 0; h < 2; ++h)
