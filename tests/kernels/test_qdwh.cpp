@@ -157,6 +157,45 @@ TEST_SUITE("kernels.qdwh") {
     CHECK(run.report.lower_bound >= 1e-3 / 4);
   }
 
+  TEST_CASE("qdwh with an overestimated lower bound: the small singular values catch up") {
+    // l₀ is meant to be a lower bound of σ_min/α; one that is too large (given by the caller, or
+    // an estimate whose inverse iteration started nearly orthogonal to v_min) makes the weights
+    // too mild for the small singular values. They still converge: below l_k the map
+    // x(a + bx²)/(1 + cx²) multiplies x by about a ≥ 3 per iteration (Halley's a = 3 once l_k is
+    // near 1), and the stopping rule also waits for the iterate to stop moving (dx), not only
+    // for l_k → 1. So an overestimate costs at most about log₃(l₀/(σ_min/α)) more iterations
+    // (measured for l₀ = 0.5: 7, 11 and 15 against 4, 4 and 5), not accuracy, until the cap.
+    const double u = std::numeric_limits<double>::epsilon();
+    const index_t r = 60, c = 40;
+    QdwhOptions o;
+    o.lower_bound = 0.5;
+    for (double kappa : {1e2, 1e4, 1e6}) {
+      CAPTURE(kappa);
+      SpectrumCase sc{"qdwh_l0_over", r, c, geometric(c, 1.0 / kappa)};
+      const Eigen::MatrixXd a = make_matrix(sc, case_seed("qdwh_l0_over"));
+      const Eigen::MatrixXd exact = spectral_map(svd(a), [](double) { return 1.0; });  // U Vᵀ
+      const QdwhRun<double> run = run_qdwh<double>(a, o);
+      REQUIRE(run.report.status == Status::ok);
+      const int fair = qdwh_predicted_iterations(1.0 / kappa, u);
+      // α = 1.02·(an estimate within 8 % of σ_max), so σ_min/α ≥ 1/(1.02·1.08·κ)
+      const int extra = int(std::ceil(std::log(o.lower_bound * 1.02 * 1.08 * kappa) / std::log(3.0)));
+      MESSAGE("kappa " << kappa << ": " << run.report.iterations << " iterations against " << fair
+                       << " for the true bound, at most " << extra << " more expected");
+      CHECK(run.report.iterations > fair);
+      CHECK(run.report.iterations <= fair + extra);
+      CHECK(orthogonality_fro(run.u) <= 8 * c * u);
+      CHECK(backward_error(a, run.u, run.h) <= 8 * c * u);
+      CHECK((run.u - exact).norm() <= 8 * c * u * kappa);  // sensitivity 1/σ_min, as above
+    }
+    // κ = 1e8 needs about 17 more than its 5: past the cap of 16, not_converged, iterate written.
+    SpectrumCase sc{"qdwh_l0_over_cap", r, c, geometric(c, 1e-8)};
+    const Eigen::MatrixXd a = make_matrix(sc, case_seed("qdwh_l0_over_cap"));
+    const QdwhRun<double> run = run_qdwh<double>(a, o);
+    CHECK(run.report.status == Status::not_converged);
+    CHECK(run.report.iterations == o.max_iterations);
+    CHECK(run.u.allFinite());
+  }
+
   TEST_CASE("qdwh in float: converged to order k*u_f") {
     const double uf = std::numeric_limits<float>::epsilon();
     for (double kappa : {1e2, 1e4, 1e6}) {
