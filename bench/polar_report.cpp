@@ -78,6 +78,18 @@ int main(int argc, char** argv) {
   for (const auto& [r, c] : args.shapes)
     only_shapes.push_back({r, c});
   const std::vector<std::string>& only_methods = args.methods;
+  // A misspelt --method would otherwise select nothing and write an empty report.
+  const std::vector<Method> all_methods = methods();
+  for (const std::string& name : only_methods)
+    if (std::none_of(all_methods.begin(), all_methods.end(),
+                     [&](const Method& m) { return m.name == name; })) {
+      std::string known;
+      for (const Method& m : all_methods)
+        known += (known.empty() ? "" : ", ") + m.name;
+      std::fprintf(stderr, "unknown --method '%s'; the methods are: %s\n%s", name.c_str(), known.c_str(),
+                   report_usage());
+      return 2;
+    }
   std::printf("schatten polar report\n  commit  %s\n  runtime %s\n  machine %s\n", git_commit(),
               runtime_description().c_str(), machine_description().c_str());
   std::printf(
@@ -89,7 +101,7 @@ int main(int argc, char** argv) {
   if (args.quick) shapes.resize(2);
   if (!only_shapes.empty()) shapes = only_shapes;
   std::vector<Method> ms;
-  for (const Method& m : methods())
+  for (const Method& m : all_methods)
     if (only_methods.empty() ||
         std::find(only_methods.begin(), only_methods.end(), m.name) != only_methods.end())
       ms.push_back(m);
