@@ -135,8 +135,9 @@ ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const st
 /// modelled step so far), and assign_owners(costs, ranks) (LPT) — each improved by local search
 /// (repeatedly the single move of one parameter to the least loaded rank that lowers the
 /// modelled time the most; at most 2·parameters + 8 moves); the shortest wins (ties: the
-/// earlier start). Its modelled time is therefore never longer than either assign_owners's. On the
-/// test's random instances (3–7 parameters on 2–3 ranks; 8 on 4) it comes 0.8 % (2.1 %) above
+/// earlier start), timed by modelled_step() itself, with the two plain assignments as candidates
+/// too. Its modelled time is therefore never longer than either assign_owners's, to the last
+/// bit. On the test's random instances (3–7 parameters on 2–3 ranks; 8 on 4) it comes 0.8 % (2.1 %) above
 /// the exhaustive optimum on average and 16 % (23 %) at worst; LPT with the exchange counted
 /// alone can do worse than both plain assignments (docs/distributed.md, "Choosing owners").
 /// per_float = 0 balances the work alone; a per_float so large that any transfer outweighs all
