@@ -235,10 +235,11 @@ std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, 
   // Three starts, each improved: where the parameters lie, LPT with the exchange counted, and
   // LPT; the shortest modelled step wins (ties: the earlier start). Candidates are timed by
   // modelled_step() itself, from scratch: improve() keeps its works as running sums, whose last
-  // bits can differ, so an improved start can come out a rounding longer than the plain one it
-  // came from (seed 158 of test_mpi's sweep: 23.9 + 1 ulp against LPT's 23.9). The two plain
-  // assignments are therefore candidates too, after the improved ones, and the result is never
-  // longer than either in modelled_step()'s own arithmetic.
+  // bits can differ, so the shortest by those sums could be a rounding longer than a plain
+  // assignment (seed 158 of test_mpi's sweep: 23.9 + 1 ulp against LPT's 23.9). The two plain
+  // assignments are candidates too, after the improved ones, so the result is never longer
+  // than either in modelled_step()'s own arithmetic. Cost: five O(parameters · ranks)
+  // evaluations, below the tabulation's O(parameters · ranks²) above.
   std::vector<int> best;
   double best_time = 0.0;
   const auto consider = [&](std::vector<int> owners) {
