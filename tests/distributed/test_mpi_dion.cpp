@@ -400,7 +400,7 @@ TEST_CASE(
   const auto w0 = weights(ps);
   auto w = w0, wref = w0;
   // "t1" left out of the trajectory comparison once a rounding column of its rank-1 first step
-  // survived the floor in one of the two runs (below).
+  // survived the floor as a noise term (below): the two runs keep different ones.
   bool skip_t1 = false;
   const auto compared = [&](std::vector<std::vector<float>> v) {
     if (skip_t1) v.erase(v.begin() + 1);
