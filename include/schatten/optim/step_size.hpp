@@ -184,9 +184,11 @@ struct ScaleCalibratedDirection {
 ///   u ← −η_t·D_t.
 /// φ majorises f(W_t − ηD_t) − f(W_t) when f is L̂_t-smooth in the Frobenius norm along −D_t,
 /// plus a soft trust region of radius ρ around the anchor W̄ with price λ per unit of distance.
-///  * L̂_t: secant ‖g_t − g_{t−1}‖_F/‖W_t − W_{t−1}‖_F, floored at l_min (the safe floor: it only
-///    keeps the quotient finite; a small L̂ makes the quadratic step large, which η_max and the
-///    trust region then bound). When W did not move, the previous L̂ is kept.
+///  * L̂_t: secant ‖g_t − g′‖_F/‖W_t − W′‖_F from the last secant point (W′, g′) — the previous
+///    step's, unless W moved less than secant_min_step·‖W_t‖_F since, in which case the previous
+///    L̂ and the old point are kept (such a difference of float parameters is mostly rounding;
+///    see secant_min_step). Floored at l_min (the safe floor: it only keeps the quotient finite;
+///    a small L̂ makes the quadratic step large, which η_max and the trust region then bound).
 ///  * W̄: W₀ at the first step, recentred to W_t whenever the certificate ⟨g_t, W_t − W̄⟩ ≤ 0
 ///    (for star-convex f, ⟨g, W − W*⟩ ≥ f(W) − f* ≥ 0: a non-positive certificate says the anchor
 ///    is not behind us and cannot stand for W*).
@@ -197,11 +199,12 @@ struct ScaleCalibratedDirection {
 ///    each O(1) from the three scalars ‖W − W̄‖², ⟨W − W̄, D⟩, ‖D‖². No step when ⟨g, D⟩ ≤ 0
 ///    and the trust region does not pull back.
 /// Hyper-parameters ρ, λ and the paper's M are [U]; the defaults are [P] (docs/optim.md).
-/// Cost per step: the polar factor plus about 14 passes over the block (3 copies and the momentum
-/// before it; the 7 inner products, the anchor, the scaling and 2 copies after); state: momentum,
-/// anchor, previous gradient and parameter (4 buffers) plus 2 scratch buffers. `mu_storage`: the
-/// momentum in fp32 or bf16 (TraceMomentum's; docs/optim.md "State precision"); the anchor and
-/// the previous gradient and parameter stay fp32 (they enter differences of nearby values).
+/// Cost per step: the polar factor plus about 15 passes over the block (3 copies and the momentum
+/// before it; the 8 inner products, the anchor, the scaling and 2 copies after); state: momentum,
+/// anchor, the secant point's gradient and parameter (4 buffers) plus 2 scratch buffers.
+/// `mu_storage`: the momentum in fp32 or bf16 (TraceMomentum's; docs/optim.md "State
+/// precision"); the anchor and the secant point stay fp32 (they enter differences of nearby
+/// values).
 struct MajorizedStep {
   static constexpr const char* name = "majorized_step";
   static constexpr bool may_fail = true;
@@ -213,6 +216,12 @@ struct MajorizedStep {
   double l_min = 1e-8;   ///< floor of the secant curvature estimate
   double eta0 = 1e-3;    ///< first step (no secant yet), capped by eta_max
   PolarOptions polar{};
+  /// The smallest move ‖W_t − W′‖_F/‖W_t‖_F taken as a secant [P]. Each float parameter is
+  /// rounded to within u = 2⁻²⁴ ≈ 6e-8 of itself, so W_t − W′ is off by up to about
+  /// 2u‖W_t‖_F: at a move of 1e-5·‖W_t‖_F that is 1.2 % of it. Smaller moves happen: after an
+  /// exact line search ⟨g, D⟩ of the next step can be rounding (1e-17), and a step of 1e-10
+  /// gave a secant of 0, so L̂ = l_min and the next step η_max (docs/optim.md, DF-Muon).
+  static constexpr double secant_min_step = 1e-5;
   StateStorage mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
 
   /// Scratch, not checkpointed and shared by copies of a state (the partition's backups do not
@@ -225,9 +234,9 @@ struct MajorizedStep {
   };
   struct State : detail::FirstMoment {  // the momentum in its storage
     std::int64_t count = 0;
-    double lhat = 0.0;  ///< L̂ of the last step
-    double eta = 0.0;   ///< η of the last step (observable)
-    Buffer anchor, prev_grad, prev_param;
+    double lhat = 0.0;                     ///< L̂ of the last step
+    double eta = 0.0;                      ///< η of the last step (observable)
+    Buffer anchor, prev_grad, prev_param;  ///< W̄ and the secant point (g′, W′)
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
   State init(const BlockShape& s) const {
@@ -277,7 +286,7 @@ struct MajorizedStep {
     return 0.5 * (lo + hi);
   }
 
-  /// Runs on host or device memory (rule.hpp helpers and the polar kernel; seven reductions read
+  /// Runs on host or device memory (rule.hpp helpers and the polar kernel; eight reductions read
   /// back per step, each one pass over two or three arrays).
   static constexpr bool device_capable = true;
   Status update(Block u, State& s, ConstBlock p) const {
@@ -307,15 +316,18 @@ struct MajorizedStep {
     const double q = squared_norm(u);                                                            // ‖D‖²
     const double dg2 = inner_of_differences(g, s.prev_grad.data(), g.data, s.prev_grad.data());  // ‖g − g′‖²
     const double dw2 = inner_of_differences(p, s.prev_param.data(), w, s.prev_param.data());  // ‖W − W′‖²
+    const double w2 = squared_norm(p);                                                        // ‖W‖²
     const double cert = inner_of_differences(g, nullptr, w, anchor);          // ⟨g, W − W̄⟩
     if (s.count == 0 || cert <= 0.0) copy_block(block_like(s.anchor, p), p);  // (re)centre W̄ = W_t
     const double e2 = inner_of_differences(p, anchor, w, anchor);             // ‖W − W̄‖²
     const double c = inner_of_differences(u, nullptr, w, anchor);             // ⟨D, W − W̄⟩
+    // W′, g′: the last secant point. A move below secant_min_step·‖W‖ is not a secant.
+    const bool secant = s.count > 0 && dw2 > 0.0 && dw2 >= secant_min_step * secant_min_step * w2;
     double eta;
     if (s.count == 0) {
       eta = std::min(eta_max, eta0);
     } else {
-      if (dw2 > 0.0) s.lhat = std::sqrt(dg2 / dw2);
+      if (secant) s.lhat = std::sqrt(dg2 / dw2);
       s.lhat = std::max(s.lhat, l_min);
       const double k = double(std::max<index_t>(1, std::min(u.rows, u.cols)));
       eta = minimise(Majorizer{a, s.lhat * q, q, e2, c, k, lambda, rho}, eta_max);
@@ -323,8 +335,10 @@ struct MajorizedStep {
     scale(u, static_cast<float>(-eta));
     s.eta = eta;
     detail::swap_first_moment(s, sc.next);
-    copy_block(block_like(s.prev_grad, u), g);
-    copy_block(block_like(s.prev_param, p), p);
+    if (s.count == 0 || secant) {  // the next secant starts here
+      copy_block(block_like(s.prev_grad, u), g);
+      copy_block(block_like(s.prev_param, p), p);
+    }
     ++s.count;
     return Status::ok;
   }
