@@ -318,7 +318,7 @@ TEST_CASE("distributed.dion: a rank-1 mean momentum gives a rank-1 update throug
     REQUIRE(ref.step(ptrs(wref), ptrs(gm)));
     if (t == 0) {  // W = 0 and no decay: the step is −lr·√(48/20)·U
       double u2 = 0.0;
-      const double scale = 0.01 * std::sqrt(48.0 / 20.0);
+      const double scale = o.lr(1) * std::sqrt(48.0 / 20.0);
       for (std::size_t e = 0; e < w[0].size(); ++e)
         u2 += std::pow((double(w[0][e]) - double(before[0][e])) / scale, 2);
       // Rank 1 (float rounding of unit vectors), or 2 when a rounding column of P̄ rises above the
@@ -435,10 +435,11 @@ TEST_CASE(
       // test above; seed 189, in both runs). The runs round P̄ differently, so their noise
       // columns differ and t1's trajectories part: said, and t1 left out of the comparison; the
       // other matrices are still compared.
+      const double lr = lo.lr(1), wd = lo.weight_decay;
       const auto u2_of = [&](const std::vector<float>& after) {
         double u2 = 0.0;
         for (std::size_t e = 0; e < after.size(); ++e) {
-          const double b = w0[1][e], u = ((b - double(after[e])) / 0.01 - 0.01 * b) / std::sqrt(40.0 / 24.0);
+          const double b = w0[1][e], u = ((b - double(after[e])) / lr - wd * b) / std::sqrt(40.0 / 24.0);
           u2 += u * u;
         }
         return u2;
