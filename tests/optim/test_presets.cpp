@@ -1625,10 +1625,10 @@ TEST_SUITE("optim.presets") {
     CHECK(dion2_loss <= 1e-2);
     CHECK(freon_loss <= 1e-2);
     // Kaon: median 2.9e-6 over seeds 1–690, and ≤ 4e-5 but for three: 1.9e-4 (seed 604), 1.7e-2
-    // (632) and 3.7e-2 (301). There its deterministic chaotic map locks: from step 100 on the
-    // residual's normalised spectrum stays put (σ₁/‖R‖_F = 0.417, σ₂/σ₁ = 0.872), every
-    // direction shrinking by the same small factor per step (docs/kernels/kaon.md). A decrease,
-    // not a solve.
+    // (632) and 3.7e-2 (301). There its deterministic map reaches an attracting fixed point:
+    // every direction's gain is the same multiple κ ≈ 0.42 of its share of the spectrum, so the
+    // update is −lr·κ·R/‖R‖_F, about 5.5 times shorter than usual (docs/kernels/kaon.md). A
+    // decrease, not a solve.
     CHECK(kaon_loss <= 0.1);
   }
 
