@@ -5,6 +5,8 @@
 /// reference in double is in tests/optim/test_presets.cpp.
 #include <doctest/doctest.h>
 
+#include <Eigen/Dense>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -88,17 +90,89 @@ TEST_SUITE("kernels.low_rank") {
         double worst = 0.0;
         for (std::size_t i = 0; i < m.size(); ++i)
           worst = std::max(worst, std::abs(double(m[i]) - 0.9 * double(m0[i])));
-        // GEMM rounding relative to σ₁ = 1 (entries ≲ 0.5): measured ≤ 3e-8.
-        CHECK(worst <= 1e-6);
-        // The kept columns of Q are unit vectors (‖R_j‖/(‖R_j‖ + ε), ε = 1e-8 against ‖R_j‖ ≥ 1e-2).
-        for (index_t j = 0; j < rank; ++j) {
+        // GEMM rounding relative to σ₁ = 1 (entries ≲ 0.5): median 9e-9, at most 6.6e-7 over
+        // seeds 1–2000 (12000 cases). (1.6e-3 at seed 1514 before a column at the floor was left
+        // out of the later columns' orthogonalisation: P then missed a part of B's range.)
+        CHECK(worst <= 2e-6);
+        // The kept columns of Q (the rows that changed: not always the first ρ, since a column of
+        // B Q may lie within rounding of those before it, seed 1514) are unit vectors:
+        // ‖R_j‖/(‖R_j‖ + ε), ε = 1e-8 against ‖R_j‖ ≥ 1e-2, or for a noise term ‖R_j‖ ~ 1e-5 at
+        // the floor, short by up to ~1e-3.
+        std::vector<double> off;  // |‖Q_j‖ − 1| of the kept columns
+        for (index_t j = 0; j < k; ++j) {
+          const auto row = q.cbegin() + j * s;
+          if (std::equal(row, row + s, q0.cbegin() + j * s)) continue;
           double n2 = 0.0;
-          for (index_t i = 0; i < s; ++i)
-            n2 += double(q[static_cast<std::size_t>(j * s + i)]) *
-                  double(q[static_cast<std::size_t>(j * s + i)]);
-          CHECK(std::sqrt(n2) == doctest::Approx(1.0).epsilon(1e-5));
+          for (auto it = row; it != row + s; ++it)
+            n2 += double(*it) * double(*it);
+          off.push_back(std::abs(std::sqrt(n2) - 1.0));
         }
+        std::sort(off.begin(), off.end());
+        for (std::size_t j = 0; j < off.size(); ++j)
+          CHECK(off[j] <= (j + std::size_t(noise) < off.size() ? 1e-5 : 1e-2));
       }
+    }
+  }
+
+  TEST_CASE("a column at the floor does not hide B's range from the columns after it") {
+    // B = Σ σ_i u_i v_iᵀ of rank 3 (σ = 1, 0.3, 0.1; u, v orthonormal and seeded), 48 × 32, and
+    // Q (k = 8) with q_0 = v_1, q_1 = v_2, q_2 = v_1 + v_2 + 1e-5·v_3, q_3 = v_3 and q_4 … q_7
+    // in B's null space. The part of B q_2 orthogonal to B q_0, B q_1 is 0.1·1e-5 = 1e-6, under
+    // the floor 8·√32·2⁻²⁴·‖B‖_F·‖q_2‖ ≈ 4e-6: column 2 is dropped. But that part is mostly u_3,
+    // and an ordinary QR orthogonalises column 3 against it. What is left of column 3 is then
+    // mostly the rounding in p_2, still above the floor: measured, U got a unit term 0.98 of
+    // which lay outside B's range, and the feedback missed 1.5e-3 of γ·0.1·u_3 v_3ᵀ. Against the
+    // kept columns only, column 3 gives u_3: U = P Qᵀ lies in B's range and M ← 0.9·M.
+    const index_t r = 48, c = 32, k = 8;
+    const std::uint64_t seed = case_seed("low_rank_hidden_column");
+    CAPTURE(seed);
+    const auto basis = [](index_t n, std::uint64_t s) {  // an n × n orthonormal matrix
+      const std::vector<float> g = random_vec(static_cast<std::size_t>(n * n), s, 1.0);
+      Eigen::MatrixXd a(n, n);
+      for (index_t i = 0; i < n * n; ++i)
+        a(i % n, i / n) = g[static_cast<std::size_t>(i)];
+      return Eigen::MatrixXd(Eigen::HouseholderQR<Eigen::MatrixXd>(a).householderQ());
+    };
+    const Eigen::MatrixXd u_basis = basis(r, seed), v = basis(c, seed + 1);
+    const double sigma[3] = {1.0, 0.3, 0.1};
+    Eigen::MatrixXd b = Eigen::MatrixXd::Zero(r, c);
+    for (int i = 0; i < 3; ++i)
+      b += sigma[i] * u_basis.col(i) * v.col(i).transpose();
+    Eigen::MatrixXd qm(c, k);  // Q's columns
+    qm.col(0) = v.col(0);
+    qm.col(1) = v.col(1);
+    qm.col(2) = v.col(0) + v.col(1) + 1e-5 * v.col(2);
+    qm.col(3) = v.col(2);
+    for (index_t j = 4; j < k; ++j)
+      qm.col(j) = v.col(j);
+    for (const bool cholesky : {true, false}) {
+      CAPTURE(cholesky);
+      std::vector<float> m = to_row_major<float>(b);
+      const std::vector<float> m0 = m;
+      std::vector<float> q = to_row_major<float>(qm.transpose()), u(m.size(), 0.0f);  // Qᵀ, k × S
+      const std::vector<float> q0 = q;
+      LowRankStepOptions o;
+      o.feedback = 0.1;
+      o.cholesky_qr = cholesky;
+      REQUIRE(low_rank_power_step(MatrixRef<float>(m.data(), r, c), MatrixRef<float>(q.data(), k, c),
+                                  MatrixRef<float>(u.data(), r, c), o) == Status::ok);
+      // Kept: columns 0, 1 and 3 (their rows of Qᵀ were replaced); 2 and 4 … 7 dropped.
+      for (index_t j = 0; j < k; ++j) {
+        CAPTURE(j);
+        const bool same = std::equal(q.cbegin() + j * c, q.cbegin() + (j + 1) * c, q0.cbegin() + j * c);
+        CHECK(same == (j == 2 || j >= 4));
+      }
+      // Three unit terms (each short of 1 by about 2ε/‖R_j‖ ≤ 2e-7, plus float rounding), all in
+      // B's column space: the part of U outside span(u_1, u_2, u_3) is float rounding.
+      CHECK(squared_norm(u) == doctest::Approx(3.0).epsilon(1e-5));
+      const Eigen::MatrixXd ud = from_row_major(u.data(), r, c);
+      const Eigen::MatrixXd range = u_basis.leftCols(3);
+      const double outside = (ud - range * (range.transpose() * ud)).norm();
+      CHECK(outside <= 1e-5);  // measured 1.9e-7
+      double worst = 0.0;
+      for (std::size_t i = 0; i < m.size(); ++i)
+        worst = std::max(worst, std::abs(double(m[i]) - 0.9 * double(m0[i])));
+      CHECK(worst <= 2e-6);  // the bound of "prescribed rank" above: float rounding
     }
   }
 

@@ -255,13 +255,12 @@ int orthonormalise_member(const DefaultExec& space, const Panels& panels, Member
       Kokkos::deep_copy(space, p, panels.backup);
     else if (o.cholesky_qr)
       gemm(space, tall ? "T" : "N", "N", 1.0f, mt, mb.x, 0.0f, p);
-    const std::vector<double> diag = orthonormalise(p);
-    for (index_t j = 0; j < panels.k; ++j) {
-      const std::size_t jj = static_cast<std::size_t>(j);
-      if (mb.kept[jj] && diag[jj] > mb.floor * xn[jj]) continue;
-      mb.kept[jj] = 0;  // within rounding of the columns before it: p_j = 0, and Q_j is kept
-      Kokkos::deep_copy(space, Kokkos::subview(p, Kokkos::ALL, j), 0.0f);
-    }
+    // A column within rounding of the kept columns before it is dropped: p_j = 0, Q_j is kept,
+    // and the later columns are orthogonalised against the kept ones only.
+    std::vector<double> limit(xn.size());
+    for (std::size_t j = 0; j < limit.size(); ++j)
+      limit[j] = mb.floor * xn[j];
+    orthonormalise_dropping(p, limit, mb.kept);
   }
   return 0;
 }
