@@ -90,10 +90,12 @@ TEST_SUITE("kernels.low_rank") {
         double worst = 0.0;
         for (std::size_t i = 0; i < m.size(); ++i)
           worst = std::max(worst, std::abs(double(m[i]) - 0.9 * double(m0[i])));
-        // GEMM rounding relative to σ₁ = 1 (entries ≲ 0.5): median 9e-9, at most 6.6e-7 over
-        // seeds 1–2000 (12000 cases). (1.6e-3 at seed 1514 before a column at the floor was left
-        // out of the later columns' orthogonalisation: P then missed a part of B's range.)
-        CHECK(worst <= 2e-6);
+        // GEMM rounding relative to σ₁ = 1 (entries ≲ 0.5), and the tilt of a weak kept column:
+        // σ = 1e-2 shows as 1e-2·|N(0, 1)|, fixed only to floor/|R_jj|, and the feedback misses γ
+        // times that part of B. Over seeds 1–1500 (9000 cases): at most 5.4e-6 (seed 535), five
+        // above 2e-6. (1.6e-3 at seed 1514 before the later columns were orthogonalised against
+        // the kept ones only: P then missed a part of B's range.)
+        CHECK(worst <= 2e-5);
         // The kept columns of Q (the rows that changed: not always the first ρ, since a column of
         // B Q may lie within rounding of those before it, seed 1514) are unit vectors:
         // ‖R_j‖/(‖R_j‖ + ε), ε = 1e-8 against ‖R_j‖ ≥ 1e-2, or for a noise term ‖R_j‖ ~ 1e-5 at
@@ -172,7 +174,7 @@ TEST_SUITE("kernels.low_rank") {
       double worst = 0.0;
       for (std::size_t i = 0; i < m.size(); ++i)
         worst = std::max(worst, std::abs(double(m[i]) - 0.9 * double(m0[i])));
-      CHECK(worst <= 2e-6);  // the bound of "prescribed rank" above: float rounding
+      CHECK(worst <= 2e-5);  // the bound of "prescribed rank" above
     }
   }
 

@@ -61,17 +61,23 @@ std::vector<double> orthonormalise(const View& a) {
 }
 
 /// orthonormalise() for a panel whose columns may be dropped: column j is dropped when `keep[j]`
-/// is 0 on entry or when the norm of its part orthogonal to the kept columns before it is at
-/// most `limit[j]`. A dropped column of `a` becomes zero and `keep[j]` 0; the kept columns get
-/// the Q of the thin QR of the kept columns alone (up to signs), so a later column is
-/// orthogonalised against the kept columns only. (Dropping column j after an ordinary QR would
-/// leave the later columns orthogonal to its direction, which may hold a real part of the
-/// panel's range, just too little of it in column j: the kept basis would then miss that part.)
-/// Returns those norms (|R_jj| of that QR for a kept column).
+/// is 0 on entry, or when the norm of its part orthogonal to the kept columns before it is at
+/// most its bound
+///   limit[j] + Σ_{i kept, i < j} |R_ij|·limit[i]/|R_ii|,
+/// where limit[i] is the size the caller allows rounding in column i. The sum is what the kept
+/// columns' own rounding can leak into column j: a kept column i is tilted from its exact
+/// direction by about limit[i]/|R_ii|, and taking it out of column j leaves |R_ij| times that
+/// tilt behind, in a direction that is not in the exact columns' span. A dropped column of `a`
+/// becomes zero and `keep[j]` 0; the kept columns get the Q of the thin QR of the kept columns
+/// alone (up to signs), so a later column is orthogonalised against the kept columns only.
+/// (Dropping column j after an ordinary QR would leave the later columns orthogonal to its
+/// direction, which may hold a real part of the panel's range, just too little of it in column
+/// j: the kept basis would then miss that part.) Returns those norms (|R_jj| of that QR for a
+/// kept column).
 ///
-/// Cost: orthonormalise()'s Householder QR (Eigen's, blocked), which is the answer when no column
-/// is dropped or only the last. Otherwise the QR is redone left-looking, one column at a time,
-/// skipping the dropped ones (Eigen's unblocked reflector kernels): about 4·rows·(kept columns
+/// Cost: orthonormalise()'s Householder QR (Eigen's, blocked) and O(cols²) for the bounds; it is
+/// the answer when no column is dropped or only the last. Otherwise the QR is redone left-looking, one column
+/// at a time, skipping the dropped ones (Eigen's unblocked reflector kernels): about 4·rows·(kept columns
 /// before j) flops for column j and 2·rows·kept² for Q. Cheap when few columns are kept; at
 /// worst (an early drop, every other column kept) the whole call took 1.5 to 2.8 times the
 /// blocked QR alone (1024 × 64 to 8192 × 512, 2026-12-02).
@@ -88,7 +94,10 @@ std::vector<double> orthonormalise_dropping(const View& a, const std::vector<dou
     for (index_t j = 0; j < l && first_drop == l; ++j) {
       const std::size_t jj = static_cast<std::size_t>(j);
       norms[jj] = std::abs(qr.matrixQR()(j, j));
-      if (!(keep[jj] && norms[jj] > limit[jj])) first_drop = j;
+      double bound = limit[jj];  // the column's own, plus what the kept columns' tilt leaks
+      for (index_t i = 0; i < j; ++i)
+        bound += std::abs(qr.matrixQR()(i, j)) * limit[std::size_t(i)] / norms[std::size_t(i)];
+      if (!(keep[jj] && norms[jj] > bound)) first_drop = j;
     }
     if (first_drop >= l - 1) {  // the QR of the kept columns is this one's
       Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(r, l);
@@ -104,6 +113,7 @@ std::vector<double> orthonormalise_dropping(const View& a, const std::vector<dou
   Eigen::MatrixXd reflectors(r, l);  // column c: the essential part of reflector c, below row c
   std::vector<double> tau;
   std::vector<index_t> slot(static_cast<std::size_t>(l), -1);  // kept column j → its reflector
+  std::vector<double> tilt;  // limit_i/|R_ii| of the kept columns, by reflector
   Eigen::VectorXd work(l);
   for (index_t j = 0; j < l; ++j) {
     const std::size_t jj = static_cast<std::size_t>(j);
@@ -113,7 +123,10 @@ std::vector<double> orthonormalise_dropping(const View& a, const std::vector<dou
       col.tail(r - i).applyHouseholderOnTheLeft(reflectors.col(i).tail(r - i - 1), tau[std::size_t(i)],
                                                 work.data());
     norms[jj] = col.tail(r - c).norm();
-    if (!(keep[jj] && norms[jj] > limit[jj])) {
+    double bound = limit[jj];
+    for (index_t i = 0; i < c; ++i)
+      bound += std::abs(col(i)) * tilt[std::size_t(i)];
+    if (!(keep[jj] && norms[jj] > bound)) {
       keep[jj] = 0;
       continue;
     }
@@ -122,6 +135,7 @@ std::vector<double> orthonormalise_dropping(const View& a, const std::vector<dou
     col.tail(r - c).makeHouseholder(essential, t, beta);
     reflectors.col(c).tail(r - c - 1) = essential;
     tau.push_back(t);
+    tilt.push_back(limit[jj] / norms[jj]);
     slot[jj] = c;
   }
   // Q = H_0 H_1 … H_{c−1} applied to the first c columns of the identity; a kept column j takes

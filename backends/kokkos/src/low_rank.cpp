@@ -186,21 +186,29 @@ std::vector<double> diagonal(const Col& l, const Numbers& d) {
 /// accepted only when both Choleskys succeed, the first pass left P within 0.5 of orthonormal
 /// (max |PᵀP − I| ≤ 0.5 before the second, so that κ ≤ √3 there), and every R_jj = L1_jj·L2_jj
 /// exceeds `need[j]` (the caller's rounding floor times a margin: columns near it go to the
-/// Householder QR, which decides them). Then P equals the Householder QR's Q up to the signs of its
-/// columns (the thin QR with a positive diagonal is unique), which Dion's products P Rᵀ and P Qᵀ do
-/// not see. Returns false otherwise, with P garbage. Cost: two Grams (2·L·k² flops each), two
-/// triangular solves (L·k² each), two k × k Choleskys; 2k doubles and a scalar read back.
+/// Householder QR, which decides them) plus the same margin on what the columns before it can
+/// leak (orthonormalise_dropping's bound, Σ_i |R_ij|·floor_i/R_ii, taken at its Cauchy–Schwarz
+/// maximum ‖p_j‖·(Σ_i (floor_i/R_ii)²)^½ since only diagonals come back). Then P equals the
+/// Householder QR's Q up to the signs of its columns (the thin QR with a positive diagonal is
+/// unique), which Dion's products P Rᵀ and P Qᵀ do not see. Returns false otherwise, with P
+/// garbage. Cost: two Grams (2·L·k² flops each), two triangular solves (L·k² each), two k × k
+/// Choleskys; 3k doubles and a scalar read back.
 bool cholesky_qr2(const DefaultExec& space, const Col& p, const Col& g, const Numbers& scratch,
                   const std::vector<double>& need) {
   gram2(space, true, 1.0f, p, 0.0f, g);
+  const std::vector<double> norms2 = diagonal(g, scratch);  // ‖p_j‖²
   if (!cholesky_lower(space, g)) return false;
   const std::vector<double> d1 = diagonal(g, scratch);
   x_times_inv_lt(space, true, 1.0f, g, p);
   gram2(space, true, 1.0f, p, 0.0f, g);
   if (!(distance_from_identity(g) <= 0.5) || !cholesky_lower(space, g)) return false;
   const std::vector<double> d2 = diagonal(g, scratch);
-  for (std::size_t j = 0; j < need.size(); ++j)
-    if (!(d1[j] * d2[j] > need[j])) return false;
+  double leak2 = 0.0;  // Σ_{i<j} (need_i/R_ii)²: the margin times the kept columns' tilts, squared
+  for (std::size_t j = 0; j < need.size(); ++j) {
+    const double rjj = d1[j] * d2[j];
+    if (!(rjj > need[j] + std::sqrt(norms2[j] * leak2))) return false;
+    leak2 += (need[j] / rjj) * (need[j] / rjj);
+  }
   x_times_inv_lt(space, true, 1.0f, g, p);
   return true;
 }
@@ -255,8 +263,9 @@ int orthonormalise_member(const DefaultExec& space, const Panels& panels, Member
       Kokkos::deep_copy(space, p, panels.backup);
     else if (o.cholesky_qr)
       gemm(space, tall ? "T" : "N", "N", 1.0f, mt, mb.x, 0.0f, p);
-    // A column within rounding of the kept columns before it is dropped: p_j = 0, Q_j is kept,
-    // and the later columns are orthogonalised against the kept ones only.
+    // A column within rounding of the kept columns before it (its own floor, plus what their
+    // rounding leaks into it) is dropped: p_j = 0, Q_j is kept, and the later columns are
+    // orthogonalised against the kept ones only.
     std::vector<double> limit(xn.size());
     for (std::size_t j = 0; j < limit.size(); ++j)
       limit[j] = mb.floor * xn[j];

@@ -104,7 +104,9 @@ std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t r
 /// step: p_j = 0 (it adds nothing to U or to the feedback), and Q_j keeps its value, so that a
 /// momentum of higher rank can use it at the next step. The later columns are orthogonalised
 /// against the kept columns only (the QR is that of the kept columns), since a dropped column
-/// may still hold a little of B's range, which they must not lose. Without this, as in the reference, a
+/// may still hold a little of B's range, which they must not lose; and column j's floor also
+/// counts what the kept columns' rounding leaks into it, Σ_i |R_ij|·floor_i/|R_ii| (a kept
+/// column is tilted by about floor_i/|R_ii|). docs/kernels/low_rank.md gives the measurements. Without this, as in the reference, a
 /// rank-deficient momentum (a rank-1 gradient at the first step) has the QR complete P with
 /// directions orthogonal to B's range, whose R_j = Bᵀ p_j is rounding noise that the column
 /// normalisation blows up into unit rank-one terms of U. An all-zero M drops every column: U = 0,
