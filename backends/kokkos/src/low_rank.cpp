@@ -173,7 +173,8 @@ double distance_from_identity(const Col& g) {
   return worst;
 }
 
-/// L's diagonal (k × k, lower) on the host, in double (through `d`, k doubles of the space).
+/// The diagonal of a k × k matrix (a Gram or its Cholesky factor) on the host, in double
+/// (through `d`, k doubles of the space).
 std::vector<double> diagonal(const Col& l, const Numbers& d) {
   Kokkos::parallel_for(
       "schatten::low_rank::diagonal", Range(0, static_cast<index_t>(l.extent(0))),

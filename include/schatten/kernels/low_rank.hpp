@@ -91,9 +91,10 @@ std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t r
 ///   whatever P's conditioning and rank, and it decides the columns at the rounding floor
 ///   (below). On a GPU, L·k floats cross the bus each way.
 /// - first, with `cholesky_qr` (the default), a Cholesky QR2 in float on the execution space
-///   (GEMMs, a k × k Cholesky, triangular solves; 2k doubles read back). It is kept only when
-///   both Cholesky factorisations succeed, the first pass leaves P within 0.5 of orthonormal,
-///   and every |R_jj| is more than 100 times the floor below; otherwise the Householder QR runs.
+///   (GEMMs, a k × k Cholesky, triangular solves; 3k doubles read back: the first Gram's
+///   diagonal and both Cholesky diagonals). It is kept only when both Cholesky factorisations
+///   succeed, the first pass leaves P within 0.5 of orthonormal, and every |R_jj| is more than
+///   100 times the floor below (with its leak term); otherwise the Householder QR runs.
 /// The reference's default, a randomized Cholesky QR ("rcqr"), is not used: it is not
 /// rank-revealing. With full rank k = S, t = 1 and B Q of full rank, P spans B's range, so
 /// P Rᵀ = P Pᵀ B = B and B ← (1 − γ)B = μB: the momentum of Muon without Nesterov.
