@@ -75,12 +75,12 @@ std::vector<double> orthonormalise(const View& a) {
 /// j: the kept basis would then miss that part.) Returns those norms (|R_jj| of that QR for a
 /// kept column).
 ///
-/// Cost: orthonormalise()'s Householder QR (Eigen's, blocked) and O(cols²) for the bounds; it is
-/// the answer when no column is dropped or only the last. Otherwise the QR is redone left-looking, one column
-/// at a time, skipping the dropped ones (Eigen's unblocked reflector kernels): about 4·rows·(kept columns
-/// before j) flops for column j and 2·rows·kept² for Q. Cheap when few columns are kept; at
-/// worst (an early drop, every other column kept) the whole call took 1.5 to 2.8 times the
-/// blocked QR alone (1024 × 64 to 8192 × 512, 2026-12-02).
+/// Cost: orthonormalise()'s Householder QR (Eigen's, blocked) and O(cols²) for the bounds; that
+/// QR is the answer when no column is dropped or only the last. Otherwise the QR is redone
+/// left-looking, one column at a time, skipping the dropped ones (Eigen's unblocked reflector
+/// kernels): about 4·rows·(kept columns before j) flops for column j and 2·rows·kept² for Q.
+/// Cheap when few columns are kept; at worst (an early drop, every other column kept) the whole
+/// call took 1.5 to 2.8 times the blocked QR alone (1024 × 64 to 8192 × 512, 2026-12-02).
 template <class View>
 std::vector<double> orthonormalise_dropping(const View& a, const std::vector<double>& limit,
                                             std::vector<char>& keep) {
