@@ -323,7 +323,8 @@ TEST_CASE("distributed.dion: a rank-1 mean momentum gives a rank-1 update throug
         u2 += std::pow((double(w[0][e]) - double(before[0][e])) / scale, 2);
       // Rank 1 (float rounding of unit vectors), or 2 when a rounding column of P̄ rises above the
       // floor's factor 8 and is kept as a noise term, short of 1 by ~2e-3: the floor's documented
-      // compromise (docs/kernels/low_rank.md; seed 27 of 60 here). The two steps round P̄
+      // compromise (docs/kernels/low_rank.md; seed 27 of 60 here, before the floor counted the
+      // kept columns' leak: none of seeds 1–150 since). The two steps round P̄
       // differently, so they may then disagree on that column and part: said, and the rest
       // skipped. (Every rank holds the same w, checked below; the flag is agreed all the same,
       // since the steps after it are collective.)
