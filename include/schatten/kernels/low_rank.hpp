@@ -107,11 +107,12 @@ std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t r
 /// against the kept columns only (the QR is that of the kept columns), since a dropped column
 /// may still hold a little of B's range, which they must not lose; and column j's floor also
 /// counts what the kept columns' rounding leaks into it, Σ_i |R_ij|·floor_i/|R_ii| (a kept
-/// column is tilted by about floor_i/|R_ii|). docs/kernels/low_rank.md gives the measurements. Without this, as in the reference, a
-/// rank-deficient momentum (a rank-1 gradient at the first step) has the QR complete P with
-/// directions orthogonal to B's range, whose R_j = Bᵀ p_j is rounding noise that the column
-/// normalisation blows up into unit rank-one terms of U. An all-zero M drops every column: U = 0,
-/// M and Q unchanged (the reference's fix_all_zero_or_nan). The factor 8 is measured
+/// column is tilted by about floor_i/|R_ii|; docs/kernels/low_rank.md has the measurements).
+/// Without the floor, as in the reference, a rank-deficient momentum (a rank-1 gradient at the
+/// first step) has the QR complete P with directions orthogonal to B's range, whose
+/// R_j = Bᵀ p_j is rounding noise that the column normalisation blows up into unit rank-one
+/// terms of U. An all-zero M drops every column: U = 0, M and Q unchanged (the reference's
+/// fix_all_zero_or_nan). The factor 8 is measured
 /// (bench/low_rank_floor.cpp, docs/kernels/low_rank.md): over 840 Gaussian rank-deficient B
 /// (140 seeds, 9 × 6 to 4096 × 1024 and 2048 × 2048), the largest rounding column exceeded it 3
 /// times (at most 15.2) and B's weakest direction never fell below it (at least 10.5). In
