@@ -85,19 +85,28 @@ template <class View>
 std::vector<double> orthonormalise_dropping(const View& a, const std::vector<double>& limit,
                                             std::vector<char>& keep) {
   HostPanel<View> panel(a);
-  const Eigen::MatrixXd& m = panel.m;
+  Eigen::MatrixXd& m = panel.m;
   const index_t r = m.rows(), l = m.cols();
   std::vector<double> norms(static_cast<std::size_t>(l));
+  std::vector<double> tilt;  // limit_i/|R_ii| of the kept columns, in order
+  // Column j's bound, from its coefficients on the kept columns before it (r_of(i): R of the
+  // i-th kept column and j).
+  const auto bound = [&](std::size_t j, const auto& r_of) {
+    double b = limit[j];
+    for (std::size_t i = 0; i < tilt.size(); ++i)
+      b += std::abs(r_of(static_cast<index_t>(i))) * tilt[i];
+    return b;
+  };
   {
     const Eigen::HouseholderQR<Eigen::MatrixXd> qr(m);
     index_t first_drop = l;
     for (index_t j = 0; j < l && first_drop == l; ++j) {
       const std::size_t jj = static_cast<std::size_t>(j);
       norms[jj] = std::abs(qr.matrixQR()(j, j));
-      double bound = limit[jj];  // the column's own, plus what the kept columns' tilt leaks
-      for (index_t i = 0; i < j; ++i)
-        bound += std::abs(qr.matrixQR()(i, j)) * limit[std::size_t(i)] / norms[std::size_t(i)];
-      if (!(keep[jj] && norms[jj] > bound)) first_drop = j;
+      if (!(keep[jj] && norms[jj] > bound(jj, [&](index_t i) { return qr.matrixQR()(i, j); })))
+        first_drop = j;
+      else
+        tilt.push_back(limit[jj] / norms[jj]);
     }
     if (first_drop >= l - 1) {  // the QR of the kept columns is this one's
       Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(r, l);
@@ -109,24 +118,20 @@ std::vector<double> orthonormalise_dropping(const View& a, const std::vector<dou
       return norms;
     }
   }
-  Eigen::MatrixXd work_panel = m;
+  tilt.clear();
   Eigen::MatrixXd reflectors(r, l);  // column c: the essential part of reflector c, below row c
   std::vector<double> tau;
   std::vector<index_t> slot(static_cast<std::size_t>(l), -1);  // kept column j → its reflector
-  std::vector<double> tilt;  // limit_i/|R_ii| of the kept columns, by reflector
   Eigen::VectorXd work(l);
-  for (index_t j = 0; j < l; ++j) {
+  for (index_t j = 0; j < l; ++j) {  // in place: m's columns become R's and the reflectors' input
     const std::size_t jj = static_cast<std::size_t>(j);
     const index_t c = static_cast<index_t>(tau.size());  // reflectors so far
-    auto col = work_panel.col(j);
+    auto col = m.col(j);
     for (index_t i = 0; i < c; ++i)
       col.tail(r - i).applyHouseholderOnTheLeft(reflectors.col(i).tail(r - i - 1), tau[std::size_t(i)],
                                                 work.data());
     norms[jj] = col.tail(r - c).norm();
-    double bound = limit[jj];
-    for (index_t i = 0; i < c; ++i)
-      bound += std::abs(col(i)) * tilt[std::size_t(i)];
-    if (!(keep[jj] && norms[jj] > bound)) {
+    if (!(keep[jj] && norms[jj] > bound(jj, [&](index_t i) { return col(i); }))) {
       keep[jj] = 0;
       continue;
     }
