@@ -51,11 +51,11 @@ int main(int argc, char** argv) {
     const Eigen::MatrixXf p = b * q;  // float GEMM, as the kernel's
     const Eigen::HouseholderQR<Eigen::MatrixXd> qr(p.cast<double>());
     const double bf = b.cast<double>().norm();
-    std::vector<double> ratio(static_cast<std::size_t>(c.k));
+    std::vector<double> ratio(static_cast<std::size_t>(c.k)), scale(ratio.size());
     for (Eigen::Index j = 0; j < c.k; ++j) {
-      const double scale =
-          std::sqrt(double(c.s)) * std::ldexp(1.0, -24) * bf * q.col(j).cast<double>().norm();
-      ratio[static_cast<std::size_t>(j)] = std::abs(qr.matrixQR()(j, j)) / scale;
+      const std::size_t jj = static_cast<std::size_t>(j);
+      scale[jj] = std::sqrt(double(c.s)) * std::ldexp(1.0, -24) * bf * q.col(j).cast<double>().norm();
+      ratio[jj] = std::abs(qr.matrixQR()(j, j)) / scale[jj];
     }
     // The kernel orthogonalises each column against the kept columns only (the QR of the kept
     // columns). With a Gaussian Q the first ρ columns carry the rank and are kept; every later
@@ -70,10 +70,8 @@ int main(int argc, char** argv) {
     for (Eigen::Index j = c.rank; j < c.k; ++j) {
       const Eigen::VectorXd rest = pd.col(j) - kept_basis * (kept_basis.transpose() * pd.col(j));
       const Eigen::VectorXd off = pd.col(j) - range * (range.transpose() * pd.col(j));
-      const double scale =
-          std::sqrt(double(c.s)) * std::ldexp(1.0, -24) * bf * q.col(j).cast<double>().norm();
-      against_kept = std::max(against_kept, rest.norm() / scale);
-      rounding = std::max(rounding, off.norm() / scale);
+      against_kept = std::max(against_kept, rest.norm() / scale[static_cast<std::size_t>(j)]);
+      rounding = std::max(rounding, off.norm() / scale[static_cast<std::size_t>(j)]);
     }
     // Which columns carry the rank is the QR's business (a weak direction can surface in a later
     // column), so the ratios are sorted: the ρ-th largest should be kept, the (ρ+1)-th dropped.
