@@ -317,10 +317,14 @@ TEST_CASE("distributed.dion: a rank-1 mean momentum gives a rank-1 update throug
     REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
     REQUIRE(ref.step(ptrs(wref), ptrs(gm)));
     if (t == 0) {  // W = 0 and no decay: the step is −lr·√(48/20)·U
-      double u2 = 0.0;
       const double scale = o.lr(1) * std::sqrt(48.0 / 20.0);
-      for (std::size_t e = 0; e < w[0].size(); ++e)
-        u2 += std::pow((double(w[0][e]) - double(before[0][e])) / scale, 2);
+      const auto u2_of = [&](const std::vector<float>& after) {  // ‖U‖²_F of the step to `after`
+        double u2 = 0.0;
+        for (std::size_t e = 0; e < after.size(); ++e)
+          u2 += std::pow((double(after[e]) - double(before[0][e])) / scale, 2);
+        return u2;
+      };
+      const double u2 = u2_of(w[0]), u2_ref = u2_of(wref[0]);
       // Rank 1 (float rounding of unit vectors), or 2 when a rounding column of P̄ rises above the
       // floor's factor 8 and is kept as a noise term, short of 1 by ~2e-3: the floor's documented
       // compromise (docs/kernels/low_rank.md; seed 27 of 60 here, before the floor counted the
@@ -329,9 +333,6 @@ TEST_CASE("distributed.dion: a rank-1 mean momentum gives a rank-1 update throug
       // skipped. (Every rank holds the same w, checked below; the flag is agreed all the same,
       // since the steps after it are collective.)
       const bool noise = noise_column_kept({u2});
-      double u2_ref = 0.0;
-      for (std::size_t e = 0; e < wref[0].size(); ++e)
-        u2_ref += std::pow((double(wref[0][e]) - double(before[0][e])) / scale, 2);
       CAPTURE(u2);
       CAPTURE(u2_ref);
       CHECK((u2 == doctest::Approx(1.0).epsilon(1e-5) || noise));
