@@ -6,126 +6,19 @@
 /// matrix and AdamW on the biases and the output head (the routing propose_labels() suggests),
 /// and once more so with the momentum and AdamW's first moment stored in bf16 (`mu_storage`,
 /// half their memory; docs/optim.md "State precision") — and the loss curves are printed.
+/// The model, its data and its gradient are in digits_mlp.hpp beside this file.
 /// Usage: example_train_mlp [path/to/digits.csv]
 #include <schatten/schatten.hpp>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "digits_mlp.hpp"
+
 namespace {
-using schatten::index_t;
-namespace opt = schatten::optim;
-
-constexpr index_t kIn = 64, kHidden = 128, kOut = 10;
-
-struct Data {
-  std::vector<float> x;  // n × 64, pixels scaled to [0, 1]
-  std::vector<int> y;
-  index_t n = 0;
-};
-
-bool load(const std::string& path, Data& d) {
-  std::ifstream f(path);
-  for (std::string line; std::getline(f, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    std::stringstream ss(line);
-    std::string v;
-    std::getline(ss, v, ',');
-    d.y.push_back(std::stoi(v));
-    for (index_t j = 0; j < kIn && std::getline(ss, v, ','); ++j)
-      d.x.push_back(std::stof(v) / 16.0f);
-    ++d.n;
-  }
-  return d.n > 0 && d.x.size() == static_cast<std::size_t>(d.n * kIn);
-}
-
-/// The model's parameters, in the order of `specs()`.
-struct Mlp {
-  std::vector<float> w1 = std::vector<float>(kHidden * kIn), b1 = std::vector<float>(kHidden),
-                     w2 = std::vector<float>(kOut * kHidden), b2 = std::vector<float>(kOut);
-  static std::vector<opt::ParamSpec> specs() {
-    return {{"fc1.weight", {kHidden, kIn}},
-            {"fc1.bias", {kHidden}},
-            {"head.weight", {kOut, kHidden}},
-            {"head.bias", {kOut}}};
-  }
-  std::vector<float*> pointers() { return {w1.data(), b1.data(), w2.data(), b2.data()}; }
-};
-
-/// Mean cross-entropy over rows [0, n) of a batch and its gradient (ReLU hidden layer).
-double loss_and_grad(Mlp& m, const float* x, const int* y, index_t n, Mlp* g) {
-  if (g) *g = Mlp{};
-  std::vector<float> h(kHidden), p(kOut);
-  double loss = 0.0;
-  for (index_t s = 0; s < n; ++s) {
-    const float* xs = x + s * kIn;
-    for (index_t i = 0; i < kHidden; ++i) {
-      float a = m.b1[i];
-      for (index_t j = 0; j < kIn; ++j)
-        a += m.w1[i * kIn + j] * xs[j];
-      h[i] = std::max(a, 0.0f);
-    }
-    float top = -1e30f;
-    for (index_t k = 0; k < kOut; ++k) {
-      float z = m.b2[k];
-      for (index_t i = 0; i < kHidden; ++i)
-        z += m.w2[k * kHidden + i] * h[i];
-      p[k] = z;
-      top = std::max(top, z);
-    }
-    double sum = 0.0;
-    for (index_t k = 0; k < kOut; ++k)
-      sum += std::exp(double(p[k] - top));
-    loss += std::log(sum) - double(p[y[s]] - top);
-    if (!g) continue;
-    for (index_t k = 0; k < kOut; ++k) {  // dz = softmax − onehot, averaged over the batch
-      const float dz = float((std::exp(double(p[k] - top)) / sum - (k == y[s] ? 1.0 : 0.0)) / double(n));
-      g->b2[k] += dz;
-      for (index_t i = 0; i < kHidden; ++i)
-        g->w2[k * kHidden + i] += dz * h[i];
-      p[k] = dz;
-    }
-    for (index_t i = 0; i < kHidden; ++i) {
-      if (h[i] <= 0.0f) continue;
-      float dh = 0.0f;
-      for (index_t k = 0; k < kOut; ++k)
-        dh += p[k] * m.w2[k * kHidden + i];
-      g->b1[i] += dh;
-      for (index_t j = 0; j < kIn; ++j)
-        g->w1[i * kIn + j] += dh * xs[j];
-    }
-  }
-  return loss / double(n);
-}
-
-double accuracy(Mlp& m, const Data& d) {
-  index_t right = 0;
-  std::vector<float> h(kHidden);
-  for (index_t s = 0; s < d.n; ++s) {
-    const float* xs = d.x.data() + s * kIn;
-    for (index_t i = 0; i < kHidden; ++i) {
-      float a = m.b1[i];
-      for (index_t j = 0; j < kIn; ++j)
-        a += m.w1[i * kIn + j] * xs[j];
-      h[i] = std::max(a, 0.0f);
-    }
-    int best = 0;
-    float bz = -1e30f;
-    for (index_t k = 0; k < kOut; ++k) {
-      float z = m.b2[k];
-      for (index_t i = 0; i < kHidden; ++i)
-        z += m.w2[k * kHidden + i] * h[i];
-      if (z > bz) bz = z, best = int(k);
-    }
-    right += best == d.y[s];
-  }
-  return double(right) / double(d.n);
-}
+using namespace digits;
 
 /// Trains a copy of `init` with `o` for `steps` mini-batches of 128; returns the loss curve.
 template <class Opt>
