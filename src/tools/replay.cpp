@@ -130,8 +130,8 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            act_gram of a layer is its activation Gram on criterion steps.
   da_muon  eta_max=0.02 r_eps=1e-3 momentum=0.95 nesterov=1 polar=... iterations=5
   sc_muon  eta_max=0.02 momentum=0.95 nesterov=1 polar=... iterations=5
-  df_muon  eta_max=0.02 rho=1 lambda=0.01 l_min=1e-8 eta0=1e-3 momentum=0.95 nesterov=1
-           polar=... iterations=5
+  df_muon  eta_max=0.02 rho=1 lambda=0.01 l_min=1e-8 eta0=1e-3 curvature_decay=0.9
+           momentum=0.95 nesterov=1 polar=... iterations=5
   namo     lr=0.01 momentum=0.95 nesterov=1 mu2=0.99 eps=1e-8 scale=0.2 wd=0.1 polar=keller|...
            iterations=5 (NAMO: Muon's direction, step lr*sqrt(1-mu2^t)/(1-b^t)*|N|/sqrt(v) from
            the norms, times scale*sqrt(max(r,c)), both clamped at 1; the decay takes the step)
@@ -1076,6 +1076,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("lambda", o.lambda);
     k.number("l_min", o.l_min);
     k.number("eta0", o.eta0);
+    k.number("curvature_decay", o.curvature_decay);
     momentum_keys(o);
     polar_rule(o.polar);
     if (!k.done(err)) return nullptr;

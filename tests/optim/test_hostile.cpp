@@ -757,6 +757,9 @@ TEST_SUITE("optim.hostile") {
       f = DfMuonOptions{};
       f.rho = -1.0;
       check_refused("df_muon rho < 0", df_muon(f), "majorized_step: eta_max, rho");
+      f = DfMuonOptions{};
+      f.curvature_decay = 1.0;
+      check_refused("df_muon curvature_decay = 1", df_muon(f), "majorized_step: curvature_decay");
     }
     {
       SchattenMuonOptions o;

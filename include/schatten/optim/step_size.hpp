@@ -184,11 +184,20 @@ struct ScaleCalibratedDirection {
 ///   u ← −η_t·D_t.
 /// φ majorises f(W_t − ηD_t) − f(W_t) when f is L̂_t-smooth in the Frobenius norm along −D_t,
 /// plus a soft trust region of radius ρ around the anchor W̄ with price λ per unit of distance.
-///  * L̂_t: secant ‖g_t − g′‖_F/‖W_t − W′‖_F from the last secant point (W′, g′) — the previous
-///    step's, unless W moved less than secant_min_step·‖W_t‖_F since, in which case the previous
-///    L̂ and the old point are kept (such a difference of float parameters is mostly rounding;
-///    see secant_min_step). Floored at l_min (the safe floor: it only keeps the quotient finite;
-///    a small L̂ makes the quadratic step large, which η_max and the trust region then bound).
+///  * L̂_t: the curvature along the moves, from secants s = W_t − W′, y = g_t − g′ to the last
+///    secant point (W′, g′). Two estimates, and the larger is taken (a majoriser wants the upper
+///    one): the last secant's ⟨y, s⟩/‖s‖²_F, and the least-squares fit over the recent secants,
+///    Σ γ^j⟨y_j, s_j⟩ / Σ γ^j‖s_j‖²_F with γ = curvature_decay (two running sums in the state).
+///    The fit is what keeps the step under gradient noise: a minibatch's noise ε makes y of
+///    size ‖ε‖ whatever the move, so a quotient ‖y‖_F/‖s‖_F grows as the step shrinks, and the
+///    step shrank geometrically to nothing (docs/optim.md, DF-Muon). Along the move, the noise
+///    enters as ⟨ε, s⟩, of either sign, and the fit weights each secant by ‖s‖², so short noisy
+///    moves barely count. (W′, g′) is the previous step's point, unless W moved less than
+///    secant_min_step·‖W_t‖_F since, in which case L̂, the sums and the old point are kept (such
+///    a difference of float parameters is mostly rounding; see secant_min_step). Floored at
+///    l_min (the safe floor: it keeps the quotient positive where the curvature along the moves
+///    is negative or zero; a small L̂ makes the quadratic step large, which η_max and the trust
+///    region then bound).
 ///  * W̄: W₀ at the first step, recentred to W_t whenever the certificate ⟨g_t, W_t − W̄⟩ ≤ 0
 ///    (for star-convex f, ⟨g, W − W*⟩ ≥ f(W) − f* ≥ 0: a non-positive certificate says the anchor
 ///    is not behind us and cannot stand for W*).
@@ -201,7 +210,8 @@ struct ScaleCalibratedDirection {
 /// Hyper-parameters ρ, λ and the paper's M are [U]; the defaults are [P] (docs/optim.md).
 /// Cost per step: the polar factor plus about 15 passes over the block (3 copies and the momentum
 /// before it; the 8 inner products, the anchor, the scaling and 2 copies after); state: momentum,
-/// anchor, the secant point's gradient and parameter (4 buffers) plus 2 scratch buffers.
+/// anchor, the secant point's gradient and parameter (4 buffers), the fit's two sums, plus 2
+/// scratch buffers.
 /// `mu_storage`: the momentum in fp32 or bf16 (TraceMomentum's; docs/optim.md "State
 /// precision"); the anchor and the secant point stay fp32 (they enter differences of nearby
 /// values).
@@ -215,6 +225,9 @@ struct MajorizedStep {
   double lambda = 1e-2;  ///< price of leaving the trust region (loss per unit distance)
   double l_min = 1e-8;   ///< floor of the secant curvature estimate
   double eta0 = 1e-3;    ///< first step (no secant yet), capped by eta_max
+  /// γ of the curvature fit [P]: the weight of a secant j steps old is γ^j (0: the last secant
+  /// alone). 0.9, a horizon of about 10 steps, from the measurements in docs/optim.md (DF-Muon).
+  double curvature_decay = 0.9;
   PolarOptions polar{};
   /// The smallest move ‖W_t − W′‖_F/‖W_t‖_F taken as a secant [P]. Each float parameter is
   /// rounded to within u = 2⁻²⁴ ≈ 6e-8 of itself, so W_t − W′ is off by up to about
@@ -236,6 +249,7 @@ struct MajorizedStep {
     std::int64_t count = 0;
     double lhat = 0.0;                     ///< L̂ of the last step
     double eta = 0.0;                      ///< η of the last step (observable)
+    double fit_ys = 0.0, fit_ss = 0.0;     ///< the fit's sums Σ γ^j⟨y_j, s_j⟩ and Σ γ^j‖s_j‖²
     Buffer anchor, prev_grad, prev_param;  ///< W̄ and the secant point (g′, W′)
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
   };
@@ -312,9 +326,10 @@ struct MajorizedStep {
     const float* w = p.data;
     const float* d = u.data;
     const float* anchor = s.anchor.data();
-    const double a = inner_of_differences(g, nullptr, d, nullptr);                               // ⟨g, D⟩
-    const double q = squared_norm(u);                                                            // ‖D‖²
-    const double dg2 = inner_of_differences(g, s.prev_grad.data(), g.data, s.prev_grad.data());  // ‖g − g′‖²
+    const double a = inner_of_differences(g, nullptr, d, nullptr);  // ⟨g, D⟩
+    const double q = squared_norm(u);                               // ‖D‖²
+    const double ys =
+        inner_of_differences(g, s.prev_grad.data(), w, s.prev_param.data());  // ⟨g − g′, W − W′⟩
     const double dw2 = inner_of_differences(p, s.prev_param.data(), w, s.prev_param.data());  // ‖W − W′‖²
     const double w2 = squared_norm(p);                                                        // ‖W‖²
     const double cert = inner_of_differences(g, nullptr, w, anchor);          // ⟨g, W − W̄⟩
@@ -327,7 +342,11 @@ struct MajorizedStep {
     if (s.count == 0) {
       eta = std::min(eta_max, eta0);
     } else {
-      if (secant) s.lhat = std::sqrt(dg2 / dw2);
+      if (secant) {
+        s.fit_ys = curvature_decay * s.fit_ys + ys;
+        s.fit_ss = curvature_decay * s.fit_ss + dw2;
+        s.lhat = std::max(ys / dw2, s.fit_ys / s.fit_ss);
+      }
       s.lhat = std::max(s.lhat, l_min);
       const double k = double(std::max<index_t>(1, std::min(u.rows, u.cols)));
       eta = minimise(Majorizer{a, s.lhat * q, q, e2, c, k, lambda, rho}, eta_max);
@@ -353,15 +372,18 @@ struct MajorizedStep {
     v("count", s.count);
     v("lhat", s.lhat);
     v("eta", s.eta);
+    v("fit_ys", s.fit_ys);
+    v("fit_ss", s.fit_ss);
     detail::visit_first_moment(v, s);
     v("anchor", s.anchor);
     v("prev_grad", s.prev_grad);
     v("prev_param", s.prev_param);
   }
-  /// β ∈ [0, 1); η_max, ρ, λ, η₀ finite and ≥ 0; l_min finite and > 0 (it keeps the secant
-  /// quotient finite); usable polar options; storage fp32 or bf16.
+  /// β, γ ∈ [0, 1); η_max, ρ, λ, η₀ finite and ≥ 0; l_min finite and > 0 (it keeps L̂
+  /// positive); usable polar options; storage fp32 or bf16.
   const char* check() const noexcept {
     if (!hyper::decay_rate(beta)) return "majorized_step: beta must be in [0, 1)";
+    if (!hyper::decay_rate(curvature_decay)) return "majorized_step: curvature_decay must be in [0, 1)";
     if (!(hyper::non_negative(eta_max) && hyper::non_negative(rho) && hyper::non_negative(lambda) &&
           hyper::non_negative(eta0)))
       return "majorized_step: eta_max, rho, lambda and eta0 must be finite and >= 0";
@@ -377,7 +399,10 @@ struct MajorizedStep {
         .add("eta_max", eta_max)
         .add("rho", rho)
         .add("lambda", lambda);
-    s.add("l_min", l_min).add("eta0", eta0).add("polar", polar_config(polar));
+    s.add("l_min", l_min)
+        .add("eta0", eta0)
+        .add("curvature_decay", curvature_decay)
+        .add("polar", polar_config(polar));
     return detail::add_first_moment_storage(s, mu_storage).str();
   }
 };
@@ -418,14 +443,15 @@ struct DfMuonOptions {
   double lambda = 1e-2;
   double l_min = 1e-8;
   double eta0 = 1e-3;
+  double curvature_decay = 0.9;  ///< γ of the curvature fit (MajorizedStep)
   double momentum = 0.95;
   bool nesterov = true;
   PolarOptions polar = PolarOptions{};
   StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
 };
 inline auto df_muon(const DfMuonOptions& o = {}) {
-  return chain(MajorizedStep{o.momentum, o.nesterov, o.eta_max, o.rho, o.lambda, o.l_min, o.eta0, o.polar,
-                             o.mu_storage});
+  return chain(MajorizedStep{o.momentum, o.nesterov, o.eta_max, o.rho, o.lambda, o.l_min, o.eta0,
+                             o.curvature_decay, o.polar, o.mu_storage});
 }
 }  // namespace schatten::optim
 
