@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// The model of docs/examples/train_mlp.cpp, shared with bench/step_size_mlp.cpp: a 64-128-10
+/// The model of docs/examples/train_mlp.cpp, shared with bench/mlp_rules.cpp: a 64-128-10
 /// MLP (ReLU hidden layer) on the handwritten digits of data/digits.csv (8×8 pixels in 0…16,
 /// label first), its cross-entropy with gradient, and its accuracy. Plain loops in float: the
 /// point is the optimizer, not the model.
@@ -55,6 +55,16 @@ struct Mlp {
   std::vector<float*> pointers() { return {w1.data(), b1.data(), w2.data(), b2.data()}; }
 };
 
+/// The hidden layer of one sample xs (64 floats): h = max(W₁ xs + b₁, 0), into h (128 floats).
+inline void hidden_layer(const Mlp& m, const float* xs, float* h) {
+  for (index_t i = 0; i < kHidden; ++i) {
+    float a = m.b1[i];
+    for (index_t j = 0; j < kIn; ++j)
+      a += m.w1[i * kIn + j] * xs[j];
+    h[i] = std::max(a, 0.0f);
+  }
+}
+
 /// Mean cross-entropy over rows [0, n) of a batch and its gradient (ReLU hidden layer).
 inline double loss_and_grad(Mlp& m, const float* x, const int* y, index_t n, Mlp* g) {
   if (g) *g = Mlp{};
@@ -62,12 +72,7 @@ inline double loss_and_grad(Mlp& m, const float* x, const int* y, index_t n, Mlp
   double loss = 0.0;
   for (index_t s = 0; s < n; ++s) {
     const float* xs = x + s * kIn;
-    for (index_t i = 0; i < kHidden; ++i) {
-      float a = m.b1[i];
-      for (index_t j = 0; j < kIn; ++j)
-        a += m.w1[i * kIn + j] * xs[j];
-      h[i] = std::max(a, 0.0f);
-    }
+    hidden_layer(m, xs, h.data());
     float top = -1e30f;
     for (index_t k = 0; k < kOut; ++k) {
       float z = m.b2[k];
@@ -105,13 +110,7 @@ inline double accuracy(Mlp& m, const Data& d) {
   index_t right = 0;
   std::vector<float> h(kHidden);
   for (index_t s = 0; s < d.n; ++s) {
-    const float* xs = d.x.data() + s * kIn;
-    for (index_t i = 0; i < kHidden; ++i) {
-      float a = m.b1[i];
-      for (index_t j = 0; j < kIn; ++j)
-        a += m.w1[i * kIn + j] * xs[j];
-      h[i] = std::max(a, 0.0f);
-    }
+    hidden_layer(m, d.x.data() + s * kIn, h.data());
     int best = 0;
     float bz = -1e30f;
     for (index_t k = 0; k < kOut; ++k) {

@@ -127,7 +127,8 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            (how U S^(1/p) V^T is computed: polynomial = Muon's NS cost, rational = QDWH
            accuracy) spectral_steps=5|6|8 (polynomial); its AdamW side defaults to
            adamw_lr=3e-4 adamw_b1=0.9 adamw_b2=0.95 adamw_eps=1e-10 adamw_wd=0. The recorded
-           act_gram of a layer is its activation Gram on criterion steps.
+           act_gram of a layer is its activation Gram on criterion steps; a layer without one
+           keeps its p (without_statistics=keep_p|assume_whitened: keep_p).
   da_muon  eta_max=0.02 r_eps=1e-3 momentum=0.95 nesterov=1 polar=... iterations=5
   sc_muon  eta_max=0.02 momentum=0.95 nesterov=1 polar=... iterations=5
   df_muon  eta_max=0.02 rho=1 lambda=0.01 l_min=1e-8 eta0=1e-3 curvature_decay=0.9
@@ -901,6 +902,8 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("adam_lr", o.adam_lr);
     k.number("adam_b1", o.adam_b1);
     k.flag("noisy", o.noisy);
+    const int ws = k.choice("without_statistics", "keep_p|assume_whitened");
+    if (ws >= 0) o.without_statistics = opt::SchattenPDirection::WithoutStatistics(ws);
     k.number("wd", o.weight_decay);
     const int sm = k.choice("spectral", "polynomial|rational");
     if (sm >= 0)

@@ -1068,26 +1068,34 @@ TEST_SUITE("io.replay") {
     }
   }
 
-  TEST_CASE("replay: schatten_muon runs layers without a recorded Gram on whitened inputs") {
+  TEST_CASE("replay: schatten_muon keeps p of layers without a recorded Gram, or assumes whitened inputs") {
     // Only the first hidden matrix has act_gram (the digits sample records fc1's, not fc2's).
+    // By default a criterion step without a Gram keeps p (docs/optim.md, "Without statistics"):
+    // the other layer's p stays at 10 on every step. without_statistics=assume_whitened runs its
+    // criterion on σ(A) = 1 instead, which moves that p here.
     const std::string rec = temp_path("rec5.h5"), out = temp_path("out5.h5");
     write_recording(rec, true, true);
-    REQUIRE_MESSAGE(
-        run_replay(rec + " --optimizer schatten_muon:first=2,interval=2,lr=0.05 --quiet --out " + out) == 0,
-        replay_stderr());
-    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    REQUIRE(f >= 0);
-    const std::vector<double> p = read_all<double>(f, "runs/0/schatten_p");
-    REQUIRE(p.size() == kSteps * kParams.size());
-    for (std::size_t i : {std::size_t(0), std::size_t(2)}) {
-      CAPTURE(i);
-      const double v = p[std::size_t(kSteps - 1) * kParams.size() + i];
-      CHECK(v >= 1.02);
-      CHECK(v <= 10.0);
+    for (const bool whitened : {false, true}) {
+      CAPTURE(whitened);
+      REQUIRE_MESSAGE(
+          run_replay(rec + " --optimizer schatten_muon:first=2,interval=2,lr=0.05" +
+                     (whitened ? ",without_statistics=assume_whitened" : "") + " --quiet --out " + out) == 0,
+          replay_stderr());
+      const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+      REQUIRE(f >= 0);
+      const std::vector<double> p = read_all<double>(f, "runs/0/schatten_p");
+      REQUIRE(p.size() == kSteps * kParams.size());
+      const std::size_t last = std::size_t(kSteps - 1) * kParams.size();
+      CHECK(p[last] >= 1.02);  // the layer with a Gram: its criterion ran
+      CHECK(p[last] <= 10.0);
+      bool moved = false;  // the layer without one
+      for (std::size_t t = 0; t < std::size_t(kSteps); ++t)
+        moved = moved || p[t * kParams.size() + 2] != 10.0;
+      CHECK(moved == whitened);
+      H5Fclose(f);
+      fs::remove(out);
     }
-    H5Fclose(f);
     fs::remove(rec);
-    fs::remove(out);
   }
 
   TEST_CASE(

@@ -313,6 +313,45 @@ TEST_SUITE("optim.schatten_muon") {
     CHECK(ps[1].second <= 1.1);
   }
 
+  TEST_CASE("a criterion step without statistics keeps p, or assumes whitened inputs on request") {
+    // Gaussian gradients and no activation Gram. Assumed whitened, the criterion takes them to
+    // the SGD end (p* ≤ 1.1: docs/surrogate/schatten_p.md); by default it does not run, and p
+    // stays at its start, 10 (docs/optim.md, "Without statistics").
+    const index_t rows = 24, cols = 16;
+    const std::vector<ParamSpec> specs{{"w", {rows, cols}}};
+    const auto grads = gradient_sequence(rows, cols, 8, "no_stats_g");
+    auto run = [&](SchattenPDirection::WithoutStatistics mode, std::vector<PCriterionEvent>& events) {
+      SchattenMuonOptions o;
+      o.first = 2;
+      o.interval = 3;
+      o.without_statistics = mode;
+      o.on_criterion = [&](const PCriterionEvent& e) { events.push_back(e); };
+      auto opt = optim::partition(specs, {"s"}, route("s", schatten_muon(o)));
+      REQUIRE(opt.init());
+      std::vector<float> w(rows * cols, 0.0f);
+      for (std::size_t t = 0; t < grads.size(); ++t) {
+        auto g = schatten::test::to_float_buffer(grads[t]);
+        REQUIRE(opt.step({w.data()}, {g.data()}));
+      }
+      const auto ps = schatten_p_values(opt);
+      REQUIRE(ps.size() == 1);
+      return ps[0].second;
+    };
+    std::vector<PCriterionEvent> kept, whitened;
+    CHECK(run(SchattenPDirection::WithoutStatistics::keep_p, kept) == 10.0);
+    REQUIRE(kept.size() == 3);  // steps 2, 3, 6
+    for (const PCriterionEvent& e : kept) {
+      CHECK_FALSE(e.had_statistics);
+      CHECK_FALSE(e.choice.descends);
+      CHECK(e.choice.evaluations == 0);
+      CHECK(e.p == 10.0);
+    }
+    CHECK(run(SchattenPDirection::WithoutStatistics::assume_whitened, whitened) <= 1.1);
+    REQUIRE(whitened.size() == 3);
+    CHECK(whitened[0].choice.descends);
+    CHECK(SchattenMuonOptions{}.without_statistics == SchattenPDirection::WithoutStatistics::keep_p);
+  }
+
   TEST_CASE("layer chunks stagger the criterion steps and activations_wanted follows them") {
     const index_t rows = 6, cols = 4;
     std::vector<ParamSpec> specs{
@@ -434,6 +473,7 @@ TEST_SUITE("optim.schatten_muon") {
     // the field (rule.hpp, check_of) ...
     SchattenMuonOptions bad = o;
     bad.criterion.p_min = 20.0;
+    bad.without_statistics = SchattenPDirection::WithoutStatistics::assume_whitened;  // no Grams below
     auto c = optim::partition(specs, {"s"}, route("s", schatten_muon(bad)));
     const StepReport refused = c.init();
     CHECK(refused.status == Status::invalid_argument);

@@ -722,10 +722,11 @@ TEST_SUITE("optim.state_precision") {
   TEST_CASE("schatten-p muon's bf16 momentum is the fp32 rule's, rounded once per step") {
     // SchattenPDirection alone, with the parametric moment and criterion runs at steps 2, 3, 4
     // and 6 (first = 3, interval = 2; exact_momentum, on ñ: the p it picks depends on the
-    // momentum). Before each step the fp32 twin's m is set to the bf16 m's values; one step of each from the
-    // same gradient must then give the same update bit for bit (float arithmetic on the same m: ñ, the
-    // criterion, the moment and the matrix function all read the unrounded m), and the stored bf16 m must be
-    // the twin's new m rounded as the storage says.
+    // momentum; no Grams are fed, so the criterion runs on whitened inputs, by request). Before each step the
+    // fp32 twin's m is set to the bf16 m's values; one step of each from the same gradient must then give the
+    // same update bit for bit (float arithmetic on the same m: ñ, the criterion, the moment and the matrix
+    // function all read the unrounded m), and the stored bf16 m must be the twin's new m rounded as the
+    // storage says.
     const index_t r = 12, c = 20;
     const std::size_t n = static_cast<std::size_t>(r * c);
     for (const StateStorage storage : kBf16Storages) {
@@ -734,6 +735,7 @@ TEST_SUITE("optim.state_precision") {
       d.first = 3;
       d.interval = 2;
       d.moment = SchattenPDirection::Moment::parametric;
+      d.without_statistics = SchattenPDirection::WithoutStatistics::assume_whitened;
       Bf16Twins<SchattenPDirection> twins(d, storage, r, c);
       std::size_t rounded = 0;
       for (int t = 0; t < 6; ++t) {

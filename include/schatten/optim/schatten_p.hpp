@@ -36,13 +36,15 @@ struct ActivationStatistics {
   std::int64_t for_step = -1;  ///< the rule's step count when they were collected
 };
 
-/// Event passed to the criterion callback after each criterion run.
+/// Event passed to the criterion callback after each criterion step, run or not.
 struct PCriterionEvent {
   index_t rows = 0, cols = 0;
   std::int64_t step = 0;  ///< 1-based step of the rule
   double previous_p = 0.0, p = 0.0;
-  surrogate::PChoice choice;    ///< the maximiser's answer (descends = false: p kept)
-  bool had_statistics = false;  ///< an activation Gram was given (else whitened inputs assumed)
+  surrogate::PChoice choice;  ///< the maximiser's answer (descends = false: p kept)
+  /// An activation Gram was given. Without one the criterion did not run (choice.descends =
+  /// false, p kept) unless WithoutStatistics::assume_whitened made it assume whitened inputs.
+  bool had_statistics = false;
 };
 
 namespace detail {
@@ -107,6 +109,14 @@ struct SchattenPDirection {
   static constexpr bool may_fail = true;
   enum class Moment { none, parametric, nonparametric };
   enum class Magnitude { pinned, none };
+  /// What a criterion step does when the training loop gave it no activation Gram [P].
+  /// `keep_p`: p stays (the event reports had_statistics = false). `assume_whitened`: the
+  /// criterion runs with σ(A) = 1. Whitened inputs always favour the SGD end
+  /// (docs/surrogate/schatten_p.md), and real layers' inputs are far from whitened: on the
+  /// digits MLP that assumption took both layers to p_min, whose real Grams pick p_max, and the
+  /// loss after 300 steps was 0.84–1.00 against 0.008–0.010 (docs/optim.md, "Without
+  /// statistics"). So without data the criterion does not decide.
+  enum class WithoutStatistics { keep_p, assume_whitened };
 
   double beta = 0.95;
   bool nesterov = true;
@@ -130,9 +140,10 @@ struct SchattenPDirection {
   double adam_lr = 3e-4;  ///< η_a [V]
   double adam_b1 = 0.9;   ///< β₁ of the auxiliary Adam [V]
   bool noisy = true;      ///< ρ_a = √((1 − β₁)/(1 + β₁)) [V] "noisy" regime; false: 1
+  WithoutStatistics without_statistics = WithoutStatistics::keep_p;  ///< see the enum
   SpectralPowerOptions spectral{};
   PolarOptions polar{};
-  /// Called after each criterion run (observability; not part of the signature).
+  /// Called after each criterion step, run or not (observability; not part of the signature).
   std::function<void(const PCriterionEvent&)> on_criterion{};
   StateStorage mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
 
@@ -284,8 +295,12 @@ struct SchattenPDirection {
     double p_now = s.p;
     Buffer ema_sigma, ema_align, ema_b, ema_sigma_a;
     surrogate::PChoice choice;
-    bool had_statistics = false;
-    if (due) {
+    const ActivationStatistics& st = *s.statistics;
+    const bool had_statistics = due && st.samples > 0 && st.for_step == s.count &&
+                                st.gram.size() == static_cast<std::size_t>(u.cols * u.cols);
+    // Without statistics the criterion runs only on request (WithoutStatistics).
+    const bool runs = due && (had_statistics || without_statistics == WithoutStatistics::assume_whitened);
+    if (runs) {
       const auto host_copy = [](const Buffer& b) {
         const std::vector<float> h = b.to_vector();
         return Buffer(h.begin(), h.end());
@@ -294,9 +309,6 @@ struct SchattenPDirection {
       ema_align = host_copy(s.ema_align);
       ema_b = host_copy(s.ema_b);
       ema_sigma_a = host_copy(s.ema_sigma_a);
-      const ActivationStatistics& st = *s.statistics;
-      had_statistics = st.samples > 0 && st.for_step == s.count &&
-                       st.gram.size() == static_cast<std::size_t>(u.cols * u.cols);
       std::vector<float> staged_y, staged_g, staged_gram;
       if (device) {
         staged_y = detail::to_host(y);
@@ -360,13 +372,17 @@ struct SchattenPDirection {
     if (moment != Moment::none) s.nu.swap(sc.next_nu);
     if (due) {
       const double previous = s.p;
-      // Same sizes (smooth_spectra checked them): the copies cannot fail.
-      s.ema_sigma.copy_from(ema_sigma.data(), ema_sigma.size());
-      s.ema_align.copy_from(ema_align.data(), ema_align.size());
-      s.ema_b.copy_from(ema_b.data(), ema_b.size());
-      s.ema_sigma_a.copy_from(ema_sigma_a.data(), ema_sigma_a.size());
-      ++s.criterion_runs;
-      if (choice.descends) s.log_objective = choice.log_objective;
+      if (runs) {
+        // Same sizes (smooth_spectra checked them): the copies cannot fail.
+        s.ema_sigma.copy_from(ema_sigma.data(), ema_sigma.size());
+        s.ema_align.copy_from(ema_align.data(), ema_align.size());
+        s.ema_b.copy_from(ema_b.data(), ema_b.size());
+        s.ema_sigma_a.copy_from(ema_sigma_a.data(), ema_sigma_a.size());
+        ++s.criterion_runs;
+        if (choice.descends) s.log_objective = choice.log_objective;
+      } else {
+        choice.p = s.p;  // not run: descends = false, p kept
+      }
       s.p = p_now;
       if (on_criterion) {
         PCriterionEvent ev;
@@ -484,6 +500,8 @@ struct SchattenPDirection {
         .add("adam_lr", adam_lr)
         .add("adam_b1", adam_b1)
         .add("noisy", noisy)
+        .add("without_statistics",
+             without_statistics == WithoutStatistics::keep_p ? "keep_p" : "assume_whitened")
         .add("spectral_method",
              spectral.method == SpectralPowerMethod::polynomial ? "polynomial" : "rational")
         .add("spectral_steps", spectral.polynomial_steps)
@@ -517,6 +535,9 @@ struct SchattenMuonOptions {
   SchattenPDirection::Magnitude magnitude = SchattenPDirection::Magnitude::pinned;
   double adam_lr = 3e-4, adam_b1 = 0.9;
   bool noisy = true;
+  /// A criterion step without an activation Gram keeps p (default [P]) or assumes whitened
+  /// inputs (SchattenPDirection::WithoutStatistics).
+  SchattenPDirection::WithoutStatistics without_statistics = SchattenPDirection::WithoutStatistics::keep_p;
   /// U Σ^{1/p} Vᵀ. Default [P]: the polynomial method with 5 steps (spectral_power.hpp), i.e. the
   /// cost of Muon's NS5 with singular values within e^{±0.42} of σ^{1/p} on [1e-3, 1]·‖·‖_F — the
   /// accuracy class of Muon's own NS5 (docs/surrogate/schatten_p.md, "Cost and accuracy of the
@@ -558,6 +579,7 @@ inline auto schatten_muon(const SchattenMuonOptions& o = {}) {
   d.adam_lr = o.adam_lr;
   d.adam_b1 = o.adam_b1;
   d.noisy = o.noisy;
+  d.without_statistics = o.without_statistics;
   d.spectral = o.spectral;
   d.polar = o.polar;
   d.on_criterion = o.on_criterion;
