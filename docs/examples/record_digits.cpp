@@ -17,10 +17,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
+
+#include "digits_mlp.hpp"
 
 namespace {
 using schatten::index_t;
@@ -28,26 +28,9 @@ namespace opt = schatten::optim;
 
 constexpr index_t kIn = 64, kHidden = 256, kOut = 10;
 
-struct Data {
-  std::vector<float> x;  // n × 64, pixels scaled to [0, 1]
-  std::vector<int> y;
-  index_t n = 0;
-};
-
-bool load(const std::string& path, Data& d) {
-  std::ifstream f(path);
-  for (std::string line; std::getline(f, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    std::stringstream ss(line);
-    std::string v;
-    std::getline(ss, v, ',');
-    d.y.push_back(std::stoi(v));
-    for (index_t j = 0; j < kIn && std::getline(ss, v, ','); ++j)
-      d.x.push_back(std::stof(v) / 16.0f);
-    ++d.n;
-  }
-  return d.n > 0 && d.x.size() == static_cast<std::size_t>(d.n * kIn);
-}
+// The digits and their reader are train_mlp.cpp's (digits_mlp.hpp); the model here is larger.
+using digits::Data;
+using digits::load;
 
 /// The model's parameters, in the order of `specs()`.
 struct Mlp {
