@@ -55,14 +55,45 @@ struct Mlp {
   std::vector<float*> pointers() { return {w1.data(), b1.data(), w2.data(), b2.data()}; }
 };
 
+/// out = W in + b for a layer W (n × m, row-major), each sum in float starting from b.
+inline void dense(const std::vector<float>& w, const std::vector<float>& b, const float* in, index_t n,
+                  index_t m, float* out) {
+  for (index_t i = 0; i < n; ++i) {
+    float a = b[i];
+    for (index_t j = 0; j < m; ++j)
+      a += w[i * m + j] * in[j];
+    out[i] = a;
+  }
+}
+
+/// out = max(W in + b, 0) (dense() then ReLU).
+inline void dense_relu(const std::vector<float>& w, const std::vector<float>& b, const float* in, index_t n,
+                       index_t m, float* out) {
+  dense(w, b, in, n, m, out);
+  for (index_t i = 0; i < n; ++i)
+    out[i] = std::max(out[i], 0.0f);
+}
+
 /// The hidden layer of one sample xs (64 floats): h = max(W₁ xs + b₁, 0), into h (128 floats).
 inline void hidden_layer(const Mlp& m, const float* xs, float* h) {
-  for (index_t i = 0; i < kHidden; ++i) {
-    float a = m.b1[i];
-    for (index_t j = 0; j < kIn; ++j)
-      a += m.w1[i * kIn + j] * xs[j];
-    h[i] = std::max(a, 0.0f);
-  }
+  dense_relu(m.w1, m.b1, xs, kHidden, kIn, h);
+}
+
+/// −log softmax(z)_label for the kOut logits z, shifted by their maximum (the exponentials in
+/// double). When dz is non-null it receives (softmax(z) − onehot(label))/n, the gradient of the
+/// batch mean over n samples; dz may be z itself.
+inline double softmax_cross_entropy(const float* z, int label, index_t n, float* dz) {
+  float top = -1e30f;
+  for (index_t k = 0; k < kOut; ++k)
+    top = std::max(top, z[k]);
+  double sum = 0.0;
+  for (index_t k = 0; k < kOut; ++k)
+    sum += std::exp(double(z[k] - top));
+  const double loss = std::log(sum) - double(z[label] - top);
+  if (dz)
+    for (index_t k = 0; k < kOut; ++k)
+      dz[k] = float((std::exp(double(z[k] - top)) / sum - (k == label ? 1.0 : 0.0)) / double(n));
+  return loss;
 }
 
 /// Mean cross-entropy over rows [0, n) of a batch and its gradient (ReLU hidden layer).
@@ -73,25 +104,13 @@ inline double loss_and_grad(Mlp& m, const float* x, const int* y, index_t n, Mlp
   for (index_t s = 0; s < n; ++s) {
     const float* xs = x + s * kIn;
     hidden_layer(m, xs, h.data());
-    float top = -1e30f;
-    for (index_t k = 0; k < kOut; ++k) {
-      float z = m.b2[k];
-      for (index_t i = 0; i < kHidden; ++i)
-        z += m.w2[k * kHidden + i] * h[i];
-      p[k] = z;
-      top = std::max(top, z);
-    }
-    double sum = 0.0;
-    for (index_t k = 0; k < kOut; ++k)
-      sum += std::exp(double(p[k] - top));
-    loss += std::log(sum) - double(p[y[s]] - top);
+    dense(m.w2, m.b2, h.data(), kOut, kHidden, p.data());
+    loss += softmax_cross_entropy(p.data(), y[s], n, g ? p.data() : nullptr);  // p ← dz with g
     if (!g) continue;
-    for (index_t k = 0; k < kOut; ++k) {  // dz = softmax − onehot, averaged over the batch
-      const float dz = float((std::exp(double(p[k] - top)) / sum - (k == y[s] ? 1.0 : 0.0)) / double(n));
-      g->b2[k] += dz;
+    for (index_t k = 0; k < kOut; ++k) {
+      g->b2[k] += p[k];
       for (index_t i = 0; i < kHidden; ++i)
-        g->w2[k * kHidden + i] += dz * h[i];
-      p[k] = dz;
+        g->w2[k * kHidden + i] += p[k] * h[i];
     }
     for (index_t i = 0; i < kHidden; ++i) {
       if (h[i] <= 0.0f) continue;

@@ -30,7 +30,10 @@ constexpr index_t kIn = 64, kHidden = 256, kOut = 10;
 
 // The digits and their reader are train_mlp.cpp's (digits_mlp.hpp); the model here is larger.
 using digits::Data;
+using digits::dense;
+using digits::dense_relu;
 using digits::load;
+using digits::softmax_cross_entropy;
 
 /// The model's parameters, in the order of `specs()`.
 struct Mlp {
@@ -46,17 +49,6 @@ struct Mlp {
     return {w1.data(), b1.data(), w2.data(), b2.data(), w3.data(), b3.data()};
   }
 };
-
-/// out = ReLU(W in + b) for W of n × m.
-void dense_relu(const std::vector<float>& w, const std::vector<float>& b, const float* in, index_t n,
-                index_t m, float* out) {
-  for (index_t i = 0; i < n; ++i) {
-    float a = b[i];
-    for (index_t j = 0; j < m; ++j)
-      a += w[i * m + j] * in[j];
-    out[i] = std::max(a, 0.0f);
-  }
-}
 
 /// Given dout (n) at the ReLU output `out` of a layer W (n × m) with input `in`: accumulates the
 /// gradients of W and b and, when `din` is non-null, writes the gradient of the input (m).
@@ -83,22 +75,12 @@ double loss_and_grad(Mlp& m, const float* x, const int* y, index_t n, Mlp* g) {
     const float* xs = x + s * kIn;
     dense_relu(m.w1, m.b1, xs, kHidden, kIn, h1.data());
     dense_relu(m.w2, m.b2, h1.data(), kHidden, kHidden, h2.data());
-    float top = -1e30f;
-    for (index_t k = 0; k < kOut; ++k) {
-      float z = m.b3[k];
-      for (index_t i = 0; i < kHidden; ++i)
-        z += m.w3[k * kHidden + i] * h2[i];
-      p[k] = z;
-      top = std::max(top, z);
-    }
-    double sum = 0.0;
-    for (index_t k = 0; k < kOut; ++k)
-      sum += std::exp(double(p[k] - top));
-    loss += std::log(sum) - double(p[y[s]] - top);
+    dense(m.w3, m.b3, h2.data(), kOut, kHidden, p.data());
+    loss += softmax_cross_entropy(p.data(), y[s], n, g ? p.data() : nullptr);  // p ← dz with g
     if (!g) continue;
     std::fill(d2.begin(), d2.end(), 0.0f);
-    for (index_t k = 0; k < kOut; ++k) {  // dz = softmax − onehot, averaged over the batch
-      const float dz = float((std::exp(double(p[k] - top)) / sum - (k == y[s] ? 1.0 : 0.0)) / double(n));
+    for (index_t k = 0; k < kOut; ++k) {
+      const float dz = p[k];
       g->b3[k] += dz;
       for (index_t i = 0; i < kHidden; ++i) {
         g->w3[k * kHidden + i] += dz * h2[i];
