@@ -1,22 +1,31 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// schatten-mlp-rules: the adaptive rules on a real (minibatch) training run, the measurement
+/// schatten-mlp-rules: the adaptive rules on real (minibatch) training runs, the measurement
 /// behind DF-Muon's curvature fit and schatten_muon's `without_statistics` default (docs/optim.md,
 /// DF-Muon and "Without statistics"; docs/benchmarks/cpu-mlp-rules.md).
 ///
-/// The 64-128-10 MLP of docs/examples/train_mlp.cpp (digits_mlp.hpp) is trained from N seeded
-/// initialisations for S batches of 128, the rule under test on its two weight matrices and AdamW
-/// (lr 3e-3, no decay) on the biases. Two tables:
-///  1. Muon (lr = the cap) and DA-, SC- and DF-Muon (η_max = the cap) at caps 0.02, 0.1 and 1.
+/// Two models (`--model`):
+///  - `digits` (the default): the 64-128-10 MLP of docs/examples/train_mlp.cpp (digits_mlp.hpp),
+///    batches of 128 taken in order, 300 steps; the rule under test on its two weight matrices,
+///    AdamW (lr 3e-3, no decay) on the biases. Reported: the full-data loss after training and
+///    the smallest training-set accuracy.
+///  - `charlm`: the character-level MLP language model of bench/char_mlp.hpp (two hidden matrices,
+///    512 × 192 and 512 × 512), 256 windows drawn at random per step, 1000 steps; the rule on the
+///    two hidden matrices, AdamW (lr 3e-3, no decay) on the embedding, the output layer and the
+///    biases. Reported: the training text's loss and the held-out file's, in nats per character.
+///
+/// Two tables for each:
+///  1. Muon (lr = the cap) and DA-, SC- and DF-Muon (η_max = the cap) at caps 0.02, 0.1 and 1
+///     (charlm: also AdamW on every parameter, lr 3e-3, as the reference without a matrix rule).
 ///  2. schatten_muon at its defaults (lr 0.02) three ways: with each layer's activation Gram fed
 ///     on its criterion steps (accumulate_activations), and without Grams, keeping p (the
-///     default) or assuming whitened inputs.
-/// Printed per row: the full-data loss after training (smallest, median, largest over the seeds)
-/// and the smallest training-set accuracy. A run whose step fails or whose loss is not finite
-/// counts as diverged (loss inf). Serial and deterministic: the same build prints the same
-/// tables.
+///     default) or assuming whitened inputs; with each matrix's p at the end of training.
+/// Printed per row: the loss (smallest, median, largest over the seeds) and the worst of the
+/// second figure. A run whose step fails or whose loss is not finite counts as diverged (loss
+/// inf). Serial and deterministic: the same build prints the same tables.
 ///
-///   schatten-mlp-rules [--data data/digits.csv] [--seeds N] [--steps S]
+///   schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv | --text DIR]
+///                      [--seeds N] [--steps S]
 #include <schatten/optim/schatten_p.hpp>
 #include <schatten/schatten.hpp>
 
@@ -27,66 +36,140 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../docs/examples/digits_mlp.hpp"
+#include "char_mlp.hpp"
 
 namespace {
-using namespace digits;
+using schatten::index_t;
+namespace opt = schatten::optim;
 
+constexpr double kDiverged = std::numeric_limits<double>::infinity();
+
+/// The state of training after the last step: the task's loss and its second figure, and the p
+/// of every Schatten-p matrix (empty for the other rules).
 struct Outcome {
-  double loss, accuracy;
+  double loss = kDiverged, other = 0.0;
+  std::vector<double> p;
 };
 
-/// Adds this batch's layer inputs to the activation Grams of the layers whose criterion runs at
-/// the coming step (nothing for rules without statistics).
+/// Adds X (rows × cols) to `param`'s activation Gram when its criterion runs at the coming step.
 template <class Optimizer>
-bool feed_grams(Optimizer& o, const Mlp& m, const float* x, index_t batch) {
-  if (opt::activations_wanted(o, "fc1.weight") &&
-      opt::accumulate_activations(o, "fc1.weight", schatten::MatrixRef<const float>(x, batch, kIn)) !=
-          schatten::Status::ok)
-    return false;
-  if (opt::activations_wanted(o, "head.weight")) {
-    std::vector<float> h(static_cast<std::size_t>(batch * kHidden));
-    for (index_t s = 0; s < batch; ++s)
-      hidden_layer(m, x + s * kIn, h.data() + s * kHidden);
-    if (opt::accumulate_activations(o, "head.weight",
-                                    schatten::MatrixRef<const float>(h.data(), batch, kHidden)) !=
-        schatten::Status::ok)
-      return false;
-  }
-  return true;
+bool feed_gram(Optimizer& o, const char* param, const float* x, index_t rows, index_t cols) {
+  return !opt::activations_wanted(o, param) ||
+         opt::accumulate_activations(o, param, schatten::MatrixRef<const float>(x, rows, cols)) ==
+             schatten::Status::ok;
 }
 
-/// Trains from the initialisation of `seed` (as the example's: N(0, 2/fan_in) weights, zero
-/// biases) with `rule` on the matrices for `steps` batches, feeding activation Grams when `grams`;
-/// the full-data loss and accuracy.
-template <class Rule>
-Outcome train(const Rule& rule, const Data& d, std::uint64_t seed, int steps, bool grams) {
-  Mlp m;
+/// The digits MLP (docs/examples/digits_mlp.hpp).
+struct Digits {
+  using Model = digits::Mlp;
+  static constexpr const char* kName = "digits MLP 64-128-10";
+  static constexpr const char* kLoss = "full-data loss";
+  static constexpr const char* kOther = "min acc.";  // the smallest training-set accuracy
+  static constexpr bool kOtherHigherIsBetter = true;
+  static constexpr int kSteps = 300;
+  static constexpr index_t kBatch = 128;
+  const digits::Data& d;
+
+  static std::vector<std::string> groups() { return {"matrix", "adamw", "matrix", "adamw"}; }
+  /// As the example's: N(0, 2/fan_in) weights, zero biases.
+  static void init(Model& m, schatten::Rng& rng) {
+    for (float& w : m.w1)
+      w = float(rng.normal() * std::sqrt(2.0 / digits::kIn));
+    for (float& w : m.w2)
+      w = float(rng.normal() * std::sqrt(2.0 / digits::kHidden));
+  }
+  /// Batch t (in order, wrapping): its loss and gradient, after feeding the Grams when `grams`;
+  /// NaN when a Gram is refused.
+  template <class Optimizer>
+  double batch(Optimizer& o, Model& m, int t, schatten::Rng&, bool grams, Model& g) const {
+    const index_t start = (index_t(t) * kBatch) % (d.n - kBatch);
+    const float* x = d.x.data() + start * digits::kIn;
+    if (grams) {
+      std::vector<float> h(static_cast<std::size_t>(kBatch * digits::kHidden));
+      for (index_t s = 0; s < kBatch; ++s)
+        digits::hidden_layer(m, x + s * digits::kIn, h.data() + s * digits::kHidden);
+      if (!feed_gram(o, "fc1.weight", x, kBatch, digits::kIn) ||
+          !feed_gram(o, "head.weight", h.data(), kBatch, digits::kHidden))
+        return std::numeric_limits<double>::quiet_NaN();
+    }
+    return digits::loss_and_grad(m, x, d.y.data() + start, kBatch, &g);
+  }
+  Outcome evaluate(Model& m) const {
+    Outcome r;
+    r.loss = digits::loss_and_grad(m, d.x.data(), d.y.data(), d.n, nullptr);
+    r.other = digits::accuracy(m, d);
+    return r;
+  }
+};
+
+/// The character-level MLP language model (bench/char_mlp.hpp).
+struct CharLm {
+  using Model = charlm::Model;
+  static constexpr const char* kName = "character-level MLP LM 8x24-512-512-128";
+  static constexpr const char* kLoss = "training-text loss";
+  static constexpr const char* kOther = "held-out";  // the largest held-out loss
+  static constexpr bool kOtherHigherIsBetter = false;
+  static constexpr int kSteps = 1000;
+  static constexpr index_t kBatch = 256;
+  const charlm::Text& text;
+
+  static std::vector<std::string> groups() { return Model::groups(); }
+  static void init(Model& m, schatten::Rng& rng) { m.init(rng); }
+  /// kBatch windows drawn uniformly from the training text; the Grams (the concatenated
+  /// embeddings into fc1, the first hidden layer into fc2) are fed from the forward pass.
+  template <class Optimizer>
+  double batch(Optimizer& o, Model& m, int, schatten::Rng& rng, bool grams, Model& g) const {
+    const auto windows = static_cast<std::uint64_t>(text.train.size() - charlm::kContext);
+    std::vector<index_t> starts(kBatch);
+    for (index_t& s : starts)
+      s = index_t(rng.next() % windows);
+    charlm::Activations a;
+    const double loss = charlm::loss_and_grad(m, text.train, starts, a, &g);
+    if (grams && (!feed_gram(o, "fc1.weight", a.x.data(), kBatch, charlm::kIn) ||
+                  !feed_gram(o, "fc2.weight", a.h1.data(), kBatch, charlm::kHidden)))
+      return std::numeric_limits<double>::quiet_NaN();
+    return loss;
+  }
+  Outcome evaluate(Model& m) const {
+    Outcome r;
+    r.loss = charlm::loss(m, text.train);
+    r.other = charlm::loss(m, text.held_out);
+    return r;
+  }
+};
+
+/// Trains `task`'s model from the initialisation of `seed` with `rule` on its matrices (every
+/// parameter when `everything`) and AdamW (lr 3e-3, no decay) on the rest, for `steps` batches,
+/// feeding activation Grams when `grams`.
+template <class Task, class Rule>
+Outcome train(const Task& task, const Rule& rule, std::uint64_t seed, int steps, bool grams,
+              bool everything) {
+  typename Task::Model m;
   schatten::Rng rng(seed);
-  for (float& w : m.w1)
-    w = float(rng.normal() * std::sqrt(2.0 / kIn));
-  for (float& w : m.w2)
-    w = float(rng.normal() * std::sqrt(2.0 / kHidden));
+  Task::init(m, rng);
   opt::AdamWOptions aw;
   aw.lr = opt::Schedule::constant(3e-3);
   aw.weight_decay = 0.0;
-  auto o = opt::partition(Mlp::specs(), {"matrix", "adamw", "matrix", "adamw"}, opt::route("matrix", rule),
+  std::vector<std::string> groups = Task::groups();
+  if (everything) std::fill(groups.begin(), groups.end(), "matrix");
+  auto o = opt::partition(Task::Model::specs(), groups, opt::route("matrix", rule),
                           opt::route("adamw", opt::adamw(aw)));
-  constexpr double kDiverged = std::numeric_limits<double>::infinity();
-  if (!o.init()) return {kDiverged, 0.0};
-  const index_t batch = 128;
+  if (!o.init()) return {};
   for (int t = 0; t < steps; ++t) {
-    const index_t start = (index_t(t) * batch) % (d.n - batch);
-    const float* x = d.x.data() + start * kIn;
-    if (grams && !feed_grams(o, m, x, batch)) return {kDiverged, 0.0};
-    Mlp g;
-    const double loss = loss_and_grad(m, x, d.y.data() + start, batch, &g);
-    if (!std::isfinite(loss) || !o.step(m.pointers(), g.pointers())) return {kDiverged, 0.0};
+    typename Task::Model g;
+    const double loss = task.batch(o, m, t, rng, grams, g);
+    if (!std::isfinite(loss) || !o.step(m.pointers(), g.pointers())) return {};
   }
-  const double loss = loss_and_grad(m, d.x.data(), d.y.data(), d.n, nullptr);
-  return {std::isfinite(loss) ? loss : kDiverged, accuracy(m, d)};
+  Outcome r = task.evaluate(m);
+  if (!std::isfinite(r.loss)) return {};
+  for (const auto& named : opt::schatten_p_values(o))
+    r.p.push_back(named.second);
+  return r;
 }
 
 /// A whole decimal number in [lo, hi], or -1.
@@ -97,85 +180,140 @@ long parse_count(const char* s, long lo, long hi) {
   return errno == 0 && end != s && *end == '\0' && v >= lo && v <= hi ? v : -1;
 }
 
-template <class Rule>
-void row(const char* name, const char* setting, const Rule& rule, const Data& d, int seeds, int steps,
-         bool grams = false) {
+/// One table row over seeds 1…seeds: the loss's smallest, median and largest, the worst of the
+/// second figure and, when the rule has them, each matrix's p at the end (smallest–largest).
+template <class Task, class Rule>
+void row(const Task& task, const char* name, const char* setting, const Rule& rule, int seeds, int steps,
+         bool grams = false, bool everything = false) {
   std::vector<double> loss;
-  double worst_accuracy = 1.0;
+  double worst = Task::kOtherHigherIsBetter ? kDiverged : -kDiverged;
+  std::vector<std::pair<double, double>> p;
   for (int s = 1; s <= seeds; ++s) {
-    const Outcome r = train(rule, d, std::uint64_t(s), steps, grams);
+    const Outcome r = train(task, rule, std::uint64_t(s), steps, grams, everything);
     loss.push_back(r.loss);
-    worst_accuracy = std::min(worst_accuracy, r.accuracy);
+    const double other = r.loss == kDiverged ? (Task::kOtherHigherIsBetter ? 0.0 : kDiverged) : r.other;
+    worst = Task::kOtherHigherIsBetter ? std::min(worst, other) : std::max(worst, other);
+    p.resize(std::max(p.size(), r.p.size()), {kDiverged, -kDiverged});
+    for (std::size_t i = 0; i < r.p.size(); ++i)
+      p[i] = {std::min(p[i].first, r.p[i]), std::max(p[i].second, r.p[i])};
   }
   std::sort(loss.begin(), loss.end());
-  std::printf("| %-13s | %-25s | %10.4g | %10.4g | %10.4g | %8.4f |\n", name, setting, loss.front(),
-              loss[loss.size() / 2], loss.back(), worst_accuracy);
+  std::printf("| %-13s | %-25s | %10.4g | %10.4g | %10.4g | %8.4g |", name, setting, loss.front(),
+              loss[loss.size() / 2], loss.back(), worst);
+  for (std::size_t i = 0; i < p.size(); ++i)
+    std::printf(p[i].first == p[i].second ? "%s %.3g" : "%s %.3g–%.3g", i == 0 ? "" : ",", p[i].first,
+                p[i].second);
+  std::printf(p.empty() ? "\n" : " |\n");
   std::fflush(stdout);
 }
 
-void header() {
+template <class Task>
+void header(bool with_p) {
   std::printf(
-      "| rule          | setting                   |   smallest |     median |    largest | min acc. |\n");
+      "| rule          | setting                   |   smallest |     median |    largest | %8s |%s\n",
+      Task::kOther, with_p ? " each matrix's p at the end |" : "");
   std::printf(
-      "|---------------|---------------------------|-----------:|-----------:|-----------:|---------:|\n");
+      "|---------------|---------------------------|-----------:|-----------:|-----------:|---------:|%s\n",
+      with_p ? "---|" : "");
 }
-}  // namespace
 
-int main(int argc, char** argv) {
-  schatten::Runtime runtime(argc, argv);
-  std::string path = "data/digits.csv";
-  int seeds = 10, steps = 300;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const bool has_value = i + 1 < argc;
-    long v = 0;
-    if (a == "--data" && has_value) {
-      path = argv[++i];
-    } else if (a == "--seeds" && has_value && (v = parse_count(argv[++i], 1, 10000)) > 0) {
-      seeds = int(v);
-    } else if (a == "--steps" && has_value && (v = parse_count(argv[++i], 1, 1000000)) > 0) {
-      steps = int(v);
-    } else {
-      std::fprintf(stderr,
-                   "schatten-mlp-rules: bad argument '%s'\n"
-                   "usage: schatten-mlp-rules [--data data/digits.csv] [--seeds 1..10000] "
-                   "[--steps 1..1000000]\n",
-                   argv[i]);
-      return 2;
-    }
+template <class Task>
+void tables(const Task& task, int seeds, int steps) {
+  header<Task>(false);
+  if (std::is_same<Task, CharLm>::value) {
+    opt::AdamWOptions aw;
+    aw.lr = opt::Schedule::constant(3e-3);
+    aw.weight_decay = 0.0;
+    row(task, "adamw", "lr 3e-3, every parameter", opt::adamw(aw), seeds, steps, false, true);
   }
-  Data d;
-  if (!load(path, d) || d.n <= 128) {
-    std::fprintf(stderr, "schatten-mlp-rules: cannot read %s (run from the repository root)\n", path.c_str());
-    return 1;
-  }
-  std::printf(
-      "digits MLP 64-128-10, %lld samples, batches of 128, %d steps, seeds 1-%d; full-data loss "
-      "after training\n\n",
-      static_cast<long long>(d.n), steps, seeds);
-  header();
   for (double cap : {0.02, 0.1, 1.0}) {
     char setting[32];
     std::snprintf(setting, sizeof setting, "cap %g", cap);
     opt::MuonOptions mo;
     mo.lr = opt::Schedule::constant(cap);
-    row("muon", setting, opt::muon(mo), d, seeds, steps);
+    row(task, "muon", setting, opt::muon(mo), seeds, steps);
     opt::DaMuonOptions da;
     da.eta_max = cap;
-    row("da_muon", setting, opt::da_muon(da), d, seeds, steps);
+    row(task, "da_muon", setting, opt::da_muon(da), seeds, steps);
     opt::ScMuonOptions sc;
     sc.eta_max = cap;
-    row("sc_muon", setting, opt::sc_muon(sc), d, seeds, steps);
+    row(task, "sc_muon", setting, opt::sc_muon(sc), seeds, steps);
     opt::DfMuonOptions df;
     df.eta_max = cap;
-    row("df_muon", setting, opt::df_muon(df), d, seeds, steps);
+    row(task, "df_muon", setting, opt::df_muon(df), seeds, steps);
   }
   std::printf("\n");
-  header();
+  header<Task>(true);
   opt::SchattenMuonOptions so;
-  row("schatten_muon", "Grams fed", opt::schatten_muon(so), d, seeds, steps, true);
-  row("schatten_muon", "no Grams, keep_p", opt::schatten_muon(so), d, seeds, steps);
+  row(task, "schatten_muon", "Grams fed", opt::schatten_muon(so), seeds, steps, true);
+  row(task, "schatten_muon", "no Grams, keep_p", opt::schatten_muon(so), seeds, steps);
   so.without_statistics = opt::SchattenPDirection::WithoutStatistics::assume_whitened;
-  row("schatten_muon", "no Grams, assume_whitened", opt::schatten_muon(so), d, seeds, steps);
+  row(task, "schatten_muon", "no Grams, assume_whitened", opt::schatten_muon(so), seeds, steps);
+}
+
+int usage(const char* arg) {
+  std::fprintf(stderr,
+               "schatten-mlp-rules: bad argument '%s'\n"
+               "usage: schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv | --text DIR] "
+               "[--seeds 1..10000] [--steps 1..1000000]\n",
+               arg);
+  return 2;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  schatten::Runtime runtime(argc, argv);
+  std::string model = "digits", data = "data/digits.csv", text_dir = "/usr/share/common-licenses";
+  int seeds = 10, steps = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    long v = 0;
+    if (a == "--model" && has_value &&
+        (std::string(argv[i + 1]) == "digits" || std::string(argv[i + 1]) == "charlm")) {
+      model = argv[++i];
+    } else if (a == "--data" && has_value) {
+      data = argv[++i];
+    } else if (a == "--text" && has_value) {
+      text_dir = argv[++i];
+    } else if (a == "--seeds" && has_value && (v = parse_count(argv[++i], 1, 10000)) > 0) {
+      seeds = int(v);
+    } else if (a == "--steps" && has_value && (v = parse_count(argv[++i], 1, 1000000)) > 0) {
+      steps = int(v);
+    } else {
+      return usage(argv[i]);
+    }
+  }
+  if (model == "charlm") {
+    charlm::Text text;
+    if (!charlm::load(text_dir, text)) {
+      std::fprintf(stderr,
+                   "schatten-mlp-rules: cannot read a text of two files of 4096+ characters from %s\n",
+                   text_dir.c_str());
+      return 1;
+    }
+    const CharLm task{text};
+    steps = steps > 0 ? steps : CharLm::kSteps;
+    std::printf(
+        "%s, %s: %zu training characters, %zu held out (%s), FNV-1a %016llx; batches of %lld windows, %d "
+        "steps, "
+        "seeds 1-%d; %s and the largest held-out loss (nats per character) after training\n\n",
+        CharLm::kName, text_dir.c_str(), text.train.size(), text.held_out.size(), text.held_out_name.c_str(),
+        static_cast<unsigned long long>(text.hash), static_cast<long long>(CharLm::kBatch), steps, seeds,
+        CharLm::kLoss);
+    tables(task, seeds, steps);
+    return 0;
+  }
+  digits::Data d;
+  if (!digits::load(data, d) || d.n <= Digits::kBatch) {
+    std::fprintf(stderr, "schatten-mlp-rules: cannot read %s (run from the repository root)\n", data.c_str());
+    return 1;
+  }
+  const Digits task{d};
+  steps = steps > 0 ? steps : Digits::kSteps;
+  std::printf("%s, %lld samples, batches of %lld, %d steps, seeds 1-%d; %s after training\n\n", Digits::kName,
+              static_cast<long long>(d.n), static_cast<long long>(Digits::kBatch), steps, seeds,
+              Digits::kLoss);
+  tables(task, seeds, steps);
   return 0;
 }
