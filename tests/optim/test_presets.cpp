@@ -1322,8 +1322,16 @@ TEST_SUITE("optim.presets") {
         norm = std::max(norm, std::abs(double(g0[i])));
         unorm += double(gu[i]) * double(gu[i]);
       }
-      // Float GEMMs on a 9 x 6: measured ≤ 4.5e-8 of the largest entry (rounding ~6e-8).
-      CHECK(diff <= 1e-6 * norm);
+      // Full rank: float GEMMs on a 9 x 6, rounding ~6e-8 of the largest entry (measured ≤ 7.2e-8
+      // over seeds 1–3000); bound 1e-6. Ranks 1 and 2 add the tilt of a weak kept column
+      // (docs/kernels/low_rank.md): B q_j is a ρ-dimensional image, and a column whose |R_jj| is
+      // small against ‖B‖‖q_j‖ (a q_j nearly orthogonal to B's row space) carries its rounding
+      // into P's direction, fixed only to floor/|R_jj|; the feedback then misses (1 − μ) times
+      // that part of M. Measured over seeds 1–3000 on an AMD EPYC: at most 3.7e-6 (rank 2, seed
+      // 2969), five cases above 1e-6 (rank 1 at seeds 485, 750 and 2265; rank 2 at 1378 and
+      // 2969). The bound is the kernel test's for the same tilt (tests/kernels/test_low_rank.cpp),
+      // 2e-5.
+      CHECK(diff <= (rank == 6 ? 1e-6 : 2e-5) * norm);
       // Q's dropped columns (rows of the stored Qᵀ) keep their values: 6 − rank of them, or one
       // fewer when a rounding column rises above the floor's factor 8 and is kept as a noise term
       // (the floor's documented compromise, docs/kernels/low_rank.md: 3 of 840 measured cases,
