@@ -16,13 +16,16 @@
 ///
 /// Two tables for each:
 ///  1. Muon (lr = the cap) and DA-, SC- and DF-Muon (η_max = the cap) at caps 0.02, 0.1 and 1
-///     (charlm: also AdamW on every parameter, lr 3e-3, as the reference without a matrix rule).
+///     (charlm: also AdamW on every parameter, lr 3e-3, as the reference without a matrix rule,
+///     and Muon with lr 0.02 decaying linearly to 0 over the run, the scheduled reference).
 ///  2. schatten_muon at its defaults (lr 0.02) three ways: with each layer's activation Gram fed
 ///     on its criterion steps (accumulate_activations), and without Grams, keeping p (the
-///     default) or assuming whitened inputs; with each matrix's p at the end of training.
-/// Printed per row: the loss (smallest, median, largest over the seeds) and the worst of the
-/// second figure. A run whose step fails or whose loss is not finite counts as diverged (loss
-/// inf). Serial and deterministic: the same build prints the same tables.
+///     default) or assuming whitened inputs.
+/// Printed per row: the loss (smallest, median, largest over the seeds), the worst of the
+/// second figure, and each matrix's p (schatten_muon) or last η (DF-Muon) at the end. A run
+/// whose step fails or whose loss is not finite counts as diverged (loss inf). Serial and
+/// deterministic: the same build on the same machine prints the same tables (another CPU's BLAS
+/// kernels round differently, and the runs at the larger caps amplify that).
 ///
 ///   schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv | --text DIR]
 ///                      [--seeds N] [--steps S]
@@ -49,11 +52,23 @@ namespace opt = schatten::optim;
 
 constexpr double kDiverged = std::numeric_limits<double>::infinity();
 
-/// The state of training after the last step: the task's loss and its second figure, and the p
-/// of every Schatten-p matrix (empty for the other rules).
+/// The state of training after the last step: the task's loss and its second figure, and the
+/// rule's own step parameter per matrix where it has one: schatten_muon's p, DF-Muon's η of the
+/// last step (empty for the other rules).
 struct Outcome {
   double loss = kDiverged, other = 0.0;
-  std::vector<double> p;
+  const char* end_name = "";
+  std::vector<double> end;
+};
+
+/// DF-Muon's η of the last step per matrix: the state fields "…/eta", in visit order.
+struct LastEta {
+  std::vector<double> eta;
+  void operator()(const std::string& name, double& v) {
+    if (name.size() >= 4 && name.compare(name.size() - 4, 4, "/eta") == 0) eta.push_back(v);
+  }
+  template <class T>
+  void operator()(const std::string&, T&) {}
 };
 
 /// Adds X (rows × cols) to `param`'s activation Gram when its criterion runs at the coming step.
@@ -168,7 +183,14 @@ Outcome train(const Task& task, const Rule& rule, std::uint64_t seed, int steps,
   Outcome r = task.evaluate(m);
   if (!std::isfinite(r.loss)) return {};
   for (const auto& named : opt::schatten_p_values(o))
-    r.p.push_back(named.second);
+    r.end.push_back(named.second);
+  r.end_name = "p";
+  if (r.end.empty()) {
+    LastEta e;
+    o.visit(e);
+    r.end = e.eta;
+    r.end_name = "η";
+  }
   return r;
 }
 
@@ -181,50 +203,64 @@ long parse_count(const char* s, long lo, long hi) {
 }
 
 /// One table row over seeds 1…seeds: the loss's smallest, median and largest, the worst of the
-/// second figure and, when the rule has them, each matrix's p at the end (smallest–largest).
+/// second figure and, when the rule has one, each matrix's p or η at the end (smallest–largest).
 template <class Task, class Rule>
 void row(const Task& task, const char* name, const char* setting, const Rule& rule, int seeds, int steps,
          bool grams = false, bool everything = false) {
   std::vector<double> loss;
   double worst = Task::kOtherHigherIsBetter ? kDiverged : -kDiverged;
-  std::vector<std::pair<double, double>> p;
+  std::vector<std::pair<double, double>> end;
+  const char* end_name = "";
   for (int s = 1; s <= seeds; ++s) {
     const Outcome r = train(task, rule, std::uint64_t(s), steps, grams, everything);
     loss.push_back(r.loss);
     const double other = r.loss == kDiverged ? (Task::kOtherHigherIsBetter ? 0.0 : kDiverged) : r.other;
     worst = Task::kOtherHigherIsBetter ? std::min(worst, other) : std::max(worst, other);
-    p.resize(std::max(p.size(), r.p.size()), {kDiverged, -kDiverged});
-    for (std::size_t i = 0; i < r.p.size(); ++i)
-      p[i] = {std::min(p[i].first, r.p[i]), std::max(p[i].second, r.p[i])};
+    if (!r.end.empty()) end_name = r.end_name;
+    end.resize(std::max(end.size(), r.end.size()), {kDiverged, -kDiverged});
+    for (std::size_t i = 0; i < r.end.size(); ++i)
+      end[i] = {std::min(end[i].first, r.end[i]), std::max(end[i].second, r.end[i])};
   }
   std::sort(loss.begin(), loss.end());
   std::printf("| %-13s | %-25s | %10.4g | %10.4g | %10.4g | %8.4g |", name, setting, loss.front(),
               loss[loss.size() / 2], loss.back(), worst);
-  for (std::size_t i = 0; i < p.size(); ++i)
-    std::printf(p[i].first == p[i].second ? "%s %.3g" : "%s %.3g–%.3g", i == 0 ? "" : ",", p[i].first,
-                p[i].second);
-  std::printf(p.empty() ? "\n" : " |\n");
+  std::string at_end = end.empty() ? "" : end_name;
+  for (std::size_t i = 0; i < end.size(); ++i) {
+    char v[64];
+    std::snprintf(v, sizeof v, end[i].first == end[i].second ? "%s %.3g" : "%s %.3g–%.3g", i == 0 ? "" : ",",
+                  end[i].first, end[i].second);
+    at_end += v;
+  }
+  std::printf(" %s |\n", at_end.c_str());
   std::fflush(stdout);
 }
 
+/// The table's header; the last column holds schatten_muon's p and DF-Muon's η at the end of
+/// training, per matrix (smallest–largest over the seeds).
 template <class Task>
-void header(bool with_p) {
+void header() {
   std::printf(
-      "| rule          | setting                   |   smallest |     median |    largest | %8s |%s\n",
-      Task::kOther, with_p ? " each matrix's p at the end |" : "");
+      "| rule          | setting                   |   smallest |     median |    largest | %8s | at the end "
+      "|\n",
+      Task::kOther);
   std::printf(
-      "|---------------|---------------------------|-----------:|-----------:|-----------:|---------:|%s\n",
-      with_p ? "---|" : "");
+      "|---------------|---------------------------|-----------:|-----------:|-----------:|---------:|---|"
+      "\n");
 }
 
 template <class Task>
 void tables(const Task& task, int seeds, int steps) {
-  header<Task>(false);
+  header<Task>();
   if (std::is_same<Task, CharLm>::value) {
     opt::AdamWOptions aw;
     aw.lr = opt::Schedule::constant(3e-3);
     aw.weight_decay = 0.0;
     row(task, "adamw", "lr 3e-3, every parameter", opt::adamw(aw), seeds, steps, false, true);
+    // Muon with the decay that DF-Muon's falling η resembles, at its usual peak: the
+    // tuned-schedule reference (it needs the run's length in advance).
+    opt::MuonOptions mo;
+    mo.lr = opt::Schedule::linear_decay(0.02, 0, steps);
+    row(task, "muon", "lr 0.02 linear to 0", opt::muon(mo), seeds, steps);
   }
   for (double cap : {0.02, 0.1, 1.0}) {
     char setting[32];
@@ -243,7 +279,7 @@ void tables(const Task& task, int seeds, int steps) {
     row(task, "df_muon", setting, opt::df_muon(df), seeds, steps);
   }
   std::printf("\n");
-  header<Task>(true);
+  header<Task>();
   opt::SchattenMuonOptions so;
   row(task, "schatten_muon", "Grams fed", opt::schatten_muon(so), seeds, steps, true);
   row(task, "schatten_muon", "no Grams, keep_p", opt::schatten_muon(so), seeds, steps);
