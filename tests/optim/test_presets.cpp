@@ -1497,15 +1497,18 @@ TEST_SUITE("optim.presets") {
           // Controls, at lr 0.01 (at lr 2 the step's min(·, 1) saturates in most columns, where
           // NAMO and NAMO-D then agree: measured 1.3e-3 to 5.2e-2 apart over seeds 1–150). The
           // scalar NAMO step is far off (9.1e-2 to 0.16 over seeds 1–150), and so is the
-          // unclamped step where the clamp binds (5.0e-3 to 3.5e-2): 2e-3 is ten times the
-          // tolerance above (measured at most 7.7e-6) and 2.5 times below the closest.
+          // unclamped step where the clamp binds: 1.6e-3 to 3.6e-2 over seeds 1–3000 (the
+          // smallest at seed 2518, 20 × 12; 12 × 20 at least 5.7e-3). Its bound, 5e-4, is 2.5
+          // times the tolerance above (measured at most 8.4e-6 over the same seeds) and 3 times
+          // below the closest. (It was 2e-3, from seeds 1–150, until seed 792 gave 1.7e-3:
+          // docs/reliability.md, Finding 22.)
           if (lr == 0.01) {
             NamoOptions scalar = o;
             CHECK(step_error(run_rule(namo(scalar), w0, g), want, w0) > 1e-2);
           }
           if (k == 0.75 && lr == 0.01) {
             o.col_clamp = 0.0;
-            CHECK(step_error(run_rule(namo_d(o), w0, g), want, w0) > 2e-3);
+            CHECK(step_error(run_rule(namo_d(o), w0, g), want, w0) > 5e-4);
           }
         }
       }
