@@ -419,12 +419,32 @@ TEST_CASE(
       n > 1 ? bytes_of(5, 40, 24, 6, 1) + bytes_of(3, 40, 24, 12, 2) + 8 * (1 + 5 + 1) : 0;
   const auto w0 = weights(ps);
   auto w = w0, wref = w0;
-  // "t1" left out of the trajectory comparison once a rounding column of its rank-1 first step
-  // survived the floor as a noise term (below): the two runs keep different ones.
+  // "t1" (index 1) is compared on its own. Its rank-1 first step keeps one column of P̄, which
+  // can be weak (q_0 nearly orthogonal to the gradient's right vector): the runs' roundings then
+  // fix its direction only to about floor/|R_00| (docs/kernels/low_rank.md), as in the rank-1
+  // test above, and the trajectories part by more than rounding. Over seeds 1–300 on 2 and 4
+  // ranks (AMD EPYC, 2026-12-02) t1's gap reached 1.6e-4 (seed 240; next 7.5e-5, seed 217),
+  // while the other matrices stayed within 8.5e-6 of theirs (kTrajectoryTolerance); t1's bound
+  // is 5e-4. Compared together, seeds 118, 217 and 240 broke kTrajectoryTolerance
+  // (docs/reliability.md, Finding 24). t1 is left out altogether once a rounding column of its
+  // first step survived the floor as a noise term (below): the two runs keep different ones.
+  constexpr double kT1Tolerance = 5e-4;
   bool skip_t1 = false;
-  const auto compared = [&](std::vector<std::vector<float>> v) {
-    if (skip_t1) v.erase(v.begin() + 1);
+  const auto others = [](std::vector<std::vector<float>> v) {
+    v.erase(v.begin() + 1);
     return v;
+  };
+  const auto t1_only = [](const std::vector<std::vector<float>>& v) {
+    return std::vector<std::vector<float>>{v[1]};
+  };
+  const auto check_trajectories = [&] {
+    const double gap = relative_gap(others(w), others(wref), others(w0));
+    CAPTURE(gap);
+    CHECK(gap <= kTrajectoryTolerance);
+    if (skip_t1) return;
+    const double t1_gap = relative_gap(t1_only(w), t1_only(wref), t1_only(w0));
+    CAPTURE(t1_gap);
+    CHECK(t1_gap <= kT1Tolerance);
   };
   for (int t = 0; t < 5; ++t) {
     CAPTURE(t);
@@ -464,9 +484,7 @@ TEST_CASE(
         skip_t1 = true;
       }
     }
-    const double gap = relative_gap(compared(w), compared(wref), compared(w0));
-    CAPTURE(gap);
-    CHECK(gap <= kTrajectoryTolerance);
+    check_trajectories();
     CHECK(same_on_every_rank(w));
   }
   // An overflow on the last rank in "t0", whose panel rank 0 orthonormalises: rank 0's record
@@ -482,7 +500,7 @@ TEST_CASE(
   g = own_gradients(world().rank(), 6, ps);
   REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
   REQUIRE(ref.step(ptrs(wref), ptrs(gm)));
-  CHECK(relative_gap(compared(w), compared(wref), compared(w0)) <= kTrajectoryTolerance);
+  check_trajectories();
   CHECK(same_on_every_rank(w));
 }
 

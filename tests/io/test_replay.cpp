@@ -837,8 +837,10 @@ TEST_SUITE("io.replay") {
     // stepped inline (bit for bit, and the signature). With blend 1 and QDWH (exact to float
     // rounding, spectral_power.hpp: 7e-8·σ_max per direction) the final weights' σ_max is
     // checked at 0.5·(1 + 1e-5) (measured 0.5); with blend 0.3 only 30 % of the excess goes per
-    // step while the steps add to it, so σ_max stays above the cap (measured 0.5315, checked
-    // > 0.515; the polynomial cap's band is 3e-5·‖W‖_F ≈ 5e-5).
+    // step while the steps add to it, so σ_max stays above the cap: over seeds 1–1000 at
+    // 0.5127 (seed 839) to 0.557, checked > 0.505, a hundred times the polynomial cap's band
+    // (3e-5·‖W‖_F ≈ 5e-5) above the cap and 2.5 times below the smallest excess. (It was 0.515,
+    // from one seed, until seed 839: docs/reliability.md, Finding 23.)
     const std::string rec = temp_path("rec_cap.h5"), out = temp_path("out_cap.h5");
     write_recording(rec);
     for (const bool soft : {false, true}) {
@@ -865,7 +867,7 @@ TEST_SUITE("io.replay") {
         for (index_t j = 0; j < 20; ++j)
           w(i, j) = traj[std::size_t(kSteps * 240 + i * 20 + j)];
       if (soft)
-        CHECK(test::spectral_norm(w) > 0.515);
+        CHECK(test::spectral_norm(w) > 0.505);
       else
         CHECK(test::spectral_norm(w) <= 0.5 * (1 + 1e-5));
     }
