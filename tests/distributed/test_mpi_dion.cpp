@@ -27,6 +27,7 @@
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/presets.hpp"
+#include "support/low_rank_tilt.hpp"
 #include "support/seed.hpp"
 
 namespace distributed_test_mpi_dion {  // this file's scope in a unity build (tests/CMakeLists.txt)
@@ -176,32 +177,18 @@ double relative_gap(const std::vector<std::vector<float>>& a, const std::vector<
     }
   return gap / moved;
 }
-/// How far float rounding can tilt the first column of Dion's first panel P = B X, for a tall
-/// r × c momentum B = `m` (X = the initial Q, drawn from Rng(seed) as DionDirection::init()
-/// draws it): the size of the float GEMM's rounding of that column, √S·u·‖B‖_F·‖x_0‖ (S = c,
-/// u = 2⁻²⁴; kernels/low_rank.hpp's floor without its factor 8), over the column's length
-/// ‖B x_0‖₂, all in double. For a rank-1 B = a bᵀ it is √S·u / |cos(b, x_0)|: about 1e-6
-/// unless x_0 is nearly orthogonal to b. Then the one column the QR keeps is weak, and two runs
-/// that round it differently keep directions this far apart (docs/kernels/low_rank.md; seed 297:
-/// cos 1.8e-5, tilt 1.5e-2).
+/// The tilt of the first column of Dion's first panel for a tall r × c momentum `m` (B = M):
+/// test::kept_column_tilts()'s, with x_0 the first row of the initial Qᵀ, drawn from Rng(seed)
+/// as DionDirection::init() draws it. For a rank-1 B it is √S·u / |cos(b, x_0)|; the one column
+/// the QR keeps is then weak, and two runs that round it differently keep directions this far
+/// apart (seed 297: cos 1.8e-5, tilt 1.5e-2).
 double first_column_tilt(const std::vector<float>& m, std::size_t rows, std::size_t cols,
                          std::uint64_t seed) {
   Rng rng(seed);
-  std::vector<double> x(cols);
-  for (double& v : x)
-    v = double(static_cast<float>(rng.normal()));
-  double column2 = 0.0, m2 = 0.0, x2 = 0.0;
-  for (std::size_t i = 0; i < rows; ++i) {
-    double d = 0.0;
-    for (std::size_t j = 0; j < cols; ++j) {
-      d += double(m[i * cols + j]) * x[j];
-      m2 += double(m[i * cols + j]) * double(m[i * cols + j]);
-    }
-    column2 += d * d;
-  }
-  for (double v : x)
-    x2 += v * v;
-  return std::sqrt(double(cols)) * 0x1p-24 * std::sqrt(m2 * x2 / column2);
+  std::vector<float> x0(cols);
+  for (float& v : x0)
+    v = static_cast<float>(rng.normal());
+  return test::kept_column_tilts(m.data(), rows, cols, x0.data(), 1, 1)[0];
 }
 /// Whether some rank saw ‖U‖²_F ≈ 2 in one of `u2s`, agreed over the ranks: a rank-1 step that
 /// kept a rounding column of P̄ as a noise term (the low-rank floor's documented compromise,
