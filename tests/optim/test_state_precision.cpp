@@ -567,11 +567,13 @@ TEST_SUITE("optim.state_precision") {
     MESSAGE("lion over 200 steps, relative change error against fp32: bf16 state worst "
             << worst << ", last " << last << "; bf16 gradients worst " << worst_control << ", last "
             << last_control);
-    // Measured over seeds 0–5 and the default: bf16 state worst 2.1e-2 to 3.8e-2 (early steps,
-    // where the change is small), last 1.6e-2 to 1.8e-2; bf16 gradients worst 1.2e-2 to 2.6e-2,
-    // last 7.8e-3 to 9.1e-3 (the ratio of the last: 2.0 to 2.3). Bounds: 6e-2 and 3e-2 (margins
-    // 1.6), and 3× the control (margin 1.3): a bf16 m that drifted from the EMA would show here.
-    CHECK(worst <= 6e-2);
+    // Measured over seeds 1–1500 (AMD EPYC, 2026-12-02): bf16 state worst 1.7e-2 to 6.6e-2
+    // (early steps, where the change is small, so a noisy figure: 6.6e-2 at seed 998 alone, next
+    // 5.5e-2; the bound was 6e-2 from seven seeds, Finding 26), last 1.4e-2 to 1.9e-2; bf16
+    // gradients worst 9.5e-3 to 5.7e-2, last 6.5e-3 to 9.9e-3; the ratio of the last 1.7 to 2.7
+    // (nine seeds above 2.5). Bounds: 0.1 and 3e-2 (margins 1.5), and 3× the control (margin
+    // 1.1 at the largest): a bf16 m that drifted from the EMA would show here.
+    CHECK(worst <= 0.1);
     CHECK(last <= 3e-2);
     CHECK(last <= 3.0 * last_control);
     CHECK(last_control > 0.0);
