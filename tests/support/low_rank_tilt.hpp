@@ -5,7 +5,6 @@
 /// only and without Eigen, so that test_mpi can use it too.
 #pragma once
 
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
