@@ -652,8 +652,9 @@ TEST_SUITE("optim.presets") {
     o.weight_decay = 0.1;
     const Mat got = run_rule(lion(o), w0, g);
     // The signs agree (every interpolation is at least 1e-5 of its scale from zero, 10 times
-    // float's rounding of it), so only W's float storage differs: |W| up to ~3 rounds by up to 1.8e-7 per
-    // step, 12 steps against a change of 12·lr = 0.012 per entry, at most 2e-4 relative (measured 2e-5).
+    // float's rounding of it), so only W's float storage differs: |W| up to ~3 rounds by up to
+    // 1.8e-7 per step, 12 steps against a change of 12·lr = 0.012 per entry, at most 2e-4
+    // relative (measured 2e-5).
     const Mat want = lion_oracle(w0, g, 1e-3, 0.9, 0.99, 0.1);
     CHECK(step_error(got, want, w0) <= 2e-4);
     // The betas swapped: the sign of the other interpolation flips elements, far off.
