@@ -537,10 +537,12 @@ Mat muadam_oracle(Mat w, const std::vector<Mat>& grads, double lr, double b1, do
   return w;
 }
 
-std::vector<Mat> gradients(index_t r, index_t c, int steps, const char* name) {
+/// `steps` Gaussian gradients (σ 0.1), step t from case_seed(name, first + t); another `first`
+/// draws another set.
+std::vector<Mat> gradients(index_t r, index_t c, int steps, const char* name, std::uint64_t first = 0) {
   std::vector<Mat> g;
   for (int t = 0; t < steps; ++t)
-    g.push_back(gaussian(r, c, case_seed(name, static_cast<std::uint64_t>(t)), 0.1));
+    g.push_back(gaussian(r, c, case_seed(name, first + static_cast<std::uint64_t>(t)), 0.1));
   return g;
 }
 
@@ -640,9 +642,7 @@ TEST_SUITE("optim.presets") {
     // between the float run and the oracle, 2.6e-2 off; Finding 27).
     std::vector<Mat> g;
     for (std::uint64_t draw = 0;; ++draw) {
-      g.clear();
-      for (int t = 0; t < 12; ++t)
-        g.push_back(gaussian(9, 7, case_seed("lion_g", std::uint64_t(t) + 1000 * draw), 0.1));
+      g = gradients(9, 7, 12, "lion_g", 1000 * draw);
       const double margin = lion_margin(g, 0.9, 0.99);
       if (margin >= 1e-5) break;
       MESSAGE("lion: an interpolation within " << margin << " of zero; gradients drawn again");
