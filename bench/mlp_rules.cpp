@@ -60,16 +60,6 @@ struct Outcome {
   std::vector<double> end;
 };
 
-/// DF-Muon's η of the last step per matrix: the state fields "…/eta", in visit order.
-struct LastEta {
-  std::vector<double> eta;
-  void operator()(const std::string& name, double& v) {
-    if (name.size() >= 4 && name.compare(name.size() - 4, 4, "/eta") == 0) eta.push_back(v);
-  }
-  template <class T>
-  void operator()(const std::string&, T&) {}
-};
-
 /// Adds X (rows × cols) to `param`'s activation Gram when its criterion runs at the coming step.
 template <class Optimizer>
 bool feed_gram(Optimizer& o, const char* param, const float* x, index_t rows, index_t cols) {
@@ -181,15 +171,15 @@ Outcome train(const Task& task, const Rule& rule, std::uint64_t seed, int steps,
   }
   Outcome r = task.evaluate(m);
   if (!std::isfinite(r.loss)) return {};
-  for (const auto& named : opt::schatten_p_values(o))
-    r.end.push_back(named.second);
+  // schatten_muon's p per matrix, else DF-Muon's η of the last step (docs/optim.md).
+  auto end = opt::schatten_p_values(o);
   r.end_name = "p";
-  if (r.end.empty()) {
-    LastEta e;
-    o.visit(e);
-    r.end = e.eta;
+  if (end.empty()) {
+    end = opt::state_scalars(o, "eta");
     r.end_name = "η";
   }
+  for (const auto& named : end)
+    r.end.push_back(named.second);
   return r;
 }
 

@@ -174,6 +174,42 @@ void scratch_of(V& v, S& s) {
 }
 }  // namespace detail
 
+/// The scalar state fields called `field` in `state` — a Partition or SplitPartition, a chain's
+/// or a rule's State: anything with visit_fields — as (full field name, value) pairs in visit
+/// order. A field matches when its name is `field` or ends with "/" + `field`, and it is a double
+/// or a std::int64_t (widened to double: exact below 2⁵³). For logging what the rules adapt per
+/// parameter:
+///
+///     for (auto& [name, eta] : state_scalars(opt, "eta")) log(name, eta);   // DF-Muon's last step
+///
+/// with "eta" (DF-Muon's η of the last step), "kappa" (SC-Muon's κ of the last step), "rbar"
+/// (DA-Muon's radius r̄), "alpha" (NAMO's and NAMO-D's step scale), "schatten_p"
+/// (schatten_p_values() in schatten_p.hpp) or "count" (the rules' step counts; step_size.hpp and
+/// docs/optim.md). Empty when nothing matches. Cost: one walk over the field names; no array is
+/// read.
+template <class State>
+std::vector<std::pair<std::string, double>> state_scalars(State& state, const std::string& field) {
+  struct Collect {
+    const std::string& field;
+    std::vector<std::pair<std::string, double>> out;
+    bool matches(const std::string& name) const {
+      return name.size() >= field.size() &&
+             name.compare(name.size() - field.size(), field.size(), field) == 0 &&
+             (name.size() == field.size() || name[name.size() - field.size() - 1] == '/');
+    }
+    void operator()(const std::string& name, double& v) {
+      if (matches(name)) out.emplace_back(name, v);
+    }
+    void operator()(const std::string& name, std::int64_t& v) {
+      if (matches(name)) out.emplace_back(name, static_cast<double>(v));
+    }
+    void operator()(const std::string&, Buffer&) {}
+    void operator()(const std::string&, Bf16Buffer&) {}
+  } c{field, {}};
+  visit_fields(c, state);
+  return std::move(c.out);
+}
+
 /// Detects the optional batched form of a rule (see the file comment).
 template <class R, class = void>
 struct has_update_batch : std::false_type {};

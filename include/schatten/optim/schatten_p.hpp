@@ -682,20 +682,11 @@ Status accumulate_activations(Optimizer& optimizer, const std::string& param, Ma
 }
 
 /// The current p of every parameter whose rule is adaptive or fixed Schatten-p, as
-/// (parameter-prefixed field name, p) pairs in visit order.
+/// (parameter-prefixed field name, p) pairs in visit order: state_scalars(optimizer,
+/// "schatten_p") (rule.hpp).
 template <class Optimizer>
 std::vector<std::pair<std::string, double>> schatten_p_values(Optimizer& optimizer) {
-  struct Collect {
-    std::vector<std::pair<std::string, double>> out;
-    void operator()(const std::string& name, double& v) {
-      if (detail::GramFinder::ends_with(name, "/schatten_p")) out.emplace_back(name, v);
-    }
-    void operator()(const std::string&, std::int64_t&) {}
-    void operator()(const std::string&, Buffer&) {}
-    void operator()(const std::string&, Bf16Buffer&) {}
-  } c;
-  optimizer.visit(c);
-  return c.out;
+  return state_scalars(optimizer, "schatten_p");
 }
 
 }  // namespace schatten::optim
