@@ -20,17 +20,26 @@
 ///     and Muon with lr 0.02 decaying linearly to 0 over the run, the scheduled reference).
 ///  2. schatten_muon at its defaults (lr 0.02) three ways: with each layer's activation Gram fed
 ///     on its criterion steps (accumulate_activations), and without Grams, keeping p (the
-///     default) or assuming whitened inputs.
+///     default) or assuming whitened inputs; and with p fixed at the SGD end (1.02). Then the
+///     range of p the criterion chose per matrix in the runs with Grams.
+///  3. (only when asked) schatten_muon at a fixed p = 10, and each matrix in turn at fixed p in
+///     {1.02, 1.5, 2, 3, 5, 7} with the others at 10: the per-layer optimum to set the
+///     criterion's choices against.
+/// `--table 1`, `2` or `3` prints that one alone. `--whiten` (digits only) ZCA-whitens the inputs first,
+/// which gives fc1 inputs of a far higher stable rank (printed) and changes what the hidden
+/// layer feeds the output layer.
 /// Printed per row: the loss (smallest, median, largest over the seeds), the worst of the
 /// second figure, and each matrix's p (schatten_muon) or last η (DF-Muon) at the end. A run
 /// whose step fails or whose loss is not finite counts as diverged (loss inf). Serial and
 /// deterministic: the same build on the same machine prints the same tables (another CPU's BLAS
 /// kernels round differently, and the runs at the larger caps amplify that).
 ///
-///   schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv | --text DIR]
-///                      [--seeds N] [--steps S]
+///   schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv [--whiten] | --text DIR]
+///                      [--seeds N] [--steps S] [--table 1|2|3]
 #include <schatten/optim/schatten_p.hpp>
 #include <schatten/schatten.hpp>
+
+#include <Eigen/Dense>
 
 #include <algorithm>
 #include <cerrno>
@@ -38,6 +47,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -66,6 +77,36 @@ bool feed_gram(Optimizer& o, const char* param, const float* x, index_t rows, in
   return !opt::activations_wanted(o, param) ||
          opt::accumulate_activations(o, param, schatten::MatrixRef<const float>(x, rows, cols)) ==
              schatten::Status::ok;
+}
+
+/// The stable rank ‖A‖²_F/‖A‖²_op of rows × cols inputs A (row-major), from their Gram AᵀA:
+/// what schatten_muon's criterion weighs against the gradient's nuclear rank
+/// (docs/surrogate/schatten_p.md).
+double stable_rank(const float* a, index_t rows, index_t cols) {
+  const Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> m(a, rows,
+                                                                                                  cols);
+  const Eigen::MatrixXd gram = m.cast<double>().transpose() * m.cast<double>();
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(gram, Eigen::EigenvaluesOnly);
+  return eig.eigenvalues().maxCoeff() > 0.0 ? gram.trace() / eig.eigenvalues().maxCoeff() : 0.0;
+}
+
+/// ZCA-whitens the digits' inputs in place: x ← V·diag((λ + ε)^(−½))·Vᵀ·(x − μ), with μ and
+/// Σ = V·diag(λ)·Vᵀ the mean and covariance of the whole set, so that the inputs' covariance
+/// becomes about the identity: the "whitened activations" for which the criterion prefers the
+/// SGD end. ε = 1e-2·tr Σ/64 [P] keeps the directions of tiny variance (a few border pixels
+/// that are almost always 0; two are always 0 and stay 0) from being blown up to unit
+/// variance: with it the covariance's eigenvalues are λ/(λ + ε), 1 for the strong directions.
+void whiten(digits::Data& d) {
+  const index_t n = d.n, m = digits::kIn;
+  Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> x(d.x.data(), n, m);
+  const Eigen::RowVectorXd mu = x.cast<double>().colwise().mean();
+  const Eigen::MatrixXd centred = x.cast<double>().rowwise() - mu;
+  const Eigen::MatrixXd cov = centred.transpose() * centred / double(n);
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(cov);
+  const double eps = 1e-2 * cov.trace() / double(m);
+  const Eigen::VectorXd scale = (eig.eigenvalues().array() + eps).rsqrt();
+  const Eigen::MatrixXd zca = eig.eigenvectors() * scale.asDiagonal() * eig.eigenvectors().transpose();
+  x = (centred * zca).cast<float>();
 }
 
 /// The digits MLP (docs/examples/digits_mlp.hpp).
@@ -147,12 +188,20 @@ struct CharLm {
   }
 };
 
+/// One matrix taken out of the rule under test and given schatten_muon with a fixed p instead
+/// (table 3): its index in the model's parameters, or −1 for none.
+struct Sweep {
+  int matrix = -1;
+  double p = 10.0;
+};
+
 /// Trains `task`'s model from the initialisation of `seed` with `rule` on its matrices (every
 /// parameter when `everything`) and AdamW (lr 3e-3, no decay) on the rest, for `steps` batches,
-/// feeding activation Grams when `grams`.
+/// feeding activation Grams when `grams`; `sweep.matrix`, when set, gets schatten_muon at the
+/// fixed `sweep.p` (lr 0.02) instead of `rule`.
 template <class Task, class Rule>
-Outcome train(const Task& task, const Rule& rule, std::uint64_t seed, int steps, bool grams,
-              bool everything) {
+Outcome train(const Task& task, const Rule& rule, std::uint64_t seed, int steps, bool grams, bool everything,
+              const Sweep& sweep) {
   typename Task::Model m;
   schatten::Rng rng(seed);
   Task::init(m, rng);
@@ -161,8 +210,13 @@ Outcome train(const Task& task, const Rule& rule, std::uint64_t seed, int steps,
   aw.weight_decay = 0.0;
   std::vector<std::string> groups = Task::groups();
   if (everything) std::fill(groups.begin(), groups.end(), "matrix");
-  auto o = opt::partition(Task::Model::specs(), groups, opt::route("matrix", rule),
-                          opt::route("adamw", opt::adamw(aw)));
+  opt::SchattenMuonOptions fixed;
+  fixed.adaptive = false;
+  fixed.p = sweep.p;
+  if (sweep.matrix >= 0) groups[static_cast<std::size_t>(sweep.matrix)] = "swept";
+  auto o =
+      opt::partition(Task::Model::specs(), groups, opt::route("matrix", rule),
+                     opt::route("adamw", opt::adamw(aw)), opt::route("swept", opt::schatten_muon(fixed)));
   if (!o.init()) return {};
   for (int t = 0; t < steps; ++t) {
     typename Task::Model g;
@@ -195,13 +249,13 @@ long parse_count(const char* s, long lo, long hi) {
 /// second figure and, when the rule has one, each matrix's p or η at the end (smallest–largest).
 template <class Task, class Rule>
 void row(const Task& task, const char* name, const char* setting, const Rule& rule, int seeds, int steps,
-         bool grams = false, bool everything = false) {
+         bool grams = false, bool everything = false, const Sweep& sweep = {}) {
   std::vector<double> loss;
   double worst = Task::kOtherHigherIsBetter ? kDiverged : -kDiverged;
   std::vector<std::pair<double, double>> end;
   const char* end_name = "";
   for (int s = 1; s <= seeds; ++s) {
-    const Outcome r = train(task, rule, std::uint64_t(s), steps, grams, everything);
+    const Outcome r = train(task, rule, std::uint64_t(s), steps, grams, everything, sweep);
     loss.push_back(r.loss);
     const double other = r.loss == kDiverged ? (Task::kOtherHigherIsBetter ? 0.0 : kDiverged) : r.other;
     worst = Task::kOtherHigherIsBetter ? std::min(worst, other) : std::max(worst, other);
@@ -253,8 +307,9 @@ void reference_rows(const CharLm& task, int seeds, int steps) {
   row(task, "muon", "lr 0.02 linear to 0", opt::muon(mo), seeds, steps);
 }
 
+/// Table 1: Muon and the distance-aware rules at three caps, after the task's references.
 template <class Task>
-void tables(const Task& task, int seeds, int steps) {
+void table_caps(const Task& task, int seeds, int steps) {
   header<Task>();
   reference_rows(task, seeds, steps);
   for (double cap : {0.02, 0.1, 1.0}) {
@@ -273,21 +328,94 @@ void tables(const Task& task, int seeds, int steps) {
     df.eta_max = cap;
     row(task, "df_muon", setting, opt::df_muon(df), seeds, steps);
   }
-  std::printf("\n");
+}
+
+/// The p the criterion chose for each matrix (by shape) at its steps with statistics, over all
+/// the runs of a row: the smallest, the largest, and how many choices were below p_max.
+struct Choices {
+  struct Range {
+    double lo = HUGE_VAL, hi = -HUGE_VAL;
+    int count = 0, below = 0;
+  };
+  std::map<std::pair<index_t, index_t>, Range> by_shape;
+  void add(const opt::PCriterionEvent& e, double p_max) {
+    if (!e.had_statistics) return;
+    Range& r = by_shape[{e.rows, e.cols}];
+    r.lo = std::min(r.lo, e.p);
+    r.hi = std::max(r.hi, e.p);
+    ++r.count;
+    if (e.p < p_max) ++r.below;
+  }
+  void print() const {
+    std::printf("criterion choices with Grams fed, every run:");
+    for (const auto& [shape, r] : by_shape)
+      std::printf(" %lld x %lld: p %.3g-%.3g, %d of %d below the top;", static_cast<long long>(shape.first),
+                  static_cast<long long>(shape.second), r.lo, r.hi, r.below, r.count);
+    std::printf("\n");
+  }
+};
+
+/// Table 2: schatten_muon with and without the activation statistics, then the criterion's
+/// choices in the runs with them.
+template <class Task>
+void table_statistics(const Task& task, int seeds, int steps) {
   header<Task>();
   opt::SchattenMuonOptions so;
+  auto choices = std::make_shared<Choices>();
+  so.on_criterion = [choices, top = so.criterion.p_max](const opt::PCriterionEvent& e) {
+    choices->add(e, top);
+  };
   row(task, "schatten_muon", "Grams fed", opt::schatten_muon(so), seeds, steps, true);
+  so.on_criterion = nullptr;
   row(task, "schatten_muon", "no Grams, keep_p", opt::schatten_muon(so), seeds, steps);
   so.without_statistics = opt::SchattenPDirection::WithoutStatistics::assume_whitened;
   row(task, "schatten_muon", "no Grams, assume_whitened", opt::schatten_muon(so), seeds, steps);
+  // The SGD end of the range held for the whole run: the other end from keep_p's p = 10.
+  opt::SchattenMuonOptions low;
+  low.adaptive = false;
+  low.p = 1.02;
+  row(task, "schatten_muon", "fixed p 1.02", opt::schatten_muon(low), seeds, steps);
+  choices->print();
+}
+
+/// Table 3: schatten_muon at a fixed p = 10 on every matrix, then each matrix in turn at a lower
+/// fixed p with the others at 10: the p each layer trains best at, to set the criterion's choices
+/// (table 2) against. Not a joint optimum: the layers' best p need not combine.
+template <class Task>
+void table_sweep(const Task& task, int seeds, int steps) {
+  header<Task>();
+  opt::SchattenMuonOptions ten;
+  ten.adaptive = false;
+  row(task, "schatten_muon", "fixed p 10", opt::schatten_muon(ten), seeds, steps);
+  const std::vector<opt::ParamSpec> specs = Task::Model::specs();
+  const std::vector<std::string> groups = Task::groups();
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    if (groups[i] != "matrix") continue;
+    for (double p : {1.02, 1.5, 2.0, 3.0, 5.0, 7.0}) {
+      char setting[64];
+      std::snprintf(setting, sizeof setting, "%s p %g", specs[i].name.c_str(), p);
+      row(task, "schatten_muon", setting, opt::schatten_muon(ten), seeds, steps, false, false,
+          Sweep{static_cast<int>(i), p});
+    }
+  }
+}
+
+/// The tables of the file comment: 1 and 2 when `which` is 0, else table `which` alone.
+template <class Task>
+void tables(const Task& task, int seeds, int steps, int which) {
+  if (which == 0 || which == 1) table_caps(task, seeds, steps);
+  if (which == 0) std::printf("\n");
+  if (which == 0 || which == 2) table_statistics(task, seeds, steps);
+  if (which == 3) table_sweep(task, seeds, steps);
 }
 
 int usage(const char* arg) {
-  std::fprintf(stderr,
-               "schatten-mlp-rules: bad argument '%s'\n"
-               "usage: schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv | --text DIR] "
-               "[--seeds 1..10000] [--steps 1..1000000]\n",
-               arg);
+  std::fprintf(
+      stderr,
+      "schatten-mlp-rules: bad argument '%s'\n"
+      "usage: schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv [--whiten] | --text DIR] "
+      "[--seeds 1..10000] [--steps 1..1000000] [--table 1|2|3]\n",
+      arg);
   return 2;
 }
 }  // namespace
@@ -295,7 +423,8 @@ int usage(const char* arg) {
 int main(int argc, char** argv) {
   schatten::Runtime runtime(argc, argv);
   std::string model = "digits", data = "data/digits.csv", text_dir = "/usr/share/common-licenses";
-  int seeds = 10, steps = 0;
+  int seeds = 10, steps = 0, table = 0;
+  bool whitened = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -311,10 +440,15 @@ int main(int argc, char** argv) {
       seeds = int(v);
     } else if (a == "--steps" && has_value && (v = parse_count(argv[++i], 1, 1000000)) > 0) {
       steps = int(v);
+    } else if (a == "--table" && has_value && (v = parse_count(argv[++i], 1, 3)) > 0) {
+      table = int(v);
+    } else if (a == "--whiten") {
+      whitened = true;
     } else {
       return usage(argv[i]);
     }
   }
+  if (whitened && model != "digits") return usage("--whiten");
   if (model == "charlm") {
     charlm::Text text;
     if (!charlm::load(text_dir, text)) {
@@ -332,7 +466,7 @@ int main(int argc, char** argv) {
         CharLm::kName, text_dir.c_str(), text.train.size(), text.held_out.size(), text.held_out_name.c_str(),
         static_cast<unsigned long long>(text.hash), static_cast<long long>(CharLm::kBatch), steps, seeds,
         CharLm::kLoss);
-    tables(task, seeds, steps);
+    tables(task, seeds, steps, table);
     return 0;
   }
   digits::Data d;
@@ -340,11 +474,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "schatten-mlp-rules: cannot read %s (run from the repository root)\n", data.c_str());
     return 1;
   }
+  if (whitened) whiten(d);
   const Digits task{d};
   steps = steps > 0 ? steps : Digits::kSteps;
-  std::printf("%s, %lld samples, batches of %lld, %d steps, seeds 1-%d; %s after training\n\n", Digits::kName,
-              static_cast<long long>(d.n), static_cast<long long>(Digits::kBatch), steps, seeds,
-              Digits::kLoss);
-  tables(task, seeds, steps);
+  std::printf("%s, %lld samples%s, batches of %lld, %d steps, seeds 1-%d; %s after training\n", Digits::kName,
+              static_cast<long long>(d.n), whitened ? " (ZCA-whitened)" : "",
+              static_cast<long long>(Digits::kBatch), steps, seeds, Digits::kLoss);
+  // What the criterion weighs for fc1: its inputs' stable rank over the set and over a batch.
+  std::printf("stable rank of the inputs (of %lld): %.1f over the set, %.1f over the first batch\n\n",
+              static_cast<long long>(digits::kIn), stable_rank(d.x.data(), d.n, digits::kIn),
+              stable_rank(d.x.data(), Digits::kBatch, digits::kIn));
+  tables(task, seeds, steps, table);
   return 0;
 }
