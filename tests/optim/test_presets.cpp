@@ -1400,19 +1400,34 @@ TEST_SUITE("optim.presets") {
       const index_t r = shape.first, c = shape.second;
       CAPTURE(r);
       const Mat w0 = gaussian(r, c, case_seed("dion_recover_w"));
-      auto g = gradients(r, c, 6, "dion_recover_g");
-      g[0] = Mat(g[0].col(0) * g[0].row(0));
       DionOptions o;
       o.rank_fraction = 0.75;  // k = 6 of 8
+      DionDirection direction;
+      direction.rank_fraction = 0.75;
+      auto st = direction.init({r, c});
+      const std::vector<float> q0(st.q.begin(), st.q.end());
+      // Step 1's rank-1 momentum keeps P's first column, whatever its strength. When Q's first
+      // column is nearly orthogonal to the gradient's right vector, that column is fixed only to
+      // its tilt (docs/kernels/low_rank.md, "A kept column close to the floor"; the tests of
+      // that are the Dion rank-1 ones above and in test_mpi), and the trajectory follows it:
+      // seeds 1–3000 gave 7.5e-5 at tilt 2.7e-2 (seed 1402) and 3.2e-5 at 4.6e-3 (seed 1287),
+      // 5 of 6000 cases above 1e-3. Such gradients are drawn again, so that this test's bound
+      // stays the one for well-fixed columns.
+      std::vector<Mat> g;
+      for (std::uint64_t draw = 0;; ++draw) {
+        g = gradients(r, c, 6, "dion_recover_g", 1000 * draw);
+        g[0] = Mat(g[0].col(0) * g[0].row(0));
+        const std::vector<float> g0 = to_float(g[0]);
+        const double tilt =
+            test::kept_column_tilts(g0.data(), std::size_t(r), std::size_t(c), q0.data(), 6, 1).front();
+        if (tilt <= 1e-3) break;
+        MESSAGE("dion: step 1's kept column has a tilt of " << tilt << "; gradients drawn again");
+      }
       // The oracle drops the five rounding columns of step 1, which the float step does too
       // unless one of them rises above the floor's factor 8 and is kept as a noise term, as in
       // the reference: the floor's documented compromise (docs/kernels/low_rank.md, 3 of 840
       // measured cases; seed 58 of 70 here, r = 14). The trajectories then part (0.34 there), so
       // the comparison needs step 1 to have used exactly one column; said when it does not.
-      DionDirection direction;
-      direction.rank_fraction = 0.75;
-      auto st = direction.init({r, c});
-      const std::vector<float> q0(st.q.begin(), st.q.end());
       std::vector<float> u1 = to_float(g[0]), w1 = to_float(w0);
       REQUIRE(direction.update(Block(u1.data(), r, c), st, ConstBlock(w1.data(), r, c)) == Status::ok);
       const index_t sh = std::min(r, c);  // Qᵀ's rows: k × the short side
@@ -1424,7 +1439,8 @@ TEST_SUITE("optim.presets") {
       }
       const Mat want = dion_oracle(w0, g, 0.01, 0.95, 6, 1, 0.01, 0);
       // As in the Gaussian cases above (float GEMMs around a double QR): measured ≤ 1.2e-5
-      // (seeds 0–3 and the default); 3e-5. The control is ≈ 2 off.
+      // (seeds 0–3 and the default), ≤ 1.4e-5 over seeds 1–3000 with the draw above; 3e-5. The
+      // control is 1.6 or more off.
       CHECK(step_error(run_rule(dion(o), w0, g), want, w0) <= 3e-5);
       // Control: zeroing the dropped Q columns instead leaves them dropped for good.
       CHECK(step_error(run_rule(dion(o), w0, g), dion_oracle(w0, g, 0.01, 0.95, 6, 1, 0.01, 0, false), w0) >
