@@ -25,16 +25,18 @@
 ///  3. (only when asked) schatten_muon at a fixed p = 10, and each matrix in turn at fixed p in
 ///     {1.02, 1.5, 2, 3, 5, 7} with the others at 10: the per-layer optimum to set the
 ///     criterion's choices against.
-/// `--table 1`, `2` or `3` prints that one alone. `--whiten` (digits only) ZCA-whitens the inputs first,
-/// which gives fc1 inputs of a far higher stable rank (printed) and changes what the hidden
-/// layer feeds the output layer.
+/// `--table 1`, `2` or `3` prints that one alone. For the digits, `--whiten` ZCA-whitens the
+/// inputs first, which gives fc1 inputs of a far higher stable rank (printed) and changes what
+/// the hidden layer feeds the output layer, and `--full-grams` feeds the criterion the Grams of
+/// all 1797 inputs (and their hidden activations) instead of the batch's.
 /// Printed per row: the loss (smallest, median, largest over the seeds), the worst of the
 /// second figure, and each matrix's p (schatten_muon) or last η (DF-Muon) at the end. A run
 /// whose step fails or whose loss is not finite counts as diverged (loss inf). Serial and
 /// deterministic: the same build on the same machine prints the same tables (another CPU's BLAS
 /// kernels round differently, and the runs at the larger caps amplify that).
 ///
-///   schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv [--whiten] | --text DIR]
+///   schatten-mlp-rules [--model digits|charlm]
+///                      [--data data/digits.csv [--whiten] [--full-grams] | --text DIR]
 ///                      [--seeds N] [--steps S] [--table 1|2|3]
 #include <schatten/optim/schatten_p.hpp>
 #include <schatten/schatten.hpp>
@@ -119,6 +121,7 @@ struct Digits {
   static constexpr int kSteps = 300;
   static constexpr index_t kBatch = 128;
   const digits::Data& d;
+  bool full_grams = false;  ///< the Grams of the whole set's inputs instead of the batch's
 
   static std::vector<std::string> groups() { return {"matrix", "adamw", "matrix", "adamw"}; }
   /// As the example's: N(0, 2/fan_in) weights, zero biases.
@@ -135,11 +138,13 @@ struct Digits {
     const index_t start = (index_t(t) * kBatch) % (d.n - kBatch);
     const float* x = d.x.data() + start * digits::kIn;
     if (grams) {
-      std::vector<float> h(static_cast<std::size_t>(kBatch * digits::kHidden));
-      for (index_t s = 0; s < kBatch; ++s)
-        digits::hidden_layer(m, x + s * digits::kIn, h.data() + s * digits::kHidden);
-      if (!feed_gram(o, "fc1.weight", x, kBatch, digits::kIn) ||
-          !feed_gram(o, "head.weight", h.data(), kBatch, digits::kHidden))
+      const index_t n = full_grams ? d.n : kBatch;
+      const float* xs = full_grams ? d.x.data() : x;
+      std::vector<float> h(static_cast<std::size_t>(n * digits::kHidden));
+      for (index_t s = 0; s < n; ++s)
+        digits::hidden_layer(m, xs + s * digits::kIn, h.data() + s * digits::kHidden);
+      if (!feed_gram(o, "fc1.weight", xs, n, digits::kIn) ||
+          !feed_gram(o, "head.weight", h.data(), n, digits::kHidden))
         return std::numeric_limits<double>::quiet_NaN();
     }
     return digits::loss_and_grad(m, x, d.y.data() + start, kBatch, &g);
@@ -410,12 +415,12 @@ void tables(const Task& task, int seeds, int steps, int which) {
 }
 
 int usage(const char* arg) {
-  std::fprintf(
-      stderr,
-      "schatten-mlp-rules: bad argument '%s'\n"
-      "usage: schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv [--whiten] | --text DIR] "
-      "[--seeds 1..10000] [--steps 1..1000000] [--table 1|2|3]\n",
-      arg);
+  std::fprintf(stderr,
+               "schatten-mlp-rules: bad argument '%s'\n"
+               "usage: schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv [--whiten] "
+               "[--full-grams] | --text DIR] "
+               "[--seeds 1..10000] [--steps 1..1000000] [--table 1|2|3]\n",
+               arg);
   return 2;
 }
 }  // namespace
@@ -424,7 +429,7 @@ int main(int argc, char** argv) {
   schatten::Runtime runtime(argc, argv);
   std::string model = "digits", data = "data/digits.csv", text_dir = "/usr/share/common-licenses";
   int seeds = 10, steps = 0, table = 0;
-  bool whitened = false;
+  bool whitened = false, full_grams = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -444,11 +449,14 @@ int main(int argc, char** argv) {
       table = int(v);
     } else if (a == "--whiten") {
       whitened = true;
+    } else if (a == "--full-grams") {
+      full_grams = true;
     } else {
       return usage(argv[i]);
     }
   }
   if (whitened && model != "digits") return usage("--whiten");
+  if (full_grams && model != "digits") return usage("--full-grams");
   if (model == "charlm") {
     charlm::Text text;
     if (!charlm::load(text_dir, text)) {
@@ -475,7 +483,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (whitened) whiten(d);
-  const Digits task{d};
+  const Digits task{d, full_grams};
   steps = steps > 0 ? steps : Digits::kSteps;
   std::printf("%s, %lld samples%s, batches of %lld, %d steps, seeds 1-%d; %s after training\n", Digits::kName,
               static_cast<long long>(d.n), whitened ? " (ZCA-whitened)" : "",
