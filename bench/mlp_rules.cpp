@@ -95,9 +95,9 @@ double stable_rank(const float* a, index_t rows, index_t cols) {
 /// ZCA-whitens the digits' inputs in place: x ← V·diag((λ + ε)^(−½))·Vᵀ·(x − μ), with μ and
 /// Σ = V·diag(λ)·Vᵀ the mean and covariance of the whole set, so that the inputs' covariance
 /// becomes about the identity: the "whitened activations" for which the criterion prefers the
-/// SGD end. ε = 1e-2·tr Σ/64 [P] keeps the directions of tiny variance (a few border pixels
-/// that are almost always 0; two are always 0 and stay 0) from being blown up to unit
-/// variance: with it the covariance's eigenvalues are λ/(λ + ε), 1 for the strong directions.
+/// SGD end. ε = 1e-2·tr Σ/64 [P] keeps the directions of tiny variance (border pixels that are
+/// almost always 0; three are always 0 and stay 0) from being blown up to unit variance: with
+/// it the covariance's eigenvalues are λ/(λ + ε), about 1 for the strong directions.
 void whiten(digits::Data& d) {
   const index_t n = d.n, m = digits::kIn;
   Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> x(d.x.data(), n, m);
