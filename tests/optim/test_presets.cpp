@@ -1305,18 +1305,21 @@ TEST_SUITE("optim.presets") {
       // Float GEMMs (rounding 6e-8 relative per element) around a double QR; the column
       // normalisation divides by ‖R_j‖, which amplifies the rounding by up to σ₁/σ_k of the
       // Gaussian B (≈ 5–10 here), and 8 steps accumulate it through M: measured ≤ 9.7e-6 over
-      // these cases with seeds 0–3 and the default; 3e-5 on the accumulated step.
+      // these cases with seeds 0–3 and the default, ≤ 1.5e-5 over seeds 1–3000 (12000 cases);
+      // 3e-5 on the accumulated step.
       const double err = step_error(got, want, w0);
       CAPTURE(err);
       CHECK(err <= 3e-5);
       // The Householder QR alone (cholesky_qr off) agrees to rounding, and is not the same bits:
       // the Cholesky QR2 ran (Gaussian momenta are well conditioned). Measured ≤ 2.8e-6 apart
-      // (seeds 0–3 and the default); 1e-5.
+      // over seeds 0–3 and the default, but over seeds 1–3000 up to 1.3e-5 (seed 1553, 20 × 12
+      // with k = 4: each run 9e-6 from the oracle, on different sides; 12 of 12000 cases above
+      // 5e-6). Both runs answer to the oracle's 3e-5, so their difference is checked there too.
       DionOptions householder = o;
       householder.cholesky_qr = false;
       const Mat hh = run_rule(dion(householder), w0, g);
       CHECK(hh != got);
-      CHECK(step_error(hh, got, w0) <= 1e-5);
+      CHECK(step_error(hh, got, w0) <= 3e-5);
       CHECK(step_error(hh, want, w0) <= 3e-5);
       // Controls: without error feedback (μ = 1), or with another seed for Q, far off.
       DionOptions no_ef = o;
