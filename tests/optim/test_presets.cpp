@@ -1313,7 +1313,7 @@ TEST_SUITE("optim.presets") {
       // The Householder QR alone (cholesky_qr off) agrees to rounding, and is not the same bits:
       // the Cholesky QR2 ran (Gaussian momenta are well conditioned). Measured ≤ 2.8e-6 apart
       // over seeds 0–3 and the default, but over seeds 1–3000 up to 1.3e-5 (seed 1553, 20 × 12
-      // with k = 4: each run 9e-6 from the oracle, on different sides; 12 of 12000 cases above
+      // with k = 4: each run 9e-6 from the oracle, in different directions; 12 of 12000 above
       // 5e-6). Both runs answer to the oracle's 3e-5, so their difference is checked there too.
       DionOptions householder = o;
       householder.cholesky_qr = false;
