@@ -172,6 +172,10 @@ template <class V, class S>
 void scratch_of(V& v, S& s) {
   visit_scratch(v, s);
 }
+/// True when the field name `s` ends with `suffix` (how the state's visitors find a field).
+inline bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
 }  // namespace detail
 
 /// The scalar state fields called `field` in `state` — a Partition or SplitPartition, a chain's
@@ -192,9 +196,8 @@ std::vector<std::pair<std::string, double>> state_scalars(State& state, const st
   struct Collect {
     const std::string& field;
     std::vector<std::pair<std::string, double>> out;
-    bool matches(const std::string& name) const {
-      return name.size() >= field.size() &&
-             name.compare(name.size() - field.size(), field.size(), field) == 0 &&
+    bool matches(const std::string& name) const {  // the whole name, or the part after a '/'
+      return detail::ends_with(name, field) &&
              (name.size() == field.size() || name[name.size() - field.size() - 1] == '/');
     }
     void operator()(const std::string& name, double& v) {

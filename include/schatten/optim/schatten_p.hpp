@@ -611,10 +611,6 @@ struct GramFinder {
   std::string prefix;
   ActivationGramRef ref;
   std::string owner;  ///< the rule prefix whose fields were found
-  static bool ends_with(const std::string& s, const char* suffix) {
-    const std::string t(suffix);
-    return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
-  }
   bool mine(const std::string& name, const char* field) {
     if (name.compare(0, prefix.size(), prefix) != 0 || !ends_with(name, field)) return false;
     const std::string rule = name.substr(0, name.size() - std::char_traits<char>::length(field));
