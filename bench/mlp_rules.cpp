@@ -25,19 +25,23 @@
 ///  3. (only when asked) schatten_muon at a fixed p = 10, and each matrix in turn at fixed p in
 ///     {1.02, 1.5, 2, 3, 5, 7} with the others at 10: the per-layer optimum to set the
 ///     criterion's choices against.
-/// `--table 1`, `2` or `3` prints that one alone. For the digits, `--whiten` ZCA-whitens the
+///  4. (only when asked) the control for table 3, whose lower p also take shorter steps (the
+///     pinned magnitude): each matrix in turn at p = 10's direction with each lower p's step
+///     length, then at each lower p's direction with p = 10's step length.
+/// `--table 1`, `2`, `3` or `4` prints that one alone. For the digits, `--whiten` ZCA-whitens the
 /// inputs first, which gives fc1 inputs of a far higher stable rank (printed) and changes what
 /// the hidden layer feeds the output layer, and `--full-grams` feeds the criterion the Grams of
 /// all 1797 inputs (and their hidden activations) instead of the batch's.
 /// Printed per row: the loss (smallest, median, largest over the seeds), the worst of the
 /// second figure, and each matrix's p (schatten_muon) or last η (DF-Muon) at the end. A run
-/// whose step fails or whose loss is not finite counts as diverged (loss inf). Serial and
+/// whose step fails or whose loss is not finite counts as diverged (loss inf). `--per-seed` adds
+/// a line per row with each seed's two figures, for paired ratios between rows. Serial and
 /// deterministic: the same build on the same machine prints the same tables (another CPU's BLAS
 /// kernels round differently, and the runs at the larger caps amplify that).
 ///
 ///   schatten-mlp-rules [--model digits|charlm]
 ///                      [--data data/digits.csv [--whiten] [--full-grams] | --text DIR]
-///                      [--seeds N] [--steps S] [--table 1|2|3]
+///                      [--seeds N] [--steps S] [--table 1|2|3|4] [--per-seed]
 #include <schatten/optim/schatten_p.hpp>
 #include <schatten/schatten.hpp>
 
@@ -63,6 +67,11 @@ using schatten::index_t;
 namespace opt = schatten::optim;
 
 constexpr double kDiverged = std::numeric_limits<double>::infinity();
+
+/// `--per-seed`: each table row is followed by a line with every seed's loss and second figure,
+/// for paired comparisons between rows (the same seed draws the same initialisation and batches
+/// in every row).
+bool per_seed = false;
 
 /// The state of training after the last step: the task's loss and its second figure, and the
 /// rule's own step parameter per matrix where it has one: schatten_muon's p, DF-Muon's η of the
@@ -194,16 +203,19 @@ struct CharLm {
 };
 
 /// One matrix taken out of the rule under test and given schatten_muon with a fixed p instead
-/// (table 3): its index in the model's parameters, or −1 for none.
+/// (tables 3 and 4): its index in the model's parameters, or −1 for none, and its learning rate
+/// and auxiliary Adam's lr times `scale`. κ = η_a ρ_a √max(r, c)/η keeps its value, so the step
+/// is `scale` times the default's, in the same direction (include/schatten/optim/schatten_p.hpp).
 struct Sweep {
   int matrix = -1;
   double p = 10.0;
+  double scale = 1.0;
 };
 
 /// Trains `task`'s model from the initialisation of `seed` with `rule` on its matrices (every
 /// parameter when `everything`) and AdamW (lr 3e-3, no decay) on the rest, for `steps` batches,
 /// feeding activation Grams when `grams`; `sweep.matrix`, when set, gets schatten_muon at the
-/// fixed `sweep.p` (lr 0.02) instead of `rule`.
+/// fixed `sweep.p` (lr 0.02·`sweep.scale`) instead of `rule`.
 template <class Task, class Rule>
 Outcome train(const Task& task, const Rule& rule, std::uint64_t seed, int steps, bool grams, bool everything,
               const Sweep& sweep) {
@@ -218,6 +230,8 @@ Outcome train(const Task& task, const Rule& rule, std::uint64_t seed, int steps,
   opt::SchattenMuonOptions fixed;
   fixed.adaptive = false;
   fixed.p = sweep.p;
+  fixed.lr = opt::Schedule::constant(fixed.lr.peak * sweep.scale);
+  fixed.adam_lr *= sweep.scale;
   if (sweep.matrix >= 0) groups[static_cast<std::size_t>(sweep.matrix)] = "swept";
   auto o =
       opt::partition(Task::Model::specs(), groups, opt::route("matrix", rule),
@@ -256,6 +270,7 @@ template <class Task, class Rule>
 void row(const Task& task, const char* name, const char* setting, const Rule& rule, int seeds, int steps,
          bool grams = false, bool everything = false, const Sweep& sweep = {}) {
   std::vector<double> loss;
+  std::string seed_line = "  per seed (loss, " + std::string(Task::kOther) + "):";
   double worst = Task::kOtherHigherIsBetter ? kDiverged : -kDiverged;
   std::vector<std::pair<double, double>> end;
   const char* end_name = "";
@@ -264,6 +279,9 @@ void row(const Task& task, const char* name, const char* setting, const Rule& ru
     loss.push_back(r.loss);
     const double other = r.loss == kDiverged ? (Task::kOtherHigherIsBetter ? 0.0 : kDiverged) : r.other;
     worst = Task::kOtherHigherIsBetter ? std::min(worst, other) : std::max(worst, other);
+    char v[96];
+    std::snprintf(v, sizeof v, " %d: %.6g %.6g;", s, r.loss, other);
+    seed_line += v;
     if (!r.end.empty()) end_name = r.end_name;
     end.resize(std::max(end.size(), r.end.size()), {kDiverged, -kDiverged});
     for (std::size_t i = 0; i < r.end.size(); ++i)
@@ -280,6 +298,7 @@ void row(const Task& task, const char* name, const char* setting, const Rule& ru
     at_end += v;
   }
   std::printf(" %s |\n", at_end.c_str());
+  if (per_seed) std::printf("%s\n", seed_line.c_str());
   std::fflush(stdout);
 }
 
@@ -405,6 +424,41 @@ void table_sweep(const Task& task, int seeds, int steps) {
   }
 }
 
+/// Table 4, the control for table 3: at a fixed p, the pinned magnitude makes the step
+/// ‖Δ‖_F = √min(r, c)·κ^{1/p} (times lr), shorter the lower p is (κ < 1 at the defaults), so
+/// table 3 changes the direction and the step length together. Here each matrix in turn changes
+/// one of them: first p = 10's direction at the step length of each lower p of table 3 (lr
+/// scaled by κ^{1/p − 1/10}), then each lower p's direction at p = 10's step length (lr scaled
+/// by κ^{1/10 − 1/p}). Where a first-block row matches table 3's row for the same p, the lower p
+/// gained or lost by its step length; the second block compares the directions alone.
+template <class Task>
+void table_step_control(const Task& task, int seeds, int steps) {
+  header<Task>();
+  opt::SchattenMuonOptions ten;
+  ten.adaptive = false;
+  row(task, "schatten_muon", "fixed p 10", opt::schatten_muon(ten), seeds, steps);
+  const std::vector<opt::ParamSpec> specs = Task::Model::specs();
+  const std::vector<std::string> groups = Task::groups();
+  const opt::SchattenPDirection defaults;  // the preset's κ: same lr, adam_lr, β₁, noisy
+  const std::vector<double> ps = {1.02, 1.5, 2.0, 3.0, 5.0, 7.0};
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    if (groups[i] != "matrix") continue;
+    const opt::BlockShape shape = opt::flatten(specs[i].shape);
+    const double kappa = defaults.kappa(shape.rows, shape.cols);
+    for (const bool direction_of_p : {false, true}) {
+      for (double p : ps) {
+        const double scale = std::pow(kappa, 1.0 / p - 1.0 / ten.p);
+        char setting[64];
+        std::snprintf(setting, sizeof setting, direction_of_p ? "%s p%g at p10" : "%s p10 at %g",
+                      specs[i].name.c_str(), p);
+        const Sweep sweep = direction_of_p ? Sweep{static_cast<int>(i), p, 1.0 / scale}
+                                           : Sweep{static_cast<int>(i), ten.p, scale};
+        row(task, "schatten_muon", setting, opt::schatten_muon(ten), seeds, steps, false, false, sweep);
+      }
+    }
+  }
+}
+
 /// The tables of the file comment: 1 and 2 when `which` is 0, else table `which` alone.
 template <class Task>
 void tables(const Task& task, int seeds, int steps, int which) {
@@ -412,6 +466,7 @@ void tables(const Task& task, int seeds, int steps, int which) {
   if (which == 0) std::printf("\n");
   if (which == 0 || which == 2) table_statistics(task, seeds, steps);
   if (which == 3) table_sweep(task, seeds, steps);
+  if (which == 4) table_step_control(task, seeds, steps);
 }
 
 int usage(const char* arg) {
@@ -419,7 +474,7 @@ int usage(const char* arg) {
                "schatten-mlp-rules: bad argument '%s'\n"
                "usage: schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv [--whiten] "
                "[--full-grams] | --text DIR] "
-               "[--seeds 1..10000] [--steps 1..1000000] [--table 1|2|3]\n",
+               "[--seeds 1..10000] [--steps 1..1000000] [--table 1|2|3|4] [--per-seed]\n",
                arg);
   return 2;
 }
@@ -445,8 +500,10 @@ int main(int argc, char** argv) {
       seeds = int(v);
     } else if (a == "--steps" && has_value && (v = parse_count(argv[++i], 1, 1000000)) > 0) {
       steps = int(v);
-    } else if (a == "--table" && has_value && (v = parse_count(argv[++i], 1, 3)) > 0) {
+    } else if (a == "--table" && has_value && (v = parse_count(argv[++i], 1, 4)) > 0) {
       table = int(v);
+    } else if (a == "--per-seed") {
+      per_seed = true;
     } else if (a == "--whiten") {
       whitened = true;
     } else if (a == "--full-grams") {
