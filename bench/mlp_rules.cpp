@@ -402,37 +402,23 @@ void table_statistics(const Task& task, int seeds, int steps) {
   choices->print();
 }
 
-/// Table 3: schatten_muon at a fixed p = 10 on every matrix, then each matrix in turn at a lower
-/// fixed p with the others at 10: the p each layer trains best at, to set the criterion's choices
-/// (table 2) against. Not a joint optimum: the layers' best p need not combine.
-template <class Task>
-void table_sweep(const Task& task, int seeds, int steps) {
-  header<Task>();
-  opt::SchattenMuonOptions ten;
-  ten.adaptive = false;
-  row(task, "schatten_muon", "fixed p 10", opt::schatten_muon(ten), seeds, steps);
-  const std::vector<opt::ParamSpec> specs = Task::Model::specs();
-  const std::vector<std::string> groups = Task::groups();
-  for (std::size_t i = 0; i < groups.size(); ++i) {
-    if (groups[i] != "matrix") continue;
-    for (double p : {1.02, 1.5, 2.0, 3.0, 5.0, 7.0}) {
-      char setting[64];
-      std::snprintf(setting, sizeof setting, "%s p %g", specs[i].name.c_str(), p);
-      row(task, "schatten_muon", setting, opt::schatten_muon(ten), seeds, steps, false, false,
-          Sweep{static_cast<int>(i), p});
-    }
-  }
-}
+/// What a row of tables 3 and 4 changes in one matrix, against p = 10 on every matrix. Under
+/// the pinned magnitude a fixed p steps ‖Δ‖_F = √min(r, c)·κ^{1/p} (times lr), shorter the lower
+/// p is (κ < 1 at the defaults), so a lower p changes two things at once:
+enum class Change {
+  both,       ///< table 3: p's direction at its own step length
+  step,       ///< table 4: p = 10's direction at p's step length (lr scaled by κ^{1/p − 1/10})
+  direction,  ///< table 4: p's direction at p = 10's step length (lr scaled by κ^{1/10 − 1/p})
+};
 
-/// Table 4, the control for table 3: at a fixed p, the pinned magnitude makes the step
-/// ‖Δ‖_F = √min(r, c)·κ^{1/p} (times lr), shorter the lower p is (κ < 1 at the defaults), so
-/// table 3 changes the direction and the step length together. Here each matrix in turn changes
-/// one of them: first p = 10's direction at the step length of each lower p of table 3 (lr
-/// scaled by κ^{1/p − 1/10}), then each lower p's direction at p = 10's step length (lr scaled
-/// by κ^{1/10 − 1/p}). Where a first-block row matches table 3's row for the same p, the lower p
-/// gained or lost by its step length; the second block compares the directions alone.
+/// Tables 3 and 4: schatten_muon at a fixed p = 10 on every matrix, then each matrix in turn at
+/// each lower p of {1.02, 1.5, 2, 3, 5, 7} with the others at 10, changing what `changes` lists.
+/// Table 3 ({both}) gives each layer's best fixed p, to set the criterion's choices (table 2)
+/// against; not a joint optimum: the layers' best p need not combine. Table 4 ({step,
+/// direction}) is its control: where a step row matches table 3's row for the same p, the lower
+/// p gained or lost by its step length; the direction rows compare the directions alone.
 template <class Task>
-void table_step_control(const Task& task, int seeds, int steps) {
+void table_fixed_p(const Task& task, int seeds, int steps, const std::vector<Change>& changes) {
   header<Task>();
   opt::SchattenMuonOptions ten;
   ten.adaptive = false;
@@ -440,19 +426,25 @@ void table_step_control(const Task& task, int seeds, int steps) {
   const std::vector<opt::ParamSpec> specs = Task::Model::specs();
   const std::vector<std::string> groups = Task::groups();
   const opt::SchattenPDirection defaults;  // the preset's κ: same lr, adam_lr, β₁, noisy
-  const std::vector<double> ps = {1.02, 1.5, 2.0, 3.0, 5.0, 7.0};
   for (std::size_t i = 0; i < groups.size(); ++i) {
     if (groups[i] != "matrix") continue;
     const opt::BlockShape shape = opt::flatten(specs[i].shape);
     const double kappa = defaults.kappa(shape.rows, shape.cols);
-    for (const bool direction_of_p : {false, true}) {
-      for (double p : ps) {
-        const double scale = std::pow(kappa, 1.0 / p - 1.0 / ten.p);
+    const char* name = specs[i].name.c_str();
+    for (const Change change : changes) {
+      for (double p : {1.02, 1.5, 2.0, 3.0, 5.0, 7.0}) {
+        const double shorter = std::pow(kappa, 1.0 / p - 1.0 / ten.p);  // p's step / p = 10's
+        Sweep sweep{static_cast<int>(i), p, 1.0};
         char setting[64];
-        std::snprintf(setting, sizeof setting, direction_of_p ? "%s p%g at p10" : "%s p10 at %g",
-                      specs[i].name.c_str(), p);
-        const Sweep sweep = direction_of_p ? Sweep{static_cast<int>(i), p, 1.0 / scale}
-                                           : Sweep{static_cast<int>(i), ten.p, scale};
+        if (change == Change::both) {
+          std::snprintf(setting, sizeof setting, "%s p %g", name, p);
+        } else if (change == Change::step) {
+          std::snprintf(setting, sizeof setting, "%s p10 at %g", name, p);
+          sweep = Sweep{static_cast<int>(i), ten.p, shorter};
+        } else {
+          std::snprintf(setting, sizeof setting, "%s p%g at p10", name, p);
+          sweep.scale = 1.0 / shorter;
+        }
         row(task, "schatten_muon", setting, opt::schatten_muon(ten), seeds, steps, false, false, sweep);
       }
     }
@@ -465,8 +457,8 @@ void tables(const Task& task, int seeds, int steps, int which) {
   if (which == 0 || which == 1) table_caps(task, seeds, steps);
   if (which == 0) std::printf("\n");
   if (which == 0 || which == 2) table_statistics(task, seeds, steps);
-  if (which == 3) table_sweep(task, seeds, steps);
-  if (which == 4) table_step_control(task, seeds, steps);
+  if (which == 3) table_fixed_p(task, seeds, steps, {Change::both});
+  if (which == 4) table_fixed_p(task, seeds, steps, {Change::step, Change::direction});
 }
 
 int usage(const char* arg) {
