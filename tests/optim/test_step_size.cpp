@@ -5,7 +5,8 @@
 /// quadratic without a tuned learning rate whatever the scale of the problem, SC-Muon takes no
 /// step when the update does not descend — DF-Muon's majorised search (capped, scale-free on a
 /// quadratic, ill-conditioned or with noisy gradients, exact 1-D minimum), checkpoint/resume
-/// through visit_fields, and state_scalars() reporting the step each rule took.
+/// through visit_fields, weight decay taken by each rule's own step, and state_scalars()
+/// reporting the step each rule took.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -77,6 +78,15 @@ std::pair<int, double> solve_quadratic(const Rule& rule, const Quadratic& q, ind
     f = q.value(w);
   }
   return {t, f / f0};
+}
+
+/// A partition of three r × c parameters, one per rule: "a.weight" DF-Muon, "b.weight" SC-Muon,
+/// "c.weight" DA-Muon.
+auto three_rules(index_t r, index_t c, const DfMuonOptions& df, const ScMuonOptions& sc,
+                 const DaMuonOptions& da) {
+  const std::vector<ParamSpec> ps = {{"a.weight", {r, c}}, {"b.weight", {r, c}}, {"c.weight", {r, c}}};
+  return partition(ps, {"df", "sc", "da"}, route("df", df_muon(df)), route("sc", sc_muon(sc)),
+                   route("da", da_muon(da)));
 }
 }  // namespace
 
@@ -338,6 +348,101 @@ TEST_SUITE("optim.step_size") {
     CHECK(da_muon().config().find("distance_aware_step(eta_max=0.02") != std::string::npos);
   }
 
+  TEST_CASE("weight decay: DA/SC/DF-Muon decay the weights by their own step") {
+    // Two partitions of the three rules, one with λ = 0.1 and one without, fed the same W_t and
+    // gradient at every step (W follows the decayed run). The rules' states do not depend on λ
+    // (they read W, g and D, never the decayed update), so both take the same step η_t, and the
+    // decayed move must be the plain move minus η_t·λ·W_t. W ~ N(0, 1) so that the decay is large
+    // against rounding; 6 steps of N(0, 1) gradients.
+    // Tolerance per element 1e-6·(|W_t| + |ΔW|): each of the two moves is rounded once when it
+    // is added to W (half an ulp, 6e-8 of |W + u|) and the decayed update carries its own
+    // rounding of −η(D + λW) (a few 6e-8 of |u|); 1e-6 leaves a factor of 4 over their sum.
+    const index_t r = 12, c = 16;
+    const auto n = static_cast<std::size_t>(r * c);
+    constexpr double kLambda = 0.1;
+    const auto make = [&](double lambda) {
+      DfMuonOptions df;
+      df.weight_decay = lambda;
+      ScMuonOptions sc;
+      sc.weight_decay = lambda;
+      DaMuonOptions da;
+      da.weight_decay = lambda;
+      return three_rules(r, c, df, sc, da);
+    };
+    auto decayed = make(kLambda), plain = make(0.0);
+    REQUIRE(decayed.init());
+    REQUIRE(plain.init());
+    std::vector<std::vector<float>> w(3);
+    for (std::size_t i = 0; i < 3; ++i)
+      w[i] = random_vec(n, schatten::test::case_seed("decay_w", i), 1.0);
+    double decay_norm[3] = {0, 0, 0}, worst[3] = {0, 0, 0};
+    for (int t = 0; t < 6; ++t) {
+      CAPTURE(t);
+      std::vector<std::vector<float>> g(3), g2(3), wp = w;
+      const std::vector<std::vector<float>> before = w;
+      for (std::size_t i = 0; i < 3; ++i) {
+        g[i] = random_vec(n, schatten::test::case_seed("decay_g", std::uint64_t(t) * 3 + i), 1.0);
+        g2[i] = g[i];  // a step may use its gradient as scratch
+      }
+      REQUIRE(decayed.step({w[0].data(), w[1].data(), w[2].data()}, {g[0].data(), g[1].data(), g[2].data()}));
+      REQUIRE(
+          plain.step({wp[0].data(), wp[1].data(), wp[2].data()}, {g2[0].data(), g2[1].data(), g2[2].data()}));
+      // The same states, so the same η_t: η, η_max·κ, DistanceAwareStep::eta(η_max, r̄, count − 1).
+      for (const char* field : {"eta", "kappa", "rbar", "lhat", "count"}) {
+        CAPTURE(field);
+        const auto a = state_scalars(decayed, field), b = state_scalars(plain, field);
+        REQUIRE(a.size() == b.size());
+        for (std::size_t k = 0; k < a.size(); ++k)
+          CHECK(a[k].second == b[k].second);  // bit for bit
+      }
+      const double eta[3] = {
+          state_scalars(plain, "eta")[0].second,
+          ScMuonOptions{}.eta_max * state_scalars(plain, "kappa")[0].second,
+          DistanceAwareStep::eta(DaMuonOptions{}.eta_max, state_scalars(plain, "rbar")[0].second, t)};
+      for (std::size_t i = 0; i < 3; ++i) {
+        CAPTURE(i);
+        double sq = 0.0, excess = 0.0;
+        for (std::size_t k = 0; k < n; ++k) {
+          const double wt = before[i][k], moved = double(w[i][k]) - wt, plain_moved = double(wp[i][k]) - wt;
+          const double expected = plain_moved - eta[i] * kLambda * wt;
+          sq += (eta[i] * kLambda * wt) * (eta[i] * kLambda * wt);
+          excess = std::max(excess, std::abs(moved - expected) / (1e-6 * (std::abs(wt) + std::abs(moved))));
+        }
+        decay_norm[i] += std::sqrt(sq);
+        worst[i] = std::max(worst[i], excess);
+        CHECK(excess <= 1.0);
+      }
+    }
+    for (std::size_t i = 0; i < 3; ++i) {
+      MESSAGE("rule " << i << ": decay ‖η λ W‖_F summed over the steps " << decay_norm[i]
+                      << ", worst error / tolerance " << worst[i]);
+      // The check sees the decay: its norm is far above the tolerance (about 1e-6·‖W‖_F = 1.4e-5).
+      CHECK(decay_norm[i] > 1e-3);
+    }
+  }
+
+  TEST_CASE("weight decay: named in the signature only when set, refused when negative or not finite") {
+    DaMuonOptions da;
+    ScMuonOptions sc;
+    DfMuonOptions df;
+    CHECK(da_muon(da).config().find("weight_decay") == std::string::npos);
+    CHECK(sc_muon(sc).config().find("weight_decay") == std::string::npos);
+    CHECK(df_muon(df).config().find("weight_decay") == std::string::npos);
+    da.weight_decay = sc.weight_decay = df.weight_decay = 0.1;
+    CHECK(da_muon(da).config().find("r_eps=0.001,weight_decay=0.10000000000000001") != std::string::npos);
+    CHECK(sc_muon(sc).config().find("weight_decay=0.10000000000000001") != std::string::npos);
+    CHECK(df_muon(df).config().find("weight_decay=0.10000000000000001") != std::string::npos);
+    CHECK(da_muon(da).check() == nullptr);
+    for (double bad : {-0.1, std::nan(""), HUGE_VAL}) {
+      CAPTURE(bad);
+      da.weight_decay = sc.weight_decay = df.weight_decay = bad;
+      for (const char* message : {da_muon(da).check(), sc_muon(sc).check(), df_muon(df).check()}) {
+        REQUIRE(message != nullptr);
+        CHECK(std::string(message).find("weight_decay") != std::string::npos);
+      }
+    }
+  }
+
   TEST_CASE("state_scalars: each rule's logged step is the step it took") {
     // Three 12 × 16 parameters, one per rule, with the exact polar factor (QDWH: every singular
     // value of D within float rounding of 1, so ‖D‖_F = √12 and a step η moves W by η·√12).
@@ -348,7 +453,6 @@ TEST_SUITE("optim.step_size") {
     // per element, about 5e-6 on the norm); measured over seeds 1–3000 (2026-12-02): worst 1.1e-5
     // (DF), 1.2e-7 (SC), 3.0e-7 (DA).
     const index_t r = 12, c = 16;
-    const std::vector<ParamSpec> ps = {{"a.weight", {r, c}}, {"b.weight", {r, c}}, {"c.weight", {r, c}}};
     PolarOptions exact;
     exact.method = PolarMethod::qdwh;
     DfMuonOptions df;
@@ -357,8 +461,7 @@ TEST_SUITE("optim.step_size") {
     sc.polar = exact;
     DaMuonOptions da;
     da.polar = exact;
-    auto opt = partition(ps, {"df", "sc", "da"}, route("df", df_muon(df)), route("sc", sc_muon(sc)),
-                         route("da", da_muon(da)));
+    auto opt = three_rules(r, c, df, sc, da);
     REQUIRE(opt.init());
     const auto n = static_cast<std::size_t>(r * c);
     std::vector<std::vector<float>> w(3), before(3), g(3), last_g(3);

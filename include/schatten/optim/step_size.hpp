@@ -3,8 +3,9 @@
 /// Adaptive step sizes for normalised directions. Distance-aware ones (algorithms.md §4c,
 /// DA/SC/DF-Muon): the papers' exact rules are not public [U]; these are the proposals of §4c
 /// [P], documented in docs/optim.md. They produce the final update −η_t·D_t (they replace
-/// ScaleByLearningRate) and cap η_t by η_max. And NAMO's norm-based Adam-style step (NamoStep,
-/// from its reference code), which also takes the weight decay, and its column-wise form
+/// ScaleByLearningRate) and cap η_t by η_max; with `weight_decay` λ > 0 it is −η_t·(D_t + λW),
+/// decoupled decay taken by the rule's own step (detail::step_with_decay). And NAMO's norm-based Adam-style
+/// step (NamoStep, from its reference code), which also takes the weight decay, and its column-wise form
 /// (NamoDStep, NAMO-D).
 #pragma once
 
@@ -24,15 +25,34 @@
 
 namespace schatten::optim {
 
+namespace detail {
+/// u ← −η·(u + λW): the step η along u, with the weights decayed by the same step ([P], as
+/// NAMO's decay takes NAMO's step; the distance-aware rules' η_t stands where Muon's lr(t)
+/// stands in W ← (1 − lr·λ)W − lr·D). No step, no decay. Without decay (λ = 0) it is u ← −η·u
+/// to the bit, as before the decay existed. Cost: one pass, two with decay.
+inline void step_with_decay(Block u, ConstBlock w, double eta, double weight_decay) {
+  scale(u, static_cast<float>(-eta));
+  if (weight_decay != 0.0 && eta != 0.0) add_scaled(u, w, static_cast<float>(-eta * weight_decay));
+}
+/// "weight_decay" in a rule's signature only when set, so that the signatures (and with them
+/// the checkpoints) written before the decay existed stay valid.
+inline Signature& add_weight_decay(Signature& s, double weight_decay) {
+  if (weight_decay != 0.0) s.add("weight_decay", weight_decay);
+  return s;
+}
+}  // namespace detail
+
 /// DA-Muon [P] (DoG-style "radius explored"): with W₀ the parameter at the first step,
 ///   r̄_t = max(r_ε, max_{s≤t} ‖W_s − W₀‖_F / √min(r, c)),   η_t = min(η_max, r̄_t / √(t + 1)),
-/// u ← −η_t·u. The Frobenius distance divided by √min(r, c) is comparable to a spectral distance
-/// for a full-rank difference ([P], one pass over W per step instead of power iterations).
-/// Place it after the direction (Orthogonalize) and use no other learning rate.
+/// u ← −η_t·u (−η_t·(u + λW) with weight_decay λ). The Frobenius distance divided by √min(r, c)
+/// is comparable to a spectral distance for a full-rank difference ([P], one pass over W per step
+/// instead of power iterations). Place it after the direction (Orthogonalize) and use no other
+/// learning rate.
 struct DistanceAwareStep {
   static constexpr const char* name = "distance_aware_step";
   double eta_max = 0.02;
   double r_eps = 1e-3;
+  double weight_decay = 0.0;  ///< λ: decay taken by the rule's step η_t (step_with_decay)
 
   struct State {
     std::int64_t count = 0;
@@ -57,7 +77,7 @@ struct DistanceAwareStep {
     const double ss = inner_of_differences(p, anchor.data, p.data, anchor.data);  // ‖W − W₀‖²_F
     const double r = std::sqrt(ss / double(std::max<index_t>(1, std::min(u.rows, u.cols))));
     s.rbar = std::max({s.rbar, r_eps, r});
-    scale(u, static_cast<float>(-eta(eta_max, s.rbar, s.count)));
+    detail::step_with_decay(u, p, eta(eta_max, s.rbar, s.count), weight_decay);
     ++s.count;
     return Status::ok;
   }
@@ -67,13 +87,19 @@ struct DistanceAwareStep {
     v("rbar", s.rbar);
     v("anchor", s.anchor);
   }
-  /// η_max ≥ 0 and r_ε > 0, finite.
+  /// η_max ≥ 0 and r_ε > 0, finite; λ finite and ≥ 0.
   const char* check() const noexcept {
+    if (!hyper::non_negative(weight_decay))
+      return "distance_aware_step: weight_decay must be finite and >= 0";
     return hyper::non_negative(eta_max) && hyper::positive(r_eps)
                ? nullptr
                : "distance_aware_step: eta_max must be finite and >= 0, r_eps finite and > 0";
   }
-  std::string config() const { return Signature(name).add("eta_max", eta_max).add("r_eps", r_eps).str(); }
+  std::string config() const {
+    Signature s(name);
+    s.add("eta_max", eta_max).add("r_eps", r_eps);
+    return detail::add_weight_decay(s, weight_decay).str();
+  }
 };
 
 /// SC-Muon [P]: momentum (EMA, Nesterov), D_t = polar(m_t), and the step
@@ -81,6 +107,7 @@ struct DistanceAwareStep {
 /// where ⟨m_t, D_t⟩ = ‖m_t‖_* for the exact polar factor (so κ_t is the share of the momentum's
 /// descent that the current gradient confirms) and m_t is the vector orthogonalised (the Nesterov
 /// output). κ_t = 0 — no step — when the direction does not descend for the current gradient.
+/// With weight_decay λ, u ← −η_t·(D_t + λW) (no step, no decay: step_with_decay).
 /// One rule, because the certificate needs the raw gradient and the momentum.
 /// `mu_storage`: the momentum in fp32 or bf16 (TraceMomentum's; docs/optim.md "State precision").
 struct ScaleCalibratedDirection {
@@ -91,6 +118,7 @@ struct ScaleCalibratedDirection {
   double eta_max = 0.02;
   PolarOptions polar{};
   StateStorage mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
+  double weight_decay = 0.0;                  ///< λ: decay taken by the step η_t (step_with_decay)
 
   /// Scratch, allocated at init, not checkpointed and shared by copies of a state (the
   /// partition's backups do not copy it): g_t, the next momentum in the state's storage (the
@@ -120,12 +148,12 @@ struct ScaleCalibratedDirection {
   /// Runs on host or device memory (rule.hpp helpers and the polar kernel; two reductions read
   /// back per step).
   static constexpr bool device_capable = true;
-  Status update(Block u, State& s, ConstBlock) const {
+  Status update(Block u, State& s, ConstBlock p) const {
     const auto n = static_cast<std::size_t>(u.size());
     Scratch& sc = *s.scratch;
     if (!detail::first_moment_sized(s, n, mu_storage) ||
         !detail::first_moment_sized(sc.next, n, mu_storage) || sc.gradient.size() != n ||
-        sc.direction_in.size() != n)
+        sc.direction_in.size() != n || (weight_decay != 0.0 && p.size() != u.size()))
       return Status::invalid_argument;
     const Block g = block_like(sc.gradient, u), in = block_like(sc.direction_in, u);
     copy_block(g, u);
@@ -143,7 +171,7 @@ struct ScaleCalibratedDirection {
     const double md = inner_of_differences(in, nullptr, u.data, nullptr);  // ⟨m_t, D_t⟩
     const double gd = inner_of_differences(g, nullptr, u.data, nullptr);   // ⟨g_t, D_t⟩
     s.kappa = md > 0.0 ? std::clamp(gd / md, 0.0, 1.0) : 0.0;
-    scale(u, static_cast<float>(-eta_max * s.kappa));
+    detail::step_with_decay(u, p, eta_max * s.kappa, weight_decay);
     detail::swap_first_moment(s, sc.next);
     ++s.count;
     return Status::ok;
@@ -161,10 +189,12 @@ struct ScaleCalibratedDirection {
     detail::visit_first_moment(v, s);
     v("kappa", s.kappa);
   }
-  /// β ∈ [0, 1), η_max finite and ≥ 0, usable polar options, storage fp32 or bf16.
+  /// β ∈ [0, 1), η_max and λ finite and ≥ 0, usable polar options, storage fp32 or bf16.
   const char* check() const noexcept {
     if (!hyper::decay_rate(beta)) return "scale_calibrated_direction: beta must be in [0, 1)";
     if (!hyper::non_negative(eta_max)) return "scale_calibrated_direction: eta_max must be finite and >= 0";
+    if (!hyper::non_negative(weight_decay))
+      return "scale_calibrated_direction: weight_decay must be finite and >= 0";
     if (!hyper::state_storage(mu_storage))
       return "scale_calibrated_direction: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     return check_polar_options(polar);
@@ -172,7 +202,8 @@ struct ScaleCalibratedDirection {
   std::string config() const {
     Signature s(name);
     s.add("beta", beta).add("nesterov", nesterov).add("eta_max", eta_max).add("polar", polar_config(polar));
-    return detail::add_first_moment_storage(s, mu_storage).str();
+    detail::add_first_moment_storage(s, mu_storage);
+    return detail::add_weight_decay(s, weight_decay).str();
   }
 };
 
@@ -181,7 +212,8 @@ struct ScaleCalibratedDirection {
 /// D_t = polar(m_t), k = min(r, c) and distances measured as ‖·‖_F/√k (DA-Muon's spectral proxy):
 ///   η_t = argmin_{η ∈ [0, η_max]} φ(η),
 ///   φ(η) = −η⟨g_t, D_t⟩ + (L̂_t/2)η²‖D_t‖²_F + λ(‖W_t − ηD_t − W̄‖_F/√k − ρ)_+,
-///   u ← −η_t·D_t.
+///   u ← −η_t·D_t, or −η_t·(D_t + λW) with weight_decay λ (step_with_decay: the decay takes
+///   the step that φ chose for D_t and is not part of φ, which models the loss alone).
 /// φ majorises f(W_t − ηD_t) − f(W_t) when f is L̂_t-smooth in the Frobenius norm along −D_t,
 /// plus a soft trust region of radius ρ around the anchor W̄ with price λ per unit of distance.
 ///  * L̂_t: the curvature along the moves, from secants s = W_t − W′, y = g_t − g′ to the last
@@ -236,6 +268,7 @@ struct MajorizedStep {
   /// gave a secant of 0, so L̂ = l_min and the next step η_max (docs/optim.md, DF-Muon).
   static constexpr double secant_min_step = 1e-5;
   StateStorage mu_storage = Precision::fp32;  ///< the momentum's storage: fp32 or bf16
+  double weight_decay = 0.0;                  ///< λ: decay taken by the step η_t (step_with_decay)
 
   /// Scratch, not checkpointed and shared by copies of a state (the partition's backups do not
   /// copy it): g_t and the next momentum in the state's storage (the state changes only once
@@ -351,7 +384,7 @@ struct MajorizedStep {
       const double k = double(std::max<index_t>(1, std::min(u.rows, u.cols)));
       eta = minimise(Majorizer{a, s.lhat * q, q, e2, c, k, lambda, rho}, eta_max);
     }
-    scale(u, static_cast<float>(-eta));
+    detail::step_with_decay(u, p, eta, weight_decay);
     s.eta = eta;
     detail::swap_first_moment(s, sc.next);
     if (s.count == 0 || secant) {  // the next secant starts here
@@ -379,14 +412,15 @@ struct MajorizedStep {
     v("prev_grad", s.prev_grad);
     v("prev_param", s.prev_param);
   }
-  /// β, γ ∈ [0, 1); η_max, ρ, λ, η₀ finite and ≥ 0; l_min finite and > 0 (it keeps L̂
-  /// positive); usable polar options; storage fp32 or bf16.
+  /// β, γ ∈ [0, 1); η_max, ρ, λ, η₀ and weight_decay finite and ≥ 0; l_min finite and > 0 (it
+  /// keeps L̂ positive); usable polar options; storage fp32 or bf16.
   const char* check() const noexcept {
     if (!hyper::decay_rate(beta)) return "majorized_step: beta must be in [0, 1)";
     if (!hyper::decay_rate(curvature_decay)) return "majorized_step: curvature_decay must be in [0, 1)";
     if (!(hyper::non_negative(eta_max) && hyper::non_negative(rho) && hyper::non_negative(lambda) &&
           hyper::non_negative(eta0)))
       return "majorized_step: eta_max, rho, lambda and eta0 must be finite and >= 0";
+    if (!hyper::non_negative(weight_decay)) return "majorized_step: weight_decay must be finite and >= 0";
     if (!hyper::positive(l_min)) return "majorized_step: l_min must be finite and > 0";
     if (!hyper::state_storage(mu_storage))
       return "majorized_step: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
@@ -403,7 +437,8 @@ struct MajorizedStep {
         .add("eta0", eta0)
         .add("curvature_decay", curvature_decay)
         .add("polar", polar_config(polar));
-    return detail::add_first_moment_storage(s, mu_storage).str();
+    detail::add_first_moment_storage(s, mu_storage);
+    return detail::add_weight_decay(s, weight_decay).str();
   }
 };
 
@@ -415,10 +450,11 @@ struct DaMuonOptions {
   bool nesterov = true;
   PolarOptions polar = PolarOptions{};
   StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  double weight_decay = 0.0;  ///< W ← (1 − η_t λ)W − η_t D_t (DistanceAwareStep; 0: none)
 };
 inline auto da_muon(const DaMuonOptions& o = {}) {
   return chain(TraceMomentum{o.momentum, o.nesterov, TraceMomentum::Form::ema, false, o.mu_storage},
-               Orthogonalize{o.polar}, DistanceAwareStep{o.eta_max, o.r_eps});
+               Orthogonalize{o.polar}, DistanceAwareStep{o.eta_max, o.r_eps, o.weight_decay});
 }
 
 /// SC-Muon: the certificate-scaled step of ScaleCalibratedDirection.
@@ -428,9 +464,11 @@ struct ScMuonOptions {
   bool nesterov = true;
   PolarOptions polar = PolarOptions{};
   StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  double weight_decay = 0.0;  ///< W ← (1 − η_t λ)W − η_t D_t (ScaleCalibratedDirection; 0: none)
 };
 inline auto sc_muon(const ScMuonOptions& o = {}) {
-  return chain(ScaleCalibratedDirection{o.momentum, o.nesterov, o.eta_max, o.polar, o.mu_storage});
+  return chain(
+      ScaleCalibratedDirection{o.momentum, o.nesterov, o.eta_max, o.polar, o.mu_storage, o.weight_decay});
 }
 
 }  // namespace schatten::optim
@@ -448,10 +486,11 @@ struct DfMuonOptions {
   bool nesterov = true;
   PolarOptions polar = PolarOptions{};
   StateStorage mu_storage = Precision::fp32;  ///< the momentum buffer: fp32 or bf16 (MuonOptions)
+  double weight_decay = 0.0;  ///< W ← (1 − η_t λ)W − η_t D_t (MajorizedStep; 0: none)
 };
 inline auto df_muon(const DfMuonOptions& o = {}) {
   return chain(MajorizedStep{o.momentum, o.nesterov, o.eta_max, o.rho, o.lambda, o.l_min, o.eta0,
-                             o.curvature_decay, o.polar, o.mu_storage});
+                             o.curvature_decay, o.polar, o.mu_storage, o.weight_decay});
 }
 }  // namespace schatten::optim
 
