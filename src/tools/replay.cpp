@@ -129,10 +129,11 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            adamw_lr=3e-4 adamw_b1=0.9 adamw_b2=0.95 adamw_eps=1e-10 adamw_wd=0. The recorded
            act_gram of a layer is its activation Gram on criterion steps; a layer without one
            keeps its p (without_statistics=keep_p|assume_whitened: keep_p).
-  da_muon  eta_max=0.02 r_eps=1e-3 momentum=0.95 nesterov=1 polar=... iterations=5
-  sc_muon  eta_max=0.02 momentum=0.95 nesterov=1 polar=... iterations=5
-  df_muon  eta_max=0.02 rho=1 lambda=0.01 l_min=1e-8 eta0=1e-3 curvature_decay=0.9
+  da_muon  eta_max=0.02 r_eps=1e-3 wd=0 momentum=0.95 nesterov=1 polar=... iterations=5
+  sc_muon  eta_max=0.02 wd=0 momentum=0.95 nesterov=1 polar=... iterations=5
+  df_muon  eta_max=0.02 rho=1 lambda=0.01 l_min=1e-8 eta0=1e-3 curvature_decay=0.9 wd=0
            momentum=0.95 nesterov=1 polar=... iterations=5
+           (da/sc/df_muon: wd decays the weights by the rule's own step, W <- (1 - eta_t*wd)W)
   namo     lr=0.01 momentum=0.95 nesterov=1 mu2=0.99 eps=1e-8 scale=0.2 wd=0.1 polar=keller|...
            iterations=5 (NAMO: Muon's direction, step lr*sqrt(1-mu2^t)/(1-b^t)*|N|/sqrt(v) from
            the norms, times scale*sqrt(max(r,c)), both clamped at 1; the decay takes the step)
@@ -984,6 +985,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     opt::DaMuonOptions o;
     k.number("eta_max", o.eta_max);
     k.number("r_eps", o.r_eps);
+    k.number("wd", o.weight_decay);
     momentum_keys(o);
     polar_rule(o.polar);
     if (!k.done(err)) return nullptr;
@@ -992,6 +994,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   if (s.preset == "sc_muon") {
     opt::ScMuonOptions o;
     k.number("eta_max", o.eta_max);
+    k.number("wd", o.weight_decay);
     momentum_keys(o);
     polar_rule(o.polar);
     if (!k.done(err)) return nullptr;
@@ -1080,6 +1083,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("l_min", o.l_min);
     k.number("eta0", o.eta0);
     k.number("curvature_decay", o.curvature_decay);
+    k.number("wd", o.weight_decay);
     momentum_keys(o);
     polar_rule(o.polar);
     if (!k.done(err)) return nullptr;

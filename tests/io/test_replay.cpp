@@ -746,6 +746,43 @@ TEST_SUITE("io.replay") {
     fs::remove(out);
   }
 
+  TEST_CASE("replay: wd= reaches DA/SC/DF-Muon's decay, taken by each rule's own step") {
+    const std::string rec = temp_path("rec_wd.h5"), out = temp_path("out_wd.h5");
+    write_recording(rec);
+    REQUIRE_MESSAGE(run_replay(rec +
+                               " --optimizer da_muon:wd=0.1 --optimizer sc_muon:wd=0.1"
+                               " --optimizer df_muon:wd=0.1 --save-params --quiet --out " +
+                               out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    DaMuonOptions da;
+    da.weight_decay = 0.1;
+    auto da_mixed = inline_mixed("da_muon", da_muon(da), AdamWOptions{});
+    compare_inline(da_mixed, f, 0);
+    ScMuonOptions sc;
+    sc.weight_decay = 0.1;
+    auto sc_mixed = inline_mixed("sc_muon", sc_muon(sc), AdamWOptions{});
+    compare_inline(sc_mixed, f, 1);
+    DfMuonOptions df;
+    df.weight_decay = 0.1;
+    auto df_mixed = inline_mixed("df_muon", df_muon(df), AdamWOptions{});
+    compare_inline(df_mixed, f, 2);
+    // The comparison can see the decay: without it DA-Muon's trajectory differs.
+    const std::vector<float> decayed = read_all<float>(f, "runs/0/params/0");
+    H5Fclose(f);
+    REQUIRE_MESSAGE(run_replay(rec + " --optimizer da_muon --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t g = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(g >= 0);
+    const std::vector<float> undecayed = read_all<float>(g, "runs/0/params/0");
+    H5Fclose(g);
+    REQUIRE(undecayed.size() == decayed.size());
+    CHECK(undecayed != decayed);
+    fs::remove(rec);
+    fs::remove(out);
+  }
+
   TEST_CASE("replay: muon's shape rule and extra factor reach the options") {
     const std::string rec = temp_path("rec_shape.h5"), out = temp_path("out_shape.h5");
     write_recording(rec);
