@@ -460,15 +460,20 @@ TEST_SUITE("optim.device") {
   TEST_CASE("da sc df muon and namo step on the device like on the host") {
     // Their scalar recurrences read inner products of the state (rule.hpp,
     // inner_of_differences) and SC/DF keep scratch buffers, which move with the state. Three
-    // steps reach DF-Muon's secant and majorised search (the first step has none).
-    check_twin("dev_da", [](const std::vector<std::string>& labels) {
-      return partition(kSpecs, labels, route("muon", da_muon()), route("adamw", adamw()));
+    // steps reach DF-Muon's secant and majorised search (the first step has none). With weight
+    // decay, which reads the device parameters (step_size.hpp, step_with_decay).
+    DaMuonOptions da;
+    ScMuonOptions sc;
+    DfMuonOptions df;
+    da.weight_decay = sc.weight_decay = df.weight_decay = 0.1;
+    check_twin("dev_da", [&](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", da_muon(da)), route("adamw", adamw()));
     });
-    check_twin("dev_sc", [](const std::vector<std::string>& labels) {
-      return partition(kSpecs, labels, route("muon", sc_muon()), route("adamw", adamw()));
+    check_twin("dev_sc", [&](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", sc_muon(sc)), route("adamw", adamw()));
     });
-    check_twin("dev_df", [](const std::vector<std::string>& labels) {
-      return partition(kSpecs, labels, route("muon", df_muon()), route("adamw", adamw()));
+    check_twin("dev_df", [&](const std::vector<std::string>& labels) {
+      return partition(kSpecs, labels, route("muon", df_muon(df)), route("adamw", adamw()));
     });
     check_twin("dev_namo", [](const std::vector<std::string>& labels) {
       return partition(kSpecs, labels, route("muon", namo()), route("adamw", adamw()));
