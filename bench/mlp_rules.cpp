@@ -35,13 +35,15 @@
 /// Printed per row: the loss (smallest, median, largest over the seeds), the worst of the
 /// second figure, and each matrix's p (schatten_muon) or last η (DF-Muon) at the end. A run
 /// whose step fails or whose loss is not finite counts as diverged (loss inf). `--per-seed` adds
-/// a line per row with each seed's two figures, for paired ratios between rows. Serial and
+/// a line per row with each seed's two figures, for paired ratios between rows; `--weight-decay
+/// λ` gives table 1's matrix rules decoupled weight decay λ. Serial and
 /// deterministic: the same build on the same machine prints the same tables (another CPU's BLAS
 /// kernels round differently, and the runs at the larger caps amplify that).
 ///
 ///   schatten-mlp-rules [--model digits|charlm]
 ///                      [--data data/digits.csv [--whiten] [--full-grams] | --text DIR]
 ///                      [--seeds N] [--steps S] [--table 1|2|3|4] [--per-seed]
+///                      [--weight-decay L (with --table 1)]
 #include <schatten/optim/schatten_p.hpp>
 #include <schatten/schatten.hpp>
 
@@ -72,6 +74,12 @@ constexpr double kDiverged = std::numeric_limits<double>::infinity();
 /// for paired comparisons between rows (the same seed draws the same initialisation and batches
 /// in every row).
 bool per_seed = false;
+
+/// `--weight-decay λ` (table 1 only): the decoupled weight decay of the matrix rules under test,
+/// Muon's W ← (1 − lr·λ)W − lr·D and DA/SC/DF-Muon's, taken by their own step η_t
+/// (step_size.hpp). The AdamW side (biases, embedding, output layer) and the AdamW reference
+/// keep none.
+double matrix_decay = 0.0;
 
 /// The state of training after the last step: the task's loss and its second figure, and the
 /// rule's own step parameter per matrix where it has one: schatten_muon's p, DF-Muon's η of the
@@ -328,12 +336,17 @@ void reference_rows(const CharLm& task, int seeds, int steps) {
   row(task, "adamw", "lr 3e-3, every parameter", opt::adamw(aw), seeds, steps, false, true);
   opt::MuonOptions mo;
   mo.lr = opt::Schedule::linear_decay(0.02, 0, steps);
+  mo.weight_decay = matrix_decay;
   row(task, "muon", "lr 0.02 linear to 0", opt::muon(mo), seeds, steps);
 }
 
 /// Table 1: Muon and the distance-aware rules at three caps, after the task's references.
 template <class Task>
 void table_caps(const Task& task, int seeds, int steps) {
+  if (matrix_decay != 0.0)
+    std::printf(
+        "weight decay %g on the matrix rules' routes (muon, da_muon, sc_muon, df_muon), none on adamw's\n\n",
+        matrix_decay);
   header<Task>();
   reference_rows(task, seeds, steps);
   for (double cap : {0.02, 0.1, 1.0}) {
@@ -341,15 +354,19 @@ void table_caps(const Task& task, int seeds, int steps) {
     std::snprintf(setting, sizeof setting, "cap %g", cap);
     opt::MuonOptions mo;
     mo.lr = opt::Schedule::constant(cap);
+    mo.weight_decay = matrix_decay;
     row(task, "muon", setting, opt::muon(mo), seeds, steps);
     opt::DaMuonOptions da;
     da.eta_max = cap;
+    da.weight_decay = matrix_decay;
     row(task, "da_muon", setting, opt::da_muon(da), seeds, steps);
     opt::ScMuonOptions sc;
     sc.eta_max = cap;
+    sc.weight_decay = matrix_decay;
     row(task, "sc_muon", setting, opt::sc_muon(sc), seeds, steps);
     opt::DfMuonOptions df;
     df.eta_max = cap;
+    df.weight_decay = matrix_decay;
     row(task, "df_muon", setting, opt::df_muon(df), seeds, steps);
   }
 }
@@ -466,7 +483,8 @@ int usage(const char* arg) {
                "schatten-mlp-rules: bad argument '%s'\n"
                "usage: schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv [--whiten] "
                "[--full-grams] | --text DIR] "
-               "[--seeds 1..10000] [--steps 1..1000000] [--table 1|2|3|4] [--per-seed]\n",
+               "[--seeds 1..10000] [--steps 1..1000000] [--table 1|2|3|4] [--per-seed] "
+               "[--weight-decay L (with --table 1)]\n",
                arg);
   return 2;
 }
@@ -496,6 +514,11 @@ int main(int argc, char** argv) {
       table = int(v);
     } else if (a == "--per-seed") {
       per_seed = true;
+    } else if (a == "--weight-decay" && has_value) {
+      char* end = nullptr;
+      const char* text = argv[++i];
+      matrix_decay = std::strtod(text, &end);
+      if (end == text || *end != '\0' || !(matrix_decay >= 0.0 && matrix_decay < 1e3)) return usage(text);
     } else if (a == "--whiten") {
       whitened = true;
     } else if (a == "--full-grams") {
@@ -504,6 +527,7 @@ int main(int argc, char** argv) {
       return usage(argv[i]);
     }
   }
+  if (matrix_decay != 0.0 && table != 1) return usage("--weight-decay (table 1 only: add --table 1)");
   if (whitened && model != "digits") return usage("--whiten");
   if (full_grams && model != "digits") return usage("--full-grams");
   if (model == "charlm") {
