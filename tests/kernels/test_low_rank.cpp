@@ -586,6 +586,70 @@ TEST_SUITE("kernels.low_rank") {
     o.replicas.gather = [](float*, const std::vector<std::size_t>&) { return Status::internal_error; };
     run("the gather fails", Status::internal_error, o);
   }
+
+  TEST_CASE("store_momentum: u may be m, and the hook sees each member's final M' before U overwrites it") {
+    // The storage hook of a caller that keeps M elsewhere (optim::DionDirection's bf16 M): a
+    // batch of a Gaussian, a zero and a rank-2 member (tall, k = 6), with u = m, against the same
+    // batch with separate arrays and no hook. The hook must be called for the non-zero members
+    // only, in member order, each with its m as passed holding exactly the plain call's M'; the
+    // arrays must end holding the plain call's U, and Q its Q, bit for bit.
+    const index_t r = 30, c = 18, k = 6;
+    const std::size_t mn = static_cast<std::size_t>(r * c), qn = static_cast<std::size_t>(k * c);
+    const std::uint64_t seed = case_seed("low_rank_store");
+    CAPTURE(seed);
+    std::vector<double> two(static_cast<std::size_t>(c), 0.0);
+    two[0] = 3.0;
+    two[1] = 0.25;
+    const std::vector<std::vector<float>> m0 = {
+        random_vec(mn, seed, 1.0), std::vector<float>(mn, 0.0f),
+        to_row_major<float>(make_matrix(SpectrumCase{"store_two", r, c, two}, seed + 1))};
+    const std::size_t n = m0.size();
+    std::vector<std::vector<float>> q0;
+    for (std::size_t b = 0; b < n; ++b)
+      q0.push_back(random_vec(qn, seed + 10 + b, 1.0));
+    std::vector<std::vector<float>> m = m0, q = q0, u(n, std::vector<float>(mn, 7.0f));
+    std::vector<MatrixRef<float>> mr, qr, ur;
+    for (std::size_t b = 0; b < n; ++b) {
+      mr.emplace_back(m[b].data(), r, c);
+      qr.emplace_back(q[b].data(), k, c);
+      ur.emplace_back(u[b].data(), r, c);
+    }
+    REQUIRE(low_rank_power_step_batch(mr.data(), qr.data(), ur.data(), index_t(n)) == Status::ok);
+    std::vector<std::vector<float>> a = m0, aq = q0, seen;
+    std::vector<index_t> order;
+    std::vector<MatrixRef<float>> ar, aqr;
+    for (std::size_t b = 0; b < n; ++b) {
+      ar.emplace_back(a[b].data(), r, c);
+      aqr.emplace_back(aq[b].data(), k, c);
+    }
+    LowRankStepOptions o;
+    o.store_momentum = [&](index_t b, const MatrixRef<float>& mb) {
+      CHECK(mb.data == a[static_cast<std::size_t>(b)].data());
+      order.push_back(b);
+      seen.emplace_back(mb.data, mb.data + mn);
+    };
+    REQUIRE(low_rank_power_step_batch(ar.data(), aqr.data(), ar.data(), index_t(n), o) == Status::ok);
+    CHECK(order == std::vector<index_t>{0, 2});
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0] == m[0]);
+    CHECK(seen[1] == m[2]);
+    CHECK(m[0] != m0[0]);  // the feedback changed M (μ < 1)
+    for (std::size_t b = 0; b < n; ++b) {
+      CAPTURE(b);
+      CHECK(a[b] == u[b]);
+      CHECK(aq[b] == q[b]);
+    }
+    // A partial overlap of u and m is refused with the hook too, and nothing is called or written.
+    order.clear();
+    a = m0;
+    const MatrixRef<float> shifted(a[0].data() + 1, r - 1, c);
+    const MatrixRef<float> m_short(a[0].data(), r - 1, c);
+    std::vector<float> qs = q0[0];
+    CHECK(low_rank_power_step(m_short, MatrixRef<float>(qs.data(), k, c), shifted, o) ==
+          Status::invalid_argument);
+    CHECK(order.empty());
+    CHECK(a[0] == m0[0]);
+  }
 }
 
 }  // namespace kernels_test_low_rank

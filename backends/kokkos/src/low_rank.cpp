@@ -217,6 +217,7 @@ bool cholesky_qr2(const DefaultExec& space, const Col& p, const Col& g, const Nu
 /// A member of the batch: its operands (staged on a GPU build when in host memory) and where its
 /// iteration stands.
 struct Member {
+  MatrixRef<float> m_ref;  ///< the caller's M (for LowRankStepOptions::store_momentum)
   Operand mo, qo, uo;
   double largest = 0.0;  ///< max |M_i|
   double norm = 0.0;     ///< ‖B‖_F: this process's, or (replicas) the mean of theirs
@@ -225,7 +226,7 @@ struct Member {
   std::vector<char> kept;
   Col x;  ///< the right factor the iteration multiplies: Q, then R
   Member(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u)
-      : mo(m, true), qo(q, true), uo(u, false) {}
+      : m_ref(m), mo(m, true), qo(q, true), uo(u, false) {}
 };
 
 /// A member's QR outcome that is not a Status: every M_i is zero (U = 0, M and Q kept).
@@ -282,21 +283,27 @@ void finish_zero_member(Member& mb) {
 }
 
 /// The error feedback, the new Q and U of a member whose iteration finished (its P̄ and R̄ final);
-/// then its outputs written.
-void finish_member(const DefaultExec& space, const Panels& panels, Member& mb, index_t b, double feedback,
-                   double eps, bool tall) {
+/// then its outputs written. With o.store_momentum, M′ is written (and handed to it) before U,
+/// which may be written over it (u = m).
+void finish_member(const DefaultExec& space, const Panels& panels, Member& mb, index_t b,
+                   const LowRankStepOptions& o, bool tall) {
   const Col& mt = mb.mo.view();
   const Col& qv = mb.qo.view();
   const Col& ut = mb.uo.view();
   const Col p = panels.p(b), r = panels.r(b);
-  const float gamma = static_cast<float>(feedback);
+  const float gamma = static_cast<float>(o.feedback);
   if (gamma != 0.0f) {  // B ← B − γ P Rᵀ, i.e. Mᵀ ← Mᵀ − γ R Pᵀ (tall) or B = Mᵀ ← B − γ P Rᵀ (wide)
     if (tall)
       gemm(space, "N", "T", -gamma, r, p, 1.0f, mt);
     else
       gemm(space, "N", "T", -gamma, p, r, 1.0f, mt);
   }
-  normalise_columns(r, eps);  // the new Q, but for the dropped columns (zero in P and R here)
+  if (o.store_momentum) {
+    space.fence();
+    mb.mo.commit();
+    o.store_momentum(b, mb.m_ref);
+  }
+  normalise_columns(r, o.eps);  // the new Q, but for the dropped columns (zero in P and R here)
   if (std::find(mb.kept.begin(), mb.kept.end(), 0) == mb.kept.end()) {
     Kokkos::deep_copy(space, qv, r);
   } else {
@@ -309,7 +316,7 @@ void finish_member(const DefaultExec& space, const Panels& panels, Member& mb, i
   else  // U = Q Pᵀ: Uᵀ = P Qᵀ
     gemm(space, "N", "T", 1.0f, p, r, 0.0f, ut);
   space.fence();
-  mb.mo.commit();
+  if (!o.store_momentum) mb.mo.commit();
   mb.qo.commit();
   mb.uo.commit();
 }
@@ -454,7 +461,7 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
       if (mb.zero)
         finish_zero_member(mb);
       else
-        finish_member(space, panels, mb, b, o.feedback, o.eps, tall);
+        finish_member(space, panels, mb, b, o, tall);
     }
     return Status::ok;
   }
@@ -483,9 +490,10 @@ std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t r
 
 namespace {
 
-/// The argument checks of one member (the header's "Arguments"), and its shape against the first's.
+/// The argument checks of one member (the header's "Arguments"), and its shape against the first's;
+/// u may be m itself when `u_may_be_m` (LowRankStepOptions::store_momentum).
 bool valid_member(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u,
-                  const MatrixRef<float>& m0, const MatrixRef<float>& q0) {
+                  const MatrixRef<float>& m0, const MatrixRef<float>& q0, bool u_may_be_m) {
   using schatten::detail::check_layout;
   for (const MatrixRef<float>* a : {&m, &q, &u})
     if (check_layout(BatchedMatrixRef<float>(*a), true) != nullptr ||
@@ -500,7 +508,8 @@ bool valid_member(const MatrixRef<float>& m, const MatrixRef<float>& q, const Ma
   if (q.cols != s || q.rows < 1 || q.rows > s) return false;
   const index_t nm = m.size(), nq = q.size(), nu = u.size();
   return !kokkos::detail::overlap(m.data, nm, q.data, nq) &&
-         !kokkos::detail::overlap(m.data, nm, u.data, nu) && !kokkos::detail::overlap(q.data, nq, u.data, nu);
+         ((u_may_be_m && u.data == m.data) || !kokkos::detail::overlap(m.data, nm, u.data, nu)) &&
+         !kokkos::detail::overlap(q.data, nq, u.data, nu);
 }
 
 }  // namespace
@@ -511,7 +520,7 @@ Status low_rank_power_step_batch(const MatrixRef<float>* m, const MatrixRef<floa
   schatten::detail::ensure_runtime();
   if (batch < 1 || m == nullptr || q == nullptr || u == nullptr) return Status::invalid_argument;
   for (index_t b = 0; b < batch; ++b)
-    if (!valid_member(m[b], q[b], u[b], m[0], q[0])) return Status::invalid_argument;
+    if (!valid_member(m[b], q[b], u[b], m[0], q[0], bool(o.store_momentum))) return Status::invalid_argument;
   if (!(o.power_iterations >= 1 && o.power_iterations <= 100) ||
       !(std::isfinite(o.feedback) && o.feedback >= 0.0 && o.feedback <= 1.0) ||
       !(std::isfinite(o.eps) && o.eps > 0.0))

@@ -65,6 +65,16 @@ struct LowRankStepOptions {
   bool cholesky_qr = true;
   /// Empty: one process. Set: the compressed data-parallel step ("Replicas" below).
   Replicas replicas;
+  /// Empty: M is the caller's float array `m` (the default). Set: the caller keeps M in another
+  /// storage (optim::DionDirection's bf16 M) and passes its float widening as `m`, which `u` may
+  /// then be (the same array, not a partial overlap: U is written over M′). Called once for each
+  /// member b whose M is not zero, in member order, after the checks and the collectives, once
+  /// its feedback B ← B − γ P Rᵀ is final and before its U is written: `m` is that member's m as
+  /// passed, holding M′ (in m's memory: staged back to the host first on a GPU build), for the
+  /// caller to store. A member whose M is zero is not passed (M′ = M; its U = 0 then overwrites
+  /// m when u is m). Must not fail or throw: everything before it has passed, so the call's
+  /// status is ok. Cost: the staging of M′ to host memory before U on a GPU build (r·c floats).
+  std::function<void(index_t member, const MatrixRef<float>& m)> store_momentum;
 };
 
 /// Workspace bytes of low_rank_power_step() for an r × c momentum and rank k (P, R and a k × k
@@ -141,9 +151,9 @@ std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t r
 ///
 /// Arguments: `m` (r × c, in/out), `q` (k × S holding Qᵀ — row j is Q's column j —, in/out) and
 /// `u` (r × c, out), contiguous row-major, all in one memory kind (host memory is staged on a GPU
-/// build). Bad input: NaN/Inf in M or Q → non_finite_input; a P or R that
-/// overflows float (‖M‖ near FLT_MAX) → out_of_range; shapes, strides, t or γ or ε outside their
-/// ranges → invalid_argument; nothing is written unless the status is ok.
+/// build), not overlapping, except u = m with `store_momentum` (LowRankStepOptions). Bad input: NaN/Inf in M
+/// or Q → non_finite_input; a P or R that overflows float (‖M‖ near FLT_MAX) → out_of_range; shapes, strides,
+/// t or γ or ε outside their ranges → invalid_argument; nothing is written unless the status is ok.
 ///
 /// Cost: (2t + 2) GEMMs of r·c·k (B Q and Bᵀ P per iteration, the feedback P Rᵀ and U), and per
 /// iteration the Cholesky QR2 (about 6·L·k² flops on the execution space) or the host
