@@ -97,7 +97,7 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            bf16 storage, half their memory, rounded to nearest or stochastically; docs/optim.md
            "State precision"; also sgd, adamw, lion, mop, scion,
            normuon, adamuon, spel, muon_hyperball, muadam, freon, kaon, da_muon, sc_muon,
-           df_muon, namo, namo_d, dion2, nordion2 and schatten_muon)
+           df_muon, namo, namo_d, dion2, nordion2, dion and schatten_muon)
            weight_cap=B (none by default: the weights' largest singular value capped at B after
            every step) weight_cap_blend=1 (C < 1: the singular values above B move the fraction
            C of the way to B, spectral clipped weight decay) weight_cap_method=qdwh|polynomial
@@ -1063,6 +1063,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.flag("cholesky_qr", o.cholesky_qr);
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
+    storage_key("mu_storage", o.mu_storage);
     if (!k.done(err)) return nullptr;
     return mixed(opt::dion(o));
   }

@@ -699,6 +699,21 @@ TEST_CASE("distributed.dion: init refuses what an unreduced parameter cannot be,
     d.set_global_clip(1.0);
     CHECK(d.init().status == Status::invalid_argument);
   }
+  {  // a bf16 momentum: the checkpoint's mean M is not a bf16 (DionDirection::check()); reduced,
+     // the same rule is accepted
+    DionOptions o = low();
+    o.mu_storage = Precision::bf16;
+    const std::vector<ParamSpec> ps = {{"w", {48, 20}}};
+    auto d = distributed::distributed_partition(world(), ps, {"dion"}, route("dion", dion(o)));
+    d.set_layouts({Layout::unreduced});
+    const StepReport r = d.init();
+    CHECK(r.status == Status::invalid_argument);
+    CHECK_MESSAGE(
+        std::string(r.message).find("bf16 momentum cannot step unreduced replicas") != std::string::npos,
+        r.message);
+    auto reduced = distributed::distributed_partition(world(), ps, {"dion"}, route("dion", dion(o)));
+    CHECK(reduced.init());
+  }
   // A failed init leaves no partition to step.
   auto d = distributed_dion();
   d.set_global_clip(1.0);

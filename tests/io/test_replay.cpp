@@ -698,7 +698,8 @@ TEST_SUITE("io.replay") {
                    " --optimizer namo_d:mu_storage=bf16 --optimizer df_muon:mu_storage=bf16"
                    " --optimizer dion2:mu_storage=bf16"
                    " --optimizer muon:mu_storage=bf16_stochastic,adamw_mu_storage=bf16_stochastic"
-                   " --optimizer dion2:mu_storage=bf16_stochastic --save-params --quiet --out " +
+                   " --optimizer dion2:mu_storage=bf16_stochastic --optimizer dion:mu_storage=bf16"
+                   " --save-params --quiet --out " +
                    out) == 0,
         replay_stderr());
     const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -741,6 +742,8 @@ TEST_SUITE("io.replay") {
     compare_inline(sr_mixed, f, 10);
     auto d2_sr = inline_mixed("dion2", dion2(bf16_stochastic_state(Dion2Options{})), AdamWOptions{});
     compare_inline(d2_sr, f, 11);
+    auto dion_mixed = inline_mixed("dion", dion(bf16_state(DionOptions{})), AdamWOptions{});
+    compare_inline(dion_mixed, f, 12);
     H5Fclose(f);
     fs::remove(rec);
     fs::remove(out);
@@ -1553,7 +1556,7 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:shape_extra=0", "route 'muon': scale_by_shape: extra must be finite and > 0"},
         {"--optimizer muon:shape=spectra", "must be one of keller,moonlight,none,spectral,unit_rms_norm"},
         {"--optimizer muon:mu_storage=fp16", "'mu_storage=fp16': must be one of fp32,bf16,bf16_stochastic"},
-        {"--optimizer dion:mu_storage=bf16", "unknown key 'mu_storage' for preset 'dion'"},
+        {"--optimizer dion:fraction=0.5", "unknown key 'fraction' for preset 'dion'"},  // dion2's key
         {"--optimizer muon:weight_cap_blend=0.5", "'weight_cap_blend' and 'weight_cap_method' apply with"},
         {"--optimizer muon:weight_cap=1,weight_cap_method=svd", "must be one of qdwh,polynomial"},
         {"--optimizer muon:weight_cap=-1", "route 'muon': upper must be positive"},

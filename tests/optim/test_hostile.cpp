@@ -256,14 +256,15 @@ void for_each_preset(F&& f) {
   // bf16 momentum and first moment (docs/optim.md "State precision"): NaN bursts, denormals and
   // 1e±30 scales through the widening and rounding; with the rules that keep their own bf16
   // moment: Lion's and MuAdam's kernels, DF-Muon's tentative momentum (scratch in the state's
-  // storage, committed after the polar call) and Dion2's M (a sum without β, refused before it
-  // rounds to ∞).
+  // storage, committed after the polar call), Dion2's M (a sum without β, refused before it
+  // rounds to ∞) and Dion's (widened in u, stored by the kernel's hook after the feedback).
   f("muon_bf16", muon(bf16_state(muon_o)));
   f("adamw_bf16", adamw(bf16_state(AdamWOptions{})));
   f("lion_bf16", lion(bf16_state(LionOptions{})));
   f("muadam_bf16", muadam(bf16_state(MuAdamOptions{})));
   f("df_muon_bf16", df_muon(bf16_state(DfMuonOptions{})));
   f("dion2_bf16", dion2(bf16_state(Dion2Options{})));
+  f("dion_bf16", dion(bf16_state(DionOptions{})));
   f("muadam", muadam());
   f("normuon", normuon());
   f("adamuon", adamuon());

@@ -356,6 +356,11 @@ TEST_SUITE("optim.device") {
     bf16_twin("dev_df_bf16", df_muon(bf16_state(DfMuonOptions{})), adamw(a16));
     bf16_twin("dev_namo_d_bf16", namo_d(bf16_state(NamoDOptions{})), adamw(a16));
     bf16_twin("dev_dion2_bf16", dion2(bf16_state(Dion2Options{})), adamw(a16));
+    // Dion's M widened into u on the device, the kernel's hook storing M′ after the feedback
+    // (on a GPU build with host state: staged back first), at half rank.
+    DionOptions dh;
+    dh.rank_fraction = 0.5;
+    bf16_twin("dev_dion_bf16", dion(bf16_state(dh)), adamw(a16));
     bf16_twin("dev_smuon_bf16", schatten_muon(bf16_state(SchattenMuonOptions{})), adamw(a16));
     // Stochastic rounding: the same kernels with the dither of each element's value and step
     // (core/bf16.hpp). Off Serial an FMA's one-ulp change of a value changes its dither, so a
@@ -366,6 +371,7 @@ TEST_SUITE("optim.device") {
     bf16_twin("dev_lion_muadam_sr", muadam(bf16_stochastic_state(MuAdamOptions{})),
               lion(bf16_stochastic_state(lo)));
     bf16_twin("dev_dion2_sr", dion2(bf16_stochastic_state(Dion2Options{})), adamw(asr));
+    bf16_twin("dev_dion_sr", dion(bf16_stochastic_state(dh)), adamw(asr));
     bf16_twin("dev_smuon_sr", schatten_muon(bf16_stochastic_state(SchattenMuonOptions{})), adamw(asr));
   }
 

@@ -1379,7 +1379,7 @@ TEST_SUITE("optim.presets") {
       REQUIRE(d.update(Block(gu.data(), r, c), s, ConstBlock(w.data(), r, c)) == Status::ok);
       double diff = 0.0, norm = 0.0, unorm = 0.0;
       for (std::size_t i = 0; i < g0.size(); ++i) {
-        diff = std::max(diff, std::abs(double(s.m[i]) - 0.95 * double(g0[i])));
+        diff = std::max(diff, std::abs(double(s.mu[i]) - 0.95 * double(g0[i])));
         norm = std::max(norm, std::abs(double(g0[i])));
         unorm += double(gu[i]) * double(gu[i]);
       }

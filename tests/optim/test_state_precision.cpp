@@ -178,6 +178,41 @@ struct Bf16Twins {
   }
 };
 
+/// The refusal of a sum that a bf16 momentum cannot hold, for the rules whose M is a sum of
+/// gradients without β (Dion2, Dion): partitions of `rule16` (bf16 M) and `rule32` (fp32) over one
+/// block of `shape` take a step from the same random gradient; then `spoil` makes the gradient too
+/// large, and the bf16 step must be refused with out_of_range, leaving the parameters and the
+/// state as they were, while the fp32 rule takes it (`spoil(g, twice)` for both of its cases).
+template <class R16, class R32, class Spoil>
+void check_bf16_sum_refused(const char* name, const std::vector<index_t>& shape, R16 rule16, R32 rule32,
+                            Spoil spoil) {
+  const std::vector<ParamSpec> specs = {{"w", shape}};
+  for (bool twice : {false, true}) {
+    CAPTURE(twice);
+    auto p16 = partition(specs, {"x"}, route("x", rule16));
+    auto p32 = partition(specs, {"x"}, route("x", rule32));
+    REQUIRE(p16.init());
+    REQUIRE(p32.init());
+    std::vector<float> w16 = random_vec(24, case_seed(name, 0)), w32 = w16;
+    std::vector<float> g = random_vec(24, case_seed(name, 1));
+    std::vector<float> gc = g;
+    std::vector<float*> wp = {w16.data()}, wp32 = {w32.data()}, gp = {gc.data()};
+    REQUIRE(p16.step(wp, gp));
+    gc = g;
+    REQUIRE(p32.step(wp32, gp));
+    const io::FieldSet before = io::capture(p16);
+    const std::vector<float> w_before = w16;
+    spoil(g, twice);
+    gc = g;
+    const StepReport rep = p16.step(wp, gp);
+    CHECK(rep.status == Status::out_of_range);
+    CHECK(std::memcmp(w16.data(), w_before.data(), w16.size() * sizeof(float)) == 0);
+    CHECK(io::capture(p16) == before);
+    gc = g;
+    CHECK(p32.step(wp32, gp));
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("optim.state_precision") {
@@ -661,7 +696,8 @@ TEST_SUITE("optim.state_precision") {
         // renormalise), 6e-4 to 1.3e-3 for most presets (sc_muon, muadam: 1.1e-3 to 1.8e-3 over
         // the default seed and 1–4), Kaon's chaotic map the most, 4.1e-3 to 6.3e-3 (three steps:
         // the momenta differ by single roundings, 2⁻⁸ at most); schatten_muon 1.4e-3 to 1.7e-3
-        // (default seed and 1–3). Stochastic rounding, over the default seed and 1–5: up to 1.2
+        // (default seed and 1–3); dion at f = 0.5 1.1e-3 to 1.5e-3 (seeds 0–7; stochastic 1.6e-3 to
+        // 2.1e-3). Stochastic rounding, over the default seed and 1–5: up to 1.2
         // to 2 times those (noise in place of lag; Kaon 6.8e-3 to 8.3e-3, the others at most
         // 2.6e-3). 2e-2 leaves a margin of 2.4. Lion (Bound::sign_flips): a rounding that flips
         // the sign of β₁m + (1 − β₁)g moves that parameter by 2·lr, 2e-2 to 4e-2 of the
@@ -694,6 +730,9 @@ TEST_SUITE("optim.state_precision") {
     check("dion2", Dion2Options{}, dion2, Bound::none);
     check("nordion2", NorDion2Options{}, nordion2, Bound::none);
     check("schatten_muon", SchattenMuonOptions{}, schatten_muon);
+    DionOptions half_rank;  // k = 8 of 16: the feedback leaves part of M for later steps
+    half_rank.rank_fraction = 0.5;
+    check("dion", half_rank, dion);
   }
 
   TEST_CASE("dion2's bf16 momentum is the fp32 rule's, rounded once per step") {
@@ -719,6 +758,63 @@ TEST_SUITE("optim.state_precision") {
         }
         CHECK(rounded > n);  // the storage is in use: most elements round at each step
       }
+  }
+
+  TEST_CASE("dion's bf16 momentum is the fp32 rule's, rounded once per step") {
+    // DionDirection alone, tall and wide (B = Mᵀ), at full rank and at k = 4 with two power
+    // iterations. Before each step the fp32 twin's M is set to the bf16 M's values; one step of
+    // each from the same gradient must then give the same update bit for bit (the kernel reads
+    // the unrounded M + G either way: the bf16 rule's widening in u, the fp32 rule's M), the same
+    // Q, and the stored bf16 M must be the twin's M′ = M + G − (1 − μ) P Rᵀ rounded as the storage
+    // says (the store hook of low_rank_power_step, after the feedback).
+    for (const auto& shape : {std::pair<index_t, index_t>{20, 12}, {12, 20}})
+      for (const double fraction : {1.0, 1.0 / 3.0})
+        for (const StateStorage storage : kBf16Storages) {
+          const index_t r = shape.first, c = shape.second;
+          const std::size_t n = static_cast<std::size_t>(r * c);
+          CAPTURE(r);
+          CAPTURE(fraction);
+          CAPTURE(std::string(to_string(storage)));
+          DionDirection d;
+          d.rank_fraction = fraction;
+          d.power_iterations = fraction < 1.0 ? 2 : 1;
+          d.seed = 3;
+          Bf16Twins<DionDirection> twins(d, storage, r, c);
+          std::size_t rounded = 0;
+          for (int t = 0; t < 5; ++t) {
+            CAPTURE(t);
+            rounded += twins.step(random_vec(n, case_seed("dion_bf16", 10 * std::uint64_t(r) + t)));
+            CHECK(std::memcmp(twins.s16.q.data(), twins.s32.q.data(), twins.s16.q.size() * sizeof(float)) ==
+                  0);
+          }
+          CHECK(rounded > n);  // the storage is in use: most elements round at each step
+        }
+  }
+
+  TEST_CASE("dion's bf16 momentum refuses a sum bf16 cannot hold, keeps its state, and no replicas") {
+    // ‖M + G‖_F above kBf16Max: the feedback could leave an element of M′ that bf16 stores as ∞,
+    // so the step is refused with out_of_range and the chain restores M; the fp32 rule takes it
+    // (its kernel's panels stay below FLT_MAX: Q's columns are unit after step 1). Once with an
+    // element that bf16 would store as ∞ (3.4e38, above kBf16Max + half a unit), once with two of
+    // 2.5e38: each one bf16 can hold, but ‖M + G‖_F = 3.5e38 (the guarantee is on the norm, which
+    // bounds every element of M′).
+    DionOptions o;
+    o.mu_storage = Precision::bf16;
+    check_bf16_sum_refused("dion_bf16_limit", {6, 4}, dion(o), dion(), [](std::vector<float>& g, bool twice) {
+      g[7] = twice ? 2.5e38f : 3.4e38f;
+      if (twice) g[8] = 2.5e38f;
+    });
+    // Replicas (distributed::Layout::unreduced) are refused at init, by check(): a checkpoint
+    // holds their mean M, which bf16 does not hold in general.
+    DionDirection d;
+    d.replicas = ReplicaAverage([](float*, std::size_t) { return Status::ok; });
+    CHECK(d.check() == nullptr);
+    d.mu_storage = Precision::bf16;
+    REQUIRE(d.check() != nullptr);
+    CHECK(std::string(d.check()).find("replicas") != std::string::npos);
+    d.replicas = Replicas{};
+    CHECK(d.check() == nullptr);
+    CHECK(chain(DionDirection{d}).config().find("mu_storage=bf16") != std::string::npos);
   }
 
   TEST_CASE("schatten-p muon's bf16 momentum is the fp32 rule's, rounded once per step") {
@@ -755,33 +851,13 @@ TEST_SUITE("optim.state_precision") {
     // A finite float above kBf16Max would be stored as ∞: the slice's ℓ₁ norm exceeds kBf16Max,
     // so the step is refused with out_of_range and the chain restores M. The fp32 rule takes the
     // same step. Then a second gradient too large only in sum: 2e38 twice in one row (ℓ₁ 4e38).
-    const std::vector<ParamSpec> specs = {{"w", {4, 6}}};
-    for (bool twice : {false, true}) {
-      CAPTURE(twice);
-      Dion2Options o;
-      o.mu_storage = Precision::bf16;
-      auto p16 = partition(specs, {"x"}, route("x", dion2(o)));
-      auto p32 = partition(specs, {"x"}, route("x", dion2()));
-      REQUIRE(p16.init());
-      REQUIRE(p32.init());
-      std::vector<float> w16 = random_vec(24, case_seed("dion2_bf16_limit", 0)), w32 = w16;
-      std::vector<float> g = random_vec(24, case_seed("dion2_bf16_limit", 1));
-      std::vector<float> gc = g;
-      std::vector<float*> wp = {w16.data()}, gp = {gc.data()};
-      REQUIRE(p16.step(wp, gp));
-      const io::FieldSet before = io::capture(p16);
-      const std::vector<float> w_before = w16;
-      g[7] = twice ? 2e38f : 3.395e38f;  // row 1 (4 ≤ 6: the rows compete)
-      if (twice) g[8] = 2e38f;
-      gc = g;
-      const StepReport rep = p16.step(wp, gp);
-      CHECK(rep.status == Status::out_of_range);
-      CHECK(std::memcmp(w16.data(), w_before.data(), w16.size() * sizeof(float)) == 0);
-      CHECK(io::capture(p16) == before);
-      gc = g;
-      std::vector<float*> wp32 = {w32.data()};
-      CHECK(p32.step(wp32, gp));
-    }
+    Dion2Options o;
+    o.mu_storage = Precision::bf16;
+    check_bf16_sum_refused("dion2_bf16_limit", {4, 6}, dion2(o), dion2(),
+                           [](std::vector<float>& g, bool twice) {
+                             g[7] = twice ? 2e38f : 3.395e38f;  // row 1 (4 ≤ 6: the rows compete)
+                             if (twice) g[8] = 2e38f;
+                           });
   }
 
   TEST_CASE("bf16 state checkpoints: exact round trip, an fp32 state is refused, bf16 loads into fp32") {

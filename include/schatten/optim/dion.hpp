@@ -411,14 +411,28 @@ inline auto dion3(const Dion3Options& o = {}) { return nordion2(o); }
 /// With k = S and t = 1, P Pᵀ B = B (when B Q has full rank): M ← μM + G, the sum-form momentum
 /// of Muon without Nesterov; the direction P Qᵀ is P times (Bᵀ P with unit columns)ᵀ, not the
 /// polar factor of M. With k < S the update has rank ≤ k, and what it leaves out stays in M for
-/// later steps. Cost per step: one read-write of M for the sum, then the kernel's (2t + 2) GEMMs
-/// of r·c·k and t QRs of max(r, c) × k. State: M (r·c floats), Q (k·S floats) and the step
-/// count; scratch: the kernel's workspace. [P] where the reference is silent or GPU-specific:
-/// the QR is a Cholesky QR2 on the execution space where P is well conditioned, else a
-/// Householder QR in double on the host (the reference's default is its randomized Cholesky
-/// QR); the column norms are double; and the columns of B Q at float's rounding floor are
+/// later steps. Cost per step: one pass over M and G for the sum (with a bf16 M two more over
+/// r·c: ‖M + G‖_F and the store of M′), then the kernel's (2t + 2) GEMMs of r·c·k and t QRs of
+/// max(r, c) × k. State: M (r·c floats, or bf16), Q (k·S floats) and the step count; scratch:
+/// the kernel's workspace. [P] where the reference is silent or GPU-specific: the QR is a
+/// Cholesky QR2 on the execution space where P is well conditioned, else a Householder QR in
+/// double on the host (the reference's default is its randomized Cholesky QR); the column norms
+/// are double; and the columns of B Q at float's rounding floor are
 /// dropped for the step instead of becoming unit-norm noise in the update (kernels/low_rank.hpp:
 /// a rank-deficient momentum, e.g. a rank-1 gradient, gives an update of its own rank).
+///
+/// `mu_storage` [P] (docs/optim.md "State precision"; microsoft/dion's
+/// `DionMixedPrecisionConfig.momentum_dtype`): M in fp32 (default) or bf16, half its memory (Q
+/// stays fp32: k·S floats). The arithmetic is float either way. With bf16, M + G is widened into
+/// u's memory (the gradient being spent: TraceMomentum's sum form with β = 1, as Dion2's), the
+/// kernel runs on that float array and writes U over it, and M′ = M + G − (1 − μ) P Rᵀ is stored
+/// rounded from float once it is final (LowRankStepOptions::store_momentum): the update is the
+/// fp32 rule's from the same stored M, bit for bit, and no extra r × c array is needed. A bf16 M
+/// refuses a step (`out_of_range`; the chain restores M) where ‖M + G‖_F > kBf16Max ≈ 3.3895e38:
+/// the feedback removes a projection of B, so |M′_ij| ≤ ‖M′‖_F ≤ ‖M + G‖_F (to P's
+/// orthonormality, O(k·u), far inside half a bf16 unit) and no element can be stored as ∞ (a
+/// sum of gradients, so a gradient limit alone would not do). Not with replicas (check()): a
+/// checkpoint holds the replicas' mean M, which bf16 does not hold in general.
 struct DionDirection {
   static constexpr const char* name = "dion_direction";
   static constexpr bool may_fail = true;        // the kernel may fail (the chain restores M and Q)
@@ -430,15 +444,15 @@ struct DionDirection {
   double eps = 1e-8;
   std::uint64_t seed = 0;
   bool cholesky_qr = true;  ///< try the kernel's Cholesky QR2 first (false: always Householder)
+  StateStorage mu_storage = Precision::fp32;  ///< M's storage: fp32 or bf16 (above)
   /// Empty: one process. Set (with_replicas(), by distributed::Layout::unreduced): the kernel's
   /// compressed data-parallel step over replicas that each sum their own, un-reduced gradients
   /// into their own M (kernels/low_rank.hpp, "Replicas"). Not part of config(): the replicas'
   /// mean momentum is the one-process state (a checkpoint holds that mean).
   Replicas replicas;
 
-  struct State {
+  struct State : detail::FirstMoment {  // the momentum M, in its storage
     std::int64_t count = 0;
-    Buffer m;  ///< the momentum M
     Buffer q;  ///< Qᵀ (k × S row-major: row j is Q's column j)
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
@@ -458,7 +472,7 @@ struct DionDirection {
 
   State init(const BlockShape& s) const {
     State st;
-    st.m.assign(static_cast<std::size_t>(s.size()), 0.0f);
+    detail::init_first_moment(st, static_cast<std::size_t>(s.size()), mu_storage);
     const index_t short_side = std::min(s.rows, s.cols), k = rank(s.rows, s.cols);
     st.q.assign(static_cast<std::size_t>(k * short_side), 0.0f);
     Rng rng(seed);
@@ -467,22 +481,57 @@ struct DionDirection {
     if (k > 0) st.workspace->reserve(low_rank_workspace_bytes(s.rows, s.cols, k, bool(replicas)));
     return st;
   }
-  /// True when the state was sized for an r × c block (M and Q; update() refuses others).
+  /// True when the state was sized for an r × c block (M in this rule's storage, and Q; update()
+  /// refuses others).
   bool fits(const State& s, index_t rows, index_t cols) const {
-    return s.m.size() == static_cast<std::size_t>(rows * cols) &&
+    return detail::first_moment_sized(s, static_cast<std::size_t>(rows * cols), mu_storage) &&
            s.q.size() == static_cast<std::size_t>(rank(rows, cols) * std::min(rows, cols));
+  }
+
+  /// M ← M + G for a non-empty block: u ← the unrounded M + G and M stores it (TraceMomentum's sum
+  /// form with β = 1: 1·b and 1·g are exact). Returns the kernel's M in `m`: M itself when fp32,
+  /// its widening in u when bf16 (mu_storage, above). out_of_range when M is bf16 and
+  /// ‖M + G‖_F > kBf16Max (the chain restores M); a non-finite M + G goes on to the kernel,
+  /// which refuses it (non_finite_input).
+  Status accumulate(Block u, State& s, Block& m) const {
+    const Bf16Store how = detail::first_moment_store(s, s.count + 1);
+    detail::with_first_moment(s, [&](auto* stored) {
+      TraceMomentum::apply(u, stored, 1.0, false, TraceMomentum::Form::sum, {}, how);
+    });
+    if (!s.storage.bf16()) {
+      m = block_like(s.mu, u);
+      return Status::ok;
+    }
+    const double n2 = squared_norm(u);
+    if (std::isfinite(n2) && n2 > double(kBf16Max) * double(kBf16Max)) return Status::out_of_range;
+    m = u;
+    return Status::ok;
+  }
+  /// The kernel's options for the blocks whose states `state_of(b)` gives; with a bf16 M, the hook
+  /// that stores block b's final M′ rounded into its state (TraceMomentum's sum form with β = 0:
+  /// b = 0·b + x = x exactly, the stored b being finite; the array keeps its values).
+  template <class StateOf>
+  LowRankStepOptions kernel_options(Replicas r, StateOf state_of) const {
+    LowRankStepOptions o{power_iterations, 1.0 - mu, eps, cholesky_qr, std::move(r), {}};
+    if (mu_storage.bf16())
+      o.store_momentum = [state_of](index_t b, const MatrixRef<float>& m) {
+        State& s = state_of(b);
+        const Bf16Store how = detail::first_moment_store(s, s.count + 1);
+        TraceMomentum::apply(Block(m), s.mu_bf16.data(), 0.0, false, TraceMomentum::Form::sum, {}, how);
+      };
+    return o;
   }
 
   Status update(Block u, State& s, ConstBlock) const {
     if (!fits(s, u.rows, u.cols)) return Status::invalid_argument;  // a state of another shape
     if (!u.empty()) {
-      const Block m = block_like(s.m, u);
-      add_scaled(m, u, 1.0f);  // M ← M + G (1·g is g exactly)
+      Block m = u;
+      if (const Status st = accumulate(u, s, m); st != Status::ok) return st;  // the chain restores M
       const index_t k = rank(u.rows, u.cols);
       const MatrixRef<float> q(s.q.data(), k, std::min(u.rows, u.cols), u.memory);
       // Alone, every replica takes the QR (two collectives; splitting one QR gains nothing).
       const Status st = low_rank_power_step(
-          m, q, u, {power_iterations, 1.0 - mu, eps, cholesky_qr, Replicas(replicas.average)},
+          m, q, u, kernel_options(Replicas(replicas.average), [&s](index_t) -> State& { return s; }),
           s.workspace.get());
       if (st != Status::ok) return st;  // the chain restores M
     }
@@ -513,15 +562,15 @@ struct DionDirection {
       std::vector<MatrixRef<float>> ms, qs, us;
       for (index_t b = 0; b < states.size; ++b) {
         const Block ub = block_of(u, b);
-        const Block m = block_like(states[b].m, ub);
-        add_scaled(m, ub, 1.0f);  // M ← M + G (1·g is g exactly)
+        Block m = ub;
+        if (const Status st = accumulate(ub, states[b], m); st != Status::ok) return st;
         ms.push_back(m);
         qs.emplace_back(states[b].q.data(), k, s, u.memory);
         us.push_back(ub);
       }
-      const Status st =
-          low_rank_power_step_batch(ms.data(), qs.data(), us.data(), states.size,
-                                    {power_iterations, 1.0 - mu, eps, cholesky_qr, replicas}, &ws);
+      const Status st = low_rank_power_step_batch(
+          ms.data(), qs.data(), us.data(), states.size,
+          kernel_options(replicas, [states](index_t b) -> State& { return states[b]; }), &ws);
       if (st != Status::ok) return st;  // the partition restores the states
     }
     for (index_t b = 0; b < states.size; ++b)
@@ -532,7 +581,7 @@ struct DionDirection {
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
-    v("m", s.m);
+    detail::visit_first_moment(v, s, "m");
     v("q", s.q);
   }
   /// rank_fraction ∈ (0, 1]; rank_multiple_of ≥ 1; mu ∈ [0, 1] (1: no error feedback);
@@ -545,9 +594,15 @@ struct DionDirection {
     if (power_iterations < 1 || power_iterations > 100)
       return "dion_direction: power_iterations must be in [1, 100]";
     if (!hyper::positive(eps)) return "dion_direction: eps must be positive and finite";
+    if (!hyper::state_storage(mu_storage))
+      return "dion_direction: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
+    if (mu_storage.bf16() && replicas)
+      return "dion_direction: a bf16 momentum cannot step unreduced replicas (a checkpoint holds their "
+             "mean, which bf16 does not hold)";
     return nullptr;
   }
-  /// The QR's choice only when it is not the default (both agree to rounding).
+  /// The QR's choice and the storage only when they are not the defaults (the QRs agree to
+  /// rounding), so that Dion's signatures stay as they were.
   std::string config() const {
     Signature sig(name);
     sig.add("rank_fraction", rank_fraction)
@@ -557,7 +612,7 @@ struct DionDirection {
         .add("eps", eps)
         .add("seed", std::int64_t(seed));
     if (!cholesky_qr) sig.add("cholesky_qr", false);
-    return sig.str();
+    return detail::add_first_moment_storage(sig, mu_storage).str();
   }
 };
 
@@ -605,10 +660,11 @@ struct DionOptions {
   bool cholesky_qr = true;  ///< the kernel's Cholesky QR2 first, else always the Householder QR
   ScaleByShape shape{ScaleByShape::Rule::unit_rms_norm};
   double weight_decay = 0.01;
+  StateStorage mu_storage = Precision::fp32;  ///< M in fp32 or bf16 (DionDirection)
 };
 inline auto dion(const DionOptions& o = {}) {
   return chain(DionDirection{o.rank_fraction, o.rank_multiple_of, o.mu, o.power_iterations, o.eps, o.seed,
-                             o.cholesky_qr, Replicas{}},
+                             o.cholesky_qr, o.mu_storage, Replicas{}},
                ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 
