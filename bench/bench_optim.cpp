@@ -55,7 +55,8 @@
 ///   optim/dion_step/gpt2_small/rank_fraction:{0.25,1}[/householder]  dion (the legacy Dion) for
 ///                                  the hidden matrices: one power iteration at rank
 ///                                  k = f·min(r, c), its 4 GEMMs of r·c·k and the QR of
-///                                  max(r, c) × k (Cholesky QR2; /householder: the host QR always);
+///                                  max(r, c) × k (Cholesky QR2; /householder: the host QR always;
+///                                  /mu_storage:bf16 at 0.25: M in bf16, counter state_MB);
 ///                                  optim/dion_step/gpt2_small/device/rank_fraction:0.25 the default
 ///                                  in device memory
 ///   optim/spel_step/gpt2_small       spel for the hidden matrices: two polar factors per matrix
@@ -234,13 +235,19 @@ void bm_nordion2_step(benchmark::State& st) {
 /// Dion's step over the same model (dion(): per matrix, P = orth(B Q), R = Bᵀ P, the feedback
 /// P Rᵀ and the update P Qᵀ, four GEMMs of r·c·k at k = f·min(r, c); the QR a Cholesky QR2, which
 /// Gaussian gradients always allow, or with `householder` the host Householder QR in double).
-void bm_dion_step(benchmark::State& st, double rank_fraction, bool householder) {
+/// `storage`: M's (mu_storage; bf16 adds a pass for ‖M + G‖_F and the store of M′); the counter
+/// state_MB is the bytes of every state buffer.
+void bm_dion_step(benchmark::State& st, double rank_fraction, bool householder, StateStorage storage) {
   Model m(gpt2_small());
   DionOptions d;
   d.rank_fraction = rank_fraction;
   d.cholesky_qr = !householder;
+  d.mu_storage = storage;
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion(d)), route("adamw", adamw()));
   time_host_steps(st, m, opt);
+  StateBytes bytes;
+  opt.visit(bytes);
+  st.counters["state_MB"] = bytes.n / 1e6;
 }
 
 /// SPEL's step over the same model (spel(): Muon's polar factor of the momentum, then the
@@ -614,14 +621,18 @@ int main(int argc, char** argv) {
   for (const bool householder : {false, true}) {
     const std::string tail = householder ? "/householder" : "";
     benchmark::RegisterBenchmark(("optim/dion_step/gpt2_small/rank_fraction:0.25" + tail).c_str(),
-                                 bm_dion_step, 0.25, householder)
+                                 bm_dion_step, 0.25, householder, StateStorage(Precision::fp32))
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark(("optim/dion_step/gpt2_small/rank_fraction:1" + tail).c_str(), bm_dion_step,
-                                 1.0, householder)
+                                 1.0, householder, StateStorage(Precision::fp32))
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
   }
+  benchmark::RegisterBenchmark("optim/dion_step/gpt2_small/rank_fraction:0.25/mu_storage:bf16", bm_dion_step,
+                               0.25, false, StateStorage(Precision::bf16))
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/spel_step/gpt2_small", bm_spel_step)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
