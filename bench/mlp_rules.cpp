@@ -36,14 +36,14 @@
 /// second figure, and each matrix's p (schatten_muon) or last η (DF-Muon) at the end. A run
 /// whose step fails or whose loss is not finite counts as diverged (loss inf). `--per-seed` adds
 /// a line per row with each seed's two figures, for paired ratios between rows; `--weight-decay
-/// λ` gives table 1's matrix rules decoupled weight decay λ. Serial and
+/// λ` gives the matrix rules of table 1 or 2 decoupled weight decay λ. Serial and
 /// deterministic: the same build on the same machine prints the same tables (another CPU's BLAS
 /// kernels round differently, and the runs at the larger caps amplify that).
 ///
 ///   schatten-mlp-rules [--model digits|charlm]
 ///                      [--data data/digits.csv [--whiten] [--full-grams] | --text DIR]
 ///                      [--seeds N] [--steps S] [--table 1|2|3|4] [--per-seed]
-///                      [--weight-decay L (with --table 1)]
+///                      [--weight-decay L (with --table 1 or 2)]
 #include <schatten/optim/schatten_p.hpp>
 #include <schatten/schatten.hpp>
 
@@ -75,10 +75,10 @@ constexpr double kDiverged = std::numeric_limits<double>::infinity();
 /// in every row).
 bool per_seed = false;
 
-/// `--weight-decay λ` (table 1 only): the decoupled weight decay of the matrix rules under test,
-/// Muon's W ← (1 − lr·λ)W − lr·D and DA/SC/DF-Muon's, taken by their own step η_t
-/// (step_size.hpp). The AdamW side (biases, embedding, output layer) and the AdamW reference
-/// keep none.
+/// `--weight-decay λ` (tables 1 and 2): the decoupled weight decay of the matrix rules under
+/// test, Muon's and schatten_muon's W ← (1 − lr·λ)W − lr·D and DA/SC/DF-Muon's, taken by their
+/// own step η_t (step_size.hpp). The AdamW side (biases, embedding, output layer) and the AdamW
+/// reference keep none.
 double matrix_decay = 0.0;
 
 /// The state of training after the last step: the task's loss and its second figure, and the
@@ -402,6 +402,7 @@ template <class Task>
 void table_statistics(const Task& task, int seeds, int steps) {
   header<Task>();
   opt::SchattenMuonOptions so;
+  so.weight_decay = matrix_decay;
   auto choices = std::make_shared<Choices>();
   so.on_criterion = [choices, top = so.criterion.p_max](const opt::PCriterionEvent& e) {
     choices->add(e, top);
@@ -415,6 +416,7 @@ void table_statistics(const Task& task, int seeds, int steps) {
   opt::SchattenMuonOptions low;
   low.adaptive = false;
   low.p = 1.02;
+  low.weight_decay = matrix_decay;
   row(task, "schatten_muon", "fixed p 1.02", opt::schatten_muon(low), seeds, steps);
   choices->print();
 }
@@ -484,7 +486,7 @@ int usage(const char* arg) {
                "usage: schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv [--whiten] "
                "[--full-grams] | --text DIR] "
                "[--seeds 1..10000] [--steps 1..1000000] [--table 1|2|3|4] [--per-seed] "
-               "[--weight-decay L (with --table 1)]\n",
+               "[--weight-decay L (with --table 1 or 2)]\n",
                arg);
   return 2;
 }
@@ -527,7 +529,8 @@ int main(int argc, char** argv) {
       return usage(argv[i]);
     }
   }
-  if (matrix_decay != 0.0 && table != 1) return usage("--weight-decay (table 1 only: add --table 1)");
+  if (matrix_decay != 0.0 && table != 1 && table != 2)
+    return usage("--weight-decay (tables 1 and 2 only: add --table 1 or --table 2)");
   if (whitened && model != "digits") return usage("--whiten");
   if (full_grams && model != "digits") return usage("--full-grams");
   if (model == "charlm") {
