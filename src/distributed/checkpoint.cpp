@@ -2,6 +2,7 @@
 /// \file
 /// The collective parts of the distributed checkpoints (include/schatten/distributed/mpi_step.hpp):
 /// fields to rank 0, the file written or read there, the outcome to every rank.
+#include <algorithm>
 #include <cstdint>
 
 #include "schatten/distributed/mpi_step.hpp"
@@ -28,7 +29,7 @@ io::FieldSet gather_fields(const Communicator& comm, const io::FieldSet& mine) {
   return all;
 }
 
-void average_fields(const Communicator& comm, io::FieldSet& fields) {
+void average_fields(const Communicator& comm, io::FieldSet& fields, const std::vector<std::string>& bf16) {
   const double n = static_cast<double>(comm.size());
   std::vector<double> sum;
   for (auto& [name, value] : fields) {  // in name order, the same on every rank
@@ -36,8 +37,11 @@ void average_fields(const Communicator& comm, io::FieldSet& fields) {
     if (!v || v->empty()) continue;
     sum.assign(v->begin(), v->end());
     comm.allreduce_sum(sum.data(), sum.size());
-    for (std::size_t e = 0; e < v->size(); ++e)
-      (*v)[e] = static_cast<float>(sum[e] / n);
+    const bool rounded = std::find(bf16.begin(), bf16.end(), name) != bf16.end();
+    for (std::size_t e = 0; e < v->size(); ++e) {
+      const float mean = static_cast<float>(sum[e] / n);
+      (*v)[e] = rounded ? bf16_to_float(bf16_round(mean)) : mean;
+    }
   }
 }
 

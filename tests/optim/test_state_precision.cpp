@@ -791,7 +791,7 @@ TEST_SUITE("optim.state_precision") {
         }
   }
 
-  TEST_CASE("dion's bf16 momentum refuses a sum bf16 cannot hold, keeps its state, and no replicas") {
+  TEST_CASE("dion's bf16 momentum refuses a sum bf16 cannot hold and keeps its state, also as a replica") {
     // ‖M + G‖_F above kBf16Max: the feedback could leave an element of M′ that bf16 stores as ∞,
     // so the step is refused with out_of_range and the chain restores M; the fp32 rule takes it
     // (its kernel's panels stay below FLT_MAX: Q's columns are unit after step 1). Once with an
@@ -804,16 +804,32 @@ TEST_SUITE("optim.state_precision") {
       g[7] = twice ? 2.5e38f : 3.4e38f;
       if (twice) g[8] = 2.5e38f;
     });
-    // Replicas (distributed::Layout::unreduced) are refused at init, by check(): a checkpoint
-    // holds their mean M, which bf16 does not hold in general.
+    // As a replica (distributed::Layout::unreduced) the refusal must not leave the others waiting
+    // in the kernel's collectives: the sum is poisoned with a NaN, the kernel's first average
+    // carries it (here one replica's, the identity, recording what it was given) and stops
+    // there, and the rule returns out_of_range. Each replica's M is its own, rounded to bf16.
     DionDirection d;
-    d.replicas = ReplicaAverage([](float*, std::size_t) { return Status::ok; });
-    CHECK(d.check() == nullptr);
     d.mu_storage = Precision::bf16;
-    REQUIRE(d.check() != nullptr);
-    CHECK(std::string(d.check()).find("replicas") != std::string::npos);
-    d.replicas = Replicas{};
+    int averages = 0;
+    bool nan_sent = false;
+    d.replicas = ReplicaAverage([&](float* x, std::size_t n) {
+      ++averages;
+      for (std::size_t e = 0; e < n; ++e)
+        nan_sent = nan_sent || std::isnan(x[e]);
+      return Status::ok;
+    });
     CHECK(d.check() == nullptr);
+    auto st = d.init({6, 4});
+    std::vector<float> u = random_vec(24, case_seed("dion_bf16_limit", 2));
+    REQUIRE(d.update(Block(u.data(), 6, 4), st, ConstBlock()) == Status::ok);
+    CHECK(averages == 2);  // P̄ and R̄ of one power iteration
+    CHECK_FALSE(nan_sent);
+    u = random_vec(24, case_seed("dion_bf16_limit", 3));
+    u[5] = u[6] = 2.5e38f;
+    averages = 0;
+    CHECK(d.update(Block(u.data(), 6, 4), st, ConstBlock()) == Status::out_of_range);
+    CHECK(averages == 1);
+    CHECK(nan_sent);
     CHECK(chain(DionDirection{d}).config().find("mu_storage=bf16") != std::string::npos);
   }
 

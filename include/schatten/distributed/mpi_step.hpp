@@ -1238,17 +1238,27 @@ struct ReplicaState {
 };
 /// Every float buffer of `fields` replaced by its mean over the ranks, summed in double (so that
 /// buffers the same on every rank come back unchanged: n·x and (n·x)/n are exact); scalars are
-/// kept. Collective: every rank passes the same names and sizes.
-void average_fields(const Communicator& comm, io::FieldSet& fields);
+/// kept. The fields named in `bf16` (bf16 state, which loads only from values bf16 holds) have
+/// their mean rounded to the nearest bf16, ties to even. Collective: every rank passes the same
+/// names and sizes.
+void average_fields(const Communicator& comm, io::FieldSet& fields,
+                    const std::vector<std::string>& bf16 = {});
+/// The names of a visit's bf16 fields (optim::Bf16Buffer: docs/optim.md "State precision").
+struct Bf16FieldNames {
+  std::vector<std::string>* names;
+  void operator()(const std::string& name, optim::Bf16Buffer&) { names->push_back(name); }
+  template <class T>
+  void operator()(const std::string&, T&) {}
+};
 }  // namespace detail
 
 /// Collective. Writes the complete state of `p` (every owner's parameters, the skip count) to
 /// one file with io::write_checkpoint on rank 0 (atomic). The file is the one a single-process
 /// optim::Partition with the same parameters and routes writes, field for field, so it loads
 /// into a DistributedPartition on any rank count and into an optim::Partition. Unreduced
-/// parameters are written as the ranks' mean state (Layout::unreduced: the mean momentum, Q and
-/// the count as they are). Traffic: every owner's state once to rank 0, and one all-reduce of
-/// the unreduced states (in double). Same status on every rank.
+/// parameters are written as the ranks' mean state (Layout::unreduced: the mean momentum, rounded
+/// to the nearest bf16 where the rule stores it in bf16, Q and the count as they are). Traffic: every owner's
+/// state once to rank 0, and one all-reduce of the unreduced states (in double). Same status on every rank.
 template <class... Rules>
 Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
                        const io::CheckpointHeader& header, std::string* error = nullptr) {
@@ -1262,12 +1272,16 @@ Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
   if (p.communicator().rank() != 0) mine.erase("_partition/skipped_steps");
   io::FieldSet all = detail::gather_fields(p.communicator(), mine);
   if (p.communicator().rank() == 0) detail::columns_into_place(p, all);
-  // Unreduced parameters: the ranks' mean state (their mean momentum; the rest is the same).
+  // Unreduced parameters: the ranks' mean state (their mean momentum, rounded to bf16 where it
+  // is stored so; the rest is the same).
   io::FieldSet replicas;
   io::FieldCollector rc{&replicas};
   p.visit_replicas(rc);
   replicas.erase("_partition/skipped_steps");
-  detail::average_fields(p.communicator(), replicas);
+  std::vector<std::string> bf16;
+  detail::Bf16FieldNames bn{&bf16};
+  p.visit_replicas(bn);
+  detail::average_fields(p.communicator(), replicas, bf16);
   if (p.communicator().rank() == 0)
     for (auto& [name, value] : replicas)
       all[name] = std::move(value);

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -431,8 +432,12 @@ inline auto dion3(const Dion3Options& o = {}) { return nordion2(o); }
 /// refuses a step (`out_of_range`; the chain restores M) where ‖M + G‖_F > kBf16Max ≈ 3.3895e38:
 /// the feedback removes a projection of B, so |M′_ij| ≤ ‖M′‖_F ≤ ‖M + G‖_F (to P's
 /// orthonormality, O(k·u), far inside half a bf16 unit) and no element can be stored as ∞ (a
-/// sum of gradients, so a gradient limit alone would not do). Not with replicas (check()): a
-/// checkpoint holds the replicas' mean M, which bf16 does not hold in general.
+/// sum of gradients, so a gradient limit alone would not do). With replicas each rounds its own
+/// M_i; a replica whose sum is refused must still reach the kernel's collectives, so it poisons
+/// its widened sum with a NaN instead, which the first average brings to every replica
+/// (non_finite_input there, out_of_range on the replica that refused; kernels/low_rank.hpp,
+/// "Replicas"); a distributed checkpoint rounds the replicas' mean M to bf16
+/// (distributed::save_checkpoint).
 struct DionDirection {
   static constexpr const char* name = "dion_direction";
   static constexpr bool may_fail = true;        // the kernel may fail (the chain restores M and Q)
@@ -490,10 +495,11 @@ struct DionDirection {
 
   /// M ← M + G for a non-empty block: u ← the unrounded M + G and M stores it (TraceMomentum's sum
   /// form with β = 1: 1·b and 1·g are exact). Returns the kernel's M in `m`: M itself when fp32,
-  /// its widening in u when bf16 (mu_storage, above). out_of_range when M is bf16 and
-  /// ‖M + G‖_F > kBf16Max (the chain restores M); a non-finite M + G goes on to the kernel,
-  /// which refuses it (non_finite_input).
-  Status accumulate(Block u, State& s, Block& m) const {
+  /// its widening in u when bf16 (mu_storage, above). When M is bf16 and ‖M + G‖_F > kBf16Max:
+  /// out_of_range in one process (the chain restores M); with replicas, `refused` is set and
+  /// u[0] becomes NaN, so that the kernel's first average refuses the step on every replica. A
+  /// non-finite M + G goes on to the kernel, which refuses it (non_finite_input).
+  Status accumulate(Block u, State& s, Block& m, bool& refused) const {
     const Bf16Store how = detail::first_moment_store(s, s.count + 1);
     detail::with_first_moment(s, [&](auto* stored) {
       TraceMomentum::apply(u, stored, 1.0, false, TraceMomentum::Form::sum, {}, how);
@@ -502,9 +508,12 @@ struct DionDirection {
       m = block_like(s.mu, u);
       return Status::ok;
     }
-    const double n2 = squared_norm(u);
-    if (std::isfinite(n2) && n2 > double(kBf16Max) * double(kBf16Max)) return Status::out_of_range;
     m = u;
+    const double n2 = squared_norm(u);
+    if (!(std::isfinite(n2) && n2 > double(kBf16Max) * double(kBf16Max))) return Status::ok;
+    if (!replicas) return Status::out_of_range;
+    refused = true;
+    fill(Block(u.data, 1, 1, u.memory), std::numeric_limits<float>::quiet_NaN());
     return Status::ok;
   }
   /// The kernel's options for the blocks whose states `state_of(b)` gives; with a bf16 M, the hook
@@ -526,14 +535,17 @@ struct DionDirection {
     if (!fits(s, u.rows, u.cols)) return Status::invalid_argument;  // a state of another shape
     if (!u.empty()) {
       Block m = u;
-      if (const Status st = accumulate(u, s, m); st != Status::ok) return st;  // the chain restores M
+      bool refused = false;
+      if (const Status st = accumulate(u, s, m, refused); st != Status::ok)
+        return st;  // the chain restores M
       const index_t k = rank(u.rows, u.cols);
       const MatrixRef<float> q(s.q.data(), k, std::min(u.rows, u.cols), u.memory);
       // Alone, every replica takes the QR (two collectives; splitting one QR gains nothing).
       const Status st = low_rank_power_step(
           m, q, u, kernel_options(Replicas(replicas.average), [&s](index_t) -> State& { return s; }),
           s.workspace.get());
-      if (st != Status::ok) return st;  // the chain restores M
+      if (refused) return Status::out_of_range;  // (the kernel refused too, on the NaN)
+      if (st != Status::ok) return st;           // the chain restores M
     }
     ++s.count;
     return Status::ok;
@@ -560,10 +572,11 @@ struct DionDirection {
     if (u.rows > 0 && u.cols > 0) {
       const index_t k = rank(u.rows, u.cols), s = std::min(u.rows, u.cols);
       std::vector<MatrixRef<float>> ms, qs, us;
+      bool refused = false;
       for (index_t b = 0; b < states.size; ++b) {
         const Block ub = block_of(u, b);
         Block m = ub;
-        if (const Status st = accumulate(ub, states[b], m); st != Status::ok) return st;
+        if (const Status st = accumulate(ub, states[b], m, refused); st != Status::ok) return st;
         ms.push_back(m);
         qs.emplace_back(states[b].q.data(), k, s, u.memory);
         us.push_back(ub);
@@ -571,7 +584,8 @@ struct DionDirection {
       const Status st = low_rank_power_step_batch(
           ms.data(), qs.data(), us.data(), states.size,
           kernel_options(replicas, [states](index_t b) -> State& { return states[b]; }), &ws);
-      if (st != Status::ok) return st;  // the partition restores the states
+      if (refused) return Status::out_of_range;  // (the kernel refused too, on the NaN)
+      if (st != Status::ok) return st;           // the partition restores the states
     }
     for (index_t b = 0; b < states.size; ++b)
       ++states[b].count;
@@ -596,9 +610,6 @@ struct DionDirection {
     if (!hyper::positive(eps)) return "dion_direction: eps must be positive and finite";
     if (!hyper::state_storage(mu_storage))
       return "dion_direction: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
-    if (mu_storage.bf16() && replicas)
-      return "dion_direction: a bf16 momentum cannot step unreduced replicas (a checkpoint holds their "
-             "mean, which bf16 does not hold)";
     return nullptr;
   }
   /// The QR's choice and the storage only when they are not the defaults (the QRs agree to
