@@ -23,5 +23,6 @@ for lib in libbenchmark.so.1debian; do
   [ -n "$path" ] && cp -L "$path" "$stage/"
 done
 git log -1 --format='kit built from commit %H (%cd)' > "$stage/COMMIT"
+mkdir -p "$(dirname "$KIT")"  # .gpu/ is not in a fresh clone when the build is elsewhere
 tar -cJf "$KIT" -C "$stage" .
 ls -l "$KIT"
