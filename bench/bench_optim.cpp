@@ -57,8 +57,8 @@
 ///                                  k = f·min(r, c), its 4 GEMMs of r·c·k and the QR of
 ///                                  max(r, c) × k (Cholesky QR2; /householder: the host QR always;
 ///                                  /mu_storage:bf16 at 0.25: M in bf16, counter state_MB);
-///                                  optim/dion_step/gpt2_small/device/rank_fraction:0.25 the default
-///                                  in device memory
+///                                  optim/dion_step/gpt2_small/device/rank_fraction:0.25[/mu_storage:bf16]
+///                                  the default in device memory, M in fp32 or bf16
 ///   optim/spel_step/gpt2_small       spel for the hidden matrices: two polar factors per matrix
 #include <benchmark/benchmark.h>
 
@@ -360,10 +360,12 @@ void bm_dion2_step_device(benchmark::State& st, bool batching) {
 
 /// Dion's step (f = 0.25, the Cholesky QR2 on the device) in device memory: its GEMMs, the QR's
 /// Grams, Choleskys and solves on the GPU, 3k doubles and a few scalars read back per matrix.
-void bm_dion_step_device(benchmark::State& st) {
+/// `storage`: M's (bf16: widened into the update and stored after the feedback on the device).
+void bm_dion_step_device(benchmark::State& st, StateStorage storage) {
   Model m(gpt2_small());
   DionOptions d;
   d.rank_fraction = 0.25;
+  d.mu_storage = storage;
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion(d)), route("adamw", adamw()));
   time_device_steps(st, m, opt);
 }
@@ -667,7 +669,12 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/device/unbatched", bm_dion2_step_device, false)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/dion_step/gpt2_small/device/rank_fraction:0.25", bm_dion_step_device)
+  benchmark::RegisterBenchmark("optim/dion_step/gpt2_small/device/rank_fraction:0.25", bm_dion_step_device,
+                               StateStorage(Precision::fp32))
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/dion_step/gpt2_small/device/rank_fraction:0.25/mu_storage:bf16",
+                               bm_dion_step_device, StateStorage(Precision::bf16))
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:10", bm_schatten_step, 10.0, false)

@@ -15,7 +15,8 @@
 #          cuBLAS floor (schatten-polar-report), then the PyTorch reference (eager and
 #          torch.compile) at the same shapes                                          (~4 min)
 #   optim  the GPT-2-small Muon step, the batched/unbatched experts, Dion2's device step
-#          batched and unbatched and Dion's at rank fraction 0.25 (schatten-bench-optim), the
+#          batched and unbatched and Dion's at rank fraction 0.25, M in fp32 and in bf16
+#          (schatten-bench-optim), the
 #          PyTorch per-matrix Muon loop
 #          (torch_muon_step.py), and SYRK against GEMM at 768-wide shapes
 #          (schatten-bench-polar)                                                     (~3 min)
