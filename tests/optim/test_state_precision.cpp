@@ -830,6 +830,21 @@ TEST_SUITE("optim.state_precision") {
     CHECK(d.update(Block(u.data(), 6, 4), st, ConstBlock()) == Status::out_of_range);
     CHECK(averages == 1);
     CHECK(nan_sent);
+    // Another replica's poison arriving through the average (this one's sum is finite): the same
+    // out_of_range (DionDirection::verdict()), where an fp32 M reports the NaN it received.
+    for (const StateStorage storage : {StateStorage(Precision::bf16), StateStorage(Precision::fp32)}) {
+      CAPTURE(std::string(to_string(storage)));
+      DionDirection other = d;
+      other.mu_storage = storage;
+      other.replicas = ReplicaAverage([](float* x, std::size_t n) {  // a NaN panel and norm
+        std::fill(x, x + n, std::numeric_limits<float>::quiet_NaN());
+        return Status::ok;
+      });
+      auto so = other.init({6, 4});
+      u = random_vec(24, case_seed("dion_bf16_limit", 4));
+      CHECK(other.update(Block(u.data(), 6, 4), so, ConstBlock()) ==
+            (storage.bf16() ? Status::out_of_range : Status::non_finite_input));
+    }
     CHECK(chain(DionDirection{d}).config().find("mu_storage=bf16") != std::string::npos);
   }
 

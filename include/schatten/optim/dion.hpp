@@ -435,9 +435,8 @@ inline auto dion3(const Dion3Options& o = {}) { return nordion2(o); }
 /// sum of gradients, so a gradient limit alone would not do). With replicas each rounds its own
 /// M_i; a replica whose sum is refused must still reach the kernel's collectives, so it poisons
 /// its widened sum with a NaN instead, which the first average brings to every replica
-/// (non_finite_input there, out_of_range on the replica that refused; kernels/low_rank.hpp,
-/// "Replicas"); a distributed checkpoint rounds the replicas' mean M to bf16
-/// (distributed::save_checkpoint).
+/// (kernels/low_rank.hpp, "Replicas"), and every replica reports out_of_range (verdict()); a
+/// distributed checkpoint rounds the replicas' mean M to bf16 (distributed::save_checkpoint).
 struct DionDirection {
   static constexpr const char* name = "dion_direction";
   static constexpr bool may_fail = true;        // the kernel may fail (the chain restores M and Q)
@@ -493,13 +492,18 @@ struct DionDirection {
            s.q.size() == static_cast<std::size_t>(rank(rows, cols) * std::min(rows, cols));
   }
 
+  /// What accumulate() saw of a step's sums M + G (bf16 M only).
+  struct Sums {
+    bool refused = false;     ///< one beyond kBf16Max, poisoned (replicas)
+    bool non_finite = false;  ///< one not finite in float
+  };
   /// M ← M + G for a non-empty block: u ← the unrounded M + G and M stores it (TraceMomentum's sum
   /// form with β = 1: 1·b and 1·g are exact). Returns the kernel's M in `m`: M itself when fp32,
   /// its widening in u when bf16 (mu_storage, above). When M is bf16 and ‖M + G‖_F > kBf16Max:
-  /// out_of_range in one process (the chain restores M); with replicas, `refused` is set and
+  /// out_of_range in one process (the chain restores M); with replicas, `sums.refused` is set and
   /// u[0] becomes NaN, so that the kernel's first average refuses the step on every replica. A
   /// non-finite M + G goes on to the kernel, which refuses it (non_finite_input).
-  Status accumulate(Block u, State& s, Block& m, bool& refused) const {
+  Status accumulate(Block u, State& s, Block& m, Sums& sums) const {
     const Bf16Store how = detail::first_moment_store(s, s.count + 1);
     detail::with_first_moment(s, [&](auto* stored) {
       TraceMomentum::apply(u, stored, 1.0, false, TraceMomentum::Form::sum, {}, how);
@@ -510,11 +514,23 @@ struct DionDirection {
     }
     m = u;
     const double n2 = squared_norm(u);
+    sums.non_finite = sums.non_finite || !std::isfinite(n2);
     if (!(std::isfinite(n2) && n2 > double(kBf16Max) * double(kBf16Max))) return Status::ok;
     if (!replicas) return Status::out_of_range;
-    refused = true;
+    sums.refused = true;
     fill(Block(u.data, 1, 1, u.memory), std::numeric_limits<float>::quiet_NaN());
     return Status::ok;
+  }
+  /// The step's status from the kernel's and the sums': out_of_range when a sum was refused (the
+  /// kernel refused too, on the NaN). With replicas and a bf16 M, a non_finite_input while this
+  /// replica's own sums were finite came through the average from a replica whose sum bf16 (or
+  /// float) could not hold: out_of_range too, so that the replicas agree with the one that refused
+  /// (NaN and Inf gradients never get here: the distributed step refuses them before the rule).
+  Status verdict(Status kernel, const Sums& sums) const {
+    if (sums.refused) return Status::out_of_range;
+    if (kernel == Status::non_finite_input && replicas && mu_storage.bf16() && !sums.non_finite)
+      return Status::out_of_range;
+    return kernel;
   }
   /// The kernel's options for the blocks whose states `state_of(b)` gives; with a bf16 M, the hook
   /// that stores block b's final M′ rounded into its state (TraceMomentum's sum form with β = 0:
@@ -535,17 +551,15 @@ struct DionDirection {
     if (!fits(s, u.rows, u.cols)) return Status::invalid_argument;  // a state of another shape
     if (!u.empty()) {
       Block m = u;
-      bool refused = false;
-      if (const Status st = accumulate(u, s, m, refused); st != Status::ok)
-        return st;  // the chain restores M
+      Sums sums;
+      if (const Status st = accumulate(u, s, m, sums); st != Status::ok) return st;  // the chain restores M
       const index_t k = rank(u.rows, u.cols);
       const MatrixRef<float> q(s.q.data(), k, std::min(u.rows, u.cols), u.memory);
       // Alone, every replica takes the QR (two collectives; splitting one QR gains nothing).
       const Status st = low_rank_power_step(
           m, q, u, kernel_options(Replicas(replicas.average), [&s](index_t) -> State& { return s; }),
           s.workspace.get());
-      if (refused) return Status::out_of_range;  // (the kernel refused too, on the NaN)
-      if (st != Status::ok) return st;           // the chain restores M
+      if (const Status v = verdict(st, sums); v != Status::ok) return v;  // the chain restores M
     }
     ++s.count;
     return Status::ok;
@@ -572,11 +586,11 @@ struct DionDirection {
     if (u.rows > 0 && u.cols > 0) {
       const index_t k = rank(u.rows, u.cols), s = std::min(u.rows, u.cols);
       std::vector<MatrixRef<float>> ms, qs, us;
-      bool refused = false;
+      Sums sums;
       for (index_t b = 0; b < states.size; ++b) {
         const Block ub = block_of(u, b);
         Block m = ub;
-        if (const Status st = accumulate(ub, states[b], m, refused); st != Status::ok) return st;
+        if (const Status st = accumulate(ub, states[b], m, sums); st != Status::ok) return st;
         ms.push_back(m);
         qs.emplace_back(states[b].q.data(), k, s, u.memory);
         us.push_back(ub);
@@ -584,8 +598,7 @@ struct DionDirection {
       const Status st = low_rank_power_step_batch(
           ms.data(), qs.data(), us.data(), states.size,
           kernel_options(replicas, [states](index_t b) -> State& { return states[b]; }), &ws);
-      if (refused) return Status::out_of_range;  // (the kernel refused too, on the NaN)
-      if (st != Status::ok) return st;           // the partition restores the states
+      if (const Status v = verdict(st, sums); v != Status::ok) return v;  // the partition restores the states
     }
     for (index_t b = 0; b < states.size; ++b)
       ++states[b].count;
