@@ -4,17 +4,51 @@
 #include "schatten/core/workspace.hpp"
 
 #include <exception>
+#include <mutex>
+#include <set>
+#include <utility>
 
 #include "schatten/core/runtime.hpp"
 #include "workspace_impl.hpp"
 
 namespace schatten {
 
-Workspace::Workspace() : impl_(std::make_unique<Impl>()) {}
+namespace {
+/// The live Workspaces (total_bytes()). A registry rather than a running sum, because the
+/// kernels grow a workspace through its Impl (plain_io.hpp, CallWorkspace), not reserve().
+/// Both are leaked on purpose, so that a Workspace destroyed during static destruction still
+/// finds them.
+std::mutex& registry_mutex() {
+  static auto* m = new std::mutex;
+  return *m;
+}
+std::set<const Workspace::Impl*>& registry() {
+  static auto* live = new std::set<const Workspace::Impl*>;
+  return *live;
+}
+}  // namespace
+
+Workspace::Workspace() : impl_(std::make_unique<Impl>()) {
+  const std::lock_guard<std::mutex> lock(registry_mutex());
+  registry().insert(impl_.get());
+}
 Workspace::Workspace(std::size_t bytes) : Workspace() { reserve(bytes); }
-Workspace::~Workspace() = default;
+Workspace::~Workspace() {
+  if (!impl_) return;  // moved from
+  const std::lock_guard<std::mutex> lock(registry_mutex());
+  registry().erase(impl_.get());
+}
 Workspace::Workspace(Workspace&&) noexcept = default;
-Workspace& Workspace::operator=(Workspace&&) noexcept = default;
+Workspace& Workspace::operator=(Workspace&& other) noexcept {
+  if (this != &other) {
+    if (impl_) {
+      const std::lock_guard<std::mutex> lock(registry_mutex());
+      registry().erase(impl_.get());  // freed below
+    }
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
 
 bool Workspace::reserve(std::size_t bytes) {
   detail::ensure_runtime();
@@ -29,6 +63,13 @@ bool Workspace::reserve(std::size_t bytes) {
 std::size_t Workspace::capacity() const noexcept { return impl_ ? impl_->ws.capacity() : 0; }
 void Workspace::release() noexcept {
   if (impl_) impl_->ws.release();
+}
+std::size_t Workspace::total_bytes() noexcept {
+  const std::lock_guard<std::mutex> lock(registry_mutex());
+  std::size_t n = 0;
+  for (const Impl* w : registry())
+    n += w->ws.capacity();
+  return n;
 }
 
 }  // namespace schatten

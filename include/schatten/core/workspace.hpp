@@ -31,6 +31,10 @@ class Workspace {
   std::size_t capacity() const noexcept;
   /// Frees the buffer.
   void release() noexcept;
+  /// Bytes held by all live Workspaces of this process, together (diagnostics: what the
+  /// optimizers' and the caller's scratch costs, schatten-bench-optim's `workspace_MB`).
+  /// Workspaces of the Kokkos overloads (kokkos::Workspace) are not counted.
+  static std::size_t total_bytes() noexcept;
 
   struct Impl;
   /// Backend access (used by the library's entry points).
