@@ -50,6 +50,10 @@
 ///                                  batches, and at 0.25 also unbatched (one polar call per matrix);
 ///                                  optim/dion2_step/gpt2_small/device/{batched,unbatched} the same
 ///                                  in device memory (the GPU case batching is for)
+///   optim/{sc,df}_muon_step/gpt2_small  sc_muon / df_muon (docs/optim.md "Distance-aware step
+///                                  sizes") for the hidden matrices, adamw for the rest; with
+///                                  Muon, Dion and Dion2 they report state_MB, scratch_MB and
+///                                  workspace_MB (docs/optim.md "Memory")
 ///   optim/nordion2_step/gpt2_small   nordion2 (Dion3) for the hidden matrices: Dion2 over rows at
 ///                                  fraction 0.25, then the selected neurons normalised
 ///   optim/dion_step/gpt2_small/rank_fraction:{0.25,1}[/householder]  dion (the legacy Dion) for
@@ -64,6 +68,7 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -77,6 +82,7 @@
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/schatten_p.hpp"
+#include "schatten/optim/step_size.hpp"
 #include "schatten/surrogate/schatten_p.hpp"
 
 using namespace schatten;
@@ -175,6 +181,37 @@ struct StateBytes {
   void operator()(const std::string&, T&) {}  // counters and scalars
 };
 
+/// Sums the bytes of the distinct scratch buffers of a partition's visit_scratch (states of one
+/// shape may share one, which the visit names once per parameter).
+struct ScratchBytes {
+  std::map<const void*, std::size_t> seen;
+  template <class T>
+  void operator()(const std::string&, BasicBuffer<T>& b) {
+    if (b.size() > 0) seen[b.data()] = b.size() * sizeof(T);
+  }
+  double total() const {
+    double n = 0;
+    for (const auto& kv : seen)
+      n += double(kv.second);
+    return n;
+  }
+};
+
+/// The counters of an optimizer's memory after its steps (docs/optim.md "Memory"): state_MB,
+/// the bytes of every state buffer; scratch_MB, the rules' distinct scratch buffers; and
+/// workspace_MB, the kernel workspace (Workspace::total_bytes() beyond `workspace_before`, read
+/// before the optimizer was built).
+template <class Optimizer>
+void memory_counters(benchmark::State& st, Optimizer& opt, std::size_t workspace_before) {
+  StateBytes bytes;
+  opt.visit(bytes);
+  st.counters["state_MB"] = bytes.n / 1e6;
+  ScratchBytes scratch;
+  opt.visit_scratch(scratch);
+  st.counters["scratch_MB"] = scratch.total() / 1e6;
+  st.counters["workspace_MB"] = double(Workspace::total_bytes() - workspace_before) / 1e6;
+}
+
 /// The GPT-2-small Muon step's optimizer: muon(mo) on the hidden matrices, AdamW on the rest, the
 /// momentum and AdamW's first moment in `storage` (mu_storage).
 auto muon_partition(const Model& m, MuonOptions mo, StateStorage storage) {
@@ -187,17 +224,15 @@ auto muon_partition(const Model& m, MuonOptions mo, StateStorage storage) {
 /// The full step; with `polar_steps` = 0 the orthogonalisation does no Newton–Schulz step (only
 /// its validation, normalisation and copy passes), so that case times everything of the step
 /// except the orthogonalisation's GEMMs: a direct, conservative measure of the overhead.
-/// `storage`: the momentum's and AdamW's first moment's (mu_storage); the counter state_MB is
-/// the bytes of every state buffer.
+/// `storage`: the momentum's and AdamW's first moment's (mu_storage); memory_counters().
 void bm_muon_step(benchmark::State& st, int polar_steps, StateStorage storage) {
   Model m(gpt2_small());
   MuonOptions mo;
   mo.polar.iterations = polar_steps;
+  const std::size_t ws = Workspace::total_bytes();
   auto opt = muon_partition(m, mo, storage);
   time_host_steps(st, m, opt);
-  StateBytes bytes;
-  opt.visit(bytes);
-  st.counters["state_MB"] = bytes.n / 1e6;
+  memory_counters(st, opt, ws);
 }
 
 /// NorMuon's step over the same model (normuon(): Muon's chain plus NormalizeNeurons, two
@@ -218,9 +253,27 @@ void bm_dion2_step(benchmark::State& st, double fraction, bool batching) {
   Model m(gpt2_small());
   Dion2Options d;
   d.fraction = fraction;
+  const std::size_t ws = Workspace::total_bytes();
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion2(d)), route("adamw", adamw()));
   opt.set_batching(batching);
   time_host_steps(st, m, opt);
+  memory_counters(st, opt, ws);
+}
+
+/// SC-Muon's and DF-Muon's steps over the same model (their default Polar Express 5): Muon's
+/// work plus the step-size rule's passes; memory_counters() for their per-shape scratch.
+void bm_step_size_step(benchmark::State& st, bool majorized) {
+  Model m(gpt2_small());
+  const std::size_t ws = Workspace::total_bytes();
+  if (majorized) {
+    auto opt = partition(m.specs, propose_labels(m.specs), route("muon", df_muon()), route("adamw", adamw()));
+    time_host_steps(st, m, opt);
+    memory_counters(st, opt, ws);
+  } else {
+    auto opt = partition(m.specs, propose_labels(m.specs), route("muon", sc_muon()), route("adamw", adamw()));
+    time_host_steps(st, m, opt);
+    memory_counters(st, opt, ws);
+  }
 }
 
 /// NorDion2's step over the same model (nordion2(): Dion2's selection, always of rows, at
@@ -235,19 +288,18 @@ void bm_nordion2_step(benchmark::State& st) {
 /// Dion's step over the same model (dion(): per matrix, P = orth(B Q), R = Bᵀ P, the feedback
 /// P Rᵀ and the update P Qᵀ, four GEMMs of r·c·k at k = f·min(r, c); the QR a Cholesky QR2, which
 /// Gaussian gradients always allow, or with `householder` the host Householder QR in double).
-/// `storage`: M's (mu_storage; bf16 adds a pass for ‖M + G‖_F and the store of M′); the counter
-/// state_MB is the bytes of every state buffer.
+/// `storage`: M's (mu_storage; bf16 adds a pass for ‖M + G‖_F and the store of M′);
+/// memory_counters().
 void bm_dion_step(benchmark::State& st, double rank_fraction, bool householder, StateStorage storage) {
   Model m(gpt2_small());
   DionOptions d;
   d.rank_fraction = rank_fraction;
   d.cholesky_qr = !householder;
   d.mu_storage = storage;
+  const std::size_t ws = Workspace::total_bytes();
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion(d)), route("adamw", adamw()));
   time_host_steps(st, m, opt);
-  StateBytes bytes;
-  opt.visit(bytes);
-  st.counters["state_MB"] = bytes.n / 1e6;
+  memory_counters(st, opt, ws);
 }
 
 /// SPEL's step over the same model (spel(): Muon's polar factor of the momentum, then the
@@ -345,8 +397,10 @@ void bm_muon_step_device(benchmark::State& st, int polar_steps, Precision comput
   mo.polar.compute = compute;
   if (compute != Precision::fp32 && !precision_supported(compute, mo.polar.method))
     return st.SkipWithError("this build cannot iterate in that precision");
+  const std::size_t ws = Workspace::total_bytes();
   auto opt = muon_partition(m, mo, storage);
   time_device_steps(st, m, opt);
+  memory_counters(st, opt, ws);
 }
 
 /// Dion2's step (f = 0.25) in device memory, its same-shape groups batched (one polar call and one
@@ -432,9 +486,11 @@ void bm_schatten_step(benchmark::State& st, double p, bool rational) {
   Model m(gpt2_small());
   SchattenMuonOptions o = schatten_options(false, p);
   if (rational) o.spectral.method = SpectralPowerMethod::rational;
+  const std::size_t ws = Workspace::total_bytes();
   auto opt =
       partition(m.specs, propose_labels(m.specs), route("muon", schatten_muon(o)), route("adamw", adamw()));
   time_host_steps(st, m, opt);
+  memory_counters(st, opt, ws);
 }
 
 /// The adaptive preset's criterion step: step 1 ordinary (warm-up), step 2 runs the criterion on
@@ -615,6 +671,12 @@ int main(int argc, char** argv) {
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/dion2_step/gpt2_small/fraction:1", bm_dion2_step, 1.0, true)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/sc_muon_step/gpt2_small", bm_step_size_step, false)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/df_muon_step/gpt2_small", bm_step_size_step, true)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/nordion2_step/gpt2_small", bm_nordion2_step)

@@ -475,6 +475,10 @@ struct ObservedOrthogonalize {
     std::int64_t count = 0;
     double orthogonality_error = std::numeric_limits<double>::quiet_NaN();
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+    template <class F>
+    friend void visit_workspaces(F& f, State& s) {
+      f(s.workspace);
+    }
     template <class V>
     friend void visit_fields(V& v, State& s) {
       v("count", s.count);

@@ -11,8 +11,12 @@
 #include <vector>
 
 #include "schatten/core/random.hpp"
+#include "schatten/core/workspace.hpp"
+#include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/schatten_p.hpp"
+#include "schatten/optim/step_size.hpp"
 #include "support/failing_rule.hpp"
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
@@ -270,6 +274,206 @@ TEST_SUITE("optim.partition") {
     CHECK(p1.signature().rfind("muon=chain[", 0) == 0);
     CHECK(p1.signature() != p2.signature());
   }
+
+  // The kernel workspace a partition over `specs` (every parameter routed to `rule`) holds once
+  // it has stepped `steps` times: Workspace::total_bytes() beyond what was held before. The
+  // kernels of SpectralPower and SpectralClip size their workspaces at the first step, so the
+  // figure is read after a step; the other rules reserve theirs at init().
+  template <class Rule>
+  std::size_t held_workspace(const std::vector<ParamSpec>& specs, const Rule& rule, bool batching,
+                             std::uint64_t seed) {
+    const std::size_t before = Workspace::total_bytes();
+    auto opt = optim::partition(specs, std::vector<std::string>(specs.size(), "r"), route("r", rule));
+    opt.set_batching(batching);
+    REQUIRE(opt.init().status == Status::ok);
+    std::vector<std::vector<float>> w, g;
+    std::vector<float*> wp, gp;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const auto n = static_cast<std::size_t>(flatten(specs[i].shape).size());
+      w.push_back(random_vec(n, seed + 2 * i));
+      g.push_back(random_vec(n, seed + 2 * i + 1));
+    }
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      wp.push_back(w[i].data());
+      gp.push_back(g[i].data());
+    }
+    REQUIRE(opt.step(wp, gp).status == Status::ok);
+    return Workspace::total_bytes() - before;
+  }
+
+  TEST_CASE_TEMPLATE_DEFINE("a partition's kernel workspace is its largest parameter's, not the sum", Maker,
+                            workspace_sharing) {
+    // Shapes of three kinds (square, tall, wide) and repeats, so that the rules' per-state
+    // reservations differ and would add up. Expected: the workspace a partition holds equals the
+    // largest that any one of its parameters needs alone (the states share one, grown to the
+    // largest reservation: docs/optim.md "Memory"); before the sharing it was the sum (here 4× the
+    // largest, for Muon). Exact byte counts: the sizes are deterministic functions of the shapes.
+    const std::uint64_t seed = case_seed("workspace sharing");
+    CAPTURE(seed);
+    const auto rule = Maker::make();
+    const std::vector<ParamSpec> specs = {{"a", {16, 24}}, {"b", {16, 24}}, {"c", {24, 16}},
+                                          {"d", {20, 20}}, {"e", {16, 24}}, {"f", {24}}};
+    std::size_t largest = 0;
+    for (std::size_t i = 0; i < specs.size(); ++i)
+      largest = std::max(largest, held_workspace({specs[i]}, rule, false, seed));
+    CAPTURE(largest);
+    CHECK(largest > 0);
+    CHECK(held_workspace(specs, rule, false, seed) == largest);
+    // Batched (the default), the groups' batch workspace is the same one: the most that any
+    // parameter alone or any group's batch needs. The group {a, b, e} is the largest batch.
+    // SpectralPower's batched kernel sizes the workspace itself (batch_workspace_bytes is 0):
+    // there only "at least the largest parameter's" can be said.
+    const std::size_t held = held_workspace(specs, rule, true, seed);
+    std::size_t batch = 0;
+    bool sized_by_kernel = false;
+    if constexpr (has_update_batch<std::decay_t<decltype(rule)>>::value) {
+      if (batch_enabled(rule)) {
+        batch = rule.batch_workspace_bytes({16, 24}, 3);
+        sized_by_kernel = batch == 0;
+      }
+    }
+    if (sized_by_kernel)
+      CHECK(held >= largest);
+    else
+      CHECK(held == std::max(largest, batch));
+  }
+  struct MakeMuon {
+    static auto make() { return muon(); }
+  };
+  struct MakeMuAdam {
+    static auto make() { return muadam(); }
+  };
+  struct MakeFreon {  // SpectralPower, sized at the first step
+    static auto make() { return freon(); }
+  };
+  struct MakeKaon {
+    static auto make() { return kaon(); }
+  };
+  struct MakeSpel {  // OrthogonalizeWeights beside Orthogonalize
+    static auto make() { return spel(); }
+  };
+  struct MakeDaMuon {
+    static auto make() { return da_muon(); }
+  };
+  struct MakeScMuon {
+    static auto make() { return sc_muon(); }
+  };
+  struct MakeDfMuon {
+    static auto make() { return df_muon(); }
+  };
+  struct MakeNamo {
+    static auto make() { return namo(); }
+  };
+  struct MakeNamoD {
+    static auto make() { return namo_d(); }
+  };
+  struct MakeDion2 {
+    static auto make() { return dion2(); }
+  };
+  struct MakeDion {
+    static auto make() {
+      DionOptions o;
+      o.rank_fraction = 0.5;
+      return dion(o);
+    }
+  };
+  struct MakeSchattenMuon {  // a fixed interior p: spectral_power's polynomial method
+    static auto make() {
+      SchattenMuonOptions o;
+      o.adaptive = false;
+      o.p = 3.0;
+      return schatten_muon(o);
+    }
+  };
+  TEST_CASE_TEMPLATE_INVOKE(workspace_sharing, MakeMuon, MakeMuAdam, MakeFreon, MakeKaon, MakeSpel,
+                            MakeDaMuon, MakeScMuon, MakeDfMuon, MakeNamo, MakeNamoD, MakeDion2, MakeDion,
+                            MakeSchattenMuon);
+
+  // The bytes of the distinct scratch buffers a partition holds (visit_scratch names a shared
+  // one once per parameter: counted once, by address).
+  struct DistinctScratch {
+    std::map<const void*, std::size_t> seen;
+    template <class T>
+    void operator()(const std::string&, BasicBuffer<T>& b) {
+      if (b.size() > 0) seen[b.data()] = b.size() * sizeof(T);
+    }
+    std::size_t bytes() const {
+      std::size_t n = 0;
+      for (const auto& kv : seen)
+        n += kv.second;
+      return n;
+    }
+  };
+  template <class Rule>
+  std::size_t scratch_bytes(const std::vector<ParamSpec>& specs, const Rule& rule) {
+    auto opt = optim::partition(specs, std::vector<std::string>(specs.size(), "r"), route("r", rule));
+    REQUIRE(opt.init().status == Status::ok);
+    DistinctScratch d;
+    opt.visit_scratch(d);
+    return d.bytes();
+  }
+
+  TEST_CASE_TEMPLATE_DEFINE("states of one shape share their scratch and still step as alone", Maker,
+                            scratch_sharing) {
+    // Rules whose scratch (the next momentum, g, ñ, …) carries nothing between updates
+    // (visit_shareable_scratch): a partition keeps one per shape. The parameters must still
+    // step exactly as each rule stepped alone on its own state, bit for bit over 4 steps (the
+    // same arithmetic in the same order; a scratch carrying one parameter's values into the
+    // next would show), and the distinct scratch is one parameter's per shape.
+    const std::uint64_t seed = case_seed("scratch sharing");
+    CAPTURE(seed);
+    const auto rule = Maker::make();
+    const std::vector<ParamSpec> specs = {{"a", {16, 24}}, {"b", {16, 24}}, {"c", {24, 16}}, {"d", {16, 24}}};
+    const std::size_t one = scratch_bytes({specs[0]}, rule), other = scratch_bytes({specs[2]}, rule);
+    CAPTURE(one);
+    CHECK(one > 0);
+    CHECK(scratch_bytes(specs, rule) == one + other);
+
+    auto opt = optim::partition(specs, std::vector<std::string>(specs.size(), "r"), route("r", rule));
+    REQUIRE(opt.init().status == Status::ok);
+    std::vector<std::vector<float>> w, ref_w;
+    std::vector<typename std::decay_t<decltype(rule)>::State> alone;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const BlockShape sh = flatten(specs[i].shape);
+      w.push_back(random_vec(static_cast<std::size_t>(sh.size()), seed + i, 1.0));
+      alone.push_back(rule.init(sh));
+    }
+    ref_w = w;
+    for (int t = 0; t < 4; ++t) {
+      std::vector<std::vector<float>> g;
+      std::vector<float*> wp, gp;
+      for (std::size_t i = 0; i < specs.size(); ++i)
+        g.push_back(random_vec(w[i].size(), seed + 100 * (t + 1) + i));
+      auto rg = g;
+      for (std::size_t i = 0; i < specs.size(); ++i) {
+        wp.push_back(w[i].data());
+        gp.push_back(g[i].data());
+      }
+      REQUIRE(opt.step(wp, gp).status == Status::ok);
+      for (std::size_t i = 0; i < specs.size(); ++i) {
+        const BlockShape sh = flatten(specs[i].shape);
+        REQUIRE(rule.update(Block(rg[i].data(), sh.rows, sh.cols), alone[i],
+                            ConstBlock(ref_w[i].data(), sh.rows, sh.cols)) == Status::ok);
+        apply_updates(MatrixRef<float>(ref_w[i].data(), sh.rows, sh.cols),
+                      MatrixRef<const float>(rg[i].data(), sh.rows, sh.cols));
+      }
+    }
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      CAPTURE(i);
+      CHECK(w[i] == ref_w[i]);
+    }
+  }
+  struct MakeSchattenMuonMoment {  // a moment: next_nu and the preconditioner in scratch too
+    static auto make() {
+      SchattenMuonOptions o;
+      o.adaptive = false;
+      o.p = 3.0;
+      o.moment = SchattenPDirection::Moment::parametric;
+      return schatten_muon(o);
+    }
+  };
+  TEST_CASE_TEMPLATE_INVOKE(scratch_sharing, MakeScMuon, MakeDfMuon, MakeNamoD, MakeSchattenMuon,
+                            MakeSchattenMuonMoment);
 }
 
 }  // namespace optim_test_partition

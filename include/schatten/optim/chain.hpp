@@ -63,6 +63,12 @@ void visit_fields(V& v, ChainState<Rules...>& s);
 /// Names the rules' scratch Buffers (rule.hpp, visit_scratch) the same way.
 template <class V, class... Rules>
 void visit_scratch(V& v, ChainState<Rules...>& s);
+/// Passes the rules' kernel workspaces (rule.hpp, visit_workspaces) to f, in the rules' order.
+template <class F, class... Rules>
+void visit_workspaces(F& f, ChainState<Rules...>& s);
+/// Passes the rules' shareable scratch (rule.hpp, visit_shareable_scratch) to f, in order.
+template <class F, class... Rules>
+void visit_shareable_scratch(F& f, ChainState<Rules...>& s);
 
 /// Rules applied in order. State = std::tuple of the rules' states.
 ///
@@ -272,6 +278,23 @@ void visit_fields(V& v, ChainState<Rules...>& s) {
 template <class V, class... Rules>
 void visit_scratch(V& v, ChainState<Rules...>& s) {
   detail::visit_children<true>(v, s, std::index_sequence_for<Rules...>{});
+}
+namespace detail {
+/// g(state) for each rule's state of the chain, in the rules' order.
+template <class G, class... Rules, std::size_t... I>
+void for_each_child(const G& g, ChainState<Rules...>& s, std::index_sequence<I...>) {
+  (g(std::get<I>(static_cast<typename ChainState<Rules...>::Base&>(s))), ...);
+}
+}  // namespace detail
+template <class F, class... Rules>
+void visit_workspaces(F& f, ChainState<Rules...>& s) {
+  detail::for_each_child([&f](auto& c) { detail::workspaces_of(f, c); }, s,
+                         std::index_sequence_for<Rules...>{});
+}
+template <class F, class... Rules>
+void visit_shareable_scratch(F& f, ChainState<Rules...>& s) {
+  detail::for_each_child([&f](auto& c) { detail::shareable_scratch_of(f, c); }, s,
+                         std::index_sequence_for<Rules...>{});
 }
 
 /// Composes rules in order (style.md B4).

@@ -307,6 +307,10 @@ struct Dion2Direction {
     return Status::ok;
   }
 
+  template <class F>
+  friend void visit_workspaces(F& f, State& s) {
+    f(s.scratch->workspace);
+  }
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
@@ -605,6 +609,10 @@ struct DionDirection {
     return Status::ok;
   }
 
+  template <class F>
+  friend void visit_workspaces(F& f, State& s) {
+    f(s.workspace);
+  }
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -188,12 +189,18 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
 /// per block, the matrix function as ONE batched kernel call), and the updates are copied back
 /// into the gradient buffers. Each block gets the same arithmetic as without batching (the
 /// batched kernels compute every matrix of a batch as they compute a single one; tested bit for
-/// bit). Memory: one extra copy of each group's blocks (the batch buffer) plus one kernel
-/// workspace per group sized for the whole batch, both reserved at init(); step never
+/// bit). Memory: one extra copy of each group's blocks (the batch buffer), and the kernels'
+/// workspace grows to the largest group's batch; both are reserved at init(), so step never
 /// allocates. Time: two extra passes (copy in, copy out) over the grouped gradients; the gain
 /// is one kernel launch sequence per group instead of one per parameter (the point on GPUs).
 /// States, checkpoints (names and visit order), NaN policy, global clipping and all-or-nothing
 /// are the same with and without batching.
+///
+/// **Shared scratch** (docs/optim.md "Memory"): every state and group uses the partition's one
+/// kernel workspace (rule.hpp, visit_workspaces), grown at init() to the largest reservation,
+/// and the states of one route and shape share the rules' shareable scratch
+/// (visit_shareable_scratch). So a partition is stepped from one thread at a time; two
+/// partitions never share either (a copy shares them until its next init()).
 ///
 /// **Device-resident steps** (init(MemoryKind::device)): the states, the batch buffers and the
 /// state backups live in the memory space of Kokkos::DefaultExecutionSpace, and step() takes
@@ -265,6 +272,7 @@ class Partition {
         return refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
       }
     }
+    workspace_ = std::make_shared<Workspace>();
     init_states(std::index_sequence_for<Rules...>{});
     scan_ = Buffer(params_.size(), 0.0f);  // the flags of first_outside() (device steps)
     scan_host_.assign(params_.size(), 0.0f);
@@ -526,11 +534,41 @@ class Partition {
   void init_route() {
     auto& states = std::get<I>(states_);
     states.clear();
+    ScratchByShape seen;
     for (std::size_t i = 0; i < params_.size(); ++i)
       if (which_[i] == static_cast<int>(I)) {
         slot_[i] = states.size();
-        states.push_back(std::get<I>(routes_).rule.init(flatten(params_[i].shape)));
+        const BlockShape shape = flatten(params_[i].shape);
+        states.push_back(std::get<I>(routes_).rule.init(shape));
+        share_workspaces(states.back());
+        share_scratch(states.back(), shape, seen);
       }
+  }
+  /// The first scratch of each (place in the state's visit, shape) of one route.
+  using ScratchByShape = std::map<std::tuple<std::size_t, index_t, index_t>, std::shared_ptr<void>>;
+  /// Points the state's shareable scratch (rule.hpp, visit_shareable_scratch) at the one of the
+  /// first state of its route and shape (its own is freed then): one route has one State type,
+  /// so the place in the visit fixes the scratch's type.
+  template <class S>
+  static void share_scratch(S& state, const BlockShape& shape, ScratchByShape& seen) {
+    std::size_t place = 0;
+    auto share = [&](auto& scratch) {
+      using T = typename std::decay_t<decltype(scratch)>::element_type;
+      const auto [it, first] = seen.try_emplace({place++, shape.rows, shape.cols}, scratch);
+      if (!first) scratch = std::static_pointer_cast<T>(it->second);
+    };
+    detail::shareable_scratch_of(share, state);
+  }
+  /// Points the state's kernel workspaces at workspace_, grown to what each had reserved (its
+  /// own is freed then). A failed reservation leaves workspace_ smaller: the kernel then grows it
+  /// at the step or reports out_of_memory, as it would a workspace of the state's own.
+  template <class S>
+  void share_workspaces(S& state) {
+    auto share = [this](std::shared_ptr<Workspace>& w) {
+      if (w && w != workspace_) workspace_->reserve(w->capacity());
+      w = workspace_;
+    };
+    detail::workspaces_of(share, state);
   }
   template <std::size_t... I>
   void init_backups(std::index_sequence<I...>) {
@@ -563,11 +601,11 @@ class Partition {
   struct Group {
     std::size_t route = 0;
     BlockShape shape{};
-    std::vector<std::size_t> members;  ///< parameter indices, ascending
-    Buffer buffer;                     ///< members.size() blocks, contiguous
-    std::vector<const float*> params;  ///< the members' parameters, filled at each step
-    std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
-    bool reserved = true;  ///< the workspace reservation succeeded
+    std::vector<std::size_t> members;      ///< parameter indices, ascending
+    Buffer buffer;                         ///< members.size() blocks, contiguous
+    std::vector<const float*> params;      ///< the members' parameters, filled at each step
+    std::shared_ptr<Workspace> workspace;  ///< the partition's workspace_
+    bool reserved = true;                  ///< the workspace reservation succeeded
   };
   /// Context of a group's StateList: state b is the route's state of the group's member b.
   struct GroupRef {
@@ -615,6 +653,7 @@ class Partition {
         const auto nb = static_cast<index_t>(g.members.size());
         g.buffer.assign(static_cast<std::size_t>(g.shape.size() * nb), 0.0f);
         g.params.assign(g.members.size(), nullptr);
+        g.workspace = workspace_;  // the groups and the states' kernels run one after the other
         g.reserved = g.workspace->reserve(std::get<I>(routes_).rule.batch_workspace_bytes(g.shape, nb));
         groups_.push_back(std::move(g));
       }
@@ -708,6 +747,9 @@ class Partition {
   std::vector<int> which_;
   std::vector<std::size_t> slot_;
   std::vector<Group> groups_;
+  /// The kernel workspace of every state (rule.hpp, visit_workspaces) and group, grown at init()
+  /// to the largest reservation among them.
+  std::shared_ptr<Workspace> workspace_;
   std::vector<int> group_of_;   ///< group of each parameter, −1 when it is stepped alone
   std::vector<char> touched_;   ///< per step: state backed up (restore on failure)
   std::vector<char> may_fail_;  ///< per parameter: its route may fail (rule_may_fail)

@@ -61,6 +61,21 @@
 ///
 /// so that a partition moves them into device memory with the state (the default, below, names
 /// none). Scratch that the partition's per-step backups need not copy sits behind a shared_ptr.
+/// A rule whose State holds a kernel Workspace (a `std::shared_ptr<Workspace>`, reserved at init
+/// so that update never allocates) names it in
+///
+///     template <class F> friend void visit_workspaces(F& f, State& s);   // f(s.workspace)
+///
+/// so that a partition can give all its states one workspace, grown to the largest any of them
+/// reserved: a parameter set's kernel scratch then costs its largest parameter's, not the sum
+/// over its parameters (docs/optim.md "Memory"). The states sharing one must be stepped one at
+/// a time, as a partition steps them. Likewise a rule whose scratch (a `std::shared_ptr` to a
+/// struct of scratch Buffers sized by the block's shape) carries nothing from one update to the
+/// next, and which no batched form uses for several blocks at once, may name that pointer in
+///
+///     template <class F> friend void visit_shareable_scratch(F& f, State& s);   // f(s.scratch)
+///
+/// and a partition then gives the states of one route and one shape one scratch.
 ///
 /// Blocks are row-major and contiguous matrices (a vector is 1 × n; conv and stacked tensors are
 /// flattened by the caller as docs/optim.md says), element type float, in host memory, or in
@@ -165,12 +180,29 @@ struct is_device_capable<R, std::void_t<decltype(R::device_capable)>>
 /// nothing. A rule's own overload (a friend taking its State) is more specialised and wins.
 template <class V, class S>
 void visit_scratch(V&, S&) {}
+/// The default visit_workspaces (the file comment's protocol): a state without a kernel
+/// workspace names none.
+template <class F, class S>
+void visit_workspaces(F&, S&) {}
+/// The default visit_shareable_scratch: no scratch that states of one shape may share.
+template <class F, class S>
+void visit_shareable_scratch(F&, S&) {}
 namespace detail {
 /// visit_scratch(v, s) found by argument-dependent lookup, for callers (Partition) whose own
 /// member of that name would hide it.
 template <class V, class S>
 void scratch_of(V& v, S& s) {
   visit_scratch(v, s);
+}
+/// visit_workspaces(f, s) found by argument-dependent lookup (as scratch_of).
+template <class F, class S>
+void workspaces_of(F& f, S& s) {
+  visit_workspaces(f, s);
+}
+/// visit_shareable_scratch(f, s) found by argument-dependent lookup (as scratch_of).
+template <class F, class S>
+void shareable_scratch_of(F& f, S& s) {
+  visit_shareable_scratch(f, s);
 }
 /// True when the field name `s` ends with `suffix` (how the state's visitors find a field).
 inline bool ends_with(const std::string& s, const std::string& suffix) {

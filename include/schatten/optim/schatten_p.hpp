@@ -148,7 +148,8 @@ struct SchattenPDirection {
   StateStorage mu_storage = Precision::fp32;  ///< m's storage: fp32 or bf16 (above)
 
   static constexpr bool device_capable = true;  // see the struct comment
-  /// Scratch, allocated at init, not checkpointed: ñ (then D ⊙ ñ), the next moments, D.
+  /// Scratch, allocated at init, not checkpointed, shared by a partition's states of one shape:
+  /// ñ (then D ⊙ ñ), the next moments, D.
   struct Scratch {
     Buffer nesterov, next_nu, precond;
     detail::FirstMoment next_mu;  ///< in the state's storage
@@ -416,6 +417,15 @@ struct SchattenPDirection {
     return adam_lr * rho_a * std::sqrt(double(std::max(rows, cols))) / lr;
   }
 
+  template <class F>
+  friend void visit_workspaces(F& f, State& s) {
+    f(s.scratch->workspace);
+  }
+  /// The scratch holds nothing between updates, and no batched form uses it (rule.hpp).
+  template <class F>
+  friend void visit_shareable_scratch(F& f, State& s) {
+    f(s.scratch);
+  }
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);

@@ -121,8 +121,9 @@ struct ScaleCalibratedDirection {
   double weight_decay = 0.0;                  ///< λ: decay taken by the step η_t (step_with_decay)
 
   /// Scratch, allocated at init, not checkpointed and shared by copies of a state (the
-  /// partition's backups do not copy it): g_t, the next momentum in the state's storage (the
-  /// state changes only once the polar call succeeded) and the vector that is orthogonalised.
+  /// partition's backups do not copy it) and by a partition's states of one shape: g_t, the
+  /// next momentum in the state's storage (the state changes only once the polar call
+  /// succeeded) and the vector that is orthogonalised.
   struct Scratch {
     Buffer gradient, direction_in;
     detail::FirstMoment next;
@@ -181,6 +182,15 @@ struct ScaleCalibratedDirection {
     v("gradient", s.scratch->gradient);
     detail::visit_first_moment(v, s.scratch->next, "next_mu");
     v("direction_in", s.scratch->direction_in);
+  }
+  template <class F>
+  friend void visit_workspaces(F& f, State& s) {
+    f(s.scratch->workspace);
+  }
+  /// The scratch holds nothing between updates, and no batched form uses it (rule.hpp).
+  template <class F>
+  friend void visit_shareable_scratch(F& f, State& s) {
+    f(s.scratch);
   }
   /// "mu" is the momentum in its storage: checkpoints hold it as floats either way.
   template <class V>
@@ -271,8 +281,8 @@ struct MajorizedStep {
   double weight_decay = 0.0;                  ///< λ: decay taken by the step η_t (step_with_decay)
 
   /// Scratch, not checkpointed and shared by copies of a state (the partition's backups do not
-  /// copy it): g_t and the next momentum in the state's storage (the state changes only once
-  /// the polar call succeeded).
+  /// copy it) and by a partition's states of one shape: g_t and the next momentum in the
+  /// state's storage (the state changes only once the polar call succeeded).
   struct Scratch {
     Buffer gradient;
     detail::FirstMoment next;
@@ -398,6 +408,15 @@ struct MajorizedStep {
   friend void visit_scratch(V& v, State& s) {
     v("gradient", s.scratch->gradient);
     detail::visit_first_moment(v, s.scratch->next, "next_mu");
+  }
+  template <class F>
+  friend void visit_workspaces(F& f, State& s) {
+    f(s.scratch->workspace);
+  }
+  /// The scratch holds nothing between updates, and no batched form uses it (rule.hpp).
+  template <class F>
+  friend void visit_shareable_scratch(F& f, State& s) {
+    f(s.scratch);
   }
   /// "mu" is the momentum in its storage: checkpoints hold it as floats either way.
   template <class V>
@@ -572,6 +591,10 @@ struct NamoStep {
     s.count = t;
     return Status::ok;
   }
+  template <class F>
+  friend void visit_workspaces(F& f, State& s) {
+    f(s.workspace);
+  }
   /// "mu" is the momentum in its storage: checkpoints hold it as floats either way.
   template <class V>
   friend void visit_fields(V& v, State& s) {
@@ -745,6 +768,15 @@ struct NamoDStep {
     s.alpha = mean;
     s.count = t;
     return Status::ok;
+  }
+  template <class F>
+  friend void visit_workspaces(F& f, State& s) {
+    f(s.scratch->workspace);
+  }
+  /// The scratch holds nothing between updates, and no batched form uses it (rule.hpp).
+  template <class F>
+  friend void visit_shareable_scratch(F& f, State& s) {
+    f(s.scratch);
   }
   template <class V>
   friend void visit_fields(V& v, State& s) {

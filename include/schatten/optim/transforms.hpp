@@ -495,14 +495,19 @@ struct AdamWUpdate {
 // Matrix functions of the update
 
 /// State of the matrix-function rules: a step count and the kernel's workspace, reserved at init
-/// so that update never allocates (and so cannot fail half-way). The workspace is scratch, not
-/// state: checkpoints do not store it.
+/// so that update never allocates (and so cannot fail half-way; a partition shares one among
+/// its states, rule.hpp visit_workspaces). The workspace is scratch, not state: checkpoints do
+/// not store it.
 struct MatrixFunctionState {
   std::int64_t count = 0;
   std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   template <class V>
   friend void visit_fields(V& v, MatrixFunctionState& s) {
     v("count", s.count);
+  }
+  template <class F>
+  friend void visit_workspaces(F& f, MatrixFunctionState& s) {
+    f(s.workspace);
   }
 };
 
@@ -870,6 +875,10 @@ struct MuAdamDirection {
     for (index_t b = 0; b < u.batch; ++b)
       finish(block_of(u, b), states[b]);
     return Status::ok;
+  }
+  template <class F>
+  friend void visit_workspaces(F& f, State& s) {
+    f(s.workspace);
   }
   /// "mu" is m in its storage: checkpoints hold it as floats either way (io/checkpoint.hpp).
   template <class V>
