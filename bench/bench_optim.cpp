@@ -68,7 +68,6 @@
 
 #include <Kokkos_Core.hpp>
 
-#include <map>
 #include <string>
 #include <vector>
 
@@ -170,46 +169,19 @@ void time_host_steps(benchmark::State& st, Model& m, P& opt) {
   }
 }
 
-/// Sums the bytes of every state buffer (float or bf16) of a partition's visit.
-struct StateBytes {
-  double n = 0;
-  template <class T>
-  void operator()(const std::string&, BasicBuffer<T>& b) {
-    n += double(b.size() * sizeof(T));
-  }
-  template <class T>
-  void operator()(const std::string&, T&) {}  // counters and scalars
-};
-
-/// Sums the bytes of the distinct scratch buffers of a partition's visit_scratch (states of one
-/// shape may share one, which the visit names once per parameter).
-struct ScratchBytes {
-  std::map<const void*, std::size_t> seen;
-  template <class T>
-  void operator()(const std::string&, BasicBuffer<T>& b) {
-    if (b.size() > 0) seen[b.data()] = b.size() * sizeof(T);
-  }
-  double total() const {
-    double n = 0;
-    for (const auto& kv : seen)
-      n += double(kv.second);
-    return n;
-  }
-};
-
-/// The counters of an optimizer's memory after its steps (docs/optim.md "Memory"): state_MB,
-/// the bytes of every state buffer; scratch_MB, the rules' distinct scratch buffers; and
-/// workspace_MB, the kernel workspace (Workspace::total_bytes() beyond `workspace_before`, read
-/// before the optimizer was built).
+/// The counters of an optimizer's memory after its steps (Partition::memory_use(); docs/optim.md
+/// "Memory"): state_MB, backup_MB, scratch_MB, batch_MB and workspace_MB. extra_workspace_MB is
+/// what all Workspaces hold beyond `workspace_before` (read before the optimizer was built) and
+/// beyond the partition's own: 0 unless a rule keeps a workspace of its own per state.
 template <class Optimizer>
 void memory_counters(benchmark::State& st, Optimizer& opt, std::size_t workspace_before) {
-  StateBytes bytes;
-  opt.visit(bytes);
-  st.counters["state_MB"] = bytes.n / 1e6;
-  ScratchBytes scratch;
-  opt.visit_scratch(scratch);
-  st.counters["scratch_MB"] = scratch.total() / 1e6;
-  st.counters["workspace_MB"] = double(Workspace::total_bytes() - workspace_before) / 1e6;
+  const MemoryUse m = opt.memory_use();
+  st.counters["state_MB"] = double(m.state) / 1e6;
+  st.counters["backup_MB"] = double(m.backups) / 1e6;
+  st.counters["scratch_MB"] = double(m.scratch) / 1e6;
+  st.counters["batch_MB"] = double(m.batches) / 1e6;
+  st.counters["workspace_MB"] = double(m.workspace) / 1e6;
+  st.counters["extra_workspace_MB"] = double(Workspace::total_bytes() - workspace_before - m.workspace) / 1e6;
 }
 
 /// The GPT-2-small Muon step's optimizer: muon(mo) on the hidden matrices, AdamW on the rest, the

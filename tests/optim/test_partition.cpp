@@ -298,7 +298,9 @@ TEST_SUITE("optim.partition") {
       gp.push_back(g[i].data());
     }
     REQUIRE(opt.step(wp, gp).status == Status::ok);
-    return Workspace::total_bytes() - before;
+    const std::size_t held = Workspace::total_bytes() - before;
+    CHECK(opt.memory_use().workspace == held);  // every workspace is the partition's
+    return held;
   }
 
   TEST_CASE_TEMPLATE_DEFINE("a partition's kernel workspace is its largest parameter's, not the sum", Maker,
@@ -389,28 +391,11 @@ TEST_SUITE("optim.partition") {
                             MakeDaMuon, MakeScMuon, MakeDfMuon, MakeNamo, MakeNamoD, MakeDion2, MakeDion,
                             MakeSchattenMuon);
 
-  // The bytes of the distinct scratch buffers a partition holds (visit_scratch names a shared
-  // one once per parameter: counted once, by address).
-  struct DistinctScratch {
-    std::map<const void*, std::size_t> seen;
-    template <class T>
-    void operator()(const std::string&, BasicBuffer<T>& b) {
-      if (b.size() > 0) seen[b.data()] = b.size() * sizeof(T);
-    }
-    std::size_t bytes() const {
-      std::size_t n = 0;
-      for (const auto& kv : seen)
-        n += kv.second;
-      return n;
-    }
-  };
   template <class Rule>
   std::size_t scratch_bytes(const std::vector<ParamSpec>& specs, const Rule& rule) {
     auto opt = optim::partition(specs, std::vector<std::string>(specs.size(), "r"), route("r", rule));
     REQUIRE(opt.init().status == Status::ok);
-    DistinctScratch d;
-    opt.visit_scratch(d);
-    return d.bytes();
+    return opt.memory_use().scratch;
   }
 
   TEST_CASE_TEMPLATE_DEFINE("states of one shape share their scratch and still step as alone", Maker,
@@ -474,6 +459,38 @@ TEST_SUITE("optim.partition") {
   };
   TEST_CASE_TEMPLATE_INVOKE(scratch_sharing, MakeScMuon, MakeDfMuon, MakeNamoD, MakeSchattenMuon,
                             MakeSchattenMuonMoment);
+
+  TEST_CASE("memory_use counts every kind of buffer a partition holds, exactly") {
+    // Muon (a bf16 momentum, so that 2-byte buffers count as such) on three matrices, two of
+    // one shape (a batch group of 2), AdamW on a vector and a matrix. Expected, in bytes:
+    // state: Muon's momentum 2 per element, AdamW's m and v 8 per element; backups: Muon's
+    // route only (it may fail; AdamW cannot), so its momenta again; scratch: none; batches:
+    // the group's two 16 × 24 blocks as floats; workspace: the largest of one polar workspace
+    // per Muon shape and the group's batch of 2.
+    const std::vector<ParamSpec> specs = {
+        {"h.0.w", {16, 24}}, {"h.1.w", {16, 24}}, {"h.0.up", {24, 40}}, {"h.0.b", {24}}, {"wte", {30, 8}}};
+    const std::vector<std::string> labels = {"muon", "muon", "muon", "adamw", "adamw"};
+    MuonOptions mo;
+    mo.mu_storage = Precision::bf16;
+    auto opt = optim::partition(specs, labels, route("muon", muon(mo)), route("adamw", adamw()));
+    CHECK(opt.memory_use().total() == 0);  // before init()
+    const std::size_t before = Workspace::total_bytes();
+    REQUIRE(opt.init().status == Status::ok);
+    const MemoryUse m = opt.memory_use();
+    const std::size_t muon_elements = 2 * 16 * 24 + 24 * 40, adamw_elements = 24 + 30 * 8;
+    CHECK(m.state == 2 * muon_elements + 8 * adamw_elements);
+    CHECK(m.backups == 2 * muon_elements);
+    CHECK(m.scratch == 0);
+    CHECK(m.batches == 4 * 2 * 16 * 24);
+    const PolarOptions polar = mo.polar;
+    const std::size_t expected_workspace =
+        std::max({polar_workspace_bytes(16, 24, 1, polar, Precision::fp32),
+                  polar_workspace_bytes(24, 40, 1, polar, Precision::fp32),
+                  polar_workspace_bytes(16, 24, 2, polar, Precision::fp32)});
+    CHECK(m.workspace == expected_workspace);
+    CHECK(Workspace::total_bytes() - before == expected_workspace);
+    CHECK(m.total() == m.state + m.backups + m.scratch + m.batches + m.workspace);
+  }
 }
 
 }  // namespace optim_test_partition

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -73,6 +74,33 @@ struct has_update_unguarded<
     R, std::void_t<decltype(std::declval<const R&>().update_unguarded(
            std::declval<Block>(), std::declval<typename R::State&>(), std::declval<ConstBlock>()))>>
     : std::true_type {};
+
+/// The bytes a partition holds, by kind (Partition::memory_use(); docs/optim.md "Memory"). All
+/// but `workspace` are in the partition's memory() kind; the workspace is in the memory of
+/// Kokkos::DefaultExecutionSpace.
+struct MemoryUse {
+  std::size_t state = 0;      ///< the states' buffers (what a checkpoint holds)
+  std::size_t backups = 0;    ///< the copies of the states of routes that may fail
+  std::size_t scratch = 0;    ///< the rules' scratch buffers, each shared one counted once
+  std::size_t batches = 0;    ///< the same-shape groups' batch buffers
+  std::size_t workspace = 0;  ///< the kernel workspace the states and groups share
+  std::size_t total() const { return state + backups + scratch + batches + workspace; }
+};
+
+namespace detail {
+/// Sums the bytes of the buffers a visit names, each buffer once (by address: a shared scratch
+/// is named once per parameter).
+struct BufferBytes {
+  std::set<const void*> seen;
+  std::size_t bytes = 0;
+  template <class T>
+  void operator()(const std::string&, BasicBuffer<T>& b) {
+    if (b.size() > 0 && seen.insert(b.data()).second) bytes += b.size() * sizeof(T);
+  }
+  template <class T>
+  void operator()(const std::string&, T&) {}  // counts and scalars
+};
+}  // namespace detail
 
 /// Outcome of a multi-parameter step.
 struct StepReport {
@@ -441,6 +469,31 @@ class Partition {
   void visit_scratch(V& v) {
     for (std::size_t i = 0; i < params_.size(); ++i)
       visit_param<true>(v, i, std::index_sequence_for<Rules...>{});
+  }
+  /// The bytes this partition holds, by kind (MemoryUse; all zero before init()). Counted: the
+  /// buffers its visits name and its own batch buffers and workspace; not counted: scalars,
+  /// host-side vectors of a few floats per row or column, and the workspace of a rule that does
+  /// not name it (rule.hpp, visit_workspaces). Cost: one pass over the states' names, no data.
+  MemoryUse memory_use() {
+    MemoryUse m;
+    if (which_.size() != params_.size()) return m;
+    detail::BufferBytes state, backups, scratch;
+    visit(state);
+    visit_scratch(scratch);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      dispatch(i, [&](auto tag) {
+        constexpr std::size_t I = decltype(tag)::value;
+        auto& b = std::get<I>(backups_);
+        if (slot_[i] < b.size()) visit_fields(backups, b[slot_[i]]);
+        return Status::ok;
+      });
+    m.state = state.bytes;
+    m.backups = backups.bytes;
+    m.scratch = scratch.bytes;
+    for (const Group& g : groups_)
+      m.batches += g.buffer.size() * sizeof(float);
+    m.workspace = workspace_ ? workspace_->capacity() : 0;
+    return m;
   }
 
  private:
