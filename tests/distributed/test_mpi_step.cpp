@@ -489,6 +489,28 @@ TEST_CASE("distributed.partition: every rank computes the same owners") {
         std::equal(mine.begin(), mine.end(), all.begin() + std::ptrdiff_t(r) * std::ptrdiff_t(mine.size())));
 }
 
+TEST_CASE("distributed.partition: memory_use is this rank's share, one process's on one rank") {
+  const auto labels = propose_labels(specs());
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  REQUIRE(ref.init());
+  auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()));
+  CHECK(d.memory_use().total() == 0);  // before init()
+  REQUIRE(d.init());
+  const optim::MemoryUse m = d.memory_use(), one = ref.memory_use();
+  optim::detail::BufferBytes mine;
+  d.visit_local(mine);
+  CHECK(m.state == mine.bytes);  // the state a checkpoint takes from this rank
+  CHECK(m.backups <= m.state);
+  if (world().size() == 1) {  // the same partition as one process's
+    CHECK(m.state == one.state);
+    CHECK(m.backups == one.backups);
+    CHECK(m.scratch == one.scratch);
+    CHECK(m.batches == one.batches);
+    CHECK(m.workspace == one.workspace);
+  }
+}
+
 TEST_CASE("distributed.partition: muon and adamw trajectories equal one process bit for bit") {
   for (bool sharded : {false, true}) {
     CAPTURE(sharded);

@@ -938,6 +938,23 @@ class DistributedPartition {
     SkipCounter<V> w{v, skipped_};
     replicas_->visit(w);
   }
+  /// What this rank's optimizer holds, by kind (optim::MemoryUse; docs/optim.md "Memory"): its
+  /// local partition's and, with unreduced parameters, their partition's, summed (each has its
+  /// own workspace). The exchange buffers (owned updates, shards) are not counted. All zero
+  /// before init().
+  optim::MemoryUse memory_use() {
+    optim::MemoryUse m;
+    for (std::optional<Local>* p : {&local_, &replicas_}) {
+      if (!*p) continue;
+      const optim::MemoryUse q = (*p)->memory_use();
+      m.state += q.state;
+      m.backups += q.backups;
+      m.scratch += q.scratch;
+      m.batches += q.batches;
+      m.workspace += q.workspace;
+    }
+    return m;
+  }
   /// After a checkpoint load (load_checkpoint calls it): this rank's activation sums are dropped.
   void drop_activation_sums() { std::fill(gram_tag_.begin(), gram_tag_.end(), std::int64_t(-1)); }
 
