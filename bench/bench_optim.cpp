@@ -52,8 +52,9 @@
 ///                                  in device memory (the GPU case batching is for)
 ///   optim/{sc,df}_muon_step/gpt2_small  sc_muon / df_muon (docs/optim.md "Distance-aware step
 ///                                  sizes") for the hidden matrices, adamw for the rest; with
-///                                  Muon, Dion and Dion2 they report state_MB, scratch_MB and
-///                                  workspace_MB (docs/optim.md "Memory")
+///                                  Muon, Dion, Dion2 and schatten_muon they report what the
+///                                  partition holds (state_MB, backup_MB, scratch_MB, batch_MB,
+///                                  workspace_MB: Partition::memory_use, docs/optim.md "Memory")
 ///   optim/nordion2_step/gpt2_small   nordion2 (Dion3) for the hidden matrices: Dion2 over rows at
 ///                                  fraction 0.25, then the selected neurons normalised
 ///   optim/dion_step/gpt2_small/rank_fraction:{0.25,1}[/householder]  dion (the legacy Dion) for
@@ -237,15 +238,15 @@ void bm_dion2_step(benchmark::State& st, double fraction, bool batching) {
 void bm_step_size_step(benchmark::State& st, bool majorized) {
   Model m(gpt2_small());
   const std::size_t ws = Workspace::total_bytes();
-  if (majorized) {
-    auto opt = partition(m.specs, propose_labels(m.specs), route("muon", df_muon()), route("adamw", adamw()));
+  auto run = [&](const auto& rule) {
+    auto opt = partition(m.specs, propose_labels(m.specs), route("muon", rule), route("adamw", adamw()));
     time_host_steps(st, m, opt);
     memory_counters(st, opt, ws);
-  } else {
-    auto opt = partition(m.specs, propose_labels(m.specs), route("muon", sc_muon()), route("adamw", adamw()));
-    time_host_steps(st, m, opt);
-    memory_counters(st, opt, ws);
-  }
+  };
+  if (majorized)
+    run(df_muon());
+  else
+    run(sc_muon());
 }
 
 /// NorDion2's step over the same model (nordion2(): Dion2's selection, always of rows, at
