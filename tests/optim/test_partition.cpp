@@ -18,6 +18,7 @@
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/step_size.hpp"
 #include "support/failing_rule.hpp"
+#include "support/optim_helpers.hpp"
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
@@ -27,6 +28,7 @@ using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::case_seed;
 using schatten::test::FailOnCall;
+using schatten::test::pointers;
 using schatten::test::random_vec;
 
 namespace {
@@ -287,17 +289,12 @@ TEST_SUITE("optim.partition") {
     opt.set_batching(batching);
     REQUIRE(opt.init().status == Status::ok);
     std::vector<std::vector<float>> w, g;
-    std::vector<float*> wp, gp;
     for (std::size_t i = 0; i < specs.size(); ++i) {
       const auto n = static_cast<std::size_t>(flatten(specs[i].shape).size());
       w.push_back(random_vec(n, seed + 2 * i));
       g.push_back(random_vec(n, seed + 2 * i + 1));
     }
-    for (std::size_t i = 0; i < specs.size(); ++i) {
-      wp.push_back(w[i].data());
-      gp.push_back(g[i].data());
-    }
-    REQUIRE(opt.step(wp, gp).status == Status::ok);
+    REQUIRE(opt.step(pointers(w), pointers(g)).status == Status::ok);
     const std::size_t held = Workspace::total_bytes() - before;
     CHECK(opt.memory_use().workspace == held);  // every workspace is the partition's
     return held;
@@ -426,15 +423,10 @@ TEST_SUITE("optim.partition") {
     ref_w = w;
     for (int t = 0; t < 4; ++t) {
       std::vector<std::vector<float>> g;
-      std::vector<float*> wp, gp;
       for (std::size_t i = 0; i < specs.size(); ++i)
         g.push_back(random_vec(w[i].size(), seed + 100 * (t + 1) + i));
       auto rg = g;
-      for (std::size_t i = 0; i < specs.size(); ++i) {
-        wp.push_back(w[i].data());
-        gp.push_back(g[i].data());
-      }
-      REQUIRE(opt.step(wp, gp).status == Status::ok);
+      REQUIRE(opt.step(pointers(w), pointers(g)).status == Status::ok);
       for (std::size_t i = 0; i < specs.size(); ++i) {
         const BlockShape sh = flatten(specs[i].shape);
         REQUIRE(rule.update(Block(rg[i].data(), sh.rows, sh.cols), alone[i],

@@ -944,15 +944,8 @@ class DistributedPartition {
   /// before init().
   optim::MemoryUse memory_use() {
     optim::MemoryUse m;
-    for (std::optional<Local>* p : {&local_, &replicas_}) {
-      if (!*p) continue;
-      const optim::MemoryUse q = (*p)->memory_use();
-      m.state += q.state;
-      m.backups += q.backups;
-      m.scratch += q.scratch;
-      m.batches += q.batches;
-      m.workspace += q.workspace;
-    }
+    for (std::optional<Local>* p : {&local_, &replicas_})
+      if (*p) m += (*p)->memory_use();
     return m;
   }
   /// After a checkpoint load (load_checkpoint calls it): this rank's activation sums are dropped.

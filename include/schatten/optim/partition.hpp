@@ -85,6 +85,15 @@ struct MemoryUse {
   std::size_t batches = 0;    ///< the same-shape groups' batch buffers
   std::size_t workspace = 0;  ///< the kernel workspace the states and groups share
   std::size_t total() const { return state + backups + scratch + batches + workspace; }
+  /// Adds another partition's bytes, kind by kind.
+  MemoryUse& operator+=(const MemoryUse& o) {
+    state += o.state;
+    backups += o.backups;
+    scratch += o.scratch;
+    batches += o.batches;
+    workspace += o.workspace;
+    return *this;
+  }
 };
 
 namespace detail {
