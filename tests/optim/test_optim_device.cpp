@@ -671,6 +671,63 @@ TEST_SUITE("optim.device") {
       CHECK(to_host(m.dw[i]) == params[i]);
   }
 
+  TEST_CASE("a device Muon partition keeps no backups, and its precheck refuses like the host's") {
+    // Muon's chain is prechecked (docs/optim.md "Prechecks instead of copies"): no copies of its
+    // states, and on device memory the partition queues the value tests of all its parameters
+    // and reads their flags back with one transfer. A momentum that would overflow in the last
+    // hidden matrix (sum form, B = kBf16Max and G = 5e37 of one sign, G within max_gradient():
+    // 0.95 B + G is ∞ in float) is refused before anything moves, on the host and on the
+    // device alike, in either storage.
+    const std::vector<std::string> labels = propose_labels(kSpecs);
+    for (const Precision storage : {Precision::fp32, Precision::bf16}) {
+      CAPTURE(to_string(storage));
+      MuonOptions mo;
+      mo.momentum_form = TraceMomentum::Form::sum;
+      mo.mu_storage = storage;
+      const auto make = [&] {
+        return partition(kSpecs, labels, route("muon", muon(mo)), route("adamw", adamw()));
+      };
+      auto host = make();
+      auto device = make();
+      REQUIRE(host.init());
+      REQUIRE(device.init(MemoryKind::device));
+      CHECK(host.memory_use().backups == 0);
+      CHECK(device.memory_use().backups == 0);
+      Twin m("dev_precheck");
+      const auto first = m.step(host, device, "dev_precheck", 0);
+      REQUIRE(first.first);
+      REQUIRE(first.second);
+      io::FieldSet fields = io::capture(device);
+      std::get<std::vector<float>>(fields.at("h.3.w/0_trace_momentum/mu"))[0] = kBf16Max;  // held by bf16
+      REQUIRE(io::restore(device, fields) == Status::ok);
+      REQUIRE(io::restore(host, fields) == Status::ok);
+      const io::FieldSet state = io::capture(device);
+      std::vector<std::vector<float>> params;
+      for (const DeviceVec& d : m.dw)
+        params.push_back(to_host(d));
+      const auto w_host = m.w;
+      std::vector<std::vector<float>> g;
+      std::vector<DeviceVec> dg;
+      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+        g.push_back(random_vec(m.w[i].size(), case_seed("dev_precheck_g", i)));
+        if (i == 5) g.back()[0] = 5e37f;  // h.3.w
+        dg.push_back(to_device(g.back()));
+      }
+      const StepReport rh = host.step(pointers(m.w), pointers(g));
+      const StepReport rd = device.step(pointers(m.dw), pointers(dg));
+      CHECK(rh.status == Status::out_of_range);
+      CHECK(rd.status == Status::out_of_range);
+      CHECK(rh.bad_param == 5);
+      CHECK(rd.bad_param == 5);
+      CHECK(std::string(rd.message).find("precheck") != std::string::npos);
+      CHECK(same_fields(io::capture(device), state, 0.0));
+      CHECK(same_fields(io::capture(host), state, 0.0));
+      CHECK(m.w == w_host);
+      for (std::size_t i = 0; i < m.dw.size(); ++i)
+        CHECK(to_host(m.dw[i]) == params[i]);
+    }
+  }
+
   TEST_CASE("rules without a device form are refused at init") {
     const std::vector<std::string> labels = propose_labels(kSpecs);
     auto p =

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <string>
@@ -51,6 +52,21 @@ struct Snapshot {
   void operator()(const std::string& n, Bf16Buffer& b) {
     const std::vector<float> f = schatten::bf16_to_floats(b.to_vector());
     (*out)[n] = std::vector<double>(f.begin(), f.end());
+  }
+};
+
+/// Sets the first element of the buffer named `name` (host memory) to `value`, rounded to bf16
+/// for a bf16 buffer.
+struct SetFirst {
+  std::string name;
+  float value;
+  template <class T>
+  void operator()(const std::string&, T&) {}
+  void operator()(const std::string& n, Buffer& b) {
+    if (n == name) b.data()[0] = value;
+  }
+  void operator()(const std::string& n, Bf16Buffer& b) {
+    if (n == name) b.data()[0] = bf16_round(value);
   }
 };
 
@@ -453,8 +469,9 @@ TEST_SUITE("optim.partition") {
                             MakeSchattenMuonMoment);
 
   TEST_CASE("memory_use counts every kind of buffer a partition holds, exactly") {
-    // Muon (a bf16 momentum, so that 2-byte buffers count as such) on three matrices, two of
-    // one shape (a batch group of 2), AdamW on a vector and a matrix. Expected, in bytes:
+    // Muon (a bf16 momentum, so that 2-byte buffers count as such; QDWH, which may report
+    // not_converged, so that its route is backed up rather than prechecked) on three matrices,
+    // two of one shape (a batch group of 2), AdamW on a vector and a matrix. Expected, in bytes:
     // state: Muon's momentum 2 per element, AdamW's m and v 8 per element; backups: Muon's
     // route only (it may fail; AdamW cannot), so its momenta again; scratch: none; batches:
     // the group's two 16 × 24 blocks as floats; workspace: the largest of one polar workspace
@@ -464,6 +481,7 @@ TEST_SUITE("optim.partition") {
     const std::vector<std::string> labels = {"muon", "muon", "muon", "adamw", "adamw"};
     MuonOptions mo;
     mo.mu_storage = Precision::bf16;
+    mo.polar.method = PolarMethod::qdwh;
     auto opt = optim::partition(specs, labels, route("muon", muon(mo)), route("adamw", adamw()));
     CHECK(opt.memory_use().total() == 0);  // before init()
     const std::size_t before = Workspace::total_bytes();
@@ -482,6 +500,145 @@ TEST_SUITE("optim.partition") {
     CHECK(m.workspace == expected_workspace);
     CHECK(Workspace::total_bytes() - before == expected_workspace);
     CHECK(m.total() == m.state + m.backups + m.scratch + m.batches + m.workspace);
+  }
+
+  TEST_CASE("TraceMomentum's overflow bound keeps the buffer and the output finite") {
+    // The bound's promise (transforms.hpp, overflow_bound): with every |B| and |G| at the
+    // largest float the precheck accepts, and all of one sign (the worst case: nothing
+    // cancels), step() gives a finite buffer, a finite output and a finite bf16 buffer. Swept
+    // over both forms, Nesterov on and off, bias correction at its largest factor (step 1) and
+    // β from 0 to 0.999 (EMA) or 3 (the sum form admits any β ≥ 0).
+    using Form = TraceMomentum::Form;
+    const float flt_max = std::numeric_limits<float>::max();
+    CHECK(TraceMomentum::overflow_bound(0.95, true, Form::ema, {}) == double(flt_max) / 2.0);
+    for (const Form form : {Form::ema, Form::sum})
+      for (const bool nesterov : {false, true})
+        for (const bool correct : {false, true})
+          for (const double beta : {0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0, 1.5, 3.0}) {
+            if (form == Form::ema && beta >= 1.0) continue;
+            if (correct && (form != Form::ema || beta == 0.0)) continue;
+            const TraceMomentum::Correction c =
+                correct ? TraceMomentum::correction(beta, nesterov, 1) : TraceMomentum::Correction{};
+            const double bound = TraceMomentum::overflow_bound(beta, nesterov, form, c);
+            CAPTURE(beta);
+            CAPTURE(nesterov);
+            CAPTURE(correct);
+            CHECK(bound <= double(flt_max) / 2.0);
+            float largest;  // the largest float the precheck accepts (magnitude_bits' rounding)
+            const std::uint32_t bits = magnitude_bits(bound);
+            std::memcpy(&largest, &bits, sizeof largest);
+            for (const float sign : {1.0f, -1.0f}) {
+              float b = sign * largest;
+              const float out = TraceMomentum::step(sign * largest, b, float(beta), nesterov, form, c);
+              CHECK(std::isfinite(b));
+              CHECK(std::isfinite(out));
+              CHECK(std::isfinite(bf16_to_float(bf16_round(b))));
+            }
+          }
+  }
+
+  TEST_CASE("Muon's route is prechecked: no copies of its states, and a refusal changes nothing") {
+    // Muon's chain (TraceMomentum, then Orthogonalize by Polar Express) tells its failures
+    // before it runs (rule.hpp, precheck), so the partition keeps no backups for it, in either
+    // storage. Its gradient bound is max_gradient() (TraceMomentum::overflow_bound at step 1:
+    // FLT_MAX/5.705 = 5.96e37 for the sum form with Nesterov at β = 0.95), so G = 5e37 passes
+    // the scan; with B = kBf16Max (3.39e38, held exactly in either storage) of the same sign,
+    // 0.95 B + G = 3.72e38 is ∞ in float, and Polar Express would refuse the non-finite input.
+    // The precheck refuses that step of the last Muon parameter before the first two (a batch
+    // group) and AdamW's parameter advance: every state and parameter is as it was. Without
+    // the precheck and without copies, those would have advanced.
+    const std::uint64_t seed = case_seed("muon precheck");
+    CAPTURE(seed);
+    for (const Precision storage : {Precision::fp32, Precision::bf16}) {
+      CAPTURE(to_string(storage));
+      const std::vector<ParamSpec> specs = {{"a", {8, 12}}, {"b", {8, 12}}, {"v", {12}}, {"c", {12, 16}}};
+      MuonOptions mo;
+      mo.momentum_form = TraceMomentum::Form::sum;
+      mo.mu_storage = storage;
+      auto opt = optim::partition(specs, {"muon", "muon", "adamw", "muon"}, route("muon", muon(mo)),
+                                  route("adamw", adamw()));
+      REQUIRE(opt.init().status == Status::ok);
+      CHECK(opt.memory_use().backups == 0);
+      CHECK(opt.batch_groups() == std::vector<std::vector<std::size_t>>{{0, 1}});
+      const double bound = TraceMomentum::overflow_bound(0.95, true, TraceMomentum::Form::sum, {});
+      CHECK(muon(mo).max_gradient() == bound);
+      REQUIRE(bound > 5e37);
+      std::vector<std::vector<float>> w, g;
+      for (std::size_t i = 0; i < specs.size(); ++i)
+        w.push_back(random_vec(static_cast<std::size_t>(flatten(specs[i].shape).size()), seed + i));
+      auto gradients = [&](std::uint64_t salt) {
+        g.clear();
+        for (std::size_t i = 0; i < specs.size(); ++i)
+          g.push_back(random_vec(w[i].size(), seed + 10 * salt + i));
+      };
+      gradients(1);
+      REQUIRE(opt.step(pointers(w), pointers(g)).status == Status::ok);
+      // B = kBf16Max at c's first entry.
+      SetFirst set{"c/0_trace_momentum/mu", kBf16Max};
+      opt.visit(set);
+      std::map<std::string, std::vector<double>> before, after;
+      Snapshot sb{&before};
+      opt.visit(sb);
+      REQUIRE(before.at("c/0_trace_momentum/mu")[0] == double(kBf16Max));
+      const auto w_before = w;
+      gradients(2);
+      g[3][0] = 5e37f;
+      const std::vector<float> g3 = g[3];
+      const StepReport r = opt.step(pointers(w), pointers(g));
+      CHECK(r.status == Status::out_of_range);
+      CHECK(r.bad_param == 3);
+      CHECK(std::string(r.message).find("'c'") != std::string::npos);
+      CHECK(std::string(r.message).find("precheck") != std::string::npos);
+      Snapshot sa{&after};
+      opt.visit(sa);
+      CHECK(after == before);
+      CHECK(w == w_before);
+      // The same chain alone refuses the same way, u and the state untouched (no copies
+      // either: Chain::update prechecks too).
+      const auto rule = muon(mo);
+      auto st = rule.init({12, 16});
+      SetFirst on_rule{"0_trace_momentum/mu", kBf16Max};
+      visit_fields(on_rule, st);
+      std::map<std::string, std::vector<double>> rule_before, rule_after;
+      Snapshot rb{&rule_before}, ra{&rule_after};
+      visit_fields(rb, st);
+      std::vector<float> u = g3;
+      const std::vector<float> u_before = u;
+      CHECK(rule.update(Block(u.data(), 12, 16), st, ConstBlock(w[3].data(), 12, 16)) ==
+            Status::out_of_range);
+      CHECK(u == u_before);
+      visit_fields(ra, st);
+      CHECK(rule_after == rule_before);
+      // A gradient beyond the bound is refused by the scan (max_gradient), even with a fresh
+      // momentum that the precheck would pass.
+      auto fresh = rule.init({12, 16});
+      u[0] = 1e38f;
+      CHECK(rule.update(Block(u.data(), 12, 16), fresh, ConstBlock(w[3].data(), 12, 16)) ==
+            Status::out_of_range);
+      // A NaN already in the momentum (a corrupt checkpoint) is named as such.
+      SetFirst nan_first{"0_trace_momentum/mu", std::numeric_limits<float>::quiet_NaN()};
+      visit_fields(nan_first, st);
+      u = g3;
+      u[0] = 1.0f;
+      CHECK(rule.update(Block(u.data(), 12, 16), st, ConstBlock(w[3].data(), 12, 16)) ==
+            Status::non_finite_input);
+    }
+    // Muon's variants with the same head are prechecked too (docs/optim.md "Prechecks instead
+    // of copies"); routes whose precheck does not cover them keep their copies: QDWH
+    // (not_converged) and MOP's dual-norm scaling (out_of_range).
+    MuonOptions qdwh;
+    qdwh.polar.method = PolarMethod::qdwh;
+    auto backed = optim::partition({{"a", {8, 12}}}, {"m"}, route("m", muon(qdwh)));
+    REQUIRE(backed.init().status == Status::ok);
+    CHECK(backed.memory_use().backups == 8 * 12 * sizeof(float));
+    auto mop_opt = optim::partition({{"a", {8, 12}}}, {"m"}, route("m", mop()));
+    REQUIRE(mop_opt.init().status == Status::ok);
+    CHECK(mop_opt.memory_use().backups == 8 * 12 * sizeof(float));
+    auto variants =
+        optim::partition({{"a", {8, 12}}, {"b", {8, 12}}, {"c", {8, 12}}}, {"n", "a", "h"},
+                         route("n", normuon()), route("a", adamuon()), route("h", muon_hyperball()));
+    REQUIRE(variants.init().status == Status::ok);
+    CHECK(variants.memory_use().backups == 0);
   }
 }
 

@@ -1000,9 +1000,13 @@ TEST_SUITE("optim.state_precision") {
     CHECK(r.bad_param == 2);
     CHECK(m.w == kept.w);
     CHECK(io::capture(p) == state);
-    CHECK(TraceMomentum{}.max_gradient() == HUGE_VAL);
+    // Both storages: the overflow bound (FLT_MAX/2 for the EMA form), below kBf16Max
+    // (TraceMomentum::max_gradient).
+    CHECK(TraceMomentum{}.max_gradient() == double(std::numeric_limits<float>::max()) / 2.0);
     CHECK(TraceMomentum{0.9, true, TraceMomentum::Form::ema, false, Precision::bf16}.max_gradient() ==
-          double(kBf16Max));
+          double(std::numeric_limits<float>::max()) / 2.0);
+    CHECK(TraceMomentum::storage_limit(Precision::bf16) == double(kBf16Max));
+    CHECK(TraceMomentum::storage_limit(Precision::fp32) == HUGE_VAL);
 
     // A state of the other storage (another configuration's) is refused by update.
     const TraceMomentum f32{}, b16{0.95, true, TraceMomentum::Form::ema, false, Precision::bf16};

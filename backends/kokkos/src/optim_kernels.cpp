@@ -73,6 +73,10 @@ bool host_readable(MemoryKind kind) noexcept {
   return kind == MemoryKind::host || Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMem>::accessible;
 }
 
+bool kernels_access(MemoryKind kind) noexcept {
+  return kind == MemoryKind::device || Kokkos::SpaceAccessibility<Exec, Kokkos::HostSpace>::accessible;
+}
+
 }  // namespace memory
 
 namespace optim::device_kernels {
@@ -109,6 +113,30 @@ bool all_within(const float* x, index_t n, std::uint32_t limit_bits) {
   Kokkos::parallel_reduce(
       "schatten::optim::all_within", Range(0, n),
       KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += (x[k] <= limit && x[k] >= -limit) ? 0 : 1; }, bad);
+  return bad == 0;
+}
+
+void flag_outside_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits, float* flag) {
+  const Kokkos::View<float, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> result(flag);
+  // The widened float's bits against the limit's (all_within_bf16 below).
+  Kokkos::parallel_reduce(
+      "schatten::optim::flag_outside_bf16", Range(0, n),
+      KOKKOS_LAMBDA(index_t k, float& acc) {
+        if ((std::uint32_t(x[k] & 0x7fffu) << 16) > limit_bits) acc = 1.0f;
+      },
+      Kokkos::Max<float, DeviceMem>(result));
+}
+
+bool all_within_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits) {
+  index_t bad = 0;
+  // The widened float's bits against the limit's, as the host loop (transforms.hpp,
+  // first_moment_within): NaN and Inf patterns lie above every finite limit.
+  Kokkos::parallel_reduce(
+      "schatten::optim::all_within_bf16", Range(0, n),
+      KOKKOS_LAMBDA(index_t k, index_t & acc) {
+        acc += (std::uint32_t(x[k] & 0x7fffu) << 16) > limit_bits ? 1 : 0;
+      },
+      bad);
   return bad == 0;
 }
 

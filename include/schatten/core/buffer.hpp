@@ -45,6 +45,10 @@ void copy_bytes(void* dst, MemoryKind to, const void* src, MemoryKind from, std:
 /// True when the host can dereference memory of `kind` (always for host; for device memory on
 /// builds whose default execution space runs on the host).
 bool host_readable(MemoryKind kind) noexcept;
+/// True when the kernels work on memory of `kind` in place: always for device memory; for host
+/// memory on builds whose default execution space can dereference it (Serial, OpenMP). Otherwise
+/// every kernel call on host arrays stages them through device copies it allocates.
+bool kernels_access(MemoryKind kind) noexcept;
 }  // namespace memory
 
 /// Elements of type T (float, or bf16 bit patterns) in host or device memory (file comment).

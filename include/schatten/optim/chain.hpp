@@ -19,6 +19,41 @@ struct rule_may_fail : std::false_type {};
 template <class R>
 struct rule_may_fail<R, std::void_t<decltype(R::may_fail)>> : std::bool_constant<R::may_fail> {};
 
+/// Rules that tell their failures before changing anything (rule.hpp, precheck).
+template <class R, class = void>
+struct has_precheck : std::false_type {};
+template <class R>
+struct has_precheck<R, std::void_t<decltype(std::declval<const R&>().precheck(
+                           std::declval<ConstBlock>(), std::declval<const typename R::State&>(),
+                           std::declval<ConstBlock>(), std::declval<float*>()))>> : std::true_type {};
+/// Rules that cannot fail on finite input (rule.hpp, total_on_finite).
+template <class R, class = void>
+struct has_total_on_finite : std::false_type {};
+template <class R>
+struct has_total_on_finite<
+    R, std::void_t<decltype(std::declval<const R&>().total_on_finite(
+           std::declval<const typename R::State&>(), std::declval<const BlockShape&>(), MemoryKind::host))>>
+    : std::true_type {};
+/// Rules whose precheck covers their failures only in some configurations declare
+/// `bool precheck_covers(const State&, MemoryKind) const` (Chain does).
+template <class R, class = void>
+struct has_precheck_covers : std::false_type {};
+template <class R>
+struct has_precheck_covers<R, std::void_t<decltype(std::declval<const R&>().precheck_covers(
+                                  std::declval<const typename R::State&>(), MemoryKind::host))>>
+    : std::true_type {};
+/// True when r's precheck() tells every failure of its update() for state `s` on blocks in
+/// `memory`: then a caller that prechecks needs no copy of the state (Partition::step).
+template <class R>
+bool covered_by_precheck(const R& r, const typename R::State& s, MemoryKind memory) {
+  if constexpr (!has_precheck<R>::value)
+    return false;
+  else if constexpr (has_precheck_covers<R>::value)
+    return r.precheck_covers(s, memory);
+  else
+    return true;
+}
+
 /// Rules that act on each element alone declare `static constexpr bool row_local = true`: the
 /// update of element k reads only element k of the update, the parameter and the state, plus
 /// scalars that do not depend on the block (step counts, schedules, hyper-parameters), and the
@@ -33,6 +68,33 @@ template <class R>
 struct rule_row_local<R, std::void_t<decltype(R::row_local)>> : std::bool_constant<R::row_local> {};
 
 namespace detail {
+/// The index of the last rule of Rules... that may fail, or −1.
+template <class... Rules>
+constexpr int last_may_fail() {
+  constexpr bool fails[] = {rule_may_fail<Rules>::value..., false};
+  int last = -1;
+  for (int k = 0; k < int(sizeof...(Rules)); ++k)
+    if (fails[k]) last = k;
+  return last;
+}
+/// chain(First, Rest...) has a precheck: First has one, and every later rule up to the chain's
+/// last that may fail cannot fail on finite input (those after it cannot fail at all).
+template <class First, class... Rest>
+constexpr bool chain_prechecks_of() {
+  constexpr bool total[] = {has_total_on_finite<Rest>::value..., true};
+  const int last = last_may_fail<First, Rest...>();
+  bool ok = has_precheck<First>::value;
+  for (int k = 1; k <= last; ++k)
+    ok = ok && total[k - 1];
+  return ok;
+}
+template <class... Rules>
+constexpr bool chain_prechecks() {
+  if constexpr (sizeof...(Rules) == 0)
+    return false;
+  else
+    return chain_prechecks_of<Rules...>();
+}
 /// Forwards v(name, field) as v(prefix + name, field): how a chain names its children's fields
 /// ("<index>_<rule name>/<field>").
 template <class V>
@@ -76,8 +138,17 @@ void visit_shareable_scratch(F& f, ChainState<Rules...>& s);
 /// blocks are contiguous row-major and of one shape (invalid_argument), the gradient for NaN/Inf
 /// (non_finite_input) and against max_gradient() (out_of_range); rules with buffers check that the state was
 /// initialised for this shape (invalid_argument, before touching anything). Nothing is touched on any of
-/// these errors. When a rule that may fail is part of the chain, the state and the buffer are copied before
-/// the rules run and restored if one fails, so a failed step leaves everything as it was.
+/// these errors. When a rule that may fail is part of the chain, either the chain's precheck()
+/// tells that failure first (below: then nothing is copied), or the state and the buffer are
+/// copied before the rules run and restored if one fails; either way a failed step leaves
+/// everything as it was.
+///
+/// **Precheck** (rule.hpp). The chain has precheck() when its first rule has one and every later
+/// rule up to its last that may fail has total_on_finite(): the first rule's precheck promises a
+/// finite output, which each later rule keeps finite without failing. Muon's chain is such
+/// (TraceMomentum, then Orthogonalize); whether the promise holds for a state is
+/// precheck_covers(), false for instance for QDWH (which may report not_converged) or a
+/// workspace that could not be reserved.
 template <class... Rules>
 class Chain {
   static_assert((is_rule_v<Rules> && ...), "chain(): every argument must follow the rule protocol");
@@ -91,6 +162,8 @@ class Chain {
   static constexpr bool device_capable = (is_device_capable<Rules>::value && ...);
   /// True when some rule has a batched form: then the chain offers update_batch too.
   static constexpr bool batches = (has_update_batch<Rules>::value || ...);
+  /// True when the chain offers precheck() (class comment).
+  static constexpr bool prechecks = detail::chain_prechecks<Rules...>();
   using State = ChainState<Rules...>;
 
   explicit Chain(Rules... rules) : rules_(std::move(rules)...) {}
@@ -136,6 +209,15 @@ class Chain {
     if (!all_within(MatrixRef<const float>(u), magnitude_bits(max_gradient())))
       return all_finite(MatrixRef<const float>(u)) ? Status::out_of_range : Status::non_finite_input;
     if constexpr (may_fail) {
+      if constexpr (prechecks) {
+        if (precheck_covers(state, u.memory)) {
+          if (const Status s = precheck_first(u, state, param, nullptr); s != Status::ok) return s;
+          // precheck_first promised success: a failure now is a broken promise, and the
+          // state may have advanced (internal_error, as Partition reports it).
+          const Status s = run(u, state, param, std::index_sequence_for<Rules...>{});
+          return s == Status::ok ? s : Status::internal_error;
+        }
+      }
       State backup = state;
       Buffer saved(static_cast<std::size_t>(u.size()), u.memory);
       const MatrixRef<float> copy(saved.data(), u.rows, u.cols, u.memory);
@@ -149,6 +231,27 @@ class Chain {
     } else {
       return run(u, state, param, std::index_sequence_for<Rules...>{});
     }
+  }
+
+  /// update()'s failures before anything changes (class comment): the hyper-parameter and
+  /// block checks, then the first rule's precheck (with `flag`, rule.hpp). ok promises that
+  /// update_unguarded() (and update_batch() over such blocks) succeeds, when
+  /// precheck_covers(state, u.memory). The gradient's NaN/Inf and max_gradient() scan is the
+  /// caller's, as for update_unguarded().
+  template <bool P = prechecks, std::enable_if_t<P, int> = 0>
+  Status precheck(ConstBlock u, const State& state, ConstBlock param, float* flag = nullptr) const {
+    if (check() != nullptr) return Status::invalid_argument;
+    if (const Status s = check_blocks(u, state, param); s != Status::ok) return s;
+    return precheck_first(u, state, param, flag);
+  }
+  /// True when precheck() tells every failure for this state on blocks in `memory`: the first
+  /// rule's precheck covers its own (covered_by_precheck), and each later rule up to the last
+  /// that may fail is total_on_finite() for the state's shape.
+  template <bool P = prechecks, std::enable_if_t<P, int> = 0>
+  bool precheck_covers(const State& state, MemoryKind memory) const {
+    const auto& states = static_cast<const typename State::Base&>(state);
+    return covered_by_precheck(std::get<0>(rules_), std::get<0>(states), memory) &&
+           totals_from_second(state, memory, std::index_sequence_for<Rules...>{});
   }
 
   /// True when some rule uses its batched form now (optim::batch_enabled): otherwise a
@@ -199,6 +302,29 @@ class Chain {
   }
 
  private:
+  /// The first rule's precheck (chains without one never call it).
+  Status precheck_first(ConstBlock u, const State& state, ConstBlock param, float* flag) const {
+    if constexpr (prechecks) {
+      const auto& states = static_cast<const typename State::Base&>(state);
+      return std::get<0>(rules_).precheck(u, std::get<0>(states), param, flag);
+    } else {
+      return Status::internal_error;
+    }
+  }
+  /// Rules 1 … last_may_fail() are total_on_finite() for the state (chain_prechecks() made sure
+  /// they have it).
+  template <std::size_t... I>
+  bool totals_from_second(const State& state, MemoryKind memory, std::index_sequence<I...>) const {
+    const auto& states = static_cast<const typename State::Base&>(state);
+    bool ok = true;
+    (([&] {
+       using R = std::tuple_element_t<I, std::tuple<Rules...>>;
+       if constexpr (I >= 1 && int(I) <= detail::last_may_fail<Rules...>() && has_total_on_finite<R>::value)
+         ok = ok && std::get<I>(rules_).total_on_finite(std::get<I>(states), state.shape, memory);
+     }()),
+     ...);
+    return ok;
+  }
   template <std::size_t... I>
   Status run(Block u, State& state, ConstBlock param, std::index_sequence<I...>) const {
     Status s = Status::ok;
@@ -244,8 +370,8 @@ class Chain {
     return s;
   }
   /// u and the parameter contiguous, of one shape, and of the shape the state was sized for.
-  static Status check_blocks(const Block& u, const State& state, const ConstBlock& param) {
-    if (!is_contiguous(MatrixRef<const float>(u)) || !is_contiguous(param)) return Status::invalid_argument;
+  static Status check_blocks(ConstBlock u, const State& state, const ConstBlock& param) {
+    if (!is_contiguous(u) || !is_contiguous(param)) return Status::invalid_argument;
     if (param.rows != u.rows || param.cols != u.cols) return Status::invalid_argument;
     if (!(state.shape == BlockShape{u.rows, u.cols})) return Status::invalid_argument;  // another shape
     return Status::ok;

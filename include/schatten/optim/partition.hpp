@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -80,7 +81,7 @@ struct has_update_unguarded<
 /// Kokkos::DefaultExecutionSpace.
 struct MemoryUse {
   std::size_t state = 0;      ///< the states' buffers (what a checkpoint holds)
-  std::size_t backups = 0;    ///< the copies of the states of routes that may fail
+  std::size_t backups = 0;    ///< the copies of the states of routes that may fail, not prechecked
   std::size_t scratch = 0;    ///< the rules' scratch buffers, each shared one counted once
   std::size_t batches = 0;    ///< the same-shape groups' batch buffers
   std::size_t workspace = 0;  ///< the kernel workspace the states and groups share
@@ -207,14 +208,20 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
 ///   1. every gradient is checked for NaN/Inf (non_finite_input) and against its route's
 ///      max_gradient() (out_of_range; after global clipping when that is on), bad_param set,
 ///      nothing touched; NonFinitePolicy::skip turns both refusals into a reported skip;
-///   2. each parameter's update is computed into its gradient buffer, after a copy of its state;
-///   3. if a rule fails, every state already advanced is restored and the step fails;
-///   4. only then are all updates added to the parameters.
+///   2. the parameters whose rule tells its failures in advance (rule.hpp, precheck; Muon's
+///      chain and its variants) are prechecked: a refusal (for Muon, a momentum or gradient
+///      entry beyond TraceMomentum::overflow_bound(), out_of_range) leaves everything as it was;
+///   3. each parameter's update is computed into its gradient buffer, after a copy of its state
+///      when its route may fail and was not prechecked;
+///   4. if a rule fails, every state already advanced is restored and the step fails;
+///   5. only then are all updates added to the parameters.
 /// Parameters are host arrays, row-major in their flattened shape. Gradient buffers are consumed:
 /// after a step, successful or not, they hold updates or partial results. Cost beyond the rules:
-/// one copy per step of the state of each parameter whose route may fail (the price of
-/// all-or-nothing steps: Muon's momentum, not AdamW's moments, since the routes that may fail
-/// run first), none otherwise; the copies are allocated once, at init().
+/// for each parameter whose route may fail, either its precheck (Muon: one read of the gradient
+/// and the momentum) or one copy per step of its state (the price of all-or-nothing steps for
+/// the routes that cannot tell their failures in advance: SC-Muon, Dion, Freon, …; AdamW and
+/// SGD cannot fail and need neither, since the routes that may fail run first); the copies
+/// are allocated once, at init().
 ///
 /// **Same-shape batching** (on by default, set_batching()): when a route's rule has a batched
 /// form (has_update_batch: a chain containing Orthogonalize, OrthogonalizeWeights,
@@ -311,7 +318,7 @@ class Partition {
     }
     workspace_ = std::make_shared<Workspace>();
     init_states(std::index_sequence_for<Rules...>{});
-    scan_ = Buffer(params_.size(), 0.0f);  // the flags of first_outside() (device steps)
+    scan_ = Buffer(params_.size(), 0.0f);  // the flags of first_outside() and run_prechecks() (device)
     scan_host_.assign(params_.size(), 0.0f);
     if (memory == MemoryKind::device &&
         !(move_states(MemoryKind::device) && scan_.move_to(MemoryKind::device))) {
@@ -320,19 +327,25 @@ class Partition {
                      Status::out_of_memory);
     }
     memory_ = memory;
-    // The backups step() copies the states of routes that may fail into before changing them:
-    // allocated here, so that a step never allocates (Buffer assignment reuses an allocation
-    // of the same size). Routes that cannot fail have none.
-    init_backups(std::index_sequence_for<Rules...>{});
-    may_fail_.assign(params_.size(), 0);
+    // Which states step() copies before changing them: those of routes that may fail, unless
+    // the rule's precheck tells every failure for that state here (chain.hpp,
+    // covered_by_precheck: Muon's chain); step() then prechecks those parameters first.
+    prechecked_.assign(params_.size(), 0);
+    backed_up_.assign(params_.size(), 0);
     limit_bits_.assign(params_.size(), magnitude_bits(HUGE_VAL));
     for (std::size_t i = 0; i < params_.size(); ++i)
       dispatch(i, [&](auto tag) {
         constexpr std::size_t I = decltype(tag)::value;
-        may_fail_[i] = rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value;
-        limit_bits_[i] = magnitude_bits(max_gradient_of(std::get<I>(routes_).rule));
+        const auto& rule = std::get<I>(routes_).rule;
+        const bool may_fail = rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value;
+        prechecked_[i] = may_fail && covered_by_precheck(rule, std::get<I>(states_)[slot_[i]], memory_);
+        backed_up_[i] = may_fail && !prechecked_[i];
+        limit_bits_[i] = magnitude_bits(max_gradient_of(rule));
         return Status::ok;
       });
+    // The backups: allocated here, so that a step never allocates (Buffer assignment reuses an
+    // allocation of the same size).
+    init_backups(std::index_sequence_for<Rules...>{});
     touched_.assign(params_.size(), 0);
     group_of_.assign(params_.size(), -1);
     groups_.clear();
@@ -398,9 +411,12 @@ class Partition {
 
   /// One optimizer step: params[i] and grads[i] point to the flattened row-major arrays of
   /// parameter i, in memory() (host memory unless init(MemoryKind::device)). grads are consumed
-  /// (they hold the updates afterwards). Only the states of routes that may fail after the
-  /// finiteness check are copied (not AdamW's or SGD's). A device step has finished (fenced)
-  /// when it returns.
+  /// (they hold the updates afterwards). All or nothing: a step that fails changes no parameter
+  /// and no state. For that, the parameters whose rule tells its failures in advance (rule.hpp,
+  /// precheck: Muon's chain) are prechecked before any state changes; the states of the other
+  /// routes that may fail are copied before they change and restored on a failure; routes
+  /// that cannot fail (AdamW, SGD) need neither. A device step has finished (fenced) when it
+  /// returns.
   StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
     if (which_.size() != params_.size()) return refusal("step before a successful init()", -1);
     if (StepReport r = check_pointers(params_, params, grads); !r) return r;
@@ -410,6 +426,8 @@ class Partition {
       clip_gradients(grads);
       if (const std::ptrdiff_t i = first_outside(grads, false); i >= 0) return refuse(i, grads);
     }
+    // The prechecks, before any state changes: a refusal here leaves everything as it was.
+    if (StepReport r = run_prechecks(params, grads); !r) return r;
     // touched_[i]: parameter i's state was copied to its backup this step (and may have
     // advanced); exactly those are restored on failure.
     std::fill(touched_.begin(), touched_.end(), char(0));
@@ -417,13 +435,15 @@ class Partition {
     Status failed = Status::ok;
     std::size_t bad = 0;
     int bad_group = -1;
-    // Two passes: first the parameters whose route may fail (their states are backed up), then
-    // the rest, which cannot fail and so need no backup: nothing runs after them that could
-    // undo the step. Each parameter's update depends on its own state only, so the order does
-    // not change any result.
-    for (int pass = 0; pass < 2 && failed == Status::ok; ++pass)
+    // Three passes: first the parameters whose states are backed up (routes that may fail, not
+    // prechecked), then the rest, which cannot fail and so need no backup: nothing runs after
+    // them that could undo the step. Among the rest the routes that cannot fail at all come
+    // before the prechecked ones, so that a rule breaking the protocol there (the
+    // internal_error below) fails before those states advance. Each parameter's update depends
+    // on its own state only, so the order does not change any result.
+    for (int pass = 0; pass < 3 && failed == Status::ok; ++pass)
       for (std::size_t i = 0; i < params_.size() && failed == Status::ok; ++i) {
-        if (bool(may_fail_[i]) != (pass == 0)) continue;
+        if ((backed_up_[i] ? 0 : prechecked_[i] ? 2 : 1) != pass) continue;
         const int k = batched ? group_of_[i] : -1;
         if (k < 0) {
           failed = update_one(i, params[i], grads[i]);
@@ -439,11 +459,14 @@ class Partition {
       for (std::size_t i = 0; i < params_.size(); ++i)
         if (touched_[i]) restore_one(i);
       if (memory_ == MemoryKind::device) device_kernels::fence();  // the restoring copies
-      // A rule failed that declared it cannot (protocol violation): its state, and those of the
-      // other routes that cannot fail, may have advanced without a backup.
-      if (!may_fail_[bad]) {
-        return refusal("a rule failed without declaring may_fail; states may have advanced",
-                       static_cast<std::ptrdiff_t>(bad), Status::internal_error);
+      // A rule failed that declared it cannot, or after its precheck passed (protocol
+      // violations): its state, and those of the other parameters without a backup, may have
+      // advanced.
+      if (!backed_up_[bad]) {
+        return refusal(
+            "a rule failed without declaring may_fail, or after its precheck passed; states may "
+            "have advanced",
+            static_cast<std::ptrdiff_t>(bad), Status::internal_error);
       } else {
         message_ = std::string("the rule of parameter '") + params_[bad].name + "' failed (" +
                    to_string(failed) + ")" +
@@ -493,7 +516,7 @@ class Partition {
       dispatch(i, [&](auto tag) {
         constexpr std::size_t I = decltype(tag)::value;
         auto& b = std::get<I>(backups_);
-        if (slot_[i] < b.size()) visit_fields(backups, b[slot_[i]]);
+        if (slot_[i] < b.size() && b[slot_[i]]) visit_fields(backups, *b[slot_[i]]);
         return Status::ok;
       });
     m.state = state.bytes;
@@ -632,23 +655,75 @@ class Partition {
     };
     detail::workspaces_of(share, state);
   }
+  /// A copy of each state that backed_up_ names, no copy of the others.
   template <std::size_t... I>
   void init_backups(std::index_sequence<I...>) {
-    ((rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value
-          ? void(std::get<I>(backups_) = std::get<I>(states_))
-          : std::get<I>(backups_).clear()),
-     ...);
+    (std::get<I>(backups_).assign(std::get<I>(states_).size(), std::nullopt), ...);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (backed_up_[i])
+        dispatch(i, [&](auto tag) {
+          constexpr std::size_t J = decltype(tag)::value;
+          std::get<J>(backups_)[slot_[i]].emplace(std::get<J>(states_)[slot_[i]]);
+          return Status::ok;
+        });
+  }
+  /// Copies parameter i's state to its backup when it has one (the routes that may fail and
+  /// are not prechecked: step() runs those first, and a failure restores every state copied).
+  template <std::size_t I>
+  void back_up(std::size_t i) {
+    if (!backed_up_[i]) return;
+    *std::get<I>(backups_)[slot_[i]] = std::get<I>(states_)[slot_[i]];
+    touched_[i] = 1;
+  }
+  /// Parameter i's precheck (prechecked_[i]: its rule has one that covers its state), its
+  /// tests on values queued into *flag when `flag` is given (rule.hpp).
+  Status precheck_one(std::size_t i, float* p, float* g, float* flag) {
+    return dispatch(i, [&](auto tag) -> Status {
+      constexpr std::size_t I = decltype(tag)::value;
+      using R = std::tuple_element_t<I, std::tuple<Rules...>>;
+      if constexpr (has_precheck<R>::value)
+        return std::get<I>(routes_).rule.precheck(block(g, i), std::get<I>(states_)[slot_[i]], block(p, i),
+                                                  flag);
+      else
+        return Status::internal_error;  // prechecked_ names rules with a precheck only
+    });
+  }
+  /// Every prechecked parameter's precheck, in order; the refusal of the first that refuses.
+  /// On device memory the value tests of all of them are queued into scan_ (one flag per
+  /// parameter) and read back with one transfer, as first_outside() does; the first flagged
+  /// parameter is then prechecked again, waited for, for its status.
+  StepReport run_prechecks(const std::vector<float*>& params, const std::vector<float*>& grads) {
+    const bool deferred = memory_ == MemoryKind::device;
+    std::ptrdiff_t bad = -1;
+    Status status = Status::ok;
+    bool queued = false;
+    for (std::size_t i = 0; i < params_.size() && bad < 0; ++i) {
+      if (!prechecked_[i]) continue;
+      status = precheck_one(i, params[i], grads[i], deferred ? scan_.data() + i : nullptr);
+      if (status != Status::ok) bad = static_cast<std::ptrdiff_t>(i);
+      queued = queued || deferred;
+    }
+    if (bad < 0 && queued) {
+      scan_.copy_to(scan_host_.data(), scan_host_.size());
+      for (std::size_t i = 0; i < params_.size() && bad < 0; ++i)
+        if (prechecked_[i] && scan_host_[i] > 0.0f) {
+          bad = static_cast<std::ptrdiff_t>(i);
+          status = precheck_one(i, params[i], grads[i], nullptr);
+          if (status == Status::ok) status = Status::internal_error;  // the two tests disagree
+        }
+    }
+    if (bad < 0) return StepReport{};
+    const auto b = static_cast<std::size_t>(bad);
+    message_ = std::string("the rule of parameter '") + params_[b].name + "' refused the step (" +
+               to_string(status) + ") in its precheck; no parameter or state was changed";
+    StepReport r = refusal(message_.c_str(), bad);
+    r.status = status;
+    return r;
   }
   template <std::size_t I>
   Status update_route(std::size_t i, float* p, float* g) {
     auto& st = std::get<I>(states_)[slot_[i]];
-    // A copy is needed only when this route may fail after the finiteness check: step() runs
-    // those routes first, and a failure restores every state it copied. Routes that cannot fail
-    // (AdamW, SGD) run after them and make no copies.
-    if constexpr (rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value) {
-      std::get<I>(backups_)[slot_[i]] = st;
-      touched_[i] = 1;
-    }
+    back_up<I>(i);
     const auto& rule = std::get<I>(routes_).rule;
     const Block u = block(g, i);
     const ConstBlock w = block(p, i);
@@ -725,15 +800,11 @@ class Partition {
   Status update_group_route(Group& grp, const std::vector<float*>& params, const std::vector<float*>& grads) {
     using R = std::tuple_element_t<I, std::tuple<Rules...>>;
     if constexpr (has_update_batch<R>::value) {
-      auto& states = std::get<I>(states_);
       const index_t n = grp.shape.size();
       const auto nb = static_cast<index_t>(grp.members.size());
       for (index_t b = 0; b < nb; ++b) {
         const std::size_t i = grp.members[static_cast<std::size_t>(b)];
-        if constexpr (rule_may_fail<R>::value) {
-          std::get<I>(backups_)[slot_[i]] = states[slot_[i]];
-          touched_[i] = 1;
-        }
+        back_up<I>(i);
         copy_block(block(grp.buffer.data() + b * n, i), block(grads[i], i));
         grp.params[static_cast<std::size_t>(b)] = params[i];
       }
@@ -773,7 +844,7 @@ class Partition {
   void restore_one(std::size_t i) {
     dispatch(i, [&](auto tag) {
       constexpr std::size_t I = decltype(tag)::value;
-      std::get<I>(states_)[slot_[i]] = std::get<I>(backups_)[slot_[i]];
+      std::get<I>(states_)[slot_[i]] = *std::get<I>(backups_)[slot_[i]];
       return Status::ok;
     });
   }
@@ -805,23 +876,25 @@ class Partition {
   std::vector<std::string> labels_;
   std::tuple<Route<Rules>...> routes_;
   std::tuple<std::vector<typename Rules::State>...> states_;
-  std::tuple<std::vector<typename Rules::State>...> backups_;
+  /// Per parameter slot: the copy step() restores on a failure (backed_up_), else none.
+  std::tuple<std::vector<std::optional<typename Rules::State>>...> backups_;
   std::vector<int> which_;
   std::vector<std::size_t> slot_;
   std::vector<Group> groups_;
   /// The kernel workspace of every state (rule.hpp, visit_workspaces) and group, grown at init()
   /// to the largest reservation among them.
   std::shared_ptr<Workspace> workspace_;
-  std::vector<int> group_of_;   ///< group of each parameter, −1 when it is stepped alone
-  std::vector<char> touched_;   ///< per step: state backed up (restore on failure)
-  std::vector<char> may_fail_;  ///< per parameter: its route may fail (rule_may_fail)
+  std::vector<int> group_of_;     ///< group of each parameter, −1 when it is stepped alone
+  std::vector<char> touched_;     ///< per step: state backed up (restore on failure)
+  std::vector<char> backed_up_;   ///< per parameter: its route may fail and is not prechecked
+  std::vector<char> prechecked_;  ///< per parameter: its route may fail, and its precheck tells when
   static constexpr std::size_t kDefaultMaxGroup = 16;
   bool batching_ = true;
   std::size_t max_group_ = kDefaultMaxGroup;
   std::vector<std::uint32_t> limit_bits_;  ///< per parameter: magnitude_bits of its route's max_gradient
   std::string message_;
   MemoryKind memory_ = MemoryKind::host;
-  Buffer scan_;                   ///< per parameter: > 0 when its gradient failed the scan (device steps)
+  Buffer scan_;  ///< per parameter: > 0 when its gradient failed the scan or its precheck (device)
   std::vector<float> scan_host_;  ///< scan_ read back
   NonFinitePolicy policy_ = NonFinitePolicy::error;
   double clip_ = 0.0;

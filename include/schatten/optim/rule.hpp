@@ -77,6 +77,30 @@
 ///
 /// and a partition then gives the states of one route and one shape one scratch.
 ///
+/// A rule that may fail (chain.hpp, rule_may_fail) costs a partition a copy of its state per
+/// step, so that a later parameter's failure can restore it. A rule that can tell its failures
+/// before it runs declares
+///
+///     Status precheck(ConstBlock u, const State&, ConstBlock param, float* flag) const;  // optional
+///
+/// which touches nothing and returns the status update(u, state, param) would fail with, or ok,
+/// a promise that update() then succeeds and leaves `u` finite (it may refuse conservatively:
+/// TraceMomentum refuses values near the float range). With `flag` null every test is waited
+/// for. With `flag` (one float in u's memory) the tests on the values may be queued instead and
+/// not waited for: *flag then becomes > 0 when they refuse, else ≤ 0, and the return value
+/// covers the other checks; a caller that finds the flag set calls precheck again with null
+/// for the status. A partition on device memory thus reads the flags of all its parameters
+/// with one transfer. A rule that cannot fail on finite input
+/// declares
+///
+///     bool total_on_finite(const State&, const BlockShape&, MemoryKind) const;   // optional
+///
+/// true when update() succeeds for every finite `u` of that shape in that memory and leaves it
+/// finite (Orthogonalize with a polynomial method and its workspace reserved). A chain whose
+/// first rule has precheck and whose later rules, up to its last that may fail, have
+/// total_on_finite has a precheck too (chain.hpp); a partition prechecks such parameters before
+/// changing any state and keeps no copy of theirs (docs/optim.md "Memory").
+///
 /// Blocks are row-major and contiguous matrices (a vector is 1 × n; conv and stacked tensors are
 /// flattened by the caller as docs/optim.md says), element type float, in host memory, or in
 /// device memory (MatrixRef::memory) for device-capable rules (`is_device_capable` below) run by

@@ -108,6 +108,12 @@ void adam(float* x, std::uint16_t* m, float* v, index_t n, const detail::AdamWSc
 /// x[k] ← detail::adamw_element(x[k], m[k], v[k], w[k], c).
 void adamw(float* x, float* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c);
 void adamw(float* x, std::uint16_t* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c);
+/// flag_outside() of rule.hpp on bf16 bit patterns (widened to float): not waited for
+/// (TraceMomentum::precheck). n > 0.
+void flag_outside_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits, float* flag);
+/// all_within() of rule.hpp on bf16 bit patterns: every x[k] (widened to float) finite with
+/// |x[k]| ≤ the float of `limit_bits`.
+bool all_within_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits);
 }  // namespace device_kernels
 
 // ---------------------------------------------------------------------------------------------
@@ -173,6 +179,22 @@ inline void copy_first_moment(FirstMoment& to, const FirstMoment& from) {
   else
     to.mu = from.mu;
 }
+/// True when every element of m is finite with |x| ≤ the float of `limit_bits` (magnitude_bits):
+/// all_within() of rule.hpp over either storage. A bf16 pattern widens to the float whose bits
+/// are the pattern << 16, so the host loop compares those bits as all_within does. Cost: one
+/// read of m.
+inline bool first_moment_within(const FirstMoment& m, std::uint32_t limit_bits) {
+  if (!m.storage.bf16())
+    return all_within(
+        MatrixRef<const float>(m.mu.data(), 1, static_cast<index_t>(m.mu.size()), m.mu.memory()), limit_bits);
+  const std::uint16_t* x = m.mu_bf16.data();
+  const auto n = static_cast<index_t>(m.mu_bf16.size());
+  if (m.mu_bf16.memory() == MemoryKind::device) return device_kernels::all_within_bf16(x, n, limit_bits);
+  std::uint32_t bad = 0;
+  for (index_t k = 0; k < n; ++k)
+    bad |= static_cast<std::uint32_t>((std::uint32_t(x[k] & 0x7fffu) << 16) > limit_bits);
+  return bad == 0;
+}
 /// Exchanges the buffers of a and b (the same storage).
 inline void swap_first_moment(FirstMoment& a, FirstMoment& b) {
   a.mu.swap(b.mu);
@@ -222,10 +244,16 @@ struct TraceMomentum {
   }
   /// With bf16 storage, |G| ≤ kBf16Max keeps the EMA buffer (a convex combination of earlier
   /// gradients and its zero start) finite once rounded; larger gradients are refused
-  /// (rule.hpp). fp32: no limit of its own. (Also the limit of the rules that keep their own
+  /// (rule.hpp). fp32: no limit of its own. (The limit of the rules that keep their own
   /// momentum through apply(): step_size.hpp.)
   static double storage_limit(StateStorage storage) { return storage.bf16() ? double(kBf16Max) : HUGE_VAL; }
-  double max_gradient() const { return storage_limit(mu_storage); }
+  /// The smaller of storage_limit() and overflow_bound() at step 1, whose bias corrections are
+  /// the largest (1/(1 − β^t) falls with t), so that every step's bound holds for the gradient
+  /// and precheck() need only test the buffer: FLT_MAX/2 for Muon's EMA (1.7e38).
+  double max_gradient() const {
+    const Correction c = bias_correction ? correction(beta, nesterov, 1) : Correction{};
+    return std::min(storage_limit(mu_storage), overflow_bound(beta, nesterov, form, c));
+  }
 
   static constexpr bool device_capable = true;  // rule.hpp: runs on device memory
 
@@ -277,6 +305,49 @@ struct TraceMomentum {
     detail::with_first_moment(s, [&](auto* mu) { apply(u, mu, beta, nesterov, form, c, how); });
     ++s.count;
     return Status::ok;
+  }
+  /// The largest |B| and |G| for which step() keeps the new buffer and the output within half the
+  /// float range: FLT_MAX/(2K), K the larger of the bounds per unit of max(|B|, |G|) of |B'|,
+  /// β + w, and of |N|, c_g w + c_m β (β + w) with Nesterov, else c_m (β + w); β, w and c as
+  /// the floats step() uses. The factor 2 covers the float roundings of step() (at most eight
+  /// in a row, each a factor ≤ 1 + 2⁻²⁴), and half the float range lies inside bf16's, so a
+  /// stored B stays finite too. K ≥ 1 (β + w ≥ 1 in both forms): the bound is at most FLT_MAX/2.
+  static double overflow_bound(double beta, bool nesterov, Form form, Correction c) {
+    const auto b = static_cast<double>(static_cast<float>(beta));
+    const double w = form == Form::ema ? double(1.0f - static_cast<float>(beta)) : 1.0;
+    const double buffer = b + w;
+    const double out = nesterov ? double(c.g) * w + double(c.m) * b * buffer : double(c.m) * buffer;
+    return 3.4028234663852886e38 / (2.0 * std::max(buffer, out));
+  }
+  /// update()'s failures before it runs, touching nothing (the rule protocol's precheck,
+  /// rule.hpp), for a gradient that passed the max_gradient() scan (chains and partitions scan
+  /// first): invalid_argument for a buffer of another shape or storage; out_of_range when some
+  /// |B| exceeds this step's overflow_bound() (non_finite_input when some B is NaN or Inf), so
+  /// that ok promises a finite buffer and output. Conservative: a buffer entry between that
+  /// bound and the float range is refused although the step might have stayed finite (for
+  /// Muon's EMA, entries above 1.7e38, which only a diverged run or a corrupt checkpoint
+  /// holds). Cost: one read of the buffer; on device memory with `flag`, one kernel not waited
+  /// for.
+  Status precheck(ConstBlock u, const State& s, ConstBlock, float* flag = nullptr) const {
+    if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage))
+      return Status::invalid_argument;
+    const Correction c = bias_correction ? correction(beta, nesterov, s.count + 1) : Correction{};
+    const std::uint32_t bits = magnitude_bits(overflow_bound(beta, nesterov, form, c));
+    if (flag != nullptr && u.memory == MemoryKind::device) {
+      if (u.size() == 0)
+        device_kernels::fill(flag, 1, 0.0f);
+      else if (mu_storage.bf16())
+        device_kernels::flag_outside_bf16(s.mu_bf16.data(), u.size(), bits, flag);
+      else
+        device_kernels::flag_outside(s.mu.data(), u.size(), bits, flag);
+      return Status::ok;
+    }
+    const bool within = detail::first_moment_within(s, bits);
+    if (flag != nullptr) *flag = within ? 0.0f : 1.0f;
+    if (within) return Status::ok;
+    // A NaN or Inf already in the buffer (a corrupt checkpoint) is named as such.
+    return detail::first_moment_within(s, magnitude_bits(HUGE_VAL)) ? Status::out_of_range
+                                                                    : Status::non_finite_input;
   }
   /// "mu" is the buffer in its storage: checkpoints hold it as floats either way (io/checkpoint.hpp).
   template <class V>
@@ -546,6 +617,21 @@ struct Orthogonalize {
     if (r.status != Status::ok) return r.status;
     ++s.count;
     return Status::ok;
+  }
+  /// True when update() succeeds for every finite u of `shape` in `memory` and leaves it finite
+  /// (rule.hpp, total_on_finite): polar() then has nothing left to fail on. That needs an
+  /// iteration without a convergence test (not QDWH, which may report not_converged), no
+  /// dual-norm scaling (whose product may overflow: out_of_range), the state's workspace
+  /// reserved for the call (no out_of_memory) and no staging copies to allocate
+  /// (memory::kernels_access). The polynomial iterations of a finite matrix normalised by its
+  /// norm (computed in double) stay bounded; without a normalisation (Normalization::Kind::none)
+  /// a huge input could overflow them, so that case is not total.
+  bool total_on_finite(const State& s, const BlockShape& shape, MemoryKind memory) const {
+    return polar.method != PolarMethod::qdwh && !polar.dual_norm_scale &&
+           resolved_schedule(polar).normalization.kind != Normalization::Kind::none &&
+           memory::kernels_access(memory) && s.workspace &&
+           s.workspace->capacity() >=
+               polar_workspace_bytes(shape.rows, shape.cols, 1, polar, Precision::fp32);
   }
   /// Batched form (rule.hpp): one polar() call over the whole batch of same-shape blocks.
   std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
@@ -1343,6 +1429,8 @@ struct SignTransform {
   static constexpr bool device_capable = true;
   struct State {};
   State init(const BlockShape&) const { return {}; }
+  /// Every output is −1, 0 or 1 (rule.hpp, total_on_finite).
+  bool total_on_finite(const State&, const BlockShape&, MemoryKind) const { return true; }
   SCHATTEN_HOST_DEVICE static float step(float x) { return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : 0.0f; }
   Status update(Block u, State&, ConstBlock) const {
     if (u.memory == MemoryKind::device) {
