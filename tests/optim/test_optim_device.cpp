@@ -706,15 +706,11 @@ TEST_SUITE("optim.device") {
       for (const DeviceVec& d : m.dw)
         params.push_back(to_host(d));
       const auto w_host = m.w;
-      std::vector<std::vector<float>> g;
-      std::vector<DeviceVec> dg;
-      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
-        g.push_back(random_vec(m.w[i].size(), case_seed("dev_precheck_g", i)));
-        if (i == 5) g.back()[0] = 5e37f;  // h.3.w
-        dg.push_back(to_device(g.back()));
-      }
-      const StepReport rh = host.step(pointers(m.w), pointers(g));
-      const StepReport rd = device.step(pointers(m.dw), pointers(dg));
+      Gradients gr("dev_precheck_g", 0);
+      gr.g[5][0] = 5e37f;  // h.3.w
+      gr.dg[5] = to_device(gr.g[5]);
+      const StepReport rh = host.step(pointers(m.w), pointers(gr.g));
+      const StepReport rd = device.step(pointers(m.dw), pointers(gr.dg));
       CHECK(rh.status == Status::out_of_range);
       CHECK(rd.status == Status::out_of_range);
       CHECK(rh.bad_param == 5);

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <exception>
 
+#include "plain_io.hpp"
 #include "schatten/core/buffer.hpp"
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/rule.hpp"
@@ -73,9 +74,7 @@ bool host_readable(MemoryKind kind) noexcept {
   return kind == MemoryKind::host || Kokkos::SpaceAccessibility<Kokkos::HostSpace, DeviceMem>::accessible;
 }
 
-bool kernels_access(MemoryKind kind) noexcept {
-  return kind == MemoryKind::device || Kokkos::SpaceAccessibility<Exec, Kokkos::HostSpace>::accessible;
-}
+bool kernels_access(MemoryKind kind) noexcept { return kokkos::detail::directly_accessible(kind); }
 
 }  // namespace memory
 
@@ -118,25 +117,19 @@ bool all_within(const float* x, index_t n, std::uint32_t limit_bits) {
 
 void flag_outside_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits, float* flag) {
   const Kokkos::View<float, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> result(flag);
-  // The widened float's bits against the limit's (all_within_bf16 below).
   Kokkos::parallel_reduce(
       "schatten::optim::flag_outside_bf16", Range(0, n),
       KOKKOS_LAMBDA(index_t k, float& acc) {
-        if ((std::uint32_t(x[k] & 0x7fffu) << 16) > limit_bits) acc = 1.0f;
+        if (detail::bf16_beyond(x[k], limit_bits)) acc = 1.0f;
       },
       Kokkos::Max<float, DeviceMem>(result));
 }
 
 bool all_within_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits) {
   index_t bad = 0;
-  // The widened float's bits against the limit's, as the host loop (transforms.hpp,
-  // first_moment_within): NaN and Inf patterns lie above every finite limit.
   Kokkos::parallel_reduce(
       "schatten::optim::all_within_bf16", Range(0, n),
-      KOKKOS_LAMBDA(index_t k, index_t & acc) {
-        acc += (std::uint32_t(x[k] & 0x7fffu) << 16) > limit_bits ? 1 : 0;
-      },
-      bad);
+      KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += detail::bf16_beyond(x[k], limit_bits) ? 1 : 0; }, bad);
   return bad == 0;
 }
 

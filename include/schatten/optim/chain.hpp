@@ -302,14 +302,10 @@ class Chain {
   }
 
  private:
-  /// The first rule's precheck (chains without one never call it).
+  /// The first rule's precheck (called only where `prechecks`, so only instantiated there).
   Status precheck_first(ConstBlock u, const State& state, ConstBlock param, float* flag) const {
-    if constexpr (prechecks) {
-      const auto& states = static_cast<const typename State::Base&>(state);
-      return std::get<0>(rules_).precheck(u, std::get<0>(states), param, flag);
-    } else {
-      return Status::internal_error;
-    }
+    const auto& states = static_cast<const typename State::Base&>(state);
+    return std::get<0>(rules_).precheck(u, std::get<0>(states), param, flag);
   }
   /// Rules 1 … last_may_fail() are total_on_finite() for the state (chain_prechecks() made sure
   /// they have it).
@@ -318,8 +314,7 @@ class Chain {
     const auto& states = static_cast<const typename State::Base&>(state);
     bool ok = true;
     (([&] {
-       using R = std::tuple_element_t<I, std::tuple<Rules...>>;
-       if constexpr (I >= 1 && int(I) <= detail::last_may_fail<Rules...>() && has_total_on_finite<R>::value)
+       if constexpr (I >= 1 && int(I) <= detail::last_may_fail<Rules...>())
          ok = ok && std::get<I>(rules_).total_on_finite(std::get<I>(states), state.shape, memory);
      }()),
      ...);

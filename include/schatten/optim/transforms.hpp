@@ -179,10 +179,16 @@ inline void copy_first_moment(FirstMoment& to, const FirstMoment& from) {
   else
     to.mu = from.mu;
 }
+/// True when the bf16 pattern x, widened to float, is NaN or exceeds the float of `limit_bits`
+/// in magnitude: a pattern widens to the float whose bits are the pattern << 16, so its
+/// magnitude bits compare with the limit's as all_within() of rule.hpp compares a float's (NaN
+/// and Inf patterns lie above every finite limit). The test of first_moment_within() and of the
+/// bf16 device kernels.
+SCHATTEN_HOST_DEVICE inline bool bf16_beyond(std::uint16_t x, std::uint32_t limit_bits) {
+  return (std::uint32_t(x & 0x7fffu) << 16) > limit_bits;
+}
 /// True when every element of m is finite with |x| ≤ the float of `limit_bits` (magnitude_bits):
-/// all_within() of rule.hpp over either storage. A bf16 pattern widens to the float whose bits
-/// are the pattern << 16, so the host loop compares those bits as all_within does. Cost: one
-/// read of m.
+/// all_within() of rule.hpp over either storage (bf16_beyond for bf16). Cost: one read of m.
 inline bool first_moment_within(const FirstMoment& m, std::uint32_t limit_bits) {
   if (!m.storage.bf16())
     return all_within(
@@ -192,7 +198,7 @@ inline bool first_moment_within(const FirstMoment& m, std::uint32_t limit_bits) 
   if (m.mu_bf16.memory() == MemoryKind::device) return device_kernels::all_within_bf16(x, n, limit_bits);
   std::uint32_t bad = 0;
   for (index_t k = 0; k < n; ++k)
-    bad |= static_cast<std::uint32_t>((std::uint32_t(x[k] & 0x7fffu) << 16) > limit_bits);
+    bad |= static_cast<std::uint32_t>(bf16_beyond(x[k], limit_bits));
   return bad == 0;
 }
 /// Exchanges the buffers of a and b (the same storage).
@@ -251,8 +257,7 @@ struct TraceMomentum {
   /// the largest (1/(1 − β^t) falls with t), so that every step's bound holds for the gradient
   /// and precheck() need only test the buffer: FLT_MAX/2 for Muon's EMA (1.7e38).
   double max_gradient() const {
-    const Correction c = bias_correction ? correction(beta, nesterov, 1) : Correction{};
-    return std::min(storage_limit(mu_storage), overflow_bound(beta, nesterov, form, c));
+    return std::min(storage_limit(mu_storage), overflow_bound(beta, nesterov, form, correction_at(1)));
   }
 
   static constexpr bool device_capable = true;  // rule.hpp: runs on device memory
@@ -265,6 +270,10 @@ struct TraceMomentum {
     const double cg = 1.0 / (1.0 - std::pow(beta, double(t)));
     const double cm = nesterov ? 1.0 / (1.0 - std::pow(beta, double(t + 1))) : cg;
     return {float(cm), float(cg)};
+  }
+  /// This rule's corrections at step t (1-based): correction() with bias_correction, else none.
+  Correction correction_at(std::int64_t t) const {
+    return bias_correction ? correction(beta, nesterov, t) : Correction{};
   }
   /// One element: updates b, returns the output. The one formula of both forms.
   SCHATTEN_HOST_DEVICE static float step(float g, float& b, float beta, bool nesterov, Form form,
@@ -300,7 +309,7 @@ struct TraceMomentum {
   Status update(Block u, State& s, ConstBlock) const {
     if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage))
       return Status::invalid_argument;  // another shape or storage
-    const Correction c = bias_correction ? correction(beta, nesterov, s.count + 1) : Correction{};
+    const Correction c = correction_at(s.count + 1);
     const Bf16Store how = detail::first_moment_store(s, s.count + 1);
     detail::with_first_moment(s, [&](auto* mu) { apply(u, mu, beta, nesterov, form, c, how); });
     ++s.count;
@@ -331,8 +340,8 @@ struct TraceMomentum {
   Status precheck(ConstBlock u, const State& s, ConstBlock, float* flag = nullptr) const {
     if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage))
       return Status::invalid_argument;
-    const Correction c = bias_correction ? correction(beta, nesterov, s.count + 1) : Correction{};
-    const std::uint32_t bits = magnitude_bits(overflow_bound(beta, nesterov, form, c));
+    const std::uint32_t bits =
+        magnitude_bits(overflow_bound(beta, nesterov, form, correction_at(s.count + 1)));
     if (flag != nullptr && u.memory == MemoryKind::device) {
       if (u.size() == 0)
         device_kernels::fill(flag, 1, 0.0f);
