@@ -52,6 +52,51 @@ const char* check_polar_options(const PolarOptions& o) {
   return nullptr;
 }
 
+namespace {
+/// max |p(x)| over x ∈ [0, s]: at s or at an interior extreme, x² a root of
+/// p′(x) = a + 3b x² + 5c x⁴ (p is odd, p(0) = 0).
+double sup_abs(const OddQuintic& p, double s) {
+  double best = std::fabs(p(s));
+  auto at_square = [&](double y) {
+    if (y > 0.0 && y < s * s) best = std::max(best, std::fabs(p(std::sqrt(y))));
+  };
+  if (p.c == 0.0) {
+    if (p.b != 0.0) at_square(-p.a / (3.0 * p.b));
+  } else {
+    const double disc = 9.0 * p.b * p.b - 20.0 * p.a * p.c;
+    if (disc >= 0.0) {
+      const double r = std::sqrt(disc);
+      at_square((-3.0 * p.b + r) / (10.0 * p.c));
+      at_square((-3.0 * p.b - r) / (10.0 * p.c));
+    }
+  }
+  return best;
+}
+}  // namespace
+
+double polar_iterate_bound(const PolarOptions& o) {
+  if (check_polar_options(o) != nullptr || o.method == PolarMethod::qdwh) return HUGE_VAL;
+  const CoefficientSchedule s = resolved_schedule(o);
+  if (s.normalization.kind == Normalization::Kind::none) return HUGE_VAL;
+  const bool lowp = o.compute == Precision::bf16 || o.compute == Precision::fp16;
+  const double widen = 1.0 + (lowp ? 0x1p-8 : 0x1p-20);
+  double sigma = widen / s.normalization.safety, factor = 1.0, peak = sigma;
+  for (int t = 0; t < o.iterations; ++t) {
+    const OddQuintic& p = s.at(t);
+    const double s2 = sigma * sigma;
+    const double per_sigma = std::fabs(p.a) + std::fabs(p.b) * s2 + std::fabs(p.c) * s2 * s2;
+    if (!(sigma * per_sigma <= kPolarTermLimit)) return HUGE_VAL;
+    if (o.method == PolarMethod::gram_newton_schulz) {
+      if (std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) != o.gram_restarts.end()) factor = 1.0;
+      factor *= per_sigma;
+      if (!(factor <= 1e30)) return HUGE_VAL;
+    }
+    sigma = widen * sup_abs(p, sigma);
+    peak = std::max(peak, sigma);
+  }
+  return peak;
+}
+
 std::vector<GemmShape> symmetric_panel_shapes(index_t n, index_t k) {
   std::vector<GemmShape> shapes;
   const index_t b = kSymmetricPanelRows;

@@ -376,6 +376,110 @@ TEST_SUITE("kernels.coefficients") {
     CHECK(changed.max_abs(8) == doctest::Approx(dense_max(changed, 8)).epsilon(1e-3));
   }
 
+  TEST_CASE(
+      "polar_iterate_bound: above every iterate, tight for the shipped schedules, none where they grow") {
+    // Oracle: a dense sampling (100001 equispaced and 10001 log-spaced points of [0, 1/safety])
+    // of the oracle's composite maps (support/oracle.hpp) over every iterate k = 0 … T. The
+    // bound (the per-step supremum in closed form, widened by 2⁻²⁰ per step for rounding) must
+    // lie above every sample, and, since each step's image of [0, s] is all of [0, s′] for these
+    // nonnegative maps, within the widenings as the steps' slopes amplify them plus the
+    // sampling's miss: 2 % (measured: below 0.1 %).
+    auto dense_peak = [](const CoefficientSchedule& s, int steps) {
+      const std::vector<PolyStep> r = rows(s);  // every table here has T rows or repeats its last
+      const double top = 1.0 / s.normalization.safety;
+      double m = 0.0;
+      for (int k = 0; k <= steps; ++k) {
+        auto map = [&](double x) { return std::fabs(composite(r, x, k)); };
+        for (int i = 0; i <= 100000; ++i)
+          m = std::max(m, map(top * i / 100000.0));
+        for (int i = 0; i <= 10000; ++i)
+          m = std::max(m, map(top * std::pow(10.0, -8.0 * i / 10000.0)));
+      }
+      return m;
+    };
+    struct Case {
+      std::string name;
+      PolarMethod method;
+      CoefficientSchedule s;
+      int steps;
+    };
+    const Case cases[] = {
+        {"keller_jordan 5", PolarMethod::newton_schulz, schedules::keller_jordan(), 5},
+        {"polar_express 8", PolarMethod::polar_express, schedules::polar_express(), 8},
+        {"polar_express_5 5", PolarMethod::polar_express, schedules::polar_express_5(), 5},
+        {"cans 5", PolarMethod::newton_schulz, schedules::cans(), 5},
+        {"deepseek_v4 10", PolarMethod::newton_schulz, schedules::deepseek_v4(), 10},
+        {"cubic5 5", PolarMethod::newton_schulz, schedules::cubic5(), 5},
+        {"you_jiacheng 5", PolarMethod::newton_schulz, schedules::you_jiacheng(), 5},
+        {"classical_quintic 5", PolarMethod::newton_schulz, schedules::classical_quintic(), 5},
+        {"kaon 5", PolarMethod::newton_schulz, schedules::kaon(5), 5},
+        {"polar_express 5, gram", PolarMethod::gram_newton_schulz, schedules::polar_express(), 5}};
+    for (const Case& c : cases) {
+      CAPTURE(c.name);
+      PolarOptions o;
+      o.method = c.method;
+      o.schedule = c.s;
+      o.iterations = c.steps;
+      const double bound = polar_iterate_bound(o), want = dense_peak(c.s, c.steps);
+      CAPTURE(bound);
+      CAPTURE(want);
+      CHECK(bound >= want);
+      CHECK(bound <= 1.02 * want);
+    }
+    PolarOptions keller;
+    keller.method = PolarMethod::newton_schulz;
+    keller.schedule = schedules::keller_jordan();
+    CHECK(polar_iterate_bound(keller) == doctest::Approx(1.2024).epsilon(2e-3));
+    keller.iterations = 0;  // the normalised input: σ ≤ 1/safety, widened
+    CHECK(polar_iterate_bound(keller) == 1.0 + 0x1p-20);
+    // None where no bound is known: QDWH, no normalisation, refused options, and a
+    // normalisation of safety 0.5 for Keller's quintic, whose iterates then explode
+    // (p(2) = 33.7, then 33.7⁵·2.03 ≈ 8.7e7: past kPolarTermLimit at the second step).
+    PolarOptions o;
+    o.method = PolarMethod::qdwh;
+    CHECK(polar_iterate_bound(o) == HUGE_VAL);
+    o = PolarOptions{};
+    o.schedule = schedules::polar_express();
+    o.schedule.normalization.kind = Normalization::Kind::none;
+    CHECK(polar_iterate_bound(o) == HUGE_VAL);
+    o.schedule.normalization.kind = Normalization::Kind::frobenius;
+    o.iterations = -1;
+    CHECK(polar_iterate_bound(o) == HUGE_VAL);
+    keller.iterations = 5;
+    keller.schedule.normalization.safety = 0.5;
+    CHECK(polar_iterate_bound(keller) == HUGE_VAL);
+    // CANS iterating in bf16: its margin of 2⁻⁸ per step is amplified past the term limit.
+    PolarOptions cans;
+    cans.method = PolarMethod::newton_schulz;
+    cans.schedule = schedules::cans();
+    CHECK(polar_iterate_bound(cans) < 2.0);
+    cans.compute = Precision::bf16;
+    CHECK(polar_iterate_bound(cans) == HUGE_VAL);
+    // The term limit: p(x) = 3x triples σ; a step with s·3 > 10⁴ is refused (3⁸ = 6561 passes
+    // into the ninth step, whose terms are 19683).
+    PolarOptions triple;
+    triple.method = PolarMethod::newton_schulz;
+    triple.schedule.steps = {{3.0, 0.0, 0.0}};
+    triple.iterations = 8;
+    const double widen = 1.0 + 0x1p-20;
+    CHECK(polar_iterate_bound(triple) == doctest::Approx(6561.0 * std::pow(widen, 9)).epsilon(1e-12));
+    triple.iterations = 9;
+    CHECK(polar_iterate_bound(triple) == HUGE_VAL);
+    // Gram Newton–Schulz's accumulated factor: p(x) = 10x from σ ≤ 10⁻³⁰ (safety 10³⁰) keeps
+    // σ small for 31 steps, while the factor reaches 10³¹ > 10³⁰; a restart resets it.
+    PolarOptions tenfold;
+    tenfold.method = PolarMethod::newton_schulz;
+    tenfold.schedule.steps = {{10.0, 0.0, 0.0}};
+    tenfold.schedule.normalization.safety = 1e30;
+    tenfold.iterations = 31;
+    CHECK(std::isfinite(polar_iterate_bound(tenfold)));
+    tenfold.method = PolarMethod::gram_newton_schulz;
+    tenfold.gram_restarts = {};  // the default restarts before step 2
+    CHECK(polar_iterate_bound(tenfold) == HUGE_VAL);
+    tenfold.gram_restarts = {16};
+    CHECK(std::isfinite(polar_iterate_bound(tenfold)));
+  }
+
   TEST_CASE("presets are reachable by name") {
     for (const std::string& n : schedules::names()) {
       CoefficientSchedule s;

@@ -671,56 +671,78 @@ TEST_SUITE("optim.device") {
       CHECK(to_host(m.dw[i]) == params[i]);
   }
 
-  TEST_CASE("a device Muon partition keeps no backups, and its precheck refuses like the host's") {
+  /// The device precheck of a route whose rule keeps a momentum named `mu` ("<index>_<rule>/mu"):
+  /// no backups, and an entry of kBf16Max there (beyond the momentum's bound) refused on host and
+  /// device alike before anything moves, with `gradient` as the first gradient entry of the last
+  /// hidden matrix h.3.w (0: the drawn one).
+  template <class Rule>
+  void check_device_precheck(const Rule& rule, const std::string& mu, float gradient = 0.0f) {
+    const std::vector<std::string> labels = propose_labels(kSpecs);
+    const auto make = [&] { return partition(kSpecs, labels, route("muon", rule), route("adamw", adamw())); };
+    auto host = make();
+    auto device = make();
+    REQUIRE(host.init());
+    REQUIRE(device.init(MemoryKind::device));
+    CHECK(host.memory_use().backups == 0);
+    CHECK(device.memory_use().backups == 0);
+    Twin m("dev_precheck");
+    const auto first = m.step(host, device, "dev_precheck", 0);
+    REQUIRE(first.first);
+    REQUIRE(first.second);
+    io::FieldSet fields = io::capture(device);
+    std::get<std::vector<float>>(fields.at("h.3.w/" + mu))[0] = kBf16Max;  // held by bf16
+    REQUIRE(io::restore(device, fields) == Status::ok);
+    REQUIRE(io::restore(host, fields) == Status::ok);
+    const io::FieldSet state = io::capture(device);
+    std::vector<std::vector<float>> params;
+    for (const DeviceVec& d : m.dw)
+      params.push_back(to_host(d));
+    const auto w_host = m.w;
+    Gradients gr("dev_precheck_g", 0);
+    if (gradient != 0.0f) {
+      gr.g[5][0] = gradient;  // h.3.w
+      gr.dg[5] = to_device(gr.g[5]);
+    }
+    const StepReport rh = host.step(pointers(m.w), pointers(gr.g));
+    const StepReport rd = device.step(pointers(m.dw), pointers(gr.dg));
+    CHECK(rh.status == Status::out_of_range);
+    CHECK(rd.status == Status::out_of_range);
+    CHECK(rh.bad_param == 5);
+    CHECK(rd.bad_param == 5);
+    CHECK(std::string(rd.message).find("precheck") != std::string::npos);
+    CHECK(same_fields(io::capture(device), state, 0.0));
+    CHECK(same_fields(io::capture(host), state, 0.0));
+    CHECK(m.w == w_host);
+    for (std::size_t i = 0; i < m.dw.size(); ++i)
+      CHECK(to_host(m.dw[i]) == params[i]);
+  }
+
+  TEST_CASE("device partitions of prechecked routes keep no backups, and refuse like the host") {
     // Muon's chain is prechecked (docs/optim.md "Prechecks instead of copies"): no copies of its
     // states, and on device memory the partition queues the value tests of all its parameters
     // and reads their flags back with one transfer. A momentum that would overflow in the last
     // hidden matrix (sum form, B = kBf16Max and G = 5e37 of one sign, G within max_gradient():
     // 0.95 B + G is ∞ in float) is refused before anything moves, on the host and on the
-    // device alike, in either storage.
-    const std::vector<std::string> labels = propose_labels(kSpecs);
+    // device alike, in either storage. Kaon, SC-Muon, DF-Muon and NAMO: the same test of their
+    // EMA momentum (B = kBf16Max beyond its bound FLT_MAX/2).
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
       CAPTURE(to_string(storage));
       MuonOptions mo;
       mo.momentum_form = TraceMomentum::Form::sum;
       mo.mu_storage = storage;
-      const auto make = [&] {
-        return partition(kSpecs, labels, route("muon", muon(mo)), route("adamw", adamw()));
-      };
-      auto host = make();
-      auto device = make();
-      REQUIRE(host.init());
-      REQUIRE(device.init(MemoryKind::device));
-      CHECK(host.memory_use().backups == 0);
-      CHECK(device.memory_use().backups == 0);
-      Twin m("dev_precheck");
-      const auto first = m.step(host, device, "dev_precheck", 0);
-      REQUIRE(first.first);
-      REQUIRE(first.second);
-      io::FieldSet fields = io::capture(device);
-      std::get<std::vector<float>>(fields.at("h.3.w/0_trace_momentum/mu"))[0] = kBf16Max;  // held by bf16
-      REQUIRE(io::restore(device, fields) == Status::ok);
-      REQUIRE(io::restore(host, fields) == Status::ok);
-      const io::FieldSet state = io::capture(device);
-      std::vector<std::vector<float>> params;
-      for (const DeviceVec& d : m.dw)
-        params.push_back(to_host(d));
-      const auto w_host = m.w;
-      Gradients gr("dev_precheck_g", 0);
-      gr.g[5][0] = 5e37f;  // h.3.w
-      gr.dg[5] = to_device(gr.g[5]);
-      const StepReport rh = host.step(pointers(m.w), pointers(gr.g));
-      const StepReport rd = device.step(pointers(m.dw), pointers(gr.dg));
-      CHECK(rh.status == Status::out_of_range);
-      CHECK(rd.status == Status::out_of_range);
-      CHECK(rh.bad_param == 5);
-      CHECK(rd.bad_param == 5);
-      CHECK(std::string(rd.message).find("precheck") != std::string::npos);
-      CHECK(same_fields(io::capture(device), state, 0.0));
-      CHECK(same_fields(io::capture(host), state, 0.0));
-      CHECK(m.w == w_host);
-      for (std::size_t i = 0; i < m.dw.size(); ++i)
-        CHECK(to_host(m.dw[i]) == params[i]);
+      check_device_precheck(muon(mo), "0_trace_momentum/mu", 5e37f);
+      KaonOptions ko;
+      ko.mu_storage = storage;
+      check_device_precheck(kaon(ko), "0_trace_momentum/mu");
+      ScMuonOptions so;
+      so.mu_storage = storage;
+      check_device_precheck(sc_muon(so), "0_scale_calibrated_direction/mu");
+      DfMuonOptions dfo;
+      dfo.mu_storage = storage;
+      check_device_precheck(df_muon(dfo), "0_majorized_step/mu");
+      NamoOptions no;
+      no.mu_storage = storage;
+      check_device_precheck(namo(no), "0_namo_step/mu");
     }
   }
 

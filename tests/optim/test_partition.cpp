@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -67,6 +68,17 @@ struct SetFirst {
   }
   void operator()(const std::string& n, Bf16Buffer& b) {
     if (n == name) b.data()[0] = bf16_round(value);
+  }
+};
+
+/// Sets the scalar field named `name` to `value`.
+struct SetScalar {
+  std::string name;
+  double value;
+  template <class T>
+  void operator()(const std::string&, T&) {}
+  void operator()(const std::string& n, double& x) {
+    if (n == name) x = value;
   }
 };
 
@@ -537,32 +549,91 @@ TEST_SUITE("optim.partition") {
           }
   }
 
-  TEST_CASE("Muon's route is prechecked: no copies of its states, and a refusal changes nothing") {
-    // Muon's chain (TraceMomentum, then Orthogonalize by Polar Express) tells its failures
-    // before it runs (rule.hpp, precheck), so the partition keeps no backups for it, in either
-    // storage. Its gradient bound is max_gradient() (TraceMomentum::overflow_bound at step 1:
-    // FLT_MAX/5.705 = 5.96e37 for the sum form with Nesterov at β = 0.95), so G = 5e37 passes
-    // the scan; with B = kBf16Max (3.39e38, held exactly in either storage) of the same sign,
-    // 0.95 B + G = 3.72e38 is ∞ in float, and Polar Express would refuse the non-finite input.
-    // The precheck refuses that step of the last Muon parameter before the first two (a batch
-    // group) and AdamW's parameter advance: every state and parameter is as it was. Without
-    // the precheck and without copies, those would have advanced.
-    const std::uint64_t seed = case_seed("muon precheck");
-    CAPTURE(seed);
-    for (const Precision storage : {Precision::fp32, Precision::bf16}) {
-      CAPTURE(to_string(storage));
-      const std::vector<ParamSpec> specs = {{"a", {8, 12}}, {"b", {8, 12}}, {"v", {12}}, {"c", {12, 16}}};
+  // Routes whose chain or rule has a precheck (docs/optim.md "Prechecks instead of copies"): the
+  // momentum field each holds, a scalar of the state that a corrupt checkpoint could make NaN
+  // (nullptr: none read outside the momentum), the gradient bound, and a gradient entry for the
+  // last parameter's refused step (0: the drawn one).
+  struct PrecheckMuon {  // the sum form, where G = 5e37 and B = kBf16Max overflow for real
+    static auto make(Precision storage) {
       MuonOptions mo;
       mo.momentum_form = TraceMomentum::Form::sum;
       mo.mu_storage = storage;
-      auto opt = optim::partition(specs, {"muon", "muon", "adamw", "muon"}, route("muon", muon(mo)),
-                                  route("adamw", adamw()));
+      return muon(mo);
+    }
+    static constexpr const char* mu = "0_trace_momentum/mu";
+    static constexpr const char* scalar = nullptr;
+    static double bound() { return TraceMomentum::overflow_bound(0.95, true, TraceMomentum::Form::sum, {}); }
+    static constexpr float gradient = 5e37f;
+  };
+  struct EmaBound {  // the EMA's bound, inside bf16's range too; a drawn gradient
+    static double bound() { return double(FLT_MAX) / 2.0; }
+    static constexpr float gradient = 0.0f;
+  };
+  struct PrecheckKaon : EmaBound {
+    static auto make(Precision storage) {
+      KaonOptions o;
+      o.mu_storage = storage;
+      return kaon(o);
+    }
+    static constexpr const char* mu = "0_trace_momentum/mu";
+    static constexpr const char* scalar = nullptr;
+  };
+  struct PrecheckScMuon : EmaBound {
+    static auto make(Precision storage) {
+      ScMuonOptions o;
+      o.mu_storage = storage;
+      o.weight_decay = 0.1;  // the decay's term is inside the rule: covered while η_max·λ ≤ 1/2
+      return sc_muon(o);
+    }
+    static constexpr const char* mu = "0_scale_calibrated_direction/mu";
+    static constexpr const char* scalar = nullptr;
+  };
+  struct PrecheckDfMuon : EmaBound {
+    static auto make(Precision storage) {
+      DfMuonOptions o;
+      o.mu_storage = storage;
+      return df_muon(o);
+    }
+    static constexpr const char* mu = "0_majorized_step/mu";
+    static constexpr const char* scalar = "0_majorized_step/lhat";
+  };
+  struct PrecheckNamo : EmaBound {
+    static auto make(Precision storage) {
+      NamoOptions o;
+      o.mu_storage = storage;
+      return namo(o);
+    }
+    static constexpr const char* mu = "0_namo_step/mu";
+    static constexpr const char* scalar = "0_namo_step/v";
+  };
+
+  TEST_CASE_TEMPLATE_DEFINE("prechecked routes keep no copies of their states, and a refusal changes nothing",
+                            Maker, momentum_prechecks) {
+    // Muon's chain (TraceMomentum, then Orthogonalize by Polar Express) and Kaon's tell their
+    // failures before they run (rule.hpp, precheck); so do SC-Muon, DF-Muon and NAMO, whose
+    // failures are their polar call's (total on a finite input with the workspace reserved:
+    // polar_total_on_finite) and their EMA momentum's (TraceMomentum's test). The partition
+    // keeps no backups for them, in either storage. Their gradient bound is max_gradient()
+    // (TraceMomentum::overflow_bound at step 1: FLT_MAX/2 for the EMA; FLT_MAX/5.705 = 5.96e37
+    // for Muon's sum form with Nesterov at β = 0.95). A momentum entry B = kBf16Max (3.39e38,
+    // held exactly in either storage) lies beyond it. For Muon's sum form with G = 5e37 of the
+    // same sign, 0.95 B + G = 3.72e38 is ∞ in float, and Polar Express would refuse the
+    // non-finite input; the EMA would have stayed finite (the bound is conservative; a skipped
+    // precheck would let the step succeed). The precheck refuses that step of the last
+    // parameter before the first two (a batch group where the rule batches) and AdamW's
+    // parameter advance: every state and parameter is bit-identical afterwards. Without the
+    // precheck and without copies, those would have advanced.
+    const std::uint64_t seed = case_seed("momentum prechecks");
+    CAPTURE(seed);
+    for (const Precision storage : {Precision::fp32, Precision::bf16}) {
+      CAPTURE(to_string(storage));
+      const auto rule = Maker::make(storage);
+      const std::vector<ParamSpec> specs = {{"a", {8, 12}}, {"b", {8, 12}}, {"v", {12}}, {"c", {12, 16}}};
+      auto opt = optim::partition(specs, {"r", "r", "adamw", "r"}, route("r", rule), route("adamw", adamw()));
       REQUIRE(opt.init().status == Status::ok);
       CHECK(opt.memory_use().backups == 0);
-      CHECK(opt.batch_groups() == std::vector<std::vector<std::size_t>>{{0, 1}});
-      const double bound = TraceMomentum::overflow_bound(0.95, true, TraceMomentum::Form::sum, {});
-      CHECK(muon(mo).max_gradient() == bound);
-      REQUIRE(bound > 5e37);
+      CHECK(rule.max_gradient() == Maker::bound());
+      REQUIRE(Maker::bound() > double(Maker::gradient));
       std::vector<std::vector<float>> w, g;
       for (std::size_t i = 0; i < specs.size(); ++i)
         w.push_back(random_vec(static_cast<std::size_t>(flatten(specs[i].shape).size()), seed + i));
@@ -573,16 +644,15 @@ TEST_SUITE("optim.partition") {
       };
       gradients(1);
       REQUIRE(opt.step(pointers(w), pointers(g)).status == Status::ok);
-      // B = kBf16Max at c's first entry.
-      SetFirst set{"c/0_trace_momentum/mu", kBf16Max};
+      SetFirst set{std::string("c/") + Maker::mu, kBf16Max};
       opt.visit(set);
       std::map<std::string, std::vector<double>> before, after;
       Snapshot sb{&before};
       opt.visit(sb);
-      REQUIRE(before.at("c/0_trace_momentum/mu")[0] == double(kBf16Max));
+      REQUIRE(before.at(std::string("c/") + Maker::mu)[0] == double(kBf16Max));
       const auto w_before = w;
       gradients(2);
-      g[3][0] = 5e37f;
+      if (Maker::gradient != 0.0f) g[3][0] = Maker::gradient;
       const std::vector<float> g3 = g[3];
       const StepReport r = opt.step(pointers(w), pointers(g));
       CHECK(r.status == Status::out_of_range);
@@ -593,39 +663,61 @@ TEST_SUITE("optim.partition") {
       opt.visit(sa);
       CHECK(after == before);
       CHECK(w == w_before);
-      // The same chain alone refuses the same way, u and the state untouched (no copies
-      // either: Chain::update prechecks too).
-      const auto rule = muon(mo);
+      // The chain alone refuses the same way, u and the state untouched (no copies either:
+      // Chain::update prechecks too).
       auto st = rule.init({12, 16});
-      SetFirst on_rule{"0_trace_momentum/mu", kBf16Max};
+      SetFirst on_rule{Maker::mu, kBf16Max};
       visit_fields(on_rule, st);
       std::map<std::string, std::vector<double>> rule_before, rule_after;
       Snapshot rb{&rule_before}, ra{&rule_after};
       visit_fields(rb, st);
       std::vector<float> u = g3;
-      const std::vector<float> u_before = u;
       CHECK(rule.update(Block(u.data(), 12, 16), st, ConstBlock(w[3].data(), 12, 16)) ==
             Status::out_of_range);
-      CHECK(u == u_before);
+      CHECK(u == g3);
       visit_fields(ra, st);
       CHECK(rule_after == rule_before);
+      // A NaN already in the momentum, or in a scalar the update reads (a corrupt checkpoint),
+      // is named as such.
+      u[0] = 1.0f;
+      const std::vector<float> u1 = u;
+      auto nan_state = rule.init({12, 16});
+      SetFirst nan_mu{Maker::mu, std::numeric_limits<float>::quiet_NaN()};
+      visit_fields(nan_mu, nan_state);
+      CHECK(rule.update(Block(u.data(), 12, 16), nan_state, ConstBlock(w[3].data(), 12, 16)) ==
+            Status::non_finite_input);
+      CHECK(u == u1);
+      if (Maker::scalar != nullptr) {
+        auto bad = rule.init({12, 16});
+        SetScalar nan_scalar{Maker::scalar, std::numeric_limits<double>::quiet_NaN()};
+        visit_fields(nan_scalar, bad);
+        CHECK(rule.update(Block(u.data(), 12, 16), bad, ConstBlock(w[3].data(), 12, 16)) ==
+              Status::non_finite_input);
+        CHECK(u == u1);
+      }
       // A gradient beyond the bound is refused by the scan (max_gradient), even with a fresh
-      // momentum that the precheck would pass.
+      // momentum that the precheck would pass; a fresh state steps.
       auto fresh = rule.init({12, 16});
-      u[0] = 1e38f;
+      u[0] = 3e38f;
       CHECK(rule.update(Block(u.data(), 12, 16), fresh, ConstBlock(w[3].data(), 12, 16)) ==
             Status::out_of_range);
-      // A NaN already in the momentum (a corrupt checkpoint) is named as such.
-      SetFirst nan_first{"0_trace_momentum/mu", std::numeric_limits<float>::quiet_NaN()};
-      visit_fields(nan_first, st);
-      u = g3;
       u[0] = 1.0f;
-      CHECK(rule.update(Block(u.data(), 12, 16), st, ConstBlock(w[3].data(), 12, 16)) ==
-            Status::non_finite_input);
+      CHECK(rule.update(Block(u.data(), 12, 16), fresh, ConstBlock(w[3].data(), 12, 16)) == Status::ok);
     }
-    // Muon's variants with the same head are prechecked too (docs/optim.md "Prechecks instead
-    // of copies"); routes whose precheck does not cover them keep their copies: QDWH
-    // (not_converged) and MOP's dual-norm scaling (out_of_range).
+  }
+  TEST_CASE_TEMPLATE_INVOKE(momentum_prechecks, PrecheckMuon, PrecheckKaon, PrecheckScMuon, PrecheckDfMuon,
+                            PrecheckNamo);
+
+  TEST_CASE("Muon's variants are prechecked too; QDWH and MOP keep their copies") {
+    // Routes with the same head as Muon's are prechecked (docs/optim.md "Prechecks instead of
+    // copies"); routes whose precheck does not cover them keep their copies: QDWH
+    // (not_converged) and MOP's dual-norm scaling (out_of_range). Muon's batch group.
+    auto opt =
+        optim::partition({{"a", {8, 12}}, {"b", {8, 12}}, {"v", {12}}, {"c", {12, 16}}},
+                         {"muon", "muon", "adamw", "muon"}, route("muon", muon()), route("adamw", adamw()));
+    REQUIRE(opt.init().status == Status::ok);
+    CHECK(opt.batch_groups() == std::vector<std::vector<std::size_t>>{{0, 1}});
+    CHECK(opt.memory_use().backups == 0);
     MuonOptions qdwh;
     qdwh.polar.method = PolarMethod::qdwh;
     auto backed = optim::partition({{"a", {8, 12}}}, {"m"}, route("m", muon(qdwh)));
@@ -634,11 +726,52 @@ TEST_SUITE("optim.partition") {
     auto mop_opt = optim::partition({{"a", {8, 12}}}, {"m"}, route("m", mop()));
     REQUIRE(mop_opt.init().status == Status::ok);
     CHECK(mop_opt.memory_use().backups == 8 * 12 * sizeof(float));
-    auto variants =
-        optim::partition({{"a", {8, 12}}, {"b", {8, 12}}, {"c", {8, 12}}}, {"n", "a", "h"},
-                         route("n", normuon()), route("a", adamuon()), route("h", muon_hyperball()));
+    auto variants = optim::partition({{"a", {8, 12}}, {"b", {8, 12}}, {"c", {8, 12}}, {"d", {8, 12}}},
+                                     {"n", "a", "h", "d"}, route("n", normuon()), route("a", adamuon()),
+                                     route("h", muon_hyperball()), route("d", da_muon()));
     REQUIRE(variants.init().status == Status::ok);
     CHECK(variants.memory_use().backups == 0);
+  }
+
+  TEST_CASE("a precheck covers a route only where nothing after it can fail or overflow") {
+    // Each of these keeps its copies (backups = its state's momentum, 4 bytes per element, plus
+    // DF-Muon's three more buffers): QDWH may report not_converged; a step η_max·λ > 1/2 could
+    // overflow −η(D + λW) (SC-Muon, step_with_decay_finite); NAMO's decay λ·min(α, 1) likewise
+    // for λ > 1/2; Keller's quintic after a normalisation of safety 0.5 has no iterate bound
+    // (polar_iterate_bound: its iterates can explode), so Muon's Orthogonalize is not total.
+    const std::size_t n = 8 * 12 * sizeof(float);
+    auto backups = [](const auto& rule) {
+      auto opt = optim::partition({{"a", {8, 12}}}, {"r"}, route("r", rule));
+      REQUIRE(opt.init().status == Status::ok);
+      return opt.memory_use().backups;
+    };
+    ScMuonOptions sc;
+    CHECK(backups(sc_muon(sc)) == 0);
+    sc.polar.method = PolarMethod::qdwh;
+    CHECK(backups(sc_muon(sc)) == n);
+    sc = ScMuonOptions{};
+    sc.eta_max = 2.0;
+    sc.weight_decay = 0.25;
+    CHECK(backups(sc_muon(sc)) == 0);  // η_max·λ = 1/2
+    sc.weight_decay = 0.5;
+    CHECK(backups(sc_muon(sc)) == n);
+    DfMuonOptions df;
+    df.polar.method = PolarMethod::qdwh;
+    CHECK(backups(df_muon(df)) == 4 * n);
+    NamoOptions no;
+    no.weight_decay = 0.75;
+    CHECK(backups(namo(no)) == n);
+    MuonOptions mo;
+    mo.polar.method = PolarMethod::newton_schulz;
+    mo.polar.schedule = schedules::keller_jordan();
+    CHECK(backups(muon(mo)) == 0);
+    mo.polar.schedule.normalization.safety = 0.5;
+    CHECK(backups(muon(mo)) == n);
+    // OnWeights is never total (W + u may overflow), whatever it wraps; KaonSpectrum is.
+    static_assert(!has_total_on_finite<OrthogonalizeWeights>::value, "W + u may overflow");
+    static_assert(has_total_on_finite<KaonSpectrum>::value, "a normalised polynomial iteration");
+    static_assert(!decltype(chain(TraceMomentum{}, Orthogonalize{}, OrthogonalizeWeights{}))::prechecks,
+                  "OrthogonalizeWeights may fail");
   }
 }
 

@@ -143,6 +143,16 @@ PolarReport gram_newton_schulz(const A& a, const Q& q, const CoefficientSchedule
   return polar(a, q, o, workspace);
 }
 
+/// The polar() options of kaon(): Newton–Schulz with schedules::kaon(steps), `steps`
+/// iterations, the default normalisation. steps ≥ 1 (schedules::kaon throws otherwise).
+inline PolarOptions kaon_options(int steps = 5) {
+  PolarOptions o;
+  o.method = PolarMethod::newton_schulz;
+  o.schedule = schedules::kaon(steps);
+  o.iterations = steps;
+  return o;
+}
+
 /// Kaon's random spectrum (schedules::kaon(steps)): U s(Σ/‖A‖_F) Vᵀ with the chaotic map
 /// s = p⁵/1.175, p(x) = 4.1x(1 − x²)²; singular vectors kept, singular values scrambled into
 /// [0, 0.9987]. Same cost as Newton–Schulz (3 GEMMs per step). The SVD variant with seeded
@@ -155,11 +165,7 @@ PolarReport kaon(const A& a, const Q& q, int steps = 5, Workspace* workspace = n
     r.message = "kaon: steps must be >= 1";
     return r;
   }
-  PolarOptions o;
-  o.method = PolarMethod::newton_schulz;
-  o.schedule = schedules::kaon(steps);
-  o.iterations = steps;
-  return polar(a, q, o, workspace);
+  return polar(a, q, kaon_options(steps), workspace);
 }
 
 /// True when this build can run polar() with `method` iterating in precision `p` (fp32, fp64
@@ -171,6 +177,29 @@ CoefficientSchedule resolved_schedule(const PolarOptions& options);
 
 /// Checks options without touching data: nullptr when valid, else a static message.
 const char* check_polar_options(const PolarOptions& options);
+
+/// The largest `terms` bound polar_iterate_bound() accepts for one polynomial step (below).
+inline constexpr double kPolarTermLimit = 1e4;
+
+/// A bound on the singular values of every iterate of polar(), its output included, for any
+/// finite input, or HUGE_VAL where none is known: QDWH, no normalisation (the input's own
+/// scale), options that check_polar_options() refuses, or a schedule that could grow an iterate
+/// past kPolarTermLimit. In exact arithmetic it is a proof: the normalisation gives
+/// σ ≤ s₀ = 1/safety (every kind divides by a norm ≥ σ_max; eps only shrinks it), and step t
+/// maps σ ≤ s to |p_t(σ)| ≤ sup over [0, s] of |p_t| (closed form: p_t is odd, so its extremes
+/// lie at s and at the roots in [0, s²] of p_t′ as a quadratic in x²). For rounding, each s is
+/// widened by 2⁻²⁰ (16 units of fp32 rounding; 2⁻⁸ when iterating in bf16/fp16) — a margin, not
+/// a proof: a schedule that is steep beyond its design interval amplifies it (CANS: its first
+/// row maps 1 to 1.99 with slope 26, and a widening of 1.5·10⁻⁵ per step already gives 6 after
+/// five steps, 2⁻⁸ gives no bound at all, so CANS in bf16 gets none). Every step's three terms
+/// must also stay below kPolarTermLimit, s·(|a| + |b|s² + |c|s⁴) ≤ 10⁴, which leaves a factor
+/// 6.5 to fp16's range and 10³⁴ to fp32's for whatever the margin misses; Gram Newton–Schulz
+/// also needs the factor it accumulates between restarts, ∏(|a| + |b|s² + |c|s⁴), below 10³⁰.
+/// Every schedule the library ships has a bound in fp32 (Keller Jordan's: 1.2024; Kaon's: 1.1735;
+/// CANS's: 1.99; tests/kernels/test_coefficients.cpp). A rule that calls polar() uses it to
+/// promise a finite output (optim/transforms.hpp, polar_total_on_finite). Cost: O(iterations)
+/// scalar work plus resolved_schedule().
+double polar_iterate_bound(const PolarOptions& options);
 
 /// Rows per panel of the symmetric products built from GEMMs, used where no vendor SYRK serves
 /// the compute type and device (bf16/fp16, HIP, a host build without BLAS). C = α op(A) op(A)ᵀ

@@ -35,21 +35,24 @@ struct has_total_on_finite<
            std::declval<const typename R::State&>(), std::declval<const BlockShape&>(), MemoryKind::host))>>
     : std::true_type {};
 /// Rules whose precheck covers their failures only in some configurations declare
-/// `bool precheck_covers(const State&, MemoryKind) const` (Chain does).
+/// `bool precheck_covers(const State&, const BlockShape&, MemoryKind) const` (Chain does; so
+/// do step_size.hpp's rules with their own momentum).
 template <class R, class = void>
 struct has_precheck_covers : std::false_type {};
 template <class R>
-struct has_precheck_covers<R, std::void_t<decltype(std::declval<const R&>().precheck_covers(
-                                  std::declval<const typename R::State&>(), MemoryKind::host))>>
+struct has_precheck_covers<
+    R, std::void_t<decltype(std::declval<const R&>().precheck_covers(
+           std::declval<const typename R::State&>(), std::declval<const BlockShape&>(), MemoryKind::host))>>
     : std::true_type {};
-/// True when r's precheck() tells every failure of its update() for state `s` on blocks in
-/// `memory`: then a caller that prechecks needs no copy of the state (Partition::step).
+/// True when r's precheck() tells every failure of its update() for state `s` on blocks of
+/// `shape` in `memory`: then a caller that prechecks needs no copy of the state
+/// (Partition::step).
 template <class R>
-bool covered_by_precheck(const R& r, const typename R::State& s, MemoryKind memory) {
+bool covered_by_precheck(const R& r, const typename R::State& s, const BlockShape& shape, MemoryKind memory) {
   if constexpr (!has_precheck<R>::value)
     return false;
   else if constexpr (has_precheck_covers<R>::value)
-    return r.precheck_covers(s, memory);
+    return r.precheck_covers(s, shape, memory);
   else
     return true;
 }
@@ -250,8 +253,14 @@ class Chain {
   template <bool P = prechecks, std::enable_if_t<P, int> = 0>
   bool precheck_covers(const State& state, MemoryKind memory) const {
     const auto& states = static_cast<const typename State::Base&>(state);
-    return covered_by_precheck(std::get<0>(rules_), std::get<0>(states), memory) &&
+    return covered_by_precheck(std::get<0>(rules_), std::get<0>(states), state.shape, memory) &&
            totals_from_second(state, memory, std::index_sequence_for<Rules...>{});
+  }
+  /// The protocol's form (covered_by_precheck): the state knows its shape, which `shape`
+  /// must be (else false: update() would refuse the block).
+  template <bool P = prechecks, std::enable_if_t<P, int> = 0>
+  bool precheck_covers(const State& state, const BlockShape& shape, MemoryKind memory) const {
+    return state.shape == shape && precheck_covers(state, memory);
   }
 
   /// True when some rule uses its batched form now (optim::batch_enabled): otherwise a

@@ -338,7 +338,8 @@ class Partition {
         constexpr std::size_t I = decltype(tag)::value;
         const auto& rule = std::get<I>(routes_).rule;
         const bool may_fail = rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value;
-        prechecked_[i] = may_fail && covered_by_precheck(rule, std::get<I>(states_)[slot_[i]], memory_);
+        prechecked_[i] = may_fail && covered_by_precheck(rule, std::get<I>(states_)[slot_[i]],
+                                                         flatten(params_[i].shape), memory_);
         backed_up_[i] = may_fail && !prechecked_[i];
         limit_bits_[i] = magnitude_bits(max_gradient_of(rule));
         return Status::ok;

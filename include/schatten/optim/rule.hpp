@@ -85,13 +85,19 @@
 ///
 /// which touches nothing and, for a `u` that passed the gradient scan (finite, within
 /// max_gradient()), returns the status update(u, state, param) would fail with, or ok, a
-/// promise that update() then succeeds and leaves `u` finite (it may refuse conservatively:
-/// TraceMomentum refuses values near the float range). With `flag` null every test is waited
-/// for. With `flag` (one float in u's memory) the tests on the values may be queued instead and
-/// not waited for: *flag then becomes > 0 when they refuse, else ≤ 0, and the return value
-/// covers the other checks; a caller that finds the flag set calls precheck again with null
-/// for the status. A partition on device memory thus reads the flags of all its parameters
-/// with one transfer. A rule that cannot fail on finite input declares
+/// promise that update() then succeeds and leaves `u` finite for a finite `param` (it may
+/// refuse conservatively: TraceMomentum refuses values near the float range). A rule whose
+/// promise holds only in some configurations also declares
+///
+///     bool precheck_covers(const State&, const BlockShape&, MemoryKind) const;  // optional
+///
+/// (SC-Muon's: its polar call total and its step unable to overflow; chain.hpp,
+/// covered_by_precheck); where it is false the partition copies the state. With `flag` null
+/// every test is waited for. With `flag` (one float in u's memory) the tests on the values may
+/// be queued instead and not waited for: *flag then becomes > 0 when they refuse, else ≤ 0,
+/// and the return value covers the other checks; a caller that finds the flag set calls
+/// precheck again with null for the status. A partition on device memory thus reads the flags
+/// of all its parameters with one transfer. A rule that cannot fail on finite input declares
 ///
 ///     bool total_on_finite(const State&, const BlockShape&, MemoryKind) const;   // optional
 ///

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -33,6 +34,21 @@ namespace detail {
 inline void step_with_decay(Block u, ConstBlock w, double eta, double weight_decay) {
   scale(u, static_cast<float>(-eta));
   if (weight_decay != 0.0 && eta != 0.0) add_scaled(u, w, static_cast<float>(-eta * weight_decay));
+}
+/// True when step_with_decay(u, W, η, λ) leaves u finite for every η ∈ [0, eta_max], every finite
+/// W and every u whose entries are at most `u_bound`: eta_max·u_bound ≤ FLT_MAX/4 and
+/// eta_max·λ ≤ 1/2 keep the two rounded products within FLT_MAX/4 and FLT_MAX/2 (each at most
+/// 1 + 2⁻²³ above its exact value), so their sum stays below FLT_MAX. A decay of at most half
+/// the weights per step and a step of at most 10³⁷ times the direction: every setting in use.
+inline bool step_with_decay_finite(double eta_max, double weight_decay, double u_bound) {
+  return eta_max * u_bound <= double(FLT_MAX) / 4.0 && eta_max * weight_decay <= 0.5;
+}
+/// The momentum of the rules below that keep their own (the EMA form without bias correction,
+/// stepped with TraceMomentum::apply into their scratch, so that the state changes only once the
+/// polar call succeeded): their max_gradient() and the momentum half of their precheck() are
+/// its own (TraceMomentum::max_gradient, TraceMomentum::precheck_buffer).
+inline TraceMomentum own_momentum(double beta, bool nesterov, StateStorage storage) {
+  return TraceMomentum{beta, nesterov, TraceMomentum::Form::ema, false, storage};
 }
 /// "weight_decay" in a rule's signature only when set, so that the signatures (and with them
 /// the checkpoints) written before the decay existed stay valid.
@@ -145,17 +161,39 @@ struct ScaleCalibratedDirection {
     sc.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
   }
-  double max_gradient() const { return TraceMomentum::storage_limit(mu_storage); }
+  /// The momentum's (detail::own_momentum): FLT_MAX/2, in either storage.
+  double max_gradient() const { return detail::own_momentum(beta, nesterov, mu_storage).max_gradient(); }
+  /// The state and the scratch sized for u, and the parameter for the decay.
+  bool sized(const State& s, ConstBlock u, ConstBlock p) const {
+    const auto n = static_cast<std::size_t>(u.size());
+    const Scratch& sc = *s.scratch;
+    return detail::first_moment_sized(s, n, mu_storage) &&
+           detail::first_moment_sized(sc.next, n, mu_storage) && sc.gradient.size() == n &&
+           sc.direction_in.size() == n && (weight_decay == 0.0 || p.size() == u.size());
+  }
+  /// update()'s failures before it runs, touching nothing (rule.hpp, precheck): invalid_argument
+  /// for a state or parameter of another shape, then the momentum's (TraceMomentum::
+  /// precheck_buffer: out_of_range or non_finite_input for a buffer entry beyond its overflow
+  /// bound). Where precheck_covers(), ok promises success, and a finite u for a finite
+  /// parameter (the decay's term is λ·W). Cost: one read of the momentum (with `flag` on device
+  /// memory, a kernel not waited for).
+  Status precheck(ConstBlock u, const State& s, ConstBlock p, float* flag = nullptr) const {
+    if (!sized(s, u, p)) return Status::invalid_argument;
+    return detail::own_momentum(beta, nesterov, mu_storage).precheck_buffer(u, s, s.count + 1, flag);
+  }
+  /// The polar call cannot fail (detail::polar_total_on_finite on the scratch's workspace) and
+  /// −η·(D + λW) cannot overflow (detail::step_with_decay_finite, D's entries at most
+  /// polar_iterate_bound(), η ≤ η_max): then a partition keeps no copy of this state.
+  bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
+    return detail::polar_total_on_finite(polar, s.scratch->workspace.get(), shape, memory) &&
+           detail::step_with_decay_finite(eta_max, weight_decay, polar_iterate_bound(polar));
+  }
   /// Runs on host or device memory (rule.hpp helpers and the polar kernel; two reductions read
   /// back per step).
   static constexpr bool device_capable = true;
   Status update(Block u, State& s, ConstBlock p) const {
-    const auto n = static_cast<std::size_t>(u.size());
     Scratch& sc = *s.scratch;
-    if (!detail::first_moment_sized(s, n, mu_storage) ||
-        !detail::first_moment_sized(sc.next, n, mu_storage) || sc.gradient.size() != n ||
-        sc.direction_in.size() != n || (weight_decay != 0.0 && p.size() != u.size()))
-      return Status::invalid_argument;
+    if (!sized(s, u, p)) return Status::invalid_argument;
     const Block g = block_like(sc.gradient, u), in = block_like(sc.direction_in, u);
     copy_block(g, u);
     detail::copy_first_moment(sc.next, s);
@@ -307,7 +345,37 @@ struct MajorizedStep {
     sc.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
   }
-  double max_gradient() const { return TraceMomentum::storage_limit(mu_storage); }
+  /// The momentum's (detail::own_momentum): FLT_MAX/2, in either storage.
+  double max_gradient() const { return detail::own_momentum(beta, nesterov, mu_storage).max_gradient(); }
+  /// The state and the scratch sized for u, and the parameter of u's size.
+  bool sized(const State& s, ConstBlock u, ConstBlock p) const {
+    const auto n = static_cast<std::size_t>(u.size());
+    const Scratch& sc = *s.scratch;
+    for (const Buffer* b : {&s.anchor, &s.prev_grad, &s.prev_param, &sc.gradient})
+      if (b->size() != n) return false;
+    return detail::first_moment_sized(s, n, mu_storage) &&
+           detail::first_moment_sized(sc.next, n, mu_storage) && p.size() == u.size();
+  }
+  /// update()'s failures before it runs, touching nothing (rule.hpp, precheck): invalid_argument
+  /// for a state or parameter of another shape; non_finite_input for a curvature scalar (L̂ or
+  /// the fit's sums) that is not finite (a corrupt checkpoint); then the momentum's
+  /// (TraceMomentum::precheck_buffer). Where precheck_covers(), ok promises success, and a
+  /// finite u when the parameter is finite and so are the anchor and the secant point (earlier
+  /// parameters and gradients, not read here). Cost: one read of the momentum (with `flag` on
+  /// device memory, a kernel not waited for).
+  Status precheck(ConstBlock u, const State& s, ConstBlock p, float* flag = nullptr) const {
+    if (!sized(s, u, p)) return Status::invalid_argument;
+    if (!(std::isfinite(s.lhat) && std::isfinite(s.fit_ys) && std::isfinite(s.fit_ss)))
+      return Status::non_finite_input;
+    return detail::own_momentum(beta, nesterov, mu_storage).precheck_buffer(u, s, s.count + 1, flag);
+  }
+  /// The polar call cannot fail (detail::polar_total_on_finite on the scratch's workspace) and
+  /// −η·(D + λW) cannot overflow (detail::step_with_decay_finite: η ∈ [0, η_max], D's entries at
+  /// most polar_iterate_bound()): then a partition keeps no copy of this state.
+  bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
+    return detail::polar_total_on_finite(polar, s.scratch->workspace.get(), shape, memory) &&
+           detail::step_with_decay_finite(eta_max, weight_decay, polar_iterate_bound(polar));
+  }
 
   /// The scalars of φ: a = ⟨g, D⟩, lq = L̂‖D‖²_F, q = ‖D‖²_F, e2 = ‖W − W̄‖²_F, c = ⟨W − W̄, D⟩,
   /// k = min(r, c); λ, ρ as above.
@@ -347,13 +415,8 @@ struct MajorizedStep {
   /// back per step, each one pass over two or three arrays).
   static constexpr bool device_capable = true;
   Status update(Block u, State& s, ConstBlock p) const {
-    const auto n = static_cast<std::size_t>(u.size());
     Scratch& sc = *s.scratch;
-    for (const Buffer* b : {&s.anchor, &s.prev_grad, &s.prev_param, &sc.gradient})
-      if (b->size() != n) return Status::invalid_argument;
-    if (!detail::first_moment_sized(s, n, mu_storage) ||
-        !detail::first_moment_sized(sc.next, n, mu_storage) || p.size() != u.size())
-      return Status::invalid_argument;
+    if (!sized(s, u, p)) return Status::invalid_argument;
     const Block g = block_like(sc.gradient, u);
     copy_block(g, u);
     detail::copy_first_moment(sc.next, s);
@@ -557,7 +620,28 @@ struct NamoStep {
     st.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
     return st;
   }
-  double max_gradient() const { return TraceMomentum::storage_limit(mu_storage); }
+  /// The momentum's (detail::own_momentum): FLT_MAX/2, in either storage.
+  double max_gradient() const { return detail::own_momentum(beta, nesterov, mu_storage).max_gradient(); }
+  /// update()'s failures before it runs, touching nothing (rule.hpp, precheck): invalid_argument
+  /// for a state or parameter of another shape; non_finite_input for a second moment v that is
+  /// not finite or is negative (a corrupt checkpoint); then the momentum's
+  /// (TraceMomentum::precheck_buffer). Where precheck_covers(), ok promises success, and a
+  /// finite u for a finite parameter. Cost: one read of the momentum (with `flag` on device
+  /// memory, a kernel not waited for).
+  Status precheck(ConstBlock u, const State& s, ConstBlock p, float* flag = nullptr) const {
+    if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage) ||
+        p.size() != u.size())
+      return Status::invalid_argument;
+    if (!(std::isfinite(s.v) && s.v >= 0.0)) return Status::non_finite_input;
+    return detail::own_momentum(beta, nesterov, mu_storage).precheck_buffer(u, s, s.count + 1, flag);
+  }
+  /// The polar call cannot fail (detail::polar_total_on_finite on the state's workspace) and the
+  /// update −min(α·c·√max(r, c), 1)·O − λ·min(α, 1)·W cannot overflow (step ≤ 1 and decay ≤ λ:
+  /// detail::step_with_decay_finite with η_max = 1): then a partition keeps no copy of this state.
+  bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
+    return detail::polar_total_on_finite(polar, s.workspace.get(), shape, memory) &&
+           detail::step_with_decay_finite(1.0, weight_decay, polar_iterate_bound(polar));
+  }
   /// u ← the momentum's output (TraceMomentum::apply, EMA form), the state's buffer updated in
   /// its storage for step t (1-based; shared with NamoDStep).
   void momentum(Block u, detail::FirstMoment& s, std::int64_t t) const {

@@ -338,10 +338,14 @@ struct TraceMomentum {
   /// holds). Cost: one read of the buffer; on device memory with `flag`, one kernel not waited
   /// for.
   Status precheck(ConstBlock u, const State& s, ConstBlock, float* flag = nullptr) const {
+    return precheck_buffer(u, s, s.count + 1, flag);
+  }
+  /// precheck() of a buffer `s` about to take step t (1-based): shared with the rules that keep
+  /// their own momentum and step it with apply() (step_size.hpp).
+  Status precheck_buffer(ConstBlock u, const detail::FirstMoment& s, std::int64_t t, float* flag) const {
     if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage))
       return Status::invalid_argument;
-    const std::uint32_t bits =
-        magnitude_bits(overflow_bound(beta, nesterov, form, correction_at(s.count + 1)));
+    const std::uint32_t bits = magnitude_bits(overflow_bound(beta, nesterov, form, correction_at(t)));
     if (flag != nullptr && u.memory == MemoryKind::device) {
       if (u.size() == 0)
         device_kernels::fill(flag, 1, 0.0f);
@@ -607,6 +611,25 @@ inline std::string polar_config(const PolarOptions& o) {
   return s.str();
 }
 
+namespace detail {
+/// True when polar(u, u, options, workspace) succeeds for every finite u of `shape` in `memory`
+/// and leaves it finite, with singular values at most polar_iterate_bound(options) (rule.hpp,
+/// total_on_finite): nothing is left for the kernel to fail on. That needs an iteration without
+/// a convergence test (not QDWH, which may report not_converged), iterates that stay bounded
+/// (polar_iterate_bound finite: a normalised input and a schedule that cannot blow it up; without
+/// a normalisation a huge input could overflow), no dual-norm scaling (whose product may
+/// overflow: out_of_range), the workspace reserved for the call (no out_of_memory) and no
+/// staging copies to allocate (memory::kernels_access). The one test of the rules that call
+/// polar() (Orthogonalize, KaonSpectrum, and step_size.hpp's rules with their own momentum).
+inline bool polar_total_on_finite(const PolarOptions& options, const Workspace* workspace,
+                                  const BlockShape& shape, MemoryKind memory) {
+  return options.method != PolarMethod::qdwh && !options.dual_norm_scale &&
+         std::isfinite(polar_iterate_bound(options)) && memory::kernels_access(memory) &&
+         workspace != nullptr &&
+         workspace->capacity() >= polar_workspace_bytes(shape.rows, shape.cols, 1, options, Precision::fp32);
+}
+}  // namespace detail
+
 /// u ← polar(u) with any method and schedule of the kernels (PolarOptions; default Polar Express,
 /// 5 steps). Muon's orthogonalisation.
 struct Orthogonalize {
@@ -628,19 +651,10 @@ struct Orthogonalize {
     return Status::ok;
   }
   /// True when update() succeeds for every finite u of `shape` in `memory` and leaves it finite
-  /// (rule.hpp, total_on_finite): polar() then has nothing left to fail on. That needs an
-  /// iteration without a convergence test (not QDWH, which may report not_converged), no
-  /// dual-norm scaling (whose product may overflow: out_of_range), the state's workspace
-  /// reserved for the call (no out_of_memory) and no staging copies to allocate
-  /// (memory::kernels_access). The polynomial iterations of a finite matrix normalised by its
-  /// norm (computed in double) stay bounded; without a normalisation (Normalization::Kind::none)
-  /// a huge input could overflow them, so that case is not total.
+  /// (rule.hpp, total_on_finite): detail::polar_total_on_finite of the options and the state's
+  /// workspace (a polynomial method, normalised, no dual-norm scaling, reserved, no staging).
   bool total_on_finite(const State& s, const BlockShape& shape, MemoryKind memory) const {
-    return polar.method != PolarMethod::qdwh && !polar.dual_norm_scale &&
-           resolved_schedule(polar).normalization.kind != Normalization::Kind::none &&
-           memory::kernels_access(memory) && s.workspace &&
-           s.workspace->capacity() >=
-               polar_workspace_bytes(shape.rows, shape.cols, 1, polar, Precision::fp32);
+    return detail::polar_total_on_finite(polar, s.workspace.get(), shape, memory);
   }
   /// Batched form (rule.hpp): one polar() call over the whole batch of same-shape blocks.
   std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
@@ -666,6 +680,9 @@ struct Orthogonalize {
 /// restores it).
 template <class Inner>
 struct OnWeights : Inner {  // Inner's options, init, State, may_fail, device_capable, workspace
+  /// Not total on finite input, whatever Inner is: W + u may overflow to ∞ (both finite), and
+  /// the kernel then refuses it. Deleted, so that has_total_on_finite (chain.hpp) is false.
+  bool total_on_finite(const typename Inner::State&, const BlockShape&, MemoryKind) const = delete;
   Status update(Block u, typename Inner::State& s, ConstBlock param) const {
     add_scaled(u, param, 1.0f);
     if (const Status st = Inner::update(u, s, param); st != Status::ok) return st;
@@ -807,11 +824,15 @@ struct KaonSpectrum {
   /// refuses (invalid_argument at every update; schedules::kaon would throw).
   std::size_t workspace_bytes(const BlockShape& s, index_t batch) const {
     if (steps < 1) return 0;
-    PolarOptions o;
-    o.method = PolarMethod::newton_schulz;
-    o.schedule = schedules::kaon(steps);
-    o.iterations = steps;
-    return polar_workspace_bytes(s.rows, s.cols, batch, o, Precision::fp32);
+    return polar_workspace_bytes(s.rows, s.cols, batch, kaon_options(steps), Precision::fp32);
+  }
+  /// True when update() succeeds for every finite u of `shape` in `memory` and leaves it finite
+  /// (rule.hpp, total_on_finite): kaon() is polar() with kaon_options(steps), a normalised
+  /// polynomial iteration (detail::polar_total_on_finite; its output's singular values lie in
+  /// [0, 0.9987]). Kaon's chain is then prechecked as Muon's (docs/optim.md "Prechecks instead
+  /// of copies"). steps < 1: never (the kernel refuses).
+  bool total_on_finite(const State& s, const BlockShape& shape, MemoryKind memory) const {
+    return steps >= 1 && detail::polar_total_on_finite(kaon_options(steps), s.workspace.get(), shape, memory);
   }
   State init(const BlockShape& s) const {
     State st;
