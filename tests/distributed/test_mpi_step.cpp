@@ -68,10 +68,12 @@ std::vector<Layout> layouts(bool sharded) {
 
 /// Muon and AdamW; `storage` bf16 keeps their momentum and first moment in Bf16Buffers
 /// (docs/optim.md "State precision"), which the rollback snapshots must carry too.
-auto make_muon(StateStorage storage = Precision::fp32) {
+/// Muon; with qdwh its route may fail and is not prechecked (optim::Partition copies its states).
+auto make_muon(StateStorage storage = Precision::fp32, bool qdwh = false) {
   MuonOptions o;
   o.weight_decay = 0.01;  // reads the parameter: the owner needs the gathered shard
   o.mu_storage = storage;
+  if (qdwh) o.polar.method = PolarMethod::qdwh;
   return muon(o);
 }
 auto make_adamw(StateStorage storage = Precision::fp32) {
@@ -509,6 +511,30 @@ TEST_CASE("distributed.partition: memory_use is this rank's share, one process's
     CHECK(m.batches == one.batches);
     CHECK(m.workspace == one.workspace);
   }
+  CHECK(one.exchange == 0);
+  // Every parameter replicated: the exchange buffers are the all-gather target of every update
+  // (4 bytes per element of every parameter) and a copy of each owned parameter
+  // (docs/distributed.md "Cost and traffic").
+  std::size_t all = 0, owned = 0;
+  for (std::size_t i = 0; i < specs().size(); ++i) {
+    const auto n = static_cast<std::size_t>(optim::flatten(specs()[i].shape).size());
+    all += n;
+    if (d.owners()[i] == world().rank()) owned += n;
+  }
+  CHECK(m.exchange == 4 * (all + owned));
+  CHECK(m.total() == m.state + m.backups + m.scratch + m.batches + m.workspace + m.exchange);
+  // The same after steps: no rank copies its local state for the cross-rank rollback (the
+  // local partition's backups serve: docs/distributed.md "Step"), so nothing grows.
+  Model model(specs());
+  Local loc(d, model);
+  for (int t = 0; t < 2; ++t) {
+    model.gradients(t);
+    loc.gradients(d, model);
+    REQUIRE(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)).status == Status::ok);
+  }
+  const optim::MemoryUse after = d.memory_use();
+  CHECK(after.total() == m.total());
+  CHECK(after.backups == m.backups);
 }
 
 TEST_CASE("distributed.partition: muon and adamw trajectories equal one process bit for bit") {
@@ -1428,39 +1454,46 @@ struct FailOnMagic {
 TEST_CASE("distributed.partition: a rule failing on its owner refuses the step on every rank") {
   // Stochastic rounding draws its bits from each element's value and the step, never from where
   // the element lies, so the row-sharded AdamW stepped where its shards lie rounds as one process.
-  for (const StateStorage storage :
-       {StateStorage(Precision::fp32), StateStorage(Precision::bf16), StateStorage::bf16_stochastic()}) {
-    CAPTURE(std::string(to_string(storage)));
-    auto labels = propose_labels(specs());
-    labels[8] = "fragile";  // "gain"
-    auto ref = optim::partition(specs(), labels, route("muon", make_muon(storage)),
-                                route("adamw", make_adamw(storage)), route("fragile", FailOnMagic{}));
-    REQUIRE(ref.init());
-    auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon(storage)),
-                                                route("adamw", make_adamw(storage)),
-                                                route("fragile", FailOnMagic{}));
-    d.set_layouts(layouts(true));
-    REQUIRE(d.init());
-    Model m(specs());
-    Local loc(d, m);
-    for (int t = 0; t < 3; ++t) {
-      m.gradients(t);
-      if (t == 1) m.g[8][0] = 12345.0f;
-      loc.gradients(d, m);
-      const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
-      if (t == 1) {
-        CHECK(r.status == Status::breakdown);
-        CHECK(r.bad_param == 8);
-        CHECK(std::string(r.message).find("gain") != std::string::npos);  // the owner's message
+  // No rank snapshots its states: each runs only the routes that may fail before the agreement
+  // (optim::Partition::step_fallible), and puts those back (step_undo) when another rank failed.
+  // With QDWH, Muon's route is such a route (not prechecked), so the other ranks' Muon states
+  // advance and must be put back; with Polar Express it is prechecked and runs after the
+  // agreement, as AdamW's does.
+  for (const bool qdwh : {false, true})
+    for (const StateStorage storage :
+         {StateStorage(Precision::fp32), StateStorage(Precision::bf16), StateStorage::bf16_stochastic()}) {
+      CAPTURE(qdwh);
+      CAPTURE(std::string(to_string(storage)));
+      auto labels = propose_labels(specs());
+      labels[8] = "fragile";  // "gain"
+      auto ref = optim::partition(specs(), labels, route("muon", make_muon(storage, qdwh)),
+                                  route("adamw", make_adamw(storage)), route("fragile", FailOnMagic{}));
+      REQUIRE(ref.init());
+      auto d = distributed::distributed_partition(
+          world(), specs(), labels, route("muon", make_muon(storage, qdwh)),
+          route("adamw", make_adamw(storage)), route("fragile", FailOnMagic{}));
+      d.set_layouts(layouts(true));
+      REQUIRE(d.init());
+      Model m(specs());
+      Local loc(d, m);
+      for (int t = 0; t < 3; ++t) {
+        m.gradients(t);
+        if (t == 1) m.g[8][0] = 12345.0f;
+        loc.gradients(d, m);
+        const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
+        if (t == 1) {
+          CHECK(r.status == Status::breakdown);
+          CHECK(r.bad_param == 8);
+          CHECK(std::string(r.message).find("gain") != std::string::npos);  // the owner's message
+          CHECK(same_bits(d, m, loc));
+          continue;
+        }
+        CHECK(r.status == Status::ok);
+        REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
         CHECK(same_bits(d, m, loc));
-        continue;
       }
-      CHECK(r.status == Status::ok);
-      REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
-      CHECK(same_bits(d, m, loc));
+      CHECK(same_state(d, ref));  // every owner's states were rolled back at the failed step
     }
-    CHECK(same_state(d, ref));  // every owner's states were rolled back at the failed step
-  }
 }
 
 TEST_CASE("distributed.partition: unusable hyper-parameters are refused at init on every rank") {

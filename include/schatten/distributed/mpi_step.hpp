@@ -756,16 +756,13 @@ class DistributedPartition {
       stage_copy(params[i], grads[i], shapes_[i].size(), replica_copies_[k], replica_params_[k],
                  replica_grads_[k]);
     }
-    // Rollback copies when another rank may fail, or the other of the two partitions.
+    // Rollback copies of the unreduced parameters' states, which step whole on every rank
+    // before the local partition (whose failure on any rank must undo them).
     const bool guard = comm_.size() > 1 || replicas_.has_value();
     if constexpr (any_may_fail)
-      if (guard) {
-        detail::SnapshotTaker t{&snapshot_};
-        local_->visit(t);
-        if (replicas_) {
-          detail::SnapshotTaker tr{&replica_snapshot_};
-          replicas_->visit(tr);
-        }
+      if (guard && replicas_) {
+        detail::SnapshotTaker tr{&replica_snapshot_};
+        replicas_->visit(tr);
       }
     std::int64_t local_key = detail::kNoFailure;
     std::string local_message;
@@ -784,26 +781,38 @@ class DistributedPartition {
             "MPI_Allreduce whose sums differ between the ranks); nothing applied";
       }
     }
-    optim::StepReport local = local_->step(local_params_, local_grads_);
+    // The local step in optim::Partition's stages: its checks and prechecks, then the routes
+    // that may fail and are not prechecked (the local partition copies those states first).
+    // Everything after the agreement cannot fail, so a failure on any rank is undone here by
+    // step_undo() from those copies: no snapshot of the local states (docs/distributed.md).
+    optim::StepReport local = local_->step_prepare(local_params_, local_grads_);
+    if (local) local = local_->step_fallible(local_params_, local_grads_);
     // 5. Agreement.
-    if (!local) {
+    auto note = [&](const optim::StepReport& r) {
+      if (r) return;
       const std::int64_t k = detail::failure_key(
-          owned_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(local.bad_param, 0))], local.status);
+          owned_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(r.bad_param, 0))], r.status);
       if (k < local_key) {
         local_key = k;
-        local_message = local.message;
+        local_message = r.message;
       }
-    }
+    };
+    note(local);
     key = comm_.allreduce_min(local_key);
+    if (key == detail::kNoFailure) {
+      // The rest cannot fail but by a rule breaking the protocol (internal_error: its states
+      // may have advanced), which is agreed too, so that every rank returns alike and no
+      // parameter moves.
+      note(local_->step_finish(local_params_, local_grads_));
+      key = comm_.allreduce_min(local_key);
+    } else {
+      local_->step_undo();  // nothing to undo where step_fallible() failed or did not run
+    }
     if (key != detail::kNoFailure) {
       if constexpr (any_may_fail)
-        if (guard) {
-          detail::SnapshotRestorer rs{&snapshot_};
-          local_->visit(rs);
-          if (replicas_) {
-            detail::SnapshotRestorer rr{&replica_snapshot_};
-            replicas_->visit(rr);
-          }
+        if (guard && replicas_) {
+          detail::SnapshotRestorer rr{&replica_snapshot_};
+          replicas_->visit(rr);
         }
       const auto bad = static_cast<std::size_t>(key >> 8);
       // The message of the lowest rank that reported this failure (the owner, or for a
@@ -940,12 +949,28 @@ class DistributedPartition {
   }
   /// What this rank's optimizer holds, by kind (optim::MemoryUse; docs/optim.md "Memory"): its
   /// local partition's and, with unreduced parameters, their partition's, summed (each has its
-  /// own workspace). The exchange buffers (owned updates, shards) are not counted. All zero
-  /// before init().
+  /// own workspace); in `backups` also the copy of the unreduced parameters' states that a step
+  /// takes for the cross-rank rollback (after the first step); in `exchange` the buffers of
+  /// docs/distributed.md "Cost and traffic": the all-gather target of the replicated updates,
+  /// the owned parameters' copies (with the gathered gradients of sharded ones), the largest
+  /// shard of an update and the column stage, the unreduced parameters' copies, the activation
+  /// Gram sums and the buffer a Gram is received in. All zero before init().
   optim::MemoryUse memory_use() {
     optim::MemoryUse m;
     for (std::optional<Local>* p : {&local_, &replicas_})
       if (*p) m += (*p)->memory_use();
+    if (!local_) return m;
+    for (const optim::Buffer& b : replica_snapshot_.buffers)
+      m.backups += b.size() * sizeof(float);
+    for (const optim::Bf16Buffer& b : replica_snapshot_.halves)
+      m.backups += b.size() * sizeof(std::uint16_t);
+    std::size_t floats = updates_.size() + shard_update_.size() + stage_.size() + gram_scratch_.size();
+    for (const auto* list : {&copies_, &replica_copies_})
+      for (const std::vector<float>& c : *list)
+        floats += c.size();
+    for (const optim::Buffer& g : grams_)
+      floats += g.size();
+    m.exchange = floats * sizeof(float);
     return m;
   }
   /// After a checkpoint load (load_checkpoint calls it): this rank's activation sums are dropped.
@@ -1177,7 +1202,6 @@ class DistributedPartition {
   std::vector<float*> local_params_, local_grads_;
   std::vector<std::int64_t> gram_dim_, gram_samples_, gram_tag_;
   std::vector<optim::Buffer> grams_;
-  detail::Snapshot snapshot_;
   std::int64_t steps_ = 0, skipped_ = 0;
   std::string message_;
 };

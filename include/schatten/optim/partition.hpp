@@ -78,14 +78,18 @@ struct has_update_unguarded<
 
 /// The bytes a partition holds, by kind (Partition::memory_use(); docs/optim.md "Memory"). All
 /// but `workspace` are in the partition's memory() kind; the workspace is in the memory of
-/// Kokkos::DefaultExecutionSpace.
+/// Kokkos::DefaultExecutionSpace; `exchange` is host memory.
 struct MemoryUse {
   std::size_t state = 0;      ///< the states' buffers (what a checkpoint holds)
   std::size_t backups = 0;    ///< the copies of the states of routes that may fail, not prechecked
   std::size_t scratch = 0;    ///< the rules' scratch buffers, each shared one counted once
   std::size_t batches = 0;    ///< the same-shape groups' batch buffers
   std::size_t workspace = 0;  ///< the kernel workspace the states and groups share
-  std::size_t total() const { return state + backups + scratch + batches + workspace; }
+  /// A distributed partition's buffers for the parameters, gradients and updates it moves
+  /// between ranks, and its activation Gram sums (distributed::DistributedPartition::
+  /// memory_use); 0 for a Partition.
+  std::size_t exchange = 0;
+  std::size_t total() const { return state + backups + scratch + batches + workspace + exchange; }
   /// Adds another partition's bytes, kind by kind.
   MemoryUse& operator+=(const MemoryUse& o) {
     state += o.state;
@@ -93,6 +97,7 @@ struct MemoryUse {
     scratch += o.scratch;
     batches += o.batches;
     workspace += o.workspace;
+    exchange += o.exchange;
     return *this;
   }
 };
@@ -417,8 +422,25 @@ class Partition {
   /// precheck: Muon's chain) are prechecked before any state changes; the states of the other
   /// routes that may fail are copied before they change and restored on a failure; routes
   /// that cannot fail (AdamW, SGD) need neither. A device step has finished (fenced) when it
-  /// returns.
+  /// returns. The three stages below, in order.
   StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
+    if (StepReport r = step_prepare(params, grads); !r || r.skipped) return r;
+    if (StepReport r = step_fallible(params, grads); !r) return r;
+    return step_finish(params, grads);
+  }
+
+  /// step() in stages, for a caller that agrees with other processes between them
+  /// (distributed::DistributedPartition), with the same params and grads throughout:
+  ///  1. step_prepare: the pointer checks, the gradient scan, clipping and the prechecks. A
+  ///     refusal (or a skip, StepReport::skipped) changes nothing; stop there.
+  ///  2. step_fallible: the routes that may fail and are not prechecked, each state copied
+  ///     first. A failure restores those states and changes nothing else; stop there. After
+  ///     success the copies still hold the states before the step, so step_undo() can put them
+  ///     back (another process failed): nothing else has changed yet.
+  ///  3. step_finish: the routes that cannot fail, then the prechecked ones, then the
+  ///     parameters. It fails only when a rule breaks the protocol (internal_error: states may
+  ///     have advanced, parameters are untouched).
+  StepReport step_prepare(const std::vector<float*>& params, const std::vector<float*>& grads) {
     if (which_.size() != params_.size()) return refusal("step before a successful init()", -1);
     if (StepReport r = check_pointers(params_, params, grads); !r) return r;
     // One scan per gradient: finiteness, and the route's limit unless clipping comes first.
@@ -428,60 +450,33 @@ class Partition {
       if (const std::ptrdiff_t i = first_outside(grads, false); i >= 0) return refuse(i, grads);
     }
     // The prechecks, before any state changes: a refusal here leaves everything as it was.
-    if (StepReport r = run_prechecks(params, grads); !r) return r;
-    // touched_[i]: parameter i's state was copied to its backup this step (and may have
-    // advanced); exactly those are restored on failure.
     std::fill(touched_.begin(), touched_.end(), char(0));
-    const bool batched = batching_ && group_of_.size() == params_.size();
-    Status failed = Status::ok;
-    std::size_t bad = 0;
-    int bad_group = -1;
-    // Three passes: first the parameters whose states are backed up (routes that may fail, not
-    // prechecked), then the rest, which cannot fail and so need no backup: nothing runs after
-    // them that could undo the step. Among the rest the routes that cannot fail at all come
-    // before the prechecked ones, so that a rule breaking the protocol there (the
-    // internal_error below) fails before those states advance. Each parameter's update depends
-    // on its own state only, so the order does not change any result.
-    for (int pass = 0; pass < 3 && failed == Status::ok; ++pass)
-      for (std::size_t i = 0; i < params_.size() && failed == Status::ok; ++i) {
-        if ((backed_up_[i] ? 0 : prechecked_[i] ? 2 : 1) != pass) continue;
-        const int k = batched ? group_of_[i] : -1;
-        if (k < 0) {
-          failed = update_one(i, params[i], grads[i]);
-        } else if (groups_[static_cast<std::size_t>(k)].members.front() == i) {
-          failed = update_group(groups_[static_cast<std::size_t>(k)], params, grads);
-          if (failed != Status::ok) bad_group = k;
-        }  // else: updated with its group at the group's first member
-        if (failed != Status::ok) bad = i;
-      }
-    if (failed != Status::ok) {
-      // Every state backed up this step, the failing one included (a bare rule, not a chain,
-      // may have advanced its state before failing).
-      for (std::size_t i = 0; i < params_.size(); ++i)
-        if (touched_[i]) restore_one(i);
-      if (memory_ == MemoryKind::device) device_kernels::fence();  // the restoring copies
-      // A rule failed that declared it cannot, or after its precheck passed (protocol
-      // violations): its state, and those of the other parameters without a backup, may have
-      // advanced.
-      if (!backed_up_[bad]) {
-        return refusal(
-            "a rule failed without declaring may_fail, or after its precheck passed; states may "
-            "have advanced",
-            static_cast<std::ptrdiff_t>(bad), Status::internal_error);
-      } else {
-        message_ = std::string("the rule of parameter '") + params_[bad].name + "' failed (" +
-                   to_string(failed) + ")" +
-                   (bad_group >= 0
-                        ? " in its batched group of " +
-                              std::to_string(groups_[static_cast<std::size_t>(bad_group)].members.size()) +
-                              " same-shape parameters"
-                        : std::string()) +
-                   "; no parameter or state was changed";
-        StepReport r = refusal(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
-        r.status = failed;
-        return r;
-      }
-    }
+    return run_prechecks(params, grads);
+  }
+  /// Stage 2 (step_prepare above).
+  StepReport step_fallible(const std::vector<float*>& params, const std::vector<float*>& grads) {
+    // touched_[i]: parameter i's state was copied to its backup this step (and may have
+    // advanced); exactly those are restored on failure, or by step_undo().
+    std::fill(touched_.begin(), touched_.end(), char(0));
+    return run_passes(params, grads, 0, 1);
+  }
+  /// Puts back the states step_fallible() advanced, from their copies. Only between a
+  /// successful step_fallible() and step_finish(); a no-op otherwise.
+  void step_undo() {
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (touched_[i]) restore_one(i);
+    std::fill(touched_.begin(), touched_.end(), char(0));
+    if (memory_ == MemoryKind::device) device_kernels::fence();  // the restoring copies
+  }
+  /// Stage 3 (step_prepare above).
+  StepReport step_finish(const std::vector<float*>& params, const std::vector<float*>& grads) {
+    // The rest cannot fail, and so needs no backup: nothing runs after it that could undo the
+    // step. The routes that cannot fail at all come before the prechecked ones, so that a rule
+    // breaking the protocol there (the internal_error of run_passes) fails before those states
+    // advance. Each parameter's update depends on its own state only, so the order does not
+    // change any result. (On such a failure the states of stage 2 are put back too.)
+    if (StepReport r = run_passes(params, grads, 1, 3); !r) return r;
+    std::fill(touched_.begin(), touched_.end(), char(0));  // step_undo() has nothing left to do
     for (std::size_t i = 0; i < params_.size(); ++i)
       apply_updates(block(params[i], i), block(grads[i], i));
     if (memory_ == MemoryKind::device) device_kernels::fence();
@@ -675,6 +670,51 @@ class Partition {
     if (!backed_up_[i]) return;
     *std::get<I>(backups_)[slot_[i]] = std::get<I>(states_)[slot_[i]];
     touched_[i] = 1;
+  }
+  /// Passes [first, last) of a step over the parameters: 0, those whose states are backed up
+  /// (routes that may fail, not prechecked); 1, the routes that cannot fail; 2, the prechecked
+  /// ones. A batch group runs at its first member. On a failure every state backed up this
+  /// step (touched_) is restored, the failing one included (a bare rule, not a chain, may
+  /// have advanced its state before failing), and the refusal names the parameter; a failure
+  /// of a parameter without a backup is a protocol violation (internal_error).
+  StepReport run_passes(const std::vector<float*>& params, const std::vector<float*>& grads, int first,
+                        int last) {
+    const bool batched = batching_ && group_of_.size() == params_.size();
+    Status failed = Status::ok;
+    std::size_t bad = 0;
+    int bad_group = -1;
+    for (int pass = first; pass < last && failed == Status::ok; ++pass)
+      for (std::size_t i = 0; i < params_.size() && failed == Status::ok; ++i) {
+        if ((backed_up_[i] ? 0 : prechecked_[i] ? 2 : 1) != pass) continue;
+        const int k = batched ? group_of_[i] : -1;
+        if (k < 0) {
+          failed = update_one(i, params[i], grads[i]);
+        } else if (groups_[static_cast<std::size_t>(k)].members.front() == i) {
+          failed = update_group(groups_[static_cast<std::size_t>(k)], params, grads);
+          if (failed != Status::ok) bad_group = k;
+        }  // else: updated with its group at the group's first member
+        if (failed != Status::ok) bad = i;
+      }
+    if (failed == Status::ok) return StepReport{};
+    step_undo();
+    // A rule failed that declared it cannot, or after its precheck passed (protocol
+    // violations): its state, and those of the other parameters without a backup, may have
+    // advanced (those with one were put back above).
+    if (!backed_up_[bad])
+      return refusal(
+          "a rule failed without declaring may_fail, or after its precheck passed; states may "
+          "have advanced",
+          static_cast<std::ptrdiff_t>(bad), Status::internal_error);
+    message_ =
+        std::string("the rule of parameter '") + params_[bad].name + "' failed (" + to_string(failed) + ")" +
+        (bad_group >= 0 ? " in its batched group of " +
+                              std::to_string(groups_[static_cast<std::size_t>(bad_group)].members.size()) +
+                              " same-shape parameters"
+                        : std::string()) +
+        "; no parameter or state was changed";
+    StepReport r = refusal(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
+    r.status = failed;
+    return r;
   }
   /// Parameter i's precheck (prechecked_[i]: its rule has one that covers its state), its
   /// tests on values queued into *flag when `flag` is given (rule.hpp).
