@@ -28,7 +28,8 @@
 /// and each rank's rows, run or columns straddle the pieces). Per step the time is the slowest rank's,
 /// between two barriers; gradients are refilled outside the timed region. One rank also times
 /// optim::Partition::step alone (the single-process baseline) when started on one rank.
-/// Prints one line per measurement. Compare runs that use the same cores: e.g. 1 rank with
+/// Prints one line per measurement, and (without --cut) what each rank's optimizer holds,
+/// by kind (DistributedPartition::memory_use). Compare runs that use the same cores: e.g. 1 rank with
 /// OPENBLAS_NUM_THREADS=2 against 2 ranks with OPENBLAS_NUM_THREADS=1 on a 2-core machine
 /// (docs/benchmarks/cpu-mpi.md).
 #include <mpi.h>
@@ -118,6 +119,23 @@ void time_steps(D& d, const distributed::Communicator& comm, const std::vector<P
         "bytes received per step, all ranks: %.1f MB (%.3f x the %.1f MB of parameters); per rank %.1f "
         "MB\n",
         per_step / 1e6, per_step / pb, pb / 1e6, per_step / n / 1e6);
+  }
+}
+
+/// What each rank's optimizer holds after the steps (DistributedPartition::memory_use(),
+/// docs/optim.md "Memory"), one line per rank printed by rank 0, in MB.
+void print_memory(const optim::MemoryUse& m, int me, int n) {
+  const double mine[7] = {double(m.state),     double(m.backups),  double(m.scratch), double(m.batches),
+                          double(m.workspace), double(m.exchange), double(m.total())};
+  std::vector<double> all(7 * static_cast<std::size_t>(n));
+  MPI_Gather(mine, 7, MPI_DOUBLE, all.data(), 7, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  if (me != 0) return;
+  for (int r = 0; r < n; ++r) {
+    const double* x = all.data() + 7 * r;
+    std::printf(
+        "rank %d holds (MB): state %.1f, backups %.1f, scratch %.1f, batches %.1f, workspace %.1f, exchange "
+        "%.1f; total %.1f\n",
+        r, x[0] / 1e6, x[1] / 1e6, x[2] / 1e6, x[3] / 1e6, x[4] / 1e6, x[5] / 1e6, x[6] / 1e6);
   }
 }
 
@@ -282,6 +300,7 @@ int main(int argc, char** argv) {
                              ? d.element_range(i).size()
                              : d.row_range(i).size() * d.column_range(i).size());
         time_steps(d, comm, specs, held, steps, what);
+        print_memory(d.memory_use(), me, n);
       });
     } else {
       std::vector<SplitSpec> cuts;
