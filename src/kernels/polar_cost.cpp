@@ -53,6 +53,14 @@ const char* check_polar_options(const PolarOptions& o) {
 }
 
 namespace {
+/// True when polar() iterates in a 16-bit precision (bf16 or fp16).
+bool iterates_in_16_bits(const PolarOptions& o) {
+  return o.compute == Precision::bf16 || o.compute == Precision::fp16;
+}
+/// True when Gram Newton–Schulz rebuilds its iterate before iteration t (gram_restarts; t ≥ 1).
+bool gram_restart_before(const PolarOptions& o, int t) {
+  return t > 0 && std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) != o.gram_restarts.end();
+}
 /// max |p(x)| over x ∈ [0, s]: at s or at an interior extreme, x² a root of
 /// p′(x) = a + 3b x² + 5c x⁴ (p is odd, p(0) = 0).
 double sup_abs(const OddQuintic& p, double s) {
@@ -78,8 +86,7 @@ double polar_iterate_bound(const PolarOptions& o) {
   if (check_polar_options(o) != nullptr || o.method == PolarMethod::qdwh) return HUGE_VAL;
   const CoefficientSchedule s = resolved_schedule(o);
   if (s.normalization.kind == Normalization::Kind::none) return HUGE_VAL;
-  const bool lowp = o.compute == Precision::bf16 || o.compute == Precision::fp16;
-  const double widen = 1.0 + (lowp ? 0x1p-8 : 0x1p-20);
+  const double widen = 1.0 + (iterates_in_16_bits(o) ? 0x1p-8 : 0x1p-20);
   double sigma = widen / s.normalization.safety, factor = 1.0, peak = sigma;
   for (int t = 0; t < o.iterations; ++t) {
     const OddQuintic& p = s.at(t);
@@ -87,7 +94,7 @@ double polar_iterate_bound(const PolarOptions& o) {
     const double per_sigma = std::fabs(p.a) + std::fabs(p.b) * s2 + std::fabs(p.c) * s2 * s2;
     if (!(sigma * per_sigma <= kPolarTermLimit)) return HUGE_VAL;
     if (o.method == PolarMethod::gram_newton_schulz) {
-      if (std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) != o.gram_restarts.end()) factor = 1.0;
+      if (gram_restart_before(o, t)) factor = 1.0;
       factor *= per_sigma;
       if (!(factor <= 1e30)) return HUGE_VAL;
     }
@@ -121,7 +128,7 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
     // them: a vendor SYRK for fp32/fp64 (host BLAS, cuBLAS; the Kokkos backend's has_syrk,
     // assumed whatever the device), GEMM row panels for 16-bit iteration when kk is large enough
     // (symmetric_panel_shapes), else one GEMM.
-    const bool lowp = o.compute == Precision::bf16 || o.compute == Precision::fp16;
+    const bool lowp = iterates_in_16_bits(o);
     auto add_sym = [&](index_t kk, index_t inner, int c = 1) {
       if (!o.symmetric_gram) return add(kk, kk, inner, c);
       if (!lowp) return add(kk, kk, inner, c, OpKind::syrk);
@@ -146,9 +153,7 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
            qdwh_gemm_shapes(rows, cols, qr, chol, o.qdwh.lower_bound < 0.0, o.qdwh.polish))
         add(g.m, g.n, g.k, g.count, g.kind);
     } else if (o.method == PolarMethod::gram_newton_schulz) {
-      auto restart = [&](int t) {
-        return t > 0 && std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) != o.gram_restarts.end();
-      };
+      auto restart = [&](int t) { return gram_restart_before(o, t); };
       if (T > 0) {
         add_sym(k, n);  // R = X Xᵀ
         for (int t = 0; t < T; ++t) {
