@@ -91,6 +91,11 @@ def main():
     corpus, artifacts = os.path.join(work, "corpus"), os.path.join(work, "artifacts")
     os.makedirs(corpus)
     os.makedirs(artifacts)
+    # The targets' scratch files (TMPDIR) go under WORKDIR too: libFuzzer ends each process with
+    # _Exit at its time limit, before the destructors that would remove them, and they used to
+    # pile up in /tmp (about 30 a run). The next run's rmtree above removes them.
+    env["TMPDIR"] = os.path.join(work, "tmp")
+    os.makedirs(env["TMPDIR"])
     run = subprocess.run([exe, "-fork=1", "-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1",
                           "-max_total_time=%d" % seconds, "-timeout=10", "-rss_limit_mb=2048",
                           "-malloc_limit_mb=1048576", "-print_final_stats=1",
