@@ -249,6 +249,17 @@ void bm_step_size_step(benchmark::State& st, bool majorized) {
     run(sc_muon());
 }
 
+/// MuAdam's step over the same model (muadam(): Adam's moments m and v, then D ⊙ polar(D ⊙ ñ)
+/// with D = (v̂ + ε)^{−1/4}, Polar Express 5 steps; no batching of its own beyond the partition's
+/// groups); memory_counters(): its state is m, v and D, three floats per element.
+void bm_muadam_step(benchmark::State& st) {
+  Model m(gpt2_small());
+  const std::size_t ws = Workspace::total_bytes();
+  auto opt = partition(m.specs, propose_labels(m.specs), route("muon", muadam()), route("adamw", adamw()));
+  time_host_steps(st, m, opt);
+  memory_counters(st, opt, ws);
+}
+
 /// NorDion2's step over the same model (nordion2(): Dion2's selection, always of rows, at
 /// fraction 0.25, then NorMuon's per-row normalisation of the update): Dion2's work plus two
 /// passes over each hidden matrix's update.
@@ -650,6 +661,9 @@ int main(int argc, char** argv) {
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/df_muon_step/gpt2_small", bm_step_size_step, true)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/muadam_step/gpt2_small", bm_muadam_step)
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/nordion2_step/gpt2_small", bm_nordion2_step)

@@ -671,12 +671,14 @@ TEST_SUITE("optim.device") {
       CHECK(to_host(m.dw[i]) == params[i]);
   }
 
-  /// The device precheck of a route whose rule keeps a momentum named `mu` ("<index>_<rule>/mu"):
-  /// no backups, and an entry of kBf16Max there (beyond the momentum's bound) refused on host and
-  /// device alike before anything moves, with `gradient` as the first gradient entry of the last
-  /// hidden matrix h.3.w (0: the drawn one).
+  /// The device precheck of a route whose rule keeps a state buffer named `mu` ("<index>_<rule>/
+  /// <field>", a momentum or a second moment): no backups, and an entry `value` there (kBf16Max:
+  /// beyond the momentum's bound) refused with `expected` on host and device alike before
+  /// anything moves, with `gradient` as the first gradient entry of the last hidden matrix h.3.w
+  /// (0: the drawn one).
   template <class Rule>
-  void check_device_precheck(const Rule& rule, const std::string& mu, float gradient = 0.0f) {
+  void check_device_precheck(const Rule& rule, const std::string& mu, float gradient = 0.0f,
+                             float value = kBf16Max, Status expected = Status::out_of_range) {
     const std::vector<std::string> labels = propose_labels(kSpecs);
     const auto make = [&] { return partition(kSpecs, labels, route("muon", rule), route("adamw", adamw())); };
     auto host = make();
@@ -690,7 +692,7 @@ TEST_SUITE("optim.device") {
     REQUIRE(first.first);
     REQUIRE(first.second);
     io::FieldSet fields = io::capture(device);
-    std::get<std::vector<float>>(fields.at("h.3.w/" + mu))[0] = kBf16Max;  // held by bf16
+    std::get<std::vector<float>>(fields.at("h.3.w/" + mu))[0] = value;  // kBf16Max: held by bf16
     REQUIRE(io::restore(device, fields) == Status::ok);
     REQUIRE(io::restore(host, fields) == Status::ok);
     const io::FieldSet state = io::capture(device);
@@ -705,8 +707,8 @@ TEST_SUITE("optim.device") {
     }
     const StepReport rh = host.step(pointers(m.w), pointers(gr.g));
     const StepReport rd = device.step(pointers(m.dw), pointers(gr.dg));
-    CHECK(rh.status == Status::out_of_range);
-    CHECK(rd.status == Status::out_of_range);
+    CHECK(rh.status == expected);
+    CHECK(rd.status == expected);
     CHECK(rh.bad_param == 5);
     CHECK(rd.bad_param == 5);
     CHECK(std::string(rd.message).find("precheck") != std::string::npos);
@@ -724,7 +726,9 @@ TEST_SUITE("optim.device") {
     // hidden matrix (sum form, B = kBf16Max and G = 5e37 of one sign, G within max_gradient():
     // 0.95 B + G is ∞ in float) is refused before anything moves, on the host and on the
     // device alike, in either storage. Kaon, SC-Muon, DF-Muon and NAMO: the same test of their
-    // EMA momentum (B = kBf16Max beyond its bound FLT_MAX/2).
+    // EMA momentum (B = kBf16Max beyond its bound FLT_MAX/2). MuAdam: m beyond its moment
+    // bound, and a second moment v that is negative or beyond FLT_MAX/2, whose device test ORs
+    // into the flag that m's wrote.
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
       CAPTURE(to_string(storage));
       MuonOptions mo;
@@ -743,6 +747,12 @@ TEST_SUITE("optim.device") {
       NamoOptions no;
       no.mu_storage = storage;
       check_device_precheck(namo(no), "0_namo_step/mu");
+      MuAdamOptions mao;
+      mao.mu_storage = storage;
+      check_device_precheck(muadam(mao), "0_muadam_direction/mu");
+      check_device_precheck(muadam(mao), "0_muadam_direction/nu", 0.0f, -1.0f, Status::non_finite_input);
+      check_device_precheck(muadam(mao), "0_muadam_direction/nu", 0.0f, std::numeric_limits<float>::max(),
+                            Status::out_of_range);
     }
   }
 

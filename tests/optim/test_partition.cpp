@@ -607,6 +607,18 @@ TEST_SUITE("optim.partition") {
     static constexpr const char* scalar = "0_namo_step/v";
   };
 
+  struct PrecheckMuAdam {  // m beyond moment_bound() (1.9e35 at step 1); the gradient bound is v's
+    static auto make(Precision storage) {
+      MuAdamOptions o;
+      o.mu_storage = storage;
+      return muadam(o);
+    }
+    static constexpr const char* mu = "0_muadam_direction/mu";
+    static constexpr const char* scalar = nullptr;  // v is a buffer: tested below
+    static double bound() { return kSquaredStateMaxGradient; }
+    static constexpr float gradient = 0.0f;
+  };
+
   TEST_CASE_TEMPLATE_DEFINE("prechecked routes keep no copies of their states, and a refusal changes nothing",
                             Maker, momentum_prechecks) {
     // Muon's chain (TraceMomentum, then Orthogonalize by Polar Express) and Kaon's tell their
@@ -619,7 +631,8 @@ TEST_SUITE("optim.partition") {
     // held exactly in either storage) lies beyond it. For Muon's sum form with G = 5e37 of the
     // same sign, 0.95 B + G = 3.72e38 is ∞ in float, and Polar Express would refuse the
     // non-finite input; the EMA would have stayed finite (the bound is conservative; a skipped
-    // precheck would let the step succeed). The precheck refuses that step of the last
+    // precheck would let the step succeed). MuAdam's bound on m is moment_bound(), 1.9e35, and
+    // its gradient bound v's (2^63). The precheck refuses that step of the last
     // parameter before the first two (a batch group where the rule batches) and AdamW's
     // parameter advance: every state and parameter is bit-identical afterwards. Without the
     // precheck and without copies, those would have advanced.
@@ -706,7 +719,113 @@ TEST_SUITE("optim.partition") {
     }
   }
   TEST_CASE_TEMPLATE_INVOKE(momentum_prechecks, PrecheckMuon, PrecheckKaon, PrecheckScMuon, PrecheckDfMuon,
-                            PrecheckNamo);
+                            PrecheckNamo, PrecheckMuAdam);
+
+  TEST_CASE("MuAdam's precheck reads its second moment too, and its moment bound keeps the step finite") {
+    // MuAdamDirection::precheck tests v against [0, FLT_MAX/2]: NaN, Inf or a negative v (a
+    // corrupt checkpoint; pow of a negative base would be NaN) is non_finite_input, a v above
+    // FLT_MAX/2 out_of_range, and −0 passes. Nothing changes on a refusal.
+    const std::uint64_t seed = case_seed("muadam precheck");
+    CAPTURE(seed);
+    const float half = FLT_MAX / 2.0f;
+    for (const Precision storage : {Precision::fp32, Precision::bf16}) {
+      CAPTURE(to_string(storage));
+      MuAdamOptions o;
+      o.mu_storage = storage;
+      const auto rule = muadam(o);
+      const std::vector<float> g0 = random_vec(12 * 16, seed), w = random_vec(12 * 16, seed + 1);
+      for (const auto& [v, expected] : std::vector<std::pair<float, Status>>{
+               {std::numeric_limits<float>::quiet_NaN(), Status::non_finite_input},
+               {std::numeric_limits<float>::infinity(), Status::non_finite_input},
+               {-1.0f, Status::non_finite_input},
+               {FLT_MAX, Status::out_of_range},
+               {std::nextafter(half, FLT_MAX), Status::out_of_range},
+               {half, Status::ok},
+               {-0.0f, Status::ok}}) {
+        CAPTURE(v);
+        auto st = rule.init({12, 16});
+        SetFirst set_v{"0_muadam_direction/nu", v};
+        visit_fields(set_v, st);
+        std::map<std::string, std::vector<double>> before, after;
+        Snapshot sb{&before}, sa{&after};
+        visit_fields(sb, st);
+        std::vector<float> u = g0;
+        CHECK(rule.precheck(ConstBlock(u.data(), 12, 16), st, ConstBlock(w.data(), 12, 16)) == expected);
+        const Status s = rule.update(Block(u.data(), 12, 16), st, ConstBlock(w.data(), 12, 16));
+        CHECK(s == expected);
+        if (expected != Status::ok) {
+          CHECK(u == g0);
+          visit_fields(sa, st);
+          const auto same = [](double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+          CHECK(after.size() == before.size());
+          for (const auto& [name, values] : before) {
+            CAPTURE(name);
+            CHECK(std::equal(values.begin(), values.end(), after[name].begin(), after[name].end(), same));
+          }
+        } else {
+          CHECK(all_finite(ConstBlock(u.data(), 12, 16)));
+        }
+      }
+    }
+    // The bound itself: m = ±moment_bound(1) in every entry (the largest float the precheck
+    // accepts), with g = ±2^63 (max_gradient) of the same sign or g = 0, and v at 0 or at
+    // FLT_MAX/2 (the largest v). v = 0 with g = 0 keeps v̂ = 0, where D = D_max = 100 (a large g
+    // makes v̂ large and D small): then D ⊙ ñ = 810·bound = 1.5e38. Each step stays finite, m,
+    // v and D too. Four times the bound overflows D ⊙ ñ there (the rule alone then reports the
+    // non-finite polar input): the bound is within a factor 4 of the real limit.
+    for (const Precision storage : {Precision::fp32, Precision::bf16}) {
+      CAPTURE(to_string(storage));
+      MuAdamDirection r;
+      r.mu_storage = storage;
+      REQUIRE(r.max_preconditioner() == doctest::Approx(100.0));
+      const double bound = r.moment_bound(1);
+      CHECK(bound == doctest::Approx(FLT_MAX / (2.0 * 9.1 * 100.0)).epsilon(1e-6));
+      // The largest float at most the bound, and in bf16 the largest bf16 at most it (its bits
+      // truncated: bf16 holds a float's upper 16 bits).
+      float largest;
+      const std::uint32_t bits =
+          magnitude_bits(bound) & (storage == Precision::bf16 ? 0xffff0000u : 0xffffffffu);
+      std::memcpy(&largest, &bits, sizeof largest);
+      const float g_max = float(kSquaredStateMaxGradient);
+      for (const float sign : {1.0f, -1.0f})
+        for (const float g : {sign * g_max, 0.0f})
+          for (const float v : {0.0f, half}) {
+            CAPTURE(sign);
+            CAPTURE(g);
+            CAPTURE(v);
+            auto st = r.init({4, 4});
+            for (float& x : st.nu)
+              x = v;
+            if (storage == Precision::bf16) {
+              for (auto& x : st.mu_bf16)
+                x = bf16_round(sign * largest);
+            } else {
+              for (float& x : st.mu)
+                x = sign * largest;
+            }
+            std::vector<float> u(16, g);
+            REQUIRE(r.precheck(ConstBlock(u.data(), 4, 4), st, ConstBlock()) == Status::ok);
+            REQUIRE(r.update(Block(u.data(), 4, 4), st, ConstBlock()) == Status::ok);
+            CHECK(all_finite(ConstBlock(u.data(), 4, 4)));
+            CHECK(all_finite(ConstBlock(st.nu.data(), 4, 4)));
+            CHECK(all_finite(ConstBlock(st.d.data(), 4, 4)));
+            CHECK(optim::detail::first_moment_within(st, magnitude_bits(HUGE_VAL)));
+            if (v == 0.0f && g == 0.0f) {  // ×4: D ⊙ ñ overflows, and the polar call refuses it
+              auto over = r.init({4, 4});
+              if (storage == Precision::bf16) {
+                for (auto& x : over.mu_bf16)
+                  x = bf16_round(sign * 4.0f * largest);
+              } else {
+                for (float& x : over.mu)
+                  x = sign * 4.0f * largest;
+              }
+              std::vector<float> u4(16, 0.0f);
+              CHECK(r.precheck(ConstBlock(u4.data(), 4, 4), over, ConstBlock()) == Status::out_of_range);
+              CHECK(r.update(Block(u4.data(), 4, 4), over, ConstBlock()) == Status::non_finite_input);
+            }
+          }
+    }
+  }
 
   TEST_CASE("Muon's variants are prechecked too; QDWH and MOP keep their copies") {
     // Routes with the same head as Muon's are prechecked (docs/optim.md "Prechecks instead of
@@ -761,6 +880,29 @@ TEST_SUITE("optim.partition") {
     NamoOptions no;
     no.weight_decay = 0.75;
     CHECK(backups(namo(no)) == n);
+    // MuAdam (m, v and D: three buffers): covered for e ≤ 0 with D_max·B_p ≤ FLT_MAX/4 and step
+    // 1's moment bound above max_gradient() = 2^63. Not for QDWH, e > 0 (D grows with v),
+    // ε^e = 1e60 (ε = 1e-30, e = −2), or β₁ = 1 − 10⁻⁶ with ε^e = 10¹⁶ (β₁/c₁ = 10⁶ at step 1:
+    // the bound, 1.7e16, lies below 2^63).
+    MuAdamOptions ma;
+    CHECK(backups(muadam(ma)) == 0);
+    ma.exponent = -0.5;  // SANIA
+    CHECK(backups(muadam(ma)) == 0);
+    ma = MuAdamOptions{};
+    ma.polar.method = PolarMethod::qdwh;
+    CHECK(backups(muadam(ma)) == 3 * n);
+    ma = MuAdamOptions{};
+    ma.exponent = 0.5;
+    CHECK(backups(muadam(ma)) == 3 * n);
+    ma = MuAdamOptions{};
+    ma.eps = 1e-30;
+    ma.exponent = -2.0;
+    CHECK(backups(muadam(ma)) == 3 * n);
+    ma = MuAdamOptions{};
+    ma.b1 = 1.0 - 1e-6;
+    ma.exponent = -2.0;
+    CHECK(MuAdamDirection{ma.b1, ma.b2, ma.eps, ma.exponent}.moment_bound(1) < kSquaredStateMaxGradient);
+    CHECK(backups(muadam(ma)) == 3 * n);
     MuonOptions mo;
     mo.polar.method = PolarMethod::newton_schulz;
     mo.polar.schedule = schedules::keller_jordan();

@@ -115,6 +115,27 @@ bool all_within(const float* x, index_t n, std::uint32_t limit_bits) {
   return bad == 0;
 }
 
+bool all_within_non_negative(const float* x, index_t n, std::uint32_t limit_bits) {
+  float limit;
+  std::memcpy(&limit, &limit_bits, sizeof limit);
+  index_t bad = 0;
+  Kokkos::parallel_reduce(
+      "schatten::optim::all_within_non_negative", Range(0, n),
+      KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += (x[k] >= 0.0f && x[k] <= limit) ? 0 : 1; }, bad);
+  return bad == 0;
+}
+
+void flag_outside_non_negative(const float* x, index_t n, std::uint32_t limit_bits, float* flag) {
+  float limit;
+  std::memcpy(&limit, &limit_bits, sizeof limit);
+  // An OR into the flag: only the elements outside write, and they all write 1 (atomically, so
+  // that the writes do not race).
+  Kokkos::parallel_for(
+      "schatten::optim::flag_outside_non_negative", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+        if (!(x[k] >= 0.0f && x[k] <= limit)) Kokkos::atomic_fetch_max(flag, 1.0f);
+      });
+}
+
 void flag_outside_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits, float* flag) {
   const Kokkos::View<float, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> result(flag);
   Kokkos::parallel_reduce(

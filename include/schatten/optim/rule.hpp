@@ -366,6 +366,12 @@ bool all_within(const float* x, index_t n, std::uint32_t limit_bits);
 /// value ≤ 0 (the identity of a max-reduction); asynchronous: all_within's test without waiting
 /// for the answer. n > 0.
 void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* flag);
+/// all_within_non_negative() of this file on device memory: every x[k] in [0, limit]. Waits.
+bool all_within_non_negative(const float* x, index_t n, std::uint32_t limit_bits);
+/// *flag (device memory) ← 1 when some x[k] lies outside [0, limit] (NaN included), else left
+/// as it is: it ORs into a flag that flag_outside() has written (MuAdamDirection::precheck's
+/// second buffer). Not waited for. n > 0.
+void flag_outside_non_negative(const float* x, index_t n, std::uint32_t limit_bits, float* flag);
 void copy(float* dst, const float* src, index_t n);
 /// dst(i, j) ← src(i, j) for rows × cols row-major blocks with leading dimensions dst_ld and
 /// src_ld (≥ cols): the gather and scatter of a column piece (split.hpp).
@@ -587,6 +593,23 @@ inline bool all_within(MatrixRef<const float> m, std::uint32_t limit_bits) {
 
 /// True when every element is finite (no NaN, no ±Inf).
 inline bool all_finite(MatrixRef<const float> m) { return all_within(m, magnitude_bits(HUGE_VAL)); }
+
+/// True when every element x has 0 ≤ x ≤ the float of `limit_bits` (magnitude_bits; −0 counts
+/// as 0, NaN fails): the test of a state that must not be negative, such as a second moment
+/// (MuAdamDirection::precheck). Cost: one read.
+inline bool all_within_non_negative(MatrixRef<const float> m, std::uint32_t limit_bits) {
+  if (m.memory == MemoryKind::device)
+    return device_kernels::all_within_non_negative(m.data, m.size(), limit_bits);
+  float limit;
+  std::memcpy(&limit, &limit_bits, sizeof limit);
+  bool bad = false;
+  for (index_t i = 0; i < m.rows; ++i)
+    for (index_t j = 0; j < m.cols; ++j) {
+      const float x = m(i, j);
+      bad |= !(x >= 0.0f && x <= limit);
+    }
+  return !bad;
+}
 
 /// The largest |g| rule R accepts: its max_gradient() when it declares one, else +Inf.
 template <class R, class = void>

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -201,6 +202,29 @@ inline bool first_moment_within(const FirstMoment& m, std::uint32_t limit_bits) 
     bad |= static_cast<std::uint32_t>(bf16_beyond(x[k], limit_bits));
   return bad == 0;
 }
+/// The precheck of a first moment against |m| ≤ the float of `limit_bits` (the test of
+/// TraceMomentum::precheck_buffer and MuAdamDirection::precheck): ok; out_of_range when some
+/// entry is finite beyond it; non_finite_input when some entry is NaN or Inf (a corrupt
+/// checkpoint). With `flag` and m in device memory (`memory`), a kernel not waited for sets *flag
+/// to 1 or to a value ≤ 0, and the answer is ok: the caller reads the flag and asks again
+/// without it for the status. With `flag` on the host, *flag ← 1 or 0 as well. Cost: one read.
+inline Status precheck_first_moment(const FirstMoment& m, MemoryKind memory, std::uint32_t limit_bits,
+                                    float* flag) {
+  if (flag != nullptr && memory == MemoryKind::device) {
+    const auto n = static_cast<index_t>(m.mu.size() + m.mu_bf16.size());
+    if (n == 0)
+      device_kernels::fill(flag, 1, 0.0f);
+    else if (m.storage.bf16())
+      device_kernels::flag_outside_bf16(m.mu_bf16.data(), n, limit_bits, flag);
+    else
+      device_kernels::flag_outside(m.mu.data(), n, limit_bits, flag);
+    return Status::ok;
+  }
+  const bool within = first_moment_within(m, limit_bits);
+  if (flag != nullptr) *flag = within ? 0.0f : 1.0f;
+  if (within) return Status::ok;
+  return first_moment_within(m, magnitude_bits(HUGE_VAL)) ? Status::out_of_range : Status::non_finite_input;
+}
 /// Exchanges the buffers of a and b (the same storage).
 inline void swap_first_moment(FirstMoment& a, FirstMoment& b) {
   a.mu.swap(b.mu);
@@ -346,21 +370,7 @@ struct TraceMomentum {
     if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), mu_storage))
       return Status::invalid_argument;
     const std::uint32_t bits = magnitude_bits(overflow_bound(beta, nesterov, form, correction_at(t)));
-    if (flag != nullptr && u.memory == MemoryKind::device) {
-      if (u.size() == 0)
-        device_kernels::fill(flag, 1, 0.0f);
-      else if (mu_storage.bf16())
-        device_kernels::flag_outside_bf16(s.mu_bf16.data(), u.size(), bits, flag);
-      else
-        device_kernels::flag_outside(s.mu.data(), u.size(), bits, flag);
-      return Status::ok;
-    }
-    const bool within = detail::first_moment_within(s, bits);
-    if (flag != nullptr) *flag = within ? 0.0f : 1.0f;
-    if (within) return Status::ok;
-    // A NaN or Inf already in the buffer (a corrupt checkpoint) is named as such.
-    return detail::first_moment_within(s, magnitude_bits(HUGE_VAL)) ? Status::out_of_range
-                                                                    : Status::non_finite_input;
+    return detail::precheck_first_moment(s, u.memory, bits, flag);
   }
   /// "mu" is the buffer in its storage: checkpoints hold it as floats either way (io/checkpoint.hpp).
   template <class V>
@@ -897,6 +907,12 @@ inline void multiply(Block u, const float* d) {
 /// `mu_storage` [P] (docs/optim.md "State precision"): m in fp32 (default) or bf16, as
 /// ScaleByAdam's first moment (widened, updated in float, rounded to nearest even when stored;
 /// ñ of this step from the unrounded m). v and D stay fp32 (ScaleByAdam's reason for v).
+///
+/// **Precheck** (rule.hpp; docs/optim.md "Prechecks instead of copies"): its failures are the
+/// polar call's, which a finite input cannot cause where detail::polar_total_on_finite holds,
+/// and a non-finite D ⊙ ñ, which bounded moments rule out. precheck() tests m against
+/// moment_bound() and v against [0, FLT_MAX/2]; where precheck_covers() (e ≤ 0 and ε^e small
+/// enough), a partition keeps no copy of the state (m, v and D: three floats per element).
 struct MuAdamDirection {
   static constexpr const char* name = "muadam_direction";
   static constexpr bool may_fail = true;
@@ -922,7 +938,57 @@ struct MuAdamDirection {
   /// v holds g² in float (rule.hpp, kSquaredStateMaxGradient); D = (v̂ + ε)^e is computed in
   /// double and stays finite for any such v.
   double max_gradient() const { return kSquaredStateMaxGradient; }
-  bool sized(const State& s, const Block& u) const {
+  /// The largest entry of D = (v̂ + ε)^e over v̂ ≥ 0: ε^e (at v̂ = 0) when e ≤ 0, in double (100
+  /// for the defaults, 10⁴ for SANIA's e = −1/2); +Inf when e > 0, where D grows with v̂.
+  double max_preconditioner() const { return exponent <= 0.0 ? std::pow(eps, exponent) : HUGE_VAL; }
+  /// The largest |m| and |g| for which step t (1-based) keeps the new m, ñ and D ⊙ ñ within half
+  /// the float range: FLT_MAX/(2·K·max(1, D_max)), K = max(β₁ + w₁, (β₁/c₁)(β₁ + w₁) + w₁) the
+  /// bound per unit of max(|m|, |g|) of |m'| and of |ñ|, with the floats precondition_element()
+  /// uses, and D_max = max_preconditioner(). The factor 2 covers its roundings (a few in a row,
+  /// each ≤ 1 + 2⁻²⁴), as TraceMomentum::overflow_bound's does; half the float range lies inside
+  /// bf16's, so a stored bf16 m stays finite too. 1/c₁ falls with t, so step 1's bound is the
+  /// smallest: 1.9e35 for the defaults (K = 9.1 at β₁ = 0.9, D_max = 100).
+  double moment_bound(std::int64_t t) const {
+    const Scalars c = scalars(t);
+    const double b = c.b1, w = c.w1, k = std::max(b + w, double(c.b1_over_c1) * (b + w) + w);
+    return double(std::numeric_limits<float>::max()) / (2.0 * k * std::max(1.0, max_preconditioner()));
+  }
+  /// update()'s failures before it runs, touching nothing (rule.hpp, precheck), for a gradient
+  /// that passed the max_gradient() scan: invalid_argument for a state of another shape or
+  /// storage; non_finite_input when some entry of m or v is NaN or Inf, or some v is negative (a
+  /// corrupt checkpoint, as NamoStep's v); out_of_range when some |m| exceeds this step's
+  /// moment_bound() or some v exceeds FLT_MAX/2 (then v's update could overflow). Conservative:
+  /// only a diverged run or a corrupt checkpoint holds such entries. Where precheck_covers(), ok
+  /// promises success and a finite u. Cost: one read of m and of v; on device memory with `flag`,
+  /// two kernels not waited for (m's writes the flag, v's ORs into it).
+  Status precheck(ConstBlock u, const State& s, ConstBlock, float* flag = nullptr) const {
+    if (!sized(s, u)) return Status::invalid_argument;
+    const Status m =
+        detail::precheck_first_moment(s, u.memory, magnitude_bits(moment_bound(s.count + 1)), flag);
+    const std::uint32_t v_bits = magnitude_bits(double(std::numeric_limits<float>::max()) / 2.0);
+    const MatrixRef<const float> v(s.nu.data(), 1, u.size(), s.nu.memory());
+    if (flag != nullptr && u.memory == MemoryKind::device) {
+      if (u.size() > 0) device_kernels::flag_outside_non_negative(v.data, u.size(), v_bits, flag);
+      return Status::ok;
+    }
+    const bool v_within = all_within_non_negative(v, v_bits);
+    if (flag != nullptr && !v_within) *flag = 1.0f;
+    if (m == Status::non_finite_input || (!v_within && !all_within_non_negative(v, magnitude_bits(HUGE_VAL))))
+      return Status::non_finite_input;
+    return m != Status::ok || !v_within ? Status::out_of_range : Status::ok;
+  }
+  /// precheck() tells every failure, and u stays finite, when the polar call cannot fail on a
+  /// finite input (detail::polar_total_on_finite on the state's workspace), D ⊙ polar(…) cannot
+  /// overflow (D_max times polar_iterate_bound() at most FLT_MAX/4; D_max is finite for e ≤ 0
+  /// only) and step 1's moment_bound() admits every gradient max_gradient() lets through. The
+  /// defaults and SANIA's e = −1/2 are covered; a partition then keeps no copy of the state.
+  bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
+    return detail::polar_total_on_finite(polar, s.workspace.get(), shape, memory) &&
+           max_preconditioner() * polar_iterate_bound(polar) <=
+               double(std::numeric_limits<float>::max()) / 4.0 &&
+           moment_bound(1) >= max_gradient();
+  }
+  bool sized(const State& s, ConstBlock u) const {
     const auto n = static_cast<std::size_t>(u.size());
     return detail::first_moment_sized(s, n, mu_storage) && s.nu.size() == n && s.d.size() == n;
   }
