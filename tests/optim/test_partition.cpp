@@ -734,7 +734,8 @@ TEST_SUITE("optim.partition") {
       o.mu_storage = storage;
       const auto rule = muadam(o);
       const std::vector<float> g0 = random_vec(12 * 16, seed), w = random_vec(12 * 16, seed + 1);
-      for (const auto& [v, expected] : std::vector<std::pair<float, Status>>{
+      // (.first/.second, not a structured binding: clang 14 refuses one inside doctest's CAPTURE)
+      for (const auto& value_status : std::vector<std::pair<float, Status>>{
                {std::numeric_limits<float>::quiet_NaN(), Status::non_finite_input},
                {std::numeric_limits<float>::infinity(), Status::non_finite_input},
                {-1.0f, Status::non_finite_input},
@@ -742,6 +743,8 @@ TEST_SUITE("optim.partition") {
                {std::nextafter(half, FLT_MAX), Status::out_of_range},
                {half, Status::ok},
                {-0.0f, Status::ok}}) {
+        const float v = value_status.first;
+        const Status expected = value_status.second;
         CAPTURE(v);
         auto st = rule.init({12, 16});
         SetFirst set_v{"0_muadam_direction/nu", v};
@@ -758,9 +761,10 @@ TEST_SUITE("optim.partition") {
           visit_fields(sa, st);
           const auto same = [](double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); };
           CHECK(after.size() == before.size());
-          for (const auto& [name, values] : before) {
-            CAPTURE(name);
-            CHECK(std::equal(values.begin(), values.end(), after[name].begin(), after[name].end(), same));
+          for (const auto& field : before) {
+            CAPTURE(field.first);
+            const std::vector<double>& now = after[field.first];
+            CHECK(std::equal(field.second.begin(), field.second.end(), now.begin(), now.end(), same));
           }
         } else {
           CHECK(all_finite(ConstBlock(u.data(), 12, 16)));
