@@ -104,30 +104,35 @@ void add_scaled_where_aligned(float* x, const float* w, index_t n, float l) {
       });
 }
 
-bool all_within(const float* x, index_t n, std::uint32_t limit_bits) {
+namespace {
+/// The float whose bits are `limit_bits` (magnitude_bits, rule.hpp).
+float float_of(std::uint32_t limit_bits) {
   float limit;
   std::memcpy(&limit, &limit_bits, sizeof limit);
+  return limit;
+}
+/// True when every x[k] lies in [lo, hi], as two compares: false for NaN, like the host's tests
+/// (rule.hpp). Waits for the answer. `label` names the kernel.
+bool all_in(const char* label, const float* x, index_t n, float lo, float hi) {
   index_t bad = 0;
-  // |x| ≤ limit as two compares: false for NaN, like the host's integer test (rule.hpp).
   Kokkos::parallel_reduce(
-      "schatten::optim::all_within", Range(0, n),
-      KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += (x[k] <= limit && x[k] >= -limit) ? 0 : 1; }, bad);
+      label, Range(0, n),
+      KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += (x[k] >= lo && x[k] <= hi) ? 0 : 1; }, bad);
   return bad == 0;
+}
+}  // namespace
+
+bool all_within(const float* x, index_t n, std::uint32_t limit_bits) {
+  const float limit = float_of(limit_bits);
+  return all_in("schatten::optim::all_within", x, n, -limit, limit);
 }
 
 bool all_within_non_negative(const float* x, index_t n, std::uint32_t limit_bits) {
-  float limit;
-  std::memcpy(&limit, &limit_bits, sizeof limit);
-  index_t bad = 0;
-  Kokkos::parallel_reduce(
-      "schatten::optim::all_within_non_negative", Range(0, n),
-      KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += (x[k] >= 0.0f && x[k] <= limit) ? 0 : 1; }, bad);
-  return bad == 0;
+  return all_in("schatten::optim::all_within_non_negative", x, n, 0.0f, float_of(limit_bits));
 }
 
 void flag_outside_non_negative(const float* x, index_t n, std::uint32_t limit_bits, float* flag) {
-  float limit;
-  std::memcpy(&limit, &limit_bits, sizeof limit);
+  const float limit = float_of(limit_bits);
   // An OR into the flag: only the elements outside write, and they all write 1 (atomically, so
   // that the writes do not race).
   Kokkos::parallel_for(
@@ -155,8 +160,7 @@ bool all_within_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits
 }
 
 void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* flag) {
-  float limit;
-  std::memcpy(&limit, &limit_bits, sizeof limit);
+  const float limit = float_of(limit_bits);
   const Kokkos::View<float, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> result(flag);
   Kokkos::parallel_reduce(
       "schatten::optim::flag_outside", Range(0, n),
