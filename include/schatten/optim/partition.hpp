@@ -449,15 +449,15 @@ class Partition {
       clip_gradients(grads);
       if (const std::ptrdiff_t i = first_outside(grads, false); i >= 0) return refuse(i, grads);
     }
-    // The prechecks, before any state changes: a refusal here leaves everything as it was.
+    // touched_[i]: parameter i's state was copied to its backup this step (and may have
+    // advanced); exactly those are restored on failure, or by step_undo(). None yet, so that
+    // step_undo() after a refusal here changes nothing.
     std::fill(touched_.begin(), touched_.end(), char(0));
+    // The prechecks, before any state changes: a refusal here leaves everything as it was.
     return run_prechecks(params, grads);
   }
-  /// Stage 2 (step_prepare above).
+  /// Stage 2 (step_prepare above, which cleared touched_).
   StepReport step_fallible(const std::vector<float*>& params, const std::vector<float*>& grads) {
-    // touched_[i]: parameter i's state was copied to its backup this step (and may have
-    // advanced); exactly those are restored on failure, or by step_undo().
-    std::fill(touched_.begin(), touched_.end(), char(0));
     return run_passes(params, grads, 0, 1);
   }
   /// Puts back the states step_fallible() advanced, from their copies. Only between a
