@@ -27,6 +27,7 @@
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/presets.hpp"
+#include "support/failing_rule.hpp"
 #include "support/low_rank_tilt.hpp"
 #include "support/seed.hpp"
 
@@ -615,6 +616,56 @@ TEST_CASE("distributed.dion: a NaN or an overflow on one rank refuses the step o
   }
 }
 
+TEST_CASE(
+    "distributed.dion: a failure after the unreduced step puts their states back from their partition's "
+    "backups") {
+  // The unreduced parameters' updates run before the ranks agree (their partition's
+  // step_fallible), so a failure that only comes later must undo them on every rank: here the
+  // bias's rule fails at step 1 on its owner (test::FailOnMagic), after every rank's Dion states
+  // advanced. They must be back bit for bit, and the trajectory must go on as if the step never
+  // happened. They come back from the backups their partition holds anyway (Dion may fail), not
+  // from a copy the step takes: memory_use() stays as it was at init() over the steps, and on
+  // one rank its backups are the one-process partition's (the copies of the Dion states).
+  std::vector<std::string> ls = labels();
+  ls[3] = "fragile";
+  auto ref = optim::partition(specs(), ls, route("dion_low", dion(low())), route("dion_full", dion(full())),
+                              route("dion_two", dion(two())), route("fragile", test::FailOnMagic{}));
+  REQUIRE(ref.init());
+  auto d = distributed::distributed_partition(
+      world(), specs(), ls, route("dion_low", dion(low())), route("dion_full", dion(full())),
+      route("dion_two", dion(two())), route("fragile", test::FailOnMagic{}));
+  d.set_layouts(layouts());
+  REQUIRE(d.init());
+  const optim::MemoryUse at_init = d.memory_use();
+  CHECK(at_init.backups > 0);  // the Dion states' copies
+  if (world().size() == 1) CHECK(at_init.backups == ref.memory_use().backups);
+  const auto w0 = weights();
+  auto w = w0, wref = w0;
+  for (int t = 0; t < 4; ++t) {
+    CAPTURE(t);
+    if (t == 1) {
+      auto g = passed_gradients(t);
+      g[3][0] = test::FailOnMagic::magic;  // the replicated bias: the same on every rank
+      io::FieldSet before, after;
+      io::FieldCollector take_before{&before}, take_after{&after};
+      d.visit_replicas(take_before);
+      const auto w_before = w;
+      const StepReport r = d.step(ptrs(w), ptrs(g));
+      CHECK(r.status == Status::breakdown);
+      CHECK(r.bad_param == 3);
+      CHECK(w == w_before);
+      d.visit_replicas(take_after);
+      CHECK(before.size() > 3);  // the states of the three Dion matrices
+      CHECK(after == before);
+      continue;  // the reference never sees this step
+    }
+    step_along(d, ref, w, wref, w0, t);
+  }
+  const optim::MemoryUse after_steps = d.memory_use();
+  CHECK(after_steps.backups == at_init.backups);
+  CHECK(after_steps.total() == at_init.total());
+}
+
 TEST_CASE("distributed.dion: checkpoints hold the mean momentum and load on n ranks and on one process") {
   auto ref = one_process();
   REQUIRE(ref.init());
@@ -777,6 +828,20 @@ TEST_CASE(
   if (world().rank() == 0) std::filesystem::remove(path);
 }
 
+/// A rule that takes replicas (optim::takes_replicas: it has `replicas`) and has a precheck that
+/// covers it: the kind of route an unreduced parameter cannot have (init, below).
+struct PrecheckedReplica {
+  static constexpr const char* name = "prechecked_replica";
+  static constexpr bool may_fail = true;
+  Replicas replicas;
+  struct State {};
+  State init(const BlockShape&) const { return {}; }
+  Status precheck(ConstBlock, const State&, ConstBlock, float*) const { return Status::ok; }
+  Status update(Block, State&, ConstBlock) const { return Status::ok; }
+  template <class V>
+  friend void visit_fields(V&, State&) {}
+};
+
 TEST_CASE("distributed.dion: init refuses what an unreduced parameter cannot be, on every rank") {
   {  // a route whose rule averages nothing: AdamW would step each rank's own gradient
     auto d = distributed::distributed_partition(world(), specs(), labels(), route("dion_low", dion(low())),
@@ -808,6 +873,16 @@ TEST_CASE("distributed.dion: init refuses what an unreduced parameter cannot be,
     auto d = distributed_dion();
     d.set_global_clip(1.0);
     CHECK(d.init().status == Status::invalid_argument);
+  }
+  {  // a rule taking replicas whose precheck covers it: its update would run after the agreement,
+     // where the step can neither hash it first nor undo it (DistributedPartition::init)
+    auto d = distributed::distributed_partition(
+        world(), specs(), labels(), route("dion_low", dion(low())), route("dion_full", dion(full())),
+        route("dion_two", PrecheckedReplica{}), route("adamw", adamw()));
+    d.set_layouts(layouts());
+    const StepReport r = d.init();
+    CHECK(r.status == Status::internal_error);
+    CHECK(std::string(r.message).find("prechecked or cannot fail") != std::string::npos);
   }
   // A failed init leaves no partition to step.
   auto d = distributed_dion();

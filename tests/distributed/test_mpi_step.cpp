@@ -25,6 +25,7 @@
 #include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/split.hpp"
 #include "support/attention.hpp"
+#include "support/failing_rule.hpp"
 #include "support/seed.hpp"
 
 namespace distributed_test_mpi_step {  // this file's scope in a unity build (tests/CMakeLists.txt)
@@ -1428,29 +1429,6 @@ TEST_CASE("distributed.partition: a NaN on one rank refuses the step on every ra
   }
 }
 
-namespace {
-/// A rule that fails (breakdown) when the gradient's first element is 12345: a failure that
-/// only the owner of one parameter sees. Otherwise u ← −0.01·u and a count.
-struct FailOnMagic {
-  [[maybe_unused]] static constexpr const char* name = "fail_on_magic";
-  static constexpr bool may_fail = true;
-  struct State {
-    std::int64_t count = 0;
-  };
-  State init(const BlockShape&) const { return {}; }
-  Status update(Block u, State& s, ConstBlock) const {
-    if (u.size() > 0 && u.data[0] == 12345.0f) return Status::breakdown;
-    scale(u, -0.01f);
-    ++s.count;
-    return Status::ok;
-  }
-  template <class V>
-  friend void visit_fields(V& v, State& s) {
-    v("count", s.count);
-  }
-};
-}  // namespace
-
 TEST_CASE("distributed.partition: a rule failing on its owner refuses the step on every rank") {
   // Stochastic rounding draws its bits from each element's value and the step, never from where
   // the element lies, so the row-sharded AdamW stepped where its shards lie rounds as one process.
@@ -1467,18 +1445,18 @@ TEST_CASE("distributed.partition: a rule failing on its owner refuses the step o
       auto labels = propose_labels(specs());
       labels[8] = "fragile";  // "gain"
       auto ref = optim::partition(specs(), labels, route("muon", make_muon(storage, qdwh)),
-                                  route("adamw", make_adamw(storage)), route("fragile", FailOnMagic{}));
+                                  route("adamw", make_adamw(storage)), route("fragile", test::FailOnMagic{}));
       REQUIRE(ref.init());
       auto d = distributed::distributed_partition(
           world(), specs(), labels, route("muon", make_muon(storage, qdwh)),
-          route("adamw", make_adamw(storage)), route("fragile", FailOnMagic{}));
+          route("adamw", make_adamw(storage)), route("fragile", test::FailOnMagic{}));
       d.set_layouts(layouts(true));
       REQUIRE(d.init());
       Model m(specs());
       Local loc(d, m);
       for (int t = 0; t < 3; ++t) {
         m.gradients(t);
-        if (t == 1) m.g[8][0] = 12345.0f;
+        if (t == 1) m.g[8][0] = test::FailOnMagic::magic;
         loc.gradients(d, m);
         const StepReport r = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
         if (t == 1) {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// A rule that fails on purpose, for the all-or-nothing tests of chains and partitions.
+/// Rules that fail on purpose, for the all-or-nothing tests of chains and partitions.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +22,28 @@ struct FailOnCall {
   State init(const optim::BlockShape&) const { return {}; }
   Status update(optim::Block, State& s, optim::ConstBlock) const {
     return ++s.count == fail_at ? Status::out_of_memory : Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+};
+
+/// Fails (breakdown) when the gradient's first element is 12345: a failure that only the rank
+/// owning the parameter sees, at the step the caller chooses. Otherwise u ← −0.01·u and a count.
+struct FailOnMagic {
+  static constexpr const char* name = "fail_on_magic";
+  static constexpr bool may_fail = true;
+  static constexpr float magic = 12345.0f;
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const optim::BlockShape&) const { return {}; }
+  Status update(optim::Block u, State& s, optim::ConstBlock) const {
+    if (u.size() > 0 && u.data[0] == magic) return Status::breakdown;
+    optim::scale(u, -0.01f);
+    ++s.count;
+    return Status::ok;
   }
   template <class V>
   friend void visit_fields(V& v, State& s) {

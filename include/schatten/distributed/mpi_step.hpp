@@ -133,7 +133,8 @@ inline void move_column_blocks(float* blocks, float* whole, index_t rows, index_
     }
   }
 }
-/// A copy of every field a state visits, in visit order (rollback when another rank fails).
+/// A copy of every field a state visits, in visit order (load_checkpoint: the states as they
+/// were, put back when the file fails to load on some rank).
 struct Snapshot {
   std::vector<std::int64_t> ints;
   std::vector<double> doubles;
@@ -221,22 +222,24 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// local step writes into copies, so nothing is applied before the agreement), the gathered
 /// whole of each owned sharded parameter (gradient and parameter; for column shards also a
 /// staging buffer of the largest one), a copy of this rank's rows (run) of each parameter
-/// stepped by rows, and per step one copy of the local state when
-/// a route may fail (rollback when another rank fails; the local Partition keeps its own copy
-/// too).
+/// stepped by rows. No copy of any state for the rollback when another rank fails: the routes
+/// that may fail and are not prechecked run before the agreement, and the local Partition's
+/// own backups of their states put them back (optim::Partition::step_undo).
 ///
 /// **Unreduced parameters** (Layout::unreduced, Dion's routes only) form a partition of their
 /// own, stepped on every rank before the owners' (its averages are collectives, in parameter
 /// order on every rank). Step 1 also agrees on their gradients' max_gradient() checks, so that
 /// the rule's averages are reached on every rank or on none; a local overflow inside the rule
-/// reaches the others as NaN through the average (kernels/low_rank.hpp). After the step every
-/// rank hashes the unreduced updates (64 bits) and the ranks compare the hashes: a
-/// difference (builds that differ, or an MPI_Allreduce that gave ranks different sums) fails the
-/// step everywhere with internal_error, nothing applied. Memory: a copy of each unreduced
-/// parameter and gradient per rank, and the rule's state (M differs between the ranks, Q and the
-/// count do not). Checkpoints hold the ranks' mean of each state buffer (the mean momentum,
-/// which is all the step reads; identical buffers average to themselves, in double), so they
-/// load on any rank count and into a single-process optim::Partition.
+/// reaches the others as NaN through the average (kernels/low_rank.hpp). Their updates run in
+/// the partition's step_fallible() stage, before the agreement; then every rank hashes them
+/// (64 bits) and the ranks compare the hashes: a difference (builds that differ, or an
+/// MPI_Allreduce that gave ranks different sums) fails the step everywhere with
+/// internal_error, nothing applied. Memory: a copy of each unreduced parameter and gradient per
+/// rank, the rule's state (M differs between the ranks, Q and the count do not), and their
+/// partition's backup of that state, from which step_undo() puts it back when any rank failed. Checkpoints
+/// hold the ranks' mean of each state buffer (the mean momentum, which is all the step reads; identical
+/// buffers average to themselves, in double), so they load on any rank count and into a single-process
+/// optim::Partition.
 ///
 /// **Determinism.** Bit-identical to optim::Partition on one process for the same inputs, any
 /// rank count (tests/distributed), for every layout but `unreduced` (above). Global clipping
@@ -245,7 +248,6 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 template <class... Rules>
 class DistributedPartition {
   using Local = optim::Partition<Rules...>;
-  static constexpr bool any_may_fail = (optim::rule_may_fail<Rules>::value || ...);
 
  public:
   /// Cost of one parameter (its spec and label) in any consistent unit.
@@ -572,6 +574,14 @@ class DistributedPartition {
       r = replicas_->init();
       if (!r && r.bad_param >= 0)
         r.bad_param = static_cast<std::ptrdiff_t>(replicated_[static_cast<std::size_t>(r.bad_param)]);
+      // step() hashes their updates between step_fallible() and step_finish(), and undoes them
+      // with step_undo() when a rank failed: every update must run in step_fallible(). A rule
+      // that takes replicas and has a precheck covering its state (none does) would run after.
+      if (r && !replicas_->every_update_fallible())
+        r = optim::refusal(
+            "an unreduced parameter's route is prechecked or cannot fail: its update would run after "
+            "the ranks agree (DistributedPartition steps unreduced routes in step_fallible)",
+            -1, Status::internal_error);
     }
     const std::int64_t agreed = comm_.allreduce_min(
         r ? detail::kNoFailure
@@ -756,18 +766,16 @@ class DistributedPartition {
       stage_copy(params[i], grads[i], shapes_[i].size(), replica_copies_[k], replica_params_[k],
                  replica_grads_[k]);
     }
-    // Rollback copies of the unreduced parameters' states, which step whole on every rank
-    // before the local partition (whose failure on any rank must undo them).
-    const bool guard = comm_.size() > 1 || replicas_.has_value();
-    if constexpr (any_may_fail)
-      if (guard && replicas_) {
-        detail::SnapshotTaker tr{&replica_snapshot_};
-        replicas_->visit(tr);
-      }
+    // The unreduced parameters step on every rank before the local partition, in the first two
+    // of optim::Partition's stages: every update runs in step_fallible() (init() checked), each
+    // state copied first by their partition, so a failure on any rank is undone by its
+    // step_undo(), and step_finish() applies the updates to the copies after the agreement. No
+    // snapshot of their states per step (docs/distributed.md).
     std::int64_t local_key = detail::kNoFailure;
     std::string local_message;
     if (replicas_) {
-      const optim::StepReport rr = replicas_->step(replica_params_, replica_grads_);
+      optim::StepReport rr = replicas_->step_prepare(replica_params_, replica_grads_);
+      if (rr) rr = replicas_->step_fallible(replica_params_, replica_grads_);
       // Called on every rank whatever happened (a collective); a verdict only when all succeeded.
       const bool differ = hashes_differ(rr ? replica_update_hash() : 0, !rr);
       if (!rr) {
@@ -808,12 +816,13 @@ class DistributedPartition {
     } else {
       local_->step_undo();  // nothing to undo where step_fallible() failed or did not run
     }
+    if (replicas_) {
+      if (key == detail::kNoFailure)
+        replicas_->step_finish(replica_params_, replica_grads_);  // applies; runs no rule (above)
+      else
+        replicas_->step_undo();  // a no-op where their own step failed (it undid itself)
+    }
     if (key != detail::kNoFailure) {
-      if constexpr (any_may_fail)
-        if (guard && replicas_) {
-          detail::SnapshotRestorer rr{&replica_snapshot_};
-          replicas_->visit(rr);
-        }
       const auto bad = static_cast<std::size_t>(key >> 8);
       // The message of the lowest rank that reported this failure (the owner, or for a
       // parameter stepped by rows the first rank whose rows failed).
@@ -949,8 +958,7 @@ class DistributedPartition {
   }
   /// What this rank's optimizer holds, by kind (optim::MemoryUse; docs/optim.md "Memory"): its
   /// local partition's and, with unreduced parameters, their partition's, summed (each has its
-  /// own workspace); in `backups` also the copy of the unreduced parameters' states that a step
-  /// takes for the cross-rank rollback (after the first step); in `exchange` the buffers of
+  /// own workspace; the latter's backups serve the cross-rank rollback); in `exchange` the buffers of
   /// docs/distributed.md "Cost and traffic": the all-gather target of the replicated updates,
   /// the owned parameters' copies (with the gathered gradients of sharded ones), the largest
   /// shard of an update and the column stage, the unreduced parameters' copies, the activation
@@ -960,10 +968,6 @@ class DistributedPartition {
     for (std::optional<Local>* p : {&local_, &replicas_})
       if (*p) m += (*p)->memory_use();
     if (!local_) return m;
-    for (const optim::Buffer& b : replica_snapshot_.buffers)
-      m.backups += b.size() * sizeof(float);
-    for (const optim::Bf16Buffer& b : replica_snapshot_.halves)
-      m.backups += b.size() * sizeof(std::uint16_t);
     std::size_t floats = updates_.size() + shard_update_.size() + stage_.size() + gram_scratch_.size();
     for (const auto* list : {&copies_, &replica_copies_})
       for (const std::vector<float>& c : *list)
@@ -1180,7 +1184,6 @@ class DistributedPartition {
   std::vector<std::ptrdiff_t> replica_index_;       ///< position in replicated_, −1 when not unreduced
   std::vector<std::vector<float>> replica_copies_;  ///< per unreduced parameter: parameter, gradient
   std::vector<float*> replica_params_, replica_grads_;
-  detail::Snapshot replica_snapshot_;
   std::vector<optim::BlockShape> shapes_;
   std::vector<RowRange> rows_;
   std::vector<RowRange> cols_;      ///< per parameter: the columns held here

@@ -460,6 +460,15 @@ class Partition {
   StepReport step_fallible(const std::vector<float*>& params, const std::vector<float*>& grads) {
     return run_passes(params, grads, 0, 1);
   }
+  /// True after a successful init() when every parameter's update runs in step_fallible(): each
+  /// route may fail and none is prechecked, so every state has its backup. After that stage the
+  /// grads then hold every update, and step_finish() only applies them (it runs no rule, so it
+  /// cannot fail). distributed::DistributedPartition relies on it for its unreduced parameters,
+  /// which it hashes between the stages and undoes with step_undo() when another rank failed.
+  bool every_update_fallible() const {
+    return which_.size() == params_.size() &&
+           std::all_of(backed_up_.begin(), backed_up_.end(), [](char b) { return b != 0; });
+  }
   /// Puts back the states step_fallible() advanced, from their copies. Only between a
   /// successful step_fallible() and step_finish(); a no-op otherwise.
   void step_undo() {
