@@ -728,7 +728,9 @@ TEST_SUITE("optim.device") {
     // device alike, in either storage. Kaon, SC-Muon, DF-Muon and NAMO: the same test of their
     // EMA momentum (B = kBf16Max beyond its bound FLT_MAX/2). MuAdam: m beyond its moment
     // bound, and a second moment v that is negative or beyond FLT_MAX/2, whose device test ORs
-    // into the flag that m's wrote.
+    // into the flag that m's wrote. Dion2 and NorDion2: M beyond entry_bound() (FLT_MAX/2 in fp32,
+    // kBf16Max/80 in bf16 for the 12 × 20 block), and in bf16 a gradient entry beyond it (1e37,
+    // within max_gradient()), whose device test ORs into M's flag.
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
       CAPTURE(to_string(storage));
       MuonOptions mo;
@@ -753,6 +755,13 @@ TEST_SUITE("optim.device") {
       check_device_precheck(muadam(mao), "0_muadam_direction/nu", 0.0f, -1.0f, Status::non_finite_input);
       check_device_precheck(muadam(mao), "0_muadam_direction/nu", 0.0f, std::numeric_limits<float>::max(),
                             Status::out_of_range);
+      Dion2Options d2;
+      d2.mu_storage = storage;
+      NorDion2Options nd2;
+      nd2.mu_storage = storage;
+      check_device_precheck(dion2(d2), "0_dion2_direction/m");
+      check_device_precheck(nordion2(nd2), "0_dion2_direction/m");
+      if (storage == Precision::bf16) check_device_precheck(dion2(d2), "0_dion2_direction/m", 1e37f, 0.0f);
     }
   }
 

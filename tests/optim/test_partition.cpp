@@ -57,17 +57,22 @@ struct Snapshot {
 };
 
 /// Sets the first element of the buffer named `name` (host memory) to `value`, rounded to bf16
-/// for a bf16 buffer.
+/// for a bf16 buffer; with `all`, every element.
 struct SetFirst {
   std::string name;
   float value;
+  bool all = false;
   template <class T>
   void operator()(const std::string&, T&) {}
   void operator()(const std::string& n, Buffer& b) {
-    if (n == name) b.data()[0] = value;
+    if (n == name)
+      for (std::size_t k = 0; k < (all ? b.size() : 1); ++k)
+        b.data()[k] = value;
   }
   void operator()(const std::string& n, Bf16Buffer& b) {
-    if (n == name) b.data()[0] = bf16_round(value);
+    if (n == name)
+      for (std::size_t k = 0; k < (all ? b.size() : 1); ++k)
+        b.data()[k] = bf16_round(value);
   }
 };
 
@@ -619,6 +624,25 @@ TEST_SUITE("optim.partition") {
     static constexpr float gradient = 0.0f;
   };
 
+  struct PrecheckDion2 : EmaBound {  // M beyond entry_bound(): FLT_MAX/2 (fp32), kBf16Max/64 (bf16)
+    static auto make(Precision storage) {
+      Dion2Options o;
+      o.mu_storage = storage;
+      return dion2(o);
+    }
+    static constexpr const char* mu = "0_dion2_direction/m";
+    static constexpr const char* scalar = nullptr;
+  };
+  struct PrecheckNorDion2 : EmaBound {
+    static auto make(Precision storage) {
+      NorDion2Options o;
+      o.mu_storage = storage;
+      return nordion2(o);
+    }
+    static constexpr const char* mu = "0_dion2_direction/m";
+    static constexpr const char* scalar = nullptr;
+  };
+
   TEST_CASE_TEMPLATE_DEFINE("prechecked routes keep no copies of their states, and a refusal changes nothing",
                             Maker, momentum_prechecks) {
     // Muon's chain (TraceMomentum, then Orthogonalize by Polar Express) and Kaon's tell their
@@ -719,7 +743,7 @@ TEST_SUITE("optim.partition") {
     }
   }
   TEST_CASE_TEMPLATE_INVOKE(momentum_prechecks, PrecheckMuon, PrecheckKaon, PrecheckScMuon, PrecheckDfMuon,
-                            PrecheckNamo, PrecheckMuAdam);
+                            PrecheckNamo, PrecheckMuAdam, PrecheckDion2, PrecheckNorDion2);
 
   TEST_CASE("MuAdam's precheck reads its second moment too, and its moment bound keeps the step finite") {
     // MuAdamDirection::precheck tests v against [0, FLT_MAX/2]: NaN, Inf or a negative v (a
@@ -829,6 +853,74 @@ TEST_SUITE("optim.partition") {
             }
           }
     }
+  }
+
+  TEST_CASE("Dion2's precheck bounds keep its step finite, and in bf16 it reads the gradient too") {
+    // Dion2Direction::entry_bound() [P]: FLT_MAX/2 for an fp32 M (with max_gradient() = FLT_MAX/2,
+    // M + G ≤ FLT_MAX), kBf16Max/(4·len) for a bf16 one, len the slice length (the rows of a
+    // 12 × 20 block are its slices, len 20; the columns of a 24 × 12 one, len 24): every slice's
+    // ℓ₁ norm of M + G then stays within kBf16Max/2. At the bound, with M and G of one sign in
+    // every entry, the precheck passes and the bare rule's step succeeds with M and u finite.
+    // Just beyond it (the next float) the precheck refuses M, and in bf16 G (out_of_range);
+    // 2.1 times the bound in both M and G fails the bare rule for real (pick(): a slice's norm
+    // 1.05·kBf16Max in bf16; M + G = ∞ in fp32, which the polar call refuses as non-finite), so
+    // the bounds are within a factor 2.1 of the real limit.
+    for (const Precision storage : {Precision::fp32, Precision::bf16})
+      for (const BlockShape shape : {BlockShape{12, 20}, BlockShape{24, 12}}) {
+        CAPTURE(to_string(storage));
+        CAPTURE(shape.rows);
+        Dion2Direction d;
+        d.mu_storage = storage;
+        const bool bf16 = storage == Precision::bf16;
+        const double bound = d.entry_bound(shape.rows, shape.cols);
+        CHECK(bound == (bf16 ? double(kBf16Max) / (4.0 * double(std::max(shape.rows, shape.cols)))
+                             : double(FLT_MAX) / 2.0));
+        CHECK(d.max_gradient() == double(FLT_MAX) / 2.0);
+        // The largest float the precheck accepts, and in bf16 the largest bf16 (upper 16 bits).
+        float largest;
+        const std::uint32_t bits = magnitude_bits(bound) & (bf16 ? 0xffff0000u : 0xffffffffu);
+        std::memcpy(&largest, &bits, sizeof largest);
+        const float beyond = bf16 ? bf16_to_float(static_cast<std::uint16_t>((bits >> 16) + 1))
+                                  : std::nextafter(largest, FLT_MAX);
+        const auto n = static_cast<std::size_t>(shape.size());
+        const std::vector<float> w(n, 0.5f);
+        const ConstBlock param(w.data(), shape.rows, shape.cols);
+        for (const float sign : {1.0f, -1.0f}) {
+          CAPTURE(sign);
+          auto st = d.init(shape);
+          SetFirst fill{"m", sign * largest, true};
+          visit_fields(fill, st);
+          std::vector<float> u(n, sign * largest);
+          REQUIRE(d.precheck(ConstBlock(u.data(), shape.rows, shape.cols), st, param) == Status::ok);
+          REQUIRE(d.update(Block(u.data(), shape.rows, shape.cols), st, param) == Status::ok);
+          CHECK(all_finite(ConstBlock(u.data(), shape.rows, shape.cols)));
+          CHECK(optim::detail::first_moment_within(st, magnitude_bits(HUGE_VAL)));
+          // Just beyond: M's entry, or in bf16 G's, refused before anything changes.
+          auto over = d.init(shape);
+          SetFirst one{"m", sign * beyond};
+          visit_fields(one, over);
+          std::vector<float> g(n, 1.0f);
+          CHECK(d.precheck(ConstBlock(g.data(), shape.rows, shape.cols), over, param) == Status::out_of_range);
+          auto fresh = d.init(shape);
+          g[0] = sign * beyond;
+          CHECK(d.precheck(ConstBlock(g.data(), shape.rows, shape.cols), fresh, param) ==
+                (bf16 ? Status::out_of_range : Status::ok));
+          // 2.1 times the bound in M and G: the step itself fails.
+          auto far = d.init(shape);
+          SetFirst far_fill{"m", sign * 2.1f * largest, true};
+          visit_fields(far_fill, far);
+          std::vector<float> g2(n, sign * 2.1f * largest);
+          CHECK(d.update(Block(g2.data(), shape.rows, shape.cols), far, param) ==
+                (bf16 ? Status::out_of_range : Status::non_finite_input));
+        }
+      }
+    // Where the polar call may fail (QDWH), the precheck does not cover the route: the partition
+    // keeps its copy of M.
+    Dion2Options qdwh;
+    qdwh.polar.method = PolarMethod::qdwh;
+    auto backed = optim::partition({{"a", {8, 12}}}, {"d"}, route("d", dion2(qdwh)));
+    REQUIRE(backed.init().status == Status::ok);
+    CHECK(backed.memory_use().backups == 8 * 12 * sizeof(float));
   }
 
   TEST_CASE("Muon's variants are prechecked too; QDWH and MOP keep their copies") {

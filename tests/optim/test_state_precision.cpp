@@ -879,15 +879,18 @@ TEST_SUITE("optim.state_precision") {
   }
 
   TEST_CASE("dion2's bf16 momentum refuses a sum bf16 cannot hold, and keeps its state") {
-    // A finite float above kBf16Max would be stored as ∞: the slice's ℓ₁ norm exceeds kBf16Max,
-    // so the step is refused with out_of_range and the chain restores M. The fp32 rule takes the
-    // same step. Then a second gradient too large only in sum: 2e38 twice in one row (ℓ₁ 4e38).
+    // Gradients within max_gradient() (FLT_MAX/2) whose slice sum bf16 cannot hold: 1.7e38 twice
+    // in one row (ℓ₁ 3.4e38, just above kBf16Max), or 1.2e38 three times (3.6e38). Each would
+    // store an element as ∞; the step is refused with out_of_range before anything changes (by
+    // the precheck: G beyond entry_bound(), kBf16Max/24 for rows of 6; the bare rule's own
+    // refusal, pick()'s, is tested in test_partition.cpp). The fp32 rule takes the same step.
     Dion2Options o;
     o.mu_storage = Precision::bf16;
     check_bf16_sum_refused("dion2_bf16_limit", {4, 6}, dion2(o), dion2(),
-                           [](std::vector<float>& g, bool twice) {
-                             g[7] = twice ? 2e38f : 3.395e38f;  // row 1 (4 ≤ 6: the rows compete)
-                             if (twice) g[8] = 2e38f;
+                           [](std::vector<float>& g, bool thrice) {
+                             const float x = thrice ? 1.2e38f : 1.7e38f;  // row 1 (4 ≤ 6: the rows compete)
+                             g[7] = g[8] = x;
+                             if (thrice) g[9] = x;
                            });
   }
 

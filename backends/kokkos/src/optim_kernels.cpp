@@ -120,6 +120,15 @@ bool all_in(const char* label, const float* x, index_t n, float lo, float hi) {
       KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += (x[k] >= lo && x[k] <= hi) ? 0 : 1; }, bad);
   return bad == 0;
 }
+/// *flag ← 1 when some x[k] lies outside [lo, hi] (NaN included), else left as it is: an OR into
+/// the flag. Only the elements outside write, and they all write 1 (atomically, so that the
+/// writes do not race). Not waited for. `label` names the kernel.
+void or_outside(const char* label, const float* x, index_t n, float lo, float hi, float* flag) {
+  Kokkos::parallel_for(
+      label, Range(0, n), KOKKOS_LAMBDA(index_t k) {
+        if (!(x[k] >= lo && x[k] <= hi)) Kokkos::atomic_fetch_max(flag, 1.0f);
+      });
+}
 }  // namespace
 
 bool all_within(const float* x, index_t n, std::uint32_t limit_bits) {
@@ -132,13 +141,12 @@ bool all_within_non_negative(const float* x, index_t n, std::uint32_t limit_bits
 }
 
 void flag_outside_non_negative(const float* x, index_t n, std::uint32_t limit_bits, float* flag) {
+  or_outside("schatten::optim::flag_outside_non_negative", x, n, 0.0f, float_of(limit_bits), flag);
+}
+
+void flag_outside_or(const float* x, index_t n, std::uint32_t limit_bits, float* flag) {
   const float limit = float_of(limit_bits);
-  // An OR into the flag: only the elements outside write, and they all write 1 (atomically, so
-  // that the writes do not race).
-  Kokkos::parallel_for(
-      "schatten::optim::flag_outside_non_negative", Range(0, n), KOKKOS_LAMBDA(index_t k) {
-        if (!(x[k] >= 0.0f && x[k] <= limit)) Kokkos::atomic_fetch_max(flag, 1.0f);
-      });
+  or_outside("schatten::optim::flag_outside_or", x, n, -limit, limit, flag);
 }
 
 void flag_outside_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits, float* flag) {

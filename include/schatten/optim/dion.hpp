@@ -85,6 +85,11 @@ void place_slices(float* u, const float* s, index_t rows, index_t cols, bool alo
 /// A bf16 M refuses a step (`out_of_range`; the chain restores M) where a slice's ℓ₁ norm of
 /// M + G exceeds kBf16Max ≈ 3.3895e38, so that no element can be stored as ∞ (a sum of gradients
 /// grows without β, so a gradient limit alone would not do).
+///
+/// Precheck [P] (rule.hpp): M's entries, and with M in bf16 G's, within entry_bound() (FLT_MAX/2
+/// in fp32, kBf16Max/(4·len) in bf16) tell every failure in advance where the polar call cannot
+/// fail (precheck_covers: the default Polar Express), so that dion2() and nordion2() chains are
+/// prechecked and a partition keeps no copy of M.
 struct Dion2Direction {
   static constexpr const char* name = "dion2_direction";
   static constexpr bool may_fail = true;        // the polar kernel may fail (the chain restores M)
@@ -170,7 +175,7 @@ struct Dion2Direction {
   }
   /// True when the state was sized for an r × c block (M in this rule's storage, and S; update()
   /// refuses others).
-  bool fits(State& s, index_t rows, index_t cols) const {
+  bool fits(const State& s, index_t rows, index_t cols) const {
     return detail::first_moment_sized(s, static_cast<std::size_t>(rows * cols), mu_storage) &&
            s.scratch->selected.size() == static_cast<std::size_t>(selected_shape(rows, cols).size());
   }
@@ -227,6 +232,55 @@ struct Dion2Direction {
       });
     });
     return Status::ok;
+  }
+
+  /// The largest |g| the rule accepts: FLT_MAX/2, so that M + G stays finite in float while
+  /// |M| ≤ FLT_MAX/2 (precheck()). Larger gradients are refused by the partition's scan
+  /// (out_of_range).
+  double max_gradient() const { return double(std::numeric_limits<float>::max()) / 2.0; }
+  /// The bound precheck() [P] holds the entries of M (and, with M in bf16, of G) to, for an
+  /// r × c block:
+  ///  - fp32 M: FLT_MAX/2, so that |M + G| ≤ FLT_MAX with max_gradient(): the sum, the decayed
+  ///    slices and S are finite, and polar() of a finite S is (precheck_covers());
+  ///  - bf16 M: kBf16Max/(4·len), len the length of a slice (c when the slices are rows, else
+  ///    r): each slice's ℓ₁ norm of M + G is then at most kBf16Max/2, half the bound pick()
+  ///    refuses beyond, which leaves the float roundings of the sum and its norm a factor 2.
+  ///    For GPT-2 small: 1.1e35 for the 768 × 768 matrices, 2.8e34 for the 768 × 3072 and
+  ///    3072 × 768 ones (len 3072).
+  /// Conservative: only a diverged run or a corrupt checkpoint holds such entries.
+  double entry_bound(index_t rows, index_t cols) const {
+    if (!mu_storage.bf16()) return double(std::numeric_limits<float>::max()) / 2.0;
+    const index_t len = std::max<index_t>(1, along_rows(rows, cols) ? cols : rows);
+    return double(kBf16Max) / (4.0 * double(len));
+  }
+  /// update()'s failures before it runs, touching nothing (rule.hpp, precheck), for a gradient
+  /// that passed the max_gradient() scan: invalid_argument for a state of another shape or
+  /// storage; non_finite_input when some entry of M is NaN or Inf (a corrupt checkpoint);
+  /// out_of_range when some |M| exceeds entry_bound(), or with M in bf16 some |G| does (M + G
+  /// is a plain sum, so the gradient's share of a slice's norm depends on the slice's length,
+  /// which max_gradient() cannot know). Where precheck_covers(), ok promises success and a
+  /// finite u. Cost: one read of M (with M in bf16, also one of G); on device memory with
+  /// `flag`, kernels not waited for (M's writes the flag, G's ORs into it).
+  Status precheck(ConstBlock u, const State& s, ConstBlock, float* flag = nullptr) const {
+    if (!fits(s, u.rows, u.cols)) return Status::invalid_argument;
+    const std::uint32_t bits = magnitude_bits(entry_bound(u.rows, u.cols));
+    const Status m = detail::precheck_first_moment(s, u.memory, bits, flag);
+    if (!mu_storage.bf16() || u.empty()) return m;
+    if (flag != nullptr && u.memory == MemoryKind::device) {
+      device_kernels::flag_outside_or(u.data, u.size(), bits, flag);
+      return Status::ok;
+    }
+    const bool g_within = all_within(u, bits);
+    if (flag != nullptr && !g_within) *flag = 1.0f;
+    return m != Status::ok ? m : g_within ? Status::ok : Status::out_of_range;
+  }
+  /// precheck() tells every failure, and u stays finite, when the polar call on S cannot fail on
+  /// a finite input (detail::polar_total_on_finite for S's shape on the state's workspace; the
+  /// batched form's is the partition's, reserved for the group): the default Polar Express is,
+  /// so a partition keeps no copy of M (docs/optim.md "Prechecks instead of copies").
+  bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
+    return detail::polar_total_on_finite(polar, s.scratch->workspace.get(),
+                                         selected_shape(shape.rows, shape.cols), memory);
   }
 
   /// u ← the orthogonalised S (at `sel`, not u's memory) in the selected slices, 0 elsewhere.

@@ -366,6 +366,10 @@ bool all_within(const float* x, index_t n, std::uint32_t limit_bits);
 /// value ≤ 0 (the identity of a max-reduction); asynchronous: all_within's test without waiting
 /// for the answer. n > 0.
 void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* flag);
+/// *flag (device memory) ← 1 when some |x[k]| exceeds the float of `limit_bits` or is NaN, else
+/// left as it is: flag_outside()'s test ORed into a flag that an earlier test wrote
+/// (Dion2Direction::precheck's gradient after its momentum). Not waited for. n > 0.
+void flag_outside_or(const float* x, index_t n, std::uint32_t limit_bits, float* flag);
 /// all_within_non_negative() of this file on device memory: every x[k] in [0, limit]. Waits.
 bool all_within_non_negative(const float* x, index_t n, std::uint32_t limit_bits);
 /// *flag (device memory) ← 1 when some x[k] lies outside [0, limit] (NaN included), else left
