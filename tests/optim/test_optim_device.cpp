@@ -730,7 +730,9 @@ TEST_SUITE("optim.device") {
     // bound, and a second moment v that is negative or beyond FLT_MAX/2, whose device test ORs
     // into the flag that m's wrote. Dion2 and NorDion2: M beyond entry_bound() (FLT_MAX/2 in fp32,
     // kBf16Max/80 in bf16 for the 12 × 20 block), and in bf16 a gradient entry beyond it (1e37,
-    // within max_gradient()), whose device test ORs into M's flag.
+    // within max_gradient()), whose device test ORs into M's flag. NAMO-D: its momentum beyond
+    // entry_bound() (FLT_MAX/(2√12) for the 12 × 20 block), a gradient entry beyond it (1e38),
+    // and a negative √V_j, whose device tests OR into the momentum's flag.
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
       CAPTURE(to_string(storage));
       MuonOptions mo;
@@ -762,6 +764,11 @@ TEST_SUITE("optim.device") {
       check_device_precheck(dion2(d2), "0_dion2_direction/m");
       check_device_precheck(nordion2(nd2), "0_dion2_direction/m");
       if (storage == Precision::bf16) check_device_precheck(dion2(d2), "0_dion2_direction/m", 1e37f, 0.0f);
+      NamoDOptions ndo;
+      ndo.mu_storage = storage;
+      check_device_precheck(namo_d(ndo), "0_namo_d_step/mu");
+      check_device_precheck(namo_d(ndo), "0_namo_d_step/mu", 1e38f, 0.0f);
+      check_device_precheck(namo_d(ndo), "0_namo_d_step/v", 0.0f, -1.0f, Status::non_finite_input);
     }
   }
 

@@ -624,6 +624,15 @@ TEST_SUITE("optim.partition") {
     static constexpr float gradient = 0.0f;
   };
 
+  struct PrecheckNamoD : EmaBound {  // the momentum beyond entry_bound(): FLT_MAX/(2·√12)
+    static auto make(Precision storage) {
+      NamoDOptions o;
+      o.mu_storage = storage;
+      return namo_d(o);
+    }
+    static constexpr const char* mu = "0_namo_d_step/mu";
+    static constexpr const char* scalar = nullptr;  // √V is a buffer: tested below
+  };
   struct PrecheckDion2 : EmaBound {  // M beyond entry_bound(): FLT_MAX/2 (fp32), kBf16Max/64 (bf16)
     static auto make(Precision storage) {
       Dion2Options o;
@@ -743,7 +752,7 @@ TEST_SUITE("optim.partition") {
     }
   }
   TEST_CASE_TEMPLATE_INVOKE(momentum_prechecks, PrecheckMuon, PrecheckKaon, PrecheckScMuon, PrecheckDfMuon,
-                            PrecheckNamo, PrecheckMuAdam, PrecheckDion2, PrecheckNorDion2);
+                            PrecheckNamo, PrecheckNamoD, PrecheckMuAdam, PrecheckDion2, PrecheckNorDion2);
 
   TEST_CASE("MuAdam's precheck reads its second moment too, and its moment bound keeps the step finite") {
     // MuAdamDirection::precheck tests v against [0, FLT_MAX/2]: NaN, Inf or a negative v (a
@@ -900,7 +909,8 @@ TEST_SUITE("optim.partition") {
           SetFirst one{"m", sign * beyond};
           visit_fields(one, over);
           std::vector<float> g(n, 1.0f);
-          CHECK(d.precheck(ConstBlock(g.data(), shape.rows, shape.cols), over, param) == Status::out_of_range);
+          CHECK(d.precheck(ConstBlock(g.data(), shape.rows, shape.cols), over, param) ==
+                Status::out_of_range);
           auto fresh = d.init(shape);
           g[0] = sign * beyond;
           CHECK(d.precheck(ConstBlock(g.data(), shape.rows, shape.cols), fresh, param) ==
@@ -921,6 +931,101 @@ TEST_SUITE("optim.partition") {
     auto backed = optim::partition({{"a", {8, 12}}}, {"d"}, route("d", dion2(qdwh)));
     REQUIRE(backed.init().status == Status::ok);
     CHECK(backed.memory_use().backups == 8 * 12 * sizeof(float));
+  }
+
+  TEST_CASE("NAMO-D's precheck keeps every column norm a float, and reads its second moments") {
+    // NamoDStep::entry_bound() [P]: FLT_MAX/(2√r) for the momentum and the gradient (NAMO's EMA
+    // bound over √r; r = 12 here: 4.9e37), so that every column norm ‖g_j‖, ‖N_j‖ stays within
+    // FLT_MAX/2. At the bound, with B and G of one sign in every entry, the chain's step succeeds
+    // and leaves u, the momentum and √V finite. One float beyond, in B or in G (G within
+    // max_gradient(), FLT_MAX/2), is refused (out_of_range); 2.1 times the bound in both fails
+    // the bare rule for real (a column norm √12·2.1·bound > FLT_MAX: out_of_range), so the bound
+    // is within a factor 2.1 of the real limit. A √V_j that is NaN, infinite or negative (a
+    // corrupt checkpoint, which update() would carry into the step) is non_finite_input. Nothing
+    // changes on a refusal.
+    const std::uint64_t seed = case_seed("namo_d precheck");
+    CAPTURE(seed);
+    const index_t r = 12, c = 16;
+    const std::vector<float> w = random_vec(static_cast<std::size_t>(r * c), seed);
+    const ConstBlock param(w.data(), r, c);
+    for (const Precision storage : {Precision::fp32, Precision::bf16}) {
+      CAPTURE(to_string(storage));
+      NamoDOptions o;
+      o.mu_storage = storage;
+      const auto rule = namo_d(o);
+      const NamoDStep step{namo_step(o), o.col_clamp};
+      const double bound = step.entry_bound(1, r);
+      CHECK(bound == doctest::Approx(double(FLT_MAX) / (2.0 * std::sqrt(12.0))).epsilon(1e-12));
+      CHECK(step.entry_bound(7, r) == bound);  // NAMO's EMA has no bias correction
+      // The largest float the precheck accepts, and for the momentum in bf16 the largest bf16
+      // (upper 16 bits); just beyond: the next float (gradient) and the next momentum value.
+      const bool bf16 = storage == Precision::bf16;
+      const std::uint32_t bits = magnitude_bits(bound),
+                          state_bits = bits & (bf16 ? 0xffff0000u : 0xffffffffu);
+      float largest, largest_gradient;
+      std::memcpy(&largest, &state_bits, sizeof largest);
+      std::memcpy(&largest_gradient, &bits, sizeof largest_gradient);
+      const float beyond = std::nextafter(largest_gradient, FLT_MAX);
+      const float beyond_state =
+          bf16 ? bf16_to_float(static_cast<std::uint16_t>((state_bits >> 16) + 1)) : beyond;
+      for (const float sign : {1.0f, -1.0f}) {
+        CAPTURE(sign);
+        auto st = rule.init({r, c});
+        SetFirst fill{"0_namo_d_step/mu", sign * largest, true};
+        visit_fields(fill, st);
+        std::vector<float> u(static_cast<std::size_t>(r * c), sign * largest);
+        REQUIRE(rule.precheck(ConstBlock(u.data(), r, c), st, param) == Status::ok);
+        REQUIRE(rule.update(Block(u.data(), r, c), st, param) == Status::ok);
+        CHECK(all_finite(ConstBlock(u.data(), r, c)));
+        std::map<std::string, std::vector<double>> fields;
+        Snapshot snap{&fields};
+        visit_fields(snap, st);
+        for (const auto& field : fields) {
+          CAPTURE(field.first);
+          CHECK(std::all_of(field.second.begin(), field.second.end(),
+                            [](double x) { return std::isfinite(x); }));
+        }
+        // 2.1 times the bound in B and G: the bare rule's column norms leave float.
+        auto far = step.init({r, c});
+        SetFirst far_fill{"mu", sign * 2.1f * largest, true};
+        visit_fields(far_fill, far);
+        std::vector<float> g2(static_cast<std::size_t>(r * c), sign * 2.1f * largest);
+        CHECK(step.update(Block(g2.data(), r, c), far, param) == Status::out_of_range);
+      }
+      // One float beyond, in the momentum or in the gradient; a bad √V_j.
+      const std::vector<float> g0 = random_vec(static_cast<std::size_t>(r * c), seed + 1);
+      const auto refused = [&](const char* field, float value, float gradient, Status expected) {
+        CAPTURE(field);
+        CAPTURE(value);
+        auto st = rule.init({r, c});
+        if (field != nullptr) {
+          SetFirst set{field, value};
+          visit_fields(set, st);
+        }
+        std::map<std::string, std::vector<double>> before, after;
+        Snapshot sb{&before}, sa{&after};
+        visit_fields(sb, st);
+        std::vector<float> u = g0;
+        if (gradient != 0.0f) u[5] = gradient;
+        const std::vector<float> u0 = u;
+        CHECK(rule.precheck(ConstBlock(u.data(), r, c), st, param) == expected);
+        CHECK(rule.update(Block(u.data(), r, c), st, param) == expected);
+        CHECK(u == u0);
+        visit_fields(sa, st);
+        const auto same = [](double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+        for (const auto& f : before) {
+          CAPTURE(f.first);
+          const std::vector<double>& now = after[f.first];
+          CHECK(std::equal(f.second.begin(), f.second.end(), now.begin(), now.end(), same));
+        }
+      };
+      refused("0_namo_d_step/mu", beyond_state, 0.0f, Status::out_of_range);
+      refused(nullptr, 0.0f, beyond, Status::out_of_range);
+      refused(nullptr, 0.0f, -beyond, Status::out_of_range);
+      refused("0_namo_d_step/v", std::numeric_limits<float>::quiet_NaN(), 0.0f, Status::non_finite_input);
+      refused("0_namo_d_step/v", std::numeric_limits<float>::infinity(), 0.0f, Status::non_finite_input);
+      refused("0_namo_d_step/v", -1.0f, 0.0f, Status::non_finite_input);
+    }
   }
 
   TEST_CASE("Muon's variants are prechecked too; QDWH and MOP keep their copies") {
@@ -976,6 +1081,13 @@ TEST_SUITE("optim.partition") {
     NamoOptions no;
     no.weight_decay = 0.75;
     CHECK(backups(namo(no)) == n);
+    // NAMO-D caps its column decays at 1 (|u| ≤ |W| + the iterate bound): covered whatever λ;
+    // not with QDWH (its copies: the momentum and the 12 √V_j).
+    NamoDOptions nd;
+    nd.weight_decay = 0.75;
+    CHECK(backups(namo_d(nd)) == 0);
+    nd.polar.method = PolarMethod::qdwh;
+    CHECK(backups(namo_d(nd)) == n + 12 * sizeof(float));
     // MuAdam (m, v and D: three buffers): covered for e ≤ 0 with D_max·B_p ≤ FLT_MAX/4 and step
     // 1's moment bound above max_gradient() = 2^63. Not for QDWH, e > 0 (D grows with v),
     // ε^e = 1e60 (ε = 1e-30, e = −2), or β₁ = 1 − 10⁻⁶ with ε^e = 10¹⁶ (β₁/c₁ = 10⁶ at step 1:

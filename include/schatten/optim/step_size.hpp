@@ -13,6 +13,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -747,9 +748,11 @@ void namo_columns(float* x, const float* p, const float* a, const float* b, inde
 /// reference's constructor; its GPT-2 configuration uses 0.01). [P] as NAMO; the column norms
 /// accumulate in double; the state keeps √V_j in float (the reference keeps V_j in float32, which
 /// overflows for column norms above 1.8e19; √V_j only beyond FLT_MAX), and a column whose norm
-/// is not a float refuses the step (out_of_range; the chain restores the momentum). Cost beyond NAMO: two
-/// column-norm passes and one combining pass over the block; on the device the 2c norms and c
-/// moments are read back and 3c floats sent (the per-column arithmetic is on the host).
+/// is not a float refuses the step (out_of_range), which the precheck tells before anything
+/// changes (entry_bound(): the momentum and the gradient within FLT_MAX/(2√r)), so a partition
+/// keeps no copy of the state. Cost beyond NAMO: two column-norm passes and one combining pass
+/// over the block; on the device the 2c norms and c moments are read back and 3c floats sent (the
+/// per-column arithmetic is on the host).
 struct NamoDStep {
   static constexpr const char* name = "namo_d_step";
   static constexpr bool may_fail = true;
@@ -787,6 +790,55 @@ struct NamoDStep {
     return st;
   }
   double max_gradient() const { return namo.max_gradient(); }
+  /// The bound precheck() [P] holds the momentum's entries and the gradient's to at step t
+  /// (1-based) for a block of r rows: the momentum's overflow bound (TraceMomentum::overflow_bound
+  /// of NAMO's EMA: FLT_MAX/2) over √r. With B and G within it, |N| ≤ FLT_MAX/(2√r), so every
+  /// column norm ‖g_j‖ and ‖N_j‖ (r entries) stays within FLT_MAX/2 and update()'s out_of_range
+  /// (a column norm beyond float) cannot occur; the real limit is twice the bound (a column of
+  /// r entries of 2·bound has norm FLT_MAX). GPT-2 small: 6.1e36 (r = 768), 3.1e36 (r = 3072).
+  /// Conservative: only a diverged run or a corrupt checkpoint holds such entries.
+  double entry_bound(std::int64_t t, index_t rows) const {
+    const TraceMomentum m = detail::own_momentum(namo.beta, namo.nesterov, namo.mu_storage);
+    return TraceMomentum::overflow_bound(m.beta, m.nesterov, m.form, m.correction_at(t)) /
+           std::sqrt(double(std::max<index_t>(1, rows)));
+  }
+  /// update()'s failures before it runs, touching nothing (rule.hpp, precheck), for a gradient
+  /// that passed the max_gradient() scan: invalid_argument for a state or parameter of another
+  /// shape or storage; non_finite_input for a √V_j that is NaN, infinite or negative (a corrupt
+  /// checkpoint; update() would carry it into the step) or a momentum entry that is NaN or Inf;
+  /// out_of_range for a momentum or gradient entry beyond entry_bound() (the gradient's bound
+  /// depends on the rows, which max_gradient() cannot know). Where precheck_covers(), ok promises
+  /// success, and a finite u for a finite parameter. Cost: one read of the momentum and of the
+  /// gradient, c floats of √V; on device memory with `flag`, three kernels not waited for (the
+  /// momentum's writes the flag, the others OR into it).
+  Status precheck(ConstBlock u, const State& s, ConstBlock p, float* flag = nullptr) const {
+    const auto n = static_cast<std::size_t>(u.cols);
+    if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), namo.mu_storage) ||
+        p.size() != u.size() || s.v.size() != n)
+      return Status::invalid_argument;
+    const std::uint32_t bits = magnitude_bits(entry_bound(s.count + 1, u.rows));
+    const Status m = detail::precheck_first_moment(s, u.memory, bits, flag);
+    if (u.empty()) return m;
+    const std::uint32_t v_bits = magnitude_bits(double(std::numeric_limits<float>::max()));
+    const MatrixRef<const float> v(s.v.data(), 1, u.cols, s.v.memory());
+    if (flag != nullptr && u.memory == MemoryKind::device) {
+      device_kernels::flag_outside_non_negative(v.data, u.cols, v_bits, flag);
+      device_kernels::flag_outside_or(u.data, u.size(), bits, flag);
+      return Status::ok;
+    }
+    const bool v_within = all_within_non_negative(v, v_bits), g_within = all_within(u, bits);
+    if (flag != nullptr && !(v_within && g_within)) *flag = 1.0f;
+    if (!v_within || m == Status::non_finite_input) return Status::non_finite_input;
+    return m != Status::ok ? m : g_within ? Status::ok : Status::out_of_range;
+  }
+  /// precheck() tells every failure, and u stays finite for a finite parameter, when the polar
+  /// call cannot fail on a finite input (detail::polar_total_on_finite on the scratch's
+  /// workspace): the update −a_j·W − b_j·O has a_j, b_j ∈ [0, 1] (both capped at 1), so |u| ≤
+  /// |W| + polar_iterate_bound(), which rounds within float, whatever λ (NAMO's own decay is not
+  /// capped: NamoStep::precheck_covers). A partition then keeps no copy of this state.
+  bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
+    return detail::polar_total_on_finite(namo.polar, s.scratch->workspace.get(), shape, memory);
+  }
   /// One element of the update: −a·p − b·o (o the polar factor's, p the parameter's, a and b its
   /// column's decay and step). The one formula of the host loop and the device kernel.
   SCHATTEN_HOST_DEVICE static float combine(float o, float p, float a, float b) { return -(a * p) - b * o; }
