@@ -10,6 +10,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "schatten/core/random.hpp"
@@ -401,6 +402,17 @@ TEST_SUITE("optim.partition") {
   };
   struct MakeDion2 {
     static auto make() { return dion2(); }
+    // The scratch each state keeps for itself: the n slice norms (the batched form ranks every
+    // member before it places any), n = min(r, c) for the shorter side's slices.
+    static std::size_t unshared_bytes(const BlockShape& s) {
+      return static_cast<std::size_t>(std::min(s.rows, s.cols)) * sizeof(float);
+    }
+  };
+  struct MakeNorDion2 {  // the rows are the slices
+    static auto make() { return nordion2(); }
+    static std::size_t unshared_bytes(const BlockShape& s) {
+      return static_cast<std::size_t>(s.rows) * sizeof(float);
+    }
   };
   struct MakeDion {
     static auto make() {
@@ -421,6 +433,17 @@ TEST_SUITE("optim.partition") {
                             MakeDaMuon, MakeScMuon, MakeDfMuon, MakeNamo, MakeNamoD, MakeDion2, MakeDion,
                             MakeSchattenMuon);
 
+  /// The scratch bytes of a state that it does not share (Maker::unshared_bytes, where the
+  /// Maker declares it), else 0.
+  template <class M, class = void>
+  struct unshared_scratch {
+    static std::size_t bytes(const BlockShape&) { return 0; }
+  };
+  template <class M>
+  struct unshared_scratch<M, std::void_t<decltype(M::unshared_bytes(BlockShape{}))>> {
+    static std::size_t bytes(const BlockShape& s) { return M::unshared_bytes(s); }
+  };
+
   template <class Rule>
   std::size_t scratch_bytes(const std::vector<ParamSpec>& specs, const Rule& rule) {
     auto opt = optim::partition(specs, std::vector<std::string>(specs.size(), "r"), route("r", rule));
@@ -434,7 +457,9 @@ TEST_SUITE("optim.partition") {
     // (visit_shareable_scratch): a partition keeps one per shape. The parameters must still
     // step exactly as each rule stepped alone on its own state, bit for bit over 4 steps (the
     // same arithmetic in the same order; a scratch carrying one parameter's values into the
-    // next would show), and the distinct scratch is one parameter's per shape.
+    // next would show), and the distinct scratch is one parameter's per shape, plus what each
+    // state keeps for itself (Dion2's slice norms). Dion2's three 16 × 24 blocks step as a batch
+    // group, whose members use the shared S one after the other.
     const std::uint64_t seed = case_seed("scratch sharing");
     CAPTURE(seed);
     const auto rule = Maker::make();
@@ -442,7 +467,7 @@ TEST_SUITE("optim.partition") {
     const std::size_t one = scratch_bytes({specs[0]}, rule), other = scratch_bytes({specs[2]}, rule);
     CAPTURE(one);
     CHECK(one > 0);
-    CHECK(scratch_bytes(specs, rule) == one + other);
+    CHECK(scratch_bytes(specs, rule) == one + other + 2 * unshared_scratch<Maker>::bytes({16, 24}));
 
     auto opt = optim::partition(specs, std::vector<std::string>(specs.size(), "r"), route("r", rule));
     REQUIRE(opt.init().status == Status::ok);
@@ -483,7 +508,7 @@ TEST_SUITE("optim.partition") {
     }
   };
   TEST_CASE_TEMPLATE_INVOKE(scratch_sharing, MakeScMuon, MakeDfMuon, MakeNamoD, MakeSchattenMuon,
-                            MakeSchattenMuonMoment);
+                            MakeSchattenMuonMoment, MakeDion2, MakeNorDion2);
 
   TEST_CASE("memory_use counts every kind of buffer a partition holds, exactly") {
     // Muon (a bf16 momentum, so that 2-byte buffers count as such; QDWH, which may report

@@ -236,10 +236,10 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// MPI_Allreduce that gave ranks different sums) fails the step everywhere with
 /// internal_error, nothing applied. Memory: a copy of each unreduced parameter and gradient per
 /// rank, the rule's state (M differs between the ranks, Q and the count do not), and their
-/// partition's backup of that state, from which step_undo() puts it back when any rank failed. Checkpoints
-/// hold the ranks' mean of each state buffer (the mean momentum, which is all the step reads; identical
-/// buffers average to themselves, in double), so they load on any rank count and into a single-process
-/// optim::Partition.
+/// partition's backup of that state, from which step_undo() puts it back when any rank failed.
+/// Checkpoints hold the ranks' mean of each state buffer (the mean momentum, which is all the
+/// step reads; identical buffers average to themselves, in double), so they load on any rank
+/// count and into a single-process optim::Partition.
 ///
 /// **Determinism.** Bit-identical to optim::Partition on one process for the same inputs, any
 /// rank count (tests/distributed), for every layout but `unreduced` (above). Global clipping
@@ -958,8 +958,8 @@ class DistributedPartition {
   }
   /// What this rank's optimizer holds, by kind (optim::MemoryUse; docs/optim.md "Memory"): its
   /// local partition's and, with unreduced parameters, their partition's, summed (each has its
-  /// own workspace; the latter's backups serve the cross-rank rollback); in `exchange` the buffers of
-  /// docs/distributed.md "Cost and traffic": the all-gather target of the replicated updates,
+  /// own workspace; the latter's backups serve the cross-rank rollback); in `exchange` the
+  /// buffers of docs/distributed.md "Cost and traffic": the all-gather target of the replicated updates,
   /// the owned parameters' copies (with the gathered gradients of sharded ones), the largest
   /// shard of an update and the column stage, the unreduced parameters' copies, the activation
   /// Gram sums and the buffer a Gram is received in. All zero before init().

@@ -107,16 +107,25 @@ struct Dion2Direction {
   /// Express table, X/(1.02·‖X‖_F + ε) with the optimizer's ε = 1e-8.
   static PolarOptions default_polar() { return newton_schulz_polar(schedules::polar_express_5(), 1e-8); }
 
+  /// Scratch of one state: the norms and the ranking, which the batched form needs for every
+  /// member at once, and the polar workspace (visit_workspaces).
   struct Scratch {
-    Buffer selected;                   ///< S (k × c or r × k)
     Buffer sums;                       ///< the slices' ℓ₁ norms (n)
     std::vector<float> host_sums;      ///< the norms on the host, for the ranking
     std::vector<index_t> order, slot;  ///< ranking; slot[i] = place of slice i in S, else −1
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
   };
+  /// S (k × c or r × k): it carries nothing from one update to the next, and the batched form
+  /// uses it one member at a time (gathered, then copied into the member's block; copied back
+  /// and placed), so a partition gives the states of one shape one (visit_shareable_scratch):
+  /// GPT-2 small's 48 hidden matrices hold 4 of them instead of 48.
+  struct Selected {
+    Buffer s;
+  };
   struct State : detail::FirstMoment {  // the momentum M, in its storage
     std::int64_t count = 0;
     std::shared_ptr<Scratch> scratch = std::make_shared<Scratch>();
+    std::shared_ptr<Selected> selected = std::make_shared<Selected>();
   };
 
   /// Slices are rows when r ≤ c (the reference's `select_dim = -2 if rows <= cols`), or always
@@ -142,7 +151,7 @@ struct Dion2Direction {
     const BlockShape k = selected_shape(s.rows, s.cols);
     const index_t n = along_rows(s.rows, s.cols) ? s.rows : s.cols;
     Scratch& sc = *st.scratch;
-    sc.selected.assign(static_cast<std::size_t>(k.size()), 0.0f);
+    st.selected->s.assign(static_cast<std::size_t>(k.size()), 0.0f);
     sc.sums.assign(static_cast<std::size_t>(n), 0.0f);
     sc.host_sums.assign(static_cast<std::size_t>(n), 0.0f);
     sc.order.resize(static_cast<std::size_t>(n));
@@ -177,7 +186,7 @@ struct Dion2Direction {
   /// refuses others).
   bool fits(const State& s, index_t rows, index_t cols) const {
     return detail::first_moment_sized(s, static_cast<std::size_t>(rows * cols), mu_storage) &&
-           s.scratch->selected.size() == static_cast<std::size_t>(selected_shape(rows, cols).size());
+           s.selected->s.size() == static_cast<std::size_t>(selected_shape(rows, cols).size());
   }
 
   /// One element of a selected slice: returns x, the unrounded M + G, and stores decay·x in M
@@ -306,7 +315,7 @@ struct Dion2Direction {
     }
     Scratch& sc = *s.scratch;
     const BlockShape ks = selected_shape(u.rows, u.cols);
-    float* sel = sc.selected.data();
+    float* sel = s.selected->s.data();
     accumulate(u, s);
     if (const Status st = pick(u, s, sel); st != Status::ok) return st;  // the chain restores M
     const MatrixRef<float> sm(sel, ks.rows, ks.cols, u.memory);
@@ -319,9 +328,10 @@ struct Dion2Direction {
 
   /// Batched form (rule.hpp), for same-shape blocks: each block's selection as in update() (all
   /// the blocks' sums and norms first, so that a GPU reads the norms back after one wait), S_b
-  /// gathered into its state's scratch and copied to the first k·c (or r·k) floats of its own
-  /// block of u (whose M + G the gather has read), ONE polar() call over the strided batch of
-  /// the S_b in place, then each S_b copied back to its state's scratch and placed. The polar
+  /// gathered into the state's S (Selected: one member at a time, so the states of one shape
+  /// may share it) and copied to the first k·c (or r·k) floats of its own block of u (whose
+  /// M + G the gather has read), ONE polar() call over the strided batch of the S_b in place,
+  /// then each S_b copied back to S and placed (its own ranking, Scratch). The polar
   /// kernel computes each matrix of a batch as it computes one alone, so each block gets
   /// update()'s arithmetic (tested bit for bit); the gain is one kernel launch sequence for the
   /// group (the point on GPUs). Extra cost: two copies of each S_b (k·c floats). Scratch: the
@@ -339,7 +349,7 @@ struct Dion2Direction {
         accumulate(block_of(u, b), states[b]);
       for (index_t b = 0; b < states.size; ++b) {
         const Block ub = block_of(u, b);
-        float* sel = states[b].scratch->selected.data();
+        float* sel = states[b].selected->s.data();
         if (const Status st = pick(ub, states[b], sel); st != Status::ok) return st;  // restored
         copy_block(MatrixRef<float>(ub.data, ks.rows, ks.cols, u.memory),
                    MatrixRef<const float>(sel, ks.rows, ks.cols, u.memory));
@@ -350,10 +360,9 @@ struct Dion2Direction {
       if (r.status != Status::ok) return r.status;  // the partition restores the states
       for (index_t b = 0; b < states.size; ++b) {
         const Block ub = block_of(u, b);
-        Scratch& sc = *states[b].scratch;
-        const MatrixRef<float> s(sc.selected.data(), ks.rows, ks.cols, u.memory);
+        const MatrixRef<float> s(states[b].selected->s.data(), ks.rows, ks.cols, u.memory);
         copy_block(s, MatrixRef<const float>(ub.data, ks.rows, ks.cols, u.memory));
-        place(ub, sc, s.data);
+        place(ub, *states[b].scratch, s.data);
       }
     }
     for (index_t b = 0; b < states.size; ++b)
@@ -370,9 +379,14 @@ struct Dion2Direction {
     v("count", s.count);
     detail::visit_first_moment(v, s, "m");
   }
+  /// S (Selected, above); the norms stay per state.
+  template <class F>
+  friend void visit_shareable_scratch(F& f, State& s) {
+    f(s.selected);
+  }
   template <class V>
   friend void visit_scratch(V& v, State& s) {
-    v("selected", s.scratch->selected);
+    v("selected", s.selected->s);
     v("sums", s.scratch->sums);
   }
   /// fraction ∈ (0, 1]; ef_decay ∈ [0, 1] (1: no error feedback, the momentum only grows);
