@@ -623,9 +623,10 @@ TEST_CASE(
   // step_fallible), so a failure that only comes later must undo them on every rank: here the
   // bias's rule fails at step 1 on its owner (test::FailOnMagic), after every rank's Dion states
   // advanced. They must be back bit for bit, and the trajectory must go on as if the step never
-  // happened. They come back from the backups their partition holds anyway (Dion may fail), not
-  // from a copy the step takes: memory_use() stays as it was at init() over the steps, and on
-  // one rank its backups are the one-process partition's (the copies of the Dion states).
+  // happened. They come back from the backups their partition holds anyway (with replicas Dion
+  // is not prechecked: DionDirection::precheck_covers), not from a copy the step takes:
+  // memory_use()'s backups are exactly the unreduced states' bytes (the bias's rule keeps only a
+  // count), and stay as they were at init() over the steps.
   std::vector<std::string> ls = labels();
   ls[3] = "fragile";
   auto ref = optim::partition(specs(), ls, route("dion_low", dion(low())), route("dion_full", dion(full())),
@@ -637,8 +638,10 @@ TEST_CASE(
   d.set_layouts(layouts());
   REQUIRE(d.init());
   const optim::MemoryUse at_init = d.memory_use();
-  CHECK(at_init.backups > 0);  // the Dion states' copies
-  if (world().size() == 1) CHECK(at_init.backups == ref.memory_use().backups);
+  optim::detail::BufferBytes unreduced;
+  d.visit_replicas(unreduced);
+  CHECK(unreduced.bytes > 0);
+  CHECK(at_init.backups == unreduced.bytes);  // one copy of each Dion state (M and Q)
   const auto w0 = weights();
   auto w = w0, wref = w0;
   for (int t = 0; t < 4; ++t) {

@@ -732,7 +732,9 @@ TEST_SUITE("optim.device") {
     // kBf16Max/80 in bf16 for the 12 × 20 block), and in bf16 a gradient entry beyond it (1e37,
     // within max_gradient()), whose device test ORs into M's flag. NAMO-D: its momentum beyond
     // entry_bound() (FLT_MAX/(2√12) for the 12 × 20 block), a gradient entry beyond it (1e38),
-    // and a negative √V_j, whose device tests OR into the momentum's flag.
+    // and a negative √V_j, whose device tests OR into the momentum's flag. Dion: M beyond
+    // entry_bound() (FLT_MAX/(4·√12·2¹⁰)/(2·√240) = 7.7e32), a gradient entry beyond it (1e34)
+    // and Q beyond 2¹⁰ of either sign, the last three ORed into M's flag.
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
       CAPTURE(to_string(storage));
       MuonOptions mo;
@@ -769,6 +771,13 @@ TEST_SUITE("optim.device") {
       check_device_precheck(namo_d(ndo), "0_namo_d_step/mu");
       check_device_precheck(namo_d(ndo), "0_namo_d_step/mu", 1e38f, 0.0f);
       check_device_precheck(namo_d(ndo), "0_namo_d_step/v", 0.0f, -1.0f, Status::non_finite_input);
+      DionOptions dio;
+      dio.rank_fraction = 0.5;
+      dio.mu_storage = storage;
+      check_device_precheck(dion(dio), "0_dion_direction/m");
+      check_device_precheck(dion(dio), "0_dion_direction/m", 1e34f, 0.0f);
+      check_device_precheck(dion(dio), "0_dion_direction/q", 0.0f, 2048.0f);
+      check_device_precheck(dion(dio), "0_dion_direction/q", 0.0f, -2048.0f);
     }
   }
 

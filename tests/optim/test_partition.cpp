@@ -658,6 +658,18 @@ TEST_SUITE("optim.partition") {
     static constexpr const char* mu = "0_namo_d_step/mu";
     static constexpr const char* scalar = nullptr;  // √V is a buffer: tested below
   };
+  struct PrecheckDion {  // M beyond entry_bound(): FLT_MAX/(4·√12·2¹⁰)/(2·√192) = 8.7e32
+    static auto make(Precision storage) {
+      DionOptions o;
+      o.rank_fraction = 0.5;
+      o.mu_storage = storage;
+      return dion(o);
+    }
+    static constexpr const char* mu = "0_dion_direction/m";
+    static constexpr const char* scalar = nullptr;  // Q is a buffer: tested below
+    static double bound() { return HUGE_VAL; }      // the precheck reads G (its bound depends on the shape)
+    static constexpr float gradient = 0.0f;
+  };
   struct PrecheckDion2 : EmaBound {  // M beyond entry_bound(): FLT_MAX/2 (fp32), kBf16Max/64 (bf16)
     static auto make(Precision storage) {
       Dion2Options o;
@@ -777,7 +789,8 @@ TEST_SUITE("optim.partition") {
     }
   }
   TEST_CASE_TEMPLATE_INVOKE(momentum_prechecks, PrecheckMuon, PrecheckKaon, PrecheckScMuon, PrecheckDfMuon,
-                            PrecheckNamo, PrecheckNamoD, PrecheckMuAdam, PrecheckDion2, PrecheckNorDion2);
+                            PrecheckNamo, PrecheckNamoD, PrecheckMuAdam, PrecheckDion, PrecheckDion2,
+                            PrecheckNorDion2);
 
   TEST_CASE("MuAdam's precheck reads its second moment too, and its moment bound keeps the step finite") {
     // MuAdamDirection::precheck tests v against [0, FLT_MAX/2]: NaN, Inf or a negative v (a
@@ -1053,6 +1066,120 @@ TEST_SUITE("optim.partition") {
       refused("0_namo_d_step/v", std::numeric_limits<float>::infinity(), 0.0f, Status::non_finite_input);
       refused("0_namo_d_step/v", -1.0f, 0.0f, Status::non_finite_input);
     }
+  }
+
+  TEST_CASE("Dion's precheck bounds M, G and Q so that no float of its step overflows") {
+    // DionDirection::entry_bound() [P]: entries of M and G within F/(2√(r·c)), so that
+    // ‖M + G‖_F ≤ F = frobenius_bound(S) (FLT_MAX/(4·√S·2¹⁰) for one power iteration, at most
+    // √(FLT_MAX/4) for more, where the second multiplies B by the unnormalised R: |P| up to
+    // ‖B‖²_F), and Q's within 2¹⁰. At those bounds, with M and G of one sign in every entry (a
+    // rank-1 B, the largest ‖B‖_F), the chain's step succeeds with M, Q and u finite, for one
+    // and two power iterations, tall and wide, in both storages. One float beyond in M, G or Q
+    // is refused (out_of_range), a NaN in Q is non_finite_input, nothing changes. The bound is
+    // conservative (only entry tests): the bare rule fails for real where P overflows, as at
+    // 1.5e38 in every entry of M and G (M + G = 3e38). With replicas the route is not covered
+    // (their sums are the other replicas' too): the partition keeps its copies.
+    for (const Precision storage : {Precision::fp32, Precision::bf16})
+      for (const int iterations : {1, 2})
+        for (const BlockShape shape : {BlockShape{12, 20}, BlockShape{20, 12}}) {
+          CAPTURE(to_string(storage));
+          CAPTURE(iterations);
+          CAPTURE(shape.rows);
+          DionOptions o;
+          o.rank_fraction = 0.5;
+          o.power_iterations = iterations;
+          o.mu_storage = storage;
+          const auto rule = dion(o);
+          DionDirection d;  // dion(o)'s direction, for the bare rule's step below
+          d.rank_fraction = o.rank_fraction;
+          d.rank_multiple_of = o.rank_multiple_of;
+          d.mu = o.mu;
+          d.power_iterations = o.power_iterations;
+          d.eps = o.eps;
+          d.seed = o.seed;
+          d.cholesky_qr = o.cholesky_qr;
+          d.mu_storage = o.mu_storage;
+          const bool bf16 = storage == Precision::bf16;
+          const double bound = d.entry_bound(shape.rows, shape.cols);
+          const double one = double(FLT_MAX) / (4.0 * std::sqrt(12.0) * 1024.0);
+          const double frobenius = iterations > 1 ? std::min(one, std::sqrt(double(FLT_MAX) / 4.0)) : one;
+          CHECK(d.frobenius_bound(12) == frobenius);
+          CHECK(bound == frobenius / (2.0 * std::sqrt(240.0)));
+          const std::uint32_t bits = magnitude_bits(bound),
+                              state_bits = bits & (bf16 ? 0xffff0000u : 0xffffffffu);
+          float largest, largest_gradient;
+          std::memcpy(&largest, &state_bits, sizeof largest);
+          std::memcpy(&largest_gradient, &bits, sizeof largest_gradient);
+          const float beyond = std::nextafter(largest_gradient, FLT_MAX);
+          const float beyond_state =
+              bf16 ? bf16_to_float(static_cast<std::uint16_t>((state_bits >> 16) + 1)) : beyond;
+          const auto n = static_cast<std::size_t>(shape.size());
+          const std::vector<float> w(n, 0.5f);
+          const ConstBlock param(w.data(), shape.rows, shape.cols);
+          for (const float sign : {1.0f, -1.0f}) {
+            CAPTURE(sign);
+            auto st = rule.init(shape);
+            SetFirst fill{"0_dion_direction/m", sign * largest, true};
+            visit_fields(fill, st);
+            std::vector<float> u(n, sign * largest_gradient);
+            REQUIRE(rule.precheck(ConstBlock(u.data(), shape.rows, shape.cols), st, param) == Status::ok);
+            REQUIRE(rule.update(Block(u.data(), shape.rows, shape.cols), st, param) == Status::ok);
+            CHECK(all_finite(ConstBlock(u.data(), shape.rows, shape.cols)));
+            std::map<std::string, std::vector<double>> fields;
+            Snapshot snap{&fields};
+            visit_fields(snap, st);
+            for (const auto& field : fields) {
+              CAPTURE(field.first);
+              CHECK(std::all_of(field.second.begin(), field.second.end(),
+                                [](double x) { return std::isfinite(x); }));
+            }
+          }
+          // Beyond: M, G or Q; NaN in Q. Nothing changes.
+          const auto refused = [&](const char* field, float value, float gradient, Status expected) {
+            CAPTURE(field);
+            CAPTURE(value);
+            auto st = rule.init(shape);
+            if (field != nullptr) {
+              SetFirst set{field, value};
+              visit_fields(set, st);
+            }
+            std::map<std::string, std::vector<double>> before, after;
+            Snapshot sb{&before}, sa{&after};
+            visit_fields(sb, st);
+            std::vector<float> u(n, 1.0f);
+            if (gradient != 0.0f) u[3] = gradient;
+            const std::vector<float> u0 = u;
+            CHECK(rule.precheck(ConstBlock(u.data(), shape.rows, shape.cols), st, param) == expected);
+            CHECK(rule.update(Block(u.data(), shape.rows, shape.cols), st, param) == expected);
+            CHECK(u == u0);
+            visit_fields(sa, st);
+            const auto same = [](double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+            for (const auto& f : before) {
+              CAPTURE(f.first);
+              const std::vector<double>& now = after[f.first];
+              CHECK(std::equal(f.second.begin(), f.second.end(), now.begin(), now.end(), same));
+            }
+          };
+          refused("0_dion_direction/m", -beyond_state, 0.0f, Status::out_of_range);
+          refused(nullptr, 0.0f, beyond, Status::out_of_range);
+          refused("0_dion_direction/q", std::nextafter(1024.0f, FLT_MAX), 0.0f, Status::out_of_range);
+          refused("0_dion_direction/q", std::numeric_limits<float>::quiet_NaN(), 0.0f,
+                  Status::non_finite_input);
+          // The real failure, far beyond: P = B Q overflows.
+          auto far = d.init(shape);
+          SetFirst far_fill{"m", 1.5e38f, true};
+          visit_fields(far_fill, far);
+          std::vector<float> g(n, 1.5e38f);
+          CHECK(d.update(Block(g.data(), shape.rows, shape.cols), far, param) == Status::out_of_range);
+        }
+    // With replicas (distributed::Layout::unreduced) the precheck does not cover the route.
+    auto replicated = with_replicas(dion(), Replicas([](float*, std::size_t) { return Status::ok; }));
+    auto backed = optim::partition({{"a", {8, 12}}}, {"d"}, route("d", replicated));
+    REQUIRE(backed.init().status == Status::ok);
+    CHECK(backed.memory_use().backups > 0);
+    auto alone = optim::partition({{"a", {8, 12}}}, {"d"}, route("d", dion()));
+    REQUIRE(alone.init().status == Status::ok);
+    CHECK(alone.memory_use().backups == 0);
   }
 
   TEST_CASE("Muon's variants are prechecked too; QDWH and MOP keep their copies") {

@@ -182,10 +182,11 @@ struct Bf16Twins {
 /// gradients without β (Dion2, Dion): partitions of `rule16` (bf16 M) and `rule32` (fp32) over one
 /// block of `shape` take a step from the same random gradient; then `spoil` makes the gradient too
 /// large, and the bf16 step must be refused with out_of_range, leaving the parameters and the
-/// state as they were, while the fp32 rule takes it (`spoil(g, twice)` for both of its cases).
+/// state as they were, while the fp32 rule takes it (`spoil(g, twice)` for both of its cases), or
+/// refuses it too when `fp32_takes` is false (Dion, whose precheck's bound on G lies far below).
 template <class R16, class R32, class Spoil>
 void check_bf16_sum_refused(const char* name, const std::vector<index_t>& shape, R16 rule16, R32 rule32,
-                            Spoil spoil) {
+                            Spoil spoil, bool fp32_takes = true) {
   const std::vector<ParamSpec> specs = {{"w", shape}};
   for (bool twice : {false, true}) {
     CAPTURE(twice);
@@ -209,7 +210,10 @@ void check_bf16_sum_refused(const char* name, const std::vector<index_t>& shape,
     CHECK(std::memcmp(w16.data(), w_before.data(), w16.size() * sizeof(float)) == 0);
     CHECK(io::capture(p16) == before);
     gc = g;
-    CHECK(p32.step(wp32, gp));
+    if (fp32_takes)
+      CHECK(p32.step(wp32, gp));
+    else
+      CHECK(p32.step(wp32, gp).status == Status::out_of_range);
   }
 }
 
@@ -793,17 +797,30 @@ TEST_SUITE("optim.state_precision") {
 
   TEST_CASE("dion's bf16 momentum refuses a sum bf16 cannot hold and keeps its state, also as a replica") {
     // ‖M + G‖_F above kBf16Max: the feedback could leave an element of M′ that bf16 stores as ∞,
-    // so the step is refused with out_of_range and the chain restores M; the fp32 rule takes it
-    // (its kernel's panels stay below FLT_MAX: Q's columns are unit after step 1). Once with an
-    // element that bf16 would store as ∞ (3.4e38, above kBf16Max + half a unit), once with two of
-    // 2.5e38: each one bf16 can hold, but ‖M + G‖_F = 3.5e38 (the guarantee is on the norm, which
-    // bounds every element of M′).
+    // so the step is refused with out_of_range and nothing changes. Once with an element that
+    // bf16 would store as ∞ (3.4e38, above kBf16Max + half a unit), once with two of 2.5e38: each
+    // one bf16 can hold, but ‖M + G‖_F = 3.5e38 (the guarantee is on the norm, which bounds every
+    // element of M′). In a partition the precheck refuses such gradients first, in either
+    // storage (DionDirection::entry_bound(), far below); the rule's own refusal is reached by the
+    // bare rule and by replicas, below.
     DionOptions o;
     o.mu_storage = Precision::bf16;
-    check_bf16_sum_refused("dion_bf16_limit", {6, 4}, dion(o), dion(), [](std::vector<float>& g, bool twice) {
-      g[7] = twice ? 2.5e38f : 3.4e38f;
-      if (twice) g[8] = 2.5e38f;
-    });
+    check_bf16_sum_refused(
+        "dion_bf16_limit", {6, 4}, dion(o), dion(),
+        [](std::vector<float>& g, bool twice) {
+          g[7] = twice ? 2.5e38f : 3.4e38f;
+          if (twice) g[8] = 2.5e38f;
+        },
+        false);
+    {  // the bare rule in one process: its own refusal (accumulate()), M restored by no one, so
+       // only the status is checked
+      DionDirection bare;
+      bare.mu_storage = Precision::bf16;
+      auto sb = bare.init({6, 4});
+      std::vector<float> g = random_vec(24, case_seed("dion_bf16_limit", 5));
+      g[7] = g[8] = 2.5e38f;
+      CHECK(bare.update(Block(g.data(), 6, 4), sb, ConstBlock()) == Status::out_of_range);
+    }
     // As a replica (distributed::Layout::unreduced) the refusal must not leave the others waiting
     // in the kernel's collectives: the sum is poisoned with a NaN, the kernel's first average
     // carries it (here one replica's, the identity, recording what it was given) and stops

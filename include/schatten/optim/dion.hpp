@@ -509,6 +509,11 @@ inline auto dion3(const Dion3Options& o = {}) { return nordion2(o); }
 /// its widened sum with a NaN instead, which the first average brings to every replica
 /// (kernels/low_rank.hpp, "Replicas"), and every replica reports out_of_range (verdict()); a
 /// distributed checkpoint rounds the replicas' mean M to bf16 (distributed::save_checkpoint).
+///
+/// Precheck [P] (rule.hpp): in one process, M's and G's entries within entry_bound() (so that
+/// ‖M + G‖_F ≤ frobenius_bound()) and Q's within 2¹⁰ tell every failure of the step in advance,
+/// so that a partition keeps no copy of M and Q (docs/optim.md "Prechecks instead of copies").
+/// With replicas the partition keeps its copies.
 struct DionDirection {
   static constexpr const char* name = "dion_direction";
   static constexpr bool may_fail = true;        // the kernel may fail (the chain restores M and Q)
@@ -635,6 +640,69 @@ struct DionDirection {
     }
     ++s.count;
     return Status::ok;
+  }
+
+  /// The bound on Q's entries that precheck() [P] holds (2¹⁰): Q starts Gaussian and has unit
+  /// columns after every step, so a column of Q has norm at most √S·2¹⁰.
+  static constexpr double kQBound = 0x1p10;
+  /// The bound precheck() [P] holds ‖B‖_F = ‖M + G‖_F to (through entry_bound()), for S =
+  /// min(r, c): F = FLT_MAX/(4·√S·kQBound) with one power iteration, and at most √(FLT_MAX/4)
+  /// (9.2e18) with more. Then every float the kernel forms is finite: P = B X has
+  /// |P_ij| ≤ ‖B‖_F·‖x_j‖ (Cauchy–Schwarz, partial sums included), x_j a column of Q (norm
+  /// ≤ √S·kQBound: |P| ≤ FLT_MAX/4) or, from the second iteration on, of the last R (‖R_j‖ ≤
+  /// ‖B‖_F: |P| ≤ F² ≤ FLT_MAX/4); R = Bᵀ P̄ has |R_ij| ≤ ‖B‖_F (P̄ orthonormal); the
+  /// feedback M − (1 − μ) P Rᵀ moves M by at most ‖B‖_F; U = P Qᵀ has unit-norm factors. A Gram
+  /// of P that overflows in the Cholesky QR only sends the kernel to its Householder QR, in
+  /// double, which does not fail. With a bf16 M, F < kBf16Max, so accumulate()'s refusal
+  /// cannot occur either. Conservative: P overflows first near ‖B‖_F·‖x_j‖ = FLT_MAX, and
+  /// ‖x_j‖ is √S (the Gaussian start) or 1 (later), so F lies a factor 4·2¹⁰ (start) to
+  /// 4·2¹⁰·√S below that; the factor buys entry tests instead of a reduction over Q's columns.
+  double frobenius_bound(index_t short_side) const {
+    const double flt_max = double(std::numeric_limits<float>::max());
+    const double one = flt_max / (4.0 * std::sqrt(double(std::max<index_t>(1, short_side))) * kQBound);
+    return power_iterations > 1 ? std::min(one, std::sqrt(flt_max / 4.0)) : one;
+  }
+  /// The bound on the entries of M and of G: ‖M + G‖_F ≤ √(r·c)·2·bound = frobenius_bound(S).
+  /// For GPT-2 small with one power iteration: 2.0e30 (768 × 768), 9.8e29 (768 × 3072).
+  double entry_bound(index_t rows, index_t cols) const {
+    return frobenius_bound(std::min(rows, cols)) /
+           (2.0 * std::sqrt(double(std::max<index_t>(1, rows * cols))));
+  }
+  /// update()'s failures before it runs, touching nothing (rule.hpp, precheck): invalid_argument
+  /// for a state of another shape or storage; non_finite_input for a NaN or Inf in M or Q (a
+  /// corrupt checkpoint); out_of_range for an entry of M or G beyond entry_bound() or of Q
+  /// beyond kQBound (the gradient's bound depends on the shape, which the gradient scan cannot
+  /// know). Where precheck_covers(), ok promises success and a finite u. Conservative: only a
+  /// diverged run or a corrupt checkpoint holds such entries. Cost: one read of M, G and Q; on
+  /// device memory with `flag`, three kernels not waited for (M's writes the flag, the others
+  /// OR into it).
+  Status precheck(ConstBlock u, const State& s, ConstBlock, float* flag = nullptr) const {
+    if (!fits(s, u.rows, u.cols)) return Status::invalid_argument;
+    const std::uint32_t bits = magnitude_bits(entry_bound(u.rows, u.cols)), q_bits = magnitude_bits(kQBound);
+    const Status m = detail::precheck_first_moment(s, u.memory, bits, flag);
+    if (u.empty()) return m;
+    const MatrixRef<const float> q(s.q.data(), 1, static_cast<index_t>(s.q.size()), s.q.memory());
+    if (flag != nullptr && u.memory == MemoryKind::device) {
+      if (q.cols > 0) device_kernels::flag_outside_or(q.data, q.cols, q_bits, flag);
+      device_kernels::flag_outside_or(u.data, u.size(), bits, flag);
+      return Status::ok;
+    }
+    const bool q_within = all_within(q, q_bits), g_within = all_within(u, bits);
+    if (flag != nullptr && !(q_within && g_within)) *flag = 1.0f;
+    if (m == Status::non_finite_input || (!q_within && !all_finite(q))) return Status::non_finite_input;
+    return m != Status::ok ? m : q_within && g_within ? Status::ok : Status::out_of_range;
+  }
+  /// precheck() tells every failure, and u stays finite, in one process (with replicas a step
+  /// depends on the other replicas' sums, which no precheck here reads: their partition keeps
+  /// its copies, as distributed::DistributedPartition requires), with the kernel's workspace
+  /// reserved and the kernels reaching the memory directly (memory::kernels_access: no staging
+  /// copies to allocate). The kernel's host vectors of k or L·k values (the ranking, the
+  /// Householder QR's panel on a GPU) are small allocations that this does not count as
+  /// failures. A partition then keeps no copy of M and Q.
+  bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
+    const index_t k = rank(shape.rows, shape.cols);
+    return !replicas && memory::kernels_access(memory) && s.workspace != nullptr &&
+           (k == 0 || s.workspace->capacity() >= low_rank_workspace_bytes(shape.rows, shape.cols, k, false));
   }
 
   /// The batched form (optim::batch_enabled) only when the replicas split their QRs
