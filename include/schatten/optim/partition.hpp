@@ -224,7 +224,7 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
 /// after a step, successful or not, they hold updates or partial results. Cost beyond the rules:
 /// for each parameter whose route may fail, either its precheck (Muon: one read of the gradient
 /// and the momentum) or one copy per step of its state (the price of all-or-nothing steps for
-/// the routes that cannot tell their failures in advance: SC-Muon, Dion, Freon, …; AdamW and
+/// the routes that cannot tell their failures in advance: Freon, schatten_muon, QDWH Muon, …; AdamW and
 /// SGD cannot fail and need neither, since the routes that may fail run first); the copies
 /// are allocated once, at init().
 ///
