@@ -274,14 +274,8 @@ struct Dion2Direction {
     if (!fits(s, u.rows, u.cols)) return Status::invalid_argument;
     const std::uint32_t bits = magnitude_bits(entry_bound(u.rows, u.cols));
     const Status m = detail::precheck_first_moment(s, u.memory, bits, flag);
-    if (!mu_storage.bf16() || u.empty()) return m;
-    if (flag != nullptr && u.memory == MemoryKind::device) {
-      device_kernels::flag_outside_or(u.data, u.size(), bits, flag);
-      return Status::ok;
-    }
-    const bool g_within = all_within(u, bits);
-    if (flag != nullptr && !g_within) *flag = 1.0f;
-    return m != Status::ok ? m : g_within ? Status::ok : Status::out_of_range;
+    if (!mu_storage.bf16()) return m;
+    return detail::worse(m, detail::precheck_values(u, bits, false, flag));
   }
   /// precheck() tells every failure, and u stays finite, when the polar call on S cannot fail on
   /// a finite input (detail::polar_total_on_finite for S's shape on the state's workspace; the
@@ -682,15 +676,8 @@ struct DionDirection {
     const Status m = detail::precheck_first_moment(s, u.memory, bits, flag);
     if (u.empty()) return m;
     const MatrixRef<const float> q(s.q.data(), 1, static_cast<index_t>(s.q.size()), s.q.memory());
-    if (flag != nullptr && u.memory == MemoryKind::device) {
-      if (q.cols > 0) device_kernels::flag_outside_or(q.data, q.cols, q_bits, flag);
-      device_kernels::flag_outside_or(u.data, u.size(), bits, flag);
-      return Status::ok;
-    }
-    const bool q_within = all_within(q, q_bits), g_within = all_within(u, bits);
-    if (flag != nullptr && !(q_within && g_within)) *flag = 1.0f;
-    if (m == Status::non_finite_input || (!q_within && !all_finite(q))) return Status::non_finite_input;
-    return m != Status::ok ? m : q_within && g_within ? Status::ok : Status::out_of_range;
+    return detail::worse(m, detail::worse(detail::precheck_values(q, q_bits, false, flag),
+                                          detail::precheck_values(u, bits, false, flag)));
   }
   /// precheck() tells every failure, and u stays finite, in one process (with replicas a step
   /// depends on the other replicas' sums, which no precheck here reads: their partition keeps

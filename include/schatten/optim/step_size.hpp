@@ -821,15 +821,8 @@ struct NamoDStep {
     if (u.empty()) return m;
     const std::uint32_t v_bits = magnitude_bits(double(std::numeric_limits<float>::max()));
     const MatrixRef<const float> v(s.v.data(), 1, u.cols, s.v.memory());
-    if (flag != nullptr && u.memory == MemoryKind::device) {
-      device_kernels::flag_outside_non_negative(v.data, u.cols, v_bits, flag);
-      device_kernels::flag_outside_or(u.data, u.size(), bits, flag);
-      return Status::ok;
-    }
-    const bool v_within = all_within_non_negative(v, v_bits), g_within = all_within(u, bits);
-    if (flag != nullptr && !(v_within && g_within)) *flag = 1.0f;
-    if (!v_within || m == Status::non_finite_input) return Status::non_finite_input;
-    return m != Status::ok ? m : g_within ? Status::ok : Status::out_of_range;
+    return detail::worse(m, detail::worse(detail::precheck_values(v, v_bits, true, flag),
+                                          detail::precheck_values(u, bits, false, flag)));
   }
   /// precheck() tells every failure, and u stays finite for a finite parameter, when the polar
   /// call cannot fail on a finite input (detail::polar_total_on_finite on the scratch's

@@ -225,6 +225,36 @@ inline Status precheck_first_moment(const FirstMoment& m, MemoryKind memory, std
   if (within) return Status::ok;
   return first_moment_within(m, magnitude_bits(HUGE_VAL)) ? Status::out_of_range : Status::non_finite_input;
 }
+/// The more severe of two precheck statuses: non_finite_input, then any other failure, then ok.
+inline Status worse(Status a, Status b) {
+  if (a == Status::non_finite_input || b == Status::non_finite_input) return Status::non_finite_input;
+  return a != Status::ok ? a : b;
+}
+/// A further buffer's test in a precheck, after precheck_first_moment() wrote `flag`: every
+/// entry of x within [−limit, limit], or [0, limit] when `non_negative` (limit the float of
+/// `limit_bits`). With `flag` and x in device memory, a kernel not waited for ORs 1 into *flag
+/// when the test fails, and the answer is ok (the caller reads the flag). Otherwise: ok;
+/// out_of_range when some entry lies beyond the limit and all are finite (and, when
+/// `non_negative`, none negative); non_finite_input when some is NaN, ±Inf or a forbidden
+/// negative (a corrupt checkpoint); with `flag` on the host, *flag ← 1 on a failure. The extra
+/// tests of MuAdamDirection, NamoDStep, Dion2Direction and DionDirection. Cost: one read.
+inline Status precheck_values(MatrixRef<const float> x, std::uint32_t limit_bits, bool non_negative,
+                              float* flag) {
+  if (x.size() == 0) return Status::ok;
+  if (flag != nullptr && x.memory == MemoryKind::device) {
+    if (non_negative)
+      device_kernels::flag_outside_non_negative(x.data, x.size(), limit_bits, flag);
+    else
+      device_kernels::flag_outside_or(x.data, x.size(), limit_bits, flag);
+    return Status::ok;
+  }
+  const auto within = [&](std::uint32_t bits) {
+    return non_negative ? all_within_non_negative(x, bits) : all_within(x, bits);
+  };
+  if (within(limit_bits)) return Status::ok;
+  if (flag != nullptr) *flag = 1.0f;
+  return within(magnitude_bits(HUGE_VAL)) ? Status::out_of_range : Status::non_finite_input;
+}
 /// Exchanges the buffers of a and b (the same storage).
 inline void swap_first_moment(FirstMoment& a, FirstMoment& b) {
   a.mu.swap(b.mu);
@@ -967,15 +997,7 @@ struct MuAdamDirection {
         detail::precheck_first_moment(s, u.memory, magnitude_bits(moment_bound(s.count + 1)), flag);
     const std::uint32_t v_bits = magnitude_bits(double(std::numeric_limits<float>::max()) / 2.0);
     const MatrixRef<const float> v(s.nu.data(), 1, u.size(), s.nu.memory());
-    if (flag != nullptr && u.memory == MemoryKind::device) {
-      if (u.size() > 0) device_kernels::flag_outside_non_negative(v.data, u.size(), v_bits, flag);
-      return Status::ok;
-    }
-    const bool v_within = all_within_non_negative(v, v_bits);
-    if (flag != nullptr && !v_within) *flag = 1.0f;
-    if (m == Status::non_finite_input || (!v_within && !all_within_non_negative(v, magnitude_bits(HUGE_VAL))))
-      return Status::non_finite_input;
-    return m != Status::ok || !v_within ? Status::out_of_range : Status::ok;
+    return detail::worse(m, detail::precheck_values(v, v_bits, true, flag));
   }
   /// precheck() tells every failure, and u stays finite, when the polar call cannot fail on a
   /// finite input (detail::polar_total_on_finite on the state's workspace), D ⊙ polar(…) cannot
