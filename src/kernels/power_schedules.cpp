@@ -102,4 +102,48 @@ Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out) {
   return Status::ok;
 }
 
+Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out) {
+  if (options.method != SpectralPowerMethod::polynomial || check_spectral_power_options(options) != nullptr)
+    return Status::invalid_argument;
+  PowerSchedule ps;
+  if (const Status s = polynomial_power_schedule(options.alpha, options.polynomial_steps, ps);
+      s != Status::ok)
+    return s;
+  PolarOptions po;
+  po.method = PolarMethod::newton_schulz;
+  po.schedule = std::move(ps.schedule);
+  po.iterations = options.polynomial_steps;
+  po.compute = options.polynomial_compute;
+  po.symmetric_gram = options.symmetric_gram;
+  out = std::move(po);
+  return Status::ok;
+}
+
+double polynomial_power_iterate_bound(const SpectralPowerOptions& options) {
+  if (options.method != SpectralPowerMethod::polynomial) return HUGE_VAL;
+  SpectralPowerOptions o = options;
+  o.alpha = 0.5;  // a valid exponent for the check; the loop below sets each tabulated one
+  if (check_spectral_power_options(o) != nullptr) return HUGE_VAL;
+  // Cached per (steps, compute): the bound depends on nothing else (the schedules are tabulated,
+  // and polar_iterate_bound reads only the rounding margin of the compute precision besides).
+  static std::mutex mutex;
+  static std::map<std::pair<int, int>, double> cache;
+  const auto key = std::make_pair(o.polynomial_steps, static_cast<int>(o.polynomial_compute));
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
+  double bound = 0.0;
+  const auto rows = static_cast<int>(std::lround(1.0 / kAlphaStep));
+  for (int j = 0; j <= rows && bound < HUGE_VAL; ++j) {
+    o.alpha = std::min(1.0, j * kAlphaStep);
+    PolarOptions po;
+    if (polynomial_power_polar_options(o, po) != Status::ok) return HUGE_VAL;
+    bound = std::max(bound, polar_iterate_bound(po));
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  cache.emplace(key, bound);
+  return bound;
+}
+
 }  // namespace schatten

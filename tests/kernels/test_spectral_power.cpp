@@ -542,6 +542,70 @@ TEST_SUITE("kernels.spectral_power") {
     check_zero_and_batch(f.a, o);
   }
 
+  TEST_CASE(
+      "polynomial_power_iterate_bound holds every tabulated schedule, and the shared options are the "
+      "kernel's") {
+    // The bound is the largest polar_iterate_bound() over the 101 schedules of T steps. It must
+    // hold every intermediate image p_t ∘ … ∘ p_0(x) of every schedule on x ∈ [0, 1] (scanned
+    // here in double on 2001 points per schedule, written from the formula), and it stays
+    // within 3·(1 + 2⁻²⁰)^T: the fit caps every intermediate image at 3
+    // (docs/kernels/spectral_power.md), and polar_iterate_bound widens each step by 2⁻²⁰.
+    for (const int steps : {5, 6, 8}) {
+      CAPTURE(steps);
+      SpectralPowerOptions o;
+      o.method = SpectralPowerMethod::polynomial;
+      o.polynomial_steps = steps;
+      const double bound = polynomial_power_iterate_bound(o);
+      CHECK(bound <= 3.0 * std::pow(1.0 + 0x1p-20, steps) + 1e-12);
+      double seen = 0.0;
+      for (int j = 0; j <= 100; ++j) {
+        PowerSchedule ps;
+        REQUIRE(polynomial_power_schedule(0.01 * j, steps, ps) == Status::ok);
+        for (int i = 0; i <= 2000; ++i) {
+          double x = i / 2000.0;
+          for (const OddQuintic& q : ps.schedule.steps) {
+            x = x * (q.a + x * x * (q.b + x * x * q.c));
+            seen = std::max(seen, std::fabs(x));
+          }
+        }
+      }
+      CAPTURE(seen);
+      CHECK(seen <= bound);
+      CHECK(seen >= 0.99 * bound);  // and tight: some schedule's images reach it
+    }
+    SpectralPowerOptions rational;
+    CHECK(polynomial_power_iterate_bound(rational) == HUGE_VAL);
+    // polynomial_power_polar_options() is what spectral_power() runs: ν^α times polar() with
+    // those options gives the kernel's output to float rounding (the kernel folds ν^α into its
+    // store pass; here it multiplies afterwards), and refuses what the kernel refuses.
+    const index_t r = 20, c = 14;
+    const Factored f = factored(r, c, geometric(14, 1e-2, 3.0), case_seed("polynomial_polar_options"));
+    SpectralPowerOptions o;
+    o.method = SpectralPowerMethod::polynomial;
+    o.alpha = 0.3;
+    PolarOptions po;
+    REQUIRE(polynomial_power_polar_options(o, po) == Status::ok);
+    CHECK(po.method == PolarMethod::newton_schulz);
+    CHECK(po.iterations == 5);
+    const std::vector<double> in = to_row_major<double>(f.a);
+    std::vector<double> q(in.size());
+    REQUIRE(polar(MatrixRef<const double>(in.data(), r, c), MatrixRef<double>(q.data(), r, c), po).status ==
+            Status::ok);
+    const Eigen::MatrixXd expected = std::pow(f.a.norm(), o.alpha) * from_row_major(q.data(), r, c);
+    CHECK((run_map<double>(f.a, o) - expected).norm() <= 1e-12 * expected.norm());
+    const PolarOptions untouched = po;
+    o.alpha = -0.5;  // refused by the polynomial method
+    CHECK(polynomial_power_polar_options(o, po) == Status::invalid_argument);
+    o.alpha = 0.5;
+    o.polynomial_steps = 7;
+    CHECK(polynomial_power_polar_options(o, po) == Status::invalid_argument);
+    o.polynomial_steps = 5;
+    o.method = SpectralPowerMethod::rational;
+    CHECK(polynomial_power_polar_options(o, po) == Status::invalid_argument);
+    CHECK(po.schedule.steps.size() == untouched.schedule.steps.size());
+    CHECK(po.iterations == untouched.iterations);
+  }
+
   TEST_CASE_TEMPLATE("spectral_clip gives U clip(S) V^T against the SVD oracle", T, float, double) {
     // Prescribed spectra (3.7 down to 3.7e-3, geometric) and bounds that cut into them from
     // above (the hardcap), from both sides, from below only, and a degenerate [2, 2]. Each

@@ -160,6 +160,26 @@ SpectralPowerReport spectral_power(BatchedMatrixRef<const double> a, BatchedMatr
 /// Checks options without touching data: nullptr when valid, else a static message.
 const char* check_spectral_power_options(const SpectralPowerOptions& options);
 
+/// The Newton–Schulz options the polynomial method of spectral_power() runs for `options`:
+/// method newton_schulz, the schedule of polynomial_power_schedule(options.alpha,
+/// options.polynomial_steps) as many iterations, options.polynomial_compute and
+/// options.symmetric_gram. The one construction behind the kernel, its workspace
+/// (polar_workspace_bytes of `out`; the schedule's coefficients size nothing, so any α gives the
+/// same bytes) and polynomial_power_iterate_bound(). invalid_argument for options that
+/// check_spectral_power_options() refuses or whose method is not polynomial (out untouched).
+Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out);
+
+/// A bound on the singular values of every iterate of the polynomial method, for any finite
+/// input and any exponent α ∈ [0, 1], before the output's scaling by ν^α (ν = ‖A‖_F): the largest
+/// polar_iterate_bound() over the tabulated schedules of options.polynomial_steps (the
+/// exponents 0, 0.01, …, 1, which are all the method runs), with options.polynomial_compute's
+/// rounding margin. So every output singular value is at most ν^α times this bound. HUGE_VAL
+/// when the options are not the polynomial method's or some schedule has no bound. A rule that
+/// lets α vary (SchattenPDirection: α = 1/p with p chosen per layer) uses it to promise a finite
+/// output whatever α its criterion picks. Cost: the first call per (steps, compute) evaluates
+/// 101 schedules (their error measurement included, cached); later calls look it up.
+double polynomial_power_iterate_bound(const SpectralPowerOptions& options);
+
 /// How spectral_clip() computes U clip(Σ) Vᵀ.
 enum class SpectralClipMethod {
   qdwh,       ///< QDWH and sign functions by QDWH in double: working precision (the default)

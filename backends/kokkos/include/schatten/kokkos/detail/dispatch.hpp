@@ -77,14 +77,10 @@ SpectralPowerReport spectral_power_dispatch(const Exec& space,
     if (const char* msg = check_spectral_power_options(options))
       return spectral_failure(Status::invalid_argument, msg);
     PowerSchedule ps;
-    if (polynomial_power_schedule(options.alpha, options.polynomial_steps, ps) != Status::ok)
-      return spectral_failure(Status::invalid_argument, "no polynomial schedule for these options");
     PolarOptions po;
-    po.method = PolarMethod::newton_schulz;
-    po.schedule = std::move(ps.schedule);
-    po.iterations = options.polynomial_steps;
-    po.compute = options.polynomial_compute;
-    po.symmetric_gram = options.symmetric_gram;
+    if (polynomial_power_schedule(options.alpha, options.polynomial_steps, ps) != Status::ok ||
+        polynomial_power_polar_options(options, po) != Status::ok)
+      return spectral_failure(Status::invalid_argument, "no polynomial schedule for these options");
     const PolarReport pr = polar_dispatch<Exec, TIn>(space, a, out, po, ws, options.alpha);
     SpectralPowerReport r;
     r.status = pr.status;
