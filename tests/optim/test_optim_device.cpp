@@ -21,6 +21,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -675,10 +676,12 @@ TEST_SUITE("optim.device") {
   /// <field>", a momentum or a second moment): no backups, and an entry `value` there (kBf16Max:
   /// beyond the momentum's bound) refused with `expected` on host and device alike before
   /// anything moves, with `gradient` as the first gradient entry of the last hidden matrix h.3.w
-  /// (0: the drawn one).
+  /// (0: the drawn one). `edit`, when given, changes further fields of the captured state before
+  /// both partitions load it.
   template <class Rule>
   void check_device_precheck(const Rule& rule, const std::string& mu, float gradient = 0.0f,
-                             float value = kBf16Max, Status expected = Status::out_of_range) {
+                             float value = kBf16Max, Status expected = Status::out_of_range,
+                             const std::function<void(io::FieldSet&)>& edit = nullptr) {
     const std::vector<std::string> labels = propose_labels(kSpecs);
     const auto make = [&] { return partition(kSpecs, labels, route("muon", rule), route("adamw", adamw())); };
     auto host = make();
@@ -693,6 +696,7 @@ TEST_SUITE("optim.device") {
     REQUIRE(first.second);
     io::FieldSet fields = io::capture(device);
     std::get<std::vector<float>>(fields.at("h.3.w/" + mu))[0] = value;  // kBf16Max: held by bf16
+    if (edit) edit(fields);
     REQUIRE(io::restore(device, fields) == Status::ok);
     REQUIRE(io::restore(host, fields) == Status::ok);
     const io::FieldSet state = io::capture(device);
@@ -734,7 +738,11 @@ TEST_SUITE("optim.device") {
     // entry_bound() (FLT_MAX/(2√12) for the 12 × 20 block), a gradient entry beyond it (1e38),
     // and a negative √V_j, whose device tests OR into the momentum's flag. Dion: M beyond
     // entry_bound() (FLT_MAX/(4·√12·2¹⁰)/(2·√240) = 7.7e32), a gradient entry beyond it (1e34)
-    // and Q beyond 2¹⁰ of either sign, the last three ORed into M's flag.
+    // and Q beyond 2¹⁰ of either sign, the last three ORed into M's flag. schatten_muon: m beyond
+    // entry_bound() (FLT_MAX/(4·B·√240·20) = 9.2e34 for the 12 × 20 block), a gradient entry
+    // beyond it (1e37), a negative v with the moment, and an ∞ in the activation Gram that
+    // step 2's criterion reads (first = 2; an overflowing sum across ranks), the last three ORed
+    // into m's flag.
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
       CAPTURE(to_string(storage));
       MuonOptions mo;
@@ -778,6 +786,20 @@ TEST_SUITE("optim.device") {
       check_device_precheck(dion(dio), "0_dion_direction/m", 1e34f, 0.0f);
       check_device_precheck(dion(dio), "0_dion_direction/q", 0.0f, 2048.0f);
       check_device_precheck(dion(dio), "0_dion_direction/q", 0.0f, -2048.0f);
+      SchattenMuonOptions smo;
+      smo.mu_storage = storage;
+      smo.first = 2;
+      check_device_precheck(schatten_muon(smo), "0_schatten_p_direction/mu");
+      check_device_precheck(schatten_muon(smo), "0_schatten_p_direction/mu", 1e37f, 0.0f);
+      check_device_precheck(schatten_muon(smo), "0_schatten_p_direction/activation_gram", 0.0f,
+                            std::numeric_limits<float>::infinity(), Status::non_finite_input,
+                            [](io::FieldSet& f) {  // statistics collected for step 2
+                              f.at("h.3.w/0_schatten_p_direction/activation_samples") = std::int64_t(1);
+                              f.at("h.3.w/0_schatten_p_direction/activation_step") = std::int64_t(1);
+                            });
+      smo.moment = SchattenPDirection::Moment::parametric;
+      check_device_precheck(schatten_muon(smo), "0_schatten_p_direction/nu", 0.0f, -1.0f,
+                            Status::non_finite_input);
     }
   }
 

@@ -1159,6 +1159,172 @@ TEST_SUITE("optim.partition") {
     CHECK(alone.memory_use().backups == 0);
   }
 
+  TEST_CASE(
+      "schatten_muon's precheck keeps its step finite whatever p its criterion picks, and reads the Gram") {
+    // SchattenPDirection::entry_bound() [P]: FLT_MAX/(4·B·√(rc)·K_t·D_max²) for m and g, with
+    // B = iterate_bound() (the larger of Polar Express's, 1.99, and the polynomial spectral
+    // power's, 2.99: its schedules' intermediate images may reach 3 by design),
+    // K₁ = 20 (β = 0.95 with bias correction: m'/c₁ = 20·m') and D_max = 100 with the moment
+    // (ε^{-1/4}, ε = 1e-8), 1 without. At the bound, with m and g of one sign in every entry
+    // (and g = 0, where D = D_max), the step succeeds with u and every field finite on each path
+    // p can take: the polar factor (p = 10), the spectral power (p = 2, α = 1/2) and the copy
+    // (p = 1). One float beyond in m or g is refused (out_of_range), as is a v beyond FLT_MAX/2;
+    // NaN, ∞ or a negative v, and a NaN or ∞ in the activation Gram that a criterion step reads,
+    // are non_finite_input; nothing changes on a refusal. The bound lies far inside the real
+    // limit: m = g = FLT_MAX/19 already fails the bare rule (m'/c₁ = 20·m' is ∞ in float), a
+    // factor 4·B·√(rc)·20/19 ≈ 175 beyond the bound (the √(rc) covers the spectral power's
+    // ν^α ≤ ν).
+    const std::uint64_t seed = case_seed("schatten_muon precheck");
+    CAPTURE(seed);
+    const index_t r = 12, c = 16;
+    const auto n = static_cast<std::size_t>(r * c);
+    const std::vector<float> w = random_vec(n, seed);
+    const ConstBlock param(w.data(), r, c);
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    for (const bool with_moment : {false, true})
+      for (const Precision storage : {Precision::fp32, Precision::bf16}) {
+        CAPTURE(with_moment);
+        CAPTURE(to_string(storage));
+        const bool bf16 = storage == Precision::bf16;
+        SchattenMuonOptions o;
+        o.mu_storage = storage;
+        if (with_moment) o.moment = SchattenPDirection::Moment::parametric;
+        const auto rule = schatten_muon(o);
+        const SchattenPDirection& d = std::get<0>(rule.rules());
+        const double d_max = with_moment ? 100.0 : 1.0;
+        CHECK(d.max_preconditioner() == doctest::Approx(d_max).epsilon(1e-12));
+        CHECK(d.growth(1) == doctest::Approx(20.0).epsilon(1e-6));
+        CHECK(d.iterate_bound() >= 1.99);
+        CHECK(d.iterate_bound() <= 3.0);
+        const double bound = d.entry_bound(1, r, c);
+        CHECK(bound == doctest::Approx(double(FLT_MAX) / (4.0 * d.iterate_bound() * std::sqrt(double(r * c)) *
+                                                          d.growth(1) * d_max * d_max))
+                           .epsilon(1e-12));
+        CHECK(d.entry_bound(7, r, c) > bound);  // 1/c₁ falls with t
+        auto opt = optim::partition({{"a", {r, c}}}, {"s"}, route("s", rule));
+        REQUIRE(opt.init().status == Status::ok);
+        CHECK(opt.memory_use().backups == 0);
+        // The gradient's largest entry is also held to max_gradient() (2^63 with the moment,
+        // whose v holds g²; kBf16Max for a bf16 m).
+        const BoundEdges edges = edges_of(bound, bf16);
+        const float g_top = float(std::min(double(edges.gradient), rule.max_gradient()));
+        for (const double p : {10.0, 2.0, 1.0})
+          for (const float g_value : {g_top, 0.0f})
+            for (const float sign : {1.0f, -1.0f}) {
+              CAPTURE(p);
+              CAPTURE(g_value);
+              CAPTURE(sign);
+              auto st = rule.init({r, c});
+              SetFirst fill{"0_schatten_p_direction/mu", sign * edges.state, true};
+              visit_fields(fill, st);
+              SetScalar set_p{"0_schatten_p_direction/schatten_p", p};
+              visit_fields(set_p, st);
+              std::vector<float> u(n, sign * g_value);
+              REQUIRE(rule.precheck(ConstBlock(u.data(), r, c), st, param) == Status::ok);
+              REQUIRE(rule.update(Block(u.data(), r, c), st, param) == Status::ok);
+              CHECK(all_finite(ConstBlock(u.data(), r, c)));
+              std::map<std::string, std::vector<double>> fields;
+              Snapshot snap{&fields};
+              visit_fields(snap, st);
+              for (const auto& field : fields) {
+                CAPTURE(field.first);
+                CHECK(std::all_of(field.second.begin(), field.second.end(),
+                                  [](double x) { return std::isfinite(x); }));
+              }
+            }
+        if (!with_moment && !bf16) {  // the real limit, on the bare rule
+          auto far = d.init({r, c});
+          SetFirst far_fill{"mu", FLT_MAX / 19.0f, true};
+          visit_fields(far_fill, far);
+          std::vector<float> g2(n, FLT_MAX / 19.0f);
+          CHECK(d.update(Block(g2.data(), r, c), far, param) != Status::ok);
+        }
+        const std::vector<float> g0 = random_vec(n, seed + 1);
+        const auto refused = [&](const char* field, float value, float gradient, Status expected) {
+          check_refusal(rule, {r, c}, param, g0, field, value, gradient, expected);
+        };
+        refused("0_schatten_p_direction/mu", edges.state_beyond, 0.0f, Status::out_of_range);
+        refused("0_schatten_p_direction/mu", -edges.state_beyond, 0.0f, Status::out_of_range);
+        refused("0_schatten_p_direction/mu", nan, 0.0f, Status::non_finite_input);
+        if (edges.gradient_beyond <= rule.max_gradient()) {
+          refused(nullptr, 0.0f, edges.gradient_beyond, Status::out_of_range);
+          refused(nullptr, 0.0f, -edges.gradient_beyond, Status::out_of_range);
+        }
+        if (with_moment) {
+          refused("0_schatten_p_direction/nu", nan, 0.0f, Status::non_finite_input);
+          refused("0_schatten_p_direction/nu", inf, 0.0f, Status::non_finite_input);
+          refused("0_schatten_p_direction/nu", -1.0f, 0.0f, Status::non_finite_input);
+          refused("0_schatten_p_direction/nu", FLT_MAX, 0.0f, Status::out_of_range);
+        }
+      }
+    // The activation Gram on a criterion step (first = 1: step 1 runs the criterion on the
+    // statistics collected for it): NaN or ∞ (a sum across ranks may overflow) is refused before
+    // anything changes; the largest finite Gram is read in double and the step goes on.
+    SchattenMuonOptions o;
+    o.first = 1;
+    const auto rule = schatten_muon(o);
+    const SchattenPDirection& d = std::get<0>(rule.rules());
+    for (const float value : {nan, inf, -inf, FLT_MAX}) {
+      CAPTURE(value);
+      auto st = rule.init({r, c});
+      auto& ds = std::get<0>(static_cast<decltype(st)::Base&>(st));
+      for (std::size_t k = 0; k < ds.statistics->gram.size(); ++k)
+        ds.statistics->gram.data()[k] = k % (c + 1) == 0 ? 1.0f : 0.0f;  // the identity
+      ds.statistics->gram.data()[1] = value;
+      ds.statistics->gram.data()[c] = value;  // symmetric
+      ds.statistics->samples = 1;
+      ds.statistics->for_step = 0;
+      REQUIRE(d.reads_gram(ds, c));
+      std::map<std::string, std::vector<double>> before, after;
+      Snapshot sb{&before}, sa{&after};
+      visit_fields(sb, st);
+      std::vector<float> u = random_vec(n, seed + 2);
+      const std::vector<float> u0 = u;
+      const Status expected = std::isfinite(value) ? Status::ok : Status::non_finite_input;
+      CHECK(rule.precheck(ConstBlock(u.data(), r, c), st, param) == expected);
+      CHECK(rule.update(Block(u.data(), r, c), st, param) == expected);
+      if (expected == Status::ok) {
+        CHECK(all_finite(ConstBlock(u.data(), r, c)));
+        CHECK(ds.criterion_runs == 1);
+        continue;
+      }
+      CHECK(u == u0);
+      visit_fields(sa, st);
+      const auto same = [](double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+      for (const auto& f : before) {
+        CAPTURE(f.first);
+        const std::vector<double>& now = after[f.first];
+        CHECK(std::equal(f.second.begin(), f.second.end(), now.begin(), now.end(), same));
+      }
+    }
+    // In a partition the precheck refuses the last parameter's step before the first two
+    // parameters and AdamW's advance: every state and parameter stays bit-identical.
+    const std::vector<ParamSpec> specs = {{"a", {8, 12}}, {"b", {8, 12}}, {"v", {12}}, {"c", {12, 16}}};
+    auto opt = optim::partition(specs, {"s", "s", "adamw", "s"}, route("s", schatten_muon()),
+                                route("adamw", adamw()));
+    REQUIRE(opt.init().status == Status::ok);
+    CHECK(opt.memory_use().backups == 0);
+    std::vector<std::vector<float>> ws, gs;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      ws.push_back(random_vec(static_cast<std::size_t>(flatten(specs[i].shape).size()), seed + 10 + i));
+      gs.push_back(random_vec(ws[i].size(), seed + 20 + i));
+    }
+    REQUIRE(opt.step(pointers(ws), pointers(gs)).status == Status::ok);
+    SetFirst set{"c/0_schatten_p_direction/mu", kBf16Max};
+    opt.visit(set);
+    std::map<std::string, std::vector<double>> before, after;
+    Snapshot sb{&before}, sa{&after};
+    opt.visit(sb);
+    const auto w_before = ws;
+    const StepReport refusal = opt.step(pointers(ws), pointers(gs));
+    CHECK(refusal.status == Status::out_of_range);
+    CHECK(refusal.bad_param == 3);
+    CHECK(std::string(refusal.message).find("precheck") != std::string::npos);
+    opt.visit(sa);
+    CHECK(after == before);
+    CHECK(ws == w_before);
+  }
+
   TEST_CASE("Muon's variants are prechecked too; QDWH and MOP keep their copies") {
     // Routes with the same head as Muon's are prechecked (docs/optim.md "Prechecks instead of
     // copies"); routes whose precheck does not cover them keep their copies: QDWH
@@ -1253,6 +1419,26 @@ TEST_SUITE("optim.partition") {
     static_assert(has_total_on_finite<KaonSpectrum>::value, "a normalised polynomial iteration");
     static_assert(!decltype(chain(TraceMomentum{}, Orthogonalize{}, OrthogonalizeWeights{}))::prechecks,
                   "OrthogonalizeWeights may fail");
+    // schatten_muon: covered with the polynomial spectral power (the default), with or without
+    // the moment; not with the rational method (QDWH may report not_converged), nor with QDWH
+    // as its polar call, nor where D_max·B leaves FLT_MAX/4 (ε = 1e-160: D_max = 1e40), nor where
+    // the pinned norm is beyond scale_by()'s reach (lr = 1e-40: κ ≈ 2e36).
+    const auto smuon_backups = [&](const SchattenMuonOptions& so) { return backups(schatten_muon(so)) > 0; };
+    SchattenMuonOptions sm;
+    CHECK_FALSE(smuon_backups(sm));
+    sm.moment = SchattenPDirection::Moment::parametric;
+    CHECK_FALSE(smuon_backups(sm));
+    sm.eps = 1e-160;
+    CHECK(smuon_backups(sm));
+    sm = SchattenMuonOptions{};
+    sm.spectral.method = SpectralPowerMethod::rational;
+    CHECK(smuon_backups(sm));
+    sm = SchattenMuonOptions{};
+    sm.polar.method = PolarMethod::qdwh;
+    CHECK(smuon_backups(sm));
+    sm = SchattenMuonOptions{};
+    sm.lr = Schedule::constant(1e-40);
+    CHECK(smuon_backups(sm));
   }
 }
 

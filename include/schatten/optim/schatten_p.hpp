@@ -7,10 +7,12 @@
 #pragma once
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +47,11 @@ struct PCriterionEvent {
   /// An activation Gram was given. Without one the criterion did not run (choice.descends =
   /// false, p kept) unless WithoutStatistics::assume_whitened made it assume whitened inputs.
   bool had_statistics = false;
+  /// ok, or why a criterion that was to run could not [P]: breakdown (an eigensolver did not
+  /// converge), out_of_memory or internal_error. p was then kept and the step went on
+  /// (SchattenPDirection, "The criterion is advisory"). Bad input is not reported here: it fails
+  /// the step.
+  Status status = Status::ok;
 };
 
 namespace detail {
@@ -92,6 +99,20 @@ void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, con
 ///      rule's lr — per-entry RMS η·κ^{1/p}/√max(r,c): Muon's 1/√max(r,c) at p → ∞, Adam's
 ///      η_a ρ_a at p = 1. magnitude none: Δ as computed.
 /// The output Δ is followed by decay and −lr in the preset. State changes only after success.
+///
+/// **The criterion is advisory** [P]: a criterion step whose criterion cannot compute (an
+/// eigensolver that does not converge, Status::breakdown; out_of_memory; internal_error) keeps p
+/// and goes on, and the event (on_criterion) reports the status; only bad input (a NaN or ∞ in
+/// the activation Gram, a state of another shape) fails the step. So the step's failures are
+/// those of its precheck and of the matrix function.
+///
+/// **Precheck** (rule.hpp; docs/optim.md "Prechecks instead of copies") [P]: precheck() holds m
+/// and g to entry_bound(t, r, c), v (with a moment) to [0, FLT_MAX/2], and on a criterion step
+/// that will read the activation Gram, the Gram to finite values. Within those the momentum,
+/// D ⊙ ñ, the matrix function (Polar Express or the polynomial spectral power, whatever p the
+/// criterion picks), the map-out and the pinned magnitude stay finite; precheck_covers() says
+/// where that holds (both matrix functions total, the workspace reserved). A partition then
+/// keeps no copy of the state.
 /// Cost: the momentum pass, the matrix function (polynomial method: one NS5; rational: a QDWH
 /// polar + a few k³ and m k² GEMMs), and on criterion steps the spectra (measure_spectra).
 /// Device memory (Partition::init(MemoryKind::device)): the element-wise passes are kernels and
@@ -234,6 +255,19 @@ struct SchattenPDirection {
     return precond;
   }
 
+  /// The workspace of the matrix functions for one `shape` block: polar()'s, and with the
+  /// polynomial spectral power its Newton–Schulz run's when larger (the rational method sizes its
+  /// own as it runs).
+  std::size_t workspace_bytes(const BlockShape& shape) const {
+    std::size_t bytes = polar_workspace_bytes(shape.rows, shape.cols, 1, polar, Precision::fp32);
+    SpectralPowerOptions so = spectral;
+    so.alpha = 0.5;  // any α: the schedule's coefficients size nothing
+    PolarOptions po;
+    if (polynomial_power_polar_options(so, po) == Status::ok)
+      bytes = std::max(bytes, polar_workspace_bytes(shape.rows, shape.cols, 1, po, Precision::fp32));
+    return bytes;
+  }
+
   State init(const BlockShape& s) const {
     const auto n = static_cast<std::size_t>(s.size());
     const auto r = static_cast<std::size_t>(std::min(s.rows, s.cols));
@@ -258,19 +292,128 @@ struct SchattenPDirection {
       sc.next_nu.assign(n, 0.0f);
       sc.precond.assign(n, 0.0f);
     }
-    sc.workspace->reserve(polar_workspace_bytes(s.rows, s.cols, 1, polar, Precision::fp32));
+    sc.workspace->reserve(workspace_bytes(s));
     return st;
+  }
+
+  /// True when the state and its scratch were sized by init() for u's shape and storage (the
+  /// criterion's EMAs included) and p ≥ 1: otherwise update() and precheck() refuse
+  /// (invalid_argument) before touching anything.
+  bool sized(const State& s, ConstBlock u) const {
+    const auto n = static_cast<std::size_t>(u.size());
+    const auto r = static_cast<std::size_t>(std::min(u.rows, u.cols));
+    const Scratch& sc = *s.scratch;
+    if (!detail::first_moment_sized(s, n, mu_storage) ||
+        !detail::first_moment_sized(sc.next_mu, n, mu_storage) || sc.nesterov.size() != n)
+      return false;
+    if (moment != Moment::none && (s.nu.size() != n || sc.next_nu.size() != n || sc.precond.size() != n))
+      return false;
+    if (adaptive) {
+      const surrogate::PCriterion k = criterion.criterion;
+      if (s.ema_sigma.size() != (k == surrogate::PCriterion::exact ? r : 0) ||
+          s.ema_align.size() != (k != surrogate::PCriterion::exact ? r : 0) ||
+          s.ema_b.size() != (k == surrogate::PCriterion::exact_tightness ? r : 0) ||
+          s.ema_sigma_a.size() != static_cast<std::size_t>(u.cols))
+        return false;
+    }
+    return s.p >= 1.0;
+  }
+  /// True when step count + 1 runs the criterion on an activation Gram the training loop gave
+  /// for it (accumulate_activations), which it then reads.
+  bool reads_gram(const State& s, index_t cols) const {
+    const ActivationStatistics& st = *s.statistics;
+    return criterion_due(s.count + 1, adaptive, first, interval, offset(s.phase)) && st.samples > 0 &&
+           st.for_step == s.count && st.gram.size() == static_cast<std::size_t>(cols * cols);
+  }
+
+  /// The largest entry of D = (v̂ + ε)^e over v̂ ≥ 0 and every exponent the moment uses,
+  /// e ∈ [−1/4, 0) (parametric: −1/(2(p+1)) for p ≥ 1; nonparametric: −1/4): ε^{−1/4} for
+  /// ε < 1, else 1 (100 for ε = 1e-8). 1 without a moment (D = 1).
+  double max_preconditioner() const {
+    return moment == Moment::none || eps >= 1.0 ? 1.0 : std::pow(eps, -0.25);
+  }
+  /// B: a bound on the singular values of the matrix function's output per unit of its input
+  /// scale, over the paths p may take: polar_iterate_bound(polar) (p ≥ p_max/1.01), the
+  /// polynomial spectral power's polynomial_power_iterate_bound() before its ν^{1/p} (1 < p <
+  /// p_max/1.01), 1 for the copy (p = 1); HUGE_VAL with the rational method (no bound: QDWH may
+  /// not converge). 2.99 for the defaults: Polar Express's is 1.99, and the spectral power's
+  /// schedules keep their intermediate images within 3 by design (docs/kernels/spectral_power.md).
+  double iterate_bound() const {
+    return std::max({1.0, polar_iterate_bound(polar), polynomial_power_iterate_bound(spectral)});
+  }
+  /// K_t: the bound per unit of max(|m|, |g|) of every float the momentum pass of step t
+  /// (1-based) forms: m' = βm + (1 − β)g, m'/c₁ and ñ (β·m'/c₁ + (1 − β)g with Nesterov), with
+  /// the float scalars momentum_element() uses. 1/c₁ falls with t, so step 1's is the largest:
+  /// 20 for β = 0.95 with bias correction, 1 without.
+  double growth(std::int64_t t) const {
+    const detail::SMuonScalars c = scalars(t, 0.0);
+    const double b = c.beta, w = c.w, m = b + w, k = m * double(c.inv_c1);
+    return std::max({m, k, nesterov ? b * k + w : 0.0});
+  }
+  /// The largest |m| and |g| for which step t of an r × c block keeps every float of update()
+  /// within the float range [P]: FLT_MAX/(4·B·√(rc)·K_t·D_max²) with B = iterate_bound(), K_t =
+  /// growth(t), D_max = max_preconditioner(). Then |D ⊙ ñ| ≤ E = D_max·K_t·max(|m|, |g|), its
+  /// Frobenius norm ν ≤ √(rc)·E, and the matrix function's output entries are at most B (polar
+  /// factor), B·ν^{1/p} ≤ B·max(1, ν) (spectral power) or E (copy); after the map-out D ⊙ Δ
+  /// every entry is at most D_max·B·max(1, √(rc)·E) ≤ FLT_MAX/4 when D_max·B ≤ FLT_MAX/4
+  /// (precheck_covers) — the factor 4 covers the float roundings, as MuAdam's moment_bound's 2
+  /// does. The pinned magnitude then rescales a finite Δ to a finite norm. GPT-2 small
+  /// (768 × 3072, defaults, step 1): 9.3e32 without a moment, 9.3e28 with one (D_max = 100).
+  double entry_bound(std::int64_t t, index_t rows, index_t cols) const {
+    const double d = max_preconditioner();
+    return double(FLT_MAX) /
+           (4.0 * iterate_bound() * std::sqrt(double(rows) * double(cols)) * growth(t) * d * d);
+  }
+  /// update()'s failures before it runs, touching nothing (rule.hpp, precheck), for a gradient
+  /// that passed the max_gradient() scan: invalid_argument for a state of another shape or
+  /// storage, or p < 1 (sized()); out_of_range when some |m| or |g| exceeds this step's
+  /// entry_bound() or some v exceeds FLT_MAX/2; non_finite_input for NaN or ∞ in m or v, a
+  /// negative v (corrupt checkpoints), or NaN or ∞ in the activation Gram that this step's
+  /// criterion reads (a sum across ranks may overflow). Where precheck_covers(), ok promises
+  /// success and a finite u. Cost: one read of m and g, of v with a moment, and of the d_in²
+  /// Gram on criterion steps; on device memory with `flag`, kernels not waited for (m's writes
+  /// the flag, the others OR into it).
+  Status precheck(ConstBlock u, const State& s, ConstBlock, float* flag = nullptr) const {
+    if (!sized(s, u)) return Status::invalid_argument;
+    const std::uint32_t bits = magnitude_bits(entry_bound(s.count + 1, u.rows, u.cols));
+    Status st = detail::precheck_first_moment(s, u.memory, bits, flag);
+    st = detail::worse(st, detail::precheck_values(u, bits, false, flag));
+    if (moment != Moment::none) {
+      const MatrixRef<const float> v(s.nu.data(), 1, u.size(), s.nu.memory());
+      const std::uint32_t v_bits = magnitude_bits(double(FLT_MAX) / 2.0);
+      st = detail::worse(st, detail::precheck_values(v, v_bits, true, flag));
+    }
+    if (reads_gram(s, u.cols)) {
+      const Buffer& gram = s.statistics->gram;
+      const MatrixRef<const float> a(gram.data(), u.cols, u.cols, gram.memory());
+      st = detail::worse(st, detail::precheck_values(a, magnitude_bits(HUGE_VAL), false, flag));
+    }
+    return st;
+  }
+  /// precheck() tells every failure, and u stays finite, when both matrix functions p may
+  /// select cannot fail on a finite input: the polar call (detail::polar_total_on_finite) and
+  /// the polynomial spectral power (the rational method's QDWH may report not_converged), the
+  /// workspace reserved for both (workspace_bytes()); D_max·B ≤ FLT_MAX/4 (entry_bound()); and
+  /// a pinned norm T = √min(r, c)·κ^{1/p} ≤ √min(r, c)·max(1, κ) that scale_by() can reach from
+  /// any nonzero float Δ: its factor T/‖Δ‖_F ≤ T·2¹⁴⁹ (the smallest subnormal is 2⁻¹⁴⁹) must be
+  /// at most FLT_MAX², the product of its two float halves, so T ≤ 1.6e32. The criterion cannot
+  /// fail the step on the inputs precheck() passed (the struct comment). The defaults are
+  /// covered, with or without a moment: a partition keeps no copy of m, v and the EMAs.
+  bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
+    const Workspace* ws = s.scratch->workspace.get();
+    const double quarter = double(FLT_MAX) / 4.0;
+    const double norm =
+        std::sqrt(double(std::min(shape.rows, shape.cols))) * std::max(1.0, kappa(shape.rows, shape.cols));
+    return detail::polar_total_on_finite(polar, ws, shape, memory) &&
+           spectral.method == SpectralPowerMethod::polynomial && ws->capacity() >= workspace_bytes(shape) &&
+           max_preconditioner() * iterate_bound() <= quarter &&
+           (magnitude == Magnitude::none || norm * 0x1p149 <= double(FLT_MAX) * double(FLT_MAX));
   }
 
   Status update(Block u, State& s, ConstBlock) const {
     const auto n = static_cast<std::size_t>(u.size());
     Scratch& sc = *s.scratch;
-    if (!detail::first_moment_sized(s, n, mu_storage) ||
-        !detail::first_moment_sized(sc.next_mu, n, mu_storage) || sc.nesterov.size() != n)
-      return Status::invalid_argument;
-    if (moment != Moment::none && (s.nu.size() != n || sc.next_nu.size() != n || sc.precond.size() != n))
-      return Status::invalid_argument;
-    if (!(s.p >= 1.0)) return Status::invalid_argument;
+    if (!sized(s, u)) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
     const bool due = criterion_due(t, adaptive, first, interval, offset(s.phase));
     const bool device = u.memory == MemoryKind::device;
@@ -297,11 +440,13 @@ struct SchattenPDirection {
     Buffer ema_sigma, ema_align, ema_b, ema_sigma_a;
     surrogate::PChoice choice;
     const ActivationStatistics& st = *s.statistics;
-    const bool had_statistics = due && st.samples > 0 && st.for_step == s.count &&
-                                st.gram.size() == static_cast<std::size_t>(u.cols * u.cols);
+    const bool had_statistics = reads_gram(s, u.cols);
     // Without statistics the criterion runs only on request (WithoutStatistics).
     const bool runs = due && (had_statistics || without_statistics == WithoutStatistics::assume_whitened);
-    if (runs) {
+    // The criterion is advisory (the struct comment): bad input fails the step with nothing
+    // changed; a criterion that cannot compute keeps p and the step goes on.
+    Status criterion_status = Status::ok;
+    const auto criterion_step = [&]() -> Status {
       const auto host_copy = [](const Buffer& b) {
         const std::vector<float> h = b.to_vector();
         return Buffer(h.begin(), h.end());
@@ -330,7 +475,17 @@ struct SchattenPDirection {
                                        s.criterion_runs, co);
       if (ms != Status::ok) return ms;
       choice = surrogate::maximise_p(spectra, co, s.p);
-      if (choice.descends) p_now = choice.p;
+      return Status::ok;
+    };
+    if (runs) {
+      try {
+        criterion_status = criterion_step();
+      } catch (const std::bad_alloc&) {  // the host copies and the spectra's dense matrices
+        criterion_status = Status::out_of_memory;
+      }
+      if (criterion_status == Status::invalid_argument || criterion_status == Status::non_finite_input)
+        return criterion_status;
+      if (criterion_status == Status::ok && choice.descends) p_now = choice.p;
     }
     // 3. The element-wise moment on the raw gradient (algorithms.md §4a.5 [V]): y ← D ⊙ ñ.
     if (moment != Moment::none) {
@@ -373,7 +528,7 @@ struct SchattenPDirection {
     if (moment != Moment::none) s.nu.swap(sc.next_nu);
     if (due) {
       const double previous = s.p;
-      if (runs) {
+      if (runs && criterion_status == Status::ok) {
         // Same sizes (smooth_spectra checked them): the copies cannot fail.
         s.ema_sigma.copy_from(ema_sigma.data(), ema_sigma.size());
         s.ema_align.copy_from(ema_align.data(), ema_align.size());
@@ -382,7 +537,8 @@ struct SchattenPDirection {
         ++s.criterion_runs;
         if (choice.descends) s.log_objective = choice.log_objective;
       } else {
-        choice.p = s.p;  // not run: descends = false, p kept
+        choice = surrogate::PChoice{};
+        choice.p = s.p;  // not run, or could not compute: descends = false, p kept
       }
       s.p = p_now;
       if (on_criterion) {
@@ -394,6 +550,7 @@ struct SchattenPDirection {
         ev.p = p_now;
         ev.choice = choice;
         ev.had_statistics = had_statistics;
+        ev.status = criterion_status;
         on_criterion(ev);
       }
     }
