@@ -77,7 +77,7 @@ struct SetFirst {
   }
 };
 
-/// Sets the scalar field named `name` to `value`.
+/// Sets the scalar field named `name` (a double or a count) to `value`.
 struct SetScalar {
   std::string name;
   double value;
@@ -85,6 +85,9 @@ struct SetScalar {
   void operator()(const std::string&, T&) {}
   void operator()(const std::string& n, double& x) {
     if (n == name) x = value;
+  }
+  void operator()(const std::string& n, std::int64_t& x) {
+    if (n == name) x = static_cast<std::int64_t>(value);
   }
 };
 
@@ -1249,6 +1252,17 @@ TEST_SUITE("optim.partition") {
         if (edges.gradient_beyond <= rule.max_gradient()) {
           refused(nullptr, 0.0f, edges.gradient_beyond, Status::out_of_range);
           refused(nullptr, 0.0f, -edges.gradient_beyond, Status::out_of_range);
+        }
+        // A corrupt checkpoint's p below 1 or negative counts: invalid_argument from both.
+        for (const char* scalar : {"schatten_p", "count", "criterion_runs"}) {
+          CAPTURE(scalar);
+          auto st = rule.init({r, c});
+          SetScalar bad{std::string("0_schatten_p_direction/") + scalar, scalar[0] == 's' ? 0.5 : -1.0};
+          visit_fields(bad, st);
+          std::vector<float> u = g0;
+          CHECK(rule.precheck(ConstBlock(u.data(), r, c), st, param) == Status::invalid_argument);
+          CHECK(rule.update(Block(u.data(), r, c), st, param) == Status::invalid_argument);
+          CHECK(u == g0);
         }
         if (with_moment) {
           refused("0_schatten_p_direction/nu", nan, 0.0f, Status::non_finite_input);

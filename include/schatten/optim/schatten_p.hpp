@@ -297,8 +297,9 @@ struct SchattenPDirection {
   }
 
   /// True when the state and its scratch were sized by init() for u's shape and storage (the
-  /// criterion's EMAs included) and p ≥ 1: otherwise update() and precheck() refuse
-  /// (invalid_argument) before touching anything.
+  /// criterion's EMAs included), p ≥ 1 and the counts are not negative (a corrupt checkpoint:
+  /// step 0's bias correction divides by zero, and the EMAs' refuses a negative run count):
+  /// otherwise update() and precheck() refuse (invalid_argument) before touching anything.
   bool sized(const State& s, ConstBlock u) const {
     const auto n = static_cast<std::size_t>(u.size());
     const auto r = static_cast<std::size_t>(std::min(u.rows, u.cols));
@@ -316,7 +317,7 @@ struct SchattenPDirection {
           s.ema_sigma_a.size() != static_cast<std::size_t>(u.cols))
         return false;
     }
-    return s.p >= 1.0;
+    return s.p >= 1.0 && s.count >= 0 && s.criterion_runs >= 0;
   }
   /// True when step count + 1 runs the criterion on an activation Gram the training loop gave
   /// for it (accumulate_activations), which it then reads.
