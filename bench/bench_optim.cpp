@@ -485,7 +485,7 @@ void bm_schatten_criterion_step(benchmark::State& st) {
   Model m(gpt2_small());
   SchattenMuonOptions o = schatten_options(true, 10.0);
   o.first = 2;
-  o.interval = 0;  // only at step 2
+  o.interval = 1000000;  // only at step 2 (check() refuses 0: the next one lies beyond the run)
   auto opt =
       partition(m.specs, propose_labels(m.specs), route("muon", schatten_muon(o)), route("adamw", adamw()));
   if (!opt.init()) return st.SkipWithError("init failed");
