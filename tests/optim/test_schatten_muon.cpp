@@ -303,8 +303,10 @@ TEST_SUITE("optim.schatten_muon") {
     }
     // Criterion steps 2, 3, 6 for each layer.
     REQUIRE(events.size() == 6);
-    for (const auto& e : events)
+    for (const auto& e : events) {
       CHECK(e.had_statistics);
+      CHECK(e.status == Status::ok);  // the criterion computed (its advisory failures report here)
+    }
     const auto ps = schatten_p_values(opt);
     REQUIRE(ps.size() == 2);
     std::printf("[schatten_muon] p: %s = %.4f, %s = %.4f\n", ps[0].first.c_str(), ps[0].second,
@@ -345,6 +347,7 @@ TEST_SUITE("optim.schatten_muon") {
       CHECK_FALSE(e.choice.descends);
       CHECK(e.choice.evaluations == 0);
       CHECK(e.p == 10.0);
+      CHECK(e.status == Status::ok);  // not run is not a failure
     }
     CHECK(run(SchattenPDirection::WithoutStatistics::assume_whitened, whitened) <= 1.1);
     REQUIRE(whitened.size() == 3);
