@@ -142,6 +142,23 @@ void check_refusal(const Rule& rule, BlockShape shape, ConstBlock param, std::ve
   }
 }
 
+/// A step at a precheck's bound: `rule`'s precheck passes on the gradient `u` and the state
+/// `st` of a `shape` block, its update succeeds, and u and every state field are finite after.
+template <class Rule>
+void check_step_finite(const Rule& rule, typename Rule::State& st, std::vector<float>& u, BlockShape shape,
+                       ConstBlock param) {
+  REQUIRE(rule.precheck(ConstBlock(u.data(), shape.rows, shape.cols), st, param) == Status::ok);
+  REQUIRE(rule.update(Block(u.data(), shape.rows, shape.cols), st, param) == Status::ok);
+  CHECK(all_finite(ConstBlock(u.data(), shape.rows, shape.cols)));
+  std::map<std::string, std::vector<double>> fields;
+  Snapshot snap{&fields};
+  visit_fields(snap, st);
+  for (const auto& field : fields) {
+    CAPTURE(field.first);
+    CHECK(std::all_of(field.second.begin(), field.second.end(), [](double x) { return std::isfinite(x); }));
+  }
+}
+
 /// Fails at its second call without declaring may_fail (a protocol violation).
 struct Undeclared {
   static constexpr const char* name = "undeclared";
@@ -1043,17 +1060,7 @@ TEST_SUITE("optim.partition") {
         SetFirst fill{"0_namo_d_step/mu", sign * largest, true};
         visit_fields(fill, st);
         std::vector<float> u(static_cast<std::size_t>(r * c), sign * largest);
-        REQUIRE(rule.precheck(ConstBlock(u.data(), r, c), st, param) == Status::ok);
-        REQUIRE(rule.update(Block(u.data(), r, c), st, param) == Status::ok);
-        CHECK(all_finite(ConstBlock(u.data(), r, c)));
-        std::map<std::string, std::vector<double>> fields;
-        Snapshot snap{&fields};
-        visit_fields(snap, st);
-        for (const auto& field : fields) {
-          CAPTURE(field.first);
-          CHECK(std::all_of(field.second.begin(), field.second.end(),
-                            [](double x) { return std::isfinite(x); }));
-        }
+        check_step_finite(rule, st, u, {r, c}, param);
         // 2.1 times the bound in B and G: the bare rule's column norms leave float.
         auto far = step.init({r, c});
         SetFirst far_fill{"mu", sign * 2.1f * largest, true};
@@ -1124,17 +1131,7 @@ TEST_SUITE("optim.partition") {
             SetFirst fill{"0_dion_direction/m", sign * largest, true};
             visit_fields(fill, st);
             std::vector<float> u(n, sign * largest_gradient);
-            REQUIRE(rule.precheck(ConstBlock(u.data(), shape.rows, shape.cols), st, param) == Status::ok);
-            REQUIRE(rule.update(Block(u.data(), shape.rows, shape.cols), st, param) == Status::ok);
-            CHECK(all_finite(ConstBlock(u.data(), shape.rows, shape.cols)));
-            std::map<std::string, std::vector<double>> fields;
-            Snapshot snap{&fields};
-            visit_fields(snap, st);
-            for (const auto& field : fields) {
-              CAPTURE(field.first);
-              CHECK(std::all_of(field.second.begin(), field.second.end(),
-                                [](double x) { return std::isfinite(x); }));
-            }
+            check_step_finite(rule, st, u, shape, param);
           }
           // Beyond: M, G or Q; NaN in Q. Nothing changes.
           const auto refused = [&](const char* field, float value, float gradient, Status expected) {
@@ -1223,17 +1220,7 @@ TEST_SUITE("optim.partition") {
               SetScalar set_p{"0_schatten_p_direction/schatten_p", p};
               visit_fields(set_p, st);
               std::vector<float> u(n, sign * g_value);
-              REQUIRE(rule.precheck(ConstBlock(u.data(), r, c), st, param) == Status::ok);
-              REQUIRE(rule.update(Block(u.data(), r, c), st, param) == Status::ok);
-              CHECK(all_finite(ConstBlock(u.data(), r, c)));
-              std::map<std::string, std::vector<double>> fields;
-              Snapshot snap{&fields};
-              visit_fields(snap, st);
-              for (const auto& field : fields) {
-                CAPTURE(field.first);
-                CHECK(std::all_of(field.second.begin(), field.second.end(),
-                                  [](double x) { return std::isfinite(x); }));
-              }
+              check_step_finite(rule, st, u, {r, c}, param);
             }
         if (!with_moment && !bf16) {  // the real limit, on the bare rule
           auto far = d.init({r, c});
