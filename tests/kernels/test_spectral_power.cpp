@@ -576,8 +576,10 @@ TEST_SUITE("kernels.spectral_power") {
     SpectralPowerOptions rational;
     CHECK(polynomial_power_iterate_bound(rational) == HUGE_VAL);
     // polynomial_power_polar_options() is what spectral_power() runs: ν^α times polar() with
-    // those options gives the kernel's output to float rounding (the kernel folds ν^α into its
-    // store pass; here it multiplies afterwards), and refuses what the kernel refuses.
+    // those options gives the kernel's output to rounding (the kernel folds ν^α into its store
+    // pass, here it multiplies afterwards: one rounding of double per entry, so 1e-12 of the
+    // norm is ample while a different schedule or step count is off by O(1)), and refuses what
+    // the kernel refuses.
     const index_t r = 20, c = 14;
     const Factored f = factored(r, c, geometric(14, 1e-2, 3.0), case_seed("polynomial_polar_options"));
     SpectralPowerOptions o;
