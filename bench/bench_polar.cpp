@@ -40,6 +40,7 @@
 #include <type_traits>
 
 #include "polar_cases.hpp"
+#include "run_benchmarks.hpp"
 #include "schatten/core/runtime.hpp"
 #include "schatten/kernels/spectral_power.hpp"
 
@@ -287,7 +288,7 @@ int main(int argc, char** argv) {
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond)
       ->Iterations(3);
-  benchmark::RunSpecifiedBenchmarks();
+  const int status = bench::run_benchmarks();  // 1 when a case reported an error
   benchmark::Shutdown();
-  return 0;
+  return status;
 }
