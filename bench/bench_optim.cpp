@@ -8,8 +8,9 @@
 ///                                  gradients in device memory (init(MemoryKind::device)): the
 ///                                  GPU training-loop path (issue #7's step target); .../bf16
 ///                                  iterates Newton–Schulz in bfloat16 as the PyTorch reference
-///                                  does (GPU builds), .../bf16/mu_storage:bf16 also keeps the
-///                                  momentum and AdamW's m in bf16 (as PyTorch's bf16 buffers);
+///                                  does (registered on CUDA builds only),
+///                                  .../bf16/mu_storage:bf16 also keeps the momentum and AdamW's
+///                                  m in bf16 (as PyTorch's bf16 buffers);
 ///                                  also optim/muon_step_without_ns/gpt2_small/device
 ///   optim/orthogonalize_only       the 48 polar() calls of that step alone (same options,
 ///                                  reused workspaces): overhead ≈ step − this (noisy)
