@@ -102,19 +102,22 @@ Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out) {
   return Status::ok;
 }
 
-Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out) {
+Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out,
+                                      double* relative_error) {
   if (options.method != SpectralPowerMethod::polynomial || check_spectral_power_options(options) != nullptr)
     return Status::invalid_argument;
   PowerSchedule ps;
   if (const Status s = polynomial_power_schedule(options.alpha, options.polynomial_steps, ps);
       s != Status::ok)
     return s;
+  const double error = ps.relative_error();
   PolarOptions po;
   po.method = PolarMethod::newton_schulz;
   po.schedule = std::move(ps.schedule);
   po.iterations = options.polynomial_steps;
   po.compute = options.polynomial_compute;
   po.symmetric_gram = options.symmetric_gram;
+  if (relative_error != nullptr) *relative_error = error;
   out = std::move(po);
   return Status::ok;
 }

@@ -586,18 +586,32 @@ TEST_SUITE("kernels.spectral_power") {
     o.method = SpectralPowerMethod::polynomial;
     o.alpha = 0.3;
     PolarOptions po;
-    REQUIRE(polynomial_power_polar_options(o, po) == Status::ok);
+    double fit = -1.0;
+    REQUIRE(polynomial_power_polar_options(o, po, &fit) == Status::ok);
     CHECK(po.method == PolarMethod::newton_schulz);
     CHECK(po.iterations == 5);
+    // The schedule's band, as polynomial_power_schedule() gives it and the kernel reports it.
+    PowerSchedule ps;
+    REQUIRE(polynomial_power_schedule(o.alpha, o.polynomial_steps, ps) == Status::ok);
+    CHECK(fit == ps.relative_error());
+    CHECK(fit > 0.0);
     const std::vector<double> in = to_row_major<double>(f.a);
     std::vector<double> q(in.size());
     REQUIRE(polar(MatrixRef<const double>(in.data(), r, c), MatrixRef<double>(q.data(), r, c), po).status ==
             Status::ok);
     const Eigen::MatrixXd expected = std::pow(f.a.norm(), o.alpha) * from_row_major(q.data(), r, c);
     CHECK((run_map<double>(f.a, o) - expected).norm() <= 1e-12 * expected.norm());
+    {
+      std::vector<double> out(in.size());
+      const SpectralPowerReport rep =
+          spectral_power(MatrixRef<const double>(in.data(), r, c), MatrixRef<double>(out.data(), r, c), o);
+      REQUIRE(rep.status == Status::ok);
+      CHECK(rep.fit_error == fit);
+    }
     const PolarOptions untouched = po;
     o.alpha = -0.5;  // refused by the polynomial method
-    CHECK(polynomial_power_polar_options(o, po) == Status::invalid_argument);
+    CHECK(polynomial_power_polar_options(o, po, &fit) == Status::invalid_argument);
+    CHECK(fit == ps.relative_error());  // untouched
     o.alpha = 0.5;
     o.polynomial_steps = 7;
     CHECK(polynomial_power_polar_options(o, po) == Status::invalid_argument);

@@ -165,9 +165,12 @@ const char* check_spectral_power_options(const SpectralPowerOptions& options);
 /// options.polynomial_steps) as many iterations, options.polynomial_compute and
 /// options.symmetric_gram. The one construction behind the kernel, its workspace
 /// (polar_workspace_bytes of `out`; the schedule's coefficients size nothing, so any α gives the
-/// same bytes) and polynomial_power_iterate_bound(). invalid_argument for options that
-/// check_spectral_power_options() refuses or whose method is not polynomial (out untouched).
-Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out);
+/// same bytes) and polynomial_power_iterate_bound(). With `relative_error`, also the schedule's
+/// PowerSchedule::relative_error() (what SpectralPowerReport::fit_error reports), from the same
+/// lookup. invalid_argument for options that check_spectral_power_options() refuses or whose
+/// method is not polynomial (out and *relative_error untouched).
+Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out,
+                                      double* relative_error = nullptr);
 
 /// A bound on the singular values of every iterate of the polynomial method, for any finite
 /// input and any exponent α ∈ [0, 1], before the output's scaling by ν^α (ν = ‖A‖_F): the largest

@@ -76,17 +76,16 @@ SpectralPowerReport spectral_power_dispatch(const Exec& space,
   if (options.method == SpectralPowerMethod::polynomial && options.alpha != 1.0) {
     if (const char* msg = check_spectral_power_options(options))
       return spectral_failure(Status::invalid_argument, msg);
-    PowerSchedule ps;
     PolarOptions po;
-    if (polynomial_power_schedule(options.alpha, options.polynomial_steps, ps) != Status::ok ||
-        polynomial_power_polar_options(options, po) != Status::ok)
+    double fit_error = 0.0;
+    if (polynomial_power_polar_options(options, po, &fit_error) != Status::ok)
       return spectral_failure(Status::invalid_argument, "no polynomial schedule for these options");
     const PolarReport pr = polar_dispatch<Exec, TIn>(space, a, out, po, ws, options.alpha);
     SpectralPowerReport r;
     r.status = pr.status;
     r.message = pr.message;
     r.bad_item = pr.bad_item;
-    r.fit_error = ps.relative_error();
+    r.fit_error = fit_error;
     r.polynomial_steps = options.polynomial_steps;
     return r;
   }
