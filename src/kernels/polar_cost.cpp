@@ -24,9 +24,14 @@ const char* to_string(PolarMethod m) noexcept {
   return "unknown_method";
 }
 
-CoefficientSchedule resolved_schedule(const PolarOptions& o) {
+const CoefficientSchedule& resolved_schedule(const PolarOptions& o) {
   if (!o.schedule.steps.empty()) return o.schedule;
-  return o.method == PolarMethod::newton_schulz ? schedules::keller_jordan() : schedules::polar_express();
+  // Built on first use (thread-safe), then only read: check_polar_options(), which the rules'
+  // noexcept check() calls on every step, must not allocate (an allocation failure there would
+  // terminate the program).
+  static const CoefficientSchedule keller_jordan = schedules::keller_jordan();
+  static const CoefficientSchedule polar_express = schedules::polar_express();
+  return o.method == PolarMethod::newton_schulz ? keller_jordan : polar_express;
 }
 
 const char* check_polar_options(const PolarOptions& o) {
@@ -35,7 +40,7 @@ const char* check_polar_options(const PolarOptions& o) {
   if (o.method != PolarMethod::newton_schulz && o.method != PolarMethod::polar_express &&
       o.method != PolarMethod::gram_newton_schulz)
     return "unknown polar method";
-  const CoefficientSchedule s = resolved_schedule(o);
+  const CoefficientSchedule& s = resolved_schedule(o);
   if (!s.covers(o.iterations)) return "the schedule has fewer rows than iterations (tail = error)";
   for (const OddQuintic& p : s.steps)
     if (!std::isfinite(p.a) || !std::isfinite(p.b) || !std::isfinite(p.c))
@@ -84,7 +89,7 @@ double sup_abs(const OddQuintic& p, double s) {
 
 double polar_iterate_bound(const PolarOptions& o) {
   if (check_polar_options(o) != nullptr || o.method == PolarMethod::qdwh) return HUGE_VAL;
-  const CoefficientSchedule s = resolved_schedule(o);
+  const CoefficientSchedule& s = resolved_schedule(o);
   if (s.normalization.kind == Normalization::Kind::none) return HUGE_VAL;
   const double widen = 1.0 + (iterates_in_16_bits(o) ? 0x1p-8 : 0x1p-20);
   double sigma = widen / s.normalization.safety, factor = 1.0, peak = sigma;
@@ -122,7 +127,7 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
     count[{m, nn, kk, static_cast<int>(kind)}] += c;
   };
   if (k > 0 && !check_polar_options(o)) {
-    const CoefficientSchedule s = resolved_schedule(o);
+    const CoefficientSchedule& s = resolved_schedule(o);
     const int T = o.iterations;
     // Symmetric products (kk × kk from inner dimension `inner`), as batched_sym_product runs
     // them: a vendor SYRK for fp32/fp64 (host BLAS, cuBLAS; the Kokkos backend's has_syrk,

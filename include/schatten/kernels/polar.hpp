@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -165,15 +166,26 @@ PolarReport kaon(const A& a, const Q& q, int steps = 5, Workspace* workspace = n
     r.message = "kaon: steps must be >= 1";
     return r;
   }
-  return polar(a, q, kaon_options(steps), workspace);
+  try {
+    // The options hold vectors (the schedule's rows): an allocation failure is reported as
+    // polar() reports its own, which polar() itself never throws.
+    return polar(a, q, kaon_options(steps), workspace);
+  } catch (const std::bad_alloc&) {
+    PolarReport r;
+    r.status = Status::out_of_memory;
+    r.message = "kaon: allocation failed";
+    return r;
+  }
 }
 
 /// True when this build can run polar() with `method` iterating in precision `p` (fp32, fp64
 /// and automatic always; bf16/fp16 only for newton_schulz and polar_express on a CUDA build).
 bool precision_supported(Precision p, PolarMethod method);
 
-/// The schedule polar() will use for these options (the method's default when none is set).
-CoefficientSchedule resolved_schedule(const PolarOptions& options);
+/// The schedule polar() will use for these options (the method's default when none is set):
+/// options.schedule itself, or a default built once per process (so that checks and kernel
+/// calls read it without allocating). The reference lives as long as `options`, or forever.
+const CoefficientSchedule& resolved_schedule(const PolarOptions& options);
 
 /// Checks options without touching data: nullptr when valid, else a static message.
 const char* check_polar_options(const PolarOptions& options);

@@ -637,7 +637,7 @@ struct MatrixFunctionState {
 
 /// The signature of polar options: method, schedule, steps, normalisation, precision.
 inline std::string polar_config(const PolarOptions& o) {
-  const CoefficientSchedule sc = resolved_schedule(o);
+  const CoefficientSchedule& sc = resolved_schedule(o);
   Signature s(to_string(o.method));
   s.add("schedule", sc.name).add("iterations", o.iterations);
   // The kind only when it is not the default (Frobenius), so earlier signatures stay as they were.

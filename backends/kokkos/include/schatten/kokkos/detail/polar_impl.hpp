@@ -535,7 +535,7 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   if (const char* msg = check_polar_options(options)) return polar_failure(Status::invalid_argument, msg);
   if (const char* msg = check_io(a, q)) return polar_failure(Status::invalid_argument, msg);
 
-  const CoefficientSchedule sched = resolved_schedule(options);
+  const CoefficientSchedule& sched = resolved_schedule(options);
   const bool aol = sched.normalization.kind == Normalization::Kind::aol;
   // AOL scales the rows of a square A, whatever its layout: W = A (left form, rows of W), not Aᵀ.
   const PolarShape s(a.extent(0), a.extent(1), a.extent(2),

@@ -350,7 +350,7 @@ SpectralPowerReport spectral_clip_polynomial_strided(
     return spectral_failure(Status::invalid_argument, msg);
   if (const char* msg = check_io(a, out)) return spectral_failure(Status::invalid_argument, msg);
   const PolarOptions& po = options.polar;
-  const CoefficientSchedule sched = resolved_schedule(po);
+  const CoefficientSchedule& sched = resolved_schedule(po);
   const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
   SpectralPowerReport report;
   report.polynomial_steps = po.iterations;
