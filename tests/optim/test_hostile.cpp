@@ -4,7 +4,8 @@
 /// 1×N / N×1 blocks through every preset, stepped by optim::partition. Invariants checked after
 /// every step: a refused step returns a non-ok status (or `skipped` under NonFinitePolicy::skip)
 /// and leaves every parameter and every state field bit for bit as it was; an accepted step
-/// leaves every parameter and every state field finite.
+/// leaves every parameter and every state field finite. Heap exhaustion: every host allocation of
+/// a step refused in turn (support/allocations.hpp) leaves a refusal that changed nothing.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -21,6 +22,7 @@
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/step_size.hpp"
+#include "support/allocations.hpp"
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
@@ -230,6 +232,126 @@ int run_hostile(const char* preset, Rule rule, NonFinitePolicy policy, int steps
   return accepted;
 }
 
+/// Writes state fields back from state_bits() output (the inverse of Bits).
+struct RestoreBits {
+  const std::map<std::string, std::vector<std::uint64_t>>* in;
+  void operator()(const std::string& n, std::int64_t& x) { x = static_cast<std::int64_t>(in->at(n)[0]); }
+  void operator()(const std::string& n, double& x) { std::memcpy(&x, &in->at(n)[0], sizeof x); }
+  void operator()(const std::string& n, Buffer& v) {
+    const auto& b = in->at(n);
+    REQUIRE(b.size() == v.size());
+    for (std::size_t k = 0; k < v.size(); ++k) {
+      const auto w = static_cast<std::uint32_t>(b[k]);
+      std::memcpy(&v[k], &w, sizeof w);
+    }
+  }
+  void operator()(const std::string& n, Bf16Buffer& v) {
+    const auto& b = in->at(n);
+    REQUIRE(b.size() == v.size());
+    for (std::size_t k = 0; k < v.size(); ++k)
+      v[k] = static_cast<std::uint16_t>(b[k]);
+  }
+};
+
+/// How a step met one refused host allocation (sweep_allocation_failures).
+struct SweepCounts {
+  int refused = 0;         ///< out_of_memory, nothing changed
+  int absorbed = 0;        ///< ok: an advisory part (schatten_muon's criterion) gave up
+  int internal_error = 0;  ///< a prechecked rule failed after its state advanced
+};
+
+/// Steps `steps` steps of normal gradients through one preset (every hostile block), twice: a
+/// reference partition, and one whose step is first run with its 1st, 2nd, … host allocation
+/// refused (support/allocations.hpp; one refusal per attempt) until an attempt meets no
+/// refusal. Every attempt must return a status (no exception escapes), leave the parameters
+/// as they were unless it succeeds, and: refused (out_of_memory) → every state field as it was;
+/// ok → only where `advisory` says a refusal may be absorbed (then the partition is put back);
+/// internal_error → only with prechecks (Partition::set_prechecks), and the sweep of this preset
+/// ends there (its states have advanced). The attempt that meets no refusal must give the
+/// reference's parameters and states bit for bit.
+template <class Rule, class Advisory>
+SweepCounts sweep_allocation_failures(const char* preset, Rule rule, bool prechecks, int steps,
+                                      Advisory&& advisory) {
+  const std::string preset_name = preset;
+  CAPTURE(preset_name);
+  CAPTURE(prechecks);
+  const std::vector<ParamSpec> ps = hostile_params();
+  auto ref = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+  auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+  ref.set_prechecks(prechecks);
+  opt.set_prechecks(prechecks);
+  REQUIRE(ref.init());
+  REQUIRE(opt.init());
+  Rng rng(case_seed(preset, prechecks));
+  std::vector<std::vector<float>> w(ps.size());
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    w[i].resize(static_cast<std::size_t>(flatten(ps[i].shape).size()));
+    for (float& x : w[i])
+      x = static_cast<float>(0.5 * rng.normal());
+  }
+  std::vector<std::vector<float>> w_ref = w;
+  const auto pointers = [](std::vector<std::vector<float>>& a) {
+    std::vector<float*> p;
+    for (auto& x : a)
+      p.push_back(x.data());
+    return p;
+  };
+  SweepCounts counts;
+  for (int t = 0; t < steps; ++t) {
+    CAPTURE(t);
+    const std::vector<std::vector<float>> g0 = gradients(ps, Kind::normal, rng);
+    {
+      auto g = g0;
+      REQUIRE(ref.step(pointers(w_ref), pointers(g)));
+    }
+    const auto s0 = state_bits(opt);
+    const auto w0 = w;
+    for (std::int64_t k = 1;; ++k) {
+      CAPTURE(k);
+      REQUIRE(k < 100000);  // every step allocates far fewer times
+      auto g = g0;
+      const std::vector<float*> pp = pointers(w), gp = pointers(g);  // before the probe
+      StepReport r;
+      bool threw = false, failed = false;
+      {
+        schatten::test::AllocationProbe probe(k);
+        try {
+          r = opt.step(pp, gp);
+        } catch (const std::bad_alloc&) {
+          threw = true;
+        }
+        failed = probe.failed();
+      }
+      REQUIRE_FALSE(threw);
+      if (!failed) {  // the attempt met no refusal: the reference's step
+        REQUIRE(r);
+        CHECK(same_bits(w, w_ref));
+        CHECK(state_bits(opt) == state_bits(ref));
+        break;
+      }
+      if (r) {
+        ++counts.absorbed;
+        CHECK(advisory());
+      } else {
+        CHECK(same_bits(w, w0));
+        if (r.status == Status::internal_error) {
+          ++counts.internal_error;
+          CHECK(prechecks);
+          return counts;
+        }
+        ++counts.refused;
+        CHECK(r.status == Status::out_of_memory);
+        CHECK(state_bits(opt) == s0);
+      }
+      // Back to the state before the step (after a refusal: already there, bit for bit).
+      RestoreBits restore{&s0};
+      visit_fields(restore, opt);
+      w = w0;
+    }
+  }
+  return counts;
+}
+
 /// schatten_muon with its criterion at steps 2, 5, 8, … (so that hostile steps reach it), with or
 /// without the parametric moment.
 SchattenMuonOptions adaptive_schatten(bool moment, double weight_decay = 1e-2) {
@@ -337,6 +459,61 @@ TEST_SUITE("optim.hostile") {
         }
       });
     }
+  }
+
+  TEST_CASE("a refused host allocation anywhere in a step changes nothing (heap exhaustion)") {
+    // Without prechecks every route that may fail has its state copied (Partition::
+    // set_prechecks), so each of a step's host allocations refused in turn, through every
+    // preset, must leave a refusal with nothing changed or, once none is refused, the
+    // reference's step. Steps 0 (first calls: fits, caches, workspace growth) and 1 (steady
+    // state). With prechecks (the default) a prechecked route's kernel may meet the refusal
+    // after its state advanced: internal_error, parameters unchanged (documented there).
+    int internal_errors = 0, strict_refusals = 0;
+    for (bool prechecks : {false, true}) {
+      for_each_preset([&](const char* name, auto rule) {
+        const SweepCounts c = sweep_allocation_failures(name, rule, prechecks, 2, [] { return false; });
+        if (!prechecks) CHECK(c.internal_error == 0);
+        CHECK(c.absorbed == 0);
+        internal_errors += c.internal_error;
+        if (!prechecks) strict_refusals += c.refused;
+      });
+    }
+    MESSAGE("refusals checked without prechecks: " << strict_refusals);
+    CHECK(internal_errors > 0);  // the documented limit of prechecks is real (Kokkos' labels)
+  }
+
+  TEST_CASE("schatten_muon's criterion gives up under heap exhaustion and keeps p") {
+    // Every step a criterion step (whitened activations assumed, no Gram needed): a refusal in
+    // the criterion's host copies or spectra is absorbed (the criterion is advisory: p kept,
+    // PCriterionEvent::status out_of_memory); a refusal anywhere else refuses the step.
+    // The events of a criterion that gave up (one per absorbed attempt: each attempt refuses one
+    // allocation), and how many of those kept p.
+    int events = 0, gave_up = 0, kept_p = 0;
+    SchattenMuonOptions o;
+    o.first = 1;
+    o.interval = 1;
+    o.without_statistics = SchattenPDirection::WithoutStatistics::assume_whitened;
+    o.on_criterion = [&](const PCriterionEvent& e) {
+      ++events;
+      if (e.status == Status::ok) return;
+      ++gave_up;
+      if (e.status == Status::out_of_memory && e.p == e.previous_p && !e.choice.descends) ++kept_p;
+    };
+    for (bool moment : {false, true}) {
+      o.moment = moment ? SchattenPDirection::Moment::parametric : SchattenPDirection::Moment::none;
+      const SweepCounts c =
+          sweep_allocation_failures(moment ? "schatten_muon_whitened_moment" : "schatten_muon_whitened",
+                                    schatten_muon(o), false, 3, [&] {
+                                      const bool one = gave_up == 1 && kept_p == 1;
+                                      gave_up = kept_p = 0;
+                                      return one;
+                                    });
+      CHECK(c.absorbed > 0);
+      CHECK(c.refused > 0);
+      CHECK(c.internal_error == 0);
+      CHECK(gave_up == 0);  // none outside the absorbed attempts
+    }
+    CHECK(events > 0);
   }
 
   TEST_CASE("Adam-family presets refuse gradients beyond 2^63 and keep finite moments up to it") {

@@ -343,8 +343,9 @@ class Partition {
         constexpr std::size_t I = decltype(tag)::value;
         const auto& rule = std::get<I>(routes_).rule;
         const bool may_fail = rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value;
-        prechecked_[i] = may_fail && covered_by_precheck(rule, std::get<I>(states_)[slot_[i]],
-                                                         flatten(params_[i].shape), memory_);
+        prechecked_[i] =
+            prechecks_ && may_fail &&
+            covered_by_precheck(rule, std::get<I>(states_)[slot_[i]], flatten(params_[i].shape), memory_);
         backed_up_[i] = may_fail && !prechecked_[i];
         limit_bits_[i] = magnitude_bits(max_gradient_of(rule));
         return Status::ok;
@@ -397,6 +398,19 @@ class Partition {
     return g;
   }
   void set_non_finite_policy(NonFinitePolicy p) { policy_ = p; }
+  /// Prechecks instead of state copies (on by default; taken at the next init()). A prechecked
+  /// route's precheck promises that its update cannot fail, so step() keeps no copy of its state
+  /// (docs/optim.md "Prechecks instead of copies": Muon's chain and most presets; 340 MB less
+  /// for GPT-2 small under schatten_muon). The promise covers everything but host-heap
+  /// exhaustion: the kernels of a step allocate nothing of their size, but Kokkos and Kokkos
+  /// Kernels allocate a few bytes of host memory per call (profiling labels), and when even that
+  /// fails a prechecked update fails after its state has advanced: step() then returns
+  /// internal_error with no parameter changed and those states advanced. Off, every route that
+  /// may fail has its state copied at init() and restored on any failure, so a step is all or
+  /// nothing under allocation failure too (docs/reliability.md "Heap exhaustion"), at the
+  /// price of that copy's memory and one copy pass per step.
+  void set_prechecks(bool on) { prechecks_ = on; }
+  bool prechecks() const { return prechecks_; }
   /// Clips the gradients of all parameters together to global Frobenius norm ≤ max_norm before
   /// the rules run (torch.nn.utils.clip_grad_norm_); 0 (default) disables it. The norm is
   /// accumulated in double.
@@ -706,14 +720,17 @@ class Partition {
       }
     if (failed == Status::ok) return StepReport{};
     step_undo();
-    // A rule failed that declared it cannot, or after its precheck passed (protocol
-    // violations): its state, and those of the other parameters without a backup, may have
-    // advanced (those with one were put back above).
+    // A rule failed that declared it cannot, or after its precheck passed (a protocol
+    // violation, or the host heap exhausted inside a kernel: set_prechecks): its state, and those
+    // of the other parameters without a backup, may have advanced (those with one were put back
+    // above). No parameter has changed.
     if (!backed_up_[bad])
-      return refusal(
-          "a rule failed without declaring may_fail, or after its precheck passed; states may "
-          "have advanced",
-          static_cast<std::ptrdiff_t>(bad), Status::internal_error);
+      return refusal(failed == Status::out_of_memory
+                         ? "a prechecked rule ran out of memory (out_of_memory) after its precheck passed; "
+                           "states may have advanced, no parameter changed (set_prechecks(false) copies them)"
+                         : "a rule failed without declaring may_fail, or after its precheck passed; states "
+                           "may have advanced, no parameter changed",
+                     static_cast<std::ptrdiff_t>(bad), Status::internal_error);
     message_ =
         std::string("the rule of parameter '") + params_[bad].name + "' failed (" + to_string(failed) + ")" +
         (bad_group >= 0 ? " in its batched group of " +
@@ -940,6 +957,7 @@ class Partition {
   std::vector<char> prechecked_;  ///< per parameter: its route may fail, and its precheck tells when
   static constexpr std::size_t kDefaultMaxGroup = 16;
   bool batching_ = true;
+  bool prechecks_ = true;  ///< set_prechecks()
   std::size_t max_group_ = kDefaultMaxGroup;
   std::vector<std::uint32_t> limit_bits_;  ///< per parameter: magnitude_bits of its route's max_gradient
   std::string message_;
