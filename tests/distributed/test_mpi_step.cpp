@@ -538,6 +538,32 @@ TEST_CASE("distributed.partition: memory_use is this rank's share, one process's
   CHECK(after.backups == m.backups);
 }
 
+TEST_CASE("distributed.partition: set_prechecks(false) copies the owners' Muon states, same steps") {
+  // Muon's chain is prechecked: by default its momentum has no copy. Without prechecks the
+  // owners' local partitions copy it (optim::Partition::set_prechecks), and the trajectory is
+  // the one-process one as before.
+  const auto labels = propose_labels(specs());
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  ref.set_prechecks(false);
+  REQUIRE(ref.init());
+  auto prechecked = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                                       route("adamw", make_adamw()));
+  REQUIRE(prechecked.init());
+  auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()));
+  d.set_prechecks(false);
+  REQUIRE(d.init());
+  CHECK(d.memory_use().backups >= prechecked.memory_use().backups);
+  if (world().size() == 1) {  // the one rank owns every Muon parameter
+    CHECK(d.memory_use().backups > prechecked.memory_use().backups);
+    CHECK(d.memory_use().backups == ref.memory_use().backups);
+  }
+  Model m(specs());
+  Local loc(d, m);
+  along(ref, d, m, loc, 0, 3);
+  CHECK(same_state(d, ref));
+}
+
 TEST_CASE("distributed.partition: muon and adamw trajectories equal one process bit for bit") {
   for (bool sharded : {false, true}) {
     CAPTURE(sharded);

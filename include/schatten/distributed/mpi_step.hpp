@@ -304,6 +304,10 @@ class DistributedPartition {
     max_group_ = max_group;
   }
   void set_non_finite_policy(optim::NonFinitePolicy p) { policy_ = p; }
+  /// optim::Partition::set_prechecks for the owners' local partitions (before init()): off, the
+  /// prechecked routes' states are copied too, and a step is all or nothing across the ranks
+  /// under host allocation failure as well.
+  void set_prechecks(bool on) { prechecks_ = on; }
   /// optim::Partition::set_global_clip (replicated layouts only, see the class comment).
   void set_global_clip(double max_norm) { clip_ = max_norm; }
 
@@ -510,6 +514,7 @@ class DistributedPartition {
         },
         routes_);
     local_->set_batching(batching_, max_group_);
+    local_->set_prechecks(prechecks_);
     local_->set_non_finite_policy(optim::NonFinitePolicy::error);  // scanned globally in step 1
     optim::StepReport r = local_->init();
     if (!r && r.bad_param >= 0)  // the local partition's index, as a global one
@@ -1174,6 +1179,7 @@ class DistributedPartition {
   TransferCosts pair_costs_;  ///< set_transfer_costs (ranks 0: unset, transfer_cost_ for every pair)
   ModelledStep modelled_;     ///< modelled()
   bool batching_ = true;
+  bool prechecks_ = true;  ///< set_prechecks()
   std::size_t max_group_ = 16;
   optim::NonFinitePolicy policy_ = optim::NonFinitePolicy::error;
   double clip_ = 0.0;
