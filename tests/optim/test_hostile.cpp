@@ -482,6 +482,73 @@ TEST_SUITE("optim.hostile") {
     CHECK(internal_errors > 0);  // the documented limit of prechecks is real (Kokkos' labels)
   }
 
+  TEST_CASE("init() under heap exhaustion: out_of_memory, then no step until an init() succeeds") {
+    // Each host allocation of init() refused in turn, every preset: init() reports it
+    // (out_of_memory, no exception), the partition refuses to step until an init() succeeds,
+    // and one that does steps as a reference partition does, bit for bit. (Before, a
+    // std::bad_alloc from a state's container left init() half done and step() read past
+    // its per-parameter tables.)
+    for_each_preset([&](const char* name, auto rule) {
+      const std::string preset_name = name;
+      CAPTURE(preset_name);
+      const std::vector<ParamSpec> ps = hostile_params();
+      const std::vector<std::string> labels(ps.size(), "all");
+      auto ref = optim::partition(ps, labels, route("all", rule));
+      REQUIRE(ref.init());
+      Rng rng(case_seed(name, 7));
+      std::vector<std::vector<float>> w0(ps.size());
+      for (std::size_t i = 0; i < ps.size(); ++i) {
+        w0[i].resize(static_cast<std::size_t>(flatten(ps[i].shape).size()));
+        for (float& x : w0[i])
+          x = static_cast<float>(0.5 * rng.normal());
+      }
+      const std::vector<std::vector<float>> g0 = gradients(ps, Kind::normal, rng);
+      const auto pointers = [](std::vector<std::vector<float>>& a) {
+        std::vector<float*> p;
+        for (auto& x : a)
+          p.push_back(x.data());
+        return p;
+      };
+      auto w_ref = w0, g_ref = g0;
+      REQUIRE(ref.step(pointers(w_ref), pointers(g_ref)));
+      for (std::int64_t k = 1;; ++k) {
+        CAPTURE(k);
+        REQUIRE(k < 100000);
+        auto opt = optim::partition(ps, labels, route("all", rule));
+        StepReport r;
+        bool threw = false, failed = false;
+        {
+          schatten::test::AllocationProbe probe(k);
+          try {
+            r = opt.init();
+          } catch (const std::bad_alloc&) {
+            threw = true;
+          }
+          failed = probe.failed();
+        }
+        auto w = w0, g = g0;
+        // A refusal some code absorbs (std::stable_sort's buffer: it sorts in place instead)
+        // leaves a successful init().
+        const bool refused = threw || !r;
+        if (!failed) REQUIRE(r);
+        CHECK_FALSE(threw);
+        if (refused) {
+          CHECK(r.status == Status::out_of_memory);
+          const StepReport s = opt.step(pointers(w), pointers(g));
+          CHECK_FALSE(s);
+          CHECK(same_bits(w, w0));
+          w = w0;
+          g = g0;
+          REQUIRE(opt.init());  // a successful init() after a failed one
+        }
+        REQUIRE(opt.step(pointers(w), pointers(g)));
+        CHECK(same_bits(w, w_ref));
+        CHECK(state_bits(opt) == state_bits(ref));
+        if (!failed) break;
+      }
+    });
+  }
+
   TEST_CASE("schatten_muon's criterion gives up under heap exhaustion and keeps p") {
     // Every step a criterion step (whitened activations assumed, no Gram needed): a refusal in
     // the criterion's host copies or spectra is absorbed (the criterion is advisory: p kept,

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <new>
 #include <optional>
 #include <set>
 #include <string>
@@ -279,9 +280,22 @@ class Partition {
   /// and the labels (one per parameter, each served by a route) and allocates every state in
   /// `memory` (class comment: device-resident steps). invalid_argument with a message naming the
   /// route and the field, or the first offending parameter, otherwise; unsupported for device
-  /// memory when a route is not device-capable; out_of_memory when device memory runs out. On
-  /// failure the partition is not initialised (step refuses) whatever it was before.
+  /// memory when a route is not device-capable; out_of_memory when device or host memory runs
+  /// out (a std::bad_alloc from the states' containers is caught). On failure the partition is
+  /// not initialised (step refuses) whatever it was before.
   StepReport init(MemoryKind memory = MemoryKind::host) {
+    try {
+      return init_unguarded(memory);
+    } catch (const std::bad_alloc&) {
+      // Whatever was built stays allocated until the next init() or the destructor; step()
+      // refuses until an init() succeeds (which_ is its mark of a complete init()).
+      which_.clear();
+      return refusal("init: host memory ran out", -1, Status::out_of_memory);
+    }
+  }
+
+ private:
+  StepReport init_unguarded(MemoryKind memory) {
     StepReport r;
     which_.clear();
     if (labels_.size() != params_.size()) return refusal("labels and parameters differ in number", -1);
@@ -373,6 +387,7 @@ class Partition {
     return r;
   }
 
+ public:
   const std::vector<ParamSpec>& params() const { return params_; }
   /// Where the states live and where step() expects parameters and gradients (init()).
   MemoryKind memory() const { return memory_; }
