@@ -75,14 +75,31 @@ bool sync_path(const char* name) {
   return ok;
 }
 
-/// fsync of the directory holding `path`, so that a rename into it is durable (best effort).
-void sync_parent_directory(const std::string& path) {
-  const std::size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;
-  (void)::fsync(fd);
-  ::close(fd);
+/// fsync of the directory holding `path`, so that a rename into it is durable (best effort:
+/// it runs after the rename, when the checkpoint is complete, so it must not fail the write,
+/// not even by an allocation failure).
+void sync_parent_directory(const std::string& path) noexcept {
+  try {
+    const std::size_t slash = path.find_last_of('/');
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return;
+    (void)::fsync(fd);
+    ::close(fd);
+  } catch (const std::bad_alloc&) {
+  }
+}
+
+/// out_of_memory, with `error` saying so where a message can still be stored. Never throws.
+Status out_of_memory(std::string* error, const char* what) noexcept {
+  if (error != nullptr) {
+    try {
+      *error = what;
+    } catch (const std::bad_alloc&) {
+      error->clear();
+    }
+  }
+  return Status::out_of_memory;
 }
 
 Status fail(std::string* error, const std::string& msg, Status s = Status::invalid_argument) {
@@ -167,7 +184,8 @@ bool write_field(hid_t file, hid_t lcpl, const std::string& path, const FieldVal
 struct ReadState {
   FieldSet* fields;
   std::string error;
-  hsize_t file_bytes = 0;  ///< size of the file: no dataset of ours holds more
+  hsize_t file_bytes = 0;      ///< size of the file: no dataset of ours holds more
+  bool out_of_memory = false;  ///< a field's allocation failed (not the file's fault)
 };
 
 herr_t read_one_field(hid_t root, const char* name, const ObjectInfo* info, ReadState* st);
@@ -179,7 +197,7 @@ herr_t read_one(hid_t root, const char* name, const ObjectInfo* info, void* op) 
   try {
     return read_one_field(root, name, info, st);
   } catch (const std::bad_alloc&) {
-    st->error = std::string("out of memory reading dataset '") + name + "'";
+    st->out_of_memory = true;  // the message is read_checkpoint's (building one here may throw)
     return -1;
   }
 }
@@ -226,10 +244,9 @@ herr_t read_one_field(hid_t root, const char* name, const ObjectInfo* info, Read
 
 }  // namespace
 
-Status write_checkpoint(const std::string& path, const FieldSet& fields, const CheckpointHeader& header,
-                        std::string* error) {
-  if (path.empty()) return fail(error, "empty checkpoint path");
-  const std::string tmp = path + ".tmp";
+namespace {
+Status write_checkpoint_impl(const std::string& path, const std::string& tmp, const FieldSet& fields,
+                             const CheckpointHeader& header, std::string* error) {
   QuietErrors quiet;
   // Any failure below removes the temporary file (also when HDF5 created it and then failed,
   // e.g. on a full disk) and names the system's reason when there is one.
@@ -289,6 +306,22 @@ Status write_checkpoint(const std::string& path, const FieldSet& fields, const C
   sync_parent_directory(path);  // best effort: the checkpoint is complete either way
   return Status::ok;
 }
+}  // namespace
+
+Status write_checkpoint(const std::string& path, const FieldSet& fields, const CheckpointHeader& header,
+                        std::string* error) {
+  if (path.empty()) return fail(error, "empty checkpoint path");
+  std::string tmp;
+  try {
+    tmp = path + ".tmp";
+    return write_checkpoint_impl(path, tmp, fields, header, error);
+  } catch (const std::bad_alloc&) {
+    // Before the rename (nothing after it allocates): `path` still holds the previous
+    // checkpoint; the temporary file, if HDF5 created it, goes.
+    if (!tmp.empty()) std::remove(tmp.c_str());
+    return out_of_memory(error, "out of memory while writing a checkpoint");
+  }
+}
 
 namespace {
 Status read_checkpoint_impl(const std::string& path, FieldSet& fields, CheckpointHeader& header,
@@ -324,9 +357,11 @@ Status read_checkpoint_impl(const std::string& path, FieldSet& fields, Checkpoin
   Handle root(H5Gopen2(file.get(), kRoot, H5P_DEFAULT), H5Gclose);
   FieldSet got;
   ReadState st{&got, {}, file_bytes};
-  if (!root.ok() || SCHATTEN_H5O_VISIT(root.get(), read_one, &st) < 0)
+  if (!root.ok() || SCHATTEN_H5O_VISIT(root.get(), read_one, &st) < 0) {
+    if (st.out_of_memory) return out_of_memory(error, "out of memory while reading the checkpoint's fields");
     return fail(error,
                 "'" + path + "': " + (st.error.empty() ? std::string("cannot read the fields") : st.error));
+  }
   fields = std::move(got);
   header = std::move(h);
   return Status::ok;
@@ -338,7 +373,7 @@ Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHead
   try {
     return read_checkpoint_impl(path, fields, header, error);
   } catch (const std::bad_alloc&) {
-    return fail(error, "'" + path + "': out of memory while reading", Status::out_of_memory);
+    return out_of_memory(error, "out of memory while reading a checkpoint");
   }
 }
 

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
 /// HDF5 checkpoints: resume ≡ uninterrupted bit for bit, header and RNG round trip, clear
-/// errors for other configurations, signatures, corrupt/truncated/missing files, and atomic
-/// writes that never damage the previous checkpoint.
+/// errors for other configurations, signatures, corrupt/truncated/missing files, atomic
+/// writes that never damage the previous checkpoint, and heap exhaustion in save and load.
 #include <doctest/doctest.h>
 
 #include <hdf5.h>
@@ -19,6 +19,7 @@
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "support/allocations.hpp"
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
@@ -211,6 +212,100 @@ TEST_SUITE("io.checkpoint") {
     CHECK(io::read_checkpoint(path.string(), f, h, &err) == Status::ok);
     CHECK(h.step == 2);
     fs::remove_all(path.parent_path());
+  }
+
+  TEST_CASE("heap exhaustion in save and load: a status, and the file or the optimizer as before") {
+    // Each host allocation of save_checkpoint() and then of load_checkpoint() refused in turn
+    // (support/allocations.hpp; HDF5's own mallocs are not seen). No exception may leave them.
+    // A refused save leaves the previous checkpoint, which loads; a refused load leaves the
+    // optimizer bit for bit as it was. The first attempt that meets no refusal succeeds.
+    const fs::path path = scratch("heap.h5");
+    const std::string file = path.string();  // not inside a probe: the conversion allocates
+    Model a;
+    auto oa = make_opt();
+    a.steps(oa, 0, 2);
+    io::CheckpointHeader h;
+    h.step = 2;
+    h.signature = "muon+adamw v1";
+    REQUIRE(io::save_checkpoint(file, oa, h) == Status::ok);
+    const io::FieldSet at2 = io::capture(oa);
+    a.steps(oa, 2, 3);
+    const io::FieldSet at3 = io::capture(oa);
+    REQUIRE(at2 != at3);
+    h.step = 3;
+    int refused_saves = 0, refused_loads = 0;
+    for (std::int64_t k = 1;; ++k) {
+      CAPTURE(k);
+      REQUIRE(k < 100000);
+      Status s = Status::internal_error;
+      bool threw = false, failed = false;
+      std::string err;
+      {
+        schatten::test::AllocationProbe probe(k);
+        try {
+          s = io::save_checkpoint(file, oa, h, &err);
+        } catch (...) {
+          threw = true;
+        }
+        failed = probe.failed();
+      }
+      REQUIRE_FALSE(threw);
+      auto check = make_opt();
+      io::CheckpointHeader got;
+      REQUIRE(io::load_checkpoint(file, check, got) == Status::ok);
+      if (!failed) {
+        REQUIRE(s == Status::ok);
+        CHECK(io::capture(check) == at3);
+        break;
+      }
+      if (s != Status::ok) {
+        ++refused_saves;
+        CHECK(s == Status::out_of_memory);
+        CHECK(io::capture(check) == at2);  // the previous checkpoint, whole
+        CHECK(got.step == 2);
+      } else {
+        CHECK(io::capture(check) == at3);  // a refusal some code absorbed: the new one, whole
+      }
+    }
+    CHECK(refused_saves > 0);
+    // The file holds step 3; load it, with each allocation refused, into an optimizer at step 2.
+    Model b;
+    auto ob = make_opt();
+    b.steps(ob, 0, 2);
+    REQUIRE(io::capture(ob) == at2);
+    for (std::int64_t k = 1;; ++k) {
+      CAPTURE(k);
+      REQUIRE(k < 100000);
+      Status s = Status::internal_error;
+      bool threw = false, failed = false;
+      io::CheckpointHeader got;
+      got.step = -1;
+      {
+        schatten::test::AllocationProbe probe(k);
+        try {
+          s = io::load_checkpoint(file, ob, got, "muon+adamw v1");
+        } catch (...) {
+          threw = true;
+        }
+        failed = probe.failed();
+      }
+      REQUIRE_FALSE(threw);
+      if (!failed || s == Status::ok) {
+        REQUIRE(s == Status::ok);
+        CHECK(io::capture(ob) == at3);
+        CHECK(got.step == 3);
+        if (!failed) break;
+        REQUIRE(io::restore(ob, at2) == Status::ok);  // back to step 2 for the next attempt
+        continue;
+      }
+      ++refused_loads;
+      CHECK(s == Status::out_of_memory);  // not "corrupt file": the file is fine
+      CHECK(io::capture(ob) == at2);
+      CHECK(got.step == -1);
+    }
+    CHECK(refused_loads > 0);
+    MESSAGE("refused saves " << refused_saves << ", refused loads " << refused_loads);
+    fs::remove(path);
   }
 
   TEST_CASE("hostile sizes in a file are refused before anything is read into our buffers") {

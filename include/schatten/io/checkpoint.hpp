@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <map>
+#include <new>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -144,6 +145,27 @@ Status write_checkpoint(const std::string& path, const FieldSet& fields, const C
 Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHeader& header,
                        std::string* error = nullptr);
 
+namespace detail {
+/// f() with a std::bad_alloc turned into out_of_memory (and `error` saying so where a message
+/// can still be stored): the checkpoint calls copy whole states (capture, restore's trial copy),
+/// the likeliest allocations of a training process to fail, and report it as a status.
+template <class F>
+Status allocation_as_status(F&& f, std::string* error) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    if (error != nullptr) {
+      try {
+        *error = "out of memory";
+      } catch (const std::bad_alloc&) {
+        error->clear();
+      }
+    }
+    return Status::out_of_memory;
+  }
+}
+}  // namespace detail
+
 /// capture(state) for anything visit_fields accepts.
 template <class S>
 FieldSet capture(S& state) {
@@ -156,28 +178,35 @@ FieldSet capture(S& state) {
 /// Loads `fields` into `state` (freshly initialised with the target configuration). Every field
 /// of the state must be in the checkpoint with the same type and size, and the checkpoint must
 /// have no field the state lacks; otherwise invalid_argument with `error` naming the first
-/// mismatch and `state` unchanged.
+/// mismatch and `state` unchanged. Cost: one copy of `state` (the trial that is loaded, then
+/// moved in); out_of_memory, `state` unchanged, when it cannot be allocated.
 template <class S>
 Status restore(S& state, const FieldSet& fields, std::string* error = nullptr) {
-  S trial = state;
-  FieldLoader l{&fields, {}, 0};
-  visit_fields(l, trial);
-  if (l.error.empty() && l.loaded != fields.size())
-    l.error = "the checkpoint has " + std::to_string(fields.size() - l.loaded) +
-              " field(s) this optimizer does not have (another configuration?)";
-  if (!l.error.empty()) {
-    if (error) *error = l.error;
-    return Status::invalid_argument;
-  }
-  state = std::move(trial);
-  return Status::ok;
+  return detail::allocation_as_status(
+      [&] {
+        S trial = state;
+        FieldLoader l{&fields, {}, 0};
+        visit_fields(l, trial);
+        if (l.error.empty() && l.loaded != fields.size())
+          l.error = "the checkpoint has " + std::to_string(fields.size() - l.loaded) +
+                    " field(s) this optimizer does not have (another configuration?)";
+        if (!l.error.empty()) {
+          if (error) *error = l.error;
+          return Status::invalid_argument;
+        }
+        state = std::move(trial);
+        return Status::ok;
+      },
+      error);
 }
 
 /// Saves any visitable state (a rule state or a whole optim::Partition) with its header.
+/// out_of_memory when the copy of its fields cannot be allocated (the file is then untouched).
 template <class S>
 Status save_checkpoint(const std::string& path, S& state, const CheckpointHeader& header,
                        std::string* error = nullptr) {
-  return write_checkpoint(path, capture(state), header, error);
+  return detail::allocation_as_status([&] { return write_checkpoint(path, capture(state), header, error); },
+                                      error);
 }
 
 /// Loads a checkpoint into `state` (initialised with the target configuration). When
@@ -186,18 +215,22 @@ Status save_checkpoint(const std::string& path, S& state, const CheckpointHeader
 template <class S>
 Status load_checkpoint(const std::string& path, S& state, CheckpointHeader& header,
                        const std::string& expected_signature = {}, std::string* error = nullptr) {
-  FieldSet fields;
-  CheckpointHeader h;
-  if (Status s = read_checkpoint(path, fields, h, error); s != Status::ok) return s;
-  if (!expected_signature.empty() && h.signature != expected_signature) {
-    if (error)
-      *error = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
-               expected_signature + "'";
-    return Status::invalid_argument;
-  }
-  if (Status s = restore(state, fields, error); s != Status::ok) return s;
-  header = std::move(h);
-  return Status::ok;
+  return detail::allocation_as_status(
+      [&] {
+        FieldSet fields;
+        CheckpointHeader h;
+        if (Status s = read_checkpoint(path, fields, h, error); s != Status::ok) return s;
+        if (!expected_signature.empty() && h.signature != expected_signature) {
+          if (error)
+            *error = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
+                     expected_signature + "'";
+          return Status::invalid_argument;
+        }
+        if (Status s = restore(state, fields, error); s != Status::ok) return s;
+        header = std::move(h);  // moves: nothing left to fail
+        return Status::ok;
+      },
+      error);
 }
 
 }  // namespace schatten::io
