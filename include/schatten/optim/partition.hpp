@@ -240,11 +240,12 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
 /// into the gradient buffers. Each block gets the same arithmetic as without batching (the
 /// batched kernels compute every matrix of a batch as they compute a single one; tested bit for
 /// bit). Memory: one extra copy of each group's blocks (the batch buffer), and the kernels'
-/// workspace grows to the largest group's batch; both are reserved at init(), so step never
-/// allocates. Time: two extra passes (copy in, copy out) over the grouped gradients; the gain
-/// is one kernel launch sequence per group instead of one per parameter (the point on GPUs).
-/// States, checkpoints (names and visit order), NaN policy, global clipping and all-or-nothing
-/// are the same with and without batching.
+/// workspace grows to the largest group's batch; both are reserved at init(), so step allocates
+/// no buffer (the kernels' few bytes of host labels aside: set_prechecks). Time: two extra
+/// passes (copy in, copy out) over the grouped gradients; the gain is one kernel launch sequence
+/// per group instead of one per parameter (the point on GPUs). States, checkpoints (names and
+/// visit order), NaN policy, global clipping and all-or-nothing are the same with and without
+/// batching.
 ///
 /// **Shared scratch** (docs/optim.md "Memory"): every state and group uses the partition's one
 /// kernel workspace (rule.hpp, visit_workspaces), grown at init() to the largest reservation,

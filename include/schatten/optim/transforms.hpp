@@ -619,7 +619,8 @@ struct AdamWUpdate {
 // Matrix functions of the update
 
 /// State of the matrix-function rules: a step count and the kernel's workspace, reserved at init
-/// so that update never allocates (and so cannot fail half-way; a partition shares one among
+/// so that update allocates no buffer (and so cannot fail half-way, but for the few bytes of host
+/// labels Kokkos allocates per kernel call: Partition::set_prechecks; a partition shares one among
 /// its states, rule.hpp visit_workspaces). The workspace is scratch, not state: checkpoints do
 /// not store it.
 struct MatrixFunctionState {
