@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -2316,6 +2317,18 @@ int schatten_replay_check_command_line(int argc, char** argv) {
 int schatten_replay_main(int argc, char** argv) {
   schatten::Runtime runtime(argc, argv);
   Options o;
-  if (const int rc = parse_args(argc, argv, o); rc >= 0) return rc;
-  return replay(o);
+  std::string tmp;
+  try {
+    if (const int rc = parse_args(argc, argv, o); rc >= 0) return rc;
+    tmp = o.out + ".tmp";
+    return replay(o);
+  } catch (const std::bad_alloc&) {
+    // Any allocation of the replay (the recording's blocks, the optimizers' states, the
+    // diagnostics; the read-ahead thread's arrive through its future). The output's handles
+    // were closed by the unwinding, so the partial output goes, as for any failed replay
+    // (docs/replay-format.md), and the exit status is a failure's, not an abort.
+    std::fputs("schatten-replay: out of memory\n", stderr);
+    if (!tmp.empty()) std::remove(tmp.c_str());
+    return 1;
+  }
 }
