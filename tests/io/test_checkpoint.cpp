@@ -237,19 +237,12 @@ TEST_SUITE("io.checkpoint") {
     for (std::int64_t k = 1;; ++k) {
       CAPTURE(k);
       REQUIRE(k < 100000);
-      Status s = Status::internal_error;
-      bool threw = false, failed = false;
       std::string err;
-      {
-        schatten::test::AllocationProbe probe(k);
-        try {
-          s = io::save_checkpoint(file, oa, h, &err);
-        } catch (...) {
-          threw = true;
-        }
-        failed = probe.failed();
-      }
-      REQUIRE_FALSE(threw);
+      const auto attempt =
+          schatten::test::refusing_allocation(k, [&] { return io::save_checkpoint(file, oa, h, &err); });
+      const Status s = attempt.result;
+      const bool failed = attempt.refused;
+      REQUIRE_FALSE(attempt.threw);
       auto check = make_opt();
       io::CheckpointHeader got;
       REQUIRE(io::load_checkpoint(file, check, got) == Status::ok);
@@ -276,20 +269,13 @@ TEST_SUITE("io.checkpoint") {
     for (std::int64_t k = 1;; ++k) {
       CAPTURE(k);
       REQUIRE(k < 100000);
-      Status s = Status::internal_error;
-      bool threw = false, failed = false;
       io::CheckpointHeader got;
       got.step = -1;
-      {
-        schatten::test::AllocationProbe probe(k);
-        try {
-          s = io::load_checkpoint(file, ob, got, "muon+adamw v1");
-        } catch (...) {
-          threw = true;
-        }
-        failed = probe.failed();
-      }
-      REQUIRE_FALSE(threw);
+      const auto attempt = schatten::test::refusing_allocation(
+          k, [&] { return io::load_checkpoint(file, ob, got, "muon+adamw v1"); });
+      const Status s = attempt.result;
+      const bool failed = attempt.refused;
+      REQUIRE_FALSE(attempt.threw);
       if (!failed || s == Status::ok) {
         REQUIRE(s == Status::ok);
         CHECK(io::capture(ob) == at3);

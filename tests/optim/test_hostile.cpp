@@ -311,18 +311,10 @@ SweepCounts sweep_allocation_failures(const char* preset, Rule rule, bool preche
       REQUIRE(k < 100000);  // every step allocates far fewer times
       auto g = g0;
       const std::vector<float*> pp = pointers(w), gp = pointers(g);  // before the probe
-      StepReport r;
-      bool threw = false, failed = false;
-      {
-        schatten::test::AllocationProbe probe(k);
-        try {
-          r = opt.step(pp, gp);
-        } catch (const std::bad_alloc&) {
-          threw = true;
-        }
-        failed = probe.failed();
-      }
-      REQUIRE_FALSE(threw);
+      const auto attempt = schatten::test::refusing_allocation(k, [&] { return opt.step(pp, gp); });
+      const StepReport& r = attempt.result;
+      const bool failed = attempt.refused;
+      REQUIRE_FALSE(attempt.threw);
       if (!failed) {  // the attempt met no refusal: the reference's step
         REQUIRE(r);
         CHECK(same_bits(w, w_ref));
@@ -515,17 +507,9 @@ TEST_SUITE("optim.hostile") {
         CAPTURE(k);
         REQUIRE(k < 100000);
         auto opt = optim::partition(ps, labels, route("all", rule));
-        StepReport r;
-        bool threw = false, failed = false;
-        {
-          schatten::test::AllocationProbe probe(k);
-          try {
-            r = opt.init();
-          } catch (const std::bad_alloc&) {
-            threw = true;
-          }
-          failed = probe.failed();
-        }
+        const auto attempt = schatten::test::refusing_allocation(k, [&] { return opt.init(); });
+        const StepReport& r = attempt.result;
+        const bool threw = attempt.threw, failed = attempt.refused;
         auto w = w0, g = g0;
         // A refusal some code absorbs (std::stable_sort's buffer: it sorts in place instead)
         // leaves a successful init().

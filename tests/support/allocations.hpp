@@ -36,4 +36,28 @@ class AllocationProbe {
   std::int64_t count_ = 0;
 };
 
+/// What one call made with an allocation refused gave (refusing_allocation).
+template <class R>
+struct RefusedAttempt {
+  R result{};            ///< the call's result, when it returned
+  bool threw = false;    ///< an exception left the call (result stays default)
+  bool refused = false;  ///< the call reached the refused allocation
+};
+
+/// f() with this thread's k-th allocation refused (an AllocationProbe(k) alive during the call
+/// only): what it returned, whether an exception left it, and whether the refusal happened. The
+/// sweeps call it with k = 1, 2, … until `refused` is false (f() met no refusal).
+template <class F>
+auto refusing_allocation(std::int64_t k, F&& f) -> RefusedAttempt<decltype(f())> {
+  RefusedAttempt<decltype(f())> a;
+  AllocationProbe probe(k);
+  try {
+    a.result = f();
+  } catch (...) {
+    a.threw = true;
+  }
+  a.refused = probe.failed();
+  return a;
+}
+
 }  // namespace schatten::test
