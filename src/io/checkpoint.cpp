@@ -90,18 +90,6 @@ void sync_parent_directory(const std::string& path) noexcept {
   }
 }
 
-/// out_of_memory, with `error` saying so where a message can still be stored. Never throws.
-Status out_of_memory(std::string* error, const char* what) noexcept {
-  if (error != nullptr) {
-    try {
-      *error = what;
-    } catch (const std::bad_alloc&) {
-      error->clear();
-    }
-  }
-  return Status::out_of_memory;
-}
-
 Status fail(std::string* error, const std::string& msg, Status s = Status::invalid_argument) {
   if (error) *error = msg;
   return s;
@@ -319,7 +307,7 @@ Status write_checkpoint(const std::string& path, const FieldSet& fields, const C
     // Before the rename (nothing after it allocates): `path` still holds the previous
     // checkpoint; the temporary file, if HDF5 created it, goes.
     if (!tmp.empty()) std::remove(tmp.c_str());
-    return out_of_memory(error, "out of memory while writing a checkpoint");
+    return detail::out_of_memory(error, "out of memory while writing a checkpoint");
   }
 }
 
@@ -358,7 +346,8 @@ Status read_checkpoint_impl(const std::string& path, FieldSet& fields, Checkpoin
   FieldSet got;
   ReadState st{&got, {}, file_bytes};
   if (!root.ok() || SCHATTEN_H5O_VISIT(root.get(), read_one, &st) < 0) {
-    if (st.out_of_memory) return out_of_memory(error, "out of memory while reading the checkpoint's fields");
+    if (st.out_of_memory)
+      return detail::out_of_memory(error, "out of memory while reading the checkpoint's fields");
     return fail(error,
                 "'" + path + "': " + (st.error.empty() ? std::string("cannot read the fields") : st.error));
   }
@@ -373,7 +362,7 @@ Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHead
   try {
     return read_checkpoint_impl(path, fields, header, error);
   } catch (const std::bad_alloc&) {
-    return out_of_memory(error, "out of memory while reading a checkpoint");
+    return detail::out_of_memory(error, "out of memory while reading a checkpoint");
   }
 }
 

@@ -146,22 +146,28 @@ Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHead
                        std::string* error = nullptr);
 
 namespace detail {
-/// f() with a std::bad_alloc turned into out_of_memory (and `error` saying so where a message
-/// can still be stored): the checkpoint calls copy whole states (capture, restore's trial copy),
-/// the likeliest allocations of a training process to fail, and report it as a status.
+/// out_of_memory, with `error` set to `what` where a message can still be stored (else
+/// cleared). Never throws. Inline: capture() and restore() are used without schatten::hdf5.
+inline Status out_of_memory(std::string* error, const char* what) noexcept {
+  if (error != nullptr) {
+    try {
+      *error = what;
+    } catch (const std::bad_alloc&) {
+      error->clear();
+    }
+  }
+  return Status::out_of_memory;
+}
+
+/// f() with a std::bad_alloc turned into out_of_memory (detail::out_of_memory): the checkpoint
+/// calls copy whole states (capture, restore's trial copy), the likeliest allocations of a
+/// training process to fail, and report it as a status.
 template <class F>
 Status allocation_as_status(F&& f, std::string* error) {
   try {
     return f();
   } catch (const std::bad_alloc&) {
-    if (error != nullptr) {
-      try {
-        *error = "out of memory";
-      } catch (const std::bad_alloc&) {
-        error->clear();
-      }
-    }
-    return Status::out_of_memory;
+    return out_of_memory(error, "out of memory");
   }
 }
 }  // namespace detail
