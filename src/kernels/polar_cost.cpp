@@ -2,6 +2,7 @@
 /// \file
 /// Backend-independent parts of polar(): option checks, default schedules and the cost model.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <tuple>
@@ -32,6 +33,26 @@ const CoefficientSchedule& resolved_schedule(const PolarOptions& o) {
   static const CoefficientSchedule keller_jordan = schedules::keller_jordan();
   static const CoefficientSchedule polar_express = schedules::polar_express();
   return o.method == PolarMethod::newton_schulz ? keller_jordan : polar_express;
+}
+
+namespace {
+// Builds both defaults while the program starts (this file's dynamic initialisation), so that
+// no later call is the first: a first call inside a rule's noexcept check() could otherwise meet
+// an exhausted heap and terminate. The function-local statics keep any order of initialisation
+// safe (a user's static object may call polar() earlier; it then builds them itself).
+[[maybe_unused]] const bool kDefaultSchedulesBuilt = (resolved_schedule(PolarOptions{}), true);
+}  // namespace
+
+const PolarOptions* detail::cached_kaon_options(int steps) {
+  constexpr int kCached = 16;
+  if (steps < 1 || steps > kCached) return nullptr;
+  static const std::array<PolarOptions, kCached> table = [] {
+    std::array<PolarOptions, kCached> t;
+    for (int i = 0; i < kCached; ++i)
+      t[static_cast<std::size_t>(i)] = kaon_options(i + 1);
+    return t;
+  }();
+  return &table[static_cast<std::size_t>(steps - 1)];
 }
 
 const char* check_polar_options(const PolarOptions& o) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "schatten/core/random.hpp"
+#include "schatten/core/runtime.hpp"
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
@@ -344,6 +345,19 @@ SweepCounts sweep_allocation_failures(const char* preset, Rule rule, bool preche
   return counts;
 }
 
+/// The presets whose steady-state step still allocates on the host (Kokkos 3.4 Serial, the
+/// default build): Freon and MoP (QDWH: its Cholesky's info View and per-call host vectors; the
+/// rational stage's fit) and Dion (the low-rank step's host QR and per-call vectors). Freon and
+/// MoP are not prechecked (QDWH may report not_converged or breakdown), so their states are
+/// copied and a refusal changes nothing; Dion is prechecked, so under heap exhaustion its step may
+/// fail with internal_error after its state advanced (reliability.md "Heap exhaustion").
+bool allocates_in_steady_state(const std::string& preset) {
+  return preset == "freon" || preset == "mop" || preset == "dion" || preset == "dion_bf16";
+}
+bool prechecked_and_allocating(const std::string& preset) {
+  return preset == "dion" || preset == "dion_bf16";
+}
+
 /// schatten_muon with its criterion at steps 2, 5, 8, … (so that hostile steps reach it), with or
 /// without the parametric moment.
 SchattenMuonOptions adaptive_schatten(bool moment, double weight_decay = 1e-2) {
@@ -458,20 +472,62 @@ TEST_SUITE("optim.hostile") {
     // set_prechecks), so each of a step's host allocations refused in turn, through every
     // preset, must leave a refusal with nothing changed or, once none is refused, the
     // reference's step. Steps 0 (first calls: fits, caches, workspace growth) and 1 (steady
-    // state). With prechecks (the default) a prechecked route's kernel may meet the refusal
-    // after its state advanced: internal_error, parameters unchanged (documented there).
-    int internal_errors = 0, strict_refusals = 0;
+    // state). With prechecks (the default) the prechecked routes' kernels allocate nothing on
+    // the host (the next case; Dion's excepted), so a refusal can only meet the routes with
+    // copies, or the partition's own code before any state moves: the same all-or-nothing. Dion,
+    // and on Kokkos 4 any prechecked kernel, may meet a refusal after its state advanced:
+    // internal_error, parameters unchanged (reliability.md "Heap exhaustion").
+    const bool kokkos3 = runtime_description().rfind("Kokkos 3.", 0) == 0;
+    int internal_errors = 0, refusals[2] = {0, 0};
     for (bool prechecks : {false, true}) {
       for_each_preset([&](const char* name, auto rule) {
         const SweepCounts c = sweep_allocation_failures(name, rule, prechecks, 2, [] { return false; });
-        if (!prechecks) CHECK(c.internal_error == 0);
+        if (!prechecks || (kokkos3 && !prechecked_and_allocating(name))) CHECK(c.internal_error == 0);
         CHECK(c.absorbed == 0);
         internal_errors += c.internal_error;
-        if (!prechecks) strict_refusals += c.refused;
+        refusals[prechecks] += c.refused;
       });
     }
-    MESSAGE("refusals checked without prechecks: " << strict_refusals);
-    CHECK(internal_errors > 0);  // the documented limit of prechecks is real (Kokkos' labels)
+    MESSAGE("refusals checked: " << refusals[0] << " without prechecks, " << refusals[1] << " with; "
+                                 << internal_errors << " internal_error with prechecks");
+  }
+
+  TEST_CASE("a steady-state step makes no host allocation (every preset but Freon, MoP and Dion)") {
+    // The third step of every preset over the hostile blocks (normal gradients), counted by
+    // support/allocations.hpp: kernel launches pass Kokkos no label unless a tool is loaded
+    // (kernel_label), host GEMMs call the BLAS directly (no Kokkos Kernels profiling label), and
+    // the kernels' per-matrix host scalars live in their workspaces (HostScalars, reserved for
+    // the batch at init). allocates_in_steady_state() names the exceptions, which must still
+    // allocate (so that the list stays true). Kokkos 4 may add allocations of its own
+    // (reliability.md "Heap exhaustion"): counted there, checked on the Kokkos 3.4 of the
+    // default build.
+    const bool kokkos3 = runtime_description().rfind("Kokkos 3.", 0) == 0;
+    for_each_preset([&](const char* name, auto rule) {
+      const std::string preset_name = name;
+      CAPTURE(preset_name);
+      const std::vector<ParamSpec> ps = hostile_params();
+      auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+      REQUIRE(opt.init());
+      Rng rng(case_seed(name, 11));
+      std::vector<std::vector<float>> w(ps.size());
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        w[i].assign(static_cast<std::size_t>(flatten(ps[i].shape).size()), 0.25f);
+      std::int64_t count = -1;
+      for (int t = 0; t < 3; ++t) {
+        auto g = gradients(ps, Kind::normal, rng);
+        std::vector<float*> pp, gp;
+        for (std::size_t i = 0; i < ps.size(); ++i) {
+          pp.push_back(w[i].data());
+          gp.push_back(g[i].data());
+        }
+        schatten::test::AllocationProbe probe;
+        const StepReport r = opt.step(pp, gp);
+        count = probe.count();
+        REQUIRE(r);
+      }
+      MESSAGE(preset_name << ": " << count << " host allocations in a steady-state step");
+      if (kokkos3) CHECK((count == 0) != allocates_in_steady_state(preset_name));
+    });
   }
 
   TEST_CASE("init() under heap exhaustion: out_of_memory, then no step until an init() succeeds") {

@@ -66,7 +66,7 @@ double max_abs(const Col& x) {
   const index_t n0 = static_cast<index_t>(x.extent(0)), n = n0 * static_cast<index_t>(x.extent(1));
   double worst = 0.0;
   Kokkos::parallel_reduce(
-      "schatten::low_rank::max_abs", Range(0, n),
+      kernel_label("schatten::low_rank::max_abs"), Range(0, n),
       KOKKOS_LAMBDA(index_t k, double& acc) { acc = kmax(acc, abs_or_inf(x(k % n0, k / n0))); },
       Kokkos::Max<double>(worst));
   return worst;
@@ -83,7 +83,7 @@ KOKKOS_INLINE_FUNCTION double column_norm(const Col& x, index_t j) {
 /// ‖x_j‖₂ of each column, in double, on the host (through `norms`, k doubles of the space).
 std::vector<double> column_norms(const Col& x, const Numbers& norms) {
   Kokkos::parallel_for(
-      "schatten::low_rank::column_norms", Range(0, static_cast<index_t>(x.extent(1))),
+      kernel_label("schatten::low_rank::column_norms"), Range(0, static_cast<index_t>(x.extent(1))),
       KOKKOS_LAMBDA(index_t j) { norms(j) = column_norm(x, j); });
   return to_host(norms);
 }
@@ -92,7 +92,8 @@ std::vector<double> column_norms(const Col& x, const Numbers& norms) {
 void normalise_columns(const Col& x, double eps) {
   const index_t n = static_cast<index_t>(x.extent(0));
   Kokkos::parallel_for(
-      "schatten::low_rank::normalise", Range(0, static_cast<index_t>(x.extent(1))), KOKKOS_LAMBDA(index_t j) {
+      kernel_label("schatten::low_rank::normalise"), Range(0, static_cast<index_t>(x.extent(1))),
+      KOKKOS_LAMBDA(index_t j) {
         const double f = 1.0 / (column_norm(x, j) + eps);
         for (index_t i = 0; i < n; ++i)
           x(i, j) = static_cast<float>(static_cast<double>(x(i, j)) * f);
@@ -145,7 +146,7 @@ struct Panels {
 template <class F>
 Status on_host(float* data, std::size_t count, std::vector<float>& host, const F& f) {
   if constexpr (Kokkos::SpaceAccessibility<Kokkos::HostSpace, DefaultMem>::accessible) {
-    Kokkos::fence();
+    fence_all();
     (void)host;
     return f(data);
   } else {
@@ -164,7 +165,7 @@ double distance_from_identity(const Col& g) {
   const index_t k = static_cast<index_t>(g.extent(0));
   double worst = 0.0;
   Kokkos::parallel_reduce(
-      "schatten::low_rank::orthogonality", Range(0, k * k),
+      kernel_label("schatten::low_rank::orthogonality"), Range(0, k * k),
       KOKKOS_LAMBDA(index_t e, double& acc) {
         const index_t i = e % k, j = e / k;
         if (i >= j) acc = kmax(acc, abs_or_inf(static_cast<double>(g(i, j)) - (i == j ? 1.0 : 0.0)));
@@ -177,7 +178,7 @@ double distance_from_identity(const Col& g) {
 /// (through `d`, k doubles of the space).
 std::vector<double> diagonal(const Col& l, const Numbers& d) {
   Kokkos::parallel_for(
-      "schatten::low_rank::diagonal", Range(0, static_cast<index_t>(l.extent(0))),
+      kernel_label("schatten::low_rank::diagonal"), Range(0, static_cast<index_t>(l.extent(0))),
       KOKKOS_LAMBDA(index_t j) { d(j) = static_cast<double>(l(j, j)); });
   return to_host(d);
 }
@@ -299,7 +300,7 @@ void finish_member(const DefaultExec& space, const Panels& panels, Member& mb, i
       gemm(space, "N", "T", -gamma, p, r, 1.0f, mt);
   }
   if (o.store_momentum) {
-    space.fence();
+    fence_on(space);
     mb.mo.commit();
     o.store_momentum(b, mb.m_ref);
   }
@@ -315,7 +316,7 @@ void finish_member(const DefaultExec& space, const Panels& panels, Member& mb, i
     gemm(space, "N", "T", 1.0f, r, p, 0.0f, ut);
   else  // U = Q Pᵀ: Uᵀ = P Qᵀ
     gemm(space, "N", "T", 1.0f, p, r, 0.0f, ut);
-  space.fence();
+  fence_on(space);
   if (!o.store_momentum) mb.mo.commit();
   mb.qo.commit();
   mb.uo.commit();

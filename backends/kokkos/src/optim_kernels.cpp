@@ -28,6 +28,7 @@
 
 namespace schatten {
 namespace {
+using kokkos::detail::kernel_label;
 using Exec = Kokkos::DefaultExecutionSpace;
 using DeviceMem = Exec::memory_space;
 using Range = Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>;
@@ -56,7 +57,7 @@ void copy_bytes(void* dst, MemoryKind to, const void* src, MemoryKind from, std:
   const bool src_host = from == MemoryKind::host || host_readable(MemoryKind::device);
   if (dst_host && src_host) {
     // Device memory of a CPU build: kernels of an asynchronous host space may still use it.
-    if (to == MemoryKind::device || from == MemoryKind::device) Kokkos::fence();
+    if (to == MemoryKind::device || from == MemoryKind::device) kokkos::detail::fence_all();
     std::memcpy(dst, src, bytes);
     return;
   }
@@ -80,26 +81,28 @@ bool kernels_access(MemoryKind kind) noexcept { return kokkos::detail::directly_
 
 namespace optim::device_kernels {
 
-void fence() { Exec().fence(); }
+void fence() { kokkos::detail::fence_on(Exec()); }
 
 void scale(float* x, index_t n, float f) {
   Kokkos::parallel_for(
-      "schatten::optim::scale", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= f; });
+      kernel_label("schatten::optim::scale"), Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= f; });
 }
 
 void add(float* p, const float* u, index_t n) {
   Kokkos::parallel_for(
-      "schatten::optim::apply_updates", Range(0, n), KOKKOS_LAMBDA(index_t k) { p[k] += u[k]; });
+      kernel_label("schatten::optim::apply_updates"), Range(0, n),
+      KOKKOS_LAMBDA(index_t k) { p[k] += u[k]; });
 }
 
 void add_scaled(float* x, const float* w, index_t n, float l) {
   Kokkos::parallel_for(
-      "schatten::optim::add_scaled", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] += l * w[k]; });
+      kernel_label("schatten::optim::add_scaled"), Range(0, n),
+      KOKKOS_LAMBDA(index_t k) { x[k] += l * w[k]; });
 }
 
 void add_scaled_where_aligned(float* x, const float* w, index_t n, float l) {
   Kokkos::parallel_for(
-      "schatten::optim::add_scaled_where_aligned", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+      kernel_label("schatten::optim::add_scaled_where_aligned"), Range(0, n), KOKKOS_LAMBDA(index_t k) {
         if (x[k] * w[k] > 0.0f) x[k] += l * w[k];
       });
 }
@@ -116,7 +119,7 @@ float float_of(std::uint32_t limit_bits) {
 bool all_in(const char* label, const float* x, index_t n, float lo, float hi) {
   index_t bad = 0;
   Kokkos::parallel_reduce(
-      label, Range(0, n),
+      kernel_label(label), Range(0, n),
       KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += (x[k] >= lo && x[k] <= hi) ? 0 : 1; }, bad);
   return bad == 0;
 }
@@ -125,7 +128,7 @@ bool all_in(const char* label, const float* x, index_t n, float lo, float hi) {
 /// writes do not race). Not waited for. `label` names the kernel.
 void or_outside(const char* label, const float* x, index_t n, float lo, float hi, float* flag) {
   Kokkos::parallel_for(
-      label, Range(0, n), KOKKOS_LAMBDA(index_t k) {
+      kernel_label(label), Range(0, n), KOKKOS_LAMBDA(index_t k) {
         if (!(x[k] >= lo && x[k] <= hi)) Kokkos::atomic_fetch_max(flag, 1.0f);
       });
 }
@@ -152,7 +155,7 @@ void flag_outside_or(const float* x, index_t n, std::uint32_t limit_bits, float*
 void flag_outside_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits, float* flag) {
   const Kokkos::View<float, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> result(flag);
   Kokkos::parallel_reduce(
-      "schatten::optim::flag_outside_bf16", Range(0, n),
+      kernel_label("schatten::optim::flag_outside_bf16"), Range(0, n),
       KOKKOS_LAMBDA(index_t k, float& acc) {
         if (detail::bf16_beyond(x[k], limit_bits)) acc = 1.0f;
       },
@@ -162,7 +165,7 @@ void flag_outside_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bi
 bool all_within_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits) {
   index_t bad = 0;
   Kokkos::parallel_reduce(
-      "schatten::optim::all_within_bf16", Range(0, n),
+      kernel_label("schatten::optim::all_within_bf16"), Range(0, n),
       KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += detail::bf16_beyond(x[k], limit_bits) ? 1 : 0; }, bad);
   return bad == 0;
 }
@@ -171,7 +174,7 @@ void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* fl
   const float limit = float_of(limit_bits);
   const Kokkos::View<float, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> result(flag);
   Kokkos::parallel_reduce(
-      "schatten::optim::flag_outside", Range(0, n),
+      kernel_label("schatten::optim::flag_outside"), Range(0, n),
       KOKKOS_LAMBDA(index_t k, float& acc) {
         if (!(x[k] <= limit && x[k] >= -limit)) acc = 1.0f;
       },
@@ -180,12 +183,12 @@ void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* fl
 
 void copy(float* dst, const float* src, index_t n) {
   Kokkos::parallel_for(
-      "schatten::optim::copy", Range(0, n), KOKKOS_LAMBDA(index_t k) { dst[k] = src[k]; });
+      kernel_label("schatten::optim::copy"), Range(0, n), KOKKOS_LAMBDA(index_t k) { dst[k] = src[k]; });
 }
 
 void copy_rows(float* dst, index_t dst_ld, const float* src, index_t src_ld, index_t rows, index_t cols) {
   Kokkos::parallel_for(
-      "schatten::optim::copy_rows", Range(0, rows * cols), KOKKOS_LAMBDA(index_t k) {
+      kernel_label("schatten::optim::copy_rows"), Range(0, rows * cols), KOKKOS_LAMBDA(index_t k) {
         const index_t i = k / cols, j = k - i * cols;
         dst[i * dst_ld + j] = src[i * src_ld + j];
       });
@@ -193,7 +196,7 @@ void copy_rows(float* dst, index_t dst_ld, const float* src, index_t src_ld, ind
 
 void scale_rows(float* x, index_t ld, index_t rows, index_t cols, float f) {
   Kokkos::parallel_for(
-      "schatten::optim::scale_rows", Range(0, rows * cols), KOKKOS_LAMBDA(index_t k) {
+      kernel_label("schatten::optim::scale_rows"), Range(0, rows * cols), KOKKOS_LAMBDA(index_t k) {
         const index_t i = k / cols, j = k - i * cols;
         x[i * ld + j] *= f;
       });
@@ -201,13 +204,13 @@ void scale_rows(float* x, index_t ld, index_t rows, index_t cols, float f) {
 
 void fill(float* x, index_t n, float value) {
   Kokkos::parallel_for(
-      "schatten::optim::fill", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] = value; });
+      kernel_label("schatten::optim::fill"), Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] = value; });
 }
 
 double inner(const float* x, const float* a, const float* y, const float* b, index_t n) {
   double s = 0.0;
   Kokkos::parallel_reduce(
-      "schatten::optim::inner", Range(0, n),
+      kernel_label("schatten::optim::inner"), Range(0, n),
       KOKKOS_LAMBDA(index_t k, double& acc) {
         acc += detail::difference_product(x[k], a ? a[k] : 0.0f, y[k], b ? b[k] : 0.0f);
       },
@@ -226,14 +229,14 @@ void momentum_pass(float* x, M* mu, index_t n, float beta, bool nesterov, bool e
   const TraceMomentum::Form form = ema ? TraceMomentum::Form::ema : TraceMomentum::Form::sum;
   const TraceMomentum::Correction c{cm, cg};
   Kokkos::parallel_for(
-      "schatten::optim::trace_momentum", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+      kernel_label("schatten::optim::trace_momentum"), Range(0, n), KOKKOS_LAMBDA(index_t k) {
         x[k] = TraceMomentum::stored_step(x[k], mu[k], beta, nesterov, form, c, how);
       });
 }
 template <class M, class H>
 void adam_pass(float* x, M* m, float* v, index_t n, const detail::AdamWScalars& c, H how) {
   Kokkos::parallel_for(
-      "schatten::optim::scale_by_adam", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+      kernel_label("schatten::optim::scale_by_adam"), Range(0, n), KOKKOS_LAMBDA(index_t k) {
         x[k] = ScaleByAdam::stored_step(x[k], m[k], v[k], c.b1, c.w1, c.b2, c.w2, c.inv_c1, c.inv_sqrt_c2,
                                         c.eps, how);
       });
@@ -241,13 +244,13 @@ void adam_pass(float* x, M* m, float* v, index_t n, const detail::AdamWScalars& 
 template <class M, class H>
 void adamw_pass(float* x, M* m, float* v, const float* w, index_t n, const detail::AdamWScalars& c, H how) {
   Kokkos::parallel_for(
-      "schatten::optim::adamw_update", Range(0, n),
+      kernel_label("schatten::optim::adamw_update"), Range(0, n),
       KOKKOS_LAMBDA(index_t k) { x[k] = detail::adamw_element(x[k], m[k], v[k], w[k], c, how); });
 }
 template <class M, class H>
 void muadam_pass(float* x, M* m, float* v, float* d, index_t n, const detail::MuAdamScalars& c, H how) {
   Kokkos::parallel_for(
-      "schatten::optim::muadam_precondition", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+      kernel_label("schatten::optim::muadam_precondition"), Range(0, n), KOKKOS_LAMBDA(index_t k) {
         x[k] = MuAdamDirection::precondition_element(x[k], m[k], v[k], d[k], c, how);
       });
 }
@@ -286,19 +289,20 @@ void muadam_precondition(float* x, std::uint16_t* m, float* v, float* d, index_t
 
 void multiply(float* x, const float* d, index_t n) {
   Kokkos::parallel_for(
-      "schatten::optim::multiply", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= d[k]; });
+      kernel_label("schatten::optim::multiply"), Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] *= d[k]; });
 }
 
 void sign(float* x, index_t n) {
   Kokkos::parallel_for(
-      "schatten::optim::sign", Range(0, n), KOKKOS_LAMBDA(index_t k) { x[k] = SignTransform::step(x[k]); });
+      kernel_label("schatten::optim::sign"), Range(0, n),
+      KOKKOS_LAMBDA(index_t k) { x[k] = SignTransform::step(x[k]); });
 }
 
 namespace {
 template <class M, class H>
 void lion_pass(float* x, M* m, index_t n, float w1, float w2, H how) {
   Kokkos::parallel_for(
-      "schatten::optim::lion", Range(0, n),
+      kernel_label("schatten::optim::lion"), Range(0, n),
       KOKKOS_LAMBDA(index_t k) { x[k] = ScaleByLion::stored_step(x[k], m[k], w1, w2, how); });
 }
 }  // namespace
@@ -312,7 +316,7 @@ void lion(float* x, std::uint16_t* m, index_t n, float w1, float w2, Bf16Store h
 
 void second_moment(float* x, float* v, index_t n, float beta, float w, float eps) {
   Kokkos::parallel_for(
-      "schatten::optim::second_moment", Range(0, n),
+      kernel_label("schatten::optim::second_moment"), Range(0, n),
       KOKKOS_LAMBDA(index_t k) { x[k] = ScaleBySecondMoment::step(x[k], v[k], beta, w, eps); });
 }
 
@@ -325,7 +329,7 @@ void neuron_moments(const float* x, float* nu, index_t rows, index_t cols, float
   using Team = Kokkos::TeamPolicy<Exec, Kokkos::IndexType<index_t>>;
   Kokkos::complex<double> sums(0.0, 0.0);
   Kokkos::parallel_reduce(
-      "schatten::optim::neuron_moments", Team(rows, Kokkos::AUTO),
+      kernel_label("schatten::optim::neuron_moments"), Team(rows, Kokkos::AUTO),
       KOKKOS_LAMBDA(const Team::member_type& t, Kokkos::complex<double>& acc) {
         const index_t i = t.league_rank();
         const float* xi = x + i * cols;
@@ -345,7 +349,7 @@ void neuron_moments(const float* x, float* nu, index_t rows, index_t cols, float
 
 void scale_neurons(float* x, const float* nu, index_t rows, index_t cols, float eps, double g) {
   Kokkos::parallel_for(
-      "schatten::optim::scale_neurons", Range(0, rows * cols),
+      kernel_label("schatten::optim::scale_neurons"), Range(0, rows * cols),
       KOKKOS_LAMBDA(index_t k) { x[k] *= NormalizeNeurons::row_factor(nu[k / cols], eps, g); });
 }
 
@@ -353,7 +357,7 @@ namespace {
 template <class M, class H>
 void smuon_momentum_pass(float* y, M* mu, const float* g, index_t n, const detail::SMuonScalars& c, H how) {
   Kokkos::parallel_for(
-      "schatten::optim::schatten_p_momentum", Range(0, n),
+      kernel_label("schatten::optim::schatten_p_momentum"), Range(0, n),
       KOKKOS_LAMBDA(index_t k) { y[k] = SchattenPDirection::stored_momentum(g[k], mu[k], c, how); });
 }
 }  // namespace
@@ -368,7 +372,7 @@ void smuon_momentum(float* y, std::uint16_t* mu, const float* g, index_t n, cons
 void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, const float* g, index_t n,
                   const detail::SMuonScalars& c) {
   Kokkos::parallel_for(
-      "schatten::optim::schatten_p_moment", Range(0, n), KOKKOS_LAMBDA(index_t k) {
+      kernel_label("schatten::optim::schatten_p_moment"), Range(0, n), KOKKOS_LAMBDA(index_t k) {
         y[k] *= SchattenPDirection::moment_element(g[k], nu[k], next_nu[k], precond[k], c);
       });
 }
@@ -380,7 +384,8 @@ void slice_norms(const float* x, index_t rows, index_t cols, bool along_rows, bo
   const index_t n = along_rows ? rows : cols, len = along_rows ? cols : rows;
   const index_t step = along_rows ? 1 : cols, stride = along_rows ? cols : 1;
   Kokkos::parallel_for(
-      "schatten::optim::slice_norms", Team(n, Kokkos::AUTO), KOKKOS_LAMBDA(const Team::member_type& t) {
+      kernel_label("schatten::optim::slice_norms"), Team(n, Kokkos::AUTO),
+      KOKKOS_LAMBDA(const Team::member_type& t) {
         const index_t s = t.league_rank();
         const float* xs = x + s * stride;
         double sum = 0.0;
@@ -393,7 +398,7 @@ void slice_norms(const float* x, index_t rows, index_t cols, bool along_rows, bo
 
 void namo_columns(float* x, const float* p, const float* a, const float* b, index_t rows, index_t cols) {
   Kokkos::parallel_for(
-      "schatten::optim::namo_columns", Range(0, rows * cols), KOKKOS_LAMBDA(index_t k) {
+      kernel_label("schatten::optim::namo_columns"), Range(0, rows * cols), KOKKOS_LAMBDA(index_t k) {
         const index_t j = k % cols;
         x[k] = NamoDStep::combine(x[k], p[k], a[j], b[j]);
       });
@@ -417,7 +422,7 @@ void gather_pass(float* s, const float* from, M* m, index_t rows, index_t cols, 
   const auto p = to_device(picks, k);
   const index_t len = along_rows ? cols : rows;
   Kokkos::parallel_for(
-      "schatten::optim::gather_slices", Range(0, k * len), KOKKOS_LAMBDA(index_t e) {
+      kernel_label("schatten::optim::gather_slices"), Range(0, k * len), KOKKOS_LAMBDA(index_t e) {
         const index_t a = e / len, q = e - a * len;  // slice a of S, element q along it
         const index_t src = along_rows ? p(a) * cols + q : q * cols + p(a);
         s[along_rows ? a * cols + q : q * k + a] = Dion2Direction::take(from[src], m[src], decay, how);
@@ -438,7 +443,7 @@ void place_slices(float* u, const float* s, index_t rows, index_t cols, bool alo
                   index_t k) {
   const auto d = to_device(slot, along_rows ? rows : cols);
   Kokkos::parallel_for(
-      "schatten::optim::place_slices", Range(0, rows * cols), KOKKOS_LAMBDA(index_t e) {
+      kernel_label("schatten::optim::place_slices"), Range(0, rows * cols), KOKKOS_LAMBDA(index_t e) {
         const index_t i = e / cols, j = e - i * cols;
         const index_t a = d(along_rows ? i : j);
         u[e] = a < 0 ? 0.0f : (along_rows ? s[a * cols + j] : s[i * k + a]);

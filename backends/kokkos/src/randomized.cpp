@@ -37,7 +37,8 @@ bool load_transposed(const MatrixRef<const T>& a, Dense<T>& at) {
   const Dense<T> out = at;
   double bad = 0.0;
   Kokkos::parallel_reduce(
-      "schatten::dense::load", Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, m * n),
+      kernel_label("schatten::dense::load"),
+      Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, m * n),
       KOKKOS_LAMBDA(index_t idx, double& acc) {
         const index_t j = idx % n, i = idx / n;
         const T v = in(0, i, j);
@@ -160,7 +161,8 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
   double worst = 0.0;
   const Dense<float> gv = g;
   Kokkos::parallel_reduce(
-      "schatten::gram::check", Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, d * d),
+      kernel_label("schatten::gram::check"),
+      Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, d * d),
       KOKKOS_LAMBDA(index_t k, double& acc) { acc = kmax(acc, abs_or_inf(gv(k % d, k / d))); },
       Kokkos::Max<double>(worst));
   if (!std::isfinite(worst)) return Status::non_finite_input;  // overflow: gram unchanged

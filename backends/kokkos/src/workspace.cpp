@@ -50,10 +50,10 @@ Workspace& Workspace::operator=(Workspace&& other) noexcept {
   return *this;
 }
 
-bool Workspace::reserve(std::size_t bytes) {
+bool Workspace::reserve(std::size_t bytes, std::size_t matrices) {
   detail::ensure_runtime();
   try {
-    impl_->ws.reserve(bytes);
+    impl_->ws.reserve(bytes, matrices);
     return true;
   } catch (const std::exception&) {
     return false;

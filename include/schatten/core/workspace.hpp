@@ -24,9 +24,11 @@ class Workspace {
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 
-  /// Grows the buffer to at least `bytes`. Returns false (and keeps the old buffer) when the
-  /// allocation fails.
-  bool reserve(std::size_t bytes);
+  /// Grows the buffer to at least `bytes`, and the host copies of per-matrix scalars (norms,
+  /// factors: a few doubles each) to a batch of `matrices`, so that calls on batches of up to
+  /// that many matrices whose scratch fits allocate nothing, on the device or the host. Returns
+  /// false (and keeps the old buffer) when an allocation fails.
+  bool reserve(std::size_t bytes, std::size_t matrices = 1);
   /// Bytes currently held.
   std::size_t capacity() const noexcept;
   /// Frees the buffer.

@@ -154,6 +154,13 @@ inline PolarOptions kaon_options(int steps = 5) {
   return o;
 }
 
+namespace detail {
+/// kaon_options(steps) for 1 ≤ steps ≤ 16, built once per process on first use (thread-safe; a
+/// std::bad_alloc then leaves the table to be built by a later call), so that kaon() allocates
+/// nothing on the host in steady state; nullptr for other steps.
+const PolarOptions* cached_kaon_options(int steps);
+}  // namespace detail
+
 /// Kaon's random spectrum (schedules::kaon(steps)): U s(Σ/‖A‖_F) Vᵀ with the chaotic map
 /// s = p⁵/1.175, p(x) = 4.1x(1 − x²)²; singular vectors kept, singular values scrambled into
 /// [0, 0.9987]. Same cost as Newton–Schulz (3 GEMMs per step). The SVD variant with seeded
@@ -169,6 +176,7 @@ PolarReport kaon(const A& a, const Q& q, int steps = 5, Workspace* workspace = n
   try {
     // The options hold vectors (the schedule's rows): an allocation failure is reported as
     // polar() reports its own, which polar() itself never throws.
+    if (const PolarOptions* o = detail::cached_kaon_options(steps)) return polar(a, q, *o, workspace);
     return polar(a, q, kaon_options(steps), workspace);
   } catch (const std::bad_alloc&) {
     PolarReport r;

@@ -874,7 +874,8 @@ class Partition {
         g.buffer.assign(static_cast<std::size_t>(g.shape.size() * nb), 0.0f);
         g.params.assign(g.members.size(), nullptr);
         g.workspace = workspace_;  // the groups and the states' kernels run one after the other
-        g.reserved = g.workspace->reserve(std::get<I>(routes_).rule.batch_workspace_bytes(g.shape, nb));
+        g.reserved = g.workspace->reserve(std::get<I>(routes_).rule.batch_workspace_bytes(g.shape, nb),
+                                          static_cast<std::size_t>(nb));
         groups_.push_back(std::move(g));
       }
     }

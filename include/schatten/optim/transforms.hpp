@@ -875,9 +875,12 @@ struct KaonSpectrum {
   bool total_on_finite(const State& s, const BlockShape& shape, MemoryKind memory) const {
     return steps >= 1 && detail::polar_total_on_finite(kaon_options(steps), s.workspace.get(), shape, memory);
   }
+  /// Also builds kaon()'s table of options (schatten::detail::cached_kaon_options) if no call
+  /// has, so that a step allocates nothing on the host; a std::bad_alloc here fails init().
   State init(const BlockShape& s) const {
     State st;
     st.workspace->reserve(workspace_bytes(s, 1));
+    (void)schatten::detail::cached_kaon_options(steps);
     return st;
   }
   Status update(Block u, State& s, ConstBlock) const {

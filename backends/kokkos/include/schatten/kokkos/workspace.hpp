@@ -7,8 +7,25 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 namespace schatten::kokkos {
+
+/// Host copies of the per-matrix scalars a kernel call reads back or forms on the host (norms,
+/// the statistics of its input scan, load and output factors): kept with a Workspace and reused,
+/// so that a call whose workspace was reserved for its batch allocates nothing on the host either
+/// (docs/reliability.md "Heap exhaustion"). `stats` holds up to kStatsPerMatrix doubles per
+/// matrix (the scan's three statistics, the clip's four shifts), the others one.
+struct HostScalars {
+  static constexpr std::size_t kStatsPerMatrix = 4;
+  std::vector<double> norms, stats, factor, out;
+  /// Capacity for a batch of `matrices`; throws std::bad_alloc (what it holds is kept then).
+  void reserve(std::size_t matrices) {
+    stats.reserve(kStatsPerMatrix * matrices);
+    for (std::vector<double>* v : {&norms, &factor, &out})
+      v->reserve(matrices);
+  }
+};
 
 /// Growable scratch buffer in `MemSpace`. Kokkos overloads take one by reference; they grow it
 /// when it is too small and never shrink it. One per thread (not thread-safe).
@@ -20,19 +37,27 @@ class Workspace {
   Workspace() = default;
   explicit Workspace(std::size_t bytes) { reserve(bytes); }
 
-  /// Grows to at least `bytes` (uninitialised). Throws what Kokkos throws on allocation failure
-  /// (std::runtime_error); the previous buffer is then kept.
-  void reserve(std::size_t bytes) {
+  /// Grows to at least `bytes` (uninitialised), and the host scalars to a batch of `matrices`
+  /// (first: a failure there leaves the buffer as it was). Throws std::bad_alloc, or what Kokkos
+  /// throws on allocation failure (std::runtime_error); the previous buffer is then kept.
+  void reserve(std::size_t bytes, std::size_t matrices = 1) {
+    host_.reserve(matrices);
     if (bytes <= capacity()) return;
     buffer_ = Kokkos::View<unsigned char*, MemSpace>(
         Kokkos::view_alloc(Kokkos::WithoutInitializing, std::string("schatten::workspace")), bytes);
   }
   std::size_t capacity() const noexcept { return buffer_.extent(0); }
-  void release() noexcept { buffer_ = Kokkos::View<unsigned char*, MemSpace>(); }
+  void release() noexcept {
+    buffer_ = Kokkos::View<unsigned char*, MemSpace>();
+    host_ = HostScalars();
+  }
   unsigned char* data() const noexcept { return buffer_.data(); }
+  /// The host scalars of the call using this workspace (one call at a time, as for data()).
+  HostScalars& host_scalars() noexcept { return host_; }
 
  private:
   Kokkos::View<unsigned char*, MemSpace> buffer_;
+  HostScalars host_;
 };
 
 namespace detail {

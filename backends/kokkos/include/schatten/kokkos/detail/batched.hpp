@@ -52,7 +52,8 @@ void for_each_element(const Exec& space, const char* label, index_t rows, index_
     constexpr index_t jb = 16, ib = 128;
     const index_t col_blocks = (cols + jb - 1) / jb;
     Kokkos::parallel_for(
-        label, Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, col_blocks * batch),
+        kernel_label(label),
+        Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, col_blocks * batch),
         KOKKOS_LAMBDA(index_t w) {
           const index_t j0 = (w % col_blocks) * jb, b = w / col_blocks;
           const index_t j1 = kmin(j0 + jb, cols);
@@ -68,7 +69,7 @@ void for_each_element(const Exec& space, const char* label, index_t rows, index_
     using Policy = Kokkos::MDRangePolicy<Exec, Kokkos::Rank<3, Kokkos::Iterate::Left, Kokkos::Iterate::Left>,
                                          Kokkos::IndexType<index_t>>;
     Kokkos::parallel_for(
-        label, Policy(space, {0, 0, 0}, {rows, cols, batch}, {32, 32, 1}),
+        kernel_label(label), Policy(space, {0, 0, 0}, {rows, cols, batch}, {32, 32, 1}),
         KOKKOS_LAMBDA(index_t i, index_t j, index_t b) { f(i, j, b); });
   }
 }
@@ -82,7 +83,7 @@ void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t c
   if constexpr (runs_on_host<Exec>) {
     const index_t outer = cols_contiguous ? rows : cols, inner = cols_contiguous ? cols : rows;
     Kokkos::parallel_reduce(
-        label, Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, outer),
+        kernel_label(label), Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, outer),
         KOKKOS_LAMBDA(index_t o, value_type & acc) {
           for (index_t k = 0; k < inner; ++k) {
             if (cols_contiguous)
@@ -96,7 +97,7 @@ void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t c
     using Policy = Kokkos::MDRangePolicy<Exec, Kokkos::Rank<2, Kokkos::Iterate::Left, Kokkos::Iterate::Left>,
                                          Kokkos::IndexType<index_t>>;
     Kokkos::parallel_reduce(
-        label, Policy(space, {0, 0}, {rows, cols}, {32, 32}),
+        kernel_label(label), Policy(space, {0, 0}, {rows, cols}, {32, 32}),
         KOKKOS_LAMBDA(index_t i, index_t j, value_type & acc) { f(i, j, acc); }, reducer);
   }
 }
@@ -155,7 +156,7 @@ void add_diagonal(const Exec& space, const Mat3<T, Mem>& c, scalar_t<T> alpha) {
   using S = scalar_t<T>;
   const index_t k = c.extent(0);
   Kokkos::parallel_for(
-      "schatten::add_diagonal",
+      kernel_label("schatten::add_diagonal"),
       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k * static_cast<index_t>(c.extent(2))),
       KOKKOS_LAMBDA(index_t ib) {
         T& d = c(ib % k, ib % k, ib / k);
@@ -181,7 +182,7 @@ void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
     constexpr index_t tb = 16;
     const index_t tiles = (k + tb - 1) / tb;
     Kokkos::parallel_for(
-        "schatten::symmetrize",
+        kernel_label("schatten::symmetrize"),
         Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0,
                                                               tiles * static_cast<index_t>(c.extent(2))),
         KOKKOS_LAMBDA(index_t w) {
@@ -226,7 +227,7 @@ void fill_upper(const Exec& space, const Mat3<T, Mem>& c) {
     constexpr index_t tb = 16;
     const index_t tiles = (k + tb - 1) / tb;
     Kokkos::parallel_for(
-        "schatten::fill_upper",
+        kernel_label("schatten::fill_upper"),
         Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0,
                                                               tiles * static_cast<index_t>(c.extent(2))),
         KOKKOS_LAMBDA(index_t w) {

@@ -10,15 +10,16 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <type_traits>
 
 #include "schatten/kokkos/detail/vendor.hpp"
 
-// Host SYRK: the Fortran BLAS that Kokkos Kernels' BLAS TPL links (OpenBLAS on Debian). Its
-// prototypes are declared in backends/kokkos/src/host_blas.cpp only, so that no public header
-// carries an extern "C" ssyrk_ that could clash with a BLAS header of the user's.
+// Host GEMM, TRSM and SYRK: the Fortran BLAS that Kokkos Kernels' BLAS TPL links (OpenBLAS on
+// Debian). Its prototypes are declared in backends/kokkos/src/host_blas.cpp only, so that no
+// public header carries an extern "C" sgemm_ that could clash with a BLAS header of the user's.
 #if defined(KOKKOSKERNELS_ENABLE_TPL_BLAS)
-#define SCHATTEN_HAVE_HOST_SYRK 1
+#define SCHATTEN_HAVE_HOST_BLAS 1
 #endif
 
 namespace schatten::kokkos::detail {
@@ -28,6 +29,35 @@ namespace kmath = ::Kokkos;
 #else
 namespace kmath = ::Kokkos::Experimental;
 #endif
+
+/// The label a kernel launch hands to Kokkos: `name` while a Kokkos Tools library is loaded (the
+/// profilers and tracers that read labels), an empty string otherwise. Kokkos takes labels as
+/// std::string, and one longer than the small-string buffer (15 characters in libstdc++) costs a
+/// heap allocation per launch: about 28 per polar() call, enough that a steady-state optimizer
+/// step was never free of host allocations (docs/reliability.md "Heap exhaustion"). Without a
+/// tool Kokkos reads no label, and an empty std::string allocates nothing.
+inline std::string kernel_label(const char* name) {
+  return Kokkos::Tools::profileLibraryLoaded() ? std::string(name) : std::string();
+}
+
+/// space.fence(), and Kokkos::fence() for every space (fence_all). Kokkos 4 names every fence
+/// for its tools, and the default name is a std::string longer than the small-string buffer (a
+/// heap allocation per fence, kernel_label above); ours is short. Kokkos 3.4's fences take no name.
+template <class Exec>
+void fence_on(const Exec& space) {
+#if KOKKOS_VERSION >= 40000
+  space.fence("schatten");
+#else
+  space.fence();
+#endif
+}
+inline void fence_all() {
+#if KOKKOS_VERSION >= 40000
+  Kokkos::fence("schatten");
+#else
+  Kokkos::fence();
+#endif
+}
 
 /// Kokkos::min/max are absent in 3.4.
 template <class T>
@@ -49,10 +79,43 @@ KOKKOS_INLINE_FUNCTION double abs_or_inf(T x) {
   return kmath::isfinite(d) ? kmath::fabs(d) : __builtin_huge_val();
 }
 
+#if defined(SCHATTEN_HAVE_HOST_BLAS)
+/// sgemm_ / dgemm_ (column-major, LP64), defined in backends/kokkos/src/host_blas.cpp.
+void host_gemm(const char* trans_a, const char* trans_b, int m, int n, int k, float alpha, const float* a,
+               int lda, const float* b, int ldb, float beta, float* c, int ldc);
+void host_gemm(const char* trans_a, const char* trans_b, int m, int n, int k, double alpha, const double* a,
+               int lda, const double* b, int ldb, double beta, double* c, int ldc);
+/// strsm_ / dtrsm_ (column-major, LP64), defined in backends/kokkos/src/host_blas.cpp.
+void host_trsm(const char* side, const char* uplo, const char* trans, const char* diag, int m, int n,
+               float alpha, const float* a, int lda, float* b, int ldb);
+void host_trsm(const char* side, const char* uplo, const char* trans, const char* diag, int m, int n,
+               double alpha, const double* a, int lda, double* b, int ldb);
+#endif
+
+/// True when gemm() and trsm() below call the host BLAS themselves: float/double column-major
+/// views (LayoutLeft, the kernels' working layout) in host memory. Other layouts go through
+/// Kokkos Kernels.
+template <class CV>
+constexpr bool direct_host_blas() {
+#if defined(SCHATTEN_HAVE_HOST_BLAS)
+  using T = typename CV::non_const_value_type;
+  return (std::is_same<T, float>::value || std::is_same<T, double>::value) &&
+         std::is_same<typename CV::memory_space, Kokkos::HostSpace>::value &&
+         std::is_same<typename CV::array_layout, Kokkos::LayoutLeft>::value;
+#else
+  return false;
+#endif
+}
+
 /// C = alpha op(A) op(B) + beta C through KokkosBlas (so BLAS / cuBLAS / rocBLAS do the work),
 /// or through the vendor layer for 16-bit storage (vendor.hpp: fp32 accumulation).
 /// All three views must share one layout: mixed layouts fall back to a slow native kernel.
 /// Kokkos Kernels 3.4 has no execution-space argument; 4.x enqueues on `space`.
+/// Column-major in host memory (direct_host_blas) the host BLAS is called here, with the
+/// arguments Kokkos Kernels' BLAS TPL would pass it, so the bits are the same; what is skipped is
+/// Kokkos Kernels' profiling region, whose label is a heap allocation per call (kernel_label), and
+/// its dispatch. An empty sum (k = 0) gives C = beta C, as BLAS defines it (Kokkos Kernels 3.4
+/// leaves C as it is).
 template <class Exec, class AV, class BV, class CV>
 void gemm(const Exec& space, const char* trans_a, const char* trans_b,
           scalar_t<typename CV::non_const_value_type> alpha, const AV& a, const BV& b,
@@ -63,6 +126,16 @@ void gemm(const Exec& space, const char* trans_a, const char* trans_b,
   if constexpr (is_lowp<typename CV::non_const_value_type>) {
 #if defined(SCHATTEN_HAVE_LOWP_GEMM)
     vendor::gemm_lowp(space, trans_a, trans_b, alpha, a, b, beta, c);
+#endif
+  } else if constexpr (direct_host_blas<CV>()) {
+#if defined(SCHATTEN_HAVE_HOST_BLAS)
+    const bool ta = !(trans_a[0] == 'N' || trans_a[0] == 'n');
+    const int m = static_cast<int>(c.extent(0)), n = static_cast<int>(c.extent(1));
+    const int k = static_cast<int>(ta ? a.extent(0) : a.extent(1));
+    if (m == 0 || n == 0) return;
+    fence_on(space);  // earlier Kokkos work on an asynchronous host space must be done
+    host_gemm(trans_a, trans_b, m, n, k, alpha, a.data(), leading_dim(a), b.data(), leading_dim(b), beta,
+              c.data(), leading_dim(c));
 #endif
   } else {
 #if KOKKOS_VERSION >= 40000
@@ -76,11 +149,22 @@ void gemm(const Exec& space, const char* trans_a, const char* trans_b,
 
 /// Triangular solve with many right-hand sides through KokkosBlas (BLAS / cuBLAS trsm):
 /// op(A) X = alpha B (side "L") or X op(A) = alpha B (side "R"); B is overwritten with X.
+/// Column-major in host memory (direct_host_blas) the host BLAS is called here, with the
+/// arguments Kokkos Kernels' BLAS TPL would pass it, as gemm() does and for the same reason.
 template <class Exec, class AV, class BV>
 void trsm(const Exec& space, const char* side, const char* uplo, const char* trans, const char* diag,
           typename BV::const_value_type alpha, const AV& a, const BV& b) {
   static_assert(std::is_same<typename AV::array_layout, typename BV::array_layout>::value,
                 "schatten: trsm operands must share one layout to reach BLAS");
+#if defined(SCHATTEN_HAVE_HOST_BLAS)
+  if constexpr (direct_host_blas<BV>()) {
+    if (a.extent(0) == 0 || a.extent(1) == 0 || b.extent(0) == 0 || b.extent(1) == 0) return;
+    fence_on(space);  // earlier Kokkos work on an asynchronous host space must be done
+    const int m = static_cast<int>(b.extent(0)), n = static_cast<int>(b.extent(1));
+    host_trsm(side, uplo, trans, diag, m, n, alpha, a.data(), leading_dim(a), b.data(), leading_dim(b));
+    return;
+  }
+#endif
 #if KOKKOS_VERSION >= 40000
   KokkosBlas::trsm(space, side, uplo, trans, diag, alpha, a, b);
 #else
@@ -89,7 +173,7 @@ void trsm(const Exec& space, const char* side, const char* uplo, const char* tra
 #endif
 }
 
-#if defined(SCHATTEN_HAVE_HOST_SYRK)
+#if defined(SCHATTEN_HAVE_HOST_BLAS)
 /// ssyrk_ / dsyrk_ (column-major, LP64), defined in backends/kokkos/src/host_blas.cpp.
 void host_syrk(const char* uplo, const char* trans, int n, int k, float alpha, const float* a, int lda,
                float beta, float* c, int ldc);
@@ -110,7 +194,7 @@ constexpr bool has_syrk() {
     return true;
 #endif
   } else {
-#if defined(SCHATTEN_HAVE_HOST_SYRK)
+#if defined(SCHATTEN_HAVE_HOST_BLAS)
     return std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
 #else
     return false;
@@ -140,9 +224,9 @@ void syrk_lower(const Exec& space, const char* trans, typename CV::non_const_val
     return;
   }
 #endif
-#if defined(SCHATTEN_HAVE_HOST_SYRK)
+#if defined(SCHATTEN_HAVE_HOST_BLAS)
   if constexpr (std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value) {
-    space.fence();  // earlier Kokkos work on an asynchronous host space must be done
+    fence_on(space);  // earlier Kokkos work on an asynchronous host space must be done
     host_syrk("L", no_trans ? "N" : "T", n, k, alpha, a.data(), lda, beta, c.data(), ldc);
   }
 #endif

@@ -41,7 +41,7 @@ bool potf2_lower(const Exec& space, const Mat2<T, Mem>& a) {
   const index_t n = a.extent(0);
   int failed = 0;
   Kokkos::parallel_reduce(
-      "schatten::potf2", Kokkos::RangePolicy<Exec>(space, 0, 1),
+      kernel_label("schatten::potf2"), Kokkos::RangePolicy<Exec>(space, 0, 1),
       KOKKOS_LAMBDA(int, int& flag) {
         for (index_t j = 0; j < n; ++j) {
           const T d = a(j, j);
@@ -94,7 +94,8 @@ bool cholesky_lower(const Exec& space, const Mat2<T, Mem>& a) {
     vendor::potrf_lower(space, static_cast<int>(k), a.data(), leading_dim(a), info.data());
     int failed = 0;
     Kokkos::parallel_reduce(
-        "schatten::potrf_check", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k),
+        kernel_label("schatten::potrf_check"),
+        Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k),
         KOKKOS_LAMBDA(index_t j, int& flag) {
           if (info() != 0 || !(a(j, j) > T(0)) || !kmath::isfinite(a(j, j))) flag = 1;
         },
@@ -125,8 +126,8 @@ template <class Exec, class T, class Mem>
 void set_identity(const Exec& space, const Mat2<T, Mem>& c, T alpha) {
   const index_t k = c.extent(0);
   Kokkos::parallel_for(
-      "schatten::set_identity", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k),
-      KOKKOS_LAMBDA(index_t j) {
+      kernel_label("schatten::set_identity"),
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k), KOKKOS_LAMBDA(index_t j) {
         for (index_t i = 0; i < k; ++i)
           c(i, j) = i == j ? alpha : T(0);
       });
@@ -136,7 +137,8 @@ void set_identity(const Exec& space, const Mat2<T, Mem>& c, T alpha) {
 template <class Exec, class T, class Mem>
 void add_identity(const Exec& space, const Mat2<T, Mem>& c, T alpha) {
   Kokkos::parallel_for(
-      "schatten::add_identity", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, c.extent(0)),
+      kernel_label("schatten::add_identity"),
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, c.extent(0)),
       KOKKOS_LAMBDA(index_t i) { c(i, i) += alpha; });
 }
 
@@ -147,7 +149,7 @@ double update_and_difference(const Exec& space, const Mat2<T, Mem>& x, double be
   const index_t rows = x.extent(0);
   double ssq = 0.0;
   Kokkos::parallel_reduce(
-      "schatten::update_and_difference",
+      kernel_label("schatten::update_and_difference"),
       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
       KOKKOS_LAMBDA(index_t j, double& acc) {
         for (index_t i = 0; i < rows; ++i) {
@@ -167,8 +169,8 @@ template <class Exec, class T, class Mem>
 void scale(const Exec& space, const Mat2<T, Mem>& x, T alpha) {
   const index_t rows = x.extent(0);
   Kokkos::parallel_for(
-      "schatten::scale", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
-      KOKKOS_LAMBDA(index_t j) {
+      kernel_label("schatten::scale"),
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)), KOKKOS_LAMBDA(index_t j) {
         for (index_t i = 0; i < rows; ++i)
           x(i, j) *= alpha;
       });
@@ -180,7 +182,8 @@ double frobenius(const Exec& space, const Mat2<T, Mem>& x) {
   const index_t rows = x.extent(0);
   double ssq = 0.0;
   Kokkos::parallel_reduce(
-      "schatten::frobenius", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
+      kernel_label("schatten::frobenius"),
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
       KOKKOS_LAMBDA(index_t j, double& acc) {
         for (index_t i = 0; i < rows; ++i)
           acc += static_cast<double>(x(i, j)) * static_cast<double>(x(i, j));
@@ -194,7 +197,8 @@ template <class Exec, class T, class Mem>
 double trace(const Exec& space, const Mat2<T, Mem>& x) {
   double s = 0.0;
   Kokkos::parallel_reduce(
-      "schatten::trace", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(0)),
+      kernel_label("schatten::trace"),
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(0)),
       KOKKOS_LAMBDA(index_t i, double& acc) { acc += static_cast<double>(x(i, i)); }, Kokkos::Sum<double>(s));
   return s;
 }
@@ -205,7 +209,8 @@ double inner(const Exec& space, const Mat2<T, Mem>& x, const Mat2<T, Mem>& y) {
   const index_t rows = x.extent(0);
   double s = 0.0;
   Kokkos::parallel_reduce(
-      "schatten::inner", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
+      kernel_label("schatten::inner"),
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
       KOKKOS_LAMBDA(index_t j, double& acc) {
         for (index_t i = 0; i < rows; ++i)
           acc += static_cast<double>(x(i, j)) * static_cast<double>(y(i, j));
@@ -286,7 +291,7 @@ void upload_vector(const Exec& space, const std::vector<double>& h, const Mat2<T
   for (std::size_t i = 0; i < h.size(); ++i)
     tmp(i) = static_cast<T>(h[i]);
   Kokkos::deep_copy(space, Kokkos::subview(v, Kokkos::ALL, 0), tmp);
-  space.fence();
+  fence_on(space);
 }
 
 /// Estimate of σ_max(X) by power iteration on XᵀX, in two passes from fixed pseudo-random starts

@@ -108,7 +108,8 @@ void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, doub
         KOKKOS_LAMBDA(index_t i, index_t j, double& acc) { acc = kmax(acc, abs_or_inf(a(b, i, j))); },
         Kokkos::Max<double, Mem>(ResultView<Mem>(amax + b)));
   Kokkos::parallel_for(
-      "schatten::polar::reciprocal", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, batch),
+      kernel_label("schatten::polar::reciprocal"),
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, batch),
       KOKKOS_LAMBDA(index_t b) { inv[b] = amax[b] == 0.0 ? 0.0 : 1.0 / amax[b]; });
 }
 
@@ -209,11 +210,12 @@ void apply_factor(const Exec& space, bool right, const Mat3<TC, Mem>& factor, co
 /// s = ‖G‖_F^{1/2} = ‖X‖_S4 = ‖A‖_S4/‖A‖_F (a reduction in double), then
 /// X ← c X and G ← c² G with c = ‖A‖_F / (safety·‖A‖_F·s + eps), so that X = A/(safety·‖A‖_S4 + eps)
 /// and G is its Gram, which the first step reuses. An all-zero matrix stays zero (c = 0).
-/// `norms` holds ‖A‖_F per matrix (normalise_and_load); `scratch` kFactorDoubles·batch doubles
-/// in `Mem`. Cost: one pass over G and one over X and G; one wait for the read-back.
+/// `host.norms` holds ‖A‖_F per matrix (normalise_and_load; `host.stats` is scratch); `scratch`
+/// kFactorDoubles·batch doubles in `Mem`. Cost: one pass over G and one over X and G; one wait for
+/// the read-back.
 template <class Exec, class TC, class Mem>
-void schatten4_rescale(const Exec& space, const Normalization& nz, const std::vector<double>& norms,
-                       double* scratch, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g) {
+void schatten4_rescale(const Exec& space, const Normalization& nz, HostScalars& host, double* scratch,
+                       const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g) {
   using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using S = scalar_t<TC>;
@@ -227,9 +229,11 @@ void schatten4_rescale(const Exec& space, const Normalization& nz, const std::ve
           acc += v * v;
         },
         Kokkos::Sum<double, Mem>(ResultView<Mem>(ssq + b)));
-  std::vector<double> c(static_cast<std::size_t>(batch), 0.0);
+  const std::vector<double>& norms = host.norms;
+  std::vector<double>& c = host.stats;
+  c.assign(static_cast<std::size_t>(batch), 0.0);
   Kokkos::deep_copy(space, HostDoubles(c.data(), c.size()), Doubles(ssq, c.size()));
-  space.fence();
+  fence_on(space);
   for (std::size_t b = 0; b < c.size(); ++b) {
     const double s = std::sqrt(std::sqrt(c[b]));  // ‖X_b‖_S4 ∈ (0, 1] for a nonzero matrix
     c[b] = norms[b] == 0.0 || s == 0.0 ? 0.0 : norms[b] / (nz.safety * norms[b] * s + nz.eps);
@@ -377,11 +381,13 @@ Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool symmetric, bool r
 /// The dual-norm scaling (PolarOptions::dual_norm_scale): per matrix b, ⟨a[b], g_b·W[b]⟩ (W in
 /// a's orientation through `transposed`; g_b = `out_factor[b]`, 1 when empty) and max |W[b]|,
 /// reduced in double; then out_factor[b] ← g_b·⟨a[b], g_b·W[b]⟩, the factor of the store pass.
-/// `scratch` holds 2·batch doubles in `Mem`. Returns the first matrix whose scaled output would
-/// exceed the largest finite TOut (nothing is written then), else −1. One wait.
+/// `scratch` holds 2·batch doubles in `Mem`; `r` is host scratch for their read-back. Returns the
+/// first matrix whose scaled output would exceed the largest finite TOut (nothing is written then),
+/// else −1. One wait.
 template <class TOut, class Exec, class TIn, class TC, class Mem>
 index_t dual_norm_factors(const Exec& space, const Strided3<const TIn, Mem>& a, const Mat3<TC, Mem>& x,
-                          bool transposed, double* scratch, std::vector<double>& out_factor) {
+                          bool transposed, double* scratch, std::vector<double>& out_factor,
+                          std::vector<double>& r) {
   using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using S = scalar_t<TC>;
@@ -401,9 +407,9 @@ index_t dual_norm_factors(const Exec& space, const Strided3<const TIn, Mem>& a, 
         },
         Kokkos::Max<double, Mem>(ResultView<Mem>(scratch + batch + b)));
   }
-  std::vector<double> r(static_cast<std::size_t>(2 * batch));
+  r.assign(static_cast<std::size_t>(2 * batch), 0.0);
   Kokkos::deep_copy(space, HostDoubles(r.data(), r.size()), Doubles(scratch, r.size()));
-  space.fence();
+  fence_on(space);
   if (out_factor.empty()) out_factor.assign(static_cast<std::size_t>(batch), 1.0);
   for (index_t b = 0; b < batch; ++b) {
     double& f = out_factor[static_cast<std::size_t>(b)];
@@ -474,8 +480,10 @@ inline double frobenius_divisor(const Normalization& nz, double fro) { return nz
 
 /// Validates the input (NaN/Inf), computes each matrix's scale factor for the normalisation,
 /// and loads W[b] = factor[b]·a[b] into x. Nothing is written to user memory. On NaN/Inf
-/// returns non_finite_input with `bad` set to the first bad matrix. `norms` receives ‖a[b]‖_F
-/// (0 for an all-zero matrix) when the normalisation is Frobenius, Schatten-4 or AOL, else 1. For
+/// returns non_finite_input with `bad` set to the first bad matrix. `host.norms` receives
+/// ‖a[b]‖_F (0 for an all-zero matrix) when the normalisation is Frobenius, Schatten-4 or AOL,
+/// else 1 (`host.stats` and `host.factor` are its scratch: no host allocation once they are
+/// reserved for the batch). For
 /// Schatten-4 and AOL the load is W = a/‖a‖_F (safety and eps are applied by schatten4_rescale,
 /// aol_rescale), and factor_device[b] keeps 1/‖a‖_F (0 for zero). `factor_device`
 /// holds kFactorDoubles·batch doubles in the space's memory (the factors, then scratch). One
@@ -483,8 +491,8 @@ inline double frobenius_divisor(const Normalization& nz, double fro) { return nz
 template <class Exec, class TIn, class TC>
 Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                           const Normalization& nz, double* factor_device,
-                          const Mat3<TC, typename Exec::memory_space>& x, bool transposed,
-                          std::vector<double>& norms, index_t& bad) {
+                          const Mat3<TC, typename Exec::memory_space>& x, bool transposed, HostScalars& host,
+                          index_t& bad) {
   using Mem = typename Exec::memory_space;
   using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
@@ -499,9 +507,13 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
   const bool needs_norm = nz.kind == Normalization::Kind::frobenius || gram_scaled;  // ‖a‖_F
   max_abs_per_item(space, a, amax_d, inv_d);  // one pass finds NaN/Inf before anything is written
   if (needs_norm) scaled_squares_per_item(space, a, inv_d, ssq_d);  // (discarded when one is NaN)
-  std::vector<double> stats(3 * batch, 0.0), factor(batch, 1.0);    // amax, inv, ssq on the host
+  std::vector<double>& stats = host.stats;                          // amax, inv, ssq on the host
+  std::vector<double>& factor = host.factor;
+  std::vector<double>& norms = host.norms;
+  stats.assign(3 * batch, 0.0);
+  factor.assign(batch, 1.0);
   Kokkos::deep_copy(space, HostDoubles(stats.data(), stats.size()), Doubles(amax_d, stats.size()));
-  space.fence();
+  fence_on(space);
   const double* amax = stats.data();
   const double* ssq = stats.data() + 2 * batch;
   norms.assign(batch, 1.0);
@@ -545,15 +557,16 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
 
   const int iterations = options.iterations;
   try {
-    ws.reserve(polar_bytes<TC, Mem>(s, options.method, aol));
+    ws.reserve(polar_bytes<TC, Mem>(s, options.method, aol), static_cast<std::size_t>(s.batch));
   } catch (const std::exception&) {
     return polar_failure(Status::out_of_memory, "workspace allocation failed");
   }
   Arena arena(ws.data());
   PolarBuffers<TC, Mem> buf = carve_polar<TC, Mem>(arena, s, options.method, aol);
-  std::vector<double> norms;
+  HostScalars& host = ws.host_scalars();
+  const std::vector<double>& norms = host.norms;
   index_t bad = -1;
-  if (normalise_and_load(space, a, sched.normalization, buf.factor, buf.x, s.w_is_transpose, norms, bad) !=
+  if (normalise_and_load(space, a, sched.normalization, buf.factor, buf.x, s.w_is_transpose, host, bad) !=
       Status::ok)
     return polar_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
   // Schatten-4 and AOL: the first Gram gives the scaling, and both iterations take the rescaled
@@ -561,7 +574,7 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   const bool s4 = sched.normalization.kind == Normalization::Kind::schatten4;
   const bool gram_ready = s4 || aol;
   if (gram_ready) gram(space, options.symmetric_gram, s.right, buf.x, buf.sq[0]);
-  if (s4) schatten4_rescale(space, sched.normalization, norms, buf.factor, buf.x, buf.sq[0]);
+  if (s4) schatten4_rescale(space, sched.normalization, host, buf.factor, buf.x, buf.sq[0]);
   if (aol) aol_rescale(space, sched.normalization, s.right, buf.factor, buf.row_scale, buf.x, buf.sq[0]);
   Mat3<TC, Mem> result;
   if (options.method == PolarMethod::gram_newton_schulz) {
@@ -576,7 +589,8 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   if (options.compute_orthogonality_error)
     report.orthogonality_error =
         max_orthogonality_error(space, s.right, result, buf.sq[0], false, options.symmetric_gram);
-  std::vector<double> f;  // per-matrix output factors, when any
+  std::vector<double>& f = host.out;  // per-matrix output factors, when any
+  f.clear();
   if (output_norm_power != 0.0 && sched.normalization.kind == Normalization::Kind::frobenius) {
     f.resize(norms.size());
     for (std::size_t b = 0; b < f.size(); ++b)
@@ -584,13 +598,13 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   }
   if (options.dual_norm_scale) {
     const index_t bad_item =
-        dual_norm_factors<TIn>(space, a, result, s.w_is_transpose, buf.factor + s.batch, f);
+        dual_norm_factors<TIn>(space, a, result, s.w_is_transpose, buf.factor + s.batch, f, host.stats);
     if (bad_item >= 0)
       return polar_failure(Status::out_of_range, "the dual-norm scaled output overflows the output type",
                            bad_item);
   }
   store_scaled(space, result, q, s.w_is_transpose, f, buf.factor);
-  space.fence();
+  fence_on(space);
   return report;
 }
 

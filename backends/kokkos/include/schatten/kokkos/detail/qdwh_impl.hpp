@@ -308,15 +308,16 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
   QdwhReport report;
   if (s.batch == 0 || s.k == 0) return report;
   try {
-    ws.reserve(qdwh_bytes<TC, Mem>(s, want_h));
+    ws.reserve(qdwh_bytes<TC, Mem>(s, want_h), static_cast<std::size_t>(s.batch));
   } catch (const std::exception&) {
     return qdwh_failure(Status::out_of_memory, "workspace allocation failed");
   }
   Arena arena(ws.data());
   const QdwhBuffers<TC, Mem> buf = carve_qdwh<TC, Mem>(arena, s, want_h);
-  std::vector<double> norms;
+  HostScalars& host = ws.host_scalars();
+  const std::vector<double>& norms = host.norms;
   index_t bad = -1;
-  if (normalise_and_load(space, a, Normalization{}, buf.factor, buf.x, s.w_is_transpose, norms, bad) !=
+  if (normalise_and_load(space, a, Normalization{}, buf.factor, buf.x, s.w_is_transpose, host, bad) !=
       Status::ok)
     return qdwh_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
 
@@ -340,10 +341,11 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
     report.orthogonality_error =
         max_orthogonality_error(space, s.right, buf.x, Mat3<TC, Mem>(buf.t.data(), s.k, s.k, 1), true,
                                 false);  // a GEMM, as QDWH's cost model counts it
-  std::vector<double> f;                 // ⟨A, U⟩ per matrix with QdwhOptions::dual_norm_scale, else none
+  std::vector<double>& f = host.out;     // ⟨A, U⟩ per matrix with QdwhOptions::dual_norm_scale, else none
+  f.clear();
   if (options.dual_norm_scale) {
     const index_t bad_item =
-        dual_norm_factors<TIn>(space, a, buf.x, s.w_is_transpose, buf.factor + s.batch, f);
+        dual_norm_factors<TIn>(space, a, buf.x, s.w_is_transpose, buf.factor + s.batch, f, host.stats);
     if (bad_item >= 0)
       return qdwh_failure(Status::out_of_range, "the dual-norm scaled output overflows the output type",
                           bad_item);
@@ -356,14 +358,14 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
       const auto hv = Kokkos::subview(h, bi, Kokkos::ALL, Kokkos::ALL);
       const index_t k = s.k;
       Kokkos::parallel_for(
-          "schatten::qdwh::store_h", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k),
-          KOKKOS_LAMBDA(index_t j) {
+          kernel_label("schatten::qdwh::store_h"),
+          Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k), KOKKOS_LAMBDA(index_t j) {
             for (index_t i = 0; i < k; ++i)
               hv(i, j) = static_cast<TIn>(hs * static_cast<double>(g(i, j)));
           });
     }
   }
-  space.fence();
+  fence_on(space);
   return report;
 }
 

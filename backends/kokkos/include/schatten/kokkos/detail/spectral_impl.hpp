@@ -54,7 +54,8 @@ template <class Exec, class TD, class TS, class Mem>
 void convert(const Exec& space, const Mat2<TD, Mem>& dst, const Mat2<TS, Mem>& src, double scale_by = 1.0) {
   const index_t rows = dst.extent(0);
   Kokkos::parallel_for(
-      "schatten::convert", Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, dst.extent(1)),
+      kernel_label("schatten::convert"),
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, dst.extent(1)),
       KOKKOS_LAMBDA(index_t j) {
         for (index_t i = 0; i < rows; ++i)
           dst(i, j) = static_cast<TD>(scale_by * static_cast<double>(src(i, j)));
@@ -154,17 +155,18 @@ SpectralPowerReport spectral_map_strided(const Exec& space,
   const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
   if (s.batch == 0 || s.k == 0) return report;
   try {
-    ws.reserve(spectral_bytes<TC, Mem>(s, sign_stage));
+    ws.reserve(spectral_bytes<TC, Mem>(s, sign_stage), static_cast<std::size_t>(s.batch));
   } catch (const std::exception&) {
     return spectral_failure(Status::out_of_memory, "workspace allocation failed");
   }
   Arena arena(ws.data());
   const SpectralBuffers<TC, Mem> b = carve_spectral<TC, Mem>(arena, s, sign_stage);
-  std::vector<double> norms;
+  HostScalars& host = ws.host_scalars();
+  const std::vector<double>& norms = host.norms;
   index_t bad = -1;
   Normalization nz;
   if (identity) nz.kind = Normalization::Kind::none;  // U Σ Vᵀ = A: a validated copy
-  if (normalise_and_load(space, a, nz, b.q.factor, b.q.x, s.w_is_transpose, norms, bad) != Status::ok)
+  if (normalise_and_load(space, a, nz, b.q.factor, b.q.x, s.w_is_transpose, host, bad) != Status::ok)
     return spectral_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
   if (!identity) {
     for (index_t bi = 0; bi < s.batch; ++bi) {
@@ -188,7 +190,7 @@ SpectralPowerReport spectral_map_strided(const Exec& space,
     }
   }
   store(space, b.q.x, out, s.w_is_transpose, nullptr, a, blend);
-  space.fence();
+  fence_on(space);
   return report;
 }
 
@@ -358,15 +360,16 @@ SpectralPowerReport spectral_clip_polynomial_strided(
   try {
     Arena counting;
     carve_clip_polynomial<TC, Mem>(counting, s);
-    ws.reserve(counting.used());
+    ws.reserve(counting.used(), static_cast<std::size_t>(s.batch));
   } catch (const std::exception&) {
     return spectral_failure(Status::out_of_memory, "workspace allocation failed");
   }
   Arena arena(ws.data());
   const ClipPolynomialBuffers<TC, Mem> b = carve_clip_polynomial<TC, Mem>(arena, s);
-  std::vector<double> norms;
+  HostScalars& host = ws.host_scalars();
+  const std::vector<double>& norms = host.norms;
   index_t bad = -1;
-  if (normalise_and_load(space, a, sched.normalization, b.p.factor, b.p.x, s.w_is_transpose, norms, bad) !=
+  if (normalise_and_load(space, a, sched.normalization, b.p.factor, b.p.x, s.w_is_transpose, host, bad) !=
       Status::ok)
     return spectral_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
   const int iterations = po.iterations;
@@ -383,7 +386,10 @@ SpectralPowerReport spectral_clip_polynomial_strided(
   // Per item: the shifts t and scales c of both bounds in H₀'s units, and the output factor.
   const bool has_lower = options.lower > 0.0, has_upper = std::isfinite(options.upper);
   const double bound = sched.max_abs(iterations), cap = 2.0 * bound;
-  std::vector<double> shifts(4 * static_cast<std::size_t>(s.batch), 0.0), f(norms.size(), 0.0);
+  std::vector<double>& shifts = host.stats;  // host scratch kept with the workspace
+  std::vector<double>& f = host.out;
+  shifts.assign(4 * static_cast<std::size_t>(s.batch), 0.0);
+  f.assign(norms.size(), 0.0);
   for (std::size_t i = 0; i < norms.size(); ++i) {
     if (norms[i] == 0.0) continue;  // zero stays zero: t = c = 0 and factor 0
     const double nu = frobenius_divisor(sched.normalization, norms[i]);
@@ -423,7 +429,7 @@ SpectralPowerReport spectral_clip_polynomial_strided(
   symmetrize(space, b.acc);
   apply_factor(space, s.right, b.acc, o, w);
   store_scaled(space, w, out, s.w_is_transpose, f, b.p.factor, a, options.blend);
-  space.fence();
+  fence_on(space);
   return report;
 }
 
@@ -455,15 +461,16 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     if (st == Status::invalid_argument) return st;
   }
   try {
-    ws.reserve(spectral_bytes<TC, Mem>(s));
+    ws.reserve(spectral_bytes<TC, Mem>(s), static_cast<std::size_t>(s.batch));
   } catch (const std::exception&) {
     return Status::out_of_memory;
   }
   Arena arena(ws.data());
   const SpectralBuffers<TC, Mem> b = carve_spectral<TC, Mem>(arena, s);
-  std::vector<double> norms;
+  HostScalars& host = ws.host_scalars();
+  const std::vector<double>& norms = host.norms;
   index_t bad = -1;
-  if (normalise_and_load(space, a, Normalization{}, b.q.factor, b.q.x, s.w_is_transpose, norms, bad) !=
+  if (normalise_and_load(space, a, Normalization{}, b.q.factor, b.q.x, s.w_is_transpose, host, bad) !=
       Status::ok)
     return Status::non_finite_input;
   std::vector<double> result(static_cast<std::size_t>(s.batch), 0.0);
