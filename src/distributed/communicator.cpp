@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #include "schatten/distributed/mpi_comm.hpp"
 
@@ -17,6 +18,10 @@ struct Communicator::Impl {
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0, size = 1;
   Traffic traffic;
+  /// MPI's int counts and displacements of the v-collectives, one per rank, allocated with the
+  /// communicator: a collective allocates nothing, so that a rank whose heap is exhausted cannot
+  /// fail before a collective the others have entered (docs/distributed.md "How a step works").
+  std::vector<int> counts, displs;
   void received(std::int64_t bytes) {
     if (bytes > 0) {
       traffic.bytes_received += bytes;
@@ -30,13 +35,16 @@ namespace {
 // MPI counts are int; larger messages go in pieces of at most this many elements.
 constexpr std::size_t kPiece = std::size_t(1) << 30;
 
-std::vector<int> to_int(const std::vector<std::int64_t>& v) {
-  std::vector<int> r(v.size());
+/// v (one entry per rank) as MPI's ints, into `out` (sized for the ranks). The callers' counts
+/// are the same on every rank (DistributedPartition::init checks the totals), so a count beyond
+/// int throws on every rank alike.
+const int* to_int(const std::vector<std::int64_t>& v, std::vector<int>& out) {
+  if (v.size() != out.size()) throw std::invalid_argument("schatten::distributed: one count per rank");
   for (std::size_t k = 0; k < v.size(); ++k) {
     if (v[k] < 0 || v[k] > INT_MAX) throw std::length_error("schatten::distributed: count exceeds MPI's int");
-    r[k] = static_cast<int>(v[k]);
+    out[k] = static_cast<int>(v[k]);
   }
-  return r;
+  return out.data();
 }
 
 }  // namespace
@@ -46,6 +54,8 @@ Communicator communicator(MPI_Comm comm) {
   impl->comm = comm;
   MPI_Comm_rank(comm, &impl->rank);
   MPI_Comm_size(comm, &impl->size);
+  impl->counts.assign(static_cast<std::size_t>(impl->size), 0);
+  impl->displs.assign(static_cast<std::size_t>(impl->size), 0);
   return Communicator(std::move(impl));
 }
 
@@ -90,13 +100,13 @@ void Communicator::allreduce_sum(double* v, std::size_t n) const {
 }
 
 void Communicator::reduce_scatter_sum(float* buf, const std::vector<std::int64_t>& counts) const {
-  const std::vector<int> c = to_int(counts);
+  const int* c = to_int(counts, impl_->counts);
   std::int64_t at = 0;
   for (int r = 0; r < impl_->rank; ++r)
     at += counts[static_cast<std::size_t>(r)];
-  const int mine = c[static_cast<std::size_t>(impl_->rank)];
+  const int mine = c[impl_->rank];
   // In place, MPI puts this rank's block at the start of buf: moved to its own place after.
-  MPI_Reduce_scatter(MPI_IN_PLACE, buf, c.data(), MPI_FLOAT, MPI_SUM, impl_->comm);
+  MPI_Reduce_scatter(MPI_IN_PLACE, buf, c, MPI_FLOAT, MPI_SUM, impl_->comm);
   if (at > 0 && mine > 0) std::memmove(buf + at, buf, sizeof(float) * static_cast<std::size_t>(mine));
   if (impl_->size > 1) impl_->received(4 * static_cast<std::int64_t>(mine));
 }
@@ -108,8 +118,8 @@ void Communicator::allgather(const std::int64_t* in, std::size_t n, std::int64_t
 
 void Communicator::allgatherv(float* buf, const std::vector<std::int64_t>& counts,
                               const std::vector<std::int64_t>& displs) const {
-  const std::vector<int> c = to_int(counts), d = to_int(displs);
-  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c.data(), d.data(), MPI_FLOAT, impl_->comm);
+  const int *c = to_int(counts, impl_->counts), *d = to_int(displs, impl_->displs);
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c, d, MPI_FLOAT, impl_->comm);
   std::int64_t others = 0;
   for (int r = 0; r < impl_->size; ++r)
     if (r != impl_->rank) others += counts[static_cast<std::size_t>(r)];
@@ -118,9 +128,8 @@ void Communicator::allgatherv(float* buf, const std::vector<std::int64_t>& count
 
 void Communicator::gatherv(const float* send, float* recv, const std::vector<std::int64_t>& counts,
                            const std::vector<std::int64_t>& displs, int root) const {
-  const std::vector<int> c = to_int(counts), d = to_int(displs);
-  MPI_Gatherv(send, c[static_cast<std::size_t>(impl_->rank)], MPI_FLOAT, recv, c.data(), d.data(), MPI_FLOAT,
-              root, impl_->comm);
+  const int *c = to_int(counts, impl_->counts), *d = to_int(displs, impl_->displs);
+  MPI_Gatherv(send, c[impl_->rank], MPI_FLOAT, recv, c, d, MPI_FLOAT, root, impl_->comm);
   if (impl_->rank == root) {
     std::int64_t others = 0;
     for (int r = 0; r < impl_->size; ++r)
@@ -131,9 +140,8 @@ void Communicator::gatherv(const float* send, float* recv, const std::vector<std
 
 void Communicator::scatterv(const float* send, float* recv, const std::vector<std::int64_t>& counts,
                             const std::vector<std::int64_t>& displs, int root) const {
-  const std::vector<int> c = to_int(counts), d = to_int(displs);
-  MPI_Scatterv(send, c.data(), d.data(), MPI_FLOAT, recv, c[static_cast<std::size_t>(impl_->rank)], MPI_FLOAT,
-               root, impl_->comm);
+  const int *c = to_int(counts, impl_->counts), *d = to_int(displs, impl_->displs);
+  MPI_Scatterv(send, c, d, MPI_FLOAT, recv, c[impl_->rank], MPI_FLOAT, root, impl_->comm);
   if (impl_->rank != root) impl_->received(4 * counts[static_cast<std::size_t>(impl_->rank)]);
 }
 

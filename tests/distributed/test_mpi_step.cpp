@@ -24,6 +24,7 @@
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/split.hpp"
+#include "support/allocations.hpp"
 #include "support/attention.hpp"
 #include "support/failing_rule.hpp"
 #include "support/seed.hpp"
@@ -1453,6 +1454,99 @@ TEST_CASE("distributed.partition: a NaN on one rank refuses the step on every ra
       CHECK(d.skipped_steps() == (policy == NonFinitePolicy::skip ? 1 : 0));
     }
   }
+}
+
+TEST_CASE("distributed.partition: heap exhaustion on one rank fails init() and the step on every rank") {
+  // The last rank refuses its 1st, 2nd, … host allocation (support/allocations.hpp) in init(),
+  // then in a step, until an attempt meets no refusal on it. Every rank must return (none left
+  // waiting in a collective: a hang fails the test by ctest's timeout), no exception may leave
+  // the call, and every rank must report the same status; a refused step leaves every rank's
+  // arrays and states as they were, and the attempt without a refusal equals one process. Muon
+  // iterates with QDWH here, whose kernel allocates host vectors per call (docs/reliability.md
+  // "Heap exhaustion"): the step's refusals happen inside an owner's local step. Without
+  // prechecks, so that every route's state is copied (strict all or nothing on any build).
+  const auto labels = propose_labels(specs());
+  const int last = world().size() - 1;
+  const bool here = world().rank() == last;
+  const auto make = [&] {
+    auto d = distributed::distributed_partition(world(), specs(), labels,
+                                                route("muon", make_muon(Precision::fp32, true)),
+                                                route("adamw", make_adamw()));
+    d.set_layouts(layouts(true));
+    d.set_prechecks(false);
+    return d;
+  };
+  // The status on every rank, and whether the last rank met its refusal (collective).
+  const auto agree = [&](const StepReport& r, bool refused) {
+    const auto code = static_cast<std::int64_t>(r.status);
+    CHECK(world().allreduce_min(code) == code);
+    CHECK(-world().allreduce_min(-code) == code);
+    return world().allreduce_min(refused ? 0 : 1) == 0;
+  };
+  int init_refusals = 0, step_refusals = 0;
+  for (std::int64_t k = 1;; ++k) {
+    CAPTURE(k);
+    REQUIRE(k < 100000);
+    auto d = make();
+    schatten::test::RefusedAttempt<StepReport> a;
+    if (here)
+      a = schatten::test::refusing_allocation(k, [&] { return d.init(); });
+    else
+      a.result = d.init();
+    REQUIRE_FALSE(a.threw);
+    if (!agree(a.result, a.refused)) {
+      REQUIRE(a.result);
+      break;
+    }
+    ++init_refusals;
+    if (!a.result) CHECK(a.result.status == Status::out_of_memory);
+  }
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon(Precision::fp32, true)),
+                              route("adamw", make_adamw()));
+  REQUIRE(ref.init());
+  auto d = make();
+  REQUIRE(d.init());
+  Model m(specs());
+  Local loc(d, m);
+  along(ref, d, m, loc, 0, 1);
+  m.gradients(1);
+  loc.gradients(d, m);
+  std::vector<float*> wp = Model::ptrs(loc.w), gp = Model::ptrs(loc.g);
+  for (std::size_t i = 0; i < wp.size(); ++i)
+    if (loc.w[i].empty()) wp[i] = gp[i] = nullptr;
+  io::FieldSet before;
+  io::FieldCollector collect{&before};
+  d.visit_local(collect);
+  const auto w_before = loc.w;
+  for (std::int64_t k = 1;; ++k) {
+    CAPTURE(k);
+    REQUIRE(k < 100000);
+    schatten::test::RefusedAttempt<StepReport> a;
+    if (here)
+      a = schatten::test::refusing_allocation(k, [&] { return d.step(wp, gp); });
+    else
+      a.result = d.step(wp, gp);
+    REQUIRE_FALSE(a.threw);
+    const bool refused = agree(a.result, a.refused);
+    if (a.result) {  // no refusal (nothing in these routes' steps absorbs one): the one-process step
+      CHECK_FALSE(refused);
+      REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+      CHECK(same_bits(d, m, loc));
+      CHECK(same_state(d, ref));
+      break;
+    }
+    ++step_refusals;
+    CHECK(a.result.status == Status::out_of_memory);
+    CHECK(loc.w == w_before);
+    io::FieldSet after;
+    io::FieldCollector again{&after};
+    d.visit_local(again);
+    CHECK(after == before);
+  }
+  if (here)
+    MESSAGE("refusals on the last rank: " << init_refusals << " in init(), " << step_refusals
+                                          << " in a step");
+  CHECK(world().allreduce_min(init_refusals) > 0);
 }
 
 TEST_CASE("distributed.partition: a rule failing on its owner refuses the step on every rank") {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <functional>
 #include <initializer_list>
 #include <map>
+#include <new>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -213,6 +215,12 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 ///      blocks or runs of elements;
 ///   7. every rank adds the updates to the arrays it holds.
 ///
+/// **Heap exhaustion.** No exception leaves init() or step(). A rank whose host allocation fails
+/// fails the call on every rank (out_of_memory, agreed like any failure; nothing applied): the
+/// step's collectives allocate nothing (Communicator, buffers sized by init()), and init() agrees
+/// that every rank's local part succeeded before each collective. Not covered: the unreduced
+/// (Dion replicas) path and MPI's own allocations (docs/distributed.md "How a step works").
+///
 /// **Cost per step** (n ranks, P parameter floats): compute ≈ 1/n of the single-process step at
 /// a balanced assignment; traffic arriving at each rank: (P_replicated − own) floats of
 /// updates, plus for sharded parameters with an owner (owner) 2 × the other ranks' shards
@@ -341,330 +349,379 @@ class DistributedPartition {
     // The bounds first: a rank computing other bounds than the others is refused on every rank
     // before anything depends on them.
     // So are the owner choice and the transfer cost (its bits), which the checks below read.
-    std::vector<std::vector<index_t>> choice = {{static_cast<index_t>(choice_), pair_costs_.ranks}};
-    for (const double c :
-         pair_costs_.ranks > 0 ? pair_costs_.per_pair : std::vector<double>{transfer_cost_}) {
-      std::uint64_t bits = 0;
-      std::memcpy(&bits, &c, sizeof bits);
-      choice[0].push_back(static_cast<index_t>(bits >> 1));
-      choice[0].push_back(static_cast<index_t>(bits & 1));
-    }
-    // And the layouts: a parameter unreduced on one rank and stepped by rows on another has no
-    // owner on either, so the owners' comparison below would not see it, and only one of them
-    // would join the replicas' averages.
-    std::vector<std::vector<index_t>> layout_codes(1);  // none given: every parameter replicated
-    for (const Layout l : layouts_.empty() ? std::vector<Layout>(np, Layout::replicated) : layouts_)
-      layout_codes[0].push_back(static_cast<index_t>(l));
+    // Heap exhaustion: each part of init() local to a rank runs under locally(), and the ranks
+    // agree that every part succeeded (on_every_rank) before the next collective, so a rank that
+    // ran out of host memory returns out_of_memory with the others instead of leaving them
+    // waiting in a collective (docs/distributed.md "How a step works").
+    std::vector<std::vector<index_t>> choice, layout_codes;
+    const bool listed = locally([&] {
+      choice = {{static_cast<index_t>(choice_), pair_costs_.ranks}};
+      for (const double c :
+           pair_costs_.ranks > 0 ? pair_costs_.per_pair : std::vector<double>{transfer_cost_}) {
+        std::uint64_t bits = 0;
+        std::memcpy(&bits, &c, sizeof bits);
+        choice[0].push_back(static_cast<index_t>(bits >> 1));
+        choice[0].push_back(static_cast<index_t>(bits & 1));
+      }
+      // And the layouts: a parameter unreduced on one rank and stepped by rows on another has no
+      // owner on either, so the owners' comparison below would not see it, and only one of them
+      // would join the replicas' averages.
+      layout_codes.assign(1, {});  // none given: every parameter replicated
+      for (const Layout l : layouts_.empty() ? std::vector<Layout>(np, Layout::replicated) : layouts_)
+        layout_codes[0].push_back(static_cast<index_t>(l));
+    });
+    if (!on_every_rank(listed)) return init_out_of_memory();
     if (!same_on_every_rank({&row_bounds_, &column_bounds_, &flat_bounds_, &choice, &layout_codes}))
       return optim::refusal(
           "the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds), the layouts, the owner "
           "choice or the transfer cost differ between the ranks",
           -1);
-    if (labels_.size() != np) return optim::refusal("labels and parameters differ in number", -1);
-    if (layouts_.empty()) layouts_.assign(np, Layout::replicated);
-    if (layouts_.size() != np) return optim::refusal("layouts and parameters differ in number", -1);
-    // Bounds given per kind: the layout they make, what they count.
-    struct Given {
-      const std::vector<std::vector<index_t>>* bounds;
-      Layout layout;
-      const char *kind, *unit;
-    };
-    const Given given[] = {{&row_bounds_, Layout::row_sharded, "row", "rows"},
-                           {&column_bounds_, Layout::column_sharded, "column", "columns"},
-                           {&flat_bounds_, Layout::flat_sharded, "flat", "elements"}};
-    for (const Given& g : given)
-      if (!g.bounds->empty() && g.bounds->size() != np) {
-        message_ = std::string(g.kind) + " bounds and parameters differ in number";
-        return optim::refusal(message_.c_str(), -1);
-      }
     const int n = comm_.size(), me = comm_.rank();
-    shapes_.clear();
-    rows_.clear();
-    cols_.clear();
-    elements_.clear();
-    layout_ = layouts_;
-    cuts_.assign(np, {});
-    bool sharded = false;
-    for (std::size_t i = 0; i < np; ++i) {
-      const optim::BlockShape s = optim::flatten(params_[i].shape);
-      shapes_.push_back(s);
-      const Given* from = nullptr;
-      for (const Given& g : given) {
-        if (g.bounds->empty() || (*g.bounds)[i].empty()) continue;
-        if (from) {
-          message_ = "parameter '" + params_[i].name + "' has " + from->kind + " and " + g.kind + " bounds";
-          return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+    std::vector<double> costs;
+    std::vector<std::vector<index_t>> held_by, owners;
+    TransferCosts transfer;
+    // The layouts, the cuts and the owners (deterministic refusals: the same on every rank).
+    const auto plan = [&]() -> optim::StepReport {
+      if (labels_.size() != np) return optim::refusal("labels and parameters differ in number", -1);
+      if (layouts_.empty()) layouts_.assign(np, Layout::replicated);
+      if (layouts_.size() != np) return optim::refusal("layouts and parameters differ in number", -1);
+      // Bounds given per kind: the layout they make, what they count.
+      struct Given {
+        const std::vector<std::vector<index_t>>* bounds;
+        Layout layout;
+        const char *kind, *unit;
+      };
+      const Given given[] = {{&row_bounds_, Layout::row_sharded, "row", "rows"},
+                             {&column_bounds_, Layout::column_sharded, "column", "columns"},
+                             {&flat_bounds_, Layout::flat_sharded, "flat", "elements"}};
+      for (const Given& g : given)
+        if (!g.bounds->empty() && g.bounds->size() != np) {
+          message_ = std::string(g.kind) + " bounds and parameters differ in number";
+          return optim::refusal(message_.c_str(), -1);
         }
-        from = &g;
-      }
-      if (from && layout_[i] == Layout::unreduced) {
-        message_ = "parameter '" + params_[i].name + "' has " + from->kind + " bounds and Layout::unreduced";
-        return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
-      }
-      if (from) layout_[i] = from->layout;
-      // What rank boundaries count: rows, columns or elements of the flattened parameter.
-      const index_t total = layout_[i] == Layout::row_sharded      ? s.rows
-                            : layout_[i] == Layout::column_sharded ? s.cols
-                                                                   : s.size();
-      if (from) {
-        message_ = optim::split_problem((*from->bounds)[i], static_cast<std::size_t>(n), total,
-                                        params_[i].name, from->kind, from->unit);
-        if (!message_.empty()) return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
-        cuts_[i] = (*from->bounds)[i];
-      } else if (sharded_layout(i)) {
-        cuts_[i] = chunk_bounds(total, n);
-      }
-      RowRange mine{0, total};  // this rank's rows, columns or elements
-      if (sharded_layout(i))
-        mine = RowRange{cuts_[i][static_cast<std::size_t>(me)], cuts_[i][static_cast<std::size_t>(me) + 1]};
-      RowRange rows{0, s.rows}, cols{0, s.cols}, elements{0, s.size()};
-      if (layout_[i] == Layout::row_sharded) {
-        rows = mine;
-        elements = RowRange{mine.begin * s.cols, mine.end * s.cols};
-      } else if (layout_[i] == Layout::column_sharded) {
-        cols = mine;
-      } else if (layout_[i] == Layout::flat_sharded) {
-        elements = mine;
-        // The rows its elements lie in (the first and the last may be partial).
-        rows = s.cols == 0 || mine.size() == 0
-                   ? RowRange{0, 0}
-                   : RowRange{mine.begin / s.cols, (mine.end + s.cols - 1) / s.cols};
-      }
-      rows_.push_back(rows);
-      cols_.push_back(cols);
-      elements_.push_back(elements);
-      sharded = sharded || layout_[i] != Layout::replicated;
-    }
-    if (sharded && clip_ > 0.0)
-      return optim::refusal(
-          "global clipping with sharded or unreduced parameters is not supported (clip before the step)", -1);
-    // Owners. A sharded parameter whose rule acts on each element alone (row_local_route) has
-    // none: every rank steps its own rows, column block or run with the state of those.
-    std::vector<double> costs(np);
-    by_rows_.assign(np, 0);
-    replica_index_.assign(np, -1);
-    replicated_.clear();
-    for (std::size_t i = 0; i < np; ++i) {
-      const int route = route_index(labels_[i]);
-      if (route < 0) {
-        message_ = "no route for the label of parameter '" + params_[i].name + "'";
-        return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
-      }
-      if (layout_[i] == Layout::unreduced) {  // stepped on every rank (replicas), no owner
-        if (!replica_route(route)) {
+      shapes_.clear();
+      rows_.clear();
+      cols_.clear();
+      elements_.clear();
+      layout_ = layouts_;
+      cuts_.assign(np, {});
+      bool sharded = false;
+      for (std::size_t i = 0; i < np; ++i) {
+        const optim::BlockShape s = optim::flatten(params_[i].shape);
+        shapes_.push_back(s);
+        const Given* from = nullptr;
+        for (const Given& g : given) {
+          if (g.bounds->empty() || (*g.bounds)[i].empty()) continue;
+          if (from) {
+            message_ = "parameter '" + params_[i].name + "' has " + from->kind + " and " + g.kind + " bounds";
+            return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+          }
+          from = &g;
+        }
+        if (from && layout_[i] == Layout::unreduced) {
           message_ =
-              "parameter '" + params_[i].name +
-              "' is unreduced, but its route's rule does not take replicas (optim::takes_replicas: Dion)";
+              "parameter '" + params_[i].name + "' has " + from->kind + " bounds and Layout::unreduced";
           return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
         }
-        replica_index_[i] = static_cast<std::ptrdiff_t>(replicated_.size());
-        replicated_.push_back(i);
-        costs[i] = 0.0;  // the same work on every rank: it does not change the balance
-        continue;
+        if (from) layout_[i] = from->layout;
+        // What rank boundaries count: rows, columns or elements of the flattened parameter.
+        const index_t total = layout_[i] == Layout::row_sharded      ? s.rows
+                              : layout_[i] == Layout::column_sharded ? s.cols
+                                                                     : s.size();
+        if (from) {
+          message_ = optim::split_problem((*from->bounds)[i], static_cast<std::size_t>(n), total,
+                                          params_[i].name, from->kind, from->unit);
+          if (!message_.empty()) return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+          cuts_[i] = (*from->bounds)[i];
+        } else if (sharded_layout(i)) {
+          cuts_[i] = chunk_bounds(total, n);
+        }
+        RowRange mine{0, total};  // this rank's rows, columns or elements
+        if (sharded_layout(i))
+          mine = RowRange{cuts_[i][static_cast<std::size_t>(me)], cuts_[i][static_cast<std::size_t>(me) + 1]};
+        RowRange rows{0, s.rows}, cols{0, s.cols}, elements{0, s.size()};
+        if (layout_[i] == Layout::row_sharded) {
+          rows = mine;
+          elements = RowRange{mine.begin * s.cols, mine.end * s.cols};
+        } else if (layout_[i] == Layout::column_sharded) {
+          cols = mine;
+        } else if (layout_[i] == Layout::flat_sharded) {
+          elements = mine;
+          // The rows its elements lie in (the first and the last may be partial).
+          rows = s.cols == 0 || mine.size() == 0
+                     ? RowRange{0, 0}
+                     : RowRange{mine.begin / s.cols, (mine.end + s.cols - 1) / s.cols};
+        }
+        rows_.push_back(rows);
+        cols_.push_back(cols);
+        elements_.push_back(elements);
+        sharded = sharded || layout_[i] != Layout::replicated;
       }
-      // (An empty parameter keeps an owner, so that its empty state is still checkpointed.)
-      by_rows_[i] = layout_[i] != Layout::replicated && row_local_route(route) && shapes_[i].size() > 0;
-      costs[i] = by_rows_[i] ? 0.0
-                 : cost_     ? cost_(params_[i], labels_[i])
-                             : default_cost(shapes_[i], matrix_route(route));
-    }
-    if (!optim::hyper::non_negative(transfer_cost_))  // also on one rank, where the matrix has no pair
-      return optim::refusal("the transfer cost (set_transfer_cost) must be finite and >= 0", -1);
-    const TransferCosts transfer =
-        pair_costs_.ranks > 0 ? pair_costs_ : TransferCosts::uniform(n, transfer_cost_);
-    if (const char* bad = transfer.check()) return optim::refusal(bad, -1);
-    if (transfer.ranks != n)
-      return optim::refusal("the transfer costs (set_transfer_costs) are for another number of ranks", -1);
-    // Elements of each exchanged parameter per rank (where_held, transfer_aware, modelled()).
-    std::vector<std::vector<index_t>> held_by(np);
-    for (std::size_t i = 0; i < np; ++i)
-      if (exchanged(i))
-        for (std::size_t r = 0; r < static_cast<std::size_t>(n); ++r)
-          held_by[i].push_back((cuts_[i][r + 1] - cuts_[i][r]) * unit(i));
-    owner_ = choice_ == OwnerChoice::transfer_aware
-                 ? assign_owners_with_transfers(costs, n, held_by, transfer)
-             : choice_ == OwnerChoice::where_held ? assign_owners(costs, n, held_by)
-                                                  : assign_owners(costs, n);
-    for (std::size_t i = 0; i < np; ++i)
-      if (by_rows_[i] || replica_index_[i] >= 0) owner_[i] = -1;
+      if (sharded && clip_ > 0.0)
+        return optim::refusal(
+            "global clipping with sharded or unreduced parameters is not supported (clip before the step)",
+            -1);
+      // Owners. A sharded parameter whose rule acts on each element alone (row_local_route) has
+      // none: every rank steps its own rows, column block or run with the state of those.
+      costs.assign(np, 0.0);
+      by_rows_.assign(np, 0);
+      replica_index_.assign(np, -1);
+      replicated_.clear();
+      for (std::size_t i = 0; i < np; ++i) {
+        const int route = route_index(labels_[i]);
+        if (route < 0) {
+          message_ = "no route for the label of parameter '" + params_[i].name + "'";
+          return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+        }
+        if (layout_[i] == Layout::unreduced) {  // stepped on every rank (replicas), no owner
+          if (!replica_route(route)) {
+            message_ =
+                "parameter '" + params_[i].name +
+                "' is unreduced, but its route's rule does not take replicas (optim::takes_replicas: Dion)";
+            return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+          }
+          replica_index_[i] = static_cast<std::ptrdiff_t>(replicated_.size());
+          replicated_.push_back(i);
+          costs[i] = 0.0;  // the same work on every rank: it does not change the balance
+          continue;
+        }
+        // (An empty parameter keeps an owner, so that its empty state is still checkpointed.)
+        by_rows_[i] = layout_[i] != Layout::replicated && row_local_route(route) && shapes_[i].size() > 0;
+        costs[i] = by_rows_[i] ? 0.0
+                   : cost_     ? cost_(params_[i], labels_[i])
+                               : default_cost(shapes_[i], matrix_route(route));
+      }
+      if (!optim::hyper::non_negative(transfer_cost_))  // also on one rank, where the matrix has no pair
+        return optim::refusal("the transfer cost (set_transfer_cost) must be finite and >= 0", -1);
+      transfer = pair_costs_.ranks > 0 ? pair_costs_ : TransferCosts::uniform(n, transfer_cost_);
+      if (const char* bad = transfer.check()) return optim::refusal(bad, -1);
+      if (transfer.ranks != n)
+        return optim::refusal("the transfer costs (set_transfer_costs) are for another number of ranks", -1);
+      // Elements of each exchanged parameter per rank (where_held, transfer_aware, modelled()).
+      held_by.assign(np, {});
+      for (std::size_t i = 0; i < np; ++i)
+        if (exchanged(i))
+          for (std::size_t r = 0; r < static_cast<std::size_t>(n); ++r)
+            held_by[i].push_back((cuts_[i][r + 1] - cuts_[i][r]) * unit(i));
+      owner_ = choice_ == OwnerChoice::transfer_aware
+                   ? assign_owners_with_transfers(costs, n, held_by, transfer)
+               : choice_ == OwnerChoice::where_held ? assign_owners(costs, n, held_by)
+                                                    : assign_owners(costs, n);
+      for (std::size_t i = 0; i < np; ++i)
+        if (by_rows_[i] || replica_index_[i] >= 0) owner_[i] = -1;
+      owners = {{owner_.begin(), owner_.end()}};
+      return optim::StepReport{};
+    };
+    optim::StepReport planned;
+    if (!on_every_rank(locally([&] { planned = plan(); }))) return init_out_of_memory();
+    if (!planned) return planned;
     // A cost model that differs between the ranks gives other owners: refused on every rank
     // before any exchange depends on them.
-    const std::vector<std::vector<index_t>> owners = {{owner_.begin(), owner_.end()}};
     if (!same_on_every_rank({&owners}))
       return optim::refusal(
           "the owners differ between the ranks (the cost model is not the same on every rank)", -1);
-    modelled_ = modelled_step(costs, n, owner_, held_by, transfer);
-    // The local partition of the owned parameters and of this rank's rows of the by-rows ones,
-    // in global order.
-    owned_.clear();
-    local_index_.assign(np, -1);
-    std::vector<optim::ParamSpec> specs;
-    std::vector<std::string> labels;
-    for (std::size_t i = 0; i < np; ++i)
-      if (owner_[i] == me || (by_rows_[i] && held(i).size() > 0)) {
-        local_index_[i] = static_cast<std::ptrdiff_t>(owned_.size());
-        owned_.push_back(i);
-        specs.push_back(by_rows_[i] ? optim::ParamSpec{params_[i].name, {held(i).rows, held(i).cols}}
-                                    : params_[i]);
-        labels.push_back(labels_[i]);
-      }
-    std::apply(
-        [&](const auto&... r) {
-          local_.emplace(optim::partition(std::move(specs), std::move(labels), optim::Route<Rules>(r)...));
-        },
-        routes_);
-    local_->set_batching(batching_, max_group_);
-    local_->set_prechecks(prechecks_);
-    local_->set_non_finite_policy(optim::NonFinitePolicy::error);  // scanned globally in step 1
-    optim::StepReport r = local_->init();
-    if (!r && r.bad_param >= 0)  // the local partition's index, as a global one
-      r.bad_param = static_cast<std::ptrdiff_t>(owned_[static_cast<std::size_t>(r.bad_param)]);
-    // The unreduced parameters: the same partition on every rank, whose rules average over the
-    // ranks (optim::with_replicas; the mean of the ranks' floats, identical on every rank).
-    if (r && !replicated_.empty()) {
-      std::vector<optim::ParamSpec> rspecs;
-      std::vector<std::string> rlabels;
-      for (std::size_t i : replicated_) {
-        rspecs.push_back(params_[i]);
-        rlabels.push_back(labels_[i]);
-      }
-      const Communicator comm = comm_;
-      const float inv = 1.0f / static_cast<float>(comm.size());
-      Replicas replicas = ReplicaAverage([comm, inv](float* data, std::size_t count) {
-        comm.allreduce_sum(data, count);
-        for (std::size_t e = 0; e < count; ++e)
-          data[e] *= inv;
-        return Status::ok;
-      });
-      if (comm.size() > 1) {  // the panels' QRs split across the ranks (low_rank_power_step_batch)
-        const auto blocks = [](const std::vector<std::size_t>& counts, std::vector<std::int64_t>& c,
-                               std::vector<std::int64_t>& d) {
-          std::int64_t at = 0;
-          for (const std::size_t count : counts) {
-            c.push_back(static_cast<std::int64_t>(count));
-            d.push_back(at);
-            at += static_cast<std::int64_t>(count);
-          }
-          return at <= std::int64_t(INT_MAX);  // MPI's counts (the same on every rank)
-        };
-        replicas.average_scatter = [comm, inv, blocks](float* data, const std::vector<std::size_t>& counts) {
-          std::vector<std::int64_t> c, d;
-          if (!blocks(counts, c, d)) return Status::out_of_range;
-          comm.reduce_scatter_sum(data, c);
-          const std::size_t own = static_cast<std::size_t>(comm.rank());
-          for (std::int64_t e = d[own]; e < d[own] + c[own]; ++e)
-            data[e] *= inv;
-          return Status::ok;
-        };
-        replicas.gather = [comm, blocks](float* data, const std::vector<std::size_t>& counts) {
-          std::vector<std::int64_t> c, d;
-          if (!blocks(counts, c, d)) return Status::out_of_range;
-          comm.allgatherv(data, c, d);
-          return Status::ok;
-        };
-        replicas.rank = comm.rank();
-        replicas.size = comm.size();
-      }
+    // The local partitions and the exchange buffers; a failure (or an exhausted heap) on any rank
+    // fails init() on every rank.
+    std::vector<std::int64_t> dims;
+    const auto build = [&]() -> optim::StepReport {
+      modelled_ = modelled_step(costs, n, owner_, held_by, transfer);
+      // The local partition of the owned parameters and of this rank's rows of the by-rows ones,
+      // in global order.
+      owned_.clear();
+      local_index_.assign(np, -1);
+      std::vector<optim::ParamSpec> specs;
+      std::vector<std::string> labels;
+      for (std::size_t i = 0; i < np; ++i)
+        if (owner_[i] == me || (by_rows_[i] && held(i).size() > 0)) {
+          local_index_[i] = static_cast<std::ptrdiff_t>(owned_.size());
+          owned_.push_back(i);
+          specs.push_back(by_rows_[i] ? optim::ParamSpec{params_[i].name, {held(i).rows, held(i).cols}}
+                                      : params_[i]);
+          labels.push_back(labels_[i]);
+        }
       std::apply(
-          [&](const auto&... rt) {
-            replicas_.emplace(
-                optim::partition(std::move(rspecs), std::move(rlabels),
-                                 optim::Route<Rules>{rt.label, optim::with_replicas(rt.rule, replicas)}...));
+          [&](const auto&... r) {
+            local_.emplace(optim::partition(std::move(specs), std::move(labels), optim::Route<Rules>(r)...));
           },
           routes_);
-      // Groups of one member per rank, as microsoft/dion's batches: each rank orthonormalises
-      // one panel of each group (a shape's last group may be smaller). In parameter order.
-      replicas_->set_batching(comm.size() > 1, static_cast<std::size_t>(comm.size()));
-      replicas_->set_non_finite_policy(optim::NonFinitePolicy::error);
-      r = replicas_->init();
-      if (!r && r.bad_param >= 0)
-        r.bad_param = static_cast<std::ptrdiff_t>(replicated_[static_cast<std::size_t>(r.bad_param)]);
-      // step() hashes their updates between step_fallible() and step_finish(), and undoes them
-      // with step_undo() when a rank failed: every update must run in step_fallible(). A rule
-      // that takes replicas and has a precheck covering its state (none does) would run after.
-      if (r && !replicas_->every_update_fallible())
-        r = optim::refusal(
-            "an unreduced parameter's route is prechecked or cannot fail: its update would run after "
-            "the ranks agree (DistributedPartition steps unreduced routes in step_fallible)",
-            -1, Status::internal_error);
-    }
+      local_->set_batching(batching_, max_group_);
+      local_->set_prechecks(prechecks_);
+      local_->set_non_finite_policy(optim::NonFinitePolicy::error);  // scanned globally in step 1
+      optim::StepReport r = local_->init();
+      if (!r && r.bad_param >= 0)  // the local partition's index, as a global one
+        r.bad_param = static_cast<std::ptrdiff_t>(owned_[static_cast<std::size_t>(r.bad_param)]);
+      // The unreduced parameters: the same partition on every rank, whose rules average over the
+      // ranks (optim::with_replicas; the mean of the ranks' floats, identical on every rank).
+      if (r && !replicated_.empty()) {
+        std::vector<optim::ParamSpec> rspecs;
+        std::vector<std::string> rlabels;
+        for (std::size_t i : replicated_) {
+          rspecs.push_back(params_[i]);
+          rlabels.push_back(labels_[i]);
+        }
+        const Communicator comm = comm_;
+        const float inv = 1.0f / static_cast<float>(comm.size());
+        Replicas replicas = ReplicaAverage([comm, inv](float* data, std::size_t count) {
+          comm.allreduce_sum(data, count);
+          for (std::size_t e = 0; e < count; ++e)
+            data[e] *= inv;
+          return Status::ok;
+        });
+        if (comm.size() > 1) {  // the panels' QRs split across the ranks (low_rank_power_step_batch)
+          const auto blocks = [](const std::vector<std::size_t>& counts, std::vector<std::int64_t>& c,
+                                 std::vector<std::int64_t>& d) {
+            std::int64_t at = 0;
+            for (const std::size_t count : counts) {
+              c.push_back(static_cast<std::int64_t>(count));
+              d.push_back(at);
+              at += static_cast<std::int64_t>(count);
+            }
+            return at <= std::int64_t(INT_MAX);  // MPI's counts (the same on every rank)
+          };
+          replicas.average_scatter = [comm, inv, blocks](float* data,
+                                                         const std::vector<std::size_t>& counts) {
+            std::vector<std::int64_t> c, d;
+            if (!blocks(counts, c, d)) return Status::out_of_range;
+            comm.reduce_scatter_sum(data, c);
+            const std::size_t own = static_cast<std::size_t>(comm.rank());
+            for (std::int64_t e = d[own]; e < d[own] + c[own]; ++e)
+              data[e] *= inv;
+            return Status::ok;
+          };
+          replicas.gather = [comm, blocks](float* data, const std::vector<std::size_t>& counts) {
+            std::vector<std::int64_t> c, d;
+            if (!blocks(counts, c, d)) return Status::out_of_range;
+            comm.allgatherv(data, c, d);
+            return Status::ok;
+          };
+          replicas.rank = comm.rank();
+          replicas.size = comm.size();
+        }
+        std::apply(
+            [&](const auto&... rt) {
+              replicas_.emplace(optim::partition(
+                  std::move(rspecs), std::move(rlabels),
+                  optim::Route<Rules>{rt.label, optim::with_replicas(rt.rule, replicas)}...));
+            },
+            routes_);
+        // Groups of one member per rank, as microsoft/dion's batches: each rank orthonormalises
+        // one panel of each group (a shape's last group may be smaller). In parameter order.
+        replicas_->set_batching(comm.size() > 1, static_cast<std::size_t>(comm.size()));
+        replicas_->set_non_finite_policy(optim::NonFinitePolicy::error);
+        r = replicas_->init();
+        if (!r && r.bad_param >= 0)
+          r.bad_param = static_cast<std::ptrdiff_t>(replicated_[static_cast<std::size_t>(r.bad_param)]);
+        // step() hashes their updates between step_fallible() and step_finish(), and undoes them
+        // with step_undo() when a rank failed: every update must run in step_fallible(). A rule
+        // that takes replicas and has a precheck covering its state (none does) would run after.
+        if (r && !replicas_->every_update_fallible())
+          r = optim::refusal(
+              "an unreduced parameter's route is prechecked or cannot fail: its update would run after "
+              "the ranks agree (DistributedPartition steps unreduced routes in step_fallible)",
+              -1, Status::internal_error);
+      }
+      if (!r) return r;
+      // Exchange buffers: replicated updates grouped by owner.
+      counts_.assign(static_cast<std::size_t>(n), 0);
+      for (std::size_t i = 0; i < np; ++i)
+        if (layout_[i] == Layout::replicated)
+          counts_[static_cast<std::size_t>(owner_[i])] += shapes_[i].size();
+      displs_.assign(static_cast<std::size_t>(n), 0);
+      for (int k = 1; k < n; ++k)
+        displs_[static_cast<std::size_t>(k)] =
+            displs_[static_cast<std::size_t>(k - 1)] + counts_[static_cast<std::size_t>(k - 1)];
+      const std::int64_t total = displs_.back() + counts_.back();
+      if (total > INT_MAX)
+        return optim::refusal("more than 2^31 - 1 replicated floats (MPI counts are int)", -1);
+      offset_.assign(np, -1);
+      std::vector<std::int64_t> next = displs_;
+      for (std::size_t i = 0; i < np; ++i)
+        if (layout_[i] == Layout::replicated) {
+          offset_[i] = next[static_cast<std::size_t>(owner_[i])];
+          next[static_cast<std::size_t>(owner_[i])] += shapes_[i].size();
+        }
+      updates_.assign(static_cast<std::size_t>(total), 0.0f);
+      copies_.assign(owned_.size(), {});
+      std::size_t max_shard = 0;
+      for (std::size_t k = 0; k < owned_.size(); ++k) {
+        const std::size_t i = owned_[k];
+        const auto size = static_cast<std::size_t>(by_rows_[i] ? held(i).size() : shapes_[i].size());
+        // Replicated: a copy of the parameter for the local step. Sharded: the gathered parameter;
+        // the gathered gradient (then update) follows it in the same buffer. By rows: the same
+        // for this rank's rows.
+        copies_[k].assign(layout_[i] == Layout::replicated ? size : 2 * size, 0.0f);
+      }
+      std::size_t max_stage = 0;
+      for (std::size_t i = 0; i < np; ++i)
+        if (exchanged(i)) {
+          max_shard = std::max(max_shard, static_cast<std::size_t>(held(i).size()));
+          if (layout_[i] == Layout::column_sharded && owner_[i] == me)
+            max_stage = std::max(max_stage, static_cast<std::size_t>(shapes_[i].size()));
+        }
+      shard_update_.assign(max_shard, 0.0f);
+      stage_.assign(max_stage, 0.0f);
+      shard_counts_.assign(np, {});
+      shard_displs_.assign(np, {});
+      // The ranks' blocks in rank order: for row and flat shards the rows or runs of the whole
+      // matrix itself, for column shards the staging buffer the owner unpacks (each rank's rows ×
+      // its columns).
+      for (std::size_t i = 0; i < np; ++i)
+        if (exchanged(i)) {
+          for (std::size_t k = 0; k < static_cast<std::size_t>(n); ++k) {
+            shard_counts_[i].push_back((cuts_[i][k + 1] - cuts_[i][k]) * unit(i));
+            shard_displs_[i].push_back(cuts_[i][k] * unit(i));
+          }
+        }
+      local_params_.assign(owned_.size(), nullptr);
+      local_grads_.assign(owned_.size(), nullptr);
+      replica_copies_.assign(replicated_.size(), {});
+      for (std::size_t k = 0; k < replicated_.size(); ++k)  // the parameter, then the gradient (update)
+        replica_copies_[k].assign(2 * static_cast<std::size_t>(shapes_[replicated_[k]].size()), 0.0f);
+      replica_params_.assign(replicated_.size(), nullptr);
+      replica_grads_.assign(replicated_.size(), nullptr);
+      // Activation Grams: the owner knows the dimension; every rank keeps a local sum.
+      dims.assign(np, 0);
+      for (std::size_t i : owned_)
+        dims[i] = optim::activation_gram(*local_, params_[i].name).dim;
+      return optim::StepReport{};
+    };
+    optim::StepReport r;
+    if (!locally([&] { r = build(); }))
+      r = optim::refusal("host memory ran out in a rank's init()", -1, Status::out_of_memory);
     const std::int64_t agreed = comm_.allreduce_min(
         r ? detail::kNoFailure
           : detail::failure_key(std::size_t(std::max<std::ptrdiff_t>(r.bad_param, 0)), r.status));
     if (agreed != detail::kNoFailure) {
-      message_ = "init failed on a rank: " + std::string(r ? "another rank's local partition" : r.message);
+      // The message before the partitions go: r.message may point into the local one.
+      const bool told = locally([&] {
+        message_ = "init failed on a rank: " + std::string(r ? "another rank's local partition" : r.message);
+      });
       local_.reset();
       replicas_.reset();
-      return optim::refusal(message_.c_str(), -1, static_cast<Status>(agreed & 0xff));
+      const auto status = static_cast<Status>(agreed & 0xff);
+      return optim::refusal(told ? message_.c_str() : "init failed on a rank", -1, status);
     }
-    // Exchange buffers: replicated updates grouped by owner.
-    counts_.assign(static_cast<std::size_t>(n), 0);
-    for (std::size_t i = 0; i < np; ++i)
-      if (layout_[i] == Layout::replicated) counts_[static_cast<std::size_t>(owner_[i])] += shapes_[i].size();
-    displs_.assign(static_cast<std::size_t>(n), 0);
-    for (int k = 1; k < n; ++k)
-      displs_[static_cast<std::size_t>(k)] =
-          displs_[static_cast<std::size_t>(k - 1)] + counts_[static_cast<std::size_t>(k - 1)];
-    const std::int64_t total = displs_.back() + counts_.back();
-    if (total > INT_MAX)
-      return optim::refusal("more than 2^31 - 1 replicated floats (MPI counts are int)", -1);
-    offset_.assign(np, -1);
-    std::vector<std::int64_t> next = displs_;
-    for (std::size_t i = 0; i < np; ++i)
-      if (layout_[i] == Layout::replicated) {
-        offset_[i] = next[static_cast<std::size_t>(owner_[i])];
-        next[static_cast<std::size_t>(owner_[i])] += shapes_[i].size();
-      }
-    updates_.assign(static_cast<std::size_t>(total), 0.0f);
-    copies_.assign(owned_.size(), {});
-    std::size_t max_shard = 0;
-    for (std::size_t k = 0; k < owned_.size(); ++k) {
-      const std::size_t i = owned_[k];
-      const auto size = static_cast<std::size_t>(by_rows_[i] ? held(i).size() : shapes_[i].size());
-      // Replicated: a copy of the parameter for the local step. Sharded: the gathered parameter;
-      // the gathered gradient (then update) follows it in the same buffer. By rows: the same
-      // for this rank's rows.
-      copies_[k].assign(layout_[i] == Layout::replicated ? size : 2 * size, 0.0f);
-    }
-    std::size_t max_stage = 0;
-    for (std::size_t i = 0; i < np; ++i)
-      if (exchanged(i)) {
-        max_shard = std::max(max_shard, static_cast<std::size_t>(held(i).size()));
-        if (layout_[i] == Layout::column_sharded && owner_[i] == me)
-          max_stage = std::max(max_stage, static_cast<std::size_t>(shapes_[i].size()));
-      }
-    shard_update_.assign(max_shard, 0.0f);
-    stage_.assign(max_stage, 0.0f);
-    shard_counts_.assign(np, {});
-    shard_displs_.assign(np, {});
-    // The ranks' blocks in rank order: for row and flat shards the rows or runs of the whole
-    // matrix itself, for column shards the staging buffer the owner unpacks (each rank's rows ×
-    // its columns).
-    for (std::size_t i = 0; i < np; ++i)
-      if (exchanged(i)) {
-        for (std::size_t k = 0; k < static_cast<std::size_t>(n); ++k) {
-          shard_counts_[i].push_back((cuts_[i][k + 1] - cuts_[i][k]) * unit(i));
-          shard_displs_[i].push_back(cuts_[i][k] * unit(i));
-        }
-      }
-    local_params_.assign(owned_.size(), nullptr);
-    local_grads_.assign(owned_.size(), nullptr);
-    replica_copies_.assign(replicated_.size(), {});
-    for (std::size_t k = 0; k < replicated_.size(); ++k)  // the parameter, then the gradient (update)
-      replica_copies_[k].assign(2 * static_cast<std::size_t>(shapes_[replicated_[k]].size()), 0.0f);
-    replica_params_.assign(replicated_.size(), nullptr);
-    replica_grads_.assign(replicated_.size(), nullptr);
-    // Activation Grams: the owner knows the dimension; every rank keeps a local sum.
-    std::vector<std::int64_t> dims(np, 0);
-    for (std::size_t i : owned_)
-      dims[i] = optim::activation_gram(*local_, params_[i].name).dim;
     comm_.allreduce_max(dims.data(), np);
-    gram_dim_ = dims;
-    grams_.assign(np, {});
-    gram_samples_.assign(np, 0);
-    gram_tag_.assign(np, -1);
-    for (std::size_t i = 0; i < np; ++i)
-      if (dims[i] > 0) grams_[i].assign(static_cast<std::size_t>(dims[i] * dims[i]), 0.0f);
+    const bool sized = locally([&] {
+      gram_dim_ = dims;
+      grams_.assign(np, {});
+      gram_samples_.assign(np, 0);
+      gram_tag_.assign(np, -1);
+      samples_mine_.assign(np, 0);
+      samples_all_.assign(np * static_cast<std::size_t>(n), 0);
+      std::size_t largest_gram = 0;
+      for (std::size_t i = 0; i < np; ++i)
+        if (dims[i] > 0) {
+          grams_[i].assign(static_cast<std::size_t>(dims[i] * dims[i]), 0.0f);
+          if (owner_[i] == me) largest_gram = std::max(largest_gram, grams_[i].size());
+        }
+      gram_scratch_.assign(largest_gram, 0.0f);  // what an owner receives the others' Grams in
+    });
+    if (!on_every_rank(sized)) {
+      local_.reset();
+      replicas_.reset();
+      return init_out_of_memory();
+    }
     steps_ = 0;
     return optim::StepReport{};
   }
@@ -777,10 +834,11 @@ class DistributedPartition {
     // step_undo(), and step_finish() applies the updates to the copies after the agreement. No
     // snapshot of their states per step (docs/distributed.md).
     std::int64_t local_key = detail::kNoFailure;
-    std::string local_message;
+    const char* local_message = "";  // the failing report's (it lives until that partition's next call)
     if (replicas_) {
-      optim::StepReport rr = replicas_->step_prepare(replica_params_, replica_grads_);
-      if (rr) rr = replicas_->step_fallible(replica_params_, replica_grads_);
+      optim::StepReport rr =
+          guarded([&] { return replicas_->step_prepare(replica_params_, replica_grads_); });
+      if (rr) rr = guarded([&] { return replicas_->step_fallible(replica_params_, replica_grads_); });
       // Called on every rank whatever happened (a collective); a verdict only when all succeeded.
       const bool differ = hashes_differ(rr ? replica_update_hash() : 0, !rr);
       if (!rr) {
@@ -798,8 +856,8 @@ class DistributedPartition {
     // that may fail and are not prechecked (the local partition copies those states first).
     // Everything after the agreement cannot fail, so a failure on any rank is undone here by
     // step_undo() from those copies: no snapshot of the local states (docs/distributed.md).
-    optim::StepReport local = local_->step_prepare(local_params_, local_grads_);
-    if (local) local = local_->step_fallible(local_params_, local_grads_);
+    optim::StepReport local = guarded([&] { return local_->step_prepare(local_params_, local_grads_); });
+    if (local) local = guarded([&] { return local_->step_fallible(local_params_, local_grads_); });
     // 5. Agreement.
     auto note = [&](const optim::StepReport& r) {
       if (r) return;
@@ -816,7 +874,7 @@ class DistributedPartition {
       // The rest cannot fail but by a rule breaking the protocol (internal_error: its states
       // may have advanced), which is agreed too, so that every rank returns alike and no
       // parameter moves.
-      note(local_->step_finish(local_params_, local_grads_));
+      note(guarded([&] { return local_->step_finish(local_params_, local_grads_); }));
       key = comm_.allreduce_min(local_key);
     } else {
       local_->step_undo();  // nothing to undo where step_fallible() failed or did not run
@@ -830,10 +888,15 @@ class DistributedPartition {
     if (key != detail::kNoFailure) {
       const auto bad = static_cast<std::size_t>(key >> 8);
       // The message of the lowest rank that reported this failure (the owner, or for a
-      // parameter stepped by rows the first rank whose rows failed).
+      // parameter stepped by rows the first rank whose rows failed), in a buffer of fixed size:
+      // nothing here allocates, so a rank whose heap is exhausted takes part like the others.
       const auto from = static_cast<int>(comm_.allreduce_min(local_key == key ? comm_.rank() : INT64_MAX));
-      message_ = comm_.bcast_string(local_message, from);
-      optim::StepReport r = optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
+      if (comm_.rank() == from) {
+        std::strncpy(step_message_.data(), local_message, step_message_.size() - 1);
+        step_message_.back() = '\0';
+      }
+      comm_.bcast(step_message_.data(), step_message_.size(), from);
+      optim::StepReport r = optim::refusal(step_message_.data(), static_cast<std::ptrdiff_t>(bad));
       r.status = static_cast<Status>(key & 0xff);
       return r;
     }
@@ -986,6 +1049,38 @@ class DistributedPartition {
   void drop_activation_sums() { std::fill(gram_tag_.begin(), gram_tag_.end(), std::int64_t(-1)); }
 
  private:
+  /// Runs f, a part of init() local to this rank; false when it ran out of host memory
+  /// (std::bad_alloc), so that the rank still reaches the next collective.
+  template <class F>
+  static bool locally(F&& f) noexcept {
+    try {
+      f();
+      return true;
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+  }
+  /// Collective: true when `ok` is true on every rank.
+  bool on_every_rank(bool ok) const { return comm_.allreduce_min(ok ? 1 : 0) == 1; }
+  /// What init() returns on every rank when some rank ran out of host memory.
+  optim::StepReport init_out_of_memory() {
+    local_.reset();
+    replicas_.reset();
+    return optim::refusal("init: host memory ran out on a rank", -1, Status::out_of_memory);
+  }
+  /// f() (a stage of a local partition), or a refusal when an exception leaves it
+  /// (std::bad_alloc: out_of_memory; none is expected, optim::Partition reports its failures),
+  /// so that this rank still reaches the collectives after it, where the others wait.
+  template <class F>
+  static optim::StepReport guarded(F&& f) noexcept {
+    try {
+      return f();
+    } catch (const std::bad_alloc&) {
+      return optim::refusal("host memory ran out in a rank's local step", -1, Status::out_of_memory);
+    } catch (...) {
+      return optim::refusal("an exception left a rank's local step", -1, Status::internal_error);
+    }
+  }
   /// Redirects the local partition's skip counter to the distributed one.
   template <class V>
   struct SkipCounter {
@@ -1007,7 +1102,8 @@ class DistributedPartition {
       any = any || gram_dim_[i] > 0;
     if (!any) return;
     const int n = comm_.size(), me = comm_.rank();
-    std::vector<std::int64_t> mine(np, 0), all(np * static_cast<std::size_t>(n), 0);
+    std::vector<std::int64_t>&mine = samples_mine_, &all = samples_all_;  // sized by init()
+    std::fill(mine.begin(), mine.end(), std::int64_t(0));
     for (std::size_t i = 0; i < np; ++i)
       if (gram_dim_[i] > 0 && gram_tag_[i] == steps_) mine[i] = gram_samples_[i];
     comm_.allgather(mine.data(), np, all.data());
@@ -1028,8 +1124,7 @@ class DistributedPartition {
       }
       const optim::ActivationGramRef ref = optim::activation_gram(*local_, params_[i].name);
       if (ref.gram == nullptr) continue;  // cannot happen: the owner reported the dimension
-      gram_scratch_.resize(len);
-      for (int r = first; r < n; ++r) {
+      for (int r = first; r < n; ++r) {   // (gram_scratch_ holds the largest Gram: init())
         if (all[static_cast<std::size_t>(r) * np + i] == 0) continue;
         const float* g = grams_[i].data();
         if (r != me) {
@@ -1211,8 +1306,10 @@ class DistributedPartition {
   std::vector<float*> local_params_, local_grads_;
   std::vector<std::int64_t> gram_dim_, gram_samples_, gram_tag_;
   std::vector<optim::Buffer> grams_;
+  std::vector<std::int64_t> samples_mine_, samples_all_;  ///< reduce_activations()' counts
   std::int64_t steps_ = 0, skipped_ = 0;
   std::string message_;
+  std::array<char, 512> step_message_{};  ///< a failed step's message (truncated to 511 bytes)
 };
 
 /// distributed_partition(comm, params, labels, route(...), ...). Same arguments as
