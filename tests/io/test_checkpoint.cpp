@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "schatten/core/random.hpp"
@@ -67,10 +68,21 @@ struct Model {
   }
 };
 
+/// This process's scratch directory; removed, with whatever the cases left in it, at exit.
+const fs::path& scratch_dir() {
+  static const struct Dir {
+    fs::path path = fs::temp_directory_path() / ("schatten_test_ckpt_" + std::to_string(::getpid()));
+    ~Dir() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  } dir;
+  return dir.path;
+}
+
 fs::path scratch(const char* name) {
-  const fs::path dir = fs::temp_directory_path() / ("schatten_test_ckpt_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return dir / name;
+  fs::create_directories(scratch_dir());
+  return scratch_dir() / name;
 }
 }  // namespace
 
