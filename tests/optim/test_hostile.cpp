@@ -14,10 +14,12 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "schatten/core/random.hpp"
 #include "schatten/core/runtime.hpp"
+#include "schatten/kernels/polar.hpp"
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
@@ -528,6 +530,55 @@ TEST_SUITE("optim.hostile") {
       MESSAGE(preset_name << ": " << count << " host allocations in a steady-state step");
       if (kokkos3) CHECK((count == 0) != allocates_in_steady_state(preset_name));
     });
+  }
+
+  TEST_CASE("polar() with a workspace reserved for the call makes no host allocation") {
+    // The kernel-level claim behind the previous case (docs/kernels/polar.md, "Cost"): with a
+    // workspace reserved for the shape and batch (Workspace::reserve(bytes, matrices)), the
+    // polynomial methods allocate nothing on the host, already on the first call, with every
+    // normalisation, the dual-norm scaling, the orthogonality report, and either form (wide,
+    // tall). On the Kokkos 3.4 of the default build (Kokkos 4 may allocate inside its own calls).
+    if (runtime_description().rfind("Kokkos 3.", 0) != 0) return;
+    Rng rng(case_seed("polar without allocations"));
+    int calls = 0;
+    for (PolarMethod method :
+         {PolarMethod::newton_schulz, PolarMethod::polar_express, PolarMethod::gram_newton_schulz})
+      for (Normalization::Kind kind :
+           {Normalization::Kind::frobenius, Normalization::Kind::schatten4, Normalization::Kind::aol})
+        for (bool extras : {false, true})
+          for (index_t batch : {1, 3})
+            for (const std::pair<index_t, index_t>& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+              // Not a structured binding: CAPTURE's lambda cannot capture one in C++17 (clang).
+              const index_t rows = shape.first, cols = shape.second;
+              PolarOptions o;
+              o.method = method;
+              o.schedule = method == PolarMethod::newton_schulz ? schedules::keller_jordan()
+                                                                : schedules::polar_express();
+              o.schedule.normalization.kind = kind;
+              o.dual_norm_scale = extras;
+              o.compute_orthogonality_error = extras;
+              o.symmetric_gram = !extras;
+              std::vector<float> a(static_cast<std::size_t>(batch * rows * cols)), q(a.size());
+              for (float& x : a)
+                x = static_cast<float>(rng.normal());
+              Workspace ws;
+              REQUIRE(ws.reserve(polar_workspace_bytes(rows, cols, batch, o, Precision::fp32),
+                                 static_cast<std::size_t>(batch)));
+              const BatchedMatrixRef<const float> in(a.data(), batch, rows, cols);
+              const BatchedMatrixRef<float> out(q.data(), batch, rows, cols);
+              schatten::test::AllocationProbe probe;
+              const PolarReport r = polar(in, out, o, &ws);
+              const std::int64_t count = probe.count();
+              CAPTURE(to_string(method));
+              CAPTURE(static_cast<int>(kind));
+              CAPTURE(extras);
+              CAPTURE(batch);
+              CAPTURE(rows);
+              REQUIRE(r);
+              CHECK(count == 0);
+              ++calls;
+            }
+    CHECK(calls == 72);
   }
 
   TEST_CASE("init() under heap exhaustion: out_of_memory, then no step until an init() succeeds") {
