@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "schatten/core/random.hpp"
@@ -146,10 +147,15 @@ struct Local {
   StepReport step(D& d, Model& m, int t) {
     m.gradients(t);
     gradients(d, m);
+    const auto [wp, gp] = arguments();
+    return d.step(wp, gp);
+  }
+  /// The step's pointers to these arrays (a rank holding nothing of a parameter passes null).
+  std::pair<std::vector<float*>, std::vector<float*>> arguments() {
     std::vector<float*> wp = Model::ptrs(w), gp = Model::ptrs(g);
     for (std::size_t i = 0; i < w.size(); ++i)
       if (w[i].empty()) wp[i] = gp[i] = nullptr;
-    return d.step(wp, gp);
+    return {wp, gp};
   }
 };
 
@@ -1511,9 +1517,8 @@ TEST_CASE("distributed.partition: heap exhaustion on one rank fails init() and t
   along(ref, d, m, loc, 0, 1);
   m.gradients(1);
   loc.gradients(d, m);
-  std::vector<float*> wp = Model::ptrs(loc.w), gp = Model::ptrs(loc.g);
-  for (std::size_t i = 0; i < wp.size(); ++i)
-    if (loc.w[i].empty()) wp[i] = gp[i] = nullptr;
+  const auto args = loc.arguments();  // (not a structured binding: the lambdas below capture it)
+  const std::vector<float*>&wp = args.first, &gp = args.second;
   io::FieldSet before;
   io::FieldCollector collect{&before};
   d.visit_local(collect);

@@ -35,6 +35,7 @@ using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::bf16_state;
 using schatten::test::case_seed;
+using schatten::test::pointers;
 
 namespace {
 
@@ -293,12 +294,6 @@ SweepCounts sweep_allocation_failures(const char* preset, Rule rule, bool preche
       x = static_cast<float>(0.5 * rng.normal());
   }
   std::vector<std::vector<float>> w_ref = w;
-  const auto pointers = [](std::vector<std::vector<float>>& a) {
-    std::vector<float*> p;
-    for (auto& x : a)
-      p.push_back(x.data());
-    return p;
-  };
   SweepCounts counts;
   for (int t = 0; t < steps; ++t) {
     CAPTURE(t);
@@ -346,6 +341,10 @@ SweepCounts sweep_allocation_failures(const char* preset, Rule rule, bool preche
   }
   return counts;
 }
+
+/// True on Kokkos 3 (the default build's 3.4), where the kernels' steady-state host allocations
+/// are required to be none; Kokkos 4 may allocate inside its own calls.
+bool kokkos3() { return runtime_description().rfind("Kokkos 3.", 0) == 0; }
 
 /// The presets whose steady-state step still allocates on the host (Kokkos 3.4 Serial, the
 /// default build): Freon and MoP (QDWH: its Cholesky's info View and per-call host vectors; the
@@ -479,12 +478,11 @@ TEST_SUITE("optim.hostile") {
     // copies, or the partition's own code before any state moves: the same all-or-nothing. Dion,
     // and on Kokkos 4 any prechecked kernel, may meet a refusal after its state advanced:
     // internal_error, parameters unchanged (reliability.md "Heap exhaustion").
-    const bool kokkos3 = runtime_description().rfind("Kokkos 3.", 0) == 0;
     int internal_errors = 0, refusals[2] = {0, 0};
     for (bool prechecks : {false, true}) {
       for_each_preset([&](const char* name, auto rule) {
         const SweepCounts c = sweep_allocation_failures(name, rule, prechecks, 2, [] { return false; });
-        if (!prechecks || (kokkos3 && !prechecked_and_allocating(name))) CHECK(c.internal_error == 0);
+        if (!prechecks || (kokkos3() && !prechecked_and_allocating(name))) CHECK(c.internal_error == 0);
         CHECK(c.absorbed == 0);
         internal_errors += c.internal_error;
         refusals[prechecks] += c.refused;
@@ -505,7 +503,6 @@ TEST_SUITE("optim.hostile") {
     // default build. Twice: over the hostile blocks (no two of a shape), and over same-shape
     // parameters, which the partition steps as batched groups (one workspace reserved for the
     // group's batch).
-    const bool kokkos3 = runtime_description().rfind("Kokkos 3.", 0) == 0;
     const std::vector<ParamSpec> grouped = {{"a", {6, 6}},  {"b", {6, 6}}, {"c", {6, 6}}, {"t0", {9, 4}},
                                             {"t1", {9, 4}}, {"v0", {5}},   {"v1", {5}}};
     for (const bool batched : {false, true})
@@ -523,11 +520,7 @@ TEST_SUITE("optim.hostile") {
         std::int64_t count = -1;
         for (int t = 0; t < 3; ++t) {
           auto g = gradients(ps, Kind::normal, rng);
-          std::vector<float*> pp, gp;
-          for (std::size_t i = 0; i < ps.size(); ++i) {
-            pp.push_back(w[i].data());
-            gp.push_back(g[i].data());
-          }
+          const std::vector<float*> pp = pointers(w), gp = pointers(g);  // before the probe
           schatten::test::AllocationProbe probe;
           const StepReport r = opt.step(pp, gp);
           count = probe.count();
@@ -535,7 +528,7 @@ TEST_SUITE("optim.hostile") {
         }
         const std::string where = batched ? " (batched groups)" : "";
         MESSAGE(preset_name << where << ": " << count << " host allocations in a steady-state step");
-        if (kokkos3) CHECK((count == 0) != allocates_in_steady_state(preset_name));
+        if (kokkos3()) CHECK((count == 0) != allocates_in_steady_state(preset_name));
       });
   }
 
@@ -545,7 +538,7 @@ TEST_SUITE("optim.hostile") {
     // polynomial methods allocate nothing on the host, already on the first call, with every
     // normalisation, the dual-norm scaling, the orthogonality report, and either form (wide,
     // tall). On the Kokkos 3.4 of the default build (Kokkos 4 may allocate inside its own calls).
-    if (runtime_description().rfind("Kokkos 3.", 0) != 0) return;
+    if (!kokkos3()) return;
     Rng rng(case_seed("polar without allocations"));
     int calls = 0;
     for (PolarMethod method :
@@ -609,12 +602,6 @@ TEST_SUITE("optim.hostile") {
           x = static_cast<float>(0.5 * rng.normal());
       }
       const std::vector<std::vector<float>> g0 = gradients(ps, Kind::normal, rng);
-      const auto pointers = [](std::vector<std::vector<float>>& a) {
-        std::vector<float*> p;
-        for (auto& x : a)
-          p.push_back(x.data());
-        return p;
-      };
       auto w_ref = w0, g_ref = g0;
       REQUIRE(ref.step(pointers(w_ref), pointers(g_ref)));
       for (std::int64_t k = 1;; ++k) {
