@@ -1050,9 +1050,10 @@ class DistributedPartition {
 
  private:
   /// Runs f, a part of init() local to this rank; false when it ran out of host memory
-  /// (std::bad_alloc), so that the rank still reaches the next collective.
+  /// (std::bad_alloc), so that the rank still reaches the next collective. Other exceptions
+  /// (a user's cost model's, say) leave init() as they did before (not noexcept: no terminate).
   template <class F>
-  static bool locally(F&& f) noexcept {
+  static bool locally(F&& f) {
     try {
       f();
       return true;
