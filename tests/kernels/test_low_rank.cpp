@@ -474,12 +474,12 @@ TEST_SUITE("kernels.low_rank") {
           calls.push_back("average " + std::to_string(n));
           return Status::ok;
         };
-        so.replicas.average_scatter = [&calls](float*, const std::vector<std::size_t>& n) {
-          calls.push_back("scatter " + std::to_string(n.at(0)) + " " + std::to_string(n.at(1)));
+        so.replicas.average_scatter = [&calls](float*, const std::size_t* n) {
+          calls.push_back("scatter " + std::to_string(n[0]) + " " + std::to_string(n[1]));
           return Status::ok;
         };
-        so.replicas.gather = [&calls](float*, const std::vector<std::size_t>& n) {
-          calls.push_back("gather " + std::to_string(n.at(0)) + " " + std::to_string(n.at(1)));
+        so.replicas.gather = [&calls](float*, const std::size_t* n) {
+          calls.push_back("gather " + std::to_string(n[0]) + " " + std::to_string(n[1]));
           return Status::ok;
         };
         so.replicas.rank = 1;
@@ -539,7 +539,7 @@ TEST_SUITE("kernels.low_rank") {
       o.replicas.size = 2;
       run("a replica's rank beyond their number", Status::invalid_argument, o);
       o.replicas.rank = 0;
-      o.replicas.gather = [](float*, const std::vector<std::size_t>&) { return Status::ok; };
+      o.replicas.gather = [](float*, const std::size_t*) { return Status::ok; };
       run("a gather without its scatter", Status::invalid_argument, o);
     }
     // The last member's NaN in one process: refused before anything is written.
@@ -555,12 +555,13 @@ TEST_SUITE("kernels.low_rank") {
       calls.push_back("average");
       return Status::ok;
     };
-    o.replicas.average_scatter = [&calls](float*, const std::vector<std::size_t>& n) {
+    o.replicas.average_scatter = [&calls](float*, const std::size_t* n) {
       calls.push_back("scatter");
-      CHECK(n == std::vector<std::size_t>{std::size_t(l * k + k + 2), 2 * std::size_t(l * k + k + 2)});
+      CHECK(std::vector<std::size_t>(n, n + 2) ==
+            std::vector<std::size_t>{std::size_t(l * k + k + 2), 2 * std::size_t(l * k + k + 2)});
       return Status::ok;
     };
-    o.replicas.gather = [&calls](float* d, const std::vector<std::size_t>&) {
+    o.replicas.gather = [&calls](float* d, const std::size_t*) {
       calls.push_back("gather");
       d[0 * (l * k + k + 2) + l * k + 1] = static_cast<float>(Status::out_of_range);  // member 0's status
       return Status::ok;
@@ -572,7 +573,7 @@ TEST_SUITE("kernels.low_rank") {
     // This replica's M_2 overflowed: its NaN norm reaches the owner (itself here) through the
     // scatter, whose record tells every replica. (Replica 0's record of member 0 says ok.)
     calls.clear();
-    o.replicas.gather = [&calls](float* d, const std::vector<std::size_t>&) {
+    o.replicas.gather = [&calls](float* d, const std::size_t*) {
       calls.push_back("gather");
       std::fill(d + l * k + 1, d + l * k + k + 2, 1.0f);  // member 0: all k columns kept,
       d[l * k + 1] = 0.0f;                                // and its status ok
@@ -583,7 +584,7 @@ TEST_SUITE("kernels.low_rank") {
     CHECK(calls == std::vector<std::string>{"scatter", "gather"});
     m[2] = m0[2];
     // A failing collective is passed on.
-    o.replicas.gather = [](float*, const std::vector<std::size_t>&) { return Status::internal_error; };
+    o.replicas.gather = [](float*, const std::size_t*) { return Status::internal_error; };
     run("the gather fails", Status::internal_error, o);
   }
 

@@ -8,6 +8,7 @@
 /// a step refused in turn (support/allocations.hpp) leaves a refusal that changed nothing.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -19,6 +20,7 @@
 
 #include "schatten/core/random.hpp"
 #include "schatten/core/runtime.hpp"
+#include "schatten/kernels/low_rank.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/partition.hpp"
@@ -348,16 +350,11 @@ bool kokkos3() { return runtime_description().rfind("Kokkos 3.", 0) == 0; }
 
 /// The presets whose steady-state step still allocates on the host (Kokkos 3.4 Serial, the
 /// default build): Freon and MoP (QDWH: its Cholesky's info View and per-call host vectors; the
-/// rational stage's fit) and Dion (the low-rank step's host QR and per-call vectors). Freon and
-/// MoP are not prechecked (QDWH may report not_converged or breakdown), so their states are
-/// copied and a refusal changes nothing; Dion is prechecked, so under heap exhaustion its step may
-/// fail with internal_error after its state advanced (reliability.md "Heap exhaustion").
-bool allocates_in_steady_state(const std::string& preset) {
-  return preset == "freon" || preset == "mop" || preset == "dion" || preset == "dion_bf16";
-}
-bool prechecked_and_allocating(const std::string& preset) {
-  return preset == "dion" || preset == "dion_bf16";
-}
+/// rational stage's fit). They are not prechecked (QDWH may report not_converged or breakdown),
+/// so their states are copied and a refusal changes nothing (reliability.md "Heap exhaustion").
+/// (Dion's low-rank step keeps its host scratch in its workspace since 2026-12-04, its
+/// Householder QR included.)
+bool allocates_in_steady_state(const std::string& preset) { return preset == "freon" || preset == "mop"; }
 
 /// schatten_muon with its criterion at steps 2, 5, 8, … (so that hostile steps reach it), with or
 /// without the parametric moment.
@@ -474,15 +471,15 @@ TEST_SUITE("optim.hostile") {
     // preset, must leave a refusal with nothing changed or, once none is refused, the
     // reference's step. Steps 0 (first calls: fits, caches, workspace growth) and 1 (steady
     // state). With prechecks (the default) the prechecked routes' kernels allocate nothing on
-    // the host (the next case; Dion's excepted), so a refusal can only meet the routes with
-    // copies, or the partition's own code before any state moves: the same all-or-nothing. Dion,
-    // and on Kokkos 4 any prechecked kernel, may meet a refusal after its state advanced:
+    // the host (the next case), so a refusal can only meet the routes with copies, or the
+    // partition's own code before any state moves: the same all-or-nothing. On Kokkos 4 a
+    // prechecked kernel may meet a refusal after its state advanced (Kokkos' own allocations):
     // internal_error, parameters unchanged (reliability.md "Heap exhaustion").
     int internal_errors = 0, refusals[2] = {0, 0};
     for (bool prechecks : {false, true}) {
       for_each_preset([&](const char* name, auto rule) {
         const SweepCounts c = sweep_allocation_failures(name, rule, prechecks, 2, [] { return false; });
-        if (!prechecks || (kokkos3() && !prechecked_and_allocating(name))) CHECK(c.internal_error == 0);
+        if (!prechecks || kokkos3()) CHECK(c.internal_error == 0);
         CHECK(c.absorbed == 0);
         internal_errors += c.internal_error;
         refusals[prechecks] += c.refused;
@@ -492,7 +489,7 @@ TEST_SUITE("optim.hostile") {
                                  << internal_errors << " internal_error with prechecks");
   }
 
-  TEST_CASE("a steady-state step makes no host allocation (every preset but Freon, MoP and Dion)") {
+  TEST_CASE("a steady-state step makes no host allocation (every preset but Freon and MoP)") {
     // The third step of every preset over the hostile blocks (normal gradients), counted by
     // support/allocations.hpp: kernel launches pass Kokkos no label unless a tool is loaded
     // (kernel_label), host GEMMs call the BLAS directly (no Kokkos Kernels profiling label), and
@@ -579,6 +576,84 @@ TEST_SUITE("optim.hostile") {
               ++calls;
             }
     CHECK(calls == 72);
+  }
+
+  TEST_CASE("the low-rank step with its workspace reserved makes no host allocation") {
+    // Dion's kernel (kernels/low_rank.hpp) on a workspace reserved with
+    // low_rank_batch_workspace_bytes() and low_rank_host_bytes(): no host allocation, already
+    // on the first call, through both QRs (the Cholesky QR2 on a full-rank M; the Householder QR
+    // on a rank-2 M, whose columns past its rank are dropped at the rounding floor, and with
+    // cholesky_qr off), one process, replicas that each take every QR, and replicas that split
+    // the QRs (replica 1 of 2, the collectives the identity); wide and tall, batches of 1 and 3.
+    // The collectives are the caller's code: captureless here, so calling them allocates nothing.
+    if (!kokkos3()) return;
+    Rng rng(case_seed("low-rank step without allocations"));
+    int calls = 0;
+    for (const int replicas : {0, 1, 2})  // none, unsplit, split
+      for (const bool full_rank : {true, false})
+        for (const bool cholesky : {true, false})
+          for (const index_t batch : {1, 3})
+            for (const std::pair<index_t, index_t>& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+              const index_t rows = shape.first, cols = shape.second, k = 5;
+              LowRankStepOptions o;
+              o.cholesky_qr = cholesky;
+              if (replicas > 0) o.replicas.average = [](float*, std::size_t) { return Status::ok; };
+              if (replicas > 1) {
+                o.replicas.average_scatter = [](float*, const std::size_t*) { return Status::ok; };
+                o.replicas.gather = [](float*, const std::size_t*) { return Status::ok; };
+                o.replicas.rank = 1;
+                o.replicas.size = 2;
+              }
+              const auto n = static_cast<std::size_t>(rows * cols);
+              std::vector<float> m(n * batch), q(static_cast<std::size_t>(k * std::min(rows, cols) * batch)),
+                  u(m.size());
+              for (float& x : q)
+                x = static_cast<float>(rng.normal());
+              for (index_t b = 0; b < batch; ++b)
+                for (index_t i = 0; i < rows; ++i)
+                  for (index_t j = 0; j < cols; ++j) {
+                    float& x = m[static_cast<std::size_t>(b) * n + static_cast<std::size_t>(i * cols + j)];
+                    // rank 2: a sum of two outer products of sines and cosines of the indices
+                    x = full_rank
+                            ? static_cast<float>(rng.normal())
+                            : static_cast<float>(std::sin(0.3 * double(i + 1)) * std::cos(0.7 * double(j)) +
+                                                 std::cos(1.1 * double(i)) * std::sin(0.5 * double(j + b)));
+                  }
+              std::vector<MatrixRef<float>> mr, qr, ur;
+              for (index_t b = 0; b < batch; ++b) {
+                mr.emplace_back(m.data() + b * rows * cols, rows, cols);
+                qr.emplace_back(q.data() + b * k * std::min(rows, cols), k, std::min(rows, cols));
+                ur.emplace_back(u.data() + b * rows * cols, rows, cols);
+              }
+              Workspace ws;
+              REQUIRE(ws.reserve(low_rank_batch_workspace_bytes(rows, cols, k, batch, replicas > 0), 1,
+                                 low_rank_host_bytes(rows, cols, k, batch, o.replicas)));
+              schatten::test::AllocationProbe probe;
+              const Status st = low_rank_power_step_batch(mr.data(), qr.data(), ur.data(), batch, o, &ws);
+              const std::int64_t count = probe.count();
+              CAPTURE(replicas);
+              CAPTURE(full_rank);
+              CAPTURE(cholesky);
+              CAPTURE(batch);
+              CAPTURE(rows);
+              REQUIRE(st == Status::ok);
+              CHECK(count == 0);
+              // The QR took the path meant: ‖U‖_F² = Σ_j ‖p_j‖²·‖q_j‖² is the number of kept
+              // columns (P's are orthonormal to float rounding, Q's unit to ε = 1e-8 relative),
+              // k = 5 at full rank, 2 when the columns past M's rank were dropped; 1e-3 is far
+              // above that rounding and far below 1. With split QRs only this replica's members
+              // [⌊batch/2⌋, batch) were orthonormalised (the others' QRs are replica 0's, whose
+              // results the identity gather does not bring).
+              for (index_t b = replicas > 1 ? batch / 2 : 0; b < batch; ++b) {
+                double f2 = 0.0;
+                for (std::size_t e = 0; e < n; ++e)
+                  f2 += double(u[static_cast<std::size_t>(b) * n + e]) *
+                        double(u[static_cast<std::size_t>(b) * n + e]);
+                CHECK(std::abs(f2 - (full_rank ? double(k) : 2.0)) < 1e-3);
+              }
+              ++calls;
+            }
+    CHECK(calls == 48);
   }
 
   TEST_CASE("init() under heap exhaustion: out_of_memory, then no step until an init() succeeds") {

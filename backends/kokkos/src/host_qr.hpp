@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
 /// Private: the thin Householder QR of a tall device panel, on the host in double (Eigen). The
-/// range finder of randomized.cpp orthonormalises its m × l panels (l ≤ m, l small) with it, the
-/// power iteration of low_rank.cpp with its variant that drops columns at a floor.
+/// range finder of randomized.cpp orthonormalises its m × l panels (l ≤ m, l small) with it; the
+/// power iteration of low_rank.cpp uses the in-place variant that drops columns at a floor.
 #pragma once
 
 #include <Eigen/Dense>
@@ -60,101 +60,74 @@ std::vector<double> orthonormalise(const View& a) {
   return diag;
 }
 
-/// orthonormalise() for a panel whose columns may be dropped: column j is dropped when `keep[j]`
-/// is 0 on entry, or when the norm of its part orthogonal to the kept columns before it is at
-/// most its bound
+/// The thin QR, in place, of the rows × cols column-major panel `a` (double, contiguous,
+/// rows ≥ cols), whose columns may be dropped (`limit` and `keep`: one entry per column): column
+/// j is dropped when `keep[j]` is 0 on entry, or when the norm of its part orthogonal to the kept
+/// columns before it (|R_jj|) is at most its bound
 ///   limit[j] + Σ_{i kept, i < j} |R_ij|·limit[i]/|R_ii|,
 /// where limit[i] is the size the caller allows rounding in column i. The sum is what the kept
 /// columns' own rounding can leak into column j: a kept column i is tilted from its exact
 /// direction by about limit[i]/|R_ii|, and taking it out of column j leaves |R_ij| times that
-/// tilt behind, in a direction that is not in the exact columns' span. A dropped column of `a`
-/// becomes zero and `keep[j]` 0; the kept columns get the Q of the thin QR of the kept columns
-/// alone (up to signs), so a later column is orthogonalised against the kept columns only.
-/// (Dropping column j after an ordinary QR would leave the later columns orthogonal to its
-/// direction, which may hold a real part of the panel's range, just too little of it in column
-/// j: the kept basis would then miss that part.) Returns those norms (|R_jj| of that QR for a
-/// kept column).
+/// tilt behind, in a direction that is not in the exact columns' span. On return a dropped
+/// column of `a` is zero and `keep[j]` 0, and the kept columns hold the Q of the thin QR of the
+/// kept columns alone (Householder's signs), so a later column is orthogonalised against the
+/// kept columns only. (Dropping column j after an ordinary QR would leave the later columns
+/// orthogonal to its direction, which may hold a real part of the panel's range, just too little
+/// of it in column j: the kept basis would then miss that part.) Q is orthonormal to double
+/// rounding whatever the panel's conditioning; with every limit 0 and every column kept it is the
+/// thin Householder QR's Q.
 ///
-/// Cost: orthonormalise()'s Householder QR (Eigen's, blocked) and O(cols²) for the bounds; that
-/// QR is the answer when no column is dropped or only the last. Otherwise the QR is redone
-/// left-looking, one column at a time, skipping the dropped ones (Eigen's unblocked reflector
-/// kernels): about 4·rows·(kept columns before j) flops for column j and 2·rows·kept² for Q.
-/// Cheap when few columns are kept; at worst (an early drop, every other column kept) the whole
-/// call took 1.5 to 2.8 times the blocked QR alone (1024 × 64 to 8192 × 512, 2026-12-02).
-template <class View>
-std::vector<double> orthonormalise_dropping(const View& a, const std::vector<double>& limit,
-                                            std::vector<char>& keep) {
-  HostPanel<View> panel(a);
-  Eigen::MatrixXd& m = panel.m;
-  const index_t r = m.rows(), l = m.cols();
-  std::vector<double> norms(static_cast<std::size_t>(l));
-  std::vector<double> tilt;  // limit_i/|R_ii| of the kept columns, in order
-  // Column j's bound, from its coefficients on the kept columns before it (r_of(i): R of the
-  // i-th kept column and j).
-  const auto bound = [&](std::size_t j, const auto& r_of) {
-    double b = limit[j];
-    for (std::size_t i = 0; i < tilt.size(); ++i)
-      b += std::abs(r_of(static_cast<index_t>(i))) * tilt[i];
-    return b;
-  };
-  {
-    const Eigen::HouseholderQR<Eigen::MatrixXd> qr(m);
-    index_t first_drop = l;
-    for (index_t j = 0; j < l && first_drop == l; ++j) {
-      const std::size_t jj = static_cast<std::size_t>(j);
-      norms[jj] = std::abs(qr.matrixQR()(j, j));
-      if (!(keep[jj] && norms[jj] > bound(jj, [&](index_t i) { return qr.matrixQR()(i, j); })))
-        first_drop = j;
-      else
-        tilt.push_back(limit[jj] / norms[jj]);
-    }
-    if (first_drop >= l - 1) {  // the QR of the kept columns is this one's
-      Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(r, l);
-      if (first_drop == l - 1) {
-        q.col(l - 1).setZero();
-        keep[static_cast<std::size_t>(l - 1)] = 0;
-      }
-      panel.store(a, q);
-      return norms;
-    }
-  }
-  tilt.clear();
-  Eigen::MatrixXd reflectors(r, l);  // column c: the essential part of reflector c, below row c
-  std::vector<double> tau;
-  std::vector<index_t> slot(static_cast<std::size_t>(l), -1);  // kept column j → its reflector
-  Eigen::VectorXd work(l);
-  for (index_t j = 0; j < l; ++j) {  // in place: m's columns become R's and the reflectors' input
-    const std::size_t jj = static_cast<std::size_t>(j);
-    const index_t c = static_cast<index_t>(tau.size());  // reflectors so far
-    auto col = m.col(j);
+/// Method: unblocked Householder, right-looking (each new reflector is applied at once to the
+/// columns after its own, with Eigen's reflector kernels), the kept columns' reflectors moved
+/// left over the dropped ones as they are made; then Q formed in place from them, last reflector
+/// first (LAPACK's dorg2r), and the kept columns moved back to their places. It allocates
+/// nothing: `tau`, `tilt` and `work` are `cols` doubles each of the caller's (the low-rank step's
+/// host scratch). Cost: about 2·rows·kept² flops for the QR and as many for Q, at the speed of
+/// matrix-vector products (Eigen's blocked QR is faster on large panels: against its QR and Q
+/// together, 0.7 to 2.9 times its time from 1024 × 64 to 4096 × 1024, 1.5 at 3072 × 768; a
+/// panel with every other column dropped, 3072 × 768, 0.71 s; 2-core machine, g++ -O2,
+/// 2026-12-04). It replaced a blocked QR followed, when a column before the last was dropped, by
+/// a left-looking redo, which Eigen's temporaries made allocate per call.
+inline void householder_dropping(double* data, index_t rows, index_t cols, const double* limit, char* keep,
+                                 double* tau, double* tilt, double* work) {
+  Eigen::Map<Eigen::MatrixXd> a(data, rows, cols);
+  const index_t r = rows, l = cols;
+  index_t c = 0;  // reflectors so far, in columns [0, c)
+  for (index_t j = 0; j < l; ++j) {
+    auto col = a.col(j);  // its R coefficients on the kept columns in rows [0, c), the rest below
+    const double norm = col.tail(r - c).norm();
+    double bound = limit[j];
     for (index_t i = 0; i < c; ++i)
-      col.tail(r - i).applyHouseholderOnTheLeft(reflectors.col(i).tail(r - i - 1), tau[std::size_t(i)],
-                                                work.data());
-    norms[jj] = col.tail(r - c).norm();
-    if (!(keep[jj] && norms[jj] > bound(jj, [&](index_t i) { return col(i); }))) {
-      keep[jj] = 0;
+      bound += std::abs(col(i)) * tilt[i];
+    if (!(keep[j] && norm > bound)) {
+      keep[j] = 0;
       continue;
     }
-    double t = 0.0, beta = 0.0;
-    Eigen::VectorXd essential(r - c - 1);
-    col.tail(r - c).makeHouseholder(essential, t, beta);
-    reflectors.col(c).tail(r - c - 1) = essential;
-    tau.push_back(t);
-    tilt.push_back(limit[jj] / norms[jj]);
-    slot[jj] = c;
+    if (c != j) a.col(c) = a.col(j);  // over a dropped column
+    double beta = 0.0;
+    a.col(c).tail(r - c).makeHouseholderInPlace(tau[c], beta);
+    tilt[c] = limit[j] / norm;
+    if (j + 1 < l)
+      a.block(c, j + 1, r - c, l - j - 1).applyHouseholderOnTheLeft(a.col(c).tail(r - c - 1), tau[c], work);
+    ++c;
   }
-  // Q = H_0 H_1 … H_{c−1} applied to the first c columns of the identity; a kept column j takes
-  // column slot[j], a dropped one zero.
-  const index_t kept = static_cast<index_t>(tau.size());
-  Eigen::MatrixXd basis = Eigen::MatrixXd::Identity(r, kept);
-  for (index_t i = kept; i-- > 0;)
-    basis.bottomRows(r - i).applyHouseholderOnTheLeft(reflectors.col(i).tail(r - i - 1), tau[std::size_t(i)],
-                                                      work.data());
-  Eigen::MatrixXd q = Eigen::MatrixXd::Zero(r, l);
-  for (index_t j = 0; j < l; ++j)
-    if (slot[static_cast<std::size_t>(j)] >= 0) q.col(j) = basis.col(slot[static_cast<std::size_t>(j)]);
-  panel.store(a, q);
-  return norms;
+  // Q's first c columns: H_0 ⋯ H_{c−1} applied to the identity's, in place, last reflector first.
+  for (index_t i = c; i-- > 0;) {
+    if (i + 1 < c)
+      a.block(i, i + 1, r - i, c - i - 1).applyHouseholderOnTheLeft(a.col(i).tail(r - i - 1), tau[i], work);
+    a.col(i).tail(r - i - 1) *= -tau[i];
+    a(i, i) = 1.0 - tau[i];
+    a.col(i).head(i).setZero();
+  }
+  // Kept column j takes Q's column (kept columns before j); from the right, so that no column
+  // is overwritten before it moves.
+  for (index_t j = l; j-- > 0;) {
+    if (keep[j]) {
+      if (--c != j) a.col(j) = a.col(c);
+    } else {
+      a.col(j).setZero();
+    }
+  }
 }
 
 }  // namespace schatten::kokkos::detail

@@ -5,7 +5,8 @@
 /// (host_qr.hpp), the checks and the column normalisation as Kokkos kernels.
 #include <algorithm>
 #include <cmath>
-#include <vector>
+#include <cstddef>
+#include <new>
 
 #include "host_qr.hpp"
 #include "plain_io.hpp"
@@ -28,11 +29,20 @@ using Range = Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>;
 /// k doubles of the default space (column norms, a diagonal) on their way to the host.
 using Numbers = Kokkos::View<double*, DefaultMem, Unmanaged>;
 
-/// The k doubles of `d` on the host.
-std::vector<double> to_host(const Numbers& d) {
-  std::vector<double> out(d.extent(0));
-  Kokkos::deep_copy(Kokkos::View<double*, Kokkos::HostSpace, Unmanaged>(out.data(), out.size()), d);
-  return out;
+/// `n` values of type T in the call's host scratch (HostScratch, below): nothing is allocated.
+template <class T>
+struct HostSpan {
+  T* p = nullptr;
+  std::size_t n = 0;
+  std::size_t size() const { return n; }
+  T& operator[](std::size_t i) const { return p[i]; }
+  T* begin() const { return p; }
+  T* end() const { return p + n; }
+};
+
+/// out ← the k doubles of `d` (out has d's extent).
+void to_host(const Numbers& d, const HostSpan<double>& out) {
+  Kokkos::deep_copy(Kokkos::View<double*, Kokkos::HostSpace, Unmanaged>(out.p, out.n), d);
 }
 
 /// A contiguous row-major r × c array as the column-major c × r view of the default space: in
@@ -80,12 +90,12 @@ KOKKOS_INLINE_FUNCTION double column_norm(const Col& x, index_t j) {
   return kmath::sqrt(s);
 }
 
-/// ‖x_j‖₂ of each column, in double, on the host (through `norms`, k doubles of the space).
-std::vector<double> column_norms(const Col& x, const Numbers& norms) {
+/// out ← ‖x_j‖₂ of each column, in double, on the host (through `norms`, k doubles of the space).
+void column_norms(const Col& x, const Numbers& norms, const HostSpan<double>& out) {
   Kokkos::parallel_for(
       kernel_label("schatten::low_rank::column_norms"), Range(0, static_cast<index_t>(x.extent(1))),
       KOKKOS_LAMBDA(index_t j) { norms(j) = column_norm(x, j); });
-  return to_host(norms);
+  to_host(norms, out);
 }
 
 /// Each column of x ← x_j / (‖x_j‖₂ + eps), the norm accumulated in double.
@@ -138,23 +148,29 @@ struct Panels {
     return Kokkos::View<float*, DefaultMem, Unmanaged>(block_of(b) + l * k, static_cast<std::size_t>(k + 2));
   }
   Col r(index_t b) const { return Col(r_base + static_cast<std::size_t>(b * s * k), s, k); }
+  /// Floats of the R region.
+  std::size_t r_count() const { return static_cast<std::size_t>(s * k * batch); }
 };
 
+/// True when the host reads the default space's memory: the collectives run in place, and the
+/// call needs no host staging for them.
+constexpr bool kHostReadsPanels = Kokkos::SpaceAccessibility<Kokkos::HostSpace, DefaultMem>::accessible;
+
 /// Runs a replicas' collective `f(host_pointer)` on `count` floats at `data` (the default space's
-/// memory): in place when the host can read that memory, else through `host` (a buffer kept for
-/// the call, grown as needed), 2·count floats over the bus.
+/// memory): in place when the host can read that memory, else through `host` (the call's host
+/// staging, HostScratch), 2·count floats over the bus.
 template <class F>
-Status on_host(float* data, std::size_t count, std::vector<float>& host, const F& f) {
-  if constexpr (Kokkos::SpaceAccessibility<Kokkos::HostSpace, DefaultMem>::accessible) {
+Status on_host(float* data, std::size_t count, const HostSpan<float>& host, const F& f) {
+  if constexpr (kHostReadsPanels) {
     fence_all();
     (void)host;
     return f(data);
   } else {
-    if (host.size() < count) host.resize(count);
+    if (host.size() < count) return Status::internal_error;  // HostScratch sizes it for the largest
     const Kokkos::View<float*, DefaultMem, Unmanaged> d(data, count);
-    const Kokkos::View<float*, Kokkos::HostSpace, Unmanaged> h(host.data(), count);
+    const Kokkos::View<float*, Kokkos::HostSpace, Unmanaged> h(host.p, count);
     Kokkos::deep_copy(h, d);
-    const Status s = f(host.data());
+    const Status s = f(host.p);
     if (s == Status::ok) Kokkos::deep_copy(d, h);
     return s;
   }
@@ -174,13 +190,13 @@ double distance_from_identity(const Col& g) {
   return worst;
 }
 
-/// The diagonal of a k × k matrix (a Gram or its Cholesky factor) on the host, in double
+/// out ← the diagonal of a k × k matrix (a Gram or its Cholesky factor) on the host, in double
 /// (through `d`, k doubles of the space).
-std::vector<double> diagonal(const Col& l, const Numbers& d) {
+void diagonal(const Col& l, const Numbers& d, const HostSpan<double>& out) {
   Kokkos::parallel_for(
       kernel_label("schatten::low_rank::diagonal"), Range(0, static_cast<index_t>(l.extent(0))),
       KOKKOS_LAMBDA(index_t j) { d(j) = static_cast<double>(l(j, j)); });
-  return to_host(d);
+  to_host(d, out);
 }
 
 /// Cholesky QR2 of the L × k panel p in float, on the execution space: twice G = PᵀP,
@@ -194,17 +210,18 @@ std::vector<double> diagonal(const Col& l, const Numbers& d) {
 /// Householder QR's Q up to the signs of its columns (the thin QR with a positive diagonal is
 /// unique), which Dion's products P Rᵀ and P Qᵀ do not see. Returns false otherwise, with P
 /// garbage. Cost: two Grams (2·L·k² flops each), two triangular solves (L·k² each), two k × k
-/// Choleskys; 3k doubles and a scalar read back.
+/// Choleskys; 3k doubles (into norms2, d1, d2: k each) and a scalar read back.
 bool cholesky_qr2(const DefaultExec& space, const Col& p, const Col& g, const Numbers& scratch,
-                  const std::vector<double>& need) {
+                  const HostSpan<double>& need, const HostSpan<double>& norms2, const HostSpan<double>& d1,
+                  const HostSpan<double>& d2) {
   gram2(space, true, 1.0f, p, 0.0f, g);
-  const std::vector<double> norms2 = diagonal(g, scratch);  // ‖p_j‖²
+  diagonal(g, scratch, norms2);  // ‖p_j‖²
   if (!cholesky_lower(space, g)) return false;
-  const std::vector<double> d1 = diagonal(g, scratch);
+  diagonal(g, scratch, d1);
   x_times_inv_lt(space, true, 1.0f, g, p);
   gram2(space, true, 1.0f, p, 0.0f, g);
   if (!(distance_from_identity(g) <= 0.5) || !cholesky_lower(space, g)) return false;
-  const std::vector<double> d2 = diagonal(g, scratch);
+  diagonal(g, scratch, d2);
   double leak2 = 0.0;  // Σ_{i<j} (need_i/R_ii)²: the margin times the kept columns' tilts, squared
   for (std::size_t j = 0; j < need.size(); ++j) {
     const double rjj = d1[j] * d2[j];
@@ -224,11 +241,101 @@ struct Member {
   double norm = 0.0;     ///< ‖B‖_F: this process's, or (replicas) the mean of theirs
   double floor = 0.0;    ///< the rounding floor of P's columns (below), set at t = 0
   bool zero = false;     ///< every column dropped: U = 0, M and Q kept
-  std::vector<char> kept;
-  Col x;  ///< the right factor the iteration multiplies: Q, then R
-  Member(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u)
-      : m_ref(m), mo(m, true), qo(q, true), uo(u, false) {}
+  HostSpan<char> kept;   ///< per column of P: kept (1) or dropped (0) at the rounding floor
+  Col x;                 ///< the right factor the iteration multiplies: Q, then R
+  Member(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u,
+         HostSpan<char> flags)
+      : m_ref(m), mo(m, true), qo(q, true), uo(u, false), kept(flags) {}
 };
+static_assert(alignof(Member) <= alignof(std::max_align_t), "HostScratch carves Members from max_align_t");
+
+/// The call's host scratch, carved from the workspace's host bytes (HostScalars::bytes; with a
+/// null base, only its size, low_rank_host_bytes()), so that a call whose workspace holds it
+/// allocates nothing on the host: the g members (constructed there by Members, below), their
+/// kept-column flags (k each), what the QR of one member at a time needs (the columns' norms,
+/// the Cholesky QR's needs and diagonals, the Householder QR's limits, reflector factors, tilts
+/// and work: k doubles each; its L × k panel in double, and on a GPU build in float too), one
+/// member's record (k + 2 floats), the replicas' block counts (split QRs, one per replica) and,
+/// when the host cannot read the default space's memory and there are replicas, the staging of
+/// their collectives (the largest: all P blocks, or all R panels).
+struct HostScratch {
+  Member* members = nullptr;
+  char* flags = nullptr;  ///< g·k: member b's kept flags at b·k
+  HostSpan<double> xn, need, limit, norms2, d1, d2, tau, tilt, work;
+  HostSpan<double> panel;    ///< L·k: the Householder QR's panel
+  HostSpan<float> panel_in;  ///< L·k on a GPU build: P on its way to and from `panel`
+  HostSpan<float> rec, staging;
+  HostSpan<std::size_t> counts;
+  std::size_t bytes = 0;
+  HostScratch(unsigned char* base, index_t rows, index_t cols, index_t rank, index_t batch,
+              const Replicas& r) {
+    const Panels sizes(nullptr, rows, cols, rank, batch, static_cast<bool>(r));
+    const std::size_t g = static_cast<std::size_t>(batch), k = static_cast<std::size_t>(rank);
+    const std::size_t lk = static_cast<std::size_t>(sizes.l) * k;
+    Arena arena(base);
+    members = arena.take<Member>(g);
+    flags = arena.take<char>(g * k);
+    for (HostSpan<double>* v : {&xn, &need, &limit, &norms2, &d1, &d2, &tau, &tilt, &work})
+      *v = {arena.take<double>(k), k};
+    panel = {arena.take<double>(lk), lk};
+    if (!kHostReadsPanels) panel_in = {arena.take<float>(lk), lk};
+    rec = {arena.take<float>(k + 2), k + 2};
+    if (r.split())
+      counts = {arena.take<std::size_t>(static_cast<std::size_t>(r.size)), static_cast<std::size_t>(r.size)};
+    if (!kHostReadsPanels && r) {
+      const std::size_t n = std::max(sizes.block * g, sizes.r_count());
+      staging = {arena.take<float>(n), n};
+    }
+    bytes = arena.used();
+  }
+  HostSpan<char> kept_of(index_t b) const { return {flags + static_cast<std::size_t>(b) * xn.n, xn.n}; }
+};
+
+/// The batch's members, constructed in the host scratch and destroyed with the call (a
+/// constructor that throws, staging on a GPU build, leaves the ones before it to the destructor).
+class Members {
+ public:
+  explicit Members(Member* at) : at_(at) {}
+  Members(const Members&) = delete;
+  Members& operator=(const Members&) = delete;
+  ~Members() {
+    while (n_ > 0)
+      at_[--n_].~Member();
+  }
+  void add(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u,
+           HostSpan<char> kept) {
+    new (at_ + n_) Member(m, q, u, kept);
+    ++n_;
+  }
+  Member& operator[](std::size_t b) const { return at_[b]; }
+  Member* begin() const { return at_; }
+  Member* end() const { return at_ + n_; }
+
+ private:
+  Member* at_;
+  std::size_t n_ = 0;
+};
+
+/// P ← the Q of householder_dropping() (host_qr.hpp: the thin Householder QR in double whose
+/// columns at `h.limit` are dropped, `kept` updated), through the host scratch: P widened into
+/// h.panel (on a GPU build through h.panel_in, L·k floats each way over the bus), and back.
+void householder_on_host(const Col& p, const HostScratch& h, const HostSpan<char>& kept) {
+  const std::size_t l = p.extent(0), k = p.extent(1), lk = l * k;
+  float* in = p.data();  // contiguous: column j at j·L
+  if constexpr (kHostReadsPanels) {
+    fence_all();
+  } else {
+    Kokkos::deep_copy(HostCol(h.panel_in.p, l, k), p);
+    in = h.panel_in.p;
+  }
+  for (std::size_t e = 0; e < lk; ++e)
+    h.panel[e] = static_cast<double>(in[e]);
+  householder_dropping(h.panel.p, static_cast<index_t>(l), static_cast<index_t>(k), h.limit.p, kept.p,
+                       h.tau.p, h.tilt.p, h.work.p);
+  for (std::size_t e = 0; e < lk; ++e)
+    in[e] = static_cast<float>(h.panel[e]);
+  if constexpr (!kHostReadsPanels) Kokkos::deep_copy(p, HostCol(h.panel_in.p, l, k));
+}
 
 /// A member's QR outcome that is not a Status: every M_i is zero (U = 0, M and Q kept).
 constexpr int kZeroMember = -1;
@@ -237,8 +344,9 @@ constexpr int kZeroMember = -1;
 /// replicas, the mean norm the average delivered first (NaN: some replica's M_i + G_i overflowed;
 /// zero: every M_i is zero); then the check of P, the floor, and the QR (the header's orth() and
 /// its columns at the rounding floor). Returns 0, kZeroMember or a failing Status's code.
-int orthonormalise_member(const DefaultExec& space, const Panels& panels, Member& mb, index_t b, int t,
-                          const LowRankStepOptions& o, bool replicated, bool tall, double elements) {
+int orthonormalise_member(const DefaultExec& space, const Panels& panels, const HostScratch& h, Member& mb,
+                          index_t b, int t, const LowRankStepOptions& o, bool replicated, bool tall,
+                          double elements) {
   const Col p = panels.p(b);
   const Col& mt = mb.mo.view();
   if (replicated && t == 0) {
@@ -253,15 +361,15 @@ int orthonormalise_member(const DefaultExec& space, const Panels& panels, Member
   // The rounding floor of a column of P = fl(B X): 8·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
   // "Columns at the rounding floor" gives the measurements behind the factor 8).
   if (t == 0) mb.floor = 8.0 * std::sqrt(double(panels.s)) * 0x1p-24 * mb.norm;
-  const std::vector<double> xn = column_norms(mb.x, panels.numbers);
-  std::vector<double> need(xn.size());
+  const HostSpan<double>&xn = h.xn, &need = h.need;
+  column_norms(mb.x, panels.numbers, xn);
   for (std::size_t j = 0; j < need.size(); ++j)  // a margin of 100 over the floor (below)
     need[j] = mb.kept[j] ? 1e2 * mb.floor * xn[j] : HUGE_VAL;
   // Cholesky QR2 when every column is far above the floor (it keeps them all), else (or when it
   // is off) the Householder QR, from P again if the Cholesky QR spoilt it (recomputed, or with
   // replicas the averaged P̄ kept aside).
   if (replicated && o.cholesky_qr) Kokkos::deep_copy(space, panels.backup, p);
-  if (!(o.cholesky_qr && cholesky_qr2(space, p, panels.g, panels.numbers, need))) {
+  if (!(o.cholesky_qr && cholesky_qr2(space, p, panels.g, panels.numbers, need, h.norms2, h.d1, h.d2))) {
     if (o.cholesky_qr && replicated)
       Kokkos::deep_copy(space, p, panels.backup);
     else if (o.cholesky_qr)
@@ -269,10 +377,9 @@ int orthonormalise_member(const DefaultExec& space, const Panels& panels, Member
     // A column within rounding of the kept columns before it (its own floor, plus what their
     // rounding leaks into it) is dropped: p_j = 0, Q_j is kept, and the later columns are
     // orthogonalised against the kept ones only.
-    std::vector<double> limit(xn.size());
-    for (std::size_t j = 0; j < limit.size(); ++j)
-      limit[j] = mb.floor * xn[j];
-    orthonormalise_dropping(p, limit, mb.kept);
+    for (std::size_t j = 0; j < h.limit.size(); ++j)
+      h.limit[j] = mb.floor * xn[j];
+    householder_on_host(p, h, mb.kept);
   }
   return 0;
 }
@@ -305,7 +412,7 @@ void finish_member(const DefaultExec& space, const Panels& panels, Member& mb, i
     o.store_momentum(b, mb.m_ref);
   }
   normalise_columns(r, o.eps);  // the new Q, but for the dropped columns (zero in P and R here)
-  if (std::find(mb.kept.begin(), mb.kept.end(), 0) == mb.kept.end()) {
+  if (std::find(mb.kept.begin(), mb.kept.end(), char(0)) == mb.kept.end()) {
     Kokkos::deep_copy(space, qv, r);
   } else {
     for (index_t j = 0; j < panels.k; ++j)  // a dropped column keeps its Q_j, to be tried again next step
@@ -336,10 +443,13 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
   const bool tall = rows >= cols;  // B = M (else Mᵀ): the view mt = Mᵀ is Bᵀ when tall, B when wide
   const bool replicated = static_cast<bool>(o.replicas), split = o.replicas.split();
   const DefaultExec space;
-  std::vector<Member> members;
-  members.reserve(static_cast<std::size_t>(batch));
+  CallWorkspace cw(workspace);
+  auto& ws = cw.get();
+  ws.reserve(0, 1, HostScratch(nullptr, rows, cols, k, batch, o.replicas).bytes);  // (kept when held)
+  const HostScratch h(ws.host_scalars().byte_data(), rows, cols, k, batch, o.replicas);
+  Members members(h.members);
   for (index_t b = 0; b < batch; ++b)
-    members.emplace_back(ms[b], qs[b], us[b]);
+    members.add(ms[b], qs[b], us[b], h.kept_of(b));
   for (Member& mb : members) {
     mb.largest = max_abs(mb.mo.view());
     if (!std::isfinite(max_abs(mb.qo.view()))) return Status::non_finite_input;  // the same on every replica
@@ -355,25 +465,22 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
   const auto all_zero = [&] {
     return std::all_of(members.begin(), members.end(), [](const Member& mb) { return mb.zero; });
   };
-  CallWorkspace cw(workspace);
-  auto& ws = cw.get();
   const double elements = double(rows) * double(cols);
-  std::vector<float> host;  // the collectives' staging on a GPU build
+  const HostSpan<float>& host = h.staging;  // the collectives' staging on a GPU build
   if (!all_zero()) {
     ws.reserve(Panels(nullptr, rows, cols, k, batch, replicated).bytes);
     const Panels panels(ws.data(), rows, cols, k, batch, replicated);
     // With split QRs, replica r orthonormalises the members [first(r), first(r + 1)): the
     // averages of their panels are scattered to it, and its results gathered by all.
-    std::vector<std::size_t> counts;
-    if (split)
-      for (int r = 0; r < o.replicas.size; ++r)
-        counts.push_back(panels.block * static_cast<std::size_t>(first_member(r + 1, batch, o.replicas.size) -
-                                                                 first_member(r, batch, o.replicas.size)));
+    const HostSpan<std::size_t>& counts = h.counts;  // (empty unless split)
+    for (std::size_t r = 0; r < counts.size(); ++r)
+      counts[r] = panels.block * static_cast<std::size_t>(first_member(int(r) + 1, batch, o.replicas.size) -
+                                                          first_member(int(r), batch, o.replicas.size));
     const index_t own_first = split ? first_member(o.replicas.rank, batch, o.replicas.size) : 0;
     const index_t own_last = split ? first_member(o.replicas.rank + 1, batch, o.replicas.size) : batch;
     for (Member& mb : members) {
       mb.norm = std::isfinite(mb.largest) ? frobenius(space, mb.mo.view()) : NAN;
-      mb.kept.assign(static_cast<std::size_t>(k), 1);
+      std::fill(mb.kept.begin(), mb.kept.end(), char(1));
       mb.x = mb.qo.view();
     }
     for (int t = 0; t < o.power_iterations; ++t) {
@@ -393,7 +500,7 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
         const std::size_t count =
             whole - panels.block + static_cast<std::size_t>(panels.l * k) + (t == 0 ? 1 : 0);
         const Status s = split ? on_host(panels.p_base, whole, host,
-                                         [&](float* d) { return o.replicas.average_scatter(d, counts); })
+                                         [&](float* d) { return o.replicas.average_scatter(d, counts.p); })
                                : on_host(panels.p_base, count, host,
                                          [&](float* d) { return o.replicas.average(d, count); });
         if (s != Status::ok) return s;
@@ -401,32 +508,32 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
       for (index_t b = own_first; b < own_last; ++b) {
         Member& mb = members[static_cast<std::size_t>(b)];
         if (mb.zero) continue;
-        const int code = orthonormalise_member(space, panels, mb, b, t, o, replicated, tall, elements);
+        const int code = orthonormalise_member(space, panels, h, mb, b, t, o, replicated, tall, elements);
         if (!split) {  // every replica decided alike, on the same averages
           if (code > 0) return static_cast<Status>(code);
           mb.zero = code == kZeroMember;
           continue;
         }
-        std::vector<float> rec(static_cast<std::size_t>(k + 2), 0.0f);  // its record, for the others
+        const HostSpan<float>& rec = h.rec;  // its record, for the others
         rec[1] = static_cast<float>(code);
         for (std::size_t j = 0; j < mb.kept.size(); ++j)
           rec[j + 2] = mb.kept[j] ? 1.0f : 0.0f;
         const auto tail = Kokkos::subview(panels.record(b), std::make_pair(1, int(k) + 2));
         Kokkos::deep_copy(
-            space, tail,
-            Kokkos::View<const float*, Kokkos::HostSpace, Unmanaged>(rec.data() + 1, rec.size() - 1));
+            space, tail, Kokkos::View<const float*, Kokkos::HostSpace, Unmanaged>(rec.p + 1, rec.size() - 1));
+        fence_on(space);  // (rec is reused by the next member)
       }
       if (split) {  // every member's P̄ and record from its replica; then every replica decides alike
         const std::size_t whole = panels.block * static_cast<std::size_t>(batch);
         if (const Status s =
-                on_host(panels.p_base, whole, host, [&](float* d) { return o.replicas.gather(d, counts); });
+                on_host(panels.p_base, whole, host, [&](float* d) { return o.replicas.gather(d, counts.p); });
             s != Status::ok)
           return s;
         for (index_t b = 0; b < batch; ++b) {
           Member& mb = members[static_cast<std::size_t>(b)];
           if (mb.zero) continue;
-          std::vector<float> rec(static_cast<std::size_t>(k + 2));
-          Kokkos::deep_copy(Kokkos::View<float*, Kokkos::HostSpace, Unmanaged>(rec.data(), rec.size()),
+          const HostSpan<float>& rec = h.rec;
+          Kokkos::deep_copy(Kokkos::View<float*, Kokkos::HostSpace, Unmanaged>(rec.p, rec.size()),
                             panels.record(b));
           const int code = static_cast<int>(rec[1]);
           if (code > 0) return static_cast<Status>(code);  // the first failing member, on every replica
@@ -444,7 +551,7 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
           gemm(space, tall ? "N" : "T", "N", 1.0f, mb.mo.view(), panels.p(b), 0.0f, panels.r(b));  // R = Bᵀ P̄
       }
       if (replicated) {  // R̄ = mean(B_iᵀ P̄), every member's in one call
-        const std::size_t count = static_cast<std::size_t>(panels.s * k * batch);
+        const std::size_t count = panels.r_count();
         if (const Status s =
                 on_host(panels.r_base, count, host, [&](float* d) { return o.replicas.average(d, count); });
             s != Status::ok)
@@ -487,6 +594,12 @@ std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t r
                                            bool replicas) {
   if (rows <= 0 || cols <= 0 || rank <= 0 || batch <= 0) return 0;
   return kokkos::detail::Panels(nullptr, rows, cols, rank, batch, replicas).bytes;
+}
+
+std::size_t low_rank_host_bytes(index_t rows, index_t cols, index_t rank, index_t batch,
+                                const Replicas& replicas) {
+  if (rows <= 0 || cols <= 0 || rank <= 0 || batch <= 0) return 0;
+  return kokkos::detail::HostScratch(nullptr, rows, cols, rank, batch, replicas).bytes;
 }
 
 namespace {

@@ -50,10 +50,10 @@ Workspace& Workspace::operator=(Workspace&& other) noexcept {
   return *this;
 }
 
-bool Workspace::reserve(std::size_t bytes, std::size_t matrices) {
+bool Workspace::reserve(std::size_t bytes, std::size_t matrices, std::size_t host_bytes) {
   detail::ensure_runtime();
   try {
-    impl_->ws.reserve(bytes, matrices);
+    impl_->ws.reserve(bytes, matrices, host_bytes);
     return true;
   } catch (const std::exception&) {
     return false;
@@ -61,6 +61,7 @@ bool Workspace::reserve(std::size_t bytes, std::size_t matrices) {
 }
 
 std::size_t Workspace::capacity() const noexcept { return impl_ ? impl_->ws.capacity() : 0; }
+std::size_t Workspace::host_capacity() const noexcept { return impl_ ? impl_->ws.host_capacity() : 0; }
 void Workspace::release() noexcept {
   if (impl_) impl_->ws.release();
 }
@@ -68,7 +69,7 @@ std::size_t Workspace::total_bytes() noexcept {
   const std::lock_guard<std::mutex> lock(registry_mutex());
   std::size_t n = 0;
   for (const Impl* w : registry())
-    n += w->ws.capacity();
+    n += w->ws.capacity() + w->ws.host_capacity();
   return n;
 }
 

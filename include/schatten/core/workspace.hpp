@@ -24,17 +24,21 @@ class Workspace {
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 
-  /// Grows the buffer to at least `bytes`, and the host copies of per-matrix scalars (norms,
-  /// factors: a few doubles each) to a batch of `matrices`, so that calls on batches of up to
-  /// that many matrices whose scratch fits allocate nothing, on the device or the host. Returns
-  /// false (and keeps the old buffer) when an allocation fails.
-  bool reserve(std::size_t bytes, std::size_t matrices = 1);
-  /// Bytes currently held.
+  /// Grows the buffer to at least `bytes`, the host copies of per-matrix scalars (norms,
+  /// factors: a few doubles each) to a batch of `matrices`, and the host scratch to `host_bytes`
+  /// (what low_rank_host_bytes() gives; the other kernels need none), so that calls on batches
+  /// of up to that many matrices whose scratch fits allocate nothing, on the device or the host.
+  /// Returns false (and keeps the old buffers) when an allocation fails.
+  bool reserve(std::size_t bytes, std::size_t matrices = 1, std::size_t host_bytes = 0);
+  /// Bytes currently held (the buffer in the default execution space's memory).
   std::size_t capacity() const noexcept;
-  /// Frees the buffer.
+  /// Bytes of host scratch currently held (reserve()'s `host_bytes`).
+  std::size_t host_capacity() const noexcept;
+  /// Frees the buffer and the host scratch.
   void release() noexcept;
-  /// Bytes held by all live Workspaces of this process, together (diagnostics: what the
-  /// optimizers' and the caller's scratch costs, schatten-bench-optim's `workspace_MB`).
+  /// Bytes held by all live Workspaces of this process, together, their host scratch included
+  /// (diagnostics: what the optimizers' and the caller's scratch costs, schatten-bench-optim's
+  /// `workspace_MB`).
   /// Workspaces of the Kokkos overloads (kokkos::Workspace) are not counted.
   static std::size_t total_bytes() noexcept;
 

@@ -568,18 +568,17 @@ class DistributedPartition {
           return Status::ok;
         });
         if (comm.size() > 1) {  // the panels' QRs split across the ranks (low_rank_power_step_batch)
-          const auto blocks = [](const std::vector<std::size_t>& counts, std::vector<std::int64_t>& c,
-                                 std::vector<std::int64_t>& d) {
+          const auto blocks = [n = comm.size()](const std::size_t* counts, std::vector<std::int64_t>& c,
+                                                std::vector<std::int64_t>& d) {
             std::int64_t at = 0;
-            for (const std::size_t count : counts) {
-              c.push_back(static_cast<std::int64_t>(count));
+            for (int r = 0; r < n; ++r) {
+              c.push_back(static_cast<std::int64_t>(counts[r]));
               d.push_back(at);
-              at += static_cast<std::int64_t>(count);
+              at += static_cast<std::int64_t>(counts[r]);
             }
             return at <= std::int64_t(INT_MAX);  // MPI's counts (the same on every rank)
           };
-          replicas.average_scatter = [comm, inv, blocks](float* data,
-                                                         const std::vector<std::size_t>& counts) {
+          replicas.average_scatter = [comm, inv, blocks](float* data, const std::size_t* counts) {
             std::vector<std::int64_t> c, d;
             if (!blocks(counts, c, d)) return Status::out_of_range;
             comm.reduce_scatter_sum(data, c);
@@ -588,7 +587,7 @@ class DistributedPartition {
               data[e] *= inv;
             return Status::ok;
           };
-          replicas.gather = [comm, blocks](float* data, const std::vector<std::size_t>& counts) {
+          replicas.gather = [comm, blocks](float* data, const std::size_t* counts) {
             std::vector<std::int64_t> c, d;
             if (!blocks(counts, c, d)) return Status::out_of_range;
             comm.allgatherv(data, c, d);

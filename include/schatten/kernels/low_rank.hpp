@@ -12,7 +12,6 @@
 #include <functional>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/status.hpp"
@@ -28,9 +27,9 @@ namespace schatten {
 using ReplicaAverage = std::function<Status(float* data, std::size_t count)>;
 
 /// A collective over the replicas' consecutive blocks, in place in host memory: block r holds
-/// counts[r] floats and starts where block r − 1 ends (Σ counts floats at `data`). Same calling
-/// rules and return as ReplicaAverage.
-using ReplicaExchange = std::function<Status(float* data, const std::vector<std::size_t>& counts)>;
+/// counts[r] floats (r ∈ [0, Replicas::size)) and starts where block r − 1 ends (Σ counts floats
+/// at `data`). Same calling rules and return as ReplicaAverage.
+using ReplicaExchange = std::function<Status(float* data, const std::size_t* counts)>;
 
 /// The replicas' collectives (low_rank_power_step's "Replicas"). `average` alone: every replica
 /// orthonormalises every panel. With `average_scatter` and `gather` as well (both or neither), and
@@ -85,6 +84,16 @@ std::size_t low_rank_workspace_bytes(index_t rows, index_t cols, index_t rank, b
 /// more L × k panel.
 std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t rank, index_t batch,
                                            bool replicas = false);
+/// Host bytes of low_rank_power_step_batch() for `batch` members of that shape and rank called
+/// with `replicas` (Workspace::reserve()'s `host_bytes`; a single call is a batch of one): the
+/// members' records and kept-column flags, nine k-vectors of doubles, k + 2 floats, the
+/// Householder QR's L × k panel of doubles (8·L·k bytes), with split QRs one count per replica
+/// and, on a GPU build, that panel in float and with replicas the host staging of their
+/// collectives (all P blocks or all R panels: about 4·batch·L·k bytes). A call whose workspace
+/// holds these and low_rank_batch_workspace_bytes() allocates nothing on the host (on a GPU
+/// build, but for staging copies of host arrays).
+std::size_t low_rank_host_bytes(index_t rows, index_t cols, index_t rank, index_t batch = 1,
+                                const Replicas& replicas = {});
 
 /// One step of Dion's amortised power iteration, in place. With B = M when r ≥ c and B = Mᵀ
 /// when r < c (the reference's transpose: B is L × S, L = max(r, c) ≥ S = min(r, c)), and the
@@ -147,7 +156,10 @@ std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t r
 /// after an average, on what it delivered, so on every replica together: a local NaN/Inf in M_i
 /// (M_i + G_i overflowed) travels through the first average as NaN and every replica returns
 /// non_finite_input; P̄ or R̄ beyond float → out_of_range everywhere; an all-zero M̄ gives U = 0
-/// (M and Q kept) everywhere.
+/// (M and Q kept) everywhere. Reserve the workspace beforehand (low_rank_workspace_bytes() and
+/// low_rank_host_bytes(); DionDirection does at init()): a call that must grow it could fail to
+/// on one replica before the first average, and on a workspace reserved for it the call
+/// allocates nothing on the host that could fail between two averages.
 ///
 /// Arguments: `m` (r × c, in/out), `q` (k × S holding Qᵀ — row j is Q's column j —, in/out) and
 /// `u` (r × c, out), contiguous row-major, all in one memory kind (host memory is staged on a GPU
@@ -157,10 +169,12 @@ std::size_t low_rank_batch_workspace_bytes(index_t rows, index_t cols, index_t r
 ///
 /// Cost: (2t + 2) GEMMs of r·c·k (B Q and Bᵀ P per iteration, the feedback P Rᵀ and U), and per
 /// iteration the Cholesky QR2 (about 6·L·k² flops on the execution space) or the host
-/// Householder QR (about 4·L·k² host flops in double, plus one more GEMM of B Q when the Cholesky
-/// QR was tried), and O(rc + (r + c)k) for the checks and norms. Accuracy: the GEMMs' float
-/// rounding, P orthonormal to O(k·u) (Cholesky QR2) or to double rounding (Householder), and the
-/// column norms in double. Synchronous.
+/// Householder QR (about 4·L·k² host flops in double, unblocked, in place in the host scratch;
+/// plus one more GEMM of B Q when the Cholesky QR was tried), and O(rc + (r + c)k) for the checks
+/// and norms. Memory: low_rank_workspace_bytes() and low_rank_host_bytes(), which the call grows
+/// `workspace` to first (reserve them beforehand for a call that allocates nothing). Accuracy:
+/// the GEMMs' float rounding, P orthonormal to O(k·u) (Cholesky QR2) or to double rounding
+/// (Householder), and the column norms in double. Synchronous.
 Status low_rank_power_step(MatrixRef<float> m, MatrixRef<float> q, MatrixRef<float> u,
                            const LowRankStepOptions& options = {}, Workspace* workspace = nullptr);
 

@@ -279,6 +279,19 @@ class Chain {
                rules_);
     return bytes;
   }
+  /// Host scratch bytes of update_batch (optim::batch_host_bytes): the largest of the batched
+  /// rules'.
+  template <bool B = batches, std::enable_if_t<B, int> = 0>
+  std::size_t batch_host_bytes(const BlockShape& shape, index_t batch) const {
+    std::size_t bytes = 0;
+    std::apply(
+        [&](const auto&... r) {
+          ((bytes = std::max(bytes, optim::batch_enabled(r) ? optim::batch_host_bytes(r, shape, batch) : 0)),
+           ...);
+        },
+        rules_);
+    return bytes;
+  }
 
   /// The chain over `batch` same-shape blocks held contiguously in `u` (rule.hpp), stage by
   /// stage: a rule with a batched form runs once for the whole batch (one kernel call for the

@@ -553,7 +553,9 @@ struct DionDirection {
     Rng rng(seed);
     for (float& x : st.q)
       x = static_cast<float>(rng.normal());
-    if (k > 0) st.workspace->reserve(low_rank_workspace_bytes(s.rows, s.cols, k, bool(replicas)));
+    if (k > 0)  // (update() calls the kernel with `replicas.average` only)
+      st.workspace->reserve(low_rank_workspace_bytes(s.rows, s.cols, k, bool(replicas)), 1,
+                            low_rank_host_bytes(s.rows, s.cols, k, 1, Replicas(replicas.average)));
     return st;
   }
   /// True when the state was sized for an r × c block (M in this rule's storage, and Q; update()
@@ -681,15 +683,17 @@ struct DionDirection {
   }
   /// precheck() tells every failure, and u stays finite, in one process (with replicas a step
   /// depends on the other replicas' sums, which no precheck here reads: their partition keeps
-  /// its copies, as distributed::DistributedPartition requires), with the kernel's workspace
-  /// reserved and the kernels reaching the memory directly (memory::kernels_access: no staging
-  /// copies to allocate). The kernel's host vectors of k or L·k values (the ranking, the
-  /// Householder QR's panel on a GPU) are small allocations that this does not count as
-  /// failures. A partition then keeps no copy of M and Q.
+  /// its copies, as distributed::DistributedPartition requires), with the kernel's workspace and
+  /// host scratch reserved (init(): low_rank_workspace_bytes, low_rank_host_bytes, so that the
+  /// step allocates nothing on the host, its Householder QR included) and the kernels reaching
+  /// the memory directly (memory::kernels_access: no staging copies to allocate). A partition
+  /// then keeps no copy of M and Q.
   bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
     const index_t k = rank(shape.rows, shape.cols);
     return !replicas && memory::kernels_access(memory) && s.workspace != nullptr &&
-           (k == 0 || s.workspace->capacity() >= low_rank_workspace_bytes(shape.rows, shape.cols, k, false));
+           (k == 0 ||
+            (s.workspace->capacity() >= low_rank_workspace_bytes(shape.rows, shape.cols, k, false) &&
+             s.workspace->host_capacity() >= low_rank_host_bytes(shape.rows, shape.cols, k)));
   }
 
   /// The batched form (optim::batch_enabled) only when the replicas split their QRs
@@ -700,6 +704,11 @@ struct DionDirection {
   std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
     const index_t k = rank(s.rows, s.cols);
     return k > 0 ? low_rank_batch_workspace_bytes(s.rows, s.cols, k, batch, bool(replicas)) : 0;
+  }
+  /// The kernel's host scratch for `batch` members (low_rank_host_bytes).
+  std::size_t batch_host_bytes(const BlockShape& s, index_t batch) const {
+    const index_t k = rank(s.rows, s.cols);
+    return k > 0 ? low_rank_host_bytes(s.rows, s.cols, k, batch, replicas) : 0;
   }
   /// update() of each block in one low_rank_power_step_batch() call: M_b ← M_b + G_b for every
   /// block, then the kernel (the replicas' collectives once per stage for the batch, each

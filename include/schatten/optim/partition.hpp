@@ -85,7 +85,7 @@ struct MemoryUse {
   std::size_t backups = 0;    ///< the copies of the states of routes that may fail, not prechecked
   std::size_t scratch = 0;    ///< the rules' scratch buffers, each shared one counted once
   std::size_t batches = 0;    ///< the same-shape groups' batch buffers
-  std::size_t workspace = 0;  ///< the kernel workspace the states and groups share
+  std::size_t workspace = 0;  ///< the kernel workspace the states and groups share (its host scratch too)
   /// A distributed partition's buffers for the parameters, gradients and updates it moves
   /// between ranks, and its activation Gram sums (distributed::DistributedPartition::
   /// memory_use); 0 for a Partition.
@@ -241,7 +241,7 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
 /// batched kernels compute every matrix of a batch as they compute a single one; tested bit for
 /// bit). Memory: one extra copy of each group's blocks (the batch buffer), and the kernels'
 /// workspace grows to the largest group's batch; both are reserved at init(), so step allocates
-/// no buffer (the kernels' few bytes of host labels aside: set_prechecks). Time: two extra
+/// no buffer (nor host scratch on Kokkos 3.4: set_prechecks). Time: two extra
 /// passes (copy in, copy out) over the grouped gradients; the gain is one kernel launch sequence
 /// per group instead of one per parameter (the point on GPUs). States, checkpoints (names and
 /// visit order), NaN policy, global clipping and all-or-nothing are the same with and without
@@ -417,11 +417,12 @@ class Partition {
   /// Prechecks instead of state copies (on by default; taken at the next init()). A prechecked
   /// route's precheck promises that its update cannot fail, so step() keeps no copy of its state
   /// (docs/optim.md "Prechecks instead of copies": Muon's chain and most presets; 340 MB less
-  /// for GPT-2 small under schatten_muon). The promise covers everything but host-heap
-  /// exhaustion: the kernels of a step allocate nothing of their size, but Kokkos and Kokkos
-  /// Kernels allocate a few bytes of host memory per call (profiling labels), and when even that
-  /// fails a prechecked update fails after its state has advanced: step() then returns
-  /// internal_error with no parameter changed and those states advanced. Off, every route that
+  /// for GPT-2 small under schatten_muon). Under host-heap exhaustion the promise holds on the
+  /// default build (Kokkos 3.4): the prechecked kernels allocate nothing on the host during a
+  /// step (their scratch is reserved at init(); docs/reliability.md "Heap exhaustion"). On
+  /// Kokkos 4 Kokkos itself may allocate a few bytes inside its calls, and when even that fails a
+  /// prechecked update fails after its state has advanced: step() then returns internal_error
+  /// with no parameter changed and those states advanced. Off, every route that
   /// may fail has its state copied at init() and restored on any failure, so a step is all or
   /// nothing under allocation failure too (docs/reliability.md "Heap exhaustion"), at the
   /// price of that copy's memory and one copy pass per step.
@@ -559,7 +560,7 @@ class Partition {
     m.scratch = scratch.bytes;
     for (const Group& g : groups_)
       m.batches += g.buffer.size() * sizeof(float);
-    m.workspace = workspace_ ? workspace_->capacity() : 0;
+    m.workspace = workspace_ ? workspace_->capacity() + workspace_->host_capacity() : 0;
     return m;
   }
 
@@ -685,7 +686,7 @@ class Partition {
   template <class S>
   void share_workspaces(S& state) {
     auto share = [this](std::shared_ptr<Workspace>& w) {
-      if (w && w != workspace_) workspace_->reserve(w->capacity());
+      if (w && w != workspace_) workspace_->reserve(w->capacity(), 1, w->host_capacity());
       w = workspace_;
     };
     detail::workspaces_of(share, state);
@@ -874,8 +875,10 @@ class Partition {
         g.buffer.assign(static_cast<std::size_t>(g.shape.size() * nb), 0.0f);
         g.params.assign(g.members.size(), nullptr);
         g.workspace = workspace_;  // the groups and the states' kernels run one after the other
-        g.reserved = g.workspace->reserve(std::get<I>(routes_).rule.batch_workspace_bytes(g.shape, nb),
-                                          static_cast<std::size_t>(nb));
+        const auto& rule = std::get<I>(routes_).rule;
+        g.reserved =
+            g.workspace->reserve(rule.batch_workspace_bytes(g.shape, nb), static_cast<std::size_t>(nb),
+                                 optim::batch_host_bytes(rule, g.shape, nb));
         groups_.push_back(std::move(g));
       }
     }

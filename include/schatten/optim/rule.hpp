@@ -33,6 +33,10 @@
 ///     bool batch_enabled() const;                // false: run it per block (default: true)
 ///
 /// (DionDirection batches only when its replicas split their QRs); `batch_enabled(rule)` below.
+/// A batched form whose kernel also needs host scratch (Workspace::reserve()'s `host_bytes`)
+/// declares how much, which the caller reserves with the rest:
+///
+///     std::size_t batch_host_bytes(const BlockShape&, index_t batch) const;   // default: 0
 ///
 /// `update` may fail only before it writes anything (it returns the failing status and leaves
 /// `u` and the state as they were); chains check the gradient for NaN/Inf once, before any
@@ -292,6 +296,23 @@ struct has_batch_switch : std::false_type {};
 template <class R>
 struct has_batch_switch<R, std::void_t<decltype(bool(std::declval<const R&>().batch_enabled()))>>
     : std::true_type {};
+
+/// Detects the optional host scratch of a batched form (see the file comment).
+template <class R, class = void>
+struct has_batch_host_bytes : std::false_type {};
+template <class R>
+struct has_batch_host_bytes<R, std::void_t<decltype(std::size_t(std::declval<const R&>().batch_host_bytes(
+                                   std::declval<const BlockShape&>(), index_t(1))))>> : std::true_type {};
+
+/// Host scratch bytes of `rule`'s batched form for `batch` blocks of `shape` (its
+/// batch_host_bytes(), else 0).
+template <class R>
+std::size_t batch_host_bytes(const R& rule, const BlockShape& shape, index_t batch) {
+  if constexpr (has_batch_host_bytes<R>::value)
+    return rule.batch_host_bytes(shape, batch);
+  else
+    return 0;
+}
 
 /// True when `rule` has a batched form and uses it now (its batch_enabled(), else true).
 template <class R>

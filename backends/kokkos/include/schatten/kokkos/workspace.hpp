@@ -15,16 +15,24 @@ namespace schatten::kokkos {
 /// the statistics of its input scan, load and output factors): kept with a Workspace and reused,
 /// so that a call whose workspace was reserved for its batch allocates nothing on the host either
 /// (docs/reliability.md "Heap exhaustion"). `stats` holds up to kStatsPerMatrix doubles per
-/// matrix (the scan's three statistics, the clip's four shifts), the others one.
+/// matrix (the scan's three statistics, the clip's four shifts), the others one. `bytes` is
+/// untyped host scratch that a kernel carves with detail::Arena for what is not one scalar per
+/// matrix (the low-rank step's members, column flags and k-vectors: low_rank_host_bytes()).
 struct HostScalars {
   static constexpr std::size_t kStatsPerMatrix = 4;
   std::vector<double> norms, stats, factor, out;
-  /// Capacity for a batch of `matrices`; throws std::bad_alloc (what it holds is kept then).
-  void reserve(std::size_t matrices) {
+  std::vector<std::max_align_t> bytes;  ///< aligned for any scalar; grown, never shrunk
+  /// Capacity for a batch of `matrices` and `host_bytes` of scratch; throws std::bad_alloc (what
+  /// it holds is kept then).
+  void reserve(std::size_t matrices, std::size_t host_bytes = 0) {
     stats.reserve(kStatsPerMatrix * matrices);
     for (std::vector<double>* v : {&norms, &factor, &out})
       v->reserve(matrices);
+    const std::size_t units = (host_bytes + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
+    if (units > bytes.size()) bytes.resize(units);
   }
+  unsigned char* byte_data() noexcept { return reinterpret_cast<unsigned char*>(bytes.data()); }
+  std::size_t byte_capacity() const noexcept { return bytes.size() * sizeof(std::max_align_t); }
 };
 
 /// Growable scratch buffer in `MemSpace`. Kokkos overloads take one by reference; they grow it
@@ -38,15 +46,18 @@ class Workspace {
   explicit Workspace(std::size_t bytes) { reserve(bytes); }
 
   /// Grows to at least `bytes` (uninitialised), and the host scalars to a batch of `matrices`
-  /// (first: a failure there leaves the buffer as it was). Throws std::bad_alloc, or what Kokkos
-  /// throws on allocation failure (std::runtime_error); the previous buffer is then kept.
-  void reserve(std::size_t bytes, std::size_t matrices = 1) {
-    host_.reserve(matrices);
+  /// and `host_bytes` of host scratch (first: a failure there leaves the buffer as it was).
+  /// Throws std::bad_alloc, or what Kokkos throws on allocation failure (std::runtime_error); the
+  /// previous buffer is then kept.
+  void reserve(std::size_t bytes, std::size_t matrices = 1, std::size_t host_bytes = 0) {
+    host_.reserve(matrices, host_bytes);
     if (bytes <= capacity()) return;
     buffer_ = Kokkos::View<unsigned char*, MemSpace>(
         Kokkos::view_alloc(Kokkos::WithoutInitializing, std::string("schatten::workspace")), bytes);
   }
   std::size_t capacity() const noexcept { return buffer_.extent(0); }
+  /// Bytes of host scratch held (HostScalars::bytes).
+  std::size_t host_capacity() const noexcept { return host_.byte_capacity(); }
   void release() noexcept {
     buffer_ = Kokkos::View<unsigned char*, MemSpace>();
     host_ = HostScalars();
