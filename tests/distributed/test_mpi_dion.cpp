@@ -27,6 +27,7 @@
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/presets.hpp"
+#include "support/allocations.hpp"
 #include "support/failing_rule.hpp"
 #include "support/low_rank_tilt.hpp"
 #include "support/seed.hpp"
@@ -667,6 +668,108 @@ TEST_CASE(
   const optim::MemoryUse after_steps = d.memory_use();
   CHECK(after_steps.backups == at_init.backups);
   CHECK(after_steps.total() == at_init.total());
+}
+
+/// Step 1 of the distributed partition `d` with the last rank refusing its 1st, 2nd, … host
+/// allocation (support/allocations.hpp), until an attempt meets no refusal (the test case
+/// below); `ref` is the one-process partition over `ps`, `passed(t)` the gradients this rank
+/// passes at step t and `mean(t)` the reference's. Returns the last rank's refusals.
+template <class D, class P, class Passed, class Mean>
+int refuse_each_allocation(D& d, P& ref, const std::vector<ParamSpec>& ps, const Passed& passed,
+                           const Mean& mean) {
+  const auto w0 = weights(ps);
+  auto w = w0, wref = w0;
+  {  // step 0: past the first step's growth, the steady state
+    auto g = passed(0), gm = mean(0);
+    REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
+    REQUIRE(ref.step(ptrs(wref), ptrs(gm)));
+  }
+  const bool here = world().rank() == world().size() - 1;
+  const auto g = passed(1);
+  io::FieldSet before_r, before_l;
+  io::FieldCollector take_r{&before_r}, take_l{&before_l};
+  d.visit_replicas(take_r);
+  d.visit_local(take_l);
+  const auto w_before = w;
+  int refusals = 0;
+  for (std::int64_t k = 1;; ++k) {
+    CAPTURE(k);
+    REQUIRE(k < 100000);
+    auto gk = g;                                            // every attempt starts from the same gradients
+    const std::vector<float*> wp = ptrs(w), gp = ptrs(gk);  // before the probe
+    schatten::test::RefusedAttempt<StepReport> a;
+    if (here)
+      a = schatten::test::refusing_allocation(k, [&] { return d.step(wp, gp); });
+    else
+      a.result = d.step(wp, gp);
+    REQUIRE_FALSE(a.threw);
+    const auto code = static_cast<std::int64_t>(a.result.status);
+    CHECK(world().allreduce_min(code) == code);  // the same status on every rank
+    CHECK(-world().allreduce_min(-code) == code);
+    const bool refused = world().allreduce_min(a.refused ? 0 : 1) == 0;
+    if (a.result) {
+      CHECK_FALSE(refused);
+      auto gm = mean(1);
+      REQUIRE(ref.step(ptrs(wref), ptrs(gm)));
+      CHECK(relative_gap(w, wref, w0) <= kTrajectoryTolerance);
+      CHECK(same_on_every_rank(w));
+      return refusals;
+    }
+    ++refusals;
+    CHECK(refused);
+    CHECK(a.result.status == Status::out_of_memory);
+    CHECK(w == w_before);
+    io::FieldSet after_r, after_l;
+    io::FieldCollector again_r{&after_r}, again_l{&after_l};
+    d.visit_replicas(again_r);
+    d.visit_local(again_l);
+    CHECK(after_r == before_r);
+    CHECK(after_l == before_l);
+  }
+}
+
+TEST_CASE("distributed.dion: heap exhaustion on one rank refuses the step on every rank, and none waits") {
+  // The unreduced parameters' kernel runs collectives of its own (the averages of the panels,
+  // kernels/low_rank.hpp "Replicas"), so a rank whose host allocation fails between them must
+  // not stop alone: the others would wait in the next average (a hang fails the test by ctest's
+  // timeout). In step 1 the last rank refuses each of its host allocations in turn
+  // (refuse_each_allocation): every rank must return the same status, no exception may leave
+  // the call, a refused step changes no parameter and no state on any rank (bit for bit), and
+  // the attempt without a refusal is the one-process step of the mean gradient. Twice: the
+  // matrices of three shapes (each rank takes every QR: DionDirection::update), and same-shape
+  // matrices whose QRs split across the ranks (update_batch; groups on 2 and 4 ranks). Prechecks
+  // as by default (with replicas Dion is not prechecked: its partition keeps the backups that
+  // undo a refused step). Measured (2026-12-04, 1, 2 and 4 ranks): no allocation at all in such
+  // a step on that rank, so no refusal; before the host scratch of the kernel, update_batch's
+  // member arrays and the collectives' counts were held ahead, a step allocated there.
+  auto ref = one_process();
+  REQUIRE(ref.init());
+  auto d = distributed_dion();
+  REQUIRE(d.init());
+  const int shapes =
+      refuse_each_allocation(d, ref, specs(), passed_gradients, [](int t) { return mean_gradients(t); });
+  std::vector<ParamSpec> ps;
+  std::vector<std::string> ls;
+  for (int i = 0; i < 4; ++i) {
+    ps.push_back({"t" + std::to_string(i), {40, 24}});
+    ls.push_back("dion_low");
+  }
+  for (int i = 0; i < 3; ++i) {
+    ps.push_back({"w" + std::to_string(i), {24, 40}});
+    ls.push_back("dion_two");
+  }
+  auto ref_split = optim::partition(ps, ls, route("dion_low", dion(low())), route("dion_two", dion(two())));
+  REQUIRE(ref_split.init());
+  auto d_split = distributed::distributed_partition(world(), ps, ls, route("dion_low", dion(low())),
+                                                    route("dion_two", dion(two())));
+  d_split.set_layouts(std::vector<Layout>(ps.size(), Layout::unreduced));
+  REQUIRE(d_split.init());
+  const int split = refuse_each_allocation(
+      d_split, ref_split, ps, [&](int t) { return own_gradients(world().rank(), t, ps); },
+      [&](int t) { return mean_gradients(t, ps); });
+  if (world().rank() == world().size() - 1)
+    MESSAGE("refusals on the last rank in an unreduced step: " << shapes << " (three shapes), " << split
+                                                               << " (same shapes, QRs split)");
 }
 
 TEST_CASE("distributed.dion: checkpoints hold the mean momentum and load on n ranks and on one process") {

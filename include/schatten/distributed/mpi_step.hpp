@@ -16,6 +16,7 @@
 #include <functional>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <new>
 #include <optional>
 #include <string>
@@ -559,42 +560,30 @@ class DistributedPartition {
           rspecs.push_back(params_[i]);
           rlabels.push_back(labels_[i]);
         }
-        const Communicator comm = comm_;
-        const float inv = 1.0f / static_cast<float>(comm.size());
-        Replicas replicas = ReplicaAverage([comm, inv](float* data, std::size_t count) {
-          comm.allreduce_sum(data, count);
+        replica_collectives_ = std::make_unique<ReplicaCollectives>(comm_);
+        ReplicaCollectives* rc = replica_collectives_.get();  // (all the collectives capture)
+        Replicas replicas = ReplicaAverage([rc](float* data, std::size_t count) {
+          rc->comm.allreduce_sum(data, count);
           for (std::size_t e = 0; e < count; ++e)
-            data[e] *= inv;
+            data[e] *= rc->inv;
           return Status::ok;
         });
-        if (comm.size() > 1) {  // the panels' QRs split across the ranks (low_rank_power_step_batch)
-          const auto blocks = [n = comm.size()](const std::size_t* counts, std::vector<std::int64_t>& c,
-                                                std::vector<std::int64_t>& d) {
-            std::int64_t at = 0;
-            for (int r = 0; r < n; ++r) {
-              c.push_back(static_cast<std::int64_t>(counts[r]));
-              d.push_back(at);
-              at += static_cast<std::int64_t>(counts[r]);
-            }
-            return at <= std::int64_t(INT_MAX);  // MPI's counts (the same on every rank)
-          };
-          replicas.average_scatter = [comm, inv, blocks](float* data, const std::size_t* counts) {
-            std::vector<std::int64_t> c, d;
-            if (!blocks(counts, c, d)) return Status::out_of_range;
-            comm.reduce_scatter_sum(data, c);
-            const std::size_t own = static_cast<std::size_t>(comm.rank());
-            for (std::int64_t e = d[own]; e < d[own] + c[own]; ++e)
-              data[e] *= inv;
+        if (comm_.size() > 1) {  // the panels' QRs split across the ranks (low_rank_power_step_batch)
+          replicas.average_scatter = [rc](float* data, const std::size_t* counts) {
+            if (!rc->blocks(counts)) return Status::out_of_range;
+            rc->comm.reduce_scatter_sum(data, rc->counts);
+            const std::size_t own = static_cast<std::size_t>(rc->comm.rank());
+            for (std::int64_t e = rc->displs[own]; e < rc->displs[own] + rc->counts[own]; ++e)
+              data[e] *= rc->inv;
             return Status::ok;
           };
-          replicas.gather = [comm, blocks](float* data, const std::size_t* counts) {
-            std::vector<std::int64_t> c, d;
-            if (!blocks(counts, c, d)) return Status::out_of_range;
-            comm.allgatherv(data, c, d);
+          replicas.gather = [rc](float* data, const std::size_t* counts) {
+            if (!rc->blocks(counts)) return Status::out_of_range;
+            rc->comm.allgatherv(data, rc->counts, rc->displs);
             return Status::ok;
           };
-          replicas.rank = comm.rank();
-          replicas.size = comm.size();
+          replicas.rank = comm_.rank();
+          replicas.size = comm_.size();
         }
         std::apply(
             [&](const auto&... rt) {
@@ -605,7 +594,7 @@ class DistributedPartition {
             routes_);
         // Groups of one member per rank, as microsoft/dion's batches: each rank orthonormalises
         // one panel of each group (a shape's last group may be smaller). In parameter order.
-        replicas_->set_batching(comm.size() > 1, static_cast<std::size_t>(comm.size()));
+        replicas_->set_batching(comm_.size() > 1, static_cast<std::size_t>(comm_.size()));
         replicas_->set_non_finite_policy(optim::NonFinitePolicy::error);
         r = replicas_->init();
         if (!r && r.bad_param >= 0)
@@ -1280,7 +1269,35 @@ class DistributedPartition {
   double clip_ = 0.0;
 
   std::optional<Local> local_;
-  std::optional<Local> replicas_;                   ///< the unreduced parameters, stepped on every rank
+  std::optional<Local> replicas_;  ///< the unreduced parameters, stepped on every rank
+  /// What the unreduced parameters' collectives (optim::with_replicas) work with: the
+  /// communicator, 1/n, and the MPI counts and displacements of the split QRs' blocks, sized at
+  /// init(). The collectives capture only a pointer to it, so that a copy of them (the kernel's
+  /// options, built each step) allocates nothing: std::function keeps a pointer-sized callable
+  /// in place (libstdc++, libc++ and MSVC alike), and a step's collectives allocate nothing on the
+  /// host (docs/distributed.md "Heap exhaustion").
+  struct ReplicaCollectives {
+    Communicator comm;
+    float inv;
+    std::vector<std::int64_t> counts, displs;  ///< one per rank
+    explicit ReplicaCollectives(const Communicator& c)
+        : comm(c),
+          inv(1.0f / static_cast<float>(c.size())),
+          counts(static_cast<std::size_t>(c.size())),
+          displs(counts.size()) {}
+    /// counts and displs from the kernel's block counts (one per rank); false when MPI's int
+    /// counts cannot hold them (the same on every rank).
+    bool blocks(const std::size_t* c) {
+      std::int64_t at = 0;
+      for (std::size_t r = 0; r < counts.size(); ++r) {
+        counts[r] = static_cast<std::int64_t>(c[r]);
+        displs[r] = at;
+        at += counts[r];
+      }
+      return at <= std::int64_t(INT_MAX);
+    }
+  };
+  std::unique_ptr<ReplicaCollectives> replica_collectives_;
   std::vector<std::size_t> replicated_;             ///< global indices of the unreduced parameters
   std::vector<std::ptrdiff_t> replica_index_;       ///< position in replicated_, −1 when not unreduced
   std::vector<std::vector<float>> replica_copies_;  ///< per unreduced parameter: parameter, gradient

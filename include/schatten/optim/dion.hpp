@@ -530,6 +530,12 @@ struct DionDirection {
     std::int64_t count = 0;
     Buffer q;  ///< Qᵀ (k × S row-major: row j is Q's column j)
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
+    /// update_batch()'s arrays of the members' M, Q and U, when this state is its batch's first:
+    /// reserved at init() for a batch of one member per replica (DistributedPartition's groups),
+    /// so that a step allocates nothing before the kernel's collectives. Shared with the state's
+    /// copies (a partition's backups), which then copy no array.
+    std::shared_ptr<std::vector<MatrixRef<float>>> members =
+        std::make_shared<std::vector<MatrixRef<float>>>();
   };
 
   /// k = min(S, m·⌈f·S/m⌉) (≥ 1 for S ≥ 1). f is clamped to [0, 1] (NaN to 0) and m to ≥ 1
@@ -556,6 +562,7 @@ struct DionDirection {
     if (k > 0)  // (update() calls the kernel with `replicas.average` only)
       st.workspace->reserve(low_rank_workspace_bytes(s.rows, s.cols, k, bool(replicas)), 1,
                             low_rank_host_bytes(s.rows, s.cols, k, 1, Replicas(replicas.average)));
+    if (replicas.split()) st.members->reserve(3 * static_cast<std::size_t>(replicas.size));
     return st;
   }
   /// True when the state was sized for an r × c block (M in this rule's storage, and Q; update()
@@ -721,19 +728,22 @@ struct DionDirection {
       if (!fits(states[b], u.rows, u.cols)) return Status::invalid_argument;
     if (u.rows > 0 && u.cols > 0) {
       const index_t k = rank(u.rows, u.cols), s = std::min(u.rows, u.cols);
-      std::vector<MatrixRef<float>> ms, qs, us;
+      const auto g = static_cast<std::size_t>(states.size);
+      std::vector<MatrixRef<float>>& refs = *states[0].members;  // M, then Q, then U: g each
+      refs.assign(3 * g, MatrixRef<float>());  // (within its reserved capacity for g ≤ replicas)
       Sums sums;
       for (index_t b = 0; b < states.size; ++b) {
         const Block ub = block_of(u, b);
         Block m = ub;
         if (const Status st = accumulate(ub, states[b], m, sums); st != Status::ok) return st;
-        ms.push_back(m);
-        qs.emplace_back(states[b].q.data(), k, s, u.memory);
-        us.push_back(ub);
+        const auto i = static_cast<std::size_t>(b);
+        refs[i] = m;
+        refs[g + i] = MatrixRef<float>(states[b].q.data(), k, s, u.memory);
+        refs[2 * g + i] = ub;
       }
       const Status st = low_rank_power_step_batch(
-          ms.data(), qs.data(), us.data(), states.size,
-          kernel_options(replicas, [states](index_t b) -> State& { return states[b]; }), &ws);
+          refs.data(), refs.data() + g, refs.data() + 2 * g, states.size,
+          kernel_options(replicas, [&states](index_t b) -> State& { return states[b]; }), &ws);
       if (const Status v = verdict(st, sums); v != Status::ok) return v;  // the partition restores the states
     }
     for (index_t b = 0; b < states.size; ++b)
