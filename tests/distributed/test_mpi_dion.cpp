@@ -697,11 +697,7 @@ int refuse_each_allocation(D& d, P& ref, const std::vector<ParamSpec>& ps, const
     REQUIRE(k < 100000);
     auto gk = g;                                            // every attempt starts from the same gradients
     const std::vector<float*> wp = ptrs(w), gp = ptrs(gk);  // before the probe
-    schatten::test::RefusedAttempt<StepReport> a;
-    if (here)
-      a = schatten::test::refusing_allocation(k, [&] { return d.step(wp, gp); });
-    else
-      a.result = d.step(wp, gp);
+    const auto a = schatten::test::refusing_allocation_if(here, k, [&] { return d.step(wp, gp); });
     REQUIRE_FALSE(a.threw);
     const auto code = static_cast<std::int64_t>(a.result.status);
     CHECK(world().allreduce_min(code) == code);  // the same status on every rank

@@ -1494,11 +1494,7 @@ TEST_CASE("distributed.partition: heap exhaustion on one rank fails init() and t
     CAPTURE(k);
     REQUIRE(k < 100000);
     auto d = make();
-    schatten::test::RefusedAttempt<StepReport> a;
-    if (here)
-      a = schatten::test::refusing_allocation(k, [&] { return d.init(); });
-    else
-      a.result = d.init();
+    const auto a = schatten::test::refusing_allocation_if(here, k, [&] { return d.init(); });
     REQUIRE_FALSE(a.threw);
     if (!agree(a.result, a.refused)) {
       REQUIRE(a.result);
@@ -1526,11 +1522,7 @@ TEST_CASE("distributed.partition: heap exhaustion on one rank fails init() and t
   for (std::int64_t k = 1;; ++k) {
     CAPTURE(k);
     REQUIRE(k < 100000);
-    schatten::test::RefusedAttempt<StepReport> a;
-    if (here)
-      a = schatten::test::refusing_allocation(k, [&] { return d.step(wp, gp); });
-    else
-      a.result = d.step(wp, gp);
+    const auto a = schatten::test::refusing_allocation_if(here, k, [&] { return d.step(wp, gp); });
     REQUIRE_FALSE(a.threw);
     const bool refused = agree(a.result, a.refused);
     if (a.result) {  // no refusal (nothing in these routes' steps absorbs one): the one-process step

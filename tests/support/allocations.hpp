@@ -60,4 +60,13 @@ auto refusing_allocation(std::int64_t k, F&& f) -> RefusedAttempt<decltype(f())>
   return a;
 }
 
+/// refusing_allocation(k, f) where `here` (one rank of several, the others calling f() plainly).
+template <class F>
+auto refusing_allocation_if(bool here, std::int64_t k, F&& f) -> RefusedAttempt<decltype(f())> {
+  if (here) return refusing_allocation(k, f);
+  RefusedAttempt<decltype(f())> a;
+  a.result = f();
+  return a;
+}
+
 }  // namespace schatten::test
