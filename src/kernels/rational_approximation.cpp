@@ -133,26 +133,35 @@ const char* check_spectral_clip_options(const SpectralClipOptions& o) {
   return check_qdwh_options(o.qdwh);
 }
 
-Status rational_power_approximation(double alpha, double floor, double tolerance, RationalPower& out) {
+Status detail::cached_rational_power(double alpha, double floor, double tolerance,
+                                     const RationalPower*& out) {
   const bool ok = std::isfinite(alpha) && alpha >= -1.0 && alpha < 1.0 && alpha != 0.0 &&
                   std::isfinite(floor) && floor > 0.0 && floor < 1.0 && std::isfinite(tolerance) &&
                   tolerance >= 1e-8 && tolerance <= 0.1;
   if (!ok) return Status::invalid_argument;
+  // A map's entries never move, so a pointer to one stays valid as the cache grows.
   static std::mutex mutex;
   static std::map<std::tuple<double, double, double>, std::pair<Status, RationalPower>> cache;
   const auto key = std::make_tuple(alpha, floor, tolerance);
   {
     std::lock_guard<std::mutex> lock(mutex);
     if (auto it = cache.find(key); it != cache.end()) {
-      out = it->second.second;
+      out = &it->second.second;
       return it->second.first;
     }
   }
   RationalPower r;
   const Status s = fit(alpha, floor, tolerance, r);
   std::lock_guard<std::mutex> lock(mutex);
-  cache.emplace(key, std::make_pair(s, r));
-  out = r;
+  const auto it = cache.emplace(key, std::make_pair(s, std::move(r))).first;  // (or another thread's)
+  out = &it->second.second;
+  return it->second.first;
+}
+
+Status rational_power_approximation(double alpha, double floor, double tolerance, RationalPower& out) {
+  const RationalPower* cached = nullptr;
+  const Status s = detail::cached_rational_power(alpha, floor, tolerance, cached);
+  if (cached != nullptr) out = *cached;
   return s;
 }
 

@@ -173,8 +173,9 @@ TEST_SUITE("kernels.linalg") {
     const auto estimate = [&](const Eigen::MatrixXd& a, bool right) {
       auto wv = to_view<double>(right ? a : Eigen::MatrixXd(a.transpose()));
       Kokkos::View<double**, Kokkos::LayoutLeft, Mem> vk("vk", k, 1), va("va", k, 1), vn("vn", m, 1);
+      kokkos::HostScalars host;  // (the starts' staging on a GPU build)
       return sigma_max_estimate(Exec(), right, Mat2<double, Mem>(wv), Mat2<double, Mem>(vk),
-                                Mat2<double, Mem>(va), Mat2<double, Mem>(vn));
+                                Mat2<double, Mem>(va), Mat2<double, Mem>(vn), host);
     };
     for (const bool right : {true, false}) {
       const double est = estimate(x, right);

@@ -348,14 +348,6 @@ SweepCounts sweep_allocation_failures(const char* preset, Rule rule, bool preche
 /// are required to be none; Kokkos 4 may allocate inside its own calls.
 bool kokkos3() { return runtime_description().rfind("Kokkos 3.", 0) == 0; }
 
-/// The presets whose steady-state step still allocates on the host (Kokkos 3.4 Serial, the
-/// default build): Freon and MoP (QDWH: its Cholesky's info View and per-call host vectors; the
-/// rational stage's fit). They are not prechecked (QDWH may report not_converged or breakdown),
-/// so their states are copied and a refusal changes nothing (reliability.md "Heap exhaustion").
-/// (Dion's low-rank step keeps its host scratch in its workspace since 2026-12-04, its
-/// Householder QR included.)
-bool allocates_in_steady_state(const std::string& preset) { return preset == "freon" || preset == "mop"; }
-
 /// schatten_muon with its criterion at steps 2, 5, 8, … (so that hostile steps reach it), with or
 /// without the parametric moment.
 SchattenMuonOptions adaptive_schatten(bool moment, double weight_decay = 1e-2) {
@@ -489,17 +481,16 @@ TEST_SUITE("optim.hostile") {
                                  << internal_errors << " internal_error with prechecks");
   }
 
-  TEST_CASE("a steady-state step makes no host allocation (every preset but Freon and MoP)") {
+  TEST_CASE("a steady-state step makes no host allocation (every preset)") {
     // The third step of every preset over the hostile blocks (normal gradients), counted by
     // support/allocations.hpp: kernel launches pass Kokkos no label unless a tool is loaded
     // (kernel_label), host GEMMs call the BLAS directly (no Kokkos Kernels profiling label), and
     // the kernels' per-matrix host scalars live in their workspaces (HostScalars, reserved for
-    // the batch at init). allocates_in_steady_state() names the exceptions, which must still
-    // allocate (so that the list stays true). Kokkos 4 may add allocations of its own
-    // (reliability.md "Heap exhaustion"): counted there, checked on the Kokkos 3.4 of the
-    // default build. Twice: over the hostile blocks (no two of a shape), and over same-shape
-    // parameters, which the partition steps as batched groups (one workspace reserved for the
-    // group's batch).
+    // the batch at init), as do the low-rank step's host scratch (Dion) and QDWH's estimator
+    // starts (Freon, MoP; the rational fits are read from their cache). Kokkos 4 may add allocations of its
+    // own (reliability.md "Heap exhaustion"): counted there, checked on the Kokkos 3.4 of the default build.
+    // Twice: over the hostile blocks (no two of a shape), and over same-shape parameters, which the partition
+    // steps as batched groups (one workspace reserved for the group's batch).
     const std::vector<ParamSpec> grouped = {{"a", {6, 6}},  {"b", {6, 6}}, {"c", {6, 6}}, {"t0", {9, 4}},
                                             {"t1", {9, 4}}, {"v0", {5}},   {"v1", {5}}};
     for (const bool batched : {false, true})
@@ -525,21 +516,22 @@ TEST_SUITE("optim.hostile") {
         }
         const std::string where = batched ? " (batched groups)" : "";
         MESSAGE(preset_name << where << ": " << count << " host allocations in a steady-state step");
-        if (kokkos3()) CHECK((count == 0) != allocates_in_steady_state(preset_name));
+        if (kokkos3()) CHECK(count == 0);
       });
   }
 
   TEST_CASE("polar() with a workspace reserved for the call makes no host allocation") {
     // The kernel-level claim behind the previous case (docs/kernels/polar.md, "Cost"): with a
     // workspace reserved for the shape and batch (Workspace::reserve(bytes, matrices)), the
-    // polynomial methods allocate nothing on the host, already on the first call, with every
-    // normalisation, the dual-norm scaling, the orthogonality report, and either form (wide,
-    // tall). On the Kokkos 3.4 of the default build (Kokkos 4 may allocate inside its own calls).
+    // polynomial methods and QDWH allocate nothing on the host, already on the first call, with
+    // every normalisation (QDWH: Frobenius whatever the schedule says), the dual-norm scaling,
+    // the orthogonality report, and either form (wide, tall). On the Kokkos 3.4 of the default build (Kokkos
+    // 4 may allocate inside its own calls).
     if (!kokkos3()) return;
     Rng rng(case_seed("polar without allocations"));
     int calls = 0;
-    for (PolarMethod method :
-         {PolarMethod::newton_schulz, PolarMethod::polar_express, PolarMethod::gram_newton_schulz})
+    for (PolarMethod method : {PolarMethod::newton_schulz, PolarMethod::polar_express,
+                               PolarMethod::gram_newton_schulz, PolarMethod::qdwh})
       for (Normalization::Kind kind :
            {Normalization::Kind::frobenius, Normalization::Kind::schatten4, Normalization::Kind::aol})
         for (bool extras : {false, true})
@@ -575,7 +567,7 @@ TEST_SUITE("optim.hostile") {
               CHECK(count == 0);
               ++calls;
             }
-    CHECK(calls == 72);
+    CHECK(calls == 96);
   }
 
   TEST_CASE("the low-rank step with its workspace reserved makes no host allocation") {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "schatten/optim/rule.hpp"
 
@@ -42,6 +43,30 @@ struct FailOnMagic {
   Status update(optim::Block u, State& s, optim::ConstBlock) const {
     if (u.size() > 0 && u.data[0] == magic) return Status::breakdown;
     optim::scale(u, -0.01f);
+    ++s.count;
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("count", s.count);
+  }
+};
+
+/// Copies the block into a fresh host vector and back on every call (u unchanged), counting
+/// calls: an allocation inside a rule's update, as a kernel with per-call host vectors makes,
+/// for the heap-exhaustion sweeps now that the library's kernels make none in a steady state. A
+/// refused allocation throws std::bad_alloc before anything is written. Host memory only.
+struct AllocatesPerCall {
+  static constexpr const char* name = "allocates_per_call";
+  static constexpr bool may_fail = true;  // its allocation
+  struct State {
+    std::int64_t count = 0;
+  };
+  State init(const optim::BlockShape&) const { return {}; }
+  Status update(optim::Block u, State& s, optim::ConstBlock) const {
+    const std::vector<float> copy(u.data, u.data + u.size());
+    for (std::size_t e = 0; e < copy.size(); ++e)
+      u.data[e] = copy[e];
     ++s.count;
     return Status::ok;
   }

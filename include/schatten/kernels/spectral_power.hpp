@@ -64,6 +64,13 @@ struct RationalPower {
 /// 1e-8 ≤ tolerance ≤ 0.1; not_converged if 24 poles are not enough (out is then the best fit).
 Status rational_power_approximation(double alpha, double floor, double tolerance, RationalPower& out);
 
+namespace detail {
+/// rational_power_approximation() without the copy: `out` points at the cached fit (it lives
+/// until the program ends), so that the kernels read it without allocating on the host after
+/// its first use. Same statuses; `out` is left alone on invalid_argument.
+Status cached_rational_power(double alpha, double floor, double tolerance, const RationalPower*& out);
+}  // namespace detail
+
 /// A Newton–Schulz coefficient schedule whose composite scalar map approximates x^α
 /// (docs/kernels/spectral_power.md, "Polynomial method"): with Frobenius normalisation
 /// x = σ/‖A‖_F ∈ (0, 1], the T odd quintics p_{T−1} ∘ … ∘ p_0 give f(x) with

@@ -284,14 +284,28 @@ void x_transpose_times(const Exec& space, bool right, T alpha, const Mat2<T, Mem
 // ---------------------------------------------------------------------------------------------
 // Extreme singular values. Vectors are k × 1 and n × 1 column views.
 
-/// Copies a host vector of doubles into a device column (converted to T).
-template <class Exec, class T, class Mem>
-void upload_vector(const Exec& space, const std::vector<double>& h, const Mat2<T, Mem>& v) {
-  Kokkos::View<T*, Kokkos::HostSpace> tmp("schatten::vec", h.size());
-  for (std::size_t i = 0; i < h.size(); ++i)
-    tmp(i) = static_cast<T>(h[i]);
-  Kokkos::deep_copy(space, Kokkos::subview(v, Kokkos::ALL, 0), tmp);
-  fence_on(space);
+/// v(:, 0) ← value(), value(), … (doubles drawn on the host in row order, converted to T):
+/// written in place when the host reads v's memory, else staged through the workspace's host
+/// scratch (HostScalars::bytes, which grows only when a call needs more than the calls before).
+/// So it allocates nothing on the host: never on a CPU build, in a steady state on a GPU build.
+template <class Exec, class T, class Mem, class F>
+void upload_vector(const Exec& space, HostScalars& host, const Mat2<T, Mem>& v, F&& value) {
+  const std::size_t n = v.extent(0);
+  if constexpr (Kokkos::SpaceAccessibility<Kokkos::HostSpace, Mem>::accessible) {
+    (void)host;
+    fence_on(space);  // (kernels queued on v)
+    for (std::size_t i = 0; i < n; ++i)
+      v(static_cast<index_t>(i), 0) = static_cast<T>(value());
+  } else {
+    host.reserve(0, n * sizeof(T));
+    T* h = reinterpret_cast<T*>(host.byte_data());
+    for (std::size_t i = 0; i < n; ++i)
+      h[i] = static_cast<T>(value());
+    Kokkos::deep_copy(
+        space, Kokkos::subview(v, Kokkos::ALL, 0),
+        Kokkos::View<const T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(h, n));
+    fence_on(space);
+  }
 }
 
 /// Estimate of σ_max(X) by power iteration on XᵀX, in two passes from fixed pseudo-random starts
@@ -306,13 +320,14 @@ void upload_vector(const Exec& space, const std::vector<double>& h, const Mat2<T
 /// orthogonal to v₁. Both passes' estimates ‖XᵀX v‖^{1/2} (unit v) are ≤ σ_max, so their maximum
 /// approaches σ_max from below, as (σ₂/σ₁)^{2t}: a few per cent low after 30 steps when σ₂/σ₁ is
 /// close to 1; callers add a margin (qdwh_impl.hpp). Returns 0 for a zero matrix. `vk` and `va`
-/// are k × 1 (the iterate, and the first pass's vector), `vn` is n × 1.
+/// are k × 1 (the iterate, and the first pass's vector), `vn` is n × 1; the starts go through
+/// `host` (upload_vector).
 /// Cost: 4mk flops per step (two matrix-vector products as GEMMs with one column), at most
 /// 2·max_steps steps; the second pass adds two inner products and updates of k-vectors per step.
 template <class Exec, class T, class Mem>
 double sigma_max_estimate(const Exec& space, bool right, const Mat2<T, Mem>& w, const Mat2<T, Mem>& vk,
-                          const Mat2<T, Mem>& va, const Mat2<T, Mem>& vn, double tol = 1e-4,
-                          int max_steps = 30) {
+                          const Mat2<T, Mem>& va, const Mat2<T, Mem>& vn, HostScalars& host,
+                          double tol = 1e-4, int max_steps = 30) {
   const index_t k = vk.extent(0);
   // v ← v − (aᵀv)·a
   const auto project_out_a = [&] { update_and_difference(space, vk, 1.0, -inner(space, va, vk), va); };
@@ -349,19 +364,17 @@ double sigma_max_estimate(const Exec& space, bool right, const Mat2<T, Mem>& w, 
     }
     return est;
   };
-  std::vector<double> start(static_cast<std::size_t>(k));
   Rng rng(0x5c4a77e2u + static_cast<std::uint64_t>(k));
-  for (double& x : start)
-    x = 1.0 + 0.5 * rng.uniform();  // positive
-  upload_vector(space, start, vk);
+  upload_vector(space, host, vk, [&] { return 1.0 + 0.5 * rng.uniform(); });  // positive
   const double first = pass(false);
   // A first pass that found nothing (X = 0, or X v = 0 for the positive v) leaves no vector to
   // deflate: the second pass then runs on XᵀX itself.
   const bool deflate = first > 0.0;
   if (deflate) copy(space, va, vk);
-  for (double& x : start)
-    x = (rng.uniform() < 0.5 ? -1.0 : 1.0) * (1.0 + 0.5 * rng.uniform());  // pseudo-random signs
-  upload_vector(space, start, vk);
+  upload_vector(space, host, vk, [&] {  // pseudo-random signs
+    const double sign = rng.uniform() < 0.5 ? -1.0 : 1.0;
+    return sign * (1.0 + 0.5 * rng.uniform());
+  });
   return std::max(first, pass(deflate));
 }
 

@@ -22,12 +22,13 @@ namespace schatten::kokkos::detail {
 /// scratch of one matrix, reused across the batch.
 template <class TC, class Mem>
 struct QdwhBuffers {
-  Mat3<TC, Mem> x;           ///< iterates W, w_rows × w_cols × batch
-  Mat2<TC, Mem> y, q1, a0;   ///< one matrix: product scratch, Q₁ of the QR step, scaled input
-  Mat2<TC, Mem> g, q2, t;    ///< k × k: Gram / Cholesky factors, Q₂, second factor
-  Mat2<TC, Mem> vk, va, vn;  ///< k × 1, k × 1 and n × 1 vectors of the estimators
-  Mat3<TC, Mem> h;           ///< k × k × batch symmetric factors (only when requested)
-  double* factor = nullptr;  ///< per-matrix load factor, then scratch (kFactorDoubles·batch doubles)
+  Mat3<TC, Mem> x;              ///< iterates W, w_rows × w_cols × batch
+  Mat2<TC, Mem> y, q1, a0;      ///< one matrix: product scratch, Q₁ of the QR step, scaled input
+  Mat2<TC, Mem> g, q2, t;       ///< k × k: Gram / Cholesky factors, Q₂, second factor
+  Mat2<TC, Mem> vk, va, vn;     ///< k × 1, k × 1 and n × 1 vectors of the estimators
+  Mat3<TC, Mem> h;              ///< k × k × batch symmetric factors (only when requested)
+  double* factor = nullptr;     ///< per-matrix load factor, then scratch (kFactorDoubles·batch doubles)
+  HostScalars* host = nullptr;  ///< the call's host scalars (the estimators' starts go through them)
 };
 
 template <class TC, class Mem>
@@ -36,8 +37,9 @@ Mat2<TC, Mem> carve2(Arena& arena, index_t rows, index_t cols) {
 }
 
 template <class TC, class Mem>
-QdwhBuffers<TC, Mem> carve_qdwh(Arena& arena, const PolarShape& s, bool want_h) {
+QdwhBuffers<TC, Mem> carve_qdwh(Arena& arena, const PolarShape& s, bool want_h, HostScalars* host = nullptr) {
   QdwhBuffers<TC, Mem> b;
+  b.host = host;
   b.x = carve<TC, Mem>(arena, s.w_rows, s.w_cols, s.batch);
   b.y = carve2<TC, Mem>(arena, s.w_rows, s.w_cols);
   b.q1 = carve2<TC, Mem>(arena, s.w_rows, s.w_cols);
@@ -105,11 +107,8 @@ double estimate_lower_bound(const Exec& space, bool right, index_t m, const Mat2
   gram2(space, right, TC(1), b.q1, TC(0), b.g);
   if (!cholesky_lower(space, b.g)) return floor;
   // Inverse iteration: R = R₃R₂R₁ with R_i = L_iᵀ, so R⁻ᵀ = L₃⁻¹L₂⁻¹L₁⁻¹ and R⁻¹ = L₁⁻ᵀL₂⁻ᵀL₃⁻ᵀ.
-  std::vector<double> start(static_cast<std::size_t>(k));
   Rng rng(0x1a7e5eedu + static_cast<std::uint64_t>(k));
-  for (double& v : start)
-    v = rng.normal();
-  upload_vector(space, start, b.vk);
+  upload_vector(space, *b.host, b.vk, [&] { return rng.normal(); });
   scale(space, b.vk, static_cast<TC>(1.0 / frobenius(space, b.vk)));
   double lambda = 0.0;
   for (int it = 0; it < 12; ++it) {
@@ -194,7 +193,7 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
   QdwhItem r;
   const index_t k = b.g.extent(0);
   const double u = std::numeric_limits<TC>::epsilon();
-  const double sigma = sigma_max_estimate(space, right, x, b.vk, b.va, b.vn);
+  const double sigma = sigma_max_estimate(space, right, x, b.vk, b.va, b.vn, *b.host);
   if (!(sigma > 0.0)) {  // all-zero matrix: U = 0, H = 0
     r.scale = 0.0;
     if (h_out) set_identity(space, h, TC(0));
@@ -313,8 +312,8 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
     return qdwh_failure(Status::out_of_memory, "workspace allocation failed");
   }
   Arena arena(ws.data());
-  const QdwhBuffers<TC, Mem> buf = carve_qdwh<TC, Mem>(arena, s, want_h);
   HostScalars& host = ws.host_scalars();
+  const QdwhBuffers<TC, Mem> buf = carve_qdwh<TC, Mem>(arena, s, want_h, &host);
   const std::vector<double>& norms = host.norms;
   index_t bad = -1;
   if (normalise_and_load(space, a, Normalization{}, buf.factor, buf.x, s.w_is_transpose, host, bad) !=
@@ -322,7 +321,8 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
     return qdwh_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
 
   report.lower_bound = 1.0;
-  std::vector<double> h_scale(static_cast<std::size_t>(s.batch), 0.0);
+  std::vector<double>& h_scale = host.factor;  // (normalise_and_load's scratch, free again)
+  h_scale.assign(static_cast<std::size_t>(s.batch), 0.0);
   for (index_t bi = 0; bi < s.batch; ++bi) {
     const QdwhItem r = qdwh_item(space, s.right, s.n, options, item(buf.x, bi), buf,
                                  want_h ? item(buf.h, bi) : Mat2<TC, Mem>());

@@ -28,9 +28,10 @@ struct SpectralBuffers {
 };
 
 template <class TC, class Mem>
-SpectralBuffers<TC, Mem> carve_spectral(Arena& arena, const PolarShape& s, bool sign_stage = false) {
+SpectralBuffers<TC, Mem> carve_spectral(Arena& arena, const PolarShape& s, bool sign_stage = false,
+                                        HostScalars* host = nullptr) {
   SpectralBuffers<TC, Mem> b;
-  b.q = carve_qdwh<TC, Mem>(arena, s, false);
+  b.q = carve_qdwh<TC, Mem>(arena, s, false, host);
   if (!std::is_same<TC, double>::value) {
     b.ud = carve2<double, Mem>(arena, s.w_rows, s.w_cols);
     b.xd = carve2<double, Mem>(arena, s.w_rows, s.w_cols);
@@ -38,7 +39,7 @@ SpectralBuffers<TC, Mem> carve_spectral(Arena& arena, const PolarShape& s, bool 
   for (Mat2<double, Mem>* m : {&b.hd, &b.fac, &b.z, &b.acc, &b.h2})
     *m = carve2<double, Mem>(arena, s.k, s.k);
   b.r = carve2<TC, Mem>(arena, s.k, s.k);
-  if (sign_stage) b.sign = carve_qdwh<double, Mem>(arena, PolarShape(1, s.k, s.k, false), false);
+  if (sign_stage) b.sign = carve_qdwh<double, Mem>(arena, PolarShape(1, s.k, s.k, false), false, host);
   return b;
 }
 
@@ -160,8 +161,8 @@ SpectralPowerReport spectral_map_strided(const Exec& space,
     return spectral_failure(Status::out_of_memory, "workspace allocation failed");
   }
   Arena arena(ws.data());
-  const SpectralBuffers<TC, Mem> b = carve_spectral<TC, Mem>(arena, s, sign_stage);
   HostScalars& host = ws.host_scalars();
+  const SpectralBuffers<TC, Mem> b = carve_spectral<TC, Mem>(arena, s, sign_stage, &host);
   const std::vector<double>& norms = host.norms;
   index_t bad = -1;
   Normalization nz;
@@ -205,12 +206,16 @@ SpectralPowerReport spectral_power_strided(const Exec& space,
   if (const char* msg = check_spectral_power_options(options))
     return spectral_failure(Status::invalid_argument, msg);
   const double alpha = options.alpha;
-  RationalPower g;
+  static const RationalPower kNone;   // (α = 0 or 1: no rational stage)
+  const RationalPower* fit = &kNone;  // the cached fit: read without a copy (no host allocation)
   SpectralPowerReport report;
   if (alpha != 0.0 && alpha != 1.0) {
-    const Status st = rational_power_approximation(alpha, options.floor, options.tolerance, g);
+    const Status st = schatten::detail::cached_rational_power(alpha, options.floor, options.tolerance, fit);
     if (st == Status::invalid_argument)
       return spectral_failure(st, "no rational approximation for these options");
+  }
+  const RationalPower& g = *fit;
+  if (alpha != 0.0 && alpha != 1.0) {
     report.poles = static_cast<int>(g.poles.size()) + (g.form == RationalPower::Form::shifted_ratio ? 0 : 1);
     report.fit_error = g.fit_error;
   }
@@ -455,25 +460,28 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
   const bool finite_q = std::isfinite(q);
   const double whole = finite_q ? std::floor(q) : 0.0;
   const double frac = finite_q ? q - whole : 0.0;  // ∈ [0, 1)
-  RationalPower g;
+  static const RationalPower kNone;                // (no fractional part: no rational stage)
+  const RationalPower* fit = &kNone;               // the cached fit: read without a copy (no host allocation)
   if (finite_q && q != 2.0 && frac != 0.0) {
-    const Status st = rational_power_approximation(frac, options.floor, options.tolerance, g);
+    const Status st = schatten::detail::cached_rational_power(frac, options.floor, options.tolerance, fit);
     if (st == Status::invalid_argument) return st;
   }
+  const RationalPower& g = *fit;
   try {
     ws.reserve(spectral_bytes<TC, Mem>(s), static_cast<std::size_t>(s.batch));
   } catch (const std::exception&) {
     return Status::out_of_memory;
   }
   Arena arena(ws.data());
-  const SpectralBuffers<TC, Mem> b = carve_spectral<TC, Mem>(arena, s);
   HostScalars& host = ws.host_scalars();
+  const SpectralBuffers<TC, Mem> b = carve_spectral<TC, Mem>(arena, s, false, &host);
   const std::vector<double>& norms = host.norms;
   index_t bad = -1;
   if (normalise_and_load(space, a, Normalization{}, b.q.factor, b.q.x, s.w_is_transpose, host, bad) !=
       Status::ok)
     return Status::non_finite_input;
-  std::vector<double> result(static_cast<std::size_t>(s.batch), 0.0);
+  std::vector<double>& result = host.factor;  // (normalise_and_load's scratch, free again)
+  result.assign(static_cast<std::size_t>(s.batch), 0.0);
   for (index_t bi = 0; bi < s.batch; ++bi) {
     const double fro = norms[static_cast<std::size_t>(bi)];
     if (fro == 0.0 || q == 2.0) {
@@ -483,7 +491,7 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     const Mat2<TC, Mem> x = item(b.q.x, bi);
     if (!finite_q) {  // σ_max by power iteration to 1e-10 relative
       result[static_cast<std::size_t>(bi)] =
-          fro * sigma_max_estimate(space, s.right, x, b.q.vk, b.q.va, b.q.vn, 1e-12, 2000);
+          fro * sigma_max_estimate(space, s.right, x, b.q.vk, b.q.va, b.q.vn, host, 1e-12, 2000);
       continue;
     }
     const QdwhItem r = qdwh_item(space, s.right, s.n, options.qdwh, x, b.q, Mat2<TC, Mem>());
