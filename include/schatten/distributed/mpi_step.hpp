@@ -1269,13 +1269,13 @@ class DistributedPartition {
   double clip_ = 0.0;
 
   std::optional<Local> local_;
-  std::optional<Local> replicas_;  ///< the unreduced parameters, stepped on every rank
   /// What the unreduced parameters' collectives (optim::with_replicas) work with: the
   /// communicator, 1/n, and the MPI counts and displacements of the split QRs' blocks, sized at
   /// init(). The collectives capture only a pointer to it, so that a copy of them (the kernel's
   /// options, built each step) allocates nothing: std::function keeps a pointer-sized callable
   /// in place (libstdc++, libc++ and MSVC alike), and a step's collectives allocate nothing on the
-  /// host (docs/distributed.md "Heap exhaustion").
+  /// host (docs/distributed.md "Heap exhaustion"). Declared before replicas_, whose rules point
+  /// at it, so that it outlives them.
   struct ReplicaCollectives {
     Communicator comm;
     float inv;
@@ -1298,6 +1298,7 @@ class DistributedPartition {
     }
   };
   std::unique_ptr<ReplicaCollectives> replica_collectives_;
+  std::optional<Local> replicas_;                   ///< the unreduced parameters, stepped on every rank
   std::vector<std::size_t> replicated_;             ///< global indices of the unreduced parameters
   std::vector<std::ptrdiff_t> replica_index_;       ///< position in replicated_, −1 when not unreduced
   std::vector<std::vector<float>> replica_copies_;  ///< per unreduced parameter: parameter, gradient
