@@ -15,6 +15,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -28,6 +29,7 @@
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/step_size.hpp"
 #include "support/allocations.hpp"
+#include "support/failing_rule.hpp"
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
@@ -476,6 +478,19 @@ TEST_SUITE("optim.hostile") {
         internal_errors += c.internal_error;
         refusals[prechecks] += c.refused;
       });
+      // The presets' kernels allocate almost nothing in a step any more, so a link that
+      // allocates per call (test::AllocatesPerCall, as a kernel with per-call host vectors would)
+      // at the end of Muon's chain keeps refusals inside the updates under test: each must be
+      // refused with nothing changed, with prechecks or not (the link may fail and has no
+      // precheck, so the chain's states are copied).
+      const auto allocating = std::apply(
+          [](const auto&... r) { return optim::chain(r..., test::AllocatesPerCall{}); }, muon().rules());
+      const SweepCounts c = sweep_allocation_failures("muon + allocates_per_call", allocating, prechecks, 2,
+                                                      [] { return false; });
+      CHECK(c.refused > 0);
+      CHECK(c.internal_error == 0);
+      CHECK(c.absorbed == 0);
+      refusals[prechecks] += c.refused;
     }
     MESSAGE("refusals checked: " << refusals[0] << " without prechecks, " << refusals[1] << " with; "
                                  << internal_errors << " internal_error with prechecks");

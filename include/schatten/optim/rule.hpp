@@ -39,7 +39,9 @@
 ///     std::size_t batch_host_bytes(const BlockShape&, index_t batch) const;   // default: 0
 ///
 /// `update` may fail only before it writes anything (it returns the failing status and leaves
-/// `u` and the state as they were); chains check the gradient for NaN/Inf once, before any
+/// `u` and the state as they were; an exception that leaves it, such as a std::bad_alloc from
+/// the rule's own containers, counts as out_of_memory, or internal_error for any other, and a
+/// Partition puts back the states it copied); chains check the gradient for NaN/Inf once, before any
 /// rule runs. A rule whose float state cannot hold every finite gradient also declares
 ///
 ///     double max_gradient() const;              // largest |g| it accepts (optional)
