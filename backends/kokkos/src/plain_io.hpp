@@ -89,17 +89,8 @@ class DeviceIO {
 };
 
 /// Runs f() (returning a Status) and maps the exceptions of Kokkos and the standard library to
-/// statuses, so that no exception leaves a plain-array entry point.
-template <class F>
-Status status_guard(const F& f) noexcept {
-  try {
-    return f();
-  } catch (const std::bad_alloc&) {
-    return Status::out_of_memory;
-  } catch (...) {
-    return Status::internal_error;
-  }
-}
+/// statuses, so that no exception leaves a plain-array entry point (core/status.hpp).
+using schatten::detail::status_guard;
 
 /// The workspace of a call: the caller's, or a temporary one.
 class CallWorkspace {

@@ -3,6 +3,8 @@
 /// Status codes returned by every kernel and optimizer call (no exceptions on hot paths).
 #pragma once
 
+#include <new>
+
 namespace schatten {
 
 /// Outcome of a call. Every value other than `ok` and `not_converged` guarantees that the call
@@ -24,5 +26,22 @@ enum class Status {
 
 /// Short stable name of a status ("ok", "invalid_argument", ...).
 const char* to_string(Status s) noexcept;
+
+namespace detail {
+/// f() (returning a Status) with an exception that leaves it turned into a status: a
+/// std::bad_alloc (an exhausted host heap) into out_of_memory, anything else into
+/// internal_error. The plain-array entry points (no exception leaves them) and
+/// optim::Partition's step (a rule's own exception) map exceptions through it.
+template <class F>
+Status status_guard(const F& f) noexcept {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory;
+  } catch (...) {
+    return Status::internal_error;
+  }
+}
+}  // namespace detail
 
 }  // namespace schatten

@@ -717,20 +717,6 @@ class Partition {
   /// step (touched_) is restored, the failing one included (a bare rule, not a chain, may
   /// have advanced its state before failing), and the refusal names the parameter; a failure
   /// of a parameter without a backup is a protocol violation (internal_error).
-  /// f() (one parameter's or one group's update) with an exception from a rule turned into its
-  /// status: a std::bad_alloc (a rule's own containers, an exhausted heap) into out_of_memory,
-  /// anything else into internal_error. The step then fails as for a returned status: the states
-  /// with backups are put back, and no exception leaves step().
-  template <class F>
-  static Status caught(const F& f) noexcept {
-    try {
-      return f();
-    } catch (const std::bad_alloc&) {
-      return Status::out_of_memory;
-    } catch (...) {
-      return Status::internal_error;
-    }
-  }
   StepReport run_passes(const std::vector<float*>& params, const std::vector<float*>& grads, int first,
                         int last) {
     const bool batched = batching_ && group_of_.size() == params_.size();
@@ -742,9 +728,13 @@ class Partition {
         if ((backed_up_[i] ? 0 : prechecked_[i] ? 2 : 1) != pass) continue;
         const int k = batched ? group_of_[i] : -1;
         if (k < 0) {
-          failed = caught([&] { return update_one(i, params[i], grads[i]); });
+          // An exception from a rule (a std::bad_alloc from its own containers) becomes its
+          // status (schatten::detail::status_guard), and the step fails as for a returned one:
+          // the states with backups are put back, and no exception leaves step().
+          failed = schatten::detail::status_guard([&] { return update_one(i, params[i], grads[i]); });
         } else if (groups_[static_cast<std::size_t>(k)].members.front() == i) {
-          failed = caught([&] { return update_group(groups_[static_cast<std::size_t>(k)], params, grads); });
+          failed = schatten::detail::status_guard(
+              [&] { return update_group(groups_[static_cast<std::size_t>(k)], params, grads); });
           if (failed != Status::ok) bad_group = k;
         }  // else: updated with its group at the group's first member
         if (failed != Status::ok) bad = i;
