@@ -5,10 +5,13 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "schatten/kokkos/detail/linalg.hpp"
+#include "schatten/kokkos/detail/queue_scratch.hpp"
+#include "support/kokkos_allocations.hpp"
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 
@@ -71,6 +74,72 @@ TEST_SUITE("kernels.linalg") {
       auto vb = to_view<T>(bad);
       CHECK_FALSE(cholesky_lower(Exec(), Mat2<T, Mem>(vb)));
     }
+  }
+
+  TEST_CASE_TEMPLATE("repeated Cholesky factorisations on one queue allocate nothing and keep their verdicts",
+                     T, float, double) {
+    // The steady state of docs/kernels/polar.md ("Cost") for the factorisation itself: on CUDA
+    // the cuSOLVER workspace and info word are the stream's kept scratch (vendor.hpp), allocated
+    // at most by the first call here (the largest k); elsewhere the blocked Kokkos Cholesky
+    // allocates nothing at all. The info word is reused: a definite matrix after an indefinite
+    // one, and the reverse, must still be judged on their own.
+    Rng rng(case_seed("cholesky steady state"));
+    std::vector<std::pair<Kokkos::View<T**, Kokkos::LayoutLeft, Mem>, bool>> cases;
+    for (index_t k : {300, 200, 300, 64, 1}) {
+      Eigen::MatrixXd r(k, k);
+      for (index_t i = 0; i < k * k; ++i)
+        r.data()[i] = rng.normal();
+      Eigen::MatrixXd a = r * r.transpose() + double(k) * Eigen::MatrixXd::Identity(k, k);
+      cases.emplace_back(to_view<T>(a), true);
+      a(k - 1, k - 1) = -1.0;
+      cases.emplace_back(to_view<T>(a), false);
+    }
+    REQUIRE(cholesky_lower(Exec(), Mat2<T, Mem>(to_view<T>(Eigen::MatrixXd::Identity(300, 300)))));
+    schatten::test::KokkosAllocationProbe probe;
+    for (const auto& c : cases) {
+      CAPTURE(c.first.extent(0));
+      CAPTURE(c.second);
+      CHECK(cholesky_lower(Exec(), Mat2<T, Mem>(c.first)) == c.second);
+    }
+    if (!probe.active()) return;  // a Kokkos tool is loaded: nothing counted
+    const std::string last = probe.last_label();
+    CAPTURE(last);
+    CHECK(probe.count() == 0);
+  }
+
+  TEST_CASE("queue scratch: kept per queue, grown after a fence, freed by clear()") {
+    // The mechanism behind the cuSOLVER scratch (queue_scratch.hpp), in host memory here. Every
+    // buffer it makes is a Kokkos allocation, so that the probe's count must equal its own.
+    QueueScratch<Kokkos::HostSpace> scratch("test::queue_scratch");
+    int fences = 0;
+    const auto fence = [&fences] { ++fences; };
+    int q1 = 0, q2 = 0;  // two queues: only their addresses matter
+    schatten::test::KokkosAllocationProbe probe;
+    void* const a = scratch.get(&q1, 100, fence);
+    CHECK(scratch.get(&q1, 100, fence) == a);  // same size: the same buffer
+    CHECK(scratch.get(&q1, 10, fence) == a);   // smaller: the same buffer
+    CHECK(scratch.get(&q1, 0, fence) == a);
+    CHECK(fences == 0);
+    CHECK(scratch.allocations() == 1);
+    CHECK(scratch.capacity(&q1) == 100);
+    void* const b = scratch.get(&q2, 50, fence);  // another queue: its own buffer, no fence
+    CHECK(b != a);
+    CHECK(fences == 0);
+    CHECK(scratch.allocations() == 2);
+    scratch.get(&q1, 1000, fence);  // larger: replaced after a fence
+    CHECK(fences == 1);
+    CHECK(scratch.capacity(&q1) == 1000);
+    CHECK(scratch.get(&q2, 50, fence) == b);  // the other queue kept its buffer
+    CHECK(scratch.allocations() == 3);
+    if (probe.active()) CHECK(probe.count() == 3);
+    scratch.clear();
+    CHECK(scratch.capacity(&q1) == 0);
+    CHECK(scratch.capacity(&q2) == 0);
+    // A fresh queue's first buffer needs no fence: nothing can be using it yet.
+    CHECK(scratch.get(&q1, 8, fence) != nullptr);
+    CHECK(fences == 1);
+    CHECK(scratch.capacity(&q1) == 8);
+    if (probe.active()) CHECK(probe.count() == 4);
   }
 
   TEST_CASE_TEMPLATE("GEMM row panels give the lower triangle of alpha op(A) op(A)^T + beta C", T, float,

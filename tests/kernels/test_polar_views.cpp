@@ -7,10 +7,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "schatten/kokkos/polar.hpp"
 #include "support/convert.hpp"
+#include "support/kokkos_allocations.hpp"
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 #include "support/tolerances.hpp"
@@ -115,6 +118,72 @@ TEST_SUITE("kernels.polar.views") {
     CHECK(std::equal(ref_clip.begin(), ref_clip.end(), ho.data()));
     co.upper = -1.0;
     CHECK(schatten::kokkos::spectral_clip(space, ca3, o3, co, ws).status == Status::invalid_argument);
+  }
+
+  TEST_CASE_TEMPLATE("a second call on the same Workspace makes no Kokkos allocation, on any backend", T,
+                     float, double) {
+    // docs/kernels/polar.md ("Cost"): once a workspace has grown for a shape, the kernels
+    // allocate nothing, in any memory space. Counted through Kokkos Tools
+    // (support/kokkos_allocations.hpp), so that this holds on the GPU builds too, where the host
+    // probe of tests/optim cannot see device buffers: the cuSOLVER scratch of QDWH's Cholesky
+    // (vendor.hpp), Kokkos' reduction scratch. The first call may allocate (the workspace grows,
+    // and so may Kokkos' own scratch); the second, on the same shape, must not.
+    using Exec = Kokkos::DefaultExecutionSpace;
+    const Exec space;
+    Rng rng(case_seed("views without allocations"));
+    int calls = 0;
+    for (const index_t batch : {1, 3})
+      for (const std::pair<index_t, index_t>& shape : {std::pair<index_t, index_t>{24, 40}, {40, 24}}) {
+        const index_t r = shape.first, c = shape.second, k = std::min(r, c);
+        Kokkos::View<T***> a("a", batch, r, c), out("out", batch, r, c), h("h", batch, k, k);
+        auto ha = Kokkos::create_mirror_view(a);
+        for (index_t i = 0; i < batch * r * c; ++i)
+          ha.data()[i] = static_cast<T>(rng.normal());
+        Kokkos::deep_copy(a, ha);
+        const Kokkos::View<const T***> ca = a;
+        std::vector<double> norms(static_cast<std::size_t>(batch));
+        // Every kernel of the View API, each twice on its own workspace; `name` says which.
+        const auto twice = [&](const std::string& name, auto&& call) {
+          schatten::kokkos::Workspace<> ws;
+          REQUIRE(call(ws));
+          schatten::test::KokkosAllocationProbe probe;
+          const bool ok = call(ws);
+          CAPTURE(name);
+          CAPTURE(batch);
+          CAPTURE(r);
+          REQUIRE(ok);
+          if (probe.active()) {
+            const std::string last = probe.last_label();
+            CAPTURE(last);
+            CHECK(probe.count() == 0);
+          }
+          ++calls;
+        };
+        for (PolarMethod method : {PolarMethod::newton_schulz, PolarMethod::polar_express,
+                                   PolarMethod::gram_newton_schulz, PolarMethod::qdwh}) {
+          PolarOptions o;
+          o.method = method;
+          o.compute_orthogonality_error = true;
+          twice(to_string(method),
+                [&](auto& ws) { return bool(schatten::kokkos::polar(space, ca, out, o, ws)); });
+        }
+        twice("qdwh with h",
+              [&](auto& ws) { return bool(schatten::kokkos::qdwh(space, ca, out, h, QdwhOptions{}, ws)); });
+        SpectralPowerOptions po;
+        po.alpha = 0.5;
+        twice("spectral_power",
+              [&](auto& ws) { return bool(schatten::kokkos::spectral_power(space, ca, out, po, ws)); });
+        SpectralClipOptions co;
+        co.lower = 0.1;
+        co.upper = 1.0;
+        twice("spectral_clip",
+              [&](auto& ws) { return bool(schatten::kokkos::spectral_clip(space, ca, out, co, ws)); });
+        twice("schatten_norm", [&](auto& ws) {
+          return schatten::kokkos::schatten_norm(space, ca, 1.0, norms.data(), SchattenNormOptions{}, ws) ==
+                 Status::ok;
+        });
+      }
+    CHECK(calls == 4 * 8);
   }
 }
 

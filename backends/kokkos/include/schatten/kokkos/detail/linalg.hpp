@@ -83,21 +83,22 @@ constexpr bool has_vendor_potrf() {
 /// potf2_lower, and a TRSM for the panel below. As fast as OpenBLAS's dpotrf on this machine
 /// (5.7 ms vs 6.5 ms at k = 1024, 36 ms for both at 2048). With has_vendor_potrf (CUDA), one
 /// cusolverDn?potrf instead, then one check of its info word and of L's diagonal (positive and
-/// finite). Returns false when A is not numerically positive definite (A is then garbage).
+/// finite); its workspace is the stream's kept solver scratch (vendor.hpp), so that a
+/// steady-state call allocates nothing and synchronises once (the check's reduction). Returns
+/// false when A is not numerically positive definite (A is then garbage).
 template <class Exec, class T, class Mem>
 bool cholesky_lower(const Exec& space, const Mat2<T, Mem>& a) {
   const index_t k = a.extent(0);
 #if defined(SCHATTEN_HAVE_CUDA_POTRF)
   if constexpr (has_vendor_potrf<Exec, T>()) {
     if (k == 0) return true;
-    Kokkos::View<int, Mem> info("schatten::potrf_info");
-    vendor::potrf_lower(space, static_cast<int>(k), a.data(), leading_dim(a), info.data());
+    const int* info = vendor::potrf_lower(space, static_cast<int>(k), a.data(), leading_dim(a));
     int failed = 0;
     Kokkos::parallel_reduce(
         kernel_label("schatten::potrf_check"),
         Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k),
         KOKKOS_LAMBDA(index_t j, int& flag) {
-          if (info() != 0 || !(a(j, j) > T(0)) || !kmath::isfinite(a(j, j))) flag = 1;
+          if (*info != 0 || !(a(j, j) > T(0)) || !kmath::isfinite(a(j, j))) flag = 1;
         },
         Kokkos::Sum<int>(failed));  // as in potf2_lower: Sum starts at 0
     return failed == 0;

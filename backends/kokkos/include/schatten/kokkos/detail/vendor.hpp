@@ -25,6 +25,8 @@
 
 #include <Kokkos_Core.hpp>
 
+#include "schatten/kokkos/detail/queue_scratch.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <stdexcept>
@@ -186,14 +188,32 @@ inline cusolverDnHandle_t cusolver_handle() {
   return handle;
 }
 
+/// The cuSOLVER scratch of every CUDA stream (queue_scratch.hpp), freed when Kokkos finalises.
+inline QueueScratch<Kokkos::CudaSpace>& solver_scratch() {
+  static QueueScratch<Kokkos::CudaSpace>& scratch = []() -> QueueScratch<Kokkos::CudaSpace>& {
+    // Never destroyed (a View must not be freed after Kokkos::finalize): the hook empties it.
+    auto* s = new QueueScratch<Kokkos::CudaSpace>("schatten::cusolver_scratch");
+    Kokkos::push_finalize_hook([s] { s->clear(); });
+    return *s;
+  }();
+  return scratch;
+}
+
+/// Bytes before the workspace in a solver scratch buffer: the info word, padded so that the
+/// workspace keeps cudaMalloc's 256-byte alignment.
+inline constexpr std::size_t solver_info_bytes = 256;
+
 /// In-place Cholesky A = L Lᵀ of the lower triangle of an n × n column-major matrix
-/// (cusolverDnSpotrf / Dpotrf, LAPACK's ?potrf semantics), enqueued on `space`'s stream. The
-/// workspace (from ?potrf_bufferSize) and the info word live in device memory; `info` must point
-/// to one device int, which receives LAPACK's info (0, or j > 0 when the leading j × j minor is
-/// not positive definite). Nothing is read back here: the caller reads info once, together with
-/// its own checks. Cost: n³/3 flops.
+/// (cusolverDnSpotrf / Dpotrf, LAPACK's ?potrf semantics), enqueued on `space`'s stream. Returns
+/// a device pointer to the info word, LAPACK's info (0, or j > 0 when the leading j × j minor is
+/// not positive definite), valid until the next solver call on the same stream; nothing is read
+/// back here: the caller reads info once, in a kernel on the same stream, together with its own
+/// checks. The info word and the workspace (?potrf_bufferSize) live in the stream's solver
+/// scratch: allocated on the first call (and when a larger n needs more), then reused without a
+/// fence, since the stream orders this call after the previous user of the buffer. Cost: n³/3
+/// flops.
 template <class T>
-void potrf_lower(const Kokkos::Cuda& space, int n, T* a, int lda, int* info) {
+int* potrf_lower(const Kokkos::Cuda& space, int n, T* a, int lda) {
   static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
                 "cuSOLVER potrf: float or double");
   cusolverDnHandle_t h = cusolver_handle();
@@ -205,17 +225,17 @@ void potrf_lower(const Kokkos::Cuda& space, int n, T* a, int lda, int* info) {
   else
     s = cusolverDnDpotrf_bufferSize(h, CUBLAS_FILL_MODE_LOWER, n, a, lda, &lwork);
   if (s != CUSOLVER_STATUS_SUCCESS) throw std::runtime_error("schatten: cuSOLVER potrf_bufferSize failed");
-  // Allocated per call: one cudaMalloc beside an O(n³) factorisation. The fence below keeps the
-  // workspace alive until the factorisation that uses it has run.
-  Kokkos::View<T*, Kokkos::CudaSpace> work(
-      Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::potrf_work"),
-      static_cast<std::size_t>(lwork > 0 ? lwork : 1));
+  const std::size_t work_bytes = static_cast<std::size_t>(lwork > 0 ? lwork : 1) * sizeof(T);
+  auto* base = static_cast<unsigned char*>(
+      solver_scratch().get(space.cuda_stream(), solver_info_bytes + work_bytes, [&space] { space.fence(); }));
+  int* info = reinterpret_cast<int*>(base);
+  T* work = reinterpret_cast<T*>(base + solver_info_bytes);
   if constexpr (std::is_same<T, float>::value)
-    s = cusolverDnSpotrf(h, CUBLAS_FILL_MODE_LOWER, n, a, lda, work.data(), lwork, info);
+    s = cusolverDnSpotrf(h, CUBLAS_FILL_MODE_LOWER, n, a, lda, work, lwork, info);
   else
-    s = cusolverDnDpotrf(h, CUBLAS_FILL_MODE_LOWER, n, a, lda, work.data(), lwork, info);
+    s = cusolverDnDpotrf(h, CUBLAS_FILL_MODE_LOWER, n, a, lda, work, lwork, info);
   if (s != CUSOLVER_STATUS_SUCCESS) throw std::runtime_error("schatten: cuSOLVER potrf failed");
-  space.fence();  // the workspace View must outlive the factorisation that uses it
+  return info;
 }
 
 }  // namespace vendor
