@@ -2,14 +2,19 @@
 /// \file
 /// Private: plain-array inputs and outputs of the default execution space. Memory the space can
 /// dereference is used in place; host memory on a device build is staged through packed device
-/// copies, and staged outputs are copied back only when the call succeeded.
+/// copies (kept in the call's workspace), and staged outputs are copied back only when the call
+/// succeeded.
 #pragma once
 
 #include <Kokkos_Core.hpp>
 
+#include <array>
+#include <atomic>
+#include <cstddef>
 #include <new>
 #include <optional>
-#include <vector>
+#include <stdexcept>
+#include <utility>
 
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/runtime.hpp"
@@ -22,8 +27,10 @@ namespace schatten::kokkos::detail {
 using DefaultExec = Kokkos::DefaultExecutionSpace;
 using DefaultMem = DefaultExec::memory_space;
 
-/// True when `DefaultExec` can dereference memory of this kind without a copy.
-constexpr bool directly_accessible(MemoryKind kind) {
+/// True when `DefaultExec` can dereference memory of this kind without a copy (and the tests do
+/// not force the staging, workspace_impl.hpp).
+inline bool directly_accessible(MemoryKind kind) {
+  if (force_host_staging().load(std::memory_order_relaxed) && kind == MemoryKind::host) return false;
   return kind == MemoryKind::device || Kokkos::SpaceAccessibility<DefaultExec, Kokkos::HostSpace>::accessible;
 }
 
@@ -33,30 +40,44 @@ Strided3<T, DefaultMem> strided_view(const BatchedMatrixRef<T>& m) {
       m.data, Kokkos::LayoutStride(m.batch, m.batch_stride, m.rows, m.row_stride, m.cols, m.col_stride));
 }
 
-/// Packed device copy (batch, rows, cols) of host matrices.
+/// The packed (batch, rows, cols) row-major view of a staging buffer.
 template <class T>
-using Packed = Kokkos::View<T***, Kokkos::LayoutRight, DefaultMem>;
+Strided3<T, DefaultMem> packed_view(unsigned char* data, index_t batch, index_t rows, index_t cols) {
+  return Strided3<T, DefaultMem>(reinterpret_cast<T*>(data),
+                                 Kokkos::LayoutStride(batch, rows * cols, rows, cols, cols, 1));
+}
 
-/// Inputs and outputs of one plain-array call on the default execution space.
+/// `n` bytes between a staging slot's two sides (dst ← src), fenced.
+template <class DstMem, class SrcMem>
+void copy_bytes(unsigned char* dst, const unsigned char* src, std::size_t n) {
+  using Unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
+  Kokkos::deep_copy(Kokkos::View<unsigned char*, DstMem, Unmanaged>(dst, n),
+                    Kokkos::View<const unsigned char*, SrcMem, Unmanaged>(src, n));
+}
+
+/// Inputs and outputs of one plain-array call on the default execution space. Host arrays on a
+/// device build are staged: packed into a host buffer (pinned where Kokkos has it), copied to a
+/// packed device buffer, and outputs copied back by commit(). The buffers are the slots of
+/// `staging` (the call's workspace, kept between calls: no allocation once they have grown), or
+/// of a staging of this object's own (allocated per call) when none is given.
 template <class T>
 class DeviceIO {
  public:
   /// Stages the input when needed.
-  explicit DeviceIO(const BatchedMatrixRef<const T>& a) {
+  explicit DeviceIO(const BatchedMatrixRef<const T>& a, Staging* staging = nullptr)
+      : staging_(staging != nullptr ? staging : &own_) {
     if (directly_accessible(a.memory) || a.empty()) {
       in_ = strided_view(a);
       return;
     }
-    Packed<T> d(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging_in"), a.batch, a.rows,
-                a.cols);
-    auto h = Kokkos::create_mirror_view(d);
+    Staging::Slot& s = staging_->take(bytes_of(a));
+    T* h = reinterpret_cast<T*>(s.host.data());
     for (index_t b = 0; b < a.batch; ++b)
       for (index_t i = 0; i < a.rows; ++i)
         for (index_t j = 0; j < a.cols; ++j)
-          h(b, i, j) = a[b](i, j);
-    Kokkos::deep_copy(d, h);
-    staged_in_ = d;
-    in_ = Strided3<const T, DefaultMem>(d);
+          h[(b * a.rows + i) * a.cols + j] = a[b](i, j);
+    copy_bytes<DefaultMem, StagingHostMem>(s.device.data(), s.host.data(), bytes_of(a));
+    in_ = packed_view<const T>(s.device.data(), a.batch, a.rows, a.cols);
   }
   const Strided3<const T, DefaultMem>& input() const { return in_; }
 
@@ -65,38 +86,51 @@ class DeviceIO {
   Strided3<T, DefaultMem> output(const BatchedMatrixRef<T>& q, bool optional = false) {
     if (optional && q.data == nullptr) return Strided3<T, DefaultMem>();
     if (directly_accessible(q.memory) || q.empty()) return strided_view(q);
-    Packed<T> d(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging_out"), q.batch, q.rows,
-                q.cols);
-    staged_out_.push_back({d, q});
-    return Strided3<T, DefaultMem>(d);
+    if (n_out_ == staged_out_.size()) throw std::logic_error("schatten: more staged outputs than expected");
+    Staging::Slot& s = staging_->take(bytes_of(q));
+    staged_out_[n_out_++] = {&s, q};
+    return packed_view<T>(s.device.data(), q.batch, q.rows, q.cols);
   }
 
   /// Copies staged outputs to the user's host memory.
   void commit() {
-    for (const auto& [d, q] : staged_out_) {
-      auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), d);
+    for (std::size_t k = 0; k < n_out_; ++k) {
+      const auto& [s, q] = staged_out_[k];
+      copy_bytes<StagingHostMem, DefaultMem>(s->host.data(), s->device.data(), bytes_of(q));
+      const T* h = reinterpret_cast<const T*>(s->host.data());
       for (index_t b = 0; b < q.batch; ++b)
         for (index_t i = 0; i < q.rows; ++i)
           for (index_t j = 0; j < q.cols; ++j)
-            q[b](i, j) = h(b, i, j);
+            q[b](i, j) = h[(b * q.rows + i) * q.cols + j];
     }
   }
 
  private:
+  template <class U>
+  static std::size_t bytes_of(const BatchedMatrixRef<U>& m) {
+    return static_cast<std::size_t>(m.batch * m.rows * m.cols) * sizeof(T);
+  }
+
+  Staging own_;
+  Staging* staging_;
   Strided3<const T, DefaultMem> in_;
-  Packed<T> staged_in_;
-  std::vector<std::pair<Packed<T>, BatchedMatrixRef<T>>> staged_out_;
+  std::array<std::pair<Staging::Slot*, BatchedMatrixRef<T>>, 2> staged_out_{};
+  std::size_t n_out_ = 0;
 };
 
 /// Runs f() (returning a Status) and maps the exceptions of Kokkos and the standard library to
 /// statuses, so that no exception leaves a plain-array entry point (core/status.hpp).
 using schatten::detail::status_guard;
 
-/// The workspace of a call: the caller's, or a temporary one.
+/// The workspace of a call: the caller's, or a temporary one. Starts the call's use of its
+/// staging slots.
 class CallWorkspace {
  public:
-  explicit CallWorkspace(schatten::Workspace* ws) : ws_(ws ? ws : &local_.emplace()) {}
+  explicit CallWorkspace(schatten::Workspace* ws) : ws_(ws ? ws : &local_.emplace()) {
+    ws_->impl().staging.begin_call();
+  }
   Workspace<DefaultMem>& get() { return ws_->impl().ws; }
+  Staging* staging() { return &ws_->impl().staging; }
 
  private:
   std::optional<schatten::Workspace> local_;

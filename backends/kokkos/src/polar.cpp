@@ -31,7 +31,7 @@ PolarReport polar_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixR
     return failure<PolarReport>(Status::invalid_argument, "input and output shapes differ");
   try {
     CallWorkspace ws(workspace);
-    DeviceIO<T> io(a);
+    DeviceIO<T> io(a, ws.staging());
     const PolarReport r =
         polar_dispatch<DefaultExec, T>(DefaultExec(), io.input(), io.output(q), options, ws.get());
     if (r.status == Status::ok || r.status == Status::not_converged) io.commit();
@@ -63,7 +63,7 @@ QdwhReport qdwh_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef
   }
   try {
     CallWorkspace ws(workspace);
-    DeviceIO<T> io(a);
+    DeviceIO<T> io(a, ws.staging());
     const auto du = io.output(u);
     const auto dh = io.output(h, /*optional=*/true);
     const QdwhReport r = qdwh_dispatch<DefaultExec, T>(DefaultExec(), io.input(), du, dh, options, ws.get());
@@ -102,7 +102,7 @@ SpectralPowerReport spectral_plain(const BatchedMatrixRef<const T>& a, const Bat
     return failure<SpectralPowerReport>(Status::invalid_argument, "input and output shapes differ");
   try {
     CallWorkspace ws(workspace);
-    DeviceIO<T> io(a);
+    DeviceIO<T> io(a, ws.staging());
     const SpectralPowerReport r = spectral_dispatch<T>(io.input(), io.output(out), options, ws.get());
     if (r.status == Status::ok || r.status == Status::not_converged) io.commit();
     return r;
@@ -121,7 +121,7 @@ Status norm_plain(const BatchedMatrixRef<const T>& a, double q, double* norms,
     return Status::invalid_argument;
   return status_guard([&] {
     CallWorkspace ws(workspace);
-    DeviceIO<T> io(a);
+    DeviceIO<T> io(a, ws.staging());
     return schatten_norm_dispatch<DefaultExec, T>(DefaultExec(), io.input(), q, norms, options, ws.get());
   });
 }

@@ -3,6 +3,7 @@
 /// schatten::Workspace: the plain-array API's handle on a Kokkos workspace.
 #include "schatten/core/workspace.hpp"
 
+#include <atomic>
 #include <exception>
 #include <mutex>
 #include <set>
@@ -12,6 +13,11 @@
 #include "workspace_impl.hpp"
 
 namespace schatten {
+
+std::atomic<bool>& kokkos::detail::force_host_staging() noexcept {
+  static std::atomic<bool> force{false};
+  return force;
+}
 
 namespace {
 /// The live Workspaces (total_bytes()). A registry rather than a running sum, because the
@@ -62,14 +68,17 @@ bool Workspace::reserve(std::size_t bytes, std::size_t matrices, std::size_t hos
 
 std::size_t Workspace::capacity() const noexcept { return impl_ ? impl_->ws.capacity() : 0; }
 std::size_t Workspace::host_capacity() const noexcept { return impl_ ? impl_->ws.host_capacity() : 0; }
+std::size_t Workspace::staging_capacity() const noexcept { return impl_ ? impl_->staging.bytes() : 0; }
 void Workspace::release() noexcept {
-  if (impl_) impl_->ws.release();
+  if (!impl_) return;
+  impl_->ws.release();
+  impl_->staging.release();
 }
 std::size_t Workspace::total_bytes() noexcept {
   const std::lock_guard<std::mutex> lock(registry_mutex());
   std::size_t n = 0;
   for (const Impl* w : registry())
-    n += w->ws.capacity() + w->ws.host_capacity();
+    n += w->ws.capacity() + w->ws.host_capacity() + w->staging.bytes();
   return n;
 }
 

@@ -34,9 +34,15 @@ class Workspace {
   std::size_t capacity() const noexcept;
   /// Bytes of host scratch currently held (reserve()'s `host_bytes`).
   std::size_t host_capacity() const noexcept;
-  /// Frees the buffer and the host scratch.
+  /// Bytes of staging copies held: on a GPU build, the calls on host arrays copy their inputs
+  /// and outputs through packed device and (pinned) host buffers, which the workspace keeps for
+  /// its next calls, so that those allocate nothing either. Zero on a CPU build, and for arrays
+  /// in device memory.
+  std::size_t staging_capacity() const noexcept;
+  /// Frees the buffer, the host scratch and the staging copies.
   void release() noexcept;
-  /// Bytes held by all live Workspaces of this process, together, their host scratch included
+  /// Bytes held by all live Workspaces of this process, together, their host scratch and staging
+  /// copies included
   /// (diagnostics: what the optimizers' and the caller's scratch costs, schatten-bench-optim's
   /// `workspace_MB`).
   /// Workspaces of the Kokkos overloads (kokkos::Workspace) are not counted.

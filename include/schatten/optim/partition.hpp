@@ -81,11 +81,12 @@ struct has_update_unguarded<
 /// but `workspace` are in the partition's memory() kind; the workspace is in the memory of
 /// Kokkos::DefaultExecutionSpace; `exchange` is host memory.
 struct MemoryUse {
-  std::size_t state = 0;      ///< the states' buffers (what a checkpoint holds)
-  std::size_t backups = 0;    ///< the copies of the states of routes that may fail, not prechecked
-  std::size_t scratch = 0;    ///< the rules' scratch buffers, each shared one counted once
-  std::size_t batches = 0;    ///< the same-shape groups' batch buffers
-  std::size_t workspace = 0;  ///< the kernel workspace the states and groups share (its host scratch too)
+  std::size_t state = 0;    ///< the states' buffers (what a checkpoint holds)
+  std::size_t backups = 0;  ///< the copies of the states of routes that may fail, not prechecked
+  std::size_t scratch = 0;  ///< the rules' scratch buffers, each shared one counted once
+  std::size_t batches = 0;  ///< the same-shape groups' batch buffers
+  /// The kernel workspace the states and groups share, its host scratch and staging copies too.
+  std::size_t workspace = 0;
   /// A distributed partition's buffers for the parameters, gradients and updates it moves
   /// between ranks, and its activation Gram sums (distributed::DistributedPartition::
   /// memory_use); 0 for a Partition.
@@ -560,7 +561,9 @@ class Partition {
     m.scratch = scratch.bytes;
     for (const Group& g : groups_)
       m.batches += g.buffer.size() * sizeof(float);
-    m.workspace = workspace_ ? workspace_->capacity() + workspace_->host_capacity() : 0;
+    m.workspace = workspace_
+                      ? workspace_->capacity() + workspace_->host_capacity() + workspace_->staging_capacity()
+                      : 0;
     return m;
   }
 

@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The staging of host arrays on a device build (backends/kokkos/src/plain_io.hpp): packed
+/// copies through the workspace's kept slots (workspace_impl.hpp). A CPU build reads host arrays
+/// in place, so these tests force the staging (force_host_staging) to run the device build's
+/// code path here; the GPU build runs it for real.
+#include <doctest/doctest.h>
+
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "schatten/kernels/polar.hpp"
+#include "schatten/kernels/qdwh.hpp"
+#include "schatten/kernels/spectral_power.hpp"
+#include "support/kokkos_allocations.hpp"
+#include "support/seed.hpp"
+#include "workspace_impl.hpp"
+
+namespace kernels_test_staging {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
+using namespace schatten;
+using schatten::test::case_seed;
+
+namespace {
+/// Forces the staging of host arrays while alive.
+struct ForcedStaging {
+  ForcedStaging() { kokkos::detail::force_host_staging().store(true); }
+  ~ForcedStaging() { kokkos::detail::force_host_staging().store(false); }
+  ForcedStaging(const ForcedStaging&) = delete;
+  ForcedStaging& operator=(const ForcedStaging&) = delete;
+};
+
+/// A batch of r × c matrices in padded storage (row stride c + 3, a gap of 5 between matrices),
+/// so that staging must pack and unpack rather than copy one block.
+struct Padded {
+  index_t batch, rows, cols;
+  std::vector<double> data;
+  Padded(index_t b, index_t r, index_t c, double fill)
+      : batch(b), rows(r), cols(c), data(static_cast<std::size_t>(b * stride()), fill) {}
+  index_t row_stride() const { return cols + 3; }
+  index_t stride() const { return rows * row_stride() + 5; }
+  BatchedMatrixRef<double> ref() {
+    return BatchedMatrixRef<double>::strided(data.data(), batch, rows, cols, stride(), row_stride(), 1);
+  }
+  BatchedMatrixRef<const double> cref() const {
+    return BatchedMatrixRef<const double>::strided(data.data(), batch, rows, cols, stride(), row_stride(), 1);
+  }
+};
+
+Padded random_batch(index_t b, index_t r, index_t c, const char* name) {
+  Padded p(b, r, c, -7.0);  // the padding keeps -7: a write outside the matrices would show
+  Rng rng(case_seed(name));
+  for (index_t k = 0; k < b; ++k)
+    for (index_t i = 0; i < r; ++i)
+      for (index_t j = 0; j < c; ++j)
+        p.ref()[k](i, j) = rng.normal();
+  return p;
+}
+
+bool same_bits(const std::vector<double>& x, const std::vector<double>& y) {
+  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(double)) == 0;
+}
+}  // namespace
+
+TEST_SUITE("kernels.staging") {
+  TEST_CASE("staged host arrays give the in-place results bit for bit, padding untouched") {
+    // Staging only moves the elements: the kernels see a packed copy of the same values, and the
+    // kernels' first step copies their input into the workspace either way, so every result
+    // must have the same bits as the unstaged call's (which reads the padded arrays in place).
+    for (const std::pair<index_t, index_t>& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t b = 3, r = shape.first, c = shape.second, k = std::min(r, c);
+      CAPTURE(r);
+      const Padded a = random_batch(b, r, c, "staging");
+      // Every entry point that stages, as a function of (output, h, norms, workspace).
+      struct Call {
+        std::string name;
+        std::function<bool(Padded&, Padded&, std::vector<double>&, Workspace*)> run;
+      };
+      SpectralPowerOptions po;
+      po.alpha = 0.5;
+      SpectralClipOptions co;
+      co.lower = 0.1;
+      co.upper = 1.0;
+      std::vector<Call> calls;
+      for (PolarMethod m : {PolarMethod::newton_schulz, PolarMethod::polar_express,
+                            PolarMethod::gram_newton_schulz, PolarMethod::qdwh}) {
+        PolarOptions o;
+        o.method = m;
+        calls.push_back({to_string(m), [&a, o](Padded& q, Padded&, std::vector<double>&, Workspace* ws) {
+                           return bool(polar(a.cref(), q.ref(), o, ws));
+                         }});
+      }
+      calls.push_back({"qdwh with h", [&a](Padded& u, Padded& h, std::vector<double>&, Workspace* ws) {
+                         return bool(qdwh(a.cref(), u.ref(), QdwhOptions{}, ws, h.ref()));
+                       }});
+      calls.push_back({"spectral_power", [&a, po](Padded& o, Padded&, std::vector<double>&, Workspace* ws) {
+                         return bool(spectral_power(a.cref(), o.ref(), po, ws));
+                       }});
+      calls.push_back({"spectral_clip", [&a, co](Padded& o, Padded&, std::vector<double>&, Workspace* ws) {
+                         return bool(spectral_clip(a.cref(), o.ref(), co, ws));
+                       }});
+      calls.push_back({"schatten_norm", [&a](Padded&, Padded&, std::vector<double>& n, Workspace* ws) {
+                         return schatten_norm(a.cref(), 1.0, n.data(), SchattenNormOptions{}, ws) ==
+                                Status::ok;
+                       }});
+      for (const Call& call : calls) {
+        CAPTURE(call.name);
+        Padded q0(b, r, c, -7.0), h0(b, k, k, -7.0), q1(b, r, c, -7.0), h1(b, k, k, -7.0);
+        std::vector<double> n0(b), n1(b);
+        Workspace ws;
+        REQUIRE(call.run(q0, h0, n0, &ws));
+        CHECK(ws.staging_capacity() == 0);  // read in place
+        {
+          const ForcedStaging forced;
+          for (Workspace* w : {&ws, static_cast<Workspace*>(nullptr)}) {  // kept slots, per-call slots
+            q1.data.assign(q1.data.size(), -7.0);
+            h1.data.assign(h1.data.size(), -7.0);
+            REQUIRE(call.run(q1, h1, n1, w));
+            CHECK(same_bits(q0.data, q1.data));  // padding included: still -7
+            CHECK(same_bits(h0.data, h1.data));
+            CHECK(same_bits(n0, n1));
+          }
+        }
+        CHECK(ws.staging_capacity() > 0);
+      }
+    }
+  }
+
+  TEST_CASE("staged calls keep their slots: no Kokkos allocation on the second call, memory counted") {
+    // The device build's steady state for host arrays (docs/kernels/polar.md, "Cost"): the
+    // workspace keeps the packed copies, so the second call of a shape allocates nothing.
+    const index_t b = 2, r = 16, c = 24;
+    const Padded a = random_batch(b, r, c, "staging slots");
+    Padded q(b, r, c, 0.0), u(b, r, c, 0.0), h(b, r, r, 0.0);
+    const ForcedStaging forced;
+    Workspace ws;
+    REQUIRE(polar(a.cref(), q.ref(), PolarOptions{}, &ws));
+    // Two slots (input and output), each a device and a host buffer of the packed batch.
+    const std::size_t packed = static_cast<std::size_t>(b * r * c) * sizeof(double);
+    CHECK(ws.staging_capacity() == 4 * packed);
+    const std::size_t before = Workspace::total_bytes();
+    {
+      schatten::test::KokkosAllocationProbe probe;
+      REQUIRE(polar(a.cref(), q.ref(), PolarOptions{}, &ws));
+      if (probe.active()) {
+        const std::string last = probe.last_label();
+        CAPTURE(last);
+        CHECK(probe.count() == 0);
+      }
+    }
+    // qdwh with h takes a third slot; h's r × r is smaller than the others.
+    REQUIRE(qdwh(a.cref(), u.ref(), QdwhOptions{}, &ws, h.ref()));
+    CHECK(ws.staging_capacity() == 4 * packed + 2 * static_cast<std::size_t>(b * r * r) * sizeof(double));
+    {
+      schatten::test::KokkosAllocationProbe probe;
+      REQUIRE(qdwh(a.cref(), u.ref(), QdwhOptions{}, &ws, h.ref()));
+      REQUIRE(polar(a.cref(), q.ref(), PolarOptions{}, &ws));  // fits the slots qdwh left
+      if (probe.active()) CHECK(probe.count() == 0);
+    }
+    CHECK(Workspace::total_bytes() >= before + 2 * static_cast<std::size_t>(b * r * r) * sizeof(double));
+    ws.release();
+    CHECK(ws.staging_capacity() == 0);
+  }
+
+  TEST_CASE("a staged call that fails writes nothing back") {
+    // Outputs are copied back only on success: a NaN in the last matrix leaves every output
+    // matrix (and the padding) as it was.
+    const index_t b = 2, r = 10, c = 14;
+    Padded a = random_batch(b, r, c, "staging failure");
+    a.ref()[b - 1](r - 1, c - 1) = std::numeric_limits<double>::quiet_NaN();
+    Padded q(b, r, c, 3.0);
+    const ForcedStaging forced;
+    Workspace ws;
+    const PolarReport rep = polar(a.cref(), q.ref(), PolarOptions{}, &ws);
+    CHECK(rep.status == Status::non_finite_input);
+    for (double x : q.data)
+      CHECK(x == 3.0);
+  }
+}
+
+}  // namespace kernels_test_staging
