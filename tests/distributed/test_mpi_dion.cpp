@@ -49,6 +49,20 @@ std::vector<ParamSpec> specs() {
   return {{"tall", {48, 20}}, {"wide", {12, 30}}, {"square", {16, 16}}, {"bias", {9}}};
 }
 std::vector<std::string> labels() { return {"dion_low", "dion_full", "dion_two", "adamw"}; }
+/// `tall` 40 × 24 matrices "t0", … on "dion_low" and `wide` 24 × 40 ones "w0", … on "dion_two":
+/// same-shape groups whose QRs the ranks split.
+std::pair<std::vector<ParamSpec>, std::vector<std::string>> same_shape_specs(int tall, int wide) {
+  std::pair<std::vector<ParamSpec>, std::vector<std::string>> r;
+  for (int i = 0; i < tall; ++i) {
+    r.first.push_back({"t" + std::to_string(i), {40, 24}});
+    r.second.push_back("dion_low");
+  }
+  for (int i = 0; i < wide; ++i) {
+    r.first.push_back({"w" + std::to_string(i), {24, 40}});
+    r.second.push_back("dion_two");
+  }
+  return r;
+}
 std::vector<Layout> layouts() {
   return {Layout::unreduced, Layout::unreduced, Layout::unreduced, Layout::replicated};
 }
@@ -427,16 +441,7 @@ TEST_CASE(
   // "t3"'s first gradient is zero on every rank: its owner finds M̄ = 0, and its group goes on.
   // Against one process on the mean gradient (measured at most 3.3e-6 on 2 ranks and 3.6e-6 on
   // 4, 2026-11-30), the same bits on every rank, and the bytes (unsplit, they would differ).
-  std::vector<ParamSpec> ps;
-  std::vector<std::string> ls;
-  for (int i = 0; i < 5; ++i) {
-    ps.push_back({"t" + std::to_string(i), {40, 24}});
-    ls.push_back("dion_low");
-  }
-  for (int i = 0; i < 3; ++i) {
-    ps.push_back({"w" + std::to_string(i), {24, 40}});
-    ls.push_back("dion_two");
-  }
+  const auto [ps, ls] = same_shape_specs(5, 3);
   DionOptions lo = low(), tw = two();
   auto ref = optim::partition(ps, ls, route("dion_low", dion(lo)), route("dion_two", dion(tw)));
   REQUIRE(ref.init());
@@ -744,16 +749,10 @@ TEST_CASE("distributed.dion: heap exhaustion on one rank refuses the step on eve
   REQUIRE(d.init());
   const int shapes =
       refuse_each_allocation(d, ref, specs(), passed_gradients, [](int t) { return mean_gradients(t); });
-  std::vector<ParamSpec> ps;
-  std::vector<std::string> ls;
-  for (int i = 0; i < 4; ++i) {
-    ps.push_back({"t" + std::to_string(i), {40, 24}});
-    ls.push_back("dion_low");
-  }
-  for (int i = 0; i < 3; ++i) {
-    ps.push_back({"w" + std::to_string(i), {24, 40}});
-    ls.push_back("dion_two");
-  }
+  // Not a structured binding: the lambdas below cannot capture one in C++17 (clang).
+  const auto split_specs = same_shape_specs(4, 3);
+  const std::vector<ParamSpec>& ps = split_specs.first;
+  const std::vector<std::string>& ls = split_specs.second;
   auto ref_split = optim::partition(ps, ls, route("dion_low", dion(low())), route("dion_two", dion(two())));
   REQUIRE(ref_split.init());
   auto d_split = distributed::distributed_partition(world(), ps, ls, route("dion_low", dion(low())),
