@@ -260,7 +260,7 @@ TEST_SUITE("kernels.polar.api") {
     for (Precision p : {Precision::bf16, Precision::fp16}) {
       for (PolarMethod m :
            {PolarMethod::newton_schulz, PolarMethod::polar_express, PolarMethod::gram_newton_schulz}) {
-        CAPTURE(to_string(p));
+        CAPTURE(std::string(to_string(p)));
         CAPTURE(static_cast<int>(m));
         PolarOptions o;
         o.compute = p;

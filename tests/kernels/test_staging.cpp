@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// The staging of host arrays on a device build (backends/kokkos/src/plain_io.hpp): packed
-/// copies through the workspace's kept slots (workspace_impl.hpp). A CPU build reads host arrays
+/// The staging of host arrays on a device build (backends/kokkos/src/plain_io.hpp, and the
+/// low-rank step's operands in low_rank.cpp): copies through the workspace's kept slots
+/// (workspace_impl.hpp). A CPU build reads host arrays
 /// in place, so these tests force the staging (force_host_staging) to run the device build's
 /// code path here; the GPU build runs it for real.
 #include <doctest/doctest.h>
@@ -17,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "schatten/kernels/low_rank.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/kernels/qdwh.hpp"
 #include "schatten/kernels/spectral_power.hpp"
@@ -168,6 +170,62 @@ TEST_SUITE("kernels.staging") {
     CHECK(Workspace::total_bytes() >= before + 2 * static_cast<std::size_t>(b * r * r) * sizeof(double));
     ws.release();
     CHECK(ws.staging_capacity() == 0);
+  }
+
+  TEST_CASE("the low-rank step's staged operands: the same bits, and no allocation once kept") {
+    // Dion's kernel stages each member's M, Q and U (contiguous: device copies only) through the
+    // same slots (low_rank.cpp, Operand): a batch of 3 tall members, then the same call again,
+    // which must find its 9 slots kept. The step rewrites M and Q, so every run starts from
+    // copies of the same inputs.
+    const index_t r = 24, c = 16, k = 4, s = std::min(r, c), batch = 3;
+    Rng rng(case_seed("staging low rank"));
+    std::vector<std::vector<float>> m0(batch), q0(batch);
+    for (index_t b = 0; b < batch; ++b) {
+      for (index_t e = 0; e < r * c; ++e)
+        m0[b].push_back(static_cast<float>(rng.normal()));
+      for (index_t e = 0; e < k * s; ++e)
+        q0[b].push_back(static_cast<float>(rng.normal()));
+    }
+    struct Run {
+      std::vector<std::vector<float>> m, q, u;
+    };
+    const auto step = [&](Workspace* ws) {
+      Run out{m0, q0, std::vector<std::vector<float>>(batch, std::vector<float>(r * c, -7.0f))};
+      std::vector<MatrixRef<float>> mr, qr, ur;
+      for (index_t b = 0; b < batch; ++b) {
+        mr.emplace_back(out.m[b].data(), r, c);
+        qr.emplace_back(out.q[b].data(), k, s);
+        ur.emplace_back(out.u[b].data(), r, c);
+      }
+      REQUIRE(low_rank_power_step_batch(mr.data(), qr.data(), ur.data(), batch, LowRankStepOptions{}, ws) ==
+              Status::ok);
+      return out;
+    };
+    const Run in_place = step(nullptr);
+    const ForcedStaging forced;
+    Workspace ws;
+    const auto same = [&](const Run& x) {
+      for (index_t b = 0; b < batch; ++b) {
+        CAPTURE(b);
+        CHECK(x.m[b] == in_place.m[b]);
+        CHECK(x.q[b] == in_place.q[b]);
+        CHECK(x.u[b] == in_place.u[b]);
+      }
+    };
+    same(step(&ws));
+    // 3 members × (M, Q, U), device side only.
+    CHECK(ws.staging_capacity() == static_cast<std::size_t>(batch * (2 * r * c + k * s)) * sizeof(float));
+    {
+      schatten::test::KokkosAllocationProbe probe;
+      const Run again = step(&ws);
+      if (probe.active()) {
+        const std::string last = probe.last_label();
+        CAPTURE(last);
+        CHECK(probe.count() == 0);
+      }
+      same(again);
+    }
+    same(step(nullptr));  // no workspace: slots of the call's own
   }
 
   TEST_CASE("a staged call that fails writes nothing back") {

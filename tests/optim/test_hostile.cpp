@@ -573,7 +573,7 @@ TEST_SUITE("optim.hostile") {
               schatten::test::AllocationProbe probe;
               const PolarReport r = polar(in, out, o, &ws);
               const std::int64_t count = probe.count();
-              CAPTURE(to_string(method));
+              CAPTURE(std::string(to_string(method)));
               CAPTURE(static_cast<int>(kind));
               CAPTURE(extras);
               CAPTURE(batch);

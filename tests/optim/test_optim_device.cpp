@@ -744,7 +744,7 @@ TEST_SUITE("optim.device") {
     // step 2's criterion reads (first = 2; an overflowing sum across ranks), the last three ORed
     // into m's flag.
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
-      CAPTURE(to_string(storage));
+      CAPTURE(std::string(to_string(storage)));
       MuonOptions mo;
       mo.momentum_form = TraceMomentum::Form::sum;
       mo.mu_storage = storage;

@@ -780,7 +780,7 @@ TEST_SUITE("optim.partition") {
     const std::uint64_t seed = case_seed("momentum prechecks");
     CAPTURE(seed);
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
-      CAPTURE(to_string(storage));
+      CAPTURE(std::string(to_string(storage)));
       const auto rule = Maker::make(storage);
       const std::vector<ParamSpec> specs = {{"a", {8, 12}}, {"b", {8, 12}}, {"v", {12}}, {"c", {12, 16}}};
       auto opt = optim::partition(specs, {"r", "r", "adamw", "r"}, route("r", rule), route("adamw", adamw()));
@@ -871,7 +871,7 @@ TEST_SUITE("optim.partition") {
     CAPTURE(seed);
     const float half = FLT_MAX / 2.0f;
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
-      CAPTURE(to_string(storage));
+      CAPTURE(std::string(to_string(storage)));
       MuAdamOptions o;
       o.mu_storage = storage;
       const auto rule = muadam(o);
@@ -909,7 +909,7 @@ TEST_SUITE("optim.partition") {
     // v and D too. Four times the bound overflows D ⊙ ñ there (the rule alone then reports the
     // non-finite polar input): the bound is within a factor 4 of the real limit.
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
-      CAPTURE(to_string(storage));
+      CAPTURE(std::string(to_string(storage)));
       MuAdamDirection r;
       r.mu_storage = storage;
       REQUIRE(r.max_preconditioner() == doctest::Approx(100.0));
@@ -971,7 +971,7 @@ TEST_SUITE("optim.partition") {
     // and 2.1 (bf16) of the real limit.
     for (const Precision storage : {Precision::fp32, Precision::bf16})
       for (const BlockShape shape : {BlockShape{12, 20}, BlockShape{24, 12}}) {
-        CAPTURE(to_string(storage));
+        CAPTURE(std::string(to_string(storage)));
         CAPTURE(shape.rows);
         Dion2Direction d;
         d.mu_storage = storage;
@@ -1042,7 +1042,7 @@ TEST_SUITE("optim.partition") {
     const std::vector<float> w = random_vec(static_cast<std::size_t>(r * c), seed);
     const ConstBlock param(w.data(), r, c);
     for (const Precision storage : {Precision::fp32, Precision::bf16}) {
-      CAPTURE(to_string(storage));
+      CAPTURE(std::string(to_string(storage)));
       NamoDOptions o;
       o.mu_storage = storage;
       const auto rule = namo_d(o);
@@ -1096,7 +1096,7 @@ TEST_SUITE("optim.partition") {
     for (const Precision storage : {Precision::fp32, Precision::bf16})
       for (const int iterations : {1, 2})
         for (const BlockShape shape : {BlockShape{12, 20}, BlockShape{20, 12}}) {
-          CAPTURE(to_string(storage));
+          CAPTURE(std::string(to_string(storage)));
           CAPTURE(iterations);
           CAPTURE(shape.rows);
           DionOptions o;
@@ -1184,7 +1184,7 @@ TEST_SUITE("optim.partition") {
     for (const bool with_moment : {false, true})
       for (const Precision storage : {Precision::fp32, Precision::bf16}) {
         CAPTURE(with_moment);
-        CAPTURE(to_string(storage));
+        CAPTURE(std::string(to_string(storage)));
         const bool bf16 = storage == Precision::bf16;
         SchattenMuonOptions o;
         o.mu_storage = storage;

@@ -22,7 +22,6 @@ using Unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
 /// Column-major float matrices of the default space: the row-major r × c arrays seen as their
 /// c × r transposes (the same bytes), and the P and R panels carved from the workspace.
 using Col = Kokkos::View<float**, Kokkos::LayoutLeft, DefaultMem, Unmanaged>;
-using Owned = Kokkos::View<float**, Kokkos::LayoutLeft, DefaultMem>;
 using HostCol = Kokkos::View<float**, Kokkos::LayoutLeft, Kokkos::HostSpace, Unmanaged>;
 using Range = Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>;
 
@@ -46,29 +45,30 @@ void to_host(const Numbers& d, const HostSpan<double>& out) {
 }
 
 /// A contiguous row-major r × c array as the column-major c × r view of the default space: in
-/// place when the space can read it, else a device copy (read in when `read`) that commit()
-/// writes back.
+/// place when the space can read it, else a device copy in a slot of the call's staging
+/// (workspace_impl.hpp: kept by the workspace), read in when `read`, that commit() writes back.
+/// The array is contiguous, so the copies need no host buffer.
 class Operand {
  public:
-  Operand(const MatrixRef<float>& a, bool read) : ref_(a) {
+  Operand(const MatrixRef<float>& a, bool read, Staging& staging) : ref_(a) {
     if (directly_accessible(a.memory)) {
       view_ = Col(a.data, a.cols, a.rows);
       return;
     }
-    owned_ =
-        Owned(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::low_rank::staged"), a.cols, a.rows);
-    view_ = Col(owned_.data(), a.cols, a.rows);
-    if (read) Kokkos::deep_copy(owned_, HostCol(a.data, a.cols, a.rows));
+    const std::size_t bytes = static_cast<std::size_t>(a.rows * a.cols) * sizeof(float);
+    view_ = Col(reinterpret_cast<float*>(staging.take(bytes, 0).device.data()), a.cols, a.rows);
+    staged_ = true;
+    if (read) Kokkos::deep_copy(view_, HostCol(a.data, a.cols, a.rows));
   }
   const Col& view() const { return view_; }
   void commit() const {
-    if (owned_.data() != nullptr) Kokkos::deep_copy(HostCol(ref_.data, ref_.cols, ref_.rows), owned_);
+    if (staged_) Kokkos::deep_copy(HostCol(ref_.data, ref_.cols, ref_.rows), view_);
   }
 
  private:
   MatrixRef<float> ref_;
-  Owned owned_;
   Col view_;
+  bool staged_ = false;
 };
 
 /// max |x| in double, +infinity when x holds NaN/Inf (a contiguous view).
@@ -244,8 +244,8 @@ struct Member {
   HostSpan<char> kept;   ///< per column of P: kept (1) or dropped (0) at the rounding floor
   Col x;                 ///< the right factor the iteration multiplies: Q, then R
   Member(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u,
-         HostSpan<char> flags)
-      : m_ref(m), mo(m, true), qo(q, true), uo(u, false), kept(flags) {}
+         HostSpan<char> flags, Staging& staging)
+      : m_ref(m), mo(m, true, staging), qo(q, true, staging), uo(u, false, staging), kept(flags) {}
 };
 static_assert(alignof(Member) <= alignof(std::max_align_t), "HostScratch carves Members from max_align_t");
 
@@ -303,8 +303,8 @@ class Members {
       at_[--n_].~Member();
   }
   void add(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u,
-           HostSpan<char> kept) {
-    new (at_ + n_) Member(m, q, u, kept);
+           HostSpan<char> kept, Staging& staging) {
+    new (at_ + n_) Member(m, q, u, kept, staging);
     ++n_;
   }
   Member& operator[](std::size_t b) const { return at_[b]; }
@@ -449,7 +449,7 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
   const HostScratch h(ws.host_scalars().byte_data(), rows, cols, k, batch, o.replicas);
   Members members(h.members);
   for (index_t b = 0; b < batch; ++b)
-    members.add(ms[b], qs[b], us[b], h.kept_of(b));
+    members.add(ms[b], qs[b], us[b], h.kept_of(b), *cw.staging());
   for (Member& mb : members) {
     mb.largest = max_abs(mb.mo.view());
     if (!std::isfinite(max_abs(mb.qo.view()))) return Status::non_finite_input;  // the same on every replica

@@ -70,7 +70,7 @@ class DeviceIO {
       in_ = strided_view(a);
       return;
     }
-    Staging::Slot& s = staging_->take(bytes_of(a));
+    Staging::Slot& s = staging_->take(bytes_of(a), bytes_of(a));
     T* h = reinterpret_cast<T*>(s.host.data());
     for (index_t b = 0; b < a.batch; ++b)
       for (index_t i = 0; i < a.rows; ++i)
@@ -87,7 +87,7 @@ class DeviceIO {
     if (optional && q.data == nullptr) return Strided3<T, DefaultMem>();
     if (directly_accessible(q.memory) || q.empty()) return strided_view(q);
     if (n_out_ == staged_out_.size()) throw std::logic_error("schatten: more staged outputs than expected");
-    Staging::Slot& s = staging_->take(bytes_of(q));
+    Staging::Slot& s = staging_->take(bytes_of(q), bytes_of(q));
     staged_out_[n_out_++] = {&s, q};
     return packed_view<T>(s.device.data(), q.batch, q.rows, q.cols);
   }

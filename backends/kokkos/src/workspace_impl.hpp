@@ -6,10 +6,10 @@
 
 #include <Kokkos_Core.hpp>
 
-#include <array>
 #include <atomic>
 #include <cstddef>
-#include <stdexcept>
+#include <memory>
+#include <vector>
 
 #include "schatten/core/workspace.hpp"
 #include "schatten/kokkos/workspace.hpp"
@@ -29,15 +29,14 @@ using StagingHostMem = Kokkos::SharedHostPinnedSpace;
 using StagingHostMem = Kokkos::HostSpace;
 #endif
 
-/// Staging copies of one call's host arrays on a device build (plain_io.hpp, DeviceIO): a few
-/// slots, each a packed device buffer and a packed host buffer of the same size, grown on
-/// demand and kept, so that calls after the first on the same shapes allocate nothing. A
-/// workspace's slots are reused by its next call: every plain-array call fences before it
-/// returns, so nothing is still using them. One call at a time, as for the workspace.
+/// Staging copies of one call's host arrays on a device build: packed device buffers and, for
+/// arrays that are not contiguous, packed host buffers (plain_io.hpp's DeviceIO; the low-rank
+/// step's operands, low_rank.cpp). One slot per staged array of a call, grown on demand and
+/// kept, so that calls after the first on the same shapes allocate nothing. A workspace's slots
+/// are reused by its next call: every plain-array call fences before it returns, so nothing is
+/// still using them. One call at a time, as for the workspace.
 class Staging {
  public:
-  /// The inputs and outputs one call can stage: polar's a and q, qdwh's a, u and h.
-  static constexpr int kSlots = 3;
   struct Slot {
     Kokkos::View<unsigned char*, Kokkos::DefaultExecutionSpace::memory_space> device;
     Kokkos::View<unsigned char*, StagingHostMem> host;
@@ -46,19 +45,23 @@ class Staging {
   /// Starts a call: its first take() gets the first slot.
   void begin_call() noexcept { used_ = 0; }
 
-  /// The call's next slot, holding at least `bytes` on both sides. A slot too small is freed
-  /// and allocated again at the new size (nothing can be using it: see the class comment).
-  /// Throws what Kokkos throws when an allocation fails (the slot is then empty), and
-  /// std::logic_error past kSlots slots in one call.
-  Slot& take(std::size_t bytes) {
-    if (used_ >= kSlots) throw std::logic_error("schatten: more staged arrays than staging slots");
-    Slot& s = slots_[static_cast<std::size_t>(used_++)];
-    if (s.device.extent(0) < bytes || s.host.extent(0) < bytes) {
-      s = Slot();  // the peak is the new size, not the sum
-      s.device =
-          decltype(s.device)(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging"), bytes);
-      s.host =
-          decltype(s.host)(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging_host"), bytes);
+  /// The call's next slot, holding at least `device_bytes` on the device and `host_bytes` on
+  /// the host. A side too small is freed and allocated again at the new size (nothing can be
+  /// using it: see the class comment); a call that stages more arrays than any before adds a
+  /// slot (a host allocation). Throws what Kokkos throws when an allocation fails (that side is
+  /// then empty) or std::bad_alloc.
+  Slot& take(std::size_t device_bytes, std::size_t host_bytes) {
+    if (used_ == slots_.size()) slots_.push_back(std::make_unique<Slot>());  // the others stay put
+    Slot& s = *slots_[used_++];
+    if (s.device.extent(0) < device_bytes) {
+      s.device = decltype(s.device)();  // the peak is the new size, not the sum
+      s.device = decltype(s.device)(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging"),
+                                    device_bytes);
+    }
+    if (s.host.extent(0) < host_bytes) {
+      s.host = decltype(s.host)();
+      s.host = decltype(s.host)(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging_host"),
+                                host_bytes);
     }
     return s;
   }
@@ -66,18 +69,20 @@ class Staging {
   /// Bytes held, both sides of every slot.
   std::size_t bytes() const noexcept {
     std::size_t n = 0;
-    for (const Slot& s : slots_)
-      n += s.device.extent(0) + s.host.extent(0);
+    for (const auto& s : slots_)
+      n += s->device.extent(0) + s->host.extent(0);
     return n;
   }
   void release() noexcept {
-    for (Slot& s : slots_)
-      s = Slot();
+    slots_.clear();
+    used_ = 0;
   }
 
  private:
-  std::array<Slot, kSlots> slots_;
-  int used_ = 0;
+  // Not a std::deque, whose empty form allocates (libstdc++): an empty Staging, as every
+  // DeviceIO holds, must cost nothing.
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::size_t used_ = 0;
 };
 
 }  // namespace schatten::kokkos::detail
