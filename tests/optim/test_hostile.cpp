@@ -8,6 +8,8 @@
 /// a step refused in turn (support/allocations.hpp) leaves a refusal that changed nothing.
 #include <doctest/doctest.h>
 
+#include <Kokkos_Core.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -30,6 +32,7 @@
 #include "schatten/optim/step_size.hpp"
 #include "support/allocations.hpp"
 #include "support/failing_rule.hpp"
+#include "support/kokkos_allocations.hpp"
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
@@ -533,6 +536,63 @@ TEST_SUITE("optim.hostile") {
         MESSAGE(preset_name << where << ": " << count << " host allocations in a steady-state step");
         if (kokkos3()) CHECK(count == 0);
       });
+  }
+
+  TEST_CASE("a steady-state step makes no Kokkos allocation, host and device partitions (every preset)") {
+    // The device-side counterpart of the previous case, on every backend: Kokkos' own
+    // allocations (Views, kernel scratch, in any memory space) counted through Kokkos Tools
+    // (support/kokkos_allocations.hpp), which the operator-new probe cannot see on a GPU build.
+    // The third step of every preset over the same parameters as above, for a host partition
+    // (on a GPU build its kernels stage the host arrays through the workspace's kept slots) and
+    // for a device partition (init(MemoryKind::device): states, batch buffers, backups and
+    // workspace in device memory; its parameters and gradients are device arrays). On this CPU
+    // build "device" memory is host memory and the device kernels run on Kokkos Serial.
+    using DeviceVec = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
+    using HostConst = Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+    const std::vector<ParamSpec> grouped = {{"a", {6, 6}},  {"b", {6, 6}}, {"c", {6, 6}}, {"t0", {9, 4}},
+                                            {"t1", {9, 4}}, {"v0", {5}},   {"v1", {5}}};
+    int partitions = 0;
+    for (const MemoryKind memory : {MemoryKind::host, MemoryKind::device})
+      for (const bool batched : {false, true})
+        for_each_preset([&](const char* name, auto rule) {
+          const std::string preset_name = name;
+          CAPTURE(preset_name);
+          CAPTURE(batched);
+          CAPTURE(memory == MemoryKind::device);
+          const std::vector<ParamSpec> ps = batched ? grouped : hostile_params();
+          auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+          REQUIRE(opt.init(memory));
+          Rng rng(case_seed(name, 12));
+          std::vector<std::vector<float>> w(ps.size());
+          std::vector<DeviceVec> dw(ps.size()), dg(ps.size());
+          for (std::size_t i = 0; i < ps.size(); ++i) {
+            w[i].assign(static_cast<std::size_t>(flatten(ps[i].shape).size()), 0.25f);
+            dw[i] = DeviceVec("w", w[i].size());
+            dg[i] = DeviceVec("g", w[i].size());
+            Kokkos::deep_copy(dw[i], HostConst(w[i].data(), w[i].size()));
+          }
+          std::int64_t count = -1;
+          std::string last;
+          for (int t = 0; t < 3; ++t) {
+            auto g = gradients(ps, Kind::normal, rng);
+            std::vector<float*> pp = pointers(w), gp = pointers(g);
+            if (memory == MemoryKind::device)
+              for (std::size_t i = 0; i < ps.size(); ++i) {
+                Kokkos::deep_copy(dg[i], HostConst(g[i].data(), g[i].size()));
+                pp[i] = dw[i].data();
+                gp[i] = dg[i].data();
+              }
+            schatten::test::KokkosAllocationProbe probe;
+            const StepReport r = opt.step(pp, gp);
+            count = probe.active() ? probe.count() : 0;
+            last = probe.last_label();
+            REQUIRE(r);
+          }
+          CAPTURE(last);
+          CHECK(count == 0);
+          ++partitions;
+        });
+    CHECK(partitions > 0);
   }
 
   TEST_CASE("polar() with a workspace reserved for the call makes no host allocation") {

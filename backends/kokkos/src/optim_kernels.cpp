@@ -405,26 +405,14 @@ void namo_columns(float* x, const float* p, const float* a, const float* b, inde
 }
 
 namespace {
-/// The n host indices as a device array (one allocation and one transfer; Dion2's k picks or n
-/// slots per step).
-Kokkos::View<index_t*, DeviceMem> to_device(const index_t* host, index_t n) {
-  Kokkos::View<index_t*, DeviceMem> d(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::slices"), n);
-  Kokkos::deep_copy(
-      d, Kokkos::View<const index_t*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(host, n));
-  return d;
-}
-}  // namespace
-
-namespace {
 template <class M, class H>
 void gather_pass(float* s, const float* from, M* m, index_t rows, index_t cols, bool along_rows,
-                 const index_t* picks, index_t k, float decay, H how) {
-  const auto p = to_device(picks, k);
+                 const index_t* p, index_t k, float decay, H how) {
   const index_t len = along_rows ? cols : rows;
   Kokkos::parallel_for(
       kernel_label("schatten::optim::gather_slices"), Range(0, k * len), KOKKOS_LAMBDA(index_t e) {
         const index_t a = e / len, q = e - a * len;  // slice a of S, element q along it
-        const index_t src = along_rows ? p(a) * cols + q : q * cols + p(a);
+        const index_t src = along_rows ? p[a] * cols + q : q * cols + p[a];
         s[along_rows ? a * cols + q : q * k + a] = Dion2Direction::take(from[src], m[src], decay, how);
       });
 }
@@ -441,11 +429,11 @@ void gather_slices(float* s, const float* from, std::uint16_t* m, index_t rows, 
 
 void place_slices(float* u, const float* s, index_t rows, index_t cols, bool along_rows, const index_t* slot,
                   index_t k) {
-  const auto d = to_device(slot, along_rows ? rows : cols);
+  const index_t* d = slot;  // (device memory)
   Kokkos::parallel_for(
       kernel_label("schatten::optim::place_slices"), Range(0, rows * cols), KOKKOS_LAMBDA(index_t e) {
         const index_t i = e / cols, j = e - i * cols;
-        const index_t a = d(along_rows ? i : j);
+        const index_t a = d[along_rows ? i : j];
         u[e] = a < 0 ? 0.0f : (along_rows ? s[a * cols + j] : s[i * k + a]);
       });
 }

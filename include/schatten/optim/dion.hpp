@@ -39,15 +39,15 @@ struct is_chain<Chain<Rules...>> : std::true_type {};
 }  // namespace detail
 
 namespace device_kernels {
-/// Gathers the k slices `picks` (host memory, ascending) of the block `from` into the row-major
-/// buffer s (k × cols when `along_rows`, rows × k otherwise), and stores them times `decay` in
+/// Gathers the k slices `picks` (memory of the default execution space, ascending) of the block `from` into
+/// the row-major buffer s (k × cols when `along_rows`, rows × k otherwise), and stores them times `decay` in
 /// the same slices of m (Dion2Direction::take; m in float or bf16 storage, the overloads).
 void gather_slices(float* s, const float* from, float* m, index_t rows, index_t cols, bool along_rows,
                    const index_t* picks, index_t k, float decay, Bf16Store how);
 void gather_slices(float* s, const float* from, std::uint16_t* m, index_t rows, index_t cols, bool along_rows,
                    const index_t* picks, index_t k, float decay, Bf16Store how);
-/// u ← 0, except slice i of u ← slice slot[i] of s where slot[i] ≥ 0 (slot: host memory, one entry
-/// per slice; s as gather_slices() fills it).
+/// u ← 0, except slice i of u ← slice slot[i] of s where slot[i] ≥ 0 (slot: memory of the default
+/// execution space, one entry per slice; s as gather_slices() fills it).
 void place_slices(float* u, const float* s, index_t rows, index_t cols, bool along_rows, const index_t* slot,
                   index_t k);
 }  // namespace device_kernels
@@ -121,6 +121,11 @@ struct Dion2Direction {
   /// GPT-2 small's 48 hidden matrices hold 4 of them instead of 48.
   struct Selected {
     Buffer s;
+    /// A ranking's picks, then its slots (Scratch::order, slot), where the device kernels read
+    /// them: n, uploaded just before each use (a copy from the host fences first, so that the
+    /// previous user has finished); in the state's memory, so that a device step allocates
+    /// nothing for them.
+    BasicBuffer<index_t> indices;
   };
   struct State : detail::FirstMoment {  // the momentum M, in its storage
     std::int64_t count = 0;
@@ -156,6 +161,7 @@ struct Dion2Direction {
     sc.host_sums.assign(static_cast<std::size_t>(n), 0.0f);
     sc.order.resize(static_cast<std::size_t>(n));
     sc.slot.resize(static_cast<std::size_t>(n));
+    st.selected->indices.assign(static_cast<std::size_t>(n), index_t(0));
     if (k.size() > 0) sc.workspace->reserve(polar_workspace_bytes(k.rows, k.cols, 1, polar, Precision::fp32));
     return st;
   }
@@ -224,7 +230,9 @@ struct Dion2Direction {
     const Bf16Store how = detail::first_moment_store(s, s.count + 1);
     detail::with_first_moment(s, [&](auto* m) {
       if (u.memory == MemoryKind::device) {
-        device_kernels::gather_slices(sel, u.data, m, u.rows, u.cols, rows, sc.order.data(), k, decay, how);
+        BasicBuffer<index_t>& d = s.selected->indices;
+        d.copy_from(sc.order.data(), sc.order.size());  // (both sized n at init)
+        device_kernels::gather_slices(sel, u.data, m, u.rows, u.cols, rows, d.data(), k, decay, how);
         return;
       }
       with_store(how, [&](auto h) {
@@ -287,11 +295,15 @@ struct Dion2Direction {
   }
 
   /// u ← the orthogonalised S (at `sel`, not u's memory) in the selected slices, 0 elsewhere.
-  void place(Block u, const Scratch& sc, const float* sel) const {
+  void place(Block u, State& s, const float* sel) const {
+    const Scratch& sc = *s.scratch;
     const bool rows = along_rows(u.rows, u.cols);
     const index_t k = kept(u.rows, u.cols);
     if (u.memory == MemoryKind::device) {
-      device_kernels::place_slices(u.data, sel, u.rows, u.cols, rows, sc.slot.data(), k);
+      // After the gather that read the picks: polar() fenced, and a copy from the host fences too.
+      BasicBuffer<index_t>& d = s.selected->indices;
+      d.copy_from(sc.slot.data(), sc.slot.size());
+      device_kernels::place_slices(u.data, sel, u.rows, u.cols, rows, d.data(), k);
       return;
     }
     for (index_t i = 0; i < u.rows; ++i)
@@ -315,7 +327,7 @@ struct Dion2Direction {
     const MatrixRef<float> sm(sel, ks.rows, ks.cols, u.memory);
     const PolarReport r = schatten::polar(MatrixRef<const float>(sm), sm, polar, sc.workspace.get());
     if (r.status != Status::ok) return r.status;  // the chain restores M and u
-    place(u, sc, sel);
+    place(u, s, sel);
     ++s.count;
     return Status::ok;
   }
@@ -356,7 +368,7 @@ struct Dion2Direction {
         const Block ub = block_of(u, b);
         const MatrixRef<float> s(states[b].selected->s.data(), ks.rows, ks.cols, u.memory);
         copy_block(s, MatrixRef<const float>(ub.data, ks.rows, ks.cols, u.memory));
-        place(ub, *states[b].scratch, s.data);
+        place(ub, states[b], s.data);
       }
     }
     for (index_t b = 0; b < states.size; ++b)
@@ -382,6 +394,7 @@ struct Dion2Direction {
   friend void visit_scratch(V& v, State& s) {
     v("selected", s.selected->s);
     v("sums", s.scratch->sums);
+    v("indices", s.selected->indices);
   }
   /// fraction ∈ (0, 1]; ef_decay ∈ [0, 1] (1: no error feedback, the momentum only grows);
   /// usable polar options.
