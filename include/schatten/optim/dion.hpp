@@ -39,9 +39,10 @@ struct is_chain<Chain<Rules...>> : std::true_type {};
 }  // namespace detail
 
 namespace device_kernels {
-/// Gathers the k slices `picks` (memory of the default execution space, ascending) of the block `from` into
-/// the row-major buffer s (k × cols when `along_rows`, rows × k otherwise), and stores them times `decay` in
-/// the same slices of m (Dion2Direction::take; m in float or bf16 storage, the overloads).
+/// Gathers the k slices `picks` (memory of the default execution space, ascending) of the block
+/// `from` into the row-major buffer s (k × cols when `along_rows`, rows × k otherwise), and
+/// stores them times `decay` in the same slices of m (Dion2Direction::take; m in float or bf16
+/// storage, the overloads).
 void gather_slices(float* s, const float* from, float* m, index_t rows, index_t cols, bool along_rows,
                    const index_t* picks, index_t k, float decay, Bf16Store how);
 void gather_slices(float* s, const float* from, std::uint16_t* m, index_t rows, index_t cols, bool along_rows,
