@@ -429,11 +429,10 @@ void gather_slices(float* s, const float* from, std::uint16_t* m, index_t rows, 
 
 void place_slices(float* u, const float* s, index_t rows, index_t cols, bool along_rows, const index_t* slot,
                   index_t k) {
-  const index_t* d = slot;  // (device memory)
   Kokkos::parallel_for(
       kernel_label("schatten::optim::place_slices"), Range(0, rows * cols), KOKKOS_LAMBDA(index_t e) {
         const index_t i = e / cols, j = e - i * cols;
-        const index_t a = d[along_rows ? i : j];
+        const index_t a = slot[along_rows ? i : j];
         u[e] = a < 0 ? 0.0f : (along_rows ? s[a * cols + j] : s[i * k + a]);
       });
 }

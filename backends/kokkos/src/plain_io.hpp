@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "schatten/core/buffer.hpp"
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/runtime.hpp"
 #include "schatten/core/status.hpp"
@@ -47,14 +48,6 @@ Strided3<T, DefaultMem> packed_view(unsigned char* data, index_t batch, index_t 
                                  Kokkos::LayoutStride(batch, rows * cols, rows, cols, cols, 1));
 }
 
-/// `n` bytes between a staging slot's two sides (dst ← src), fenced.
-template <class DstMem, class SrcMem>
-void copy_bytes(unsigned char* dst, const unsigned char* src, std::size_t n) {
-  using Unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
-  Kokkos::deep_copy(Kokkos::View<unsigned char*, DstMem, Unmanaged>(dst, n),
-                    Kokkos::View<const unsigned char*, SrcMem, Unmanaged>(src, n));
-}
-
 /// Inputs and outputs of one plain-array call on the default execution space. Host arrays on a
 /// device build are staged: packed into a host buffer (pinned where Kokkos has it), copied to a
 /// packed device buffer, and outputs copied back by commit(). The buffers are the slots of
@@ -76,7 +69,7 @@ class DeviceIO {
       for (index_t i = 0; i < a.rows; ++i)
         for (index_t j = 0; j < a.cols; ++j)
           h[(b * a.rows + i) * a.cols + j] = a[b](i, j);
-    copy_bytes<DefaultMem, StagingHostMem>(s.device.data(), s.host.data(), bytes_of(a));
+    memory::copy_bytes(s.device.data(), MemoryKind::device, s.host.data(), MemoryKind::host, bytes_of(a));
     in_ = packed_view<const T>(s.device.data(), a.batch, a.rows, a.cols);
   }
   const Strided3<const T, DefaultMem>& input() const { return in_; }
@@ -96,7 +89,7 @@ class DeviceIO {
   void commit() {
     for (std::size_t k = 0; k < n_out_; ++k) {
       const auto& [s, q] = staged_out_[k];
-      copy_bytes<StagingHostMem, DefaultMem>(s->host.data(), s->device.data(), bytes_of(q));
+      memory::copy_bytes(s->host.data(), MemoryKind::host, s->device.data(), MemoryKind::device, bytes_of(q));
       const T* h = reinterpret_cast<const T*>(s->host.data());
       for (index_t b = 0; b < q.batch; ++b)
         for (index_t i = 0; i < q.rows; ++i)

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "schatten/core/workspace.hpp"
+#include "schatten/kokkos/detail/queue_scratch.hpp"
 #include "schatten/kokkos/workspace.hpp"
 
 namespace schatten::kokkos::detail {
@@ -53,16 +54,8 @@ class Staging {
   Slot& take(std::size_t device_bytes, std::size_t host_bytes) {
     if (used_ == slots_.size()) slots_.push_back(std::make_unique<Slot>());  // the others stay put
     Slot& s = *slots_[used_++];
-    if (s.device.extent(0) < device_bytes) {
-      s.device = decltype(s.device)();  // the peak is the new size, not the sum
-      s.device = decltype(s.device)(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging"),
-                                    device_bytes);
-    }
-    if (s.host.extent(0) < host_bytes) {
-      s.host = decltype(s.host)();
-      s.host = decltype(s.host)(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::staging_host"),
-                                host_bytes);
-    }
+    grow_buffer(s.device, device_bytes, "schatten::staging");
+    grow_buffer(s.host, host_bytes, "schatten::staging_host");
     return s;
   }
 

@@ -24,6 +24,19 @@
 
 namespace schatten::kokkos::detail {
 
+/// b ← a buffer of at least `bytes` when it holds fewer (contents not kept, not initialised);
+/// true when it allocated. The old buffer is freed first, so that the peak is the new size, not
+/// the sum; when the allocation fails (what Kokkos throws) b is left empty. Nothing may still be
+/// using the old buffer: the callers fence or know that their queue has finished with it. The
+/// label is a C string so that a call that does not allocate makes no std::string either.
+template <class View>
+bool grow_buffer(View& b, std::size_t bytes, const char* label) {
+  if (b.extent(0) >= bytes) return false;
+  b = View();
+  b = View(Kokkos::view_alloc(Kokkos::WithoutInitializing, std::string(label)), bytes);
+  return true;
+}
+
 /// Grow-only byte buffers in memory space Mem, one per queue key. Thread-safe (one mutex). A
 /// pointer returned by get() stays valid until a later get() with the same key asks for more
 /// bytes than that buffer holds, or until clear(); using one key from several host threads at
@@ -47,12 +60,8 @@ class QueueScratch {
       entries_.push_back(Entry{key, Buffer()});
       e = &entries_.back();
     }
-    if (e->buffer.extent(0) < bytes) {
-      if (e->buffer.extent(0) > 0) fence();
-      e->buffer = Buffer();  // free before allocating: the peak is the new size, not the sum
-      e->buffer = Buffer(Kokkos::view_alloc(Kokkos::WithoutInitializing, label_), bytes);
-      ++allocations_;
-    }
+    if (e->buffer.extent(0) > 0 && e->buffer.extent(0) < bytes) fence();  // the old one's users
+    if (grow_buffer(e->buffer, bytes, label_.c_str())) ++allocations_;
     return e->buffer.data();
   }
 

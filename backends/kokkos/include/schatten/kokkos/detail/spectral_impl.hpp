@@ -213,12 +213,11 @@ SpectralPowerReport spectral_power_strided(const Exec& space,
     const Status st = schatten::detail::cached_rational_power(alpha, options.floor, options.tolerance, fit);
     if (st == Status::invalid_argument)
       return spectral_failure(st, "no rational approximation for these options");
+    report.poles =
+        static_cast<int>(fit->poles.size()) + (fit->form == RationalPower::Form::shifted_ratio ? 0 : 1);
+    report.fit_error = fit->fit_error;
   }
   const RationalPower& g = *fit;
-  if (alpha != 0.0 && alpha != 1.0) {
-    report.poles = static_cast<int>(g.poles.size()) + (g.form == RationalPower::Form::shifted_ratio ? 0 : 1);
-    report.fit_error = g.fit_error;
-  }
   // U g(H₀) in the units of A: H(A) = hs·H₀, and g(hs x) ≈ hs^α g(x).
   auto rational_stage = [&](double hs, const SpectralBuffers<TC, Mem>& b, double& factor,
                             SpectralPowerReport&, index_t) -> const char* {
