@@ -92,6 +92,13 @@ std::vector<ParamSpec> hostile_params() {
           {"col", {13, 1}},   {"vec", {7}},     {"scalar", {}}};
 }
 
+/// Same-shape parameters, which a partition steps as batched groups (three 6 × 6, two 9 × 4, two
+/// vectors), each group on one workspace reserved for its batch.
+std::vector<ParamSpec> same_shape_params() {
+  return {{"a", {6, 6}},  {"b", {6, 6}}, {"c", {6, 6}}, {"t0", {9, 4}},
+          {"t1", {9, 4}}, {"v0", {5}},   {"v1", {5}}};
+}
+
 enum class Kind { normal, nan_burst, inf_burst, zero, denormal, huge, tiny, mixed_scales };
 constexpr Kind kKinds[] = {Kind::normal,   Kind::nan_burst, Kind::inf_burst, Kind::zero,
                            Kind::denormal, Kind::huge,      Kind::tiny,      Kind::mixed_scales};
@@ -509,8 +516,7 @@ TEST_SUITE("optim.hostile") {
     // own (reliability.md "Heap exhaustion"): counted there, checked on the Kokkos 3.4 of the default build.
     // Twice: over the hostile blocks (no two of a shape), and over same-shape parameters, which the partition
     // steps as batched groups (one workspace reserved for the group's batch).
-    const std::vector<ParamSpec> grouped = {{"a", {6, 6}},  {"b", {6, 6}}, {"c", {6, 6}}, {"t0", {9, 4}},
-                                            {"t1", {9, 4}}, {"v0", {5}},   {"v1", {5}}};
+    const std::vector<ParamSpec> grouped = same_shape_params();
     for (const bool batched : {false, true})
       for_each_preset([&](const char* name, auto rule) {
         const std::string preset_name = name;
@@ -549,8 +555,7 @@ TEST_SUITE("optim.hostile") {
     // build "device" memory is host memory and the device kernels run on Kokkos Serial.
     using DeviceVec = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
     using HostConst = Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-    const std::vector<ParamSpec> grouped = {{"a", {6, 6}},  {"b", {6, 6}}, {"c", {6, 6}}, {"t0", {9, 4}},
-                                            {"t1", {9, 4}}, {"v0", {5}},   {"v1", {5}}};
+    const std::vector<ParamSpec> grouped = same_shape_params();
     int partitions = 0;
     for (const MemoryKind memory : {MemoryKind::host, MemoryKind::device})
       for (const bool batched : {false, true})
