@@ -23,24 +23,17 @@
 #include "schatten/kernels/polar.hpp"
 #include "schatten/kernels/qdwh.hpp"
 #include "schatten/kernels/spectral_power.hpp"
+#include "support/forced_staging.hpp"
 #include "support/kokkos_allocations.hpp"
 #include "support/seed.hpp"
-#include "workspace_impl.hpp"
 
 namespace kernels_test_staging {  // this file's scope in a unity build (tests/CMakeLists.txt)
 
 using namespace schatten;
 using schatten::test::case_seed;
+using schatten::test::ForcedStaging;
 
 namespace {
-/// Forces the staging of host arrays while alive.
-struct ForcedStaging {
-  ForcedStaging() { kokkos::detail::force_host_staging().store(true); }
-  ~ForcedStaging() { kokkos::detail::force_host_staging().store(false); }
-  ForcedStaging(const ForcedStaging&) = delete;
-  ForcedStaging& operator=(const ForcedStaging&) = delete;
-};
-
 /// A batch of r × c matrices in padded storage (row stride c + 3, a gap of 5 between matrices),
 /// so that staging must pack and unpack rather than copy one block.
 struct Padded {
@@ -172,6 +165,50 @@ TEST_SUITE("kernels.staging") {
     CHECK(Workspace::total_bytes() >= before + 2 * static_cast<std::size_t>(b * r * r) * sizeof(double));
     ws.release();
     CHECK(ws.staging_capacity() == 0);
+  }
+
+  TEST_CASE("reserve_staging: the first staged call allocates nothing, staging_covers tells when") {
+    // Workspace::reserve_staging(arrays, bytes) grows the slots before any call, so that the
+    // optimizers' prechecks can promise a step that allocates nothing (optim/transforms.hpp,
+    // polar_total_on_finite). polar(a, q) on a host batch stages two packed arrays.
+    const index_t b = 3, r = 12, c = 20;
+    const std::size_t packed = static_cast<std::size_t>(b * r * c) * sizeof(double);
+    const Padded a = random_batch(b, r, c, "staging reserve");
+    Padded q0(b, r, c, -7.0), q1(b, r, c, -7.0);
+    REQUIRE(polar(a.cref(), q0.ref()));  // in place on this build (or staged, on a GPU build)
+    {
+      // Where the kernels read host memory in place, nothing is staged: the reservation is
+      // free and every call is covered.
+      Workspace plain;
+      REQUIRE(plain.reserve_staging(2, packed));
+      const bool in_place = memory::kernels_access(MemoryKind::host);
+      CHECK(plain.staging_covers(2, packed) == in_place);
+      CHECK((plain.staging_capacity() == 0) == in_place);
+    }
+    const ForcedStaging forced;
+    Workspace ws;
+    REQUIRE(ws.reserve(polar_workspace_bytes(r, c, b, PolarOptions{}, Precision::fp64), b));
+    CHECK(ws.staging_covers(2, 0));  // empty arrays are never staged
+    CHECK_FALSE(ws.staging_covers(1, packed));
+    REQUIRE(ws.reserve_staging(2, packed));
+    CHECK(ws.staging_capacity() == 4 * packed);  // two slots, a device and a host side each
+    CHECK(ws.staging_covers(2, packed));
+    CHECK(ws.staging_covers(1, packed / 2));
+    CHECK_FALSE(ws.staging_covers(2, packed + 1));
+    CHECK_FALSE(ws.staging_covers(3, packed));
+    {
+      schatten::test::KokkosAllocationProbe probe;
+      REQUIRE(polar(a.cref(), q1.ref(), PolarOptions{}, &ws));
+      if (probe.active()) {
+        const std::string last = probe.last_label();
+        CAPTURE(last);
+        CHECK(probe.count() == 0);
+      }
+    }
+    CHECK(same_bits(q0.data, q1.data));
+    CHECK(ws.staging_capacity() == 4 * packed);  // used, not grown
+    REQUIRE(ws.reserve_staging(1, packed / 2));  // never shrinks
+    CHECK(ws.staging_capacity() == 4 * packed);
   }
 
   TEST_CASE("the low-rank step's staged operands: the same bits, and no allocation once kept") {

@@ -32,6 +32,7 @@
 #include "schatten/optim/step_size.hpp"
 #include "support/allocations.hpp"
 #include "support/failing_rule.hpp"
+#include "support/forced_staging.hpp"
 #include "support/kokkos_allocations.hpp"
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
@@ -417,6 +418,21 @@ void for_each_preset(F&& f) {
   f("schatten_muon_moment", schatten_muon(adaptive_schatten(true)));
 }
 
+/// for_each_preset over two parameter sets: the hostile blocks (no two of a shape), then
+/// same-shape parameters, which a partition steps as batched groups (one workspace reserved for
+/// each group's batch). f(name, rule, params, batched), with the preset and the set captured.
+template <class F>
+void for_each_preset_and_set(F&& f) {
+  const std::vector<ParamSpec> hostile = hostile_params(), grouped = same_shape_params();
+  for (const bool batched : {false, true})
+    for_each_preset([&](const char* name, auto rule) {
+      const std::string preset_name = name;
+      CAPTURE(preset_name);
+      CAPTURE(batched);
+      f(name, rule, batched ? grouped : hostile, batched);
+    });
+}
+
 }  // namespace
 
 TEST_SUITE("optim.hostile") {
@@ -516,32 +532,27 @@ TEST_SUITE("optim.hostile") {
     // own (reliability.md "Heap exhaustion"): counted there, checked on the Kokkos 3.4 of the default build.
     // Twice: over the hostile blocks (no two of a shape), and over same-shape parameters, which the partition
     // steps as batched groups (one workspace reserved for the group's batch).
-    const std::vector<ParamSpec> grouped = same_shape_params();
-    for (const bool batched : {false, true})
-      for_each_preset([&](const char* name, auto rule) {
-        const std::string preset_name = name;
-        CAPTURE(preset_name);
-        CAPTURE(batched);
-        const std::vector<ParamSpec> ps = batched ? grouped : hostile_params();
-        auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
-        REQUIRE(opt.init());
-        Rng rng(case_seed(name, 11));
-        std::vector<std::vector<float>> w(ps.size());
-        for (std::size_t i = 0; i < ps.size(); ++i)
-          w[i].assign(static_cast<std::size_t>(flatten(ps[i].shape).size()), 0.25f);
-        std::int64_t count = -1;
-        for (int t = 0; t < 3; ++t) {
-          auto g = gradients(ps, Kind::normal, rng);
-          const std::vector<float*> pp = pointers(w), gp = pointers(g);  // before the probe
-          schatten::test::AllocationProbe probe;
-          const StepReport r = opt.step(pp, gp);
-          count = probe.count();
-          REQUIRE(r);
-        }
-        const std::string where = batched ? " (batched groups)" : "";
-        MESSAGE(preset_name << where << ": " << count << " host allocations in a steady-state step");
-        if (kokkos3()) CHECK(count == 0);
-      });
+    for_each_preset_and_set([&](const char* name, auto rule, const std::vector<ParamSpec>& ps, bool batched) {
+      const std::string preset_name = name;
+      auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+      REQUIRE(opt.init());
+      Rng rng(case_seed(name, 11));
+      std::vector<std::vector<float>> w(ps.size());
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        w[i].assign(static_cast<std::size_t>(flatten(ps[i].shape).size()), 0.25f);
+      std::int64_t count = -1;
+      for (int t = 0; t < 3; ++t) {
+        auto g = gradients(ps, Kind::normal, rng);
+        const std::vector<float*> pp = pointers(w), gp = pointers(g);  // before the probe
+        schatten::test::AllocationProbe probe;
+        const StepReport r = opt.step(pp, gp);
+        count = probe.count();
+        REQUIRE(r);
+      }
+      const std::string where = batched ? " (batched groups)" : "";
+      MESSAGE(preset_name << where << ": " << count << " host allocations in a steady-state step");
+      if (kokkos3()) CHECK(count == 0);
+    });
   }
 
   TEST_CASE("a steady-state step makes no Kokkos allocation, host and device partitions (every preset)") {
@@ -555,49 +566,101 @@ TEST_SUITE("optim.hostile") {
     // build "device" memory is host memory and the device kernels run on Kokkos Serial.
     using DeviceVec = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
     using HostConst = Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-    const std::vector<ParamSpec> grouped = same_shape_params();
     int partitions = 0;
     for (const MemoryKind memory : {MemoryKind::host, MemoryKind::device})
-      for (const bool batched : {false, true})
-        for_each_preset([&](const char* name, auto rule) {
-          const std::string preset_name = name;
-          CAPTURE(preset_name);
-          CAPTURE(batched);
-          CAPTURE(memory == MemoryKind::device);
-          const std::vector<ParamSpec> ps = batched ? grouped : hostile_params();
-          auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
-          REQUIRE(opt.init(memory));
-          Rng rng(case_seed(name, 12));
-          std::vector<std::vector<float>> w(ps.size());
-          std::vector<DeviceVec> dw(ps.size()), dg(ps.size());
-          for (std::size_t i = 0; i < ps.size(); ++i) {
-            w[i].assign(static_cast<std::size_t>(flatten(ps[i].shape).size()), 0.25f);
-            dw[i] = DeviceVec("w", w[i].size());
-            dg[i] = DeviceVec("g", w[i].size());
-            Kokkos::deep_copy(dw[i], HostConst(w[i].data(), w[i].size()));
-          }
-          std::int64_t count = -1;
-          std::string last;
-          for (int t = 0; t < 3; ++t) {
-            auto g = gradients(ps, Kind::normal, rng);
-            std::vector<float*> pp = pointers(w), gp = pointers(g);
-            if (memory == MemoryKind::device)
-              for (std::size_t i = 0; i < ps.size(); ++i) {
-                Kokkos::deep_copy(dg[i], HostConst(g[i].data(), g[i].size()));
-                pp[i] = dw[i].data();
-                gp[i] = dg[i].data();
-              }
-            schatten::test::KokkosAllocationProbe probe;
-            const StepReport r = opt.step(pp, gp);
-            count = probe.active() ? probe.count() : 0;
-            last = probe.last_label();
-            REQUIRE(r);
-          }
-          CAPTURE(last);
-          CHECK(count == 0);
-          ++partitions;
-        });
+      for_each_preset_and_set([&](const char* name, auto rule, const std::vector<ParamSpec>& ps, bool) {
+        CAPTURE(memory == MemoryKind::device);
+        auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+        REQUIRE(opt.init(memory));
+        Rng rng(case_seed(name, 12));
+        std::vector<std::vector<float>> w(ps.size());
+        std::vector<DeviceVec> dw(ps.size()), dg(ps.size());
+        for (std::size_t i = 0; i < ps.size(); ++i) {
+          w[i].assign(static_cast<std::size_t>(flatten(ps[i].shape).size()), 0.25f);
+          dw[i] = DeviceVec("w", w[i].size());
+          dg[i] = DeviceVec("g", w[i].size());
+          Kokkos::deep_copy(dw[i], HostConst(w[i].data(), w[i].size()));
+        }
+        std::int64_t count = -1;
+        std::string last;
+        for (int t = 0; t < 3; ++t) {
+          auto g = gradients(ps, Kind::normal, rng);
+          std::vector<float*> pp = pointers(w), gp = pointers(g);
+          if (memory == MemoryKind::device)
+            for (std::size_t i = 0; i < ps.size(); ++i) {
+              Kokkos::deep_copy(dg[i], HostConst(g[i].data(), g[i].size()));
+              pp[i] = dw[i].data();
+              gp[i] = dg[i].data();
+            }
+          schatten::test::KokkosAllocationProbe probe;
+          const StepReport r = opt.step(pp, gp);
+          count = probe.active() ? probe.count() : 0;
+          last = probe.last_label();
+          REQUIRE(r);
+        }
+        CAPTURE(last);
+        CHECK(count == 0);
+        ++partitions;
+      });
     CHECK(partitions > 0);
+  }
+
+  TEST_CASE("a host partition on a build that stages keeps its prechecks: staging reserved at init()") {
+    // On a GPU build the kernels stage host arrays (support/forced_staging.hpp runs that code
+    // here). A partition on host memory reserves the staging copies of its kernel calls at
+    // init() (Partition::reserve_staging), so that the prechecks still cover its routes
+    // (detail::polar_total_on_finite: Workspace::staging_covers) and it keeps no more state
+    // copies than where the kernels read host memory in place; Dion's low-rank step, which
+    // stages more than the reservation, keeps its copies. Its steps have the in-place steps'
+    // bits (staging moves the elements only), and the third makes no Kokkos allocation. Both
+    // parameter sets: the hostile blocks and the batched groups (whose reservation is the
+    // group's batch).
+    int covered = 0;
+    for_each_preset_and_set([&](const char* name, auto rule, const std::vector<ParamSpec>& ps, bool) {
+      const std::string preset_name = name;
+      const std::vector<std::string> labels(ps.size(), "all");
+      auto in_place = optim::partition(ps, labels, route("all", rule));
+      auto staged = optim::partition(ps, labels, route("all", rule));
+      REQUIRE(in_place.init());
+      {
+        const schatten::test::ForcedStaging forced;
+        REQUIRE(staged.init());
+      }
+      const MemoryUse mi = in_place.memory_use(), ms = staged.memory_use();
+      const bool low_rank = preset_name.rfind("dion", 0) == 0 && preset_name.rfind("dion2", 0) != 0;
+      if (low_rank)
+        CHECK(ms.backups >= mi.backups);
+      else
+        CHECK(ms.backups == mi.backups);
+      if (!low_rank && mi.backups == 0 && rule_may_fail<decltype(rule)>::value) ++covered;
+      // The reservation: two slots (input, output), each a device and a host side.
+      if (rule_may_fail<decltype(rule)>::value)
+        CHECK(ms.workspace > mi.workspace);
+      else
+        CHECK(ms.workspace == mi.workspace);
+      Rng rng(case_seed(name, 13));
+      std::vector<std::vector<float>> wi(ps.size()), ws(ps.size());
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        wi[i].assign(static_cast<std::size_t>(flatten(ps[i].shape).size()), 0.25f);
+      ws = wi;
+      for (int t = 0; t < 3; ++t) {
+        auto gi = gradients(ps, Kind::normal, rng);
+        auto gs = gi;
+        REQUIRE(in_place.step(pointers(wi), pointers(gi)));
+        const std::vector<float*> pp = pointers(ws), gp = pointers(gs);
+        const schatten::test::ForcedStaging forced;
+        schatten::test::KokkosAllocationProbe probe;
+        REQUIRE(staged.step(pp, gp));
+        if (t == 2 && probe.active()) {
+          const std::string last = probe.last_label();
+          CAPTURE(last);
+          CHECK(probe.count() == 0);
+        }
+      }
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        CHECK(std::memcmp(wi[i].data(), ws[i].data(), wi[i].size() * sizeof(float)) == 0);
+    });
+    CHECK(covered > 0);  // the test did see prechecked routes that stage
   }
 
   TEST_CASE("polar() with a workspace reserved for the call makes no host allocation") {

@@ -9,6 +9,7 @@
 #include <set>
 #include <utility>
 
+#include "schatten/core/buffer.hpp"
 #include "schatten/core/runtime.hpp"
 #include "workspace_impl.hpp"
 
@@ -64,6 +65,20 @@ bool Workspace::reserve(std::size_t bytes, std::size_t matrices, std::size_t hos
   } catch (const std::exception&) {
     return false;
   }
+}
+
+bool Workspace::reserve_staging(std::size_t arrays, std::size_t bytes) {
+  detail::ensure_runtime();
+  if (memory::kernels_access(MemoryKind::host)) return true;  // nothing is ever staged
+  try {
+    impl_->staging.reserve(arrays, bytes);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+bool Workspace::staging_covers(std::size_t arrays, std::size_t bytes) const noexcept {
+  return memory::kernels_access(MemoryKind::host) || (impl_ && impl_->staging.covers(arrays, bytes));
 }
 
 std::size_t Workspace::capacity() const noexcept { return impl_ ? impl_->ws.capacity() : 0; }

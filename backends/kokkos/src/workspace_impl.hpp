@@ -59,6 +59,28 @@ class Staging {
     return s;
   }
 
+  /// Grows the first `arrays` slots (adding those missing) to at least `bytes` on both sides,
+  /// so that a call staging up to `arrays` arrays of at most `bytes` each takes no allocation
+  /// (covers()). Throws as take() does; the slots grown before the failure keep their size.
+  void reserve(std::size_t arrays, std::size_t bytes) {
+    while (slots_.size() < arrays)
+      slots_.push_back(std::make_unique<Slot>());
+    for (std::size_t k = 0; k < arrays; ++k) {
+      grow_buffer(slots_[k]->device, bytes, "schatten::staging");
+      grow_buffer(slots_[k]->host, bytes, "schatten::staging_host");
+    }
+  }
+  /// True when the first `arrays` slots exist and hold at least `bytes` on both sides: a call
+  /// that stages up to `arrays` arrays of at most `bytes` each allocates nothing. Arrays of no
+  /// bytes are not staged (plain_io.hpp), so `bytes` 0 is always covered.
+  bool covers(std::size_t arrays, std::size_t bytes) const noexcept {
+    if (bytes == 0) return true;
+    if (slots_.size() < arrays) return false;
+    for (std::size_t k = 0; k < arrays; ++k)
+      if (slots_[k]->device.extent(0) < bytes || slots_[k]->host.extent(0) < bytes) return false;
+    return true;
+  }
+
   /// Bytes held, both sides of every slot.
   std::size_t bytes() const noexcept {
     std::size_t n = 0;

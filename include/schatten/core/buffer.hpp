@@ -47,7 +47,8 @@ void copy_bytes(void* dst, MemoryKind to, const void* src, MemoryKind from, std:
 bool host_readable(MemoryKind kind) noexcept;
 /// True when the kernels work on memory of `kind` in place: always for device memory; for host
 /// memory on builds whose default execution space can dereference it (Serial, OpenMP). Otherwise
-/// every kernel call on host arrays stages them through device copies it allocates.
+/// every kernel call on host arrays stages them through device copies, which the call's
+/// Workspace keeps (Workspace::reserve_staging, staging_covers).
 bool kernels_access(MemoryKind kind) noexcept;
 }  // namespace memory
 

@@ -39,6 +39,18 @@ class Workspace {
   /// its next calls, so that those allocate nothing either. Zero on a CPU build, and for arrays
   /// in device memory.
   std::size_t staging_capacity() const noexcept;
+  /// Grows the staging copies so that a call on host arrays that stages up to `arrays` arrays
+  /// of at most `bytes` bytes each allocates nothing, from its first call (staging_covers()). A
+  /// plain-array call stages each host input and output it is given, packed: polar(a, q, …)
+  /// on a batch of b host r × c float matrices stages 2 arrays of b·r·c·4 bytes. Does nothing
+  /// where the kernels read host memory in place (a CPU build). Returns false when an allocation
+  /// fails: the copies grown before it are kept, and later calls grow the rest on demand.
+  bool reserve_staging(std::size_t arrays, std::size_t bytes);
+  /// True when a call on host arrays staging up to `arrays` arrays of at most `bytes` bytes
+  /// each allocates no staging copy: always on a CPU build, else after reserve_staging() (or an
+  /// earlier call) with at least those. The optimizers' prechecks ask it (optim/transforms.hpp,
+  /// polar_total_on_finite).
+  bool staging_covers(std::size_t arrays, std::size_t bytes) const noexcept;
   /// Frees the buffer, the host scratch and the staging copies.
   void release() noexcept;
   /// Bytes held by all live Workspaces of this process, together, their host scratch and staging

@@ -348,6 +348,27 @@ class Partition {
                      Status::out_of_memory);
     }
     memory_ = memory;
+    group_of_.assign(params_.size(), -1);
+    groups_.clear();
+    if (batching_) {
+      init_groups(std::index_sequence_for<Rules...>{});
+      for (std::size_t k = 0; k < groups_.size(); ++k)
+        for (std::size_t i : groups_[k].members)
+          group_of_[i] = static_cast<int>(k);
+      for (Group& grp : groups_)
+        if (!grp.reserved || !grp.buffer.move_to(memory_)) {
+          groups_.clear();
+          group_of_.assign(params_.size(), -1);
+          which_.clear();
+          return refusal("init: the workspace of a batched group could not be allocated", -1,
+                         Status::out_of_memory);
+        }
+    }
+    if (!reserve_staging()) {
+      which_.clear();
+      return refusal("init: staging copies for the kernels' host arrays could not be allocated", -1,
+                     Status::out_of_memory);
+    }
     // Which states step() copies before changing them: those of routes that may fail, unless
     // the rule's precheck tells every failure for that state here (chain.hpp,
     // covered_by_precheck: Muon's chain); step() then prechecks those parameters first.
@@ -370,22 +391,6 @@ class Partition {
     // allocation of the same size).
     init_backups(std::index_sequence_for<Rules...>{});
     touched_.assign(params_.size(), 0);
-    group_of_.assign(params_.size(), -1);
-    groups_.clear();
-    if (batching_) {
-      init_groups(std::index_sequence_for<Rules...>{});
-      for (std::size_t k = 0; k < groups_.size(); ++k)
-        for (std::size_t i : groups_[k].members)
-          group_of_[i] = static_cast<int>(k);
-      for (Group& grp : groups_)
-        if (!grp.reserved || !grp.buffer.move_to(memory_)) {
-          groups_.clear();
-          group_of_.assign(params_.size(), -1);
-          which_.clear();
-          return refusal("init: the workspace of a batched group could not be allocated", -1,
-                         Status::out_of_memory);
-        }
-    }
     return r;
   }
 
@@ -693,6 +698,34 @@ class Partition {
       w = workspace_;
     };
     detail::workspaces_of(share, state);
+  }
+  /// On a build whose kernels stage host arrays (a GPU build; memory::kernels_access), a
+  /// partition on host memory reserves, in its workspace, the staging copies of the kernel calls
+  /// its routes that may fail make: two arrays (a call's input and output) of the largest such
+  /// parameter's block, or of a batched group's blocks together. The prechecks then see them
+  /// (detail::polar_total_on_finite: Workspace::staging_covers), so that those routes keep no
+  /// state copies on host memory either, and a step allocates no staging copy. A route whose
+  /// kernel stages more (Dion's low-rank step: M, Q and U per member) does not count on them and
+  /// keeps its copies. Nothing to do with prechecks off (the copies then make every step all or
+  /// nothing, and the kernels grow the staging at the first step), on device memory, or where
+  /// the kernels read host memory in place. False when the allocation failed.
+  bool reserve_staging() {
+    if (!prechecks_ || memory_ != MemoryKind::host || memory::kernels_access(MemoryKind::host)) return true;
+    std::size_t largest = 0;  // elements
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      dispatch(i, [&](auto tag) {
+        using R = std::tuple_element_t<decltype(tag)::value, std::tuple<Rules...>>;
+        if (rule_may_fail<R>::value)
+          largest = std::max(largest, static_cast<std::size_t>(flatten(params_[i].shape).size()));
+        return Status::ok;
+      });
+    for (const Group& g : groups_)
+      dispatch_route(g.route, [&](auto tag) {
+        using R = std::tuple_element_t<decltype(tag)::value, std::tuple<Rules...>>;
+        if (rule_may_fail<R>::value)
+          largest = std::max(largest, static_cast<std::size_t>(g.shape.size()) * g.members.size());
+      });
+    return largest == 0 || workspace_->reserve_staging(2, largest * sizeof(float));
   }
   /// A copy of each state that backed_up_ names, no copy of the others.
   template <std::size_t... I>

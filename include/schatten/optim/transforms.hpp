@@ -660,13 +660,17 @@ namespace detail {
 /// (polar_iterate_bound finite: a normalised input and a schedule that cannot blow it up; without
 /// a normalisation a huge input could overflow), no dual-norm scaling (whose product may
 /// overflow: out_of_range), the workspace reserved for the call (no out_of_memory) and no
-/// staging copies to allocate (memory::kernels_access). The one test of the rules that call
-/// polar() (Orthogonalize, KaonSpectrum, and step_size.hpp's rules with their own momentum).
+/// staging copies to allocate: the kernels read `memory` in place (memory::kernels_access), or
+/// the workspace holds staging copies for the call's input and output, one block each
+/// (Workspace::staging_covers; a partition on host memory reserves them at init() on a GPU
+/// build, Partition::reserve_staging). The one test of the rules that call polar()
+/// (Orthogonalize, KaonSpectrum, Dion2's S, and step_size.hpp's and schatten_p.hpp's rules).
 inline bool polar_total_on_finite(const PolarOptions& options, const Workspace* workspace,
                                   const BlockShape& shape, MemoryKind memory) {
+  const auto block_bytes = static_cast<std::size_t>(shape.size()) * sizeof(float);
   return options.method != PolarMethod::qdwh && !options.dual_norm_scale &&
-         std::isfinite(polar_iterate_bound(options)) && memory::kernels_access(memory) &&
-         workspace != nullptr &&
+         std::isfinite(polar_iterate_bound(options)) && workspace != nullptr &&
+         (memory::kernels_access(memory) || workspace->staging_covers(2, block_bytes)) &&
          workspace->capacity() >= polar_workspace_bytes(shape.rows, shape.cols, 1, options, Precision::fp32);
 }
 }  // namespace detail
