@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "schatten/core/buffer.hpp"
+#include "schatten/core/random.hpp"
 #include "schatten/kernels/low_rank.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/kernels/qdwh.hpp"
