@@ -154,7 +154,8 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            cholesky_qr=1 wd=0.01 shape=unit_rms_norm|... shape_extra=1 (Dion: M += G; rank-k
            factor P Q^T of M by power iteration from the previous Q, k = rank_fraction*min(r,c)
            rounded up to a multiple; M -= (1-mu) P R^T; the update is P Q^T; seed: the first Q;
-           cholesky_qr=0: always the host Householder QR)
+           cholesky_qr=0: always the host Householder QR) q_storage=fp32|bf16|bf16_stochastic
+           (Q in bf16 storage, half its memory: microsoft/dion's Q_dtype)
   spel     lr=3e-4 momentum=0.95 nesterov=0 wd=0.1 polar=keller|polar_express|qdwh iterations=5
            (SPEL: W <- polar((1 - lr wd) W - lr polar(M)), the weights re-projected every step;
            default polar: 5 steps of You Jiacheng's table, Emerging-Optimizers' "quintic")
@@ -1069,6 +1070,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("wd", o.weight_decay);
     shape_rule(o.shape);
     storage_key("mu_storage", o.mu_storage);
+    storage_key("q_storage", o.q_storage);
     if (!k.done(err)) return nullptr;
     return mixed(opt::dion(o));
   }

@@ -634,8 +634,8 @@ TEST_SUITE("io.replay") {
     write_recording(rec);
     REQUIRE_MESSAGE(
         run_replay(rec + " --optimizer dion:lr=0.03,mu=0.9,rank_fraction=0.5,rank_multiple_of=2," +
-                   "power_iters=2,eps=1e-7,seed=5,cholesky_qr=0,wd=0.02 --save-params --quiet --out " +
-                   out) == 0,
+                   "power_iters=2,eps=1e-7,seed=5,cholesky_qr=0,wd=0.02,q_storage=bf16_stochastic " +
+                   "--save-params --quiet --out " + out) == 0,
         replay_stderr());
     const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
     REQUIRE(f >= 0);
@@ -649,6 +649,7 @@ TEST_SUITE("io.replay") {
     o.seed = 5;
     o.cholesky_qr = false;
     o.weight_decay = 0.02;
+    o.q_storage = StateStorage::bf16_stochastic();
     auto mixed = inline_mixed("dion", dion(o), AdamWOptions{});
     compare_inline(mixed, f, 0);
     H5Fclose(f);

@@ -396,6 +396,9 @@ void for_each_preset(F&& f) {
   f("df_muon_bf16", df_muon(bf16_state(DfMuonOptions{})));
   f("dion2_bf16", dion2(bf16_state(Dion2Options{})));
   f("dion_bf16", dion(bf16_state(DionOptions{})));
+  DionOptions dion_q;  // Q in bf16 too (microsoft/dion's Q_dtype), stochastically rounded
+  dion_q.q_storage = StateStorage::bf16_stochastic();
+  f("dion_q_bf16", dion(bf16_state(dion_q)));
   f("muadam", muadam());
   f("normuon", normuon());
   f("adamuon", adamuon());

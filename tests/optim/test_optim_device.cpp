@@ -362,6 +362,11 @@ TEST_SUITE("optim.device") {
     DionOptions dh;
     dh.rank_fraction = 0.5;
     bf16_twin("dev_dion_bf16", dion(bf16_state(dh)), adamw(a16));
+    // Dion's bf16 Q too: widened into the shared float scratch by the device kernel, rounded
+    // back after the step (DionDirection::kernel_q, store_q).
+    DionOptions dq = bf16_state(dh);
+    dq.q_storage = Precision::bf16;
+    bf16_twin("dev_dion_q_bf16", dion(dq), adamw(a16));
     bf16_twin("dev_smuon_bf16", schatten_muon(bf16_state(SchattenMuonOptions{})), adamw(a16));
     // Stochastic rounding: the same kernels with the dither of each element's value and step
     // (core/bf16.hpp). Off Serial an FMA's one-ulp change of a value changes its dither, so a
@@ -373,6 +378,8 @@ TEST_SUITE("optim.device") {
               lion(bf16_stochastic_state(lo)));
     bf16_twin("dev_dion2_sr", dion2(bf16_stochastic_state(Dion2Options{})), adamw(asr));
     bf16_twin("dev_dion_sr", dion(bf16_stochastic_state(dh)), adamw(asr));
+    dq.q_storage = StateStorage::bf16_stochastic();
+    bf16_twin("dev_dion_q_sr", dion(dq), adamw(asr));
     bf16_twin("dev_smuon_sr", schatten_muon(bf16_stochastic_state(SchattenMuonOptions{})), adamw(asr));
   }
 

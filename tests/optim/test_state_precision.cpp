@@ -217,6 +217,25 @@ void check_bf16_sum_refused(const char* name, const std::vector<index_t>& shape,
   }
 }
 
+/// The DionDirection cases of the bf16 twin tests: tall and wide (B = Mᵀ), at full rank and at
+/// k = 4 of 12 with two power iterations, each bf16 storage: f(rule with `seed`, r, c, storage),
+/// the case captured.
+template <class F>
+void for_each_dion_case(std::uint64_t seed, F&& f) {
+  for (const auto& shape : {std::pair<index_t, index_t>{20, 12}, {12, 20}})
+    for (const double fraction : {1.0, 1.0 / 3.0})
+      for (const StateStorage storage : kBf16Storages) {
+        CAPTURE(shape.first);
+        CAPTURE(fraction);
+        CAPTURE(std::string(to_string(storage)));
+        DionDirection d;
+        d.rank_fraction = fraction;
+        d.power_iterations = fraction < 1.0 ? 2 : 1;
+        d.seed = seed;
+        f(d, shape.first, shape.second, storage);
+      }
+}
+
 }  // namespace
 
 TEST_SUITE("optim.state_precision") {
@@ -765,34 +784,22 @@ TEST_SUITE("optim.state_precision") {
   }
 
   TEST_CASE("dion's bf16 momentum is the fp32 rule's, rounded once per step") {
-    // DionDirection alone, tall and wide (B = Mᵀ), at full rank and at k = 4 with two power
-    // iterations. Before each step the fp32 twin's M is set to the bf16 M's values; one step of
-    // each from the same gradient must then give the same update bit for bit (the kernel reads
-    // the unrounded M + G either way: the bf16 rule's widening in u, the fp32 rule's M), the same
-    // Q, and the stored bf16 M must be the twin's M′ = M + G − (1 − μ) P Rᵀ rounded as the storage
-    // says (the store hook of low_rank_power_step, after the feedback).
-    for (const auto& shape : {std::pair<index_t, index_t>{20, 12}, {12, 20}})
-      for (const double fraction : {1.0, 1.0 / 3.0})
-        for (const StateStorage storage : kBf16Storages) {
-          const index_t r = shape.first, c = shape.second;
-          const std::size_t n = static_cast<std::size_t>(r * c);
-          CAPTURE(r);
-          CAPTURE(fraction);
-          CAPTURE(std::string(to_string(storage)));
-          DionDirection d;
-          d.rank_fraction = fraction;
-          d.power_iterations = fraction < 1.0 ? 2 : 1;
-          d.seed = 3;
-          Bf16Twins<DionDirection> twins(d, storage, r, c);
-          std::size_t rounded = 0;
-          for (int t = 0; t < 5; ++t) {
-            CAPTURE(t);
-            rounded += twins.step(random_vec(n, case_seed("dion_bf16", 10 * std::uint64_t(r) + t)));
-            CHECK(std::memcmp(twins.s16.q.data(), twins.s32.q.data(), twins.s16.q.size() * sizeof(float)) ==
-                  0);
-          }
-          CHECK(rounded > n);  // the storage is in use: most elements round at each step
-        }
+    // DionDirection alone over for_each_dion_case. Before each step the fp32 twin's M is set to the bf16 M's
+    // values; one step of each from the same gradient must then give the same update bit for bit (the kernel
+    // reads the unrounded M + G either way: the bf16 rule's widening in u, the fp32 rule's M), the same Q,
+    // and the stored bf16 M must be the twin's M′ = M + G − (1 − μ) P Rᵀ rounded as the storage says (the
+    // store hook of low_rank_power_step, after the feedback).
+    for_each_dion_case(3, [](const DionDirection& d, index_t r, index_t c, StateStorage storage) {
+      const std::size_t n = static_cast<std::size_t>(r * c);
+      Bf16Twins<DionDirection> twins(d, storage, r, c);
+      std::size_t rounded = 0;
+      for (int t = 0; t < 5; ++t) {
+        CAPTURE(t);
+        rounded += twins.step(random_vec(n, case_seed("dion_bf16", 10 * std::uint64_t(r) + t)));
+        CHECK(std::memcmp(twins.s16.q.data(), twins.s32.q.data(), twins.s16.q.size() * sizeof(float)) == 0);
+      }
+      CHECK(rounded > n);  // the storage is in use: most elements round at each step
+    });
   }
 
   TEST_CASE("dion's bf16 momentum refuses a sum bf16 cannot hold and keeps its state, also as a replica") {
@@ -863,6 +870,119 @@ TEST_SUITE("optim.state_precision") {
             (storage.bf16() ? Status::out_of_range : Status::non_finite_input));
     }
     CHECK(chain(DionDirection{d}).config().find("mu_storage=bf16") != std::string::npos);
+  }
+
+  TEST_CASE("dion's bf16 Q: each step is the fp32 rule's from the same stored Q, and Q' is stored rounded") {
+    // DionDirection with q_storage bf16 (microsoft/dion's Q_dtype) against a twin with an fp32 Q,
+    // over for_each_dion_case. The
+    // start is the fp32 twin's Gaussian Q rounded to nearest. Before each step the twin's Q is
+    // set to the stored bf16 Q's values (and its M to the bf16 rule's, the same anyway): the
+    // kernel works on that widened Q either way, so the updates and the new M must agree bit for
+    // bit, and the stored Q′ must be the twin's Q′ rounded as the storage says at that step.
+    for_each_dion_case(5, [](const DionDirection& d32, index_t r, index_t c, StateStorage storage) {
+      const std::size_t n = static_cast<std::size_t>(r * c);
+      DionDirection d16 = d32;
+      d16.q_storage = storage;
+      REQUIRE(d16.check() == nullptr);
+      auto s32 = d32.init({r, c});
+      auto s16 = d16.init({r, c});
+      const std::size_t nq = s32.q.size();
+      REQUIRE(s16.q_bf16.size() == nq);
+      REQUIRE(s16.q.size() == 0);
+      for (std::size_t k = 0; k < nq; ++k)
+        CHECK(s16.q_bf16[k] == bf16_round(s32.q[k]));
+      std::size_t rounded = 0;
+      for (int t = 0; t < 5; ++t) {
+        CAPTURE(t);
+        for (std::size_t k = 0; k < nq; ++k)
+          s32.q[k] = bf16_to_float(s16.q_bf16[k]);
+        const std::vector<float> g = random_vec(n, case_seed("dion_q_bf16", 10 * std::uint64_t(r) + t));
+        std::vector<float> u32 = g, u16 = g;
+        REQUIRE(d32.update(Block(u32.data(), r, c), s32, ConstBlock()) == Status::ok);
+        REQUIRE(d16.update(Block(u16.data(), r, c), s16, ConstBlock()) == Status::ok);
+        CHECK(std::memcmp(u32.data(), u16.data(), n * sizeof(float)) == 0);
+        CHECK(std::memcmp(s32.mu.data(), s16.mu.data(), n * sizeof(float)) == 0);
+        std::size_t wrong = 0;
+        for (std::size_t k = 0; k < nq; ++k) {
+          wrong += s16.q_bf16[k] != stored_bf16(s32.q[k], storage.rounding, t + 1);
+          rounded += bf16_to_float(s16.q_bf16[k]) != s32.q[k];
+        }
+        CHECK(wrong == 0);
+      }
+      CHECK(rounded > nq);  // the storage is in use: most entries round at each step
+    });
+  }
+
+  TEST_CASE("dion's bf16 Q: a failed step keeps it, the precheck reads it, checkpoints round-trip it") {
+    // A step that fails (a NaN gradient: the kernel refuses M + G) leaves the stored Q as it was
+    // (it is written only after success); the precheck refuses a NaN or an entry beyond 2¹⁰ in
+    // the bf16 Q as in the fp32 one; a partition holds half of Q's bytes and one shared float
+    // scratch per shape, signs "q_storage=bf16", and resumes bit for bit from its checkpoint
+    // fields (bf16 values are floats: checkpoints hold them as such).
+    DionDirection d;
+    d.rank_fraction = 0.5;
+    d.q_storage = Precision::bf16;
+    auto st = d.init({8, 6});
+    std::vector<float> u = random_vec(48, case_seed("dion_q_bf16_fail", 0));
+    REQUIRE(d.update(Block(u.data(), 8, 6), st, ConstBlock()) == Status::ok);
+    const std::vector<std::uint16_t> q0(st.q_bf16.begin(), st.q_bf16.end());
+    u = random_vec(48, case_seed("dion_q_bf16_fail", 1));
+    u[3] = std::numeric_limits<float>::quiet_NaN();
+    CHECK(d.update(Block(u.data(), 8, 6), st, ConstBlock()) == Status::non_finite_input);
+    CHECK(std::equal(q0.begin(), q0.end(), st.q_bf16.begin()));
+    st = d.init({8, 6});  // (the failed step left its NaN in M: the bare rule restores nothing)
+    const std::vector<float> half(48, 0.5f);
+    CHECK(d.precheck(ConstBlock(half.data(), 8, 6), st, ConstBlock()) == Status::ok);
+    st.q_bf16[2] = bf16_round(2048.0f);
+    CHECK(d.precheck(ConstBlock(half.data(), 8, 6), st, ConstBlock()) == Status::out_of_range);
+    st.q_bf16[2] = bf16_round(std::numeric_limits<float>::quiet_NaN());
+    CHECK(d.precheck(ConstBlock(half.data(), 8, 6), st, ConstBlock()) == Status::non_finite_input);
+
+    const std::vector<ParamSpec> specs = {{"a", {12, 8}}, {"b", {12, 8}}, {"c", {8, 20}}};
+    DionOptions o32;
+    o32.rank_fraction = 0.5;
+    DionOptions o16 = o32;
+    o16.q_storage = Precision::bf16;
+    const auto make = [&](const DionOptions& o) {
+      return partition(specs, {"x", "x", "x"}, route("x", dion(o)));
+    };
+    auto p32 = make(o32), p16 = make(o16);
+    REQUIRE(p32.init());
+    REQUIRE(p16.init());
+    CHECK(p16.signature().find("q_storage=bf16") != std::string::npos);
+    CHECK(p32.signature().find("q_storage") == std::string::npos);  // fp32 signatures are unchanged
+    // Q: k·S = 4·8 (a, b) and 4·8 (c) entries; bf16 halves them, and the float scratch is one
+    // per shape (two shapes).
+    const std::size_t q_entries = 3 * 32;
+    CHECK(p32.memory_use().state - p16.memory_use().state == q_entries * 2);
+    CHECK(p16.memory_use().scratch - p32.memory_use().scratch == 2 * 32 * sizeof(float));
+    std::vector<std::vector<float>> w(3);
+    for (std::size_t i = 0; i < 3; ++i)
+      w[i] =
+          random_vec(static_cast<std::size_t>(flatten(specs[i].shape).size()), case_seed("dion_q_ckpt", i));
+    const auto step = [&](auto& p, std::vector<std::vector<float>>& weights, int t) {
+      std::vector<std::vector<float>> g(3);
+      std::vector<float*> wp, gp;
+      for (std::size_t i = 0; i < 3; ++i) {
+        g[i] = random_vec(weights[i].size(), case_seed("dion_q_ckpt", 10 + 3 * std::uint64_t(t) + i));
+        wp.push_back(weights[i].data());
+        gp.push_back(g[i].data());
+      }
+      REQUIRE(p.step(wp, gp));
+    };
+    for (int t = 0; t < 3; ++t)
+      step(p16, w, t);
+    auto resumed = make(o16);
+    REQUIRE(resumed.init());
+    std::string err;
+    REQUIRE_MESSAGE(io::restore(resumed, io::capture(p16), &err) == Status::ok, err);
+    auto w2 = w;
+    for (int t = 3; t < 6; ++t) {
+      step(p16, w, t);
+      step(resumed, w2, t);
+    }
+    CHECK(w == w2);
+    CHECK(io::capture(resumed) == io::capture(p16));
   }
 
   TEST_CASE("schatten-p muon's bf16 momentum is the fp32 rule's, rounded once per step") {

@@ -162,6 +162,19 @@ void flag_outside_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bi
       Kokkos::Max<float, DeviceMem>(result));
 }
 
+void flag_outside_bf16_or(const std::uint16_t* x, index_t n, std::uint32_t limit_bits, float* flag) {
+  Kokkos::parallel_for(
+      kernel_label("schatten::optim::flag_outside_bf16_or"), Range(0, n), KOKKOS_LAMBDA(index_t k) {
+        if (detail::bf16_beyond(x[k], limit_bits)) Kokkos::atomic_fetch_max(flag, 1.0f);
+      });
+}
+
+void widen_bf16(float* dst, const std::uint16_t* src, index_t n) {
+  Kokkos::parallel_for(
+      kernel_label("schatten::optim::widen_bf16"), Range(0, n),
+      KOKKOS_LAMBDA(index_t k) { dst[k] = bf16_to_float(src[k]); });
+}
+
 bool all_within_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits) {
   index_t bad = 0;
   Kokkos::parallel_reduce(

@@ -504,19 +504,28 @@ inline auto dion3(const Dion3Options& o = {}) { return nordion2(o); }
 ///
 /// `mu_storage` [P] (docs/optim.md "State precision"; microsoft/dion's
 /// `DionMixedPrecisionConfig.momentum_dtype`): M in fp32 (default) or bf16, half its memory (Q
-/// stays fp32: k·S floats). The arithmetic is float either way. With bf16, M + G is widened into
-/// u's memory (the gradient being spent: TraceMomentum's sum form with β = 1, as Dion2's), the
-/// kernel runs on that float array and writes U over it, and M′ = M + G − (1 − μ) P Rᵀ is stored
-/// rounded from float once it is final (LowRankStepOptions::store_momentum): the update is the
-/// fp32 rule's from the same stored M, bit for bit, and no extra r × c array is needed. A bf16 M
-/// refuses a step (`out_of_range`; the chain restores M) where ‖M + G‖_F > kBf16Max ≈ 3.3895e38:
-/// the feedback removes a projection of B, so |M′_ij| ≤ ‖M′‖_F ≤ ‖M + G‖_F (to P's
-/// orthonormality, O(k·u), far inside half a bf16 unit) and no element can be stored as ∞ (a
-/// sum of gradients, so a gradient limit alone would not do). With replicas each rounds its own
-/// M_i; a replica whose sum is refused must still reach the kernel's collectives, so it poisons
-/// its widened sum with a NaN instead, which the first average brings to every replica
-/// (kernels/low_rank.hpp, "Replicas"), and every replica reports out_of_range (verdict()); a
-/// distributed checkpoint rounds the replicas' mean M to bf16 (distributed::save_checkpoint).
+/// has its own storage, `q_storage`, below). The arithmetic is float either way. With bf16, M + G is widened
+/// into u's memory (the gradient being spent: TraceMomentum's sum form with β = 1, as Dion2's), the kernel
+/// runs on that float array and writes U over it, and M′ = M + G − (1 − μ) P Rᵀ is stored rounded from float
+/// once it is final (LowRankStepOptions::store_momentum): the update is the fp32 rule's from the same stored
+/// M, bit for bit, and no extra r × c array is needed. A bf16 M refuses a step (`out_of_range`; the chain
+/// restores M) where ‖M + G‖_F > kBf16Max ≈ 3.3895e38: the feedback removes a projection of B, so |M′_ij| ≤
+/// ‖M′‖_F ≤ ‖M + G‖_F (to P's orthonormality, O(k·u), far inside half a bf16 unit) and no element can be
+/// stored as ∞ (a sum of gradients, so a gradient limit alone would not do). With replicas each rounds its
+/// own M_i; a replica whose sum is refused must still reach the kernel's collectives, so it poisons its
+/// widened sum with a NaN instead, which the first average brings to every replica (kernels/low_rank.hpp,
+/// "Replicas"), and every replica reports out_of_range (verdict()); a distributed checkpoint rounds the
+/// replicas' mean M to bf16 (distributed::save_checkpoint).
+///
+/// `q_storage` [P] (microsoft/dion's `DionMixedPrecisionConfig.Q_dtype`): Q in fp32 (default) or
+/// bf16, half its k·S floats. The kernel works on a float Q either way: with bf16 the stored Q
+/// is widened (exactly) into a float scratch that the states of one shape share (k·S floats, one
+/// per member of a batch), the kernel updates that, and the new Q, whose columns have unit norm,
+/// is rounded into the state only once the step has succeeded (to nearest, or stochastically
+/// with `StateStorage::bf16_stochastic()`): a failed step leaves it untouched. Each step's update
+/// is then the fp32 rule's from the same stored Q, bit for bit; Q's rounding (2⁻⁹ relative per
+/// entry) only changes the next step's warm start of the power iteration, whose P is
+/// orthonormalised again. With replicas every replica rounds the same Q′ alike.
 ///
 /// Precheck [P] (rule.hpp): in one process, M's and G's entries within entry_bound() (so that
 /// ‖M + G‖_F ≤ frobenius_bound()) and Q's within 2¹⁰ tell every failure of the step in advance,
@@ -534,6 +543,7 @@ struct DionDirection {
   std::uint64_t seed = 0;
   bool cholesky_qr = true;  ///< try the kernel's Cholesky QR2 first (false: always Householder)
   StateStorage mu_storage = Precision::fp32;  ///< M's storage: fp32 or bf16 (above)
+  StateStorage q_storage = Precision::fp32;   ///< Q's storage: fp32 or bf16 (above)
   /// Empty: one process. Set (with_replicas(), by distributed::Layout::unreduced): the kernel's
   /// compressed data-parallel step over replicas that each sum their own, un-reduced gradients
   /// into their own M (kernels/low_rank.hpp, "Replicas"). Not part of config(): the replicas'
@@ -542,7 +552,14 @@ struct DionDirection {
 
   struct State : detail::FirstMoment {  // the momentum M, in its storage
     std::int64_t count = 0;
-    Buffer q;  ///< Qᵀ (k × S row-major: row j is Q's column j)
+    Buffer q;                ///< Qᵀ (k × S row-major: row j is Q's column j) in fp32 storage, else empty
+    Bf16Buffer q_bf16;       ///< Qᵀ in bf16 storage, else empty
+    StateStorage q_storage;  ///< which of the two holds Q (init(); not a field)
+    /// With a bf16 Q, the float Qᵀ the kernel works on: k·S floats per member of the largest
+    /// batch (one; one per replica when the replicas split their QRs). Carries nothing from one
+    /// step to the next, so the states of one shape share it (visit_shareable_scratch): they step
+    /// one after the other, and a batch uses the first state's, one slot per member.
+    std::shared_ptr<Buffer> q_widened = std::make_shared<Buffer>();
     std::shared_ptr<Workspace> workspace = std::make_shared<Workspace>();
     /// update_batch()'s arrays of the members' M, Q and U, when this state is its batch's first:
     /// reserved at init() for a batch of one member per replica (DistributedPartition's groups),
@@ -569,21 +586,57 @@ struct DionDirection {
     State st;
     detail::init_first_moment(st, static_cast<std::size_t>(s.size()), mu_storage);
     const index_t short_side = std::min(s.rows, s.cols), k = rank(s.rows, s.cols);
-    st.q.assign(static_cast<std::size_t>(k * short_side), 0.0f);
+    const auto nq = static_cast<std::size_t>(k * short_side);
     Rng rng(seed);
-    for (float& x : st.q)
-      x = static_cast<float>(rng.normal());
+    st.q_storage = q_storage;
+    if (q_storage.bf16()) {  // the same Gaussian start, rounded to nearest
+      st.q_bf16 = Bf16Buffer(nq, std::uint16_t(0));
+      for (std::uint16_t& h : st.q_bf16)
+        h = bf16_round(static_cast<float>(rng.normal()));
+      st.q_widened->assign(nq * static_cast<std::size_t>(replicas.split() ? replicas.size : 1), 0.0f);
+    } else {
+      st.q.assign(nq, 0.0f);
+      for (float& x : st.q)
+        x = static_cast<float>(rng.normal());
+    }
     if (k > 0)  // (update() calls the kernel with `replicas.average` only)
       st.workspace->reserve(low_rank_workspace_bytes(s.rows, s.cols, k, bool(replicas)), 1,
                             low_rank_host_bytes(s.rows, s.cols, k, 1, Replicas(replicas.average)));
     if (replicas.split()) st.members->reserve(3 * static_cast<std::size_t>(replicas.size));
     return st;
   }
-  /// True when the state was sized for an r × c block (M in this rule's storage, and Q; update()
-  /// refuses others).
+  /// True when the state was sized for an r × c block (M and Q in this rule's storages, and Q's
+  /// float scratch for one member when Q is bf16; update() refuses others).
   bool fits(const State& s, index_t rows, index_t cols) const {
+    const auto nq = static_cast<std::size_t>(rank(rows, cols) * std::min(rows, cols));
     return detail::first_moment_sized(s, static_cast<std::size_t>(rows * cols), mu_storage) &&
-           s.q.size() == static_cast<std::size_t>(rank(rows, cols) * std::min(rows, cols));
+           s.q_storage == q_storage && s.q.size() + s.q_bf16.size() == nq &&
+           (q_storage.bf16() ? s.q_bf16.size() == nq && s.q_widened->size() >= nq : s.q.size() == nq);
+  }
+  /// The float Qᵀ (k × S) the kernel works on for member `slot` of a call: the state's own Q in
+  /// fp32 storage; with bf16, slot `slot` of `widened` (s's scratch, or a batch's first state's)
+  /// holding s's Q widened (exact). Changes no state.
+  MatrixRef<float> kernel_q(State& s, Buffer& widened, index_t slot, index_t k, index_t short_side,
+                            MemoryKind memory) const {
+    if (!q_storage.bf16()) return MatrixRef<float>(s.q.data(), k, short_side, memory);
+    const index_t n = k * short_side;
+    float* x = widened.data() + slot * n;
+    if (n > 0 && memory == MemoryKind::device) {
+      device_kernels::widen_bf16(x, s.q_bf16.data(), n);
+    } else {
+      const std::uint16_t* h = s.q_bf16.data();
+      for (index_t e = 0; e < n; ++e)
+        x[e] = bf16_to_float(h[e]);
+    }
+    return MatrixRef<float>(x, k, short_side, memory);
+  }
+  /// After a successful step: a bf16 Q ← the kernel's Q′ (`q`, kernel_q's) rounded as q_storage
+  /// says (TraceMomentum's sum form with β = 0: b = 0·b + x = x exactly, the stored b being
+  /// finite). Nothing to do in fp32 storage, where the kernel wrote the state's Q itself.
+  void store_q(State& s, const MatrixRef<float>& q) const {
+    if (!q_storage.bf16() || q.empty()) return;
+    TraceMomentum::apply(Block(q), s.q_bf16.data(), 0.0, false, TraceMomentum::Form::sum, {},
+                         Bf16Store::of(q_storage, s.count + 1));
   }
 
   /// What accumulate() saw of a step's sums M + G (bf16 M only).
@@ -648,12 +701,13 @@ struct DionDirection {
       Sums sums;
       if (const Status st = accumulate(u, s, m, sums); st != Status::ok) return st;  // the chain restores M
       const index_t k = rank(u.rows, u.cols);
-      const MatrixRef<float> q(s.q.data(), k, std::min(u.rows, u.cols), u.memory);
+      const MatrixRef<float> q = kernel_q(s, *s.q_widened, 0, k, std::min(u.rows, u.cols), u.memory);
       // Alone, every replica takes the QR (two collectives; splitting one QR gains nothing).
       const Status st = low_rank_power_step(
           m, q, u, kernel_options(Replicas(replicas.average), [&s](index_t) -> State& { return s; }),
           s.workspace.get());
       if (const Status v = verdict(st, sums); v != Status::ok) return v;  // the chain restores M
+      store_q(s, q);
     }
     ++s.count;
     return Status::ok;
@@ -699,8 +753,9 @@ struct DionDirection {
     const Status m = detail::precheck_first_moment(s, u.memory, bits, flag);
     if (u.empty()) return m;
     const MatrixRef<const float> q(s.q.data(), 1, static_cast<index_t>(s.q.size()), s.q.memory());
-    return detail::worse(m, detail::worse(detail::precheck_values(q, q_bits, false, flag),
-                                          detail::precheck_values(u, bits, false, flag)));
+    const Status qs = s.q_storage.bf16() ? detail::precheck_values_bf16(s.q_bf16, q_bits, flag)
+                                         : detail::precheck_values(q, q_bits, false, flag);
+    return detail::worse(m, detail::worse(qs, detail::precheck_values(u, bits, false, flag)));
   }
   /// precheck() tells every failure, and u stays finite, in one process (with replicas a step
   /// depends on the other replicas' sums, which no precheck here reads: their partition keeps
@@ -740,8 +795,11 @@ struct DionDirection {
   Status update_batch(BatchedMatrixRef<float> u, StateList<State> states, ParamList, Workspace& ws) const {
     for (index_t b = 0; b < states.size; ++b)
       if (!fits(states[b], u.rows, u.cols)) return Status::invalid_argument;
+    const index_t k = rank(u.rows, u.cols), s = std::min(u.rows, u.cols);
+    Buffer& widened = *states[0].q_widened;  // one slot per member (bf16 Q)
+    if (q_storage.bf16() && widened.size() < static_cast<std::size_t>(states.size * k * s))
+      return Status::invalid_argument;  // a batch larger than init() sized the scratch for
     if (u.rows > 0 && u.cols > 0) {
-      const index_t k = rank(u.rows, u.cols), s = std::min(u.rows, u.cols);
       const auto g = static_cast<std::size_t>(states.size);
       std::vector<MatrixRef<float>>& refs = *states[0].members;  // M, then Q, then U: g each
       refs.assign(3 * g, MatrixRef<float>());  // (within its reserved capacity for g ≤ replicas)
@@ -752,13 +810,15 @@ struct DionDirection {
         if (const Status st = accumulate(ub, states[b], m, sums); st != Status::ok) return st;
         const auto i = static_cast<std::size_t>(b);
         refs[i] = m;
-        refs[g + i] = MatrixRef<float>(states[b].q.data(), k, s, u.memory);
+        refs[g + i] = kernel_q(states[b], widened, b, k, s, u.memory);
         refs[2 * g + i] = ub;
       }
       const Status st = low_rank_power_step_batch(
           refs.data(), refs.data() + g, refs.data() + 2 * g, states.size,
           kernel_options(replicas, [&states](index_t b) -> State& { return states[b]; }), &ws);
       if (const Status v = verdict(st, sums); v != Status::ok) return v;  // the partition restores the states
+      for (index_t b = 0; b < states.size; ++b)
+        store_q(states[b], refs[g + static_cast<std::size_t>(b)]);
     }
     for (index_t b = 0; b < states.size; ++b)
       ++states[b].count;
@@ -769,11 +829,23 @@ struct DionDirection {
   friend void visit_workspaces(F& f, State& s) {
     f(s.workspace);
   }
+  template <class F>
+  friend void visit_shareable_scratch(F& f, State& s) {
+    f(s.q_widened);
+  }
+  template <class V>
+  friend void visit_scratch(V& v, State& s) {
+    v("q_widened", *s.q_widened);
+  }
+  /// "q" is Q in its storage: checkpoints hold it as floats either way (io/checkpoint.hpp).
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
     detail::visit_first_moment(v, s, "m");
-    v("q", s.q);
+    if (s.q_storage.bf16())
+      v("q", s.q_bf16);
+    else
+      v("q", s.q);
   }
   /// rank_fraction ∈ (0, 1]; rank_multiple_of ≥ 1; mu ∈ [0, 1] (1: no error feedback);
   /// power_iterations ∈ [1, 100]; eps > 0 (the kernel's ranges).
@@ -787,6 +859,8 @@ struct DionDirection {
     if (!hyper::positive(eps)) return "dion_direction: eps must be positive and finite";
     if (!hyper::state_storage(mu_storage))
       return "dion_direction: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
+    if (!hyper::state_storage(q_storage))
+      return "dion_direction: q_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
     return nullptr;
   }
   /// The QR's choice and the storage only when they are not the defaults (the QRs agree to
@@ -800,7 +874,8 @@ struct DionDirection {
         .add("eps", eps)
         .add("seed", std::int64_t(seed));
     if (!cholesky_qr) sig.add("cholesky_qr", false);
-    return detail::add_first_moment_storage(sig, mu_storage).str();
+    detail::add_first_moment_storage(sig, mu_storage);
+    return detail::add_first_moment_storage(sig, q_storage, "q_storage", "q_rounding").str();
   }
 };
 
@@ -849,10 +924,11 @@ struct DionOptions {
   ScaleByShape shape{ScaleByShape::Rule::unit_rms_norm};
   double weight_decay = 0.01;
   StateStorage mu_storage = Precision::fp32;  ///< M in fp32 or bf16 (DionDirection)
+  StateStorage q_storage = Precision::fp32;   ///< Q in fp32 or bf16 (DionDirection)
 };
 inline auto dion(const DionOptions& o = {}) {
   return chain(DionDirection{o.rank_fraction, o.rank_multiple_of, o.mu, o.power_iterations, o.eps, o.seed,
-                             o.cholesky_qr, o.mu_storage, Replicas{}},
+                             o.cholesky_qr, o.mu_storage, o.q_storage, Replicas{}},
                ScaleByShape{o.shape}, AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 

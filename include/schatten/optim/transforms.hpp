@@ -115,6 +115,11 @@ void flag_outside_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bi
 /// all_within() of rule.hpp on bf16 bit patterns: every x[k] (widened to float) finite with
 /// |x[k]| ≤ the float of `limit_bits`.
 bool all_within_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits);
+/// flag_outside_bf16()'s test ORed into a flag an earlier test wrote (flag_outside_or of
+/// rule.hpp on bf16 bit patterns: DionDirection::precheck's bf16 Q). Not waited for. n > 0.
+void flag_outside_bf16_or(const std::uint16_t* x, index_t n, std::uint32_t limit_bits, float* flag);
+/// dst[k] ← src[k] widened to float (exact: every bf16 is a float). Not waited for.
+void widen_bf16(float* dst, const std::uint16_t* src, index_t n);
 }  // namespace device_kernels
 
 // ---------------------------------------------------------------------------------------------
@@ -162,10 +167,13 @@ inline Bf16Store first_moment_store(const FirstMoment& m, std::int64_t step) {
   return Bf16Store::of(m.storage, step);
 }
 /// Adds "mu_storage" to a rule's signature when it is not fp32, and "mu_rounding" when it rounds
-/// stochastically (earlier signatures stay as they were).
-inline Signature& add_first_moment_storage(Signature& s, StateStorage storage) {
-  if (storage.precision != Precision::fp32) s.add("mu_storage", to_string(storage.precision));
-  if (storage.rounding == Rounding::stochastic) s.add("mu_rounding", "stochastic");
+/// stochastically (earlier signatures stay as they were); another buffer's storage under its
+/// own keys (DionDirection's "q_storage", "q_rounding").
+inline Signature& add_first_moment_storage(Signature& s, StateStorage storage,
+                                           const char* storage_key = "mu_storage",
+                                           const char* rounding_key = "mu_rounding") {
+  if (storage.precision != Precision::fp32) s.add(storage_key, to_string(storage.precision));
+  if (storage.rounding == Rounding::stochastic) s.add(rounding_key, "stochastic");
   return s;
 }
 /// True when m has n elements in `storage`.
@@ -188,19 +196,24 @@ inline void copy_first_moment(FirstMoment& to, const FirstMoment& from) {
 SCHATTEN_HOST_DEVICE inline bool bf16_beyond(std::uint16_t x, std::uint32_t limit_bits) {
   return (std::uint32_t(x & 0x7fffu) << 16) > limit_bits;
 }
-/// True when every element of m is finite with |x| ≤ the float of `limit_bits` (magnitude_bits):
-/// all_within() of rule.hpp over either storage (bf16_beyond for bf16). Cost: one read of m.
-inline bool first_moment_within(const FirstMoment& m, std::uint32_t limit_bits) {
-  if (!m.storage.bf16())
-    return all_within(
-        MatrixRef<const float>(m.mu.data(), 1, static_cast<index_t>(m.mu.size()), m.mu.memory()), limit_bits);
-  const std::uint16_t* x = m.mu_bf16.data();
-  const auto n = static_cast<index_t>(m.mu_bf16.size());
-  if (m.mu_bf16.memory() == MemoryKind::device) return device_kernels::all_within_bf16(x, n, limit_bits);
+/// all_within() of rule.hpp on a bf16 buffer: every element, widened, finite with |x| ≤ the
+/// float of `limit_bits` (bf16_beyond). Cost: one read.
+inline bool bf16_within(const Bf16Buffer& b, std::uint32_t limit_bits) {
+  const std::uint16_t* x = b.data();
+  const auto n = static_cast<index_t>(b.size());
+  if (n > 0 && b.memory() == MemoryKind::device) return device_kernels::all_within_bf16(x, n, limit_bits);
   std::uint32_t bad = 0;
   for (index_t k = 0; k < n; ++k)
     bad |= static_cast<std::uint32_t>(bf16_beyond(x[k], limit_bits));
   return bad == 0;
+}
+/// True when every element of m is finite with |x| ≤ the float of `limit_bits` (magnitude_bits):
+/// all_within() of rule.hpp over either storage (bf16_within for bf16). Cost: one read of m.
+inline bool first_moment_within(const FirstMoment& m, std::uint32_t limit_bits) {
+  if (!m.storage.bf16())
+    return all_within(
+        MatrixRef<const float>(m.mu.data(), 1, static_cast<index_t>(m.mu.size()), m.mu.memory()), limit_bits);
+  return bf16_within(m.mu_bf16, limit_bits);
 }
 /// The precheck of a first moment against |m| ≤ the float of `limit_bits` (the test of
 /// TraceMomentum::precheck_buffer and MuAdamDirection::precheck): ok; out_of_range when some
@@ -254,6 +267,19 @@ inline Status precheck_values(MatrixRef<const float> x, std::uint32_t limit_bits
   if (within(limit_bits)) return Status::ok;
   if (flag != nullptr) *flag = 1.0f;
   return within(magnitude_bits(HUGE_VAL)) ? Status::out_of_range : Status::non_finite_input;
+}
+/// precheck_values() (signed: [−limit, limit]) of a further buffer stored in bf16
+/// (DionDirection's Q with `q_storage` bf16): the same answers and the same flag protocol, on
+/// the widened elements. Cost: one read.
+inline Status precheck_values_bf16(const Bf16Buffer& x, std::uint32_t limit_bits, float* flag) {
+  if (x.size() == 0) return Status::ok;
+  if (flag != nullptr && x.memory() == MemoryKind::device) {
+    device_kernels::flag_outside_bf16_or(x.data(), static_cast<index_t>(x.size()), limit_bits, flag);
+    return Status::ok;
+  }
+  if (bf16_within(x, limit_bits)) return Status::ok;
+  if (flag != nullptr) *flag = 1.0f;
+  return bf16_within(x, magnitude_bits(HUGE_VAL)) ? Status::out_of_range : Status::non_finite_input;
 }
 /// Exchanges the buffers of a and b (the same storage).
 inline void swap_first_moment(FirstMoment& a, FirstMoment& b) {
