@@ -62,9 +62,10 @@
 ///                                  the hidden matrices: one power iteration at rank
 ///                                  k = f·min(r, c), its 4 GEMMs of r·c·k and the QR of
 ///                                  max(r, c) × k (Cholesky QR2; /householder: the host QR always;
-///                                  /mu_storage:bf16 at 0.25: M in bf16, counter state_MB);
-///                                  optim/dion_step/gpt2_small/device/rank_fraction:0.25[/mu_storage:bf16]
-///                                  the default in device memory, M in fp32 or bf16
+///                                  /mu_storage:bf16 at 0.25: M in bf16, counter state_MB;
+///                                  /mu_storage:bf16/q_storage:bf16: Q in bf16 too);
+///                                  optim/dion_step/gpt2_small/device/rank_fraction:0.25[/mu_storage:bf16[/q_storage:bf16]]
+///                                  the default in device memory, M (and Q) in fp32 or bf16
 ///   optim/spel_step/gpt2_small       spel for the hidden matrices: two polar factors per matrix
 #include <benchmark/benchmark.h>
 
@@ -274,14 +275,16 @@ void bm_nordion2_step(benchmark::State& st) {
 /// Dion's step over the same model (dion(): per matrix, P = orth(B Q), R = Bᵀ P, the feedback
 /// P Rᵀ and the update P Qᵀ, four GEMMs of r·c·k at k = f·min(r, c); the QR a Cholesky QR2, which
 /// Gaussian gradients always allow, or with `householder` the host Householder QR in double).
-/// `storage`: M's (mu_storage; bf16 adds a pass for ‖M + G‖_F and the store of M′);
-/// memory_counters().
-void bm_dion_step(benchmark::State& st, double rank_fraction, bool householder, StateStorage storage) {
+/// `storage`: M's (mu_storage; bf16 adds a pass for ‖M + G‖_F and the store of M′), `q`: Q's
+/// (q_storage; bf16 adds Q's widening and its rounding store, k·S elements each); memory_counters().
+void bm_dion_step(benchmark::State& st, double rank_fraction, bool householder, StateStorage storage,
+                  StateStorage q) {
   Model m(gpt2_small());
   DionOptions d;
   d.rank_fraction = rank_fraction;
   d.cholesky_qr = !householder;
   d.mu_storage = storage;
+  d.q_storage = q;
   const std::size_t ws = Workspace::total_bytes();
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion(d)), route("adamw", adamw()));
   time_host_steps(st, m, opt);
@@ -400,12 +403,14 @@ void bm_dion2_step_device(benchmark::State& st, bool batching) {
 
 /// Dion's step (f = 0.25, the Cholesky QR2 on the device) in device memory: its GEMMs, the QR's
 /// Grams, Choleskys and solves on the GPU, 3k doubles and a few scalars read back per matrix.
-/// `storage`: M's (bf16: widened into the update and stored after the feedback on the device).
-void bm_dion_step_device(benchmark::State& st, StateStorage storage) {
+/// `storage`: M's (bf16: widened into the update and stored after the feedback on the device),
+/// `q`: Q's (bf16: widened into the shared scratch and rounded back on the device).
+void bm_dion_step_device(benchmark::State& st, StateStorage storage, StateStorage q) {
   Model m(gpt2_small());
   DionOptions d;
   d.rank_fraction = 0.25;
   d.mu_storage = storage;
+  d.q_storage = q;
   auto opt = partition(m.specs, propose_labels(m.specs), route("muon", dion(d)), route("adamw", adamw()));
   time_device_steps(st, m, opt);
 }
@@ -674,16 +679,23 @@ int main(int argc, char** argv) {
   for (const bool householder : {false, true}) {
     const std::string tail = householder ? "/householder" : "";
     benchmark::RegisterBenchmark(("optim/dion_step/gpt2_small/rank_fraction:0.25" + tail).c_str(),
-                                 bm_dion_step, 0.25, householder, StateStorage(Precision::fp32))
+                                 bm_dion_step, 0.25, householder, StateStorage(Precision::fp32),
+                                 StateStorage(Precision::fp32))
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark(("optim/dion_step/gpt2_small/rank_fraction:1" + tail).c_str(), bm_dion_step,
-                                 1.0, householder, StateStorage(Precision::fp32))
+                                 1.0, householder, StateStorage(Precision::fp32),
+                                 StateStorage(Precision::fp32))
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
   }
   benchmark::RegisterBenchmark("optim/dion_step/gpt2_small/rank_fraction:0.25/mu_storage:bf16", bm_dion_step,
-                               0.25, false, StateStorage(Precision::bf16))
+                               0.25, false, StateStorage(Precision::bf16), StateStorage(Precision::fp32))
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/dion_step/gpt2_small/rank_fraction:0.25/mu_storage:bf16/q_storage:bf16",
+                               bm_dion_step, 0.25, false, StateStorage(Precision::bf16),
+                               StateStorage(Precision::bf16))
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/spel_step/gpt2_small", bm_spel_step)
@@ -723,11 +735,17 @@ int main(int argc, char** argv) {
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/dion_step/gpt2_small/device/rank_fraction:0.25", bm_dion_step_device,
-                               StateStorage(Precision::fp32))
+                               StateStorage(Precision::fp32), StateStorage(Precision::fp32))
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/dion_step/gpt2_small/device/rank_fraction:0.25/mu_storage:bf16",
-                               bm_dion_step_device, StateStorage(Precision::bf16))
+                               bm_dion_step_device, StateStorage(Precision::bf16),
+                               StateStorage(Precision::fp32))
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark(
+      "optim/dion_step/gpt2_small/device/rank_fraction:0.25/mu_storage:bf16/q_storage:bf16",
+      bm_dion_step_device, StateStorage(Precision::bf16), StateStorage(Precision::bf16))
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/schatten_muon_step/gpt2_small/p:10", bm_schatten_step, 10.0, false)

@@ -20,6 +20,7 @@
 
 #include "schatten/core/buffer.hpp"
 #include "schatten/core/random.hpp"
+#include "schatten/kernels/inner_product.hpp"
 #include "schatten/kernels/low_rank.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/kernels/qdwh.hpp"
@@ -108,6 +109,9 @@ TEST_SUITE("kernels.staging") {
                          return schatten_norm(a.cref(), 1.0, n.data(), SchattenNormOptions{}, ws) ==
                                 Status::ok;
                        }});
+      calls.push_back({"frobenius_inner", [&a](Padded&, Padded&, std::vector<double>& n, Workspace* ws) {
+                         return frobenius_inner(a.cref(), a.cref(), n.data(), ws) == Status::ok;
+                       }});
       for (const Call& call : calls) {
         CAPTURE(call.name);
         Padded q0(b, r, c, -7.0), h0(b, k, k, -7.0), q1(b, r, c, -7.0), h1(b, k, k, -7.0);
@@ -153,6 +157,13 @@ TEST_SUITE("kernels.staging") {
         CAPTURE(last);
         CHECK(probe.count() == 0);
       }
+    }
+    {  // the inner product's two inputs fit the same two slots
+      std::vector<double> dots(static_cast<std::size_t>(b));
+      schatten::test::KokkosAllocationProbe probe;
+      REQUIRE(frobenius_inner(a.cref(), a.cref(), dots.data(), &ws) == Status::ok);
+      if (probe.active()) CHECK(probe.count() == 0);
+      CHECK(dots[0] > 0.0);
     }
     // qdwh with h takes a third slot; h's r × r is smaller than the others.
     REQUIRE(qdwh(a.cref(), u.ref(), QdwhOptions{}, &ws, h.ref()));

@@ -17,8 +17,10 @@ namespace {
 /// The sums of a validated call. A named function, not a lambda: nvcc does not allow device
 /// lambdas inside lambdas.
 template <class T>
-Status inner_sums(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<const T>& b, double* out) {
-  DeviceIO<T> ia(a), ib(b);
+Status inner_sums(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<const T>& b, double* out,
+                  schatten::Workspace* workspace) {
+  CallWorkspace ws(workspace);
+  DeviceIO<T> ia(a, ws.staging()), ib(b, ws.staging());
   const auto va = ia.input();
   const auto vb = ib.input();
   const bool cols_contiguous = va.stride(2) == 1 && vb.stride(2) == 1;
@@ -41,23 +43,26 @@ Status inner_sums(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<con
 }
 
 template <class T>
-Status inner_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<const T>& b, double* out) {
+Status inner_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<const T>& b, double* out,
+                   schatten::Workspace* workspace) {
   schatten::detail::ensure_runtime();
   if (schatten::detail::check_layout(a, false) || schatten::detail::check_layout(b, false))
     return Status::invalid_argument;
   if (a.batch != b.batch || a.rows != b.rows || a.cols != b.cols) return Status::invalid_argument;
   if (a.batch > 0 && out == nullptr) return Status::invalid_argument;
-  return status_guard([&] { return inner_sums<T>(a, b, out); });
+  return status_guard([&] { return inner_sums<T>(a, b, out, workspace); });
 }
 
 }  // namespace
 }  // namespace kokkos::detail
 
-Status frobenius_inner(BatchedMatrixRef<const float> a, BatchedMatrixRef<const float> b, double* out) {
-  return kokkos::detail::inner_plain<float>(a, b, out);
+Status frobenius_inner(BatchedMatrixRef<const float> a, BatchedMatrixRef<const float> b, double* out,
+                       Workspace* workspace) {
+  return kokkos::detail::inner_plain<float>(a, b, out, workspace);
 }
-Status frobenius_inner(BatchedMatrixRef<const double> a, BatchedMatrixRef<const double> b, double* out) {
-  return kokkos::detail::inner_plain<double>(a, b, out);
+Status frobenius_inner(BatchedMatrixRef<const double> a, BatchedMatrixRef<const double> b, double* out,
+                       Workspace* workspace) {
+  return kokkos::detail::inner_plain<double>(a, b, out, workspace);
 }
 
 }  // namespace schatten

@@ -6,16 +6,22 @@
 
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/status.hpp"
+#include "schatten/core/workspace.hpp"
 
 namespace schatten {
 
 /// out[b] = ⟨A_b, B_b⟩ for every matrix of the batch, accumulated in double (float inputs: every
 /// product is exact in double, so the error is that of a double sum, ≤ rows·cols·2⁻⁵³·Σ|a b|).
-/// Any strides and memory kinds (host memory on a device build is staged). Synchronous: `out`
-/// is host memory and holds the result on return.
+/// Any strides and memory kinds. Host memory on a device build is staged through copies that
+/// `workspace` keeps for its next calls (two arrays of batch·rows·cols elements:
+/// Workspace::reserve_staging); without one each call allocates its own. Synchronous: `out` is
+/// host memory and holds the result on return.
 /// Errors (nothing written to `out`): shapes differ, `out` null with batch > 0 → invalid_argument;
-/// a NaN/Inf entry, or a sum beyond the double range → non_finite_input.
-Status frobenius_inner(BatchedMatrixRef<const float> a, BatchedMatrixRef<const float> b, double* out);
-Status frobenius_inner(BatchedMatrixRef<const double> a, BatchedMatrixRef<const double> b, double* out);
+/// a NaN/Inf entry, or a sum beyond the double range → non_finite_input; an allocation that
+/// fails → out_of_memory.
+Status frobenius_inner(BatchedMatrixRef<const float> a, BatchedMatrixRef<const float> b, double* out,
+                       Workspace* workspace = nullptr);
+Status frobenius_inner(BatchedMatrixRef<const double> a, BatchedMatrixRef<const double> b, double* out,
+                       Workspace* workspace = nullptr);
 
 }  // namespace schatten
