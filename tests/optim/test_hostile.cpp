@@ -612,15 +612,15 @@ TEST_SUITE("optim.hostile") {
     // On a GPU build the kernels stage host arrays (support/forced_staging.hpp runs that code
     // here). A partition on host memory reserves the staging copies of its kernel calls at
     // init() (Partition::reserve_staging), so that the prechecks still cover its routes
-    // (detail::polar_total_on_finite: Workspace::staging_covers) and it keeps no more state
-    // copies than where the kernels read host memory in place; Dion's low-rank step, which
-    // stages more than the reservation, keeps its copies. Its steps have the in-place steps'
-    // bits (staging moves the elements only), and the third makes no Kokkos allocation. Both
-    // parameter sets: the hostile blocks and the batched groups (whose reservation is the
-    // group's batch).
+    // (detail::polar_total_on_finite, DionDirection::precheck_covers: Workspace::staging_covers)
+    // and it keeps no more state copies than where the kernels read host memory in place. Its
+    // steps have the in-place steps' bits (staging moves the elements only), and the third makes
+    // no Kokkos allocation. Both parameter sets: the hostile blocks and the batched groups (whose
+    // reservation is the group's batch). With the reservation removed, 40 of the 60 partitions
+    // of the 30 presets then kept more copies (2026-12-04, before Dion counted on it and
+    // dion_q_bf16 joined the presets).
     int covered = 0;
     for_each_preset_and_set([&](const char* name, auto rule, const std::vector<ParamSpec>& ps, bool) {
-      const std::string preset_name = name;
       const std::vector<std::string> labels(ps.size(), "all");
       auto in_place = optim::partition(ps, labels, route("all", rule));
       auto staged = optim::partition(ps, labels, route("all", rule));
@@ -630,13 +630,10 @@ TEST_SUITE("optim.hostile") {
         REQUIRE(staged.init());
       }
       const MemoryUse mi = in_place.memory_use(), ms = staged.memory_use();
-      const bool low_rank = preset_name.rfind("dion", 0) == 0 && preset_name.rfind("dion2", 0) != 0;
-      if (low_rank)
-        CHECK(ms.backups >= mi.backups);
-      else
-        CHECK(ms.backups == mi.backups);
-      if (!low_rank && mi.backups == 0 && rule_may_fail<decltype(rule)>::value) ++covered;
-      // The reservation: two slots (input, output), each a device and a host side.
+      CHECK(ms.backups == mi.backups);
+      if (mi.backups == 0 && rule_may_fail<decltype(rule)>::value) ++covered;
+      // The reservation: two slots (input, output; Dion three: M, Q and U), each a device and a
+      // host side.
       if (rule_may_fail<decltype(rule)>::value)
         CHECK(ms.workspace > mi.workspace);
       else
@@ -654,8 +651,11 @@ TEST_SUITE("optim.hostile") {
         const schatten::test::ForcedStaging forced;
         schatten::test::KokkosAllocationProbe probe;
         REQUIRE(staged.step(pp, gp));
-        if (t == 2 && probe.active()) {
+        // The third step of every preset; every step of a prechecked one (no copies: its
+        // precheck promised that nothing is left to allocate, the staging included).
+        if ((t == 2 || mi.backups == 0) && probe.active()) {
           const std::string last = probe.last_label();
+          CAPTURE(t);
           CAPTURE(last);
           CHECK(probe.count() == 0);
         }

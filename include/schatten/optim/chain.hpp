@@ -19,6 +19,19 @@ struct rule_may_fail : std::false_type {};
 template <class R>
 struct rule_may_fail<R, std::void_t<decltype(R::may_fail)>> : std::bool_constant<R::may_fail> {};
 
+/// The most host arrays one kernel call of a rule's update stages where the kernels stage host
+/// memory (a GPU build: memory::kernels_access), each at most one block (a batched call: its
+/// blocks together). 2 by default, a call's input and output (polar(u, u), spectral_power(in,
+/// u)); a rule whose kernel stages more declares `static constexpr int staged_arrays = n`
+/// (DionDirection: M, Q and U). Partition::init reserves that many staging copies on host
+/// memory (Workspace::reserve_staging), which the rules' prechecks may count on
+/// (Workspace::staging_covers).
+template <class R, class = void>
+struct rule_staged_arrays : std::integral_constant<int, 2> {};
+template <class R>
+struct rule_staged_arrays<R, std::void_t<decltype(R::staged_arrays)>>
+    : std::integral_constant<int, R::staged_arrays> {};
+
 /// Rules that tell their failures before changing anything (rule.hpp, precheck).
 template <class R, class = void>
 struct has_precheck : std::false_type {};
@@ -159,6 +172,8 @@ class Chain {
  public:
   static constexpr const char* name = "chain";
   static constexpr bool may_fail = (rule_may_fail<Rules>::value || ...);
+  /// Its rules' largest rule_staged_arrays (they call their kernels one after the other).
+  static constexpr int staged_arrays = std::max({rule_staged_arrays<Rules>::value...});
   /// True when every rule acts on each element alone (rule_row_local).
   static constexpr bool row_local = (rule_row_local<Rules>::value && ...);
   /// True when every rule runs on device memory (rule.hpp, is_device_capable).

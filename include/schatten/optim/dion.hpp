@@ -534,6 +534,7 @@ inline auto dion3(const Dion3Options& o = {}) { return nordion2(o); }
 struct DionDirection {
   static constexpr const char* name = "dion_direction";
   static constexpr bool may_fail = true;        // the kernel may fail (the chain restores M and Q)
+  static constexpr int staged_arrays = 3;       // M, Q and U (chain.hpp, rule_staged_arrays)
   static constexpr bool device_capable = true;  // rule.hpp helpers and low_rank_power_step()
   double rank_fraction = 1.0;
   index_t rank_multiple_of = 1;
@@ -761,12 +762,16 @@ struct DionDirection {
   /// depends on the other replicas' sums, which no precheck here reads: their partition keeps
   /// its copies, as distributed::DistributedPartition requires), with the kernel's workspace and
   /// host scratch reserved (init(): low_rank_workspace_bytes, low_rank_host_bytes, so that the
-  /// step allocates nothing on the host, its Householder QR included) and the kernels reaching
-  /// the memory directly (memory::kernels_access: no staging copies to allocate). A partition
-  /// then keeps no copy of M and Q.
+  /// step allocates nothing on the host, its Householder QR included) and no staging copies to
+  /// allocate: the kernels reach the memory directly (memory::kernels_access), or the workspace
+  /// holds copies for M, Q and U, one block each (Workspace::staging_covers; a partition on host
+  /// memory reserves them on a GPU build, staged_arrays). A partition then keeps no copy of M
+  /// and Q.
   bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
     const index_t k = rank(shape.rows, shape.cols);
-    return !replicas && memory::kernels_access(memory) && s.workspace != nullptr &&
+    const auto block_bytes = static_cast<std::size_t>(shape.size()) * sizeof(float);
+    return !replicas && s.workspace != nullptr &&
+           (memory::kernels_access(memory) || s.workspace->staging_covers(staged_arrays, block_bytes)) &&
            (k == 0 ||
             (s.workspace->capacity() >= low_rank_workspace_bytes(shape.rows, shape.cols, k, false) &&
              s.workspace->host_capacity() >= low_rank_host_bytes(shape.rows, shape.cols, k)));

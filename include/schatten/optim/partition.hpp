@@ -701,31 +701,35 @@ class Partition {
   }
   /// On a build whose kernels stage host arrays (a GPU build; memory::kernels_access), a
   /// partition on host memory reserves, in its workspace, the staging copies of the kernel calls
-  /// its routes that may fail make: two arrays (a call's input and output) of the largest such
-  /// parameter's block, or of a batched group's blocks together. The prechecks then see them
-  /// (detail::polar_total_on_finite: Workspace::staging_covers), so that those routes keep no
-  /// state copies on host memory either, and a step allocates no staging copy. A route whose
-  /// kernel stages more (Dion's low-rank step: M, Q and U per member) does not count on them and
-  /// keeps its copies. Nothing to do with prechecks off (the copies then make every step all or
-  /// nothing, and the kernels grow the staging at the first step), on device memory, or where
-  /// the kernels read host memory in place. False when the allocation failed.
+  /// its routes that may fail make: rule_staged_arrays of them (chain.hpp; two, a call's input
+  /// and output, or Dion's three) of the largest such parameter's block, or of a batched
+  /// group's blocks together. The prechecks then see them (detail::polar_total_on_finite,
+  /// DionDirection::precheck_covers: Workspace::staging_covers), so that those routes keep no
+  /// state copies on host memory either, and a step allocates no staging copy. Nothing to do
+  /// with prechecks off (the copies then make every step all or nothing, and the kernels grow
+  /// the staging at the first step), on device memory, or where the kernels read host memory in
+  /// place. False when the allocation failed.
   bool reserve_staging() {
     if (!prechecks_ || memory_ != MemoryKind::host || memory::kernels_access(MemoryKind::host)) return true;
     std::size_t largest = 0;  // elements
+    int arrays = 0;
+    const auto count = [&](auto tag, std::size_t elements) {
+      using R = std::tuple_element_t<decltype(tag)::value, std::tuple<Rules...>>;
+      if (!rule_may_fail<R>::value) return;
+      largest = std::max(largest, elements);
+      arrays = std::max(arrays, rule_staged_arrays<R>::value);
+    };
     for (std::size_t i = 0; i < params_.size(); ++i)
       dispatch(i, [&](auto tag) {
-        using R = std::tuple_element_t<decltype(tag)::value, std::tuple<Rules...>>;
-        if (rule_may_fail<R>::value)
-          largest = std::max(largest, static_cast<std::size_t>(flatten(params_[i].shape).size()));
+        count(tag, static_cast<std::size_t>(flatten(params_[i].shape).size()));
         return Status::ok;
       });
     for (const Group& g : groups_)
       dispatch_route(g.route, [&](auto tag) {
-        using R = std::tuple_element_t<decltype(tag)::value, std::tuple<Rules...>>;
-        if (rule_may_fail<R>::value)
-          largest = std::max(largest, static_cast<std::size_t>(g.shape.size()) * g.members.size());
+        count(tag, static_cast<std::size_t>(g.shape.size()) * g.members.size());
       });
-    return largest == 0 || workspace_->reserve_staging(2, largest * sizeof(float));
+    return largest == 0 ||
+           workspace_->reserve_staging(static_cast<std::size_t>(arrays), largest * sizeof(float));
   }
   /// A copy of each state that backed_up_ names, no copy of the others.
   template <std::size_t... I>
