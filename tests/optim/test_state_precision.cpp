@@ -75,12 +75,13 @@ struct StateBytes {
 const std::vector<ParamSpec> kSpecs = {
     {"h.0.w", {24, 16}}, {"h.0.b", {16}}, {"h.1.w", {16, 40}}, {"wte", {30, 8}}};
 
-/// A model's parameters and a gradient sequence, stepped by a partition.
+/// A model's parameters (kSpecs unless given) and a gradient sequence, stepped by a partition.
 struct Model {
+  std::vector<ParamSpec> specs;
   std::vector<std::vector<float>> w;
-  explicit Model(const char* name) {
-    for (std::size_t i = 0; i < kSpecs.size(); ++i)
-      w.push_back(random_vec(static_cast<std::size_t>(flatten(kSpecs[i].shape).size()), case_seed(name, i)));
+  explicit Model(const char* name, std::vector<ParamSpec> params = kSpecs) : specs(std::move(params)) {
+    for (std::size_t i = 0; i < specs.size(); ++i)
+      w.push_back(random_vec(static_cast<std::size_t>(flatten(specs[i].shape).size()), case_seed(name, i)));
   }
   std::vector<float*> ptrs() {
     std::vector<float*> p;
@@ -93,7 +94,7 @@ struct Model {
   StepReport step(P& p, const char* name, int t, double scale = 0.1, bool bf16_gradients = false) {
     std::vector<std::vector<float>> g;
     std::vector<float*> gp;
-    for (std::size_t i = 0; i < kSpecs.size(); ++i)
+    for (std::size_t i = 0; i < specs.size(); ++i)
       g.push_back(random_vec(w[i].size(), case_seed(name, 1000 + 100 * std::uint64_t(t) + i), scale));
     for (auto& a : g) {
       if (bf16_gradients)
@@ -956,32 +957,19 @@ TEST_SUITE("optim.state_precision") {
     const std::size_t q_entries = 3 * 32;
     CHECK(p32.memory_use().state - p16.memory_use().state == q_entries * 2);
     CHECK(p16.memory_use().scratch - p32.memory_use().scratch == 2 * 32 * sizeof(float));
-    std::vector<std::vector<float>> w(3);
-    for (std::size_t i = 0; i < 3; ++i)
-      w[i] =
-          random_vec(static_cast<std::size_t>(flatten(specs[i].shape).size()), case_seed("dion_q_ckpt", i));
-    const auto step = [&](auto& p, std::vector<std::vector<float>>& weights, int t) {
-      std::vector<std::vector<float>> g(3);
-      std::vector<float*> wp, gp;
-      for (std::size_t i = 0; i < 3; ++i) {
-        g[i] = random_vec(weights[i].size(), case_seed("dion_q_ckpt", 10 + 3 * std::uint64_t(t) + i));
-        wp.push_back(weights[i].data());
-        gp.push_back(g[i].data());
-      }
-      REQUIRE(p.step(wp, gp));
-    };
+    Model m16("dion_q_ckpt", specs);
     for (int t = 0; t < 3; ++t)
-      step(p16, w, t);
+      REQUIRE(m16.step(p16, "dion_q_ckpt", t));
     auto resumed = make(o16);
     REQUIRE(resumed.init());
     std::string err;
     REQUIRE_MESSAGE(io::restore(resumed, io::capture(p16), &err) == Status::ok, err);
-    auto w2 = w;
+    Model again = m16;
     for (int t = 3; t < 6; ++t) {
-      step(p16, w, t);
-      step(resumed, w2, t);
+      REQUIRE(m16.step(p16, "dion_q_ckpt", t));
+      REQUIRE(again.step(resumed, "dion_q_ckpt", t));
     }
-    CHECK(w == w2);
+    CHECK(again.w == m16.w);
     CHECK(io::capture(resumed) == io::capture(p16));
   }
 

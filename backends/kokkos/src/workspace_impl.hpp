@@ -54,8 +54,7 @@ class Staging {
   Slot& take(std::size_t device_bytes, std::size_t host_bytes) {
     if (used_ == slots_.size()) slots_.push_back(std::make_unique<Slot>());  // the others stay put
     Slot& s = *slots_[used_++];
-    grow_buffer(s.device, device_bytes, "schatten::staging");
-    grow_buffer(s.host, host_bytes, "schatten::staging_host");
+    grow(s, device_bytes, host_bytes);
     return s;
   }
 
@@ -65,10 +64,8 @@ class Staging {
   void reserve(std::size_t arrays, std::size_t bytes) {
     while (slots_.size() < arrays)
       slots_.push_back(std::make_unique<Slot>());
-    for (std::size_t k = 0; k < arrays; ++k) {
-      grow_buffer(slots_[k]->device, bytes, "schatten::staging");
-      grow_buffer(slots_[k]->host, bytes, "schatten::staging_host");
-    }
+    for (std::size_t k = 0; k < arrays; ++k)
+      grow(*slots_[k], bytes, bytes);
   }
   /// True when the first `arrays` slots exist and hold at least `bytes` on both sides: a call
   /// that stages up to `arrays` arrays of at most `bytes` each allocates nothing. Arrays of no
@@ -94,6 +91,11 @@ class Staging {
   }
 
  private:
+  /// Grows each side of s to at least its bytes (grow_buffer: freed, then allocated).
+  static void grow(Slot& s, std::size_t device_bytes, std::size_t host_bytes) {
+    grow_buffer(s.device, device_bytes, "schatten::staging");
+    grow_buffer(s.host, host_bytes, "schatten::staging_host");
+  }
   // Not a std::deque, whose empty form allocates (libstdc++): an empty Staging, as every
   // DeviceIO holds, must cost nothing.
   std::vector<std::unique_ptr<Slot>> slots_;

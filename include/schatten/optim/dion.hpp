@@ -503,19 +503,20 @@ inline auto dion3(const Dion3Options& o = {}) { return nordion2(o); }
 /// a rank-deficient momentum, e.g. a rank-1 gradient, gives an update of its own rank).
 ///
 /// `mu_storage` [P] (docs/optim.md "State precision"; microsoft/dion's
-/// `DionMixedPrecisionConfig.momentum_dtype`): M in fp32 (default) or bf16, half its memory (Q
-/// has its own storage, `q_storage`, below). The arithmetic is float either way. With bf16, M + G is widened
-/// into u's memory (the gradient being spent: TraceMomentum's sum form with β = 1, as Dion2's), the kernel
-/// runs on that float array and writes U over it, and M′ = M + G − (1 − μ) P Rᵀ is stored rounded from float
-/// once it is final (LowRankStepOptions::store_momentum): the update is the fp32 rule's from the same stored
-/// M, bit for bit, and no extra r × c array is needed. A bf16 M refuses a step (`out_of_range`; the chain
-/// restores M) where ‖M + G‖_F > kBf16Max ≈ 3.3895e38: the feedback removes a projection of B, so |M′_ij| ≤
-/// ‖M′‖_F ≤ ‖M + G‖_F (to P's orthonormality, O(k·u), far inside half a bf16 unit) and no element can be
-/// stored as ∞ (a sum of gradients, so a gradient limit alone would not do). With replicas each rounds its
-/// own M_i; a replica whose sum is refused must still reach the kernel's collectives, so it poisons its
-/// widened sum with a NaN instead, which the first average brings to every replica (kernels/low_rank.hpp,
-/// "Replicas"), and every replica reports out_of_range (verdict()); a distributed checkpoint rounds the
-/// replicas' mean M to bf16 (distributed::save_checkpoint).
+/// `DionMixedPrecisionConfig.momentum_dtype`): M in fp32 (default) or bf16, half its memory (Q has
+/// its own storage, `q_storage`, below). The arithmetic is float either way. With bf16, M + G is
+/// widened into u's memory (the gradient being spent: TraceMomentum's sum form with β = 1, as
+/// Dion2's), the kernel runs on that float array and writes U over it, and M′ = M + G − (1 − μ)
+/// P Rᵀ is stored rounded from float once it is final (LowRankStepOptions::store_momentum): the
+/// update is the fp32 rule's from the same stored M, bit for bit, and no extra r × c array is
+/// needed. A bf16 M refuses a step (`out_of_range`; the chain restores M) where ‖M + G‖_F >
+/// kBf16Max ≈ 3.3895e38: the feedback removes a projection of B, so |M′_ij| ≤ ‖M′‖_F ≤ ‖M + G‖_F
+/// (to P's orthonormality, O(k·u), far inside half a bf16 unit) and no element can be stored as ∞
+/// (a sum of gradients, so a gradient limit alone would not do). With replicas each rounds its own
+/// M_i; a replica whose sum is refused must still reach the kernel's collectives, so it poisons its
+/// widened sum with a NaN instead, which the first average brings to every replica
+/// (kernels/low_rank.hpp, "Replicas"), and every replica reports out_of_range (verdict()); a
+/// distributed checkpoint rounds the replicas' mean M to bf16 (distributed::save_checkpoint).
 ///
 /// `q_storage` [P] (microsoft/dion's `DionMixedPrecisionConfig.Q_dtype`): Q in fp32 (default) or
 /// bf16, half its k·S floats. The kernel works on a float Q either way: with bf16 the stored Q

@@ -707,10 +707,10 @@ class Partition {
   /// DionDirection::precheck_covers: Workspace::staging_covers), so that those routes keep no
   /// state copies on host memory either, and a step allocates no staging copy. Nothing to do
   /// with prechecks off (the copies then make every step all or nothing, and the kernels grow
-  /// the staging at the first step), on device memory, or where the kernels read host memory in
-  /// place. False when the allocation failed.
+  /// the staging at the first step) or on device memory; Workspace::reserve_staging does nothing
+  /// where the kernels read host memory in place. False when the allocation failed.
   bool reserve_staging() {
-    if (!prechecks_ || memory_ != MemoryKind::host || memory::kernels_access(MemoryKind::host)) return true;
+    if (!prechecks_ || memory_ != MemoryKind::host) return true;
     std::size_t largest = 0;  // elements
     int arrays = 0;
     const auto count = [&](auto tag, std::size_t elements) {
