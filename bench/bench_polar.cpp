@@ -19,8 +19,8 @@
 /// spectral_clip/lower=..,upper=../<precision>/<shape> times spectral_clip() with bounds given
 /// relative to σ_max (the hardcap, and a two-sided clip): rel_err against U clip(Σ) Vᵀ;
 /// spectral_clip_poly8/... the same with SpectralClipMethod::polynomial (Polar Express, 8 steps);
-/// spectral_clip_poly8_bf16/... iterating in bf16 (float data, builds where
-/// precision_supported(bf16): CUDA).
+/// spectral_clip_poly8_bf16/... iterating in bf16 (float data; on a CPU build the portable
+/// 16-bit emulation, docs/kernels/polar.md "16-bit iteration").
 /// spectral_power_poly{5,8}/... the polynomial method with 5 or 8 steps (α ≥ 0): GFLOP/s,
 ///   rel_err, band (the schedule's worst relative error on [1e-3, 1]).
 /// qdwh_floor/double/1024x1024/kappa=1e16: QDWH on a geometric spectrum of condition 1e16, the

@@ -66,8 +66,9 @@ const char* report_usage() {
          "  --shape RxC only this shape (repeatable); above 2048 the input is Gaussian\n"
          "              and the error columns are nan (timing only)\n"
          "  --method M  only this method (repeatable), e.g. polar_express_5, qdwh\n"
-         "  --lowp P    also run the float cases iterating in P (bf16 or fp16) where this\n"
-         "              build supports it (CUDA builds; Newton-Schulz and Polar Express)\n";
+         "  --lowp P    also run the float cases iterating in P (bf16 or fp16): the\n"
+         "              Newton-Schulz family and Polar Express (cuBLAS on CUDA; elsewhere a\n"
+         "              portable emulation, slow on a CPU)\n";
 }
 
 std::string parse_report_args(int argc, const char* const* argv, ReportArgs& args) {

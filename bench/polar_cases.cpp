@@ -21,6 +21,7 @@
 
 #include "git_info.hpp"
 #include "schatten/core/random.hpp"
+#include "schatten/kokkos/detail/batched.hpp"
 #include "schatten/kokkos/detail/compat.hpp"
 #include "schatten/kokkos/detail/linalg.hpp"
 #include "schatten/reference/polar.hpp"
@@ -296,9 +297,11 @@ template <class T>
 double GemmProbe<T>::seconds() {
   Kokkos::fence();
   Kokkos::Timer timer;
-  // The kernels' own GEMM entry: KokkosBlas, or the vendor layer for 16-bit storage.
+  // The kernels' own GEMM entry: KokkosBlas, the vendor layer for 16-bit storage on CUDA, or
+  // portable_gemm for the software 16-bit types elsewhere.
   using S = kokkos::detail::scalar_t<T>;
-  kokkos::detail::gemm(Kokkos::DefaultExecutionSpace(), "N", "N", S(1), impl_->a, impl_->b, S(0), impl_->c);
+  kokkos::detail::matrix_gemm(Kokkos::DefaultExecutionSpace(), "N", "N", S(1), impl_->a, impl_->b, S(0),
+                              impl_->c);
   Kokkos::fence();
   return timer.seconds();
 }
@@ -482,11 +485,15 @@ double floor_seconds(const std::vector<GemmShape>& ops, int reps) {
 
 template <class T>
 double kernel_floor_seconds(const Problem& p, const PolarOptions& o, int reps) {
+  // 16-bit iteration: the GEMMs of its storage type (cuBLAS on CUDA, portable_gemm elsewhere).
 #if defined(SCHATTEN_HAVE_LOWP_GEMM)
   if (o.compute == Precision::bf16)
     return floor_seconds<Kokkos::Experimental::bhalf_t>(executed_ops<T>(p, o), reps);
   if (o.compute == Precision::fp16)
     return floor_seconds<Kokkos::Experimental::half_t>(executed_ops<T>(p, o), reps);
+#else
+  if (o.compute == Precision::bf16) return floor_seconds<kokkos::detail::Bf16>(executed_ops<T>(p, o), reps);
+  if (o.compute == Precision::fp16) return floor_seconds<kokkos::detail::Fp16>(executed_ops<T>(p, o), reps);
 #endif
   return floor_seconds<T>(executed_ops<T>(p, o), reps);
 }

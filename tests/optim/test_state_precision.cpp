@@ -13,7 +13,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -26,6 +25,7 @@
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/step_size.hpp"
+#include "support/float_bits.hpp"
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 
@@ -33,21 +33,13 @@ namespace optim_test_state_precision {  // this file's scope in a unity build (t
 
 using namespace schatten;
 using namespace schatten::optim;
+using schatten::test::bits;
 using schatten::test::case_seed;
+using schatten::test::from_bits;
 using schatten::test::random_vec;
 
 namespace {
 
-std::uint32_t bits(float x) {
-  std::uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-}
-float from_bits(std::uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
 /// The nearest bf16 of a finite float, ties to the even pattern, found in double from the two
 /// candidates that bracket it (the truncated pattern and the next one away from zero).
 std::uint16_t nearest_bf16(float x) {

@@ -52,7 +52,11 @@ double scale(const Eigen::VectorXd& sigma, double safety, double eps, Norm norm)
 
 Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps,
                                             int iterations, double safety, double eps, Norm norm) {
-  const Svd d = svd(a);
+  return predicted_polynomial_output(svd(a), steps, iterations, safety, eps, norm);
+}
+
+Eigen::MatrixXd predicted_polynomial_output(const Svd& d, const std::vector<PolyStep>& steps, int iterations,
+                                            double safety, double eps, Norm norm) {
   const double nu = scale(d.s, safety, eps, norm);
   return spectral_map(d, [&](double s) { return composite(steps, s / nu, iterations); });
 }

@@ -45,6 +45,10 @@ Eigen::MatrixXd predicted_polynomial_output(const Eigen::MatrixXd& a, const std:
                                             int iterations, double safety, double eps,
                                             Norm norm = Norm::frobenius);
 
+/// The same from a's SVD, when the test knows it (a built from prescribed factors): no SVD.
+Eigen::MatrixXd predicted_polynomial_output(const Svd& d, const std::vector<PolyStep>& steps, int iterations,
+                                            double safety, double eps, Norm norm = Norm::frobenius);
+
 /// Largest |f(σ_i/ν) − 1| over the singular values of a: how far the exact-arithmetic output
 /// is from the polar factor, in spectral norm.
 double predicted_band_deviation(const Eigen::MatrixXd& a, const std::vector<PolyStep>& steps, int iterations,

@@ -173,13 +173,7 @@ Status schatten_norm(BatchedMatrixRef<const double> a, double q, double* norms,
 
 bool precision_supported(Precision p, PolarMethod method) {
   if (p != Precision::bf16 && p != Precision::fp16) return true;
-#if defined(SCHATTEN_HAVE_LOWP_GEMM)
-  return std::is_same<kokkos::detail::DefaultExec, Kokkos::Cuda>::value &&
-         (method == PolarMethod::newton_schulz || method == PolarMethod::polar_express);
-#else
-  (void)method;
-  return false;
-#endif
+  return method == PolarMethod::newton_schulz || method == PolarMethod::polar_express;
 }
 
 std::size_t polar_workspace_bytes(index_t rows, index_t cols, index_t batch, const PolarOptions& options,

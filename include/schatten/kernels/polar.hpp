@@ -47,10 +47,12 @@ struct PolarOptions {
   /// (X ← Q X, R ← X Xᵀ, Q ← I); entries ≥ iterations have no effect. Restarts stop the loss
   /// of accuracy of the accumulated Gram factors. Default {2} [V] NoahAmsel/gram-newton-schulz.
   std::vector<int> gram_restarts{2};
-  /// Precision of the iteration: automatic (= the input's), fp32 or fp64; bf16 or fp16 on CUDA
-  /// builds for newton_schulz and polar_express (16-bit storage of the iterate and of every GEMM
-  /// result, fp32 accumulation and fp32 scalar arithmetic, normalisation computed in double from
-  /// the input; docs/kernels/polar.md). Elsewhere bf16/fp16 → Status::unsupported.
+  /// Precision of the iteration: automatic (= the input's), fp32 or fp64; bf16 or fp16 for
+  /// newton_schulz and polar_express (16-bit storage of the iterate and of every GEMM result,
+  /// fp32 accumulation and fp32 scalar arithmetic, normalisation computed in double from the
+  /// input; docs/kernels/polar.md "Precision"): cuBLAS on CUDA, a portable Kokkos GEMM on every
+  /// other build (on a CPU an emulation of the GPU's numerics, slower than fp32). Other methods:
+  /// bf16/fp16 → Status::unsupported.
   Precision compute = Precision::automatic;
   /// Options of PolarMethod::qdwh (which ignores iterations, schedule and gram_restarts).
   QdwhOptions qdwh{};
@@ -187,7 +189,7 @@ PolarReport kaon(const A& a, const Q& q, int steps = 5, Workspace* workspace = n
 }
 
 /// True when this build can run polar() with `method` iterating in precision `p` (fp32, fp64
-/// and automatic always; bf16/fp16 only for newton_schulz and polar_express on a CUDA build).
+/// and automatic always; bf16/fp16 for newton_schulz and polar_express, on every build).
 bool precision_supported(Precision p, PolarMethod method);
 
 /// The schedule polar() will use for these options (the method's default when none is set):

@@ -117,7 +117,7 @@ struct SpectralPowerOptions {
   /// polynomial: quintic steps T ∈ {5, 6, 8} (5 costs one Muon NS5 orthogonalisation).
   int polynomial_steps = 5;
   /// polynomial: the iteration precision and SYRK use, as PolarOptions::compute and
-  /// PolarOptions::symmetric_gram (bf16/fp16 on CUDA builds).
+  /// PolarOptions::symmetric_gram (bf16/fp16 on every build).
   Precision polynomial_compute = Precision::automatic;
   bool symmetric_gram = true;
   /// φ/‖A‖₂ (0 < floor < 1; ‖A‖₂ stands for QDWH's scale α̂, within [0.938, 1.02]·‖A‖₂, as
@@ -193,7 +193,7 @@ double polynomial_power_iterate_bound(const SpectralPowerOptions& options);
 /// How spectral_clip() computes U clip(Σ) Vᵀ.
 enum class SpectralClipMethod {
   qdwh,       ///< QDWH and sign functions by QDWH in double: working precision (the default)
-  polynomial  ///< Newton–Schulz only (GEMMs in the iteration precision, bf16/fp16 on CUDA): the
+  polynomial  ///< Newton–Schulz only (GEMMs in the iteration precision, bf16/fp16 too): the
               ///< polar factor and the sign functions by SpectralClipOptions::polar's schedule,
               ///< accurate within its band (Emerging-Optimizers' method)
 };
@@ -262,7 +262,7 @@ struct SpectralClipOptions {
 /// identities with Newton–Schulz (options.polar) for the polar factor O = U f(Σ/ν) Vᵀ
 /// (ν = safety·‖A‖_F + eps) and for each sign function, whose input H₀ − tI (t = bound/ν) is
 /// scaled by 1/(1.05·max(t, B − t)), B = max_{[0,1]} |f| ≥ ‖H₀‖₂; GEMMs only, in the iteration
-/// precision (bf16/fp16 on CUDA builds). Cost: 1 + (number of bounds) Newton–Schulz runs (m × n,
+/// precision (bf16/fp16 included). Cost: 1 + (number of bounds) Newton–Schulz runs (m × n,
 /// then k × k) + 4mk² + 2k³ per bound. Accuracy: the schedule's; with the default (Polar
 /// Express, 8 steps) |u_iᵀ out v_i − clip(σ_i)| ≤ 3e-5·‖A‖_F for σ_i and the bounds in
 /// [1e-3, 1]·‖A‖_F (measured 2.2e-5); a schedule that does not converge to 1 (Keller Jordan's,

@@ -12,6 +12,7 @@
 #include "schatten/core/types.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/kokkos/detail/compat.hpp"
+#include "schatten/kokkos/detail/portable_gemm.hpp"
 #include "schatten/kokkos/workspace.hpp"
 
 namespace schatten::kokkos::detail {
@@ -102,36 +103,83 @@ void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t c
   }
 }
 
+/// True for the element types whose GEMMs only portable_gemm computes: the software 16-bit
+/// storage of bf16/fp16 iteration outside CUDA (portable_gemm.hpp).
+template <class T>
+constexpr bool portable_storage = std::is_same<T, Bf16>::value || std::is_same<T, Fp16>::value;
+
+/// The largest dimension (m, n and k) of a batched product that counts as launch-bound on a
+/// device [P]: a 512 × 512 × 512 GEMM is about 0.27 GFLOP, microseconds on a current GPU, of the
+/// order of a kernel launch. A batch of such products runs as one launch for all its matrices,
+/// even at more flops: one portable_gemm on a device without a vendor batched GEMM (HIP), and on
+/// CUDA one strided-batched GEMM for a symmetric product, in place of a SYRK per matrix (cuBLAS
+/// has no batched SYRK). Larger products keep one vendor call per matrix. Not measured on a GPU
+/// yet (issue #7).
+inline constexpr index_t kLaunchBoundDim = 512;
+
+/// True for a batch of several products m × n × k on a device, all dimensions at most
+/// kLaunchBoundDim (above).
+template <class Exec>
+bool launch_bound_batch(index_t batch, index_t m, index_t n, index_t k) {
+  return !runs_on_host<Exec> && batch > 1 && kmax(m, kmax(n, k)) <= kLaunchBoundDim;
+}
+
+/// True when batched_gemm computes a batch of `batch` products m × n × k with one portable_gemm
+/// launch: always for the software 16-bit types, and for several small matrices on a device
+/// space without a vendor batched GEMM.
+template <class Exec, class T>
+bool portable_batched(index_t batch, index_t m, index_t n, index_t k) {
+  if constexpr (portable_storage<T>) {
+    return true;
+  } else {
+#if defined(SCHATTEN_HAVE_CUDA_BATCHED_GEMM)
+    if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) return false;
+#endif
+    return launch_bound_batch<Exec>(batch, m, n, k);
+  }
+}
+
+/// The operand of portable_gemm or the vendor's batched GEMM for a column-major view of rank 2
+/// (one matrix) or 3 (matrices stride(2) apart).
+template <class V>
+StridedOperand<typename V::value_type> strided_operand(const V& v) {
+  return {v.data(), leading_dim(v), V::rank == 3 ? static_cast<std::int64_t>(v.stride(2)) : 0};
+}
+
 /// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for every b. On CUDA a batch of several matrices
-/// is one cublasGemmStridedBatchedEx launch (vendor.hpp); elsewhere, and for a single matrix,
-/// one KokkosBlas call per matrix (host BLAS, cuBLAS or rocBLAS behind Kokkos Kernels). The
-/// per-matrix loop costs a launch per matrix on a device: HIP has no batched path yet (vendor.hpp).
+/// is one cublasGemmStridedBatchedEx launch (vendor.hpp); where portable_batched() says so, one
+/// portable_gemm launch (software 16-bit storage; small matrices on HIP); otherwise, and for a
+/// single matrix, one KokkosBlas call per matrix (host BLAS, cuBLAS or rocBLAS behind Kokkos
+/// Kernels).
 template <class Exec, class T, class Mem>
 void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, scalar_t<T> alpha,
                   const Mat3<T, Mem>& a, const Mat3<T, Mem>& b, scalar_t<T> beta, const Mat3<T, Mem>& c) {
   const index_t batch = c.extent(2);
+  const bool na = trans_a[0] == 'N' || trans_a[0] == 'n', nb = trans_b[0] == 'N' || trans_b[0] == 'n';
+  const int m = static_cast<int>(c.extent(0)), n = static_cast<int>(c.extent(1));
+  const int k = static_cast<int>(na ? a.extent(1) : a.extent(0));
+  if (portable_batched<Exec, T>(batch, m, n, k)) {
+    portable_gemm<Exec, T>(space, !na, !nb, m, n, k, alpha, strided_operand(Mat3<const T, Mem>(a)),
+                           strided_operand(Mat3<const T, Mem>(b)), beta, strided_operand(c),
+                           static_cast<int>(batch));
+    return;
+  }
 #if defined(SCHATTEN_HAVE_CUDA_BATCHED_GEMM)
   if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
     if (batch > 1) {
-      // Mat3 is column-major per matrix, the matrices stride(2) apart.
-      auto operand = [](const auto& v) {
-        using V = std::remove_reference_t<decltype(*v.data())>;
-        return vendor::BatchOperand<V>{v.data(), leading_dim(v), static_cast<long long>(v.stride(2))};
-      };
-      const bool na = trans_a[0] == 'N' || trans_a[0] == 'n';
-      const int k = static_cast<int>(na ? a.extent(1) : a.extent(0));
-      vendor::gemm_strided<T>(space, trans_a, trans_b, static_cast<int>(c.extent(0)),
-                              static_cast<int>(c.extent(1)), k, alpha, operand(Mat3<const T, Mem>(a)),
-                              operand(Mat3<const T, Mem>(b)), beta, operand(c), static_cast<int>(batch));
+      vendor::gemm_strided<T>(space, trans_a, trans_b, m, n, k, alpha, strided_operand(Mat3<const T, Mem>(a)),
+                              strided_operand(Mat3<const T, Mem>(b)), beta, strided_operand(c),
+                              static_cast<int>(batch));
       return;
     }
   }
 #endif
-  for (index_t i = 0; i < batch; ++i) {
-    gemm(space, trans_a, trans_b, alpha, Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i),
-         Kokkos::subview(b, Kokkos::ALL, Kokkos::ALL, i), beta,
-         Kokkos::subview(c, Kokkos::ALL, Kokkos::ALL, i));
-  }
+  if constexpr (!portable_storage<T>)  // (those returned above: no BLAS knows them)
+    for (index_t i = 0; i < batch; ++i) {
+      gemm(space, trans_a, trans_b, alpha, Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i),
+           Kokkos::subview(b, Kokkos::ALL, Kokkos::ALL, i), beta,
+           Kokkos::subview(c, Kokkos::ALL, Kokkos::ALL, i));
+    }
 }
 
 /// C ← [C] + beta·A + alpha·I on square matrices (the bracket when `accumulate`).
@@ -170,13 +218,14 @@ void copy(const Exec& space, const Mat3<T, Mem>& dst, const Mat3<T, Mem>& src) {
   Kokkos::deep_copy(space, dst, src);
 }
 
-/// C ← (C + Cᵀ)/2 for every square matrix of the batch.
+/// C ← (C + Cᵀ)/2 for every square matrix of the batch, the mean formed in scalar_t<T>.
 /// Host: a work item is one row of 16 × 16 tiles of one matrix; each tile pair (I, J), (J, I)
 /// is read into local arrays before it is averaged and written back, which avoids the
 /// cache-set conflicts of walking a power-of-two leading dimension across columns (3.4× faster
 /// than the plain loop at k = 1024 on this machine). Device: one thread per upper element.
 template <class Exec, class T, class Mem>
 void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
+  using S = scalar_t<T>;
   const index_t k = c.extent(0);
   if constexpr (runs_on_host<Exec>) {
     constexpr index_t tb = 16;
@@ -199,7 +248,8 @@ void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
             for (index_t j = j0; j < j1; ++j)
               for (index_t i = i0; i < i1; ++i) {
                 if (j0 == i0 && j <= i) continue;
-                const T v = (upper[j - j0][i - i0] + lower[i - i0][j - j0]) / T(2);
+                const T v = static_cast<T>(
+                    (static_cast<S>(upper[j - j0][i - i0]) + static_cast<S>(lower[i - i0][j - j0])) / S(2));
                 c(i, j, b) = v;
                 c(j, i, b) = v;
               }
@@ -209,7 +259,7 @@ void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
     for_each_element(
         space, "schatten::symmetrize", k, k, c.extent(2), KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
           if (j <= i) return;
-          const T v = (c(i, j, b) + c(j, i, b)) / T(2);
+          const T v = static_cast<T>((static_cast<S>(c(i, j, b)) + static_cast<S>(c(j, i, b))) / S(2));
           c(i, j, b) = v;
           c(j, i, b) = v;
         });
@@ -251,6 +301,25 @@ void fill_upper(const Exec& space, const Mat3<T, Mem>& c) {
   }
 }
 
+/// C = alpha op(A) op(B) + beta C for one matrix (column-major views): gemm() (compat.hpp), or
+/// portable_gemm for the software 16-bit types, which no BLAS knows.
+template <class Exec, class AV, class BV, class CV>
+void matrix_gemm(const Exec& space, const char* trans_a, const char* trans_b,
+                 scalar_t<typename CV::non_const_value_type> alpha, const AV& a, const BV& b,
+                 scalar_t<typename CV::non_const_value_type> beta, const CV& c) {
+  using T = typename CV::non_const_value_type;
+  if constexpr (portable_storage<T>) {
+    const bool ta = !(trans_a[0] == 'N' || trans_a[0] == 'n'), tb = !(trans_b[0] == 'N' || trans_b[0] == 'n');
+    portable_gemm<Exec, T>(space, ta, tb, static_cast<int>(c.extent(0)), static_cast<int>(c.extent(1)),
+                           static_cast<int>(ta ? a.extent(0) : a.extent(1)), alpha,
+                           StridedOperand<const T>{a.data(), leading_dim(a), 0},
+                           StridedOperand<const T>{b.data(), leading_dim(b), 0}, beta,
+                           StridedOperand<T>{c.data(), leading_dim(c), 0}, 1);
+  } else {
+    gemm(space, trans_a, trans_b, alpha, a, b, beta, c);
+  }
+}
+
 /// True when a symmetric product with an n × n result computes only one triangle in Exec for T: a
 /// vendor SYRK (has_syrk), else GEMM row panels where symmetric_panels_pay(n) (polar.hpp).
 template <class Exec, class T>
@@ -273,13 +342,15 @@ void sym_lower_by_panels(const Exec& space, bool no_trans, scalar_t<T> alpha, co
     const index_t e = kmin(p0 + b, n);
     const auto cp = Kokkos::subview(c, Kokkos::make_pair(p0, e), Kokkos::make_pair(index_t(0), e));
     if (no_trans)  // C[p0:e, 0:e] = A[p0:e, :] A[0:e, :]ᵀ
-      gemm(space, "N", "T", alpha,
-           Kokkos::subview(a, Kokkos::make_pair(p0, e), Kokkos::make_pair(index_t(0), k)),
-           Kokkos::subview(a, Kokkos::make_pair(index_t(0), e), Kokkos::make_pair(index_t(0), k)), beta, cp);
+      matrix_gemm(space, "N", "T", alpha,
+                  Kokkos::subview(a, Kokkos::make_pair(p0, e), Kokkos::make_pair(index_t(0), k)),
+                  Kokkos::subview(a, Kokkos::make_pair(index_t(0), e), Kokkos::make_pair(index_t(0), k)),
+                  beta, cp);
     else  // C[p0:e, 0:e] = A[:, p0:e]ᵀ A[:, 0:e]
-      gemm(space, "T", "N", alpha,
-           Kokkos::subview(a, Kokkos::make_pair(index_t(0), k), Kokkos::make_pair(p0, e)),
-           Kokkos::subview(a, Kokkos::make_pair(index_t(0), k), Kokkos::make_pair(index_t(0), e)), beta, cp);
+      matrix_gemm(space, "T", "N", alpha,
+                  Kokkos::subview(a, Kokkos::make_pair(index_t(0), k), Kokkos::make_pair(p0, e)),
+                  Kokkos::subview(a, Kokkos::make_pair(index_t(0), k), Kokkos::make_pair(index_t(0), e)),
+                  beta, cp);
   }
 }
 
@@ -287,12 +358,14 @@ void sym_lower_by_panels(const Exec& space, bool no_trans, scalar_t<T> alpha, co
 /// A Aᵀ; "T": Aᵀ A). With `symmetric` and has_symmetric_kernel: the lower triangle only, by a
 /// vendor SYRK (half the flops) or else by GEMM row panels (sym_lower_by_panels), one matrix at a
 /// time, then fill_upper, so C is exactly symmetric; beta ≠ 0 then reads only C's lower
-/// triangle (and the diagonal tiles). Otherwise one GEMM per product, as batched_gemm.
+/// triangle (and the diagonal tiles). Otherwise, and for a launch-bound batch (kLaunchBoundDim),
+/// the full products, as batched_gemm.
 template <class Exec, class T, class Mem>
 void batched_sym_product(const Exec& space, bool symmetric, const char* trans, scalar_t<T> alpha,
                          const Mat3<T, Mem>& a, scalar_t<T> beta, const Mat3<T, Mem>& c) {
   const bool no_trans = trans[0] == 'N' || trans[0] == 'n';
-  if (symmetric && has_symmetric_kernel<Exec, T>(c.extent(0))) {
+  const index_t n = c.extent(0), inner = no_trans ? a.extent(1) : a.extent(0);
+  if (symmetric && has_symmetric_kernel<Exec, T>(n) && !launch_bound_batch<Exec>(c.extent(2), n, n, inner)) {
     for (index_t i = 0; i < static_cast<index_t>(c.extent(2)); ++i) {
       const auto ai = Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i);
       const auto ci = Kokkos::subview(c, Kokkos::ALL, Kokkos::ALL, i);
@@ -313,7 +386,8 @@ void batched_sym_product(const Exec& space, bool symmetric, const char* trans, s
 template <class Exec, class T, class Mem>
 void batched_square(const Exec& space, bool symmetric, scalar_t<T> alpha, const Mat3<T, Mem>& a,
                     scalar_t<T> beta, const Mat3<T, Mem>& c) {
-  if (symmetric && has_symmetric_kernel<Exec, T>(c.extent(0)))
+  const index_t n = c.extent(0);
+  if (symmetric && has_symmetric_kernel<Exec, T>(n) && !launch_bound_batch<Exec>(c.extent(2), n, n, n))
     batched_sym_product(space, true, "N", alpha, a, beta, c);
   else
     batched_gemm(space, "N", "N", alpha, a, a, beta, c);

@@ -126,6 +126,9 @@ void gemm(const Exec& space, const char* trans_a, const char* trans_b,
   if constexpr (is_lowp<typename CV::non_const_value_type>) {
 #if defined(SCHATTEN_HAVE_LOWP_GEMM)
     vendor::gemm_lowp(space, trans_a, trans_b, alpha, a, b, beta, c);
+#else
+    static_assert(!is_lowp<typename CV::non_const_value_type>,
+                  "schatten: 16-bit GEMMs without a vendor GEMM go through portable_gemm (batched.hpp)");
 #endif
   } else if constexpr (direct_host_blas<CV>()) {
 #if defined(SCHATTEN_HAVE_HOST_BLAS)

@@ -13,7 +13,7 @@
 namespace schatten::kokkos::detail {
 
 inline const char* kUnsupportedPrecision =
-    "bf16/fp16 iteration needs a CUDA build and the newton_schulz or polar_express method";
+    "bf16/fp16 iteration needs the newton_schulz or polar_express method";
 
 /// The iteration type TC as a value, for the generic lambdas of with_iteration_type().
 template <class T>
@@ -22,10 +22,10 @@ struct IterationType {
 };
 
 /// f(IterationType<TC>{}) for the iteration type that `p` selects with input type TIn:
-/// automatic → TIn, fp32 → float, fp64 → double; bf16 / fp16 → Kokkos' bhalf_t / half_t only for
-/// a LowP caller on CUDA builds (16-bit storage, fp32 accumulation: SCHATTEN_HAVE_LOWP_GEMM,
-/// vendor.hpp), otherwise `unsupported` is returned. The one place the precision enum becomes
-/// a type.
+/// automatic → TIn, fp32 → float, fp64 → double; bf16 / fp16 only for a LowP caller (16-bit
+/// storage, fp32 accumulation): Kokkos' bhalf_t / half_t on CUDA (cuBLAS, vendor.hpp), the
+/// software Bf16 / Fp16 elsewhere (portable_gemm.hpp); otherwise `unsupported` is returned. The
+/// one place the precision enum becomes a type.
 template <bool LowP, class Exec, class TIn, class R, class F>
 R with_iteration_type(Precision p, const R& unsupported, F&& f) {
   switch (p) {
@@ -37,12 +37,16 @@ R with_iteration_type(Precision p, const R& unsupported, F&& f) {
       return f(IterationType<double>{});
     case Precision::bf16:
     case Precision::fp16:
+      if constexpr (LowP) {
 #if defined(SCHATTEN_HAVE_LOWP_GEMM)
-      if constexpr (LowP && std::is_same<Exec, Kokkos::Cuda>::value) {
-        if (p == Precision::bf16) return f(IterationType<Kokkos::Experimental::bhalf_t>{});
-        return f(IterationType<Kokkos::Experimental::half_t>{});
-      }
+        if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
+          if (p == Precision::bf16) return f(IterationType<Kokkos::Experimental::bhalf_t>{});
+          return f(IterationType<Kokkos::Experimental::half_t>{});
+        }
 #endif
+        if (p == Precision::bf16) return f(IterationType<Bf16>{});
+        return f(IterationType<Fp16>{});
+      }
       break;
   }
   return unsupported;
@@ -96,7 +100,7 @@ SpectralPowerReport spectral_power_dispatch(const Exec& space,
 }
 
 /// spectral_clip(): the polynomial method (with a bound) in the precision from
-/// options.polar.compute, bf16/fp16 included on CUDA; otherwise QDWH's precision from
+/// options.polar.compute, bf16/fp16 included; otherwise QDWH's precision from
 /// options.qdwh.compute (no bound: a validated copy, spectral_clip_strided).
 template <class Exec, class TIn>
 SpectralPowerReport spectral_clip_dispatch(const Exec& space,
@@ -148,10 +152,10 @@ PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename
     p.orthogonality_error = r.orthogonality_error;
     return p;
   }
-  // bf16/fp16: 16-bit storage with fp32 accumulation on CUDA (vendor.hpp), for the Newton–Schulz
-  // and Polar Express iterations; the normalisation is computed in double before the iterate is
-  // rounded to 16 bits. Gram Newton–Schulz needs its Gram in at least fp32 (algorithms.md §2.4)
-  // and is refused, as are host execution spaces (no 16-bit GEMM there).
+  // bf16/fp16: 16-bit storage with fp32 accumulation (cuBLAS on CUDA, vendor.hpp; portable_gemm
+  // elsewhere), for the Newton–Schulz and Polar Express iterations; the normalisation is computed
+  // in double before the iterate is rounded to 16 bits. Gram Newton–Schulz needs its Gram in at
+  // least fp32 (algorithms.md §2.4) and is refused.
   return with_iteration_type<true, Exec, TIn>(
       options.compute, polar_failure(Status::unsupported, kUnsupportedPrecision), [&](auto tc) {
         using TC = typename decltype(tc)::type;

@@ -20,7 +20,9 @@
 /// HIP: no vendor calls. KokkosBlas::gemm reaches rocBLAS when Kokkos Kernels was built with its
 /// rocBLAS TPL; 16-bit iteration, batched GEMM and SYRK through rocBLAS (rocblas_gemm_ex,
 /// rocblas_gemm_strided_batched_ex, rocblas_ssyrk) would go here and are not written: Debian
-/// ships no rocBLAS to compile them against (docs/benchmarks/hip-compile.md).
+/// ships no rocBLAS to compile them against (docs/benchmarks/hip-compile.md). In their place
+/// portable_gemm.hpp (a Kokkos team GEMM) runs the 16-bit iteration and batches of small
+/// matrices on HIP, as it does on every build without the CUDA path.
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -29,6 +31,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <type_traits>
 
@@ -62,9 +65,19 @@ struct scalar_of<Kokkos::Experimental::half_t> {
 template <class T>
 using scalar_t = typename scalar_of<T>::type;
 
-/// True for the 16-bit storage types that go through the vendor GEMM.
+/// True for the 16-bit storage types, whose arithmetic runs in float: Kokkos' bhalf_t / half_t
+/// on CUDA (the vendor GEMM) and the software Bf16 / Fp16 everywhere (portable_gemm.hpp).
 template <class T>
 constexpr bool is_lowp = !std::is_same<scalar_t<T>, T>::value;
+
+/// One column-major operand of a batch of same-shape matrices: the first matrix, its leading
+/// dimension (≥ its rows) and the distance between consecutive matrices (0 for one matrix).
+template <class T>
+struct StridedOperand {
+  T* data;
+  int ld;
+  std::int64_t stride;
+};
 
 /// Leading dimension of a column-major view (LayoutLeft, rank 2 or 3): the distance between its
 /// columns, at least max(rows, 1) as BLAS, cuBLAS and cuSOLVER require (an empty view has stride 0).
@@ -115,22 +128,13 @@ inline cublasOperation_t op(const char* t) {
   return (t[0] == 'N' || t[0] == 'n') ? CUBLAS_OP_N : CUBLAS_OP_T;
 }
 
-/// Column-major operand of one matrix of a batch: its pointer, leading dimension and the distance
-/// between consecutive matrices (0 for a single matrix).
-template <class T>
-struct BatchOperand {
-  T* data;
-  int ld;
-  long long stride;
-};
-
 /// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for b < batch, C[b] m × n, enqueued on `space`'s
 /// stream: cublasGemmEx for one matrix, one cublasGemmStridedBatchedEx for several. alpha and
 /// beta have the compute type's precision (scalar_t<T>). Cost: 2mnk flops per matrix, one launch.
 template <class T>
 void gemm_strided(const Kokkos::Cuda& space, const char* trans_a, const char* trans_b, int m, int n, int k,
-                  scalar_t<T> alpha, BatchOperand<const T> a, BatchOperand<const T> b, scalar_t<T> beta,
-                  BatchOperand<T> c, int batch) {
+                  scalar_t<T> alpha, StridedOperand<const T> a, StridedOperand<const T> b, scalar_t<T> beta,
+                  StridedOperand<T> c, int batch) {
   if (m == 0 || n == 0 || batch == 0) return;
   using Types = cublas_types<T>;
   cublasHandle_t h = cublas_handle();

@@ -1,0 +1,290 @@
+// SPDX-License-Identifier: Apache-2.0
+/// \file
+/// The portable half of 16-bit iteration (backends/kokkos/.../portable_gemm.hpp): the software
+/// bf16/fp16 conversions against Eigen's independent ones and against the definition of rounding
+/// to nearest, and portable_gemm against products formed in double, in both of its loop forms
+/// (the host's, and the device's, run here on the CPU).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "schatten/core/fp16.hpp"
+#include "schatten/core/random.hpp"
+#include "schatten/kokkos/detail/batched.hpp"
+#include "support/float_bits.hpp"
+#include "support/seed.hpp"
+
+#include <Eigen/Core>
+
+namespace kernels_test_portable_gemm {  // this file's scope in a unity build (tests/CMakeLists.txt)
+
+using namespace schatten;
+using namespace schatten::kokkos::detail;
+using schatten::test::bits;
+using schatten::test::case_seed;
+using schatten::test::from_bits;
+using Exec = Kokkos::DefaultHostExecutionSpace;
+
+namespace {
+std::uint16_t eigen_fp16(float x) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x)); }
+float eigen_fp16_value(std::uint16_t h) {
+  return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(h));
+}
+bool fp16_is_nan(std::uint16_t h) { return (h & 0x7C00u) == 0x7C00u && (h & 0x3FFu) != 0; }
+
+/// Checks that r is x rounded to nearest, ties to even, in a 16-bit format whose finite
+/// values `value` widens exactly and whose largest finite pattern is `max_bits`: r is no farther
+/// from x than either neighbouring pattern, and of those at the same distance the even one.
+template <class Widen>
+void check_nearest(double x, std::uint16_t r, Widen value, std::uint16_t max_bits) {
+  CAPTURE(x);
+  CAPTURE(r);
+  const std::uint16_t mag = r & 0x7FFFu;
+  if (mag > max_bits) {  // ±∞: only beyond the largest finite value plus half its gap
+    const double top = value(max_bits), gap = top - value(static_cast<std::uint16_t>(max_bits - 1));
+    CHECK(std::fabs(x) >= top + gap / 2);
+    return;
+  }
+  const double v = value(r) * 1.0;
+  const double d = std::fabs(x - v);
+  // Neighbours of r in magnitude (the sign follows x; zero's neighbour below is zero itself).
+  for (int step : {-1, 1}) {
+    const int nm = static_cast<int>(mag) + step;
+    if (nm < 0 || nm > max_bits) continue;
+    const double w = value(static_cast<std::uint16_t>((r & 0x8000u) | static_cast<std::uint16_t>(nm)));
+    const double dw = std::fabs(x - w);
+    CHECK(d <= dw);
+    if (d == dw) CHECK((mag & 1u) == 0);  // a tie goes to the even pattern
+  }
+}
+}  // namespace
+
+TEST_SUITE("kernels.portable_gemm") {
+  TEST_CASE("fp16 conversions agree with Eigen::half: every pattern widened, floats rounded") {
+    // fp16_to_float is exact: every one of the 2¹⁶ patterns (NaNs as NaNs).
+    for (std::uint32_t h = 0; h < 0x10000u; ++h) {
+      const auto p = static_cast<std::uint16_t>(h);
+      const float mine = fp16_to_float(p), theirs = eigen_fp16_value(p);
+      if (fp16_is_nan(p)) {
+        CHECK(std::isnan(mine));
+      } else {
+        CHECK(bits(mine) == bits(theirs));
+        CHECK(fp16_round(mine) == p);  // and back
+      }
+    }
+    // fp16_round against Eigen's float_to_half_rtne: every float with a 12-bit mantissa prefix
+    // around each fp16 exponent (the ties and the values on both sides of them), and random
+    // patterns over the whole float range.
+    std::uint64_t checked = 0;
+    for (std::uint32_t e = 90; e <= 145; ++e)
+      for (std::uint32_t m = 0; m < (1u << 23); m += 0x3FFu) {
+        for (std::uint32_t sign : {0u, 0x80000000u}) {
+          const float x = from_bits(sign | (e << 23) | m);
+          if (fp16_round(x) != eigen_fp16(x)) FAIL_CHECK("fp16_round(" << x << ") differs from Eigen");
+          ++checked;
+        }
+      }
+    const std::uint64_t seed = case_seed("fp16_round");
+    CAPTURE(seed);
+    Rng rng(seed);
+    for (int i = 0; i < 1000000; ++i) {
+      const float x = from_bits(static_cast<std::uint32_t>(rng.next()));
+      const std::uint16_t mine = fp16_round(x);
+      if (std::isnan(x)) {
+        CHECK(fp16_is_nan(mine));
+        CHECK((mine & 0x8000u) == ((bits(x) >> 16) & 0x8000u));
+      } else if (mine != eigen_fp16(x)) {
+        FAIL_CHECK("fp16_round(" << x << ") differs from Eigen");
+      }
+      ++checked;
+    }
+    MESSAGE(checked << " floats rounded to fp16 as Eigen rounds them");
+    CHECK(fp16_round(kFp16Max) == 0x7BFFu);
+    CHECK(fp16_to_float(0x7BFFu) == kFp16Max);
+    CHECK(fp16_round(65519.996f) == 0x7BFFu);  // just below 65504 + 16: the largest fp16
+    CHECK(fp16_round(65520.0f) == 0x7C00u);    // the tie goes to even, which is ∞
+    CHECK(fp16_round(-std::numeric_limits<float>::infinity()) == 0xFC00u);
+    CHECK(fp16_round(0x1p-25f) == 0u);           // half the smallest subnormal: tie to even 0
+    CHECK(fp16_round(0x1.000002p-25f) == 1u);    // just above it: the smallest subnormal
+    CHECK(fp16_round(0x1.ff8p-15f) == 0x03FFu);  // the largest subnormal, 2⁻¹⁴ − 2⁻²⁴
+    CHECK(fp16_round(0x1.ffcp-15f) == 0x0400u);  // the tie above it goes to the smallest normal
+  }
+
+  TEST_CASE("double to bf16 and fp16: rounded once, to nearest, ties to even") {
+    const std::uint64_t seed = case_seed("double_to_16");
+    CAPTURE(seed);
+    Rng rng(seed);
+    const auto bf16_value = [](std::uint16_t h) { return static_cast<double>(bf16_to_float(h)); };
+    const auto fp16_value = [](std::uint16_t h) { return static_cast<double>(fp16_to_float(h)); };
+    for (int i = 0; i < 20000; ++i) {
+      // Random doubles over fp16's range and beyond (2^-30 … 2^20) and over bf16's.
+      const double x16 =
+          (rng.uniform() < 0.5 ? -1 : 1) * std::ldexp(1.0 + rng.uniform(), -30 + int(rng.next() % 50));
+      check_nearest(x16, fp16_from_double(x16), fp16_value, 0x7BFFu);
+      const double xb =
+          (rng.uniform() < 0.5 ? -1 : 1) * std::ldexp(1.0 + rng.uniform(), -140 + int(rng.next() % 270));
+      check_nearest(xb, bf16_from_double(xb), bf16_value, 0x7F7Fu);
+    }
+    // Near the ties, where rounding through a float to nearest would round twice: a double just
+    // above (below) the midpoint of two neighbours, by less than half a float unit, becomes the
+    // midpoint itself as a float, which then goes to the even neighbour; correct rounding takes
+    // the upper (lower) one. Checked on both formats for every 97th pattern.
+    int double_rounding_cases = 0;
+    const auto near_ties = [&](std::uint32_t max_bits, auto value, auto from_double, auto round_float) {
+      for (std::uint32_t h = 0x0001u; h < max_bits; h += 97) {
+        const double lo = value(static_cast<std::uint16_t>(h)), hi = value(static_cast<std::uint16_t>(h + 1));
+        const double mid = (lo + hi) / 2, tiny = std::ldexp(mid, -40);
+        CHECK(std::uint32_t(from_double(mid + tiny)) == h + 1);
+        CHECK(std::uint32_t(from_double(mid - tiny)) == h);
+        CHECK(std::uint32_t(from_double(mid)) == ((h & 1u) ? h + 1 : h));
+        if (std::uint32_t(round_float(static_cast<float>(mid + tiny))) != h + 1) ++double_rounding_cases;
+      }
+    };
+    near_ties(0x7BFFu, fp16_value, fp16_from_double, fp16_round);
+    near_ties(0x7F7Fu, bf16_value, bf16_from_double, bf16_round);
+    // The rounding through a float to nearest is wrong at every even lower neighbour: the test
+    // above would catch a conversion written that way.
+    MESSAGE(double_rounding_cases << " near-tie doubles that a float in between would round wrongly");
+    CHECK(double_rounding_cases > 100);
+    CHECK(fp16_from_double(1e300) == 0x7C00u);
+    CHECK(bf16_from_double(-1e300) == 0xFF80u);
+    CHECK(bf16_from_double(1e-300) == 0u);  // far below bf16's smallest subnormal 2^-133
+    CHECK(fp16_is_nan(fp16_from_double(std::nan(""))));
+    // Rounding to odd: of the two floats around an inexact x, the one with an odd last bit.
+    const float ro = float_round_to_odd(0.1), below = from_bits(bits(0.1f) - 1);  // 0.1f > 0.1
+    CHECK((bits(ro) & 1u) == 1u);
+    CHECK((ro == 0.1f || ro == below));
+    CHECK(float_round_to_odd(0.5) == 0.5f);  // exact: unchanged
+  }
+
+  TEST_CASE_TEMPLATE("portable_gemm against products in double, host and device loop forms", T, float, double,
+                     Bf16, Fp16) {
+    using S = scalar_t<T>;
+    // Element-wise bound: the exact product of the stored inputs, rounded in S along a sum of k
+    // products (|error| ≤ γ_k·(|α||A||B| + |β||C|), γ_k ≈ k·u_S for k·u_S ≪ 1; Higham, Accuracy
+    // and Stability, §3.5), then once to T (relative u_T). Twice both, for the scalar α·acc and
+    // β·C steps, which the bound's (k + 2) covers.
+    const double u_s = std::is_same<S, double>::value ? 0x1p-53 : 0x1p-24;
+    const double u_t = std::is_same<T, Bf16>::value ? 0x1p-8 : std::is_same<T, Fp16>::value ? 0x1p-11 : u_s;
+    const std::uint64_t seed = case_seed("portable_gemm");
+    CAPTURE(seed);
+    Rng rng(seed);
+    struct Shape {
+      int m, n, k;
+    };
+    // Tile edges: 32 (device form) and 128 (host form), exceeded by one; a k = 0 product.
+    for (const Shape& sh :
+         {Shape{1, 1, 1}, Shape{37, 45, 29}, Shape{33, 129, 17}, Shape{130, 70, 33}, Shape{5, 7, 0}})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          for (bool host_loops : {true, false})
+            for (double beta : {0.0, -0.75}) {
+              const int m = sh.m, n = sh.n, k = sh.k, batch = 3;
+              CAPTURE(m);
+              CAPTURE(n);
+              CAPTURE(k);
+              CAPTURE(ta);
+              CAPTURE(tb);
+              CAPTURE(host_loops);
+              CAPTURE(beta);
+              // Column-major with padding: leading dimensions above the rows, matrices a gap apart.
+              const int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+              const int lda = ar + 3, ldb = br + 1, ldc = m + 2;
+              const std::int64_t sa = std::int64_t(lda) * ac + 5, sb = std::int64_t(ldb) * bc + 2,
+                                 sc = std::int64_t(ldc) * n + 7;
+              std::vector<T> a(static_cast<std::size_t>(sa * batch)), b(static_cast<std::size_t>(sb * batch)),
+                  c(static_cast<std::size_t>(sc * batch));
+              for (T& x : a)
+                x = static_cast<T>(rng.normal());
+              for (T& x : b)
+                x = static_cast<T>(rng.normal());
+              // beta = 0: C holds NaN, which must not reach the result.
+              for (T& x : c)
+                x = static_cast<T>(beta == 0.0 ? std::nan("") : rng.normal());
+              const std::vector<T> c0 = c;
+              // Teams of every thread of the host space (2 with OpenMP on two cores, 1 on Serial):
+              // the device form's loops then share a tile between threads, as on a GPU.
+              const int team = Exec().concurrency();
+              const double alpha = 1.5;
+              if (host_loops)
+                portable_gemm<Exec, T, true>(Exec(), ta, tb, m, n, k, S(alpha), {a.data(), lda, sa},
+                                             {b.data(), ldb, sb}, S(beta), {c.data(), ldc, sc}, batch, team);
+              else
+                portable_gemm<Exec, T, false>(Exec(), ta, tb, m, n, k, S(alpha), {a.data(), lda, sa},
+                                              {b.data(), ldb, sb}, S(beta), {c.data(), ldc, sc}, batch, team);
+              Exec().fence();
+              double worst = 0.0;
+              bool untouched_padding = true;
+              for (int mat = 0; mat < batch; ++mat) {
+                const auto A = [&](int i, int l) {
+                  const std::int64_t at =
+                      mat * sa + (ta ? l + std::int64_t(i) * lda : i + std::int64_t(l) * lda);
+                  return static_cast<double>(a[static_cast<std::size_t>(at)]);
+                };
+                const auto B = [&](int l, int j) {
+                  const std::int64_t at =
+                      mat * sb + (tb ? j + std::int64_t(l) * ldb : l + std::int64_t(j) * ldb);
+                  return static_cast<double>(b[static_cast<std::size_t>(at)]);
+                };
+                for (int j = 0; j < n; ++j)
+                  for (int i = 0; i < ldc; ++i) {
+                    const auto at = static_cast<std::size_t>(mat * sc + i + std::int64_t(j) * ldc);
+                    if (i >= m) {  // padding rows: never written
+                      untouched_padding = untouched_padding && std::memcmp(&c[at], &c0[at], sizeof(T)) == 0;
+                      continue;
+                    }
+                    double exact = 0.0, mag = 0.0;
+                    for (int l = 0; l < k; ++l) {
+                      exact += A(i, l) * B(l, j);
+                      mag += std::fabs(A(i, l) * B(l, j));
+                    }
+                    const double old = beta == 0.0 ? 0.0 : static_cast<double>(c0[at]);
+                    exact = alpha * exact + beta * old;
+                    const double bound =
+                        (1 + u_t) * (k + 2) * u_s * (std::fabs(alpha) * mag + std::fabs(beta * old)) +
+                        u_t * std::fabs(exact) + 1e-300;
+                    const double got = static_cast<double>(c[at]);
+                    worst = std::max(worst, std::fabs(got - exact) / bound);
+                  }
+              }
+              CHECK(untouched_padding);
+              CHECK(worst <= 1.0);  // NaN from an unread C would fail here
+            }
+  }
+
+  TEST_CASE("portable_gemm: the two loop forms agree bit for bit in every type") {
+    // Both forms add each entry's products in the order of the inner index, one slab after the
+    // other, in the scalar type: the same sums, whatever the tile sizes (no FMA contraction on
+    // this host build: g++ contracts only with -ffp-contract=fast and an FMA target).
+    const int m = 70, n = 45, k = 61;
+    std::vector<float> a(static_cast<std::size_t>(m * k)), b(static_cast<std::size_t>(k * n));
+    Rng rng(case_seed("portable_gemm_forms"));
+    for (float& x : a)
+      x = static_cast<float>(rng.normal());
+    for (float& x : b)
+      x = static_cast<float>(rng.normal());
+    std::vector<float> c1(static_cast<std::size_t>(m * n)), c2(c1.size());
+    portable_gemm<Exec, float, true>(Exec(), false, false, m, n, k, 1.0f, {a.data(), m, 0}, {b.data(), k, 0},
+                                     0.0f, {c1.data(), m, 0}, 1);
+    portable_gemm<Exec, float, false>(Exec(), false, false, m, n, k, 1.0f, {a.data(), m, 0}, {b.data(), k, 0},
+                                      0.0f, {c2.data(), m, 0}, 1);
+    Exec().fence();
+    CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0);
+  }
+
+  TEST_CASE("which products go to portable_gemm") {
+    // The software 16-bit types always; float and double on the host never (the host BLAS).
+    CHECK(portable_batched<Exec, Bf16>(1, 4096, 4096, 4096));
+    CHECK(portable_batched<Exec, Fp16>(3, 8, 8, 8));
+    CHECK_FALSE(portable_batched<Exec, float>(256, 64, 64, 64));
+    CHECK_FALSE(portable_batched<Exec, double>(1, 64, 64, 64));
+  }
+}
+
+}  // namespace kernels_test_portable_gemm
