@@ -288,9 +288,12 @@ TEST_SUITE("kernels.polar.api") {
     // k = 1100 ≥ 2·kSymmetricPanelRows: the symmetric products run as GEMM row panels (3 panels)
     // in bf16. Same oracle and bound as the 96 × 160 case above (the bound does not depend on k:
     // each GEMM result is rounded to 16 bits once, with fp32 accumulation), for symmetric_gram on
-    // and off. The oracle is built from the prescribed factors (an SVD of 1100 × 1200 in double
-    // would take most of the case's time). On a CPU the portable 16-bit GEMM runs it in a few
-    // seconds.
+    // and, with cuBLAS, off. The portable 16-bit GEMM sums every entry's products in the same
+    // order whether a panel or the full product computes it, so there the two settings give the
+    // same bits (measured) and the off setting, a plain GEMM as in the case above, is left out: on
+    // the CPU one call takes 3.4 s in a Release build and about 45 s under the sanitizers. The
+    // oracle is built from the prescribed factors (an SVD of 1100 × 1200 in double would take
+    // longer than the calls).
     const index_t r = 1100, c = 1200;
     const std::vector<double> sigma = geometric(r, 1e-3);
     const std::uint64_t seed = case_seed("lowp_panels");
@@ -308,6 +311,9 @@ TEST_SUITE("kernels.polar.api") {
     const Eigen::MatrixXd want = predicted_polynomial_output(factors, oracle_steps(o), o.iterations,
                                                              resolved_schedule(o).normalization.safety, 0.0);
     for (bool symmetric : {true, false}) {
+#if !defined(KOKKOS_ENABLE_CUDA)
+      if (!symmetric) break;
+#endif
       CAPTURE(symmetric);
       o.symmetric_gram = symmetric;
       std::vector<float> out(in.size());

@@ -168,10 +168,14 @@ TEST_SUITE("kernels.portable_gemm") {
     using S = scalar_t<T>;
     // Element-wise bound: the exact product of the stored inputs, rounded in S along a sum of k
     // products (|error| ≤ γ_k·(|α||A||B| + |β||C|), γ_k ≈ k·u_S for k·u_S ≪ 1; Higham, Accuracy
-    // and Stability, §3.5), then once to T (relative u_T). Twice both, for the scalar α·acc and
-    // β·C steps, which the bound's (k + 2) covers.
+    // and Stability, §3.5), then once to T (relative u_T, or at most half T's smallest subnormal,
+    // η_T, where the result is below T's normal range: fp16's 2⁻¹⁴ is within reach of these
+    // inputs). Twice both, for the scalar α·acc and β·C steps, which the bound's (k + 2) covers.
     const double u_s = std::is_same<S, double>::value ? 0x1p-53 : 0x1p-24;
     const double u_t = std::is_same<T, Bf16>::value ? 0x1p-8 : std::is_same<T, Fp16>::value ? 0x1p-11 : u_s;
+    const double eta_t = std::is_same<T, Fp16>::value   ? 0x1p-25
+                         : std::is_same<T, Bf16>::value ? 0x1p-134
+                                                        : 0.0;
     const std::uint64_t seed = case_seed("portable_gemm");
     CAPTURE(seed);
     Rng rng(seed);
@@ -248,7 +252,7 @@ TEST_SUITE("kernels.portable_gemm") {
                     exact = alpha * exact + beta * old;
                     const double bound =
                         (1 + u_t) * (k + 2) * u_s * (std::fabs(alpha) * mag + std::fabs(beta * old)) +
-                        u_t * std::fabs(exact) + 1e-300;
+                        u_t * std::fabs(exact) + eta_t + 1e-300;
                     const double got = static_cast<double>(c[at]);
                     worst = std::max(worst, std::fabs(got - exact) / bound);
                   }

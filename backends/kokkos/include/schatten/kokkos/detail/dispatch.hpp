@@ -42,10 +42,12 @@ R with_iteration_type(Precision p, const R& unsupported, F&& f) {
         if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
           if (p == Precision::bf16) return f(IterationType<Kokkos::Experimental::bhalf_t>{});
           return f(IterationType<Kokkos::Experimental::half_t>{});
-        }
+        } else  // (the software types are not instantiated for CUDA)
 #endif
-        if (p == Precision::bf16) return f(IterationType<Bf16>{});
-        return f(IterationType<Fp16>{});
+        {
+          if (p == Precision::bf16) return f(IterationType<Bf16>{});
+          return f(IterationType<Fp16>{});
+        }
       }
       break;
   }
