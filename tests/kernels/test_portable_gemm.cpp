@@ -288,6 +288,7 @@ TEST_SUITE("kernels.portable_gemm") {
     CHECK(portable_batched<Exec, Fp16>(3, 8, 8, 8));
     CHECK_FALSE(portable_batched<Exec, float>(256, 64, 64, 64));
     CHECK_FALSE(portable_batched<Exec, double>(1, 64, 64, 64));
+    CHECK_FALSE(has_vendor_batched_gemm<Exec>());  // the host: one BLAS call per matrix
   }
 }
 

@@ -124,19 +124,25 @@ bool launch_bound_batch(index_t batch, index_t m, index_t n, index_t k) {
   return !runs_on_host<Exec> && batch > 1 && kmax(m, kmax(n, k)) <= kLaunchBoundDim;
 }
 
+/// True where the vendor layer has a batched GEMM for Exec (cuBLAS' strided-batched GEMM).
+template <class Exec>
+constexpr bool has_vendor_batched_gemm() {
+#if defined(SCHATTEN_HAVE_CUDA_BATCHED_GEMM)
+  return std::is_same<Exec, Kokkos::Cuda>::value;
+#else
+  return false;
+#endif
+}
+
 /// True when batched_gemm computes a batch of `batch` products m × n × k with one portable_gemm
 /// launch: always for the software 16-bit types, and for several small matrices on a device
 /// space without a vendor batched GEMM.
 template <class Exec, class T>
 bool portable_batched(index_t batch, index_t m, index_t n, index_t k) {
-  if constexpr (portable_storage<T>) {
+  if constexpr (portable_storage<T>)
     return true;
-  } else {
-#if defined(SCHATTEN_HAVE_CUDA_BATCHED_GEMM)
-    if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) return false;
-#endif
-    return launch_bound_batch<Exec>(batch, m, n, k);
-  }
+  else
+    return !has_vendor_batched_gemm<Exec>() && launch_bound_batch<Exec>(batch, m, n, k);
 }
 
 /// The operand of portable_gemm or the vendor's batched GEMM for a column-major view of rank 2
@@ -155,14 +161,17 @@ template <class Exec, class T, class Mem>
 void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, scalar_t<T> alpha,
                   const Mat3<T, Mem>& a, const Mat3<T, Mem>& b, scalar_t<T> beta, const Mat3<T, Mem>& c) {
   const index_t batch = c.extent(2);
-  const bool na = trans_a[0] == 'N' || trans_a[0] == 'n', nb = trans_b[0] == 'N' || trans_b[0] == 'n';
+  const bool na = trans_a[0] == 'N' || trans_a[0] == 'n';
   const int m = static_cast<int>(c.extent(0)), n = static_cast<int>(c.extent(1));
   const int k = static_cast<int>(na ? a.extent(1) : a.extent(0));
-  if (portable_batched<Exec, T>(batch, m, n, k)) {
-    portable_gemm<Exec, T>(space, !na, !nb, m, n, k, alpha, strided_operand(Mat3<const T, Mem>(a)),
-                           strided_operand(Mat3<const T, Mem>(b)), beta, strided_operand(c),
-                           static_cast<int>(batch));
-    return;
+  if constexpr (!has_vendor_batched_gemm<Exec>() || portable_storage<T>) {  // cuBLAS's types: not compiled
+    if (portable_batched<Exec, T>(batch, m, n, k)) {
+      const bool nb = trans_b[0] == 'N' || trans_b[0] == 'n';
+      portable_gemm<Exec, T>(space, !na, !nb, m, n, k, alpha, strided_operand(Mat3<const T, Mem>(a)),
+                             strided_operand(Mat3<const T, Mem>(b)), beta, strided_operand(c),
+                             static_cast<int>(batch));
+      return;
+    }
   }
 #if defined(SCHATTEN_HAVE_CUDA_BATCHED_GEMM)
   if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
