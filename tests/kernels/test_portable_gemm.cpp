@@ -78,9 +78,10 @@ TEST_SUITE("kernels.portable_gemm") {
         CHECK(fp16_round(mine) == p);  // and back
       }
     }
-    // fp16_round against Eigen's float_to_half_rtne: every float with a 12-bit mantissa prefix
-    // around each fp16 exponent (the ties and the values on both sides of them), and random
-    // patterns over the whole float range.
+    // fp16_round against Eigen's float_to_half_rtne: at every exponent from below fp16's
+    // subnormals to beyond its range, every 1023rd mantissa (1023 is prime to the 2¹³ period of
+    // the 13 dropped bits, so they take every residue: ties, and values on both sides of them),
+    // and random patterns over the whole float range.
     std::uint64_t checked = 0;
     for (std::uint32_t e = 90; e <= 145; ++e)
       for (std::uint32_t m = 0; m < (1u << 23); m += 0x3FFu) {
