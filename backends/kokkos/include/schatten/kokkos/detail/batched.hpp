@@ -146,10 +146,15 @@ bool portable_batched(index_t batch, index_t m, index_t n, index_t k) {
 }
 
 /// The operand of portable_gemm or the vendor's batched GEMM for a column-major view of rank 2
-/// (one matrix) or 3 (matrices stride(2) apart).
+/// (one matrix) or 3 (matrices stride(2) apart); read_operand() gives the read-only one (A, B).
 template <class V>
 StridedOperand<typename V::value_type> strided_operand(const V& v) {
   return {v.data(), leading_dim(v), V::rank == 3 ? static_cast<std::int64_t>(v.stride(2)) : 0};
+}
+template <class V>
+StridedOperand<typename V::const_value_type> read_operand(const V& v) {
+  const auto o = strided_operand(v);
+  return {o.data, o.ld, o.stride};
 }
 
 /// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for every b. On CUDA a batch of several matrices
@@ -167,18 +172,16 @@ void batched_gemm(const Exec& space, const char* trans_a, const char* trans_b, s
   if constexpr (!has_vendor_batched_gemm<Exec>() || portable_storage<T>) {  // cuBLAS's types: not compiled
     if (portable_batched<Exec, T>(batch, m, n, k)) {
       const bool nb = trans_b[0] == 'N' || trans_b[0] == 'n';
-      portable_gemm<Exec, T>(space, !na, !nb, m, n, k, alpha, strided_operand(Mat3<const T, Mem>(a)),
-                             strided_operand(Mat3<const T, Mem>(b)), beta, strided_operand(c),
-                             static_cast<int>(batch));
+      portable_gemm<Exec, T>(space, !na, !nb, m, n, k, alpha, read_operand(a), read_operand(b), beta,
+                             strided_operand(c), static_cast<int>(batch));
       return;
     }
   }
 #if defined(SCHATTEN_HAVE_CUDA_BATCHED_GEMM)
   if constexpr (std::is_same<Exec, Kokkos::Cuda>::value) {
     if (batch > 1) {
-      vendor::gemm_strided<T>(space, trans_a, trans_b, m, n, k, alpha, strided_operand(Mat3<const T, Mem>(a)),
-                              strided_operand(Mat3<const T, Mem>(b)), beta, strided_operand(c),
-                              static_cast<int>(batch));
+      vendor::gemm_strided<T>(space, trans_a, trans_b, m, n, k, alpha, read_operand(a), read_operand(b), beta,
+                              strided_operand(c), static_cast<int>(batch));
       return;
     }
   }
@@ -320,10 +323,8 @@ void matrix_gemm(const Exec& space, const char* trans_a, const char* trans_b,
   if constexpr (portable_storage<T>) {
     const bool ta = !(trans_a[0] == 'N' || trans_a[0] == 'n'), tb = !(trans_b[0] == 'N' || trans_b[0] == 'n');
     portable_gemm<Exec, T>(space, ta, tb, static_cast<int>(c.extent(0)), static_cast<int>(c.extent(1)),
-                           static_cast<int>(ta ? a.extent(0) : a.extent(1)), alpha,
-                           StridedOperand<const T>{a.data(), leading_dim(a), 0},
-                           StridedOperand<const T>{b.data(), leading_dim(b), 0}, beta,
-                           StridedOperand<T>{c.data(), leading_dim(c), 0}, 1);
+                           static_cast<int>(ta ? a.extent(0) : a.extent(1)), alpha, read_operand(a),
+                           read_operand(b), beta, strided_operand(c), 1);
   } else {
     gemm(space, trans_a, trans_b, alpha, a, b, beta, c);
   }
