@@ -97,6 +97,24 @@ struct Model {
     return p.step(ptrs(), gp);
   }
 };
+
+/// A fresh optimizer from make(), restored from `from`'s checkpoint fields (io::capture /
+/// io::restore), continues as `from` does over steps 3–5, bit for bit: the parameters and every
+/// field. Both advance; `m` holds from's parameters, `name` seeds the gradients.
+template <class Make, class P>
+void check_resumes_alike(const Make& make, P& from, Model& m, const char* name) {
+  auto resumed = make();
+  REQUIRE(resumed.init());
+  std::string err;
+  REQUIRE_MESSAGE(io::restore(resumed, io::capture(from), &err) == Status::ok, err);
+  Model again = m;
+  for (int t = 3; t < 6; ++t) {
+    REQUIRE(m.step(from, name, t));
+    REQUIRE(again.step(resumed, name, t));
+  }
+  CHECK(again.w == m.w);
+  CHECK(io::capture(resumed) == io::capture(from));
+}
 /// ‖a − b‖ / ‖b‖ over every parameter's change from w0.
 double change_error(const Model& a, const Model& b, const Model& w0) {
   double d2 = 0, n2 = 0;
@@ -952,17 +970,7 @@ TEST_SUITE("optim.state_precision") {
     Model m16("dion_q_ckpt", specs);
     for (int t = 0; t < 3; ++t)
       REQUIRE(m16.step(p16, "dion_q_ckpt", t));
-    auto resumed = make(o16);
-    REQUIRE(resumed.init());
-    std::string err;
-    REQUIRE_MESSAGE(io::restore(resumed, io::capture(p16), &err) == Status::ok, err);
-    Model again = m16;
-    for (int t = 3; t < 6; ++t) {
-      REQUIRE(m16.step(p16, "dion_q_ckpt", t));
-      REQUIRE(again.step(resumed, "dion_q_ckpt", t));
-    }
-    CHECK(again.w == m16.w);
-    CHECK(io::capture(resumed) == io::capture(p16));
+    check_resumes_alike([&] { return make(o16); }, p16, m16, "dion_q_ckpt");
   }
 
   TEST_CASE("schatten-p muon's bf16 momentum is the fp32 rule's, rounded once per step") {
@@ -1033,21 +1041,8 @@ TEST_SUITE("optim.state_precision") {
     const io::FieldSet saved = io::capture(p16);
     std::string err;
 
-    // Round trip: a fresh optimizer of the same storage, restored from `from`'s fields, continues
-    // as `from` does over steps 3–5, bit for bit (both advance; `m` holds from's parameters).
-    const auto resumes_alike = [&](StateStorage storage, auto& from, Model& m) {
-      auto resumed = muon_and_adamw(storage);
-      REQUIRE(resumed.init());
-      REQUIRE_MESSAGE(io::restore(resumed, io::capture(from), &err) == Status::ok, err);
-      Model again = m;
-      for (int t = 3; t < 6; ++t) {
-        REQUIRE(m.step(from, "bf16_ckpt", t));
-        REQUIRE(again.step(resumed, "bf16_ckpt", t));
-      }
-      CHECK(again.w == m.w);
-      CHECK(io::capture(resumed) == io::capture(from));
-    };
-    resumes_alike(Precision::bf16, p16, m16);
+    // Round trip: a fresh optimizer of the same storage continues as p16 does.
+    check_resumes_alike([] { return muon_and_adamw(Precision::bf16); }, p16, m16, "bf16_ckpt");
     // Stochastic rounding resumes bit for bit too: its random bits come from the stored values
     // and the step count, which the checkpoint holds.
     auto sr = muon_and_adamw(StateStorage::bf16_stochastic());
@@ -1056,7 +1051,7 @@ TEST_SUITE("optim.state_precision") {
     for (int t = 0; t < 3; ++t)
       REQUIRE(msr.step(sr, "bf16_ckpt", t));
     CHECK(sr.signature().find("mu_storage=bf16,mu_rounding=stochastic)") != std::string::npos);
-    resumes_alike(StateStorage::bf16_stochastic(), sr, msr);
+    check_resumes_alike([] { return muon_and_adamw(StateStorage::bf16_stochastic()); }, sr, msr, "bf16_ckpt");
     CHECK(msr.w != m16.w);  // the two roundings took different paths
 
     // bf16 values are floats: an fp32 optimizer takes the fields (a checkpoint's signature check
