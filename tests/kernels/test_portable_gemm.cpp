@@ -183,7 +183,7 @@ TEST_SUITE("kernels.portable_gemm") {
     struct Shape {
       int m, n, k;
     };
-    // Tile edges: 32 (device form) and 128 (host form), exceeded by one; a k = 0 product.
+    // Tile edges: 32 and 64 (device form), 128 (host form), exceeded; a k = 0 product.
     for (const Shape& sh :
          {Shape{1, 1, 1}, Shape{37, 45, 29}, Shape{33, 129, 17}, Shape{130, 70, 33}, Shape{5, 7, 0}})
       for (bool ta : {false, true})
@@ -263,24 +263,70 @@ TEST_SUITE("kernels.portable_gemm") {
             }
   }
 
-  TEST_CASE("portable_gemm: the two loop forms agree bit for bit in every type") {
-    // Both forms add each entry's products in the order of the inner index, one slab after the
-    // other, in the scalar type: the same sums, whatever the tile sizes (no FMA contraction on
-    // this host build: g++ contracts only with -ffp-contract=fast and an FMA target).
-    const int m = 70, n = 45, k = 61;
-    std::vector<float> a(static_cast<std::size_t>(m * k)), b(static_cast<std::size_t>(k * n));
-    Rng rng(case_seed("portable_gemm_forms"));
-    for (float& x : a)
-      x = static_cast<float>(rng.normal());
-    for (float& x : b)
-      x = static_cast<float>(rng.normal());
-    std::vector<float> c1(static_cast<std::size_t>(m * n)), c2(c1.size());
-    portable_gemm<Exec, float, true>(Exec(), false, false, m, n, k, 1.0f, {a.data(), m, 0}, {b.data(), k, 0},
-                                     0.0f, {c1.data(), m, 0}, 1);
-    portable_gemm<Exec, float, false>(Exec(), false, false, m, n, k, 1.0f, {a.data(), m, 0}, {b.data(), k, 0},
-                                      0.0f, {c2.data(), m, 0}, 1);
-    Exec().fence();
-    CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0);
+  TEST_CASE_TEMPLATE("portable_gemm gives the bits of the plain loop, in both forms and every type", T, float,
+                     double, Bf16, Fp16) {
+    // The kernel's contract (portable_gemm.hpp): each entry's sum starts at 0 and adds its
+    // products in the order of the inner index, in the scalar type, whatever the tiles, the
+    // blocks of entries a thread keeps in registers, or the team; then T(α·sum + β·C). So the
+    // plain triple loop below gives the same bits: an exact oracle, not a tolerance. (No FMA
+    // contraction on this host build: g++ contracts only with -ffp-contract=fast and an FMA
+    // target.) The shapes cross every tile (32, 64, 128) and block (4, 8) edge and end the inner
+    // dimension inside a slab of 16.
+    using S = scalar_t<T>;
+    Rng rng(case_seed("portable_gemm_bits"));
+    struct Shape {
+      int m, n, k;
+    };
+    for (const Shape& sh : {Shape{1, 1, 1}, Shape{65, 33, 17}, Shape{129, 130, 40}, Shape{7, 200, 3}})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          for (bool host_loops : {true, false}) {
+            const int m = sh.m, n = sh.n, k = sh.k, batch = 2;
+            CAPTURE(m);
+            CAPTURE(n);
+            CAPTURE(k);
+            CAPTURE(ta);
+            CAPTURE(tb);
+            CAPTURE(host_loops);
+            const int lda = (ta ? k : m) + 1, ldb = (tb ? n : k) + 2, ldc = m + 3;
+            const std::int64_t sa = std::int64_t(lda) * (ta ? m : k), sb = std::int64_t(ldb) * (tb ? k : n),
+                               sc = std::int64_t(ldc) * n;
+            std::vector<T> a(static_cast<std::size_t>(sa * batch)), b(static_cast<std::size_t>(sb * batch)),
+                c(static_cast<std::size_t>(sc * batch));
+            for (T& x : a)
+              x = static_cast<T>(rng.normal());
+            for (T& x : b)
+              x = static_cast<T>(rng.normal());
+            for (T& x : c)
+              x = static_cast<T>(rng.normal());
+            const S alpha = S(1.25), beta = S(-0.5);
+            std::vector<T> want = c;
+            for (int mat = 0; mat < batch; ++mat)
+              for (int j = 0; j < n; ++j)
+                for (int i = 0; i < m; ++i) {
+                  S sum = S(0);
+                  for (int l = 0; l < k; ++l) {
+                    const std::int64_t at =
+                        mat * sa + (ta ? l + std::int64_t(i) * lda : i + std::int64_t(l) * lda);
+                    const std::int64_t bt =
+                        mat * sb + (tb ? j + std::int64_t(l) * ldb : l + std::int64_t(j) * ldb);
+                    sum += static_cast<S>(a[static_cast<std::size_t>(at)]) *
+                           static_cast<S>(b[static_cast<std::size_t>(bt)]);
+                  }
+                  T& out = want[static_cast<std::size_t>(mat * sc + i + std::int64_t(j) * ldc)];
+                  out = static_cast<T>(alpha * sum + beta * static_cast<S>(out));
+                }
+            // The kernel's own team size (0) for half the shapes, every host thread for the rest.
+            const int team = (m + n) % 2 == 0 ? 0 : Exec().concurrency();
+            if (host_loops)
+              portable_gemm<Exec, T, true>(Exec(), ta, tb, m, n, k, alpha, {a.data(), lda, sa},
+                                           {b.data(), ldb, sb}, beta, {c.data(), ldc, sc}, batch, team);
+            else
+              portable_gemm<Exec, T, false>(Exec(), ta, tb, m, n, k, alpha, {a.data(), lda, sa},
+                                            {b.data(), ldb, sb}, beta, {c.data(), ldc, sc}, batch, team);
+            Exec().fence();
+            CHECK(std::memcmp(c.data(), want.data(), c.size() * sizeof(T)) == 0);
+          }
   }
 
   TEST_CASE("which products go to portable_gemm") {

@@ -8,8 +8,9 @@
 ///   in Bf16 / Fp16 and every product goes through portable_gemm with fp32 accumulation, the
 ///   numerics of cuBLAS' GEMM with 16-bit storage and CUBLAS_COMPUTE_32F (a result rounded to 16
 ///   bits once per GEMM), in another summation order. On a CPU this is an emulation, for results
-///   that match a GPU's, not for speed: about a tenth of the host BLAS's fp32 rate (17 against
-///   180 GFLOP/s for Newton–Schulz at 1024² on the development machine).
+///   that match a GPU's, not for speed: on one core (Kokkos Serial) about a seventh of the
+///   two-thread host BLAS's fp32 rate for Newton–Schulz at 1024² on the development machine
+///   (docs/benchmarks/cpu-polar.md, "16-bit iteration on the CPU").
 /// - a batch of several same-shape products on a device without a vendor batched GEMM (HIP:
 ///   Debian ships no rocBLAS), so that a model's many small matrices cost one launch per product
 ///   instead of one per matrix (batched.hpp batched_gemm).
@@ -60,37 +61,94 @@ struct scalar_of<Fp16> {
   using type = float;
 };
 
-/// Tiles of portable_gemm [P]: on a device a team computes 32 × 32 entries of C, reading op(A)
-/// and op(B) in slabs of 16 along the inner dimension. Its team scratch holds the two slabs and
-/// the tile's accumulators in the scalar type: (16·32 + 16·32 + 32·32)·4 bytes = 8 KiB in float,
-/// 16 KiB in double, within the 48 KiB of GPU shared memory every Kokkos device backend grants.
-/// On the host a tile is 128 × 128 (80 KiB of scratch in float, in the heap): each slab entry is
-/// converted from 16 bits once per 128 products instead of once per 32, which took the bf16
-/// Newton–Schulz at 1024² from 9 to 17 GFLOP/s on the development machine (AMD EPYC, 2 cores;
-/// 64 × 256 × 32 tiles gave 15.6).
-inline constexpr int kPortableTileM = 32, kPortableTileN = 32, kPortableTileK = 16, kPortableHostTile = 128;
+/// Tiles of portable_gemm [P], by loop form and scalar type S. A team computes M × N entries of
+/// C, reading op(A) and op(B) in slabs of K along the inner dimension; its scratch holds the two
+/// slabs and the tile's running sums in S, (K·M + K·N + M·N)·sizeof(S) bytes. Each thread takes
+/// MR × NR entries of the tile at a time and keeps their sums in registers over a slab: it reads
+/// MR + NR slab values per MR·NR products, where one entry at a time read two per product.
+/// - Device form: 64 × 64 tiles in float (24 KiB of scratch), 32 × 32 in double (16 KiB), within
+///   the 48 KiB of GPU shared memory every Kokkos device backend grants; 4 × 4 blocks of entries
+///   spaced M/4 apart, so that consecutive threads read consecutive scratch words (no bank
+///   conflicts) and, in float, a warp's 32 threads read 16 values of A's slab and 2 of B's per
+///   step. That is 0.5 scratch reads per multiply-add instead of 2. Shared memory bounds this
+///   kernel: an H100 multiprocessor reads 32 words of it per cycle and does 128 fp32 FMAs, so
+///   the bound moves from 1/8 of the FMA peak to 1/2. Not measured on a GPU.
+/// - Host form: 128 × 128 tiles (80 KiB in float, in the heap): each slab entry is converted from
+///   16 bits once per 128 products, by a thread copying a contiguous run of the operand
+///   (load_host_slab, vectorised); 8 × 4 blocks of contiguous entries, which the compiler keeps
+///   in vector registers; only the blocks that cover C are computed, so a matrix smaller than a
+///   tile costs about its own products. On the development machine (AMD EPYC, one core, the
+///   x86-64 baseline of the default build: SSE2, no FMA, 4 floats a vector) a bf16 1024³ product
+///   runs at 23–27 GFLOP/s and an fp16 one at 20, against 17 and 10 with one entry at a time and
+///   element-wise loads. The 8 × 4 block alone runs at 32 GFLOP/s, near the two 4-wide multiplies
+///   and two adds per cycle that this baseline allows; 8 × 6 and 16 × 4 blocks spill registers
+///   and run at a fifth of that or less (docs/benchmarks/cpu-polar.md, "16-bit iteration on the CPU").
+template <class S, bool HostLoops>
+struct PortableTiles {
+  static constexpr int M = HostLoops ? 128 : (sizeof(S) <= 4 ? 64 : 32), N = M, K = 16;
+  static constexpr int MR = HostLoops ? 8 : 4, NR = 4;
+};
+
+/// The host form's slab load: dst[l·width + i] = op(X)(r0 + i, k0 + l) for l < kk, i < rows,
+/// and 0 for rows ≤ i < width, where op(X)(i, l) is x[i + l·ld] untransposed and x[l + i·ld]
+/// transposed (B enters as Bᵀ: its columns are the slab's rows). Each thread copies whole
+/// contiguous runs of x, which the compiler vectorises with the 16-bit widening; rows l ≥ kk are
+/// never read (the products stop at kk).
+template <class Member, class T, class S>
+KOKKOS_INLINE_FUNCTION void load_host_slab(const Member& member, bool trans, const T* x, int ld, int r0,
+                                           int k0, int kk, int rows, S* dst, int width) {
+  if (!trans) {
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(member, kk), [&](int l) {
+      const T* src = x + r0 + static_cast<std::int64_t>(k0 + l) * ld;
+      S* out = dst + l * width;
+      for (int i = 0; i < rows; ++i)
+        out[i] = static_cast<S>(src[i]);
+      for (int i = rows; i < width; ++i)
+        out[i] = S(0);
+    });
+  } else {
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(member, width), [&](int i) {
+      if (i < rows) {
+        const T* src = x + k0 + static_cast<std::int64_t>(r0 + i) * ld;
+        for (int l = 0; l < kk; ++l)
+          dst[l * width + i] = static_cast<S>(src[l]);
+      } else {
+        for (int l = 0; l < kk; ++l)
+          dst[l * width + i] = S(0);
+      }
+    });
+  }
+}
 
 /// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for b < batch, C[b] m × n, column-major, in one
-/// launch on `space`: a Kokkos team per tile of every C[b] (kPortableTileM), the products and
-/// sums in scalar_t<T> (fp32 for 16-bit storage), each result rounded to T once. beta = 0 does
-/// not read C (BLAS' rule: C may hold NaN); k = 0 gives C = beta C. C must not overlap A or B.
-/// `team_size` 0 lets Kokkos choose (Kokkos::AUTO; 1 on its host backends); the tests pass the
-/// host's thread count to run teams of several threads on the CPU too. The result does not
-/// depend on it: the kernel does not depend on how a team's threads share its loops, only on
-/// the barriers between the loading and the accumulating of each slab.
-/// HostLoops (the default on host memory) selects the host tiles and loop order; the tests run
-/// the device form on the CPU too, by passing false.
-/// Cost: 2mnk flops per matrix and one launch; reads A and B ⌈n/TN⌉ and ⌈m/TM⌉ times, through
-/// the team scratch. Asynchronous (enqueued on `space`).
+/// launch on `space`: a Kokkos team per tile of every C[b] (PortableTiles), the products and sums
+/// in scalar_t<T> (fp32 for 16-bit storage), each result rounded to T once. Every entry's sum
+/// starts at 0 and adds its k products in the order of the inner index, whatever the tiles, the
+/// loop form or the team size: sum_k(...) then T(alpha·sum + beta·C), bit for bit the same
+/// sequence of operations as the plain triple loop (the tests check this). beta = 0 does not read
+/// C (BLAS' rule: C may hold NaN); k = 0 gives C = beta C. C must not overlap A or B.
+/// `team_size` 0 lets the kernel choose: one thread per block of entries of a tile on a device,
+/// capped by Kokkos' team_size_max (1 on its Serial backend); Kokkos::AUTO in the host form. The
+/// tests pass the host's thread count to run teams of several threads on the CPU too.
+/// HostLoops (the default on host memory) selects the host tiles and blocks; the tests run the
+/// device form on the CPU too, by passing false.
+/// Cost: 2mnk flops per matrix (plus, in the device form, the padding of the last tiles to
+/// 64 or 32) and one launch; reads A and B ⌈n/N⌉ and ⌈m/M⌉ times, through the team scratch.
+/// Asynchronous (enqueued on `space`).
 template <class Exec, class T,
           bool HostLoops = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value>
 void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, int k, scalar_t<T> alpha,
                    StridedOperand<const T> a, StridedOperand<const T> b, scalar_t<T> beta,
                    StridedOperand<T> c, int batch, int team_size = 0) {
   using S = scalar_t<T>;
-  constexpr int TM = HostLoops ? kPortableHostTile : kPortableTileM;
-  constexpr int TN = HostLoops ? kPortableHostTile : kPortableTileN;
-  constexpr int TK = kPortableTileK;
+  using Tiles = PortableTiles<S, HostLoops>;
+  constexpr int TM = Tiles::M, TN = Tiles::N, TK = Tiles::K, MR = Tiles::MR, NR = Tiles::NR;
+  // The blocks of a tile: GM × GN of them. A block's entries are SM rows and SN columns apart:
+  // adjacent on the host (vector registers), spread over the tile on a device (consecutive
+  // threads on consecutive words).
+  constexpr int GM = TM / MR, GN = TN / NR;
+  constexpr int SM = HostLoops ? 1 : GM, SN = HostLoops ? 1 : GN;
+  static_assert(TM % MR == 0 && TN % NR == 0, "a tile is a whole number of blocks");
   if (m <= 0 || n <= 0 || batch <= 0) return;
   const int tiles_m = (m + TM - 1) / TM, tiles_n = (n + TN - 1) / TN;
   const int tiles = tiles_m * tiles_n;
@@ -99,79 +157,91 @@ void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, 
   using Scratch =
       Kokkos::View<S*, typename Exec::scratch_memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   const int scratch_elements = TK * TM + TK * TN + TM * TN;
-  const Policy policy =
-      (team_size > 0 ? Policy(space, batch * tiles, team_size) : Policy(space, batch * tiles, Kokkos::AUTO))
-          .set_scratch_size(0, Kokkos::PerTeam(Scratch::shmem_size(scratch_elements)));
-  Kokkos::parallel_for(
-      kernel_label("schatten::portable_gemm"), policy, KOKKOS_LAMBDA(const Member& member) {
-        const int item = member.league_rank();
-        const int mat = item / tiles, tile = item % tiles;
-        const int i0 = (tile % tiles_m) * TM, j0 = (tile / tiles_m) * TN;
-        const T* pa = a.data + mat * a.stride;
-        const T* pb = b.data + mat * b.stride;
-        T* pc = c.data + mat * c.stride;
-        Scratch scratch(member.team_scratch(0), scratch_elements);
-        S* as = scratch.data();  // as[l·TM + i] = op(A)(i0 + i, k0 + l)
-        S* bs = as + TK * TM;    // bs[l·TN + j] = op(B)(k0 + l, j0 + j)
-        S* acc = bs + TK * TN;   // acc[j·TM + i]: the tile's running sums
-        Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TM * TN), [&](int e) { acc[e] = S(0); });
-        for (int k0 = 0; k0 < k; k0 += TK) {
-          const int kk = k - k0 < TK ? k - k0 : TK;
-          member.team_barrier();  // the previous slab is no longer read
-          Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TM * TK), [&](int e) {
-            // Consecutive e walk the operand's contiguous index (i untransposed, l transposed).
-            const int i = trans_a ? e / TK : e % TM, l = trans_a ? e % TK : e / TM;
-            const int gi = i0 + i, gl = k0 + l;
-            S v = S(0);
-            if (gi < m && l < kk)
-              v = static_cast<S>(trans_a ? pa[gl + std::int64_t(gi) * a.ld]
-                                         : pa[gi + std::int64_t(gl) * a.ld]);
-            as[l * TM + i] = v;
-          });
-          Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TN * TK), [&](int e) {
-            const int j = trans_b ? e % TN : e / TK, l = trans_b ? e / TN : e % TK;
-            const int gj = j0 + j, gl = k0 + l;
-            S v = S(0);
-            if (gj < n && l < kk)
-              v = static_cast<S>(trans_b ? pb[gj + std::int64_t(gl) * b.ld]
-                                         : pb[gl + std::int64_t(gj) * b.ld]);
-            bs[l * TN + j] = v;
-          });
-          member.team_barrier();  // the slab is complete
-          // Every entry adds its kk products to its running sum in the order of l, on every
-          // backend. A device thread keeps the sum of one entry in a register; a host thread
-          // takes a column of the tile and runs l outside and i inside, a loop over contiguous
-          // scratch that the compiler vectorises (about 10× the entry-by-entry loop on a CPU).
-          if constexpr (HostLoops) {
-            Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TN), [&](int j) {
-              S* col = acc + j * TM;
-              for (int l = 0; l < kk; ++l) {
-                const S blj = bs[l * TN + j];
-                const S* al = as + l * TM;
-                for (int i = 0; i < TM; ++i)
-                  col[i] += al[i] * blj;
-              }
-            });
-          } else {
-            Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TM * TN), [&](int e) {
-              const int i = e % TM, j = e / TM;
-              S sum = acc[e];
-              for (int l = 0; l < kk; ++l)
-                sum += as[l * TM + i] * bs[l * TN + j];
-              acc[e] = sum;
-            });
+  const auto body = KOKKOS_LAMBDA(const Member& member) {
+    const int item = member.league_rank();
+    const int mat = item / tiles, tile = item % tiles;
+    const int i0 = (tile % tiles_m) * TM, j0 = (tile / tiles_m) * TN;
+    const T* pa = a.data + mat * a.stride;
+    const T* pb = b.data + mat * b.stride;
+    T* pc = c.data + mat * c.stride;
+    Scratch scratch(member.team_scratch(0), scratch_elements);
+    S* as = scratch.data();  // as[l·TM + i] = op(A)(i0 + i, k0 + l)
+    S* bs = as + TK * TM;    // bs[l·TN + j] = op(B)(k0 + l, j0 + j)
+    S* acc = bs + TK * TN;   // acc[j·TM + i]: the tile's running sums
+    // The blocks this tile computes: on the host those that cover C (whole blocks: the
+    // scratch beyond C holds zeros), on a device all of them (each spans the tile).
+    const int bm = HostLoops ? (kmin(TM, m - i0) + MR - 1) / MR : GM;
+    const int bn = HostLoops ? (kmin(TN, n - j0) + NR - 1) / NR : GN;
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TM * TN), [&](int e) { acc[e] = S(0); });
+    for (int k0 = 0; k0 < k; k0 += TK) {
+      const int kk = k - k0 < TK ? k - k0 : TK;
+      member.team_barrier();  // the previous slab is no longer read
+      if constexpr (HostLoops) {
+        load_host_slab(member, trans_a, pa, a.ld, i0, k0, kk, kmin(TM, m - i0), as, TM);
+        load_host_slab(member, !trans_b, pb, b.ld, j0, k0, kk, kmin(TN, n - j0), bs, TN);
+      } else {
+        Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TM * TK), [&](int e) {
+          // Consecutive e walk the operand's contiguous index (i untransposed, l transposed).
+          const int i = trans_a ? e / TK : e % TM, l = trans_a ? e % TK : e / TM;
+          const int gi = i0 + i, gl = k0 + l;
+          S v = S(0);
+          if (gi < m && l < kk)
+            v = static_cast<S>(trans_a ? pa[gl + std::int64_t(gi) * a.ld] : pa[gi + std::int64_t(gl) * a.ld]);
+          as[l * TM + i] = v;
+        });
+        Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TN * TK), [&](int e) {
+          const int j = trans_b ? e % TN : e / TK, l = trans_b ? e / TN : e % TK;
+          const int gj = j0 + j, gl = k0 + l;
+          S v = S(0);
+          if (gj < n && l < kk)
+            v = static_cast<S>(trans_b ? pb[gj + std::int64_t(gl) * b.ld] : pb[gl + std::int64_t(gj) * b.ld]);
+          bs[l * TN + j] = v;
+        });
+      }
+      member.team_barrier();  // the slab is complete
+      // Every entry adds its kk products to its running sum in the order of l, in registers.
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(member, bm * bn), [&](int t) {
+        const int bi = HostLoops ? (t % bm) * MR : t % GM, bj = HostLoops ? (t / bm) * NR : t / GM;
+        S sum[NR][MR];
+        for (int jj = 0; jj < NR; ++jj)
+          for (int ii = 0; ii < MR; ++ii)
+            sum[jj][ii] = acc[(bj + jj * SN) * TM + bi + ii * SM];
+        for (int l = 0; l < kk; ++l) {
+          const S* al = as + l * TM + bi;
+          const S* bl = bs + l * TN + bj;
+          for (int jj = 0; jj < NR; ++jj) {
+            const S blj = bl[jj * SN];
+            for (int ii = 0; ii < MR; ++ii)
+              sum[jj][ii] += al[ii * SM] * blj;
           }
         }
-        member.team_barrier();
-        Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TM * TN), [&](int e) {
-          const int i = e % TM, j = e / TM, gi = i0 + i, gj = j0 + j;
-          if (gi >= m || gj >= n) return;
-          T& out = pc[gi + static_cast<std::int64_t>(gj) * c.ld];
-          S v = alpha * acc[e];
-          if (beta != S(0)) v += beta * static_cast<S>(out);
-          out = static_cast<T>(v);
-        });
+        for (int jj = 0; jj < NR; ++jj)
+          for (int ii = 0; ii < MR; ++ii)
+            acc[(bj + jj * SN) * TM + bi + ii * SM] = sum[jj][ii];
       });
+    }
+    member.team_barrier();
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TM * TN), [&](int e) {
+      const int i = e % TM, j = e / TM, gi = i0 + i, gj = j0 + j;
+      if (gi >= m || gj >= n) return;
+      T& out = pc[gi + static_cast<std::int64_t>(gj) * c.ld];
+      S v = alpha * acc[e];
+      if (beta != S(0)) v += beta * static_cast<S>(out);
+      out = static_cast<T>(v);
+    });
+  };
+  const auto scratch = Kokkos::PerTeam(Scratch::shmem_size(scratch_elements));
+  int team = team_size;
+  if (team <= 0 && !HostLoops) {
+    const int most = Policy(space, batch * tiles, Kokkos::AUTO)
+                         .set_scratch_size(0, scratch)
+                         .team_size_max(body, Kokkos::ParallelForTag());
+    team = GM * GN < most ? GM * GN : most;
+  }
+  const Policy policy =
+      (team > 0 ? Policy(space, batch * tiles, team) : Policy(space, batch * tiles, Kokkos::AUTO))
+          .set_scratch_size(0, scratch);
+  Kokkos::parallel_for(kernel_label("schatten::portable_gemm"), policy, body);
 }
 
 }  // namespace schatten::kokkos::detail
