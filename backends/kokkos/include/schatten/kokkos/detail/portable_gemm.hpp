@@ -176,7 +176,9 @@ void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, 
     for (int k0 = 0; k0 < k; k0 += TK) {
       const int kk = k - k0 < TK ? k - k0 : TK;
       member.team_barrier();  // the previous slab is no longer read
-      if constexpr (HostLoops) {
+      // A plain if (its condition is a constant): nvcc lets no extended lambda capture a variable
+      // first inside an if constexpr.
+      if (HostLoops) {
         load_host_slab(member, trans_a, pa, a.ld, i0, k0, kk, kmin(TM, m - i0), as, TM);
         load_host_slab(member, !trans_b, pb, b.ld, j0, k0, kk, kmin(TN, n - j0), bs, TN);
       } else {
