@@ -23,6 +23,10 @@
 /// 16-bit emulation, docs/kernels/polar.md "16-bit iteration").
 /// spectral_power_poly{5,8}/... the polynomial method with 5 or 8 steps (α ≥ 0): GFLOP/s,
 ///   rel_err, band (the schedule's worst relative error on [1e-3, 1]).
+/// gemm/<precision>/<m>x<n>x<k>: one GEMM through the kernels' own entry (GFLOP/s), for every
+///   shape the polar cases use, in float and double; gemm/bf16/... and gemm/fp16/... in the
+///   storage of 16-bit iteration (cuBLAS on CUDA, portable_gemm elsewhere), at 1024³ and, on a
+///   GPU build, 4096³ and 8192³.
 /// qdwh_floor/double/1024x1024/kappa=1e16: QDWH on a geometric spectrum of condition 1e16, the
 ///   target of issue #3: per_iter_ms, floor_per_iter_ms, x_floor, iterations, qr_iterations and
 ///   householder_qr_ms, a Householder QR (LAPACK) of the stacked 2k × k matrix of one QR step.
@@ -33,6 +37,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -192,17 +197,29 @@ void bm_qdwh_floor(benchmark::State& st) {
   st.counters["polar_rms"] = acc.polar_error;
 }
 
-template <class T>
-void bm_gemm(benchmark::State& st, index_t m, index_t n, index_t k) {
-  GemmProbe<T> probe(m, n, k);
+/// Times single GEMM calls (`seconds` runs one and returns its fenced wall time).
+void time_gemm(benchmark::State& st, const std::function<double()>& seconds, index_t m, index_t n,
+               index_t k) {
   double total = 0.0;
   for (auto _ : st) {
-    const double s = probe.seconds();
+    const double s = seconds();
     st.SetIterationTime(s);
     total += s;
   }
   st.counters["GFLOP/s"] =
       2.0 * double(m) * double(n) * double(k) / (total / static_cast<double>(st.iterations())) / 1e9;
+}
+
+template <class T>
+void bm_gemm(benchmark::State& st, index_t m, index_t n, index_t k) {
+  GemmProbe<T> probe(m, n, k);
+  time_gemm(
+      st, [&] { return probe.seconds(); }, m, n, k);
+}
+
+/// A GEMM in the storage type of 16-bit iteration (float data iterating in bf16 or fp16).
+void bm_lowp_gemm(benchmark::State& st, Precision compute, index_t n) {
+  time_gemm(st, lowp_gemm_timer(compute, n, n, n), n, n, n);
 }
 
 template <class T>
@@ -284,6 +301,21 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("input", "power-law singular values 1/sqrt(i+1), Haar singular vectors");
   register_all<float>();
   register_all<double>();
+  // The 16-bit GEMM rate, the floor of 16-bit iteration: 1024³ everywhere (about 0.1 s a call
+  // on the CPU's portable GEMM), and the issue #7 target sizes on a GPU.
+  for (Precision compute : {Precision::bf16, Precision::fp16}) {
+    if (!precision_supported(compute, PolarMethod::newton_schulz)) continue;
+    std::vector<index_t> sizes{1024};
+    if (!std::is_same<Kokkos::DefaultExecutionSpace::memory_space, Kokkos::HostSpace>::value)
+      sizes.insert(sizes.end(), {4096, 8192});
+    for (index_t n : sizes) {
+      const std::string name = std::string("gemm/") + (compute == Precision::bf16 ? "bf16/" : "fp16/") +
+                               std::to_string(n) + "x" + std::to_string(n) + "x" + std::to_string(n);
+      benchmark::RegisterBenchmark(name.c_str(), bm_lowp_gemm, compute, n)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
   benchmark::RegisterBenchmark("qdwh_floor/double/1024x1024/kappa=1e16", bm_qdwh_floor)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond)

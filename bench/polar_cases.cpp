@@ -14,6 +14,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <thread>
 #include <tuple>
@@ -483,19 +484,36 @@ double floor_seconds(const std::vector<GemmShape>& ops, int reps) {
   return total;
 }
 
+namespace {
+/// Calls f with a value of the storage type of 16-bit iteration `compute` (bf16 or fp16) on this
+/// build: Kokkos' types with cuBLAS on CUDA, the portable software types elsewhere.
+template <class F>
+auto with_lowp_storage(Precision compute, F&& f) {
+#if defined(SCHATTEN_HAVE_LOWP_GEMM)
+  using B = Kokkos::Experimental::bhalf_t;
+  using H = Kokkos::Experimental::half_t;
+#else
+  using B = kokkos::detail::Bf16;
+  using H = kokkos::detail::Fp16;
+#endif
+  return compute == Precision::bf16 ? f(B{}) : f(H{});
+}
+}  // namespace
+
 template <class T>
 double kernel_floor_seconds(const Problem& p, const PolarOptions& o, int reps) {
-  // 16-bit iteration: the GEMMs of its storage type (cuBLAS on CUDA, portable_gemm elsewhere).
-#if defined(SCHATTEN_HAVE_LOWP_GEMM)
-  if (o.compute == Precision::bf16)
-    return floor_seconds<Kokkos::Experimental::bhalf_t>(executed_ops<T>(p, o), reps);
-  if (o.compute == Precision::fp16)
-    return floor_seconds<Kokkos::Experimental::half_t>(executed_ops<T>(p, o), reps);
-#else
-  if (o.compute == Precision::bf16) return floor_seconds<kokkos::detail::Bf16>(executed_ops<T>(p, o), reps);
-  if (o.compute == Precision::fp16) return floor_seconds<kokkos::detail::Fp16>(executed_ops<T>(p, o), reps);
-#endif
+  // 16-bit iteration: the GEMMs of its storage type.
+  if (o.compute == Precision::bf16 || o.compute == Precision::fp16)
+    return with_lowp_storage(o.compute,
+                             [&](auto s) { return floor_seconds<decltype(s)>(executed_ops<T>(p, o), reps); });
   return floor_seconds<T>(executed_ops<T>(p, o), reps);
+}
+
+std::function<double()> lowp_gemm_timer(Precision compute, index_t m, index_t n, index_t k) {
+  return with_lowp_storage(compute, [&](auto s) -> std::function<double()> {
+    auto probe = std::make_shared<GemmProbe<decltype(s)>>(m, n, k);
+    return [probe] { return probe->seconds(); };
+  });
 }
 
 double spectral_power_flops(index_t rows, index_t cols, const std::vector<GemmShape>& qdwh_ops, int poles) {

@@ -139,6 +139,12 @@ class GemmProbe {
 template <class T>
 double gemm_seconds(index_t m, index_t n, index_t k, int reps);
 
+/// A timer of single m × n × k GEMMs (α = 1, β = 0, untransposed; fenced wall seconds per call)
+/// in the storage type of 16-bit iteration `compute` (bf16 or fp16) on this build: cuBLAS'
+/// GemmEx on CUDA, portable_gemm elsewhere, the products that bf16/fp16 Newton–Schulz and Polar
+/// Express run and that their floor counts (kernel_floor_seconds). Operands as GemmProbe's.
+std::function<double()> lowp_gemm_timer(Precision compute, index_t m, index_t n, index_t k);
+
 /// "<commit>[-dirty]" of the source tree this binary was built from.
 const char* git_commit();
 /// CPU model name, logical cores and BLAS threading, for benchmark contexts.
