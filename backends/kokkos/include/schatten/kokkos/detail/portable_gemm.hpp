@@ -79,10 +79,11 @@ struct scalar_of<Fp16> {
 ///   in vector registers; only the blocks that cover C are computed, so a matrix smaller than a
 ///   tile costs about its own products. On the development machine (AMD EPYC, one core, the
 ///   x86-64 baseline of the default build: SSE2, no FMA, 4 floats a vector) a bf16 1024³ product
-///   runs at 23–27 GFLOP/s and an fp16 one at 20, against 17 and 10 with one entry at a time and
-///   element-wise loads. The 8 × 4 block alone runs at 32 GFLOP/s, near the two 4-wide multiplies
-///   and two adds per cycle that this baseline allows; 8 × 6 and 16 × 4 blocks spill registers
-///   and run at a fifth of that or less (docs/benchmarks/cpu-polar.md, "16-bit iteration on the CPU").
+///   runs at 23–28 GFLOP/s and an fp16 one at 20–21, against 17 and 10 with one entry at a time and
+///   element-wise loads. The 8 × 4 block alone runs at 32 GFLOP/s (SSE2 allows 16 flops per
+///   cycle: two 4-wide multiplies and two 4-wide adds); 8 × 6 and 16 × 4 blocks spill registers
+///   and run at a fifth of that or less (docs/benchmarks/cpu-polar.md, "16-bit iteration on the
+///   CPU").
 template <class S, bool HostLoops>
 struct PortableTiles {
   static constexpr int M = HostLoops ? 128 : (sizeof(S) <= 4 ? 64 : 32), N = M, K = 16;
