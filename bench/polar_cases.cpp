@@ -343,13 +343,15 @@ double trsm_seconds(index_t m, index_t n, int reps) {
   return median(t);
 }
 
-/// Time of one SYRK C (m × m, lower) ← A Aᵀ with A m × k, through the kernels' own entry
-/// (kokkos::detail::syrk_lower), without the fill of the upper triangle; NaN where the build has
-/// no SYRK for T.
+/// Time of one symmetric product on one triangle, C (m × m) ← A Aᵀ with A m × k, through the
+/// kernels' own entry: a SYRK (kokkos::detail::syrk_lower, lower triangle, without the fill of
+/// the upper one), or for the software 16-bit types portable_sym_product (lower triangle and its
+/// mirror, one kernel); NaN where the build has neither for T.
 template <class T>
 double syrk_seconds(index_t m, index_t k, int reps) {
   using Exec = Kokkos::DefaultExecutionSpace;
-  if constexpr (!kokkos::detail::has_syrk<Exec, T>()) {
+  constexpr bool portable = kokkos::detail::portable_storage<T>;
+  if constexpr (!kokkos::detail::has_syrk<Exec, T>() && !portable) {
     (void)m, (void)k, (void)reps;
     return std::numeric_limits<double>::quiet_NaN();
   } else {
@@ -366,7 +368,12 @@ double syrk_seconds(index_t m, index_t k, int reps) {
     for (int i = 0; i < reps + 1; ++i) {
       Kokkos::fence();
       Kokkos::Timer timer;
-      kokkos::detail::syrk_lower(Exec(), "N", T(1), a, T(0), c);
+      if constexpr (portable)
+        kokkos::detail::portable_sym_product<Exec, T>(Exec(), false, static_cast<int>(m), static_cast<int>(k),
+                                                      1.0f, kokkos::detail::read_operand(a), 0.0f,
+                                                      kokkos::detail::strided_operand(c), 1);
+      else
+        kokkos::detail::syrk_lower(Exec(), "N", T(1), a, T(0), c);
       Kokkos::fence();
       if (i > 0) t.push_back(timer.seconds());  // first call: warm-up
     }
@@ -443,8 +450,9 @@ double op_seconds(const GemmShape& g, int reps) {
   const auto key = std::make_tuple(static_cast<int>(g.kind), g.m, g.n, g.k, reps);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   double s = std::numeric_limits<double>::quiet_NaN();
-  if constexpr (kokkos::detail::is_lowp<T>) {  // 16-bit storage: only GEMMs have a vendor path
+  if constexpr (kokkos::detail::is_lowp<T>) {  // 16-bit storage: GEMMs, and the portable triangle
     if (g.kind == OpKind::gemm) s = gemm_seconds<T>(g.m, g.n, g.k, reps);
+    if (g.kind == OpKind::syrk) s = syrk_seconds<T>(g.m, g.k, reps);
   } else {
     switch (g.kind) {
       case OpKind::gemm:

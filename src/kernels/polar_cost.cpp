@@ -152,12 +152,13 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
     const int T = o.iterations;
     // Symmetric products (kk × kk from inner dimension `inner`), as batched_sym_product runs
     // them: a vendor SYRK for fp32/fp64 (host BLAS, cuBLAS; the Kokkos backend's has_syrk,
-    // assumed whatever the device), GEMM row panels for 16-bit iteration when kk is large enough
+    // assumed whatever the device); for 16-bit iteration the portable kernel's triangle, a
+    // "SYRK" here (every build but CUDA), or on CUDA GEMM row panels when kk is large enough
     // (symmetric_panel_shapes), else one GEMM.
     const bool lowp = iterates_in_16_bits(o);
     auto add_sym = [&](index_t kk, index_t inner, int c = 1) {
       if (!o.symmetric_gram) return add(kk, kk, inner, c);
-      if (!lowp) return add(kk, kk, inner, c, OpKind::syrk);
+      if (!lowp || detail::lowp_symmetric_on_one_triangle()) return add(kk, kk, inner, c, OpKind::syrk);
       const std::vector<GemmShape> panels = symmetric_panel_shapes(kk, inner);
       if (panels.empty()) return add(kk, kk, inner, c);
       for (const GemmShape& g : panels)

@@ -38,6 +38,71 @@ float eigen_fp16_value(std::uint16_t h) {
 }
 bool fp16_is_nan(std::uint16_t h) { return (h & 0x7C00u) == 0x7C00u && (h & 0x3FFu) != 0; }
 
+/// A batch of C = α op(A) op(B) + β C, column-major with padding: leading dimensions above the
+/// rows and the matrices a gap apart, operands N(0, 1) (C filled with NaN when `nan_c`).
+template <class T>
+struct GemmCase {
+  using S = scalar_t<T>;
+  int m, n, k, batch;
+  bool ta, tb;
+  int lda, ldb, ldc;
+  std::int64_t sa, sb, sc;
+  std::vector<T> a, b, c;
+  GemmCase(int m_, int n_, int k_, int batch_, bool ta_, bool tb_, bool nan_c, Rng& rng)
+      : m(m_),
+        n(n_),
+        k(k_),
+        batch(batch_),
+        ta(ta_),
+        tb(tb_),
+        lda((ta ? k : m) + 3),
+        ldb((tb ? n : k) + 1),
+        ldc(m + 2),
+        sa(std::int64_t(lda) * (ta ? m : k) + 5),
+        sb(std::int64_t(ldb) * (tb ? k : n) + 2),
+        sc(std::int64_t(ldc) * n + 7),
+        a(static_cast<std::size_t>(sa * batch)),
+        b(static_cast<std::size_t>(sb * batch)),
+        c(static_cast<std::size_t>(sc * batch)) {
+    for (T& x : a)
+      x = static_cast<T>(rng.normal());
+    for (T& x : b)
+      x = static_cast<T>(rng.normal());
+    for (T& x : c)
+      x = static_cast<T>(nan_c ? std::nan("") : rng.normal());
+  }
+  /// Where op(A)(i, l), op(B)(l, j) and C(i, j) of matrix `mat` are stored.
+  std::size_t at_a(int mat, int i, int l) const {
+    return static_cast<std::size_t>(mat * sa + (ta ? l + std::int64_t(i) * lda : i + std::int64_t(l) * lda));
+  }
+  std::size_t at_b(int mat, int l, int j) const {
+    return static_cast<std::size_t>(mat * sb + (tb ? j + std::int64_t(l) * ldb : l + std::int64_t(j) * ldb));
+  }
+  std::size_t at_c(int mat, int i, int j) const {
+    return static_cast<std::size_t>(mat * sc + i + std::int64_t(j) * ldc);
+  }
+  /// portable_gemm on the host space, in the host or the device loop form, on C in place.
+  void run(bool host_loops, S alpha, S beta, int team) {
+    if (host_loops)
+      portable_gemm<Exec, T, true>(Exec(), ta, tb, m, n, k, alpha, {a.data(), lda, sa}, {b.data(), ldb, sb},
+                                   beta, {c.data(), ldc, sc}, batch, team);
+    else
+      portable_gemm<Exec, T, false>(Exec(), ta, tb, m, n, k, alpha, {a.data(), lda, sa}, {b.data(), ldb, sb},
+                                    beta, {c.data(), ldc, sc}, batch, team);
+    Exec().fence();
+  }
+  /// portable_sym_product of op(A) = A (ta false) or Aᵀ (ta true), m × k, on C in place (m = n).
+  void run_sym(bool host_loops, S alpha, S beta, int team) {
+    if (host_loops)
+      portable_sym_product<Exec, T, true>(Exec(), ta, m, k, alpha, {a.data(), lda, sa}, beta,
+                                          {c.data(), ldc, sc}, batch, team);
+    else
+      portable_sym_product<Exec, T, false>(Exec(), ta, m, k, alpha, {a.data(), lda, sa}, beta,
+                                           {c.data(), ldc, sc}, batch, team);
+    Exec().fence();
+  }
+};
+
 /// Checks that r is x rounded to nearest, ties to even, in a 16-bit format whose finite
 /// values `value` widens exactly and whose largest finite pattern is `max_bits`: r is no farther
 /// from x than either neighbouring pattern, and of those at the same distance the even one.
@@ -198,66 +263,38 @@ TEST_SUITE("kernels.portable_gemm") {
               CAPTURE(tb);
               CAPTURE(host_loops);
               CAPTURE(beta);
-              // Column-major with padding: leading dimensions above the rows, matrices a gap apart.
-              const int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-              const int lda = ar + 3, ldb = br + 1, ldc = m + 2;
-              const std::int64_t sa = std::int64_t(lda) * ac + 5, sb = std::int64_t(ldb) * bc + 2,
-                                 sc = std::int64_t(ldc) * n + 7;
-              std::vector<T> a(static_cast<std::size_t>(sa * batch)), b(static_cast<std::size_t>(sb * batch)),
-                  c(static_cast<std::size_t>(sc * batch));
-              for (T& x : a)
-                x = static_cast<T>(rng.normal());
-              for (T& x : b)
-                x = static_cast<T>(rng.normal());
               // beta = 0: C holds NaN, which must not reach the result.
-              for (T& x : c)
-                x = static_cast<T>(beta == 0.0 ? std::nan("") : rng.normal());
-              const std::vector<T> c0 = c;
+              GemmCase<T> g(m, n, k, batch, ta, tb, beta == 0.0, rng);
+              const std::vector<T> c0 = g.c;
               // Teams of every thread of the host space (2 with OpenMP on two cores, 1 on Serial):
               // the device form's loops then share a tile between threads, as on a GPU.
-              const int team = Exec().concurrency();
               const double alpha = 1.5;
-              if (host_loops)
-                portable_gemm<Exec, T, true>(Exec(), ta, tb, m, n, k, S(alpha), {a.data(), lda, sa},
-                                             {b.data(), ldb, sb}, S(beta), {c.data(), ldc, sc}, batch, team);
-              else
-                portable_gemm<Exec, T, false>(Exec(), ta, tb, m, n, k, S(alpha), {a.data(), lda, sa},
-                                              {b.data(), ldb, sb}, S(beta), {c.data(), ldc, sc}, batch, team);
-              Exec().fence();
+              g.run(host_loops, S(alpha), S(beta), Exec().concurrency());
               double worst = 0.0;
               bool untouched_padding = true;
-              for (int mat = 0; mat < batch; ++mat) {
-                const auto A = [&](int i, int l) {
-                  const std::int64_t at =
-                      mat * sa + (ta ? l + std::int64_t(i) * lda : i + std::int64_t(l) * lda);
-                  return static_cast<double>(a[static_cast<std::size_t>(at)]);
-                };
-                const auto B = [&](int l, int j) {
-                  const std::int64_t at =
-                      mat * sb + (tb ? j + std::int64_t(l) * ldb : l + std::int64_t(j) * ldb);
-                  return static_cast<double>(b[static_cast<std::size_t>(at)]);
-                };
+              for (int mat = 0; mat < batch; ++mat)
                 for (int j = 0; j < n; ++j)
-                  for (int i = 0; i < ldc; ++i) {
-                    const auto at = static_cast<std::size_t>(mat * sc + i + std::int64_t(j) * ldc);
+                  for (int i = 0; i < g.ldc; ++i) {
+                    const std::size_t at = g.at_c(mat, i, j);
                     if (i >= m) {  // padding rows: never written
-                      untouched_padding = untouched_padding && std::memcmp(&c[at], &c0[at], sizeof(T)) == 0;
+                      untouched_padding = untouched_padding && std::memcmp(&g.c[at], &c0[at], sizeof(T)) == 0;
                       continue;
                     }
                     double exact = 0.0, mag = 0.0;
                     for (int l = 0; l < k; ++l) {
-                      exact += A(i, l) * B(l, j);
-                      mag += std::fabs(A(i, l) * B(l, j));
+                      const double p = static_cast<double>(g.a[g.at_a(mat, i, l)]) *
+                                       static_cast<double>(g.b[g.at_b(mat, l, j)]);
+                      exact += p;
+                      mag += std::fabs(p);
                     }
                     const double old = beta == 0.0 ? 0.0 : static_cast<double>(c0[at]);
                     exact = alpha * exact + beta * old;
                     const double bound =
                         (1 + u_t) * (k + 2) * u_s * (std::fabs(alpha) * mag + std::fabs(beta * old)) +
                         u_t * std::fabs(exact) + eta_t + 1e-300;
-                    const double got = static_cast<double>(c[at]);
+                    const double got = static_cast<double>(g.c[at]);
                     worst = std::max(worst, std::fabs(got - exact) / bound);
                   }
-              }
               CHECK(untouched_padding);
               CHECK(worst <= 1.0);  // NaN from an unread C would fail here
             }
@@ -273,7 +310,9 @@ TEST_SUITE("kernels.portable_gemm") {
     // target.) The shapes cross every tile (32, 64, 128) and block (4, 8) edge and end the inner
     // dimension inside a slab of 16.
     using S = scalar_t<T>;
-    Rng rng(case_seed("portable_gemm_bits"));
+    const std::uint64_t seed = case_seed("portable_gemm_bits");
+    CAPTURE(seed);
+    Rng rng(seed);
     struct Shape {
       int m, n, k;
     };
@@ -288,45 +327,76 @@ TEST_SUITE("kernels.portable_gemm") {
             CAPTURE(ta);
             CAPTURE(tb);
             CAPTURE(host_loops);
-            const int lda = (ta ? k : m) + 1, ldb = (tb ? n : k) + 2, ldc = m + 3;
-            const std::int64_t sa = std::int64_t(lda) * (ta ? m : k), sb = std::int64_t(ldb) * (tb ? k : n),
-                               sc = std::int64_t(ldc) * n;
-            std::vector<T> a(static_cast<std::size_t>(sa * batch)), b(static_cast<std::size_t>(sb * batch)),
-                c(static_cast<std::size_t>(sc * batch));
-            for (T& x : a)
-              x = static_cast<T>(rng.normal());
-            for (T& x : b)
-              x = static_cast<T>(rng.normal());
-            for (T& x : c)
-              x = static_cast<T>(rng.normal());
+            GemmCase<T> g(m, n, k, batch, ta, tb, false, rng);
             const S alpha = S(1.25), beta = S(-0.5);
-            std::vector<T> want = c;
+            std::vector<T> want = g.c;
             for (int mat = 0; mat < batch; ++mat)
               for (int j = 0; j < n; ++j)
                 for (int i = 0; i < m; ++i) {
                   S sum = S(0);
-                  for (int l = 0; l < k; ++l) {
-                    const std::int64_t at =
-                        mat * sa + (ta ? l + std::int64_t(i) * lda : i + std::int64_t(l) * lda);
-                    const std::int64_t bt =
-                        mat * sb + (tb ? j + std::int64_t(l) * ldb : l + std::int64_t(j) * ldb);
-                    sum += static_cast<S>(a[static_cast<std::size_t>(at)]) *
-                           static_cast<S>(b[static_cast<std::size_t>(bt)]);
-                  }
-                  T& out = want[static_cast<std::size_t>(mat * sc + i + std::int64_t(j) * ldc)];
+                  for (int l = 0; l < k; ++l)
+                    sum += static_cast<S>(g.a[g.at_a(mat, i, l)]) * static_cast<S>(g.b[g.at_b(mat, l, j)]);
+                  T& out = want[g.at_c(mat, i, j)];
                   out = static_cast<T>(alpha * sum + beta * static_cast<S>(out));
                 }
             // The kernel's own team size (0) for half the shapes, every host thread for the rest.
-            const int team = (m + n) % 2 == 0 ? 0 : Exec().concurrency();
-            if (host_loops)
-              portable_gemm<Exec, T, true>(Exec(), ta, tb, m, n, k, alpha, {a.data(), lda, sa},
-                                           {b.data(), ldb, sb}, beta, {c.data(), ldc, sc}, batch, team);
-            else
-              portable_gemm<Exec, T, false>(Exec(), ta, tb, m, n, k, alpha, {a.data(), lda, sa},
-                                            {b.data(), ldb, sb}, beta, {c.data(), ldc, sc}, batch, team);
-            Exec().fence();
-            CHECK(std::memcmp(c.data(), want.data(), c.size() * sizeof(T)) == 0);
+            g.run(host_loops, alpha, beta, (m + n) % 2 == 0 ? 0 : Exec().concurrency());
+            CHECK(std::memcmp(g.c.data(), want.data(), g.c.size() * sizeof(T)) == 0);
           }
+  }
+
+  TEST_CASE_TEMPLATE("portable_sym_product: the plain loop's bits on and below the diagonal, mirrored above",
+                     T, float, double, Bf16, Fp16) {
+    // C = α op(A) op(A)ᵀ + β C: each entry on or below the diagonal is what the plain loop (and
+    // portable_gemm) gives it, bit for bit (same order of sums), and the entry above the
+    // diagonal is its mirror. C's strict upper triangle holds NaN on entry: a kernel that read it
+    // (β ≠ 0) or left it unwritten would fail. With β = 0, C is all NaN. The sizes cross every
+    // tile of both forms (32, 64, 128), so that tiles above the diagonal are skipped and
+    // diagonal tiles are partly above it; padding rows must stay untouched.
+    using S = scalar_t<T>;
+    const std::uint64_t seed = case_seed("portable_sym_product");
+    CAPTURE(seed);
+    Rng rng(seed);
+    for (const int n : {1, 65, 130, 200})
+      for (const int k : {17, 40})
+        for (bool trans : {false, true})
+          for (bool host_loops : {true, false})
+            for (double beta : {0.0, -0.5}) {
+              const int batch = 2;
+              CAPTURE(n);
+              CAPTURE(k);
+              CAPTURE(trans);
+              CAPTURE(host_loops);
+              CAPTURE(beta);
+              GemmCase<T> g(n, n, k, batch, trans, !trans, beta == 0.0, rng);  // g.b unused: B = op(A)ᵀ
+              for (int mat = 0; mat < batch; ++mat)
+                for (int j = 0; j < n; ++j)
+                  for (int i = 0; i < j; ++i)
+                    g.c[g.at_c(mat, i, j)] = static_cast<T>(std::nan(""));
+              const std::vector<T> c0 = g.c;
+              const S alpha = S(0.75);
+              g.run_sym(host_loops, alpha, S(beta), (n + k) % 2 == 0 ? 0 : Exec().concurrency());
+              bool exact = true, untouched_padding = true;
+              for (int mat = 0; mat < batch; ++mat)
+                for (int j = 0; j < n; ++j)
+                  for (int i = 0; i < g.ldc; ++i) {
+                    if (i >= n) {
+                      const std::size_t at = g.at_c(mat, i, j);
+                      untouched_padding = untouched_padding && std::memcmp(&g.c[at], &c0[at], sizeof(T)) == 0;
+                      continue;
+                    }
+                    const int r = i >= j ? i : j, q = i >= j ? j : i;  // the entry's lower twin
+                    S sum = S(0);
+                    for (int l = 0; l < k; ++l)
+                      sum += static_cast<S>(g.a[g.at_a(mat, r, l)]) * static_cast<S>(g.a[g.at_a(mat, q, l)]);
+                    S v = alpha * sum;
+                    if (beta != 0.0) v += S(beta) * static_cast<S>(c0[g.at_c(mat, r, q)]);
+                    const T want = static_cast<T>(v);
+                    exact = exact && std::memcmp(&g.c[g.at_c(mat, i, j)], &want, sizeof(T)) == 0;
+                  }
+              CHECK(exact);
+              CHECK(untouched_padding);
+            }
   }
 
   TEST_CASE("which products go to portable_gemm") {
@@ -336,6 +406,11 @@ TEST_SUITE("kernels.portable_gemm") {
     CHECK_FALSE(portable_batched<Exec, float>(256, 64, 64, 64));
     CHECK_FALSE(portable_batched<Exec, double>(1, 64, 64, 64));
     CHECK_FALSE(has_vendor_batched_gemm<Exec>());  // the host: one BLAS call per matrix
+    // Symmetric products on one triangle: the software 16-bit types at every size (the portable
+    // kernel); float and double through the host's SYRK.
+    CHECK(sym_product_on_one_triangle<Exec, Bf16>(1, 8, 8));
+    CHECK(sym_product_on_one_triangle<Exec, Fp16>(4, 2048, 100));
+    CHECK(sym_product_on_one_triangle<Exec, float>(4, 64, 64) == has_syrk<Exec, float>());
   }
 }
 

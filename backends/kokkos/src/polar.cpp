@@ -3,6 +3,7 @@
 /// Plain-array entry points of polar() and qdwh() on the default execution space.
 #include <exception>
 #include <new>
+#include <type_traits>
 
 #include "plain_io.hpp"
 #include "schatten/kokkos/polar.hpp"
@@ -169,6 +170,16 @@ Status schatten_norm(BatchedMatrixRef<const float> a, double q, double* norms,
 Status schatten_norm(BatchedMatrixRef<const double> a, double q, double* norms,
                      const SchattenNormOptions& options, Workspace* workspace) {
   return kokkos::detail::norm_plain<double>(a, q, norms, options, workspace);
+}
+
+bool detail::lowp_symmetric_on_one_triangle() {
+  // As with_iteration_type (dispatch.hpp) picks the 16-bit type: cuBLAS' on CUDA, whose
+  // symmetric products are vendor GEMMs (batched_sym_product), the software types elsewhere.
+#if defined(SCHATTEN_HAVE_LOWP_GEMM)
+  return !std::is_same<Kokkos::DefaultExecutionSpace, Kokkos::Cuda>::value;
+#else
+  return true;
+#endif
 }
 
 bool precision_supported(Precision p, PolarMethod method) {

@@ -62,9 +62,11 @@ struct PolarOptions {
   /// Form the symmetric products (the Gram X Xᵀ and A² of Newton–Schulz / Polar Express, R = X Xᵀ
   /// and R² of Gram Newton–Schulz, the orthogonality report's Gram) on one triangle: a SYRK (half
   /// their flops) where the build has one for the compute type and memory (host BLAS and cuBLAS,
-  /// fp32/fp64), else, for k ≥ 2·kSymmetricPanelRows, GEMM row panels (about 53–75 % of the
-  /// flops: bf16/fp16, HIP). Results differ from the GEMM path by rounding only (docs/kernels/
-  /// polar.md, "Symmetric products"). false: GEMMs everywhere.
+  /// fp32/fp64); in bf16/fp16 outside CUDA, and for batches of small matrices on HIP, the
+  /// portable kernel's tiles on and below the diagonal (51–56 % of the flops, one launch);
+  /// else, for k ≥ 2·kSymmetricPanelRows, GEMM row panels (about 53–75 % of the flops:
+  /// bf16/fp16 on CUDA, HIP). Results differ from the GEMM path by rounding only
+  /// (docs/kernels/polar.md, "Symmetric products"). false: GEMMs everywhere.
   bool symmetric_gram = true;
   /// Return ⟨A, Q⟩·Q instead of Q, per matrix, with ⟨A, Q⟩ = Σ_ij a_ij q_ij = tr(AᵀQ)
   /// accumulated in double. For the exact polar factor ⟨A, U Vᵀ⟩ = Σσ_i = ‖A‖_*, the dual of the
@@ -161,6 +163,11 @@ namespace detail {
 /// std::bad_alloc then leaves the table to be built by a later call), so that kaon() allocates
 /// nothing on the host in steady state; nullptr for other steps.
 const PolarOptions* cached_kaon_options(int steps);
+/// True when 16-bit iteration (bf16/fp16) on the default execution space forms its symmetric
+/// products on one triangle at every size (the portable kernel of every build but CUDA), false
+/// where it uses the vendor's 16-bit GEMM, in row panels from k = 2·kSymmetricPanelRows (CUDA:
+/// cuBLAS has no 16-bit SYRK). The cost model (polar_gemm_shapes) follows it.
+bool lowp_symmetric_on_one_triangle();
 }  // namespace detail
 
 /// Kaon's random spectrum (schedules::kaon(steps)): U s(Σ/‖A‖_F) Vᵀ with the chaotic map

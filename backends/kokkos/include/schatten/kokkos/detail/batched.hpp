@@ -364,40 +364,64 @@ void sym_lower_by_panels(const Exec& space, bool no_trans, scalar_t<T> alpha, co
   }
 }
 
+/// True when batched_sym_product computes a batch of `batch` symmetric n × n products with inner
+/// dimension `inner` on one triangle: portable_sym_product wherever the full products would be
+/// one portable_gemm (portable_batched: the software 16-bit types; a launch-bound batch on HIP),
+/// else a vendor SYRK or GEMM row panels per matrix (has_symmetric_kernel), except in a
+/// launch-bound batch on a device, whose full products are one vendor batched GEMM (CUDA).
+template <class Exec, class T>
+bool sym_product_on_one_triangle(index_t batch, index_t n, index_t inner) {
+  return portable_batched<Exec, T>(batch, n, n, inner) ||
+         (has_symmetric_kernel<Exec, T>(n) && !launch_bound_batch<Exec>(batch, n, n, inner));
+}
+
 /// C[b] ← alpha op(A[b]) op(A[b])ᵀ + beta C[b] for every b, a symmetric k × k result (trans "N":
-/// A Aᵀ; "T": Aᵀ A). With `symmetric` and has_symmetric_kernel: the lower triangle only, by a
-/// vendor SYRK (half the flops) or else by GEMM row panels (sym_lower_by_panels), one matrix at a
-/// time, then fill_upper, so C is exactly symmetric; beta ≠ 0 then reads only C's lower
-/// triangle (and the diagonal tiles). Otherwise, and for a launch-bound batch (kLaunchBoundDim),
-/// the full products, as batched_gemm.
+/// A Aᵀ; "T": Aᵀ A). With `symmetric`, where sym_product_on_one_triangle says so, the lower
+/// triangle only, mirrored into the upper one, so C is exactly symmetric; beta ≠ 0 then reads
+/// only C's lower triangle (and, with panels, the diagonal tiles):
+/// - where the full products would go to portable_gemm (16-bit storage outside CUDA, a
+///   launch-bound batch on HIP): one portable_sym_product launch for the whole batch, about half
+///   the flops (the tiles on and below the diagonal) and no separate fill;
+/// - else per matrix a vendor SYRK (half the flops) or GEMM row panels (sym_lower_by_panels),
+///   then fill_upper.
+/// Otherwise the full products, as batched_gemm.
 template <class Exec, class T, class Mem>
 void batched_sym_product(const Exec& space, bool symmetric, const char* trans, scalar_t<T> alpha,
                          const Mat3<T, Mem>& a, scalar_t<T> beta, const Mat3<T, Mem>& c) {
   const bool no_trans = trans[0] == 'N' || trans[0] == 'n';
-  const index_t n = c.extent(0), inner = no_trans ? a.extent(1) : a.extent(0);
-  if (symmetric && has_symmetric_kernel<Exec, T>(n) && !launch_bound_batch<Exec>(c.extent(2), n, n, inner)) {
-    for (index_t i = 0; i < static_cast<index_t>(c.extent(2)); ++i) {
-      const auto ai = Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i);
-      const auto ci = Kokkos::subview(c, Kokkos::ALL, Kokkos::ALL, i);
-      if constexpr (has_syrk<Exec, T>())
-        syrk_lower(space, no_trans ? "N" : "T", alpha, ai, beta, ci);
-      else
-        sym_lower_by_panels(space, no_trans, alpha, Mat2<T, Mem>(ai), beta, Mat2<T, Mem>(ci));
+  const index_t n = c.extent(0), inner = no_trans ? a.extent(1) : a.extent(0), batch = c.extent(2);
+  if (symmetric && sym_product_on_one_triangle<Exec, T>(batch, n, inner)) {
+    if constexpr (!has_vendor_batched_gemm<Exec>() || portable_storage<T>) {  // cuBLAS's types: not compiled
+      if (portable_batched<Exec, T>(batch, n, n, inner)) {
+        portable_sym_product<Exec, T>(space, !no_trans, static_cast<int>(n), static_cast<int>(inner), alpha,
+                                      read_operand(a), beta, strided_operand(c), static_cast<int>(batch));
+        return;
+      }
     }
-    fill_upper(space, c);
-    return;
+    if constexpr (!portable_storage<T>) {  // (those returned above)
+      for (index_t i = 0; i < batch; ++i) {
+        const auto ai = Kokkos::subview(a, Kokkos::ALL, Kokkos::ALL, i);
+        const auto ci = Kokkos::subview(c, Kokkos::ALL, Kokkos::ALL, i);
+        if constexpr (has_syrk<Exec, T>())
+          syrk_lower(space, no_trans ? "N" : "T", alpha, ai, beta, ci);
+        else
+          sym_lower_by_panels(space, no_trans, alpha, Mat2<T, Mem>(ai), beta, Mat2<T, Mem>(ci));
+      }
+      fill_upper(space, c);
+      return;
+    }
   }
   batched_gemm(space, no_trans ? "N" : "T", no_trans ? "T" : "N", alpha, a, a, beta, c);
 }
 
 /// C[b] ← alpha A[b]² + beta C[b] for exactly symmetric A[b]: A² = A Aᵀ by the symmetric kernel
-/// (with `symmetric` and has_symmetric_kernel, see batched_sym_product), else one GEMM(N, N) per
-/// matrix.
+/// (with `symmetric`, where sym_product_on_one_triangle says so; see batched_sym_product), else
+/// one GEMM(N, N) per matrix or batch.
 template <class Exec, class T, class Mem>
 void batched_square(const Exec& space, bool symmetric, scalar_t<T> alpha, const Mat3<T, Mem>& a,
                     scalar_t<T> beta, const Mat3<T, Mem>& c) {
   const index_t n = c.extent(0);
-  if (symmetric && has_symmetric_kernel<Exec, T>(n) && !launch_bound_batch<Exec>(c.extent(2), n, n, n))
+  if (symmetric && sym_product_on_one_triangle<Exec, T>(c.extent(2), n, n))
     batched_sym_product(space, true, "N", alpha, a, beta, c);
   else
     batched_gemm(space, "N", "N", alpha, a, a, beta, c);

@@ -121,26 +121,13 @@ KOKKOS_INLINE_FUNCTION void load_host_slab(const Member& member, bool trans, con
   }
 }
 
-/// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for b < batch, C[b] m × n, column-major, in one
-/// launch on `space`: a Kokkos team per tile of every C[b] (PortableTiles), the products and sums
-/// in scalar_t<T> (fp32 for 16-bit storage), each result rounded to T once. Every entry's sum
-/// starts at 0 and adds its k products in the order of the inner index, whatever the tiles, the
-/// loop form or the team size: sum_k(...) then T(alpha·sum + beta·C), bit for bit the same
-/// sequence of operations as the plain triple loop (the tests check this). beta = 0 does not read
-/// C (BLAS' rule: C may hold NaN); k = 0 gives C = beta C. C must not overlap A or B.
-/// `team_size` 0 lets the kernel choose: one thread per block of entries of a tile on a device,
-/// capped by Kokkos' team_size_max (1 on its Serial backend); Kokkos::AUTO in the host form. The
-/// tests pass the host's thread count to run teams of several threads on the CPU too.
-/// HostLoops (the default on host memory) selects the host tiles and blocks; the tests run the
-/// device form on the CPU too, by passing false.
-/// Cost: 2mnk flops per matrix (plus, in the device form, the padding of the last tiles to
-/// 64 or 32) and one launch; reads A and B ⌈n/N⌉ and ⌈m/M⌉ times, through the team scratch.
-/// Asynchronous (enqueued on `space`).
-template <class Exec, class T,
-          bool HostLoops = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value>
-void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, int k, scalar_t<T> alpha,
-                   StridedOperand<const T> a, StridedOperand<const T> b, scalar_t<T> beta,
-                   StridedOperand<T> c, int batch, int team_size = 0) {
+/// The kernel of portable_gemm and portable_sym_product (below): C[b] = alpha op(A[b]) op(B[b])
+/// + beta C[b], every entry of C or, with `symmetric` (m = n, B = A, trans_b = !trans_a), those
+/// on and below the diagonal, mirrored above it.
+template <class Exec, class T, bool HostLoops>
+void portable_tiles(const Exec& space, bool trans_a, bool trans_b, int m, int n, int k, scalar_t<T> alpha,
+                    StridedOperand<const T> a, StridedOperand<const T> b, scalar_t<T> beta,
+                    StridedOperand<T> c, int batch, bool symmetric, int team_size) {
   using S = scalar_t<T>;
   using Tiles = PortableTiles<S, HostLoops>;
   constexpr int TM = Tiles::M, TN = Tiles::N, TK = Tiles::K, MR = Tiles::MR, NR = Tiles::NR;
@@ -162,6 +149,7 @@ void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, 
     const int item = member.league_rank();
     const int mat = item / tiles, tile = item % tiles;
     const int i0 = (tile % tiles_m) * TM, j0 = (tile / tiles_m) * TN;
+    if (symmetric && j0 > i0) return;  // above the diagonal (the whole team leaves: no barrier)
     const T* pa = a.data + mat * a.stride;
     const T* pb = b.data + mat * b.stride;
     T* pc = c.data + mat * c.stride;
@@ -205,6 +193,8 @@ void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, 
       // Every entry adds its kk products to its running sum in the order of l, in registers.
       Kokkos::parallel_for(Kokkos::TeamThreadRange(member, bm * bn), [&](int t) {
         const int bi = HostLoops ? (t % bm) * MR : t % GM, bj = HostLoops ? (t / bm) * NR : t / GM;
+        // On the host a block of a diagonal tile wholly above the diagonal is not needed.
+        if (HostLoops && symmetric && i0 == j0 && bi + MR <= bj) return;
         S sum[NR][MR];
         for (int jj = 0; jj < NR; ++jj)
           for (int ii = 0; ii < MR; ++ii)
@@ -226,11 +216,13 @@ void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, 
     member.team_barrier();
     Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TM * TN), [&](int e) {
       const int i = e % TM, j = e / TM, gi = i0 + i, gj = j0 + j;
-      if (gi >= m || gj >= n) return;
+      if (gi >= m || gj >= n || (symmetric && gj > gi)) return;
       T& out = pc[gi + static_cast<std::int64_t>(gj) * c.ld];
       S v = alpha * acc[e];
       if (beta != S(0)) v += beta * static_cast<S>(out);
       out = static_cast<T>(v);
+      // The mirror: no thread reads C above the diagonal, and each entry there has one writer.
+      if (symmetric && gi != gj) pc[gj + static_cast<std::int64_t>(gi) * c.ld] = out;
     });
   };
   const auto scratch = Kokkos::PerTeam(Scratch::shmem_size(scratch_elements));
@@ -244,7 +236,52 @@ void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, 
   const Policy policy =
       (team > 0 ? Policy(space, batch * tiles, team) : Policy(space, batch * tiles, Kokkos::AUTO))
           .set_scratch_size(0, scratch);
-  Kokkos::parallel_for(kernel_label("schatten::portable_gemm"), policy, body);
+  Kokkos::parallel_for(kernel_label(symmetric ? "schatten::portable_sym_product" : "schatten::portable_gemm"),
+                       policy, body);
+}
+
+/// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for b < batch, C[b] m × n, column-major, in one
+/// launch on `space`: a Kokkos team per tile of every C[b] (PortableTiles), the products and sums
+/// in scalar_t<T> (fp32 for 16-bit storage), each result rounded to T once. Every entry's sum
+/// starts at 0 and adds its k products in the order of the inner index, whatever the tiles, the
+/// loop form or the team size: sum_k(...) then T(alpha·sum + beta·C), bit for bit the same
+/// sequence of operations as the plain triple loop (the tests check this). beta = 0 does not read
+/// C (BLAS' rule: C may hold NaN); k = 0 gives C = beta C. C must not overlap A or B.
+/// `team_size` 0 lets the kernel choose: one thread per block of entries of a tile on a device,
+/// capped by Kokkos' team_size_max (1 on its Serial backend); Kokkos::AUTO in the host form. The
+/// tests pass the host's thread count to run teams of several threads on the CPU too.
+/// HostLoops (the default on host memory) selects the host tiles and blocks; the tests run the
+/// device form on the CPU too, by passing false.
+/// Cost: 2mnk flops per matrix (plus, in the device form, the padding of the last tiles to
+/// 64 or 32) and one launch; reads A and B ⌈n/N⌉ and ⌈m/M⌉ times, through the team scratch.
+/// Asynchronous (enqueued on `space`).
+template <class Exec, class T,
+          bool HostLoops = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value>
+void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, int k, scalar_t<T> alpha,
+                   StridedOperand<const T> a, StridedOperand<const T> b, scalar_t<T> beta,
+                   StridedOperand<T> c, int batch, int team_size = 0) {
+  portable_tiles<Exec, T, HostLoops>(space, trans_a, trans_b, m, n, k, alpha, a, b, beta, c, batch, false,
+                                     team_size);
+}
+
+/// The symmetric product C[b] = alpha op(A[b]) op(A[b])ᵀ + beta C[b], n × n, for b < batch, in
+/// one launch: op(A) is the n × k matrix A (trans false, C = A Aᵀ) or Aᵀ of a k × n A (trans
+/// true, C = Aᵀ A). portable_gemm's kernel on the tiles on and below the diagonal only; each
+/// entry on or below the diagonal gets the bits portable_gemm (and the plain loop) would give
+/// it, and its value is copied to its mirror above the diagonal, so C is exactly symmetric, as
+/// a SYRK followed by fill_upper leaves it (batched.hpp). beta ≠ 0 reads C's lower triangle only;
+/// beta = 0 reads no C. A must not overlap C.
+/// Cost: the (T + 1)/(2T) of the tiles that hold the lower triangle (T = ⌈n/M⌉ tiles a side:
+/// 56 % at T = 8, 51 % at T = 64; the teams of the other tiles exit at once), on the host less
+/// (the blocks of a diagonal tile wholly above the diagonal are skipped), of the full product's
+/// 2n²k flops; one launch for the whole batch. Asynchronous.
+template <class Exec, class T,
+          bool HostLoops = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value>
+void portable_sym_product(const Exec& space, bool trans, int n, int k, scalar_t<T> alpha,
+                          StridedOperand<const T> a, scalar_t<T> beta, StridedOperand<T> c, int batch,
+                          int team_size = 0) {
+  portable_tiles<Exec, T, HostLoops>(space, trans, !trans, n, n, k, alpha, a, a, beta, c, batch, true,
+                                     team_size);
 }
 
 }  // namespace schatten::kokkos::detail
