@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -707,6 +708,44 @@ TEST_SUITE("kernels.polar.api") {
         CHECK(relative_error(a, b) <= 2 * rounding_tolerance<T>(mc.options));
         CHECK(std::fabs(r_on.orthogonality_error - r_off.orthogonality_error) <=
               1e-2 * r_off.orthogonality_error + 1e3 * std::numeric_limits<T>::epsilon());
+      }
+  }
+
+  TEST_CASE("16-bit iteration outside CUDA: symmetric_gram on and off give the same bits") {
+    // With the portable kernel both paths sum every entry of X Xᵀ and A² in the same order
+    // (portable_gemm.hpp): the triangle's entry (i, j), i ≥ j, is the full product's, its mirror
+    // is Σ x_jl x_il = Σ x_il x_jl (IEEE products commute), and A² = A A with A exactly
+    // symmetric is A Aᵀ entry by entry. So the outputs must agree bit for bit: a check of the
+    // whole route (batched_sym_product, batched_square) against the GEMM path, with k above one
+    // tile (128 on the host) and a batch.
+    if (!detail::lowp_symmetric_on_one_triangle()) return;  // CUDA: vendor GEMMs, other sums
+    const index_t batch = 2;
+    // Both orientations: bf16 on a wide input, fp16 on a tall one.
+    for (Precision p : {Precision::bf16, Precision::fp16})
+      for (PolarMethod method : {PolarMethod::newton_schulz, PolarMethod::polar_express}) {
+        const index_t r = p == Precision::bf16 ? 200 : 300, c = p == Precision::bf16 ? 300 : 200;
+        CAPTURE(r);
+        CAPTURE(static_cast<int>(p));
+        CAPTURE(static_cast<int>(method));
+        std::vector<float> in;
+        for (index_t i = 0; i < batch; ++i) {
+          const std::vector<float> m =
+              random_input<float>(r, c, "symmetric_gram_16", static_cast<std::uint64_t>(i));
+          in.insert(in.end(), m.begin(), m.end());
+        }
+        PolarOptions on;
+        on.method = method;
+        on.compute = p;
+        PolarOptions off = on;
+        off.symmetric_gram = false;
+        std::vector<float> q_on(in.size()), q_off(in.size());
+        REQUIRE(polar(BatchedMatrixRef<const float>(in.data(), batch, r, c),
+                      BatchedMatrixRef<float>(q_on.data(), batch, r, c), on)
+                    .status == Status::ok);
+        REQUIRE(polar(BatchedMatrixRef<const float>(in.data(), batch, r, c),
+                      BatchedMatrixRef<float>(q_off.data(), batch, r, c), off)
+                    .status == Status::ok);
+        CHECK(std::memcmp(q_on.data(), q_off.data(), q_on.size() * sizeof(float)) == 0);
       }
   }
 }
