@@ -285,14 +285,16 @@ TEST_SUITE("kernels.polar.api") {
     CHECK(precision_supported(Precision::fp32, PolarMethod::qdwh));
   }
 
-  TEST_CASE("bf16 iteration at k >= 1024 (GEMM-panel symmetric products)") {
-    // k = 1100 ≥ 2·kSymmetricPanelRows: the symmetric products run as GEMM row panels (3 panels)
-    // in bf16. Same oracle and bound as the 96 × 160 case above (the bound does not depend on k:
-    // each GEMM result is rounded to 16 bits once, with fp32 accumulation), for symmetric_gram on
-    // and, with cuBLAS, off. The portable 16-bit GEMM sums every entry's products in the same
-    // order whether a panel or the full product computes it, so there the two settings give the
-    // same bits (measured) and the off setting, a plain GEMM as in the case above, is left out: on
-    // the CPU one call takes 3.4 s in a Release build and about 45 s under the sanitizers. The
+  TEST_CASE("bf16 iteration at k >= 1024 (panels on CUDA, the portable triangle elsewhere)") {
+    // k = 1100 ≥ 2·kSymmetricPanelRows: with cuBLAS the symmetric products run as GEMM row panels
+    // (3 panels) in bf16; elsewhere as portable_sym_product (9 × 9 tiles of 128, 45 computed).
+    // Same oracle and bound as the 96 × 160 case above (the bound does not depend on k: each
+    // product is rounded to 16 bits once, with fp32 accumulation), for symmetric_gram on and,
+    // with cuBLAS, off. The portable kernel sums every entry's products in the same order
+    // whether the triangle or the full product computes it, so there the two settings give the
+    // same bits (the "symmetric_gram on and off give the same bits" case checks that on smaller
+    // shapes) and the off setting, a plain GEMM as in the case above, is left out: on the CPU one
+    // call took 3.4 s in a Release build and about 45 s under the sanitizers. The
     // oracle is built from the prescribed factors (an SVD of 1100 × 1200 in double would take
     // longer than the calls).
     const index_t r = 1100, c = 1200;

@@ -230,8 +230,10 @@ inline constexpr double kPolarTermLimit = 1e4;
 /// scalar work plus resolved_schedule().
 double polar_iterate_bound(const PolarOptions& options);
 
-/// Rows per panel of the symmetric products built from GEMMs, used where no vendor SYRK serves
-/// the compute type and device (bf16/fp16, HIP, a host build without BLAS). C = α op(A) op(A)ᵀ
+/// Rows per panel of the symmetric products built from vendor GEMMs, used where no vendor SYRK
+/// serves the compute type and device (bf16/fp16 on CUDA; fp32/fp64 on HIP and on a host build
+/// without BLAS; the software 16-bit types use the portable kernel's triangle instead,
+/// portable_sym_product in detail/portable_gemm.hpp). C = α op(A) op(A)ᵀ
 /// (n × n, inner dimension k) is computed as N = ⌈n/b⌉ row panels, b = kSymmetricPanelRows.
 /// Panel p is one GEMM of C[p·b : e, 0 : e] with e = min((p+1)·b, n), so the lower triangle
 /// costs about (N + 1)/(2N) of the full GEMM's 2n²k flops: 75 % at N = 2, 56 % at N = 8, 53 %
