@@ -5,15 +5,16 @@
 /// element type, with no vendor library. Used where the build has no vendor routine for the job
 /// (docs/kernels/polar.md, "16-bit iteration" and "Determinism"):
 /// - 16-bit iteration (PolarOptions::compute = bf16 / fp16) outside CUDA: the iterates are stored
-///   in Bf16 / Fp16 and every product goes through portable_gemm with fp32 accumulation, the
-///   numerics of cuBLAS' GEMM with 16-bit storage and CUBLAS_COMPUTE_32F (a result rounded to 16
-///   bits once per GEMM), in another summation order. On a CPU this is an emulation, for results
+///   in Bf16 / Fp16 and every product goes through portable_gemm (the symmetric ones through
+///   portable_sym_product, its lower triangle) with fp32 accumulation, the numerics of cuBLAS'
+///   GEMM with 16-bit storage and CUBLAS_COMPUTE_32F (a result rounded to 16 bits once per
+///   GEMM), in another summation order. On a CPU this is an emulation, for results
 ///   that match a GPU's, not for speed: on one core (Kokkos Serial) about a seventh of the
 ///   two-thread host BLAS's fp32 rate for Newton–Schulz at 1024² on the development machine
 ///   (docs/benchmarks/cpu-polar.md, "16-bit iteration on the CPU").
 /// - a batch of several same-shape products on a device without a vendor batched GEMM (HIP:
 ///   Debian ships no rocBLAS), so that a model's many small matrices cost one launch per product
-///   instead of one per matrix (batched.hpp batched_gemm).
+///   instead of one per matrix (batched.hpp batched_gemm, batched_sym_product).
 #pragma once
 
 #include <Kokkos_Core.hpp>
