@@ -27,6 +27,8 @@
 ///   shape the polar cases use, in float and double; gemm/bf16/... and gemm/fp16/... in the
 ///   storage of 16-bit iteration (cuBLAS on CUDA, portable_gemm elsewhere), at 1024³ and, on a
 ///   GPU build, 4096³ and 8192³.
+/// portable/<bf16|float>/<gemm|sym>/<n> (GPU builds): the portable kernel's device form, which
+///   HIP runs, on this GPU: portable_gemm (2n³ flops) and portable_sym_product (n³).
 /// qdwh_floor/double/1024x1024/kappa=1e16: QDWH on a geometric spectrum of condition 1e16, the
 ///   target of issue #3: per_iter_ms, floor_per_iter_ms, x_floor, iterations, qr_iterations and
 ///   householder_qr_ms, a Householder QR (LAPACK) of the stacked 2k × k matrix of one QR step.
@@ -222,6 +224,12 @@ void bm_lowp_gemm(benchmark::State& st, Precision compute, index_t n) {
   time_gemm(st, lowp_gemm_timer(compute, n, n, n), n, n, n);
 }
 
+/// The portable kernel's device form on a GPU (portable_kernel_timer). GFLOP/s counts 2n³ for
+/// the full product and n³ for the triangle, the rates of the work each needs.
+void bm_portable(benchmark::State& st, Precision compute, index_t n, bool symmetric) {
+  time_gemm(st, portable_kernel_timer(compute, n, symmetric), n, n, symmetric ? n / 2 : n);
+}
+
 template <class T>
 void register_all() {
   std::set<std::tuple<index_t, index_t, index_t>> gemms;
@@ -316,6 +324,19 @@ int main(int argc, char** argv) {
           ->Unit(benchmark::kMillisecond);
     }
   }
+  // The portable kernel's device form on a GPU build: what HIP runs, timed beside the gemm/
+  // cases' vendor rate (on the CPU the gemm/bf16 and gemm/fp16 cases above already are it).
+  if (!std::is_same<Kokkos::DefaultExecutionSpace::memory_space, Kokkos::HostSpace>::value)
+    for (Precision compute : {Precision::bf16, Precision::fp32})
+      for (bool symmetric : {false, true})
+        for (index_t n : {index_t(1024), index_t(4096), index_t(8192)}) {
+          const std::string name = std::string("portable/") +
+                                   (compute == Precision::bf16 ? "bf16/" : "float/") +
+                                   (symmetric ? "sym/" : "gemm/") + std::to_string(n);
+          benchmark::RegisterBenchmark(name.c_str(), bm_portable, compute, n, symmetric)
+              ->UseManualTime()
+              ->Unit(benchmark::kMillisecond);
+        }
   benchmark::RegisterBenchmark("qdwh_floor/double/1024x1024/kappa=1e16", bm_qdwh_floor)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond)

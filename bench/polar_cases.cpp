@@ -517,6 +517,52 @@ double kernel_floor_seconds(const Problem& p, const PolarOptions& o, int reps) {
   return floor_seconds<T>(executed_ops<T>(p, o), reps);
 }
 
+namespace {
+template <class T>
+std::function<double()> portable_timer(index_t n, bool symmetric) {
+  using Exec = Kokkos::DefaultExecutionSpace;
+  using V = Kokkos::View<T**, Kokkos::LayoutLeft, Exec::memory_space>;
+  struct Operands {
+    V a, b, c;
+  };
+  auto ops = std::make_shared<Operands>();
+  ops->a = V(Kokkos::view_alloc(Kokkos::WithoutInitializing, "a"), n, n);
+  ops->b = V(Kokkos::view_alloc(Kokkos::WithoutInitializing, "b"), n, n);
+  ops->c = V(Kokkos::view_alloc(Kokkos::WithoutInitializing, "c"), n, n);
+  Rng rng(0x9e3779b9u + static_cast<std::uint64_t>(n * 65));  // N(0, 1/n), as GemmProbe
+  const double sd = 1.0 / std::sqrt(static_cast<double>(n));
+  for (V* v : {&ops->a, &ops->b}) {
+    auto h = Kokkos::create_mirror_view(*v);
+    for (index_t j = 0; j < n; ++j)
+      for (index_t i = 0; i < n; ++i)
+        h(i, j) = static_cast<T>(sd * rng.normal());
+    Kokkos::deep_copy(*v, h);
+  }
+  const int ni = static_cast<int>(n);
+  return [ops, ni, symmetric] {
+    using S = kokkos::detail::scalar_t<T>;
+    Kokkos::fence();
+    Kokkos::Timer timer;
+    if (symmetric)
+      kokkos::detail::portable_sym_product<Exec, T, false>(Exec(), false, ni, ni, S(1),
+                                                           kokkos::detail::read_operand(ops->a), S(0),
+                                                           kokkos::detail::strided_operand(ops->c), 1);
+    else
+      kokkos::detail::portable_gemm<Exec, T, false>(
+          Exec(), false, false, ni, ni, ni, S(1), kokkos::detail::read_operand(ops->a),
+          kokkos::detail::read_operand(ops->b), S(0), kokkos::detail::strided_operand(ops->c), 1);
+    Kokkos::fence();
+    return timer.seconds();
+  };
+}
+}  // namespace
+
+std::function<double()> portable_kernel_timer(Precision compute, index_t n, bool symmetric) {
+  if (compute == Precision::bf16) return portable_timer<kokkos::detail::Bf16>(n, symmetric);
+  if (compute == Precision::fp16) return portable_timer<kokkos::detail::Fp16>(n, symmetric);
+  return portable_timer<float>(n, symmetric);
+}
+
 std::function<double()> lowp_gemm_timer(Precision compute, index_t m, index_t n, index_t k) {
   return with_lowp_storage(compute, [&](auto s) -> std::function<double()> {
     auto probe = std::make_shared<GemmProbe<decltype(s)>>(m, n, k);

@@ -145,6 +145,14 @@ double gemm_seconds(index_t m, index_t n, index_t k, int reps);
 /// Express run and that their floor counts (kernel_floor_seconds). Operands as GemmProbe's.
 std::function<double()> lowp_gemm_timer(Precision compute, index_t m, index_t n, index_t k);
 
+/// A timer of single n × n × n calls (fenced wall seconds) of the portable kernel's device loop
+/// form on the default execution space, in the storage of `compute` (bf16 and fp16: the
+/// software types; fp32: float): portable_gemm, or with `symmetric` portable_sym_product
+/// (C = A Aᵀ, one triangle). HIP runs these for its 16-bit iteration and batches; on CUDA the
+/// library never does, so this times them on an NVIDIA GPU for comparison with cuBLAS (the
+/// gemm/ cases). Operands as GemmProbe's.
+std::function<double()> portable_kernel_timer(Precision compute, index_t n, bool symmetric);
+
 /// "<commit>[-dirty]" of the source tree this binary was built from.
 const char* git_commit();
 /// CPU model name, logical cores and BLAS threading, for benchmark contexts.

@@ -13,7 +13,9 @@
 #          cuBLAS SYRK and the strided-batched GEMM, which have not run yet          (~3 min)
 #   polar  Newton–Schulz and Polar Express at 4096² and 8192², in fp32 and bf16, against the
 #          cuBLAS floor (schatten-polar-report), then the PyTorch reference (eager and
-#          torch.compile) at the same shapes                                          (~4 min)
+#          torch.compile) at the same shapes; then the 16-bit cuBLAS GEMM alone and the
+#          portable kernel's device form, which HIP runs and CUDA never does, at 1024³ to 8192³
+#          (schatten-bench-polar gemm/ and portable/ cases)                           (~5 min)
 #   optim  the GPT-2-small Muon step, the batched/unbatched experts, Dion2's device step
 #          batched and unbatched and Dion's at rank fraction 0.25, M in fp32 and in bf16
 #          (schatten-bench-optim), the
@@ -78,6 +80,7 @@ stage_polar() {
   run "$log" 180 "$BIN/schatten-polar-report" --out "$OUT/big" --shape 4096x4096 --shape 8192x8192 \
     --method newton_schulz_kj5 --method polar_express_deployed_5 --lowp bf16 --reps 5
   run "$log" 200 python3 bench/gpu/torch_reference.py --shapes 4096x4096,8192x8192 --out "$OUT/torch.csv"
+  run "$log" 120 "$BIN/schatten-bench-polar" '--benchmark_filter=^(gemm/(bf16|fp16)|portable)/'
 }
 
 stage_optim() {
