@@ -309,13 +309,13 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("input", "power-law singular values 1/sqrt(i+1), Haar singular vectors");
   register_all<float>();
   register_all<double>();
+  const bool gpu_build = !std::is_same<Kokkos::DefaultExecutionSpace::memory_space, Kokkos::HostSpace>::value;
   // The 16-bit GEMM rate, the floor of 16-bit iteration: 1024³ everywhere (about 0.1 s a call
   // on the CPU's portable GEMM), and the issue #7 target sizes on a GPU.
   for (Precision compute : {Precision::bf16, Precision::fp16}) {
     if (!precision_supported(compute, PolarMethod::newton_schulz)) continue;
     std::vector<index_t> sizes{1024};
-    if (!std::is_same<Kokkos::DefaultExecutionSpace::memory_space, Kokkos::HostSpace>::value)
-      sizes.insert(sizes.end(), {4096, 8192});
+    if (gpu_build) sizes.insert(sizes.end(), {4096, 8192});
     for (index_t n : sizes) {
       const std::string name = std::string("gemm/") + (compute == Precision::bf16 ? "bf16/" : "fp16/") +
                                std::to_string(n) + "x" + std::to_string(n) + "x" + std::to_string(n);
@@ -326,7 +326,7 @@ int main(int argc, char** argv) {
   }
   // The portable kernel's device form on a GPU build: what HIP runs, timed beside the gemm/
   // cases' vendor rate (on the CPU the gemm/bf16 and gemm/fp16 cases above already are it).
-  if (!std::is_same<Kokkos::DefaultExecutionSpace::memory_space, Kokkos::HostSpace>::value)
+  if (gpu_build)
     for (Precision compute : {Precision::bf16, Precision::fp32})
       for (bool symmetric : {false, true})
         for (index_t n : {index_t(1024), index_t(4096), index_t(8192)}) {

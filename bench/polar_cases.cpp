@@ -308,6 +308,25 @@ double GemmProbe<T>::seconds() {
 }
 
 template <class T>
+double GemmProbe<T>::portable_seconds(bool symmetric) {
+  using Exec = Kokkos::DefaultExecutionSpace;
+  using S = kokkos::detail::scalar_t<T>;
+  namespace kd = kokkos::detail;
+  const int m = static_cast<int>(impl_->c.extent(0)), n = static_cast<int>(impl_->c.extent(1)),
+            k = static_cast<int>(impl_->a.extent(1));
+  Kokkos::fence();
+  Kokkos::Timer timer;
+  if (symmetric)
+    kd::portable_sym_product<Exec, T, false>(Exec(), false, m, k, S(1), kd::read_operand(impl_->a), S(0),
+                                             kd::strided_operand(impl_->c), 1);
+  else
+    kd::portable_gemm<Exec, T, false>(Exec(), false, false, m, n, k, S(1), kd::read_operand(impl_->a),
+                                      kd::read_operand(impl_->b), S(0), kd::strided_operand(impl_->c), 1);
+  Kokkos::fence();
+  return timer.seconds();
+}
+
+template <class T>
 double gemm_seconds(index_t m, index_t n, index_t k, int reps) {
   // Methods share GEMM shapes: measure each (type, shape, reps) once per process.
   static std::map<std::tuple<index_t, index_t, index_t, int>, double> cache;  // one per type T
@@ -520,40 +539,8 @@ double kernel_floor_seconds(const Problem& p, const PolarOptions& o, int reps) {
 namespace {
 template <class T>
 std::function<double()> portable_timer(index_t n, bool symmetric) {
-  using Exec = Kokkos::DefaultExecutionSpace;
-  using V = Kokkos::View<T**, Kokkos::LayoutLeft, Exec::memory_space>;
-  struct Operands {
-    V a, b, c;
-  };
-  auto ops = std::make_shared<Operands>();
-  ops->a = V(Kokkos::view_alloc(Kokkos::WithoutInitializing, "a"), n, n);
-  ops->b = V(Kokkos::view_alloc(Kokkos::WithoutInitializing, "b"), n, n);
-  ops->c = V(Kokkos::view_alloc(Kokkos::WithoutInitializing, "c"), n, n);
-  Rng rng(0x9e3779b9u + static_cast<std::uint64_t>(n * 65));  // N(0, 1/n), as GemmProbe
-  const double sd = 1.0 / std::sqrt(static_cast<double>(n));
-  for (V* v : {&ops->a, &ops->b}) {
-    auto h = Kokkos::create_mirror_view(*v);
-    for (index_t j = 0; j < n; ++j)
-      for (index_t i = 0; i < n; ++i)
-        h(i, j) = static_cast<T>(sd * rng.normal());
-    Kokkos::deep_copy(*v, h);
-  }
-  const int ni = static_cast<int>(n);
-  return [ops, ni, symmetric] {
-    using S = kokkos::detail::scalar_t<T>;
-    Kokkos::fence();
-    Kokkos::Timer timer;
-    if (symmetric)
-      kokkos::detail::portable_sym_product<Exec, T, false>(Exec(), false, ni, ni, S(1),
-                                                           kokkos::detail::read_operand(ops->a), S(0),
-                                                           kokkos::detail::strided_operand(ops->c), 1);
-    else
-      kokkos::detail::portable_gemm<Exec, T, false>(
-          Exec(), false, false, ni, ni, ni, S(1), kokkos::detail::read_operand(ops->a),
-          kokkos::detail::read_operand(ops->b), S(0), kokkos::detail::strided_operand(ops->c), 1);
-    Kokkos::fence();
-    return timer.seconds();
-  };
+  auto probe = std::make_shared<GemmProbe<T>>(n, n, n);
+  return [probe, symmetric] { return probe->portable_seconds(symmetric); };
 }
 }  // namespace
 

@@ -130,6 +130,10 @@ class GemmProbe {
   GemmProbe(index_t m, index_t n, index_t k);
   ~GemmProbe();
   double seconds();  ///< wall time of one call, fenced
+  /// Wall time of one call of the portable kernel's device form on the same operands:
+  /// portable_gemm, or with `symmetric` portable_sym_product (C = A Aᵀ, for m = n).
+  double portable_seconds(bool symmetric);
+
  private:
   struct Impl;
   Impl* impl_;

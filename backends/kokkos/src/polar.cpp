@@ -3,7 +3,6 @@
 /// Plain-array entry points of polar() and qdwh() on the default execution space.
 #include <exception>
 #include <new>
-#include <type_traits>
 
 #include "plain_io.hpp"
 #include "schatten/kokkos/polar.hpp"
@@ -173,13 +172,11 @@ Status schatten_norm(BatchedMatrixRef<const double> a, double q, double* norms,
 }
 
 bool detail::lowp_symmetric_on_one_triangle() {
-  // As with_iteration_type (dispatch.hpp) picks the 16-bit type: cuBLAS' on CUDA, whose
-  // symmetric products are vendor GEMMs (batched_sym_product), the software types elsewhere.
-#if defined(SCHATTEN_HAVE_LOWP_GEMM)
-  return !std::is_same<Kokkos::DefaultExecutionSpace, Kokkos::Cuda>::value;
-#else
-  return true;
-#endif
+  // The 16-bit type polar() iterates in on the default execution space: the software types
+  // (portable_sym_product at every size, batched_sym_product) or, on CUDA, cuBLAS's.
+  return kokkos::detail::with_iteration_type<true, Kokkos::DefaultExecutionSpace, float>(
+      Precision::bf16, false,
+      [](auto tc) { return kokkos::detail::portable_storage<typename decltype(tc)::type>; });
 }
 
 bool precision_supported(Precision p, PolarMethod method) {

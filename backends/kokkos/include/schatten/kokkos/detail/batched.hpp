@@ -36,16 +36,11 @@ Mat3<T, Mem> carve(Arena& arena, index_t rows, index_t cols, index_t batch) {
   return Mat3<T, Mem>(p, rows, cols, batch);
 }
 
-/// True for execution spaces that run on the host (Serial, OpenMP, Threads): their element-wise
-/// loops run one (column, matrix) pair per work item with a vectorisable inner loop over rows.
-/// Device spaces use a tiled MDRange instead. Both visit the same (i, j, b) set.
-template <class Exec>
-constexpr bool runs_on_host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
-
 /// f(i, j, b) for every element of a rows × cols × batch box. On the host a work item is a
 /// block of 16 columns of one matrix, visited in row blocks of 128 with the inner loop over i:
 /// when the other operand is row-major (a transposing copy) the 16 columns share its cache lines
-/// and both sides stay in L1 (block sizes tunable: 64-byte lines, float and double).
+/// and both sides stay in L1 (block sizes tunable: 64-byte lines, float and double). Device
+/// spaces use a tiled MDRange instead. Both visit the same (i, j, b) set.
 template <class Exec, class F>
 void for_each_element(const Exec& space, const char* label, index_t rows, index_t cols, index_t batch,
                       const F& f) {

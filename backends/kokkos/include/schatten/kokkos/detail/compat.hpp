@@ -59,6 +59,11 @@ inline void fence_all() {
 #endif
 }
 
+/// True for execution spaces that run on the host (Serial, OpenMP, Threads): the kernels pick
+/// their host loop forms there.
+template <class Exec>
+constexpr bool runs_on_host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
+
 /// Kokkos::min/max are absent in 3.4.
 template <class T>
 KOKKOS_INLINE_FUNCTION constexpr T kmax(T a, T b) {

@@ -76,7 +76,7 @@ struct scalar_of<Fp16> {
 ///   the bound moves from 1/8 of the FMA peak to 1/2. Not measured on a GPU.
 /// - Host form: 128 × 128 tiles (80 KiB in float, in the heap): each slab entry is converted from
 ///   16 bits once per 128 products, by a thread copying a contiguous run of the operand
-///   (load_host_slab, vectorised); 8 × 4 blocks of contiguous entries, which the compiler keeps
+///   (load_slab, vectorised); 8 × 4 blocks of contiguous entries, which the compiler keeps
 ///   in vector registers; only the blocks that cover C are computed, so a matrix smaller than a
 ///   tile costs about its own products. On the development machine (AMD EPYC, one core, the
 ///   x86-64 baseline of the default build: SSE2, no FMA, 4 floats a vector) a bf16 1024³ product
@@ -91,33 +91,47 @@ struct PortableTiles {
   static constexpr int MR = HostLoops ? 8 : 4, NR = 4;
 };
 
-/// The host form's slab load: dst[l·width + i] = op(X)(r0 + i, k0 + l) for l < kk, i < rows,
-/// and 0 for rows ≤ i < width, where op(X)(i, l) is x[i + l·ld] untransposed and x[l + i·ld]
-/// transposed (B enters as Bᵀ: its columns are the slab's rows). Each thread copies whole
-/// contiguous runs of x, which the compiler vectorises with the 16-bit widening; rows l ≥ kk are
-/// never read (the products stop at kk).
-template <class Member, class T, class S>
-KOKKOS_INLINE_FUNCTION void load_host_slab(const Member& member, bool trans, const T* x, int ld, int r0,
-                                           int k0, int kk, int rows, S* dst, int width) {
-  if (!trans) {
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(member, kk), [&](int l) {
-      const T* src = x + r0 + static_cast<std::int64_t>(k0 + l) * ld;
-      S* out = dst + l * width;
-      for (int i = 0; i < rows; ++i)
-        out[i] = static_cast<S>(src[i]);
-      for (int i = rows; i < width; ++i)
-        out[i] = S(0);
-    });
+/// One slab of an operand into team scratch: dst[l·width + i] = op(X)(r0 + i, k0 + l) for
+/// l < kk, i < rows, where op(X)(i, l) is x[i + l·ld] untransposed and x[l + i·ld] transposed
+/// (B enters as Bᵀ: its columns are the slab's rows, so the kernel calls this for A with trans_a
+/// and for B with !trans_b). Rows from `rows` to `width` hold 0.
+/// - Host form: each thread copies whole contiguous runs of x, which the compiler vectorises with
+///   the 16-bit widening; slab rows l ≥ kk are not written (the products stop at kk).
+/// - Device form: one entry per thread, consecutive threads on the operand's contiguous index
+///   (coalesced), `depth` rows of the slab, those from kk on holding 0.
+template <bool HostLoops, class Member, class T, class S>
+KOKKOS_INLINE_FUNCTION void load_slab(const Member& member, bool trans, const T* x, int ld, int r0, int k0,
+                                      int kk, int rows, S* dst, int width, int depth) {
+  if constexpr (HostLoops) {
+    if (!trans) {
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(member, kk), [&](int l) {
+        const T* src = x + r0 + static_cast<std::int64_t>(k0 + l) * ld;
+        S* out = dst + l * width;
+        for (int i = 0; i < rows; ++i)
+          out[i] = static_cast<S>(src[i]);
+        for (int i = rows; i < width; ++i)
+          out[i] = S(0);
+      });
+    } else {
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(member, width), [&](int i) {
+        if (i < rows) {
+          const T* src = x + k0 + static_cast<std::int64_t>(r0 + i) * ld;
+          for (int l = 0; l < kk; ++l)
+            dst[l * width + i] = static_cast<S>(src[l]);
+        } else {
+          for (int l = 0; l < kk; ++l)
+            dst[l * width + i] = S(0);
+        }
+      });
+    }
   } else {
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(member, width), [&](int i) {
-      if (i < rows) {
-        const T* src = x + k0 + static_cast<std::int64_t>(r0 + i) * ld;
-        for (int l = 0; l < kk; ++l)
-          dst[l * width + i] = static_cast<S>(src[l]);
-      } else {
-        for (int l = 0; l < kk; ++l)
-          dst[l * width + i] = S(0);
-      }
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(member, width * depth), [&](int e) {
+      const int i = trans ? e / depth : e % width, l = trans ? e % depth : e / width;
+      const int gi = r0 + i, gl = k0 + l;
+      S v = S(0);
+      if (i < rows && l < kk)
+        v = static_cast<S>(trans ? x[gl + std::int64_t(gi) * ld] : x[gi + std::int64_t(gl) * ld]);
+      dst[l * width + i] = v;
     });
   }
 }
@@ -166,30 +180,8 @@ void portable_tiles(const Exec& space, bool trans_a, bool trans_b, int m, int n,
     for (int k0 = 0; k0 < k; k0 += TK) {
       const int kk = k - k0 < TK ? k - k0 : TK;
       member.team_barrier();  // the previous slab is no longer read
-      // A plain if (its condition is a constant): nvcc lets no extended lambda capture a variable
-      // first inside an if constexpr.
-      if (HostLoops) {
-        load_host_slab(member, trans_a, pa, a.ld, i0, k0, kk, kmin(TM, m - i0), as, TM);
-        load_host_slab(member, !trans_b, pb, b.ld, j0, k0, kk, kmin(TN, n - j0), bs, TN);
-      } else {
-        Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TM * TK), [&](int e) {
-          // Consecutive e walk the operand's contiguous index (i untransposed, l transposed).
-          const int i = trans_a ? e / TK : e % TM, l = trans_a ? e % TK : e / TM;
-          const int gi = i0 + i, gl = k0 + l;
-          S v = S(0);
-          if (gi < m && l < kk)
-            v = static_cast<S>(trans_a ? pa[gl + std::int64_t(gi) * a.ld] : pa[gi + std::int64_t(gl) * a.ld]);
-          as[l * TM + i] = v;
-        });
-        Kokkos::parallel_for(Kokkos::TeamThreadRange(member, TN * TK), [&](int e) {
-          const int j = trans_b ? e % TN : e / TK, l = trans_b ? e / TN : e % TK;
-          const int gj = j0 + j, gl = k0 + l;
-          S v = S(0);
-          if (gj < n && l < kk)
-            v = static_cast<S>(trans_b ? pb[gj + std::int64_t(gl) * b.ld] : pb[gl + std::int64_t(gj) * b.ld]);
-          bs[l * TN + j] = v;
-        });
-      }
+      load_slab<HostLoops>(member, trans_a, pa, a.ld, i0, k0, kk, kmin(TM, m - i0), as, TM, TK);
+      load_slab<HostLoops>(member, !trans_b, pb, b.ld, j0, k0, kk, kmin(TN, n - j0), bs, TN, TK);
       member.team_barrier();  // the slab is complete
       // Every entry adds its kk products to its running sum in the order of l, in registers.
       Kokkos::parallel_for(Kokkos::TeamThreadRange(member, bm * bn), [&](int t) {
@@ -256,8 +248,7 @@ void portable_tiles(const Exec& space, bool trans_a, bool trans_b, int m, int n,
 /// Cost: 2mnk flops per matrix (plus, in the device form, the padding of the last tiles to
 /// 64 or 32) and one launch; reads A and B ⌈n/N⌉ and ⌈m/M⌉ times, through the team scratch.
 /// Asynchronous (enqueued on `space`).
-template <class Exec, class T,
-          bool HostLoops = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value>
+template <class Exec, class T, bool HostLoops = runs_on_host<Exec>>
 void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, int k, scalar_t<T> alpha,
                    StridedOperand<const T> a, StridedOperand<const T> b, scalar_t<T> beta,
                    StridedOperand<T> c, int batch, int team_size = 0) {
@@ -276,8 +267,7 @@ void portable_gemm(const Exec& space, bool trans_a, bool trans_b, int m, int n, 
 /// 56 % at T = 8, 51 % at T = 64; the teams of the other tiles exit at once), on the host less
 /// (the blocks of a diagonal tile wholly above the diagonal are skipped), of the full product's
 /// 2n²k flops; one launch for the whole batch. Asynchronous.
-template <class Exec, class T,
-          bool HostLoops = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value>
+template <class Exec, class T, bool HostLoops = runs_on_host<Exec>>
 void portable_sym_product(const Exec& space, bool trans, int n, int k, scalar_t<T> alpha,
                           StridedOperand<const T> a, scalar_t<T> beta, StridedOperand<T> c, int batch,
                           int team_size = 0) {
