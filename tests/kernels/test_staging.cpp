@@ -20,10 +20,12 @@
 
 #include "schatten/core/buffer.hpp"
 #include "schatten/core/random.hpp"
+#include "schatten/kernels/gram.hpp"
 #include "schatten/kernels/inner_product.hpp"
 #include "schatten/kernels/low_rank.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/kernels/qdwh.hpp"
+#include "schatten/kernels/randomized_svd.hpp"
 #include "schatten/kernels/spectral_power.hpp"
 #include "support/forced_staging.hpp"
 #include "support/kokkos_allocations.hpp"
@@ -292,6 +294,53 @@ TEST_SUITE("kernels.staging") {
     CHECK(rep.status == Status::non_finite_input);
     for (double x : q.data)
       CHECK(x == 3.0);
+  }
+
+  TEST_CASE("every label of memory the library allocates fits std::string's small-string buffer") {
+    // Kokkos 4.3 and later copy a label into a std::string when they free its memory; a label
+    // beyond the small-string buffer (15 characters in libstdc++) then allocates in a noexcept
+    // destructor, and a refused allocation there ends the program (kokkos/detail/memory.hpp;
+    // the heap-exhaustion sweeps of test_optim and test_mpi met it on a Kokkos 4.6.01 build).
+    // Every allocation site of the library runs here once: the workspace (polar, QDWH, the
+    // spectral power), the staging slots (forced), the randomized SVD's and the Gram's Views,
+    // and the device buffers of optimizer states (memory::allocate_device). The probe keeps the
+    // longest label that is not Kokkos' own (host memory that the library takes from the C++
+    // allocator is reported under its label too). A CPU build makes no mirror. memory_label()
+    // and mirrored_label() check every label at compile time, so this catches a label that
+    // bypasses them.
+    schatten::test::KokkosAllocationProbe probe;
+    if (!probe.active()) return;  // a Kokkos Tools library is loaded: nothing is counted
+    const index_t b = 2, r = 12, c = 20;
+    const Padded a = random_batch(b, r, c, "memory labels");
+    Padded q(b, r, c, 0.0), h(b, r, r, 0.0);
+    {
+      Workspace ws;
+      REQUIRE(polar(a.cref(), q.ref(), PolarOptions{}, &ws));
+      const ForcedStaging forced;
+      REQUIRE(polar(a.cref(), q.ref(), PolarOptions{}, &ws));
+      REQUIRE(qdwh(a.cref(), q.ref(), QdwhOptions{}, &ws, h.ref()));
+    }
+    SpectralPowerOptions sp;
+    sp.alpha = -0.5;  // the rational method: QDWH and shifted Cholesky solves
+    REQUIRE(spectral_power(a.cref(), q.ref(), sp));
+    std::vector<float> x(static_cast<std::size_t>(r * c)), gram(static_cast<std::size_t>(c * c), 0.0f);
+    Rng rng(case_seed("memory labels, floats"));
+    for (float& v : x)
+      v = static_cast<float>(rng.normal());
+    LowRankSvd svd;
+    RandomizedSvdOptions ro;
+    ro.rank = 4;
+    REQUIRE(randomized_svd(MatrixRef<const float>(x.data(), r, c), svd, ro) == Status::ok);
+    REQUIRE(gram_accumulate(MatrixRef<const float>(x.data(), r, c), MatrixRef<float>(gram.data(), c, c)) ==
+            Status::ok);
+    void* device = memory::allocate_device(64);
+    REQUIRE(device != nullptr);
+    memory::free_device(device);
+    const std::string longest = probe.longest_label();
+    CAPTURE(longest);
+    CHECK(probe.count() >= 7);  // at least one per site above
+    CHECK(!longest.empty());
+    CHECK(longest.size() <= 15);
   }
 }
 

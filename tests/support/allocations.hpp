@@ -5,8 +5,9 @@
 /// standard's replaceable forms, [new.delete]) of the executables that link it (test_optim);
 /// they allocate with std::malloc as the default ones do. Only this thread's calls made while an
 /// AllocationProbe is alive are counted. Allocations that do not go through operator new are not
-/// seen: Kokkos' (kokkos_malloc: the kernels' workspace and device buffers), Eigen's
-/// (aligned malloc) and the BLAS's.
+/// seen: Kokkos' (kokkos_malloc, Views), the library's over-aligned host buffers (the kernels'
+/// workspace, staging slots and a CPU build's device buffers: kokkos/detail/memory.hpp, which
+/// support/kokkos_allocations.hpp counts), Eigen's (aligned malloc) and the BLAS's.
 #pragma once
 
 #include <cstdint>

@@ -17,15 +17,17 @@
 namespace schatten::test {
 
 /// While alive, counts the allocations Kokkos reports (every thread's, every space's) and keeps
-/// the label of the last one. Installs a callback, so that Kokkos behaves as with a profiling
-/// tool loaded (it may fence more); when a tool is already loaded the probe does nothing and
-/// active() is false. One probe at a time.
+/// the label of the last one, and the longest label of those not Kokkos' own (memory.hpp).
+/// Installs a callback, so that Kokkos behaves as with a profiling tool loaded (it may fence
+/// more); when a tool is already loaded the probe does nothing and active() is false. One probe
+/// at a time.
 class KokkosAllocationProbe {
  public:
   KokkosAllocationProbe() : active_(!Kokkos::Tools::profileLibraryLoaded()) {
     if (!active_) return;
     count_() = 0;
     last_label_()[0] = '\0';
+    longest_label_()[0] = '\0';
     Kokkos::Tools::Experimental::set_allocate_data_callback(&on_allocate);
   }
   ~KokkosAllocationProbe() {
@@ -40,6 +42,9 @@ class KokkosAllocationProbe {
   std::int64_t count() const noexcept { return count_().load(); }
   /// The label of the last allocation ("" when none), to name the culprit in a failure.
   const char* last_label() const noexcept { return last_label_(); }
+  /// The longest label so far ("" when none) of the allocations whose label does not start with
+  /// "Kokkos::" (the scratch Kokkos allocates for itself): the library's, and any a test makes.
+  const char* longest_label() const noexcept { return longest_label_(); }
 
  private:
   static std::atomic<std::int64_t>& count_() {
@@ -50,9 +55,16 @@ class KokkosAllocationProbe {
     static char label[128] = {};
     return label;
   }
+  static char* longest_label_() {
+    static char label[128] = {};
+    return label;
+  }
   static void on_allocate(Kokkos_Profiling_SpaceHandle, const char* label, const void*, std::uint64_t) {
     ++count_();
-    std::strncpy(last_label_(), label != nullptr ? label : "", 127);
+    if (label == nullptr) label = "";
+    std::strncpy(last_label_(), label, 127);
+    if (std::strncmp(label, "Kokkos::", 8) != 0 && std::strlen(label) > std::strlen(longest_label_()))
+      std::strncpy(longest_label_(), label, 127);
   }
 
   bool active_;

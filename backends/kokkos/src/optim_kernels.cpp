@@ -15,11 +15,15 @@
 /// (CMakeLists.txt), like src/optim/kernels.cpp.
 #include <Kokkos_Core.hpp>
 
+#include <cstdint>
 #include <cstring>
 #include <exception>
+#include <string>
+#include <type_traits>
 
 #include "plain_io.hpp"
 #include "schatten/core/buffer.hpp"
+#include "schatten/kokkos/detail/memory.hpp"
 #include "schatten/optim/dion.hpp"
 #include "schatten/optim/rule.hpp"
 #include "schatten/optim/schatten_p.hpp"
@@ -38,17 +42,39 @@ using Bytes = Kokkos::View<unsigned char*, Mem, Kokkos::MemoryTraits<Kokkos::Unm
 
 namespace memory {
 
+// Host memory (a CPU build's "device") from the C++ allocator, other spaces' from Kokkos: either
+// way the free allocates nothing on the host (kokkos/detail/memory.hpp). A host allocation keeps
+// its size in a header of kOwnedAlignment bytes (so the data stays aligned), for the free's report.
+constexpr bool kDeviceIsHost = std::is_same<DeviceMem, Kokkos::HostSpace>::value;
+constexpr std::size_t kHostHeader = kokkos::detail::kOwnedAlignment;
+constexpr char kBufferLabel[] = "sch::buffer";
+
 void* allocate_device(std::size_t bytes) noexcept {
   if (bytes == 0) return nullptr;
   try {
-    return Kokkos::kokkos_malloc<DeviceMem>("schatten::FloatBuffer", bytes);
-  } catch (...) {  // Kokkos reports a failed allocation by throwing
+    const std::string label = kokkos::detail::memory_label(kBufferLabel);
+    if (kDeviceIsHost) {
+      if (bytes > SIZE_MAX - kHostHeader) return nullptr;
+      unsigned char* base = kokkos::detail::owned_host_allocate(bytes + kHostHeader, label);
+      std::memcpy(base, &bytes, sizeof bytes);
+      return base + kHostHeader;
+    }
+    return Kokkos::kokkos_malloc<DeviceMem>(label, bytes);
+  } catch (...) {  // std::bad_alloc, or what Kokkos throws for a failed allocation
     return nullptr;
   }
 }
 
 void free_device(void* p) noexcept {
-  if (p) Kokkos::kokkos_free<DeviceMem>(p);
+  if (p == nullptr) return;
+  if (kDeviceIsHost) {
+    unsigned char* base = static_cast<unsigned char*>(p) - kHostHeader;
+    std::size_t bytes = 0;
+    std::memcpy(&bytes, base, sizeof bytes);
+    kokkos::detail::owned_host_free(base, bytes + kHostHeader, kokkos::detail::memory_label(kBufferLabel));
+  } else {
+    Kokkos::kokkos_free<DeviceMem>(p);
+  }
 }
 
 void copy_bytes(void* dst, MemoryKind to, const void* src, MemoryKind from, std::size_t bytes) {

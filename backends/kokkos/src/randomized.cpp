@@ -16,6 +16,7 @@
 #include "schatten/kernels/randomized_svd.hpp"
 #include "schatten/kokkos/detail/batched.hpp"
 #include "schatten/kokkos/detail/compat.hpp"
+#include "schatten/kokkos/detail/memory.hpp"
 
 namespace schatten {
 namespace kokkos::detail {
@@ -33,7 +34,7 @@ bool load_transposed(const MatrixRef<const T>& a, Dense<T>& at) {
   const index_t m = a.rows, n = a.cols;
   DeviceIO<T> io{BatchedMatrixRef<const T>(a)};
   const auto in = io.input();
-  at = Dense<T>(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::dense"), n, m);
+  at = Dense<T>(Kokkos::view_alloc(Kokkos::WithoutInitializing, mirrored_label("sch::At")), n, m);
   const Dense<T> out = at;
   double bad = 0.0;
   Kokkos::parallel_reduce(
@@ -59,7 +60,7 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
   Dense<T> at;  // Aᵀ, n × m
   if (!load_transposed(a, at)) return Status::non_finite_input;
   // Ω from the library's RNG on the host.
-  Dense<T> omega(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::rsvd::omega"), n, l);
+  Dense<T> omega(Kokkos::view_alloc(Kokkos::WithoutInitializing, mirrored_label("sch::Om")), n, l);
   {
     auto h = Kokkos::create_mirror_view(omega);
     Rng rng(o.seed);
@@ -68,7 +69,7 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
         h(i, j) = static_cast<T>(rng.normal());
     Kokkos::deep_copy(omega, h);
   }
-  Dense<T> y(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::rsvd::y"), m, l);
+  Dense<T> y(Kokkos::view_alloc(Kokkos::WithoutInitializing, mirrored_label("sch::Y")), m, l);
   const DefaultExec space;
   gemm(space, "T", "N", T(1), at, omega, T(0), y);  // Y = A Ω
   for (int q = 0; q < o.power_iterations; ++q) {
@@ -136,7 +137,7 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
   Dense<float> xt;  // xᵀ, d × tokens
   if (!load_transposed(x, xt)) return Status::non_finite_input;
   const index_t d = x.cols, tokens = x.rows;
-  Dense<float> g(Kokkos::view_alloc(Kokkos::WithoutInitializing, "schatten::gram"), d, d);
+  Dense<float> g(Kokkos::view_alloc(Kokkos::WithoutInitializing, mirrored_label("sch::G")), d, d);
   // A contiguous gram (host or device) is copied flat, as it is: a symmetric matrix reads the
   // same row-major and column-major. Strided host grams go element by element.
   using Unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;

@@ -39,8 +39,9 @@ using StagingHostMem = Kokkos::HostSpace;
 class Staging {
  public:
   struct Slot {
-    Kokkos::View<unsigned char*, Kokkos::DefaultExecutionSpace::memory_space> device;
-    Kokkos::View<unsigned char*, StagingHostMem> host;
+    // Freed without a host allocation (memory.hpp).
+    OwnedBytes<Kokkos::DefaultExecutionSpace::memory_space> device;
+    OwnedBytes<StagingHostMem> host;
   };
 
   /// Starts a call: its first take() gets the first slot.
@@ -74,7 +75,7 @@ class Staging {
     if (bytes == 0) return true;
     if (slots_.size() < arrays) return false;
     for (std::size_t k = 0; k < arrays; ++k)
-      if (slots_[k]->device.extent(0) < bytes || slots_[k]->host.extent(0) < bytes) return false;
+      if (slots_[k]->device.size() < bytes || slots_[k]->host.size() < bytes) return false;
     return true;
   }
 
@@ -82,7 +83,7 @@ class Staging {
   std::size_t bytes() const noexcept {
     std::size_t n = 0;
     for (const auto& s : slots_)
-      n += s->device.extent(0) + s->host.extent(0);
+      n += s->device.size() + s->host.size();
     return n;
   }
   void release() noexcept {
@@ -91,10 +92,10 @@ class Staging {
   }
 
  private:
-  /// Grows each side of s to at least its bytes (grow_buffer: freed, then allocated).
+  /// Grows each side of s to at least its bytes (OwnedBytes::grow: freed, then allocated).
   static void grow(Slot& s, std::size_t device_bytes, std::size_t host_bytes) {
-    grow_buffer(s.device, device_bytes, "schatten::staging");
-    grow_buffer(s.host, host_bytes, "schatten::staging_host");
+    s.device.grow(device_bytes, memory_label("sch::stage"));
+    s.host.grow(host_bytes, memory_label("sch::stage_host"));
   }
   // Not a std::deque, whose empty form allocates (libstdc++): an empty Staging, as every
   // DeviceIO holds, must cost nothing.

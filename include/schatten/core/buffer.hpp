@@ -33,8 +33,10 @@
 namespace schatten {
 
 namespace memory {
-/// `bytes` of memory of the default execution space's memory space (Kokkos::kokkos_malloc);
-/// nullptr when the allocation fails or bytes is 0. Never throws.
+/// `bytes` of memory of the default execution space's memory space (Kokkos::kokkos_malloc on a
+/// GPU build; the C++ allocator, 256-byte aligned, where that space is host memory, so that the
+/// free allocates nothing: kokkos/detail/memory.hpp); nullptr when the allocation fails or
+/// bytes is 0. Never throws.
 void* allocate_device(std::size_t bytes) noexcept;
 /// Frees what allocate_device() returned (nullptr is ignored).
 void free_device(void* p) noexcept;

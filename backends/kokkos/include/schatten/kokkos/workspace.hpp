@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "schatten/kokkos/detail/memory.hpp"
+
 namespace schatten::kokkos {
 
 /// Host copies of the per-matrix scalars a kernel call reads back or forms on the host (norms,
@@ -52,14 +54,13 @@ class Workspace {
   void reserve(std::size_t bytes, std::size_t matrices = 1, std::size_t host_bytes = 0) {
     host_.reserve(matrices, host_bytes);
     if (bytes <= capacity()) return;
-    buffer_ = Kokkos::View<unsigned char*, MemSpace>(
-        Kokkos::view_alloc(Kokkos::WithoutInitializing, std::string("schatten::workspace")), bytes);
+    buffer_ = detail::OwnedBytes<MemSpace>::make(bytes, detail::memory_label("sch::workspace"));
   }
-  std::size_t capacity() const noexcept { return buffer_.extent(0); }
+  std::size_t capacity() const noexcept { return buffer_.size(); }
   /// Bytes of host scratch held (HostScalars::bytes).
   std::size_t host_capacity() const noexcept { return host_.byte_capacity(); }
   void release() noexcept {
-    buffer_ = Kokkos::View<unsigned char*, MemSpace>();
+    buffer_.reset();
     host_ = HostScalars();
   }
   unsigned char* data() const noexcept { return buffer_.data(); }
@@ -67,7 +68,7 @@ class Workspace {
   HostScalars& host_scalars() noexcept { return host_; }
 
  private:
-  Kokkos::View<unsigned char*, MemSpace> buffer_;
+  detail::OwnedBytes<MemSpace> buffer_;  // freed without a host allocation (detail/memory.hpp)
   HostScalars host_;
 };
 

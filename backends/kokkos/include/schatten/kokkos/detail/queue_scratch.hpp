@@ -22,20 +22,9 @@
 #include <string>
 #include <vector>
 
-namespace schatten::kokkos::detail {
+#include "schatten/kokkos/detail/memory.hpp"
 
-/// b ← a buffer of at least `bytes` when it holds fewer (contents not kept, not initialised);
-/// true when it allocated. The old buffer is freed first, so that the peak is the new size, not
-/// the sum; when the allocation fails (what Kokkos throws) b is left empty. Nothing may still be
-/// using the old buffer: the callers fence or know that their queue has finished with it. The
-/// label is a C string so that a call that does not allocate makes no std::string either.
-template <class View>
-bool grow_buffer(View& b, std::size_t bytes, const char* label) {
-  if (b.extent(0) >= bytes) return false;
-  b = View();
-  b = View(Kokkos::view_alloc(Kokkos::WithoutInitializing, std::string(label)), bytes);
-  return true;
-}
+namespace schatten::kokkos::detail {
 
 /// Grow-only byte buffers in memory space Mem, one per queue key. Thread-safe (one mutex). A
 /// pointer returned by get() stays valid until a later get() with the same key asks for more
@@ -44,13 +33,15 @@ bool grow_buffer(View& b, std::size_t bytes, const char* label) {
 template <class Mem>
 class QueueScratch {
  public:
+  /// `label`: a memory_label() (memory.hpp), which names the buffers of every queue.
   explicit QueueScratch(std::string label) : label_(std::move(label)) {}
 
   /// At least `bytes` bytes (at least one) for the queue `key`, aligned for any scalar type.
   /// When the queue's buffer is too small it is replaced: `fence()` is called first, so that
   /// work already enqueued with the old buffer has finished before it is freed. Allocation
-  /// failure throws as Kokkos does (std::runtime_error); the old buffer is then already gone and
-  /// the queue has none, so that the next call allocates again.
+  /// failure throws as OwnedBytes::grow() does (what Kokkos throws, std::runtime_error; host
+  /// memory std::bad_alloc); the old buffer is then already gone and the queue has none, so that
+  /// the next call allocates again.
   template <class Fence>
   void* get(const void* key, std::size_t bytes, Fence&& fence) {
     bytes = bytes > 0 ? bytes : 1;
@@ -60,13 +51,13 @@ class QueueScratch {
       entries_.push_back(Entry{key, Buffer()});
       e = &entries_.back();
     }
-    if (e->buffer.extent(0) > 0 && e->buffer.extent(0) < bytes) fence();  // the old one's users
-    if (grow_buffer(e->buffer, bytes, label_.c_str())) ++allocations_;
+    if (e->buffer.size() > 0 && e->buffer.size() < bytes) fence();  // the old one's users
+    if (e->buffer.grow(bytes, label_)) ++allocations_;
     return e->buffer.data();
   }
 
-  /// Frees every buffer. Called from a Kokkos finalize hook for the process-wide instances: a
-  /// View must not outlive Kokkos.
+  /// Frees every buffer. Called from a Kokkos finalize hook for the process-wide instances:
+  /// Kokkos memory must not outlive Kokkos.
   void clear() {
     const std::lock_guard<std::mutex> lock(mutex_);
     entries_.clear();
@@ -82,13 +73,12 @@ class QueueScratch {
   std::size_t capacity(const void* key) const {
     const std::lock_guard<std::mutex> lock(mutex_);
     const Entry* e = const_cast<QueueScratch*>(this)->find(key);
-    return e != nullptr ? e->buffer.extent(0) : 0;
+    return e != nullptr ? e->buffer.size() : 0;
   }
 
  private:
-  // unsigned char: the allocation itself is aligned for any type (Kokkos aligns to at least 64
-  // bytes, cudaMalloc to 256).
-  using Buffer = Kokkos::View<unsigned char*, Mem>;
+  // Aligned for any type (kOwnedAlignment); freed without a host allocation (memory.hpp).
+  using Buffer = OwnedBytes<Mem>;
   struct Entry {
     const void* key;
     Buffer buffer;

@@ -196,7 +196,7 @@ inline cusolverDnHandle_t cusolver_handle() {
 inline QueueScratch<Kokkos::CudaSpace>& solver_scratch() {
   static QueueScratch<Kokkos::CudaSpace>& scratch = []() -> QueueScratch<Kokkos::CudaSpace>& {
     // Never destroyed (a View must not be freed after Kokkos::finalize): the hook empties it.
-    auto* s = new QueueScratch<Kokkos::CudaSpace>("schatten::cusolver_scratch");
+    auto* s = new QueueScratch<Kokkos::CudaSpace>(memory_label("sch::cusolver"));
     Kokkos::push_finalize_hook([s] { s->clear(); });
     return *s;
   }();
