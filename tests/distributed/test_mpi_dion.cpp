@@ -29,6 +29,7 @@
 #include "schatten/optim/presets.hpp"
 #include "support/allocations.hpp"
 #include "support/failing_rule.hpp"
+#include "support/kokkos_allocations.hpp"
 #include "support/low_rank_tilt.hpp"
 #include "support/seed.hpp"
 
@@ -786,6 +787,15 @@ TEST_CASE("distributed.dion: heap exhaustion on one rank refuses the step on eve
   // undo a refused step). Measured (2026-12-04, 1, 2 and 4 ranks): no allocation at all in such
   // a step on that rank, so no refusal; before the host scratch of the kernel, update_batch's
   // member arrays and the collectives' counts were held ahead, a step allocated there.
+  // Kokkos 3 only: the protocol needs a call that allocates nothing between two averages, and
+  // Kokkos 4 allocates inside its own calls (support/kokkos_allocations.hpp, kokkos3()). On a
+  // Kokkos 4.6.01 build the last rank's first refusal came from an execution-space instance,
+  // before the first average, and the other ranks' next collective failed (MPI_ERR_TRUNCATE).
+  // docs/reliability.md ("Heap exhaustion") and kernels/low_rank.hpp ("Replicas") say so.
+  if (!schatten::test::kokkos3()) {
+    MESSAGE("skipped: Kokkos 4 allocates between the kernel's collectives");
+    return;
+  }
   auto ref = one_process();
   REQUIRE(ref.init());
   auto d = distributed_dion();

@@ -22,7 +22,6 @@
 #include <vector>
 
 #include "schatten/core/random.hpp"
-#include "schatten/core/runtime.hpp"
 #include "schatten/kernels/low_rank.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/optim/dion.hpp"
@@ -43,6 +42,7 @@ using namespace schatten;
 using namespace schatten::optim;
 using schatten::test::bf16_state;
 using schatten::test::case_seed;
+using schatten::test::kokkos3;
 using schatten::test::pointers;
 
 namespace {
@@ -356,10 +356,6 @@ SweepCounts sweep_allocation_failures(const char* preset, Rule rule, bool preche
   }
   return counts;
 }
-
-/// True on Kokkos 3 (the default build's 3.4), where the kernels' steady-state host allocations
-/// are required to be none; Kokkos 4 may allocate inside its own calls.
-bool kokkos3() { return runtime_description().rfind("Kokkos 3.", 0) == 0; }
 
 /// schatten_muon with its criterion at steps 2, 5, 8, … (so that hostile steps reach it), with or
 /// without the parametric moment.

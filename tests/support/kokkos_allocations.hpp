@@ -16,6 +16,13 @@
 
 namespace schatten::test {
 
+/// True on Kokkos 3 (the default build's 3.4), whose calls make no host allocation of their own,
+/// so that the kernels' steady-state host allocations can be required to be none. Kokkos 4
+/// allocates inside its own calls: each execution-space instance it constructs (a shared
+/// pointer's control block, also in every policy made without an instance), fences named by a
+/// long std::string (HostSpace's free, deep copies), and Kokkos Kernels' profiling regions.
+constexpr bool kokkos3() { return KOKKOS_VERSION < 40000; }
+
 /// While alive, counts the allocations Kokkos reports (every thread's, every space's) and keeps
 /// the label of the last one, and the longest label of those not Kokkos' own (memory.hpp).
 /// Installs a callback, so that Kokkos behaves as with a profiling tool loaded (it may fence

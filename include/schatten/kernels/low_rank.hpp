@@ -159,7 +159,11 @@ std::size_t low_rank_host_bytes(index_t rows, index_t cols, index_t rank, index_
 /// (M and Q kept) everywhere. Reserve the workspace beforehand (low_rank_workspace_bytes() and
 /// low_rank_host_bytes(); DionDirection does at init()): a call that must grow it could fail to
 /// on one replica before the first average, and on a workspace reserved for it the call
-/// allocates nothing on the host that could fail between two averages.
+/// allocates nothing on the host that could fail between two averages. That last promise holds
+/// on Kokkos 3.4 only: Kokkos 4 allocates on the host inside its own calls (execution-space
+/// instances, named fences, Kokkos Kernels' profiling regions), so there a replica whose host
+/// allocation is refused between two averages returns alone and the others' next collective
+/// fails or waits (docs/reliability.md, "Heap exhaustion").
 ///
 /// Arguments: `m` (r × c, in/out), `q` (k × S holding Qᵀ — row j is Q's column j —, in/out) and
 /// `u` (r × c, out), contiguous row-major, all in one memory kind (host memory is staged on a GPU
