@@ -302,12 +302,11 @@ TEST_SUITE("kernels.staging") {
     // destructor, and a refused allocation there ends the program (kokkos/detail/memory.hpp;
     // the heap-exhaustion sweeps of test_optim and test_mpi met it on a Kokkos 4.6.01 build).
     // Every allocation site of the library runs here once: the workspace (polar, QDWH, the
-    // spectral power), the staging slots (forced), the randomized SVD's and the Gram's Views,
+    // spectral power), the staging slots (forced), the randomized SVD's and the Gram's matrices,
     // and the device buffers of optimizer states (memory::allocate_device). The probe keeps the
     // longest label that is not Kokkos' own (host memory that the library takes from the C++
-    // allocator is reported under its label too). A CPU build makes no mirror. memory_label()
-    // and mirrored_label() check every label at compile time, so this catches a label that
-    // bypasses them.
+    // allocator is reported under its label too). memory_label() checks every label at compile
+    // time, so this catches a label that bypasses it.
     schatten::test::KokkosAllocationProbe probe;
     if (!probe.active()) return;  // a Kokkos Tools library is loaded: nothing is counted
     const index_t b = 2, r = 12, c = 20;

@@ -14,29 +14,30 @@
 #include <vector>
 
 #include "schatten/core/types.hpp"
+#include "schatten/kokkos/detail/memory.hpp"
 
 namespace schatten::kokkos::detail {
 
-/// The columns of a rank-2 LayoutLeft view `a` (rows ≥ cols, default execution space) in double
-/// on the host, and the host mirror they came through (written back by store()).
+/// The columns of a contiguous rank-2 LayoutLeft view `a` (rows ≥ cols, default execution
+/// space) in double on the host, and the host access they came through (HostMatrix, memory.hpp:
+/// `a` itself where the host reads it; written back by store()).
 template <class View>
 struct HostPanel {
-  decltype(Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), std::declval<const View&>())) h;
+  HostMatrix<View> h;
   Eigen::MatrixXd m;
   explicit HostPanel(const View& a)
-      : h(Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), a)),
-        m(static_cast<index_t>(a.extent(0)), static_cast<index_t>(a.extent(1))) {
+      : h(a, true), m(static_cast<index_t>(a.extent(0)), static_cast<index_t>(a.extent(1))) {
     for (index_t j = 0; j < m.cols(); ++j)
       for (index_t i = 0; i < m.rows(); ++i)
-        m(i, j) = static_cast<double>(h(i, j));
+        m(i, j) = static_cast<double>(h.view(i, j));
   }
   /// a ← q (rows × cols), rounded to a's type.
   void store(const View& a, const Eigen::MatrixXd& q) {
     using T = typename View::non_const_value_type;
     for (index_t j = 0; j < q.cols(); ++j)
       for (index_t i = 0; i < q.rows(); ++i)
-        h(i, j) = static_cast<T>(q(i, j));
-    Kokkos::deep_copy(a, h);
+        h.view(i, j) = static_cast<T>(q(i, j));
+    h.store(a);
   }
 };
 

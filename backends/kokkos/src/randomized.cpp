@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "host_qr.hpp"
@@ -22,20 +23,24 @@ namespace schatten {
 namespace kokkos::detail {
 namespace {
 
+/// The call's dense matrices: column-major in the default space's memory, held by OwnedBytes, so
+/// that freeing them allocates nothing on the host (memory.hpp).
 template <class T>
-using Dense = Kokkos::View<T**, Kokkos::LayoutLeft, DefaultMem>;
+using DenseMatrix = OwnedMatrix<T, DefaultMem>;
+template <class T>
+using Dense = typename DenseMatrix<T>::View;
 
 /// Aᵀ (cols × rows) as a dense column-major matrix on the device — the layout KokkosBlas hands
 /// to BLAS, and for a row-major A the same element order, so the copy streams (a column-major
 /// copy of a row-major A reads it with stride `cols`: half the time of the whole call at 3072²).
 /// False when A holds NaN/Inf.
 template <class T>
-bool load_transposed(const MatrixRef<const T>& a, Dense<T>& at) {
+bool load_transposed(const MatrixRef<const T>& a, DenseMatrix<T>& at) {
   const index_t m = a.rows, n = a.cols;
   DeviceIO<T> io{BatchedMatrixRef<const T>(a)};
   const auto in = io.input();
-  at = Dense<T>(Kokkos::view_alloc(Kokkos::WithoutInitializing, mirrored_label("sch::At")), n, m);
-  const Dense<T> out = at;
+  at = DenseMatrix<T>(n, m, memory_label("sch::At"));
+  const Dense<T> out = at.view;
   double bad = 0.0;
   Kokkos::parallel_reduce(
       kernel_label("schatten::dense::load"),
@@ -57,19 +62,22 @@ template <class T>
 Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const RandomizedSvdOptions& o,
                           index_t l, bool vectors) {
   const index_t m = a.rows, n = a.cols;
-  Dense<T> at;  // Aᵀ, n × m
-  if (!load_transposed(a, at)) return Status::non_finite_input;
+  DenseMatrix<T> at_owner;  // Aᵀ, n × m
+  if (!load_transposed(a, at_owner)) return Status::non_finite_input;
+  const Dense<T> at = at_owner.view;
   // Ω from the library's RNG on the host.
-  Dense<T> omega(Kokkos::view_alloc(Kokkos::WithoutInitializing, mirrored_label("sch::Om")), n, l);
+  const DenseMatrix<T> omega_owner(n, l, memory_label("sch::Om"));
+  const Dense<T> omega = omega_owner.view;
   {
-    auto h = Kokkos::create_mirror_view(omega);
+    HostMatrix<Dense<T>> h(omega, false);
     Rng rng(o.seed);
     for (index_t j = 0; j < l; ++j)
       for (index_t i = 0; i < n; ++i)
-        h(i, j) = static_cast<T>(rng.normal());
-    Kokkos::deep_copy(omega, h);
+        h.view(i, j) = static_cast<T>(rng.normal());
+    h.store(omega);
   }
-  Dense<T> y(Kokkos::view_alloc(Kokkos::WithoutInitializing, mirrored_label("sch::Y")), m, l);
+  const DenseMatrix<T> y_owner(m, l, memory_label("sch::Y"));
+  const Dense<T> y = y_owner.view;
   const DefaultExec space;
   gemm(space, "T", "N", T(1), at, omega, T(0), y);  // Y = A Ω
   for (int q = 0; q < o.power_iterations; ++q) {
@@ -80,11 +88,11 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
   }
   orthonormalise(y);                                // Q
   gemm(space, "N", "N", T(1), at, y, T(0), omega);  // Bᵀ = Aᵀ Q (n × l, reusing Ω)
-  auto hb = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), omega);
+  const HostMatrix<Dense<T>> hb(omega, true);
   Eigen::MatrixXd bm(l, n);
   for (index_t i = 0; i < l; ++i)
     for (index_t j = 0; j < n; ++j)
-      bm(i, j) = static_cast<double>(hb(j, i));
+      bm(i, j) = static_cast<double>(hb.view(j, i));
   const schatten::detail::DenseSvd svd = schatten::detail::dense_svd(bm, vectors);
   const Eigen::VectorXd& s = svd.sigma;
   const index_t k = o.rank;
@@ -94,11 +102,11 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
   r.rank = k;
   r.sigma.assign(s.data(), s.data() + k);
   if (vectors) {
-    auto hq = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), y);
+    const HostMatrix<Dense<T>> hq(y, true);
     Eigen::MatrixXd q(m, l);
     for (index_t j = 0; j < l; ++j)
       for (index_t i = 0; i < m; ++i)
-        q(i, j) = static_cast<double>(hq(i, j));
+        q(i, j) = static_cast<double>(hq.view(i, j));
     const Eigen::MatrixXd u = q * svd.u.leftCols(k);  // m × k
     const Eigen::MatrixXd v = svd.v.leftCols(k);      // n × k
     r.u.assign(u.data(), u.data() + m * k);
@@ -134,10 +142,12 @@ Status randomized_sv(const MatrixRef<const T>& a, std::vector<double>& sigma, co
 /// exactly symmetric) into a copy of gram, which is written back only when every entry is
 /// finite. A gram in device memory (contiguous row-major, checked by the caller) stays there.
 Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gram) {
-  Dense<float> xt;  // xᵀ, d × tokens
-  if (!load_transposed(x, xt)) return Status::non_finite_input;
+  DenseMatrix<float> xt_owner;  // xᵀ, d × tokens
+  if (!load_transposed(x, xt_owner)) return Status::non_finite_input;
+  const Dense<float> xt = xt_owner.view;
   const index_t d = x.cols, tokens = x.rows;
-  Dense<float> g(Kokkos::view_alloc(Kokkos::WithoutInitializing, mirrored_label("sch::G")), d, d);
+  const DenseMatrix<float> g_owner(d, d, memory_label("sch::G"));
+  const Dense<float> g = g_owner.view;
   // A contiguous gram (host or device) is copied flat, as it is: a symmetric matrix reads the
   // same row-major and column-major. Strided host grams go element by element.
   using Unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
@@ -145,17 +155,17 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
   using HostFlat = Kokkos::View<float*, Kokkos::HostSpace, Unmanaged>;
   const bool device = gram.memory == MemoryKind::device;
   const bool flat = gram.row_stride == d && gram.col_stride == 1;
-  decltype(Kokkos::create_mirror_view(g)) hg;  // strided grams only
+  std::optional<HostMatrix<Dense<float>>> hg;  // strided grams only
   if (device) {
     Kokkos::deep_copy(Flat(g.data(), d * d), Flat(gram.data, d * d));
   } else if (flat) {
     Kokkos::deep_copy(Flat(g.data(), d * d), HostFlat(gram.data, d * d));
   } else {
-    hg = Kokkos::create_mirror_view(g);
+    hg.emplace(g, false);
     for (index_t j = 0; j < d; ++j)
       for (index_t i = 0; i < d; ++i)
-        hg(i, j) = gram(i, j);
-    Kokkos::deep_copy(g, hg);
+        hg->view(i, j) = gram(i, j);
+    hg->store(g);
   }
   batched_sym_product(DefaultExec(), true, "N", 1.0f, Mat3<float, DefaultMem>(xt.data(), d, tokens, 1), 1.0f,
                       Mat3<float, DefaultMem>(g.data(), d, d, 1));
@@ -172,10 +182,10 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
   } else if (flat) {
     Kokkos::deep_copy(HostFlat(gram.data, d * d), Flat(g.data(), d * d));
   } else {
-    Kokkos::deep_copy(hg, g);
+    hg->load(g);
     for (index_t j = 0; j < d; ++j)
       for (index_t i = 0; i < d; ++i)
-        gram(i, j) = hg(i, j);
+        gram(i, j) = hg->view(i, j);
   }
   return Status::ok;
 }

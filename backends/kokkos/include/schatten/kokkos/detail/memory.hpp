@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// The memory the Kokkos backend keeps (workspaces, staging slots, solver scratch): its labels,
-/// and a byte buffer whose free never allocates on the host.
+/// The memory the Kokkos backend keeps (workspaces, staging slots, solver scratch, a call's
+/// matrices and their host copies): its labels, and buffers whose free never allocates on the
+/// host.
 ///
 /// Why (found by the heap-exhaustion sweeps on a Kokkos 4.6.01 build, docs/reliability.md
 /// "Heap exhaustion"): from Kokkos 4.3 on, freeing memory that Kokkos allocated can allocate on
@@ -31,28 +32,17 @@ namespace schatten::kokkos::detail {
 /// The most characters a memory label has: what std::string holds without a heap allocation
 /// (its small-string buffer: 15 characters in libstdc++ and in MSVC's library, 22 in libc++).
 inline constexpr std::size_t kMaxMemoryLabel = 15;
-/// What Kokkos appends to a View's label for its mirror (create_mirror_view on a build whose
-/// default memory space the host cannot read).
-inline constexpr std::size_t kMirrorSuffix = sizeof("_mirror") - 1;
 
 /// `label` as the std::string Kokkos takes (view_alloc, kokkos_malloc; a `const char*` would be
 /// read by view_alloc as a data pointer), checked at compile time to have at most
 /// kMaxMemoryLabel characters, so that neither making it nor freeing the memory it names
 /// allocates (the file comment). Every label of memory the library allocates through Kokkos goes
-/// through it or mirrored_label().
+/// through it. (The library makes no Kokkos mirror, whose label would be the View's plus
+/// "_mirror": HostMatrix below stands in for create_mirror_view.)
 template <std::size_t N>
 std::string memory_label(const char (&label)[N]) {
   static_assert(N >= 1 && N - 1 <= kMaxMemoryLabel,
                 "a memory label beyond std::string's small-string buffer allocates when Kokkos 4 frees it");
-  return std::string(label, N - 1);
-}
-
-/// memory_label() for a View that may get a mirror: the mirror's label, `label` + "_mirror",
-/// must fit too, so `label` has at most kMaxMemoryLabel − kMirrorSuffix = 8 characters.
-template <std::size_t N>
-std::string mirrored_label(const char (&label)[N]) {
-  static_assert(N >= 1 && N - 1 + kMirrorSuffix <= kMaxMemoryLabel,
-                "the mirror's label (label + \"_mirror\") would exceed std::string's small-string buffer");
   return std::string(label, N - 1);
 }
 
@@ -165,6 +155,52 @@ class OwnedBytes {
   std::size_t size_ = 0;
   std::string label_;  // kHost
   View view_;          // !kHost
+};
+
+/// A rows × cols column-major matrix of T in memory space `Mem`, held by an OwnedBytes (so that
+/// its free allocates nothing on the host) and read through an unmanaged LayoutLeft View, for a
+/// kernel's per-call matrices (the randomized SVD's). Move-only.
+template <class T, class Mem>
+struct OwnedMatrix {
+  using View = Kokkos::View<T**, Kokkos::LayoutLeft, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  OwnedBytes<Mem> bytes;
+  View view;
+
+  OwnedMatrix() = default;
+  /// Uninitialised, labelled `label` (a memory_label()). Throws as OwnedBytes::make().
+  OwnedMatrix(std::size_t rows, std::size_t cols, const std::string& label)
+      : bytes(OwnedBytes<Mem>::make(rows * cols * sizeof(T), label)),
+        view(reinterpret_cast<T*>(bytes.data()), rows, cols) {}
+};
+
+/// The host's access to `v`, a contiguous rank-2 LayoutLeft View: `v`'s own elements when the
+/// host can read its memory (what Kokkos::create_mirror_view gives), else a copy in host memory
+/// (an OwnedMatrix), filled from `v` when `fill`. load() and store() copy from and to `v`
+/// (nothing to do when the view is `v` itself).
+template <class V>
+struct HostMatrix {
+  using T = typename V::non_const_value_type;
+  using View = typename OwnedMatrix<T, Kokkos::HostSpace>::View;
+  static constexpr bool kAliases =
+      Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename V::memory_space>::accessible;
+  OwnedMatrix<T, Kokkos::HostSpace> copy;  // empty when kAliases
+  View view;
+
+  HostMatrix(const V& v, bool fill) {
+    if constexpr (kAliases) {
+      view = View(v.data(), v.extent(0), v.extent(1));
+    } else {
+      copy = OwnedMatrix<T, Kokkos::HostSpace>(v.extent(0), v.extent(1), memory_label("sch::host"));
+      view = copy.view;
+      if (fill) load(v);
+    }
+  }
+  void load(const V& v) const {
+    if constexpr (!kAliases) Kokkos::deep_copy(view, v);
+  }
+  void store(const V& v) const {
+    if constexpr (!kAliases) Kokkos::deep_copy(v, view);
+  }
 };
 
 }  // namespace schatten::kokkos::detail
