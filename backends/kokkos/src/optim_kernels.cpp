@@ -19,7 +19,6 @@
 #include <cstring>
 #include <exception>
 #include <string>
-#include <type_traits>
 
 #include "plain_io.hpp"
 #include "schatten/core/buffer.hpp"
@@ -45,7 +44,7 @@ namespace memory {
 // Host memory (a CPU build's "device") from the C++ allocator, other spaces' from Kokkos: either
 // way the free allocates nothing on the host (kokkos/detail/memory.hpp). A host allocation keeps
 // its size in a header of kOwnedAlignment bytes (so the data stays aligned), for the free's report.
-constexpr bool kDeviceIsHost = std::is_same<DeviceMem, Kokkos::HostSpace>::value;
+constexpr bool kDeviceIsHost = kokkos::detail::owned_on_host<DeviceMem>;
 constexpr std::size_t kHostHeader = kokkos::detail::kOwnedAlignment;
 constexpr char kBufferLabel[] = "sch::buffer";
 

@@ -49,6 +49,16 @@ std::string memory_label(const char (&label)[N]) {
 /// The alignment of every OwnedBytes buffer: the Arena's (workspace.hpp), and cudaMalloc's.
 inline constexpr std::size_t kOwnedAlignment = 256;
 
+/// True for the memory space whose memory the library takes from the C++ allocator
+/// (owned_host_allocate) rather than from Kokkos: HostSpace, whose Kokkos free allocates.
+template <class Mem>
+inline constexpr bool owned_on_host = std::is_same<Mem, Kokkos::HostSpace>::value;
+
+/// What Kokkos Tools are told the owned host memory lives in.
+inline Kokkos::Profiling::SpaceHandle owned_host_space_handle() noexcept {
+  return Kokkos::Profiling::make_space_handle(Kokkos::HostSpace::name());
+}
+
 /// `bytes` of host memory aligned to kOwnedAlignment, from the C++ allocator (aligned operator
 /// new), for what the library keeps in HostSpace instead of a Kokkos allocation (the file
 /// comment). Reported to a loaded Kokkos Tools library as a HostSpace allocation named `label`
@@ -57,8 +67,7 @@ inline constexpr std::size_t kOwnedAlignment = 256;
 inline unsigned char* owned_host_allocate(std::size_t bytes, const std::string& label) {
   auto* p = static_cast<unsigned char*>(::operator new(bytes, std::align_val_t(kOwnedAlignment)));
   if (Kokkos::Profiling::profileLibraryLoaded())
-    Kokkos::Profiling::allocateData(Kokkos::Profiling::make_space_handle(Kokkos::HostSpace::name()), label, p,
-                                    bytes);
+    Kokkos::Profiling::allocateData(owned_host_space_handle(), label, p, bytes);
   return p;
 }
 
@@ -68,8 +77,7 @@ inline unsigned char* owned_host_allocate(std::size_t bytes, const std::string& 
 inline void owned_host_free(void* p, std::size_t bytes, const std::string& label) noexcept {
   if (p == nullptr) return;
   if (Kokkos::Profiling::profileLibraryLoaded())
-    Kokkos::Profiling::deallocateData(Kokkos::Profiling::make_space_handle(Kokkos::HostSpace::name()), label,
-                                      p, bytes);
+    Kokkos::Profiling::deallocateData(owned_host_space_handle(), label, p, bytes);
   if (Kokkos::is_initialized()) {
 #if KOKKOS_VERSION >= 40000
     Kokkos::fence("schatten");
@@ -85,7 +93,7 @@ inline void owned_host_free(void* p, std::size_t bytes, const std::string& label
 /// memory_label() (the file comment). Move-only. Not thread-safe.
 template <class Mem>
 class OwnedBytes {
-  static constexpr bool kHost = std::is_same<Mem, Kokkos::HostSpace>::value;
+  static constexpr bool kHost = owned_on_host<Mem>;
 
  public:
   OwnedBytes() = default;
