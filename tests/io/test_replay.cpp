@@ -42,9 +42,27 @@ namespace fs = std::filesystem;
 
 namespace {
 
+/// This process's directory for recordings, outputs, the JSON summaries schatten-replay writes
+/// beside them by default, and its captured stderr. The cases remove what they name; the
+/// directory goes, with whatever a failed case or a default summary left, when the program exits.
+const fs::path& scratch_dir() {
+  struct Dir {
+    fs::path path = fs::temp_directory_path() / ("schatten_replay_" + std::to_string(::getpid()));
+    Dir() {
+      fs::remove_all(path);
+      fs::create_directories(path);
+    }
+    ~Dir() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  };
+  static const Dir dir;
+  return dir.path;
+}
+
 std::string temp_path(const std::string& name) {
-  const fs::path p =
-      fs::temp_directory_path() / ("schatten_replay_" + std::to_string(::getpid()) + "_" + name);
+  const fs::path p = scratch_dir() / name;
   std::error_code ec;
   fs::remove(p, ec);
   return p.string();
@@ -144,10 +162,7 @@ void write_recording(const std::string& path, bool with_grams = false, bool firs
   REQUIRE(rec.close(&err) == Status::ok);
 }
 
-std::string stderr_path() {
-  return (fs::temp_directory_path() / ("schatten_replay_" + std::to_string(::getpid()) + "_stderr.txt"))
-      .string();
-}
+std::string stderr_path() { return (scratch_dir() / "stderr.txt").string(); }
 
 /// Runs schatten-replay with `args` (stderr to stderr_path()); returns its exit status.
 int run_replay(const std::string& args) {
