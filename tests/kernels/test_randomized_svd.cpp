@@ -117,10 +117,33 @@ TEST_SUITE("kernels.randomized_svd") {
     const std::vector<float> before = g;
     CHECK(gram_accumulate(MatrixRef<const float>(xf.data(), tokens, d - 1),
                           MatrixRef<float>(g.data(), d, d)) == Status::invalid_argument);
-    std::vector<float> bad = xf;
-    bad[5] = std::numeric_limits<float>::quiet_NaN();
-    CHECK(gram_accumulate(MatrixRef<const float>(bad.data(), tokens, d), MatrixRef<float>(g.data(), d, d)) ==
-          Status::non_finite_input);
+    // x strided (row stride d + 3): copied into xᵀ first, where a contiguous x is read in place
+    // as xᵀ column-major. The same matrix reaches the same symmetric product: the same bits.
+    const index_t ld = d + 3;
+    std::vector<float> xs(static_cast<std::size_t>(tokens * ld), -7.0f);  // padding never read
+    for (index_t i = 0; i < tokens; ++i)
+      std::copy_n(xf.data() + i * d, d, xs.data() + i * ld);
+    const MatrixRef<const float> xsr = MatrixRef<const float>::row_major(xs.data(), tokens, d, ld);
+    std::vector<float> gs(d * d, 0.0f);
+    REQUIRE(gram_accumulate(xsr, MatrixRef<float>(gs.data(), d, d)) == Status::ok);
+    REQUIRE(gram_accumulate(xsr, MatrixRef<float>(gs.data(), d, d)) == Status::ok);
+    CHECK(gs == g);
+    // NaN or ±Inf anywhere in x, contiguous (no pass over x: it reaches G's diagonal, which the
+    // check reads) or strided (refused by the copy): non_finite_input, the Gram unchanged.
+    const float inf = std::numeric_limits<float>::infinity();
+    for (const float v : {std::numeric_limits<float>::quiet_NaN(), inf, -inf})
+      for (const index_t at : {index_t(0), index_t(5), tokens * d / 2 + 3, tokens * d - 1}) {
+        CAPTURE(v);
+        CAPTURE(at);
+        std::vector<float> bad = xf, bad_s = xs;
+        bad[static_cast<std::size_t>(at)] = v;
+        bad_s[static_cast<std::size_t>((at / d) * ld + at % d)] = v;
+        CHECK(gram_accumulate(MatrixRef<const float>(bad.data(), tokens, d),
+                              MatrixRef<float>(g.data(), d, d)) == Status::non_finite_input);
+        CHECK(gram_accumulate(MatrixRef<const float>::row_major(bad_s.data(), tokens, d, ld),
+                              MatrixRef<float>(g.data(), d, d)) == Status::non_finite_input);
+        CHECK(g == before);
+      }
     std::vector<float> huge(xf.size(), 3e19f);  // (3e19)² · 37 overflows float
     CHECK(gram_accumulate(MatrixRef<const float>(huge.data(), tokens, d), MatrixRef<float>(g.data(), d, d)) ==
           Status::non_finite_input);

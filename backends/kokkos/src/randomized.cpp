@@ -35,10 +35,8 @@ using Dense = typename DenseMatrix<T>::View;
 /// copy of a row-major A reads it with stride `cols`: half the time of the whole call at 3072²).
 /// False when A holds NaN/Inf.
 template <class T>
-bool load_transposed(const MatrixRef<const T>& a, DenseMatrix<T>& at) {
-  const index_t m = a.rows, n = a.cols;
-  DeviceIO<T> io{BatchedMatrixRef<const T>(a)};
-  const auto in = io.input();
+bool load_transposed(const Strided3<const T, DefaultMem>& in, DenseMatrix<T>& at) {
+  const auto m = static_cast<index_t>(in.extent(1)), n = static_cast<index_t>(in.extent(2));
   at = DenseMatrix<T>(n, m, memory_label("sch::At"));
   const Dense<T> out = at.view;
   double bad = 0.0;
@@ -53,6 +51,12 @@ bool load_transposed(const MatrixRef<const T>& a, DenseMatrix<T>& at) {
       },
       Kokkos::Max<double>(bad));
   return std::isfinite(bad);
+}
+/// The same for A as the caller passed it (staged when the execution space cannot read it).
+template <class T>
+bool load_transposed(const MatrixRef<const T>& a, DenseMatrix<T>& at) {
+  DeviceIO<T> io{BatchedMatrixRef<const T>(a)};
+  return load_transposed(io.input(), at);
 }
 
 /// The computation of a validated call: the range finder, then the SVD of B = Qᵀ A on the host.
@@ -142,10 +146,20 @@ Status randomized_sv(const MatrixRef<const T>& a, std::vector<double>& sigma, co
 /// exactly symmetric) into a copy of gram, which is written back only when every entry is
 /// finite. A gram in device memory (contiguous row-major, checked by the caller) stays there.
 Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gram) {
-  DenseMatrix<float> xt_owner;  // xᵀ, d × tokens
-  if (!load_transposed(x, xt_owner)) return Status::non_finite_input;
-  const Dense<float> xt = xt_owner.view;
   const index_t d = x.cols, tokens = x.rows;
+  // xᵀ as a d × tokens column-major matrix. A contiguous row-major x (or its packed staging copy
+  // on a GPU build) is that matrix already and is read in place; another layout is copied
+  // (load_transposed, which also refuses NaN/Inf). In place, a NaN or Inf in x needs no pass of
+  // its own: x_ij reaches G_jj = Σ_i x_ij² (every product is formed, by SYRK or by GEMM), which
+  // the check of G below reads, so the status is non_finite_input either way.
+  DeviceIO<float> io{BatchedMatrixRef<const float>(x)};
+  const auto in = io.input();
+  DenseMatrix<float> xt_owner;  // the copy, for other layouts
+  const float* xt = in.data();
+  if (!(in.stride_2() == 1 && in.stride_1() == static_cast<std::size_t>(d))) {
+    if (!load_transposed(in, xt_owner)) return Status::non_finite_input;
+    xt = xt_owner.view.data();
+  }
   const DenseMatrix<float> g_owner(d, d, memory_label("sch::G"));
   const Dense<float> g = g_owner.view;
   // A contiguous gram (host or device) is copied flat, as it is: a symmetric matrix reads the
@@ -167,7 +181,9 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
         hg->view(i, j) = gram(i, j);
     hg->store(g);
   }
-  batched_sym_product(DefaultExec(), true, "N", 1.0f, Mat3<float, DefaultMem>(xt.data(), d, tokens, 1), 1.0f,
+  // (const_cast: batched_sym_product only reads its operand A.)
+  batched_sym_product(DefaultExec(), true, "N", 1.0f,
+                      Mat3<float, DefaultMem>(const_cast<float*>(xt), d, tokens, 1), 1.0f,
                       Mat3<float, DefaultMem>(g.data(), d, d, 1));
   double worst = 0.0;
   const Dense<float> gv = g;

@@ -18,11 +18,13 @@ namespace schatten {
 /// below that size), and the upper triangle copied from it, so `gram` (symmetric
 /// on entry, as every sum of Grams is) stays exactly symmetric. Sums of calls — and of ranks — are
 /// sums of Grams, so statistics are collected in pieces and all-reduced as plain arrays. `x`:
-/// any strides and memory kind (staged when the device cannot read it); `gram`: d_in × d_in in
-/// host memory (any strides, copied through a device buffer), or contiguous row-major in device
-/// memory (an optimizer's statistics after Partition::init(MemoryKind::device); updated there,
-/// never copied to the host). Errors (gram unchanged): shapes disagree → invalid_argument;
-/// NaN/Inf in x, or a sum that overflows float → non_finite_input. Synchronous.
+/// any strides and memory kind (staged when the device cannot read it); contiguous row-major, it
+/// is read in place (it is xᵀ column-major), other strides are copied into xᵀ first. `gram`:
+/// d_in × d_in in host memory (any strides, copied through a device buffer), or contiguous
+/// row-major in device memory (an optimizer's statistics after `Partition::init` on
+/// MemoryKind::device; updated there, never copied to the host). Errors (gram unchanged): shapes
+/// disagree → invalid_argument; NaN/Inf in x, or a sum that overflows float → non_finite_input.
+/// Synchronous.
 Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram);
 
 }  // namespace schatten
