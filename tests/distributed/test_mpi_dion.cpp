@@ -29,7 +29,6 @@
 #include "schatten/optim/presets.hpp"
 #include "support/allocations.hpp"
 #include "support/failing_rule.hpp"
-#include "support/kokkos_allocations.hpp"
 #include "support/low_rank_tilt.hpp"
 #include "support/seed.hpp"
 
@@ -451,9 +450,11 @@ TEST_CASE("distributed.dion: a rank-1 mean momentum gives a rank-1 update throug
 TEST_CASE("distributed.dion: the panels cross the wire, not the gradient") {
   // One unreduced 64 × 32 matrix at rank fraction 0.25: k = 8, L = 64, S = 32. Per step each
   // rank receives the averages of P (L·k + 1 floats) and R (S·k floats), plus the step's
-  // agreements: the gradient check (1 int64), the updates' hash check (5) and the outcomes of
-  // the steps that may fail and of the rest (1 each: Partition::step_fallible, step_finish).
-  // All-reducing its gradient instead would deliver L·S = 2048 floats.
+  // agreements: the gradient check (1 int64), the updates' hash check (5), the outcomes of
+  // the steps that may fail and of the rest (1 each: Partition::step_fallible, step_finish),
+  // and the check that no rank has stopped before each average and at the end of the
+  // unreduced step (1 each: 3). All-reducing its gradient instead would deliver L·S = 2048
+  // floats.
   const std::vector<ParamSpec> ps = {{"w", {64, 32}}};
   DionOptions o;
   o.rank_fraction = 0.25;
@@ -468,7 +469,7 @@ TEST_CASE("distributed.dion: the panels cross the wire, not the gradient") {
   d.communicator().reset_traffic();
   REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
   const distributed::Traffic t = d.communicator().traffic();
-  const std::int64_t panels = 4 * ((64 * 8 + 1) + 32 * 8), agreements = 8 * (1 + 5 + 2);
+  const std::int64_t panels = 4 * ((64 * 8 + 1) + 32 * 8), agreements = 8 * (1 + 5 + 2 + 3);
   CHECK(t.bytes_received == (world().size() > 1 ? panels + agreements : 0));
   CHECK(panels < 4 * 64 * 32 / 2);  // under half the gradient's all-reduce
 }
@@ -496,18 +497,22 @@ TEST_CASE(
   const int n = world().size();
   // Bytes per step: a group of g ≥ 2 moves, per power iteration, every member's P block
   // (L·k + k + 2 floats: P̄ and its record, by the scatter and the gather) and its R (S·k); a
-  // lone member P (L·k, and one float at t = 0) and R; then the step's agreements (as above).
+  // lone member P (L·k, and one float at t = 0) and R; each of these collectives (3 or 2) first
+  // checks that no rank has stopped (1 int64); then the step's agreements (as above, with the
+  // end of the unreduced step's check).
   const auto bytes_of = [n](int count, std::int64_t l, std::int64_t sh, std::int64_t k, int t) {
-    std::int64_t floats = 0;
+    std::int64_t floats = 0, checks = 0;
     for (int left = count; left > 0; left -= std::min(left, n)) {
       const int g = std::min(left, n);
-      for (int i = 0; i < t; ++i)
+      for (int i = 0; i < t; ++i) {
         floats += g >= 2 ? g * ((l * k + k + 2) + sh * k) : (l * k + (i == 0 ? 1 : 0)) + sh * k;
+        checks += g >= 2 ? 3 : 2;
+      }
     }
-    return 4 * floats;
+    return 4 * floats + 8 * checks;
   };
   const std::int64_t expected =
-      n > 1 ? bytes_of(5, 40, 24, 6, 1) + bytes_of(3, 40, 24, 12, 2) + 8 * (1 + 5 + 2) : 0;
+      n > 1 ? bytes_of(5, 40, 24, 6, 1) + bytes_of(3, 40, 24, 12, 2) + 8 * (1 + 5 + 2 + 1) : 0;
   const auto w0 = weights(ps);
   auto w = w0, wref = w0;
   // "t1" (index 1) is compared on its own. Its rank-1 first step keeps one column of P̄, which
@@ -780,22 +785,20 @@ TEST_CASE("distributed.dion: heap exhaustion on one rank refuses the step on eve
   // timeout). In step 1 the last rank refuses each of its host allocations in turn
   // (refuse_each_allocation): every rank must return the same status, no exception may leave
   // the call, a refused step changes no parameter and no state on any rank (bit for bit), and
-  // the attempt without a refusal is the one-process step of the mean gradient. Twice: the
-  // matrices of three shapes (each rank takes every QR: DionDirection::update), and same-shape
-  // matrices whose QRs split across the ranks (update_batch; groups on 2 and 4 ranks). Prechecks
-  // as by default (with replicas Dion is not prechecked: its partition keeps the backups that
-  // undo a refused step). Measured (2026-12-04, 1, 2 and 4 ranks): no allocation at all in such
-  // a step on that rank, so no refusal; before the host scratch of the kernel, update_batch's
-  // member arrays and the collectives' counts were held ahead, a step allocated there.
-  // Kokkos 3 only: the protocol needs a call that allocates nothing between two averages, and
-  // Kokkos 4 allocates inside its own calls (support/kokkos_allocations.hpp, kokkos3()). On a
-  // Kokkos 4.6.01 build the last rank's first refusal came from an execution-space instance,
-  // before the first average, and the other ranks' next collective failed (MPI_ERR_TRUNCATE).
-  // docs/reliability.md ("Heap exhaustion") and kernels/low_rank.hpp ("Replicas") say so.
-  if (!schatten::test::kokkos3()) {
-    MESSAGE("skipped: Kokkos 4 allocates between the kernel's collectives");
-    return;
-  }
+  // the attempt without a refusal is the one-process step of the mean gradient. Three times:
+  // the matrices of three shapes (each rank takes every QR: DionDirection::update); same-shape
+  // matrices whose QRs split across the ranks (update_batch; groups on 2 and 4 ranks); and the
+  // three shapes with each Dion chain ending in test::AllocatesPerCall, which allocates after
+  // the kernel, so that the refused rank stops between the kernels of two parameters while the
+  // others go on to the next kernel's collectives. Prechecks as by default (with replicas Dion
+  // is not prechecked: its partition keeps the backups that undo a refused step).
+  // On Kokkos 3.4 (measured 2026-12-04, 1, 2 and 4 ranks) the first two make no host allocation
+  // in such a step, so no refusal; the third refuses once per Dion parameter. Kokkos 4 allocates
+  // inside its own calls, also between the kernel's averages (an execution-space instance's
+  // shared pointer, named fences, Kokkos Kernels' profiling regions): there every sweep refuses
+  // many times. Without DistributedPartition's stop protocol (ReplicaCollectives::proceed and
+  // finish), the third sweep fails on 2 and 4 ranks on every build, and on Kokkos 4.6.01 the
+  // first did (the other ranks' next collective failed with MPI_ERR_TRUNCATE).
   auto ref = one_process();
   REQUIRE(ref.init());
   auto d = distributed_dion();
@@ -815,9 +818,25 @@ TEST_CASE("distributed.dion: heap exhaustion on one rank refuses the step on eve
   const int split = refuse_each_allocation(
       d_split, ref_split, ps, [&](int t) { return own_gradients(world().rank(), t, ps); },
       [&](int t) { return mean_gradients(t, ps); });
+  // test::AllocatesPerCall leaves the update as it is: the one-process reference stays `ref`'s.
+  const auto allocating = [](const DionOptions& o) {
+    return std::apply([](const auto&... r) { return optim::chain(r..., test::AllocatesPerCall{}); },
+                      dion(o).rules());
+  };
+  auto ref_alloc = one_process();
+  REQUIRE(ref_alloc.init());
+  auto d_alloc = distributed::distributed_partition(
+      world(), specs(), labels(), route("dion_low", allocating(low())),
+      route("dion_full", allocating(full())), route("dion_two", allocating(two())), route("adamw", adamw()));
+  d_alloc.set_layouts(layouts());
+  REQUIRE(d_alloc.init());
+  const int between = refuse_each_allocation(d_alloc, ref_alloc, specs(), passed_gradients,
+                                             [](int t) { return mean_gradients(t); });
+  CHECK(between >= 3);  // at least one per Dion parameter, after its kernel
   if (world().rank() == world().size() - 1)
-    MESSAGE("refusals on the last rank in an unreduced step: " << shapes << " (three shapes), " << split
-                                                               << " (same shapes, QRs split)");
+    MESSAGE("refusals on the last rank in an unreduced step: "
+            << shapes << " (three shapes), " << split << " (same shapes, QRs split), " << between
+            << " (three shapes, allocating after the kernel)");
 }
 
 TEST_CASE("distributed.dion: checkpoints hold the mean momentum and load on n ranks and on one process") {

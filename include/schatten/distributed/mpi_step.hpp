@@ -219,8 +219,10 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// **Heap exhaustion.** No exception leaves init() or step(). A rank whose host allocation fails
 /// fails the call on every rank (out_of_memory, agreed like any failure; nothing applied): the
 /// step's collectives allocate nothing (Communicator, buffers sized by init()), and init() agrees
-/// that every rank's local part succeeded before each collective. Not covered: the unreduced
-/// (Dion replicas) path and MPI's own allocations (docs/distributed.md "How a step works").
+/// that every rank's local part succeeded before each collective. The unreduced (Dion replicas)
+/// parameters' kernels make collectives of their own: each first agrees that no rank has
+/// stopped, so a rank that fails between two of them is met by the others in their next one
+/// (docs/distributed.md "Heap exhaustion"). Not covered: MPI's own allocations.
 ///
 /// **Cost per step** (n ranks, P parameter floats): compute ≈ 1/n of the single-process step at
 /// a balanced assignment; traffic arriving at each rank: (P_replicated − own) floats of
@@ -562,7 +564,10 @@ class DistributedPartition {
         }
         replica_collectives_ = std::make_unique<ReplicaCollectives>(comm_);
         ReplicaCollectives* rc = replica_collectives_.get();  // (all the collectives capture)
+        // Each collective asks proceed() first (ReplicaCollectives): a status other than ok is
+        // a rank that stopped, and the kernel passes it on.
         Replicas replicas = ReplicaAverage([rc](float* data, std::size_t count) {
+          if (const Status s = rc->proceed(); s != Status::ok) return s;
           rc->comm.allreduce_sum(data, count);
           for (std::size_t e = 0; e < count; ++e)
             data[e] *= rc->inv;
@@ -570,6 +575,7 @@ class DistributedPartition {
         });
         if (comm_.size() > 1) {  // the panels' QRs split across the ranks (low_rank_power_step_batch)
           replicas.average_scatter = [rc](float* data, const std::size_t* counts) {
+            if (const Status s = rc->proceed(); s != Status::ok) return s;
             if (!rc->blocks(counts)) return Status::out_of_range;
             rc->comm.reduce_scatter_sum(data, rc->counts);
             const std::size_t own = static_cast<std::size_t>(rc->comm.rank());
@@ -578,6 +584,7 @@ class DistributedPartition {
             return Status::ok;
           };
           replicas.gather = [rc](float* data, const std::size_t* counts) {
+            if (const Status s = rc->proceed(); s != Status::ok) return s;
             if (!rc->blocks(counts)) return Status::out_of_range;
             rc->comm.allgatherv(data, rc->counts, rc->displs);
             return Status::ok;
@@ -827,6 +834,9 @@ class DistributedPartition {
       optim::StepReport rr =
           guarded([&] { return replicas_->step_prepare(replica_params_, replica_grads_); });
       if (rr) rr = guarded([&] { return replicas_->step_fallible(replica_params_, replica_grads_); });
+      // A rank that stopped early tells the ranks still in the kernels' collectives
+      // (ReplicaCollectives): they return its status, and every rank gets here.
+      replica_collectives_->finish(rr.status);
       // Called on every rank whatever happened (a collective); a verdict only when all succeeded.
       const bool differ = hashes_differ(rr ? replica_update_hash() : 0, !rr);
       if (!rr) {
@@ -1276,15 +1286,45 @@ class DistributedPartition {
   /// in place (libstdc++, libc++ and MSVC alike), and a step's collectives allocate nothing on the
   /// host (docs/distributed.md "Heap exhaustion"). Declared before replicas_, whose rules point
   /// at it, so that it outlives them.
+  ///
+  /// They also keep the ranks in step when one of them stops on its own (a host allocation
+  /// refused inside the kernel, between two of its collectives, as Kokkos 4 makes them, or in a
+  /// rule's link): each collective first agrees, in an all-reduce of one integer, that no rank
+  /// has stopped (proceed()), and every rank ends the unreduced step with finish(), whose
+  /// all-reduce meets the others' next proceed() when it comes from a rank that stopped early.
+  /// A rank that stops thus takes part in exactly one more all-reduce, and every other rank
+  /// learns its status there and moves no more data in that step: no rank waits alone.
   struct ReplicaCollectives {
     Communicator comm;
     float inv;
     std::vector<std::int64_t> counts, displs;  ///< one per rank
+    /// The status of a rank that stopped, once proceed() delivered it in this step.
+    Status stopped = Status::ok;
     explicit ReplicaCollectives(const Communicator& c)
         : comm(c),
           inv(1.0f / static_cast<float>(c.size())),
           counts(static_cast<std::size_t>(c.size())),
           displs(counts.size()) {}
+    /// Before each collective of the unreduced step (collective): ok when every rank is about
+    /// to make it; else the status of a rank that stopped (its finish()), and the same at once,
+    /// without communicating, for the rest of this step. Nothing allocates.
+    Status proceed() {
+      if (stopped != Status::ok) return stopped;
+      std::int64_t v = 0;  // the largest status code a rank sends: 0 from every rank going on
+      comm.allreduce_max(&v, 1);
+      stopped = static_cast<Status>(v);
+      return stopped;
+    }
+    /// After the unreduced step on every rank (collective): `mine` is this rank's outcome. Its
+    /// all-reduce is skipped by a rank that proceed() already stopped, since it met this one's
+    /// there; either way the next step starts afresh.
+    void finish(Status mine) {
+      if (stopped == Status::ok) {
+        std::int64_t v = static_cast<std::int64_t>(mine);
+        comm.allreduce_max(&v, 1);
+      }
+      stopped = Status::ok;
+    }
     /// counts and displs from the kernel's block counts (one per rank); false when MPI's int
     /// counts cannot hold them (the same on every rank).
     bool blocks(const std::size_t* c) {

@@ -152,18 +152,21 @@ std::size_t low_rank_host_bytes(index_t rows, index_t cols, index_t rank, index_
 /// averaged values and of Q, so replicas running the same build stay bit-identical (the caller
 /// verifies: DistributedPartition compares the updates' hashes). Protocol, so that no replica
 /// waits alone: a call that passes the argument checks (shapes, options and Q, which every
-/// replica sees alike) calls `replicas.average` 2t times on every replica, and stops earlier only right
-/// after an average, on what it delivered, so on every replica together: a local NaN/Inf in M_i
-/// (M_i + G_i overflowed) travels through the first average as NaN and every replica returns
-/// non_finite_input; P̄ or R̄ beyond float → out_of_range everywhere; an all-zero M̄ gives U = 0
-/// (M and Q kept) everywhere. Reserve the workspace beforehand (low_rank_workspace_bytes() and
-/// low_rank_host_bytes(); DionDirection does at init()): a call that must grow it could fail to
-/// on one replica before the first average, and on a workspace reserved for it the call
-/// allocates nothing on the host that could fail between two averages. That last promise holds
-/// on Kokkos 3.4 only: Kokkos 4 allocates on the host inside its own calls (execution-space
-/// instances, named fences, Kokkos Kernels' profiling regions), so there a replica whose host
-/// allocation is refused between two averages returns alone and the others' next collective
-/// fails or waits (docs/reliability.md, "Heap exhaustion").
+/// replica sees alike) calls `replicas.average` 2t times on every replica, and stops earlier
+/// only right after an average, on what it delivered, so on every replica together: a local
+/// NaN/Inf in M_i (M_i + G_i overflowed) travels through the first average as NaN and every
+/// replica returns non_finite_input; P̄ or R̄ beyond float → out_of_range everywhere;
+/// an all-zero M̄ gives U = 0 (M and Q kept) everywhere. One failure is this replica's
+/// alone: a host allocation refused (out_of_memory) stops the call there, between two
+/// collectives, and the other replicas go on to the next one. The collectives must therefore
+/// tolerate a replica that stops: those of distributed::DistributedPartition first agree that
+/// no replica has stopped and return the stopped one's status instead of moving data
+/// (ReplicaCollectives in mpi_step.hpp), which the call passes on. Reserve the workspace
+/// beforehand (low_rank_workspace_bytes() and low_rank_host_bytes(); DionDirection does at
+/// init()): on a workspace reserved for it the call allocates nothing on the host of its own,
+/// so on Kokkos 3.4 such a failure cannot happen; Kokkos 4 allocates inside its own calls
+/// (execution-space instances, named fences, Kokkos Kernels' profiling regions), where it can
+/// (docs/reliability.md, "Heap exhaustion").
 ///
 /// Arguments: `m` (r × c, in/out), `q` (k × S holding Qᵀ — row j is Q's column j —, in/out) and
 /// `u` (r × c, out), contiguous row-major, all in one memory kind (host memory is staged on a GPU
