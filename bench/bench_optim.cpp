@@ -447,17 +447,19 @@ std::vector<float> gaussian_inputs(Rng& rng, index_t d) {
 }
 
 /// gram_accumulate over `tokens` × d Gaussian inputs (a layer's activation statistics for the
-/// Schatten-p criterion). The counter `gemm_gflops` is the GEMM-equivalent rate, 2·tokens·d²
-/// flops per call: the symmetric product does about half of them.
+/// Schatten-p criterion), with a Workspace kept for the calls as a training loop keeps one. The
+/// counter `gemm_gflops` is the GEMM-equivalent rate, 2·tokens·d² flops per call: the symmetric
+/// product does about half of them.
 void bm_activation_gram(benchmark::State& st, index_t tokens, index_t d) {
   Rng rng(11);
   std::vector<float> x(static_cast<std::size_t>(tokens * d));
   for (float& v : x)
     v = static_cast<float>(rng.normal());
   std::vector<float> gram(static_cast<std::size_t>(d * d), 0.0f);
+  Workspace ws;
   for (auto _ : st)
-    if (gram_accumulate(MatrixRef<const float>(x.data(), tokens, d), MatrixRef<float>(gram.data(), d, d)) !=
-        Status::ok)
+    if (gram_accumulate(MatrixRef<const float>(x.data(), tokens, d), MatrixRef<float>(gram.data(), d, d),
+                        &ws) != Status::ok)
       return st.SkipWithError("gram_accumulate failed");
   st.counters["gemm_gflops"] = benchmark::Counter(2.0 * double(tokens) * double(d) * double(d) * 1e-9,
                                                   benchmark::Counter::kIsIterationInvariantRate);

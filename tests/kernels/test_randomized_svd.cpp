@@ -13,6 +13,7 @@
 #include "schatten/kernels/gram.hpp"
 #include "schatten/kernels/randomized_svd.hpp"
 #include "support/convert.hpp"
+#include "support/kokkos_allocations.hpp"
 #include "support/oracle.hpp"
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
@@ -92,6 +93,17 @@ TEST_SUITE("kernels.randomized_svd") {
         CHECK(std::abs(g[i * d + j] - want(i, j)) <= 1e-5 * want.cwiseAbs().maxCoeff());
         CHECK(g[i * d + j] == g[j * d + i]);  // one triangle computed, the other copied
       }
+    // With a Workspace kept for the calls: the same bits, and no memory allocated after the
+    // first call (the probe counts what Kokkos and the library report to Kokkos Tools).
+    {
+      Workspace ws;
+      std::vector<float> gw(d * d, 0.0f);
+      REQUIRE(gram_accumulate(xr, MatrixRef<float>(gw.data(), d, d), &ws) == Status::ok);
+      schatten::test::KokkosAllocationProbe probe;
+      REQUIRE(gram_accumulate(xr, MatrixRef<float>(gw.data(), d, d), &ws) == Status::ok);
+      if (probe.active()) CHECK(probe.count() == 0);
+      CHECK(gw == g);
+    }
     // A strided host Gram (leading dimension d + 2) is copied element by element, a contiguous
     // one flat: the same computation, the same bits.
     std::vector<float> strided(static_cast<std::size_t>(d * (d + 2)), 0.0f);

@@ -145,14 +145,16 @@ Status randomized_sv(const MatrixRef<const T>& a, std::vector<double>& sigma, co
 /// pay, about half a GEMM's flops; then the upper triangle copied from it, so the result is
 /// exactly symmetric) into a copy of gram, which is written back only when every entry is
 /// finite. A gram in device memory (contiguous row-major, checked by the caller) stays there.
-Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gram) {
+Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gram,
+                    schatten::Workspace* workspace) {
   const index_t d = x.cols, tokens = x.rows;
+  CallWorkspace cw(workspace);  // G's memory, and x's staging on a GPU build
   // xᵀ as a d × tokens column-major matrix. A contiguous row-major x (or its packed staging copy
   // on a GPU build) is that matrix already and is read in place; another layout is copied
   // (load_transposed, which also refuses NaN/Inf). In place, a NaN or Inf in x needs no pass of
   // its own: x_ij reaches G_jj = Σ_i x_ij² (every product is formed, by SYRK or by GEMM), which
   // the check of G below reads, so the status is non_finite_input either way.
-  DeviceIO<float> io{BatchedMatrixRef<const float>(x)};
+  DeviceIO<float> io{BatchedMatrixRef<const float>(x), cw.staging()};
   const auto in = io.input();
   DenseMatrix<float> xt_owner;  // the copy, for other layouts
   const float* xt = in.data();
@@ -160,8 +162,10 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
     if (!load_transposed(in, xt_owner)) return Status::non_finite_input;
     xt = xt_owner.view.data();
   }
-  const DenseMatrix<float> g_owner(d, d, memory_label("sch::G"));
-  const Dense<float> g = g_owner.view;
+  // G = gram + xᵀx is formed in the workspace and written to gram only when finite.
+  auto& ws = cw.get();
+  ws.reserve(static_cast<std::size_t>(d * d) * sizeof(float));
+  const Dense<float> g(reinterpret_cast<float*>(ws.data()), d, d);
   // A contiguous gram (host or device) is copied flat, as it is: a symmetric matrix reads the
   // same row-major and column-major. Strided host grams go element by element.
   using Unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
@@ -224,7 +228,7 @@ Status randomized_svd(MatrixRef<const double> a, LowRankSvd& out, const Randomiz
   return kokkos::detail::randomized_svd_impl<double>(a, out, options, true);
 }
 
-Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram) {
+Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram, Workspace* workspace) {
   schatten::detail::ensure_runtime();
   if (schatten::detail::check_layout(BatchedMatrixRef<const float>(x), false) ||
       schatten::detail::check_layout(BatchedMatrixRef<float>(gram), true))
@@ -233,7 +237,7 @@ Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram) {
   if (x.rows == 0 || x.cols == 0) return Status::ok;
   if (gram.memory == MemoryKind::device && (gram.row_stride != gram.cols || gram.col_stride != 1))
     return Status::invalid_argument;  // device grams are contiguous (gram.hpp)
-  return kokkos::detail::status_guard([&] { return kokkos::detail::gram_compute(x, gram); });
+  return kokkos::detail::status_guard([&] { return kokkos::detail::gram_compute(x, gram, workspace); });
 }
 
 }  // namespace schatten

@@ -945,8 +945,10 @@ class DistributedPartition {
   /// rank's Gram (each accumulated as optim::accumulate_activations does), with the summed
   /// sample count. Call it on criterion steps only, as for one process. Errors: no such
   /// parameter, a rule without statistics, d_in ≠ the parameter's columns → invalid_argument;
-  /// NaN/Inf → non_finite_input (the sum unchanged).
-  Status accumulate_activations(const std::string& param, MatrixRef<const float> x) {
+  /// NaN/Inf → non_finite_input (the sum unchanged). `workspace`: gram_accumulate()'s (keep one
+  /// for these calls, so that only the first allocates).
+  Status accumulate_activations(const std::string& param, MatrixRef<const float> x,
+                                Workspace* workspace = nullptr) {
     const std::ptrdiff_t i = index_of(param);
     if (i < 0 || gram_dim_[static_cast<std::size_t>(i)] == 0 ||
         x.cols != gram_dim_[static_cast<std::size_t>(i)])
@@ -958,7 +960,7 @@ class DistributedPartition {
       gram_samples_[u] = 0;
       gram_tag_[u] = steps_;
     }
-    const Status s = gram_accumulate(x, MatrixRef<float>(grams_[u].data(), d, d));
+    const Status s = gram_accumulate(x, MatrixRef<float>(grams_[u].data(), d, d), workspace);
     if (s == Status::ok) gram_samples_[u] += x.rows;
     return s;
   }

@@ -6,6 +6,7 @@
 
 #include "schatten/core/matrix_ref.hpp"
 #include "schatten/core/status.hpp"
+#include "schatten/core/workspace.hpp"
 
 namespace schatten {
 
@@ -25,6 +26,12 @@ namespace schatten {
 /// MemoryKind::device; updated there, never copied to the host). Errors (gram unchanged): shapes
 /// disagree → invalid_argument; NaN/Inf in x, or a sum that overflows float → non_finite_input.
 /// Synchronous.
-Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram);
+///
+/// Memory: the sum is formed in a d_in × d_in float copy (so that an overflow leaves `gram` as
+/// it was), in `workspace` when one is given, which keeps it (and on a GPU build the staging
+/// copies of host arrays) for the next calls: with one Workspace kept for the calls, only the
+/// first allocates. Without one, every call allocates and frees its own (on a GPU, a device
+/// allocation and free per call). A strided x's copy (above) is allocated per call either way.
+Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram, Workspace* workspace = nullptr);
 
 }  // namespace schatten

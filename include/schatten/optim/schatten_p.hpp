@@ -830,8 +830,11 @@ bool activations_wanted(Optimizer& optimizer, const std::string& param) {
 /// sum. Call it when activations_wanted(optimizer, param); on other steps the statistics are ignored. Errors:
 /// no such parameter or a rule without statistics, d_in ≠ the parameter's columns → invalid_argument; NaN/Inf
 /// → non_finite_input (this step's sum unchanged; statistics of an earlier step are dropped either way).
+/// `workspace`: gram_accumulate()'s (keep one for these calls, so that only the first allocates;
+/// none: every call allocates its d_in × d_in scratch, on a GPU a device allocation and free).
 template <class Optimizer>
-Status accumulate_activations(Optimizer& optimizer, const std::string& param, MatrixRef<const float> x) {
+Status accumulate_activations(Optimizer& optimizer, const std::string& param, MatrixRef<const float> x,
+                              Workspace* workspace = nullptr) {
   const ActivationGramRef r = activation_gram(optimizer, param);
   if (r.gram == nullptr || x.cols != r.dim) return Status::invalid_argument;
   const MatrixRef<float> gram(r.gram, r.dim, r.dim, r.memory);
@@ -840,7 +843,7 @@ Status accumulate_activations(Optimizer& optimizer, const std::string& param, Ma
     *r.samples = 0;
     *r.for_step = *r.rule_step;
   }
-  const Status s = gram_accumulate(x, gram);
+  const Status s = gram_accumulate(x, gram, workspace);
   if (s == Status::ok) *r.samples += x.rows;
   return s;
 }
