@@ -797,8 +797,8 @@ TEST_CASE("distributed.dion: heap exhaustion on one rank refuses the step on eve
   // inside its own calls, also between the kernel's averages (an execution-space instance's
   // shared pointer, named fences, Kokkos Kernels' profiling regions): there every sweep refuses
   // many times. Without DistributedPartition's stop protocol (ReplicaCollectives::proceed and
-  // finish), the third sweep fails on 2 and 4 ranks on every build, and on Kokkos 4.6.01 the
-  // first did (the other ranks' next collective failed with MPI_ERR_TRUNCATE).
+  // finish), the third sweep hung on 2 ranks on Kokkos 3.4 until the timeout (2026-12-05), and
+  // on Kokkos 4.6.01 the first failed (the other ranks' next collective: MPI_ERR_TRUNCATE).
   auto ref = one_process();
   REQUIRE(ref.init());
   auto d = distributed_dion();
@@ -818,7 +818,7 @@ TEST_CASE("distributed.dion: heap exhaustion on one rank refuses the step on eve
   const int split = refuse_each_allocation(
       d_split, ref_split, ps, [&](int t) { return own_gradients(world().rank(), t, ps); },
       [&](int t) { return mean_gradients(t, ps); });
-  // test::AllocatesPerCall leaves the update as it is: the one-process reference stays `ref`'s.
+  // test::AllocatesPerCall leaves the update as it is: the reference is one_process() again.
   const auto allocating = [](const DionOptions& o) {
     return std::apply([](const auto&... r) { return optim::chain(r..., test::AllocatesPerCall{}); },
                       dion(o).rules());
