@@ -1477,10 +1477,7 @@ TEST_CASE("distributed.partition: heap exhaustion on one rank fails init() and t
   const auto labels = propose_labels(specs());
   const int last = world().size() - 1;
   const bool here = world().rank() == last;
-  const auto muon_allocating = [] {
-    return std::apply([](const auto&... r) { return optim::chain(r..., test::AllocatesPerCall{}); },
-                      make_muon(Precision::fp32, true).rules());
-  };
+  const auto muon_allocating = [] { return test::ending_in_allocation(make_muon(Precision::fp32, true)); };
   const auto make = [&] {
     auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", muon_allocating()),
                                                 route("adamw", make_adamw()));

@@ -508,8 +508,7 @@ TEST_SUITE("optim.hostile") {
       // at the end of Muon's chain keeps refusals inside the updates under test: each must be
       // refused with nothing changed, with prechecks or not (the link may fail and has no
       // precheck, so the chain's states are copied).
-      const auto allocating = std::apply(
-          [](const auto&... r) { return optim::chain(r..., test::AllocatesPerCall{}); }, muon().rules());
+      const auto allocating = test::ending_in_allocation(muon());
       const SweepCounts c = sweep_allocation_failures("muon + allocates_per_call", allocating, prechecks, 2,
                                                       [] { return false; });
       CHECK(c.refused > 0);

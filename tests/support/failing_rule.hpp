@@ -4,8 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
+#include "schatten/optim/chain.hpp"
 #include "schatten/optim/rule.hpp"
 
 namespace schatten::test {
@@ -75,5 +77,12 @@ struct AllocatesPerCall {
     v("count", s.count);
   }
 };
+
+/// `c` (an optim::chain) with AllocatesPerCall appended as its last link: the chain's updates,
+/// then an allocation per call, for the heap-exhaustion sweeps.
+template <class Chain>
+auto ending_in_allocation(const Chain& c) {
+  return std::apply([](const auto&... r) { return optim::chain(r..., AllocatesPerCall{}); }, c.rules());
+}
 
 }  // namespace schatten::test
