@@ -193,6 +193,71 @@ TEST_SUITE("kernels.randomized_svd") {
     CHECK(std::fabs(rough[9] - sigma[9]) > std::fabs(got[9] - sigma[9]));
   }
 
+  TEST_CASE_TEMPLATE("a contiguous A is read in place, other strides copied: the same values", T, float,
+                     double) {
+    // A contiguous row-major A is already Aᵀ column-major, the GEMMs' operand, and is read in
+    // place; a padded A (row stride n + 3) and a column-major A are copied into Aᵀ first. The
+    // GEMMs then see the same matrix in the same order: the same bits (σ and the vectors).
+    const index_t m = 64, n = 40;
+    const std::uint64_t seed = case_seed("rsvd_strides");
+    CAPTURE(seed);
+    const std::vector<double> sigma = geometric(n, 1e-3);
+    const Eigen::MatrixXd am = make_matrix(SpectrumCase{"rsvd_strides", m, n, sigma}, seed);
+    const std::vector<T> a = to_row_major<T>(am);
+    const index_t ld = n + 3;
+    std::vector<T> padded(static_cast<std::size_t>(m * ld), T(-7));  // padding never read
+    std::vector<T> colmajor(static_cast<std::size_t>(m * n));
+    for (index_t i = 0; i < m; ++i)
+      for (index_t j = 0; j < n; ++j) {
+        padded[static_cast<std::size_t>(i * ld + j)] = a[static_cast<std::size_t>(i * n + j)];
+        colmajor[static_cast<std::size_t>(j * m + i)] = a[static_cast<std::size_t>(i * n + j)];
+      }
+    const MatrixRef<const T> contiguous(a.data(), m, n);
+    const MatrixRef<const T> views[] = {MatrixRef<const T>::row_major(padded.data(), m, n, ld),
+                                        MatrixRef<const T>::strided(colmajor.data(), m, n, 1, m)};
+    RandomizedSvdOptions o;
+    o.rank = 6;
+    o.seed = seed;
+    LowRankSvd want;
+    std::int64_t in_place_allocations = -1;
+    {
+      schatten::test::KokkosAllocationProbe probe;
+      REQUIRE(randomized_svd(contiguous, want, o) == Status::ok);
+      if (probe.active()) in_place_allocations = probe.count();
+    }
+    // The values themselves: σ_{i+1}/σ_i = 0.838, l = 14, q = 2, so the underestimate is of
+    // order (σ_15/σ_6)^5 = 3.5e-4 (HMT 2011 §10.4); 1e-2 leaves room for the bound's constants.
+    for (std::size_t i = 0; i < 6; ++i)
+      CHECK(want.sigma[i] == doctest::Approx(sigma[i]).epsilon(1e-2));
+    for (const MatrixRef<const T>& v : views) {
+      CAPTURE(v.row_stride);
+      LowRankSvd got;
+      schatten::test::KokkosAllocationProbe probe;
+      REQUIRE(randomized_svd(v, got, o) == Status::ok);
+      // The copy is one allocation more than the in-place call makes (Ω, Y and Kokkos' own).
+      if (probe.active() && in_place_allocations >= 0) CHECK(probe.count() > in_place_allocations);
+      CHECK(got.sigma == want.sigma);
+      CHECK(got.u == want.u);
+      CHECK(got.v == want.v);
+    }
+    // NaN or ±Inf anywhere: non_finite_input on both paths (in place: the pass that looks for
+    // them; copied: the copy), the output untouched.
+    const T inf = std::numeric_limits<T>::infinity();
+    for (const T bad_value : {std::numeric_limits<T>::quiet_NaN(), inf, -inf})
+      for (const index_t at : {index_t(0), index_t(7), m * n / 2 + 1, m * n - 1}) {
+        CAPTURE(at);
+        std::vector<T> bad = a, bad_padded = padded;
+        bad[static_cast<std::size_t>(at)] = bad_value;
+        bad_padded[static_cast<std::size_t>((at / n) * ld + at % n)] = bad_value;
+        std::vector<double> out = {42.0};
+        CHECK(randomized_singular_values(MatrixRef<const T>(bad.data(), m, n), out, o) ==
+              Status::non_finite_input);
+        CHECK(randomized_singular_values(MatrixRef<const T>::row_major(bad_padded.data(), m, n, ld), out,
+                                         o) == Status::non_finite_input);
+        CHECK(out == std::vector<double>{42.0});
+      }
+  }
+
   TEST_CASE("bad input and options are refused and leave the output alone") {
     std::vector<double> a(6 * 4, 1.0), out = {42.0};
     RandomizedSvdOptions o;

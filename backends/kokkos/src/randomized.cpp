@@ -52,11 +52,38 @@ bool load_transposed(const Strided3<const T, DefaultMem>& in, DenseMatrix<T>& at
       Kokkos::Max<double>(bad));
   return std::isfinite(bad);
 }
-/// The same for A as the caller passed it (staged when the execution space cannot read it).
+
+/// max |x| in double over a dense matrix (a Dense<T>), +infinity when x holds NaN/Inf. One read.
+template <class View>
+double max_abs(const View& x) {
+  const index_t rows = static_cast<index_t>(x.extent(0)), count = rows * static_cast<index_t>(x.extent(1));
+  double worst = 0.0;
+  Kokkos::parallel_reduce(
+      kernel_label("schatten::dense::max_abs"),
+      Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, count),
+      KOKKOS_LAMBDA(index_t k, double& acc) { acc = kmax(acc, abs_or_inf(x(k % rows, k / rows))); },
+      Kokkos::Max<double>(worst));
+  return worst;
+}
+
+/// Aᵀ (cols × rows, column-major) for the GEMMs, from A as the execution space reads it (`in`,
+/// one matrix). A contiguous row-major A, or its packed staging copy on a GPU build, is that
+/// matrix already and is read in place: no copy, no allocation. Other strides are copied into
+/// `copy` (load_transposed, which also looks for NaN/Inf). In place, NaN/Inf are looked for only
+/// when `check_in_place` (one read of A; a caller whose result exposes them anyway skips it).
+/// Returns an empty view when NaN/Inf were found. The view does not own its memory: `in`'s
+/// storage and `copy` must outlive it. (const_cast: the callers' GEMMs only read it.)
 template <class T>
-bool load_transposed(const MatrixRef<const T>& a, DenseMatrix<T>& at) {
-  DeviceIO<T> io{BatchedMatrixRef<const T>(a)};
-  return load_transposed(io.input(), at);
+Dense<T> transposed_operand(const Strided3<const T, DefaultMem>& in, DenseMatrix<T>& copy,
+                            bool check_in_place) {
+  const auto m = static_cast<index_t>(in.extent(1)), n = static_cast<index_t>(in.extent(2));
+  if (in.stride_2() == 1 && in.stride_1() == static_cast<std::size_t>(n)) {
+    const Dense<T> at(const_cast<T*>(in.data()), n, m);
+    if (check_in_place && !std::isfinite(max_abs(at))) return Dense<T>();
+    return at;
+  }
+  if (!load_transposed(in, copy)) return Dense<T>();
+  return copy.view;
 }
 
 /// The computation of a validated call: the range finder, then the SVD of B = Qᵀ A on the host.
@@ -66,9 +93,10 @@ template <class T>
 Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const RandomizedSvdOptions& o,
                           index_t l, bool vectors) {
   const index_t m = a.rows, n = a.cols;
-  DenseMatrix<T> at_owner;  // Aᵀ, n × m
-  if (!load_transposed(a, at_owner)) return Status::non_finite_input;
-  const Dense<T> at = at_owner.view;
+  DeviceIO<T> io{BatchedMatrixRef<const T>(a)};  // A staged, when the execution space cannot read it
+  DenseMatrix<T> at_copy;                        // for strided A only
+  const Dense<T> at = transposed_operand(io.input(), at_copy, true);  // Aᵀ, n × m
+  if (at.data() == nullptr) return Status::non_finite_input;
   // Ω from the library's RNG on the host.
   const DenseMatrix<T> omega_owner(n, l, memory_label("sch::Om"));
   const Dense<T> omega = omega_owner.view;
@@ -155,13 +183,9 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
   // its own: x_ij reaches G_jj = Σ_i x_ij² (every product is formed, by SYRK or by GEMM), which
   // the check of G below reads, so the status is non_finite_input either way.
   DeviceIO<float> io{BatchedMatrixRef<const float>(x), cw.staging()};
-  const auto in = io.input();
-  DenseMatrix<float> xt_owner;  // the copy, for other layouts
-  const float* xt = in.data();
-  if (!(in.stride_2() == 1 && in.stride_1() == static_cast<std::size_t>(d))) {
-    if (!load_transposed(in, xt_owner)) return Status::non_finite_input;
-    xt = xt_owner.view.data();
-  }
+  DenseMatrix<float> xt_copy;  // for strided x only
+  const Dense<float> xt = transposed_operand(io.input(), xt_copy, false);
+  if (xt.data() == nullptr) return Status::non_finite_input;
   // G = gram + xᵀx is formed in the workspace and written to gram only when finite.
   auto& ws = cw.get();
   ws.reserve(static_cast<std::size_t>(d * d) * sizeof(float));
@@ -185,18 +209,10 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
         hg->view(i, j) = gram(i, j);
     hg->store(g);
   }
-  // (const_cast: batched_sym_product only reads its operand A.)
-  batched_sym_product(DefaultExec(), true, "N", 1.0f,
-                      Mat3<float, DefaultMem>(const_cast<float*>(xt), d, tokens, 1), 1.0f,
+  batched_sym_product(DefaultExec(), true, "N", 1.0f, Mat3<float, DefaultMem>(xt.data(), d, tokens, 1), 1.0f,
                       Mat3<float, DefaultMem>(g.data(), d, d, 1));
-  double worst = 0.0;
-  const Dense<float> gv = g;
-  Kokkos::parallel_reduce(
-      kernel_label("schatten::gram::check"),
-      Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, d * d),
-      KOKKOS_LAMBDA(index_t k, double& acc) { acc = kmax(acc, abs_or_inf(gv(k % d, k / d))); },
-      Kokkos::Max<double>(worst));
-  if (!std::isfinite(worst)) return Status::non_finite_input;  // overflow: gram unchanged
+  if (!std::isfinite(max_abs(g)))
+    return Status::non_finite_input;  // NaN/Inf in x, or overflow: gram unchanged
   if (device) {
     Kokkos::deep_copy(Flat(gram.data, d * d), Flat(g.data(), d * d));
   } else if (flat) {

@@ -28,11 +28,13 @@ struct RandomizedSvdOptions {
 /// underestimated by a relative amount of order (σ_{l+1}/σ_i)^{2q+1} (HMT 2011, Thm 10.8 and
 /// §10.4). Cost: (2q + 2) GEMMs of m·n·l, q + 1 host QRs of m × l or n × l, one host SVD of
 /// l × n; host traffic (m + n)·l per iteration. Computed in the input's precision (GEMMs) and
-/// double (host algebra). Memory: Aᵀ, Ω and Y (n·m + (m + n)·l elements) on the execution
-/// space and the host panels, allocated per call: no workspace, since the host SVD and QRs
-/// allocate per call anyway (the adaptive Schatten-p criterion, its caller, runs every
-/// `interval` steps). Bad input: NaN/Inf → non_finite_input, bad rank/oversampling/q →
-/// invalid_argument; `sigma` is written only on success. Synchronous.
+/// double (host algebra). Memory: Ω and Y ((m + n)·l elements) on the execution space and the
+/// host panels, allocated per call. A contiguous row-major A is read in place (it is Aᵀ
+/// column-major, the GEMMs' operand), after one read that looks for NaN/Inf; another stride
+/// costs a copy of A (m·n elements), and so does host memory on a GPU build (the staging). No
+/// workspace, since the host SVD and QRs allocate per call anyway (the adaptive Schatten-p
+/// criterion, its caller, runs every `interval` steps). Bad input: NaN/Inf → non_finite_input, bad
+/// rank/oversampling/q → invalid_argument; `sigma` is written only on success. Synchronous.
 Status randomized_singular_values(MatrixRef<const float> a, std::vector<double>& sigma,
                                   const RandomizedSvdOptions& options = {});
 Status randomized_singular_values(MatrixRef<const double> a, std::vector<double>& sigma,
