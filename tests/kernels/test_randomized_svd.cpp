@@ -140,6 +140,20 @@ TEST_SUITE("kernels.randomized_svd") {
     REQUIRE(gram_accumulate(xsr, MatrixRef<float>(gs.data(), d, d)) == Status::ok);
     REQUIRE(gram_accumulate(xsr, MatrixRef<float>(gs.data(), d, d)) == Status::ok);
     CHECK(gs == g);
+    // With a Workspace, the copy of a strided x (and, on a GPU build, the host image of a strided
+    // Gram) is kept too: no allocation after the first call, the same bits.
+    {
+      Workspace ws;
+      std::vector<float> gws(static_cast<std::size_t>(d * (d + 2)), 0.0f);
+      const MatrixRef<float> gwr = MatrixRef<float>::row_major(gws.data(), d, d, d + 2);
+      REQUIRE(gram_accumulate(xsr, gwr, &ws) == Status::ok);
+      schatten::test::KokkosAllocationProbe probe;
+      REQUIRE(gram_accumulate(xsr, gwr, &ws) == Status::ok);
+      if (probe.active()) CHECK_MESSAGE(probe.count() == 0, std::string(probe.last_label()));
+      for (index_t i = 0; i < d; ++i)
+        for (index_t j = 0; j < d; ++j)
+          CHECK(gws[static_cast<std::size_t>(i * (d + 2) + j)] == g[static_cast<std::size_t>(i * d + j)]);
+    }
     // NaN or ±Inf anywhere in x, contiguous (no pass over x: it reaches G's diagonal, which the
     // check reads) or strided (refused by the copy): non_finite_input, the Gram unchanged.
     const float inf = std::numeric_limits<float>::infinity();

@@ -33,12 +33,10 @@ using Dense = typename DenseMatrix<T>::View;
 /// Aᵀ (cols × rows) as a dense column-major matrix on the device — the layout KokkosBlas hands
 /// to BLAS, and for a row-major A the same element order, so the copy streams (a column-major
 /// copy of a row-major A reads it with stride `cols`: half the time of the whole call at 3072²).
-/// False when A holds NaN/Inf.
+/// `out` is n × m. False when A holds NaN/Inf.
 template <class T>
-bool load_transposed(const Strided3<const T, DefaultMem>& in, DenseMatrix<T>& at) {
+bool load_transposed(const Strided3<const T, DefaultMem>& in, const Dense<T>& out) {
   const auto m = static_cast<index_t>(in.extent(1)), n = static_cast<index_t>(in.extent(2));
-  at = DenseMatrix<T>(n, m, memory_label("sch::At"));
-  const Dense<T> out = at.view;
   double bad = 0.0;
   Kokkos::parallel_reduce(
       kernel_label("schatten::dense::load"),
@@ -68,22 +66,24 @@ double max_abs(const View& x) {
 
 /// Aᵀ (cols × rows, column-major) for the GEMMs, from A as the execution space reads it (`in`,
 /// one matrix). A contiguous row-major A, or its packed staging copy on a GPU build, is that
-/// matrix already and is read in place: no copy, no allocation. Other strides are copied into
-/// `copy` (load_transposed, which also looks for NaN/Inf). In place, NaN/Inf are looked for only
-/// when `check_in_place` (one read of A; a caller whose result exposes them anyway skips it).
-/// Returns an empty view when NaN/Inf were found. The view does not own its memory: `in`'s
-/// storage and `copy` must outlive it. (const_cast: the callers' GEMMs only read it.)
+/// matrix already and is read in place: no copy, no allocation. Other strides are copied
+/// (load_transposed, which also looks for NaN/Inf) into the device side of the call's next
+/// `staging` slot, which a Workspace keeps from call to call. In place, NaN/Inf are looked for
+/// only when `check_in_place` (one read of A; a caller whose result exposes them anyway skips
+/// it). Returns an empty view when NaN/Inf were found. The view does not own its memory: `in`'s
+/// storage and `staging` must outlive it. (const_cast: the callers' GEMMs only read it.)
 template <class T>
-Dense<T> transposed_operand(const Strided3<const T, DefaultMem>& in, DenseMatrix<T>& copy,
-                            bool check_in_place) {
+Dense<T> transposed_operand(const Strided3<const T, DefaultMem>& in, Staging& staging, bool check_in_place) {
   const auto m = static_cast<index_t>(in.extent(1)), n = static_cast<index_t>(in.extent(2));
   if (in.stride_2() == 1 && in.stride_1() == static_cast<std::size_t>(n)) {
     const Dense<T> at(const_cast<T*>(in.data()), n, m);
     if (check_in_place && !std::isfinite(max_abs(at))) return Dense<T>();
     return at;
   }
-  if (!load_transposed(in, copy)) return Dense<T>();
-  return copy.view;
+  Staging::Slot& slot = staging.take(static_cast<std::size_t>(m * n) * sizeof(T), 0);
+  const Dense<T> at(reinterpret_cast<T*>(slot.device.data()), n, m);
+  if (!load_transposed(in, at)) return Dense<T>();
+  return at;
 }
 
 /// The computation of a validated call: the range finder, then the SVD of B = Qᵀ A on the host.
@@ -93,9 +93,9 @@ template <class T>
 Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const RandomizedSvdOptions& o,
                           index_t l, bool vectors) {
   const index_t m = a.rows, n = a.cols;
-  DeviceIO<T> io{BatchedMatrixRef<const T>(a)};  // A staged, when the execution space cannot read it
-  DenseMatrix<T> at_copy;                        // for strided A only
-  const Dense<T> at = transposed_operand(io.input(), at_copy, true);  // Aᵀ, n × m
+  Staging staging;  // A's staging copy on a GPU build, Aᵀ's copy for strided A
+  DeviceIO<T> io{BatchedMatrixRef<const T>(a), &staging};
+  const Dense<T> at = transposed_operand(io.input(), staging, true);  // Aᵀ, n × m
   if (at.data() == nullptr) return Status::non_finite_input;
   // Ω from the library's RNG on the host.
   const DenseMatrix<T> omega_owner(n, l, memory_label("sch::Om"));
@@ -176,15 +176,17 @@ Status randomized_sv(const MatrixRef<const T>& a, std::vector<double>& sigma, co
 Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gram,
                     schatten::Workspace* workspace) {
   const index_t d = x.cols, tokens = x.rows;
-  CallWorkspace cw(workspace);  // G's memory, and x's staging on a GPU build
+  // G's memory and the staging slots (x's packed copy on a GPU build, xᵀ's copy for a strided x,
+  // the host image of a strided Gram on a GPU build): with a Workspace kept by the caller, no
+  // allocation after the first call of a size.
+  CallWorkspace cw(workspace);
   // xᵀ as a d × tokens column-major matrix. A contiguous row-major x (or its packed staging copy
   // on a GPU build) is that matrix already and is read in place; another layout is copied
   // (load_transposed, which also refuses NaN/Inf). In place, a NaN or Inf in x needs no pass of
   // its own: x_ij reaches G_jj = Σ_i x_ij² (every product is formed, by SYRK or by GEMM), which
   // the check of G below reads, so the status is non_finite_input either way.
   DeviceIO<float> io{BatchedMatrixRef<const float>(x), cw.staging()};
-  DenseMatrix<float> xt_copy;  // for strided x only
-  const Dense<float> xt = transposed_operand(io.input(), xt_copy, false);
+  const Dense<float> xt = transposed_operand(io.input(), *cw.staging(), false);
   if (xt.data() == nullptr) return Status::non_finite_input;
   // G = gram + xᵀx is formed in the workspace and written to gram only when finite.
   auto& ws = cw.get();
@@ -203,7 +205,11 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
   } else if (flat) {
     Kokkos::deep_copy(Flat(g.data(), d * d), HostFlat(gram.data, d * d));
   } else {
-    hg.emplace(g, false);
+    // The host's image of G: G itself where the host reads it, else a staging slot's host side.
+    unsigned char* image = nullptr;
+    if (!HostMatrix<Dense<float>>::kAliases)
+      image = cw.staging()->take(0, static_cast<std::size_t>(d * d) * sizeof(float)).host.data();
+    hg.emplace(g, false, image);
     for (index_t j = 0; j < d; ++j)
       for (index_t i = 0; i < d; ++i)
         hg->view(i, j) = gram(i, j);
@@ -211,8 +217,8 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
   }
   batched_sym_product(DefaultExec(), true, "N", 1.0f, Mat3<float, DefaultMem>(xt.data(), d, tokens, 1), 1.0f,
                       Mat3<float, DefaultMem>(g.data(), d, d, 1));
-  if (!std::isfinite(max_abs(g)))
-    return Status::non_finite_input;  // NaN/Inf in x, or overflow: gram unchanged
+  // NaN/Inf in x, or an overflow: non_finite_input, gram unchanged.
+  if (!std::isfinite(max_abs(g))) return Status::non_finite_input;
   if (device) {
     Kokkos::deep_copy(Flat(gram.data, d * d), Flat(g.data(), d * d));
   } else if (flat) {

@@ -183,23 +183,31 @@ struct OwnedMatrix {
 
 /// The host's access to `v`, a contiguous rank-2 LayoutLeft View: `v`'s own elements when the
 /// host can read its memory (what Kokkos::create_mirror_view gives), else a copy in host memory
-/// (an OwnedMatrix), filled from `v` when `fill`. load() and store() copy from and to `v`
-/// (nothing to do when the view is `v` itself).
+/// (an OwnedMatrix, or a buffer the caller keeps), filled from `v` when `fill`. load() and
+/// store() copy from and to `v` (nothing to do when the view is `v` itself).
 template <class V>
 struct HostMatrix {
   using T = typename V::non_const_value_type;
   using View = typename OwnedMatrix<T, Kokkos::HostSpace>::View;
   static constexpr bool kAliases =
       Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename V::memory_space>::accessible;
-  OwnedMatrix<T, Kokkos::HostSpace> copy;  // empty when kAliases
+  OwnedMatrix<T, Kokkos::HostSpace> copy;  // empty when kAliases or given a buffer
   View view;
 
-  HostMatrix(const V& v, bool fill) {
+  HostMatrix(const V& v, bool fill) : HostMatrix(v, fill, nullptr) {}
+  /// The copy in `buffer` when not null: host memory of at least extent(0)·extent(1)·sizeof(T)
+  /// bytes, suitably aligned, that outlives this object (a Workspace's staging slot), so that
+  /// nothing is allocated. Unused when kAliases.
+  HostMatrix(const V& v, bool fill, unsigned char* buffer) {
     if constexpr (kAliases) {
       view = View(v.data(), v.extent(0), v.extent(1));
     } else {
-      copy = OwnedMatrix<T, Kokkos::HostSpace>(v.extent(0), v.extent(1), memory_label("sch::host"));
-      view = copy.view;
+      if (buffer != nullptr) {
+        view = View(reinterpret_cast<T*>(buffer), v.extent(0), v.extent(1));
+      } else {
+        copy = OwnedMatrix<T, Kokkos::HostSpace>(v.extent(0), v.extent(1), memory_label("sch::host"));
+        view = copy.view;
+      }
       if (fill) load(v);
     }
   }
