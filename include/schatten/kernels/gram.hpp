@@ -28,10 +28,11 @@ namespace schatten {
 /// Synchronous.
 ///
 /// Memory: the sum is formed in a d_in × d_in float copy (so that an overflow leaves `gram` as
-/// it was), in `workspace` when one is given, which keeps it (and on a GPU build the staging
-/// copies of host arrays) for the next calls: with one Workspace kept for the calls, only the
-/// first allocates. Without one, every call allocates and frees its own (on a GPU, a device
-/// allocation and free per call). A strided x's copy (above) is allocated per call either way.
+/// it was), in `workspace` when one is given, which keeps it for the next calls together with
+/// the call's copies: a strided x's xᵀ, and on a GPU build the staging of host arrays and the
+/// host image of a strided host `gram`. With one Workspace kept for the calls, only the first
+/// call of a size allocates, in any layout. Without one, every call allocates and frees its own
+/// (on a GPU, a device allocation and free per call).
 Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram, Workspace* workspace = nullptr);
 
 }  // namespace schatten
