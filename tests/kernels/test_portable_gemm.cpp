@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -411,6 +412,89 @@ TEST_SUITE("kernels.portable_gemm") {
     CHECK(sym_product_on_one_triangle<Exec, Bf16>(1, 8, 8));
     CHECK(sym_product_on_one_triangle<Exec, Fp16>(4, 2048, 100));
     CHECK(sym_product_on_one_triangle<Exec, float>(4, 64, 64) == has_syrk<Exec, float>());
+  }
+
+  TEST_CASE_TEMPLATE("batched.hpp's device loops, run on the CPU, agree with its host loops", T, float,
+                     double) {
+    // The element loops of batched.hpp have a host form (column blocks, 16 × 16 tiles) and a
+    // device form (a tiled MDRange, one thread per element), which only a GPU build would run.
+    // Here both run on the CPU (HostLoops): for_each_element visits every element of the box
+    // once in either form, reduce_matrix gives the same sum and maximum, and symmetrize and
+    // fill_upper give the same bits (each element is the same one operation in either form).
+    // Shapes straddle the tiles (32 on the device, 16 and 128 on the host) and include 1 × 1.
+    const std::uint64_t seed = case_seed("batched device loops");
+    CAPTURE(seed);
+    Rng rng(seed);
+    for (const auto& box : {std::array<index_t, 3>{1, 1, 1}, {33, 70, 3}, {64, 64, 2}, {130, 17, 1}}) {
+      const index_t rows = box[0], cols = box[1], batch = box[2];
+      CAPTURE(rows);
+      CAPTURE(cols);
+      for (const bool host_loops : {true, false}) {
+        CAPTURE(host_loops);
+        Kokkos::View<int***, Kokkos::LayoutLeft, Exec::memory_space> visits("visits", rows, cols, batch);
+        const auto count = KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+          Kokkos::atomic_add(&visits(i, j, b), 1);
+        };
+        if (host_loops)
+          for_each_element_as<true>(Exec(), "test", rows, cols, batch, count);
+        else
+          for_each_element_as<false>(Exec(), "test", rows, cols, batch, count);
+        Kokkos::fence();
+        int wrong = 0;
+        for (index_t b = 0; b < batch; ++b)
+          for (index_t j = 0; j < cols; ++j)
+            for (index_t i = 0; i < rows; ++i)
+              wrong += visits(i, j, b) != 1;
+        CHECK(wrong == 0);
+        // f(i, j) = i·cols + j + 1: integers, exact in double whatever the order of the sum.
+        for (const bool cols_contiguous : {true, false}) {
+          double sum = 0.0, top = 0.0;
+          const auto add = KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+            acc += double(i * cols + j + 1);
+          };
+          const auto max = KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+            acc = kmax(acc, double(i * cols + j + 1));
+          };
+          if (host_loops) {
+            reduce_matrix_as<true>(Exec(), "test", rows, cols, cols_contiguous, add,
+                                   Kokkos::Sum<double>(sum));
+            reduce_matrix_as<true>(Exec(), "test", rows, cols, cols_contiguous, max,
+                                   Kokkos::Max<double>(top));
+          } else {
+            reduce_matrix_as<false>(Exec(), "test", rows, cols, cols_contiguous, add,
+                                    Kokkos::Sum<double>(sum));
+            reduce_matrix_as<false>(Exec(), "test", rows, cols, cols_contiguous, max,
+                                    Kokkos::Max<double>(top));
+          }
+          const double n = double(rows * cols);
+          CHECK(sum == n * (n + 1) / 2);
+          CHECK(top == n);
+        }
+      }
+      // symmetrize and fill_upper on rows × rows matrices, N(0, 1) entries.
+      const index_t k = rows;
+      std::vector<T> start(static_cast<std::size_t>(k * k * batch));
+      for (T& x : start)
+        x = static_cast<T>(rng.normal());
+      std::vector<T> host_sym = start, device_sym = start, host_fill = start, device_fill = start;
+      const auto mat = [&](std::vector<T>& v) { return Mat3<T, Kokkos::HostSpace>(v.data(), k, k, batch); };
+      symmetrize<Exec, T, Kokkos::HostSpace, true>(Exec(), mat(host_sym));
+      symmetrize<Exec, T, Kokkos::HostSpace, false>(Exec(), mat(device_sym));
+      fill_upper<Exec, T, Kokkos::HostSpace, true>(Exec(), mat(host_fill));
+      fill_upper<Exec, T, Kokkos::HostSpace, false>(Exec(), mat(device_fill));
+      Kokkos::fence();
+      CHECK(host_sym == device_sym);
+      CHECK(host_fill == device_fill);
+      // And they do what they say: symmetric, the mean / the lower triangle mirrored.
+      const std::size_t last = static_cast<std::size_t>(k * k * batch - 1);  // (k−1, k−1) of the last
+      CHECK(device_sym[last] == start[last]);
+      if (k > 1) {  // (0, 1) of matrix 0: the mean of (0, 1) and (1, 0); fill: (1, 0)
+        CHECK(device_sym[k] == static_cast<T>((scalar_t<T>(start[k]) + scalar_t<T>(start[1])) / 2));
+        CHECK(device_sym[1] == device_sym[k]);
+        CHECK(device_fill[k] == start[1]);
+        CHECK(device_fill[1] == start[1]);
+      }
+    }
   }
 }
 

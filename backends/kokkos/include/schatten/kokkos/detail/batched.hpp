@@ -40,11 +40,13 @@ Mat3<T, Mem> carve(Arena& arena, index_t rows, index_t cols, index_t batch) {
 /// block of 16 columns of one matrix, visited in row blocks of 128 with the inner loop over i:
 /// when the other operand is row-major (a transposing copy) the 16 columns share its cache lines
 /// and both sides stay in L1 (block sizes tunable: 64-byte lines, float and double). Device
-/// spaces use a tiled MDRange instead. Both visit the same (i, j, b) set.
-template <class Exec, class F>
-void for_each_element(const Exec& space, const char* label, index_t rows, index_t cols, index_t batch,
-                      const F& f) {
-  if constexpr (runs_on_host<Exec>) {
+/// spaces use a tiled MDRange instead. Both visit the same (i, j, b) set. for_each_element()
+/// picks the form from Exec; for_each_element_as<HostLoops>() is told it, so that a test runs
+/// the device form on the CPU (as portable_gemm's HostLoops).
+template <bool HostLoops, class Exec, class F>
+void for_each_element_as(const Exec& space, const char* label, index_t rows, index_t cols, index_t batch,
+                         const F& f) {
+  if constexpr (HostLoops) {
     constexpr index_t jb = 16, ib = 128;
     const index_t col_blocks = (cols + jb - 1) / jb;
     Kokkos::parallel_for(
@@ -69,14 +71,20 @@ void for_each_element(const Exec& space, const char* label, index_t rows, index_
         KOKKOS_LAMBDA(index_t i, index_t j, index_t b) { f(i, j, b); });
   }
 }
+template <class Exec, class F>
+void for_each_element(const Exec& space, const char* label, index_t rows, index_t cols, index_t batch,
+                      const F& f) {
+  for_each_element_as<runs_on_host<Exec>>(space, label, rows, cols, batch, f);
+}
 
 /// Reduction of f(i, j, acc) over a rows × cols matrix with a Kokkos reducer. On the host the
-/// inner loop runs over j when `cols_contiguous` (row-major data), else over i.
-template <class Exec, class F, class Reducer>
-void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t cols, bool cols_contiguous,
-                   const F& f, const Reducer& reducer) {
+/// inner loop runs over j when `cols_contiguous` (row-major data), else over i; on a device, a
+/// tiled MDRange. reduce_matrix_as<HostLoops>(): as for for_each_element_as.
+template <bool HostLoops, class Exec, class F, class Reducer>
+void reduce_matrix_as(const Exec& space, const char* label, index_t rows, index_t cols, bool cols_contiguous,
+                      const F& f, const Reducer& reducer) {
   using value_type = typename Reducer::value_type;
-  if constexpr (runs_on_host<Exec>) {
+  if constexpr (HostLoops) {
     const index_t outer = cols_contiguous ? rows : cols, inner = cols_contiguous ? cols : rows;
     Kokkos::parallel_reduce(
         kernel_label(label), Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, outer),
@@ -96,6 +104,11 @@ void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t c
         kernel_label(label), Policy(space, {0, 0}, {rows, cols}, {32, 32}),
         KOKKOS_LAMBDA(index_t i, index_t j, value_type & acc) { f(i, j, acc); }, reducer);
   }
+}
+template <class Exec, class F, class Reducer>
+void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t cols, bool cols_contiguous,
+                   const F& f, const Reducer& reducer) {
+  reduce_matrix_as<runs_on_host<Exec>>(space, label, rows, cols, cols_contiguous, f, reducer);
 }
 
 /// True for the element types whose GEMMs only portable_gemm computes: the software 16-bit
@@ -229,12 +242,13 @@ void copy(const Exec& space, const Mat3<T, Mem>& dst, const Mat3<T, Mem>& src) {
 /// Host: a work item is one row of 16 × 16 tiles of one matrix; each tile pair (I, J), (J, I)
 /// is read into local arrays before it is averaged and written back, which avoids the
 /// cache-set conflicts of walking a power-of-two leading dimension across columns (3.4× faster
-/// than the plain loop at k = 1024 on this machine). Device: one thread per upper element.
-template <class Exec, class T, class Mem>
+/// than the plain loop at k = 1024 on this machine). Device: one thread per upper element, the
+/// same arithmetic (the same bits). `HostLoops` picks the form (for_each_element_as).
+template <class Exec, class T, class Mem, bool HostLoops = runs_on_host<Exec>>
 void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
   using S = scalar_t<T>;
   const index_t k = c.extent(0);
-  if constexpr (runs_on_host<Exec>) {
+  if constexpr (HostLoops) {
     constexpr index_t tb = 16;
     const index_t tiles = (k + tb - 1) / tb;
     Kokkos::parallel_for(
@@ -263,7 +277,7 @@ void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
           }
         });
   } else {
-    for_each_element(
+    for_each_element_as<false>(
         space, "schatten::symmetrize", k, k, c.extent(2), KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
           if (j <= i) return;
           const T v = static_cast<T>((static_cast<S>(c(i, j, b)) + static_cast<S>(c(j, i, b))) / S(2));
@@ -276,11 +290,11 @@ void symmetrize(const Exec& space, const Mat3<T, Mem>& c) {
 /// C(i, j) ← C(j, i) for j > i on every square matrix of the batch: the upper triangle becomes
 /// the mirror of the lower one (after a SYRK that wrote only the lower triangle).
 /// Host: the tiling of symmetrize() (16 × 16 tile pairs through a local array). Device: one
-/// thread per upper element.
-template <class Exec, class T, class Mem>
+/// thread per upper element. `HostLoops` picks the form (for_each_element_as).
+template <class Exec, class T, class Mem, bool HostLoops = runs_on_host<Exec>>
 void fill_upper(const Exec& space, const Mat3<T, Mem>& c) {
   const index_t k = c.extent(0);
-  if constexpr (runs_on_host<Exec>) {
+  if constexpr (HostLoops) {
     constexpr index_t tb = 16;
     const index_t tiles = (k + tb - 1) / tb;
     Kokkos::parallel_for(
@@ -301,7 +315,7 @@ void fill_upper(const Exec& space, const Mat3<T, Mem>& c) {
           }
         });
   } else {
-    for_each_element(
+    for_each_element_as<false>(
         space, "schatten::fill_upper", k, k, c.extent(2), KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
           if (j > i) c(i, j, b) = c(j, i, b);
         });
