@@ -71,17 +71,6 @@ class Operand {
   bool staged_ = false;
 };
 
-/// max |x| in double, +infinity when x holds NaN/Inf (a contiguous view).
-double max_abs(const Col& x) {
-  const index_t n0 = static_cast<index_t>(x.extent(0)), n = n0 * static_cast<index_t>(x.extent(1));
-  double worst = 0.0;
-  Kokkos::parallel_reduce(
-      kernel_label("schatten::low_rank::max_abs"), Range(0, n),
-      KOKKOS_LAMBDA(index_t k, double& acc) { acc = kmax(acc, abs_or_inf(x(k % n0, k / n0))); },
-      Kokkos::Max<double>(worst));
-  return worst;
-}
-
 /// ‖x_j‖₂ of column j, accumulated in double (one work item per column).
 KOKKOS_INLINE_FUNCTION double column_norm(const Col& x, index_t j) {
   double s = 0.0;
@@ -357,7 +346,8 @@ int orthonormalise_member(const DefaultExec& space, const Panels& panels, const 
     mb.norm = double(mean) * std::sqrt(elements);
     if (mb.norm == 0.0) return kZeroMember;
   }
-  if (!std::isfinite(max_abs(p))) return static_cast<int>(Status::out_of_range);  // ‖M‖ near FLT_MAX
+  if (!std::isfinite(max_abs(space, p)))
+    return static_cast<int>(Status::out_of_range);  // ‖M‖ near FLT_MAX
   // The rounding floor of a column of P = fl(B X): 8·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
   // "Columns at the rounding floor" gives the measurements behind the factor 8).
   if (t == 0) mb.floor = 8.0 * std::sqrt(double(panels.s)) * 0x1p-24 * mb.norm;
@@ -451,8 +441,9 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
   for (index_t b = 0; b < batch; ++b)
     members.add(ms[b], qs[b], us[b], h.kept_of(b), *cw.staging());
   for (Member& mb : members) {
-    mb.largest = max_abs(mb.mo.view());
-    if (!std::isfinite(max_abs(mb.qo.view()))) return Status::non_finite_input;  // the same on every replica
+    mb.largest = max_abs(space, mb.mo.view());
+    if (!std::isfinite(max_abs(space, mb.qo.view())))
+      return Status::non_finite_input;  // the same on every replica
   }
   // One process refuses a non-finite M and drops a zero one here; replicas decide both after
   // the first average (the header's protocol: nobody returns alone).
@@ -560,7 +551,7 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
       for (index_t b = 0; b < batch; ++b) {
         Member& mb = members[static_cast<std::size_t>(b)];
         if (mb.zero) continue;
-        if (!std::isfinite(max_abs(panels.r(b)))) return Status::out_of_range;
+        if (!std::isfinite(max_abs(space, panels.r(b)))) return Status::out_of_range;
         mb.x = panels.r(b);
       }
     }

@@ -17,6 +17,7 @@
 #include "schatten/kernels/randomized_svd.hpp"
 #include "schatten/kokkos/detail/batched.hpp"
 #include "schatten/kokkos/detail/compat.hpp"
+#include "schatten/kokkos/detail/linalg.hpp"
 #include "schatten/kokkos/detail/memory.hpp"
 
 namespace schatten {
@@ -51,33 +52,21 @@ bool load_transposed(const Strided3<const T, DefaultMem>& in, const Dense<T>& ou
   return std::isfinite(bad);
 }
 
-/// max |x| in double over a dense matrix (a Dense<T>), +infinity when x holds NaN/Inf. One read.
-template <class View>
-double max_abs(const View& x) {
-  const index_t rows = static_cast<index_t>(x.extent(0)), count = rows * static_cast<index_t>(x.extent(1));
-  double worst = 0.0;
-  Kokkos::parallel_reduce(
-      kernel_label("schatten::dense::max_abs"),
-      Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, count),
-      KOKKOS_LAMBDA(index_t k, double& acc) { acc = kmax(acc, abs_or_inf(x(k % rows, k / rows))); },
-      Kokkos::Max<double>(worst));
-  return worst;
-}
-
 /// Aᵀ (cols × rows, column-major) for the GEMMs, from A as the execution space reads it (`in`,
 /// one matrix). A contiguous row-major A, or its packed staging copy on a GPU build, is that
 /// matrix already and is read in place: no copy, no allocation. Other strides are copied
 /// (load_transposed, which also looks for NaN/Inf) into the device side of the call's next
 /// `staging` slot, which a Workspace keeps from call to call. In place, NaN/Inf are looked for
-/// only when `check_in_place` (one read of A; a caller whose result exposes them anyway skips
-/// it). Returns an empty view when NaN/Inf were found. The view does not own its memory: `in`'s
-/// storage and `staging` must outlive it. (const_cast: the callers' GEMMs only read it.)
+/// only when `check_in_place` (one read of A, linalg.hpp's max_abs; a caller whose result
+/// exposes them anyway skips it). Returns an empty view when NaN/Inf were found. The view does
+/// not own its memory: `in`'s storage and `staging` must outlive it. (const_cast: the callers'
+/// GEMMs only read it.)
 template <class T>
 Dense<T> transposed_operand(const Strided3<const T, DefaultMem>& in, Staging& staging, bool check_in_place) {
   const auto m = static_cast<index_t>(in.extent(1)), n = static_cast<index_t>(in.extent(2));
   if (in.stride_2() == 1 && in.stride_1() == static_cast<std::size_t>(n)) {
     const Dense<T> at(const_cast<T*>(in.data()), n, m);
-    if (check_in_place && !std::isfinite(max_abs(at))) return Dense<T>();
+    if (check_in_place && !std::isfinite(max_abs(DefaultExec(), at))) return Dense<T>();
     return at;
   }
   Staging::Slot& slot = staging.take(static_cast<std::size_t>(m * n) * sizeof(T), 0);
@@ -218,7 +207,7 @@ Status gram_compute(const MatrixRef<const float>& x, const MatrixRef<float>& gra
   batched_sym_product(DefaultExec(), true, "N", 1.0f, Mat3<float, DefaultMem>(xt.data(), d, tokens, 1), 1.0f,
                       Mat3<float, DefaultMem>(g.data(), d, d, 1));
   // NaN/Inf in x, or an overflow: non_finite_input, gram unchanged.
-  if (!std::isfinite(max_abs(g))) return Status::non_finite_input;
+  if (!std::isfinite(max_abs(DefaultExec(), g))) return Status::non_finite_input;
   if (device) {
     Kokkos::deep_copy(Flat(gram.data, d * d), Flat(g.data(), d * d));
   } else if (flat) {

@@ -193,6 +193,23 @@ double frobenius(const Exec& space, const Mat2<T, Mem>& x) {
   return std::sqrt(ssq);
 }
 
+/// max |x_ij| in double, +∞ when x holds NaN or ±Inf (abs_or_inf): the finiteness test of a
+/// whole matrix, in one read.
+template <class Exec, class T, class Mem>
+double max_abs(const Exec& space, const Mat2<T, Mem>& x) {
+  const index_t rows = x.extent(0);
+  double worst = 0.0;
+  Kokkos::parallel_reduce(
+      kernel_label("schatten::max_abs"),
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
+      KOKKOS_LAMBDA(index_t j, double& acc) {
+        for (index_t i = 0; i < rows; ++i)
+          acc = kmax(acc, abs_or_inf(x(i, j)));
+      },
+      Kokkos::Max<double>(worst));
+  return worst;
+}
+
 /// tr(x) in double (square x).
 template <class Exec, class T, class Mem>
 double trace(const Exec& space, const Mat2<T, Mem>& x) {
