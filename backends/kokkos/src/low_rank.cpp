@@ -346,8 +346,7 @@ int orthonormalise_member(const DefaultExec& space, const Panels& panels, const 
     mb.norm = double(mean) * std::sqrt(elements);
     if (mb.norm == 0.0) return kZeroMember;
   }
-  if (!std::isfinite(max_abs(space, p)))
-    return static_cast<int>(Status::out_of_range);  // ‖M‖ near FLT_MAX
+  if (!std::isfinite(max_abs(space, p))) return static_cast<int>(Status::out_of_range);  // ‖M‖ near FLT_MAX
   // The rounding floor of a column of P = fl(B X): 8·√S·u·‖B‖_F·‖x_j‖ (u = 2⁻²⁴; the header's
   // "Columns at the rounding floor" gives the measurements behind the factor 8).
   if (t == 0) mb.floor = 8.0 * std::sqrt(double(panels.s)) * 0x1p-24 * mb.norm;
