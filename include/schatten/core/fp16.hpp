@@ -3,8 +3,8 @@
 /// IEEE binary16 (fp16: 1 sign, 5 exponent, 10 stored mantissa bits) as 16-bit patterns, and
 /// correctly rounded conversions of doubles to fp16 and bf16. They are the software 16-bit
 /// storage of the portable low-precision iteration (PolarOptions::compute = bf16 / fp16 on builds
-/// without a vendor 16-bit GEMM: docs/kernels/polar.md "Precision"), where Kokkos' own 16-bit
-/// types are plain floats (its host backends).
+/// without a vendor 16-bit GEMM: docs/kernels/polar.md "16-bit iteration"), where Kokkos' own
+/// 16-bit types are plain floats (its host backends).
 ///
 /// - fp16_to_float is exact (every fp16 value is a float), subnormals included.
 /// - fp16_round rounds to nearest, ties to even, as IEEE 754 does: relative error at most 2⁻¹¹

@@ -50,9 +50,9 @@ struct PolarOptions {
   /// Precision of the iteration: automatic (= the input's), fp32 or fp64; bf16 or fp16 for
   /// newton_schulz and polar_express (16-bit storage of the iterate and of every GEMM result,
   /// fp32 accumulation and fp32 scalar arithmetic, normalisation computed in double from the
-  /// input; docs/kernels/polar.md "Precision"): cuBLAS on CUDA, a portable Kokkos GEMM on every
-  /// other build (on a CPU an emulation of the GPU's numerics, slower than fp32). Other methods:
-  /// bf16/fp16 → Status::unsupported.
+  /// input; docs/kernels/polar.md "16-bit iteration"): cuBLAS on CUDA, a portable Kokkos GEMM on
+  /// every other build (on a CPU an emulation of the GPU's numerics, slower than fp32). Other
+  /// methods: bf16/fp16 → Status::unsupported.
   Precision compute = Precision::automatic;
   /// Options of PolarMethod::qdwh (which ignores iterations, schedule and gram_restarts).
   QdwhOptions qdwh{};
