@@ -14,6 +14,17 @@ BlockShape flatten(const std::vector<index_t>& shape) {
   return {shape[0], rest};
 }
 
+bool valid_param_shape(const std::vector<index_t>& shape) {
+  index_t rest = 1;  // flatten()'s product of the dimensions after the first, checked as it grows
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0) return false;
+    if (i == 0) continue;
+    if (shape[i] != 0 && rest > kMaxBlockElements / shape[i]) return false;
+    rest *= shape[i];
+  }
+  return shape.size() < 2 || valid_shape(shape[0], rest);
+}
+
 std::vector<std::string> propose_labels(const std::vector<ParamSpec>& params, const LabelPolicy& policy) {
   std::vector<std::string> labels;
   labels.reserve(params.size());

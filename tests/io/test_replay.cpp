@@ -1578,7 +1578,8 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon:weight_cap=-1", "route 'muon': upper must be positive"},
         {"--optimizer muon:weight_cap=1,weight_cap_blend=2", "route 'muon': blend must lie in [0, 1]"},
         {"--optimizer muadam:eps=0", "route 'muadam': muadam_direction: eps must be finite and > 0"},
-        {"--optimizer sgd:momentum=-1", "route 'sgd': trace_momentum: beta must be finite and >= 0"}};
+        {"--optimizer sgd:momentum=-1",
+         "route 'sgd': trace_momentum: beta must be in [0, 1) for the sum form"}};
     check_refusals(rec, out, bad, 1);
     // Cuts: a malformed --split is a bad command line (2); one the recording refuses fails (1).
     const std::pair<const char*, const char*> bad_cuts[] = {

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -963,6 +964,121 @@ TEST_SUITE("optim.hostile") {
     CHECK(muon().max_gradient() == double(std::numeric_limits<float>::max()) / 2.0);  // its momentum's
   }
 
+  TEST_CASE("sgd's sum-form momentum: a gradient bound that holds over all steps") {
+    // The sum form's buffer grows to |G|/(1 − β), and sgd's chain has no precheck to refuse a
+    // grown buffer, so its gradient bound is TraceMomentum::sum_form_bound() (1.7e37 at β = 0.9
+    // in fp32). Before it, gradients of 8e37 (within the per-step bound 8.95e37) overflowed the
+    // buffer and the parameters to ±∞ at step 5, every step reporting ok. Now: 300 steps of
+    // gradients at the bound, all of one sign (the buffer's worst case), stay finite, in each
+    // storage, with and without Nesterov; 8e37 is refused before anything changes.
+    for (const StateStorage storage :
+         {StateStorage(Precision::fp32), StateStorage(Precision::bf16), StateStorage::bf16_stochastic()}) {
+      for (const bool nesterov : {false, true}) {
+        CAPTURE(std::string(to_string(storage)));
+        CAPTURE(nesterov);
+        SgdOptions o;
+        o.momentum = 0.9;
+        o.nesterov = nesterov;
+        o.mu_storage = storage;
+        const auto rule = sgd(o);
+        const double bound = TraceMomentum::sum_form_bound(0.9, nesterov, storage);
+        CHECK(rule.max_gradient() == std::min(bound, double(kBf16Max)));
+        CHECK(bound > 1e37);  // the bound costs nothing a training run reaches
+        const float g_max = std::nextafter(static_cast<float>(bound), 0.0f);  // ≤ bound once rounded
+        const std::vector<ParamSpec> ps = {{"w", {3, 4}}};
+        auto opt = optim::partition(ps, {"sgd"}, route("sgd", rule));
+        REQUIRE(opt.init());
+        std::vector<float> w(12, 0.5f);
+        for (int t = 0; t < 300; ++t) {
+          std::vector<float> g(12, g_max);
+          const StepReport r = opt.step({w.data()}, {g.data()});
+          REQUIRE(r.status == Status::ok);
+        }
+        CHECK(non_finite_state(opt) == "");
+        for (float x : w)
+          CHECK(std::isfinite(x));
+        const auto before = state_bits(opt);
+        const std::vector<float> w_before = w;
+        std::vector<float> g(12, 1.0f);
+        g[11] = 8e37f;
+        const StepReport r = opt.step({w.data()}, {g.data()});
+        CHECK(r.status == Status::out_of_range);
+        CHECK(state_bits(opt) == before);
+        CHECK(w == w_before);
+      }
+    }
+  }
+
+  TEST_CASE("init refuses invalid shapes, duplicate route labels and an unusable global clip") {
+    // Before: a shape {-2, 3} threw std::length_error out of init(); {-2, -3} (6 elements once
+    // multiplied) and {2^32, 2^32} (0 once wrapped) were accepted, and under muon a step then
+    // failed with internal_error after other parameters' states had advanced; {2, -3, -1} was
+    // stepped as 2 × 3. Two routes of one label left the second silently unused, and a NaN or
+    // negative global clip turned clipping off without a word.
+    const index_t big = index_t(1) << 32;
+    const std::vector<std::vector<index_t>> bad = {{-2, 3}, {-2, -3}, {big, big}, {2, -3, -1}, {0, big, big}};
+    for (const auto& shape : bad) {
+      CAPTURE(shape.size());
+      CAPTURE(shape[0]);
+      CAPTURE(shape[1]);
+      CHECK_FALSE(valid_param_shape(shape));
+      const std::vector<ParamSpec> ps = {{"good", {4, 4}}, {"w", shape}};
+      auto opt = optim::partition(ps, {"muon", "muon"}, route("muon", muon()));
+      StepReport r;
+      CHECK_NOTHROW(r = opt.init());
+      CHECK(r.status == Status::invalid_argument);
+      CHECK(r.bad_param == 1);
+      CHECK(std::string(r.message).find("parameter 'w'") != std::string::npos);
+      float x = 0.0f;
+      CHECK(opt.step({&x, &x}, {&x, &x}).status == Status::invalid_argument);  // no init(): no step
+    }
+    CHECK(valid_param_shape({0, 5}));
+    CHECK(valid_param_shape({}));
+    CHECK(valid_param_shape({3, 0, 7}));
+    CHECK(valid_shape(kMaxBlockElements, 1));
+    CHECK_FALSE(valid_shape(kMaxBlockElements, 2));
+    // A bare chain: init() throws std::invalid_argument before any rule sizes a buffer, and
+    // update() refuses a block of negative extent.
+    CHECK_THROWS_AS(muon().init(BlockShape{-2, -3}), std::invalid_argument);
+    CHECK_THROWS_AS(sgd().init(BlockShape{big, big}), std::invalid_argument);
+    {
+      const auto rule = adamw();
+      auto st = rule.init({2, 3});
+      std::vector<float> u(6, 1.0f), w(6, 1.0f);
+      CHECK(rule.update(Block(u.data(), -2, -3), st, ConstBlock(w.data(), -2, -3)) ==
+            Status::invalid_argument);
+      CHECK(std::get<0>(static_cast<decltype(st)::Base&>(st)).count == 0);
+    }
+    {
+      const std::vector<ParamSpec> ps = {{"w", {2, 2}}};
+      auto opt = optim::partition(ps, {"opt"}, route("opt", sgd()), route("opt", adamw()));
+      const StepReport r = opt.init();
+      CHECK(r.status == Status::invalid_argument);
+      CHECK(std::string(r.message).find("two routes have the label 'opt'") != std::string::npos);
+    }
+    {
+      const std::vector<ParamSpec> ps = {{"w", {2, 2}}};
+      auto opt = optim::partition(ps, {"adamw"}, route("adamw", adamw()));
+      opt.set_global_clip(-1.0);
+      CHECK(opt.init().status == Status::invalid_argument);
+      opt.set_global_clip(0.0);
+      REQUIRE(opt.init());
+      for (const double clip : {std::nan(""), -1.0}) {
+        opt.set_global_clip(clip);
+        std::vector<float> w = {1, 2, 3, 4}, g = {1, 1, 1, 1};
+        const auto before = state_bits(opt);
+        const StepReport r = opt.step({w.data()}, {g.data()});
+        CHECK(r.status == Status::invalid_argument);
+        CHECK(std::string(r.message).find("set_global_clip") != std::string::npos);
+        CHECK(state_bits(opt) == before);
+        CHECK(w == std::vector<float>{1, 2, 3, 4});
+      }
+      opt.set_global_clip(HUGE_VAL);  // clips nothing
+      std::vector<float> w = {1, 2, 3, 4}, g = {1, 1, 1, 1};
+      CHECK(opt.step({w.data()}, {g.data()}).status == Status::ok);
+    }
+  }
+
   TEST_CASE("global clipping brings huge gradients within the Adam limit") {
     const std::vector<ParamSpec> ps = {{"v", {4}}};
     auto opt = optim::partition(ps, {"adamw"}, route("adamw", adamw()));
@@ -1172,11 +1288,30 @@ TEST_SUITE("optim.hostile") {
       o = SgdOptions{};
       o.weight_decay = inf;
       check_refused("sgd wd Inf", sgd(o), "add_decayed_weights: weight_decay");
+      // The sum form's buffer of a constant gradient grows without bound at β ≥ 1 (and overflowed
+      // float within 5 steps of 8e37 gradients at β = 0.9 before its gradient bound held over all
+      // steps: TraceMomentum::sum_form_bound).
+      o = SgdOptions{};
+      o.momentum = 1.0;
+      check_refused("sgd momentum = 1", sgd(o), "trace_momentum: beta must be in [0, 1) for the sum form");
+      o.momentum = 1.0 - 1e-9;  // 1.0f once rounded
+      check_refused("sgd momentum rounds to 1", sgd(o), "trace_momentum: beta must be in [0, 1)");
+      o.momentum = 0.995;  // bounded in fp32; bf16's stochastic rounding (2⁻⁷) could grow it
+      o.mu_storage = StateStorage::bf16_stochastic();
+      check_refused("sgd momentum 0.995, bf16 stochastic", sgd(o), "trace_momentum: beta too close to 1");
+      o = SgdOptions{};
+      o.lr = Schedule::constant(1e39);  // finite in double, ∞ in float
+      check_refused("sgd lr 1e39", sgd(o), "learning rate");
     }
     {
       MuonOptions o;
       o.momentum = 1.0;  // the EMA buffer would never leave 0
       check_refused("muon momentum = 1", muon(o), "trace_momentum: beta must be in [0, 1)");
+      o.momentum = 0.99999999;  // 1.0f once rounded: 1.0f − β = 0 would freeze the buffer too
+      check_refused("muon momentum rounds to 1", muon(o), "trace_momentum: beta must be in [0, 1)");
+      o = MuonOptions{};
+      o.weight_decay = 1e39;
+      check_refused("muon wd 1e39", muon(o), "weight_decay");
       o = MuonOptions{};
       o.shape = ScaleByShape(ScaleByShape::Rule::spectral, 0.0);
       check_refused("muon shape extra = 0", muon(o), "scale_by_shape: extra");
@@ -1327,8 +1462,15 @@ TEST_SUITE("optim.hostile") {
     a.eps = 1e-30;  // tiny, but > 0 in float
     check_accepted("adamw b1 = 0, wd = 0, lr = 0, eps = 1e-30", adamw(a));
     SgdOptions s;
-    s.momentum = 1.0;  // the sum form accumulates: β = 1 is a running sum, not a frozen buffer
-    check_accepted("sgd sum momentum = 1", sgd(s));
+    s.momentum = 1.0 - 0x1p-22;  // the sum form's largest β class in fp32 (below 1 − 2⁻²³ once rounded)
+    check_accepted("sgd sum momentum = 1 - 2^-22", sgd(s));
+    s.momentum = 0.99;
+    s.mu_storage = StateStorage::bf16_stochastic();  // below 1 − 2⁻⁷: bounded in bf16 too
+    check_accepted("sgd sum momentum = 0.99, bf16 stochastic", sgd(s));
+    a = AdamWOptions{};
+    a.lr = Schedule::constant(3.4e38);  // the largest values finite in float
+    a.weight_decay = 3.4e38;
+    check_accepted("adamw lr = wd = 3.4e38", adamw(a));
     check_accepted("independent decay = 1", chain(AddIndependentDecay{1.0}));
     MuonOptions m;
     m.momentum = 0.0;

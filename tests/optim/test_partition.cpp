@@ -654,7 +654,20 @@ TEST_SUITE("optim.partition") {
   // momentum field each holds, a scalar of the state that a corrupt checkpoint could make NaN
   // (nullptr: none read outside the momentum), the gradient bound, and a gradient entry for the
   // last parameter's refused step (0: the drawn one).
-  struct PrecheckMuon {  // the sum form, where G = 5e37 and B = kBf16Max overflow for real
+  /// Maker::bound(storage) where the bound depends on the storage, else Maker::bound().
+  template <class M, class = void>
+  struct storage_bound : std::false_type {};
+  template <class M>
+  struct storage_bound<M, std::void_t<decltype(M::bound(Precision::fp32))>> : std::true_type {};
+  template <class M>
+  double bound_of(Precision storage) {
+    if constexpr (storage_bound<M>::value)
+      return M::bound(storage);
+    else
+      return M::bound();
+  }
+
+  struct PrecheckMuon {  // the sum form: B = kBf16Max beyond the per-step bound, G = 7e36 within
     static auto make(Precision storage) {
       MuonOptions mo;
       mo.momentum_form = TraceMomentum::Form::sum;
@@ -663,8 +676,10 @@ TEST_SUITE("optim.partition") {
     }
     static constexpr const char* mu = "0_trace_momentum/mu";
     static constexpr const char* scalar = nullptr;
-    static double bound() { return TraceMomentum::overflow_bound(0.95, true, TraceMomentum::Form::sum, {}); }
-    static constexpr float gradient = 5e37f;
+    // The sum form's gradient bound holds over all steps (sum_form_bound: 8.5e36 in fp32,
+    // 7.8e36 in bf16 to nearest), so it depends on the storage.
+    static double bound(Precision storage) { return TraceMomentum::sum_form_bound(0.95, true, storage); }
+    static constexpr float gradient = 7e36f;
   };
   struct EmaBound {  // the EMA's bound, inside bf16's range too; a drawn gradient
     static double bound() { return double(FLT_MAX) / 2.0; }
@@ -767,12 +782,13 @@ TEST_SUITE("optim.partition") {
     // failures are their polar call's (total on a finite input with the workspace reserved:
     // polar_total_on_finite) and their EMA momentum's (TraceMomentum's test). The partition
     // keeps no backups for them, in either storage. Their gradient bound is max_gradient()
-    // (TraceMomentum::overflow_bound at step 1: FLT_MAX/2 for the EMA; FLT_MAX/5.705 = 5.96e37
-    // for Muon's sum form with Nesterov at β = 0.95). A momentum entry B = kBf16Max (3.39e38,
-    // held exactly in either storage) lies beyond it. For Muon's sum form with G = 5e37 of the
-    // same sign, 0.95 B + G = 3.72e38 is ∞ in float, and Polar Express would refuse the
-    // non-finite input; the EMA would have stayed finite (the bound is conservative; a skipped
-    // precheck would let the step succeed). MuAdam's bound on m is moment_bound(), 1.9e35, and
+    // (TraceMomentum::overflow_bound at step 1: FLT_MAX/2 for the EMA; for Muon's sum form with
+    // Nesterov at β = 0.95 the bound over all steps, sum_form_bound(): 8.5e36 in fp32). A
+    // momentum entry B = kBf16Max (3.39e38, held exactly in either storage) lies beyond the
+    // per-step bound (FLT_MAX/5.705 = 5.96e37 for that sum form), and the precheck refuses it.
+    // Conservatively: with gradients within their bound neither momentum would have overflowed
+    // here (the sum form's 0.95 B + G = 3.29e38 for G = 7e36; a skipped precheck would let the
+    // step succeed). MuAdam's bound on m is moment_bound(), 1.9e35, and
     // its gradient bound v's (2^63). The precheck refuses that step of the last
     // parameter before the first two (a batch group where the rule batches) and AdamW's
     // parameter advance: every state and parameter is bit-identical afterwards. Without the
@@ -786,8 +802,8 @@ TEST_SUITE("optim.partition") {
       auto opt = optim::partition(specs, {"r", "r", "adamw", "r"}, route("r", rule), route("adamw", adamw()));
       REQUIRE(opt.init().status == Status::ok);
       CHECK(opt.memory_use().backups == 0);
-      CHECK(rule.max_gradient() == Maker::bound());
-      REQUIRE(Maker::bound() > double(Maker::gradient));
+      CHECK(rule.max_gradient() == bound_of<Maker>(storage));
+      REQUIRE(bound_of<Maker>(storage) > double(Maker::gradient));
       std::vector<std::vector<float>> w, g;
       for (std::size_t i = 0; i < specs.size(); ++i)
         w.push_back(random_vec(static_cast<std::size_t>(flatten(specs[i].shape).size()), seed + i));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -200,7 +201,12 @@ class Chain {
     return s + "]";
   }
 
+  /// Throws std::invalid_argument for a shape that valid_shape() refuses (a negative dimension, or
+  /// more than kMaxBlockElements elements), before any rule sizes a buffer from it.
   State init(const BlockShape& shape) const {
+    if (!valid_shape(shape))
+      throw std::invalid_argument(
+          "chain init: a block shape needs rows, cols >= 0 and at most 2^58 elements");
     return std::apply([&](const auto&... r) { return State(typename State::Base{r.init(shape)...}, shape); },
                       rules_);
   }
@@ -403,6 +409,7 @@ class Chain {
   }
   /// u and the parameter contiguous, of one shape, and of the shape the state was sized for.
   static Status check_blocks(ConstBlock u, const State& state, const ConstBlock& param) {
+    if (!valid_shape(u.rows, u.cols)) return Status::invalid_argument;
     if (!is_contiguous(u) || !is_contiguous(param)) return Status::invalid_argument;
     if (param.rows != u.rows || param.cols != u.cols) return Status::invalid_argument;
     if (!(state.shape == BlockShape{u.rows, u.cols})) return Status::invalid_argument;  // another shape

@@ -34,6 +34,10 @@ struct ParamSpec {
 /// tensor (experts, out, in) is flattened the same way unless it is cut into its experts,
 /// which is what spectral rules want: split.hpp's stack_of()).
 BlockShape flatten(const std::vector<index_t>& shape);
+/// True when flatten(shape) is a valid_shape() (rule.hpp): no negative dimension, at most
+/// kMaxBlockElements elements, and no product of dimensions that overflows on the way.
+/// Partition::init refuses the other shapes.
+bool valid_param_shape(const std::vector<index_t>& shape);
 
 /// How propose_labels() decides.
 struct LabelPolicy {
@@ -309,6 +313,23 @@ class Partition {
     };
     std::apply([&](const auto&... route) { (check_route(route), ...); }, routes_);
     if (!message_.empty()) return refusal(message_.c_str(), -1);
+    // Two routes of one label: route_index() would pick the first and the second would never run.
+    std::vector<std::string> route_labels;
+    std::apply([&](const auto&... route) { (route_labels.push_back(route.label), ...); }, routes_);
+    for (std::size_t a = 0; a < route_labels.size(); ++a)
+      for (std::size_t b = a + 1; b < route_labels.size(); ++b)
+        if (route_labels[a] == route_labels[b]) {
+          message_ = "two routes have the label '" + route_labels[a] + "' (the second would never run)";
+          return refusal(message_.c_str(), -1);
+        }
+    if (!(clip_ >= 0.0))  // NaN or negative; +Inf clips nothing, as 0 does
+      return refusal("set_global_clip: max_norm must be >= 0 (0 disables clipping)", -1);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (!valid_param_shape(params_[i].shape)) {
+        message_ = "parameter '" + params_[i].name +
+                   "': its shape has a negative dimension or more than 2^58 elements";
+        return refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+      }
     if constexpr (!device_capable) {
       if (memory == MemoryKind::device)
         return refusal(
@@ -436,7 +457,8 @@ class Partition {
   bool prechecks() const { return prechecks_; }
   /// Clips the gradients of all parameters together to global Frobenius norm ≤ max_norm before
   /// the rules run (torch.nn.utils.clip_grad_norm_); 0 (default) disables it. The norm is
-  /// accumulated in double.
+  /// accumulated in double. A NaN or negative max_norm makes the next init() and step() refuse
+  /// (invalid_argument); +Inf clips nothing.
   void set_global_clip(double max_norm) { clip_ = max_norm; }
   /// Steps dropped by NonFinitePolicy::skip (checkpointed as "_partition/skipped_steps").
   std::int64_t skipped_steps() const { return skipped_; }
@@ -480,6 +502,7 @@ class Partition {
   StepReport step_prepare(const std::vector<float*>& params, const std::vector<float*>& grads) {
     if (which_.size() != params_.size()) return refusal("step before a successful init()", -1);
     if (StepReport r = check_pointers(params_, params, grads); !r) return r;
+    if (!(clip_ >= 0.0)) return refusal("set_global_clip: max_norm must be >= 0 (0 disables clipping)", -1);
     // One scan per gradient: finiteness, and the route's limit unless clipping comes first.
     if (const std::ptrdiff_t i = first_outside(grads, clip_ > 0.0); i >= 0) return refuse(i, grads);
     if (clip_ > 0.0) {

@@ -148,6 +148,17 @@ struct BlockShape {
   }
 };
 
+/// The most elements a block may have: 2^58 (1 EiB of floats), so that its element count and its
+/// byte count in double (×8) cannot overflow index_t; far beyond any memory.
+constexpr index_t kMaxBlockElements = index_t(1) << 58;
+/// True when rows, cols ≥ 0 and rows·cols ≤ kMaxBlockElements (tested without overflowing):
+/// the shapes a rule's init() and update() accept. A negative dimension, or two that multiply
+/// past the range of index_t (2^32 × 2^32 wraps to 0), would size buffers wrongly.
+constexpr bool valid_shape(index_t rows, index_t cols) {
+  return rows >= 0 && cols >= 0 && (cols == 0 || rows <= kMaxBlockElements / cols);
+}
+constexpr bool valid_shape(const BlockShape& s) { return valid_shape(s.rows, s.cols); }
+
 /// The update buffer a rule transforms (contiguous row-major host memory).
 using Block = MatrixRef<float>;
 /// The parameter a rule may read (weight decay, distance rules).
@@ -658,14 +669,23 @@ const char* check_of(const R& r) noexcept {
     return nullptr;
 }
 
-/// The ranges the rules' check() use, NaN and ±Inf failing each: x ≥ 0; x > 0; x > 0 also once
-/// rounded to float (an ε the float arithmetic adds); a decay rate β ∈ [0, 1) (β = 1 freezes an
-/// EMA at its zero start; an Adam-style bias correction 1 − β^t divides by 0).
+/// The ranges the rules' check() use. "Finite" means finite as a float, |x| ≤ FLT_MAX: the
+/// rules compute in float, where a learning rate or decay of 1e39 is ∞ (and the conversion of
+/// such a double to float is undefined behaviour). NaN and ±Inf fail each: x ≥ 0; x > 0; x > 0
+/// also once rounded to float (an ε the float arithmetic adds); a decay rate β ∈ [0, 1), also
+/// once rounded to float (β = 1 freezes an EMA at its zero start, and a β just below 1 that
+/// rounds to 1.0f does the same through 1.0f − β; an Adam-style bias correction 1 − β^t divides
+/// by 0).
 namespace hyper {
-inline bool non_negative(double x) noexcept { return std::isfinite(x) && x >= 0.0; }
-inline bool positive(double x) noexcept { return std::isfinite(x) && x > 0.0; }
+inline bool float_finite(double x) noexcept {
+  return std::isfinite(x) && std::fabs(x) <= 3.4028234663852886e38;
+}
+inline bool non_negative(double x) noexcept { return float_finite(x) && x >= 0.0; }
+inline bool positive(double x) noexcept { return float_finite(x) && x > 0.0; }
 inline bool positive_float(double x) noexcept { return positive(x) && static_cast<float>(x) > 0.0f; }
-inline bool decay_rate(double b) noexcept { return std::isfinite(b) && b >= 0.0 && b < 1.0; }
+inline bool decay_rate(double b) noexcept {
+  return std::isfinite(b) && b >= 0.0 && b < 1.0 && static_cast<float>(b) < 1.0f;
+}
 /// A storage the momentum rules offer for their buffers: fp32 (with the default rounding: fp32
 /// elements are never rounded, so stochastic rounding is refused there), or bf16 rounded either
 /// way.

@@ -333,11 +333,37 @@ struct TraceMomentum {
   /// (rule.hpp). fp32: no limit of its own. (The limit of the rules that keep their own
   /// momentum through apply(): step_size.hpp.)
   static double storage_limit(StateStorage storage) { return storage.bf16() ? double(kBf16Max) : HUGE_VAL; }
-  /// The smaller of storage_limit() and overflow_bound() at step 1, whose bias corrections are
-  /// the largest (1/(1 − β^t) falls with t), so that every step's bound holds for the gradient
-  /// and precheck() need only test the buffer: FLT_MAX/2 for Muon's EMA (1.7e38).
+  /// The smaller of storage_limit() and, for the EMA form, overflow_bound() at step 1, whose bias
+  /// corrections are the largest (1/(1 − β^t) falls with t), so that every step's bound holds for
+  /// the gradient and precheck() need only test the buffer: FLT_MAX/2 for Muon's EMA (1.7e38).
+  /// The EMA buffer is a convex combination of gradients, bounded by them at every step. The sum
+  /// form's is not (it grows to |G|/(1 − β)), and sgd's chain has no precheck to refuse a grown
+  /// buffer: its limit is sum_form_bound(), which holds at every step without one.
   double max_gradient() const {
-    return std::min(storage_limit(mu_storage), overflow_bound(beta, nesterov, form, correction_at(1)));
+    const double bound = form == Form::sum ? sum_form_bound(beta, nesterov, mu_storage)
+                                           : overflow_bound(beta, nesterov, form, correction_at(1));
+    return std::min(storage_limit(mu_storage), bound);
+  }
+  /// The sum form's limit over all steps: for |G| ≤ this at every step, and a buffer that starts
+  /// within |G|·K_b (its zero start, or any buffer this rule wrote), the buffer and the output stay
+  /// within FLT_MAX/2 forever. Math: step() computes B' = fl(fl(βB) + G) and stores it (bf16: one
+  /// more rounding), so |B'| ≤ c(β|B| + |G|) with c = (1 + 2⁻²⁴)²(1 + u_s), u_s the storage's
+  /// unit (0 for fp32, 2⁻⁸ for bf16 to nearest, 2⁻⁷ for stochastic rounding); by induction
+  /// |B| ≤ K_b·max|G| with K_b = c/(1 − βc), β as the float step() uses. The output is B' or, with
+  /// Nesterov, fl(G + fl(βB')), within K_o = (1 + βK_b(1 + 2⁻²⁴))(1 + 2⁻²⁴) of max|G|. Bound:
+  /// FLT_MAX/(2·max(K_b, K_o)); the factor 2 keeps the values inside bf16's range too. 0 when
+  /// βc ≥ 1 (β ≥ 1, or within the roundings of 1), where no gradient limit bounds the buffer:
+  /// check() refuses those β. β = 0.9, fp32: 1.7e37; β = 0.99: 1.7e36.
+  static double sum_form_bound(double beta, bool nesterov, StateStorage storage) {
+    const double u = 0x1p-24;
+    const double us = !storage.bf16() ? 0.0 : storage.rounding == Rounding::stochastic ? 0x1p-7 : 0x1p-8;
+    const double c = (1.0 + u) * (1.0 + u) * (1.0 + us);
+    if (!(beta >= 0.0 && beta < 1.0)) return 0.0;
+    const double b = static_cast<double>(static_cast<float>(beta));
+    if (b * c >= 1.0) return 0.0;
+    const double kb = c / (1.0 - b * c);
+    const double ko = nesterov ? (1.0 + b * kb * (1.0 + u)) * (1.0 + u) : kb;
+    return 3.4028234663852886e38 / (2.0 * std::max(kb, ko));
   }
 
   static constexpr bool device_capable = true;  // rule.hpp: runs on device memory
@@ -434,13 +460,20 @@ struct TraceMomentum {
     v("count", s.count);
     detail::visit_first_moment(v, s);
   }
-  /// β finite and ≥ 0; below 1 for the EMA form (β = 1 would keep the buffer at its zero start);
-  /// bias correction with the EMA form only (the sum form has no such correction); storage fp32
-  /// or bf16.
+  /// β in [0, 1), also once rounded to float (hyper::decay_rate): for the EMA form β = 1 would
+  /// keep the buffer at its zero start; for the sum form β ≥ 1 lets the buffer of a constant
+  /// gradient grow without bound (torch's SGD accepts it; [P] refused here, with the β within
+  /// the roundings of 1 where sum_form_bound() is 0: above 1 − 2⁻²³ in fp32, about 1 − 2⁻⁸ in
+  /// bf16 to nearest and 1 − 2⁻⁷ with stochastic rounding). Bias correction with the EMA form
+  /// only (the sum form has no such correction); storage fp32 or bf16.
   const char* check() const noexcept {
-    if (form == Form::ema ? !hyper::decay_rate(beta) : !hyper::non_negative(beta))
+    if (!hyper::decay_rate(beta))
       return form == Form::ema ? "trace_momentum: beta must be in [0, 1) for the EMA form"
-                               : "trace_momentum: beta must be finite and >= 0";
+                               : "trace_momentum: beta must be in [0, 1) for the sum form";
+    if (form == Form::sum && hyper::state_storage(mu_storage) &&
+        !(sum_form_bound(beta, nesterov, mu_storage) > 0.0))
+      return "trace_momentum: beta too close to 1 for the sum form in this storage (its rounding could grow "
+             "the buffer without bound)";
     if (bias_correction && form != Form::ema) return "trace_momentum: bias_correction needs the EMA form";
     if (!hyper::state_storage(mu_storage))
       return "trace_momentum: mu_storage must be fp32 or bf16 (stochastic rounding needs bf16)";
@@ -1289,9 +1322,9 @@ struct ScaleToNorm {
   /// radius/eps a float, the largest factor update() may apply (R ≤ 3.4e23 with ε = 1e-15).
   const char* check() const noexcept {
     if (!hyper::positive_float(eps)) return "scale_to_norm: eps must be finite and > 0 (in float)";
-    if (!(hyper::positive_float(radius) && std::isfinite(static_cast<float>(radius)) && radius >= eps))
+    if (!(hyper::positive_float(radius) && radius >= eps))
       return "scale_to_norm: radius must be finite and at least eps (in float)";
-    if (!std::isfinite(static_cast<float>(radius / eps)))
+    if (!hyper::float_finite(radius / eps))
       return "scale_to_norm: radius/eps must be finite in float (the largest rescaling)";
     return nullptr;
   }
@@ -1398,7 +1431,7 @@ struct RadialBrake {
     const double delta = post - pre;
     const double fraction = delta >= eps ? outward : delta <= -eps ? inward : 0.0;
     const double f = post < eps ? 0.0 : (pre + fraction * delta) / std::max(post, eps);
-    if (!std::isfinite(static_cast<float>(f))) return Status::out_of_range;  // the chain restores u
+    if (!hyper::float_finite(f)) return Status::out_of_range;  // the chain restores u
     scale(u, static_cast<float>(f));
     add_scaled(u, w, -1.0f);
     ++s.count;
