@@ -27,7 +27,9 @@
 ///                                  write p, m, v = 28 bytes per element) and its ratio to
 ///                                  stream/triad; .../mu_storage:bf16 with m in bf16 (24 bytes per
 ///                                  element; docs/optim.md "State precision"), and
-///                                  .../mu_storage:bf16_stochastic rounded stochastically
+///                                  .../mu_storage:bf16_stochastic rounded stochastically;
+///                                  .../no_parameter_check without the parameters' NaN/Inf
+///                                  scan (Partition::set_parameter_check: its cost)
 ///   stream/triad                   a ← b + s·c over 3 × 64 Mi floats (12 bytes per element)
 ///   optim/schatten_muon_step/gpt2_small/p:10   schatten_muon (fixed p) for the 48 hidden matrices,
 ///   optim/schatten_muon_step/gpt2_small/p:3    adamw for the rest: an ordinary step at the Muon
@@ -566,7 +568,7 @@ void bm_schatten_criterion_only(benchmark::State& st) {
   st.counters["mean_p"] = psum / double(idx.size());
 }
 
-void bm_adamw_rest(benchmark::State& st, StateStorage storage) {
+void bm_adamw_rest(benchmark::State& st, StateStorage storage, bool parameter_check) {
   std::vector<ParamSpec> rest;
   const auto all = gpt2_small();
   const auto labels = propose_labels(all);
@@ -576,6 +578,7 @@ void bm_adamw_rest(benchmark::State& st, StateStorage storage) {
   AdamWOptions ao;
   ao.mu_storage = storage;
   auto opt = partition(m.specs, std::vector<std::string>(m.specs.size(), "adamw"), route("adamw", adamw(ao)));
+  opt.set_parameter_check(parameter_check);
   if (!opt.init()) return st.SkipWithError("init failed");
   m.fill_gradients(2);
   double elements = 0.0;
@@ -621,14 +624,20 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("kokkos", runtime_description());
   benchmark::AddCustomContext("machine", bench::machine_description());
   benchmark::RegisterBenchmark("stream/triad", bm_stream)->Iterations(1)->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest", bm_adamw_rest, Precision::fp32)
+  benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest", bm_adamw_rest, StateStorage(Precision::fp32),
+                               true)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest/mu_storage:bf16", bm_adamw_rest, Precision::bf16)
+  benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest/no_parameter_check", bm_adamw_rest,
+                               StateStorage(Precision::fp32), false)
+      ->Iterations(3)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest/mu_storage:bf16", bm_adamw_rest,
+                               StateStorage(Precision::bf16), true)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/adamw_step/gpt2_rest/mu_storage:bf16_stochastic", bm_adamw_rest,
-                               StateStorage::bf16_stochastic())
+                               StateStorage::bf16_stochastic(), true)
       ->Iterations(3)
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("optim/orthogonalize_only", bm_orthogonalize_only, 5)

@@ -1009,6 +1009,71 @@ TEST_SUITE("optim.hostile") {
     }
   }
 
+  TEST_CASE("a NaN or Inf in a parameter is refused before it reaches any state") {
+    // Before, a non-finite parameter was stepped with status ok: sgd's coupled decay carried a
+    // NaN into its momentum (back in the parameter after the caller repaired it), DF-Muon's
+    // curvature estimate became NaN and refused every later step, DA-Muon's distance became ∞
+    // for good. Now the step is refused (non_finite_input, under either NaN policy), nothing
+    // changes, and after the repair the run continues bit for bit as if the bad step had never
+    // been tried.
+    SgdOptions so;
+    so.momentum = 0.9;
+    so.weight_decay = 0.01;
+    const auto check = [&](const char* name, auto rule) {
+      CAPTURE(std::string(name));
+      for (const NonFinitePolicy policy : {NonFinitePolicy::error, NonFinitePolicy::skip}) {
+        for (const float poison :
+             {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+          const std::vector<ParamSpec> ps = {{"a", {6, 4}}, {"b", {5, 3}}};
+          auto opt = optim::partition(ps, {"r", "r"}, route("r", rule));
+          auto twin = optim::partition(ps, {"r", "r"}, route("r", rule));
+          opt.set_non_finite_policy(policy);
+          REQUIRE(opt.init());
+          REQUIRE(twin.init());
+          std::vector<float> a = schatten::test::random_vec(24, case_seed("param_nan_a"));
+          std::vector<float> b = schatten::test::random_vec(15, case_seed("param_nan_b"));
+          std::vector<float> a2 = a, b2 = b;
+          const auto grads = [](std::uint64_t salt) {
+            return std::make_pair(schatten::test::random_vec(24, case_seed("param_nan_ga", salt)),
+                                  schatten::test::random_vec(15, case_seed("param_nan_gb", salt)));
+          };
+          auto [ga, gb] = grads(1);
+          REQUIRE(opt.step({a.data(), b.data()}, {ga.data(), gb.data()}));
+          std::tie(ga, gb) = grads(1);
+          REQUIRE(twin.step({a2.data(), b2.data()}, {ga.data(), gb.data()}));
+          const auto before = state_bits(opt);
+          const float kept = b[14];
+          b[14] = poison;
+          std::tie(ga, gb) = grads(2);
+          const StepReport r = opt.step({a.data(), b.data()}, {ga.data(), gb.data()});
+          CHECK(r.status == Status::non_finite_input);
+          CHECK_FALSE(r.skipped);
+          CHECK(r.bad_param == 1);
+          CHECK(std::string(r.message).find("parameter 'b'") != std::string::npos);
+          CHECK(state_bits(opt) == before);
+          CHECK(a == a2);
+          b[14] = kept;  // repaired: the run goes on as the twin's
+          CHECK(b == b2);
+          for (std::uint64_t t = 2; t < 5; ++t) {
+            std::tie(ga, gb) = grads(t);
+            REQUIRE(opt.step({a.data(), b.data()}, {ga.data(), gb.data()}));
+            std::tie(ga, gb) = grads(t);
+            REQUIRE(twin.step({a2.data(), b2.data()}, {ga.data(), gb.data()}));
+          }
+          CHECK(a == a2);
+          CHECK(b == b2);
+          CHECK(state_bits(opt) == state_bits(twin));
+        }
+      }
+    };
+    check("sgd", sgd(so));
+    check("adamw", adamw());
+    check("muon", muon());
+    check("muon_hyperball", muon_hyperball());
+    check("da_muon", da_muon());
+    check("df_muon", df_muon());
+  }
+
   TEST_CASE("init refuses invalid shapes, duplicate route labels and an unusable global clip") {
     // Before: a shape {-2, 3} threw std::length_error out of init(); {-2, -3} (6 elements once
     // multiplied) and {2^32, 2^32} (0 once wrapped) were accepted, and under muon a step then

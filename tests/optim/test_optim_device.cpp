@@ -660,6 +660,27 @@ TEST_SUITE("optim.device") {
     CHECK(same_fields(io::capture(device), state, 0.0));
     for (std::size_t i = 0; i < m.dw.size(); ++i)
       CHECK(to_host(m.dw[i]) == params[i]);
+    // So is an Inf in a parameter (its test ORs into its gradient's flag: the same one read-back),
+    // with clean gradients, and the message says it is the parameter.
+    {
+      std::vector<DeviceVec> g2;
+      std::vector<float*> gp2;
+      for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+        g2.push_back(to_device(random_vec(m.w[i].size(), case_seed("dev_fail_param", i))));
+        gp2.push_back(g2[i].data());
+      }
+      std::vector<float> bad_w = params[4];
+      bad_w[bad_w.size() - 1] = std::numeric_limits<float>::infinity();
+      DeviceVec bad_dw = to_device(bad_w);
+      std::vector<float*> wp2 = wp;
+      wp2[4] = bad_dw.data();
+      const StepReport rp = device.step(wp2, gp2);
+      CHECK(rp.status == Status::non_finite_input);
+      CHECK(rp.bad_param == 4);
+      CHECK(std::string(rp.message).find("parameter '") == 0);
+      CHECK(same_fields(io::capture(device), state, 0.0));
+      CHECK(to_host(bad_dw) == bad_w);
+    }
     // Too large for Adam's float state: out_of_range, nothing changed; under the skip policy
     // the step is skipped and counted.
     std::vector<float> huge = random_vec(m.w[1].size(), case_seed("dev_fail_huge", 1));

@@ -218,7 +218,11 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
 /// by the partition; `step` updates all parameters or none:
 ///   1. every gradient is checked for NaN/Inf (non_finite_input) and against its route's
 ///      max_gradient() (out_of_range; after global clipping when that is on), bad_param set,
-///      nothing touched; NonFinitePolicy::skip turns both refusals into a reported skip;
+///      nothing touched; NonFinitePolicy::skip turns both refusals into a reported skip. Every
+///      parameter is checked for NaN/Inf too (non_finite_input under either policy: a skip
+///      would not repair it), since its rules would carry it into their states (sgd's
+///      momentum, DF-Muon's curvature estimate) where it outlives a repaired parameter; cost:
+///      one read of the parameters;
 ///   2. the parameters whose rule tells its failures in advance (rule.hpp, precheck; Muon's
 ///      chain and its variants) are prechecked: a refusal (for Muon, a momentum or gradient
 ///      entry beyond TraceMomentum::overflow_bound(), out_of_range) leaves everything as it was;
@@ -455,6 +459,15 @@ class Partition {
   /// price of that copy's memory and one copy pass per step.
   void set_prechecks(bool on) { prechecks_ = on; }
   bool prechecks() const { return prechecks_; }
+  /// The scan of the parameters for NaN/Inf (class comment, step 1; on by default). It costs one
+  /// read of every parameter per step, which an element-wise rule feels most: AdamW over GPT-2
+  /// small's 39.5 M non-matrix elements, 95–98 → 116–124 ms per step on one CPU core
+  /// (docs/benchmarks/cpu-optim.md, "Parameter scan"); Muon's step, about +5 %. Off, a caller
+  /// that keeps its parameters finite itself saves that read; a non-finite parameter is then
+  /// stepped as any other value, and may enter the states of the rules that read the parameter
+  /// (coupled decay, DA/DF-Muon's distances, MuonHyperball's norm).
+  void set_parameter_check(bool on) { check_params_ = on; }
+  bool parameter_check() const { return check_params_; }
   /// Clips the gradients of all parameters together to global Frobenius norm ≤ max_norm before
   /// the rules run (torch.nn.utils.clip_grad_norm_); 0 (default) disables it. The norm is
   /// accumulated in double. A NaN or negative max_norm makes the next init() and step() refuse
@@ -503,8 +516,19 @@ class Partition {
     if (which_.size() != params_.size()) return refusal("step before a successful init()", -1);
     if (StepReport r = check_pointers(params_, params, grads); !r) return r;
     if (!(clip_ >= 0.0)) return refusal("set_global_clip: max_norm must be >= 0 (0 disables clipping)", -1);
-    // One scan per gradient: finiteness, and the route's limit unless clipping comes first.
-    if (const std::ptrdiff_t i = first_outside(grads, clip_ > 0.0); i >= 0) return refuse(i, grads);
+    // One scan per gradient: finiteness, and the route's limit unless clipping comes first; and
+    // one per parameter: finiteness (a NaN there would enter the momenta and stay after the
+    // caller repaired the parameter).
+    if (const std::ptrdiff_t i = first_outside(grads, clip_ > 0.0, check_params_ ? &params : nullptr);
+        i >= 0) {
+      const auto k = static_cast<std::size_t>(i);
+      if (all_within(block(grads[k], k), clip_ > 0.0 ? magnitude_bits(HUGE_VAL) : limit_bits_[k])) {
+        message_ = "parameter '" + params_[k].name +
+                   "' contains NaN or Inf (its optimizer state would keep them); nothing was changed";
+        return refusal(message_.c_str(), i, Status::non_finite_input);
+      }
+      return refuse(i, grads);
+    }
     if (clip_ > 0.0) {
       clip_gradients(grads);
       if (const std::ptrdiff_t i = first_outside(grads, false); i >= 0) return refuse(i, grads);
@@ -618,19 +642,26 @@ class Partition {
       scale(block(grads[i], i), f);
   }
   /// The first parameter whose gradient holds a NaN/Inf, or (unless `finite_only`) a value
-  /// beyond its route's max_gradient(); −1 when there is none. On the host one scan per
-  /// gradient, stopping at the first bad one; on the device every scan is launched before one
-  /// read-back of their flags (one synchronisation per step instead of one per parameter).
-  std::ptrdiff_t first_outside(const std::vector<float*>& grads, bool finite_only) {
+  /// beyond its route's max_gradient(), or, with `params`, whose parameter holds a NaN/Inf; −1
+  /// when there is none (the caller tells which of the two failed). On the host one scan per
+  /// array, stopping at the first bad one; on the device every scan is launched before one
+  /// read-back of their flags (one synchronisation per step instead of one per parameter; a
+  /// parameter's test ORs into its gradient's flag).
+  std::ptrdiff_t first_outside(const std::vector<float*>& grads, bool finite_only,
+                               const std::vector<float*>* params = nullptr) {
     const auto limit = [&](std::size_t i) { return finite_only ? magnitude_bits(HUGE_VAL) : limit_bits_[i]; };
     if (memory_ == MemoryKind::host) {
       for (std::size_t i = 0; i < params_.size(); ++i)
-        if (!all_within(block(grads[i], i), limit(i))) return static_cast<std::ptrdiff_t>(i);
+        if (!all_within(block(grads[i], i), limit(i)) || (params && !all_finite(block((*params)[i], i))))
+          return static_cast<std::ptrdiff_t>(i);
       return -1;
     }
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const MatrixRef<const float> g = block(grads[i], i);
-      if (!g.empty()) device_kernels::flag_outside(g.data, g.size(), limit(i), scan_.data() + i);
+      if (g.empty()) continue;
+      device_kernels::flag_outside(g.data, g.size(), limit(i), scan_.data() + i);
+      if (params)
+        device_kernels::flag_outside_or((*params)[i], g.size(), magnitude_bits(HUGE_VAL), scan_.data() + i);
     }
     scan_.copy_to(scan_host_.data(), scan_host_.size());
     for (std::size_t i = 0; i < params_.size(); ++i)
@@ -1049,6 +1080,7 @@ class Partition {
   std::vector<std::uint32_t> limit_bits_;  ///< per parameter: magnitude_bits of its route's max_gradient
   std::string message_;
   MemoryKind memory_ = MemoryKind::host;
+  bool check_params_ = true;  ///< set_parameter_check()
   Buffer scan_;  ///< per parameter: > 0 when its gradient failed the scan or its precheck (device)
   std::vector<float> scan_host_;  ///< scan_ read back
   NonFinitePolicy policy_ = NonFinitePolicy::error;
