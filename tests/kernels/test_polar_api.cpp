@@ -426,6 +426,61 @@ TEST_SUITE("kernels.polar.api") {
     }
   }
 
+  TEST_CASE("double at the ends of the range: 2^1023 and 2^-1040 times a matrix give its factor") {
+    // docs/conventions.md promises a normalisation without overflow or underflow for any finite
+    // input. The large matrix has ‖A‖_F > DBL_MAX (and every method once returned zeros), the
+    // small one subnormal entries whose 1/max|a| overflows (once NaN). The scales are powers of
+    // two and the reference is the same matrix brought back to ~1 by the inverse power, so both
+    // runs iterate on one matrix up to rounding: the methods' own rounding tolerance applies.
+    // eps = 0 everywhere: an absolute eps is not scale-invariant (docs/conventions.md).
+    const index_t r = 12, c = 20;
+    std::vector<double> unit = random_input<double>(r, c, "double_range");
+    double amax = 0.0;
+    for (double x : unit)
+      amax = std::max(amax, std::fabs(x));
+    for (double& x : unit)
+      x /= amax;  // max |a| = 1: 2^1023 a is finite
+    std::vector<MethodCase> methods = polar_methods();
+    PolarOptions qd;
+    qd.method = PolarMethod::qdwh;
+    methods.push_back({"qdwh", qd});
+    for (const int e : {1023, -1040}) {
+      CAPTURE(e);
+      std::vector<double> in(unit), ref_in(unit.size());
+      for (std::size_t i = 0; i < in.size(); ++i) {
+        in[i] = std::ldexp(unit[i], e);     // (rounded where subnormal)
+        ref_in[i] = std::ldexp(in[i], -e);  // exactly the matrix the kernel sees
+      }
+      if (e > 0) REQUIRE(std::isinf(from_row_major(in.data(), r, c).norm()));  // ‖A‖_F > DBL_MAX
+      for (MethodCase mc : methods) {
+        CAPTURE(mc.name);
+        mc.options.schedule.normalization.eps = 0.0;
+        std::vector<double> out(in.size(), kSentinel), ref(in.size());
+        REQUIRE(polar(MatrixRef<const double>(ref_in.data(), r, c), MatrixRef<double>(ref.data(), r, c),
+                      mc.options)
+                    .status == Status::ok);
+        const PolarReport rep =
+            polar(MatrixRef<const double>(in.data(), r, c), MatrixRef<double>(out.data(), r, c), mc.options);
+        REQUIRE(rep.status == Status::ok);
+        // QDWH is backward stable: O(k·u) relative, 1e-12 leaves a margin of ~100.
+        const double tol =
+            mc.options.method == PolarMethod::qdwh ? 1e-12 : rounding_tolerance<double>(mc.options);
+        CHECK(relative_error(from_row_major(out.data(), r, c), from_row_major(ref.data(), r, c)) <= tol);
+      }
+    }
+    // A = 2^1023·I₈ (U = I): ⟨A, U⟩ = 2^1026 > DBL_MAX, so the dual-norm scaled output is not
+    // representable: out_of_range and nothing written (it was a zero output with ok).
+    const index_t n = 8;
+    std::vector<double> big(static_cast<std::size_t>(n * n), 0.0), dn(big.size(), kSentinel);
+    for (index_t i = 0; i < n; ++i)
+      big[static_cast<std::size_t>(i * n + i)] = 0x1p1023;
+    PolarOptions o = qd;
+    o.dual_norm_scale = true;
+    CHECK(polar(MatrixRef<const double>(big.data(), n, n), MatrixRef<double>(dn.data(), n, n), o).status ==
+          Status::out_of_range);
+    CHECK(untouched(dn));
+  }
+
   TEST_CASE_TEMPLATE("AOL pre-scaling: zero rows and zero matrices stay zero, extreme scales agree", T, float,
                      double) {
     // Rows ≤ cols (rows scaled), tall (columns scaled) and square in both layouts (rows scaled).

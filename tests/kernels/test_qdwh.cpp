@@ -349,6 +349,32 @@ TEST_SUITE("kernels.qdwh") {
     }
   }
 
+  TEST_CASE("qdwh in double beyond the norm's range: H formed without overflow or refused") {
+    // A = 2^1022·J₈ (J all ones, symmetric PSD): ‖A‖_F = 2^1025 > DBL_MAX but H = A and
+    // U = J/8 are representable (once both came back zero with ok). H = A exactly in exact
+    // arithmetic; QDWH's backward error is O(k·u) relative: 1e-12 leaves a margin of ~100.
+    const index_t n = 8;
+    const Eigen::MatrixXd j = Eigen::MatrixXd::Ones(n, n);
+    const QdwhRun<double> run = run_qdwh<double>(std::ldexp(1.0, 1022) * j);
+    REQUIRE(run.report.status == Status::ok);
+    CHECK((run.h * std::ldexp(1.0, -1022) - j).norm() <= 1e-12 * j.norm());
+    CHECK((run.u - j / 8.0).norm() <= 1e-12 * (j / 8.0).norm());
+    // A = x·[[1, 1], [−1, 1]]: H = √2·x·I. For x = 1.5·2^1023 (double) and 3e38 (float) H
+    // exceeds the largest finite value: out_of_range, nothing written.
+    const Eigen::MatrixXd rot = (Eigen::MatrixXd(2, 2) << 1.0, 1.0, -1.0, 1.0).finished();
+    std::vector<double> in = to_row_major<double>(0x1.8p1023 * rot), u(4, -7.0), h(4, -7.0);
+    QdwhReport rep = qdwh(MatrixRef<const double>(in.data(), 2, 2), MatrixRef<double>(u.data(), 2, 2), {},
+                          nullptr, MatrixRef<double>(h.data(), 2, 2));
+    CHECK(rep.status == Status::out_of_range);
+    CHECK(u == std::vector<double>(4, -7.0));
+    CHECK(h == std::vector<double>(4, -7.0));
+    std::vector<float> inf = to_row_major<float>(3e38 * rot), uf(4, -7.0f), hf(4, -7.0f);
+    rep = qdwh(MatrixRef<const float>(inf.data(), 2, 2), MatrixRef<float>(uf.data(), 2, 2), {}, nullptr,
+               MatrixRef<float>(hf.data(), 2, 2));
+    CHECK(rep.status == Status::out_of_range);
+    CHECK(hf == std::vector<float>(4, -7.0f));
+  }
+
   TEST_CASE("qdwh options and iteration cap") {
     std::vector<double> a(20, 1.0), u(20, -3.0);
     QdwhOptions o;

@@ -4,6 +4,7 @@
 /// oracles in double.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -891,6 +892,81 @@ TEST_SUITE("kernels.spectral_power") {
       o1.lower = 0.05;
       const Eigen::MatrixXd big = run_map<double>(f.a * s, os) / s;
       CHECK(relative_error(big, run_map<double>(f.a, o1)) <= 1e-12);
+    }
+  }
+
+  TEST_CASE("double at the ends of the range: spectral maps and norms scale with A") {
+    // ‖A‖_F > DBL_MAX (2^1023·B) and subnormal entries (2^-1040·B) once gave zeros or NaN with
+    // ok (docs/conventions.md: no overflow or underflow for any finite input). The scales are
+    // powers of two and the reference runs on the same matrix brought back to ~1 (ref_in), so
+    // both compute one map of one matrix: they differ by QDWH's rounding (O(k·u) backward
+    // error) as amplified by the map; 1e-9 is far above that and far below an O(1) failure.
+    const index_t r = 12, c = 20;
+    const Factored f = factored(r, c, geometric(12, 1e-2, 1.5), case_seed("double_range_maps"));
+    for (const int e : {1023, -1040}) {
+      CAPTURE(e);
+      Eigen::MatrixXd a(r, c), a_ref(r, c);
+      for (index_t i = 0; i < r; ++i)
+        for (index_t j = 0; j < c; ++j) {
+          a(i, j) = std::ldexp(f.a(i, j), e);  // (rounded where subnormal)
+          a_ref(i, j) = std::ldexp(a(i, j), -e);
+        }
+      if (e > 0) REQUIRE(std::isinf(a.norm()));  // ‖A‖_F beyond DBL_MAX
+      for (const double alpha : {0.5, -0.5}) {
+        CAPTURE(alpha);
+        SpectralPowerOptions o;
+        o.alpha = alpha;
+        const double unit = std::exp2(alpha * e);  // U Σ^α Vᵀ scales by 2^(α·e)
+        CHECK(relative_error(run_map<double>(a, o) / unit, run_map<double>(a_ref, o)) <= 1e-9);
+        if (alpha > 0) {
+          o.method = SpectralPowerMethod::polynomial;
+          CHECK(relative_error(run_map<double>(a, o) / unit, run_map<double>(a_ref, o)) <= 1e-9);
+        }
+      }
+      for (const SpectralClipMethod m : {SpectralClipMethod::qdwh, SpectralClipMethod::polynomial}) {
+        SpectralClipOptions o, os;  // bounds in the units of A
+        o.method = os.method = m;
+        o.lower = 0.05;
+        o.upper = 0.5;
+        os.lower = std::ldexp(0.05, e);
+        os.upper = std::ldexp(0.5, e);
+        const Eigen::MatrixXd out =
+            run_map<double>(a, os).unaryExpr([e](double x) { return std::ldexp(x, -e); });
+        CHECK(relative_error(out, run_map<double>(a_ref, o)) <= 1e-9);
+      }
+    }
+    // Schatten norms of c·I₈: ‖·‖_q = c·8^(1/q). Beyond DBL_MAX: out_of_range, nothing written.
+    const index_t n = 8;
+    for (const double scale : {1e308, 1e-310}) {
+      CAPTURE(scale);
+      std::vector<double> a(static_cast<std::size_t>(n * n), 0.0);
+      for (index_t i = 0; i < n; ++i)
+        a[static_cast<std::size_t>(i * n + i)] = scale;
+      const double v = a[0];  // (1e-310 rounded to a subnormal)
+      for (const double q : {1.0, 2.0, 3.0, std::numeric_limits<double>::infinity()}) {
+        CAPTURE(q);
+        double norm = -1.0;
+        const Status st =
+            schatten_norm(BatchedMatrixRef<const double>(MatrixRef<const double>(a.data(), n, n)), q, &norm);
+        const double want = v * std::pow(8.0, 1.0 / q);  // (computed in long form: 8^(1/q) ≤ 8)
+        if (scale > 1.0 && q < 20.0) {                   // 1e308·8^(1/q) > DBL_MAX for q ≤ 3
+          CHECK(st == Status::out_of_range);
+          CHECK(norm == -1.0);
+        } else {
+          REQUIRE(st == Status::ok);
+          CHECK(norm == doctest::Approx(want).epsilon(1e-9));  // power iteration: 1e-10 relative
+        }
+      }
+      // α = −1 of 1e-310·I₈ is 1e310·I₈: not representable, refused before writing.
+      if (scale < 1.0) {
+        SpectralPowerOptions o;
+        o.alpha = -1.0;
+        std::vector<double> out(a.size(), -3.0);
+        const SpectralPowerReport rep =
+            spectral_power(MatrixRef<const double>(a.data(), n, n), MatrixRef<double>(out.data(), n, n), o);
+        CHECK(rep.status == Status::out_of_range);
+        CHECK(std::all_of(out.begin(), out.end(), [](double x) { return x == -3.0; }));
+      }
     }
   }
 

@@ -79,7 +79,9 @@ int qdwh_predicted_iterations(double l0, double unit_roundoff);
 /// (tests/kernels/test_qdwh.cpp). Rank-deficient A: zero singular values stay zero (U is then a
 /// partial isometry); singular values below l₀·α converge through extra Halley steps.
 /// Determinism: as polar(). Synchronous.
-/// Bad input: NaN/Inf → non_finite_input (nothing written); all-zero matrices give zero.
+/// Bad input: NaN/Inf → non_finite_input (nothing written); all-zero matrices give zero; any
+/// finite input is normalised without overflow (docs/conventions.md, Precision); an h entry
+/// beyond the output type's range → out_of_range with bad_item (nothing written).
 /// \param h optional output (k × k per matrix): the symmetric factor on the short side,
 ///          A = U_p H when rows ≥ cols and A = H U_p when rows < cols; pass an empty batch
 ///          (data == nullptr) not to compute it (saves one GEMM).

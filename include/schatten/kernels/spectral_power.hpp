@@ -148,7 +148,8 @@ struct SpectralPowerReport {
 
 /// out[b] = U g(Σ) Vᵀ ≈ U Σ^α Vᵀ for every matrix of a batch (see the file comment).
 ///
-/// Preconditions, bad input and memory: as polar(). Cost per matrix (m = max, k = min):
+/// Preconditions, bad input and memory: as polar(); an output entry beyond the output type's
+/// range → out_of_range with bad_item (nothing written). Cost per matrix (m = max, k = min):
 /// QDWH (qdwh.hpp) + 2mk² for H + per pole k³/3 (Cholesky) + 2k³ (solves) + k² + 2mk² for
 /// U_p g(H). Accuracy (tests/kernels/test_spectral_power.cpp): relative error of every output
 /// singular value ≤ 1e-2 in float for σ/σ_max ∈ [1e-3, 1] and α ∈ {0.75, 0.5, 0.25, 0.1,
@@ -289,6 +290,7 @@ struct SchattenNormOptions {
 /// q = 1 is the nuclear norm tr(H) = ⟨A, polar(A)⟩), with H from QDWH and
 /// H^q = H^{⌊q⌋}·g(H), g the rational approximation of the fractional power (no filter). Singular
 /// values below floor·‖A‖₂ are rolled off (their contribution is at most 20·k·floor^q·‖A‖₂^q).
+/// A norm beyond the largest double (q = 1 of 1e308·I₈) → out_of_range, `norms` untouched.
 Status schatten_norm(BatchedMatrixRef<const float> a, double q, double* norms,
                      const SchattenNormOptions& options = {}, Workspace* workspace = nullptr);
 Status schatten_norm(BatchedMatrixRef<const double> a, double q, double* norms,

@@ -23,6 +23,8 @@ namespace schatten::kokkos {
 struct HostScalars {
   static constexpr std::size_t kStatsPerMatrix = 4;
   std::vector<double> norms, stats, factor, out;
+  /// Per matrix: the input scan's pre-scaling exponent s (A' = 2^−s·A), or a kernel's own.
+  std::vector<int> exponents;
   std::vector<std::max_align_t> bytes;  ///< aligned for any scalar; grown, never shrunk
   /// Capacity for a batch of `matrices` and `host_bytes` of scratch; throws std::bad_alloc (what
   /// it holds is kept then).
@@ -30,6 +32,7 @@ struct HostScalars {
     stats.reserve(kStatsPerMatrix * matrices);
     for (std::vector<double>* v : {&norms, &factor, &out})
       v->reserve(matrices);
+    exponents.reserve(matrices);
     const std::size_t units = (host_bytes + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
     if (units > bytes.size()) bytes.resize(units);
   }

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <exception>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "schatten/core/matrix_ref.hpp"
@@ -61,9 +62,34 @@ struct PolarBuffers {
   double* row_scale = nullptr;  ///< AOL's k·batch row factors (Normalization::Kind::aol), else null
 };
 
-/// Doubles per matrix behind PolarBuffers::factor: the factor, and the three statistics of
-/// normalise_and_load() (max |a|, its reciprocal, the scaled sum of squares).
-constexpr std::size_t kFactorDoubles = 4;
+/// Doubles per matrix behind PolarBuffers::factor: the factor, the three statistics of
+/// normalise_and_load() (max |a|, its reciprocal, the scaled sum of squares) and the pre-scale
+/// 2^−s (pre_scale_exponent()), in slot kPreScaleSlot, which no later pass reuses as scratch.
+constexpr std::size_t kFactorDoubles = 5;
+constexpr std::size_t kPreScaleSlot = 4;
+
+/// The exponent s of the power of two by which a matrix of max-abs `amax` is pre-scaled,
+/// A' = 2^−s·A, before its norm and load (the kernels then work in the units of A', and whatever
+/// scales with A is multiplied back by 2^(s·degree)): 0 when amax ∈ [2^−511, 2^511], where
+/// ‖A‖_F, ‖A‖_F² and ‖A‖_F^α (|α| ≤ 1) are normal doubles for any shape (so ordinary inputs see
+/// no pre-scaling at all); else the exponent e of amax = f·2^e (f ∈ [½, 1)), clamped to
+/// [−1022, 1022] so that 2^±s are normal doubles: max|a'| ∈ [2^−52, 4). 2^−s·a is exact unless
+/// it is subnormal (an entry below 2^−1022 of the largest: rounding-level there).
+inline int pre_scale_exponent(double amax) {
+  if (amax == 0.0 || (amax >= 0x1p-511 && amax <= 0x1p511)) return 0;
+  int e = 0;
+  std::frexp(amax, &e);
+  return std::min(std::max(e, -1022), 1022);
+}
+
+/// An output factor x·2^t (t real, |t| ≤ 1022: the rescaling 2^(s·d) of a pre-scaled result
+/// homogeneous of degree |d| ≤ 1, times x) as f·2^n with n = ⌊t⌋ and f = x·2^(t−n) ∈ [x, 2x):
+/// store_scaled() applies 2^n last and first_overflowing() checks f·2^n, so an output that is
+/// representable is formed without overflow whatever x·2^t is. f = x, n = 0 for t = 0.
+inline double split_pow2(double x, double t, int& n) {
+  n = static_cast<int>(std::floor(t));
+  return t == n ? x : x * std::exp2(t - n);
+}
 
 inline int square_buffers(PolarMethod m) { return m == PolarMethod::gram_newton_schulz ? 5 : 2; }
 
@@ -98,7 +124,9 @@ void copy_to_device(const Exec& space, double* dst, const std::vector<double>& s
 }
 
 /// Pass 1: per matrix, amax[b] ← max |a_ij| as a double, +infinity when an entry is NaN or ±Inf,
-/// then inv[b] ← 1/amax[b] (0 for an all-zero matrix). Results stay in `Mem` (no wait).
+/// then inv[b] ← min(1/amax[b], 2^1023) (0 for an all-zero matrix): 1/amax overflows for a
+/// subnormal amax; with the cap, a_ij·inv ≤ 1 still, and max|a|·inv ≥ 2^−51, so the squares of
+/// pass 2 neither overflow nor underflow. Results stay in `Mem` (no wait).
 template <class Exec, class TIn, class Mem>
 void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, double* amax, double* inv) {
   const index_t rows = a.extent(1), cols = a.extent(2), batch = a.extent(0);
@@ -109,13 +137,16 @@ void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, doub
         Kokkos::Max<double, Mem>(ResultView<Mem>(amax + b)));
   Kokkos::parallel_for(
       kernel_label("schatten::polar::reciprocal"),
-      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, batch),
-      KOKKOS_LAMBDA(index_t b) { inv[b] = amax[b] == 0.0 ? 0.0 : 1.0 / amax[b]; });
+      Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, batch), KOKKOS_LAMBDA(index_t b) {
+        const double r = amax[b] == 0.0 ? 0.0 : 1.0 / amax[b];
+        inv[b] = r < 0x1p1023 ? r : 0x1p1023;
+      });
 }
 
-/// Pass 2: per matrix, ssq[b] ← Σ (a_ij·inv[b])², so that ‖a‖_F = amax · sqrt(ssq) in double
-/// cannot overflow or underflow for any finite input (the same rescaling as LAPACK's nrm2). The
-/// sum runs in memory order. Results stay in `Mem` (no wait).
+/// Pass 2: per matrix, ssq[b] ← Σ (a_ij·inv[b])², so that ‖a‖_F = sqrt(ssq)/inv, formed as
+/// 2^s·‖a'‖_F (pre_scale_exponent(), normalise_and_load()), cannot overflow or underflow for
+/// any finite input (the same rescaling as LAPACK's nrm2). The sum runs in memory order. Results
+/// stay in `Mem` (no wait).
 template <class Exec, class TIn, class Mem>
 void scaled_squares_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, const double* inv,
                              double* ssq) {
@@ -130,27 +161,32 @@ void scaled_squares_per_item(const Exec& space, const Strided3<const TIn, Mem>& 
         Kokkos::Sum<double, Mem>(ResultView<Mem>(ssq + b)));
 }
 
-/// Pass 3: W[b] = factor[b] · a[b] (or its transpose) in the compute precision. The product is
-/// formed in double, so inputs near the float range limits scale without overflow.
+/// Pass 3: W[b] = factor[b] · (2^−s·a[b]) (or its transpose) in the compute precision, `factor`
+/// normalise_and_load()'s kFactorDoubles·batch block (the pre-scale 2^−s in its slot
+/// kPreScaleSlot). Both products are formed in double, so any finite input scales without
+/// overflow (2^−s = 1 leaves the bits of a·factor).
 template <class Exec, class TIn, class TC, class Mem>
 void load_scaled(const Exec& space, const Strided3<const TIn, Mem>& a, const double* factor,
                  const Mat3<TC, Mem>& x, bool transposed) {
+  const double* pre = factor + kPreScaleSlot * x.extent(2);
   // x(i, j, b) is W(i, j) of matrix b: a(b, j, i) when W = Aᵀ.
   for_each_element(
       space, "schatten::polar::load", x.extent(0), x.extent(1), x.extent(2),
       KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
         const TIn v = transposed ? a(b, j, i) : a(b, i, j);
-        x(i, j, b) = static_cast<TC>(static_cast<double>(v) * factor[b]);
+        x(i, j, b) = static_cast<TC>(static_cast<double>(v) * pre[b] * factor[b]);
       });
 }
 
 /// Last pass: q[b] = W[b] (or its transpose), converted to the output type; with `factor`
-/// (device, one per matrix) q[b] = factor[b]·W[b], the product formed in double. With a blend
+/// (device, one per matrix) q[b] = factor[b]·W[b], the product formed in double, and with `pow2`
+/// too q[b] = (factor[b]·W[b])·pow2[b] (powers of two: split_pow2()). With a blend
 /// c ≠ 1 (SpectralClipOptions::blend), q[b] = (1 − c)·a[b] + c·(factor[b]·)W[b] in double, `a`
 /// indexed as q; `a` may alias q (each element is read and then written by the same thread).
 template <class Exec, class TC, class TOut, class Mem>
 void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q, bool transposed,
-           const double* factor = nullptr, const Strided3<const TOut, Mem>& a = {}, double c = 1.0) {
+           const double* factor = nullptr, const Strided3<const TOut, Mem>& a = {}, double c = 1.0,
+           const double* pow2 = nullptr) {
   const bool blend = c != 1.0;
   const double keep = 1.0 - c;
   for_each_element(
@@ -158,13 +194,13 @@ void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>&
       KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
         TOut v;
         if (blend) {
-          const double w =
-              static_cast<double>(static_cast<scalar_t<TC>>(x(i, j, b))) * (factor ? factor[b] : 1.0);
+          const double w = static_cast<double>(static_cast<scalar_t<TC>>(x(i, j, b))) *
+                           (factor ? factor[b] : 1.0) * (pow2 ? pow2[b] : 1.0);
           v = static_cast<TOut>(keep * static_cast<double>(transposed ? a(b, j, i) : a(b, i, j)) + c * w);
         } else {
-          v = factor
-                  ? static_cast<TOut>(static_cast<double>(static_cast<scalar_t<TC>>(x(i, j, b))) * factor[b])
-                  : static_cast<TOut>(x(i, j, b));
+          v = factor ? static_cast<TOut>(static_cast<double>(static_cast<scalar_t<TC>>(x(i, j, b))) *
+                                         factor[b] * (pow2 ? pow2[b] : 1.0))
+                     : static_cast<TOut>(x(i, j, b));
         }
         if (transposed)
           q(b, j, i) = v;
@@ -174,15 +210,24 @@ void store(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>&
 }
 
 /// store() with per-matrix output factors given on the host: `f` empty stores W as it is; else
-/// f is copied to `scratch` (batch doubles in the space's memory) and q[b] = f[b]·W[b]. `a` and
-/// `c`: store()'s blend.
+/// f is copied to `scratch` (batch doubles in the space's memory) and q[b] = f[b]·W[b], times
+/// 2^e[b] with `e` when some e[b] ≠ 0 (split_pow2(); the powers go through the host scratch
+/// `p` and scratch[batch, 2·batch)). `a` and `c`: store()'s blend.
 template <class Exec, class TC, class TOut, class Mem>
 void store_scaled(const Exec& space, const Mat3<TC, Mem>& x, const Strided3<TOut, Mem>& q, bool transposed,
                   const std::vector<double>& f, double* scratch, const Strided3<const TOut, Mem>& a = {},
-                  double c = 1.0) {
+                  double c = 1.0, const std::vector<int>* e = nullptr, std::vector<double>* p = nullptr) {
   if (f.empty()) return store(space, x, q, transposed, nullptr, a, c);
   copy_to_device(space, scratch, f);
-  store(space, x, q, transposed, scratch, a, c);
+  const double* pow2 = nullptr;
+  if (e && p && std::any_of(e->begin(), e->end(), [](int n) { return n != 0; })) {
+    p->resize(e->size());
+    for (std::size_t b = 0; b < e->size(); ++b)
+      (*p)[b] = std::ldexp(1.0, (*e)[b]);
+    copy_to_device(space, scratch + f.size(), *p);
+    pow2 = scratch + f.size();
+  }
+  store(space, x, q, transposed, scratch, a, c, pow2);
 }
 
 /// The k × k Gram of W: W Wᵀ (left form) or Wᵀ W (right form). One GEMM(k, k, n), or with
@@ -210,7 +255,8 @@ void apply_factor(const Exec& space, bool right, const Mat3<TC, Mem>& factor, co
 /// s = ‖G‖_F^{1/2} = ‖X‖_S4 = ‖A‖_S4/‖A‖_F (a reduction in double), then
 /// X ← c X and G ← c² G with c = ‖A‖_F / (safety·‖A‖_F·s + eps), so that X = A/(safety·‖A‖_S4 + eps)
 /// and G is its Gram, which the first step reuses. An all-zero matrix stays zero (c = 0).
-/// `host.norms` holds ‖A‖_F per matrix (normalise_and_load; `host.stats` is scratch); `scratch`
+/// `host.norms` holds ‖A'‖_F = 2^−s‖A‖_F per matrix and `host.exponents` s (normalise_and_load;
+/// c is formed in the units of A', eps as 2^−s·eps; `host.stats` is scratch); `scratch`
 /// kFactorDoubles·batch doubles in `Mem`. Cost: one pass over G and one over X and G; one wait for
 /// the read-back.
 template <class Exec, class TC, class Mem>
@@ -236,7 +282,8 @@ void schatten4_rescale(const Exec& space, const Normalization& nz, HostScalars& 
   fence_on(space);
   for (std::size_t b = 0; b < c.size(); ++b) {
     const double s = std::sqrt(std::sqrt(c[b]));  // ‖X_b‖_S4 ∈ (0, 1] for a nonzero matrix
-    c[b] = norms[b] == 0.0 || s == 0.0 ? 0.0 : norms[b] / (nz.safety * norms[b] * s + nz.eps);
+    const double eps = std::ldexp(nz.eps, -host.exponents[b]);  // in the units of A'
+    c[b] = norms[b] == 0.0 || s == 0.0 ? 0.0 : norms[b] / (nz.safety * norms[b] * s + eps);
   }
   copy_to_device(space, scratch, c);
   const double* f = scratch;
@@ -259,14 +306,15 @@ void schatten4_rescale(const Exec& space, const Normalization& nz, HostScalars& 
 /// σ_max(F X) ≤ 1/safety by the weighted Schur test (Prach & Lampert's AOL bound): with
 /// w_i = √r_i, Σ_j r_i^{-1/2}|G_ij| r_j^{-1/2} w_j = w_i, so ‖R^{-1/2} G R^{-1/2}‖₂ ≤ 1, and
 /// f_i ≤ 1/(safety·√r_i) only shrinks it. A zero row (r_i = 0) keeps factor 0, and
-/// an all-zero matrix stays zero. `inv_norm` holds 1/‖A‖_F per matrix on the device (the load
-/// factors), `f` k·batch doubles. Cost: one read of G for the sums, one pass over X and over G;
-/// no wait.
+/// an all-zero matrix stays zero. `inv_norm` holds 1/‖A'‖_F per matrix on the device (the load
+/// factors of normalise_and_load's block, whose pre-scales 2^−s make eps/‖A‖_F = eps·2^−s/‖A'‖_F),
+/// `f` k·batch doubles. Cost: one read of G for the sums, one pass over X and over G; no wait.
 template <class Exec, class TC, class Mem>
 void aol_rescale(const Exec& space, const Normalization& nz, bool right, const double* inv_norm, double* f,
                  const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g) {
   using S = scalar_t<TC>;
   const index_t k = g.extent(0), batch = g.extent(2);
+  const double* pre = inv_norm + kPreScaleSlot * batch;
   const double safety = nz.safety, eps = nz.eps;
   // One thread per Gram row i sums |G_ij| over j. Neighbouring threads read neighbouring i, which
   // are adjacent in the column-major Mat3 (coalesced reads on a GPU).
@@ -275,7 +323,7 @@ void aol_rescale(const Exec& space, const Normalization& nz, bool right, const d
         double r = 0.0;
         for (index_t j = 0; j < k; ++j)
           r += kmath::fabs(static_cast<double>(static_cast<S>(g(i, j, b))));
-        f[b * k + i] = r > 0.0 ? 1.0 / (safety * kmath::sqrt(r) + eps * inv_norm[b]) : 0.0;
+        f[b * k + i] = r > 0.0 ? 1.0 / (safety * kmath::sqrt(r) + eps * pre[b] * inv_norm[b]) : 0.0;
       });
   for_each_element(
       space, "schatten::polar::aol_x", x.extent(0), x.extent(1), x.extent(2),
@@ -421,6 +469,43 @@ index_t dual_norm_factors(const Exec& space, const Strided3<const TIn, Mem>& a, 
   return -1;
 }
 
+/// The first matrix b whose output f[b]·W[b] (store()'s products, formed in double; times
+/// 2^e[b] with `e`) has an entry beyond the largest finite TOut, else −1: a result that is not
+/// representable, which the caller refuses with out_of_range before writing. `bound(b)` ≥ the
+/// largest |output entry| is tried first: the matrices it clears cost nothing (ordinary inputs),
+/// the others one max-reduction each and, together, one wait. `scratch`: batch doubles in `Mem`;
+/// `r`: host scratch for the read-back.
+template <class TOut, class Exec, class TC, class Mem, class Bound>
+index_t first_overflowing(const Exec& space, const Mat3<TC, Mem>& x, const std::vector<double>& f,
+                          const Bound& bound, double* scratch, std::vector<double>& r,
+                          const std::vector<int>* e = nullptr) {
+  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using S = scalar_t<TC>;
+  const double top = static_cast<double>(std::numeric_limits<TOut>::max());
+  const index_t rows = x.extent(0), cols = x.extent(1), batch = x.extent(2);
+  bool any = false;
+  for (index_t b = 0; b < batch; ++b) {
+    if (bound(b) <= top) continue;
+    any = true;
+    reduce_matrix(
+        space, "schatten::polar::output_max", rows, cols, false,
+        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+          acc = kmax(acc, abs_or_inf(static_cast<double>(static_cast<S>(x(i, j, b)))));
+        },
+        Kokkos::Max<double, Mem>(ResultView<Mem>(scratch + b)));
+  }
+  if (!any) return -1;
+  r.assign(static_cast<std::size_t>(batch), 0.0);
+  Kokkos::deep_copy(space, HostDoubles(r.data(), r.size()), Doubles(scratch, r.size()));
+  fence_on(space);
+  for (index_t b = 0; b < batch; ++b) {
+    const std::size_t i = static_cast<std::size_t>(b);
+    if (!(bound(b) <= top) && !(std::ldexp(std::fabs(f[i]) * r[i], e ? (*e)[i] : 0) <= top)) return b;
+  }
+  return -1;
+}
+
 /// max over the batch of ‖X Xᵀ − I‖_F / √k (one Gram per matrix, a SYRK when `symmetric`, into
 /// `g`, which holds one matrix when `reuse` and the whole batch otherwise).
 template <class Exec, class TC, class Mem>
@@ -479,15 +564,21 @@ const char* check_io(const Strided3<const TIn, Mem>& a, const Strided3<TOut, Mem
 inline double frobenius_divisor(const Normalization& nz, double fro) { return nz.safety * fro + nz.eps; }
 
 /// Validates the input (NaN/Inf), computes each matrix's scale factor for the normalisation,
-/// and loads W[b] = factor[b]·a[b] into x. Nothing is written to user memory. On NaN/Inf
+/// and loads W[b] = factor[b]·a'[b] into x, a' = 2^−s·a the pre-scaled input
+/// (pre_scale_exponent(); s = 0 but for max|a| outside [2^−511, 2^511], and always 0 without a
+/// norm-based normalisation), so that W is right for every finite input although ‖a‖_F may
+/// exceed the largest double or 1/max|a| overflow. Nothing is written to user memory. On NaN/Inf
 /// returns non_finite_input with `bad` set to the first bad matrix. `host.norms` receives
-/// ‖a[b]‖_F (0 for an all-zero matrix) when the normalisation is Frobenius, Schatten-4 or AOL,
-/// else 1 (`host.stats` and `host.factor` are its scratch: no host allocation once they are
-/// reserved for the batch). For
-/// Schatten-4 and AOL the load is W = a/‖a‖_F (safety and eps are applied by schatten4_rescale,
-/// aol_rescale), and factor_device[b] keeps 1/‖a‖_F (0 for zero). `factor_device`
-/// holds kFactorDoubles·batch doubles in the space's memory (the factors, then scratch). One
-/// wait for the whole batch (the read-back of the statistics).
+/// ‖a'[b]‖_F (0 for an all-zero matrix) and `host.exponents` s when the normalisation is
+/// Frobenius, Schatten-4 or AOL, else 1 and 0 (`host.stats` and `host.factor` are its scratch:
+/// no host allocation once they are reserved for the batch): ‖a[b]‖_F = 2^s·norms[b], and a
+/// caller whose result scales with a (degree d) multiplies it by 2^(s·d). The normalisation's
+/// eps applies to ‖a‖_F (as 2^−s·eps to ‖a'‖_F). For Schatten-4 and AOL the load is
+/// W = a'/‖a'‖_F (safety and eps are applied by schatten4_rescale, aol_rescale), and
+/// factor_device[b] keeps 1/‖a'‖_F (0 for zero). `factor_device` holds kFactorDoubles·batch
+/// doubles in the space's memory (the factors, then scratch; the pre-scales 2^−s stay in slot
+/// kPreScaleSlot for load_scaled()). One wait for the whole batch (the read-back of the
+/// statistics).
 template <class Exec, class TIn, class TC>
 Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                           const Normalization& nz, double* factor_device,
@@ -510,11 +601,14 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
   std::vector<double>& stats = host.stats;                          // amax, inv, ssq on the host
   std::vector<double>& factor = host.factor;
   std::vector<double>& norms = host.norms;
+  std::vector<int>& exponents = host.exponents;
   stats.assign(3 * batch, 0.0);
   factor.assign(batch, 1.0);
+  exponents.assign(batch, 0);
   Kokkos::deep_copy(space, HostDoubles(stats.data(), stats.size()), Doubles(amax_d, stats.size()));
   fence_on(space);
   const double* amax = stats.data();
+  const double* inv = stats.data() + batch;
   const double* ssq = stats.data() + 2 * batch;
   norms.assign(batch, 1.0);
   for (std::size_t b = 0; b < batch; ++b)
@@ -524,13 +618,25 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
     }
   if (needs_norm) {
     for (std::size_t b = 0; b < batch; ++b) {
-      norms[b] = amax[b] == 0.0 ? 0.0 : amax[b] * std::sqrt(ssq[b]);
+      const int e = pre_scale_exponent(amax[b]);
+      exponents[b] = e;
+      // ‖a'‖_F = 2^−s·amax·sqrt(ssq), or 2^(−s−1023)·sqrt(ssq) where pass 1 capped inv at 2^1023
+      // (subnormal amax); the ldexp are exact, so s = 0 gives the bits of amax·sqrt(ssq).
+      norms[b] = amax[b] == 0.0       ? 0.0
+                 : inv[b] == 0x1p1023 ? std::ldexp(std::sqrt(ssq[b]), -1023 - e)
+                                      : std::ldexp(amax[b], -e) * std::sqrt(ssq[b]);
+      Normalization scaled = nz;  // eps in the units of a'
+      scaled.eps = std::ldexp(nz.eps, -e);
       factor[b] = norms[b] == 0.0 ? 0.0
                   : gram_scaled   ? 1.0 / norms[b]
-                                  : 1.0 / frobenius_divisor(nz, norms[b]);  // zero → zero
+                                  : 1.0 / frobenius_divisor(scaled, norms[b]);  // zero → zero
     }
   }
   copy_to_device(space, factor_device, factor);
+  stats.resize(batch);  // the pre-scales 2^−s (the statistics are read)
+  for (std::size_t b = 0; b < batch; ++b)
+    stats[b] = std::ldexp(1.0, -exponents[b]);
+  copy_to_device(space, factor_device + kPreScaleSlot * batch, stats);
   load_scaled(space, a, factor_device, x, transposed);
   return Status::ok;
 }
@@ -592,9 +698,16 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   std::vector<double>& f = host.out;  // per-matrix output factors, when any
   f.clear();
   if (output_norm_power != 0.0 && sched.normalization.kind == Normalization::Kind::frobenius) {
+    // ‖A‖_F^e = ‖A'‖_F^e·2^(s·e) (normalise_and_load's pre-scaling) as f·2^n (split_pow2(); n
+    // replaces s in host.exponents). With the dual-norm scaling f is formed whole (+∞ beyond the
+    // range, which dual_norm_factors() refuses).
+    const double e = output_norm_power;
     f.resize(norms.size());
-    for (std::size_t b = 0; b < f.size(); ++b)
-      f[b] = norms[b] > 0.0 ? std::pow(norms[b], output_norm_power) : 0.0;
+    for (std::size_t b = 0; b < f.size(); ++b) {
+      int& n = host.exponents[b];
+      f[b] = norms[b] > 0.0 ? split_pow2(std::pow(norms[b], e), n * e, n) : 0.0;
+      if (options.dual_norm_scale) f[b] = std::ldexp(f[b], std::exchange(n, 0));
+    }
   }
   if (options.dual_norm_scale) {
     const index_t bad_item =
@@ -602,8 +715,23 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
     if (bad_item >= 0)
       return polar_failure(Status::out_of_range, "the dual-norm scaled output overflows the output type",
                            bad_item);
+  } else if (!f.empty()) {
+    // The iterate's entries are at most max |p| over [0, 1] (2× for rounding in 16 bits).
+    const double w_bound = 2.0 * sched.max_abs(iterations);
+    const index_t bad_item = first_overflowing<TIn>(
+        space, result, f,
+        [&](index_t b) {
+          const std::size_t i = static_cast<std::size_t>(b);
+          return std::ldexp(std::fabs(f[i]) * w_bound, host.exponents[i]);
+        },
+        buf.factor + s.batch, host.stats, &host.exponents);
+    if (bad_item >= 0)
+      return polar_failure(Status::out_of_range, "the scaled output overflows the output type", bad_item);
   }
-  store_scaled(space, result, q, s.w_is_transpose, f, buf.factor);
+  // The powers 2^n of the output-norm factors (host.exponents holds s, not n, otherwise).
+  const bool split = output_norm_power != 0.0 && !options.dual_norm_scale && !f.empty();
+  store_scaled(space, result, q, s.w_is_transpose, f, buf.factor, {}, 1.0, split ? &host.exponents : nullptr,
+               &host.stats);
   fence_on(space);
   return report;
 }

@@ -335,7 +335,19 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
       report.message = "QDWH reached max_iterations";
       report.bad_item = bi;
     }
+    // H of A = 2^s·‖A'‖_F·scale · H of X₀ (normalise_and_load's pre-scaling): the A' part here.
     h_scale[static_cast<std::size_t>(bi)] = norms[static_cast<std::size_t>(bi)] * r.scale;
+  }
+  if (want_h) {  // |H_ij| ≤ ‖H‖₂ = σ_max(A) ≤ ‖A‖_F: only inputs near the range's end are checked
+    const index_t bad_item = first_overflowing<TIn>(
+        space, buf.h, h_scale,
+        [&](index_t bi) {
+          const std::size_t i = static_cast<std::size_t>(bi);
+          return 1.01 * std::ldexp(norms[i], host.exponents[i]);  // 1 %: rounding of H₀
+        },
+        buf.factor + s.batch, host.stats, &host.exponents);
+    if (bad_item >= 0)
+      return qdwh_failure(Status::out_of_range, "the symmetric factor H overflows the output type", bad_item);
   }
   if (options.compute_orthogonality_error)
     report.orthogonality_error =
@@ -351,9 +363,12 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
                           bad_item);
   }
   store_scaled(space, buf.x, q, s.w_is_transpose, f, buf.factor);
-  if (want_h) {  // H of A = ‖A‖_F·scale · H of X₀ (symmetric: orientation does not matter)
+  if (want_h) {  // H of A = 2^s·‖A'‖_F·scale · H of X₀ (symmetric: orientation does not matter)
     for (index_t bi = 0; bi < s.batch; ++bi) {
-      const double hs = h_scale[static_cast<std::size_t>(bi)];
+      // 2^s (a normal double) applied after hs·H₀, so that an H that is representable is formed
+      // without overflow whatever ‖A‖_F; 1 for s = 0.
+      const double hs = h_scale[static_cast<std::size_t>(bi)],
+                   p = std::ldexp(1.0, host.exponents[static_cast<std::size_t>(bi)]);
       const Mat2<TC, Mem> g = item(buf.h, bi);
       const auto hv = Kokkos::subview(h, bi, Kokkos::ALL, Kokkos::ALL);
       const index_t k = s.k;
@@ -361,7 +376,7 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
           kernel_label("schatten::qdwh::store_h"),
           Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k), KOKKOS_LAMBDA(index_t j) {
             for (index_t i = 0; i < k; ++i)
-              hv(i, j) = static_cast<TIn>(hs * static_cast<double>(g(i, j)));
+              hv(i, j) = static_cast<TIn>(hs * static_cast<double>(g(i, j)) * p);
           });
     }
   }

@@ -138,19 +138,25 @@ inline SpectralPowerReport spectral_failure(Status s, const char* msg, index_t b
 
 /// The flow every QDWH-based spectral map U g(Σ) Vᵀ shares, on strided batches with QDWH
 /// iterating in precision TC: validate, load A/‖A‖_F, then per matrix QDWH (X ← U_p), the short
-/// side's factor H₀ = sym(U_pᵀ X₀) in double, and `stage(hs, b, factor, report, item)`, which
+/// side's factor H₀ = sym(U_pᵀ X₀) in double, and `stage(hs, s, b, factor, report, item)`, which
 /// leaves g(H₀) (k × k, double, symmetric) in b.acc and sets `factor` so that
-/// U g(Σ) Vᵀ = factor·U_p g(H₀) (hs = ‖A‖_F·scale is the unit: σ(A) = hs·σ(H₀)); it may mark
-/// the report not_converged. The stage returns nullptr, or a breakdown message. `identity`: g(σ) = σ, a
-/// validated copy (no QDWH); `polar_only`: g = 1 (no stage). An all-zero matrix gives zero. `report` arrives
-/// with the stage's static fields filled in. `blend` c: out = (1 − c)·A + c·U g(Σ) Vᵀ (store()).
+/// U g(Σ) Vᵀ = 2^(s·degree)·factor·U_p g(H₀), in the units of the pre-scaled A' = 2^−s·A
+/// (normalise_and_load(); s = 0 but for max|a| outside [2^−511, 2^511]): hs = ‖A'‖_F·scale,
+/// σ(A') = hs·σ(H₀), and g is homogeneous of degree `degree` (g(2^s σ) = 2^(s·degree) g(σ); the
+/// stage converts absolute options, such as a clip's bounds, by 2^−s). It may mark the report
+/// not_converged. The stage returns nullptr, or a breakdown message. The factor 2^(s·degree) is
+/// applied in the store pass in double; an output beyond the output type's range is refused with
+/// out_of_range (first_overflowing()). `identity`: g(σ) = σ, a validated copy (no QDWH);
+/// `polar_only`: g = 1 (no stage). An all-zero matrix gives zero. `report` arrives with the
+/// stage's static fields filled in. `blend` c: out = (1 − c)·A + c·U g(Σ) Vᵀ (store()).
 template <class Exec, class TIn, class TC, class Stage>
 SpectralPowerReport spectral_map_strided(const Exec& space,
                                          const Strided3<const TIn, typename Exec::memory_space>& a,
                                          const Strided3<TIn, typename Exec::memory_space>& out,
                                          const QdwhOptions& qdwh_options, bool identity, bool polar_only,
-                                         bool sign_stage, double blend, SpectralPowerReport report,
-                                         Stage&& stage, Workspace<typename Exec::memory_space>& ws) {
+                                         bool sign_stage, double blend, double degree,
+                                         SpectralPowerReport report, Stage&& stage,
+                                         Workspace<typename Exec::memory_space>& ws) {
   using Mem = typename Exec::memory_space;
   if (const char* msg = check_io(a, out)) return spectral_failure(Status::invalid_argument, msg);
   const PolarShape s(a.extent(0), a.extent(1), a.extent(2), prefers_transpose(a));
@@ -183,14 +189,34 @@ SpectralPowerReport spectral_map_strided(const Exec& space,
       if (polar_only || r.scale == 0.0) continue;  // polar factor, or an all-zero matrix
       symmetric_factor(space, s.right, x, b);
       double factor = 1.0;
-      if (const char* failure = stage(norms[static_cast<std::size_t>(bi)] * r.scale, b, factor, report, bi))
+      const std::size_t i = static_cast<std::size_t>(bi);
+      if (const char* failure = stage(norms[i] * r.scale, host.exponents[i], b, factor, report, bi))
         return spectral_failure(Status::breakdown, failure, bi);
       convert(space, b.r, b.acc, factor);
       x_times_sym(space, s.right, TC(1), x, b.r, TC(0), b.q.y);
       copy(space, x, b.q.y);
     }
   }
-  store(space, b.q.x, out, s.w_is_transpose, nullptr, a, blend);
+  std::vector<double>& f = host.out;  // 2^(s·degree) per matrix when some s ≠ 0, else none
+  f.clear();
+  if (!identity && !polar_only && degree != 0.0) {
+    bool scaled = false;
+    for (const int e : host.exponents)
+      scaled = scaled || e != 0;
+    if (scaled) {
+      f.resize(static_cast<std::size_t>(s.batch));
+      for (std::size_t i = 0; i < f.size(); ++i) {  // 2^(s·degree) = f·2^n, n replacing s
+        int& n = host.exponents[i];
+        f[i] = split_pow2(1.0, n * degree, n);
+      }
+      const index_t bad_item = first_overflowing<TIn>(
+          space, b.q.x, f, [](index_t) { return HUGE_VAL; }, b.q.factor + s.batch, host.stats,
+          &host.exponents);
+      if (bad_item >= 0)
+        return spectral_failure(Status::out_of_range, "the output overflows the output type", bad_item);
+    }
+  }
+  store_scaled(space, b.q.x, out, s.w_is_transpose, f, b.q.factor, a, blend, &host.exponents, &host.stats);
   fence_on(space);
   return report;
 }
@@ -219,7 +245,7 @@ SpectralPowerReport spectral_power_strided(const Exec& space,
   }
   const RationalPower& g = *fit;
   // U g(H₀) in the units of A: H(A) = hs·H₀, and g(hs x) ≈ hs^α g(x).
-  auto rational_stage = [&](double hs, const SpectralBuffers<TC, Mem>& b, double& factor,
+  auto rational_stage = [&](double hs, int, const SpectralBuffers<TC, Mem>& b, double& factor,
                             SpectralPowerReport&, index_t) -> const char* {
     if (!rational_function(space, g, b.hd, b.acc, b.fac, b.z, b.h2))
       return "a shifted Cholesky factorisation broke down";
@@ -227,7 +253,7 @@ SpectralPowerReport spectral_power_strided(const Exec& space,
     return nullptr;
   };
   return spectral_map_strided<Exec, TIn, TC>(space, a, out, options.qdwh, alpha == 1.0, alpha == 0.0, false,
-                                             1.0, report, rational_stage, ws);
+                                             1.0, alpha, report, rational_stage, ws);
 }
 
 /// sign(H₀ − tI) for the symmetric k × k H₀ in `hd` (double): the polar factor of a symmetric
@@ -273,7 +299,7 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
     return spectral_failure(Status::invalid_argument, msg);
   const bool has_lower = options.lower > 0.0, has_upper = std::isfinite(options.upper);
   SpectralPowerReport report;
-  auto clip_stage = [&](double hs, const SpectralBuffers<TC, Mem>& b, double& factor,
+  auto clip_stage = [&](double hs, int e, const SpectralBuffers<TC, Mem>& b, double& factor,
                         SpectralPowerReport& rep, index_t bi) -> const char* {
     // acc ← ½(T_l + T_u) on H₀; every term is a symmetric k × k double matrix.
     bool converged = true;
@@ -283,7 +309,7 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
         update_and_difference(space, b.acc, 1.0, 0.5, b.hd);  // T = σ
         continue;
       }
-      const double t = (side == 0 ? options.lower : options.upper) / hs;
+      const double t = std::ldexp(side == 0 ? options.lower : options.upper, -e) / hs;  // A' units
       if (const char* f = shifted_sign(space, options.qdwh, t, b.hd, b.sign, b.fac, b.z, converged)) return f;
       gemm(space, "N", "N", side == 0 ? 0.5 : -0.5, b.z, b.fac, 1.0, b.acc);  // ± ½|H₀ − tI|
       add_identity(space, b.acc, 0.5 * t);
@@ -308,7 +334,7 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
     return nullptr;
   };
   return spectral_map_strided<Exec, TIn, TC>(space, a, out, options.qdwh, !has_lower && !has_upper, false,
-                                             true, options.blend, report, clip_stage, ws);
+                                             true, options.blend, 1.0, report, clip_stage, ws);
 }
 
 /// Working arrays of the polynomial spectral clip: the polar call's (Newton–Schulz), five k × k
@@ -394,11 +420,18 @@ SpectralPowerReport spectral_clip_polynomial_strided(
   std::vector<double>& f = host.out;
   shifts.assign(4 * static_cast<std::size_t>(s.batch), 0.0);
   f.assign(norms.size(), 0.0);
+  bool scaled = false;  // some matrix pre-scaled by 2^−s (normalise_and_load): its f may overflow
   for (std::size_t i = 0; i < norms.size(); ++i) {
     if (norms[i] == 0.0) continue;  // zero stays zero: t = c = 0 and factor 0
-    const double nu = frobenius_divisor(sched.normalization, norms[i]);
-    const double tl = options.lower / nu, tu = options.upper / nu;
-    f[i] = has_lower && tl > cap ? options.lower / cap : nu;  // = ν·t_l/2B, without overflow
+    // In the units of A' = 2^−s A (ν, the bounds and eps), then f back by 2^s.
+    const int e = host.exponents[i];
+    Normalization nz = sched.normalization;
+    nz.eps = std::ldexp(nz.eps, -e);
+    const double nu = frobenius_divisor(nz, norms[i]);
+    const double lower = std::ldexp(options.lower, -e), upper = std::ldexp(options.upper, -e);
+    const double tl = lower / nu, tu = upper / nu;
+    f[i] = has_lower && tl > cap ? lower / cap : nu;  // = ν·t_l/2B, without overflow; times 2^s
+    scaled = scaled || e != 0;
     const double t[2] = {std::min(tl, cap), std::min(tu, cap)};
     for (int side = 0; side < 2; ++side) {
       shifts[i + (2 * side) * norms.size()] = t[side];
@@ -432,7 +465,14 @@ SpectralPowerReport spectral_clip_polynomial_strided(
   }
   symmetrize(space, b.acc);
   apply_factor(space, s.right, b.acc, o, w);
-  store_scaled(space, w, out, s.w_is_transpose, f, b.p.factor, a, options.blend);
+  if (scaled) {
+    const index_t bad_item = first_overflowing<TIn>(
+        space, w, f, [](index_t) { return HUGE_VAL; }, b.p.factor + s.batch, host.stats, &host.exponents);
+    if (bad_item >= 0)
+      return spectral_failure(Status::out_of_range, "the output overflows the output type", bad_item);
+  }
+  store_scaled(space, w, out, s.w_is_transpose, f, b.p.factor, a, options.blend, &host.exponents,
+               &host.stats);
   fence_on(space);
   return report;
 }
@@ -483,14 +523,15 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
   result.assign(static_cast<std::size_t>(s.batch), 0.0);
   for (index_t bi = 0; bi < s.batch; ++bi) {
     const double fro = norms[static_cast<std::size_t>(bi)];
+    const int e = host.exponents[static_cast<std::size_t>(bi)];  // ‖A‖ = 2^e·‖A'‖ (pre-scaling)
     if (fro == 0.0 || q == 2.0) {
-      result[static_cast<std::size_t>(bi)] = fro;
+      result[static_cast<std::size_t>(bi)] = std::ldexp(fro, e);
       continue;
     }
     const Mat2<TC, Mem> x = item(b.q.x, bi);
     if (!finite_q) {  // σ_max by power iteration to 1e-10 relative
-      result[static_cast<std::size_t>(bi)] =
-          fro * sigma_max_estimate(space, s.right, x, b.q.vk, b.q.va, b.q.vn, host, 1e-12, 2000);
+      result[static_cast<std::size_t>(bi)] = std::ldexp(
+          fro * sigma_max_estimate(space, s.right, x, b.q.vk, b.q.va, b.q.vn, host, 1e-12, 2000), e);
       continue;
     }
     const QdwhItem r = qdwh_item(space, s.right, s.n, options.qdwh, x, b.q, Mat2<TC, Mem>());
@@ -507,8 +548,11 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
       copy(space, b.acc, b.z);
     }
     const double sum = trace(space, b.acc);  // Σ σ_i(H₀)^q
-    result[static_cast<std::size_t>(bi)] = fro * r.scale * std::pow(std::max(sum, 0.0), 1.0 / q);
+    result[static_cast<std::size_t>(bi)] =
+        std::ldexp(fro * r.scale * std::pow(std::max(sum, 0.0), 1.0 / q), e);
   }
+  for (index_t bi = 0; bi < s.batch; ++bi)  // a norm beyond the largest double: nothing written
+    if (!std::isfinite(result[static_cast<std::size_t>(bi)])) return Status::out_of_range;
   for (index_t bi = 0; bi < s.batch; ++bi)
     norms_out[bi] = result[static_cast<std::size_t>(bi)];
   return Status::ok;
