@@ -375,6 +375,33 @@ TEST_SUITE("kernels.qdwh") {
     CHECK(hf == std::vector<float>(4, -7.0f));
   }
 
+  TEST_CASE("qdwh: outputs u and h that overlap are refused, h may not overlap a partially") {
+    // u and h in one array, h starting 8 elements into u: h's store overwrote U (ok, wrong).
+    const index_t r = 24, c = 16;
+    const std::vector<double> a = to_row_major<double>(
+        make_matrix(SpectrumCase{"qdwh_overlap", r, c, geometric(c, 1e-2)}, case_seed("qdwh_overlap")));
+    std::vector<double> buf(static_cast<std::size_t>(r * c + 8), -7.0);
+    QdwhReport rep = qdwh(MatrixRef<const double>(a.data(), r, c), MatrixRef<double>(buf.data(), r, c), {},
+                          nullptr, MatrixRef<double>(buf.data() + 8, c, c));
+    CHECK(rep.status == Status::invalid_argument);
+    CHECK(buf == std::vector<double>(buf.size(), -7.0));
+    // h over the input's array, shifted: refused too; u = a exactly (in place) still works.
+    std::vector<double> io = a, u(a.size()), h(static_cast<std::size_t>(c * c));
+    rep = qdwh(MatrixRef<const double>(io.data(), r, c), MatrixRef<double>(u.data(), r, c), {}, nullptr,
+               MatrixRef<double>(io.data() + 5, c, c));
+    CHECK(rep.status == Status::invalid_argument);
+    CHECK(io == a);
+    REQUIRE(qdwh(MatrixRef<const double>(a.data(), r, c), MatrixRef<double>(u.data(), r, c), {}, nullptr,
+                 MatrixRef<double>(h.data(), c, c))
+                .status == Status::ok);
+    std::vector<double> hi(h.size());
+    REQUIRE(qdwh(MatrixRef<const double>(io.data(), r, c), MatrixRef<double>(io.data(), r, c), {}, nullptr,
+                 MatrixRef<double>(hi.data(), c, c))
+                .status == Status::ok);
+    CHECK(io == u);  // the same computation on the same input: bit for bit
+    CHECK(hi == h);
+  }
+
   TEST_CASE("qdwh options and iteration cap") {
     std::vector<double> a(20, 1.0), u(20, -3.0);
     QdwhOptions o;

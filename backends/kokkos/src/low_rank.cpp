@@ -568,11 +568,6 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
   return Status::ok;
 }
 
-/// True when the n floats at a and the n floats at b share an address.
-bool overlap(const float* a, index_t na, const float* b, index_t nb) {
-  return na > 0 && nb > 0 && a < b + nb && b < a + na;
-}
-
 }  // namespace
 }  // namespace kokkos::detail
 
@@ -610,10 +605,12 @@ bool valid_member(const MatrixRef<float>& m, const MatrixRef<float>& q, const Ma
   if (m.empty()) return true;
   const index_t s = std::min(m.rows, m.cols);
   if (q.cols != s || q.rows < 1 || q.rows > s) return false;
-  const index_t nm = m.size(), nq = q.size(), nu = u.size();
-  return !kokkos::detail::overlap(m.data, nm, q.data, nq) &&
-         ((u_may_be_m && u.data == m.data) || !kokkos::detail::overlap(m.data, nm, u.data, nu)) &&
-         !kokkos::detail::overlap(q.data, nq, u.data, nu);
+  // Contiguous: the library's aliasing rule (matrix_ref.hpp) on the three arrays, u = m exactly
+  // the one alias allowed.
+  using schatten::detail::check_aliasing;
+  const BatchedMatrixRef<float> mb(m), qb(q), ub(u);
+  return !check_aliasing(mb, qb, false) && !check_aliasing(mb, ub, u_may_be_m) &&
+         !check_aliasing(qb, ub, false);
 }
 
 }  // namespace

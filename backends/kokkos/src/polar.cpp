@@ -29,6 +29,8 @@ PolarReport polar_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixR
     return failure<PolarReport>(Status::invalid_argument, msg);
   if (a.batch != q.batch || a.rows != q.rows || a.cols != q.cols)
     return failure<PolarReport>(Status::invalid_argument, "input and output shapes differ");
+  if (const char* msg = schatten::detail::check_aliasing(a, q, true))  // (before any staging)
+    return failure<PolarReport>(Status::invalid_argument, msg);
   try {
     CallWorkspace ws(workspace);
     DeviceIO<T> io(a, ws.staging());
@@ -60,7 +62,13 @@ QdwhReport qdwh_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef
     const index_t k = std::min(a.rows, a.cols);
     if (h.batch != a.batch || h.rows != k || h.cols != k)
       return failure<QdwhReport>(Status::invalid_argument, "h must hold batch matrices of min(rows, cols)^2");
+    if (const char* msg = schatten::detail::check_aliasing(u, h, false))
+      return failure<QdwhReport>(Status::invalid_argument, msg);
+    if (const char* msg = schatten::detail::check_aliasing(a, h, true))
+      return failure<QdwhReport>(Status::invalid_argument, msg);
   }
+  if (const char* msg = schatten::detail::check_aliasing(a, u, true))  // (before any staging)
+    return failure<QdwhReport>(Status::invalid_argument, msg);
   try {
     CallWorkspace ws(workspace);
     DeviceIO<T> io(a, ws.staging());
@@ -100,6 +108,8 @@ SpectralPowerReport spectral_plain(const BatchedMatrixRef<const T>& a, const Bat
     return failure<SpectralPowerReport>(Status::invalid_argument, msg);
   if (a.batch != out.batch || a.rows != out.rows || a.cols != out.cols)
     return failure<SpectralPowerReport>(Status::invalid_argument, "input and output shapes differ");
+  if (const char* msg = schatten::detail::check_aliasing(a, out, true))  // (before any staging)
+    return failure<SpectralPowerReport>(Status::invalid_argument, msg);
   try {
     CallWorkspace ws(workspace);
     DeviceIO<T> io(a, ws.staging());

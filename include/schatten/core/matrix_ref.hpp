@@ -11,11 +11,14 @@
 ///    an element). Outputs must not overlap themselves: the library checks that every element has
 ///    its own address and returns Status::invalid_argument otherwise.
 ///  * An output may alias its input exactly (in-place call): every kernel reads its whole input
-///    before it writes its output.
+///    before it writes its output. Any other overlap between an output and an input or another
+///    output is refused with Status::invalid_argument (detail::check_aliasing).
 ///  * `memory` says where `data` lives. Host memory given to a GPU build is staged through device
 ///    memory; device memory on a CPU-only build is the same host memory.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <type_traits>
 
 #include "schatten/core/types.hpp"
@@ -152,6 +155,50 @@ template <class T>
 const char* check_layout(const BatchedMatrixRef<T>& m, bool is_output) noexcept {
   return check_layout(static_cast<const void*>(m.data), m.batch, m.rows, m.cols, m.batch_stride, m.row_stride,
                       m.col_stride, is_output);
+}
+
+/// True when the byte ranges [a, a + a_bytes) and [b, b + b_bytes) share an address (an empty
+/// range shares none): the one overlap test behind the aliasing rules of every kernel.
+inline bool ranges_overlap(const void* a, std::size_t a_bytes, const void* b, std::size_t b_bytes) noexcept {
+  const std::uintptr_t x = reinterpret_cast<std::uintptr_t>(a), y = reinterpret_cast<std::uintptr_t>(b);
+  return a_bytes > 0 && b_bytes > 0 && x < y + b_bytes && y < x + a_bytes;
+}
+
+/// The aliasing rule between an output (`out_*`) and another array of the same call (an input,
+/// or another output): nullptr when their address ranges, each from its first element to the
+/// end of its last, are disjoint, or when `may_alias` and the two are one layout at one address
+/// (`same_layout`: the in-place call); else a static message. Ranges, not elements: two
+/// interleaved layouts with no element in common are refused too (a conservative rule that costs
+/// O(1)). Partial overlap is refused because a kernel may read its input again while it writes
+/// (the blend of spectral_clip) or write one output over another (qdwh's u and h).
+inline const char* check_aliasing(const void* other, std::size_t other_bytes, const void* out,
+                                  std::size_t out_bytes, bool may_alias, bool same_layout) noexcept {
+  if (!ranges_overlap(other, other_bytes, out, out_bytes)) return nullptr;
+  if (may_alias && same_layout && other == out) return nullptr;
+  return may_alias ? "output overlaps another array partially (only an exact in-place alias is allowed)"
+                   : "output overlaps another output of the call";
+}
+
+/// Bytes from the first element of a valid layout (check_layout) to the end of its last; 0 when
+/// it is empty.
+template <class T>
+std::size_t span_bytes(const BatchedMatrixRef<T>& m) noexcept {
+  if (m.empty()) return 0;
+  const index_t last =
+      (m.batch - 1) * m.batch_stride + (m.rows - 1) * m.row_stride + (m.cols - 1) * m.col_stride;
+  return static_cast<std::size_t>(last + 1) * sizeof(T);
+}
+
+/// check_aliasing() of two batches given as plain arrays (same_layout: equal shape and strides).
+template <class T, class U>
+const char* check_aliasing(const BatchedMatrixRef<T>& other, const BatchedMatrixRef<U>& out,
+                           bool may_alias) noexcept {
+  const bool same = sizeof(T) == sizeof(U) && other.batch == out.batch && other.rows == out.rows &&
+                    other.cols == out.cols && (other.batch <= 1 || other.batch_stride == out.batch_stride) &&
+                    (other.rows <= 1 || other.row_stride == out.row_stride) &&
+                    (other.cols <= 1 || other.col_stride == out.col_stride);
+  return check_aliasing(static_cast<const void*>(other.data), span_bytes(other),
+                        static_cast<const void*>(out.data), span_bytes(out), may_alias, same);
 }
 }  // namespace detail
 

@@ -548,7 +548,21 @@ std::size_t polar_bytes(const PolarShape& s, PolarMethod method, bool row_scales
   return counting.used();
 }
 
+/// schatten::detail::check_aliasing() of two strided batches: `out` an output, `other` an input
+/// (`may_alias`: the exact in-place alias is allowed) or another output.
+template <class V, class W>
+const char* check_view_aliasing(const V& other, const W& out, bool may_alias) {
+  bool same = sizeof(typename V::value_type) == sizeof(typename W::value_type);
+  for (int d = 0; d < 3; ++d)
+    same = same && other.extent(d) == out.extent(d) &&
+           (other.extent(d) <= 1 || other.stride(d) == out.stride(d));
+  return schatten::detail::check_aliasing(other.data(), other.span() * sizeof(typename V::value_type),
+                                          out.data(), out.span() * sizeof(typename W::value_type), may_alias,
+                                          same);
+}
+
 /// Checks the input and output of a strided call: nullptr when valid, else a static message.
+/// Besides the layouts, q may alias a exactly but not overlap it otherwise.
 template <class TIn, class TOut, class Mem>
 const char* check_io(const Strided3<const TIn, Mem>& a, const Strided3<TOut, Mem>& q) {
   if (a.extent(0) != q.extent(0) || a.extent(1) != q.extent(1) || a.extent(2) != q.extent(2))
@@ -556,8 +570,10 @@ const char* check_io(const Strided3<const TIn, Mem>& a, const Strided3<TOut, Mem
   if (const char* msg = schatten::detail::check_layout(a.data(), a.extent(0), a.extent(1), a.extent(2),
                                                        a.stride(0), a.stride(1), a.stride(2), false))
     return msg;
-  return schatten::detail::check_layout(q.data(), q.extent(0), q.extent(1), q.extent(2), q.stride(0),
-                                        q.stride(1), q.stride(2), true);
+  if (const char* msg = schatten::detail::check_layout(q.data(), q.extent(0), q.extent(1), q.extent(2),
+                                                       q.stride(0), q.stride(1), q.stride(2), true))
+    return msg;
+  return check_view_aliasing(a, q, true);
 }
 
 /// ν = safety·‖A‖_F + eps: what a Frobenius normalisation divides a matrix of norm `fro` by.

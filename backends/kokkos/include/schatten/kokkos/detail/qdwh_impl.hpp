@@ -303,6 +303,9 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
     if (const char* msg = schatten::detail::check_layout(h.data(), h.extent(0), h.extent(1), h.extent(2),
                                                          h.stride(0), h.stride(1), h.stride(2), true))
       return qdwh_failure(Status::invalid_argument, msg);
+    if (const char* msg = check_view_aliasing(q, h, false))
+      return qdwh_failure(Status::invalid_argument, msg);
+    if (const char* msg = check_view_aliasing(a, h, true)) return qdwh_failure(Status::invalid_argument, msg);
   }
   QdwhReport report;
   if (s.batch == 0 || s.k == 0) return report;
