@@ -117,6 +117,38 @@ TEST_SUITE("kernels.low_rank") {
     }
   }
 
+  TEST_CASE("cholesky_qr on and off give the same Q state, column signs included") {
+    // Both QRs must return the thin QR with a positive diagonal (unique), so the carried Q, U and
+    // M agree to rounding. The Householder path once kept Householder's signs (R_jj = −sign·‖·‖),
+    // flipping rows of the stored Qᵀ (relative difference O(1), row dot products −1). Gaussian M
+    // (full rank, P = B Q of κ ~ 10): Cholesky QR2 in float is orthonormal to O(k·u_f·κ) ≈ 1e-5,
+    // the Householder QR to double rounding before its float store (measured ≤ 1e-6 relative on
+    // Q, U and M); 1e-4 is well above that difference and far below the O(1) of a sign.
+    for (const bool wide : {false, true}) {
+      CAPTURE(wide);
+      const index_t r = wide ? 40 : 60, c = wide ? 60 : 40, s = 40, k = 8;
+      const std::uint64_t seed = case_seed("low_rank_qr_signs");
+      const std::vector<float> m0 = random_vec(static_cast<std::size_t>(r * c), seed, 1.0),
+                               q0 = random_vec(static_cast<std::size_t>(k * s), seed + 1, 1.0);
+      std::vector<float> m[2] = {m0, m0}, q[2] = {q0, q0}, u[2];
+      for (int h = 0; h < 2; ++h) {
+        u[h].assign(m0.size(), 0.0f);
+        LowRankStepOptions o;
+        o.cholesky_qr = h == 0;
+        REQUIRE(low_rank_power_step(MatrixRef<float>(m[h].data(), r, c), MatrixRef<float>(q[h].data(), k, s),
+                                    MatrixRef<float>(u[h].data(), r, c), o) == Status::ok);
+      }
+      const Eigen::MatrixXd qc = from_row_major(q[0].data(), k, s), qh = from_row_major(q[1].data(), k, s);
+      CHECK((qc - qh).norm() <= 1e-4 * qh.norm());
+      for (index_t j = 0; j < k; ++j)  // unit rows with the same sign: dot product ≈ +1
+        CHECK(qc.row(j).dot(qh.row(j)) >= 0.999);
+      CHECK((from_row_major(u[0].data(), r, c) - from_row_major(u[1].data(), r, c)).norm() <=
+            1e-4 * from_row_major(u[1].data(), r, c).norm());
+      CHECK((from_row_major(m[0].data(), r, c) - from_row_major(m[1].data(), r, c)).norm() <=
+            1e-4 * from_row_major(m[1].data(), r, c).norm());
+    }
+  }
+
   TEST_CASE("a column at the floor does not hide B's range from the columns after it") {
     // B = Σ σ_i u_i v_iᵀ of rank 3 (σ = 1, 0.3, 0.1; reference::matrix_with_spectrum), 48 × 32,
     // and Q (k = 8) with q_0 = v_1, q_1 = v_2, q_2 = v_1 + v_2 + 1e-5·v_3, q_3 = v_3 and q_4 … q_7

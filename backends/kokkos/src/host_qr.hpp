@@ -71,24 +71,27 @@ std::vector<double> orthonormalise(const View& a) {
 /// direction by about limit[i]/|R_ii|, and taking it out of column j leaves |R_ij| times that
 /// tilt behind, in a direction that is not in the exact columns' span. On return a dropped
 /// column of `a` is zero and `keep[j]` 0, and the kept columns hold the Q of the thin QR of the
-/// kept columns alone (Householder's signs), so a later column is orthogonalised against the
-/// kept columns only. (Dropping column j after an ordinary QR would leave the later columns
-/// orthogonal to its direction, which may hold a real part of the panel's range, just too little
-/// of it in column j: the kept basis would then miss that part.) Q is orthonormal to double
-/// rounding whatever the panel's conditioning; with every limit 0 and every column kept it is the
-/// thin Householder QR's Q.
+/// kept columns alone, with the signs that make R's diagonal positive (the unique thin QR, so
+/// that the Cholesky QR of low_rank.cpp gives the same Q to rounding), so a later column is
+/// orthogonalised against the kept columns only. (Dropping column j after an ordinary QR would
+/// leave the later columns orthogonal to its direction, which may hold a real part of the panel's
+/// range, just too little of it in column j: the kept basis would then miss that part.) Q is orthonormal to
+/// double rounding whatever the panel's conditioning; with every limit 0 and every column kept it is the thin
+/// QR's Q with R_jj > 0 (Householder's R_jj = β_j, whose sign is −sign of the column's leading entry, is made
+/// positive by negating Q's column j: Q R = (Q S)(S R), S = diag(±1)).
 ///
 /// Method: unblocked Householder, right-looking (each new reflector is applied at once to the
 /// columns after its own, with Eigen's reflector kernels), the kept columns' reflectors moved
 /// left over the dropped ones as they are made; then Q formed in place from them, last reflector
-/// first (LAPACK's dorg2r), and the kept columns moved back to their places. It allocates
-/// nothing: `tau`, `tilt` and `work` are `cols` doubles each of the caller's (the low-rank step's
-/// host scratch). Cost: about 2·rows·kept² flops for the QR and as many for Q, at the speed of
-/// matrix-vector products (Eigen's blocked QR is faster on large panels: against its QR and Q
-/// together, 0.7 to 2.9 times its time from 1024 × 64 to 4096 × 1024, 1.5 at 3072 × 768; a
-/// panel with every other column dropped, 3072 × 768, 0.71 s; 2-core machine, g++ -O2,
-/// 2026-12-04). It replaced a blocked QR followed, when a column before the last was dropped, by
-/// a left-looking redo, which Eigen's temporaries made allocate per call.
+/// first (LAPACK's dorg2r), its columns with β < 0 negated (the sign of β rides on the sign bit of
+/// the reflector's `tilt`, which is otherwise ≥ 0), and the kept columns moved back to their
+/// places. It allocates nothing: `tau`, `tilt` and `work` are `cols` doubles each of the caller's
+/// (the low-rank step's host scratch). Cost: about 2·rows·kept² flops for the QR and as many for Q,
+/// at the speed of matrix-vector products (Eigen's blocked QR is faster on large panels: against
+/// its QR and Q together, 0.7 to 2.9 times its time from 1024 × 64 to 4096 × 1024, 1.5 at 3072 ×
+/// 768; a panel with every other column dropped, 3072 × 768, 0.71 s; 2-core machine, g++ -O2,
+/// 2026-12-04). It replaced a blocked QR followed, when a column before the last was dropped, by a
+/// left-looking redo, which Eigen's temporaries made allocate per call.
 inline void householder_dropping(double* data, index_t rows, index_t cols, const double* limit, char* keep,
                                  double* tau, double* tilt, double* work) {
   Eigen::Map<Eigen::MatrixXd> a(data, rows, cols);
@@ -99,15 +102,15 @@ inline void householder_dropping(double* data, index_t rows, index_t cols, const
     const double norm = col.tail(r - c).norm();
     double bound = limit[j];
     for (index_t i = 0; i < c; ++i)
-      bound += std::abs(col(i)) * tilt[i];
+      bound += std::abs(col(i) * tilt[i]);
     if (!(keep[j] && norm > bound)) {
       keep[j] = 0;
       continue;
     }
     if (c != j) a.col(c) = a.col(j);  // over a dropped column
     double beta = 0.0;
-    a.col(c).tail(r - c).makeHouseholderInPlace(tau[c], beta);
-    tilt[c] = limit[j] / norm;
+    a.col(c).tail(r - c).makeHouseholderInPlace(tau[c], beta);  // R_cc = β
+    tilt[c] = std::copysign(limit[j] / norm, beta);             // (the sign: R's diagonal below)
     if (j + 1 < l)
       a.block(c, j + 1, r - c, l - j - 1).applyHouseholderOnTheLeft(a.col(c).tail(r - c - 1), tau[c], work);
     ++c;
@@ -120,6 +123,8 @@ inline void householder_dropping(double* data, index_t rows, index_t cols, const
     a(i, i) = 1.0 - tau[i];
     a.col(i).head(i).setZero();
   }
+  for (index_t i = 0; i < c; ++i)  // R_ii = β_i < 0: negate Q's column i (and so R's row i)
+    if (std::signbit(tilt[i])) a.col(i) *= -1.0;
   // Kept column j takes Q's column (kept columns before j); from the right, so that no column
   // is overwritten before it moves.
   for (index_t j = l; j-- > 0;) {

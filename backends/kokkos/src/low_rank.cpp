@@ -196,8 +196,9 @@ void diagonal(const Col& l, const Numbers& d, const HostSpan<double>& out) {
 /// Householder QR, which decides them) plus the same margin on what the columns before it can
 /// leak (orthonormalise_dropping's bound, Σ_i |R_ij|·floor_i/R_ii, taken at its Cauchy–Schwarz
 /// maximum ‖p_j‖·(Σ_i (floor_i/R_ii)²)^½ since only diagonals come back). Then P equals the
-/// Householder QR's Q up to the signs of its columns (the thin QR with a positive diagonal is
-/// unique), which Dion's products P Rᵀ and P Qᵀ do not see. Returns false otherwise, with P
+/// Householder QR's Q (householder_dropping() makes R's diagonal positive too, and the thin QR with
+/// a positive diagonal is unique) to rounding, so the carried Q does not depend on
+/// LowRankStepOptions::cholesky_qr. Returns false otherwise, with P
 /// garbage. Cost: two Grams (2·L·k² flops each), two triangular solves (L·k² each), two k × k
 /// Choleskys; 3k doubles (into norms2, d1, d2: k each) and a scalar read back.
 bool cholesky_qr2(const DefaultExec& space, const Col& p, const Col& g, const Numbers& scratch,

@@ -104,8 +104,8 @@ std::size_t low_rank_host_bytes(index_t rows, index_t cols, index_t rank, index_
 ///   Q ← R diag(1/(‖R_{:,j}‖₂ + ε))                        (column normalisation)
 ///   U ← P Qᵀ  (as r × c: P Qᵀ when r ≥ c, Q Pᵀ otherwise)
 ///
-/// orth() is a thin QR. [P] Two ways, which agree to rounding (the thin QR with a positive
-/// diagonal is unique, and U and the feedback do not see the signs of P's columns):
+/// orth() is a thin QR. [P] Two ways, which agree to rounding, the carried Q included (both give
+/// the thin QR with a positive diagonal, which is unique):
 /// - a Householder QR in double on the host (the reference's qr_method="qr"): exact to rounding
 ///   whatever P's conditioning and rank, and it decides the columns at the rounding floor
 ///   (below). On a GPU, L·k floats cross the bus each way.
