@@ -322,6 +322,36 @@ TEST_SUITE("kernels.spectral_power") {
     }
   }
 
+  TEST_CASE("spectral_power: a tolerance the rational fit cannot reach is not_converged, output written") {
+    // tolerance = 1e-8 is accepted ([1e-8, 0.1]) but 24 poles reach only ~2e-7 (α = 0.5) and
+    // ~1e-6 (α = 0.1) with the default floor; the call once said ok while missing the tolerance
+    // by 2.6× and 13.6×. Now: not_converged (status.hpp: output still written), fit_error > the
+    // tolerance, and the output is U g(Σ) Vᵀ within fit_error of σ^α (checked against the
+    // exact factors, σ ∈ [1e-4, 1] ≫ floor; QDWH adds ~1e-15, far below fit_error).
+    const index_t r = 60, c = 40;
+    const Factored f = factored(r, c, geometric(40, 1e-4, 1.0), case_seed("power_tolerance"));
+    const std::vector<double> in = to_row_major<double>(f.a);
+    for (const double alpha : {0.5, 0.1}) {
+      CAPTURE(alpha);
+      SpectralPowerOptions o;
+      o.alpha = alpha;
+      o.tolerance = 1e-8;
+      std::vector<double> out(in.size(), -3.0);
+      const SpectralPowerReport rep =
+          spectral_power(MatrixRef<const double>(in.data(), r, c), MatrixRef<double>(out.data(), r, c), o);
+      CHECK(rep.status == Status::not_converged);
+      CHECK(rep.fit_error > o.tolerance);
+      const Eigen::MatrixXd d = f.u.transpose() * from_row_major(out.data(), r, c) * f.v;
+      for (index_t i = 0; i < 40; ++i) {
+        const double s = f.sigma[static_cast<std::size_t>(i)];
+        CHECK(std::fabs(d(i, i) / std::pow(s, alpha) - 1.0) <= rep.fit_error);
+      }
+      o.tolerance = 1e-5;  // reachable: ok as before
+      CHECK(spectral_power(MatrixRef<const double>(in.data(), r, c), MatrixRef<double>(out.data(), r, c), o)
+                .status == Status::ok);
+    }
+  }
+
   TEST_CASE("spectral_power floor: zero and noise-level singular values are never amplified") {
     const index_t r = 60, c = 40;
     std::vector<double> sigma(40, 0.0);

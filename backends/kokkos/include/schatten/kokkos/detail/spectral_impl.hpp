@@ -235,10 +235,12 @@ SpectralPowerReport spectral_power_strided(const Exec& space,
   static const RationalPower kNone;   // (α = 0 or 1: no rational stage)
   const RationalPower* fit = &kNone;  // the cached fit: read without a copy (no host allocation)
   SpectralPowerReport report;
+  bool fit_converged = true;
   if (alpha != 0.0 && alpha != 1.0) {
     const Status st = schatten::detail::cached_rational_power(alpha, options.floor, options.tolerance, fit);
     if (st == Status::invalid_argument)
       return spectral_failure(st, "no rational approximation for these options");
+    fit_converged = st == Status::ok;  // else not_converged: the best fit of 24 poles, fit_error
     report.poles =
         static_cast<int>(fit->poles.size()) + (fit->form == RationalPower::Form::shifted_ratio ? 0 : 1);
     report.fit_error = fit->fit_error;
@@ -252,8 +254,16 @@ SpectralPowerReport spectral_power_strided(const Exec& space,
     factor = std::pow(hs, alpha);
     return nullptr;
   };
-  return spectral_map_strided<Exec, TIn, TC>(space, a, out, options.qdwh, alpha == 1.0, alpha == 0.0, false,
-                                             1.0, alpha, report, rational_stage, ws);
+  SpectralPowerReport r = spectral_map_strided<Exec, TIn, TC>(
+      space, a, out, options.qdwh, alpha == 1.0, alpha == 0.0, false, 1.0, alpha, report, rational_stage, ws);
+  // A fit that misses the tolerance (24 poles were not enough: tolerance near 1e-8 with a small
+  // floor) cannot keep the documented accuracy: the output is written with the best fit, and
+  // the report says not_converged, with fit_error the accuracy reached (status.hpp's meaning).
+  if (!fit_converged && r.status == Status::ok) {
+    r.status = Status::not_converged;
+    r.message = "the rational approximation did not reach the tolerance (fit_error says what it reached)";
+  }
+  return r;
 }
 
 /// sign(H₀ − tI) for the symmetric k × k H₀ in `hd` (double): the polar factor of a symmetric
