@@ -352,6 +352,32 @@ TEST_SUITE("kernels.spectral_power") {
     }
   }
 
+  TEST_CASE("spectral_power alpha < 0 in float: an output beyond FLT_MAX is refused, nothing written") {
+    // σ ∈ [1e-40, 1e-34] (entries ~1e-35, finite floats): σ^−1 up to 1e40 > FLT_MAX ≈ 3.4e38.
+    // It once wrote ±Inf with ok. Now out_of_range, the output untouched; α = −0.5 (σ^α ≤ 1e20)
+    // is still computed, within the documented float accuracy (1e-2 relative per singular value,
+    // σ/σ_max ≥ 1e-3 here: the first 10 of 20, against the exact factors).
+    const index_t r = 30, c = 20;
+    const Factored f = factored(r, c, geometric(20, 1e-6, 1e-34), case_seed("power_negative_overflow"));
+    const std::vector<float> in = to_row_major<float>(f.a);
+    SpectralPowerOptions o;
+    o.alpha = -1.0;
+    std::vector<float> out(in.size(), -7.0f);
+    const SpectralPowerReport rep =
+        spectral_power(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(out.data(), r, c), o);
+    CHECK(rep.status == Status::out_of_range);
+    CHECK(rep.bad_item == 0);
+    CHECK(std::all_of(out.begin(), out.end(), [](float x) { return x == -7.0f; }));
+    o.alpha = -0.5;
+    REQUIRE(spectral_power(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(out.data(), r, c), o)
+                .status == Status::ok);
+    const Eigen::MatrixXd d = f.u.transpose() * from_row_major(out.data(), r, c) * f.v;
+    for (index_t i = 0; i < 10; ++i) {
+      const double s = f.sigma[static_cast<std::size_t>(i)];
+      CHECK(std::fabs(d(i, i) / std::pow(s, -0.5) - 1.0) <= 1e-2);
+    }
+  }
+
   TEST_CASE("spectral_power floor: zero and noise-level singular values are never amplified") {
     const index_t r = 60, c = 40;
     std::vector<double> sigma(40, 0.0);

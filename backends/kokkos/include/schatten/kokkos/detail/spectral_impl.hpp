@@ -144,9 +144,10 @@ inline SpectralPowerReport spectral_failure(Status s, const char* msg, index_t b
 /// (normalise_and_load(); s = 0 but for max|a| outside [2^−511, 2^511]): hs = ‖A'‖_F·scale,
 /// σ(A') = hs·σ(H₀), and g is homogeneous of degree `degree` (g(2^s σ) = 2^(s·degree) g(σ); the
 /// stage converts absolute options, such as a clip's bounds, by 2^−s). It may mark the report
-/// not_converged. The stage returns nullptr, or a breakdown message. The factor 2^(s·degree) is
-/// applied in the store pass in double; an output beyond the output type's range is refused with
-/// out_of_range (first_overflowing()). `identity`: g(σ) = σ, a validated copy (no QDWH);
+/// not_converged. The stage returns nullptr, or a breakdown message. U_p g(H₀) is formed in TC
+/// and the factor, times 2^(s·degree), applied in the store pass in double; an output beyond
+/// the output type's range (σ^α > FLT_MAX for α < 0 in float, say) is refused with out_of_range
+/// before anything is written (first_overflowing()). `identity`: g(σ) = σ, a validated copy (no QDWH);
 /// `polar_only`: g = 1 (no stage). An all-zero matrix gives zero. `report` arrives with the
 /// stage's static fields filled in. `blend` c: out = (1 − c)·A + c·U g(Σ) Vᵀ (store()).
 template <class Exec, class TIn, class TC, class Stage>
@@ -175,6 +176,10 @@ SpectralPowerReport spectral_map_strided(const Exec& space,
   if (identity) nz.kind = Normalization::Kind::none;  // U Σ Vᵀ = A: a validated copy
   if (normalise_and_load(space, a, nz, b.q.factor, b.q.x, s.w_is_transpose, host, bad) != Status::ok)
     return spectral_failure(Status::non_finite_input, "input contains NaN or Inf", bad);
+  // The stages' output factors (host.out), applied in double by the store pass: scaling g(H₀) in
+  // TC instead could overflow it (σ^α > FLT_MAX for α < 0) before any check.
+  std::vector<double>& f = host.out;
+  f.assign(identity || polar_only ? 0 : static_cast<std::size_t>(s.batch), 1.0);
   if (!identity) {
     for (index_t bi = 0; bi < s.batch; ++bi) {
       const Mat2<TC, Mem> x = item(b.q.x, bi);
@@ -188,33 +193,25 @@ SpectralPowerReport spectral_map_strided(const Exec& space,
       }
       if (polar_only || r.scale == 0.0) continue;  // polar factor, or an all-zero matrix
       symmetric_factor(space, s.right, x, b);
-      double factor = 1.0;
       const std::size_t i = static_cast<std::size_t>(bi);
-      if (const char* failure = stage(norms[i] * r.scale, host.exponents[i], b, factor, report, bi))
+      if (const char* failure = stage(norms[i] * r.scale, host.exponents[i], b, f[i], report, bi))
         return spectral_failure(Status::breakdown, failure, bi);
-      convert(space, b.r, b.acc, factor);
+      convert(space, b.r, b.acc);
       x_times_sym(space, s.right, TC(1), x, b.r, TC(0), b.q.y);
       copy(space, x, b.q.y);
     }
   }
-  std::vector<double>& f = host.out;  // 2^(s·degree) per matrix when some s ≠ 0, else none
-  f.clear();
-  if (!identity && !polar_only && degree != 0.0) {
-    bool scaled = false;
-    for (const int e : host.exponents)
-      scaled = scaled || e != 0;
-    if (scaled) {
-      f.resize(static_cast<std::size_t>(s.batch));
-      for (std::size_t i = 0; i < f.size(); ++i) {  // 2^(s·degree) = f·2^n, n replacing s
-        int& n = host.exponents[i];
-        f[i] = split_pow2(1.0, n * degree, n);
-      }
-      const index_t bad_item = first_overflowing<TIn>(
-          space, b.q.x, f, [](index_t) { return HUGE_VAL; }, b.q.factor + s.batch, host.stats,
-          &host.exponents);
-      if (bad_item >= 0)
-        return spectral_failure(Status::out_of_range, "the output overflows the output type", bad_item);
+  if (!f.empty()) {
+    for (std::size_t i = 0; i < f.size(); ++i) {  // factor·2^(s·degree) = f·2^n, n replacing s
+      int& n = host.exponents[i];
+      f[i] = split_pow2(f[i], n * degree, n);
     }
+    // The exact check (no cheap bound: g(H₀) reaches 1/floor for α < 0): one max-reduction per
+    // matrix over W and one wait, O(mn) against QDWH's O(mnk).
+    const index_t bad_item = first_overflowing<TIn>(
+        space, b.q.x, f, [](index_t) { return HUGE_VAL; }, b.q.factor + s.batch, host.stats, &host.exponents);
+    if (bad_item >= 0)
+      return spectral_failure(Status::out_of_range, "the output overflows the output type", bad_item);
   }
   store_scaled(space, b.q.x, out, s.w_is_transpose, f, b.q.factor, a, blend, &host.exponents, &host.stats);
   fence_on(space);
