@@ -79,6 +79,52 @@ TEST_SUITE("kernels.randomized_svd") {
     CHECK((uf * sf.asDiagonal() * vf.transpose() - am).norm() <= 1e-5 * am.norm());
   }
 
+  TEST_CASE("double at the ends of the range: sigma scales with A, vectors do not") {
+    // Rank 5 in 50 × 30, l = 10: exact to rounding (above). Scaled by 2^±600 (~1e±180) and
+    // 2^±1000 the host QRs once squared overflowing or underflowing panels: NaN or O(1)-wrong σ
+    // with ok. The scales are powers of two, so σ/scale and the vectors must agree with the
+    // unscaled call to rounding (1e-10 relative, as above). σ beyond DBL_MAX: out_of_range.
+    std::vector<double> sigma(30, 0.0);
+    for (int i = 0; i < 5; ++i)
+      sigma[static_cast<std::size_t>(i)] = std::ldexp(1.0, -i);  // 1, 0.5, …, 0.0625
+    const std::uint64_t seed = case_seed("rsvd_scale");
+    const Eigen::MatrixXd am = make_matrix(SpectrumCase{"rsvd_scale", 50, 30, sigma}, seed);
+    RandomizedSvdOptions o;
+    o.rank = 5;
+    o.oversampling = 5;
+    o.power_iterations = 1;  // (the power products see the scale too)
+    o.seed = seed;
+    const std::vector<double> a = to_row_major<double>(am);
+    LowRankSvd ref;
+    REQUIRE(randomized_svd(MatrixRef<const double>(a.data(), 50, 30), ref, o) == Status::ok);
+    for (const int e : {600, -600, 1000, -1000}) {
+      CAPTURE(e);
+      std::vector<double> as(a);
+      for (double& x : as)
+        x = std::ldexp(x, e);
+      std::vector<double> got;
+      REQUIRE(randomized_singular_values(MatrixRef<const double>(as.data(), 50, 30), got, o) == Status::ok);
+      LowRankSvd r;
+      REQUIRE(randomized_svd(MatrixRef<const double>(as.data(), 50, 30), r, o) == Status::ok);
+      for (int i = 0; i < 5; ++i) {
+        CHECK(std::ldexp(got[static_cast<std::size_t>(i)], -e) == doctest::Approx(sigma[i]).epsilon(1e-10));
+        CHECK(std::ldexp(r.sigma[static_cast<std::size_t>(i)], -e) ==
+              doctest::Approx(sigma[i]).epsilon(1e-10));
+      }
+      const Eigen::Map<const Eigen::MatrixXd> u(r.u.data(), 50, 5), u0(ref.u.data(), 50, 5);
+      CHECK((u - u0).norm() <= 1e-10);
+    }
+    // 2^1024·A: finite entries (max|a| < σ_max = 1) but σ_max = 2^1024 > DBL_MAX.
+    std::vector<double> big(a);
+    for (double& x : big)
+      x = std::ldexp(x, 1024);
+    REQUIRE(std::all_of(big.begin(), big.end(), [](double x) { return std::isfinite(x); }));
+    std::vector<double> untouched{-1.0};
+    CHECK(randomized_singular_values(MatrixRef<const double>(big.data(), 50, 30), untouched, o) ==
+          Status::out_of_range);
+    CHECK(untouched == std::vector<double>{-1.0});
+  }
+
   TEST_CASE("gram_accumulate adds the Gram of the inputs and refuses bad input") {
     const index_t tokens = 37, d = 11;
     const Eigen::MatrixXd x =

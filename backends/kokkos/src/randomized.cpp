@@ -34,9 +34,9 @@ using Dense = typename DenseMatrix<T>::View;
 /// Aᵀ (cols × rows) as a dense column-major matrix on the device — the layout KokkosBlas hands
 /// to BLAS, and for a row-major A the same element order, so the copy streams (a column-major
 /// copy of a row-major A reads it with stride `cols`: half the time of the whole call at 3072²).
-/// `out` is n × m. False when A holds NaN/Inf.
+/// `out` is n × m. False when A holds NaN/Inf; else `*amax` (when given) ← max |a_ij|.
 template <class T>
-bool load_transposed(const Strided3<const T, DefaultMem>& in, const Dense<T>& out) {
+bool load_transposed(const Strided3<const T, DefaultMem>& in, const Dense<T>& out, double* amax = nullptr) {
   const auto m = static_cast<index_t>(in.extent(1)), n = static_cast<index_t>(in.extent(2));
   double bad = 0.0;
   Kokkos::parallel_reduce(
@@ -49,6 +49,7 @@ bool load_transposed(const Strided3<const T, DefaultMem>& in, const Dense<T>& ou
         acc = kmax(acc, abs_or_inf(v));
       },
       Kokkos::Max<double>(bad));
+  if (amax) *amax = bad;
   return std::isfinite(bad);
 }
 
@@ -58,34 +59,47 @@ bool load_transposed(const Strided3<const T, DefaultMem>& in, const Dense<T>& ou
 /// (load_transposed, which also looks for NaN/Inf) into the device side of the call's next
 /// `staging` slot, which a Workspace keeps from call to call. In place, NaN/Inf are looked for
 /// only when `check_in_place` (one read of A, linalg.hpp's max_abs; a caller whose result
-/// exposes them anyway skips it). Returns an empty view when NaN/Inf were found. The view does
+/// exposes them anyway skips it). Returns an empty view when NaN/Inf were found. With
+/// `check_in_place`, `*amax` (when given) receives max |a_ij| of a finite A. The view does
 /// not own its memory: `in`'s storage and `staging` must outlive it. (const_cast: the callers'
 /// GEMMs only read it.)
 template <class T>
-Dense<T> transposed_operand(const Strided3<const T, DefaultMem>& in, Staging& staging, bool check_in_place) {
+Dense<T> transposed_operand(const Strided3<const T, DefaultMem>& in, Staging& staging, bool check_in_place,
+                            double* amax = nullptr) {
   const auto m = static_cast<index_t>(in.extent(1)), n = static_cast<index_t>(in.extent(2));
   if (in.stride_2() == 1 && in.stride_1() == static_cast<std::size_t>(n)) {
     const Dense<T> at(const_cast<T*>(in.data()), n, m);
-    if (check_in_place && !std::isfinite(max_abs(DefaultExec(), at))) return Dense<T>();
+    if (check_in_place) {
+      const double largest = max_abs(DefaultExec(), at);
+      if (!std::isfinite(largest)) return Dense<T>();
+      if (amax) *amax = largest;
+    }
     return at;
   }
   Staging::Slot& slot = staging.take(static_cast<std::size_t>(m * n) * sizeof(T), 0);
   const Dense<T> at(reinterpret_cast<T*>(slot.device.data()), n, m);
-  if (!load_transposed(in, at)) return Dense<T>();
+  if (!load_transposed(in, at, amax)) return Dense<T>();
   return at;
 }
 
 /// The computation of a validated call: the range finder, then the SVD of B = Qᵀ A on the host.
 /// With `vectors`, also U = Q U_B (rows × rank) and V (cols × rank), column-major, in `out`. A
 /// named function: nvcc does not allow device lambdas inside lambdas (status_guard takes one).
+/// Every product is of A' = 2^−s·A (the GEMMs' alpha; pre_scale_exponent(), s = 0 unless
+/// max|a| lies outside [2^−511, 2^511], so always for float): the host QRs and the SVD square
+/// their panels' entries, which overflow beyond ~1e154 and underflow below ~1e-154 in double.
+/// Q, U and V do not depend on the scale; σ = 2^s·σ(A'), out_of_range when beyond DBL_MAX.
 template <class T>
 Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const RandomizedSvdOptions& o,
                           index_t l, bool vectors) {
   const index_t m = a.rows, n = a.cols;
   Staging staging;  // A's staging copy on a GPU build, Aᵀ's copy for strided A
   DeviceIO<T> io{BatchedMatrixRef<const T>(a), &staging};
-  const Dense<T> at = transposed_operand(io.input(), staging, true);  // Aᵀ, n × m
+  double amax = 0.0;
+  const Dense<T> at = transposed_operand(io.input(), staging, true, &amax);  // Aᵀ, n × m
   if (at.data() == nullptr) return Status::non_finite_input;
+  const int e = pre_scale_exponent(amax);
+  const T unit = static_cast<T>(std::ldexp(1.0, -e));  // 2^−s, exact (1 for s = 0)
   // Ω from the library's RNG on the host.
   const DenseMatrix<T> omega_owner(n, l, memory_label("sch::Om"));
   const Dense<T> omega = omega_owner.view;
@@ -100,15 +114,15 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
   const DenseMatrix<T> y_owner(m, l, memory_label("sch::Y"));
   const Dense<T> y = y_owner.view;
   const DefaultExec space;
-  gemm(space, "T", "N", T(1), at, omega, T(0), y);  // Y = A Ω
+  gemm(space, "T", "N", unit, at, omega, T(0), y);  // Y = A' Ω
   for (int q = 0; q < o.power_iterations; ++q) {
     orthonormalise(y);
-    gemm(space, "N", "N", T(1), at, y, T(0), omega);  // Z = Aᵀ Y (n × l, reusing Ω)
+    gemm(space, "N", "N", unit, at, y, T(0), omega);  // Z = A'ᵀ Y (n × l, reusing Ω)
     orthonormalise(omega);
-    gemm(space, "T", "N", T(1), at, omega, T(0), y);  // Y = A Z
+    gemm(space, "T", "N", unit, at, omega, T(0), y);  // Y = A' Z
   }
   orthonormalise(y);                                // Q
-  gemm(space, "N", "N", T(1), at, y, T(0), omega);  // Bᵀ = Aᵀ Q (n × l, reusing Ω)
+  gemm(space, "N", "N", unit, at, y, T(0), omega);  // Bᵀ = A'ᵀ Q (n × l, reusing Ω)
   const HostMatrix<Dense<T>> hb(omega, true);
   Eigen::MatrixXd bm(l, n);
   for (index_t i = 0; i < l; ++i)
@@ -122,6 +136,10 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
   r.cols = n;
   r.rank = k;
   r.sigma.assign(s.data(), s.data() + k);
+  for (double& x : r.sigma) {  // σ(A) = 2^s·σ(A')
+    x = std::ldexp(x, e);
+    if (!std::isfinite(x)) return Status::out_of_range;  // (out untouched)
+  }
   if (vectors) {
     const HostMatrix<Dense<T>> hq(y, true);
     Eigen::MatrixXd q(m, l);

@@ -33,8 +33,11 @@ struct RandomizedSvdOptions {
 /// column-major, the GEMMs' operand), after one read that looks for NaN/Inf; another stride
 /// costs a copy of A (m·n elements), and so does host memory on a GPU build (the staging). No
 /// workspace, since the host SVD and QRs allocate per call anyway (the adaptive Schatten-p
-/// criterion, its caller, runs every `interval` steps). Bad input: NaN/Inf → non_finite_input, bad
-/// rank/oversampling/q → invalid_argument; `sigma` is written only on success. Synchronous.
+/// criterion, its caller, runs every `interval` steps). Any finite double A is handled: the
+/// products are of 2^−s·A when max|a| lies outside [2^−511, 2^511] (an exact power of two, so
+/// that the host QRs neither overflow nor underflow) and σ is scaled back. Bad input: NaN/Inf →
+/// non_finite_input, bad rank/oversampling/q → invalid_argument, a σ beyond DBL_MAX →
+/// out_of_range; `sigma` is written only on success. Synchronous.
 Status randomized_singular_values(MatrixRef<const float> a, std::vector<double>& sigma,
                                   const RandomizedSvdOptions& options = {});
 Status randomized_singular_values(MatrixRef<const double> a, std::vector<double>& sigma,

@@ -8,6 +8,7 @@
 #include <KokkosBlas3_trsm.hpp>
 #include <Kokkos_Core.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -82,6 +83,20 @@ KOKKOS_INLINE_FUNCTION double abs_or_inf(T x) {
   // __builtin_huge_val(): +infinity in host and device code (numeric_limits is host-only
   // constexpr, which nvcc warns about in device code).
   return kmath::isfinite(d) ? kmath::fabs(d) : __builtin_huge_val();
+}
+
+/// The exponent s of the power of two by which a matrix of max-abs `amax` is pre-scaled,
+/// A' = 2^−s·A, before its norm and load (the kernels then work in the units of A', and whatever
+/// scales with A is multiplied back by 2^(s·degree)): 0 when amax ∈ [2^−511, 2^511], where
+/// ‖A‖_F, ‖A‖_F² and ‖A‖_F^α (|α| ≤ 1) are normal doubles for any shape (so ordinary inputs see
+/// no pre-scaling at all); else the exponent e of amax = f·2^e (f ∈ [½, 1)), clamped to
+/// [−1022, 1022] so that 2^±s are normal doubles: max|a'| ∈ [2^−52, 4). 2^−s·a is exact unless
+/// it is subnormal (an entry below 2^−1022 of the largest: rounding-level there).
+inline int pre_scale_exponent(double amax) {
+  if (amax == 0.0 || (amax >= 0x1p-511 && amax <= 0x1p511)) return 0;
+  int e = 0;
+  std::frexp(amax, &e);
+  return std::min(std::max(e, -1022), 1022);
 }
 
 #if defined(SCHATTEN_HAVE_HOST_BLAS)

@@ -68,20 +68,6 @@ struct PolarBuffers {
 constexpr std::size_t kFactorDoubles = 5;
 constexpr std::size_t kPreScaleSlot = 4;
 
-/// The exponent s of the power of two by which a matrix of max-abs `amax` is pre-scaled,
-/// A' = 2^−s·A, before its norm and load (the kernels then work in the units of A', and whatever
-/// scales with A is multiplied back by 2^(s·degree)): 0 when amax ∈ [2^−511, 2^511], where
-/// ‖A‖_F, ‖A‖_F² and ‖A‖_F^α (|α| ≤ 1) are normal doubles for any shape (so ordinary inputs see
-/// no pre-scaling at all); else the exponent e of amax = f·2^e (f ∈ [½, 1)), clamped to
-/// [−1022, 1022] so that 2^±s are normal doubles: max|a'| ∈ [2^−52, 4). 2^−s·a is exact unless
-/// it is subnormal (an entry below 2^−1022 of the largest: rounding-level there).
-inline int pre_scale_exponent(double amax) {
-  if (amax == 0.0 || (amax >= 0x1p-511 && amax <= 0x1p511)) return 0;
-  int e = 0;
-  std::frexp(amax, &e);
-  return std::min(std::max(e, -1022), 1022);
-}
-
 /// An output factor x·2^t (t real, |t| ≤ 1022: the rescaling 2^(s·d) of a pre-scaled result
 /// homogeneous of degree |d| ≤ 1, times x) as f·2^n with n = ⌊t⌋ and f = x·2^(t−n) ∈ [x, 2x):
 /// store_scaled() applies 2^n last and first_overflowing() checks f·2^n, so an output that is
