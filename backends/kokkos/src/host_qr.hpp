@@ -67,18 +67,18 @@ std::vector<double> orthonormalise(const View& a) {
 /// columns before it (|R_jj|) is at most its bound
 ///   limit[j] + Σ_{i kept, i < j} |R_ij|·limit[i]/|R_ii|,
 /// where limit[i] is the size the caller allows rounding in column i. The sum is what the kept
-/// columns' own rounding can leak into column j: a kept column i is tilted from its exact
-/// direction by about limit[i]/|R_ii|, and taking it out of column j leaves |R_ij| times that
-/// tilt behind, in a direction that is not in the exact columns' span. On return a dropped
-/// column of `a` is zero and `keep[j]` 0, and the kept columns hold the Q of the thin QR of the
-/// kept columns alone, with the signs that make R's diagonal positive (the unique thin QR, so
-/// that the Cholesky QR of low_rank.cpp gives the same Q to rounding), so a later column is
-/// orthogonalised against the kept columns only. (Dropping column j after an ordinary QR would
-/// leave the later columns orthogonal to its direction, which may hold a real part of the panel's
-/// range, just too little of it in column j: the kept basis would then miss that part.) Q is orthonormal to
-/// double rounding whatever the panel's conditioning; with every limit 0 and every column kept it is the thin
-/// QR's Q with R_jj > 0 (Householder's R_jj = β_j, whose sign is −sign of the column's leading entry, is made
-/// positive by negating Q's column j: Q R = (Q S)(S R), S = diag(±1)).
+/// columns' own rounding can leak into column j: a kept column i is tilted from its exact direction
+/// by about limit[i]/|R_ii|, and taking it out of column j leaves |R_ij| times that tilt behind, in
+/// a direction that is not in the exact columns' span. On return a dropped column of `a` is zero
+/// and `keep[j]` 0, and the kept columns hold the Q of the thin QR of the kept columns alone, with
+/// the signs that make R's diagonal positive (the unique thin QR, so that the Cholesky QR of
+/// low_rank.cpp gives the same Q to rounding), so a later column is orthogonalised against the kept
+/// columns only. (Dropping column j after an ordinary QR would leave the later columns orthogonal
+/// to its direction, which may hold a real part of the panel's range, just too little of it in
+/// column j: the kept basis would then miss that part.) Q is orthonormal to double rounding
+/// whatever the panel's conditioning; with every limit 0 and every column kept it is the thin QR's
+/// Q with R_jj > 0 (Householder's R_jj = β_j, whose sign is −sign of the column's leading entry, is
+/// made positive by negating Q's column j: Q R = (Q S)(S R), S = diag(±1)).
 ///
 /// Method: unblocked Householder, right-looking (each new reflector is applied at once to the
 /// columns after its own, with Eigen's reflector kernels), the kept columns' reflectors moved

@@ -141,15 +141,15 @@ inline SpectralPowerReport spectral_failure(Status s, const char* msg, index_t b
 /// side's factor H₀ = sym(U_pᵀ X₀) in double, and `stage(hs, s, b, factor, report, item)`, which
 /// leaves g(H₀) (k × k, double, symmetric) in b.acc and sets `factor` so that
 /// U g(Σ) Vᵀ = 2^(s·degree)·factor·U_p g(H₀), in the units of the pre-scaled A' = 2^−s·A
-/// (normalise_and_load(); s = 0 but for max|a| outside [2^−511, 2^511]): hs = ‖A'‖_F·scale,
-/// σ(A') = hs·σ(H₀), and g is homogeneous of degree `degree` (g(2^s σ) = 2^(s·degree) g(σ); the
-/// stage converts absolute options, such as a clip's bounds, by 2^−s). It may mark the report
-/// not_converged. The stage returns nullptr, or a breakdown message. U_p g(H₀) is formed in TC
-/// and the factor, times 2^(s·degree), applied in the store pass in double; an output beyond
-/// the output type's range (σ^α > FLT_MAX for α < 0 in float, say) is refused with out_of_range
-/// before anything is written (first_overflowing()). `identity`: g(σ) = σ, a validated copy (no QDWH);
-/// `polar_only`: g = 1 (no stage). An all-zero matrix gives zero. `report` arrives with the
-/// stage's static fields filled in. `blend` c: out = (1 − c)·A + c·U g(Σ) Vᵀ (store()).
+/// (normalise_and_load(); s = 0 but for max|a| outside [2^−511, 2^511]): hs = ‖A'‖_F·scale, σ(A') =
+/// hs·σ(H₀), and g is homogeneous of degree `degree` (g(2^s σ) = 2^(s·degree) g(σ); the stage
+/// converts absolute options, such as a clip's bounds, by 2^−s). It may mark the report
+/// not_converged. The stage returns nullptr, or a breakdown message. U_p g(H₀) is formed in TC and
+/// the factor, times 2^(s·degree), applied in the store pass in double; an output beyond the output
+/// type's range (σ^α > FLT_MAX for α < 0 in float, say) is refused with out_of_range before
+/// anything is written (first_overflowing()). `identity`: g(σ) = σ, a validated copy (no QDWH);
+/// `polar_only`: g = 1 (no stage). An all-zero matrix gives zero. `report` arrives with the stage's
+/// static fields filled in. `blend` c: out = (1 − c)·A + c·U g(Σ) Vᵀ (store()).
 template <class Exec, class TIn, class TC, class Stage>
 SpectralPowerReport spectral_map_strided(const Exec& space,
                                          const Strided3<const TIn, typename Exec::memory_space>& a,
