@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <utility>
@@ -40,6 +41,8 @@ class Handle {
   Handle& operator=(const Handle&) = delete;
   hid_t get() const { return id_; }
   bool ok() const { return id_ >= 0; }
+  /// Gives up ownership: the caller closes the handle.
+  void release() { id_ = -1; }
   /// Closes now and returns the close's status (< 0: failed); the destructor then does nothing.
   herr_t close() {
     const herr_t r = id_ >= 0 ? close_(id_) : 0;
@@ -65,15 +68,6 @@ class QuietErrors {
   H5E_auto2_t func_ = nullptr;
   void* data_ = nullptr;
 };
-
-/// fsync of a file by name (POSIX). pre: the file exists and is closed by HDF5.
-bool sync_path(const char* name) {
-  const int fd = ::open(name, O_RDONLY);
-  if (fd < 0) return false;
-  const bool ok = ::fsync(fd) == 0;
-  ::close(fd);
-  return ok;
-}
 
 /// fsync of the directory holding `path`, so that a rename into it is durable (best effort:
 /// it runs after the rename, when the checkpoint is complete, so it must not fail the write,
@@ -233,62 +227,153 @@ herr_t read_one_field(hid_t root, const char* name, const ObjectInfo* info, Read
 }  // namespace
 
 namespace {
+/// The memory of HDF5's core driver, allocated through the file-image callbacks
+/// (H5Pset_file_image_callbacks) only so that `data` is known: write_image() writes the file's
+/// bytes from it to disk without a copy.
+struct CoreImage {
+  void* data = nullptr;
+};
+void* core_malloc(std::size_t size, H5FD_file_image_op_t, void* u) {
+  void* p = std::malloc(size);
+  if (p) static_cast<CoreImage*>(u)->data = p;
+  return p;
+}
+void* core_memcpy(void* dest, const void* src, std::size_t size, H5FD_file_image_op_t, void*) {
+  return std::memcpy(dest, src, size);
+}
+void* core_realloc(void* ptr, std::size_t size, H5FD_file_image_op_t, void* u) {
+  void* p = std::realloc(ptr, size);
+  if (p) static_cast<CoreImage*>(u)->data = p;
+  return p;
+}
+herr_t core_free(void* ptr, H5FD_file_image_op_t, void* u) {
+  auto* image = static_cast<CoreImage*>(u);
+  if (image->data == ptr) image->data = nullptr;
+  std::free(ptr);
+  return 0;
+}
+void* core_udata_copy(void* u) { return u; }  // the fapl's copies share the one CoreImage
+herr_t core_udata_free(void*) { return 0; }
+
+/// A file-access property list for HDF5's core driver without backing store: the whole file is
+/// built in memory (growing by `increment` bytes), its memory tracked in `image`. -1 on error.
+hid_t core_fapl(CoreImage& image, std::size_t increment) {
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  H5FD_file_image_callbacks_t cb{core_malloc,     core_memcpy,     core_realloc, core_free,
+                                 core_udata_copy, core_udata_free, &image};
+  if (!fapl.ok() || H5Pset_fapl_core(fapl.get(), increment, 0) < 0 ||
+      H5Pset_file_image_callbacks(fapl.get(), &cb) < 0)
+    return -1;
+  const hid_t id = fapl.get();
+  fapl.release();
+  return id;
+}
+
+/// Writes `n` bytes to `fd` (retrying short writes); false with errno set on failure.
+bool write_all(int fd, const void* data, std::size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+/// The bytes of the file a checkpoint of `fields` becomes, roughly (data plus a generous 4 KiB
+/// per dataset and 64 KiB for the rest): the core driver's first allocation, so that it seldom
+/// grows.
+std::size_t expected_file_bytes(const FieldSet& fields) {
+  std::size_t n = std::size_t(64) << 10;
+  for (const auto& [name, value] : fields) {
+    n += 4096 + name.size();
+    if (const auto* v = std::get_if<std::vector<float>>(&value)) n += v->size() * sizeof(float);
+  }
+  return n;
+}
+
+/// Builds the checkpoint in memory with HDF5's core driver and writes its bytes to `tmp` with
+/// POSIX calls. HDF5 never touches the disk, so no HDF5 call fails on a full disk: a failing
+/// HDF5 file close leaves its handle open inside HDF5 for good (HDF5 1.10), and the library's
+/// shutdown at process exit then loops and crashes (docs/reliability.md, Finding 39). Cost:
+/// the file once more in memory while it is written.
 Status write_checkpoint_impl(const std::string& path, const std::string& tmp, const FieldSet& fields,
                              const CheckpointHeader& header, std::string* error) {
   QuietErrors quiet;
-  // Any failure below removes the temporary file (also when HDF5 created it and then failed,
-  // e.g. on a full disk) and names the system's reason when there is one.
+  bool created = false;  // `tmp` is ours to remove (never a user's file or directory of that name)
+  // Any failure below removes the temporary file (when this call created it) and names the
+  // system's reason when there is one.
   auto give_up = [&](const std::string& what, Status s) {
     const int err = errno;
-    std::remove(tmp.c_str());
+    if (created) std::remove(tmp.c_str());
     return fail(error, err != 0 ? what + ": " + std::strerror(err) : what, s);
   };
   errno = 0;
-  {
-    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (!file.ok())
-      return give_up("cannot create '" + tmp + "' (directory missing or not writable, or disk full?)",
-                     Status::invalid_argument);
-    errno = 0;  // from here on, errno holds only what the writes below set
-    Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-    H5Pset_create_intermediate_group(lcpl.get(), 1);
-    Handle root(H5Gcreate2(file.get(), kRoot, lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
-    bool ok = root.ok();
-    const int version = kCheckpointSchemaVersion;
-    ok = ok && write_attr(file.get(), "schema_version", H5T_NATIVE_INT, &version);
-    ok = ok && write_attr(file.get(), "step", H5T_NATIVE_INT64, &header.step);
-    ok = ok && write_string_attr(file.get(), "signature", header.signature);
-    if (header.rng) {
-      const int has = header.rng->has_spare ? 1 : 0;
-      ok = ok && write_attr(file.get(), "rng_words", H5T_NATIVE_UINT64, header.rng->words.data(), 4);
-      ok = ok && write_attr(file.get(), "rng_spare", H5T_NATIVE_DOUBLE, &header.rng->spare);
-      ok = ok && write_attr(file.get(), "rng_has_spare", H5T_NATIVE_INT, &has);
+  // A directory of that name makes open() fail (EISDIR) and stays: `created` is still false.
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0)
+    return give_up("cannot create '" + tmp + "' (directory missing or not writable, or disk full?)",
+                   Status::invalid_argument);
+  created = true;
+  struct FdCloser {
+    int fd;
+    ~FdCloser() {
+      if (fd >= 0) ::close(fd);
     }
-    for (const auto& [name, value] : fields) {
-      if (!ok) break;
-      if (name.empty() || name.front() == '/') {
-        errno = 0;
-        return give_up("invalid field name '" + name + "'", Status::invalid_argument);
-      }
-      errno = 0;
-      ok = write_field(root.get(), lcpl.get(), name, value);
-      if (!ok) return give_up("cannot write field '" + name + "' to '" + tmp + "'", Status::internal_error);
-    }
-    if (ok) errno = 0;
-    if (!ok || H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0)
-      return give_up("cannot write '" + tmp + "'", Status::internal_error);
-    // Closed here, before the rename, and checked: closing writes the last metadata, and a file
-    // whose close failed must not replace the previous checkpoint.
-    errno = 0;
-    lcpl.close();
-    root.close();
-    if (file.close() < 0) return give_up("cannot close '" + tmp + "'", Status::internal_error);
+  } fd_closer{fd};
+  errno = 0;  // from here on, errno holds only what the writes below set
+  CoreImage image;
+  Handle fapl(core_fapl(image, expected_file_bytes(fields)), H5Pclose);
+  Handle file(fapl.ok() ? H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()) : -1, H5Fclose);
+  if (!file.ok()) return give_up("cannot create the HDF5 image of '" + tmp + "'", Status::internal_error);
+  Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  Handle root(H5Gcreate2(file.get(), kRoot, lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+  bool ok = root.ok();
+  const int version = kCheckpointSchemaVersion;
+  ok = ok && write_attr(file.get(), "schema_version", H5T_NATIVE_INT, &version);
+  ok = ok && write_attr(file.get(), "step", H5T_NATIVE_INT64, &header.step);
+  ok = ok && write_string_attr(file.get(), "signature", header.signature);
+  if (header.rng) {
+    const int has = header.rng->has_spare ? 1 : 0;
+    ok = ok && write_attr(file.get(), "rng_words", H5T_NATIVE_UINT64, header.rng->words.data(), 4);
+    ok = ok && write_attr(file.get(), "rng_spare", H5T_NATIVE_DOUBLE, &header.rng->spare);
+    ok = ok && write_attr(file.get(), "rng_has_spare", H5T_NATIVE_INT, &has);
   }
+  for (const auto& [name, value] : fields) {
+    if (!ok) break;
+    if (name.empty() || name.front() == '/') {
+      errno = 0;
+      return give_up("invalid field name '" + name + "'", Status::invalid_argument);
+    }
+    ok = write_field(root.get(), lcpl.get(), name, value);
+    if (!ok) {
+      errno = 0;  // in memory: no system reason
+      return give_up("cannot write field '" + name + "' to '" + tmp + "'", Status::internal_error);
+    }
+  }
+  root.close();
+  lcpl.close();
+  // The image is complete once flushed (H5Fget_file_image's rule); its size is the file's
+  // end of allocation. The bytes are written before the (in-memory) close frees them.
+  const ssize_t size =
+      ok && H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0 ? H5Fget_file_image(file.get(), nullptr, 0) : -1;
+  if (size <= 0 || image.data == nullptr) {
+    errno = 0;
+    return give_up("cannot write '" + tmp + "'", Status::internal_error);
+  }
+  errno = 0;
+  if (!write_all(fd, image.data, static_cast<std::size_t>(size)))
+    return give_up("cannot write '" + tmp + "'", Status::internal_error);
   // Durability: the data reach the disk before the rename makes them the checkpoint, and the
   // rename reaches it before we report success (without the fsyncs a power loss — not a process
   // crash — could leave an empty file under the checkpoint's name on some file systems).
-  errno = 0;
-  if (!sync_path(tmp.c_str())) return give_up("cannot sync '" + tmp + "'", Status::internal_error);
+  if (::fsync(fd) != 0) return give_up("cannot sync '" + tmp + "'", Status::internal_error);
+  fd_closer.fd = -1;
+  if (::close(fd) != 0) return give_up("cannot close '" + tmp + "'", Status::internal_error);
+  file.close();  // in memory: releases the image; cannot fail on the disk
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     return give_up("cannot rename '" + tmp + "' to '" + path + "'", Status::internal_error);
   sync_parent_directory(path);  // best effort: the checkpoint is complete either way

@@ -2317,6 +2317,15 @@ int schatten_replay_check_command_line(int argc, char** argv) {
 /// The whole tool: initialises Kokkos, parses `argv` and replays. replay_main.cpp's main() calls
 /// it; kept apart so that this file is compiled once for the tool and the fuzz target.
 int schatten_replay_main(int argc, char** argv) {
+  // HDF5 shuts down at exit only when this function asks (below): a file whose close failed
+  // (a full disk) stays open inside HDF5 1.10 for good, and HDF5's own exit handler then loops
+  // and crashes (exit 139 instead of 1; docs/reliability.md, Finding 39). Before any HDF5 call.
+  H5dont_atexit();
+  struct CloseHdf5 {
+    ~CloseHdf5() {
+      if (H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == 0) H5close();  // else the OS cleans up
+    }
+  } close_hdf5;
   schatten::Runtime runtime(argc, argv);
   Options o;
   std::string tmp;

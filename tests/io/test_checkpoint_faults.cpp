@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <hdf5.h>
 #include <linux/capability.h>
 #include <signal.h>
 #include <spawn.h>
@@ -226,6 +227,45 @@ TEST_SUITE("io.checkpoint.faults") {
       CHECK(!fs::exists(path + ".tmp"));
       CHECK(check_complete(path, 1000) == 3);
     }
+  }
+
+  TEST_CASE("a save that fails on a full disk leaves no HDF5 file open: the process exits cleanly") {
+    // Finding 39: HDF5 1.10 keeps a file whose close failed open for good, and its exit handler
+    // (H5close, run at exit) then loops and crashes the process. The child calls H5close itself
+    // (it leaves with _exit, see in_child) after saves that fail at every stage of the write.
+    TempDir dir;
+    const std::string path = (dir.path / "ckpt.h5").string();
+    for (const rlim_t limit : {rlim_t(0), rlim_t(2048), rlim_t(4096), rlim_t(64 * 1024), rlim_t(1 << 20)}) {
+      CAPTURE(limit);
+      const auto result = in_child([&]() -> std::string {
+        struct rlimit rl {
+          limit, limit
+        };
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) return "setrlimit failed";
+        signal(SIGXFSZ, SIG_IGN);
+        std::string out = attempt_write(path, std::vector<float>(1 << 20, 1.5f), 4);
+        out += " | open files: " + std::to_string(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL));
+        out += " | H5close: " + std::to_string(H5close());
+        return out;
+      });
+      const std::string& out = result.first;
+      CAPTURE(out);
+      CHECK(result.second == 0);  // 139 (SIGSEGV in H5close) before the fix
+      CHECK(out.rfind("internal_error: cannot", 0) == 0);
+      CHECK(out.find("| open files: 0 | H5close: 0") != std::string::npos);
+      CHECK(!fs::exists(path + ".tmp"));
+    }
+  }
+
+  TEST_CASE("a failed save leaves a directory named like its temporary file alone") {
+    TempDir dir;
+    const std::string path = (dir.path / "ckpt.h5").string();
+    fs::create_directory(path + ".tmp");
+    const std::string out = attempt_write(path, std::vector<float>(10, 1.0f), 1);
+    CAPTURE(out);
+    CHECK(out.rfind("invalid_argument: cannot create", 0) == 0);
+    CHECK(fs::is_directory(path + ".tmp"));
+    CHECK(!fs::exists(path));
   }
 
   TEST_CASE("a read-only directory gives an error and leaves the previous checkpoint") {

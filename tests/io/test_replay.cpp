@@ -1540,6 +1540,36 @@ TEST_SUITE("io.replay") {
       fs::remove(p);
   }
 
+  TEST_CASE("replay: an output write that fails on a full disk exits 1, not with a crash") {
+    // Finding 39: the output's failed close left its HDF5 file open, and HDF5's exit handler
+    // then crashed the tool (exit 139). A file-size limit (ulimit -f, in 512-byte blocks for sh)
+    // fails the writes at several stages: the header, the steps, the close.
+    const std::string rec = temp_path("rec_full.h5"), out = temp_path("out_full.h5");
+    write_recording(rec);
+    int failed = 0;
+    for (const int blocks : {4, 16, 32, 48, 64, 96}) {
+      CAPTURE(blocks);
+      const std::string cmd = "ulimit -f " + std::to_string(blocks) + "; trap '' XFSZ; " +
+                              SCHATTEN_REPLAY_EXE + " " + rec +
+                              " --optimizer muon --save-params --quiet --out " + out + " --json " + out +
+                              ".json 2>" + stderr_path();
+      const int rc = std::system(cmd.c_str());
+      const int code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+      CHECK_MESSAGE((code == 0 || code == 1), replay_stderr());  // 139 before the fix
+      if (code == 1) {
+        ++failed;
+        CHECK_MESSAGE(replay_stderr().find("cannot") != std::string::npos, replay_stderr());
+        CHECK_FALSE(fs::exists(out));
+        CHECK_FALSE(fs::exists(out + ".tmp"));
+      }
+      std::error_code ec;
+      fs::remove(out, ec);
+      fs::remove(out + ".json", ec);
+    }
+    CHECK(failed >= 3);
+    fs::remove(rec);
+  }
+
   TEST_CASE("replay: bad command lines and bad recordings fail with a message and no output") {
     const std::string rec = temp_path("rec2.h5"), out = temp_path("out2.h5");
     write_recording(rec);

@@ -13,9 +13,10 @@
 /// floats: the format is the same for either storage); root attributes
 /// `schema_version` (int), `step` (int64), `signature` (string), and the RNG state
 /// (`rng_words` 4 × uint64, `rng_spare`, `rng_has_spare`) when one is given.
-/// Writing is atomic: the file is written as `<path>.tmp`, closed, synced to disk, then renamed
-/// over `path`, so a crash during a write leaves the previous checkpoint intact (tested by killing
-/// a writer at random times: tests/io/test_checkpoint_faults.cpp).
+/// Writing is atomic: the file is built in memory (HDF5's core driver), written as `<path>.tmp`,
+/// synced to disk, closed, then renamed over `path`, so a crash during a write leaves the previous
+/// checkpoint intact (tested by killing a writer at random times:
+/// tests/io/test_checkpoint_faults.cpp), and a failed write leaves no HDF5 file open.
 #pragma once
 
 #include <cstdint>
@@ -135,8 +136,9 @@ struct FieldLoader {
 /// invalid_argument (bad path, unwritable directory) or internal_error (a write, close, sync or
 /// rename failed, e.g. on a full disk), with `error` naming the file and, when the system gave
 /// one, its reason ("Permission denied", "No space left on device", "File too large"); the
-/// temporary file is removed and the previous file at `path`, if any, is untouched. Cost beyond
-/// the writes: two fsyncs (file, directory).
+/// temporary file is removed (not a directory of that name) and the previous file at `path`, if
+/// any, is untouched; no HDF5 handle stays open. Cost beyond the writes: the file's bytes once in
+/// memory (about the fields' size) and two fsyncs (file, directory).
 Status write_checkpoint(const std::string& path, const FieldSet& fields, const CheckpointHeader& header,
                         std::string* error = nullptr);
 
