@@ -14,6 +14,7 @@
 /// thread while the optimizers work through the current one (HDF5 calls are serialised by one
 /// mutex: the Debian HDF5 has no locks).
 #include <hdf5.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <limits>
@@ -71,7 +73,8 @@ zeros when the recording has none), and writes per-step diagnostics.
   --config FILE      read more SPECs from FILE, one per line (# starts a comment); a line
                      "--split NAME:KEYS" adds a cut, "--qk-layer KIND:KEYS" a layer
   --out PATH         output HDF5 file (default replay.h5); written as PATH.tmp, renamed when done
-  --json PATH        JSON summary (default: PATH of --out with .json instead of .h5)
+  --json PATH        JSON summary (default: PATH of --out with .json instead of .h5); neither
+                     output may name the recording or the other output (exit status 2)
   --steps N          replay only the first N steps (default: every completed step)
   --save-params      also store every parameter after every step (output grows by the model size
                      per step and optimizer)
@@ -1475,6 +1478,20 @@ int usage_error(const std::string& msg) {
   return 2;
 }
 
+/// Whether paths `a` and `b` name the same file: the same path once made absolute and
+/// normalised lexically, or (where both exist) the same device and inode, which also catches
+/// links and `dir/../`. Cost: two stat calls.
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  const std::filesystem::path pa = std::filesystem::absolute(a, ec).lexically_normal();
+  const std::filesystem::path pb = std::filesystem::absolute(b, ec).lexically_normal();
+  if (!ec && pa == pb) return true;
+  struct stat sa {
+  }, sb{};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
 /// Returns -1 to continue, else the exit status.
 int parse_args(int argc, char** argv, Options& o) {
   std::string err;
@@ -1594,6 +1611,16 @@ int parse_args(int argc, char** argv, Options& o) {
     if (dot != std::string::npos && dot + 3 == o.json.size()) o.json.resize(dot);
     o.json += ".json";
   }
+  // The output is written as <out>.tmp and renamed over <out>, the summary written in place:
+  // either one naming the recording (or each other) would destroy it.
+  const std::string tmp = o.out + ".tmp";
+  for (const auto& [what, path] : {std::pair<const char*, const std::string*>{"--out", &o.out},
+                                   {"--out's temporary file", &tmp},
+                                   {"--json", &o.json}})
+    if (same_file(*path, o.recording))
+      return usage_error(std::string(what) + " '" + *path + "' is the recording '" + o.recording + "'");
+  if (same_file(o.json, o.out) || same_file(o.json, tmp))
+    return usage_error("--json '" + o.json + "' is the HDF5 output '" + o.out + "'");
   return -1;
 }
 

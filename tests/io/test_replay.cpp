@@ -1570,6 +1570,44 @@ TEST_SUITE("io.replay") {
     fs::remove(rec);
   }
 
+  TEST_CASE("replay: an output naming the recording or the other output is refused, nothing written") {
+    // Finding 40: `--out rec.h5` replaced the recording by the output, `--json rec.h5`
+    // overwrote it with the summary, `--json` equal to `--out` replaced the HDF5 output.
+    const std::string rec = temp_path("rec_same.h5"), out = temp_path("out_same.h5");
+    const std::string link = temp_path("rec_link.h5");
+    write_recording(rec);
+    fs::create_symlink(rec, link);
+    const auto bytes = [](const std::string& path) {
+      std::ifstream in(path, std::ios::binary);
+      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    const std::string before = bytes(rec);
+    const std::string dotted = (fs::path(rec).parent_path() / "." / fs::path(rec).filename()).string();
+    const std::pair<std::string, const char*> cases[] = {
+        {"--out " + rec, "is the recording"},
+        {"--out " + dotted, "is the recording"},
+        {"--out " + link, "is the recording"},
+        {"--out " + out + " --json " + rec, "is the recording"},
+        {"--out " + out + " --json " + out, "is the HDF5 output"}};
+    for (const auto& [args, message] : cases) {
+      const std::string a = args;
+      CAPTURE(a);
+      CHECK(run_replay(rec + " --optimizer muon --quiet " + a) == 2);
+      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
+      CHECK(bytes(rec) == before);
+      CHECK_FALSE(fs::exists(out));
+    }
+    // --out X writes X.tmp first: a recording named X.tmp is refused too.
+    const std::string rec_tmp = temp_path("rec_t.h5.tmp");
+    fs::copy_file(rec, rec_tmp);
+    CHECK(run_replay(rec_tmp + " --optimizer muon --quiet --out " + temp_path("rec_t.h5")) == 2);
+    CHECK(replay_stderr().find("temporary file") != std::string::npos);
+    CHECK(bytes(rec_tmp) == before);
+    fs::remove(rec_tmp);
+    fs::remove(link);
+    fs::remove(rec);
+  }
+
   TEST_CASE("replay: bad command lines and bad recordings fail with a message and no output") {
     const std::string rec = temp_path("rec2.h5"), out = temp_path("out2.h5");
     write_recording(rec);
