@@ -1926,6 +1926,16 @@ int fail_run(const std::string& msg, const std::string& tmp) {
       if ((info.params[i].has_initial || info.params[i].has_value) &&
           reader.read_initial(i, whole.data(), &err) != Status::ok)
         return fail_run(err, "");
+      // As a NaN gradient stops the replay (the step refuses it), so does a NaN or ±Inf
+      // initial value: the optimizers would carry it into every norm (Finding 41).
+      const auto bad = std::find_if(whole.begin(), whole.end(), [](float v) { return !std::isfinite(v); });
+      if (bad != whole.end())
+        return fail_run("'" + o.recording + "': the initial value of parameter '" + info.params[i].name +
+                            "' (" + (info.params[i].has_initial ? "/params/" : "step 0 of /params/") +
+                            std::to_string(i) + (info.params[i].has_initial ? "/initial" : "/value") +
+                            ") has a non-finite element at index " + std::to_string(bad - whole.begin()) +
+                            " (" + std::to_string(*bad) + ")",
+                        "");
       for (std::size_t k = 0; k < np; ++k) {
         if (columns.source(k) != i) continue;
         sizes[k] = columns.numel(k);

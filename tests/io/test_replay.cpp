@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -1605,6 +1606,50 @@ TEST_SUITE("io.replay") {
     CHECK(bytes(rec_tmp) == before);
     fs::remove(rec_tmp);
     fs::remove(link);
+    fs::remove(rec);
+  }
+
+  TEST_CASE("replay: a NaN or Inf initial parameter value stops the replay, naming the parameter") {
+    // Finding 41: a NaN gradient stopped the replay (exit 1), a NaN initial value replayed with
+    // exit 0 and NaN norms at every step. Both the /initial dataset and step 0 of /value.
+    const std::string rec = temp_path("rec_nan0.h5"), out = temp_path("out_nan0.h5");
+    for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()})
+      for (const bool as_value : {false, true}) {
+        CAPTURE(bad);
+        CAPTURE(as_value);
+        io::RecordingInfo info;
+        io::RecordedParam w, b;
+        w.name = "w";
+        w.shape = {4, 3};
+        w.has_initial = !as_value;
+        w.has_value = as_value;
+        b.name = "b";
+        b.shape = {3};
+        b.has_initial = true;
+        info.params = {w, b};
+        io::RecorderOptions options;
+        options.overwrite = true;
+        io::Recorder r;
+        std::string err;
+        REQUIRE_MESSAGE(r.create(rec, info, options, &err) == Status::ok, err);
+        std::vector<float> w0(12, 0.5f), b0(3, 0.1f), gw(12, 0.01f), gb(3, 0.02f);
+        w0[5] = bad;
+        for (int t = 0; t < 2; ++t) {
+          io::StepData d;
+          d.loss = 1.0;
+          d.grads = {gw.data(), gb.data()};
+          if (as_value) d.values = {w0.data(), nullptr};
+          if (t == 0) d.initial = {as_value ? nullptr : w0.data(), b0.data()};
+          REQUIRE_MESSAGE(r.append(d, &err) == Status::ok, err);
+        }
+        REQUIRE(r.close(&err) == Status::ok);
+        CHECK(run_replay(rec + " --optimizer muon --optimizer adamw --quiet --out " + out) == 1);
+        CHECK_MESSAGE(replay_stderr().find("parameter 'w'") != std::string::npos, replay_stderr());
+        CHECK_MESSAGE(replay_stderr().find("non-finite element at index 5") != std::string::npos,
+                      replay_stderr());
+        CHECK_FALSE(fs::exists(out));
+        CHECK_FALSE(fs::exists(out + ".tmp"));
+      }
     fs::remove(rec);
   }
 
