@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -415,6 +416,7 @@ Status read_checkpoint_impl(const std::string& path, FieldSet& fields, Checkpoin
   if (!read_attr(file.get(), "step", H5T_NATIVE_INT64, &h.step) ||
       !read_string_attr(file.get(), "signature", h.signature, static_cast<std::size_t>(file_bytes)))
     return fail(error, "'" + path + "' lacks its step or signature");
+  if (h.step < 0) return fail(error, "'" + path + "': step " + std::to_string(h.step) + " is negative");
   if (H5Aexists(file.get(), "rng_words") > 0) {
     Rng::State r;
     int has = 0;
@@ -423,6 +425,12 @@ Status read_checkpoint_impl(const std::string& path, FieldSet& fields, Checkpoin
         !read_attr(file.get(), "rng_has_spare", H5T_NATIVE_INT, &has))
       return fail(error, "'" + path + "' has an incomplete RNG state");
     r.has_spare = has != 0;
+    // xoshiro256's all-zero state is a fixed point (normal() would never return), and a spare
+    // that is not finite would be the next normal deviate: neither is a state Rng reaches.
+    if (r.words == decltype(r.words){})
+      return fail(error, "'" + path + "': rng_words are all zero, not a state the generator reaches");
+    if (!std::isfinite(r.spare))
+      return fail(error, "'" + path + "': rng_spare is " + std::to_string(r.spare) + ", not a finite number");
     h.rng = r;
   }
   if (H5Lexists(file.get(), "/schatten", H5P_DEFAULT) <= 0 || H5Lexists(file.get(), kRoot, H5P_DEFAULT) <= 0)

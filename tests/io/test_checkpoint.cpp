@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "schatten/io/checkpoint.hpp"
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
+#include "schatten/optim/schatten_p.hpp"
 #include "support/allocations.hpp"
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
@@ -186,6 +188,125 @@ TEST_SUITE("io.checkpoint") {
     CHECK(io::load_checkpoint(path.string(), same, h, "muon+adamw lr=0.05", &err) ==
           Status::invalid_argument);
     CHECK(err.find("signature") != std::string::npos);
+  }
+
+  TEST_CASE("values no state holds are refused on load: NaN, infinities, negative counts and steps") {
+    // Finding 42: an AdamW count of -1, a negative or NaN ν, a NaN μ loaded with ok and the next
+    // step wrote NaN into the parameters; an all-zero RNG state loaded and normal() then never
+    // returned; a NaN spare was the next normal deviate.
+    const fs::path good = scratch("values.h5"), bad = scratch("values_bad.h5");
+    Model m;
+    auto opt = make_opt();
+    m.steps(opt, 0, 2);
+    io::CheckpointHeader h{1, 2, opt.signature(), Rng(5).state()};
+    std::string err;
+    REQUIRE(io::save_checkpoint(good.string(), opt, h, &err) == Status::ok);
+    io::FieldSet fields;
+    io::CheckpointHeader read;
+    REQUIRE(io::read_checkpoint(good.string(), fields, read, &err) == Status::ok);
+    std::string count, nu, mu;  // AdamW's fields of h.0.ln.bias
+    for (const auto& [name, value] : fields)
+      if (name.rfind("h.0.ln.bias/", 0) == 0) {
+        const std::string leaf = name.substr(name.rfind('/') + 1);
+        if (leaf == "count") count = name;
+        if (leaf == "nu") nu = name;
+        if (leaf == "mu") mu = name;
+      }
+    REQUIRE(!count.empty());
+    REQUIRE(!nu.empty());
+    REQUIRE(!mu.empty());
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    struct Edit {
+      std::string field;
+      io::FieldValue value;
+      const char* message;
+    };
+    const auto with = [&](const std::string& name, float v) {
+      auto x = std::get<std::vector<float>>(fields.at(name));
+      x[1] = v;
+      return io::FieldValue(x);
+    };
+    const Edit edits[] = {{count, std::int64_t(-1), "is -1: a count or step cannot be negative"},
+                          {nu, with(nu, nan), "element 1 is nan, not a finite number"},
+                          {nu, with(nu, -inf), "element 1 is -inf, not a finite number"},
+                          {mu, with(mu, nan), "element 1 is nan"},
+                          {mu, with(mu, inf), "element 1 is inf"}};
+    Model fresh_model;
+    for (const Edit& e : edits) {
+      CAPTURE(e.field);
+      CAPTURE(e.message);
+      io::FieldSet edited = fields;
+      edited[e.field] = e.value;
+      REQUIRE(io::write_checkpoint(bad.string(), edited, read, &err) == Status::ok);
+      auto target = make_opt();
+      const auto before = io::capture(target);
+      io::CheckpointHeader untouched{1, 77, "untouched", {}};
+      CHECK(io::load_checkpoint(bad.string(), target, untouched, target.signature(), &err) ==
+            Status::invalid_argument);
+      CHECK_MESSAGE(err.find("field '" + e.field + "'") != std::string::npos, err);
+      CHECK_MESSAGE(err.find(e.message) != std::string::npos, err);
+      CHECK(io::capture(target) == before);
+      CHECK(untouched.step == 77);
+      CHECK(untouched.signature == "untouched");
+    }
+    // The header: a negative step, an all-zero RNG state, a spare that is not finite.
+    std::vector<std::pair<io::CheckpointHeader, const char*>> headers;
+    headers.push_back({io::CheckpointHeader{1, -1, opt.signature(), {}}, "step -1 is negative"});
+    io::CheckpointHeader zero = read;
+    zero.rng->words = {0, 0, 0, 0};
+    headers.push_back({zero, "rng_words are all zero"});
+    io::CheckpointHeader spare = read;
+    spare.rng->spare = std::numeric_limits<double>::quiet_NaN();
+    spare.rng->has_spare = true;
+    headers.push_back({spare, "rng_spare is nan"});
+    for (const auto& [header, message] : headers) {
+      const std::string msg = message;
+      CAPTURE(msg);
+      REQUIRE(io::write_checkpoint(bad.string(), fields, header, &err) == Status::ok);
+      auto target = make_opt();
+      const auto before = io::capture(target);
+      io::CheckpointHeader untouched{1, 77, "untouched", {}};
+      CHECK(io::load_checkpoint(bad.string(), target, untouched, "", &err) == Status::invalid_argument);
+      CHECK_MESSAGE(err.find(msg) != std::string::npos, err);
+      CHECK(io::capture(target) == before);
+      CHECK(untouched.step == 77);
+    }
+    // The unedited file still loads.
+    auto target = make_opt();
+    CHECK_MESSAGE(io::load_checkpoint(good.string(), target, read, target.signature(), &err) == Status::ok,
+                  err);
+    fs::remove(good);
+    fs::remove(bad);
+  }
+
+  TEST_CASE("schatten_muon's sentinels load: next_criterion and activation_step -1, log_objective -inf") {
+    auto p =
+        partition(kParams, propose_labels(kParams), route("muon", schatten_muon()), route("adamw", adamw()));
+    REQUIRE(p.init());
+    io::FieldSet fields = io::capture(p);
+    std::string next, logobj;
+    for (const auto& [name, value] : fields) {
+      if (io::detail::field_is(name, "next_criterion")) next = name;
+      if (io::detail::field_is(name, "log_objective")) logobj = name;
+    }
+    REQUIRE(!next.empty());
+    REQUIRE(!logobj.empty());
+    std::string err;
+    // A fresh state holds activation_step = -1 (no statistics yet): it loads as it was saved.
+    CHECK_MESSAGE(io::restore(p, fields, &err) == Status::ok, err);
+    fields[next] = std::int64_t(-1);
+    fields[logobj] = -std::numeric_limits<double>::infinity();
+    CHECK_MESSAGE(io::restore(p, fields, &err) == Status::ok, err);
+    fields[next] = std::int64_t(-2);
+    CHECK(io::restore(p, fields, &err) == Status::invalid_argument);
+    CHECK(err.find("is -2") != std::string::npos);
+    fields[next] = std::int64_t(-1);
+    for (const double v :
+         {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()}) {
+      fields[logobj] = v;
+      CHECK(io::restore(p, fields, &err) == Status::invalid_argument);
+      CHECK(err.find("not a finite number") != std::string::npos);
+    }
   }
 
   TEST_CASE("missing, corrupt and truncated files are errors, and a crashed write leaves the old file") {

@@ -19,6 +19,7 @@
 /// tests/io/test_checkpoint_faults.cpp), and a failed write leaves no HDF5 file open.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <new>
@@ -66,7 +67,41 @@ struct FieldCollector {
   void operator()(const std::string& name, Bf16Buffer& v) { (*out)[name] = bf16_to_floats(v.to_vector()); }
 };
 
-/// Loads fields into a visitable state; records the first problem.
+namespace detail {
+/// Whether field `name` (a full path "w1/0_trace_momentum/mu" or a bare "mu") is `field`.
+inline bool field_is(const std::string& name, const char* field) {
+  const std::size_t n = std::char_traits<char>::length(field);
+  return name.size() >= n && name.compare(name.size() - n, n, field) == 0 &&
+         (name.size() == n || name[name.size() - n - 1] == '/');
+}
+/// Why a stored value cannot be optimizer state ("" when it can). Every accepted step leaves
+/// every state field finite and every count and step non-negative (docs/reliability.md), so a
+/// NaN, an infinity or a negative integer comes from a damaged or edited file; loaded, it would
+/// write NaN into the parameters at the next step (a count of -1, a NaN or negative Adam ν).
+/// Three fields of schatten_muon store sentinels and are exempt: `next_criterion` is -1 for
+/// "never" and `activation_step` -1 for "no statistics collected yet" (schatten_p.hpp), and
+/// `log_objective` is -inf when the criterion found no finite objective. Cost: one
+/// pass over the values.
+inline std::string field_value_error(const std::string& name, std::int64_t v) {
+  if (v >= 0 || (v == -1 && (field_is(name, "next_criterion") || field_is(name, "activation_step"))))
+    return {};
+  return "field '" + name + "' is " + std::to_string(v) + ": a count or step cannot be negative";
+}
+inline std::string field_value_error(const std::string& name, double v) {
+  if (std::isfinite(v) || (std::isinf(v) && v < 0.0 && field_is(name, "log_objective"))) return {};
+  return "field '" + name + "' is " + std::to_string(v) + ", not a finite number";
+}
+inline std::string field_value_error(const std::string& name, const std::vector<float>& v) {
+  for (std::size_t k = 0; k < v.size(); ++k)
+    if (!std::isfinite(v[k]))
+      return "field '" + name + "' element " + std::to_string(k) + " is " + std::to_string(v[k]) +
+             ", not a finite number";
+  return {};
+}
+}  // namespace detail
+
+/// Loads fields into a visitable state; records the first problem (a missing field, another type
+/// or size, a value no state holds: detail::field_value_error).
 struct FieldLoader {
   const FieldSet* in;
   std::string error;
@@ -121,8 +156,12 @@ struct FieldLoader {
       return nullptr;
     }
     const T* got = std::get_if<T>(&it->second);
-    if (!got) error = "field '" + name + "' has another type in the checkpoint";
-    return got;
+    if (!got) {
+      error = "field '" + name + "' has another type in the checkpoint";
+      return nullptr;
+    }
+    error = detail::field_value_error(name, *got);
+    return error.empty() ? got : nullptr;
   }
   bool size_matches(const std::string& name, std::size_t stored, std::size_t here) {
     if (stored == here) return true;
@@ -142,8 +181,10 @@ struct FieldLoader {
 Status write_checkpoint(const std::string& path, const FieldSet& fields, const CheckpointHeader& header,
                         std::string* error = nullptr);
 
-/// Reads a checkpoint. A missing, truncated or corrupt file, or another schema version, is
-/// invalid_argument with `error` saying which; `fields` and `header` are written only on success.
+/// Reads a checkpoint. A missing, truncated or corrupt file, another schema version, a negative
+/// step, an RNG state of four zero words (xoshiro256's fixed point: Rng::normal() would never
+/// return) or a spare deviate that is not finite is invalid_argument with `error` saying which;
+/// `fields` and `header` are written only on success. Field values are checked by restore().
 Status read_checkpoint(const std::string& path, FieldSet& fields, CheckpointHeader& header,
                        std::string* error = nullptr);
 
@@ -184,9 +225,10 @@ FieldSet capture(S& state) {
 }
 
 /// Loads `fields` into `state` (freshly initialised with the target configuration). Every field
-/// of the state must be in the checkpoint with the same type and size, and the checkpoint must
-/// have no field the state lacks; otherwise invalid_argument with `error` naming the first
-/// mismatch and `state` unchanged. Cost: one copy of `state` (the trial that is loaded, then
+/// of the state must be in the checkpoint with the same type and size and a value a state can
+/// hold (finite; integers ≥ 0, but for the sentinels of detail::field_value_error), and the
+/// checkpoint must have no field the state lacks; otherwise invalid_argument with `error`
+/// naming the first mismatch and `state` unchanged. Cost: one copy of `state` (the trial that is loaded, then
 /// moved in); out_of_memory, `state` unchanged, when it cannot be allocated.
 template <class S>
 Status restore(S& state, const FieldSet& fields, std::string* error = nullptr) {
