@@ -309,6 +309,25 @@ TEST_SUITE("io.checkpoint") {
     }
   }
 
+  TEST_CASE("rules with the same state load each other's files: only the signature tells them apart") {
+    // Finding 43 (documentation): muon's checkpoint loads into scion with the default, empty,
+    // expected signature; with the target's signature() it is refused.
+    const fs::path path = scratch("kinds.h5");
+    Model m;
+    auto opt = make_opt();
+    m.steps(opt, 0, 2);
+    REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, opt.signature(), {}}) ==
+            Status::ok);
+    auto other = partition(kParams, propose_labels(kParams), route("muon", scion()), route("adamw", adamw()));
+    REQUIRE(other.init());
+    io::CheckpointHeader h;
+    std::string err;
+    CHECK_MESSAGE(io::load_checkpoint(path.string(), other, h, "", &err) == Status::ok, err);
+    CHECK(io::load_checkpoint(path.string(), other, h, other.signature(), &err) == Status::invalid_argument);
+    CHECK(err.find("optimizer signature differs") != std::string::npos);
+    fs::remove(path);
+  }
+
   TEST_CASE("missing, corrupt and truncated files are errors, and a crashed write leaves the old file") {
     const fs::path path = scratch("atomic.h5");
     Model m;

@@ -5,8 +5,13 @@
 /// Every state lists its fields once through `visit_fields` (optim/rule.hpp); capture() turns
 /// that into a FieldSet, write_checkpoint() stores it, read_checkpoint() reads it back and
 /// restore() loads it into a freshly initialised state, checking that every field the state
-/// names is present with the same type and size (so loading into a differently configured
-/// optimizer fails with a message naming the first mismatch).
+/// names is present with the same type, size and a valid value, and that the file has no other
+/// field. That is all restore() compares: the field names (parameter names, rule positions and
+/// kinds of state), types and element counts. Optimizers with the same fields — muon, mop, scion
+/// and muon_hyperball; other hyper-parameters; a parameter of another shape with the same
+/// element count (8 × 6 and 6 × 8) — load each other's checkpoints. To refuse those, pass the
+/// target's `partition.signature()` (names, rules and hyper-parameters) as load_checkpoint's
+/// `expected_signature`; the default, empty, skips that check. Shapes are in neither.
 ///
 /// File layout: datasets `/schatten/optimizer/<field path>` (the field names contain the
 /// parameter name and `<index>_<rule>`), int64 / double / float (bf16 state as its exact
@@ -260,7 +265,9 @@ Status save_checkpoint(const std::string& path, S& state, const CheckpointHeader
 }
 
 /// Loads a checkpoint into `state` (initialised with the target configuration). When
-/// `expected_signature` is non-empty it must equal the file's signature. On any error `state`
+/// `expected_signature` is non-empty it must equal the file's signature: pass the target's
+/// `signature()`, since the fields alone do not tell rules with the same state apart (see the
+/// file comment). On any error `state`
 /// and `header` are unchanged and `error` names the problem (the field, the signature, the file).
 template <class S>
 Status load_checkpoint(const std::string& path, S& state, CheckpointHeader& header,
