@@ -394,6 +394,36 @@ Handle open_checked(hid_t loc, const char* name, const std::string& where, bool 
   }
   return set;
 }
+
+/// The number of steps (indices of the first axis) of a per-step dataset whose storage is
+/// allocated: allocated chunks × steps per chunk, or the contiguous bytes / bytes per step; -1
+/// when HDF5 cannot tell. An upper bound on the steps a writer wrote. Cost: one walk over the
+/// chunk index (HDF5 1.10.5+).
+std::int64_t allocated_steps(hid_t set) {
+  Handle dcpl(H5Dget_create_plist(set), H5Pclose);
+  Handle space(H5Dget_space(set), H5Sclose);
+  Handle type(H5Dget_type(set), H5Tclose);
+  if (!dcpl.ok() || !space.ok() || !type.ok()) return -1;
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  if (rank < 1 || rank > 8) return -1;
+  hsize_t dims[8];
+  H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+  if (H5Pget_layout(dcpl.get()) == H5D_CHUNKED) {
+    hsize_t chunk[8], chunks = 0;
+    if (H5Pget_chunk(dcpl.get(), rank, chunk) != rank || chunk[0] == 0) return -1;
+    if (H5Dget_num_chunks(set, space.get(), &chunks) < 0) return -1;
+    for (int k = 1; k < rank; ++k)  // chunks per step row
+      chunks /= std::max<hsize_t>(1, (dims[k] + chunk[k] - 1) / chunk[k]);
+    const hsize_t cap = hsize_t(std::numeric_limits<std::int64_t>::max());
+    return chunks > cap / chunk[0] ? std::numeric_limits<std::int64_t>::max()
+                                   : std::int64_t(chunks * chunk[0]);
+  }
+  hsize_t step_bytes = H5Tget_size(type.get());
+  for (int k = 1; k < rank; ++k)
+    step_bytes *= dims[k];
+  if (step_bytes == 0) return -1;
+  return std::int64_t(H5Dget_storage_size(set) / step_bytes);
+}
 }  // namespace
 
 Status RecordingReader::open(const std::string& path, std::string* error) {
@@ -444,6 +474,14 @@ Status RecordingReader::open(const std::string& path, std::string* error) {
   if (!h5::exists(f, "loss")) return fail(error, file_msg + "dataset /loss is missing");
   impl->loss = open_checked(f, "loss", "/loss", true, steps, {}, msg);
   if (!impl->loss.ok()) return fail(error, file_msg + msg);
+  // Every completed step has a loss, so its storage is allocated: a count beyond the steps that
+  // /loss's allocated chunks (or contiguous bytes) hold comes from a damaged or hostile file,
+  // whose extents may say anything (2^61 steps in 84 KB: check_recording looped for ever).
+  if (const std::int64_t held = allocated_steps(impl->loss.get()); held < steps)
+    return fail(error, file_msg + "completed_steps is " + std::to_string(steps) +
+                           " but /loss has storage for " +
+                           (held < 0 ? std::string("an unknown number of") : std::to_string(held)) +
+                           " steps (damaged file?)");
   if (h5::exists(f, "max_logits")) {  // optional: (S, H) with H ≥ 1 taken from the file
     Handle probe(H5Dopen2(f, "max_logits", H5P_DEFAULT), H5Dclose);
     Handle space(probe.ok() ? H5Dget_space(probe.get()) : -1, H5Sclose);

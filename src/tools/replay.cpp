@@ -32,6 +32,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -2376,6 +2377,12 @@ int schatten_replay_main(int argc, char** argv) {
     // were closed by the unwinding, so the partial output goes, as for any failed replay
     // (docs/replay-format.md), and the exit status is a failure's, not an abort.
     std::fputs("schatten-replay: out of memory\n", stderr);
+    if (!tmp.empty()) std::remove(tmp.c_str());
+    return 1;
+  } catch (const std::length_error&) {
+    // A vector asked for more elements than it can hold (sizes from a hostile recording that
+    // passed the reader's checks): the same failure as bad_alloc, not an abort (Finding 44).
+    std::fputs("schatten-replay: out of memory (a size beyond what can be allocated)\n", stderr);
     if (!tmp.empty()) std::remove(tmp.c_str());
     return 1;
   }

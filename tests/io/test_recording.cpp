@@ -521,6 +521,37 @@ TEST_SUITE("io.recording") {
       edit_file(fresh(), [](hid_t f) { REQUIRE(H5Ldelete(f, "params/2/grad", H5P_DEFAULT) >= 0); });
       check_refused(bad, "/params/2 ('conv/weight')/grad is missing");
     }
+    SUBCASE("completed steps beyond the allocated storage (extents extended without data)") {
+      // Finding 44: 2^61 (or 2^40) completed steps in an 84 KB file opened fine, then
+      // check_recording looped over them for ever and schatten-replay aborted (length_error).
+      for (const std::int64_t steps : {std::int64_t(1) << 61, std::int64_t(1) << 40}) {
+        CAPTURE(steps);
+        edit_file(fresh(), [&](hid_t f) {
+          const auto extend = [&](const std::string& name) {
+            if (H5Lexists(f, name.c_str(), H5P_DEFAULT) <= 0) return;
+            const hid_t d = H5Dopen2(f, name.c_str(), H5P_DEFAULT);
+            const hid_t sp = H5Dget_space(d);
+            hsize_t dims[3];
+            const int rank = H5Sget_simple_extent_dims(sp, dims, nullptr);
+            REQUIRE(rank >= 1);
+            dims[0] = hsize_t(steps);
+            REQUIRE(H5Dset_extent(d, dims) >= 0);
+            H5Sclose(sp);
+            H5Dclose(d);
+          };
+          extend("loss");
+          for (int i = 0; H5Lexists(f, ("params/" + std::to_string(i)).c_str(), H5P_DEFAULT) > 0; ++i)
+            for (const char* what : {"grad", "value", "act_gram"})
+              extend("params/" + std::to_string(i) + "/" + what);
+          const hid_t a = H5Aopen(f, "completed_steps", H5P_DEFAULT);
+          REQUIRE(H5Awrite(a, H5T_NATIVE_INT64, &steps) >= 0);
+          H5Aclose(a);
+        });
+        check_refused(bad, "completed_steps is " + std::to_string(steps) + " but /loss has storage for");
+        std::string err;
+        CHECK(check_recording(bad, nullptr, &err) == Status::invalid_argument);
+      }
+    }
     SUBCASE("missing loss") {
       edit_file(fresh(), [](hid_t f) { REQUIRE(H5Ldelete(f, "loss", H5P_DEFAULT) >= 0); });
       check_refused(bad, "/loss is missing");
