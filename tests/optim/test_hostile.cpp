@@ -1072,6 +1072,23 @@ TEST_SUITE("optim.hostile") {
     check("muon_hyperball", muon_hyperball());
     check("da_muon", da_muon());
     check("df_muon", df_muon());
+    // The gradient scan's refusals name the parameter too (they gave only bad_param before).
+    const std::vector<ParamSpec> ps = {{"a", {2, 2}}, {"b", {3}}};
+    auto opt = optim::partition(ps, {"r", "r"}, route("r", adamw()));
+    REQUIRE(opt.init());
+    std::vector<float> a(4, 1.0f), b(3, 1.0f), ga(4, 0.5f), gb = {0.5f, std::nanf(""), 0.5f};
+    StepReport r = opt.step({a.data(), b.data()}, {ga.data(), gb.data()});
+    CHECK(r.status == Status::non_finite_input);
+    CHECK(std::string(r.message) == "gradient of 'b' contains NaN or Inf");
+    gb = {0.5f, 1e30f, 0.5f};  // beyond Adam's 2^63
+    r = opt.step({a.data(), b.data()}, {ga.data(), gb.data()});
+    CHECK(r.status == Status::out_of_range);
+    CHECK(std::string(r.message).find("gradient of 'b' too large") == 0);
+    opt.set_non_finite_policy(NonFinitePolicy::skip);
+    gb = {0.5f, std::nanf(""), 0.5f};
+    r = opt.step({a.data(), b.data()}, {ga.data(), gb.data()});
+    CHECK(r.skipped);
+    CHECK(std::string(r.message) == "step skipped: gradient of 'b' contains NaN or Inf");
   }
 
   TEST_CASE("init refuses invalid shapes, duplicate route labels and an unusable global clip") {

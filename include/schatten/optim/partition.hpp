@@ -689,17 +689,18 @@ class Partition {
   }
   /// The refusal of a step whose gradient i failed the scan: non_finite_input (NaN/Inf) or
   /// out_of_range (finite, beyond the route's max_gradient()), or a skip under the skip policy.
+  /// The message names the parameter ("gradient of 'h.3.w' contains NaN or Inf").
   StepReport refuse(std::ptrdiff_t bad, const std::vector<float*>& grads) {
-    const bool finite =
-        all_finite(block(grads[static_cast<std::size_t>(bad)], static_cast<std::size_t>(bad)));
-    if (policy_ == NonFinitePolicy::error)
-      return finite ? refusal("gradient too large for the rule's float state (beyond max_gradient)", bad,
-                              Status::out_of_range)
-                    : refusal("gradient contains NaN or Inf", bad, Status::non_finite_input);
+    const auto k = static_cast<std::size_t>(bad);
+    const bool finite = all_finite(block(grads[k], k));
+    const bool skip = policy_ != NonFinitePolicy::error;
+    message_ =
+        std::string(skip ? "step skipped: " : "") + "gradient of '" + params_[k].name +
+        (finite ? "' too large for its rule's float state (beyond max_gradient)" : "' contains NaN or Inf");
+    if (!skip)
+      return refusal(message_.c_str(), bad, finite ? Status::out_of_range : Status::non_finite_input);
     ++skipped_;
-    StepReport r = refusal(finite ? "step skipped: gradient beyond the rule's max_gradient"
-                                  : "step skipped: gradient contains NaN or Inf",
-                           bad, Status::ok);
+    StepReport r = refusal(message_.c_str(), bad, Status::ok);
     r.skipped = true;
     return r;
   }
