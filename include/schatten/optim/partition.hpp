@@ -847,13 +847,16 @@ class Partition {
                          : "a rule failed without declaring may_fail, or after its precheck passed; states "
                            "may have advanced, no parameter changed",
                      static_cast<std::ptrdiff_t>(bad), Status::internal_error);
-    message_ =
-        std::string("the rule of parameter '") + params_[bad].name + "' failed (" + to_string(failed) + ")" +
-        (bad_group >= 0 ? " in its batched group of " +
-                              std::to_string(groups_[static_cast<std::size_t>(bad_group)].members.size()) +
-                              " same-shape parameters"
-                        : std::string()) +
-        "; no parameter or state was changed";
+    // A batched call reports no item, so a group's failure names the group (bad_param: its first
+    // member), not the parameter at fault, which the same step with batching off would name.
+    message_ = bad_group >= 0
+                   ? std::string("the rule failed (") + to_string(failed) + ") on the batched group of " +
+                         std::to_string(groups_[static_cast<std::size_t>(bad_group)].members.size()) +
+                         " same-shape parameters led by '" + params_[bad].name +
+                         "' (the one at fault may be another; set_batching(false) names it); no parameter "
+                         "or state was changed"
+                   : std::string("the rule of parameter '") + params_[bad].name + "' failed (" +
+                         to_string(failed) + "); no parameter or state was changed";
     StepReport r = refusal(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
     r.status = failed;
     return r;
