@@ -461,25 +461,34 @@ index_t dual_norm_factors(const Exec& space, const Strided3<const TIn, Mem>& a, 
 /// largest |output entry| is tried first: the matrices it clears cost nothing (ordinary inputs),
 /// the others one max-reduction each and, together, one wait. `scratch`: batch doubles in `Mem`;
 /// `r`: host scratch for the read-back.
+/// *result ← max |x(i, j, b)| (Inf for NaN/Inf) over matrix b of x, in `Mem`, not waited for:
+/// first_overflowing()'s reduction, in a function of its own because nvcc refuses a device
+/// lambda in a function with a host lambda's type (first_overflowing's Bound) among its template
+/// arguments.
+template <class Exec, class TC, class Mem>
+void output_max(const Exec& space, const Mat3<TC, Mem>& x, index_t b, double* result) {
+  using S = scalar_t<TC>;
+  reduce_matrix(
+      space, "schatten::polar::output_max", x.extent(0), x.extent(1), false,
+      KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+        acc = kmax(acc, abs_or_inf(static_cast<double>(static_cast<S>(x(i, j, b)))));
+      },
+      Kokkos::Max<double, Mem>(ResultView<Mem>(result)));
+}
+
 template <class TOut, class Exec, class TC, class Mem, class Bound>
 index_t first_overflowing(const Exec& space, const Mat3<TC, Mem>& x, const std::vector<double>& f,
                           const Bound& bound, double* scratch, std::vector<double>& r,
                           const std::vector<int>* e = nullptr) {
   using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  using S = scalar_t<TC>;
   const double top = static_cast<double>(std::numeric_limits<TOut>::max());
-  const index_t rows = x.extent(0), cols = x.extent(1), batch = x.extent(2);
+  const index_t batch = x.extent(2);
   bool any = false;
   for (index_t b = 0; b < batch; ++b) {
     if (bound(b) <= top) continue;
     any = true;
-    reduce_matrix(
-        space, "schatten::polar::output_max", rows, cols, false,
-        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          acc = kmax(acc, abs_or_inf(static_cast<double>(static_cast<S>(x(i, j, b)))));
-        },
-        Kokkos::Max<double, Mem>(ResultView<Mem>(scratch + b)));
+    output_max(space, x, b, scratch + b);
   }
   if (!any) return -1;
   r.assign(static_cast<std::size_t>(batch), 0.0);
