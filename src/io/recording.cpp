@@ -346,6 +346,25 @@ void RecordingReader::close() {
 }
 
 namespace {
+/// True unless `set` is chunked with a chunk shape that HDF5 itself refuses at creation: a rank
+/// other than the dataset's, a zero extent, an extent beyond a fixed maximum dimension, or a
+/// chunk of 4 GiB or more (HDF5's limit). Only a damaged file holds one. Cost: reads metadata.
+bool chunking_possible(hid_t set, hid_t space, int rank) {
+  Handle dcpl(H5Dget_create_plist(set), H5Pclose);
+  Handle type(H5Dget_type(set), H5Tclose);
+  if (!dcpl.ok() || !type.ok() || rank < 1 || rank > 8) return false;
+  if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return true;
+  hsize_t chunk[8], dims[8], maxdims[8];
+  if (H5Pget_chunk(dcpl.get(), rank, chunk) != rank) return false;
+  H5Sget_simple_extent_dims(space, dims, maxdims);
+  double bytes = double(H5Tget_size(type.get()));
+  for (int k = 0; k < rank; ++k) {
+    if (chunk[k] == 0 || (maxdims[k] != H5S_UNLIMITED && chunk[k] > maxdims[k])) return false;
+    bytes *= double(chunk[k]);
+  }
+  return bytes < 4294967296.0;
+}
+
 /// Opens dataset `name` under `loc` and checks it: a float of 2/4/8 bytes, of the given rank;
 /// extent 0 ≥ steps when `per_step`, the other extents equal to `inner`. Sets `msg` (naming
 /// `where`) and returns an invalid handle on any mismatch.
@@ -378,6 +397,12 @@ Handle open_checked(hid_t loc, const char* name, const std::string& where, bool 
   bool good = rank == want;
   for (int k = 0; good && k < want; ++k)
     good = (per_step && k == 0) ? d[0] >= hsize_t(steps) : d[std::size_t(k)] == expect[std::size_t(k)];
+  if (good && !chunking_possible(set.get(), space.get(), rank)) {
+    // HDF5 1.10 trusts a stored chunk shape when it reads: a single flipped byte there (a chunk of
+    // 65288 rows in a dataset of 8) made H5Dread crash (docs/reliability.md, Finding 45).
+    msg = where + " has a chunk shape no HDF5 writer can create (damaged file?)";
+    return Handle();
+  }
   if (good && no_cache) {
     Handle dcpl(H5Dget_create_plist(set.get()), H5Pclose);
     if (!dcpl.ok() || H5Pget_nfilters(dcpl.get()) != 0) {

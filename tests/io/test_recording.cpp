@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -600,6 +601,46 @@ TEST_SUITE("io.recording") {
         H5Gclose(g);
       });
       check_refused(bad, "attribute 'shape' is missing");
+    }
+    SUBCASE("damaged chunk shape") {
+      // One flipped byte in a dataset's stored chunk shape (the audit's gzip recording: a chunk of
+      // 65288 rows in a dataset of 8, at two offsets) made HDF5 1.10's H5Dread crash with SIGSEGV.
+      // The reader now refuses a chunk shape HDF5 would never create, at open(). The chunk
+      // dimensions sit in the layout message as 4-byte little-endian values, followed by the
+      // element size; the test finds that run and flips the second byte of the second dimension.
+      const std::string z = temp_path("gz_shape.h5");
+      write_recording(z, 3, 6);
+      hsize_t chunk[3] = {0, 0, 0};
+      {
+        const hid_t f = H5Fopen(z.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+        const hid_t d = H5Dopen2(f, "params/0/grad", H5P_DEFAULT);
+        const hid_t plist = H5Dget_create_plist(d);
+        REQUIRE(H5Pget_chunk(plist, 3, chunk) == 3);
+        H5Pclose(plist);
+        H5Dclose(d);
+        H5Fclose(f);
+      }
+      std::vector<char> bytes;
+      {
+        std::ifstream in(z, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), {});
+      }
+      std::string run;
+      for (const std::uint32_t v :
+           {std::uint32_t(chunk[0]), std::uint32_t(chunk[1]), std::uint32_t(chunk[2]), 4u})
+        for (int b = 0; b < 4; ++b)
+          run.push_back(char((v >> (8 * b)) & 0xff));
+      const std::size_t at = std::string(bytes.begin(), bytes.end()).find(run);
+      REQUIRE(at != std::string::npos);
+      {
+        std::fstream io(z, std::ios::in | std::ios::out | std::ios::binary);
+        io.seekp(std::streamoff(at + 5));
+        io.put(char(bytes[at + 5] ^ char(0xff)));
+      }
+      check_refused(z, "chunk shape no HDF5 writer can create");
+      std::string err;
+      CHECK(check_recording(z, nullptr, &err) == Status::invalid_argument);
+      fs::remove(z);
     }
     SUBCASE("damaged chunk") {
       // Overwrite the bytes of one stored gradient chunk: open() still succeeds (metadata is
