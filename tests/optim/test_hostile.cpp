@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "schatten/core/random.hpp"
+#include "schatten/io/checkpoint.hpp"
 #include "schatten/kernels/low_rank.hpp"
 #include "schatten/kernels/polar.hpp"
 #include "schatten/optim/dion.hpp"
@@ -519,6 +520,49 @@ TEST_SUITE("optim.hostile") {
     }
     MESSAGE("refusals checked: " << refusals[0] << " without prechecks, " << refusals[1] << " with; "
                                  << internal_errors << " internal_error with prechecks");
+  }
+
+  TEST_CASE("a refused step makes no host allocation: its message is composed in reserved room") {
+    // A refusal must not throw under heap exhaustion (no exception leaves step()), so its message,
+    // which names the parameter, is composed into room init() reserved (Partition::compose). The
+    // gradient and parameter refusals, the skip, and a precheck's refusal, counted by
+    // support/allocations.hpp after a first step: 0 host allocations each (the messages were
+    // built from std::string temporaries before, one or more allocations each).
+    const std::vector<ParamSpec> ps = {{"a.rather_long_parameter_name_of_a_real_model.weight", {6, 4}},
+                                       {"b", {5}}};
+    auto opt = optim::partition(ps, {"muon", "adamw"}, route("muon", muon()), route("adamw", adamw()));
+    REQUIRE(opt.init());
+    std::vector<float> a(24, 0.25f), b(5, 0.5f);
+    auto ga = schatten::test::random_vec(24, case_seed("refusal_alloc_a")), gb = std::vector<float>(5, 0.1f);
+    REQUIRE(opt.step({a.data(), b.data()}, {ga.data(), gb.data()}));
+    const auto refused = [&](const char* what, std::vector<float> g0, std::vector<float> g1, float* pa,
+                             Status want) {
+      CAPTURE(std::string(what));
+      const std::vector<float*> pp = {pa, b.data()}, gp = {g0.data(), g1.data()};
+      schatten::test::AllocationProbe probe;
+      const StepReport r = opt.step(pp, gp);
+      const std::int64_t count = probe.count();
+      CHECK(r.status == want);
+      CHECK(std::string(r.message).find('\'') != std::string::npos);  // it names something
+      if (kokkos3()) CHECK(count == 0);
+    };
+    std::vector<float> nan_g = ga;
+    nan_g[3] = std::nanf("");
+    refused("NaN gradient", nan_g, gb, a.data(), Status::non_finite_input);
+    std::vector<float> huge = gb;
+    huge[1] = 1e30f;  // beyond AdamW's 2^63
+    refused("gradient beyond max_gradient", ga, huge, a.data(), Status::out_of_range);
+    std::vector<float> bad_a = a;
+    bad_a[0] = std::numeric_limits<float>::infinity();
+    refused("Inf parameter", ga, gb, bad_a.data(), Status::non_finite_input);
+    // A momentum entry beyond TraceMomentum's per-step bound (FLT_MAX/2 for the EMA), as a damaged
+    // state would hold: Muon's precheck refuses the step.
+    io::FieldSet fields = io::capture(opt);
+    std::get<std::vector<float>>(fields.at(ps[0].name + "/0_trace_momentum/mu"))[0] = kBf16Max;
+    REQUIRE(io::restore(opt, fields) == Status::ok);
+    refused("precheck", ga, gb, a.data(), Status::out_of_range);
+    opt.set_non_finite_policy(NonFinitePolicy::skip);
+    refused("skip", nan_g, gb, a.data(), Status::ok);
   }
 
   TEST_CASE("a steady-state step makes no host allocation (every preset)") {

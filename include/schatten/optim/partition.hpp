@@ -6,14 +6,18 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <new>
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -418,6 +422,22 @@ class Partition {
     touched_.assign(params_.size(), 0);
     return r;
   }
+  /// step_message_ ← the concatenation of `parts` (C strings and std::strings), cut at its 511
+  /// characters: the step's refusal messages, composed without allocating, so that a refusal
+  /// throws nothing even under heap exhaustion (no exception leaves step()), and a fixed array
+  /// so that no copy of the partition (restore()'s trial) loses the room.
+  template <class... P>
+  const char* compose(const P&... parts) {
+    std::size_t n = 0;
+    const auto add = [&](std::string_view part) {
+      const std::size_t k = std::min(part.size(), step_message_.size() - 1 - n);
+      std::memcpy(step_message_.data() + n, part.data(), k);
+      n += k;
+    };
+    (add(std::string_view(parts)), ...);
+    step_message_[n] = '\0';
+    return step_message_.data();
+  }
 
  public:
   const std::vector<ParamSpec>& params() const { return params_; }
@@ -523,9 +543,10 @@ class Partition {
         i >= 0) {
       const auto k = static_cast<std::size_t>(i);
       if (all_within(block(grads[k], k), clip_ > 0.0 ? magnitude_bits(HUGE_VAL) : limit_bits_[k])) {
-        message_ = "parameter '" + params_[k].name +
-                   "' contains NaN or Inf (its optimizer state would keep them); nothing was changed";
-        return refusal(message_.c_str(), i, Status::non_finite_input);
+        return refusal(
+            compose("parameter '", params_[k].name,
+                    "' contains NaN or Inf (its optimizer state would keep them); nothing was changed"),
+            i, Status::non_finite_input);
       }
       return refuse(i, grads);
     }
@@ -694,13 +715,13 @@ class Partition {
     const auto k = static_cast<std::size_t>(bad);
     const bool finite = all_finite(block(grads[k], k));
     const bool skip = policy_ != NonFinitePolicy::error;
-    message_ =
-        std::string(skip ? "step skipped: " : "") + "gradient of '" + params_[k].name +
-        (finite ? "' too large for its rule's float state (beyond max_gradient)" : "' contains NaN or Inf");
+    compose(
+        skip ? "step skipped: " : "", "gradient of '", params_[k].name,
+        finite ? "' too large for its rule's float state (beyond max_gradient)" : "' contains NaN or Inf");
     if (!skip)
-      return refusal(message_.c_str(), bad, finite ? Status::out_of_range : Status::non_finite_input);
+      return refusal(step_message_.data(), bad, finite ? Status::out_of_range : Status::non_finite_input);
     ++skipped_;
-    StepReport r = refusal(message_.c_str(), bad, Status::ok);
+    StepReport r = refusal(step_message_.data(), bad, Status::ok);
     r.skipped = true;
     return r;
   }
@@ -849,15 +870,19 @@ class Partition {
                      static_cast<std::ptrdiff_t>(bad), Status::internal_error);
     // A batched call reports no item, so a group's failure names the group (bad_param: its first
     // member), not the parameter at fault, which the same step with batching off would name.
-    message_ = bad_group >= 0
-                   ? std::string("the rule failed (") + to_string(failed) + ") on the batched group of " +
-                         std::to_string(groups_[static_cast<std::size_t>(bad_group)].members.size()) +
-                         " same-shape parameters led by '" + params_[bad].name +
-                         "' (the one at fault may be another; set_batching(false) names it); no parameter "
-                         "or state was changed"
-                   : std::string("the rule of parameter '") + params_[bad].name + "' failed (" +
-                         to_string(failed) + "); no parameter or state was changed";
-    StepReport r = refusal(message_.c_str(), static_cast<std::ptrdiff_t>(bad));
+    char count[24];  // the group's size, formatted without allocating
+    std::snprintf(
+        count, sizeof count, "%zu",
+        bad_group >= 0 ? groups_[static_cast<std::size_t>(bad_group)].members.size() : std::size_t(0));
+    if (bad_group >= 0)
+      compose("the rule failed (", to_string(failed), ") on the batched group of ", count,
+              " same-shape parameters led by '", params_[bad].name,
+              "' (the one at fault may be another; set_batching(false) names it); no parameter or state was "
+              "changed");
+    else
+      compose("the rule of parameter '", params_[bad].name, "' failed (", to_string(failed),
+              "); no parameter or state was changed");
+    StepReport r = refusal(step_message_.data(), static_cast<std::ptrdiff_t>(bad));
     r.status = failed;
     return r;
   }
@@ -900,9 +925,9 @@ class Partition {
     }
     if (bad < 0) return StepReport{};
     const auto b = static_cast<std::size_t>(bad);
-    message_ = std::string("the rule of parameter '") + params_[b].name + "' refused the step (" +
-               to_string(status) + ") in its precheck; no parameter or state was changed";
-    StepReport r = refusal(message_.c_str(), bad);
+    compose("the rule of parameter '", params_[b].name, "' refused the step (", to_string(status),
+            ") in its precheck; no parameter or state was changed");
+    StepReport r = refusal(step_message_.data(), bad);
     r.status = status;
     return r;
   }
@@ -1083,6 +1108,7 @@ class Partition {
   std::size_t max_group_ = kDefaultMaxGroup;
   std::vector<std::uint32_t> limit_bits_;  ///< per parameter: magnitude_bits of its route's max_gradient
   std::string message_;
+  std::array<char, 512> step_message_{};  ///< compose()
   MemoryKind memory_ = MemoryKind::host;
   bool check_params_ = true;  ///< set_parameter_check()
   Buffer scan_;  ///< per parameter: > 0 when its gradient failed the scan or its precheck (device)
