@@ -108,13 +108,16 @@ bool write_string_attr(hid_t obj, const char* name, const std::string& value) {
 /// Reads attribute `name` into `count` values of `type`. H5Aread writes as many values as the
 /// attribute holds, so an attribute of another size (a corrupt or hostile file) is refused
 /// before reading: otherwise it would overflow `value`.
+/// Reads `count` values of attribute `name` as `type`, which the stored type must match in class
+/// (integer or float): HDF5 would convert a float 1.5 stored as schema_version to the integer 1.
 bool read_attr(hid_t obj, const char* name, hid_t type, void* value, hssize_t count = 1) {
   if (H5Aexists(obj, name) <= 0) return false;
   Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
   if (!attr.ok()) return false;
   Handle space(H5Aget_space(attr.get()), H5Sclose);
-  return space.ok() && H5Sget_simple_extent_npoints(space.get()) == count &&
-         H5Aread(attr.get(), type, value) >= 0;
+  Handle stored(H5Aget_type(attr.get()), H5Tclose);
+  return space.ok() && stored.ok() && H5Tget_class(stored.get()) == H5Tget_class(type) &&
+         H5Sget_simple_extent_npoints(space.get()) == count && H5Aread(attr.get(), type, value) >= 0;
 }
 
 /// Reads a scalar fixed-length string attribute of at most `max_bytes` bytes (the writer's form;

@@ -1563,7 +1563,10 @@ int parse_args(int argc, char** argv, Options& o) {
           return usage_error(v + ": " + err);
         }
       }
+      // fopen() opens a directory and fgets() then fails (EISDIR): that is no empty config.
+      const bool read_error = std::ferror(f) != 0;
       std::fclose(f);
+      if (read_error) return usage_error("cannot read config file '" + v + "'");
     } else if (a == "--out") {
       if (!value(o.out)) return usage_error("--out needs a PATH");
     } else if (a == "--json") {

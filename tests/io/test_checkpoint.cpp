@@ -483,6 +483,14 @@ TEST_SUITE("io.checkpoint") {
       const std::vector<std::uint64_t> words(64, 7);
       replace_attr(file, "rng_words", H5T_NATIVE_UINT64, 64, words.data());
     });
+    edited("version_float.h5", [&](hid_t file) {  // schema_version 1.5 as a double (HDF5 would read 1)
+      const double v = 1.5;
+      replace_attr(file, "schema_version", H5T_NATIVE_DOUBLE, 1, &v);
+    });
+    edited("step_float.h5", [&](hid_t file) {  // the step as a double
+      const double v = 3.0;
+      replace_attr(file, "step", H5T_NATIVE_DOUBLE, 1, &v);
+    });
     edited("version_array.h5", [&](hid_t file) {  // schema_version as 1000 ints
       const std::vector<int> v(1000, io::kCheckpointSchemaVersion);
       replace_attr(file, "schema_version", H5T_NATIVE_INT, 1000, v.data());

@@ -1704,6 +1704,10 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon --split h.0.attn.weight:axis=2,count=2", "'axis' must be an integer in 0..1"},
         {"--optimizer muon --split h.0.attn.weight:parts=q//v,count=3", "has an empty item"}};
     check_refusals(rec, out, bad_cuts, 2);
+    // A directory given as --config was read as an empty file (fopen opens it, fgets fails).
+    const std::pair<std::string, const char*> bad_config[] = {
+        {"--optimizer muon --config " + fs::temp_directory_path().string(), "cannot read config file"}};
+    check_refusals(rec, out, bad_config, 2);
     const std::pair<const char*, const char*> refused_cuts[] = {
         {"--optimizer muon --split 'h.9.*:count=2'", "no parameter of the recording matches 'h.9.*'"},
         {"--optimizer muon --split h.0.attn.weight:sizes=4/4", "sum to 8, not to its 12 rows"},
