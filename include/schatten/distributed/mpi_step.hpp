@@ -460,8 +460,7 @@ class DistributedPartition {
         elements_.push_back(elements);
         sharded = sharded || layout_[i] != Layout::replicated;
       }
-      if (!(clip_ >= 0.0))
-        return optim::refusal("set_global_clip: max_norm must be >= 0 (0 disables clipping)", -1);
+      if (optim::StepReport c = optim::check_global_clip(clip_); !c) return c;
       if (sharded && clip_ > 0.0)
         return optim::refusal(
             "global clipping with sharded or unreduced parameters is not supported (clip before the step)",
@@ -733,8 +732,8 @@ class DistributedPartition {
     const std::size_t np = params_.size();
     if (!local_) return optim::refusal("step before a successful init()", -1);
     if (optim::StepReport r = optim::check_counts(np, params, grads); !r) return r;
-    if (!(clip_ >= 0.0))  // a setting, the same on every rank: all refuse alike
-      return optim::refusal("set_global_clip: max_norm must be >= 0 (0 disables clipping)", -1);
+    // A setting, the same on every rank: all refuse alike.
+    if (optim::StepReport c = optim::check_global_clip(clip_); !c) return c;
     // 1. Finiteness and pointers, agreed.
     std::int64_t key = detail::kNoFailure;
     for (std::size_t i = 0; i < np && key == detail::kNoFailure; ++i) {

@@ -206,6 +206,15 @@ inline StepReport check_counts(std::size_t count, const std::vector<float*>& par
   return StepReport{};
 }
 
+/// The check of a global clip setting (Partition and distributed::DistributedPartition
+/// set_global_clip, at init() and at every step): ok for max_norm ≥ 0 (0 disables clipping, +Inf
+/// clips nothing), else invalid_argument: a NaN or negative max_norm would turn clipping off
+/// without a word.
+inline StepReport check_global_clip(double max_norm) {
+  if (max_norm >= 0.0) return StepReport{};
+  return refusal("set_global_clip: max_norm must be >= 0 (0 disables clipping)", -1);
+}
+
 /// The first check of the steps over whole arrays (Partition, kokkos::step): check_counts, and
 /// no pointer null unless its parameter is empty. ok, or invalid_argument naming the first
 /// offender.
@@ -330,8 +339,7 @@ class Partition {
           message_ = "two routes have the label '" + route_labels[a] + "' (the second would never run)";
           return refusal(message_.c_str(), -1);
         }
-    if (!(clip_ >= 0.0))  // NaN or negative; +Inf clips nothing, as 0 does
-      return refusal("set_global_clip: max_norm must be >= 0 (0 disables clipping)", -1);
+    if (StepReport c = check_global_clip(clip_); !c) return c;
     for (std::size_t i = 0; i < params_.size(); ++i)
       if (!valid_param_shape(params_[i].shape)) {
         message_ = "parameter '" + params_[i].name +
@@ -535,7 +543,7 @@ class Partition {
   StepReport step_prepare(const std::vector<float*>& params, const std::vector<float*>& grads) {
     if (which_.size() != params_.size()) return refusal("step before a successful init()", -1);
     if (StepReport r = check_pointers(params_, params, grads); !r) return r;
-    if (!(clip_ >= 0.0)) return refusal("set_global_clip: max_norm must be >= 0 (0 disables clipping)", -1);
+    if (StepReport c = check_global_clip(clip_); !c) return c;
     // One scan per gradient: finiteness, and the route's limit unless clipping comes first; and
     // one per parameter: finiteness (a NaN there would enter the momenta and stay after the
     // caller repaired the parameter).
