@@ -338,6 +338,12 @@ std::vector<char> serialize(const io::FieldSet& fields, const io::CheckpointHead
       put(b, header->rng->spare);
       put(b, std::uint8_t(header->rng->has_spare ? 1 : 0));
     }
+    put(b, std::uint64_t(header->shapes.size()));
+    for (const auto& [name, shape] : header->shapes) {
+      put_string(b, name);
+      put(b, std::uint64_t(shape.size()));
+      put_bytes(b, shape.data(), shape.size() * sizeof(std::int64_t));
+    }
   }
   put(b, std::uint64_t(fields.size()));
   for (const auto& [name, value] : fields) {
@@ -371,6 +377,16 @@ bool deserialize(const std::vector<char>& bytes, io::FieldSet& fields, io::Check
       s.spare = r.get<double>();
       s.has_spare = r.get<std::uint8_t>() != 0;
       h.rng = s;
+    }
+    const auto shapes = r.get<std::uint64_t>();
+    for (std::uint64_t k = 0; k < shapes && r.ok; ++k) {
+      std::string name = r.get_string();
+      const auto rank = r.get<std::uint64_t>();
+      if (!r.ok || rank > (bytes.size() - r.at) / sizeof(std::int64_t)) return false;
+      std::vector<std::int64_t> shape(rank);
+      if (rank) std::memcpy(shape.data(), bytes.data() + r.at, rank * sizeof(std::int64_t));
+      r.at += rank * sizeof(std::int64_t);
+      h.shapes[std::move(name)] = std::move(shape);
     }
   }
   io::FieldSet f;

@@ -30,6 +30,9 @@ namespace schatten::io {
 namespace {
 
 constexpr const char* kRoot = "/schatten/optimizer";
+/// Parameter shapes: `<kShapes>/<param name>/shape` (checkpoint.hpp's file comment).
+constexpr const char* kShapes = "/schatten/parameters";
+constexpr const char* kShapeLeaf = "/shape";
 
 /// Closes an HDF5 handle when it goes out of scope.
 class Handle {
@@ -167,21 +170,34 @@ bool write_field(hid_t file, hid_t lcpl, const std::string& path, const FieldVal
   return n == 0 || H5Dwrite(set.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
 }
 
+/// Writes one parameter's shape as an int64 dataset (a null dataspace for rank 0).
+bool write_shape(hid_t group, hid_t lcpl, const std::string& name, const std::vector<std::int64_t>& shape) {
+  const hsize_t n = shape.size();
+  Handle space(n == 0 ? H5Screate(H5S_NULL) : H5Screate_simple(1, &n, nullptr), H5Sclose);
+  const std::string path = name + kShapeLeaf;
+  Handle set(H5Dcreate2(group, path.c_str(), H5T_NATIVE_INT64, space.get(), lcpl, H5P_DEFAULT, H5P_DEFAULT),
+             H5Dclose);
+  return set.ok() &&
+         (n == 0 || H5Dwrite(set.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, shape.data()) >= 0);
+}
+
 struct ReadState {
   FieldSet* fields;
   std::string error;
   hsize_t file_bytes = 0;      ///< size of the file: no dataset of ours holds more
   bool out_of_memory = false;  ///< a field's allocation failed (not the file's fault)
+  ShapeMap* shapes = nullptr;  ///< set when visiting kShapes (read_one_shape) instead of fields
 };
 
 herr_t read_one_field(hid_t root, const char* name, const ObjectInfo* info, ReadState* st);
+herr_t read_one_shape(hid_t group, const char* name, const ObjectInfo* info, ReadState* st);
 
 /// H5Ovisit callback: reads one field. No exception may cross HDF5's C frames, so an allocation
 /// failure becomes an error here.
 herr_t read_one(hid_t root, const char* name, const ObjectInfo* info, void* op) {
   auto* st = static_cast<ReadState*>(op);
   try {
-    return read_one_field(root, name, info, st);
+    return st->shapes ? read_one_shape(root, name, info, st) : read_one_field(root, name, info, st);
   } catch (const std::bad_alloc&) {
     st->out_of_memory = true;  // the message is read_checkpoint's (building one here may throw)
     return -1;
@@ -225,6 +241,42 @@ herr_t read_one_field(hid_t root, const char* name, const ObjectInfo* info, Read
     st->error = std::string("dataset '") + name + "' has an unexpected type or shape";
     return -1;
   }
+  return 0;
+}
+
+/// One dataset under kShapes: `<param name>/shape`, int64, no negative dimension.
+herr_t read_one_shape(hid_t group, const char* name, const ObjectInfo* info, ReadState* st) {
+  if (info->type != H5O_TYPE_DATASET) return 0;
+  const std::string path = name;
+  const std::size_t leaf = std::strlen(kShapeLeaf);
+  if (path.size() <= leaf || path.compare(path.size() - leaf, leaf, kShapeLeaf) != 0) {
+    st->error = "unexpected dataset '" + path + "' among the parameter shapes";
+    return -1;
+  }
+  Handle set(H5Dopen2(group, name, H5P_DEFAULT), H5Dclose);
+  Handle type(H5Dget_type(set.get()), H5Tclose);
+  Handle space(H5Dget_space(set.get()), H5Sclose);
+  if (!set.ok() || !type.ok() || !space.ok()) {
+    st->error = "cannot open the shape '" + path + "'";
+    return -1;
+  }
+  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  if (H5Tget_class(type.get()) != H5T_INTEGER || n < 0 ||
+      static_cast<hsize_t>(n) > st->file_bytes / sizeof(std::int64_t)) {
+    st->error = "the shape '" + path + "' has an unexpected type or size";
+    return -1;
+  }
+  std::vector<std::int64_t> shape(static_cast<std::size_t>(n));
+  if (n > 0 && H5Dread(set.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, shape.data()) < 0) {
+    st->error = "cannot read the shape '" + path + "' (truncated file?)";
+    return -1;
+  }
+  for (std::int64_t d : shape)
+    if (d < 0) {
+      st->error = "the shape '" + path + "' has a negative dimension";
+      return -1;
+    }
+  (*st->shapes)[path.substr(0, path.size() - leaf)] = std::move(shape);
   return 0;
 }
 
@@ -346,6 +398,21 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
     ok = ok && write_attr(file.get(), "rng_spare", H5T_NATIVE_DOUBLE, &header.rng->spare);
     ok = ok && write_attr(file.get(), "rng_has_spare", H5T_NATIVE_INT, &has);
   }
+  if (ok && !header.shapes.empty()) {
+    Handle shapes(H5Gcreate2(file.get(), kShapes, lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    ok = shapes.ok();
+    for (const auto& [name, shape] : header.shapes) {
+      if (!ok) break;
+      if (name.empty() || name.front() == '/') {
+        errno = 0;
+        return give_up("invalid parameter name '" + name + "'", Status::invalid_argument);
+      }
+      if (!write_shape(shapes.get(), lcpl.get(), name, shape)) {
+        errno = 0;  // in memory: no system reason
+        return give_up("cannot write the shape of '" + name + "' to '" + tmp + "'", Status::internal_error);
+      }
+    }
+  }
   for (const auto& [name, value] : fields) {
     if (!ok) break;
     if (name.empty() || name.front() == '/') {
@@ -446,6 +513,16 @@ Status read_checkpoint_impl(const std::string& path, FieldSet& fields, Checkpoin
       return detail::out_of_memory(error, "out of memory while reading the checkpoint's fields");
     return fail(error,
                 "'" + path + "': " + (st.error.empty() ? std::string("cannot read the fields") : st.error));
+  }
+  if (H5Lexists(file.get(), kShapes, H5P_DEFAULT) > 0) {  // absent in files before shapes were recorded
+    Handle shapes(H5Gopen2(file.get(), kShapes, H5P_DEFAULT), H5Gclose);
+    ReadState ss{&got, {}, file_bytes, false, &h.shapes};
+    if (!shapes.ok() || SCHATTEN_H5O_VISIT(shapes.get(), read_one, &ss) < 0) {
+      if (ss.out_of_memory)
+        return detail::out_of_memory(error, "out of memory while reading the checkpoint's shapes");
+      return fail(error, "'" + path + "': " +
+                             (ss.error.empty() ? std::string("cannot read the parameter shapes") : ss.error));
+    }
   }
   fields = std::move(got);
   header = std::move(h);

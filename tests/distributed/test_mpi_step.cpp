@@ -1646,6 +1646,9 @@ TEST_CASE("distributed.checkpoint: save on n ranks restores on n ranks and on on
     REQUIRE(io::read_checkpoint(path, file, fh, &err) == Status::ok);
     CHECK(file == io::capture(ref));
     CHECK(fh.signature == ref.signature());
+    // The shapes as declared, not flattened: the conv weight is 6 × 3 × 2 × 2.
+    CHECK(fh.shapes == io::detail::shapes_of(ref));
+    CHECK(fh.shapes.at("conv") == std::vector<std::int64_t>{6, 3, 2, 2});
   }
   // Two more steps: the uninterrupted trajectory.
   for (int t = 2; t < 4; ++t) {
@@ -1678,6 +1681,25 @@ TEST_CASE("distributed.checkpoint: save on n ranks restores on n ranks and on on
     REQUIRE(one.step(Model::ptrs(whole.w), Model::ptrs(whole.g)));
   }
   CHECK(same_bits(d, whole, loc));
+  // A parameter transposed (tall, row-sharded: 20 × 6 → 6 × 20) has fields of the same names and
+  // sizes; the shapes the file records refuse it on every rank, and nothing changes.
+  {
+    std::vector<ParamSpec> transposed = specs();
+    transposed[4].shape = {6, 20};
+    auto t = distributed::distributed_partition(world(), transposed, labels, route("muon", make_muon()),
+                                                route("adamw", make_adamw()));
+    t.set_layouts(layouts(true));
+    REQUIRE(t.init());
+    io::FieldSet state_before, state_after;
+    io::FieldCollector cb{&state_before}, ca{&state_after};
+    t.visit_local(cb);
+    CHECK(distributed::load_checkpoint(path, t, got, {}, &err) == Status::invalid_argument);
+    CHECK_MESSAGE(
+        err.find("parameter 'tall' has shape [20, 6] in the checkpoint, [6, 20] here") != std::string::npos,
+        err);
+    t.visit_local(ca);
+    CHECK(state_before == state_after);
+  }
   // Another rank count: the ranks split into two communicators (one rank each when n ≤ 2), each
   // loads the file written on n ranks and continues identically.
   {

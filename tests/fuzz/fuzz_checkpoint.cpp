@@ -86,6 +86,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check(static_cast<bool>(opt.init()));
   std::string restore_error;
   if (io::restore(opt, fields, &restore_error) != Status::ok) check(!restore_error.empty());
+  // The recorded shapes against the partition's (load_checkpoint's check): a match or a message
+  // that names a parameter.
+  const std::string shape_error = io::detail::shape_mismatch(header.shapes, opt.params());
+  check(shape_error.empty() || shape_error.find("parameter '") != std::string::npos);
   // Round trip: what was accepted is written and read back unchanged (field names the writer
   // refuses are reported as errors, which is also fine).
   std::string write_error;
@@ -104,5 +108,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   check(header_again.step == header.step && header_again.signature == header.signature);
   check(header_again.rng.has_value() == header.rng.has_value());
+  check(header_again.shapes == header.shapes);
   return 0;
 }

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   io::CheckpointHeader h;
   h.step = 1;
   h.signature = opt.signature();
+  h.shapes = io::detail::shapes_of(opt);  // what save_checkpoint writes
   put("partition.h5", io::capture(opt), h);
 
   io::FieldSet f;

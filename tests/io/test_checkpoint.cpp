@@ -164,7 +164,7 @@ TEST_SUITE("io.checkpoint") {
     Model m;
     auto opt = make_opt();
     m.steps(opt, 0, 2);
-    REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, "muon+adamw", {}}) ==
+    REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, "muon+adamw", {}, {}}) ==
             Status::ok);
     // The hidden matrices routed to SGD instead of Muon: other field names.
     auto other = partition(kParams, {"sgd", "adamw", "sgd"}, route("sgd", sgd()), route("adamw", adamw()));
@@ -182,6 +182,12 @@ TEST_SUITE("io.checkpoint") {
     auto w = partition(wider, propose_labels(wider), route("muon", muon()), route("adamw", adamw()));
     REQUIRE(w.init());
     CHECK(io::load_checkpoint(path.string(), w, h, "", &err) == Status::invalid_argument);
+    CHECK(err.find("parameter 'h.0.attn.weight' has shape [12, 20] in the checkpoint, [12, 24] here") !=
+          std::string::npos);
+    // Without the recorded shapes (write_checkpoint with none), the field sizes still differ.
+    REQUIRE(io::write_checkpoint(path.string(), io::capture(opt),
+                                 io::CheckpointHeader{1, 2, "muon+adamw", {}, {}}) == Status::ok);
+    CHECK(io::load_checkpoint(path.string(), w, h, "", &err) == Status::invalid_argument);
     CHECK(err.find("elements") != std::string::npos);
     // The signature.
     auto same = make_opt();
@@ -198,7 +204,7 @@ TEST_SUITE("io.checkpoint") {
     Model m;
     auto opt = make_opt();
     m.steps(opt, 0, 2);
-    io::CheckpointHeader h{1, 2, opt.signature(), Rng(5).state()};
+    io::CheckpointHeader h{1, 2, opt.signature(), Rng(5).state(), {}};
     std::string err;
     REQUIRE(io::save_checkpoint(good.string(), opt, h, &err) == Status::ok);
     io::FieldSet fields;
@@ -240,7 +246,7 @@ TEST_SUITE("io.checkpoint") {
       REQUIRE(io::write_checkpoint(bad.string(), edited, read, &err) == Status::ok);
       auto target = make_opt();
       const auto before = io::capture(target);
-      io::CheckpointHeader untouched{1, 77, "untouched", {}};
+      io::CheckpointHeader untouched{1, 77, "untouched", {}, {}};
       CHECK(io::load_checkpoint(bad.string(), target, untouched, target.signature(), &err) ==
             Status::invalid_argument);
       CHECK_MESSAGE(err.find("field '" + e.field + "'") != std::string::npos, err);
@@ -251,7 +257,7 @@ TEST_SUITE("io.checkpoint") {
     }
     // The header: a negative step, an all-zero RNG state, a spare that is not finite.
     std::vector<std::pair<io::CheckpointHeader, const char*>> headers;
-    headers.push_back({io::CheckpointHeader{1, -1, opt.signature(), {}}, "step -1 is negative"});
+    headers.push_back({io::CheckpointHeader{1, -1, opt.signature(), {}, {}}, "step -1 is negative"});
     io::CheckpointHeader zero = read;
     zero.rng->words = {0, 0, 0, 0};
     headers.push_back({zero, "rng_words are all zero"});
@@ -265,7 +271,7 @@ TEST_SUITE("io.checkpoint") {
       REQUIRE(io::write_checkpoint(bad.string(), fields, header, &err) == Status::ok);
       auto target = make_opt();
       const auto before = io::capture(target);
-      io::CheckpointHeader untouched{1, 77, "untouched", {}};
+      io::CheckpointHeader untouched{1, 77, "untouched", {}, {}};
       CHECK(io::load_checkpoint(bad.string(), target, untouched, "", &err) == Status::invalid_argument);
       CHECK_MESSAGE(err.find(msg) != std::string::npos, err);
       CHECK(io::capture(target) == before);
@@ -309,6 +315,72 @@ TEST_SUITE("io.checkpoint") {
     }
   }
 
+  TEST_CASE("parameter shapes are recorded: transposed, reshaped or other parameters are refused") {
+    const fs::path path = scratch("shapes.h5");
+    const std::vector<ParamSpec> specs = {{"w", {8, 6}}, {"conv", {4, 3, 3, 3}}, {"b", {6}}, {"s", {}}};
+    const std::vector<std::string> labels = {"muon", "muon", "adamw", "adamw"};
+    auto make = [&](const std::vector<ParamSpec>& ps) {
+      auto p = partition(ps, std::vector<std::string>(labels.begin(), labels.begin() + ps.size()),
+                         route("muon", muon()), route("adamw", adamw()));
+      REQUIRE(p.init());
+      return p;
+    };
+    auto opt = make(specs);
+    std::vector<std::vector<float>> w, g;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      const auto n = static_cast<std::size_t>(flatten(specs[i].shape).size());
+      w.push_back(random_vec(n, 300 + i));
+      g.push_back(random_vec(n, 400 + i));
+    }
+    std::vector<float*> wp, gp;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      wp.push_back(w[i].data());
+      gp.push_back(g[i].data());
+    }
+    REQUIRE(opt.step(wp, gp));
+    std::string err;
+    REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 1, "", {}, {}}, &err) ==
+            Status::ok);
+    {
+      io::FieldSet f;
+      io::CheckpointHeader h;
+      REQUIRE(io::read_checkpoint(path.string(), f, h, &err) == Status::ok);
+      const io::ShapeMap expected = {{"w", {8, 6}}, {"conv", {4, 3, 3, 3}}, {"b", {6}}, {"s", {}}};
+      CHECK(h.shapes == expected);
+    }
+    // Each target has fields of the same names and sizes as the file (8 × 6 and 6 × 8; the
+    // conv weight declared 4 × 27), which restore() alone accepted.
+    auto refused = [&](std::vector<ParamSpec> ps, const std::string& expected) {
+      auto target = make(ps);
+      const auto before = io::capture(target);
+      io::CheckpointHeader h;
+      CHECK(io::load_checkpoint(path.string(), target, h, "", &err) == Status::invalid_argument);
+      CHECK_MESSAGE(err.find(expected) != std::string::npos, err);
+      CHECK(io::capture(target) == before);
+    };
+    refused({{"w", {6, 8}}, specs[1], specs[2], specs[3]},
+            "parameter 'w' has shape [8, 6] in the checkpoint, [6, 8] here");
+    refused({specs[0], {"conv", {4, 27}}, specs[2], specs[3]},
+            "parameter 'conv' has shape [4, 3, 3, 3] in the checkpoint, [4, 27] here");
+    refused({specs[0], specs[1], specs[2], {"s", {1}}},
+            "parameter 's' has shape [] in the checkpoint, [1] here");
+    refused({specs[0], specs[1], specs[2]},
+            "the checkpoint has a parameter 's' this optimizer does not have");
+    refused({specs[0], specs[1], specs[2], {"t", {}}}, "the checkpoint has no parameter 't'");
+    // The same shapes load, and so does a file without shapes (written before they were
+    // recorded), checked by its fields alone: there the transposed target loads.
+    auto same = make(specs);
+    io::CheckpointHeader h;
+    CHECK_MESSAGE(io::load_checkpoint(path.string(), same, h, "", &err) == Status::ok, err);
+    CHECK(io::capture(same) == io::capture(opt));
+    REQUIRE(io::write_checkpoint(path.string(), io::capture(opt), io::CheckpointHeader{1, 1, "", {}, {}}) ==
+            Status::ok);
+    auto transposed = make({{"w", {6, 8}}, specs[1], specs[2], specs[3]});
+    CHECK_MESSAGE(io::load_checkpoint(path.string(), transposed, h, "", &err) == Status::ok, err);
+    CHECK(h.shapes.empty());
+    fs::remove(path);
+  }
+
   TEST_CASE("rules with the same state load each other's files: only the signature tells them apart") {
     // Finding 43 (documentation): muon's checkpoint loads into scion with the default, empty,
     // expected signature; with the target's signature() it is refused.
@@ -316,7 +388,7 @@ TEST_SUITE("io.checkpoint") {
     Model m;
     auto opt = make_opt();
     m.steps(opt, 0, 2);
-    REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, opt.signature(), {}}) ==
+    REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, opt.signature(), {}, {}}) ==
             Status::ok);
     auto other = partition(kParams, propose_labels(kParams), route("muon", scion()), route("adamw", adamw()));
     REQUIRE(other.init());
@@ -333,7 +405,7 @@ TEST_SUITE("io.checkpoint") {
     Model m;
     auto opt = make_opt();
     m.steps(opt, 0, 1);
-    REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 1, "s", {}}) == Status::ok);
+    REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 1, "s", {}, {}}) == Status::ok);
     io::FieldSet f;
     io::CheckpointHeader h;
     std::string err;
@@ -359,7 +431,7 @@ TEST_SUITE("io.checkpoint") {
     CHECK(io::save_checkpoint((scratch("x") / "no_dir" / "c.h5").string(), opt, h, &err) ==
           Status::invalid_argument);
     // The next successful save replaces the stale temporary file and the checkpoint.
-    CHECK(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, "s", {}}) == Status::ok);
+    CHECK(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, "s", {}, {}}) == Status::ok);
     CHECK_FALSE(fs::exists(path.string() + ".tmp"));
     CHECK(io::read_checkpoint(path.string(), f, h, &err) == Status::ok);
     CHECK(h.step == 2);
@@ -454,7 +526,7 @@ TEST_SUITE("io.checkpoint") {
     io::FieldSet fields;
     fields["w"] = std::vector<float>{1, 2, 3};
     Rng rng(1);
-    io::CheckpointHeader header{io::kCheckpointSchemaVersion, 4, "sig", rng.state()};
+    io::CheckpointHeader header{io::kCheckpointSchemaVersion, 4, "sig", rng.state(), {{"w", {3}}}};
     auto edited = [&](const char* name, auto edit) {
       const std::string path = (dir / name).string();
       REQUIRE(io::write_checkpoint(path, fields, header) == Status::ok);
@@ -495,17 +567,46 @@ TEST_SUITE("io.checkpoint") {
       const std::vector<int> v(1000, io::kCheckpointSchemaVersion);
       replace_attr(file, "schema_version", H5T_NATIVE_INT, 1000, v.data());
     });
-    edited("huge_extent.h5", [&](hid_t file) {  // 2^40 floats declared, none stored (chunked)
+    // A dataset declaring 2^40 elements with none stored (chunked): no reader may size a buffer
+    // from it.
+    auto huge_dataset = [](hid_t file, const char* path, hid_t type) {
       const hsize_t n = hsize_t(1) << 40, chunk = 1024;
       const hid_t space = H5Screate_simple(1, &n, nullptr);
       const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
       H5Pset_chunk(dcpl, 1, &chunk);
-      const hid_t set = H5Dcreate2(file, "/schatten/optimizer/huge", H5T_NATIVE_FLOAT, space, H5P_DEFAULT,
-                                   dcpl, H5P_DEFAULT);
+      const hid_t set = H5Dcreate2(file, path, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
       REQUIRE(set >= 0);
       H5Dclose(set);
       H5Pclose(dcpl);
       H5Sclose(space);
+    };
+    edited("huge_extent.h5",
+           [&](hid_t file) { huge_dataset(file, "/schatten/optimizer/huge", H5T_NATIVE_FLOAT); });
+    // The parameter shapes: a negative dimension, floats, 2^40 dimensions, a stray dataset.
+    auto replace_shape = [](hid_t file, const char* path, hid_t type, hsize_t n, const void* data) {
+      H5Ldelete(file, "/schatten/parameters/w/shape", H5P_DEFAULT);
+      const hid_t space = H5Screate_simple(1, &n, nullptr);
+      const hid_t set = H5Dcreate2(file, path, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      REQUIRE(set >= 0);
+      if (data) H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+      H5Dclose(set);
+      H5Sclose(space);
+    };
+    edited("shape_negative.h5", [&](hid_t file) {
+      const std::int64_t d = -3;
+      replace_shape(file, "/schatten/parameters/w/shape", H5T_NATIVE_INT64, 1, &d);
+    });
+    edited("shape_float.h5", [&](hid_t file) {
+      const double d = 3.0;
+      replace_shape(file, "/schatten/parameters/w/shape", H5T_NATIVE_DOUBLE, 1, &d);
+    });
+    edited("shape_stray.h5", [&](hid_t file) {
+      const std::int64_t d = 3;
+      replace_shape(file, "/schatten/parameters/w/dims", H5T_NATIVE_INT64, 1, &d);
+    });
+    edited("shape_huge.h5", [&](hid_t file) {  // 2^40 dimensions
+      H5Ldelete(file, "/schatten/parameters/w/shape", H5P_DEFAULT);
+      huge_dataset(file, "/schatten/parameters/w/shape", H5T_NATIVE_INT64);
     });
     fs::remove_all(dir);
   }

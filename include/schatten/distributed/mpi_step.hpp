@@ -1488,16 +1488,19 @@ Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
   if (p.communicator().rank() == 0)
     for (auto& [name, value] : replicas)
       all[name] = std::move(value);
-  return detail::write_on_root(p.communicator(), path, all, header, error);
+  io::CheckpointHeader h = header;
+  h.shapes = io::detail::shapes_of(p);  // the whole parameters' shapes, as a Partition writes them
+  return detail::write_on_root(p.communicator(), path, all, h, error);
 }
 
 /// Collective. Reads the file on rank 0, sends it to every rank, and loads into each rank's
 /// owned parameters (and every rank's unreduced ones, each M from the file's mean) the fields of
 /// those parameters (io::restore: every field present, same type and size). The file must have
-/// no field of a parameter or name this partition lacks, and match `expected_signature` when one
-/// is given. All ranks load or none: on any failure every rank's state is as before, and `error`
-/// names the first problem (of the lowest failing rank). Works for any rank count at save and at
-/// load (the file holds every parameter by name).
+/// no field of a parameter or name this partition lacks, match `expected_signature` when one
+/// is given, and have this partition's parameter shapes when it records shapes
+/// (io/checkpoint.hpp). All ranks load or none: on any failure every rank's state is as before,
+/// and `error` names the first problem (of the lowest failing rank). Works for any rank count at
+/// save and at load (the file holds every parameter by name).
 template <class... Rules>
 Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
                        io::CheckpointHeader& header, const std::string& expected_signature = {},
@@ -1514,6 +1517,11 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
     if (error)
       *error = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
                expected_signature + "'";
+    return Status::invalid_argument;
+  }
+  // The same file and parameters on every rank: the same outcome, no collective needed.
+  if (std::string m = io::detail::shape_mismatch(h.shapes, p.params()); !m.empty()) {
+    if (error) *error = std::move(m);
     return Status::invalid_argument;
   }
   // Fields of this rank's parameters, and fields that belong to nobody (identical on all ranks);

@@ -8,16 +8,25 @@
 /// names is present with the same type, size and a valid value, and that the file has no other
 /// field. That is all restore() compares: the field names (parameter names, rule positions and
 /// kinds of state), types and element counts. Optimizers with the same fields — muon, mop, scion
-/// and muon_hyperball; other hyper-parameters; a parameter of another shape with the same
-/// element count (8 × 6 and 6 × 8) — load each other's checkpoints. To refuse those, pass the
-/// target's `partition.signature()` (names, rules and hyper-parameters) as load_checkpoint's
-/// `expected_signature`; the default, empty, skips that check. Shapes are in neither.
+/// and muon_hyperball; other hyper-parameters — load each other's checkpoints. To refuse those,
+/// pass the target's `partition.signature()` (names, rules and hyper-parameters) as
+/// load_checkpoint's `expected_signature`; the default, empty, skips that check.
+///
+/// Parameter shapes: save_checkpoint of a state with parameters (optim::Partition,
+/// distributed::DistributedPartition: anything with `params()`) writes every parameter's shape as
+/// declared (ParamSpec::shape), and load_checkpoint into such a state refuses a file whose
+/// parameters have other shapes, even of the same element count (8 × 6 and 6 × 8, a conv weight
+/// declared 64 × 3 × 3 × 3 and 64 × 27), or another set of parameters. Files written before the
+/// shapes were recorded (no `/schatten/parameters` group) load as before, checked by fields only.
 ///
 /// File layout: datasets `/schatten/optimizer/<field path>` (the field names contain the
 /// parameter name and `<index>_<rule>`), int64 / double / float (bf16 state as its exact
 /// floats: the format is the same for either storage); root attributes
 /// `schema_version` (int), `step` (int64), `signature` (string), and the RNG state
-/// (`rng_words` 4 × uint64, `rng_spare`, `rng_has_spare`) when one is given.
+/// (`rng_words` 4 × uint64, `rng_spare`, `rng_has_spare`) when one is given; when the header has
+/// shapes, datasets `/schatten/parameters/<param name>/shape` (int64, one per dimension; a null
+/// dataspace for a rank-0 parameter). Readers of either kind of file ignore what they do not read,
+/// so the schema version is the same with and without shapes.
 /// Writing is atomic: the file is built in memory (HDF5's core driver), written as `<path>.tmp`,
 /// synced to disk, closed, then renamed over `path`, so a crash during a write leaves the previous
 /// checkpoint intact (tested by killing a writer at random times:
@@ -45,6 +54,9 @@ namespace schatten::io {
 /// The schema version written by this library; files of another version are refused.
 constexpr int kCheckpointSchemaVersion = 1;
 
+/// Parameter shapes by parameter name, as declared (optim::ParamSpec::shape).
+using ShapeMap = std::map<std::string, std::vector<std::int64_t>>;
+
 /// One field's value.
 using FieldValue = std::variant<std::int64_t, double, std::vector<float>>;
 /// Fields by their full name ("w1/0_trace_momentum/mu").
@@ -58,7 +70,63 @@ struct CheckpointHeader {
   /// asks for it. docs/optim.md suggests a format.
   std::string signature;
   std::optional<Rng::State> rng;
+  /// The parameters' shapes (file comment). save_checkpoint fills them from a state with
+  /// `params()`; read_checkpoint leaves them empty for a file without them.
+  ShapeMap shapes;
 };
+
+namespace detail {
+/// Whether S names its parameters: `s.params()` is a sequence of {name, shape} (optim::ParamSpec).
+template <class S, class = void>
+struct has_params : std::false_type {};
+template <class S>
+struct has_params<S, std::void_t<decltype(std::declval<const S&>().params().begin()->shape.size())>>
+    : std::true_type {};
+
+/// The shapes of `s.params()`, by name.
+template <class S>
+ShapeMap shapes_of(const S& s) {
+  ShapeMap m;
+  for (const auto& p : s.params())
+    m[p.name].assign(p.shape.begin(), p.shape.end());
+  return m;
+}
+
+/// "[8, 6]"
+inline std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string t = "[";
+  for (std::size_t k = 0; k < shape.size(); ++k)
+    t += (k ? ", " : "") + std::to_string(shape[k]);
+  return t + "]";
+}
+
+/// Why a checkpoint's shapes `file` do not fit `params` ("" when they do, or when the file has
+/// none: written before shapes were recorded). Every parameter must be in the file with its
+/// shape, and the file must have no other parameter. Cost: one map lookup per parameter.
+template <class Params>
+std::string shape_mismatch(const ShapeMap& file, const Params& params) {
+  if (file.empty()) return {};
+  std::size_t found = 0;
+  for (const auto& p : params) {
+    const auto it = file.find(p.name);
+    if (it == file.end()) return "the checkpoint has no parameter '" + p.name + "' (another model?)";
+    const std::vector<std::int64_t> here(p.shape.begin(), p.shape.end());
+    if (it->second != here)
+      return "parameter '" + p.name + "' has shape " + shape_text(it->second) + " in the checkpoint, " +
+             shape_text(here) + " here";
+    ++found;
+  }
+  if (found != file.size()) {
+    for (const auto& [name, shape] : file) {
+      bool known = false;
+      for (const auto& p : params)
+        known = known || p.name == name;
+      if (!known) return "the checkpoint has a parameter '" + name + "' this optimizer does not have";
+    }
+  }
+  return {};
+}
+}  // namespace detail
 
 /// Collects every field of a visitable state (a rule state, or a Partition through its `visit`).
 struct FieldCollector {
@@ -261,19 +329,30 @@ Status restore(S& state, const FieldSet& fields, std::string* error = nullptr,
       error);
 }
 
-/// Saves any visitable state (a rule state or a whole optim::Partition) with its header.
+/// Saves any visitable state (a rule state or a whole optim::Partition) with its header; a state
+/// with parameters (detail::has_params) has their shapes written in place of `header.shapes`.
 /// out_of_memory when the copy of its fields cannot be allocated (the file is then untouched).
 template <class S>
 Status save_checkpoint(const std::string& path, S& state, const CheckpointHeader& header,
                        std::string* error = nullptr) {
-  return detail::allocation_as_status([&] { return write_checkpoint(path, capture(state), header, error); },
-                                      error);
+  return detail::allocation_as_status(
+      [&] {
+        if constexpr (detail::has_params<S>::value) {
+          CheckpointHeader h = header;
+          h.shapes = detail::shapes_of(state);
+          return write_checkpoint(path, capture(state), h, error);
+        } else {
+          return write_checkpoint(path, capture(state), header, error);
+        }
+      },
+      error);
 }
 
 /// Loads a checkpoint into `state` (initialised with the target configuration). When
 /// `expected_signature` is non-empty it must equal the file's signature: pass the target's
 /// `signature()`, since the fields alone do not tell rules with the same state apart (see the
-/// file comment). On any error `state`
+/// file comment). A state with parameters must have the file's parameter shapes, when the file
+/// has them (detail::shape_mismatch). On any error `state`
 /// and `header` are unchanged and `error` names the problem (the field, the signature, the file).
 template <class S>
 Status load_checkpoint(const std::string& path, S& state, CheckpointHeader& header,
@@ -288,6 +367,12 @@ Status load_checkpoint(const std::string& path, S& state, CheckpointHeader& head
             *error = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
                      expected_signature + "'";
           return Status::invalid_argument;
+        }
+        if constexpr (detail::has_params<S>::value) {
+          if (std::string m = detail::shape_mismatch(h.shapes, state.params()); !m.empty()) {
+            if (error) *error = std::move(m);
+            return Status::invalid_argument;
+          }
         }
         if (Status s = restore(state, fields, error); s != Status::ok) return s;
         header = std::move(h);  // moves: nothing left to fail
