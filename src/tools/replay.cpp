@@ -232,7 +232,7 @@ schatten_p, grad_dot, descent_cosine, potential, next_grad_dot, alignment (steps
 parameters, or their pieces with --split; NaN where undefined), labels, and params/<i> with
 --save-params; the JSON summary has the final norms and p, mean diagnostics per column and the
 time spent reading, stepping and writing. Exit status: 0 done, 1 a failure while running
-(message on stderr), 2 bad command line.
+(message on stderr), 2 bad command line (an unknown option, preset or key, a malformed value).
 )";
 
 // ---------------------------------------------------------------------------------------------
@@ -672,18 +672,22 @@ class RunnerOf final : public Runner {
   std::vector<GramRef> gram_;
 };
 
+/// The partition `p` initialised, or nullptr with `err` set and `usage` false: what the library
+/// refuses over the recording's parameters (a hyper-parameter its check() refuses, out of
+/// memory) is a failure while running, as for the cuts and QK-clip layers.
 template <class P>
-std::unique_ptr<RunnerOf<P>> runner_of(P p, const std::string& spec, std::string& err) {
+std::unique_ptr<RunnerOf<P>> runner_of(P p, const std::string& spec, std::string& err, bool& usage) {
   const opt::StepReport r = p.init();
   if (!r) {
     err = "--optimizer " + spec + ": " + r.message;
+    usage = false;
     return nullptr;
   }
   return std::make_unique<RunnerOf<P>>(std::move(p));
 }
 template <class P>
-std::unique_ptr<Runner> runner(P p, const std::string& spec, std::string& err) {
-  return runner_of(std::move(p), spec, err);
+std::unique_ptr<Runner> runner(P p, const std::string& spec, std::string& err, bool& usage) {
+  return runner_of(std::move(p), spec, err, usage);
 }
 
 /// True for the options structs with a momentum storage (`mu_storage`: docs/optim.md "State
@@ -693,9 +697,13 @@ struct has_mu_storage : std::false_type {};
 template <class O>
 struct has_mu_storage<O, std::void_t<decltype(std::declval<O&>().mu_storage)>> : std::true_type {};
 
-/// The optimizer a Spec describes, over the recording's parameters.
+/// The optimizer a Spec describes, over the recording's parameters; nullptr with `err` set when
+/// it cannot be built. `usage` then says whether the SPEC itself is malformed (an unknown preset
+/// or key, a value that is not a number, not one of the choices or out of the keys' own range:
+/// exit status 2) or the library refused it (runner_of: exit status 1).
 std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& ps, bool diagnostics,
-                              std::string& err) {
+                              std::string& err, bool& usage) {
+  usage = true;
   Keys k(s);
   const auto all = [&](const std::string& label) { return std::vector<std::string>(ps.size(), label); };
   // mu_storage=fp32|bf16|bf16_stochastic: the momentum (AdamW: first moment) buffer's storage, the options'
@@ -719,7 +727,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     momentum_keys(o);
     k.number("wd", o.weight_decay);
     if (!k.done(err)) return nullptr;
-    return runner(opt::partition(ps, all("sgd"), opt::route("sgd", opt::sgd(o))), s.text, err);
+    return runner(opt::partition(ps, all("sgd"), opt::route("sgd", opt::sgd(o))), s.text, err, usage);
   }
   if (s.preset == "adamw") {
     opt::AdamWOptions o;
@@ -730,7 +738,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("wd", o.weight_decay);
     storage_key("mu_storage", o.mu_storage);
     if (!k.done(err)) return nullptr;
-    return runner(opt::partition(ps, all("adamw"), opt::route("adamw", opt::adamw(o))), s.text, err);
+    return runner(opt::partition(ps, all("adamw"), opt::route("adamw", opt::adamw(o))), s.text, err, usage);
   }
   if (s.preset == "lion") {
     opt::LionOptions o;
@@ -740,7 +748,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     k.number("wd", o.weight_decay);
     storage_key("mu_storage", o.mu_storage);
     if (!k.done(err)) return nullptr;
-    return runner(opt::partition(ps, all("lion"), opt::route("lion", opt::lion(o))), s.text, err);
+    return runner(opt::partition(ps, all("lion"), opt::route("lion", opt::lion(o))), s.text, err, usage);
   }
   // Matrix presets: their own keys, then the AdamW side and the routing. schatten_muon's side
   // defaults to SMuon's auxiliary Adam (algorithms.md §4a.4: lr 3e-4, betas (0.9, 0.95), eps
@@ -775,7 +783,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   auto mixed = [&](auto rule) {
     return runner(opt::partition(ps, labels, opt::route(s.preset, std::move(rule)),
                                  opt::route("adamw", opt::adamw(aw))),
-                  s.text, err);
+                  s.text, err, usage);
   };
   auto polar_rule = [&](PolarOptions& polar) {
     switch (k.choice("polar", "keller|newton_schulz|polar_express|qdwh")) {
@@ -929,7 +937,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
     if (!k.done(err)) return nullptr;
     auto r = runner_of(opt::partition(ps, labels, opt::route(s.preset, opt::schatten_muon(o)),
                                       opt::route("adamw", opt::adamw(aw))),
-                       s.text, err);
+                       s.text, err, usage);
     if (r) r->set_criterion_schedule(o.adaptive, o.first, o.interval);
     return r;
   }
@@ -1956,8 +1964,9 @@ int fail_run(const std::string& msg, const std::string& tmp) {
   for (std::size_t r = 0; r < runs.size(); ++r) {
     Run& run = runs[r];
     run.spec = o.specs[r];
-    run.runner = build(run.spec, ps, o.diagnostics, err);
-    if (!run.runner) return fail_run(err, "");
+    bool usage = false;
+    run.runner = build(run.spec, ps, o.diagnostics, err, usage);
+    if (!run.runner) return usage ? usage_error(err) : fail_run(err, "");
     // A SplitPartition's signature: the partition's and the cut.
     run.signature = run.runner->signature() + (columns.split() ? "|split=" + columns.signature() : "");
     if (run.spec.qk) {
@@ -2310,8 +2319,9 @@ int fail_run(const std::string& msg, const std::string& tmp) {
 /// The command-line half of schatten-replay without any file: parses `argv` as main() does,
 /// cuts (--split) a small fixed parameter list (two matrices, a vector) and builds every
 /// optimizer it names over the columns. Returns parse_args's exit status when it stops (0 for
-/// --help, 2 for a usage error), 1 when a cut or an optimizer specification is refused (the
-/// message on stderr), −1 when everything is valid. The fuzz target
+/// --help, 2 for a usage error), 2 when an optimizer specification is at fault (build's `usage`),
+/// 1 when a cut or a QK-clip layer is refused (the message on stderr), −1 when everything is
+/// valid. The fuzz target
 /// tests/fuzz/fuzz_replay_cli.cpp calls it (Kokkos must be initialised).
 int schatten_replay_check_command_line(int argc, char** argv) {
   Options o;
@@ -2334,9 +2344,10 @@ int schatten_replay_check_command_line(int argc, char** argv) {
     return 1;
   }
   for (const Spec& s : o.specs) {
-    if (build(s, columns.specs(), o.diagnostics, err) == nullptr) {
+    bool usage = false;
+    if (build(s, columns.specs(), o.diagnostics, err, usage) == nullptr) {
       std::fprintf(stderr, "schatten-replay: %s\n", err.c_str());
-      return 1;
+      return usage ? 2 : 1;
     }
   }
   std::vector<opt::QkLayer> qk;
