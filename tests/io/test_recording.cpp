@@ -4,10 +4,13 @@
 /// survival of completed steps, and a clear error for every kind of bad file.
 #include <doctest/doctest.h>
 #include <hdf5.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -406,6 +409,91 @@ TEST_SUITE("io.recording") {
       H5Aclose(a);
     });
     check_refused(path, "expected (≥4");
+    fs::remove(path);
+  }
+
+  TEST_CASE("recording: a full disk refuses the step before anything is written; the steps survive") {
+    // Finding 47: an append that failed on a full disk left the file unreadable (every step
+    // lost) and its HDF5 handle open for good, so the process crashed at exit. A child process
+    // stands for the training process: a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) makes
+    // writes past it fail with EFBIG as a full file system fails with ENOSPC. It appends until
+    // refused, lifts the limit (the disk freed), appends one more step, closes, and reports.
+    const std::string path = temp_path("full.h5");
+    const RecordingInfo info = test_info();
+    for (const int gzip : {0, 6})
+      for (const long extra : {0L, 100L, 20000L, 150000L}) {
+        CAPTURE(gzip);
+        CAPTURE(extra);
+        int fds[2];
+        REQUIRE(::pipe(fds) == 0);
+        std::fflush(nullptr);
+        const pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+          ::close(fds[0]);
+          Recorder rec;
+          RecorderOptions o;
+          o.gzip_level = gzip;
+          o.overwrite = true;
+          std::string err, refusal = "none";
+          int done = 0;
+          if (rec.create(path, info, o, &err) != Status::ok) ::_exit(2);
+          for (; done < 2; ++done)
+            if (rec.append(make_step(info, done).view(info), &err) != Status::ok) ::_exit(3);
+          struct stat st {};
+          ::stat(path.c_str(), &st);
+          std::signal(SIGXFSZ, SIG_IGN);
+          struct rlimit limited {
+            rlim_t(st.st_size + extra), RLIM_INFINITY
+          }, lifted{RLIM_INFINITY, RLIM_INFINITY};
+          ::setrlimit(RLIMIT_FSIZE, &limited);
+          for (; done < 2000; ++done)
+            if (rec.append(make_step(info, done).view(info), &err) != Status::ok) {
+              refusal = err;
+              break;
+            }
+          const std::int64_t steps_after_refusal = rec.steps();
+          ::setrlimit(RLIMIT_FSIZE, &lifted);
+          const Status retry = rec.append(make_step(info, done).view(info), &err);
+          const Status closed = rec.close(&err);
+          const std::string out = std::to_string(done) + "|" + std::to_string(steps_after_refusal) + "|" +
+                                  to_string(retry) + "|" + to_string(closed) + "|" +
+                                  std::to_string(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL)) + "|" + refusal;
+          (void)!::write(fds[1], out.data(), out.size());
+          ::_exit(0);
+        }
+        ::close(fds[1]);
+        std::string out;
+        char buf[1024];
+        for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+          out.append(buf, std::size_t(n));
+        ::close(fds[0]);
+        int wstatus = 0;
+        REQUIRE(::waitpid(pid, &wstatus, 0) == pid);
+        CAPTURE(out);
+        REQUIRE(WIFEXITED(wstatus));
+        REQUIRE(WEXITSTATUS(wstatus) == 0);
+        int done = -1;
+        long steps_after_refusal = -1;
+        char retry[32] = {}, closed[32] = {};
+        int open = -1;
+        REQUIRE(std::sscanf(out.c_str(), "%d|%ld|%31[^|]|%31[^|]|%d|", &done, &steps_after_refusal, retry,
+                            closed, &open) == 5);
+        const std::string refusal = out.substr(out.rfind('|') + 1);
+        CHECK(done < 2000);  // the limit was reached
+        CHECK(steps_after_refusal == done);
+        CHECK(refusal.rfind("cannot reserve", 0) == 0);
+        CHECK(refusal.find("File too large") != std::string::npos);
+        CHECK(refusal.find("nothing was written") != std::string::npos);
+        CHECK(std::string(retry) == "ok");  // the refused step, appended again once there is room
+        CHECK(std::string(closed) == "ok");
+        CHECK(open == 0);  // no HDF5 file left open: the process exits cleanly
+        RecordingReader r;
+        std::string err;
+        REQUIRE_MESSAGE(r.open(path, &err) == Status::ok, err);
+        CHECK(r.info().steps == done + 1);
+        check_contents(r, done + 1);
+      }
     fs::remove(path);
   }
 

@@ -116,8 +116,13 @@ class Recorder {
   /// Writes step `steps()`. Checks every pointer first (invalid_argument, nothing written: one
   /// entry per parameter in each vector that must be used, non-null exactly where recorded;
   /// max_logits non-null exactly when max_logit_heads > 0).
-  /// A write failure (disk full) returns internal_error: the step is not counted and the
-  /// recorder refuses further appends; the file keeps every earlier step.
+  /// Then it allocates the disk the step can take (fallocate, past the end of the file's
+  /// allocation; docs/reliability.md, Finding 47): when that fails (a full disk, a file-size
+  /// limit) it returns internal_error naming the system's reason, with nothing written, the
+  /// recorder still usable and the step not counted (append it again once there is room). A
+  /// write failure after that (a file system without fallocate, or copy-on-write metadata)
+  /// returns internal_error: the step is not counted and the recorder refuses further appends.
+  /// The unused part of the allocation (at most one step's) is given back by close().
   Status append(const StepData& step, std::string* error = nullptr);
 
   /// Completed steps so far.
