@@ -430,10 +430,12 @@ TEST_SUITE("kernels.spectral_power") {
     const Factored f = factored(r, c, geometric(50, 1e-3, 5.0), case_seed("schatten_norm"));
     const std::vector<T> a = to_row_major<T>(f.a);
     const std::vector<double> ad(a.begin(), a.end());
-    // Double: the rational stage's tolerance (1e-6) bounds the error; float: QDWH's k·ε_f.
-    const double tol = sizeof(T) == 8 ? 1e-6 : 1e-4;
-    for (double q : {0.5, 1.0, 1.5, 2.0, 3.0, 4.5, std::numeric_limits<double>::infinity()}) {
+    // Double: the rational stage's tolerance (1e-5 relative in Σσ^q, so 1e-5/q in the norm)
+    // bounds the error; float: QDWH's k·ε_f. q = 1.001 and 2.004: fractional parts whose fit
+    // missed the old default tolerance (1e-6).
+    for (double q : {0.5, 1.0, 1.001, 1.5, 2.0, 2.004, 3.0, 4.5, std::numeric_limits<double>::infinity()}) {
       CAPTURE(q);
+      const double tol = sizeof(T) == 8 ? 1e-5 / std::min(q, 1.0) : 1e-4;
       double got = 0.0, want = 0.0;
       REQUIRE(schatten_norm(MatrixRef<const T>(a.data(), r, c), q, &got) == Status::ok);
       REQUIRE(reference::schatten_norm(MatrixRef<const double>(ad.data(), r, c), q, want) == Status::ok);
@@ -443,6 +445,39 @@ TEST_SUITE("kernels.spectral_power") {
     CHECK(schatten_norm(MatrixRef<const T>(a.data(), r, c), 0.0, &n) == Status::invalid_argument);
     CHECK(schatten_norm(MatrixRef<const T>(a.data(), r, c), -1.0, &n) == Status::invalid_argument);
   }
+  TEST_CASE("schatten_norm: a tolerance the rational fit cannot reach is not_converged, norms written") {
+    // The norm once came back ok with the best fit, whatever it reached. Tolerance 1e-8 at the
+    // default floor: 24 poles reach about 1e-6 for these fractional parts. Now not_converged,
+    // with the norms written as before: within the fit's error (relative in Σσ^q, so
+    // fit_error/q in the norm) of the SVD's, plus 1e-12 for QDWH and the sums.
+    const index_t r = 40, c = 30;
+    const Factored f = factored(r, c, geometric(30, 1e-3, 2.0), case_seed("schatten_norm_tolerance"));
+    const std::vector<double> a = to_row_major<double>(f.a);
+    for (const double q : {1.5, 0.1}) {
+      CAPTURE(q);
+      SchattenNormOptions o;
+      o.tolerance = 1e-8;
+      RationalPower best;
+      REQUIRE(rational_power_approximation(q - std::floor(q), o.floor, o.tolerance, best) ==
+              Status::not_converged);
+      CHECK(best.fit_error > o.tolerance);
+      double got = -1.0, want = 0.0;
+      CHECK(schatten_norm(BatchedMatrixRef<const double>(MatrixRef<const double>(a.data(), r, c)), q, &got,
+                          o) == Status::not_converged);
+      REQUIRE(reference::schatten_norm(MatrixRef<const double>(a.data(), r, c), q, want) == Status::ok);
+      CHECK(std::fabs(got / want - 1.0) <= best.fit_error / q + 1e-12);
+      o.tolerance = 1e-5;  // reachable: ok
+      CHECK(schatten_norm(BatchedMatrixRef<const double>(MatrixRef<const double>(a.data(), r, c)), q, &got,
+                          o) == Status::ok);
+    }
+    // q = 3 has no fractional part, hence no fit: any tolerance is ok.
+    SchattenNormOptions o;
+    o.tolerance = 1e-8;
+    double got = 0.0;
+    CHECK(schatten_norm(BatchedMatrixRef<const double>(MatrixRef<const double>(a.data(), r, c)), 3.0, &got,
+                        o) == Status::ok);
+  }
+
   TEST_CASE("polynomial power schedules stay within their documented bands for every alpha") {
     for (int steps : {5, 6, 8}) {
       double worst_all = 0.0;

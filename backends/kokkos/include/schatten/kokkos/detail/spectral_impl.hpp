@@ -508,10 +508,13 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
   const double frac = finite_q ? q - whole : 0.0;  // ∈ [0, 1)
   static const RationalPower kNone;                // (no fractional part: no rational stage)
   const RationalPower* fit = &kNone;               // the cached fit: read without a copy (no host allocation)
+  bool fit_missed = false;  // 24 poles did not reach options.tolerance: the best fit is used
   if (finite_q && q != 2.0 && frac != 0.0) {
     const Status st = schatten::detail::cached_rational_power(frac, options.floor, options.tolerance, fit);
     if (st == Status::invalid_argument) return st;
+    fit_missed = st != Status::ok;
   }
+  bool fit_used = false;
   const RationalPower& g = *fit;
   try {
     ws.reserve(spectral_bytes<TC, Mem>(s), static_cast<std::size_t>(s.batch));
@@ -547,6 +550,7 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     // acc = g(H) (or I), then times H^⌊q⌋, then Σσ^q = tr(acc).
     if (frac != 0.0) {
       if (!rational_function(space, g, b.hd, b.acc, b.fac, b.z, b.h2)) return Status::breakdown;
+      fit_used = true;
     } else {
       set_identity(space, b.acc, 1.0);
     }
@@ -562,7 +566,8 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     if (!std::isfinite(result[static_cast<std::size_t>(bi)])) return Status::out_of_range;
   for (index_t bi = 0; bi < s.batch; ++bi)
     norms_out[bi] = result[static_cast<std::size_t>(bi)];
-  return Status::ok;
+  // As spectral_power(): the norms are written, with the accuracy of the best fit.
+  return fit_missed && fit_used ? Status::not_converged : Status::ok;
 }
 
 }  // namespace schatten::kokkos::detail
