@@ -41,6 +41,45 @@ std::string temp_path(const std::string& name) {
   return p.string();
 }
 
+/// Runs `body` in a forked child and returns the text it returned; the child leaves with
+/// _exit (no atexit handlers, such as Kokkos' finalisation, run twice) and must exit normally.
+template <class F>
+std::string in_child(F body) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    const std::string out = body();
+    (void)!::write(fds[1], out.data(), out.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+    out.append(buf, std::size_t(n));
+  ::close(fds[0]);
+  int wstatus = 0;
+  REQUIRE(::waitpid(pid, &wstatus, 0) == pid);
+  CAPTURE(out);
+  REQUIRE(WIFEXITED(wstatus));
+  REQUIRE(WEXITSTATUS(wstatus) == 0);
+  return out;
+}
+
+/// Writes past `bytes` fail with EFBIG from here on (SIGXFSZ ignored), as writes to a full file
+/// system fail with ENOSPC; RLIM_INFINITY lifts the limit (the hard limit stays unlimited).
+void limit_file_size(rlim_t bytes) {
+  std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit l {
+    bytes, RLIM_INFINITY
+  };
+  ::setrlimit(RLIMIT_FSIZE, &l);
+}
+
 /// A model of four parameters covering every rank and every optional dataset, with the max
 /// logits of three attention heads.
 RecordingInfo test_info() {
@@ -424,55 +463,34 @@ TEST_SUITE("io.recording") {
       for (const long extra : {0L, 100L, 20000L, 150000L}) {
         CAPTURE(gzip);
         CAPTURE(extra);
-        int fds[2];
-        REQUIRE(::pipe(fds) == 0);
-        std::fflush(nullptr);
-        const pid_t pid = ::fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-          ::close(fds[0]);
+        const std::string out = in_child([&]() -> std::string {
           Recorder rec;
           RecorderOptions o;
           o.gzip_level = gzip;
           o.overwrite = true;
           std::string err, refusal = "none";
           int done = 0;
-          if (rec.create(path, info, o, &err) != Status::ok) ::_exit(2);
+          if (rec.create(path, info, o, &err) != Status::ok) return "create failed: " + err;
           for (; done < 2; ++done)
-            if (rec.append(make_step(info, done).view(info), &err) != Status::ok) ::_exit(3);
+            if (rec.append(make_step(info, done).view(info), &err) != Status::ok)
+              return "append failed: " + err;
           struct stat st {};
           ::stat(path.c_str(), &st);
-          std::signal(SIGXFSZ, SIG_IGN);
-          struct rlimit limited {
-            rlim_t(st.st_size + extra), RLIM_INFINITY
-          }, lifted{RLIM_INFINITY, RLIM_INFINITY};
-          ::setrlimit(RLIMIT_FSIZE, &limited);
+          limit_file_size(rlim_t(st.st_size + extra));
           for (; done < 2000; ++done)
             if (rec.append(make_step(info, done).view(info), &err) != Status::ok) {
               refusal = err;
               break;
             }
           const std::int64_t steps_after_refusal = rec.steps();
-          ::setrlimit(RLIMIT_FSIZE, &lifted);
+          limit_file_size(RLIM_INFINITY);
           const Status retry = rec.append(make_step(info, done).view(info), &err);
           const Status closed = rec.close(&err);
-          const std::string out = std::to_string(done) + "|" + std::to_string(steps_after_refusal) + "|" +
-                                  to_string(retry) + "|" + to_string(closed) + "|" +
-                                  std::to_string(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL)) + "|" + refusal;
-          (void)!::write(fds[1], out.data(), out.size());
-          ::_exit(0);
-        }
-        ::close(fds[1]);
-        std::string out;
-        char buf[1024];
-        for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
-          out.append(buf, std::size_t(n));
-        ::close(fds[0]);
-        int wstatus = 0;
-        REQUIRE(::waitpid(pid, &wstatus, 0) == pid);
+          return std::to_string(done) + "|" + std::to_string(steps_after_refusal) + "|" + to_string(retry) +
+                 "|" + to_string(closed) + "|" + std::to_string(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL)) +
+                 "|" + refusal;
+        });
         CAPTURE(out);
-        REQUIRE(WIFEXITED(wstatus));
-        REQUIRE(WEXITSTATUS(wstatus) == 0);
         int done = -1;
         long steps_after_refusal = -1;
         char retry[32] = {}, closed[32] = {};
@@ -494,6 +512,24 @@ TEST_SUITE("io.recording") {
         CHECK(r.info().steps == done + 1);
         check_contents(r, done + 1);
       }
+    // create() on a full disk: refused before any HDF5 call (H5Fcreate itself, at a limit of 0,
+    // left HDF5 unable to shut down), no file left, and HDF5 shuts down cleanly.
+    for (const rlim_t limit : {rlim_t(0), rlim_t(100), rlim_t(4096), rlim_t(30000)}) {
+      CAPTURE(limit);
+      fs::remove(path);
+      const std::string out = in_child([&]() -> std::string {
+        limit_file_size(limit);
+        Recorder rec;
+        std::string err;
+        const Status s = rec.create(path, info, {}, &err);
+        return std::string(to_string(s)) + "|" + std::to_string(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL)) +
+               "|" + std::to_string(H5close()) + "|" + err;
+      });
+      CAPTURE(out);
+      CHECK(out.rfind("internal_error|0|0|cannot reserve", 0) == 0);
+      CHECK(out.find("File too large (nothing created)") != std::string::npos);
+      CHECK_FALSE(fs::exists(path));
+    }
     fs::remove(path);
   }
 

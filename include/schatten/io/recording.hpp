@@ -108,8 +108,10 @@ class Recorder {
   /// Creates `path`. Checks first (invalid_argument, no file created): at least one
   /// parameter, names non-empty and unique, shapes valid, act_gram only on matrices (rank ≥ 2),
   /// max_logit_heads in 0..2^30 − 1 (one step in one HDF5 chunk), gzip level 0–9, no existing
-  /// file unless `overwrite`. A failure while writing removes the partial file (internal_error). `error`
-  /// names the problem.
+  /// file unless `overwrite`. Then it allocates the disk the metadata takes (64 KiB and 8 KiB a
+  /// parameter): when that fails (a full disk, a file-size limit), internal_error naming the
+  /// system's reason, with no file left and no HDF5 call made. A failure while writing removes
+  /// the partial file (internal_error). `error` names the problem.
   Status create(const std::string& path, const RecordingInfo& info, const RecorderOptions& options = {},
                 std::string* error = nullptr);
 
