@@ -156,9 +156,10 @@ inline bool read_int_array_attr(hid_t obj, const char* name, std::vector<std::in
 }
 
 /// Creates an extendible dataset of shape (0, inner...) with chunks of `steps_per_chunk` steps
-/// (steps_per_chunk, inner...); optional shuffle + deflate.
+/// (steps_per_chunk, inner...); optional shuffle + deflate, and optionally a Fletcher-32 checksum of
+/// every stored chunk (after compression), which HDF5 verifies on every read.
 inline hid_t create_extendible(hid_t loc, const char* name, hid_t type, const std::vector<hsize_t>& inner,
-                               int gzip_level, hsize_t steps_per_chunk = 1) {
+                               int gzip_level, hsize_t steps_per_chunk = 1, bool checksum = false) {
   std::vector<hsize_t> dims{0}, maxdims{H5S_UNLIMITED}, chunk{steps_per_chunk};
   for (hsize_t d : inner) {
     dims.push_back(d);
@@ -171,6 +172,7 @@ inline hid_t create_extendible(hid_t loc, const char* name, hid_t type, const st
   if (gzip_level > 0) {
     if (H5Pset_shuffle(dcpl.get()) < 0 || H5Pset_deflate(dcpl.get(), unsigned(gzip_level)) < 0) return -1;
   }
+  if (checksum && H5Pset_fletcher32(dcpl.get()) < 0) return -1;
   return H5Dcreate2(loc, name, type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT);
 }
 

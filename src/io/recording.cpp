@@ -37,21 +37,32 @@ Status fail(std::string* error, const std::string& msg, Status s = Status::inval
   return s;
 }
 
+/// Whether float type `type` of `bytes` bytes has IEEE 754's binary16/32/64 layout (either byte
+/// order): sign, exponent and mantissa where IEEE puts them, its exponent bias, no padding bits.
+/// HDF5 converts on read whatever layout a file declares, so one flipped bit in a dataset's type
+/// message (a bias of 126 for 127) would read every value scaled by 2 without an error.
+bool ieee_layout(hid_t type, std::size_t bytes) {
+  struct Layout {
+    std::size_t spos, epos, esize, mpos, msize, bias;
+  };
+  const Layout want = bytes == 2   ? Layout{15, 10, 5, 0, 10, 15}
+                      : bytes == 4 ? Layout{31, 23, 8, 0, 23, 127}
+                                   : Layout{63, 52, 11, 0, 52, 1023};
+  std::size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+  return H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) >= 0 && spos == want.spos &&
+         epos == want.epos && esize == want.esize && mpos == want.mpos && msize == want.msize &&
+         H5Tget_ebias(type) == want.bias && H5Tget_offset(type) == 0 && H5Tget_precision(type) == 8 * bytes &&
+         H5Tget_norm(type) == H5T_NORM_IMPLIED;
+}
+
 /// The floating-point element type of a dataset as a name, or "" when it is not a 2/4/8-byte
-/// float.
+/// float of IEEE layout (ieee_layout).
 std::string float_type_name(hid_t set) {
   Handle type(H5Dget_type(set), H5Tclose);
   if (!type.ok() || H5Tget_class(type.get()) != H5T_FLOAT) return "";
-  switch (H5Tget_size(type.get())) {
-    case 2:
-      return "float16";
-    case 4:
-      return "float32";
-    case 8:
-      return "float64";
-    default:
-      return "";
-  }
+  const std::size_t bytes = H5Tget_size(type.get());
+  if ((bytes != 2 && bytes != 4 && bytes != 8) || !ieee_layout(type.get(), bytes)) return "";
+  return bytes == 2 ? "float16" : bytes == 4 ? "float32" : "float64";
 }
 
 std::string describe_type(hid_t set) {
@@ -71,7 +82,11 @@ std::string describe_type(hid_t set) {
     default:
       break;
   }
-  return std::string(cls) + " of " + std::to_string(H5Tget_size(type.get())) + " bytes";
+  const std::size_t bytes = H5Tget_size(type.get());
+  const bool odd_float = H5Tget_class(type.get()) == H5T_FLOAT && (bytes == 2 || bytes == 4 || bytes == 8) &&
+                         !ieee_layout(type.get(), bytes);
+  return std::string(cls) + " of " + std::to_string(bytes) + " bytes" +
+         (odd_float ? " without IEEE layout" : "");
 }
 
 std::string dims_string(const std::vector<hsize_t>& d) {
@@ -216,6 +231,7 @@ struct Recorder::Impl {
   std::vector<BlockDims> dims;
   std::int64_t steps = 0;
   bool failed = false;
+  bool checksum = false;  ///< RecorderOptions::checksum (the initial values too: one chunk each)
   /// Disk an append may allocate (reserve_disk): every per-step dataset's append_allocation plus
   /// 64 KiB for the rest (object headers, the step count); the first append also the initial
   /// values (contiguous datasets) and 4 KiB of header each.
@@ -278,6 +294,7 @@ Status Recorder::create(const std::string& path, const RecordingInfo& info, cons
   impl->path = path;
   impl->info = info;
   impl->dims = dims;
+  impl->checksum = options.checksum;
   impl->file = Handle(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
   if (!impl->file.ok()) {
     if (probed) std::remove(path.c_str());  // the probe's file (never a directory: open failed)
@@ -294,14 +311,16 @@ Status Recorder::create(const std::string& path, const RecordingInfo& info, cons
             h5::write_string_attr(f, "model", info.model) &&
             h5::write_string_attr(f, "producer", info.producer);
   if (ok) {
-    impl->loss = Handle(h5::create_extendible(f, "loss", H5T_IEEE_F64LE, {}, 0, 1024), H5Dclose);
+    impl->loss =
+        Handle(h5::create_extendible(f, "loss", H5T_IEEE_F64LE, {}, 0, 1024, options.checksum), H5Dclose);
     ok = impl->loss.ok();
   }
   if (ok && info.max_logit_heads > 0) {  // chunked like a parameter's per-step dataset
     const hsize_t h = hsize_t(info.max_logit_heads);
     impl->max_logits = Handle(
         h5::create_extendible(f, "max_logits", H5T_IEEE_F32LE, {h}, options.gzip_level,
-                              hsize_t(recorder_steps_per_chunk(std::size_t(h) * sizeof(float), options))),
+                              hsize_t(recorder_steps_per_chunk(std::size_t(h) * sizeof(float), options)),
+                              options.checksum),
         H5Dclose);
     ok = impl->max_logits.ok();
   }
@@ -319,7 +338,8 @@ Status Recorder::create(const std::string& path, const RecordingInfo& info, cons
     auto make = [&](const char* name, std::vector<hsize_t> inner) {
       const hsize_t floats = inner[0] * inner[1];
       return Handle(h5::create_extendible(g.get(), name, H5T_IEEE_F32LE, inner, options.gzip_level,
-                                          hsize_t(recorder_steps_per_chunk(floats * sizeof(float), options))),
+                                          hsize_t(recorder_steps_per_chunk(floats * sizeof(float), options)),
+                                          options.checksum),
                     H5Dclose);
     };
     impl->grad.push_back(ok ? make("grad", {r, c}) : Handle());
@@ -409,8 +429,14 @@ Status Recorder::append(const StepData& step, std::string* error) {
       const std::string name = "params/" + std::to_string(i) + "/initial";
       const hsize_t d[2] = {hsize_t(impl_->dims[i].rows), hsize_t(impl_->dims[i].cols)};
       Handle space(H5Screate_simple(2, d, nullptr), H5Sclose);
-      Handle set(H5Dcreate2(impl_->file.get(), name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
-                            H5P_DEFAULT, H5P_DEFAULT),
+      // Contiguous, or with the checksum one chunk of the whole matrix (Fletcher-32 needs chunks;
+      // create() limits a parameter to one chunk).
+      Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+      ok = dcpl.ok() &&
+           (!impl_->checksum || (H5Pset_chunk(dcpl.get(), 2, d) >= 0 && H5Pset_fletcher32(dcpl.get()) >= 0));
+      Handle set(ok ? H5Dcreate2(impl_->file.get(), name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
+                                 dcpl.get(), H5P_DEFAULT)
+                    : -1,
                  H5Dclose);
       ok = set.ok() &&
            H5Dwrite(set.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, step.initial[i]) >= 0;

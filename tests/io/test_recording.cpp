@@ -149,13 +149,14 @@ StepArrays make_step(const RecordingInfo& info, int t) {
 }
 
 void write_recording(const std::string& path, int steps, int gzip = 0,
-                     std::size_t chunk_bytes = RecorderOptions{}.chunk_bytes) {
+                     std::size_t chunk_bytes = RecorderOptions{}.chunk_bytes, bool checksum = false) {
   const RecordingInfo info = test_info();
   Recorder rec;
   std::string err;
   RecorderOptions o;
   o.gzip_level = gzip;
   o.chunk_bytes = chunk_bytes;
+  o.checksum = checksum;
   REQUIRE_MESSAGE(rec.create(path, info, o, &err) == Status::ok, err);
   for (int t = 0; t < steps; ++t) {
     const StepArrays s = make_step(info, t);
@@ -689,6 +690,23 @@ TEST_SUITE("io.recording") {
       edit_file(fresh(), [](hid_t f) { replace_dataset(f, "params/0/grad", H5T_STD_I32LE, {3, 6, 5}); });
       check_refused(bad, "has type integer of 4 bytes");
     }
+    SUBCASE("a float type without IEEE layout") {
+      // One flipped bit of a type message (found by a byte-flip sweep of a recording with
+      // checksums, 2026-12-05): HDF5 converts whatever layout a file declares, so an exponent
+      // bias of 126 read every value doubled, without an error.
+      for (const char* name : {"params/0/grad", "loss"}) {
+        CAPTURE(name);
+        edit_file(fresh(), [&](hid_t f) {
+          const bool grad = name[0] == 'p';
+          const hid_t t = H5Tcopy(grad ? H5T_IEEE_F32LE : H5T_IEEE_F64LE);
+          REQUIRE(H5Tset_ebias(t, grad ? 126 : 1022) >= 0);
+          replace_dataset(f, name, t, grad ? std::vector<hsize_t>{3, 6, 5} : std::vector<hsize_t>{3});
+          H5Tclose(t);
+        });
+        check_refused(bad, std::string("has type float of ") + (name[0] == 'p' ? "4" : "8") +
+                               " bytes without IEEE layout");
+      }
+    }
     SUBCASE("wrong shape") {
       edit_file(fresh(), [](hid_t f) { replace_dataset(f, "params/0/grad", H5T_IEEE_F32LE, {3, 5, 6}); });
       check_refused(bad, "has shape (3, 5, 6); expected (≥3, 6, 5)");
@@ -767,39 +785,64 @@ TEST_SUITE("io.recording") {
       fs::remove(z);
     }
     SUBCASE("damaged chunk") {
-      // Overwrite the bytes of one stored gradient chunk: open() still succeeds (metadata is
-      // intact) and reading that step is an error; with gzip the chunk no longer inflates.
-      const std::string z = temp_path("gz.h5");
-      write_recording(z, 3, 6, 0);  // one step per chunk: step 0 stays readable
-      haddr_t addr = 0;
-      hsize_t size = 0;
-      {
-        const hid_t f = H5Fopen(z.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-        const hid_t d = H5Dopen2(f, "params/0/grad", H5P_DEFAULT);
-        hsize_t offset[3] = {1, 0, 0};
-        unsigned mask = 0;
-        REQUIRE(H5Dget_chunk_info_by_coord(d, offset, &mask, &addr, &size) >= 0);
-        H5Dclose(d);
-        H5Fclose(f);
+      // Overwrite one byte, or all bytes, of one stored gradient chunk (one step per chunk:
+      // step 0 stays readable). open() still succeeds (the metadata is intact). With gzip the
+      // chunk no longer inflates, and with RecorderOptions::checksum its Fletcher-32 fails:
+      // reading that step is an error. Uncompressed and without the checksum the damaged step
+      // reads back as other values: what the option is for.
+      struct Layout {
+        int gzip;
+        bool checksum, whole_chunk;
+      };
+      for (const Layout l : {Layout{6, false, true}, Layout{6, true, false}, Layout{0, true, false},
+                             Layout{0, false, false}}) {
+        CAPTURE(l.gzip);
+        CAPTURE(l.checksum);
+        const std::string z = temp_path("damaged.h5");
+        write_recording(z, 3, l.gzip, 0, l.checksum);
+        haddr_t addr = 0;
+        hsize_t size = 0;
+        {
+          const hid_t f = H5Fopen(z.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+          const hid_t d = H5Dopen2(f, "params/0/grad", H5P_DEFAULT);
+          hsize_t offset[3] = {1, 0, 0};
+          unsigned mask = 0;
+          REQUIRE(H5Dget_chunk_info_by_coord(d, offset, &mask, &addr, &size) >= 0);
+          H5Dclose(d);
+          H5Fclose(f);
+        }
+        REQUIRE(size > 8);
+        {
+          std::fstream io(z, std::ios::in | std::ios::out | std::ios::binary);
+          if (l.whole_chunk) {
+            io.seekp(std::streamoff(addr));
+            for (hsize_t k = 0; k < size; ++k)
+              io.put(char(0xA5));
+          } else {  // the low byte of element 3 (a mantissa byte: still a finite float)
+            io.seekg(std::streamoff(addr + 12));
+            const char c = char(io.get());
+            io.seekp(std::streamoff(addr + 12));
+            io.put(char(c ^ 0x10));
+          }
+        }
+        RecordingReader r;
+        std::string err;
+        REQUIRE(r.open(z, &err) == Status::ok);
+        std::vector<float> buf(30);
+        CHECK(r.read_grad(0, 0, buf.data(), &err) == Status::ok);
+        if (l.gzip == 0 && !l.checksum) {
+          CHECK(r.read_grad(1, 0, buf.data(), &err) == Status::ok);
+          CHECK(buf[3] != make_step(test_info(), 1).grad[0][3]);  // silently other data
+          CHECK(check_recording(z, nullptr, &err) == Status::ok);
+        } else {
+          CHECK(r.read_grad(1, 0, buf.data(), &err) == Status::invalid_argument);
+          CHECK(err.find("cannot read step 1 of 'layer.0.weight'/grad") != std::string::npos);
+          CHECK(r.read_grads(0, 3, 0, std::vector<float>(90).data(), &err) == Status::invalid_argument);
+          CHECK(err.find("cannot read steps 0–2 of 'layer.0.weight'/grad") != std::string::npos);
+          CHECK(check_recording(z, nullptr, &err) == Status::invalid_argument);
+        }
+        fs::remove(z);
       }
-      REQUIRE(size > 8);
-      {
-        std::fstream io(z, std::ios::in | std::ios::out | std::ios::binary);
-        io.seekp(std::streamoff(addr));
-        for (hsize_t k = 0; k < size; ++k)
-          io.put(char(0xA5));
-      }
-      RecordingReader r;
-      std::string err;
-      REQUIRE(r.open(z, &err) == Status::ok);
-      std::vector<float> buf(30);
-      CHECK(r.read_grad(0, 0, buf.data(), &err) == Status::ok);
-      CHECK(r.read_grad(1, 0, buf.data(), &err) == Status::invalid_argument);
-      CHECK(err.find("cannot read step 1 of 'layer.0.weight'/grad") != std::string::npos);
-      CHECK(r.read_grads(0, 3, 0, std::vector<float>(90).data(), &err) == Status::invalid_argument);
-      CHECK(err.find("cannot read steps 0–2 of 'layer.0.weight'/grad") != std::string::npos);
-      CHECK(check_recording(z, nullptr, &err) == Status::invalid_argument);
-      fs::remove(z);
     }
     fs::remove(good);
     fs::remove(bad);

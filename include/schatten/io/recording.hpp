@@ -59,6 +59,14 @@ struct RecorderOptions {
   /// dataset. Pays when gradients have structure (zero rows/columns); dense gradients shrink
   /// only 5–10 % at a cost of several ms per MB written and read.
   int gzip_level = 0;
+  /// A Fletcher-32 checksum of every stored chunk (HDF5's filter, which h5py reads too; the
+  /// initial values are then stored as one chunk each), verified by every read: a damaged chunk
+  /// is then a read error ("damaged chunk?") instead of other values. Without it (the default)
+  /// only gzip's inflate notices damage: of 7,722 copies of an uncompressed recording with one
+  /// byte flipped or cut there, 377 read back with other values, 20 with it (docs/reliability.md,
+  /// Finding 52). Cost: reading 4 MiB steps took 2.4–2.7 ms instead of 0.6–0.8 (the checksum
+  /// runs at about 2 GB/s); writing about the same.
+  bool checksum = false;
   /// Replace an existing file at the path (default: refuse with invalid_argument).
   bool overwrite = false;
   /// Chunking of the per-step datasets (docs/replay-format.md, "Storage"): a dataset whose one
