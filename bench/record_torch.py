@@ -108,9 +108,11 @@ def matrix_shape(shape):
 
 class GradientRecorder:
     def __init__(self, path, model, model_description="", record_values=False, record_act_gram=True,
-                 gzip_level=None, producer=None, max_logit_heads=0):
+                 gzip_level=None, producer=None, max_logit_heads=0, checksum=False):
         """max_logit_heads: H > 0 records /max_logits (S, H), the H values record_step is given
-        each step (the module docstring: what they are, how to compute them); 0, none."""
+        each step (the module docstring: what they are, how to compute them); 0, none.
+        checksum: HDF5's Fletcher-32 on every chunk, as RecorderOptions::checksum in C++ (the
+        initial values then as one chunk each; docs/replay-format.md, "Storage")."""
         if torch is None:
             raise RuntimeError("record_torch.py needs PyTorch")
         if int(max_logit_heads) != max_logit_heads or max_logit_heads < 0:
@@ -130,8 +132,11 @@ class GradientRecorder:
         f.attrs["model"] = model_description
         f.attrs["producer"] = producer or "bench/record_torch.py, torch %s, h5py %s" % (torch.__version__,
                                                                                        h5py.__version__)
-        self.loss = f.create_dataset("loss", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
         compression = dict(compression="gzip", compression_opts=gzip_level, shuffle=True) if gzip_level else {}
+        if checksum:
+            compression["fletcher32"] = True
+        self.loss = f.create_dataset("loss", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,),
+                                     fletcher32=bool(checksum))
         self.max_logits = None
         if self.max_logit_heads:  # per step, chunked like a parameter's datasets (the C++ Recorder's rule)
             h = self.max_logit_heads
@@ -150,7 +155,8 @@ class GradientRecorder:
             d = {"rows": rows, "cols": cols, "store": store,
                  "grad": g.create_dataset("grad", shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=store,
                                           chunks=(k, rows, cols), **compression)}
-            g.create_dataset("initial", data=self._host(p.detach(), rows, cols, store))
+            g.create_dataset("initial", data=self._host(p.detach(), rows, cols, store),
+                             chunks=(rows, cols) if checksum else None, fletcher32=bool(checksum))
             if record_values:
                 d["value"] = g.create_dataset("value", shape=(0, rows, cols), maxshape=(None, rows, cols),
                                               dtype=store, chunks=(k, rows, cols), **compression)
