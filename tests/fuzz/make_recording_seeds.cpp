@@ -3,7 +3,8 @@
 /// Writes the seed corpus of fuzz_recording (run by hand: make_recording_seeds <directory>):
 ///   small.h5  two parameters (a 3 × 4 matrix with values, initial and activation Gram; a
 ///             vector) and the max logits of 2 heads, 3 steps, multi-step chunks;
-///   gzip.h5   one 4 × 2 matrix, 2 steps, gzip level 4, one step per chunk.
+///   gzip.h5   one 4 × 2 matrix, 2 steps, gzip level 4, one step per chunk;
+///   checksum.h5  the same uncompressed, with its initial value and Fletcher-32 checksums.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -56,24 +57,27 @@ int main(int argc, char** argv) {
     }
     if (r.close(&err) != Status::ok) return std::fprintf(stderr, "%s\n", err.c_str()), 1;
   }
-  {
+  for (const bool checksum : {false, true}) {
     io::RecordingInfo info;
     io::RecordedParam m;
     m.name = "m";
     m.shape = {4, 2};
+    m.has_initial = checksum;
     info.params = {m};
     io::RecorderOptions o;
     o.overwrite = true;
-    o.gzip_level = 4;
+    o.gzip_level = checksum ? 0 : 4;
+    o.checksum = checksum;
     o.chunk_bytes = 0;
     io::Recorder r;
-    if (r.create(dir + "/gzip.h5", info, o, &err) != Status::ok)
+    if (r.create(dir + (checksum ? "/checksum.h5" : "/gzip.h5"), info, o, &err) != Status::ok)
       return std::fprintf(stderr, "%s\n", err.c_str()), 1;
     std::vector<float> g(8, 0.5f);
     for (int t = 0; t < 2; ++t) {
       io::StepData s;
       s.loss = 2.0 - t;
       s.grads = {g.data()};
+      if (checksum) s.initial = {g.data()};
       if (r.append(s, &err) != Status::ok) return std::fprintf(stderr, "%s\n", err.c_str()), 1;
     }
     if (r.close(&err) != Status::ok) return std::fprintf(stderr, "%s\n", err.c_str()), 1;
