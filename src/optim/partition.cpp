@@ -3,6 +3,8 @@
 /// Flattening and the label proposal of optim/partition.hpp.
 #include "schatten/optim/partition.hpp"
 
+#include <algorithm>
+
 namespace schatten::optim {
 
 BlockShape flatten(const std::vector<index_t>& shape) {
@@ -23,6 +25,27 @@ bool valid_param_shape(const std::vector<index_t>& shape) {
     rest *= shape[i];
   }
   return shape.size() < 2 || valid_shape(shape[0], rest);
+}
+
+std::string params_problem(const std::vector<ParamSpec>& params, std::ptrdiff_t* bad) {
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (!valid_param_shape(params[i].shape)) {
+      *bad = static_cast<std::ptrdiff_t>(i);
+      return "parameter '" + params[i].name +
+             "': its shape has a negative dimension or more than 2^58 elements";
+    }
+  std::vector<std::size_t> by_name(params.size());
+  for (std::size_t i = 0; i < params.size(); ++i)
+    by_name[i] = i;
+  std::stable_sort(by_name.begin(), by_name.end(),
+                   [&](std::size_t a, std::size_t b) { return params[a].name < params[b].name; });
+  for (std::size_t k = 1; k < by_name.size(); ++k)
+    if (params[by_name[k]].name == params[by_name[k - 1]].name) {
+      *bad = static_cast<std::ptrdiff_t>(by_name[k]);
+      return "two parameters are named '" + params[by_name[k]].name +
+             "' (their checkpoint fields would collide)";
+    }
+  return {};
 }
 
 std::vector<std::string> propose_labels(const std::vector<ParamSpec>& params, const LabelPolicy& policy) {

@@ -43,6 +43,13 @@ BlockShape flatten(const std::vector<index_t>& shape);
 /// Partition::init refuses the other shapes.
 bool valid_param_shape(const std::vector<index_t>& shape);
 
+/// "" when every parameter has a valid_param_shape() and a name of its own, else what
+/// Partition::init (and distributed::DistributedPartition::init, on every rank) refuses: the
+/// first parameter whose shape is invalid, else the second of two of one name (names prefix
+/// every checkpoint field: the two would share their fields), its index in *bad. Cost: one pass
+/// over the shapes and a sort of the names.
+std::string params_problem(const std::vector<ParamSpec>& params, std::ptrdiff_t* bad);
+
 /// How propose_labels() decides.
 struct LabelPolicy {
   std::string spectral = "muon";  ///< label of hidden matrices
@@ -290,6 +297,16 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
 /// ScaleToPolarNorm and the inner products of DA/SC/DF-Muon are summed in another order, and on
 /// a GPU a fused multiply-add may differ: there they agree to rounding (schatten_muon's p within
 /// its criterion's search tolerance, docs/optim.md).
+/// "label=signature|label=signature…" of `routes` (Partition::signature()).
+template <class... Rules>
+std::string routes_signature(const std::tuple<Route<Rules>...>& routes) {
+  std::string s;
+  std::apply(
+      [&](const auto&... r) { ((s += (s.empty() ? "" : "|") + r.label + "=" + config_of(r.rule)), ...); },
+      routes);
+  return s;
+}
+
 template <class... Rules>
 class Partition {
  public:
@@ -340,30 +357,14 @@ class Partition {
           return refusal(message_.c_str(), -1);
         }
     if (StepReport c = check_global_clip(clip_); !c) return c;
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      if (!valid_param_shape(params_[i].shape)) {
-        message_ = "parameter '" + params_[i].name +
-                   "': its shape has a negative dimension or more than 2^58 elements";
-        return refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
-      }
+    std::ptrdiff_t bad = -1;
+    if (message_ = params_problem(params_, &bad); !message_.empty()) return refusal(message_.c_str(), bad);
     if constexpr (!device_capable) {
       if (memory == MemoryKind::device)
         return refusal(
             "init: a route's rule has no device form (rule.hpp, is_device_capable); step on the host", -1,
             Status::unsupported);
     }
-    // Names prefix every checkpoint field: two parameters of one name would share their fields.
-    std::vector<std::size_t> by_name(params_.size());
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      by_name[i] = i;
-    std::stable_sort(by_name.begin(), by_name.end(),
-                     [&](std::size_t a, std::size_t b) { return params_[a].name < params_[b].name; });
-    for (std::size_t k = 1; k < by_name.size(); ++k)
-      if (params_[by_name[k]].name == params_[by_name[k - 1]].name) {
-        message_ = "two parameters are named '" + params_[by_name[k]].name +
-                   "' (their checkpoint fields would collide)";
-        return refusal(message_.c_str(), static_cast<std::ptrdiff_t>(by_name[k]));
-      }
     which_.assign(params_.size(), -1);
     slot_.assign(params_.size(), 0);
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -506,13 +507,7 @@ class Partition {
 
   /// "label=signature|label=signature…": every route's rule with its hyper-parameters; store it
   /// in a checkpoint header and pass it as the expected signature when loading.
-  std::string signature() const {
-    std::string s;
-    std::apply(
-        [&](const auto&... r) { ((s += (s.empty() ? "" : "|") + r.label + "=" + config_of(r.rule)), ...); },
-        routes_);
-    return s;
-  }
+  std::string signature() const { return routes_signature(routes_); }
   const std::vector<std::string>& labels() const { return labels_; }
 
   /// One optimizer step: params[i] and grads[i] point to the flattened row-major arrays of
