@@ -5,6 +5,7 @@
 #include "schatten/distributed/assignment.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 
@@ -14,6 +15,7 @@
 namespace schatten::distributed {
 
 RowRange shard_rows(index_t rows, int rank, int ranks) {
+  if (ranks < 1 || rank < 0 || rank >= ranks || rows < 0) return {};
   const index_t chunk = (rows + ranks - 1) / ranks;
   return {std::min(index_t(rank) * chunk, rows), std::min(index_t(rank + 1) * chunk, rows)};
 }
@@ -38,6 +40,7 @@ std::vector<std::vector<index_t>> flat_bounds(const std::vector<index_t>& offset
 
 FlatBuffer reversed_flat_buffer(const std::vector<index_t>& sizes, index_t align, int ranks) {
   FlatBuffer b;
+  if (align < 1 || ranks < 1) return b;  // documented: empty
   b.offsets.resize(sizes.size());
   index_t end = 0;
   for (std::size_t k = sizes.size(); k-- > 0;) {
@@ -75,14 +78,18 @@ double exchange_cost(const std::vector<index_t>& h, std::size_t owner, const Tra
   return x;
 }
 
-/// Parameter indices by decreasing cost, ties by lower index: LPT's order.
+/// Parameter indices by decreasing cost, ties by lower index: LPT's order. A NaN cost comes
+/// last (as −∞: the comparison stays a strict weak order).
 std::vector<std::size_t> by_decreasing_cost(const std::vector<double>& costs) {
   std::vector<std::size_t> order(costs.size());
   std::iota(order.begin(), order.end(), std::size_t(0));
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) { return costs[a] > costs[b]; });
+  const auto key = [&](std::size_t i) { return std::isnan(costs[i]) ? -HUGE_VAL : costs[i]; };
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return key(a) > key(b); });
   return order;
 }
+
+/// Whether `transfer` has a usable cost for every pair of `ranks` ranks.
+bool usable(const TransferCosts& transfer, int ranks) { return transfer.ranks == ranks && !transfer.check(); }
 
 }  // namespace
 
@@ -92,6 +99,7 @@ std::vector<int> assign_owners(const std::vector<double>& costs, int ranks) {
 
 std::vector<int> assign_owners(const std::vector<double>& costs, int ranks,
                                const std::vector<std::vector<index_t>>& held) {
+  if (ranks < 1) return {};
   std::vector<double> load(static_cast<std::size_t>(ranks), 0.0);
   std::vector<int> owner(costs.size(), 0);
   for (std::size_t i : by_decreasing_cost(costs)) {
@@ -226,6 +234,7 @@ std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, 
 std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, int ranks,
                                               const std::vector<std::vector<index_t>>& held,
                                               const TransferCosts& transfer) {
+  if (ranks < 1 || !usable(transfer, ranks)) return {};
   const auto R = static_cast<std::size_t>(ranks);
   Search s{costs, ranks, std::vector<double>(costs.size() * R, 0.0)};
   for (std::size_t i = 0; i < costs.size(); ++i)
@@ -267,12 +276,16 @@ ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const st
 ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const std::vector<int>& owners,
                            const std::vector<std::vector<index_t>>& held, const TransferCosts& transfer) {
   ModelledStep m;
+  if (ranks < 1) return m;
   m.work.assign(static_cast<std::size_t>(ranks), 0.0);
+  const bool priced = usable(transfer, ranks);
+  if (!priced) m.exchange = NAN;  // documented: no usable rate, no exchange time
   for (std::size_t i = 0; i < costs.size() && i < owners.size(); ++i) {
     if (owners[i] < 0 || owners[i] >= ranks) continue;
     const auto o = static_cast<std::size_t>(owners[i]);
     m.work[o] += costs[i];
-    if (const std::vector<index_t>* h = held_of(held, i, ranks)) m.exchange += exchange_cost(*h, o, transfer);
+    const std::vector<index_t>* h = held_of(held, i, ranks);
+    if (h && priced) m.exchange += exchange_cost(*h, o, transfer);
   }
   return m;
 }

@@ -286,6 +286,37 @@ TEST_CASE("distributed.assignment: shard_rows covers the rows in rank order") {
   CHECK(distributed::shard_rows(5, 2, 4).size() == 1);
 }
 
+TEST_CASE("distributed.assignment: arguments out of range give the documented empty results") {
+  // No rank count, no alignment, an owner beyond the ranks: empty or all-zero results, never a
+  // division by zero or a read out of bounds.
+  CHECK(distributed::shard_rows(5, 0, 0).size() == 0);
+  CHECK(distributed::shard_rows(5, 4, 4).size() == 0);
+  CHECK(distributed::shard_rows(5, -1, 2).size() == 0);
+  CHECK(distributed::chunk_bounds(5, 0) == std::vector<index_t>{0});
+  for (const auto& [align, ranks] : {std::pair<index_t, int>{0, 2}, {1, 0}, {-4, 2}}) {
+    const distributed::FlatBuffer b = distributed::reversed_flat_buffer({4, 4}, align, ranks);
+    CHECK(b.size == 0);
+    CHECK(b.offsets.empty());
+    CHECK(b.parts.empty());
+    CHECK(b.bounds.empty());
+  }
+  CHECK(distributed::assign_owners({1.0, 2.0, 3.0}, 0).empty());
+  CHECK(distributed::assign_owners({1.0, 2.0}, 0, {{1, 1}, {2, 0}}).empty());
+  CHECK(distributed::assign_owners_with_transfers({1.0, 2.0}, 0, {}, 1.0).empty());
+  CHECK(distributed::assign_owners_with_transfers({1.0, 2.0}, 2, {{1, 1}, {2, 0}}, -1.0).empty());
+  CHECK(distributed::assign_owners_with_transfers({1.0, 2.0}, 3, {},
+                                                  distributed::TransferCosts::uniform(2, 1.0))
+            .empty());
+  // A NaN cost is placed last, as −∞ (a strict weak order for the sort): 3, NaN | 2, 1.
+  CHECK(distributed::assign_owners({1.0, std::nan(""), 3.0, 2.0}, 2) == std::vector<int>{1, 0, 0, 1});
+  const distributed::ModelledStep bad_owner =
+      distributed::modelled_step({1.0, 2.0}, 2, {0, 5}, {{1, 1}, {}}, 1.0);
+  CHECK(bad_owner.work == std::vector<double>{1.0, 0.0});  // owner 5 counts nowhere
+  CHECK(bad_owner.exchange == 3.0);                        // parameter 0: rank 1's element, 3·c
+  CHECK(distributed::modelled_step({1.0}, 0, {0}, {}, 1.0).work.empty());
+  CHECK(std::isnan(distributed::modelled_step({1.0}, 2, {0}, {{1, 1}}, -1.0).time()));
+}
+
 TEST_CASE("distributed.assignment: longest processing time balances costs deterministically") {
   const std::vector<double> costs = {1, 9, 4, 4, 3, 3, 2, 8};
   const std::vector<int> owners = distributed::assign_owners(costs, 2);

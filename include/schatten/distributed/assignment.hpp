@@ -24,12 +24,13 @@ struct RowRange {
 /// The rows rank `rank` of `ranks` holds of a row-sharded parameter with `rows` rows: torch.chunk
 /// along dim 0 (FSDP2's layout without its padding): chunk = ⌈rows / ranks⌉, rank r holds
 /// [min(r·chunk, rows), min((r+1)·chunk, rows)); trailing ranks may hold none (rows need not be
-/// divisible by the rank count).
+/// divisible by the rank count). ranks < 1, rank outside [0, ranks) or rows < 0: the empty
+/// range {0, 0}.
 RowRange shard_rows(index_t rows, int rank, int ranks);
 
 /// The same split as boundaries: ranks + 1 values, rank r holding rows [b[r], b[r+1]) =
 /// shard_rows(rows, r, ranks). What DistributedPartition::set_row_bounds and
-/// optim::SplitPartition::set_source_rows take for an FSDP2-sharded parameter.
+/// optim::SplitPartition::set_source_rows take for an FSDP2-sharded parameter. ranks < 1: {0}.
 std::vector<index_t> chunk_bounds(index_t rows, int ranks);
 
 /// The flat bounds (DistributedPartition::set_flat_bounds) of the parameters of one flat buffer
@@ -58,7 +59,8 @@ struct FlatBuffer {
 /// Megatron-Core's layout of a distributed optimizer's buffer: the parameters of `sizes` (floats
 /// each) in reverse order, each start aligned to `align` floats, the buffer padded to a multiple
 /// of align · ranks and cut into equal parts. For a framework that lays its buffer out
-/// otherwise, compute the offsets and call flat_bounds. align ≥ 1, ranks ≥ 1.
+/// otherwise, compute the offsets and call flat_bounds. align ≥ 1 and ranks ≥ 1, else an empty
+/// FlatBuffer (no offsets, parts or bounds; size 0).
 FlatBuffer reversed_flat_buffer(const std::vector<index_t>& sizes, index_t align, int ranks);
 
 /// The default cost of one parameter's update, in flop-equivalents:
@@ -72,7 +74,9 @@ double default_cost(const optim::BlockShape& shape, bool matrix_function);
 
 /// Greedy longest-processing-time assignment: parameters by decreasing cost (ties: lower index
 /// first), each to the rank with the least total so far (ties: lower rank). Deterministic, so
-/// every rank computes the same owners. Makespan ≤ 4/3 of the optimum (Graham 1969).
+/// every rank computes the same owners. Makespan ≤ 4/3 of the optimum (Graham 1969). Empty when
+/// ranks < 1. A NaN cost is placed last, as −∞ would be (DistributedPartition::init refuses a
+/// cost model's NaN, infinite or negative cost).
 std::vector<int> assign_owners(const std::vector<double>& costs, int ranks);
 
 /// assign_owners where parameters prefer the ranks that hold them: parameter i goes to the
@@ -119,9 +123,11 @@ struct ModelledStep {
   }
 };
 
-/// That model for given owners (−1: stepped where it lies, no work for an owner, no exchange).
-/// held[i][r]: elements of parameter i on rank r (`ranks` values); an entry not of `ranks`
-/// values is a parameter that is not exchanged (replicated).
+/// That model for given owners (−1: stepped where it lies, no work for an owner, no exchange;
+/// an owner ≥ ranks counts nowhere either). held[i][r]: elements of parameter i on rank r
+/// (`ranks` values); an entry not of `ranks` values is a parameter that is not exchanged
+/// (replicated). ranks < 1: no work entries; a per_float or `transfer` that is not usable (as
+/// assign_owners_with_transfers refuses it): exchange NaN, so that time() is NaN.
 ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const std::vector<int>& owners,
                            const std::vector<std::vector<index_t>>& held, double per_float);
 /// The same with a cost per pair of ranks (`transfer.ranks` == ranks, transfer.check() passed).
@@ -142,13 +148,15 @@ ModelledStep modelled_step(const std::vector<double>& costs, int ranks, const st
 /// alone can do worse than both plain assignments (docs/distributed.md, "Choosing owners").
 /// per_float = 0 balances the work alone; a per_float so large that any transfer outweighs all
 /// the work keeps every exchanged parameter on a rank holding the most of it. Deterministic;
-/// per_float ≥ 0, ranks ≥ 1. Cost: O(moves · (parameters + ranks)).
+/// Empty when ranks < 1 or per_float is negative or not finite. Cost: O(moves · (parameters +
+/// ranks)).
 std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, int ranks,
                                               const std::vector<std::vector<index_t>>& held,
                                               double per_float);
 /// The same with a cost per pair of ranks (`transfer.ranks` == ranks, transfer.check() passed):
 /// on two nodes whose link is dear, a matrix held on one node is computed on that node unless
-/// the balance gained pays for the dear transfer. Cost: O(parameters · ranks²) to tabulate each
+/// the balance gained pays for the dear transfer. Empty when ranks < 1 or `transfer` is for
+/// another rank count or fails check(). Cost: O(parameters · ranks²) to tabulate each
 /// parameter's exchange under each owner, then the search above.
 std::vector<int> assign_owners_with_transfers(const std::vector<double>& costs, int ranks,
                                               const std::vector<std::vector<index_t>>& held,
