@@ -450,7 +450,8 @@ TEST_CASE("distributed.dion: a rank-1 mean momentum gives a rank-1 update throug
 TEST_CASE("distributed.dion: the panels cross the wire, not the gradient") {
   // One unreduced 64 × 32 matrix at rank fraction 0.25: k = 8, L = 64, S = 32. Per step each
   // rank receives the averages of P (L·k + 1 floats) and R (S·k floats), plus the step's
-  // agreements: the gradient check (1 int64), the updates' hash check (5), the outcomes of
+  // agreements: the gradient check with the clip and the policy (9 int64: a failure key and two
+  // hashes), the updates' hash check (5), the outcomes of
   // the steps that may fail and of the rest (1 each: Partition::step_fallible, step_finish),
   // and the check that no rank has stopped before each average and at the end of the
   // unreduced step (1 each: 3). All-reducing its gradient instead would deliver L·S = 2048
@@ -469,7 +470,7 @@ TEST_CASE("distributed.dion: the panels cross the wire, not the gradient") {
   d.communicator().reset_traffic();
   REQUIRE(d.step(ptrs(w), ptrs(g)).status == Status::ok);
   const distributed::Traffic t = d.communicator().traffic();
-  const std::int64_t panels = 4 * ((64 * 8 + 1) + 32 * 8), agreements = 8 * (1 + 5 + 2 + 3);
+  const std::int64_t panels = 4 * ((64 * 8 + 1) + 32 * 8), agreements = 8 * (9 + 5 + 2 + 3);
   CHECK(t.bytes_received == (world().size() > 1 ? panels + agreements : 0));
   CHECK(panels < 4 * 64 * 32 / 2);  // under half the gradient's all-reduce
 }
@@ -512,7 +513,7 @@ TEST_CASE(
     return 4 * floats + 8 * checks;
   };
   const std::int64_t expected =
-      n > 1 ? bytes_of(5, 40, 24, 6, 1) + bytes_of(3, 40, 24, 12, 2) + 8 * (1 + 5 + 2 + 1) : 0;
+      n > 1 ? bytes_of(5, 40, 24, 6, 1) + bytes_of(3, 40, 24, 12, 2) + 8 * (9 + 5 + 2 + 1) : 0;
   const auto w0 = weights(ps);
   auto w = w0, wref = w0;
   // "t1" (index 1) is compared on its own. Its rank-1 first step keeps one column of P̄, which

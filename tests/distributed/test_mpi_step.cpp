@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -250,6 +251,14 @@ void along(P& ref, D& d, Model& m, Local& at, int first, int last) {
     REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
     CHECK(same_bits(d, m, at));
   }
+}
+
+/// Step 0 (along()), then the gradients of step 1 in `m` and cut into `at`: a step to refuse.
+template <class P, class D>
+void after_first_step(P& ref, D& d, Model& m, Local& at) {
+  along(ref, d, m, at, 0, 1);
+  m.gradients(1);
+  at.gradients(d, m);
 }
 
 /// Saves `d` (collective) to a fresh shared file after `step` steps and checks that the file is
@@ -1544,9 +1553,7 @@ TEST_CASE("distributed.partition: heap exhaustion on one rank fails init() and t
   REQUIRE(d.init());
   Model m(specs());
   Local loc(d, m);
-  along(ref, d, m, loc, 0, 1);
-  m.gradients(1);
-  loc.gradients(d, m);
+  after_first_step(ref, d, m, loc);
   const auto args = loc.arguments();  // (not a structured binding: the lambdas below capture it)
   const std::vector<float*>&wp = args.first, &gp = args.second;
   io::FieldSet before;
@@ -1637,6 +1644,196 @@ TEST_CASE("distributed.partition: unusable hyper-parameters are refused at init 
   const StepReport r = d.init();
   CHECK(r.status == Status::invalid_argument);
   CHECK(std::string(r.message).find("route 'adamw': adam: b2 must be in [0, 1)") != std::string::npos);
+}
+
+/// Collective: whether `r` has the same status, bad_param and message on every rank.
+bool same_report_everywhere(const StepReport& r) {
+  const auto h = static_cast<std::int64_t>(std::hash<std::string>{}(r.message) >> 1);
+  bool same = true;
+  for (const std::int64_t v :
+       {static_cast<std::int64_t>(r.status), static_cast<std::int64_t>(r.bad_param), h})
+    same = same && world().allreduce_min(v) == v && -world().allreduce_min(-v) == v;
+  return same;
+}
+
+TEST_CASE("distributed.partition: settings that differ between the ranks are refused by init() everywhere") {
+  // What only the last rank sets otherwise: plan() would refuse there alone (a label too many, a
+  // label no route serves, a clip with shards, a shape the row bounds do not fit) and leave the
+  // others waiting, or the step would exchange arrays of other sizes, or step with other
+  // hyper-parameters or another policy. Refused by init() on every rank, saying what differs.
+  // On one rank there is nothing to differ from: each refuses for its own reason or passes.
+  const bool odd = world().rank() == world().size() - 1, several = world().size() > 1;
+  struct Variant {
+    const char* name;
+    const char* differs;  ///< what the message names (several ranks)
+    bool refused_alone;   ///< refused on one rank too
+  };
+  const Variant variants[] = {{"label too many", "the labels", true},
+                              {"label no route serves", "the labels", true},
+                              {"clip with row shards", "the global clip", true},
+                              {"shape the row bounds do not fit", "names or shapes", true},
+                              {"replicated shape", "names or shapes", false},
+                              {"learning rate", "the routes", false},
+                              {"non-finite policy", "the non-finite policy", false}};
+  for (const Variant& v : variants) {
+    CAPTURE(v.name);
+    const std::string which = v.name;
+    std::vector<ParamSpec> ps = specs();
+    auto labels = propose_labels(ps);
+    if (odd && which == "label too many") labels.push_back("adamw");
+    if (odd && which == "label no route serves") labels[3] = "lion";
+    if (odd && (which == "shape the row bounds do not fit" || which == "replicated shape"))
+      ps[1].shape = {14, 8};
+    AdamWOptions fast;
+    fast.lr = Schedule::constant(odd && which == "learning rate" ? 0.2 : 0.02);
+    auto d = distributed::distributed_partition(world(), ps, labels, route("muon", make_muon()),
+                                                route("adamw", optim::adamw(fast)));
+    if (which == "clip with row shards" || which == "shape the row bounds do not fit") {
+      d.set_layouts(layouts(true));
+      std::vector<std::vector<index_t>> bounds(ps.size());
+      bounds[1] = distributed::chunk_bounds(12, world().size());
+      d.set_row_bounds(bounds);
+    }
+    if (odd && which == "clip with row shards") d.set_global_clip(1.0);
+    if (odd && which == "non-finite policy") d.set_non_finite_policy(NonFinitePolicy::skip);
+    const StepReport r = d.init();
+    CHECK(same_report_everywhere(r));
+    if (several || v.refused_alone) {
+      CHECK(r.status == Status::invalid_argument);
+      CHECK_FALSE(d.initialized());
+    } else {
+      CHECK(r.status == Status::ok);
+    }
+    if (several) CHECK(std::string(r.message).find(v.differs) != std::string::npos);
+  }
+  // A failure of one rank's local partition (a negative dimension, refused where the parameter
+  // is owned) reports the same parameter and message on every rank.
+  std::vector<ParamSpec> ps = specs();
+  ps[6].shape = {6, -3, 2, 2};
+  auto d = distributed::distributed_partition(world(), ps, propose_labels(specs()),
+                                              route("muon", make_muon()), route("adamw", make_adamw()));
+  const StepReport r = d.init();
+  CHECK(r.status == Status::invalid_argument);
+  CHECK(r.bad_param == 6);
+  CHECK(std::string(r.message).find("'conv'") != std::string::npos);
+  CHECK(same_report_everywhere(r));
+}
+
+TEST_CASE("distributed.partition: duplicate names and unusable costs are refused by init() everywhere") {
+  // Two parameters of one name would share their checkpoint fields (the file would not load):
+  // refused as one process refuses them, also when different ranks own the two.
+  for (const bool sharded : {false, true}) {
+    CAPTURE(sharded);
+    std::vector<ParamSpec> ps = specs();
+    ps[2].name = "h0.w";
+    auto ref =
+        optim::partition(ps, propose_labels(ps), route("muon", make_muon()), route("adamw", make_adamw()));
+    const StepReport one = ref.init();
+    REQUIRE(one.status == Status::invalid_argument);
+    auto d = distributed::distributed_partition(world(), ps, propose_labels(ps), route("muon", make_muon()),
+                                                route("adamw", make_adamw()));
+    d.set_layouts(layouts(sharded));
+    const StepReport r = d.init();
+    CHECK(r.status == Status::invalid_argument);
+    CHECK(r.bad_param == one.bad_param);
+    CHECK(std::string(r.message) == one.message);
+    CHECK(same_report_everywhere(r));
+  }
+  // A cost model's NaN (LPT would place the parameter anywhere) or negative cost.
+  for (const double bad : {std::nan(""), -1.0}) {
+    auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
+                                                route("muon", make_muon()), route("adamw", make_adamw()));
+    d.set_cost_model([bad](const ParamSpec& p, const std::string&) { return p.name == "tall" ? bad : 1.0; });
+    const StepReport r = d.init();
+    CHECK(r.status == Status::invalid_argument);
+    CHECK(r.bad_param == 4);
+    CHECK(same_report_everywhere(r));
+  }
+}
+
+TEST_CASE("distributed.partition: a rank's own refusal in step() is the step's refusal on every rank") {
+  // Pointer lists of another length, a clip or a policy set since init() on one rank, a clip with
+  // row shards: each was refused on its rank alone (the others waited in the step's
+  // collectives, or read past a shard). Now every rank returns the same report, nothing moved.
+  const bool odd = world().rank() == world().size() - 1, several = world().size() > 1;
+  for (const bool sharded : {false, true})
+    for (const char* what : {"short lists", "NaN clip on one rank", "NaN clip", "clip on one rank",
+                             "policy on one rank", "clip"}) {
+      CAPTURE(sharded);
+      CAPTURE(what);
+      const std::string which = what;
+      auto ref = optim::partition(specs(), propose_labels(specs()), route("muon", make_muon()),
+                                  route("adamw", make_adamw()));
+      REQUIRE(ref.init());
+      auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
+                                                  route("muon", make_muon()), route("adamw", make_adamw()));
+      d.set_layouts(layouts(sharded));
+      REQUIRE(d.init());
+      Model m(specs());
+      Local loc(d, m);
+      after_first_step(ref, d, m, loc);
+      auto [wp, gp] = loc.arguments();
+      const auto w_before = loc.w;
+      if (odd && which == "short lists") wp.pop_back();
+      if ((odd && which == "NaN clip on one rank") || which == "NaN clip") d.set_global_clip(std::nan(""));
+      if (odd && which == "clip on one rank") d.set_global_clip(sharded ? 1.0 : 3.0);
+      if (which == "clip") d.set_global_clip(1.0);
+      if (odd && which == "policy on one rank") d.set_non_finite_policy(NonFinitePolicy::skip);
+      const StepReport r = d.step(wp, gp);
+      CHECK(same_report_everywhere(r));
+      // Refused on one rank too: the lists, a NaN clip, a clip with row shards.
+      const bool refused = which == "short lists" || which.find("NaN") != std::string::npos ||
+                           (sharded && which.find("clip") != std::string::npos) ||
+                           (several && which.find("one rank") != std::string::npos);
+      if (refused) {
+        CHECK(r.status == Status::invalid_argument);
+        CHECK(r.bad_param == -1);
+        CHECK(loc.w == w_before);
+        continue;
+      }
+      CHECK(r.status == Status::ok);  // one rank, settings allowed: the single process's step
+      if (which == "clip") ref.set_global_clip(1.0);
+      if (which == "clip on one rank") ref.set_global_clip(3.0);
+      REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+      CHECK(same_bits(d, m, loc));
+    }
+}
+
+TEST_CASE("distributed.checkpoint: an expected signature that differs on one rank is refused everywhere") {
+  auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
+                                              route("muon", make_muon()), route("adamw", make_adamw()));
+  d.set_layouts(layouts(true));
+  REQUIRE(d.init());
+  const std::string path = shared_path("signature_one_rank");
+  io::CheckpointHeader h;
+  h.signature = d.signature();
+  std::string err;
+  REQUIRE(distributed::save_checkpoint(path, d, h, &err) == Status::ok);
+  Model m(specs());
+  Local loc(d, m);
+  CHECK(loc.step(d, m, 0).status == Status::ok);  // the states move on from the file's
+  io::FieldSet before;
+  io::FieldCollector collect{&before};
+  d.visit_local(collect);
+  const bool odd = world().rank() == world().size() - 1;
+  io::CheckpointHeader got;
+  const Status s = distributed::load_checkpoint(path, d, got, odd ? "adamw=other" : d.signature(), &err);
+  CHECK(s == Status::invalid_argument);
+  const StepReport as_report = optim::refusal(err.c_str(), -1, s);
+  CHECK(same_report_everywhere(as_report));
+  CHECK(err.find("signature differs") != std::string::npos);
+  io::FieldSet after;
+  io::FieldCollector again{&after};
+  d.visit_local(again);
+  CHECK(after == before);  // no rank loaded
+  if (world().rank() == 0) std::filesystem::remove(path);
+}
+
+TEST_CASE("distributed.activations: accumulate_activations before init() is refused") {
+  auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
+                                              route("muon", make_muon()), route("adamw", make_adamw()));
+  const std::vector<float> x(4 * 8, 1.0f);
+  CHECK(d.accumulate_activations("h0.w", MatrixRef<const float>(x.data(), 4, 8)) == Status::invalid_argument);
 }
 
 TEST_CASE("distributed.checkpoint: save on n ranks restores on n ranks and on one process bit for bit") {

@@ -172,17 +172,48 @@ struct SnapshotRestorer {
   void operator()(const std::string&, optim::Buffer& v) { v = s->buffers[b++]; }
   void operator()(const std::string&, optim::Bf16Buffer& v) { v = s->halves[h++]; }
 };
-/// Agreement keys: the first failing parameter and the status, ordered so that the minimum over
-/// ranks is the failure a single process would report (the lowest parameter index).
+/// Agreement keys: the first failing parameter (−1: none in particular, before every
+/// parameter) and the status, ordered so that the minimum over ranks is the failure a single
+/// process would report (the lowest parameter index).
 constexpr std::int64_t kNoFailure = INT64_MAX;
-inline std::int64_t failure_key(std::size_t param, Status s) {
-  return (static_cast<std::int64_t>(param) << 8) | static_cast<std::int64_t>(s);
+inline std::int64_t failure_key(std::ptrdiff_t param, Status s) {
+  return (static_cast<std::int64_t>(param + 1) << 8) | static_cast<std::int64_t>(s);
 }
+/// A failure key's parameter (−1: none in particular) and status.
+inline std::ptrdiff_t failed_param(std::int64_t key) { return static_cast<std::ptrdiff_t>(key >> 8) - 1; }
+inline Status failed_status(std::int64_t key) { return static_cast<Status>(key & 0xff); }
+/// FNV-1a over 64-bit values, byte by byte: what the ranks compare of their settings.
+struct Fnv {
+  std::uint64_t h = 1469598103934665603ull;
+  void mix(std::uint64_t v) {
+    for (int byte = 0; byte < 8; ++byte, v >>= 8)
+      h = (h ^ (v & 0xff)) * 1099511628211ull;
+  }
+  void mix(const std::string& text) {
+    mix(text.size());
+    for (const char c : text)
+      mix(static_cast<std::uint64_t>(static_cast<unsigned char>(c)));
+  }
+  void mix_bits(double v) {  // its bits (NaNs of one payload compare equal)
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof bits);
+    mix(bits);
+  }
+};
 }  // namespace detail
 
 /// optim::Partition over the ranks of a communicator. Every rank constructs it with the same
 /// parameter list, labels and routes, and calls init(), step(), the checkpoint functions and
 /// reduce_activations() collectively (same order on every rank).
+///
+/// **The same on every rank.** init() compares across the ranks (hashes, one all-reduce) the
+/// parameters' names and shapes, the labels, the routes' signature() (rules and
+/// hyper-parameters), the global clip, the non-finite policy, the layouts and bounds, the owner
+/// choice and the transfer cost, and refuses a difference on every rank (invalid_argument, the
+/// message naming what differs); the clip and the policy, which may change after init(), are
+/// compared again at every step, in the step's first all-reduce. Any refusal of init() or a
+/// step is agreed: every rank returns the same status, parameter and message (the lowest
+/// failing rank's).
 ///
 /// **Assignment.** init() gives each parameter an owner rank: greedy longest-processing-time
 /// over the cost model (default_cost(): polar flops for matrix-function routes, a memory-bound
@@ -228,7 +259,8 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// a balanced assignment; traffic arriving at each rank: (P_replicated − own) floats of
 /// updates, plus for sharded parameters with an owner (owner) 2 × the other ranks' shards
 /// (gradient and parameter) and (non-owner) its shard of the update, none for those stepped by
-/// rows; 3 small all-reduces. Memory beyond the local Partition: one float buffer of all
+/// rows; 3 small all-reduces (the first of 9 integers: it compares the clip and the policy too).
+/// Memory beyond the local Partition: one float buffer of all
 /// replicated parameters (the all-gather target), a copy of the owned replicated parameters (the
 /// local step writes into copies, so nothing is applied before the agreement), the gathered
 /// whole of each owned sharded parameter (gradient and parameter; for column shards also a
@@ -255,7 +287,7 @@ inline std::int64_t failure_key(std::size_t param, Status s) {
 /// **Determinism.** Bit-identical to optim::Partition on one process for the same inputs, any
 /// rank count (tests/distributed), for every layout but `unreduced` (above). Global clipping
 /// (set_global_clip) is supported for replicated layouts only: with row shards the norm would be a sum in
-/// another order; init() refuses that combination.
+/// another order; init() and step() refuse that combination.
 template <class... Rules>
 class DistributedPartition {
   using Local = optim::Partition<Rules...>;
@@ -307,19 +339,25 @@ class DistributedPartition {
   /// have comm.size() ranks and pass TransferCosts::check(), the same on every rank (else
   /// init() refuses).
   void set_transfer_costs(TransferCosts per_pair) { pair_costs_ = std::move(per_pair); }
-  /// Replaces default_cost() (before init()). Must return the same values on every rank.
+  /// Replaces default_cost() (before init()). Must return the same values on every rank (init()
+  /// refuses owners that differ) and a finite cost ≥ 0 for every parameter (else init() refuses,
+  /// on every rank).
   void set_cost_model(CostModel m) { cost_ = std::move(m); }
   /// optim::Partition::set_batching for the owners' local partitions (before init()).
   void set_batching(bool on, std::size_t max_group = 16) {
     batching_ = on;
     max_group_ = max_group;
   }
+  /// What a NaN or Inf gradient on any rank does (default: the step refuses). The same on every
+  /// rank: init() and each step compare it and refuse a difference on every rank.
   void set_non_finite_policy(optim::NonFinitePolicy p) { policy_ = p; }
   /// optim::Partition::set_prechecks for the owners' local partitions (before init()): off, the
   /// prechecked routes' states are copied too, and a step is all or nothing across the ranks
   /// under host allocation failure as well.
   void set_prechecks(bool on) { prechecks_ = on; }
-  /// optim::Partition::set_global_clip (replicated layouts only, see the class comment).
+  /// optim::Partition::set_global_clip (replicated layouts only, see the class comment). The
+  /// same on every rank. init() and each step refuse, on every rank, a NaN or negative clip, a
+  /// clip > 0 with a sharded or unreduced parameter, and clips that differ between the ranks.
   void set_global_clip(double max_norm) { clip_ = max_norm; }
 
   /// init() for wrappers that name the memory: optim::SplitPartition over a distributed
@@ -343,8 +381,10 @@ class DistributedPartition {
     return init();
   }
 
-  /// Collective. Checks labels and layouts, assigns owners, builds the local Partition and
-  /// its states, and the exchange buffers. The same failure on every rank.
+  /// Collective. Compares the settings across the ranks (class comment), checks names (unique,
+  /// as optim::Partition::init), shapes, labels and layouts, assigns owners, builds the local
+  /// Partition and its states, and the exchange buffers. The same failure on every rank: status,
+  /// bad_param and message (the lowest failing rank's).
   optim::StepReport init() {
     const std::size_t np = params_.size();
     local_.reset();
@@ -356,29 +396,17 @@ class DistributedPartition {
     // agree that every part succeeded (on_every_rank) before the next collective, so a rank that
     // ran out of host memory returns out_of_memory with the others instead of leaving them
     // waiting in a collective (docs/distributed.md "How a step works").
-    std::vector<std::vector<index_t>> choice, layout_codes;
-    const bool listed = locally([&] {
-      choice = {{static_cast<index_t>(choice_), pair_costs_.ranks}};
-      for (const double c :
-           pair_costs_.ranks > 0 ? pair_costs_.per_pair : std::vector<double>{transfer_cost_}) {
-        std::uint64_t bits = 0;
-        std::memcpy(&bits, &c, sizeof bits);
-        choice[0].push_back(static_cast<index_t>(bits >> 1));
-        choice[0].push_back(static_cast<index_t>(bits & 1));
-      }
-      // And the layouts: a parameter unreduced on one rank and stepped by rows on another has no
-      // owner on either, so the owners' comparison below would not see it, and only one of them
-      // would join the replicas' averages.
-      layout_codes.assign(1, {});  // none given: every parameter replicated
-      for (const Layout l : layouts_.empty() ? std::vector<Layout>(np, Layout::replicated) : layouts_)
-        layout_codes[0].push_back(static_cast<index_t>(l));
-    });
+    // Then everything else plan() and the steps read: a difference would make plan() refuse on
+    // some ranks only (a label no route serves), or the ranks exchange arrays of other sizes
+    // (shapes) or step with other hyper-parameters (signature()), policies or clips. Refused on
+    // every rank, the message naming what differs. Cost: a hash of the names, shapes, labels and
+    // routes' signatures, one all-reduce.
+    std::array<std::uint64_t, kCompared> hashes{};
+    const bool listed = locally([&] { hashes = setting_hashes(); });
     if (!on_every_rank(listed)) return init_out_of_memory();
-    if (!same_on_every_rank({&row_bounds_, &column_bounds_, &flat_bounds_, &choice, &layout_codes}))
-      return optim::refusal(
-          "the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds), the layouts, the owner "
-          "choice or the transfer cost differ between the ranks",
-          -1);
+    std::int64_t none = 0;
+    if (const std::uint32_t differ = differing(hashes.data(), hashes.size(), none))
+      return optim::refusal(differing_message(differ, 0), -1);
     const int n = comm_.size(), me = comm_.rank();
     std::vector<double> costs;
     std::vector<std::vector<index_t>> held_by, owners;
@@ -386,6 +414,9 @@ class DistributedPartition {
     // The layouts, the cuts and the owners (deterministic refusals: the same on every rank).
     const auto plan = [&]() -> optim::StepReport {
       if (labels_.size() != np) return optim::refusal("labels and parameters differ in number", -1);
+      std::ptrdiff_t offender = -1;  // shapes and names, as optim::Partition::init refuses them
+      if (message_ = optim::params_problem(params_, &offender); !message_.empty())
+        return optim::refusal(message_.c_str(), offender);
       if (layouts_.empty()) layouts_.assign(np, Layout::replicated);
       if (layouts_.size() != np) return optim::refusal("layouts and parameters differ in number", -1);
       // Bounds given per kind: the layout they make, what they count.
@@ -408,7 +439,6 @@ class DistributedPartition {
       elements_.clear();
       layout_ = layouts_;
       cuts_.assign(np, {});
-      bool sharded = false;
       for (std::size_t i = 0; i < np; ++i) {
         const optim::BlockShape s = optim::flatten(params_[i].shape);
         shapes_.push_back(s);
@@ -458,13 +488,8 @@ class DistributedPartition {
         rows_.push_back(rows);
         cols_.push_back(cols);
         elements_.push_back(elements);
-        sharded = sharded || layout_[i] != Layout::replicated;
       }
-      if (optim::StepReport c = optim::check_global_clip(clip_); !c) return c;
-      if (sharded && clip_ > 0.0)
-        return optim::refusal(
-            "global clipping with sharded or unreduced parameters is not supported (clip before the step)",
-            -1);
+      if (optim::StepReport c = clip_problem(); !c) return c;
       // Owners. A sharded parameter whose rule acts on each element alone (row_local_route) has
       // none: every rank steps its own rows, column block or run with the state of those.
       costs.assign(np, 0.0);
@@ -494,6 +519,11 @@ class DistributedPartition {
         costs[i] = by_rows_[i] ? 0.0
                    : cost_     ? cost_(params_[i], labels_[i])
                                : default_cost(shapes_[i], matrix_route(route));
+        if (!optim::hyper::non_negative(costs[i])) {  // LPT would place it anywhere
+          message_ = "the cost model (set_cost_model) gives parameter '" + params_[i].name +
+                     "' a cost that is not finite and >= 0";
+          return optim::refusal(message_.c_str(), static_cast<std::ptrdiff_t>(i));
+        }
       }
       if (!optim::hyper::non_negative(transfer_cost_))  // also on one rank, where the matrix has no pair
         return optim::refusal("the transfer cost (set_transfer_cost) must be finite and >= 0", -1);
@@ -516,9 +546,11 @@ class DistributedPartition {
       owners = {{owner_.begin(), owner_.end()}};
       return optim::StepReport{};
     };
+    // Its refusals are the same on every rank (what they read was compared above) but for a
+    // user's cost model, and host memory: agreed, with the lowest failing rank's message.
     optim::StepReport planned;
-    if (!on_every_rank(locally([&] { planned = plan(); }))) return init_out_of_memory();
-    if (!planned) return planned;
+    if (!locally([&] { planned = plan(); })) planned = init_out_of_memory();
+    if (planned = agreed(planned); !planned) return planned;
     // A cost model that differs between the ranks gives other owners: refused on every rank
     // before any exchange depends on them.
     if (!same_on_every_rank({&owners}))
@@ -681,21 +713,14 @@ class DistributedPartition {
         dims[i] = optim::activation_gram(*local_, params_[i].name).dim;
       return optim::StepReport{};
     };
+    // The report of the lowest failing parameter, with the message of the lowest rank that
+    // reported it (copied before the partitions go: r.message may point into the local one).
     optim::StepReport r;
-    if (!locally([&] { r = build(); }))
-      r = optim::refusal("host memory ran out in a rank's init()", -1, Status::out_of_memory);
-    const std::int64_t agreed = comm_.allreduce_min(
-        r ? detail::kNoFailure
-          : detail::failure_key(std::size_t(std::max<std::ptrdiff_t>(r.bad_param, 0)), r.status));
-    if (agreed != detail::kNoFailure) {
-      // The message before the partitions go: r.message may point into the local one.
-      const bool told = locally([&] {
-        message_ = "init failed on a rank: " + std::string(r ? "another rank's local partition" : r.message);
-      });
+    if (!locally([&] { r = build(); })) r = init_out_of_memory();
+    if (r = agreed(r); !r) {
       local_.reset();
       replicas_.reset();
-      const auto status = static_cast<Status>(agreed & 0xff);
-      return optim::refusal(told ? message_.c_str() : "init failed on a rank", -1, status);
+      return r;
     }
     comm_.allreduce_max(dims.data(), np);
     const bool sized = locally([&] {
@@ -727,31 +752,47 @@ class DistributedPartition {
   /// column_range(i) of every row (column_sharded) or its elements element_range(i)
   /// (flat_sharded); null when it holds nothing of it. Gradients are read, not modified (unlike
   /// optim::Partition, whose gradient buffers hold the updates afterwards). Returns the same
-  /// status on every rank.
+  /// status, bad_param and message on every rank, also for one rank's own refusal (lists of
+  /// another length, a clip set since init() that is refused or differs from the others').
   optim::StepReport step(const std::vector<float*>& params, const std::vector<float*>& grads) {
     const std::size_t np = params_.size();
+    // A step before init() is refused alike on every rank (initialized() is agreed by init()).
     if (!local_) return optim::refusal("step before a successful init()", -1);
-    if (optim::StepReport r = optim::check_counts(np, params, grads); !r) return r;
-    // A setting, the same on every rank: all refuse alike.
-    if (optim::StepReport c = optim::check_global_clip(clip_); !c) return c;
-    // 1. Finiteness and pointers, agreed.
+    // 1. This rank's refusals (pointer counts, the clip), finiteness and pointers, agreed in one
+    //    all-reduce with the clip and the policy, which may have changed since init().
     std::int64_t key = detail::kNoFailure;
+    const char* why = "";
+    if (optim::StepReport r = optim::check_counts(np, params, grads); !r) {
+      key = detail::failure_key(-1, r.status);
+      why = r.message;
+    } else if (optim::StepReport c = clip_problem(); !c) {
+      key = detail::failure_key(-1, c.status);
+      why = c.message;
+    }
     for (std::size_t i = 0; i < np && key == detail::kNoFailure; ++i) {
       const index_t len = held(i).size();
       if (len == 0) continue;
-      if (params[i] == nullptr || grads[i] == nullptr)
-        key = detail::failure_key(i, Status::invalid_argument);
-      else if (!optim::all_finite(MatrixRef<const float>(grads[i], held(i).rows, held(i).cols)))
-        key = detail::failure_key(i, Status::non_finite_input);
-      else if (replica_index_[i] >= 0 &&  // the replicas' rule must be reached on every rank or none
-               !optim::all_within(MatrixRef<const float>(grads[i], held(i).rows, held(i).cols),
-                                  optim::magnitude_bits(route_max_gradient(route_index(labels_[i])))))
-        key = detail::failure_key(i, Status::out_of_range);
+      const auto at = static_cast<std::ptrdiff_t>(i);
+      if (params[i] == nullptr || grads[i] == nullptr) {
+        key = detail::failure_key(at, Status::invalid_argument);
+        why = "null pointer on some rank";
+      } else if (!optim::all_finite(MatrixRef<const float>(grads[i], held(i).rows, held(i).cols))) {
+        key = detail::failure_key(at, Status::non_finite_input);
+        why = "a gradient contains NaN or Inf on some rank";
+      } else if (replica_index_[i] >= 0 &&  // the replicas' rule must be reached on every rank or none
+                 !optim::all_within(MatrixRef<const float>(grads[i], held(i).rows, held(i).cols),
+                                    optim::magnitude_bits(route_max_gradient(route_index(labels_[i]))))) {
+        key = detail::failure_key(at, Status::out_of_range);
+        why = "an unreduced gradient is beyond its rule's max_gradient on some rank";
+      }
     }
-    key = comm_.allreduce_min(key);
+    const std::array<std::uint64_t, 2> settings = step_settings();
+    const std::int64_t mine = key;
+    if (const std::uint32_t differ = differing(settings.data(), settings.size(), key))
+      return optim::refusal(differing_message(differ, kCompared - settings.size()), -1);
     if (key != detail::kNoFailure) {
-      const auto bad = static_cast<std::ptrdiff_t>(key >> 8);
-      const auto status = static_cast<Status>(key & 0xff);
+      const std::ptrdiff_t bad = detail::failed_param(key);
+      const Status status = detail::failed_status(key);
       if (status == Status::non_finite_input && policy_ == optim::NonFinitePolicy::skip) {
         ++skipped_;
         optim::StepReport r =
@@ -759,11 +800,7 @@ class DistributedPartition {
         r.skipped = true;
         return r;
       }
-      return optim::refusal(status == Status::invalid_argument ? "null pointer on some rank"
-                            : status == Status::out_of_range
-                                ? "an unreduced gradient is beyond its rule's max_gradient on some rank"
-                                : "a gradient contains NaN or Inf on some rank",
-                            bad, status);
+      return optim::refusal(agreed_message(mine == key, why), bad, status);
     }
     // Global clipping (replicated only): optim::Partition's sum, in its order, on every rank.
     float clip_factor = 1.0f;
@@ -844,10 +881,13 @@ class DistributedPartition {
       const bool differ = hashes_differ(rr ? replica_update_hash() : 0, !rr);
       if (!rr) {
         local_key = detail::failure_key(
-            replicated_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(rr.bad_param, 0))], rr.status);
+            static_cast<std::ptrdiff_t>(
+                replicated_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(rr.bad_param, 0))]),
+            rr.status);
         local_message = rr.message;
       } else if (differ) {
-        local_key = detail::failure_key(replicated_.front(), Status::internal_error);
+        local_key =
+            detail::failure_key(static_cast<std::ptrdiff_t>(replicated_.front()), Status::internal_error);
         local_message =
             "the unreduced parameters' updates differ between the ranks (builds that differ, or an "
             "MPI_Allreduce whose sums differ between the ranks); nothing applied";
@@ -862,8 +902,10 @@ class DistributedPartition {
     // 5. Agreement.
     auto note = [&](const optim::StepReport& r) {
       if (r) return;
-      const std::int64_t k = detail::failure_key(
-          owned_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(r.bad_param, 0))], r.status);
+      const std::int64_t k =
+          detail::failure_key(static_cast<std::ptrdiff_t>(
+                                  owned_[static_cast<std::size_t>(std::max<std::ptrdiff_t>(r.bad_param, 0))]),
+                              r.status);
       if (k < local_key) {
         local_key = k;
         local_message = r.message;
@@ -886,21 +928,10 @@ class DistributedPartition {
       else
         replicas_->step_undo();  // a no-op where their own step failed (it undid itself)
     }
-    if (key != detail::kNoFailure) {
-      const auto bad = static_cast<std::size_t>(key >> 8);
-      // The message of the lowest rank that reported this failure (the owner, or for a
-      // parameter stepped by rows the first rank whose rows failed), in a buffer of fixed size:
-      // nothing here allocates, so a rank whose heap is exhausted takes part like the others.
-      const auto from = static_cast<int>(comm_.allreduce_min(local_key == key ? comm_.rank() : INT64_MAX));
-      if (comm_.rank() == from) {
-        std::strncpy(step_message_.data(), local_message, step_message_.size() - 1);
-        step_message_.back() = '\0';
-      }
-      comm_.bcast(step_message_.data(), step_message_.size(), from);
-      optim::StepReport r = optim::refusal(step_message_.data(), static_cast<std::ptrdiff_t>(bad));
-      r.status = static_cast<Status>(key & 0xff);
-      return r;
-    }
+    if (key != detail::kNoFailure)  // the message of the lowest rank that reported this failure
+      // (the owner, or for a parameter stepped by rows the first rank whose rows failed)
+      return optim::refusal(agreed_message(local_key == key, local_message), detail::failed_param(key),
+                            detail::failed_status(key));
     // 6. + 7. Exchange and apply.
     if (!updates_.empty()) comm_.allgatherv(updates_.data(), counts_, displs_);
     for (std::size_t i = 0; i < np; ++i) {
@@ -946,14 +977,15 @@ class DistributedPartition {
   /// activation Gram for the coming step (not collective; the first call after a step starts a
   /// new sum). step() then delivers to the owner the sum over ranks, in rank order, of every
   /// rank's Gram (each accumulated as optim::accumulate_activations does), with the summed
-  /// sample count. Call it on criterion steps only, as for one process. Errors: no such
-  /// parameter, a rule without statistics, d_in ≠ the parameter's columns → invalid_argument;
+  /// sample count. Call it on criterion steps only, as for one process. Errors: before a
+  /// successful init(), no such parameter, a rule without statistics, d_in ≠ the parameter's
+  /// columns → invalid_argument;
   /// NaN/Inf → non_finite_input (the sum unchanged). `workspace`: gram_accumulate()'s (keep one
   /// for these calls, so that only the first allocates).
   Status accumulate_activations(const std::string& param, MatrixRef<const float> x,
                                 Workspace* workspace = nullptr) {
     const std::ptrdiff_t i = index_of(param);
-    if (i < 0 || gram_dim_[static_cast<std::size_t>(i)] == 0 ||
+    if (!initialized() || i < 0 || gram_dim_[static_cast<std::size_t>(i)] == 0 ||
         x.cols != gram_dim_[static_cast<std::size_t>(i)])
       return Status::invalid_argument;
     const auto u = static_cast<std::size_t>(i);
@@ -1007,8 +1039,9 @@ class DistributedPartition {
   bool unreduced(std::size_t i) const { return replica_index_[i] >= 0; }
   /// Whether some parameter is (after init()).
   bool any_unreduced() const { return replicas_.has_value(); }
-  /// optim::Partition::signature(): the same string as the single-process partition's.
-  std::string signature() const { return local_ ? local_->signature() : std::string(); }
+  /// optim::Partition::signature(): the same string as the single-process partition's (also
+  /// before init(), which compares it across the ranks).
+  std::string signature() const { return optim::routes_signature(routes_); }
   std::int64_t skipped_steps() const { return skipped_; }
   const Communicator& communicator() const { return comm_; }
 
@@ -1066,6 +1099,45 @@ class DistributedPartition {
   }
   /// Collective: true when `ok` is true on every rank.
   bool on_every_rank(bool ok) const { return comm_.allreduce_min(ok ? 1 : 0) == 1; }
+  /// Collective, allocating nothing: ok when `r` is ok on every rank; else, on every rank, the
+  /// failure of the lowest failing parameter (failure keys: −1, none in particular, first), with
+  /// the message of the lowest rank that reported it (agreed_message()). Two all-reduces and a
+  /// broadcast of step_message_ when some rank failed, one all-reduce otherwise.
+  optim::StepReport agreed(const optim::StepReport& r) {
+    const std::int64_t mine = r ? detail::kNoFailure : detail::failure_key(r.bad_param, r.status);
+    const std::int64_t key = comm_.allreduce_min(mine);
+    if (key == detail::kNoFailure) return optim::StepReport{};
+    return optim::refusal(agreed_message(mine == key, r.message), detail::failed_param(key),
+                          detail::failed_status(key));
+  }
+  /// Collective: the message of the lowest rank where `mine` is true (at least one is), in
+  /// step_message_ on every rank (truncated to 511 bytes). Nothing allocates, so that a rank
+  /// whose heap is exhausted takes part like the others. One all-reduce and one broadcast.
+  const char* agreed_message(bool mine, const char* message) {
+    const auto from = static_cast<int>(comm_.allreduce_min(mine ? comm_.rank() : INT64_MAX));
+    if (comm_.rank() == from) {
+      std::strncpy(step_message_.data(), message, step_message_.size() - 1);
+      step_message_.back() = '\0';
+    }
+    comm_.bcast(step_message_.data(), step_message_.size(), from);
+    return step_message_.data();
+  }
+  /// The global clip's refusal, at init() and at every step (the same on every rank: the ranks
+  /// compare the clip): a NaN or negative clip (optim::check_global_clip), or a clip with sharded
+  /// or unreduced parameters, whose norm would be a sum in another order than one process's
+  /// (and whose arrays the step's sum does not hold whole). Cost: one pass over the layouts
+  /// when clipping.
+  optim::StepReport clip_problem() const {
+    if (optim::StepReport c = optim::check_global_clip(clip_); !c) return c;
+    if (clip_ > 0.0)
+      for (const Layout l : layout_)
+        if (l != Layout::replicated)
+          return optim::refusal(
+              "global clipping with sharded or unreduced parameters is not supported (clip before the "
+              "step)",
+              -1);
+    return optim::StepReport{};
+  }
   /// What init() returns on every rank when some rank ran out of host memory.
   optim::StepReport init_out_of_memory() {
     local_.reset();
@@ -1195,13 +1267,107 @@ class DistributedPartition {
     }
     return h;
   }
-  /// Collective: whether the ranks passed different hashes (the maximum against the minimum of
-  /// each 32-bit half, in one all-reduce), false when some rank `failed` (its hash means nothing).
+  /// Collective: whether the ranks passed different hashes, false when some rank `failed` (its
+  /// hash means nothing). One all-reduce (differing()).
   bool hashes_differ(std::uint64_t hash, bool failed = false) const {
-    const auto lo = static_cast<std::int64_t>(hash & 0xffffffffu), hi = static_cast<std::int64_t>(hash >> 32);
-    std::int64_t v[5] = {lo, -lo, hi, -hi, failed ? 1 : 0};
-    comm_.allreduce_max(v, 5);
-    return v[4] == 0 && (v[0] != -v[1] || v[2] != -v[3]);
+    std::int64_t all_ran = failed ? 0 : 1;
+    const std::uint32_t differ = differing(&hash, 1, all_ran);
+    return all_ran == 1 && differ != 0;
+  }
+  /// Collective, one all-reduce of 4·k + 1 integers that allocates nothing: bit c set when
+  /// hashes[c] (k ≤ kCompared) differs between the ranks (the maximum of each 32-bit half
+  /// against its minimum); `key` becomes the minimum of every rank's `key` (a failure key, say).
+  std::uint32_t differing(const std::uint64_t* hashes, std::size_t k, std::int64_t& key) const {
+    std::array<std::int64_t, 4 * kCompared + 1> v{};
+    for (std::size_t c = 0; c < k; ++c) {
+      const auto lo = static_cast<std::int64_t>(hashes[c] & 0xffffffffu),
+                 hi = static_cast<std::int64_t>(hashes[c] >> 32);
+      v[4 * c] = lo;
+      v[4 * c + 1] = -lo;
+      v[4 * c + 2] = hi;
+      v[4 * c + 3] = -hi;
+    }
+    v[4 * k] = -key;  // key ≥ 0 (kNoFailure, a failure key, a flag): its negation cannot overflow
+    comm_.allreduce_max(v.data(), 4 * k + 1);
+    key = -v[4 * k];
+    std::uint32_t differ = 0;
+    for (std::size_t c = 0; c < k; ++c)
+      if (v[4 * c] != -v[4 * c + 1] || v[4 * c + 2] != -v[4 * c + 3]) differ |= 1u << c;
+    return differ;
+  }
+  /// What init() compares across the ranks (setting_hashes()), as its refusal names it.
+  static constexpr std::size_t kCompared = 6;
+  static constexpr const char* kComparedWhat[kCompared] = {
+      "the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds), the layouts, the owner "
+      "choice or the transfer cost",
+      "the parameters' names or shapes",
+      "the labels",
+      "the routes (their rules and hyper-parameters: signature())",
+      "the global clip (set_global_clip)",
+      "the non-finite policy (set_non_finite_policy)"};
+  /// The clip and the policy (kComparedWhat's last two), hashed: step() compares them again,
+  /// since they may change after init(). Allocates nothing.
+  std::array<std::uint64_t, 2> step_settings() const {
+    detail::Fnv clip, policy;
+    clip.mix_bits(clip_);
+    policy.mix(static_cast<std::uint64_t>(policy_));
+    return {clip.h, policy.h};
+  }
+  /// One hash per entry of kComparedWhat. The layouts among them: a parameter unreduced on one
+  /// rank and stepped by rows on another has no owner on either, so the owners' comparison would
+  /// not see it, and only one of them would join the replicas' averages. Cost: one pass over the
+  /// names, shapes, labels, bounds and the routes' signature().
+  std::array<std::uint64_t, kCompared> setting_hashes() const {
+    const std::size_t np = params_.size();
+    std::array<detail::Fnv, kCompared> f;
+    for (const auto* bounds : {&row_bounds_, &column_bounds_, &flat_bounds_})
+      mix_bounds(f[0], *bounds);
+    f[0].mix(layouts_.empty() ? np : layouts_.size());  // none given: every parameter replicated
+    for (std::size_t i = 0; i < (layouts_.empty() ? np : layouts_.size()); ++i)
+      f[0].mix(static_cast<std::uint64_t>(layouts_.empty() ? Layout::replicated : layouts_[i]));
+    f[0].mix(static_cast<std::uint64_t>(choice_));
+    f[0].mix(static_cast<std::uint64_t>(pair_costs_.ranks));
+    for (const double c : pair_costs_.ranks > 0 ? pair_costs_.per_pair : std::vector<double>{transfer_cost_})
+      f[0].mix_bits(c);
+    f[1].mix(np);
+    for (const optim::ParamSpec& p : params_) {
+      f[1].mix(p.name);
+      f[1].mix(p.shape.size());
+      for (const index_t d : p.shape)
+        f[1].mix(static_cast<std::uint64_t>(d));
+    }
+    f[2].mix(labels_.size());
+    for (const std::string& l : labels_)
+      f[2].mix(l);
+    f[3].mix(signature());
+    const std::array<std::uint64_t, 2> later = step_settings();
+    return {f[0].h, f[1].h, f[2].h, f[3].h, later[0], later[1]};
+  }
+  /// The refusal's message for `differ` (differing()'s bits, bit c for kComparedWhat[first + c]),
+  /// in step_message_: nothing allocates.
+  const char* differing_message(std::uint32_t differ, std::size_t first) {
+    char* out = step_message_.data();
+    std::size_t at = 0;
+    const auto put = [&](const char* text) {
+      for (; *text && at + 1 < step_message_.size(); ++text)
+        out[at++] = *text;
+    };
+    for (std::size_t c = 0; first + c < kCompared; ++c)
+      if (differ & (1u << c)) {
+        if (differ & ((1u << c) - 1)) put("; ");
+        put(kComparedWhat[first + c]);
+      }
+    put(" differ between the ranks (refused on every rank)");
+    out[at] = '\0';
+    return out;
+  }
+  static void mix_bounds(detail::Fnv& f, const std::vector<std::vector<index_t>>& lists) {
+    f.mix(lists.size());
+    for (const auto& b : lists) {
+      f.mix(b.size());
+      for (index_t v : b)
+        f.mix(static_cast<std::uint64_t>(v));
+    }
   }
   /// Column-sharded parameter i between the owner's whole row-major matrix and the stage (the
   /// ranks' rows × columns blocks in rank order, as gathered): into the matrix (unpack = true)
@@ -1209,23 +1375,13 @@ class DistributedPartition {
   void move_columns(std::size_t i, float* whole, bool unpack) {
     detail::move_column_blocks(stage_.data(), whole, shapes_[i].rows, shapes_[i].cols, cuts_[i], unpack);
   }
-  /// Collective: whether every rank holds the same `lists` of bounds (a 64-bit FNV-1a hash of
-  /// the sizes and values, compared across the ranks by hashes_differ()).
+  /// Collective: whether every rank holds the same `lists` (a 64-bit FNV-1a hash of the sizes
+  /// and values, compared across the ranks by hashes_differ()).
   bool same_on_every_rank(std::initializer_list<const std::vector<std::vector<index_t>>*> lists) const {
-    std::uint64_t h = 1469598103934665603ull;
-    auto mix = [&h](std::uint64_t v) {
-      for (int byte = 0; byte < 8; ++byte, v >>= 8)
-        h = (h ^ (v & 0xff)) * 1099511628211ull;
-    };
-    for (const auto* bounds : lists) {
-      mix(bounds->size());
-      for (const auto& b : *bounds) {
-        mix(b.size());
-        for (index_t v : b)
-          mix(static_cast<std::uint64_t>(v));
-      }
-    }
-    return !hashes_differ(h);
+    detail::Fnv f;
+    for (const auto* l : lists)
+      mix_bounds(f, *l);
+    return !hashes_differ(f.h);
   }
   int route_index(const std::string& label) const {
     int found = -1, k = 0;
@@ -1513,23 +1669,21 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
   io::FieldSet all;
   io::CheckpointHeader h;
   if (Status s = detail::broadcast_checkpoint(comm, path, all, h, error); s != Status::ok) return s;
-  if (!expected_signature.empty() && h.signature != expected_signature) {
-    if (error)
-      *error = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
-               expected_signature + "'";
-    return Status::invalid_argument;
-  }
-  // The same file and parameters on every rank: the same outcome, no collective needed.
-  if (std::string m = io::detail::shape_mismatch(h.shapes, p.params()); !m.empty()) {
-    if (error) *error = std::move(m);
-    return Status::invalid_argument;
-  }
+  // The file is the same on every rank, but expected_signature is each rank's own: its refusal,
+  // like the others below, is agreed at the end (a rank returning alone would leave the others
+  // waiting there).
+  std::string problem;
+  if (!expected_signature.empty() && h.signature != expected_signature)
+    problem = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
+              expected_signature + "'";
+  else
+    problem = io::detail::shape_mismatch(h.shapes, p.params());
   // Fields of this rank's parameters, and fields that belong to nobody (identical on all ranks);
   // the unreduced parameters' fields go to every rank.
   io::FieldSet mine, replicas;
-  std::string problem;
   const auto& owners = p.owners();
-  for (const auto& [name, value] : all) {
+  const io::FieldSet none;
+  for (const auto& [name, value] : problem.empty() ? all : none) {
     if (name == "_partition/skipped_steps") {
       mine[name] = value;
       replicas[name] = value;
