@@ -3,15 +3,20 @@
 /// The collective parts of the distributed checkpoints (include/schatten/distributed/mpi_step.hpp):
 /// fields to rank 0, the file written or read there, the outcome to every rank.
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <cstring>
+#include <new>
 
 #include "schatten/distributed/mpi_step.hpp"
 
 namespace schatten::distributed::detail {
 
-io::FieldSet gather_fields(const Communicator& comm, const io::FieldSet& mine) {
-  const std::vector<std::vector<char>> parts = comm.gather_bytes(serialize(mine, nullptr), 0);
-  io::FieldSet all;
+namespace {
+
+/// Rank 0's merge of the ranks' serialised parts, in rank order (gather_fields).
+void merge_parts(const std::vector<std::vector<char>>& parts, io::FieldSet& all) {
+  all.clear();
   for (const std::vector<char>& b : parts) {  // in rank order
     io::FieldSet f;
     if (!deserialize(b, f, nullptr)) continue;  // written by serialize() of the same build
@@ -26,12 +31,47 @@ io::FieldSet gather_fields(const Communicator& comm, const io::FieldSet& mine) {
       if (whole && rows) whole->insert(whole->end(), rows->begin(), rows->end());
     }
   }
-  return all;
 }
 
-void average_fields(const Communicator& comm, io::FieldSet& fields, const std::vector<std::string>& bf16) {
+}  // namespace
+
+Status gather_fields(const Communicator& comm, const io::FieldSet& mine, io::FieldSet& all) {
+  const bool root = comm.rank() == 0;
+  const auto n = static_cast<std::size_t>(comm.size());
+  std::vector<char> bytes;
+  std::vector<std::int64_t> sizes;
+  if (!on_every_rank(comm, locally([&] {
+                       bytes = serialize(mine, nullptr);
+                       sizes.assign(n, 0);
+                     })))
+    return Status::out_of_memory;
+  const auto count = static_cast<std::int64_t>(bytes.size());
+  comm.allgather(&count, 1, sizes.data());
+  std::vector<std::vector<char>> parts;  // rank 0's receive buffers, sized before any data moves
+  if (!on_every_rank(comm, !root || locally([&] {
+                       parts.resize(n);
+                       for (std::size_t r = 1; r < n; ++r)
+                         parts[r].resize(static_cast<std::size_t>(sizes[r]));
+                     })))
+    return Status::out_of_memory;
+  comm.gather_bytes_into(bytes, parts, 0);
+  if (root) parts[0] = std::move(bytes);
+  const bool merged = !root || locally([&] { merge_parts(parts, all); });
+  if (!on_every_rank(comm, merged)) {
+    all.clear();
+    return Status::out_of_memory;
+  }
+  return Status::ok;
+}
+
+Status average_fields(const Communicator& comm, io::FieldSet& fields, const std::vector<std::string>& bf16) {
   const double n = static_cast<double>(comm.size());
   std::vector<double> sum;
+  std::size_t largest = 0;
+  for (const auto& [name, value] : fields)
+    if (const auto* v = std::get_if<std::vector<float>>(&value)) largest = std::max(largest, v->size());
+  // The sums' buffer once, agreed: the loop below allocates nothing (assign within capacity).
+  if (!on_every_rank(comm, locally([&] { sum.reserve(largest); }))) return Status::out_of_memory;
   for (auto& [name, value] : fields) {  // in name order, the same on every rank
     auto* v = std::get_if<std::vector<float>>(&value);
     if (!v || v->empty()) continue;
@@ -43,19 +83,35 @@ void average_fields(const Communicator& comm, io::FieldSet& fields, const std::v
       (*v)[e] = rounded ? bf16_to_float(bf16_round(mean)) : mean;
     }
   }
+  return Status::ok;
+}
+
+void bcast_message(const Communicator& comm, const char* message, int root, std::string* error) {
+  std::array<char, 512> text{};
+  if (comm.rank() == root) std::strncpy(text.data(), message, text.size() - 1);
+  comm.bcast(text.data(), text.size(), root);
+  if (!error) return;
+  try {
+    *error = text.data();
+  } catch (const std::bad_alloc&) {
+    error->clear();
+  }
 }
 
 Status write_on_root(const Communicator& comm, const std::string& path, const io::FieldSet& fields,
                      const io::CheckpointHeader& header, std::string* error) {
   std::string message;
   std::int64_t status = 0;
-  if (comm.rank() == 0)
-    status = static_cast<std::int64_t>(io::write_checkpoint(path, fields, header, &message));
-  comm.bcast(&status, sizeof status, 0);
-  if (status != 0) {
-    message = comm.bcast_string(message, 0);
-    if (error) *error = message;
+  if (comm.rank() == 0 && !locally([&] {
+        status = static_cast<std::int64_t>(io::write_checkpoint(path, fields, header, &message));
+      })) {
+    status = static_cast<std::int64_t>(Status::out_of_memory);
+    message.clear();  // (no allocation)
   }
+  comm.bcast(&status, sizeof status, 0);
+  if (status != 0)
+    bcast_message(comm, message.empty() ? "save_checkpoint: writing the file failed" : message.c_str(), 0,
+                  error);
   return static_cast<Status>(status);
 }
 
@@ -64,22 +120,33 @@ Status broadcast_checkpoint(const Communicator& comm, const std::string& path, i
   std::vector<char> bytes;
   std::string message;
   std::int64_t status = 0;
-  if (comm.rank() == 0) {
-    io::FieldSet f;
-    io::CheckpointHeader h;
-    status = static_cast<std::int64_t>(io::read_checkpoint(path, f, h, &message));
-    if (status == 0) bytes = serialize(f, &h);
+  if (comm.rank() == 0 && !locally([&] {
+        io::FieldSet f;
+        io::CheckpointHeader h;
+        status = static_cast<std::int64_t>(io::read_checkpoint(path, f, h, &message));
+        if (status == 0) bytes = serialize(f, &h);
+      })) {
+    status = static_cast<std::int64_t>(Status::out_of_memory);
+    message.clear();  // (no allocation)
   }
   comm.bcast(&status, sizeof status, 0);
   if (status != 0) {
-    message = comm.bcast_string(message, 0);
-    if (error) *error = message;
+    bcast_message(comm, message.empty() ? "load_checkpoint: host memory ran out on rank 0" : message.c_str(),
+                  0, error);
     return static_cast<Status>(status);
   }
-  comm.bcast_bytes(bytes, 0);
+  // The bytes: their count, the receive buffers (agreed), then the bytes themselves.
+  std::int64_t count = static_cast<std::int64_t>(bytes.size());
+  comm.bcast(&count, sizeof count, 0);
+  if (!on_every_rank(comm, locally([&] { bytes.resize(static_cast<std::size_t>(count)); })))
+    return io::detail::out_of_memory(error, "load_checkpoint: host memory ran out on a rank");
+  comm.bcast(bytes.data(), bytes.size(), 0);
   io::FieldSet f;
   io::CheckpointHeader h;
-  if (!deserialize(bytes, f, &h)) {  // cannot happen between ranks of one build
+  bool read = true;  // deserialize cannot fail between ranks of one build
+  if (!on_every_rank(comm, locally([&] { read = deserialize(bytes, f, &h); })))
+    return io::detail::out_of_memory(error, "load_checkpoint: host memory ran out on a rank");
+  if (!read) {
     if (error) *error = "checkpoint transfer between ranks was corrupted";
     return Status::internal_error;
   }

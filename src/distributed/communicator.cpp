@@ -169,27 +169,31 @@ std::vector<std::vector<char>> Communicator::gather_bytes(const std::vector<char
   std::vector<std::int64_t> sizes(static_cast<std::size_t>(impl_->size), 0);
   allgather(&n, 1, sizes.data());
   std::vector<std::vector<char>> all;
+  if (impl_->rank == root)
+    for (int r = 0; r < impl_->size; ++r)
+      all.push_back(
+          r == root ? mine : std::vector<char>(static_cast<std::size_t>(sizes[static_cast<std::size_t>(r)])));
+  gather_bytes_into(mine, all, root);
+  return all;
+}
+
+void Communicator::gather_bytes_into(const std::vector<char>& mine, std::vector<std::vector<char>>& all,
+                                     int root) const {
   constexpr int kTag = 7301;
   if (impl_->rank != root) {
     for (std::size_t off = 0; off < mine.size(); off += kPiece)
       MPI_Send(mine.data() + off, static_cast<int>(std::min(kPiece, mine.size() - off)), MPI_BYTE, root, kTag,
                impl_->comm);
-    return all;
+    return;
   }
-  all.resize(static_cast<std::size_t>(impl_->size));
   for (int r = 0; r < impl_->size; ++r) {
+    if (r == root) continue;
     auto& b = all[static_cast<std::size_t>(r)];
-    if (r == root) {
-      b = mine;
-      continue;
-    }
-    b.resize(static_cast<std::size_t>(sizes[static_cast<std::size_t>(r)]));
     for (std::size_t off = 0; off < b.size(); off += kPiece)
       MPI_Recv(b.data() + off, static_cast<int>(std::min(kPiece, b.size() - off)), MPI_BYTE, r, kTag,
                impl_->comm, MPI_STATUS_IGNORE);
     impl_->received(static_cast<std::int64_t>(b.size()));
   }
-  return all;
 }
 
 void Communicator::bcast_bytes(std::vector<char>& bytes, int root) const {

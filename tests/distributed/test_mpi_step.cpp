@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -85,6 +86,28 @@ auto make_adamw(StateStorage storage = Precision::fp32) {
   AdamWOptions o;
   o.mu_storage = storage;
   return adamw(o);
+}
+
+/// Muon and AdamW over specs() with propose_labels(): in one process, and over the ranks with
+/// layouts(sharded) (neither initialised).
+auto muon_adamw_one_process() {
+  return optim::partition(specs(), propose_labels(specs()), route("muon", make_muon()),
+                          route("adamw", make_adamw()));
+}
+auto muon_adamw_distributed(bool sharded) {
+  auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
+                                              route("muon", make_muon()), route("adamw", make_adamw()));
+  d.set_layouts(layouts(sharded));
+  return d;
+}
+
+/// Collective, for the heap-exhaustion sweeps: checks that `s` is the same on every rank, and
+/// returns whether some rank met its refused allocation.
+bool refusal_met(Status s, bool refused) {
+  const auto code = static_cast<std::int64_t>(s);
+  CHECK(world().allreduce_min(code) == code);
+  CHECK(-world().allreduce_min(-code) == code);
+  return world().allreduce_min(refused ? 0 : 1) == 0;
 }
 
 /// Whole parameters and gradients, the same on every rank (deterministic from the suite's seed).
@@ -260,6 +283,21 @@ void after_first_step(P& ref, D& d, Model& m, Local& at) {
   m.gradients(1);
   at.gradients(d, m);
 }
+
+/// muon_adamw_one_process() and muon_adamw_distributed(sharded), initialised (collective), with the model and
+/// this rank's arrays of it.
+struct MuonAdamw {
+  decltype(muon_adamw_one_process()) ref;
+  decltype(muon_adamw_distributed(false)) d;
+  Model m;
+  std::optional<Local> at;
+  explicit MuonAdamw(bool sharded)
+      : ref(muon_adamw_one_process()), d(muon_adamw_distributed(sharded)), m(specs()) {
+    REQUIRE(ref.init());
+    REQUIRE(d.init());
+    at.emplace(d, m);
+  }
+};
 
 /// Saves `d` (collective) to a fresh shared file after `step` steps and checks that the file is
 /// the single-process partition `ref`'s checkpoint, field for field; returns the path.
@@ -1525,13 +1563,6 @@ TEST_CASE("distributed.partition: heap exhaustion on one rank fails init() and t
     d.set_prechecks(false);
     return d;
   };
-  // The status on every rank, and whether the last rank met its refusal (collective).
-  const auto agree = [&](const StepReport& r, bool refused) {
-    const auto code = static_cast<std::int64_t>(r.status);
-    CHECK(world().allreduce_min(code) == code);
-    CHECK(-world().allreduce_min(-code) == code);
-    return world().allreduce_min(refused ? 0 : 1) == 0;
-  };
   int init_refusals = 0, step_refusals = 0;
   for (std::int64_t k = 1;; ++k) {
     CAPTURE(k);
@@ -1539,7 +1570,7 @@ TEST_CASE("distributed.partition: heap exhaustion on one rank fails init() and t
     auto d = make();
     const auto a = schatten::test::refusing_allocation_if(here, k, [&] { return d.init(); });
     REQUIRE_FALSE(a.threw);
-    if (!agree(a.result, a.refused)) {
+    if (!refusal_met(a.result.status, a.refused)) {
       REQUIRE(a.result);
       break;
     }
@@ -1565,7 +1596,7 @@ TEST_CASE("distributed.partition: heap exhaustion on one rank fails init() and t
     REQUIRE(k < 100000);
     const auto a = schatten::test::refusing_allocation_if(here, k, [&] { return d.step(wp, gp); });
     REQUIRE_FALSE(a.threw);
-    const bool refused = agree(a.result, a.refused);
+    const bool refused = refusal_met(a.result.status, a.refused);
     if (a.result) {  // no refusal (nothing in these routes' steps absorbs one): the one-process step
       CHECK_FALSE(refused);
       REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
@@ -1762,15 +1793,11 @@ TEST_CASE("distributed.partition: a rank's own refusal in step() is the step's r
       CAPTURE(sharded);
       CAPTURE(what);
       const std::string which = what;
-      auto ref = optim::partition(specs(), propose_labels(specs()), route("muon", make_muon()),
-                                  route("adamw", make_adamw()));
-      REQUIRE(ref.init());
-      auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
-                                                  route("muon", make_muon()), route("adamw", make_adamw()));
-      d.set_layouts(layouts(sharded));
-      REQUIRE(d.init());
-      Model m(specs());
-      Local loc(d, m);
+      MuonAdamw f(sharded);
+      auto& ref = f.ref;
+      auto& d = f.d;
+      Model& m = f.m;
+      Local& loc = *f.at;
       after_first_step(ref, d, m, loc);
       auto [wp, gp] = loc.arguments();
       const auto w_before = loc.w;
@@ -1800,9 +1827,7 @@ TEST_CASE("distributed.partition: a rank's own refusal in step() is the step's r
 }
 
 TEST_CASE("distributed.checkpoint: an expected signature that differs on one rank is refused everywhere") {
-  auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
-                                              route("muon", make_muon()), route("adamw", make_adamw()));
-  d.set_layouts(layouts(true));
+  auto d = muon_adamw_distributed(true);
   REQUIRE(d.init());
   const std::string path = shared_path("signature_one_rank");
   io::CheckpointHeader h;
@@ -1829,9 +1854,81 @@ TEST_CASE("distributed.checkpoint: an expected signature that differs on one ran
   if (world().rank() == 0) std::filesystem::remove(path);
 }
 
+TEST_CASE("distributed.checkpoint: heap exhaustion on one rank fails save and load on every rank") {
+  // The last rank refuses its 1st, 2nd, … host allocation (support/allocations.hpp) in a save,
+  // then in a load, until an attempt meets no refusal on it. Every rank must return (none left
+  // waiting in a collective: a hang fails the test by ctest's timeout), no exception may leave
+  // the call, and every rank must report the same status; a refused load leaves every rank's
+  // states as they were. The save that meets no refusal writes the single process's file, and
+  // the load that meets none restores it.
+  const bool here = world().rank() == world().size() - 1;
+  MuonAdamw f(true);
+  auto& ref = f.ref;
+  auto& d = f.d;
+  Model& m = f.m;
+  Local& loc = *f.at;
+  along(ref, d, m, loc, 0, 2);
+  const std::string path = shared_path("heap_exhaustion");
+  io::CheckpointHeader h;
+  h.step = 2;
+  int save_refusals = 0, load_refusals = 0;
+  for (std::int64_t k = 1;; ++k) {
+    CAPTURE(k);
+    REQUIRE(k < 100000);
+    std::string err;
+    const auto a = schatten::test::refusing_allocation_if(
+        here, k, [&] { return distributed::save_checkpoint(path, d, h, &err); });
+    REQUIRE_FALSE(a.threw);
+    if (!refusal_met(a.result, a.refused)) {
+      REQUIRE(a.result == Status::ok);
+      break;
+    }
+    ++save_refusals;
+    if (a.result != Status::ok) CHECK(a.result == Status::out_of_memory);
+  }
+  io::FieldSet file;
+  io::CheckpointHeader fh;
+  REQUIRE(io::read_checkpoint(path, file, fh) == Status::ok);
+  CHECK(file == io::capture(ref));
+  CHECK(loc.step(d, m, 2).status == Status::ok);  // the states move on from the file's
+  io::FieldSet before;
+  io::FieldCollector collect{&before};
+  d.visit_local(collect);
+  for (std::int64_t k = 1;; ++k) {
+    CAPTURE(k);
+    REQUIRE(k < 100000);
+    std::string err;
+    io::CheckpointHeader got;
+    const auto a = schatten::test::refusing_allocation_if(
+        here, k, [&] { return distributed::load_checkpoint(path, d, got, {}, &err); });
+    REQUIRE_FALSE(a.threw);
+    if (!refusal_met(a.result, a.refused)) {
+      REQUIRE(a.result == Status::ok);
+      break;
+    }
+    ++load_refusals;
+    if (a.result == Status::ok) {  // a refusal absorbed: loaded, the states now the file's
+      before.clear();
+      d.visit_local(collect);
+      continue;
+    }
+    CHECK(a.result == Status::out_of_memory);
+    io::FieldSet after;
+    io::FieldCollector again{&after};
+    d.visit_local(again);
+    CHECK(after == before);
+  }
+  CHECK(same_state(d, ref));  // the file's states
+  if (here)
+    MESSAGE("refusals on the last rank: " << save_refusals << " in a save, " << load_refusals
+                                          << " in a load");
+  CHECK(world().allreduce_min(save_refusals) > 0);
+  CHECK(world().allreduce_min(load_refusals) > 0);
+  if (world().rank() == 0) std::filesystem::remove(path);
+}
+
 TEST_CASE("distributed.activations: accumulate_activations before init() is refused") {
-  auto d = distributed::distributed_partition(world(), specs(), propose_labels(specs()),
-                                              route("muon", make_muon()), route("adamw", make_adamw()));
+  auto d = muon_adamw_distributed(false);
   const std::vector<float> x(4 * 8, 1.0f);
   CHECK(d.accumulate_activations("h0.w", MatrixRef<const float>(x.data(), 4, 8)) == Status::invalid_argument);
 }

@@ -10,8 +10,8 @@
 /// the float and double sums) and refused otherwise (allgatherv/gatherv/scatterv: ≤ 2³¹ − 1 elements in all,
 /// checked by the caller, DistributedPartition::init).
 ///
-/// **Memory.** allreduce_*, reduce_scatter_sum, allgather(v), gatherv, scatterv, bcast, send and
-/// recv allocate nothing on the host (MPI's int counts go into buffers made with the
+/// **Memory.** allreduce_*, reduce_scatter_sum, allgather(v), gatherv, scatterv, bcast, send,
+/// recv and gather_bytes_into allocate nothing on the host (MPI's int counts go into buffers made with the
 /// communicator), so a rank whose heap is exhausted still reaches them; gather_bytes,
 /// bcast_bytes and bcast_string allocate. One thread at a time per communicator (copies share
 /// those buffers), as MPI's collectives on one communicator require anyway.
@@ -79,6 +79,11 @@ class Communicator {
   void recv(float* data, std::size_t n, int source, int tag) const;
   /// Every rank's byte string, in rank order, at `root` (empty elsewhere).
   std::vector<std::vector<char>> gather_bytes(const std::vector<char>& mine, int root) const;
+  /// gather_bytes into buffers the caller sized (from an allgather of the sizes): at `root`,
+  /// all[r] for r ≠ root has exactly rank r's byte count and receives its bytes (all[root] is
+  /// not touched); elsewhere `all` is not used. Allocates nothing, for callers that agree on
+  /// their allocations before each collective (distributed checkpoints).
+  void gather_bytes_into(const std::vector<char>& mine, std::vector<std::vector<char>>& all, int root) const;
   /// Root's byte string on every rank (resized on the others).
   void bcast_bytes(std::vector<char>& bytes, int root) const;
   /// A string from `root` to every rank.

@@ -182,6 +182,21 @@ inline std::int64_t failure_key(std::ptrdiff_t param, Status s) {
 /// A failure key's parameter (−1: none in particular) and status.
 inline std::ptrdiff_t failed_param(std::int64_t key) { return static_cast<std::ptrdiff_t>(key >> 8) - 1; }
 inline Status failed_status(std::int64_t key) { return static_cast<Status>(key & 0xff); }
+/// Runs f, a part of a collective call (init(), the checkpoints) local to this rank; false when
+/// it ran out of host memory (std::bad_alloc), so that the rank still reaches the next
+/// collective, where the ranks agree (on_every_rank). Other exceptions (a user's cost model's,
+/// say) leave as they would (not noexcept: no terminate).
+template <class F>
+bool locally(F&& f) {
+  try {
+    f();
+    return true;
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+}
+/// Collective: true when `ok` is true on every rank (one all-reduce; allocates nothing).
+inline bool on_every_rank(const Communicator& comm, bool ok) { return comm.allreduce_min(ok ? 1 : 0) == 1; }
 /// FNV-1a over 64-bit values, byte by byte: what the ranks compare of their settings.
 struct Fnv {
   std::uint64_t h = 1469598103934665603ull;
@@ -1085,20 +1100,12 @@ class DistributedPartition {
   void drop_activation_sums() { std::fill(gram_tag_.begin(), gram_tag_.end(), std::int64_t(-1)); }
 
  private:
-  /// Runs f, a part of init() local to this rank; false when it ran out of host memory
-  /// (std::bad_alloc), so that the rank still reaches the next collective. Other exceptions
-  /// (a user's cost model's, say) leave init() as they did before (not noexcept: no terminate).
+  /// detail::locally() and detail::on_every_rank() over this partition's communicator.
   template <class F>
   static bool locally(F&& f) {
-    try {
-      f();
-      return true;
-    } catch (const std::bad_alloc&) {
-      return false;
-    }
+    return detail::locally(f);
   }
-  /// Collective: true when `ok` is true on every rank.
-  bool on_every_rank(bool ok) const { return comm_.allreduce_min(ok ? 1 : 0) == 1; }
+  bool on_every_rank(bool ok) const { return detail::on_every_rank(comm_, ok); }
   /// Collective, allocating nothing: ok when `r` is ok on every rank; else, on every rank, the
   /// failure of the lowest failing parameter (failure keys: −1, none in particular, first), with
   /// the message of the lowest rank that reported it (agreed_message()). Two all-reduces and a
@@ -1542,17 +1549,24 @@ DistributedPartition<Rules...> distributed_partition(Communicator comm, std::vec
 }
 
 namespace detail {
-/// Rank 0's merged FieldSet from every rank's part (collective; empty on other ranks). A name
-/// that several ranks hold (a parameter stepped by rows) gets their buffers appended in rank
-/// order, and the lowest rank's scalars.
-io::FieldSet gather_fields(const Communicator& comm, const io::FieldSet& mine);
+/// Rank 0's merged FieldSet from every rank's part, in `all` (collective; empty on other ranks).
+/// A name that several ranks hold (a parameter stepped by rows) gets their buffers appended in
+/// rank order, and the lowest rank's scalars. ok, or out_of_memory on every rank when a rank's
+/// host memory ran out: each local part (serialising, rank 0's receive buffers, the merge) is
+/// agreed before the next collective. Cost: three more all-reduces of one integer.
+Status gather_fields(const Communicator& comm, const io::FieldSet& mine, io::FieldSet& all);
 /// Reads `path` on rank 0 and sends fields and header to every rank (collective). The same
-/// status on every rank; `error` set on every rank on failure.
+/// status on every rank (out_of_memory, agreed, where a rank's host memory ran out); `error`
+/// set on every rank on failure.
 Status broadcast_checkpoint(const Communicator& comm, const std::string& path, io::FieldSet& fields,
                             io::CheckpointHeader& header, std::string* error);
 /// Writes on rank 0, the status (and error) on every rank (collective).
 Status write_on_root(const Communicator& comm, const std::string& path, const io::FieldSet& fields,
                      const io::CheckpointHeader& header, std::string* error);
+/// Root's `message` into every rank's *error (when not null), through a fixed buffer (truncated
+/// to 511 bytes): the broadcast allocates nothing, and *error is cleared where it cannot be set.
+/// Collective.
+void bcast_message(const Communicator& comm, const char* message, int root, std::string* error);
 /// The parameter whose fields a checkpoint name belongs to: the longest name n with
 /// field = n + "/…" (names may contain '/'); −1 for none.
 std::ptrdiff_t param_of_field(const std::vector<optim::ParamSpec>& params, const std::string& field);
@@ -1599,9 +1613,10 @@ struct ReplicaState {
 /// buffers the same on every rank come back unchanged: n·x and (n·x)/n are exact); scalars are
 /// kept. The fields named in `bf16` (bf16 state, which loads only from values bf16 holds) have
 /// their mean rounded to the nearest bf16, ties to even. Collective: every rank passes the same
-/// names and sizes.
-void average_fields(const Communicator& comm, io::FieldSet& fields,
-                    const std::vector<std::string>& bf16 = {});
+/// names and sizes. ok, or out_of_memory on every rank (fields unchanged) when a rank cannot
+/// allocate the sums' buffer (the largest field, in double: agreed before the first all-reduce).
+Status average_fields(const Communicator& comm, io::FieldSet& fields,
+                      const std::vector<std::string>& bf16 = {});
 /// The names of a visit's bf16 fields (optim::Bf16Buffer: docs/optim.md "State precision").
 struct Bf16FieldNames {
   std::vector<std::string>* names;
@@ -1617,7 +1632,10 @@ struct Bf16FieldNames {
 /// into a DistributedPartition on any rank count and into an optim::Partition. Unreduced
 /// parameters are written as the ranks' mean state (Layout::unreduced: the mean momentum, rounded
 /// to the nearest bf16 where the rule stores it in bf16, Q and the count as they are). Traffic: every owner's
-/// state once to rank 0, and one all-reduce of the unreduced states (in double). Same status on every rank.
+/// state once to rank 0, and one all-reduce of the unreduced states (in double). Same status on every rank:
+/// a rank whose host memory runs out (std::bad_alloc) fails the save on every rank with
+/// out_of_memory, no exception, nothing written (each local part is agreed before the next
+/// collective; a few all-reduces of one integer).
 template <class... Rules>
 Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
                        const io::CheckpointHeader& header, std::string* error = nullptr) {
@@ -1625,28 +1643,39 @@ Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
     if (error) *error = "save_checkpoint before a successful init()";
     return Status::invalid_argument;
   }
-  io::FieldSet mine;
-  io::FieldCollector c{&mine};
-  p.visit_local(c);
-  if (p.communicator().rank() != 0) mine.erase("_partition/skipped_steps");
-  io::FieldSet all = detail::gather_fields(p.communicator(), mine);
-  if (p.communicator().rank() == 0) detail::columns_into_place(p, all);
-  // Unreduced parameters: the ranks' mean state (their mean momentum, rounded to bf16 where it
-  // is stored so; the rest is the same).
-  io::FieldSet replicas;
-  io::FieldCollector rc{&replicas};
-  p.visit_replicas(rc);
-  replicas.erase("_partition/skipped_steps");
+  // Heap exhaustion: each part local to a rank runs under detail::locally(), and the ranks agree
+  // that it succeeded before the next collective: out_of_memory on every rank, nothing written.
+  const Communicator& comm = p.communicator();
+  const auto out_of_memory = [error] {
+    return io::detail::out_of_memory(error, "save_checkpoint: host memory ran out on a rank");
+  };
+  io::FieldSet mine, replicas, all;
   std::vector<std::string> bf16;
-  detail::Bf16FieldNames bn{&bf16};
-  p.visit_replicas(bn);
-  detail::average_fields(p.communicator(), replicas, bf16);
-  if (p.communicator().rank() == 0)
-    for (auto& [name, value] : replicas)
-      all[name] = std::move(value);
-  io::CheckpointHeader h = header;
-  h.shapes = io::detail::shapes_of(p);  // the whole parameters' shapes, as a Partition writes them
-  return detail::write_on_root(p.communicator(), path, all, h, error);
+  io::CheckpointHeader h;
+  const bool listed = detail::locally([&] {
+    io::FieldCollector c{&mine};
+    p.visit_local(c);
+    if (comm.rank() != 0) mine.erase("_partition/skipped_steps");
+    // Unreduced parameters: the ranks' mean state (their mean momentum, rounded to bf16 where it
+    // is stored so; the rest is the same).
+    io::FieldCollector rc{&replicas};
+    p.visit_replicas(rc);
+    replicas.erase("_partition/skipped_steps");
+    detail::Bf16FieldNames bn{&bf16};
+    p.visit_replicas(bn);
+    h = header;
+    h.shapes = io::detail::shapes_of(p);  // the whole parameters' shapes, as a Partition writes them
+  });
+  if (!detail::on_every_rank(comm, listed)) return out_of_memory();
+  if (detail::gather_fields(comm, mine, all) != Status::ok) return out_of_memory();
+  if (detail::average_fields(comm, replicas, bf16) != Status::ok) return out_of_memory();
+  const bool merged = comm.rank() != 0 || detail::locally([&] {
+                        detail::columns_into_place(p, all);
+                        for (auto& [name, value] : replicas)
+                          all[name] = std::move(value);
+                      });
+  if (!detail::on_every_rank(comm, merged)) return out_of_memory();
+  return detail::write_on_root(comm, path, all, h, error);
 }
 
 /// Collective. Reads the file on rank 0, sends it to every rank, and loads into each rank's
@@ -1654,9 +1683,11 @@ Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
 /// those parameters (io::restore: every field present, same type and size). The file must have
 /// no field of a parameter or name this partition lacks, match `expected_signature` when one
 /// is given, and have this partition's parameter shapes when it records shapes
-/// (io/checkpoint.hpp). All ranks load or none: on any failure every rank's state is as before,
-/// and `error` names the first problem (of the lowest failing rank). Works for any rank count at
-/// save and at load (the file holds every parameter by name).
+/// (io/checkpoint.hpp). All ranks load or none: on any failure (also an expected_signature that
+/// differs on one rank, or a rank's host memory running out: out_of_memory, no exception) every
+/// rank's state is as before, every rank returns the lowest failing rank's status, and `error`
+/// names its problem. Works for any rank count at save and at load (the file holds every
+/// parameter by name).
 template <class... Rules>
 Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
                        io::CheckpointHeader& header, const std::string& expected_signature = {},
@@ -1671,74 +1702,89 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
   if (Status s = detail::broadcast_checkpoint(comm, path, all, h, error); s != Status::ok) return s;
   // The file is the same on every rank, but expected_signature is each rank's own: its refusal,
   // like the others below, is agreed at the end (a rank returning alone would leave the others
-  // waiting there).
+  // waiting there). Heap exhaustion: the local part runs under detail::locally(), a rank that
+  // ran out of host memory fails the load on every rank (out_of_memory), nothing loaded.
   std::string problem;
-  if (!expected_signature.empty() && h.signature != expected_signature)
-    problem = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
-              expected_signature + "'";
-  else
-    problem = io::detail::shape_mismatch(h.shapes, p.params());
-  // Fields of this rank's parameters, and fields that belong to nobody (identical on all ranks);
-  // the unreduced parameters' fields go to every rank.
   io::FieldSet mine, replicas;
-  const auto& owners = p.owners();
-  const io::FieldSet none;
-  for (const auto& [name, value] : problem.empty() ? all : none) {
-    if (name == "_partition/skipped_steps") {
-      mine[name] = value;
-      replicas[name] = value;
-      continue;
-    }
-    const std::ptrdiff_t i = detail::param_of_field(p.params(), name);
-    if (i < 0) {
-      if (problem.empty()) problem = "the checkpoint has field '" + name + "' of no parameter here";
-      continue;
-    }
-    if (owners[static_cast<std::size_t>(i)] == comm.rank()) {
-      mine[name] = value;
-    } else if (p.unreduced(static_cast<std::size_t>(i))) {
-      replicas[name] = value;
-    } else if (p.by_rows(static_cast<std::size_t>(i))) {  // this rank's rows, block or run of each buffer
-      const auto k = static_cast<std::size_t>(i);
-      const RowRange e = p.element_range(k), c = p.column_range(k);
-      const optim::BlockShape s = optim::flatten(p.params()[k].shape);
-      if (e.size() == 0 || c.size() == 0) continue;  // nothing here: no state here
-      const auto* whole = std::get_if<std::vector<float>>(&value);
-      if (!whole) {
+  detail::Snapshot before, before_replicas;
+  bool snapped = false;  // the snapshot taken (what a failure puts back)
+  Status st = Status::ok;
+  const bool ran = detail::locally([&] {
+    if (!expected_signature.empty() && h.signature != expected_signature)
+      problem = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
+                expected_signature + "'";
+    else
+      problem = io::detail::shape_mismatch(h.shapes, p.params());
+    // Fields of this rank's parameters, and fields that belong to nobody (identical on all ranks);
+    // the unreduced parameters' fields go to every rank.
+    const auto& owners = p.owners();
+    const io::FieldSet none;
+    for (const auto& [name, value] : problem.empty() ? all : none) {
+      if (name == "_partition/skipped_steps") {
         mine[name] = value;
-      } else if (static_cast<index_t>(whole->size()) != s.size()) {
-        if (problem.empty())
-          problem = "the checkpoint's field '" + name + "' has " + std::to_string(whole->size()) +
-                    " values, not one per element of the parameter (" + std::to_string(s.size()) + ")";
-      } else if (p.layout(k) == Layout::column_sharded) {  // columns [c.begin, c.end) of every row
-        std::vector<float> block;
-        for (index_t r = 0; r < s.rows; ++r)
-          block.insert(block.end(), whole->begin() + r * s.cols + c.begin,
-                       whole->begin() + r * s.cols + c.end);
-        mine[name] = std::move(block);
-      } else {
-        mine[name] = std::vector<float>(whole->begin() + e.begin, whole->begin() + e.end);
+        replicas[name] = value;
+        continue;
+      }
+      const std::ptrdiff_t i = detail::param_of_field(p.params(), name);
+      if (i < 0) {
+        if (problem.empty()) problem = "the checkpoint has field '" + name + "' of no parameter here";
+        continue;
+      }
+      if (owners[static_cast<std::size_t>(i)] == comm.rank()) {
+        mine[name] = value;
+      } else if (p.unreduced(static_cast<std::size_t>(i))) {
+        replicas[name] = value;
+      } else if (p.by_rows(static_cast<std::size_t>(i))) {  // this rank's rows, block or run of each buffer
+        const auto k = static_cast<std::size_t>(i);
+        const RowRange e = p.element_range(k), c = p.column_range(k);
+        const optim::BlockShape s = optim::flatten(p.params()[k].shape);
+        if (e.size() == 0 || c.size() == 0) continue;  // nothing here: no state here
+        const auto* whole = std::get_if<std::vector<float>>(&value);
+        if (!whole) {
+          mine[name] = value;
+        } else if (static_cast<index_t>(whole->size()) != s.size()) {
+          if (problem.empty())
+            problem = "the checkpoint's field '" + name + "' has " + std::to_string(whole->size()) +
+                      " values, not one per element of the parameter (" + std::to_string(s.size()) + ")";
+        } else if (p.layout(k) == Layout::column_sharded) {  // columns [c.begin, c.end) of every row
+          std::vector<float> block;
+          for (index_t r = 0; r < s.rows; ++r)
+            block.insert(block.end(), whole->begin() + r * s.cols + c.begin,
+                         whole->begin() + r * s.cols + c.end);
+          mine[name] = std::move(block);
+        } else {
+          mine[name] = std::vector<float>(whole->begin() + e.begin, whole->begin() + e.end);
+        }
       }
     }
-  }
-  Status s = Status::ok;
-  if (!problem.empty()) s = Status::invalid_argument;
-  detail::Snapshot before, before_replicas;
-  detail::SnapshotTaker t{&before}, tr{&before_replicas};
-  p.visit_local(t);
-  p.visit_replicas(tr);
-  detail::LocalState<DistributedPartition<Rules...>> target{&p};
-  detail::ReplicaState<DistributedPartition<Rules...>> replica_target{&p};
-  if (s == Status::ok) s = io::restore(target, mine, &problem);
-  if (s == Status::ok && p.any_unreduced()) s = io::restore(replica_target, replicas, &problem);
-  const std::int64_t failed_rank = comm.allreduce_min(s == Status::ok ? detail::kNoFailure : comm.rank());
-  if (failed_rank != detail::kNoFailure) {
-    detail::SnapshotRestorer r{&before}, rr{&before_replicas};
-    p.visit_local(r);
-    p.visit_replicas(rr);
-    problem = comm.bcast_string(problem, static_cast<int>(failed_rank));
-    if (error) *error = problem;
-    return Status::invalid_argument;
+    if (!problem.empty()) {
+      st = Status::invalid_argument;
+      return;
+    }
+    detail::SnapshotTaker t{&before}, tr{&before_replicas};
+    p.visit_local(t);
+    p.visit_replicas(tr);
+    snapped = true;
+    detail::LocalState<DistributedPartition<Rules...>> target{&p};
+    detail::ReplicaState<DistributedPartition<Rules...>> replica_target{&p};
+    st = io::restore(target, mine, &problem);
+    if (st == Status::ok && p.any_unreduced()) st = io::restore(replica_target, replicas, &problem);
+  });
+  if (!ran) st = Status::out_of_memory;
+  // The lowest failing rank's status and message, on every rank (nothing here allocates).
+  const std::int64_t failed =
+      comm.allreduce_min(st == Status::ok ? detail::kNoFailure
+                                          : (std::int64_t(comm.rank()) << 8) | static_cast<std::int64_t>(st));
+  if (failed != detail::kNoFailure) {
+    if (snapped) {  // same-size copies back into the states: no allocation
+      detail::SnapshotRestorer r{&before}, rr{&before_replicas};
+      p.visit_local(r);
+      p.visit_replicas(rr);
+    }
+    detail::bcast_message(
+        comm, ran && !problem.empty() ? problem.c_str() : "load_checkpoint: host memory ran out on a rank",
+        static_cast<int>(failed >> 8), error);
+    return detail::failed_status(failed);
   }
   p.drop_activation_sums();
   header = std::move(h);
