@@ -284,8 +284,8 @@ void after_first_step(P& ref, D& d, Model& m, Local& at) {
   at.gradients(d, m);
 }
 
-/// muon_adamw_one_process() and muon_adamw_distributed(sharded), initialised (collective), with the model and
-/// this rank's arrays of it.
+/// muon_adamw_one_process() and muon_adamw_distributed(sharded), initialised (collective),
+/// with the model and this rank's arrays of it.
 struct MuonAdamw {
   decltype(muon_adamw_one_process()) ref;
   decltype(muon_adamw_distributed(false)) d;

@@ -11,10 +11,10 @@
 /// checked by the caller, DistributedPartition::init).
 ///
 /// **Memory.** allreduce_*, reduce_scatter_sum, allgather(v), gatherv, scatterv, bcast, send,
-/// recv and gather_bytes_into allocate nothing on the host (MPI's int counts go into buffers made with the
-/// communicator), so a rank whose heap is exhausted still reaches them; gather_bytes,
-/// bcast_bytes and bcast_string allocate. One thread at a time per communicator (copies share
-/// those buffers), as MPI's collectives on one communicator require anyway.
+/// recv and gather_bytes_into allocate nothing on the host (MPI's int counts go into buffers
+/// made with the communicator), so a rank whose heap is exhausted still reaches them;
+/// gather_bytes, bcast_bytes and bcast_string allocate. One thread at a time per communicator
+/// (copies share those buffers), as MPI's collectives on one communicator require anyway.
 ///
 /// **Traffic.** Each Communicator counts the payload bytes that arrive at this rank (what a
 /// direct algorithm must deliver to it; an MPI library's tree or ring algorithms forward more

@@ -1632,9 +1632,9 @@ struct Bf16FieldNames {
 /// into a DistributedPartition on any rank count and into an optim::Partition. Unreduced
 /// parameters are written as the ranks' mean state (Layout::unreduced: the mean momentum, rounded
 /// to the nearest bf16 where the rule stores it in bf16, Q and the count as they are). Traffic: every owner's
-/// state once to rank 0, and one all-reduce of the unreduced states (in double). Same status on every rank:
-/// a rank whose host memory runs out (std::bad_alloc) fails the save on every rank with
-/// out_of_memory, no exception, nothing written (each local part is agreed before the next
+/// state once to rank 0, and one all-reduce of the unreduced states (in double). Same status on
+/// every rank: a rank whose host memory runs out (std::bad_alloc) fails the save on every rank
+/// with out_of_memory, no exception, nothing written (each local part is agreed before the next
 /// collective; a few all-reduces of one integer).
 template <class... Rules>
 Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& p,
