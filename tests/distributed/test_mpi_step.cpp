@@ -1748,6 +1748,11 @@ TEST_CASE("distributed.partition: settings that differ between the ranks are ref
   CHECK(r.bad_param == 6);
   CHECK(std::string(r.message).find("'conv'") != std::string::npos);
   CHECK(same_report_everywhere(r));
+  // init(MemoryKind) (SplitPartition's): device memory named on one rank only.
+  auto e = muon_adamw_distributed(false);
+  const StepReport named = e.init(odd ? MemoryKind::device : MemoryKind::host);
+  CHECK(named.status == Status::invalid_argument);
+  CHECK(same_report_everywhere(named));
 }
 
 TEST_CASE("distributed.partition: duplicate names and unusable costs are refused by init() everywhere") {

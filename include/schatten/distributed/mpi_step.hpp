@@ -376,7 +376,8 @@ class DistributedPartition {
   void set_global_clip(double max_norm) { clip_ = max_norm; }
 
   /// init() for wrappers that name the memory: optim::SplitPartition over a distributed
-  /// partition built over layout.pieces() (cut parameters, docs/distributed.md). Collective.
+  /// partition built over layout.pieces() (cut parameters, docs/distributed.md). Collective;
+  /// its refusals below are agreed (every rank returns the lowest failing rank's).
   /// invalid_argument unless `memory` is host (parameters are host memory) and no piece was made
   /// sharded through set_layouts(): a SplitPartition lays its pieces out from the caller's fused
   /// parameters, whose shards it is told by SplitPartition::set_source_rows,
@@ -384,15 +385,23 @@ class DistributedPartition {
   /// here through set_row_bounds(), set_flat_bounds() and set_column_bounds(), replacing any
   /// given before).
   optim::StepReport init(MemoryKind memory) {
+    optim::StepReport mine;
     if (memory != MemoryKind::host)
-      return optim::refusal("a distributed partition steps host memory only", -1);
-    for (std::size_t i = 0; i < layouts_.size(); ++i)
+      mine = optim::refusal("a distributed partition steps host memory only", -1);
+    for (std::size_t i = 0; i < layouts_.size() && mine; ++i)
       if (layouts_[i] != Layout::replicated)
-        return optim::refusal(
+        mine = optim::refusal(
             "the pieces of cut parameters (SplitPartition) are not laid out with set_layouts: shard the "
             "fused parameters with SplitPartition::set_source_rows, set_source_elements or "
             "set_source_columns",
             static_cast<std::ptrdiff_t>(i));
+    // This rank's arguments: agreed, so that a rank refusing alone does not leave the others
+    // waiting in init() (one all-reduce).
+    if (optim::StepReport r = agreed(mine); !r) {
+      local_.reset();
+      replicas_.reset();
+      return r;
+    }
     return init();
   }
 
