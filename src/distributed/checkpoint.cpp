@@ -98,6 +98,18 @@ void bcast_message(const Communicator& comm, const char* message, int root, std:
   }
 }
 
+namespace {
+
+/// Rank 0's failure (`status`) to every rank's *error (collective): its message, else the
+/// message for running out of host memory or for another failure.
+void root_failure(const Communicator& comm, std::int64_t status, const std::string& message,
+                  const char* out_of_memory, const char* other, std::string* error) {
+  const bool oom = status == static_cast<std::int64_t>(Status::out_of_memory);
+  bcast_message(comm, !message.empty() ? message.c_str() : oom ? out_of_memory : other, 0, error);
+}
+
+}  // namespace
+
 Status write_on_root(const Communicator& comm, const std::string& path, const io::FieldSet& fields,
                      const io::CheckpointHeader& header, std::string* error) {
   std::string message;
@@ -110,8 +122,8 @@ Status write_on_root(const Communicator& comm, const std::string& path, const io
   }
   comm.bcast(&status, sizeof status, 0);
   if (status != 0)
-    bcast_message(comm, message.empty() ? "save_checkpoint: writing the file failed" : message.c_str(), 0,
-                  error);
+    root_failure(comm, status, message, "save_checkpoint: host memory ran out on rank 0",
+                 "save_checkpoint: writing the file failed", error);
   return static_cast<Status>(status);
 }
 
@@ -131,8 +143,8 @@ Status broadcast_checkpoint(const Communicator& comm, const std::string& path, i
   }
   comm.bcast(&status, sizeof status, 0);
   if (status != 0) {
-    bcast_message(comm, message.empty() ? "load_checkpoint: host memory ran out on rank 0" : message.c_str(),
-                  0, error);
+    root_failure(comm, status, message, "load_checkpoint: host memory ran out on rank 0",
+                 "load_checkpoint: reading the file failed", error);
     return static_cast<Status>(status);
   }
   // The bytes: their count, the receive buffers (agreed), then the bytes themselves.
