@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
 /// The Schatten-p criterion (schatten_p.hpp): spectra on the host with Eigen (double for the
-/// decompositions, float GEMMs for the alignments), randomized SVDs through the kernels.
+/// decompositions and the alignments' GEMMs), randomized SVDs through the kernels.
 #include "schatten/surrogate/schatten_p.hpp"
 
 #include <Eigen/Dense>
@@ -25,6 +25,8 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 /// Values at or below this fraction of the largest are dropped from the sums ([V] drops
 /// σ ≤ 1e-7 absolutely; relative here so that the criterion stays scale-free).
 constexpr double kDrop = 1e-7;
+/// check_criterion_options()'s smallest tolerance, relative to log p_max.
+constexpr double kToleranceFloor = 1e-12;
 
 MapF map(const MatrixRef<const float>& m) {
   // Row-major with unit column stride (checked by the caller).
@@ -155,6 +157,58 @@ Status gram_sigma(const MatrixRef<const float>& gram, const PCriterionOptions& o
   return Status::ok;
 }
 
+/// Iterations of one golden-section search of maximise_p(): each shrinks its interval, one scan
+/// step (log(p_max/p_min)/(grid − 1)) wide, by 1/φ, so ⌈log(width/tolerance)/log φ⌉ of them
+/// bring it to the tolerance (0 when it is already there). Valid options only.
+int golden_steps(const PCriterionOptions& o) {
+  const double width = (std::log(o.p_max) - std::log(o.p_min)) / double(o.grid - 1);
+  const double phi = (1.0 + std::sqrt(5.0)) / 2.0;
+  return width > o.tolerance ? static_cast<int>(std::ceil(std::log(width / o.tolerance) / std::log(phi))) : 0;
+}
+
+/// True when σ(A) has a positive finite value: an empty, all-zero (no input reached the layer)
+/// or non-finite σ(A), or the clipped spectrum of a Gram with no positive eigenvalue, carries no
+/// statistics. ‖A‖_{S_k} would then be 0 or not finite and the objectives ±∞ or NaN (exact and
+/// exact_momentum divide by it), so every criterion treats it as "no descent known".
+bool has_activations(const std::vector<double>& sigma_a) {
+  bool positive = false;
+  for (double v : sigma_a) {
+    if (!std::isfinite(v)) return false;
+    positive = positive || v > 0.0;
+  }
+  return positive;
+}
+
+/// log of the criterion's objective (log_objective()), for p > 1 finite and nonempty σ.
+double log_objective_of(PCriterion criterion, double p, const LayerSpectra& s) {
+  switch (criterion) {
+    case PCriterion::exact: {
+      // log J = (p/(p+1)) log Σ σ_G^{1+1/p} − ½ log ‖A‖²_{S_k}.
+      const double g = log_sum_pow(s.sigma, 1.0 + 1.0 / p);
+      if (g == kNegInf) return kNegInf;
+      return (p / (p + 1.0)) * g - 0.5 * log_schatten_sq(s.sigma_a, p);
+    }
+    case PCriterion::exact_momentum: {
+      // log f = 2 log N − log ‖A‖²_{S_k} − (2/(p+1)) log Σ σ^{(p+1)/p}, σ scaled by σ_max.
+      const double num = weighted_power_sum(s.align, s.sigma, 1.0 / p);
+      if (!(num > 0.0)) return kNegInf;
+      std::vector<double> scaled(s.sigma);
+      const double top = *std::max_element(scaled.begin(), scaled.end());
+      for (double& v : scaled)
+        v /= top;
+      return 2.0 * std::log(num) - log_schatten_sq(s.sigma_a, p) -
+             (2.0 / (p + 1.0)) * log_sum_pow(scaled, (p + 1.0) / p);
+    }
+    case PCriterion::exact_tightness: {
+      const double num = weighted_power_sum(s.align, s.sigma, 1.0 / p);
+      const double den = weighted_power_sum(s.gram_b, s.sigma, 2.0 / p);
+      if (!(num > 0.0) || !(den > 0.0)) return kNegInf;
+      return 2.0 * std::log(num) - std::log(den);
+    }
+  }
+  return kNegInf;
+}
+
 }  // namespace
 
 const char* to_string(PCriterion c) noexcept {
@@ -170,6 +224,14 @@ const char* to_string(PCriterion c) noexcept {
 }
 
 const char* check_criterion_options(const PCriterionOptions& o) noexcept {
+  // An enum given another value (a cast, a corrupt configuration) would match no case below:
+  // log_objective() would score every p −∞ and the criterion never choose.
+  if (o.criterion != PCriterion::exact && o.criterion != PCriterion::exact_momentum &&
+      o.criterion != PCriterion::exact_tightness)
+    return "criterion: criterion must be exact, exact_momentum or exact_tightness";
+  if (o.spectrum != SpectrumMethod::automatic && o.spectrum != SpectrumMethod::exact &&
+      o.spectrum != SpectrumMethod::randomized)
+    return "criterion: spectrum must be automatic, exact or randomized";
   if (!(o.p_min > 1.0) || !(o.p_max > o.p_min) || !std::isfinite(o.p_max))
     return "criterion: need 1 < p_min < p_max < inf";
   if (!(o.ema >= 0.0 && o.ema < 1.0)) return "criterion: ema must be in [0, 1)";
@@ -182,8 +244,18 @@ const char* check_criterion_options(const PCriterionOptions& o) noexcept {
   if (o.power_iterations < 0 || o.power_iterations > 50)
     return "criterion: power_iterations must be in [0, 50]";
   if (o.grid < 3 || o.grid > 1000) return "criterion: grid must be in [3, 1000]";
-  if (!(o.tolerance > 0.0)) return "criterion: tolerance must be > 0";
+  // The golden-section search works in log p ∈ [log p_min, log p_max] ⊂ (0, log p_max]: a double
+  // there is resolved to 2⁻⁵² log p_max ≈ 2.2e-16 log p_max, so a tolerance below a few ulps can
+  // never be met (x1 and x2 coincide). The floor 1e-12·log p_max is ≥ 4500 ulps of every iterate
+  // and asks for p to 1e-12 relative, far below what the spectra resolve.
+  if (!(o.tolerance >= kToleranceFloor * std::log(o.p_max)))
+    return "criterion: tolerance must be >= 1e-12 * log(p_max)";
   return nullptr;
+}
+
+int maximise_p_evaluations(const PCriterionOptions& o) noexcept {
+  if (check_criterion_options(o)) return 0;
+  return o.grid + 2 * (2 + golden_steps(o));
 }
 
 Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> gradient,
@@ -207,14 +279,16 @@ Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> g
   const index_t k = svd.rank;
   s.sigma = svd.sigma;
   if (uses_momentum) {
-    // C_i = u_iᵀ G v_i: one float GEMM G V (m × k), then k dot products in double.
-    const Eigen::MatrixXf v = Eigen::Map<const Eigen::MatrixXd>(svd.v.data(), n, k).cast<float>();
-    const Eigen::MatrixXf gv = map(gradient) * v;
+    // C_i = u_iᵀ G v_i: one GEMM G V (m × k), then k dot products, all in double. In float,
+    // entries near FLT_MAX made G V (and (AᵀA) V below) overflow to ∞ on finite input; in double
+    // |C_i| ≤ ‖G‖₂ ≤ √(mn)·FLT_MAX and B_i ≤ n·FLT_MAX cannot.
+    const Eigen::Map<const Eigen::MatrixXd> v(svd.v.data(), n, k);
+    const Eigen::MatrixXd gv = map(gradient).cast<double>() * v;
     s.align.resize(static_cast<std::size_t>(k));
     for (index_t i = 0; i < k; ++i) {
       double c = 0.0;
       for (index_t row = 0; row < m; ++row)
-        c += svd.u_at(row, i) * double(gv(row, i));
+        c += svd.u_at(row, i) * gv(row, i);
       s.align[static_cast<std::size_t>(i)] = c;
     }
     if (tightness) {
@@ -222,9 +296,9 @@ Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> g
       if (gram.empty()) {
         std::fill(s.gram_b.begin(), s.gram_b.end(), 1.0);  // whitened: vᵀ I v = 1
       } else {
-        const Eigen::MatrixXf av = map(gram) * v;  // (AᵀA) V, n × k
+        const Eigen::MatrixXd av = map(gram).cast<double>() * v;  // (AᵀA) V, n × k
         for (index_t i = 0; i < k; ++i)
-          s.gram_b[static_cast<std::size_t>(i)] = double(v.col(i).dot(av.col(i)));
+          s.gram_b[static_cast<std::size_t>(i)] = v.col(i).dot(av.col(i));
       }
     }
   }
@@ -264,38 +338,19 @@ Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> g
   } else if (const Status st = gram_sigma(gram, o, s.sigma_a, s.modelled_tail); st != Status::ok) {
     return st;
   }
+  // Double sums of finite floats stay finite (the largest, ‖M̃‖²_F, is ≤ mn·FLT_MAX²); this
+  // guards the promise that ok means finite spectra, whatever a decomposition returns.
+  for (const std::vector<double>* v : {&s.sigma, &s.align, &s.gram_b, &s.sigma_a})
+    for (double x : *v)
+      if (!std::isfinite(x)) return Status::out_of_range;
   out = std::move(s);
   return Status::ok;
 }
 
 double log_objective(PCriterion criterion, double p, const LayerSpectra& s) {
-  if (!(p > 1.0) || !std::isfinite(p) || s.sigma.empty()) return kNegInf;
-  switch (criterion) {
-    case PCriterion::exact: {
-      // log J = (p/(p+1)) log Σ σ_G^{1+1/p} − ½ log ‖A‖²_{S_k}.
-      const double g = log_sum_pow(s.sigma, 1.0 + 1.0 / p);
-      if (g == kNegInf) return kNegInf;
-      return (p / (p + 1.0)) * g - 0.5 * log_schatten_sq(s.sigma_a, p);
-    }
-    case PCriterion::exact_momentum: {
-      // log f = 2 log N − log ‖A‖²_{S_k} − (2/(p+1)) log Σ σ^{(p+1)/p}, σ scaled by σ_max.
-      const double num = weighted_power_sum(s.align, s.sigma, 1.0 / p);
-      if (!(num > 0.0)) return kNegInf;
-      std::vector<double> scaled(s.sigma);
-      const double top = *std::max_element(scaled.begin(), scaled.end());
-      for (double& v : scaled)
-        v /= top;
-      return 2.0 * std::log(num) - log_schatten_sq(s.sigma_a, p) -
-             (2.0 / (p + 1.0)) * log_sum_pow(scaled, (p + 1.0) / p);
-    }
-    case PCriterion::exact_tightness: {
-      const double num = weighted_power_sum(s.align, s.sigma, 1.0 / p);
-      const double den = weighted_power_sum(s.gram_b, s.sigma, 2.0 / p);
-      if (!(num > 0.0) || !(den > 0.0)) return kNegInf;
-      return 2.0 * std::log(num) - std::log(den);
-    }
-  }
-  return kNegInf;
+  if (!(p > 1.0) || !std::isfinite(p) || s.sigma.empty() || !has_activations(s.sigma_a)) return kNegInf;
+  const double v = log_objective_of(criterion, p, s);
+  return std::isfinite(v) ? v : kNegInf;  // +∞ or NaN from degenerate spectra: no decrease known
 }
 
 PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& o, double previous) {
@@ -321,10 +376,13 @@ PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& o, doub
   // Golden-section search on each neighbouring interval (the maximum of a unimodal piece lies in
   // one of them); keeps the best point ever evaluated.
   const double inv_phi = (std::sqrt(5.0) - 1.0) / 2.0;
+  // At most golden_steps() iterations (maximise_p_evaluations()), and none once rounding makes
+  // x1 and x2 meet: the loop ends whatever the rounding does.
+  const int steps = golden_steps(o);
   auto golden = [&](double a, double b) {
     double x1 = b - inv_phi * (b - a), x2 = a + inv_phi * (b - a);
     double f1 = f(x1), f2 = f(x2);
-    while (b - a > o.tolerance) {
+    for (int k = 0; k < steps && b - a > o.tolerance && x1 < x2; ++k) {
       if (f1 >= f2) {
         b = x2;
         x2 = x1;
@@ -353,8 +411,9 @@ PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& o, doub
     const double d_p = weighted_power_sum(spectra.gram_b, spectra.sigma, 2.0 / c.p);
     const double n_inf = weighted_power_sum(spectra.align, spectra.sigma, 0.0);
     const double d_inf = weighted_power_sum(spectra.gram_b, spectra.sigma, 0.0);
-    if (d_p > 0.0 && d_inf > 0.0 && n_inf > 0.0)
-      c.step_multiplier = std::clamp((n_p / d_p) / (n_inf / d_inf), 0.5, 2.0);
+    const double ratio = (n_p / d_p) / (n_inf / d_inf);
+    if (d_p > 0.0 && d_inf > 0.0 && n_inf > 0.0 && !std::isnan(ratio))
+      c.step_multiplier = std::clamp(ratio, 0.5, 2.0);
   }
   return c;
 }
@@ -374,12 +433,21 @@ Status smooth_spectra(LayerSpectra& s, const SmoothedStatistics& store, std::int
   for (const Item& it : items)
     if (it.ema == nullptr || it.ema->size() != it.values->size()) return Status::invalid_argument;
   const double beta = o.ema;
-  // Bias correction 1/(1 − β^n) after the n-th run (n = runs + 1): the first run is its own
-  // measurement, later ones a weighted mean.
-  const double correction = 1.0 / (1.0 - std::pow(beta, double(runs + 1)));
+  // Bias correction 1/(1 − β^n) after the n-th run (n = runs + 1, in double: runs may be
+  // INT64_MAX in a corrupt checkpoint): the first run is its own measurement, later ones a
+  // weighted mean.
+  const double correction = 1.0 / (1.0 - std::pow(beta, double(runs) + 1.0));
+  const auto next = [&](const Item& it, std::size_t i) {
+    return static_cast<float>(beta * double((*it.ema)[i]) + (1.0 - beta) * (*it.values)[i]);
+  };
+  // An EMA that would leave the float range (or a NaN/∞ value or EMA) is never stored: it would
+  // stay ∞ for good and no later run could choose p. Nothing changes then (out_of_range).
+  for (const Item& it : items)
+    for (std::size_t i = 0; i < it.values->size(); ++i)
+      if (!std::isfinite(next(it, i))) return Status::out_of_range;
   for (const Item& it : items)
     for (std::size_t i = 0; i < it.values->size(); ++i) {
-      const float e = static_cast<float>(beta * double((*it.ema)[i]) + (1.0 - beta) * (*it.values)[i]);
+      const float e = next(it, i);
       (*it.ema)[i] = e;
       (*it.values)[i] = double(e) * correction;
     }

@@ -9,7 +9,10 @@
 #include <Eigen/Dense>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "schatten/core/random.hpp"
@@ -73,6 +76,15 @@ Mat gram_with(const std::vector<double>& lambda, std::uint64_t seed, const Eigen
   return q * l.asDiagonal() * q.transpose();
 }
 MatF to_f(const Mat& m) { return m.cast<float>(); }
+/// A hand-made spectrum with an interior maximum for some criteria and one negative alignment.
+LayerSpectra hand_made() {
+  LayerSpectra s;
+  s.sigma = {3.0, 1.0, 0.5, 0.1};
+  s.align = {2.0, 0.8, 0.1, -0.05};
+  s.gram_b = {0.5, 2.0, 1.0, 4.0};
+  s.sigma_a = {5.0, 1.0, 0.2};
+  return s;
+}
 MatrixRef<const float> ref(const MatF& m) { return MatrixRef<const float>(m.data(), m.rows(), m.cols()); }
 std::vector<double> linspace(double a, double b, index_t n) {
   std::vector<double> v(static_cast<std::size_t>(n));
@@ -142,11 +154,7 @@ TEST_SUITE("surrogate.schatten_p") {
 
   TEST_CASE("objectives equal their closed forms and the maximiser a dense scan") {
     // A hand-made spectrum: the formulas of algorithms.md §4a.2 evaluated directly.
-    LayerSpectra s;
-    s.sigma = {3.0, 1.0, 0.5, 0.1};
-    s.align = {2.0, 0.8, 0.1, -0.05};
-    s.gram_b = {0.5, 2.0, 1.0, 4.0};
-    s.sigma_a = {5.0, 1.0, 0.2};
+    const LayerSpectra s = hand_made();
     for (double p : {1.02, 1.5, 2.0, 4.0, 9.0}) {
       CAPTURE(p);
       const double k = 2 * (p + 1) / (p - 1);
@@ -202,8 +210,11 @@ TEST_SUITE("surrogate.schatten_p") {
       std::printf("[schatten_p] %s: p* = %.5f (scan %.5f), %d evaluations\n", to_string(c), got.p, best_p,
                   got.evaluations);
       CHECK(got.log_objective >= best - 1e-6);
-      CHECK(got.evaluations <= o.grid + 2 * 20);
+      CHECK(got.evaluations <= maximise_p_evaluations(o));
     }
+    // The stated bound: 24 + 2·(2 + ⌈log((log(10/1.02)/23)/1e-3)/log φ⌉) = 24 + 2·12
+    // (docs/surrogate/schatten_p.md).
+    CHECK(maximise_p_evaluations(PCriterionOptions{}) == 48);
     // Nothing descends: p is kept.
     LayerSpectra none = s;
     for (double& c : none.align)
@@ -314,6 +325,147 @@ TEST_SUITE("surrogate.schatten_p") {
     }
   }
 
+  TEST_CASE("a tolerance below the floor is refused and the search always ends") {
+    // Audit finding 1: tolerance 1e-16 in log p is below the spacing of doubles near log p
+    // (2.2e-16·log p), so `b − a > tolerance` never failed once a and b were adjacent and the
+    // golden-section loop spun for ever. Now refused (floor 1e-12·log p_max) ...
+    const LayerSpectra s = hand_made();
+    PCriterionOptions o;
+    o.tolerance = 1e-16;
+    const char* msg = check_criterion_options(o);
+    REQUIRE(msg != nullptr);
+    CHECK(std::string(msg).find("tolerance") != std::string::npos);
+    const PChoice refused = maximise_p(s, o, 3.0);
+    CHECK_FALSE(refused.descends);
+    CHECK(refused.p == 3.0);
+    CHECK(refused.evaluations == 0);
+    // ... and at the floor itself, for every criterion and a wide and a narrow range of p, the
+    // search ends within its stated number of evaluations (it would not if the bound were off).
+    for (double p_max : {10.0, 1e300, 1.0201}) {
+      for (PCriterion c : {PCriterion::exact, PCriterion::exact_momentum, PCriterion::exact_tightness}) {
+        CAPTURE(p_max);
+        CAPTURE(to_string(c));
+        PCriterionOptions f;
+        f.criterion = c;
+        f.p_max = p_max;
+        f.tolerance = 1e-12 * std::log(p_max);
+        REQUIRE(check_criterion_options(f) == nullptr);
+        const PChoice got = maximise_p(s, f, 3.0);
+        CHECK(got.descends);
+        CHECK(got.evaluations <= maximise_p_evaluations(f));
+        CHECK(got.p >= f.p_min);
+        CHECK(got.p <= f.p_max);
+      }
+    }
+  }
+
+  TEST_CASE("criterion and spectrum values outside their enums are refused") {
+    // Audit finding 9: criterion = (PCriterion)5 passed the check, and the criterion then never
+    // descended, silently.
+    LayerSpectra s;
+    s.sigma = {3.0, 1.0};
+    s.align = {2.0, 0.8};
+    s.sigma_a = {5.0, 1.0};
+    PCriterionOptions o;
+    o.criterion = static_cast<PCriterion>(5);
+    const char* msg = check_criterion_options(o);
+    REQUIRE(msg != nullptr);
+    CHECK(std::string(msg).find("criterion must be") != std::string::npos);
+    CHECK(maximise_p(s, o, 3.0).evaluations == 0);
+    o = PCriterionOptions{};
+    o.spectrum = static_cast<SpectrumMethod>(-1);
+    msg = check_criterion_options(o);
+    REQUIRE(msg != nullptr);
+    CHECK(std::string(msg).find("spectrum") != std::string::npos);
+    CHECK(check_criterion_options(PCriterionOptions{}) == nullptr);
+  }
+
+  TEST_CASE("a zero or non-positive activation Gram is no statistics, in every criterion") {
+    // Audit finding 3: an all-zero Gram gave ‖A‖ = 0, log ‖A‖² = −∞, and exact and
+    // exact_momentum subtracted it: log_objective = +∞, descends = true and p went to p_min,
+    // while exact_tightness (B = 0) said no descent. Now all three say no descent, p kept.
+    const index_t m = 12, n = 8;
+    const std::uint64_t seed = case_seed("zero_gram");
+    std::printf("[schatten_p] zero Gram seed %llu\n", static_cast<unsigned long long>(seed));
+    const MatF g = to_f(gaussian(m, n, seed));
+    const MatF zero = MatF::Zero(n, n);
+    const MatF negative = -MatF::Identity(n, n);  // finite, not PSD (a corrupt sum)
+    for (const MatF* gram : {&zero, &negative}) {
+      for (PCriterion c : {PCriterion::exact, PCriterion::exact_momentum, PCriterion::exact_tightness}) {
+        CAPTURE(to_string(c));
+        CAPTURE(gram == &zero);
+        PCriterionOptions o;
+        o.criterion = c;
+        LayerSpectra s;
+        REQUIRE(measure_spectra(ref(g), ref(g), ref(*gram), o, s) == Status::ok);
+        for (double p : {1.02, 2.0, 9.0})
+          CHECK(log_objective(c, p, s) == -std::numeric_limits<double>::infinity());
+        const PChoice kept = maximise_p(s, o, 4.0);
+        CHECK_FALSE(kept.descends);
+        CHECK(kept.p == 4.0);
+      }
+    }
+  }
+
+  TEST_CASE("finite inputs near the float range give finite spectra or out_of_range") {
+    // Audit findings 4 and 5: entries near FLT_MAX made the float GEMMs G·V and (AᵀA)·V overflow,
+    // so measure_spectra returned ok with ∞ alignments (and maximise_p a NaN step multiplier),
+    // and exact_tightness's B = ∞ went into its EMA for good. The GEMMs are now in double.
+    const index_t m = 40, n = 30;
+    const std::uint64_t seed = case_seed("huge_inputs");
+    std::printf("[schatten_p] huge inputs seed %llu\n", static_cast<unsigned long long>(seed));
+    // G = M̃ with entries up to 3e38 (finite floats), no Gram.
+    const MatF big = to_f(gaussian(m, n, seed).array().tanh().matrix() * 3e38);
+    // A Gram of entries 2.9e38 (x = 3e18 in every entry of 32 rows: XᵀX = 32·9e36).
+    const MatF ones_gram = MatF::Constant(n, n, 2.9e38f);
+    const MatF g1 = to_f(gaussian(m, n, seed + 1));
+    for (PCriterion c : {PCriterion::exact, PCriterion::exact_momentum, PCriterion::exact_tightness}) {
+      CAPTURE(to_string(c));
+      PCriterionOptions o;
+      o.criterion = c;
+      o.spectrum = SpectrumMethod::exact;
+      for (int which = 0; which < 2; ++which) {
+        CAPTURE(which);
+        LayerSpectra s;
+        const Status st = which == 0 ? measure_spectra(ref(big), ref(big), MatrixRef<const float>(), o, s)
+                                     : measure_spectra(ref(g1), ref(g1), ref(ones_gram), o, s);
+        REQUIRE(st == Status::ok);
+        for (const std::vector<double>* v : {&s.sigma, &s.align, &s.gram_b, &s.sigma_a})
+          for (double x : *v)
+            CHECK(std::isfinite(x));
+        const PChoice ch = maximise_p(s, o, 5.0);
+        CHECK(std::isfinite(ch.step_multiplier));
+        CHECK(std::isfinite(ch.p));
+        if (ch.descends) CHECK(std::isfinite(ch.log_objective));
+        // The float EMAs: B_i ≤ 30·2.9e38 may or may not fit once weighted by 1 − β (it
+        // depends on the v_i); either it is stored finite, or out_of_range stores nothing.
+        FloatBuffer es(c == PCriterion::exact ? s.sigma.size() : 0, 0.0f),
+            ea(c != PCriterion::exact ? s.align.size() : 0, 0.0f), eb(s.gram_b.size(), 0.0f),
+            esa(s.sigma_a.size(), 0.0f);
+        const FloatBuffer eb_before = eb, ea_before = ea;
+        const Status sm = smooth_spectra(s, {&es, &ea, &eb, &esa}, 0, o);
+        CHECK((sm == Status::ok || sm == Status::out_of_range));
+        if (sm != Status::ok) {
+          CHECK(eb == eb_before);
+          CHECK(ea == ea_before);
+        }
+        for (const FloatBuffer* b : {&es, &ea, &eb, &esa})
+          for (float x : *b)
+            CHECK(std::isfinite(x));
+      }
+    }
+    // The randomized path's float GEMMs cannot hold them: out_of_range (advisory in the rule),
+    // never ok with non-finite spectra.
+    PCriterionOptions r;
+    r.spectrum = SpectrumMethod::randomized;
+    LayerSpectra s;
+    const Status st = measure_spectra(ref(big), ref(big), MatrixRef<const float>(), r, s);
+    CHECK((st == Status::ok || st == Status::out_of_range));
+    if (st == Status::ok)
+      for (double x : s.align)
+        CHECK(std::isfinite(x));
+  }
+
   TEST_CASE("the EMA is bias-corrected and refuses vectors of another length") {
     PCriterionOptions o;
     o.criterion = PCriterion::exact_momentum;
@@ -337,6 +489,22 @@ TEST_SUITE("surrogate.schatten_p") {
     const FloatBuffer before = align;
     CHECK(smooth_spectra(wrong, {&sigma, &align, &b, &sa}, 2, o) == Status::invalid_argument);
     CHECK(align == before);
+    // Audit finding 3: runs = INT64_MAX (a corrupt checkpoint) overflowed runs + 1; the bias
+    // correction is then 1/(1 − β^(2⁶³)) = 1: the values are the EMAs themselves.
+    FloatBuffer align2(3, 0.0f), sa2(2, 0.0f);
+    LayerSpectra s3;
+    s3.align = {1.0, 2.0, 3.0};
+    s3.sigma_a = {4.0, 5.0};
+    REQUIRE(smooth_spectra(s3, {&sigma, &align2, &b, &sa2}, INT64_MAX, o) == Status::ok);
+    CHECK(s3.align[2] == doctest::Approx(0.1 * 3.0).epsilon(1e-6));  // (1 − β)·x, float-rounded
+    CHECK(s3.sigma_a[0] == doctest::Approx(0.1 * 4.0).epsilon(1e-6));
+    // A value beyond the float range: out_of_range, nothing stored.
+    LayerSpectra s4;
+    s4.align = {1.0, 1e50, 3.0};
+    s4.sigma_a = {4.0, 5.0};
+    const FloatBuffer align2_before = align2;
+    CHECK(smooth_spectra(s4, {&sigma, &align2, &b, &sa2}, 1, o) == Status::out_of_range);
+    CHECK(align2 == align2_before);
   }
 }
 

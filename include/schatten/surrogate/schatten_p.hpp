@@ -67,13 +67,21 @@ struct PCriterionOptions {
   /// For the Gram AᵀA, whose eigenvalues decay as σ(A)²: one subspace iteration on it gains as
   /// much as two on A ([P]).
   int gram_power_iterations = 1;
-  std::uint64_t seed = 0;   ///< of the randomized SVD's test matrices
-  int grid = 24;            ///< log-spaced scan of [p_min, p_max] ([P])
-  double tolerance = 1e-3;  ///< golden-section refinement, in log p ([P] §4a.2)
+  std::uint64_t seed = 0;  ///< of the randomized SVD's test matrices
+  int grid = 24;           ///< log-spaced scan of [p_min, p_max] ([P])
+  /// golden-section refinement, in log p ([P] §4a.2); at least 1e-12·log p_max (below a few
+  /// ulps of log p the search could not shrink its interval any further)
+  double tolerance = 1e-3;
 };
 
 /// Returns nullptr when the options are valid, else a static message naming the field.
 const char* check_criterion_options(const PCriterionOptions& o) noexcept;
+
+/// The most evaluations of log_objective that maximise_p() makes with these options:
+/// grid + 2·(2 + ⌈log(w/tolerance)/log φ⌉), w = log(p_max/p_min)/(grid − 1) the scan step (each
+/// golden-section search evaluates its 2 starting points, then one per iteration). 48 for the
+/// defaults; 0 for invalid options.
+int maximise_p_evaluations(const PCriterionOptions& o) noexcept;
 
 /// One layer's measured spectra, full length (the tail model fills what a randomized SVD did
 /// not compute). Vectors are in the order of σ (decreasing).
@@ -94,14 +102,20 @@ struct LayerSpectra {
 /// the r − k missing σ share the residual energy ‖M̃‖²_F − Σσ² equally (σ_t, capped at σ_k); their
 /// alignments share ⟨G, M̃⟩ − Σ C_i σ_i (exact: Σ_all C_i σ_i = ⟨G, M̃⟩); B_i of the missing
 /// directions share tr(AᵀA) − Σ B_i over the n − k directions not computed; the Gram's missing
-/// eigenvalues share tr(AᵀA) − Σ λ. Cost: see SpectrumMethod; randomized: (2q+2) GEMMs of m n l.
-/// Errors (out unchanged): shapes disagree → invalid_argument; NaN/Inf → non_finite_input.
+/// eigenvalues share tr(AᵀA) − Σ λ. Cost: see SpectrumMethod; randomized: (2q+2) GEMMs of m n l;
+/// the alignments: GEMMs G·V (m n k) and, for exact_tightness, (AᵀA)·V (n² k) in double.
+/// Errors (out unchanged): invalid options or shapes that disagree → invalid_argument; NaN/Inf →
+/// non_finite_input; a spectrum beyond the range its arithmetic holds (the randomized SVD's float
+/// GEMMs on entries near FLT_MAX) → out_of_range; an eigensolver that does not converge →
+/// breakdown. ok promises finite spectra.
 Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> gradient,
                        MatrixRef<const float> gram, const PCriterionOptions& options, LayerSpectra& out);
 
 /// log of the criterion's objective at p (> 1; p = ∞ is not accepted, use p_max), −∞ when the
-/// update does not descend (Σ C_i σ_i^{1/p} ≤ 0) or the spectra are empty or zero. Values
-/// σ ≤ 1e-7·σ_max are dropped ([V] drops σ ≤ 1e-7). Cost O(r + d_in) powers.
+/// update does not descend (Σ C_i σ_i^{1/p} ≤ 0), the spectra are empty or zero, or σ(A) has no
+/// positive finite value (no activation statistics: a zero Gram, or one with no positive
+/// eigenvalue, says nothing about the curvature; every criterion then reports no descent). Never
+/// +∞ or NaN. Values σ ≤ 1e-7·σ_max are dropped ([V] drops σ ≤ 1e-7). Cost O(r + d_in) powers.
 double log_objective(PCriterion criterion, double p, const LayerSpectra& spectra);
 
 /// The maximiser's answer.
@@ -117,15 +131,18 @@ struct PChoice {
 
 /// Maximises log_objective over p ∈ [p_min, p_max]: a scan of `grid` log-spaced points, then
 /// golden-section search in log p on the two intervals around the best point to `tolerance`
-/// ([P]: the scan makes it robust to several local maxima; ≤ grid + 2·⌈log(width/tol)/log φ⌉
-/// evaluations). When no p descends, returns `previous` with descends = false.
+/// ([P]: the scan makes it robust to several local maxima; at most maximise_p_evaluations()
+/// evaluations, whatever the rounding). When no p descends, or the options are invalid, returns
+/// `previous` with descends = false.
 PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& options, double previous);
 
 /// Bias-corrected EMA of the smoothed statistics across criterion runs (β = options.ema):
 /// exact smooths σ(G) and σ(A); exact_momentum C and σ(A) ([V]: not σ(M̃)); exact_tightness C,
 /// B and σ(A). `store` holds the raw EMAs (float, as checkpointed), `runs` the number of runs so
 /// far (before this one); `spectra` is replaced by the bias-corrected averages. Vectors of
-/// another length than the store are an invalid_argument (nothing changed).
+/// another length than the store, or runs < 0, are an invalid_argument; an EMA that would not be
+/// a finite float (a value beyond FLT_MAX, or NaN/∞ in a value or the store) is out_of_range:
+/// nothing changed either way, so a store never holds ∞.
 struct SmoothedStatistics {  // host buffers (the optimizer state that holds them)
   FloatBuffer* sigma = nullptr;
   FloatBuffer* align = nullptr;
