@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "schatten/kernels/inner_product.hpp"
@@ -283,6 +284,79 @@ TEST_SUITE("surrogate.descent") {
                                          cref(hd, s.r, s.c))
               .status == Status::invalid_argument);
     CHECK(std::isnan(s.m.loss(cref(bad, s.r, s.c))));
+  }
+
+  TEST_CASE("diagnostics and the model: bad sizes, allocation failures and the double range") {
+    // Audit findings 6 and 7. Prescribed data, no randomness.
+    const Vec ones(4, 1.0);
+    const auto hvp_id =
+        surrogate::HessianVectorProduct<double>([](MatrixRef<const double> x, MatrixRef<double> y) {
+          for (index_t i = 0; i < x.rows; ++i)
+            for (index_t j = 0; j < x.cols; ++j)
+              y(i, j) = x(i, j);
+          return Status::ok;
+        });
+    // 6: the callback form sized its buffer from the shape before checking it: −1 × 4 threw
+    // std::length_error, null data at 2^31 × 2^31 too. Now refused before allocating, and an
+    // allocation beyond memory (a valid layout of 2^62 elements) is out_of_memory.
+    const MatrixRef<const double> negative(ones.data(), -1, 4);
+    CHECK(surrogate::descent_diagnostics(negative, negative, negative, hvp_id).status ==
+          Status::invalid_argument);
+    const index_t big = index_t(1) << 31;
+    const MatrixRef<const double> null_big(nullptr, big, big);
+    CHECK(surrogate::descent_diagnostics(null_big, null_big, null_big, hvp_id).status ==
+          Status::invalid_argument);
+    const auto huge =
+        MatrixRef<const double>::strided(ones.data(), big, big, 0, 0);  // every entry is ones[0]
+    const DescentDiagnostics oom = surrogate::descent_diagnostics(huge, huge, huge, hvp_id);
+    CHECK(oom.status == Status::out_of_memory);
+    // 7: ratios beyond the double range were reported as ∞ with status ok: γ = ⟨G,D⟩/⟨G̃,D⟩ =
+    // (1e200·1e100)/(1e-200·1e100) = 1e400.
+    const Vec g(4, 1e200), gb(4, 1e-200), d(4, 1e100), hd(4, 1e-250);
+    const DescentDiagnostics wide =
+        surrogate::descent_diagnostics(cref(g, 2, 2), cref(gb, 2, 2), cref(d, 2, 2), cref(hd, 2, 2));
+    CHECK(wide.status == Status::out_of_range);
+    for (double x : {wide.alignment, wide.potential, wide.optimal_step, wide.best_decrease})
+      CHECK(x == 0.0);
+    // ... and products that underflow (1e-200·1e-200 = 1e-400) were a spurious breakdown.
+    const Vec tiny(4, 1e-200);
+    const DescentDiagnostics under = surrogate::descent_diagnostics(cref(tiny, 2, 2), cref(tiny, 2, 2),
+                                                                    cref(tiny, 2, 2), cref(tiny, 2, 2));
+    CHECK(under.status == Status::out_of_range);
+    CHECK(std::string(under.message).find("double range") != std::string::npos);
+    // A true zero ⟨G̃, D⟩ is still a breakdown.
+    const Vec zero(4, 0.0);
+    CHECK(
+        surrogate::descent_diagnostics(cref(ones, 2, 2), cref(zero, 2, 2), cref(ones, 2, 2), cref(ones, 2, 2))
+            .status == Status::breakdown);
+    // The model: W = 1e308 is finite, but (W − W*)Σ = 1.9e308 is not (the gradient came back ∞
+    // or NaN with status ok). Now out_of_range with g unchanged, and the loss +∞.
+    RandomFeatureModel m;
+    const Vec teacher(2, 0.0), cov = {1.0, 0.9, 0.9, 1.0};
+    REQUIRE(RandomFeatureModel::create(cref(teacher, 1, 2), cref(cov, 2, 2), m) == Status::ok);
+    const Vec w = {1e308, -1e308};
+    Vec out(2, 7.0);
+    CHECK(m.gradient(cref(w, 1, 2), ref(out, 1, 2)) == Status::ok);  // 1e308 − 0.9e308: finite
+    const Vec w2 = {1e308, 1e308};
+    out = {7.0, 7.0};
+    CHECK(m.gradient(cref(w2, 1, 2), ref(out, 1, 2)) == Status::out_of_range);
+    CHECK(out == Vec{7.0, 7.0});
+    CHECK(m.hessian_vector(cref(w2, 1, 2), ref(out, 1, 2)) == Status::out_of_range);
+    CHECK(m.loss(cref(w2, 1, 2)) == std::numeric_limits<double>::infinity());
+    CHECK(m.diagnostics(cref(w2, 1, 2), cref(ones, 1, 2), cref(ones, 1, 2)).status == Status::out_of_range);
+    // Allocation failures: batch 2^40 (cols·2^40 doubles) and a model with cols = 2^23 (cols²
+    // doubles, 512 TiB: beyond any address space) threw std::bad_alloc.
+    Rng rng(1);
+    const Rng rng_before = rng;
+    out = {7.0, 7.0};
+    CHECK(m.batch_gradient(cref(teacher, 1, 2), index_t(1) << 40, rng, ref(out, 1, 2)) ==
+          Status::out_of_memory);
+    CHECK(out == Vec{7.0, 7.0});
+    CHECK(rng.next() == Rng(rng_before).next());
+    RandomFeatureModel unchanged = m;
+    CHECK(RandomFeatureModel::random(1, index_t(1) << 23, Vec(std::size_t(1) << 23, 1.0), 1, unchanged) ==
+          Status::out_of_memory);
+    CHECK(unchanged.covariance() == m.covariance());
   }
 
   TEST_CASE("random-feature model: create rejects bad covariances and leaves the model unchanged") {

@@ -28,11 +28,16 @@ namespace schatten::surrogate {
 
 /// The diagnostics of one update. Inner products are accumulated in double.
 struct DescentDiagnostics {
-  /// ok; invalid_argument (shapes differ, null data); non_finite_input (NaN/Inf in an input or
-  /// in the Hessian-vector product); breakdown when ⟨G̃, D⟩ = 0 or ⟨D, H D⟩ ≤ 0: the inner
+  /// ok; invalid_argument (shapes differ, a negative dimension, null data); non_finite_input
+  /// (NaN/Inf in an input or in the Hessian-vector product, or — device memory — an inner
+  /// product beyond the double range); breakdown when ⟨G̃, D⟩ = 0 or ⟨D, H D⟩ ≤ 0: the inner
   /// products are still reported, the ratios (γ, φ, η*, best decrease) are set to 0 because the
-  /// quadratic model has no finite minimiser along D (or γ is undefined). Any other status of a
-  /// caller's Hessian-vector product is passed through.
+  /// quadratic model has no finite minimiser along D (or γ is undefined); out_of_range when an
+  /// inner product (double inputs on the host: recomputed in long double where the double sums
+  /// are 0, subnormal or ∞, so that an underflow is not taken for a breakdown) or a ratio is
+  /// beyond the double range (e.g. γ = 1e400): the ratios are 0 then, never ∞; out_of_memory
+  /// when the callback form cannot allocate H d. Any other status of a caller's
+  /// Hessian-vector product is passed through. Float inputs cannot reach out_of_range.
   Status status = Status::ok;
   const char* message = "";
   double full_dot = 0.0;       ///< ⟨G, D⟩
@@ -60,7 +65,8 @@ DescentDiagnostics descent_diagnostics(MatrixRef<const double> g, MatrixRef<cons
 template <class T>
 using HessianVectorProduct = std::function<Status(MatrixRef<const T> d, MatrixRef<T> hd)>;
 
-/// As above, with H d computed by `hvp` into a host buffer this call allocates (rows·cols).
+/// As above, with H d computed by `hvp` into a host buffer this call allocates (rows·cols),
+/// after checking the references (invalid_argument before any allocation).
 DescentDiagnostics descent_diagnostics(MatrixRef<const float> g, MatrixRef<const float> g_batch,
                                        MatrixRef<const float> d, const HessianVectorProduct<float>& hvp);
 DescentDiagnostics descent_diagnostics(MatrixRef<const double> g, MatrixRef<const double> g_batch,
@@ -85,7 +91,9 @@ class RandomFeatureModel {
   static Status create(MatrixRef<const double> teacher, MatrixRef<const double> covariance,
                        RandomFeatureModel& out);
   /// A random instance: W* with iid N(0, 1/cols) entries and Σ = Q diag(eigenvalues) Qᵀ with a
-  /// Haar-distributed orthogonal Q, both from `seed`. eigenvalues.size() = cols, all > 0.
+  /// Haar-distributed orthogonal Q, both from `seed`. eigenvalues.size() = cols, all > 0. Both
+  /// factories throw nothing: an allocation that fails (cols² doubles, several times) →
+  /// out_of_memory, `out` unchanged.
   static Status random(index_t rows, index_t cols, const std::vector<double>& eigenvalues, std::uint64_t seed,
                        RandomFeatureModel& out);
 
@@ -95,11 +103,16 @@ class RandomFeatureModel {
   const std::vector<double>& teacher() const { return teacher_; }
   const std::vector<double>& covariance() const { return sigma_; }
 
-  /// f(W). w: rows × cols. Returns NaN only if w contains NaN/Inf (check with std::isfinite).
+  /// f(W). w: rows × cols. NaN when w is of another shape, contains NaN/Inf or memory runs out;
+  /// +∞ when f is beyond the double range (finite w near ±DBL_MAX).
   double loss(MatrixRef<const double> w) const;
-  /// g = (W − W*) Σ.
+  /// g = (W − W*) Σ. The methods below throw nothing and leave their output unchanged on error:
+  /// a shape or layout mismatch → invalid_argument; NaN/Inf in the input → non_finite_input; a
+  /// result beyond the double range (finite inputs near ±DBL_MAX) → out_of_range; an
+  /// allocation that fails → out_of_memory.
   Status gradient(MatrixRef<const double> w, MatrixRef<double> g) const;
-  /// g = (W − W*) Σ̂_b with `batch` fresh samples from `rng` (advances it by batch·cols normals).
+  /// g = (W − W*) Σ̂_b with `batch` fresh samples from `rng` (advances it by batch·cols normals;
+  /// on error it is left as it was). Allocates cols·batch doubles twice.
   Status batch_gradient(MatrixRef<const double> w, index_t batch, Rng& rng, MatrixRef<double> g) const;
   /// hd = D Σ.
   Status hessian_vector(MatrixRef<const double> d, MatrixRef<double> hd) const;
