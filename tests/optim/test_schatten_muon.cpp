@@ -423,6 +423,114 @@ TEST_SUITE("optim.schatten_muon") {
     CHECK(*activation_gram(opt, "w").samples == tokens);
   }
 
+  TEST_CASE("an overflowed activation Gram is refused by name and can be replaced or dropped") {
+    // Audit finding 2: an ∞ in the Gram (an all-reduce that overflowed) refused the step with a
+    // message that did not name the Gram, and accumulate_activations kept adding to the ∞ sum
+    // (it restarted only after a step), so every retry was refused again.
+    const index_t rows = 6, cols = 4, tokens = 8;
+    std::vector<ParamSpec> specs{{"w", {rows, cols}}};
+    SchattenMuonOptions o;
+    o.first = 1;
+    std::vector<PCriterionEvent> events;
+    o.on_criterion = [&](const PCriterionEvent& e) { events.push_back(e); };
+    const Mat x = gaussian_mat(tokens, cols, case_seed("inf_gram_x"));
+    const auto xf = schatten::test::to_float_buffer(x);
+    const MatrixRef<const float> xr(xf.data(), tokens, cols);
+    const auto g0 = schatten::test::to_float_buffer(gaussian_mat(rows, cols, case_seed("inf_gram_g")));
+    for (bool drop : {false, true}) {
+      CAPTURE(drop);
+      events.clear();
+      auto opt = optim::partition(specs, {"s"}, route("s", schatten_muon(o)));
+      REQUIRE(opt.init());
+      REQUIRE(activations_wanted(opt, "w"));
+      REQUIRE(accumulate_activations(opt, "w", xr) == Status::ok);
+      ActivationGramRef ref = activation_gram(opt, "w");
+      ref.gram[1] = ref.gram[cols] = INFINITY;  // the overflowed sum
+      std::vector<float> w(rows * cols, 0.5f);
+      const std::vector<float> w0 = w;
+      auto g = g0;
+      const StepReport refused = opt.step({w.data()}, {g.data()});
+      CHECK(refused.status == Status::non_finite_input);
+      CHECK(std::string(refused.message).find("activation Gram") != std::string::npos);
+      CHECK(w == w0);
+      CHECK(*ref.rule_step == 0);
+      if (drop) {
+        REQUIRE(clear_activations(opt, "w") == Status::ok);
+        CHECK(*ref.samples == 0);
+      } else {
+        // The retry's accumulation starts a new sum instead of adding to the ∞ one.
+        REQUIRE(accumulate_activations(opt, "w", xr) == Status::ok);
+        CHECK(*ref.samples == tokens);
+        const Mat want = x.transpose() * x;
+        // Float GEMM of 8 terms against double: 1e-5 relative is ~100 float ulps.
+        CHECK(ref.gram[1] == doctest::Approx(want(0, 1)).epsilon(1e-5));
+      }
+      g = g0;
+      REQUIRE(opt.step({w.data()}, {g.data()}));
+      REQUIRE(events.size() == 1);
+      CHECK(events[0].had_statistics == !drop);
+      CHECK(events[0].status == Status::ok);
+      if (drop) CHECK(events[0].p == 10.0);  // no statistics: p kept
+    }
+    auto adam = optim::partition(specs, {"a"}, route("a", adamw()));
+    REQUIRE(adam.init());
+    CHECK(clear_activations(adam, "w") == Status::invalid_argument);  // a rule without statistics
+  }
+
+  TEST_CASE("degenerate activation Grams keep p, and the criterion's EMAs stay finite") {
+    // Audit findings 3 and 4. Zero inputs (an all-zero Gram) made exact_momentum's objective +∞
+    // and took p to p_min; exact_tightness with inputs of 3e18 (Gram entries 32·9e36 = 2.9e38,
+    // finite) overflowed its float GEMM for B, stored ∞ in ema_b, and no later run chose p again.
+    const index_t rows = 12, cols = 8, tokens = 32;
+    std::vector<ParamSpec> specs{{"w", {rows, cols}}};
+    const Mat x_normal = gaussian_mat(tokens, cols, case_seed("degenerate_x"));
+    const auto grads = gradient_sequence(rows, cols, 8, "degenerate_g");
+    for (int which = 0; which < 2; ++which) {
+      CAPTURE(which);
+      SchattenMuonOptions o;
+      o.first = 2;
+      o.interval = 2;
+      if (which == 1) o.criterion.criterion = surrogate::PCriterion::exact_tightness;
+      std::vector<PCriterionEvent> events;
+      o.on_criterion = [&](const PCriterionEvent& e) { events.push_back(e); };
+      auto opt = optim::partition(specs, {"s"}, route("s", schatten_muon(o)));
+      REQUIRE(opt.init());
+      std::vector<float> w(rows * cols, 0.0f);
+      for (int t = 1; t <= 8; ++t) {
+        if (activations_wanted(opt, "w")) {
+          // which 0: zero inputs at every criterion step; which 1: 3e18 at step 2, then ordinary.
+          std::vector<float> x(tokens * cols, which == 0 ? 0.0f : 3.0e18f);
+          if (which == 1 && t > 3) x = schatten::test::to_float_buffer(x_normal);
+          REQUIRE(accumulate_activations(opt, "w", MatrixRef<const float>(x.data(), tokens, cols)) ==
+                  Status::ok);
+        }
+        auto g = schatten::test::to_float_buffer(grads[t - 1]);
+        REQUIRE(opt.step({w.data()}, {g.data()}));
+        std::map<std::string, Field> fields;
+        Saver sv{&fields};
+        opt.visit(sv);
+        for (const auto& [name, f] : fields)
+          if (name.find("ema_") != std::string::npos)
+            for (float v : std::get<Buffer>(f))
+              CHECK(std::isfinite(v));
+      }
+      REQUIRE(events.size() == 4);  // steps 2, 4, 6, 8
+      for (const PCriterionEvent& e : events) {
+        CHECK(e.had_statistics);
+        CHECK(e.status == Status::ok);
+        CHECK(std::isfinite(e.choice.step_multiplier));
+      }
+      if (which == 0) {
+        for (const PCriterionEvent& e : events) {
+          CHECK_FALSE(e.choice.descends);  // a zero Gram is no statistics: p kept
+          CHECK(e.p == 10.0);
+        }
+      } else {
+        CHECK(events.back().choice.descends);  // ordinary inputs: the criterion chooses again
+      }
+    }
+  }
+
   TEST_CASE("adaptive state resumes bit for bit and a failing criterion changes nothing") {
     const index_t rows = 12, cols = 8, tokens = 20;
     std::vector<ParamSpec> specs{{"w", {rows, cols}}};

@@ -48,6 +48,23 @@ struct has_total_on_finite<
     R, std::void_t<decltype(std::declval<const R&>().total_on_finite(
            std::declval<const typename R::State&>(), std::declval<const BlockShape&>(), MemoryKind::host))>>
     : std::true_type {};
+/// Rules whose precheck names a cause of its refusal (rule.hpp, precheck_detail).
+template <class R, class = void>
+struct has_precheck_detail : std::false_type {};
+template <class R>
+struct has_precheck_detail<
+    R, std::void_t<decltype(std::declval<const R&>().precheck_detail(
+           std::declval<ConstBlock>(), std::declval<const typename R::State&>(), Status::ok))>>
+    : std::true_type {};
+/// The cause `r`'s precheck gives for refusing with `refused`, nullptr when it names none.
+template <class R>
+const char* precheck_detail_of(const R& r, ConstBlock u, const typename R::State& s, Status refused) {
+  if constexpr (has_precheck_detail<R>::value)
+    return r.precheck_detail(u, s, refused);
+  else
+    return nullptr;
+}
+
 /// Rules whose precheck covers their failures only in some configurations declare
 /// `bool precheck_covers(const State&, const BlockShape&, MemoryKind) const` (Chain does; so
 /// do step_size.hpp's rules with their own momentum).
@@ -267,6 +284,12 @@ class Chain {
     if (check() != nullptr) return Status::invalid_argument;
     if (const Status s = check_blocks(u, state, param); s != Status::ok) return s;
     return precheck_first(u, state, param, flag);
+  }
+  /// The first rule's precheck_detail (rule.hpp), the one rule whose precheck runs.
+  template <bool P = prechecks, std::enable_if_t<P, int> = 0>
+  const char* precheck_detail(ConstBlock u, const State& state, Status refused) const {
+    const auto& states = static_cast<const typename State::Base&>(state);
+    return precheck_detail_of(std::get<0>(rules_), u, std::get<0>(states), refused);
   }
   /// True when precheck() tells every failure for this state on blocks in `memory`: the first
   /// rule's precheck covers its own (covered_by_precheck), and each later rule up to the last

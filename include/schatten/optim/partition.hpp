@@ -902,6 +902,18 @@ class Partition {
         return Status::internal_error;  // prechecked_ names rules with a precheck only
     });
   }
+  /// The cause parameter i's rule names for its precheck's refusal (rule.hpp,
+  /// precheck_detail), nullptr if none.
+  const char* precheck_detail_one(std::size_t i, float* g, Status refused) {
+    const char* detail = nullptr;
+    dispatch(i, [&](auto tag) -> Status {
+      constexpr std::size_t I = decltype(tag)::value;
+      detail =
+          precheck_detail_of(std::get<I>(routes_).rule, block(g, i), std::get<I>(states_)[slot_[i]], refused);
+      return Status::ok;
+    });
+    return detail;
+  }
   /// Every prechecked parameter's precheck, in order; the refusal of the first that refuses.
   /// On device memory the value tests of all of them are queued into scan_ (one flag per
   /// parameter) and read back with one transfer, as first_outside() does; the first flagged
@@ -928,8 +940,10 @@ class Partition {
     }
     if (bad < 0) return StepReport{};
     const auto b = static_cast<std::size_t>(bad);
+    const char* detail = precheck_detail_one(b, grads[b], status);
     compose("the rule of parameter '", params_[b].name, "' refused the step (", to_string(status),
-            ") in its precheck; no parameter or state was changed");
+            ") in its precheck", detail != nullptr ? ": " : "", detail != nullptr ? detail : "",
+            "; no parameter or state was changed");
     StepReport r = refusal(step_message_.data(), bad);
     r.status = status;
     return r;

@@ -103,7 +103,14 @@
 /// be queued instead and not waited for: *flag then becomes > 0 when they refuse, else ≤ 0,
 /// and the return value covers the other checks; a caller that finds the flag set calls
 /// precheck again with null for the status. A partition on device memory thus reads the flags
-/// of all its parameters with one transfer. A rule that cannot fail on finite input declares
+/// of all its parameters with one transfer. A rule whose refusal has a cause the status alone
+/// does not name (an input other than u, param and the state's own buffers) also declares
+///
+///     const char* precheck_detail(ConstBlock u, const State&, Status refused) const;  // optional
+///
+/// a static sentence, or nullptr, that the partition appends to its refusal message (a chain
+/// forwards its first rule's; SchattenPDirection names its activation Gram). A rule that cannot
+/// fail on finite input declares
 ///
 ///     bool total_on_finite(const State&, const BlockShape&, MemoryKind) const;   // optional
 ///

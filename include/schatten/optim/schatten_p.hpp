@@ -48,7 +48,8 @@ struct PCriterionEvent {
   /// false, p kept) unless WithoutStatistics::assume_whitened made it assume whitened inputs.
   bool had_statistics = false;
   /// ok, or why a criterion that was to run could not [P]: breakdown (an eigensolver did not
-  /// converge), out_of_memory or internal_error. p was then kept and the step went on
+  /// converge), out_of_range (statistics beyond the float EMAs or the randomized SVD's float
+  /// GEMMs), out_of_memory or internal_error. p was then kept and the step went on
   /// (SchattenPDirection, "The criterion is advisory"). Bad input is not reported here: it fails
   /// the step.
   Status status = Status::ok;
@@ -101,10 +102,13 @@ void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, con
 /// The output Δ is followed by decay and −lr in the preset. State changes only after success.
 ///
 /// **The criterion is advisory** [P]: a criterion step whose criterion cannot compute (an
-/// eigensolver that does not converge, Status::breakdown; out_of_memory; internal_error) keeps p
-/// and goes on, and the event (on_criterion) reports the status; only bad input (a NaN or ∞ in
-/// the activation Gram, a state of another shape) fails the step. So the step's failures are
-/// those of its precheck and of the matrix function.
+/// eigensolver that does not converge, Status::breakdown; statistics beyond the range its
+/// arithmetic or its float EMAs hold, out_of_range — e.g. a finite Gram near FLT_MAX, whose B_i
+/// would make ema_b ∞; out_of_memory; internal_error) keeps p, the EMAs and the run count, and
+/// goes on, and the event (on_criterion) reports the status; only bad input (a NaN or ∞ in the
+/// activation Gram, a state of another shape) fails the step. So the step's failures are those
+/// of its precheck and of the matrix function. A Gram without a positive eigenvalue (zero
+/// inputs) is no statistics: the criterion runs and reports descends = false, p kept.
 ///
 /// **Precheck** (rule.hpp; docs/optim.md "Prechecks instead of copies") [P]: precheck() holds m
 /// and g to entry_bound(t, r, c), v (with a moment) to [0, FLT_MAX/2], and on a criterion step
@@ -370,10 +374,11 @@ struct SchattenPDirection {
   /// storage, or p < 1 (sized()); out_of_range when some |m| or |g| exceeds this step's
   /// entry_bound() or some v exceeds FLT_MAX/2; non_finite_input for NaN or ∞ in m or v, a
   /// negative v (corrupt checkpoints), or NaN or ∞ in the activation Gram that this step's
-  /// criterion reads (a sum across ranks may overflow). Where precheck_covers(), ok promises
-  /// success and a finite u. Cost: one read of m and g, of v with a moment, and of the d_in²
-  /// Gram on criterion steps; on device memory with `flag`, kernels not waited for (m's writes
-  /// the flag, the others OR into it).
+  /// criterion reads (a sum across ranks may overflow; the partition's message then names the
+  /// Gram, precheck_detail(), and the next accumulate_activations() starts a new sum). Where
+  /// precheck_covers(), ok promises success and a finite u. Cost: one read of m and g, of v
+  /// with a moment, and of the d_in² Gram on criterion steps; on device memory with `flag`,
+  /// kernels not waited for (m's writes the flag, the others OR into it).
   Status precheck(ConstBlock u, const State& s, ConstBlock, float* flag = nullptr) const {
     if (!sized(s, u)) return Status::invalid_argument;
     const std::uint32_t bits = magnitude_bits(entry_bound(s.count + 1, u.rows, u.cols));
@@ -390,6 +395,15 @@ struct SchattenPDirection {
       st = detail::worse(st, detail::precheck_values(a, magnitude_bits(HUGE_VAL), false, flag));
     }
     return st;
+  }
+  /// The cause of a non_finite_input refusal that the status does not name: a NaN or ∞ in the
+  /// activation Gram this step's criterion reads (else nullptr). Cost: one read of the Gram.
+  const char* precheck_detail(ConstBlock u, const State& s, Status refused) const {
+    if (refused != Status::non_finite_input || !reads_gram(s, u.cols)) return nullptr;
+    const Buffer& gram = s.statistics->gram;
+    if (all_finite(MatrixRef<const float>(gram.data(), u.cols, u.cols, gram.memory()))) return nullptr;
+    return "NaN or Inf in the activation Gram this step's criterion reads (an overflowing sum?): "
+           "accumulate_activations() starts a new sum, clear_activations() drops it";
   }
   /// precheck() tells every failure, and u stays finite, when both matrix functions p may
   /// select cannot fail on a finite input: the polar call (detail::polar_total_on_finite) and
@@ -535,7 +549,7 @@ struct SchattenPDirection {
         s.ema_align.copy_from(ema_align.data(), ema_align.size());
         s.ema_b.copy_from(ema_b.data(), ema_b.size());
         s.ema_sigma_a.copy_from(ema_sigma_a.data(), ema_sigma_a.size());
-        ++s.criterion_runs;
+        if (s.criterion_runs < INT64_MAX) ++s.criterion_runs;  // saturates: only the bias uses it
         if (choice.descends) s.log_objective = choice.log_objective;
       } else {
         choice = surrogate::PChoice{};
@@ -826,19 +840,24 @@ bool activations_wanted(Optimizer& optimizer, const std::string& param) {
 }
 
 /// Adds the inputs X (tokens × d_in, row-major float, host or device) of `param`'s layer to its
-/// activation Gram (in the optimizer's memory) for the coming step: the first call after a step starts a new
-/// sum. Call it when activations_wanted(optimizer, param); on other steps the statistics are ignored. Errors:
-/// no such parameter or a rule without statistics, d_in ≠ the parameter's columns → invalid_argument; NaN/Inf
-/// → non_finite_input (this step's sum unchanged; statistics of an earlier step are dropped either way).
-/// `workspace`: gram_accumulate()'s (keep one for these calls, so that only the first allocates;
-/// none: every call allocates its d_in × d_in scratch, on a GPU a device allocation and free).
+/// activation Gram (in the optimizer's memory) for the coming step: the first call after a step
+/// starts a new sum, and so does a call that finds the sum holding a NaN or ∞ (it overflowed,
+/// e.g. in a sum across ranks, and the step refused it: adding to it could never make it
+/// finite). Call it when activations_wanted(optimizer, param); on other steps the statistics are
+/// ignored. Errors: no such parameter or a rule without statistics, d_in ≠ the parameter's
+/// columns → invalid_argument; NaN/Inf → non_finite_input (this step's sum unchanged; statistics
+/// of an earlier step are dropped either way). `workspace`: gram_accumulate()'s (keep one for
+/// these calls, so that only the first allocates; none: every call allocates its d_in × d_in
+/// scratch, on a GPU a device allocation and free). Cost: one read of the d_in² Gram besides
+/// the GEMM of tokens·d_in².
 template <class Optimizer>
 Status accumulate_activations(Optimizer& optimizer, const std::string& param, MatrixRef<const float> x,
                               Workspace* workspace = nullptr) {
   const ActivationGramRef r = activation_gram(optimizer, param);
   if (r.gram == nullptr || x.cols != r.dim) return Status::invalid_argument;
   const MatrixRef<float> gram(r.gram, r.dim, r.dim, r.memory);
-  if (*r.for_step != *r.rule_step) {  // the first call for this step: a new, empty sum
+  // The first call for this step, or a sum no step can use: a new, empty sum.
+  if (*r.for_step != *r.rule_step || !all_finite(MatrixRef<const float>(gram))) {
     fill(gram, 0.0f);
     *r.samples = 0;
     *r.for_step = *r.rule_step;
@@ -846,6 +865,21 @@ Status accumulate_activations(Optimizer& optimizer, const std::string& param, Ma
   const Status s = gram_accumulate(x, gram, workspace);
   if (s == Status::ok) *r.samples += x.rows;
   return s;
+}
+
+/// Drops the activation statistics `param`'s layer holds (the sum zeroed, no samples): the coming
+/// criterion step then finds none and keeps p (SchattenPDirection::WithoutStatistics), unless
+/// accumulate_activations() gives it new ones. The way on when a step refused a Gram that keeps
+/// overflowing (its message names the activation Gram). Errors: no such parameter or a rule
+/// without statistics → invalid_argument. Cost: one write of d_in² floats.
+template <class Optimizer>
+Status clear_activations(Optimizer& optimizer, const std::string& param) {
+  const ActivationGramRef r = activation_gram(optimizer, param);
+  if (r.gram == nullptr) return Status::invalid_argument;
+  fill(MatrixRef<float>(r.gram, r.dim, r.dim, r.memory), 0.0f);
+  *r.samples = 0;
+  *r.for_step = *r.rule_step;
+  return Status::ok;
 }
 
 /// The current p of every parameter whose rule is adaptive or fixed Schatten-p, as
