@@ -227,6 +227,16 @@ class Chain {
     return std::apply([&](const auto&... r) { return State(typename State::Base{r.init(shape)...}, shape); },
                       rules_);
   }
+  /// As init(shape), the state being the `ordinal`-th its caller initialises (rule.hpp,
+  /// has_ordinal_init): passed to the rules that take it.
+  State init(const BlockShape& shape, std::size_t ordinal) const {
+    if (!valid_shape(shape))
+      throw std::invalid_argument(
+          "chain init: a block shape needs rows, cols >= 0 and at most 2^58 elements");
+    return std::apply(
+        [&](const auto&... r) { return State(typename State::Base{init_at(r, shape, ordinal)...}, shape); },
+        rules_);
+  }
 
   /// The largest |g| the chain accepts: the smallest max_gradient() of its rules. Conservative:
   /// the limit of a later rule applies to the chain's input, not to the (transformed) values

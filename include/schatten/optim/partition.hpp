@@ -747,7 +747,9 @@ class Partition {
       if (which_[i] == static_cast<int>(I)) {
         slot_[i] = states.size();
         const BlockShape shape = flatten(params_[i].shape);
-        states.push_back(std::get<I>(routes_).rule.init(shape));
+        // The state's index within its route: a rule whose state depends on it (rule.hpp,
+        // has_ordinal_init) gets the same state from every init().
+        states.push_back(init_at(std::get<I>(routes_).rule, shape, states.size()));
         share_workspaces(states.back());
         share_scratch(states.back(), shape, seen);
       }

@@ -16,6 +16,12 @@
 ///                                               // u: gradient in, update out
 ///     template <class V> friend void visit_fields(V& v, State& s);   // names every field once
 ///
+/// Optional, for rules whose state depends on its place among the states a caller initialises
+/// (detected by the trait `has_ordinal_init`; a Partition passes each state's index within its
+/// route, so that a second init() gives what the first did; a chain forwards it):
+///
+///     State init(const BlockShape&, std::size_t ordinal) const;   // SchattenPDirection's chunks
+///
 /// Optional, for rules whose work is a matrix function that runs as one batched kernel call
 /// over many same-shape blocks (detected by the trait `has_update_batch`):
 ///
@@ -191,6 +197,21 @@ struct is_rule<R, std::void_t<decltype(R::name), typename R::State,
                    Status> {};
 template <class R>
 constexpr bool is_rule_v = is_rule<R>::value;
+
+/// Rules with init(shape, ordinal) (the protocol above).
+template <class R, class = void>
+struct has_ordinal_init : std::false_type {};
+template <class R>
+struct has_ordinal_init<R, std::void_t<decltype(std::declval<const R&>().init(
+                               std::declval<const BlockShape&>(), std::size_t{0}))>> : std::true_type {};
+/// r.init(shape, ordinal) when R has it, else r.init(shape).
+template <class R>
+auto init_at(const R& r, const BlockShape& shape, std::size_t ordinal) {
+  if constexpr (has_ordinal_init<R>::value)
+    return r.init(shape, ordinal);
+  else
+    return r.init(shape);
+}
 
 /// A list of `size` states without owning them: state b is `at(context, b)`. A plain function
 /// pointer and a context (no allocation), so a chain can hand each child the list of its own

@@ -150,12 +150,14 @@ struct SchattenPDirection {
   double p = 10.0;  ///< the initial p ([V] p_max), or the fixed p when !adaptive (≥ 1)
   std::int64_t interval = 100;
   std::int64_t first = 10;
-  /// Layer chunks (algorithms.md §4a.6 [V blog]): the k-th layer initialised by this rule object
-  /// runs its criterion `(k mod chunks)·⌊interval/chunks⌋` steps later than the schedule above,
-  /// so each step pays for ~1/chunks of the layers instead of one step paying for all. The
-  /// amortised cost is unchanged. The phase is part of the state (checkpointed).
+  /// Layer chunks (algorithms.md §4a.6 [V blog]): the k-th layer of the route (k from 0, a
+  /// Partition's order; init(shape, k)) runs its criterion `(k mod chunks)·⌊interval/chunks⌋`
+  /// steps later than the schedule above, so each step pays for ~1/chunks of the layers instead
+  /// of one step paying for all. The amortised cost is unchanged. The phase is part of the state
+  /// (checkpointed), and a partition initialised again gets the same phases.
   std::int64_t chunks = 1;
-  /// Counts init() calls of this rule object (and its copies) to assign phases.
+  /// Counts the init(shape) calls of this rule object (and its copies), the k of a caller that
+  /// does not pass it (a bare chain); a Partition passes it.
   std::shared_ptr<std::int64_t> init_order = std::make_shared<std::int64_t>(0);
   surrogate::PCriterionOptions criterion{};
   Moment moment = Moment::none;
@@ -272,13 +274,16 @@ struct SchattenPDirection {
     return bytes;
   }
 
-  State init(const BlockShape& s) const {
+  State init(const BlockShape& s) const { return init(s, static_cast<std::size_t>((*init_order)++)); }
+  /// The state of the `ordinal`-th layer (`chunks`).
+  State init(const BlockShape& s, std::size_t ordinal) const {
     const auto n = static_cast<std::size_t>(s.size());
     const auto r = static_cast<std::size_t>(std::min(s.rows, s.cols));
     const auto d = static_cast<std::size_t>(s.cols);
     State st;
     st.p = p;
-    st.phase = adaptive && chunks > 1 ? (*init_order)++ % chunks : 0;
+    st.phase =
+        adaptive && chunks > 1 ? static_cast<std::int64_t>(ordinal % static_cast<std::size_t>(chunks)) : 0;
     st.next_criterion = next_due(0, st.phase);
     detail::init_first_moment(st, n, mu_storage);
     if (moment != Moment::none) st.nu.assign(n, 0.0f);
