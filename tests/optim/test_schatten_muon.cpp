@@ -363,33 +363,38 @@ TEST_SUITE("optim.schatten_muon") {
     o.first = 2;
     o.interval = 6;
     o.chunks = 3;
-    auto opt = optim::partition(specs, {"s", "s", "s", "adamw"}, route("s", schatten_muon(o)),
-                                route("adamw", adamw()));
     // Audit finding 8: the phases came from a counter shared by the rule's copies and never
-    // reset, so each init() of the same partition shifted them ((0,1,2) → (1,2,0) → ...).
-    // They are now the layer's index within the route: every init() gives the same schedule.
-    for (int init = 1; init <= 3; ++init) {
-      CAPTURE(init);
-      REQUIRE(opt.init());
-      // Offsets 0, 2, 4: a at 2, 6, 12; b at 4, 8, 14; c at 6, 10, 16.
-      std::map<std::string, std::vector<std::int64_t>> runs;
-      std::vector<float> w(rows * cols * 3 + cols, 0.0f);
-      for (std::int64_t t = 1; t <= 16; ++t) {
-        for (const char* name : {"a", "b", "c", "d"})
-          if (activations_wanted(opt, name)) runs[name].push_back(t);
-        std::vector<float> g(w.size());
-        for (std::size_t k = 0; k < g.size(); ++k)
-          g[k] = 0.01f * float((k * 7 + std::size_t(t)) % 11) - 0.05f;
-        float* base = w.data();
-        float* gb = g.data();
-        REQUIRE(opt.step({base, base + 24, base + 48, base + 72}, {gb, gb + 24, gb + 48, gb + 72}));
+    // reset, so each init() of the same partition shifted them when the number of its layers
+    // is not a multiple of `chunks` ((0,1) → (2,0) → (1,2) for two). They are now the layer's
+    // index within the route: every init() gives the same schedule, with 3 layers or 2.
+    for (const bool three : {true, false}) {
+      CAPTURE(three);
+      const std::vector<std::string> labels{"s", "s", three ? "s" : "adamw", "adamw"};
+      auto opt = optim::partition(specs, labels, route("s", schatten_muon(o)), route("adamw", adamw()));
+      for (int init = 1; init <= 3; ++init) {
+        CAPTURE(init);
+        REQUIRE(opt.init());
+        // Offsets 0, 2, 4: a at 2, 6, 12; b at 4, 8, 14; c at 6, 10, 16.
+        std::map<std::string, std::vector<std::int64_t>> runs;
+        std::vector<float> w(rows * cols * 3 + cols, 0.0f);
+        for (std::int64_t t = 1; t <= 16; ++t) {
+          for (const char* name : {"a", "b", "c", "d"})
+            if (activations_wanted(opt, name)) runs[name].push_back(t);
+          std::vector<float> g(w.size());
+          for (std::size_t k = 0; k < g.size(); ++k)
+            g[k] = 0.01f * float((k * 7 + std::size_t(t)) % 11) - 0.05f;
+          float* base = w.data();
+          float* gb = g.data();
+          REQUIRE(opt.step({base, base + 24, base + 48, base + 72}, {gb, gb + 24, gb + 48, gb + 72}));
+        }
+        CHECK(runs["a"] == std::vector<std::int64_t>{2, 6, 12});
+        CHECK(runs["b"] == std::vector<std::int64_t>{4, 8, 14});
+        if (three) CHECK(runs["c"] == std::vector<std::int64_t>{6, 10, 16});
+        if (!three) CHECK(runs.count("c") == 0);
+        CHECK(runs.count("d") == 0);
+        for (const char* name : {"a", "b"})
+          CHECK(*activation_gram(opt, name).rule_step == 16);
       }
-      CHECK(runs["a"] == std::vector<std::int64_t>{2, 6, 12});
-      CHECK(runs["b"] == std::vector<std::int64_t>{4, 8, 14});
-      CHECK(runs["c"] == std::vector<std::int64_t>{6, 10, 16});
-      CHECK(runs.count("d") == 0);
-      for (const char* name : {"a", "b", "c"})
-        CHECK(*activation_gram(opt, name).rule_step == 16);
     }
   }
 
