@@ -542,6 +542,33 @@ TEST_SUITE("optim.schatten_muon") {
     }
   }
 
+  TEST_CASE("a partition whose init() was refused has no statistics and does not crash") {
+    // Found checking audit finding 1 end to end: with tolerance 1e-16 now refused at init(),
+    // the training loop's activations_wanted() visited states that did not exist (a segfault;
+    // any refused init() did it).
+    const index_t rows = 6, cols = 4, tokens = 3;
+    std::vector<ParamSpec> specs{{"w", {rows, cols}}};
+    SchattenMuonOptions o;
+    o.criterion.tolerance = 1e-16;
+    auto opt = optim::partition(specs, {"s"}, route("s", schatten_muon(o)));
+    for (int attempt = 0; attempt < 2; ++attempt) {  // before any init(), and after a refused one
+      CAPTURE(attempt);
+      if (attempt == 1) {
+        const StepReport r = opt.init();
+        CHECK(r.status == Status::invalid_argument);
+        CHECK(std::string(r.message).find("tolerance") != std::string::npos);
+      }
+      CHECK_FALSE(activations_wanted(opt, "w"));
+      const std::vector<float> x(tokens * cols, 1.0f);
+      CHECK(accumulate_activations(opt, "w", MatrixRef<const float>(x.data(), tokens, cols)) ==
+            Status::invalid_argument);
+      CHECK(clear_activations(opt, "w") == Status::invalid_argument);
+      CHECK(schatten_p_values(opt).empty());
+      std::vector<float> w(rows * cols, 0.0f), g(rows * cols, 0.1f);
+      CHECK(opt.step({w.data()}, {g.data()}).status == Status::invalid_argument);
+    }
+  }
+
   TEST_CASE("adaptive state resumes bit for bit and a failing criterion changes nothing") {
     const index_t rows = 12, cols = 8, tokens = 20;
     std::vector<ParamSpec> specs{{"w", {rows, cols}}};

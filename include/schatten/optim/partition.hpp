@@ -601,17 +601,21 @@ class Partition {
   }
 
   /// visit_fields over every parameter's state, named "<param name>/<index>_<rule>/<field>",
-  /// and the partition's own counter "_partition/skipped_steps".
+  /// and the partition's own counter "_partition/skipped_steps". Before a successful init()
+  /// (none yet, or the last one refused) there are no states: only the counter is visited (a
+  /// checkpoint's load then refuses the file's other fields).
   template <class V>
   void visit(V& v) {
     v(std::string("_partition/skipped_steps"), skipped_);
+    if (which_.size() != params_.size()) return;  // which_: the mark of a complete init()
     for (std::size_t i = 0; i < params_.size(); ++i)
       visit_param<false>(v, i, std::index_sequence_for<Rules...>{});
   }
   /// The rules' scratch Buffers (rule.hpp, visit_scratch), named like visit(): not checkpointed;
-  /// they live where the state lives (init moves them with it).
+  /// they live where the state lives (init moves them with it). None before a successful init().
   template <class V>
   void visit_scratch(V& v) {
+    if (which_.size() != params_.size()) return;
     for (std::size_t i = 0; i < params_.size(); ++i)
       visit_param<true>(v, i, std::index_sequence_for<Rules...>{});
   }
