@@ -1574,6 +1574,18 @@ TEST_SUITE("optim.hostile") {
       o.moment = SchattenPDirection::Moment::parametric;
       o.b2 = 1.0;
       check_refused("schatten_muon moment b2 = 1", schatten_muon(o), "b2");
+      // The surrogate audit (docs/reliability.md Finding 51): a tolerance below the criterion's
+      // floor made its search loop for ever; values outside an enum passed and never descended
+      // (the criterion) or indexed past config()'s table (the moment).
+      o = SchattenMuonOptions{};
+      o.criterion.tolerance = 1e-16;
+      check_refused("schatten_muon tolerance 1e-16", schatten_muon(o), "tolerance");
+      o = SchattenMuonOptions{};
+      o.criterion.criterion = static_cast<surrogate::PCriterion>(5);
+      check_refused("schatten_muon criterion 5", schatten_muon(o), "criterion must be");
+      o = SchattenMuonOptions{};
+      o.moment = static_cast<SchattenPDirection::Moment>(7);
+      check_refused("schatten_muon moment 7", schatten_muon(o), "moment must be");
     }
     check_refused("clip_by_norm 0", chain(ClipByNorm{0.0}), "clip_by_norm: max_norm");
     check_refused("independent decay > 1", chain(AddIndependentDecay{1.5}), "add_independent_decay");

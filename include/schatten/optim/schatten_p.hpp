@@ -632,8 +632,16 @@ struct SchattenPDirection {
   /// first and chunks ≥ 1 and the criterion's options (check_criterion_options); with a moment,
   /// b2 ∈ [0, 1) and ε > 0; with the pinned magnitude, lr > 0, adam_lr ≥ 0 and adam_b1 ∈ [0, 1)
   /// (κ = adam_lr·ρ_a·√max(r, c)/lr); the polar and spectral-power options (the latter at
-  /// α = 1/2: the rule sets α = 1/p itself).
+  /// α = 1/2: the rule sets α = 1/p itself); moment, magnitude and without_statistics among
+  /// their enums' values (config() names them from a table).
   const char* check() const noexcept {
+    if (moment != Moment::none && moment != Moment::parametric && moment != Moment::nonparametric)
+      return "schatten_p_direction: moment must be none, parametric or nonparametric";
+    if (magnitude != Magnitude::pinned && magnitude != Magnitude::none)
+      return "schatten_p_direction: magnitude must be pinned or none";
+    if (without_statistics != WithoutStatistics::keep_p &&
+        without_statistics != WithoutStatistics::assume_whitened)
+      return "schatten_p_direction: without_statistics must be keep_p or assume_whitened";
     if (!hyper::decay_rate(beta)) return "schatten_p_direction: beta must be in [0, 1)";
     if (!(std::isfinite(p) && p >= 1.0)) return "schatten_p_direction: p must be finite and >= 1";
     if (adaptive) {
