@@ -85,13 +85,16 @@ DescentDiagnostics diagnostics_impl(const MatrixRef<const T>& g, const MatrixRef
   const MatrixRef<const T>* lhs[3] = {&g, &gb, &d};
   const MatrixRef<const T>* rhs[3] = {&d, &d, &hd};
   double* dst[3] = {&r.full_dot, &r.batch_dot, &r.curvature};
+  // Double inputs on the host can be recomputed in long double (below).
+  const bool widen = std::is_same<T, double>::value && g.memory == MemoryKind::host &&
+                     gb.memory == MemoryKind::host && d.memory == MemoryKind::host &&
+                     hd.memory == MemoryKind::host;
   bool overflow = false;
   for (int k = 0; k < 3; ++k) {
     const Status s =
         frobenius_inner(BatchedMatrixRef<const T>(*lhs[k]), BatchedMatrixRef<const T>(*rhs[k]), dst[k]);
     // A non_finite_input of finite double inputs is a sum beyond the double range (below).
-    if (s == Status::non_finite_input && std::is_same<T, double>::value && g.memory == MemoryKind::host &&
-        gb.memory == MemoryKind::host && d.memory == MemoryKind::host && hd.memory == MemoryKind::host) {
+    if (s == Status::non_finite_input && widen) {
       overflow = true;
       continue;
     }
@@ -103,15 +106,15 @@ DescentDiagnostics diagnostics_impl(const MatrixRef<const T>& g, const MatrixRef
   }
   // Float inputs: every product is exact in double and no sum of them leaves its range, so the
   // double sums decide. Double inputs on the host: products may underflow (1e-200·1e-200) or a
-  // sum overflow, so where the double results are degenerate the long-double sums decide.
+  // sum overflow, so where the double results are degenerate the long-double sums decide (one
+  // more host pass over the four inputs, only then; where long double is no wider than double
+  // an underflow stays a breakdown, as on device memory).
   if constexpr (std::is_same<T, double>::value) {
-    const bool host = g.memory == MemoryKind::host && gb.memory == MemoryKind::host &&
-                      d.memory == MemoryKind::host && hd.memory == MemoryKind::host;
     const bool degenerate = overflow || r.full_dot == 0.0 || r.batch_dot == 0.0 || !(r.curvature > 0.0) ||
                             std::abs(r.full_dot) < std::numeric_limits<double>::min() ||
                             std::abs(r.batch_dot) < std::numeric_limits<double>::min() ||
                             std::abs(r.curvature) < std::numeric_limits<double>::min();
-    if (host && degenerate) {
+    if (widen && degenerate) {
       for (const MatrixRef<const T>* m : {&g, &gb, &d, &hd})
         for (index_t i = 0; i < m->rows; ++i)
           for (index_t j = 0; j < m->cols; ++j)

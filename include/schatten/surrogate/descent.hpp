@@ -33,11 +33,12 @@ struct DescentDiagnostics {
   /// product beyond the double range); breakdown when ⟨G̃, D⟩ = 0 or ⟨D, H D⟩ ≤ 0: the inner
   /// products are still reported, the ratios (γ, φ, η*, best decrease) are set to 0 because the
   /// quadratic model has no finite minimiser along D (or γ is undefined); out_of_range when an
-  /// inner product (double inputs on the host: recomputed in long double where the double sums
-  /// are 0, subnormal or ∞, so that an underflow is not taken for a breakdown) or a ratio is
-  /// beyond the double range (e.g. γ = 1e400): the ratios are 0 then, never ∞; out_of_memory
-  /// when the callback form cannot allocate H d. Any other status of a caller's
-  /// Hessian-vector product is passed through. Float inputs cannot reach out_of_range.
+  /// inner product (double inputs on the host: recomputed in long double, where it is wider than
+  /// double as on x86-64, when the double sums are 0, subnormal or ∞, so that an underflow is
+  /// not taken for a breakdown) or a ratio is beyond the double range (e.g. γ = 1e400): the
+  /// ratios are 0 then, never ∞; out_of_memory when the callback form cannot allocate H d. Any
+  /// other status of a caller's Hessian-vector product is passed through. Float inputs cannot
+  /// reach out_of_range.
   Status status = Status::ok;
   const char* message = "";
   double full_dot = 0.0;       ///< ⟨G, D⟩
