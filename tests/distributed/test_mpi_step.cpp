@@ -2124,4 +2124,46 @@ TEST_CASE("distributed.activations: Grams are summed over ranks before the crite
   CHECK(same_state(d, ref));  // the chosen p, the EMAs and the delivered Gram and sample count
 }
 
+TEST_CASE("distributed.activations: a sum over ranks that overflows is refused by name and can be dropped") {
+  // The surrogate audit's finding 2 (docs/reliability.md, Finding 51) on ranks: every rank's Gram
+  // is finite (entries 32·(2.5e18)² = 2e38) but their sum overflows on two or more ranks. The
+  // step is refused naming the activation Gram; a retry would deliver the same sums again, so
+  // clear_activations() on every rank drops them (the rank's own and the owner's delivered one),
+  // and the step then runs with p kept.
+  const std::vector<ParamSpec> ps = {{"h.w", {12, 8}}};
+  const std::vector<std::string> labels = {"smuon"};
+  SchattenMuonOptions so;
+  so.first = 1;
+  auto d = distributed::distributed_partition(world(), ps, labels, route("smuon", schatten_muon(so)));
+  const index_t tokens = 32, din = 8;
+  const std::vector<float> x(static_cast<std::size_t>(tokens * din), 2.5e18f);
+  // Before init() there are no sums.
+  CHECK(d.clear_activations("h.w") == Status::invalid_argument);
+  CHECK(d.accumulate_activations("h.w", MatrixRef<const float>(x.data(), tokens, din)) ==
+        Status::invalid_argument);
+  REQUIRE(d.init());
+  REQUIRE(d.accumulate_activations("h.w", MatrixRef<const float>(x.data(), tokens, din)) == Status::ok);
+  Model m(ps);
+  Local loc(d, m);
+  m.gradients(0);
+  loc.gradients(d, m);
+  if (world().size() >= 2) {
+    const StepReport refused = d.step(Model::ptrs(loc.w), Model::ptrs(loc.g));
+    CHECK(refused.status == Status::non_finite_input);
+    CHECK(std::string(refused.message).find("activation Gram") != std::string::npos);
+    loc.gradients(d, m);
+    // A plain retry delivers the same sums: refused again.
+    CHECK(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)).status == Status::non_finite_input);
+    loc.gradients(d, m);
+  }
+  CHECK(d.clear_activations("h.w") == Status::ok);
+  CHECK(d.clear_activations("nope") == Status::invalid_argument);
+  REQUIRE(d.step(Model::ptrs(loc.w), Model::ptrs(loc.g)));
+  const auto held = optim::schatten_p_values(d.local());  // the owner's p; the others hold none
+  const double p = held.empty() ? 0.0 : held.front().second;
+  std::int64_t owner_p = std::llround(p * 1000.0);
+  world().allreduce_max(&owner_p, 1);
+  CHECK(owner_p == 10000);  // no statistics: p kept at its start, 10
+}
+
 }  // namespace distributed_test_mpi_step

@@ -999,13 +999,13 @@ class DistributedPartition {
 
   /// Adds this rank's layer inputs X (tokens × d_in, row-major, host) of `param` to this rank's
   /// activation Gram for the coming step (not collective; the first call after a step starts a
-  /// new sum). step() then delivers to the owner the sum over ranks, in rank order, of every
-  /// rank's Gram (each accumulated as optim::accumulate_activations does), with the summed
-  /// sample count. Call it on criterion steps only, as for one process. Errors: before a
-  /// successful init(), no such parameter, a rule without statistics, d_in ≠ the parameter's
-  /// columns → invalid_argument;
-  /// NaN/Inf → non_finite_input (the sum unchanged). `workspace`: gram_accumulate()'s (keep one
-  /// for these calls, so that only the first allocates).
+  /// new sum, as does a call that finds this rank's sum overflowed). step() then delivers to
+  /// the owner the sum over ranks, in rank order, of every rank's Gram (each accumulated as
+  /// optim::accumulate_activations does), with the summed sample count. Call it on criterion
+  /// steps only, as for one process. Errors: before a successful init(), no such parameter, a
+  /// rule without statistics, d_in ≠ the parameter's columns → invalid_argument; NaN/Inf →
+  /// non_finite_input (the sum unchanged). `workspace`: gram_accumulate()'s (keep one for these
+  /// calls, so that only the first allocates).
   Status accumulate_activations(const std::string& param, MatrixRef<const float> x,
                                 Workspace* workspace = nullptr) {
     const std::ptrdiff_t i = index_of(param);
@@ -1014,7 +1014,9 @@ class DistributedPartition {
       return Status::invalid_argument;
     const auto u = static_cast<std::size_t>(i);
     const index_t d = gram_dim_[u];
-    if (gram_tag_[u] != steps_) {
+    // A new sum after a step, and in place of one that overflowed on this rank (as
+    // optim::accumulate_activations).
+    if (gram_tag_[u] != steps_ || !optim::all_finite(MatrixRef<const float>(grams_[u].data(), d, d))) {
       std::fill(grams_[u].begin(), grams_[u].end(), 0.0f);
       gram_samples_[u] = 0;
       gram_tag_[u] = steps_;
@@ -1022,6 +1024,24 @@ class DistributedPartition {
     const Status s = gram_accumulate(x, MatrixRef<float>(grams_[u].data(), d, d), workspace);
     if (s == Status::ok) gram_samples_[u] += x.rows;
     return s;
+  }
+
+  /// Drops the activation statistics of `param` for the coming step (not collective; call it on
+  /// every rank): this rank's sum, and where this rank owns `param` the sum step() delivered to
+  /// its rule (optim::clear_activations). The way on after a step refused an activation Gram
+  /// (its message names it: a sum over ranks that overflowed), whose sums a retry would deliver
+  /// again: the criterion then keeps p, or accumulate_activations() gives it new statistics.
+  /// Errors: before a successful init(), no such parameter or a rule without statistics →
+  /// invalid_argument. Cost: d_in² writes on the owner.
+  Status clear_activations(const std::string& param) {
+    const std::ptrdiff_t i = index_of(param);
+    if (!initialized() || i < 0 || gram_dim_[static_cast<std::size_t>(i)] == 0)
+      return Status::invalid_argument;
+    const auto u = static_cast<std::size_t>(i);
+    gram_tag_[u] = -1;
+    gram_samples_[u] = 0;
+    if (local_ && owner_[u] == comm_.rank()) return optim::clear_activations(*local_, param);
+    return Status::ok;
   }
 
   /// True after a successful init() (the same on every rank).
