@@ -21,7 +21,9 @@ void merge_parts(const std::vector<std::vector<char>>& parts, io::FieldSet& all)
     io::FieldSet f;
     if (!deserialize(b, f, nullptr)) continue;  // written by serialize() of the same build
     for (auto& [name, value] : f) {
-      auto [at, fresh] = all.emplace(name, value);
+      // Moved in, not copied (detail::copied says why); try_emplace leaves `value` alone when
+      // the name is there already.
+      auto [at, fresh] = all.try_emplace(name, std::move(value));
       if (fresh) continue;
       // A field of a parameter stepped by rows, held by several ranks: its buffers are the
       // ranks' rows, appended in rank order; its scalars are equal everywhere (the lowest

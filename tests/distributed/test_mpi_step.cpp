@@ -31,6 +31,7 @@
 #include "support/allocations.hpp"
 #include "support/attention.hpp"
 #include "support/failing_rule.hpp"
+#include "support/sanitizers.hpp"
 #include "support/seed.hpp"
 
 namespace distributed_test_mpi_step {  // this file's scope in a unity build (tests/CMakeLists.txt)
@@ -41,18 +42,7 @@ using schatten::distributed::Layout;
 
 namespace {
 
-/// Whether AddressSanitizer instruments this build (g++ defines the macro, clang the feature).
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kAddressSanitizer = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kAddressSanitizer = true;
-#else
-constexpr bool kAddressSanitizer = false;
-#endif
-#else
-constexpr bool kAddressSanitizer = false;
-#endif
+using schatten::test::kAddressSanitizer;
 
 distributed::Communicator world() { return distributed::Communicator::world(); }
 

@@ -1619,6 +1619,15 @@ void columns_into_place(const P& p, io::FieldSet& all) {
     *v = std::move(whole);
   }
 }
+/// A copy of a field value whose buffer is copied outside the variant and then moved in. Copying
+/// the variant itself is not safe under heap exhaustion with libstdc++ 12: when the vector's copy
+/// throws, the half-built variant's destructor visits an alternative that was never constructed
+/// (UBSan: "execution reached an unreachable program point"; the variant counts itself never
+/// valueless). Scalars are copied as they are (that copy cannot throw).
+inline io::FieldValue copied(const io::FieldValue& v) {
+  if (const auto* f = std::get_if<std::vector<float>>(&v)) return io::FieldValue(std::vector<float>(*f));
+  return v;
+}
 /// A DistributedPartition's local part as io::restore sees it (copies share the partition:
 /// load_checkpoint keeps its own snapshot for the all-or-nothing rule).
 template <class P>
@@ -1750,8 +1759,8 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
     const io::FieldSet none;
     for (const auto& [name, value] : problem.empty() ? all : none) {
       if (name == "_partition/skipped_steps") {
-        mine[name] = value;
-        replicas[name] = value;
+        mine[name] = detail::copied(value);
+        replicas[name] = detail::copied(value);
         continue;
       }
       const std::ptrdiff_t i = detail::param_of_field(p.params(), name);
@@ -1760,9 +1769,9 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
         continue;
       }
       if (owners[static_cast<std::size_t>(i)] == comm.rank()) {
-        mine[name] = value;
+        mine[name] = detail::copied(value);
       } else if (p.unreduced(static_cast<std::size_t>(i))) {
-        replicas[name] = value;
+        replicas[name] = detail::copied(value);
       } else if (p.by_rows(static_cast<std::size_t>(i))) {  // this rank's rows, block or run of each buffer
         const auto k = static_cast<std::size_t>(i);
         const RowRange e = p.element_range(k), c = p.column_range(k);
@@ -1770,7 +1779,7 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
         if (e.size() == 0 || c.size() == 0) continue;  // nothing here: no state here
         const auto* whole = std::get_if<std::vector<float>>(&value);
         if (!whole) {
-          mine[name] = value;
+          mine[name] = detail::copied(value);
         } else if (static_cast<index_t>(whole->size()) != s.size()) {
           if (problem.empty())
             problem = "the checkpoint's field '" + name + "' has " + std::to_string(whole->size()) +
