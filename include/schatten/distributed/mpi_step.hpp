@@ -1334,8 +1334,8 @@ class DistributedPartition {
   /// What init() compares across the ranks (setting_hashes()), as its refusal names it.
   static constexpr std::size_t kCompared = 6;
   static constexpr const char* kComparedWhat[kCompared] = {
-      "the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds), the layouts, the owner "
-      "choice or the transfer cost",
+      ("the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds), the layouts, the owner "
+       "choice or the transfer cost"),
       "the parameters' names or shapes",
       "the labels",
       "the routes (their rules and hyper-parameters: signature())",
