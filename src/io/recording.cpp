@@ -140,6 +140,24 @@ int posix_descriptor(hid_t file) {
   return *static_cast<int*>(handle);
 }
 
+/// Allocates disk for [offset, offset + bytes) of the file open as `fd` (growing it), the length
+/// clamped to what off_t holds. 0 on success or where the file system cannot allocate ahead (no
+/// fallocate: nothing is reserved), else the errno (ENOSPC, EFBIG).
+int allocate_disk(int fd, std::uint64_t offset, std::uint64_t bytes) {
+  const std::uint64_t limit = std::uint64_t(std::numeric_limits<off_t>::max()) - offset;
+  const off_t length = off_t(std::min<std::uint64_t>(bytes, limit));
+#ifdef __linux__
+  int r;
+  do {
+    r = ::fallocate(fd, 0, off_t(offset), length) == 0 ? 0 : errno;
+  } while (r == EINTR);
+  return r == EOPNOTSUPP || r == ENOSYS ? 0 : r;
+#else
+  const int r = ::posix_fallocate(fd, off_t(offset), length);
+  return r == EINVAL ? 0 : r;
+#endif
+}
+
 /// Allocates disk for `bytes` past the end of HDF5's allocation in `file` (H5Fget_filesize: the
 /// end of the allocated address space, which HDF5's writes never pass). 0 on success, else the
 /// errno (ENOSPC, EFBIG). A file system without fallocate is not reserved (0).
@@ -147,18 +165,7 @@ int reserve_disk(hid_t file, std::uint64_t bytes) {
   const int fd = posix_descriptor(file);
   hsize_t end = 0;
   if (fd < 0 || H5Fget_filesize(file, &end) < 0 || bytes == 0) return 0;
-  const std::uint64_t limit = std::uint64_t(std::numeric_limits<off_t>::max()) - end;
-  const off_t length = off_t(std::min<std::uint64_t>(bytes, limit));
-#ifdef __linux__
-  int r;
-  do {
-    r = ::fallocate(fd, 0, off_t(end), length) == 0 ? 0 : errno;
-  } while (r == EINTR);
-  return r == EOPNOTSUPP || r == ENOSYS ? 0 : r;
-#else
-  const int r = ::posix_fallocate(fd, off_t(end), length);
-  return r == EINVAL ? 0 : r;
-#endif
+  return allocate_disk(fd, end, bytes);
 }
 
 /// Before HDF5 creates `path`: creates it (truncating, as HDF5 then does) and allocates `bytes`
@@ -171,16 +178,7 @@ int probe_disk(const std::string& path, std::uint64_t bytes, bool& opened) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   opened = fd >= 0;
   if (fd < 0) return 0;
-  int r;
-#ifdef __linux__
-  do {
-    r = ::fallocate(fd, 0, 0, off_t(bytes)) == 0 ? 0 : errno;
-  } while (r == EINTR);
-  if (r == EOPNOTSUPP || r == ENOSYS) r = 0;
-#else
-  r = ::posix_fallocate(fd, 0, off_t(bytes));
-  if (r == EINVAL) r = 0;
-#endif
+  const int r = allocate_disk(fd, 0, bytes);
   ::close(fd);
   if (r != 0) std::remove(path.c_str());
   return r;
