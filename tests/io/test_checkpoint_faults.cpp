@@ -30,6 +30,7 @@
 #include "io/checkpoint_writer.hpp"
 #include "schatten/core/random.hpp"
 #include "schatten/io/checkpoint.hpp"
+#include "support/child.hpp"
 #include "support/seed.hpp"
 
 extern char** environ;
@@ -105,30 +106,7 @@ std::string attempt_write(const std::string& path, std::vector<float> w, std::in
   return std::string(to_string(s)) + ": " + error;
 }
 
-/// Runs `body` in a forked child and returns what it wrote to the pipe plus its exit code.
-/// The child leaves with _exit: no atexit handlers (Kokkos finalisation) run twice.
-template <class F>
-std::pair<std::string, int> in_child(F body) {
-  int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    const std::string out = body();
-    (void)!write(fds[1], out.data(), out.size());
-    _exit(0);
-  }
-  close(fds[1]);
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;)
-    out.append(buf, static_cast<std::size_t>(n));
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)};
-}
+using schatten::test::in_child;
 
 /// Drops every capability of the calling process (root included loses CAP_DAC_OVERRIDE, so
 /// directory permissions apply to it). Dropping is always permitted.

@@ -23,6 +23,7 @@
 
 #include "schatten/core/random.hpp"
 #include "schatten/io/recording.hpp"
+#include "support/child.hpp"
 #include "support/seed.hpp"
 
 namespace io_test_recording {  // this file's scope in a unity build (tests/CMakeLists.txt)
@@ -41,32 +42,12 @@ std::string temp_path(const std::string& name) {
   return p.string();
 }
 
-/// Runs `body` in a forked child and returns the text it returned; the child leaves with
-/// _exit (no atexit handlers, such as Kokkos' finalisation, run twice) and must exit normally.
+/// support/child.hpp's in_child, for a child that must exit normally: what it returned.
 template <class F>
 std::string in_child(F body) {
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    const std::string out = body();
-    (void)!::write(fds[1], out.data(), out.size());
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
-    out.append(buf, std::size_t(n));
-  ::close(fds[0]);
-  int wstatus = 0;
-  REQUIRE(::waitpid(pid, &wstatus, 0) == pid);
+  const auto [out, code] = schatten::test::in_child(body);
   CAPTURE(out);
-  REQUIRE(WIFEXITED(wstatus));
-  REQUIRE(WEXITSTATUS(wstatus) == 0);
+  REQUIRE(code == 0);
   return out;
 }
 
