@@ -45,9 +45,10 @@ std::string temp_path(const std::string& name) {
 /// support/child.hpp's in_child, for a child that must exit normally: what it returned.
 template <class F>
 std::string in_child(F body) {
-  const auto [out, code] = schatten::test::in_child(body);
+  const std::pair<std::string, int> result = schatten::test::in_child(body);
+  const std::string& out = result.first;  // (not a structured binding: CAPTURE's lambda takes it)
   CAPTURE(out);
-  REQUIRE(code == 0);
+  REQUIRE(result.second == 0);
   return out;
 }
 
