@@ -1681,7 +1681,8 @@ TEST_CASE("distributed.partition: settings that differ between the ranks are ref
   // What only the last rank sets otherwise: plan() would refuse there alone (a label too many, a
   // label no route serves, a clip with shards, a shape the row bounds do not fit) and leave the
   // others waiting, or the step would exchange arrays of other sizes, or step with other
-  // hyper-parameters or another policy. Refused by init() on every rank, saying what differs.
+  // hyper-parameters, another policy, or other batching or prechecks (a failed step copying states
+  // back on some ranks only). Refused by init() on every rank, saying what differs.
   // On one rank there is nothing to differ from: each refuses for its own reason or passes.
   const bool odd = world().rank() == world().size() - 1, several = world().size() > 1;
   struct Variant {
@@ -1695,6 +1696,9 @@ TEST_CASE("distributed.partition: settings that differ between the ranks are ref
                               {"shape the row bounds do not fit", "names or shapes", true},
                               {"replicated shape", "names or shapes", false},
                               {"learning rate", "the routes", false},
+                              {"batching", "batching or prechecks", false},
+                              {"batch group", "batching or prechecks", false},
+                              {"prechecks", "batching or prechecks", false},
                               {"non-finite policy", "the non-finite policy", false}};
   for (const Variant& v : variants) {
     CAPTURE(v.name);
@@ -1717,6 +1721,9 @@ TEST_CASE("distributed.partition: settings that differ between the ranks are ref
     }
     if (odd && which == "clip with row shards") d.set_global_clip(1.0);
     if (odd && which == "non-finite policy") d.set_non_finite_policy(NonFinitePolicy::skip);
+    if (odd && which == "batching") d.set_batching(false);
+    if (odd && which == "batch group") d.set_batching(true, 3);
+    if (odd && which == "prechecks") d.set_prechecks(false);
     const StepReport r = d.init();
     CHECK(same_report_everywhere(r));
     if (several || v.refused_alone) {

@@ -223,12 +223,11 @@ struct Fnv {
 ///
 /// **The same on every rank.** init() compares across the ranks (hashes, one all-reduce) the
 /// parameters' names and shapes, the labels, the routes' signature() (rules and
-/// hyper-parameters), the global clip, the non-finite policy, the layouts and bounds, the owner
-/// choice and the transfer cost, and refuses a difference on every rank (invalid_argument, the
-/// message naming what differs); the clip and the policy, which may change after init(), are
-/// compared again at every step, in the step's first all-reduce. Any refusal of init() or a
-/// step is agreed: every rank returns the same status, parameter and message (the lowest
-/// failing rank's).
+/// hyper-parameters), the owners' batching and prechecks, the global clip, the non-finite policy,
+/// the layouts and bounds, the owner choice and the transfer cost, and refuses a difference on every rank
+/// (invalid_argument, the message naming what differs); the clip and the policy, which may change after
+/// init(), are compared again at every step, in the step's first all-reduce. Any refusal of init() or a step
+/// is agreed: every rank returns the same status, parameter and message (the lowest failing rank's).
 ///
 /// **Assignment.** init() gives each parameter an owner rank: greedy longest-processing-time
 /// over the cost model (default_cost(): polar flops for matrix-function routes, a memory-bound
@@ -358,7 +357,8 @@ class DistributedPartition {
   /// refuses owners that differ) and a finite cost ≥ 0 for every parameter (else init() refuses,
   /// on every rank).
   void set_cost_model(CostModel m) { cost_ = std::move(m); }
-  /// optim::Partition::set_batching for the owners' local partitions (before init()).
+  /// optim::Partition::set_batching for the owners' local partitions (before init()). The same
+  /// on every rank (init() refuses a difference on every rank).
   void set_batching(bool on, std::size_t max_group = 16) {
     batching_ = on;
     max_group_ = max_group;
@@ -368,7 +368,8 @@ class DistributedPartition {
   void set_non_finite_policy(optim::NonFinitePolicy p) { policy_ = p; }
   /// optim::Partition::set_prechecks for the owners' local partitions (before init()): off, the
   /// prechecked routes' states are copied too, and a step is all or nothing across the ranks
-  /// under host allocation failure as well.
+  /// under host allocation failure as well. The same on every rank (init() refuses a difference
+  /// on every rank: a step's failure would otherwise copy states back on some ranks only).
   void set_prechecks(bool on) { prechecks_ = on; }
   /// optim::Partition::set_global_clip (replicated layouts only, see the class comment). The
   /// same on every rank. init() and each step refuse, on every rank, a NaN or negative clip, a
@@ -1332,13 +1333,14 @@ class DistributedPartition {
     return differ;
   }
   /// What init() compares across the ranks (setting_hashes()), as its refusal names it.
-  static constexpr std::size_t kCompared = 6;
+  static constexpr std::size_t kCompared = 7;
   static constexpr const char* kComparedWhat[kCompared] = {
       ("the shard bounds (set_row_bounds, set_column_bounds, set_flat_bounds), the layouts, the owner "
        "choice or the transfer cost"),
       "the parameters' names or shapes",
       "the labels",
       "the routes (their rules and hyper-parameters: signature())",
+      "the owners' batching or prechecks (set_batching, set_prechecks)",
       "the global clip (set_global_clip)",
       "the non-finite policy (set_non_finite_policy)"};
   /// The clip and the policy (kComparedWhat's last two), hashed: step() compares them again,
@@ -1376,8 +1378,11 @@ class DistributedPartition {
     for (const std::string& l : labels_)
       f[2].mix(l);
     f[3].mix(signature());
+    f[4].mix(batching_ ? 1 : 0);
+    f[4].mix(batching_ ? max_group_ : 0);  // the group size means nothing unbatched
+    f[4].mix(prechecks_ ? 1 : 0);
     const std::array<std::uint64_t, 2> later = step_settings();
-    return {f[0].h, f[1].h, f[2].h, f[3].h, later[0], later[1]};
+    return {f[0].h, f[1].h, f[2].h, f[3].h, f[4].h, later[0], later[1]};
   }
   /// The refusal's message for `differ` (differing()'s bits, bit c for kComparedWhat[first + c]),
   /// in step_message_: nothing allocates.
