@@ -223,11 +223,12 @@ struct Fnv {
 ///
 /// **The same on every rank.** init() compares across the ranks (hashes, one all-reduce) the
 /// parameters' names and shapes, the labels, the routes' signature() (rules and
-/// hyper-parameters), the owners' batching and prechecks, the global clip, the non-finite policy,
-/// the layouts and bounds, the owner choice and the transfer cost, and refuses a difference on every rank
-/// (invalid_argument, the message naming what differs); the clip and the policy, which may change after
-/// init(), are compared again at every step, in the step's first all-reduce. Any refusal of init() or a step
-/// is agreed: every rank returns the same status, parameter and message (the lowest failing rank's).
+/// hyper-parameters), the owners' batching and prechecks, the global clip, the non-finite
+/// policy, the layouts and bounds, the owner choice and the transfer cost, and refuses a
+/// difference on every rank (invalid_argument, the message naming what differs); the clip and
+/// the policy, which may change after init(), are compared again at every step, in the step's
+/// first all-reduce. Any refusal of init() or a step is agreed: every rank returns the same
+/// status, parameter and message (the lowest failing rank's).
 ///
 /// **Assignment.** init() gives each parameter an owner rank: greedy longest-processing-time
 /// over the cost model (default_cost(): polar flops for matrix-function routes, a memory-bound
