@@ -18,7 +18,8 @@ namespace schatten {
 class Runtime {
  public:
   Runtime();
-  /// Forwards Kokkos' command-line options (--kokkos-num-threads=..., ...).
+  /// Forwards Kokkos' command-line options (--kokkos-threads=N on Kokkos 3.4,
+  /// --kokkos-num-threads=N on 4.x, ...).
   Runtime(int& argc, char* argv[]);
   ~Runtime();
   Runtime(const Runtime&) = delete;
@@ -32,7 +33,7 @@ class Runtime {
 };
 
 /// One line describing the execution space, Kokkos version and memory space in use, e.g.
-/// "Kokkos 3.4.1 Serial (HostSpace)". Initialises the runtime if needed.
+/// "Kokkos 3.4.1 Serial (Host)". Initialises the runtime if needed.
 std::string runtime_description();
 
 namespace detail {

@@ -14,7 +14,8 @@ enum class Status {
   ok = 0,
   invalid_argument,  ///< shapes, strides or options are inconsistent (message says which)
   non_finite_input,  ///< the input contains NaN or +-Inf
-  unsupported,       ///< valid request this build cannot serve (e.g. bf16 on a CPU build)
+  unsupported,       ///< valid request this build or method cannot serve (e.g. QDWH iterating in
+                     ///< bf16; precision_supported() in polar.hpp says which)
   not_converged,     ///< an iterative method hit its iteration limit (output still written)
   breakdown,         ///< a factorisation broke down: the input is too ill-conditioned for the
                      ///< chosen precision (nothing written)
