@@ -171,6 +171,13 @@ int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   // Every rank parses the same command line (bench/cli.hpp); a bad one is refused on every
   // rank (exit 2).
+  if (bench::wants_help(argc, argv)) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) std::fputs(bench::mpi_bench_usage(), stdout);
+    MPI_Finalize();
+    return 0;
+  }
   bench::MpiBenchArgs args;
   const std::string error = bench::parse_mpi_bench_args(argc, argv, args);
   if (!error.empty()) {

@@ -58,8 +58,15 @@ std::string missing(const char* opt) { return std::string(opt) + " needs a value
 
 }  // namespace
 
+bool wants_help(int argc, const char* const* argv) {
+  for (int i = 1; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) return true;
+  return false;
+}
+
 const char* report_usage() {
-  return "usage: schatten-polar-report [--out DIR] [--quick] [--reps N]\n"
+  return "usage: schatten-polar-report [--out DIR] [--quick] [--reps N] [--shape RxC ...]\n"
+         "                             [--method M ...] [--lowp bf16|fp16] [--help]\n"
          "  --out DIR   where polar_report.csv goes (default ./polar_report)\n"
          "  --quick     only the 768x768 and 768x3072 shapes\n"
          "  --reps N    timed repetitions per case, median reported (default 3)\n"
@@ -106,6 +113,13 @@ std::string parse_report_args(int argc, const char* const* argv, ReportArgs& arg
   return {};
 }
 
+const char* qdwh_file_usage() {
+  return "usage: schatten-qdwh-file FILE ROWS COLS [--float] [--reps N] [--help]\n"
+         "  FILE      ROWS x COLS little-endian doubles, row-major (bench/gpu/jax_qdwh.py writes one)\n"
+         "  --float   run QDWH on the matrix rounded to float\n"
+         "  --reps N  timed calls after one warm-up, median reported (default 3)\n";
+}
+
 std::string parse_qdwh_file_args(int argc, const char* const* argv, QdwhFileArgs& args) {
   if (argc < 4) return "usage: schatten-qdwh-file FILE ROWS COLS [--float] [--reps N]";
   args.file = argv[1];
@@ -131,7 +145,8 @@ std::string parse_qdwh_file_args(int argc, const char* const* argv, QdwhFileArgs
 const char* mpi_bench_usage() {
   return "usage: schatten-bench-mpi [--steps N] [--layout replicated|sharded|columns|flat|unreduced] "
          "[--owners "
-         "balanced|held|transfer] [--transfer-cost X|measure|pairs] [--iterations K] [--cut] [--dion F]\n";
+         "balanced|held|transfer] [--transfer-cost X|measure|pairs] [--iterations K] [--cut] [--dion F] "
+         "[--help]\n";
 }
 
 std::string parse_mpi_bench_args(int argc, const char* const* argv, MpiBenchArgs& args) {

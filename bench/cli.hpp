@@ -14,6 +14,10 @@
 
 namespace schatten::bench {
 
+/// True when argv[1..argc-1] holds `--help` or `-h`: the tools then print their usage text on
+/// stdout and exit with status 0, whatever else the command line holds.
+bool wants_help(int argc, const char* const* argv);
+
 /// Largest side a tool accepts, and largest element count of one matrix (2^30 doubles = 8 GiB):
 /// beyond these an allocation of rows·cols elements would overflow or cannot succeed, so they are
 /// refused as bad arguments instead of failing later.
@@ -48,6 +52,9 @@ struct QdwhFileArgs {
 
 /// Parses argv like parse_report_args (same number rules); unknown options are errors.
 std::string parse_qdwh_file_args(int argc, const char* const* argv, QdwhFileArgs& args);
+
+/// The usage text of schatten-qdwh-file.
+const char* qdwh_file_usage();
 
 /// Options of schatten-bench-mpi (see its file comment and mpi_bench_usage()).
 struct MpiBenchArgs {

@@ -11,9 +11,11 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "schatten/core/random.hpp"
@@ -31,7 +33,23 @@ Eigen::MatrixXf gaussian(Eigen::Index r, Eigen::Index c, schatten::Rng& rng) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1;
+  // One optional argument, the seed (a whole decimal number; default 1). Anything else, --help
+  // included, used to run the whole measurement with seed 0 (strtoull's answer for no number).
+  const char* const usage = "usage: schatten-low-rank-floor [SEED]   (SEED: a whole number, default 1)\n";
+  if (argc > 1 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
+    std::fputs(usage, stdout);
+    return 0;
+  }
+  std::uint64_t seed = 1;
+  if (argc > 1) {
+    char* end = nullptr;
+    errno = 0;
+    seed = std::strtoull(argv[1], &end, 10);
+    if (argc > 2 || argv[1][0] == '\0' || argv[1][0] == '-' || *end != '\0' || errno != 0) {
+      std::fprintf(stderr, "schatten-low-rank-floor: bad argument '%s'\n%s", argv[argc > 2 ? 2 : 1], usage);
+      return 2;
+    }
+  }
   struct Case {
     Eigen::Index l, s, rank, k;
   };

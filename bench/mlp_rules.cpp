@@ -54,6 +54,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <memory>
@@ -480,19 +481,24 @@ void tables(const Task& task, int seeds, int steps, int which) {
   if (which == 4) table_fixed_p(task, seeds, steps, {Change::step, Change::direction});
 }
 
+const char* const kUsage =
+    "usage: schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv [--whiten] "
+    "[--full-grams] | --text DIR] "
+    "[--seeds 1..10000] [--steps 1..1000000] [--table 1|2|3|4] [--per-seed] "
+    "[--weight-decay L (with --table 1 or 2)] [--help]\n";
+
 int usage(const char* arg) {
-  std::fprintf(stderr,
-               "schatten-mlp-rules: bad argument '%s'\n"
-               "usage: schatten-mlp-rules [--model digits|charlm] [--data data/digits.csv [--whiten] "
-               "[--full-grams] | --text DIR] "
-               "[--seeds 1..10000] [--steps 1..1000000] [--table 1|2|3|4] [--per-seed] "
-               "[--weight-decay L (with --table 1 or 2)]\n",
-               arg);
+  std::fprintf(stderr, "schatten-mlp-rules: bad argument '%s'\n%s", arg, kUsage);
   return 2;
 }
 }  // namespace
 
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)  // before Kokkos, which would print its own help first
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
   schatten::Runtime runtime(argc, argv);
   std::string model = "digits", data = "data/digits.csv", text_dir = "/usr/share/common-licenses";
   int seeds = 10, steps = 0, table = 0;

@@ -65,6 +65,10 @@ void print_row(const Row& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (wants_help(argc, argv)) {  // before Kokkos, which would print its own help first
+    std::fputs(report_usage(), stdout);
+    return 0;
+  }
   Runtime runtime(argc, argv);
   ReportArgs args;
   if (const std::string error = parse_report_args(argc, argv, args); !error.empty()) {

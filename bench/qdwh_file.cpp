@@ -65,6 +65,10 @@ int run(const std::vector<double>& host, index_t r, index_t c, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (wants_help(argc, argv)) {  // before Kokkos, which would print its own help first
+    std::fputs(qdwh_file_usage(), stdout);
+    return 0;
+  }
   Runtime runtime(argc, argv);
   QdwhFileArgs args;
   if (const std::string error = parse_qdwh_file_args(argc, argv, args); !error.empty()) {
