@@ -28,8 +28,10 @@ struct QdwhOptions {
   /// iteration until they catch up, about log₃ of the overestimate in extra iterations (l₀ = 0.5
   /// for κ = 1e6: 15 iterations against 5), and not_converged once that passes max_iterations.
   double lower_bound = -1.0;
-  /// Iteration cap (each iteration is one QR-type or Cholesky-type step). Reaching it returns
-  /// Status::not_converged with the iterate written.
+  /// Iteration cap (each iteration is one QR-type or Cholesky-type step), 1 … 100. Reaching it
+  /// returns Status::not_converged with the iterate written. Default 16 [P], where JAX's is 10
+  /// (algorithms.md §3.4): a converging run needs at most 6 in double, and the margin is for an
+  /// l₀ that is too large (above: 15 iterations for κ = 1e6 at l₀ = 0.5).
   int max_iterations = 16;
   /// Finish with one Newton–Schulz step U ← (3U − U UᵀU)/2 (JAX, Elemental).
   bool polish = true;

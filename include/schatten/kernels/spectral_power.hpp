@@ -254,10 +254,10 @@ struct SpectralClipOptions {
 /// itself without an upper bound. out = U_p·clip(H). With a lower bound and floor > 0, the
 /// singular values below floor·‖A‖₂ are kept (g = H + (clip(H) − H)·½(I + sign(H − φI))).
 ///
-/// Preconditions, bad input and memory: as polar(); a NaN, negative or inverted bound is
-/// invalid_argument. Cost per matrix (m = max, k = min): QDWH (qdwh.hpp) + 2mk² for H + per
-/// bound (and for the floor) one QDWH of a k × k matrix in double and k³ for the product +
-/// 2mk² for U_p·clip(H).
+/// Preconditions, bad input and memory: as polar(); a NaN or infinite `lower` (≤ 0 is no lower
+/// bound), an `upper` that is NaN or ≤ 0, or lower > upper is invalid_argument. Cost per matrix
+/// (m = max, k = min): QDWH (qdwh.hpp) + 2mk² for H + per bound (and for the floor) one QDWH of
+/// a k × k matrix in double and k³ for the product + 2mk² for U_p·clip(H).
 /// Accuracy (tests/kernels/test_spectral_power.cpp): u_iᵀ out v_i within 1e-12·σ_max of
 /// clip(σ_i) in double and 1e-5·σ_max in float (measured 6e-16 and 7e-8 at k = 64 and 80), the
 /// singular vectors those of A (leakage between directions 6e-15 and 1.3e-6 of σ_max·√k);
