@@ -22,9 +22,10 @@ using index_t = std::ptrdiff_t;
 
 /// Floating-point formats a kernel can store or iterate in.
 ///
-/// `automatic` means "the precision of the input". bf16 and fp16 are iteration precisions of the
-/// Newton–Schulz family on CUDA builds (schatten::precision_supported() says where); elsewhere
-/// the kernels reject them with Status::unsupported.
+/// `automatic` means "the precision of the input". bf16 and fp16 are iteration precisions of
+/// newton_schulz and polar_express on every build (cuBLAS on CUDA, a portable Kokkos GEMM
+/// elsewhere); the other methods reject them with Status::unsupported
+/// (schatten::precision_supported() says which).
 enum class Precision { automatic, bf16, fp16, fp32, fp64 };
 
 /// Where the memory behind a pointer lives.
