@@ -2378,7 +2378,14 @@ int schatten_replay_main(int argc, char** argv) {
       if (H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == 0) H5close();  // else the OS cleans up
     }
   } close_hdf5;
-  schatten::Runtime runtime(argc, argv);
+  // Kokkos reads --help too, and its initialize() printed its own page of options before the
+  // tool's usage; the usage needs no Kokkos, so with --help or -h the runtime is left to start
+  // on first use (a plain-array call initialises it then).
+  const bool help = std::any_of(argv + 1, argv + argc, [](const char* a) {
+    return !std::strcmp(a, "--help") || !std::strcmp(a, "-h");
+  });
+  std::unique_ptr<schatten::Runtime> runtime;
+  if (!help) runtime = std::make_unique<schatten::Runtime>(argc, argv);
   Options o;
   std::string tmp;
   try {

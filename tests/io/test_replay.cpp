@@ -1653,6 +1653,22 @@ TEST_SUITE("io.replay") {
     fs::remove(rec);
   }
 
+  TEST_CASE("replay: --help prints the tool's usage first, on stdout, with exit status 0") {
+    // Kokkos' initialize() reads --help too and printed its own page of options (40 lines) before
+    // the usage that the README points users to.
+    for (const char* flag : {"--help", "-h"}) {
+      CAPTURE(flag);
+      const std::string text = temp_path("help.txt");
+      REQUIRE(run_replay(std::string(flag) + " > " + text) == 0);
+      std::ifstream in(text);
+      std::string first;
+      std::getline(in, first);
+      CHECK(first.rfind("usage: schatten-replay RECORDING --optimizer SPEC", 0) == 0);
+      CHECK(replay_stderr().empty());
+      fs::remove(text);
+    }
+  }
+
   TEST_CASE("replay: bad command lines and bad recordings fail with a message and no output") {
     const std::string rec = temp_path("rec2.h5"), out = temp_path("out2.h5");
     write_recording(rec);
