@@ -58,19 +58,51 @@ double CoefficientSchedule::apply(double x, int iterations) const {
   return x;
 }
 
+namespace {
+
+/// The coefficients of a schedule's first `iterations` rows, (a, b, c) after (a, b, c), read in
+/// place: max_abs() looks its cache up with this, so that a lookup allocates nothing (the
+/// kernels call it on every call with an output factor, spectral_power's polynomial method).
+struct RowCoefficients {
+  const CoefficientSchedule* schedule;
+  int iterations;
+  std::size_t size() const { return 3 * static_cast<std::size_t>(std::max(iterations, 0)); }
+  double operator[](std::size_t i) const {
+    const OddQuintic& q = schedule->at(static_cast<int>(i / 3));
+    return i % 3 == 0 ? q.a : i % 3 == 1 ? q.b : q.c;
+  }
+};
+
+/// Lexicographic order of coefficient sequences (std::vector's operator<), across the stored
+/// keys and RowCoefficients.
+struct CoefficientsLess {
+  using is_transparent = void;
+  template <class A, class B>
+  bool operator()(const A& a, const B& b) const {
+    const std::size_t n = std::min(a.size(), b.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      if (a[i] < b[i]) return true;
+      if (b[i] < a[i]) return false;
+    }
+    return a.size() < b.size();
+  }
+};
+
+}  // namespace
+
 double CoefficientSchedule::max_abs(int iterations) const {
   // The key is the coefficients of the rows applied, so equal tables share an entry whatever
   // their names, and a changed table never reuses a stale one.
-  std::vector<double> key;
-  key.reserve(3 * static_cast<std::size_t>(std::max(iterations, 0)));
-  for (int t = 0; t < iterations; ++t)
-    key.insert(key.end(), {at(t).a, at(t).b, at(t).c});
+  const RowCoefficients rows{this, iterations};
   static std::mutex mutex;
-  static std::map<std::vector<double>, double> cache;
+  static std::map<std::vector<double>, double, CoefficientsLess> cache;
   {
     std::lock_guard<std::mutex> lock(mutex);
-    if (auto it = cache.find(key); it != cache.end()) return it->second;
+    if (auto it = cache.find(rows); it != cache.end()) return it->second;
   }
+  std::vector<double> key(rows.size());
+  for (std::size_t i = 0; i < key.size(); ++i)
+    key[i] = rows[i];
   double bound = 0.0;
   for (int i = 0; i <= 4096; ++i) {
     bound = std::max(bound, std::fabs(apply(i / 4096.0, iterations)));

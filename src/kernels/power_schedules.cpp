@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <utility>
 
 #include "schatten/kernels/spectral_power.hpp"
@@ -61,6 +62,34 @@ const double* table_row(int steps, double alpha) {
   }
 }
 
+// The error measurement (4000·T polynomial evaluations) is cached per (α, T): an optimizer asks
+// for the same (α, T) every step. Bounded: cleared when it holds 4096 entries. A lookup
+// allocates nothing.
+struct LogErrorCache {
+  std::mutex mutex;
+  std::map<std::pair<double, int>, double> entries;
+};
+LogErrorCache& log_errors() {
+  static LogErrorCache cache;
+  return cache;
+}
+
+bool cached_log_error(double alpha, int steps, double& out) {
+  LogErrorCache& c = log_errors();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  const auto it = c.entries.find(std::make_pair(alpha, steps));
+  if (it == c.entries.end()) return false;
+  out = it->second;
+  return true;
+}
+
+void store_log_error(double alpha, int steps, double log_error) {
+  LogErrorCache& c = log_errors();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  if (c.entries.size() >= 4096) c.entries.clear();
+  c.entries.emplace(std::make_pair(alpha, steps), log_error);
+}
+
 }  // namespace
 
 bool polynomial_power_steps_tabulated(int steps) { return table_row(steps, 0.0) != nullptr; }
@@ -69,10 +98,6 @@ Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out) {
   if (!(alpha >= 0.0 && alpha <= 1.0)) return Status::invalid_argument;
   const double* rows = table_row(steps, alpha);
   if (rows == nullptr) return Status::invalid_argument;
-  // The error measurement (4000·T polynomial evaluations) is cached: an optimizer asks for the
-  // same (α, T) every step. Bounded: cleared when it holds 4096 entries.
-  static std::mutex mutex;
-  static std::map<std::pair<double, int>, double> cache;
   PowerSchedule r;
   r.alpha = alpha;
   r.lower = kLower;
@@ -83,20 +108,9 @@ Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out) {
   r.schedule.normalization = Normalization{};  // Frobenius, safety 1, eps 0: the fit assumes σ ≤ ‖A‖_F
   for (int t = 0; t < steps; ++t)
     r.schedule.steps.push_back(OddQuintic{rows[3 * t], rows[3 * t + 1], rows[3 * t + 2]});
-  const auto key = std::make_pair(alpha, steps);
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (auto it = cache.find(key); it != cache.end()) {
-      r.log_error = it->second;
-      out = std::move(r);
-      return Status::ok;
-    }
-  }
-  r.log_error = measure_log_error(r.schedule, alpha, steps);
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (cache.size() >= 4096) cache.clear();
-    cache.emplace(key, r.log_error);
+  if (!cached_log_error(alpha, steps, r.log_error)) {
+    r.log_error = measure_log_error(r.schedule, alpha, steps);
+    store_log_error(alpha, steps, r.log_error);
   }
   out = std::move(r);
   return Status::ok;
@@ -121,6 +135,50 @@ Status polynomial_power_polar_options(const SpectralPowerOptions& options, Polar
   out = std::move(po);
   return Status::ok;
 }
+
+namespace detail {
+
+Status cached_polynomial_power_polar_options(const SpectralPowerOptions& options, const PolarOptions*& out,
+                                             double* relative_error) {
+  if (options.method != SpectralPowerMethod::polynomial || check_spectral_power_options(options) != nullptr ||
+      !(options.alpha >= 0.0 && options.alpha <= 1.0))
+    return Status::invalid_argument;
+  const double* rows = table_row(options.polynomial_steps, options.alpha);
+  if (rows == nullptr) return Status::invalid_argument;
+  double log_error = 0.0;
+  if (relative_error != nullptr && !cached_log_error(options.alpha, options.polynomial_steps, log_error)) {
+    PowerSchedule ps;  // measures and caches the requested α's error (allocates: first use only)
+    if (const Status s = polynomial_power_schedule(options.alpha, options.polynomial_steps, ps);
+        s != Status::ok)
+      return s;
+    log_error = ps.log_error;
+  }
+  // The options depend on α only through its tabulated row, so one entry per row, compute
+  // precision and SYRK use (at most 3 · 101 · 5 · 2), built by polynomial_power_polar_options
+  // at the row's own α and never erased, so that the pointers stay valid.
+  static std::mutex mutex;
+  static std::map<std::tuple<const double*, int, bool>, PolarOptions> built;
+  const auto key =
+      std::make_tuple(rows, static_cast<int>(options.polynomial_compute), options.symmetric_gram);
+  const PolarOptions* found = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (const auto it = built.find(key); it != built.end()) found = &it->second;
+  }
+  if (found == nullptr) {
+    SpectralPowerOptions row = options;
+    row.alpha = std::min(1.0, std::lround(options.alpha / kAlphaStep) * kAlphaStep);
+    PolarOptions po;
+    if (const Status s = polynomial_power_polar_options(row, po); s != Status::ok) return s;
+    std::lock_guard<std::mutex> lock(mutex);
+    found = &built.emplace(key, std::move(po)).first->second;
+  }
+  out = found;
+  if (relative_error != nullptr) *relative_error = std::expm1(log_error);
+  return Status::ok;
+}
+
+}  // namespace detail
 
 double polynomial_power_iterate_bound(const SpectralPowerOptions& options) {
   if (options.method != SpectralPowerMethod::polynomial) return HUGE_VAL;

@@ -184,6 +184,16 @@ const char* check_spectral_power_options(const SpectralPowerOptions& options);
 Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out,
                                       double* relative_error = nullptr);
 
+namespace detail {
+/// polynomial_power_polar_options() without the copy: `out` points at options built once per
+/// tabulated row, compute precision and symmetric_gram (they live until the program ends; the
+/// schedule's name is the row's exponent), and `relative_error` is the requested α's, cached
+/// per (α, steps). So spectral_power() makes no host allocation after its first call for an α
+/// (a workspace kept). Same statuses; `out` is left alone on an error.
+Status cached_polynomial_power_polar_options(const SpectralPowerOptions& options, const PolarOptions*& out,
+                                             double* relative_error = nullptr);
+}  // namespace detail
+
 /// A bound on the singular values of every iterate of the polynomial method, for any finite
 /// input and any exponent α ∈ [0, 1], before the output's scaling by ν^α (ν = ‖A‖_F): the largest
 /// polar_iterate_bound() over the tabulated schedules of options.polynomial_steps (the

@@ -261,6 +261,25 @@ struct SchattenPDirection {
     return precond;
   }
 
+  /// Builds what the step's matrix function reads for the exponent 1/p (the polynomial method's
+  /// Newton–Schulz options, the rational method's fit; both cached for the process), so that a
+  /// step at that p makes no host allocation: at init() for the initial p, and in the criterion
+  /// for the p it chooses, where a std::bad_alloc (thrown as the building throws it) keeps p.
+  void prepare_spectral(double p_next) const {
+    if (!(p_next > 1.0 + 1e-12) || p_next >= criterion.p_max / 1.01) return;  // polar factor, copy
+    SpectralPowerOptions so = spectral;
+    so.alpha = 1.0 / p_next;
+    if (check_spectral_power_options(so) != nullptr) return;  // check() refuses these options
+    if (so.method == SpectralPowerMethod::polynomial) {
+      const PolarOptions* po = nullptr;
+      double error = 0.0;
+      (void)schatten::detail::cached_polynomial_power_polar_options(so, po, &error);
+    } else {
+      const RationalPower* fit = nullptr;
+      (void)schatten::detail::cached_rational_power(so.alpha, so.floor, so.tolerance, fit);
+    }
+  }
+
   /// The workspace of the matrix functions for one `shape` block: polar()'s, and with the
   /// polynomial spectral power its Newton–Schulz run's when larger (the rational method sizes its
   /// own as it runs).
@@ -277,6 +296,7 @@ struct SchattenPDirection {
   State init(const BlockShape& s) const { return init(s, static_cast<std::size_t>((*init_order)++)); }
   /// The state of the `ordinal`-th layer (`chunks`).
   State init(const BlockShape& s, std::size_t ordinal) const {
+    prepare_spectral(p);  // so that the first step allocates nothing on the host for it
     const auto n = static_cast<std::size_t>(s.size());
     const auto r = static_cast<std::size_t>(std::min(s.rows, s.cols));
     const auto d = static_cast<std::size_t>(s.cols);
@@ -495,6 +515,7 @@ struct SchattenPDirection {
                                        s.criterion_runs, co);
       if (ms != Status::ok) return ms;
       choice = surrogate::maximise_p(spectra, co, s.p);
+      if (choice.descends) prepare_spectral(choice.p);  // here a std::bad_alloc keeps p
       return Status::ok;
     };
     if (runs) {

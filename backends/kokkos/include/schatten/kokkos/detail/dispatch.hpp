@@ -82,11 +82,13 @@ SpectralPowerReport spectral_power_dispatch(const Exec& space,
   if (options.method == SpectralPowerMethod::polynomial && options.alpha != 1.0) {
     if (const char* msg = check_spectral_power_options(options))
       return spectral_failure(Status::invalid_argument, msg);
-    PolarOptions po;
+    // Built once per tabulated row and kept: no host allocation in steady state (a schedule
+    // built per call made 8 allocations, and schatten_muon's prechecked step relies on none).
+    const PolarOptions* po = nullptr;
     double fit_error = 0.0;
-    if (polynomial_power_polar_options(options, po, &fit_error) != Status::ok)
+    if (schatten::detail::cached_polynomial_power_polar_options(options, po, &fit_error) != Status::ok)
       return spectral_failure(Status::invalid_argument, "no polynomial schedule for these options");
-    const PolarReport pr = polar_dispatch<Exec, TIn>(space, a, out, po, ws, options.alpha);
+    const PolarReport pr = polar_dispatch<Exec, TIn>(space, a, out, *po, ws, options.alpha);
     SpectralPowerReport r;
     r.status = pr.status;
     r.message = pr.message;
