@@ -478,6 +478,38 @@ TEST_SUITE("kernels.spectral_power") {
                         o) == Status::ok);
   }
 
+  TEST_CASE("schatten_norm at extreme q: no underflow of the sum, no overflow of its root, no hang") {
+    // Σσ^q of A/‖A‖ underflowed for large q (σ(H₀) ≈ 0.98: 0.98^40000 < 1e-308; at q = 4e4 the
+    // norm came back 1.3e-3 high, at larger q zero), ⌊q⌋ was cast to int (q = 3e9, 1e300:
+    // undefined, a wrong norm with ok) and cost ⌊q⌋ GEMMs; (Σσ^q)^(1/q) overflowed for small q
+    // although the norm, 2^(1/q)·σ of a tiny matrix, is representable. Prescribed spectrum
+    // (σ, σ/3, 0, …) in a 6 × 9 matrix, norm = σ·(1 + 3^-q)^(1/q) in closed form.
+    const index_t r = 6, c = 9;
+    const Factored f =
+        factored(r, c, {1.0, 1.0 / 3.0, 0.0, 0.0, 0.0, 0.0}, case_seed("schatten_norm_extreme_q"));
+    const std::vector<double> a = to_row_major<double>(f.a);
+    // Large q: the norm is σ_max to QDWH's rounding of H (O(k·u)) and the log-domain root
+    // (≤ 2.3e-13); 1e-10 is far above both and far below the old 1.3e-3.
+    for (const double q : {400.0, 4e4, 1e6 + 0.5, 3e9, 1e300}) {
+      CAPTURE(q);
+      double got = -1.0;
+      REQUIRE(schatten_norm(BatchedMatrixRef<const double>(MatrixRef<const double>(a.data(), r, c)), q,
+                            &got) == Status::ok);
+      CHECK(got == doctest::Approx(std::pow(1.0 + std::pow(3.0, -q), 1.0 / q)).epsilon(1e-10));
+    }
+    // Small q of a tiny matrix with equal singular values σ: the norm is 2^(1/q)·σ = 2^1100·1e-300
+    // ≈ 1.4e31, while (Σσ_i(H₀)^q)^(1/q) alone is ~2^1100 > DBL_MAX. Accuracy: the fit's relative
+    // error in Σσ^q (tolerance 1e-5) raised to 1/q = 1100, ≤ 1.1 %; 2 % is checked.
+    const Factored g =
+        factored(r, c, {1e-300, 1e-300, 0.0, 0.0, 0.0, 0.0}, case_seed("schatten_norm_small_q"));
+    const std::vector<double> b = to_row_major<double>(g.a);
+    const double q = 1.0 / 1100.0;
+    double got = -1.0;
+    REQUIRE(schatten_norm(BatchedMatrixRef<const double>(MatrixRef<const double>(b.data(), r, c)), q, &got) ==
+            Status::ok);
+    CHECK(got == doctest::Approx(std::ldexp(1e-300, 1100)).epsilon(0.02));
+  }
+
   TEST_CASE("polynomial power schedules stay within their documented bands for every alpha") {
     for (int steps : {5, 6, 8}) {
       double worst_all = 0.0;

@@ -306,7 +306,10 @@ struct SchattenNormOptions {
 /// Without an SVD: q = 2 from the entries; q = ∞ by power iteration (relative accuracy 1e-10);
 /// otherwise through the identity Σσ^q = ⟨A, U Σ^{q−1} Vᵀ⟩ = tr(H^q) (algorithms.md 4b.1, 5.4;
 /// q = 1 is the nuclear norm tr(H) = ⟨A, polar(A)⟩), with H from QDWH and
-/// H^q = H^{⌊q⌋}·g(H), g the rational approximation of the fractional power (no filter). Singular
+/// H^q = H^{⌊q⌋}·g(H), g the rational approximation of the fractional power (no filter), H^{⌊q⌋}
+/// by repeated squaring (about 2·log₂ q GEMMs of k × k, any q up to DBL_MAX) with each product
+/// divided by its trace and the logarithms kept, so that Σσ^q neither underflows (large q) nor
+/// its 1/q-th power overflows (small q) on the way to a representable norm. Singular
 /// values below floor·‖A‖₂ are rolled off (their contribution is at most 20·k·floor^q·‖A‖₂^q).
 /// A norm beyond the largest double (q = 1 of 1e308·I₈) → out_of_range, `norms` untouched.
 /// A tolerance the rational fit cannot reach with 24 poles (1e-8 at the default floor) →
