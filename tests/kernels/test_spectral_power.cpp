@@ -963,6 +963,36 @@ TEST_SUITE("kernels.spectral_power") {
     check_zero_and_batch(g.a, o);
   }
 
+  TEST_CASE_TEMPLATE("spectral_clip: an upper bound far above the spectrum leaves A as it is", T, float,
+                     double) {
+    // T_u = u − |H₀ − uI| cancelled to the rounding of u: a hardcap of 1e20 on a matrix of norm ~1
+    // returned zero with ok, and the default hardcap (1) of a 1e-300·B double matrix zero, of a
+    // 1e-310·B one out_of_range (u/‖A‖ = ∞). Every σ is below the bound, so the output is A, to
+    // the clip's documented accuracy (1e-12·σ_max in double, 1e-5 in float), here in Frobenius
+    // norm relative to A (k = 12 singular values: √12 times those).
+    const index_t r = 12, c = 20;
+    const Factored f = factored(r, c, geometric(12, 1e-2, 1.5), case_seed("clip_far_upper"));
+    const double tol = sizeof(T) == 8 ? 4e-12 : 4e-5;
+    for (const double upper : {1e20, 1e300}) {
+      CAPTURE(upper);
+      SpectralClipOptions o;
+      o.upper = upper;
+      CHECK(relative_error(run_map<T>(f.a, o), f.a) <= tol);
+      o.lower = 0.5;  // raises the lower ones, the upper bound still clips nothing
+      const Eigen::MatrixXd d = f.u.transpose() * run_map<T>(f.a, o) * f.v;
+      for (index_t i = 0; i < r; ++i)
+        CHECK(std::fabs(d(i, i) - std::max(0.5, f.sigma[static_cast<std::size_t>(i)])) <= 1.5 * tol);
+    }
+    if (sizeof(T) == 8) {
+      for (const double scale : {1e-300, 1e-310}) {
+        CAPTURE(scale);
+        const Eigen::MatrixXd a = f.a * scale;  // (1e-310: subnormal entries, rounded)
+        const Eigen::MatrixXd out = run_map<double>(a, SpectralClipOptions{});
+        CHECK(relative_error(out, a) <= (scale > 1e-305 ? tol : 1e-9));
+      }
+    }
+  }
+
   TEST_CASE("spectral_clip edge cases: no bounds copies, zeros stay zero, bounds on singular values") {
     const index_t r = 40, c = 30;
     std::vector<double> sigma = geometric(30, 1e-2, 2.0);

@@ -311,12 +311,18 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
     // acc ← ½(T_l + T_u) on H₀; every term is a symmetric k × k double matrix.
     bool converged = true;
     set_identity(space, b.acc, 0.0);
+    // ‖H₀‖_F ≥ ‖H₀‖₂: an upper bound t at or above it clips nothing, T_u = σ exactly. Through the
+    // sign function T_u = t − |H₀ − tI| cancels to rounding of t, which loses H₀ once t ≳ ‖H₀‖/ε
+    // (a hardcap of 1e20 on a matrix of norm 1 gave zero; 1e-310·B, t = ∞, out_of_range).
+    const double h_norm = has_upper ? std::sqrt(inner(space, b.hd, b.hd)) : 0.0;
     for (int side = 0; side < 2; ++side) {
-      if (!(side == 0 ? has_lower : has_upper)) {
+      const bool bounded = side == 0 ? has_lower : has_upper;
+      // The bound in the units of H₀ (A' = 2^−e·A, σ(A') = hs·σ(H₀)).
+      const double t = bounded ? std::ldexp(side == 0 ? options.lower : options.upper, -e) / hs : 0.0;
+      if (!bounded || (side == 1 && t >= h_norm)) {
         update_and_difference(space, b.acc, 1.0, 0.5, b.hd);  // T = σ
         continue;
       }
-      const double t = std::ldexp(side == 0 ? options.lower : options.upper, -e) / hs;  // A' units
       if (const char* f = shifted_sign(space, options.qdwh, t, b.hd, b.sign, b.fac, b.z, converged)) return f;
       gemm(space, "N", "N", side == 0 ? 0.5 : -0.5, b.z, b.fac, 1.0, b.acc);  // ± ½|H₀ − tI|
       add_identity(space, b.acc, 0.5 * t);
