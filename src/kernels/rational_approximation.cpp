@@ -53,7 +53,8 @@ double fit_weights(RationalPower& r, const std::vector<double>& fit_x, const std
     double s = 0.0;
     for (Eigen::Index j = 0; j < p; ++j)
       s += w(j) * basis(x, static_cast<std::size_t>(j));
-    worst = std::max(worst, std::fabs(s * std::pow(x, -r.alpha) - 1.0));
+    const double err = std::fabs(s * std::pow(x, -r.alpha) - 1.0);
+    if (!(err <= worst)) worst = err;  // (a NaN error is kept: std::max would drop it)
   }
   return std::isfinite(worst) ? worst : 1e300;
 }
@@ -102,7 +103,7 @@ const char* check_spectral_power_options(const SpectralPowerOptions& o) {
     if (!polynomial_power_steps_tabulated(o.polynomial_steps))
       return "polynomial_steps must be 5, 6 or 8 (the tabulated schedules)";
   }
-  if (!(o.floor > 0.0 && o.floor < 1.0)) return "floor must lie in (0, 1)";
+  if (!(o.floor >= rational_smallest_floor && o.floor < 1.0)) return "floor must lie in [1e-300, 1)";
   if (!(o.tolerance >= 1e-8 && o.tolerance <= 0.1)) return "tolerance must lie in [1e-8, 0.1]";
   return check_qdwh_options(o.qdwh);
 }
@@ -136,8 +137,8 @@ const char* check_spectral_clip_options(const SpectralClipOptions& o) {
 Status detail::cached_rational_power(double alpha, double floor, double tolerance,
                                      const RationalPower*& out) {
   const bool ok = std::isfinite(alpha) && alpha >= -1.0 && alpha < 1.0 && alpha != 0.0 &&
-                  std::isfinite(floor) && floor > 0.0 && floor < 1.0 && std::isfinite(tolerance) &&
-                  tolerance >= 1e-8 && tolerance <= 0.1;
+                  std::isfinite(floor) && floor >= rational_smallest_floor && floor < 1.0 &&
+                  std::isfinite(tolerance) && tolerance >= 1e-8 && tolerance <= 0.1;
   if (!ok) return Status::invalid_argument;
   // A map's entries never move, so a pointer to one stays valid as the cache grows.
   static std::mutex mutex;

@@ -243,6 +243,39 @@ TEST_SUITE("kernels.spectral_power") {
     CHECK(rational_power_approximation(0.5, 1e-6, 0.5, r) == Status::invalid_argument);
   }
 
+  TEST_CASE("rational approximations: a floor below 1e-300 is refused, not fitted with NaN weights") {
+    // A subnormal floor (4.9e-324) overflowed the fit's pole grid (ratio 10⁴/floor): NaN
+    // weights, whose NaN error std::max dropped, so the fit was reported ok with fit_error 0;
+    // spectral_power() then refused a finite input as out_of_range. Now floors below
+    // rational_smallest_floor are invalid_argument (nothing written), and at that floor the fit
+    // is finite and honestly not_converged (24 poles reach ~1e-30 at most).
+    RationalPower r;
+    for (const double floor : {4.9e-324, 1e-310, 1e-301}) {
+      CAPTURE(floor);
+      CHECK(rational_power_approximation(0.5, floor, 1e-3, r) == Status::invalid_argument);
+      SpectralPowerOptions o;
+      o.floor = floor;
+      CHECK(check_spectral_power_options(o) != nullptr);
+      std::vector<double> a = {1.0, 0.0, 0.0, 0.0, 0.5, 0.0}, out(6, -3.0);
+      CHECK(spectral_power(MatrixRef<const double>(a.data(), 2, 3), MatrixRef<double>(out.data(), 2, 3), o)
+                .status == Status::invalid_argument);
+      CHECK(std::all_of(out.begin(), out.end(), [](double x) { return x == -3.0; }));
+      SchattenNormOptions no;
+      no.floor = floor;
+      double norm = -1.0;
+      CHECK(schatten_norm(MatrixRef<const double>(a.data(), 2, 3), 1.5, &norm, no) ==
+            Status::invalid_argument);
+      CHECK(norm == -1.0);
+    }
+    REQUIRE(rational_power_approximation(0.5, rational_smallest_floor, 1e-3, r) == Status::not_converged);
+    CHECK(r.fit_error > 1e-3);
+    CHECK(r.fit_error <= 1e300);
+    for (std::size_t j = 0; j < r.poles.size(); ++j) {
+      CHECK(std::isfinite(r.poles[j]));
+      CHECK(std::isfinite(r.weights[j]));
+    }
+  }
+
   TEST_CASE_TEMPLATE("spectral_power reaches 1e-2 relative accuracy in float on [1e-3 1] (issue #3)", T,
                      float, double) {
     // Every singular direction of the output is compared with σ_i^α: u_iᵀ out v_i / σ_i^α − 1,

@@ -33,6 +33,12 @@ namespace schatten {
 /// tolerance of 1e-3 (α = 0.25, floor 1e-6): the top singular values missed the tolerance.
 inline constexpr double rational_fit_top = 1.1;
 
+/// The smallest floor of the rational approximations: the fit's pole grid spans
+/// [floor/10, 10³], whose ratio 10⁴/floor overflows double below ~5.6e-305 (a subnormal floor
+/// gave NaN weights reported as a fit with error 0). Far below the floors the fit reaches with
+/// 24 poles (about 1e-30 at tolerance 1e-3; smaller ones are not_converged).
+inline constexpr double rational_smallest_floor = 1e-300;
+
 /// A rational approximation g(x) ≈ x^α on [floor, rational_fit_top] in one of the forms above.
 struct RationalPower {
   enum class Form {
@@ -60,7 +66,7 @@ struct RationalPower {
 /// Below the floor g is never an amplification: g(x) ≤ 20·x·floor^{α−1} for x < floor (all
 /// poles are ≥ floor/10), and g(0) = 0. Deterministic; results are cached per (α, floor,
 /// tolerance). Typical sizes: 8–10 poles for tolerance 1e-3 and floor 1e-5.
-/// Returns invalid_argument unless α ∈ [−1, 0) ∪ (0, 1), 0 < floor < 1 and
+/// Returns invalid_argument unless α ∈ [−1, 0) ∪ (0, 1), rational_smallest_floor ≤ floor < 1 and
 /// 1e-8 ≤ tolerance ≤ 0.1; not_converged if 24 poles are not enough (out is then the best fit).
 Status rational_power_approximation(double alpha, double floor, double tolerance, RationalPower& out);
 
@@ -120,12 +126,12 @@ struct SpectralPowerOptions {
   /// PolarOptions::symmetric_gram (bf16/fp16 on every build).
   Precision polynomial_compute = Precision::automatic;
   bool symmetric_gram = true;
-  /// φ/‖A‖₂ (0 < floor < 1; ‖A‖₂ stands for QDWH's scale α̂, within [0.938, 1.02]·‖A‖₂, as
-  /// in the file comment): singular values below φ = floor·‖A‖₂ are rolled off towards zero
-  /// instead of being raised to α (never amplified into noise): there g(σ) ≤ 20·σ·φ^{α−1}, and
-  /// zero singular values give zero. Above φ the output is within `tolerance` of σ^α (relative),
-  /// plus φ/σ for α < 0 (the filter x/(x + φ); 1e-3 at σ = 1e-3·‖A‖₂ with the default), and
-  /// 2φ/σ for α = −1 (filtered twice so that g(0) = 0).
+  /// φ/‖A‖₂ (rational_smallest_floor ≤ floor < 1; ‖A‖₂ stands for QDWH's scale α̂, within [0.938,
+  /// 1.02]·‖A‖₂, as in the file comment): singular values below φ = floor·‖A‖₂ are rolled off
+  /// towards zero instead of being raised to α (never amplified into noise): there g(σ) ≤
+  /// 20·σ·φ^{α−1}, and zero singular values give zero. Above φ the output is within `tolerance` of
+  /// σ^α (relative), plus φ/σ for α < 0 (the filter x/(x + φ); 1e-3 at σ = 1e-3·‖A‖₂ with the
+  /// default), and 2φ/σ for α = −1 (filtered twice so that g(0) = 0).
   double floor = 1e-6;
   /// Relative accuracy of the rational approximation on [floor, 1]·‖A‖₂ (fitted on
   /// [floor, rational_fit_top]·α̂, which holds it whatever QDWH's scale α̂ within its bounds).
