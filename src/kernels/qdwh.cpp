@@ -13,7 +13,7 @@ QdwhWeights qdwh_weights(double l) {
   QdwhWeights w;
   const double eps = std::numeric_limits<double>::epsilon();
   if (!(l > 0.0) || std::fabs(1.0 - l) <= 5.0 * eps) return w;  // Halley (3, 1, 3), l' = 1
-  l = std::min(l, 1.0);
+  l = std::clamp(l, kQdwhSmallestLowerBound, 1.0);              // (l⁴ stays a normal double)
   const double l2 = l * l;
   const double d = std::cbrt(4.0 * (1.0 - l2) / (l2 * l2));
   const double s = std::sqrt(1.0 + d);

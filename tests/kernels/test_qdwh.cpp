@@ -157,6 +157,40 @@ TEST_SUITE("kernels.qdwh") {
     CHECK(run.report.lower_bound >= 1e-3 / 4);
   }
 
+  TEST_CASE("qdwh: a given lower bound below 2^-58 counts as 2^-58 (no NaN weights)") {
+    // l₀ = 1e-100 or 1e-300 (valid: a lower bound, only pessimistic) gave NaN weights (l⁴
+    // underflows below ~1e-77), and qdwh() then reported breakdown with nothing written;
+    // qdwh_predicted_iterations() predicted 1 iteration. Now the l₀ is raised to
+    // kQdwhSmallestLowerBound = 2⁻⁵⁸: the same iterates, bit for bit, as that l₀ given.
+    const double u = std::numeric_limits<double>::epsilon();
+    const QdwhWeights floor_w = qdwh_weights(kQdwhSmallestLowerBound);
+    for (const double l : {1e-100, 1e-300, 4.9e-324}) {
+      CAPTURE(l);
+      const QdwhWeights w = qdwh_weights(l);
+      CHECK(w.a == floor_w.a);
+      CHECK(w.c == floor_w.c);
+      CHECK(w.next_lower == floor_w.next_lower);
+      CHECK(qdwh_predicted_iterations(l, u) == qdwh_predicted_iterations(kQdwhSmallestLowerBound, u));
+    }
+    CHECK(qdwh_predicted_iterations(kQdwhSmallestLowerBound, u) == 6);  // "6 iterations from it"
+    SpectrumCase sc{"qdwh_tiny_l0", 20, 30, geometric(20, 1e-3)};
+    const Eigen::MatrixXd a = make_matrix(sc, case_seed("qdwh_tiny_l0"));
+    QdwhOptions o;
+    o.lower_bound = kQdwhSmallestLowerBound;
+    const QdwhRun<double> want = run_qdwh<double>(a, o);
+    REQUIRE(want.report.status == Status::ok);
+    for (const double l : {1e-100, 1e-300}) {
+      CAPTURE(l);
+      o.lower_bound = l;
+      const QdwhRun<double> run = run_qdwh<double>(a, o);
+      REQUIRE(run.report.status == Status::ok);
+      CHECK(run.report.lower_bound == kQdwhSmallestLowerBound);
+      CHECK(run.report.iterations == want.report.iterations);
+      CHECK(run.u == want.u);
+      CHECK(orthogonality_fro(run.u) <= 8 * 20 * u);
+    }
+  }
+
   TEST_CASE("qdwh with an overestimated lower bound: the small singular values catch up") {
     // l₀ is meant to be a lower bound of σ_min/α; one that is too large (given by the caller, or
     // an estimate whose inverse iteration started nearly orthogonal to v_min) makes the weights

@@ -21,7 +21,8 @@ struct QdwhOptions {
   /// l₀, a lower bound of σ_min(A)/α (α ≥ ‖A‖₂ the scaling). < 0: estimated from a shifted
   /// Cholesky-QR of A/α and inverse iteration (costs about one QR-type iteration, saves up to
   /// two); 0: the unit roundoff of the compute precision (JAX's worst-case choice; 6 iterations
-  /// in double); > 0: this value (1e-3 suits gradient matrices, algorithms.md §3.3 [P]).
+  /// in double); > 0: this value (1e-3 suits gradient matrices, algorithms.md §3.3 [P]), raised to
+  /// kQdwhSmallestLowerBound (1e-300 counts as 2⁻⁵⁸).
   /// In fp32 l₀ is raised to at least 1e-3 so that the Cholesky-QR steps stay stable
   /// (docs/kernels/qdwh.md); smaller singular values then converge through extra Halley steps.
   /// Any l₀ too large is safe but slow: singular values below l₀·α grow about threefold per
@@ -55,10 +56,17 @@ struct QdwhReport {
   explicit operator bool() const noexcept { return status == Status::ok; }
 };
 
+/// The smallest lower bound QDWH iterates from: 2⁻⁵⁸ = u/64 in double, the l₀ its estimate uses
+/// when σ_min is at the rounding level (docs/kernels/qdwh.md; 6 iterations from it). A smaller
+/// l > 0 carries no more information (a singular value below 2⁻⁵⁸·α is rounding in double), and
+/// the weights' l⁴ underflows below ~1e-77 (NaN weights), so qdwh_weights() raises l to it.
+inline constexpr double kQdwhSmallestLowerBound = 0x1p-58;
+
 /// The weights of one QDWH iteration for the current lower bound l ∈ (0, 1]
 /// (algorithms.md §3.1 [V]): d = (4(1−l²)/l⁴)^{1/3},
 /// a = √(1+d) + ½√(8 − 4d + 8(2−l²)/(l²√(1+d))), b = (a−1)²/4, c = a + b − 1, and the next bound
-/// l' = l(a + b l²)/(1 + c l²). Returns (3, 1, 3) (Halley) once |1 − l| ≤ 5ε (double).
+/// l' = l(a + b l²)/(1 + c l²), for l raised to kQdwhSmallestLowerBound. Returns (3, 1, 3)
+/// (Halley) once |1 − l| ≤ 5ε (double), and for l ≤ 0 or NaN.
 struct QdwhWeights {
   double a = 3, b = 1, c = 3, next_lower = 1;
 };

@@ -80,6 +80,8 @@ template <class TC>
 double rounding_level_lower_bound() {
   return std::numeric_limits<TC>::epsilon() / 64.0;
 }
+static_assert(std::numeric_limits<double>::epsilon() / 64.0 == kQdwhSmallestLowerBound,
+              "qdwh.hpp's smallest lower bound is the rounding-level l0 in double");
 
 /// l₀ estimate: R of a shifted Cholesky-QR3 of X₀ (m × k, ‖X₀‖₂ ≲ 1), then σ_min(R) by 12 steps
 /// of inverse iteration with R⁻¹R⁻ᵀ. The QR is backward stable with absolute error about
@@ -213,8 +215,11 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
   scale(space, x, TC(1.0 / r.scale));
   copy(space, b.a0, x);
 
-  double l = o.lower_bound < 0.0 ? estimate_lower_bound(space, right, m, x, b)
-                                 : (o.lower_bound == 0.0 ? u : o.lower_bound);
+  // A given l₀ below kQdwhSmallestLowerBound counts as it (qdwh_weights() raises it; the report
+  // names the l₀ used).
+  double l = o.lower_bound < 0.0
+                 ? estimate_lower_bound(space, right, m, x, b)
+                 : std::max(o.lower_bound == 0.0 ? u : o.lower_bound, kQdwhSmallestLowerBound);
   // fp32: keep √(1 + c₀) ≤ ~130 so shifted Cholesky-QR3 is stable for k up to several thousand.
   if (std::is_same<TC, float>::value) l = std::max(l, 1e-3);
 
