@@ -637,6 +637,38 @@ TEST_SUITE("kernels.polar.api") {
     }
   }
 
+  TEST_CASE("dual_norm_scale in double near DBL_MAX: <A, Q> may overflow while <A, Q>·Q does not") {
+    // ⟨A, Q⟩ was summed from the unscaled entries: for A = 1e308·[1 1 1 1] and QDWH it is 2e308
+    // (beyond DBL_MAX) while the output ⟨A, Q⟩·Q = 1e308·[1 1 1 1] is representable, and the call
+    // was refused with out_of_range (the polynomial methods: 1e308·f², f ≤ 1.21 their largest
+    // value, so ≤ 1.5e308, representable too). Now ⟨2^−s·A, Q⟩ is formed and 2^s applied in the
+    // store pass. The map is homogeneous of degree 1 and the scale a power of two, so the output is
+    // 2^980 times that of 2^−980·A (entries 1e13, where a normalisation eps of 1e-7 moves nothing),
+    // to rounding (1e-13 relative). (Outputs beyond the range are still refused: the float test
+    // above.)
+    const std::vector<double> big(4, 1e308);
+    std::vector<double> small(big);
+    for (double& x : small)
+      x = std::ldexp(x, -980);
+    std::vector<MethodCase> methods = polar_methods();
+    PolarOptions qd;
+    qd.method = PolarMethod::qdwh;
+    methods.push_back({"qdwh", qd});
+    for (const MethodCase& mc : methods) {
+      CAPTURE(mc.name);
+      PolarOptions o = mc.options;
+      o.dual_norm_scale = true;
+      std::vector<double> out(4, kSentinel), want(4, kSentinel);
+      REQUIRE(polar(MatrixRef<const double>(small.data(), 1, 4), MatrixRef<double>(want.data(), 1, 4), o)
+                  .status == Status::ok);
+      const PolarReport rep =
+          polar(MatrixRef<const double>(big.data(), 1, 4), MatrixRef<double>(out.data(), 1, 4), o);
+      REQUIRE(rep.status == Status::ok);
+      for (std::size_t i = 0; i < 4; ++i)
+        CHECK(out[i] == doctest::Approx(std::ldexp(want[i], 980)).epsilon(1e-13));
+    }
+  }
+
   TEST_CASE("normalisation epsilon: the default 0 orthogonalises tiny inputs while eps = 1e-7 shrinks them") {
     const index_t r = 16, c = 16;
     std::vector<double> in = random_input<double>(r, c, "tiny_eps");
@@ -656,6 +688,50 @@ TEST_SUITE("kernels.polar.api") {
     CHECK(orthogonality_error(from_row_major(plain.data(), r, c)) < 0.31);
     // With eps: X = A/(‖A‖_F + 1e-7) has norm ≈ 1e-7, and 5 steps lift it by at most ∏ a ≈ 1e3.
     CHECK(from_row_major(with_eps.data(), r, c).norm() < 1e-3 * std::sqrt(double(r)));
+  }
+
+      "options without an iterate bound: an iterate that overflows is refused, nothing written", T, float,
+      double) {
+    // A safety of 0.01 (σ up to 100 after normalisation: Keller Jordan's quintic maps 100 to
+    // ~2e10, then beyond any range) or a first coefficient of 1e30 (σ·1e30, then its fifth power)
+    // wrote Inf/NaN with Status::ok.
+    // polar_iterate_bound() has no bound for such options, so the iterate is checked before the
+    // store. Batch of two: the first all zero (its iterate stays zero), the second overflows.
+    const index_t r = 6, c = 9;
+    std::vector<T> in(static_cast<std::size_t>(r * c), T(0));
+    const std::vector<T> second = random_input<T>(r, c, "unbounded_iterate");
+    in.insert(in.end(), second.begin(), second.end());
+    std::vector<PolarOptions> unbounded(3);
+    for (PolarOptions& o : unbounded)
+      o.schedule = schedules::keller_jordan();
+    unbounded[0].schedule.normalization.safety = 0.01;
+    unbounded[1].schedule.steps[0].a = 1e30;
+    unbounded[2] = unbounded[0];
+    unbounded[2].method = PolarMethod::gram_newton_schulz;
+    for (const PolarOptions& o : unbounded) {
+      REQUIRE(polar_iterate_bound(o) == HUGE_VAL);
+      std::vector<T> out(in.size(), T(kSentinel));
+      const PolarReport rep =
+          polar(BatchedMatrixRef<const T>(in.data(), 2, r, c), BatchedMatrixRef<T>(out.data(), 2, r, c), o);
+      CHECK(rep.status == Status::out_of_range);
+      CHECK(rep.bad_item == 1);
+      CHECK(std::string(rep.message).size() > 0);
+      CHECK(untouched(out));
+    }
+    // No bound but no overflow: without normalisation (the input's own scale) an input of
+    // Frobenius norm 1 stays in range, and its output is written.
+    PolarOptions o;
+    o.schedule = schedules::keller_jordan();
+    o.schedule.normalization.kind = Normalization::Kind::none;  // the input's own scale, σ ≤ 1
+    REQUIRE(polar_iterate_bound(o) == HUGE_VAL);
+    std::vector<T> small = second, out(second.size(), T(kSentinel));
+    const double fro = from_row_major(second.data(), r, c).norm();
+    for (T& x : small)
+      x = static_cast<T>(x / fro);
+    CHECK(polar(MatrixRef<const T>(small.data(), r, c), MatrixRef<T>(out.data(), r, c), o).status ==
+          Status::ok);
+    for (T x : out)
+      CHECK(std::isfinite(x));
   }
 
   TEST_CASE("cost model: GEMM shapes and flops of each method") {

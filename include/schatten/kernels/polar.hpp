@@ -115,7 +115,11 @@ struct PolarReport {
 /// orientations and agree to rounding, not bit for bit.
 /// Synchronous: returns when q is written (device work is fenced).
 /// Bad input: NaN/Inf anywhere → Status::non_finite_input, bad_item set, q untouched. An
-/// all-zero matrix gives an all-zero q. Empty matrices are fine (nothing to do).
+/// all-zero matrix gives an all-zero q. Empty matrices are fine (nothing to do). Options whose
+/// iterates have no bound (polar_iterate_bound() = HUGE_VAL: no normalisation, a safety below 1,
+/// a schedule steep beyond its interval) are checked after the iteration: an iterate that
+/// overflowed (Inf/NaN) or an output beyond the output type → Status::out_of_range, bad_item set,
+/// q untouched (one max-reduction per matrix; none with a bound).
 /// References: Jordan et al., Muon (2024); Amsel et al., arXiv:2505.16932 (Polar Express);
 /// Dao lab / Amsel et al., Gram Newton–Schulz (2026).
 PolarReport polar(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> q,

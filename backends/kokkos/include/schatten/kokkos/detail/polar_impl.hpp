@@ -412,25 +412,29 @@ Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool symmetric, bool r
   return y;
 }
 
-/// The dual-norm scaling (PolarOptions::dual_norm_scale): per matrix b, ⟨a[b], g_b·W[b]⟩ (W in
-/// a's orientation through `transposed`; g_b = `out_factor[b]`, 1 when empty) and max |W[b]|,
-/// reduced in double; then out_factor[b] ← g_b·⟨a[b], g_b·W[b]⟩, the factor of the store pass.
-/// `scratch` holds 2·batch doubles in `Mem`; `r` is host scratch for their read-back. Returns the
-/// first matrix whose scaled output would exceed the largest finite TOut (nothing is written then),
-/// else −1. One wait.
+/// The dual-norm scaling (PolarOptions::dual_norm_scale): per matrix b, ⟨a'[b], g_b·W[b]⟩ (W in
+/// a's orientation through `transposed`; g_b = `out_factor[b]`, 1 when empty) with
+/// a'[b] = 2^−e[b]·a[b] (`e`: normalise_and_load()'s pre-scale exponents, 0 but for max|a| outside
+/// [2^−511, 2^511]) and max |W[b]|, reduced in double; then out_factor[b] ← g_b·⟨a'[b], g_b·W[b]⟩,
+/// the factor of the store pass, which applies 2^e[b] last (store_scaled() with `e`): ⟨a, W⟩ of
+/// double entries near DBL_MAX overflowed although the output, ⟨a, W⟩·W with |W| ≤ 1, was
+/// representable (1.5e308·[1 1 1 1]). `scratch` holds 2·batch doubles in `Mem`; `r` is host
+/// scratch for their read-back. Returns the first matrix whose scaled output would exceed the
+/// largest finite TOut (nothing is written then), else −1. One wait.
 template <class TOut, class Exec, class TIn, class TC, class Mem>
 index_t dual_norm_factors(const Exec& space, const Strided3<const TIn, Mem>& a, const Mat3<TC, Mem>& x,
                           bool transposed, double* scratch, std::vector<double>& out_factor,
-                          std::vector<double>& r) {
+                          std::vector<double>& r, const std::vector<int>& e) {
   using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using S = scalar_t<TC>;
   const index_t rows = x.extent(0), cols = x.extent(1), batch = x.extent(2);
   for (index_t b = 0; b < batch; ++b) {
+    const double unit = std::ldexp(1.0, -e[static_cast<std::size_t>(b)]);  // 2^−e, exact
     reduce_matrix(
         space, "schatten::polar::dual_norm", rows, cols, false,
         KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          const double v = static_cast<double>(transposed ? a(b, j, i) : a(b, i, j));
+          const double v = unit * static_cast<double>(transposed ? a(b, j, i) : a(b, i, j));
           acc += v * static_cast<double>(static_cast<S>(x(i, j, b)));
         },
         Kokkos::Sum<double, Mem>(ResultView<Mem>(scratch + b)));
@@ -448,8 +452,10 @@ index_t dual_norm_factors(const Exec& space, const Strided3<const TIn, Mem>& a, 
   for (index_t b = 0; b < batch; ++b) {
     double& f = out_factor[static_cast<std::size_t>(b)];
     f *= f * r[static_cast<std::size_t>(b)];
-    // |f·W_ij| ≤ |f|·max|W| must stay a finite TOut (products formed in double, then rounded).
-    if (!(std::fabs(f) * r[static_cast<std::size_t>(batch + b)] <= double(std::numeric_limits<TOut>::max())))
+    // |f·W_ij|·2^e ≤ |f|·max|W|·2^e must stay a finite TOut (products formed in double, then
+    // rounded).
+    if (!(std::ldexp(std::fabs(f) * r[static_cast<std::size_t>(batch + b)], e[static_cast<std::size_t>(b)]) <=
+          double(std::numeric_limits<TOut>::max())))
       return b;
   }
   return -1;
@@ -721,8 +727,8 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
     }
   }
   if (options.dual_norm_scale) {
-    const index_t bad_item =
-        dual_norm_factors<TIn>(space, a, result, s.w_is_transpose, buf.factor + s.batch, f, host.stats);
+    const index_t bad_item = dual_norm_factors<TIn>(space, a, result, s.w_is_transpose, buf.factor + s.batch,
+                                                    f, host.stats, host.exponents);
     if (bad_item >= 0)
       return polar_failure(Status::out_of_range, "the dual-norm scaled output overflows the output type",
                            bad_item);
@@ -738,9 +744,23 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
         buf.factor + s.batch, host.stats, &host.exponents);
     if (bad_item >= 0)
       return polar_failure(Status::out_of_range, "the scaled output overflows the output type", bad_item);
+  } else if (!(polar_iterate_bound(options) < HUGE_VAL)) {
+    // Options without a bound on the iterates (no normalisation, a safety < 1 or a schedule
+    // steep outside [0, 1/safety]: polar_iterate_bound()) can grow the iterate past the compute
+    // type: X Xᵀ overflows and the output would be Inf/NaN. One max-reduction per matrix (O(mn),
+    // against the iteration's O(mnk)) finds it before anything is written. With a bound (every
+    // schedule the library ships) the output is finite by polar_iterate_bound()'s argument.
+    f.assign(static_cast<std::size_t>(s.batch), 1.0);
+    const index_t bad_item = first_overflowing<TIn>(
+        space, result, f, [](index_t) { return HUGE_VAL; }, buf.factor + s.batch, host.stats);
+    if (bad_item >= 0)
+      return polar_failure(Status::out_of_range,
+                           "the iterate overflowed: these options bound no iterate (polar_iterate_bound)",
+                           bad_item);
   }
-  // The powers 2^n of the output-norm factors (host.exponents holds s, not n, otherwise).
-  const bool split = output_norm_power != 0.0 && !options.dual_norm_scale && !f.empty();
+  // The powers 2^n of the output-norm factors (n replaced s in host.exponents), or the pre-scales
+  // 2^s of the dual-norm factors (s; 0 where the output-norm factor took it in whole).
+  const bool split = (output_norm_power != 0.0 || options.dual_norm_scale) && !f.empty();
   store_scaled(space, result, q, s.w_is_transpose, f, buf.factor, {}, 1.0, split ? &host.exponents : nullptr,
                &host.stats);
   fence_on(space);

@@ -364,13 +364,14 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
   std::vector<double>& f = host.out;     // ⟨A, U⟩ per matrix with QdwhOptions::dual_norm_scale, else none
   f.clear();
   if (options.dual_norm_scale) {
-    const index_t bad_item =
-        dual_norm_factors<TIn>(space, a, buf.x, s.w_is_transpose, buf.factor + s.batch, f, host.stats);
+    const index_t bad_item = dual_norm_factors<TIn>(space, a, buf.x, s.w_is_transpose, buf.factor + s.batch,
+                                                    f, host.stats, host.exponents);
     if (bad_item >= 0)
       return qdwh_failure(Status::out_of_range, "the dual-norm scaled output overflows the output type",
                           bad_item);
   }
-  store_scaled(space, buf.x, q, s.w_is_transpose, f, buf.factor);
+  store_scaled(space, buf.x, q, s.w_is_transpose, f, buf.factor, {}, 1.0, &host.exponents,
+               &host.stats);  // (the dual-norm factors' 2^s)
   if (want_h) {  // H of A = 2^s·‖A'‖_F·scale · H of X₀ (symmetric: orientation does not matter)
     for (index_t bi = 0; bi < s.batch; ++bi) {
       // 2^s (a normal double) applied after hs·H₀, so that an H that is representable is formed
