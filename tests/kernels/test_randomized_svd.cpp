@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "schatten/core/buffer.hpp"
+#include "schatten/core/random.hpp"
 #include "schatten/kernels/gram.hpp"
 #include "schatten/kernels/randomized_svd.hpp"
 #include "support/convert.hpp"
@@ -127,6 +128,50 @@ TEST_SUITE("kernels.randomized_svd") {
     CHECK(untouched == std::vector<double>{-1.0});
   }
 
+  TEST_CASE("entries near DBL_MAX: the products are of a scaled copy, not of the GEMM's alpha") {
+    // 2^−s·A was the GEMMs' alpha, which BLAS may apply after forming A·Ω (OpenBLAS does): with
+    // entries near DBL_MAX the sums overflowed, and σ of ones(2, 3)·1e308 (√6·1e308 > DBL_MAX)
+    // came back as 0.021·1e308 with ok. Now that is out_of_range, and a representable spectrum
+    // near the top, diag(1.7e308, 1e308), is exact to rounding (rank ≤ l: 1e-10 as above).
+    RandomizedSvdOptions o;
+    o.rank = 2;
+    std::vector<double> ones(6, 1e308), out{-1.0};
+    CHECK(randomized_singular_values(MatrixRef<const double>(ones.data(), 2, 3), out, o) ==
+          Status::out_of_range);
+    CHECK(out == std::vector<double>{-1.0});
+    const std::vector<double> d = {1.7e308, 0.0, 0.0, 0.0, -1e308, 0.0};
+    for (const bool transposed : {false, true}) {  // in place (row-major) and copied (column-major)
+      CAPTURE(transposed);
+      const MatrixRef<const double> a = transposed ? MatrixRef<const double>::col_major(d.data(), 3, 2)
+                                                   : MatrixRef<const double>(d.data(), 2, 3);
+      REQUIRE(randomized_singular_values(a, out, o) == Status::ok);
+      REQUIRE(out.size() == 2);
+      CHECK(out[0] == doctest::Approx(1.7e308).epsilon(1e-10));
+      CHECK(out[1] == doctest::Approx(1e308).epsilon(1e-10));
+    }
+  }
+
+  TEST_CASE("oversampling beyond the matrix: l = min(rank + p, min(rows, cols)) without overflow") {
+    // rank + p overflowed index_t for p near its maximum (undefined behaviour; the call then
+    // failed with out_of_memory). Any p ≥ min(rows, cols) − rank gives l = min(rows, cols).
+    std::vector<double> a(20 * 12);
+    Rng rng(case_seed("rsvd_oversampling"));
+    for (double& x : a)
+      x = rng.normal();
+    RandomizedSvdOptions o;
+    o.rank = 3;
+    o.oversampling = 9;  // l = 12 = min(rows, cols)
+    std::vector<double> want, got;
+    REQUIRE(randomized_singular_values(MatrixRef<const double>(a.data(), 20, 12), want, o) == Status::ok);
+    for (const index_t p :
+         {index_t(10), std::numeric_limits<index_t>::max() - 2, std::numeric_limits<index_t>::max()}) {
+      CAPTURE(p);
+      o.oversampling = p;
+      REQUIRE(randomized_singular_values(MatrixRef<const double>(a.data(), 20, 12), got, o) == Status::ok);
+      CHECK(got == want);
+    }
+  }
+
   TEST_CASE("gram_accumulate adds the Gram of the inputs and refuses bad input") {
     const index_t tokens = 37, d = 11;
     const Eigen::MatrixXd x =
@@ -223,6 +268,23 @@ TEST_SUITE("kernels.randomized_svd") {
     CHECK(gram_accumulate(MatrixRef<const float>(huge.data(), tokens, d), MatrixRef<float>(g.data(), d, d)) ==
           Status::non_finite_input);
     CHECK(g == before);
+  }
+
+  TEST_CASE("gram_accumulate: x and gram overlapping partially are refused, x = gram works") {
+    // The aliasing rule of every kernel (matrix_ref.hpp, detail::check_aliasing) was not applied:
+    // a gram overlapping x partially was accepted. Now invalid_argument, both arrays unchanged.
+    std::vector<float> buf = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    const std::vector<float> before = buf;
+    CHECK(gram_accumulate(MatrixRef<const float>(buf.data(), 3, 2), MatrixRef<float>(buf.data() + 4, 2, 2)) ==
+          Status::invalid_argument);
+    CHECK(gram_accumulate(MatrixRef<const float>(buf.data() + 1, 2, 2), MatrixRef<float>(buf.data(), 2, 2)) ==
+          Status::invalid_argument);
+    CHECK(buf == before);
+    // In place, x = gram (tokens = d_in, one layout): gram + gramᵀgram, from the gram on entry.
+    std::vector<float> g = {1, 2, 2, 5};  // symmetric
+    REQUIRE(gram_accumulate(MatrixRef<const float>(g.data(), 2, 2), MatrixRef<float>(g.data(), 2, 2)) ==
+            Status::ok);
+    CHECK(g == std::vector<float>{1 + 5, 2 + 12, 2 + 12, 5 + 29});
   }
 
   TEST_CASE_TEMPLATE("power iterations recover the top of a slowly decaying spectrum", T, float, double) {

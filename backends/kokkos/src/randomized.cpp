@@ -82,13 +82,36 @@ Dense<T> transposed_operand(const Strided3<const T, DefaultMem>& in, Staging& st
   return at;
 }
 
+/// A' = 2^−e·Aᵀ (n × m, column-major) for e ≠ 0: into `at` itself when it is the call's own copy
+/// (`owned`), else into the call's next `staging` slot (A in place is the caller's memory). The
+/// factor is an exact power of two (entries below 2^−1074·2^e, ≤ 2^−1585·max|a|, flush to zero).
+template <class T>
+Dense<T> pre_scaled(const Dense<T>& at, bool owned, Staging& staging, int e) {
+  const index_t n = static_cast<index_t>(at.extent(0)), m = static_cast<index_t>(at.extent(1));
+  Dense<T> out = at;
+  if (!owned)
+    out = Dense<T>(
+        reinterpret_cast<T*>(staging.take(static_cast<std::size_t>(m * n) * sizeof(T), 0).device.data()), n,
+        m);
+  const T unit = static_cast<T>(std::ldexp(1.0, -e));
+  Kokkos::parallel_for(
+      kernel_label("schatten::dense::pre_scale"),
+      Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, m * n), KOKKOS_LAMBDA(index_t idx) {
+        const index_t i = idx % n, j = idx / n;
+        out(i, j) = unit * at(i, j);
+      });
+  return out;
+}
+
 /// The computation of a validated call: the range finder, then the SVD of B = Qᵀ A on the host.
 /// With `vectors`, also U = Q U_B (rows × rank) and V (cols × rank), column-major, in `out`. A
 /// named function: nvcc does not allow device lambdas inside lambdas (status_guard takes one).
-/// Every product is of A' = 2^−s·A (the GEMMs' alpha; pre_scale_exponent(), s = 0 unless
-/// max|a| lies outside [2^−511, 2^511], so always for float): the host QRs and the SVD square
-/// their panels' entries, which overflow beyond ~1e154 and underflow below ~1e-154 in double.
-/// Q, U and V do not depend on the scale; σ = 2^s·σ(A'), out_of_range when beyond DBL_MAX.
+/// Every product is of A' = 2^−s·A (pre_scale_exponent(), s = 0 unless max|a| lies outside
+/// [2^−511, 2^511], so always for float): the host QRs and the SVD square their panels' entries,
+/// which overflow beyond ~1e154 and underflow below ~1e-154 in double. A' is a scaled copy
+/// (pre_scaled()), not the GEMMs' alpha: BLAS may apply alpha after forming A·Ω (OpenBLAS does),
+/// which overflowed for entries near DBL_MAX (1e308: σ came back as 0.02 with ok). Q, U and V do
+/// not depend on the scale; σ = 2^s·σ(A'), out_of_range when beyond DBL_MAX.
 template <class T>
 Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const RandomizedSvdOptions& o,
                           index_t l, bool vectors) {
@@ -96,10 +119,11 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
   Staging staging;  // A's staging copy on a GPU build, Aᵀ's copy for strided A
   DeviceIO<T> io{BatchedMatrixRef<const T>(a), &staging};
   double amax = 0.0;
-  const Dense<T> at = transposed_operand(io.input(), staging, true, &amax);  // Aᵀ, n × m
-  if (at.data() == nullptr) return Status::non_finite_input;
+  const Dense<T> a_t = transposed_operand(io.input(), staging, true, &amax);  // Aᵀ, n × m
+  if (a_t.data() == nullptr) return Status::non_finite_input;
   const int e = pre_scale_exponent(amax);
-  const T unit = static_cast<T>(std::ldexp(1.0, -e));  // 2^−s, exact (1 for s = 0)
+  // A'ᵀ = 2^−e·Aᵀ, the GEMMs' operand.
+  const Dense<T> at = e == 0 ? a_t : pre_scaled<T>(a_t, a_t.data() != io.input().data(), staging, e);
   // Ω from the library's RNG on the host.
   const DenseMatrix<T> omega_owner(n, l, memory_label("sch::Om"));
   const Dense<T> omega = omega_owner.view;
@@ -114,15 +138,15 @@ Status randomized_compute(const MatrixRef<const T>& a, LowRankSvd& out, const Ra
   const DenseMatrix<T> y_owner(m, l, memory_label("sch::Y"));
   const Dense<T> y = y_owner.view;
   const DefaultExec space;
-  gemm(space, "T", "N", unit, at, omega, T(0), y);  // Y = A' Ω
+  gemm(space, "T", "N", T(1), at, omega, T(0), y);  // Y = A' Ω
   for (int q = 0; q < o.power_iterations; ++q) {
     orthonormalise(y);
-    gemm(space, "N", "N", unit, at, y, T(0), omega);  // Z = A'ᵀ Y (n × l, reusing Ω)
+    gemm(space, "N", "N", T(1), at, y, T(0), omega);  // Z = A'ᵀ Y (n × l, reusing Ω)
     orthonormalise(omega);
-    gemm(space, "T", "N", unit, at, omega, T(0), y);  // Y = A' Z
+    gemm(space, "T", "N", T(1), at, omega, T(0), y);  // Y = A' Z
   }
   orthonormalise(y);                                // Q
-  gemm(space, "N", "N", unit, at, y, T(0), omega);  // Bᵀ = A'ᵀ Q (n × l, reusing Ω)
+  gemm(space, "N", "N", T(1), at, y, T(0), omega);  // Bᵀ = A'ᵀ Q (n × l, reusing Ω)
   const HostMatrix<Dense<T>> hb(omega, true);
   Eigen::MatrixXd bm(l, n);
   for (index_t i = 0; i < l; ++i)
@@ -163,7 +187,7 @@ Status randomized_svd_impl(const MatrixRef<const T>& a, LowRankSvd& out, const R
   const index_t m = a.rows, n = a.cols, k = std::min(m, n);
   if (o.rank < 1 || o.rank > k || o.oversampling < 0 || o.power_iterations < 0 || o.power_iterations > 50)
     return Status::invalid_argument;
-  const index_t l = std::min(o.rank + o.oversampling, k);
+  const index_t l = o.rank + std::min(o.oversampling, k - o.rank);  // min(rank + p, k), no overflow
   return status_guard([&] { return randomized_compute<T>(a, out, o, l, vectors); });
 }
 
@@ -263,6 +287,9 @@ Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram, Workspac
       schatten::detail::check_layout(BatchedMatrixRef<float>(gram), true))
     return Status::invalid_argument;
   if (gram.rows != x.cols || gram.cols != x.cols) return Status::invalid_argument;
+  // gram may be x itself (tokens = d_in, one layout): G is formed from x before gram is written.
+  if (schatten::detail::check_aliasing(BatchedMatrixRef<const float>(x), BatchedMatrixRef<float>(gram), true))
+    return Status::invalid_argument;
   if (x.rows == 0 || x.cols == 0) return Status::ok;
   if (gram.memory == MemoryKind::device && (gram.row_stride != gram.cols || gram.col_stride != 1))
     return Status::invalid_argument;  // device grams are contiguous (gram.hpp)

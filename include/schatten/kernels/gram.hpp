@@ -24,7 +24,8 @@ namespace schatten {
 /// d_in × d_in in host memory (any strides, copied through a device buffer), or contiguous
 /// row-major in device memory (an optimizer's statistics after `Partition::init` on
 /// MemoryKind::device; updated there, never copied to the host). Errors (gram unchanged): shapes
-/// disagree → invalid_argument; NaN/Inf in x, or a sum that overflows float → non_finite_input.
+/// disagree, or x and gram overlap other than as one array (x = gram, in place) →
+/// invalid_argument; NaN/Inf in x, or a sum that overflows float → non_finite_input.
 /// Synchronous.
 ///
 /// Memory: the sum is formed in a d_in × d_in float copy (so that an overflow leaves `gram` as

@@ -35,7 +35,8 @@ struct RandomizedSvdOptions {
 /// workspace, since the host SVD and QRs allocate per call anyway (the adaptive Schatten-p
 /// criterion, its caller, runs every `interval` steps). Any finite double A is handled: the
 /// products are of 2^−s·A when max|a| lies outside [2^−511, 2^511] (an exact power of two, so
-/// that the host QRs neither overflow nor underflow) and σ is scaled back. Bad input: NaN/Inf →
+/// that the host QRs neither overflow nor underflow; a scaled copy of A, m·n elements) and σ is
+/// scaled back. Bad input: NaN/Inf →
 /// non_finite_input, bad rank/oversampling/q → invalid_argument, a σ beyond DBL_MAX →
 /// out_of_range; `sigma` is written only on success. Synchronous.
 Status randomized_singular_values(MatrixRef<const float> a, std::vector<double>& sigma,
