@@ -93,15 +93,17 @@ DescentDiagnostics diagnostics_impl(const MatrixRef<const T>& g, const MatrixRef
   for (int k = 0; k < 3; ++k) {
     const Status s =
         frobenius_inner(BatchedMatrixRef<const T>(*lhs[k]), BatchedMatrixRef<const T>(*rhs[k]), dst[k]);
-    // A non_finite_input of finite double inputs is a sum beyond the double range (below).
-    if (s == Status::non_finite_input && widen) {
+    // NaN/Inf (non_finite_input) or an inner product beyond the double range (out_of_range):
+    // the host pass below tells which, and long double may still represent the product.
+    if ((s == Status::non_finite_input || s == Status::out_of_range) && widen) {
       overflow = true;
       continue;
     }
     if (s == Status::out_of_memory) return failed(s, "out of memory staging the inner products");
     if (s != Status::ok)
-      return failed(s, s == Status::non_finite_input
-                           ? "NaN or Inf in g, g_batch, d or hd, or an inner product beyond the double range"
+      return failed(s, s == Status::non_finite_input ? "NaN or Inf in g, g_batch, d or hd"
+                       : s == Status::out_of_range
+                           ? "an inner product is beyond the double range; rescale g, g_batch, d or hd"
                            : "invalid matrix reference (null data or bad strides)");
   }
   // Float inputs: every product is exact in double and no sum of them leaves its range, so the

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "schatten/kernels/inner_product.hpp"
 #include "schatten/kokkos/detail/linalg.hpp"
 #include "schatten/kokkos/detail/queue_scratch.hpp"
 #include "support/kokkos_allocations.hpp"
@@ -230,6 +231,32 @@ TEST_SUITE("kernels.linalg") {
                         Mat2<double, Mem>(g));
       CHECK((to_eigen(g) - x.transpose() * x).norm() <= 1e-12);
     }
+  }
+
+  TEST_CASE("frobenius_inner: finite entries whose products overflow give the representable result") {
+    // The products of double entries beyond ~1e154 overflow: ⟨A, B⟩ was refused as
+    // non_finite_input ("the input contains NaN or Inf") although both inputs were finite and
+    // the result representable. Now the sum is formed again of max-normalised copies (exact
+    // powers of two): 0 for 1e200·[1, 1]·[1, −1]ᵀ, and 1e200·[1, 2, 3]·1e100·[3, 2, 1]ᵀ = 1e300·10
+    // to the double sum's rounding (3 terms: 4 ulps is ample). A result beyond DBL_MAX is
+    // out_of_range, NaN/Inf still non_finite_input; nothing is written on refusal.
+    const std::vector<double> a = {1e200, 1e200}, b = {1e200, -1e200};
+    double out = -1.0;
+    REQUIRE(frobenius_inner(MatrixRef<const double>(a.data(), 1, 2), MatrixRef<const double>(b.data(), 1, 2),
+                            &out) == Status::ok);
+    CHECK(out == 0.0);
+    const std::vector<double> x = {1e200, 2e200, 3e200}, y = {3e100, 2e100, 1e100};
+    REQUIRE(frobenius_inner(MatrixRef<const double>(x.data(), 3, 1), MatrixRef<const double>(y.data(), 3, 1),
+                            &out) == Status::ok);
+    CHECK(out == doctest::Approx(1e301).epsilon(4 * std::numeric_limits<double>::epsilon()));
+    out = -1.0;
+    CHECK(frobenius_inner(MatrixRef<const double>(a.data(), 1, 2), MatrixRef<const double>(a.data(), 1, 2),
+                          &out) == Status::out_of_range);  // 2e400
+    std::vector<double> bad = b;
+    bad[1] = std::numeric_limits<double>::infinity();
+    CHECK(frobenius_inner(MatrixRef<const double>(a.data(), 1, 2), MatrixRef<const double>(bad.data(), 1, 2),
+                          &out) == Status::non_finite_input);
+    CHECK(out == -1.0);
   }
 
   TEST_CASE("sigma_max_estimate approaches the largest singular value from below") {

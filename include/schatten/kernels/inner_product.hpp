@@ -16,8 +16,12 @@ namespace schatten {
 /// `workspace` keeps for its next calls (two arrays of batch·rows·cols elements:
 /// Workspace::reserve_staging); without one each call allocates its own. Synchronous: `out` is
 /// host memory and holds the result on return.
-/// Errors (nothing written to `out`): shapes differ, `out` null with batch > 0 → invalid_argument;
-/// a NaN/Inf entry, or a sum beyond the double range → non_finite_input; an allocation that
+/// Any finite double entries: where the plain sum overflows (products of entries beyond ~1e154),
+/// the sum is formed again of 2^−ea·A and 2^−eb·B (max-normalised by exact powers of two) and
+/// scaled back, so a representable ⟨A, B⟩ is returned (0 for 1e200·[1, 1] and 1e200·[1, −1]);
+/// that costs one more read of each and only then. Errors (nothing written to `out`): shapes
+/// differ, `out` null with batch > 0 → invalid_argument; a NaN/Inf entry → non_finite_input;
+/// finite entries whose ⟨A, B⟩ is beyond the double range → out_of_range; an allocation that
 /// fails → out_of_memory.
 Status frobenius_inner(BatchedMatrixRef<const float> a, BatchedMatrixRef<const float> b, double* out,
                        Workspace* workspace = nullptr);
