@@ -57,7 +57,7 @@ const PolarOptions* detail::cached_kaon_options(int steps) {
 
 const char* check_polar_options(const PolarOptions& o) {
   if (o.method == PolarMethod::qdwh) return check_qdwh_options(o.qdwh);
-  if (o.iterations < 0 || o.iterations > 1000) return "iterations must lie in [0, 1000]";
+  if (o.iterations < 0 || o.iterations > kPolarMaxIterations) return "iterations must lie in [0, 1000]";
   if (o.method != PolarMethod::newton_schulz && o.method != PolarMethod::polar_express &&
       o.method != PolarMethod::gram_newton_schulz)
     return "unknown polar method";

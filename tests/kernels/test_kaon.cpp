@@ -138,6 +138,13 @@ TEST_SUITE("kernels.kaon") {
     CHECK(std::all_of(out.begin(), out.end(), [](double x) { return x == 7.0; }));
     CHECK(kaon(MatrixRef<const double>(in.data(), 8, 6), MatrixRef<double>(out.data(), 8, 6), 0).status ==
           Status::invalid_argument);
+    // More steps than polar() runs: invalid_argument before the schedule is built (INT_MAX once
+    // allocated 51 GB of rows first, then gave out_of_memory or took the machine's memory).
+    for (const int steps : {kPolarMaxIterations + 1, std::numeric_limits<int>::max()})
+      CHECK(
+          kaon(MatrixRef<const double>(in.data(), 8, 6), MatrixRef<double>(out.data(), 8, 6), steps).status ==
+          Status::invalid_argument);
+    CHECK(std::all_of(out.begin(), out.end(), [](double x) { return x == 7.0; }));
     // A zero matrix maps to zero (its Frobenius norm is zero: no 0/0).
     std::vector<double> zero(48, 0.0);
     REQUIRE(kaon(MatrixRef<const double>(zero.data(), 8, 6), MatrixRef<double>(out.data(), 8, 6)).status ==

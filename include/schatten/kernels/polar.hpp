@@ -34,10 +34,13 @@ enum class PolarMethod {
 /// Name of a method ("newton_schulz", ...).
 const char* to_string(PolarMethod m) noexcept;
 
+/// The most polynomial steps polar() runs (PolarOptions::iterations, kaon()'s steps).
+inline constexpr int kPolarMaxIterations = 1000;
+
 /// Options of polar(). Set fields by name; every field has a default.
 struct PolarOptions {
   PolarMethod method = PolarMethod::polar_express;
-  /// Number of polynomial steps T (0 … 1000). 0 returns the normalised input.
+  /// Number of polynomial steps T (0 … kPolarMaxIterations = 1000). 0 returns the normalised input.
   int iterations = 5;
   /// Coefficients and normalisation. Left empty (no rows), the method's default is used:
   /// newton_schulz → schedules::keller_jordan(); polar_express and gram_newton_schulz →
@@ -174,16 +177,18 @@ const PolarOptions* cached_kaon_options(int steps);
 bool lowp_symmetric_on_one_triangle();
 }  // namespace detail
 
-/// Kaon's random spectrum (schedules::kaon(steps)): U s(Σ/‖A‖_F) Vᵀ with the chaotic map
-/// s = p⁵/1.175, p(x) = 4.1x(1 − x²)²; singular vectors kept, singular values scrambled into
-/// [0, 0.9987]. Same cost as Newton–Schulz (3 GEMMs per step). The SVD variant with seeded
-/// uniform singular values is schatten::reference::kaon_spectrum.
+/// Kaon's random spectrum (schedules::kaon(steps), 1 ≤ steps ≤ kPolarMaxIterations): U s(Σ/‖A‖_F)
+/// Vᵀ with the chaotic map s = p⁵/1.175, p(x) = 4.1x(1 − x²)²; singular vectors kept, singular
+/// values scrambled into [0, 0.9987]. Same cost as Newton–Schulz (3 GEMMs per step). The SVD
+/// variant with seeded uniform singular values is schatten::reference::kaon_spectrum.
 template <class A, class Q>
 PolarReport kaon(const A& a, const Q& q, int steps = 5, Workspace* workspace = nullptr) {
-  if (steps < 1) {
+  // (Checked before the schedule is built: steps = INT_MAX once asked for 51 GB of rows, then
+  // out_of_memory, where polar() refuses the iteration count.)
+  if (steps < 1 || steps > kPolarMaxIterations) {
     PolarReport r;
     r.status = Status::invalid_argument;
-    r.message = "kaon: steps must be >= 1";
+    r.message = "kaon: steps must lie in [1, 1000]";
     return r;
   }
   try {

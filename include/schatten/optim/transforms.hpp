@@ -963,8 +963,13 @@ struct KaonSpectrum {
       ++states[b].count;
     return Status::ok;
   }
-  /// At least one step (kaon() refuses fewer).
-  const char* check() const noexcept { return steps >= 1 ? nullptr : "kaon_spectrum: steps must be >= 1"; }
+  /// 1 ≤ steps ≤ kPolarMaxIterations: kaon() refuses others, and workspace_bytes() would build
+  /// kaon_options(steps), a row per step (51 GB for INT_MAX).
+  const char* check() const noexcept {
+    return steps < 1                     ? "kaon_spectrum: steps must be >= 1"
+           : steps > kPolarMaxIterations ? "kaon_spectrum: steps must be <= 1000"
+                                         : nullptr;
+  }
   std::string config() const { return Signature(name).add("steps", steps).str(); }
 };
 
