@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "schatten/kernels/polar.hpp"
+#include "schatten/kernels/spectral_power.hpp"
 #include "schatten/reference/polar.hpp"
 #include "support/batching.hpp"
 #include "support/convert.hpp"
@@ -690,6 +691,7 @@ TEST_SUITE("kernels.polar.api") {
     CHECK(from_row_major(with_eps.data(), r, c).norm() < 1e-3 * std::sqrt(double(r)));
   }
 
+  TEST_CASE_TEMPLATE(
       "options without an iterate bound: an iterate that overflows is refused, nothing written", T, float,
       double) {
     // A safety of 0.01 (σ up to 100 after normalisation: Keller Jordan's quintic maps 100 to
@@ -732,6 +734,57 @@ TEST_SUITE("kernels.polar.api") {
           Status::ok);
     for (T x : out)
       CHECK(std::isfinite(x));
+  }
+
+  TEST_CASE("shapes beyond the address space or 2^32: refused, never a wrapped size or extent") {
+    // The workspace sizes were products in size_t that wrapped: polar_workspace_bytes of a
+    // 2^30 × 2^30 matrix was 40, and polar() reserved that and wrote its iterate past it. The
+    // layouts below are valid (a stride-0 input repeats one element; the output's offsets fit in
+    // index_t), only no memory holds them. Now the counts saturate at PTRDIFF_MAX, which no
+    // allocation serves: out_of_memory before anything is read or written (the output pointer
+    // is never dereferenced).
+    const index_t n = index_t(1) << 30;
+    CHECK(polar_workspace_bytes(n, n, 1, PolarOptions{}) ==
+          std::size_t(std::numeric_limits<std::ptrdiff_t>::max()));
+    float two[2] = {1.0f, 0.0f};  // the input's one element, then the output's first (disjoint)
+    const auto a = BatchedMatrixRef<const float>::strided(&two[0], 1, n, n, 0, 0, 0);
+    const auto q = BatchedMatrixRef<float>::strided(&two[1], 1, n, n, 0, n, 1);
+    const float& sink = two[1];
+    REQUIRE(detail::check_layout(q, true) == nullptr);
+    PolarOptions qd;
+    qd.method = PolarMethod::qdwh;
+    for (const PolarOptions& o : {PolarOptions{}, gram_options(), qd}) {
+      const PolarReport rep = polar(a, q, o);
+      CHECK(rep.status == Status::out_of_memory);
+      CHECK(sink == 0.0f);
+    }
+    SpectralPowerOptions so;
+    CHECK(spectral_power(a, q, so).status == Status::out_of_memory);
+    // An input alone (no output to bound it): 2^31 × 2^31 of one repeated element.
+    const index_t m = index_t(1) << 31;
+    double norm = -1.0;
+    CHECK(schatten_norm(BatchedMatrixRef<const float>::strided(&two[0], 1, m, m, 0, 0, 0), 1.5, &norm) ==
+          Status::out_of_memory);
+    CHECK(norm == -1.0);
+    // Kokkos keeps the extents of the kernels' rank-3 views in 32 bits: 2^32 columns read as 0
+    // (the norm of a 1 × 2^32 matrix of ones came back 0 with ok) and 2^32 + 5 as 5. Extents
+    // above 2^32 − 1 are refused.
+    const index_t wide = (index_t(1) << 32) + 5;
+    CHECK(polar(BatchedMatrixRef<const float>::strided(&two[0], 1, 1, wide, 0, 0, 0),
+                BatchedMatrixRef<float>::strided(&two[1], 1, 1, wide, 0, wide, 1))
+              .status == Status::invalid_argument);
+    CHECK(sink == 0.0f);
+    CHECK(schatten_norm(BatchedMatrixRef<const float>::strided(&two[0], 1, 1, index_t(1) << 32, 0, 0, 0), 1.0,
+                        &norm) == Status::invalid_argument);
+    CHECK(norm == -1.0);
+    // A reservation within 255 bytes of SIZE_MAX was served with a few bytes (libstdc++'s
+    // aligned operator new rounds the size up first, which wraps), and the workspace then
+    // claimed that capacity for every later call. Now refused, the workspace as it was.
+    Workspace ws;
+    for (const std::size_t bytes :
+         {std::numeric_limits<std::size_t>::max(), std::numeric_limits<std::size_t>::max() - 100})
+      CHECK_FALSE(ws.reserve(bytes));
+    CHECK(ws.capacity() == 0);
   }
 
   TEST_CASE("cost model: GEMM shapes and flops of each method") {

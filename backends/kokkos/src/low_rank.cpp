@@ -594,9 +594,8 @@ namespace {
 /// u may be m itself when `u_may_be_m` (LowRankStepOptions::store_momentum).
 bool valid_member(const MatrixRef<float>& m, const MatrixRef<float>& q, const MatrixRef<float>& u,
                   const MatrixRef<float>& m0, const MatrixRef<float>& q0, bool u_may_be_m) {
-  using schatten::detail::check_layout;
   for (const MatrixRef<float>* a : {&m, &q, &u})
-    if (check_layout(BatchedMatrixRef<float>(*a), true) != nullptr ||
+    if (kokkos::detail::check_plain(BatchedMatrixRef<float>(*a), true) != nullptr ||
         (a->rows > 0 && a->cols > 0 && (a->row_stride != a->cols || a->col_stride != 1)))
       return false;  // contiguous row-major only
   if (u.rows != m.rows || u.cols != m.cols || q.memory != m.memory || u.memory != m.memory) return false;

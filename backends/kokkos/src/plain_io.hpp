@@ -35,6 +35,22 @@ inline bool directly_accessible(MemoryKind kind) {
   return kind == MemoryKind::device || Kokkos::SpaceAccessibility<DefaultExec, Kokkos::HostSpace>::accessible;
 }
 
+/// The largest extent a plain-array call accepts: Kokkos stores the extents of a view with three
+/// runtime extents (Strided3, Mat3: every batch) in 32 bits (ViewDimension's `unsigned` once
+/// rank_dynamic ≥ 3), so a larger one wrapped silently (a 1 × (2^32 + 5) matrix was computed as
+/// 1 × 5 and reported ok; 2^32 columns as an empty matrix).
+inline constexpr index_t kMaxViewExtent = 0xFFFFFFFF;
+
+/// check_layout() and the backend's extent limit (non-empty matrices only: an empty one
+/// addresses nothing): nullptr when valid, else a static message.
+template <class T>
+const char* check_plain(const BatchedMatrixRef<T>& m, bool is_output) {
+  if (const char* msg = schatten::detail::check_layout(m, is_output)) return msg;
+  if (!m.empty() && (m.batch > kMaxViewExtent || m.rows > kMaxViewExtent || m.cols > kMaxViewExtent))
+    return "a matrix dimension exceeds 2^32 - 1, the extent range of the Kokkos views";
+  return nullptr;
+}
+
 template <class T>
 Strided3<T, DefaultMem> strided_view(const BatchedMatrixRef<T>& m) {
   return Strided3<T, DefaultMem>(

@@ -23,10 +23,8 @@ template <class T>
 PolarReport polar_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<T>& q,
                         const PolarOptions& options, schatten::Workspace* workspace) {
   schatten::detail::ensure_runtime();
-  if (const char* msg = schatten::detail::check_layout(a, false))
-    return failure<PolarReport>(Status::invalid_argument, msg);
-  if (const char* msg = schatten::detail::check_layout(q, true))
-    return failure<PolarReport>(Status::invalid_argument, msg);
+  if (const char* msg = check_plain(a, false)) return failure<PolarReport>(Status::invalid_argument, msg);
+  if (const char* msg = check_plain(q, true)) return failure<PolarReport>(Status::invalid_argument, msg);
   if (a.batch != q.batch || a.rows != q.rows || a.cols != q.cols)
     return failure<PolarReport>(Status::invalid_argument, "input and output shapes differ");
   if (const char* msg = schatten::detail::check_aliasing(a, q, true))  // (before any staging)
@@ -50,15 +48,12 @@ QdwhReport qdwh_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef
                       const BatchedMatrixRef<T>& h, const QdwhOptions& options,
                       schatten::Workspace* workspace) {
   schatten::detail::ensure_runtime();
-  if (const char* msg = schatten::detail::check_layout(a, false))
-    return failure<QdwhReport>(Status::invalid_argument, msg);
-  if (const char* msg = schatten::detail::check_layout(u, true))
-    return failure<QdwhReport>(Status::invalid_argument, msg);
+  if (const char* msg = check_plain(a, false)) return failure<QdwhReport>(Status::invalid_argument, msg);
+  if (const char* msg = check_plain(u, true)) return failure<QdwhReport>(Status::invalid_argument, msg);
   if (a.batch != u.batch || a.rows != u.rows || a.cols != u.cols)
     return failure<QdwhReport>(Status::invalid_argument, "input and output shapes differ");
   if (h.data != nullptr) {
-    if (const char* msg = schatten::detail::check_layout(h, true))
-      return failure<QdwhReport>(Status::invalid_argument, msg);
+    if (const char* msg = check_plain(h, true)) return failure<QdwhReport>(Status::invalid_argument, msg);
     const index_t k = std::min(a.rows, a.cols);
     if (h.batch != a.batch || h.rows != k || h.cols != k)
       return failure<QdwhReport>(Status::invalid_argument, "h must hold batch matrices of min(rows, cols)^2");
@@ -102,9 +97,9 @@ template <class T, class Options>
 SpectralPowerReport spectral_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<T>& out,
                                    const Options& options, schatten::Workspace* workspace) {
   schatten::detail::ensure_runtime();
-  if (const char* msg = schatten::detail::check_layout(a, false))
+  if (const char* msg = check_plain(a, false))
     return failure<SpectralPowerReport>(Status::invalid_argument, msg);
-  if (const char* msg = schatten::detail::check_layout(out, true))
+  if (const char* msg = check_plain(out, true))
     return failure<SpectralPowerReport>(Status::invalid_argument, msg);
   if (a.batch != out.batch || a.rows != out.rows || a.cols != out.cols)
     return failure<SpectralPowerReport>(Status::invalid_argument, "input and output shapes differ");
@@ -127,8 +122,7 @@ template <class T>
 Status norm_plain(const BatchedMatrixRef<const T>& a, double q, double* norms,
                   const SchattenNormOptions& options, schatten::Workspace* workspace) {
   schatten::detail::ensure_runtime();
-  if (schatten::detail::check_layout(a, false) || (norms == nullptr && a.batch > 0))
-    return Status::invalid_argument;
+  if (check_plain(a, false) || (norms == nullptr && a.batch > 0)) return Status::invalid_argument;
   return status_guard([&] {
     CallWorkspace ws(workspace);
     DeviceIO<T> io(a, ws.staging());

@@ -183,7 +183,7 @@ template <class T>
 Status randomized_svd_impl(const MatrixRef<const T>& a, LowRankSvd& out, const RandomizedSvdOptions& o,
                            bool vectors) {
   schatten::detail::ensure_runtime();
-  if (schatten::detail::check_layout(BatchedMatrixRef<const T>(a), false)) return Status::invalid_argument;
+  if (check_plain(BatchedMatrixRef<const T>(a), false)) return Status::invalid_argument;
   const index_t m = a.rows, n = a.cols, k = std::min(m, n);
   if (o.rank < 1 || o.rank > k || o.oversampling < 0 || o.power_iterations < 0 || o.power_iterations > 50)
     return Status::invalid_argument;
@@ -283,8 +283,8 @@ Status randomized_svd(MatrixRef<const double> a, LowRankSvd& out, const Randomiz
 
 Status gram_accumulate(MatrixRef<const float> x, MatrixRef<float> gram, Workspace* workspace) {
   schatten::detail::ensure_runtime();
-  if (schatten::detail::check_layout(BatchedMatrixRef<const float>(x), false) ||
-      schatten::detail::check_layout(BatchedMatrixRef<float>(gram), true))
+  if (kokkos::detail::check_plain(BatchedMatrixRef<const float>(x), false) ||
+      kokkos::detail::check_plain(BatchedMatrixRef<float>(gram), true))
     return Status::invalid_argument;
   if (gram.rows != x.cols || gram.cols != x.cols) return Status::invalid_argument;
   // gram may be x itself (tokens = d_in, one layout): G is formed from x before gram is written.

@@ -72,8 +72,7 @@ template <class T>
 Status inner_plain(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<const T>& b, double* out,
                    schatten::Workspace* workspace) {
   schatten::detail::ensure_runtime();
-  if (schatten::detail::check_layout(a, false) || schatten::detail::check_layout(b, false))
-    return Status::invalid_argument;
+  if (check_plain(a, false) || check_plain(b, false)) return Status::invalid_argument;
   if (a.batch != b.batch || a.rows != b.rows || a.cols != b.cols) return Status::invalid_argument;
   if (a.batch > 0 && out == nullptr) return Status::invalid_argument;
   return status_guard([&] { return inner_sums<T>(a, b, out, workspace); });

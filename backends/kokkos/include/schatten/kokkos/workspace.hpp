@@ -6,9 +6,11 @@
 #include <Kokkos_Core.hpp>
 
 #include <cstddef>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "schatten/core/types.hpp"
 #include "schatten/kokkos/detail/memory.hpp"
 
 namespace schatten::kokkos {
@@ -84,12 +86,31 @@ class Arena {
   static constexpr std::size_t alignment = 256;  // GPU-friendly; ≥ any cache line
 
   explicit Arena(unsigned char* base = nullptr) : base_(base) {}
+  /// The count every size saturates at: the largest object size (PTRDIFF_MAX), which no
+  /// allocation serves. (Not SIZE_MAX: the aligned operator new of libstdc++ rounds the size up
+  /// to the alignment first, which wraps SIZE_MAX to 0 and serves it.)
+  static constexpr std::size_t kSaturated =
+      static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max());
+  /// `count` elements of T. Sizes saturate at kSaturated instead of wrapping, so that a counting
+  /// arena of a shape beyond the address space asks for more bytes than any allocation serves
+  /// (the kernels' reserve() then fails: out_of_memory), never for a wrapped few bytes that the
+  /// kernel would write past (a 2^30 × 2^30 polar() once reserved 40 bytes).
   template <class T>
   T* take(std::size_t count) {
-    used_ = (used_ + alignment - 1) / alignment * alignment;
+    used_ = used_ >= kSaturated - alignment ? kSaturated : (used_ + alignment - 1) / alignment * alignment;
     T* p = base_ ? reinterpret_cast<T*>(base_ + used_) : nullptr;
-    used_ += count * sizeof(T);
+    used_ = count >= (kSaturated - used_) / sizeof(T) ? kSaturated : used_ + count * sizeof(T);
     return p;
+  }
+  /// Elements of an a × b × c box (extents ≥ 0), kSaturated when the product exceeds it.
+  static std::size_t box(index_t a, index_t b = 1, index_t c = 1) noexcept {
+    std::size_t n = 1;
+    for (const index_t e : {a, b, c}) {
+      const std::size_t u = static_cast<std::size_t>(e);
+      if (u != 0 && n > kSaturated / u) return kSaturated;
+      n *= u;
+    }
+    return n;
   }
   std::size_t used() const noexcept { return used_; }
 

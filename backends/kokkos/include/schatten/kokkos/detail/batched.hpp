@@ -32,7 +32,7 @@ using Strided3 = Kokkos::View<T***, Kokkos::LayoutStride, Mem, Kokkos::MemoryTra
 /// Carves a rows × cols × batch working array out of an arena (null data when only counting).
 template <class T, class Mem>
 Mat3<T, Mem> carve(Arena& arena, index_t rows, index_t cols, index_t batch) {
-  T* p = arena.take<T>(static_cast<std::size_t>(rows * cols * batch));
+  T* p = arena.take<T>(Arena::box(rows, cols, batch));
   return Mat3<T, Mem>(p, rows, cols, batch);
 }
 

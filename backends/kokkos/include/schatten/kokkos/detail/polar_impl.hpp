@@ -89,8 +89,8 @@ PolarBuffers<TC, Mem> carve_polar(Arena& arena, const PolarShape& s, PolarMethod
   buf.y = carve<TC, Mem>(arena, s.w_rows, s.w_cols, s.batch);
   for (int i = 0; i < square_buffers(method); ++i)
     buf.sq[i] = carve<TC, Mem>(arena, s.k, s.k, s.batch);
-  buf.factor = arena.take<double>(kFactorDoubles * static_cast<std::size_t>(s.batch));
-  if (row_scales) buf.row_scale = arena.take<double>(static_cast<std::size_t>(s.k * s.batch));
+  buf.factor = arena.take<double>(Arena::box(kFactorDoubles, s.batch));
+  if (row_scales) buf.row_scale = arena.take<double>(Arena::box(s.k, s.batch));
   return buf;
 }
 

@@ -33,7 +33,7 @@ struct QdwhBuffers {
 
 template <class TC, class Mem>
 Mat2<TC, Mem> carve2(Arena& arena, index_t rows, index_t cols) {
-  return Mat2<TC, Mem>(arena.take<TC>(static_cast<std::size_t>(rows * cols)), rows, cols);
+  return Mat2<TC, Mem>(arena.take<TC>(Arena::box(rows, cols)), rows, cols);
 }
 
 template <class TC, class Mem>
@@ -51,7 +51,7 @@ QdwhBuffers<TC, Mem> carve_qdwh(Arena& arena, const PolarShape& s, bool want_h, 
   b.va = carve2<TC, Mem>(arena, s.k, 1);
   b.vn = carve2<TC, Mem>(arena, s.n, 1);
   if (want_h) b.h = carve<TC, Mem>(arena, s.k, s.k, s.batch);
-  b.factor = arena.take<double>(kFactorDoubles * static_cast<std::size_t>(s.batch));
+  b.factor = arena.take<double>(Arena::box(kFactorDoubles, s.batch));
   return b;
 }
 

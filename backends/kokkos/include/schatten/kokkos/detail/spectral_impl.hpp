@@ -365,7 +365,7 @@ ClipPolynomialBuffers<TC, Mem> carve_clip_polynomial(Arena& arena, const PolarSh
   b.p = carve_polar<TC, Mem>(arena, s, PolarMethod::newton_schulz);
   for (Mat3<TC, Mem>* m : {&b.h, &b.acc, &b.d, &b.m, &b.y})
     *m = carve<TC, Mem>(arena, s.k, s.k, s.batch);
-  b.shifts = arena.take<double>(4 * static_cast<std::size_t>(s.batch));
+  b.shifts = arena.take<double>(Arena::box(4, s.batch));
   return b;
 }
 
