@@ -736,7 +736,7 @@ TEST_SUITE("kernels.polar.api") {
       CHECK(std::isfinite(x));
   }
 
-  TEST_CASE("shapes beyond the address space or 2^32: refused, never a wrapped size or extent") {
+  TEST_CASE("shapes beyond the address space or 2^31: refused, never a wrapped size or extent") {
     // The workspace sizes were products in size_t that wrapped: polar_workspace_bytes of a
     // 2^30 × 2^30 matrix was 40, and polar() reserved that and wrote its iterate past it. The
     // layouts below are valid (a stride-0 input repeats one element; the output's offsets fit in
@@ -760,22 +760,27 @@ TEST_SUITE("kernels.polar.api") {
     }
     SpectralPowerOptions so;
     CHECK(spectral_power(a, q, so).status == Status::out_of_memory);
-    // An input alone (no output to bound it): 2^31 × 2^31 of one repeated element.
-    const index_t m = index_t(1) << 31;
+    // An input alone (no output to bound it): 2^30 × 2^30 of one repeated element.
+    const index_t m = index_t(1) << 30;
     double norm = -1.0;
     CHECK(schatten_norm(BatchedMatrixRef<const float>::strided(&two[0], 1, m, m, 0, 0, 0), 1.5, &norm) ==
           Status::out_of_memory);
     CHECK(norm == -1.0);
     // Kokkos keeps the extents of the kernels' rank-3 views in 32 bits: 2^32 columns read as 0
-    // (the norm of a 1 × 2^32 matrix of ones came back 0 with ok) and 2^32 + 5 as 5. Extents
-    // above 2^32 − 1 are refused.
-    const index_t wide = (index_t(1) << 32) + 5;
-    CHECK(polar(BatchedMatrixRef<const float>::strided(&two[0], 1, 1, wide, 0, 0, 0),
-                BatchedMatrixRef<float>::strided(&two[1], 1, 1, wide, 0, wide, 1))
-              .status == Status::invalid_argument);
+    // (the norm of a 1 × 2^32 matrix of ones came back 0 with ok) and 2^32 + 5 as 5; and the BLAS
+    // calls take int dimensions, which 2^31 makes negative. Extents above 2^31 − 1 are refused.
+    for (const index_t wide : {index_t(1) << 31, index_t(1) << 32, (index_t(1) << 32) + 5}) {
+      CAPTURE(wide);
+      CHECK(polar(BatchedMatrixRef<const float>::strided(&two[0], 1, 1, wide, 0, 0, 0),
+                  BatchedMatrixRef<float>::strided(&two[1], 1, 1, wide, 0, wide, 1))
+                .status == Status::invalid_argument);
+      CHECK(polar(BatchedMatrixRef<const float>::strided(&two[0], wide, 1, 1, 0, 0, 0),
+                  BatchedMatrixRef<float>::strided(&two[1], wide, 1, 1, 1, 1, 1))
+                .status == Status::invalid_argument);  // a batch of that many 1 × 1 matrices
+      CHECK(schatten_norm(BatchedMatrixRef<const float>::strided(&two[0], 1, 1, wide, 0, 0, 0), 1.0, &norm) ==
+            Status::invalid_argument);
+    }
     CHECK(sink == 0.0f);
-    CHECK(schatten_norm(BatchedMatrixRef<const float>::strided(&two[0], 1, 1, index_t(1) << 32, 0, 0, 0), 1.0,
-                        &norm) == Status::invalid_argument);
     CHECK(norm == -1.0);
     // A reservation within 255 bytes of SIZE_MAX was served with a few bytes (libstdc++'s
     // aligned operator new rounds the size up first, which wraps), and the workspace then

@@ -35,19 +35,21 @@ inline bool directly_accessible(MemoryKind kind) {
   return kind == MemoryKind::device || Kokkos::SpaceAccessibility<DefaultExec, Kokkos::HostSpace>::accessible;
 }
 
-/// The largest extent a plain-array call accepts: Kokkos stores the extents of a view with three
-/// runtime extents (Strided3, Mat3: every batch) in 32 bits (ViewDimension's `unsigned` once
-/// rank_dynamic ≥ 3), so a larger one wrapped silently (a 1 × (2^32 + 5) matrix was computed as
-/// 1 × 5 and reported ok; 2^32 columns as an empty matrix).
-inline constexpr index_t kMaxViewExtent = 0xFFFFFFFF;
+/// The largest extent a plain-array call accepts, 2^31 − 1: the GEMMs, SYRKs and Cholesky
+/// factorisations take their dimensions and batch counts as `int` (LP64 BLAS, cuBLAS, the
+/// portable kernels), which a larger one would make negative (reference BLAS then stops the
+/// program); and Kokkos keeps the extents of a view with three runtime extents (Strided3, Mat3:
+/// every batch) in 32 bits (ViewDimension's `unsigned` once rank_dynamic ≥ 3), so 2^32 and more
+/// wrapped silently (the Schatten norm of a 1 × 2^32 matrix of ones came back 0 with ok).
+inline constexpr index_t kMaxPlainExtent = 0x7FFFFFFF;
 
 /// check_layout() and the backend's extent limit (non-empty matrices only: an empty one
 /// addresses nothing): nullptr when valid, else a static message.
 template <class T>
 const char* check_plain(const BatchedMatrixRef<T>& m, bool is_output) {
   if (const char* msg = schatten::detail::check_layout(m, is_output)) return msg;
-  if (!m.empty() && (m.batch > kMaxViewExtent || m.rows > kMaxViewExtent || m.cols > kMaxViewExtent))
-    return "a matrix dimension exceeds 2^32 - 1, the extent range of the Kokkos views";
+  if (!m.empty() && (m.batch > kMaxPlainExtent || m.rows > kMaxPlainExtent || m.cols > kMaxPlainExtent))
+    return "a matrix dimension or batch exceeds 2^31 - 1 (the int dimensions of BLAS calls)";
   return nullptr;
 }
 
