@@ -62,6 +62,10 @@ const char* check_polar_options(const PolarOptions& o) {
       o.method != PolarMethod::gram_newton_schulz)
     return "unknown polar method";
   const CoefficientSchedule& s = resolved_schedule(o);
+  // (An unknown tail made CoefficientSchedule::at() throw past the rows: internal_error from
+  // polar(), and std::terminate from a noexcept caller of polar_iterate_bound().)
+  if (s.tail != ScheduleTail::repeat_last && s.tail != ScheduleTail::cycle && s.tail != ScheduleTail::error)
+    return "unknown schedule tail";
   if (!s.covers(o.iterations)) return "the schedule has fewer rows than iterations (tail = error)";
   for (const OddQuintic& p : s.steps)
     if (!std::isfinite(p.a) || !std::isfinite(p.b) || !std::isfinite(p.c))

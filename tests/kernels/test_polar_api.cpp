@@ -244,6 +244,14 @@ TEST_SUITE("kernels.polar.api") {
     o = gram_options();
     o.gram_restarts = {0};
     expect_invalid(polar(a, q, o));
+    // An unknown tail (past the rows) made CoefficientSchedule::at() throw: internal_error ("a
+    // bug") from polar(), and an exception out of polar_iterate_bound().
+    o = {};
+    o.schedule = schedules::polar_express_5();
+    o.schedule.tail = static_cast<ScheduleTail>(7);
+    o.iterations = 8;
+    expect_invalid(polar(a, q, o));
+    CHECK(polar_iterate_bound(o) == HUGE_VAL);
     CHECK(check_polar_options(PolarOptions{}) == nullptr);
   }
 
