@@ -82,13 +82,10 @@ OddQuintic optimal_odd_polynomial(double l, double u, int degree) {
   return degree == 3 ? optimal_cubic(l, u) : optimal_quintic(l, u);
 }
 
-Status polar_express_coefficients(const PolarExpressParams& p, std::vector<OddQuintic>& out) {
-  const bool ok = std::isfinite(p.lower) && p.lower > 0.0 && p.lower <= 1.0 && p.steps >= 1 &&
-                  p.steps <= 1000 && std::isfinite(p.safety_eps) && p.safety_eps >= 0.0 &&
-                  std::isfinite(p.cushion) && p.cushion >= 0.0 && p.cushion < 1.0 &&
-                  (p.degree == 3 || p.degree == 5);
-  if (!ok) return Status::invalid_argument;
-
+namespace {
+/// The greedy composition of polar_express_coefficients() for checked parameters, into `out`
+/// (moved in last).
+Status build_table(const PolarExpressParams& p, std::vector<OddQuintic>& out) {
   std::vector<OddQuintic> table;
   table.reserve(static_cast<std::size_t>(p.steps));
   double l = p.lower, u = 1.0;
@@ -112,6 +109,18 @@ Status polar_express_coefficients(const PolarExpressParams& p, std::vector<OddQu
   }
   out = std::move(table);
   return Status::ok;
+}
+}  // namespace
+
+Status polar_express_coefficients(const PolarExpressParams& p, std::vector<OddQuintic>& out) {
+  const bool ok = std::isfinite(p.lower) && p.lower > 0.0 && p.lower <= 1.0 && p.steps >= 1 &&
+                  p.steps <= 1000 && std::isfinite(p.safety_eps) && p.safety_eps >= 0.0 &&
+                  std::isfinite(p.cushion) && p.cushion >= 0.0 && p.cushion < 1.0 &&
+                  (p.degree == 3 || p.degree == 5);
+  if (!ok) return Status::invalid_argument;
+  // The table is built aside and moved in: an exhausted heap is out_of_memory with `out`
+  // untouched, never an exception out of a function that returns a status.
+  return schatten::detail::status_guard([&] { return build_table(p, out); });
 }
 
 }  // namespace schatten

@@ -94,10 +94,9 @@ void store_log_error(double alpha, int steps, double log_error) {
 
 bool polynomial_power_steps_tabulated(int steps) { return table_row(steps, 0.0) != nullptr; }
 
-Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out) {
-  if (!(alpha >= 0.0 && alpha <= 1.0)) return Status::invalid_argument;
-  const double* rows = table_row(steps, alpha);
-  if (rows == nullptr) return Status::invalid_argument;
+namespace {
+/// polynomial_power_schedule() for a tabulated row, into `out` (moved in last).
+Status build_power_schedule(double alpha, int steps, const double* rows, PowerSchedule& out) {
   PowerSchedule r;
   r.alpha = alpha;
   r.lower = kLower;
@@ -116,10 +115,9 @@ Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out) {
   return Status::ok;
 }
 
-Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out,
-                                      double* relative_error) {
-  if (options.method != SpectralPowerMethod::polynomial || check_spectral_power_options(options) != nullptr)
-    return Status::invalid_argument;
+/// polynomial_power_polar_options() for checked options, into `out` (moved in last).
+Status build_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out,
+                                 double* relative_error) {
   PowerSchedule ps;
   if (const Status s = polynomial_power_schedule(options.alpha, options.polynomial_steps, ps);
       s != Status::ok)
@@ -134,6 +132,25 @@ Status polynomial_power_polar_options(const SpectralPowerOptions& options, Polar
   if (relative_error != nullptr) *relative_error = error;
   out = std::move(po);
   return Status::ok;
+}
+}  // namespace
+
+Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out) {
+  if (!(alpha >= 0.0 && alpha <= 1.0)) return Status::invalid_argument;
+  const double* rows = table_row(steps, alpha);
+  if (rows == nullptr) return Status::invalid_argument;
+  // The schedule's rows and name and the cache's node allocate: an exhausted heap is
+  // out_of_memory with `out` untouched (it is moved in last), never an exception.
+  return schatten::detail::status_guard([&] { return build_power_schedule(alpha, steps, rows, out); });
+}
+
+Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out,
+                                      double* relative_error) {
+  if (options.method != SpectralPowerMethod::polynomial || check_spectral_power_options(options) != nullptr)
+    return Status::invalid_argument;
+  // PolarOptions and the schedule allocate: out_of_memory, `out` untouched (moved in last).
+  return schatten::detail::status_guard(
+      [&] { return build_power_polar_options(options, out, relative_error); });
 }
 
 namespace detail {
@@ -166,12 +183,18 @@ Status cached_polynomial_power_polar_options(const SpectralPowerOptions& options
     if (const auto it = built.find(key); it != built.end()) found = &it->second;
   }
   if (found == nullptr) {
-    SpectralPowerOptions row = options;
-    row.alpha = std::min(1.0, std::lround(options.alpha / kAlphaStep) * kAlphaStep);
-    PolarOptions po;
-    if (const Status s = polynomial_power_polar_options(row, po); s != Status::ok) return s;
-    std::lock_guard<std::mutex> lock(mutex);
-    found = &built.emplace(key, std::move(po)).first->second;
+    // The options and the map's node allocate (first use of a row only): out_of_memory on an
+    // exhausted heap, `out` left alone, never an exception.
+    const Status st = schatten::detail::status_guard([&] {
+      SpectralPowerOptions row = options;
+      row.alpha = std::min(1.0, std::lround(options.alpha / kAlphaStep) * kAlphaStep);
+      PolarOptions po;
+      if (const Status s = polynomial_power_polar_options(row, po); s != Status::ok) return s;
+      std::lock_guard<std::mutex> lock(mutex);
+      found = &built.emplace(key, std::move(po)).first->second;
+      return Status::ok;
+    });
+    if (st != Status::ok) return st;
   }
   out = found;
   if (relative_error != nullptr) *relative_error = std::expm1(log_error);
@@ -194,17 +217,22 @@ double polynomial_power_iterate_bound(const SpectralPowerOptions& options) {
     std::lock_guard<std::mutex> lock(mutex);
     if (auto it = cache.find(key); it != cache.end()) return it->second;
   }
-  double bound = 0.0;
-  const auto rows = static_cast<int>(std::lround(1.0 / kAlphaStep));
-  for (int j = 0; j <= rows && bound < HUGE_VAL; ++j) {
-    o.alpha = std::min(1.0, j * kAlphaStep);
-    PolarOptions po;
-    if (polynomial_power_polar_options(o, po) != Status::ok) return HUGE_VAL;
-    bound = std::max(bound, polar_iterate_bound(po));
+  try {
+    double bound = 0.0;
+    const auto rows = static_cast<int>(std::lround(1.0 / kAlphaStep));
+    for (int j = 0; j <= rows && bound < HUGE_VAL; ++j) {
+      o.alpha = std::min(1.0, j * kAlphaStep);
+      PolarOptions po;
+      if (polynomial_power_polar_options(o, po) != Status::ok) return HUGE_VAL;
+      bound = std::max(bound, polar_iterate_bound(po));
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    cache.emplace(key, bound);
+    return bound;
+  } catch (const std::exception&) {
+    // An exhausted heap (PolarOptions, the cache's node): no bound known, none cached.
+    return HUGE_VAL;
   }
-  std::lock_guard<std::mutex> lock(mutex);
-  cache.emplace(key, bound);
-  return bound;
 }
 
 }  // namespace schatten

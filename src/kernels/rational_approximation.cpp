@@ -151,19 +151,30 @@ Status detail::cached_rational_power(double alpha, double floor, double toleranc
       return it->second.first;
     }
   }
-  RationalPower r;
-  const Status s = fit(alpha, floor, tolerance, r);
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto it = cache.emplace(key, std::make_pair(s, std::move(r))).first;  // (or another thread's)
-  out = &it->second.second;
-  return it->second.first;
+  // The fit and the cache's node allocate: an exhausted heap is out_of_memory (nothing cached,
+  // `out` untouched), never an exception out of a function that returns a status.
+  return schatten::detail::status_guard([&] {
+    RationalPower r;
+    const Status s = fit(alpha, floor, tolerance, r);
+    std::lock_guard<std::mutex> lock(mutex);
+    // (Or another thread's entry.)
+    const auto it = cache.emplace(key, std::make_pair(s, std::move(r))).first;
+    out = &it->second.second;
+    return it->second.first;
+  });
 }
 
 Status rational_power_approximation(double alpha, double floor, double tolerance, RationalPower& out) {
   const RationalPower* cached = nullptr;
   const Status s = detail::cached_rational_power(alpha, floor, tolerance, cached);
-  if (cached != nullptr) out = *cached;
-  return s;
+  if (cached == nullptr) return s;
+  // The copy allocates (poles, weights): made aside and moved in, so that a failure leaves `out`
+  // as it was.
+  return schatten::detail::status_guard([&] {
+    RationalPower copy = *cached;
+    out = std::move(copy);
+    return s;
+  });
 }
 
 }  // namespace schatten

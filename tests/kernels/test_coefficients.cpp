@@ -13,6 +13,7 @@
 #include "schatten/kernels/polar.hpp"
 #include "schatten/kernels/polar_express_coefficients.hpp"
 #include "schatten/reference/polar.hpp"
+#include "support/allocations.hpp"
 #include "support/oracle.hpp"
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
@@ -175,7 +176,7 @@ TEST_SUITE("kernels.coefficients") {
     CHECK(p.c == doctest::Approx(3.0 / 8.0 / std::pow(u, 5)));
   }
 
-  TEST_CASE("generator rejects invalid parameters and leaves the output untouched") {
+  TEST_CASE("generator rejects invalid parameters and an exhausted heap, and leaves the output untouched") {
     std::vector<OddQuintic> t{{1, 2, 3}};
     for (PolarExpressParams bad :
          {PolarExpressParams{0.0, 5, 1e-2, 0.02, 5}, PolarExpressParams{1.5, 5, 1e-2, 0.02, 5},
@@ -186,6 +187,15 @@ TEST_SUITE("kernels.coefficients") {
       REQUIRE(t.size() == 1);
       CHECK(t[0] == OddQuintic{1, 2, 3});
     }
+    // An exhausted heap (the table's one allocation refused) let std::bad_alloc out of a
+    // function that returns a status; now out_of_memory with the output untouched.
+    const auto at =
+        refusing_allocation(1, [&] { return polar_express_coefficients(PolarExpressParams{}, t); });
+    REQUIRE(at.refused);
+    CHECK_FALSE(at.threw);
+    CHECK(at.result == Status::out_of_memory);
+    REQUIRE(t.size() == 1);
+    CHECK(t[0] == OddQuintic{1, 2, 3});
   }
 
   TEST_CASE("band: the deployed 5-step Polar Express maps [1e-3 1] into [0.859 1.141]") {

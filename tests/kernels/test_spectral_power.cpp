@@ -13,6 +13,7 @@
 
 #include "schatten/kernels/spectral_power.hpp"
 #include "schatten/reference/polar.hpp"
+#include "support/allocations.hpp"
 #include "support/batching.hpp"
 #include "support/convert.hpp"
 #include "support/methods.hpp"
@@ -273,6 +274,60 @@ TEST_SUITE("kernels.spectral_power") {
     for (std::size_t j = 0; j < r.poles.size(); ++j) {
       CHECK(std::isfinite(r.poles[j]));
       CHECK(std::isfinite(r.weights[j]));
+    }
+  }
+
+  TEST_CASE("rational fits and power schedules on an exhausted heap: out_of_memory, never an exception") {
+    // rational_power_approximation(), polynomial_power_schedule() and
+    // polynomial_power_polar_options() return a status, but let std::bad_alloc escape (the fit,
+    // the rows, the caches' nodes); polynomial_power_iterate_bound() too. Every host allocation
+    // of a first call (a key no other test uses) is refused in turn (the fit's ~1700 every 97th,
+    // each attempt refits from scratch): no exception, out_of_memory, the output untouched.
+    RationalPower untouched;
+    untouched.alpha = -7.0;
+    std::int64_t k = 1;
+    for (;; k += k < 8 ? 1 : 97) {
+      RationalPower r = untouched;
+      const auto at =
+          refusing_allocation(k, [&] { return rational_power_approximation(0.4321, 2e-5, 1.5e-3, r); });
+      CHECK_FALSE(at.threw);
+      if (!at.refused) {
+        CHECK(at.result == Status::ok);
+        CHECK(r.alpha == 0.4321);
+        break;
+      }
+      CHECK(at.result == Status::out_of_memory);
+      CHECK(r.alpha == -7.0);
+      CHECK(r.poles.empty());
+    }
+    CHECK(k > 8);  // the fit allocates, so the sweep saw refusals
+    for (k = 1;; ++k) {
+      PowerSchedule ps;
+      ps.alpha = -7.0;
+      const auto at = refusing_allocation(k, [&] { return polynomial_power_schedule(0.4321, 6, ps); });
+      CHECK_FALSE(at.threw);
+      if (!at.refused) break;
+      CHECK(at.result == Status::out_of_memory);
+      CHECK(ps.alpha == -7.0);
+    }
+    SpectralPowerOptions so;
+    so.method = SpectralPowerMethod::polynomial;
+    so.alpha = 0.4322;
+    so.polynomial_steps = 8;
+    for (k = 1;; ++k) {
+      PolarOptions po;
+      po.iterations = -7;
+      const auto at = refusing_allocation(k, [&] { return polynomial_power_polar_options(so, po); });
+      CHECK_FALSE(at.threw);
+      if (!at.refused) break;
+      CHECK(at.result == Status::out_of_memory);
+      CHECK(po.iterations == -7);
+    }
+    so.polynomial_compute = Precision::fp16;
+    for (k = 1;; ++k) {
+      const auto at = refusing_allocation(k, [&] { return polynomial_power_iterate_bound(so); });
+      CHECK_FALSE(at.threw);
+      if (!at.refused) break;
     }
   }
 

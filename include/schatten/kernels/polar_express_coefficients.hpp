@@ -41,7 +41,7 @@ OddQuintic optimal_odd_polynomial(double l, double u, int degree = 5);
 /// Reproduces the published tables to better than 1e-12 (tests/kernels/test_coefficients.cpp):
 /// the 10-row reference default and the 5-row modded-nanogpt table.
 /// Returns Status::invalid_argument (and leaves `out` untouched) for parameters outside their
-/// documented ranges.
+/// documented ranges, out_of_memory (`out` untouched, no exception) when an allocation fails.
 Status polar_express_coefficients(const PolarExpressParams& params, std::vector<OddQuintic>& out);
 
 }  // namespace schatten

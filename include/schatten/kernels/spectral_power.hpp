@@ -67,7 +67,8 @@ struct RationalPower {
 /// poles are ≥ floor/10), and g(0) = 0. Deterministic; results are cached per (α, floor,
 /// tolerance). Typical sizes: 8–10 poles for tolerance 1e-3 and floor 1e-5.
 /// Returns invalid_argument unless α ∈ [−1, 0) ∪ (0, 1), rational_smallest_floor ≤ floor < 1 and
-/// 1e-8 ≤ tolerance ≤ 0.1; not_converged if 24 poles are not enough (out is then the best fit).
+/// 1e-8 ≤ tolerance ≤ 0.1; not_converged if 24 poles are not enough (out is then the best fit);
+/// out_of_memory when an allocation fails (out untouched; no exception leaves the call).
 Status rational_power_approximation(double alpha, double floor, double tolerance, RationalPower& out);
 
 namespace detail {
@@ -100,7 +101,8 @@ struct PowerSchedule {
 /// asks for minimax-polynomial kernels). Bands (tests/kernels/test_spectral_power.cpp checks them
 /// on a 0.0025 grid of α): see docs/kernels/spectral_power.md; for comparison Muon's own NS5
 /// (Keller Jordan) maps [1e-3, 1] into [0.47, 1.20], log error 0.47 about its best constant.
-/// Returns invalid_argument for other α or T. Deterministic; cheap (the error is measured on
+/// Returns invalid_argument for other α or T, out_of_memory when an allocation fails (out
+/// untouched; no exception leaves the call). Deterministic; cheap (the error is measured on
 /// 4000 points once per (α, T), then cached).
 Status polynomial_power_schedule(double alpha, int steps, PowerSchedule& out);
 /// True when polynomial_power_schedule() has a table for `steps` quintic steps (5, 6, 8).
@@ -186,7 +188,8 @@ const char* check_spectral_power_options(const SpectralPowerOptions& options);
 /// same bytes) and polynomial_power_iterate_bound(). With `relative_error`, also the schedule's
 /// PowerSchedule::relative_error() (what SpectralPowerReport::fit_error reports), from the same
 /// lookup. invalid_argument for options that check_spectral_power_options() refuses or whose
-/// method is not polynomial (out and *relative_error untouched).
+/// method is not polynomial, out_of_memory when an allocation fails (out and *relative_error
+/// untouched either way).
 Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out,
                                       double* relative_error = nullptr);
 
@@ -195,7 +198,8 @@ namespace detail {
 /// tabulated row, compute precision and symmetric_gram (they live until the program ends; the
 /// schedule's name is the row's exponent), and `relative_error` is the requested α's, cached
 /// per (α, steps). So spectral_power() makes no host allocation after its first call for an α
-/// (a workspace kept). Same statuses; `out` is left alone on an error.
+/// (a workspace kept). Same statuses (out_of_memory included, never an exception); `out` is left
+/// alone on an error.
 Status cached_polynomial_power_polar_options(const SpectralPowerOptions& options, const PolarOptions*& out,
                                              double* relative_error = nullptr);
 }  // namespace detail
@@ -205,7 +209,8 @@ Status cached_polynomial_power_polar_options(const SpectralPowerOptions& options
 /// polar_iterate_bound() over the tabulated schedules of options.polynomial_steps (the
 /// exponents 0, 0.01, …, 1, which are all the method runs), with options.polynomial_compute's
 /// rounding margin. So every output singular value is at most ν^α times this bound. HUGE_VAL
-/// when the options are not the polynomial method's or some schedule has no bound. A rule that
+/// when the options are not the polynomial method's, some schedule has no bound, or an
+/// allocation fails (then not cached; no exception leaves the call). A rule that
 /// lets α vary (SchattenPDirection: α = 1/p with p chosen per layer) uses it to promise a finite
 /// output whatever α its criterion picks. Cost: the first call per (steps, compute) evaluates
 /// 101 schedules (their error measurement included, cached); later calls look it up.

@@ -86,8 +86,10 @@ SpectralPowerReport spectral_power_dispatch(const Exec& space,
     // built per call made 8 allocations, and schatten_muon's prechecked step relies on none).
     const PolarOptions* po = nullptr;
     double fit_error = 0.0;
-    if (schatten::detail::cached_polynomial_power_polar_options(options, po, &fit_error) != Status::ok)
-      return spectral_failure(Status::invalid_argument, "no polynomial schedule for these options");
+    if (const Status st = schatten::detail::cached_polynomial_power_polar_options(options, po, &fit_error);
+        st != Status::ok)
+      return spectral_failure(
+          st, st == Status::out_of_memory ? "allocation failed" : "no polynomial schedule for these options");
     const PolarReport pr = polar_dispatch<Exec, TIn>(space, a, out, *po, ws, options.alpha);
     SpectralPowerReport r;
     r.status = pr.status;
