@@ -449,10 +449,8 @@ TEST_SUITE("kernels.polar.api") {
       amax = std::max(amax, std::fabs(x));
     for (double& x : unit)
       x /= amax;  // max |a| = 1: 2^1023 a is finite
-    std::vector<MethodCase> methods = polar_methods();
-    PolarOptions qd;
-    qd.method = PolarMethod::qdwh;
-    methods.push_back({"qdwh", qd});
+    const std::vector<MethodCase> methods = polar_methods_and_qdwh();
+    PolarOptions qd = methods.back().options;  // QDWH, alone below
     for (const int e : {1023, -1040}) {
       CAPTURE(e);
       std::vector<double> in(unit), ref_in(unit.size());
@@ -559,10 +557,8 @@ TEST_SUITE("kernels.polar.api") {
 
   TEST_CASE_TEMPLATE("dual_norm_scale: <A, Q>·Q for every method, the nuclear norm with QDWH", T, float,
                      double) {
-    std::vector<MethodCase> methods = polar_methods();
-    PolarOptions qd;
-    qd.method = PolarMethod::qdwh;
-    methods.push_back({"qdwh", qd});
+    const std::vector<MethodCase> methods = polar_methods_and_qdwh();
+    PolarOptions qd = methods.back().options;  // QDWH, alone below
     for (const auto& shape : {std::pair<index_t, index_t>{10, 17}, {17, 10}}) {
       const index_t r = shape.first, c = shape.second;  // not a binding: CAPTURE's lambda uses it
       const std::vector<T> in = random_input<T>(r, c, "dual_norm", static_cast<std::uint64_t>(r));
@@ -623,10 +619,7 @@ TEST_SUITE("kernels.polar.api") {
       in[static_cast<std::size_t>(i * n + i)] = 1.0f;
       in[static_cast<std::size_t>(n * n + i * n + i)] = 1e38f;
     }
-    std::vector<MethodCase> methods = polar_methods();
-    PolarOptions qd;
-    qd.method = PolarMethod::qdwh;
-    methods.push_back({"qdwh", qd});
+    const std::vector<MethodCase> methods = polar_methods_and_qdwh();
     for (const MethodCase& mc : methods) {
       CAPTURE(mc.name);
       PolarOptions o = mc.options;
@@ -659,10 +652,7 @@ TEST_SUITE("kernels.polar.api") {
     std::vector<double> small(big);
     for (double& x : small)
       x = std::ldexp(x, -980);
-    std::vector<MethodCase> methods = polar_methods();
-    PolarOptions qd;
-    qd.method = PolarMethod::qdwh;
-    methods.push_back({"qdwh", qd});
+    const std::vector<MethodCase> methods = polar_methods_and_qdwh();
     for (const MethodCase& mc : methods) {
       CAPTURE(mc.name);
       PolarOptions o = mc.options;

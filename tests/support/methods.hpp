@@ -56,6 +56,16 @@ inline std::vector<MethodCase> polar_methods() {
   return m;
 }
 
+/// polar_methods() and QDWH (default options): every method polar() dispatches to, for the
+/// properties that hold for each (the dual-norm scaling, scaling to the ends of the range).
+inline std::vector<MethodCase> polar_methods_and_qdwh() {
+  std::vector<MethodCase> m = polar_methods();
+  PolarOptions qd;
+  qd.method = PolarMethod::qdwh;
+  m.push_back({"qdwh", qd});
+  return m;
+}
+
 /// The rows of the schedule polar() uses, in the oracle's own type.
 inline std::vector<PolyStep> oracle_steps(const PolarOptions& o) {
   std::vector<PolyStep> rows;
