@@ -64,12 +64,14 @@ inline Kokkos::Profiling::SpaceHandle owned_host_space_handle() noexcept {
 /// new), for what the library keeps in HostSpace instead of a Kokkos allocation (the file
 /// comment). Reported to a loaded Kokkos Tools library as a HostSpace allocation named `label`
 /// (a memory_label()), as Kokkos reports its own, so that memory tools and the tests' probes
-/// (tests/support/kokkos_allocations.hpp) still see it. Throws std::bad_alloc, also for more
-/// than PTRDIFF_MAX bytes (no object is larger): libstdc++'s aligned operator new rounds the size
-/// up to the alignment before allocating, which wraps sizes within 255 of SIZE_MAX to a few
-/// bytes and returns that block (Workspace::reserve(SIZE_MAX) succeeded with it).
+/// (tests/support/kokkos_allocations.hpp) still see it. Throws std::bad_alloc, also for
+/// PTRDIFF_MAX bytes or more without asking operator new (no object is that large; Arena's sizes
+/// saturate there): libstdc++'s aligned operator new rounds the size up to the alignment before
+/// allocating, which wraps sizes within 255 of SIZE_MAX to a few bytes and returns that block
+/// (Workspace::reserve(SIZE_MAX) succeeded with it), and AddressSanitizer's aborts the process on
+/// a request above 1 TiB instead of failing it.
 inline unsigned char* owned_host_allocate(std::size_t bytes, const std::string& label) {
-  if (bytes > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max())) throw std::bad_alloc();
+  if (bytes >= static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max())) throw std::bad_alloc();
   auto* p = static_cast<unsigned char*>(::operator new(bytes, std::align_val_t(kOwnedAlignment)));
   if (Kokkos::Profiling::profileLibraryLoaded())
     Kokkos::Profiling::allocateData(owned_host_space_handle(), label, p, bytes);
