@@ -14,6 +14,32 @@ namespace schatten {
 namespace kokkos::detail {
 namespace {
 
+/// Σ (a_ij·sa)(b_ij·sb) of matrix k, in double (one reduction, waited for). Named functions
+/// here and below, not lambdas: nvcc does not allow device lambdas inside lambdas, nor inside
+/// generic ones.
+template <class V>
+double scaled_inner(const V& va, const V& vb, index_t k, bool cols_contiguous, double sa, double sb) {
+  double s = 0.0;
+  reduce_matrix(
+      DefaultExec(), "schatten::frobenius_inner", va.extent(1), va.extent(2), cols_contiguous,
+      KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
+        acc += (static_cast<double>(va(k, i, j)) * sa) * (static_cast<double>(vb(k, i, j)) * sb);
+      },
+      Kokkos::Sum<double>(s));
+  return s;
+}
+
+/// max |v_ij| of matrix k in double, +∞ for a NaN or ±Inf entry (one reduction, waited for).
+template <class V>
+double largest_magnitude(const V& v, index_t k, bool cols_contiguous) {
+  double m = 0.0;
+  reduce_matrix(
+      DefaultExec(), "schatten::frobenius_inner_max", v.extent(1), v.extent(2), cols_contiguous,
+      KOKKOS_LAMBDA(index_t i, index_t j, double& acc) { acc = kmax(acc, abs_or_inf(v(k, i, j))); },
+      Kokkos::Max<double>(m));
+  return m;
+}
+
 /// The sums of a validated call. A named function, not a lambda: nvcc does not allow device
 /// lambdas inside lambdas.
 template <class T>
@@ -25,40 +51,22 @@ Status inner_sums(const BatchedMatrixRef<const T>& a, const BatchedMatrixRef<con
   const auto vb = ib.input();
   const bool cols_contiguous = va.stride(2) == 1 && vb.stride(2) == 1;
   std::vector<double> sums(static_cast<std::size_t>(a.batch), 0.0);
-  // Σ (a_ij·sa)(b_ij·sb) of matrix k, in double.
-  auto sum = [&](index_t k, double sa, double sb) {
-    double s = 0.0;
-    reduce_matrix(
-        DefaultExec(), "schatten::frobenius_inner", a.rows, a.cols, cols_contiguous,
-        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          acc += (static_cast<double>(va(k, i, j)) * sa) * (static_cast<double>(vb(k, i, j)) * sb);
-        },
-        Kokkos::Sum<double>(s));
-    return s;
-  };
-  // max |x_ij| of matrix k (Inf for NaN/Inf), in double.
-  auto largest = [&](const auto& v, index_t k) {
-    double m = 0.0;
-    reduce_matrix(
-        DefaultExec(), "schatten::frobenius_inner_max", a.rows, a.cols, cols_contiguous,
-        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) { acc = kmax(acc, abs_or_inf(v(k, i, j))); },
-        Kokkos::Max<double>(m));
-    return m;
-  };
   for (index_t k = 0; k < a.batch; ++k) {
-    double s = sum(k, 1.0, 1.0);
+    double s = scaled_inner(va, vb, k, cols_contiguous, 1.0, 1.0);
     if (!std::isfinite(s)) {
       // A NaN/Inf entry (0·Inf = NaN included), or finite double entries whose products or
       // partial sums overflow (1e200·1e200) while ⟨A, B⟩ itself may be representable (0 for
       // 1e200·[1, 1] and 1e200·[1, −1]). Only then: one max pass over each, and the sum again
       // of 2^−ea·A and 2^−eb·B (exact powers of two; max|a|·2^−ea ∈ [½, 1), so no product or
       // partial sum exceeds rows·cols), ⟨A, B⟩ = 2^(ea+eb)·that, out_of_range beyond DBL_MAX.
-      const double ma = largest(va, k), mb = largest(vb, k);
+      const double ma = largest_magnitude(va, k, cols_contiguous),
+                   mb = largest_magnitude(vb, k, cols_contiguous);
       if (!std::isfinite(ma) || !std::isfinite(mb)) return Status::non_finite_input;
       int ea = 0, eb = 0;
       std::frexp(ma, &ea);
       std::frexp(mb, &eb);
-      s = std::ldexp(sum(k, std::ldexp(1.0, -ea), std::ldexp(1.0, -eb)), ea + eb);
+      s = std::ldexp(scaled_inner(va, vb, k, cols_contiguous, std::ldexp(1.0, -ea), std::ldexp(1.0, -eb)),
+                     ea + eb);
       if (!std::isfinite(s)) return Status::out_of_range;
     }
     sums[static_cast<std::size_t>(k)] = s;
