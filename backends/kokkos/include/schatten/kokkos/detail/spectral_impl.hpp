@@ -314,7 +314,7 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
     // ‖H₀‖_F ≥ ‖H₀‖₂: an upper bound t at or above it clips nothing, T_u = σ exactly. Through the
     // sign function T_u = t − |H₀ − tI| cancels to rounding of t, which loses H₀ once t ≳ ‖H₀‖/ε
     // (a hardcap of 1e20 on a matrix of norm 1 gave zero; 1e-310·B, t = ∞, out_of_range).
-    const double h_norm = has_upper ? std::sqrt(inner(space, b.hd, b.hd)) : 0.0;
+    const double h_norm = has_upper ? frobenius(space, b.hd) : 0.0;
     for (int side = 0; side < 2; ++side) {
       const bool bounded = side == 0 ? has_lower : has_upper;
       // The bound in the units of H₀ (A' = 2^−e·A, σ(A') = hs·σ(H₀)).
