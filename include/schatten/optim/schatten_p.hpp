@@ -261,12 +261,21 @@ struct SchattenPDirection {
     return precond;
   }
 
+  /// The matrix function a step at exponent `p_step` runs (the struct comment's step 4): the
+  /// polar factor for p ≥ p_max/1.01 ([V] shortcut), the copy for p = 1 (to 1e-12; also a NaN),
+  /// else U Σ^{1/p} Vᵀ. The one place that decides, for update() and prepare_spectral().
+  enum class Path { polar, spectral_power, copy };
+  Path path_at(double p_step) const {
+    if (p_step >= criterion.p_max / 1.01) return Path::polar;
+    return p_step > 1.0 + 1e-12 ? Path::spectral_power : Path::copy;
+  }
+
   /// Builds what the step's matrix function reads for the exponent 1/p (the polynomial method's
   /// Newton–Schulz options, the rational method's fit; both cached for the process), so that a
   /// step at that p makes no host allocation: at init() for the initial p, and in the criterion
   /// for the p it chooses, where a std::bad_alloc (thrown as the building throws it) keeps p.
   void prepare_spectral(double p_next) const {
-    if (!(p_next > 1.0 + 1e-12) || p_next >= criterion.p_max / 1.01) return;  // polar factor, copy
+    if (path_at(p_next) != Path::spectral_power) return;  // the polar factor or the copy
     SpectralPowerOptions so = spectral;
     so.alpha = 1.0 / p_next;
     if (check_spectral_power_options(so) != nullptr) return;  // check() refuses these options
@@ -543,9 +552,10 @@ struct SchattenPDirection {
     // 4. Δ = U Σ^{1/p} Vᵀ of the scratch vector, written into u (only on success).
     const MatrixRef<const float> in = y;
     Status fs = Status::ok;
-    if (p_now >= criterion.p_max / 1.01) {
+    const Path path = path_at(p_now);
+    if (path == Path::polar) {
       fs = schatten::polar(in, u, polar, sc.workspace.get()).status;
-    } else if (p_now > 1.0 + 1e-12) {
+    } else if (path == Path::spectral_power) {
       SpectralPowerOptions so = spectral;
       so.alpha = 1.0 / p_now;
       fs = spectral_power(in, u, so, sc.workspace.get()).status;
