@@ -114,7 +114,7 @@ Status build_table(const PolarExpressParams& p, std::vector<OddQuintic>& out) {
 
 Status polar_express_coefficients(const PolarExpressParams& p, std::vector<OddQuintic>& out) {
   const bool ok = std::isfinite(p.lower) && p.lower > 0.0 && p.lower <= 1.0 && p.steps >= 1 &&
-                  p.steps <= 1000 && std::isfinite(p.safety_eps) && p.safety_eps >= 0.0 &&
+                  p.steps <= kPolarMaxIterations && std::isfinite(p.safety_eps) && p.safety_eps >= 0.0 &&
                   std::isfinite(p.cushion) && p.cushion >= 0.0 && p.cushion < 1.0 &&
                   (p.degree == 3 || p.degree == 5);
   if (!ok) return Status::invalid_argument;

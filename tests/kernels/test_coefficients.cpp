@@ -182,11 +182,20 @@ TEST_SUITE("kernels.coefficients") {
          {PolarExpressParams{0.0, 5, 1e-2, 0.02, 5}, PolarExpressParams{1.5, 5, 1e-2, 0.02, 5},
           PolarExpressParams{1e-3, 0, 1e-2, 0.02, 5}, PolarExpressParams{1e-3, 5, -1.0, 0.02, 5},
           PolarExpressParams{1e-3, 5, 1e-2, 1.0, 5}, PolarExpressParams{1e-3, 5, 1e-2, 0.02, 4},
-          PolarExpressParams{NAN, 5, 1e-2, 0.02, 5}}) {
+          PolarExpressParams{NAN, 5, 1e-2, 0.02, 5},
+          PolarExpressParams{1e-3, kPolarMaxIterations + 1, 1e-2, 0.02, 5}}) {
       CHECK(polar_express_coefficients(bad, t) == Status::invalid_argument);
       REQUIRE(t.size() == 1);
       CHECK(t[0] == OddQuintic{1, 2, 3});
     }
+    // The longest table polar() can run is generated, every row finite.
+    std::vector<OddQuintic> longest;
+    REQUIRE(polar_express_coefficients(PolarExpressParams{1e-3, kPolarMaxIterations, 1e-2, 0.02, 5},
+                                       longest) == Status::ok);
+    CHECK(longest.size() == std::size_t(kPolarMaxIterations));
+    CHECK(std::all_of(longest.begin(), longest.end(), [](const OddQuintic& q) {
+      return std::isfinite(q.a) && std::isfinite(q.b) && std::isfinite(q.c);
+    }));
     // An exhausted heap (the table's one allocation refused) let std::bad_alloc out of a
     // function that returns a status; now out_of_memory with the output untouched.
     const auto at =

@@ -84,6 +84,10 @@ struct Normalization {
   double scale(const std::vector<double>& sigma) const;
 };
 
+/// The most polynomial steps polar() runs and a generated schedule holds
+/// (PolarOptions::iterations, kaon()'s steps, PolarExpressParams::steps).
+inline constexpr int kPolarMaxIterations = 1000;
+
 /// A sequence of odd polynomials plus the normalisation it was designed for.
 struct CoefficientSchedule {
   std::string name;               ///< preset name, or free text for user tables

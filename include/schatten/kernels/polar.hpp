@@ -34,9 +34,6 @@ enum class PolarMethod {
 /// Name of a method ("newton_schulz", ...).
 const char* to_string(PolarMethod m) noexcept;
 
-/// The most polynomial steps polar() runs (PolarOptions::iterations, kaon()'s steps).
-inline constexpr int kPolarMaxIterations = 1000;
-
 /// Options of polar(). Set fields by name; every field has a default.
 struct PolarOptions {
   PolarMethod method = PolarMethod::polar_express;

@@ -16,7 +16,7 @@ namespace schatten {
 /// library default [V]; the modded-nanogpt table uses steps = 5, safety_eps = 2e-2.
 struct PolarExpressParams {
   double lower = 1e-3;       ///< l: assumed lower bound of σ/σ_max after normalisation, in (0, 1]
-  int steps = 10;            ///< number of polynomials T ≥ 1
+  int steps = 10;            ///< number of polynomials T, 1 ≤ T ≤ kPolarMaxIterations = 1000
   double safety_eps = 1e-2;  ///< sf = 1 + safety_eps divides x in every polynomial but the last
   double cushion = 0.02;     ///< optimise on [max(l, cushion·u), u] and re-centre (0 = off)
   int degree = 5;            ///< 5 (quintic, Remez) or 3 (cubic, closed form)
