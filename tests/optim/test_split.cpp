@@ -304,6 +304,25 @@ TEST_SUITE("optim.split") {
     CHECK(split.signature() == split.partition().signature() + "|split=" + split.layout().signature());
   }
 
+  TEST_CASE("split: memory_use is the partition's and the copies of the column pieces") {
+    auto split = make_split(SplitLayout(kParams, kSplits));
+    CHECK(split.memory_use().total() == 0);  // before init()
+    REQUIRE(split.init());
+    const MemoryUse m = split.memory_use(), p = split.partition().memory_use();
+    // Copied: c_attn's three 8 × 8 column pieces and conv's 6 × 2 and 6 × 4 (flattened 6 × 6);
+    // the row pieces of qkv and the unsplit parameters are stepped in place.
+    CHECK(m.pieces == 2 * (3 * 8 * 8 + 6 * 2 + 6 * 4) * sizeof(float));
+    CHECK(m.state == p.state);
+    CHECK(m.state > 0);
+    CHECK(m.backups == p.backups);
+    CHECK(m.scratch == p.scratch);
+    CHECK(m.batches == p.batches);
+    CHECK(m.workspace == p.workspace);
+    CHECK(m.exchange == 0);
+    CHECK(p.pieces == 0);
+    CHECK(m.total() == p.total() + m.pieces);
+  }
+
   TEST_CASE("split: a refused step changes nothing and names the caller's parameter") {
     const std::uint64_t seed = case_seed("split: refused step");
     MESSAGE("seed " << seed);

@@ -106,7 +106,10 @@ struct MemoryUse {
   /// between ranks, and its activation Gram sums (distributed::DistributedPartition::
   /// memory_use); 0 for a Partition.
   std::size_t exchange = 0;
-  std::size_t total() const { return state + backups + scratch + batches + workspace + exchange; }
+  /// A SplitPartition's copies of its column and grouped pieces (parameter and gradient, in the
+  /// partition's memory() kind; split.hpp); 0 for a Partition.
+  std::size_t pieces = 0;
+  std::size_t total() const { return state + backups + scratch + batches + workspace + exchange + pieces; }
   /// Adds another partition's bytes, kind by kind.
   MemoryUse& operator+=(const MemoryUse& o) {
     state += o.state;
@@ -115,6 +118,7 @@ struct MemoryUse {
     batches += o.batches;
     workspace += o.workspace;
     exchange += o.exchange;
+    pieces += o.pieces;
     return *this;
   }
 };

@@ -586,6 +586,18 @@ class SplitPartition {
   void visit(V& v) {
     partition_.visit(v);
   }
+  /// What this split partition holds (MemoryUse; docs/optim.md "Memory"): its partition's
+  /// memory_use(), and in `pieces` the copies of the column and grouped pieces (parameter and
+  /// gradient: 2·4 bytes per element this process holds of such a piece). All zero before a
+  /// successful init(). Cost: the partition's, and one pass over the pieces.
+  MemoryUse memory_use() {
+    MemoryUse m;
+    if (!ready_) return m;
+    m = partition_.memory_use();
+    for (const Copies& c : copies_)
+      m.pieces += (c.param.size() + c.grad.size()) * sizeof(float);
+    return m;
+  }
 
  private:
   struct Copies {
