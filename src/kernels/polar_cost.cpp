@@ -56,6 +56,7 @@ const PolarOptions* detail::cached_kaon_options(int steps) {
 }
 
 const char* check_polar_options(const PolarOptions& o) {
+  if (!known_precision(o.compute)) return kUnknownPrecision;
   if (o.method == PolarMethod::qdwh) return check_qdwh_options(o.qdwh);
   if (o.iterations < 0 || o.iterations > kPolarMaxIterations) return "iterations must lie in [0, 1000]";
   if (o.method != PolarMethod::newton_schulz && o.method != PolarMethod::polar_express &&

@@ -67,6 +67,7 @@ std::vector<GemmShape> qdwh_gemm_shapes(index_t rows, index_t cols, int qr, int 
 }
 
 const char* check_qdwh_options(const QdwhOptions& o) {
+  if (!known_precision(o.compute)) return kUnknownPrecision;
   if (!(o.lower_bound <= 1.0) || std::isnan(o.lower_bound))
     return "lower_bound must be <= 1 (or < 0 to estimate)";
   if (o.max_iterations < 1 || o.max_iterations > 100) return "max_iterations must lie in [1, 100]";

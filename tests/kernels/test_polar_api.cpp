@@ -255,6 +255,62 @@ TEST_SUITE("kernels.polar.api") {
     CHECK(check_polar_options(PolarOptions{}) == nullptr);
   }
 
+  TEST_CASE("a precision that is not a named Precision is invalid_argument everywhere, with its message") {
+    // A Precision cast from another integer reached the 16-bit dispatch and came back as
+    // `unsupported`, "bf16/fp16 iteration needs the newton_schulz or polar_express method".
+    const index_t r = 4, c = 6;
+    std::vector<float> in = random_input<float>(r, c, "unknown precision"), out(in.size(), kSentinel);
+    const MatrixRef<const float> a(in.data(), r, c);
+    const MatrixRef<float> q(out.data(), r, c);
+    const auto unknown = static_cast<Precision>(42);
+    CHECK_FALSE(known_precision(unknown));
+    const auto refused = [&](Status st, const char* message) {
+      CHECK(st == Status::invalid_argument);
+      CHECK(std::string(message) == kUnknownPrecision);
+      CHECK(untouched(out));
+    };
+    for (const PolarMethod m : {PolarMethod::newton_schulz, PolarMethod::polar_express,
+                                PolarMethod::gram_newton_schulz, PolarMethod::qdwh}) {
+      CAPTURE(to_string(m));
+      PolarOptions o;
+      o.method = m;
+      o.compute = unknown;
+      const PolarReport rep = polar(a, q, o);
+      refused(rep.status, rep.message);
+      CHECK(std::string(check_polar_options(o)) == kUnknownPrecision);
+      CHECK_FALSE(precision_supported(unknown, m));
+    }
+    QdwhOptions qo;
+    qo.compute = unknown;
+    const QdwhReport qr = qdwh(a, q, qo);
+    refused(qr.status, qr.message);
+    CHECK(std::string(check_qdwh_options(qo)) == kUnknownPrecision);
+    SpectralPowerOptions so;  // the rational method iterates in qdwh.compute
+    so.alpha = 0.5;
+    so.method = SpectralPowerMethod::rational;
+    so.qdwh.compute = unknown;
+    const SpectralPowerReport sr = spectral_power(a, q, so);
+    refused(sr.status, sr.message);
+    SpectralClipOptions co;  // the polynomial method iterates in polar.compute
+    co.upper = 0.5;
+    co.method = SpectralClipMethod::polynomial;
+    co.polar = polynomial_clip_polar_options();
+    co.polar.compute = unknown;
+    const SpectralPowerReport cr = spectral_clip(a, q, co);
+    refused(cr.status, cr.message);
+    co = SpectralClipOptions{};
+    co.upper = 0.5;
+    co.method = SpectralClipMethod::qdwh;
+    co.qdwh.compute = unknown;
+    const SpectralPowerReport cq = spectral_clip(a, q, co);
+    refused(cq.status, cq.message);
+    SchattenNormOptions no;
+    no.qdwh.compute = unknown;
+    double norm = -1.0;
+    CHECK(schatten_norm(a, 3.0, &norm, no) == Status::invalid_argument);
+    CHECK(norm == -1.0);
+  }
+
   TEST_CASE("bf16/fp16 iteration: near the exact-arithmetic output where supported and refused elsewhere") {
     // 96 × 160 float input, singular values a log grid of [1e-3, 1]. The oracle is the output
     // exact arithmetic predicts (SVD in double). Tolerances: every step rounds its GEMM results

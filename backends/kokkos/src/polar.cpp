@@ -179,11 +179,12 @@ bool detail::lowp_symmetric_on_one_triangle() {
   // The 16-bit type polar() iterates in on the default execution space: the software types
   // (portable_sym_product at every size, batched_sym_product) or, on CUDA, cuBLAS's.
   return kokkos::detail::with_iteration_type<true, Kokkos::DefaultExecutionSpace, float>(
-      Precision::bf16, false,
+      Precision::bf16, [](Status, const char*) { return false; },
       [](auto tc) { return kokkos::detail::portable_storage<typename decltype(tc)::type>; });
 }
 
 bool precision_supported(Precision p, PolarMethod method) {
+  if (!known_precision(p)) return false;
   if (p != Precision::bf16 && p != Precision::fp16) return true;
   return method == PolarMethod::newton_schulz || method == PolarMethod::polar_express;
 }

@@ -28,6 +28,16 @@ using index_t = std::ptrdiff_t;
 /// (schatten::precision_supported() says which).
 enum class Precision { automatic, bf16, fp16, fp32, fp64 };
 
+/// True for the five named precisions; false for a value cast from another integer, which the
+/// kernels and the options' checks refuse with Status::invalid_argument and kUnknownPrecision.
+constexpr bool known_precision(Precision p) noexcept {
+  return p == Precision::automatic || p == Precision::bf16 || p == Precision::fp16 || p == Precision::fp32 ||
+         p == Precision::fp64;
+}
+/// The message for a Precision that is not known_precision().
+inline constexpr const char* kUnknownPrecision =
+    "unknown precision (not automatic, bf16, fp16, fp32 or fp64)";
+
 /// Where the memory behind a pointer lives.
 ///
 /// `host` is ordinary CPU memory. `device` is memory of the execution space the library was

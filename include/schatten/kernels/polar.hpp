@@ -202,7 +202,8 @@ PolarReport kaon(const A& a, const Q& q, int steps = 5, Workspace* workspace = n
 }
 
 /// True when this build can run polar() with `method` iterating in precision `p` (fp32, fp64
-/// and automatic always; bf16/fp16 for newton_schulz and polar_express, on every build).
+/// and automatic always; bf16/fp16 for newton_schulz and polar_express, on every build; never
+/// for a value that is not known_precision()).
 bool precision_supported(Precision p, PolarMethod method);
 
 /// The schedule polar() will use for these options (the method's default when none is set):

@@ -24,10 +24,12 @@ struct IterationType {
 /// f(IterationType<TC>{}) for the iteration type that `p` selects with input type TIn:
 /// automatic → TIn, fp32 → float, fp64 → double; bf16 / fp16 only for a LowP caller (16-bit
 /// storage, fp32 accumulation): Kokkos' bhalf_t / half_t on CUDA (cuBLAS, vendor.hpp), the
-/// software Bf16 / Fp16 elsewhere (portable_gemm.hpp); otherwise `unsupported` is returned. The
-/// one place the precision enum becomes a type.
-template <bool LowP, class Exec, class TIn, class R, class F>
-R with_iteration_type(Precision p, const R& unsupported, F&& f) {
+/// software Bf16 / Fp16 elsewhere (portable_gemm.hpp). Otherwise fail(Status, message): bf16 /
+/// fp16 for another caller → (unsupported, kUnsupportedPrecision); a value that is not a named
+/// Precision → (invalid_argument, kUnknownPrecision). The one place the precision enum becomes a
+/// type.
+template <bool LowP, class Exec, class TIn, class Fail, class F>
+auto with_iteration_type(Precision p, Fail&& fail, F&& f) -> decltype(fail(Status::ok, "")) {
   switch (p) {
     case Precision::automatic:
       return f(IterationType<TIn>{});
@@ -51,7 +53,8 @@ R with_iteration_type(Precision p, const R& unsupported, F&& f) {
       }
       break;
   }
-  return unsupported;
+  return known_precision(p) ? fail(Status::unsupported, kUnsupportedPrecision)
+                            : fail(Status::invalid_argument, kUnknownPrecision);
 }
 
 /// qdwh() with the iteration precision from options.compute (automatic = the input's).
@@ -61,7 +64,8 @@ QdwhReport qdwh_dispatch(const Exec& space, const Strided3<const TIn, typename E
                          const Strided3<TIn, typename Exec::memory_space>& h, const QdwhOptions& options,
                          Workspace<typename Exec::memory_space>& ws) {
   return with_iteration_type<false, Exec, TIn>(
-      options.compute, qdwh_failure(Status::unsupported, kUnsupportedPrecision), [&](auto tc) {
+      options.compute, [](Status s, const char* m) { return qdwh_failure(s, m); },
+      [&](auto tc) {
         return qdwh_strided<Exec, TIn, typename decltype(tc)::type>(space, a, q, h, options, ws);
       });
 }
@@ -100,7 +104,8 @@ SpectralPowerReport spectral_power_dispatch(const Exec& space,
     return r;
   }
   return with_iteration_type<false, Exec, TIn>(
-      options.qdwh.compute, spectral_failure(Status::unsupported, kUnsupportedPrecision), [&](auto tc) {
+      options.qdwh.compute, [](Status s, const char* m) { return spectral_failure(s, m); },
+      [&](auto tc) {
         return spectral_power_strided<Exec, TIn, typename decltype(tc)::type>(space, a, out, options, ws);
       });
 }
@@ -114,14 +119,14 @@ SpectralPowerReport spectral_clip_dispatch(const Exec& space,
                                            const Strided3<TIn, typename Exec::memory_space>& out,
                                            const SpectralClipOptions& options,
                                            Workspace<typename Exec::memory_space>& ws) {
-  const SpectralPowerReport unsupported = spectral_failure(Status::unsupported, kUnsupportedPrecision);
+  const auto fail = [](Status s, const char* m) { return spectral_failure(s, m); };
   if (options.method == SpectralClipMethod::polynomial &&
       (options.lower > 0.0 || std::isfinite(options.upper)))
-    return with_iteration_type<true, Exec, TIn>(options.polar.compute, unsupported, [&](auto tc) {
+    return with_iteration_type<true, Exec, TIn>(options.polar.compute, fail, [&](auto tc) {
       return spectral_clip_polynomial_strided<Exec, TIn, typename decltype(tc)::type>(space, a, out, options,
                                                                                       ws);
     });
-  return with_iteration_type<false, Exec, TIn>(options.qdwh.compute, unsupported, [&](auto tc) {
+  return with_iteration_type<false, Exec, TIn>(options.qdwh.compute, fail, [&](auto tc) {
     return spectral_clip_strided<Exec, TIn, typename decltype(tc)::type>(space, a, out, options, ws);
   });
 }
@@ -131,9 +136,11 @@ template <class Exec, class TIn>
 Status schatten_norm_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                               double q, double* norms, const SchattenNormOptions& options,
                               Workspace<typename Exec::memory_space>& ws) {
-  return with_iteration_type<false, Exec, TIn>(options.qdwh.compute, Status::unsupported, [&](auto tc) {
-    return schatten_norm_strided<Exec, TIn, typename decltype(tc)::type>(space, a, q, norms, options, ws);
-  });
+  return with_iteration_type<false, Exec, TIn>(
+      options.qdwh.compute, [](Status s, const char*) { return s; },
+      [&](auto tc) {
+        return schatten_norm_strided<Exec, TIn, typename decltype(tc)::type>(space, a, q, norms, options, ws);
+      });
 }
 
 /// polar(): QDWH, or the Newton–Schulz family in the precision from options.compute
@@ -163,7 +170,8 @@ PolarReport polar_dispatch(const Exec& space, const Strided3<const TIn, typename
   // in double before the iterate is rounded to 16 bits. Gram Newton–Schulz needs its Gram in at
   // least fp32 (algorithms.md §2.4) and is refused.
   return with_iteration_type<true, Exec, TIn>(
-      options.compute, polar_failure(Status::unsupported, kUnsupportedPrecision), [&](auto tc) {
+      options.compute, [](Status s, const char* m) { return polar_failure(s, m); },
+      [&](auto tc) {
         using TC = typename decltype(tc)::type;
         if (sizeof(TC) == 2 && options.method == PolarMethod::gram_newton_schulz)
           return polar_failure(Status::unsupported, "gram_newton_schulz does not iterate in bf16/fp16");
