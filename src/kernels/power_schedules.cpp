@@ -22,10 +22,14 @@ constexpr double kAlphaStep = 0.01;  // the table's spacing in α (fit_power_sch
 constexpr double kLower = 1e-3;      // the fitted interval [kLower, 1]
 constexpr int kCheckPoints = 4000;   // log-spaced points on which log_error is measured
 
+/// The table row of exponent α ∈ [0, 1]: the nearest multiple of kAlphaStep, j = round(α / step).
+std::size_t row_index(double alpha) { return static_cast<std::size_t>(std::lround(alpha / kAlphaStep)); }
+/// The exponent row j was fitted for: j·step (at most 1).
+double row_alpha(std::size_t j) { return std::min(1.0, static_cast<double>(j) * kAlphaStep); }
+
 template <std::size_t N, std::size_t W>
 const double* row_of(const double (&table)[N][W], double alpha) {
-  const auto j = static_cast<std::size_t>(std::lround(alpha / kAlphaStep));
-  return table[std::min(j, N - 1)];
+  return table[std::min(row_index(alpha), N - 1)];
 }
 
 /// max over kCheckPoints log-spaced x ∈ [kLower, 1] of |log f(x) − α log x| (∞ if f(x) ≤ 0).
@@ -187,7 +191,7 @@ Status cached_polynomial_power_polar_options(const SpectralPowerOptions& options
     // exhausted heap, `out` left alone, never an exception.
     const Status st = schatten::detail::status_guard([&] {
       SpectralPowerOptions row = options;
-      row.alpha = std::min(1.0, std::lround(options.alpha / kAlphaStep) * kAlphaStep);
+      row.alpha = row_alpha(row_index(options.alpha));
       PolarOptions po;
       if (const Status s = polynomial_power_polar_options(row, po); s != Status::ok) return s;
       std::lock_guard<std::mutex> lock(mutex);
@@ -219,9 +223,9 @@ double polynomial_power_iterate_bound(const SpectralPowerOptions& options) {
   }
   try {
     double bound = 0.0;
-    const auto rows = static_cast<int>(std::lround(1.0 / kAlphaStep));
-    for (int j = 0; j <= rows && bound < HUGE_VAL; ++j) {
-      o.alpha = std::min(1.0, j * kAlphaStep);
+    const std::size_t rows = row_index(1.0);
+    for (std::size_t j = 0; j <= rows && bound < HUGE_VAL; ++j) {
+      o.alpha = row_alpha(j);
       PolarOptions po;
       if (polynomial_power_polar_options(o, po) != Status::ok) return HUGE_VAL;
       bound = std::max(bound, polar_iterate_bound(po));
