@@ -100,6 +100,7 @@ const char* check_spectral_power_options(const SpectralPowerOptions& o) {
     return "unknown spectral power method";
   if (o.method == SpectralPowerMethod::polynomial) {
     if (!(o.alpha >= 0.0)) return "the polynomial method needs alpha in [0, 1] (use rational for alpha < 0)";
+    if (!known_precision(o.polynomial_compute)) return kUnknownPrecision;
     if (!polynomial_power_steps_tabulated(o.polynomial_steps))
       return "polynomial_steps must be 5, 6 or 8 (the tabulated schedules)";
   }

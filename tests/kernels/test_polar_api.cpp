@@ -291,6 +291,13 @@ TEST_SUITE("kernels.polar.api") {
     so.qdwh.compute = unknown;
     const SpectralPowerReport sr = spectral_power(a, q, so);
     refused(sr.status, sr.message);
+    so = SpectralPowerOptions{};  // the polynomial method iterates in polynomial_compute
+    so.alpha = 0.5;
+    so.method = SpectralPowerMethod::polynomial;
+    so.polynomial_compute = unknown;
+    const SpectralPowerReport sp = spectral_power(a, q, so);
+    refused(sp.status, sp.message);
+    CHECK(std::string(check_spectral_power_options(so)) == kUnknownPrecision);
     SpectralClipOptions co;  // the polynomial method iterates in polar.compute
     co.upper = 0.5;
     co.method = SpectralClipMethod::polynomial;
