@@ -285,32 +285,27 @@ TEST_SUITE("kernels.polar.api") {
     const QdwhReport qr = qdwh(a, q, qo);
     refused(qr.status, qr.message);
     CHECK(std::string(check_qdwh_options(qo)) == kUnknownPrecision);
-    SpectralPowerOptions so;  // the rational method iterates in qdwh.compute
-    so.alpha = 0.5;
-    so.method = SpectralPowerMethod::rational;
-    so.qdwh.compute = unknown;
-    const SpectralPowerReport sr = spectral_power(a, q, so);
-    refused(sr.status, sr.message);
-    so = SpectralPowerOptions{};  // the polynomial method iterates in polynomial_compute
-    so.alpha = 0.5;
-    so.method = SpectralPowerMethod::polynomial;
-    so.polynomial_compute = unknown;
-    const SpectralPowerReport sp = spectral_power(a, q, so);
-    refused(sp.status, sp.message);
-    CHECK(std::string(check_spectral_power_options(so)) == kUnknownPrecision);
-    SpectralClipOptions co;  // the polynomial method iterates in polar.compute
-    co.upper = 0.5;
-    co.method = SpectralClipMethod::polynomial;
-    co.polar = polynomial_clip_polar_options();
-    co.polar.compute = unknown;
-    const SpectralPowerReport cr = spectral_clip(a, q, co);
-    refused(cr.status, cr.message);
-    co = SpectralClipOptions{};
-    co.upper = 0.5;
-    co.method = SpectralClipMethod::qdwh;
-    co.qdwh.compute = unknown;
-    const SpectralPowerReport cq = spectral_clip(a, q, co);
-    refused(cq.status, cq.message);
+    // spectral_power's rational method iterates in qdwh.compute, its polynomial one in
+    // polynomial_compute; spectral_clip's polynomial method in polar.compute, its QDWH one in
+    // qdwh.compute.
+    for (const SpectralPowerMethod m : {SpectralPowerMethod::rational, SpectralPowerMethod::polynomial}) {
+      SpectralPowerOptions so;
+      so.alpha = 0.5;
+      so.method = m;
+      (m == SpectralPowerMethod::rational ? so.qdwh.compute : so.polynomial_compute) = unknown;
+      const SpectralPowerReport sr = spectral_power(a, q, so);
+      refused(sr.status, sr.message);
+      CHECK(std::string(check_spectral_power_options(so)) == kUnknownPrecision);
+    }
+    for (const SpectralClipMethod m : {SpectralClipMethod::polynomial, SpectralClipMethod::qdwh}) {
+      SpectralClipOptions co;
+      co.upper = 0.5;
+      co.method = m;
+      (m == SpectralClipMethod::polynomial ? co.polar.compute : co.qdwh.compute) = unknown;
+      const SpectralPowerReport cr = spectral_clip(a, q, co);
+      refused(cr.status, cr.message);
+      CHECK(std::string(check_spectral_clip_options(co)) == kUnknownPrecision);
+    }
     SchattenNormOptions no;
     no.qdwh.compute = unknown;
     double norm = -1.0;
