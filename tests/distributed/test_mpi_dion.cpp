@@ -250,8 +250,9 @@ std::string shared_path(const char* what) {
 // Tolerance of the distributed trajectory against the one-process Dion of the mean gradient,
 // relative to how far the weights moved: the two differ only by float rounding (the mean of the
 // panels is summed in another order than B̄ X, and M_i keeps each rank's own rounding), which
-// the power iteration passes on without amplifying it while the panels are well conditioned
-// (Gaussian gradients). Measured (2026-11-30, the seeds then fixed): at most 2.4e-6 on 2 ranks
+// Dion's recursion magnifies from step to step, on most trajectories moderately (in exact
+// arithmetic a median factor 17 over six steps at "square"'s shape: docs/reliability.md,
+// Finding 73). Measured (2026-11-30, the seeds then fixed): at most 2.4e-6 on 2 ranks
 // and 5.2e-6 on 4 over every step and case; the controls are 0.76 and more away. Seeds 1–60 of
 // the suite's seed sweep stay within the bound (2026-12-01). Where the recursion itself magnifies
 // rounding, the bound is the probes' instead (trajectory_bound).
@@ -260,7 +261,9 @@ constexpr double kTrajectoryTolerance = 2e-5;
 // probes are (Probes: the reference on the mean gradient moved by one ulp per element, three
 // sign patterns), where that is more than kTrajectoryTolerance. Dion's recursion can magnify a
 // rounding difference a hundredfold over a few steps: at seed 1968 on 4 ranks "square" (16 × 16,
-// k = 8, two power iterations) carries it in Q's last column, and after step 5 the distributed
+// k = 8, two power iterations) carries it in Q's last column (the exact step's Jacobians
+// multiply to 6.9e4 over its six steps, against a maximum of 403 over 300 Gaussian
+// trajectories of that shape: Finding 73), and after step 5 the distributed
 // trajectory was 6.0e-4 from the reference, the probes 3.2e-4, 5.5e-4 and 2.6e-4, with every QR
 // the same Cholesky QR2 in both (docs/reliability.md, Finding 73). One probe is not enough: how
 // much of a nudge falls along the growing direction is chance (seed 1302 on 2 ranks: 3.2e-5,
@@ -279,9 +282,9 @@ constexpr double kMomentumTolerance = 2e-6;
 // times 2¹⁵: 0.08 to 0.17). Measured over seeds 1–300 on 1, 2 and 4 ranks (900 runs, 8 steps
 // with the checkpoint between): median 3.0e-3, 99th percentile 2.0e-2, largest 8.0e-2 (seed
 // 140, 2 ranks) and 6.9e-2 (seed 186, 1 rank), both on "square", whose k = 8 of 16 with two
-// power iterations leaves a subspace that a Gaussian spectrum's small σ₈ − σ₉ lets the rounding
-// turn. 0.2 is 2.5 times the largest; the control (a rank's own gradients) is 0.76 and more away,
-// and on one rank the step is the one-process bf16 step bit for bit.
+// power iterations is the shape where Dion's recursion magnifies a difference most (above).
+// 0.2 is 2.5 times the largest; the control (a rank's own gradients) is 0.76 and more away, and
+// on one rank the step is the one-process bf16 step bit for bit.
 constexpr double kBf16TrajectoryTolerance = 0.2;
 
 using Weights = std::vector<std::vector<float>>;

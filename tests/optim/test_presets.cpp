@@ -1338,11 +1338,11 @@ TEST_SUITE("optim.presets") {
       CHECK(k == (cs.fraction == 1.0 ? 12 : cs.multiple == 4 ? 8 : 4));
       const Mat got = run_rule(dion(o), w0, g);
       const Mat want = dion_oracle(w0, g, 0.01, 0.95, k, cs.iterations, 0.01, 7);
-      // Float GEMMs (rounding 6e-8 relative per element) around a double QR; the column
-      // normalisation divides by ‖R_j‖, which amplifies the rounding by up to σ₁/σ_k of the
-      // Gaussian B (≈ 5–10 here), and 8 steps accumulate it through M: measured ≤ 9.7e-6 over
-      // these cases with seeds 0–3 and the default, ≤ 1.5e-5 over seeds 1–3000 (12000 cases);
-      // 3e-5 on the accumulated step.
+      // Float GEMMs (rounding 6e-8 relative per element) around a double QR, over 8 steps of a
+      // recursion that magnifies a difference in its state from step to step (in exact
+      // arithmetic a median factor 8–17 over six steps at 16 × 16: docs/reliability.md,
+      // Finding 73): measured ≤ 9.7e-6 over these cases with seeds 0–3 and the default,
+      // ≤ 1.5e-5 over seeds 1–3000 (12000 cases); 3e-5 on the accumulated step.
       const double err = step_error(got, want, w0);
       CAPTURE(err);
       CHECK(err <= 3e-5);
