@@ -1487,6 +1487,24 @@ int usage_error(const std::string& msg) {
   return 2;
 }
 
+/// The longest config line read: a file with no newline in its first MiB is not a config file
+/// (a binary file passed by mistake may have none), and reading it whole would only fill memory.
+constexpr std::size_t kMaxConfigLine = std::size_t(1) << 20;
+enum class LineRead { line, end, too_long };
+/// The next line of `f` into `line`, its newline kept, up to kMaxConfigLine bytes (fgets()
+/// reads it in pieces; before, a config line was cut at 4095 bytes and its rest read as another
+/// line). `end` at the end of the file or on a read error (ferror tells), with nothing read.
+LineRead read_line(std::FILE* f, std::string& line) {
+  line.clear();
+  char piece[4096];
+  while (std::fgets(piece, sizeof piece, f)) {
+    line += piece;  // up to a NUL byte, as before
+    if (!line.empty() && line.back() == '\n') return LineRead::line;
+    if (line.size() > kMaxConfigLine) return LineRead::too_long;
+  }
+  return line.empty() ? LineRead::end : LineRead::line;
+}
+
 /// Whether paths `a` and `b` name the same file: the same path once made absolute and
 /// normalised lexically, or (where both exist) the same device and inode, which also catches
 /// links and `dir/../`. Cost: two stat calls.
@@ -1541,10 +1559,13 @@ int parse_args(int argc, char** argv, Options& o) {
       if (!value(v)) return usage_error("--config needs a FILE");
       std::FILE* f = std::fopen(v.c_str(), "r");
       if (!f) return usage_error("cannot read config file '" + v + "'");
-      char line[4096];
-      while (std::fgets(line, sizeof line, f)) {
-        std::string l = line;
-        l = l.substr(0, l.find('#'));
+      std::string l;
+      for (LineRead r; (r = read_line(f, l)) != LineRead::end;) {
+        if (r == LineRead::too_long) {
+          std::fclose(f);
+          return usage_error("config file '" + v + "' has a line longer than 1 MiB (is it a text file?)");
+        }
+        l.resize(std::min(l.size(), l.find('#')));
         while (!l.empty() && std::isspace(static_cast<unsigned char>(l.back())))
           l.pop_back();
         std::size_t b = 0;

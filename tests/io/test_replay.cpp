@@ -1037,6 +1037,44 @@ TEST_SUITE("io.replay") {
     fs::remove(rec);
   }
 
+  TEST_CASE("replay: a config line longer than 4 KB is read whole") {
+    // The tool read config files in 4095-byte pieces and took each piece for a line, so the
+    // rest of a longer line was parsed as a SPEC of its own ("unknown preset"). Here the
+    // exclude list (exclude= test above, padded with 1200 parts that match no name) ends with
+    // 'mlp' about 11 KB in: the trajectory shows it was read.
+    const std::string rec = temp_path("rec_long.h5"), out = temp_path("out_long.h5"),
+                      cfg = temp_path("long.txt");
+    write_recording(rec);
+    std::string line = "muon:lr=0.05,adamw_wd=0,exclude=embed/head";
+    for (int i = 0; i < 1200; ++i)
+      line += "/unused" + std::to_string(i);
+    line += "/mlp";
+    REQUIRE(line.size() > 10000);
+    {
+      std::ofstream c(cfg);
+      c << "# one long SPEC\n" << line << "\n";
+    }
+    REQUIRE_MESSAGE(run_replay(rec + " --config " + cfg + " --save-params --quiet --out " + out) == 0,
+                    replay_stderr());
+    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    MuonOptions m;
+    m.lr = Schedule::constant(0.05);
+    AdamWOptions side;
+    side.weight_decay = 0;
+    LabelPolicy policy;
+    policy.exclude = {"embed", "head", "mlp"};
+    const std::vector<std::string> labels = propose_labels(kParams, policy);
+    REQUIRE(labels == std::vector<std::string>{"muon", "adamw", "adamw", "adamw"});
+    auto opt = partition(kParams, labels, route("muon", muon(m)), route("adamw", adamw(side)));
+    REQUIRE(opt.init());
+    compare_inline(opt, f, 0);
+    H5Fclose(f);
+    fs::remove(out);
+    fs::remove(cfg);
+    fs::remove(rec);
+  }
+
   TEST_CASE("replay: lr schedules and every step-cache size reproduce the inline trajectory") {
     const std::string rec = temp_path("rec3.h5"), out = temp_path("out3.h5");
     write_recording(rec);
@@ -1724,10 +1762,19 @@ TEST_SUITE("io.replay") {
         {"--optimizer muon --split h.0.attn.weight:axis=2,count=2", "'axis' must be an integer in 0..1"},
         {"--optimizer muon --split h.0.attn.weight:parts=q//v,count=3", "has an empty item"}};
     check_refusals(rec, out, bad_cuts, 2);
-    // A directory given as --config was read as an empty file (fopen opens it, fgets fails).
+    // A directory given as --config was read as an empty file (fopen opens it, fgets fails);
+    // a file without a newline in its first MiB is no config file (read whole, it would only
+    // fill memory).
+    const std::string no_newline = temp_path("no_newline.txt");
+    {
+      std::ofstream c(no_newline, std::ios::binary);
+      c << "muon:lr=0.05 #" << std::string((1 << 20) + 10, 'x');
+    }
     const std::pair<std::string, const char*> bad_config[] = {
-        {"--optimizer muon --config " + fs::temp_directory_path().string(), "cannot read config file"}};
+        {"--optimizer muon --config " + fs::temp_directory_path().string(), "cannot read config file"},
+        {"--config " + no_newline, "has a line longer than 1 MiB"}};
     check_refusals(rec, out, bad_config, 2);
+    fs::remove(no_newline);
     const std::pair<const char*, const char*> refused_cuts[] = {
         {"--optimizer muon --split 'h.9.*:count=2'", "no parameter of the recording matches 'h.9.*'"},
         {"--optimizer muon --split h.0.attn.weight:sizes=4/4", "sum to 8, not to its 12 rows"},
