@@ -29,7 +29,7 @@ of R = B^T P depends on that basis.
     python3 bench/dion_sensitivity.py [--variant base|t1|k4|orthq|all] [--seeds 100]
                                        [--steps 6] [--basis]
 
-Needs numpy. Run on 2026-12-06 (numpy 2.4.6, about 2 s per trajectory): docs/reliability.md,
+Needs numpy. Run on 2026-12-06 (numpy 2.4.6, about 0.1 s per trajectory): docs/reliability.md,
 Finding 73.
 """
 import argparse
