@@ -1041,7 +1041,7 @@ TEST_SUITE("io.replay") {
     // The tool read config files in 4095-byte pieces and took each piece for a line, so the
     // rest of a longer line was parsed as a SPEC of its own ("unknown preset"). Here the
     // exclude list (exclude= test above, padded with 1200 parts that match no name) ends with
-    // 'mlp' about 11 KB in: the trajectory shows it was read.
+    // 'mlp' 12 KB in: the trajectory shows it was read.
     const std::string rec = temp_path("rec_long.h5"), out = temp_path("out_long.h5"),
                       cfg = temp_path("long.txt");
     write_recording(rec);
