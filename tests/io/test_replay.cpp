@@ -403,6 +403,26 @@ void compare_inline(
   CHECK(read_string_attr(H5Gopen2(out, base.c_str(), H5P_DEFAULT), "signature") == opt.signature());
 }
 
+/// Checks the replay output `out` of `muon:lr=0.05,adamw_wd=0,exclude=embed/head/mlp` against
+/// the inline partition of those settings: 'mlp' sends h.0.mlp.weight (a hidden matrix by
+/// default) to AdamW.
+void check_excluding_mlp(const std::string& out) {
+  const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  REQUIRE(f >= 0);
+  MuonOptions m;
+  m.lr = Schedule::constant(0.05);
+  AdamWOptions side;
+  side.weight_decay = 0;
+  LabelPolicy policy;
+  policy.exclude = {"embed", "head", "mlp"};
+  const std::vector<std::string> labels = propose_labels(kParams, policy);
+  REQUIRE(labels == std::vector<std::string>{"muon", "adamw", "adamw", "adamw"});
+  auto opt = partition(kParams, labels, route("muon", muon(m)), route("adamw", adamw(side)));
+  REQUIRE(opt.init());
+  compare_inline(opt, f, 0);
+  H5Fclose(f);
+}
+
 /// An optimizer as compare_inline sees it, with `suffix` after its signature (a replay run's
 /// signature gains its clip's: "|qk_clip=TAU/ALPHA;" and the --qk-layer texts).
 template <class P>
@@ -1015,20 +1035,7 @@ TEST_SUITE("io.replay") {
     REQUIRE_MESSAGE(run_replay(rec + " --optimizer muon:lr=0.05,adamw_wd=0,exclude=embed/head/mlp" +
                                " --save-params --quiet --out " + out) == 0,
                     replay_stderr());
-    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    REQUIRE(f >= 0);
-    MuonOptions m;
-    m.lr = Schedule::constant(0.05);
-    AdamWOptions side;
-    side.weight_decay = 0;
-    LabelPolicy policy;
-    policy.exclude = {"embed", "head", "mlp"};
-    const std::vector<std::string> labels = propose_labels(kParams, policy);
-    CHECK(labels == std::vector<std::string>{"muon", "adamw", "adamw", "adamw"});
-    auto opt = partition(kParams, labels, route("muon", muon(m)), route("adamw", adamw(side)));
-    REQUIRE(opt.init());
-    compare_inline(opt, f, 0);
-    H5Fclose(f);
+    check_excluding_mlp(out);
     fs::remove(out);
     const std::pair<const char*, const char*> bad[] = {
         {"--optimizer muon:route=all,exclude=mlp", "'exclude' applies to route=auto only"},
@@ -1056,20 +1063,7 @@ TEST_SUITE("io.replay") {
     }
     REQUIRE_MESSAGE(run_replay(rec + " --config " + cfg + " --save-params --quiet --out " + out) == 0,
                     replay_stderr());
-    const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    REQUIRE(f >= 0);
-    MuonOptions m;
-    m.lr = Schedule::constant(0.05);
-    AdamWOptions side;
-    side.weight_decay = 0;
-    LabelPolicy policy;
-    policy.exclude = {"embed", "head", "mlp"};
-    const std::vector<std::string> labels = propose_labels(kParams, policy);
-    REQUIRE(labels == std::vector<std::string>{"muon", "adamw", "adamw", "adamw"});
-    auto opt = partition(kParams, labels, route("muon", muon(m)), route("adamw", adamw(side)));
-    REQUIRE(opt.init());
-    compare_inline(opt, f, 0);
-    H5Fclose(f);
+    check_excluding_mlp(out);
     fs::remove(out);
     fs::remove(cfg);
     fs::remove(rec);
