@@ -18,7 +18,15 @@ For each trajectory (Gaussian Q_0 and gradients, M_0 = 0) it takes the Jacobian 
     in Q alone that one step multiplies by rho, for that step's gradient).
 Variants: `base` (16 x 16, k = 8, two power iterations: test_mpi_dion.cpp's "square"), `t1` (one
 power iteration), `k4` (k = 4), `orthq` (Q' orthonormalised instead of column-normalised, not
-Dion: it asks whether the column normalisation is the cause).
+Dion: it asks whether the column normalisation is the cause). `--shape LxS`, `--rank k` and
+`--power-iterations t` run one variant of their own instead (`custom`: defaults 16x16, k = 8,
+t = 2), e.g. the device twin test's shapes (test_optim_device.cpp's `dev_dion`: 12 x 20 and
+20 x 6 parameters, rank fraction 0.5, one power iteration, three steps):
+
+    python3 bench/dion_sensitivity.py --shape 20x12 --rank 6 --power-iterations 1 --steps 3 --seeds 300
+    python3 bench/dion_sensitivity.py --shape 20x6 --rank 3 --power-iterations 1 --steps 3 --seeds 300
+
+(a wide parameter's step is the transposed one's, so L >= S).
 
 `--basis` runs the second experiment: two trajectories from Q_0 and from Q_0 changed by 1e-9,
 either within its span (Q_0 (I + 1e-9 A)) or out of it, and the differences after n steps in
@@ -28,6 +36,7 @@ of R = B^T P depends on that basis.
 
     python3 bench/dion_sensitivity.py [--variant base|t1|k4|orthq|all] [--seeds 100]
                                        [--steps 6] [--basis]
+                                       [--shape LxS] [--rank k] [--power-iterations t]
 
 Needs numpy. Run on 2026-12-06 (numpy 2.4.6, about 0.1 s per trajectory): docs/reliability.md,
 Finding 73.
@@ -37,10 +46,10 @@ import argparse
 import numpy as np
 
 VARIANTS = {
-    "base": dict(side=16, k=8, t=2, orth_q=False),
-    "t1": dict(side=16, k=8, t=1, orth_q=False),
-    "k4": dict(side=16, k=4, t=2, orth_q=False),
-    "orthq": dict(side=16, k=8, t=2, orth_q=True),
+    "base": dict(rows=16, cols=16, k=8, t=2, orth_q=False),
+    "t1": dict(rows=16, cols=16, k=8, t=1, orth_q=False),
+    "k4": dict(rows=16, cols=16, k=4, t=2, orth_q=False),
+    "orthq": dict(rows=16, cols=16, k=8, t=2, orth_q=True),
 }
 MU, EPS = 0.95, 1e-8  # DionOptions' defaults (mu, eps)
 
@@ -77,14 +86,14 @@ def jacobian(m, q, g, t, orth_q, h=1e-6):
     return ((y[:n] - y[n:]) / (2.0 * h)).T
 
 
-def trajectory(seed, steps, side, k, t, orth_q):
-    """(prod, rho) of one Gaussian trajectory."""
+def trajectory(seed, steps, rows, cols, k, t, orth_q):
+    """(prod, rho) of one Gaussian trajectory of an L x S = rows x cols momentum."""
     rng = np.random.default_rng(seed)
-    m = np.zeros((side, side))
-    q = rng.standard_normal((side, k))
+    m = np.zeros((rows, cols))
+    q = rng.standard_normal((cols, k))
     prod, rho = None, 0.0
     for _ in range(steps):
-        g = rng.standard_normal((side, side))
+        g = rng.standard_normal((rows, cols))
         j = jacobian(m, q, g, t, orth_q)
         prod = j if prod is None else j @ prod
         jq = j[m.size:, m.size:]
@@ -131,13 +140,36 @@ def main():
     ap.add_argument("--seeds", type=int, default=100, help="trajectories per variant (seeds 0..N-1)")
     ap.add_argument("--steps", type=int, default=6, help="steps per trajectory")
     ap.add_argument("--basis", action="store_true", help="also the within/out-of-span experiment")
+    ap.add_argument("--shape", help="LxS momentum (L >= S) of a custom variant (default 16x16)")
+    ap.add_argument("--rank", type=int, help="k of a custom variant (default 8)")
+    ap.add_argument("--power-iterations", type=int, help="t of a custom variant (default 2)")
     a = ap.parse_args()
     if a.seeds < 1 or a.steps < 1:
         ap.error("--seeds and --steps must be at least 1")
-    for name in VARIANTS if a.variant == "all" else [a.variant]:
-        v = VARIANTS[name]
-        res = np.array([trajectory(s, a.steps, v["side"], v["k"], v["t"], v["orth_q"]) for s in range(a.seeds)])
-        print(f"{name} ({v['side']} x {v['side']}, k = {v['k']}, t = {v['t']}{', Q orthonormalised' if v['orth_q'] else ''}), "
+    variants = VARIANTS
+    names = list(VARIANTS) if a.variant == "all" else [a.variant]
+    if a.shape is not None or a.rank is not None or a.power_iterations is not None:
+        if a.variant != "base":
+            ap.error("--shape, --rank and --power-iterations define their own variant: leave out --variant")
+        try:
+            rows, cols = (int(x) for x in (a.shape or "16x16").lower().split("x"))
+        except ValueError:
+            ap.error(f"--shape wants LxS, two positive integers, not {a.shape!r}")
+        k = 8 if a.rank is None else a.rank
+        t = 2 if a.power_iterations is None else a.power_iterations
+        if not (rows >= cols >= 1):
+            ap.error("--shape LxS needs L >= S >= 1 (a wide parameter's step is its transpose's)")
+        if not (1 <= k <= cols):
+            ap.error(f"--rank must be in [1, S] = [1, {cols}]")
+        if t < 1:
+            ap.error("--power-iterations must be at least 1")
+        variants = {"custom": dict(rows=rows, cols=cols, k=k, t=t, orth_q=False)}
+        names = ["custom"]
+    for name in names:
+        v = variants[name]
+        res = np.array([trajectory(s, a.steps, v["rows"], v["cols"], v["k"], v["t"], v["orth_q"])
+                        for s in range(a.seeds)])
+        print(f"{name} ({v['rows']} x {v['cols']}, k = {v['k']}, t = {v['t']}{', Q orthonormalised' if v['orth_q'] else ''}), "
               f"{a.seeds} trajectories of {a.steps} steps:")
         print(f"  prod {spread(res[:, 0])}")
         print(f"  rho  {spread(res[:, 1])}")
