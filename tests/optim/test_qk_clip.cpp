@@ -30,6 +30,7 @@
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/qk_clip.hpp"
 #include "schatten/optim/split.hpp"
+#include "support/allocations.hpp"
 #include "support/attention.hpp"
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
@@ -504,6 +505,79 @@ TEST_CASE("qk_clip apply refuses bad logits and pointers and changes nothing") {
   CHECK(r.bad_head == 2);
   CHECK(std::string(r.message).find("head 2: the clip factor underflows") != std::string::npos);
   CHECK(w == w0);
+}
+
+TEST_CASE("qk_clip apply and set_rows allocate nothing, refused or not; init survives an exhausted heap") {
+  // apply() runs after every step: like the partition's step, a refusal must not throw
+  // std::bad_alloc on an exhausted heap, so it allocates nothing (docs/reliability.md, Finding 77).
+  using schatten::test::AllocationProbe;
+  const std::vector<ParamSpec> specs = {{"q", {8, 4}}, {"k", {4, 4}}, {"unused", {2, 2}}};
+  std::vector<std::vector<float>> w = {to_float_buffer(gaussian_mat(8, 4, 7)),
+                                       to_float_buffer(gaussian_mat(4, 4, 8)), std::vector<float>(4, 1.0f)};
+  const std::vector<std::vector<float>> w0 = w;
+  // A layer name beyond the message buffer: the message is cut, not the program.
+  const std::string long_name(700, 'x');
+  QkClip clip({qk_separate(long_name, "q", "k", 4, 2, 2)});
+  const std::vector<float*> p = pointers(w);
+  std::vector<float*> null_k = p;
+  null_k[1] = nullptr;
+  const std::vector<float> loud = {1000.0f, 1.0f, 1.0f, 1.0f}, nan_head = {1.0f, 1.0f, NAN, 1.0f},
+                           short_logits = {1000.0f, 1.0f, 1.0f};
+  const std::vector<std::pair<index_t, index_t>> all_rows = {{0, 8}, {0, 4}, {0, 2}},
+                                                 too_many_rows = {{0, 9}, {0, 4}, {0, 2}};
+  // Each call under a probe of its own, its message read after the probe (a copy allocates).
+  const auto allocations = [](auto&& f) {
+    AllocationProbe probe;
+    f();
+    return probe.count();
+  };
+  QkClipReport r;
+  StepReport h;
+  CHECK(allocations([&] { r = clip.apply(p, loud); }) == 0);
+  CHECK(std::string(r.message) == "qk_clip: apply before a successful init()");
+  CHECK(allocations([&] { h = clip.set_rows(all_rows); }) == 0);
+  CHECK(std::string(h.message) == "qk_clip: set_rows before a successful init()");
+  // init with each of its allocations refused in turn: out_of_memory, not ready, nothing thrown.
+  std::int64_t k = 1;
+  for (;; ++k) {
+    CAPTURE(k);
+    const auto a = schatten::test::refusing_allocation(k, [&] { return clip.init(specs); });
+    REQUIRE_FALSE(a.threw);
+    if (!a.refused) {
+      REQUIRE(a.result);
+      break;
+    }
+    CHECK(a.result.status == Status::out_of_memory);
+    CHECK(std::string(a.result.message) == "qk_clip: init: host memory ran out");
+    CHECK(clip.heads() == 0);
+    CHECK(clip.apply(p, loud).status == Status::invalid_argument);
+    CHECK(w == w0);
+  }
+  MESSAGE("qk_clip init: " << k - 1 << " allocations refused in turn");
+  CHECK(k > 1);
+  CHECK(allocations([&] { r = clip.apply(p, nan_head); }) == 0);
+  CHECK(r.status == Status::non_finite_input);
+  CHECK(r.bad_head == 2);
+  CHECK(std::string(r.message).size() < 512);
+  CHECK(std::string(r.message).find("qk_clip: layer '" + long_name.substr(0, 256) +
+                                    "', head 2: the max logit is not finite") == 0);
+  CHECK(allocations([&] { r = clip.apply(p, short_logits); }) == 0);
+  CHECK(r.status == Status::invalid_argument);
+  CHECK(std::string(r.message) == "qk_clip: 3 max logits for 4 query heads");
+  CHECK(allocations([&] { r = clip.apply(null_k, loud); }) == 0);
+  CHECK(r.status == Status::invalid_argument);
+  CHECK(r.bad_param == 1);
+  CHECK(allocations([&] { h = clip.set_rows(too_many_rows); }) == 0);
+  CHECK(h.status == Status::invalid_argument);
+  CHECK(std::string(h.message) ==
+        "qk_clip: set_rows: the range of 'q' is not 0 <= first <= second <= its 8 rows");
+  CHECK(w == w0);
+  CHECK(allocations([&] { h = clip.set_rows(all_rows); }) == 0);
+  CHECK(h);
+  CHECK(allocations([&] { r = clip.apply(p, loud); }) == 0);  // clips head 0's group (η = 1/1000)
+  CHECK(r);
+  CHECK(r.clipped_heads == 2);
+  CHECK(w[0] != w0[0]);
 }
 
 TEST_CASE("qk_clip on row shards equals the whole clip bit for bit") {

@@ -43,9 +43,12 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <limits>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -198,9 +201,29 @@ class QkClip {
   /// head (`key`), every slice inside the matrix; every layer has heads ≥ 1, kv_heads dividing
   /// them, a query (or rotary query) block and a key block; no element belongs to two slices
   /// (it would be scaled twice) and a parameter is sliced along one axis only. invalid_argument
-  /// naming the layer otherwise (the QkClip is then not ready). `memory`: where apply()'s
+  /// naming the layer otherwise, out_of_memory when the host heap runs out (a std::bad_alloc from
+  /// the tables is caught); either way the QkClip is then not ready. `memory`: where apply()'s
   /// parameter pointers live (device: Kokkos::DefaultExecutionSpace's memory).
   StepReport init(const std::vector<ParamSpec>& params, MemoryKind memory = MemoryKind::host) {
+    try {
+      return init_unguarded(params, memory);
+    } catch (const std::bad_alloc&) {
+      constexpr const char* kRanOut = "qk_clip: init: host memory ran out";
+      ready_ = false;  // what was built stays allocated until the next init() or the destructor
+      slices_.clear();
+      offsets_.clear();
+      heads_ = 0;
+      try {
+        message_ = kRanOut;
+      } catch (const std::bad_alloc&) {
+        message_.clear();  // message() then stays empty; the report still says why
+      }
+      return refusal(kRanOut, -1, Status::out_of_memory);
+    }
+  }
+
+ private:
+  StepReport init_unguarded(const std::vector<ParamSpec>& params, MemoryKind memory) {
     ready_ = false;
     message_.clear();
     slices_.clear();
@@ -290,6 +313,7 @@ class QkClip {
     return StepReport{};
   }
 
+ public:
   /// The rows [first, second) of each parameter's flattened matrix that this process holds
   /// (row-sharded parameters; after init(), which holds every row). apply()'s params[i] then
   /// points to row `first` of parameter i (row-major, all columns) and only the held part of
@@ -297,7 +321,8 @@ class QkClip {
   /// distributed::DistributedPartition d: {d.row_range(i).begin, d.row_range(i).end}.
   /// invalid_argument (nothing changed) before init(), for a count other than init()'s
   /// parameters, a range that is not 0 ≤ first ≤ second ≤ rows, or a part of the rows of a
-  /// parameter that set_columns() gave a part of its columns.
+  /// parameter that set_columns() gave a part of its columns. No host allocation, refused or not
+  /// (as apply()).
   StepReport set_rows(const std::vector<std::pair<index_t, index_t>>& rows) { return hold(rows, Held::rows); }
 
   /// The run of elements [first, second) of each parameter's flattened row-major matrix that
@@ -335,7 +360,9 @@ class QkClip {
   /// it). All or nothing: a wrong
   /// count, a null pointer, a NaN/±Inf logit (invalid_argument / non_finite_input, naming the
   /// head) or a factor η^p below the smallest normal float (out_of_range: τ tiny against S) is
-  /// refused before anything is scaled. On success factors() holds each query head's η.
+  /// refused before anything is scaled. On success factors() holds each query head's η. No host
+  /// allocation, refused or not (the messages are composed in a fixed buffer, a layer's name cut
+  /// at 256 characters), so nothing is thrown even on an exhausted heap.
   QkClipReport apply(const std::vector<float*>& params, const float* max_logits, std::size_t count) {
     QkClipReport r;
     if (!ready_) return refuse_apply(r, "qk_clip: apply before a successful init()");
@@ -346,18 +373,20 @@ class QkClip {
         r.bad_param = static_cast<std::ptrdiff_t>(s.param);
         return refuse_apply(r, "qk_clip: null pointer for a clipped parameter");
       }
-    if (count != static_cast<std::size_t>(heads_) || (count > 0 && max_logits == nullptr))
-      return refuse_apply(r, "qk_clip: " + std::to_string(count) + " max logits for " +
-                                 std::to_string(heads_) + " query heads");
+    if (count != static_cast<std::size_t>(heads_) || (count > 0 && max_logits == nullptr)) {
+      std::snprintf(apply_message_.data(), apply_message_.size(),
+                    "qk_clip: %zu max logits for %lld query heads", count, static_cast<long long>(heads_));
+      return refuse_apply(r, apply_message_.data());
+    }
     for (std::size_t li = 0; li < layers_.size(); ++li)
       for (index_t h = 0; h < layers_[li].heads; ++h) {
         const index_t i = offsets_[li] + h;
         if (!std::isfinite(max_logits[i])) {
           r.bad_head = static_cast<std::ptrdiff_t>(i);
-          return refuse_apply(r,
-                              "qk_clip: layer '" + layers_[li].name + "', head " + std::to_string(h) +
-                                  ": the max logit is not finite",
-                              Status::non_finite_input);
+          std::snprintf(apply_message_.data(), apply_message_.size(),
+                        "qk_clip: layer '%.256s', head %lld: the max logit is not finite",
+                        layers_[li].name.c_str(), static_cast<long long>(h));
+          return refuse_apply(r, apply_message_.data(), Status::non_finite_input);
         }
       }
     // η per group: τ over the group's largest logit when that exceeds τ.
@@ -384,11 +413,12 @@ class QkClip {
       if (!(slice_factor_[k] >= std::numeric_limits<float>::min())) {
         const index_t head = s.group * (layers_[s.layer].heads / layers_[s.layer].kv_heads);
         r.bad_head = static_cast<std::ptrdiff_t>(offsets_[s.layer] + head);
-        return refuse_apply(
-            r,
-            "qk_clip: layer '" + layers_[s.layer].name + "', head " + std::to_string(head) +
-                ": the clip factor underflows float (the threshold is tiny against the max logit)",
-            Status::out_of_range);
+        std::snprintf(
+            apply_message_.data(), apply_message_.size(),
+            "qk_clip: layer '%.256s', head %lld: the clip factor underflows float (the threshold is "
+            "tiny against the max logit)",
+            layers_[s.layer].name.c_str(), static_cast<long long>(head));
+        return refuse_apply(r, apply_message_.data(), Status::out_of_range);
       }
     }
     for (std::size_t li = 0; li < layers_.size(); ++li) {
@@ -466,35 +496,43 @@ class QkClip {
     static constexpr const char* kName[] = {"set_rows", "set_elements", "set_columns"};
     static constexpr const char* kUnit[] = {"rows", "elements", "columns"};
     const auto k = static_cast<std::size_t>(kind);
-    const std::string what = std::string("qk_clip: ") + kName[k];
-    if (!ready_) return refuse_hold(what + " before a successful init()", -1);
-    if (ranges.size() != specs_.size()) return refuse_hold(what + " needs one range per parameter", -1);
+    char* const msg = hold_message_.data();
+    const std::size_t room = hold_message_.size();
+    if (!ready_) {
+      std::snprintf(msg, room, "qk_clip: %s before a successful init()", kName[k]);
+      return refusal(msg, -1);
+    }
+    if (ranges.size() != specs_.size()) {
+      std::snprintf(msg, room, "qk_clip: %s needs one range per parameter", kName[k]);
+      return refusal(msg, -1);
+    }
     for (std::size_t i = 0; i < ranges.size(); ++i) {
       const BlockShape m = flatten(specs_[i].shape);
       const index_t total = kind == Held::rows ? m.rows : kind == Held::elements ? m.size() : m.cols;
       const auto [first, second] = ranges[i];
-      if (first < 0 || first > second || second > total)
-        return refuse_hold(what + ": the range of '" + specs_[i].name +
-                               "' is not 0 <= first <= second <= its " + std::to_string(total) + " " +
-                               kUnit[k],
-                           static_cast<std::ptrdiff_t>(i));
+      if (first < 0 || first > second || second > total) {
+        std::snprintf(msg, room,
+                      "qk_clip: %s: the range of '%.256s' is not 0 <= first <= second <= its %lld %s",
+                      kName[k], specs_[i].name.c_str(), static_cast<long long>(total), kUnit[k]);
+        return refusal(msg, static_cast<std::ptrdiff_t>(i));
+      }
       const bool part = second - first < total;
       const bool other_part = kind == Held::columns ? runs_[i].second - runs_[i].first < m.size()
                                                     : bands_[i].second - bands_[i].first < m.cols;
-      if (part && other_part)
-        return refuse_hold(what + ": '" + specs_[i].name +
-                               "' would be held by a part of its rows or elements and a part of its columns",
-                           static_cast<std::ptrdiff_t>(i));
+      if (part && other_part) {
+        std::snprintf(
+            msg, room,
+            "qk_clip: %s: '%.256s' would be held by a part of its rows or elements and a part of its "
+            "columns",
+            kName[k], specs_[i].name.c_str());
+        return refusal(msg, static_cast<std::ptrdiff_t>(i));
+      }
     }
     for (std::size_t i = 0; i < ranges.size(); ++i) {
       const index_t unit = kind == Held::rows ? flatten(specs_[i].shape).cols : 1;
       (kind == Held::columns ? bands_ : runs_)[i] = {ranges[i].first * unit, ranges[i].second * unit};
     }
     return StepReport{};
-  }
-  StepReport refuse_hold(std::string what, std::ptrdiff_t bad) {
-    hold_message_ = std::move(what);
-    return refusal(hold_message_.c_str(), bad);
   }
   /// Whether this process holds any element of slice s.
   bool touches(const Slice& s) const {
@@ -509,10 +547,10 @@ class QkClip {
     heads_ = 0;
     return refusal(message_.c_str(), -1);
   }
-  QkClipReport& refuse_apply(QkClipReport& r, std::string what, Status status = Status::invalid_argument) {
-    apply_message_ = std::move(what);
+  /// r refused with `what` (a static string or apply_message_'s).
+  QkClipReport& refuse_apply(QkClipReport& r, const char* what, Status status = Status::invalid_argument) {
     r.status = status;
-    r.message = apply_message_.c_str();
+    r.message = what;
     r.max_logit = -std::numeric_limits<double>::infinity();
     r.clipped_heads = 0;
     r.min_factor = 1.0;
@@ -532,7 +570,11 @@ class QkClip {
   std::vector<std::pair<index_t, index_t>> bands_;  ///< per parameter: the columns held (set_columns)
   index_t heads_ = 0;
   MemoryKind memory_ = MemoryKind::host;
-  std::string message_, apply_message_, hold_message_;
+  std::string message_;
+  /// The refusals of apply() and of set_rows/set_elements/set_columns, composed with snprintf
+  /// (no allocation; cut at 511 characters): each report's message stays valid until the next
+  /// call of its kind.
+  std::array<char, 512> apply_message_{}, hold_message_{};
   bool ready_ = false;
 };
 
