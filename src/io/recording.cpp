@@ -13,10 +13,12 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <new>
 #include <set>
 #include <utility>
 
 #include "hdf5_util.hpp"
+#include "schatten/io/checkpoint.hpp"  // detail::out_of_memory
 
 namespace schatten::io {
 namespace {
@@ -247,6 +249,19 @@ std::int64_t Recorder::steps() const { return impl_ ? impl_->steps : 0; }
 
 Status Recorder::create(const std::string& path, const RecordingInfo& info, const RecorderOptions& options,
                         std::string* error) {
+  bool touched = false;
+  try {
+    return create_unguarded(path, info, options, error, touched);
+  } catch (const std::bad_alloc&) {
+    // The local Impl and its handles are gone (unwound) and impl_ was never set: the file that
+    // this call created or truncated goes, as after a failed write.
+    if (touched) std::remove(path.c_str());
+    return detail::out_of_memory(error, "host memory ran out while creating the recording (nothing created)");
+  }
+}
+
+Status Recorder::create_unguarded(const std::string& path, const RecordingInfo& info,
+                                  const RecorderOptions& options, std::string* error, bool& touched) {
   if (impl_) return fail(error, "this Recorder already has a file open ('" + impl_->path + "')");
   if (path.empty()) return fail(error, "empty recording path");
   if (info.params.empty()) return fail(error, "a recording needs at least one parameter");
@@ -282,7 +297,9 @@ Status Recorder::create(const std::string& path, const RecordingInfo& info, cons
   const std::uint64_t metadata_bytes =
       (std::uint64_t(64) << 10) + (std::uint64_t(8) << 10) * info.params.size();
   bool probed = false;
-  if (const int err = probe_disk(path, metadata_bytes, probed); err != 0)
+  const int probe_error = probe_disk(path, metadata_bytes, probed);
+  touched = probed;  // probe_disk created or truncated `path` (never a directory: its open failed)
+  if (const int err = probe_error; err != 0)
     return fail(error,
                 "cannot reserve " + std::to_string(metadata_bytes) + " bytes of disk for the metadata of '" +
                     path + "': " + std::strerror(err) + " (nothing created)",
@@ -298,6 +315,7 @@ Status Recorder::create(const std::string& path, const RecordingInfo& info, cons
     if (probed) std::remove(path.c_str());  // the probe's file (never a directory: open failed)
     return fail(error, "cannot create '" + path + "' (directory missing or not writable?)");
   }
+  touched = true;
   (void)reserve_disk(impl->file.get(), metadata_bytes);  // held from here (probe_disk checked the room)
   const hid_t f = impl->file.get();
   const int version = kRecordingSchemaVersion;
@@ -368,6 +386,26 @@ Status Recorder::create(const std::string& path, const RecordingInfo& info, cons
 }
 
 Status Recorder::append(const StepData& step, std::string* error) {
+  try {
+    return append_unguarded(step, error);
+  } catch (const std::bad_alloc&) {
+    // Only the checks' and the failures' messages allocate: the writes themselves do not (the
+    // initial datasets' names are formatted in place), so either nothing was written or a
+    // failed write had already closed the recorder.
+    if (impl_ && impl_->failed) {
+      detail::out_of_memory(
+          error,
+          "a write to the recording failed (and host memory ran out composing the message); "
+          "the recorder refuses further appends");
+      return Status::internal_error;
+    }
+    return detail::out_of_memory(
+        error,
+        "host memory ran out before the step was written: nothing was written (append may be retried)");
+  }
+}
+
+Status Recorder::append_unguarded(const StepData& step, std::string* error) {
   if (!impl_) return fail(error, "append() before a successful create()");
   if (impl_->failed)
     return fail(error, "an earlier write to '" + impl_->path + "' failed; the recorder is closed");
@@ -424,7 +462,8 @@ Status Recorder::append(const StepData& step, std::string* error) {
   bool ok = true;
   for (std::size_t i = 0; ok && i < n; ++i) {
     if (impl_->steps == 0 && ps[i].has_initial) {
-      const std::string name = "params/" + std::to_string(i) + "/initial";
+      char name[48];  // formatted in place: no write of a step allocates (append's catch)
+      std::snprintf(name, sizeof name, "params/%zu/initial", i);
       const hsize_t d[2] = {hsize_t(impl_->dims[i].rows), hsize_t(impl_->dims[i].cols)};
       Handle space(H5Screate_simple(2, d, nullptr), H5Sclose);
       // Contiguous, or with the checksum one chunk of the whole matrix (Fletcher-32 needs chunks;
@@ -432,7 +471,7 @@ Status Recorder::append(const StepData& step, std::string* error) {
       Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
       ok = dcpl.ok() &&
            (!impl_->checksum || (H5Pset_chunk(dcpl.get(), 2, d) >= 0 && H5Pset_fletcher32(dcpl.get()) >= 0));
-      Handle set(ok ? H5Dcreate2(impl_->file.get(), name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
+      Handle set(ok ? H5Dcreate2(impl_->file.get(), name, H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
                                  dcpl.get(), H5P_DEFAULT)
                     : -1,
                  H5Dclose);
@@ -464,17 +503,23 @@ Status Recorder::append(const StepData& step, std::string* error) {
 
 Status Recorder::close(std::string* error) {
   if (!impl_) return Status::ok;
+  // No allocation unless the close fails: the destructor calls this, and must not throw.
+  const std::unique_ptr<Impl> impl = std::move(impl_);
   h5::QuietErrors quiet;
-  const std::string path = impl_->path;
-  if (impl_->file.ok()) release_disk(impl_->file.get());
-  impl_->loss.reset();
-  impl_->max_logits.reset();
-  for (auto* v : {&impl_->grad, &impl_->value, &impl_->gram})
+  if (impl->file.ok()) release_disk(impl->file.get());
+  impl->loss.reset();
+  impl->max_logits.reset();
+  for (auto* v : {&impl->grad, &impl->value, &impl->gram})
     for (Handle& h : *v)
       h.reset();
-  const bool ok = impl_->file.reset();
-  impl_.reset();
-  return ok ? Status::ok : fail(error, "closing '" + path + "' failed", Status::internal_error);
+  if (impl->file.reset()) return Status::ok;
+  try {
+    return fail(error, "closing '" + impl->path + "' failed", Status::internal_error);
+  } catch (const std::bad_alloc&) {
+    detail::out_of_memory(error,
+                          "closing the recording failed (and host memory ran out composing the message)");
+    return Status::internal_error;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -611,6 +656,14 @@ std::int64_t allocated_steps(hid_t set) {
 
 Status RecordingReader::open(const std::string& path, std::string* error) {
   close();
+  try {
+    return open_unguarded(path, error);
+  } catch (const std::bad_alloc&) {  // the local Impl, unwound, closed what it had opened
+    return detail::out_of_memory(error, "host memory ran out while opening the recording (not opened)");
+  }
+}
+
+Status RecordingReader::open_unguarded(const std::string& path, std::string* error) {
   h5::QuietErrors quiet;
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
@@ -737,8 +790,12 @@ Status RecordingReader::open(const std::string& path, std::string* error) {
 }
 
 namespace {
-Status read_from(const std::string& path, const RecordingInfo& info, hid_t set, const char* what,
-                 std::int64_t first, std::int64_t count, std::size_t param, float* out, std::string* error) {
+/// What a read returns when composing its message exhausts the heap (the reader is unchanged).
+constexpr const char* kReadOutOfMemory = "host memory ran out while reading the recording";
+
+Status read_from_unguarded(const std::string& path, const RecordingInfo& info, hid_t set, const char* what,
+                           std::int64_t first, std::int64_t count, std::size_t param, float* out,
+                           std::string* error) {
   const std::string where = "'" + path + "': ";
   if (param >= info.params.size())
     return fail(error, where + "parameter index " + std::to_string(param) + " out of range (" +
@@ -757,6 +814,13 @@ Status read_from(const std::string& path, const RecordingInfo& info, hid_t set, 
                                : "steps " + std::to_string(first) + "–" + std::to_string(first + count - 1)) +
                    " of '" + info.params[param].name + "'/" + what + " (damaged chunk?)");
   return Status::ok;
+}
+
+Status read_from(const std::string& path, const RecordingInfo& info, hid_t set, const char* what,
+                 std::int64_t first, std::int64_t count, std::size_t param, float* out, std::string* error) {
+  return detail::allocation_as_status(
+      [&] { return read_from_unguarded(path, info, set, what, first, count, param, out, error); }, error,
+      kReadOutOfMemory);
 }
 }  // namespace
 
@@ -794,6 +858,10 @@ Status RecordingReader::read_act_grams(std::int64_t first, std::int64_t count, s
                    count, param, out, error);
 }
 Status RecordingReader::read_initial(std::size_t param, float* out, std::string* error) const {
+  return detail::allocation_as_status([&] { return read_initial_unguarded(param, out, error); }, error,
+                                      kReadOutOfMemory);
+}
+Status RecordingReader::read_initial_unguarded(std::size_t param, float* out, std::string* error) const {
   if (!impl_) return fail(error, "read before a successful open()");
   const std::string where = "'" + impl_->path + "': ";
   if (param >= impl_->info.params.size()) return fail(error, where + "parameter index out of range");
@@ -813,6 +881,11 @@ Status RecordingReader::read_loss(std::int64_t step, double* out, std::string* e
 }
 Status RecordingReader::read_losses(std::int64_t first, std::int64_t count, double* out,
                                     std::string* error) const {
+  return detail::allocation_as_status([&] { return read_losses_unguarded(first, count, out, error); }, error,
+                                      kReadOutOfMemory);
+}
+Status RecordingReader::read_losses_unguarded(std::int64_t first, std::int64_t count, double* out,
+                                              std::string* error) const {
   if (!impl_) return fail(error, "read before a successful open()");
   if (first < 0 || count < 1 || first >= impl_->info.steps || count > impl_->info.steps - first)
     return fail(error, count == 1 ? "loss step " + std::to_string(first) + " out of range"
@@ -830,6 +903,11 @@ Status RecordingReader::read_losses(std::int64_t first, std::int64_t count, doub
 
 Status RecordingReader::read_max_logits(std::int64_t first, std::int64_t count, float* out,
                                         std::string* error) const {
+  return detail::allocation_as_status([&] { return read_max_logits_unguarded(first, count, out, error); },
+                                      error, kReadOutOfMemory);
+}
+Status RecordingReader::read_max_logits_unguarded(std::int64_t first, std::int64_t count, float* out,
+                                                  std::string* error) const {
   if (!impl_) return fail(error, "read before a successful open()");
   const std::string where = "'" + impl_->path + "': ";
   if (!impl_->max_logits.ok()) return fail(error, where + "the recording has no /max_logits");
@@ -848,7 +926,8 @@ Status open_recording(const std::string& path, RecordingReader& reader, std::str
   return reader.open(path, error);
 }
 
-Status check_recording(const std::string& path, RecordingInfo* info, std::string* error) {
+namespace {
+Status check_recording_unguarded(const std::string& path, RecordingInfo* info, std::string* error) {
   RecordingReader r;
   if (Status s = r.open(path, error); s != Status::ok) return s;
   const RecordingInfo& in = r.info();
@@ -879,6 +958,12 @@ Status check_recording(const std::string& path, RecordingInfo* info, std::string
   }
   if (info) *info = in;
   return Status::ok;
+}
+}  // namespace
+
+Status check_recording(const std::string& path, RecordingInfo* info, std::string* error) {
+  return detail::allocation_as_status([&] { return check_recording_unguarded(path, info, error); }, error,
+                                      "host memory ran out while checking the recording");
 }
 
 }  // namespace schatten::io

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <string>
@@ -23,6 +24,7 @@
 
 #include "schatten/core/random.hpp"
 #include "schatten/io/recording.hpp"
+#include "support/allocations.hpp"
 #include "support/child.hpp"
 #include "support/seed.hpp"
 
@@ -513,6 +515,102 @@ TEST_SUITE("io.recording") {
       CHECK(out.find("File too large (nothing created)") != std::string::npos);
       CHECK_FALSE(fs::exists(path));
     }
+    fs::remove(path);
+  }
+
+  TEST_CASE("recording: an exhausted heap is out_of_memory, never an exception, and loses no step") {
+    // Finding 78: create(), append(), close(), open() and the reads let std::bad_alloc escape
+    // (a Status function that throws), create() then left its partial file, a first append()
+    // could leave some initial datasets written (the retry then failed for good), and close()
+    // copied the path first: the destructor, which calls it, could end the program. Each call
+    // runs with its k-th host allocation refused, k = 1, 2, … until it meets no refusal
+    // (support/allocations.hpp; HDF5's own mallocs are not seen).
+    using schatten::test::refusing_allocation;
+    const std::string path = temp_path("heap.h5");
+    const RecordingInfo info = test_info();
+    const StepArrays s0 = make_step(info, 0), s1 = make_step(info, 1);
+    const StepData d0 = s0.view(info), d1 = s1.view(info);
+    StepData bad = d0;
+    bad.grads.pop_back();
+    std::string err;
+    Recorder rec;
+    std::int64_t k = 1;
+    for (;; ++k) {
+      CAPTURE(k);
+      const auto a = refusing_allocation(k, [&] { return rec.create(path, info, {}, &err); });
+      REQUIRE_FALSE(a.threw);
+      if (!a.refused) {
+        REQUIRE_MESSAGE(a.result == Status::ok, err);
+        break;
+      }
+      CHECK(a.result == Status::out_of_memory);
+      CHECK(err.find("host memory ran out") != std::string::npos);
+      CHECK_FALSE(fs::exists(path));                            // no partial file left
+      CHECK(rec.append(d0, &err) == Status::invalid_argument);  // not created
+    }
+    MESSAGE("create: " << k - 1 << " allocations refused in turn");
+    CHECK(k > 1);
+    // A refused step under a refused allocation: out_of_memory, nothing written, still usable.
+    for (k = 1;; ++k) {
+      const auto a = refusing_allocation(k, [&] { return rec.append(bad, &err); });
+      REQUIRE_FALSE(a.threw);
+      if (!a.refused) {
+        CHECK(a.result == Status::invalid_argument);
+        break;
+      }
+      CHECK(a.result == Status::out_of_memory);
+      CHECK(err.find("nothing was written") != std::string::npos);
+      CHECK(rec.steps() == 0);
+    }
+    CHECK(k > 1);
+    // The first step (initial values: datasets created) and the second: no host allocation.
+    for (const StepData* d : {&d0, &d1}) {
+      const auto a = refusing_allocation(1, [&] { return rec.append(*d, &err); });
+      CHECK_FALSE(a.threw);
+      CHECK_FALSE(a.refused);
+      CHECK_MESSAGE(a.result == Status::ok, err);
+    }
+    CHECK(rec.steps() == 2);
+    const auto closed = refusing_allocation(1, [&] { return rec.close(&err); });
+    CHECK_FALSE(closed.threw);
+    CHECK_FALSE(closed.refused);
+    CHECK(closed.result == Status::ok);
+    // The reader: open with each allocation refused (closed after each), then reads whose
+    // messages cannot be composed.
+    RecordingReader r;
+    for (k = 1;; ++k) {
+      CAPTURE(k);
+      const auto a = refusing_allocation(k, [&] { return r.open(path, &err); });
+      REQUIRE_FALSE(a.threw);
+      if (!a.refused) {
+        REQUIRE_MESSAGE(a.result == Status::ok, err);
+        break;
+      }
+      CHECK(a.result == Status::out_of_memory);
+      CHECK_FALSE(r.is_open());
+    }
+    MESSAGE("open: " << k - 1 << " allocations refused in turn");
+    std::vector<float> buf(64);
+    double loss = 0.0;
+    const std::vector<std::function<Status()>> reads = {
+        [&] { return r.read_grad(5, 0, buf.data(), &err); },  // out of range: a message
+        [&] { return r.read_initial(9, buf.data(), &err); }, [&] { return r.read_loss(7, &loss, &err); },
+        [&] { return r.read_max_logits(3, 1, buf.data(), &err); },
+        [&] { return check_recording(path, nullptr, &err); }};
+    for (std::size_t i = 0; i < reads.size(); ++i) {
+      CAPTURE(i);
+      for (k = 1;; ++k) {
+        const auto a = refusing_allocation(k, reads[i]);
+        REQUIRE_FALSE(a.threw);
+        if (!a.refused) break;
+        CHECK(a.result == Status::out_of_memory);
+        CHECK(err.find("host memory ran out") != std::string::npos);
+      }
+      CHECK(k > 1);
+    }
+    REQUIRE(r.is_open());
+    check_contents(r, 2);  // both steps whole
+    r.close();
     fs::remove(path);
   }
 

@@ -276,15 +276,16 @@ inline Status out_of_memory(std::string* error, const char* what) noexcept {
   return Status::out_of_memory;
 }
 
-/// f() with a std::bad_alloc turned into out_of_memory (detail::out_of_memory): the checkpoint
-/// calls copy whole states (capture, restore's trial copy), the likeliest allocations of a
-/// training process to fail, and report it as a status.
+/// f() with a std::bad_alloc turned into out_of_memory (detail::out_of_memory, with `what`): the
+/// checkpoint calls copy whole states (capture, restore's trial copy), the likeliest allocations
+/// of a training process to fail, and report it as a status; the recording reader's reads
+/// compose their messages with it.
 template <class F>
-Status allocation_as_status(F&& f, std::string* error) {
+Status allocation_as_status(F&& f, std::string* error, const char* what = "out of memory") {
   try {
     return f();
   } catch (const std::bad_alloc&) {
-    return out_of_memory(error, "out of memory");
+    return out_of_memory(error, what);
   }
 }
 }  // namespace detail

@@ -104,6 +104,11 @@ struct StepData {
 /// NaN/Inf gradients are recorded (they are data). Cost per step: one chunk write per dataset
 /// plus two flushes (the flushes dominate for small models: about 0.1 ms).
 /// Not thread-safe; one Recorder per file. Destruction closes the file (errors ignored).
+/// An exhausted host heap is a status, never an exception (docs/reliability.md, Finding 78):
+/// create() returns out_of_memory with no file left, append() out_of_memory with nothing
+/// written (the step not counted, the recorder usable: append it again), and a successful
+/// append() or close() allocates nothing on the host (HDF5's own allocations aside), so the
+/// destructor cannot throw.
 class Recorder {
  public:
   Recorder();
@@ -144,6 +149,11 @@ class Recorder {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  /// create() and append() without the catch of std::bad_alloc; `touched`: `path` was created
+  /// or truncated by this call (the catch removes it).
+  Status create_unguarded(const std::string& path, const RecordingInfo& info, const RecorderOptions& options,
+                          std::string* error, bool& touched);
+  Status append_unguarded(const StepData& step, std::string* error);
 };
 
 /// Reads a recording one parameter at a time, one step or a range of steps per call (memory:
@@ -160,6 +170,8 @@ class Recorder {
 /// bytes, another format, a future schema version, wrong dtypes or shapes all give a message.
 /// Damage inside the chunk data (a corrupt compressed chunk) is found when that step is read:
 /// the read returns invalid_argument and the buffer's contents are unspecified.
+/// An exhausted host heap is out_of_memory, never an exception: open() leaves the reader
+/// closed, a read leaves it as it was.
 /// Not thread-safe: use one reader from one thread at a time (HDF5 is built without locks).
 class RecordingReader {
  public:
@@ -213,6 +225,12 @@ class RecordingReader {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  /// The calls without their catch of std::bad_alloc (the .cpp: out_of_memory).
+  Status open_unguarded(const std::string& path, std::string* error);
+  Status read_initial_unguarded(std::size_t param, float* out, std::string* error) const;
+  Status read_losses_unguarded(std::int64_t first, std::int64_t count, double* out, std::string* error) const;
+  Status read_max_logits_unguarded(std::int64_t first, std::int64_t count, float* out,
+                                   std::string* error) const;
 };
 
 /// The entry point for tools and fuzzers: opens `path` into `reader` (RecordingReader::open).
