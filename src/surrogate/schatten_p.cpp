@@ -7,9 +7,11 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <new>
 #include <numeric>
 
 #include "reference/dense_svd.hpp"
@@ -64,6 +66,20 @@ double log_sum_pow(const std::vector<double>& x, double e) {
   for (double v : x)
     if (v > kDrop * top) s += std::pow(v / top, e);
   return e * std::log(top) + std::log(s);
+}
+
+/// log Σ_i (x_i/x_max)^e over x_i/x_max > kDrop: log_sum_pow of x divided by its largest value,
+/// without forming the copy (bit for bit what log_sum_pow of that copy returns: its largest
+/// value is 1 exactly).
+double log_sum_pow_relative(const std::vector<double>& x, double e) {
+  double top = 0.0;
+  for (double v : x)
+    top = std::max(top, v);
+  if (!(top > 0.0)) return kNegInf;
+  double s = 0.0;
+  for (double v : x)
+    if (v / top > kDrop) s += std::pow(v / top, e);
+  return std::log(s);
 }
 
 /// log ‖A‖²_{S_k} with k = 2(p+1)/(p−1) → ∞ as p → 1 (then 2 log σ_max).
@@ -192,12 +208,8 @@ double log_objective_of(PCriterion criterion, double p, const LayerSpectra& s) {
       // log f = 2 log N − log ‖A‖²_{S_k} − (2/(p+1)) log Σ σ^{(p+1)/p}, σ scaled by σ_max.
       const double num = weighted_power_sum(s.align, s.sigma, 1.0 / p);
       if (!(num > 0.0)) return kNegInf;
-      std::vector<double> scaled(s.sigma);
-      const double top = *std::max_element(scaled.begin(), scaled.end());
-      for (double& v : scaled)
-        v /= top;
       return 2.0 * std::log(num) - log_schatten_sq(s.sigma_a, p) -
-             (2.0 / (p + 1.0)) * log_sum_pow(scaled, (p + 1.0) / p);
+             (2.0 / (p + 1.0)) * log_sum_pow_relative(s.sigma, (p + 1.0) / p);
     }
     case PCriterion::exact_tightness: {
       const double num = weighted_power_sum(s.align, s.sigma, 1.0 / p);
@@ -258,8 +270,9 @@ int maximise_p_evaluations(const PCriterionOptions& o) noexcept {
   return o.grid + 2 * (2 + golden_steps(o));
 }
 
-Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> gradient,
-                       MatrixRef<const float> gram, const PCriterionOptions& o, LayerSpectra& out) {
+namespace {
+Status measure_spectra_unguarded(MatrixRef<const float> momentum, MatrixRef<const float> gradient,
+                                 MatrixRef<const float> gram, const PCriterionOptions& o, LayerSpectra& out) {
   if (check_criterion_options(o)) return Status::invalid_argument;
   const bool uses_momentum = o.criterion != PCriterion::exact;
   const index_t m = gradient.rows, n = gradient.cols;
@@ -346,6 +359,16 @@ Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> g
   out = std::move(s);
   return Status::ok;
 }
+}  // namespace
+
+Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> gradient,
+                       MatrixRef<const float> gram, const PCriterionOptions& o, LayerSpectra& out) {
+  try {
+    return measure_spectra_unguarded(momentum, gradient, gram, o, out);
+  } catch (const std::bad_alloc&) {  // the spectra's vectors, Eigen's matrices: `out` untouched
+    return Status::out_of_memory;
+  }
+}
 
 double log_objective(PCriterion criterion, double p, const LayerSpectra& s) {
   if (!(p > 1.0) || !std::isfinite(p) || s.sigma.empty() || !has_activations(s.sigma_a)) return kNegInf;
@@ -362,17 +385,17 @@ PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& o, doub
     ++c.evaluations;
     return log_objective(o.criterion, std::exp(x), spectra);
   };
-  // Scan.
+  // Scan (its points recomputed where needed: no allocation).
   const int g = o.grid;
-  std::vector<double> xs(static_cast<std::size_t>(g)), fs(static_cast<std::size_t>(g));
+  const auto xs = [&](int i) { return lo + (hi - lo) * double(i) / double(g - 1); };
   int best = -1;
+  double bf = kNegInf;
   for (int i = 0; i < g; ++i) {
-    xs[i] = lo + (hi - lo) * double(i) / double(g - 1);
-    fs[i] = f(xs[i]);
-    if (fs[i] > kNegInf && (best < 0 || fs[i] > fs[best])) best = i;
+    const double fi = f(xs(i));
+    if (fi > kNegInf && (best < 0 || fi > bf)) best = i, bf = fi;
   }
   if (best < 0) return c;
-  double bx = xs[best], bf = fs[best];
+  double bx = xs(best);
   // Golden-section search on each neighbouring interval (the maximum of a unimodal piece lies in
   // one of them); keeps the best point ever evaluated.
   const double inv_phi = (std::sqrt(5.0) - 1.0) / 2.0;
@@ -400,8 +423,8 @@ PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& o, doub
     if (f1 > bf) bx = x1, bf = f1;
     if (f2 > bf) bx = x2, bf = f2;
   };
-  if (best > 0) golden(xs[best - 1], xs[best]);
-  if (best < g - 1) golden(xs[best], xs[best + 1]);
+  if (best > 0) golden(xs(best - 1), xs(best));
+  if (best < g - 1) golden(xs(best), xs(best + 1));
   c.p = std::clamp(std::exp(bx), o.p_min, o.p_max);
   c.log_objective = bf;
   c.descends = true;
@@ -425,13 +448,16 @@ Status smooth_spectra(LayerSpectra& s, const SmoothedStatistics& store, std::int
     std::vector<double>* values;
     FloatBuffer* ema;
   };
-  std::vector<Item> items;
-  if (o.criterion == PCriterion::exact) items.push_back({&s.sigma, store.sigma});
-  if (o.criterion != PCriterion::exact) items.push_back({&s.align, store.align});
-  if (o.criterion == PCriterion::exact_tightness) items.push_back({&s.gram_b, store.gram_b});
-  items.push_back({&s.sigma_a, store.sigma_a});
-  for (const Item& it : items)
-    if (it.ema == nullptr || it.ema->size() != it.values->size()) return Status::invalid_argument;
+  // At most three statistics, in a fixed array: no allocation, so nothing can throw.
+  std::array<Item, 3> slots{};
+  std::size_t used = 0;
+  if (o.criterion == PCriterion::exact) slots[used++] = {&s.sigma, store.sigma};
+  if (o.criterion != PCriterion::exact) slots[used++] = {&s.align, store.align};
+  if (o.criterion == PCriterion::exact_tightness) slots[used++] = {&s.gram_b, store.gram_b};
+  slots[used++] = {&s.sigma_a, store.sigma_a};
+  const Item* const items_end = slots.data() + used;
+  for (const Item* it = slots.data(); it != items_end; ++it)
+    if (it->ema == nullptr || it->ema->size() != it->values->size()) return Status::invalid_argument;
   const double beta = o.ema;
   // Bias correction 1/(1 − β^n) after the n-th run (n = runs + 1, in double: runs may be
   // INT64_MAX in a corrupt checkpoint): the first run is its own measurement, later ones a
@@ -442,14 +468,14 @@ Status smooth_spectra(LayerSpectra& s, const SmoothedStatistics& store, std::int
   };
   // An EMA that would leave the float range (or a NaN/∞ value or EMA) is never stored: it would
   // stay ∞ for good and no later run could choose p. Nothing changes then (out_of_range).
-  for (const Item& it : items)
-    for (std::size_t i = 0; i < it.values->size(); ++i)
-      if (!std::isfinite(next(it, i))) return Status::out_of_range;
-  for (const Item& it : items)
-    for (std::size_t i = 0; i < it.values->size(); ++i) {
-      const float e = next(it, i);
-      (*it.ema)[i] = e;
-      (*it.values)[i] = double(e) * correction;
+  for (const Item* it = slots.data(); it != items_end; ++it)
+    for (std::size_t i = 0; i < it->values->size(); ++i)
+      if (!std::isfinite(next(*it, i))) return Status::out_of_range;
+  for (const Item* it = slots.data(); it != items_end; ++it)
+    for (std::size_t i = 0; i < it->values->size(); ++i) {
+      const float e = next(*it, i);
+      (*it->ema)[i] = e;
+      (*it->values)[i] = double(e) * correction;
     }
   return Status::ok;
 }

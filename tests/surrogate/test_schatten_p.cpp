@@ -17,6 +17,7 @@
 
 #include "schatten/core/random.hpp"
 #include "schatten/surrogate/schatten_p.hpp"
+#include "support/allocations.hpp"
 #include "support/seed.hpp"
 
 namespace surrogate_test_schatten_p {  // this file's scope in a unity build (tests/CMakeLists.txt)
@@ -505,6 +506,67 @@ TEST_SUITE("surrogate.schatten_p") {
     const FloatBuffer align2_before = align2;
     CHECK(smooth_spectra(s4, {&sigma, &align2, &b, &sa2}, 1, o) == Status::out_of_range);
     CHECK(align2 == align2_before);
+  }
+
+  TEST_CASE(
+      "an exhausted heap: measure_spectra is out_of_memory with out untouched, the rest allocate nothing") {
+    // Finding 79: measure_spectra let std::bad_alloc escape (a Status function), and
+    // log_objective (a copy of σ per call), maximise_p (the scan's vectors) and smooth_spectra
+    // (a vector of its statistics) allocated. Each measure_spectra below runs with its k-th host
+    // allocation refused, k = 1, 2, … until it meets no refusal (support/allocations.hpp sees
+    // operator new, not Eigen's or Kokkos' own allocations); the last must equal a plain call.
+    const index_t m = 40, n = 24;
+    const Layer l = with_spectrum(m, n, geometric(2.0, 0.01, n), case_seed("oom_layer"));
+    const Mat g = l.m + 0.1 * gaussian(m, n, case_seed("oom_g"));
+    const MatF mf = to_f(l.m), gf = to_f(g),
+               gram = to_f(gram_with(geometric(1.0, 1e-3, n), case_seed("oom_gram")));
+    for (const SpectrumMethod method : {SpectrumMethod::exact, SpectrumMethod::randomized})
+      for (const PCriterion c :
+           {PCriterion::exact, PCriterion::exact_momentum, PCriterion::exact_tightness}) {
+        const std::string criterion = to_string(c);
+        CAPTURE(criterion);
+        CAPTURE(int(method));
+        PCriterionOptions o;
+        o.criterion = c;
+        o.spectrum = method;
+        o.randomized_min_rank = 4;  // k = 4 of 24: the tail model runs
+        LayerSpectra want;
+        REQUIRE(measure_spectra(ref(mf), ref(gf), ref(gram), o, want) == Status::ok);
+        LayerSpectra out;
+        out.sigma = {-1.0};  // a sentinel: nothing may change it but a success
+        std::int64_t k = 1;
+        for (;; ++k) {
+          CAPTURE(k);
+          const auto a = schatten::test::refusing_allocation(
+              k, [&] { return measure_spectra(ref(mf), ref(gf), ref(gram), o, out); });
+          REQUIRE_FALSE(a.threw);
+          if (!a.refused) {
+            REQUIRE(a.result == Status::ok);
+            break;
+          }
+          CHECK(a.result == Status::out_of_memory);
+          REQUIRE(out.sigma == std::vector<double>{-1.0});
+        }
+        CHECK(k > 1);
+        CHECK(out.sigma == want.sigma);
+        CHECK(out.align == want.align);
+        CHECK(out.gram_b == want.gram_b);
+        CHECK(out.sigma_a == want.sigma_a);
+        // The maximiser and the EMA of what was measured: no allocation at all.
+        FloatBuffer es(want.sigma.size(), 0.0f), ea(want.align.size(), 0.0f), eb(want.gram_b.size(), 0.0f),
+            esa(want.sigma_a.size(), 0.0f);
+        PChoice choice;
+        Status smoothed = Status::internal_error;
+        {
+          schatten::test::AllocationProbe probe;
+          choice = maximise_p(out, o, 5.0);
+          smoothed = smooth_spectra(out, {&es, &ea, &eb, &esa}, 0, o);
+          CHECK(probe.count() == 0);
+        }
+        CHECK(choice.descends);
+        CHECK(choice.evaluations > 0);
+        CHECK(smoothed == Status::ok);
+      }
   }
 }
 

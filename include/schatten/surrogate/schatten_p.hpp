@@ -107,7 +107,8 @@ struct LayerSpectra {
 /// Errors (out unchanged): invalid options or shapes that disagree → invalid_argument; NaN/Inf →
 /// non_finite_input; a spectrum beyond the range its arithmetic holds (the randomized SVD's float
 /// GEMMs on entries near FLT_MAX) → out_of_range; an eigensolver that does not converge →
-/// breakdown. ok promises finite spectra.
+/// breakdown; the host heap exhausted (a std::bad_alloc of the spectra or Eigen's matrices,
+/// caught) → out_of_memory. ok promises finite spectra.
 Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> gradient,
                        MatrixRef<const float> gram, const PCriterionOptions& options, LayerSpectra& out);
 
@@ -115,7 +116,8 @@ Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> g
 /// update does not descend (Σ C_i σ_i^{1/p} ≤ 0), the spectra are empty or zero, or σ(A) has no
 /// positive finite value (no activation statistics: a zero Gram, or one with no positive
 /// eigenvalue, says nothing about the curvature; every criterion then reports no descent). Never
-/// +∞ or NaN. Values σ ≤ 1e-7·σ_max are dropped ([V] drops σ ≤ 1e-7). Cost O(r + d_in) powers.
+/// +∞ or NaN. Values σ ≤ 1e-7·σ_max are dropped ([V] drops σ ≤ 1e-7). Cost O(r + d_in) powers;
+/// no allocation.
 double log_objective(PCriterion criterion, double p, const LayerSpectra& spectra);
 
 /// The maximiser's answer.
@@ -133,7 +135,7 @@ struct PChoice {
 /// golden-section search in log p on the two intervals around the best point to `tolerance`
 /// ([P]: the scan makes it robust to several local maxima; at most maximise_p_evaluations()
 /// evaluations, whatever the rounding). When no p descends, or the options are invalid, returns
-/// `previous` with descends = false.
+/// `previous` with descends = false. No allocation.
 PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& options, double previous);
 
 /// Bias-corrected EMA of the smoothed statistics across criterion runs (β = options.ema):
@@ -142,7 +144,7 @@ PChoice maximise_p(const LayerSpectra& spectra, const PCriterionOptions& options
 /// far (before this one); `spectra` is replaced by the bias-corrected averages. Vectors of
 /// another length than the store, or runs < 0, are an invalid_argument; an EMA that would not be
 /// a finite float (a value beyond FLT_MAX, or NaN/∞ in a value or the store) is out_of_range:
-/// nothing changed either way, so a store never holds ∞.
+/// nothing changed either way, so a store never holds ∞. No allocation.
 struct SmoothedStatistics {  // host buffers (the optimizer state that holds them)
   FloatBuffer* sigma = nullptr;
   FloatBuffer* align = nullptr;
