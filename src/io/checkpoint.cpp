@@ -15,6 +15,8 @@
 #include <new>
 #include <utility>
 
+#include "hdf5_util.hpp"
+
 // HDF5 1.10 (Debian 12) and 1.12+ name the object-visit API differently.
 #if H5_VERSION_GE(1, 12, 0)
 using ObjectInfo = H5O_info2_t;
@@ -34,44 +36,10 @@ constexpr const char* kRoot = "/schatten/optimizer";
 constexpr const char* kShapes = "/schatten/parameters";
 constexpr const char* kShapeLeaf = "/shape";
 
-/// Closes an HDF5 handle when it goes out of scope.
-class Handle {
- public:
-  Handle(hid_t id, herr_t (*closer)(hid_t)) : id_(id), close_(closer) {}
-  ~Handle() {
-    if (id_ >= 0) close_(id_);
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  hid_t get() const { return id_; }
-  bool ok() const { return id_ >= 0; }
-  /// Gives up ownership: the caller closes the handle.
-  void release() { id_ = -1; }
-  /// Closes now and returns the close's status (< 0: failed); the destructor then does nothing.
-  herr_t close() {
-    const herr_t r = id_ >= 0 ? close_(id_) : 0;
-    id_ = -1;
-    return r;
-  }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
-
-/// Silences HDF5's error printing for the lifetime of the object (errors become statuses).
-class QuietErrors {
- public:
-  QuietErrors() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~QuietErrors() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-};
+using h5::fail;
+using h5::Handle;
+using h5::QuietErrors;
+using h5::write_attr;
 
 /// fsync of the directory holding `path`, so that a rename into it is durable (best effort:
 /// it runs after the rename, when the checkpoint is complete, so it must not fail the write,
@@ -86,26 +54,6 @@ void sync_parent_directory(const std::string& path) noexcept {
     ::close(fd);
   } catch (const std::bad_alloc&) {
   }
-}
-
-Status fail(std::string* error, const std::string& msg, Status s = Status::invalid_argument) {
-  if (error) *error = msg;
-  return s;
-}
-
-bool write_attr(hid_t obj, const char* name, hid_t type, const void* value, hsize_t n = 1) {
-  Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  Handle attr(H5Acreate2(obj, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  return attr.ok() && H5Awrite(attr.get(), type, value) >= 0;
-}
-
-bool write_string_attr(hid_t obj, const char* name, const std::string& value) {
-  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(type.get(), value.empty() ? 1 : value.size());
-  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle attr(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  const std::string v = value.empty() ? std::string(1, '\0') : value;
-  return attr.ok() && H5Awrite(attr.get(), type.get(), v.data()) >= 0;
 }
 
 /// Reads attribute `name` into `count` values of `type`. H5Aread writes as many values as the
@@ -391,7 +339,7 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
   const int version = kCheckpointSchemaVersion;
   ok = ok && write_attr(file.get(), "schema_version", H5T_NATIVE_INT, &version);
   ok = ok && write_attr(file.get(), "step", H5T_NATIVE_INT64, &header.step);
-  ok = ok && write_string_attr(file.get(), "signature", header.signature);
+  ok = ok && h5::write_string_attr(file.get(), "signature", header.signature, H5T_CSET_ASCII);
   if (header.rng) {
     const int has = header.rng->has_spare ? 1 : 0;
     ok = ok && write_attr(file.get(), "rng_words", H5T_NATIVE_UINT64, header.rng->words.data(), 4);
@@ -425,8 +373,8 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
       return give_up("cannot write field '" + name + "' to '" + tmp + "'", Status::internal_error);
     }
   }
-  root.close();
-  lcpl.close();
+  root.reset();
+  lcpl.reset();
   // The image is complete once flushed (H5Fget_file_image's rule); its size is the file's
   // end of allocation. The bytes are written before the (in-memory) close frees them.
   const ssize_t size =
@@ -444,7 +392,7 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
   if (::fsync(fd) != 0) return give_up("cannot sync '" + tmp + "'", Status::internal_error);
   fd_closer.fd = -1;
   if (::close(fd) != 0) return give_up("cannot close '" + tmp + "'", Status::internal_error);
-  file.close();  // in memory: releases the image; cannot fail on the disk
+  file.reset();  // in memory: releases the image; cannot fail on the disk
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     return give_up("cannot rename '" + tmp + "' to '" + path + "'", Status::internal_error);
   sync_parent_directory(path);  // best effort: the checkpoint is complete either way

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// \file
-/// Internal HDF5 helpers of the recording reader/writer and schatten-replay (not installed):
+/// Internal HDF5 helpers of the checkpoint and recording readers/writers and schatten-replay (not
+/// installed):
 /// RAII handles, error silencing, attributes that h5py also writes (fixed- or variable-length
 /// strings, scalar or 1-element numbers), and hyperslab I/O of step ranges on extendible datasets.
 /// Every function returns false (never throws, never aborts) when HDF5 reports an error.
@@ -13,6 +14,8 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "schatten/core/status.hpp"
 
 namespace schatten::io::h5 {
 
@@ -43,11 +46,19 @@ class Handle {
     id_ = -1;
     return good;
   }
+  /// Gives up ownership: the caller closes the handle.
+  void release() { id_ = -1; }
 
  private:
   hid_t id_ = -1;
   herr_t (*close_)(hid_t) = nullptr;
 };
+
+/// The io calls' error report: `msg` into *error (when given), `s` returned.
+inline Status fail(std::string* error, const std::string& msg, Status s = Status::invalid_argument) {
+  if (error) *error = msg;
+  return s;
+}
 
 /// Silences HDF5's automatic error printing while alive (errors become statuses and messages).
 class QuietErrors {
@@ -67,11 +78,14 @@ class QuietErrors {
 
 inline bool exists(hid_t loc, const char* name) { return H5Lexists(loc, name, H5P_DEFAULT) > 0; }
 
-/// A fixed-length string attribute (what h5dump shows as a plain string).
-inline bool write_string_attr(hid_t obj, const char* name, const std::string& value) {
+/// A fixed-length string attribute (what h5dump shows as a plain string). `cset`: UTF-8 in
+/// recordings (h5py's default); checkpoints keep ASCII, as they always stored it (HDF5 does not
+/// convert one character set into the other, so the reader's memory type must match).
+inline bool write_string_attr(hid_t obj, const char* name, const std::string& value,
+                              H5T_cset_t cset = H5T_CSET_UTF8) {
   Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
   if (!type.ok() || H5Tset_size(type.get(), value.empty() ? 1 : value.size()) < 0) return false;
-  H5Tset_cset(type.get(), H5T_CSET_UTF8);
+  H5Tset_cset(type.get(), cset);
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
   Handle attr(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   const std::string v = value.empty() ? std::string(1, '\0') : value;

@@ -23,6 +23,7 @@
 namespace schatten::io {
 namespace {
 
+using h5::fail;
 using h5::Handle;
 
 constexpr const char* kFormat = "schatten-recording";
@@ -33,11 +34,6 @@ constexpr index_t kMaxChunkFloats = (index_t(1) << 30) - 1;
 struct BlockDims {
   index_t rows = 0, cols = 0;
 };
-
-Status fail(std::string* error, const std::string& msg, Status s = Status::invalid_argument) {
-  if (error) *error = msg;
-  return s;
-}
 
 /// Whether float type `type` of `bytes` bytes has IEEE 754's binary16/32/64 layout (either byte
 /// order): sign, exponent and mantissa where IEEE puts them, its exponent bias, no padding bits.
