@@ -56,21 +56,9 @@ bool use_exact(index_t side, const PCriterionOptions& o) {
          (o.spectrum == SpectrumMethod::automatic && side <= o.exact_limit);
 }
 
-/// log Σ_i x_i^e over x_i > kDrop·max(x), by factoring the largest out (no overflow for any e > 0).
-double log_sum_pow(const std::vector<double>& x, double e) {
-  double top = 0.0;
-  for (double v : x)
-    top = std::max(top, v);
-  if (!(top > 0.0)) return kNegInf;
-  double s = 0.0;
-  for (double v : x)
-    if (v > kDrop * top) s += std::pow(v / top, e);
-  return e * std::log(top) + std::log(s);
-}
-
-/// log Σ_i (x_i/x_max)^e over x_i/x_max > kDrop: log_sum_pow of x divided by its largest value,
-/// without forming the copy (bit for bit what log_sum_pow of that copy returns: its largest
-/// value is 1 exactly).
+/// log Σ_i (x_i/x_max)^e over x_i/x_max > kDrop (the values kept: σ > 1e-7·σ_max); −∞ when no
+/// x_i is positive. As log_sum_pow of x divided by its largest value, without forming that copy
+/// (bit for bit: the copy's largest value is 1 exactly).
 double log_sum_pow_relative(const std::vector<double>& x, double e) {
   double top = 0.0;
   for (double v : x)
@@ -80,6 +68,16 @@ double log_sum_pow_relative(const std::vector<double>& x, double e) {
   for (double v : x)
     if (v / top > kDrop) s += std::pow(v / top, e);
   return std::log(s);
+}
+
+/// log Σ_i x_i^e over the kept x_i, by factoring the largest out (no overflow for any e > 0).
+double log_sum_pow(const std::vector<double>& x, double e) {
+  const double rel = log_sum_pow_relative(x, e);
+  if (rel == kNegInf) return kNegInf;
+  double top = 0.0;
+  for (double v : x)
+    top = std::max(top, v);
+  return e * std::log(top) + rel;
 }
 
 /// log ‖A‖²_{S_k} with k = 2(p+1)/(p−1) → ∞ as p → 1 (then 2 log σ_max).
