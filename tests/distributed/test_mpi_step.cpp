@@ -1281,6 +1281,55 @@ TEST_CASE("distributed.transfer_cost: measured the same on every rank") {
         (n > 1 ? 0 : 1));
 }
 
+TEST_CASE(
+    "distributed.split: an exhausted heap on one rank fails init on every rank, then steps as one process") {
+  // Finding 80: SplitPartition allocated its pieces' copies after the partition's collective
+  // init, outside any handler. The last rank's heap refuses its k-th allocation, k = 1, 2, …:
+  // every rank must fail with the same status (refusal_met), none may throw, and no rank may be
+  // left initialised to wait at a step for the failed one. Then an init on every rank succeeds
+  // and the cut parameters step as one process's.
+  const SplitLayout layout = cut_layout();
+  REQUIRE_MESSAGE(layout, layout.message());
+  const std::vector<ParamSpec>& ps = layout.params();
+  const auto labels = propose_labels(layout.pieces());
+  const bool here = world().rank() == world().size() - 1;
+  const auto make = [&] {
+    return split_partition(
+        layout, distributed::distributed_partition(world(), layout.pieces(), labels,
+                                                   route("muon", make_muon()), route("adamw", make_adamw())));
+  };
+  int refusals = 0;
+  for (std::int64_t k = 1;; ++k) {
+    CAPTURE(k);
+    REQUIRE(k < 100000);
+    auto d = make();
+    const auto a = schatten::test::refusing_allocation_if(here, k, [&] { return d.init(); });
+    REQUIRE_FALSE(a.threw);
+    if (!refusal_met(a.result.status, a.refused)) {
+      REQUIRE(a.result);
+      break;
+    }
+    ++refusals;
+    if (!a.result) CHECK(a.result.status == Status::out_of_memory);  // (std::stable_sort absorbs some)
+  }
+  MESSAGE("split init: " << refusals << " allocations of the last rank refused in turn");
+  CHECK(refusals > 0);
+  auto ref = split_partition(layout, optim::partition(layout.pieces(), labels, route("muon", make_muon()),
+                                                      route("adamw", make_adamw())));
+  REQUIRE(ref.init());
+  auto d = make();
+  REQUIRE(d.init());
+  Model m(ps), mine(ps);
+  for (int t = 0; t < 2; ++t) {
+    m.gradients(t);
+    mine.gradients(t);
+    REQUIRE(ref.step(Model::ptrs(m.w), Model::ptrs(m.g)));
+    REQUIRE(d.step(Model::ptrs(mine.w), Model::ptrs(mine.g)));
+  }
+  for (std::size_t i = 0; i < ps.size(); ++i)
+    CHECK(std::memcmp(m.w[i].data(), mine.w[i].data(), m.w[i].size() * sizeof(float)) == 0);
+}
+
 TEST_CASE("distributed.split: row- flat- and column-sharded fused parameters equal one process") {
   // Sharded fused parameters, cut: each rank holds rows (FSDP by dim 0), a run of elements (a
   // flat buffer: ZeRO, Megatron's distributed optimizer) or a band of columns of every row

@@ -24,6 +24,7 @@
 #include "schatten/kokkos/optim.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/split.hpp"
+#include "support/allocations.hpp"
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
 
@@ -321,6 +322,43 @@ TEST_SUITE("optim.split") {
     CHECK(m.exchange == 0);
     CHECK(p.pieces == 0);
     CHECK(m.total() == p.total() + m.pieces);
+  }
+
+  TEST_CASE("split: init on an exhausted heap is out_of_memory, then a later init steps as the oracle") {
+    // Finding 80: the column pieces' copies were allocated after the partition's init, outside
+    // any handler: a std::bad_alloc left init() (a status function), and on a distributed
+    // partition a process that failed there alone left the others initialised (test_mpi:
+    // "distributed.split: … an exhausted heap …"). Each init here runs with its k-th host
+    // allocation refused, k = 1, 2, … until it meets none.
+    const std::uint64_t seed = case_seed("split: init on an exhausted heap");
+    MESSAGE("seed " << seed);
+    Rng rng(seed);
+    std::vector<std::vector<float>> fused;
+    for (const ParamSpec& p : kParams)
+      fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+    std::vector<std::vector<float>> grads = fused;
+    std::int64_t k = 1;
+    for (;; ++k) {
+      CAPTURE(k);
+      REQUIRE(k < 100000);
+      auto split = make_split(SplitLayout(kParams, kSplits));
+      const auto a = schatten::test::refusing_allocation(k, [&] { return split.init(); });
+      REQUIRE_FALSE(a.threw);
+      if (!a.refused) {
+        REQUIRE(a.result);
+        break;
+      }
+      if (a.result) continue;  // a refusal some code absorbs (std::stable_sort sorts in place)
+      CHECK(a.result.status == Status::out_of_memory);
+      CHECK(split.step(pointers(fused), pointers(grads)).status == Status::invalid_argument);  // not ready
+    }
+    MESSAGE("split init: " << k - 1 << " allocations refused in turn");
+    CHECK(k > 1);
+    auto split = make_split(SplitLayout(kParams, kSplits));
+    auto oracle = make(oracle_specs());
+    REQUIRE(split.init());
+    REQUIRE(oracle.init());
+    step_against_oracle(split, oracle, kParams, kCuts, fused, rng, 2);
   }
 
   TEST_CASE("split: a refused step changes nothing and names the caller's parameter") {

@@ -9,8 +9,12 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <limits>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -502,8 +506,13 @@ class SplitPartition {
   void set_source_columns(std::vector<std::vector<index_t>> bounds) { source_columns_ = std::move(bounds); }
 
   /// invalid_argument when the layout is invalid (its message) or the partition was not built
-  /// over layout.pieces(); otherwise the partition's init(memory) and the column pieces' copies
-  /// reserved in `memory` (out_of_memory when that fails). Not initialised after a failure.
+  /// over layout.pieces(); otherwise the column pieces' copies reserved in `memory` and the
+  /// partition's init(memory). out_of_memory when the copies or the host heap run out (a
+  /// std::bad_alloc is caught). Over a distributed partition init is collective: the processes
+  /// agree on their own parts (the bounds, the copies, the heap) before the partition's init,
+  /// and a failure on any of them is returned on every one (the lowest failing process's
+  /// status, bad_param and message), so that no process is left initialised to wait at the
+  /// first step for one that is not. Not initialised after a failure.
   StepReport init(MemoryKind memory = MemoryKind::host) {
     ready_ = false;
     if (!layout_) return refusal(layout_.message().c_str(), -1);
@@ -513,23 +522,19 @@ class SplitPartition {
       same = built[k].name == layout_.pieces()[k].name &&
              flatten(built[k].shape) == flatten(layout_.pieces()[k].shape);
     if (!same) return refusal("split: the partition was not built over layout.pieces()", -1);
-    const std::vector<SplitLayout::Piece>& map = layout_.map();
-    // A distributed partition's init is collective: every process calls it, even when its own
-    // bounds are wrong (shard_pieces then hands it bounds that it refuses on every process).
-    const StepReport sharding = shard_pieces();
-    if (StepReport r = partition_.init(memory); !r || !sharding) return sharding ? to_source(r) : sharding;
-    copies_.assign(map.size(), Copies{});
-    for (std::size_t k = 0; k < map.size(); ++k) {
-      if (!map[k].copied()) continue;
-      const auto n = static_cast<std::size_t>(window_[map[k].source].held(map[k]));
-      copies_[k].param.assign(n, 0.0f);
-      copies_[k].grad.assign(n, 0.0f);
-      if (!copies_[k].param.move_to(memory) || !copies_[k].grad.move_to(memory))
-        return refusal("split: init could not allocate the copies of the column and grouped pieces", -1,
-                       Status::out_of_memory);
+    StepReport local;  // this process's own part, before the collective init
+    try {
+      local = shard_pieces();
+      if (local) local = reserve_pieces(memory);
+    } catch (const std::bad_alloc&) {
+      local = refusal("split: init: host memory ran out", -1, Status::out_of_memory);
     }
-    piece_params_.assign(map.size(), nullptr);
-    piece_grads_.assign(map.size(), nullptr);
+    if constexpr (detail::takes_shard_bounds<P>::value) {
+      if (const StepReport a = agreed(local); !a) return a;
+    } else if (!local) {
+      return local;
+    }
+    if (const StepReport r = partition_.init(memory); !r) return to_source(r);
     memory_ = memory;
     ready_ = true;
     return StepReport{};
@@ -642,8 +647,7 @@ class SplitPartition {
   /// init(): this process's windows from set_source_rows(), set_source_elements() and
   /// set_source_columns(), and each piece's row, flat or column bounds handed to the partition
   /// (which lays the pieces out over the ranks). Bounds that are wrong here are refused with
-  /// their message, after handing the partition row bounds it refuses (one entry for all
-  /// pieces), so that its init fails on every process (it compares bounds first).
+  /// their message (init() agrees the refusal over the processes before the partition's init).
   StepReport shard_pieces() {
     const std::vector<ParamSpec>& ps = layout_.params();
     window_.clear();
@@ -666,10 +670,7 @@ class SplitPartition {
     } else {
       auto refuse = [&](std::string what, std::ptrdiff_t bad) {
         message_ = "split: " + what;
-        partition_.set_row_bounds({{-1}});
-        partition_.set_flat_bounds({});
-        partition_.set_column_bounds({});
-        return refusal(message_.c_str(), bad);
+        return refusal(message_.c_str(), bad);  // init() agrees it over the processes
       };
       enum class Kind { rows, elements, columns };
       struct Given {  // per kind: the bounds given, their setter, what they count
@@ -731,6 +732,46 @@ class SplitPartition {
       return StepReport{};
     }
   }
+  /// init(): the copies of the column and grouped pieces (this process's part of each) and the
+  /// step's pointer tables, allocated in `memory` before the partition's init, so that nothing
+  /// of init can fail on one process after the collective part succeeded everywhere.
+  StepReport reserve_pieces(MemoryKind memory) {
+    const std::vector<SplitLayout::Piece>& map = layout_.map();
+    copies_.assign(map.size(), Copies{});
+    for (std::size_t k = 0; k < map.size(); ++k) {
+      if (!map[k].copied()) continue;
+      const auto n = static_cast<std::size_t>(window_[map[k].source].held(map[k]));
+      copies_[k].param.assign(n, 0.0f);
+      copies_[k].grad.assign(n, 0.0f);
+      if (!copies_[k].param.move_to(memory) || !copies_[k].grad.move_to(memory))
+        return refusal("split: init could not allocate the copies of the column and grouped pieces", -1,
+                       Status::out_of_memory);
+    }
+    piece_params_.assign(map.size(), nullptr);
+    piece_grads_.assign(map.size(), nullptr);
+    return StepReport{};
+  }
+  /// Collective (a distributed partition): ok where `local` succeeded on every process, else
+  /// the local report of the lowest process where it failed, on every process: its status,
+  /// bad_param and message (copied into agreed_message_ without allocating, so that a process
+  /// whose heap ran out takes part like the others). One all-reduce, and two broadcasts after a
+  /// failure.
+  StepReport agreed(const StepReport& local) {
+    const auto& comm = partition_.communicator();
+    constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::max();
+    const std::int64_t from = comm.allreduce_min(local ? kNone : std::int64_t(comm.rank()));
+    if (from == kNone) return StepReport{};
+    std::int64_t code[2] = {static_cast<std::int64_t>(local.status),
+                            static_cast<std::int64_t>(local.bad_param)};
+    if (comm.rank() == from) {
+      std::strncpy(agreed_message_.data(), local.message, agreed_message_.size() - 1);
+      agreed_message_.back() = '\0';
+    }
+    comm.bcast(code, sizeof code, static_cast<int>(from));
+    comm.bcast(agreed_message_.data(), agreed_message_.size(), static_cast<int>(from));
+    return refusal(agreed_message_.data(), static_cast<std::ptrdiff_t>(code[1]),
+                   static_cast<Status>(code[0]));
+  }
   /// The partition's report with bad_param turned from a piece index into the caller's index.
   StepReport to_source(StepReport r) const {
     if (r.bad_param >= 0)
@@ -746,8 +787,9 @@ class SplitPartition {
   std::vector<Window> window_;                         ///< per caller parameter, from init()
   std::vector<char> missing_;                          ///< per caller parameter: null at this step
   std::string message_;
-  std::vector<Copies> copies_;        ///< per piece; buffers only for column and grouped pieces
-  std::vector<float*> piece_params_;  ///< per piece, filled at each step
+  std::array<char, 512> agreed_message_{};  ///< agreed(): the failing process's message, on every one
+  std::vector<Copies> copies_;              ///< per piece; buffers only for column and grouped pieces
+  std::vector<float*> piece_params_;        ///< per piece, filled at each step
   std::vector<float*> piece_grads_;
   MemoryKind memory_ = MemoryKind::host;
   bool ready_ = false;
