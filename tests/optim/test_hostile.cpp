@@ -838,7 +838,14 @@ TEST_SUITE("optim.hostile") {
               if (replicas > 0) o.replicas.average = [](float*, std::size_t) { return Status::ok; };
               if (replicas > 1) {
                 o.replicas.average_scatter = [](float*, const std::size_t*) { return Status::ok; };
-                o.replicas.gather = [](float*, const std::size_t*) { return Status::ok; };
+                // Replica 0's block (its members' P̄ and records) as zeros: a record of success
+                // with no column kept. The identity left the workspace's previous bytes there,
+                // which the kernel read as its members' QR statuses: seeds 2066 and 2068 failed
+                // (non_finite_input, invalid_argument) when earlier cases had left those bytes.
+                o.replicas.gather = [](float* data, const std::size_t* counts) {
+                  std::fill(data, data + counts[0], 0.0f);
+                  return Status::ok;
+                };
                 o.replicas.rank = 1;
                 o.replicas.size = 2;
               }
@@ -881,7 +888,7 @@ TEST_SUITE("optim.hostile") {
               // k = 5 at full rank, 2 when the columns past M's rank were dropped; 1e-3 is far
               // above that rounding and far below 1. With split QRs only this replica's members
               // [⌊batch/2⌋, batch) were orthonormalised (the others' QRs are replica 0's, whose
-              // results the identity gather does not bring).
+              // results the fake gather does not bring).
               for (index_t b = replicas > 1 ? batch / 2 : 0; b < batch; ++b) {
                 double f2 = 0.0;
                 for (std::size_t e = 0; e < n; ++e)
@@ -892,6 +899,38 @@ TEST_SUITE("optim.hostile") {
               ++calls;
             }
     CHECK(calls == 48);
+    // A gather that brings a record no replica wrote (NaN, or a code that is no status): refused
+    // as internal_error, not converted (a NaN or out-of-range float as an int is undefined).
+    const index_t rows = 12, cols = 20, k = 5, batch = 3;
+    for (const float junk : {std::numeric_limits<float>::quiet_NaN(), 3.5f, 1e30f, -7.0f}) {
+      CAPTURE(junk);
+      static float fill_value;  // (the collectives are captureless function objects)
+      fill_value = junk;
+      LowRankStepOptions o;
+      o.replicas.average = [](float*, std::size_t) { return Status::ok; };
+      o.replicas.average_scatter = [](float*, const std::size_t*) { return Status::ok; };
+      o.replicas.gather = [](float* data, const std::size_t* counts) {
+        std::fill(data, data + counts[0], fill_value);
+        return Status::ok;
+      };
+      o.replicas.rank = 1;
+      o.replicas.size = 2;
+      std::vector<float> m(static_cast<std::size_t>(rows * cols * batch)),
+          q(static_cast<std::size_t>(k * rows * batch)), u(m.size());
+      for (float& x : m)
+        x = static_cast<float>(rng.normal());
+      for (float& x : q)
+        x = static_cast<float>(rng.normal());
+      std::vector<MatrixRef<float>> mr, qr, ur;
+      for (index_t b = 0; b < batch; ++b) {
+        mr.emplace_back(m.data() + b * rows * cols, rows, cols);
+        qr.emplace_back(q.data() + b * k * rows, k, rows);
+        ur.emplace_back(u.data() + b * rows * cols, rows, cols);
+      }
+      Workspace ws;
+      CHECK(low_rank_power_step_batch(mr.data(), qr.data(), ur.data(), batch, o, &ws) ==
+            Status::internal_error);
+    }
   }
 
   TEST_CASE("init() under heap exhaustion: out_of_memory, then no step until an init() succeeds") {

@@ -526,7 +526,14 @@ Status low_rank_compute(const MatrixRef<float>* ms, const MatrixRef<float>* qs, 
           const HostSpan<float>& rec = h.rec;
           Kokkos::deep_copy(Kokkos::View<float*, Kokkos::HostSpace, Unmanaged>(rec.p, rec.size()),
                             panels.record(b));
-          const int code = static_cast<int>(rec[1]);
+          // A record the member's replica wrote holds 0, kZeroMember or a Status code; anything
+          // else (a gather that did not bring it: the caller's collective at fault) would be
+          // undefined as an int, so it is refused before the conversion.
+          const float stored = rec[1];
+          if (!(stored >= float(kZeroMember) && stored <= float(Status::internal_error) &&
+                stored == std::floor(stored)))
+            return Status::internal_error;
+          const int code = static_cast<int>(stored);
           if (code > 0) return static_cast<Status>(code);  // the first failing member, on every replica
           mb.zero = code == kZeroMember;
           for (std::size_t j = 0; j < mb.kept.size(); ++j)
