@@ -6,12 +6,25 @@
 #include <Eigen/Dense>
 #include <cmath>
 #include <limits>
+#include <new>
+#include <utility>
 
 #include "reference/dense_svd.hpp"
 #include "schatten/core/random.hpp"
 
 namespace schatten::reference {
 namespace {
+
+/// f() with a std::bad_alloc (Eigen's matrices, the vectors) turned into out_of_memory. Every
+/// function below writes its outputs after its last allocation, so nothing is written then.
+template <class F>
+Status guarded(F&& f) noexcept {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory;
+  }
+}
 
 template <class T>
 bool to_eigen(const MatrixRef<const T>& a, Eigen::MatrixXd& m) {
@@ -80,7 +93,8 @@ Status singular_values_impl(const MatrixRef<const T>& a, std::vector<double>& si
   Eigen::MatrixXd m;
   if (!to_eigen(a, m)) return Status::non_finite_input;
   const Eigen::VectorXd s = schatten::detail::dense_svd(m, false).sigma;
-  sigma.assign(s.data(), s.data() + s.size());
+  std::vector<double> values(s.data(), s.data() + s.size());
+  sigma.swap(values);  // (assign could reallocate after clearing)
   return Status::ok;
 }
 
@@ -98,18 +112,16 @@ Eigen::MatrixXd haar_orthonormal(index_t rows, index_t k, Rng& rng) {
   return q;
 }
 
-void to_row_major(const Eigen::MatrixXd& m, std::vector<double>* out) {
-  if (!out) return;
-  out->resize(static_cast<std::size_t>(m.size()));
+std::vector<double> to_row_major(const Eigen::MatrixXd& m) {
+  std::vector<double> out(static_cast<std::size_t>(m.size()));
   for (Eigen::Index i = 0; i < m.rows(); ++i)
     for (Eigen::Index j = 0; j < m.cols(); ++j)
-      (*out)[static_cast<std::size_t>(i * m.cols() + j)] = m(i, j);
+      out[static_cast<std::size_t>(i * m.cols() + j)] = m(i, j);
+  return out;
 }
 
-}  // namespace
-
-Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& sigma, std::uint64_t seed,
-                            std::vector<double>* u, std::vector<double>* v) {
+Status matrix_with_spectrum_unguarded(MatrixRef<double> out, const std::vector<double>& sigma,
+                                      std::uint64_t seed, std::vector<double>* u, std::vector<double>* v) {
   if (out.memory != MemoryKind::host) return Status::unsupported;
   if (schatten::detail::check_layout(BatchedMatrixRef<double>(out), true) ||
       static_cast<index_t>(sigma.size()) != std::min(out.rows, out.cols))
@@ -122,21 +134,33 @@ Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& si
   const Eigen::MatrixXd vv = haar_orthonormal(out.cols, k, rng);
   const Eigen::VectorXd s = Eigen::Map<const Eigen::VectorXd>(sigma.data(), k);
   const Eigen::MatrixXd a = uu * s.asDiagonal() * vv.transpose();
+  std::vector<double> u_rows = u ? to_row_major(uu) : std::vector<double>(),
+                      v_rows = v ? to_row_major(vv) : std::vector<double>();
   for (index_t i = 0; i < out.rows; ++i)
     for (index_t j = 0; j < out.cols; ++j)
       out(i, j) = a(i, j);
-  to_row_major(uu, u);
-  to_row_major(vv, v);
+  if (u) u->swap(u_rows);
+  if (v) v->swap(v_rows);
   return Status::ok;
 }
+}  // namespace
 
-Status polar(MatrixRef<const double> a, MatrixRef<double> q, double tol) { return polar_impl(a, q, tol); }
-Status polar(MatrixRef<const float> a, MatrixRef<float> q, double tol) { return polar_impl(a, q, tol); }
+Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& sigma, std::uint64_t seed,
+                            std::vector<double>* u, std::vector<double>* v) {
+  return guarded([&] { return matrix_with_spectrum_unguarded(out, sigma, seed, u, v); });
+}
+
+Status polar(MatrixRef<const double> a, MatrixRef<double> q, double tol) {
+  return guarded([&] { return polar_impl(a, q, tol); });
+}
+Status polar(MatrixRef<const float> a, MatrixRef<float> q, double tol) {
+  return guarded([&] { return polar_impl(a, q, tol); });
+}
 Status spectral_power(MatrixRef<const double> a, MatrixRef<double> q, double alpha, double tol) {
-  return spectral_power_impl(a, q, alpha, tol);
+  return guarded([&] { return spectral_power_impl(a, q, alpha, tol); });
 }
 Status spectral_power(MatrixRef<const float> a, MatrixRef<float> q, double alpha, double tol) {
-  return spectral_power_impl(a, q, alpha, tol);
+  return guarded([&] { return spectral_power_impl(a, q, alpha, tol); });
 }
 
 namespace {
@@ -155,10 +179,10 @@ Status kaon_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, std::uint64
 }  // namespace
 
 Status kaon_spectrum(MatrixRef<const double> a, MatrixRef<double> q, std::uint64_t seed, double tol) {
-  return kaon_impl(a, q, seed, tol);
+  return guarded([&] { return kaon_impl(a, q, seed, tol); });
 }
 Status kaon_spectrum(MatrixRef<const float> a, MatrixRef<float> q, std::uint64_t seed, double tol) {
-  return kaon_impl(a, q, seed, tol);
+  return guarded([&] { return kaon_impl(a, q, seed, tol); });
 }
 
 namespace {
@@ -187,17 +211,17 @@ Status schatten_norm_impl(const MatrixRef<const T>& a, double q, double& norm) {
 }  // namespace
 
 Status schatten_norm(MatrixRef<const double> a, double q, double& norm) {
-  return schatten_norm_impl(a, q, norm);
+  return guarded([&] { return schatten_norm_impl(a, q, norm); });
 }
 Status schatten_norm(MatrixRef<const float> a, double q, double& norm) {
-  return schatten_norm_impl(a, q, norm);
+  return guarded([&] { return schatten_norm_impl(a, q, norm); });
 }
 
 Status singular_values(MatrixRef<const double> a, std::vector<double>& s) {
-  return singular_values_impl(a, s);
+  return guarded([&] { return singular_values_impl(a, s); });
 }
 Status singular_values(MatrixRef<const float> a, std::vector<double>& s) {
-  return singular_values_impl(a, s);
+  return guarded([&] { return singular_values_impl(a, s); });
 }
 
 }  // namespace schatten::reference

@@ -14,6 +14,7 @@
 #include "reference/dense_svd.hpp"  // internal (src/): the library's one dense SVD
 #include "schatten/core/random.hpp"
 #include "schatten/reference/polar.hpp"
+#include "support/allocations.hpp"
 #include "support/convert.hpp"
 #include "support/oracle.hpp"
 #include "support/seed.hpp"
@@ -187,6 +188,60 @@ TEST_SUITE("reference") {
       CHECK(x == -7.0);
     std::vector<double> s;
     CHECK(reference::singular_values(MatrixRef<const double>(a.data(), 3, 4), s) == Status::non_finite_input);
+  }
+
+  TEST_CASE("reference: an exhausted heap is out_of_memory with the outputs untouched") {
+    // Finding 82: the oracles return a status but let std::bad_alloc escape, and
+    // matrix_with_spectrum wrote its matrix before its factors' vectors. Each call runs with its
+    // k-th host allocation refused (operator new: the vectors; Eigen's own are not seen),
+    // k = 1, 2, … until it meets none, and must then equal a plain call.
+    const std::vector<double> sigma = geometric(6, 1e-2, 2.0);
+    std::vector<double> a(8 * 6);
+    REQUIRE(reference::matrix_with_spectrum(MatrixRef<double>(a.data(), 8, 6), sigma, case_seed("ref oom")) ==
+            Status::ok);
+    const MatrixRef<const double> ar(a.data(), 8, 6);
+    const auto sweep = [](const char* what, auto&& call, auto&& untouched) {
+      CAPTURE(what);
+      std::int64_t k = 1;
+      for (;; ++k) {
+        CAPTURE(k);
+        const auto r = schatten::test::refusing_allocation(k, call);
+        REQUIRE_FALSE(r.threw);
+        if (!r.refused) {
+          CHECK(r.result == Status::ok);
+          break;
+        }
+        CHECK(r.result == Status::out_of_memory);
+        CHECK(untouched());
+      }
+      return k - 1;  // the refusals met
+    };
+    std::vector<double> sv = {-1.0};
+    CHECK(sweep(
+              "singular_values", [&] { return reference::singular_values(ar, sv); },
+              [&] { return sv == std::vector<double>{-1.0}; }) > 0);
+    CHECK(sv.size() == 6);
+    double norm = -1.0;
+    CHECK(sweep(
+              "schatten_norm", [&] { return reference::schatten_norm(ar, 3.0, norm); },
+              [&] { return norm == -1.0; }) > 0);
+    std::vector<double> q(a.size(), -7.0);
+    CHECK(sweep(
+              "kaon_spectrum",
+              [&] { return reference::kaon_spectrum(ar, MatrixRef<double>(q.data(), 8, 6), 5); },
+              [&] { return std::all_of(q.begin(), q.end(), [](double x) { return x == -7.0; }); }) > 0);
+    std::vector<double> out(a.size(), -7.0), u = {-1.0}, v = {-1.0};
+    CHECK(sweep(
+              "matrix_with_spectrum",
+              [&] {
+                return reference::matrix_with_spectrum(MatrixRef<double>(out.data(), 8, 6), sigma, 3, &u, &v);
+              },
+              [&] {
+                return std::all_of(out.begin(), out.end(), [](double x) { return x == -7.0; }) &&
+                       u == std::vector<double>{-1.0} && v == std::vector<double>{-1.0};
+              }) > 0);
+    CHECK(u.size() == 8 * 6);
+    CHECK(v.size() == 6 * 6);
   }
 }
 

@@ -3,7 +3,9 @@
 /// Ground truth from a singular value decomposition in double precision (Eigen's BDCSVD):
 /// the exact polar factor and singular values, for tests, benchmarks and users who want them.
 /// Slow (O(rows·cols·min(rows, cols)) with a large constant, host memory only, single-threaded)
-/// and independent of the iterative kernels by construction.
+/// and independent of the iterative kernels by construction. Every function returns
+/// out_of_memory, with its outputs untouched, when the host heap runs out (a std::bad_alloc of
+/// Eigen's matrices or of a vector is caught).
 #pragma once
 
 #include <cstdint>
