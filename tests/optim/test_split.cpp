@@ -124,6 +124,13 @@ std::vector<float> random_vec(std::size_t n, Rng& rng, double scale) {
     x = static_cast<float>(scale * rng.normal());
   return v;
 }
+/// One random_vec per parameter, in order, of its flattened size.
+std::vector<std::vector<float>> random_arrays(const std::vector<ParamSpec>& params, Rng& rng, double scale) {
+  std::vector<std::vector<float>> arrays;
+  for (const ParamSpec& p : params)
+    arrays.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, scale));
+  return arrays;
+}
 std::vector<ParamSpec> oracle_specs(const std::vector<Cut>& cuts = kCuts) {
   std::vector<ParamSpec> s;
   for (const Cut& c : cuts)
@@ -164,9 +171,8 @@ void step_against_oracle(S& split, O& oracle, const std::vector<ParamSpec>& para
     pieces.push_back(cut(fused[c.source], c));
   for (int t = 0; t < steps; ++t) {
     CAPTURE(t);
-    std::vector<std::vector<float>> grads, piece_grads;
-    for (const ParamSpec& p : params)
-      grads.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 1.0));
+    std::vector<std::vector<float>> grads = random_arrays(params, rng, 1.0);
+    std::vector<std::vector<float>> piece_grads;
     for (const Cut& c : cuts)
       piece_grads.push_back(cut(grads[c.source], c));
     REQUIRE(split.step(pointers(fused), pointers(grads)));
@@ -285,9 +291,7 @@ TEST_SUITE("optim.split") {
     const std::uint64_t seed = case_seed("split: pieces as separate parameters");
     MESSAGE("seed " << seed);
     Rng rng(seed);
-    std::vector<std::vector<float>> fused;
-    for (const ParamSpec& p : kParams)
-      fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+    std::vector<std::vector<float>> fused = random_arrays(kParams, rng, 0.5);
     auto split = make_split(SplitLayout(kParams, kSplits));
     auto oracle = make(oracle_specs());
     REQUIRE(split.init());
@@ -333,9 +337,7 @@ TEST_SUITE("optim.split") {
     const std::uint64_t seed = case_seed("split: init on an exhausted heap");
     MESSAGE("seed " << seed);
     Rng rng(seed);
-    std::vector<std::vector<float>> fused;
-    for (const ParamSpec& p : kParams)
-      fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+    std::vector<std::vector<float>> fused = random_arrays(kParams, rng, 0.5);
     std::vector<std::vector<float>> grads = fused;
     std::int64_t k = 1;
     for (;; ++k) {
@@ -622,9 +624,7 @@ TEST_SUITE("optim.split") {
       group_sizes.push_back(g.size());
     std::sort(group_sizes.begin(), group_sizes.end());
     CHECK(group_sizes == std::vector<std::size_t>{3, 4, 4});
-    std::vector<std::vector<float>> fused;
-    for (const ParamSpec& p : params)
-      fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+    std::vector<std::vector<float>> fused = random_arrays(params, rng, 0.5);
     step_against_oracle(split, oracle, params, cuts, fused, rng, 2);
   }
 
@@ -658,9 +658,7 @@ TEST_SUITE("optim.split") {
     for (const auto& g : split.partition().batch_groups())
       q_with_mlp = q_with_mlp || (g.size() == 4 && std::find(g.begin(), g.end(), cuts.size() - 1) != g.end());
     CHECK(q_with_mlp);
-    std::vector<std::vector<float>> fused;
-    for (const ParamSpec& p : kGroupedParams)
-      fused.push_back(random_vec(static_cast<std::size_t>(flatten(p.shape).size()), rng, 0.5));
+    std::vector<std::vector<float>> fused = random_arrays(kGroupedParams, rng, 0.5);
     step_against_oracle(split, oracle, kGroupedParams, cuts, fused, rng, 3);
 
     // All or nothing: a NaN in the second group's value rows of l1 refuses the step.
