@@ -100,6 +100,28 @@ bool refusal_met(Status s, bool refused) {
   return world().allreduce_min(refused ? 0 : 1) == 0;
 }
 
+/// Collective: init() of a fresh make() with the `here` rank's k-th host allocation refused,
+/// k = 1, 2, … until no rank meets its refusal. Every rank returns the same status
+/// (refusal_met), nothing throws, a failure is out_of_memory (some refusals are absorbed:
+/// std::stable_sort sorts in place instead). Returns the refusals met.
+template <class Make>
+int refuse_init_allocations(const Make& make, bool here) {
+  int refusals = 0;
+  for (std::int64_t k = 1;; ++k) {
+    CAPTURE(k);
+    REQUIRE(k < 100000);
+    auto d = make();
+    const auto a = schatten::test::refusing_allocation_if(here, k, [&] { return d.init(); });
+    REQUIRE_FALSE(a.threw);
+    if (!refusal_met(a.result.status, a.refused)) {
+      REQUIRE(a.result);
+      return refusals;
+    }
+    ++refusals;
+    if (!a.result) CHECK(a.result.status == Status::out_of_memory);
+  }
+}
+
 /// Whole parameters and gradients, the same on every rank (deterministic from the suite's seed).
 struct Model {
   std::vector<ParamSpec> specs;
@@ -1298,20 +1320,7 @@ TEST_CASE(
         layout, distributed::distributed_partition(world(), layout.pieces(), labels,
                                                    route("muon", make_muon()), route("adamw", make_adamw())));
   };
-  int refusals = 0;
-  for (std::int64_t k = 1;; ++k) {
-    CAPTURE(k);
-    REQUIRE(k < 100000);
-    auto d = make();
-    const auto a = schatten::test::refusing_allocation_if(here, k, [&] { return d.init(); });
-    REQUIRE_FALSE(a.threw);
-    if (!refusal_met(a.result.status, a.refused)) {
-      REQUIRE(a.result);
-      break;
-    }
-    ++refusals;
-    if (!a.result) CHECK(a.result.status == Status::out_of_memory);  // (std::stable_sort absorbs some)
-  }
+  const int refusals = refuse_init_allocations(make, here);
   MESSAGE("split init: " << refusals << " allocations of the last rank refused in turn");
   CHECK(refusals > 0);
   auto ref = split_partition(layout, optim::partition(layout.pieces(), labels, route("muon", make_muon()),
@@ -1602,20 +1611,8 @@ TEST_CASE("distributed.partition: heap exhaustion on one rank fails init() and t
     d.set_prechecks(false);
     return d;
   };
-  int init_refusals = 0, step_refusals = 0;
-  for (std::int64_t k = 1;; ++k) {
-    CAPTURE(k);
-    REQUIRE(k < 100000);
-    auto d = make();
-    const auto a = schatten::test::refusing_allocation_if(here, k, [&] { return d.init(); });
-    REQUIRE_FALSE(a.threw);
-    if (!refusal_met(a.result.status, a.refused)) {
-      REQUIRE(a.result);
-      break;
-    }
-    ++init_refusals;
-    if (!a.result) CHECK(a.result.status == Status::out_of_memory);
-  }
+  const int init_refusals = refuse_init_allocations(make, here);
+  int step_refusals = 0;
   auto ref =
       optim::partition(specs(), labels, route("muon", muon_allocating()), route("adamw", make_adamw()));
   REQUIRE(ref.init());
