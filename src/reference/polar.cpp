@@ -15,16 +15,10 @@
 namespace schatten::reference {
 namespace {
 
-/// f() with a std::bad_alloc (Eigen's matrices, the vectors) turned into out_of_memory. Every
-/// function below writes its outputs after its last allocation, so nothing is written then.
-template <class F>
-Status guarded(F&& f) noexcept {
-  try {
-    return f();
-  } catch (const std::bad_alloc&) {
-    return Status::out_of_memory;
-  }
-}
+/// The public functions run through detail::status_guard (core/status.hpp): a std::bad_alloc
+/// of Eigen's matrices or the vectors is out_of_memory. Every one writes its outputs after its
+/// last allocation, so nothing is written then.
+using schatten::detail::status_guard;
 
 template <class T>
 bool to_eigen(const MatrixRef<const T>& a, Eigen::MatrixXd& m) {
@@ -147,20 +141,20 @@ Status matrix_with_spectrum_unguarded(MatrixRef<double> out, const std::vector<d
 
 Status matrix_with_spectrum(MatrixRef<double> out, const std::vector<double>& sigma, std::uint64_t seed,
                             std::vector<double>* u, std::vector<double>* v) {
-  return guarded([&] { return matrix_with_spectrum_unguarded(out, sigma, seed, u, v); });
+  return status_guard([&] { return matrix_with_spectrum_unguarded(out, sigma, seed, u, v); });
 }
 
 Status polar(MatrixRef<const double> a, MatrixRef<double> q, double tol) {
-  return guarded([&] { return polar_impl(a, q, tol); });
+  return status_guard([&] { return polar_impl(a, q, tol); });
 }
 Status polar(MatrixRef<const float> a, MatrixRef<float> q, double tol) {
-  return guarded([&] { return polar_impl(a, q, tol); });
+  return status_guard([&] { return polar_impl(a, q, tol); });
 }
 Status spectral_power(MatrixRef<const double> a, MatrixRef<double> q, double alpha, double tol) {
-  return guarded([&] { return spectral_power_impl(a, q, alpha, tol); });
+  return status_guard([&] { return spectral_power_impl(a, q, alpha, tol); });
 }
 Status spectral_power(MatrixRef<const float> a, MatrixRef<float> q, double alpha, double tol) {
-  return guarded([&] { return spectral_power_impl(a, q, alpha, tol); });
+  return status_guard([&] { return spectral_power_impl(a, q, alpha, tol); });
 }
 
 namespace {
@@ -179,10 +173,10 @@ Status kaon_impl(const MatrixRef<const T>& a, const MatrixRef<T>& q, std::uint64
 }  // namespace
 
 Status kaon_spectrum(MatrixRef<const double> a, MatrixRef<double> q, std::uint64_t seed, double tol) {
-  return guarded([&] { return kaon_impl(a, q, seed, tol); });
+  return status_guard([&] { return kaon_impl(a, q, seed, tol); });
 }
 Status kaon_spectrum(MatrixRef<const float> a, MatrixRef<float> q, std::uint64_t seed, double tol) {
-  return guarded([&] { return kaon_impl(a, q, seed, tol); });
+  return status_guard([&] { return kaon_impl(a, q, seed, tol); });
 }
 
 namespace {
@@ -211,17 +205,17 @@ Status schatten_norm_impl(const MatrixRef<const T>& a, double q, double& norm) {
 }  // namespace
 
 Status schatten_norm(MatrixRef<const double> a, double q, double& norm) {
-  return guarded([&] { return schatten_norm_impl(a, q, norm); });
+  return status_guard([&] { return schatten_norm_impl(a, q, norm); });
 }
 Status schatten_norm(MatrixRef<const float> a, double q, double& norm) {
-  return guarded([&] { return schatten_norm_impl(a, q, norm); });
+  return status_guard([&] { return schatten_norm_impl(a, q, norm); });
 }
 
 Status singular_values(MatrixRef<const double> a, std::vector<double>& s) {
-  return guarded([&] { return singular_values_impl(a, s); });
+  return status_guard([&] { return singular_values_impl(a, s); });
 }
 Status singular_values(MatrixRef<const float> a, std::vector<double>& s) {
-  return guarded([&] { return singular_values_impl(a, s); });
+  return status_guard([&] { return singular_values_impl(a, s); });
 }
 
 }  // namespace schatten::reference

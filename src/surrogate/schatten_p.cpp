@@ -361,11 +361,9 @@ Status measure_spectra_unguarded(MatrixRef<const float> momentum, MatrixRef<cons
 
 Status measure_spectra(MatrixRef<const float> momentum, MatrixRef<const float> gradient,
                        MatrixRef<const float> gram, const PCriterionOptions& o, LayerSpectra& out) {
-  try {
-    return measure_spectra_unguarded(momentum, gradient, gram, o, out);
-  } catch (const std::bad_alloc&) {  // the spectra's vectors, Eigen's matrices: `out` untouched
-    return Status::out_of_memory;
-  }
+  // A std::bad_alloc of the spectra's vectors or Eigen's matrices: out_of_memory, `out` untouched.
+  return schatten::detail::status_guard(
+      [&] { return measure_spectra_unguarded(momentum, gradient, gram, o, out); });
 }
 
 double log_objective(PCriterion criterion, double p, const LayerSpectra& s) {
