@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -19,6 +20,7 @@
 #include "support/oracle.hpp"
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
+#include "support/threads.hpp"
 #include "support/tolerances.hpp"
 
 namespace kernels_test_polar_api {  // this file's scope in a unity build (tests/CMakeLists.txt)
@@ -473,6 +475,63 @@ TEST_SUITE("kernels.polar.api") {
     CHECK(polar_workspace_bytes(r, c, 3, PolarOptions{}, Precision::fp64) >= 3 * (2 * k * n + 2 * k * k) * 8);
     ws.release();
     CHECK(ws.capacity() == 0);
+  }
+
+  TEST_CASE("two host threads with their own workspaces get the bits of one thread alone") {
+    // The thread contract (docs/conventions.md "Threads"): calls with separate workspaces may
+    // overlap. Kokkos 3.4's Serial backend shares one buffer between all threads for reductions
+    // and team scratch; before the library's launches took a lock around it (compat.hpp
+    // shared_buffer_lock, docs/reliability.md Finding 84), 29 of 60 overlapping bf16 calls and
+    // 23 of 60 batched ones gave other bits with status ok. Each thread runs each call 10 times
+    // on its own input (a different spectrum seed); every result must equal, bit for bit, the
+    // same call made before any thread started (the CPU is deterministic: docs/conventions.md).
+    struct Call {
+      const char* name;
+      index_t batch, rows, cols;
+      Precision compute;
+      bool power;  // spectral_power (QDWH, its Cholesky's reductions) instead of polar()
+    };
+    const Call calls[] = {{"bf16 portable tiles", 1, 128, 192, Precision::bf16, false},
+                          {"bf16 batch of 16", 16, 32, 48, Precision::bf16, false},
+                          {"fp32 polar", 1, 128, 192, Precision::fp32, false},
+                          {"fp32 spectral_power", 1, 64, 96, Precision::fp32, true}};
+    constexpr int kThreads = 2, kRounds = 10;
+    for (const Call& c : calls) {
+      CAPTURE(c.name);
+      auto run = [&c](const std::vector<float>& in, std::vector<float>& out, Workspace& ws) {
+        const BatchedMatrixRef<const float> a(in.data(), c.batch, c.rows, c.cols);
+        const BatchedMatrixRef<float> q(out.data(), c.batch, c.rows, c.cols);
+        if (c.power) {
+          SpectralPowerOptions o;
+          o.alpha = 0.5;
+          return spectral_power(a, q, o, &ws).status;
+        }
+        PolarOptions o;
+        o.compute = c.compute;
+        return polar(a, q, o, &ws).status;
+      };
+      std::vector<std::vector<float>> in(kThreads), alone(kThreads);
+      for (int t = 0; t < kThreads; ++t) {
+        in[t] = random_input<float>(c.batch * c.rows, c.cols, c.name, static_cast<std::uint64_t>(t));
+        alone[t].assign(in[t].size(), kSentinel);
+        Workspace ws;
+        REQUIRE(run(in[t], alone[t], ws) == Status::ok);
+      }
+      std::vector<int> differing(kThreads, 0), failed(kThreads, 0);
+      run_together(kThreads, [&](int t) {
+        Workspace ws;
+        std::vector<float> out(in[t].size());
+        for (int r = 0; r < kRounds; ++r) {
+          if (run(in[t], out, ws) != Status::ok) ++failed[t];
+          if (std::memcmp(out.data(), alone[t].data(), out.size() * sizeof(float)) != 0) ++differing[t];
+        }
+      });
+      for (int t = 0; t < kThreads; ++t) {
+        CAPTURE(t);
+        CHECK(failed[t] == 0);
+        CHECK(differing[t] == 0);
+      }
+    }
   }
 
   TEST_CASE("scale invariance: 1e30 and 1e-30 times a float matrix give the same factor") {

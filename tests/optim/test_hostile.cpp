@@ -37,6 +37,7 @@
 #include "support/kokkos_allocations.hpp"
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
+#include "support/threads.hpp"
 
 namespace optim_test_hostile {  // this file's scope in a unity build (tests/CMakeLists.txt)
 
@@ -46,6 +47,7 @@ using schatten::test::bf16_state;
 using schatten::test::case_seed;
 using schatten::test::kokkos3;
 using schatten::test::pointers;
+using schatten::test::run_together;
 
 namespace {
 
@@ -1352,6 +1354,71 @@ TEST_SUITE("optim.hostile") {
       CHECK(same_bits(wa, wb));
       CHECK(state_bits(a) == state_bits(b));
     });
+  }
+
+  TEST_CASE("every preset steps in two threads at once as it does alone") {
+    // The thread contract (docs/conventions.md "Threads"): separate partitions may be stepped
+    // from separate host threads at once. Kokkos 3.4's Serial backend shares one buffer between
+    // all threads for reductions and team scratch (compat.hpp shared_buffer_lock,
+    // docs/reliability.md Finding 84). Each thread steps its own partition through its own
+    // gradient sequence (normal gradients, another seed per thread: equal inputs could hide a
+    // race); parameters and states must end with the bits of the same partition stepped alone.
+    // Blocks of a few thousand entries, so that the threads' kernels overlap; two same-shape
+    // blocks make a batched group.
+    const std::vector<ParamSpec> ps = {
+        {"w", {32, 48}}, {"t", {48, 32}}, {"a", {24, 24}}, {"b", {24, 24}}, {"v", {48}}};
+    constexpr int kThreads = 2, kSteps = 6;
+    auto check = [&](const char* name, auto rule) {
+      const std::string preset_name = name;
+      CAPTURE(preset_name);
+      using P =
+          decltype(optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule)));
+      std::vector<std::vector<std::vector<std::vector<float>>>> grads(kThreads);
+      std::vector<std::vector<std::vector<float>>> w0(kThreads);
+      for (int t = 0; t < kThreads; ++t) {
+        Rng rng(case_seed(name, static_cast<std::uint64_t>(t)));
+        for (int k = 0; k < kSteps; ++k)
+          grads[t].push_back(gradients(ps, Kind::normal, rng));
+        w0[t] = gradients(ps, Kind::normal, rng);
+      }
+      // Steps partition p through thread t's sequence; the statuses that were not ok are counted.
+      auto steps = [&](P& p, int t, std::vector<std::vector<float>>& w) {
+        int refused = 0;
+        for (int k = 0; k < kSteps; ++k) {
+          std::vector<std::vector<float>> g = grads[t][static_cast<std::size_t>(k)];
+          refused += p.step(pointers(w), pointers(g)).status == Status::ok ? 0 : 1;
+        }
+        return refused;
+      };
+      std::vector<P> alone, together;
+      alone.reserve(kThreads);  // no reallocation: a copied partition would share its scratch
+      together.reserve(kThreads);
+      for (int t = 0; t < 2 * kThreads; ++t) {
+        (t < kThreads ? alone : together)
+            .push_back(optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule)));
+        REQUIRE((t < kThreads ? alone : together).back().init());
+      }
+      std::vector<std::vector<std::vector<float>>> w_alone = w0, w_together = w0;
+      for (int t = 0; t < kThreads; ++t)
+        REQUIRE(steps(alone[static_cast<std::size_t>(t)], t, w_alone[static_cast<std::size_t>(t)]) == 0);
+      std::vector<int> refused(kThreads, 0);
+      run_together(kThreads, [&](int t) {
+        const std::size_t i = static_cast<std::size_t>(t);
+        refused[i] = steps(together[i], t, w_together[i]);
+      });
+      for (std::size_t t = 0; t < kThreads; ++t) {
+        CAPTURE(t);
+        CHECK(refused[t] == 0);
+        CHECK(same_bits(w_together[t], w_alone[t]));
+        CHECK(state_bits(together[t]) == state_bits(alone[t]));
+      }
+    };
+    for_each_preset(check);
+    // And Muon iterating in bf16 (portable_gemm's team tiles on the CPU): before the lock, its
+    // steps in two threads gave other bits.
+    MuonOptions bf16_iteration;
+    bf16_iteration.polar.compute = Precision::bf16;
+    check("muon_bf16_iteration", muon(bf16_iteration));
   }
 
   TEST_CASE("zero gradients from a fresh state leave parameters bit for bit unchanged") {

@@ -169,7 +169,7 @@ Status on_host(float* data, std::size_t count, const HostSpan<float>& host, cons
 double distance_from_identity(const Col& g) {
   const index_t k = static_cast<index_t>(g.extent(0));
   double worst = 0.0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::low_rank::orthogonality"), Range(0, k * k),
       KOKKOS_LAMBDA(index_t e, double& acc) {
         const index_t i = e % k, j = e / k;

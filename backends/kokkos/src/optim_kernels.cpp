@@ -32,6 +32,8 @@
 namespace schatten {
 namespace {
 using kokkos::detail::kernel_label;
+using kokkos::detail::launch_reduce;
+using kokkos::detail::launch_team_for;
 using Exec = Kokkos::DefaultExecutionSpace;
 using DeviceMem = Exec::memory_space;
 using Range = Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>;
@@ -143,7 +145,7 @@ float float_of(std::uint32_t limit_bits) {
 /// (rule.hpp). Waits for the answer. `label` names the kernel.
 bool all_in(const char* label, const float* x, index_t n, float lo, float hi) {
   index_t bad = 0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label(label), Range(0, n),
       KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += (x[k] >= lo && x[k] <= hi) ? 0 : 1; }, bad);
   return bad == 0;
@@ -179,7 +181,7 @@ void flag_outside_or(const float* x, index_t n, std::uint32_t limit_bits, float*
 
 void flag_outside_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits, float* flag) {
   const Kokkos::View<float, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> result(flag);
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::optim::flag_outside_bf16"), Range(0, n),
       KOKKOS_LAMBDA(index_t k, float& acc) {
         if (detail::bf16_beyond(x[k], limit_bits)) acc = 1.0f;
@@ -202,7 +204,7 @@ void widen_bf16(float* dst, const std::uint16_t* src, index_t n) {
 
 bool all_within_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits) {
   index_t bad = 0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::optim::all_within_bf16"), Range(0, n),
       KOKKOS_LAMBDA(index_t k, index_t & acc) { acc += detail::bf16_beyond(x[k], limit_bits) ? 1 : 0; }, bad);
   return bad == 0;
@@ -211,7 +213,7 @@ bool all_within_bf16(const std::uint16_t* x, index_t n, std::uint32_t limit_bits
 void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* flag) {
   const float limit = float_of(limit_bits);
   const Kokkos::View<float, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> result(flag);
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::optim::flag_outside"), Range(0, n),
       KOKKOS_LAMBDA(index_t k, float& acc) {
         if (!(x[k] <= limit && x[k] >= -limit)) acc = 1.0f;
@@ -247,7 +249,7 @@ void fill(float* x, index_t n, float value) {
 
 double inner(const float* x, const float* a, const float* y, const float* b, index_t n) {
   double s = 0.0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::optim::inner"), Range(0, n),
       KOKKOS_LAMBDA(index_t k, double& acc) {
         acc += detail::difference_product(x[k], a ? a[k] : 0.0f, y[k], b ? b[k] : 0.0f);
@@ -366,7 +368,7 @@ void neuron_moments(const float* x, float* nu, index_t rows, index_t cols, float
   // updates the moment and contributes the row (on Serial, team size 1: the host loop's order).
   using Team = Kokkos::TeamPolicy<Exec, Kokkos::IndexType<index_t>>;
   Kokkos::complex<double> sums(0.0, 0.0);
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::optim::neuron_moments"), Team(rows, Kokkos::AUTO),
       KOKKOS_LAMBDA(const Team::member_type& t, Kokkos::complex<double>& acc) {
         const index_t i = t.league_rank();
@@ -421,7 +423,7 @@ void slice_norms(const float* x, index_t rows, index_t cols, bool along_rows, bo
   using Team = Kokkos::TeamPolicy<Exec, Kokkos::IndexType<index_t>>;
   const index_t n = along_rows ? rows : cols, len = along_rows ? cols : rows;
   const index_t step = along_rows ? 1 : cols, stride = along_rows ? cols : 1;
-  Kokkos::parallel_for(
+  launch_team_for(
       kernel_label("schatten::optim::slice_norms"), Team(n, Kokkos::AUTO),
       KOKKOS_LAMBDA(const Team::member_type& t) {
         const index_t s = t.league_rank();

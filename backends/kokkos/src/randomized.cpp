@@ -39,7 +39,7 @@ template <class T>
 bool load_transposed(const Strided3<const T, DefaultMem>& in, const Dense<T>& out, double* amax = nullptr) {
   const auto m = static_cast<index_t>(in.extent(1)), n = static_cast<index_t>(in.extent(2));
   double bad = 0.0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::dense::load"),
       Kokkos::RangePolicy<DefaultExec, Kokkos::IndexType<index_t>>(0, m * n),
       KOKKOS_LAMBDA(index_t idx, double& acc) {

@@ -86,7 +86,7 @@ void reduce_matrix_as(const Exec& space, const char* label, index_t rows, index_
   using value_type = typename Reducer::value_type;
   if constexpr (HostLoops) {
     const index_t outer = cols_contiguous ? rows : cols, inner = cols_contiguous ? cols : rows;
-    Kokkos::parallel_reduce(
+    launch_reduce(
         kernel_label(label), Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, outer),
         KOKKOS_LAMBDA(index_t o, value_type & acc) {
           for (index_t k = 0; k < inner; ++k) {
@@ -100,7 +100,7 @@ void reduce_matrix_as(const Exec& space, const char* label, index_t rows, index_
   } else {
     using Policy = Kokkos::MDRangePolicy<Exec, Kokkos::Rank<2, Kokkos::Iterate::Left, Kokkos::Iterate::Left>,
                                          Kokkos::IndexType<index_t>>;
-    Kokkos::parallel_reduce(
+    launch_reduce(
         kernel_label(label), Policy(space, {0, 0}, {rows, cols}, {32, 32}),
         KOKKOS_LAMBDA(index_t i, index_t j, value_type & acc) { f(i, j, acc); }, reducer);
   }

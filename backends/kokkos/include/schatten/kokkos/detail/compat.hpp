@@ -11,8 +11,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "schatten/kokkos/detail/vendor.hpp"
 
@@ -58,6 +60,47 @@ inline void fence_all() {
 #else
   Kokkos::fence();
 #endif
+}
+
+/// Launches that may run from several host threads at once. Kokkos 3.x keeps one process-wide
+/// buffer per host backend for the partial results of reductions and scans and for team scratch
+/// (Kokkos 3.4 Serial: Impl::serial_resize_thread_team_data / serial_get_thread_team_data), and
+/// takes no lock around it: two threads that each launch such a kernel at once share it, and one
+/// may grow (free) it under the other. Measured on Debian's Kokkos 3.4.01 Serial before these
+/// existed: two threads running bf16 polar() on their own matrices and workspaces, 29 of 60
+/// results differed from the same calls run alone (portable_gemm's team tiles), with status ok
+/// (docs/reliability.md Finding 84). Kokkos 4 locks the execution-space instance around those
+/// launches itself (SerialInternal / OpenMPInternal::m_instance_mutex).
+///
+/// So every top-level reduction (launch_reduce), team launch (launch_team_for) and Kokkos
+/// Kernels call that may fall back to a team kernel goes through this lock on Kokkos 3: a
+/// process-wide mutex, whose uncontended cost (tens of nanoseconds per launch) is far below a
+/// launch's. Not for launches nested in a kernel (TeamThreadRange reductions): those run inside
+/// the outer launch's lock. On Kokkos 4 the lock is empty and the helpers are the Kokkos calls.
+#if KOKKOS_VERSION < 40000
+inline std::mutex& kokkos3_shared_buffer_mutex() {
+  static std::mutex m;  // inline function: one mutex per program (constant-initialised, no allocation)
+  return m;
+}
+inline std::unique_lock<std::mutex> shared_buffer_lock() {
+  return std::unique_lock<std::mutex>(kokkos3_shared_buffer_mutex());
+}
+#else
+inline std::unique_lock<std::mutex> shared_buffer_lock() { return std::unique_lock<std::mutex>(); }
+#endif
+
+/// Kokkos::parallel_reduce(args...) under shared_buffer_lock() (a top-level reduction).
+template <class... Args>
+void launch_reduce(Args&&... args) {
+  const auto lock = shared_buffer_lock();
+  Kokkos::parallel_reduce(std::forward<Args>(args)...);
+}
+
+/// Kokkos::parallel_for(args...) of a TeamPolicy under shared_buffer_lock() (team scratch).
+template <class... Args>
+void launch_team_for(Args&&... args) {
+  const auto lock = shared_buffer_lock();
+  Kokkos::parallel_for(std::forward<Args>(args)...);
 }
 
 /// True for execution spaces that run on the host (Serial, OpenMP, Threads): the kernels pick
@@ -165,6 +208,7 @@ void gemm(const Exec& space, const char* trans_a, const char* trans_b,
     KokkosBlas::gemm(space, trans_a, trans_b, alpha, a, b, beta, c);
 #else
     (void)space;
+    const auto lock = shared_buffer_lock();  // Kokkos Kernels' own GEMM is a team kernel
     KokkosBlas::gemm(trans_a, trans_b, alpha, a, b, beta, c);
 #endif
   }
@@ -192,6 +236,7 @@ void trsm(const Exec& space, const char* side, const char* uplo, const char* tra
   KokkosBlas::trsm(space, side, uplo, trans, diag, alpha, a, b);
 #else
   (void)space;
+  const auto lock = shared_buffer_lock();  // Kokkos Kernels' own TRSM may launch team kernels
   KokkosBlas::trsm(side, uplo, trans, diag, alpha, a, b);
 #endif
 }

@@ -40,7 +40,7 @@ template <class Exec, class T, class Mem>
 bool potf2_lower(const Exec& space, const Mat2<T, Mem>& a) {
   const index_t n = a.extent(0);
   int failed = 0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::potf2"), Kokkos::RangePolicy<Exec>(space, 0, 1),
       KOKKOS_LAMBDA(int, int& flag) {
         for (index_t j = 0; j < n; ++j) {
@@ -94,7 +94,7 @@ bool cholesky_lower(const Exec& space, const Mat2<T, Mem>& a) {
     if (k == 0) return true;
     const int* info = vendor::potrf_lower(space, static_cast<int>(k), a.data(), leading_dim(a));
     int failed = 0;
-    Kokkos::parallel_reduce(
+    launch_reduce(
         kernel_label("schatten::potrf_check"),
         Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, k),
         KOKKOS_LAMBDA(index_t j, int& flag) {
@@ -149,7 +149,7 @@ double update_and_difference(const Exec& space, const Mat2<T, Mem>& x, double be
                              const Mat2<T, Mem>& y) {
   const index_t rows = x.extent(0);
   double ssq = 0.0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::update_and_difference"),
       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
       KOKKOS_LAMBDA(index_t j, double& acc) {
@@ -182,7 +182,7 @@ template <class Exec, class T, class Mem>
 double frobenius(const Exec& space, const Mat2<T, Mem>& x) {
   const index_t rows = x.extent(0);
   double ssq = 0.0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::frobenius"),
       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
       KOKKOS_LAMBDA(index_t j, double& acc) {
@@ -199,7 +199,7 @@ template <class Exec, class T, class Mem>
 double max_abs(const Exec& space, const Mat2<T, Mem>& x) {
   const index_t rows = x.extent(0);
   double worst = 0.0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::max_abs"),
       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
       KOKKOS_LAMBDA(index_t j, double& acc) {
@@ -214,7 +214,7 @@ double max_abs(const Exec& space, const Mat2<T, Mem>& x) {
 template <class Exec, class T, class Mem>
 double trace(const Exec& space, const Mat2<T, Mem>& x) {
   double s = 0.0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::trace"),
       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(0)),
       KOKKOS_LAMBDA(index_t i, double& acc) { acc += static_cast<double>(x(i, i)); }, Kokkos::Sum<double>(s));
@@ -226,7 +226,7 @@ template <class Exec, class T, class Mem>
 double inner(const Exec& space, const Mat2<T, Mem>& x, const Mat2<T, Mem>& y) {
   const index_t rows = x.extent(0);
   double s = 0.0;
-  Kokkos::parallel_reduce(
+  launch_reduce(
       kernel_label("schatten::inner"),
       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, x.extent(1)),
       KOKKOS_LAMBDA(index_t j, double& acc) {

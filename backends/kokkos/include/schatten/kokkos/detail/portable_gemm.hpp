@@ -229,8 +229,8 @@ void portable_tiles(const Exec& space, bool trans_a, bool trans_b, int m, int n,
   const Policy policy =
       (team > 0 ? Policy(space, batch * tiles, team) : Policy(space, batch * tiles, Kokkos::AUTO))
           .set_scratch_size(0, scratch);
-  Kokkos::parallel_for(kernel_label(symmetric ? "schatten::portable_sym_product" : "schatten::portable_gemm"),
-                       policy, body);
+  launch_team_for(kernel_label(symmetric ? "schatten::portable_sym_product" : "schatten::portable_gemm"),
+                  policy, body);
 }
 
 /// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] for b < batch, C[b] m × n, column-major, in one
