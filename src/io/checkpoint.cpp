@@ -92,7 +92,7 @@ bool read_string_attr(hid_t obj, const char* name, std::string& out, std::size_t
   return true;
 }
 
-bool write_field(hid_t file, hid_t lcpl, const std::string& path, const FieldValue& v) {
+bool write_field(hid_t file, hid_t lcpl, hid_t dcpl, const std::string& path, const FieldValue& v) {
   hid_t type = H5T_NATIVE_INT64;
   const void* data = nullptr;
   hsize_t n = 1;
@@ -108,7 +108,7 @@ bool write_field(hid_t file, hid_t lcpl, const std::string& path, const FieldVal
     n = b.size();
   }
   Handle space(n == 0 ? H5Screate(H5S_NULL) : H5Screate_simple(1, &n, nullptr), H5Sclose);
-  Handle set(H5Dcreate2(file, path.c_str(), type, space.get(), lcpl, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  Handle set(H5Dcreate2(file, path.c_str(), type, space.get(), lcpl, dcpl, H5P_DEFAULT), H5Dclose);
   if (!set.ok()) return false;
   // A scalar field is written as a 1-element dataset marked with the attribute "scalar".
   if (!std::holds_alternative<std::vector<float>>(v)) {
@@ -119,11 +119,12 @@ bool write_field(hid_t file, hid_t lcpl, const std::string& path, const FieldVal
 }
 
 /// Writes one parameter's shape as an int64 dataset (a null dataspace for rank 0).
-bool write_shape(hid_t group, hid_t lcpl, const std::string& name, const std::vector<std::int64_t>& shape) {
+bool write_shape(hid_t group, hid_t lcpl, hid_t dcpl, const std::string& name,
+                 const std::vector<std::int64_t>& shape) {
   const hsize_t n = shape.size();
   Handle space(n == 0 ? H5Screate(H5S_NULL) : H5Screate_simple(1, &n, nullptr), H5Sclose);
   const std::string path = name + kShapeLeaf;
-  Handle set(H5Dcreate2(group, path.c_str(), H5T_NATIVE_INT64, space.get(), lcpl, H5P_DEFAULT, H5P_DEFAULT),
+  Handle set(H5Dcreate2(group, path.c_str(), H5T_NATIVE_INT64, space.get(), lcpl, dcpl, H5P_DEFAULT),
              H5Dclose);
   return set.ok() &&
          (n == 0 || H5Dwrite(set.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, shape.data()) >= 0);
@@ -259,6 +260,16 @@ herr_t core_free(void* ptr, H5FD_file_image_op_t, void* u) {
 void* core_udata_copy(void* u) { return u; }  // the fapl's copies share the one CoreImage
 herr_t core_udata_free(void*) { return 0; }
 
+/// A creation property list of class `cls` (file, group or dataset) whose objects carry no
+/// modification time. -1 on error.
+hid_t untimed(hid_t cls) {
+  Handle plist(H5Pcreate(cls), H5Pclose);
+  if (!plist.ok() || H5Pset_obj_track_times(plist.get(), 0) < 0) return -1;
+  const hid_t id = plist.get();
+  plist.release();
+  return id;
+}
+
 /// A file-access property list for HDF5's core driver without backing store: the whole file is
 /// built in memory (growing by `increment` bytes), its memory tracked in `image`. -1 on error.
 hid_t core_fapl(CoreImage& image, std::size_t increment) {
@@ -330,11 +341,18 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
   errno = 0;  // from here on, errno holds only what the writes below set
   CoreImage image;
   Handle fapl(core_fapl(image, expected_file_bytes(fields)), H5Pclose);
-  Handle file(fapl.ok() ? H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()) : -1, H5Fclose);
-  if (!file.ok()) return give_up("cannot create the HDF5 image of '" + tmp + "'", Status::internal_error);
+  // No modification times: by default HDF5 stamps every object with the second it was written,
+  // so two saves of one state differed (15 four-byte stamps in a Muon + AdamW checkpoint). Without
+  // them a checkpoint's bytes are a function of its contents (docs/optim.md "Checkpoints").
+  Handle fcpl(untimed(H5P_FILE_CREATE), H5Pclose), gcpl(untimed(H5P_GROUP_CREATE), H5Pclose),
+      dcpl(untimed(H5P_DATASET_CREATE), H5Pclose);
+  Handle file(fapl.ok() && fcpl.ok() ? H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()) : -1,
+              H5Fclose);
+  if (!file.ok() || !gcpl.ok() || !dcpl.ok())
+    return give_up("cannot create the HDF5 image of '" + tmp + "'", Status::internal_error);
   Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   H5Pset_create_intermediate_group(lcpl.get(), 1);
-  Handle root(H5Gcreate2(file.get(), kRoot, lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+  Handle root(H5Gcreate2(file.get(), kRoot, lcpl.get(), gcpl.get(), H5P_DEFAULT), H5Gclose);
   bool ok = root.ok();
   const int version = kCheckpointSchemaVersion;
   ok = ok && write_attr(file.get(), "schema_version", H5T_NATIVE_INT, &version);
@@ -347,7 +365,7 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
     ok = ok && write_attr(file.get(), "rng_has_spare", H5T_NATIVE_INT, &has);
   }
   if (ok && !header.shapes.empty()) {
-    Handle shapes(H5Gcreate2(file.get(), kShapes, lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    Handle shapes(H5Gcreate2(file.get(), kShapes, lcpl.get(), gcpl.get(), H5P_DEFAULT), H5Gclose);
     ok = shapes.ok();
     for (const auto& [name, shape] : header.shapes) {
       if (!ok) break;
@@ -355,7 +373,7 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
         errno = 0;
         return give_up("invalid parameter name '" + name + "'", Status::invalid_argument);
       }
-      if (!write_shape(shapes.get(), lcpl.get(), name, shape)) {
+      if (!write_shape(shapes.get(), lcpl.get(), dcpl.get(), name, shape)) {
         errno = 0;  // in memory: no system reason
         return give_up("cannot write the shape of '" + name + "' to '" + tmp + "'", Status::internal_error);
       }
@@ -367,7 +385,7 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
       errno = 0;
       return give_up("invalid field name '" + name + "'", Status::invalid_argument);
     }
-    ok = write_field(root.get(), lcpl.get(), name, value);
+    ok = write_field(root.get(), lcpl.get(), dcpl.get(), name, value);
     if (!ok) {
       errno = 0;  // in memory: no system reason
       return give_up("cannot write field '" + name + "' to '" + tmp + "'", Status::internal_error);
