@@ -25,6 +25,7 @@
 #include "support/allocations.hpp"
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
+#include "support/threads.hpp"
 
 namespace io_test_checkpoint {  // this file's scope in a unity build (tests/CMakeLists.txt)
 
@@ -433,6 +434,65 @@ TEST_SUITE("io.checkpoint") {
     REQUIRE(rc >= 0);
     CHECK(seen.objects >= 15);  // the root, /schatten, the fields and the shapes
     CHECK(seen.timed == 0);
+  }
+
+  TEST_CASE("two threads save and load checkpoints of their own optimizers at once") {
+    // The thread contract (docs/conventions.md "Threads"): separate files from separate threads,
+    // where HDF5 is built thread-safe (Debian's is: one lock around every HDF5 call). Each
+    // thread saves its optimizer 10 times and loads each save into an optimizer of its own; every
+    // file must have the bytes of the same save made alone (a checkpoint's bytes depend only on
+    // its contents), and every load must succeed with the saved states.
+    hbool_t thread_safe = 0;
+    REQUIRE(H5is_library_threadsafe(&thread_safe) >= 0);
+    if (!thread_safe) {
+      MESSAGE("HDF5 is not thread-safe here: the case is skipped");
+      return;
+    }
+    constexpr int kThreads = 2, kRounds = 10;
+    auto bytes_of = [](const fs::path& p) {
+      std::ifstream in(p, std::ios::binary);
+      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    std::vector<decltype(make_opt())> opts, loaded;
+    opts.reserve(kThreads);  // no reallocation: a copied partition would share its scratch
+    loaded.reserve(kThreads);
+    std::vector<std::string> alone;
+    for (int t = 0; t < kThreads; ++t) {
+      Model m;
+      opts.push_back(make_opt());
+      m.steps(opts.back(), 0, 2 + 3 * t);  // another state per thread
+      loaded.push_back(make_opt());
+      const fs::path p = scratch(("alone" + std::to_string(t) + ".h5").c_str());
+      REQUIRE(io::save_checkpoint(p.string(), opts.back(), io::CheckpointHeader{1, t, "threads", {}, {}}) ==
+              Status::ok);
+      alone.push_back(bytes_of(p));
+    }
+    std::vector<int> failed(kThreads, 0), differing(kThreads, 0);
+    test::run_together(kThreads, [&](int t) {
+      const std::size_t i = static_cast<std::size_t>(t);
+      const fs::path p = scratch_dir() / ("together" + std::to_string(t) + ".h5");
+      for (int r = 0; r < kRounds; ++r) {
+        io::CheckpointHeader h;
+        failed[i] += io::save_checkpoint(p.string(), opts[i],
+                                         io::CheckpointHeader{1, t, "threads", {}, {}}) == Status::ok
+                         ? 0
+                         : 1;
+        differing[i] += bytes_of(p) == alone[i] ? 0 : 1;
+        failed[i] +=
+            io::load_checkpoint(p.string(), loaded[i], h, "threads") == Status::ok && h.step == t ? 0 : 1;
+      }
+    });
+    for (std::size_t t = 0; t < kThreads; ++t) {
+      CAPTURE(t);
+      CHECK(failed[t] == 0);
+      CHECK(differing[t] == 0);
+      // What each thread loaded saves to the bytes its optimizer saved alone.
+      const fs::path p = scratch(("reloaded" + std::to_string(t) + ".h5").c_str());
+      REQUIRE(io::save_checkpoint(p.string(), loaded[t],
+                                  io::CheckpointHeader{1, static_cast<std::int64_t>(t), "threads", {}, {}}) ==
+              Status::ok);
+      CHECK((bytes_of(p) == alone[t]));  // parenthesised: doctest prints no bytes
+    }
   }
 
   TEST_CASE("missing, corrupt and truncated files are errors, and a crashed write leaves the old file") {

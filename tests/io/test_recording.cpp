@@ -27,6 +27,7 @@
 #include "support/allocations.hpp"
 #include "support/child.hpp"
 #include "support/seed.hpp"
+#include "support/threads.hpp"
 
 namespace io_test_recording {  // this file's scope in a unity build (tests/CMakeLists.txt)
 
@@ -322,6 +323,58 @@ TEST_SUITE("io.recording") {
       CHECK(err.find("max_logits steps [3, 3 + 9223372036854775807)") != std::string::npos);
       CHECK(check_recording(path, nullptr, &err) == Status::ok);
       fs::remove(path);
+    }
+  }
+
+  TEST_CASE("recording: two threads write and read their own recordings at once") {
+    // The thread contract (docs/conventions.md "Threads"): separate files from separate threads,
+    // where HDF5 is built thread-safe (Debian's is: one lock around every HDF5 call). Each thread
+    // writes 8 steps to its own recording (one gzip-compressed, one not) and reads every
+    // gradient back while the other writes; the files are then checked whole from this thread.
+    hbool_t thread_safe = 0;
+    REQUIRE(H5is_library_threadsafe(&thread_safe) >= 0);
+    if (!thread_safe) {
+      MESSAGE("HDF5 is not thread-safe here: the case is skipped");
+      return;
+    }
+    constexpr int kThreads = 2, kSteps = 8;
+    const RecordingInfo info = test_info();
+    std::vector<StepArrays> steps;
+    for (int t = 0; t < kSteps; ++t)
+      steps.push_back(make_step(info, t));
+    std::vector<std::string> paths;
+    for (int t = 0; t < kThreads; ++t)
+      paths.push_back(temp_path("threads" + std::to_string(t) + ".h5"));
+    std::vector<int> failed(kThreads, 0), differing(kThreads, 0);
+    schatten::test::run_together(kThreads, [&](int t) {
+      const std::size_t i = static_cast<std::size_t>(t);
+      RecorderOptions o;
+      o.gzip_level = t == 0 ? 0 : 4;
+      Recorder rec;
+      failed[i] += rec.create(paths[i], info, o) == Status::ok ? 0 : 1;
+      for (const StepArrays& s : steps)
+        failed[i] += rec.append(s.view(info)) == Status::ok ? 0 : 1;
+      failed[i] += rec.close() == Status::ok ? 0 : 1;
+      RecordingReader r;
+      failed[i] += r.open(paths[i]) == Status::ok ? 0 : 1;
+      std::vector<float> buf(64);
+      for (int k = 0; k < kSteps && r.is_open(); ++k)
+        for (std::size_t p = 0; p < info.params.size(); ++p) {
+          const std::vector<float>& want = steps[static_cast<std::size_t>(k)].grad[p];
+          failed[i] += r.read_grad(k, p, buf.data()) == Status::ok ? 0 : 1;
+          differing[i] += std::equal(want.begin(), want.end(), buf.begin()) ? 0 : 1;
+        }
+    });
+    for (std::size_t t = 0; t < kThreads; ++t) {
+      CAPTURE(t);
+      CHECK(failed[t] == 0);
+      CHECK(differing[t] == 0);
+      RecordingReader r;
+      REQUIRE(r.open(paths[t]) == Status::ok);
+      CHECK(r.info().steps == kSteps);
+      check_contents(r, kSteps);
+      CHECK(check_recording(paths[t]) == Status::ok);
+      fs::remove(paths[t]);
     }
   }
 

@@ -172,8 +172,8 @@ class Recorder {
 /// the read returns invalid_argument and the buffer's contents are unspecified.
 /// An exhausted host heap is out_of_memory, never an exception: open() leaves the reader
 /// closed, a read leaves it as it was.
-/// Not thread-safe: use one reader from one thread at a time, and do not overlap HDF5 calls
-/// across threads (docs/conventions.md "Threads").
+/// Not thread-safe: use one reader from one thread at a time. Readers and recorders of separate
+/// files may run in separate threads where HDF5 is thread-safe (docs/conventions.md "Threads").
 class RecordingReader {
  public:
   RecordingReader();
