@@ -23,6 +23,7 @@
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "support/allocations.hpp"
+#include "support/hdf5_threads.hpp"
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
 #include "support/threads.hpp"
@@ -442,12 +443,7 @@ TEST_SUITE("io.checkpoint") {
     // thread saves its optimizer 10 times and loads each save into an optimizer of its own; every
     // file must have the bytes of the same save made alone (a checkpoint's bytes depend only on
     // its contents), and every load must succeed with the saved states.
-    hbool_t thread_safe = 0;
-    REQUIRE(H5is_library_threadsafe(&thread_safe) >= 0);
-    if (!thread_safe) {
-      MESSAGE("HDF5 is not thread-safe here: the case is skipped");
-      return;
-    }
+    if (!schatten::test::hdf5_thread_safe()) return;
     constexpr int kThreads = 2, kRounds = 10;
     auto bytes_of = [](const fs::path& p) {
       std::ifstream in(p, std::ios::binary);

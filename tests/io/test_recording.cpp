@@ -26,6 +26,7 @@
 #include "schatten/io/recording.hpp"
 #include "support/allocations.hpp"
 #include "support/child.hpp"
+#include "support/hdf5_threads.hpp"
 #include "support/seed.hpp"
 #include "support/threads.hpp"
 
@@ -331,12 +332,7 @@ TEST_SUITE("io.recording") {
     // where HDF5 is built thread-safe (Debian's is: one lock around every HDF5 call). Each thread
     // writes 8 steps to its own recording (one gzip-compressed, one not) and reads every
     // gradient back while the other writes; the files are then checked whole from this thread.
-    hbool_t thread_safe = 0;
-    REQUIRE(H5is_library_threadsafe(&thread_safe) >= 0);
-    if (!thread_safe) {
-      MESSAGE("HDF5 is not thread-safe here: the case is skipped");
-      return;
-    }
+    if (!schatten::test::hdf5_thread_safe()) return;
     constexpr int kThreads = 2, kSteps = 8;
     const RecordingInfo info = test_info();
     std::vector<StepArrays> steps;
