@@ -23,6 +23,7 @@
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/schatten_p.hpp"
 #include "support/allocations.hpp"
+#include "support/files.hpp"
 #include "support/hdf5_threads.hpp"
 #include "support/random_floats.hpp"
 #include "support/seed.hpp"
@@ -445,10 +446,6 @@ TEST_SUITE("io.checkpoint") {
     // its contents), and every load must succeed with the saved states.
     if (!schatten::test::hdf5_thread_safe()) return;
     constexpr int kThreads = 2, kRounds = 10;
-    auto bytes_of = [](const fs::path& p) {
-      std::ifstream in(p, std::ios::binary);
-      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    };
     std::vector<decltype(make_opt())> opts, loaded;
     opts.reserve(kThreads);  // no reallocation: a copied partition would share its scratch
     loaded.reserve(kThreads);
@@ -461,7 +458,7 @@ TEST_SUITE("io.checkpoint") {
       const fs::path p = scratch(("alone" + std::to_string(t) + ".h5").c_str());
       REQUIRE(io::save_checkpoint(p.string(), opts.back(), io::CheckpointHeader{1, t, "threads", {}, {}}) ==
               Status::ok);
-      alone.push_back(bytes_of(p));
+      alone.push_back(test::file_bytes(p));
     }
     std::vector<int> failed(kThreads, 0), differing(kThreads, 0);
     test::run_together(kThreads, [&](int t) {
@@ -473,7 +470,7 @@ TEST_SUITE("io.checkpoint") {
                                          io::CheckpointHeader{1, t, "threads", {}, {}}) == Status::ok
                          ? 0
                          : 1;
-        differing[i] += bytes_of(p) == alone[i] ? 0 : 1;
+        differing[i] += test::file_bytes(p) == alone[i] ? 0 : 1;
         failed[i] +=
             io::load_checkpoint(p.string(), loaded[i], h, "threads") == Status::ok && h.step == t ? 0 : 1;
       }
@@ -487,7 +484,7 @@ TEST_SUITE("io.checkpoint") {
       REQUIRE(io::save_checkpoint(p.string(), loaded[t],
                                   io::CheckpointHeader{1, static_cast<std::int64_t>(t), "threads", {}, {}}) ==
               Status::ok);
-      CHECK((bytes_of(p) == alone[t]));  // parenthesised: doctest prints no bytes
+      CHECK((test::file_bytes(p) == alone[t]));  // parenthesised: doctest prints no bytes
     }
   }
 
@@ -507,8 +504,7 @@ TEST_SUITE("io.checkpoint") {
       CHECK(io::read_checkpoint(scratch("garbage.h5").string(), f, h, &err) == Status::invalid_argument);
     }
     {  // truncated: the first half of a valid file
-      std::ifstream in(path, std::ios::binary);
-      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const std::string bytes = test::file_bytes(path);
       std::ofstream(scratch("half.h5"), std::ios::binary) << bytes.substr(0, bytes.size() / 2);
       CHECK(io::read_checkpoint(scratch("half.h5").string(), f, h, &err) == Status::invalid_argument);
       CHECK(f.empty());

@@ -29,6 +29,7 @@
 #include "schatten/optim/schatten_p.hpp"
 #include "schatten/optim/split.hpp"
 #include "schatten/optim/step_size.hpp"
+#include "support/files.hpp"
 #include "support/optim_helpers.hpp"
 #include "support/oracle.hpp"
 #include "support/seed.hpp"
@@ -171,10 +172,7 @@ int run_replay(const std::string& args) {
   const int rc = std::system(cmd.c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
-std::string replay_stderr() {
-  std::ifstream in(stderr_path());
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+std::string replay_stderr() { return schatten::test::file_bytes(stderr_path()); }
 
 /// Each (arguments, message) of `table`: schatten-replay on `recording` with those arguments and
 /// `--out out` exits with `rc`, says the message on stderr and leaves no output (nor its .tmp).
@@ -1309,8 +1307,7 @@ TEST_SUITE("io.replay") {
       const bool hidden = cols[k].source == 0 || cols[k].source == 2;
       CHECK((hidden ? oe[k] > 0.0 && oe[k] < 1.0 : std::isnan(oe[k])));
     }
-    std::ifstream js(json);
-    const std::string summary((std::istreambuf_iterator<char>(js)), std::istreambuf_iterator<char>());
+    const std::string summary = schatten::test::file_bytes(json);
     CHECK(summary.find("\"name\": \"h.0.mlp.weight[b]\", \"source\": \"h.0.mlp.weight\"") !=
           std::string::npos);
     H5Fclose(f);
@@ -1458,8 +1455,7 @@ TEST_SUITE("io.replay") {
     compare_inline(plain, f, 1);
     CHECK(H5Lexists(f, "runs/1/qk_factor", H5P_DEFAULT) == 0);
     H5Fclose(f);
-    std::ifstream js(json);
-    const std::string summary((std::istreambuf_iterator<char>(js)), std::istreambuf_iterator<char>());
+    const std::string summary = schatten::test::file_bytes(json);
     CHECK(summary.find("\"qk_clip\": {\"threshold\": 100, \"balance\": 0.5, \"heads\": 2, \"clipped\": 6, "
                        "\"min_factor\": 0.01}") != std::string::npos);
     fs::remove(rec);
@@ -1610,11 +1606,7 @@ TEST_SUITE("io.replay") {
     const std::string link = temp_path("rec_link.h5");
     write_recording(rec);
     fs::create_symlink(rec, link);
-    const auto bytes = [](const std::string& path) {
-      std::ifstream in(path, std::ios::binary);
-      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    };
-    const std::string before = bytes(rec);
+    const std::string before = schatten::test::file_bytes(rec);
     const std::string dotted = (fs::path(rec).parent_path() / "." / fs::path(rec).filename()).string();
     const std::pair<std::string, const char*> cases[] = {
         {"--out " + rec, "is the recording"},
@@ -1627,7 +1619,7 @@ TEST_SUITE("io.replay") {
       CAPTURE(a);
       CHECK(run_replay(rec + " --optimizer muon --quiet " + a) == 2);
       CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
-      CHECK(bytes(rec) == before);
+      CHECK(schatten::test::file_bytes(rec) == before);
       CHECK_FALSE(fs::exists(out));
     }
     // --out X writes X.tmp first: a recording named X.tmp is refused too.
@@ -1635,7 +1627,7 @@ TEST_SUITE("io.replay") {
     fs::copy_file(rec, rec_tmp);
     CHECK(run_replay(rec_tmp + " --optimizer muon --quiet --out " + temp_path("rec_t.h5")) == 2);
     CHECK(replay_stderr().find("temporary file") != std::string::npos);
-    CHECK(bytes(rec_tmp) == before);
+    CHECK(schatten::test::file_bytes(rec_tmp) == before);
     fs::remove(rec_tmp);
     fs::remove(link);
     fs::remove(rec);
