@@ -6,8 +6,6 @@
 #include <Eigen/Dense>
 #include <cmath>
 #include <limits>
-#include <new>
-#include <utility>
 
 #include "reference/dense_svd.hpp"
 #include "schatten/core/random.hpp"
