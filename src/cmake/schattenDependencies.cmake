@@ -27,11 +27,13 @@ macro(schatten_find_kokkos)
       set_property(TARGET schatten::kokkos_deps PROPERTY
         INTERFACE_LINK_LIBRARIES Kokkos::kokkoskernels Kokkos::kokkos)
       set(SCHATTEN_KOKKOS_FLAVOUR "Kokkos ${Kokkos_VERSION} (installed targets)")
-      # CUDA: the vendor layer calls cuSOLVER's Cholesky itself (vendor.hpp); cuBLAS comes with
-      # Kokkos Kernels' cuBLAS TPL. Kokkos' own config has already found the CUDA toolkit.
+      # CUDA: the vendor layer calls cuBLAS (GEMM, TRSM, SYRK) and cuSOLVER's Cholesky itself,
+      # with a handle per stream (vendor.hpp), so it links both. Kokkos' own config has already
+      # found the CUDA toolkit.
       if(Kokkos_ENABLE_CUDA)
         find_package(CUDAToolkit REQUIRED)
-        set_property(TARGET schatten::kokkos_deps APPEND PROPERTY INTERFACE_LINK_LIBRARIES CUDA::cusolver)
+        set_property(TARGET schatten::kokkos_deps APPEND PROPERTY INTERFACE_LINK_LIBRARIES CUDA::cublas
+                                                                                           CUDA::cusolver)
       endif()
     else()
       set(_schatten_kk_libs)

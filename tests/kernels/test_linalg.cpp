@@ -3,9 +3,14 @@
 /// White-box tests of the dense primitives under the kernels (backends/kokkos/.../linalg.hpp).
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <future>
 #include <limits>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -15,6 +20,7 @@
 #include "support/kokkos_allocations.hpp"
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
+#include "support/threads.hpp"
 
 #include <Eigen/Dense>
 
@@ -117,31 +123,111 @@ TEST_SUITE("kernels.linalg") {
     const auto fence = [&fences] { ++fences; };
     int q1 = 0, q2 = 0;  // two queues: only their addresses matter
     schatten::test::KokkosAllocationProbe probe;
-    void* const a = scratch.get(&q1, 100, fence);
-    CHECK(scratch.get(&q1, 100, fence) == a);  // same size: the same buffer
-    CHECK(scratch.get(&q1, 10, fence) == a);   // smaller: the same buffer
-    CHECK(scratch.get(&q1, 0, fence) == a);
+    void* const a = scratch.lease(&q1, 100, fence).data;
+    CHECK(scratch.lease(&q1, 100, fence).data == a);  // same size: the same buffer
+    CHECK(scratch.lease(&q1, 10, fence).data == a);   // smaller: the same buffer
+    CHECK(scratch.lease(&q1, 0, fence).data == a);
     CHECK(fences == 0);
     CHECK(scratch.allocations() == 1);
     CHECK(scratch.capacity(&q1) == 100);
-    void* const b = scratch.get(&q2, 50, fence);  // another queue: its own buffer, no fence
+    void* const b = scratch.lease(&q2, 50, fence).data;  // another queue: its own buffer, no fence
     CHECK(b != a);
     CHECK(fences == 0);
     CHECK(scratch.allocations() == 2);
-    scratch.get(&q1, 1000, fence);  // larger: replaced after a fence
+    scratch.lease(&q1, 1000, fence);  // larger: replaced after a fence
     CHECK(fences == 1);
     CHECK(scratch.capacity(&q1) == 1000);
-    CHECK(scratch.get(&q2, 50, fence) == b);  // the other queue kept its buffer
+    CHECK(scratch.lease(&q2, 50, fence).data == b);  // the other queue kept its buffer
     CHECK(scratch.allocations() == 3);
     if (probe.active()) CHECK(probe.count() == 3);
     scratch.clear();
     CHECK(scratch.capacity(&q1) == 0);
     CHECK(scratch.capacity(&q2) == 0);
     // A fresh queue's first buffer needs no fence: nothing can be using it yet.
-    CHECK(scratch.get(&q1, 8, fence) != nullptr);
+    CHECK(scratch.lease(&q1, 8, fence).data != nullptr);
     CHECK(fences == 1);
     CHECK(scratch.capacity(&q1) == 8);
     if (probe.active()) CHECK(probe.count() == 4);
+  }
+
+  TEST_CASE("queue scratch: a lease holds its queue's buffer; other queues go on meanwhile") {
+    // A cuSOLVER info word is read after the call that wrote it returns (linalg.hpp
+    // cholesky_lower): the lease keeps another host thread's call on the same queue (which could
+    // overwrite or replace the buffer) waiting until then. A lock shared by all queues would
+    // block the other queue's lease below, which is then reported as not done in 10 s.
+    QueueScratch<Kokkos::HostSpace> scratch(memory_label("test::queue"));
+    const auto no_fence = [] {};
+    int q1 = 0, q2 = 0;
+    auto held = scratch.lease(&q1, 64, no_fence);
+    static_cast<unsigned char*>(held.data)[0] = 42;
+    std::atomic<bool> second_done{false};
+    unsigned char seen = 0;
+    std::thread same_queue([&] {
+      auto l = scratch.lease(&q1, 64, no_fence);
+      seen = static_cast<unsigned char*>(l.data)[0];
+      second_done = true;
+    });
+    auto other_queue = std::async(std::launch::async, [&] { return scratch.lease(&q2, 64, no_fence).data; });
+    const bool other_went_on = other_queue.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+    CHECK(other_went_on);
+    // The same queue's lease waits: 50 ms is far longer than an uncontended lease (about a
+    // microsecond), so that a lease that did not wait would be seen here.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(second_done.load());
+    held.hold.unlock();
+    same_queue.join();
+    CHECK(second_done.load());
+    CHECK(seen == 42);  // the same buffer, released as it was left
+    CHECK(other_queue.get() != held.data);
+  }
+
+  namespace fake_handles {  // QueueHandles' create and destroy are plain function pointers
+  std::atomic<int> made{0}, destroyed{0}, refusals{0};
+  int* create(const void* key) {
+    if (refusals > 0) {
+      --refusals;
+      throw std::runtime_error("fake create failed");
+    }
+    ++made;
+    return new int(*static_cast<const int*>(key));  // bound to its queue: remembers the key's value
+  }
+  void destroy(int* h) {
+    ++destroyed;
+    delete h;
+  }
+  }  // namespace fake_handles
+
+  TEST_CASE("queue handles: one per queue, made once even when threads ask at once, freed by clear()") {
+    // The mechanism behind the per-stream cuBLAS and cuSOLVER handles (vendor.hpp), with fake
+    // handles: each is made by create(key), so it carries the value of the queue it was bound to.
+    fake_handles::made = 0;
+    fake_handles::destroyed = 0;
+    QueueHandles<int*> handles(fake_handles::create, fake_handles::destroy);
+    int q[2] = {7, 11};
+    constexpr int kThreads = 8;
+    std::vector<int*> got(kThreads);
+    schatten::test::run_together(kThreads,
+                                 [&](int t) { got[static_cast<std::size_t>(t)] = handles.get(&q[t % 2]); });
+    CHECK(fake_handles::made == 2);
+    CHECK(handles.created() == 2);
+    for (int t = 0; t < kThreads; ++t) {
+      CAPTURE(t);
+      CHECK(got[static_cast<std::size_t>(t)] == got[static_cast<std::size_t>(t % 2)]);
+      CHECK(*got[static_cast<std::size_t>(t)] == q[t % 2]);
+    }
+    CHECK(got[0] != got[1]);
+    handles.clear();
+    CHECK(fake_handles::destroyed == 2);
+    // After clear() a queue gets a new handle. A failed create leaves the queue without one, so
+    // that the next call tries again.
+    fake_handles::refusals = 1;
+    CHECK_THROWS_AS(handles.get(&q[0]), std::runtime_error);
+    CHECK(fake_handles::made == 2);
+    int* const again = handles.get(&q[0]);
+    CHECK(*again == q[0]);
+    CHECK(fake_handles::made == 3);
+    handles.clear();
+    CHECK(fake_handles::destroyed == 3);
   }
 
   TEST_CASE_TEMPLATE("GEMM row panels give the lower triangle of alpha op(A) op(A)^T + beta C", T, float,

@@ -16,6 +16,7 @@
 #include "support/kokkos_allocations.hpp"
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
+#include "support/threads.hpp"
 #include "support/tolerances.hpp"
 
 namespace kernels_test_polar_views {  // this file's scope in a unity build (tests/CMakeLists.txt)
@@ -118,6 +119,85 @@ TEST_SUITE("kernels.polar.views") {
     CHECK(std::equal(ref_clip.begin(), ref_clip.end(), ho.data()));
     co.upper = -1.0;
     CHECK(schatten::kokkos::spectral_clip(space, ca3, o3, co, ws).status == Status::invalid_argument);
+  }
+
+  TEST_CASE("threads on their own execution-space instances get the bits of each instance alone") {
+    // The thread contract on separate queues (docs/conventions.md "Threads"). On CUDA each
+    // instance is a stream with its own cuBLAS and cuSOLVER handles and solver scratch
+    // (vendor.hpp, docs/reliability.md Finding 86): QDWH in double reaches the GEMM, the
+    // Cholesky and its info check, and the TRSM; Polar Express in float the SYRK. Kokkos 4 makes
+    // new instances (CUDA: new streams); Kokkos 3.4 has no partition_space, so both threads use
+    // the default instance there. Each result must equal, bit for bit, the same call on the same
+    // instance made before any thread started (one queue, one handle: the same kernels).
+    using Exec = Kokkos::DefaultExecutionSpace;
+#if KOKKOS_VERSION >= 40000
+    const std::vector<Exec> spaces = Kokkos::Experimental::partition_space(Exec(), 1, 1);
+#else
+    const std::vector<Exec> spaces{Exec(), Exec()};
+#endif
+    constexpr int kThreads = 2, kRounds = 5;
+    const index_t r = 96, c = 64;
+    struct Lane {
+      Kokkos::View<double**, Kokkos::LayoutRight> a, u;
+      Kokkos::View<float**, Kokkos::LayoutRight> af, q;
+      std::vector<double> u_alone;
+      std::vector<float> q_alone;
+      schatten::kokkos::Workspace<> ws;
+      int differing = 0, failed = 0;
+    };
+    std::vector<Lane> lanes(kThreads);
+    const auto run = [&](int t) {  // one QDWH and one polar on lane t; false unless both are ok
+      Lane& l = lanes[static_cast<std::size_t>(t)];
+      const Exec& space = spaces[static_cast<std::size_t>(t)];
+      Kokkos::View<const double**, Kokkos::LayoutRight> a = l.a;
+      Kokkos::View<const float**, Kokkos::LayoutRight> af = l.af;
+      return schatten::kokkos::qdwh(space, a, l.u, QdwhOptions{}, l.ws).status == Status::ok &&
+             schatten::kokkos::polar(space, af, l.q, PolarOptions{}, l.ws).status == Status::ok;
+    };
+    for (int t = 0; t < kThreads; ++t) {
+      Lane& l = lanes[static_cast<std::size_t>(t)];
+      const auto seed = case_seed("views_threads", static_cast<std::uint64_t>(t));
+      const auto in =
+          to_row_major<double>(make_matrix(SpectrumCase{"views_threads", r, c, geometric(64, 1e-4)}, seed));
+      l.a = decltype(l.a)("a", r, c);
+      l.u = decltype(l.u)("u", r, c);
+      l.af = decltype(l.af)("af", r, c);
+      l.q = decltype(l.q)("q", r, c);
+      auto ha = Kokkos::create_mirror_view(l.a);
+      auto haf = Kokkos::create_mirror_view(l.af);
+      for (std::size_t i = 0; i < in.size(); ++i) {
+        ha.data()[i] = in[i];
+        haf.data()[i] = static_cast<float>(in[i]);
+      }
+      Kokkos::deep_copy(l.a, ha);
+      Kokkos::deep_copy(l.af, haf);
+      REQUIRE(run(t));
+      auto hu = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), l.u);
+      auto hq = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), l.q);
+      l.u_alone.assign(hu.data(), hu.data() + hu.size());
+      l.q_alone.assign(hq.data(), hq.data() + hq.size());
+    }
+    schatten::test::run_together(kThreads, [&](int t) {
+      Lane& l = lanes[static_cast<std::size_t>(t)];
+      for (int round = 0; round < kRounds; ++round) {
+        Kokkos::deep_copy(l.u, 0.0);
+        Kokkos::deep_copy(l.q, 0.0f);
+        if (!run(t)) {
+          ++l.failed;
+          continue;
+        }
+        auto hu = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), l.u);
+        auto hq = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), l.q);
+        if (!std::equal(l.u_alone.begin(), l.u_alone.end(), hu.data()) ||
+            !std::equal(l.q_alone.begin(), l.q_alone.end(), hq.data()))
+          ++l.differing;
+      }
+    });
+    for (int t = 0; t < kThreads; ++t) {
+      CAPTURE(t);
+      CHECK(lanes[static_cast<std::size_t>(t)].failed == 0);
+      CHECK(lanes[static_cast<std::size_t>(t)].differing == 0);
+    }
   }
 
   TEST_CASE_TEMPLATE("a second call on the same Workspace makes no Kokkos allocation, on any backend", T,

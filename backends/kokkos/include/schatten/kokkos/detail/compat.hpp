@@ -170,8 +170,25 @@ constexpr bool direct_host_blas() {
 #endif
 }
 
+/// True when gemm() and trsm() call cuBLAS through the vendor layer (vendor.hpp), with the
+/// handle of `Exec`'s stream: float/double column-major views (LayoutLeft) on CUDA. Other
+/// layouts go through Kokkos Kernels.
+template <class Exec, class CV>
+constexpr bool direct_cuda_blas() {
+#if defined(SCHATTEN_HAVE_CUDA_BLAS)
+  using T = typename CV::non_const_value_type;
+  return std::is_same<Exec, Kokkos::Cuda>::value &&
+         (std::is_same<T, float>::value || std::is_same<T, double>::value) &&
+         std::is_same<typename CV::array_layout, Kokkos::LayoutLeft>::value;
+#else
+  return false;
+#endif
+}
+
 /// C = alpha op(A) op(B) + beta C through KokkosBlas (so BLAS / cuBLAS / rocBLAS do the work),
-/// or through the vendor layer for 16-bit storage (vendor.hpp: fp32 accumulation).
+/// or through the vendor layer for 16-bit storage (vendor.hpp: fp32 accumulation) and for
+/// direct_cuda_blas (a cuBLAS handle per stream, so that host threads on separate streams do
+/// not share one).
 /// All three views must share one layout: mixed layouts fall back to a slow native kernel.
 /// Kokkos Kernels 3.4 has no execution-space argument; 4.x enqueues on `space`.
 /// Column-major in host memory (direct_host_blas) the host BLAS is called here, with the
@@ -188,10 +205,14 @@ void gemm(const Exec& space, const char* trans_a, const char* trans_b,
                 "schatten: gemm operands must share one layout to reach BLAS");
   if constexpr (is_lowp<typename CV::non_const_value_type>) {
 #if defined(SCHATTEN_HAVE_LOWP_GEMM)
-    vendor::gemm_lowp(space, trans_a, trans_b, alpha, a, b, beta, c);
+    vendor::gemm(space, trans_a, trans_b, alpha, a, b, beta, c);
 #else
     static_assert(!is_lowp<typename CV::non_const_value_type>,
                   "schatten: 16-bit GEMMs without a vendor GEMM go through portable_gemm (batched.hpp)");
+#endif
+  } else if constexpr (direct_cuda_blas<Exec, CV>()) {
+#if defined(SCHATTEN_HAVE_CUDA_BLAS)
+    vendor::gemm(space, trans_a, trans_b, alpha, a, b, beta, c);
 #endif
   } else if constexpr (direct_host_blas<CV>()) {
 #if defined(SCHATTEN_HAVE_HOST_BLAS)
@@ -217,7 +238,8 @@ void gemm(const Exec& space, const char* trans_a, const char* trans_b,
 /// Triangular solve with many right-hand sides through KokkosBlas (BLAS / cuBLAS trsm):
 /// op(A) X = alpha B (side "L") or X op(A) = alpha B (side "R"); B is overwritten with X.
 /// Column-major in host memory (direct_host_blas) the host BLAS is called here, with the
-/// arguments Kokkos Kernels' BLAS TPL would pass it, as gemm() does and for the same reason.
+/// arguments Kokkos Kernels' BLAS TPL would pass it, as gemm() does and for the same reason;
+/// column-major on CUDA (direct_cuda_blas) cuBLAS through the vendor layer, as gemm() does.
 template <class Exec, class AV, class BV>
 void trsm(const Exec& space, const char* side, const char* uplo, const char* trans, const char* diag,
           typename BV::const_value_type alpha, const AV& a, const BV& b) {
@@ -229,6 +251,13 @@ void trsm(const Exec& space, const char* side, const char* uplo, const char* tra
     fence_on(space);  // earlier Kokkos work on an asynchronous host space must be done
     const int m = static_cast<int>(b.extent(0)), n = static_cast<int>(b.extent(1));
     host_trsm(side, uplo, trans, diag, m, n, alpha, a.data(), leading_dim(a), b.data(), leading_dim(b));
+    return;
+  }
+#endif
+#if defined(SCHATTEN_HAVE_CUDA_BLAS)
+  if constexpr (direct_cuda_blas<Exec, BV>()) {
+    vendor::trsm(space, side, uplo, trans, diag, static_cast<int>(b.extent(0)), static_cast<int>(b.extent(1)),
+                 alpha, a.data(), leading_dim(a), b.data(), leading_dim(b));
     return;
   }
 #endif

@@ -92,7 +92,9 @@ bool cholesky_lower(const Exec& space, const Mat2<T, Mem>& a) {
 #if defined(SCHATTEN_HAVE_CUDA_POTRF)
   if constexpr (has_vendor_potrf<Exec, T>()) {
     if (k == 0) return true;
-    const int* info = vendor::potrf_lower(space, static_cast<int>(k), a.data(), leading_dim(a));
+    // Held until the check below is enqueued (and, as a reduction, done): see potrf_lower.
+    const auto call = vendor::potrf_lower(space, static_cast<int>(k), a.data(), leading_dim(a));
+    const int* info = call.info;
     int failed = 0;
     launch_reduce(
         kernel_label("schatten::potrf_check"),
