@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "schatten/core/workspace.hpp"
-#include "schatten/kokkos/detail/queue_scratch.hpp"
+#include "schatten/kokkos/detail/memory.hpp"
 #include "schatten/kokkos/workspace.hpp"
 
 namespace schatten::kokkos::detail {
