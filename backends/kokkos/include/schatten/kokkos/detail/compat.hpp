@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "schatten/kokkos/detail/queue_scratch.hpp"
 #include "schatten/kokkos/detail/vendor.hpp"
 
 // Host GEMM, TRSM and SYRK: the Fortran BLAS that Kokkos Kernels' BLAS TPL links (OpenBLAS on
@@ -76,7 +77,8 @@ inline void fence_all() {
 /// Kernels call that may fall back to a team kernel goes through this lock on Kokkos 3: a
 /// process-wide mutex, whose uncontended cost (tens of nanoseconds per launch) is far below a
 /// launch's. Not for launches nested in a kernel (TeamThreadRange reductions): those run inside
-/// the outer launch's lock. On Kokkos 4 the lock is empty and the helpers are the Kokkos calls.
+/// the outer launch's lock. On Kokkos 4 the lock is empty (but see reduction_lock() for the
+/// device backends).
 #if KOKKOS_VERSION < 40000
 inline std::mutex& kokkos3_shared_buffer_mutex() {
   static std::mutex m;  // inline function: one mutex per program (constant-initialised, no allocation)
@@ -89,11 +91,52 @@ inline std::unique_lock<std::mutex> shared_buffer_lock() {
 inline std::unique_lock<std::mutex> shared_buffer_lock() { return std::unique_lock<std::mutex>(); }
 #endif
 
-/// Kokkos::parallel_reduce(args...) under shared_buffer_lock() (a top-level reduction).
-template <class... Args>
-void launch_reduce(Args&&... args) {
-  const auto lock = shared_buffer_lock();
-  Kokkos::parallel_reduce(std::forward<Args>(args)...);
+/// True for execution spaces that run on the host (Serial, OpenMP, Threads): the kernels pick
+/// their host loop forms there.
+template <class Exec>
+constexpr bool runs_on_host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
+
+#if KOKKOS_VERSION >= 40000
+/// One mutex per device execution-space instance, for reduction_lock(). Never destroyed (a
+/// reduction may run from a static destructor's Kokkos call); the slots hold only mutexes.
+inline PerQueue<char>& device_instance_locks() {
+  static PerQueue<char>& locks = *new PerQueue<char>();
+  return locks;
+}
+#endif
+
+/// The lock a top-level reduction on `policy`'s instance runs under. Kokkos 3: the process-wide
+/// shared_buffer_lock(). Kokkos 4 host backends: none (they lock the instance themselves).
+/// Kokkos 4 device backends (CUDA, HIP, SYCL): the instance's own mutex. Their reductions to a
+/// host scalar run the kernel, which leaves the result in the instance's one scratch buffer
+/// (CUDA: its unified scratch), then fence and read it on the host, with no lock between
+/// (Kokkos 4.6.01, Cuda/Kokkos_Cuda_Parallel_Range.hpp, ParallelReduce::execute): a reduction
+/// that another host thread enqueues on the same instance in between overwrites the result
+/// before it is read (docs/reliability.md Finding 87). Threads on separate instances do not wait
+/// for each other. Cost: one uncontended mutex per reduction, against a reduction's fence.
+template <class Policy>
+std::unique_lock<std::mutex> reduction_lock(const Policy& policy) {
+#if KOKKOS_VERSION < 40000
+  (void)policy;
+  return shared_buffer_lock();
+#else
+  using Exec = typename Policy::execution_space;
+  if constexpr (runs_on_host<Exec>) {
+    (void)policy;
+    return std::unique_lock<std::mutex>();
+  } else {
+    const void* key = policy.space().impl_internal_space_instance();  // shared by an instance's copies
+    return std::unique_lock<std::mutex>(device_instance_locks().slot(key).mutex);
+  }
+#endif
+}
+
+/// Kokkos::parallel_reduce(label, policy, rest...) under reduction_lock(policy) (a top-level
+/// reduction).
+template <class Policy, class... Rest>
+void launch_reduce(const std::string& label, const Policy& policy, Rest&&... rest) {
+  const auto lock = reduction_lock(policy);
+  Kokkos::parallel_reduce(label, policy, std::forward<Rest>(rest)...);
 }
 
 /// Kokkos::parallel_for(args...) of a TeamPolicy under shared_buffer_lock() (team scratch).
@@ -102,11 +145,6 @@ void launch_team_for(Args&&... args) {
   const auto lock = shared_buffer_lock();
   Kokkos::parallel_for(std::forward<Args>(args)...);
 }
-
-/// True for execution spaces that run on the host (Serial, OpenMP, Threads): the kernels pick
-/// their host loop forms there.
-template <class Exec>
-constexpr bool runs_on_host = std::is_same<typename Exec::memory_space, Kokkos::HostSpace>::value;
 
 /// Kokkos::min/max are absent in 3.4.
 template <class T>
