@@ -17,7 +17,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <iterator>
 #include <limits>
 #include <string>
 #include <vector>
@@ -26,6 +25,7 @@
 #include "schatten/io/recording.hpp"
 #include "support/allocations.hpp"
 #include "support/child.hpp"
+#include "support/files.hpp"
 #include "support/hdf5_threads.hpp"
 #include "support/seed.hpp"
 #include "support/threads.hpp"
@@ -668,14 +668,11 @@ TEST_SUITE("io.recording") {
     write_recording(path, 3, 1);
     const std::string cmd = python() + " " + script() + " read " + path + " " + out;
     REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "failed: " << cmd << " (needs python3-h5py)");
-    std::ifstream in(out, std::ios::binary);
-    const std::vector<char> got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string got = schatten::test::file_bytes(out);
     // The same order the script writes: per parameter initial, then per step grad/value/gram.
     const RecordingInfo info = test_info();
-    std::vector<char> want;
-    auto put = [&](const void* p, std::size_t bytes) {
-      want.insert(want.end(), static_cast<const char*>(p), static_cast<const char*>(p) + bytes);
-    };
+    std::string want;
+    auto put = [&](const void* p, std::size_t bytes) { want.append(static_cast<const char*>(p), bytes); };
     std::vector<StepArrays> s;
     for (int t = 0; t < 3; ++t)
       s.push_back(make_step(info, t));
@@ -691,7 +688,7 @@ TEST_SUITE("io.recording") {
     for (int t = 0; t < 3; ++t)
       put(&s[t].loss, 8);
     CHECK(got.size() == want.size());
-    CHECK(got == want);
+    CHECK((got == want));  // parenthesised: doctest prints no bytes
     fs::remove(path);
     fs::remove(out);
   }
@@ -891,17 +888,13 @@ TEST_SUITE("io.recording") {
         H5Dclose(d);
         H5Fclose(f);
       }
-      std::vector<char> bytes;
-      {
-        std::ifstream in(z, std::ios::binary);
-        bytes.assign(std::istreambuf_iterator<char>(in), {});
-      }
+      const std::string bytes = schatten::test::file_bytes(z);
       std::string run;
       for (const std::uint32_t v :
            {std::uint32_t(chunk[0]), std::uint32_t(chunk[1]), std::uint32_t(chunk[2]), 4u})
         for (int b = 0; b < 4; ++b)
           run.push_back(char((v >> (8 * b)) & 0xff));
-      const std::size_t at = std::string(bytes.begin(), bytes.end()).find(run);
+      const std::size_t at = bytes.find(run);
       REQUIRE(at != std::string::npos);
       {
         std::fstream io(z, std::ios::in | std::ios::out | std::ios::binary);
