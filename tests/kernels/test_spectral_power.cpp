@@ -1081,6 +1081,95 @@ TEST_SUITE("kernels.spectral_power") {
     }
   }
 
+  TEST_CASE_TEMPLATE("spectral_clip: a cap far below the spectrum lands on the cap, relative to it", T, float,
+                     double) {
+    // clip = uI + M(H − uI)M·M with M = ½(I − sign(H − uI)) (docs/kernels/spectral_power.md):
+    // where σ ≫ u, M's component is the sign's rounding δ, so the clipped directions carry δ²·σ
+    // instead of the δ·σ of ½[H + uI − sign(H − uI)(H − uI)], and caps more than 2³² below the
+    // spectrum are reached in stages. The old form returned 1 ± ε·σ: 1 ± 1.8e-11 at S = 1e6 in
+    // double, 1 ± 3.1e-3 at 1e14, 5e283 at 1e300. Here every σ lies in S·[1, 1.5] and u = 1,
+    // so the output is polar(A) = U Vᵀ: each direction within tol of 1 and the leakage within
+    // tol·√k, tol the clip's accuracy relative to the cap (1e-12 in double, 1e-5 in float: H
+    // and the signs are double, U_p is T, so float's error is ε_f·u). Measured: 4.4e-16 in
+    // double at every S (S = 1e300 takes 32 stages), 7.1e-8 in float.
+    const index_t r = 12, c = 20;
+    const double tol = sizeof(T) == 8 ? 1e-12 : 1e-5;
+    const std::vector<double> scales = sizeof(T) == 8 ? std::vector<double>{1e6, 1e14, 1e20, 1e100, 1e300}
+                                                      : std::vector<double>{1e6, 1e14, 1e30};
+    for (const double scale : scales) {
+      CAPTURE(scale);
+      std::vector<double> sigma = geometric(12, 1 / 1.5, 1.5);
+      for (double& x : sigma)
+        x *= scale;
+      const Factored f =
+          factored(r, c, sigma, case_seed("clip_far_below", static_cast<std::uint64_t>(std::log10(scale))));
+      const Eigen::MatrixXd d = f.u.transpose() * run_map<T>(rounded<T>(f.a), SpectralClipOptions{}) * f.v;
+      CHECK((d - Eigen::MatrixXd::Identity(r, r)).cwiseAbs().maxCoeff() <= tol);
+      CHECK((d - Eigen::MatrixXd::Identity(r, r)).norm() <= tol * std::sqrt(double(r)));
+    }
+    // Half the spectrum far above the cap, half below it (0.3 … 0.01). The small singular values
+    // of the rounded input are themselves uncertain by its rounding, ε·‖A‖ (1e-8 at S = 1e8 in
+    // double, 6e-4 at 1e4 in float): kept within 100·ε·S (measured 9.5e-9 and 1.8e-4), while the
+    // clipped ones land on u = 1 within tol (measured 4.4e-16 and 5.4e-8). A two-sided clip
+    // [0.5, 1] (floor 0: raise every small one) likewise.
+    const double scale = sizeof(T) == 8 ? 1e8 : 1e4, eps = std::numeric_limits<T>::epsilon();
+    std::vector<double> sigma = geometric(6, 1 / 1.5, 1.5 * scale);
+    for (const double x : geometric(6, 0.01 / 0.3, 0.3))
+      sigma.push_back(x);
+    const Factored f = factored(r, c, sigma, case_seed("clip_far_below_mixed"));
+    for (const double lower : {0.0, 0.5}) {
+      CAPTURE(lower);
+      SpectralClipOptions o;
+      o.lower = lower;
+      o.floor = 0.0;
+      const Eigen::MatrixXd d = f.u.transpose() * run_map<T>(rounded<T>(f.a), o) * f.v;
+      for (index_t i = 0; i < r; ++i) {
+        CAPTURE(i);
+        const double want = clipped(sigma[static_cast<std::size_t>(i)], o);
+        CHECK(std::fabs(d(i, i) - want) <= (i < 6 ? tol : 100 * eps * scale));
+      }
+      CHECK((d.topLeftCorner(6, 6) - Eigen::MatrixXd::Identity(6, 6)).norm() <= tol * std::sqrt(6.0));
+      // Between a clipped and a kept direction the clip's derivative is (u − σ_j)/(σ_i − σ_j) ≈ u/S,
+      // so the input's rounding moves that coupling by ε·u only: within tol·6 over the 6 × 6 block
+      // (measured 7e-16 in double; 2.3e-9, ε·S/5, when the cap's product kept the rounding of
+      // (y − uI)M in its rows, M(y − uI)M without the last ·M; float 7.7e-7, its U_p's rounding).
+      CHECK(d.topRightCorner(6, 6).norm() <= 6 * tol);
+      CHECK(d.bottomLeftCorner(6, 6).norm() <= 6 * tol);
+    }
+  }
+
+  TEST_CASE("spectral_clip: bounds 1e300 away from the matrix's scale give bound·polar(A)") {
+    // Bounds in the units of H₀ (A/‖A‖) under- or overflowed as doubles: a clip into
+    // [1e-300, 1e-300] of a 1e300·B matrix returned 0 with ok (floor 0) and entries of 1e283
+    // with ok (the default floor); a lower bound of 1e10 (or 1e300) on a 1e-300·B matrix was
+    // out_of_range although the output, 1e10·polar(A), is a double. The bounds are now held as
+    // m·2^p, and the powers of two go to the output's exponent. Every σ of B (1.5 … 0.015) is
+    // above the default floor (1e-6·‖A‖₂), so each case is bound·U Vᵀ: every direction within
+    // 1e-12 relative, the leakage within 1e-12·bound·√k (the clip's accuracy, as above).
+    const index_t r = 12, c = 20;
+    const Factored f = factored(r, c, geometric(12, 1e-2, 1.5), case_seed("clip_far_scales"));
+    const double inf = std::numeric_limits<double>::infinity();
+    struct Case {
+      double scale, lower, upper, floor, want;
+    };
+    for (const Case& k : {Case{1e-300, 1e300, 1e300, 1e-6, 1e300}, Case{1e-300, 1e10, inf, 1e-6, 1e10},
+                          Case{1e-300, 1e300, inf, 0.0, 1e300}, Case{1.0, 1e300, inf, 1e-6, 1e300},
+                          Case{1e300, 1e-300, 1e-300, 0.0, 1e-300}, Case{1e300, 1e-300, 1e-300, 1e-6, 1e-300},
+                          Case{1e300, 0.0, 1e-300, 1e-6, 1e-300}}) {
+      CAPTURE(k.scale);
+      CAPTURE(k.lower);
+      CAPTURE(k.upper);
+      CAPTURE(k.floor);
+      SpectralClipOptions o;
+      o.lower = k.lower;
+      o.upper = k.upper;
+      o.floor = k.floor;
+      const Eigen::MatrixXd d = f.u.transpose() * run_map<double>(f.a * k.scale, o) * f.v / k.want;
+      CHECK((d - Eigen::MatrixXd::Identity(r, r)).cwiseAbs().maxCoeff() <= 1e-12);
+      CHECK((d - Eigen::MatrixXd::Identity(r, r)).norm() <= 1e-12 * std::sqrt(double(r)));
+    }
+  }
+
   TEST_CASE("spectral_clip edge cases: no bounds copies, zeros stay zero, bounds on singular values") {
     const index_t r = 40, c = 30;
     std::vector<double> sigma = geometric(30, 1e-2, 2.0);

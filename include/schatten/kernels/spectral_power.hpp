@@ -268,24 +268,33 @@ struct SpectralClipOptions {
 /// weight decay for lower = 0); the accuracy figures below then scale by c.
 ///
 /// Method [P] (docs/kernels/spectral_power.md, "Spectral clipping"): QDWH gives A = U_p H with
-/// H = V Σ Vᵀ (the short side's symmetric factor, formed in double); then
-///   clip(H) = ½[(l I + |H − l I|) + (u I − |H − u I|)],
-/// with |M| = sign(M)·M and sign(M) the polar factor of the symmetric M, by QDWH in double; the
-/// l-term is H itself without a lower bound (one sign function: the hardcap), the u-term H
-/// itself without an upper bound. out = U_p·clip(H). With a lower bound and floor > 0, the
-/// singular values below floor·‖A‖₂ are kept (g = H + (clip(H) − H)·½(I + sign(H − φI))).
+/// H = V Σ Vᵀ (the short side's symmetric factor, formed in double); with the projectors
+/// R = ½(sign(H − φI) − sign(H − lI)) onto [φ, l) and M = ½(I − sign(y − uI)) onto y < u
+/// (sign(X) the polar factor of the symmetric X, by QDWH in double),
+///   y = H + R(lI − H)R,   clip = uI + M(y − uI)M·M,   out = U_p·clip,
+/// y = H without a lower bound (the hardcap: one sign function), clip = y without an upper one.
+/// φ = floor·‖A‖₂: with a lower bound, singular values below it are kept (floor 0: φ = 0).
+/// The projectors' rounding enters squared in the directions they remove, so a singular value
+/// clipped to u lands on u to working precision relative to u however far above u it lies; a
+/// cap more than 2^32 below ‖A‖ is reached in stages (one more sign function each).
 ///
 /// Preconditions, bad input and memory: as polar(); a NaN or infinite `lower` (≤ 0 is no lower
 /// bound), an `upper` that is NaN or ≤ 0, or lower > upper is invalid_argument. Cost per matrix
 /// (m = max, k = min): QDWH (qdwh.hpp) + 2mk² for H + per bound (and for the floor) one QDWH of
-/// a k × k matrix in double and k³ for the product + 2mk² for U_p·clip(H).
+/// a k × k matrix in double, 2k³ for the lower bound's products and 4k³ for the upper's (and
+/// per extra stage), + 2mk² for U_p·clip.
 /// Accuracy (tests/kernels/test_spectral_power.cpp): u_iᵀ out v_i within 1e-12·σ_max of
-/// clip(σ_i) in double and 1e-5·σ_max in float (measured 6e-16 and 7e-8 at k = 64 and 80), the
-/// singular vectors those of A (leakage between directions 6e-15 and 1.3e-6 of σ_max·√k);
-/// singular values within rounding of a bound land on it. Determinism: as polar(). Synchronous.
+/// clip(σ_i) in double and 1e-5·σ_max in float (measured 6e-16 and 6.2e-8 at k = 64 and 80), the
+/// singular vectors those of A (leakage between directions 5.1e-15 and 1.4e-6 of σ_max·√k);
+/// singular values within rounding of a bound land on it. Clipped directions land on u within
+/// 1e-12·u (double) and 1e-5·u (float) for any ‖A‖/u (measured 4.4e-16 and 7.1e-8 up to
+/// 1e300 and 1e30), and their coupling to kept ones is ε·u. Singular values below u are
+/// themselves known only to ε·‖A‖ (the input's rounding): that is their accuracy.
+/// Determinism: as polar(). Synchronous.
 ///
-/// method polynomial [P] (docs/kernels/spectral_power.md, "Polynomial clipping"): the same
-/// identities with Newton–Schulz (options.polar) for the polar factor O = U f(Σ/ν) Vᵀ
+/// method polynomial [P] (docs/kernels/spectral_power.md, "Polynomial clipping"): Emerging-
+/// Optimizers' identity clip(H) = ½[(lI + |H − lI|) + (uI − |H − uI|)], |X| = sign(X)·X, with
+/// Newton–Schulz (options.polar) for the polar factor O = U f(Σ/ν) Vᵀ
 /// (ν = safety·‖A‖_F + eps) and for each sign function, whose input H₀ − tI (t = bound/ν) is
 /// scaled by 1/(1.05·max(t, B − t)), B = max_{[0,1]} |f| ≥ ‖H₀‖₂; GEMMs only, in the iteration
 /// precision (bf16/fp16 included). Cost: 1 + (number of bounds) Newton–Schulz runs (m × n,
@@ -293,7 +302,9 @@ struct SpectralClipOptions {
 /// Express, 8 steps) |u_iᵀ out v_i − clip(σ_i)| ≤ 3e-5·‖A‖_F for σ_i and the bounds in
 /// [1e-3, 1]·‖A‖_F (measured 2.2e-5); a schedule that does not converge to 1 (Keller Jordan's,
 /// Polar Express with 5 steps) is off by O(0.1)·‖A‖_F. Singular values below ~1e-3·ν are
-/// neither kept nor raised (f's roll-off); exact zeros stay zero. `floor` and `qdwh` are unused.
+/// neither kept nor raised (f's roll-off); exact zeros stay zero. The accuracy is absolute: a
+/// cap far below ‖A‖_F is not reached relative to the cap (use the default method there).
+/// `floor` and `qdwh` are unused.
 SpectralPowerReport spectral_clip(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> out,
                                   const SpectralClipOptions& options = {}, Workspace* workspace = nullptr);
 SpectralPowerReport spectral_clip(BatchedMatrixRef<const double> a, BatchedMatrixRef<double> out,

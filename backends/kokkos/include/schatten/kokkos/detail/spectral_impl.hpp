@@ -143,7 +143,8 @@ inline SpectralPowerReport spectral_failure(Status s, const char* msg, index_t b
 /// U g(Σ) Vᵀ = 2^(s·degree)·factor·U_p g(H₀), in the units of the pre-scaled A' = 2^−s·A
 /// (normalise_and_load(); s = 0 but for max|a| outside [2^−511, 2^511]): hs = ‖A'‖_F·scale, σ(A') =
 /// hs·σ(H₀), and g is homogeneous of degree `degree` (g(2^s σ) = 2^(s·degree) g(σ); the stage
-/// converts absolute options, such as a clip's bounds, by 2^−s). It may mark the report
+/// converts absolute options, such as a clip's bounds, by 2^−s; a stage of degree 1 may take s
+/// by reference and move powers of two between it and `factor`). It may mark the report
 /// not_converged. The stage returns nullptr, or a breakdown message. U_p g(H₀) is formed in TC and
 /// the factor, times 2^(s·degree), applied in the store pass in double; an output beyond the output
 /// type's range (σ^α > FLT_MAX for α < 0 in float, say) is refused with out_of_range before
@@ -290,11 +291,41 @@ const char* shifted_sign(const Exec& space, const QdwhOptions& o, double t, cons
   return nullptr;
 }
 
-/// The spectral_clip() contract on strided batches, QDWH iterating in precision TC, with
-/// clip(σ) = max(l, min(σ, u)) = ½[T_l(σ) + T_u(σ)], T_l = l + |σ − l| (σ when l ≤ 0) and
-/// T_u = u − |σ − u| (σ when u = ∞), |M| = sign(M)·M, applied to H₀ in its units (l/hs, u/hs).
-/// With a lower bound, g = σ + (clip(σ) − σ)·½(1 + sign(σ − φ)) leaves the singular values
-/// below φ = floor·hs as they are (one more sign function).
+/// Ratio between consecutive caps of the staged upper clip (spectral_clip_strided): a cap t
+/// below 2^−32 of the largest eigenvalue y_max is reached through caps 2^−32 apart. One stage
+/// leaves about δ²·y_max in the clipped directions, δ the shifted sign's rounding (a small
+/// multiple of ε in double), so 2^32·δ² stays far below ε of the cap (measured: 4.4e-16 of the
+/// cap at k = 12 with 1 to 32 stages; docs/kernels/spectral_power.md, "Spectral clipping").
+constexpr double kClipStageRatio = 0x1p-32;
+
+/// A bound x > 0 in the units of H₀, x·2^−e/hs, as m·2^p (m ∈ (0.5, 2)): a bound far from the
+/// matrix's scale (1e-300 against a 1e300 matrix) under- or overflows as one double.
+struct ClipBound {
+  double m = 0.0;
+  int p = 0;
+  ClipBound(double x, int e, double hs) {
+    int px = 0, ph = 0;
+    m = std::frexp(x, &px) / std::frexp(hs, &ph);
+    p = px - ph - e;
+  }
+  /// The bound in units of 2^shift (0 or ∞ where that under- or overflows).
+  double in_units(int shift) const { return std::ldexp(m, p - shift); }
+};
+
+/// The spectral_clip() contract on strided batches, QDWH iterating in precision TC
+/// (docs/kernels/spectral_power.md, "Spectral clipping"), on H₀ in its units (l/hs, u/hs):
+///   lower: R = ½(sign(H₀ − φI) − sign(H₀ − lI)), the projector onto [φ, l) (φ = floor; onto
+///          [0, l) without a floor), and y = H₀ + R(lI − H₀)R, so y = max(l, σ) for σ ≥ φ;
+///   upper: M = ½(I − sign(y − uI)), the projector onto y < u, and clip = uI + M(y − uI)M·M.
+/// Both are exact for exact projectors. The computed ones are off by the sign's rounding δ in
+/// the directions they remove, which enter squared: the clipped directions carry δ²·σ, where
+/// ½[H₀ + uI − sign(H₀ − uI)(H₀ − uI)] carried δ·σ (a cap 1e14 below the spectrum came back
+/// 1 ± 3e-3 of the cap). The last ·M keeps the rounding of (y − uI)M, ε·‖y‖, out of the
+/// coupling between clipped and kept directions, whose true size is ε·u. Near a bound (a
+/// projector between 0 and 1) the error is at most the distance to the bound, as before.
+/// A cap below kClipStageRatio·‖y‖ is reached in stages, y rescaled by a power of two after
+/// each so that it stays of order one; a lower bound 2^40 above ‖H₀‖ raises every σ ≥ φ, and y
+/// is then formed in units of l. The powers of two go to the output's exponent (e).
 template <class Exec, class TIn, class TC>
 SpectralPowerReport spectral_clip_strided(const Exec& space,
                                           const Strided3<const TIn, typename Exec::memory_space>& a,
@@ -306,44 +337,84 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
     return spectral_failure(Status::invalid_argument, msg);
   const bool has_lower = options.lower > 0.0, has_upper = std::isfinite(options.upper);
   SpectralPowerReport report;
-  auto clip_stage = [&](double hs, int e, const SpectralBuffers<TC, Mem>& b, double& factor,
+  auto clip_stage = [&](double hs, int& e, const SpectralBuffers<TC, Mem>& b, double& factor,
                         SpectralPowerReport& rep, index_t bi) -> const char* {
-    // acc ← ½(T_l + T_u) on H₀; every term is a symmetric k × k double matrix.
+    // y (in acc, held as 2^−shift·y) ← clip(H₀); every term is a symmetric k × k double matrix.
     bool converged = true;
-    set_identity(space, b.acc, 0.0);
-    // ‖H₀‖_F ≥ ‖H₀‖₂: an upper bound t at or above it clips nothing, T_u = σ exactly. Through the
-    // sign function T_u = t − |H₀ − tI| cancels to rounding of t, which loses H₀ once t ≳ ‖H₀‖/ε
-    // (a hardcap of 1e20 on a matrix of norm 1 gave zero; 1e-310·B, t = ∞, out_of_range).
-    const double h_norm = has_upper ? frobenius(space, b.hd) : 0.0;
-    for (int side = 0; side < 2; ++side) {
-      const bool bounded = side == 0 ? has_lower : has_upper;
-      // The bound in the units of H₀ (A' = 2^−e·A, σ(A') = hs·σ(H₀)).
-      const double t = bounded ? std::ldexp(side == 0 ? options.lower : options.upper, -e) / hs : 0.0;
-      if (!bounded || (side == 1 && t >= h_norm)) {
-        update_and_difference(space, b.acc, 1.0, 0.5, b.hd);  // T = σ
-        continue;
+    const Mat3<double, Mem> acc3(b.acc.data(), b.acc.extent(0), b.acc.extent(1), 1);
+    const double h_norm = frobenius(space, b.hd);  // ≥ every eigenvalue of H₀
+    int shift = 0;
+    double top = h_norm;  // ≥ every eigenvalue of 2^−shift·y
+    copy(space, b.acc, b.hd);
+    if (has_lower) {
+      const ClipBound lo(options.lower, e, hs);
+      if (options.floor > 0.0) {  // h2 ← sign(H₀ − φI)
+        if (const char* f =
+                shifted_sign(space, options.qdwh, options.floor, b.hd, b.sign, b.fac, b.z, converged))
+          return f;
+        copy(space, b.h2, b.z);
+      } else {
+        set_identity(space, b.h2, 1.0);  // nothing below the floor
       }
-      if (const char* f = shifted_sign(space, options.qdwh, t, b.hd, b.sign, b.fac, b.z, converged)) return f;
-      gemm(space, "N", "N", side == 0 ? 0.5 : -0.5, b.z, b.fac, 1.0, b.acc);  // ± ½|H₀ − tI|
-      add_identity(space, b.acc, 0.5 * t);
+      if (lo.p > std::ilogb(h_norm) + 40) {
+        // l > 2^40·‖H₀‖: y = l·P + H₀(I − P), P = ½(I + sign(H₀ − φI)), in units of 2^p.
+        shift = lo.p;
+        top = lo.m;
+        copy(space, b.z, b.h2);
+        scale(space, b.z, -0.5);
+        add_identity(space, b.z, 0.5);  // I − P
+        gemm(space, "N", "N", std::ldexp(1.0, -shift), b.hd, b.z, 0.0, b.acc);
+        update_and_difference(space, b.acc, 1.0, 0.5 * lo.m, b.h2);
+        add_identity(space, b.acc, 0.5 * lo.m);
+      } else {
+        const double tl = lo.in_units(0);  // ≤ 2^42·‖H₀‖
+        top = std::max(h_norm, tl);
+        if (const char* f = shifted_sign(space, options.qdwh, tl, b.hd, b.sign, b.fac, b.z, converged))
+          return f;
+        update_and_difference(space, b.h2, 0.5, -0.5, b.z);  // R = ½(sign(H₀ − φI) − sign(H₀ − lI))
+        gemm(space, "N", "N", -1.0, b.fac, b.h2, 0.0, b.z);  // (lI − H₀)R (fac = H₀ − lI)
+        gemm(space, "N", "N", 1.0, b.h2, b.z, 1.0, b.acc);   // H₀ + R(lI − H₀)R
+      }
+      symmetrize(space, acc3);
     }
-    if (has_lower && options.floor > 0.0) {  // acc ← H₀ + (acc − H₀)·½(I + sign(H₀ − φI))
-      if (const char* f =
-              shifted_sign(space, options.qdwh, options.floor, b.hd, b.sign, b.fac, b.z, converged))
+    // A cap at or above top clips nothing. (Through the sign function a cap t ≳ ‖H₀‖/ε would
+    // lose H₀ to the rounding of t: a hardcap of 1e20 on a matrix of norm 1 gave zero; 1e-310·B,
+    // t = ∞, out_of_range.)
+    const ClipBound up(has_upper ? options.upper : 1.0, e, hs);
+    for (double t = up.in_units(shift); has_upper && t < top; t = up.in_units(shift)) {
+      const bool last = t >= kClipStageRatio * top;
+      if (!last) t = kClipStageRatio * top;
+      if (const char* f = shifted_sign(space, options.qdwh, t, b.acc, b.sign, b.fac, b.z, converged))
         return f;
-      add_identity(space, b.z, 1.0);
-      update_and_difference(space, b.acc, 1.0, -1.0, b.hd);
-      gemm(space, "N", "N", 0.5, b.acc, b.z, 0.0, b.h2);
-      copy(space, b.acc, b.hd);
-      update_and_difference(space, b.acc, 1.0, 1.0, b.h2);
+      scale(space, b.z, -0.5);
+      add_identity(space, b.z, 0.5);                      // M = ½(I − sign(y − tI))
+      gemm(space, "N", "N", 1.0, b.fac, b.z, 0.0, b.h2);  // (y − tI)M (fac = y − tI)
+      gemm(space, "N", "N", 1.0, b.z, b.h2, 0.0, b.fac);  // M(y − tI)M
+      set_identity(space, b.acc, t);
+      gemm(space, "N", "N", 1.0, b.fac, b.z, 1.0, b.acc);  // tI + M(y − tI)M·M
+      symmetrize(space, acc3);
+      if (last) break;
+      const int p = std::ilogb(t);  // y ≤ t now: rescale it to order one, exactly
+      scale(space, b.acc, std::ldexp(1.0, -p));
+      shift += p;
+      top = std::ldexp(t, -p);
     }
-    symmetrize(space, Mat3<double, Mem>(b.acc.data(), b.acc.extent(0), b.acc.extent(1), 1));
     if (!converged && rep.status == Status::ok) {
       rep.status = Status::not_converged;
       rep.message = "QDWH of a shifted symmetric factor reached max_iterations";
       rep.bad_item = bi;
     }
+    // U clip(Σ) Vᵀ = 2^e·hs·2^shift·U_p·y in A's units. Without a shift: factor = hs, as every
+    // stage. With one, as factor·2^n: the store multiplies by factor, then by 2^n, so n takes as
+    // much of the power of two as a double 2^n holds and factor the rest, and a representable
+    // output is formed whatever hs·2^shift is (1e-300·polar(A) for a 1e300 A).
     factor = hs;
+    if (shift == 0) return nullptr;
+    int p = 0;
+    const double mantissa = std::frexp(hs, &p);
+    const int total = e + p + shift;
+    e = std::max(-1000, std::min(1000, total));
+    factor = std::ldexp(mantissa, total - e);
     return nullptr;
   };
   return spectral_map_strided<Exec, TIn, TC>(space, a, out, options.qdwh, !has_lower && !has_upper, false,
