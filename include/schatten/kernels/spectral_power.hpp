@@ -281,8 +281,8 @@ struct SpectralClipOptions {
 /// Preconditions, bad input and memory: as polar(); a NaN or infinite `lower` (≤ 0 is no lower
 /// bound), an `upper` that is NaN or ≤ 0, or lower > upper is invalid_argument. Cost per matrix
 /// (m = max, k = min): QDWH (qdwh.hpp) + 2mk² for H + per bound (and for the floor) one QDWH of
-/// a k × k matrix in double, 2k³ for the lower bound's products and 4k³ for the upper's (and
-/// per extra stage), + 2mk² for U_p·clip.
+/// a k × k matrix in double, 4k³ flops for the lower bound's two products and 6k³ for the
+/// upper's three (and per extra stage), + 2mk² for U_p·clip.
 /// Accuracy (tests/kernels/test_spectral_power.cpp): u_iᵀ out v_i within 1e-12·σ_max of
 /// clip(σ_i) in double and 1e-5·σ_max in float (measured 6e-16 and 6.2e-8 at k = 64 and 80), the
 /// singular vectors those of A (leakage between directions 5.1e-15 and 1.4e-6 of σ_max·√k);
