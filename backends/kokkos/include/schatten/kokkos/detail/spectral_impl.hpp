@@ -426,8 +426,8 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
 template <class TC, class Mem>
 struct ClipPolynomialBuffers {
   PolarBuffers<TC, Mem> p;
-  Mat3<TC, Mem> h, acc, d, m, y;  ///< H₀, ½(T_l + T_u), H₀ − tI, c(H₀ − tI), the sign's ping-pong
-  double* shifts = nullptr;       ///< 4·batch: t_l, c_l, t_u, c_u per item
+  Mat3<TC, Mem> h, acc, d, m, y;  ///< H₀, the clip, H₀ − tI (then products), c(H₀ − tI), the sign's ping-pong
+  double* shifts = nullptr;  ///< 4·batch: t_l, c_l, t_u, c_u per item
 };
 
 template <class TC, class Mem>
@@ -448,13 +448,17 @@ constexpr double kClipSignMargin = 1.05;
 /// iterating in precision TC (docs/kernels/spectral_power.md, "Polynomial clipping"). With
 /// X₀ = A/ν (ν = safety·‖A‖_F + eps) and f the composite map of options.polar:
 ///   O = NS(X₀) = U f(Σ/ν) Vᵀ;  H₀ = sym(X₀ Oᵀ) (wide W) or sym(Oᵀ X₀) (tall W) = V h Vᵀ,
-///   h(x) = x f(x);  per bound β: t = β/ν, D = H₀ − tI, S = NS(c D) ≈ sign(D) with
-///   c = 1/(kClipSignMargin·max(t, B − t)), B = sched.max_abs(T) ≥ ‖H₀‖₂;
-///   acc = ½[(t_l I + S_l D_l) + (t_u I − S_u D_u)] (H₀ for a missing bound);  out = ν·acc·O
-/// (ν·O·acc for tall W). A bound t ≥ 2B is replaced by 2B: for the upper bound this changes
-/// nothing (sign(D) = −I either way), for the lower one clip(H₀) = t_l I, which the output factor
-/// restores (ν·t_l/2B), so that no shift overflows the iteration type. Every product is a
-/// batched GEMM in TC; one host read-back (normalise_and_load).
+///   h(x) = x f(x);  per bound β: t = β/ν, S = NS(c(H₀ − tI)) ≈ sign(H₀ − tI) with
+///   c = 1/(kClipSignMargin·max(t, B − t)), B = sched.max_abs(T) ≥ ‖H₀‖₂, the projectors
+///   P_l = ½(I + S_l), M_u = ½(I − S_u) polished by g(P) = P²(2I − P):
+///   y = t_l I + (H₀ − t_l I)g(P_l) (H₀ without a lower bound), acc = t_u I + (y − t_u I)g(M_u)
+///   (y without an upper bound);  out = ν·acc·O (ν·O·acc for tall W).
+/// Linear in the sign (Emerging-Optimizers' ½[(t_l I + S_l D_l) + (t_u I − S_u D_u)]), a clipped
+/// value kept the sign's error δ times σ; through g it keeps 2δ²·σ. A bound t ≥ 2B is replaced
+/// by 2B, above every eigenvalue: an upper one then clips nothing and a lower one gives y = t_l I
+/// (both exactly, in the combine pass), which the output factor restores (ν·t_l/2B), so that no
+/// shift overflows the iteration type. Every product is a batched GEMM in TC; one host
+/// read-back (normalise_and_load).
 template <class Exec, class TIn, class TC>
 SpectralPowerReport spectral_clip_polynomial_strided(
     const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
@@ -527,12 +531,7 @@ SpectralPowerReport spectral_clip_polynomial_strided(
   const double* sh = b.shifts;
   const index_t k = s.k, batch = s.batch;
   const Mat3<TC, Mem> h = b.h, acc = b.acc, d = b.d, m = b.m;
-  for_each_element(
-      space, "schatten::spectral_clip::init", k, k, batch, KOKKOS_LAMBDA(index_t i, index_t j, index_t bi) {
-        const double hv = static_cast<double>(static_cast<S>(h(i, j, bi)));
-        const double tl = i == j ? sh[bi] : 0.0, tu = i == j ? sh[2 * batch + bi] : 0.0;
-        acc(i, j, bi) = static_cast<TC>(0.5 * ((has_lower ? tl : hv) + (has_upper ? tu : hv)));
-      });
+  copy(space, acc, h);  // y ← H₀
   for (int side = 0; side < 2; ++side) {
     if (!(side == 0 ? has_lower : has_upper)) continue;
     const double* ts = sh + 2 * side * batch;
@@ -545,7 +544,37 @@ SpectralPowerReport spectral_clip_polynomial_strided(
         });
     const Mat3<TC, Mem> sign = newton_schulz_steps(space, po.symmetric_gram, false, sched, iterations, b.m,
                                                    b.y, b.p.sq[0], b.p.sq[1]);
-    batched_gemm(space, "N", "N", S(side == 0 ? 0.5 : -0.5), sign, b.d, S(1), b.acc);  // ± ½|H₀ − tI|
+    const Mat3<TC, Mem> other = sign.data() == b.m.data() ? b.y : b.m;
+    // P = ½(I ± sign): onto h > t_l (lower; E = H₀ − t_l I, in d) or onto h < t_u (upper;
+    // E = y − t_u I, into d), then y ← tI + E·P·P·(2I − P) (tI + E·g(P), g(p) = p²(2 − p)).
+    const double sgn = side == 0 ? 1.0 : -1.0;
+    const bool upper = side == 1;
+    for_each_element(
+        space, "schatten::spectral_clip::projector", k, k, batch,
+        KOKKOS_LAMBDA(index_t i, index_t j, index_t bi) {
+          const double id = i == j ? 1.0 : 0.0;
+          sign(i, j, bi) =
+              static_cast<TC>(0.5 * (id + sgn * static_cast<double>(static_cast<S>(sign(i, j, bi)))));
+          if (upper)
+            d(i, j, bi) = static_cast<TC>(static_cast<double>(static_cast<S>(acc(i, j, bi))) - id * ts[bi]);
+        });
+    batched_gemm(space, "N", "N", S(1), b.d, sign, S(0), other);   // E·P
+    batched_gemm(space, "N", "N", S(1), sign, other, S(0), b.d);   // P·E·P
+    batched_gemm(space, "N", "N", S(-1), b.d, sign, S(0), other);  // −P·E·P·P
+    // A bound capped at 2B (t = cap) lies above every eigenvalue (‖H₀‖₂ ≤ B, y ≤ max(B, t_l)):
+    // the lower one raises all of them, y = tI, and the upper one clips none, exactly.
+    for_each_element(
+        space, "schatten::spectral_clip::combine", k, k, batch,
+        KOKKOS_LAMBDA(index_t i, index_t j, index_t bi) {
+          const double id = i == j ? 1.0 : 0.0;
+          if (ts[bi] == cap) {
+            if (!upper) acc(i, j, bi) = static_cast<TC>(id * ts[bi]);
+            return;
+          }
+          acc(i, j, bi) =
+              static_cast<TC>(id * ts[bi] + 2.0 * static_cast<double>(static_cast<S>(d(i, j, bi))) +
+                              static_cast<double>(static_cast<S>(other(i, j, bi))));
+        });
   }
   symmetrize(space, b.acc);
   apply_factor(space, s.right, b.acc, o, w);
