@@ -426,8 +426,8 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
 template <class TC, class Mem>
 struct ClipPolynomialBuffers {
   PolarBuffers<TC, Mem> p;
-  Mat3<TC, Mem> h, acc, d, m, y;  ///< H₀, the clip, H₀ − tI (then products), c(H₀ − tI), the sign's ping-pong
-  double* shifts = nullptr;  ///< 4·batch: t_l, c_l, t_u, c_u per item
+  Mat3<TC, Mem> h, acc, d, m, y;  ///< H₀, the clip, H₀ − tI and products, c(H₀ − tI), NS ping-pong
+  double* shifts = nullptr;       ///< 4·batch: t_l, c_l, t_u, c_u per item
 };
 
 template <class TC, class Mem>
