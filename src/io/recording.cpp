@@ -5,6 +5,7 @@
 #include "schatten/io/recording.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,10 +18,17 @@
 #include <set>
 #include <utility>
 
+#include "disk.hpp"
 #include "hdf5_util.hpp"
 #include "schatten/io/checkpoint.hpp"  // detail::out_of_memory
 
 namespace schatten::io {
+
+std::atomic<bool>& detail::emulate_fallocate() noexcept {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
 namespace {
 
 using h5::fail;
@@ -138,27 +146,60 @@ int posix_descriptor(hid_t file) {
   return *static_cast<int*>(handle);
 }
 
+/// Allocates [offset, offset + length) of the file open as `fd` on a file system without
+/// fallocate, by writing: a zero byte into every block from the end of the file (st_size, which
+/// may lie below `offset`: HDF5 allocates before it writes) to the range's end, its last byte
+/// included, then fdatasync, so that a file system that reports a full disk only when it
+/// flushes (NFS) reports it here. A block the file already holds is not written: it holds
+/// HDF5's data or an earlier reservation's zeros. The step is the block size, at most 4 KiB (an
+/// NFS client reports the server's transfer size instead, as glibc's posix_fallocate notes). A
+/// file system that stores zero blocks as holes (compression) gains no reservation from this.
+/// Cost: (end − st_size)/block one-byte writes and one fdatasync where the file grows, nothing
+/// where it does not. 0 on success, else the errno (ENOSPC, EFBIG, EIO); an fdatasync the file
+/// does not support (EINVAL, ENOSYS) counts as success.
+int write_disk(int fd, off_t offset, off_t length) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errno;
+  const off_t end = offset + length;  // no overflow: allocate_disk clamps length
+  if (st.st_size >= end) return 0;
+  const off_t block = std::min<off_t>(4096, std::max<off_t>(512, off_t(st.st_blksize)));
+  for (off_t at = st.st_size;;) {
+    const off_t where = std::min(at, end - 1);
+    ssize_t n;
+    do {
+      n = ::pwrite(fd, "", 1, where);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) return n < 0 ? errno : EIO;
+    if (where == end - 1) break;
+    at = (where / block + 1) * block;
+  }
+  const int r = ::fdatasync(fd) == 0 ? 0 : errno;
+  return r == EINVAL || r == ENOSYS ? 0 : r;  // a file that cannot be synchronised: written is all
+}
+
 /// Allocates disk for [offset, offset + bytes) of the file open as `fd` (growing it), the length
-/// clamped to what off_t holds. 0 on success or where the file system cannot allocate ahead (no
-/// fallocate: nothing is reserved), else the errno (ENOSPC, EFBIG).
+/// clamped to what off_t holds: fallocate, or where the file system has none, write_disk. 0 on
+/// success, else the errno (ENOSPC, EFBIG).
 int allocate_disk(int fd, std::uint64_t offset, std::uint64_t bytes) {
   const std::uint64_t limit = std::uint64_t(std::numeric_limits<off_t>::max()) - offset;
   const off_t length = off_t(std::min<std::uint64_t>(bytes, limit));
+  if (length <= 0) return 0;
+  if (detail::emulate_fallocate().load()) return write_disk(fd, off_t(offset), length);
 #ifdef __linux__
   int r;
   do {
     r = ::fallocate(fd, 0, off_t(offset), length) == 0 ? 0 : errno;
   } while (r == EINTR);
-  return r == EOPNOTSUPP || r == ENOSYS ? 0 : r;
+  return r == EOPNOTSUPP || r == ENOSYS ? write_disk(fd, off_t(offset), length) : r;
 #else
   const int r = ::posix_fallocate(fd, off_t(offset), length);
-  return r == EINVAL ? 0 : r;
+  return r == EINVAL || r == EOPNOTSUPP ? write_disk(fd, off_t(offset), length) : r;
 #endif
 }
 
 /// Allocates disk for `bytes` past the end of HDF5's allocation in `file` (H5Fget_filesize: the
 /// end of the allocated address space, which HDF5's writes never pass). 0 on success, else the
-/// errno (ENOSPC, EFBIG). A file system without fallocate is not reserved (0).
+/// errno (ENOSPC, EFBIG).
 int reserve_disk(hid_t file, std::uint64_t bytes) {
   const int fd = posix_descriptor(file);
   hsize_t end = 0;
@@ -169,9 +210,8 @@ int reserve_disk(hid_t file, std::uint64_t bytes) {
 /// Before HDF5 creates `path`: creates it (truncating, as HDF5 then does) and allocates `bytes`
 /// from its start, so that a disk without room for the metadata refuses create() before any HDF5
 /// call (on a full disk even H5Fcreate leaves HDF5 unable to close the library). 0 when the room
-/// exists (the file is left, and `opened` set) or cannot be checked (no fallocate, or `path`
-/// cannot be opened, e.g. a directory: H5Fcreate then reports it); else the errno, with the file
-/// removed.
+/// exists (the file is left, and `opened` set) or cannot be checked (`path` cannot be opened,
+/// e.g. a directory: H5Fcreate then reports it); else the errno, with the file removed.
 int probe_disk(const std::string& path, std::uint64_t bytes, bool& opened) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   opened = fd >= 0;

@@ -132,11 +132,13 @@ class Recorder {
   /// entry per parameter in each vector that must be used, non-null exactly where recorded;
   /// max_logits non-null exactly when max_logit_heads > 0).
   /// Then it allocates the disk the step can take (fallocate, past the end of the file's
-  /// allocation; docs/reliability.md, Finding 47): when that fails (a full disk, a file-size
+  /// allocation; docs/reliability.md, Finding 47; on a file system without fallocate, by writing
+  /// a zero byte per block and fdatasync, Finding 89): when that fails (a full disk, a file-size
   /// limit) it returns internal_error naming the system's reason, with nothing written, the
   /// recorder still usable and the step not counted (append it again once there is room). A
-  /// write failure after that (a file system without fallocate, or copy-on-write metadata)
-  /// returns internal_error: the step is not counted and the recorder refuses further appends.
+  /// write failure after that (copy-on-write metadata, or a file system that stores zero blocks
+  /// as holes) returns internal_error: the step is not counted and the recorder refuses further
+  /// appends.
   /// The unused part of the allocation (at most one step's) is given back by close().
   Status append(const StepData& step, std::string* error = nullptr);
 
