@@ -957,10 +957,12 @@ TEST_SUITE("kernels.spectral_power") {
     // other build, the CPU included): every GEMM result is rounded to 16 bits once, as in
     // polar()'s low-precision test (test_polar_api.cpp), whose bound for the polar factor is 0.12
     // (bf16) and 0.015 (fp16) relative. The clip adds one sign function and three k × k products
-    // per bound, so the output is checked against the exact image of the method (double oracle)
-    // at 0.2 and 0.03 relative (Frobenius). A lost scale, a wrong shift or a wrong orientation is
-    // O(1). Measured on the CPU (kernel of fed7fda): bf16 0.011 and 0.012, fp16 0.0014 and
-    // 0.0016; polar() alone measures 0.078 there (bf16, Polar Express), as on an H200.
+    // per bound; the output is checked against the exact image of the method (double oracle),
+    // relative (Frobenius). A lost scale, a wrong shift or a wrong orientation is O(1). Measured
+    // on the CPU (kernel of fed7fda): bf16 0.011 and 0.012, fp16 0.0014 and 0.0016, and at most
+    // 0.0124 and 0.0016 over the seeds 1–60. Checked at 0.05 and 0.007, 4× that: the CPU's
+    // portable GEMM rounds as cuBLAS does (polar() alone measures 0.078 in bf16 there and on an
+    // H200 alike), and the margin is for other GPUs' GEMM kernels.
     REQUIRE(precision_supported(Precision::bf16, PolarMethod::polar_express));
     const index_t r = 96, c = 160, k = 96;
     const std::vector<double> sigma = geometric(k, 1e-2, 3.7);
@@ -985,7 +987,7 @@ TEST_SUITE("kernels.spectral_power") {
           want(i) = image(sigma[static_cast<std::size_t>(i)]);
         const double err = relative_error(out, f.u * want.asDiagonal() * f.v.transpose());
         MESSAGE(precision << " lower " << lower << ": relative error " << err);
-        CHECK(err <= (p == Precision::bf16 ? 0.2 : 0.03));
+        CHECK(err <= (p == Precision::bf16 ? 0.05 : 0.007));
       }
     }
   }
