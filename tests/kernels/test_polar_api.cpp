@@ -354,6 +354,56 @@ TEST_SUITE("kernels.polar.api") {
     CHECK(precision_supported(Precision::fp32, PolarMethod::qdwh));
   }
 
+  TEST_CASE("16-bit Polar Express at the top of its interval: the error follows the schedule's slope") {
+    // A rank-one-dominated input (σ = 1, then 1e-3 × 63), whose ‖A‖₂/‖A‖_F ≈ 1, puts x₀ = σ₁/ν
+    // at 1/safety, where Polar Express's composite f is steepest: |f′(x₀)| = 85 for the 5-row
+    // reference table (x₀ = 1/1.01) and 168 for the deployed table (1/1.02); Keller Jordan's
+    // quintic has |f′| ≈ 1. 16-bit iteration behaves like f(x₀(1 + η)) with η about 0.1·u
+    // (u = 2⁻⁸ bf16, 2⁻¹¹ fp16): over 40 seeds at 64 × 192 the top direction's value uᵀQv came
+    // back within 0.035 / 0.067 of f(x₀) in bf16 and 0.0037 / 0.0086 in fp16 (0.10 · u·|f′| at
+    // most; also at 256 × 768 and 768 × 2304), against 1e-5 in fp32 (docs/kernels/polar.md,
+    // "16-bit iteration"). Checked at 0.3·u·|f′(x₀)|, about 3× that. A normalisation rounded to
+    // 16 bits moves x₀ by up to u/2 and the output by up to 0.5·u·|f′|: the failure anchors.md
+    // (c.6) reports, which the double normalisation avoids.
+    const index_t r = 64, c = 192;
+    std::vector<double> sigma(static_cast<std::size_t>(r), 1e-3);
+    sigma[0] = 1.0;
+    const std::uint64_t seed = case_seed("lowp_top");
+    CAPTURE(seed);
+    Eigen::MatrixXd a(r, c);
+    std::vector<double> u, v;
+    REQUIRE(reference::matrix_with_spectrum(MatrixRef<double>::col_major(a.data(), r, c), sigma, seed, &u,
+                                            &v) == Status::ok);
+    const Eigen::MatrixXd left = from_row_major(u.data(), r, r), right = from_row_major(v.data(), c, r);
+    a = rounded<float>(a);
+    const std::vector<float> in = to_row_major<float>(a);
+    PolarOptions reference_table, deployed;
+    reference_table.method = deployed.method = PolarMethod::polar_express;
+    deployed.schedule = schedules::polar_express_5();
+    for (const PolarOptions& base : {reference_table, deployed}) {
+      const CoefficientSchedule s = resolved_schedule(base);
+      const double x0 = 1.0 / (s.normalization.safety * a.norm() + s.normalization.eps), h = 1e-7;
+      const auto steps = oracle_steps(base);
+      const double f = composite(steps, x0, base.iterations);
+      const double slope =
+          (composite(steps, x0 + h, base.iterations) - composite(steps, x0 - h, base.iterations)) / (2 * h);
+      CAPTURE(s.name);
+      CHECK(std::fabs(slope) >= 50.0);  // the premise: the steep end of the schedule
+      for (const Precision p : {Precision::bf16, Precision::fp16}) {
+        CAPTURE(std::string(to_string(p)));
+        PolarOptions o = base;
+        o.compute = p;
+        std::vector<float> out(in.size());
+        REQUIRE(
+            polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(out.data(), r, c), o).status ==
+            Status::ok);
+        const double top = left.col(0).dot(from_row_major(out.data(), r, c) * right.col(0));
+        const double unit = p == Precision::bf16 ? 0x1p-8 : 0x1p-11;
+        CHECK(std::fabs(top - f) <= 0.3 * unit * std::fabs(slope));
+      }
+    }
+  }
+
   TEST_CASE("bf16 iteration at k >= 1024 (panels on CUDA, the portable triangle elsewhere)") {
     // k = 1100 ≥ 2·kSymmetricPanelRows: with cuBLAS the symmetric products run as GEMM row panels
     // (3 panels) in bf16; elsewhere as portable_sym_product (9 × 9 tiles of 128, 45 computed).
