@@ -360,11 +360,11 @@ TEST_SUITE("kernels.polar.api") {
     // reference table (x₀ = 1/1.01) and 168 for the deployed table (1/1.02); Keller Jordan's
     // quintic has |f′| ≈ 1. 16-bit iteration behaves like f(x₀(1 + η)) with η about 0.1·u
     // (u = 2⁻⁸ bf16, 2⁻¹¹ fp16): over 40 seeds at 64 × 192 the top direction's value uᵀQv came
-    // back within 0.035 / 0.067 of f(x₀) in bf16 and 0.0037 / 0.0086 in fp16 (0.10 · u·|f′| at
-    // most; also at 256 × 768 and 768 × 2304), against 1e-5 in fp32 (docs/kernels/polar.md,
-    // "16-bit iteration"). Checked at 0.3·u·|f′(x₀)|, about 3× that. A normalisation rounded to
-    // 16 bits moves x₀ by up to u/2 and the output by up to 0.5·u·|f′|: the failure anchors.md
-    // (c.6) reports, which the double normalisation avoids.
+    // back within 0.035 / 0.067 of f(x₀) in bf16 and 0.0037 / 0.0086 in fp16 (at most 0.10·u·|f′|;
+    // 0.12·u·|f′| at 768 × 2304), against 1e-5 in fp32 (docs/kernels/polar.md, "Where 16 bits
+    // cost most"). Checked at 0.3·u·|f′(x₀)|, about 3× that. A normalisation rounded to 16 bits
+    // would move x₀ by up to u/2 and the output by up to 0.5·u·|f′|, a failure of the kind
+    // anchors.md (c.6) reports, which the double normalisation avoids.
     const index_t r = 64, c = 192;
     std::vector<double> sigma(static_cast<std::size_t>(r), 1e-3);
     sigma[0] = 1.0;
