@@ -530,7 +530,7 @@ auto with_lowp_storage(Precision compute, F&& f) {
 template <class T>
 double kernel_floor_seconds(const Problem& p, const PolarOptions& o, int reps) {
   // 16-bit iteration: the GEMMs of its storage type.
-  if (o.compute == Precision::bf16 || o.compute == Precision::fp16)
+  if (sixteen_bit(o.compute))
     return with_lowp_storage(o.compute,
                              [&](auto s) { return floor_seconds<decltype(s)>(executed_ops<T>(p, o), reps); });
   return floor_seconds<T>(executed_ops<T>(p, o), reps);

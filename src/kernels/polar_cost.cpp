@@ -85,9 +85,7 @@ const char* check_polar_options(const PolarOptions& o) {
 
 namespace {
 /// True when polar() iterates in a 16-bit precision (bf16 or fp16).
-bool iterates_in_16_bits(const PolarOptions& o) {
-  return o.compute == Precision::bf16 || o.compute == Precision::fp16;
-}
+bool iterates_in_16_bits(const PolarOptions& o) { return sixteen_bit(o.compute); }
 /// True when Gram Newton–Schulz rebuilds its iterate before iteration t (gram_restarts; t ≥ 1).
 bool gram_restart_before(const PolarOptions& o, int t) {
   return t > 0 && std::find(o.gram_restarts.begin(), o.gram_restarts.end(), t) != o.gram_restarts.end();

@@ -34,6 +34,8 @@ constexpr bool known_precision(Precision p) noexcept {
   return p == Precision::automatic || p == Precision::bf16 || p == Precision::fp16 || p == Precision::fp32 ||
          p == Precision::fp64;
 }
+/// True for the 16-bit iteration precisions, bf16 and fp16 (PolarOptions::compute).
+constexpr bool sixteen_bit(Precision p) noexcept { return p == Precision::bf16 || p == Precision::fp16; }
 /// The message for a Precision that is not known_precision().
 inline constexpr const char* kUnknownPrecision =
     "unknown precision (not automatic, bf16, fp16, fp32 or fp64)";
