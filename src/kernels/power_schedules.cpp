@@ -21,6 +21,16 @@ namespace {
 constexpr double kAlphaStep = 0.01;  // the table's spacing in α (fit_power_schedules.py)
 constexpr double kLower = 1e-3;      // the fitted interval [kLower, 1]
 constexpr int kCheckPoints = 4000;   // log-spaced points on which log_error is measured
+/// The normalisation's safety factor when the schedule iterates in bf16 or fp16: ν = 1.01·‖A‖_F,
+/// so a rank-one-dominated input starts at x₀ ≤ 1/1.01 instead of the interval's end x = 1,
+/// where the 5- and 6-step composites are steepest (|f′(1)| up to 8190 and 1905 over the table,
+/// against at most 132 and 16 at 1/1.01) and amplify the 16-bit rounding of the first images
+/// (without it bf16 returned top singular values off by factors up to 3700). The margin of
+/// Polar Express's reference normalisation ‖X‖_F·1.01, for the same bf16 rounding
+/// (algorithms.md §2.2). [P] library choice; measured in docs/kernels/spectral_power.md, "In 16
+/// bits". In fp32/fp64 the slope costs u·|f′| ≤ 1e-3 and the safety stays 1 (the fitted
+/// normalisation).
+constexpr double kSixteenBitSafety = 1.01;
 
 /// The table row of exponent α ∈ [0, 1]: the nearest multiple of kAlphaStep, j = round(α / step).
 std::size_t row_index(double alpha) { return static_cast<std::size_t>(std::lround(alpha / kAlphaStep)); }
@@ -133,6 +143,9 @@ Status build_power_polar_options(const SpectralPowerOptions& options, PolarOptio
   po.iterations = options.polynomial_steps;
   po.compute = options.polynomial_compute;
   po.symmetric_gram = options.symmetric_gram;
+  // x = σ/ν then lies in [lower, 1/1.01] for σ ∈ [lower·ν, ‖A‖_F], inside the fitted interval:
+  // the band `error` still holds there, and the kernel's output factor is ν^α.
+  if (sixteen_bit(po.compute)) po.schedule.normalization.safety = kSixteenBitSafety;
   if (relative_error != nullptr) *relative_error = error;
   out = std::move(po);
   return Status::ok;

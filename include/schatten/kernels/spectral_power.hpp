@@ -125,9 +125,11 @@ struct SpectralPowerOptions {
   /// polynomial: quintic steps T ∈ {5, 6, 8} (5 costs one Muon NS5 orthogonalisation).
   int polynomial_steps = 5;
   /// polynomial: the iteration precision and SYRK use, as PolarOptions::compute and
-  /// PolarOptions::symmetric_gram (bf16/fp16 on every build). Prefer fp16 to bf16: on inputs
-  /// whose ‖A‖₂ is close to ‖A‖_F, bf16 moved the top direction by up to 31 % (T = 5) and 16 %
-  /// (T = 8, outside its band), fp16 by at most 3 % (docs/kernels/spectral_power.md, "In 16 bits").
+  /// PolarOptions::symmetric_gram (bf16/fp16 on every build). bf16/fp16 normalise by
+  /// ν = 1.01·‖A‖_F (see spectral_power()). Prefer fp16 to bf16: on inputs whose ‖A‖₂ is close
+  /// to ‖A‖_F, fp16 kept the top singular value inside the band (fit_error) for T = 5, 6 and 8,
+  /// bf16 only for T = 5 (with 6 and 8 steps up to 1.27 and 3.9 times the band's log error;
+  /// docs/kernels/spectral_power.md, "In 16 bits").
   Precision polynomial_compute = Precision::automatic;
   bool symmetric_gram = true;
   /// φ/‖A‖₂ (rational_smallest_floor ≤ floor < 1; ‖A‖₂ stands for QDWH's scale α̂, within [0.938,
@@ -169,7 +171,9 @@ struct SpectralPowerReport {
 /// singular value ≤ 1e-2 in float for σ/σ_max ∈ [1e-3, 1] and α ∈ {0.75, 0.5, 0.25, 0.1,
 /// −1/3, −1/2} (measured: ≤ 1.2e-3 at 80×120, 150×64 and 512²). Determinism: as polar(). Synchronous.
 ///
-/// method polynomial: out = ν^α · U f(Σ/ν) Vᵀ with ν = ‖A‖_F and f the schedule of
+/// method polynomial: out = ν^α · U f(Σ/ν) Vᵀ with ν = ‖A‖_F (1.01·‖A‖_F when
+/// polynomial_compute is bf16 or fp16: a margin for 16-bit rounding at x = 1, where the
+/// composites are steepest; docs/kernels/spectral_power.md "In 16 bits") and f the schedule of
 /// polynomial_power_schedule(α, polynomial_steps), run by the Newton–Schulz kernel (polar()'s
 /// cost for T steps, 3 GEMMs per step, plus one scaling pass folded into the store). Every output
 /// singular value is σ^α·e^{±log_error} for σ ∈ [1e-3·ν, ν]; below, f is linear (roll-off). α = 1
@@ -182,16 +186,16 @@ SpectralPowerReport spectral_power(BatchedMatrixRef<const double> a, BatchedMatr
 /// Checks options without touching data: nullptr when valid, else a static message.
 const char* check_spectral_power_options(const SpectralPowerOptions& options);
 
-/// The Newton–Schulz options the polynomial method of spectral_power() runs for `options`:
-/// method newton_schulz, the schedule of polynomial_power_schedule(options.alpha,
-/// options.polynomial_steps) as many iterations, options.polynomial_compute and
-/// options.symmetric_gram. The one construction behind the kernel, its workspace
-/// (polar_workspace_bytes of `out`; the schedule's coefficients size nothing, so any α gives the
-/// same bytes) and polynomial_power_iterate_bound(). With `relative_error`, also the schedule's
-/// PowerSchedule::relative_error() (what SpectralPowerReport::fit_error reports), from the same
-/// lookup. invalid_argument for options that check_spectral_power_options() refuses or whose
-/// method is not polynomial, out_of_memory when an allocation fails (out and *relative_error
-/// untouched either way).
+/// The Newton–Schulz options the polynomial method of spectral_power() runs for `options`: method
+/// newton_schulz, the schedule of polynomial_power_schedule(options.alpha,
+/// options.polynomial_steps) as many iterations, options.polynomial_compute (bf16 or fp16 also set
+/// the normalisation's safety to 1.01) and options.symmetric_gram. The one construction behind the
+/// kernel, its workspace (polar_workspace_bytes of `out`; the schedule's coefficients size nothing,
+/// so any α gives the same bytes) and polynomial_power_iterate_bound(). With `relative_error`, also
+/// the schedule's PowerSchedule::relative_error() (what SpectralPowerReport::fit_error reports),
+/// from the same lookup. invalid_argument for options that check_spectral_power_options() refuses
+/// or whose method is not polynomial, out_of_memory when an allocation fails (out and
+/// *relative_error untouched either way).
 Status polynomial_power_polar_options(const SpectralPowerOptions& options, PolarOptions& out,
                                       double* relative_error = nullptr);
 
@@ -206,16 +210,16 @@ Status cached_polynomial_power_polar_options(const SpectralPowerOptions& options
                                              double* relative_error = nullptr);
 }  // namespace detail
 
-/// A bound on the singular values of every iterate of the polynomial method, for any finite
-/// input and any exponent α ∈ [0, 1], before the output's scaling by ν^α (ν = ‖A‖_F): the largest
-/// polar_iterate_bound() over the tabulated schedules of options.polynomial_steps (the
-/// exponents 0, 0.01, …, 1, which are all the method runs), with options.polynomial_compute's
-/// rounding margin. So every output singular value is at most ν^α times this bound. HUGE_VAL
-/// when the options are not the polynomial method's, some schedule has no bound, or an
-/// allocation fails (then not cached; no exception leaves the call). A rule that
+/// A bound on the singular values of every iterate of the polynomial method, for any finite input
+/// and any exponent α ∈ [0, 1], before the output's scaling by ν^α (ν = ‖A‖_F, or 1.01·‖A‖_F in 16
+/// bits): the largest polar_iterate_bound() over the tabulated schedules of
+/// options.polynomial_steps (the exponents 0, 0.01, …, 1, which are all the method runs), with
+/// options.polynomial_compute's rounding margin. So every output singular value is at most ν^α
+/// times this bound. HUGE_VAL when the options are not the polynomial method's, some schedule has
+/// no bound, or an allocation fails (then not cached; no exception leaves the call). A rule that
 /// lets α vary (SchattenPDirection: α = 1/p with p chosen per layer) uses it to promise a finite
-/// output whatever α its criterion picks. Cost: the first call per (steps, compute) evaluates
-/// 101 schedules (their error measurement included, cached); later calls look it up.
+/// output whatever α its criterion picks. Cost: the first call per (steps, compute) evaluates 101
+/// schedules (their error measurement included, cached); later calls look it up.
 double polynomial_power_iterate_bound(const SpectralPowerOptions& options);
 
 /// How spectral_clip() computes U clip(Σ) Vᵀ.

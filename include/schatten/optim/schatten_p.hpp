@@ -393,7 +393,8 @@ struct SchattenPDirection {
   /// within the float range [P]: FLT_MAX/(4·B·√(rc)·K_t·D_max²) with B = iterate_bound(), K_t =
   /// growth(t), D_max = max_preconditioner(). Then |D ⊙ ñ| ≤ E = D_max·K_t·max(|m|, |g|), its
   /// Frobenius norm ν ≤ √(rc)·E, and the matrix function's output entries are at most B (polar
-  /// factor), B·ν^{1/p} ≤ B·max(1, ν) (spectral power) or E (copy); after the map-out D ⊙ Δ
+  /// factor), B·ν^{1/p} ≤ B·max(1, ν) (spectral power; in 16 bits (1.01·ν)^{1/p} ≤
+  /// 1.01·max(1, ν), which the factor 4 below absorbs) or E (copy); after the map-out D ⊙ Δ
   /// every entry is at most D_max·B·max(1, √(rc)·E) ≤ FLT_MAX/4 when D_max·B ≤ FLT_MAX/4
   /// (precheck_covers) — the factor 4 covers the float roundings, as MuAdam's moment_bound's 2
   /// does. The pinned magnitude then rescales a finite Δ to a finite norm. GPT-2 small

@@ -660,8 +660,10 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
 
 /// The polar() contract for the Newton–Schulz family on strided batches in a memory space
 /// `Exec` can access, iterating in precision TC. See schatten::polar for the documentation.
-/// `output_norm_power` e ≠ 0 (Frobenius normalisation only) multiplies each output by ‖a[b]‖_F^e
-/// in the store pass: spectral_power()'s polynomial method returns U f(Σ/ν) Vᵀ·ν^α that way.
+/// `output_norm_power` e ≠ 0 (Frobenius normalisation only) multiplies each output by ν_b^e in
+/// the store pass, ν_b = safety·‖a[b]‖_F + eps the divisor of the normalisation (‖a[b]‖_F for
+/// safety 1 and eps 0, bit for bit): spectral_power()'s polynomial method returns U f(Σ/ν) Vᵀ·ν^α
+/// that way.
 template <class Exec, class TIn, class TC>
 PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                           const Strided3<TIn, typename Exec::memory_space>& q, const PolarOptions& options,
@@ -715,14 +717,17 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   std::vector<double>& f = host.out;  // per-matrix output factors, when any
   f.clear();
   if (output_norm_power != 0.0 && sched.normalization.kind == Normalization::Kind::frobenius) {
-    // ‖A‖_F^e = ‖A'‖_F^e·2^(s·e) (normalise_and_load's pre-scaling) as f·2^n (split_pow2(); n
-    // replaces s in host.exponents). With the dual-norm scaling f is formed whole (+∞ beyond the
-    // range, which dual_norm_factors() refuses).
+    // ν^e = ν'^e·2^(s·e), ν' = safety·‖A'‖_F + 2^−s·eps the divisor in the units of
+    // normalise_and_load's pre-scaled A' = 2^−s·A, as f·2^n (split_pow2(); n replaces s in
+    // host.exponents). With the dual-norm scaling f is formed whole (+∞ beyond the range, which
+    // dual_norm_factors() refuses).
     const double e = output_norm_power;
     f.resize(norms.size());
     for (std::size_t b = 0; b < f.size(); ++b) {
       int& n = host.exponents[b];
-      f[b] = norms[b] > 0.0 ? split_pow2(std::pow(norms[b], e), n * e, n) : 0.0;
+      Normalization scaled = sched.normalization;
+      scaled.eps = std::ldexp(scaled.eps, -n);
+      f[b] = norms[b] > 0.0 ? split_pow2(std::pow(frobenius_divisor(scaled, norms[b]), e), n * e, n) : 0.0;
       if (options.dual_norm_scale) f[b] = std::ldexp(f[b], std::exchange(n, 0));
     }
   }
