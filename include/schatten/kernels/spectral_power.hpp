@@ -125,11 +125,11 @@ struct SpectralPowerOptions {
   /// polynomial: quintic steps T ∈ {5, 6, 8} (5 costs one Muon NS5 orthogonalisation).
   int polynomial_steps = 5;
   /// polynomial: the iteration precision and SYRK use, as PolarOptions::compute and
-  /// PolarOptions::symmetric_gram (bf16/fp16 on every build). bf16/fp16 normalise by
-  /// ν = 1.01·‖A‖_F (see spectral_power()). Prefer fp16 to bf16: on inputs whose ‖A‖₂ is close
-  /// to ‖A‖_F, fp16 kept the top singular value inside the band (fit_error) for T = 5, 6 and 8,
-  /// bf16 only for T = 5 (with 6 and 8 steps up to 1.27 and 3.9 times the band's log error;
-  /// docs/kernels/spectral_power.md, "In 16 bits").
+  /// PolarOptions::symmetric_gram (bf16/fp16 on every build). bf16/fp16 normalise by ν = 1.01·‖A‖_F
+  /// (see spectral_power()). Prefer fp16 to bf16: on inputs whose ‖A‖₂ is close to ‖A‖_F, the top
+  /// singular value stayed within e^0.031 (fp16) and e^0.09 (bf16, T ≤ 6) of the band (fit_error)
+  /// over every tabulated α, inside it at α ∈ {0.1, 0.25, 0.5, 0.75} for fp16 and for bf16 with
+  /// T = 5; bf16 with T = 8 up to e^0.74 outside (docs/kernels/spectral_power.md, "In 16 bits").
   Precision polynomial_compute = Precision::automatic;
   bool symmetric_gram = true;
   /// φ/‖A‖₂ (rational_smallest_floor ≤ floor < 1; ‖A‖₂ stands for QDWH's scale α̂, within [0.938,
