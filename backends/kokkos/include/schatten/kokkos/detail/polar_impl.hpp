@@ -577,8 +577,12 @@ const char* check_io(const Strided3<const TIn, Mem>& a, const Strided3<TOut, Mem
   return check_view_aliasing(a, q, true);
 }
 
-/// ν = safety·‖A‖_F + eps: what a Frobenius normalisation divides a matrix of norm `fro` by.
-inline double frobenius_divisor(const Normalization& nz, double fro) { return nz.safety * fro + nz.eps; }
+/// ν' = safety·‖A'‖_F + 2^−s·eps: what a Frobenius normalisation divides a matrix by, in the
+/// units of the pre-scaled A' = 2^−s·A (normalise_and_load(); `fro` = ‖A'‖_F, `prescale` = s, the
+/// ldexp exact, so s = 0 gives safety·‖A‖_F + eps bit for bit).
+inline double frobenius_divisor(const Normalization& nz, double fro, int prescale) {
+  return nz.safety * fro + std::ldexp(nz.eps, -prescale);
+}
 
 /// Validates the input (NaN/Inf), computes each matrix's scale factor for the normalisation,
 /// and loads W[b] = factor[b]·a'[b] into x, a' = 2^−s·a the pre-scaled input
@@ -642,11 +646,9 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
       norms[b] = amax[b] == 0.0       ? 0.0
                  : inv[b] == 0x1p1023 ? std::ldexp(std::sqrt(ssq[b]), -1023 - e)
                                       : std::ldexp(amax[b], -e) * std::sqrt(ssq[b]);
-      Normalization scaled = nz;  // eps in the units of a'
-      scaled.eps = std::ldexp(nz.eps, -e);
       factor[b] = norms[b] == 0.0 ? 0.0
                   : gram_scaled   ? 1.0 / norms[b]
-                                  : 1.0 / frobenius_divisor(scaled, norms[b]);  // zero → zero
+                                  : 1.0 / frobenius_divisor(nz, norms[b], e);  // zero → zero
     }
   }
   copy_to_device(space, factor_device, factor);
@@ -717,17 +719,16 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   std::vector<double>& f = host.out;  // per-matrix output factors, when any
   f.clear();
   if (output_norm_power != 0.0 && sched.normalization.kind == Normalization::Kind::frobenius) {
-    // ν^e = ν'^e·2^(s·e), ν' = safety·‖A'‖_F + 2^−s·eps the divisor in the units of
-    // normalise_and_load's pre-scaled A' = 2^−s·A, as f·2^n (split_pow2(); n replaces s in
-    // host.exponents). With the dual-norm scaling f is formed whole (+∞ beyond the range, which
-    // dual_norm_factors() refuses).
+    // ν^e = ν'^e·2^(s·e), ν' = frobenius_divisor() in the units of normalise_and_load's
+    // pre-scaled A' = 2^−s·A, as f·2^n (split_pow2(); n replaces s in host.exponents). With the
+    // dual-norm scaling f is formed whole (+∞ beyond the range, which dual_norm_factors() refuses).
     const double e = output_norm_power;
     f.resize(norms.size());
     for (std::size_t b = 0; b < f.size(); ++b) {
       int& n = host.exponents[b];
-      Normalization scaled = sched.normalization;
-      scaled.eps = std::ldexp(scaled.eps, -n);
-      f[b] = norms[b] > 0.0 ? split_pow2(std::pow(frobenius_divisor(scaled, norms[b]), e), n * e, n) : 0.0;
+      f[b] = norms[b] > 0.0
+                 ? split_pow2(std::pow(frobenius_divisor(sched.normalization, norms[b], n), e), n * e, n)
+                 : 0.0;
       if (options.dual_norm_scale) f[b] = std::ldexp(f[b], std::exchange(n, 0));
     }
   }

@@ -513,9 +513,7 @@ SpectralPowerReport spectral_clip_polynomial_strided(
     if (norms[i] == 0.0) continue;  // zero stays zero: t = c = 0 and factor 0
     // In the units of A' = 2^−s A (ν, the bounds and eps), then f back by 2^s.
     const int e = host.exponents[i];
-    Normalization nz = sched.normalization;
-    nz.eps = std::ldexp(nz.eps, -e);
-    const double nu = frobenius_divisor(nz, norms[i]);
+    const double nu = frobenius_divisor(sched.normalization, norms[i], e);
     const double lower = std::ldexp(options.lower, -e), upper = std::ldexp(options.upper, -e);
     const double tl = lower / nu, tu = upper / nu;
     f[i] = has_lower && tl > cap ? lower / cap : nu;  // = ν·t_l/2B, without overflow; times 2^s
