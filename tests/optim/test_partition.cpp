@@ -1439,7 +1439,8 @@ TEST_SUITE("optim.partition") {
     // schatten_muon: covered with the polynomial spectral power (the default), with or without
     // the moment; not with the rational method (QDWH may report not_converged), nor with QDWH
     // as its polar call, nor where D_max·B leaves FLT_MAX/4 (ε = 1e-160: D_max = 1e40), nor where
-    // the pinned norm is beyond scale_by()'s reach (lr = 1e-40: κ ≈ 2e36).
+    // the pinned norm is beyond scale_by()'s reach (with a moment, lr = 1e-40: κ ≈ 2e36; without
+    // one the norm is √min(r, c), whatever the lr).
     const auto smuon_backups = [&](const SchattenMuonOptions& so) { return backups(schatten_muon(so)) > 0; };
     SchattenMuonOptions sm;
     CHECK_FALSE(smuon_backups(sm));
@@ -1455,6 +1456,8 @@ TEST_SUITE("optim.partition") {
     CHECK(smuon_backups(sm));
     sm = SchattenMuonOptions{};
     sm.lr = Schedule::constant(1e-40);
+    CHECK_FALSE(smuon_backups(sm));
+    sm.moment = SchattenPDirection::Moment::parametric;
     CHECK(smuon_backups(sm));
   }
 }

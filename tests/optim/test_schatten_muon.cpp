@@ -71,8 +71,11 @@ struct Oracle {
                             : std::pow(s(i), 1 / p);
       Mat delta = d.cwiseProduct(Mat(svd.matrixU() * s.asDiagonal() * svd.matrixV().transpose()));
       if (pinned) {
+        // SMuon's _target_frobenius (749ba8d): κ^{1/p} only with a moment; without one every p
+        // takes Muon's √min(r, c).
         const double rho = noisy ? std::sqrt((1 - adam_b1) / (1 + adam_b1)) : 1.0;
-        const double kappa = adam_lr * rho * std::sqrt(std::max(rows, cols)) / lr;
+        const double kappa =
+            moment == Moment::none ? 1.0 : adam_lr * rho * std::sqrt(std::max(rows, cols)) / lr;
         delta *= std::sqrt(std::min(rows, cols)) * std::pow(kappa, 1 / p) / delta.norm();
       }
       w -= lr * (delta + wd * w);
@@ -209,8 +212,8 @@ TEST_SUITE("optim.schatten_muon") {
 
   TEST_CASE("p = 1 with the pinned magnitude rescales a gradient of denormals to the pinned norm") {
     // At p = 1 without a moment Δ is ñ itself, here entries of ~1e-40 (below FLT_MIN), so the
-    // pinned magnitude's factor √min(r, c)·κ/‖Δ‖ is about 2e39 (κ = 0.51 with the auxiliary
-    // lr 0.02), beyond float: it must be applied in two passes (scale_by), not as float(∞)·Δ.
+    // pinned magnitude's factor √min(r, c)/‖Δ‖ is about 4e39 (no moment: no κ), beyond float: it
+    // must be applied in two passes (scale_by), not as float(∞)·Δ.
     // Found by a seed sweep of test_hostile (seed 6, the scalar parameter of `every hostile kind
     // alone`). No decay, so the step is −lr·Δ exactly.
     const index_t r = 3, c = 5;
@@ -218,13 +221,10 @@ TEST_SUITE("optim.schatten_muon") {
     const Mat g = gaussian_mat(r, c, case_seed("p1_denormal")) * 1e-40;
     SchattenMuonOptions o = fixed(1.0);
     o.lr = Schedule::constant(0.02);
-    o.adam_lr = 0.02;
     const Mat got = run_rule_from(schatten_muon(o), w0, {g});
     REQUIRE(got.allFinite());
-    const double rho = std::sqrt((1 - o.adam_b1) / (1 + o.adam_b1));
-    const double kappa = o.adam_lr * rho * std::sqrt(double(c)) / 0.02;
-    // ‖Δ‖ = √3·κ within float rounding of the two passes and of the step (1e-6 relative).
-    CHECK(got.norm() == doctest::Approx(0.02 * std::sqrt(double(r)) * kappa).epsilon(1e-6));
+    // ‖Δ‖ = √3 within float rounding of the two passes and of the step (1e-6 relative).
+    CHECK(got.norm() == doctest::Approx(0.02 * std::sqrt(double(r))).epsilon(1e-6));
     // The direction is the gradient's (denormal inputs carry 1 to 23 significant bits: 1e-3).
     CHECK((got / got.norm() + g / g.norm()).norm() <= 1e-3);
   }
@@ -242,7 +242,7 @@ TEST_SUITE("optim.schatten_muon") {
       MuonOptions mo;
       mo.shape = ScaleByShape::Rule::none;
       CHECK(run_rule_from(schatten_muon(o), w0, g) == run_rule_from(muon(mo), w0, g));
-      // With the κ-pinned magnitude the per-entry RMS is Muon's 1/√max(r, c) times κ^{1/p}.
+      // Without a moment the pinned magnitude is Muon's √min(r, c) at every p.
     }
   }
 

@@ -87,7 +87,8 @@ void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, con
 /// gradient, the momentum and the activation statistics together:
 ///   1. m ← β m + (1 − β) g; m̂ = m/(1 − βᵗ) (bias_correction); ñ = β m̂ + (1 − β) g (Nesterov) or m̂;
 ///   2. on criterion steps (t = first, and every `interval` steps): the criterion of
-///      surrogate::maximise_p on M̃ = ñ, G = g and the layer's activation Gram, after the EMA,
+///      surrogate::maximise_p on M̃ = ñ ([P]: the reference's M̃ lacks ñ's bias correction on
+///      the g term; see update()), G = g and the layer's activation Gram, after the EMA,
 ///      picks p ∈ [p_min, p_max] (kept when nothing descends); otherwise p is unchanged;
 ///   3. moment (§4a.5): v ← β₂ v + (1 − β₂) g², D = (v̂ + ε)^e with e = −1/(2(p+1)) (parametric)
 ///      or −1/4 (nonparametric), g̃ = D ⊙ ñ; none: D = 1;
@@ -95,10 +96,14 @@ void smuon_moment(float* y, float* next_nu, float* precond, const float* nu, con
 ///      polynomial method, NS5's cost); p ≥ p_max/1.01 → the polar factor
 ///      (PolarOptions, [V] shortcut α ≤ 1.01/p_max); p = 1 → g̃ itself;
 ///   5. map-out Δ ← D ⊙ Δ;
-///   6. magnitude pinned ([V] κ-pinning): ‖Δ‖_F = √min(r, c)·κ^{1/p}, κ = η_a ρ_a √max(r, c)/η,
-///      ρ_a = √((1 − β₁)/(1 + β₁)) (noisy) or 1, η_a/β₁ the auxiliary Adam's lr/β₁ and η this
-///      rule's lr — per-entry RMS η·κ^{1/p}/√max(r,c): Muon's 1/√max(r,c) at p → ∞, Adam's
-///      η_a ρ_a at p = 1. magnitude none: Δ as computed.
+///   6. magnitude pinned ([V] κ-pinning, SMuon's `_target_frobenius`): with a moment,
+///      ‖Δ‖_F = √min(r, c)·κ^{1/p}, κ = η_a ρ_a √max(r, c)/η, ρ_a = √((1 − β₁)/(1 + β₁)) (noisy)
+///      or 1, η_a/β₁ the auxiliary Adam's lr/β₁ and η this rule's lr — per-entry RMS
+///      η·κ^{1/p}/√max(r,c): Muon's 1/√max(r,c) at p → ∞, Adam's η_a ρ_a at p = 1, where the
+///      parametric moment makes the direction Adam's. Without a moment there is no Adam end to
+///      interpolate towards, and ‖Δ‖_F = √min(r, c) (Muon's RMS) for every p, as in the
+///      reference (algorithms.md §4a.4 step 5 omits this case; see pin_factor()).
+///      magnitude none: Δ as computed.
 /// The output Δ is followed by decay and −lr in the preset. State changes only after success.
 ///
 /// **The criterion is advisory** [P]: a criterion step whose criterion cannot compute (an
@@ -452,8 +457,8 @@ struct SchattenPDirection {
   bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
     const Workspace* ws = s.scratch->workspace.get();
     const double quarter = double(FLT_MAX) / 4.0;
-    const double norm =
-        std::sqrt(double(std::min(shape.rows, shape.cols))) * std::max(1.0, kappa(shape.rows, shape.cols));
+    const double norm = std::sqrt(double(std::min(shape.rows, shape.cols))) *
+                        std::max(1.0, pin_factor(shape.rows, shape.cols));
     return detail::polar_total_on_finite(polar, ws, shape, memory) &&
            spectral.method == SpectralPowerMethod::polynomial && ws->capacity() >= workspace_bytes(shape) &&
            max_preconditioner() * iterate_bound() <= quarter &&
@@ -484,8 +489,13 @@ struct SchattenPDirection {
         });
       }
     });
-    // 2. The criterion (on M̃ = ñ and G = g, algorithms.md §4a.2 exact_momentum [V]), on the host:
-    // device inputs are copied there, and the EMAs are smoothed in host copies.
+    // 2. The criterion (algorithms.md §4a.2 exact_momentum [V]) on M̃ = ñ, the direction this
+    // step orthogonalises, and G = g, on the host: device inputs are copied there, and the EMAs
+    // are smoothed in host copies. [P] The reference's M̃ (momentum_exact.py, 749ba8d) is
+    // lerp(lerp(m_{t−1}/(1 − βᵗ), g, 1 − β), g, 1 − β) = ñ − β(1 − β)·g·βᵗ/(1 − βᵗ): its g term
+    // misses the bias correction that its own step's ñ has. The two agree once βᵗ is small:
+    // the difference is 0.071·g at the first criterion step (t = 10, β = 0.95; 25 % of ‖M̃‖_F
+    // on random gradients, an audit's measurement of 2026-12-06) and 1.7e-4·g at t = 110.
     double p_now = s.p;
     Buffer ema_sigma, ema_align, ema_b, ema_sigma_a;
     surrogate::PChoice choice;
@@ -571,7 +581,7 @@ struct SchattenPDirection {
       const double ss = squared_norm(u);
       if (ss > 0.0) {
         const double target =
-            std::sqrt(double(std::min(u.rows, u.cols))) * std::pow(kappa(u.rows, u.cols), 1.0 / p_now);
+            std::sqrt(double(std::min(u.rows, u.cols))) * std::pow(pin_factor(u.rows, u.cols), 1.0 / p_now);
         scale_by(u, target / std::sqrt(ss));  // beyond float when Δ is tiny (p = 1: Δ = g̃)
       }
     }
@@ -624,6 +634,16 @@ struct SchattenPDirection {
   double kappa(index_t rows, index_t cols) const {
     const double rho_a = noisy ? std::sqrt((1.0 - adam_b1) / (1.0 + adam_b1)) : 1.0;
     return adam_lr * rho_a * std::sqrt(double(std::max(rows, cols))) / lr;
+  }
+  /// The pinned norm is √min(r, c)·pin_factor^{1/p}: κ with a moment, 1 without. The reference
+  /// (deel-ai-papers/schatten-muon 749ba8d, adaptive.py `_target_frobenius`, [V]) interpolates
+  /// the magnitude towards Adam's only when a moment is configured, since only then is p = 1
+  /// Adam's direction; with `moment_type = "none"`, its default and that of its shipped configs,
+  /// it pins every p to Muon's √min(r, c). algorithms.md §4a.4 step 5 states κ^{1/p}
+  /// unconditionally; until 2026-12-06 this rule did so too, and without a moment a lower p then
+  /// also took a shorter step (0.28× of p = 10's at p = 2, κ ≈ 0.08).
+  double pin_factor(index_t rows, index_t cols) const {
+    return moment == Moment::none ? 1.0 : kappa(rows, cols);
   }
 
   template <class F>
@@ -743,7 +763,8 @@ struct SchattenPDirection {
 /// SchattenPDirection → decoupled weight decay (unadjusted lr) → −lr, i.e.
 /// W ← (1 − ηλ) W − η Δ. Defaults [V]: lr 0.02, momentum 0.95 (Nesterov, bias-corrected),
 /// p ∈ [1.02, 10] starting at 10, criterion exact_momentum every 100 steps and at step 10, EMA
-/// 0.99, no moment, κ-pinned magnitude with the auxiliary Adam's lr 3e-4 and β₁ 0.9, no decay.
+/// 0.99, no moment, pinned magnitude (without a moment ‖Δ‖_F = √min(r, c); with one κ^{1/p}
+/// times that, κ from the auxiliary Adam's lr 3e-4 and β₁ 0.9), no decay.
 /// Route non-matrix parameters to adamw (algorithms.md §4a.4: its aux Adam uses lr 3e-4, betas
 /// (0.9, 0.95), eps 1e-10).
 struct SchattenMuonOptions {
