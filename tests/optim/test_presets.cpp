@@ -26,6 +26,7 @@
 #include "support/oracle.hpp"
 #include "support/rows.hpp"
 #include "support/seed.hpp"
+#include "support/spectra.hpp"
 
 namespace optim_test_presets {  // this file's scope in a unity build (tests/CMakeLists.txt)
 
@@ -1664,6 +1665,59 @@ TEST_SUITE("optim.presets") {
     const Mat got = run_rule(muadam(o), w0, g);
     // QDWH in float: polar factor to ~1e-6; D ⊙ · ⊙ D in float: 1e-6 per step.
     CHECK(step_error(got, muadam_oracle(w0, g, 0.02, 0.9, 0.999, 1e-8), w0) <= 1e-4);
+  }
+
+  TEST_CASE("freon matches its formula in double: heavy-ball momentum, U Sigma^(1-2c) V^T, rescaled") {
+    // algorithms.md §4b.1: m_t = μ m_{t−1} + g_t (no Nesterov term), D = U Σ^{1−2c} Vᵀ of m_t,
+    // ‖D‖_F = √min(r, c), Keller's shape factor √max(1, r/c), −lr. The oracle includes the
+    // kernel's roll-off x/(x + φ) below φ = 1e-3·‖M‖₂ (docs/kernels/spectral_power.md), with
+    // ‖M‖₂ for QDWH's scale α̂ ∈ [0.938, 1.02]·‖M‖₂. Tolerance: the rational fit's 1e-3
+    // relative per singular value, plus the filter's φ/σ taken at α̂ instead of ‖M‖₂ (≤ 0.07·φ/σ
+    // ≤ 1e-3 at the σ ≥ 0.07·‖M‖₂ of these Gaussian momenta), plus float rounding: 2e-3 on the
+    // accumulated step (measured 5e-5). The previous default (Nesterov) is 0.5 away from step 2 on.
+    for (const auto& shape : {std::pair<index_t, index_t>{12, 20}, {20, 12}}) {
+      const index_t r = shape.first, c = shape.second;
+      CAPTURE(r);
+      const Mat w0 = gaussian(r, c, case_seed("freon_w", static_cast<std::uint64_t>(r)));
+      const auto g = gradients(r, c, 4, r < c ? "freon_g_wide" : "freon_g_tall");
+      const double lr = 0.02, mu = 0.95, alpha = 1.0 - 2.0 * (2.0 / 3.0);
+      Mat w = w0, m = Mat::Zero(r, c);
+      double smallest = 1.0;  // σ_min/σ_max of the momenta, for the tolerance's premise
+      for (const Mat& gt : g) {
+        m = mu * m + gt;
+        const schatten::test::Svd d = svd(m);
+        const double top = d.s(0), phi = 1e-3 * top;
+        smallest = std::min(smallest, d.s(d.s.size() - 1) / top);
+        Mat dir = spectral_map(d, [&](double sg) { return std::pow(sg, alpha) * sg / (sg + phi); });
+        dir *= std::sqrt(double(std::min(r, c))) / dir.norm();
+        w -= lr * std::sqrt(std::max(1.0, double(r) / double(c))) * dir;
+      }
+      REQUIRE(smallest >= 0.07);
+      const Mat got = run_rule(freon(), w0, g);
+      CHECK(step_error(got, w, w0) <= 2e-3);
+    }
+  }
+
+  TEST_CASE("freon rolls off singular values below 1e-3 of the largest instead of raising them to alpha") {
+    // algorithms.md §5.1's guard [P]: σ < 1e-3·‖M‖₂ must not be amplified. A gradient with σ =
+    // {1, 0.5, 0.2, 1e-5}: α = −1/3 would give the 1e-5 direction 46 times the top direction's
+    // weight. With the guard it keeps less than the top direction's (measured 0.27 of it); with the
+    // kernel's default floor 1e-6 it took 99.8 % of the update's norm (42 times the top's).
+    const schatten::test::SpectrumCase sc{"freon_floor", 4, 6, {1.0, 0.5, 0.2, 1e-5}};
+    const Mat g = schatten::test::make_matrix(sc, case_seed("freon_floor"));
+    const Mat w0 = Mat::Zero(4, 6);
+    const Mat got = run_rule(freon(), w0, {g});
+    const schatten::test::Svd d = svd(g);
+    const Mat u = -got;  // the update, lr·D
+    double weight[4];
+    for (int i = 0; i < 4; ++i)
+      weight[i] = d.u.col(i).dot(u * d.v.col(i));
+    MESSAGE("freon weights along sigma = 1, 0.5, 0.2, 1e-5: " << weight[0] << ", " << weight[1] << ", "
+                                                              << weight[2] << ", " << weight[3]);
+    // Above the floor the weights follow σ^{−1/3} (×1.26, ×1.71 of the top's, within 1 %).
+    CHECK(weight[1] / weight[0] == doctest::Approx(std::pow(0.5, -1.0 / 3.0)).epsilon(1e-2));
+    CHECK(weight[2] / weight[0] == doctest::Approx(std::pow(0.2, -1.0 / 3.0)).epsilon(1e-2));
+    CHECK(weight[3] < weight[0]);
   }
 
   TEST_CASE("every preset decreases a quadratic") {
