@@ -318,6 +318,38 @@ TEST_SUITE("io.checkpoint") {
     }
   }
 
+  TEST_CASE("a refused load leaves schatten_muon's activation statistics as they were") {
+    // Found by an audit (2026-12-06): the statistics sit behind a shared_ptr, so restore()'s
+    // trial copy shared them with the target, and the trial wrote h.0.attn.weight's Gram and
+    // sample count into the live optimizer before h.0.mlp.weight's NaN momentum refused the
+    // load. The fields are now checked in a pass that writes nothing.
+    auto p =
+        partition(kParams, propose_labels(kParams), route("muon", schatten_muon()), route("adamw", adamw()));
+    REQUIRE(p.init());
+    const auto x10 = random_vec(10 * 20, schatten::test::case_seed("ckpt_stats_x10"));
+    const auto x4 = random_vec(4 * 20, schatten::test::case_seed("ckpt_stats_x4"));
+    REQUIRE(accumulate_activations(p, "h.0.attn.weight", MatrixRef<const float>(x10.data(), 10, 20)) ==
+            Status::ok);
+    io::FieldSet fields = io::capture(p);  // 10 samples
+    REQUIRE(clear_activations(p, "h.0.attn.weight") == Status::ok);
+    REQUIRE(accumulate_activations(p, "h.0.attn.weight", MatrixRef<const float>(x4.data(), 4, 20)) ==
+            Status::ok);
+    std::string mu;  // h.0.mlp.weight's momentum, visited after h.0.attn.weight's statistics
+    for (const auto& [name, value] : fields)
+      if (name.rfind("h.0.mlp.weight/", 0) == 0 && io::detail::field_is(name, "mu")) mu = name;
+    REQUIRE(!mu.empty());
+    auto m = std::get<std::vector<float>>(fields.at(mu));
+    m[0] = std::numeric_limits<float>::quiet_NaN();
+    fields[mu] = m;
+    const io::FieldSet before = io::capture(p);  // 4 samples
+    std::string err;
+    CHECK(io::restore(p, fields, &err) == Status::invalid_argument);
+    CHECK_MESSAGE(err.find("field '" + mu + "' element 0 is nan") != std::string::npos, err);
+    CHECK(io::capture(p) == before);
+    CHECK(activation_gram(p, "h.0.attn.weight").samples != nullptr);
+    CHECK(*activation_gram(p, "h.0.attn.weight").samples == 4);
+  }
+
   TEST_CASE("parameter shapes are recorded: transposed, reshaped or other parameters are refused") {
     const fs::path path = scratch("shapes.h5");
     const std::vector<ParamSpec> specs = {{"w", {8, 6}}, {"conv", {4, 3, 3, 3}}, {"b", {6}}, {"s", {}}};

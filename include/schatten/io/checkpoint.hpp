@@ -174,18 +174,20 @@ inline std::string field_value_error(const std::string& name, const std::vector<
 }  // namespace detail
 
 /// Loads fields into a visitable state; records the first problem (a missing field, another type
-/// or size, a value no state holds: detail::field_value_error).
+/// or size, a value no state holds: detail::field_value_error). With `write` false it only
+/// checks: every test of a load, and no write (restore()'s first pass).
 struct FieldLoader {
   const FieldSet* in;
   std::string error;
   std::size_t loaded = 0;
   bool check_values = true;  ///< restore()'s ValueCheck
+  bool write = true;
   /// A buffer (host or device) is loaded from the field's float array.
   void operator()(const std::string& name, FloatBuffer& v) {
     const std::vector<float>* got = find<std::vector<float>>(name);
     if (!got) return;
     if (!size_matches(name, got->size(), v.size())) return;
-    v.copy_from(got->data(), got->size());
+    if (write) v.copy_from(got->data(), got->size());
     ++loaded;
   }
   /// A bf16 buffer is loaded from floats that bf16 holds exactly (those a bf16 state wrote); any
@@ -195,17 +197,20 @@ struct FieldLoader {
     const std::vector<float>* got = find<std::vector<float>>(name);
     if (!got) return;
     if (!size_matches(name, got->size(), v.size())) return;
-    std::vector<std::uint16_t> h(got->size());
-    for (std::size_t k = 0; k < h.size(); ++k) {
-      h[k] = bf16_round((*got)[k]);
-      const float back = bf16_to_float(h[k]);
+    for (std::size_t k = 0; k < got->size(); ++k) {
+      const float back = bf16_to_float(bf16_round((*got)[k]));
       if (!(back == (*got)[k] || (back != back && (*got)[k] != (*got)[k]))) {
         error = "field '" + name + "' element " + std::to_string(k) +
                 " is not a bf16 value: the checkpoint holds this state in fp32 (mu_storage differs)";
         return;
       }
     }
-    v.copy_from(h.data(), h.size());
+    if (write) {
+      std::vector<std::uint16_t> h(got->size());
+      for (std::size_t k = 0; k < h.size(); ++k)
+        h[k] = bf16_round((*got)[k]);
+      v.copy_from(h.data(), h.size());
+    }
     ++loaded;
   }
   template <class T>
@@ -215,7 +220,7 @@ struct FieldLoader {
     if constexpr (std::is_same<T, std::vector<float>>::value) {
       if (!size_matches(name, got->size(), v.size())) return;
     }
-    v = *got;
+    if (write) v = *got;
     ++loaded;
   }
 
@@ -303,8 +308,14 @@ FieldSet capture(S& state) {
 /// of the state must be in the checkpoint with the same type and size and a value a state can
 /// hold (finite; integers ≥ 0, but for the sentinels of detail::field_value_error), and the
 /// checkpoint must have no field the state lacks; otherwise invalid_argument with `error`
-/// naming the first mismatch and `state` unchanged. Cost: one copy of `state` (the trial that is
-/// loaded, then moved in); out_of_memory, `state` unchanged, when it cannot be allocated.
+/// naming the first mismatch and `state` unchanged. Cost: one pass that checks every field
+/// without writing, then one copy of `state` (the trial that is loaded, then moved in);
+/// out_of_memory, `state` unchanged, when it cannot be allocated. The first pass matters where a
+/// copy shares a field with `state` (schatten_muon's activation statistics, which the partition's
+/// backups share instead of copying d_in² floats): the trial then writes that field in place, so
+/// a mismatch found after it would otherwise have changed `state` (found by an audit on
+/// 2026-12-06: a refused load changed another layer's activation Gram). An allocation that fails
+/// during the trial's load, after such a field was written, still leaves that field loaded.
 /// `values = ValueCheck::off` loads any value (names, types and sizes are still checked): for a
 /// test that puts a damaged state in place on purpose, to see what the rules' prechecks make of
 /// it; never for files.
@@ -314,15 +325,21 @@ Status restore(S& state, const FieldSet& fields, std::string* error = nullptr,
                ValueCheck values = ValueCheck::on) {
   return detail::allocation_as_status(
       [&] {
-        S trial = state;
-        FieldLoader l{&fields, {}, 0, values == ValueCheck::on};
-        visit_fields(l, trial);
-        if (l.error.empty() && l.loaded != fields.size())
-          l.error = "the checkpoint has " + std::to_string(fields.size() - l.loaded) +
-                    " field(s) this optimizer does not have (another configuration?)";
-        if (!l.error.empty()) {
-          if (error) *error = l.error;
+        FieldLoader check{&fields, {}, 0, values == ValueCheck::on, false};
+        visit_fields(check, state);  // writes nothing
+        if (check.error.empty() && check.loaded != fields.size())
+          check.error = "the checkpoint has " + std::to_string(fields.size() - check.loaded) +
+                        " field(s) this optimizer does not have (another configuration?)";
+        if (!check.error.empty()) {
+          if (error) *error = check.error;
           return Status::invalid_argument;
+        }
+        S trial = state;
+        FieldLoader l{&fields, {}, 0, false, true};  // the values were checked above
+        visit_fields(l, trial);
+        if (!l.error.empty()) {  // not after the check above; kept as a guard
+          if (error) *error = l.error;
+          return Status::internal_error;
         }
         state = std::move(trial);
         return Status::ok;
