@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "hdf5_util.hpp"
+#include "schatten/optim/partition.hpp"  // valid_param_name
 
 // HDF5 1.10 (Debian 12) and 1.12+ name the object-visit API differently.
 #if H5_VERSION_GE(1, 12, 0)
@@ -369,7 +370,7 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
     ok = shapes.ok();
     for (const auto& [name, shape] : header.shapes) {
       if (!ok) break;
-      if (name.empty() || name.front() == '/') {
+      if (!optim::valid_param_name(name)) {
         errno = 0;
         return give_up("invalid parameter name '" + name + "'", Status::invalid_argument);
       }
@@ -381,7 +382,7 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
   }
   for (const auto& [name, value] : fields) {
     if (!ok) break;
-    if (name.empty() || name.front() == '/') {
+    if (!optim::valid_param_name(name)) {  // a field's path follows the same rule
       errno = 0;
       return give_up("invalid field name '" + name + "'", Status::invalid_argument);
     }

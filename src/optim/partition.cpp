@@ -4,6 +4,7 @@
 #include "schatten/optim/partition.hpp"
 
 #include <algorithm>
+#include <string>
 
 namespace schatten::optim {
 
@@ -27,13 +28,32 @@ bool valid_param_shape(const std::vector<index_t>& shape) {
   return shape.size() < 2 || valid_shape(shape[0], rest);
 }
 
+bool valid_param_name(const std::string& name) {
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t end = std::min(name.find('/', start), name.size());
+    const std::size_t n = end - start;
+    if (n == 0 || (n == 1 && name[start] == '.') || (n == 2 && name.compare(start, 2, "..") == 0))
+      return false;
+    if (end == name.size()) return true;
+    start = end + 1;
+  }
+}
+
 std::string params_problem(const std::vector<ParamSpec>& params, std::ptrdiff_t* bad) {
-  for (std::size_t i = 0; i < params.size(); ++i)
+  for (std::size_t i = 0; i < params.size(); ++i) {
     if (!valid_param_shape(params[i].shape)) {
       *bad = static_cast<std::ptrdiff_t>(i);
       return "parameter '" + params[i].name +
              "': its shape has a negative dimension or more than 2^58 elements";
     }
+    if (!valid_param_name(params[i].name)) {
+      *bad = static_cast<std::ptrdiff_t>(i);
+      return "parameter '" + params[i].name +
+             "': its name cannot name checkpoint fields (empty, a leading or trailing '/', or an empty, "
+             "'.' or '..' part between slashes)";
+    }
+  }
   std::vector<std::size_t> by_name(params.size());
   for (std::size_t i = 0; i < params.size(); ++i)
     by_name[i] = i;

@@ -43,11 +43,19 @@ BlockShape flatten(const std::vector<index_t>& shape);
 /// Partition::init refuses the other shapes.
 bool valid_param_shape(const std::vector<index_t>& shape);
 
-/// "" when every parameter has a valid_param_shape() and a name of its own, else what
-/// Partition::init (and distributed::DistributedPartition::init, on every rank) refuses: the
-/// first parameter whose shape is invalid, else the second of two of one name (names prefix
-/// every checkpoint field: the two would share their fields), its index in *bad. Cost: one pass
-/// over the shapes and a sort of the names.
+/// True when `name` is a path of non-empty parts other than "." and "..", without a leading or
+/// trailing '/': a name HDF5 keeps as written when checkpoint fields are stored under it. It
+/// rewrites the others ('a//b' as 'a/b', 'x/' as 'x', '.' as the group itself), so a checkpoint
+/// saved under such a name could not be loaded (found by an audit, 2026-12-06).
+bool valid_param_name(const std::string& name);
+
+/// "" when every parameter has a valid_param_shape() and a name of its own that can name
+/// checkpoint fields, else what Partition::init (and distributed::DistributedPartition::init, on
+/// every rank) refuses: the first parameter whose shape is invalid or whose name is empty, starts
+/// or ends with '/', or has an empty, "." or ".." part between slashes (HDF5 would store its
+/// fields under another name, and the checkpoint would not load), else the second of two of one
+/// name (names prefix every checkpoint field: the two would share their fields), its index in
+/// *bad. Cost: one pass over the shapes and names and a sort of the names.
 std::string params_problem(const std::vector<ParamSpec>& params, std::ptrdiff_t* bad);
 
 /// How propose_labels() decides.
@@ -433,6 +441,8 @@ class Partition {
     // allocation of the same size).
     init_backups(std::index_sequence_for<Rules...>{});
     touched_.assign(params_.size(), 0);
+    ranges_.reserve(2 * params_.size());
+    skipped_ = 0;  // fresh states: the count of skipped steps starts again with them
     return r;
   }
   /// step_message_ ← the concatenation of `parts` (C strings and std::strings), cut at its 511
@@ -506,7 +516,8 @@ class Partition {
   /// accumulated in double. A NaN or negative max_norm makes the next init() and step() refuse
   /// (invalid_argument); +Inf clips nothing.
   void set_global_clip(double max_norm) { clip_ = max_norm; }
-  /// Steps dropped by NonFinitePolicy::skip (checkpointed as "_partition/skipped_steps").
+  /// Steps dropped by NonFinitePolicy::skip since the last successful init() (checkpointed as
+  /// "_partition/skipped_steps").
   std::int64_t skipped_steps() const { return skipped_; }
 
   /// "label=signature|label=signature…": every route's rule with its hyper-parameters; store it
@@ -542,6 +553,7 @@ class Partition {
   StepReport step_prepare(const std::vector<float*>& params, const std::vector<float*>& grads) {
     if (which_.size() != params_.size()) return refusal("step before a successful init()", -1);
     if (StepReport r = check_pointers(params_, params, grads); !r) return r;
+    if (StepReport r = check_overlaps(params, grads); !r) return r;
     if (StepReport c = check_global_clip(clip_); !c) return c;
     // One scan per gradient: finiteness, and the route's limit unless clipping comes first; and
     // one per parameter: finiteness (a NaN there would enter the momenta and stay after the
@@ -549,12 +561,14 @@ class Partition {
     if (const std::ptrdiff_t i = first_outside(grads, clip_ > 0.0, check_params_ ? &params : nullptr);
         i >= 0) {
       const auto k = static_cast<std::size_t>(i);
-      if (all_within(block(grads[k], k), clip_ > 0.0 ? magnitude_bits(HUGE_VAL) : limit_bits_[k])) {
-        return refusal(
-            compose("parameter '", params_[k].name,
-                    "' contains NaN or Inf (its optimizer state would keep them); nothing was changed"),
-            i, Status::non_finite_input);
-      }
+      if (all_within(block(grads[k], k), clip_ > 0.0 ? magnitude_bits(HUGE_VAL) : limit_bits_[k]))
+        return nonfinite_param(i);
+      // A skip must not hide a non-finite parameter, which a skip cannot repair: a NaN weight
+      // gives NaN gradients at every step, and the skips would go on for ever (found by an
+      // audit, 2026-12-06). So the scan of the gradients stopped at i; the parameters are
+      // scanned to the end first.
+      if (policy_ != NonFinitePolicy::error && check_params_)
+        if (const std::ptrdiff_t j = first_nonfinite(params); j >= 0) return nonfinite_param(j);
       return refuse(i, grads);
     }
     if (clip_ > 0.0) {
@@ -718,6 +732,58 @@ class Partition {
     visit(mover);
     visit_scratch(mover);
     return mover.ok;
+  }
+  /// invalid_argument, naming a parameter, when two of the arrays overlap: two parameters (one
+  /// buffer passed twice, tied weights), a gradient and a parameter (the update, written into the
+  /// gradient buffer, would overwrite the weights a rule reads for decay), or two gradients.
+  /// Each array is written by the step, so an overlap gives a wrong result with ok (found by an
+  /// audit, 2026-12-06: one buffer passed as two batched parameters moved by 1.3e-2 from a
+  /// single step's result). Empty arrays are skipped. Cost: a sort of the 2n address ranges in
+  /// a vector reserved at init(), no allocation.
+  StepReport check_overlaps(const std::vector<float*>& params, const std::vector<float*>& grads) {
+    ranges_.clear();
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto n = static_cast<std::uintptr_t>(flatten(params_[i].shape).size()) * sizeof(float);
+      if (n == 0) continue;
+      ranges_.push_back({reinterpret_cast<std::uintptr_t>(params[i]), n, i});
+      ranges_.push_back({reinterpret_cast<std::uintptr_t>(grads[i]), n, i});
+    }
+    std::sort(ranges_.begin(), ranges_.end(),
+              [](const AddressRange& a, const AddressRange& b) { return a.start < b.start; });
+    for (std::size_t k = 1; k < ranges_.size(); ++k)
+      if (ranges_[k].start - ranges_[k - 1].start < ranges_[k - 1].bytes) {
+        const std::size_t a = ranges_[k - 1].param, b = ranges_[k].param;
+        return refusal(compose("parameter '", params_[a].name, "' and parameter '", params_[b].name,
+                               a == b ? "' (its gradient)" : "'",
+                               ": arrays that overlap (each parameter and each gradient needs its own)"),
+                       static_cast<std::ptrdiff_t>(std::max(a, b)));
+      }
+    return StepReport{};
+  }
+  /// The first of `arrays` (one per parameter, in memory()) that holds a NaN/Inf, −1 when none
+  /// does; on the device one synchronisation for all.
+  std::ptrdiff_t first_nonfinite(const std::vector<float*>& arrays) {
+    if (memory_ == MemoryKind::host) {
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        if (!all_finite(block(arrays[i], i))) return static_cast<std::ptrdiff_t>(i);
+      return -1;
+    }
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const MatrixRef<const float> a = block(arrays[i], i);
+      if (a.empty()) continue;
+      device_kernels::flag_outside(a.data, a.size(), magnitude_bits(HUGE_VAL), scan_.data() + i);
+    }
+    scan_.copy_to(scan_host_.data(), scan_host_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (!block(arrays[i], i).empty() && scan_host_[i] > 0.0f) return static_cast<std::ptrdiff_t>(i);
+    return -1;
+  }
+  /// The refusal of a step whose parameter k holds a NaN/Inf (under either policy).
+  StepReport nonfinite_param(std::ptrdiff_t k) {
+    return refusal(
+        compose("parameter '", params_[static_cast<std::size_t>(k)].name,
+                "' contains NaN or Inf (its optimizer state would keep them); nothing was changed"),
+        k, Status::non_finite_input);
   }
   /// The refusal of a step whose gradient i failed the scan: non_finite_input (NaN/Inf) or
   /// out_of_range (finite, beyond the route's max_gradient()), or a skip under the skip policy.
@@ -1125,8 +1191,14 @@ class Partition {
   /// The kernel workspace of every state (rule.hpp, visit_workspaces) and group, grown at init()
   /// to the largest reservation among them.
   std::shared_ptr<Workspace> workspace_;
-  std::vector<int> group_of_;     ///< group of each parameter, −1 when it is stepped alone
-  std::vector<char> touched_;     ///< per step: state backed up (restore on failure)
+  std::vector<int> group_of_;  ///< group of each parameter, −1 when it is stepped alone
+  std::vector<char> touched_;  ///< per step: state backed up (restore on failure)
+  /// check_overlaps()' ranges: 2n, reserved at init() so that a step allocates nothing.
+  struct AddressRange {
+    std::uintptr_t start, bytes;
+    std::size_t param;
+  };
+  std::vector<AddressRange> ranges_;
   std::vector<char> backed_up_;   ///< per parameter: its route may fail and is not prechecked
   std::vector<char> prechecked_;  ///< per parameter: its route may fail, and its precheck tells when
   static constexpr std::size_t kDefaultMaxGroup = 16;
