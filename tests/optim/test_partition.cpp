@@ -447,6 +447,42 @@ TEST_SUITE("optim.partition") {
     auto p2 = partition(ps, {"muon"}, route("muon", muon(faster)));
     CHECK(p1.signature().rfind("muon=chain[", 0) == 0);
     CHECK(p1.signature() != p2.signature());
+    // Found by an audit (2026-12-06): options that change the result but were not printed, so
+    // that expected_signature accepted another optimizer's checkpoint. Printed now, and only
+    // when they are not the defaults, so that the presets' signatures stay as they were.
+    MuonOptions rows;
+    rows.polar.schedule = schedules::keller_jordan();
+    rows.polar.schedule.steps[0].a = 3.5;
+    const std::string r = muon(rows).config();
+    CHECK(r != m);
+    CHECK(r.find("schedule=keller_jordan,iterations=5,rows=[3.5 -4.7750000000000004 2.0314999999999999],"
+                 "tail=repeat_last,") != std::string::npos);
+    MuonOptions qdwh;
+    qdwh.polar.method = PolarMethod::qdwh;
+    MuonOptions qdwh_short = qdwh;
+    qdwh_short.polar.qdwh.max_iterations = 3;
+    qdwh_short.polar.qdwh.polish = false;
+    CHECK(muon(qdwh_short).config() != muon(qdwh).config());
+    CHECK(muon(qdwh_short).config().find("qdwh_max_iterations=3,qdwh_polish=false") != std::string::npos);
+    MuonOptions gram;
+    gram.polar.method = PolarMethod::gram_newton_schulz;
+    MuonOptions gram_none = gram;
+    gram_none.polar.gram_restarts = {};
+    CHECK(muon(gram_none).config() != muon(gram).config());
+    SchattenMuonOptions rational;
+    rational.spectral.method = SpectralPowerMethod::rational;
+    CHECK(schatten_muon(rational).config() != schatten_muon().config());
+    FreonOptions poly;
+    poly.spectral.method = SpectralPowerMethod::polynomial;
+    CHECK(freon(poly).config() != freon().config());
+    for (const std::string& preset : {m, muon(MuonOptions{}).config(), muadam().config(), spel().config(),
+                                      dion2().config(), normuon().config(), dion().config(),
+                                      schatten_muon().config(), freon().config(), adamuon().config()}) {
+      CAPTURE(preset);
+      CHECK(preset.find("rows=") == std::string::npos);  // named tables, as the library has them
+      CHECK(preset.find("qdwh_") == std::string::npos);
+      CHECK(preset.find("gram_restarts") == std::string::npos);
+    }
   }
 
   // The kernel workspace a partition over `specs` (every parameter routed to `rule`) holds once

@@ -755,6 +755,9 @@ struct SchattenPDirection {
         .add("spectral_floor", spectral.floor)
         .add("spectral_tolerance", spectral.tolerance)
         .add("polar", polar_config(polar));
+    // Only when set, so that earlier signatures stay as they were.
+    if (spectral.polynomial_compute != Precision::automatic)
+      sig.add("spectral_compute", to_string(spectral.polynomial_compute));
     return detail::add_first_moment_storage(sig, mu_storage).str();
   }
 };

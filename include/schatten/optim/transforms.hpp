@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <iterator>
 #include <limits>
 #include <memory>
@@ -696,10 +697,61 @@ struct MatrixFunctionState {
 };
 
 /// The signature of polar options: method, schedule, steps, normalisation, precision.
+/// The QdwhOptions settings that differ from their defaults, added to `s` as qdwh_<field>
+/// (only then, so that signatures of the defaults stay as they were before 2026-12-06).
+/// compute_orthogonality_error asks for a report and changes no result: never printed.
+inline Signature& add_qdwh_config(Signature& s, const QdwhOptions& q) {
+  const QdwhOptions d{};
+  if (q.compute != d.compute) s.add("qdwh_compute", to_string(q.compute));
+  if (q.lower_bound != d.lower_bound) s.add("qdwh_lower_bound", q.lower_bound);
+  if (q.max_iterations != d.max_iterations) s.add("qdwh_max_iterations", q.max_iterations);
+  if (q.polish != d.polish) s.add("qdwh_polish", q.polish);
+  if (q.dual_norm_scale != d.dual_norm_scale) s.add("qdwh_dual_norm_scale", q.dual_norm_scale);
+  return s;
+}
+
+namespace detail {
+/// The rows of a schedule as "[a b c; a b c; …]", each to 17 significant digits.
+inline std::string schedule_rows(const CoefficientSchedule& sc) {
+  std::string out = "[";
+  char buf[80];
+  for (std::size_t t = 0; t < sc.steps.size(); ++t) {
+    std::snprintf(buf, sizeof buf, "%s%.17g %.17g %.17g", t ? "; " : "", sc.steps[t].a, sc.steps[t].b,
+                  sc.steps[t].c);
+    out += buf;
+  }
+  return out + "]";
+}
+/// True when `sc` is the library's schedule of its name (schedules::by_name): the same rows and
+/// tail.
+inline bool is_named_schedule(const CoefficientSchedule& sc) {
+  CoefficientSchedule named;
+  if (!schedules::by_name(sc.name, named) || named.tail != sc.tail || named.steps.size() != sc.steps.size())
+    return false;
+  for (std::size_t t = 0; t < sc.steps.size(); ++t)
+    if (named.steps[t].a != sc.steps[t].a || named.steps[t].b != sc.steps[t].b ||
+        named.steps[t].c != sc.steps[t].c)
+      return false;
+  return true;
+}
+}  // namespace detail
+
+/// The polar options as a signature: the method, the schedule by name (and its rows and tail
+/// when it is not the library's schedule of that name: a user table, or a named one edited),
+/// iterations, normalisation, compute precision; the settings that matter only to one method
+/// (gram_restarts, the QDWH options) and the non-default switches only when they differ from
+/// their defaults, so that earlier signatures stay as they were. Found by an audit (2026-12-06):
+/// two optimizers that differed in their Newton–Schulz coefficients, in QDWH's max_iterations
+/// and polish, or in the Gram restarts had equal signatures, so a checkpoint's
+/// expected_signature accepted either.
 inline std::string polar_config(const PolarOptions& o) {
   const CoefficientSchedule& sc = resolved_schedule(o);
   Signature s(to_string(o.method));
   s.add("schedule", sc.name).add("iterations", o.iterations);
+  if (o.method != PolarMethod::qdwh && !detail::is_named_schedule(sc)) {
+    const char* tails[] = {"repeat_last", "cycle", "error"};
+    s.add("rows", detail::schedule_rows(sc)).add("tail", tails[static_cast<int>(sc.tail)]);
+  }
   // The kind only when it is not the default (Frobenius), so earlier signatures stay as they were.
   if (sc.normalization.kind == Normalization::Kind::schatten4) s.add("normalization", "schatten4");
   if (sc.normalization.kind == Normalization::Kind::none) s.add("normalization", "none");
@@ -708,6 +760,14 @@ inline std::string polar_config(const PolarOptions& o) {
       .add("eps", sc.normalization.eps)
       .add("compute", to_string(o.compute));
   if (o.dual_norm_scale) s.add("dual_norm_scale", true);  // only when set, as the kind above
+  if (!o.symmetric_gram) s.add("symmetric_gram", false);
+  if (o.method == PolarMethod::gram_newton_schulz && o.gram_restarts != PolarOptions{}.gram_restarts) {
+    std::string r = "[";
+    for (std::size_t k = 0; k < o.gram_restarts.size(); ++k)
+      r += (k ? " " : "") + std::to_string(o.gram_restarts[k]);
+    s.add("gram_restarts", r + "]");
+  }
+  if (o.method == PolarMethod::qdwh) add_qdwh_config(s, o.qdwh);
   return s.str();
 }
 
@@ -851,12 +911,19 @@ struct SpectralPower {
   }
   /// check_spectral_power_options (spectral_power.hpp).
   const char* check() const noexcept { return check_spectral_power_options(options); }
+  /// alpha, floor and tolerance; the method and its settings only when they are not the
+  /// defaults (rational, QDWH's defaults), so that earlier signatures stay as they were.
   std::string config() const {
-    return Signature(name)
-        .add("alpha", options.alpha)
-        .add("floor", options.floor)
-        .add("tolerance", options.tolerance)
-        .str();
+    Signature s(name);
+    s.add("alpha", options.alpha).add("floor", options.floor).add("tolerance", options.tolerance);
+    if (options.method == SpectralPowerMethod::polynomial) {
+      s.add("method", "polynomial").add("steps", options.polynomial_steps);
+      s.add("compute", to_string(options.polynomial_compute));
+      if (!options.symmetric_gram) s.add("symmetric_gram", false);
+    } else {
+      add_qdwh_config(s, options.qdwh);
+    }
+    return s.str();
   }
 };
 
