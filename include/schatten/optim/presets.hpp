@@ -276,7 +276,10 @@ inline auto muon_hyperball(const MuonHyperballOptions& o = {}) {
 
 /// MuAdam (algorithms.md §4d, SMuon repository form): D ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4},
 /// decoupled decay, lr. Defaults [V]: lr 0.02, β₁ 0.9, β₂ 0.999, ε 1e-8, no shape scaling; the
-/// polar factor by Polar Express (5 steps) unless `polar` says otherwise.
+/// polar factor by the library's default Polar Express (5 steps) unless `polar` says otherwise
+/// [P]: the SMuon repository generates its rows with l = 1e-3, safety 1e-2 and cushion 0.03 and
+/// divides by ‖X‖_F + 1e-7 (polar_express_coefficients() with those parameters reproduces them;
+/// docs/optim.md, the muadam row, compares the two).
 struct MuAdamOptions {
   Schedule lr = Schedule::constant(0.02);
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;
