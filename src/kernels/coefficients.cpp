@@ -178,6 +178,14 @@ CoefficientSchedule polar_express_5() {
   return s;
 }
 
+CoefficientSchedule smuon_muadam() {
+  // [V] deel-ai-papers/schatten-muon 749ba8d muadam.py: NS_COEFFS = optimal_composition(l=1e-3,
+  // num_iters=5, safety_factor_eps=1e-2, cushion=0.03), X/(‖X‖_F + 1e-7).
+  static const CoefficientSchedule s =
+      generated("smuon_muadam", PolarExpressParams{1e-3, 5, 1e-2, 0.03, 5}, 1.0);
+  return s;
+}
+
 CoefficientSchedule cans() {
   // [T] NVIDIA-NeMo/Emerging-Optimizers muon_utils.py "cans" (commit fd77292), citing CANS,
   // arXiv 2506.10935 (Remez with an adaptive interval); repeat-last as there.
@@ -228,9 +236,16 @@ CoefficientSchedule kaon(int steps) {
 }
 
 std::vector<std::string> names() {
-  return {"keller_jordan", "classical_quintic", "classical_cubic",
-          "you_jiacheng",  "polar_express",     "polar_express_5",
-          "cans",          "deepseek_v4",       "cubic5",
+  return {"keller_jordan",
+          "classical_quintic",
+          "classical_cubic",
+          "you_jiacheng",
+          "polar_express",
+          "polar_express_5",
+          "smuon_muadam",
+          "cans",
+          "deepseek_v4",
+          "cubic5",
           "kaon"};
 }
 
@@ -247,6 +262,8 @@ bool by_name(const std::string& name, CoefficientSchedule& out) {
     out = polar_express();
   else if (name == "polar_express_5")
     out = polar_express_5();
+  else if (name == "smuon_muadam")
+    out = smuon_muadam();
   else if (name == "cans")
     out = cans();
   else if (name == "deepseek_v4")

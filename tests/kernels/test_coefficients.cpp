@@ -129,6 +129,13 @@ TEST_SUITE("kernels.coefficients") {
     CHECK(t[0].a == doctest::Approx(8.1583).epsilon(1e-4));
     CHECK(t[0].b == doctest::Approx(-22.5325).epsilon(1e-4));
     CHECK(t[0].c == doctest::Approx(16.1437).epsilon(1e-4));
+    // schedules::smuon_muadam() is that table (MuAdam's default), normalised by ‖A‖_F alone.
+    const CoefficientSchedule m = schedules::smuon_muadam();
+    REQUIRE(m.steps.size() == 5);
+    for (std::size_t i = 0; i < 5; ++i)
+      CHECK(m.steps[i] == t[i]);
+    CHECK(m.normalization.safety == 1.0);
+    CHECK(m.tail == ScheduleTail::repeat_last);
   }
 
   TEST_CASE("optimal quintic equioscillates: 4 extrema of 1-p of equal size and alternating sign") {

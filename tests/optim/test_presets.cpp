@@ -1720,6 +1720,33 @@ TEST_SUITE("optim.presets") {
     CHECK(weight[3] < weight[0]);
   }
 
+  TEST_CASE("muadam's default polar factor is the SMuon repository's five Newton-Schulz steps") {
+    // muadam.py's zeropower_via_newtonschulz5: X/(‖X‖_F + 1e-7), then the 5 rows of
+    // optimal_composition(1e-3, 5, 1e-2, 0.03), in double here (oracle.hpp's exact image of the
+    // iteration, U f(Σ/ν) Vᵀ). The preset iterates in float: 5 quintic steps in float, as for
+    // muon's NS5 against its oracle, 2e-4 on the accumulated step (measured 2.7e-6). The exact
+    // polar factor is 0.14 away: the 5-step map's band.
+    const Mat w0 = gaussian(10, 16, case_seed("muadam_ns_w"));
+    const auto g = gradients(10, 16, 4, "muadam_ns_g");
+    std::vector<schatten::test::PolyStep> rows;
+    for (const OddQuintic& q : schedules::smuon_muadam().steps)
+      rows.push_back({q.a, q.b, q.c});
+    Mat w = w0, m = Mat::Zero(10, 16), v = m;
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-8, lr = 0.02;
+    for (std::size_t t = 1; t <= g.size(); ++t) {
+      v = b2 * v + (1 - b2) * g[t - 1].cwiseProduct(g[t - 1]);
+      m = b1 * m + (1 - b1) * g[t - 1];
+      const double c1 = 1 - std::pow(b1, double(t)), c2 = 1 - std::pow(b2, double(t));
+      const Mat d = ((v / c2).array() + eps).pow(-0.25).matrix();
+      const Mat x = d.cwiseProduct(Mat(b1 * m / c1 + (1 - b1) * g[t - 1]));
+      const Mat ns = schatten::test::predicted_polynomial_output(x, rows, 5, 1.0, 1e-7);
+      w -= lr * d.cwiseProduct(ns);
+    }
+    const Mat got = run_rule(muadam(), w0, g);
+    CHECK(step_error(got, w, w0) <= 2e-4);
+    CHECK(step_error(got, muadam_oracle(w0, g, 0.02, 0.9, 0.999, 1e-8), w0) > 1e-3);
+  }
+
   TEST_CASE("every preset decreases a quadratic") {
     // f(W) = ½‖W − W*‖², gradient W − W*; 200 steps with a linearly decaying lr.
     const Mat target = gaussian(16, 24, case_seed("quad_target"), 0.5);

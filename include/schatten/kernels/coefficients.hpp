@@ -134,6 +134,11 @@ CoefficientSchedule polar_express();
 /// optimal_composition(l = 1e-3, T = 5, safety 2e-2, cushion 0.02), normalisation ‖A‖_F · 1.02.
 /// [V] table, [C] reproduced by our generator.
 CoefficientSchedule polar_express_5();
+/// The 5-step table of the SMuon repository's MuAdam (deel-ai-papers/schatten-muon 749ba8d,
+/// smuon/optimizers/muadam.py): optimal_composition(l = 1e-3, T = 5, safety 1e-2, cushion 0.03),
+/// normalisation ‖A‖_F (safety 1; the preset adds its ε = 1e-7). [V] parameters, [C] rows
+/// computed by our generator (first row 8.1583, −22.5325, 16.1437, algorithms.md §2.3).
+CoefficientSchedule smuon_muadam();
 /// CANS (Grishina et al., arXiv 2506.10935): 5 rows from Remez with an adaptive interval, as
 /// tabulated (4 decimals) in NVIDIA-NeMo/Emerging-Optimizers [T]; ‖A‖_F normalisation,
 /// repeat-last. 5 steps map [1e-3, 1] into [0.884, 1.120] (docs/kernels/coefficients.md).

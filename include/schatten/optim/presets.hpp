@@ -276,17 +276,19 @@ inline auto muon_hyperball(const MuonHyperballOptions& o = {}) {
 
 /// MuAdam (algorithms.md §4d, SMuon repository form): D ⊙ polar(D ⊙ ñ) with D = (v̂ + ε)^{−1/4},
 /// decoupled decay, lr. Defaults [V]: lr 0.02, β₁ 0.9, β₂ 0.999, ε 1e-8, no shape scaling; the
-/// polar factor by the library's default Polar Express (5 steps) unless `polar` says otherwise
-/// [P]: the SMuon repository generates its rows with l = 1e-3, safety 1e-2 and cushion 0.03 and
-/// divides by ‖X‖_F + 1e-7 (polar_express_coefficients() with those parameters reproduces them;
-/// docs/optim.md, the muadam row, compares the two).
+/// polar factor by the repository's own 5 Newton–Schulz steps (schedules::smuon_muadam(),
+/// X/(‖X‖_F + 1e-7)) unless `polar` says otherwise, iterated in fp32 where the reference uses
+/// bf16 [P] (the other presets' rule).
 struct MuAdamOptions {
   Schedule lr = Schedule::constant(0.02);
   double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   double exponent = -0.25;  ///< −1/2: MuAdam-SANIA
-  PolarOptions polar{};
+  PolarOptions polar = reference_polar();
   double weight_decay = 0.0;
   StateStorage mu_storage = Precision::fp32;  ///< the first moment: fp32 or bf16 (MuAdamDirection)
+
+  /// muadam.py's zeropower_via_newtonschulz5: its 5 generated rows, X/(‖X‖_F + 1e-7).
+  static PolarOptions reference_polar() { return newton_schulz_polar(schedules::smuon_muadam(), 1e-7); }
 };
 inline auto muadam(const MuAdamOptions& o = {}) {
   return chain(MuAdamDirection{o.b1, o.b2, o.eps, o.exponent, o.polar, o.mu_storage},
