@@ -696,7 +696,6 @@ struct MatrixFunctionState {
   }
 };
 
-/// The signature of polar options: method, schedule, steps, normalisation, precision.
 /// The QdwhOptions settings that differ from their defaults, added to `s` as qdwh_<field>
 /// (only then, so that signatures of the defaults stay as they were before 2026-12-06).
 /// compute_orthogonality_error asks for a report and changes no result: never printed.
