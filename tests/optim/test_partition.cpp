@@ -1536,6 +1536,17 @@ TEST_SUITE("optim.partition") {
     CHECK(backups(muon(mo)) == n);
     // OnWeights is never total (W + u may overflow), whatever it wraps; KaonSpectrum is.
     static_assert(!has_total_on_finite<OrthogonalizeWeights>::value, "W + u may overflow");
+    // A rule that reads W + u must end its chain (found by an audit, 2026-12-06: after it a
+    // learning rate scaled the correction and the weights missed its target with no error);
+    // chain() refuses other orders at compile time, nested chains included.
+    static_assert(decltype(chain(Orthogonalize{}, ScaleByLearningRate{}, OrthogonalizeWeights{}))::goes_last,
+                  "ends on the weights");
+    static_assert(!optim::detail::only_last_goes_last<OrthogonalizeWeights, ScaleByLearningRate>(),
+                  "refused");
+    static_assert(!optim::detail::only_last_goes_last<decltype(chain(Orthogonalize{}, SpectralClipWeights{})),
+                                                      ScaleByLearningRate>(),
+                  "a nested chain that ends on the weights is refused before another rule");
+    static_assert(optim::detail::only_last_goes_last<ScaleByLearningRate, RadialBrake>(), "last is fine");
     static_assert(has_total_on_finite<KaonSpectrum>::value, "a normalised polynomial iteration");
     static_assert(!decltype(chain(TraceMomentum{}, Orthogonalize{}, OrthogonalizeWeights{}))::prechecks,
                   "OrthogonalizeWeights may fail");

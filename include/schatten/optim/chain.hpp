@@ -101,6 +101,17 @@ struct rule_row_local : std::false_type {};
 template <class R>
 struct rule_row_local<R, std::void_t<decltype(R::row_local)>> : std::bool_constant<R::row_local> {};
 
+/// `static constexpr bool goes_last = true;` marks a rule that must end its chain: it reads
+/// W + u, the step's result, and sets u so that W + u lands on its own target (OnWeights:
+/// OrthogonalizeWeights, SpectralClipWeights, ScaleToNormWeights; RadialBrake). A rule after it
+/// would change u again (a learning rate would scale the whole correction), and the weights
+/// would miss that target with no error; chain() refuses such an order at compile time. A chain
+/// that ends with one goes last too, so nesting keeps the rule.
+template <class R, class = void>
+struct rule_goes_last : std::false_type {};
+template <class R>
+struct rule_goes_last<R, std::void_t<decltype(R::goes_last)>> : std::bool_constant<R::goes_last> {};
+
 namespace detail {
 /// The index of the last rule of Rules... that may fail, or −1.
 template <class... Rules>
@@ -183,9 +194,29 @@ void visit_shareable_scratch(F& f, ChainState<Rules...>& s);
 /// (TraceMomentum, then Orthogonalize); whether the promise holds for a state is
 /// precheck_covers(), false for instance for QDWH (which may report not_converged) or a
 /// workspace that could not be reserved.
+namespace detail {
+/// True when no rule but the last goes last (rule_goes_last).
+template <class... Rules>
+constexpr bool only_last_goes_last() {
+  constexpr bool flags[] = {rule_goes_last<Rules>::value..., false};
+  for (std::size_t i = 0; i + 1 < sizeof...(Rules); ++i)
+    if (flags[i]) return false;
+  return true;
+}
+/// True when the last rule goes last (false for no rule).
+template <class... Rules>
+constexpr bool last_goes_last() {
+  constexpr bool flags[] = {false, rule_goes_last<Rules>::value...};
+  return flags[sizeof...(Rules)];
+}
+}  // namespace detail
+
 template <class... Rules>
 class Chain {
   static_assert((is_rule_v<Rules> && ...), "chain(): every argument must follow the rule protocol");
+  static_assert(detail::only_last_goes_last<Rules...>(),
+                "chain(): a rule that reads W + u (OrthogonalizeWeights, SpectralClipWeights, "
+                "ScaleToNormWeights, RadialBrake; rule_goes_last) must be the last of its chain");
 
  public:
   static constexpr const char* name = "chain";
@@ -194,6 +225,8 @@ class Chain {
   static constexpr int staged_arrays = std::max({rule_staged_arrays<Rules>::value...});
   /// True when every rule acts on each element alone (rule_row_local).
   static constexpr bool row_local = (rule_row_local<Rules>::value && ...);
+  /// True when its last rule goes last (rule_goes_last): then so does the chain.
+  static constexpr bool goes_last = detail::last_goes_last<Rules...>();
   /// True when every rule runs on device memory (rule.hpp, is_device_capable).
   static constexpr bool device_capable = (is_device_capable<Rules>::value && ...);
   /// True when some rule has a batched form: then the chain offers update_batch too.

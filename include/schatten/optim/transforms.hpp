@@ -843,6 +843,7 @@ struct Orthogonalize {
 /// restores it).
 template <class Inner>
 struct OnWeights : Inner {  // Inner's options, init, State, may_fail, device_capable, workspace
+  static constexpr bool goes_last = true;  // chain.hpp, rule_goes_last
   /// Not total on finite input, whatever Inner is: W + u may overflow to ∞ (both finite), and
   /// the kernel then refuses it. Deleted, so that has_total_on_finite (chain.hpp) is false.
   bool total_on_finite(const typename Inner::State&, const BlockShape&, MemoryKind) const = delete;
@@ -1482,6 +1483,7 @@ struct RelativeUpdate {
 struct RadialBrake {
   static constexpr const char* name = "radial_brake";
   static constexpr bool may_fail = true;        // a factor beyond float (above)
+  static constexpr bool goes_last = true;       // chain.hpp, rule_goes_last
   static constexpr bool device_capable = true;  // rule.hpp helpers
   double outward = 0.5;
   double inward = 1.0;
