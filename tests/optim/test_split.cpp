@@ -464,6 +464,36 @@ TEST_SUITE("optim.split") {
     const StepReport r = s.step(pointers(fused), null_grad);
     CHECK(r.status == Status::invalid_argument);
     CHECK(r.bad_param == 1);
+    // Found by an audit (2026-12-06). Overlapping caller arrays: the column pieces' copies hid
+    // them from the partition's check, and a gradient aliasing its column-split parameter
+    // stepped with ok. Refused before anything is read or written.
+    const auto before = fused;
+    std::vector<float*> aliased = pointers(grads);
+    aliased[1] = fused[1].data();  // h.0.attn.c_attn.weight, cut into columns
+    const StepReport al = s.step(pointers(fused), aliased);
+    CHECK(al.status == Status::invalid_argument);
+    CHECK(al.bad_param == 1);
+    CHECK(std::string(al.message).find("'h.0.attn.c_attn.weight' (its gradient): arrays that overlap") !=
+          std::string::npos);
+    CHECK(fused == before);
+    std::vector<float*> twice_w = pointers(fused);
+    twice_w[2] = fused[1].data();  // an 8 × 8 array inside the 8 × 24 one
+    const StepReport tw = s.step(twice_w, pointers(grads));
+    CHECK(tw.status == Status::invalid_argument);
+    CHECK(tw.bad_param == 2);
+    CHECK(fused == before);
+    REQUIRE(s.step(pointers(fused), pointers(grads)));
+    // Two caller parameters of one name (only the first would be split, and the checkpoint
+    // would not load), and layouts the heap cannot hold: invalid layouts, no exception.
+    const std::vector<ParamSpec> dup = {{"w", {8, 8}}, {"w", {4, 4}}};
+    const SplitLayout dup_layout(dup, {{"w", 1, {}, 2, {}}});
+    CHECK(dup_layout.message() == "split: two parameters are named 'w'");
+    const SplitLayout huge_count({{"e", {0, 4}}}, {{"e", 1, {}, index_t(1) << 62, {}}});
+    CHECK_FALSE(bool(huge_count));
+    CHECK(huge_count.message().find("equal pieces do not divide") != std::string::npos);
+    const SplitLayout huge_stack({{"e", {index_t(1) << 40, 0, 4}}}, {stack_of("e")});
+    CHECK_FALSE(bool(huge_stack));
+    CHECK(huge_stack.message() == "split: the pieces of this layout do not fit in host memory");
   }
 
   TEST_CASE("split: a flat or row or column shard of a fused parameter holds a part of each piece") {

@@ -246,6 +246,36 @@ inline StepReport check_pointers(const std::vector<ParamSpec>& specs, const std:
   return StepReport{};
 }
 
+namespace detail {
+/// One array of a step: its first byte, its length in bytes, its parameter.
+struct AddressRange {
+  std::uintptr_t start, bytes;
+  std::size_t param;
+};
+/// The first two of a step's arrays (params[i] and grads[i], elements(i) floats each; empty
+/// ones skipped) that overlap, as their parameters' indices (the lower first), or {n, n} when
+/// none do. `ranges` is scratch: reserve 2n entries and nothing is allocated. Cost: a sort of
+/// the 2n address ranges.
+template <class Elements>
+std::pair<std::size_t, std::size_t> first_overlap(std::vector<AddressRange>& ranges,
+                                                  const std::vector<float*>& params,
+                                                  const std::vector<float*>& grads, Elements elements) {
+  ranges.clear();
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto n = static_cast<std::uintptr_t>(elements(i)) * sizeof(float);
+    if (n == 0) continue;
+    ranges.push_back({reinterpret_cast<std::uintptr_t>(params[i]), n, i});
+    ranges.push_back({reinterpret_cast<std::uintptr_t>(grads[i]), n, i});
+  }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const AddressRange& a, const AddressRange& b) { return a.start < b.start; });
+  for (std::size_t k = 1; k < ranges.size(); ++k)
+    if (ranges[k].start - ranges[k - 1].start < ranges[k - 1].bytes)
+      return {std::min(ranges[k - 1].param, ranges[k].param), std::max(ranges[k - 1].param, ranges[k].param)};
+  return {params.size(), params.size()};
+}
+}  // namespace detail
+
 /// Routes each parameter to the rule of its label. The state is one State per parameter, held
 /// by the partition; `step` updates all parameters or none:
 ///   1. every gradient is checked for NaN/Inf (non_finite_input) and against its route's
@@ -741,24 +771,13 @@ class Partition {
   /// single step's result). Empty arrays are skipped. Cost: a sort of the 2n address ranges in
   /// a vector reserved at init(), no allocation.
   StepReport check_overlaps(const std::vector<float*>& params, const std::vector<float*>& grads) {
-    ranges_.clear();
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      const auto n = static_cast<std::uintptr_t>(flatten(params_[i].shape).size()) * sizeof(float);
-      if (n == 0) continue;
-      ranges_.push_back({reinterpret_cast<std::uintptr_t>(params[i]), n, i});
-      ranges_.push_back({reinterpret_cast<std::uintptr_t>(grads[i]), n, i});
-    }
-    std::sort(ranges_.begin(), ranges_.end(),
-              [](const AddressRange& a, const AddressRange& b) { return a.start < b.start; });
-    for (std::size_t k = 1; k < ranges_.size(); ++k)
-      if (ranges_[k].start - ranges_[k - 1].start < ranges_[k - 1].bytes) {
-        const std::size_t a = ranges_[k - 1].param, b = ranges_[k].param;
-        return refusal(compose("parameter '", params_[a].name, "' and parameter '", params_[b].name,
-                               a == b ? "' (its gradient)" : "'",
-                               ": arrays that overlap (each parameter and each gradient needs its own)"),
-                       static_cast<std::ptrdiff_t>(std::max(a, b)));
-      }
-    return StepReport{};
+    const auto [a, b] = detail::first_overlap(
+        ranges_, params, grads, [&](std::size_t i) { return flatten(params_[i].shape).size(); });
+    if (a == params_.size()) return StepReport{};
+    return refusal(compose("parameter '", params_[a].name, "' and parameter '", params_[b].name,
+                           a == b ? "' (its gradient)" : "'",
+                           ": arrays that overlap (each parameter and each gradient needs its own)"),
+                   static_cast<std::ptrdiff_t>(b));
   }
   /// The first of `arrays` (one per parameter, in memory()) that holds a NaN/Inf, −1 when none
   /// does; on the device one synchronisation for all.
@@ -1194,11 +1213,7 @@ class Partition {
   std::vector<int> group_of_;  ///< group of each parameter, −1 when it is stepped alone
   std::vector<char> touched_;  ///< per step: state backed up (restore on failure)
   /// check_overlaps()' ranges: 2n, reserved at init() so that a step allocates nothing.
-  struct AddressRange {
-    std::uintptr_t start, bytes;
-    std::size_t param;
-  };
-  std::vector<AddressRange> ranges_;
+  std::vector<detail::AddressRange> ranges_;
   std::vector<char> backed_up_;   ///< per parameter: its route may fail and is not prechecked
   std::vector<char> prechecked_;  ///< per parameter: its route may fail, and its precheck tells when
   static constexpr std::size_t kDefaultMaxGroup = 16;

@@ -12,7 +12,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <new>
 #include <string>
@@ -254,7 +256,15 @@ class SplitLayout {
   SplitLayout() = default;
   SplitLayout(std::vector<ParamSpec> params, std::vector<SplitSpec> splits)
       : params_(std::move(params)), splits_(std::move(splits)) {
-    build();
+    // A layout the heap cannot hold (a stack of 2^40 empty matrices has 2^40 pieces) is an
+    // invalid layout with a message, not an exception (found by an audit, 2026-12-06).
+    try {
+      build();
+    } catch (const std::exception&) {
+      pieces_.clear();
+      map_.clear();
+      message_ = "split: the pieces of this layout do not fit in host memory";
+    }
   }
 
   explicit operator bool() const { return message_.empty(); }
@@ -317,6 +327,14 @@ class SplitLayout {
   }
   /// Checks every split, then lays out the pieces.
   bool build() {
+    // Two caller parameters of one name: find() would split the first only, and a checkpoint
+    // (which records shapes by name) would not load (found by an audit, 2026-12-06).
+    std::vector<std::string> names;
+    for (const ParamSpec& p : params_)
+      names.push_back(p.name);
+    std::sort(names.begin(), names.end());
+    for (std::size_t k = 1; k < names.size(); ++k)
+      if (names[k] == names[k - 1]) return refuse("two parameters are named '" + names[k] + "'");
     std::vector<int> split_of(params_.size(), -1);
     for (std::size_t s = 0; s < splits_.size(); ++s) {
       const SplitSpec& sp = splits_[s];
@@ -358,7 +376,7 @@ class SplitLayout {
           (sp.groups > 1 ? " per group (" + std::to_string(sp.groups) + " groups)" : std::string());
       if (sp.sizes.empty() == (sp.count == 0))
         return refuse("'" + sp.name + "' needs either sizes or a count of equal pieces");
-      if (sp.sizes.empty() && (sp.count < 1 || side % sp.count != 0))
+      if (sp.sizes.empty() && (sp.count < 1 || sp.count > side || side % sp.count != 0))
         return refuse("'" + sp.name + "': " + std::to_string(sp.count) + " equal pieces do not divide its " +
                       side_text);
       const std::vector<index_t> sizes = sizes_of(sp);
@@ -379,6 +397,20 @@ class SplitLayout {
       if (const std::string twice = repeated(sp.parts); !twice.empty())
         return refuse("'" + sp.name + "' names two parts '" + twice + "'");
     }
+    // Room for every piece at once, so that a layout of more pieces than the heap holds (a stack
+    // of 2^40 empty matrices) fails in one allocation (the constructor's catch), not after
+    // growing the lists to the size of the machine's memory.
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (split_of[i] < 0) {
+        ++total;
+        continue;
+      }
+      const SplitSpec& sp = splits_[static_cast<std::size_t>(split_of[i])];
+      total += sp.stack ? static_cast<std::size_t>(params_[i].shape[0]) : sizes_of(sp).size();
+    }
+    pieces_.reserve(total);
+    map_.reserve(total);
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const BlockShape m = flatten(params_[i].shape);
       if (split_of[i] < 0) {
@@ -549,6 +581,26 @@ class SplitPartition {
     // left waiting in a collective) with the piece, which to_source turns into the parameter.
     for (std::size_t i = 0; i < window_.size(); ++i)
       missing_[i] = (params[i] == nullptr || grads[i] == nullptr) && window_[i].size(layout_.params()[i]) > 0;
+    // Caller arrays that overlap (one buffer passed as two parameters, a gradient aliasing its
+    // parameter) are refused as Partition::step refuses them: the copies of the column and
+    // grouped pieces would hide them from the partition's own check, and the step would use W
+    // as its gradient with ok (found by an audit, 2026-12-06). A distributed partition is given
+    // the second parameter's pieces as null, so that it refuses the step on every process.
+    const auto [a, b] = detail::first_overlap(ranges_, params, grads, [&](std::size_t i) {
+      return missing_[i] ? index_t(0) : window_[i].size(layout_.params()[i]);
+    });
+    if (a != window_.size()) {
+      if constexpr (detail::takes_shard_bounds<P>::value) {
+        missing_[b] = 1;
+      } else {
+        std::snprintf(step_message_.data(), step_message_.size(),
+                      "parameter '%s' and parameter '%s'%s: arrays that overlap (each parameter and each "
+                      "gradient needs its own)",
+                      layout_.params()[a].name.c_str(), layout_.params()[b].name.c_str(),
+                      a == b ? " (its gradient)" : "");
+        return refusal(step_message_.data(), static_cast<std::ptrdiff_t>(b));
+      }
+    }
     const std::vector<SplitLayout::Piece>& map = layout_.map();
     for (std::size_t k = 0; k < map.size(); ++k) {
       const SplitLayout::Piece& c = map[k];
@@ -749,6 +801,7 @@ class SplitPartition {
     }
     piece_params_.assign(map.size(), nullptr);
     piece_grads_.assign(map.size(), nullptr);
+    ranges_.reserve(2 * window_.size());
     return StepReport{};
   }
   /// Collective (a distributed partition): ok where `local` succeeded on every process, else
@@ -787,9 +840,11 @@ class SplitPartition {
   std::vector<Window> window_;                         ///< per caller parameter, from init()
   std::vector<char> missing_;                          ///< per caller parameter: null at this step
   std::string message_;
-  std::array<char, 512> agreed_message_{};  ///< agreed(): the failing process's message, on every one
-  std::vector<Copies> copies_;              ///< per piece; buffers only for column and grouped pieces
-  std::vector<float*> piece_params_;        ///< per piece, filled at each step
+  std::array<char, 512> agreed_message_{};    ///< agreed(): the failing process's message, on every one
+  std::array<char, 512> step_message_{};      ///< step()'s own refusal, composed without allocating
+  std::vector<detail::AddressRange> ranges_;  ///< step()'s overlap check: 2n, reserved at init()
+  std::vector<Copies> copies_;                ///< per piece; buffers only for column and grouped pieces
+  std::vector<float*> piece_params_;          ///< per piece, filled at each step
   std::vector<float*> piece_grads_;
   MemoryKind memory_ = MemoryKind::host;
   bool ready_ = false;
