@@ -321,6 +321,49 @@ TEST_SUITE("optim.step_size") {
     CHECK(s.prev_param.to_vector() == w);
   }
 
+  TEST_CASE("DF-Muon: curvature sums no step writes are refused, and never leave L-hat infinite") {
+    // Found by an audit (2026-12-06): a checkpoint edited to fit_ys = 1e308, fit_ss = 1e-300
+    // (each finite, so it loaded) gave an ok step with L̂ = max(…, fit_ys/fit_ss) = ∞, and every
+    // later step was refused. Now the precheck refuses such sums (and a negative L̂ or Σ‖ΔW‖²)
+    // before anything changes, and update() keeps the last L̂ when the quotient is not finite.
+    const index_t r = 4, c = 6;
+    const auto rule = df_muon();
+    auto st = rule.init({r, c});
+    auto& s = std::get<0>(static_cast<ChainState<MajorizedStep>::Base&>(st));
+    std::vector<float> w = random_vec(std::size_t(r * c), schatten::test::case_seed("df_sums_w"), 1.0);
+    auto step = [&](std::uint64_t salt) {
+      std::vector<float> u = random_vec(w.size(), schatten::test::case_seed("df_sums_g", salt), 1.0);
+      const Status got = rule.update(Block(u.data(), r, c), st, ConstBlock(w.data(), r, c));
+      if (got == Status::ok)
+        apply_updates(MatrixRef<float>(w.data(), r, c), MatrixRef<const float>(u.data(), r, c));
+      return got;
+    };
+    for (std::uint64_t t = 0; t < 3; ++t)
+      REQUIRE(step(t) == Status::ok);
+    const MajorizedStep& m = std::get<0>(rule.rules());
+    std::vector<float> g = random_vec(w.size(), 7, 1.0);
+    const auto precheck = [&] {
+      return m.precheck(ConstBlock(g.data(), r, c), s, ConstBlock(w.data(), r, c));
+    };
+    CHECK(precheck() == Status::ok);
+    const double ys = s.fit_ys, ss = s.fit_ss, lhat = s.lhat;
+    s.fit_ys = 1e308;
+    s.fit_ss = 1e-300;
+    CHECK(precheck() == Status::non_finite_input);
+    CHECK(step(3) == Status::non_finite_input);  // a chain's update prechecks too
+    // The rule's own update, which nothing prechecked, keeps the last L̂.
+    std::vector<float> u = random_vec(w.size(), schatten::test::case_seed("df_sums_g", 3), 1.0);
+    REQUIRE(m.update(Block(u.data(), r, c), s, ConstBlock(w.data(), r, c)) == Status::ok);
+    CHECK(std::isfinite(s.lhat));
+    CHECK(s.lhat == lhat);
+    s.fit_ys = ys;
+    s.fit_ss = -1.0;
+    CHECK(precheck() == Status::non_finite_input);
+    s.fit_ss = ss;
+    s.lhat = -1.0;
+    CHECK(precheck() == Status::non_finite_input);
+  }
+
   TEST_CASE("DA and SC states resume bit for bit and carry signatures") {
     const index_t r = 6, c = 9;
     auto check = [&](const auto& rule) {

@@ -359,14 +359,16 @@ struct MajorizedStep {
   }
   /// update()'s failures before it runs, touching nothing (rule.hpp, precheck): invalid_argument
   /// for a state or parameter of another shape; non_finite_input for a curvature scalar (L̂ or
-  /// the fit's sums) that is not finite (a corrupt checkpoint); then the momentum's
+  /// the fit's sums) that is not finite, a negative L̂ or Σ‖ΔW‖², or sums whose quotient is not
+  /// finite (a corrupt checkpoint: no step writes them); then the momentum's
   /// (TraceMomentum::precheck_buffer). Where precheck_covers(), ok promises success, and a
   /// finite u when the parameter is finite and so are the anchor and the secant point (earlier
   /// parameters and gradients, not read here). Cost: one read of the momentum (with `flag` on
   /// device memory, a kernel not waited for).
   Status precheck(ConstBlock u, const State& s, ConstBlock p, float* flag = nullptr) const {
     if (!sized(s, u, p)) return Status::invalid_argument;
-    if (!(std::isfinite(s.lhat) && std::isfinite(s.fit_ys) && std::isfinite(s.fit_ss)))
+    if (!(std::isfinite(s.lhat) && std::isfinite(s.fit_ys) && std::isfinite(s.fit_ss)) || s.lhat < 0.0 ||
+        s.fit_ss < 0.0 || (s.fit_ss > 0.0 && !std::isfinite(s.fit_ys / s.fit_ss)))
       return Status::non_finite_input;
     return detail::own_momentum(beta, nesterov, mu_storage).precheck_buffer(u, s, s.count + 1, flag);
   }
@@ -452,7 +454,11 @@ struct MajorizedStep {
       if (secant) {
         s.fit_ys = curvature_decay * s.fit_ys + ys;
         s.fit_ss = curvature_decay * s.fit_ss + dw2;
-        s.lhat = std::max(ys / dw2, s.fit_ys / s.fit_ss);
+        // A quotient beyond double (sums edited in a checkpoint: fit_ss = 1e-300 under fit_ys =
+        // 1e308) keeps the last L̂, so that an ok step never leaves L̂ = ∞ (found by an audit,
+        // 2026-12-06; precheck() refuses such sums first where it runs).
+        const double candidate = std::max(ys / dw2, s.fit_ys / s.fit_ss);
+        if (std::isfinite(candidate)) s.lhat = candidate;
       }
       s.lhat = std::max(s.lhat, l_min);
       const double k = double(std::max<index_t>(1, std::min(u.rows, u.cols)));
