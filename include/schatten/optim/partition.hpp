@@ -598,7 +598,7 @@ class Partition {
       // audit, 2026-12-06). So the scan of the gradients stopped at i; the parameters are
       // scanned to the end first.
       if (policy_ != NonFinitePolicy::error && check_params_)
-        if (const std::ptrdiff_t j = first_nonfinite(params); j >= 0) return nonfinite_param(j);
+        if (const std::ptrdiff_t j = first_outside(params, true); j >= 0) return nonfinite_param(j);
       return refuse(i, grads);
     }
     if (clip_ > 0.0) {
@@ -722,7 +722,9 @@ class Partition {
   /// when there is none (the caller tells which of the two failed). On the host one scan per
   /// array, stopping at the first bad one; on the device every scan is launched before one
   /// read-back of their flags (one synchronisation per step instead of one per parameter; a
-  /// parameter's test ORs into its gradient's flag).
+  /// parameter's test ORs into its gradient's flag). With finite_only and no `params` it scans
+  /// any per-parameter arrays for NaN/Inf alone (step_prepare's scan of the parameters before a
+  /// skip).
   std::ptrdiff_t first_outside(const std::vector<float*>& grads, bool finite_only,
                                const std::vector<float*>* params = nullptr) {
     const auto limit = [&](std::size_t i) { return finite_only ? magnitude_bits(HUGE_VAL) : limit_bits_[i]; };
@@ -778,24 +780,6 @@ class Partition {
                            a == b ? "' (its gradient)" : "'",
                            ": arrays that overlap (each parameter and each gradient needs its own)"),
                    static_cast<std::ptrdiff_t>(b));
-  }
-  /// The first of `arrays` (one per parameter, in memory()) that holds a NaN/Inf, −1 when none
-  /// does; on the device one synchronisation for all.
-  std::ptrdiff_t first_nonfinite(const std::vector<float*>& arrays) {
-    if (memory_ == MemoryKind::host) {
-      for (std::size_t i = 0; i < params_.size(); ++i)
-        if (!all_finite(block(arrays[i], i))) return static_cast<std::ptrdiff_t>(i);
-      return -1;
-    }
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      const MatrixRef<const float> a = block(arrays[i], i);
-      if (a.empty()) continue;
-      device_kernels::flag_outside(a.data, a.size(), magnitude_bits(HUGE_VAL), scan_.data() + i);
-    }
-    scan_.copy_to(scan_host_.data(), scan_host_.size());
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      if (!block(arrays[i], i).empty() && scan_host_[i] > 0.0f) return static_cast<std::ptrdiff_t>(i);
-    return -1;
   }
   /// The refusal of a step whose parameter k holds a NaN/Inf (under either policy).
   StepReport nonfinite_param(std::ptrdiff_t k) {

@@ -725,13 +725,7 @@ inline std::string schedule_rows(const CoefficientSchedule& sc) {
 /// tail.
 inline bool is_named_schedule(const CoefficientSchedule& sc) {
   CoefficientSchedule named;
-  if (!schedules::by_name(sc.name, named) || named.tail != sc.tail || named.steps.size() != sc.steps.size())
-    return false;
-  for (std::size_t t = 0; t < sc.steps.size(); ++t)
-    if (named.steps[t].a != sc.steps[t].a || named.steps[t].b != sc.steps[t].b ||
-        named.steps[t].c != sc.steps[t].c)
-      return false;
-  return true;
+  return schedules::by_name(sc.name, named) && named.tail == sc.tail && named.steps == sc.steps;
 }
 }  // namespace detail
 
