@@ -22,6 +22,7 @@
 #include "schatten/optim/partition.hpp"
 #include "schatten/optim/presets.hpp"
 #include "schatten/optim/schatten_p.hpp"
+#include "schatten/optim/split.hpp"
 #include "support/allocations.hpp"
 #include "support/files.hpp"
 #include "support/hdf5_threads.hpp"
@@ -413,6 +414,69 @@ TEST_SUITE("io.checkpoint") {
     auto transposed = make({{"w", {6, 8}}, specs[1], specs[2], specs[3]});
     CHECK_MESSAGE(io::load_checkpoint(path.string(), transposed, h, "", &err) == Status::ok, err);
     CHECK(h.shapes.empty());
+    fs::remove(path);
+  }
+
+  TEST_CASE("a split partition's checkpoint records its pieces' shapes: another cut is refused") {
+    // Found by an audit (2026-12-06), fixed 2026-12-07: the file recorded the caller's (fused)
+    // shapes only, so a row cut of a 6 × 6 weight (pieces 2 × 6) loaded into a column cut
+    // (pieces 6 × 2), whose fields have the same names and sizes, and its momenta were read
+    // transposed, with the default (empty) expected signature.
+    const fs::path path = scratch("split_shapes.h5");
+    const std::vector<ParamSpec> specs = {{"w", {6, 6}}, {"b", {6}}};
+    auto make = [&](int axis) {
+      const SplitLayout layout(specs, {{"w", axis, {}, 3, {}}});
+      REQUIRE_MESSAGE(bool(layout), layout.message());
+      auto s = split_partition(layout, partition(layout.pieces(), propose_labels(layout.pieces()),
+                                                 route("muon", muon()), route("adamw", adamw())));
+      REQUIRE(s.init());
+      return s;
+    };
+    auto rows = make(0);
+    std::vector<std::vector<float>> w = {random_vec(36, 500), random_vec(6, 501)};
+    for (std::uint64_t t = 0; t < 2; ++t) {
+      std::vector<std::vector<float>> g = {random_vec(36, 510 + t), random_vec(6, 520 + t)};
+      REQUIRE(rows.step({w[0].data(), w[1].data()}, {g[0].data(), g[1].data()}));
+    }
+    std::string err;
+    REQUIRE(io::save_checkpoint(path.string(), rows, io::CheckpointHeader{1, 2, "", {}, {}}, &err) ==
+            Status::ok);
+    io::FieldSet fields;
+    {
+      io::CheckpointHeader h;
+      REQUIRE(io::read_checkpoint(path.string(), fields, h, &err) == Status::ok);
+      const io::ShapeMap expected = {
+          {"w", {6, 6}}, {"w[0]", {2, 6}}, {"w[1]", {2, 6}}, {"w[2]", {2, 6}}, {"b", {6}}};
+      CHECK(h.shapes == expected);
+    }
+    auto columns = make(1);
+    const io::FieldSet before = io::capture(columns);
+    io::CheckpointHeader h;
+    CHECK(io::load_checkpoint(path.string(), columns, h, "", &err) == Status::invalid_argument);
+    CHECK_MESSAGE(err == "parameter 'w[0]' has shape [2, 6] in the checkpoint, [6, 2] here", err);
+    CHECK(io::capture(columns) == before);
+    auto same = make(0);
+    CHECK_MESSAGE(io::load_checkpoint(path.string(), same, h, "", &err) == Status::ok, err);
+    CHECK(io::capture(same) == io::capture(rows));
+    // A plain partition over the pieces has no fused 'w': refused, as before.
+    auto plain = partition(same.layout().pieces(), propose_labels(same.layout().pieces()),
+                           route("muon", muon()), route("adamw", adamw()));
+    REQUIRE(plain.init());
+    CHECK(io::load_checkpoint(path.string(), plain, h, "", &err) == Status::invalid_argument);
+    CHECK_MESSAGE(err == "the checkpoint has a parameter 'w' this optimizer does not have", err);
+    // A file written before the pieces were recorded (the caller's shapes only) is checked by
+    // those, as then: it loads into either cut (docs/optim.md, "Fused parameters").
+    REQUIRE(io::write_checkpoint(path.string(), fields,
+                                 io::CheckpointHeader{1, 2, "", {}, {{"w", {6, 6}}, {"b", {6}}}}) ==
+            Status::ok);
+    auto old_columns = make(1);
+    CHECK_MESSAGE(io::load_checkpoint(path.string(), old_columns, h, "", &err) == Status::ok, err);
+    // A piece named like another parameter would give one name two shapes: refused by the layout.
+    const SplitLayout clash({{"w", {6, 6}}, {"w[0]", {2, 6}}}, {{"w", 0, {}, 3, {}}});
+    CHECK(clash.message() == "split: 'w[0]' names a piece and another parameter or piece");
+    const SplitLayout clash_split({{"w", {6, 6}}, {"w[0]", {2, 6}}},
+                                  {{"w", 0, {}, 3, {}}, {"w[0]", 0, {}, 2, {}}});
+    CHECK(clash_split.message() == "split: 'w[0]' names a piece and another parameter or piece");
     fs::remove(path);
   }
 

@@ -18,6 +18,11 @@
 /// parameters have other shapes, even of the same element count (8 × 6 and 6 × 8, a conv weight
 /// declared 64 × 3 × 3 × 3 and 64 × 27), or another set of parameters. Files written before the
 /// shapes were recorded (no `/schatten/parameters` group) load as before, checked by fields only.
+/// A state whose fields are named by other parameters than `params()` names those too, as
+/// `pieces()` (optim::SplitPartition: the pieces of its cut parameters), and their shapes are
+/// recorded and checked as well, so that another cut of the same fused shape (pieces 2 × 6
+/// against 6 × 2, with fields of the same names and sizes) is refused; a split partition's file
+/// written before the pieces were recorded (2026-12-07) is checked by the fused shapes alone.
 ///
 /// File layout: datasets `/schatten/optimizer/<field path>` (the field names contain the
 /// parameter name and `<index>_<rule>`), int64 / double / float (bf16 state as its exact
@@ -83,12 +88,27 @@ template <class S>
 struct has_params<S, std::void_t<decltype(std::declval<const S&>().params().begin()->shape.size())>>
     : std::true_type {};
 
-/// The shapes of `s.params()`, by name.
+/// Whether S also names the parameters its fields are keyed by, when they are not `params()`:
+/// `s.pieces()`, a sequence of {name, shape} (optim::SplitPartition: the pieces of its cut
+/// parameters, and the unsplit ones).
+template <class S, class = void>
+struct has_pieces : std::false_type {};
 template <class S>
-ShapeMap shapes_of(const S& s) {
+struct has_pieces<S, std::void_t<decltype(std::declval<const S&>().pieces().begin()->shape.size())>>
+    : std::true_type {};
+
+/// The shapes a checkpoint of `s` records, by name: `s.params()`, and `s.pieces()` where S has
+/// them and `with_pieces` (an unsplit parameter is in both, with one shape; SplitLayout refuses
+/// a piece named like another parameter, so that no name has two).
+template <class S>
+ShapeMap shapes_of(const S& s, bool with_pieces = true) {
   ShapeMap m;
   for (const auto& p : s.params())
     m[p.name].assign(p.shape.begin(), p.shape.end());
+  if constexpr (has_pieces<S>::value)
+    if (with_pieces)
+      for (const auto& p : s.pieces())
+        m[p.name].assign(p.shape.begin(), p.shape.end());
   return m;
 }
 
@@ -125,6 +145,30 @@ std::string shape_mismatch(const ShapeMap& file, const Params& params) {
     }
   }
   return {};
+}
+
+/// shape_mismatch for the shapes a checkpoint of `s` records (shapes_of). A file of a split
+/// partition written before the pieces' shapes were recorded (before 2026-12-07: the caller's
+/// shapes only) is checked by those, as it was then.
+template <class S>
+std::string state_shape_mismatch(const ShapeMap& file, const S& s) {
+  struct Named {
+    const std::string& name;
+    const std::vector<std::int64_t>& shape;
+  };
+  const auto check = [&file](const ShapeMap& here) {
+    std::vector<Named> params;
+    params.reserve(here.size());
+    for (const auto& [name, shape] : here)
+      params.push_back(Named{name, shape});
+    return shape_mismatch(file, params);
+  };
+  if constexpr (has_pieces<S>::value) {
+    std::string m = check(shapes_of(s));
+    return m.empty() || check(shapes_of(s, false)).empty() ? std::string() : m;
+  } else {
+    return shape_mismatch(file, s.params());
+  }
 }
 }  // namespace detail
 
@@ -387,7 +431,7 @@ Status load_checkpoint(const std::string& path, S& state, CheckpointHeader& head
           return Status::invalid_argument;
         }
         if constexpr (detail::has_params<S>::value) {
-          if (std::string m = detail::shape_mismatch(h.shapes, state.params()); !m.empty()) {
+          if (std::string m = detail::state_shape_mismatch(h.shapes, state); !m.empty()) {
             if (error) *error = std::move(m);
             return Status::invalid_argument;
           }

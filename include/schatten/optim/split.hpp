@@ -441,6 +441,18 @@ class SplitLayout {
         offset += sizes[k];
       }
     }
+    // A piece named like a caller parameter other than itself ("w[q]" the piece of "w" and a
+    // parameter "w[q]"): the checkpoint records both shapes by name (io/checkpoint.hpp), and
+    // the partition would refuse two parameters of one name.
+    names.clear();
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (split_of[i] >= 0) names.push_back(params_[i].name);
+    for (std::size_t k = 0; k < pieces_.size(); ++k)
+      names.push_back(pieces_[k].name);  // an unsplit parameter once, as its own piece
+    std::sort(names.begin(), names.end());
+    for (std::size_t k = 1; k < names.size(); ++k)
+      if (names[k] == names[k - 1])
+        return refuse("'" + names[k] + "' names a piece and another parameter or piece");
     return true;
   }
 
@@ -632,6 +644,10 @@ class SplitPartition {
 
   /// The caller's parameters (layout().params()): what step() takes pointers to.
   const std::vector<ParamSpec>& params() const { return layout_.params(); }
+  /// The partition's parameters (layout().pieces()): what the checkpoint's fields are named by.
+  /// A checkpoint records their shapes besides params()' (io/checkpoint.hpp), so that another
+  /// cut of the same fused shape, whose fields have the same names and sizes, is refused.
+  const std::vector<ParamSpec>& pieces() const { return layout_.pieces(); }
   const SplitLayout& layout() const { return layout_; }
   P& partition() { return partition_; }
   const P& partition() const { return partition_; }
