@@ -438,6 +438,12 @@ TEST_CASE("qk_clip init refuses inconsistent layers") {
   crossed.blocks.push_back({"q", QkRole::key, 1, 1, {0, 1}});
   QkLayer zero_width = good;
   zero_width.blocks[0].width = 0;
+  // Found by an audit (2026-12-06): key heads narrower than the query heads, or a bias sliced
+  // otherwise than its weight, scaled a part of each head only.
+  QkLayer narrow_key = good;
+  narrow_key.blocks[1].width = 1;
+  QkLayer narrow_bias = with_bias(good, "q", "b");
+  narrow_bias.blocks.back().width = 1;
   const std::vector<Bad> bad = {
       {"no parameter has that name", {qk_separate("l", "q", "kk", 4, 2, 2)}, {}},
       {"must be >= 1 and divide heads", {qk_separate("l", "q", "k", 4, 3, 2)}, {}},
@@ -446,6 +452,8 @@ TEST_CASE("qk_clip init refuses inconsistent layers") {
       {"leaves its 8 rows", {outside}, {}},
       {"sliced along both axes", {crossed}, {}},
       {"the width must be >= 1", {zero_width}, {}},
+      {"its query slices are 2 wide per head and its key slices 1 (q·k needs one width)", {narrow_key}, {}},
+      {"its query bias slices are 1 wide per head and its weight slices 2", {narrow_bias}, {}},
       {"overlapping slices", {good, qk_separate("l2", "q", "k", 4, 2, 2)}, {}},
       {"no layers", {}, {}},
       {"threshold must be finite", {good}, {std::numeric_limits<double>::infinity(), 0.5}},
@@ -453,7 +461,8 @@ TEST_CASE("qk_clip init refuses inconsistent layers") {
       {"balance must be in", {good}, {100.0, 1.5}},
   };
   for (const Bad& b : bad) {
-    CAPTURE(b.what);
+    const std::string what = b.what;  // a const char* would be printed as its address
+    CAPTURE(what);
     QkClip clip(b.layers, b.options);
     const StepReport r = clip.init(specs);
     CHECK(r.status == Status::invalid_argument);
@@ -464,6 +473,16 @@ TEST_CASE("qk_clip init refuses inconsistent layers") {
     CHECK(clip.apply(pointers(w), std::vector<float>(4, 1000.0f)).status == Status::invalid_argument);
     CHECK(w[0] == std::vector<float>(32, 1.0f));
   }
+  // Accepted: a bias on the query only (Whisper's k_proj has none), and a layer with a weight
+  // of rank 3, whose rows hold several features (a head per row of (heads, head_dim, in)): its
+  // widths say nothing about features and are not compared.
+  QkClip query_bias({with_bias(good, "q", "b")});
+  CHECK(query_bias.init(specs));
+  const std::vector<ParamSpec> per_head = {{"q3", {4, 2, 4}}, {"k", {4, 4}}};
+  QkLayer rank3 = good;
+  rank3.blocks[0] = {"q3", QkRole::query, 0, 1, head_starts(4, 0, 1)};
+  QkClip heads_as_rows({rank3});
+  CHECK(heads_as_rows.init(per_head));
 }
 
 TEST_CASE("qk_clip apply refuses bad logits and pointers and changes nothing") {

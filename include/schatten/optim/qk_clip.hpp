@@ -200,7 +200,12 @@ class QkClip {
   /// parameter exists, its axis is 0 or 1, width ≥ 1, one start per head (query roles) or key
   /// head (`key`), every slice inside the matrix; every layer has heads ≥ 1, kv_heads dividing
   /// them, a query (or rotary query) block and a key block; no element belongs to two slices
-  /// (it would be scaled twice) and a parameter is sliced along one axis only. invalid_argument
+  /// (it would be scaled twice) and a parameter is sliced along one axis only. Where every
+  /// block of a layer sits on a matrix (rank 2) or a bias (rank 0 or 1), a head's query slices
+  /// on matrices add up to the width of its key slices (q·k needs one width; the rotary query
+  /// is not counted), and a role's bias slices, where it has any, to that of its matrix slices;
+  /// a layer with a parameter of rank 3 or more (several features per row) is not checked
+  /// so. invalid_argument
   /// naming the layer otherwise, out_of_memory when the host heap runs out (a std::bad_alloc from
   /// the tables is caught); either way the QkClip is then not ready. `memory`: where apply()'s
   /// parameter pointers live (device: Kokkos::DefaultExecutionSpace's memory).
@@ -244,6 +249,11 @@ class QkClip {
         return refuse(where + ": kv_heads (" + std::to_string(l.kv_heads) +
                       ") must be >= 1 and divide heads (" + std::to_string(l.heads) + ")");
       bool has_query = false, has_key = false;
+      // Per head, the summed widths of the query and key slices on matrices of rank 2 (rows or
+      // columns are then output features) and on biases (rank 1); `features` false when a block
+      // sits on a parameter of rank 3 or more, whose rows hold several features.
+      index_t weight_width[2] = {0, 0}, bias_width[2] = {0, 0};
+      bool features = true;
       for (const QkBlock& b : l.blocks) {
         const std::string blk = where + ", block on '" + b.param + "'";
         std::size_t p = 0;
@@ -279,8 +289,28 @@ class QkClip {
         }
         has_query = has_query || b.role != QkRole::key;
         has_key = has_key || b.role == QkRole::key;
+        if (b.role == QkRole::query_rotary) continue;  // its key is shared and not listed
+        const int k = b.role == QkRole::key ? 1 : 0;
+        const std::size_t rank = params[p].shape.size();
+        features = features && rank <= 2;
+        (rank == 2 ? weight_width : bias_width)[k] += b.width;
       }
       if (!has_query || !has_key) return refuse(where + ": needs a query block and a key block");
+      // A logit q·k needs one width: a layout whose query heads are wider than its key heads
+      // (or a bias sliced otherwise than its weight) would scale a part of each head only, and
+      // clip to another threshold than τ (found by an audit, 2026-12-06). Rank-0 and rank-1
+      // parameters count as biases; a role's biases may be absent (Whisper's k_proj has none).
+      if (features) {
+        if (weight_width[0] != weight_width[1])
+          return refuse(where + ": its query slices are " + std::to_string(weight_width[0]) +
+                        " wide per head and its key slices " + std::to_string(weight_width[1]) +
+                        " (q·k needs one width)");
+        for (int k = 0; k < 2; ++k)
+          if (bias_width[k] != 0 && bias_width[k] != weight_width[k])
+            return refuse(where + ": its " + (k ? "key" : "query") + " bias slices are " +
+                          std::to_string(bias_width[k]) + " wide per head and its weight slices " +
+                          std::to_string(weight_width[k]));
+      }
       offsets_.push_back(heads_);
       heads_ += l.heads;
     }
