@@ -24,10 +24,14 @@
 ///     range of p the criterion chose per matrix in the runs with Grams.
 ///  3. (only when asked) schatten_muon at a fixed p = 10, and each matrix in turn at fixed p in
 ///     {1.02, 1.5, 2, 3, 5, 7} with the others at 10: the per-layer optimum to set the
-///     criterion's choices against.
-///  4. (only when asked) the control for table 3, whose lower p also take shorter steps (the
-///     pinned magnitude): each matrix in turn at p = 10's direction with each lower p's step
-///     length, then at each lower p's direction with p = 10's step length.
+///     criterion's choices against. Without a moment (the preset's default) every p steps the
+///     same length (SchattenPDirection::pin_factor), so the rows compare directions alone.
+///  4. (only when asked) step length alone: each matrix in turn at p = 10's direction with the
+///     step each p of table 3 (and 10) took under algorithms.md §4a.4's literal pin,
+///     √min(r, c)·κ^{1/p} (what the rule did without a moment until 2026-12-06, and does with
+///     one): the learning rate scaled by κ^{1/p}. With table 3 it separates the two effects
+///     that table 3 mixed under that pin (docs/benchmarks/cpu-mlp-rules.md, "Direction or step
+///     length?").
 /// `--table 1`, `2`, `3` or `4` prints that one alone. For the digits, `--whiten` ZCA-whitens the
 /// inputs first, which gives fc1 inputs of a far higher stable rank (printed) and changes what
 /// the hidden layer feeds the output layer, and `--full-grams` feeds the criterion the Grams of
@@ -423,20 +427,19 @@ void table_statistics(const Task& task, int seeds, int steps) {
 }
 
 /// What a row of tables 3 and 4 changes in one matrix, against p = 10 on every matrix. Under
-/// the pinned magnitude a fixed p steps ‖Δ‖_F = √min(r, c)·κ^{1/p} (times lr), shorter the lower
-/// p is (κ < 1 at the defaults), so a lower p changes two things at once:
+/// §4a.4's literal pin a fixed p steps ‖Δ‖_F = √min(r, c)·κ^{1/p} (times lr), shorter the lower
+/// p is (κ < 1 at the defaults); the preset without a moment steps √min(r, c) at every p.
 enum class Change {
-  both,       ///< table 3: p's direction at its own step length
-  step,       ///< table 4: p = 10's direction at p's step length (lr scaled by κ^{1/p − 1/10})
-  direction,  ///< table 4: p's direction at p = 10's step length (lr scaled by κ^{1/10 − 1/p})
+  both,  ///< table 3: p's direction at the preset's step length (p = 10's, without a moment)
+  step,  ///< table 4: p = 10's direction at the literal pin's step for p (lr scaled by κ^{1/p})
 };
 
 /// Tables 3 and 4: schatten_muon at a fixed p = 10 on every matrix, then each matrix in turn at
-/// each lower p of {1.02, 1.5, 2, 3, 5, 7} with the others at 10, changing what `changes` lists.
+/// each p of {1.02, 1.5, 2, 3, 5, 7} (table 4: and 10) with the others at 10, changing what
+/// `changes` lists.
 /// Table 3 ({both}) gives each layer's best fixed p, to set the criterion's choices (table 2)
-/// against; not a joint optimum: the layers' best p need not combine. Table 4 ({step,
-/// direction}) is its control: where a step row matches table 3's row for the same p, the lower
-/// p gained or lost by its step length; the direction rows compare the directions alone.
+/// against; not a joint optimum: the layers' best p need not combine. Table 4 ({step}) changes
+/// the step length alone, as §4a.4's literal pin would for each p.
 template <class Task>
 void table_fixed_p(const Task& task, int seeds, int steps, const std::vector<Change>& changes) {
   header<Task>();
@@ -452,18 +455,16 @@ void table_fixed_p(const Task& task, int seeds, int steps, const std::vector<Cha
     const double kappa = defaults.kappa(shape.rows, shape.cols);
     const char* name = specs[i].name.c_str();
     for (const Change change : changes) {
-      for (double p : {1.02, 1.5, 2.0, 3.0, 5.0, 7.0}) {
-        const double shorter = std::pow(kappa, 1.0 / p - 1.0 / ten.p);  // p's step / p = 10's
+      for (double p : {1.02, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0}) {
+        if (change == Change::both && p == ten.p) continue;  // the first row
+        const double shorter = std::pow(kappa, 1.0 / p);     // the literal pin's step for p / the preset's
         Sweep sweep{static_cast<int>(i), p, 1.0};
         char setting[64];
         if (change == Change::both) {
           std::snprintf(setting, sizeof setting, "%s p %g", name, p);
-        } else if (change == Change::step) {
+        } else {
           std::snprintf(setting, sizeof setting, "%s p10 at %g", name, p);
           sweep = Sweep{static_cast<int>(i), ten.p, shorter};
-        } else {
-          std::snprintf(setting, sizeof setting, "%s p%g at p10", name, p);
-          sweep.scale = 1.0 / shorter;
         }
         row(task, "schatten_muon", setting, opt::schatten_muon(ten), seeds, steps, false, false, sweep);
       }
@@ -478,7 +479,7 @@ void tables(const Task& task, int seeds, int steps, int which) {
   if (which == 0) std::printf("\n");
   if (which == 0 || which == 2) table_statistics(task, seeds, steps);
   if (which == 3) table_fixed_p(task, seeds, steps, {Change::both});
-  if (which == 4) table_fixed_p(task, seeds, steps, {Change::step, Change::direction});
+  if (which == 4) table_fixed_p(task, seeds, steps, {Change::step});
 }
 
 const char* const kUsage =
