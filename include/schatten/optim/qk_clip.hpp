@@ -205,10 +205,10 @@ class QkClip {
   /// on matrices add up to the width of its key slices (q·k needs one width; the rotary query
   /// is not counted), and a role's bias slices, where it has any, to that of its matrix slices;
   /// a layer with a parameter of rank 3 or more (several features per row) is not checked
-  /// so. invalid_argument
-  /// naming the layer otherwise, out_of_memory when the host heap runs out (a std::bad_alloc from
-  /// the tables is caught); either way the QkClip is then not ready. `memory`: where apply()'s
-  /// parameter pointers live (device: Kokkos::DefaultExecutionSpace's memory).
+  /// so. invalid_argument naming the layer otherwise, out_of_memory when the host heap runs out
+  /// (a std::bad_alloc from the tables is caught); either way the QkClip is then not ready.
+  /// `memory`: where apply()'s parameter pointers live (device: Kokkos::DefaultExecutionSpace's
+  /// memory).
   StepReport init(const std::vector<ParamSpec>& params, MemoryKind memory = MemoryKind::host) {
     try {
       return init_unguarded(params, memory);
