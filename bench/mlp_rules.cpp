@@ -29,9 +29,10 @@
 ///  4. (only when asked) step length alone: each matrix in turn at p = 10's direction with the
 ///     step each p of table 3 (and 10) took under algorithms.md §4a.4's literal pin,
 ///     √min(r, c)·κ^{1/p} (what the rule did without a moment until 2026-12-06, and does with
-///     one): the learning rate scaled by κ^{1/p}. With table 3 it separates the two effects
-///     that table 3 mixed under that pin (docs/benchmarks/cpu-mlp-rules.md, "Direction or step
-///     length?").
+///     one): the learning rate scaled by κ^{1/p}, the others at the preset's step. A
+///     learning-rate sweep of one matrix at p = 10: the step-length half of what table 3 mixed
+///     under that pin (docs/benchmarks/cpu-mlp-rules.md, "Direction or step length?"; its rows
+///     had the other matrix at that pin's p = 10 step, κ^{1/10}·√min(r, c)).
 /// `--table 1`, `2`, `3` or `4` prints that one alone. For the digits, `--whiten` ZCA-whitens the
 /// inputs first, which gives fc1 inputs of a far higher stable rank (printed) and changes what
 /// the hidden layer feeds the output layer, and `--full-grams` feeds the criterion the Grams of
