@@ -444,6 +444,8 @@ TEST_CASE("qk_clip init refuses inconsistent layers") {
   narrow_key.blocks[1].width = 1;
   QkLayer narrow_bias = with_bias(good, "q", "b");
   narrow_bias.blocks.back().width = 1;
+  // A misspelt weight name left the bias unscaled without a word (2026-12-07).
+  const QkLayer misspelt = with_bias(good, "q_typo", "b");
   const std::vector<Bad> bad = {
       {"no parameter has that name", {qk_separate("l", "q", "kk", 4, 2, 2)}, {}},
       {"must be >= 1 and divide heads", {qk_separate("l", "q", "k", 4, 3, 2)}, {}},
@@ -454,6 +456,7 @@ TEST_CASE("qk_clip init refuses inconsistent layers") {
       {"the width must be >= 1", {zero_width}, {}},
       {"its query slices are 2 wide per head and its key slices 1 (q·k needs one width)", {narrow_key}, {}},
       {"its query bias slices are 1 wide per head and its weight slices 2", {narrow_bias}, {}},
+      {"block on 'b': with_bias() found no block of this layer on the weight named for it", {misspelt}, {}},
       {"overlapping slices", {good, qk_separate("l2", "q", "k", 4, 2, 2)}, {}},
       {"no layers", {}, {}},
       {"threshold must be finite", {good}, {std::numeric_limits<double>::infinity(), 0.5}},

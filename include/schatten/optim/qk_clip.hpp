@@ -155,7 +155,9 @@ inline QkLayer qk_mla(std::string name, std::string q_up, std::string kv_up, ind
 
 /// The layer with every slice of `weight` repeated on `bias` (the weight's output-axis bias: a
 /// rank-1 tensor, so its slices are columns): biased projections (GPT-2's c_attn, Qwen2's q/k
-/// projections; call once per biased weight).
+/// projections; call once per biased weight). When no block of the layer is on `weight` (a
+/// misspelt name), it adds an empty block on `bias` (width 0, no starts), which QkClip::init
+/// refuses naming both, rather than leaving the bias unscaled without a word.
 inline QkLayer with_bias(QkLayer layer, const std::string& weight, const std::string& bias) {
   const std::size_t n = layer.blocks.size();
   for (std::size_t b = 0; b < n; ++b)
@@ -165,6 +167,7 @@ inline QkLayer with_bias(QkLayer layer, const std::string& weight, const std::st
       twin.axis = 1;
       layer.blocks.push_back(std::move(twin));
     }
+  if (layer.blocks.size() == n) layer.blocks.push_back({bias, QkRole::query, 1, 0, {}});
   return layer;
 }
 
@@ -256,6 +259,10 @@ class QkClip {
       bool features = true;
       for (const QkBlock& b : l.blocks) {
         const std::string blk = where + ", block on '" + b.param + "'";
+        if (b.width == 0 && b.starts.empty())  // with_bias() found no block on the weight
+          return refuse(blk +
+                        ": with_bias() found no block of this layer on the weight named for it "
+                        "(a misspelt name?)");
         std::size_t p = 0;
         while (p < params.size() && params[p].name != b.param)
           ++p;
