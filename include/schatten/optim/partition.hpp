@@ -252,6 +252,10 @@ struct AddressRange {
   std::uintptr_t start, bytes;
   std::size_t param;
 };
+/// What a refusal of overlapping arrays says after the two parameters' names (Partition and
+/// SplitPartition).
+inline constexpr const char* kOverlapping =
+    ": arrays that overlap (each parameter and each gradient needs its own)";
 /// The first two of a step's arrays (params[i] and grads[i], elements(i) floats each; empty
 /// ones skipped) that overlap, as their parameters' indices (the lower first), or {n, n} when
 /// none do. `ranges` is scratch: reserve 2n entries and nothing is allocated. Cost: a sort of
@@ -777,8 +781,7 @@ class Partition {
         ranges_, params, grads, [&](std::size_t i) { return flatten(params_[i].shape).size(); });
     if (a == params_.size()) return StepReport{};
     return refusal(compose("parameter '", params_[a].name, "' and parameter '", params_[b].name,
-                           a == b ? "' (its gradient)" : "'",
-                           ": arrays that overlap (each parameter and each gradient needs its own)"),
+                           a == b ? "' (its gradient)" : "'", detail::kOverlapping),
                    static_cast<std::ptrdiff_t>(b));
   }
   /// The refusal of a step whose parameter k holds a NaN/Inf (under either policy).

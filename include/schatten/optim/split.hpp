@@ -312,11 +312,11 @@ class SplitLayout {
       ++i;
     return i;
   }
-  /// The first name that appears twice in `parts`, or "".
-  static std::string repeated(const std::vector<std::string>& parts) {
-    for (std::size_t a = 0; a < parts.size(); ++a)
-      for (std::size_t b = a + 1; b < parts.size(); ++b)
-        if (parts[a] == parts[b]) return parts[a];
+  /// A name that appears twice in `names` (the first in sorted order), or "". Cost: a sort.
+  static std::string repeated(std::vector<std::string> names) {
+    std::sort(names.begin(), names.end());
+    for (std::size_t k = 1; k < names.size(); ++k)
+      if (names[k] == names[k - 1]) return names[k];
     return "";
   }
   bool refuse(const std::string& what) {
@@ -332,9 +332,8 @@ class SplitLayout {
     std::vector<std::string> names;
     for (const ParamSpec& p : params_)
       names.push_back(p.name);
-    std::sort(names.begin(), names.end());
-    for (std::size_t k = 1; k < names.size(); ++k)
-      if (names[k] == names[k - 1]) return refuse("two parameters are named '" + names[k] + "'");
+    if (const std::string twice = repeated(names); !twice.empty())
+      return refuse("two parameters are named '" + twice + "'");
     std::vector<int> split_of(params_.size(), -1);
     for (std::size_t s = 0; s < splits_.size(); ++s) {
       const SplitSpec& sp = splits_[s];
@@ -449,10 +448,8 @@ class SplitLayout {
       if (split_of[i] >= 0) names.push_back(params_[i].name);
     for (std::size_t k = 0; k < pieces_.size(); ++k)
       names.push_back(pieces_[k].name);  // an unsplit parameter once, as its own piece
-    std::sort(names.begin(), names.end());
-    for (std::size_t k = 1; k < names.size(); ++k)
-      if (names[k] == names[k - 1])
-        return refuse("'" + names[k] + "' names a piece and another parameter or piece");
+    if (const std::string twice = repeated(std::move(names)); !twice.empty())
+      return refuse("'" + twice + "' names a piece and another parameter or piece");
     return true;
   }
 
@@ -605,11 +602,9 @@ class SplitPartition {
       if constexpr (detail::takes_shard_bounds<P>::value) {
         missing_[b] = 1;
       } else {
-        std::snprintf(step_message_.data(), step_message_.size(),
-                      "parameter '%s' and parameter '%s'%s: arrays that overlap (each parameter and each "
-                      "gradient needs its own)",
+        std::snprintf(step_message_.data(), step_message_.size(), "parameter '%s' and parameter '%s'%s%s",
                       layout_.params()[a].name.c_str(), layout_.params()[b].name.c_str(),
-                      a == b ? " (its gradient)" : "");
+                      a == b ? " (its gradient)" : "", detail::kOverlapping);
         return refusal(step_message_.data(), static_cast<std::ptrdiff_t>(b));
       }
     }
