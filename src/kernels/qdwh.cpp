@@ -20,7 +20,7 @@ QdwhWeights qdwh_weights(double l) {
   w.a = s + 0.5 * std::sqrt(8.0 - 4.0 * d + 8.0 * (2.0 - l2) / (l2 * s));
   w.b = (w.a - 1.0) * (w.a - 1.0) / 4.0;
   w.c = w.a + w.b - 1.0;
-  w.next_lower = std::min(1.0, l * (w.a + w.b * l2) / (1.0 + w.c * l2));
+  w.next_lower = w.image(l);
   return w;
 }
 

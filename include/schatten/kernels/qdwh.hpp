@@ -5,6 +5,7 @@
 /// precision in at most 6 iterations in double for condition numbers up to 1e16.
 #pragma once
 
+#include <algorithm>
 #include <vector>
 
 #include "schatten/core/matrix_ref.hpp"
@@ -21,13 +22,20 @@ struct QdwhOptions {
   /// l₀, a lower bound of σ_min(A)/α (α ≥ ‖A‖₂ the scaling). < 0: estimated from a shifted
   /// Cholesky-QR of A/α and inverse iteration (costs about one QR-type iteration, saves up to
   /// two); 0: the unit roundoff of the compute precision (JAX's worst-case choice; 6 iterations
-  /// in double); > 0: this value (1e-3 suits gradient matrices, algorithms.md §3.3 [P]), raised to
-  /// kQdwhSmallestLowerBound (1e-300 counts as 2⁻⁵⁸).
+  /// in double); > 0: this value, raised to kQdwhSmallestLowerBound (1e-300 counts as 2⁻⁵⁸).
+  /// A given l₀ is the caller's statement of which singular values matter: those below l₀·α
+  /// are not waited for. They grow about threefold per iteration and catch up while the iterate
+  /// still moves (a geometric spectrum with l₀ = 0.5 for κ = 1e6: 15 iterations against 5;
+  /// not_converged once that passes max_iterations), but a few small ones among converged
+  /// values move it too little for the stopping rule to see, and stay short of 1 with status ok
+  /// (one at 1e-8·α with l₀ = 0.5 ends at 6e-7 in double). So pass a value that is a lower bound
+  /// of the directions you need (1e-3 for gradient matrices whose directions below 1e-3·α are
+  /// noise, algorithms.md §3.3 [P]), else leave the estimate.
   /// In fp32 l₀ is raised to at least 1e-3 so that the Cholesky-QR steps stay stable
-  /// (docs/kernels/qdwh.md); smaller singular values then converge through extra Halley steps.
-  /// Any l₀ too large is safe but slow: singular values below l₀·α grow about threefold per
-  /// iteration until they catch up, about log₃ of the overestimate in extra iterations (l₀ = 0.5
-  /// for κ = 1e6: 15 iterations against 5), and not_converged once that passes max_iterations.
+  /// (docs/kernels/qdwh.md); the singular values between the bound (given or estimated, not
+  /// below the QR's noise level (m + k)·u_f) and 1e-3 are then waited for: the stopping rule
+  /// follows the image of that bound (extra Halley steps: 8 iterations instead of 4 for a
+  /// 300 × 200 matrix with σ_min/σ_max = 1e-5).
   double lower_bound = -1.0;
   /// Iteration cap (each iteration is one QR-type or Cholesky-type step), 1 … 100. Reaching it
   /// returns Status::not_converged with the iterate written. Default 16 [P], where JAX's is 10
@@ -69,6 +77,10 @@ inline constexpr double kQdwhSmallestLowerBound = 0x1p-58;
 /// (Halley) once |1 − l| ≤ 5ε (double), and for l ≤ 0 or NaN.
 struct QdwhWeights {
   double a = 3, b = 1, c = 3, next_lower = 1;
+  /// The step's map of one singular value, f(x) = x(a + b x²)/(1 + c x²), capped at 1: the
+  /// image of x ∈ [0, 1] after one iteration with these weights (next_lower = image(l)). f is
+  /// increasing on [0, 1], so the image of a lower bound is a lower bound of the next iterate.
+  double image(double x) const { return std::min(1.0, x * (a + b * x * x) / (1.0 + c * x * x)); }
 };
 QdwhWeights qdwh_weights(double l);
 /// Iterations until |1 − l| ≤ 5u from l₀ (u = unit roundoff): the count exact arithmetic predicts.
@@ -81,13 +93,14 @@ int qdwh_predicted_iterations(double l0, double unit_roundoff);
 /// [√c X; I] = [Q₁; Q₂] R, X ← (b/c) X + (a − b/c)/√c · Q₁Q₂ᵀ, with the QR computed by shifted
 /// Cholesky-QR3 (Fukaya et al. 2020: stable while κ([√c X; I]) ≤ √(1+c) stays below about
 /// u⁻¹/√(11 mn)); afterwards the Cholesky form X ← (b/c) X + (a − b/c) X (I + cXᵀX)⁻¹.
-/// Stops when |1 − l_k| ≤ 5u and ‖X_k − X_{k−1}‖_F/√k ≤ (5u)^{1/3} (Elemental's rule), then
-/// polishes. The transpose trick applies (iterates on the k × k Gram, k = min(rows, cols)).
-/// Cost per matrix (m = max, k = min): QR step ≈ 11mk² + 8k³, Cholesky step ≈ 4mk² + k³/3,
-/// l₀ estimate ≈ 7mk², polish 4mk²; see qdwh_flops(). Memory: 4mk + 3k² + O(m).
-/// Accuracy (double): ‖A − U H‖/‖A‖ and ‖UᵀU − I‖ of order k·u for κ up to 1e16
-/// (tests/kernels/test_qdwh.cpp). Rank-deficient A: zero singular values stay zero (U is then a
-/// partial isometry); singular values below l₀·α converge through extra Halley steps.
+/// Stops when |1 − l_k| ≤ 5u and ‖X_k − X_{k−1}‖_F/√k ≤ (5u)^{1/3} (Elemental's rule), and,
+/// when l₀ was raised above the bound (fp32, or a restart after a breakdown), when the bound's
+/// image under the same maps is within 5u of 1 too; then polishes. The transpose trick applies (iterates on
+/// the k × k Gram, k = min(rows, cols)). Cost per matrix (m = max, k = min): QR step ≈ 11mk² + 8k³, Cholesky
+/// step ≈ 4mk² + k³/3, l₀ estimate ≈ 7mk², polish 4mk²; see qdwh_flops(). Memory: 4mk + 3k² + O(m). Accuracy
+/// (double): ‖A − U H‖/‖A‖ and ‖UᵀU − I‖ of order k·u for κ up to 1e16 (tests/kernels/test_qdwh.cpp).
+/// Rank-deficient A: zero singular values stay zero (U is then a partial isometry); in fp32, singular values
+/// between the bound and the raised l₀ = 1e-3 converge through extra Halley steps (QdwhOptions::lower_bound).
 /// Determinism: as polar(). Synchronous.
 /// Bad input: NaN/Inf → non_finite_input (nothing written); all-zero matrices give zero; any
 /// finite input is normalised without overflow (docs/conventions.md, Precision); an h entry

@@ -83,6 +83,15 @@ double rounding_level_lower_bound() {
 static_assert(std::numeric_limits<double>::epsilon() / 64.0 == kQdwhSmallestLowerBound,
               "qdwh.hpp's smallest lower bound is the rounding-level l0 in double");
 
+/// The absolute error of a backward-stable QR of X₀ (m × k, ‖X₀‖₂ ≲ 1) in precision TC,
+/// (m + k)·u: singular values of X₀ below it cannot be told from rounding. estimate_lower_bound()
+/// subtracts it; qdwh_item() leaves singular values below it to rounding when its weights start
+/// from a larger l₀ than the caller's bound (fp32's l₀ ≥ 1e-3, a restart after a breakdown).
+template <class TC>
+double qr_noise_level(index_t m, index_t k) {
+  return double(m + k) * std::numeric_limits<TC>::epsilon();
+}
+
 /// l₀ estimate: R of a shifted Cholesky-QR3 of X₀ (m × k, ‖X₀‖₂ ≲ 1), then σ_min(R) by 12 steps
 /// of inverse iteration with R⁻¹R⁻ᵀ. The QR is backward stable with absolute error about
 /// (m + k)·u in this scale, so that is subtracted, and the result halved for the estimate's
@@ -127,8 +136,7 @@ double estimate_lower_bound(const Exec& space, bool right, index_t m, const Mat2
     scale(space, b.vk, static_cast<TC>(1.0 / z));
   }
   const double sigma = 1.0 / std::sqrt(lambda);
-  const double noise = double(m + k) * u;
-  const double l0 = 0.5 * (sigma - noise);
+  const double l0 = 0.5 * (sigma - qr_noise_level<TC>(m, k));
   return l0 > u ? std::min(l0, 1.0) : floor;
 }
 
@@ -217,18 +225,29 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
 
   // A given l₀ below kQdwhSmallestLowerBound counts as it (qdwh_weights() raises it; the report
   // names the l₀ used).
-  double l = o.lower_bound < 0.0
-                 ? estimate_lower_bound(space, right, m, x, b)
-                 : std::max(o.lower_bound == 0.0 ? u : o.lower_bound, kQdwhSmallestLowerBound);
+  const double bound = o.lower_bound < 0.0
+                           ? estimate_lower_bound(space, right, m, x, b)
+                           : std::max(o.lower_bound == 0.0 ? u : o.lower_bound, kQdwhSmallestLowerBound);
   // fp32: keep √(1 + c₀) ≤ ~130 so shifted Cholesky-QR3 is stable for k up to several thousand.
-  if (std::is_same<TC, float>::value) l = std::max(l, 1e-3);
+  double l = std::is_same<TC, float>::value ? std::max(bound, 1e-3) : bound;
 
+  // Stopping. The weights come from l_k; when l₀ was raised above the bound (fp32, or a restart
+  // below), the singular values in between lag behind l_k, and once l_k = 1 they only triple per
+  // Halley step. A lone one among converged values moves the iterate by about 2x per step, under
+  // the dx test while x is small (in fp32 the tolerance is 0.12 at k = 200): the loop stopped
+  // with it unconverged and status ok (a 300 × 200 float matrix with σ_min/σ_max = 1e-5 left it
+  // at 0.22; audit of 2026-12-07, docs/reliability.md). So the loop also follows the image s_k of
+  // the smallest singular value it answers for, s₀ = the bound (not below the QR's noise level,
+  // under which values cannot be told from rounding), through the same maps, and stops only when
+  // s_k too is within 5u of 1. While l₀ is the bound, s_k = l_k and nothing changes.
+  const double s0 = std::max(bound, qr_noise_level<TC>(m, k));
   const double dx_tol = std::cbrt(5.0 * u) * std::sqrt(double(k));
   for (int attempt = 0;; ++attempt) {
     r.lower_bound = l;
     r.iterations = r.qr_iterations = 0;
     r.converged = false;
     double lk = l;
+    double sk = std::min(l, s0);
     bool broke = false;
     while (r.iterations < o.max_iterations) {
       const bool halley = std::fabs(1.0 - lk) <= 5.0 * u;
@@ -250,7 +269,8 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
         return r;
       }
       lk = halley ? 1.0 : w.next_lower;
-      if (std::fabs(1.0 - lk) <= 5.0 * u && dx <= dx_tol) {
+      sk = w.image(sk);
+      if (std::fabs(1.0 - sk) <= 5.0 * u && std::fabs(1.0 - lk) <= 5.0 * u && dx <= dx_tol) {
         r.converged = true;
         break;
       }
