@@ -46,8 +46,12 @@ bool finite(const MatrixRef<const float>& m) {
   return true;
 }
 
+/// k = ⌊fraction·side⌋ clamped to [min_rank, max_rank] and to the side: the reference's
+/// int(0.1·min(m, n)) (momentum_approx.py; the same double product, so the same k). (It was
+/// ⌈·⌉ until 2026-12-07: one more for the sides 513–639 where the clamp does not decide;
+/// audit of that day.)
 index_t sample_rank(index_t side, const PCriterionOptions& o) {
-  const auto k = static_cast<index_t>(std::ceil(o.randomized_fraction * double(side)));
+  const auto k = static_cast<index_t>(std::floor(o.randomized_fraction * double(side)));
   return std::min(side, std::max(std::min(k, o.randomized_max_rank), o.randomized_min_rank));
 }
 
@@ -153,8 +157,22 @@ Status gram_sigma(const MatrixRef<const float>& gram, const PCriterionOptions& o
     ro.rank = sample_rank(d, o);
     ro.power_iterations = o.gram_power_iterations;
     ro.seed = o.seed + 1;
-    // The Gram is symmetric positive semi-definite: its singular values are its eigenvalues.
-    if (const Status s = randomized_singular_values(gram, lambda, ro); s != Status::ok) return s;
+    // A Gram sum is symmetric positive semi-definite, its singular values its eigenvalues; a
+    // corrupt one need not be, and its singular values are |λ|: a negative-definite Gram read
+    // as a positive one and chose p with status ok, where the exact path keeps p (audit of
+    // 2026-12-07). For a symmetric matrix u_i = sign(λ_i)·v_i, so λ_i < 0 shows as u_iᵀv_i < 0
+    // and is clipped to 0, as the exact path clips its eigenvalues (the singular values are
+    // those of randomized_singular_values(), bit for bit; the vectors cost d·k doubles each).
+    LowRankSvd svd;
+    if (const Status s = randomized_svd(gram, svd, ro); s != Status::ok) return s;
+    lambda = svd.sigma;
+    for (index_t i = 0; i < svd.rank; ++i) {
+      double dot = 0.0;
+      for (index_t j = 0; j < d; ++j)
+        dot += svd.u_at(j, i) * svd.v_at(j, i);
+      if (dot < 0.0) lambda[static_cast<std::size_t>(i)] = 0.0;
+    }
+    std::sort(lambda.begin(), lambda.end(), std::greater<>());
     double trace = 0.0, top = 0.0;
     for (index_t i = 0; i < d; ++i)
       trace += double(gram(i, i));

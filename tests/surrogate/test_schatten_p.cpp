@@ -391,21 +391,29 @@ TEST_SUITE("surrogate.schatten_p") {
     const MatF g = to_f(gaussian(m, n, seed));
     const MatF zero = MatF::Zero(n, n);
     const MatF negative = -MatF::Identity(n, n);  // finite, not PSD (a corrupt sum)
-    for (const MatF* gram : {&zero, &negative}) {
-      for (PCriterion c : {PCriterion::exact, PCriterion::exact_momentum, PCriterion::exact_tightness}) {
-        CAPTURE(to_string(c));
-        CAPTURE(gram == &zero);
-        PCriterionOptions o;
-        o.criterion = c;
-        LayerSpectra s;
-        REQUIRE(measure_spectra(ref(g), ref(g), ref(*gram), o, s) == Status::ok);
-        for (double p : {1.02, 2.0, 9.0})
-          CHECK(log_objective(c, p, s) == -std::numeric_limits<double>::infinity());
-        const PChoice kept = maximise_p(s, o, 4.0);
-        CHECK_FALSE(kept.descends);
-        CHECK(kept.p == 4.0);
-      }
-    }
+    // −XᵀX: negative definite with distinct eigenvalues. The randomized path read a Gram's
+    // singular values as its eigenvalues, |λ|, so both Grams chose p with status ok there
+    // (exact and exact_momentum; audit of 2026-12-07); it now clips λ < 0 as the exact path does.
+    const MatF x = to_f(gaussian(2 * n, n, seed + 1));
+    const MatF negative_gram = -(x.transpose() * x);
+    for (const MatF* gram : {&zero, &negative, &negative_gram})
+      for (SpectrumMethod spectrum : {SpectrumMethod::automatic, SpectrumMethod::randomized})
+        for (PCriterion c : {PCriterion::exact, PCriterion::exact_momentum, PCriterion::exact_tightness}) {
+          CAPTURE(to_string(c));
+          CAPTURE(gram == &zero);
+          CAPTURE(gram == &negative);
+          CAPTURE(spectrum == SpectrumMethod::randomized);
+          PCriterionOptions o;
+          o.criterion = c;
+          o.spectrum = spectrum;
+          LayerSpectra s;
+          REQUIRE(measure_spectra(ref(g), ref(g), ref(*gram), o, s) == Status::ok);
+          for (double p : {1.02, 2.0, 9.0})
+            CHECK(log_objective(c, p, s) == -std::numeric_limits<double>::infinity());
+          const PChoice kept = maximise_p(s, o, 4.0);
+          CHECK_FALSE(kept.descends);
+          CHECK(kept.p == 4.0);
+        }
   }
 
   TEST_CASE("finite inputs near the float range give finite spectra or out_of_range") {

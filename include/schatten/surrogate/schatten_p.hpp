@@ -60,7 +60,7 @@ struct PCriterionOptions {
   double ema = 0.99;
   SpectrumMethod spectrum = SpectrumMethod::automatic;
   index_t exact_limit = 512;         ///< automatic's threshold ([V]: eigvalsh when d ≤ 512)
-  double randomized_fraction = 0.1;  ///< k = ⌈fraction · side⌉ ([V] 0.1) …
+  double randomized_fraction = 0.1;  ///< k = ⌊fraction · side⌋ ([V] 0.1: the reference's int()) …
   index_t randomized_min_rank = 8;   ///< … at least this …
   index_t randomized_max_rank = 64;  ///< … and at most this ([P]: bounds the cost on wide layers)
   int power_iterations = 2;          ///< [V] for M̃ and G
@@ -126,8 +126,10 @@ struct PChoice {
   double log_objective = 0.0;  ///< at p
   int evaluations = 0;         ///< of log_objective
   bool descends = false;       ///< some p has a finite objective
-  /// exact_tightness only ([V], reported, not applied): η*(p)/η*(∞), η* = N/(2D), clipped to
-  /// [0.5, 2]; 1 otherwise.
+  /// exact_tightness only (reported, not applied): η*(p)/η*(∞), η* = N/(2D) ([V]), clipped to
+  /// [0.5, 2]; 1 otherwise. N and D are evaluated on σ/σ_max, like the objective, so the value
+  /// does not change when M̃ is rescaled [P]; the reference's raw σ(M̃) gives σ_max^{−1/p} times
+  /// this (before the clip).
   double step_multiplier = 1.0;
 };
 
