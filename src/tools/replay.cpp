@@ -10,8 +10,8 @@
 /// diagnostics one more model-sized buffer (the previous update); plus the step cache
 /// (--cache-mb, default 1 MB, at least one step) and one step's copies of the gathered pieces;
 /// independent of the number of steps. The cache reads a block of steps per HDF5 call per
-/// dataset; when the replayed steps do not fit one block, the next block is read on a second
-/// thread while the optimizers work through the current one (HDF5 calls are serialised by one
+/// dataset; when one step is 1 MiB or more (or with --read-ahead), the next block is read on a
+/// second thread while the optimizers work through the current one (HDF5 calls are serialised by one
 /// mutex: the Debian HDF5 has no locks).
 #include <hdf5.h>
 #include <sys/stat.h>
@@ -85,8 +85,8 @@ zeros when the recording has none), and writes per-step diagnostics.
                      blocks were slower on the sample, their fresh pages cost more than the calls
                      they save); at least one step, whatever MB
   --read-ahead       read the next block of steps on a second thread while the optimizers work
-  --no-read-ahead    read every block on the main thread (default: read ahead when the replayed
-                     steps do not fit one block; then each of the two blocks gets half the cache)
+  --no-read-ahead    read every block on the main thread (default: read ahead when one step is
+                     1 MiB or more; then each of the two blocks gets half the cache)
   --quiet            no progress on stderr
   --help             this text
 
@@ -121,7 +121,7 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            iterations=5 (AdaMuon: polar factor of sign(momentum), element-wise second moment,
            update RMS set to rms)
   muadam   lr=0.02 b1=0.9 b2=0.999 eps=1e-8 exponent=-0.25 wd=0
-  freon    lr=0.02 c=0.6667 momentum=0.95 nesterov=1 wd=0 shape=... shape_extra=1 (as muon)
+  freon    lr=0.02 c=0.6667 momentum=0.95 nesterov=0 wd=0 shape=... shape_extra=1 (as muon)
   kaon     lr=0.02 momentum=0.95 nesterov=1 kaon_steps=5 wd=0 shape=... shape_extra=1 (as muon)
   schatten_muon  adaptive Schatten-p Muon (docs/optim.md): lr=0.02 momentum=0.95 nesterov=1
            bias_correction=1 adaptive=1 p=10 first=10 interval=100
@@ -1478,7 +1478,7 @@ struct Options {
   std::vector<QkLayerArg> qk_layers;
   std::int64_t steps = -1;
   bool save_params = false, diagnostics = true, quiet = false;
-  int read_ahead = -1;  ///< 1 on, 0 off, -1 automatic (on when the steps do not fit one cache block)
+  int read_ahead = -1;  ///< 1 on, 0 off, -1 automatic (on when one step is ≥ 1 MiB)
   double cache_mb = 1;  ///< step cache budget (docs/benchmarks/cpu-replay.md: larger blocks read slower)
 };
 

@@ -1693,6 +1693,53 @@ TEST_SUITE("io.replay") {
     }
   }
 
+  TEST_CASE("replay: --help states each preset's momentum defaults as the preset runs them") {
+    // The help said `freon ... nesterov=1` after freon's default became heavy-ball momentum
+    // (45d9c35), so a user who left the key out got other updates than the help promised (audit
+    // of 2026-12-07). Each preset line of --help that names momentum= or nesterov= is compared
+    // with the signature of a run of that preset with no keys: its first beta= and nesterov=
+    // (the matrix route's momentum, written first).
+    const std::string help = temp_path("help_defaults.txt"), rec = temp_path("rec_defaults.h5"),
+                      out = temp_path("out_defaults.h5");
+    REQUIRE(run_replay("--help > " + help) == 0);
+    write_recording(rec);
+    std::ifstream in(help);
+    const auto value_of = [](const std::string& text, const std::string& key) {
+      const std::size_t at = text.find(key);
+      if (at == std::string::npos) return std::string();
+      const std::size_t begin = at + key.size();
+      return text.substr(begin, text.find_first_of(" ,)|]", begin) - begin);
+    };
+    int compared = 0;
+    bool presets = false;
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("Presets and their keys", 0) == 0) presets = true;
+      // A preset's first line: two spaces, then its name (continuation lines have more).
+      if (!presets || line.size() < 3 || line.compare(0, 2, "  ") != 0 || line[2] == ' ') continue;
+      const std::string name = line.substr(2, line.find(' ', 2) - 2);
+      const std::string momentum = value_of(line, " momentum="), nesterov = value_of(line, " nesterov=");
+      if (momentum.empty() && nesterov.empty()) continue;
+      CAPTURE(name);
+      REQUIRE(run_replay(rec + " --optimizer " + name + " --quiet --out " + out) == 0);
+      const hid_t f = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+      REQUIRE(f >= 0);
+      const hid_t run = H5Gopen2(f, "runs/0", H5P_DEFAULT);
+      REQUIRE(run >= 0);
+      const std::string signature = read_string_attr(run, "signature");
+      H5Gclose(run);
+      H5Fclose(f);
+      fs::remove(out);
+      CAPTURE(signature);
+      if (!momentum.empty())
+        CHECK(std::stod(value_of(signature, "beta=")) == doctest::Approx(std::stod(momentum)));
+      if (!nesterov.empty()) CHECK(value_of(signature, "nesterov=") == (nesterov == "1" ? "true" : "false"));
+      ++compared;
+    }
+    CHECK(compared >= 14);  // 14 preset lines name their momentum (sgd, muon, … namo) on 2026-12-07
+    fs::remove(help);
+    fs::remove(rec);
+  }
+
   TEST_CASE("replay: bad command lines and bad recordings fail with a message and no output") {
     const std::string rec = temp_path("rec2.h5"), out = temp_path("out2.h5");
     write_recording(rec);
