@@ -273,8 +273,10 @@ class Chain {
 
   /// The largest |g| the chain accepts: the smallest max_gradient() of its rules. Conservative:
   /// the limit of a later rule applies to the chain's input, not to the (transformed) values
-  /// that reach that rule; for the presets, whose squaring rules come first or after momentum
-  /// (an average of gradients), the two agree.
+  /// that reach that rule. Where the squaring rule comes first or after momentum (an average of
+  /// gradients: adamw, muadam) the two agree; behind a bounded map they do not, and the chain
+  /// refuses gradients that rule would have taken (adamuon's second moment, behind the sign and
+  /// the polar factor, limits its gradients to 2^63; docs/optim.md).
   double max_gradient() const {
     return std::apply([](const auto&... r) { return std::min({HUGE_VAL, max_gradient_of(r)...}); }, rules_);
   }
