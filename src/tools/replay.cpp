@@ -11,8 +11,8 @@
 /// (--cache-mb, default 1 MB, at least one step) and one step's copies of the gathered pieces;
 /// independent of the number of steps. The cache reads a block of steps per HDF5 call per
 /// dataset; when one step is 1 MiB or more (or with --read-ahead), the next block is read on a
-/// second thread while the optimizers work through the current one (HDF5 calls are serialised by one
-/// mutex: the Debian HDF5 has no locks).
+/// second thread while the optimizers work through the current one (HDF5 calls are serialised
+/// by one mutex: the Debian HDF5 has no locks).
 #include <hdf5.h>
 #include <sys/stat.h>
 #include <unistd.h>

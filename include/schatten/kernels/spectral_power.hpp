@@ -65,9 +65,10 @@ struct RationalPower {
 /// `tolerance`.
 /// Below the floor g is never an amplification: g(x) ≤ about 20·x·floor^{α−1} for x < floor
 /// (all poles are ≥ floor/10; measured up to 20.4, docs/kernels/spectral_power.md), and g(0) = 0.
-/// Deterministic; results are cached per (α, floor, tolerance). Typical sizes: 8–10 poles for tolerance 1e-3
-/// and floor 1e-5. Returns invalid_argument unless α ∈ [−1, 0) ∪ (0, 1), rational_smallest_floor ≤ floor < 1
-/// and 1e-8 ≤ tolerance ≤ 0.1; not_converged if 24 poles are not enough (out is then the best fit);
+/// Deterministic; results are cached per (α, floor, tolerance). Typical sizes: 8–10 poles for
+/// tolerance 1e-3 and floor 1e-5.
+/// Returns invalid_argument unless α ∈ [−1, 0) ∪ (0, 1), rational_smallest_floor ≤ floor < 1 and
+/// 1e-8 ≤ tolerance ≤ 0.1; not_converged if 24 poles are not enough (out is then the best fit);
 /// out_of_memory when an allocation fails (out untouched; no exception leaves the call).
 Status rational_power_approximation(double alpha, double floor, double tolerance, RationalPower& out);
 
@@ -135,9 +136,9 @@ struct SpectralPowerOptions {
   /// φ/‖A‖₂ (rational_smallest_floor ≤ floor < 1; ‖A‖₂ stands for QDWH's scale α̂, within [0.938,
   /// 1.02]·‖A‖₂, as in the file comment): singular values below φ = floor·‖A‖₂ are rolled off
   /// towards zero instead of being raised to α (never amplified into noise): there g(σ) ≤
-  /// about 20·σ·φ^{α−1}, and zero singular values give zero. Above φ the output is within `tolerance` of
-  /// σ^α (relative), plus φ/σ for α < 0 (the filter x/(x + φ); 1e-3 at σ = 1e-3·‖A‖₂ with the
-  /// default), and 2φ/σ for α = −1 (filtered twice so that g(0) = 0).
+  /// about 20·σ·φ^{α−1}, and zero singular values give zero. Above φ the output is within
+  /// `tolerance` of σ^α (relative), plus φ/σ for α < 0 (the filter x/(x + φ); 1e-3 at
+  /// σ = 1e-3·‖A‖₂ with the default), and 2φ/σ for α = −1 (filtered twice so that g(0) = 0).
   double floor = 1e-6;
   /// Relative accuracy of the rational approximation on [floor, 1]·‖A‖₂ (fitted on
   /// [floor, rational_fit_top]·α̂, which holds it whatever QDWH's scale α̂ within its bounds).
