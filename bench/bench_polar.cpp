@@ -96,7 +96,7 @@ void bm_polar(benchmark::State& st, Shape shape, Method method) {
   if (per_call < 0) return;
   const double floor = kernel_floor_seconds<T>(p, method.options, 3);
   const Accuracy acc = accuracy(p, d.output_to_host());
-  st.counters["GFLOP/s"] = polar_flops(r, c, method.options) / per_call / 1e9;
+  st.counters["GFLOP/s"] = executed_flops<T>(p, method.options) / per_call / 1e9;
   st.counters["floor_ms"] = floor * 1e3;
   st.counters["x_floor"] = per_call / floor;
   st.counters["orth_rms"] = acc.orthogonality;
@@ -168,7 +168,8 @@ void bm_spectral_power(benchmark::State& st, Shape shape, double alpha, int poly
   PolarOptions qo;
   qo.method = PolarMethod::qdwh;
   qo.qdwh = o.qdwh;
-  st.counters["GFLOP/s"] = spectral_power_flops(r, c, executed_ops<T>(p, qo), rep.poles) / per_call / 1e9;
+  st.counters["GFLOP/s"] =
+      spectral_power_flops(r, c, executed_ops<T>(p, qo), rep.poles, alpha) / per_call / 1e9;
   st.counters["poles"] = rep.poles;
   st.counters["qdwh_its"] = rep.qdwh_iterations;
 }

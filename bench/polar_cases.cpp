@@ -528,6 +528,11 @@ auto with_lowp_storage(Precision compute, F&& f) {
 }  // namespace
 
 template <class T>
+double executed_flops(const Problem& p, const PolarOptions& o) {
+  return total_flops(executed_ops<T>(p, o));
+}
+
+template <class T>
 double kernel_floor_seconds(const Problem& p, const PolarOptions& o, int reps) {
   // 16-bit iteration: the GEMMs of its storage type.
   if (sixteen_bit(o.compute))
@@ -557,12 +562,12 @@ std::function<double()> lowp_gemm_timer(Precision compute, index_t m, index_t n,
   });
 }
 
-double spectral_power_flops(index_t rows, index_t cols, const std::vector<GemmShape>& qdwh_ops, int poles) {
+double spectral_power_flops(index_t rows, index_t cols, const std::vector<GemmShape>& qdwh_ops, int poles,
+                            double alpha) {
   const double m = double(std::max(rows, cols)), k = double(std::min(rows, cols));
-  double f = 0.0;
-  for (const GemmShape& g : qdwh_ops)
-    f += g.flops();
-  return f + 2 * m * k * k + poles * (k * k * k / 3 + 2 * k * k * k) + 2 * m * k * k;
+  const double filter = alpha < 0.0 ? 2 * k * k * k : 0.0;
+  return total_flops(qdwh_ops) + 2 * m * k * k + poles * (k * k * k / 3 + 2 * k * k * k) + filter +
+         2 * m * k * k;
 }
 
 #ifdef SCHATTEN_BENCH_HAVE_LAPACK
@@ -641,6 +646,8 @@ template std::vector<GemmShape> executed_ops<float>(const Problem&, const PolarO
 template std::vector<GemmShape> executed_ops<double>(const Problem&, const PolarOptions&);
 template double floor_seconds<float>(const std::vector<GemmShape>&, int);
 template double floor_seconds<double>(const std::vector<GemmShape>&, int);
+template double executed_flops<float>(const Problem&, const PolarOptions&);
+template double executed_flops<double>(const Problem&, const PolarOptions&);
 template double kernel_floor_seconds<float>(const Problem&, const PolarOptions&, int);
 template double kernel_floor_seconds<double>(const Problem&, const PolarOptions&, int);
 template double householder_qr_seconds<float>(index_t, index_t, int);

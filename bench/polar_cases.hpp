@@ -112,10 +112,18 @@ double floor_seconds(const std::vector<GemmShape>& ops, int reps);
 template <class T>
 double kernel_floor_seconds(const Problem& p, const PolarOptions& o, int reps);
 
-/// Flops of spectral_power() on a rows × cols matrix with the given QDWH counts and number of
-/// shifted solves (the cost model of spectral_power.hpp: QDWH + 2mk² for H + per pole k³/3 +
-/// 2k³ + 2mk² for U_p g(H)).
-double spectral_power_flops(index_t rows, index_t cols, const std::vector<GemmShape>& qdwh_ops, int poles);
+/// The flops of executed_ops(p, o): the numerator of the GFLOP/s counters, so that they count
+/// what the call ran, as its floor does. For QDWH one more call (its iteration counts);
+/// polar_flops() instead assumes the count predicted for l₀ = 2⁻⁵² (6 in double), 1.5–2.5× the
+/// flops of a run on a well-conditioned input (audit of 2026-12-07).
+template <class T>
+double executed_flops(const Problem& p, const PolarOptions& o);
+/// Flops of spectral_power() at exponent alpha on a rows × cols matrix with the given QDWH
+/// counts and number of shifted solves (the cost model of spectral_power.hpp: QDWH + 2mk² for H
+/// + per pole k³/3 + 2k³ + 2mk² for U_p g(H), + 2k³ for α < 0: the filter's product S(H)·H, or
+/// at α = −1 its second solve).
+double spectral_power_flops(index_t rows, index_t cols, const std::vector<GemmShape>& qdwh_ops, int poles,
+                            double alpha);
 
 /// Median time of one Householder QR (LAPACK ?geqrf + ?orgqr, explicit Q) of an m × n matrix:
 /// what a QR-type QDWH step would cost with Householder instead of shifted Cholesky-QR.

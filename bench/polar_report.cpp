@@ -43,7 +43,7 @@ Row measure(const Shape& s, const Method& m, int reps, const char* label = nullp
           s.name(),
           m.name,
           t * 1e3,
-          polar_flops(s.rows, s.cols, m.options) / t / 1e9,
+          executed_flops<T>(p, m.options) / t / 1e9,
           floor * 1e3,
           acc.orthogonality,
           acc.polar_error,

@@ -204,7 +204,10 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
         add(k, n, k);                         // B X
       }
     }
-    if (o.compute_orthogonality_error) {
+    // polar() reports the orthogonality when either flag asks (dispatch.hpp); the QDWH one was
+    // not counted here (audit of 2026-12-07).
+    if (o.compute_orthogonality_error ||
+        (o.method == PolarMethod::qdwh && o.qdwh.compute_orthogonality_error)) {
       if (o.method == PolarMethod::qdwh)
         add(k, k, n);
       else
@@ -219,10 +222,7 @@ std::vector<GemmShape> polar_gemm_shapes(index_t rows, index_t cols, const Polar
 }
 
 double polar_flops(index_t rows, index_t cols, const PolarOptions& o) {
-  double f = 0.0;
-  for (const GemmShape& g : polar_gemm_shapes(rows, cols, o))
-    f += g.flops();
-  return f;
+  return total_flops(polar_gemm_shapes(rows, cols, o));
 }
 
 }  // namespace schatten

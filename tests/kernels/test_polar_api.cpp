@@ -975,10 +975,18 @@ TEST_SUITE("kernels.polar.api") {
     CHECK(polar_flops(100, 300, o) ==
           doctest::Approx(3 * (2 * k * k * n) + 2 * k * k * n + 14 * 2 * k * k * k + 2 * k * k * n));
     CHECK(polar_flops(0, 300, o) == 0.0);
-    double sum = 0;
-    for (const GemmShape& g : polar_gemm_shapes(100, 300, PolarOptions{}))
-      sum += g.flops();
-    CHECK(sum == doctest::Approx(polar_flops(100, 300, PolarOptions{})));
+    CHECK(total_flops(polar_gemm_shapes(100, 300, PolarOptions{})) ==
+          doctest::Approx(polar_flops(100, 300, PolarOptions{})));
+    // QDWH reports its orthogonality when either flag asks (PolarOptions' or QdwhOptions'): one
+    // k × k GEMM over n more. The QDWH flag alone was not counted (audit of 2026-12-07).
+    PolarOptions q;
+    q.method = PolarMethod::qdwh;
+    const double plain = polar_flops(300, 100, q);
+    q.qdwh.compute_orthogonality_error = true;
+    CHECK(polar_flops(300, 100, q) == doctest::Approx(plain + 2 * k * k * n));
+    q.qdwh.compute_orthogonality_error = false;
+    q.compute_orthogonality_error = true;
+    CHECK(polar_flops(300, 100, q) == doctest::Approx(plain + 2 * k * k * n));
   }
 
   TEST_CASE("cost model: symmetric products counted as SYRKs of half the GEMM flops") {

@@ -109,8 +109,9 @@ struct PolarReport {
 /// Preconditions: a and q have the same batch, rows and cols; q does not overlap itself; q may
 /// alias a exactly (in-place). Host or device memory (see MatrixRef).
 /// Cost per matrix and step (Newton–Schulz, Polar Express): 3 GEMMs, 4k²n + 2k³ flops
-/// (2k²n + 2k²n only when c = 0). Gram Newton–Schulz: 2k²n once, 8k³ per step, 2k²n per
-/// restart and at the end. polar_flops() gives the exact count. Memory: polar_workspace_bytes().
+/// (2k²n + 2k²n only when c = 0). Gram Newton–Schulz: 2k²n once, ≤ 8k³ per step, 4k²n per
+/// restart (3k²n with the symmetric Gram; it said 2k²n until 2026-12-07) and 2k²n at the end
+/// (docs/kernels/polar.md). polar_flops() gives the exact count. Memory: polar_workspace_bytes().
 /// Accuracy: exact arithmetic gives U s(Σ/ν) Vᵀ; rounding adds about T·(∏ slopes)·ε relative
 /// error on the small singular values (docs/kernels/polar.md has the table).
 /// Determinism: bit-for-bit reproducible on the CPU for the same input layout, BLAS and thread

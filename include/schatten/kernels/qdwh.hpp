@@ -98,7 +98,7 @@ int qdwh_predicted_iterations(double l0, double unit_roundoff);
 /// image under the same maps is within 5u of 1 too; then polishes. The transpose trick applies
 /// (iterates on the k × k Gram, k = min(rows, cols)).
 /// Cost per matrix (m = max, k = min): QR step ≈ 11mk² + 8k³, Cholesky step ≈ 4mk² + k³/3,
-/// l₀ estimate ≈ 7mk², polish 4mk²; see qdwh_flops(). Memory: 4mk + 3k² + O(m).
+/// l₀ estimate ≈ 8mk² + k³, polish 4mk²; see qdwh_gemm_shapes(). Memory: 4mk + 3k² + O(m).
 /// Accuracy (double): ‖A − U H‖/‖A‖ and ‖UᵀU − I‖ of order k·u for κ up to 1e16
 /// (tests/kernels/test_qdwh.cpp). Rank-deficient A: zero singular values stay zero (U is then a
 /// partial isometry); in fp32, singular values between the bound and the raised l₀ = 1e-3
@@ -132,6 +132,14 @@ struct GemmShape {
     return kind == OpKind::gemm ? 2.0 * base : kind == OpKind::cholesky ? base / 3.0 : base;
   }
 };
+
+/// Σ flops() of a list of operations (a cost model's total).
+inline double total_flops(const std::vector<GemmShape>& ops) {
+  double f = 0.0;
+  for (const GemmShape& g : ops)
+    f += g.flops();
+  return f;
+}
 
 /// The dense operations of QDWH on one rows × cols matrix with the given numbers of QR-type and
 /// Cholesky-type iterations (the l₀ estimate and the polish included when requested), as

@@ -168,9 +168,10 @@ struct SpectralPowerReport {
 /// Preconditions, bad input and memory: as polar(); an output entry beyond the output type's
 /// range → out_of_range with bad_item (nothing written). Cost per matrix (m = max, k = min):
 /// QDWH (qdwh.hpp) + 2mk² for H + per pole k³/3 (Cholesky) + 2k³ (solves) + k² + 2mk² for
-/// U_p g(H). Accuracy (tests/kernels/test_spectral_power.cpp): relative error of every output
-/// singular value ≤ 1e-2 in float for σ/σ_max ∈ [1e-3, 1] and α ∈ {0.75, 0.5, 0.25, 0.1,
-/// −1/3, −1/2} (measured: ≤ 1.2e-3 at 80×120, 150×64 and 512²). Determinism: as polar(). Synchronous.
+/// U_p g(H), + 2k³ for α < 0 (the filter's product S(H)·H, or at α = −1 its second solve). Accuracy
+/// (tests/kernels/test_spectral_power.cpp): relative error of every output singular value ≤ 1e-2 in float for
+/// σ/σ_max ∈ [1e-3, 1] and α ∈ {0.75, 0.5, 0.25, 0.1, −1/3, −1/2} (measured: ≤ 1.2e-3 at 80×120, 150×64 and
+/// 512²). Determinism: as polar(). Synchronous.
 ///
 /// method polynomial: out = ν^α · U f(Σ/ν) Vᵀ with ν = ‖A‖_F (1.01·‖A‖_F when
 /// polynomial_compute is bf16 or fp16: a margin for 16-bit rounding at x = 1, where the
