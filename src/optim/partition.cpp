@@ -4,6 +4,7 @@
 #include "schatten/optim/partition.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <string>
 
 namespace schatten::optim {
@@ -65,8 +66,44 @@ std::string params_problem(const std::vector<ParamSpec>& params, std::ptrdiff_t*
       return "two parameters are named '" + params[by_name[k]].name +
              "' (their checkpoint fields would collide)";
     }
+  // Fields are "<name>/<index>_<rule>/<field>" beside "_partition/skipped_steps": a name under
+  // "_partition/", or under another parameter's name ("a" and "a/0_adamw_update/mu"), could
+  // name a field of another, and the first save failed (audit of 2026-12-07).
+  const auto named = [&](const std::string& n) {
+    const auto it = std::lower_bound(by_name.begin(), by_name.end(), n,
+                                     [&](std::size_t a, const std::string& x) { return params[a].name < x; });
+    return it != by_name.end() && params[*it].name == n;
+  };
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const std::string& n = params[i].name;
+    if (n.rfind("_partition/", 0) == 0 || n == "_partition") {
+      *bad = static_cast<std::ptrdiff_t>(i);
+      return "parameter '" + n + "': names under '_partition' are the partition's own checkpoint fields";
+    }
+    for (std::size_t at = n.find('/'); at != std::string::npos; at = n.find('/', at + 1))
+      if (named(n.substr(0, at))) {
+        *bad = static_cast<std::ptrdiff_t>(i);
+        return "parameter '" + n + "' lies under parameter '" + n.substr(0, at) +
+               "' (its checkpoint fields could collide with that one's)";
+      }
+  }
   return {};
 }
+
+namespace {
+/// True when `word` occurs in `name` at the start of a word: at the start of the name or after a
+/// character that is not a letter ("lm_head", "transformer.wte", "tok_embeddings", "heads.0"),
+/// not inside one ("multihead_attn": torch's nn.MultiheadAttention layers are hidden matrices;
+/// a plain substring match sent them to AdamW until the audit of 2026-12-07). A word that does
+/// not start with a letter (".gate.") counts wherever it occurs.
+bool excludes(const std::string& name, const std::string& word) {
+  if (word.empty()) return false;
+  const bool anchored = !std::isalpha(static_cast<unsigned char>(word[0]));
+  for (std::size_t at = name.find(word); at != std::string::npos; at = name.find(word, at + 1))
+    if (anchored || at == 0 || !std::isalpha(static_cast<unsigned char>(name[at - 1]))) return true;
+  return false;
+}
+}  // namespace
 
 std::vector<std::string> propose_labels(const std::vector<ParamSpec>& params, const LabelPolicy& policy) {
   std::vector<std::string> labels;
@@ -76,7 +113,7 @@ std::vector<std::string> propose_labels(const std::vector<ParamSpec>& params, co
     const BlockShape s = flatten(p.shape);
     if (s.rows < policy.min_side || s.cols < policy.min_side) spectral = false;
     for (const std::string& x : policy.exclude)
-      if (!x.empty() && p.name.find(x) != std::string::npos) spectral = false;
+      if (excludes(p.name, x)) spectral = false;
     labels.push_back(spectral ? policy.spectral : policy.other);
   }
   return labels;

@@ -164,8 +164,9 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            (SPEL: W <- polar((1 - lr wd) W - lr polar(M)), the weights re-projected every step;
            default polar: 5 steps of You Jiacheng's table, Emerging-Optimizers' "quintic")
 The matrix presets (muon … spel) serve the hidden matrices that optim::propose_labels picks
-(rank >= 2, no 'embed'/'head'/... in the name); every other parameter goes to AdamW with keys
-adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8 adamw_mu_storage=fp32.
+(rank >= 2, no word of the name starting with 'embed'/'head'/...); every other parameter goes
+to AdamW with keys adamw_lr=1e-3 adamw_wd=0.01 adamw_b1=0.9 adamw_b2=0.999 adamw_eps=1e-8
+adamw_mu_storage=fp32.
 exclude=A/B/... replaces the name parts that send a matrix to AdamW (default @EXCLUDE@; e.g.
 exclude=@EXCLUDE@/router for MoE routers). route=all sends every parameter to the preset
 instead. polar=keller|polar_express|qdwh (muon, normuon, adamuon, namo, namo_d: keller;
@@ -767,7 +768,7 @@ std::unique_ptr<Runner> build(const Spec& s, const std::vector<opt::ParamSpec>& 
   if (routing != "auto" && routing != "all") k.note("route must be auto or all");
   opt::LabelPolicy policy;
   policy.spectral = s.preset;
-  // exclude=a/b/c replaces LabelPolicy::exclude (a parameter whose name contains one of them
+  // exclude=a/b/c replaces LabelPolicy::exclude (a parameter in whose name one of them begins a word
   // goes to AdamW), e.g. to add MoE routers ("router", ".gate.") to the defaults.
   if (k.words("exclude", policy.exclude) && routing == "all") k.note("'exclude' applies to route=auto only");
   const std::vector<std::string> labels = routing == "all" ? all(s.preset) : opt::propose_labels(ps, policy);

@@ -1776,7 +1776,8 @@ TEST_SUITE("io.replay") {
     const std::pair<const char*, const char*> refused[] = {
         {"--optimizer adamw:b2=1", "route 'adamw': adam: b2 must be in [0, 1)"},
         {"--optimizer muon:adamw_eps=0", "route 'adamw': adam: eps must be finite and > 0"},
-        {"--optimizer muon:lr=-0.02", "route 'muon': lr schedule: the peak and final learning rates"},
+        {"--optimizer muon:lr=-0.02",
+         "route 'muon': scale_by_learning_rate: lr schedule: the peak and final"},
         {"--optimizer muon:momentum=1", "route 'muon': trace_momentum: beta must be in [0, 1)"},
         {"--optimizer muon:shape_extra=0", "route 'muon': scale_by_shape: extra must be finite and > 0"},
         {"--optimizer muon:weight_cap=-1", "route 'muon': upper must be positive"},

@@ -1660,7 +1660,18 @@ TEST_SUITE("optim.hostile") {
       check_refused("namo scale = 0", namo(n), "namo_step: scale");
       n = NamoOptions{};
       n.lr = Schedule::constant(-1.0);
-      check_refused("namo lr < 0", namo(n), "lr schedule");
+      check_refused("namo lr < 0", namo(n), "namo_step: lr schedule");
+      // Each rule that holds a schedule names itself (a chain with two schedules said "lr
+      // schedule: …" for either until the audit of 2026-12-07).
+      check_refused("scale_by_learning_rate lr < 0", chain(ScaleByLearningRate{Schedule::constant(-1.0)}),
+                    "scale_by_learning_rate: lr schedule: the peak");
+      check_refused("relative_update warmup < 0",
+                    chain(ScaleByLearningRate{Schedule::constant(0.1)},
+                          RelativeUpdate{1e-15, Schedule::warmup_cosine(0.1, -1, 10)}),
+                    "relative_update: lr schedule: warmup");
+      AdamWOptions aw;
+      aw.lr = Schedule::constant(-1.0);
+      check_refused("adamw lr < 0", adamw(aw), "adamw_update: lr schedule");
       Dion2Options d2;
       d2.fraction = 0.0;
       check_refused("dion2 fraction = 0", dion2(d2), "dion2_direction: fraction");

@@ -198,6 +198,41 @@ TEST_SUITE("optim.partition") {
     LabelPolicy keep_embeddings;
     keep_embeddings.exclude.clear();
     CHECK(propose_labels({gpt2[0]}, keep_embeddings)[0] == "muon");
+    // An excluded word counts where it begins a word of the name, not inside one: torch's
+    // nn.TransformerDecoderLayer names its cross-attention "multihead_attn", a hidden layer that
+    // went to AdamW while any substring counted (audit of 2026-12-07); TransformerLens's output
+    // head "unembed" is in the list itself; an entry starting with punctuation counts anywhere.
+    const std::vector<ParamSpec> more = {{"decoder.layers.0.multihead_attn.in_proj_weight", {1536, 512}},
+                                         {"decoder.layers.0.multihead_attn.out_proj.weight", {512, 512}},
+                                         {"unembed.W_U", {512, 50257}},
+                                         {"embed.W_E", {50257, 512}},
+                                         {"model.tok_embeddings.weight", {32000, 512}},
+                                         {"vit.heads.0.weight", {1000, 768}},
+                                         {"vit.blocks.0.attn.qkv.weight", {2304, 768}},
+                                         {"mlp.gate.weight", {8, 512}}};
+    CHECK(propose_labels(more) ==
+          std::vector<std::string>{"muon", "muon", "adamw", "adamw", "adamw", "adamw", "muon", "muon"});
+    LabelPolicy routers;
+    routers.exclude.push_back(".gate.");
+    CHECK(propose_labels({more[7]}, routers)[0] == "adamw");
+  }
+
+  TEST_CASE("init refuses names under another parameter's or under '_partition'") {
+    // Checkpoint fields are "<name>/<index>_<rule>/<field>" beside "_partition/skipped_steps";
+    // these names passed init() and step() and failed the first save (audit of 2026-12-07).
+    const auto refused = [](const std::vector<ParamSpec>& ps, const std::string& expect) {
+      auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "adamw"), route("adamw", adamw()));
+      const StepReport r = opt.init();
+      CHECK(r.status == Status::invalid_argument);
+      CHECK_MESSAGE(std::string(r.message).find(expect) != std::string::npos, r.message);
+    };
+    refused({{"_partition/skipped_steps", {4}}}, "names under '_partition'");
+    refused({{"a", {4}}, {"a/0_adamw_update/mu", {4}}}, "lies under parameter 'a'");
+    refused({{"x/y/z", {4}}, {"x/y", {4}}}, "lies under parameter 'x/y'");
+    // Names that only share a beginning are fine.
+    const std::vector<ParamSpec> fine = {{"a", {4}}, {"ab/c", {4}}, {"a.b", {4}}, {"_partition_x", {4}}};
+    auto opt = optim::partition(fine, std::vector<std::string>(4, "adamw"), route("adamw", adamw()));
+    CHECK(opt.init().status == Status::ok);
   }
 
   TEST_CASE("partition steps every parameter exactly as its rule alone would") {
@@ -423,6 +458,40 @@ TEST_SUITE("optim.partition") {
     const float before = wa[0];
     REQUIRE(opt.step({wa.data(), wb.data()}, {ga.data(), gb.data()}));
     CHECK(wa[0] == doctest::Approx(before - 0.01f));
+  }
+
+  TEST_CASE("global-norm clipping uses torch's factor, also at tiny limits and huge gradients") {
+    // torch.nn.utils.clip_grad_norm_: g ← g·min(1, max/(‖g‖ + 1e-6)). The partition used
+    // max/‖g‖ (so at max = 1e-7 its factor was 2.6× torch's) and applied the factor as one float,
+    // subnormal for gradients near FLT_MAX: their clipped norm came out 1.0001 (audit of
+    // 2026-12-07). Each case: SGD with lr 1 from w = 0, so w = −(clipped g), compared with the
+    // factor computed in double (one or two float roundings per entry: ≤ 3e-7 relative).
+    const std::vector<ParamSpec> ps = {{"a", {40, 25}}};
+    auto opt = optim::partition(ps, {"sgd"}, route("sgd", sgd(SgdOptions{Schedule::constant(1.0)})));
+    REQUIRE(opt.init());
+    for (const auto& [max_norm, entry] :
+         {std::pair<double, float>{1e-7, 1e-8f}, {1e-6, 3e-8f}, {1.0, 2.5f}, {1.0, 3e38f}, {1e-3, 1e37f}}) {
+      CAPTURE(max_norm);
+      CAPTURE(entry);
+      opt.set_global_clip(max_norm);
+      std::vector<float> w(1000, 0.0f), g(1000);
+      for (std::size_t k = 0; k < g.size(); ++k)
+        g[k] = (k % 3 == 0 ? -entry : entry) * (1.0f - 1e-3f * float(k % 7));
+      double ss = 0.0;
+      for (float x : g)
+        ss += double(x) * double(x);
+      const double torch = std::min(1.0, max_norm / (std::sqrt(ss) + 1e-6));
+      const std::vector<float> g0 = g;
+      REQUIRE(opt.step({w.data()}, {g.data()}));
+      double worst = 0.0, out = 0.0;
+      for (std::size_t k = 0; k < w.size(); ++k) {
+        worst = std::max(
+            worst, std::fabs(-double(w[k]) - double(g0[k]) * torch) / (std::fabs(double(g0[k])) * torch));
+        out += double(w[k]) * double(w[k]);
+      }
+      CHECK(worst <= 3e-7);
+      CHECK(std::sqrt(out) <= std::max(max_norm, 1e-300) * (1.0 + 1e-6));
+    }
   }
 
   TEST_CASE("signatures name every rule and hyper-parameter") {

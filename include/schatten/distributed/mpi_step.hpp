@@ -829,14 +829,13 @@ class DistributedPartition {
       return optim::refusal(agreed_message(mine == key, why), bad, status);
     }
     // Global clipping (replicated only): optim::Partition's sum, in its order, on every rank.
-    float clip_factor = 1.0f;
+    double clip_factor = 1.0;
     if (clip_ > 0.0) {
       double ss = 0.0;
       for (std::size_t i = 0; i < np; ++i)
         for (index_t k = 0, n = shapes_[i].size(); k < n; ++k)
           ss += double(grads[i][k]) * double(grads[i][k]);
-      const double norm = std::sqrt(ss);
-      if (norm > clip_) clip_factor = static_cast<float>(clip_ / norm);
+      clip_factor = optim::global_clip_factor(std::sqrt(ss), clip_);
     }
     // 2. Owned arrays: copies of replicated parameters, gradients into the update buffer;
     //    row-sharded parameters and gradients gathered.
@@ -850,11 +849,9 @@ class DistributedPartition {
       const index_t n = shapes_[i].size();
       float* u = updates_.data() + offset_[i];
       std::copy(params[i], params[i] + n, copies_[k].data());
-      if (clip_factor != 1.0f)
-        for (index_t e = 0; e < n; ++e)
-          u[e] = grads[i][e] * clip_factor;  // optim::Partition: grads[i][e] *= f
-      else
-        std::copy(grads[i], grads[i] + n, u);
+      std::copy(grads[i], grads[i] + n, u);
+      if (clip_factor != 1.0)  // as optim::Partition scales its gradients
+        optim::scale_by(MatrixRef<float>(u, 1, n, MemoryKind::host), clip_factor);
       local_params_[k] = copies_[k].data();
       local_grads_[k] = u;
     }

@@ -62,16 +62,21 @@ std::string params_problem(const std::vector<ParamSpec>& params, std::ptrdiff_t*
 struct LabelPolicy {
   std::string spectral = "muon";  ///< label of hidden matrices
   std::string other = "adamw";    ///< label of everything else
-  /// Parameters whose name contains one of these go to `other` even when they are matrices
-  /// (Keller Jordan / Moonlight routing: embeddings and the output head, algorithms.md §1.4).
-  std::vector<std::string> exclude = {"embed", "wte", "wpe", "lm_head", "head", "classifier"};
+  /// Parameters in whose name one of these begins a word (at the start, or after a character
+  /// that is not a letter: "lm_head.weight", "tok_embeddings", "transformer.wte", "heads.0")
+  /// go to `other` even when they are matrices (Keller Jordan / Moonlight routing: embeddings
+  /// and the output head, algorithms.md §1.4). Inside a word they do not count: torch's
+  /// "multihead_attn" is a hidden attention layer (until 2026-12-07 any substring counted, and
+  /// sent it to AdamW); "unembed" (TransformerLens' output head) is listed for that reason. An
+  /// entry that starts with another character (".gate.") counts wherever it occurs.
+  std::vector<std::string> exclude = {"embed", "unembed", "wte", "wpe", "lm_head", "head", "classifier"};
   /// Rank ≥ 2 tensors whose flattened matrix has a side smaller than this go to `other`
   /// (e.g. 1 × n after flattening).
   index_t min_side = 2;
 };
 
 /// Labels for a parameter list: `spectral` for rank ≥ 2 tensors with both flattened sides ≥
-/// min_side and no excluded substring in the name, `other` otherwise (biases, norms, gains,
+/// min_side and no excluded word in the name (LabelPolicy::exclude), `other` otherwise (biases, norms, gains,
 /// embeddings, heads).
 std::vector<std::string> propose_labels(const std::vector<ParamSpec>& params, const LabelPolicy& policy = {});
 
@@ -229,6 +234,17 @@ inline StepReport check_counts(std::size_t count, const std::vector<float*>& par
 /// set_global_clip, at init() and at every step): ok for max_norm ≥ 0 (0 disables clipping, +Inf
 /// clips nothing), else invalid_argument: a NaN or negative max_norm would turn clipping off
 /// without a word.
+/// Global clipping's factor for a gradient norm (torch.nn.utils.clip_grad_norm_'s
+/// clip_coef = max_norm/(total_norm + 1e-6), clamped to 1; 1: nothing to scale). Applied with
+/// scale_by(), in double, so that a factor below FLT_MIN (gradients near FLT_MAX) keeps its
+/// precision. Until 2026-12-07 the factor was max_norm/norm without the 1e-6, applied as one
+/// float: 2.6× torch's at max_norm 1e-7, and a clipped norm of 1.0001 for 3e38 gradients
+/// (audit of that day).
+inline double global_clip_factor(double norm, double max_norm) {
+  const double f = max_norm / (norm + 1e-6);
+  return f < 1.0 ? f : 1.0;
+}
+
 inline StepReport check_global_clip(double max_norm) {
   if (max_norm >= 0.0) return StepReport{};
   return refusal("set_global_clip: max_norm must be >= 0 (0 disables clipping)", -1);
@@ -715,11 +731,10 @@ class Partition {
         for (index_t k = 0, n = flatten(params_[i].shape).size(); k < n; ++k)
           ss += double(grads[i][k]) * double(grads[i][k]);
     }
-    const double norm = std::sqrt(ss);
-    if (!(norm > clip_)) return;
-    const float f = static_cast<float>(clip_ / norm);
+    const double f = global_clip_factor(std::sqrt(ss), clip_);
+    if (f == 1.0) return;
     for (std::size_t i = 0; i < params_.size(); ++i)
-      scale(block(grads[i], i), f);
+      scale_by(block(grads[i], i), f);
   }
   /// The first parameter whose gradient holds a NaN/Inf, or (unless `finite_only`) a value
   /// beyond its route's max_gradient(), or, with `params`, whose parameter holds a NaN/Inf; −1

@@ -694,10 +694,14 @@ struct NamoStep {
     v("v", s.v);
     v("alpha", s.alpha);
   }
+  /// Schedule::check's refusals, naming this rule.
+  static constexpr const char* kScheduleRefusals[2] = {
+      "namo_step: lr schedule: the peak and final learning rates must be finite and >= 0",
+      "namo_step: lr schedule: warmup and total must be >= 0 steps"};
   /// A usable lr schedule; β, μ₂ ∈ [0, 1); ε, c > 0 and λ ≥ 0, finite; usable polar options;
   /// storage fp32 or bf16.
   const char* check() const noexcept {
-    if (const char* m = lr.check()) return m;
+    if (const char* m = lr.check(kScheduleRefusals)) return m;
     if (!hyper::decay_rate(beta)) return "namo_step: beta must be in [0, 1)";
     if (!hyper::decay_rate(mu2)) return "namo_step: mu2 must be in [0, 1)";
     if (!hyper::positive(eps)) return "namo_step: eps must be finite and > 0";

@@ -67,11 +67,13 @@ struct Schedule {
     return peak;
   }
   /// nullptr when the schedule is usable: peak and final value finite and ≥ 0 (a negative
-  /// rate would climb the loss), warmup and total ≥ 0 (rule.hpp, check_of).
-  const char* check() const noexcept {
-    if (!hyper::non_negative(peak) || !hyper::non_negative(final_value))
-      return "lr schedule: the peak and final learning rates must be finite and >= 0";
-    if (warmup < 0 || total < 0) return "lr schedule: warmup and total must be >= 0 steps";
+  /// rate would climb the loss), warmup and total ≥ 0 (rule.hpp, check_of); else the message of
+  /// `refusals` for the first problem: {rates, steps}, each naming the rule that holds the
+  /// schedule (ScheduleRefusals), so that a chain with two schedules (RelativeUpdate's and the
+  /// learning rate's) says which one is bad (until 2026-12-07 both said "lr schedule: …").
+  const char* check(const char* const (&refusals)[2]) const noexcept {
+    if (!hyper::non_negative(peak) || !hyper::non_negative(final_value)) return refusals[0];
+    if (warmup < 0 || total < 0) return refusals[1];
     return nullptr;
   }
   std::string config() const {
@@ -662,11 +664,15 @@ struct AdamWUpdate {
     return Status::ok;
   }
   // visit_fields: ScaleByAdam's (the same State).
+  /// Schedule::check's refusals, naming this rule.
+  static constexpr const char* kScheduleRefusals[2] = {
+      "adamw_update: lr schedule: the peak and final learning rates must be finite and >= 0",
+      "adamw_update: lr schedule: warmup and total must be >= 0 steps"};
   /// ScaleByAdam's ranges, weight decay finite and ≥ 0, a usable lr schedule.
   const char* check() const noexcept {
     if (const char* m = ScaleByAdam::check_adam(b1, b2, eps, mu_storage)) return m;
     if (!hyper::non_negative(weight_decay)) return "adamw: weight_decay must be finite and >= 0";
-    return lr.check();
+    return lr.check(kScheduleRefusals);
   }
   std::string config() const {
     Signature s(name);
@@ -1450,11 +1456,15 @@ struct RelativeUpdate {
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
   }
+  /// Schedule::check's refusals, naming this rule.
+  static constexpr const char* kScheduleRefusals[2] = {
+      "relative_update: lr schedule: the peak and final learning rates must be finite and >= 0",
+      "relative_update: lr schedule: warmup and total must be >= 0 steps"};
   /// eps finite and > 0 in float (the reference's), weight_decay finite and ≥ 0, a usable lr.
   const char* check() const noexcept {
     if (!hyper::positive_float(eps)) return "relative_update: eps must be finite and > 0 (in float)";
     if (!hyper::non_negative(weight_decay)) return "relative_update: weight_decay must be finite and >= 0";
-    return lr.check();
+    return lr.check(kScheduleRefusals);
   }
   std::string config() const {
     return Signature(name).add("eps", eps).add("lr", lr.config()).add("weight_decay", weight_decay).str();
@@ -1508,6 +1518,10 @@ struct RadialBrake {
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
   }
+  /// Schedule::check's refusals, naming this rule.
+  static constexpr const char* kScheduleRefusals[2] = {
+      "radial_brake: lr schedule: the peak and final learning rates must be finite and >= 0",
+      "radial_brake: lr schedule: warmup and total must be >= 0 steps"};
   /// outward and inward in [0, 1], eps finite and > 0 in float (the reference's checks),
   /// weight_decay finite and ≥ 0, a usable lr.
   const char* check() const noexcept {
@@ -1515,7 +1529,7 @@ struct RadialBrake {
     if (!(inward >= 0.0 && inward <= 1.0)) return "radial_brake: inward must be in [0, 1]";
     if (!hyper::positive_float(eps)) return "radial_brake: eps must be finite and > 0 (in float)";
     if (!hyper::non_negative(weight_decay)) return "radial_brake: weight_decay must be finite and >= 0";
-    return lr.check();
+    return lr.check(kScheduleRefusals);
   }
   std::string config() const {
     return Signature(name)
@@ -1961,8 +1975,12 @@ struct ScaleByLearningRate {
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
   }
+  /// Schedule::check's refusals, naming this rule.
+  static constexpr const char* kScheduleRefusals[2] = {
+      "scale_by_learning_rate: lr schedule: the peak and final learning rates must be finite and >= 0",
+      "scale_by_learning_rate: lr schedule: warmup and total must be >= 0 steps"};
   /// A usable schedule (Schedule::check).
-  const char* check() const noexcept { return lr.check(); }
+  const char* check() const noexcept { return lr.check(kScheduleRefusals); }
   std::string config() const { return Signature(name).add("lr", lr.config()).str(); }
 };
 
