@@ -1072,6 +1072,41 @@ TEST_SUITE("kernels.spectral_power") {
     }
   }
 
+  TEST_CASE_TEMPLATE("spectral_clip polynomial method: outputs at the top of the type's range are checked", T,
+                     float, double) {
+    // The clipped output f·w is at most f·cap·bound; only pre-scaled inputs (max|a| outside
+    // [2^-511, 2^511]) had their stores checked, so a result at the type's largest value that
+    // 16-bit rounding carried past it was stored as ∞ with ok (audit of 2026-12-07: I₈ clipped
+    // to [max, max] in bf16; [max] clipped below at 1 in fp16). Now such a call either writes
+    // finite values with ok or refuses with out_of_range and writes nothing.
+    const double top = static_cast<double>(std::numeric_limits<T>::max());
+    const auto run = [&](std::vector<T> a, index_t n, double lower, double upper, Precision p) {
+      SpectralClipOptions o;
+      o.method = SpectralClipMethod::polynomial;
+      o.polar.compute = p;
+      o.lower = lower;
+      o.upper = upper;
+      std::vector<T> q(a.size(), T(-7));
+      const SpectralPowerReport rep =
+          spectral_clip(MatrixRef<const T>(a.data(), n, n), MatrixRef<T>(q.data(), n, n), o);
+      if (rep.status == Status::ok) {
+        for (T x : q)
+          CHECK(std::isfinite(x));
+      } else {
+        CHECK(rep.status == Status::out_of_range);
+        CHECK(q == std::vector<T>(q.size(), T(-7)));
+      }
+    };
+    std::vector<T> identity(64, T(0));
+    for (int i = 0; i < 8; ++i)
+      identity[static_cast<std::size_t>(i * 9)] = T(1);
+    for (Precision p : {Precision::bf16, Precision::fp16}) {
+      CAPTURE(to_string(p));
+      run(identity, 8, top, top, p);
+      run(std::vector<T>{std::numeric_limits<T>::max()}, 1, 1.0, HUGE_VAL, p);
+    }
+  }
+
   TEST_CASE_TEMPLATE("spectral_clip polynomial method: a cap far below the spectrum lands near the cap", T,
                      float, double) {
     // Every σ (3.7 … 0.37) lies 37 to 3700 times above the cap, so the output is u·O. The

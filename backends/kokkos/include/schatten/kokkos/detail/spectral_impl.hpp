@@ -508,7 +508,13 @@ SpectralPowerReport spectral_clip_polynomial_strided(
   std::vector<double>& f = host.out;
   shifts.assign(4 * static_cast<std::size_t>(s.batch), 0.0);
   f.assign(norms.size(), 0.0);
-  bool scaled = false;  // some matrix pre-scaled by 2^−s (normalise_and_load): its f may overflow
+  // Whether some output may overflow its type, so that the stores must be checked first: a
+  // matrix pre-scaled by 2^−s (normalise_and_load), whose f·2^s may, or one whose f comes within
+  // 4× of the type's largest value over cap·bound, the bound of |w| (acc's eigenvalues ≤ cap,
+  // ‖o‖₂ ≤ bound), the 4 for 16-bit rounding. Only `scaled` was checked until 2026-12-07, and a
+  // clip to [FLT_MAX, FLT_MAX] in bf16 stored ∞ with ok (audit of that day).
+  bool may_overflow = false;
+  const double largest = static_cast<double>(std::numeric_limits<TIn>::max());
   for (std::size_t i = 0; i < norms.size(); ++i) {
     if (norms[i] == 0.0) continue;  // zero stays zero: t = c = 0 and factor 0
     // In the units of A' = 2^−s A (ν, the bounds and eps), then f back by 2^s.
@@ -517,7 +523,7 @@ SpectralPowerReport spectral_clip_polynomial_strided(
     const double lower = std::ldexp(options.lower, -e), upper = std::ldexp(options.upper, -e);
     const double tl = lower / nu, tu = upper / nu;
     f[i] = has_lower && tl > cap ? lower / cap : nu;  // = ν·t_l/2B, without overflow; times 2^s
-    scaled = scaled || e != 0;
+    may_overflow = may_overflow || e != 0 || f[i] * 4.0 * cap * bound >= largest;
     const double t[2] = {std::min(tl, cap), std::min(tu, cap)};
     for (int side = 0; side < 2; ++side) {
       shifts[i + (2 * side) * norms.size()] = t[side];
@@ -576,7 +582,7 @@ SpectralPowerReport spectral_clip_polynomial_strided(
   }
   symmetrize(space, b.acc);
   apply_factor(space, s.right, b.acc, o, w);
-  if (scaled) {
+  if (may_overflow) {
     const index_t bad_item = first_overflowing<TIn>(
         space, w, f, [](index_t) { return HUGE_VAL; }, b.p.factor + s.batch, host.stats, &host.exponents);
     if (bad_item >= 0)
