@@ -354,6 +354,47 @@ TEST_SUITE("kernels.polar.api") {
     CHECK(precision_supported(Precision::fp32, PolarMethod::qdwh));
   }
 
+  TEST_CASE("AOL in 16 bits: a row far below the others is loaded at its own scale") {
+    // AOL's row factors come from the first Gram, after the load; in fp16 the input was loaded as
+    // A/‖A‖_F, so a row 1e-6 of the others fell below fp16's subnormals and came out 0 after AOL
+    // rescaled it (relative error 1; bf16 0.0075; audit of 2026-12-07). The rows are now loaded
+    // at unit scale by powers of two (exact) and AOL divides them out. Oracle: the same call in
+    // fp64. Tolerance: the other rows' error is a 16-bit iteration's (measured fp16 0.0077, bf16
+    // 0.030 on this input; the bound of the test above is 0.015 / 0.12); the small row is held
+    // to the same bound.
+    const index_t r = 8, c = 128;
+    SpectrumCase sc{"aol_lowp", r, c, geometric(r, 0.5)};
+    const std::uint64_t seed = case_seed("aol_lowp");
+    CAPTURE(seed);
+    Eigen::MatrixXd a = make_matrix(sc, seed);
+    a.row(r - 1) *= 1e-6;
+    const std::vector<float> in = to_row_major<float>(a);
+    const auto run = [&](Precision p) {
+      PolarOptions o;
+      o.method = PolarMethod::newton_schulz;
+      o.compute = p;
+      CoefficientSchedule s = resolved_schedule(o);
+      s.normalization.kind = Normalization::Kind::aol;
+      o.schedule = s;
+      std::vector<float> out(in.size(), kSentinel);
+      REQUIRE(polar(MatrixRef<const float>(in.data(), r, c), MatrixRef<float>(out.data(), r, c), o).status ==
+              Status::ok);
+      return from_row_major(out.data(), r, c);
+    };
+    const Eigen::MatrixXd want = run(Precision::fp64);
+    REQUIRE(want.row(r - 1).norm() > 0.1);  // AOL brings every row to order one
+    for (Precision p : {Precision::bf16, Precision::fp16}) {
+      if (!precision_supported(p, PolarMethod::newton_schulz)) continue;
+      CAPTURE(std::string(to_string(p)));
+      const Eigen::MatrixXd got = run(p);
+      for (index_t i = 0; i < r; ++i) {
+        CAPTURE(i);
+        CHECK((got.row(i) - want.row(i)).norm() / want.row(i).norm() <=
+              (p == Precision::bf16 ? 0.12 : 0.015));
+      }
+    }
+  }
+
   TEST_CASE("16-bit Polar Express at the top of its interval: the error follows the schedule's slope") {
     // A rank-one-dominated input (σ = 1, then 1e-3 × 63), whose ‖A‖₂/‖A‖_F ≈ 1, puts x₀ = σ₁/ν
     // at 1/safety, where Polar Express's composite f is steepest: |f′(x₀)| = 85 for the 5-row

@@ -54,8 +54,9 @@ struct PolarOptions {
   /// every other build (on a CPU an emulation of the GPU's numerics, slower than fp32). The
   /// error at a singular value x is of order u·|f(x)| + 0.1·u·x·|f′(x)| for the schedule's
   /// composite f and the unit roundoff u: with Polar Express on inputs whose ‖A‖₂ is close to
-  /// ‖A‖_F, up to 10 % of the top direction in bf16 and under 1 % in fp16 (docs/kernels/polar.md,
-  /// "Where 16 bits cost most"). Other methods: bf16/fp16 → Status::unsupported.
+  /// ‖A‖_F, up to 10 % of the top direction in bf16 and under 1 % in fp16 for k ≥ 16, about
+  /// twice that for a short side of a few rows (docs/kernels/polar.md, "Where 16 bits cost
+  /// most"). Other methods: bf16/fp16 → Status::unsupported.
   Precision compute = Precision::automatic;
   /// Options of PolarMethod::qdwh (which ignores iterations, schedule and gram_restarts).
   QdwhOptions qdwh{};

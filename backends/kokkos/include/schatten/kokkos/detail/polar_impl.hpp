@@ -60,6 +60,9 @@ struct PolarBuffers {
   Mat3<TC, Mem> sq[5];          ///< k × k scratch: NS uses 2, Gram NS 5
   double* factor = nullptr;     ///< per-matrix normalisation factor, then scratch (kFactorDoubles·batch)
   double* row_scale = nullptr;  ///< AOL's k·batch row factors (Normalization::Kind::aol), else null
+  /// AOL's k·batch powers of two the rows were loaded with (16-bit iteration; aol_load_rows()),
+  /// else null.
+  double* row_prescale = nullptr;
 };
 
 /// Doubles per matrix behind PolarBuffers::factor: the factor, the three statistics of
@@ -80,7 +83,7 @@ inline double split_pow2(double x, double t, int& n) {
 inline int square_buffers(PolarMethod m) { return m == PolarMethod::gram_newton_schulz ? 5 : 2; }
 
 /// Carves (or, with a counting arena, sizes) the buffers of one call; `row_scales` adds AOL's
-/// k·batch doubles.
+/// 2·k·batch doubles (the row factors and the rows' load scales).
 template <class TC, class Mem>
 PolarBuffers<TC, Mem> carve_polar(Arena& arena, const PolarShape& s, PolarMethod method,
                                   bool row_scales = false) {
@@ -90,7 +93,10 @@ PolarBuffers<TC, Mem> carve_polar(Arena& arena, const PolarShape& s, PolarMethod
   for (int i = 0; i < square_buffers(method); ++i)
     buf.sq[i] = carve<TC, Mem>(arena, s.k, s.k, s.batch);
   buf.factor = arena.take<double>(Arena::box(kFactorDoubles, s.batch));
-  if (row_scales) buf.row_scale = arena.take<double>(Arena::box(s.k, s.batch));
+  if (row_scales) {
+    buf.row_scale = arena.take<double>(Arena::box(s.k, s.batch));
+    buf.row_prescale = arena.take<double>(Arena::box(s.k, s.batch));
+  }
   return buf;
 }
 
@@ -284,6 +290,50 @@ void schatten4_rescale(const Exec& space, const Normalization& nz, HostScalars& 
       });
 }
 
+/// AOL in 16-bit iteration: loads X = D₀·A/‖A‖_F again, D₀ = diag(d₀) with d₀_i the power of
+/// two that brings row i (right form: column i) of A/‖A‖_F to a norm in [0.5, 1), computed in
+/// double, so that no row is rounded to 16 bits before AOL rescales it. normalise_and_load()'s
+/// single factor loaded A/‖A‖_F itself, where a row 1e-6 of ‖A‖_F fell below fp16's subnormals
+/// and came out 0 after AOL (audit of 2026-12-07). aol_rescale() then divides D₀ out again
+/// (exact: powers of two). Rows keep norms ≤ 1, so the Gram's entries stay ≤ 1. A zero row
+/// keeps d₀ = 1. Cost: two reads of A (the row norms, scaled by the row's largest entry) and the
+/// load; no wait. `d0` k·batch doubles; `factor` as load_scaled().
+template <class Exec, class TIn, class TC, class Mem>
+void aol_load_rows(const Exec& space, const Strided3<const TIn, Mem>& a, const double* factor,
+                   const Mat3<TC, Mem>& x, bool transposed, bool right, double* d0) {
+  const index_t batch = x.extent(2), k = right ? x.extent(1) : x.extent(0),
+                len = right ? x.extent(0) : x.extent(1);
+  const double* pre = factor + kPreScaleSlot * batch;
+  for_each_element(
+      space, "schatten::polar::aol_rows", k, 1, batch, KOKKOS_LAMBDA(index_t i, index_t, index_t b) {
+        const auto at = [&](index_t l) {  // entry l of W's row (right form: column) i, scaled
+          const index_t wi = right ? l : i, wj = right ? i : l;
+          return static_cast<double>(transposed ? a(b, wj, wi) : a(b, wi, wj)) * pre[b] * factor[b];
+        };
+        double top = 0.0;
+        for (index_t l = 0; l < len; ++l)
+          top = kmath::fmax(top, kmath::fabs(at(l)));
+        double ss = 0.0;
+        for (index_t l = 0; l < len && top > 0.0; ++l) {
+          const double v = at(l) / top;
+          ss += v * v;
+        }
+        // d ← a power of two with top·√ss·d ∈ [0.5, 1) (top·√ss ≤ 1: a row of A/‖A‖_F).
+        const double norm = top * kmath::sqrt(ss);
+        double d = 1.0;
+        while (norm > 0.0 && norm * d < 0.5)
+          d *= 2.0;
+        d0[b * k + i] = d;
+      });
+  for_each_element(
+      space, "schatten::polar::aol_load", x.extent(0), x.extent(1), batch,
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b) {
+        const TIn v = transposed ? a(b, j, i) : a(b, i, j);
+        x(i, j, b) =
+            static_cast<TC>(static_cast<double>(v) * pre[b] * factor[b] * d0[b * k + (right ? j : i)]);
+      });
+}
+
 /// AOL pre-scaling (Normalization::Kind::aol), after normalise_and_load has loaded
 /// X = A/‖A‖_F and the first Gram G = X Xᵀ (right form: Xᵀ X) is in `g`: per matrix b and Gram
 /// row i, r_i = Σ_j |G_ij| (in double) and f_i = 1/(safety·√r_i + eps/‖A‖_F), so that the rows
@@ -294,10 +344,13 @@ void schatten4_rescale(const Exec& space, const Normalization& nz, HostScalars& 
 /// f_i ≤ 1/(safety·√r_i) only shrinks it. A zero row (r_i = 0) keeps factor 0, and
 /// an all-zero matrix stays zero. `inv_norm` holds 1/‖A'‖_F per matrix on the device (the load
 /// factors of normalise_and_load's block, whose pre-scales 2^−s make eps/‖A‖_F = eps·2^−s/‖A'‖_F),
-/// `f` k·batch doubles. Cost: one read of G for the sums, one pass over X and over G; no wait.
+/// `f` k·batch doubles. With `d0` (aol_load_rows(): X's rows were loaded times powers of two
+/// d₀, so `g` holds D₀ G D₀), r_i = Σ_j |G₀_ij|/(d₀_i d₀_j) and X's row i is scaled by f_i/d₀_i:
+/// the same sums and rows (the powers of two are exact). Cost: one read of G for the sums, one
+/// pass over X and over G; no wait.
 template <class Exec, class TC, class Mem>
 void aol_rescale(const Exec& space, const Normalization& nz, bool right, const double* inv_norm, double* f,
-                 const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g) {
+                 const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g, const double* d0 = nullptr) {
   using S = scalar_t<TC>;
   const index_t k = g.extent(0), batch = g.extent(2);
   const double* pre = inv_norm + kPreScaleSlot * batch;
@@ -308,8 +361,12 @@ void aol_rescale(const Exec& space, const Normalization& nz, bool right, const d
       space, "schatten::polar::aol_sums", k, 1, batch, KOKKOS_LAMBDA(index_t i, index_t, index_t b) {
         double r = 0.0;
         for (index_t j = 0; j < k; ++j)
-          r += kmath::fabs(static_cast<double>(static_cast<S>(g(i, j, b))));
-        f[b * k + i] = r > 0.0 ? 1.0 / (safety * kmath::sqrt(r) + eps * pre[b] * inv_norm[b]) : 0.0;
+          r += kmath::fabs(static_cast<double>(static_cast<S>(g(i, j, b)))) /
+               (d0 ? d0[b * k + i] * d0[b * k + j] : 1.0);
+        f[b * k + i] =
+            r > 0.0
+                ? 1.0 / ((safety * kmath::sqrt(r) + eps * pre[b] * inv_norm[b]) * (d0 ? d0[b * k + i] : 1.0))
+                : 0.0;
       });
   for_each_element(
       space, "schatten::polar::aol_x", x.extent(0), x.extent(1), x.extent(2),
@@ -700,9 +757,14 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
   // Gram as their first.
   const bool s4 = sched.normalization.kind == Normalization::Kind::schatten4;
   const bool gram_ready = s4 || aol;
+  // AOL in 16 bits: the rows loaded at unit scale, so that none underflows before AOL scales it.
+  const bool aol_rows = aol && is_lowp<TC>;
+  if (aol_rows) aol_load_rows(space, a, buf.factor, buf.x, s.w_is_transpose, s.right, buf.row_prescale);
   if (gram_ready) gram(space, options.symmetric_gram, s.right, buf.x, buf.sq[0]);
   if (s4) schatten4_rescale(space, sched.normalization, host, buf.factor, buf.x, buf.sq[0]);
-  if (aol) aol_rescale(space, sched.normalization, s.right, buf.factor, buf.row_scale, buf.x, buf.sq[0]);
+  if (aol)
+    aol_rescale(space, sched.normalization, s.right, buf.factor, buf.row_scale, buf.x, buf.sq[0],
+                aol_rows ? buf.row_prescale : nullptr);
   Mat3<TC, Mem> result;
   if (options.method == PolarMethod::gram_newton_schulz) {
     result = gram_newton_schulz_steps(space, options.symmetric_gram, s.right, sched, iterations,
