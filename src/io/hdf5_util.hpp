@@ -99,6 +99,16 @@ inline bool write_attr(hid_t obj, const char* name, hid_t type, const void* valu
   return attr.ok() && (n == 0 || H5Awrite(attr.get(), type, value) >= 0);
 }
 
+/// A numeric scalar attribute (an HDF5 scalar dataspace): what h5py writes for a Python number,
+/// and what `int(f.attrs[name])` reads with any NumPy (a 1-element array, which write_attr gives,
+/// cannot be converted by int() since NumPy 2.4). The recording's and the replay output's counts
+/// use it (docs/replay-format.md); readers accept either form.
+inline bool write_scalar_attr(hid_t obj, const char* name, hid_t type, const void* value) {
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  Handle attr(H5Acreate2(obj, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  return attr.ok() && H5Awrite(attr.get(), type, value) >= 0;
+}
+
 /// Overwrites an existing numeric attribute's value.
 inline bool update_attr(hid_t obj, const char* name, hid_t type, const void* value) {
   Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);

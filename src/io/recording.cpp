@@ -357,9 +357,9 @@ Status Recorder::create_unguarded(const std::string& path, const RecordingInfo& 
   const int version = kRecordingSchemaVersion;
   const std::int64_t zero = 0, nparams = std::int64_t(info.params.size());
   bool ok = h5::write_string_attr(f, "format", kFormat) &&
-            h5::write_attr(f, "schema_version", H5T_NATIVE_INT32, &version) &&
-            h5::write_attr(f, "completed_steps", H5T_NATIVE_INT64, &zero) &&
-            h5::write_attr(f, "num_params", H5T_NATIVE_INT64, &nparams) &&
+            h5::write_scalar_attr(f, "schema_version", H5T_NATIVE_INT32, &version) &&
+            h5::write_scalar_attr(f, "completed_steps", H5T_NATIVE_INT64, &zero) &&
+            h5::write_scalar_attr(f, "num_params", H5T_NATIVE_INT64, &nparams) &&
             h5::write_string_attr(f, "model", info.model) &&
             h5::write_string_attr(f, "producer", info.producer);
   if (ok) {
@@ -716,7 +716,10 @@ Status RecordingReader::open_unguarded(const std::string& path, std::string* err
     if (H5Fis_hdf5(path.c_str()) <= 0)
 #endif
       return fail(error, file_msg + "not an HDF5 file (random bytes or a damaged header)");
-    return fail(error, file_msg + "HDF5 cannot open it (truncated or corrupt file)");
+    return fail(error, file_msg +
+                           "HDF5 cannot open it (truncated or corrupt file; or left marked open by a writer "
+                           "that died using a file format newer than the earliest: `h5clear -s` clears the "
+                           "mark, docs/replay-format.md)");
   }
   const hid_t f = impl->file.get();
   RecordingInfo& info = impl->info;

@@ -1853,18 +1853,19 @@ class StepCache {
   double read_ = 0, wait_ = 0;
 };
 
-/// Σ_i u_iᵀ S u_i = tr(U S Uᵀ) over the rows u_i of U (rows × cols) for a cols × cols S (float
-/// products, double sum).
+/// Σ_i u_iᵀ S u_i = tr(U S Uᵀ) over the rows u_i of U (rows × cols) for a cols × cols S, in
+/// double as docs/replay-format.md says (the inner sums S u_i were float until 2026-12-07:
+/// 2e-5 to 5e-4 relative off; audit of that day).
 double gram_quadratic(const float* u, index_t rows, index_t cols, const float* s) {
   double tr = 0.0;
   for (index_t i = 0; i < rows; ++i) {
     const float* ui = u + i * cols;
     for (index_t j = 0; j < cols; ++j) {
       const float* sj = s + j * cols;
-      float a = 0.0f;
+      double a = 0.0;
       for (index_t k = 0; k < cols; ++k)
-        a += sj[k] * ui[k];
-      tr += double(a) * double(ui[j]);
+        a += double(sj[k]) * double(ui[k]);
+      tr += a * double(ui[j]);
     }
   }
   return tr;
@@ -2053,9 +2054,9 @@ int fail_run(const std::string& msg, const std::string& tmp) {
       return set.ok() && H5Dwrite(set.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
     };
     bool ok = io::h5::write_string_attr(f, "format", "schatten-replay") &&
-              io::h5::write_attr(f, "schema_version", H5T_NATIVE_INT32, &version) &&
+              io::h5::write_scalar_attr(f, "schema_version", H5T_NATIVE_INT32, &version) &&
               io::h5::write_string_attr(f, "recording", o.recording) &&
-              io::h5::write_attr(f, "steps", H5T_NATIVE_INT64, &steps) &&
+              io::h5::write_scalar_attr(f, "steps", H5T_NATIVE_INT64, &steps) &&
               io::h5::write_string_attr(f, "initial",
                                         all_recorded   ? "recorded"
                                         : any_recorded ? "mixed"
