@@ -36,6 +36,49 @@ constexpr const char* kRoot = "/schatten/optimizer";
 /// Parameter shapes: `<kShapes>/<param name>/shape` (checkpoint.hpp's file comment).
 constexpr const char* kShapes = "/schatten/parameters";
 constexpr const char* kShapeLeaf = "/shape";
+/// A signature longer than kSignatureAttributeBytes is the string dataset kSignature instead of
+/// the root attribute `signature`: HDF5's earliest format, which these files use (so that every
+/// HDF5 reads them, and their bytes do not depend on its version), keeps an attribute's message
+/// within 64 KiB, and the signature of a per-head cut of a large model (18,144 pieces: 79 KB)
+/// could not be saved (audit of 2026-12-07). Files with a shorter signature are as before.
+constexpr std::size_t kSignatureAttributeBytes = 60000;
+constexpr const char* kSignature = "/schatten/signature";
+/// Each parameter's route (CheckpointHeader::routes): one string dataset of `<n>:<name><m>:<label>`
+/// pairs (lengths in decimal: any name, any label), sorted by name. Beside /schatten/parameters,
+/// not in it, so that readers before 2026-12-07, which refuse unknown datasets there, still read
+/// the file.
+constexpr const char* kRoutes = "/schatten/routes";
+
+std::string encode_routes(const std::map<std::string, std::string>& routes) {
+  std::string s;
+  for (const auto& [name, label] : routes)
+    s += std::to_string(name.size()) + ":" + name + std::to_string(label.size()) + ":" + label;
+  return s;
+}
+
+/// false on a malformed text.
+bool decode_routes(const std::string& s, std::map<std::string, std::string>& out) {
+  std::size_t at = 0;
+  const auto next = [&](std::string& item) {
+    const std::size_t colon = s.find(':', at);
+    if (colon == std::string::npos || colon == at || colon - at > 18) return false;
+    std::size_t n = 0;
+    for (std::size_t k = at; k < colon; ++k) {
+      if (s[k] < '0' || s[k] > '9') return false;
+      n = n * 10 + static_cast<std::size_t>(s[k] - '0');
+    }
+    if (n > s.size() - colon - 1) return false;
+    item = s.substr(colon + 1, n);
+    at = colon + 1 + n;
+    return true;
+  };
+  while (at < s.size()) {
+    std::string name, label;
+    if (!next(name) || !next(label)) return false;
+    out[name] = label;
+  }
+  return true;
+}
 
 using h5::fail;
 using h5::Handle;
@@ -88,6 +131,37 @@ bool read_string_attr(hid_t obj, const char* name, std::string& out, std::size_t
   Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(mem.get(), n);
   if (H5Aread(attr.get(), mem.get(), s.data()) < 0) return false;
+  s.resize(std::strlen(s.c_str()));
+  out = s;
+  return true;
+}
+
+/// A scalar fixed-length ASCII string dataset (the long signature, kSignature).
+bool write_string_dataset(hid_t file, hid_t lcpl, hid_t dcpl, const char* path, const std::string& value) {
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  if (!type.ok() || H5Tset_size(type.get(), value.empty() ? 1 : value.size()) < 0) return false;
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  Handle set(H5Dcreate2(file, path, type.get(), space.get(), lcpl, dcpl, H5P_DEFAULT), H5Dclose);
+  const std::string v = value.empty() ? std::string(1, '\0') : value;
+  return set.ok() && H5Dwrite(set.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) >= 0;
+}
+
+/// Reads write_string_dataset()'s form, at most `max_bytes` bytes; false when absent or another
+/// form.
+bool read_string_dataset(hid_t file, const char* path, std::string& out, std::size_t max_bytes) {
+  if (H5Lexists(file, "/schatten", H5P_DEFAULT) <= 0 || H5Lexists(file, path, H5P_DEFAULT) <= 0) return false;
+  Handle set(H5Dopen2(file, path, H5P_DEFAULT), H5Dclose);
+  Handle type(set.ok() ? H5Dget_type(set.get()) : -1, H5Tclose);
+  Handle space(set.ok() ? H5Dget_space(set.get()) : -1, H5Sclose);
+  if (!set.ok() || !type.ok() || !space.ok() || H5Tget_class(type.get()) != H5T_STRING ||
+      H5Tis_variable_str(type.get()) != 0 || H5Sget_simple_extent_npoints(space.get()) != 1)
+    return false;
+  const std::size_t n = H5Tget_size(type.get());
+  if (n == 0 || n > max_bytes) return false;
+  std::string s(n, '\0');
+  Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(mem.get(), n);
+  if (H5Dread(set.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, s.data()) < 0) return false;
   s.resize(std::strlen(s.c_str()));
   out = s;
   return true;
@@ -358,13 +432,24 @@ Status write_checkpoint_impl(const std::string& path, const std::string& tmp, co
   const int version = kCheckpointSchemaVersion;
   ok = ok && write_attr(file.get(), "schema_version", H5T_NATIVE_INT, &version);
   ok = ok && write_attr(file.get(), "step", H5T_NATIVE_INT64, &header.step);
-  ok = ok && h5::write_string_attr(file.get(), "signature", header.signature, H5T_CSET_ASCII);
+  // The signature: an attribute, or past kSignatureAttributeBytes the dataset kSignature (HDF5's
+  // earliest format, which these files use, keeps an attribute within 64 KiB).
+  if (ok && !(header.signature.size() <= kSignatureAttributeBytes
+                  ? h5::write_string_attr(file.get(), "signature", header.signature, H5T_CSET_ASCII)
+                  : write_string_dataset(file.get(), lcpl.get(), dcpl.get(), kSignature, header.signature)))
+    return give_up("cannot write the signature (" + std::to_string(header.signature.size()) +
+                       " bytes) into the HDF5 image of '" + tmp + "'",
+                   Status::internal_error);
   if (header.rng) {
     const int has = header.rng->has_spare ? 1 : 0;
     ok = ok && write_attr(file.get(), "rng_words", H5T_NATIVE_UINT64, header.rng->words.data(), 4);
     ok = ok && write_attr(file.get(), "rng_spare", H5T_NATIVE_DOUBLE, &header.rng->spare);
     ok = ok && write_attr(file.get(), "rng_has_spare", H5T_NATIVE_INT, &has);
   }
+  if (ok && !header.routes.empty() &&
+      !write_string_dataset(file.get(), lcpl.get(), dcpl.get(), kRoutes, encode_routes(header.routes)))
+    return give_up("cannot write the parameters' routes into the HDF5 image of '" + tmp + "'",
+                   Status::internal_error);
   if (ok && !header.shapes.empty()) {
     Handle shapes(H5Gcreate2(file.get(), kShapes, lcpl.get(), gcpl.get(), H5P_DEFAULT), H5Gclose);
     ok = shapes.ok();
@@ -451,7 +536,8 @@ Status read_checkpoint_impl(const std::string& path, FieldSet& fields, Checkpoin
     return fail(error, "'" + path + "' has schema version " + std::to_string(h.schema_version) +
                            "; this library reads version " + std::to_string(kCheckpointSchemaVersion));
   if (!read_attr(file.get(), "step", H5T_NATIVE_INT64, &h.step) ||
-      !read_string_attr(file.get(), "signature", h.signature, static_cast<std::size_t>(file_bytes)))
+      !(read_string_attr(file.get(), "signature", h.signature, static_cast<std::size_t>(file_bytes)) ||
+        read_string_dataset(file.get(), kSignature, h.signature, static_cast<std::size_t>(file_bytes))))
     return fail(error, "'" + path + "' lacks its step or signature");
   if (h.step < 0) return fail(error, "'" + path + "': step " + std::to_string(h.step) + " is negative");
   if (H5Aexists(file.get(), "rng_words") > 0) {
@@ -490,6 +576,12 @@ Status read_checkpoint_impl(const std::string& path, FieldSet& fields, Checkpoin
       return fail(error, "'" + path + "': " +
                              (ss.error.empty() ? std::string("cannot read the parameter shapes") : ss.error));
     }
+  }
+  if (H5Lexists(file.get(), kRoutes, H5P_DEFAULT) > 0) {  // absent in files before 2026-12-07
+    std::string text;
+    if (!read_string_dataset(file.get(), kRoutes, text, static_cast<std::size_t>(file_bytes)) ||
+        !decode_routes(text, h.routes))
+      return fail(error, "'" + path + "': the parameters' routes are unreadable");
   }
   fields = std::move(got);
   header = std::move(h);

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -178,8 +179,16 @@ TEST_SUITE("io.checkpoint") {
     std::string err;
     CHECK(io::load_checkpoint(path.string(), other, h, "", &err) == Status::invalid_argument);
     CAPTURE(err);
+    // The recorded routes tell first (since 2026-12-07); a file without them, by its fields.
+    CHECK(err.find("parameter 'h.0.attn.weight' takes route 'muon' in the checkpoint, 'sgd' here") !=
+          std::string::npos);
+    CHECK(io::capture(other) == before);
+    REQUIRE(io::write_checkpoint(path.string() + ".old", io::capture(opt),
+                                 io::CheckpointHeader{1, 2, "muon+adamw", {}, {}}) == Status::ok);
+    CHECK(io::load_checkpoint(path.string() + ".old", other, h, "", &err) == Status::invalid_argument);
     CHECK(err.find("h.0.attn.weight/") != std::string::npos);
     CHECK(io::capture(other) == before);
+    fs::remove(path.string() + ".old");
     // A different shape: same names, other sizes.
     const std::vector<ParamSpec> wider = {
         {"h.0.attn.weight", {12, 24}}, {"h.0.ln.bias", {20}}, {"h.0.mlp.weight", {20, 8}}};
@@ -198,6 +207,74 @@ TEST_SUITE("io.checkpoint") {
     CHECK(io::load_checkpoint(path.string(), same, h, "muon+adamw lr=0.05", &err) ==
           Status::invalid_argument);
     CHECK(err.find("signature") != std::string::npos);
+  }
+
+  TEST_CASE("each parameter's route is recorded: a swapped routing is refused") {
+    // Two routes whose rules keep the same fields (muon and scion) swapped between two
+    // parameters loaded with ok, and the signature (the routes' rules, not who takes them) was
+    // the same (audit of 2026-12-07). Files written before routes were recorded load as before.
+    const fs::path path = scratch("routes.h5");
+    const std::vector<ParamSpec> ps = {{"w1", {6, 4}}, {"w2", {6, 4}}};
+    const auto make = [&](const char* l1, const char* l2) {
+      auto p = optim::partition(ps, {l1, l2}, route("a", muon()), route("b", scion()));
+      REQUIRE(p.init());
+      return p;
+    };
+    auto src = make("a", "b");
+    std::vector<float> w1(24, 0.5f), w2(24, -0.25f), g1(24), g2(24);
+    for (std::size_t k = 0; k < 24; ++k) {
+      g1[k] = 0.01f * float(k % 5) - 0.02f;
+      g2[k] = 0.02f * float(k % 3) - 0.01f;
+    }
+    REQUIRE(src.step({w1.data(), w2.data()}, {g1.data(), g2.data()}));
+    REQUIRE(io::save_checkpoint(path.string(), src, io::CheckpointHeader{1, 1, src.signature(), {}, {}}) ==
+            Status::ok);
+    auto swapped = make("b", "a");
+    CHECK(swapped.signature() == src.signature());  // why the signature cannot tell
+    const auto before = io::capture(swapped);
+    io::CheckpointHeader h;
+    std::string err;
+    CHECK(io::load_checkpoint(path.string(), swapped, h, swapped.signature(), &err) ==
+          Status::invalid_argument);
+    CHECK(err.find("parameter 'w1' takes route 'a' in the checkpoint, 'b' here") != std::string::npos);
+    CHECK(io::capture(swapped) == before);
+    auto same = make("a", "b");
+    REQUIRE(io::load_checkpoint(path.string(), same, h, same.signature(), &err) == Status::ok);
+    CHECK(h.routes == std::map<std::string, std::string>{{"w1", "a"}, {"w2", "b"}});
+    // A file without routes (written as before: write_checkpoint with a header that has none).
+    REQUIRE(io::write_checkpoint(path.string(), io::capture(src),
+                                 io::CheckpointHeader{1, 1, src.signature(), {}, {}}) == Status::ok);
+    CHECK(io::load_checkpoint(path.string(), swapped, h, swapped.signature(), &err) == Status::ok);
+  }
+
+  TEST_CASE("a signature beyond an attribute's 64 KiB is saved, read back and compared") {
+    // HDF5's earliest format keeps an attribute within 64 KiB: the signature of a per-head cut of
+    // a large model (18,144 pieces: 79 KB) made every save fail with "cannot write '….tmp'"
+    // (audit of 2026-12-07). Beyond 60,000 bytes it is a dataset now; shorter ones stay the
+    // attribute they were. The file stays untimed (its bytes a function of its contents).
+    const fs::path path = scratch("long_signature.h5");
+    Model m;
+    auto opt = make_opt();
+    m.steps(opt, 0, 2);
+    for (std::size_t bytes : {std::size_t(59999), std::size_t(60001), std::size_t(200000)}) {
+      CAPTURE(bytes);
+      std::string sig(bytes, 'x');
+      for (std::size_t k = 0; k < bytes; k += 97)
+        sig[k] = char('a' + k % 26);
+      REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, sig, {}, {}}) == Status::ok);
+      auto again = make_opt();
+      io::CheckpointHeader h;
+      std::string err;
+      REQUIRE(io::load_checkpoint(path.string(), again, h, sig, &err) == Status::ok);
+      CHECK(h.signature == sig);
+      std::string other = sig;
+      other.back() = '!';
+      CHECK(io::load_checkpoint(path.string(), again, h, other, &err) == Status::invalid_argument);
+      CHECK(err.find("signature differs") != std::string::npos);
+      const std::string first = test::file_bytes(path.string());
+      REQUIRE(io::save_checkpoint(path.string(), opt, io::CheckpointHeader{1, 2, sig, {}, {}}) == Status::ok);
+      CHECK((test::file_bytes(path.string()) == first));
+    }
   }
 
   TEST_CASE("values no state holds are refused on load: NaN, infinities, negative counts and steps") {

@@ -26,12 +26,18 @@
 ///
 /// File layout: datasets `/schatten/optimizer/<field path>` (the field names contain the
 /// parameter name and `<index>_<rule>`), int64 / double / float (bf16 state as its exact
-/// floats: the format is the same for either storage); root attributes
-/// `schema_version` (int), `step` (int64), `signature` (string), and the RNG state
-/// (`rng_words` 4 × uint64, `rng_spare`, `rng_has_spare`) when one is given; when the header has
-/// shapes, datasets `/schatten/parameters/<param name>/shape` (int64, one per dimension; a null
-/// dataspace for a rank-0 parameter). Readers of either kind of file ignore what they do not read,
-/// so the schema version is the same with and without shapes.
+/// floats: the format is the same for either storage); a scalar field is a 1-element dataset with
+/// the attribute `scalar` = 1 (the reader requires it, and tells a scalar from a buffer of one
+/// element by it); root attributes `schema_version` (int) and `step` (int64), each a 1-element
+/// array, `signature` (a fixed-length string; one longer than 60,000 bytes is the dataset
+/// `/schatten/signature` instead, since an attribute of HDF5's earliest format, which these files
+/// use, holds at most 64 KiB), and the RNG state (`rng_words` 4 × uint64, `rng_spare`,
+/// `rng_has_spare`) when one is given; when the header has shapes, datasets
+/// `/schatten/parameters/<param name>/shape` (int64, one per dimension; a null dataspace for a
+/// rank-0 parameter); when it has routes (a Partition's labels), the string dataset
+/// `/schatten/routes` of `<n>:<name><m>:<label>` pairs. Readers ignore what they do not read, so
+/// the schema version is the same with and without shapes and routes. The strings are
+/// fixed-length ASCII (h5py's default variable-length strings are refused).
 /// Writing is atomic: the file is built in memory (HDF5's core driver), written as `<path>.tmp`,
 /// synced to disk, closed, then renamed over `path`, so a crash during a write leaves the previous
 /// checkpoint intact (tested by killing a writer at random times:
@@ -78,6 +84,9 @@ struct CheckpointHeader {
   /// The parameters' shapes (file comment). save_checkpoint fills them from a state with
   /// `params()`; read_checkpoint leaves them empty for a file without them.
   ShapeMap shapes;
+  /// Each parameter's route, name → label (file comment). save_checkpoint fills them from a
+  /// state with `params()` and `labels()` (optim::Partition); empty for a file without them.
+  std::map<std::string, std::string> routes{};
 };
 
 namespace detail {
@@ -87,6 +96,34 @@ struct has_params : std::false_type {};
 template <class S>
 struct has_params<S, std::void_t<decltype(std::declval<const S&>().params().begin()->shape.size())>>
     : std::true_type {};
+
+/// Whether S tells each parameter's route: `s.labels()`, one string per `params()` entry.
+template <class S, class = void>
+struct has_labels : std::false_type {};
+template <class S>
+struct has_labels<S, std::void_t<decltype(std::declval<const S&>().labels().begin()->size()),
+                                 decltype(std::declval<const S&>().params().begin()->name)>>
+    : std::true_type {};
+
+/// Why the routes a checkpoint records do not fit `s` ("" when they do, or when the file has
+/// none: written before routes were recorded, 2026-12-07). Two parameters that swap routes whose
+/// rules keep the same fields (muon and scion) loaded with ok, and the signature, which names the
+/// routes and not who takes them, did not tell either (audit of 2026-12-07).
+template <class S>
+std::string route_mismatch(const std::map<std::string, std::string>& file, const S& s) {
+  if (file.empty()) return {};
+  const auto& labels = s.labels();
+  std::size_t i = 0;
+  for (const auto& p : s.params()) {
+    if (i >= labels.size()) break;
+    const std::string& here = labels[i++];
+    const auto it = file.find(p.name);
+    if (it != file.end() && it->second != here)
+      return "parameter '" + p.name + "' takes route '" + it->second + "' in the checkpoint, '" + here +
+             "' here (another routing)";
+  }
+  return {};
+}
 
 /// Whether S also names the parameters its fields are keyed by, when they are not `params()`:
 /// `s.pieces()`, a sequence of {name, shape} (optim::SplitPartition: the pieces of its cut
@@ -244,8 +281,10 @@ struct FieldLoader {
     for (std::size_t k = 0; k < got->size(); ++k) {
       const float back = bf16_to_float(bf16_round((*got)[k]));
       if (!(back == (*got)[k] || (back != back && (*got)[k] != (*got)[k]))) {
-        error = "field '" + name + "' element " + std::to_string(k) +
-                " is not a bf16 value: the checkpoint holds this state in fp32 (mu_storage differs)";
+        error =
+            "field '" + name + "' element " + std::to_string(k) +
+            " is not a bf16 value: the checkpoint holds this state in fp32 (its storage setting, mu_storage "
+            "or q_storage, differs)";
         return;
       }
     }
@@ -402,6 +441,13 @@ Status save_checkpoint(const std::string& path, S& state, const CheckpointHeader
         if constexpr (detail::has_params<S>::value) {
           CheckpointHeader h = header;
           h.shapes = detail::shapes_of(state);
+          if constexpr (detail::has_labels<S>::value) {
+            std::size_t i = 0;
+            const auto& labels = state.labels();
+            h.routes.clear();
+            for (const auto& p : state.params())
+              if (i < labels.size()) h.routes[p.name] = labels[i++];
+          }
           return write_checkpoint(path, capture(state), h, error);
         } else {
           return write_checkpoint(path, capture(state), header, error);
@@ -434,6 +480,12 @@ Status load_checkpoint(const std::string& path, S& state, CheckpointHeader& head
           if (std::string m = detail::state_shape_mismatch(h.shapes, state); !m.empty()) {
             if (error) *error = std::move(m);
             return Status::invalid_argument;
+          }
+          if constexpr (detail::has_labels<S>::value) {
+            if (std::string m = detail::route_mismatch(h.routes, state); !m.empty()) {
+              if (error) *error = std::move(m);
+              return Status::invalid_argument;
+            }
           }
         }
         if (Status s = restore(state, fields, error); s != Status::ok) return s;
