@@ -76,8 +76,8 @@ struct LabelPolicy {
 };
 
 /// Labels for a parameter list: `spectral` for rank ≥ 2 tensors with both flattened sides ≥
-/// min_side and no excluded word in the name (LabelPolicy::exclude), `other` otherwise (biases, norms, gains,
-/// embeddings, heads).
+/// min_side and no excluded word in the name (LabelPolicy::exclude), `other` otherwise (biases,
+/// norms, gains, embeddings, heads).
 std::vector<std::string> propose_labels(const std::vector<ParamSpec>& params, const LabelPolicy& policy = {});
 
 /// A label and the rule that serves it.
@@ -230,10 +230,6 @@ inline StepReport check_counts(std::size_t count, const std::vector<float*>& par
   return StepReport{};
 }
 
-/// The check of a global clip setting (Partition and distributed::DistributedPartition
-/// set_global_clip, at init() and at every step): ok for max_norm ≥ 0 (0 disables clipping, +Inf
-/// clips nothing), else invalid_argument: a NaN or negative max_norm would turn clipping off
-/// without a word.
 /// Global clipping's factor for a gradient norm (torch.nn.utils.clip_grad_norm_'s
 /// clip_coef = max_norm/(total_norm + 1e-6), clamped to 1; 1: nothing to scale). Applied with
 /// scale_by(), in double, so that a factor below FLT_MIN (gradients near FLT_MAX) keeps its
@@ -245,6 +241,10 @@ inline double global_clip_factor(double norm, double max_norm) {
   return f < 1.0 ? f : 1.0;
 }
 
+/// The check of a global clip setting (Partition and distributed::DistributedPartition
+/// set_global_clip, at init() and at every step): ok for max_norm ≥ 0 (0 disables clipping, +Inf
+/// clips nothing), else invalid_argument: a NaN or negative max_norm would turn clipping off
+/// without a word.
 inline StepReport check_global_clip(double max_norm) {
   if (max_norm >= 0.0) return StepReport{};
   return refusal("set_global_clip: max_norm must be >= 0 (0 disables clipping)", -1);
