@@ -357,6 +357,11 @@ std::vector<char> serialize(const io::FieldSet& fields, const io::CheckpointHead
       put(b, std::uint64_t(shape.size()));
       put_bytes(b, shape.data(), shape.size() * sizeof(std::int64_t));
     }
+    put(b, std::uint64_t(header->routes.size()));
+    for (const auto& [name, label] : header->routes) {
+      put_string(b, name);
+      put_string(b, label);
+    }
   }
   put(b, std::uint64_t(fields.size()));
   for (const auto& [name, value] : fields) {
@@ -400,6 +405,12 @@ bool deserialize(const std::vector<char>& bytes, io::FieldSet& fields, io::Check
       if (rank) std::memcpy(shape.data(), bytes.data() + r.at, rank * sizeof(std::int64_t));
       r.at += rank * sizeof(std::int64_t);
       h.shapes[std::move(name)] = std::move(shape);
+    }
+    const auto routes = r.get<std::uint64_t>();
+    for (std::uint64_t k = 0; k < routes && r.ok; ++k) {
+      std::string name = r.get_string();
+      std::string label = r.get_string();
+      if (r.ok) h.routes[std::move(name)] = std::move(label);
     }
   }
   io::FieldSet f;

@@ -1902,6 +1902,47 @@ TEST_CASE("distributed.checkpoint: an expected signature that differs on one ran
   if (world().rank() == 0) std::filesystem::remove(path);
 }
 
+TEST_CASE("distributed.checkpoint: a swapped routing is refused on every rank") {
+  // As io::load_checkpoint (Finding 109): the file records each parameter's route, and two
+  // parameters that swap routes whose rules keep the same fields (muon, scion) are refused.
+  const std::vector<ParamSpec> ps = {{"w1", {6, 4}}, {"w2", {6, 4}}};
+  const auto make = [&](const char* l1, const char* l2) {
+    return distributed::distributed_partition(world(), ps, {l1, l2}, route("a", optim::muon()),
+                                              route("b", optim::scion()));
+  };
+  auto d = make("a", "b");
+  REQUIRE(d.init());
+  const std::string path = shared_path("routes");
+  io::CheckpointHeader h;
+  h.signature = d.signature();
+  std::string err;
+  REQUIRE(distributed::save_checkpoint(path, d, h, &err) == Status::ok);
+  auto swapped = make("b", "a");
+  REQUIRE(swapped.init());
+  CHECK(swapped.signature() == d.signature());
+  io::FieldSet before;
+  io::FieldCollector collect{&before};
+  swapped.visit_local(collect);
+  io::CheckpointHeader got;
+  const Status s = distributed::load_checkpoint(path, swapped, got, swapped.signature(), &err);
+  CHECK(s == Status::invalid_argument);
+  CHECK(same_report_everywhere(optim::refusal(err.c_str(), -1, s)));
+  CHECK(err.find("parameter 'w1' takes route 'a' in the checkpoint, 'b' here") != std::string::npos);
+  io::FieldSet after;
+  io::FieldCollector again{&after};
+  swapped.visit_local(again);
+  CHECK(after == before);
+  auto same = make("a", "b");
+  REQUIRE(same.init());
+  CHECK(distributed::load_checkpoint(path, same, got, same.signature(), &err) == Status::ok);
+  // A single-process Partition reads the routes of a distributed save too.
+  auto one = optim::partition(ps, {"b", "a"}, route("a", optim::muon()), route("b", optim::scion()));
+  REQUIRE(one.init());
+  CHECK(io::load_checkpoint(path, one, got, one.signature(), &err) == Status::invalid_argument);
+  world().allreduce_min(std::int64_t(0));  // every rank has read the file before rank 0 removes it
+  if (world().rank() == 0) std::filesystem::remove(path);
+}
+
 TEST_CASE("distributed.checkpoint: heap exhaustion on one rank fails save and load on every rank") {
   // The last rank refuses its 1st, 2nd, … host allocation (support/allocations.hpp) in a save,
   // then in a load, until an attempt meets no refusal on it. Every rank must return (none left

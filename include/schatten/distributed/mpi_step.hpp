@@ -1706,6 +1706,9 @@ Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
     p.visit_replicas(bn);
     h = header;
     h.shapes = io::detail::shapes_of(p);  // the whole parameters' shapes, as a Partition writes them
+    h.routes.clear();                     // and their routes (io::save_checkpoint)
+    for (std::size_t i = 0; i < p.params().size() && i < p.labels().size(); ++i)
+      h.routes[p.params()[i].name] = p.labels()[i];
   });
   if (!detail::on_every_rank(comm, listed)) return out_of_memory();
   if (detail::gather_fields(comm, mine, all) != Status::ok) return out_of_memory();
@@ -1754,8 +1757,8 @@ Status load_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
     if (!expected_signature.empty() && h.signature != expected_signature)
       problem = "optimizer signature differs: checkpoint '" + h.signature + "', this optimizer '" +
                 expected_signature + "'";
-    else
-      problem = io::detail::shape_mismatch(h.shapes, p.params());
+    else if (problem = io::detail::shape_mismatch(h.shapes, p.params()); problem.empty())
+      problem = io::detail::route_mismatch(h.routes, p);
     // Fields of this rank's parameters, and fields that belong to nobody (identical on all ranks);
     // the unreduced parameters' fields go to every rank.
     const auto& owners = p.owners();
