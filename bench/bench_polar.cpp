@@ -7,7 +7,8 @@
 /// polar/<method>/<precision>/<shape> times polar() with a reused workspace (manual timing
 /// around the synchronous call); polar/<method>_gemm/... the same with symmetric_gram = false
 /// (GEMMs for the symmetric products instead of SYRKs). Counters:
-///   GFLOP/s    polar_flops() / time (dense-operation flops, see polar_gemm_shapes())
+///   GFLOP/s    executed_flops() / time (the flops of the dense operations the call ran: the
+///              model of polar_gemm_shapes(), for QDWH at the run's iteration counts)
 ///   floor_ms   Σ times of the same dense operations as bare library calls measured in this run
 ///              (GEMM/TRSM through KokkosBlas, SYRK through BLAS ?syrk, Cholesky through LAPACK;
 ///              QDWH at its actual counts)

@@ -274,15 +274,27 @@ class NorMuonTorch:
       O <- O / (sqrt(nu) + 1e-10), rescaled to its norm before;  O *= sqrt(max(1, rows/cols))
       W <- W (1 - lr wd) - lr O"""
 
-    EXCLUDE = ("embed", "wte", "wpe", "lm_head", "head", "classifier")
+    EXCLUDE = ("embed", "unembed", "wte", "wpe", "lm_head", "head", "classifier")
+
+    @staticmethod
+    def excluded(name):
+        """LabelPolicy's rule (src/optim/partition.cpp): an entry counts where it begins a word of
+        the name (at its start or after a character that is not a letter)."""
+        for e in NorMuonTorch.EXCLUDE:
+            at = name.find(e)
+            while at >= 0:
+                if at == 0 or not name[at - 1].isalpha():
+                    return True
+                at = name.find(e, at + 1)
+        return False
 
     def __init__(self, model, lr=0.02, beta=0.95, beta2=0.95, wd=0.01, cut=None):
         """cut: (name suffix, k): matrices whose name ends so are cut into k equal row pieces."""
         self.lr, self.beta, self.beta2, self.wd = lr, beta, beta2, wd
         named = list(model.named_parameters())
-        self.matrices = [p for n, p in named if p.dim() >= 2 and not any(e in n for e in self.EXCLUDE)]
+        self.matrices = [p for n, p in named if p.dim() >= 2 and not self.excluded(n)]
         self.pieces = [cut[1] if cut and n.endswith(cut[0]) else 1
-                       for n, p in named if p.dim() >= 2 and not any(e in n for e in self.EXCLUDE)]
+                       for n, p in named if p.dim() >= 2 and not self.excluded(n)]
         ids = {id(p) for p in self.matrices}
         self.adamw = torch.optim.AdamW([p for _, p in named if id(p) not in ids], lr=LR, betas=(B1, B2),
                                        eps=EPS, weight_decay=WD)
@@ -341,7 +353,7 @@ class TorchMuon:
         import torch.optim._muon as muon_module
         self.module, self.float32 = muon_module, float32
         named = list(model.named_parameters())
-        mats = [p for n, p in named if p.dim() >= 2 and not any(e in n for e in NorMuonTorch.EXCLUDE)]
+        mats = [p for n, p in named if p.dim() >= 2 and not NorMuonTorch.excluded(n)]
         ids = {id(p) for p in mats}
         self.cut = [(p, list(p.detach().chunk(cut[1], dim=0))) for n, p in named
                     if cut and id(p) in ids and n.endswith(cut[0])]

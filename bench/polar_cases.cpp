@@ -499,8 +499,12 @@ std::vector<GemmShape> executed_ops(const Problem& p, const PolarOptions& o) {
   std::vector<T> a(p.a.begin(), p.a.end()), u(a.size());
   const QdwhReport rep = qdwh(MatrixRef<const T>(a.data(), r, c), MatrixRef<T>(u.data(), r, c), o.qdwh);
   if (rep.status != Status::ok) throw std::runtime_error(std::string("qdwh failed: ") + rep.message);
-  return qdwh_gemm_shapes(r, c, rep.qr_iterations, rep.iterations - rep.qr_iterations,
-                          o.qdwh.lower_bound < 0.0, o.qdwh.polish);
+  std::vector<GemmShape> ops = qdwh_gemm_shapes(r, c, rep.qr_iterations, rep.iterations - rep.qr_iterations,
+                                                o.qdwh.lower_bound < 0.0, o.qdwh.polish);
+  // The orthogonality report, when either flag asks (as polar_gemm_shapes() counts it).
+  if (o.compute_orthogonality_error || o.qdwh.compute_orthogonality_error)
+    ops.push_back(GemmShape{std::min(r, c), std::min(r, c), std::max(r, c), 1, OpKind::gemm});
+  return ops;
 }
 
 template <class T>

@@ -250,7 +250,7 @@ TEST_SUITE("kernels.qdwh") {
   TEST_CASE("qdwh in float: a lone small singular value below the raised l0 converges") {
     // fp32 raises l₀ to 1e-3; a singular value below it lags behind l_k and, once l_k = 1, only
     // triples per Halley step. Alone among converged values it moved the iterate by about 2σ per
-    // step, under the fp32 dx tolerance (0.12 at k = 120): the loop stopped after 4 iterations
+    // step, under the fp32 dx tolerance (0.092 at k = 120): the loop stopped after 4 iterations
     // with that direction at 0.07–0.22 of 1 and status ok (audit of 2026-12-07). The stopping
     // rule now follows the image of the estimated bound. Spectrum (1, …, 1, tiny), so U should be
     // orthonormal: the orthogonality ‖UᵀU − I‖_F is ~1 when the direction is left behind, and of

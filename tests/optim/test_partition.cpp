@@ -469,8 +469,14 @@ TEST_SUITE("optim.partition") {
     const std::vector<ParamSpec> ps = {{"a", {40, 25}}};
     auto opt = optim::partition(ps, {"sgd"}, route("sgd", sgd(SgdOptions{Schedule::constant(1.0)})));
     REQUIRE(opt.init());
-    for (const auto& [max_norm, entry] :
-         {std::pair<double, float>{1e-7, 1e-8f}, {1e-6, 3e-8f}, {1.0, 2.5f}, {1.0, 3e38f}, {1e-3, 1e37f}}) {
+    for (const std::pair<double, float>& c : {std::pair<double, float>{1e-7, 1e-8f},
+                                              {1e-6, 3e-8f},
+                                              {1.0, 2.5f},
+                                              {1.0, 3e38f},
+                                              {1e-3, 1e37f},
+                                              {1e-8, 3e38f}}) {
+      const double max_norm = c.first;  // (clang: no structured bindings in CAPTURE)
+      const float entry = c.second;
       CAPTURE(max_norm);
       CAPTURE(entry);
       opt.set_global_clip(max_norm);

@@ -493,14 +493,13 @@ inline void scale(MatrixRef<float> u, float f) {
 /// float's smallest denormal (1.4e-45), so f can reach ~1e45·target and float(f) would be ∞
 /// (∞·u, not the rescaled u); or a global clip of gradients near FLT_MAX, f = max/‖g‖ below
 /// FLT_MIN, where float(f) would be subnormal (a few bits: the clipped norm off by 1e-4) or 0.
-/// One pass by float(f) when that is 0 or a normal float, else two passes by float(√f) and
+/// One pass by float(f) when f is 0 or float(f) a normal float, else two passes by float(√f) and
 /// float(f/√f), each normal; every intermediate entry lies between |u_k| and f·|u_k|, so
 /// neither pass overflows. Precondition: FLT_MIN² ≤ f < FLT_MAX² (≈ 1.4e-76 … 1.2e77) or f = 0.
 /// Accuracy: one or two float roundings of the product per entry.
 inline void scale_by(MatrixRef<float> u, double f) {
   const float once = static_cast<float>(f);
-  if (std::isfinite(once) && (once == 0.0f || once >= std::numeric_limits<float>::min()))
-    return scale(u, once);
+  if (f == 0.0 || (std::isfinite(once) && once >= std::numeric_limits<float>::min())) return scale(u, once);
   const double root = std::sqrt(f);
   scale(u, static_cast<float>(root));
   scale(u, static_cast<float>(f / root));
