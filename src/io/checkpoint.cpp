@@ -115,25 +115,34 @@ bool read_attr(hid_t obj, const char* name, hid_t type, void* value, hssize_t co
          H5Sget_simple_extent_npoints(space.get()) == count && H5Aread(attr.get(), type, value) >= 0;
 }
 
-/// Reads a scalar fixed-length string attribute of at most `max_bytes` bytes (the writer's form;
-/// variable-length strings or string arrays are refused rather than read into a wrong buffer).
-bool read_string_attr(hid_t obj, const char* name, std::string& out, std::size_t max_bytes) {
-  if (H5Aexists(obj, name) <= 0) return false;
-  Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-  Handle type(H5Aget_type(attr.get()), H5Tclose);
-  Handle space(H5Aget_space(attr.get()), H5Sclose);
-  if (!attr.ok() || !type.ok() || !space.ok() || H5Tget_class(type.get()) != H5T_STRING ||
-      H5Tis_variable_str(type.get()) != 0 || H5Sget_simple_extent_npoints(space.get()) != 1)
+/// A scalar fixed-length string of 1 … max_bytes bytes, `type` and `space` those of an attribute
+/// or a dataset, read through `read(memory type, buffer)` (the writer's form; variable-length
+/// strings or string arrays are refused rather than read into a wrong buffer).
+template <class Read>
+bool read_fixed_string(hid_t type, hid_t space, std::size_t max_bytes, std::string& out, Read read) {
+  if (type < 0 || space < 0 || H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) != 0 ||
+      H5Sget_simple_extent_npoints(space) != 1)
     return false;
-  const std::size_t n = H5Tget_size(type.get());
+  const std::size_t n = H5Tget_size(type);
   if (n == 0 || n > max_bytes) return false;
   std::string s(n, '\0');
   Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(mem.get(), n);
-  if (H5Aread(attr.get(), mem.get(), s.data()) < 0) return false;
+  if (!read(mem.get(), s.data())) return false;
   s.resize(std::strlen(s.c_str()));
   out = s;
   return true;
+}
+
+/// Reads a scalar fixed-length string attribute of at most `max_bytes` bytes (read_fixed_string).
+bool read_string_attr(hid_t obj, const char* name, std::string& out, std::size_t max_bytes) {
+  if (H5Aexists(obj, name) <= 0) return false;
+  Handle attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+  if (!attr.ok()) return false;
+  Handle type(H5Aget_type(attr.get()), H5Tclose);
+  Handle space(H5Aget_space(attr.get()), H5Sclose);
+  return read_fixed_string(type.get(), space.get(), max_bytes, out,
+                           [&](hid_t mem, char* buf) { return H5Aread(attr.get(), mem, buf) >= 0; });
 }
 
 /// A scalar fixed-length ASCII string dataset (the long signature, kSignature).
@@ -147,24 +156,16 @@ bool write_string_dataset(hid_t file, hid_t lcpl, hid_t dcpl, const char* path, 
 }
 
 /// Reads write_string_dataset()'s form, at most `max_bytes` bytes; false when absent or another
-/// form.
+/// form (read_fixed_string).
 bool read_string_dataset(hid_t file, const char* path, std::string& out, std::size_t max_bytes) {
   if (H5Lexists(file, "/schatten", H5P_DEFAULT) <= 0 || H5Lexists(file, path, H5P_DEFAULT) <= 0) return false;
   Handle set(H5Dopen2(file, path, H5P_DEFAULT), H5Dclose);
-  Handle type(set.ok() ? H5Dget_type(set.get()) : -1, H5Tclose);
-  Handle space(set.ok() ? H5Dget_space(set.get()) : -1, H5Sclose);
-  if (!set.ok() || !type.ok() || !space.ok() || H5Tget_class(type.get()) != H5T_STRING ||
-      H5Tis_variable_str(type.get()) != 0 || H5Sget_simple_extent_npoints(space.get()) != 1)
-    return false;
-  const std::size_t n = H5Tget_size(type.get());
-  if (n == 0 || n > max_bytes) return false;
-  std::string s(n, '\0');
-  Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(mem.get(), n);
-  if (H5Dread(set.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, s.data()) < 0) return false;
-  s.resize(std::strlen(s.c_str()));
-  out = s;
-  return true;
+  if (!set.ok()) return false;
+  Handle type(H5Dget_type(set.get()), H5Tclose);
+  Handle space(H5Dget_space(set.get()), H5Sclose);
+  return read_fixed_string(type.get(), space.get(), max_bytes, out, [&](hid_t mem, char* buf) {
+    return H5Dread(set.get(), mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0;
+  });
 }
 
 bool write_field(hid_t file, hid_t lcpl, hid_t dcpl, const std::string& path, const FieldValue& v) {
