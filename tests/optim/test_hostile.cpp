@@ -1242,6 +1242,136 @@ TEST_SUITE("optim.hostile") {
     CHECK(std::string(r.message) == "step skipped: gradient of 'b' contains NaN or Inf");
   }
 
+  TEST_CASE("an update that would carry a parameter beyond the float range is refused and changes nothing") {
+    // Weight decay that overshoots (lr·λ = 3: W ← −2W − lr·d each step for the decoupled
+    // decay) makes the weights grow geometrically until W + u leaves the float range. Before,
+    // that step stored ±Inf with ok: the states had advanced and the parameter was lost (the
+    // next step refused it). Now, for the routes whose states are copied (those that may fail
+    // and are not prechecked: freon, mop's QDWH) step_fallible() tests
+    // W + u itself and refuses the step that would overflow; for the others the scan of the
+    // parameters refuses weights beyond FLT_MAX/4 before any state changes. Either way the
+    // refusal is out_of_range, names the parameter, and leaves every parameter and every state,
+    // the AdamW route's included, as before; every accepted step left them finite. Host and
+    // device partitions, batched and not (a and b form a group).
+    using DeviceVec = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
+    using HostView = Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+    // guarded: the route's states are copied (the test of W + u); else the parameters' limit.
+    int guarded_routes = 0, unguarded_routes = 0;
+    const auto check = [&](const char* name, auto rule) {
+      CAPTURE(std::string(name));
+      auto probe = optim::partition(std::vector<ParamSpec>{{"a", {6, 4}}}, {"r"}, route("r", rule));
+      REQUIRE(probe.init());
+      const bool guarded = probe.memory_use().backups > 0;
+      CAPTURE(guarded);
+      ++(guarded ? guarded_routes : unguarded_routes);
+      for (const MemoryKind memory : {MemoryKind::host, MemoryKind::device})
+        for (const bool batching : {true, false}) {
+          CAPTURE(memory == MemoryKind::device);
+          CAPTURE(batching);
+          const std::vector<ParamSpec> ps = {{"a", {6, 4}}, {"b", {6, 4}}, {"c", {5}}};
+          auto opt = optim::partition(ps, {"r", "r", "adam"}, route("r", rule), route("adam", adamw()));
+          opt.set_batching(batching);
+          REQUIRE(opt.init(memory));
+          const std::uint64_t seed = case_seed("overflowing_update", memory == MemoryKind::device);
+          INFO("seed " << seed);
+          std::vector<std::vector<float>> w = {schatten::test::random_vec(24, seed, 1e36),
+                                               schatten::test::random_vec(24, seed + 1, 1e36),
+                                               schatten::test::random_vec(5, seed + 2)};
+          std::vector<DeviceVec> dw(3), dg(3);
+          for (std::size_t i = 0; i < 3; ++i) {
+            dw[i] = DeviceVec("w", w[i].size());
+            dg[i] = DeviceVec("g", w[i].size());
+            Kokkos::deep_copy(dw[i], HostView(w[i].data(), w[i].size()));
+          }
+          const auto weights = [&] {  // the parameters as they are now, on the host
+            if (memory == MemoryKind::device)
+              for (std::size_t i = 0; i < 3; ++i)
+                Kokkos::deep_copy(HostView(w[i].data(), w[i].size()), dw[i]);
+            return w;
+          };
+          int refused = 0, steps = 0;
+          for (std::uint64_t t = 0; t < 40 && refused == 0; ++t) {
+            std::vector<std::vector<float>> g = {schatten::test::random_vec(24, seed + 10 * t + 3),
+                                                 schatten::test::random_vec(24, seed + 10 * t + 4),
+                                                 schatten::test::random_vec(5, seed + 10 * t + 5)};
+            std::vector<float*> pp = pointers(w), gp = pointers(g);
+            if (memory == MemoryKind::device)
+              for (std::size_t i = 0; i < 3; ++i) {
+                Kokkos::deep_copy(dg[i], HostView(g[i].data(), g[i].size()));
+                pp[i] = dw[i].data();
+                gp[i] = dg[i].data();
+              }
+            const auto before = state_bits(opt);
+            const std::vector<std::vector<float>> w_before = weights();
+            const StepReport r = opt.step(pp, gp);
+            if (r) {
+              ++steps;
+              for (const auto& v : weights())
+                for (float x : v)
+                  REQUIRE(std::isfinite(x));
+              CHECK(non_finite_state(opt).empty());
+              continue;
+            }
+            ++refused;
+            CAPTURE(r.message);
+            CHECK(r.status == Status::out_of_range);
+            CHECK_FALSE(r.skipped);
+            CHECK((r.bad_param == 0 || r.bad_param == 1));
+            const std::string message = r.message;
+            CHECK(message.find(guarded ? "beyond the float range" : "beyond 8.5e37") != std::string::npos);
+            CHECK(std::string(r.message).find(r.bad_param == 0 ? "parameter 'a'" : "parameter 'b'") !=
+                  std::string::npos);
+            CHECK(state_bits(opt) == before);
+            CHECK(weights() == w_before);
+          }
+          CHECK(refused == 1);
+          CHECK(steps >= 2);  // from 1e36 the weights double per step: 6 to 8 steps to the limits
+        }
+    };
+    // lr 1, λ 3 in each preset's own options.
+    const auto overshooting = [](auto o) {
+      o.lr = Schedule::constant(1.0);
+      o.weight_decay = 3.0;
+      return o;
+    };
+    check("freon", freon(overshooting(FreonOptions{})));
+    check("mop", mop(overshooting(MopOptions{})));
+    check("sgd", sgd(overshooting(SgdOptions{})));
+    check("adamw", adamw(overshooting(AdamWOptions{})));
+    check("lion", lion(overshooting(LionOptions{})));
+    check("muon", muon(overshooting(MuonOptions{})));
+    check("kaon", kaon(overshooting(KaonOptions{})));
+    check("muadam", muadam(overshooting(MuAdamOptions{})));
+    check("schatten_muon", schatten_muon(overshooting(SchattenMuonOptions{})));
+    check("dion2", dion2(overshooting(Dion2Options{})));
+    CHECK(guarded_routes >= 2);  // both tests were reached
+    CHECK(unguarded_routes >= 2);
+    // A gradient within the momentum's bound, through muon with the nuclear-norm scale
+    // (dual_norm_scale: u ∝ ‖M‖_*, not bounded by lr and the shape factor): u itself overflowed
+    // to −Inf after the shape factor √34 and was stored with ok (a fuzzer's find, 2026-12-07:
+    // 34 × 1 block, lr 1, momentum 0, g = 1e38). The route keeps copies, so the test of W + u
+    // refuses it now; 1e37 still steps (w = −5.8e37).
+    MuonOptions dual;
+    dual.lr = Schedule::constant(1.0);
+    dual.momentum = 0.0;
+    dual.polar = MopOptions::nuclear_polar();
+    auto opt = optim::partition(std::vector<ParamSpec>{{"v", {34, 1}}}, {"r"}, route("r", muon(dual)));
+    REQUIRE(opt.init());
+    std::vector<float> w(34, 0.0f), g(34, 1e37f);
+    REQUIRE(opt.step({w.data()}, {g.data()}));
+    for (float x : w)
+      CHECK(std::isfinite(x));
+    const auto before = state_bits(opt);
+    const std::vector<float> w_before = w;
+    g.assign(34, 1e38f);
+    const StepReport r = opt.step({w.data()}, {g.data()});
+    CHECK(r.status == Status::out_of_range);
+    CHECK(std::string(r.message).find("parameter 'v' would carry it beyond the float range") !=
+          std::string::npos);
+    CHECK(state_bits(opt) == before);
+    CHECK(w == w_before);
+  }
+
   TEST_CASE("init refuses invalid shapes, duplicate route labels and an unusable global clip") {
     // Before: a shape {-2, 3} threw std::length_error out of init(); {-2, -3} (6 elements once
     // multiplied) and {2^32, 2^32} (0 once wrapped) were accepted, and under muon a step then

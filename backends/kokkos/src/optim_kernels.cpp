@@ -15,6 +15,7 @@
 /// (CMakeLists.txt), like src/optim/kernels.cpp.
 #include <Kokkos_Core.hpp>
 
+#include <cfloat>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -217,6 +218,18 @@ void flag_outside(const float* x, index_t n, std::uint32_t limit_bits, float* fl
       kernel_label("schatten::optim::flag_outside"), Range(0, n),
       KOKKOS_LAMBDA(index_t k, float& acc) {
         if (!(x[k] <= limit && x[k] >= -limit)) acc = 1.0f;
+      },
+      Kokkos::Max<float, DeviceMem>(result));
+}
+
+void flag_sum_outside(const float* p, const float* u, index_t n, float* flag) {
+  constexpr float kMax = FLT_MAX;  // the largest finite float
+  const Kokkos::View<float, DeviceMem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> result(flag);
+  launch_reduce(
+      kernel_label("schatten::optim::flag_sum_outside"), Range(0, n),
+      KOKKOS_LAMBDA(index_t k, float& acc) {
+        const float s = p[k] + u[k];  // add()'s sum
+        if (!(s <= kMax && s >= -kMax)) acc = 1.0f;
       },
       Kokkos::Max<float, DeviceMem>(result));
 }

@@ -303,14 +303,18 @@ std::pair<std::size_t, std::size_t> first_overlap(std::vector<AddressRange>& ran
 ///      nothing touched; NonFinitePolicy::skip turns both refusals into a reported skip. Every
 ///      parameter is checked for NaN/Inf too (non_finite_input under either policy: a skip
 ///      would not repair it), since its rules would carry it into their states (sgd's
-///      momentum, DF-Muon's curvature estimate) where it outlives a repaired parameter; cost:
-///      one read of the parameters;
+///      momentum, DF-Muon's curvature estimate) where it outlives a repaired parameter, and,
+///      where its state is not copied (step 3), for entries beyond FLT_MAX/4 (out_of_range:
+///      its W + u could overflow where nothing could undo its state; docs/optim.md "The float
+///      range of W + u"); cost: one read of the parameters;
 ///   2. the parameters whose rule tells its failures in advance (rule.hpp, precheck; Muon's
 ///      chain and its variants) are prechecked: a refusal (for Muon, a momentum or gradient
 ///      entry beyond TraceMomentum::overflow_bound(), out_of_range) leaves everything as it was;
 ///   3. each parameter's update is computed into its gradient buffer, after a copy of its state
 ///      when its route may fail and was not prechecked;
-///   4. if a rule fails, every state already advanced is restored and the step fails;
+///   4. if a rule fails, every state already advanced is restored and the step fails; so too
+///      when the update of a parameter whose state was copied would carry it beyond the float
+///      range (W + u overflows; out_of_range: weights or hyper-parameters near 3.4e38);
 ///   5. only then are all updates added to the parameters.
 /// Parameters are host arrays, row-major in their flattened shape. Gradient buffers are consumed:
 /// after a step, successful or not, they hold updates or partial results. Cost beyond the rules:
@@ -439,7 +443,8 @@ class Partition {
     }
     workspace_ = std::make_shared<Workspace>();
     init_states(std::index_sequence_for<Rules...>{});
-    scan_ = Buffer(params_.size(), 0.0f);  // the flags of first_outside() and run_prechecks() (device)
+    scan_ = Buffer(params_.size(),
+                   0.0f);  // the flags of first_outside(), run_prechecks(), first_overflowing() (device)
     scan_host_.assign(params_.size(), 0.0f);
     if (memory == MemoryKind::device &&
         !(move_states(MemoryKind::device) && scan_.move_to(MemoryKind::device))) {
@@ -552,7 +557,8 @@ class Partition {
   /// price of that copy's memory and one copy pass per step.
   void set_prechecks(bool on) { prechecks_ = on; }
   bool prechecks() const { return prechecks_; }
-  /// The scan of the parameters for NaN/Inf (class comment, step 1; on by default). It costs one
+  /// The scan of the parameters for NaN/Inf, and for entries beyond FLT_MAX/4 where no copy of
+  /// the state is kept (class comment, step 1; on by default). It costs one
   /// read of every parameter per step, which an element-wise rule feels most: AdamW over GPT-2
   /// small's 39.5 M non-matrix elements, 95–98 → 116–124 ms per step on one CPU core
   /// (docs/benchmarks/cpu-optim.md, "Parameter scan"); Muon's step, about +5 %. Off, a caller
@@ -607,18 +613,19 @@ class Partition {
     if (StepReport c = check_global_clip(clip_); !c) return c;
     // One scan per gradient: finiteness, and the route's limit unless clipping comes first; and
     // one per parameter: finiteness (a NaN there would enter the momenta and stay after the
-    // caller repaired the parameter).
+    // caller repaired the parameter) and, where no copy of its state is kept, param_limit_bits().
     if (const std::ptrdiff_t i = first_outside(grads, clip_ > 0.0, check_params_ ? &params : nullptr);
         i >= 0) {
       const auto k = static_cast<std::size_t>(i);
       if (all_within(block(grads[k], k), clip_ > 0.0 ? magnitude_bits(HUGE_VAL) : limit_bits_[k]))
-        return nonfinite_param(i);
+        return param_refusal(i, params);
       // A skip must not hide a non-finite parameter, which a skip cannot repair: a NaN weight
       // gives NaN gradients at every step, and the skips would go on for ever (found by an
       // audit, 2026-12-06). So the scan of the gradients stopped at i; the parameters are
       // scanned to the end first.
       if (policy_ != NonFinitePolicy::error && check_params_)
-        if (const std::ptrdiff_t j = first_outside(params, true); j >= 0) return nonfinite_param(j);
+        if (const std::ptrdiff_t j = first_outside(params, true, nullptr, true); j >= 0)
+          return param_refusal(j, params);
       return refuse(i, grads);
     }
     if (clip_ > 0.0) {
@@ -632,9 +639,20 @@ class Partition {
     // The prechecks, before any state changes: a refusal here leaves everything as it was.
     return run_prechecks(params, grads);
   }
-  /// Stage 2 (step_prepare above, which cleared touched_).
+  /// Stage 2 (step_prepare above, which cleared touched_). Its updates are final when their
+  /// rules return (each depends on its own state only), so W + u is tested here, where the
+  /// copies can still put the states back: an update that would carry its parameter beyond the
+  /// float range is refused (out_of_range, under either NonFinitePolicy: a skip would not
+  /// repair the weights or the hyper-parameters that cause it) and the states are restored.
   StepReport step_fallible(const std::vector<float*>& params, const std::vector<float*>& grads) {
-    return run_passes(params, grads, 0, 1);
+    if (StepReport r = run_passes(params, grads, 0, 1); !r) return r;
+    const std::ptrdiff_t bad = first_overflowing(params, grads);
+    if (bad < 0) return StepReport{};
+    step_undo();
+    return refusal(compose("the update of parameter '", params_[static_cast<std::size_t>(bad)].name,
+                           "' would carry it beyond the float range (W + u overflows); no parameter or "
+                           "state was changed"),
+                   bad, Status::out_of_range);
   }
   /// True after a successful init() when every parameter's update runs in step_fallible(): each
   /// route may fail and none is prechecked, so every state has its backup. After that stage the
@@ -737,19 +755,22 @@ class Partition {
       scale_by(block(grads[i], i), f);
   }
   /// The first parameter whose gradient holds a NaN/Inf, or (unless `finite_only`) a value
-  /// beyond its route's max_gradient(), or, with `params`, whose parameter holds a NaN/Inf; −1
-  /// when there is none (the caller tells which of the two failed). On the host one scan per
-  /// array, stopping at the first bad one; on the device every scan is launched before one
-  /// read-back of their flags (one synchronisation per step instead of one per parameter; a
-  /// parameter's test ORs into its gradient's flag). With finite_only and no `params` it scans
-  /// any per-parameter arrays for NaN/Inf alone (step_prepare's scan of the parameters before a
-  /// skip).
+  /// beyond its route's max_gradient(), or, with `params`, whose parameter fails
+  /// param_limit_bits(); −1 when there is none (the caller tells which of the two failed). On
+  /// the host one scan per array, stopping at the first bad one; on the device every scan is
+  /// launched before one read-back of their flags (one synchronisation per step instead of one
+  /// per parameter; a parameter's test ORs into its gradient's flag). With finite_only and no
+  /// `params` it scans any per-parameter arrays for NaN/Inf alone, or with `as_params` the
+  /// parameters against param_limit_bits() (step_prepare's scan of the parameters before a skip).
   std::ptrdiff_t first_outside(const std::vector<float*>& grads, bool finite_only,
-                               const std::vector<float*>* params = nullptr) {
-    const auto limit = [&](std::size_t i) { return finite_only ? magnitude_bits(HUGE_VAL) : limit_bits_[i]; };
+                               const std::vector<float*>* params = nullptr, bool as_params = false) {
+    const auto limit = [&](std::size_t i) {
+      return !finite_only ? limit_bits_[i] : as_params ? param_limit_bits(i) : magnitude_bits(HUGE_VAL);
+    };
     if (memory_ == MemoryKind::host) {
       for (std::size_t i = 0; i < params_.size(); ++i)
-        if (!all_within(block(grads[i], i), limit(i)) || (params && !all_finite(block((*params)[i], i))))
+        if (!all_within(block(grads[i], i), limit(i)) ||
+            (params && !all_within(block((*params)[i], i), param_limit_bits(i))))
           return static_cast<std::ptrdiff_t>(i);
       return -1;
     }
@@ -758,11 +779,36 @@ class Partition {
       if (g.empty()) continue;
       device_kernels::flag_outside(g.data, g.size(), limit(i), scan_.data() + i);
       if (params)
-        device_kernels::flag_outside_or((*params)[i], g.size(), magnitude_bits(HUGE_VAL), scan_.data() + i);
+        device_kernels::flag_outside_or((*params)[i], g.size(), param_limit_bits(i), scan_.data() + i);
     }
     scan_.copy_to(scan_host_.data(), scan_host_.size());
     for (std::size_t i = 0; i < params_.size(); ++i)
       if (scan_host_[i] > 0.0f) return static_cast<std::ptrdiff_t>(i);
+    return -1;
+  }
+  /// The first parameter of step_fallible() (backed_up_) whose update u, held in its gradient
+  /// buffer, makes W + u overflow as apply_updates() rounds it (sum_finite), −1 when there is
+  /// none. On the device every test is queued before one read-back of their flags, as in
+  /// first_outside(). Cost: one read of each such parameter and update; nothing when no
+  /// parameter is backed up.
+  std::ptrdiff_t first_overflowing(const std::vector<float*>& params, const std::vector<float*>& grads) {
+    if (memory_ == MemoryKind::host) {
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        if (backed_up_[i] && !sum_finite(block(params[i], i), block(grads[i], i)))
+          return static_cast<std::ptrdiff_t>(i);
+      return -1;
+    }
+    bool queued = false;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const index_t n = flatten(params_[i].shape).size();
+      if (!backed_up_[i] || n == 0) continue;
+      device_kernels::flag_sum_outside(params[i], grads[i], n, scan_.data() + i);
+      queued = true;
+    }
+    if (!queued) return -1;
+    scan_.copy_to(scan_host_.data(), scan_host_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (backed_up_[i] && scan_host_[i] > 0.0f) return static_cast<std::ptrdiff_t>(i);
     return -1;
   }
   /// Visitor that moves every Buffer of a state into `to` memory.
@@ -799,10 +845,27 @@ class Partition {
                            a == b ? "' (its gradient)" : "'", detail::kOverlapping),
                    static_cast<std::ptrdiff_t>(b));
   }
-  /// The refusal of a step whose parameter k holds a NaN/Inf (under either policy).
-  StepReport nonfinite_param(std::ptrdiff_t k) {
+  /// The largest |W| the scan of the parameters accepts in parameter i (magnitude_bits): any
+  /// finite value where a copy of its state is kept, since step_fallible() then tests W + u
+  /// itself and can put the state back; a quarter of the float range elsewhere (kUnguardedParam),
+  /// so that W + u cannot overflow unless |u| exceeds three quarters of it (2.6e38), where no
+  /// copy could restore the state that produced u. Conservative, like TraceMomentum's bound: a
+  /// weight beyond 8.5e37 is no trained value (any forward pass through it overflows).
+  std::uint32_t param_limit_bits(std::size_t i) const {
+    return magnitude_bits(backed_up_[i] ? HUGE_VAL : kUnguardedParam);
+  }
+  /// The refusal of a step whose parameter k fails param_limit_bits(), under either policy (a
+  /// skip would not repair it): non_finite_input for a NaN/Inf, out_of_range for a finite value
+  /// beyond the limit.
+  StepReport param_refusal(std::ptrdiff_t k, const std::vector<float*>& params) {
+    const auto i = static_cast<std::size_t>(k);
+    if (all_finite(block(params[i], i)))
+      return refusal(compose("parameter '", params_[i].name,
+                             "' holds a value beyond 8.5e37 (a quarter of the float range), where its update "
+                             "could overflow it; nothing was changed"),
+                     k, Status::out_of_range);
     return refusal(
-        compose("parameter '", params_[static_cast<std::size_t>(k)].name,
+        compose("parameter '", params_[i].name,
                 "' contains NaN or Inf (its optimizer state would keep them); nothing was changed"),
         k, Status::non_finite_input);
   }
@@ -1222,6 +1285,8 @@ class Partition {
   bool batching_ = true;
   bool prechecks_ = true;  ///< set_prechecks()
   std::size_t max_group_ = kDefaultMaxGroup;
+  /// param_limit_bits() where no copy of the state is kept: FLT_MAX / 4 (exact), 8.5e37.
+  static constexpr double kUnguardedParam = 3.4028234663852886e38 / 4.0;
   std::vector<std::uint32_t> limit_bits_;  ///< per parameter: magnitude_bits of its route's max_gradient
   std::string message_;
   std::array<char, 512> step_message_{};  ///< compose()

@@ -439,6 +439,11 @@ bool all_within_non_negative(const float* x, index_t n, std::uint32_t limit_bits
 /// as it is: it ORs into a flag that flag_outside() has written (MuAdamDirection::precheck's
 /// second buffer). Not waited for. n > 0.
 void flag_outside_non_negative(const float* x, index_t n, std::uint32_t limit_bits, float* flag);
+/// *flag (device memory) ← 1 when some p[k] + u[k], rounded to float as add() rounds it, is ±Inf
+/// or NaN, else a value ≤ 0 (the identity of a max-reduction); asynchronous: sum_finite()'s test
+/// without waiting for the answer (Partition's test of the updates before they are applied).
+/// n > 0.
+void flag_sum_outside(const float* p, const float* u, index_t n, float* flag);
 void copy(float* dst, const float* src, index_t n);
 /// dst(i, j) ← src(i, j) for rows × cols row-major blocks with leading dimensions dst_ld and
 /// src_ld (≥ cols): the gather and scatter of a column piece (split.hpp).
@@ -662,6 +667,32 @@ inline bool all_within(MatrixRef<const float> m, std::uint32_t limit_bits) {
 
 /// True when every element is finite (no NaN, no ±Inf).
 inline bool all_finite(MatrixRef<const float> m) { return all_within(m, magnitude_bits(HUGE_VAL)); }
+
+/// True when param + u, rounded to float as apply_updates() rounds it, is finite for every
+/// element: the update does not carry the parameter out of the float range (FLT_MAX ≈ 3.4e38).
+/// Finite param and u can still sum to ±Inf when either lies within a factor 2 of FLT_MAX.
+/// Shapes match (checked by the caller); host memory (on device memory Partition queues
+/// device_kernels::flag_sum_outside). Cost: one read of each, an integer compare-and-OR
+/// reduction over the sum's bits that vectorises, like all_within().
+inline bool sum_finite(MatrixRef<const float> param, MatrixRef<const float> u) {
+  constexpr std::uint32_t kFltMaxBits = 0x7f7fffffu;  // magnitude_bits(HUGE_VAL)
+  std::uint32_t bad = 0;
+  const auto test = [&](float p, float d) {
+    const float s = p + d;
+    std::uint32_t bits;
+    std::memcpy(&bits, &s, sizeof bits);
+    bad |= static_cast<std::uint32_t>((bits & 0x7fffffffu) > kFltMaxBits);
+  };
+  if (is_contiguous(param) && is_contiguous(u)) {
+    for (index_t k = 0, n = param.size(); k < n; ++k)
+      test(param.data[k], u.data[k]);
+  } else {
+    for (index_t i = 0; i < param.rows; ++i)
+      for (index_t j = 0; j < param.cols; ++j)
+        test(param(i, j), u(i, j));
+  }
+  return bad == 0;
+}
 
 /// True when every element x has 0 ≤ x ≤ the float of `limit_bits` (magnitude_bits; −0 counts
 /// as 0, NaN fails): the test of a state that must not be negative, such as a second moment
