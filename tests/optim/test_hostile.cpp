@@ -1372,6 +1372,42 @@ TEST_SUITE("optim.hostile") {
     CHECK(w == w_before);
   }
 
+  TEST_CASE("empty parameters step beside a nonempty one through every preset, prechecks on and off") {
+    // Empty shapes are valid (valid_param_shape) and their arrays may be null. schatten_muon's
+    // criterion refused them (measure_spectra: invalid_argument) at every criterion step, and
+    // with prechecks that refusal came after another parameter's state had advanced
+    // (internal_error; found by a fuzzer, 2026-12-07): every step from the first criterion step
+    // on failed. Now every preset steps them, with the criterion due at every step.
+    SchattenMuonOptions whitened = adaptive_schatten(false);
+    whitened.first = 1;
+    whitened.interval = 1;
+    whitened.without_statistics = SchattenPDirection::WithoutStatistics::assume_whitened;
+    const auto check = [&](const char* name, auto rule) {
+      CAPTURE(std::string(name));
+      for (const bool prechecks : {true, false}) {
+        CAPTURE(prechecks);
+        const std::vector<ParamSpec> ps = {
+            {"w", {4, 3}}, {"rows0", {0, 4}}, {"cols0", {4, 0}}, {"vec0", {0}}};
+        auto opt = optim::partition(ps, std::vector<std::string>(ps.size(), "all"), route("all", rule));
+        opt.set_prechecks(prechecks);
+        REQUIRE(opt.init());
+        std::vector<float> w = schatten::test::random_vec(12, case_seed("empty_params_w"), 1.0);
+        for (std::uint64_t t = 0; t < 12; ++t) {
+          std::vector<float> g = schatten::test::random_vec(12, case_seed("empty_params_g", t), 1.0);
+          const StepReport r =
+              opt.step({w.data(), nullptr, nullptr, nullptr}, {g.data(), nullptr, nullptr, nullptr});
+          CAPTURE(r.message);
+          REQUIRE(r);
+        }
+        for (float x : w)
+          CHECK(std::isfinite(x));
+        CHECK(non_finite_state(opt).empty());
+      }
+    };
+    for_each_preset(check);
+    check("schatten_muon_whitened", schatten_muon(whitened));
+  }
+
   TEST_CASE("init refuses invalid shapes, duplicate route labels and an unusable global clip") {
     // Before: a shape {-2, 3} threw std::length_error out of init(); {-2, -3} (6 elements once
     // multiplied) and {2^32, 2^32} (0 once wrapped) were accepted, and under muon a step then

@@ -501,8 +501,11 @@ struct SchattenPDirection {
     surrogate::PChoice choice;
     const ActivationStatistics& st = *s.statistics;
     const bool had_statistics = reads_gram(s, u.cols);
-    // Without statistics the criterion runs only on request (WithoutStatistics).
-    const bool runs = due && (had_statistics || without_statistics == WithoutStatistics::assume_whitened);
+    // Without statistics the criterion runs only on request (WithoutStatistics). An empty block
+    // has no spectrum to measure: p is kept (measure_spectra refuses it, which failed every
+    // criterion step of a partition holding one, until an audit of 2026-12-07).
+    const bool runs =
+        due && n > 0 && (had_statistics || without_statistics == WithoutStatistics::assume_whitened);
     // The criterion is advisory (the struct comment): bad input fails the step with nothing
     // changed; a criterion that cannot compute keeps p and the step goes on.
     Status criterion_status = Status::ok;
