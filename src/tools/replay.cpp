@@ -153,7 +153,7 @@ Presets and their keys (defaults are those of include/schatten/optim/presets.hpp
            shape=unit_rms_norm|... shape_extra=1 polar=keller|polar_express|qdwh iterations=5
            (NorDion2, microsoft/dion's Dion3: Dion2's selection, always of rows, then NorMuon's
            per-row normalisation of the orthogonalised rows, whose moments move only when
-           selected)
+           selected; eps: the orthogonalisation's normalisation epsilon, as the reference's)
   dion     lr=0.01 mu=0.95 rank_fraction=1 rank_multiple_of=1 power_iters=1 eps=1e-8 seed=0
            cholesky_qr=1 wd=0.01 shape=unit_rms_norm|... shape_extra=1 (Dion: M += G; rank-k
            factor P Q^T of M by power iteration from the previous Q, k = rank_fraction*min(r,c)

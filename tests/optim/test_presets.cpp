@@ -350,14 +350,15 @@ Mat polar_express5(const Mat& g, double eps) {
 
 /// Dion2's reference (microsoft/dion dion/dion2.py, one process) in double: M ← M + G; the
 /// k = max(1, ⌈f·n⌉) slices of M with the largest ℓ₁ norms (rows when r ≤ c, else columns);
-/// S = M_sel, M_sel ← ef·M_sel; O = polar_express5(S, 1e-8); W ← W(1 − lr·wd), W_sel −= lr·√(r/c)·O.
+/// S = M_sel, M_sel ← ef·M_sel; O = polar_express5(S, ε) with the optimizer's `epsilon` ε (1e-8 by
+/// default; `polar_eps`); W ← W(1 − lr·wd), W_sel −= lr·√(r/c)·O.
 /// With beta2 ≥ 0, NorDion2's (dion/nordion2.py, the local-selection path): always rows, and O's
 /// rows normalised as the reference's _normuon_normalization_core does for the selected rows,
 /// V_sel ← lerp(V_sel, mean_j O², 1 − β₂), O ← O/(√V_sel + 1e-8), O ← O·‖O_before‖/max(‖O‖, 1e-8).
 /// `gaps`, when given, receives the number of steps in which a slice sat unselected between two
 /// of its selections: the steps whose moments a rule that decays unselected rows would change.
 Mat dion2_oracle(Mat w, const std::vector<Mat>& grads, double lr, double fraction, double ef, double wd,
-                 double beta2 = -1.0, int* gaps = nullptr) {
+                 double beta2 = -1.0, int* gaps = nullptr, double polar_eps = 1e-8) {
   const index_t r = w.rows(), c = w.cols();
   const bool nor = beta2 >= 0.0, rows = nor || r <= c;
   Eigen::VectorXd v = Eigen::VectorXd::Zero(r);  // NorDion2's per-row moments
@@ -388,7 +389,7 @@ Mat dion2_oracle(Mat w, const std::vector<Mat>& grads, double lr, double fractio
         m.col(i) *= ef;
       }
     }
-    Mat o = polar_express5(sub, 1e-8);
+    Mat o = polar_express5(sub, polar_eps);
     if (nor) {
       const double before = o.norm();
       for (index_t a = 0; a < k; ++a) {
@@ -1288,6 +1289,28 @@ TEST_SUITE("optim.presets") {
         else
           CHECK(step_error(run_rule(decaying, w0, g), want, w0) <= 2e-4);
       }
+    }
+    // The reference's `epsilon` goes to the orthogonalisation only (nordion2.py passes it to
+    // megabatch_orthogonalize; normuon.py's _normuon_normalization_core fixes the neurons' ε at
+    // 1e-8). Gradients of 1e-3 make ‖X‖ small enough for ε = 1e-3 to matter: the oracle at
+    // that ε to 2e-4 as above; the neurons' ε at 1e-3 instead (the wiring before 2026-12-07,
+    // found by an audit: 0.19 of the step off) and the default ε both far from it.
+    {
+      std::vector<Mat> small = gradients(12, 8, 6, "nordion2_eps");
+      for (Mat& x : small)
+        x *= 1e-3;
+      const Mat w0 = gaussian(12, 8, case_seed("nordion2_eps_w"));
+      NorDion2Options o;
+      o.eps = 1e-3;
+      const Mat got = run_rule(nordion2(o), w0, small);
+      const Mat want = dion2_oracle(w0, small, 0.01, 0.25, 0.95, 0.01, 0.95, nullptr, 1e-3);
+      CHECK(step_error(got, want, w0) <= 2e-4);
+      const auto neurons_eps =
+          chain(Dion2Direction{0.25, 0.95, Dion2Direction::default_polar(), Dion2Direction::Slices::rows},
+                NormalizeNeurons{0.95, 1e-3, true}, ScaleByShape{ScaleByShape::Rule::unit_rms_norm},
+                AddDecayedWeights{0.01}, ScaleByLearningRate{Schedule::constant(0.01)});
+      CHECK(step_error(run_rule(neurons_eps, w0, small), want, w0) > 1e-2);
+      CHECK(step_error(run_rule(nordion2(), w0, small), want, w0) > 1e-2);
     }
     // Signatures name the new options only where they are set: Dion2's and NorMuon's are unchanged.
     const std::string sig = chain(nordion2()).config();

@@ -448,25 +448,36 @@ inline auto dion2(const Dion2Options& o = {}) {
 /// that were not selected are zero and keep their moment: the reference updates ν only at the
 /// selected indices), ScaleByShape, AddDecayedWeights and ScaleByLearningRate. Defaults (the
 /// reference's constructor): lr 0.01, fraction 0.25, mu (ef_decay) 0.95, muon_beta2 0.95,
-/// wd 0.01, epsilon 1e-8 (the Newton–Schulz normalisation's and the neurons'), Polar Express
-/// 5 steps, adjust_lr "spectral_norm" (√(r/c)). [P] where the reference differs by rounding:
-/// the norm-restoring factor is ‖O_before‖/(‖O‖ + ε) (the reference clamps ‖O‖ at 1e-8
-/// instead), and ν is float (the reference stores it in the parameter's dtype). `mu_storage`: M
-/// in fp32 or bf16, as dion2()'s (ν stays fp32).
+/// wd 0.01, epsilon 1e-8 (the Newton–Schulz normalisation's: nordion2.py passes it to the
+/// orthogonalisation only), Polar Express 5 steps, adjust_lr "spectral_norm" (√(r/c)); the
+/// neurons' ε is the reference's fixed 1e-8 (normuon.py, _normuon_normalization_core,
+/// kNeuronEps). [P] where the reference differs by rounding: the norm-restoring factor is
+/// ‖O_before‖/(‖O‖ + ε) (the reference clamps ‖O‖ at 1e-8 instead), and ν is float (the
+/// reference stores it in the parameter's dtype). [P] hold_zero_rows tests a row for zero, not
+/// for selection: a selected row of M + G that is exactly zero (fewer nonzero rows than k) keeps
+/// its ν, as on the reference's global-selection path (nordion2_post_orthogonalize_masked, which
+/// masks on nonzero rows), where its default local path decays it. `mu_storage`: M in fp32 or
+/// bf16, as dion2()'s (ν stays fp32).
 struct NorDion2Options {
   Schedule lr = Schedule::constant(0.01);
   double fraction = 0.25;
   double ef_decay = 0.95;
   double beta2 = 0.95;  ///< the reference's muon_beta2
-  double eps = 1e-8;    ///< the neurons' ε (the reference's epsilon)
+  /// The reference's epsilon: the Newton–Schulz normalisation's ε, X/(1.02‖X‖_F + ε); it sets
+  /// polar.schedule.normalization.eps (before 2026-12-07 it was the neurons' ε instead).
+  double eps = 1e-8;
+  /// The neurons' ε, fixed in the reference: O_i/(√ν_i + 1e-8).
+  static constexpr double kNeuronEps = 1e-8;
   PolarOptions polar = Dion2Direction::default_polar();
   ScaleByShape shape{ScaleByShape::Rule::unit_rms_norm};  ///< "rms_norm": moonlight; None: none
   double weight_decay = 0.01;
   StateStorage mu_storage = Precision::fp32;
 };
 inline auto nordion2(const NorDion2Options& o = {}) {
-  return chain(Dion2Direction{o.fraction, o.ef_decay, o.polar, Dion2Direction::Slices::rows, o.mu_storage},
-               NormalizeNeurons{o.beta2, o.eps, true}, ScaleByShape{o.shape},
+  PolarOptions polar = o.polar;
+  polar.schedule.normalization.eps = o.eps;
+  return chain(Dion2Direction{o.fraction, o.ef_decay, polar, Dion2Direction::Slices::rows, o.mu_storage},
+               NormalizeNeurons{o.beta2, NorDion2Options::kNeuronEps, true}, ScaleByShape{o.shape},
                AddDecayedWeights{o.weight_decay}, ScaleByLearningRate{o.lr});
 }
 /// Dion3: microsoft/dion's other name for NorDion2 (an alias there too: `Dion3 is NorDion2`).
