@@ -359,7 +359,9 @@ std::pair<std::size_t, std::size_t> first_overlap(std::vector<AddressRange>& ran
 /// same checkpoints (visit() reaches device buffers; the checkpoint code copies them through
 /// the host). On a Kokkos Serial build (the CPU default) device memory is host memory and the
 /// results equal the host path's bit for bit (the same formulas in the same order,
-/// tests/optim/test_optim_device.cpp); with OpenMP the block norms of ClipByNorm and
+/// tests/optim/test_optim_device.cpp), but for global clipping, whose squared norm is summed
+/// per parameter and then across (clip_gradients), so that its factor may differ by an ulp (a
+/// fuzzer's case: 895,215 of 10⁶ elements one ulp apart); with OpenMP the block norms of ClipByNorm and
 /// ScaleToPolarNorm and the inner products of DA/SC/DF-Muon are summed in another order, and on
 /// a GPU a fused multiply-add may differ: there they agree to rounding (schatten_muon's p within
 /// its criterion's search tolerance, docs/optim.md).
