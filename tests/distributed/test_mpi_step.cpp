@@ -662,6 +662,33 @@ TEST_CASE("distributed.partition: set_prechecks(false) copies the owners' Muon s
   CHECK(same_state(d, ref));
 }
 
+TEST_CASE("distributed.partition: set_copy_all_states copies every owner state, same steps") {
+  // AdamW cannot fail and Muon is prechecked: by default neither has a copy. With
+  // set_copy_all_states the owners' local partitions copy both (optim::Partition's), more than
+  // set_prechecks(false) does (Muon's alone), and the trajectory is the one-process one.
+  const auto labels = propose_labels(specs());
+  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
+  ref.set_copy_all_states(true);
+  REQUIRE(ref.init());
+  auto unprechecked = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                                         route("adamw", make_adamw()));
+  unprechecked.set_prechecks(false);
+  REQUIRE(unprechecked.init());
+  auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                              route("adamw", make_adamw()));
+  d.set_copy_all_states(true);
+  REQUIRE(d.init());
+  CHECK(d.memory_use().backups >= unprechecked.memory_use().backups);
+  if (world().size() == 1) {  // the one rank owns every parameter
+    CHECK(d.memory_use().backups > unprechecked.memory_use().backups);
+    CHECK(d.memory_use().backups == ref.memory_use().backups);
+  }
+  Model m(specs());
+  Local loc(d, m);
+  along(ref, d, m, loc, 0, 3);
+  CHECK(same_state(d, ref));
+}
+
 TEST_CASE("distributed.partition: muon and adamw trajectories equal one process bit for bit") {
   for (bool sharded : {false, true}) {
     CAPTURE(sharded);
@@ -1742,9 +1769,10 @@ TEST_CASE("distributed.partition: settings that differ between the ranks are ref
                               {"shape the row bounds do not fit", "names or shapes", true},
                               {"replicated shape", "names or shapes", false},
                               {"learning rate", "the routes", false},
-                              {"batching", "batching or prechecks", false},
-                              {"batch group", "batching or prechecks", false},
-                              {"prechecks", "batching or prechecks", false},
+                              {"batching", "batching, prechecks or copies", false},
+                              {"batch group", "batching, prechecks or copies", false},
+                              {"prechecks", "batching, prechecks or copies", false},
+                              {"copies", "batching, prechecks or copies", false},
                               {"non-finite policy", "the non-finite policy", false}};
   for (const Variant& v : variants) {
     CAPTURE(v.name);
@@ -1770,6 +1798,7 @@ TEST_CASE("distributed.partition: settings that differ between the ranks are ref
     if (odd && which == "batching") d.set_batching(false);
     if (odd && which == "batch group") d.set_batching(true, 3);
     if (odd && which == "prechecks") d.set_prechecks(false);
+    if (odd && which == "copies") d.set_copy_all_states(true);
     const StepReport r = d.init();
     CHECK(same_report_everywhere(r));
     if (several || v.refused_alone) {

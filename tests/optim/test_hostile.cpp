@@ -1256,77 +1256,82 @@ TEST_SUITE("optim.hostile") {
     using DeviceVec = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
     using HostView = Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
     // guarded: the route's states are copied (the test of W + u); else the parameters' limit.
+    // With set_copy_all_states every route is guarded.
     int guarded_routes = 0, unguarded_routes = 0;
     const auto check = [&](const char* name, auto rule) {
       CAPTURE(std::string(name));
       auto probe = optim::partition(std::vector<ParamSpec>{{"a", {6, 4}}}, {"r"}, route("r", rule));
       REQUIRE(probe.init());
-      const bool guarded = probe.memory_use().backups > 0;
-      CAPTURE(guarded);
-      ++(guarded ? guarded_routes : unguarded_routes);
-      for (const MemoryKind memory : {MemoryKind::host, MemoryKind::device})
-        for (const bool batching : {true, false}) {
-          CAPTURE(memory == MemoryKind::device);
-          CAPTURE(batching);
-          const std::vector<ParamSpec> ps = {{"a", {6, 4}}, {"b", {6, 4}}, {"c", {5}}};
-          auto opt = optim::partition(ps, {"r", "r", "adam"}, route("r", rule), route("adam", adamw()));
-          opt.set_batching(batching);
-          REQUIRE(opt.init(memory));
-          const std::uint64_t seed = case_seed("overflowing_update", memory == MemoryKind::device);
-          INFO("seed " << seed);
-          std::vector<std::vector<float>> w = {schatten::test::random_vec(24, seed, 1e36),
-                                               schatten::test::random_vec(24, seed + 1, 1e36),
-                                               schatten::test::random_vec(5, seed + 2)};
-          std::vector<DeviceVec> dw(3), dg(3);
-          for (std::size_t i = 0; i < 3; ++i) {
-            dw[i] = DeviceVec("w", w[i].size());
-            dg[i] = DeviceVec("g", w[i].size());
-            Kokkos::deep_copy(dw[i], HostView(w[i].data(), w[i].size()));
-          }
-          const auto weights = [&] {  // the parameters as they are now, on the host
-            if (memory == MemoryKind::device)
-              for (std::size_t i = 0; i < 3; ++i)
-                Kokkos::deep_copy(HostView(w[i].data(), w[i].size()), dw[i]);
-            return w;
-          };
-          int refused = 0, steps = 0;
-          for (std::uint64_t t = 0; t < 40 && refused == 0; ++t) {
-            std::vector<std::vector<float>> g = {schatten::test::random_vec(24, seed + 10 * t + 3),
-                                                 schatten::test::random_vec(24, seed + 10 * t + 4),
-                                                 schatten::test::random_vec(5, seed + 10 * t + 5)};
-            std::vector<float*> pp = pointers(w), gp = pointers(g);
-            if (memory == MemoryKind::device)
-              for (std::size_t i = 0; i < 3; ++i) {
-                Kokkos::deep_copy(dg[i], HostView(g[i].data(), g[i].size()));
-                pp[i] = dw[i].data();
-                gp[i] = dg[i].data();
-              }
-            const auto before = state_bits(opt);
-            const std::vector<std::vector<float>> w_before = weights();
-            const StepReport r = opt.step(pp, gp);
-            if (r) {
-              ++steps;
-              for (const auto& v : weights())
-                for (float x : v)
-                  REQUIRE(std::isfinite(x));
-              CHECK(non_finite_state(opt).empty());
-              continue;
+      const bool copied = probe.memory_use().backups > 0;
+      ++(copied ? guarded_routes : unguarded_routes);
+      for (const bool copy_all : {false, true})
+        for (const MemoryKind memory : {MemoryKind::host, MemoryKind::device})
+          for (const bool batching : {true, false}) {
+            const bool guarded = copied || copy_all;
+            CAPTURE(copy_all);
+            CAPTURE(guarded);
+            CAPTURE(memory == MemoryKind::device);
+            CAPTURE(batching);
+            const std::vector<ParamSpec> ps = {{"a", {6, 4}}, {"b", {6, 4}}, {"c", {5}}};
+            auto opt = optim::partition(ps, {"r", "r", "adam"}, route("r", rule), route("adam", adamw()));
+            opt.set_batching(batching);
+            opt.set_copy_all_states(copy_all);
+            REQUIRE(opt.init(memory));
+            const std::uint64_t seed = case_seed("overflowing_update", memory == MemoryKind::device);
+            INFO("seed " << seed);
+            std::vector<std::vector<float>> w = {schatten::test::random_vec(24, seed, 1e36),
+                                                 schatten::test::random_vec(24, seed + 1, 1e36),
+                                                 schatten::test::random_vec(5, seed + 2)};
+            std::vector<DeviceVec> dw(3), dg(3);
+            for (std::size_t i = 0; i < 3; ++i) {
+              dw[i] = DeviceVec("w", w[i].size());
+              dg[i] = DeviceVec("g", w[i].size());
+              Kokkos::deep_copy(dw[i], HostView(w[i].data(), w[i].size()));
             }
-            ++refused;
-            CAPTURE(r.message);
-            CHECK(r.status == Status::out_of_range);
-            CHECK_FALSE(r.skipped);
-            CHECK((r.bad_param == 0 || r.bad_param == 1));
-            const std::string message = r.message;
-            CHECK(message.find(guarded ? "beyond the float range" : "beyond 8.5e37") != std::string::npos);
-            CHECK(std::string(r.message).find(r.bad_param == 0 ? "parameter 'a'" : "parameter 'b'") !=
-                  std::string::npos);
-            CHECK(state_bits(opt) == before);
-            CHECK(weights() == w_before);
+            const auto weights = [&] {  // the parameters as they are now, on the host
+              if (memory == MemoryKind::device)
+                for (std::size_t i = 0; i < 3; ++i)
+                  Kokkos::deep_copy(HostView(w[i].data(), w[i].size()), dw[i]);
+              return w;
+            };
+            int refused = 0, steps = 0;
+            for (std::uint64_t t = 0; t < 40 && refused == 0; ++t) {
+              std::vector<std::vector<float>> g = {schatten::test::random_vec(24, seed + 10 * t + 3),
+                                                   schatten::test::random_vec(24, seed + 10 * t + 4),
+                                                   schatten::test::random_vec(5, seed + 10 * t + 5)};
+              std::vector<float*> pp = pointers(w), gp = pointers(g);
+              if (memory == MemoryKind::device)
+                for (std::size_t i = 0; i < 3; ++i) {
+                  Kokkos::deep_copy(dg[i], HostView(g[i].data(), g[i].size()));
+                  pp[i] = dw[i].data();
+                  gp[i] = dg[i].data();
+                }
+              const auto before = state_bits(opt);
+              const std::vector<std::vector<float>> w_before = weights();
+              const StepReport r = opt.step(pp, gp);
+              if (r) {
+                ++steps;
+                for (const auto& v : weights())
+                  for (float x : v)
+                    REQUIRE(std::isfinite(x));
+                CHECK(non_finite_state(opt).empty());
+                continue;
+              }
+              ++refused;
+              CAPTURE(r.message);
+              CHECK(r.status == Status::out_of_range);
+              CHECK_FALSE(r.skipped);
+              CHECK((r.bad_param == 0 || r.bad_param == 1));
+              const std::string message = r.message;
+              CHECK(message.find(guarded ? "beyond the float range" : "beyond 8.5e37") != std::string::npos);
+              CHECK(std::string(r.message).find(r.bad_param == 0 ? "parameter 'a'" : "parameter 'b'") !=
+                    std::string::npos);
+              CHECK(state_bits(opt) == before);
+              CHECK(weights() == w_before);
+            }
+            CHECK(refused == 1);
+            CHECK(steps >= 2);  // from 1e36 the weights double per step: 6 to 8 steps to the limits
           }
-          CHECK(refused == 1);
-          CHECK(steps >= 2);  // from 1e36 the weights double per step: 6 to 8 steps to the limits
-        }
     };
     // lr 1, λ 3 in each preset's own options.
     const auto overshooting = [](auto o) {
@@ -1370,6 +1375,23 @@ TEST_SUITE("optim.hostile") {
           std::string::npos);
     CHECK(state_bits(opt) == before);
     CHECK(w == w_before);
+    // What the default leaves open, closed by set_copy_all_states: an update that overflows by
+    // itself on a route without copies. AdamW's first step is lr·(±1 + λW) for each entry:
+    // 3.4e38 × 1.01 = ∞ in float. With every state copied the step is refused, nothing changed,
+    // and the copies show in memory_use() (AdamW: its two moments).
+    AdamWOptions huge;
+    huge.lr = Schedule::constant(3.4e38);
+    huge.weight_decay = 0.02;
+    auto all = optim::partition(std::vector<ParamSpec>{{"x", {3, 4}}}, {"r"}, route("r", adamw(huge)));
+    all.set_copy_all_states(true);
+    REQUIRE(all.init());
+    CHECK(all.memory_use().backups == 2 * 12 * sizeof(float));
+    std::vector<float> x(12, 0.5f), gx(12, 1.0f);
+    const auto all_before = state_bits(all);
+    const StepReport ra = all.step({x.data()}, {gx.data()});
+    CHECK(ra.status == Status::out_of_range);
+    CHECK(state_bits(all) == all_before);
+    CHECK(x == std::vector<float>(12, 0.5f));
   }
 
   TEST_CASE("empty parameters step beside a nonempty one through every preset, prechecks on and off") {

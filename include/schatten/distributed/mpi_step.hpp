@@ -372,6 +372,10 @@ class DistributedPartition {
   /// under host allocation failure as well. The same on every rank (init() refuses a difference
   /// on every rank: a step's failure would otherwise copy states back on some ranks only).
   void set_prechecks(bool on) { prechecks_ = on; }
+  /// optim::Partition::set_copy_all_states for the owners' local partitions (before init()): a
+  /// step is all or nothing whatever the hyper-parameters, at the price of a copy of every
+  /// state. The same on every rank (init() refuses a difference on every rank).
+  void set_copy_all_states(bool on) { copy_all_ = on; }
   /// optim::Partition::set_global_clip (replicated layouts only, see the class comment). The
   /// same on every rank. init() and each step refuse, on every rank, a NaN or negative clip, a
   /// clip > 0 with a sharded or unreduced parameter, and clips that differ between the ranks.
@@ -608,6 +612,7 @@ class DistributedPartition {
           routes_);
       local_->set_batching(batching_, max_group_);
       local_->set_prechecks(prechecks_);
+      local_->set_copy_all_states(copy_all_);
       local_->set_non_finite_policy(optim::NonFinitePolicy::error);  // scanned globally in step 1
       optim::StepReport r = local_->init();
       if (!r && r.bad_param >= 0)  // the local partition's index, as a global one
@@ -1338,7 +1343,7 @@ class DistributedPartition {
       "the parameters' names or shapes",
       "the labels",
       "the routes (their rules and hyper-parameters: signature())",
-      "the owners' batching or prechecks (set_batching, set_prechecks)",
+      "the owners' batching, prechecks or copies (set_batching, set_prechecks, set_copy_all_states)",
       "the global clip (set_global_clip)",
       "the non-finite policy (set_non_finite_policy)"};
   /// The clip and the policy (kComparedWhat's last two), hashed: step() compares them again,
@@ -1379,6 +1384,7 @@ class DistributedPartition {
     f[4].mix(batching_ ? 1 : 0);
     f[4].mix(batching_ ? max_group_ : 0);  // the group size means nothing unbatched
     f[4].mix(prechecks_ ? 1 : 0);
+    f[4].mix(copy_all_ ? 1 : 0);
     const std::array<std::uint64_t, 2> later = step_settings();
     return {f[0].h, f[1].h, f[2].h, f[3].h, f[4].h, later[0], later[1]};
   }
@@ -1474,6 +1480,7 @@ class DistributedPartition {
   ModelledStep modelled_;     ///< modelled()
   bool batching_ = true;
   bool prechecks_ = true;  ///< set_prechecks()
+  bool copy_all_ = false;  ///< set_copy_all_states()
   std::size_t max_group_ = 16;
   optim::NonFinitePolicy policy_ = optim::NonFinitePolicy::error;
   double clip_ = 0.0;

@@ -488,9 +488,9 @@ class Partition {
         const auto& rule = std::get<I>(routes_).rule;
         const bool may_fail = rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value;
         prechecked_[i] =
-            prechecks_ && may_fail &&
+            prechecks_ && !copy_all_ && may_fail &&
             covered_by_precheck(rule, std::get<I>(states_)[slot_[i]], flatten(params_[i].shape), memory_);
-        backed_up_[i] = may_fail && !prechecked_[i];
+        backed_up_[i] = copy_all_ || (may_fail && !prechecked_[i]);
         limit_bits_[i] = magnitude_bits(max_gradient_of(rule));
         return Status::ok;
       });
@@ -559,6 +559,16 @@ class Partition {
   /// price of that copy's memory and one copy pass per step.
   void set_prechecks(bool on) { prechecks_ = on; }
   bool prechecks() const { return prechecks_; }
+  /// Copies of every route's state, the routes that cannot fail and the prechecked ones too
+  /// (off by default; taken at the next init()). Then every update runs in step_fallible(),
+  /// whose test of W + u (docs/optim.md "The float range of W + u") covers every parameter, and
+  /// no parameter limit applies: a step is all or nothing whatever the hyper-parameters, the
+  /// one case the default leaves open (an update beyond 2.6e38 from a route without copies)
+  /// included, and under host allocation failure too (as set_prechecks(false)). The price: one
+  /// copy of every state (AdamW: both moments, 8 bytes per element) and one copy pass over
+  /// them per step, as memory_use().backups reports.
+  void set_copy_all_states(bool on) { copy_all_ = on; }
+  bool copy_all_states() const { return copy_all_; }
   /// The scan of the parameters for NaN/Inf, and for entries beyond FLT_MAX/4 where no copy of
   /// the state is kept (class comment, step 1; on by default). It costs one
   /// read of every parameter per step, which an element-wise rule feels most: AdamW over GPT-2
@@ -951,7 +961,7 @@ class Partition {
   /// the staging at the first step) or on device memory; Workspace::reserve_staging does nothing
   /// where the kernels read host memory in place. False when the allocation failed.
   bool reserve_staging() {
-    if (!prechecks_ || memory_ != MemoryKind::host) return true;
+    if (!prechecks_ || copy_all_ || memory_ != MemoryKind::host) return true;
     std::size_t largest = 0;  // elements
     int arrays = 0;
     const auto count = [&](auto tag, std::size_t elements) {
@@ -1286,6 +1296,7 @@ class Partition {
   static constexpr std::size_t kDefaultMaxGroup = 16;
   bool batching_ = true;
   bool prechecks_ = true;  ///< set_prechecks()
+  bool copy_all_ = false;  ///< set_copy_all_states()
   std::size_t max_group_ = kDefaultMaxGroup;
   /// param_limit_bits() where no copy of the state is kept: FLT_MAX / 4 (exact), 8.5e37.
   static constexpr double kUnguardedParam = 3.4028234663852886e38 / 4.0;
