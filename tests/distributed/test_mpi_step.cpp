@@ -1750,6 +1750,53 @@ bool same_report_everywhere(const StepReport& r) {
   return same;
 }
 
+TEST_CASE("distributed.partition: hostile steps get one process's status, also under the skip policy") {
+  // Found by a fuzzer of the distributed step (2026-12-07): under the skip policy a NaN weight
+  // beside a NaN gradient was skipped for ever with ok (the local partitions, which scan the
+  // parameters, were never reached), a gradient beyond its route's max_gradient was refused
+  // (out_of_range) where one process skips it, and with two bad inputs the index differed. Each
+  // case, three times over (a skip must not repeat for ever): the status, skip flag, index and
+  // skip count of a one-process optim::Partition over the same arrays.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  struct Case {
+    const char* what;
+    NonFinitePolicy policy;
+    float grad_a, weight_a, grad_m;
+  };
+  const Case cases[] = {{"skip: grad a 1e20 (beyond AdamW's 2^63)", NonFinitePolicy::skip, 1e20f, 0.5f, 0.1f},
+                        {"skip: weight a NaN, grad m NaN", NonFinitePolicy::skip, 0.1f, nan, nan},
+                        {"skip: grad m NaN", NonFinitePolicy::skip, 0.1f, 0.5f, nan},
+                        {"error: grad a 1e20, grad m NaN", NonFinitePolicy::error, 1e20f, 0.5f, nan},
+                        {"error: weight a NaN, grad m NaN", NonFinitePolicy::error, 0.1f, nan, nan},
+                        {"error: grad a 1e20", NonFinitePolicy::error, 1e20f, 0.5f, 0.1f}};
+  const std::vector<ParamSpec> ps = {{"a", {4, 3}}, {"m", {6, 4}}};
+  const std::vector<std::string> labels = {"adamw", "muon"};
+  for (const Case& c : cases) {
+    CAPTURE(std::string(c.what));
+    auto ref = optim::partition(ps, labels, route("adamw", make_adamw()), route("muon", make_muon()));
+    ref.set_non_finite_policy(c.policy);
+    auto d = distributed::distributed_partition(world(), ps, labels, route("adamw", make_adamw()),
+                                                route("muon", make_muon()));
+    d.set_non_finite_policy(c.policy);
+    REQUIRE(ref.init());
+    REQUIRE(d.init());
+    for (int t = 0; t < 3; ++t) {
+      std::vector<float> wa(12, 0.5f), wm(24, 0.25f), ga(12, 0.1f), gm(24, 0.1f);
+      wa[3] = c.weight_a;
+      ga[2] = c.grad_a;
+      gm[5] = c.grad_m;
+      std::vector<float> wa2 = wa, wm2 = wm, ga2 = ga, gm2 = gm;
+      const StepReport one = ref.step({wa.data(), wm.data()}, {ga.data(), gm.data()});
+      const StepReport r = d.step({wa2.data(), wm2.data()}, {ga2.data(), gm2.data()});
+      CHECK(same_report_everywhere(r));
+      CHECK(r.status == one.status);
+      CHECK(r.skipped == one.skipped);
+      CHECK(r.bad_param == one.bad_param);
+      CHECK(d.skipped_steps() == ref.skipped_steps());
+    }
+  }
+}
+
 TEST_CASE("distributed.partition: settings that differ between the ranks are refused by init() everywhere") {
   // What only the last rank sets otherwise: plan() would refuse there alone (a label too many, a
   // label no route serves, a clip with shards, a shape the row bounds do not fit) and leave the

@@ -768,6 +768,10 @@ class DistributedPartition {
           if (owner_[i] == me) largest_gram = std::max(largest_gram, grams_[i].size());
         }
       gram_scratch_.assign(largest_gram, 0.0f);  // what an owner receives the others' Grams in
+      // Each parameter's route limit (max_gradient_of), for step 1's scan: none allocated there.
+      grad_limit_bits_.assign(np, optim::magnitude_bits(HUGE_VAL));
+      for (std::size_t i = 0; i < np; ++i)
+        grad_limit_bits_[i] = optim::magnitude_bits(route_max_gradient(route_index(labels_[i])));
     });
     if (!on_every_rank(sized)) {
       local_.reset();
@@ -790,7 +794,10 @@ class DistributedPartition {
     // A step before init() is refused alike on every rank (initialized() is agreed by init()).
     if (!local_) return optim::refusal("step before a successful init()", -1);
     // 1. This rank's refusals (pointer counts, the clip), finiteness and pointers, agreed in one
-    //    all-reduce with the clip and the policy, which may have changed since init().
+    //    all-reduce with the clip and the policy, which may have changed since init(). Each
+    //    gradient is scanned as optim::Partition scans it: NaN/Inf, and beyond its route's
+    //    max_gradient unless clipping comes first (an element-wise test, so each rank's part
+    //    tests its share of the whole); after clipping the owners' partitions test the limit.
     std::int64_t key = detail::kNoFailure;
     const char* why = "";
     if (optim::StepReport r = optim::check_counts(np, params, grads); !r) {
@@ -807,14 +814,16 @@ class DistributedPartition {
       if (params[i] == nullptr || grads[i] == nullptr) {
         key = detail::failure_key(at, Status::invalid_argument);
         why = "null pointer on some rank";
-      } else if (!optim::all_finite(MatrixRef<const float>(grads[i], held(i).rows, held(i).cols))) {
-        key = detail::failure_key(at, Status::non_finite_input);
-        why = "a gradient contains NaN or Inf on some rank";
-      } else if (replica_index_[i] >= 0 &&  // the replicas' rule must be reached on every rank or none
-                 !optim::all_within(MatrixRef<const float>(grads[i], held(i).rows, held(i).cols),
-                                    optim::magnitude_bits(route_max_gradient(route_index(labels_[i]))))) {
-        key = detail::failure_key(at, Status::out_of_range);
-        why = "an unreduced gradient is beyond its rule's max_gradient on some rank";
+      } else {
+        const MatrixRef<const float> g(grads[i], held(i).rows, held(i).cols);
+        // (The replicas' rule must be reached on every rank or none: their limit is always here.)
+        const bool limited = clip_ <= 0.0 || replica_index_[i] >= 0;
+        if (!optim::all_within(g, limited ? grad_limit_bits_[i] : optim::magnitude_bits(HUGE_VAL))) {
+          const bool finite = optim::all_finite(g);
+          key = detail::failure_key(at, finite ? Status::out_of_range : Status::non_finite_input);
+          why = finite ? "a gradient is beyond its rule's max_gradient on some rank"
+                       : "a gradient contains NaN or Inf on some rank";
+        }
       }
     }
     const std::array<std::uint64_t, 2> settings = step_settings();
@@ -824,10 +833,32 @@ class DistributedPartition {
     if (key != detail::kNoFailure) {
       const std::ptrdiff_t bad = detail::failed_param(key);
       const Status status = detail::failed_status(key);
-      if (status == Status::non_finite_input && policy_ == optim::NonFinitePolicy::skip) {
+      if (status != Status::non_finite_input && status != Status::out_of_range)
+        return optim::refusal(agreed_message(mine == key, why), bad, status);
+      // A gradient failed. As optim::Partition does, a NaN/Inf parameter is refused first when it
+      // comes before it, and under the skip policy wherever it is: a skip must not hide it (a
+      // NaN weight gives NaN gradients at every step, and the skips would go on for ever). The
+      // parameters are scanned only on this path (one more all-reduce): the owners' partitions
+      // scan them on every step that gets that far.
+      std::int64_t first_bad = INT64_MAX;
+      for (std::size_t i = 0; i < np && first_bad == INT64_MAX; ++i)
+        if (held(i).size() > 0 &&
+            !optim::all_finite(MatrixRef<const float>(params[i], held(i).rows, held(i).cols)))
+          first_bad = static_cast<std::int64_t>(i);
+      first_bad = comm_.allreduce_min(first_bad);
+      const bool skip = policy_ == optim::NonFinitePolicy::skip;
+      if (first_bad != INT64_MAX && (skip || first_bad < bad))
+        return optim::refusal(
+            "a parameter contains NaN or Inf on some rank (its optimizer state would keep them); nothing was "
+            "changed",
+            static_cast<std::ptrdiff_t>(first_bad), Status::non_finite_input);
+      if (skip) {
         ++skipped_;
         optim::StepReport r =
-            optim::refusal("step skipped: a gradient contains NaN or Inf on some rank", bad, Status::ok);
+            optim::refusal(status == Status::non_finite_input
+                               ? "step skipped: a gradient contains NaN or Inf on some rank"
+                               : "step skipped: a gradient is beyond its rule's max_gradient on some rank",
+                           bad, Status::ok);
         r.skipped = true;
         return r;
       }
@@ -1481,6 +1512,8 @@ class DistributedPartition {
   bool batching_ = true;
   bool prechecks_ = true;  ///< set_prechecks()
   bool copy_all_ = false;  ///< set_copy_all_states()
+  /// Per parameter: magnitude_bits of its route's max_gradient (init()), for step 1's scan.
+  std::vector<std::uint32_t> grad_limit_bits_;
   std::size_t max_group_ = 16;
   optim::NonFinitePolicy policy_ = optim::NonFinitePolicy::error;
   double clip_ = 0.0;
