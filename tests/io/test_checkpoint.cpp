@@ -247,6 +247,42 @@ TEST_SUITE("io.checkpoint") {
     CHECK(io::load_checkpoint(path.string(), swapped, h, swapped.signature(), &err) == Status::ok);
   }
 
+  TEST_CASE("a split partition records each piece's route: swapped pieces are refused") {
+    // The routes were recorded by params(), the fused parameters, and a split partition named no
+    // labels: q → muon, k → scion loaded into q → scion, k → muon with ok, signature and all (a
+    // fuzzer of the split partition, 2026-12-07). They are recorded by piece now.
+    const fs::path path = scratch("split_routes.h5");
+    const SplitLayout layout({{"w", {6, 4}}}, {SplitSpec{"w", 0, {3, 3}, 0, {"q", "k"}}});
+    const auto make = [&](const char* q, const char* k) {
+      auto s = split_partition(
+          layout, partition(layout.pieces(), {q, k}, route("muon", muon()), route("scion", scion())));
+      REQUIRE(s.init());
+      return s;
+    };
+    auto src = make("muon", "scion");
+    std::vector<float> w(24), g(24);
+    for (std::size_t k = 0; k < 24; ++k) {
+      w[k] = 0.1f * float(k % 7) - 0.3f;
+      g[k] = 0.05f * float(k % 5) - 0.1f;
+    }
+    REQUIRE(src.step({w.data()}, {g.data()}));
+    REQUIRE(io::save_checkpoint(path.string(), src, io::CheckpointHeader{1, 1, src.signature(), {}, {}}) ==
+            Status::ok);
+    auto swapped = make("scion", "muon");
+    CHECK(swapped.signature() == src.signature());  // why the signature cannot tell
+    const auto before = io::capture(swapped);
+    io::CheckpointHeader h;
+    std::string err;
+    CHECK(io::load_checkpoint(path.string(), swapped, h, swapped.signature(), &err) ==
+          Status::invalid_argument);
+    CHECK(err.find("parameter 'w[q]' takes route 'muon' in the checkpoint, 'scion' here") !=
+          std::string::npos);
+    CHECK(io::capture(swapped) == before);
+    auto same = make("muon", "scion");
+    REQUIRE(io::load_checkpoint(path.string(), same, h, same.signature(), &err) == Status::ok);
+    CHECK(h.routes == std::map<std::string, std::string>{{"w[q]", "muon"}, {"w[k]", "scion"}});
+  }
+
   TEST_CASE("a signature beyond an attribute's 64 KiB is saved, read back and compared") {
     // HDF5's earliest format keeps an attribute within 64 KiB: the signature of a per-head cut of
     // a large model (18,144 pieces: 79 KB) made every save fail with "cannot write '….tmp'"

@@ -97,13 +97,34 @@ template <class S>
 struct has_params<S, std::void_t<decltype(std::declval<const S&>().params().begin()->shape.size())>>
     : std::true_type {};
 
-/// Whether S tells each parameter's route: `s.labels()`, one string per `params()` entry.
+/// Whether S tells each parameter's route: `s.labels()`, one string per `params()` entry (per
+/// `pieces()` entry where S has them: routed_params).
 template <class S, class = void>
 struct has_labels : std::false_type {};
 template <class S>
 struct has_labels<S, std::void_t<decltype(std::declval<const S&>().labels().begin()->size()),
                                  decltype(std::declval<const S&>().params().begin()->name)>>
     : std::true_type {};
+
+/// Whether S also names the parameters its fields are keyed by, when they are not `params()`:
+/// `s.pieces()`, a sequence of {name, shape} (optim::SplitPartition: the pieces of its cut
+/// parameters, and the unsplit ones).
+template <class S, class = void>
+struct has_pieces : std::false_type {};
+template <class S>
+struct has_pieces<S, std::void_t<decltype(std::declval<const S&>().pieces().begin()->shape.size())>>
+    : std::true_type {};
+
+/// The parameters `s.labels()` names, one label each: `s.pieces()` where S has them (a split
+/// partition's partition routes its pieces; a swapped routing of two pieces loaded with ok
+/// until a fuzzer found it, 2026-12-07), else `s.params()`.
+template <class S>
+const auto& routed_params(const S& s) {
+  if constexpr (has_pieces<S>::value)
+    return s.pieces();
+  else
+    return s.params();
+}
 
 /// Why the routes a checkpoint records do not fit `s` ("" when they do, or when the file has
 /// none: written before routes were recorded, 2026-12-07). Two parameters that swap routes whose
@@ -114,7 +135,7 @@ std::string route_mismatch(const std::map<std::string, std::string>& file, const
   if (file.empty()) return {};
   const auto& labels = s.labels();
   std::size_t i = 0;
-  for (const auto& p : s.params()) {
+  for (const auto& p : routed_params(s)) {
     if (i >= labels.size()) break;
     const std::string& here = labels[i++];
     const auto it = file.find(p.name);
@@ -124,15 +145,6 @@ std::string route_mismatch(const std::map<std::string, std::string>& file, const
   }
   return {};
 }
-
-/// Whether S also names the parameters its fields are keyed by, when they are not `params()`:
-/// `s.pieces()`, a sequence of {name, shape} (optim::SplitPartition: the pieces of its cut
-/// parameters, and the unsplit ones).
-template <class S, class = void>
-struct has_pieces : std::false_type {};
-template <class S>
-struct has_pieces<S, std::void_t<decltype(std::declval<const S&>().pieces().begin()->shape.size())>>
-    : std::true_type {};
 
 /// The shapes a checkpoint of `s` records, by name: `s.params()`, and `s.pieces()` where S has
 /// them and `with_pieces` (an unsplit parameter is in both, with one shape; SplitLayout refuses
@@ -445,7 +457,7 @@ Status save_checkpoint(const std::string& path, S& state, const CheckpointHeader
             std::size_t i = 0;
             const auto& labels = state.labels();
             h.routes.clear();
-            for (const auto& p : state.params())
+            for (const auto& p : detail::routed_params(state))
               if (i < labels.size()) h.routes[p.name] = labels[i++];
           }
           return write_checkpoint(path, capture(state), h, error);

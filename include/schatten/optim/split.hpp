@@ -643,6 +643,9 @@ class SplitPartition {
   /// A checkpoint records their shapes besides params()' (io/checkpoint.hpp), so that another
   /// cut of the same fused shape, whose fields have the same names and sizes, is refused.
   const std::vector<ParamSpec>& pieces() const { return layout_.pieces(); }
+  /// The route label of each piece (the partition's labels(), in pieces() order): a checkpoint
+  /// records them by piece, so that two pieces that swapped routes are refused on load.
+  const std::vector<std::string>& labels() const { return partition_.labels(); }
   const SplitLayout& layout() const { return layout_; }
   P& partition() { return partition_; }
   const P& partition() const { return partition_; }
