@@ -314,7 +314,7 @@ std::pair<std::size_t, std::size_t> first_overlap(std::vector<AddressRange>& ran
 ///      when its route may fail and was not prechecked;
 ///   4. if a rule fails, every state already advanced is restored and the step fails; so too
 ///      when the update of a parameter whose state was copied would carry it beyond the float
-///      range (W + u overflows; out_of_range: weights or hyper-parameters near 3.4e38);
+///      range (W + u overflows: out_of_range; docs/optim.md "The float range of W + u");
 ///   5. only then are all updates added to the parameters.
 /// Parameters are host arrays, row-major in their flattened shape. Gradient buffers are consumed:
 /// after a step, successful or not, they hold updates or partial results. Cost beyond the rules:
@@ -445,8 +445,8 @@ class Partition {
     }
     workspace_ = std::make_shared<Workspace>();
     init_states(std::index_sequence_for<Rules...>{});
-    scan_ = Buffer(params_.size(),
-                   0.0f);  // the flags of first_outside(), run_prechecks(), first_overflowing() (device)
+    // The flags of first_outside(), run_prechecks() and first_overflowing() (device memory).
+    scan_ = Buffer(params_.size(), 0.0f);
     scan_host_.assign(params_.size(), 0.0f);
     if (memory == MemoryKind::device &&
         !(move_states(MemoryKind::device) && scan_.move_to(MemoryKind::device))) {
