@@ -1746,9 +1746,7 @@ Status save_checkpoint(const std::string& path, DistributedPartition<Rules...>& 
     p.visit_replicas(bn);
     h = header;
     h.shapes = io::detail::shapes_of(p);  // the whole parameters' shapes, as a Partition writes them
-    h.routes.clear();                     // and their routes (io::save_checkpoint)
-    for (std::size_t i = 0; i < p.params().size() && i < p.labels().size(); ++i)
-      h.routes[p.params()[i].name] = p.labels()[i];
+    h.routes = io::detail::routes_of(p);  // and their routes (io::save_checkpoint)
   });
   if (!detail::on_every_rank(comm, listed)) return out_of_memory();
   if (detail::gather_fields(comm, mine, all) != Status::ok) return out_of_memory();

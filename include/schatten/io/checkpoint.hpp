@@ -126,6 +126,17 @@ const auto& routed_params(const S& s) {
     return s.params();
 }
 
+/// The routes a checkpoint of `s` records: each routed_params() entry's label, by name.
+template <class S>
+std::map<std::string, std::string> routes_of(const S& s) {
+  std::map<std::string, std::string> routes;
+  const auto& labels = s.labels();
+  std::size_t i = 0;
+  for (const auto& p : routed_params(s))
+    if (i < labels.size()) routes[p.name] = labels[i++];
+  return routes;
+}
+
 /// Why the routes a checkpoint records do not fit `s` ("" when they do, or when the file has
 /// none: written before routes were recorded, 2026-12-07). Two parameters that swap routes whose
 /// rules keep the same fields (muon and scion) loaded with ok, and the signature, which names the
@@ -453,13 +464,7 @@ Status save_checkpoint(const std::string& path, S& state, const CheckpointHeader
         if constexpr (detail::has_params<S>::value) {
           CheckpointHeader h = header;
           h.shapes = detail::shapes_of(state);
-          if constexpr (detail::has_labels<S>::value) {
-            std::size_t i = 0;
-            const auto& labels = state.labels();
-            h.routes.clear();
-            for (const auto& p : detail::routed_params(state))
-              if (i < labels.size()) h.routes[p.name] = labels[i++];
-          }
+          if constexpr (detail::has_labels<S>::value) h.routes = detail::routes_of(state);
           return write_checkpoint(path, capture(state), h, error);
         } else {
           return write_checkpoint(path, capture(state), header, error);
