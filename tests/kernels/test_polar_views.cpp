@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -264,6 +265,88 @@ TEST_SUITE("kernels.polar.views") {
         });
       }
     CHECK(calls == 4 * 8);
+  }
+
+  TEST_CASE("a batch of small matrices is one launch sequence on a device (the polynomial methods)") {
+    // Issue #7 item 3 and docs/kernels/polar.md ("Batches"): the Newton–Schulz family runs a
+    // batch of same-shape matrices as the launches of one matrix, so that many small matrices
+    // are not launch-bound. Counted through Kokkos Tools (support/kokkos_allocations.hpp), by
+    // label, for 1 and 7 matrices of 24 × 40 (every dimension ≤ kLaunchBoundDim): on a device
+    // every label must count the same. On the host, where a launch is cheap and a batch keeps
+    // the bits of separate calls, the per-matrix reductions of the statistics (reduce_per_matrix,
+    // batched.hpp) run once per matrix, and nothing else may: a loop over the matrices anywhere
+    // else in the sequence fails here on the CPU too.
+    using Exec = Kokkos::DefaultExecutionSpace;
+    constexpr bool host = schatten::kokkos::detail::runs_on_host<Exec>;
+    const std::vector<std::string> per_matrix = {"schatten::polar::scan", "schatten::polar::norm",
+                                                 "schatten::polar::schatten4", "schatten::polar::dual_norm",
+                                                 "schatten::polar::dual_norm_max"};
+    const Exec space;
+    Rng rng(case_seed("launches per batch"));
+    const index_t r = 24, c = 40;
+    // The launches of the second call (the first grows the workspace), by label.
+    const auto launches = [&](index_t batch, auto&& call) {
+      Kokkos::View<float***> a("a", batch, r, c), out("out", batch, r, c);
+      auto ha = Kokkos::create_mirror_view(a);
+      for (index_t i = 0; i < batch * r * c; ++i)
+        ha.data()[i] = static_cast<float>(rng.normal());
+      Kokkos::deep_copy(a, ha);
+      schatten::kokkos::Workspace<> ws;
+      REQUIRE(call(a, out, ws));
+      schatten::test::KokkosLaunchProbe probe;
+      REQUIRE(call(a, out, ws));
+      return std::make_pair(probe.active(), probe.counts());
+    };
+    const auto check = [&](const std::string& name, auto&& call) {
+      CAPTURE(name);
+      const auto one = launches(1, call), seven = launches(7, call);
+      if (!one.first || !seven.first) return;  // another tool is loaded
+      CHECK_FALSE(one.second.empty());
+      std::map<std::string, long> all = one.second;
+      all.insert(seven.second.begin(), seven.second.end());
+      for (const auto& entry : all) {
+        const std::string& label = entry.first;
+        CAPTURE(label);
+        const long n1 = one.second.count(label) ? one.second.at(label) : 0;
+        const long n7 = seven.second.count(label) ? seven.second.at(label) : 0;
+        const bool reduction = std::find(per_matrix.begin(), per_matrix.end(), label) != per_matrix.end();
+        CHECK(n7 == (host && reduction ? 7 * n1 : n1));
+      }
+    };
+    for (PolarMethod method :
+         {PolarMethod::newton_schulz, PolarMethod::polar_express, PolarMethod::gram_newton_schulz}) {
+      PolarOptions o;
+      o.method = method;
+      check(to_string(method), [&](auto& a, auto& out, auto& ws) {
+        return bool(schatten::kokkos::polar(space, a, out, o, ws));
+      });
+    }
+    for (const auto kind : {Normalization::Kind::schatten4, Normalization::Kind::aol}) {
+      PolarOptions o;
+      o.schedule = schedules::polar_express();
+      o.schedule.normalization.kind = kind;
+      check(kind == Normalization::Kind::aol ? "aol" : "schatten4", [&](auto& a, auto& out, auto& ws) {
+        return bool(schatten::kokkos::polar(space, a, out, o, ws));
+      });
+    }
+    for (const Precision p : {Precision::fp32, Precision::bf16}) {
+      PolarOptions o;
+      o.compute = p;
+      o.dual_norm_scale = true;
+      check(p == Precision::bf16 ? "bf16, dual norm" : "dual norm", [&](auto& a, auto& out, auto& ws) {
+        return bool(schatten::kokkos::polar(space, a, out, o, ws));
+      });
+    }
+    SpectralPowerOptions po;
+    po.method = SpectralPowerMethod::polynomial;
+    check("spectral_power, polynomial", [&](auto& a, auto& out, auto& ws) {
+      return bool(schatten::kokkos::spectral_power(space, a, out, po, ws));
+    });
+    SpectralClipOptions co;
+    co.method = SpectralClipMethod::polynomial;
+    check("spectral_clip, polynomial", [&](auto& a, auto& out, auto& ws) {
+      return bool(schatten::kokkos::spectral_clip(space, a, out, co, ws));
+    });
   }
 }
 

@@ -471,6 +471,59 @@ TEST_SUITE("kernels.portable_gemm") {
           CHECK(top == n);
         }
       }
+      // reduce_per_matrix in its two forms (one launch per matrix, or one team per matrix in a
+      // single launch, the form of a launch-bound batch on a device): the same exact integer
+      // sums and maxima per matrix, and on N(0, 1) values the same maxima and sums that agree
+      // to rounding (n·u·Σ|v|, the bound of any summation order).
+      for (const bool cols_contiguous : {true, false}) {
+        CAPTURE(cols_contiguous);
+        using Doubles = Kokkos::View<double*, Exec::memory_space>;
+        Doubles sums[2] = {Doubles("sums", batch), Doubles("sums", batch)},
+                tops[2] = {Doubles("tops", batch), Doubles("tops", batch)};
+        Kokkos::View<double***, Kokkos::LayoutLeft, Exec::memory_space> v("v", rows, cols, batch);
+        for (index_t b = 0; b < batch; ++b)
+          for (index_t j = 0; j < cols; ++j)
+            for (index_t i = 0; i < rows; ++i)
+              v(i, j, b) = rng.normal();
+        for (const bool integers : {true, false}) {
+          CAPTURE(integers);
+          const auto add = KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
+            acc += integers ? double((b * rows + i) * cols + j + 1) : v(i, j, b);
+          };
+          const auto max = KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
+            acc = kmax(acc, integers ? double((b * rows + i) * cols + j + 1) : kmath::fabs(v(i, j, b)));
+          };
+          using Mem = Exec::memory_space;
+          reduce_per_matrix_as<PerMatrix::sum, false, Mem>(Exec(), "test", rows, cols, batch, cols_contiguous,
+                                                           add, sums[0].data());
+          reduce_per_matrix_as<PerMatrix::sum, true, Mem>(Exec(), "test", rows, cols, batch, cols_contiguous,
+                                                          add, sums[1].data());
+          reduce_per_matrix_as<PerMatrix::max, false, Mem>(Exec(), "test", rows, cols, batch, cols_contiguous,
+                                                           max, tops[0].data());
+          reduce_per_matrix_as<PerMatrix::max, true, Mem>(Exec(), "test", rows, cols, batch, cols_contiguous,
+                                                          max, tops[1].data());
+          Kokkos::fence();
+          const double n = double(rows * cols);
+          for (index_t b = 0; b < batch; ++b) {
+            CAPTURE(b);
+            double abs_sum = 0.0, top = 0.0;
+            for (index_t j = 0; j < cols; ++j)
+              for (index_t i = 0; i < rows; ++i) {
+                abs_sum += std::fabs(v(i, j, b));
+                top = std::max(top, std::fabs(v(i, j, b)));
+              }
+            if (integers) {  // 1 + n·b … n·(b + 1): exact in double whatever the order
+              CHECK(sums[0](b) == n * (n + 1) / 2 + n * n * double(b));
+              CHECK(tops[0](b) == n * double(b + 1));
+            } else {
+              CHECK(tops[0](b) == top);
+              CHECK(std::fabs(sums[0](b) - sums[1](b)) <= n * 0x1p-53 * abs_sum);
+            }
+            if (integers) CHECK(sums[1](b) == sums[0](b));
+            CHECK(tops[1](b) == tops[0](b));
+          }
+        }
+      }
       // symmetrize and fill_upper on rows × rows matrices, N(0, 1) entries.
       const index_t k = rows;
       std::vector<T> start(static_cast<std::size_t>(k * k * batch));

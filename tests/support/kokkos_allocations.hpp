@@ -5,7 +5,9 @@
 /// counterpart of support/allocations.hpp, which sees only the host's operator new. The
 /// callback exists with the same signature in Kokkos 3.4 (the default build) and 4.x (the GPU
 /// builds), so that the steady-state claims of docs/kernels/polar.md ("Cost") are checked on
-/// the device too.
+/// the device too. KokkosLaunchProbe counts kernel launches the same way (the begin callbacks
+/// of parallel_for, parallel_reduce and parallel_scan, also alike in 3.4 and 4.x), for the claim
+/// that a batch of small matrices is one launch sequence (issue #7 item 3).
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -13,6 +15,9 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
 
 namespace schatten::test {
 
@@ -72,6 +77,59 @@ class KokkosAllocationProbe {
     std::strncpy(last_label_(), label, 127);
     if (std::strncmp(label, "Kokkos::", 8) != 0 && std::strlen(label) > std::strlen(longest_label_()))
       std::strncpy(longest_label_(), label, 127);
+  }
+
+  bool active_;
+};
+
+/// While alive, counts the kernel launches Kokkos reports (parallel_for, parallel_reduce and
+/// parallel_scan, top-level ones: nested team ranges are not launches), by label. With the
+/// callbacks installed Kokkos behaves as with a tool loaded, so the library's launches carry
+/// their labels (kernel_label). Same rules as KokkosAllocationProbe: inactive when a tool is
+/// already loaded, one probe at a time.
+class KokkosLaunchProbe {
+ public:
+  KokkosLaunchProbe() : active_(!Kokkos::Tools::profileLibraryLoaded()) {
+    if (!active_) return;
+    clear();
+    Kokkos::Tools::Experimental::set_begin_parallel_for_callback(&on_begin);
+    Kokkos::Tools::Experimental::set_begin_parallel_reduce_callback(&on_begin);
+    Kokkos::Tools::Experimental::set_begin_parallel_scan_callback(&on_begin);
+  }
+  ~KokkosLaunchProbe() {
+    if (!active_) return;
+    Kokkos::Tools::Experimental::set_begin_parallel_for_callback(nullptr);
+    Kokkos::Tools::Experimental::set_begin_parallel_reduce_callback(nullptr);
+    Kokkos::Tools::Experimental::set_begin_parallel_scan_callback(nullptr);
+  }
+  KokkosLaunchProbe(const KokkosLaunchProbe&) = delete;
+  KokkosLaunchProbe& operator=(const KokkosLaunchProbe&) = delete;
+
+  /// False when another tool was loaded: nothing is counted.
+  bool active() const noexcept { return active_; }
+  /// Forgets the launches so far.
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_());
+    counts_().clear();
+  }
+  /// Launches so far, by label.
+  std::map<std::string, long> counts() const {
+    std::lock_guard<std::mutex> lock(mutex_());
+    return counts_();
+  }
+
+ private:
+  static std::mutex& mutex_() {
+    static std::mutex m;
+    return m;
+  }
+  static std::map<std::string, long>& counts_() {
+    static std::map<std::string, long> c;
+    return c;
+  }
+  static void on_begin(const char* label, std::uint32_t, std::uint64_t*) {
+    std::lock_guard<std::mutex> lock(mutex_());
+    ++counts_()[label ? label : ""];
   }
 
   bool active_;

@@ -111,6 +111,62 @@ void reduce_matrix(const Exec& space, const char* label, index_t rows, index_t c
   reduce_matrix_as<runs_on_host<Exec>>(space, label, rows, cols, cols_contiguous, f, reducer);
 }
 
+/// A device double as the result of a reduction: the reduction is queued, not waited for.
+template <class Mem>
+using ResultView = Kokkos::View<double, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+/// The two reductions of reduce_per_matrix(): a sum or a maximum.
+enum class PerMatrix { sum, max };
+
+/// results[b] ← Σ or max over (i, j) of the values f(i, j, b, acc) adds to acc (acc += v, or
+/// acc = max(acc, v)), for every matrix b of a rows × cols × batch box; `results` is batch doubles
+/// in `Mem`, written on `space` and not waited for. Two forms:
+/// - per matrix (`OneLaunch` false): one reduce_matrix() per matrix, batch launches. On the host
+///   the sums run in memory order, so a batch gives the bits of separate calls.
+/// - one launch (`OneLaunch` true): a team per matrix, whose threads reduce the matrix's
+///   elements in memory order (consecutive threads read consecutive elements) and whose first
+///   thread stores the result. Another summation order: sums agree with the per-matrix form to
+///   rounding, maxima exactly. On Serial (team size 1) the sum runs in memory order.
+/// reduce_per_matrix() takes the one-launch form for a launch-bound batch on a device
+/// (launch_bound_batch(): every dimension ≤ kLaunchBoundDim, below), where the batch launches of
+/// the per-matrix form, microseconds each, would cost more than the reductions themselves (the
+/// normalisation of a batch of 126 small matrices, anchors.md c.7); the per-matrix form
+/// elsewhere, where a launch is cheap (the host) or a matrix fills the device on its own.
+template <PerMatrix Kind, bool OneLaunch, class Mem, class Exec, class F>
+void reduce_per_matrix_as(const Exec& space, const char* label, index_t rows, index_t cols, index_t batch,
+                          bool cols_contiguous, const F& f, double* results) {
+  if constexpr (OneLaunch) {
+    using Team = Kokkos::TeamPolicy<Exec, Kokkos::IndexType<index_t>>;
+    const index_t n = rows * cols;
+    launch_team_for(
+        kernel_label(label), Team(space, batch, Kokkos::AUTO),
+        KOKKOS_LAMBDA(const typename Team::member_type& t) {
+          const index_t b = t.league_rank();
+          const auto element = [&](index_t e, double& acc) {
+            const index_t i = cols_contiguous ? e / cols : e % rows,
+                          j = cols_contiguous ? e % cols : e / rows;
+            f(i, j, b, acc);
+          };
+          double r = 0.0;
+          if constexpr (Kind == PerMatrix::sum)
+            Kokkos::parallel_reduce(Kokkos::TeamThreadRange(t, n), element, r);
+          else
+            Kokkos::parallel_reduce(Kokkos::TeamThreadRange(t, n), element, Kokkos::Max<double>(r));
+          if (t.team_rank() == 0) results[b] = r;
+        });
+  } else {
+    for (index_t b = 0; b < batch; ++b) {
+      const auto one = KOKKOS_LAMBDA(index_t i, index_t j, double& acc) { f(i, j, b, acc); };
+      if constexpr (Kind == PerMatrix::sum)
+        reduce_matrix(space, label, rows, cols, cols_contiguous, one,
+                      Kokkos::Sum<double, Mem>(ResultView<Mem>(results + b)));
+      else
+        reduce_matrix(space, label, rows, cols, cols_contiguous, one,
+                      Kokkos::Max<double, Mem>(ResultView<Mem>(results + b)));
+    }
+  }
+}
+
 /// True for the element types whose GEMMs only portable_gemm computes: the software 16-bit
 /// storage of bf16/fp16 iteration outside CUDA (portable_gemm.hpp).
 template <class T>
@@ -130,6 +186,17 @@ inline constexpr index_t kLaunchBoundDim = 512;
 template <class Exec>
 bool launch_bound_batch(index_t batch, index_t m, index_t n, index_t k) {
   return !runs_on_host<Exec> && batch > 1 && kmax(m, kmax(n, k)) <= kLaunchBoundDim;
+}
+
+/// reduce_per_matrix_as() in the form for Exec and the box: one launch for a launch-bound batch
+/// on a device, one launch per matrix otherwise.
+template <PerMatrix Kind, class Mem, class Exec, class F>
+void reduce_per_matrix(const Exec& space, const char* label, index_t rows, index_t cols, index_t batch,
+                       bool cols_contiguous, const F& f, double* results) {
+  if (launch_bound_batch<Exec>(batch, rows, cols, 1))
+    reduce_per_matrix_as<Kind, true, Mem>(space, label, rows, cols, batch, cols_contiguous, f, results);
+  else
+    reduce_per_matrix_as<Kind, false, Mem>(space, label, rows, cols, batch, cols_contiguous, f, results);
 }
 
 /// True where the vendor layer has a batched GEMM for Exec (cuBLAS' strided-batched GEMM).

@@ -100,10 +100,6 @@ PolarBuffers<TC, Mem> carve_polar(Arena& arena, const PolarShape& s, PolarMethod
   return buf;
 }
 
-/// A device double as the result of a reduction: the reduction is queued, not waited for.
-template <class Mem>
-using ResultView = Kokkos::View<double, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-
 /// dst[0, src.size()) ← src: host doubles into the space's memory (per-matrix factors).
 template <class Exec>
 void copy_to_device(const Exec& space, double* dst, const std::vector<double>& src) {
@@ -122,11 +118,12 @@ void copy_to_device(const Exec& space, double* dst, const std::vector<double>& s
 template <class Exec, class TIn, class Mem>
 void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, double* amax, double* inv) {
   const index_t rows = a.extent(1), cols = a.extent(2), batch = a.extent(0);
-  for (index_t b = 0; b < batch; ++b)
-    reduce_matrix(
-        space, "schatten::polar::scan", rows, cols, a.stride(2) <= a.stride(1),
-        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) { acc = kmax(acc, abs_or_inf(a(b, i, j))); },
-        Kokkos::Max<double, Mem>(ResultView<Mem>(amax + b)));
+  reduce_per_matrix<PerMatrix::max, Mem>(
+      space, "schatten::polar::scan", rows, cols, batch, a.stride(2) <= a.stride(1),
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
+        acc = kmax(acc, abs_or_inf(a(b, i, j)));
+      },
+      amax);
   Kokkos::parallel_for(
       kernel_label("schatten::polar::reciprocal"),
       Kokkos::RangePolicy<Exec, Kokkos::IndexType<index_t>>(space, 0, batch), KOKKOS_LAMBDA(index_t b) {
@@ -142,15 +139,13 @@ void max_abs_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, doub
 template <class Exec, class TIn, class Mem>
 void scaled_squares_per_item(const Exec& space, const Strided3<const TIn, Mem>& a, const double* inv,
                              double* ssq) {
-  const index_t rows = a.extent(1), cols = a.extent(2);
-  for (index_t b = 0; b < static_cast<index_t>(a.extent(0)); ++b)
-    reduce_matrix(
-        space, "schatten::polar::norm", rows, cols, a.stride(2) <= a.stride(1),
-        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          const double v = static_cast<double>(a(b, i, j)) * inv[b];
-          acc += v * v;
-        },
-        Kokkos::Sum<double, Mem>(ResultView<Mem>(ssq + b)));
+  reduce_per_matrix<PerMatrix::sum, Mem>(
+      space, "schatten::polar::norm", a.extent(1), a.extent(2), a.extent(0), a.stride(2) <= a.stride(1),
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
+        const double v = static_cast<double>(a(b, i, j)) * inv[b];
+        acc += v * v;
+      },
+      ssq);
 }
 
 /// Pass 3: W[b] = factor[b] · (2^−s·a[b]) (or its transpose) in the compute precision, `factor`
@@ -259,14 +254,13 @@ void schatten4_rescale(const Exec& space, const Normalization& nz, HostScalars& 
   using S = scalar_t<TC>;
   const index_t k = g.extent(0), batch = g.extent(2);
   double* ssq = scratch + batch;  // ‖G_b‖_F² per matrix, then c_b in scratch[0, batch)
-  for (index_t b = 0; b < batch; ++b)
-    reduce_matrix(
-        space, "schatten::polar::schatten4", k, k, false,
-        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          const double v = static_cast<double>(static_cast<S>(g(i, j, b)));
-          acc += v * v;
-        },
-        Kokkos::Sum<double, Mem>(ResultView<Mem>(ssq + b)));
+  reduce_per_matrix<PerMatrix::sum, Mem>(
+      space, "schatten::polar::schatten4", k, k, batch, false,
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
+        const double v = static_cast<double>(static_cast<S>(g(i, j, b)));
+        acc += v * v;
+      },
+      ssq);
   const std::vector<double>& norms = host.norms;
   std::vector<double>& c = host.stats;
   c.assign(static_cast<std::size_t>(batch), 0.0);
@@ -475,9 +469,11 @@ Mat3<TC, Mem> gram_newton_schulz_steps(const Exec& space, bool symmetric, bool r
 /// [2^−511, 2^511]) and max |W[b]|, reduced in double; then out_factor[b] ← g_b·⟨a'[b], g_b·W[b]⟩,
 /// the factor of the store pass, which applies 2^e[b] last (store_scaled() with `e`): ⟨a, W⟩ of
 /// double entries near DBL_MAX overflowed although the output, ⟨a, W⟩·W with |W| ≤ 1, was
-/// representable (1.5e308·[1 1 1 1]). `scratch` holds 2·batch doubles in `Mem`; `r` is host
-/// scratch for their read-back. Returns the first matrix whose scaled output would exceed the
-/// largest finite TOut (nothing is written then), else −1. One wait.
+/// representable (1.5e308·[1 1 1 1]). `scratch` holds 3·batch doubles in `Mem` (the sums, the
+/// maxima, the units 2^−e[b]); `r` is host scratch for them (3·batch doubles, within
+/// HostScalars' reservation). Two reductions for the whole batch (reduce_per_matrix). Returns
+/// the first matrix whose scaled output would exceed the largest finite TOut (nothing is written
+/// then), else −1. One wait.
 template <class TOut, class Exec, class TIn, class TC, class Mem>
 index_t dual_norm_factors(const Exec& space, const Strided3<const TIn, Mem>& a, const Mat3<TC, Mem>& x,
                           bool transposed, double* scratch, std::vector<double>& out_factor,
@@ -486,24 +482,26 @@ index_t dual_norm_factors(const Exec& space, const Strided3<const TIn, Mem>& a, 
   using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using S = scalar_t<TC>;
   const index_t rows = x.extent(0), cols = x.extent(1), batch = x.extent(2);
-  for (index_t b = 0; b < batch; ++b) {
-    const double unit = std::ldexp(1.0, -e[static_cast<std::size_t>(b)]);  // 2^−e, exact
-    reduce_matrix(
-        space, "schatten::polar::dual_norm", rows, cols, false,
-        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          const double v = unit * static_cast<double>(transposed ? a(b, j, i) : a(b, i, j));
-          acc += v * static_cast<double>(static_cast<S>(x(i, j, b)));
-        },
-        Kokkos::Sum<double, Mem>(ResultView<Mem>(scratch + b)));
-    reduce_matrix(
-        space, "schatten::polar::dual_norm_max", rows, cols, false,
-        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          acc = kmax(acc, kmath::fabs(static_cast<double>(static_cast<S>(x(i, j, b)))));
-        },
-        Kokkos::Max<double, Mem>(ResultView<Mem>(scratch + batch + b)));
-  }
-  r.assign(static_cast<std::size_t>(2 * batch), 0.0);
-  Kokkos::deep_copy(space, HostDoubles(r.data(), r.size()), Doubles(scratch, r.size()));
+  const std::size_t n = static_cast<std::size_t>(batch);
+  r.assign(3 * n, 0.0);
+  for (std::size_t b = 0; b < n; ++b)
+    r[2 * n + b] = std::ldexp(1.0, -e[b]);  // 2^−e, exact
+  const double* unit = scratch + 2 * batch;
+  Kokkos::deep_copy(space, Doubles(scratch + 2 * batch, n), HostDoubles(r.data() + 2 * n, n));
+  reduce_per_matrix<PerMatrix::sum, Mem>(
+      space, "schatten::polar::dual_norm", rows, cols, batch, false,
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
+        const double v = unit[b] * static_cast<double>(transposed ? a(b, j, i) : a(b, i, j));
+        acc += v * static_cast<double>(static_cast<S>(x(i, j, b)));
+      },
+      scratch);
+  reduce_per_matrix<PerMatrix::max, Mem>(
+      space, "schatten::polar::dual_norm_max", rows, cols, batch, false,
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
+        acc = kmax(acc, kmath::fabs(static_cast<double>(static_cast<S>(x(i, j, b)))));
+      },
+      scratch + batch);
+  Kokkos::deep_copy(space, HostDoubles(r.data(), 2 * n), Doubles(scratch, 2 * n));
   fence_on(space);
   if (out_factor.empty()) out_factor.assign(static_cast<std::size_t>(batch), 1.0);
   for (index_t b = 0; b < batch; ++b) {
