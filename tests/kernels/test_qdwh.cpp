@@ -283,6 +283,44 @@ TEST_SUITE("kernels.qdwh") {
     }
   }
 
+  TEST_CASE("qdwh in float: rank-deficient inputs converge (directions below the noise are not waited for)") {
+    // Rank-1 and rank-8 float matrices returned not_converged after the 16 iterations of the
+    // default: the stopping rule waited, through the dx test, for directions below the QR's noise
+    // level ((m + k)·u_f of σ_max), which rounding put anywhere and Halley steps lift by ×3 per
+    // step (audit of 2026-12-07, docs/reliability.md). When the estimate finds nothing above the
+    // noise, the loop now stops once the noise level's image has converged. Checked on the range
+    // of A, where U is determined: U v_i = u_i for A's singular pairs above the noise (8·k·u_f,
+    // the float tests' bound), A = U H to the same, and U's singular values in [0, 1 + 8·k·u_f]
+    // (the noise directions end between 0 and 1).
+    const double uf = std::numeric_limits<float>::epsilon();
+    struct Case {
+      index_t rows, cols, rank;
+    };
+    for (const Case& cs : {Case{4, 4, 1}, Case{6, 6, 1}, Case{18, 18, 1}, Case{32, 32, 1}, Case{64, 64, 1},
+                           Case{64, 40, 1}, Case{38, 38, 8}, Case{300, 200, 8}}) {
+      CAPTURE(cs.rows);
+      CAPTURE(cs.cols);
+      CAPTURE(cs.rank);
+      const index_t k = std::min(cs.rows, cs.cols);
+      std::vector<double> spectrum(static_cast<std::size_t>(k), 0.0);
+      for (index_t i = 0; i < cs.rank; ++i)
+        spectrum[static_cast<std::size_t>(i)] = 1.0 / (i + 1);
+      const Eigen::MatrixXd a = rounded<float>(make_matrix(
+          SpectrumCase{"qdwh_float_rank", cs.rows, cs.cols, spectrum}, case_seed("qdwh_float_rank")));
+      const QdwhRun<float> run = run_qdwh<float>(a);
+      REQUIRE(run.report.status == Status::ok);
+      MESSAGE(cs.rows << "x" << cs.cols << " rank " << cs.rank << ": " << run.report.iterations
+                      << " iterations");
+      const double tol = 8 * static_cast<double>(k) * uf;
+      Eigen::JacobiSVD<Eigen::MatrixXd> svd(a, Eigen::ComputeThinU | Eigen::ComputeThinV);
+      const Eigen::MatrixXd ur = svd.matrixU().leftCols(cs.rank), vr = svd.matrixV().leftCols(cs.rank);
+      CHECK((run.u * vr - ur).norm() <= tol);
+      CHECK(backward_error(a, run.u, run.h) <= tol);
+      Eigen::JacobiSVD<Eigen::MatrixXd> su(run.u);
+      CHECK(su.singularValues().maxCoeff() <= 1.0 + tol);
+    }
+  }
+
   TEST_CASE("shifted Cholesky-QR3 of [sqrt(c) X; I] is a backward-stable QR for c up to 3e21") {
     // White-box test of the QR phase (detail::shifted_cholesky_qr3_stacked). X = U diag(s) Vᵀ
     // with s geometric down to 1e-16, c from the first QDWH step for l₀ = 1e-16: κ(Y) = 5.8e10.

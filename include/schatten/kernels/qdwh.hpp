@@ -95,14 +95,17 @@ int qdwh_predicted_iterations(double l0, double unit_roundoff);
 /// u⁻¹/√(11 mn)); afterwards the Cholesky form X ← (b/c) X + (a − b/c) X (I + cXᵀX)⁻¹.
 /// Stops when |1 − l_k| ≤ 5u and ‖X_k − X_{k−1}‖_F/√k ≤ (5u)^{1/3} (Elemental's rule), and,
 /// when l₀ was raised above the bound (fp32, or a restart after a breakdown), when the bound's
-/// image under the same maps is within 5u of 1 too; then polishes. The transpose trick applies
-/// (iterates on the k × k Gram, k = min(rows, cols)).
+/// image under the same maps is within 5u of 1 too; when the bound is at the QR's noise level
+/// (rank-deficient A), the image of u within 5u of 1 stands in for the dx test; then polishes.
+/// The transpose trick applies (iterates on the k × k Gram, k = min(rows, cols)).
 /// Cost per matrix (m = max, k = min): QR step ≈ 11mk² + 8k³, Cholesky step ≈ 4mk² + k³/3,
 /// l₀ estimate ≈ 8mk² + k³, polish 4mk²; see qdwh_gemm_shapes(). Memory: 4mk + 3k² + O(m).
 /// Accuracy (double): ‖A − U H‖/‖A‖ and ‖UᵀU − I‖ of order k·u for κ up to 1e16
-/// (tests/kernels/test_qdwh.cpp). Rank-deficient A: zero singular values stay zero (U is then a
-/// partial isometry); in fp32, singular values between the bound and the raised l₀ = 1e-3
-/// converge through extra Halley steps (QdwhOptions::lower_bound).
+/// (tests/kernels/test_qdwh.cpp). Rank-deficient A: U is the partial isometry's on the range of
+/// A; directions whose singular values rounding made (about u·‖A‖₂ and below) are lifted, to 1
+/// in double and to between 0 and 1 in fp32 (docs/kernels/qdwh.md, "Float: rank-deficient
+/// inputs"); only exact zero columns or rows stay zero. In fp32, singular values between the
+/// bound and the raised l₀ = 1e-3 converge through extra Halley steps (QdwhOptions::lower_bound).
 /// Determinism: as polar(). Synchronous.
 /// Bad input: NaN/Inf → non_finite_input (nothing written); all-zero matrices give zero; any
 /// finite input is normalised without overflow (docs/conventions.md, Precision); an h entry

@@ -240,7 +240,17 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
   // the smallest singular value it answers for, s₀ = the bound (not below the QR's noise level,
   // under which values cannot be told from rounding), through the same maps, and stops only when
   // s_k too is within 5u of 1. While l₀ is the bound, s_k = l_k and nothing changes.
+  // When the bound is at or below that noise level (the estimate found nothing above it:
+  // rank-deficient inputs), values between u and the noise may be data, and the dx test waits
+  // for them, but it also waits for the directions below u·‖X₀‖, which are rounding, not data,
+  // and which Halley steps lift from wherever rounding put them by ×3 per step: rank-1 float
+  // matrices returned not_converged after the 16 iterations of the default (audit of
+  // 2026-12-07, docs/reliability.md). So the loop also follows the image t_k of u, and there stops
+  // once t_k has converged, whatever dx: every singular value from u·‖X₀‖ up is then within 5u
+  // of 1 in exact arithmetic (about 12 iterations in float), and the directions below end
+  // between 0 and 1, as rounding directs (in double, whose l₀ is the bound, they reach 1).
   const double s0 = std::max(bound, qr_noise_level<TC>(m, k));
+  const bool below_noise = bound <= qr_noise_level<TC>(m, k);
   const double dx_tol = std::cbrt(5.0 * u) * std::sqrt(double(k));
   for (int attempt = 0;; ++attempt) {
     r.lower_bound = l;
@@ -248,6 +258,7 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
     r.converged = false;
     double lk = l;
     double sk = std::min(l, s0);
+    double tk = std::min(l, u);
     bool broke = false;
     while (r.iterations < o.max_iterations) {
       const bool halley = std::fabs(1.0 - lk) <= 5.0 * u;
@@ -270,7 +281,9 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
       }
       lk = halley ? 1.0 : w.next_lower;
       sk = w.image(sk);
-      if (std::fabs(1.0 - sk) <= 5.0 * u && std::fabs(1.0 - lk) <= 5.0 * u && dx <= dx_tol) {
+      tk = w.image(tk);
+      if (std::fabs(1.0 - sk) <= 5.0 * u && std::fabs(1.0 - lk) <= 5.0 * u &&
+          (dx <= dx_tol || (below_noise && std::fabs(1.0 - tk) <= 5.0 * u))) {
         r.converged = true;
         break;
       }
