@@ -1274,6 +1274,36 @@ TEST_SUITE("kernels.spectral_power") {
     }
   }
 
+  TEST_CASE("spectral_clip: a lower bound below the floor leaves the values between them as they are") {
+    // clip(σ) = max(lower, min(σ, upper)), and the floor keeps the values below φ = floor·‖A‖₂
+    // as they are instead of raising them (spectral_power.hpp). With lower < φ there is nothing to
+    // raise, but the lower stage's projector ½(sign(H₀ − φI) − sign(H₀ − lI)) is −I on [l, φ),
+    // and H₀ + R(lI − H₀)R set those values to l: σ = 5e-7 came back 1e-8 with ok (kernel audit
+    // of 2026-12-07, docs/reliability.md). Double (1e-12·σ_max, the clip's accuracy; the defect
+    // is 5e-7), spectrum (1, 0.5, 1e-4, 5e-7, 1e-9), lower 1e-8 and the default floor 1e-6:
+    // every direction keeps its σ. And lower 1e-3 above the floor still raises the values
+    // between them (1e-4 → 1e-3) and keeps those below it.
+    const index_t r = 5, c = 8;
+    const std::vector<double> sigma = {1.0, 0.5, 1e-4, 5e-7, 1e-9};
+    const Factored f = factored(r, c, sigma, case_seed("clip_lower_below_floor"));
+    const double tol = 1e-12;
+    for (const double lower : {1e-8, 1e-3}) {
+      CAPTURE(lower);
+      SpectralClipOptions o;
+      o.lower = lower;
+      o.upper = std::numeric_limits<double>::infinity();
+      SpectralPowerReport rep;
+      const Eigen::MatrixXd d = f.u.transpose() * run_map<double>(f.a, o, &rep) * f.v;
+      REQUIRE(rep.status == Status::ok);
+      const double phi = o.floor * sigma[0];
+      for (index_t i = 0; i < r; ++i) {
+        const double s_i = sigma[static_cast<std::size_t>(i)];
+        CAPTURE(s_i);
+        CHECK(std::fabs(d(i, i) - (s_i < phi ? s_i : std::max(lower, s_i))) <= tol);
+      }
+    }
+  }
+
   TEST_CASE_TEMPLATE("spectral_clip: a cap far below the spectrum lands on the cap, relative to it", T, float,
                      double) {
     // clip = uI + M(H − uI)M·M with M = ½(I − sign(H − uI)) (docs/kernels/spectral_power.md):

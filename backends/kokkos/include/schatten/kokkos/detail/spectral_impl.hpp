@@ -316,6 +316,7 @@ struct ClipBound {
 /// (docs/kernels/spectral_power.md, "Spectral clipping"), on H₀ in its units (l/hs, u/hs):
 ///   lower: R = ½(sign(H₀ − φI) − sign(H₀ − lI)), the projector onto [φ, l) (φ = floor; onto
 ///          [0, l) without a floor), and y = H₀ + R(lI − H₀)R, so y = max(l, σ) for σ ≥ φ;
+///          skipped when l ≤ φ, where it would raise nothing (R would be −I on [l, φ));
 ///   upper: M = ½(I − sign(y − uI)), the projector onto y < u, and clip = uI + M(y − uI)M·M.
 /// Both are exact for exact projectors. The computed ones are off by the sign's rounding δ in
 /// the directions they remove, which enter squared: the clipped directions carry δ²·σ, where
@@ -346,8 +347,11 @@ SpectralPowerReport spectral_clip_strided(const Exec& space,
     int shift = 0;
     double top = h_norm;  // ≥ every eigenvalue of 2^−shift·y
     copy(space, b.acc, b.hd);
-    if (has_lower) {
-      const ClipBound lo(options.lower, e, hs);
+    // A lower bound at or below φ raises nothing (the values below it are below φ and kept); the
+    // projector R below would be −I on [l, φ) and set those values to l (σ = 5e-7 came back as
+    // the lower bound 1e-8 at the default floor 1e-6; kernel audit of 2026-12-07).
+    const ClipBound lo(has_lower ? options.lower : 1.0, e, hs);
+    if (has_lower && (lo.p > std::ilogb(h_norm) + 40 || lo.in_units(0) > options.floor)) {
       if (options.floor > 0.0) {  // h2 ← sign(H₀ − φI)
         if (const char* f =
                 shifted_sign(space, options.qdwh, options.floor, b.hd, b.sign, b.fac, b.z, converged))
