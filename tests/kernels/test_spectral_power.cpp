@@ -570,6 +570,32 @@ TEST_SUITE("kernels.spectral_power") {
                         o) == Status::ok);
   }
 
+  TEST_CASE("schatten_norm: a QDWH that reaches max_iterations is not_converged, as spectral_power's") {
+    // schatten_norm ignored QDWH's not_converged and returned ok where spectral_power() reported
+    // not_converged on the same matrix (kernel audit of 2026-12-07). Forced here with
+    // max_iterations = 1 (κ = 1e3 needs 4): both report not_converged and both write their
+    // outputs; with the default cap both are ok.
+    const index_t r = 20, c = 12;
+    const Factored f = factored(r, c, geometric(12, 1e-3, 1.0), case_seed("schatten_norm_qdwh_cap"));
+    const std::vector<double> a = to_row_major<double>(f.a);
+    std::vector<double> out(a.size(), -7.0);
+    for (const int cap : {1, 16}) {
+      CAPTURE(cap);
+      const Status want = cap == 1 ? Status::not_converged : Status::ok;
+      SchattenNormOptions o;
+      o.qdwh.max_iterations = cap;
+      double got = -1.0;
+      CHECK(schatten_norm(BatchedMatrixRef<const double>(MatrixRef<const double>(a.data(), r, c)), 1.0, &got,
+                          o) == want);
+      CHECK(got > 0.0);
+      SpectralPowerOptions po;
+      po.qdwh.max_iterations = cap;
+      CHECK(spectral_power(MatrixRef<const double>(a.data(), r, c), MatrixRef<double>(out.data(), r, c), po)
+                .status == want);
+      CHECK(out[0] != -7.0);
+    }
+  }
+
   TEST_CASE("schatten_norm at extreme q: no underflow of the sum, no overflow of its root, no hang") {
     // Σσ^q of A/‖A‖ underflowed for large q (σ(H₀) ≈ 0.98: 0.98^40000 < 1e-308; at q = 4e4 the
     // norm came back 1.3e-3 high, at larger q zero), ⌊q⌋ was cast to int (q = 3e9, 1e300:

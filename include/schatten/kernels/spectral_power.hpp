@@ -345,7 +345,8 @@ struct SchattenNormOptions {
 /// A norm beyond the largest double (q = 1 of 1e308·I₈) → out_of_range, `norms` untouched.
 /// A tolerance the rational fit cannot reach with 24 poles (1e-8 at the default floor) →
 /// not_converged with the norms written from the best fit, as spectral_power() does (its error:
-/// rational_power_approximation()'s RationalPower::fit_error for q − ⌊q⌋).
+/// rational_power_approximation()'s RationalPower::fit_error for q − ⌊q⌋); so does a QDWH that
+/// reaches QdwhOptions::max_iterations (the norms from its last iterate).
 Status schatten_norm(BatchedMatrixRef<const float> a, double q, double* norms,
                      const SchattenNormOptions& options = {}, Workspace* workspace = nullptr);
 Status schatten_norm(BatchedMatrixRef<const double> a, double q, double* norms,

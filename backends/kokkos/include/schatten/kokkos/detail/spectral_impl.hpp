@@ -629,6 +629,7 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     fit_missed = st != Status::ok;
   }
   bool fit_used = false;
+  bool qdwh_short = false;  // a matrix's QDWH reached max_iterations: its last iterate is used
   const RationalPower& g = *fit;
   try {
     ws.reserve(spectral_bytes<TC, Mem>(s), static_cast<std::size_t>(s.batch));
@@ -660,6 +661,7 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     }
     const QdwhItem r = qdwh_item(space, s.right, s.n, options.qdwh, x, b.q, Mat2<TC, Mem>());
     if (r.failure) return Status::breakdown;
+    qdwh_short = qdwh_short || !r.converged;
     symmetric_factor(space, s.right, x, b);
     // acc = g(H) (or I), then times H^⌊q⌋, then Σσ^q = tr(acc).
     if (frac != 0.0) {
@@ -713,8 +715,10 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     if (!std::isfinite(result[static_cast<std::size_t>(bi)])) return Status::out_of_range;
   for (index_t bi = 0; bi < s.batch; ++bi)
     norms_out[bi] = result[static_cast<std::size_t>(bi)];
-  // As spectral_power(): the norms are written, with the accuracy of the best fit.
-  return fit_missed && fit_used ? Status::not_converged : Status::ok;
+  // As spectral_power(): the norms are written, with the accuracy of the best fit or of QDWH's
+  // last iterate (its not_converged was ignored until 2026-12-07: ok where spectral_power()
+  // reported not_converged on the same matrix).
+  return (fit_missed && fit_used) || qdwh_short ? Status::not_converged : Status::ok;
 }
 
 }  // namespace schatten::kokkos::detail
