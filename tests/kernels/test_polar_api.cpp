@@ -4,6 +4,7 @@
 /// workspaces, precision control, the orthogonality report and the cost model.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -873,6 +874,54 @@ TEST_SUITE("kernels.polar.api") {
       REQUIRE(rep.status == Status::ok);
       for (std::size_t i = 0; i < 4; ++i)
         CHECK(out[i] == doctest::Approx(std::ldexp(want[i], 980)).epsilon(1e-13));
+    }
+  }
+
+  TEST_CASE("Gram Newton-Schulz in float: an iterate beyond its bound is a breakdown, never NaN with ok") {
+    // polar_iterate_bound() bounds every iterate in exact arithmetic; Gram Newton–Schulz
+    // amplifies the rounding of X Xᵀ by the factor it accumulates between restarts, and in float
+    // a geometric spectrum down to 1e-8 gave every entry NaN at 16 steps of Polar Express (12 of
+    // Keller Jordan's), restarts {2}, with status ok (kernel audit of 2026-12-07). Now every
+    // float run from 5 to 16 steps either is ok with every entry finite and within the bound
+    // (an entry is at most σ_max) or is a breakdown with q untouched, and the 16-step runs, which
+    // fail on these inputs, are breakdowns. Double stays ok.
+    const index_t n = 32;
+    const Eigen::MatrixXd a =
+        make_matrix(SpectrumCase{"gram_kappa_1e8", n, n, geometric(n, 1e-8)}, case_seed("gram_kappa_1e8"));
+    const std::vector<float> af = to_row_major<float>(a);
+    const std::vector<double> ad = to_row_major<double>(a);
+    for (const bool keller : {false, true}) {
+      CAPTURE(keller);
+      int breakdowns = 0;
+      for (int t = 5; t <= 16; ++t) {
+        CAPTURE(t);
+        PolarOptions o;
+        o.method = PolarMethod::gram_newton_schulz;
+        if (keller) o.schedule = schedules::keller_jordan();
+        o.iterations = t;
+        const double bound = polar_iterate_bound(o);
+        REQUIRE(bound < 2.0);
+        std::vector<float> q(af.size(), -7.0f);
+        const PolarReport r =
+            polar(MatrixRef<const float>(af.data(), n, n), MatrixRef<float>(q.data(), n, n), o);
+        if (r.status == Status::ok) {
+          for (const float x : q)
+            REQUIRE((std::isfinite(x) && std::fabs(x) <= bound));
+        } else {
+          CHECK(r.status == Status::breakdown);
+          CHECK(r.bad_item == 0);
+          CHECK(std::string(r.message).find("Gram") != std::string::npos);
+          CHECK(std::count(q.begin(), q.end(), -7.0f) == static_cast<std::ptrdiff_t>(q.size()));
+          ++breakdowns;
+          if (t == 16)
+            MESSAGE((keller ? "Keller Jordan" : "Polar Express")
+                    << ": breakdowns from 5 to 16 steps: " << breakdowns);
+        }
+        if (t == 16) CHECK(r.status == Status::breakdown);
+        std::vector<double> qd(ad.size());
+        CHECK(polar(MatrixRef<const double>(ad.data(), n, n), MatrixRef<double>(qd.data(), n, n), o).status ==
+              Status::ok);
+      }
     }
   }
 

@@ -278,9 +278,9 @@ TEST_SUITE("kernels.polar.views") {
     // else in the sequence fails here on the CPU too.
     using Exec = Kokkos::DefaultExecutionSpace;
     constexpr bool host = schatten::kokkos::detail::runs_on_host<Exec>;
-    const std::vector<std::string> per_matrix = {"schatten::polar::scan", "schatten::polar::norm",
-                                                 "schatten::polar::schatten4", "schatten::polar::dual_norm",
-                                                 "schatten::polar::dual_norm_max"};
+    const std::vector<std::string> per_matrix = {
+        "schatten::polar::scan",      "schatten::polar::norm",          "schatten::polar::schatten4",
+        "schatten::polar::dual_norm", "schatten::polar::dual_norm_max", "schatten::polar::iterate_max"};
     const Exec space;
     Rng rng(case_seed("launches per batch"));
     const index_t r = 24, c = 40;

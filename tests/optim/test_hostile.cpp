@@ -37,6 +37,7 @@
 #include "support/kokkos_allocations.hpp"
 #include "support/optim_helpers.hpp"
 #include "support/seed.hpp"
+#include "support/spectra.hpp"
 #include "support/threads.hpp"
 
 namespace optim_test_hostile {  // this file's scope in a unity build (tests/CMakeLists.txt)
@@ -1392,6 +1393,45 @@ TEST_SUITE("optim.hostile") {
     CHECK(ra.status == Status::out_of_range);
     CHECK(state_bits(all) == all_before);
     CHECK(x == std::vector<float>(12, 0.5f));
+  }
+
+  TEST_CASE("Gram Newton-Schulz losing accuracy: the step is refused and no state advances") {
+    // Muon's chain with Gram Newton–Schulz (16 steps of Polar Express, restarts {2}) on a float
+    // gradient of κ = 1e8: polar() returned NaN with ok, the route counted as unable to fail
+    // (polar_total_on_finite, so its momentum was not copied), and the partition refused the
+    // NaN update with out_of_range after the momentum had advanced (kernel audit of
+    // 2026-12-07). Now polar() refuses (breakdown) and Gram Newton–Schulz routes copy their
+    // states: the step is refused with every parameter and state bit as before, and a
+    // well-conditioned gradient then steps.
+    const index_t n = 32;
+    const Eigen::MatrixXd bad = schatten::test::make_matrix(
+        schatten::test::SpectrumCase{"gram_step", n, n, schatten::test::geometric(n, 1e-8)},
+        case_seed("gram_step"));
+    Orthogonalize orth;
+    orth.polar.method = PolarMethod::gram_newton_schulz;
+    orth.polar.iterations = 16;
+    auto opt = optim::partition(
+        std::vector<ParamSpec>{{"w", {n, n}}}, {"muon"},
+        route("muon", chain(TraceMomentum{}, orth, ScaleByLearningRate{Schedule::constant(0.01)})));
+    REQUIRE(opt.init());
+    CHECK(opt.memory_use().backups > 0);  // the momentum is copied
+    std::vector<float> w(static_cast<std::size_t>(n * n), 0.5f), g(w.size());
+    for (index_t j = 0; j < n; ++j)
+      for (index_t i = 0; i < n; ++i)
+        g[static_cast<std::size_t>(i * n + j)] = static_cast<float>(bad(i, j));
+    const std::vector<float> w0 = w;
+    const io::FieldSet before = io::capture(opt);
+    std::vector<float*> pp{w.data()};
+    std::vector<float*> gp{g.data()};
+    const StepReport r = opt.step(pp, gp);
+    CHECK(r.status == Status::breakdown);
+    CHECK(w == w0);
+    CHECK(io::capture(opt) == before);
+    std::fill(g.begin(), g.end(), 0.0f);
+    for (index_t i = 0; i < n; ++i)
+      g[static_cast<std::size_t>(i * n + i)] = 1.0f;  // κ = 1
+    CHECK(opt.step(pp, gp).status == Status::ok);
+    CHECK(w != w0);
   }
 
   TEST_CASE("empty parameters step beside a nonempty one through every preset, prechecks on and off") {

@@ -124,7 +124,10 @@ struct PolarReport {
 /// iterates have no bound (polar_iterate_bound() = HUGE_VAL: no normalisation, a safety below 1,
 /// a schedule steep beyond its interval) are checked after the iteration: an iterate that
 /// overflowed (Inf/NaN) or an output beyond the output type → Status::out_of_range, bad_item set,
-/// q untouched (one max-reduction per matrix; none with a bound).
+/// q untouched (one max-reduction per matrix; none with a bound). Gram Newton–Schulz, whose
+/// rounding is amplified by its accumulated factors, is checked against its bound: an iterate
+/// entry beyond polar_iterate_bound() (NaN included; float, ill-conditioned input, few restarts)
+/// → Status::breakdown, bad_item set, q untouched (one max-reduction and one wait per call).
 /// References: Jordan et al., Muon (2024); Amsel et al., arXiv:2505.16932 (Polar Express);
 /// Dao lab / Amsel et al., Gram Newton–Schulz (2026).
 PolarReport polar(BatchedMatrixRef<const float> a, BatchedMatrixRef<float> q,
@@ -236,7 +239,9 @@ inline constexpr double kPolarTermLimit = 1e4;
 /// must also stay below kPolarTermLimit, s·(|a| + |b|s² + |c|s⁴) ≤ 10⁴, which leaves a factor
 /// 6.5 to fp16's range and 10³⁴ to fp32's for whatever the margin misses; Gram Newton–Schulz
 /// also needs the factor it accumulates between restarts, ∏(|a| + |b|s² + |c|s⁴), below 10³⁰.
-/// Every schedule the library ships has a bound in fp32 (Keller Jordan's: 1.2024; Kaon's: 1.1735;
+/// For Gram Newton–Schulz the bound holds in exact arithmetic only: the rounding of X Xᵀ is
+/// amplified by that factor, and polar() checks its output against the bound (breakdown
+/// beyond it). Every schedule the library ships has a bound in fp32 (Keller Jordan's: 1.2024; Kaon's: 1.1735;
 /// CANS's: 1.99; tests/kernels/test_coefficients.cpp). A rule that calls polar() uses it to
 /// promise a finite output (optim/transforms.hpp, polar_total_on_finite). Cost: O(iterations)
 /// scalar work plus resolved_schedule().

@@ -774,7 +774,9 @@ namespace detail {
 /// True when polar(u, u, options, workspace) succeeds for every finite u of `shape` in `memory`
 /// and leaves it finite, with singular values at most polar_iterate_bound(options) (rule.hpp,
 /// total_on_finite): nothing is left for the kernel to fail on. That needs an iteration without
-/// a convergence test (not QDWH, which may report not_converged), iterates that stay bounded
+/// a convergence test (not QDWH, which may report not_converged), not Gram Newton–Schulz (whose
+/// rounding can break the iterate bound in float, which polar() then refuses: breakdown; it
+/// counts as fallible since 2026-12-07, so its rules' states are copied), iterates that stay bounded
 /// (polar_iterate_bound finite: a normalised input and a schedule that cannot blow it up; without
 /// a normalisation a huge input could overflow), no dual-norm scaling (whose product may
 /// overflow: out_of_range), the workspace reserved for the call (no out_of_memory) and no
@@ -786,8 +788,8 @@ namespace detail {
 inline bool polar_total_on_finite(const PolarOptions& options, const Workspace* workspace,
                                   const BlockShape& shape, MemoryKind memory) {
   const auto block_bytes = static_cast<std::size_t>(shape.size()) * sizeof(float);
-  return options.method != PolarMethod::qdwh && !options.dual_norm_scale &&
-         std::isfinite(polar_iterate_bound(options)) && workspace != nullptr &&
+  return options.method != PolarMethod::qdwh && options.method != PolarMethod::gram_newton_schulz &&
+         !options.dual_norm_scale && std::isfinite(polar_iterate_bound(options)) && workspace != nullptr &&
          (memory::kernels_access(memory) || workspace->staging_covers(2, block_bytes)) &&
          workspace->capacity() >= polar_workspace_bytes(shape.rows, shape.cols, 1, options, Precision::fp32);
 }

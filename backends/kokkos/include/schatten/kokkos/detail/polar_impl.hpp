@@ -562,6 +562,31 @@ index_t first_overflowing(const Exec& space, const Mat3<TC, Mem>& x, const std::
   return -1;
 }
 
+/// The first matrix b with an entry |x(i, j, b)| > limit (NaN and ±Inf count as beyond), else
+/// −1: one max-reduction for the batch (reduce_per_matrix) and one wait. `scratch`: batch doubles
+/// in `Mem`; `r`: host scratch for the read-back (batch doubles, within HostScalars'
+/// reservation).
+template <class Exec, class TC, class Mem>
+index_t first_beyond(const Exec& space, const Mat3<TC, Mem>& x, double limit, double* scratch,
+                     std::vector<double>& r) {
+  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using S = scalar_t<TC>;
+  const index_t batch = x.extent(2);
+  reduce_per_matrix<PerMatrix::max, Mem>(
+      space, "schatten::polar::iterate_max", x.extent(0), x.extent(1), batch, false,
+      KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
+        acc = kmax(acc, abs_or_inf(static_cast<double>(static_cast<S>(x(i, j, b)))));
+      },
+      scratch);
+  r.assign(static_cast<std::size_t>(batch), 0.0);
+  Kokkos::deep_copy(space, HostDoubles(r.data(), r.size()), Doubles(scratch, r.size()));
+  fence_on(space);
+  for (index_t b = 0; b < batch; ++b)
+    if (!(r[static_cast<std::size_t>(b)] <= limit)) return b;
+  return -1;
+}
+
 /// max over the batch of ‖X Xᵀ − I‖_F / √k (one Gram per matrix, a SYRK when `symmetric`, into
 /// `g`, which holds one matrix when `reuse` and the whole batch otherwise).
 template <class Exec, class TC, class Mem>
@@ -773,6 +798,26 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
                                  buf.sq[0], buf.sq[1], gram_ready);
   }
   report.iterations = iterations;
+  if (options.method == PolarMethod::gram_newton_schulz) {
+    // polar_iterate_bound() is a proof in exact arithmetic only. Gram Newton–Schulz amplifies the
+    // rounding of R = X Xᵀ by the factor it accumulates between restarts, and in float an
+    // ill-conditioned input broke the bound: outputs of 2e6 against 1.99 at κ = 1e6, every entry
+    // NaN at κ = 1e8, with status ok (kernel audit of 2026-12-07, docs/reliability.md). Every
+    // entry of an iterate is at most its σ_max, so an entry beyond the bound proves the loss:
+    // breakdown, nothing written. One max-reduction and one wait; what stays inside the bound is
+    // accurate to docs/kernels/polar.md's Gram bound, T·u·Σ_s Λ_s² ∏_{s'>s} Λ_{s'}.
+    const double bound = polar_iterate_bound(options);
+    if (bound < HUGE_VAL) {
+      const index_t bad_item = first_beyond(space, result, bound, buf.factor + s.batch, host.stats);
+      if (bad_item >= 0)
+        return polar_failure(
+            Status::breakdown,
+            "Gram Newton-Schulz lost accuracy: an iterate left polar_iterate_bound() (rounding "
+            "amplified by the accumulated Gram factors; restart more often, iterate in fp64, or "
+            "use newton_schulz)",
+            bad_item);
+    }
+  }
   if (options.compute_orthogonality_error)
     report.orthogonality_error =
         max_orthogonality_error(space, s.right, result, buf.sq[0], false, options.symmetric_gram);
