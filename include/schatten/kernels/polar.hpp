@@ -52,8 +52,10 @@ struct PolarOptions {
   /// fp32 accumulation and fp32 scalar arithmetic, normalisation computed in double from the
   /// input; docs/kernels/polar.md "16-bit iteration"): cuBLAS on CUDA, a portable Kokkos GEMM on
   /// every other build (on a CPU an emulation of the GPU's numerics, slower than fp32). The
-  /// error at a singular value x is of order u·|f(x)| + 0.1·u·x·|f′(x)| for the schedule's
-  /// composite f and the unit roundoff u: with Polar Express on inputs whose ‖A‖₂ is close to
+  /// error at a singular value x well above u is of order u·|f(x)| + 0.1·u·x·|f′(x)| for the
+  /// schedule's composite f and the unit roundoff u (null and tiny directions come out as noise
+  /// of up to 0.25 in bf16, 0.03 in fp16: the rounding lifted by f's slope at 0); with Polar
+  /// Express on inputs whose ‖A‖₂ is close to
   /// ‖A‖_F, up to 10 % of the top direction in bf16 and under 1 % in fp16 for k ≥ 16, about
   /// twice that for a short side of a few rows (docs/kernels/polar.md, "Where 16 bits cost
   /// most"). Other methods: bf16/fp16 → Status::unsupported.
@@ -84,7 +86,8 @@ struct PolarOptions {
   bool dual_norm_scale = false;
 };
 
-/// Result of polar(). Outputs are written only when status is ok.
+/// Result of polar(). Outputs are written only when status is ok, and by method qdwh also when it
+/// is not_converged (QDWH's last iterate, as qdwh() writes it).
 struct PolarReport {
   Status status = Status::ok;
   /// Static text explaining a non-ok status ("" when ok).

@@ -45,7 +45,9 @@ Status randomized_singular_values(MatrixRef<const double> a, std::vector<double>
                                   const RandomizedSvdOptions& options = {});
 
 /// A truncated SVD A ≈ U diag(σ) Vᵀ, on the host in double: `u` is rows × rank and `v` cols ×
-/// rank, both column-major with orthonormal columns, `sigma` decreasing.
+/// rank, both column-major with orthonormal columns, `sigma` decreasing. For float input, U =
+/// Q U_B carries Q's orthonormality, formed in the input's precision: ‖UᵀU − I‖ of about 6e-8
+/// (measured by the kernel audit of 2026-12-07), V's is double's.
 struct LowRankSvd {
   index_t rows = 0, cols = 0, rank = 0;
   std::vector<double> sigma, u, v;

@@ -129,8 +129,9 @@ struct SpectralPowerOptions {
   /// PolarOptions::symmetric_gram (bf16/fp16 on every build). bf16/fp16 normalise by ν = 1.01·‖A‖_F
   /// (see spectral_power()). Prefer fp16 to bf16: on inputs whose ‖A‖₂ is close to ‖A‖_F, the top
   /// singular value stayed within e^0.031 (fp16) and e^0.09 (bf16, T ≤ 6) of the band (fit_error)
-  /// over every tabulated α, inside it at α ∈ {0.1, 0.25, 0.5, 0.75} for fp16 and for bf16 with
-  /// T = 5; bf16 with T = 8 up to e^0.74 outside (docs/kernels/spectral_power.md, "In 16 bits").
+  /// over every tabulated α on the measured inputs, inside it at α ∈ {0.1, 0.25, 0.5, 0.75} for
+  /// fp16 and for bf16 with T = 5; bf16 with T = 8 up to e^0.74 outside, and fp16 with T = 8 up
+  /// to e^0.18 on rank-one rows (docs/kernels/spectral_power.md, "In 16 bits").
   Precision polynomial_compute = Precision::automatic;
   bool symmetric_gram = true;
   /// φ/‖A‖₂ (rational_smallest_floor ≤ floor < 1; ‖A‖₂ stands for QDWH's scale α̂, within [0.938,
@@ -333,7 +334,9 @@ struct SchattenNormOptions {
 };
 
 /// ‖A_b‖_{S_q} = (Σ σ_i^q)^{1/q} for every matrix of a batch, q ∈ (0, ∞], into norms[b].
-/// Without an SVD: q = 2 from the entries; q = ∞ by power iteration (relative accuracy 1e-10);
+/// Without an SVD: q = 2 from the entries; q = ∞ by power iteration (≤ 2000 steps; an
+/// underestimate whose accuracy depends on the gap σ₂/σ₁: 2.4e-11 relative at σ₂ = 0.99σ₁,
+/// 2.1e-6 at 0.9999σ₁, in double; docs/kernels/spectral_power.md "Schatten norms");
 /// otherwise through the identity Σσ^q = ⟨A, U Σ^{q−1} Vᵀ⟩ = tr(H^q) (algorithms.md 4b.1, 5.4;
 /// q = 1 is the nuclear norm tr(H) = ⟨A, polar(A)⟩), with H from QDWH and
 /// H^q = H^{⌊q⌋}·g(H), g the rational approximation of the fractional power (no filter), H^{⌊q⌋}
