@@ -55,10 +55,10 @@ struct PolarOptions {
   /// error at a singular value x well above u is of order u·|f(x)| + 0.1·u·x·|f′(x)| for the
   /// schedule's composite f and the unit roundoff u (null and tiny directions come out as noise
   /// of up to 0.25 in bf16, 0.03 in fp16: the rounding lifted by f's slope at 0); with Polar
-  /// Express on inputs whose ‖A‖₂ is close to
-  /// ‖A‖_F, up to 10 % of the top direction in bf16 and under 1 % in fp16 for k ≥ 16, about
-  /// twice that for a short side of a few rows (docs/kernels/polar.md, "Where 16 bits cost
-  /// most"). Other methods: bf16/fp16 → Status::unsupported.
+  /// Express on inputs whose ‖A‖₂ is close to ‖A‖_F, up to 10 % of the top direction in bf16 and
+  /// under 1 % in fp16 for k ≥ 16, about twice that for a short side of a few rows
+  /// (docs/kernels/polar.md, "Where 16 bits cost most"). Other methods: bf16/fp16 →
+  /// Status::unsupported.
   Precision compute = Precision::automatic;
   /// Options of PolarMethod::qdwh (which ignores iterations, schedule and gram_restarts).
   QdwhOptions qdwh{};
