@@ -279,8 +279,9 @@ TEST_SUITE("kernels.polar.views") {
     using Exec = Kokkos::DefaultExecutionSpace;
     constexpr bool host = schatten::kokkos::detail::runs_on_host<Exec>;
     const std::vector<std::string> per_matrix = {
-        "schatten::polar::scan",      "schatten::polar::norm",          "schatten::polar::schatten4",
-        "schatten::polar::dual_norm", "schatten::polar::dual_norm_max", "schatten::polar::iterate_max"};
+        "schatten::polar::scan",         "schatten::polar::norm",          "schatten::polar::schatten4",
+        "schatten::polar::dual_norm",    "schatten::polar::dual_norm_max", "schatten::polar::iterate_max",
+        "schatten::polar::orthogonality"};
     const Exec space;
     Rng rng(case_seed("launches per batch"));
     const index_t r = 24, c = 40;
@@ -318,6 +319,13 @@ TEST_SUITE("kernels.polar.views") {
       PolarOptions o;
       o.method = method;
       check(to_string(method), [&](auto& a, auto& out, auto& ws) {
+        return bool(schatten::kokkos::polar(space, a, out, o, ws));
+      });
+    }
+    {
+      PolarOptions o;
+      o.compute_orthogonality_error = true;
+      check("orthogonality report", [&](auto& a, auto& out, auto& ws) {
         return bool(schatten::kokkos::polar(space, a, out, o, ws));
       });
     }

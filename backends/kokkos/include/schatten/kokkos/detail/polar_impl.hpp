@@ -588,28 +588,38 @@ index_t first_beyond(const Exec& space, const Mat3<TC, Mem>& x, double limit, do
 }
 
 /// max over the batch of ‖X Xᵀ − I‖_F / √k (one Gram per matrix, a SYRK when `symmetric`, into
-/// `g`, which holds one matrix when `reuse` and the whole batch otherwise).
+/// `g`, which holds one matrix when `reuse` and the whole batch otherwise). The sums of squares
+/// go to `scratch` (batch doubles in `Mem`): one reduce_per_matrix for the batch, or one per
+/// matrix after its Gram when `reuse`, queued in order; then one read-back into `r` (host
+/// scratch, batch doubles) and one wait. It waited once per matrix until 2026-12-07.
 template <class Exec, class TC, class Mem>
 double max_orthogonality_error(const Exec& space, bool right, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g,
-                               bool reuse = false, bool symmetric = true) {
+                               bool reuse, bool symmetric, double* scratch, std::vector<double>& r) {
+  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   const index_t k = g.extent(0), batch = x.extent(2);
-  double worst = 0.0;
-  if (!reuse) gram(space, symmetric, right, x, g);
-  for (index_t b = 0; b < batch; ++b) {
-    const index_t gb = reuse ? 0 : b;
-    if (reuse)
+  const auto term = KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
+    const double d = static_cast<double>(g(i, j, b)) - (i == j ? 1.0 : 0.0);
+    acc += d * d;
+  };
+  if (reuse) {
+    for (index_t b = 0; b < batch; ++b) {
       gram(space, symmetric, right,
            Mat3<TC, Mem>(x.data() + b * x.extent(0) * x.extent(1), x.extent(0), x.extent(1), 1), g);
-    double ssq = 0.0;
-    reduce_matrix(
-        space, "schatten::polar::orthogonality", k, k, false,
-        KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-          const double d = static_cast<double>(g(i, j, gb)) - (i == j ? 1.0 : 0.0);
-          acc += d * d;
-        },
-        Kokkos::Sum<double>(ssq));
-    worst = std::max(worst, std::sqrt(ssq / static_cast<double>(k)));
+      reduce_per_matrix<PerMatrix::sum, Mem>(space, "schatten::polar::orthogonality", k, k, 1, false, term,
+                                             scratch + b);
+    }
+  } else {
+    gram(space, symmetric, right, x, g);
+    reduce_per_matrix<PerMatrix::sum, Mem>(space, "schatten::polar::orthogonality", k, k, batch, false, term,
+                                           scratch);
   }
+  r.assign(static_cast<std::size_t>(batch), 0.0);
+  Kokkos::deep_copy(space, HostDoubles(r.data(), r.size()), Doubles(scratch, r.size()));
+  fence_on(space);
+  double worst = 0.0;
+  for (const double ssq : r)
+    worst = std::max(worst, std::sqrt(ssq / static_cast<double>(k)));
   return worst;
 }
 
@@ -819,8 +829,8 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
     }
   }
   if (options.compute_orthogonality_error)
-    report.orthogonality_error =
-        max_orthogonality_error(space, s.right, result, buf.sq[0], false, options.symmetric_gram);
+    report.orthogonality_error = max_orthogonality_error(
+        space, s.right, result, buf.sq[0], false, options.symmetric_gram, buf.factor + s.batch, host.stats);
   std::vector<double>& f = host.out;  // per-matrix output factors, when any
   f.clear();
   if (output_norm_power != 0.0 && sched.normalization.kind == Normalization::Kind::frobenius) {

@@ -392,9 +392,9 @@ QdwhReport qdwh_strided(const Exec& space, const Strided3<const TIn, typename Ex
   }
   if (options.compute_orthogonality_error)
     report.orthogonality_error =
-        max_orthogonality_error(space, s.right, buf.x, Mat3<TC, Mem>(buf.t.data(), s.k, s.k, 1), true,
-                                false);  // a GEMM, as QDWH's cost model counts it
-  std::vector<double>& f = host.out;     // ⟨A, U⟩ per matrix with QdwhOptions::dual_norm_scale, else none
+        max_orthogonality_error(space, s.right, buf.x, Mat3<TC, Mem>(buf.t.data(), s.k, s.k, 1), true, false,
+                                buf.factor + s.batch, host.stats);  // a GEMM, as QDWH's cost model counts it
+  std::vector<double>& f = host.out;  // ⟨A, U⟩ per matrix with QdwhOptions::dual_norm_scale, else none
   f.clear();
   if (options.dual_norm_scale) {
     const index_t bad_item = dual_norm_factors<TIn>(space, a, buf.x, s.w_is_transpose, buf.factor + s.batch,
