@@ -135,7 +135,9 @@ enum class PerMatrix { sum, max };
 template <PerMatrix Kind, bool OneLaunch, class Mem, class Exec, class F>
 void reduce_per_matrix_as(const Exec& space, const char* label, index_t rows, index_t cols, index_t batch,
                           bool cols_contiguous, const F& f, double* results) {
-  if constexpr (OneLaunch) {
+  // Plain ifs, not if constexpr: nvcc refuses an extended lambda that first captures a variable
+  // inside an if-constexpr branch (both branches compile for every Kind and OneLaunch).
+  if (OneLaunch) {
     using Team = Kokkos::TeamPolicy<Exec, Kokkos::IndexType<index_t>>;
     const index_t n = rows * cols;
     launch_team_for(
@@ -148,7 +150,7 @@ void reduce_per_matrix_as(const Exec& space, const char* label, index_t rows, in
             f(i, j, b, acc);
           };
           double r = 0.0;
-          if constexpr (Kind == PerMatrix::sum)
+          if (Kind == PerMatrix::sum)
             Kokkos::parallel_reduce(Kokkos::TeamThreadRange(t, n), element, r);
           else
             Kokkos::parallel_reduce(Kokkos::TeamThreadRange(t, n), element, Kokkos::Max<double>(r));
@@ -157,7 +159,7 @@ void reduce_per_matrix_as(const Exec& space, const char* label, index_t rows, in
   } else {
     for (index_t b = 0; b < batch; ++b) {
       const auto one = KOKKOS_LAMBDA(index_t i, index_t j, double& acc) { f(i, j, b, acc); };
-      if constexpr (Kind == PerMatrix::sum)
+      if (Kind == PerMatrix::sum)
         reduce_matrix(space, label, rows, cols, cols_contiguous, one,
                       Kokkos::Sum<double, Mem>(ResultView<Mem>(results + b)));
       else
