@@ -268,11 +268,14 @@ TEST_SUITE("kernels.polar.views") {
   }
 
   TEST_CASE("a batch of small matrices is one launch sequence on a device (the polynomial methods)") {
-    // Issue #7 item 3 and docs/kernels/polar.md ("Batches"): the Newton–Schulz family runs a
-    // batch of same-shape matrices as the launches of one matrix, so that many small matrices
-    // are not launch-bound. Counted through Kokkos Tools (support/kokkos_allocations.hpp), by
-    // label, for 1 and 7 matrices of 24 × 40 (every dimension ≤ kLaunchBoundDim): on a device
-    // every label must count the same. On the host, where a launch is cheap and a batch keeps
+    // Issue #7 item 3 and docs/kernels/polar.md ("Launches of a batch"): the Newton–Schulz
+    // family runs a batch of same-shape matrices in no more launches than one matrix, so that
+    // many small matrices are not launch-bound. Counted through Kokkos Tools
+    // (support/kokkos_allocations.hpp), by label, for 1 and 7 matrices of 24 × 40 (every
+    // dimension ≤ kLaunchBoundDim): on a device no label may count more for 7 than for 1 (it may
+    // count less: such a batch forms its symmetric products as full batched GEMMs, with no
+    // triangle fill, where one matrix takes a SYRK and a fill). On the host, where a launch is
+    // cheap and a batch keeps
     // the bits of separate calls, the per-matrix reductions of the statistics (reduce_per_matrix,
     // batched.hpp) run once per matrix, and nothing else may: a loop over the matrices anywhere
     // else in the sequence fails here on the CPU too.
@@ -311,7 +314,10 @@ TEST_SUITE("kernels.polar.views") {
         const long n1 = one.second.count(label) ? one.second.at(label) : 0;
         const long n7 = seven.second.count(label) ? seven.second.at(label) : 0;
         const bool reduction = std::find(per_matrix.begin(), per_matrix.end(), label) != per_matrix.end();
-        CHECK(n7 == (host && reduction ? 7 * n1 : n1));
+        if (host)
+          CHECK(n7 == (reduction ? 7 * n1 : n1));
+        else  // a batch may launch less: a launch-bound batch's symmetric products are full GEMMs
+          CHECK(n7 <= n1);
       }
     };
     for (PolarMethod method :
