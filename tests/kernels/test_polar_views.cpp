@@ -283,7 +283,7 @@ TEST_SUITE("kernels.polar.views") {
     constexpr bool host = schatten::kokkos::detail::runs_on_host<Exec>;
     const std::vector<std::string> per_matrix = {
         "schatten::polar::scan",         "schatten::polar::norm",          "schatten::polar::schatten4",
-        "schatten::polar::dual_norm",    "schatten::polar::dual_norm_max", "schatten::polar::iterate_max",
+        "schatten::polar::dual_norm",    "schatten::polar::dual_norm_max", "schatten::polar::output_max",
         "schatten::polar::orthogonality"};
     const Exec space;
     Rng rng(case_seed("launches per batch"));

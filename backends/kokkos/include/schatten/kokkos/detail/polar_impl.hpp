@@ -516,75 +516,58 @@ index_t dual_norm_factors(const Exec& space, const Strided3<const TIn, Mem>& a, 
   return -1;
 }
 
-/// The first matrix b whose output f[b]·W[b] (store()'s products, formed in double; times
-/// 2^e[b] with `e`) has an entry beyond the largest finite TOut, else −1: a result that is not
-/// representable, which the caller refuses with out_of_range before writing. `bound(b)` ≥ the
-/// largest |output entry| is tried first: the matrices it clears cost nothing (ordinary inputs),
-/// the others one max-reduction each and, together, one wait. `scratch`: batch doubles in `Mem`;
-/// `r`: host scratch for the read-back.
-/// *result ← max |x(i, j, b)| (Inf for NaN/Inf) over matrix b of x, in `Mem`, not waited for:
-/// first_overflowing()'s reduction, in a function of its own because nvcc refuses a device
-/// lambda in a function with a host lambda's type (first_overflowing's Bound) among its template
-/// arguments.
+/// scratch[b] ← max |x(i, j, b)| (Inf for NaN/Inf) for every matrix b of x, in `Mem`, not
+/// waited for: one reduce_per_matrix for the batch. In a function of its own because nvcc
+/// refuses a device lambda in a function with a host lambda's type (first_max_beyond's Beyond)
+/// among its template arguments.
 template <class Exec, class TC, class Mem>
-void output_max(const Exec& space, const Mat3<TC, Mem>& x, index_t b, double* result) {
+void output_max(const Exec& space, const Mat3<TC, Mem>& x, double* scratch) {
   using S = scalar_t<TC>;
-  reduce_matrix(
-      space, "schatten::polar::output_max", x.extent(0), x.extent(1), false,
-      KOKKOS_LAMBDA(index_t i, index_t j, double& acc) {
-        acc = kmax(acc, abs_or_inf(static_cast<double>(static_cast<S>(x(i, j, b)))));
-      },
-      Kokkos::Max<double, Mem>(ResultView<Mem>(result)));
-}
-
-template <class TOut, class Exec, class TC, class Mem, class Bound>
-index_t first_overflowing(const Exec& space, const Mat3<TC, Mem>& x, const std::vector<double>& f,
-                          const Bound& bound, double* scratch, std::vector<double>& r,
-                          const std::vector<int>* e = nullptr) {
-  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  const double top = static_cast<double>(std::numeric_limits<TOut>::max());
-  const index_t batch = x.extent(2);
-  bool any = false;
-  for (index_t b = 0; b < batch; ++b) {
-    if (bound(b) <= top) continue;
-    any = true;
-    output_max(space, x, b, scratch + b);
-  }
-  if (!any) return -1;
-  r.assign(static_cast<std::size_t>(batch), 0.0);
-  Kokkos::deep_copy(space, HostDoubles(r.data(), r.size()), Doubles(scratch, r.size()));
-  fence_on(space);
-  for (index_t b = 0; b < batch; ++b) {
-    const std::size_t i = static_cast<std::size_t>(b);
-    if (!(bound(b) <= top) && !(std::ldexp(std::fabs(f[i]) * r[i], e ? (*e)[i] : 0) <= top)) return b;
-  }
-  return -1;
-}
-
-/// The first matrix b with an entry |x(i, j, b)| > limit (NaN and ±Inf count as beyond), else
-/// −1: one max-reduction for the batch (reduce_per_matrix) and one wait. `scratch`: batch doubles
-/// in `Mem`; `r`: host scratch for the read-back (batch doubles, within HostScalars'
-/// reservation).
-template <class Exec, class TC, class Mem>
-index_t first_beyond(const Exec& space, const Mat3<TC, Mem>& x, double limit, double* scratch,
-                     std::vector<double>& r) {
-  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  using S = scalar_t<TC>;
-  const index_t batch = x.extent(2);
   reduce_per_matrix<PerMatrix::max, Mem>(
-      space, "schatten::polar::iterate_max", x.extent(0), x.extent(1), batch, false,
+      space, "schatten::polar::output_max", x.extent(0), x.extent(1), x.extent(2), false,
       KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
         acc = kmax(acc, abs_or_inf(static_cast<double>(static_cast<S>(x(i, j, b)))));
       },
       scratch);
+}
+
+/// The first matrix b for which beyond(b, m_b) holds, m_b = max |x(i, j, b)| (Inf for NaN/Inf),
+/// else −1: output_max() for the batch, one read-back into `r` (host scratch, batch doubles) and
+/// one wait. `scratch`: batch doubles in `Mem`.
+template <class Exec, class TC, class Mem, class Beyond>
+index_t first_max_beyond(const Exec& space, const Mat3<TC, Mem>& x, double* scratch, std::vector<double>& r,
+                         const Beyond& beyond) {
+  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  const index_t batch = x.extent(2);
+  output_max(space, x, scratch);
   r.assign(static_cast<std::size_t>(batch), 0.0);
   Kokkos::deep_copy(space, HostDoubles(r.data(), r.size()), Doubles(scratch, r.size()));
   fence_on(space);
   for (index_t b = 0; b < batch; ++b)
-    if (!(r[static_cast<std::size_t>(b)] <= limit)) return b;
+    if (beyond(b, r[static_cast<std::size_t>(b)])) return b;
   return -1;
+}
+
+/// The first matrix b whose output f[b]·W[b] (store()'s products, formed in double; times
+/// 2^e[b] with `e`) has an entry beyond the largest finite TOut, else −1: a result that is not
+/// representable, which the caller refuses with out_of_range before writing. `bound(b)` ≥ the
+/// largest |output entry| is tried first: when it clears every matrix (ordinary inputs) nothing
+/// is reduced; otherwise first_max_beyond() checks the matrices it does not clear. `scratch`:
+/// batch doubles in `Mem`; `r`: host scratch for the read-back.
+template <class TOut, class Exec, class TC, class Mem, class Bound>
+index_t first_overflowing(const Exec& space, const Mat3<TC, Mem>& x, const std::vector<double>& f,
+                          const Bound& bound, double* scratch, std::vector<double>& r,
+                          const std::vector<int>* e = nullptr) {
+  const double top = static_cast<double>(std::numeric_limits<TOut>::max());
+  bool any = false;
+  for (index_t b = 0; b < static_cast<index_t>(x.extent(2)); ++b)
+    any = any || !(bound(b) <= top);
+  if (!any) return -1;
+  return first_max_beyond(space, x, scratch, r, [&](index_t b, double m) {
+    const std::size_t i = static_cast<std::size_t>(b);
+    return !(bound(b) <= top) && !(std::ldexp(std::fabs(f[i]) * m, e ? (*e)[i] : 0) <= top);
+  });
 }
 
 /// max over the batch of ‖X Xᵀ − I‖_F / √k (one Gram per matrix, a SYRK when `symmetric`, into
@@ -818,7 +801,8 @@ PolarReport polar_strided(const Exec& space, const Strided3<const TIn, typename 
     // accurate to docs/kernels/polar.md's Gram bound, T·u·Σ_s Λ_s² ∏_{s'>s} Λ_{s'}.
     const double bound = polar_iterate_bound(options);
     if (bound < HUGE_VAL) {
-      const index_t bad_item = first_beyond(space, result, bound, buf.factor + s.batch, host.stats);
+      const index_t bad_item = first_max_beyond(space, result, buf.factor + s.batch, host.stats,
+                                                [&](index_t, double m) { return !(m <= bound); });
       if (bad_item >= 0)
         return polar_failure(
             Status::breakdown,

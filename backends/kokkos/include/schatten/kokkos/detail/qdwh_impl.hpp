@@ -249,8 +249,9 @@ QdwhItem qdwh_item(const Exec& space, bool right, index_t m, const QdwhOptions& 
   // once t_k has converged, whatever dx: every singular value from u·‖X₀‖ up is then within 5u
   // of 1 in exact arithmetic (about 12 iterations in float), and the directions below end
   // between 0 and 1, as rounding directs (in double, whose l₀ is the bound, they reach 1).
-  const double s0 = std::max(bound, qr_noise_level<TC>(m, k));
-  const bool below_noise = bound <= qr_noise_level<TC>(m, k);
+  const double noise = qr_noise_level<TC>(m, k);
+  const double s0 = std::max(bound, noise);
+  const bool below_noise = bound <= noise;
   const double dx_tol = std::cbrt(5.0 * u) * std::sqrt(double(k));
   for (int attempt = 0;; ++attempt) {
     r.lower_bound = l;
