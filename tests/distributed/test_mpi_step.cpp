@@ -636,24 +636,27 @@ TEST_CASE("distributed.partition: memory_use is this rank's share, one process's
   CHECK(after.backups == m.backups);
 }
 
-TEST_CASE("distributed.partition: set_prechecks(false) copies the owners' Muon states, same steps") {
-  // Muon's chain is prechecked: by default its momentum has no copy. Without prechecks the
-  // owners' local partitions copy it (optim::Partition::set_prechecks), and the trajectory is
-  // the one-process one as before.
+/// A DistributedPartition over Muon and AdamW with `more` applied copies at least the state one
+/// with `less` applied copies, more on one rank (which owns every parameter) and there as much as
+/// a one-process partition with `more`, and steps as that one does, bit for bit. `more` and
+/// `less` set options on a partition of either kind.
+template <class More, class Less>
+void more_copies_same_steps(const More& more, const Less& less) {
   const auto labels = propose_labels(specs());
   auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
-  ref.set_prechecks(false);
+  more(ref);
   REQUIRE(ref.init());
-  auto prechecked = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
-                                                       route("adamw", make_adamw()));
-  REQUIRE(prechecked.init());
+  auto fewer = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
+                                                  route("adamw", make_adamw()));
+  less(fewer);
+  REQUIRE(fewer.init());
   auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
                                               route("adamw", make_adamw()));
-  d.set_prechecks(false);
+  more(d);
   REQUIRE(d.init());
-  CHECK(d.memory_use().backups >= prechecked.memory_use().backups);
-  if (world().size() == 1) {  // the one rank owns every Muon parameter
-    CHECK(d.memory_use().backups > prechecked.memory_use().backups);
+  CHECK(d.memory_use().backups >= fewer.memory_use().backups);
+  if (world().size() == 1) {
+    CHECK(d.memory_use().backups > fewer.memory_use().backups);
     CHECK(d.memory_use().backups == ref.memory_use().backups);
   }
   Model m(specs());
@@ -662,31 +665,19 @@ TEST_CASE("distributed.partition: set_prechecks(false) copies the owners' Muon s
   CHECK(same_state(d, ref));
 }
 
+TEST_CASE("distributed.partition: set_prechecks(false) copies the owners' Muon states, same steps") {
+  // Muon's chain is prechecked: by default its momentum has no copy. Without prechecks the
+  // owners' local partitions copy it (optim::Partition::set_prechecks), and the trajectory is
+  // the one-process one as before.
+  more_copies_same_steps([](auto& p) { p.set_prechecks(false); }, [](auto&) {});
+}
+
 TEST_CASE("distributed.partition: set_copy_all_states copies every owner state, same steps") {
   // AdamW cannot fail and Muon is prechecked: by default neither has a copy. With
   // set_copy_all_states the owners' local partitions copy both (optim::Partition's), more than
   // set_prechecks(false) does (Muon's alone), and the trajectory is the one-process one.
-  const auto labels = propose_labels(specs());
-  auto ref = optim::partition(specs(), labels, route("muon", make_muon()), route("adamw", make_adamw()));
-  ref.set_copy_all_states(true);
-  REQUIRE(ref.init());
-  auto unprechecked = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
-                                                         route("adamw", make_adamw()));
-  unprechecked.set_prechecks(false);
-  REQUIRE(unprechecked.init());
-  auto d = distributed::distributed_partition(world(), specs(), labels, route("muon", make_muon()),
-                                              route("adamw", make_adamw()));
-  d.set_copy_all_states(true);
-  REQUIRE(d.init());
-  CHECK(d.memory_use().backups >= unprechecked.memory_use().backups);
-  if (world().size() == 1) {  // the one rank owns every parameter
-    CHECK(d.memory_use().backups > unprechecked.memory_use().backups);
-    CHECK(d.memory_use().backups == ref.memory_use().backups);
-  }
-  Model m(specs());
-  Local loc(d, m);
-  along(ref, d, m, loc, 0, 3);
-  CHECK(same_state(d, ref));
+  more_copies_same_steps([](auto& p) { p.set_copy_all_states(true); },
+                         [](auto& p) { p.set_prechecks(false); });
 }
 
 TEST_CASE("distributed.partition: muon and adamw trajectories equal one process bit for bit") {
