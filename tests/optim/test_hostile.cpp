@@ -1248,7 +1248,8 @@ TEST_SUITE("optim.hostile") {
     // decay) makes the weights grow geometrically until W + u leaves the float range. Before,
     // that step stored ±Inf with ok: the states had advanced and the parameter was lost (the
     // next step refused it). Now, for the routes whose states are copied (those that may fail
-    // and are not prechecked: freon, mop's QDWH) step_fallible() tests
+    // and are not prechecked: freon, mop's QDWH; and AdamW here, whose lr·λ = 3 lets its update
+    // overflow: update_may_overflow) step_fallible() tests
     // W + u itself and refuses the step that would overflow; for the others the scan of the
     // parameters refuses weights beyond FLT_MAX/4 before any state changes. Either way the
     // refusal is out_of_range, names the parameter, and leaves every parameter and every state,
@@ -1376,15 +1377,14 @@ TEST_SUITE("optim.hostile") {
           std::string::npos);
     CHECK(state_bits(opt) == before);
     CHECK(w == w_before);
-    // What the default leaves open, closed by set_copy_all_states: an update that overflows by
-    // itself on a route without copies. AdamW's first step is lr·(±1 + λW) for each entry:
-    // 3.4e38 × 1.01 = ∞ in float. With every state copied the step is refused, nothing changed,
-    // and the copies show in memory_use() (AdamW: its two moments).
+    // AdamW whose hyper-parameters let u overflow (rule.hpp, update_may_overflow): its first
+    // step is lr·(±1 + λW) for each entry, 3.4e38 × 1.01 = ∞ in float. Its route keeps copies
+    // by default (memory_use(): its two moments), so the step is refused, nothing changed.
+    // Before, the route kept none and stored ∞ with ok unless set_copy_all_states was on.
     AdamWOptions huge;
     huge.lr = Schedule::constant(3.4e38);
     huge.weight_decay = 0.02;
     auto all = optim::partition(std::vector<ParamSpec>{{"x", {3, 4}}}, {"r"}, route("r", adamw(huge)));
-    all.set_copy_all_states(true);
     REQUIRE(all.init());
     CHECK(all.memory_use().backups == 2 * 12 * sizeof(float));
     std::vector<float> x(12, 0.5f), gx(12, 1.0f);
@@ -1393,6 +1393,108 @@ TEST_SUITE("optim.hostile") {
     CHECK(ra.status == Status::out_of_range);
     CHECK(state_bits(all) == all_before);
     CHECK(x == std::vector<float>(12, 0.5f));
+    // What the default leaves open, closed by set_copy_all_states: an update that overflows by
+    // itself on a route without copies and without a bound of its own (Lion: lr·(sign + λW),
+    // 3.4e38 × 1.01 = ∞). With every state copied the step is refused, nothing changed.
+    LionOptions lion_huge;
+    lion_huge.lr = Schedule::constant(3.4e38);
+    lion_huge.weight_decay = 0.02;
+    auto lion_all =
+        optim::partition(std::vector<ParamSpec>{{"x", {3, 4}}}, {"r"}, route("r", lion(lion_huge)));
+    REQUIRE(lion_all.init());
+    CHECK(lion_all.memory_use().backups == 0);
+    lion_all.set_copy_all_states(true);
+    REQUIRE(lion_all.init());
+    CHECK(lion_all.memory_use().backups == 12 * sizeof(float));
+    const auto lion_before = state_bits(lion_all);
+    std::vector<float> gl(12, 1.0f);  // (the refused step above left its update in gx)
+    const StepReport rl = lion_all.step({x.data()}, {gl.data()});
+    CHECK(rl.status == Status::out_of_range);
+    CHECK(state_bits(lion_all) == lion_before);
+    CHECK(x == std::vector<float>(12, 0.5f));
+  }
+
+  TEST_CASE("AdamW with a tiny eps: an update that overflows is refused, and the defaults keep no copies") {
+    // m̂/(√v̂ + ε) ≤ 2·2^63/ε only (ScaleByAdam::ratio_bound): with β₂ = 0, v̂ is the current g²
+    // alone, so a tiny gradient after a large one divides m̂ by about ε. A fuzzer's case
+    // (2026-12-07): β₁ 0.5, β₂ 0, ε 4.5e-26, lr 1e-3, g = 2.8e17 then 1e-23 gave u = −∞ and
+    // an infinite weight with ok, the route keeping no copy. Such an ε (< 2.2e-19) now makes
+    // the route keep copies, and the exact W + u test refuses the step: nothing changed. The
+    // first step (u = −lr·sign) is taken. The same through the unfused chain (ScaleByAdam,
+    // AddDecayedWeights, ScaleByLearningRate), whose ScaleByAdam says its output may overflow.
+    // At the defaults (ε = 1e-8: 2·2^63/ε = 1.8e27) no copy is kept, as before.
+    AdamWOptions o;
+    o.b1 = 0.5;
+    o.b2 = 0.0;
+    o.eps = 4.48807e-26;
+    o.lr = Schedule::constant(1e-3);
+    o.weight_decay = 0.0;
+    ScaleByAdam adam;
+    adam.b1 = o.b1;
+    adam.b2 = o.b2;
+    adam.eps = o.eps;
+    // An array in the partition's memory (host, or device memory with a host copy).
+    struct Array {
+      using DeviceVec = Kokkos::View<float*, Kokkos::DefaultExecutionSpace::memory_space>;
+      using HostView = Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+      std::vector<float> h;
+      DeviceVec d;
+      bool on_device;
+      Array(std::vector<float> v, MemoryKind m) : h(std::move(v)), on_device(m == MemoryKind::device) {
+        if (on_device) d = DeviceVec("array", h.size());
+        assign(h);
+      }
+      void assign(const std::vector<float>& v) {
+        h = v;
+        if (on_device) Kokkos::deep_copy(d, HostView(h.data(), h.size()));
+      }
+      float* data() { return on_device ? d.data() : h.data(); }
+      std::vector<float> host() {
+        if (on_device) Kokkos::deep_copy(HostView(h.data(), h.size()), d);
+        return h;
+      }
+    };
+    const auto run = [&](const char* name, auto rule, bool expect_copies) {
+      CAPTURE(std::string(name));
+      for (const MemoryKind memory : {MemoryKind::host, MemoryKind::device}) {
+        CAPTURE(memory == MemoryKind::device);
+        auto opt = optim::partition(std::vector<ParamSpec>{{"w", {2, 2}}}, {"r"}, route("r", rule));
+        REQUIRE(opt.init(memory));
+        CHECK((opt.memory_use().backups > 0) == expect_copies);
+        if (!expect_copies) continue;
+        Array w(std::vector<float>(4, 0.5f), memory), g(std::vector<float>(4, 2.8e17f), memory);
+        REQUIRE(opt.step({w.data()}, {g.data()}));
+        const std::vector<float> w1 = w.host();
+        for (float v : w1)
+          CHECK(v == doctest::Approx(0.5 - 1e-3).epsilon(1e-6));
+        const auto before = state_bits(opt);
+        g.assign(std::vector<float>(4, 1e-23f));
+        const StepReport r = opt.step({w.data()}, {g.data()});
+        CHECK(r.status == Status::out_of_range);
+        CHECK(std::string(r.message).find("beyond the float range") != std::string::npos);
+        CHECK(state_bits(opt) == before);
+        CHECK(w.host() == w1);
+      }
+    };
+    run("adamw", adamw(o), true);
+    AddDecayedWeights decay;
+    decay.weight_decay = 0.0;
+    ScaleByLearningRate lr;
+    lr.lr = o.lr;
+    run("scale_by_adam chain", chain(adam, decay, lr), true);
+    run("adamw defaults", adamw(), false);
+    AdamWOptions eps_edge;  // ratio_bound just below a quarter of the float range: no copies
+    eps_edge.eps = 2.3e-19;
+    run("adamw eps 2.3e-19", adamw(eps_edge), false);
+    CHECK(adamw(eps_edge).update_may_overflow() == false);
+    eps_edge.eps = 2.1e-19;
+    CHECK(adamw(eps_edge).update_may_overflow() == true);
+    AdamWOptions big_lr;  // 1.37e11 × 1.85e27 = 2.54e38 fits under 2.55e38; 1.39e11 does not
+    big_lr.weight_decay = 0.0;
+    big_lr.lr = Schedule::warmup_cosine(1.37e11, 10, 100);
+    CHECK(adamw(big_lr).update_may_overflow() == false);
+    big_lr.lr = Schedule::warmup_cosine(1e-3, 10, 100, 1.39e11);  // the final value is the largest
+    CHECK(adamw(big_lr).update_may_overflow() == true);
   }
 
   TEST_CASE("Gram Newton-Schulz losing accuracy: the step is refused and no state advances") {

@@ -280,6 +280,11 @@ class Chain {
   double max_gradient() const {
     return std::apply([](const auto&... r) { return std::min({HUGE_VAL, max_gradient_of(r)...}); }, rules_);
   }
+  /// True when one of the rules says its output may overflow (rule.hpp, update_may_overflow): a
+  /// Partition then keeps a copy of the route's state.
+  bool update_may_overflow() const {
+    return std::apply([](const auto&... r) { return (false || ... || update_may_overflow_of(r)); }, rules_);
+  }
 
   /// The first of the rules' hyper-parameter checks that fails (rule.hpp, check_of), in order;
   /// nullptr when every rule is usable.

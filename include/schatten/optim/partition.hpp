@@ -478,7 +478,10 @@ class Partition {
     }
     // Which states step() copies before changing them: those of routes that may fail, unless
     // the rule's precheck tells every failure for that state here (chain.hpp,
-    // covered_by_precheck: Muon's chain); step() then prechecks those parameters first.
+    // covered_by_precheck: Muon's chain); step() then prechecks those parameters first. Also
+    // those of routes whose hyper-parameters let the update overflow (rule.hpp,
+    // update_may_overflow: AdamW with a tiny ε or a huge lr), so that step_fallible()'s exact
+    // W + u test can refuse such a step and put the state back.
     prechecked_.assign(params_.size(), 0);
     backed_up_.assign(params_.size(), 0);
     limit_bits_.assign(params_.size(), magnitude_bits(HUGE_VAL));
@@ -487,10 +490,11 @@ class Partition {
         constexpr std::size_t I = decltype(tag)::value;
         const auto& rule = std::get<I>(routes_).rule;
         const bool may_fail = rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value;
+        const bool may_overflow = update_may_overflow_of(rule);
         prechecked_[i] =
-            prechecks_ && !copy_all_ && may_fail &&
+            prechecks_ && !copy_all_ && !may_overflow && may_fail &&
             covered_by_precheck(rule, std::get<I>(states_)[slot_[i]], flatten(params_[i].shape), memory_);
-        backed_up_[i] = copy_all_ || (may_fail && !prechecked_[i]);
+        backed_up_[i] = copy_all_ || may_overflow || (may_fail && !prechecked_[i]);
         limit_bits_[i] = magnitude_bits(max_gradient_of(rule));
         return Status::ok;
       });
@@ -859,12 +863,12 @@ class Partition {
   }
   /// The largest |W| the scan of the parameters accepts in parameter i (magnitude_bits): any
   /// finite value where a copy of its state is kept, since step_fallible() then tests W + u
-  /// itself and can put the state back; a quarter of the float range elsewhere (kUnguardedParam),
+  /// itself and can put the state back; a quarter of the float range elsewhere (kUnguardedParameter),
   /// so that W + u cannot overflow unless |u| exceeds three quarters of it (2.6e38), where no
   /// copy could restore the state that produced u. Conservative, like TraceMomentum's bound: a
   /// weight beyond 8.5e37 is no trained value (any forward pass through it overflows).
   std::uint32_t param_limit_bits(std::size_t i) const {
-    return magnitude_bits(backed_up_[i] ? HUGE_VAL : kUnguardedParam);
+    return magnitude_bits(backed_up_[i] ? HUGE_VAL : kUnguardedParameter);
   }
   /// The refusal of a step whose parameter k fails param_limit_bits(), under either policy (a
   /// skip would not repair it): non_finite_input for a NaN/Inf, out_of_range for a finite value
@@ -1298,8 +1302,6 @@ class Partition {
   bool prechecks_ = true;  ///< set_prechecks()
   bool copy_all_ = false;  ///< set_copy_all_states()
   std::size_t max_group_ = kDefaultMaxGroup;
-  /// param_limit_bits() where no copy of the state is kept: FLT_MAX / 4 (exact), 8.5e37.
-  static constexpr double kUnguardedParam = 3.4028234663852886e38 / 4.0;
   std::vector<std::uint32_t> limit_bits_;  ///< per parameter: magnitude_bits of its route's max_gradient
   std::string message_;
   std::array<char, 512> step_message_{};  ///< compose()

@@ -53,7 +53,15 @@
 ///     double max_gradient() const;              // largest |g| it accepts (optional)
 ///
 /// and chains and partitions refuse larger gradients with Status::out_of_range in the same scan,
-/// before anything changes (Adam's g² overflows float above about 1.8e19). A rule with
+/// before anything changes (Adam's g² overflows float above about 1.8e19). A rule whose
+/// hyper-parameters let its output leave the float range for some accepted gradient (or, for a
+/// rule that produces the update itself, carry W + u beyond it while |W| ≤
+/// kUnguardedParameter) says so:
+///
+///     bool update_may_overflow() const;         // optional; default false
+///
+/// and a Partition keeps a copy of that route's state, whose exact W + u test then refuses such
+/// a step and puts the state back (ScaleByAdam, AdamWUpdate with a tiny ε or a huge lr). A rule with
 /// hyper-parameters that can be unusable (a NaN or negative learning rate, β ≥ 1, ε ≤ 0) declares
 ///
 ///     const char* check() const noexcept;       // nullptr when usable, else a static message
@@ -764,12 +772,34 @@ double max_gradient_of(const R& r) {
     return HUGE_VAL;
 }
 
+/// r.update_may_overflow() where the rule declares it (the file comment), else false.
+template <class R, class = void>
+struct has_update_may_overflow : std::false_type {};
+template <class R>
+struct has_update_may_overflow<R, std::void_t<decltype(std::declval<const R&>().update_may_overflow())>>
+    : std::true_type {};
+template <class R>
+bool update_may_overflow_of(const R& r) {
+  if constexpr (has_update_may_overflow<R>::value)
+    return r.update_may_overflow();
+  else
+    return false;
+}
+
+/// The largest |W| a Partition accepts in a parameter whose route keeps no copy of its state:
+/// FLT_MAX/4 (exact), 8.5e37, so that W + u cannot overflow unless |u| exceeds three quarters of
+/// the float range (Partition::param_limit_bits). Rules that bound their update
+/// (update_may_overflow) count on it.
+constexpr double kUnguardedParameter = 3.4028234663852886e38 / 4.0;
+
 /// The gradient limit of the rules whose state holds g² in float (Adam's second moment):
 /// 2^63 ≈ 9.2e18. Why: v ← β₂ v + (1 − β₂) g² is a convex combination of earlier g² (and the
 /// initial 0), so v ≤ max g² ≤ 2^126 at every step, each product is ≤ 2^126 and their rounded
-/// sum < 2^127 < FLT_MAX ≈ 2^128; √v ≤ 2^63 and m ≤ 2^63 keep the bias-corrected quotient
-/// finite. Above it, g² itself is not a float: the step is refused (out_of_range), not taken
-/// with an infinite v that would freeze the parameter (m/√∞ = 0) for good.
+/// sum < 2^127 < FLT_MAX ≈ 2^128, and |m̂| ≤ 2^63 (an average of the gradients). The quotient
+/// m̂/(√v̂ + ε) is at most about 2^63/ε (ScaleByAdam::ratio_bound: below ε = 2.2e-19 its routes
+/// keep copies, update_may_overflow). Above this limit, g² itself is not a float: the step is
+/// refused (out_of_range), not taken with an infinite v that would freeze the parameter (m/√∞ =
+/// 0) for good.
 constexpr double kSquaredStateMaxGradient = 9223372036854775808.0;  // 2^63
 
 }  // namespace schatten::optim

@@ -66,6 +66,8 @@ struct Schedule {
     }
     return peak;
   }
+  /// The largest η(t) over all t: every kind moves between 0, peak and final_value.
+  double max_value() const { return std::max(peak, final_value); }
   /// nullptr when the schedule is usable: peak and final value finite and ≥ 0 (a negative
   /// rate would climb the loss), warmup and total ≥ 0 (rule.hpp, check_of); else the message of
   /// `refusals` for the first problem: {rates, steps}, each naming the rule that holds the
@@ -529,6 +531,17 @@ struct ScaleByAdam {
   /// v holds g² in float: larger gradients are refused (rule.hpp, kSquaredStateMaxGradient;
   /// it is far below kBf16Max, so a bf16 m, a convex combination of gradients, stays finite).
   double max_gradient() const { return kSquaredStateMaxGradient; }
+  /// A bound on |m̂/(√v̂ + ε)|, this rule's output, for states it wrote and |g| ≤ 2^63: 2·2^63/ε.
+  /// √v̂ ≥ 0, and m̂ is an average of the gradients (weights summing to 1 after the bias
+  /// correction) up to the float roundings: with β₁ within a few float units of 1,
+  /// float(1 − β₁)/(1 − float(β₁)) reaches 1.5 and m grows to 1.5·max|g|; a bf16 m adds 2⁻⁸.
+  /// The factor 2 covers both. No smaller bound holds in general: with β₂ = 0, v̂ is the current
+  /// g² alone, and a tiny gradient after a large one divides m̂ by about ε (found by a fuzzer,
+  /// 2026-12-07: ε = 4.5e-26, β₂ = 0 gave u = −∞ with ok).
+  static double ratio_bound(double eps) { return 2.0 * kSquaredStateMaxGradient / double(float(eps)); }
+  /// True when ratio_bound() exceeds a quarter of the float range, i.e. ε < 2.2e-19: the output
+  /// may overflow, and a Partition keeps copies of the state (rule.hpp).
+  bool update_may_overflow() const { return ratio_bound(eps) > kUnguardedParameter; }
   /// True when the state was initialised for u's shape and m's `storage`.
   static bool sized(const State& s, const Block& u, StateStorage storage) {
     const auto n = static_cast<std::size_t>(u.size());
@@ -638,6 +651,17 @@ struct AdamWUpdate {
   using State = ScaleByAdam::State;
   State init(const BlockShape& s) const { return ScaleByAdam::init_moments(s, mu_storage); }
   double max_gradient() const { return kSquaredStateMaxGradient; }  // v holds g² (ScaleByAdam)
+  /// True when the update may leave the float range or carry W + u beyond it, for |W| ≤
+  /// kUnguardedParameter: |u| ≤ η_max·(R + λ|W|) with R = ScaleByAdam::ratio_bound(ε), and W + u
+  /// stays finite while that is at most FLT_MAX − kUnguardedParameter (2.55e38; 2⁻⁸ of margin
+  /// for the roundings). At the defaults the bound is 8.5e32; it fails for ε < 2.2e-19, for
+  /// η_max·λ ≥ 2.99, or (λ = 0, ε = 1e-8) for η_max > 1.37e11. A Partition then keeps a copy of
+  /// the state (rule.hpp).
+  bool update_may_overflow() const {
+    const double r = ScaleByAdam::ratio_bound(eps), eta = lr.max_value();
+    const double u = eta * (r + weight_decay * kUnguardedParameter) * (1.0 + 0x1p-8);
+    return r > kUnguardedParameter || !(u <= 3.4028234663852886e38 - kUnguardedParameter);
+  }
   Status update(Block u, State& s, ConstBlock p) const {
     if (!ScaleByAdam::sized(s, u, mu_storage) || p.size() != u.size()) return Status::invalid_argument;
     const std::int64_t t = s.count + 1;
