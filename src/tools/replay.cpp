@@ -74,8 +74,9 @@ zeros when the recording has none), and writes per-step diagnostics.
   --config FILE      read more SPECs from FILE, one per line (# starts a comment); a line
                      "--split NAME:KEYS" adds a cut, "--qk-layer KIND:KEYS" a layer
   --out PATH         output HDF5 file (default replay.h5); written as PATH.tmp, renamed when done
-  --json PATH        JSON summary (default: PATH of --out with .json instead of .h5); neither
-                     output may name the recording or the other output (exit status 2)
+  --json PATH        JSON summary (default: PATH of --out with .json instead of .h5); written
+                     as PATH.tmp, renamed with the output; neither output may name the
+                     recording or the other output (exit status 2)
   --steps N          replay only the first N steps (default: every completed step)
   --save-params      also store every parameter after every step (output grows by the model size
                      per step and optimizer)
@@ -1520,6 +1521,12 @@ bool same_file(const std::string& a, const std::string& b) {
          sa.st_ino == sb.st_ino;
 }
 
+/// Whether `path` names an existing directory (following links). Cost: one stat call.
+bool directory_exists(const std::string& path) {
+  struct stat s {};
+  return ::stat(path.c_str(), &s) == 0 && S_ISDIR(s.st_mode);
+}
+
 /// Returns -1 to continue, else the exit status.
 int parse_args(int argc, char** argv, Options& o) {
   std::string err;
@@ -1645,15 +1652,17 @@ int parse_args(int argc, char** argv, Options& o) {
     if (dot != std::string::npos && dot + 3 == o.json.size()) o.json.resize(dot);
     o.json += ".json";
   }
-  // The output is written as <out>.tmp and renamed over <out>, the summary written in place:
-  // either one naming the recording (or each other) would destroy it.
-  const std::string tmp = o.out + ".tmp";
+  // The output is written as <out>.tmp and the summary as <json>.tmp, each renamed over its
+  // path: any of them naming the recording (or another of them) would destroy it.
+  const std::string tmp = o.out + ".tmp", json_tmp = o.json + ".tmp";
   for (const auto& [what, path] : {std::pair<const char*, const std::string*>{"--out", &o.out},
                                    {"--out's temporary file", &tmp},
-                                   {"--json", &o.json}})
+                                   {"--json", &o.json},
+                                   {"--json's temporary file", &json_tmp}})
     if (same_file(*path, o.recording))
       return usage_error(std::string(what) + " '" + *path + "' is the recording '" + o.recording + "'");
-  if (same_file(o.json, o.out) || same_file(o.json, tmp))
+  if (same_file(o.json, o.out) || same_file(o.json, tmp) || same_file(json_tmp, o.out) ||
+      same_file(json_tmp, tmp))
     return usage_error("--json '" + o.json + "' is the HDF5 output '" + o.out + "'");
   return -1;
 }
@@ -2031,11 +2040,23 @@ int fail_run(const std::string& msg, const std::string& tmp) {
         gram_sizes[columns.source(k)] = std::size_t(p.cols * p.cols);
       }
 
-  // The output, created before any work so that a bad path fails at once.
-  const std::string tmp = o.out + ".tmp";
+  // The output, created before any work so that a bad path fails at once; the summary's
+  // temporary file too (a --json in a missing directory, or naming a directory, failed only
+  // after the whole replay, and left the complete output behind: found by a fuzzer,
+  // 2026-12-07). It is removed on every way out of this function but its last rename.
+  const std::string tmp = o.out + ".tmp", json_tmp = o.json + ".tmp";
   io::h5::QuietErrors quiet;
   io::h5::Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
   if (!file.ok()) return fail_run("cannot create '" + tmp + "' (directory missing or not writable?)", "");
+  struct RemovedUnlessKept {
+    std::string path;
+    ~RemovedUnlessKept() { std::remove(path.c_str()); }  // nothing to do once renamed
+  } json_guard{json_tmp};
+  if (directory_exists(o.json)) return fail_run("--json '" + o.json + "' is a directory", tmp);
+  if (std::FILE* probe = std::fopen(json_tmp.c_str(), "w"))
+    std::fclose(probe);
+  else
+    return fail_run("cannot create '" + json_tmp + "' (directory missing or not writable?)", tmp);
   const hid_t f = file.get();
   {
     const int version = 1;
@@ -2276,8 +2297,6 @@ int fail_run(const std::string& msg, const std::string& tmp) {
     }
     if (!file.reset()) return fail_run("cannot close '" + tmp + "'", tmp);
   }
-  if (std::rename(tmp.c_str(), o.out.c_str()) != 0)
-    return fail_run("cannot rename '" + tmp + "' to '" + o.out + "'", tmp);
   const double total = seconds_since(t_start);
 
   // JSON summary.
@@ -2320,9 +2339,17 @@ int fail_run(const std::string& msg, const std::string& tmp) {
     j += "]}";
   }
   j += "\n  ]\n}\n";
-  std::FILE* jf = std::fopen(o.json.c_str(), "w");
+  // Both outputs complete in their temporary files, then renamed: the summary first, so that a
+  // failure leaves neither (docs/replay-format.md: a failed replay leaves no output).
+  std::FILE* jf = std::fopen(json_tmp.c_str(), "w");
   if (!jf || std::fputs(j.c_str(), jf) < 0 || std::fclose(jf) != 0)
-    return fail_run("cannot write the JSON summary '" + o.json + "' (the HDF5 output is complete)", "");
+    return fail_run("cannot write the JSON summary '" + json_tmp + "' (disk full?)", tmp);
+  if (std::rename(json_tmp.c_str(), o.json.c_str()) != 0)
+    return fail_run("cannot rename '" + json_tmp + "' to '" + o.json + "'", tmp);
+  if (std::rename(tmp.c_str(), o.out.c_str()) != 0) {
+    std::remove(o.json.c_str());
+    return fail_run("cannot rename '" + tmp + "' to '" + o.out + "'", tmp);
+  }
   if (!o.quiet) {
     double step_total = 0;
     for (const Run& run : runs)

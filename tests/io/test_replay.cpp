@@ -1633,6 +1633,39 @@ TEST_SUITE("io.replay") {
     fs::remove(rec);
   }
 
+  TEST_CASE("replay: a --json that cannot be written fails before the replay and leaves no output") {
+    // Found by a fuzzer (2026-12-07): the summary was written in place after the output's
+    // rename, so a --json in a missing directory, or naming a directory, failed (exit status 1)
+    // after the whole replay and left the complete output behind, where docs/replay-format.md
+    // says a failed replay leaves no output. The summary now goes to <json>.tmp, created with
+    // <out>.tmp before any work, and both are renamed at the end.
+    const std::string rec = temp_path("rec_json.h5"), out = temp_path("out_json.h5");
+    const std::string dir = temp_path("json_dir"), missing = temp_path("no_such_dir") + "/s.json";
+    write_recording(rec);
+    fs::create_directory(dir);
+    const std::pair<std::string, const char*> cases[] = {{missing, "cannot create"}, {dir, "is a directory"}};
+    for (const auto& [json, message] : cases) {
+      const std::string j = json;
+      CAPTURE(j);
+      CHECK(run_replay(rec + " --optimizer muon --quiet --out " + out + " --json " + j) == 1);
+      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
+      CHECK_FALSE(fs::exists(out));
+      CHECK_FALSE(fs::exists(out + ".tmp"));
+      CHECK_FALSE(fs::exists(j + ".tmp"));
+    }
+    CHECK(fs::is_directory(dir));
+    CHECK(fs::is_empty(dir));
+    // A replay that succeeds leaves both outputs and neither temporary file.
+    const std::string json = temp_path("out_json.json");
+    CHECK(run_replay(rec + " --optimizer muon --quiet --out " + out + " --json " + json) == 0);
+    CHECK(fs::exists(out));
+    CHECK(fs::file_size(json) > 0);
+    CHECK_FALSE(fs::exists(out + ".tmp"));
+    CHECK_FALSE(fs::exists(json + ".tmp"));
+    for (const std::string& f : {rec, out, json, dir})
+      fs::remove(f);
+  }
+
   TEST_CASE("replay: a NaN or Inf initial parameter value stops the replay, naming the parameter") {
     // Finding 41: a NaN gradient stopped the replay (exit 1), a NaN initial value replayed with
     // exit 0 and NaN norms at every step. Both the /initial dataset and step 0 of /value.
