@@ -2366,16 +2366,9 @@ int fail_run(const std::string& msg, const std::string& tmp) {
 
 }  // namespace
 
-/// The command-line half of schatten-replay without any file: parses `argv` as main() does,
-/// cuts (--split) a small fixed parameter list (two matrices, a vector) and builds every
-/// optimizer it names over the columns. Returns parse_args's exit status when it stops (0 for
-/// --help, 2 for a usage error), 2 when an optimizer specification is at fault (build's `usage`),
-/// 1 when a cut or a QK-clip layer is refused (the message on stderr), −1 when everything is
-/// valid. The fuzz target
-/// tests/fuzz/fuzz_replay_cli.cpp calls it (Kokkos must be initialised).
-int schatten_replay_check_command_line(int argc, char** argv) {
-  Options o;
-  if (const int rc = parse_args(argc, argv, o); rc >= 0) return rc;
+/// A small fixed parameter list (two matrices and a vector, with activation Grams) over which
+/// the command line's optimizers are built before any file is opened.
+io::RecordingInfo stand_in_parameters() {
   io::RecordingInfo info;
   for (const opt::ParamSpec& p :
        std::vector<opt::ParamSpec>{{"h.0.weight", {6, 4}}, {"h.0.bias", {6}}, {"h.1.weight", {4, 6}}}) {
@@ -2387,6 +2380,41 @@ int schatten_replay_check_command_line(int argc, char** argv) {
     r.has_act_gram = true;
     info.params.push_back(r);
   }
+  return info;
+}
+
+/// Exit status 2 (usage_error) when an --optimizer SPEC is malformed (build's `usage`: an
+/// unknown key, a value that is not a number or not one of the choices), −1 otherwise. Each SPEC
+/// is built over stand_in_parameters(), before the recording is opened, so that a malformed SPEC
+/// is a bad command line whatever else would fail first (the recording, a cut, an earlier
+/// SPEC the library refuses: they made it exit status 1 before, found by a fuzzer,
+/// 2026-12-07). What the library refuses over the stand-ins is left to the real build (exit
+/// status 1 there). Cost: one small partition per SPEC.
+int check_specs(const Options& o) {
+  const io::RecordingInfo info = stand_in_parameters();
+  std::vector<opt::ParamSpec> ps;
+  for (const io::RecordedParam& r : info.params)
+    ps.push_back({r.name, r.shape});
+  std::string err;
+  for (const Spec& s : o.specs) {
+    bool usage = false;
+    if (build(s, ps, o.diagnostics, err, usage) == nullptr && usage) return usage_error(err);
+  }
+  return -1;
+}
+
+/// The command-line half of schatten-replay without any file: parses `argv` as main() does,
+/// cuts (--split) a small fixed parameter list (two matrices, a vector) and builds every
+/// optimizer it names over the columns. Returns parse_args's exit status when it stops (0 for
+/// --help, 2 for a usage error), 2 when an optimizer specification is at fault (build's `usage`),
+/// 1 when a cut or a QK-clip layer is refused (the message on stderr), −1 when everything is
+/// valid. The fuzz target
+/// tests/fuzz/fuzz_replay_cli.cpp calls it (Kokkos must be initialised).
+int schatten_replay_check_command_line(int argc, char** argv) {
+  Options o;
+  if (const int rc = parse_args(argc, argv, o); rc >= 0) return rc;
+  if (const int rc = check_specs(o); rc >= 0) return rc;
+  const io::RecordingInfo info = stand_in_parameters();
   Columns columns;
   std::string err;
   if (!columns.build(info, o.splits, err)) {
@@ -2440,6 +2468,7 @@ int schatten_replay_main(int argc, char** argv) {
   std::string tmp;
   try {
     if (const int rc = parse_args(argc, argv, o); rc >= 0) return rc;
+    if (const int rc = check_specs(o); rc >= 0) return rc;
     tmp = o.out + ".tmp";
     return replay(o);
   } catch (const std::bad_alloc&) {

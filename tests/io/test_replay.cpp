@@ -1666,6 +1666,36 @@ TEST_SUITE("io.replay") {
       fs::remove(f);
   }
 
+  TEST_CASE("replay: a malformed --optimizer SPEC is a bad command line whatever would fail after it") {
+    // Found by a fuzzer (2026-12-07): the SPECs' keys were checked only when each optimizer was
+    // built over the recording's parameters, after the recording was opened, the cuts laid out
+    // and the earlier SPECs built; a failure there came first, with exit status 1 and another
+    // message, where --help and docs/replay-format.md make a malformed SPEC exit status 2. Now
+    // every SPEC is built over stand-in parameters before any file is opened.
+    const std::string rec = temp_path("rec_spec.h5"), out = temp_path("out_spec.h5");
+    const std::string missing = temp_path("no_such_recording.h5");
+    write_recording(rec);
+    const std::pair<std::string, const char*> cases[] = {
+        {missing + " --optimizer muon:foo=1", "unknown key 'foo' for preset 'muon'"},
+        {missing + " --optimizer muon:mu_storage=fp16", "must be one of fp32,bf16,bf16_stochastic"},
+        {rec + " --optimizer adamw:b2=1 --optimizer muon:foo=1", "unknown key 'foo'"},
+        {rec + " --optimizer muon:foo=1 --split no.such.weight:count=2", "unknown key 'foo'"}};
+    for (const auto& [args, message] : cases) {
+      const std::string a = args;
+      CAPTURE(a);
+      CHECK(run_replay(a + " --quiet --out " + out) == 2);
+      CHECK_MESSAGE(replay_stderr().find(message) != std::string::npos, replay_stderr());
+      CHECK_FALSE(fs::exists(out));
+      CHECK_FALSE(fs::exists(out + ".tmp"));
+    }
+    // Well-formed, they fail while running, as before: exit status 1.
+    CHECK(run_replay(missing + " --optimizer muon --quiet --out " + out) == 1);
+    CHECK(run_replay(rec + " --optimizer adamw:b2=1 --optimizer muon --quiet --out " + out) == 1);
+    CHECK(run_replay(rec + " --optimizer muon --split no.such.weight:count=2 --quiet --out " + out) == 1);
+    CHECK_FALSE(fs::exists(out));
+    fs::remove(rec);
+  }
+
   TEST_CASE("replay: a NaN or Inf initial parameter value stops the replay, naming the parameter") {
     // Finding 41: a NaN gradient stopped the replay (exit 1), a NaN initial value replayed with
     // exit 0 and NaN norms at every step. Both the /initial dataset and step 0 of /value.
