@@ -2048,9 +2048,9 @@ int fail_run(const std::string& msg, const std::string& tmp) {
   io::h5::QuietErrors quiet;
   io::h5::Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
   if (!file.ok()) return fail_run("cannot create '" + tmp + "' (directory missing or not writable?)", "");
-  struct RemovedUnlessKept {
+  struct RemovedOnExit {
     std::string path;
-    ~RemovedUnlessKept() { std::remove(path.c_str()); }  // nothing to do once renamed
+    ~RemovedOnExit() { std::remove(path.c_str()); }  // nothing left to remove once renamed
   } json_guard{json_tmp};
   if (directory_exists(o.json)) return fail_run("--json '" + o.json + "' is a directory", tmp);
   if (std::FILE* probe = std::fopen(json_tmp.c_str(), "w"))
