@@ -111,6 +111,19 @@ void copy_to_device(const Exec& space, double* dst, const std::vector<double>& s
                                                                                               src.size()));
 }
 
+/// dst ← the n doubles at src in the space's memory (dst resized to n), then one wait for the
+/// copy and for everything queued on `space` before it: copy_to_device()'s counterpart, the
+/// read-back of the per-matrix statistics.
+template <class Exec>
+void read_back(const Exec& space, const double* src, std::size_t n, std::vector<double>& dst) {
+  dst.assign(n, 0.0);
+  Kokkos::deep_copy(
+      space, Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(dst.data(), n),
+      Kokkos::View<const double*, typename Exec::memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(src,
+                                                                                                        n));
+  fence_on(space);
+}
+
 /// Pass 1: per matrix, amax[b] ← max |a_ij| as a double, +infinity when an entry is NaN or ±Inf,
 /// then inv[b] ← min(1/amax[b], 2^1023) (0 for an all-zero matrix): 1/amax overflows for a
 /// subnormal amax; with the cap, a_ij·inv ≤ 1 still, and max|a|·inv ≥ 2^−51, so the squares of
@@ -249,8 +262,6 @@ void apply_factor(const Exec& space, bool right, const Mat3<TC, Mem>& factor, co
 template <class Exec, class TC, class Mem>
 void schatten4_rescale(const Exec& space, const Normalization& nz, HostScalars& host, double* scratch,
                        const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g) {
-  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   using S = scalar_t<TC>;
   const index_t k = g.extent(0), batch = g.extent(2);
   double* ssq = scratch + batch;  // ‖G_b‖_F² per matrix, then c_b in scratch[0, batch)
@@ -263,9 +274,7 @@ void schatten4_rescale(const Exec& space, const Normalization& nz, HostScalars& 
       ssq);
   const std::vector<double>& norms = host.norms;
   std::vector<double>& c = host.stats;
-  c.assign(static_cast<std::size_t>(batch), 0.0);
-  Kokkos::deep_copy(space, HostDoubles(c.data(), c.size()), Doubles(ssq, c.size()));
-  fence_on(space);
+  read_back(space, ssq, static_cast<std::size_t>(batch), c);
   for (std::size_t b = 0; b < c.size(); ++b) {
     const double s = std::sqrt(std::sqrt(c[b]));  // ‖X_b‖_S4 ∈ (0, 1] for a nonzero matrix
     const double eps = std::ldexp(nz.eps, -host.exponents[b]);  // in the units of A'
@@ -537,13 +546,9 @@ void output_max(const Exec& space, const Mat3<TC, Mem>& x, double* scratch) {
 template <class Exec, class TC, class Mem, class Beyond>
 index_t first_max_beyond(const Exec& space, const Mat3<TC, Mem>& x, double* scratch, std::vector<double>& r,
                          const Beyond& beyond) {
-  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   const index_t batch = x.extent(2);
   output_max(space, x, scratch);
-  r.assign(static_cast<std::size_t>(batch), 0.0);
-  Kokkos::deep_copy(space, HostDoubles(r.data(), r.size()), Doubles(scratch, r.size()));
-  fence_on(space);
+  read_back(space, scratch, static_cast<std::size_t>(batch), r);
   for (index_t b = 0; b < batch; ++b)
     if (beyond(b, r[static_cast<std::size_t>(b)])) return b;
   return -1;
@@ -578,8 +583,6 @@ index_t first_overflowing(const Exec& space, const Mat3<TC, Mem>& x, const std::
 template <class Exec, class TC, class Mem>
 double max_orthogonality_error(const Exec& space, bool right, const Mat3<TC, Mem>& x, const Mat3<TC, Mem>& g,
                                bool reuse, bool symmetric, double* scratch, std::vector<double>& r) {
-  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   const index_t k = g.extent(0), batch = x.extent(2);
   const auto term = KOKKOS_LAMBDA(index_t i, index_t j, index_t b, double& acc) {
     const double d = static_cast<double>(g(i, j, b)) - (i == j ? 1.0 : 0.0);
@@ -597,9 +600,7 @@ double max_orthogonality_error(const Exec& space, bool right, const Mat3<TC, Mem
     reduce_per_matrix<PerMatrix::sum, Mem>(space, "schatten::polar::orthogonality", k, k, batch, false, term,
                                            scratch);
   }
-  r.assign(static_cast<std::size_t>(batch), 0.0);
-  Kokkos::deep_copy(space, HostDoubles(r.data(), r.size()), Doubles(scratch, r.size()));
-  fence_on(space);
+  read_back(space, scratch, static_cast<std::size_t>(batch), r);
   double worst = 0.0;
   for (const double ssq : r)
     worst = std::max(worst, std::sqrt(ssq / static_cast<double>(k)));
@@ -678,9 +679,6 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
                           const Normalization& nz, double* factor_device,
                           const Mat3<TC, typename Exec::memory_space>& x, bool transposed, HostScalars& host,
                           index_t& bad) {
-  using Mem = typename Exec::memory_space;
-  using Doubles = Kokkos::View<double*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  using HostDoubles = Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   const std::size_t batch = a.extent(0);
   // The statistics live behind the factors (kFactorDoubles): amax, inv, ssq. Both passes are
   // queued and read back together, so a batch costs one wait, not two per matrix.
@@ -696,11 +694,9 @@ Status normalise_and_load(const Exec& space, const Strided3<const TIn, typename 
   std::vector<double>& factor = host.factor;
   std::vector<double>& norms = host.norms;
   std::vector<int>& exponents = host.exponents;
-  stats.assign(3 * batch, 0.0);
   factor.assign(batch, 1.0);
   exponents.assign(batch, 0);
-  Kokkos::deep_copy(space, HostDoubles(stats.data(), stats.size()), Doubles(amax_d, stats.size()));
-  fence_on(space);
+  read_back(space, amax_d, 3 * batch, stats);
   const double* amax = stats.data();
   const double* inv = stats.data() + batch;
   const double* ssq = stats.data() + 2 * batch;
