@@ -1414,6 +1414,43 @@ TEST_SUITE("optim.hostile") {
     CHECK(x == std::vector<float>(12, 0.5f));
   }
 
+  TEST_CASE("normalize_neurons: a row mean square beyond the float range leaves the moment finite") {
+    // NormalizeNeurons keeps each row's mean square in float (ν). A row of entries 1e30 gave
+    // ν = ∞ with ok, and the next step's ν + w₂(mean − ν) = NaN, with a NaN weight and ok
+    // (found by the update_bound test below, 2026-12-07; a bare rule or one behind a rule that
+    // passes large values: behind the polar factor, as in normuon, it never sees them). A mean
+    // beyond FLT_MAX now counts as FLT_MAX [P]: every step is taken, ν and the weights stay
+    // finite, and the output's Frobenius norm is at most the input's (update_bound's premise).
+    auto opt = optim::partition(
+        std::vector<ParamSpec>{{"n", {3, 3}}}, {"r"},
+        route("r", chain(NormalizeNeurons{}, ScaleByLearningRate{Schedule::constant(1e-3)})));
+    REQUIRE(opt.init());
+    std::vector<float> w(9);
+    for (int t = 0; t < 4; ++t) {
+      w.assign(9, 0.0f);  // NormalizeNeurons reads no weight: from 0, the step is u itself
+      std::vector<float> g(9, t < 2 ? 1e30f : 1.0f);
+      g[0] = t == 0 ? 3e-20f : g[0];  // rows of mixed scale: the norm restoration then matters
+      double in_norm = 0.0;
+      for (float x : g)
+        in_norm += double(x) * double(x);
+      REQUIRE(opt.step({w.data()}, {g.data()}));
+      CHECK(non_finite_state(opt).empty());
+      double out_norm = 0.0;
+      for (float x : w) {
+        REQUIRE(std::isfinite(x));
+        out_norm += double(x) * double(x);
+      }
+      // The step is −lr times a block of at most the input's norm, ‖O‖·‖O‖/(‖O‖ + ε) after
+      // the row scaling, to float rounding (relative 1e-5 covers the float row factors and the
+      // products with lr, a few units of 2⁻²⁴ each); equal to it while the scaled norm is far
+      // above ε = 1e-10 (the two steps of 1e30). After them the moments, saturated near
+      // FLT_MAX, decay by β₂ per step and scale rows of 1 to a norm far below ε, as they
+      // would after any huge input: a small step, not a lost one.
+      CHECK(std::sqrt(out_norm) <= 1e-3 * std::sqrt(in_norm) * (1.0 + 1e-5));
+      if (t < 2) CHECK(std::sqrt(out_norm) == doctest::Approx(1e-3 * std::sqrt(in_norm)).epsilon(1e-5));
+    }
+  }
+
   TEST_CASE("AdamW with a tiny eps: an update that overflows is refused, and the defaults keep no copies") {
     // m̂/(√v̂ + ε) ≤ 2·2^63/ε only (ScaleByAdam::ratio_bound): with β₂ = 0, v̂ is the current g²
     // alone, so a tiny gradient after a large one divides m̂ by about ε. A fuzzer's case

@@ -1326,11 +1326,16 @@ struct NormalizeNeurons {
   /// The row moment from the row's sum of squares ss over `cols` entries: nu updated with weight
   /// w2 = float(1 − β₂) toward the float mean ss/cols (torch's lerp_), except for a zero row
   /// when `hold` (hold_zero_rows); returns the row's reciprocal 1/(√nu + eps). The one formula
-  /// of the host loop and the device kernel.
+  /// of the host loop and the device kernel. [P] A mean beyond FLT_MAX (entries above about
+  /// 1.8e19) counts as FLT_MAX, so that nu, a convex combination of such means, stays finite:
+  /// the float mean was ∞, and the next step's nu + w2·(mean − ∞) NaN, with ok (Finding 126).
+  /// Such a row is then scaled by 1/√FLT_MAX ≈ 5.4e-20 instead of 1/√mean; after the norm
+  /// restoration the block's Frobenius norm is at most the input's, as for any other input.
   SCHATTEN_HOST_DEVICE static float update_moment(float& nu, double ss, index_t cols, float w2, float eps,
                                                   bool hold) {
     if (!(hold && ss == 0.0)) {
-      const float mean = static_cast<float>(ss / double(cols));
+      const double q = ss / double(cols), top = 3.4028234663852886e38;
+      const float mean = static_cast<float>(q < top ? q : top);
       nu = nu + w2 * (mean - nu);
     }
     return reciprocal(nu, eps);
