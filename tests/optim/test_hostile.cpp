@@ -1248,10 +1248,11 @@ TEST_SUITE("optim.hostile") {
     // decay) makes the weights grow geometrically until W + u leaves the float range. Before,
     // that step stored ±Inf with ok: the states had advanced and the parameter was lost (the
     // next step refused it). Now, for the routes whose states are copied (those that may fail
-    // and are not prechecked: freon, mop's QDWH; and AdamW here, whose lr·λ = 3 lets its update
-    // overflow: update_may_overflow) step_fallible() tests
-    // W + u itself and refuses the step that would overflow; for the others the scan of the
-    // parameters refuses weights beyond FLT_MAX/4 before any state changes. Either way the
+    // and are not prechecked: freon, mop's QDWH; and, with λ = 3, every route whose update
+    // bound lr·(direction + λ·8.5e37) exceeds 2.55e38: rule.hpp, update_bound) step_fallible()
+    // tests W + u itself and refuses the step that would overflow; for the others (λ = 2.5,
+    // whose bound stays below 2.55e38) the scan of the parameters refuses weights beyond
+    // FLT_MAX/4 before any state changes. Either way the
     // refusal is out_of_range, names the parameter, and leaves every parameter and every state,
     // the AdamW route's included, as before; every accepted step left them finite. Host and
     // device partitions, batched and not (a and b form a group).
@@ -1335,24 +1336,29 @@ TEST_SUITE("optim.hostile") {
             CHECK(steps >= 2);  // from 1e36 the weights double per step: 6 to 8 steps to the limits
           }
     };
-    // lr 1, λ 3 in each preset's own options.
-    const auto overshooting = [](auto o) {
+    // lr 1 and λ in each preset's own options: the weights grow by |1 − λ| per step.
+    const auto overshooting = [](auto o, double lambda) {
       o.lr = Schedule::constant(1.0);
-      o.weight_decay = 3.0;
+      o.weight_decay = lambda;
       return o;
     };
-    check("freon", freon(overshooting(FreonOptions{})));
-    check("mop", mop(overshooting(MopOptions{})));
-    check("sgd", sgd(overshooting(SgdOptions{})));
-    check("adamw", adamw(overshooting(AdamWOptions{})));
-    check("lion", lion(overshooting(LionOptions{})));
-    check("muon", muon(overshooting(MuonOptions{})));
-    check("kaon", kaon(overshooting(KaonOptions{})));
-    check("muadam", muadam(overshooting(MuAdamOptions{})));
-    check("schatten_muon", schatten_muon(overshooting(SchattenMuonOptions{})));
-    check("dion2", dion2(overshooting(Dion2Options{})));
-    CHECK(guarded_routes >= 2);  // both tests were reached
-    CHECK(unguarded_routes >= 2);
+    check("freon", freon(overshooting(FreonOptions{}, 3.0)));
+    check("mop", mop(overshooting(MopOptions{}, 3.0)));
+    check("sgd", sgd(overshooting(SgdOptions{}, 3.0)));
+    check("adamw", adamw(overshooting(AdamWOptions{}, 3.0)));
+    check("lion", lion(overshooting(LionOptions{}, 3.0)));
+    check("muon", muon(overshooting(MuonOptions{}, 3.0)));
+    check("kaon", kaon(overshooting(KaonOptions{}, 3.0)));
+    check("muadam", muadam(overshooting(MuAdamOptions{}, 3.0)));
+    check("schatten_muon", schatten_muon(overshooting(SchattenMuonOptions{}, 3.0)));
+    check("dion2", dion2(overshooting(Dion2Options{}, 3.0)));
+    CHECK(unguarded_routes == 0);  // λ = 3: every route's bound exceeds 2.55e38
+    check("lion λ 2.5", lion(overshooting(LionOptions{}, 2.5)));
+    check("adamw λ 2.5", adamw(overshooting(AdamWOptions{}, 2.5)));
+    check("muon λ 2.5", muon(overshooting(MuonOptions{}, 2.5)));
+    check("dion2 λ 2.5", dion2(overshooting(Dion2Options{}, 2.5)));
+    CHECK(guarded_routes == 10);  // both tests were reached
+    CHECK(unguarded_routes == 4);
     // A gradient within the momentum's bound, through muon with the nuclear-norm scale
     // (dual_norm_scale: u ∝ ‖M‖_*, not bounded by lr and the shape factor): u itself overflowed
     // to −Inf after the shape factor √34 and was stored with ok (a fuzzer's find, 2026-12-07:
@@ -1393,17 +1399,15 @@ TEST_SUITE("optim.hostile") {
     CHECK(ra.status == Status::out_of_range);
     CHECK(state_bits(all) == all_before);
     CHECK(x == std::vector<float>(12, 0.5f));
-    // What the default leaves open, closed by set_copy_all_states: an update that overflows by
-    // itself on a route without copies and without a bound of its own (Lion: lr·(sign + λW),
-    // 3.4e38 × 1.01 = ∞). With every state copied the step is refused, nothing changed.
+    // An update that overflows by itself on a route that kept no copy before the rules'
+    // bounds (rule.hpp, update_bound): Lion, lr·(sign + λW) = 3.4e38 × 1.01 = ∞, stored with ok
+    // until 2026-12-07 unless set_copy_all_states was on. Its bound, 3.4e38·(1 + 0.02·8.5e37),
+    // makes the route keep a copy of m by default now: the step is refused, nothing changed.
     LionOptions lion_huge;
     lion_huge.lr = Schedule::constant(3.4e38);
     lion_huge.weight_decay = 0.02;
     auto lion_all =
         optim::partition(std::vector<ParamSpec>{{"x", {3, 4}}}, {"r"}, route("r", lion(lion_huge)));
-    REQUIRE(lion_all.init());
-    CHECK(lion_all.memory_use().backups == 0);
-    lion_all.set_copy_all_states(true);
     REQUIRE(lion_all.init());
     CHECK(lion_all.memory_use().backups == 12 * sizeof(float));
     const auto lion_before = state_bits(lion_all);
@@ -1412,6 +1416,27 @@ TEST_SUITE("optim.hostile") {
     CHECK(rl.status == Status::out_of_range);
     CHECK(state_bits(lion_all) == lion_before);
     CHECK(x == std::vector<float>(12, 0.5f));
+    // SGD with momentum 0 at lr 2: its gradient limit is FLT_MAX/2 (TraceMomentum's sum form),
+    // so 1.6e38 is accepted and u = −3.2e38, which carries a weight of −8.4e37 to −∞. Before
+    // the bounds that stored −∞ with ok (the momentum buffer advanced); now the bound
+    // 2·1.7e38 makes the route keep a copy of its buffer and the step is refused. lr 1.4 stays
+    // within 2.55e38: no copy, as before.
+    SgdOptions sgd_big;
+    sgd_big.lr = Schedule::constant(2.0);
+    auto sgd_opt = optim::partition(std::vector<ParamSpec>{{"s", {2, 3}}}, {"r"}, route("r", sgd(sgd_big)));
+    REQUIRE(sgd_opt.init());
+    CHECK(sgd_opt.memory_use().backups == 6 * sizeof(float));
+    std::vector<float> ws(6, -8.4e37f), gs(6, 1.6e38f);
+    const auto sgd_before = state_bits(sgd_opt);
+    const StepReport rs = sgd_opt.step({ws.data()}, {gs.data()});
+    CHECK(rs.status == Status::out_of_range);
+    CHECK(std::string(rs.message).find("beyond the float range") != std::string::npos);
+    CHECK(state_bits(sgd_opt) == sgd_before);
+    CHECK(ws == std::vector<float>(6, -8.4e37f));
+    sgd_big.lr = Schedule::constant(1.4);
+    auto sgd_ok = optim::partition(std::vector<ParamSpec>{{"s", {2, 3}}}, {"r"}, route("r", sgd(sgd_big)));
+    REQUIRE(sgd_ok.init());
+    CHECK(sgd_ok.memory_use().backups == 0);
   }
 
   TEST_CASE("normalize_neurons: a row mean square beyond the float range leaves the moment finite") {
@@ -1451,11 +1476,161 @@ TEST_SUITE("optim.hostile") {
     }
   }
 
+  TEST_CASE("update_bound: each rule's output stays within its declared bound") {
+    // rule.hpp, update_bound: for inputs whose entries are at most `in` at every step,
+    // parameters within kUnguardedParameter (8.5e37) and states the rule wrote, every |entry| of
+    // the output is at most update_bound_of(rule, in, shape), which a Partition compares with
+    // 2.55e38 to decide whether a route keeps copies (update_may_overflow_of). A bound too small
+    // would let W + u overflow on a route without copies. Each rule and preset runs 40 steps on
+    // three shapes and three input levels (1, 1e30 and its gradient limit, each at most that
+    // limit and 1e38), with
+    // inputs chosen to reach the bounds: a fixed sign pattern at ±in (momenta grow towards their
+    // limit), a random fraction of in, then 1e-30 and the denormal 1e-40 (after large inputs,
+    // the second moments of Adam and AdaMuon divide by about ε), and weights at ±0.99·8.5e37
+    // with the pattern's signs (the decays add λW in the step's direction). Checked: a declared
+    // bound, a finite output where the bound is finite, and max|u| ≤ bound. The rules without a
+    // bound (the whole-step ones, DionDirection, SpectralPower and the always-copied ones) make
+    // no claim (NaN).
+    const double K = kUnguardedParameter;
+    const auto probe = [&](const char* name, const auto& rule) {
+      CAPTURE(std::string(name));
+      for (const BlockShape s : {BlockShape{1, 9}, BlockShape{7, 3}, BlockShape{12, 12}}) {
+        CAPTURE(s.rows);
+        CAPTURE(s.cols);
+        const auto n = static_cast<std::size_t>(s.size());
+        const std::uint64_t seed = case_seed(name, static_cast<std::uint64_t>(s.rows * 100 + s.cols));
+        INFO("seed " << seed);
+        Rng rng(seed);
+        std::vector<float> sign(n), w(n);
+        for (std::size_t k = 0; k < n; ++k) {
+          sign[k] = rng.normal() < 0.0 ? -1.0f : 1.0f;
+          w[k] = sign[k] * static_cast<float>(0.99 * K);
+        }
+        const double cap = std::min(max_gradient_of(rule), 1e38);
+        for (const double in : {1.0, std::min(1e30, cap), cap}) {
+          CAPTURE(in);
+          const double bound = update_bound_of(rule, in, s);
+          REQUIRE_FALSE(std::isnan(bound));
+          auto state = rule.init(s);
+          double peak = 0.0;
+          for (int t = 0; t < 40; ++t) {
+            std::vector<float> u(n);
+            const int phase = t % 5;
+            for (std::size_t k = 0; k < n; ++k) {
+              const double m = phase == 3 ? 1e-30 : phase == 4 ? 1e-40 : phase == 2 ? in * rng.uniform() : in;
+              u[k] = sign[k] * static_cast<float>(std::min(m, in));
+            }
+            // A refusal (a rule that may fail: Dion2's M, a sum, outgrows its bound under 40
+            // steps of 1e38; schatten_muon's precheck holds g to a bound of the shape, 9.3e32
+            // for 768 × 3072) ends the run; the bound is about the outputs of accepted steps.
+            const Status st =
+                rule.update(Block(u.data(), s.rows, s.cols), state, ConstBlock(w.data(), s.rows, s.cols));
+            if (st != Status::ok) {
+              REQUIRE(rule_may_fail<std::decay_t<decltype(rule)>>::value);
+              break;
+            }
+            for (float x : u) {
+              if (bound <= double(FLT_MAX)) REQUIRE(std::isfinite(x));
+              peak = std::max(peak, double(std::fabs(x)));
+            }
+          }
+          CHECK(peak <= bound);
+        }
+      }
+    };
+    probe("trace_momentum sum", TraceMomentum{0.9, false, TraceMomentum::Form::sum});
+    probe("trace_momentum sum nesterov bf16",
+          TraceMomentum{0.9, true, TraceMomentum::Form::sum, false, Precision::bf16});
+    probe("trace_momentum ema nesterov", TraceMomentum{0.95, true, TraceMomentum::Form::ema});
+    probe("trace_momentum ema bias-corrected", TraceMomentum{0.9, true, TraceMomentum::Form::ema, true});
+    ScaleByAdam adam;
+    adam.b1 = 0.5;
+    adam.b2 = 0.0;
+    adam.eps = 1e-3;
+    probe("scale_by_adam", adam);
+    probe("adamw_update", AdamWUpdate{0.5, 0.0, 1e-3, 0.5, Schedule::constant(2.0)});
+    probe("orthogonalize", Orthogonalize{});
+    probe("orthogonalize keller", Orthogonalize{MuonOptions::keller_polar()});
+    probe("kaon_spectrum", KaonSpectrum{5});
+    probe("muadam_direction", MuAdamDirection{});
+    probe("normalize_neurons", NormalizeNeurons{});
+    probe("scale_to_norm", ScaleToNorm{2.0, 1e-15});
+    ScaleToNormWeights hyper;
+    hyper.radius = 2.0;
+    probe("scale_to_norm_weights", hyper);
+    probe("orthogonalize_weights", OrthogonalizeWeights{});
+    RelativeUpdate relative;
+    relative.lr = Schedule::constant(0.5);
+    relative.weight_decay = 4.0;
+    probe("relative_update", relative);
+    probe("clip_by_norm", ClipByNorm{3.0});
+    probe("scale_by_shape", ScaleByShape{ScaleByShape::Rule::spectral, 2.0});
+    probe("scale_to_polar_norm", ScaleToPolarNorm{});
+    probe("sign", SignTransform{});
+    probe("scale_by_second_moment", ScaleBySecondMoment{0.5, 1e-3});
+    probe("scale_to_rms", ScaleToRms{0.2, 1e-8});
+    probe("scale_by_lion", ScaleByLion{});
+    probe("add_decayed_weights", AddDecayedWeights{0.5});
+    probe("add_decayed_weights cautious", AddDecayedWeights{0.5, AddDecayedWeights::Mode::cautious});
+    probe("add_independent_decay", AddIndependentDecay{0.5});
+    probe("scale_by_learning_rate", ScaleByLearningRate{Schedule::warmup_cosine(2.0, 3, 30, 0.5)});
+    probe("distance_aware_step", DistanceAwareStep{0.5, 1e-3, 0.5});
+    probe("dion2_direction", Dion2Direction{});
+    // The presets, composed (Chain::update_bound), at hyper-parameters that bring the bounds
+    // near 2.55e38 where they can.
+    SgdOptions so;
+    so.lr = Schedule::constant(1.4);
+    so.momentum = 0.9;
+    so.weight_decay = 0.1;
+    probe("sgd", sgd(so));
+    probe("sgd defaults", sgd());
+    probe("adamw", adamw());
+    probe("lion", lion());
+    probe("muon", muon());
+    probe("normuon", normuon());
+    probe("adamuon", adamuon());
+    probe("spel", spel());
+    probe("scion", scion());
+    probe("muon_hyperball", muon_hyperball());
+    probe("muadam", muadam());
+    probe("kaon", kaon());
+    probe("da_muon", da_muon());
+    probe("dion2", dion2());
+    probe("nordion2", nordion2());
+    probe("schatten_muon", schatten_muon());
+    // No claim: the route is treated as before the bounds (no copy for that reason).
+    CHECK(std::isnan(update_bound_of(namo(), 1.0, BlockShape{4, 4})));
+    CHECK(std::isnan(update_bound_of(dion(), 1.0, BlockShape{4, 4})));
+    CHECK(std::isnan(update_bound_of(sc_muon(), 1.0, BlockShape{4, 4})));
+    // An intermediate bound beyond FLT_MAX stays infinite through the rest of a chain, even
+    // through a rule whose own bound does not depend on its input: that intermediate float
+    // may be ∞ (ScaleByAdam with ε = 1e-25, then ScaleToNorm).
+    ScaleByAdam tiny = adam;
+    tiny.eps = 1e-25;
+    CHECK(update_bound_of(chain(tiny, ScaleToNorm{}), 1.0, BlockShape{4, 4}) == HUGE_VAL);
+    // Every preset at its defaults keeps its bound below 2.55e38: no route copies for it.
+    const BlockShape gpt2{768, 3072};
+    CHECK_FALSE(update_may_overflow_of(sgd(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(adamw(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(lion(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(muon(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(normuon(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(adamuon(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(muon_hyperball(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(muadam(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(kaon(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(da_muon(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(dion2(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(nordion2(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(schatten_muon(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(scion(), gpt2));
+  }
+
   TEST_CASE("AdamW with a tiny eps: an update that overflows is refused, and the defaults keep no copies") {
     // m̂/(√v̂ + ε) ≤ 2·2^63/ε only (ScaleByAdam::ratio_bound): with β₂ = 0, v̂ is the current g²
     // alone, so a tiny gradient after a large one divides m̂ by about ε. A fuzzer's case
     // (2026-12-07): β₁ 0.5, β₂ 0, ε 4.5e-26, lr 1e-3, g = 2.8e17 then 1e-23 gave u = −∞ and
-    // an infinite weight with ok, the route keeping no copy. Such an ε (< 2.2e-19) now makes
+    // an infinite weight with ok, the route keeping no copy. Such an ε (< 5.4e-20) now makes
     // the route keep copies, and the exact W + u test refuses the step: nothing changed. The
     // first step (u = −lr·sign) is taken. The same through the unfused chain (ScaleByAdam,
     // AddDecayedWeights, ScaleByLearningRate), whose ScaleByAdam says its output may overflow.
@@ -1520,18 +1695,27 @@ TEST_SUITE("optim.hostile") {
     lr.lr = o.lr;
     run("scale_by_adam chain", chain(adam, decay, lr), true);
     run("adamw defaults", adamw(), false);
-    AdamWOptions eps_edge;  // ratio_bound just below a quarter of the float range: no copies
-    eps_edge.eps = 2.3e-19;
-    run("adamw eps 2.3e-19", adamw(eps_edge), false);
-    CHECK(adamw(eps_edge).update_may_overflow() == false);
-    eps_edge.eps = 2.1e-19;
-    CHECK(adamw(eps_edge).update_may_overflow() == true);
+    // The edges (AdamWUpdate::update_bound): the quotient m̂/(√v̂ + ε) + λW must stay a float,
+    // (2^64/ε + 0.01·8.5e37)(1 + 2⁻⁸) ≤ FLT_MAX: ε = 5.5e-20 gives 3.376e38, 5.4e-20 3.438e38.
+    const BlockShape s22{2, 2};
+    AdamWOptions eps_edge;
+    eps_edge.eps = 5.5e-20;
+    run("adamw eps 5.5e-20", adamw(eps_edge), false);
+    CHECK_FALSE(update_may_overflow_of(adamw(eps_edge), s22));
+    eps_edge.eps = 5.4e-20;
+    CHECK(update_may_overflow_of(adamw(eps_edge), s22));
     AdamWOptions big_lr;  // 1.37e11 × 1.85e27 = 2.54e38 fits under 2.55e38; 1.39e11 does not
     big_lr.weight_decay = 0.0;
     big_lr.lr = Schedule::warmup_cosine(1.37e11, 10, 100);
-    CHECK(adamw(big_lr).update_may_overflow() == false);
+    CHECK_FALSE(update_may_overflow_of(adamw(big_lr), s22));
     big_lr.lr = Schedule::warmup_cosine(1e-3, 10, 100, 1.39e11);  // the final value is the largest
-    CHECK(adamw(big_lr).update_may_overflow() == true);
+    CHECK(update_may_overflow_of(adamw(big_lr), s22));
+    // λ = 4: λ·8.5e37 = 3.4e38 is not a float, whatever lr (found while writing the bounds:
+    // at lr 1e-3 the old test, lr·(R + λ·8.5e37), kept no copy, and the fused element formula
+    // gives lr·∞).
+    AdamWOptions big_decay;
+    big_decay.weight_decay = 4.0;
+    CHECK(update_may_overflow_of(adamw(big_decay), s22));
   }
 
   TEST_CASE("Gram Newton-Schulz losing accuracy: the step is refused and no state advances") {

@@ -280,10 +280,13 @@ class Chain {
   double max_gradient() const {
     return std::apply([](const auto&... r) { return std::min({HUGE_VAL, max_gradient_of(r)...}); }, rules_);
   }
-  /// True when one of the rules says its output may overflow (rule.hpp, update_may_overflow): a
-  /// Partition then keeps a copy of the route's state.
-  bool update_may_overflow() const {
-    return std::apply([](const auto&... r) { return (false || ... || update_may_overflow_of(r)); }, rules_);
+  /// The rules' bounds composed (rule.hpp, update_bound): each rule's update_bound_of() for
+  /// the bound of what reaches it, from `in`. NaN (no claim) when a rule declares none; +Inf
+  /// once an intermediate bound exceeds FLT_MAX (update_bound_of), which every later rule keeps.
+  double update_bound(double in, const BlockShape& s) const {
+    std::apply([&](const auto&... r) { ((in = std::isfinite(in) ? update_bound_of(r, in, s) : in), ...); },
+               rules_);
+    return in;
   }
 
   /// The first of the rules' hyper-parameter checks that fails (rule.hpp, check_of), in order;

@@ -294,6 +294,12 @@ struct Dion2Direction {
     return detail::polar_total_on_finite(polar, s.scratch->workspace.get(),
                                          selected_shape(shape.rows, shape.cols), memory);
   }
+  /// update_bound (rule.hpp): the polar factor of S in the selected slices and 0 elsewhere, at
+  /// most polar_iterate_bound() whatever the input (Orthogonalize::update_bound); +Inf where
+  /// that has no bound (the route keeps copies anyway).
+  double update_bound(double, const BlockShape&) const {
+    return polar.dual_norm_scale ? HUGE_VAL : polar_iterate_bound(polar);
+  }
 
   /// u ← the orthogonalised S (at `sel`, not u's memory) in the selected slices, 0 elsewhere.
   void place(Block u, State& s, const float* sel) const {

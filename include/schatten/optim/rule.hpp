@@ -53,15 +53,23 @@
 ///     double max_gradient() const;              // largest |g| it accepts (optional)
 ///
 /// and chains and partitions refuse larger gradients with Status::out_of_range in the same scan,
-/// before anything changes (Adam's g² overflows float above about 1.8e19). A rule whose
-/// hyper-parameters let its output leave the float range for some accepted gradient (or, for a
-/// rule that produces the update itself, carry W + u beyond it while |W| ≤
-/// kUnguardedParameter) says so:
+/// before anything changes (Adam's g² overflows float above about 1.8e19). A rule states how
+/// large its output can get:
 ///
-///     bool update_may_overflow() const;         // optional; default false
+///     double update_bound(double in, const BlockShape& s) const;   // optional
 ///
-/// and a Partition keeps a copy of that route's state, whose exact W + u test then refuses such
-/// a step and puts the state back (ScaleByAdam, AdamWUpdate with a tiny ε or a huge lr). A rule with
+/// a bound on every |entry| of its output for an input (the gradient, or the output of the rule
+/// before it in a chain) whose entries are at most `in`, parameters whose entries are at most
+/// kUnguardedParameter, and a state this rule wrote from such inputs (not a checkpoint's state
+/// beyond that), in exact arithmetic with the rule's float constants; +Inf when it has none
+/// (update_bound_of adds the float roundings, and makes a bound beyond FLT_MAX infinite). A
+/// chain composes its rules' bounds, and a Partition whose route's bound exceeds FLT_MAX −
+/// kUnguardedParameter, where W + u could overflow, keeps a copy of that route's state: its exact
+/// W + u test then refuses such a step and puts the state back (update_may_overflow_of; lr·λ > 3,
+/// a learning rate near the float range, AdamW's tiny ε). A rule that declares no bound makes no
+/// claim, and its route is treated as before the bounds existed: no copy for that reason (the
+/// whole-step rules, which test their own W + u in precheck_covers(), and the rules that always
+/// keep copies because they may fail without a precheck). A rule with
 /// hyper-parameters that can be unusable (a NaN or negative learning rate, β ≥ 1, ε ≤ 0) declares
 ///
 ///     const char* check() const noexcept;       // nullptr when usable, else a static message
@@ -772,25 +780,44 @@ double max_gradient_of(const R& r) {
     return HUGE_VAL;
 }
 
-/// r.update_may_overflow() where the rule declares it (the file comment), else false.
+/// Detects the optional update_bound() of a rule (the file comment).
 template <class R, class = void>
-struct has_update_may_overflow : std::false_type {};
+struct has_update_bound : std::false_type {};
 template <class R>
-struct has_update_may_overflow<R, std::void_t<decltype(std::declval<const R&>().update_may_overflow())>>
+struct has_update_bound<
+    R, std::void_t<decltype(std::declval<const R&>().update_bound(0.0, std::declval<const BlockShape&>()))>>
     : std::true_type {};
+/// The relative slack update_bound_of() adds to a rule's bound for its float roundings: 2⁻¹⁶,
+/// room for about 250 roundings of 2⁻²⁴ each, far more than any rule does per element (its
+/// states' 16-bit storage roundings are in the rules' own bounds).
+constexpr double kUpdateBoundSlack = 0x1p-16;
+/// r.update_bound(in, s)·(1 + kUpdateBoundSlack) where the rule declares one: +Inf when that
+/// exceeds FLT_MAX (the output itself may then be infinite, whatever follows it in a chain);
+/// NaN, "no claim", when the rule declares none (the file comment).
 template <class R>
-bool update_may_overflow_of(const R& r) {
-  if constexpr (has_update_may_overflow<R>::value)
-    return r.update_may_overflow();
-  else
-    return false;
+double update_bound_of(const R& r, double in, const BlockShape& s) {
+  if constexpr (has_update_bound<R>::value) {
+    const double b = r.update_bound(in, s) * (1.0 + kUpdateBoundSlack);
+    return std::isnan(b) || b <= 3.4028234663852886e38 ? b : HUGE_VAL;  // a chain's NaN: no claim
+  } else {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
 }
-
 /// The largest |W| a Partition accepts in a parameter whose route keeps no copy of its state:
 /// FLT_MAX/4 (exact), 8.5e37, so that W + u cannot overflow unless |u| exceeds three quarters of
-/// the float range (Partition::param_limit_bits). Rules that bound their update
-/// (update_may_overflow) count on it.
+/// the float range (Partition::param_limit_bits). The rules' update_bound() counts on it.
 constexpr double kUnguardedParameter = 3.4028234663852886e38 / 4.0;
+
+/// True when rule r's update for a block of shape s may carry a parameter within
+/// kUnguardedParameter beyond the float range: its update_bound_of() for the gradients it
+/// accepts (max_gradient_of, at most FLT_MAX) exceeds FLT_MAX − kUnguardedParameter (2.55e38).
+/// False when the rule makes no claim. A Partition then keeps a copy of the route's state.
+template <class R>
+bool update_may_overflow_of(const R& r, const BlockShape& s) {
+  const double in = std::min(max_gradient_of(r), 3.4028234663852886e38);
+  const double b = update_bound_of(r, in, s);
+  return !std::isnan(b) && !(b <= 3.4028234663852886e38 - kUnguardedParameter);
+}
 
 /// The gradient limit of the rules whose state holds g² in float (Adam's second moment):
 /// 2^63 ≈ 9.2e18. Why: v ← β₂ v + (1 − β₂) g² is a convex combination of earlier g² (and the

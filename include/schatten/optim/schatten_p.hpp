@@ -454,6 +454,14 @@ struct SchattenPDirection {
   /// at most FLT_MAX², the product of its two float halves, so T ≤ 1.6e32. The criterion cannot
   /// fail the step on the inputs precheck() passed (the struct comment). The defaults are
   /// covered, with or without a moment: a partition keeps no copy of m, v and the EMAs.
+  /// update_bound (rule.hpp), for a route whose precheck covers its failures (precheck_covers;
+  /// the others keep copies anyway): a pinned Δ has Frobenius norm √min(r, c)·κ^{1/p} ≤
+  /// √min(r, c)·max(1, pin_factor()), which bounds its entries; without the pinning, the entries
+  /// of the map-out are at most FLT_MAX/4 (entry_bound(), which precheck() holds m and g to).
+  double update_bound(double, const BlockShape& s) const {
+    if (magnitude == Magnitude::none) return double(FLT_MAX) / 4.0;
+    return std::sqrt(double(std::min(s.rows, s.cols))) * std::max(1.0, pin_factor(s.rows, s.cols));
+  }
   bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
     const Workspace* ws = s.scratch->workspace.get();
     const double quarter = double(FLT_MAX) / 4.0;

@@ -80,6 +80,10 @@ struct DistanceAwareStep {
     return State{0, 0.0, Buffer(static_cast<std::size_t>(s.size()), 0.0f)};
   }
 
+  /// update_bound (rule.hpp): −η_t·u − η_t·λ·W with η_t ≤ η_max (detail::step_with_decay).
+  double update_bound(double in, const BlockShape&) const {
+    return eta_max * in + eta_max * weight_decay * kUnguardedParameter;
+  }
   /// η for the (0-based) step t given the running radius.
   static double eta(double eta_max, double rbar, std::int64_t t) {
     return std::min(eta_max, rbar / std::sqrt(double(t) + 1.0));

@@ -360,15 +360,40 @@ struct TraceMomentum {
   /// βc ≥ 1 (β ≥ 1, or within the roundings of 1), where no gradient limit bounds the buffer:
   /// check() refuses those β. β = 0.9, fp32: 1.7e37; β = 0.99: 1.7e36.
   static double sum_form_bound(double beta, bool nesterov, StateStorage storage) {
-    const double u = 0x1p-24;
-    const double us = !storage.bf16() ? 0.0 : storage.rounding == Rounding::stochastic ? 0x1p-7 : 0x1p-8;
-    const double c = (1.0 + u) * (1.0 + u) * (1.0 + us);
+    const double u = 0x1p-24, c = step_growth(storage);
     if (!(beta >= 0.0 && beta < 1.0)) return 0.0;
     const double b = static_cast<double>(static_cast<float>(beta));
     if (b * c >= 1.0) return 0.0;
     const double kb = c / (1.0 - b * c);
     const double ko = nesterov ? (1.0 + b * kb * (1.0 + u)) * (1.0 + u) : kb;
     return 3.4028234663852886e38 / (2.0 * std::max(kb, ko));
+  }
+  /// c = (1 + 2⁻²⁴)²(1 + u_s): the most one step() and the store can enlarge β|B| + w|G| by
+  /// (two float roundings, and the storage's unit u_s: 0 for fp32, 2⁻⁸ for bf16 to nearest, 2⁻⁷
+  /// for stochastic rounding).
+  static double step_growth(StateStorage storage) {
+    const double u = 0x1p-24;
+    const double us = !storage.bf16() ? 0.0 : storage.rounding == Rounding::stochastic ? 0x1p-7 : 0x1p-8;
+    return (1.0 + u) * (1.0 + u) * (1.0 + us);
+  }
+  /// update_bound (rule.hpp): for inputs within `in` at every step and a buffer this rule wrote
+  /// from them (its zero start included), |B| ≤ X·in by induction, X = w·c/(1 − β·c) with c =
+  /// step_growth() and w = 1 − β (EMA) or 1 (sum), the floats step() uses; the output is at most
+  /// (c_g·w + c_m·β·X)(1 + 2⁻²⁴)³·in with Nesterov, else c_m·X(1 + 2⁻²⁴)·in, with the bias
+  /// corrections of step 1, the largest. +Inf when β·c ≥ 1 (β within a few float units of 1),
+  /// where no input bound limits the buffer. Muon's EMA at β = 0.95: 1.0000005·in (Muon's chain
+  /// does not depend on it: its polar factor is bounded whatever its input); sgd's sum form at
+  /// β = 0.9: 10.000006·in.
+  double update_bound(double in, const BlockShape&) const {
+    const double u = 0x1p-24, c = step_growth(mu_storage);
+    const float bf = static_cast<float>(beta);
+    const double b = bf, w = form == Form::ema ? double(1.0f - bf) : 1.0;
+    if (!(b * c < 1.0)) return HUGE_VAL;
+    const double x = w * c / (1.0 - b * c);
+    const Correction k = correction_at(1);
+    const double out = nesterov ? (double(k.g) * w + double(k.m) * b * x) * (1.0 + u) * (1.0 + u) * (1.0 + u)
+                                : double(k.m) * x * (1.0 + u);
+    return in * out;
   }
 
   static constexpr bool device_capable = true;  // rule.hpp: runs on device memory
@@ -539,9 +564,12 @@ struct ScaleByAdam {
   /// g² alone, and a tiny gradient after a large one divides m̂ by about ε (found by a fuzzer,
   /// 2026-12-07: ε = 4.5e-26, β₂ = 0 gave u = −∞ with ok).
   static double ratio_bound(double eps) { return 2.0 * kSquaredStateMaxGradient / double(float(eps)); }
-  /// True when ratio_bound() exceeds a quarter of the float range, i.e. ε < 2.2e-19: the output
-  /// may overflow, and a Partition keeps copies of the state (rule.hpp).
-  bool update_may_overflow() const { return ratio_bound(eps) > kUnguardedParameter; }
+  /// update_bound (rule.hpp): ratio_bound(ε) for inputs within max_gradient(); +Inf beyond,
+  /// where g² is not a float. Above FLT_MAX (ε < 5.4e-20) the output itself may be infinite, and
+  /// a Partition keeps copies of the route's state whatever follows (rule.hpp, update_bound_of).
+  double update_bound(double in, const BlockShape&) const {
+    return in <= kSquaredStateMaxGradient ? ratio_bound(eps) : HUGE_VAL;
+  }
   /// True when the state was initialised for u's shape and m's `storage`.
   static bool sized(const State& s, const Block& u, StateStorage storage) {
     const auto n = static_cast<std::size_t>(u.size());
@@ -651,16 +679,18 @@ struct AdamWUpdate {
   using State = ScaleByAdam::State;
   State init(const BlockShape& s) const { return ScaleByAdam::init_moments(s, mu_storage); }
   double max_gradient() const { return kSquaredStateMaxGradient; }  // v holds g² (ScaleByAdam)
-  /// True when the update may leave the float range or carry W + u beyond it, for |W| ≤
-  /// kUnguardedParameter: |u| ≤ η_max·(R + λ|W|) with R = ScaleByAdam::ratio_bound(ε), and W + u
-  /// stays finite while that is at most FLT_MAX − kUnguardedParameter (2.55e38; 2⁻⁸ of margin
-  /// for the roundings). At the defaults the bound is 8.5e32; it fails for ε < 2.2e-19, for
-  /// η_max·λ ≥ 2.99, or (λ = 0, ε = 1e-8) for η_max > 1.37e11. A Partition then keeps a copy of
-  /// the state (rule.hpp).
-  bool update_may_overflow() const {
-    const double r = ScaleByAdam::ratio_bound(eps), eta = lr.max_value();
-    const double u = eta * (r + weight_decay * kUnguardedParameter) * (1.0 + 0x1p-8);
-    return r > kUnguardedParameter || !(u <= 3.4028234663852886e38 - kUnguardedParameter);
+  /// update_bound (rule.hpp): |u| ≤ η_max·(R + λ·kUnguardedParameter)·(1 + 2⁻⁸) with R =
+  /// ScaleByAdam::ratio_bound(ε) (2⁻⁸ of margin for the roundings), for inputs within
+  /// max_gradient(); +Inf when the float that η multiplies, m̂/(√v̂ + ε) + λW
+  /// (detail::adamw_element), may itself be infinite: (R + λ·kUnguardedParameter)(1 + 2⁻⁸) >
+  /// FLT_MAX. At the defaults 8.5e32. A Partition keeps copies of the state when the bound
+  /// exceeds FLT_MAX − kUnguardedParameter = 2.55e38 (rule.hpp, update_may_overflow_of): for
+  /// ε < 5.4e-20, η_max·λ ≥ 2.99, λ ≥ 4 (the sum above), or (λ = 0, ε = 1e-8) η_max > 1.37e11.
+  double update_bound(double in, const BlockShape&) const {
+    const double inner =
+        (ScaleByAdam::ratio_bound(eps) + weight_decay * kUnguardedParameter) * (1.0 + 0x1p-8);
+    if (!(in <= kSquaredStateMaxGradient) || !(inner <= 3.4028234663852886e38)) return HUGE_VAL;
+    return lr.max_value() * inner;
   }
   Status update(Block u, State& s, ConstBlock p) const {
     if (!ScaleByAdam::sized(s, u, mu_storage) || p.size() != u.size()) return Status::invalid_argument;
@@ -845,6 +875,14 @@ struct Orthogonalize {
   bool total_on_finite(const State& s, const BlockShape& shape, MemoryKind memory) const {
     return detail::polar_total_on_finite(polar, s.workspace.get(), shape, memory);
   }
+  /// update_bound (rule.hpp): an entry is at most the output's largest singular value,
+  /// polar_iterate_bound() for the normalised polynomial methods (≈ 1.2 for Keller's NS5),
+  /// whatever the input. +Inf for QDWH, for dual-norm scaling (an output scaled by about ‖u‖_*)
+  /// and for schedules without that bound; their routes keep copies anyway (update() may fail
+  /// there: total_on_finite).
+  double update_bound(double, const BlockShape&) const {
+    return polar.dual_norm_scale ? HUGE_VAL : polar_iterate_bound(polar);
+  }
   /// Batched form (rule.hpp): one polar() call over the whole batch of same-shape blocks.
   std::size_t batch_workspace_bytes(const BlockShape& s, index_t batch) const {
     return polar_workspace_bytes(s.rows, s.cols, batch, polar, Precision::fp32);
@@ -873,6 +911,12 @@ struct OnWeights : Inner {  // Inner's options, init, State, may_fail, device_ca
   /// Not total on finite input, whatever Inner is: W + u may overflow to ∞ (both finite), and
   /// the kernel then refuses it. Deleted, so that has_total_on_finite (chain.hpp) is false.
   bool total_on_finite(const typename Inner::State&, const BlockShape&, MemoryKind) const = delete;
+  /// update_bound (rule.hpp), where Inner has one: F(W + u) − W, Inner's bound for inputs within
+  /// in + kUnguardedParameter, plus kUnguardedParameter.
+  template <class I = Inner, std::enable_if_t<has_update_bound<I>::value, int> = 0>
+  double update_bound(double in, const BlockShape& s) const {
+    return I::update_bound(in + kUnguardedParameter, s) + kUnguardedParameter;
+  }
   Status update(Block u, typename Inner::State& s, ConstBlock param) const {
     add_scaled(u, param, 1.0f);
     if (const Status st = Inner::update(u, s, param); st != Status::ok) return st;
@@ -1031,6 +1075,14 @@ struct KaonSpectrum {
   bool total_on_finite(const State& s, const BlockShape& shape, MemoryKind memory) const {
     return steps >= 1 && detail::polar_total_on_finite(kaon_options(steps), s.workspace.get(), shape, memory);
   }
+  /// update_bound (rule.hpp): polar_iterate_bound() of kaon_options(steps), the largest singular
+  /// value of the output (below 1), whatever the input; +Inf for steps the kernel refuses (or
+  /// when the table of options cannot be built).
+  double update_bound(double, const BlockShape&) const {
+    const PolarOptions* o =
+        steps >= 1 && steps <= kPolarMaxIterations ? schatten::detail::cached_kaon_options(steps) : nullptr;
+    return o != nullptr ? polar_iterate_bound(*o) : HUGE_VAL;
+  }
   /// Also builds kaon()'s table of options (schatten::detail::cached_kaon_options) if no call
   /// has, so that a step allocates nothing on the host; a std::bad_alloc here fails init().
   State init(const BlockShape& s) const {
@@ -1174,6 +1226,13 @@ struct MuAdamDirection {
            max_preconditioner() * polar_iterate_bound(polar) <=
                double(std::numeric_limits<float>::max()) / 4.0 &&
            moment_bound(1) >= max_gradient();
+  }
+  /// update_bound (rule.hpp): D ⊙ polar(D ⊙ ñ), an entry of D times one of the polar factor:
+  /// at most max_preconditioner()·polar_iterate_bound(), whatever the input (the defaults: 100 ×
+  /// 1.2). +Inf for e > 0 and for dual-norm scaling, where precheck_covers() fails and the route
+  /// keeps copies anyway.
+  double update_bound(double, const BlockShape&) const {
+    return polar.dual_norm_scale ? HUGE_VAL : max_preconditioner() * polar_iterate_bound(polar);
   }
   bool sized(const State& s, ConstBlock u) const {
     const auto n = static_cast<std::size_t>(u.size());
@@ -1349,6 +1408,9 @@ struct NormalizeNeurons {
   SCHATTEN_HOST_DEVICE static float row_factor(float nu, float eps, double g) {
     return static_cast<float>(double(reciprocal(nu, eps)) * g);
   }
+  /// update_bound (rule.hpp): the output's Frobenius norm is at most the input's (‖O_before‖ ×
+  /// ‖O‖/(‖O‖ + ε)), so an entry is at most √(rc)·in.
+  double update_bound(double in, const BlockShape& s) const { return in * std::sqrt(double(s.size())); }
   Status update(Block u, State& s, ConstBlock) const {
     if (s.nu.size() != static_cast<std::size_t>(u.rows)) return Status::invalid_argument;  // other shape
     if (u.empty()) return Status::ok;
@@ -1419,6 +1481,8 @@ struct ScaleToNorm {
     scale(u, norm < eps ? 0.0f : static_cast<float>(radius / norm));
     return Status::ok;
   }
+  /// update_bound (rule.hpp): an entry of a block of Frobenius norm R is at most R.
+  double update_bound(double, const BlockShape&) const { return radius; }
   template <class V>
   friend void visit_fields(V&, State&) {}
   /// eps finite and > 0, radius finite and ≥ eps (the reference's checks), both floats; and
@@ -1482,6 +1546,13 @@ struct RelativeUpdate {
     }
     scale_by(u, wn / un);  // ≤ FLT_MAX·√n/eps: beyond float, it takes two passes
     return Status::ok;
+  }
+  /// update_bound (rule.hpp): u rescaled to ‖W_d‖_F ≤ |1 − lr_t·λ|·√(rc)·kUnguardedParameter,
+  /// so an entry is at most max(1, lr_max·λ)·√(rc)·kUnguardedParameter: beyond FLT_MAX −
+  /// kUnguardedParameter for every block of 9 or more entries, since weights of 8.5e37 really
+  /// give such an update. A partition keeps copies of this route's states.
+  double update_bound(double, const BlockShape& s) const {
+    return std::max(1.0, lr.max_value() * weight_decay) * std::sqrt(double(s.size())) * kUnguardedParameter;
   }
   template <class V>
   friend void visit_fields(V& v, State& s) {
@@ -1586,6 +1657,8 @@ struct ClipByNorm {
     if (norm > max_norm) scale(u, static_cast<float>(max_norm / norm));
     return Status::ok;
   }
+  /// update_bound (rule.hpp): the input's, or an entry of a block of norm max_norm.
+  double update_bound(double in, const BlockShape&) const { return std::min(in, max_norm); }
   template <class V>
   friend void visit_fields(V&, State&) {}
   /// max_norm finite and > 0 (0 would zero every update).
@@ -1671,6 +1744,10 @@ struct ScaleByShape {
     scale(u, static_cast<float>(multiplier(u.rows, u.cols)));
     return Status::ok;
   }
+  /// update_bound (rule.hpp): in·multiplier(r, c) (0 for an empty block).
+  double update_bound(double in, const BlockShape& s) const {
+    return s.size() == 0 ? 0.0 : in * multiplier(s.rows, s.cols);
+  }
   template <class V>
   friend void visit_fields(V&, State&) {}
   /// A known rule; extra finite and > 0.
@@ -1702,6 +1779,10 @@ struct ScaleToPolarNorm {
     if (ss > 0.0) scale_by(u, std::sqrt(double(std::min(u.rows, u.cols)) / ss));
     return Status::ok;
   }
+  /// update_bound (rule.hpp): an entry of a block of Frobenius norm √min(r, c) is at most that.
+  double update_bound(double, const BlockShape& s) const {
+    return std::sqrt(double(std::min(s.rows, s.cols)));
+  }
   template <class V>
   friend void visit_fields(V&, State&) {}
   std::string config() const { return Signature(name).str(); }
@@ -1728,6 +1809,8 @@ struct SignTransform {
   State init(const BlockShape&) const { return {}; }
   /// Every output is −1, 0 or 1 (rule.hpp, total_on_finite).
   bool total_on_finite(const State&, const BlockShape&, MemoryKind) const { return true; }
+  /// update_bound (rule.hpp): 1.
+  double update_bound(double, const BlockShape&) const { return 1.0; }
   SCHATTEN_HOST_DEVICE static float step(float x) { return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : 0.0f; }
   Status update(Block u, State&, ConstBlock) const {
     if (u.memory == MemoryKind::device) {
@@ -1767,6 +1850,17 @@ struct ScaleBySecondMoment {
   SCHATTEN_HOST_DEVICE static float step(float u, float& v, float beta, float w, float eps) {
     v = v * beta + w * (u * u);
     return u / (std::sqrt(v) + eps);
+  }
+  /// update_bound (rule.hpp): v ≥ w·u² after the update (w = float(1 − β); v ≥ 0 as this rule
+  /// writes it), so the output is at most 1/√w, up to roundings, wherever w·u² is a normal float:
+  /// |u| ≥ t = √(4·FLT_MIN/w). Below t, v may hold nothing of u (an underflow) and the output is
+  /// at most |u|/ε ≤ min(in, t)/ε. +Inf for inputs beyond max_gradient(), where u² is not a
+  /// float. AdaMuon's defaults (β = 0.95, ε = 1e-8): 4.47.
+  double update_bound(double in, const BlockShape&) const {
+    if (!(in <= kSquaredStateMaxGradient)) return HUGE_VAL;
+    const double w = double(static_cast<float>(1.0 - beta)), e = double(static_cast<float>(eps));
+    const double t = std::sqrt(4.0 * double(std::numeric_limits<float>::min()) / w);
+    return std::max((1.0 + 0x1p-20) / std::sqrt(w), std::min(in, t) / e);
   }
   Status update(Block u, State& s, ConstBlock) const {
     if (s.nu.size() != static_cast<std::size_t>(u.size())) return Status::invalid_argument;  // other shape
@@ -1810,6 +1904,11 @@ struct ScaleToRms {
     const double norm = std::sqrt(squared_norm(u));
     scale(u, static_cast<float>(rms * std::sqrt(double(u.rows) * double(u.cols)) / (norm + eps)));
     return Status::ok;
+  }
+  /// update_bound (rule.hpp): |u_ij|·rms·√(rc)/(‖u‖_F + ε) with |u_ij| ≤ min(‖u‖_F, in): at most
+  /// rms·√(rc)·min(1, in/ε).
+  double update_bound(double in, const BlockShape& s) const {
+    return rms * std::sqrt(double(s.size())) * std::min(1.0, in / eps);
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
@@ -1864,6 +1963,8 @@ struct ScaleByLion {
   /// 2^126 in either storage: it keeps |g − m| a float, and a bf16 m (rounded convex combinations
   /// of gradients) stays within it, far below kBf16Max.
   double max_gradient() const { return 8.507059173023462e37; }  // 2^126
+  /// update_bound (rule.hpp): a sign, 1.
+  double update_bound(double, const BlockShape&) const { return 1.0; }
   /// One element: m updated, returns the sign of the β₁ interpolation. The one formula of the host
   /// loop and the device kernel.
   SCHATTEN_HOST_DEVICE static float step(float g, float& m, float w1, float w2) {
@@ -1944,6 +2045,10 @@ struct AddDecayedWeights {
       add_scaled_where_aligned(u, p, l);
     return Status::ok;
   }
+  /// update_bound (rule.hpp): in + λ·kUnguardedParameter (λ as the float update() uses).
+  double update_bound(double in, const BlockShape&) const {
+    return in + double(static_cast<float>(weight_decay)) * kUnguardedParameter;
+  }
   template <class V>
   friend void visit_fields(V&, State&) {}
   /// λ finite and ≥ 0 (torch.optim's range).
@@ -1971,6 +2076,10 @@ struct AddIndependentDecay {
     // u + (−l)·w rounds exactly like u − l·w (negation is exact).
     add_scaled(u, p, -static_cast<float>(weight_decay));
     return Status::ok;
+  }
+  /// update_bound (rule.hpp): in + λ·kUnguardedParameter.
+  double update_bound(double in, const BlockShape&) const {
+    return in + double(static_cast<float>(weight_decay)) * kUnguardedParameter;
   }
   template <class V>
   friend void visit_fields(V&, State&) {}
@@ -2002,6 +2111,8 @@ struct ScaleByLearningRate {
     ++s.count;
     return Status::ok;
   }
+  /// update_bound (rule.hpp): η_max·in, η_max the schedule's largest value (Schedule::max_value).
+  double update_bound(double in, const BlockShape&) const { return lr.max_value() * in; }
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("count", s.count);
