@@ -1489,8 +1489,8 @@ TEST_SUITE("optim.hostile") {
     // the second moments of Adam and AdaMuon divide by about ε), and weights at ±0.99·8.5e37
     // with the pattern's signs (the decays add λW in the step's direction). Checked: a declared
     // bound, a finite output where the bound is finite, and max|u| ≤ bound. The rules without a
-    // bound (the whole-step ones, DionDirection, SpectralPower and the always-copied ones) make
-    // no claim (NaN).
+    // bound (SpectralPower, SpectralClip, RadialBrake: they may fail without a precheck, so
+    // their routes keep copies anyway) make no claim (NaN).
     const double K = kUnguardedParameter;
     const auto probe = [&](const char* name, const auto& rule) {
       CAPTURE(std::string(name));
@@ -1576,6 +1576,20 @@ TEST_SUITE("optim.hostile") {
     probe("scale_by_learning_rate", ScaleByLearningRate{Schedule::warmup_cosine(2.0, 3, 30, 0.5)});
     probe("distance_aware_step", DistanceAwareStep{0.5, 1e-3, 0.5});
     probe("dion2_direction", Dion2Direction{});
+    probe("dion_direction", DionDirection{});
+    ScaleCalibratedDirection sc;
+    sc.eta_max = 0.5;
+    sc.weight_decay = 0.5;
+    probe("scale_calibrated_direction", sc);
+    MajorizedStep df;
+    df.eta_max = 0.5;
+    df.weight_decay = 0.5;
+    probe("majorized_step", df);
+    NamoStep namo_rule;
+    namo_rule.lr = Schedule::constant(10.0);  // α past its clamp at 1
+    namo_rule.weight_decay = 0.5;
+    probe("namo_step", namo_rule);
+    probe("namo_d_step", NamoDStep{namo_rule, 0.75});
     // The presets, composed (Chain::update_bound), at hyper-parameters that bring the bounds
     // near 2.55e38 where they can.
     SgdOptions so;
@@ -1598,10 +1612,16 @@ TEST_SUITE("optim.hostile") {
     probe("dion2", dion2());
     probe("nordion2", nordion2());
     probe("schatten_muon", schatten_muon());
-    // No claim: the route is treated as before the bounds (no copy for that reason).
-    CHECK(std::isnan(update_bound_of(namo(), 1.0, BlockShape{4, 4})));
-    CHECK(std::isnan(update_bound_of(dion(), 1.0, BlockShape{4, 4})));
-    CHECK(std::isnan(update_bound_of(sc_muon(), 1.0, BlockShape{4, 4})));
+    probe("dion", dion());
+    probe("sc_muon", sc_muon());
+    probe("df_muon", df_muon());
+    probe("namo", namo());
+    probe("namo_d", namo_d());
+    // No claim: a chain with a rule that declares no bound (SpectralPower, which may fail
+    // without a precheck, so its routes keep copies anyway; or a user's rule) is treated as
+    // before the bounds: no copy for that reason.
+    CHECK(std::isnan(update_bound_of(freon(), 1.0, BlockShape{4, 4})));
+    CHECK(std::isnan(update_bound_of(SpectralPower{}, 1.0, BlockShape{4, 4})));
     // An intermediate bound beyond FLT_MAX stays infinite through the rest of a chain, even
     // through a rule whose own bound does not depend on its input: that intermediate float
     // may be ∞ (ScaleByAdam with ε = 1e-25, then ScaleToNorm).
@@ -1624,6 +1644,11 @@ TEST_SUITE("optim.hostile") {
     CHECK_FALSE(update_may_overflow_of(nordion2(), gpt2));
     CHECK_FALSE(update_may_overflow_of(schatten_muon(), gpt2));
     CHECK_FALSE(update_may_overflow_of(scion(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(dion(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(sc_muon(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(df_muon(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(namo(), gpt2));
+    CHECK_FALSE(update_may_overflow_of(namo_d(), gpt2));
   }
 
   TEST_CASE("AdamW with a tiny eps: an update that overflows is refused, and the defaults keep no copies") {

@@ -758,6 +758,13 @@ struct DionDirection {
     return frobenius_bound(std::min(rows, cols)) /
            (2.0 * std::sqrt(double(std::max<index_t>(1, rows * cols))));
   }
+  /// update_bound (rule.hpp): u = P Qᵀ with P's columns orthonormal (a row of P has norm at most
+  /// 1) and Q's k ≤ S = min(r, c) columns of unit norm (a row of Q has norm at most √k), so
+  /// |u_ij| ≤ √S by Cauchy–Schwarz, whatever the input; twice that for the roundings of P's
+  /// orthonormality (O(k·2⁻²⁴)) and of Q's norms.
+  double update_bound(double, const BlockShape& s) const {
+    return 2.0 * std::sqrt(double(std::max<index_t>(1, std::min(s.rows, s.cols))));
+  }
   /// update()'s failures before it runs, touching nothing (rule.hpp, precheck): invalid_argument
   /// for a state of another shape or storage; non_finite_input for a NaN or Inf in M or Q (a
   /// corrupt checkpoint); out_of_range for an entry of M or G beyond entry_bound() or of Q

@@ -44,6 +44,14 @@ inline void step_with_decay(Block u, ConstBlock w, double eta, double weight_dec
 inline bool step_with_decay_finite(double eta_max, double weight_decay, double u_bound) {
   return eta_max * u_bound <= double(FLT_MAX) / 4.0 && eta_max * weight_decay <= 0.5;
 }
+/// The update_bound (rule.hpp) of the whole-step rules below: −η·(D + λW) with η ≤ eta_max, D a
+/// polar factor's entries (polar_iterate_bound(); +Inf with dual-norm scaling, where their
+/// precheck does not cover them and their routes keep copies anyway) and |W| ≤
+/// kUnguardedParameter: eta_max·(B + λ·kUnguardedParameter).
+inline double step_bound(double eta_max, double weight_decay, const PolarOptions& polar) {
+  if (polar.dual_norm_scale) return HUGE_VAL;
+  return eta_max * polar_iterate_bound(polar) + eta_max * weight_decay * kUnguardedParameter;
+}
 /// The momentum of the rules below that keep their own (the EMA form without bias correction,
 /// stepped with TraceMomentum::apply into their scratch, so that the state changes only once the
 /// polar call succeeded): their max_gradient() and the momentum half of their precheck() are
@@ -192,6 +200,11 @@ struct ScaleCalibratedDirection {
   bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
     return detail::polar_total_on_finite(polar, s.scratch->workspace.get(), shape, memory) &&
            detail::step_with_decay_finite(eta_max, weight_decay, polar_iterate_bound(polar));
+  }
+  /// update_bound (rule.hpp): −η_t·(D + λW) with η_t ≤ η_max and D's entries within
+  /// polar_iterate_bound() (detail::step_bound).
+  double update_bound(double, const BlockShape&) const {
+    return detail::step_bound(eta_max, weight_decay, polar);
   }
   /// Runs on host or device memory (rule.hpp helpers and the polar kernel; two reductions read
   /// back per step).
@@ -382,6 +395,11 @@ struct MajorizedStep {
   bool precheck_covers(const State& s, const BlockShape& shape, MemoryKind memory) const {
     return detail::polar_total_on_finite(polar, s.scratch->workspace.get(), shape, memory) &&
            detail::step_with_decay_finite(eta_max, weight_decay, polar_iterate_bound(polar));
+  }
+  /// update_bound (rule.hpp): −η_t·(D + λW) with η_t ≤ η_max (the minimiser is searched in
+  /// [0, η_max]) and D's entries within polar_iterate_bound() (detail::step_bound).
+  double update_bound(double, const BlockShape&) const {
+    return detail::step_bound(eta_max, weight_decay, polar);
   }
 
   /// The scalars of φ: a = ⟨g, D⟩, lq = L̂‖D‖²_F, q = ‖D‖²_F, e2 = ‖W − W̄‖²_F, c = ⟨W − W̄, D⟩,
@@ -653,6 +671,12 @@ struct NamoStep {
     return detail::polar_total_on_finite(polar, s.workspace.get(), shape, memory) &&
            detail::step_with_decay_finite(1.0, weight_decay, polar_iterate_bound(polar));
   }
+  /// update_bound (rule.hpp): −min(α·c·√max(r, c), 1)·O − λ·min(α, 1)·W, at most
+  /// polar_iterate_bound() + λ·kUnguardedParameter (detail::step_bound with a step of 1; NAMO-D's
+  /// per-column steps and decays are clamped alike).
+  double update_bound(double, const BlockShape&) const {
+    return detail::step_bound(1.0, weight_decay, polar);
+  }
   /// u ← the momentum's output (TraceMomentum::apply, EMA form), the state's buffer updated in
   /// its storage for step t (1-based; shared with NamoDStep).
   void momentum(Block u, detail::FirstMoment& s, std::int64_t t) const {
@@ -864,6 +888,9 @@ struct NamoDStep {
     return after / double(alpha.size());
   }
 
+  /// update_bound (rule.hpp): NAMO's (NamoStep::update_bound): each column's step and decay are
+  /// clamped to 1 and λ alike.
+  double update_bound(double in, const BlockShape& s) const { return namo.update_bound(in, s); }
   Status update(Block u, State& s, ConstBlock p) const {
     const auto n = static_cast<std::size_t>(u.cols);
     if (!detail::first_moment_sized(s, static_cast<std::size_t>(u.size()), namo.mu_storage) ||
