@@ -1476,6 +1476,62 @@ TEST_SUITE("optim.hostile") {
     }
   }
 
+  TEST_CASE("update bounds: the fuzzer's cases of ok steps with non-finite weights or states") {
+    // A randomized fuzzer of the partition against the update bounds (2026-12-07, 20,464
+    // configurations, 708,861 steps; a helper's throwaway driver) found ok steps leaving a NaN
+    // or ∞ weight or state, each reproduced here at the settings it found: an OnWeights bound
+    // that ignored the float W + u inside F(W + u) − W (A), and Dion2's M + G overflowing where
+    // no precheck ran, its routes having copies (F: through its bound, or set_prechecks(false)).
+    // Each step must now be ok with every weight and state finite, or refused with nothing
+    // changed.
+    const float K = 0.99f * static_cast<float>(kUnguardedParameter);
+    int steps = 0, refusals = 0;
+    const auto run = [&](const char* name, auto rule, BlockShape s, float w0, std::vector<float> gs,
+                         bool prechecks = true) {
+      CAPTURE(std::string(name));
+      auto opt = optim::partition(std::vector<ParamSpec>{{"p", {s.rows, s.cols}}}, {"r"}, route("r", rule));
+      opt.set_prechecks(prechecks);
+      REQUIRE(opt.init());
+      const auto n = static_cast<std::size_t>(s.size());
+      std::vector<float> w(n, w0);
+      for (float gv : gs) {
+        CAPTURE(gv);
+        std::vector<float> g(n, gv);
+        const std::vector<float> w_before = w;
+        const auto before = state_bits(opt);
+        const StepReport r = opt.step({w.data()}, {g.data()});
+        if (r) {
+          ++steps;
+          for (float x : w)
+            CHECK(std::isfinite(x));
+          CHECK(non_finite_state(opt).empty());
+        } else {
+          ++refusals;
+          CHECK(w == w_before);
+          CHECK(state_bits(opt) == before);
+        }
+      }
+    };
+    // A: before, bound 8.5e37 and no copy; W + u = ∞ inside, W = NaN with ok.
+    run("scale_to_norm_weights", chain(ScaleToNormWeights{}), {1, 1}, K, {3e38f});
+    MuonHyperballOptions hb;
+    hb.lr = Schedule::constant(2.9e38);
+    hb.weight_decay = 0.0;
+    run("muon_hyperball lr 2.9e38", muon_hyperball(hb), {1, 1}, K, {-1.0f});
+    CHECK(update_may_overflow_of(muon_hyperball(hb), BlockShape{1, 1}));
+    // F: three gradients of 1.7e38 overflow M + G at the second; with lr·λ = 3 the route keeps
+    // copies and is still prechecked (refused at the precheck), and without prechecks the rule
+    // refuses M + G itself. Before: ok with an infinite M.
+    Dion2Options d2;
+    d2.weight_decay = 3.0;
+    d2.lr = Schedule::constant(1.0);
+    run("dion2 lr 1 λ 3", dion2(d2), {4, 4}, 1.0f, {1.7e38f, 1.7e38f, 1.7e38f});
+    run("dion2 without prechecks", dion2(), {4, 4}, 1.0f, {1.7e38f, 1.7e38f, 1.7e38f}, false);
+    run("nordion2 without prechecks", nordion2(), {4, 4}, 1.0f, {1.7e38f, 1.7e38f, 1.7e38f}, false);
+    CHECK(steps >= 4);
+    CHECK(refusals >= 3);
+  }
+
   TEST_CASE("update_bound: each rule's output stays within its declared bound") {
     // rule.hpp, update_bound: for inputs whose entries are at most `in` at every step,
     // parameters within kUnguardedParameter (8.5e37) and states the rule wrote, every |entry| of

@@ -217,16 +217,22 @@ struct Dion2Direction {
   /// The second half: the norms' ranking (read back to the host: on a GPU this waits for the
   /// kernels queued so far), and S (k × c or r × k, row-major at `sel`, not u's memory) ← the k
   /// selected slices of u (M + G), which decay by ef_decay in M. out_of_range, before the
-  /// ranking, when M is bf16 and a norm exceeds kBf16Max (above).
+  /// ranking, when M is bf16 and a norm exceeds kBf16Max (above), or in fp32 when M + G has an
+  /// entry that is not finite (one read of the block; only possible where no precheck ran).
   Status pick(Block u, State& s, float* sel) const {
     Scratch& sc = *s.scratch;
     const bool rows = along_rows(u.rows, u.cols);
     const index_t k = kept(u.rows, u.cols);
     const float decay = static_cast<float>(ef_decay);
     sc.sums.copy_to(sc.host_sums.data(), sc.host_sums.size());
-    if (mu_storage.bf16())
+    if (mu_storage.bf16()) {
       for (float n : sc.host_sums)
         if (!(n <= kBf16Max)) return Status::out_of_range;  // an element of M would round to ∞
+    } else if (!all_finite(MatrixRef<const float>(u))) {
+      // M + G overflowed (no precheck ran: set_prechecks(false) or set_copy_all_states(true));
+      // before, the infinite M was stored with ok (a fuzzer, 2026-12-07). The chain restores M.
+      return Status::out_of_range;
+    }
     rank(sc, k);
     const Bf16Store how = detail::first_moment_store(s, s.count + 1);
     detail::with_first_moment(s, [&](auto* m) {

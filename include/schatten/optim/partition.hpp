@@ -491,8 +491,12 @@ class Partition {
         const auto& rule = std::get<I>(routes_).rule;
         const bool may_fail = rule_may_fail<std::tuple_element_t<I, std::tuple<Rules...>>>::value;
         const bool may_overflow = update_may_overflow_of(rule, flatten(params_[i].shape));
+        // A route kept with copies for its bound is still prechecked where its precheck covers it
+        // (it runs in step_fallible() then): the rules that rely on their precheck for a finite
+        // state (Dion2's M) lost it when the bounds first made such routes copy (a fuzzer,
+        // 2026-12-07: ok with an infinite M).
         prechecked_[i] =
-            prechecks_ && !copy_all_ && !may_overflow && may_fail &&
+            prechecks_ && !copy_all_ && may_fail &&
             covered_by_precheck(rule, std::get<I>(states_)[slot_[i]], flatten(params_[i].shape), memory_);
         backed_up_[i] = copy_all_ || may_overflow || (may_fail && !prechecked_[i]);
         limit_bits_[i] = magnitude_bits(max_gradient_of(rule));

@@ -912,9 +912,13 @@ struct OnWeights : Inner {  // Inner's options, init, State, may_fail, device_ca
   /// the kernel then refuses it. Deleted, so that has_total_on_finite (chain.hpp) is false.
   bool total_on_finite(const typename Inner::State&, const BlockShape&, MemoryKind) const = delete;
   /// update_bound (rule.hpp), where Inner has one: F(W + u) − W, Inner's bound for inputs within
-  /// in + kUnguardedParameter, plus kUnguardedParameter.
+  /// in + kUnguardedParameter, plus kUnguardedParameter; +Inf when that input may exceed FLT_MAX,
+  /// where the float W + u itself may be ∞ (and F of it NaN: muon_hyperball at lr 2.9e38 stored
+  /// a NaN weight with ok under the first bound, found by a fuzzer, 2026-12-07).
   template <class I = Inner, std::enable_if_t<has_update_bound<I>::value, int> = 0>
   double update_bound(double in, const BlockShape& s) const {
+    const double x = (in + kUnguardedParameter) * (1.0 + kUpdateBoundSlack);
+    if (!(x <= 3.4028234663852886e38)) return HUGE_VAL;
     return I::update_bound(in + kUnguardedParameter, s) + kUnguardedParameter;
   }
   Status update(Block u, typename Inner::State& s, ConstBlock param) const {
