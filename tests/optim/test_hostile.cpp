@@ -1480,10 +1480,11 @@ TEST_SUITE("optim.hostile") {
     // A randomized fuzzer of the partition against the update bounds (2026-12-07, 20,464
     // configurations, 708,861 steps; a helper's throwaway driver) found ok steps leaving a NaN
     // or ∞ weight or state, each reproduced here at the settings it found: an OnWeights bound
-    // that ignored the float W + u inside F(W + u) − W (A), and Dion2's M + G overflowing where
-    // no precheck ran, its routes having copies (F: through its bound, or set_prechecks(false)).
-    // Each step must now be ok with every weight and state finite, or refused with nothing
-    // changed.
+    // that ignored the float W + u inside F(W + u) − W (A); float factors of ScaleToRms (B) and
+    // ScaleByShape (C) that were ∞ where the bound was finite; a NormalizeNeurons ε below
+    // 1/FLT_MAX (D, now refused by check()); and Dion2's M + G overflowing where no precheck
+    // ran, its routes having copies (F: through its bound, or set_prechecks(false)). Each
+    // step must now be ok with every weight and state finite, or refused with nothing changed.
     const float K = 0.99f * static_cast<float>(kUnguardedParameter);
     int steps = 0, refusals = 0;
     const auto run = [&](const char* name, auto rule, BlockShape s, float w0, std::vector<float> gs,
@@ -1519,6 +1520,22 @@ TEST_SUITE("optim.hostile") {
     hb.weight_decay = 0.0;
     run("muon_hyperball lr 2.9e38", muon_hyperball(hb), {1, 1}, K, {-1.0f});
     CHECK(update_may_overflow_of(muon_hyperball(hb), BlockShape{1, 1}));
+    // B: a zero block times the float factor ∞ was NaN.
+    run("scale_to_rms eps 1e-38", chain(ScaleToRms{10.0, 1e-38}), {1, 1}, 1.0f, {0.0f, 1e-30f});
+    AdaMuonOptions am;
+    am.rms = 1e31;
+    run("adamuon rms 1e31", adamuon(am), {4, 4}, 1.0f, {0.0f, 1.0f});
+    // C: a multiplier of 1.6e39 was the float ∞ behind a bound of 4e35.
+    run("scale_by_shape extra 1e38",
+        chain(ClipByNorm{1e-3}, ScaleByShape{ScaleByShape::Rule::spectral, 1e38}), {16, 16}, 1.0f, {1.0f});
+    // D: ε = 1e-39 is refused; the smallest accepted ε steps with finite values.
+    auto tiny = optim::partition(std::vector<ParamSpec>{{"p", {4, 4}}}, {"r"},
+                                 route("r", chain(ClipByNorm{1.0}, NormalizeNeurons{0.95, 1e-39})));
+    const StepReport ti = tiny.init();
+    CHECK(ti.status == Status::invalid_argument);
+    CHECK(std::string(ti.message).find("eps must be at least 1/FLT_MAX") != std::string::npos);
+    run("normalize_neurons eps 3e-39", chain(ClipByNorm{1.0}, NormalizeNeurons{0.95, 3e-39}), {4, 4}, 1.0f,
+        {1e-30f, 1.0f});
     // F: three gradients of 1.7e38 overflow M + G at the second; with lr·λ = 3 the route keeps
     // copies and is still prechecked (refused at the precheck), and without prechecks the rule
     // refuses M + G itself. Before: ok with an infinite M.
@@ -1528,7 +1545,7 @@ TEST_SUITE("optim.hostile") {
     run("dion2 lr 1 λ 3", dion2(d2), {4, 4}, 1.0f, {1.7e38f, 1.7e38f, 1.7e38f});
     run("dion2 without prechecks", dion2(), {4, 4}, 1.0f, {1.7e38f, 1.7e38f, 1.7e38f}, false);
     run("nordion2 without prechecks", nordion2(), {4, 4}, 1.0f, {1.7e38f, 1.7e38f, 1.7e38f}, false);
-    CHECK(steps >= 4);
+    CHECK(steps >= 8);
     CHECK(refusals >= 3);
   }
 

@@ -1453,10 +1453,13 @@ struct NormalizeNeurons {
     v("count", s.count);
     v("nu", s.nu);
   }
-  /// β₂ ∈ [0, 1); ε > 0 also in float (a zero row divides by √ν + ε).
+  /// β₂ ∈ [0, 1); ε > 0 also in float (a zero row divides by √ν + ε), and at least 1/FLT_MAX, so
+  /// that the reciprocal 1/(√ν + ε) of a row with ν = 0 is a float (below, it was ∞ and the
+  /// output NaN with ok: a fuzzer, 2026-12-07).
   const char* check() const noexcept {
     if (!hyper::decay_rate(beta2)) return "normalize_neurons: beta2 must be in [0, 1)";
     if (!hyper::positive_float(eps)) return "normalize_neurons: eps must be finite and > 0 (in float)";
+    if (!hyper::float_finite(1.0 / eps)) return "normalize_neurons: eps must be at least 1/FLT_MAX (2.9e-39)";
     return nullptr;
   }
   /// hold_zero_rows only when set, so that NorMuon's signatures stay as they were.
@@ -1745,7 +1748,10 @@ struct ScaleByShape {
   State init(const BlockShape&) const { return {}; }
   Status update(Block u, State&, ConstBlock) const {
     if (u.empty()) return Status::ok;  // unit_rms_norm's r/c is 0/0 for a block with no columns
-    scale(u, static_cast<float>(multiplier(u.rows, u.cols)));
+    // scale_by: extra·factor may lie beyond float (extra up to FLT_MAX; the float factor was ∞,
+    // and u·∞ stored with ok where the bound below was finite: a fuzzer, 2026-12-07); within
+    // float it is the one product, as before.
+    scale_by(u, multiplier(u.rows, u.cols));
     return Status::ok;
   }
   /// update_bound (rule.hpp): in·multiplier(r, c) (0 for an empty block).
@@ -1904,9 +1910,21 @@ struct ScaleToRms {
   double eps = 1e-8;
   struct State {};
   State init(const BlockShape&) const { return {}; }
+  /// The factor rms·√(rc)/(‖u‖_F + ε) may lie beyond float (rms·√(rc)/ε > FLT_MAX, a tiny block):
+  /// then u/‖u‖_F and rms·√(rc)·‖u‖_F/(‖u‖_F + ε) are applied one after the other (scale_by),
+  /// each within float's reach; a zero block stays zero. Before (found by a fuzzer, 2026-12-07)
+  /// the float factor was ∞ there, and a zero block became 0·∞ = NaN with ok (adamuon with rms
+  /// 1e31 and a zero first gradient). Within float the one product is as before, bit for bit.
   Status update(Block u, State&, ConstBlock) const {
     const double norm = std::sqrt(squared_norm(u));
-    scale(u, static_cast<float>(rms * std::sqrt(double(u.rows) * double(u.cols)) / (norm + eps)));
+    if (norm == 0.0) return Status::ok;
+    const double target = rms * std::sqrt(double(u.rows) * double(u.cols)), f = target / (norm + eps);
+    if (f <= 3.4028234663852886e38) {
+      scale_by(u, f);
+    } else {
+      scale_by(u, 1.0 / norm);
+      scale_by(u, target * (norm / (norm + eps)));
+    }
     return Status::ok;
   }
   /// update_bound (rule.hpp): |u_ij|·rms·√(rc)/(‖u‖_F + ε) with |u_ij| ≤ min(‖u‖_F, in): at most
