@@ -1136,7 +1136,13 @@ TEST_SUITE("optim.hostile") {
         const double bound = TraceMomentum::sum_form_bound(0.9, nesterov, storage);
         CHECK(rule.max_gradient() == std::min(bound, double(kBf16Max)));
         CHECK(bound > 1e37);  // the bound costs nothing a training run reaches
-        const float g_max = std::nextafter(static_cast<float>(bound), 0.0f);  // ≤ bound once rounded
+        // The limit for the shape: the bound behind AddDecayedWeights (λ = 0), whose declared
+        // bound carries the bounds' slack of 2⁻¹⁶ (rule.hpp, kUpdateBoundSlack; Finding 130).
+        const double shaped = max_gradient_of(rule, BlockShape{3, 4});
+        CHECK(shaped <= bound);
+        CHECK(shaped >= bound * (1.0 - 0x1p-15));
+        const float g_max = static_cast<float>(shaped);  // a float: Chain::max_gradient(s)
+        CHECK(double(g_max) == shaped);
         const std::vector<ParamSpec> ps = {{"w", {3, 4}}};
         auto opt = optim::partition(ps, {"sgd"}, route("sgd", rule));
         REQUIRE(opt.init());
@@ -1549,6 +1555,76 @@ TEST_SUITE("optim.hostile") {
     CHECK(refusals >= 3);
   }
 
+  TEST_CASE("a chain's gradient limit accounts for rules that amplify what reaches a limited state") {
+    // chain(ScaleByLearningRate{1e10}, ScaleByAdam) took gradients up to Adam's 2^63, so that
+    // g = 1e18 reached Adam as 1e28, whose square is not a float: v = ∞ was stored with ok (the
+    // update itself finite, so the exact W + u test of its copied state passed; a fuzzer,
+    // 2026-12-07). The chain's limit for a shape (Chain::max_gradient(s)) now follows from the
+    // bounds of the rules before each limited one: 2^63/1e10 here. Refused before anything
+    // changes, by a partition and by the bare chain; a gradient within the limit steps with
+    // finite states. Lion's m (limit 2^126) behind the same factor likewise.
+    const BlockShape s{2, 2};
+    const auto amplified = chain(ScaleByLearningRate{Schedule::constant(1e10)}, ScaleByAdam{});
+    const double limit = max_gradient_of(amplified, s);
+    CHECK(limit <= kSquaredStateMaxGradient / 1e10);
+    CHECK(limit >= kSquaredStateMaxGradient / 1e10 * (1.0 - 1e-4));  // the bounds' slack, 2⁻¹⁶ a rule
+    CHECK(max_gradient_of(amplified) == kSquaredStateMaxGradient);   // the shape-free limit, as before
+    const auto lion_amplified = chain(ScaleByLearningRate{Schedule::constant(1e10)}, ScaleByLion{},
+                                      ScaleByLearningRate{Schedule::constant(1e-3)});
+    CHECK(max_gradient_of(lion_amplified, s) <= 8.507059173023462e37 / 1e10);
+    const auto run = [&](const char* name, auto rule, float big, float fine) {
+      CAPTURE(std::string(name));
+      auto opt = optim::partition(std::vector<ParamSpec>{{"p", {2, 2}}}, {"r"}, route("r", rule));
+      REQUIRE(opt.init());
+      std::vector<float> w(4, 1.0f), g(4, big);
+      const auto before = state_bits(opt);
+      const StepReport r = opt.step({w.data()}, {g.data()});
+      CHECK(r.status == Status::out_of_range);
+      CHECK(state_bits(opt) == before);
+      CHECK(w == std::vector<float>(4, 1.0f));
+      g.assign(4, fine);
+      REQUIRE(opt.step({w.data()}, {g.data()}));
+      CHECK(non_finite_state(opt).empty());
+      for (float x : w)
+        CHECK(std::isfinite(x));
+      // The bare chain refuses the same gradient, its state untouched.
+      auto state = rule.init(s);
+      std::vector<float> u(4, big);
+      const std::vector<float> p(4, 1.0f);
+      CHECK(rule.update(Block(u.data(), 2, 2), state, ConstBlock(p.data(), 2, 2)) == Status::out_of_range);
+      CHECK(u == std::vector<float>(4, big));
+    };
+    run("lr then adam", amplified, 1e18f, 9e8f);
+    run("lr then lion", lion_amplified, 1e30f, 8e27f);
+    // The presets' limits are unchanged for their shapes, but for sgd, whose momentum receives
+    // g + λW: lowered by about λ·8.5e37.
+    const BlockShape gpt2{768, 3072};
+    CHECK(max_gradient_of(muon(), gpt2) == max_gradient_of(muon()));
+    CHECK(max_gradient_of(adamw(), gpt2) == max_gradient_of(adamw()));
+    CHECK(max_gradient_of(adamuon(), gpt2) == max_gradient_of(adamuon()));
+    CHECK(max_gradient_of(lion(), gpt2) == max_gradient_of(lion()));
+    CHECK(max_gradient_of(normuon(), gpt2) == max_gradient_of(normuon()));
+    CHECK(max_gradient_of(dion2(), gpt2) == max_gradient_of(dion2()));
+    CHECK(max_gradient_of(muadam(), gpt2) == max_gradient_of(muadam()));
+    CHECK(max_gradient_of(kaon(), gpt2) == max_gradient_of(kaon()));
+    CHECK(max_gradient_of(freon(), gpt2) == max_gradient_of(freon()));
+    // sgd's momentum sits behind AddDecayedWeights, whose bound (in + λ·8.5e37) carries the
+    // bounds' slack of 2⁻¹⁶ (rule.hpp, kUpdateBoundSlack): without decay its limit is lowered by
+    // that relative amount only.
+    const double sgd_plain = max_gradient_of(sgd()), sgd_shaped = max_gradient_of(sgd(), gpt2);
+    CHECK(sgd_shaped <= sgd_plain);
+    CHECK(sgd_shaped >= sgd_plain * (1.0 - 0x1p-15));
+    SgdOptions decayed;
+    decayed.weight_decay = 0.01;
+    const double plain = max_gradient_of(sgd(decayed)), shaped = max_gradient_of(sgd(decayed), gpt2);
+    CHECK(shaped < plain);
+    CHECK(shaped == doctest::Approx(plain - 0.01 * kUnguardedParameter).epsilon(1e-4));
+    // Where the parameters' share alone may exceed the momentum's limit (λ·8.5e37 ≥ 1.7e38), no
+    // gradient limit helps: the plain one stands (the exact W + u test behind it).
+    decayed.weight_decay = 2.5;
+    CHECK(max_gradient_of(sgd(decayed), gpt2) == max_gradient_of(sgd(decayed)));
+  }
+
   TEST_CASE("update_bound: each rule's output stays within its declared bound") {
     // rule.hpp, update_bound: for inputs whose entries are at most `in` at every step,
     // parameters within kUnguardedParameter (8.5e37) and states the rule wrote, every |entry| of
@@ -1579,7 +1655,7 @@ TEST_SUITE("optim.hostile") {
           sign[k] = rng.normal() < 0.0 ? -1.0f : 1.0f;
           w[k] = sign[k] * static_cast<float>(0.99 * K);
         }
-        const double cap = std::min(max_gradient_of(rule), 1e38);
+        const double cap = std::min(max_gradient_of(rule, s), 1e38);  // the limit the chain applies
         for (const double in : {1.0, std::min(1e30, cap), cap}) {
           CAPTURE(in);
           const double bound = update_bound_of(rule, in, s);

@@ -771,7 +771,8 @@ class DistributedPartition {
       // Each parameter's route limit (max_gradient_of), for step 1's scan: none allocated there.
       grad_limit_bits_.assign(np, optim::magnitude_bits(HUGE_VAL));
       for (std::size_t i = 0; i < np; ++i)
-        grad_limit_bits_[i] = optim::magnitude_bits(route_max_gradient(route_index(labels_[i])));
+        grad_limit_bits_[i] = optim::magnitude_bits(
+            route_max_gradient(route_index(labels_[i]), optim::flatten(params_[i].shape)));
     });
     if (!on_every_rank(sized)) {
       local_.reset();
@@ -1470,12 +1471,16 @@ class DistributedPartition {
     constexpr bool flags[] = {optim::takes_replicas<Rules>::value...};
     return flags[route];
   }
-  /// The route's optim::max_gradient_of.
-  double route_max_gradient(int route) const {
+  /// The route's optim::max_gradient_of for a parameter of shape s (the whole parameter's: the
+  /// owner's partition steps it whole, and a row-local rule's limit does not depend on the shape,
+  /// so that every rank scans against the limit the owner's step uses).
+  double route_max_gradient(int route, const optim::BlockShape& s) const {
     double limit = HUGE_VAL;
     int k = 0;
     std::apply(
-        [&](const auto&... r) { ((limit = (k++ == route ? optim::max_gradient_of(r.rule) : limit)), ...); },
+        [&](const auto&... r) {
+          ((limit = (k++ == route ? optim::max_gradient_of(r.rule, s) : limit)), ...);
+        },
         routes_);
     return limit;
   }

@@ -4,6 +4,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -276,9 +279,53 @@ class Chain {
   /// that reach that rule. Where the squaring rule comes first or after momentum (an average of
   /// gradients: adamw, muadam) the two agree; behind a bounded map they do not, and the chain
   /// refuses gradients that rule would have taken (adamuon's second moment, behind the sign and
-  /// the polar factor, limits its gradients to 2^63; docs/optim.md).
+  /// the polar factor, limits its gradients to 2^63; docs/optim.md). Not conservative where an
+  /// earlier rule amplifies: max_gradient(s) below, which partitions use.
   double max_gradient() const {
     return std::apply([](const auto&... r) { return std::min({HUGE_VAL, max_gradient_of(r)...}); }, rules_);
+  }
+  /// The largest |g| the chain accepts for blocks of shape s: max_gradient(), lowered where the
+  /// rules' bounds (rule.hpp, update_bound) show that for such g the input of a later rule could
+  /// exceed that rule's own max_gradient(), an amplifying rule before a limited state:
+  /// chain(ScaleByLearningRate{1e10}, ScaleByAdam) took gradients up to 2^63, so that Adam's g²
+  /// of 1e56 stored v = ∞ with ok (a fuzzer, 2026-12-07); its limit is now 2^63/1e10. The
+  /// largest g for which no rule's input can exceed its limit, found by a bisection over the
+  /// floats' bit patterns (about 31 evaluations of the bounds; one where the plain limit holds,
+  /// as in every preset but sgd, whose momentum receives g + λW). Where a rule before makes no
+  /// claim (NaN), the limits after it cannot be checked and stand as before; likewise where the
+  /// parameters' share alone (g = 0, parameters up to kUnguardedParameter) may carry a rule's
+  /// input beyond its limit (sgd with λ·8.5e37 ≥ its momentum's limit: λ ≥ 2, or λ ≥ 0.2 with
+  /// the sum form at β = 0.9): no gradient limit prevents that, and the plain limit stands, the
+  /// partition's exact test of W + u and its parameters' limit behind it (rule.hpp).
+  double max_gradient(const BlockShape& s) const {
+    const double top = max_gradient();
+    const double cap = std::min(top, 3.4028234663852886e38);
+    if (inputs_within(cap, s) || !inputs_within(0.0, s)) return top;
+    std::uint32_t lo = 0, hi = magnitude_bits(cap);  // inputs_within(lo) holds, (hi) does not
+    const auto value = [](std::uint32_t bits) {
+      float f;
+      std::memcpy(&f, &bits, sizeof f);
+      return double(f);
+    };
+    while (hi - lo > 1) {
+      const std::uint32_t mid = lo + (hi - lo) / 2;
+      (inputs_within(value(mid), s) ? lo : hi) = mid;
+    }
+    return value(lo);
+  }
+  /// True when, for gradients within g, every rule's input is within its max_gradient() by the
+  /// bounds of the rules before it (update_bound_of; NaN, no claim, passes).
+  bool inputs_within(double g, const BlockShape& s) const {
+    bool ok = true;
+    double in = g;
+    std::apply(
+        [&](const auto&... r) {
+          ((ok = ok && (std::isnan(in) || in <= max_gradient_of(r)),
+            in = std::isfinite(in) ? update_bound_of(r, in, s) : in),
+           ...);
+        },
+        rules_);
+    return ok;
   }
   /// The rules' bounds composed (rule.hpp, update_bound): each rule's update_bound_of() for
   /// the bound of what reaches it, from `in`. NaN (no claim) when a rule declares none; +Inf
@@ -300,7 +347,7 @@ class Chain {
   Status update(Block u, State& state, ConstBlock param) const {
     if (check() != nullptr) return Status::invalid_argument;  // unusable hyper-parameters
     if (const Status s = check_blocks(u, state, param); s != Status::ok) return s;
-    if (!all_within(MatrixRef<const float>(u), magnitude_bits(max_gradient())))
+    if (!all_within(MatrixRef<const float>(u), magnitude_bits(max_gradient(state.shape))))
       return all_finite(MatrixRef<const float>(u)) ? Status::out_of_range : Status::non_finite_input;
     if constexpr (may_fail) {
       if constexpr (prechecks) {

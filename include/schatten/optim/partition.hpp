@@ -499,7 +499,7 @@ class Partition {
             prechecks_ && !copy_all_ && may_fail &&
             covered_by_precheck(rule, std::get<I>(states_)[slot_[i]], flatten(params_[i].shape), memory_);
         backed_up_[i] = copy_all_ || may_overflow || (may_fail && !prechecked_[i]);
-        limit_bits_[i] = magnitude_bits(max_gradient_of(rule));
+        limit_bits_[i] = magnitude_bits(max_gradient_of(rule, flatten(params_[i].shape)));
         return Status::ok;
       });
     // The backups: allocated here, so that a step never allocates (Buffer assignment reuses an

@@ -808,13 +808,31 @@ double update_bound_of(const R& r, double in, const BlockShape& s) {
 /// the float range (Partition::param_limit_bits). The rules' update_bound() counts on it.
 constexpr double kUnguardedParameter = 3.4028234663852886e38 / 4.0;
 
+/// Detects a shape-aware max_gradient(const BlockShape&) (Chain's).
+template <class R, class = void>
+struct has_shape_max_gradient : std::false_type {};
+template <class R>
+struct has_shape_max_gradient<
+    R, std::void_t<decltype(std::declval<const R&>().max_gradient(std::declval<const BlockShape&>()))>>
+    : std::true_type {};
+/// The largest |g| rule R accepts for blocks of shape s: its max_gradient(s) where it has one (a
+/// chain, whose limit depends on what its earlier rules make of the gradient), else
+/// max_gradient_of(r).
+template <class R>
+double max_gradient_of(const R& r, const BlockShape& s) {
+  if constexpr (has_shape_max_gradient<R>::value)
+    return r.max_gradient(s);
+  else
+    return max_gradient_of(r);
+}
+
 /// True when rule r's update for a block of shape s may carry a parameter within
 /// kUnguardedParameter beyond the float range: its update_bound_of() for the gradients it
-/// accepts (max_gradient_of, at most FLT_MAX) exceeds FLT_MAX − kUnguardedParameter (2.55e38).
+/// accepts (max_gradient_of(r, s), at most FLT_MAX) exceeds FLT_MAX − kUnguardedParameter (2.55e38).
 /// False when the rule makes no claim. A Partition then keeps a copy of the route's state.
 template <class R>
 bool update_may_overflow_of(const R& r, const BlockShape& s) {
-  const double in = std::min(max_gradient_of(r), 3.4028234663852886e38);
+  const double in = std::min(max_gradient_of(r, s), 3.4028234663852886e38);
   const double b = update_bound_of(r, in, s);
   return !std::isnan(b) && !(b <= 3.4028234663852886e38 - kUnguardedParameter);
 }
