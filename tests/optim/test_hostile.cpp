@@ -1596,6 +1596,22 @@ TEST_SUITE("optim.hostile") {
     };
     run("lr then adam", amplified, 1e18f, 9e8f);
     run("lr then lion", lion_amplified, 1e30f, 8e27f);
+    // A nested chain's own limit for the shape counts too. Before, the outer chain took the
+    // inner's plain limit (2^63): its bound from there was infinite, so the route kept copies of
+    // its states and the inner chain's scan refused 1e18 after Nesterov's m had moved (restored
+    // from the copies). Now the route's limit is the inner's for the shape behind the momentum
+    // (whose bound is about in·1 without bias correction): 2^63/1e10 less the bounds' slack, no
+    // copy is kept, and the scan refuses 1e18 before anything changes.
+    const auto nested = chain(TraceMomentum{}, amplified, ScaleByLearningRate{Schedule::constant(1e-20)});
+    const double nested_limit = max_gradient_of(nested, s);
+    CHECK(nested_limit <= limit);
+    CHECK(nested_limit >= limit * (1.0 - 1e-4));
+    {
+      auto probe = optim::partition(std::vector<ParamSpec>{{"p", {2, 2}}}, {"r"}, route("r", nested));
+      REQUIRE(probe.init());
+      CHECK(probe.memory_use().backups == 0);
+    }
+    run("momentum then a nested chain", nested, 1e18f, 9e8f);
     // The presets' limits are unchanged for their shapes, but for sgd, whose momentum receives
     // g + λW: lowered by about λ·8.5e37.
     const BlockShape gpt2{768, 3072};

@@ -313,14 +313,15 @@ class Chain {
     }
     return value(lo);
   }
-  /// True when, for gradients within g, every rule's input is within its max_gradient() by the
-  /// bounds of the rules before it (update_bound_of; NaN, no claim, passes).
+  /// True when, for gradients within g, every rule's input is within its limit for the shape
+  /// (max_gradient_of(r, s): a nested chain's own max_gradient(s)) by the bounds of the rules
+  /// before it (update_bound_of; NaN, no claim, passes).
   bool inputs_within(double g, const BlockShape& s) const {
     bool ok = true;
     double in = g;
     std::apply(
         [&](const auto&... r) {
-          ((ok = ok && (std::isnan(in) || in <= max_gradient_of(r)),
+          ((ok = ok && (std::isnan(in) || in <= max_gradient_of(r, s)),
             in = std::isfinite(in) ? update_bound_of(r, in, s) : in),
            ...);
         },
