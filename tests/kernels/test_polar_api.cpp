@@ -19,6 +19,7 @@
 #include "support/convert.hpp"
 #include "support/methods.hpp"
 #include "support/oracle.hpp"
+#include "support/sanitizers.hpp"
 #include "support/seed.hpp"
 #include "support/spectra.hpp"
 #include "support/threads.hpp"
@@ -458,6 +459,18 @@ TEST_SUITE("kernels.polar.api") {
     // call took 3.4 s in a Release build and about 45 s under the sanitizers. The
     // oracle is built from the prescribed factors (an SVD of 1100 × 1200 in double would take
     // longer than the calls).
+#if !defined(KOKKOS_ENABLE_CUDA)
+    // Not under AddressSanitizer on the host: there this one call took 75–80 s, the longest test
+    // of the sanitizer job (538 CPU-s in all, 2026-12-07), and on the host it runs the loops of
+    // "16-bit iteration outside CUDA: symmetric_gram on and off give the same bits" (full and
+    // partial tiles of 128, several blocks of the inner dimension, a batch), which the sanitizers
+    // run, at 9 × 9 tiles instead of 2 × 2: no code that case leaves out. Its accuracy here is
+    // checked by the Release job (12 s).
+    if (schatten::test::kAddressSanitizer) {
+      MESSAGE("bf16 k = 1100: left to the Release job under AddressSanitizer");
+      return;
+    }
+#endif
     const index_t r = 1100, c = 1200;
     const std::vector<double> sigma = geometric(r, 1e-3);
     const std::uint64_t seed = case_seed("lowp_panels");
