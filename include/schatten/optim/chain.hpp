@@ -321,9 +321,7 @@ class Chain {
     double in = g;
     std::apply(
         [&](const auto&... r) {
-          ((ok = ok && (std::isnan(in) || in <= max_gradient_of(r, s)),
-            in = std::isfinite(in) ? update_bound_of(r, in, s) : in),
-           ...);
+          ((ok = ok && (std::isnan(in) || in <= max_gradient_of(r, s)), in = bound_after(r, in, s)), ...);
         },
         rules_);
     return ok;
@@ -332,8 +330,7 @@ class Chain {
   /// the bound of what reaches it, from `in`. NaN (no claim) when a rule declares none; +Inf
   /// once an intermediate bound exceeds FLT_MAX (update_bound_of), which every later rule keeps.
   double update_bound(double in, const BlockShape& s) const {
-    std::apply([&](const auto&... r) { ((in = std::isfinite(in) ? update_bound_of(r, in, s) : in), ...); },
-               rules_);
+    std::apply([&](const auto&... r) { ((in = bound_after(r, in, s)), ...); }, rules_);
     return in;
   }
 
@@ -469,6 +466,13 @@ class Chain {
   }
 
  private:
+  /// One step of the composition of update_bound() and inputs_within(): rule r's
+  /// update_bound_of() for inputs within `in`, where `in` is finite; an infinite bound stays
+  /// infinite and NaN (no claim) stays NaN.
+  template <class R>
+  static double bound_after(const R& r, double in, const BlockShape& s) {
+    return std::isfinite(in) ? update_bound_of(r, in, s) : in;
+  }
   /// The first rule's precheck (called only where `prechecks`, so only instantiated there).
   Status precheck_first(ConstBlock u, const State& state, ConstBlock param, float* flag) const {
     const auto& states = static_cast<const typename State::Base&>(state);
