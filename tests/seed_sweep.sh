@@ -8,7 +8,7 @@
 #   tests/seed_sweep.sh BUILD_DIR FIRST LAST [EXECUTABLE...]
 #
 # EXECUTABLE defaults to test_core test_kernels test_optim test_io test_surrogate (the Release
-# build of .ci/test has no test_optim or test_mpi: configure it without SCHATTEN_SKIP_TEST_SUITES). test_mpi, when
+# build of .ci/test has no test_optim: configure it without SCHATTEN_SKIP_TEST_SUITES). test_mpi, when
 # named, runs under mpiexec once per rank count in SCHATTEN_SWEEP_RANKS (default "1 2 4", as
 # CTest). About 40 s per seed for the five in a Release build on one core of the development
 # machine, and 10 s for test_mpi's three runs; run two ranges at once on two cores. Logs stay in
