@@ -1110,13 +1110,17 @@ TEST_CASE("distributed.dion: a bf16 Q steps unreduced, alone and in split groups
 }
 
 /// A rule that takes replicas (optim::takes_replicas: it has `replicas`) and has a precheck that
-/// covers it: the kind of route an unreduced parameter cannot have (init, below).
+/// covers it: the kind of route an unreduced parameter cannot have (init, below). It declares a
+/// gradient limit and its bound (u passes through), so that its route keeps no copy of its state
+/// for want of one (optim/rule.hpp, update_may_overflow_of).
 struct PrecheckedReplica {
   static constexpr const char* name = "prechecked_replica";
   static constexpr bool may_fail = true;
   Replicas replicas;
   struct State {};
   State init(const BlockShape&) const { return {}; }
+  double max_gradient() const { return 1e30; }
+  double update_bound(double in, const BlockShape&) const { return in; }
   Status precheck(ConstBlock, const State&, ConstBlock, float*) const { return Status::ok; }
   Status update(Block, State&, ConstBlock) const { return Status::ok; }
   template <class V>

@@ -450,6 +450,44 @@ void for_each_preset_and_set(F&& f) {
     });
 }
 
+/// A rule of a user's that declares no update_bound (rule.hpp): m ← 1e10·m + g, u = m, so that
+/// from gradients of −1 its fifth update (−1e40) and its state are beyond float. In float
+/// arithmetic, which rounds the overflow to −∞ (a double beyond float converted to float would
+/// be undefined behaviour, which the sanitizer build reports).
+struct GrowingMomentum {
+  static constexpr const char* name = "growing_momentum";
+  static constexpr float kGrowth = 1e10f;
+  struct State {
+    FloatBuffer m;
+  };
+  State init(const BlockShape& s) const { return {FloatBuffer(static_cast<std::size_t>(s.size()), 0.0f)}; }
+  Status update(Block u, State& s, ConstBlock) const {
+    for (std::size_t k = 0; k < s.m.size(); ++k) {
+      s.m[k] = kGrowth * s.m[k] + u.data[k];
+      u.data[k] = s.m[k];
+    }
+    return Status::ok;
+  }
+  template <class V>
+  friend void visit_fields(V& v, State& s) {
+    v("m", s.m);
+  }
+};
+/// The same rule with m clamped to [−1e20, 1e20], gradients limited to 1, and the bound that
+/// follows: |u| ≤ 1e20, far below 2.55e38.
+struct ClampedMomentum : GrowingMomentum {
+  static constexpr const char* name = "clamped_momentum";
+  double max_gradient() const { return 1.0; }
+  double update_bound(double, const BlockShape&) const { return 1e20; }
+  Status update(Block u, State& s, ConstBlock) const {
+    for (std::size_t k = 0; k < s.m.size(); ++k) {
+      s.m[k] = std::clamp(kGrowth * s.m[k] + u.data[k], -1e20f, 1e20f);
+      u.data[k] = s.m[k];
+    }
+    return Status::ok;
+  }
+};
+
 }  // namespace
 
 TEST_SUITE("optim.hostile") {
@@ -1783,10 +1821,13 @@ TEST_SUITE("optim.hostile") {
     probe("namo", namo());
     probe("namo_d", namo_d());
     // No claim: a chain with a rule that declares no bound (SpectralPower, which may fail
-    // without a precheck, so its routes keep copies anyway; or a user's rule) is treated as
-    // before the bounds: no copy for that reason.
+    // without a precheck, so its routes keep copies anyway; or a user's rule) may overflow as
+    // far as a partition can tell, and its route keeps copies for that reason too.
     CHECK(std::isnan(update_bound_of(freon(), 1.0, BlockShape{4, 4})));
     CHECK(std::isnan(update_bound_of(SpectralPower{}, 1.0, BlockShape{4, 4})));
+    CHECK(update_may_overflow_of(freon(), BlockShape{4, 4}));
+    CHECK(update_may_overflow_of(chain(GrowingMomentum{}, ScaleToNorm{}), BlockShape{4, 4}));
+    CHECK_FALSE(update_may_overflow_of(chain(ClampedMomentum{}, ScaleToNorm{}), BlockShape{4, 4}));
     // An intermediate bound beyond FLT_MAX stays infinite through the rest of a chain, even
     // through a rule whose own bound does not depend on its input: that intermediate float
     // may be ∞ (ScaleByAdam with ε = 1e-25, then ScaleToNorm).
@@ -1906,6 +1947,36 @@ TEST_SUITE("optim.hostile") {
     AdamWOptions big_decay;
     big_decay.weight_decay = 4.0;
     CHECK(update_may_overflow_of(adamw(big_decay), s22));
+  }
+
+  TEST_CASE("a user's rule without a bound keeps copies, and its overflowing step changes nothing") {
+    // Until 2026-12-07 a rule that declares no update_bound made no claim and its route kept no
+    // copy: GrowingMomentum's fifth step (m = u = −1e40, −∞ as a float) then stored W = −∞ and
+    // m = −∞ with ok (docs/reliability.md, Finding 131). Now the partition keeps a copy of such
+    // a route's state, and the exact W + u test refuses that step with nothing changed. A rule
+    // that declares a bound (ClampedMomentum) keeps none. Host partitions only: a user's rule
+    // without device_capable is refused by init(MemoryKind::device) (docs/optim.md).
+    const std::vector<ParamSpec> ps = {{"w", {2, 3}}};
+    auto opt = optim::partition(ps, {"r"}, route("r", chain(GrowingMomentum{})));
+    REQUIRE(opt.init());
+    CHECK(opt.memory_use().backups == 6 * sizeof(float));
+    auto clamped = optim::partition(ps, {"r"}, route("r", chain(ClampedMomentum{})));
+    REQUIRE(clamped.init());
+    CHECK(clamped.memory_use().backups == 0);
+    std::vector<float> w(6, 0.5f), g(6, -1.0f);
+    for (int t = 1; t <= 4; ++t) {
+      CAPTURE(t);
+      REQUIRE(opt.step({w.data()}, {g.data()}));
+      for (float x : w)
+        CHECK(std::isfinite(x));
+    }
+    const std::vector<float> w4 = w;
+    const auto before = state_bits(opt);
+    const StepReport r = opt.step({w.data()}, {g.data()});
+    CHECK(r.status == Status::out_of_range);
+    CHECK(std::string(r.message).find("beyond the float range") != std::string::npos);
+    CHECK(state_bits(opt) == before);
+    CHECK(w == w4);
   }
 
   TEST_CASE("Gram Newton-Schulz losing accuracy: the step is refused and no state advances") {

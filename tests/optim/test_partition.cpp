@@ -159,13 +159,17 @@ void check_step_finite(const Rule& rule, typename Rule::State& st, std::vector<f
   }
 }
 
-/// Fails at its second call without declaring may_fail (a protocol violation).
+/// Fails at its second call without declaring may_fail (a protocol violation). It declares a
+/// gradient limit and its bound (u passes through), so that its route keeps no copy of its state
+/// (rule.hpp, update_may_overflow_of).
 struct Undeclared {
   static constexpr const char* name = "undeclared";
   struct State {
     std::int64_t count = 0;
   };
   State init(const BlockShape&) const { return {}; }
+  double max_gradient() const { return 1e30; }
+  double update_bound(double in, const BlockShape&) const { return in; }
   Status update(Block, State& s, ConstBlock) const {
     return ++s.count == 2 ? Status::internal_error : Status::ok;
   }

@@ -480,8 +480,9 @@ class Partition {
     // the rule's precheck tells every failure for that state here (chain.hpp,
     // covered_by_precheck: Muon's chain); step() then prechecks those parameters first. Also
     // those of routes whose update may carry W + u beyond the float range (rule.hpp,
-    // update_may_overflow_of: lr·λ > 3, a learning rate near the float range, AdamW's tiny ε),
-    // so that step_fallible()'s exact W + u test can refuse such a step and put the state back.
+    // update_may_overflow_of: lr·λ > 3, a learning rate near the float range, AdamW's tiny ε,
+    // and a rule of the user's that declares no bound), so that step_fallible()'s exact W + u
+    // test can refuse such a step and put the state back.
     prechecked_.assign(params_.size(), 0);
     backed_up_.assign(params_.size(), 0);
     limit_bits_.assign(params_.size(), magnitude_bits(HUGE_VAL));
@@ -571,9 +572,9 @@ class Partition {
   /// (off by default; taken at the next init()). Then every update runs in step_fallible(),
   /// whose test of W + u (docs/optim.md "The float range of W + u") covers every parameter, and
   /// no parameter limit applies: a step is all or nothing whatever the hyper-parameters, the
-  /// one case the default leaves open (an update beyond 2.6e38 from a route without copies whose
-  /// rules make no bound, rule.hpp update_bound, or from a checkpoint's state beyond what its
-  /// rule writes) included, and under host allocation failure too (as set_prechecks(false)).
+  /// one case the default leaves open (an update beyond 2.6e38 from a checkpoint's state beyond
+  /// what its rule writes, in a route without copies) included, and under host allocation
+  /// failure too (as set_prechecks(false)).
   /// The price: one copy of every state (AdamW: both moments, 8 bytes per element) and one copy pass over
   /// them per step, as memory_use().backups reports.
   void set_copy_all_states(bool on) { copy_all_ = on; }

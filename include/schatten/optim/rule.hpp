@@ -67,9 +67,11 @@
 /// kUnguardedParameter, where W + u could overflow, keeps a copy of that route's state: its exact
 /// W + u test then refuses such a step and puts the state back (update_may_overflow_of; lr·λ > 3,
 /// a learning rate near the float range, AdamW's tiny ε). A rule that declares no bound makes no
-/// claim, and its route is treated as before the bounds existed: no copy for that reason (the
-/// whole-step rules, which test their own W + u in precheck_covers(), and the rules that always
-/// keep copies because they may fail without a precheck). A rule with
+/// claim, and a Partition keeps copies of its route's state too: nothing says that its update
+/// stays a float, and without a copy a step whose W + u must be refused would leave the state
+/// advanced (a user's rule; the library's rules without one, SpectralPower, SpectralClip and
+/// RadialBrake, keep copies anyway because they may fail without a precheck). Declaring a
+/// bound is how a rule of your own keeps no copy. A rule with
 /// hyper-parameters that can be unusable (a NaN or negative learning rate, β ≥ 1, ε ≤ 0) declares
 ///
 ///     const char* check() const noexcept;       // nullptr when usable, else a static message
@@ -828,13 +830,14 @@ double max_gradient_of(const R& r, const BlockShape& s) {
 
 /// True when rule r's update for a block of shape s may carry a parameter within
 /// kUnguardedParameter beyond the float range: its update_bound_of() for the gradients it
-/// accepts (max_gradient_of(r, s), at most FLT_MAX) exceeds FLT_MAX − kUnguardedParameter (2.55e38).
-/// False when the rule makes no claim. A Partition then keeps a copy of the route's state.
+/// accepts (max_gradient_of(r, s), at most FLT_MAX) exceeds FLT_MAX − kUnguardedParameter (2.55e38),
+/// or the rule makes no claim (NaN: nothing bounds its output; the file comment). A Partition
+/// then keeps a copy of the route's state.
 template <class R>
 bool update_may_overflow_of(const R& r, const BlockShape& s) {
   const double in = std::min(max_gradient_of(r, s), 3.4028234663852886e38);
   const double b = update_bound_of(r, in, s);
-  return !std::isnan(b) && !(b <= 3.4028234663852886e38 - kUnguardedParameter);
+  return std::isnan(b) || !(b <= 3.4028234663852886e38 - kUnguardedParameter);
 }
 
 /// The gradient limit of the rules whose state holds g² in float (Adam's second moment):
