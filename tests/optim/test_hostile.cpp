@@ -461,16 +461,20 @@ struct GrowingMomentum {
     FloatBuffer m;
   };
   State init(const BlockShape& s) const { return {FloatBuffer(static_cast<std::size_t>(s.size()), 0.0f)}; }
-  Status update(Block u, State& s, ConstBlock) const {
-    for (std::size_t k = 0; k < s.m.size(); ++k) {
-      s.m[k] = kGrowth * s.m[k] + u.data[k];
-      u.data[k] = s.m[k];
-    }
-    return Status::ok;
-  }
+  Status update(Block u, State& s, ConstBlock) const { return advance(u, s, HUGE_VALF); }
   template <class V>
   friend void visit_fields(V& v, State& s) {
     v("m", s.m);
+  }
+
+ protected:
+  /// m ← clamp(1e10·m + u, −cap, cap), u ← m.
+  static Status advance(Block u, State& s, float cap) {
+    for (std::size_t k = 0; k < s.m.size(); ++k) {
+      s.m[k] = std::clamp(kGrowth * s.m[k] + u.data[k], -cap, cap);
+      u.data[k] = s.m[k];
+    }
+    return Status::ok;
   }
 };
 /// The same rule with m clamped to [−1e20, 1e20], gradients limited to 1, and the bound that
@@ -479,13 +483,7 @@ struct ClampedMomentum : GrowingMomentum {
   static constexpr const char* name = "clamped_momentum";
   double max_gradient() const { return 1.0; }
   double update_bound(double, const BlockShape&) const { return 1e20; }
-  Status update(Block u, State& s, ConstBlock) const {
-    for (std::size_t k = 0; k < s.m.size(); ++k) {
-      s.m[k] = std::clamp(kGrowth * s.m[k] + u.data[k], -1e20f, 1e20f);
-      u.data[k] = s.m[k];
-    }
-    return Status::ok;
-  }
+  Status update(Block u, State& s, ConstBlock) const { return advance(u, s, 1e20f); }
 };
 
 }  // namespace
