@@ -524,10 +524,11 @@ TEST_SUITE("kernels.spectral_power") {
     const std::vector<double> ad(a.begin(), a.end());
     // Double: the rational stage's tolerance (1e-5 relative in Σσ^q, so 1e-5/q in the norm)
     // bounds the error; float: QDWH's k·ε_f. q = 1.001 and 2.004: fractional parts whose fit
-    // missed the old default tolerance (1e-6).
+    // missed the old default tolerance (1e-6). q = ∞ works in double for both: 1e-13 (the next
+    // test case says why).
     for (double q : {0.5, 1.0, 1.001, 1.5, 2.0, 2.004, 3.0, 4.5, std::numeric_limits<double>::infinity()}) {
       CAPTURE(q);
-      const double tol = sizeof(T) == 8 ? 1e-5 / std::min(q, 1.0) : 1e-4;
+      const double tol = std::isinf(q) ? 1e-13 : sizeof(T) == 8 ? 1e-5 / std::min(q, 1.0) : 1e-4;
       double got = 0.0, want = 0.0;
       REQUIRE(schatten_norm(MatrixRef<const T>(a.data(), r, c), q, &got) == Status::ok);
       REQUIRE(reference::schatten_norm(MatrixRef<const double>(ad.data(), r, c), q, want) == Status::ok);
@@ -537,6 +538,65 @@ TEST_SUITE("kernels.spectral_power") {
     CHECK(schatten_norm(MatrixRef<const T>(a.data(), r, c), 0.0, &n) == Status::invalid_argument);
     CHECK(schatten_norm(MatrixRef<const T>(a.data(), r, c), -1.0, &n) == Status::invalid_argument);
   }
+  TEST_CASE_TEMPLATE("schatten_norm(q = ∞) is accurate to 1e-13 whatever the gap σ₁ − σ₂", T, float, double) {
+    // q = ∞ was power iteration on AᵀA until 2026-12-08: an underestimate whose error followed
+    // the gap (2.1e-6 at σ₂ = 0.9999σ₁, 1.7e-8 to 2.1e-6 in float), always with ok. Now
+    // ‖A‖₂² = λ₁(AᵀA) is bracketed by Rayleigh quotients and Cholesky factorisations of
+    // τI − AᵀA (largest_eigenvalue) in double, for float input too. The oracle: the SVD in
+    // double of the same (widened) entries. Tolerance 1e-13: the bracket's width δ = 8ku in λ₁
+    // (4ku = 2.2e-14 in σ₁ at k = 50), the Gram's rounding in double (at most about m·u = 8e-15
+    // relative for σ₁) and the SVD's own (a few k·u).
+    const index_t m = 70, k = 50;
+    SchattenNormOptions fp32;
+    fp32.qdwh.compute = Precision::fp32;  // (unused by q = ∞: the same bits)
+    const double inf = std::numeric_limits<double>::infinity();
+    std::vector<T> batch;
+    std::vector<double> singles;
+    for (const double gap : {1e-1, 1e-2, 1e-4, 1e-6, 1e-9, 1e-12, 0.0}) {
+      CAPTURE(gap);
+      std::vector<double> sigma = geometric(k, 1e-3, 0.9);
+      sigma[0] = 1.0;
+      sigma[1] = 1.0 - gap;
+      const std::uint64_t seed =
+          case_seed("schatten_norm_inf", static_cast<std::uint64_t>(-std::log10(gap + 1e-300)));
+      CAPTURE(seed);
+      const Factored f = factored(m, k, sigma, seed);
+      for (const bool wide : {false, true}) {
+        CAPTURE(wide);
+        const Eigen::MatrixXd e = wide ? Eigen::MatrixXd(f.a.transpose()) : f.a;
+        const index_t r = e.rows(), c = e.cols();
+        const std::vector<T> a = to_row_major<T>(e);
+        const std::vector<double> ad(a.begin(), a.end());
+        double got = -1.0, want = 0.0, got32 = -1.0;
+        REQUIRE(schatten_norm(MatrixRef<const T>(a.data(), r, c), inf, &got) == Status::ok);
+        REQUIRE(reference::schatten_norm(MatrixRef<const double>(ad.data(), r, c), inf, want) == Status::ok);
+        CHECK(std::fabs(got / want - 1.0) <= 1e-13);
+        REQUIRE(schatten_norm(BatchedMatrixRef<const T>(MatrixRef<const T>(a.data(), r, c)), inf, &got32,
+                              fp32) == Status::ok);
+        CHECK(got32 == got);
+        if (!wide) {
+          batch.insert(batch.end(), a.begin(), a.end());
+          singles.push_back(got);
+        }
+      }
+    }
+    // A batch gives each matrix's norm as alone, bit for bit (the same work in the same order).
+    std::vector<double> norms(singles.size(), -1.0);
+    REQUIRE(schatten_norm(BatchedMatrixRef<const T>(batch.data(), static_cast<index_t>(singles.size()), m, k),
+                          inf, norms.data()) == Status::ok);
+    CHECK(norms == singles);
+    // One column or one row: its single singular value is its Frobenius norm, for every q.
+    const std::vector<T> col = {T(3), T(0), T(-4)};
+    for (const double q : {0.5, 1.0, 3.0, inf}) {
+      CAPTURE(q);
+      double n = -1.0;
+      REQUIRE(schatten_norm(MatrixRef<const T>(col.data(), 3, 1), q, &n) == Status::ok);
+      CHECK(n == 5.0);
+      REQUIRE(schatten_norm(MatrixRef<const T>(col.data(), 1, 3), q, &n) == Status::ok);
+      CHECK(n == 5.0);
+    }
+  }
+
   TEST_CASE("schatten_norm: a tolerance the rational fit cannot reach is not_converged, norms written") {
     // The norm once came back ok with the best fit, whatever it reached. Tolerance 1e-8 at the
     // default floor: 24 poles reach about 1e-6 for these fractional parts. Now not_converged,
@@ -1533,7 +1593,8 @@ TEST_SUITE("kernels.spectral_power") {
           CHECK(norm == -1.0);
         } else {
           REQUIRE(st == Status::ok);
-          CHECK(norm == doctest::Approx(want).epsilon(1e-9));  // power iteration: 1e-10 relative
+          // q = ∞: λ₁(I₈/8) bracketed to 8·8u (largest_eigenvalue); the others QDWH's 1e-9.
+          CHECK(norm == doctest::Approx(want).epsilon(std::isinf(q) ? 1e-14 : 1e-9));
         }
       }
       // α = −1 of 1e-310·I₈ is 1e310·I₈: not representable, refused before writing.

@@ -131,7 +131,9 @@ SpectralPowerReport spectral_clip_dispatch(const Exec& space,
   });
 }
 
-/// schatten_norm() with QDWH's precision from options.qdwh.compute.
+/// schatten_norm() with QDWH's precision from options.qdwh.compute. q = +∞ runs no QDWH: it
+/// works in double whatever that precision (still validated), since a float copy of A/‖A‖_F
+/// would cost ‖A‖₂ its rounding, about 1e-8 relative.
 template <class Exec, class TIn>
 Status schatten_norm_dispatch(const Exec& space, const Strided3<const TIn, typename Exec::memory_space>& a,
                               double q, double* norms, const SchattenNormOptions& options,
@@ -139,6 +141,7 @@ Status schatten_norm_dispatch(const Exec& space, const Strided3<const TIn, typen
   return with_iteration_type<false, Exec, TIn>(
       options.qdwh.compute, [](Status s, const char*) { return s; },
       [&](auto tc) {
+        if (q == HUGE_VAL) return schatten_norm_strided<Exec, TIn, double>(space, a, q, norms, options, ws);
         return schatten_norm_strided<Exec, TIn, typename decltype(tc)::type>(space, a, q, norms, options, ws);
       });
 }

@@ -629,7 +629,8 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     fit_missed = st != Status::ok;
   }
   bool fit_used = false;
-  bool qdwh_short = false;  // a matrix's QDWH reached max_iterations: its last iterate is used
+  bool qdwh_short = false;   // a matrix's QDWH reached max_iterations: its last iterate is used
+  bool uncertified = false;  // q = ∞: a bracket largest_eigenvalue() did not close
   const RationalPower& g = *fit;
   try {
     ws.reserve(spectral_bytes<TC, Mem>(s), static_cast<std::size_t>(s.batch));
@@ -649,14 +650,29 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
   for (index_t bi = 0; bi < s.batch; ++bi) {
     const double fro = norms[static_cast<std::size_t>(bi)];
     const int e = host.exponents[static_cast<std::size_t>(bi)];  // ‖A‖ = 2^e·‖A'‖ (pre-scaling)
-    if (fro == 0.0 || q == 2.0) {
+    if (fro == 0.0 || q == 2.0 || s.k == 1) {                    // (one singular value: it is ‖A‖_F)
       result[static_cast<std::size_t>(bi)] = std::ldexp(fro, e);
       continue;
     }
     const Mat2<TC, Mem> x = item(b.q.x, bi);
-    if (!finite_q) {  // σ_max by power iteration to 1e-10 relative
-      result[static_cast<std::size_t>(bi)] = std::ldexp(
-          fro * sigma_max_estimate(space, s.right, x, b.q.vk, b.q.va, b.q.vn, host, 1e-12, 2000), e);
+    if (!finite_q) {
+      // σ₁(X)² = λ₁(G), G = XᵀX formed in double (2mk² flops; schatten_norm_dispatch passes
+      // TC = double here, so X = A/‖A‖_F carries only double rounding), bracketed by Rayleigh
+      // quotients and Cholesky factorisations of τI − G to a relative width δ whatever the gap
+      // (largest_eigenvalue). The three k × k scratch matrices are free (no QDWH on this path).
+      Mat2<double, Mem> xd;
+      if constexpr (std::is_same<TC, double>::value) {
+        xd = x;
+      } else {
+        convert(space, b.xd, x);
+        xd = b.xd;
+      }
+      gram2(space, s.right, 1.0, xd, 0.0, b.hd);
+      symmetrize(space, Mat3<double, Mem>(b.hd.data(), b.hd.extent(0), b.hd.extent(1), 1));
+      const CertifiedEigenvalue ev =
+          largest_eigenvalue(space, b.hd, block(b.z, 0, s.k, 0, 1), block(b.acc, 0, s.k, 0, 1), b.fac, host);
+      uncertified = uncertified || !ev.certified;
+      result[static_cast<std::size_t>(bi)] = std::ldexp(fro * std::sqrt(ev.value), e);
       continue;
     }
     const QdwhItem r = qdwh_item(space, s.right, s.n, options.qdwh, x, b.q, Mat2<TC, Mem>());
@@ -717,8 +733,8 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     norms_out[bi] = result[static_cast<std::size_t>(bi)];
   // As spectral_power(): the norms are written, with the accuracy of the best fit or of QDWH's
   // last iterate (its not_converged was ignored until 2026-12-07: ok where spectral_power()
-  // reported not_converged on the same matrix).
-  return (fit_missed && fit_used) || qdwh_short ? Status::not_converged : Status::ok;
+  // reported not_converged on the same matrix), or q = ∞ with the lower end of an open bracket.
+  return (fit_missed && fit_used) || qdwh_short || uncertified ? Status::not_converged : Status::ok;
 }
 
 }  // namespace schatten::kokkos::detail
