@@ -24,6 +24,8 @@
 /// 16-bit emulation, docs/kernels/polar.md "16-bit iteration").
 /// spectral_power_poly{5,8}/... the polynomial method with 5 or 8 steps (α ≥ 0): GFLOP/s,
 ///   rel_err, band (the schedule's worst relative error on [1e-3, 1]).
+/// schatten_norm/q=<q>/<precision>/<shape> times schatten_norm() (q = 1, 4 and ∞): rel_err against
+///   (Σσ_i^q)^{1/q} of the prescribed singular values.
 /// gemm/<precision>/<m>x<n>x<k>: one GEMM through the kernels' own entry (GFLOP/s), for every
 ///   shape the polar cases use, in float and double; gemm/bf16/... and gemm/fp16/... in the
 ///   storage of 16-bit iteration (cuBLAS on CUDA, portable_gemm elsewhere), at 1024³ and, on a
@@ -139,6 +141,35 @@ void bm_spectral_clip(benchmark::State& st, Shape shape, double lower, double up
   st.counters["rel_err"] = relative_error(
       d.output_to_host(), p.spectral_map([&](double x) { return std::max(o.lower, std::min(x, o.upper)); }));
   st.counters["qdwh_its"] = rep.qdwh_iterations;
+}
+
+/// schatten_norm() of one matrix: time, and rel_err against the norm of the prescribed spectrum.
+template <class T>
+void bm_schatten_norm(benchmark::State& st, Shape shape, double q) {
+  const Problem& p = problem(shape);
+  DeviceCopy<T> d(p.a, shape.rows, shape.cols);
+  struct Result {
+    Status status;
+    const char* message;
+  };
+  Workspace ws;
+  double norm = 0.0, per_call = 0.0;
+  time_calls(
+      st,
+      [&] {
+        const Status s = schatten_norm(d.input(), q, &norm, {}, &ws);
+        return Result{s, s == Status::ok ? "" : "schatten_norm failed"};
+      },
+      per_call);
+  if (per_call < 0) return;
+  double want = p.sigma.front();  // q = ∞
+  if (std::isfinite(q)) {
+    double sum = 0.0;
+    for (const double x : p.sigma)
+      sum += std::pow(x, q);
+    want = std::pow(sum, 1.0 / q);
+  }
+  st.counters["rel_err"] = std::fabs(norm / want - 1.0);
 }
 
 template <class T>
@@ -271,6 +302,15 @@ void register_all() {
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
       }
+  for (const Shape& s : {Shape{768, 768}, Shape{768, 3072}, Shape{1024, 1024}})
+    for (const double q : {1.0, 4.0, HUGE_VAL}) {
+      const std::string name = std::string("schatten_norm/q=") +
+                               (std::isinf(q) ? "inf" : std::to_string(int(q))) + "/" + precision_name<T>() +
+                               "/" + s.name();
+      benchmark::RegisterBenchmark(name.c_str(), bm_schatten_norm<T>, s, q)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+    }
   // The hardcap at half the top singular value, and a two-sided clip into [0.05, 0.5]·σ_max.
   for (const Shape& s : {Shape{768, 768}, Shape{768, 3072}})
     for (const std::pair<double, double>& b : {std::pair<double, double>{0.0, 0.5}, {0.05, 0.5}})
