@@ -656,24 +656,21 @@ Status schatten_norm_strided(const Exec& space, const Strided3<const TIn, typena
     }
     const Mat2<TC, Mem> x = item(b.q.x, bi);
     if (!finite_q) {
-      // σ₁(X)² = λ₁(G), G = XᵀX formed in double (2mk² flops; schatten_norm_dispatch passes
-      // TC = double here, so X = A/‖A‖_F carries only double rounding), bracketed by Rayleigh
-      // quotients and Cholesky factorisations of τI − G to a relative width δ whatever the gap
-      // (largest_eigenvalue). The three k × k scratch matrices are free (no QDWH on this path).
-      Mat2<double, Mem> xd;
+      // σ₁(X)² = λ₁(G), G = XᵀX formed in double (2mk² flops), bracketed by Rayleigh quotients
+      // and Cholesky factorisations of τI − G to a relative width δ whatever the gap
+      // (largest_eigenvalue). X = A/‖A‖_F is held in double: schatten_norm_dispatch runs q = ∞
+      // with TC = double only. The k × k scratch matrices are free (no QDWH on this path).
       if constexpr (std::is_same<TC, double>::value) {
-        xd = x;
+        gram2(space, s.right, 1.0, x, 0.0, b.hd);
+        symmetrize(space, Mat3<double, Mem>(b.hd.data(), b.hd.extent(0), b.hd.extent(1), 1));
+        const CertifiedEigenvalue ev = largest_eigenvalue(space, b.hd, block(b.z, 0, s.k, 0, 1),
+                                                          block(b.acc, 0, s.k, 0, 1), b.fac, host);
+        uncertified = uncertified || !ev.certified;
+        result[static_cast<std::size_t>(bi)] = std::ldexp(fro * std::sqrt(ev.value), e);
+        continue;
       } else {
-        convert(space, b.xd, x);
-        xd = b.xd;
+        return Status::internal_error;  // (not reached: see schatten_norm_dispatch)
       }
-      gram2(space, s.right, 1.0, xd, 0.0, b.hd);
-      symmetrize(space, Mat3<double, Mem>(b.hd.data(), b.hd.extent(0), b.hd.extent(1), 1));
-      const CertifiedEigenvalue ev =
-          largest_eigenvalue(space, b.hd, block(b.z, 0, s.k, 0, 1), block(b.acc, 0, s.k, 0, 1), b.fac, host);
-      uncertified = uncertified || !ev.certified;
-      result[static_cast<std::size_t>(bi)] = std::ldexp(fro * std::sqrt(ev.value), e);
-      continue;
     }
     const QdwhItem r = qdwh_item(space, s.right, s.n, options.qdwh, x, b.q, Mat2<TC, Mem>());
     if (r.failure) return Status::breakdown;
